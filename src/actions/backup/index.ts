@@ -1,0 +1,4 @@
+import { backupAction } from '../../commands/backup';
+import { runAction } from '../run';
+
+void runAction(backupAction);

@@ -1,0 +1,4 @@
+import { deployAction } from '../../commands/deploy';
+import { runAction } from '../run';
+
+void runAction(deployAction);

@@ -1,0 +1,4 @@
+import { drillAction } from '../../commands/drill';
+import { runAction } from '../run';
+
+void runAction(drillAction);

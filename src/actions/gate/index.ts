@@ -1,0 +1,4 @@
+import { gateAction } from '../../commands/drill';
+import { runAction } from '../run';
+
+void runAction(gateAction);

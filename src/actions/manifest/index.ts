@@ -1,0 +1,4 @@
+import { manifestAction } from '../../commands/manifest';
+import { runAction } from '../run';
+
+void runAction(manifestAction);

@@ -1,0 +1,4 @@
+import { preflightAction } from '../../commands/preflight';
+import { runAction } from '../run';
+
+void runAction(preflightAction);

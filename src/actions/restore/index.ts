@@ -1,0 +1,4 @@
+import { restoreAction } from '../../commands/backup';
+import { runAction } from '../run';
+
+void runAction(restoreAction);

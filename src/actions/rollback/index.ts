@@ -1,0 +1,4 @@
+import { rollbackAction } from '../../commands/deploy';
+import { runAction } from '../run';
+
+void runAction(rollbackAction);

@@ -1,0 +1,88 @@
+import * as core from '@actions/core';
+import { commandFor, type ActionSpec } from '../commands/action-spec';
+import { allInputs, Inputs, type CommandResult, type CommandSpec, type RawValue } from '../commands/spec';
+import { toLifelineError, usageError } from '../errors';
+import type { Logger } from '../logger';
+import { urlPassword } from '../settings/secrets';
+
+function actionsLogger(): Logger {
+  return {
+    info: (m) => core.info(m),
+    warn: (m) => core.warning(m),
+    error: (m) => core.error(m),
+    debug: (m) => core.debug(m),
+    group: (name, fn) => core.group(name, fn),
+    secret: (v) => {
+      if (v) core.setSecret(v);
+    },
+  };
+}
+
+/** Reads the declared inputs once, at the edge. */
+export function readActionInputs(command: CommandSpec): Record<string, RawValue> {
+  const values: Record<string, RawValue> = {};
+  for (const input of allInputs(command)) {
+    if (input.cliOnly) continue;
+    if (input.type === 'list') values[input.name] = core.getMultilineInput(input.name);
+    else if (input.type === 'boolean') {
+      const raw = core.getInput(input.name);
+      values[input.name] = raw === '' ? undefined : raw;
+    } else values[input.name] = core.getInput(input.name) || undefined;
+  }
+  return values;
+}
+
+/** The one error boundary of every action entry. */
+export async function runAction(action: ActionSpec, selected?: string): Promise<void> {
+  const logger = actionsLogger();
+  try {
+    const chosen = selected ?? (action.selector ? core.getInput(action.selector.input) : undefined);
+    let command: CommandSpec;
+    try {
+      command = commandFor(action, chosen);
+    } catch (error) {
+      throw usageError('BAD_INPUT', (error as Error).message, `set ${action.selector?.input} to one of ${Object.keys(action.commands).join(', ')}`);
+    }
+    const values = readActionInputs(command);
+    for (const key of ['database-url', 'redis-url']) {
+      const password = urlPassword(values[key] as string | undefined);
+      if (password) core.setSecret(password);
+    }
+    const result = await command.run({
+      inputs: new Inputs(command, values),
+      env: process.env,
+      cwd: process.cwd(),
+      logger,
+      inAction: true,
+      interactive: false,
+    });
+    await publishResult(command, result);
+  } catch (thrown) {
+    const error = toLifelineError(thrown);
+    if (error.cause) core.debug(String((error.cause as Error).stack ?? error.cause));
+    core.setFailed(error.describe());
+    process.exitCode = error.exitCode;
+  }
+}
+
+async function publishResult(command: CommandSpec, result: CommandResult): Promise<void> {
+  const declared = new Set(command.outputs.map((o) => o.name));
+  for (const [name, value] of Object.entries(result.outputs ?? {})) {
+    if (!declared.has(name)) throw new Error(`internal error: output "${name}" is not declared for ${command.name}`);
+    core.setOutput(name, value);
+  }
+  for (const a of result.annotations ?? []) {
+    const props = { title: a.title, file: a.file, startLine: a.line };
+    if (a.level === 'error') core.error(a.message, props);
+    else if (a.level === 'warning') core.warning(a.message, props);
+    else core.notice(a.message, props);
+  }
+  if (result.text) core.info(result.text);
+  if (result.summary && process.env.GITHUB_STEP_SUMMARY) {
+    await core.summary.addRaw(result.summary, true).write();
+  }
+  if (result.exitCode) {
+    core.setFailed(result.failureMessage ?? `${command.name} failed`);
+    process.exitCode = result.exitCode;
+  }
+}

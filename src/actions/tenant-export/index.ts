@@ -1,0 +1,4 @@
+import { tenantExportAction } from '../../commands/tenant';
+import { runAction } from '../run';
+
+void runAction(tenantExportAction);

@@ -1,0 +1,4 @@
+import { verifyAction } from '../../commands/backup';
+import { runAction } from '../run';
+
+void runAction(verifyAction);

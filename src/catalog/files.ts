@@ -1,0 +1,87 @@
+import { createHash } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, open, rename, rm, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { Transform, type Readable, type Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+
+/** Flushes a file's (or directory's) contents to disk so a rename after it is durable. */
+export async function fsyncPath(path: string): Promise<void> {
+  const handle = await open(path, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Writes a small file atomically: temporary name, fsync, rename, fsync the directory. */
+export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
+  await mkdir(dirname(path), { recursive: true });
+  const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${Date.now()}`);
+  try {
+    await writeFile(tmp, data);
+    await fsyncPath(tmp);
+    await rename(tmp, path);
+  } catch (error) {
+    await rm(tmp, { force: true });
+    throw error;
+  }
+  await fsyncPath(dirname(path));
+}
+
+export interface HashedFile {
+  sha256: string;
+  bytes: number;
+}
+
+/** A pass-through that hashes and counts what flows through it, so no second read is needed. */
+export class HashingTransform extends Transform {
+  private readonly hash = createHash('sha256');
+  bytes = 0;
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null, data?: Buffer) => void): void {
+    this.hash.update(chunk);
+    this.bytes += chunk.length;
+    callback(null, chunk);
+  }
+
+  digest(): string {
+    return this.hash.digest('hex');
+  }
+}
+
+/** Streams `source` into `path`, hashing in the same pass, then fsyncs. */
+export async function streamToFile(source: Readable, path: string, onProgress?: (bytes: number) => void): Promise<HashedFile> {
+  const hasher = new HashingTransform();
+  if (onProgress) hasher.on('data', () => onProgress(hasher.bytes));
+  await pipeline(source, hasher, createWriteStream(path, { flags: 'wx' }));
+  await fsyncPath(path);
+  return { sha256: hasher.digest(), bytes: hasher.bytes };
+}
+
+/** A writable file that hashes what is written, for producers that push rather than offer a readable. */
+export function hashingFileWriter(path: string): { stream: Writable; done: () => Promise<HashedFile> } {
+  const hasher = new HashingTransform();
+  const file = createWriteStream(path, { flags: 'wx' });
+  const finished = pipeline(hasher, file);
+  return {
+    stream: hasher,
+    async done() {
+      await finished;
+      await fsyncPath(path);
+      return { sha256: hasher.digest(), bytes: hasher.bytes };
+    },
+  };
+}
+
+/** sha256 of a file, read in 1 MiB chunks (bounded memory). */
+export async function sha256File(path: string): Promise<HashedFile> {
+  const hasher = new HashingTransform();
+  await pipeline(createReadStream(path, { highWaterMark: 1024 * 1024 }), hasher, async function* (source) {
+    for await (const _chunk of source) {
+      // drain
+    }
+  });
+  return { sha256: hasher.digest(), bytes: hasher.bytes };
+}

@@ -1,0 +1,258 @@
+import { randomBytes } from 'node:crypto';
+import { appendFile, mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { failure, usageError } from '../errors';
+import { fsyncPath, hashingFileWriter, streamToFile, writeFileAtomic, type HashedFile } from './files';
+import { formatSums, SUMS_FILE, type SumEntry } from './sums';
+
+export const CATALOG_SCHEMA_VERSION = 1;
+
+/** The kinds of entries the catalog holds under each environment. */
+export type EntryKind = 'backups' | 'releases' | 'drills' | `tenants/${string}/exports`;
+
+export interface EntryMetadata {
+  schemaVersion: number;
+  id: string;
+  createdAt: string;
+  [key: string]: unknown;
+}
+
+export interface CatalogEntry<M extends EntryMetadata = EntryMetadata> {
+  id: string;
+  dir: string;
+  metadata: M;
+}
+
+const SAFE_SEGMENT = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/;
+
+/** Refuses anything that could escape the catalog's directory when used as a path segment. */
+export function assertSafeSegment(value: string, what: string): void {
+  if (!SAFE_SEGMENT.test(value) || value.includes('..')) {
+    throw usageError(
+      'UNSAFE_NAME',
+      `${what} ${JSON.stringify(value)} cannot be used as a catalog name`,
+      `use letters, digits, '.', '_', '+' and '-' only (no '/', '..', spaces or control characters), starting with a letter or digit`,
+    );
+  }
+}
+
+/** Sortable, collision-resistant ids: creation time in UTC plus randomness. */
+export function newEntryId(now = new Date()): string {
+  const stamp = now.toISOString().replace(/[-:]/g, '').replace('.', '');
+  return `${stamp}-${randomBytes(3).toString('hex')}`;
+}
+
+/**
+ * The backup catalog on the local filesystem. An entry is a directory; it is written under a
+ * hidden staging name and renamed into place only once every file, `SHA256SUMS` and the
+ * metadata are on disk, so an interrupted writer never leaves anything that lists as complete.
+ */
+export class Catalog {
+  constructor(readonly root: string) {}
+
+  envDir(env: string): string {
+    assertSafeSegment(env, 'environment');
+    return join(this.root, env);
+  }
+
+  kindDir(env: string, kind: EntryKind): string {
+    return join(this.envDir(env), kind);
+  }
+
+  entryDir(env: string, kind: EntryKind, id: string): string {
+    assertSafeSegment(id, 'id');
+    return join(this.kindDir(env, kind), id);
+  }
+
+  async begin(env: string, kind: EntryKind, id: string, metadataFile: string): Promise<StagedEntry> {
+    const finalDir = this.entryDir(env, kind, id);
+    if (await exists(finalDir)) {
+      throw usageError('ENTRY_EXISTS', `${kind} entry ${id} already exists in environment ${env}`, 'choose another id; catalog entries are immutable once written');
+    }
+    const stagingDir = join(this.kindDir(env, kind), `.staging-${id}-${process.pid}`);
+    await mkdir(stagingDir, { recursive: true });
+    return new StagedEntry(stagingDir, finalDir, metadataFile);
+  }
+
+  /** Complete entries, newest first. Staging directories and entries without metadata are skipped. */
+  async list<M extends EntryMetadata>(env: string, kind: EntryKind, metadataFile: string): Promise<CatalogEntry<M>[]> {
+    const dir = this.kindDir(env, kind);
+    let names: string[];
+    try {
+      names = await readdir(dir);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw error;
+    }
+    const entries: CatalogEntry<M>[] = [];
+    for (const name of names) {
+      if (name.startsWith('.')) continue;
+      const metadata = await readJsonIfExists<M>(join(dir, name, metadataFile));
+      if (!metadata) continue;
+      if (metadata.schemaVersion > CATALOG_SCHEMA_VERSION) {
+        throw failure('CATALOG_TOO_NEW', `${join(dir, name, metadataFile)} has schema version ${metadata.schemaVersion}; this Lifeline reads up to ${CATALOG_SCHEMA_VERSION}`, { fix: 'upgrade Lifeline' });
+      }
+      entries.push({ id: name, dir: join(dir, name), metadata });
+    }
+    return entries.sort((a, b) => (a.metadata.createdAt === b.metadata.createdAt ? b.id.localeCompare(a.id) : b.metadata.createdAt.localeCompare(a.metadata.createdAt)));
+  }
+
+  async get<M extends EntryMetadata>(env: string, kind: EntryKind, id: string, metadataFile: string): Promise<CatalogEntry<M> | undefined> {
+    const dir = this.entryDir(env, kind, id);
+    const metadata = await readJsonIfExists<M>(join(dir, metadataFile));
+    return metadata ? { id, dir, metadata } : undefined;
+  }
+
+  /** Rewrites an entry's metadata atomically (e.g. to record a verification). */
+  async updateMetadata<M extends EntryMetadata>(entry: CatalogEntry<M>, metadataFile: string, metadata: M): Promise<void> {
+    await writeFileAtomic(join(entry.dir, metadataFile), `${JSON.stringify(metadata, null, 2)}\n`);
+  }
+
+  async remove(entry: CatalogEntry): Promise<void> {
+    // Rename first so a half-deleted entry never lists as complete.
+    const parent = join(entry.dir, '..');
+    const doomed = join(parent, `.deleting-${entry.id}-${process.pid}`);
+    await rename(entry.dir, doomed);
+    await fsyncPath(parent);
+    await rm(doomed, { recursive: true, force: true });
+  }
+
+  /** Removes staging directories left by writers that died; returns what was removed. */
+  async sweepStaging(env: string, kind: EntryKind, olderThanMs = 60 * 60 * 1000): Promise<string[]> {
+    const dir = this.kindDir(env, kind);
+    const removed: string[] = [];
+    let names: string[] = [];
+    try {
+      names = await readdir(dir);
+    } catch {
+      return removed;
+    }
+    for (const name of names) {
+      if (!name.startsWith('.staging-') && !name.startsWith('.deleting-')) continue;
+      const path = join(dir, name);
+      const info = await stat(path);
+      const pid = Number(/-(\d+)$/.exec(name)?.[1]);
+      if (Date.now() - info.mtimeMs > olderThanMs || (pid && !processAlive(pid))) {
+        await rm(path, { recursive: true, force: true });
+        removed.push(name);
+      }
+    }
+    return removed;
+  }
+
+  /** Appends one JSON line to an environment's append-only log (e.g. deploy history). */
+  async appendLog(env: string, name: string, record: unknown): Promise<void> {
+    const path = join(this.envDir(env), name);
+    await mkdir(this.envDir(env), { recursive: true });
+    await appendFile(path, `${JSON.stringify(record)}\n`);
+    await fsyncPath(path);
+  }
+
+  async readLog<T>(env: string, name: string): Promise<T[]> {
+    const text = await readFile(join(this.envDir(env), name), 'utf8').catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return '';
+      throw error;
+    });
+    return text
+      .split('\n')
+      .filter((line) => line.trim())
+      .flatMap((line) => {
+        try {
+          return [JSON.parse(line) as T];
+        } catch {
+          return []; // a torn last line from a crash is skipped, never fatal
+        }
+      });
+  }
+}
+
+/** An entry being written. Nothing here is visible to `list` until `commit` renames it into place. */
+export class StagedEntry {
+  private readonly sums: SumEntry[] = [];
+  private settled = false;
+
+  constructor(
+    readonly dir: string,
+    readonly finalDir: string,
+    private readonly metadataFile: string,
+  ) {}
+
+  path(name: string): string {
+    assertSafeSegment(name, 'file name');
+    return join(this.dir, name);
+  }
+
+  /** Streams a payload into the entry, hashing it on the way, and records it for SHA256SUMS. */
+  async addStream(name: string, source: Readable, onProgress?: (bytes: number) => void): Promise<HashedFile> {
+    const result = await streamToFile(source, this.path(name), onProgress);
+    this.sums.push({ file: name, sha256: result.sha256 });
+    return result;
+  }
+
+  /** A writable for a producer that pushes; call `done()` after the producer finished. */
+  addWriter(name: string) {
+    const writer = hashingFileWriter(this.path(name));
+    return {
+      stream: writer.stream,
+      done: async () => {
+        const result = await writer.done();
+        this.sums.push({ file: name, sha256: result.sha256 });
+        return result;
+      },
+    };
+  }
+
+  async addText(name: string, text: string): Promise<HashedFile> {
+    return this.addStream(name, Readable.from([Buffer.from(text)]));
+  }
+
+  /** Writes SHA256SUMS and the metadata, fsyncs, and renames the entry into place. */
+  async commit(metadata: EntryMetadata): Promise<void> {
+    await writeFileAtomic(join(this.dir, SUMS_FILE), formatSums(this.sums));
+    await writeFileAtomic(join(this.dir, this.metadataFile), `${JSON.stringify(metadata, null, 2)}\n`);
+    await fsyncPath(this.dir);
+    await rename(this.dir, this.finalDir);
+    await fsyncPath(join(this.finalDir, '..'));
+    this.settled = true;
+  }
+
+  async abort(): Promise<void> {
+    if (this.settled) return;
+    this.settled = true;
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function readJsonIfExists<T>(path: string): Promise<T | undefined> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw error;
+  }
+  try {
+    return JSON.parse(text) as T;
+  } catch (error) {
+    throw failure('CATALOG_CORRUPT', `${path} is not valid JSON`, { cause: error, fix: 'inspect the file; restore it from an off-host copy or remove the entry' });
+  }
+}
+
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

@@ -1,0 +1,51 @@
+import type { ActionSpec } from './action-spec';
+import { backupAction, backupCommand, backupsCommand, pruneCommand, restoreAction, restoreCommand, verifyAction, verifyCommand } from './backup';
+import { configCheck } from './config';
+import { deployAction, deployCommand, historyCommand, rollbackAction, rollbackCommand } from './deploy';
+import { drillAction, drillCommand, drillsCommand, gateAction, gateCommand, runbookCommand } from './drill';
+import { lockBreakCommand, lockStatusCommand } from './lock';
+import { manifestAction, manifestCreateCommand, manifestVerifyCommand } from './manifest';
+import { preflightAction, preflightCommand } from './preflight';
+import type { CommandSpec } from './spec';
+import { syncCommand } from './sync';
+import { tenantDeletionPlanCommand, tenantExportAction, tenantExportCommand, tenantVerifyCommand } from './tenant';
+
+/** Every CLI command, in the order `lifeline --help` lists them. */
+export const COMMANDS: readonly CommandSpec[] = [
+  preflightCommand,
+  backupCommand,
+  backupsCommand,
+  verifyCommand,
+  restoreCommand,
+  pruneCommand,
+  manifestCreateCommand,
+  manifestVerifyCommand,
+  deployCommand,
+  rollbackCommand,
+  historyCommand,
+  drillCommand,
+  drillsCommand,
+  gateCommand,
+  runbookCommand,
+  tenantExportCommand,
+  tenantVerifyCommand,
+  tenantDeletionPlanCommand,
+  syncCommand,
+  configCheck,
+  lockStatusCommand,
+  lockBreakCommand,
+];
+
+/** Every GitHub action; the root action.yml dispatches on `command` to one of these. */
+export const ACTIONS: readonly ActionSpec[] = [
+  preflightAction,
+  backupAction,
+  restoreAction,
+  verifyAction,
+  manifestAction,
+  deployAction,
+  rollbackAction,
+  drillAction,
+  gateAction,
+  tenantExportAction,
+];

@@ -1,0 +1,186 @@
+import { failure, usageError } from '../errors';
+import type { Logger } from '../logger';
+import { resolveEnvironment, type EnvironmentSettings } from '../settings/resolve';
+
+export type InputType = 'string' | 'boolean' | 'list';
+
+/** One input: the same name is the action input and the CLI flag (`--name`). */
+export interface InputSpec {
+  name: string;
+  type: InputType;
+  description: string;
+  required?: boolean;
+  /** Default as written in action.yml. */
+  default?: string;
+  choices?: readonly string[];
+  /** Only a CLI flag (e.g. `--json`), not an action input. */
+  cliOnly?: boolean;
+  /** Only an action input (e.g. `github-token`), not a CLI flag. */
+  actionOnly?: boolean;
+}
+
+export interface OutputSpec {
+  name: string;
+  description: string;
+}
+
+export interface Annotation {
+  level: 'error' | 'warning' | 'notice';
+  message: string;
+  file?: string;
+  line?: number;
+  title?: string;
+}
+
+export interface CommandResult {
+  /** The value `--json` prints. */
+  json: unknown;
+  /** Readable text for the terminal. */
+  text?: string;
+  /** Action outputs (names must be declared in the spec). */
+  outputs?: Record<string, string>;
+  /** Markdown for the job summary. */
+  summary?: string;
+  annotations?: Annotation[];
+  /** Non-zero when the command ran but its verdict is a failure (a failed gate, a failed check). */
+  exitCode?: 0 | 1 | 3;
+  /** The one-line reason when exitCode is non-zero. */
+  failureMessage?: string;
+}
+
+export interface CommandContext {
+  inputs: Inputs;
+  /** The process environment (read only here, at the door). */
+  env: Record<string, string | undefined>;
+  cwd: string;
+  logger: Logger;
+  /** Running as a GitHub action (vs the CLI). */
+  inAction: boolean;
+  /** stderr is a terminal: progress bars are welcome. */
+  interactive: boolean;
+}
+
+export interface CommandSpec {
+  /** The CLI path: `backup`, `manifest create`, `tenant export`. */
+  name: string;
+  summary: string;
+  /** A positional argument that fills this input (e.g. `lifeline verify latest`). */
+  positional?: string;
+  inputs: InputSpec[];
+  outputs: OutputSpec[];
+  /** False while the command is not built yet: it then fails, never fakes success. */
+  implemented: boolean;
+  /** Includes the global inputs (config, env, store, database-url, redis-url). */
+  usesGlobals?: boolean;
+  run(ctx: CommandContext): Promise<CommandResult>;
+}
+
+export const GLOBAL_INPUTS: InputSpec[] = [
+  { name: 'config', type: 'string', description: 'Path of lifeline.yml (default: ./lifeline.yml; optional for one-off use).' },
+  { name: 'env', type: 'string', description: 'Environment name from lifeline.yml (default: "default").' },
+  { name: 'store', type: 'string', description: "The catalog's root directory (default: the config's store, LIFELINE_STORE, or ./.lifeline)." },
+  { name: 'database-url', type: 'string', description: 'PostgreSQL URL (overrides DATABASE_URL and the config). Masked in logs.' },
+  { name: 'redis-url', type: 'string', description: 'Redis URL (overrides REDIS_URL and the config). Masked in logs.' },
+  { name: 'json', type: 'boolean', description: 'Print exactly one JSON value on stdout.', default: 'false', cliOnly: true },
+];
+
+export function allInputs(spec: CommandSpec): InputSpec[] {
+  return spec.usesGlobals === false ? spec.inputs : [...GLOBAL_INPUTS, ...spec.inputs];
+}
+
+export type RawValue = string | boolean | string[] | undefined;
+
+/**
+ * Typed access to a command's inputs. Reading an input the spec does not declare is our bug
+ * (it would be an action input missing from action.yml), so it throws.
+ */
+export class Inputs {
+  private readonly specs: Map<string, InputSpec>;
+  readonly read = new Set<string>();
+
+  constructor(
+    spec: CommandSpec,
+    private readonly values: Record<string, RawValue>,
+  ) {
+    this.specs = new Map(allInputs(spec).map((i) => [i.name, i]));
+  }
+
+  private get(name: string, type: InputType): RawValue {
+    const spec = this.specs.get(name);
+    if (!spec) throw failure('INTERNAL_UNDECLARED_INPUT', `internal error: input "${name}" is read but not declared`);
+    if (spec.type !== type) throw failure('INTERNAL_INPUT_TYPE', `internal error: input "${name}" is a ${spec.type}, read as ${type}`);
+    this.read.add(name);
+    const value = this.values[name];
+    if (value === undefined || value === '') return spec.default !== undefined && type !== 'list' ? (type === 'boolean' ? spec.default === 'true' : spec.default) : undefined;
+    return value;
+  }
+
+  string(name: string): string | undefined {
+    const value = this.get(name, 'string') as string | undefined;
+    const spec = this.specs.get(name)!;
+    if (value !== undefined && spec.choices && !spec.choices.includes(value)) {
+      throw usageError('BAD_INPUT', `--${name} must be one of ${spec.choices.join(', ')} (got "${value}")`, `pass --${name} ${spec.choices[0]}`);
+    }
+    return value;
+  }
+
+  requiredString(name: string, fix?: string): string {
+    const value = this.string(name);
+    if (value === undefined || value.trim() === '') {
+      throw usageError('MISSING_INPUT', `missing --${name}`, fix ?? `pass --${name} (action input "${name}")`);
+    }
+    return value;
+  }
+
+  boolean(name: string): boolean {
+    const value = this.get(name, 'boolean');
+    if (typeof value === 'string') return parseBoolean(name, value);
+    return value === true;
+  }
+
+  list(name: string): string[] {
+    const value = this.get(name, 'list');
+    if (value === undefined) return [];
+    const items = Array.isArray(value) ? value : String(value).split('\n');
+    return items.map((s) => String(s).trim()).filter(Boolean);
+  }
+
+  /** The global inputs, for settings resolution. */
+  globals() {
+    return {
+      config: this.string('config'),
+      env: this.string('env'),
+      store: this.string('store'),
+      databaseUrl: this.string('database-url'),
+      redisUrl: this.string('redis-url'),
+    };
+  }
+}
+
+export function parseBoolean(name: string, value: string): boolean {
+  const v = value.trim().toLowerCase();
+  if (['true', 'yes', '1', 'on'].includes(v)) return true;
+  if (['false', 'no', '0', 'off', ''].includes(v)) return false;
+  throw usageError('BAD_INPUT', `input "${name}" must be true or false (got "${value}")`, `set ${name}: true or ${name}: false`);
+}
+
+/** Resolves the environment settings from the global inputs (flags > env vars > lifeline.yml). */
+export function environmentFor(ctx: CommandContext): EnvironmentSettings {
+  const settings = resolveEnvironment(ctx.inputs.globals(), { env: ctx.env, cwd: ctx.cwd });
+  for (const secret of settings.secrets) ctx.logger.secret(secret);
+  return settings;
+}
+
+/** A command that is planned but not built: it fails clearly instead of faking success. */
+export function notImplemented(name: string, summary: string, issue: string, inputs: InputSpec[] = [], outputs: OutputSpec[] = []): CommandSpec {
+  return {
+    name,
+    summary,
+    inputs,
+    outputs,
+    implemented: false,
+    async run() {
+      throw failure('NOT_IMPLEMENTED', `lifeline ${name} is not implemented yet (${issue})`, { fix: 'see the README for what each command can do today' });
+    },
+  };
+}

@@ -1,0 +1,68 @@
+/** How domain code reports progress; the CLI and the action glue each provide one. */
+export interface Logger {
+  info(message: string): void;
+  warn(message: string): void;
+  error(message: string): void;
+  debug(message: string): void;
+  /** Runs `fn` inside a named, collapsible phase (a `core.group` in Actions). */
+  group<T>(name: string, fn: () => Promise<T>): Promise<T>;
+  /** Registers a value that must never appear in logs. */
+  secret(value: string): void;
+}
+
+/** Replaces registered secrets in a string: the last line of defence before text leaves the process. */
+export class SecretMasker {
+  private readonly secrets = new Set<string>();
+
+  add(value: string | undefined): void {
+    if (value && value.length >= 3) {
+      this.secrets.add(value);
+      const encoded = encodeURIComponent(value);
+      if (encoded !== value) this.secrets.add(encoded);
+    }
+  }
+
+  mask(text: string): string {
+    let out = text;
+    for (const secret of [...this.secrets].sort((a, b) => b.length - a.length)) {
+      out = out.split(secret).join('***');
+    }
+    return out;
+  }
+}
+
+export function createStderrLogger(options: { verbose?: boolean; masker?: SecretMasker } = {}): Logger {
+  const masker = options.masker ?? new SecretMasker();
+  const write = (prefix: string, message: string) => process.stderr.write(`${prefix}${masker.mask(message)}\n`);
+  return {
+    info: (m) => write('', m),
+    warn: (m) => write('warning: ', m),
+    error: (m) => write('error: ', m),
+    debug: (m) => {
+      if (options.verbose) write('debug: ', m);
+    },
+    async group(name, fn) {
+      write('==> ', name);
+      return fn();
+    },
+    secret: (v) => masker.add(v),
+  };
+}
+
+/** A logger that records lines, for tests and for building reports. */
+export function createMemoryLogger(): Logger & { lines: string[] } {
+  const lines: string[] = [];
+  const masker = new SecretMasker();
+  return {
+    lines,
+    info: (m) => lines.push(masker.mask(m)),
+    warn: (m) => lines.push(`warning: ${masker.mask(m)}`),
+    error: (m) => lines.push(`error: ${masker.mask(m)}`),
+    debug: () => {},
+    async group(name, fn) {
+      lines.push(`==> ${name}`);
+      return fn();
+    },
+    secret: (v) => masker.add(v),
+  };
+}

@@ -1,0 +1,141 @@
+import { randomBytes } from 'node:crypto';
+import { chownSync, mkdtempSync, writeFileSync, readFileSync, rmSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { failure } from '../errors';
+import { freePort, stopPid } from '../runner/ports';
+import { LocalRunner, runText, lastLines, type Runner } from '../runner/runner';
+import { formatPgUrl, type PgConnection } from '../runner/postgres-env';
+import { findServerBinDir } from './binaries';
+
+export interface ThrowawayCluster {
+  dataDir: string;
+  port: number;
+  binDir: string;
+  conn: PgConnection;
+  url: string;
+  /** Runs server-side tools (pg_ctl, pg_controldata) as the cluster's OS user. */
+  serverRunner: Runner;
+  stop(): Promise<void>;
+}
+
+export interface ClusterOptions {
+  binDir?: string;
+  /** Extra `postgresql.conf` lines (e.g. archive_command for pgBackRest). */
+  settings?: Record<string, string>;
+  /** Use an existing data directory (e.g. one pgBackRest restored) instead of initdb. */
+  existingDataDir?: string;
+  /** Parent directory for the temp dir; default the OS temp dir. */
+  parentDir?: string;
+  /** Faster, non-durable settings: for throwaway drill and test clusters only. */
+  fast?: boolean;
+}
+
+const OS_USER = 'postgres';
+
+function clusterUser(): string | undefined {
+  return process.getuid?.() === 0 ? OS_USER : undefined;
+}
+
+function giveToClusterUser(path: string): void {
+  if (process.getuid?.() !== 0) return;
+  const { uid, gid } = lookupUser(OS_USER);
+  chownSync(path, uid, gid);
+}
+
+function lookupUser(name: string): { uid: number; gid: number } {
+  const passwd = readFileSync('/etc/passwd', 'utf8');
+  for (const line of passwd.split('\n')) {
+    const parts = line.split(':');
+    if (parts[0] === name) return { uid: Number(parts[2]), gid: Number(parts[3]) };
+  }
+  throw failure('NO_POSTGRES_USER', `there is no "${name}" OS user to run a throwaway PostgreSQL cluster as root`, { fix: 'install the postgresql package (it creates the user), or run Lifeline as a non-root user' });
+}
+
+/**
+ * Starts a private PostgreSQL cluster on 127.0.0.1 in a temp directory, from the local server
+ * binaries. Used for isolated restore drills, tests and the demo; `stop()` stops it by pid and
+ * removes the directory.
+ */
+export async function startThrowawayCluster(options: ClusterOptions = {}): Promise<ThrowawayCluster> {
+  const binDir = findServerBinDir(options.binDir);
+  if (!binDir) {
+    throw failure('NO_POSTGRES_SERVER', 'no PostgreSQL server binaries (initdb, pg_ctl) were found', { fix: 'install them (Debian: apt-get install postgresql) or set postgres.binDir in lifeline.yml' });
+  }
+  const base = mkdtempSync(join(options.parentDir ?? tmpdir(), 'lifeline-pg-'));
+  giveToClusterUser(base);
+  const dataDir = options.existingDataDir ?? join(base, 'data');
+  const socketDir = join(base, 'sock');
+  mkdirSync(socketDir);
+  giveToClusterUser(socketDir);
+  const runner = new LocalRunner({ binDirs: [binDir], asUser: clusterUser() });
+  const password = randomBytes(18).toString('base64url');
+  const port = await freePort();
+
+  let started = false;
+  const cleanup = async () => {
+    if (started) await stopPostmaster(dataDir);
+    rmSync(base, { recursive: true, force: true });
+  };
+  try {
+    if (!options.existingDataDir) {
+      const pwfile = join(base, 'pw');
+      writeFileSync(pwfile, `${password}\n`, { mode: 0o600 });
+      giveToClusterUser(pwfile);
+      const init = await runText(runner, {
+        tool: 'initdb',
+        args: ['-D', dataDir, '-U', 'postgres', '--auth-local=trust', '--auth-host=scram-sha-256', `--pwfile=${pwfile}`, '-E', 'UTF8', '--no-locale', '--no-sync'],
+      });
+      rmSync(pwfile, { force: true });
+      if (init.exitCode !== 0) throw failure('INITDB_FAILED', `initdb failed: ${lastLines(init.stderr)}`);
+    }
+    const settings: Record<string, string> = {
+      listen_addresses: "'127.0.0.1'",
+      port: String(port),
+      unix_socket_directories: `'${socketDir}'`,
+      max_connections: '50',
+      ...(options.fast ? { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off' } : {}),
+      ...options.settings,
+    };
+    const conf = Object.entries(settings)
+      .map(([k, v]) => `${k} = ${v}`)
+      .join('\n');
+    writeFileSync(join(dataDir, 'postgresql.auto.conf'), `${conf}\n`, { flag: 'a' });
+    const logFile = join(base, 'server.log');
+    const start = await runText(runner, { tool: 'pg_ctl', args: ['-D', dataDir, '-l', logFile, '-w', '-t', '120', 'start'] });
+    started = true;
+    if (start.exitCode !== 0) {
+      let log = '';
+      try {
+        log = readFileSync(logFile, 'utf8');
+      } catch {
+        // no log
+      }
+      throw failure('POSTGRES_START_FAILED', `the throwaway PostgreSQL cluster did not start: ${lastLines(log || start.stderr)}`);
+    }
+  } catch (error) {
+    await cleanup();
+    throw error;
+  }
+  const conn: PgConnection = { host: '127.0.0.1', port, user: 'postgres', password, database: 'postgres', params: {} };
+  return {
+    dataDir,
+    port,
+    binDir,
+    conn,
+    url: formatPgUrl(conn),
+    serverRunner: runner,
+    stop: cleanup,
+  };
+}
+
+/** Stops a cluster by the pid in its postmaster.pid (fast shutdown), never by name. */
+export async function stopPostmaster(dataDir: string): Promise<void> {
+  let pid: number;
+  try {
+    pid = Number(readFileSync(join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+  } catch {
+    return;
+  }
+  if (pid > 0) await stopPid(pid, 'SIGINT', 30000);
+}

@@ -1,0 +1,88 @@
+import { usageError } from '../errors';
+
+export interface PgConnection {
+  host: string;
+  port: number;
+  user?: string;
+  password?: string;
+  database: string;
+  /** Other libpq parameters from the URL's query string (sslmode, ...). */
+  params: Record<string, string>;
+}
+
+/** Parses a postgres:// URL into its parts. */
+export function parsePgUrl(url: string): PgConnection {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw usageError('BAD_URL', 'the PostgreSQL URL is not a valid URL', 'write it as postgres://user:password@host:5432/dbname');
+  }
+  if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
+    throw usageError('BAD_URL', `the PostgreSQL URL uses the scheme ${parsed.protocol}`, 'write it as postgres://user:password@host:5432/dbname');
+  }
+  const params: Record<string, string> = {};
+  parsed.searchParams.forEach((value, key) => {
+    params[key] = value;
+  });
+  const database = decodeURIComponent(parsed.pathname.replace(/^\//, '')) || 'postgres';
+  return {
+    host: decodeURIComponent(parsed.hostname.replace(/^\[|\]$/g, '')) || params.host || '127.0.0.1',
+    port: parsed.port ? Number(parsed.port) : 5432,
+    user: parsed.username ? decodeURIComponent(parsed.username) : undefined,
+    password: parsed.password ? decodeURIComponent(parsed.password) : undefined,
+    database,
+    params,
+  };
+}
+
+export function formatPgUrl(conn: PgConnection): string {
+  const auth = conn.user ? `${encodeURIComponent(conn.user)}${conn.password ? `:${encodeURIComponent(conn.password)}` : ''}@` : '';
+  const query = new URLSearchParams(conn.params).toString();
+  return `postgres://${auth}${conn.host.includes(':') ? `[${conn.host}]` : conn.host}:${conn.port}/${encodeURIComponent(conn.database)}${query ? `?${query}` : ''}`;
+}
+
+const PARAM_ENV: Record<string, string> = {
+  sslmode: 'PGSSLMODE',
+  sslrootcert: 'PGSSLROOTCERT',
+  sslcert: 'PGSSLCERT',
+  sslkey: 'PGSSLKEY',
+  application_name: 'PGAPPNAME',
+  connect_timeout: 'PGCONNECT_TIMEOUT',
+  options: 'PGOPTIONS',
+};
+
+/**
+ * libpq environment for a connection. The password travels in PGPASSWORD, never on a
+ * command line where `ps` would show it.
+ */
+export function pgEnv(conn: PgConnection, database = conn.database): Record<string, string | undefined> {
+  const env: Record<string, string | undefined> = {
+    PGHOST: conn.host,
+    PGPORT: String(conn.port),
+    PGUSER: conn.user,
+    PGPASSWORD: conn.password,
+    PGDATABASE: database,
+    PGCONNECT_TIMEOUT: '10',
+  };
+  for (const [param, value] of Object.entries(conn.params)) {
+    const name = PARAM_ENV[param];
+    if (name) env[name] = value;
+  }
+  return env;
+}
+
+export function withDatabase(conn: PgConnection, database: string): PgConnection {
+  return { ...conn, database };
+}
+
+/** A SQL identifier, quoted. */
+export function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+/** A SQL string literal, quoted (standard_conforming_strings on, the default since 9.1). */
+export function quoteLiteral(value: string): string {
+  if (value.includes('\0')) throw usageError('BAD_VALUE', 'a value contains a NUL byte', 'remove the NUL byte');
+  return `'${value.replace(/'/g, "''")}'`;
+}

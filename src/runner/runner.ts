@@ -1,0 +1,216 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { accessSync, constants } from 'node:fs';
+import { delimiter, join } from 'node:path';
+import type { Readable, Writable } from 'node:stream';
+import { failure } from '../errors';
+import { SecretMasker } from '../logger';
+
+export interface ToolInvocation {
+  tool: string;
+  args: string[];
+  /** Extra environment for the tool (e.g. PGPASSWORD): passed by environment, never on the command line. */
+  env?: Record<string, string | undefined>;
+  /** Where the tool's stdin comes from; default: nothing. */
+  stdin?: Readable;
+  cwd?: string;
+}
+
+export interface ToolResult {
+  exitCode: number | null;
+  signal: NodeJS.Signals | null;
+  /** The tail of stderr, secrets masked. */
+  stderr: string;
+}
+
+export interface RunningTool {
+  /** The tool's stdout, to be consumed by the caller (it is never buffered here). */
+  stdout: Readable;
+  done: Promise<ToolResult>;
+  kill(signal?: NodeJS.Signals): void;
+  pid?: number;
+}
+
+/** Runs database and container tools, locally or inside a Compose service, streaming their data. */
+export interface Runner {
+  /** For messages: where tools run ("local binaries", "compose service db"). */
+  readonly where: string;
+  start(invocation: ToolInvocation): RunningTool;
+}
+
+const STDERR_LIMIT = 64 * 1024;
+
+function spawnStreaming(command: string, args: string[], invocation: ToolInvocation, masker: SecretMasker, childEnv: NodeJS.ProcessEnv): RunningTool {
+  let child: ChildProcess;
+  try {
+    child = spawn(command, args, {
+      cwd: invocation.cwd,
+      env: childEnv,
+      stdio: [invocation.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+    });
+  } catch (error) {
+    throw failure('TOOL_SPAWN', `could not start ${invocation.tool}: ${(error as Error).message}`, { cause: error });
+  }
+  let stderr = '';
+  child.stderr!.setEncoding('utf8');
+  child.stderr!.on('data', (chunk: string) => {
+    stderr += chunk;
+    if (stderr.length > STDERR_LIMIT) stderr = stderr.slice(-STDERR_LIMIT);
+  });
+  if (invocation.stdin) {
+    invocation.stdin.pipe(child.stdin!);
+    // The tool may exit before reading all of stdin; that is reported through its exit code.
+    child.stdin!.on('error', () => {});
+  }
+  const done = new Promise<ToolResult>((resolve, reject) => {
+    child.on('error', (error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') {
+        reject(failure('TOOL_MISSING', `${invocation.tool} was not found (${command})`, { fix: `install it (Debian: the package that provides ${invocation.tool}) or set its directory in the config (postgres.binDir / redis.binDir)`, cause: error }));
+      } else {
+        reject(failure('TOOL_SPAWN', `could not run ${invocation.tool}: ${error.message}`, { cause: error }));
+      }
+    });
+    child.on('close', (exitCode, signal) => resolve({ exitCode, signal, stderr: masker.mask(stderr.trim()) }));
+  });
+  // Keep unhandled rejections off: callers await `done`.
+  done.catch(() => {});
+  return {
+    stdout: child.stdout!,
+    done,
+    pid: child.pid,
+    kill: (signal = 'SIGTERM') => {
+      child.kill(signal);
+    },
+  };
+}
+
+export interface LocalRunnerOptions {
+  /** Directories searched before PATH, in order (e.g. /usr/lib/postgresql/15/bin). */
+  binDirs?: string[];
+  /** Run the tool as this OS user (through runuser) when we are root: initdb refuses to run as root. */
+  asUser?: string;
+  masker?: SecretMasker;
+  baseEnv?: NodeJS.ProcessEnv;
+}
+
+export class LocalRunner implements Runner {
+  readonly where = 'local binaries';
+  private readonly masker: SecretMasker;
+
+  constructor(private readonly options: LocalRunnerOptions = {}) {
+    this.masker = options.masker ?? new SecretMasker();
+  }
+
+  resolveTool(tool: string): string {
+    for (const dir of this.options.binDirs ?? []) {
+      const candidate = join(dir, tool);
+      if (isExecutable(candidate)) return candidate;
+    }
+    return tool;
+  }
+
+  start(invocation: ToolInvocation): RunningTool {
+    const command = this.resolveTool(invocation.tool);
+    const env = { ...(this.options.baseEnv ?? process.env), ...definedOnly(invocation.env) };
+    if (this.options.asUser && process.getuid?.() === 0) {
+      // Without --login, runuser keeps the environment, so PGPASSWORD and friends reach the tool.
+      const args = ['-u', this.options.asUser, '--', command, ...invocation.args];
+      return spawnStreaming('runuser', args, invocation, this.masker, env);
+    }
+    return spawnStreaming(command, invocation.args, invocation, this.masker, env);
+  }
+}
+
+export interface ComposeRunnerOptions {
+  /** `['docker', 'compose']` (v2) or `['docker-compose']` (v1). */
+  composeCommand: string[];
+  files: string[];
+  projectName?: string;
+  service: string;
+  masker?: SecretMasker;
+  baseEnv?: NodeJS.ProcessEnv;
+}
+
+/** Runs tools inside a running Compose service with `exec -T`, so `DOCKER_HOST=ssh://...` works too. */
+export class ComposeRunner implements Runner {
+  readonly where: string;
+  private readonly masker: SecretMasker;
+
+  constructor(private readonly options: ComposeRunnerOptions) {
+    this.where = `compose service ${options.service}`;
+    this.masker = options.masker ?? new SecretMasker();
+  }
+
+  start(invocation: ToolInvocation): RunningTool {
+    const [command, ...prefix] = this.options.composeCommand;
+    const env = definedOnly(invocation.env);
+    // `-e NAME` without a value copies it from the compose CLI's own environment: secrets stay off argv.
+    const envArgs = Object.keys(env).flatMap((key) => ['-e', key]);
+    const args = [
+      ...prefix,
+      ...this.options.files.flatMap((f) => ['-f', f]),
+      ...(this.options.projectName ? ['-p', this.options.projectName] : []),
+      'exec',
+      '-T',
+      ...envArgs,
+      this.options.service,
+      invocation.tool,
+      ...invocation.args,
+    ];
+    return spawnStreaming(command!, args, invocation, this.masker, { ...(this.options.baseEnv ?? process.env), ...env });
+  }
+}
+
+/** Runs a tool to completion, collecting its (small) stdout as text. Not for payloads. */
+export async function runText(runner: Runner, invocation: ToolInvocation, limitBytes = 16 * 1024 * 1024): Promise<ToolResult & { stdout: string }> {
+  const running = runner.start(invocation);
+  let stdout = '';
+  running.stdout.setEncoding('utf8');
+  running.stdout.on('data', (chunk: string) => {
+    if (stdout.length < limitBytes) stdout += chunk;
+  });
+  const result = await running.done;
+  return { ...result, stdout };
+}
+
+/** Like runText, but a non-zero exit becomes a failure carrying the tool's stderr. */
+export async function runChecked(runner: Runner, invocation: ToolInvocation, what: string): Promise<string> {
+  const result = await runText(runner, invocation);
+  if (result.exitCode !== 0) {
+    throw failure('TOOL_FAILED', `${what} failed (${invocation.tool} ${describeExit(result)}): ${lastLines(result.stderr)}`, { details: { tool: invocation.tool, exitCode: result.exitCode } });
+  }
+  return result.stdout;
+}
+
+export function describeExit(result: Pick<ToolResult, 'exitCode' | 'signal'>): string {
+  return result.signal ? `killed by ${result.signal}` : `exit ${result.exitCode}`;
+}
+
+export function lastLines(text: string, count = 5): string {
+  const lines = text.trim().split('\n').filter(Boolean);
+  return lines.length ? lines.slice(-count).join('\n') : '(no output on stderr)';
+}
+
+function definedOnly(env: Record<string, string | undefined> | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [key, value] of Object.entries(env ?? {})) if (value !== undefined) out[key] = value;
+  return out;
+}
+
+function isExecutable(path: string): boolean {
+  try {
+    accessSync(path, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Finds a program on PATH (or the given dirs); undefined when absent. */
+export function findExecutable(tool: string, dirs: string[] = [], pathEnv = process.env.PATH ?? ''): string | undefined {
+  for (const dir of [...dirs, ...pathEnv.split(delimiter)]) {
+    if (!dir) continue;
+    const candidate = join(dir, tool);
+    if (isExecutable(candidate)) return candidate;
+  }
+  return undefined;
+}

@@ -1,0 +1,27 @@
+import { usageError } from '../errors';
+
+const UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400, w: 604800 };
+
+/** Parses `90s`, `15m`, `4h`, `7d`, `2w` (or a bare number of seconds) into seconds. */
+export function parseDuration(value: string, keyPath = 'duration'): number {
+  const text = value.trim();
+  const match = /^(\d+(?:\.\d+)?)\s*([smhdw]?)$/i.exec(text);
+  if (!match) {
+    throw usageError(
+      'BAD_DURATION',
+      `${keyPath}: "${value}" is not a duration`,
+      'write a number followed by s, m, h, d or w, e.g. 90s, 15m, 4h, 7d',
+    );
+  }
+  const amount = Number(match[1]);
+  const unit = (match[2] || 's').toLowerCase();
+  return Math.round(amount * UNITS[unit]!);
+}
+
+export function formatDuration(seconds: number): string {
+  if (!Number.isFinite(seconds)) return 'n/a';
+  if (seconds < 120) return `${Math.round(seconds * 10) / 10}s`;
+  if (seconds < 7200) return `${Math.round(seconds / 6) / 10}m`;
+  if (seconds < 172800) return `${Math.round(seconds / 360) / 10}h`;
+  return `${Math.round(seconds / 8640) / 10}d`;
+}

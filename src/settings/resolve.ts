@@ -1,0 +1,232 @@
+import { dirname, isAbsolute, resolve as resolvePath } from 'node:path';
+import { usageError } from '../errors';
+import { parseDuration } from './duration';
+import { loadConfig, nearest, type LoadedConfig } from './load';
+import type { EnvironmentConfig, HookConfig, StorageConfig, TenantCollectionConfig } from './schema';
+import { urlPassword } from './secrets';
+
+/** The flags every command takes; the action inputs of the same names map onto them. */
+export interface GlobalInputs {
+  config?: string;
+  env?: string;
+  store?: string;
+  databaseUrl?: string;
+  redisUrl?: string;
+}
+
+export type ServiceRole = 'api' | 'web' | 'worker';
+export const SERVICE_ROLES: readonly ServiceRole[] = ['api', 'web', 'worker'];
+
+export interface PostgresSettings {
+  url?: string;
+  /** Where the URL came from, for error messages: a flag, an environment variable, or the config. */
+  urlSource?: string;
+  service?: string;
+  database?: string;
+  binDir?: string;
+  migrationHeadQuery?: string;
+  compressLevel?: number;
+  physical?: { stanza: string; configFile?: string; type: 'full' | 'diff' | 'incr'; repoPath?: string };
+}
+
+export interface RedisSettings {
+  url?: string;
+  service?: string;
+  binDir?: string;
+}
+
+export interface ComposeSettings {
+  files: string[];
+  projectName?: string;
+  command: 'auto' | 'docker compose' | 'docker-compose';
+  services: Record<ServiceRole, { name: string; healthUrl?: string }>;
+  healthTimeoutSeconds: number;
+}
+
+export interface EnvironmentSettings {
+  name: string;
+  production: boolean;
+  configPath?: string;
+  /** Directory that relative paths in the config are resolved against. */
+  baseDir: string;
+  store: string;
+  rpoSeconds?: number;
+  rtoSeconds?: number;
+  restorePriority: number;
+  owner?: string;
+  postgres: PostgresSettings;
+  redis?: RedisSettings;
+  compose: ComposeSettings;
+  retention: { keepLast: number; keepDaily: number; keepWeekly: number };
+  drill: { maxAgeSeconds: number; targetUrl?: string; smokeSql?: string; windowSeconds: number; appCheck?: { image?: string; healthUrl: string; env?: Record<string, string> } };
+  tenants: { format: 'ndjson' | 'csv'; rowCap: number; byteCap: number; keep: number; lastWriteQuery?: string; collections: TenantCollectionConfig[] };
+  manifest: { publicKey?: string; certificateIdentity?: string; certificateOidcIssuer?: string; trustedRoot?: string };
+  preflight: NonNullable<EnvironmentConfig['preflight']>;
+  hooks: { postRestore: HookConfig[] };
+  storage?: StorageConfig;
+  /** Values that must be masked wherever text is printed. */
+  secrets: string[];
+}
+
+export interface ResolveOptions {
+  /** The process environment; the domain never reads `process.env` itself. */
+  env: Record<string, string | undefined>;
+  cwd: string;
+}
+
+export const DEFAULT_ENVIRONMENT = 'default';
+export const DEFAULT_CONFIG_PATH = 'lifeline.yml';
+export const DEFAULT_STORE = '.lifeline';
+
+/** Loads the configuration and resolves one environment: flags win over environment variables, which win over the file. */
+export function resolveEnvironment(inputs: GlobalInputs, options: ResolveOptions): EnvironmentSettings {
+  const explicitConfig = inputs.config ?? options.env.LIFELINE_CONFIG;
+  const configPath = resolvePath(options.cwd, explicitConfig ?? DEFAULT_CONFIG_PATH);
+  const loaded = loadConfig(configPath, { explicit: explicitConfig !== undefined });
+  return resolveFromConfig(loaded, inputs, options);
+}
+
+export function resolveFromConfig(loaded: LoadedConfig, inputs: GlobalInputs, options: ResolveOptions): EnvironmentSettings {
+  const { config } = loaded;
+  const name = inputs.env ?? options.env.LIFELINE_ENV ?? DEFAULT_ENVIRONMENT;
+  const declared = Object.keys(config.environments);
+  const envConfig: EnvironmentConfig | undefined = config.environments[name];
+  if (!envConfig && declared.length > 0 && name !== DEFAULT_ENVIRONMENT) {
+    const suggestion = nearest(name, declared);
+    throw usageError(
+      'UNKNOWN_ENVIRONMENT',
+      `environment "${name}" is not declared in ${loaded.path}`,
+      suggestion ? `did you mean --env ${suggestion}? Declared: ${declared.join(', ')}` : `declare it under environments: in ${loaded.path}, or use one of: ${declared.join(', ')}`,
+    );
+  }
+  const env = envConfig ?? {};
+  const baseDir = loaded.path ? dirname(loaded.path) : options.cwd;
+  const abs = (p: string | undefined) => (p === undefined ? undefined : isAbsolute(p) ? p : resolvePath(baseDir, p));
+  const absCwd = (p: string | undefined) => (p === undefined ? undefined : resolvePath(options.cwd, p));
+  const secrets: string[] = [];
+
+  const store = absCwd(inputs.store) ?? absCwd(options.env.LIFELINE_STORE) ?? abs(env.store) ?? abs(config.store) ?? resolvePath(options.cwd, DEFAULT_STORE);
+
+  const pg = env.postgres ?? {};
+  let pgUrl: string | undefined;
+  let urlSource: string | undefined;
+  if (inputs.databaseUrl !== undefined) {
+    pgUrl = inputs.databaseUrl;
+    urlSource = '--database-url';
+  } else if (options.env.DATABASE_URL) {
+    pgUrl = options.env.DATABASE_URL;
+    urlSource = 'DATABASE_URL';
+  } else if (pg.urlEnv) {
+    pgUrl = options.env[pg.urlEnv];
+    urlSource = pg.urlEnv;
+  }
+  if (pgUrl !== undefined) validateUrl(pgUrl, ['postgres:', 'postgresql:'], urlSource ?? 'database URL', 'postgres://user:password@host:5432/dbname');
+  const pgPassword = urlPassword(pgUrl);
+  if (pgPassword) secrets.push(pgPassword);
+
+  let redisSettings: RedisSettings | undefined;
+  const redisUrl = inputs.redisUrl ?? options.env.REDIS_URL ?? (env.redis?.urlEnv ? options.env[env.redis.urlEnv] : undefined);
+  if (redisUrl !== undefined || env.redis) {
+    if (redisUrl !== undefined) validateUrl(redisUrl, ['redis:', 'rediss:'], inputs.redisUrl !== undefined ? '--redis-url' : 'REDIS_URL', 'redis://:password@host:6379/0');
+    const redisPassword = urlPassword(redisUrl);
+    if (redisPassword) secrets.push(redisPassword);
+    redisSettings = { url: redisUrl, service: env.redis?.service, binDir: abs(env.redis?.binDir) };
+  }
+
+  const composeCfg = env.compose ?? {};
+  const services = {} as ComposeSettings['services'];
+  for (const role of SERVICE_ROLES) {
+    const svc = composeCfg.services?.[role];
+    services[role] = { name: svc?.name ?? role, healthUrl: svc?.healthUrl };
+  }
+
+  const drillCfg = env.drill ?? {};
+  const drillTarget = drillCfg.targetUrlEnv ? options.env[drillCfg.targetUrlEnv] : undefined;
+  const drillPassword = urlPassword(drillTarget);
+  if (drillPassword) secrets.push(drillPassword);
+
+  const tenantsCfg = env.tenants ?? {};
+  return {
+    name,
+    production: env.production ?? name === 'production',
+    configPath: loaded.path,
+    baseDir,
+    store,
+    rpoSeconds: env.rpo ? parseDuration(env.rpo, `environments.${name}.rpo`) : undefined,
+    rtoSeconds: env.rto ? parseDuration(env.rto, `environments.${name}.rto`) : undefined,
+    restorePriority: env.restorePriority ?? 100,
+    owner: env.owner,
+    postgres: {
+      url: pgUrl,
+      urlSource,
+      service: pg.service,
+      database: pg.database,
+      binDir: abs(pg.binDir),
+      migrationHeadQuery: pg.migrationHeadQuery,
+      compressLevel: pg.compressLevel,
+      physical: pg.physical ? { stanza: pg.physical.stanza, configFile: abs(pg.physical.configFile), type: pg.physical.type ?? 'full', repoPath: abs(pg.physical.repoPath) } : undefined,
+    },
+    redis: redisSettings,
+    compose: {
+      files: (composeCfg.files ?? []).map((f) => abs(f)!),
+      projectName: composeCfg.projectName,
+      command: composeCfg.command ?? 'auto',
+      services,
+      healthTimeoutSeconds: composeCfg.healthTimeout ? parseDuration(composeCfg.healthTimeout, `environments.${name}.compose.healthTimeout`) : 120,
+    },
+    retention: { keepLast: env.retention?.keepLast ?? 7, keepDaily: env.retention?.keepDaily ?? 7, keepWeekly: env.retention?.keepWeekly ?? 4 },
+    drill: {
+      maxAgeSeconds: drillCfg.maxAge ? parseDuration(drillCfg.maxAge, `environments.${name}.drill.maxAge`) : 7 * 86400,
+      targetUrl: drillTarget,
+      smokeSql: abs(drillCfg.smokeSql),
+      windowSeconds: drillCfg.window ? parseDuration(drillCfg.window, `environments.${name}.drill.window`) : 7 * 86400,
+      appCheck: drillCfg.appCheck,
+    },
+    tenants: {
+      format: tenantsCfg.format ?? 'ndjson',
+      rowCap: tenantsCfg.rowCap ?? 1_000_000,
+      byteCap: parseByteSize(tenantsCfg.byteCap ?? '10GiB'),
+      keep: tenantsCfg.keep ?? 3,
+      lastWriteQuery: tenantsCfg.lastWriteQuery,
+      collections: tenantsCfg.collections ?? [],
+    },
+    manifest: {
+      publicKey: abs(env.manifest?.publicKey),
+      certificateIdentity: env.manifest?.certificateIdentity,
+      certificateOidcIssuer: env.manifest?.certificateOidcIssuer,
+      trustedRoot: abs(env.manifest?.trustedRoot),
+    },
+    preflight: {
+      ...env.preflight,
+      envFile: abs(env.preflight?.envFile),
+      scripts: env.preflight?.scripts,
+      nginxConfig: abs(env.preflight?.nginxConfig),
+      caddyConfig: abs(env.preflight?.caddyConfig),
+    },
+    hooks: { postRestore: env.hooks?.postRestore ?? [] },
+    storage: env.storage,
+    secrets,
+  };
+}
+
+function validateUrl(url: string, protocols: string[], source: string, example: string): void {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw usageError('BAD_URL', `${source} is not a valid URL`, `write it as ${example}`);
+  }
+  if (!protocols.includes(parsed.protocol)) {
+    throw usageError('BAD_URL', `${source} uses the scheme "${parsed.protocol}"; expected ${protocols.join(' or ')}`, `write it as ${example}`);
+  }
+}
+
+const SIZE_UNITS: Record<string, number> = { B: 1, K: 1e3, KB: 1e3, KIB: 1024, M: 1e6, MB: 1e6, MIB: 1024 ** 2, G: 1e9, GB: 1e9, GIB: 1024 ** 3, T: 1e12, TB: 1e12, TIB: 1024 ** 4 };
+
+export function parseByteSize(value: number | string): number {
+  if (typeof value === 'number') return value;
+  const match = /^(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?$/i.exec(value.trim());
+  const unit = (match?.[2] ?? 'B').toUpperCase();
+  if (!match || SIZE_UNITS[unit] === undefined) throw usageError('BAD_SIZE', `"${value}" is not a size`, 'write a number with B, KB, MB, GB, KiB, MiB or GiB');
+  return Math.round(Number(match[1]) * SIZE_UNITS[unit]!);
+}

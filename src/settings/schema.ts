@@ -1,0 +1,192 @@
+import { z } from 'zod';
+
+/** A duration written as `90s`, `15m`, `4h`, `7d`; validated into seconds by the resolver. */
+const duration = z.string().regex(/^\d+(\.\d+)?\s*[smhdwSMHDW]?$/, 'a duration such as 90s, 15m, 4h or 7d');
+const byteSize = z.union([z.number().int().positive(), z.string().regex(/^\d+(\.\d+)?\s*([KMGT]i?B?|B)?$/i, 'a size such as 500MB or 2GiB')]);
+const envVarName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name such as DATABASE_URL');
+
+const postgres = z
+  .object({
+    /** Name of the environment variable that holds the connection URL. */
+    urlEnv: envVarName.optional(),
+    /** Run the PostgreSQL tools inside this Compose service instead of locally. */
+    service: z.string().min(1).optional(),
+    database: z.string().min(1).optional(),
+    /** Directory of pg_dump/pg_restore/psql when not on PATH (e.g. /usr/lib/postgresql/15/bin). */
+    binDir: z.string().min(1).optional(),
+    /** Query whose single value is the schema migration head, e.g. Alembic's. */
+    migrationHeadQuery: z.string().min(1).optional(),
+    /** pg_dump compression level for the custom format (0-9). */
+    compressLevel: z.number().int().min(0).max(9).optional(),
+    /** Physical backups and WAL archiving through pgBackRest. */
+    physical: z
+      .object({
+        stanza: z.string().min(1),
+        configFile: z.string().min(1).optional(),
+        type: z.enum(['full', 'diff', 'incr']).optional(),
+        repoPath: z.string().min(1).optional(),
+      })
+      .strict()
+      .optional(),
+  })
+  .strict();
+
+const redis = z
+  .object({
+    urlEnv: envVarName.optional(),
+    service: z.string().min(1).optional(),
+    binDir: z.string().min(1).optional(),
+  })
+  .strict();
+
+const composeService = z
+  .object({
+    /** The service name in the Compose file, when it differs from the role. */
+    name: z.string().min(1).optional(),
+    /** An HTTP URL that answers 2xx when healthy; otherwise the Compose healthcheck is used. */
+    healthUrl: z.string().url().optional(),
+  })
+  .strict();
+
+const compose = z
+  .object({
+    files: z.array(z.string().min(1)).min(1).optional(),
+    projectName: z.string().min(1).optional(),
+    /** `auto` detects `docker compose` (v2) then `docker-compose` (v1). */
+    command: z.enum(['auto', 'docker compose', 'docker-compose']).optional(),
+    services: z
+      .object({ api: composeService.optional(), web: composeService.optional(), worker: composeService.optional() })
+      .strict()
+      .optional(),
+    healthTimeout: duration.optional(),
+  })
+  .strict();
+
+const retention = z
+  .object({
+    keepLast: z.number().int().min(1).optional(),
+    keepDaily: z.number().int().min(0).optional(),
+    keepWeekly: z.number().int().min(0).optional(),
+  })
+  .strict();
+
+const drill = z
+  .object({
+    /** Oldest acceptable passing drill for the release gate. */
+    maxAge: duration.optional(),
+    /** Environment variable holding the URL of an isolated drill database; default: a throwaway cluster. */
+    targetUrlEnv: envVarName.optional(),
+    smokeSql: z.string().min(1).optional(),
+    /** Window over which the largest gap between backups counts toward RPO. */
+    window: duration.optional(),
+    /** Run the api image against the restored data and wait for its health. */
+    appCheck: z.object({ image: z.string().min(1).optional(), healthUrl: z.string().url(), env: z.record(z.string(), z.string()).optional() }).strict().optional(),
+  })
+  .strict();
+
+const tenantCollection = z
+  .object({
+    table: z.string().min(1),
+    /** The column holding the tenant id, on `table` itself ... */
+    column: z.string().min(1).optional(),
+    /** ... or a join path to it: `order_id -> orders.id` chains ending at a table with `column`. */
+    via: z.array(z.string().min(1)).optional(),
+    rowCap: z.number().int().positive().optional(),
+  })
+  .strict();
+
+const tenants = z
+  .object({
+    format: z.enum(['ndjson', 'csv']).optional(),
+    rowCap: z.number().int().positive().optional(),
+    byteCap: byteSize.optional(),
+    keep: z.number().int().min(1).optional(),
+    /** Column on the tenants table that records the last write, for deletion plans. */
+    lastWriteQuery: z.string().min(1).optional(),
+    collections: z.array(tenantCollection).optional(),
+  })
+  .strict();
+
+const manifest = z
+  .object({
+    publicKey: z.string().min(1).optional(),
+    certificateIdentity: z.string().min(1).optional(),
+    certificateOidcIssuer: z.string().url().optional(),
+    trustedRoot: z.string().min(1).optional(),
+  })
+  .strict();
+
+const preflight = z
+  .object({
+    envFile: z.string().min(1).optional(),
+    requiredEnv: z.array(envVarName).optional(),
+    scripts: z.array(z.string().min(1)).optional(),
+    nginxConfig: z.string().min(1).optional(),
+    caddyConfig: z.string().min(1).optional(),
+    shellcheckSeverity: z.enum(['error', 'warning', 'info', 'style']).optional(),
+    allowPrivileged: z.array(z.string()).optional(),
+    minDockerVersion: z.string().optional(),
+    strict: z.boolean().optional(),
+  })
+  .strict();
+
+const hook = z.union([
+  z.object({ http: z.string().url(), method: z.enum(['GET', 'POST', 'PUT']).optional(), expectStatus: z.number().int().optional() }).strict(),
+  z.object({ command: z.array(z.string().min(1)).min(1) }).strict(),
+]);
+
+const storage = z
+  .object({
+    provider: z.literal('s3'),
+    endpoint: z.string().url().optional(),
+    region: z.string().min(1),
+    bucket: z.string().min(1),
+    prefix: z.string().optional(),
+    accessKeyIdEnv: envVarName.optional(),
+    secretAccessKeyEnv: envVarName.optional(),
+    serverSideEncryption: z.enum(['AES256', 'aws:kms']).optional(),
+    objectLock: z.object({ mode: z.enum(['GOVERNANCE', 'COMPLIANCE']), days: z.number().int().positive() }).strict().optional(),
+    reviewed: z.object({ provider: z.string().min(1), by: z.string().min(1), date: z.string().regex(/^\d{4}-\d{2}-\d{2}$/, 'a date as YYYY-MM-DD') }).strict().optional(),
+  })
+  .strict();
+
+export const environmentSchema = z
+  .object({
+    /** Recovery point objective: the most data, in time, this environment may lose. */
+    rpo: duration.optional(),
+    /** Recovery time objective: how long a restore may take. */
+    rto: duration.optional(),
+    /** Order in which environments are restored after a wider outage (1 first). */
+    restorePriority: z.number().int().min(1).optional(),
+    /** Who carries out this environment's restore steps (named in the runbook). */
+    owner: z.string().min(1).optional(),
+    store: z.string().min(1).optional(),
+    postgres: postgres.optional(),
+    redis: redis.optional(),
+    compose: compose.optional(),
+    retention: retention.optional(),
+    drill: drill.optional(),
+    tenants: tenants.optional(),
+    manifest: manifest.optional(),
+    preflight: preflight.optional(),
+    hooks: z.object({ postRestore: z.array(hook).optional() }).strict().optional(),
+    storage: storage.optional(),
+    /** Production turns on the stricter preflight gates. */
+    production: z.boolean().optional(),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    version: z.literal(1),
+    /** Default catalog root for every environment. */
+    store: z.string().min(1).optional(),
+    environments: z.record(z.string().regex(/^[a-z0-9][a-z0-9_-]*$/, 'lowercase letters, digits, - and _'), environmentSchema),
+  })
+  .strict();
+
+export type LifelineConfig = z.infer<typeof configSchema>;
+export type EnvironmentConfig = z.infer<typeof environmentSchema>;
+export type TenantCollectionConfig = z.infer<typeof tenantCollection>;
+export type HookConfig = z.infer<typeof hook>;
+export type StorageConfig = z.infer<typeof storage>;
