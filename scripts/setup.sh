@@ -20,6 +20,7 @@ declare -A NEED=(
   [docker-compose]=docker-compose
   [docker-registry]=docker-registry
   [busybox-static]=/bin/busybox
+  [time]=/usr/bin/time
 )
 missing=()
 for pkg in "${!NEED[@]}"; do

@@ -1,0 +1,81 @@
+// Benchmark helpers: run a command under GNU time, compare Lifeline against the bare tool, print
+// ratios and peak memory. Benchmarks run on demand (`npm run bench`), never inside the test suite.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { ThrowawayCluster } from '../src/postgres/cluster';
+import type { PgConnection } from '../src/runner/postgres-env';
+
+export interface Measurement {
+  seconds: number;
+  /** Peak resident memory of the measured process (and, for Lifeline, its Node process only). */
+  peakRssMb: number;
+}
+
+export interface BenchRow {
+  name: string;
+  lifeline: Measurement;
+  bare: Measurement;
+  /** The issue's target for lifeline.seconds / bare.seconds. */
+  maxRatio?: number;
+  /** The issue's target for throughput ratios (higher is better), when that is the measure. */
+  minRatio?: number;
+  /** Peak memory limit for Lifeline's Node process, in MB. */
+  maxPeakRssMb?: number;
+  note?: string;
+}
+
+export interface BenchContext {
+  cluster: ThrowawayCluster;
+  /** The sample database, loaded at the requested size. */
+  db: PgConnection;
+  sizeMb: number;
+  workDir: string;
+  repo: string;
+}
+
+/** Runs a command under /usr/bin/time and returns wall time and peak RSS. */
+export async function measure(command: string, args: string[], options: { env?: NodeJS.ProcessEnv; cwd?: string; stdout?: string } = {}): Promise<Measurement> {
+  const dir = mkdtempSync(join(tmpdir(), 'lifeline-bench-'));
+  const timeFile = join(dir, 'time');
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const shellArgs = options.stdout
+        ? ['-c', `exec /usr/bin/time -o "$0" -f '%e %M' "$@" > ${JSON.stringify(options.stdout)}`, timeFile, command, ...args]
+        : ['-c', `exec /usr/bin/time -o "$0" -f '%e %M' "$@" > /dev/null`, timeFile, command, ...args];
+      const child = spawn('sh', shellArgs, { env: { ...process.env, ...options.env }, cwd: options.cwd, stdio: ['ignore', 'inherit', 'inherit'] });
+      child.on('error', reject);
+      child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`${command} ${args.join(' ')} exited ${code}`))));
+    });
+    const [seconds, kb] = readFileSync(timeFile, 'utf8').trim().split('\n').pop()!.split(' ').map(Number);
+    return { seconds: seconds!, peakRssMb: kb! / 1024 };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Best of N runs (least disturbed by the machine's other work). */
+export async function bestOf(n: number, run: () => Promise<Measurement>): Promise<Measurement> {
+  let best: Measurement | undefined;
+  for (let i = 0; i < n; i++) {
+    const m = await run();
+    if (!best || m.seconds < best.seconds) best = { seconds: m.seconds, peakRssMb: Math.max(m.peakRssMb, best?.peakRssMb ?? 0) };
+  }
+  return best!;
+}
+
+export function formatRows(rows: BenchRow[]): string {
+  const lines = ['| benchmark | lifeline s | bare s | ratio | target | lifeline peak MB | verdict |', '|---|---|---|---|---|---|---|'];
+  for (const r of rows) {
+    const ratio = r.lifeline.seconds / r.bare.seconds;
+    const target = r.maxRatio !== undefined ? `<= ${r.maxRatio}x` : r.minRatio !== undefined ? `>= ${r.minRatio}x (throughput)` : '';
+    const throughputRatio = r.bare.seconds / r.lifeline.seconds;
+    const timeOk = r.maxRatio === undefined || ratio <= r.maxRatio;
+    const throughputOk = r.minRatio === undefined || throughputRatio >= r.minRatio;
+    const memOk = r.maxPeakRssMb === undefined || r.lifeline.peakRssMb <= r.maxPeakRssMb;
+    const shown = r.minRatio !== undefined ? `${throughputRatio.toFixed(2)}x` : `${ratio.toFixed(3)}x`;
+    lines.push(`| ${r.name} | ${r.lifeline.seconds.toFixed(2)} | ${r.bare.seconds.toFixed(2)} | ${shown} | ${target} | ${r.lifeline.peakRssMb.toFixed(0)}${r.maxPeakRssMb ? ` (<= ${r.maxPeakRssMb})` : ''} | ${timeOk && throughputOk && memOk ? 'meets target' : 'MISSES target'}${r.note ? `; ${r.note}` : ''} |`);
+  }
+  return lines.join('\n');
+}
