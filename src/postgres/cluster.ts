@@ -14,6 +14,8 @@ export interface ThrowawayCluster {
   binDir: string;
   conn: PgConnection;
   url: string;
+  /** The private Unix socket directory (for clusters restored from a backup, whose passwords we do not know). */
+  socketDir: string;
   /** Runs server-side tools (pg_ctl, pg_controldata) as the cluster's OS user. */
   serverRunner: Runner;
   stop(): Promise<void>;
@@ -124,6 +126,7 @@ export async function startThrowawayCluster(options: ClusterOptions = {}): Promi
     binDir,
     conn,
     url: formatPgUrl(conn),
+    socketDir,
     serverRunner: runner,
     stop: cleanup,
   };
