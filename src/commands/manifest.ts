@@ -1,10 +1,191 @@
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join, resolve as resolvePath } from 'node:path';
+import { Catalog } from '../catalog/store';
+import { usageError } from '../errors';
+import { backupReference, createReleaseManifest, type ManifestSigner } from '../manifest/create';
+import { generateSigningKeyPair } from '../manifest/keys';
+import { SERVICE_ROLES, type ReleaseImages, type ReleaseManifest, type VerificationPolicy, type WorkflowRun } from '../manifest/types';
+import { verifyReleaseManifest } from '../manifest/verify';
+import type { EnvironmentSettings } from '../settings/resolve';
 import type { ActionSpec } from './action-spec';
-import { notImplemented } from './spec';
+import { environmentFor, type CommandContext, type CommandSpec, type InputSpec, type OutputSpec } from './spec';
 
-const ISSUE = 'issue #4';
+const RELEASE_INPUT: InputSpec = { name: 'release', type: 'string', description: 'The release version, e.g. v1.4.0 (the catalog entry releases/<version>).', required: true };
 
-export const manifestCreateCommand = notImplemented('manifest create', 'Create and sign the release manifest (images by digest)', ISSUE);
-export const manifestVerifyCommand = notImplemented('manifest verify', "Verify a release manifest's signature and identity", ISSUE);
+export const POLICY_INPUTS: InputSpec[] = [
+  { name: 'public-key', type: 'string', description: 'Key-based: the PEM public key the manifest must be signed with; default: manifest.publicKey.' },
+  { name: 'certificate-identity', type: 'string', description: 'Keyless: the exact workflow identity, e.g. https://github.com/OWNER/REPO/.github/workflows/deploy.yml@refs/heads/main; default: manifest.certificateIdentity.' },
+  { name: 'certificate-oidc-issuer', type: 'string', description: 'Keyless: the OIDC issuer, e.g. https://token.actions.githubusercontent.com; default: manifest.certificateOidcIssuer.' },
+  { name: 'trusted-root', type: 'string', description: 'Keyless: a pinned Sigstore trusted_root.json for offline verification; default: manifest.trustedRoot, else the public-good root through TUF.' },
+];
+
+const OUTPUTS: OutputSpec[] = [
+  { name: 'manifest-path', description: 'Path of manifest.json (the signed in-toto Statement) in the catalog.' },
+  { name: 'bundle-path', description: 'Path of manifest.sigstore.json (the Sigstore bundle) in the catalog.' },
+  { name: 'digest', description: 'sha256:<hex> of manifest.json.' },
+];
+
+export const manifestCreateCommand: CommandSpec = {
+  name: 'manifest create',
+  summary: 'Create and sign the release manifest (images by digest)',
+  inputs: [
+    RELEASE_INPUT,
+    { name: 'git-sha', type: 'string', description: 'Git commit of the release; default: GITHUB_SHA inside Actions.' },
+    { name: 'image', type: 'list', description: 'service=reference for api, web and worker (one per line in the action); tags are resolved to digests through the registry.', required: true },
+    { name: 'backup', type: 'string', description: 'Id of the pre-migration backup taken for this release (its sha256 is read from the catalog).' },
+    { name: 'migration-head', type: 'string', description: 'The migration head (e.g. alembic revision) this release expects.' },
+    { name: 'signing-key', type: 'string', description: 'ECDSA P-256 private key: a PEM file path, or the PEM itself from a secret (default: LIFELINE_SIGNING_KEY). Masked in logs.' },
+    { name: 'keyless', type: 'boolean', description: 'Sign keyless with the GitHub OIDC identity (needs permissions: id-token: write).', default: 'false' },
+    { name: 'fulcio-url', type: 'string', description: 'Keyless: Fulcio URL (default: the public-good instance).' },
+    { name: 'rekor-url', type: 'string', description: 'Keyless: Rekor URL (default: the public-good instance unless a TSA is given).' },
+    { name: 'tsa-url', type: 'string', description: 'Keyless: RFC 3161 timestamp authority URL (for private repositories).' },
+    { name: 'registry-username', type: 'string', description: 'Registry user for resolving tags (default: anonymous, or LIFELINE_REGISTRY_USERNAME).' },
+    { name: 'registry-password', type: 'string', description: 'Registry password or token (default: LIFELINE_REGISTRY_PASSWORD). Masked in logs.' },
+  ],
+  outputs: OUTPUTS,
+  implemented: true,
+  async run(ctx) {
+    const settings = environmentFor(ctx);
+    const release = ctx.inputs.requiredString('release');
+    const images = parseImageInputs(ctx.inputs.list('image'));
+    const signer = signerFor(ctx);
+    const catalog = new Catalog(settings.store);
+    const backupId = ctx.inputs.string('backup');
+    const registryPassword = ctx.inputs.string('registry-password') ?? ctx.env.LIFELINE_REGISTRY_PASSWORD;
+    if (registryPassword) ctx.logger.secret(registryPassword);
+    const registryUsername = ctx.inputs.string('registry-username') ?? ctx.env.LIFELINE_REGISTRY_USERNAME;
+    const workflowRun = workflowRunFrom(ctx.env);
+    const created = await createReleaseManifest({
+      catalog,
+      env: settings.name,
+      release,
+      gitSha: ctx.inputs.string('git-sha') ?? workflowRun?.sha,
+      images,
+      migrationHead: ctx.inputs.string('migration-head') ?? null,
+      backup: backupId ? await backupReference(catalog, settings.name, backupId) : null,
+      signer,
+      registryAuth: registryUsername || registryPassword ? { username: registryUsername, password: registryPassword } : undefined,
+      workflowRun,
+      githubOidc: { requestUrl: ctx.env.ACTIONS_ID_TOKEN_REQUEST_URL, requestToken: ctx.env.ACTIONS_ID_TOKEN_REQUEST_TOKEN },
+      logger: ctx.logger,
+    });
+    const outputs = { 'manifest-path': created.manifestPath, 'bundle-path': created.bundlePath, digest: created.digest };
+    return {
+      json: { release, environment: settings.name, ...outputs, manifest: created.manifest },
+      text: `release ${release} signed for ${settings.name}\n${describeManifest(created.manifest)}\nmanifest: ${created.manifestPath}\nbundle:   ${created.bundlePath}\ndigest:   ${created.digest}`,
+      outputs,
+      summary: summaryOf('Release manifest signed', created.manifest, created.digest),
+    };
+  },
+};
+
+export const manifestVerifyCommand: CommandSpec = {
+  name: 'manifest verify',
+  summary: "Verify a release manifest's signature and identity",
+  inputs: [RELEASE_INPUT, ...POLICY_INPUTS],
+  outputs: OUTPUTS,
+  implemented: true,
+  async run(ctx) {
+    const settings = environmentFor(ctx);
+    const release = ctx.inputs.requiredString('release');
+    const verified = await verifyReleaseManifest({ catalog: new Catalog(settings.store), env: settings.name, release, policy: verificationPolicyFor(ctx, settings) });
+    const outputs = { 'manifest-path': verified.manifestPath, 'bundle-path': verified.bundlePath, digest: verified.digest };
+    const by = verified.signer.identity ? `${verified.signer.identity} (${verified.signer.issuer})` : `key ${verified.signer.publicKeyHint}`;
+    return {
+      json: { release, environment: settings.name, verified: true, signer: verified.signer, ...outputs, manifest: verified.manifest },
+      text: `release ${release} verified for ${settings.name}, signed by ${by}\n${describeManifest(verified.manifest)}\ndigest: ${verified.digest}`,
+      outputs,
+      summary: summaryOf(`Release manifest verified (signed by ${by})`, verified.manifest, verified.digest),
+    };
+  },
+};
+
+export const manifestKeygenCommand: CommandSpec = {
+  name: 'manifest keygen',
+  summary: 'Generate an ECDSA P-256 key pair for key-based release signing',
+  usesGlobals: false,
+  inputs: [{ name: 'out', type: 'string', description: 'Directory to write release-signing.key (mode 0600) and release-signing.pub into.', required: true }],
+  outputs: [],
+  implemented: true,
+  async run(ctx) {
+    const dir = resolvePath(ctx.cwd, ctx.inputs.requiredString('out'));
+    const pair = generateSigningKeyPair();
+    await mkdir(dir, { recursive: true });
+    const privateKeyPath = join(dir, 'release-signing.key');
+    const publicKeyPath = join(dir, 'release-signing.pub');
+    await writeFile(privateKeyPath, pair.privateKeyPem, { mode: 0o600, flag: 'wx' }).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'EEXIST') throw usageError('KEY_EXISTS', `${privateKeyPath} already exists`, 'choose another --out directory; an existing signing key is never overwritten');
+      throw error;
+    });
+    await writeFile(publicKeyPath, pair.publicKeyPem);
+    return {
+      json: { privateKey: privateKeyPath, publicKey: publicKeyPath },
+      text: `private key: ${privateKeyPath} (store it as a secret, e.g. RELEASE_SIGNING_KEY, then delete this file)\npublic key:  ${publicKeyPath} (publish it; set manifest.publicKey in lifeline.yml)`,
+    };
+  },
+};
+
+/** The verification policy from flags, else from the environment's `manifest:` settings. Exported for deploy and rollback. */
+export function verificationPolicyFor(ctx: CommandContext, settings: EnvironmentSettings): VerificationPolicy {
+  const path = (value: string | undefined) => (value ? resolvePath(ctx.cwd, value) : undefined);
+  const flags = {
+    publicKey: path(ctx.inputs.string('public-key')),
+    certificateIdentity: ctx.inputs.string('certificate-identity'),
+    certificateOidcIssuer: ctx.inputs.string('certificate-oidc-issuer'),
+  };
+  const fromFlags = Boolean(flags.publicKey || flags.certificateIdentity || flags.certificateOidcIssuer);
+  const source = fromFlags ? flags : settings.manifest;
+  const trustedRoot = path(ctx.inputs.string('trusted-root')) ?? settings.manifest.trustedRoot;
+  // verifyReleaseManifest refuses both-or-neither with the fix; pass what was given through.
+  return { ...(source.publicKey ? { publicKey: source.publicKey } : {}), certificateIdentity: source.certificateIdentity!, certificateOidcIssuer: source.certificateOidcIssuer!, ...(trustedRoot ? { trustedRoot } : {}) } as VerificationPolicy;
+}
+
+function parseImageInputs(values: string[]): ReleaseImages {
+  const fix = 'pass --image api=REF --image web=REF --image worker=REF (REF is registry/repo:tag or registry/repo@sha256:...)';
+  const images: Partial<ReleaseImages> = {};
+  for (const value of values) {
+    const eq = value.indexOf('=');
+    const role = eq > 0 ? value.slice(0, eq).trim() : '';
+    if (!(SERVICE_ROLES as readonly string[]).includes(role)) throw usageError('BAD_IMAGE_INPUT', `--image ${JSON.stringify(value)} does not start with api=, web= or worker=`, fix);
+    if (images[role as keyof ReleaseImages]) throw usageError('BAD_IMAGE_INPUT', `--image ${role}= is given twice`, fix);
+    images[role as keyof ReleaseImages] = value.slice(eq + 1).trim();
+  }
+  const missing = SERVICE_ROLES.filter((role) => !images[role]);
+  if (missing.length) throw usageError('MISSING_IMAGE', `no image for ${missing.join(', ')}`, fix);
+  return images as ReleaseImages;
+}
+
+function signerFor(ctx: CommandContext): ManifestSigner {
+  const keyless = ctx.inputs.boolean('keyless');
+  const signingKey = ctx.inputs.string('signing-key') ?? ctx.env.LIFELINE_SIGNING_KEY;
+  if (signingKey) for (const line of [signingKey, ...signingKey.split('\n')]) if (!line.startsWith('-----')) ctx.logger.secret(line.trim());
+  if (keyless && ctx.inputs.string('signing-key')) throw usageError('BAD_SIGNER', 'both --keyless and --signing-key were given', 'choose one: --keyless inside GitHub Actions, or --signing-key for key-based signing');
+  if (keyless) {
+    const fulcioUrl = ctx.inputs.string('fulcio-url');
+    const rekorUrl = ctx.inputs.string('rekor-url');
+    const tsaUrl = ctx.inputs.string('tsa-url');
+    return fulcioUrl || rekorUrl || tsaUrl ? { keyless: true, fulcioUrl, rekorUrl, tsaUrl } : 'keyless';
+  }
+  if (!signingKey) throw usageError('BAD_SIGNER', 'no signer: pass --signing-key or --keyless', 'pass --signing-key PEM_FILE (or set LIFELINE_SIGNING_KEY), or --keyless inside GitHub Actions with permissions: id-token: write');
+  return { privateKeyPem: signingKey.includes('-----BEGIN') ? signingKey : resolvePath(ctx.cwd, signingKey) };
+}
+
+function workflowRunFrom(env: Record<string, string | undefined>): WorkflowRun | undefined {
+  if (env.GITHUB_ACTIONS !== 'true' || !env.GITHUB_REPOSITORY || !env.GITHUB_RUN_ID) return undefined;
+  return { repository: env.GITHUB_REPOSITORY, runId: env.GITHUB_RUN_ID, workflow: env.GITHUB_WORKFLOW ?? '', ref: env.GITHUB_REF ?? '', sha: env.GITHUB_SHA ?? '' };
+}
+
+function describeManifest(manifest: ReleaseManifest): string {
+  const lines = SERVICE_ROLES.map((role) => `  ${role.padEnd(6)} ${manifest.images[role]}`);
+  if (manifest.migrationHead) lines.push(`  migration head: ${manifest.migrationHead}`);
+  if (manifest.backup) lines.push(`  backup: ${manifest.backup.id} (sha256 ${manifest.backup.sha256})`);
+  return lines.join('\n');
+}
+
+function summaryOf(title: string, manifest: ReleaseManifest, digest: string): string {
+  const rows = SERVICE_ROLES.map((role) => `| ${role} | \`${manifest.images[role]}\` |`).join('\n');
+  return `### ${title}: ${manifest.release.version} (${manifest.release.environment})\n\n| service | image |\n|---|---|\n${rows}\n\nManifest digest \`${digest}\`; migration head ${manifest.migrationHead ?? 'none'}; backup ${manifest.backup?.id ?? 'none'}.\n`;
+}
 
 export const manifestAction: ActionSpec = {
   name: 'manifest',

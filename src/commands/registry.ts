@@ -4,7 +4,7 @@ import { configCheck } from './config';
 import { deployAction, deployCommand, historyCommand, rollbackAction, rollbackCommand } from './deploy';
 import { drillAction, drillCommand, drillsCommand, gateAction, gateCommand, runbookCommand } from './drill';
 import { lockBreakCommand, lockStatusCommand } from './lock';
-import { manifestAction, manifestCreateCommand, manifestVerifyCommand } from './manifest';
+import { manifestAction, manifestCreateCommand, manifestKeygenCommand, manifestVerifyCommand } from './manifest';
 import { preflightAction, preflightCommand } from './preflight';
 import type { CommandSpec } from './spec';
 import { syncCommand } from './sync';
@@ -20,6 +20,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   pruneCommand,
   manifestCreateCommand,
   manifestVerifyCommand,
+  manifestKeygenCommand,
   deployCommand,
   rollbackCommand,
   historyCommand,

@@ -1,0 +1,35 @@
+import { readFile } from 'node:fs/promises';
+import { TrustedRoot } from '@sigstore/protobuf-specs';
+import { getTrustedRoot } from '@sigstore/tuf';
+import { failure, usageError } from '../errors';
+
+/**
+ * A RegExp that matches exactly one identity. @sigstore/verify treats a string SAN policy as an
+ * unanchored regular expression, so `...@refs/heads/main` would also accept `...@refs/heads/main-evil`.
+ */
+export function exactIdentityPattern(identity: string): RegExp {
+  return new RegExp(`^${identity.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}$`);
+}
+
+/** A pinned trusted root file (offline), or the public-good instance's root through TUF (online). */
+export async function loadTrustedRoot(path: string | undefined): Promise<TrustedRoot> {
+  if (path) {
+    let json: unknown;
+    try {
+      json = JSON.parse(await readFile(path, 'utf8'));
+    } catch (error) {
+      throw usageError('BAD_TRUSTED_ROOT', `cannot read the trusted root ${path} (${(error as Error).message})`, 'pass a Sigstore trusted_root.json (e.g. from `sigstore-js` or `cosign trusted-root create`)');
+    }
+    const root = TrustedRoot.fromJSON(json);
+    if (root.certificateAuthorities.length === 0) throw usageError('BAD_TRUSTED_ROOT', `${path} lists no certificate authority`, 'pass a trusted root with the Fulcio certificate authority that issued the signing certificates');
+    return root;
+  }
+  try {
+    return await getTrustedRoot();
+  } catch (error) {
+    throw failure('TRUSTED_ROOT_UNAVAILABLE', `could not fetch the Sigstore public-good trusted root through TUF (${(error as Error).message})`, {
+      cause: error,
+      fix: 'verify online, or pin a trusted root file for offline verification (manifest.trustedRoot in lifeline.yml or --trusted-root)',
+    });
+  }
+}

@@ -1,0 +1,146 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { KeyObject } from 'node:crypto';
+import { bundleFromJSON, type Bundle } from '@sigstore/bundle';
+import { TrustedRoot } from '@sigstore/protobuf-specs';
+import { PolicyError, toSignedEntity, toTrustMaterial, VerificationError, Verifier, type TrustMaterial, type VerifierOptions, type VerificationPolicy as SigstorePolicy } from '@sigstore/verify';
+import type { Catalog } from '../catalog/store';
+import { failure, isLifelineError, usageError, type LifelineError } from '../errors';
+import { sha256Hex } from './digest';
+import { loadPublicKey, publicKeyHint } from './keys';
+import { exactIdentityPattern, loadTrustedRoot } from './trust';
+import { parseVerifiedStatement } from './statement';
+import { BUNDLE_FILE, IN_TOTO_PAYLOAD_TYPE, MANIFEST_FILE, RELEASE_METADATA_FILE, type VerificationPolicy, type VerifiedRelease } from './types';
+
+export type { VerificationPolicy, VerifiedRelease } from './types';
+
+export interface VerifyReleaseOptions {
+  catalog: Catalog;
+  env: string;
+  release: string;
+  policy: VerificationPolicy;
+}
+
+type PreparedPolicy =
+  | { kind: 'key'; key: KeyObject; hint: string; path: string }
+  | { kind: 'certificate'; identity: string; issuer: string; root: TrustedRoot };
+
+/**
+ * Verifies a release's Sigstore bundle against the policy and returns the manifest taken from
+ * the verified payload only. Every failure is exit 1 with the reason; unusable inputs are exit 2.
+ */
+export async function verifyReleaseManifest(options: VerifyReleaseOptions): Promise<VerifiedRelease> {
+  const { catalog, env, release } = options;
+  const policy = await preparePolicy(options.policy);
+  const entry = await catalog.get(env, 'releases', release, RELEASE_METADATA_FILE);
+  if (!entry) {
+    throw usageError('RELEASE_NOT_FOUND', `release ${release} has no manifest in environment ${env}`, `create it with lifeline manifest create --env ${env} --release ${release}, or pick a release the catalog lists`);
+  }
+  const manifestPath = join(entry.dir, MANIFEST_FILE);
+  const bundlePath = join(entry.dir, BUNDLE_FILE);
+  const bundle = await readBundle(bundlePath);
+
+  if (bundle.content.$case !== 'dsseEnvelope') throw notVerified('MANIFEST_NOT_DSSE', 'the bundle does not hold a DSSE envelope');
+  const envelope = bundle.content.dsseEnvelope;
+  // The verifier signs over whatever payloadType says; only ours may be accepted.
+  if (envelope.payloadType !== IN_TOTO_PAYLOAD_TYPE) throw notVerified('MANIFEST_WRONG_PAYLOAD_TYPE', `the DSSE payloadType is ${JSON.stringify(envelope.payloadType)}, expected ${IN_TOTO_PAYLOAD_TYPE}`);
+
+  const signer = verifyBundle(bundle, policy);
+  const payload = Buffer.from(envelope.payload);
+
+  const stored = await readFile(manifestPath).catch(() => undefined);
+  if (!stored || !stored.equals(payload)) {
+    throw notVerified('MANIFEST_TAMPERED', `${manifestPath} ${stored ? 'differs from' : 'is missing beside'} the signed payload in ${BUNDLE_FILE}`);
+  }
+  const manifest = parseVerifiedStatement(payload);
+  if (manifest.release.environment !== env) {
+    throw notVerified('MANIFEST_WRONG_ENVIRONMENT', `the manifest was signed for environment ${manifest.release.environment}, not ${env}`);
+  }
+  if (manifest.release.version !== release) {
+    throw notVerified('MANIFEST_WRONG_RELEASE', `the manifest stored as release ${release} was signed for release ${manifest.release.version}`);
+  }
+  return { manifest, dir: entry.dir, manifestPath, bundlePath, digest: `sha256:${sha256Hex(payload)}`, signer };
+}
+
+function notVerified(code: string, why: string, cause?: unknown): LifelineError {
+  return failure(code, `release manifest verification failed: ${why}`, {
+    cause,
+    fix: 'do not deploy this release; re-create the manifest from its pipeline, or check that the verification policy (public key or certificate identity) is the right one',
+  });
+}
+
+async function preparePolicy(policy: VerificationPolicy): Promise<PreparedPolicy> {
+  const raw = policy as Partial<{ publicKey: string; certificateIdentity: string; certificateOidcIssuer: string; trustedRoot: string }>;
+  const hasKey = Boolean(raw.publicKey);
+  const hasIdentity = Boolean(raw.certificateIdentity || raw.certificateOidcIssuer);
+  if (hasKey === hasIdentity) {
+    throw usageError(
+      'BAD_VERIFICATION_POLICY',
+      hasKey ? 'both a public key and a certificate identity were given' : 'no verification policy: neither a public key nor a certificate identity was given',
+      'pass either --public-key FILE, or --certificate-identity URI with --certificate-oidc-issuer URI (or set manifest: in lifeline.yml)',
+    );
+  }
+  if (hasKey) {
+    const key = await loadPublicKey(raw.publicKey!);
+    return { kind: 'key', key, hint: publicKeyHint(key), path: raw.publicKey! };
+  }
+  if (!raw.certificateIdentity || !raw.certificateOidcIssuer) {
+    throw usageError('BAD_VERIFICATION_POLICY', 'a certificate policy needs both the identity and the OIDC issuer', 'pass --certificate-identity https://github.com/OWNER/REPO/.github/workflows/deploy.yml@refs/heads/main and --certificate-oidc-issuer https://token.actions.githubusercontent.com');
+  }
+  return { kind: 'certificate', identity: raw.certificateIdentity, issuer: raw.certificateOidcIssuer, root: await loadTrustedRoot(raw.trustedRoot) };
+}
+
+async function readBundle(path: string): Promise<Bundle> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch {
+    throw notVerified('MANIFEST_UNSIGNED', `the release has no signature bundle (${path} is missing)`);
+  }
+  try {
+    return bundleFromJSON(JSON.parse(text));
+  } catch (error) {
+    throw notVerified('MANIFEST_BAD_BUNDLE', `${path} is not a valid Sigstore bundle (${(error as Error).message})`, error);
+  }
+}
+
+function verifyBundle(bundle: Bundle, policy: PreparedPolicy): VerifiedRelease['signer'] {
+  const material = bundle.verificationMaterial.content;
+  const bundleHint = material.$case === 'publicKey' ? material.publicKey.hint : undefined;
+  if (policy.kind === 'key' && material.$case !== 'publicKey') throw notVerified('MANIFEST_SIGNER_KIND', 'the manifest was signed keyless (with a certificate), but the policy expects a public key');
+  if (policy.kind === 'certificate' && material.$case === 'publicKey') throw notVerified('MANIFEST_SIGNER_KIND', 'the manifest was signed with a key, but the policy expects a certificate identity');
+
+  let trust: TrustMaterial;
+  let verifierOptions: VerifierOptions;
+  let sigstorePolicy: SigstorePolicy | undefined;
+  if (policy.kind === 'key') {
+    // Whatever hint the bundle names, only the configured key is ever tried.
+    trust = toTrustMaterial(TrustedRoot.fromJSON({ mediaType: 'application/vnd.dev.sigstore.trustedroot+json;version=0.1' }), () => ({ publicKey: policy.key, validFor: () => true }));
+    verifierOptions = { tlogThreshold: 0, ctlogThreshold: 0, timestampThreshold: 0 };
+  } else {
+    trust = toTrustMaterial(policy.root);
+    verifierOptions = {
+      ctlogThreshold: policy.root.ctlogs.length > 0 ? 1 : 0,
+      tlogThreshold: policy.root.tlogs.length > 0 && policy.root.timestampAuthorities.length === 0 ? 1 : 0,
+      timestampThreshold: 1,
+    };
+    sigstorePolicy = { subjectAlternativeName: exactIdentityPattern(policy.identity), extensions: { issuer: policy.issuer } };
+  }
+  try {
+    const signer = new Verifier(trust, verifierOptions).verify(toSignedEntity(bundle), sigstorePolicy);
+    if (policy.kind === 'key') return { publicKeyHint: policy.hint };
+    return { identity: signer.identity?.subjectAlternativeName, issuer: signer.identity?.extensions?.issuer };
+  } catch (error) {
+    if (isLifelineError(error)) throw error;
+    if (error instanceof PolicyError) {
+      const why = /extension/.test(error.message) ? `the certificate's OIDC issuer is not ${policy.kind === 'certificate' ? policy.issuer : ''}` : `the certificate identity is not exactly ${policy.kind === 'certificate' ? policy.identity : ''}`;
+      throw notVerified('MANIFEST_WRONG_IDENTITY', `${why} (${error.message})`, error);
+    }
+    if (error instanceof VerificationError && error.code === 'SIGNATURE_ERROR' && policy.kind === 'key') {
+      const otherKey = bundleHint && bundleHint !== policy.hint ? `; the bundle names key ${bundleHint}, the policy's key ${policy.path} is ${policy.hint}` : '';
+      throw notVerified('MANIFEST_BAD_SIGNATURE', `the signature does not match the public key ${policy.path}: the payload was changed or signed with another key${otherKey}`, error);
+    }
+    if (error instanceof VerificationError) throw notVerified(`MANIFEST_${error.code}`, error.message, error);
+    throw notVerified('MANIFEST_VERIFY_ERROR', (error as Error).message, error);
+  }
+}
