@@ -1,31 +1,258 @@
+import { Catalog } from '../catalog/store';
+import { withLock } from '../catalog/lock';
+import { failure } from '../errors';
+import { createBackup } from '../postgres/backup';
+import { environmentConnection, localPostgresRunner, maskedUrl, postgresRunner, redisRunner } from '../postgres/connection';
+import { BACKUP_LABELS, findBackup, listBackups, type BackupEntry, type BackupLabel } from '../postgres/metadata';
+import { formatBytes, type ProgressSink } from '../postgres/progress';
+import { parseJobs, restoreBackup, runPostRestoreHooks } from '../postgres/restore';
+import { pruneBackups } from '../postgres/retention';
+import { recordVerification, verifyBackup, type VerifyReport } from '../postgres/verify';
+import { restoreRedisIsolated } from '../redis/restore';
+import { parseRedisUrl } from '../redis/snapshot';
+import { LocalRunner } from '../runner/runner';
+import { parsePgUrl } from '../runner/postgres-env';
+import type { EnvironmentSettings } from '../settings/resolve';
 import { singleCommandAction } from './action-spec';
-import { notImplemented } from './spec';
+import { environmentFor, type CommandContext, type CommandSpec } from './spec';
 
-const ISSUE = 'issue #3';
+const USER_LABELS = BACKUP_LABELS.filter((l) => l !== 'pre-restore');
 
-export const backupCommand = notImplemented('backup', 'Back up PostgreSQL (and Redis when configured) into the catalog, with checksums', ISSUE, [
-  { name: 'label', type: 'string', description: 'Why this backup exists.', default: 'manual', choices: ['scheduled', 'pre-migration', 'manual'] },
-  { name: 'release', type: 'string', description: 'Release version this backup belongs to.' },
-  { name: 'git-sha', type: 'string', description: 'Git commit of the release.' },
-], [
-  { name: 'backup-id', description: 'Id of the new backup.' },
-  { name: 'sha256', description: 'sha256 of the PostgreSQL archive.' },
-  { name: 'bytes', description: 'Size of the PostgreSQL archive in bytes.' },
-  { name: 'path', description: 'Directory of the backup in the catalog.' },
-]);
-export const backupsCommand = notImplemented('backups', "List the environment's backups, newest first", ISSUE);
-export const verifyCommand = notImplemented('verify', "Verify a backup's checksums and archives", ISSUE, [
-  { name: 'backup', type: 'string', description: 'Backup id, or "latest".', default: 'latest' },
-]);
-export const restoreCommand = notImplemented('restore', 'Restore a backup into a database (destructive restores need --confirm)', ISSUE, [
-  { name: 'backup', type: 'string', description: 'Backup id, or "latest".', default: 'latest' },
-  { name: 'target', type: 'string', description: 'PostgreSQL URL of the database to restore into.', required: true },
-  { name: 'confirm', type: 'string', description: 'The target database name, exactly, to allow replacing a database that holds data.' },
-  { name: 'jobs', type: 'string', description: 'Parallel pg_restore jobs.', default: '2' },
-]);
-export const pruneCommand = notImplemented('prune', 'Apply the retention policy to backups (dry run unless --apply)', ISSUE, [
-  { name: 'apply', type: 'boolean', description: 'Delete for real (default: only list what would go).', default: 'false' },
-]);
+/** A one-line progress display on a terminal; nothing otherwise (the logger reports at intervals). */
+function terminalProgress(ctx: CommandContext): ProgressSink | undefined {
+  if (!ctx.interactive) return undefined;
+  let last = 0;
+  return {
+    onBytes(what, bytes, rate) {
+      const now = Date.now();
+      if (now - last < 200) return;
+      last = now;
+      process.stderr.write(`\r${what}: ${formatBytes(bytes)} (${formatBytes(rate)}/s)   `);
+    },
+  };
+}
+
+function redisSourceFor(settings: EnvironmentSettings) {
+  const url = settings.redis?.url;
+  if (!url) return undefined;
+  return async () => ({ runner: await redisRunner(settings), checkRunner: new LocalRunner({ binDirs: settings.redis?.binDir ? [settings.redis.binDir] : [] }), target: parseRedisUrl(url) });
+}
+
+function verifyReportText(report: VerifyReport): string {
+  return [`backup ${report.backupId}: ${report.ok ? 'verified' : 'FAILED verification'}`, ...report.checks.map((c) => `  ${c.ok ? 'ok  ' : 'FAIL'} ${c.name}: ${c.detail}`)].join('\n');
+}
+
+async function verifyAndRecord(catalog: Catalog, entry: BackupEntry, settings: EnvironmentSettings, ctx: CommandContext) {
+  const report = await ctx.logger.group(`Verify backup ${entry.id}`, () =>
+    verifyBackup(entry, { runner: localPostgresRunner(settings.postgres.binDir), redisRunner: new LocalRunner({ binDirs: settings.redis?.binDir ? [settings.redis.binDir] : [] }), logger: ctx.logger }),
+  );
+  const recorded = await recordVerification(catalog, entry, report);
+  return { report, entry: recorded };
+}
+
+export const backupCommand: CommandSpec = {
+  name: 'backup',
+  summary: 'Back up PostgreSQL (and Redis when configured) into the catalog, with checksums',
+  inputs: [
+    { name: 'label', type: 'string', description: 'Why this backup exists.', default: 'manual', choices: USER_LABELS },
+    { name: 'release', type: 'string', description: 'Release version this backup belongs to.' },
+    { name: 'git-sha', type: 'string', description: 'Git commit of the release.' },
+    { name: 'verify', type: 'boolean', description: 'Verify the new backup (checksums, pg_restore reads and decompresses it, redis-check-rdb) and fail when it does not verify.', default: 'true' },
+  ],
+  outputs: [
+    { name: 'backup-id', description: 'Id of the new backup.' },
+    { name: 'sha256', description: 'sha256 of the PostgreSQL archive.' },
+    { name: 'bytes', description: 'Size of the PostgreSQL archive in bytes.' },
+    { name: 'path', description: 'Directory of the backup in the catalog.' },
+  ],
+  implemented: true,
+  async run(ctx) {
+    const label = ctx.inputs.string('label') as BackupLabel;
+    const release = ctx.inputs.string('release');
+    const gitSha = ctx.inputs.string('git-sha');
+    const verify = ctx.inputs.boolean('verify');
+    const settings = environmentFor(ctx);
+    const conn = environmentConnection(settings);
+    const catalog = new Catalog(settings.store);
+    const redisSource = redisSourceFor(settings);
+    const created = await ctx.logger.group(`Back up ${settings.name} (${label})`, async () =>
+      createBackup({
+        catalog,
+        environment: settings.name,
+        runner: await postgresRunner(settings),
+        conn,
+        label,
+        release,
+        gitSha,
+        compressLevel: settings.postgres.compressLevel,
+        migrationHeadQuery: settings.postgres.migrationHeadQuery,
+        redis: redisSource ? await redisSource() : undefined,
+        logger: ctx.logger,
+        progress: terminalProgress(ctx),
+      }),
+    );
+    if (ctx.interactive) process.stderr.write('\n');
+    let entry = created;
+    let report: VerifyReport | undefined;
+    if (verify) ({ entry, report } = await verifyAndRecord(catalog, created, settings, ctx));
+    const archive = entry.metadata.files.postgres;
+    const json = { id: entry.id, sha256: archive.sha256, bytes: archive.bytes, path: entry.dir, label, environment: settings.name, migrationHead: entry.metadata.migrationHead, rowCounts: entry.metadata.rowCounts, verified: entry.metadata.verified ?? null };
+    const summary = [
+      `### Backup ${entry.id} (${label})`,
+      '',
+      '| archive | bytes | sha256 | tables | rows | migration head | verified |',
+      '|---|---|---|---|---|---|---|',
+      `| ${archive.name} | ${archive.bytes} | \`${archive.sha256}\` | ${Object.keys(entry.metadata.rowCounts).length} | ${Object.values(entry.metadata.rowCounts).reduce((a, b) => a + b, 0)} | ${entry.metadata.migrationHead ?? '-'} | ${report ? (report.ok ? 'yes' : '**NO**') : 'skipped'} |`,
+    ].join('\n');
+    return {
+      json,
+      text: report && !report.ok ? `${entry.id}\n${verifyReportText(report)}` : entry.id,
+      outputs: { 'backup-id': entry.id, sha256: archive.sha256, bytes: String(archive.bytes), path: entry.dir },
+      summary,
+      ...(report && !report.ok ? { exitCode: 1 as const, failureMessage: `backup ${entry.id} was written but does not verify: ${report.checks.filter((c) => !c.ok).map((c) => c.name).join(', ')}` } : {}),
+    };
+  },
+};
+
+export const backupsCommand: CommandSpec = {
+  name: 'backups',
+  summary: "List the environment's backups, newest first",
+  inputs: [],
+  outputs: [],
+  implemented: true,
+  async run(ctx) {
+    const settings = environmentFor(ctx);
+    const backups = await listBackups(new Catalog(settings.store), settings.name);
+    const rows = backups.map((b) => ({
+      id: b.id,
+      label: b.metadata.label,
+      createdAt: b.metadata.createdAt,
+      bytes: b.metadata.files.postgres.bytes,
+      sha256: b.metadata.files.postgres.sha256,
+      verified: b.metadata.verified ? b.metadata.verified.ok : null,
+      release: b.metadata.release ?? null,
+      migrationHead: b.metadata.migrationHead,
+      redis: Boolean(b.metadata.files.redis),
+      path: b.dir,
+    }));
+    const text = rows.length
+      ? ['ID                                LABEL          CREATED                   SIZE       VERIFIED  RELEASE', ...rows.map((r) => `${r.id.padEnd(33)} ${r.label.padEnd(14)} ${r.createdAt.padEnd(25)} ${formatBytes(r.bytes).padEnd(10)} ${(r.verified === null ? '-' : r.verified ? 'yes' : 'FAILED').padEnd(9)} ${r.release ?? ''}`)].join('\n')
+      : `no backups in environment ${settings.name} (${settings.store})`;
+    return { json: rows, text };
+  },
+};
+
+export const verifyCommand: CommandSpec = {
+  name: 'verify',
+  summary: "Verify a backup's checksums and archives",
+  positional: 'backup',
+  inputs: [{ name: 'backup', type: 'string', description: 'Backup id, or "latest".', default: 'latest' }],
+  outputs: [
+    { name: 'backup-id', description: 'Id of the verified backup.' },
+    { name: 'ok', description: '"true" when every check passed.' },
+  ],
+  implemented: true,
+  async run(ctx) {
+    const wanted = ctx.inputs.string('backup') ?? 'latest';
+    const settings = environmentFor(ctx);
+    const catalog = new Catalog(settings.store);
+    const { report, entry } = await verifyAndRecord(catalog, await findBackup(catalog, settings.name, wanted), settings, ctx);
+    return {
+      json: report,
+      text: verifyReportText(report),
+      outputs: { 'backup-id': entry.id, ok: String(report.ok) },
+      summary: [`### Verify ${entry.id}: ${report.ok ? 'passed' : '**FAILED**'}`, '', '| check | result | detail |', '|---|---|---|', ...report.checks.map((c) => `| ${c.name} | ${c.ok ? 'ok' : '**FAIL**'} | ${c.detail.replace(/\|/g, '\\|')} |`)].join('\n'),
+      ...(report.ok ? {} : { exitCode: 1 as const, failureMessage: `backup ${entry.id} failed verification: ${report.checks.filter((c) => !c.ok).map((c) => c.name).join(', ')}` }),
+    };
+  },
+};
+
+export const restoreCommand: CommandSpec = {
+  name: 'restore',
+  summary: 'Restore a backup into a database (destructive restores need --confirm)',
+  inputs: [
+    { name: 'backup', type: 'string', description: 'Backup id, or "latest".', default: 'latest' },
+    { name: 'target', type: 'string', description: 'PostgreSQL URL of the database to restore into.', required: true },
+    { name: 'confirm', type: 'string', description: 'The target database name, exactly, to allow replacing a database that holds data.' },
+    { name: 'jobs', type: 'string', description: 'Parallel pg_restore jobs.', default: '2' },
+    { name: 'no-owner', type: 'boolean', description: 'Skip ownership and privileges (pg_restore --no-owner --no-privileges), for a server whose roles differ.', default: 'false' },
+    { name: 'skip-verify', type: 'boolean', description: 'Do not check the checksums first (recorded with the restore).', default: 'false' },
+    { name: 'redis-check', type: 'boolean', description: "Also load the backup's Redis snapshot into a private redis-server and compare key counts.", default: 'false' },
+  ],
+  outputs: [
+    { name: 'backup-id', description: 'Id of the restored backup.' },
+    { name: 'pre-restore-backup-id', description: 'Id of the backup taken of the target before it was replaced (empty when the target held no data).' },
+    { name: 'database', description: 'The database that now holds the restored data.' },
+  ],
+  implemented: true,
+  async run(ctx) {
+    const wanted = ctx.inputs.string('backup') ?? 'latest';
+    const targetUrl = ctx.inputs.requiredString('target', 'pass --target postgres://user:password@host:5432/dbname (the database to restore into)');
+    const confirm = ctx.inputs.string('confirm');
+    const jobs = parseJobs(ctx.inputs.string('jobs'));
+    const noOwner = ctx.inputs.boolean('no-owner');
+    const skipVerify = ctx.inputs.boolean('skip-verify');
+    const redisCheck = ctx.inputs.boolean('redis-check');
+    const target = parsePgUrl(targetUrl);
+    if (target.password) ctx.logger.secret(target.password);
+    const settings = environmentFor(ctx);
+    const catalog = new Catalog(settings.store);
+    const backup = await findBackup(catalog, settings.name, wanted);
+    const runner = await postgresRunner(settings);
+    const result = await ctx.logger.group(`Restore ${backup.id} into ${target.database}`, () =>
+      restoreBackup({ catalog, environment: settings.name, backup, runner, target, confirm, jobs, noOwner, skipVerify, logger: ctx.logger, migrationHeadQuery: settings.postgres.migrationHeadQuery, compressLevel: settings.postgres.compressLevel }),
+    );
+    const redis = redisCheck && backup.metadata.files.redis ? await restoreRedisIsolated(backup, { binDir: settings.redis?.binDir, logger: ctx.logger }) : undefined;
+    const hooks = isEnvironmentDatabase(settings, targetUrl) ? await runPostRestoreHooks(settings.hooks.postRestore, { logger: ctx.logger }) : [];
+    const failedHooks = hooks.filter((h) => !h.ok);
+    const problems = [...(redis && !redis.ok ? [`redis key counts differ (${redis.detail})`] : []), ...failedHooks.map((h) => `post-restore hook ${h.hook} failed (${h.detail})`)];
+    const c = result.checks;
+    return {
+      json: { ...result, redis: redis ?? null, hooks },
+      text: [
+        `restored ${backup.id} into ${maskedUrl(target)} in ${result.seconds.toFixed(1)}s`,
+        `  row counts: ${c.rowCounts.tables} tables, ${c.rowCounts.rows} rows, all match backup.json`,
+        `  schema fingerprint: matches (${c.schemaFingerprint.actual})`,
+        `  checksums: ${result.checksumsVerified ? 'verified before restoring' : 'NOT verified (--skip-verify)'}`,
+        ...(result.preRestoreBackupId ? [`  pre-restore backup: ${result.preRestoreBackupId} (restore it to undo)`] : []),
+        ...(redis ? [`  redis: ${redis.detail}`] : []),
+        ...hooks.map((h) => `  hook ${h.hook}: ${h.ok ? 'ok' : 'FAILED'} (${h.detail})`),
+      ].join('\n'),
+      outputs: { 'backup-id': backup.id, 'pre-restore-backup-id': result.preRestoreBackupId ?? '', database: target.database },
+      summary: `### Restore ${backup.id} into \`${target.database}\`\n\n| rows | tables | fingerprint | checksums | pre-restore backup | seconds |\n|---|---|---|---|---|---|\n| ${c.rowCounts.rows} | ${c.rowCounts.tables} | match | ${result.checksumsVerified ? 'verified' : 'skipped'} | ${result.preRestoreBackupId ?? '-'} | ${result.seconds.toFixed(1)} |`,
+      ...(problems.length ? { exitCode: 1 as const, failureMessage: `the database was restored, but ${problems.join('; ')}` } : {}),
+    };
+  },
+};
+
+/** Post-restore hooks are for the environment's live database, not for a restore elsewhere. */
+function isEnvironmentDatabase(settings: EnvironmentSettings, targetUrl: string): boolean {
+  if (!settings.postgres.url) return false;
+  const live = environmentConnection(settings);
+  const target = parsePgUrl(targetUrl);
+  return live.host === target.host && live.port === target.port && live.database === target.database;
+}
+
+export const pruneCommand: CommandSpec = {
+  name: 'prune',
+  summary: 'Apply the retention policy to backups (dry run unless --apply)',
+  inputs: [{ name: 'apply', type: 'boolean', description: 'Delete for real (default: only list what would go).', default: 'false' }],
+  outputs: [],
+  implemented: true,
+  async run(ctx) {
+    const apply = ctx.inputs.boolean('apply');
+    const settings = environmentFor(ctx);
+    const catalog = new Catalog(settings.store);
+    const result = await withLock(catalog.envDir(settings.name), settings.name, { command: 'prune', waitSeconds: 30 }, () => pruneBackups(catalog, settings.name, settings.retention, { apply, logger: ctx.logger }));
+    const going = result.decisions.filter((d) => !d.keep);
+    const lines = result.decisions.map((d) => `${d.keep ? 'keep  ' : result.applied ? 'DELETED' : 'delete'} ${d.id}  ${d.label.padEnd(13)} ${d.reasons.join('; ')}`);
+    const verdict = result.applied ? `deleted ${result.deleted.length} backup(s)` : apply ? 'nothing deleted: a release manifest is unreadable' : `dry run: ${going.length} backup(s) would be deleted; pass --apply to delete them`;
+    if (apply && !result.applied) {
+      throw failure('PRUNE_BLOCKED', `${verdict} (${result.unreadableManifests.join(', ')})`, { fix: 'repair or remove the unreadable manifest(s), then re-run lifeline prune --apply' });
+    }
+    return { json: result, text: [...lines, verdict].join('\n') };
+  },
+};
 
 export const backupAction = singleCommandAction('backup', 'Back up PostgreSQL and Redis into the Lifeline catalog with sha256 checksums.', backupCommand);
 export const verifyAction = singleCommandAction('verify', "Verify a backup's checksums and archives.", verifyCommand);

@@ -1,0 +1,80 @@
+import { usageError } from '../errors';
+import type { Catalog, CatalogEntry, EntryMetadata } from '../catalog/store';
+
+export const BACKUP_METADATA_FILE = 'backup.json';
+export const POSTGRES_ARCHIVE_FILE = 'postgres.dump';
+export const GLOBALS_FILE = 'globals.sql';
+export const REDIS_SNAPSHOT_FILE = 'redis.rdb';
+
+export const BACKUP_LABELS = ['scheduled', 'pre-migration', 'manual', 'pre-restore'] as const;
+export type BackupLabel = (typeof BACKUP_LABELS)[number];
+
+export interface BackupFile {
+  name: string;
+  bytes: number;
+  sha256: string;
+}
+
+export interface RedisBackupFile extends BackupFile {
+  /** Keys per logical database at snapshot time, e.g. `{ db0: 120 }`. */
+  keys: Record<string, number>;
+}
+
+export interface VerificationCheck {
+  name: string;
+  ok: boolean;
+  detail: string;
+}
+
+/** The `backup.json` of one backup: everything a restore needs to check itself against. */
+export interface BackupMetadata extends EntryMetadata {
+  schemaVersion: 1;
+  id: string;
+  environment: string;
+  label: BackupLabel;
+  release?: string;
+  gitSha?: string;
+  createdAt: string;
+  startedAt: string;
+  finishedAt: string;
+  durationSeconds: number;
+  database: string;
+  serverVersion: string;
+  pgDumpVersion: string;
+  format: 'custom';
+  compressLevel: number;
+  files: {
+    postgres: BackupFile;
+    globals?: BackupFile;
+    redis?: RedisBackupFile;
+  };
+  migrationHead: string | null;
+  schemaFingerprint: string;
+  /** Exact counts taken in the dump's own snapshot, keyed `schema.table`. */
+  rowCounts: Record<string, number>;
+  verified?: { at: string; ok: boolean; checks: VerificationCheck[] };
+}
+
+export type BackupEntry = CatalogEntry<BackupMetadata>;
+
+/** The environment's complete backups, newest first. */
+export async function listBackups(catalog: Catalog, env: string): Promise<BackupEntry[]> {
+  return catalog.list<BackupMetadata>(env, 'backups', BACKUP_METADATA_FILE);
+}
+
+/** One backup by id, or the newest one for `latest`; an unknown id is the operator's mistake (exit 2). */
+export async function findBackup(catalog: Catalog, env: string, idOrLatest: string): Promise<BackupEntry> {
+  const wanted = idOrLatest.trim();
+  if (wanted === '' || wanted === 'latest') {
+    const [newest] = await listBackups(catalog, env);
+    if (!newest) {
+      throw usageError('NO_BACKUPS', `environment ${env} has no backups in ${catalog.root}`, `take one first: lifeline backup --env ${env}`);
+    }
+    return newest;
+  }
+  const entry = await catalog.get<BackupMetadata>(env, 'backups', wanted, BACKUP_METADATA_FILE);
+  if (!entry) {
+    throw usageError('BACKUP_NOT_FOUND', `backup ${wanted} does not exist in environment ${env} (store ${catalog.root})`, `list the backups with: lifeline backups --env ${env} (or pass --backup latest)`);
+  }
+  return entry;
+}

@@ -1,0 +1,91 @@
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync, readdirSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { Catalog } from '../../src/catalog/store';
+import { createMemoryLogger } from '../../src/logger';
+import { createBackup } from '../../src/postgres/backup';
+import { BACKUP_METADATA_FILE, listBackups, type BackupMetadata } from '../../src/postgres/metadata';
+import { LocalRunner, type Runner } from '../../src/runner/runner';
+import { formatPgUrl } from '../../src/runner/postgres-env';
+import { SAMPLE_MIGRATION_HEAD } from '../../src/sample/dataset';
+import { lifeline } from '../helpers/cli';
+import { createSampleDatabase, dropDatabase, sql, tableCounts, tempDir } from '../helpers/db';
+
+const noEnv = { DATABASE_URL: undefined, REDIS_URL: undefined, LIFELINE_STORE: undefined, LIFELINE_ENV: undefined, LIFELINE_CONFIG: undefined };
+
+describe('lifeline backup, backups and verify', () => {
+  let db: Awaited<ReturnType<typeof createSampleDatabase>>;
+  const store = tempDir('lifeline-backup-');
+  const args = () => ['--store', store.path, '--database-url', db.url];
+
+  beforeAll(async () => {
+    db = await createSampleDatabase(2);
+  });
+  afterAll(async () => {
+    await dropDatabase(db.name);
+    store.cleanup();
+  });
+
+  let backup: { id: string; sha256: string; bytes: number; path: string };
+
+  it('streams a custom-format dump into the catalog with checksums, counts from the same snapshot and a verification', async () => {
+    const run = await lifeline(['backup', ...args(), '--label', 'pre-migration', '--release', 'v1.2.3', '--git-sha', 'abc123', '--json'], { env: noEnv });
+    expect(run.stderr).not.toContain(db.conn.password!);
+    expect(run.code, run.stderr).toBe(0);
+    backup = JSON.parse(run.stdout);
+    expect(backup.id).toMatch(/^\d{8}T\d+Z-[0-9a-f]{6}$/);
+    expect(backup.bytes).toBeGreaterThan(10_000);
+    // sha256sum -c from inside the directory accepts SHA256SUMS, and its hash is the reported one.
+    execFileSync('sha256sum', ['-c', 'SHA256SUMS'], { cwd: backup.path });
+    expect(readFileSync(join(backup.path, 'SHA256SUMS'), 'utf8')).toContain(`${backup.sha256}  postgres.dump`);
+    const metadata = JSON.parse(readFileSync(join(backup.path, BACKUP_METADATA_FILE), 'utf8')) as BackupMetadata;
+    expect(metadata).toMatchObject({ schemaVersion: 1, label: 'pre-migration', release: 'v1.2.3', gitSha: 'abc123', format: 'custom', database: db.name, migrationHead: SAMPLE_MIGRATION_HEAD });
+    expect(metadata.rowCounts).toEqual(Object.fromEntries(Object.entries(await tableCounts(db.name))));
+    expect(metadata.rowCounts['public.orders']).toBeGreaterThan(100);
+    expect(metadata.schemaFingerprint).toMatch(/^sha256:[0-9a-f]{64}$/);
+    expect(metadata.serverVersion).toMatch(/^15\./);
+    expect(metadata.files.globals?.bytes).toBeGreaterThan(0);
+    expect(metadata.verified?.ok).toBe(true);
+    expect(metadata.verified?.checks.map((c) => c.name)).toEqual(expect.arrayContaining(['postgres.dump checksum', 'archive table of contents', 'archive decompresses end to end']));
+  });
+
+  it('lists backups newest first', async () => {
+    const second = await lifeline(['backup', ...args(), '--no-verify', '--json'], { env: noEnv });
+    expect(second.code, second.stderr).toBe(0);
+    const run = await lifeline(['backups', ...args(), '--json'], { env: noEnv });
+    expect(run.code, run.stderr).toBe(0);
+    const rows = JSON.parse(run.stdout) as { id: string; label: string; createdAt: string; bytes: number; verified: boolean | null }[];
+    expect(rows.map((r) => r.id)).toEqual([JSON.parse(second.stdout).id, backup.id]);
+    expect(rows[0]).toMatchObject({ label: 'manual', verified: null });
+    expect(rows[1]).toMatchObject({ label: 'pre-migration', verified: true, bytes: backup.bytes });
+  });
+
+  it('verify prints each check and exits 0 on an intact backup', async () => {
+    const run = await lifeline(['verify', backup.id, ...args()], { env: noEnv });
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toMatch(/ok\s+archive decompresses end to end/);
+  });
+
+  it('an unknown backup id is a usage error that names it and says how to list backups', async () => {
+    const run = await lifeline(['verify', '20990101T000000000Z-abcdef', ...args()], { env: noEnv });
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain('20990101T000000000Z-abcdef');
+    expect(run.stderr).toContain('lifeline backups');
+  });
+
+  it('a wrong password fails with the URL masked, and nothing lists', async () => {
+    const badUrl = formatPgUrl({ ...db.conn, password: 'not-the-password-42' });
+    const empty = tempDir('lifeline-backup-badpw-');
+    try {
+      const run = await lifeline(['backup', '--store', empty.path, '--database-url', badUrl], { env: noEnv });
+      expect(run.code).toBe(1);
+      expect(run.stderr).toContain('password authentication failed');
+      expect(run.stderr).toContain(`postgres://${db.conn.user}:***@`);
+      expect(run.stderr + run.stdout).not.toContain('not-the-password-42');
+      expect(await listBackups(new Catalog(empty.path), 'default')).toEqual([]);
+    } finally {
+      empty.cleanup();
+    }
+  });
+});
