@@ -1,10 +1,181 @@
+import { join } from 'node:path';
+import { usageError } from '../errors';
+import { defaultOwner } from '../catalog/lock';
+import { Catalog } from '../catalog/store';
+import { parseCollectionFlag, type CollectionSpec } from '../tenant/collections';
+import { tenantDatabase } from '../tenant/database';
+import { planTenantDeletion } from '../tenant/deletion-plan';
+import { EXPORT_MANIFEST, exportTenant, type TenantExportManifest } from '../tenant/export';
+import type { ExportFormat } from '../tenant/rows';
+import { tenantExportsKind } from '../tenant/tenant-id';
+import { verifyTenantExport } from '../tenant/verify';
 import { singleCommandAction } from './action-spec';
-import { notImplemented } from './spec';
+import { environmentFor, type CommandContext, type CommandSpec, type InputSpec } from './spec';
 
-const ISSUE = 'issue #8';
+const TENANT_INPUT: InputSpec = { name: 'tenant', type: 'string', required: true, description: 'The tenant id, exactly as stored (a value, never SQL).' };
 
-export const tenantExportCommand = notImplemented('tenant export', "Export a tenant's collections with checksums and caps", ISSUE);
-export const tenantVerifyCommand = notImplemented('tenant verify', 'Re-check a tenant export', ISSUE);
-export const tenantDeletionPlanCommand = notImplemented('tenant deletion-plan', 'Print what an offboarding deletion would touch', ISSUE);
+function collectionsFor(ctx: CommandContext, configured: CollectionSpec[]): CollectionSpec[] {
+  const flags = ctx.inputs.list('collection');
+  return flags.length ? flags.map(parseCollectionFlag) : configured;
+}
+
+function parseRowCap(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^\d+$/.test(value.trim()) || Number(value) < 1) throw usageError('BAD_ROW_CAP', `--row-cap must be a positive whole number (got "${value}")`, 'pass e.g. --row-cap 500000');
+  return Number(value);
+}
+
+export const tenantExportCommand: CommandSpec = {
+  name: 'tenant export',
+  summary: "Export a tenant's collections with checksums and caps",
+  inputs: [
+    TENANT_INPUT,
+    {
+      name: 'collection',
+      type: 'list',
+      description: 'A collection as TABLE:COLUMN (orders:tenant_id) or TABLE:LOCAL->TABLE.COLUMN[:TENANT_COLUMN] (payments:order_id->orders.id); repeat for several. Replaces tenants.collections.',
+    },
+    { name: 'row-cap', type: 'string', description: 'Row cap of every collection for this run (overrides tenants.rowCap and per-collection caps).' },
+    { name: 'allow-truncation', type: 'boolean', default: 'false', description: 'Export collections over their row cap up to the cap (by primary key) and mark them truncated, instead of refusing.' },
+    { name: 'format', type: 'string', choices: ['ndjson', 'csv'], description: 'File format (default: tenants.format, else ndjson).' },
+    { name: 'archive', type: 'boolean', default: 'false', description: 'Also pack the export into export.tar.gz with its own .sha256 file, for handoff.' },
+  ],
+  outputs: [
+    { name: 'export-id', description: 'The id of the new export.' },
+    { name: 'path', description: "The export's directory (holds export.json, SHA256SUMS and one file per collection)." },
+    { name: 'manifest-sha256', description: 'sha256 of export.json.' },
+    { name: 'archive-path', description: 'The archive, when archive is true.' },
+    { name: 'rows', description: 'Rows exported, over all collections.' },
+    { name: 'truncated', description: '"true" when a collection was truncated at its cap.' },
+  ],
+  implemented: true,
+  async run(ctx) {
+    const settings = environmentFor(ctx);
+    const tenant = ctx.inputs.requiredString('tenant');
+    const { runner, conn } = tenantDatabase(settings);
+    const result = await exportTenant({
+      catalog: new Catalog(settings.store),
+      env: settings.name,
+      tenant,
+      runner,
+      conn,
+      collections: collectionsFor(ctx, settings.tenants.collections),
+      format: (ctx.inputs.string('format') as ExportFormat | undefined) ?? settings.tenants.format,
+      rowCap: settings.tenants.rowCap,
+      rowCapOverride: parseRowCap(ctx.inputs.string('row-cap')),
+      byteCap: settings.tenants.byteCap,
+      allowTruncation: ctx.inputs.boolean('allow-truncation'),
+      archive: ctx.inputs.boolean('archive'),
+      keep: settings.tenants.keep,
+      logger: ctx.logger,
+      owner: defaultOwner(ctx.env),
+    });
+    const m = result.entry.metadata;
+    const archivePath = m.archive ? join(result.entry.dir, m.archive.file) : undefined;
+    const table = m.collections.map((c) => `  ${c.name.padEnd(16)} ${String(c.rows).padStart(10)} rows ${String(c.bytes).padStart(12)} bytes  ${c.sha256}${c.truncated ? `  TRUNCATED (${c.trueCount} in the database, cap ${c.cap})` : ''}`);
+    return {
+      json: {
+        id: m.id,
+        tenant: m.tenant,
+        path: result.entry.dir,
+        snapshotAt: m.snapshotAt,
+        format: m.format,
+        manifestSha256: result.manifestSha256,
+        truncated: m.truncated,
+        totals: m.totals,
+        collections: m.collections.map((c) => ({ name: c.name, file: c.file, rows: c.rows, bytes: c.bytes, sha256: c.sha256, cap: c.cap, truncated: c.truncated, trueCount: c.trueCount })),
+        archive: m.archive ? { ...m.archive, path: archivePath } : null,
+        pruned: result.pruned,
+      },
+      text: [
+        `exported tenant ${m.tenant} as of ${m.snapshotAt}: ${m.totals.rows} rows, ${m.totals.bytes} bytes (${m.format})`,
+        ...table,
+        `  ${result.entry.dir}`,
+        ...(archivePath ? [`  archive: ${archivePath} (sha256 ${m.archive!.sha256})`] : []),
+        ...(result.pruned.length ? [`  pruned: ${result.pruned.join(', ')}`] : []),
+      ].join('\n'),
+      outputs: {
+        'export-id': m.id,
+        path: result.entry.dir,
+        'manifest-sha256': result.manifestSha256,
+        'archive-path': archivePath ?? '',
+        rows: String(m.totals.rows),
+        truncated: String(m.truncated),
+      },
+      summary: [
+        `### Tenant export ${m.tenant}`,
+        '',
+        `Export \`${m.id}\`, snapshot ${m.snapshotAt}, ${m.format}.`,
+        '',
+        '| collection | rows | bytes | sha256 | truncated |',
+        '|---|---|---|---|---|',
+        ...m.collections.map((c) => `| ${c.name} | ${c.rows} | ${c.bytes} | \`${c.sha256.slice(0, 16)}…\` | ${c.truncated ? `yes (${c.trueCount} in the database)` : 'no'} |`),
+      ].join('\n'),
+      annotations: m.truncated ? [{ level: 'warning', message: `tenant ${m.tenant}: ${m.collections.filter((c) => c.truncated).map((c) => c.name).join(', ')} truncated at the row cap` }] : [],
+    };
+  },
+};
+
+export const tenantVerifyCommand: CommandSpec = {
+  name: 'tenant verify',
+  summary: 'Re-check a tenant export',
+  inputs: [TENANT_INPUT, { name: 'export', type: 'string', default: 'latest', description: 'The export id, or "latest".' }],
+  outputs: [{ name: 'ok', description: '"true" when the export verified.' }],
+  implemented: true,
+  async run(ctx) {
+    const settings = environmentFor(ctx);
+    const tenant = ctx.inputs.requiredString('tenant');
+    const wanted = ctx.inputs.string('export') ?? 'latest';
+    const catalog = new Catalog(settings.store);
+    const kind = tenantExportsKind(tenant);
+    const entry =
+      wanted === 'latest'
+        ? (await catalog.list<TenantExportManifest>(settings.name, kind, EXPORT_MANIFEST))[0]
+        : await catalog.get<TenantExportManifest>(settings.name, kind, wanted, EXPORT_MANIFEST);
+    if (!entry) {
+      throw usageError('EXPORT_NOT_FOUND', `tenant ${JSON.stringify(tenant)} has no export ${wanted === 'latest' ? 'yet' : wanted} in environment ${settings.name}`, `run lifeline tenant export --env ${settings.name} --tenant ${tenant}`);
+    }
+    const verification = await verifyTenantExport(entry);
+    const text = verification.ok
+      ? `export ${entry.id} of ${tenant} verified: ${verification.files.length} files, ${entry.metadata.totals.rows} rows, snapshot ${entry.metadata.snapshotAt}`
+      : `export ${entry.id} of ${tenant} FAILED verification:\n${verification.problems.map((p) => `  ${p}`).join('\n')}`;
+    return {
+      json: { ...verification, path: entry.dir },
+      text,
+      outputs: { ok: String(verification.ok) },
+      ...(verification.ok ? {} : { exitCode: 1 as const, failureMessage: `export ${entry.id} of ${tenant} does not verify (${verification.problems.length} problems)` }),
+    };
+  },
+};
+
+export const tenantDeletionPlanCommand: CommandSpec = {
+  name: 'tenant deletion-plan',
+  summary: 'Print what an offboarding deletion would touch (refuses without a current verified export)',
+  inputs: [TENANT_INPUT],
+  outputs: [],
+  implemented: true,
+  async run(ctx) {
+    const settings = environmentFor(ctx);
+    const tenant = ctx.inputs.requiredString('tenant');
+    const { runner, conn } = tenantDatabase(settings);
+    const plan = await planTenantDeletion({
+      catalog: new Catalog(settings.store),
+      env: settings.name,
+      tenant,
+      runner,
+      conn,
+      collections: settings.tenants.collections,
+      lastWriteQuery: settings.tenants.lastWriteQuery,
+    });
+    return {
+      json: plan,
+      text: [
+        `deletion plan for tenant ${tenant} (for review; Lifeline deletes nothing): ${plan.totalRows} rows`,
+        ...plan.collections.map((c) => `  ${c.name.padEnd(16)} ${String(c.rows).padStart(10)} rows  (${c.path})`),
+        `covered by export ${plan.coveredBy.exportId} (snapshot ${plan.coveredBy.snapshotAt}, verified ${plan.coveredBy.verifiedAt}); last write ${plan.lastWriteAt ?? 'unknown'} from ${plan.lastWriteSource}`,
+      ].join('\n'),
+    };
+  },
+};
 
 export const tenantExportAction = singleCommandAction('tenant-export', "Export a tenant's data as checksummed, capped collections.", tenantExportCommand);

@@ -1,0 +1,258 @@
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { createGzip } from 'node:zlib';
+import { failure, refusal, usageError } from '../errors';
+import type { Logger } from '../logger';
+import { sha256File } from '../catalog/files';
+import { withLock } from '../catalog/lock';
+import { CATALOG_SCHEMA_VERSION, newEntryId, type Catalog, type CatalogEntry, type EntryMetadata, type StagedEntry } from '../catalog/store';
+import { formatSums, SUMS_FILE } from '../catalog/sums';
+import { pgEnv, quoteLiteral, type PgConnection } from '../runner/postgres-env';
+import { lastLines, describeExit, type Runner } from '../runner/runner';
+import { describeCollection, resolveCollections, tenantRowsQuery, type CollectionSpec, type ResolvedCollection } from './collections';
+import { ByteCapExceeded, ExportMeter, FILE_EXTENSION, type ExportFormat } from './rows';
+import { countTenantRows, openSnapshotSession } from './session';
+import { tarStream, type TarMember } from './tar';
+import { tenantExportsKind } from './tenant-id';
+import { verifyTenantExport } from './verify';
+
+export const EXPORT_MANIFEST = 'export.json';
+export const ARCHIVE_FILE = 'export.tar.gz';
+
+export interface ExportedCollection {
+  name: string;
+  table: string;
+  /** How rows are tied to the tenant, e.g. `payments -> orders.tenant_id`. */
+  path: string;
+  file: string;
+  rows: number;
+  bytes: number;
+  sha256: string;
+  cap: number;
+  truncated: boolean;
+  /** The tenant's rows in the snapshot; more than `rows` only when truncated. */
+  trueCount: number;
+  orderedBy: string[];
+}
+
+export interface TenantExportManifest extends EntryMetadata {
+  kind: 'tenant-export';
+  tenant: string;
+  /** The database clock when the snapshot was taken; every collection shows the data as of then. */
+  snapshotAt: string;
+  database: { host: string; port: number; name: string };
+  format: ExportFormat;
+  byteCap: number;
+  truncated: boolean;
+  totals: { rows: number; bytes: number };
+  collections: ExportedCollection[];
+  archive?: { file: string; bytes: number; sha256: string };
+}
+
+export interface TenantExportOptions {
+  catalog: Catalog;
+  env: string;
+  tenant: string;
+  runner: Runner;
+  conn: PgConnection;
+  collections: readonly CollectionSpec[];
+  format: ExportFormat;
+  /** Cap for collections without their own. */
+  rowCap: number;
+  /** When set, the cap of every collection for this run (the `--row-cap` flag). */
+  rowCapOverride?: number;
+  byteCap: number;
+  allowTruncation: boolean;
+  archive: boolean;
+  /** Exports kept per tenant; older ones are pruned once the new one verifies. */
+  keep: number;
+  logger: Logger;
+  /** Who runs it, recorded in the environment lock. */
+  owner?: string;
+}
+
+export interface TenantExportResult {
+  entry: CatalogEntry<TenantExportManifest>;
+  manifestSha256: string;
+  pruned: string[];
+}
+
+/**
+ * Exports one tenant's rows, collection by collection, from one repeatable-read snapshot into a
+ * new catalog entry. Caps are checked on exact counts before anything is written; the entry
+ * becomes visible only once complete, and is removed again if it does not verify.
+ */
+export async function exportTenant(options: TenantExportOptions): Promise<TenantExportResult> {
+  const { catalog, env, tenant, logger } = options;
+  const kind = tenantExportsKind(tenant);
+  if (options.rowCapOverride !== undefined && (!Number.isInteger(options.rowCapOverride) || options.rowCapOverride < 1)) {
+    throw usageError('BAD_ROW_CAP', `--row-cap must be a positive whole number (got ${options.rowCapOverride})`, 'pass e.g. --row-cap 500000');
+  }
+  return withLock(catalog.envDir(env), env, { command: `tenant export ${tenant}`, owner: options.owner }, async () => {
+    await catalog.sweepStaging(env, kind);
+    const { session, snapshotId, snapshotAt } = await openSnapshotSession(options.runner, options.conn);
+    let staged: StagedEntry | undefined;
+    const id = newEntryId();
+    try {
+      const collections = await resolveCollections(session, options.collections);
+      const counts = await countTenantRows(session, collections, tenant);
+      const plan = collections.map((collection) => {
+        const trueCount = counts.get(collection.name)!;
+        const cap = options.rowCapOverride ?? collection.rowCap ?? options.rowCap;
+        return { collection, trueCount, cap, truncated: trueCount > cap };
+      });
+      if (plan.every((p) => p.trueCount === 0)) {
+        throw usageError('UNKNOWN_TENANT', `tenant ${JSON.stringify(tenant)} has no rows in any collection (${collections.map((c) => c.name).join(', ')})`, 'check the id (it is matched exactly, case included) and the environment; nothing was written');
+      }
+      const over = plan.filter((p) => p.truncated);
+      if (over.length && !options.allowTruncation) {
+        throw refusal(
+          'ROW_CAP_EXCEEDED',
+          `tenant ${JSON.stringify(tenant)}: ${over.map((p) => `${p.collection.name} has ${p.trueCount} rows, over its cap of ${p.cap}`).join('; ')}`,
+          'raise the cap (tenants.rowCap, the collection\'s rowCap, or --row-cap) after checking the size is expected, or pass --allow-truncation to export the first rows by primary key and mark the collection truncated',
+          { collections: over.map((p) => ({ name: p.collection.name, count: p.trueCount, cap: p.cap })) },
+        );
+      }
+      staged = await catalog.begin(env, kind, id, EXPORT_MANIFEST);
+      const budget = { used: 0, cap: options.byteCap };
+      const exported: ExportedCollection[] = [];
+      for (const p of plan) {
+        const file = `${p.collection.name}.${FILE_EXTENSION[options.format]}`;
+        const rows = p.truncated ? p.cap : p.trueCount;
+        logger.info(`${p.collection.name}: exporting ${rows} of ${p.trueCount} rows (${describeCollection(p.collection)})`);
+        const written = await copyCollection(options, staged, file, snapshotId, p.collection, p.truncated ? p.cap : undefined, budget);
+        if (written.rows !== rows) {
+          throw failure('EXPORT_COUNT_MISMATCH', `${p.collection.name}: wrote ${written.rows} rows, but the snapshot counted ${rows}`, { fix: 'this should not happen inside one snapshot; re-run the export and report it if it repeats' });
+        }
+        exported.push({
+          name: p.collection.name,
+          table: `${p.collection.table.schema}.${p.collection.table.name}`,
+          path: describeCollection(p.collection),
+          file,
+          rows,
+          bytes: written.bytes,
+          sha256: written.sha256,
+          cap: p.cap,
+          truncated: p.truncated,
+          trueCount: p.trueCount,
+          orderedBy: p.collection.orderBy.length ? p.collection.orderBy : ['ctid'],
+        });
+      }
+      const manifest: TenantExportManifest = {
+        schemaVersion: CATALOG_SCHEMA_VERSION,
+        id,
+        createdAt: new Date().toISOString(),
+        kind: 'tenant-export',
+        tenant,
+        snapshotAt,
+        database: { host: options.conn.host, port: options.conn.port, name: options.conn.database },
+        format: options.format,
+        byteCap: options.byteCap,
+        truncated: exported.some((c) => c.truncated),
+        totals: { rows: exported.reduce((n, c) => n + c.rows, 0), bytes: exported.reduce((n, c) => n + c.bytes, 0) },
+        collections: exported,
+      };
+      if (options.archive) manifest.archive = await addArchive(staged, manifest);
+      await staged.commit(manifest);
+      staged = undefined;
+    } catch (error) {
+      await staged?.abort();
+      if (error instanceof ByteCapExceeded) {
+        throw refusal('BYTE_CAP_EXCEEDED', `tenant ${JSON.stringify(tenant)}: the export grew past its byte cap of ${options.byteCap} bytes; nothing was kept`, 'raise tenants.byteCap after checking the size is expected (the byte cap cannot be truncated around)', { byteCap: options.byteCap });
+      }
+      throw error;
+    } finally {
+      await session.close();
+    }
+    const newest = await catalog.get<TenantExportManifest>(env, kind, id, EXPORT_MANIFEST);
+    if (!newest) throw failure('EXPORT_MISSING', `the export ${id} of ${JSON.stringify(tenant)} vanished right after it was written`, { fix: 'check what else writes to the catalog directory' });
+    const verification = await verifyTenantExport(newest);
+    if (!verification.ok) {
+      await catalog.remove(newest);
+      throw failure('EXPORT_VERIFY_FAILED', `the new export of ${JSON.stringify(tenant)} did not verify and was removed: ${verification.problems.join('; ')}`, { fix: 'check the disk holding the catalog, then re-run the export' });
+    }
+    const pruned = await pruneTenantExports(catalog, env, tenant, options.keep, newest.id);
+    for (const id of pruned) logger.info(`pruned export ${id} (keeping ${options.keep})`);
+    return { entry: newest, manifestSha256: (await sha256File(join(newest.dir, EXPORT_MANIFEST))).sha256, pruned };
+  });
+}
+
+/** Streams one collection from a psql process that joins the exported snapshot. */
+async function copyCollection(
+  options: TenantExportOptions,
+  staged: StagedEntry,
+  file: string,
+  snapshotId: string,
+  collection: ResolvedCollection,
+  limit: number | undefined,
+  budget: { used: number; cap: number },
+): Promise<{ rows: number; bytes: number; sha256: string }> {
+  const select = tenantRowsQuery(collection, quoteLiteral(options.tenant), limit);
+  // NDJSON through CSV with quote and delimiter bytes JSON text never holds: COPY then writes each
+  // JSON document verbatim, with none of the text format's backslash escaping.
+  const copy =
+    options.format === 'csv'
+      ? `COPY (${select}) TO STDOUT WITH (FORMAT csv, HEADER)`
+      : `COPY (SELECT row_to_json(r)::text FROM (${select}) AS r) TO STDOUT WITH (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')`;
+  const script = [
+    'SET standard_conforming_strings = on;',
+    "SET client_encoding = 'UTF8';",
+    'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;',
+    `SET TRANSACTION SNAPSHOT ${quoteLiteral(snapshotId)};`,
+    `${copy};`,
+    'COMMIT;',
+    '',
+  ].join('\n');
+  const running = options.runner.start({
+    tool: 'psql',
+    args: ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-P', 'pager=off'],
+    env: pgEnv(options.conn),
+    stdin: Readable.from([script]),
+  });
+  const meter = new ExportMeter(options.format, budget);
+  running.stdout.on('error', (error) => meter.destroy(error));
+  let hashed;
+  try {
+    hashed = await staged.addStream(file, running.stdout.pipe(meter));
+  } catch (error) {
+    running.kill();
+    await running.done.catch(() => undefined);
+    throw error;
+  }
+  const result = await running.done;
+  if (result.exitCode !== 0) {
+    throw failure('EXPORT_COPY_FAILED', `exporting ${collection.name} failed (psql ${describeExit(result)}): ${lastLines(result.stderr)}`);
+  }
+  return { rows: meter.records - (options.format === 'csv' ? 1 : 0), bytes: hashed.bytes, sha256: hashed.sha256 };
+}
+
+/**
+ * Packs the collections, their SHA256SUMS and the manifest into one gzip'd tar inside the entry,
+ * with a `.sha256` file beside it for whoever receives the handoff.
+ */
+async function addArchive(staged: StagedEntry, manifest: TenantExportManifest): Promise<{ file: string; bytes: number; sha256: string }> {
+  const folder = `${manifest.tenant.replace(/[^A-Za-z0-9._-]/g, '_')}-${manifest.id}`.slice(0, 80);
+  const members: TarMember[] = [
+    ...manifest.collections.map((c) => ({ name: `${folder}/${c.file}`, path: staged.path(c.file), size: c.bytes })),
+    { name: `${folder}/${SUMS_FILE}`, text: formatSums(manifest.collections.map((c) => ({ file: c.file, sha256: c.sha256 }))) },
+    { name: `${folder}/${EXPORT_MANIFEST}`, text: `${JSON.stringify(manifest, null, 2)}\n` },
+  ];
+  const tar = tarStream(members);
+  const gzip = createGzip({ level: 6 });
+  tar.on('error', (error) => gzip.destroy(error));
+  const hashed = await staged.addStream(ARCHIVE_FILE, tar.pipe(gzip));
+  await staged.addText(`${ARCHIVE_FILE}.sha256`, `${hashed.sha256}  ${ARCHIVE_FILE}\n`);
+  return { file: ARCHIVE_FILE, bytes: hashed.bytes, sha256: hashed.sha256 };
+}
+
+/** Removes a tenant's exports beyond the newest `keep`, never the one just written. */
+async function pruneTenantExports(catalog: Catalog, env: string, tenant: string, keep: number, justWritten: string): Promise<string[]> {
+  const entries = await catalog.list<TenantExportManifest>(env, tenantExportsKind(tenant), EXPORT_MANIFEST);
+  const pruned: string[] = [];
+  for (const entry of entries.slice(Math.max(1, keep))) {
+    if (entry.id === justWritten) continue;
+    await catalog.remove(entry);
+    pruned.push(entry.id);
+  }
+  return pruned;
+}
