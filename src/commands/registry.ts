@@ -7,7 +7,7 @@ import { lockBreakCommand, lockStatusCommand } from './lock';
 import { manifestAction, manifestCreateCommand, manifestKeygenCommand, manifestVerifyCommand } from './manifest';
 import { preflightAction, preflightCommand } from './preflight';
 import type { CommandSpec } from './spec';
-import { syncCommand } from './sync';
+import { fetchCommand, syncAction, syncCommand } from './sync';
 import { tenantDeletionPlanCommand, tenantExportAction, tenantExportCommand, tenantVerifyCommand } from './tenant';
 
 /** Every CLI command, in the order `lifeline --help` lists them. */
@@ -32,6 +32,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   tenantVerifyCommand,
   tenantDeletionPlanCommand,
   syncCommand,
+  fetchCommand,
   configCheck,
   lockStatusCommand,
   lockBreakCommand,
@@ -49,4 +50,5 @@ export const ACTIONS: readonly ActionSpec[] = [
   drillAction,
   gateAction,
   tenantExportAction,
+  syncAction,
 ];

@@ -1,3 +1,186 @@
-import { notImplemented } from './spec';
+import { join } from 'node:path';
+import { Catalog } from '../catalog/store';
+import { usageError } from '../errors';
+import type { EnvironmentSettings } from '../settings/resolve';
+import { fetchNewestArtifact, uploadNewestAsArtifacts, type ArtifactStore, type ArtifactUpload } from '../storage/artifacts';
+import { s3StoreFor, type S3ObjectStoreOptions } from '../storage/object-store';
+import { requireReviewedStorage } from '../storage/review';
+import { compareRemote, fetchEntry, syncEnvironment, type RemoteComparison, type SyncReport } from '../storage/sync';
+import { singleCommandAction, type ActionSpec } from './action-spec';
+import { environmentFor, type CommandContext, type CommandResult, type CommandSpec, type InputSpec } from './spec';
 
-export const syncCommand = notImplemented('sync', 'Copy verified catalog entries to reviewed object storage', 'issue #10');
+/** What the commands need from outside the process; tests inject fakes for GitHub's artifact service. */
+export interface StorageDoors {
+  artifactStore?: (ctx: CommandContext) => Promise<ArtifactStore>;
+  fetch?: typeof fetch;
+}
+
+/** The real artifact client exists only inside a GitHub Actions job; it is loaded lazily so the CLI bundle stays small. */
+async function githubArtifactStoreFor(ctx: CommandContext): Promise<ArtifactStore> {
+  if (!ctx.env.ACTIONS_RUNTIME_TOKEN) {
+    throw usageError('ARTIFACTS_UNAVAILABLE', 'workflow artifacts can only be used inside a GitHub Actions job (ACTIONS_RUNTIME_TOKEN is not set)', 'use `to: bucket` / `from: bucket` outside Actions, or run this step in a workflow');
+  }
+  const { githubArtifactStore } = await import('../actions/artifact-store');
+  return githubArtifactStore(ctx.env, ctx.inputs.string('github-token'));
+}
+
+function bucketFor(settings: EnvironmentSettings, doors: StorageDoors) {
+  // The review gate comes first: a refused command makes no request at all.
+  const storage = requireReviewedStorage(settings.name, settings.storage);
+  const options: S3ObjectStoreOptions = { journalDir: join(settings.store, '.sync', settings.name, 'uploads'), fetch: doors.fetch };
+  return { storage, remote: s3StoreFor(storage, options) };
+}
+
+function retentionDays(ctx: CommandContext): number | undefined {
+  const raw = ctx.inputs.string('artifact-retention-days');
+  if (raw === undefined) return undefined;
+  const days = Number(raw);
+  if (!Number.isInteger(days) || days < 1 || days > 90) throw usageError('BAD_INPUT', `--artifact-retention-days must be a whole number of days from 1 to 90 (got "${raw}")`, 'pass e.g. --artifact-retention-days 14');
+  return days;
+}
+
+const KIND_INPUT: InputSpec = { name: 'kinds', type: 'list', description: 'Only these kinds: backups, releases, drills, tenants (default: all).' };
+const TOKEN_INPUT: InputSpec = { name: 'github-token', type: 'string', description: 'Token that lists and downloads artifacts of other workflow runs (needs actions: read).', default: '${{ github.token }}', actionOnly: true };
+
+export function createSyncCommand(doors: StorageDoors = {}): CommandSpec {
+  return {
+    name: 'sync',
+    summary: 'Copy complete, checksum-verified catalog entries to reviewed object storage (and/or a workflow artifact), or compare the two',
+    inputs: [
+      { name: 'to', type: 'string', description: 'Where the copies go: the reviewed bucket, a workflow artifact, or both.', default: 'bucket', choices: ['bucket', 'artifact', 'both'] },
+      KIND_INPUT,
+      { name: 'dry-run', type: 'boolean', description: 'List what would be uploaded without sending any payload.', default: 'false' },
+      { name: 'compare', type: 'boolean', description: 'Compare the local catalog with the bucket instead of uploading; fails when anything is missing or differs.', default: 'false' },
+      { name: 'deep', type: 'boolean', description: 'With compare: download and hash every remote file instead of trusting recorded checksums.', default: 'false' },
+      { name: 'artifact-retention-days', type: 'string', description: 'Days GitHub keeps the workflow artifact (1-90; default: the repository setting).' },
+      TOKEN_INPUT,
+    ],
+    outputs: [
+      { name: 'uploaded', description: 'Number of entries uploaded to the bucket.' },
+      { name: 'present', description: 'Number of entries that were already complete in the bucket.' },
+      { name: 'failed', description: 'Number of entries that could not be synced.' },
+      { name: 'artifacts', description: 'Names of the workflow artifacts kept, one per line.' },
+    ],
+    implemented: true,
+    async run(ctx) {
+      const settings = environmentFor(ctx);
+      const to = ctx.inputs.string('to') ?? 'bucket';
+      const kinds = ctx.inputs.list('kinds');
+      if (ctx.inputs.boolean('compare')) return runCompare(ctx, settings, doors, kinds);
+      const days = retentionDays(ctx);
+      const useBucket = to !== 'artifact';
+      const bucket = useBucket ? bucketFor(settings, doors) : undefined;
+      const artifacts = to !== 'bucket' ? await (doors.artifactStore ?? githubArtifactStoreFor)(ctx) : undefined;
+      const dryRun = ctx.inputs.boolean('dry-run');
+
+      let report: SyncReport | undefined;
+      if (bucket) {
+        report = await ctx.logger.group(`Sync ${settings.name} to ${bucket.remote.location}`, () =>
+          syncEnvironment({ env: settings.name, store: settings.store, remote: bucket.remote, prefix: bucket.storage.prefix, logger: ctx.logger, kinds, dryRun }),
+        );
+      }
+      let kept: ArtifactUpload[] = [];
+      if (artifacts && !dryRun) {
+        kept = await ctx.logger.group('Keep workflow artifacts', () => uploadNewestAsArtifacts({ env: settings.name, store: settings.store, kinds, artifacts, retentionDays: days, logger: ctx.logger }));
+      }
+      return syncResult(settings.name, report, kept, dryRun);
+    },
+  };
+}
+
+function syncResult(env: string, report: SyncReport | undefined, kept: ArtifactUpload[], dryRun: boolean): CommandResult {
+  const lines: string[] = [];
+  if (report) {
+    for (const e of report.entries) {
+      const detail = e.status === 'failed' ? `: ${e.reason}` : e.status === 'present' ? '' : ` (${e.files} file(s), ${e.bytes} bytes${e.resumedParts ? `, ${e.resumedParts} part(s) resumed` : ''})`;
+      lines.push(`${e.status.padEnd(12)} ${e.kind}/${e.id}${detail}`);
+    }
+    lines.push(`${env} -> ${report.location}: ${report.uploaded} ${dryRun ? 'to upload' : 'uploaded'}, ${report.present} already there, ${report.failed} failed`);
+  }
+  for (const a of kept) lines.push(`artifact     ${a.kind}/${a.id} as ${a.name}`);
+  const failed = report?.failed ?? 0;
+  const summaryRows = (report?.entries ?? []).map((e) => `| ${e.kind} | ${e.id} | ${e.status} | ${e.bytes} |`);
+  return {
+    json: { environment: env, dryRun, bucket: report ?? null, artifacts: kept },
+    text: lines.join('\n') || 'nothing to sync',
+    outputs: { uploaded: String(report?.uploaded ?? 0), present: String(report?.present ?? 0), failed: String(failed), artifacts: kept.map((a) => a.name).join('\n') },
+    summary: report ? `### Off-host sync: ${env} → ${report.location}\n\n| kind | id | status | bytes |\n|---|---|---|---|\n${summaryRows.join('\n')}\n` : undefined,
+    exitCode: failed ? 1 : 0,
+    failureMessage: failed ? `${failed} entr${failed === 1 ? 'y' : 'ies'} could not be synced; see the log` : undefined,
+  };
+}
+
+async function runCompare(ctx: CommandContext, settings: EnvironmentSettings, doors: StorageDoors, kinds: string[]): Promise<CommandResult> {
+  const { storage, remote } = bucketFor(settings, doors);
+  const comparison = await compareRemote({ env: settings.name, store: settings.store, remote, prefix: storage.prefix, deep: ctx.inputs.boolean('deep'), kinds });
+  return comparisonResult(settings.name, comparison);
+}
+
+/** Renders a comparison; exported so `verify --remote` can print the same thing. */
+export function comparisonResult(env: string, c: RemoteComparison): CommandResult {
+  const ref = (e: { kind: string; id: string }) => `${e.kind}/${e.id}`;
+  const lines = [
+    ...c.missingRemotely.map((e) => `missing remotely     ${ref(e)}`),
+    ...c.incompleteRemotely.map((e) => `incomplete remotely  ${ref(e)} (rerun sync)`),
+    ...c.missingLocally.map((e) => `missing locally      ${ref(e)}`),
+    ...c.mismatched.map((m) => `MISMATCH             ${ref(m)} ${m.file}: ${m.reason}`),
+    `${env} vs ${c.location}: ${c.inSync.length} in sync, ${c.missingRemotely.length + c.incompleteRemotely.length} missing remotely, ${c.missingLocally.length} missing locally, ${c.mismatched.length} mismatched file(s)`,
+  ];
+  const problems = c.mismatched.length + c.missingRemotely.length + c.incompleteRemotely.length;
+  return {
+    json: c,
+    text: lines.join('\n'),
+    exitCode: problems ? 1 : 0,
+    failureMessage: problems ? `${env}: the bucket does not hold a verified copy of every local entry` : undefined,
+  };
+}
+
+export function createFetchCommand(doors: StorageDoors = {}): CommandSpec {
+  return {
+    name: 'fetch',
+    summary: 'Download an entry from the reviewed bucket (or the newest workflow artifact) into the local catalog, verifying every checksum',
+    positional: 'id',
+    inputs: [
+      { name: 'from', type: 'string', description: 'Where to fetch from.', default: 'bucket', choices: ['bucket', 'artifact'] },
+      { name: 'kind', type: 'string', description: 'Catalog kind: backups, releases, drills or tenants/<tenant>/exports.', default: 'backups' },
+      { name: 'id', type: 'string', description: 'Entry id, or "latest" (artifacts: always the newest).', default: 'latest' },
+      TOKEN_INPUT,
+    ],
+    outputs: [
+      { name: 'id', description: 'The id of the entry now in the local catalog.' },
+      { name: 'path', description: 'Its directory in the local catalog.' },
+      { name: 'fetched', description: '"true" when it was downloaded, "false" when it was already local.' },
+    ],
+    implemented: true,
+    async run(ctx) {
+      const settings = environmentFor(ctx);
+      const kind = ctx.inputs.string('kind') ?? 'backups';
+      const catalog = new Catalog(settings.store);
+      let result: { entry: { id: string; dir: string }; fetched: boolean; source: string };
+      if (ctx.inputs.string('from') === 'artifact') {
+        const artifacts = await (doors.artifactStore ?? githubArtifactStoreFor)(ctx);
+        const fetched = await fetchNewestArtifact({ env: settings.name, kind, catalog, artifacts, logger: ctx.logger });
+        result = { ...fetched, source: `artifact ${fetched.artifact.name}` };
+      } else {
+        const { storage, remote } = bucketFor(settings, doors);
+        const fetched = await fetchEntry({ env: settings.name, kind, id: ctx.inputs.string('id') ?? 'latest', catalog, remote, prefix: storage.prefix, logger: ctx.logger });
+        result = { ...fetched, source: remote.location };
+      }
+      const { entry, fetched } = result;
+      return {
+        json: { environment: settings.name, kind, id: entry.id, path: entry.dir, fetched, source: result.source },
+        text: `${fetched ? 'fetched' : 'already local:'} ${kind}/${entry.id} from ${result.source} -> ${entry.dir}`,
+        outputs: { id: entry.id, path: entry.dir, fetched: String(fetched) },
+      };
+    },
+  };
+}
+
+export const syncCommand = createSyncCommand();
+export const fetchCommand = createFetchCommand();
+
+export const syncAction: ActionSpec = {
+  ...singleCommandAction('sync', 'Copy verified catalog entries off-host (reviewed S3-compatible bucket and/or workflow artifact), or fetch one back.', syncCommand),
+  commands: { sync: syncCommand, fetch: fetchCommand },
+  selector: { input: 'operation', default: 'sync', description: 'sync (copy entries off-host, or compare) or fetch (bring one entry back into the local catalog).' },
+};

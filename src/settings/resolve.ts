@@ -43,6 +43,16 @@ export interface ComposeSettings {
   healthTimeoutSeconds: number;
 }
 
+/** Off-host object storage with its credentials resolved from the named environment variables. */
+export interface StorageSettings extends Omit<StorageConfig, 'prefix'> {
+  /** Key prefix, normalised to end with '/' (or empty). */
+  prefix: string;
+  /** Undefined when the variables are not set; the storage commands then say which to set. */
+  credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
+  /** The variable names the credentials come from, for error messages. */
+  credentialEnv: { accessKeyId: string; secretAccessKey: string };
+}
+
 export interface EnvironmentSettings {
   name: string;
   production: boolean;
@@ -63,7 +73,7 @@ export interface EnvironmentSettings {
   manifest: { publicKey?: string; certificateIdentity?: string; certificateOidcIssuer?: string; trustedRoot?: string };
   preflight: NonNullable<EnvironmentConfig['preflight']>;
   hooks: { postRestore: HookConfig[] };
-  storage?: StorageConfig;
+  storage?: StorageSettings;
   /** Values that must be masked wherever text is printed. */
   secrets: string[];
 }
@@ -145,6 +155,9 @@ export function resolveFromConfig(loaded: LoadedConfig, inputs: GlobalInputs, op
   const drillPassword = urlPassword(drillTarget);
   if (drillPassword) secrets.push(drillPassword);
 
+  const storage = env.storage ? resolveStorage(env.storage, options.env) : undefined;
+  if (storage?.credentials) secrets.push(storage.credentials.secretAccessKey, ...(storage.credentials.sessionToken ? [storage.credentials.sessionToken] : []));
+
   const tenantsCfg = env.tenants ?? {};
   return {
     name,
@@ -204,9 +217,22 @@ export function resolveFromConfig(loaded: LoadedConfig, inputs: GlobalInputs, op
       caddyConfig: abs(env.preflight?.caddyConfig),
     },
     hooks: { postRestore: env.hooks?.postRestore ?? [] },
-    storage: env.storage,
+    storage,
     secrets,
   };
+}
+
+function resolveStorage(config: StorageConfig, env: ResolveOptions['env']): StorageSettings {
+  const credentialEnv = { accessKeyId: config.accessKeyIdEnv ?? 'AWS_ACCESS_KEY_ID', secretAccessKey: config.secretAccessKeyEnv ?? 'AWS_SECRET_ACCESS_KEY' };
+  const accessKeyId = env[credentialEnv.accessKeyId];
+  const secretAccessKey = env[credentialEnv.secretAccessKey];
+  // A session token only accompanies the default AWS variables (temporary credentials from OIDC).
+  const sessionToken = config.accessKeyIdEnv === undefined ? env.AWS_SESSION_TOKEN || undefined : undefined;
+  const prefix = (config.prefix ?? '').replace(/^\/+|\/+$/g, '');
+  const storage: StorageSettings = { ...config, prefix: prefix ? `${prefix}/` : '', credentialEnv };
+  // Not enumerable, so printing or serialising the settings (config check, --json) never carries the keys.
+  Object.defineProperty(storage, 'credentials', { value: accessKeyId && secretAccessKey ? { accessKeyId, secretAccessKey, sessionToken } : undefined, enumerable: false });
+  return storage;
 }
 
 function validateUrl(url: string, protocols: string[], source: string, example: string): void {

@@ -1,0 +1,4 @@
+import { syncAction } from '../../commands/sync';
+import { runAction } from '../run';
+
+void runAction(syncAction);

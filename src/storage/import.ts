@@ -1,0 +1,48 @@
+import type { Readable } from 'node:stream';
+import type { Catalog, CatalogEntry, EntryKind, EntryMetadata } from '../catalog/store';
+import type { SumEntry } from '../catalog/sums';
+import { failure } from '../errors';
+
+export interface ImportSource {
+  catalog: Catalog;
+  env: string;
+  kind: EntryKind;
+  id: string;
+  metadataFile: string;
+  metadata: EntryMetadata;
+  sums: SumEntry[];
+  /** Where the copy comes from, for messages: `s3://bucket/prefix`, `artifact lifeline-...`. */
+  source: string;
+  open(file: string): Promise<Readable>;
+}
+
+/**
+ * Brings an off-host copy into the local catalog: each file streams through a hash into a
+ * staged entry, and only when every sha256 matches SHA256SUMS is the entry committed. An entry
+ * already present locally is left alone.
+ */
+export async function importEntry(source: ImportSource): Promise<{ entry: CatalogEntry; fetched: boolean; bytes: number }> {
+  const existing = await source.catalog.get(source.env, source.kind, source.id, source.metadataFile);
+  if (existing) return { entry: existing, fetched: false, bytes: 0 };
+  const staged = await source.catalog.begin(source.env, source.kind, source.id, source.metadataFile);
+  let bytes = 0;
+  try {
+    for (const { file, sha256 } of source.sums) {
+      const written = await staged.addStream(file, await source.open(file));
+      if (written.sha256 !== sha256) {
+        throw failure('REMOTE_CHECKSUM_MISMATCH', `${file} of ${source.kind}/${source.id} from ${source.source} has sha256 ${written.sha256}, expected ${sha256}; it was not used`, {
+          fix: 'that copy is damaged: sync again from a host whose local entry verifies, or use an older entry',
+          details: { file, actual: written.sha256, expected: sha256 },
+        });
+      }
+      bytes += written.bytes;
+    }
+    await staged.commit(source.metadata);
+  } catch (error) {
+    await staged.abort();
+    throw error;
+  }
+  const entry = await source.catalog.get(source.env, source.kind, source.id, source.metadataFile);
+  if (!entry) throw failure('IMPORT_LOST', `${source.kind}/${source.id} was committed but does not list`, { fix: 'check the catalog directory for concurrent changes' });
+  return { entry, fetched: true, bytes };
+}

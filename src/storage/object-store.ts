@@ -1,0 +1,213 @@
+import { createHash } from 'node:crypto';
+import { mkdir, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { failure, usageError } from '../errors';
+import type { StorageSettings } from '../settings/resolve';
+import { S3Client, S3RequestError, type ObjectHead, type RemoteObject, type UploadedPart } from './s3';
+
+/** What sync, compare and fetch need from a bucket; the S3 driver is the one implementation today. */
+export interface ObjectStore {
+  /** `s3://bucket/prefix`, for messages. */
+  readonly location: string;
+  list(prefix: string): AsyncIterable<RemoteObject>;
+  head(key: string): Promise<ObjectHead | undefined>;
+  get(key: string): Promise<{ body: Readable; head: ObjectHead }>;
+  /** Uploads a file whose sha256 is known; the object only becomes visible once complete. */
+  putFile(key: string, path: string, expected: { sha256: string; bytes: number }): Promise<PutResult>;
+}
+
+export interface PutResult {
+  bytes: number;
+  parts: number;
+  /** Parts found already uploaded by an interrupted earlier run and not sent again. */
+  resumedParts: number;
+}
+
+export const DEFAULT_PART_SIZE = 8 * 1024 * 1024;
+/** S3's floor for every part but the last. */
+const MIN_PART_SIZE = 5 * 1024 * 1024;
+const MAX_PARTS = 10_000;
+
+export interface S3ObjectStoreOptions {
+  partSize?: number;
+  /** Directory for resume journals of multipart uploads in progress (small JSON files). */
+  journalDir: string;
+  fetch?: typeof fetch;
+}
+
+/** The journal of one multipart upload, rewritten after every part, so a rerun resumes it. */
+interface UploadJournal {
+  key: string;
+  uploadId: string;
+  sha256: string;
+  bytes: number;
+  partSize: number;
+  parts: UploadedPart[];
+}
+
+/** Builds the S3 driver for reviewed settings; missing credentials are a usage error (exit 2), raised before any request. */
+export function s3StoreFor(storage: StorageSettings, options: S3ObjectStoreOptions): S3ObjectStore {
+  if (!storage.credentials) {
+    throw usageError(
+      'STORAGE_CREDENTIALS_MISSING',
+      `the object-store credentials are not set: ${storage.credentialEnv.accessKeyId} and ${storage.credentialEnv.secretAccessKey} must both be in the environment`,
+      `export ${storage.credentialEnv.accessKeyId}=... and ${storage.credentialEnv.secretAccessKey}=... (a key scoped to s3://${storage.bucket}/${storage.prefix}), or name other variables in storage.accessKeyIdEnv / secretAccessKeyEnv`,
+    );
+  }
+  const client = new S3Client({ endpoint: storage.endpoint, region: storage.region, bucket: storage.bucket, credentials: storage.credentials, fetch: options.fetch });
+  return new S3ObjectStore(client, storage, options);
+}
+
+export class S3ObjectStore implements ObjectStore {
+  readonly location: string;
+  private readonly partSize: number;
+
+  constructor(
+    readonly client: S3Client,
+    private readonly storage: Pick<StorageSettings, 'bucket' | 'prefix' | 'serverSideEncryption' | 'objectLock'>,
+    private readonly options: S3ObjectStoreOptions,
+  ) {
+    this.location = `s3://${storage.bucket}/${storage.prefix}`;
+    this.partSize = Math.max(options.partSize ?? DEFAULT_PART_SIZE, MIN_PART_SIZE);
+  }
+
+  list(prefix: string): AsyncIterable<RemoteObject> {
+    return this.client.listObjects(prefix);
+  }
+
+  head(key: string): Promise<ObjectHead | undefined> {
+    return this.client.headObject(key);
+  }
+
+  get(key: string): Promise<{ body: Readable; head: ObjectHead }> {
+    return this.client.getObject(key);
+  }
+
+  /** Headers every new object carries: its sha256 as metadata, encryption and retention as configured. */
+  private objectHeaders(sha256: string): Record<string, string> {
+    const headers: Record<string, string> = { 'x-amz-meta-sha256': sha256 };
+    if (this.storage.serverSideEncryption) headers['x-amz-server-side-encryption'] = this.storage.serverSideEncryption;
+    if (this.storage.objectLock) {
+      headers['x-amz-object-lock-mode'] = this.storage.objectLock.mode;
+      headers['x-amz-object-lock-retain-until-date'] = new Date(Date.now() + this.storage.objectLock.days * 86400_000).toISOString().replace(/\.\d+Z$/, 'Z');
+    }
+    return headers;
+  }
+
+  async putFile(key: string, path: string, expected: { sha256: string; bytes: number }): Promise<PutResult> {
+    const partSize = Math.max(this.partSize, Math.ceil(expected.bytes / MAX_PARTS));
+    if (expected.bytes <= partSize) return this.putSingle(key, path, expected);
+    try {
+      return await this.putMultipart(key, path, expected, partSize);
+    } catch (error) {
+      // The server forgot the upload we journaled (expired or aborted): start it again cleanly, once.
+      if (error instanceof S3RequestError && error.code === 'NoSuchUpload') {
+        await this.dropJournal(key);
+        return this.putMultipart(key, path, expected, partSize);
+      }
+      throw error;
+    }
+  }
+
+  private async putSingle(key: string, path: string, expected: { sha256: string; bytes: number }): Promise<PutResult> {
+    const body = await readFile(path);
+    const sha256 = createHash('sha256').update(body).digest();
+    if (sha256.toString('hex') !== expected.sha256 || body.length !== expected.bytes) throw changedWhileSyncing(path);
+    await this.client.putObject(key, body, {
+      ...this.objectHeaders(expected.sha256),
+      'content-md5': createHash('md5').update(body).digest('base64'),
+      'x-amz-checksum-sha256': sha256.toString('base64'),
+    });
+    return { bytes: body.length, parts: 1, resumedParts: 0 };
+  }
+
+  private async putMultipart(key: string, path: string, expected: { sha256: string; bytes: number }, partSize: number): Promise<PutResult> {
+    let journal = await this.readJournal(key);
+    if (journal && (journal.sha256 !== expected.sha256 || journal.bytes !== expected.bytes || journal.partSize !== partSize)) {
+      await this.client.abortMultipartUpload(key, journal.uploadId);
+      journal = undefined;
+    }
+    if (journal) {
+      // The server's own list is the truth where it keeps one; otherwise the journal's ETags are.
+      const listed = await this.client.listParts(key, journal.uploadId);
+      if (listed) journal.parts = listed;
+    } else {
+      const uploadId = await this.client.createMultipartUpload(key, { ...this.objectHeaders(expected.sha256), 'x-amz-checksum-algorithm': 'SHA256' });
+      journal = { key, uploadId, sha256: expected.sha256, bytes: expected.bytes, partSize, parts: [] };
+      await this.writeJournal(journal);
+    }
+    const already = new Map(journal.parts.map((p) => [p.partNumber, p]));
+    const wholeFile = createHash('sha256');
+    const buffer = Buffer.allocUnsafe(partSize);
+    const handle = await open(path, 'r');
+    const parts: UploadedPart[] = [];
+    let resumedParts = 0;
+    try {
+      const partCount = Math.ceil(expected.bytes / partSize);
+      for (let partNumber = 1; partNumber <= partCount; partNumber++) {
+        const length = Math.min(partSize, expected.bytes - (partNumber - 1) * partSize);
+        const { bytesRead } = await handle.read(buffer, 0, length, (partNumber - 1) * partSize);
+        if (bytesRead !== length) throw changedWhileSyncing(path);
+        const body = buffer.subarray(0, length);
+        wholeFile.update(body);
+        const md5 = createHash('md5').update(body).digest();
+        const checksumSha256 = createHash('sha256').update(body).digest('base64');
+        const previous = already.get(partNumber);
+        if (previous && unquote(previous.etag) === md5.toString('hex')) {
+          parts.push({ partNumber, etag: previous.etag, checksumSha256 });
+          resumedParts++;
+          continue;
+        }
+        const etag = await this.client.uploadPart(key, journal.uploadId, partNumber, body, { 'content-md5': md5.toString('base64'), 'x-amz-checksum-sha256': checksumSha256 });
+        parts.push({ partNumber, etag, checksumSha256 });
+        journal.parts = [...journal.parts.filter((p) => p.partNumber !== partNumber), { partNumber, etag, checksumSha256 }];
+        await this.writeJournal(journal);
+      }
+    } finally {
+      await handle.close();
+    }
+    if (wholeFile.digest('hex') !== expected.sha256) {
+      await this.client.abortMultipartUpload(key, journal.uploadId);
+      await this.dropJournal(key);
+      throw changedWhileSyncing(path);
+    }
+    await this.client.completeMultipartUpload(key, journal.uploadId, parts);
+    await this.dropJournal(key);
+    return { bytes: expected.bytes, parts: parts.length, resumedParts };
+  }
+
+  private journalPath(key: string): string {
+    return join(this.options.journalDir, `${createHash('sha256').update(`${this.storage.bucket}/${key}`).digest('hex').slice(0, 32)}.json`);
+  }
+
+  private async readJournal(key: string): Promise<UploadJournal | undefined> {
+    try {
+      const journal = JSON.parse(await readFile(this.journalPath(key), 'utf8')) as UploadJournal;
+      return journal.key === key ? journal : undefined;
+    } catch {
+      return undefined; // missing or torn: start a fresh upload
+    }
+  }
+
+  private async writeJournal(journal: UploadJournal): Promise<void> {
+    await mkdir(this.options.journalDir, { recursive: true });
+    const path = this.journalPath(journal.key);
+    await writeFile(`${path}.tmp`, JSON.stringify(journal));
+    await rename(`${path}.tmp`, path);
+  }
+
+  private async dropJournal(key: string): Promise<void> {
+    await rm(this.journalPath(key), { force: true });
+  }
+}
+
+function unquote(etag: string): string {
+  return etag.replace(/"/g, '').toLowerCase();
+}
+
+function changedWhileSyncing(path: string) {
+  return failure('LOCAL_FILE_CHANGED', `${path} no longer matches its SHA256SUMS line while being uploaded; nothing was completed remotely`, {
+    fix: 'run `lifeline verify` on the entry; a catalog file must never change after it is written',
+  });
+}
