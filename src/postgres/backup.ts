@@ -5,7 +5,7 @@ import type { Logger } from '../logger';
 import { PsqlSession } from '../runner/psql';
 import { pgEnv, type PgConnection } from '../runner/postgres-env';
 import { describeExit, lastLines, runText, type Runner } from '../runner/runner';
-import { snapshotRedis, type RedisTarget } from '../redis/snapshot';
+import { redisKeyspace, snapshotRedis, type RedisTarget } from '../redis/snapshot';
 import { checkConnection } from './connection';
 import { exactRowCounts, migrationHead, schemaFingerprint, serverVersion, toolVersion } from './inspect';
 import { BACKUP_METADATA_FILE, GLOBALS_FILE, POSTGRES_ARCHIVE_FILE, type BackupEntry, type BackupFile, type BackupLabel, type BackupMetadata, type RedisBackupFile } from './metadata';
@@ -60,6 +60,9 @@ async function createBackupLocked(options: BackupOptions): Promise<BackupEntry> 
     if (server.major > dumpVersion.major) {
       throw refusal('PG_DUMP_TOO_OLD', `the server runs PostgreSQL ${server.major} but pg_dump is version ${dumpVersion.major} (${runner.where}); pg_dump cannot dump a newer server`, `install the PostgreSQL ${server.major} client tools (Debian: apt-get install postgresql-client-${server.major}) or set postgres.binDir to their directory`);
     }
+
+    // A wrong Redis URL or password should fail before a long dump, not after it.
+    if (options.redis) await redisKeyspace(options.redis.runner, options.redis.target);
 
     // The snapshot lives as long as this transaction: counts here and pg_dump see the same data.
     await session.exec('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
