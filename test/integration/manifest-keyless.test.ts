@@ -1,0 +1,201 @@
+import { createServer, type Server } from 'node:http';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { fulcioHandler, initializeCA, initializeCTLog, initializeTSA, tsaHandler, type HandlerFn } from '@sigstore/mock';
+import { bundleFromJSON } from '@sigstore/bundle';
+import { TrustedRoot } from '@sigstore/protobuf-specs';
+import { toSignedEntity, toTrustMaterial, Verifier } from '@sigstore/verify';
+import { generateKeyPairSync } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { Catalog } from '../../src/catalog/store';
+import { LifelineError } from '../../src/errors';
+import { createMemoryLogger } from '../../src/logger';
+import { createReleaseManifest } from '../../src/manifest/create';
+import { verifyReleaseManifest } from '../../src/manifest/verify';
+import { fakeImages, testSigningKey } from '../helpers/releases';
+import { lifeline } from '../helpers/cli';
+
+const WORKFLOW = 'https://github.com/acme/orders/.github/workflows/deploy.yml@refs/heads/main';
+const GITHUB_ISSUER = 'https://token.actions.githubusercontent.com';
+
+/**
+ * A throwaway Fulcio (with its CT log) and timestamp authority from @sigstore/mock, served over
+ * real HTTP on 127.0.0.1, and the trusted root that names them: the real @sigstore/sign and
+ * @sigstore/verify code runs against it, offline.
+ */
+interface MockSigstore {
+  url: string;
+  trustedRootPath: string;
+  stop(): Promise<void>;
+}
+
+const toBuffer = (bytes: ArrayBufferView | ArrayBuffer) => (ArrayBuffer.isView(bytes) ? Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength) : Buffer.from(bytes));
+const keyPair = () => generateKeyPairSync('ec', { namedCurve: 'P-256' });
+
+async function startMockSigstore(dir: string): Promise<MockSigstore> {
+  const ctLog = await initializeCTLog(keyPair());
+  const ca = await initializeCA(keyPair(), ctLog);
+  const tsa = await initializeTSA(keyPair());
+  const routes: Record<string, HandlerFn> = { [fulcioHandler(ca).path]: fulcioHandler(ca).fn, [tsaHandler(tsa).path]: tsaHandler(tsa).fn };
+  const server: Server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', async () => {
+      const handler = req.method === 'POST' ? routes[req.url ?? ''] : undefined;
+      if (!handler) {
+        res.writeHead(404).end();
+        return;
+      }
+      const { statusCode, response, contentType } = await handler(Buffer.concat(chunks).toString('utf8'));
+      res.writeHead(statusCode, { 'Content-Type': contentType ?? 'text/plain' });
+      res.end(typeof response === 'string' ? response : toBuffer(response));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const validFor = { start: '2000-01-01T00:00:00Z' };
+  const root = {
+    mediaType: 'application/vnd.dev.sigstore.trustedroot+json;version=0.1',
+    tlogs: [],
+    certificateAuthorities: [{ subject: { organization: 'sigstore', commonName: 'sigstore' }, uri: url, certChain: { certificates: [{ rawBytes: toBuffer(ca.rootCertificate).toString('base64') }] }, validFor }],
+    ctlogs: [{ baseUrl: url, hashAlgorithm: 'SHA2_256', publicKey: { rawBytes: ctLog.publicKey.toString('base64'), keyDetails: 'PKIX_ECDSA_P256_SHA_256', validFor }, logId: { keyId: toBuffer(ctLog.logID).toString('base64') } }],
+    timestampAuthorities: [
+      {
+        subject: { organization: 'sigstore', commonName: 'sigstore-tsa' },
+        uri: url,
+        certChain: { certificates: [{ rawBytes: toBuffer(tsa.intCertificate).toString('base64') }, { rawBytes: toBuffer(tsa.rootCertificate).toString('base64') }] },
+        validFor,
+      },
+    ],
+  };
+  const trustedRootPath = join(dir, 'trusted_root.json');
+  writeFileSync(trustedRootPath, JSON.stringify(root, null, 2));
+  return { url, trustedRootPath, stop: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+}
+
+/** An (unsigned) OIDC token: the mock Fulcio reads `sub` and `iss` from it, as Fulcio does after checking it. */
+function oidcToken(claims: Record<string, string>): string {
+  const part = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  return `${part({ alg: 'none', typ: 'JWT' })}.${part({ aud: 'sigstore', ...claims })}.`;
+}
+
+describe('keyless release manifests (Fulcio certificate + timestamp authority)', () => {
+  let dir: string;
+  let sigstore: MockSigstore;
+  let catalog: Catalog;
+
+  const signAs = (release: string, identity: string, issuer = GITHUB_ISSUER) =>
+    createReleaseManifest({
+      catalog,
+      env: 'production',
+      release,
+      images: fakeImages(release),
+      signer: { keyless: true, fulcioUrl: sigstore.url, tsaUrl: sigstore.url, identityToken: async () => oidcToken({ sub: identity, iss: issuer }) },
+      logger: createMemoryLogger(),
+    });
+  const verify = (release: string, certificateIdentity = WORKFLOW, certificateOidcIssuer = GITHUB_ISSUER) =>
+    verifyReleaseManifest({ catalog, env: 'production', release, policy: { certificateIdentity, certificateOidcIssuer, trustedRoot: sigstore.trustedRootPath } });
+  const failureOf = async (promise: Promise<unknown>) => {
+    const error = await promise.then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(LifelineError);
+    return error as LifelineError;
+  };
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'lifeline-keyless-'));
+    sigstore = await startMockSigstore(dir);
+    catalog = new Catalog(join(dir, 'store'));
+    await signAs('v1', WORKFLOW);
+    await signAs('v2-evil', `${WORKFLOW}-evil`);
+    await signAs('v3-other-issuer', WORKFLOW, 'https://accounts.example.com');
+    await signAs('v4-dotted', WORKFLOW.replace('deploy.yml', 'deployXyml'));
+  });
+  afterAll(async () => {
+    await sigstore?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('the bundle is a standard v0.3 DSSE bundle with a Fulcio certificate and an RFC 3161 timestamp', () => {
+    const json = JSON.parse(readFileSync(join(catalog.entryDir('production', 'releases', 'v1'), 'manifest.sigstore.json'), 'utf8'));
+    expect(json.mediaType).toBe('application/vnd.dev.sigstore.bundle.v0.3+json');
+    expect(json.verificationMaterial.certificate.rawBytes).toBeTruthy();
+    expect(json.verificationMaterial.timestampVerificationData.rfc3161Timestamps).toHaveLength(1);
+    expect(json.dsseEnvelope.payloadType).toBe('application/vnd.in-toto+json');
+  });
+
+  test('the exact workflow identity and issuer verify', async () => {
+    const verified = await verify('v1');
+    expect(verified.signer).toEqual({ identity: WORKFLOW, issuer: GITHUB_ISSUER });
+    expect(verified.manifest.images).toEqual(fakeImages('v1'));
+  });
+
+  test('a certificate for ...@refs/heads/main-evil is rejected, though an unanchored string policy would accept it', async () => {
+    const bundle = bundleFromJSON(JSON.parse(readFileSync(join(catalog.entryDir('production', 'releases', 'v2-evil'), 'manifest.sigstore.json'), 'utf8')));
+    const trust = toTrustMaterial(TrustedRoot.fromJSON(JSON.parse(readFileSync(sigstore.trustedRootPath, 'utf8'))));
+    // The trap this guards against: @sigstore/verify's own string policy is a regex search.
+    expect(() => new Verifier(trust, { tlogThreshold: 0 }).verify(toSignedEntity(bundle), { subjectAlternativeName: WORKFLOW, extensions: { issuer: GITHUB_ISSUER } })).not.toThrow();
+
+    const error = await failureOf(verify('v2-evil'));
+    expect(error.exitCode).toBe(1);
+    expect(error.code, error.message).toBe('MANIFEST_WRONG_IDENTITY');
+    expect(error.message).toContain(`not exactly ${WORKFLOW}`);
+  });
+
+  test('a policy that is a prefix of the real identity does not match either', async () => {
+    const error = await failureOf(verify('v1', WORKFLOW.replace(/main$/, 'ma')));
+    expect(error.code, error.message).toBe('MANIFEST_WRONG_IDENTITY');
+  });
+
+  test('regex characters in the policy are literal: the "." of deploy.yml does not match deployXyml', async () => {
+    const error = await failureOf(verify('v4-dotted'));
+    expect(error.code, error.message).toBe('MANIFEST_WRONG_IDENTITY');
+  });
+
+  test('the right identity from another OIDC issuer is rejected', async () => {
+    const error = await failureOf(verify('v3-other-issuer'));
+    expect(error.exitCode).toBe(1);
+    expect(error.code, error.message).toBe('MANIFEST_WRONG_IDENTITY');
+    expect(error.message).toContain(`OIDC issuer is not ${GITHUB_ISSUER}`);
+  });
+
+  test('a keyless bundle does not verify under a public-key policy, and the other way round', async () => {
+    const keyPolicy = await failureOf(verifyReleaseManifest({ catalog, env: 'production', release: 'v1', policy: { publicKey: testSigningKey().publicKeyPath } }));
+    expect(keyPolicy.code).toBe('MANIFEST_SIGNER_KIND');
+  });
+
+  test('a trusted root from another instance rejects the certificate chain', async () => {
+    const other = await startMockSigstore(mkdtempSync(join(dir, 'other-')));
+    try {
+      const error = await failureOf(verifyReleaseManifest({ catalog, env: 'production', release: 'v1', policy: { certificateIdentity: WORKFLOW, certificateOidcIssuer: GITHUB_ISSUER, trustedRoot: other.trustedRootPath } }));
+      expect(error.exitCode).toBe(1);
+      expect(error.code).toMatch(/^MANIFEST_/);
+    } finally {
+      await other.stop();
+    }
+  });
+
+  test('the CLI verifies with --certificate-identity and --trusted-root, and exits 1 for main-evil', async () => {
+    const args = ['manifest', 'verify', '--store', join(dir, 'store'), '--env', 'production', '--certificate-oidc-issuer', GITHUB_ISSUER, '--certificate-identity', WORKFLOW, '--trusted-root', sigstore.trustedRootPath];
+    const ok = await lifeline([...args, '--release', 'v1', '--json']);
+    expect(ok.stderr).not.toContain('error');
+    expect(ok.code).toBe(0);
+    expect(JSON.parse(ok.stdout).signer.identity).toBe(WORKFLOW);
+    const evil = await lifeline([...args, '--release', 'v2-evil']);
+    expect(evil.code).toBe(1);
+    expect(evil.stderr).toContain('certificate identity');
+  });
+
+  test('keyless signing outside GitHub Actions is refused with the permission to add', async () => {
+    const error = await failureOf(
+      createReleaseManifest({ catalog, env: 'production', release: 'v9', images: fakeImages('v9'), signer: 'keyless', githubOidc: {}, logger: createMemoryLogger() }),
+    );
+    expect(error.exitCode).toBe(2);
+    expect(error.fix).toContain('id-token: write');
+    expect(await catalog.get('production', 'releases', 'v9', 'release.json')).toBeUndefined();
+  });
+});
