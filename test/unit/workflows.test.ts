@@ -351,8 +351,8 @@ describe('deploy.yml: the release gate chain', () => {
     expect(workflow.jobs.sign!.needs).toBe('migrate');
     expect(workflow.jobs.deploy!.needs).toBe('sign');
     expect(actionsOf('gate')).toEqual(['gate', 'preflight']);
-    expect(actionsOf('migrate')).toEqual(['backup', 'verify', 'migrate']);
-    expect(workflow.jobs.migrate!.steps!.find((s) => s.id === 'backup')!.with!.label).toBe('pre-migration');
+    expect(actionsOf('migrate')).toEqual(['backup', 'migrate']);
+    expect(workflow.jobs.migrate!.steps!.find((s) => s.id === 'backup')!.with).toMatchObject({ label: 'pre-migration', verify: true });
     expect(actionsOf('sign')).toEqual(['manifest:create']);
     expect(actionsOf('deploy')).toEqual(['deploy', 'manifest:verify']);
   });
@@ -391,7 +391,7 @@ describe('deploy.yml: the release gate chain', () => {
 
   it('after a failed backup, the summary says nothing was migrated and offers no restore', () => {
     const summary = runExplain({ BACKUP_ID: '', BACKUP_OUTCOME: 'failure', MIGRATE_OUTCOME: 'skipped' });
-    expect(summary).toContain('The pre-migration backup did not complete, so no migration ran');
+    expect(summary).toContain('The pre-migration backup did not complete or did not verify, so no migration ran');
     expect(summary).not.toContain('lifeline restore');
   });
 });
@@ -409,7 +409,8 @@ describe('drill.yml and backup.yml', () => {
   it('prunes only after the new backup verified', () => {
     const steps = load(`${REUSABLE_DIR}/backup.yml`).jobs.backup!.steps!;
     const order = steps.map((s) => lifelineActionName(s.uses) ?? (s.run?.includes(' prune --apply') ? 'prune' : undefined)).filter(Boolean);
-    expect(order).toEqual(['backup', 'verify', 'prune']);
+    expect(order).toEqual(['backup', 'prune']);
+    expect(steps.find((s) => s.id === 'backup')!.with!.verify).toBe(true);
     expect(steps.find((s) => s.run?.includes('prune'))!.if).not.toContain('always()');
     expect(COMMANDS.find((c) => c.name === 'prune')!.inputs.map((i) => i.name)).toContain('apply');
   });
