@@ -1,0 +1,117 @@
+import { failure, usageError } from '../errors';
+import { findExecutable, runChecked, runText, lastLines, type Runner } from '../runner/runner';
+import type { ComposeSettings } from '../settings/resolve';
+
+export type ComposeCommandSetting = ComposeSettings['command'];
+
+/** `['docker', 'compose']` (v2 plugin) or `['docker-compose']` (v1). */
+export type ComposeCommand = readonly string[];
+
+export const COMPOSE_V2: ComposeCommand = ['docker', 'compose'];
+export const COMPOSE_V1: ComposeCommand = ['docker-compose'];
+
+/**
+ * Picks the Compose CLI: the configured one, or with `auto` the v2 plugin if `docker compose
+ * version` answers, else v1. Both talk to whatever engine DOCKER_HOST names (ssh:// included).
+ */
+export async function detectComposeCommand(runner: Runner, setting: ComposeCommandSetting, pathEnv = ''): Promise<ComposeCommand> {
+  if (setting === 'docker compose') return COMPOSE_V2;
+  if (setting === 'docker-compose') return COMPOSE_V1;
+  const v2 = await runText(runner, { tool: 'docker', args: ['compose', 'version'] }).catch(() => undefined);
+  if (v2?.exitCode === 0) return COMPOSE_V2;
+  // v1 is a Python program that takes seconds to start: finding it on PATH is enough.
+  if (findExecutable('docker-compose', [], pathEnv)) return COMPOSE_V1;
+  throw usageError(
+    'COMPOSE_MISSING',
+    'neither `docker compose` (Compose v2) nor `docker-compose` (v1) works on this machine',
+    'install the Docker Compose plugin (or docker-compose), or set compose.command in lifeline.yml',
+  );
+}
+
+export interface ComposeProject {
+  command: ComposeCommand;
+  /** The operator's Compose files, in order. */
+  files: string[];
+  projectName?: string;
+}
+
+/** The full argv for one Compose call; the override file, when given, comes last so it wins. */
+export function composeInvocation(project: ComposeProject, args: string[], overrideFile?: string): { tool: string; args: string[] } {
+  const [tool, ...prefix] = project.command;
+  const files = overrideFile ? [...project.files, overrideFile] : project.files;
+  return {
+    tool: tool!,
+    args: [...prefix, ...files.flatMap((file) => ['-f', file]), ...(project.projectName ? ['-p', project.projectName] : []), ...args],
+  };
+}
+
+export interface ContainerState {
+  id: string;
+  /** The Compose service the container belongs to (its `com.docker.compose.service` label). */
+  service: string;
+  /** The image reference the container was created from (e.g. `registry/app@sha256:...`). */
+  imageRef: string;
+  /** The local image id (`sha256:...`). */
+  imageId: string;
+  running: boolean;
+  exitCode: number;
+  status: string;
+  /** `starting`, `healthy`, `unhealthy`, or undefined when the container has no healthcheck. */
+  health?: string;
+}
+
+/** The Compose and Docker calls a deploy needs, through the runner (the only place that spawns). */
+export class ComposeDriver {
+  constructor(
+    private readonly runner: Runner,
+    readonly project: ComposeProject,
+  ) {}
+
+  async pull(services: string[], overrideFile?: string): Promise<void> {
+    await runChecked(this.runner, composeInvocation(this.project, ['pull', ...services], overrideFile), `pulling ${services.join(', ')}`);
+  }
+
+  /** Recreates only the named services (`--no-deps`): the database and Redis are never touched. */
+  async up(services: string[], overrideFile?: string): Promise<void> {
+    await runChecked(this.runner, composeInvocation(this.project, ['up', '-d', '--no-deps', ...services], overrideFile), `starting ${services.join(', ')}`);
+  }
+
+  /** Every container of the project, with its state, in two calls (Compose v1 takes seconds per call). */
+  async projectContainers(overrideFile?: string): Promise<ContainerState[]> {
+    const out = await runChecked(this.runner, composeInvocation(this.project, ['ps', '-q'], overrideFile), 'listing the containers of the project');
+    const ids = out.split('\n').map((line) => line.trim()).filter(Boolean);
+    return ids.length ? this.inspect(ids) : [];
+  }
+
+  /** The state of the given containers; throws if one of them no longer exists. */
+  async inspect(containerIds: string[]): Promise<ContainerState[]> {
+    const out = await runChecked(this.runner, { tool: 'docker', args: ['inspect', '--type', 'container', ...containerIds] }, 'inspecting containers');
+    let parsed: { Id: string; Image: string; Config: { Image: string; Labels?: Record<string, string> }; State: { Running: boolean; ExitCode: number; Status: string; Health?: { Status: string } } }[];
+    try {
+      parsed = JSON.parse(out);
+    } catch (error) {
+      throw failure('DOCKER_OUTPUT', 'could not read the output of docker inspect', { cause: error });
+    }
+    return parsed.map((c) => ({
+      id: c.Id,
+      service: c.Config.Labels?.['com.docker.compose.service'] ?? '',
+      imageRef: c.Config.Image,
+      imageId: c.Image,
+      running: c.State.Running,
+      exitCode: c.State.ExitCode,
+      status: c.State.Status,
+      health: c.State.Health?.Status,
+    }));
+  }
+
+  /** The last lines a service logged, for the failure message; never throws. */
+  async logsTail(service: string, lines: number, overrideFile?: string): Promise<string> {
+    const result = await runText(this.runner, composeInvocation(this.project, ['logs', '--no-color', '--tail', String(lines), service], overrideFile)).catch((error: Error) => ({
+      exitCode: 1,
+      stdout: '',
+      stderr: error.message,
+    }));
+    if (result.exitCode !== 0) return `(could not read its logs: ${lastLines(result.stderr, 2)})`;
+    return result.stdout.trim() || '(it logged nothing)';
+  }
+}
