@@ -1,12 +1,146 @@
+import { writeFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { Catalog } from '../catalog/store';
+import { runDrill } from '../drill/drill';
+import { evaluateGate, renderGateMarkdown, renderGateText } from '../drill/gate';
+import { drillListing, drillsTable, listDrillReports, renderDrillText } from '../drill/report';
+import { buildRunbook, renderRunbookMarkdown, renderRunbookText } from '../drill/runbook';
+import { listBackups } from '../postgres/metadata';
+import { renderTextTable } from '../report/table';
+import { parseDuration } from '../settings/duration';
+import { loadConfig } from '../settings/load';
+import { resolveEnvironment } from '../settings/resolve';
+import { urlPassword } from '../settings/secrets';
 import { singleCommandAction } from './action-spec';
-import { notImplemented } from './spec';
+import { environmentFor, type CommandContext, type CommandSpec } from './spec';
 
-const ISSUE = 'issue #6';
+function optionalDuration(ctx: CommandContext, name: string): number | undefined {
+  const value = ctx.inputs.string(name);
+  return value === undefined ? undefined : parseDuration(value, `--${name}`);
+}
 
-export const drillCommand = notImplemented('drill', 'Restore a backup into an isolated database and measure RTO and RPO', ISSUE);
-export const drillsCommand = notImplemented('drills', 'List drill reports, newest first', ISSUE);
-export const gateCommand = notImplemented('gate', 'Fail a release when backups or drills are stale or failing', ISSUE);
-export const runbookCommand = notImplemented('runbook', 'Print the ordered restore runbook', ISSUE);
+export const drillCommand: CommandSpec = {
+  name: 'drill',
+  summary: 'Restore a backup into an isolated database, check it, and measure RTO and RPO',
+  inputs: [
+    { name: 'backup', type: 'string', description: 'Backup id, or "latest".', default: 'latest' },
+    { name: 'target', type: 'string', description: 'URL of an isolated PostgreSQL database to restore into (default: drill.targetUrlEnv, else a throwaway cluster Lifeline starts and removes). The live database is refused. Masked in logs.' },
+    { name: 'smoke-sql', type: 'string', description: 'File of smoke queries: blocks of "-- expect: <value>" followed by one query (default: drill.smokeSql).' },
+    { name: 'rto', type: 'string', description: "RTO target such as 15m (default: the environment's rto)." },
+    { name: 'rpo', type: 'string', description: "RPO target such as 1h (default: the environment's rpo)." },
+    { name: 'pitr', type: 'string', description: 'Point-in-time drill through pgBackRest to this time, e.g. "2026-11-21 23:59:00+00" (needs postgres.physical).' },
+    { name: 'jobs', type: 'string', description: 'Parallel pg_restore jobs.', default: '2' },
+  ],
+  outputs: [
+    { name: 'drill-id', description: 'Id of the drill report in the catalog.' },
+    { name: 'passed', description: '"true" when every check passed and both targets were met.' },
+    { name: 'rto-seconds', description: 'Measured RTO in seconds (verify + restore + checks).' },
+    { name: 'rpo-seconds', description: 'Measured RPO in seconds (the worse of backup age and the largest gap between backups).' },
+    { name: 'report', description: 'Path of report.json in the catalog.' },
+  ],
+  implemented: true,
+  async run(ctx) {
+    const settings = environmentFor(ctx);
+    const targetUrl = ctx.inputs.string('target');
+    const targetPassword = urlPassword(targetUrl);
+    if (targetPassword) ctx.logger.secret(targetPassword);
+    const jobs = Number(ctx.inputs.string('jobs'));
+    const smoke = ctx.inputs.string('smoke-sql');
+    const { report, entry, summary } = await runDrill({
+      settings,
+      catalog: new Catalog(settings.store),
+      logger: ctx.logger,
+      backup: ctx.inputs.string('backup'),
+      targetUrl,
+      smokeSql: smoke ? resolve(ctx.cwd, smoke) : undefined,
+      rtoSeconds: optionalDuration(ctx, 'rto'),
+      rpoSeconds: optionalDuration(ctx, 'rpo'),
+      pitr: ctx.inputs.string('pitr'),
+      jobs: Number.isInteger(jobs) && jobs > 0 ? jobs : 2,
+    });
+    return {
+      json: report,
+      text: renderDrillText(report),
+      summary,
+      outputs: { 'drill-id': report.id, passed: String(report.passed), 'rto-seconds': String(report.rto.seconds ?? ''), 'rpo-seconds': String(report.rpo.seconds ?? ''), report: resolve(entry.dir, 'report.json') },
+      annotations: report.failures.map((f) => ({ level: 'error' as const, title: `restore drill failed (${report.environment})`, message: f })),
+      ...(report.passed ? {} : { exitCode: 1 as const, failureMessage: `restore drill ${report.id} failed: ${report.failures.join('; ')}` }),
+    };
+  },
+};
+
+export const drillsCommand: CommandSpec = {
+  name: 'drills',
+  summary: 'List drill reports, newest first',
+  inputs: [],
+  outputs: [],
+  implemented: true,
+  async run(ctx) {
+    const settings = environmentFor(ctx);
+    const reports = (await listDrillReports(new Catalog(settings.store), settings.name)).map((e) => e.metadata);
+    return {
+      json: reports.map(drillListing),
+      text: reports.length ? renderTextTable(drillsTable(reports)) : `no drills for ${settings.name} yet: run lifeline drill --env ${settings.name}`,
+    };
+  },
+};
+
+export const gateCommand: CommandSpec = {
+  name: 'gate',
+  summary: 'Fail a release when backups or drills are stale or failing',
+  inputs: [
+    { name: 'max-drill-age', type: 'string', description: 'Oldest acceptable drill, e.g. 7d (default: drill.maxAge).' },
+    { name: 'rpo', type: 'string', description: "RPO target the newest verified backup must meet (default: the environment's rpo)." },
+    { name: 'rto', type: 'string', description: "RTO target the newest drill must have met (default: the environment's rto)." },
+  ],
+  outputs: [
+    { name: 'passed', description: '"true" when the release may proceed.' },
+    { name: 'reasons', description: 'One line per failed check.' },
+  ],
+  implemented: true,
+  async run(ctx) {
+    const settings = environmentFor(ctx);
+    const catalog = new Catalog(settings.store);
+    const result = evaluateGate({
+      environment: settings.name,
+      drills: (await listDrillReports(catalog, settings.name)).map((e) => e.metadata),
+      backups: (await listBackups(catalog, settings.name)).map((e) => e.metadata),
+      maxDrillAgeSeconds: optionalDuration(ctx, 'max-drill-age') ?? settings.drill.maxAgeSeconds,
+      rpoSeconds: optionalDuration(ctx, 'rpo') ?? settings.rpoSeconds,
+      rtoSeconds: optionalDuration(ctx, 'rto') ?? settings.rtoSeconds,
+      now: new Date(),
+    });
+    return {
+      json: result,
+      text: renderGateText(result),
+      summary: renderGateMarkdown(result),
+      outputs: { passed: String(result.passed), reasons: result.reasons.join('\n') },
+      annotations: result.reasons.map((r) => ({ level: 'error' as const, title: `release gate (${settings.name})`, message: r })),
+      ...(result.passed ? {} : { exitCode: 1 as const, failureMessage: result.reasons.join('\nerror: ') }),
+    };
+  },
+};
+
+export const runbookCommand: CommandSpec = {
+  name: 'runbook',
+  summary: 'Print the ordered restore runbook (the steps every drill walks)',
+  inputs: [{ name: 'output', type: 'string', description: 'Also write the runbook as Markdown to this file (e.g. docs/runbook.md).' }],
+  outputs: [],
+  implemented: true,
+  async run(ctx) {
+    const first = environmentFor(ctx);
+    const globals = ctx.inputs.globals();
+    // Restore priority is an order across environments, so the runbook lists every one declared.
+    const names = first.configPath ? Object.keys(loadConfig(first.configPath, { explicit: true }).config.environments) : [];
+    const all = names.length ? names.map((name) => (name === first.name ? first : resolveEnvironment({ ...globals, env: name }, { env: ctx.env, cwd: ctx.cwd }))) : [first];
+    const runbook = buildRunbook(all);
+    const only = globals.env ? [first.name] : undefined;
+    const markdown = renderRunbookMarkdown(runbook, first.configPath ?? 'flags and environment variables', only);
+    const output = ctx.inputs.string('output');
+    if (output) writeFileSync(resolve(ctx.cwd, output), markdown);
+    return { json: { environments: only ? runbook.filter((e) => only.includes(e.name)) : runbook, order: runbook.map((e) => e.name) }, text: renderRunbookText(runbook, only), summary: markdown };
+  },
+};
 
 export const drillAction = singleCommandAction('drill', 'Run a restore drill in an isolated database and measure RTO/RPO.', drillCommand);
 export const gateAction = singleCommandAction('gate', 'Release gate: fail when backups or restore drills are stale or failing.', gateCommand);

@@ -1,0 +1,311 @@
+import type { Catalog } from '../catalog/store';
+import { isLifelineError, usageError } from '../errors';
+import type { Logger } from '../logger';
+import { startThrowawayCluster, type ThrowawayCluster } from '../postgres/cluster';
+import { environmentConnection, localPostgresRunner, maskedUrl } from '../postgres/connection';
+import { migrationHead } from '../postgres/inspect';
+import { findBackup, listBackups, type BackupEntry } from '../postgres/metadata';
+import { parseRecoveryTargetTime, requirePhysical, stanzaInfo } from '../postgres/pgbackrest';
+import { restorePointInTime, type PointInTimeCluster } from '../postgres/pitr';
+import { restoreIntoFreshDatabase, type RestoreCheckReport } from '../postgres/restore';
+import { verifyBackup } from '../postgres/verify';
+import { parsePgUrl, quoteIdent, quoteLiteral, withDatabase, type PgConnection } from '../runner/postgres-env';
+import { PsqlSession, queryOnce } from '../runner/psql';
+import type { Runner } from '../runner/runner';
+import { formatDuration } from '../settings/duration';
+import type { EnvironmentSettings } from '../settings/resolve';
+import { checkBtreeIndexes, runSmokeQuery, type CheckOutcome } from './checks';
+import { assertIsolatedTarget } from './isolation';
+import { DRILL_REPORT_SCHEMA_VERSION, listDrillReports, newDrillId, renderDrillMarkdown, saveDrillReport, type DrillCheck, type DrillEntry, type DrillReport, type DrillStepRecord } from './report';
+import { measureRpo, type RpoMeasure } from './rpo';
+import { restoreSteps, type RunbookStepId } from './runbook';
+import { readSmokeFile, type SmokeQuery } from './smoke';
+
+export interface DrillOptions {
+  settings: EnvironmentSettings;
+  catalog: Catalog;
+  logger: Logger;
+  /** Backup id or `latest` (logical drills). */
+  backup?: string;
+  /** An isolated database URL; default the environment's drill.targetUrlEnv, else a throwaway cluster. */
+  targetUrl?: string;
+  smokeSql?: string;
+  rtoSeconds?: number;
+  rpoSeconds?: number;
+  /** Point-in-time drill through pgBackRest to this time. */
+  pitr?: string;
+  jobs?: number;
+  now?: () => Date;
+}
+
+export interface DrillOutcome {
+  report: DrillReport;
+  entry: DrillEntry;
+  summary: string;
+}
+
+/** What one step produced: its checks, and whether later steps can still run. */
+interface StepResult {
+  checks: CheckOutcome[];
+  /** A failure that leaves nothing for later steps to look at (no restored database). */
+  fatal?: boolean;
+}
+
+type Executor = () => Promise<StepResult>;
+
+/** Phases that make up RTO: what a real restore would spend, not the drill's own set-up. */
+const RTO_STEPS = new Set<RunbookStepId>(['verify-backup', 'restore', 'check-data', 'check-indexes', 'smoke-queries']);
+
+/**
+ * A restore drill: walks the environment's runbook steps (the same list `lifeline runbook`
+ * prints), performing each one the drill can perform against an isolated database, records
+ * every check, measures RTO and RPO against their targets, and stores the report in the catalog.
+ * A refusal (exit 3) is thrown before anything is restored; every other failure is a failed
+ * drill with a report, so the release gate sees it.
+ */
+export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
+  const { settings, catalog, logger } = options;
+  const now = options.now ?? (() => new Date());
+  const startedAt = now();
+  const smokePath = options.smokeSql ?? settings.drill.smokeSql;
+  const smokeQueries: SmokeQuery[] = smokePath ? readSmokeFile(smokePath) : [];
+  const rtoTarget = options.rtoSeconds ?? settings.rtoSeconds ?? null;
+  const rpoTarget = options.rpoSeconds ?? settings.rpoSeconds ?? null;
+  const targetUrl = options.targetUrl ?? settings.drill.targetUrl;
+  const runner = localPostgresRunner(settings.postgres.binDir);
+  const live = settings.postgres.url ? environmentConnection(settings) : undefined;
+
+  const mode = options.pitr ? 'pitr' : 'logical';
+  if (options.pitr && options.backup && options.backup !== 'latest') {
+    throw usageError('BAD_FLAGS', '--pitr and --backup cannot be combined', 'a point-in-time drill picks the pgBackRest base backup itself; drop --backup');
+  }
+  if (options.pitr && targetUrl && options.targetUrl) {
+    throw usageError('BAD_FLAGS', '--pitr restores into its own temporary data directory; --target cannot be combined with it', 'drop --target');
+  }
+  const pitrTarget = options.pitr ? parseRecoveryTargetTime(options.pitr) : undefined;
+  if (pitrTarget) requirePhysical(settings);
+
+  let backup: BackupEntry | undefined;
+  let targetConn: PgConnection | undefined;
+  if (mode === 'logical') {
+    backup = await findBackup(catalog, settings.name, options.backup ?? 'latest');
+    if (targetUrl) {
+      targetConn = parsePgUrl(targetUrl);
+      await assertIsolatedTarget(live, targetConn, runner, logger);
+    }
+  }
+  const database = backup?.metadata.database ?? settings.postgres.database ?? live?.database ?? 'postgres';
+
+  const checks: DrillCheck[] = [];
+  const stepRecords: DrillStepRecord[] = [];
+  const phases: Record<string, number> = {};
+  let rpo: RpoMeasure | null = null;
+  let restoreReport: RestoreCheckReport | undefined;
+  let cluster: ThrowawayCluster | undefined;
+  let pitrCluster: PointInTimeCluster | undefined;
+  let createdTargetDatabase = false;
+  let checkConn: PgConnection | undefined;
+  let checkRunner: Runner = runner;
+  const openCheckSession = () => PsqlSession.open(checkRunner, checkConn!);
+
+  const executors: Partial<Record<RunbookStepId, Executor>> = {
+    'select-backup': async () => {
+      if (mode === 'pitr') {
+        const info = await stanzaInfo(requirePhysical(settings));
+        const usable = info.backups.filter((b) => Date.parse(b.stoppedAt) <= pitrTarget!.at.getTime());
+        const base = usable[usable.length - 1];
+        return { checks: [{ name: 'base backup before the target', passed: Boolean(base), detail: base ? `${base.label} (${base.type}, finished ${base.stoppedAt})` : `no backup of stanza ${info.stanza} finished before ${pitrTarget!.text}` }], fatal: !base };
+      }
+      const all = await listBackups(catalog, settings.name);
+      rpo = measureRpo(
+        all.map((b) => ({ id: b.id, createdAt: b.metadata.createdAt, usable: b.metadata.verified?.ok !== false })),
+        backup!.metadata.createdAt,
+        startedAt,
+        settings.drill.windowSeconds,
+      );
+      return { checks: [{ name: 'backup chosen', passed: true, detail: `${backup!.id}, taken ${backup!.metadata.createdAt} (${formatDuration(rpo.backupAgeSeconds)} old)` }] };
+    },
+    'verify-backup': async () => {
+      const report = await verifyBackup(backup!, { runner, logger, checksumsOnly: true });
+      const failed = report.checks.filter((c) => !c.ok);
+      return { checks: [{ name: 'checksums', passed: report.ok, detail: report.ok ? `${report.checks.length} files match SHA256SUMS` : failed.map((c) => `${c.name}: ${c.detail}`).join('; ') }], fatal: !report.ok };
+    },
+    restore: async () => {
+      if (mode === 'pitr') {
+        pitrCluster = await restorePointInTime(settings, pitrTarget!.text, logger, { database, binDir: settings.postgres.binDir });
+        phases['pgbackrest restore'] = pitrCluster.restoreSeconds;
+        phases['start-up and WAL replay'] = pitrCluster.recoverySeconds;
+        checkConn = withDatabase(pitrCluster.conn, database);
+        checkRunner = localPostgresRunner(pitrCluster.cluster.binDir);
+        const replayed = pitrCluster.lastReplayedCommit;
+        const withinTarget = replayed === null || Date.parse(replayed) <= pitrTarget!.at.getTime() + 1;
+        return {
+          checks: [
+            { name: 'pgbackrest restore exit', passed: true, detail: `exit 0, base backup ${pitrCluster.baseBackup.label}` },
+            { name: 'recovery finished and promoted', passed: true, detail: 'pg_is_in_recovery() is false' },
+            { name: 'recovered up to the target, not past it', passed: withinTarget, detail: `last replayed commit ${replayed ?? '(none after the base backup)'}; target ${pitrTarget!.text}` },
+          ],
+        };
+      }
+      if (!targetConn) {
+        cluster = await startThrowawayCluster({ binDir: settings.postgres.binDir, fast: true });
+        targetConn = withDatabase(cluster.conn, database);
+      } else {
+        createdTargetDatabase = !(await databaseExists(runner, targetConn));
+      }
+      checkConn = targetConn;
+      try {
+        restoreReport = await restoreIntoFreshDatabase({ backup: backup!, runner, logger, target: targetConn, jobs: options.jobs ?? 2, noOwner: true, verifyChecksums: false });
+      } catch (error) {
+        if (isLifelineError(error) && error.kind === 'refused') throw error;
+        return { checks: [{ name: 'pg_restore exit', passed: false, detail: (error as Error).message }], fatal: true };
+      }
+      return { checks: [{ name: 'pg_restore exit', passed: true, detail: `exit 0 in ${formatDuration(restoreReport.restoreSeconds)}` }] };
+    },
+    'check-data': async () => {
+      const r = restoreReport!;
+      const mismatches = r.rowCounts.mismatches;
+      const session = openCheckSession();
+      let head: string | null;
+      try {
+        head = await migrationHead(session, settings.postgres.migrationHeadQuery);
+      } finally {
+        await session.close();
+      }
+      const expectedHead = backup!.metadata.migrationHead;
+      return {
+        checks: [
+          {
+            name: 'row counts match backup.json',
+            passed: r.rowCounts.ok,
+            detail: r.rowCounts.ok ? `${r.rowCounts.tables} tables, ${r.rowCounts.rows} rows` : mismatches.slice(0, 5).map((m) => `${m.table}: ${m.actual ?? 'missing'} rows, expected ${m.expected ?? 'none'}`).join('; '),
+          },
+          { name: 'schema fingerprint matches', passed: r.schemaFingerprint.ok, detail: r.schemaFingerprint.ok ? r.schemaFingerprint.actual : `${r.schemaFingerprint.actual}, expected ${r.schemaFingerprint.expected}` },
+          { name: 'migration head matches', passed: head === expectedHead, detail: head === expectedHead ? (head ?? 'none (no migrations table)') : `${head ?? 'none'}, expected ${expectedHead ?? 'none'}` },
+        ],
+      };
+    },
+    'check-indexes': async () => {
+      const session = openCheckSession();
+      try {
+        return { checks: [await checkBtreeIndexes(session)] };
+      } finally {
+        await session.close();
+      }
+    },
+    'smoke-queries': async () => {
+      const outcomes: CheckOutcome[] = [];
+      for (const query of smokeQueries) outcomes.push(await runSmokeQuery(openCheckSession, query));
+      return { checks: outcomes };
+    },
+  };
+  if (smokeQueries.length === 0) delete executors['smoke-queries'];
+
+  const steps = restoreSteps(settings, mode);
+  try {
+    let stopped: string | undefined;
+    for (const step of steps) {
+      const executor = executors[step.id];
+      if (!executor) {
+        stepRecords.push({ id: step.id, title: step.title, status: 'skipped', detail: step.drillSkips ?? 'not performed by a drill' });
+        if (step.id === 'smoke-queries' || step.id === 'start-app') checks.push({ step: step.id, name: step.title, status: 'skipped', detail: step.drillSkips ?? 'not performed by a drill' });
+        continue;
+      }
+      if (stopped) {
+        stepRecords.push({ id: step.id, title: step.title, status: 'skipped', detail: `not run: ${stopped} failed` });
+        checks.push({ step: step.id, name: step.title, status: 'skipped', detail: `not run: ${stopped} failed` });
+        continue;
+      }
+      const began = Date.now();
+      let result: StepResult;
+      try {
+        result = await logger.group(step.title, executor);
+      } catch (error) {
+        if (isLifelineError(error) && error.kind === 'refused') throw error;
+        result = { checks: [{ name: step.title, passed: false, detail: (error as Error).message }], fatal: true };
+      }
+      const seconds = (Date.now() - began) / 1000;
+      if (RTO_STEPS.has(step.id)) phases[step.id] = seconds;
+      for (const c of result.checks) {
+        checks.push({ step: step.id, name: c.name, status: c.passed ? 'pass' : 'fail', detail: c.detail });
+        logger.info(`${c.passed ? 'ok  ' : 'FAIL'} ${c.name}: ${c.detail}`);
+      }
+      const failed = result.checks.some((c) => !c.passed);
+      stepRecords.push({ id: step.id, title: step.title, status: failed ? 'failed' : 'done', seconds });
+      if (result.fatal) stopped = step.id;
+    }
+  } finally {
+    await pitrCluster?.stop().catch((error) => logger.warn(`could not remove the point-in-time cluster: ${(error as Error).message}`));
+    await cluster?.stop().catch((error) => logger.warn(`could not remove the throwaway cluster: ${(error as Error).message}`));
+    if (createdTargetDatabase && targetConn) await dropDatabase(runner, targetConn, logger);
+  }
+
+  const finishedAt = now();
+  const rtoPhases = mode === 'pitr' ? { ...phases } : Object.fromEntries(Object.entries(phases).filter(([k]) => RTO_STEPS.has(k as RunbookStepId)));
+  if (mode === 'pitr') delete rtoPhases.restore;
+  const restoredSomething = stepRecords.some((s) => s.id === 'restore' && s.status === 'done');
+  const rtoSeconds = restoredSomething ? round(Object.values(rtoPhases).reduce((a, b) => a + b, 0)) : null;
+  const measuredRpo = rpo as RpoMeasure | null;
+  const failures = checks.filter((c) => c.status === 'fail').map((c) => `${c.name}: ${c.detail}`);
+  const rtoMet = rtoSeconds === null || rtoTarget === null ? null : rtoSeconds <= rtoTarget;
+  if (rtoMet === false) failures.push(`RTO ${formatDuration(rtoSeconds!)} missed the target ${formatDuration(rtoTarget!)}`);
+  const rpoMet = measuredRpo === null || rpoTarget === null ? null : measuredRpo.seconds <= rpoTarget;
+  if (rpoMet === false) {
+    const m = measuredRpo!;
+    const which = m.backupAgeSeconds > rpoTarget! ? `the backup was ${formatDuration(m.backupAgeSeconds)} old` : `the largest gap between backups was ${formatDuration(m.largestGapSeconds)} (${m.largestGap.from ?? 'window start'} to ${m.largestGap.to})`;
+    failures.push(`RPO missed the target ${formatDuration(rpoTarget!)}: ${which}`);
+  }
+  if (!restoredSomething && failures.length === 0) failures.push('nothing was restored');
+
+  const { seconds: rpoSeconds, ...rpoDetail } = measuredRpo ?? { seconds: null };
+  const report: DrillReport = {
+    schemaVersion: DRILL_REPORT_SCHEMA_VERSION,
+    id: newDrillId(startedAt),
+    createdAt: startedAt.toISOString(),
+    finishedAt: finishedAt.toISOString(),
+    environment: settings.name,
+    mode,
+    backup: backup ? { id: backup.id, createdAt: backup.metadata.createdAt } : pitrCluster ? { id: (pitrCluster as PointInTimeCluster).baseBackup.label, createdAt: (pitrCluster as PointInTimeCluster).baseBackup.stoppedAt } : null,
+    ...(pitrTarget ? { pitrTarget: pitrTarget.text } : {}),
+    target: targetUrl && mode === 'logical' ? { kind: 'url', description: maskedUrl(parsePgUrl(targetUrl)) } : { kind: 'throwaway-cluster', description: mode === 'pitr' ? 'temporary data directory restored by pgBackRest' : 'throwaway cluster from the local PostgreSQL binaries' },
+    steps: stepRecords,
+    checks,
+    rto: { seconds: rtoSeconds, targetSeconds: rtoTarget, met: rtoMet, phases: Object.fromEntries(Object.entries(rtoPhases).map(([k, v]) => [k, round(v)])) },
+    rpo: {
+      seconds: rpoSeconds === null ? null : round(rpoSeconds),
+      targetSeconds: rpoTarget,
+      met: rpoMet,
+      detail: measuredRpo ? (rpoDetail as Omit<RpoMeasure, 'seconds'>) : null,
+      ...(mode === 'pitr' ? { note: 'point-in-time drill: RPO is the WAL archive lag, not measured here' } : {}),
+    },
+    passed: failures.length === 0,
+    failures,
+  };
+  const history = (await listDrillReports(catalog, settings.name)).map((e) => e.metadata);
+  const summary = renderDrillMarkdown(report, history);
+  const entry = await saveDrillReport(catalog, report, summary);
+  return { report, entry, summary };
+}
+
+function round(n: number): number {
+  return Math.round(n * 1000) / 1000;
+}
+
+async function databaseExists(runner: Runner, conn: PgConnection): Promise<boolean> {
+  const maintenance = withDatabase(conn, conn.database === 'postgres' ? 'template1' : 'postgres');
+  const rows = await queryOnce(runner, maintenance, `SELECT 1 AS present FROM pg_database WHERE datname = ${quoteLiteral(conn.database)}`);
+  return rows.length > 0;
+}
+
+/** Drops the database the drill created on a given target, so the next drill finds it free. */
+async function dropDatabase(runner: Runner, conn: PgConnection, logger: Logger): Promise<void> {
+  const maintenance = withDatabase(conn, conn.database === 'postgres' ? 'template1' : 'postgres');
+  const session = PsqlSession.open(runner, maintenance);
+  try {
+    await session.exec(`DROP DATABASE IF EXISTS ${quoteIdent(conn.database)} WITH (FORCE)`);
+  } catch (error) {
+    logger.warn(`could not drop the drill database ${conn.database}: ${(error as Error).message}`);
+  } finally {
+    await session.close();
+  }
+}

@@ -1,0 +1,175 @@
+import { newEntryId, type Catalog, type CatalogEntry, type EntryMetadata } from '../catalog/store';
+import { renderMarkdownTable, renderMermaidTrend, renderTextTable, type Table } from '../report/table';
+import { formatDuration } from '../settings/duration';
+import type { RpoMeasure } from './rpo';
+
+export const DRILL_REPORT_FILE = 'report.json';
+export const DRILL_SUMMARY_FILE = 'summary.md';
+export const DRILL_REPORT_SCHEMA_VERSION = 1;
+
+export type CheckStatus = 'pass' | 'fail' | 'skipped';
+
+export interface DrillCheck {
+  name: string;
+  status: CheckStatus;
+  detail: string;
+  /** The runbook step this check belongs to. */
+  step: string;
+}
+
+export interface DrillStepRecord {
+  id: string;
+  title: string;
+  status: 'done' | 'failed' | 'skipped';
+  detail?: string;
+  seconds?: number;
+}
+
+export interface Objective {
+  seconds: number | null;
+  targetSeconds: number | null;
+  /** null when there is no target to compare with, or nothing was measured. */
+  met: boolean | null;
+}
+
+export interface DrillReport extends EntryMetadata {
+  schemaVersion: typeof DRILL_REPORT_SCHEMA_VERSION;
+  id: string;
+  createdAt: string;
+  finishedAt: string;
+  environment: string;
+  mode: 'logical' | 'pitr';
+  /** The logical backup restored (mode logical), or the pgBackRest base backup (mode pitr). */
+  backup: { id: string; createdAt: string } | null;
+  pitrTarget?: string;
+  /** Where the restore went, password masked. */
+  target: { kind: 'throwaway-cluster' | 'url'; description: string };
+  steps: DrillStepRecord[];
+  checks: DrillCheck[];
+  rto: Objective & { phases: Record<string, number> };
+  rpo: Objective & { detail: Omit<RpoMeasure, 'seconds'> | null; note?: string };
+  passed: boolean;
+  /** One line per reason the drill failed; empty when it passed. */
+  failures: string[];
+}
+
+export type DrillEntry = CatalogEntry<DrillReport>;
+
+export function newDrillId(now = new Date()): string {
+  return newEntryId(now);
+}
+
+/** Stores the report (and its Markdown summary) as an immutable catalog entry. */
+export async function saveDrillReport(catalog: Catalog, report: DrillReport, summaryMarkdown: string): Promise<DrillEntry> {
+  const staged = await catalog.begin(report.environment, 'drills', report.id, DRILL_REPORT_FILE);
+  try {
+    await staged.addText(DRILL_SUMMARY_FILE, summaryMarkdown);
+    await staged.commit(report);
+  } catch (error) {
+    await staged.abort();
+    throw error;
+  }
+  return { id: report.id, dir: staged.finalDir, metadata: report };
+}
+
+export async function listDrillReports(catalog: Catalog, env: string): Promise<DrillEntry[]> {
+  return catalog.list<DrillReport>(env, 'drills', DRILL_REPORT_FILE);
+}
+
+/** The line `lifeline drills --json` prints per drill. */
+export function drillListing(report: DrillReport) {
+  return {
+    id: report.id,
+    createdAt: report.createdAt,
+    environment: report.environment,
+    mode: report.mode,
+    backupId: report.backup?.id ?? null,
+    passed: report.passed,
+    rtoSeconds: report.rto.seconds,
+    rtoTargetSeconds: report.rto.targetSeconds,
+    rpoSeconds: report.rpo.seconds,
+    rpoTargetSeconds: report.rpo.targetSeconds,
+    failures: report.failures,
+  };
+}
+
+const seconds = (value: number | null) => (value === null ? 'n/a' : formatDuration(value));
+const objectiveVerdict = (o: Objective) => (o.met === null ? (o.targetSeconds === null ? 'no target' : 'n/a') : o.met ? 'met' : 'MISSED');
+
+export function checksTable(report: DrillReport): Table {
+  return { headers: ['step', 'check', 'result', 'detail'], rows: report.checks.map((c) => [c.step, c.name, c.status === 'fail' ? 'FAIL' : c.status, c.detail]) };
+}
+
+export function objectivesTable(report: DrillReport): Table {
+  return {
+    headers: ['objective', 'measured', 'target', 'verdict'],
+    rows: [
+      ['RTO (verify + restore + checks)', seconds(report.rto.seconds), seconds(report.rto.targetSeconds), objectiveVerdict(report.rto)],
+      [
+        `RPO (${report.rpo.detail ? `backup age ${seconds(report.rpo.detail.backupAgeSeconds)}, largest gap ${seconds(report.rpo.detail.largestGapSeconds)} over ${seconds(report.rpo.detail.windowSeconds)}` : (report.rpo.note ?? 'not measured')})`,
+        seconds(report.rpo.seconds),
+        seconds(report.rpo.targetSeconds),
+        objectiveVerdict(report.rpo),
+      ],
+    ],
+  };
+}
+
+export function drillsTable(reports: DrillReport[]): Table {
+  return {
+    headers: ['id', 'created', 'mode', 'backup', 'result', 'RTO', 'RPO'],
+    rows: reports.map((r) => [r.id, r.createdAt, r.mode, r.backup?.id ?? '-', r.passed ? 'passed' : 'FAILED', `${seconds(r.rto.seconds)} / ${seconds(r.rto.targetSeconds)}`, `${seconds(r.rpo.seconds)} / ${seconds(r.rpo.targetSeconds)}`]),
+  };
+}
+
+function headline(report: DrillReport): string {
+  const what = report.mode === 'pitr' ? `point-in-time drill to ${report.pitrTarget}` : `restore drill of backup ${report.backup?.id ?? '(none)'}`;
+  return `${report.passed ? 'PASSED' : 'FAILED'}: ${what} in ${report.environment} (${report.target.description})`;
+}
+
+export function renderDrillText(report: DrillReport): string {
+  return [
+    headline(report),
+    '',
+    renderTextTable(checksTable(report)),
+    '',
+    renderTextTable(objectivesTable(report)),
+    ...(report.failures.length ? ['', 'Failed because:', ...report.failures.map((f) => `  - ${f}`)] : []),
+    '',
+    `report: drill ${report.id}`,
+  ].join('\n');
+}
+
+/** The job summary: checks, objectives, and the trend of recent drills (oldest to newest). */
+export function renderDrillMarkdown(report: DrillReport, history: DrillReport[]): string {
+  const recent = [report, ...history.filter((h) => h.id !== report.id)].slice(0, 10).reverse();
+  const lines = [
+    `## Restore drill ${report.passed ? 'passed' : 'FAILED'}: ${report.environment}`,
+    '',
+    headline(report),
+    '',
+    renderMarkdownTable(checksTable(report)),
+    '',
+    renderMarkdownTable(objectivesTable(report)),
+  ];
+  if (report.failures.length) lines.push('', '**Failed because:**', '', ...report.failures.map((f) => `- ${f}`));
+  if (recent.length >= 2) {
+    lines.push(
+      '',
+      '### RTO of the last drills (seconds)',
+      '',
+      renderMermaidTrend({
+        title: `RTO per drill, ${report.environment}`,
+        xLabels: recent.map((r) => r.createdAt.slice(5, 16).replace('T', ' ')),
+        yLabel: 'seconds',
+        series: [
+          { kind: 'bar', values: recent.map((r) => r.rto.seconds ?? 0) },
+          ...(report.rto.targetSeconds !== null ? [{ kind: 'line' as const, values: recent.map(() => report.rto.targetSeconds!) }] : []),
+        ],
+      }),
+      '',
+      `Bars: measured RTO; line: the target. Passed: ${recent.map((r) => (r.passed ? 'yes' : 'no')).join(', ')}.`,
+    );
+  }
+  return `${lines.join('\n')}\n`;
+}

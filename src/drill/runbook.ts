@@ -1,0 +1,187 @@
+import { renderMarkdownTable, renderTextTable } from '../report/table';
+import { formatDuration } from '../settings/duration';
+import type { EnvironmentSettings } from '../settings/resolve';
+
+export type RestoreMode = 'logical' | 'pitr';
+
+/** The step ids the drill knows how to carry out; every other step is one only a real restore performs. */
+export type RunbookStepId = 'stop-writes' | 'select-backup' | 'verify-backup' | 'restore' | 'check-data' | 'check-indexes' | 'smoke-queries' | 'start-app' | 'switch-over';
+
+export interface RunbookStep {
+  id: RunbookStepId;
+  title: string;
+  /** What the operator runs. */
+  command: string;
+  /** How the operator knows the step worked. */
+  verification: string;
+  owner: string;
+  /** Why a drill does not perform this step; absent when the drill performs it. */
+  drillSkips?: string;
+}
+
+export interface RunbookEnvironment {
+  name: string;
+  priority: number;
+  owner: string;
+  rtoSeconds?: number;
+  rpoSeconds?: number;
+  steps: RunbookStep[];
+}
+
+const UNOWNED = 'on-call engineer (set owner: in lifeline.yml)';
+
+/**
+ * The ordered restore steps of one environment: the single list that `lifeline runbook` prints and
+ * that `lifeline drill` walks, so every drill exercises the runbook.
+ */
+export function restoreSteps(settings: EnvironmentSettings, mode: RestoreMode = settings.postgres.physical ? 'pitr' : 'logical'): RunbookStep[] {
+  const env = settings.name;
+  const owner = settings.owner ?? UNOWNED;
+  const flags = `--env ${env}`;
+  const compose = settings.compose.files.length ? `docker compose ${settings.compose.files.map((f) => `-f ${f}`).join(' ')}` : 'docker compose';
+  const api = settings.compose.services.api;
+  const physical = settings.postgres.physical;
+  const pgbr = physical ? `pgbackrest${physical.configFile ? ` --config=${physical.configFile}` : ''} --stanza=${physical.stanza}` : 'pgbackrest';
+  const rpo = settings.rpoSeconds !== undefined ? formatDuration(settings.rpoSeconds) : 'the RPO target';
+  const smoke = settings.drill.smokeSql;
+  const steps: RunbookStep[] = [
+    {
+      id: 'stop-writes',
+      title: 'Stop writes to the damaged database',
+      command: `${compose} stop ${api.name} ${settings.compose.services.worker.name}`,
+      verification: 'no client connections remain: SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()',
+      owner,
+      drillSkips: 'a drill never touches the live stack',
+    },
+  ];
+  if (mode === 'pitr') {
+    steps.push(
+      {
+        id: 'select-backup',
+        title: 'Choose the recovery time and the base backup before it',
+        command: `${pgbr} info`,
+        verification: 'status ok; a full or differential backup finished before the chosen time; WAL archived past it',
+        owner,
+      },
+      {
+        id: 'restore',
+        title: 'Restore to the chosen time and let PostgreSQL replay WAL',
+        command: `${pgbr} --pg1-path=<new data dir> --type=time --target="<time>" --target-action=promote restore, then pg_ctl -D <new data dir> start`,
+        verification: 'pgbackrest exits 0; SELECT pg_is_in_recovery() returns false; pg_last_xact_replay_timestamp() is at or before the chosen time',
+        owner,
+      },
+    );
+  } else {
+    steps.push(
+      {
+        id: 'select-backup',
+        title: 'Choose the backup to restore',
+        command: `lifeline backups ${flags}`,
+        verification: `the newest verified backup is younger than ${rpo}, and no newer backup exists that would lose less data`,
+        owner,
+      },
+      {
+        id: 'verify-backup',
+        title: "Verify the backup's checksums",
+        command: `lifeline verify <backup-id> ${flags}`,
+        verification: 'every file matches SHA256SUMS and backup.json',
+        owner,
+      },
+      {
+        id: 'restore',
+        title: 'Restore into the database',
+        command: `lifeline restore ${flags} --backup <backup-id> --target <database-url> --confirm <database>`,
+        verification: 'pg_restore exits 0 (the restore checks a scratch copy before swapping it in)',
+        owner,
+      },
+      {
+        id: 'check-data',
+        title: 'Check the restored data against the backup',
+        command: '(part of lifeline restore; lifeline drill repeats it on an isolated copy)',
+        verification: 'exact row count of every table, the schema fingerprint and the migration head equal backup.json',
+        owner,
+      },
+    );
+  }
+  steps.push(
+    {
+      id: 'check-indexes',
+      title: 'Check every B-tree index (amcheck)',
+      command: `psql "$DATABASE_URL" -c 'CREATE EXTENSION IF NOT EXISTS amcheck' -c 'SELECT bt_index_check(c.oid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam WHERE a.amname = $$btree$$ AND i.indisvalid'`,
+      verification: 'no index reports corruption',
+      owner,
+    },
+    {
+      id: 'smoke-queries',
+      title: "Run the operator's smoke queries",
+      command: smoke ? `lifeline drill ${flags} --smoke-sql ${smoke} (or psql -f ${smoke} and compare each -- expect: line)` : `psql "$DATABASE_URL" -f <smoke.sql>`,
+      verification: 'every query returns its -- expect: value',
+      owner,
+      ...(smoke ? {} : { drillSkips: 'no drill.smokeSql configured (pass --smoke-sql to the drill)' }),
+    },
+    {
+      id: 'start-app',
+      title: 'Start the application on the restored data',
+      command: `${compose} up -d ${api.name}`,
+      verification: api.healthUrl ? `${api.healthUrl} answers 2xx` : 'the api service reports healthy',
+      owner,
+      drillSkips: settings.drill.appCheck ? 'drill.appCheck is configured but not implemented yet: the drill does not start the application' : 'no drill.appCheck configured',
+    },
+    {
+      id: 'switch-over',
+      title: 'Reopen writes and tell the restaurants',
+      command: `${compose} up -d`,
+      verification: 'orders are being written again: SELECT max(created_at) FROM orders is recent',
+      owner,
+      drillSkips: 'a drill never touches the live stack',
+    },
+  );
+  return steps;
+}
+
+/** Every environment's restore steps, in restore priority order (then by name). */
+export function buildRunbook(environments: EnvironmentSettings[]): RunbookEnvironment[] {
+  return [...environments]
+    .sort((a, b) => a.restorePriority - b.restorePriority || a.name.localeCompare(b.name))
+    .map((s) => ({ name: s.name, priority: s.restorePriority, owner: s.owner ?? UNOWNED, rtoSeconds: s.rtoSeconds, rpoSeconds: s.rpoSeconds, steps: restoreSteps(s) }));
+}
+
+const target = (seconds?: number) => (seconds === undefined ? 'not set' : formatDuration(seconds));
+
+function priorityTable(runbook: RunbookEnvironment[]) {
+  return { headers: ['order', 'environment', 'owner', 'RTO target', 'RPO target'], rows: runbook.map((e, i) => [String(i + 1), e.name, e.owner, target(e.rtoSeconds), target(e.rpoSeconds)]) };
+}
+
+function stepsTable(env: RunbookEnvironment) {
+  return { headers: ['#', 'step', 'command', 'verification', 'owner', 'drill'], rows: env.steps.map((s, i) => [String(i + 1), s.title, s.command, s.verification, s.owner, s.drillSkips ? `skipped: ${s.drillSkips}` : 'exercised']) };
+}
+
+/** The restore order lists every environment; `only` limits the step lists to some of them. */
+export function renderRunbookMarkdown(runbook: RunbookEnvironment[], source: string, only?: string[]): string {
+  const lines = [
+    '# Restore runbook',
+    '',
+    `Generated by \`lifeline runbook\` from ${source}. Do not edit by hand: change lifeline.yml and regenerate.`,
+    '`lifeline drill` walks the same steps; the last column says which ones a drill exercises.',
+    '',
+    '## Restore order',
+    '',
+    renderMarkdownTable(priorityTable(runbook)),
+  ];
+  for (const env of runbook.filter((e) => !only || only.includes(e.name))) lines.push('', `## ${env.name}`, '', renderMarkdownTable(stepsTable(env)));
+  return `${lines.join('\n')}\n`;
+}
+
+export function renderRunbookText(runbook: RunbookEnvironment[], only?: string[]): string {
+  const lines = ['Restore order:', renderTextTable(priorityTable(runbook))];
+  for (const env of runbook.filter((e) => !only || only.includes(e.name))) {
+    lines.push('', `${env.name} (owner: ${env.owner})`);
+    env.steps.forEach((s, i) => {
+      lines.push(`  ${i + 1}. ${s.title}${s.drillSkips ? `   [drill skips: ${s.drillSkips}]` : '   [drill exercises]'}`);
+      lines.push(`     run:   ${s.command}`);
+      lines.push(`     check: ${s.verification}`);
+      lines.push(`     owner: ${s.owner}`);
+    });
+  }
+  return lines.join('\n');
+}
