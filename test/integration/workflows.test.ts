@@ -111,7 +111,7 @@ describe('deploy.yml migrate job, run for real: pre-migration backup, failed mig
 
     // A migration that got halfway: it dropped a table, then failed.
     await sql('DROP TABLE payments', db.name);
-    const migrate = runScriptStep(stepById('migrate'), values({ 'inputs.migrate-command': 'test -n "$DATABASE_URL" && echo "half-applied" && exit 7' }), { ...docker.env });
+    const migrate = runScriptStep(stepById('migrate'), values({ 'inputs.migrate-command': 'test -n "$DATABASE_URL" && echo "half-applied" && exit 7' }), { ...docker.env, GITHUB_OUTPUT: join(work.path, 'failed-migrate-output') });
     expect(migrate.status).toBe(7);
     expect(migrate.stdout).toContain('half-applied');
 
@@ -145,9 +145,25 @@ describe('deploy.yml migrate job, run for real: pre-migration backup, failed mig
   });
 
   it('a migration that succeeds runs in the api image with DATABASE_URL from the environment, not the command line', () => {
-    const migrate = runScriptStep(stepById('migrate'), values({ 'inputs.migrate-command': 'echo "url-length=${#DATABASE_URL}"' }), { ...docker.env });
+    const output = join(work.path, 'migrate-output');
+    writeFileSync(output, '');
+    const migrate = runScriptStep(stepById('migrate'), values({ 'inputs.migrate-command': 'echo "url-length=${#DATABASE_URL}"' }), { ...docker.env, GITHUB_OUTPUT: output });
     expect(migrate.status, migrate.stderr).toBe(0);
     expect(migrate.stdout.trim()).toBe(`url-length=${db.url.length}`);
     expect(stepById('migrate').run).toContain('-e DATABASE_URL "$api_image"');
+    expect(readFileSync(output, 'utf8')).toBe(`api-image=${apiImage}\n`);
+  });
+
+  it('records the migration head the api image prints, and fails on anything but one line', () => {
+    const output = join(work.path, 'head-output');
+    writeFileSync(output, '');
+    const head = (command: string) =>
+      runScriptStep(stepById('head'), values({ 'steps.migrate.outputs.api-image': apiImage, 'inputs.migration-head-command': command }), { ...docker.env, GITHUB_OUTPUT: output });
+    expect(head('echo "INFO noise" >&2; echo 4f2a9c1e7b3d').status).toBe(0);
+    expect(readFileSync(output, 'utf8')).toBe('migration-head=4f2a9c1e7b3d\n');
+    const two = head('printf "a\\nb\\n"');
+    expect(two.status).toBe(1);
+    expect(two.stdout).toContain('must print exactly one line');
+    expect(head('true').status).toBe(1);
   });
 });

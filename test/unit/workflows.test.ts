@@ -351,7 +351,8 @@ describe('deploy.yml: the release gate chain', () => {
     expect(workflow.jobs.sign!.needs).toBe('migrate');
     expect(workflow.jobs.deploy!.needs).toBe('sign');
     expect(actionsOf('gate')).toEqual(['gate', 'preflight']);
-    expect(actionsOf('migrate')).toEqual(['backup', 'migrate']);
+    expect(actionsOf('migrate')).toEqual(['backup', 'migrate', 'head']);
+    expect(workflow.jobs.sign!.steps!.at(-1)!.with).toMatchObject({ backup: '${{ needs.migrate.outputs.backup-id }}', 'migration-head': '${{ needs.migrate.outputs.migration-head }}' });
     expect(workflow.jobs.migrate!.steps!.find((s) => s.id === 'backup')!.with).toMatchObject({ label: 'pre-migration', verify: true });
     expect(actionsOf('sign')).toEqual(['manifest:create']);
     expect(actionsOf('deploy')).toEqual(['deploy', 'manifest:verify']);
@@ -387,6 +388,12 @@ describe('deploy.yml: the release gate chain', () => {
     const flags = [...command.matchAll(/--([\w-]+)/g)].map((m) => m[1]);
     expect(flags.filter((flag) => !allInputs(restore).some((i) => i.name === flag))).toEqual([]);
     for (const input of allInputs(restore).filter((i) => i.required)) expect(flags).toContain(input.name);
+  });
+
+  it('after a migration that completed before a later step failed, the summary still offers the restore', () => {
+    const summary = runExplain({ BACKUP_ID: 'b1', BACKUP_OUTCOME: 'success', MIGRATE_OUTCOME: 'success' });
+    expect(summary).toContain('The migration completed, but a later step failed');
+    expect(summary).toContain('npx lifeline restore --config lifeline.yml --env production --backup b1 ');
   });
 
   it('after a failed backup, the summary says nothing was migrated and offers no restore', () => {
