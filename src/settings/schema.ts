@@ -125,6 +125,8 @@ const preflight = z
     caddyConfig: z.string().min(1).optional(),
     shellcheckSeverity: z.enum(['error', 'warning', 'info', 'style']).optional(),
     allowPrivileged: z.array(z.string()).optional(),
+    /** Services allowed `network_mode: host` (test stacks on hosts without a bridge need it). */
+    allowHostNetwork: z.array(z.string()).optional(),
     minDockerVersion: z.string().optional(),
     strict: z.boolean().optional(),
   })

@@ -1,0 +1,95 @@
+import type { Logger } from '../logger';
+import { LocalRunner } from '../runner/runner';
+import { ComposeSources } from './compose-source';
+import { checkComposeGates, composeModel } from './compose-gates';
+import { checkComposeConfig, checkDockerEngine, detectCompose, DEFAULT_MIN_DOCKER_VERSION } from './docker';
+import { checkEdge } from './edge';
+import { checkEnvValues } from './env-values';
+import { type CheckContext, type Finding } from './findings';
+import { checkScripts, type ScriptPatterns, type ShellcheckSeverity } from './scripts';
+import { checkCatalogSpace, checkPgBackRest, checkPgDumpVersion, type PhysicalBackupSettings } from './tools';
+
+/** Everything one preflight run looks at, resolved from flags and lifeline.yml at the door. */
+export interface PreflightSettings {
+  environment: string;
+  production: boolean;
+  cwd: string;
+  /** The environment the tools run with (DOCKER_HOST, PATH, ...). */
+  toolEnv: Record<string, string | undefined>;
+  composeFiles: string[];
+  composeCommand: 'auto' | 'docker compose' | 'docker-compose';
+  appServices: string[];
+  postgresService?: string;
+  redisService?: string;
+  allowPrivileged: string[];
+  allowHostNetwork: string[];
+  minDockerVersion?: string;
+  envFile?: string;
+  requiredEnv: string[];
+  scripts: ScriptPatterns;
+  shellcheckSeverity: ShellcheckSeverity;
+  nginxConfig?: string;
+  caddyConfig?: string;
+  databaseUrl?: string;
+  postgresBinDir?: string;
+  physical?: PhysicalBackupSettings;
+  store: string;
+}
+
+export interface PreflightReport {
+  findings: Finding[];
+  failures: number;
+  warnings: number;
+}
+
+/** Runs every family of checks (concurrently: most time is spent waiting on tools) and collects the findings in a fixed order. */
+export async function runPreflight(settings: PreflightSettings, logger: Logger): Promise<PreflightReport> {
+  const ctx: CheckContext = { production: settings.production, cwd: settings.cwd };
+  const baseEnv = { ...settings.toolEnv } as NodeJS.ProcessEnv;
+  const runner = new LocalRunner({ baseEnv });
+  const postgresRunner = new LocalRunner({ baseEnv, binDirs: settings.postgresBinDir ? [settings.postgresBinDir] : [] });
+  // pgBackRest works on the cluster's files, so it runs as their owner.
+  const pgbackrestRunner = new LocalRunner({ baseEnv, asUser: 'postgres' });
+
+  const timed = async (family: string, run: () => Promise<Finding[]>): Promise<Finding[]> => {
+    const started = Date.now();
+    const findings = await run();
+    logger.debug(`preflight ${family}: ${findings.length} findings in ${Date.now() - started} ms`);
+    return findings;
+  };
+
+  const dockerFamily = timed('docker', async () => {
+    const needed = settings.composeFiles.length > 0;
+    const [engine, cli] = await Promise.all([
+      checkDockerEngine(runner, ctx, { needed, minVersion: settings.minDockerVersion ?? DEFAULT_MIN_DOCKER_VERSION }),
+      needed ? detectCompose(runner, ctx, settings.composeCommand) : Promise.resolve(undefined),
+    ]);
+    const validation = await checkComposeConfig(runner, ctx, cli, settings.composeFiles, settings.composeCommand);
+    if (!needed) return [...engine, ...validation.findings];
+    const sources = ComposeSources.load(settings.composeFiles);
+    const gates = checkComposeGates(composeModel(validation.merged, sources), sources, ctx, {
+      appServices: settings.appServices,
+      allowPrivileged: settings.allowPrivileged,
+      allowHostNetwork: settings.allowHostNetwork,
+      postgresService: settings.postgresService,
+      redisService: settings.redisService,
+    });
+    return [...engine, ...validation.findings, ...gates];
+  });
+  const scriptsFamily = timed('scripts', () => checkScripts(runner, ctx, settings.scripts, settings.shellcheckSeverity));
+  const envFamily = timed('env', async () => checkEnvValues(ctx, { envFile: settings.envFile, requiredKeys: settings.requiredEnv }));
+  const edgeFamily = timed('edge', () => checkEdge(runner, ctx, { nginxConfig: settings.nginxConfig, caddyConfig: settings.caddyConfig, path: settings.toolEnv.PATH }));
+  const toolsFamily = timed('tools', async () => [
+    ...(await checkPgDumpVersion(postgresRunner, ctx, settings.databaseUrl)),
+    ...(await checkPgBackRest(pgbackrestRunner, ctx, settings.physical)),
+    ...(await checkCatalogSpace(ctx, settings.store, settings.environment)),
+  ]);
+
+  const findings = (await Promise.all([dockerFamily, scriptsFamily, envFamily, edgeFamily, toolsFamily])).flat();
+  return {
+    findings,
+    failures: findings.filter((f) => f.status === 'fail').length,
+    warnings: findings.filter((f) => f.status === 'warn').length,
+  };
+}
+
