@@ -7,6 +7,7 @@ import { restorePointInTime } from '../../src/postgres/pitr';
 import { formatPgUrl } from '../../src/runner/postgres-env';
 import { PsqlSession, queryOnce } from '../../src/runner/psql';
 import { resolveEnvironment, type EnvironmentSettings } from '../../src/settings/resolve';
+import { lifeline } from '../helpers/cli';
 import { runner, tempDir } from '../helpers/db';
 import { startArchivingCluster, type ArchivingCluster } from '../helpers/pgbackrest-stanza';
 
@@ -98,6 +99,33 @@ describe('point-in-time recovery through pgBackRest', () => {
     }
     // The live cluster is untouched by the drill.
     expect((await live('SELECT id FROM orders ORDER BY id')).map((r) => r.id)).toEqual([2, 3, 4, 5]);
+  });
+
+  it('lifeline drill --pitr restores to the noted time, runs the checks on exactly the first rows, and stores a report', async () => {
+    const smoke = join(work.path, 'pitr-smoke.sql');
+    writeFileSync(smoke, ["-- name: exactly the orders committed before the noted time", '-- expect: 1,2,3', "SELECT string_agg(id::text, ',' ORDER BY id) FROM orders", ''].join('\n'));
+    const run = await lifeline(['drill', '--pitr', noted, '--smoke-sql', smoke, '--json', '--config', configPath, '--env', 'production', '--store', join(work.path, 'store')], { env: { DATABASE_URL: liveUrl } });
+    expect(run.code, run.stderr).toBe(0);
+    const report = JSON.parse(run.stdout);
+    expect(report).toMatchObject({ mode: 'pitr', passed: true, pitrTarget: noted.replace('T', ' ').replace('Z', '+00') });
+    const status = Object.fromEntries(report.checks.map((c: { name: string; status: string }) => [c.name, c.status]));
+    expect(status).toMatchObject({
+      'base backup before the target': 'pass',
+      'pgbackrest restore exit': 'pass',
+      'recovery finished and promoted': 'pass',
+      'recovered up to the target, not past it': 'pass',
+      'amcheck on B-tree indexes': 'pass',
+      'smoke: exactly the orders committed before the noted time': 'pass',
+    });
+    expect(report.checks.find((c: { name: string }) => c.name.startsWith('smoke:')).detail).toBe('returned 1,2,3');
+    expect(report.rto.seconds).toBeGreaterThan(0);
+    expect(report.rpo.seconds).toBeNull();
+
+    const wrong = join(work.path, 'pitr-wrong.sql');
+    writeFileSync(wrong, ['-- expect: 2,3,4,5', "SELECT string_agg(id::text, ',' ORDER BY id) FROM orders", ''].join('\n'));
+    const failing = await lifeline(['drill', '--pitr', noted, '--smoke-sql', wrong, '--json', '--config', configPath, '--env', 'production', '--store', join(work.path, 'store')], { env: { DATABASE_URL: liveUrl } });
+    expect(failing.code).toBe(1);
+    expect(JSON.parse(failing.stdout).failures).toEqual([expect.stringMatching(/returned 1,2,3, expected 2,3,4,5$/)]);
   });
 
   it('refuses a time without a zone (exit 2) before touching anything', async () => {
