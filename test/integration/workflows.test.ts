@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parse } from 'yaml';
@@ -50,10 +50,10 @@ async function runActionStep(step: Step, values: Record<string, string>, cwd: st
   return lifeline([...args, '--json'], { cwd, env: { DATABASE_URL: undefined } });
 }
 
-function runScriptStep(step: Step, values: Record<string, string>, extraEnv: Record<string, string>) {
+function runScriptStep(step: Step, values: Record<string, string>, extraEnv: Record<string, string>, cwd = REPO) {
   const env: Record<string, string> = { PATH: process.env.PATH!, ...extraEnv };
   for (const [name, value] of Object.entries(step.env ?? {})) env[name] = evaluate(value, values);
-  return spawnSync('bash', ['--noprofile', '--norc', '-eo', 'pipefail', '-c', step.run!], { env, encoding: 'utf8' });
+  return spawnSync('bash', ['--noprofile', '--norc', '-eo', 'pipefail', '-c', step.run!], { env, encoding: 'utf8', cwd });
 }
 
 describe('deploy.yml migrate job, run for real: pre-migration backup, failed migration, the summary restore command', () => {
@@ -165,5 +165,47 @@ describe('deploy.yml migrate job, run for real: pre-migration backup, failed mig
     expect(two.status).toBe(1);
     expect(two.stdout).toContain('must print exactly one line');
     expect(head('true').status).toBe(1);
+  });
+});
+
+describe('backup.yml, run for real: a scheduled backup, then retention', () => {
+  const backupJob = (parse(readFileSync(join(REPO, '.github/workflows/backup.yml'), 'utf8')) as { jobs: Record<string, { steps: Step[] }> }).jobs.backup!;
+  let work: ReturnType<typeof tempDir>;
+  let db: Awaited<ReturnType<typeof createSampleDatabase>>;
+
+  beforeAll(async () => {
+    work = tempDir('lifeline-backup-workflow-');
+    db = await createSampleDatabase(1, 'wfbackup');
+    writeFileSync(
+      join(work.path, 'lifeline.yml'),
+      `version: 1\nstore: ${join(work.path, 'store')}\nenvironments:\n  production:\n    postgres:\n      urlEnv: DATABASE_URL\n    retention:\n      keepLast: 1\n      keepDaily: 0\n      keepWeekly: 0\n`,
+    );
+    // The Lifeline checkout the job makes, with the CLI entry the prune step runs (from source here).
+    mkdirSync(join(work.path, '.lifeline-src/bin'), { recursive: true });
+    writeFileSync(join(work.path, '.lifeline-src/package.json'), '{ "type": "module" }\n');
+    writeFileSync(join(work.path, '.lifeline-src/bin/lifeline.js'), `await import(${JSON.stringify(pathToFileURL(join(REPO, 'src/cli/index.ts')).href)});\n`);
+  });
+
+  afterAll(async () => {
+    if (db) await dropDatabase(db.name);
+    work?.cleanup();
+  });
+
+  it('keeps only what the retention policy keeps, after the new backup verified', async () => {
+    const values = { 'env.CONFIG': 'lifeline.yml', 'env.ENVIRONMENT': 'production', 'secrets.DATABASE_URL': db.url, 'secrets.REDIS_URL': '', 'github.sha': '0123456789abcdef0123456789abcdef01234567' };
+    const backupStep = backupJob.steps.find((s) => s.id === 'backup')!;
+    const ids: string[] = [];
+    for (let i = 0; i < 2; i++) {
+      const run = await runActionStep(backupStep, values, work.path);
+      expect(run.code, run.stderr).toBe(0);
+      ids.push((JSON.parse(run.stdout) as { id: string }).id);
+    }
+    const prune = backupJob.steps.find((s) => s.run?.includes('prune'))!;
+    const tsx = pathToFileURL(join(REPO, 'node_modules/tsx/dist/loader.mjs')).href;
+    // The job-level env the step inherits, as the runner evaluates it for a call with environment: production.
+    const result = runScriptStep(prune, values, { CONFIG: 'lifeline.yml', ENVIRONMENT: 'production', NODE_OPTIONS: `--import ${tsx}` }, work.path);
+    expect(result.status, result.stderr).toBe(0);
+    const left = readdirSync(join(work.path, 'store/production/backups')).filter((name) => !name.startsWith('.'));
+    expect(left).toEqual([ids[1]]);
   });
 });
