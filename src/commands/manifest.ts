@@ -31,7 +31,7 @@ export const manifestCreateCommand: CommandSpec = {
   inputs: [
     RELEASE_INPUT,
     { name: 'git-sha', type: 'string', description: 'Git commit of the release; default: GITHUB_SHA inside Actions.' },
-    { name: 'image', type: 'list', description: 'service=reference for api, web and worker (one per line in the action); tags are resolved to digests through the registry.', required: true },
+    { name: 'image', type: 'list', description: 'service=reference for api, web and worker; tags are resolved to digests through the registry.', required: true },
     { name: 'backup', type: 'string', description: 'Id of the pre-migration backup taken for this release (its sha256 is read from the catalog).' },
     { name: 'migration-head', type: 'string', description: 'The migration head (e.g. alembic revision) this release expects.' },
     { name: 'signing-key', type: 'string', description: 'ECDSA P-256 private key: a PEM file path, or the PEM itself from a secret (default: LIFELINE_SIGNING_KEY). Masked in logs.' },
@@ -159,8 +159,9 @@ function signerFor(ctx: CommandContext): ManifestSigner {
   const keyless = ctx.inputs.boolean('keyless');
   const signingKey = ctx.inputs.string('signing-key') ?? ctx.env.LIFELINE_SIGNING_KEY;
   if (signingKey) for (const line of [signingKey, ...signingKey.split('\n')]) if (!line.startsWith('-----')) ctx.logger.secret(line.trim());
-  if (keyless && ctx.inputs.string('signing-key')) throw usageError('BAD_SIGNER', 'both --keyless and --signing-key were given', 'choose one: --keyless inside GitHub Actions, or --signing-key for key-based signing');
   if (keyless) {
+    // The reusable workflow passes both and lets `keyless` choose, so a key given too is only ignored.
+    if (signingKey) ctx.logger.warn('keyless signing: the signing key given as well is not used');
     const fulcioUrl = ctx.inputs.string('fulcio-url');
     const rekorUrl = ctx.inputs.string('rekor-url');
     const tsaUrl = ctx.inputs.string('tsa-url');
