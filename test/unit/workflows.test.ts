@@ -448,6 +448,12 @@ describe('examples', () => {
     }
   });
 
+  it('the example keyless identity is the reusable deploy workflow at the SHA the example caller pins', () => {
+    const config = parse(read('examples/lifeline.yml')) as { environments: { production: { manifest: { certificateIdentity: string } } } };
+    const uses = load(`${EXAMPLES_DIR}/deploy.yml`).jobs.deploy!.uses!;
+    expect(config.environments.production.manifest.certificateIdentity).toBe(`https://github.com/${uses}`);
+  });
+
   it('the example lifeline.yml names the services and environments the callers use', () => {
     const config = parse(read('examples/lifeline.yml')) as { environments: Record<string, { compose?: { services?: Record<string, unknown> } }> };
     expect(Object.keys(config.environments).sort()).toEqual(['production', 'staging']);
