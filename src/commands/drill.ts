@@ -1,5 +1,5 @@
 import { writeFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { relative, resolve } from 'node:path';
 import { Catalog } from '../catalog/store';
 import { runDrill } from '../drill/drill';
 import { evaluateGate, renderGateMarkdown, renderGateText } from '../drill/gate';
@@ -133,9 +133,10 @@ export const runbookCommand: CommandSpec = {
     // Restore priority is an order across environments, so the runbook lists every one declared.
     const names = first.configPath ? Object.keys(loadConfig(first.configPath, { explicit: true }).config.environments) : [];
     const all = names.length ? names.map((name) => (name === first.name ? first : resolveEnvironment({ ...globals, env: name }, { env: ctx.env, cwd: ctx.cwd }))) : [first];
-    const runbook = buildRunbook(all);
+    const displayPath = (path: string) => (path.startsWith(`${ctx.cwd}/`) ? relative(ctx.cwd, path) : path);
+    const runbook = buildRunbook(all, { displayPath });
     const only = globals.env ? [first.name] : undefined;
-    const markdown = renderRunbookMarkdown(runbook, first.configPath ?? 'flags and environment variables', only);
+    const markdown = renderRunbookMarkdown(runbook, first.configPath ? displayPath(first.configPath) : 'flags and environment variables', only);
     const output = ctx.inputs.string('output');
     if (output) writeFileSync(resolve(ctx.cwd, output), markdown);
     return { json: { environments: only ? runbook.filter((e) => only.includes(e.name)) : runbook, order: runbook.map((e) => e.name) }, text: renderRunbookText(runbook, only), summary: markdown };

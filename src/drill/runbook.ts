@@ -25,7 +25,10 @@ export interface RunbookEnvironment {
   owner: string;
   rtoSeconds?: number;
   rpoSeconds?: number;
+  /** Restore from the newest logical backup: the usual path. */
   steps: RunbookStep[];
+  /** Restore to a point in time through pgBackRest, when the environment has physical backups. */
+  pitrSteps?: RunbookStep[];
 }
 
 const UNOWNED = 'on-call engineer (set owner: in lifeline.yml)';
@@ -34,16 +37,22 @@ const UNOWNED = 'on-call engineer (set owner: in lifeline.yml)';
  * The ordered restore steps of one environment: the single list that `lifeline runbook` prints and
  * that `lifeline drill` walks, so every drill exercises the runbook.
  */
-export function restoreSteps(settings: EnvironmentSettings, mode: RestoreMode = settings.postgres.physical ? 'pitr' : 'logical'): RunbookStep[] {
+export interface RunbookOptions {
+  /** How file paths appear in commands (the runbook in docs/ shows them relative to the repository). */
+  displayPath?: (path: string) => string;
+}
+
+export function restoreSteps(settings: EnvironmentSettings, mode: RestoreMode = 'logical', options: RunbookOptions = {}): RunbookStep[] {
+  const show = options.displayPath ?? ((path: string) => path);
   const env = settings.name;
   const owner = settings.owner ?? UNOWNED;
   const flags = `--env ${env}`;
-  const compose = settings.compose.files.length ? `docker compose ${settings.compose.files.map((f) => `-f ${f}`).join(' ')}` : 'docker compose';
+  const compose = settings.compose.files.length ? `docker compose ${settings.compose.files.map((f) => `-f ${show(f)}`).join(' ')}` : 'docker compose';
   const api = settings.compose.services.api;
   const physical = settings.postgres.physical;
-  const pgbr = physical ? `pgbackrest${physical.configFile ? ` --config=${physical.configFile}` : ''} --stanza=${physical.stanza}` : 'pgbackrest';
+  const pgbr = physical ? `pgbackrest${physical.configFile ? ` --config=${show(physical.configFile)}` : ''} --stanza=${physical.stanza}` : 'pgbackrest';
   const rpo = settings.rpoSeconds !== undefined ? formatDuration(settings.rpoSeconds) : 'the RPO target';
-  const smoke = settings.drill.smokeSql;
+  const smoke = settings.drill.smokeSql ? show(settings.drill.smokeSql) : undefined;
   const steps: RunbookStep[] = [
     {
       id: 'stop-writes',
@@ -114,8 +123,8 @@ export function restoreSteps(settings: EnvironmentSettings, mode: RestoreMode = 
     {
       id: 'smoke-queries',
       title: "Run the operator's smoke queries",
-      command: smoke ? `lifeline drill ${flags} --smoke-sql ${smoke} (or psql -f ${smoke} and compare each -- expect: line)` : `psql "$DATABASE_URL" -f <smoke.sql>`,
-      verification: 'every query returns its -- expect: value',
+      command: `psql "$DATABASE_URL" -f ${smoke ?? '<smoke.sql>'}`,
+      verification: 'every query returns the value on its -- expect: line (a drill compares them for you)',
       owner,
       ...(smoke ? {} : { drillSkips: 'no drill.smokeSql configured (pass --smoke-sql to the drill)' }),
     },
@@ -131,7 +140,7 @@ export function restoreSteps(settings: EnvironmentSettings, mode: RestoreMode = 
       id: 'switch-over',
       title: 'Reopen writes and tell the restaurants',
       command: `${compose} up -d`,
-      verification: 'orders are being written again: SELECT max(created_at) FROM orders is recent',
+      verification: 'the health endpoints answer and new writes arrive in the restored database',
       owner,
       drillSkips: 'a drill never touches the live stack',
     },
@@ -140,10 +149,18 @@ export function restoreSteps(settings: EnvironmentSettings, mode: RestoreMode = 
 }
 
 /** Every environment's restore steps, in restore priority order (then by name). */
-export function buildRunbook(environments: EnvironmentSettings[]): RunbookEnvironment[] {
+export function buildRunbook(environments: EnvironmentSettings[], options: RunbookOptions = {}): RunbookEnvironment[] {
   return [...environments]
     .sort((a, b) => a.restorePriority - b.restorePriority || a.name.localeCompare(b.name))
-    .map((s) => ({ name: s.name, priority: s.restorePriority, owner: s.owner ?? UNOWNED, rtoSeconds: s.rtoSeconds, rpoSeconds: s.rpoSeconds, steps: restoreSteps(s) }));
+    .map((s) => ({
+      name: s.name,
+      priority: s.restorePriority,
+      owner: s.owner ?? UNOWNED,
+      rtoSeconds: s.rtoSeconds,
+      rpoSeconds: s.rpoSeconds,
+      steps: restoreSteps(s, 'logical', options),
+      ...(s.postgres.physical ? { pitrSteps: restoreSteps(s, 'pitr', options) } : {}),
+    }));
 }
 
 const target = (seconds?: number) => (seconds === undefined ? 'not set' : formatDuration(seconds));
@@ -152,8 +169,8 @@ function priorityTable(runbook: RunbookEnvironment[]) {
   return { headers: ['order', 'environment', 'owner', 'RTO target', 'RPO target'], rows: runbook.map((e, i) => [String(i + 1), e.name, e.owner, target(e.rtoSeconds), target(e.rpoSeconds)]) };
 }
 
-function stepsTable(env: RunbookEnvironment) {
-  return { headers: ['#', 'step', 'command', 'verification', 'owner', 'drill'], rows: env.steps.map((s, i) => [String(i + 1), s.title, s.command, s.verification, s.owner, s.drillSkips ? `skipped: ${s.drillSkips}` : 'exercised']) };
+function stepsTable(steps: RunbookStep[]) {
+  return { headers: ['#', 'step', 'command', 'verification', 'owner', 'drill'], rows: steps.map((s, i) => [String(i + 1), s.title, s.command, s.verification, s.owner, s.drillSkips ? `skipped: ${s.drillSkips}` : 'exercised']) };
 }
 
 /** The restore order lists every environment; `only` limits the step lists to some of them. */
@@ -168,20 +185,40 @@ export function renderRunbookMarkdown(runbook: RunbookEnvironment[], source: str
     '',
     renderMarkdownTable(priorityTable(runbook)),
   ];
-  for (const env of runbook.filter((e) => !only || only.includes(e.name))) lines.push('', `## ${env.name}`, '', renderMarkdownTable(stepsTable(env)));
+  for (const env of runbook.filter((e) => !only || only.includes(e.name))) {
+    lines.push('', `## ${env.name}`, '', `### From the newest backup (\`lifeline drill --env ${env.name}\`)`, '', renderMarkdownTable(stepsTable(env.steps)));
+    if (env.pitrSteps) lines.push('', `### To a point in time through pgBackRest (\`lifeline drill --env ${env.name} --pitr <time>\`)`, '', renderMarkdownTable(stepsTable(env.pitrSteps)));
+  }
+  lines.push(
+    '',
+    '## Smoke query files',
+    '',
+    'Blocks of `-- expect: <value>` (optionally after `-- name: <text>`) followed by one query. The query runs against the restored',
+    'database; its single value (first column of the first row) must equal the expected text exactly. `NULL` stands for a null.',
+    '',
+    '```sql',
+    '-- name: no order line has a non-positive quantity',
+    '-- expect: 0',
+    'SELECT count(*) FROM order_items WHERE quantity <= 0',
+    '```',
+  );
   return `${lines.join('\n')}\n`;
 }
 
 export function renderRunbookText(runbook: RunbookEnvironment[], only?: string[]): string {
   const lines = ['Restore order:', renderTextTable(priorityTable(runbook))];
   for (const env of runbook.filter((e) => !only || only.includes(e.name))) {
-    lines.push('', `${env.name} (owner: ${env.owner})`);
-    env.steps.forEach((s, i) => {
-      lines.push(`  ${i + 1}. ${s.title}${s.drillSkips ? `   [drill skips: ${s.drillSkips}]` : '   [drill exercises]'}`);
-      lines.push(`     run:   ${s.command}`);
-      lines.push(`     check: ${s.verification}`);
-      lines.push(`     owner: ${s.owner}`);
-    });
+    const paths: Array<[string, RunbookStep[]]> = [[`${env.name} (owner: ${env.owner}): restore from the newest backup`, env.steps]];
+    if (env.pitrSteps) paths.push([`${env.name}: restore to a point in time (pgBackRest)`, env.pitrSteps]);
+    for (const [heading, steps] of paths) {
+      lines.push('', heading);
+      steps.forEach((s, i) => {
+        lines.push(`  ${i + 1}. ${s.title}${s.drillSkips ? `   [drill skips: ${s.drillSkips}]` : '   [drill exercises]'}`);
+        lines.push(`     run:   ${s.command}`);
+        lines.push(`     check: ${s.verification}`);
+        lines.push(`     owner: ${s.owner}`);
+      });
+    }
   }
   return lines.join('\n');
 }

@@ -163,7 +163,9 @@ describe('runbook', () => {
   });
 
   it('uses pgBackRest steps for an environment with physical backups', () => {
-    const steps = restoreSteps(settingsOf('production', { postgres: { physical: { stanza: 'main', configFile: '/etc/pgbackrest.conf' } } }));
+    const settings = settingsOf('production', { postgres: { physical: { stanza: 'main', configFile: '/etc/pgbackrest.conf' } } });
+    const steps = restoreSteps(settings, 'pitr');
+    expect(buildRunbook([settings])[0]!.pitrSteps).toEqual(steps);
     expect(steps.find((s) => s.id === 'restore')!.command).toContain('pgbackrest --config=/etc/pgbackrest.conf --stanza=main');
     expect(steps.map((s) => s.id)).not.toContain('verify-backup');
   });
