@@ -25,12 +25,15 @@ export interface PutResult {
 }
 
 export const DEFAULT_PART_SIZE = 8 * 1024 * 1024;
+/** Parts in flight at once: enough to overlap hashing, network and the server's disk. */
+export const DEFAULT_CONCURRENCY = 4;
 /** S3's floor for every part but the last. */
 const MIN_PART_SIZE = 5 * 1024 * 1024;
 const MAX_PARTS = 10_000;
 
 export interface S3ObjectStoreOptions {
   partSize?: number;
+  concurrency?: number;
   /** Directory for resume journals of multipart uploads in progress (small JSON files). */
   journalDir: string;
   fetch?: typeof fetch;
@@ -62,6 +65,7 @@ export function s3StoreFor(storage: StorageSettings, options: S3ObjectStoreOptio
 export class S3ObjectStore implements ObjectStore {
   readonly location: string;
   private readonly partSize: number;
+  private readonly concurrency: number;
 
   constructor(
     readonly client: S3Client,
@@ -70,6 +74,7 @@ export class S3ObjectStore implements ObjectStore {
   ) {
     this.location = `s3://${storage.bucket}/${storage.prefix}`;
     this.partSize = Math.max(options.partSize ?? DEFAULT_PART_SIZE, MIN_PART_SIZE);
+    this.concurrency = Math.max(1, options.concurrency ?? DEFAULT_CONCURRENCY);
   }
 
   list(prefix: string): AsyncIterable<RemoteObject> {
@@ -114,11 +119,12 @@ export class S3ObjectStore implements ObjectStore {
     const body = await readFile(path);
     const sha256 = createHash('sha256').update(body).digest();
     if (sha256.toString('hex') !== expected.sha256 || body.length !== expected.bytes) throw changedWhileSyncing(path);
-    await this.client.putObject(key, body, {
-      ...this.objectHeaders(expected.sha256),
-      'content-md5': createHash('md5').update(body).digest('base64'),
-      'x-amz-checksum-sha256': sha256.toString('base64'),
-    });
+    await this.client.putObject(
+      key,
+      body,
+      { ...this.objectHeaders(expected.sha256), 'content-md5': createHash('md5').update(body).digest('base64'), 'x-amz-checksum-sha256': sha256.toString('base64') },
+      expected.sha256,
+    );
     return { bytes: body.length, parts: 1, resumedParts: 0 };
   }
 
@@ -137,42 +143,59 @@ export class S3ObjectStore implements ObjectStore {
       journal = { key, uploadId, sha256: expected.sha256, bytes: expected.bytes, partSize, parts: [] };
       await this.writeJournal(journal);
     }
+    const uploadId = journal.uploadId;
     const already = new Map(journal.parts.map((p) => [p.partNumber, p]));
     const wholeFile = createHash('sha256');
-    const buffer = Buffer.allocUnsafe(partSize);
-    const handle = await open(path, 'r');
     const parts: UploadedPart[] = [];
+    const inFlight = new Set<Promise<void>>();
+    let journalWrites = Promise.resolve();
     let resumedParts = 0;
+    const handle = await open(path, 'r');
     try {
       const partCount = Math.ceil(expected.bytes / partSize);
+      // Parts are read and hashed in order (the whole-file hash needs that) and sent a few at a
+      // time: memory stays at (concurrency + 1) parts while the network and the server overlap.
       for (let partNumber = 1; partNumber <= partCount; partNumber++) {
+        while (inFlight.size >= this.concurrency) await Promise.race(inFlight);
         const length = Math.min(partSize, expected.bytes - (partNumber - 1) * partSize);
-        const { bytesRead } = await handle.read(buffer, 0, length, (partNumber - 1) * partSize);
+        const body = Buffer.allocUnsafe(length);
+        const { bytesRead } = await handle.read(body, 0, length, (partNumber - 1) * partSize);
         if (bytesRead !== length) throw changedWhileSyncing(path);
-        const body = buffer.subarray(0, length);
         wholeFile.update(body);
         const md5 = createHash('md5').update(body).digest();
-        const checksumSha256 = createHash('sha256').update(body).digest('base64');
+        const partSha256 = createHash('sha256').update(body).digest();
+        const checksumSha256 = partSha256.toString('base64');
         const previous = already.get(partNumber);
         if (previous && unquote(previous.etag) === md5.toString('hex')) {
           parts.push({ partNumber, etag: previous.etag, checksumSha256 });
           resumedParts++;
           continue;
         }
-        const etag = await this.client.uploadPart(key, journal.uploadId, partNumber, body, { 'content-md5': md5.toString('base64'), 'x-amz-checksum-sha256': checksumSha256 });
-        parts.push({ partNumber, etag, checksumSha256 });
-        journal.parts = [...journal.parts.filter((p) => p.partNumber !== partNumber), { partNumber, etag, checksumSha256 }];
-        await this.writeJournal(journal);
+        const sending: Promise<void> = this.client
+          .uploadPart(key, uploadId, partNumber, body, { 'content-md5': md5.toString('base64'), 'x-amz-checksum-sha256': checksumSha256 }, partSha256.toString('hex'))
+          .then((etag) => {
+            const part = { partNumber, etag, checksumSha256 };
+            parts.push(part);
+            journal.parts = [...journal.parts.filter((p) => p.partNumber !== partNumber), part];
+            journalWrites = journalWrites.then(() => this.writeJournal(journal));
+            return journalWrites;
+          })
+          .finally(() => inFlight.delete(sending));
+        inFlight.add(sending);
       }
+      await Promise.all(inFlight);
     } finally {
+      // Never leave a part request or a journal write running behind a failure.
+      await Promise.allSettled([...inFlight, journalWrites]);
       await handle.close();
     }
+    parts.sort((a, b) => a.partNumber - b.partNumber);
     if (wholeFile.digest('hex') !== expected.sha256) {
-      await this.client.abortMultipartUpload(key, journal.uploadId);
+      await this.client.abortMultipartUpload(key, uploadId);
       await this.dropJournal(key);
       throw changedWhileSyncing(path);
     }
-    await this.client.completeMultipartUpload(key, journal.uploadId, parts);
+    await this.client.completeMultipartUpload(key, uploadId, parts);
     await this.dropJournal(key);
     return { bytes: expected.bytes, parts: parts.length, resumedParts };
   }

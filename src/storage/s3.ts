@@ -46,6 +46,8 @@ interface SendOptions {
   query?: Record<string, string>;
   headers?: Record<string, string>;
   body?: Uint8Array;
+  /** The body's sha256 (hex) when the caller already has it, so large parts are not hashed twice. */
+  bodySha256?: string;
 }
 
 const EMPTY_SHA256 = createHash('sha256').update('').digest('hex');
@@ -113,7 +115,7 @@ export class S3Client {
 
   private async send(method: string, key: string | undefined, options: SendOptions = {}): Promise<Response> {
     const url = this.url(key, options.query);
-    const payloadSha256 = options.body ? createHash('sha256').update(options.body).digest('hex') : EMPTY_SHA256;
+    const payloadSha256 = options.body ? (options.bodySha256 ?? createHash('sha256').update(options.body).digest('hex')) : EMPTY_SHA256;
     const headers = this.sign(method, url, options.headers ?? {}, payloadSha256);
     let response: Response;
     try {
@@ -128,8 +130,8 @@ export class S3Client {
     return response;
   }
 
-  async putObject(key: string, body: Uint8Array, headers: Record<string, string>): Promise<string> {
-    const response = await this.send('PUT', key, { body, headers });
+  async putObject(key: string, body: Uint8Array, headers: Record<string, string>, bodySha256?: string): Promise<string> {
+    const response = await this.send('PUT', key, { body, headers, bodySha256 });
     await response.arrayBuffer();
     return response.headers.get('etag') ?? '';
   }
@@ -141,8 +143,8 @@ export class S3Client {
     return uploadId;
   }
 
-  async uploadPart(key: string, uploadId: string, partNumber: number, body: Uint8Array, headers: Record<string, string>): Promise<string> {
-    const response = await this.send('PUT', key, { query: { partNumber: String(partNumber), uploadId }, body, headers });
+  async uploadPart(key: string, uploadId: string, partNumber: number, body: Uint8Array, headers: Record<string, string>, bodySha256?: string): Promise<string> {
+    const response = await this.send('PUT', key, { query: { partNumber: String(partNumber), uploadId }, body, headers, bodySha256 });
     await response.arrayBuffer();
     return response.headers.get('etag') ?? '';
   }

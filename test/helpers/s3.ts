@@ -57,13 +57,17 @@ export async function startS3Server(bucket = 'lifeline-test'): Promise<TestS3Ser
 
 /** Deterministic bytes, streamed in 1 MiB chunks, so big test files never sit whole in memory. */
 export function patternStream(bytes: number, seed: number): Readable {
+  const block = Buffer.alloc(1024 * 1024);
+  for (let i = 0; i < block.length; i += 32) createHash('sha256').update(`${seed}:${i}`).digest().copy(block, i);
   let sent = 0;
-  let counter = 0;
+  let index = 0;
   return new Readable({
     read() {
       if (sent >= bytes) return this.push(null);
-      const chunk = Buffer.alloc(Math.min(1024 * 1024, bytes - sent));
-      for (let i = 0; i < chunk.length; i += 32) createHash('sha256').update(`${seed}:${counter++}`).digest().copy(chunk, i);
+      const chunk = Buffer.from(block.subarray(0, Math.min(block.length, bytes - sent)));
+      // Stamp every 4 KiB page with the chunk number so no two chunks (or parts) are alike.
+      for (let page = 0; page + 8 <= chunk.length; page += 4096) chunk.writeUInt32BE(index, page);
+      index++;
       sent += chunk.length;
       this.push(chunk);
     },

@@ -49,8 +49,8 @@ function storageSettings(prefix = `t-${randomBytes(4).toString('hex')}`): Storag
   return settings;
 }
 
-function bucketStore(storage: StorageSettings, store: string, fetchImpl?: typeof fetch): S3ObjectStore {
-  return s3StoreFor(storage, { journalDir: join(store, '.sync', ENV, 'uploads'), partSize: 5 * MiB, fetch: fetchImpl });
+function bucketStore(storage: StorageSettings, store: string, fetchImpl?: typeof fetch, concurrency?: number): S3ObjectStore {
+  return s3StoreFor(storage, { journalDir: join(store, '.sync', ENV, 'uploads'), partSize: 5 * MiB, fetch: fetchImpl, concurrency });
 }
 
 /** One entry of every kind, the backup big enough for a 3-part multipart upload. */
@@ -111,6 +111,7 @@ describe('sync to an S3-compatible bucket', () => {
     await writeTestEntry(catalog, ENV, 'backups', '20261121T010000000Z-dddddd', 'backup.json', { 'postgres.dump': 17 * MiB }, {}, '2026-11-21T01:00:00.000Z');
     const storage = storageSettings();
     let cut = false;
+    // One part in flight, so the cut leaves exactly parts 1 and 2 on the server.
     const cuttingFetch: typeof fetch = async (input, init) => {
       if (!cut && String(input).includes('partNumber=3')) {
         cut = true;
@@ -118,7 +119,7 @@ describe('sync to an S3-compatible bucket', () => {
       }
       return fetch(input, init);
     };
-    const interrupted = await syncEnvironment({ env: ENV, store, remote: bucketStore(storage, store, cuttingFetch), prefix: storage.prefix, logger: createMemoryLogger() });
+    const interrupted = await syncEnvironment({ env: ENV, store, remote: bucketStore(storage, store, cuttingFetch, 1), prefix: storage.prefix, logger: createMemoryLogger() });
     expect(interrupted.failed).toBe(1);
     expect(interrupted.entries[0]!.reason).toMatch(/cannot reach the object store/);
 
