@@ -71,7 +71,7 @@ export async function planTenantDeletion(options: DeletionPlanOptions): Promise<
       rejected.push(`${entry.id}: ${reason}`);
       continue;
     }
-    const verification = await verifyTenantExport(entry);
+    const verification = await verifyTenantExport(entry, { parseRecords: true });
     if (!verification.ok) {
       rejected.push(`${entry.id}: does not verify (${verification.problems.join('; ')})`);
       continue;

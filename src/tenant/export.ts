@@ -90,12 +90,15 @@ export async function exportTenant(options: TenantExportOptions): Promise<Tenant
   }
   return withLock(catalog.envDir(env), env, { command: `tenant export ${tenant}`, owner: options.owner }, async () => {
     await catalog.sweepStaging(env, kind);
+    const started = Date.now();
+    const elapsed = () => `${((Date.now() - started) / 1000).toFixed(2)}s`;
     const { session, snapshotId, snapshotAt } = await openSnapshotSession(options.runner, options.conn);
     let staged: StagedEntry | undefined;
     const id = newEntryId();
     try {
       const collections = await resolveCollections(session, options.collections);
       const counts = await countTenantRows(session, collections, tenant);
+      logger.debug(`counted the tenant's rows after ${elapsed()}`);
       const plan = collections.map((collection) => {
         const trueCount = counts.get(collection.name)!;
         const cap = options.rowCapOverride ?? collection.rowCap ?? options.rowCap;
@@ -115,16 +118,17 @@ export async function exportTenant(options: TenantExportOptions): Promise<Tenant
       }
       staged = await catalog.begin(env, kind, id, EXPORT_MANIFEST);
       const budget = { used: 0, cap: options.byteCap };
-      const exported: ExportedCollection[] = [];
-      for (const p of plan) {
+      const stagedEntry = staged;
+      const exported = await inParallel(plan, COPY_PARALLELISM, async (p, signal) => {
         const file = `${p.collection.name}.${FILE_EXTENSION[options.format]}`;
         const rows = p.truncated ? p.cap : p.trueCount;
         logger.info(`${p.collection.name}: exporting ${rows} of ${p.trueCount} rows (${describeCollection(p.collection)})`);
-        const written = await copyCollection(options, staged, file, snapshotId, p.collection, p.truncated ? p.cap : undefined, budget);
+        const written = await copyCollection(options, stagedEntry, file, snapshotId, p.collection, p.truncated ? p.cap : undefined, budget, signal);
         if (written.rows !== rows) {
           throw failure('EXPORT_COUNT_MISMATCH', `${p.collection.name}: wrote ${written.rows} rows, but the snapshot counted ${rows}`, { fix: 'this should not happen inside one snapshot; re-run the export and report it if it repeats' });
         }
-        exported.push({
+        logger.debug(`${p.collection.name}: ${written.bytes} bytes after ${elapsed()}`);
+        return {
           name: p.collection.name,
           table: `${p.collection.table.schema}.${p.collection.table.name}`,
           path: describeCollection(p.collection),
@@ -136,8 +140,8 @@ export async function exportTenant(options: TenantExportOptions): Promise<Tenant
           truncated: p.truncated,
           trueCount: p.trueCount,
           orderedBy: p.collection.orderBy.length ? p.collection.orderBy : ['ctid'],
-        });
-      }
+        } satisfies ExportedCollection;
+      });
       const manifest: TenantExportManifest = {
         schemaVersion: CATALOG_SCHEMA_VERSION,
         id,
@@ -167,6 +171,7 @@ export async function exportTenant(options: TenantExportOptions): Promise<Tenant
     const newest = await catalog.get<TenantExportManifest>(env, kind, id, EXPORT_MANIFEST);
     if (!newest) throw failure('EXPORT_MISSING', `the export ${id} of ${JSON.stringify(tenant)} vanished right after it was written`, { fix: 'check what else writes to the catalog directory' });
     const verification = await verifyTenantExport(newest);
+    logger.debug(`verified the new export after ${elapsed()}`);
     if (!verification.ok) {
       await catalog.remove(newest);
       throw failure('EXPORT_VERIFY_FAILED', `the new export of ${JSON.stringify(tenant)} did not verify and was removed: ${verification.problems.join('; ')}`, { fix: 'check the disk holding the catalog, then re-run the export' });
@@ -186,6 +191,7 @@ async function copyCollection(
   collection: ResolvedCollection,
   limit: number | undefined,
   budget: { used: number; cap: number },
+  signal: AbortSignal,
 ): Promise<{ rows: number; bytes: number; sha256: string }> {
   const select = tenantRowsQuery(collection, quoteLiteral(options.tenant), limit);
   // NDJSON through CSV with quote and delimiter bytes JSON text never holds: COPY then writes each
@@ -211,6 +217,9 @@ async function copyCollection(
   });
   const meter = new ExportMeter(options.format, budget);
   running.stdout.on('error', (error) => meter.destroy(error));
+  // A sibling collection failed: stop this one too; its psql then exits by signal, reported below.
+  const stop = () => running.kill();
+  signal.addEventListener('abort', stop, { once: true });
   let hashed;
   try {
     hashed = await staged.addStream(file, running.stdout.pipe(meter));
@@ -218,12 +227,39 @@ async function copyCollection(
     running.kill();
     await running.done.catch(() => undefined);
     throw error;
+  } finally {
+    signal.removeEventListener('abort', stop);
   }
   const result = await running.done;
   if (result.exitCode !== 0) {
     throw failure('EXPORT_COPY_FAILED', `exporting ${collection.name} failed (psql ${describeExit(result)}): ${lastLines(result.stderr)}`);
   }
   return { rows: meter.records - (options.format === 'csv' ? 1 : 0), bytes: hashed.bytes, sha256: hashed.sha256 };
+}
+
+/** Collections exported at once, each by its own psql joining the snapshot (as pg_dump -j does). */
+const COPY_PARALLELISM = 2;
+
+/** Runs `task` over `items` with at most `limit` at a time; the first failure stops the others. */
+async function inParallel<T, R>(items: readonly T[], limit: number, task: (item: T, signal: AbortSignal) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array<R>(items.length);
+  const controller = new AbortController();
+  let next = 0;
+  let firstError: { error: unknown } | undefined;
+  const worker = async () => {
+    while (!firstError && next < items.length) {
+      const index = next++;
+      try {
+        results[index] = await task(items[index]!, controller.signal);
+      } catch (error) {
+        firstError ??= { error };
+        controller.abort();
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  if (firstError) throw firstError.error;
+  return results;
 }
 
 /**

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Catalog } from '../../src/catalog/store';
 import { createMemoryLogger } from '../../src/logger';
+import { pgEnv } from '../../src/runner/postgres-env';
 import { exportTenant, type TenantExportManifest, type TenantExportOptions } from '../../src/tenant/export';
 import { tenantExportsKind } from '../../src/tenant/tenant-id';
 import { lifeline } from '../helpers/cli';
@@ -211,6 +212,40 @@ describe('tenant exports against the real PostgreSQL and sample dataset', () => 
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toContain('has no rows in any collection');
     expect(await tableCounts(db.name)).toEqual(before);
+  });
+
+  it('exports every collection from one snapshot, even when a write lands between them', async () => {
+    const before = await directCounts(db.name, 'tenant-003');
+    const logger = createMemoryLogger();
+    // Called right before each COPY starts: commit a new order for the tenant just before orders' COPY.
+    const info = logger.info;
+    logger.info = (message: string) => {
+      info(message);
+      if (message.startsWith('orders:')) {
+        const insert = spawnSync('psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-c', `INSERT INTO orders VALUES (990001, 'tenant-003', 7, 'paid', now(), 1, NULL)`], { env: { ...process.env, ...pgEnv(db.conn) } as NodeJS.ProcessEnv, encoding: 'utf8' });
+        expect(insert.status, insert.stderr).toBe(0);
+      }
+    };
+    const result = await exportTenant({
+      catalog: new Catalog(join(dir.path, 'snapshot-store')),
+      env: 'default',
+      tenant: 'tenant-003',
+      runner,
+      conn: db.conn,
+      collections: [{ table: 'tenants', column: 'id' }, { table: 'locations' }, { table: 'orders' }],
+      format: 'ndjson',
+      rowCap: 1_000_000,
+      byteCap: 1e9,
+      allowTruncation: false,
+      archive: false,
+      keep: 1,
+      logger,
+    });
+    expect((await directCounts(db.name, 'tenant-003')).orders).toBe(before.orders! + 1);
+    const orders = result.entry.metadata.collections.find((c) => c.name === 'orders')!;
+    expect(orders).toMatchObject({ rows: before.orders, trueCount: before.orders });
+    expect(readFileSync(join(result.entry.dir, 'orders.ndjson'), 'utf8')).not.toContain('"id":990001');
+    await sql('DELETE FROM orders WHERE id = 990001', db.name);
   });
 
   it('refuses ids that would escape the catalog before touching anything', async () => {
