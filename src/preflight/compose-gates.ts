@@ -102,7 +102,7 @@ export function checkComposeGates(model: ComposeModel, sources: ComposeSources, 
     const mounts = (s.volumes ?? []).map(parseVolume);
     const mount = mounts.find((m) => m.target && (dataDir === m.target || dataDir.startsWith(`${m.target.replace(/\/$/, '')}/`)));
     if (!mount) {
-      findings.push(blocking({ check: 'compose.postgres-volume', ...at(name, s.volumes ? 'volumes' : 'image'), message: `service ${name} keeps ${dataDir} in the container (no volume): recreating it loses the database`, fix: `mount a named volume: volumes: ["pgdata:${DEFAULT_PGDATA}"] and declare pgdata under the top-level volumes:` }));
+      findings.push(blocking({ check: 'compose.postgres-volume', ...at(name, ...(s.volumes ? ['volumes'] : [])), message: `service ${name} keeps ${dataDir} in the container (no volume): recreating it loses the database`, fix: `mount a named volume: volumes: ["pgdata:${DEFAULT_PGDATA}"] and declare pgdata under the top-level volumes:` }));
     } else if (mount.kind === 'anonymous') {
       findings.push(blocking({ check: 'compose.postgres-volume', ...atItem(name, 'volumes', (item) => parseVolume(item as Volume).target === mount.target), message: `service ${name} keeps ${dataDir} on an anonymous volume: \`down -v\` or a recreate can orphan it`, fix: `name the volume: "pgdata:${mount.target}" and declare pgdata under the top-level volumes:` }));
     } else {
@@ -127,7 +127,7 @@ export function checkComposeGates(model: ComposeModel, sources: ComposeSources, 
     if (!service) {
       findings.push(warn({ check: 'compose.healthcheck', message: `no service named ${role} in the Compose files`, fix: `set compose.services.${role}.name in lifeline.yml if the service has another name` }));
     } else if (!service.healthcheck?.test || service.healthcheck.disable === true || healthcheckDisabled(service.healthcheck.test)) {
-      findings.push(blocking({ check: 'compose.healthcheck', ...at(role, service.healthcheck ? 'healthcheck' : 'image'), message: `service ${role} has no healthcheck: a deploy cannot tell a broken release from a healthy one`, fix: `add healthcheck: { test: ["CMD", "wget", "-q", "-O-", "http://127.0.0.1:PORT/health"], interval: 5s, retries: 5 }` }));
+      findings.push(blocking({ check: 'compose.healthcheck', ...at(role, ...(service.healthcheck ? ['healthcheck'] : [])), message: `service ${role} has no healthcheck: a deploy cannot tell a broken release from a healthy one`, fix: `add healthcheck: { test: ["CMD", "wget", "-q", "-O-", "http://127.0.0.1:PORT/health"], interval: 5s, retries: 5 }` }));
     } else {
       findings.push(pass({ check: 'compose.healthcheck', ...at(role, 'healthcheck'), message: `service ${role} has a healthcheck` }));
     }
@@ -138,7 +138,7 @@ export function checkComposeGates(model: ComposeModel, sources: ComposeSources, 
     'every service has a restart policy',
     services
       .filter(([, s]) => (s.restart === undefined || s.restart === 'no') && (!s.deploy?.restart_policy || s.deploy.restart_policy.condition === 'none'))
-      .map(([name, s]) => blocking({ check: 'compose.restart', ...at(name, s.restart ? 'restart' : 'image'), message: `service ${name} has no restart policy: it stays down after a crash or a host reboot`, fix: 'add restart: unless-stopped' })),
+      .map(([name, s]) => blocking({ check: 'compose.restart', ...at(name, ...(s.restart ? ['restart'] : [])), message: `service ${name} has no restart policy: it stays down after a crash or a host reboot`, fix: 'add restart: unless-stopped' })),
   );
 
   const inline: Finding[] = [];

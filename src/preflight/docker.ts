@@ -1,5 +1,5 @@
 import type { Runner } from '../runner/runner';
-import { lastLines, runText } from '../runner/runner';
+import { findExecutable, lastLines, runText } from '../runner/runner';
 import { displayPath, fail, notChecked, pass, warn, type CheckContext, type Finding } from './findings';
 
 export const DEFAULT_MIN_DOCKER_VERSION = '20.10.0';
@@ -35,25 +35,20 @@ export async function checkDockerEngine(runner: Runner, ctx: CheckContext, optio
   return [pass({ check: 'docker.engine', message: `Docker engine ${version} answers (minimum ${options.minVersion})` })];
 }
 
-export interface ComposeCli {
-  command: string[];
-  version: string;
-}
-
-/** Finds Compose: v2 (`docker compose`) first, then v1 (`docker-compose`), unless the config names one. */
-export async function detectCompose(runner: Runner, ctx: CheckContext, configured: 'auto' | 'docker compose' | 'docker-compose'): Promise<ComposeCli | undefined> {
-  const candidates = configured === 'auto' ? [['docker', 'compose'], ['docker-compose']] : [configured.split(' ')];
-  for (const command of candidates) {
-    const [tool, ...prefix] = command;
-    try {
-      const result = await runText(runner, { tool: tool!, args: [...prefix, 'version', '--short'], cwd: ctx.cwd });
-      const version = result.stdout.trim();
-      if (result.exitCode === 0 && /^v?\d+\.\d+/.test(version)) return { command, version: version.replace(/^v/, '') };
-    } catch {
-      // not installed: try the next one
-    }
+/**
+ * Picks Compose: v2 (`docker compose`, a quick Go call) first, then v1 (`docker-compose`) when it
+ * is on PATH, unless the config names one. v1's version is asked alongside the validation, since
+ * each Python start-up of v1 costs a second on a busy runner.
+ */
+export async function detectCompose(runner: Runner, ctx: CheckContext, configured: 'auto' | 'docker compose' | 'docker-compose', pathEnv: string | undefined): Promise<string[] | undefined> {
+  if (configured !== 'auto') return configured.split(' ');
+  try {
+    const v2 = await runText(runner, { tool: 'docker', args: ['compose', 'version', '--short'], cwd: ctx.cwd });
+    if (v2.exitCode === 0 && /^v?\d+\.\d+/.test(v2.stdout.trim())) return ['docker', 'compose'];
+  } catch {
+    // no docker CLI: v1 may still be there
   }
-  return undefined;
+  return findExecutable('docker-compose', [], pathEnv) ? ['docker-compose'] : undefined;
 }
 
 export interface ComposeConfigResult {
@@ -66,11 +61,11 @@ export interface ComposeConfigResult {
  * Validates the merged Compose files with the real Compose (`config`, which is what `config -q`
  * runs, keeping the output so the gates see the merged model without a second start-up).
  */
-export async function checkComposeConfig(runner: Runner, ctx: CheckContext, cli: ComposeCli | undefined, files: string[], configured: string): Promise<ComposeConfigResult> {
+export async function checkComposeConfig(runner: Runner, ctx: CheckContext, command: string[] | undefined, files: string[], configured: string): Promise<ComposeConfigResult> {
   if (files.length === 0) {
     return { findings: [notChecked('compose.config', 'no Compose files configured', 'pass --compose-file FILE or set compose.files in lifeline.yml')] };
   }
-  if (!cli) {
+  if (!command) {
     return {
       findings: [
         fail({
@@ -81,9 +76,15 @@ export async function checkComposeConfig(runner: Runner, ctx: CheckContext, cli:
       ],
     };
   }
-  const findings: Finding[] = [pass({ check: 'compose.cli', message: `${cli.command.join(' ')} ${cli.version}` })];
-  const [tool, ...prefix] = cli.command;
-  const result = await runText(runner, { tool: tool!, args: [...prefix, ...files.flatMap((f) => ['-f', f]), 'config'], cwd: ctx.cwd });
+  const [tool, ...prefix] = command;
+  const [version, result] = await Promise.all([
+    runText(runner, { tool: tool!, args: [...prefix, 'version', '--short'], cwd: ctx.cwd }).catch(() => undefined),
+    runText(runner, { tool: tool!, args: [...prefix, ...files.flatMap((f) => ['-f', f]), 'config'], cwd: ctx.cwd }).catch(() => undefined),
+  ]);
+  if (!version || !result || version.exitCode !== 0) {
+    return { findings: [fail({ check: 'compose.cli', message: `${command.join(' ')} does not run${version ? `: ${firstLine(version.stderr)}` : ''}`, fix: 'install the Docker Compose plugin (docker-compose-plugin) or docker-compose' })] };
+  }
+  const findings: Finding[] = [pass({ check: 'compose.cli', message: `${command.join(' ')} ${version.stdout.trim().replace(/^v/, '')}` })];
   for (const variable of unsetVariables(result.stderr)) {
     findings.push(warn({ check: 'compose.variables', file: displayPath(ctx, files[0]!), message: `${variable} is not set: Compose substitutes an empty string`, fix: `set ${variable} in the environment or the project's .env file` }));
   }

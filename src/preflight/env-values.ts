@@ -15,6 +15,7 @@ export function parseEnvFile(text: string): EnvEntry[] {
   for (let i = 0; i < lines.length; i++) {
     const match = /^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.-]*)\s*=\s*(.*)$/.exec(lines[i]!);
     if (!match) continue;
+    const line = i + 1;
     let value = match[2]!;
     const quote = value[0];
     if ((quote === '"' || quote === "'") && value.lastIndexOf(quote) > 0) {
@@ -28,7 +29,7 @@ export function parseEnvFile(text: string): EnvEntry[] {
     } else {
       value = value.replace(/\s+#.*$/, '').trim();
     }
-    entries.push({ key: match[1]!, value, line: i + 1 });
+    entries.push({ key: match[1]!, value, line });
   }
   return entries;
 }

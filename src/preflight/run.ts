@@ -62,7 +62,7 @@ export async function runPreflight(settings: PreflightSettings, logger: Logger):
     const needed = settings.composeFiles.length > 0;
     const [engine, cli] = await Promise.all([
       checkDockerEngine(runner, ctx, { needed, minVersion: settings.minDockerVersion ?? DEFAULT_MIN_DOCKER_VERSION }),
-      needed ? detectCompose(runner, ctx, settings.composeCommand) : Promise.resolve(undefined),
+      needed ? detectCompose(runner, ctx, settings.composeCommand, settings.toolEnv.PATH) : Promise.resolve(undefined),
     ]);
     const validation = await checkComposeConfig(runner, ctx, cli, settings.composeFiles, settings.composeCommand);
     if (!needed) return [...engine, ...validation.findings];

@@ -1,0 +1,105 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ComposeSources } from '../../src/preflight/compose-source';
+import { checkComposeGates } from '../../src/preflight/compose-gates';
+import { compareVersions } from '../../src/preflight/docker';
+import { nginxGates } from '../../src/preflight/edge';
+import { parseEnvFile } from '../../src/preflight/env-values';
+import { formatFindingsMarkdown, findingAnnotations } from '../../src/preflight/report';
+import { parseNginxConfig } from '../../src/preflight/nginx-config';
+
+const dir = mkdtempSync(join(tmpdir(), 'lifeline-pf-unit-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const write = (name: string, text: string) => {
+  const path = join(dir, name);
+  mkdirSync(join(path, '..'), { recursive: true });
+  writeFileSync(path, text);
+  return path;
+};
+
+describe('parseEnvFile', () => {
+  it('reads keys with their lines, quotes, export and comments', () => {
+    const entries = parseEnvFile('# comment\nexport A=1\nB="two words" \n\nC=\'x # not a comment\'\nD=plain # trailing\nE="multi\nline"\nF=\n');
+    expect(entries).toEqual([
+      { key: 'A', value: '1', line: 2 },
+      { key: 'B', value: 'two words', line: 3 },
+      { key: 'C', value: 'x # not a comment', line: 5 },
+      { key: 'D', value: 'plain', line: 6 },
+      { key: 'E', value: 'multi\nline', line: 7 },
+      { key: 'F', value: '', line: 9 },
+    ]);
+  });
+});
+
+describe('compareVersions', () => {
+  it('compares numerically and ignores suffixes', () => {
+    expect(compareVersions('20.10.24+dfsg1', '20.10.0')).toBeGreaterThan(0);
+    expect(compareVersions('9.3', '20.10')).toBeLessThan(0);
+    expect(compareVersions('24.0', '24.0.0')).toBe(0);
+  });
+});
+
+describe('Compose source locations', () => {
+  it('points at the anchor that a service merges a key from, and at list items by value', () => {
+    const file = write('anchors.yml', 'x-app: &app\n  network_mode: host\n  restart: always\nservices:\n  api:\n    <<: *app\n    image: api:1\n    ports:\n      - "8000:8000"\n      - "5432:5432"\n');
+    const sources = ComposeSources.load([file]);
+    expect(sources.locate(['services', 'api', 'network_mode'])).toEqual({ file, line: 2 });
+    expect(sources.locate(['services', 'api', 'image'])).toEqual({ file, line: 7 });
+    expect(sources.locate(['services', 'api', 'missing'])).toEqual({ file, line: 5 });
+    expect(sources.locateItem(['services', 'api', 'ports'], (p) => String(p).startsWith('5432'))).toEqual({ file, line: 10 });
+  });
+
+  it('runs the gates on the naive merge when Compose cannot, and the later file wins', () => {
+    const base = write('base.yml', 'services:\n  api:\n    image: api@sha256:' + 'a'.repeat(64) + '\n    restart: always\n    healthcheck: { test: ["CMD", "true"] }\n');
+    const override = write('override.yml', 'services:\n  api:\n    image: api:latest\n');
+    const sources = ComposeSources.load([base, override]);
+    const findings = checkComposeGates(sources.mergedModel(), sources, { production: true, cwd: dir }, { appServices: ['api'], allowPrivileged: [], allowHostNetwork: [] });
+    expect(findings.filter((f) => f.status === 'fail')).toEqual([expect.objectContaining({ check: 'compose.image-pinned', file: 'override.yml', line: 3 })]);
+  });
+
+  it('accepts ${VAR} references for secret-looking names and flags literals only', () => {
+    const file = write('secrets.yml', 'services:\n  api:\n    environment:\n      - DB_PASSWORD=${DB_PASSWORD}\n      - API_TOKEN=literal-token\n      - EMPTY_SECRET=\n      - LOG_LEVEL=debug\n');
+    const sources = ComposeSources.load([file]);
+    const findings = checkComposeGates(sources.mergedModel(), sources, { production: true, cwd: dir }, { appServices: [], allowPrivileged: [], allowHostNetwork: [] });
+    expect(findings.filter((f) => f.check === 'compose.inline-secret')).toEqual([expect.objectContaining({ status: 'fail', line: 5, message: 'service api sets API_TOKEN to a literal value in the Compose file' })]);
+  });
+});
+
+describe('nginx gates', () => {
+  it('follows includes and reports the included file and line', () => {
+    const main = write('nginx/main.conf', 'events {}\nhttp {\n  include sites/*.conf;\n}\n');
+    write('nginx/sites/shop.conf', 'server {\n  listen 443 ssl;\n  ssl_certificate a.crt;\n  ssl_certificate_key a.key;\n}\nserver {\n  listen 80;\n  rewrite ^ https://$host$request_uri permanent;\n}\n');
+    const findings = nginxGates({ production: true, cwd: dir }, parseNginxConfig(main), 'nginx/main.conf');
+    expect(findings.map((f) => [f.check, f.status, f.file, f.line])).toEqual([
+      ['edge.tls', 'pass', 'nginx/sites/shop.conf', 2],
+      ['edge.hsts', 'fail', 'nginx/sites/shop.conf', 1],
+      ['edge.https-redirect', 'pass', 'nginx/sites/shop.conf', 7],
+    ]);
+  });
+
+  it('keeps quoted braces and semicolons inside arguments', () => {
+    const main = write('nginx/quoted.conf', 'http {\n  server {\n    listen 443 ssl;\n    add_header Strict-Transport-Security "max-age=1; {x}" always;\n  }\n}\n');
+    const server = parseNginxConfig(main)[0]!.children![0]!;
+    expect(server.children!.map((d) => [d.name, d.args, d.line])).toEqual([
+      ['listen', ['443', 'ssl'], 3],
+      ['add_header', ['Strict-Transport-Security', 'max-age=1; {x}', 'always'], 4],
+    ]);
+  });
+});
+
+describe('preflight report', () => {
+  it('annotates warnings and failures only, and escapes table cells', () => {
+    const findings = [
+      { check: 'a', status: 'pass' as const, message: 'ok' },
+      { check: 'b', status: 'warn' as const, message: 'x | y', file: 'f', line: 2, fix: 'do it' },
+      { check: 'c', status: 'fail' as const, message: 'bad' },
+    ];
+    expect(findingAnnotations(findings)).toEqual([
+      { level: 'warning', title: 'preflight b', message: 'x | y. Fix: do it', file: 'f', line: 2 },
+      { level: 'error', title: 'preflight c', message: 'bad', file: undefined, line: undefined },
+    ]);
+    expect(formatFindingsMarkdown(findings, 'v', 'prod')).toContain('| ⚠️ warn | `b` | `f:2` | x \\| y | do it |');
+  });
+});
