@@ -47,8 +47,14 @@ export interface InTotoStatement {
   predicate: ReleaseManifest;
 }
 
-/** Key-based (a PEM public key file) or keyless (the exact workflow identity and its OIDC issuer). */
-export type VerificationPolicy = { publicKey: string } | { certificateIdentity: string; certificateOidcIssuer: string; trustedRoot?: string };
+/**
+ * Key-based (a PEM public key file) or keyless (the exact workflow identity and its OIDC issuer,
+ * and optionally the exact source repository and ref the certificate must name: a reusable
+ * workflow's identity is the same for every repository that calls it).
+ */
+export type VerificationPolicy =
+  | { publicKey: string }
+  | { certificateIdentity: string; certificateOidcIssuer: string; trustedRoot?: string; sourceRepository?: string; sourceRef?: string };
 
 export interface VerifiedRelease {
   /** The predicate, taken only from the verified payload. */

@@ -23,7 +23,10 @@ export interface VerifyReleaseOptions {
 
 type PreparedPolicy =
   | { kind: 'key'; key: KeyObject; hint: string; path: string }
-  | { kind: 'certificate'; identity: string; issuer: string; root: TrustedRoot };
+  | { kind: 'certificate'; identity: string; issuer: string; root: TrustedRoot; sourceRepository?: string; sourceRef?: string };
+
+/** Fulcio's certificate extensions for the source repository URI and ref (DER UTF8String values). */
+const SOURCE_EXTENSIONS = { sourceRepository: { oid: '1.3.6.1.4.1.57264.1.12', what: 'source repository' }, sourceRef: { oid: '1.3.6.1.4.1.57264.1.14', what: 'source repository ref' } } as const;
 
 /**
  * Verifies a release's Sigstore bundle against the policy and returns the manifest taken from
@@ -70,7 +73,7 @@ function notVerified(code: string, why: string, cause?: unknown): LifelineError 
 }
 
 async function preparePolicy(policy: VerificationPolicy): Promise<PreparedPolicy> {
-  const raw = policy as Partial<{ publicKey: string; certificateIdentity: string; certificateOidcIssuer: string; trustedRoot: string }>;
+  const raw = policy as Partial<{ publicKey: string; certificateIdentity: string; certificateOidcIssuer: string; trustedRoot: string; sourceRepository: string; sourceRef: string }>;
   const hasKey = Boolean(raw.publicKey);
   const hasIdentity = Boolean(raw.certificateIdentity || raw.certificateOidcIssuer);
   if (hasKey === hasIdentity) {
@@ -87,7 +90,14 @@ async function preparePolicy(policy: VerificationPolicy): Promise<PreparedPolicy
   if (!raw.certificateIdentity || !raw.certificateOidcIssuer) {
     throw usageError('BAD_VERIFICATION_POLICY', 'a certificate policy needs both the identity and the OIDC issuer', 'pass --certificate-identity https://github.com/OWNER/REPO/.github/workflows/deploy.yml@refs/heads/main and --certificate-oidc-issuer https://token.actions.githubusercontent.com');
   }
-  return { kind: 'certificate', identity: raw.certificateIdentity, issuer: raw.certificateOidcIssuer, root: await loadTrustedRoot(raw.trustedRoot) };
+  return {
+    kind: 'certificate',
+    identity: raw.certificateIdentity,
+    issuer: raw.certificateOidcIssuer,
+    root: await loadTrustedRoot(raw.trustedRoot),
+    ...(raw.sourceRepository ? { sourceRepository: raw.sourceRepository } : {}),
+    ...(raw.sourceRef ? { sourceRef: raw.sourceRef } : {}),
+  };
 }
 
 async function readBundle(path: string): Promise<Bundle> {
@@ -124,7 +134,10 @@ function verifyBundle(bundle: Bundle, policy: PreparedPolicy): VerifiedRelease['
       tlogThreshold: policy.root.tlogs.length > 0 && policy.root.timestampAuthorities.length === 0 ? 1 : 0,
       timestampThreshold: 1,
     };
-    sigstorePolicy = { subjectAlternativeName: exactIdentityPattern(policy.identity), extensions: { issuer: policy.issuer } };
+    const oids = (['sourceRepository', 'sourceRef'] as const).flatMap((name) =>
+      policy[name] ? [{ oid: { id: SOURCE_EXTENSIONS[name].oid.split('.').map(Number) }, value: derUtf8String(policy[name]!) }] : [],
+    );
+    sigstorePolicy = { subjectAlternativeName: exactIdentityPattern(policy.identity), extensions: { issuer: policy.issuer }, ...(oids.length ? { oids } : {}) };
   }
   try {
     const signer = new Verifier(trust, verifierOptions).verify(toSignedEntity(bundle), sigstorePolicy);
@@ -132,10 +145,7 @@ function verifyBundle(bundle: Bundle, policy: PreparedPolicy): VerifiedRelease['
     return { identity: signer.identity?.subjectAlternativeName, issuer: signer.identity?.extensions?.issuer };
   } catch (error) {
     if (isLifelineError(error)) throw error;
-    if (error instanceof PolicyError) {
-      const why = /extension/.test(error.message) ? `the certificate's OIDC issuer is not ${policy.kind === 'certificate' ? policy.issuer : ''}` : `the certificate identity is not exactly ${policy.kind === 'certificate' ? policy.identity : ''}`;
-      throw notVerified('MANIFEST_WRONG_IDENTITY', `${why} (${error.message})`, error);
-    }
+    if (error instanceof PolicyError && policy.kind === 'certificate') throw notVerified('MANIFEST_WRONG_IDENTITY', `${policyMismatch(error.message, policy)} (${error.message})`, error);
     if (error instanceof VerificationError && error.code === 'SIGNATURE_ERROR' && policy.kind === 'key') {
       const otherKey = bundleHint && bundleHint !== policy.hint ? `; the bundle names key ${bundleHint}, the policy's key ${policy.path} is ${policy.hint}` : '';
       throw notVerified('MANIFEST_BAD_SIGNATURE', `the signature does not match the public key ${policy.path}: the payload was changed or signed with another key${otherKey}`, error);
@@ -143,4 +153,19 @@ function verifyBundle(bundle: Bundle, policy: PreparedPolicy): VerifiedRelease['
     if (error instanceof VerificationError) throw notVerified(`MANIFEST_${error.code}`, error.message, error);
     throw notVerified('MANIFEST_VERIFY_ERROR', (error as Error).message, error);
   }
+}
+
+function policyMismatch(message: string, policy: Extract<PreparedPolicy, { kind: 'certificate' }>): string {
+  for (const name of ['sourceRepository', 'sourceRef'] as const) {
+    if (message.includes(SOURCE_EXTENSIONS[name].oid)) return `the certificate's ${SOURCE_EXTENSIONS[name].what} is not exactly ${policy[name]}`;
+  }
+  if (/extension/.test(message)) return `the certificate's OIDC issuer is not ${policy.issuer}`;
+  return `the certificate identity is not exactly ${policy.identity}`;
+}
+
+/** The DER encoding of a UTF8String, the form Fulcio gives its newer extension values. */
+function derUtf8String(value: string): Buffer {
+  const bytes = Buffer.from(value, 'utf8');
+  const length = bytes.length < 0x80 ? Buffer.from([bytes.length]) : bytes.length < 0x100 ? Buffer.from([0x81, bytes.length]) : Buffer.from([0x82, bytes.length >> 8, bytes.length & 0xff]);
+  return Buffer.concat([Buffer.from([0x0c]), length, bytes]);
 }

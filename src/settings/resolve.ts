@@ -70,7 +70,7 @@ export interface EnvironmentSettings {
   retention: { keepLast: number; keepDaily: number; keepWeekly: number };
   drill: { maxAgeSeconds: number; targetUrl?: string; smokeSql?: string; windowSeconds: number; appCheck?: { image?: string; healthUrl: string; env?: Record<string, string> } };
   tenants: { format: 'ndjson' | 'csv'; rowCap: number; byteCap: number; keep: number; lastWriteQuery?: string; collections: TenantCollectionConfig[] };
-  manifest: { publicKey?: string; certificateIdentity?: string; certificateOidcIssuer?: string; trustedRoot?: string };
+  manifest: { publicKey?: string; certificateIdentity?: string; certificateOidcIssuer?: string; certificateSourceRepository?: string; certificateSourceRef?: string; trustedRoot?: string };
   preflight: NonNullable<EnvironmentConfig['preflight']>;
   hooks: { postRestore: HookConfig[] };
   storage?: StorageSettings;
@@ -207,6 +207,8 @@ export function resolveFromConfig(loaded: LoadedConfig, inputs: GlobalInputs, op
       publicKey: abs(env.manifest?.publicKey),
       certificateIdentity: env.manifest?.certificateIdentity,
       certificateOidcIssuer: env.manifest?.certificateOidcIssuer,
+      certificateSourceRepository: env.manifest?.certificateSourceRepository,
+      certificateSourceRef: env.manifest?.certificateSourceRef,
       trustedRoot: abs(env.manifest?.trustedRoot),
     },
     preflight: {

@@ -112,6 +112,10 @@ const manifest = z
     publicKey: z.string().min(1).optional(),
     certificateIdentity: z.string().min(1).optional(),
     certificateOidcIssuer: z.string().url().optional(),
+    /** Keyless: the exact source repository URI the certificate must name (a reusable workflow's identity does not). */
+    certificateSourceRepository: z.string().url().optional(),
+    /** Keyless: the exact source ref, e.g. refs/heads/main. */
+    certificateSourceRef: z.string().min(1).optional(),
     trustedRoot: z.string().min(1).optional(),
   })
   .strict();

@@ -86,13 +86,13 @@ describe('keyless release manifests (Fulcio certificate + timestamp authority)',
   let sigstore: MockSigstore;
   let catalog: Catalog;
 
-  const signAs = (release: string, identity: string, issuer = GITHUB_ISSUER) =>
+  const signAs = (release: string, identity: string, issuer = GITHUB_ISSUER, claims: Record<string, string> = {}) =>
     createReleaseManifest({
       catalog,
       env: 'production',
       release,
       images: fakeImages(release),
-      signer: { keyless: true, fulcioUrl: sigstore.url, tsaUrl: sigstore.url, identityToken: async () => oidcToken({ sub: identity, iss: issuer }) },
+      signer: { keyless: true, fulcioUrl: sigstore.url, tsaUrl: sigstore.url, identityToken: async () => oidcToken({ sub: identity, iss: issuer, ...claims }) },
       logger: createMemoryLogger(),
     });
   const verify = (release: string, certificateIdentity = WORKFLOW, certificateOidcIssuer = GITHUB_ISSUER) =>
@@ -114,6 +114,8 @@ describe('keyless release manifests (Fulcio certificate + timestamp authority)',
     await signAs('v2-evil', `${WORKFLOW}-evil`);
     await signAs('v3-other-issuer', WORKFLOW, 'https://accounts.example.com');
     await signAs('v4-dotted', WORKFLOW.replace('deploy.yml', 'deployXyml'));
+    await signAs('v5-shop', WORKFLOW, GITHUB_ISSUER, { repository: 'acme/shop', ref: 'refs/heads/main' });
+    await signAs('v6-other-repo', WORKFLOW, GITHUB_ISSUER, { repository: 'mallory/shop', ref: 'refs/heads/main' });
   });
   afterAll(async () => {
     await sigstore?.stop();
@@ -156,6 +158,22 @@ describe('keyless release manifests (Fulcio certificate + timestamp authority)',
     expect(error.code, error.message).toBe('MANIFEST_WRONG_IDENTITY');
   });
 
+  test('the source repository and ref extensions must match exactly when the policy names them', async () => {
+    const source = (release: string, sourceRepository: string, sourceRef?: string) =>
+      verifyReleaseManifest({ catalog, env: 'production', release, policy: { certificateIdentity: WORKFLOW, certificateOidcIssuer: GITHUB_ISSUER, trustedRoot: sigstore.trustedRootPath, sourceRepository, sourceRef } });
+    await expect(source('v5-shop', 'https://github.com/acme/shop', 'refs/heads/main')).resolves.toBeTruthy();
+    // Same reusable-workflow identity, called from another repository.
+    const otherRepo = await failureOf(source('v6-other-repo', 'https://github.com/acme/shop'));
+    expect(otherRepo.code, otherRepo.message).toBe('MANIFEST_WRONG_IDENTITY');
+    expect(otherRepo.message).toContain('source repository is not exactly https://github.com/acme/shop');
+    const prefix = await failureOf(source('v5-shop', 'https://github.com/acme/sho'));
+    expect(prefix.code, prefix.message).toBe('MANIFEST_WRONG_IDENTITY');
+    const otherRef = await failureOf(source('v5-shop', 'https://github.com/acme/shop', 'refs/heads/dev'));
+    expect(otherRef.message).toContain('source repository ref is not exactly refs/heads/dev');
+    const noExtension = await failureOf(source('v1', 'https://github.com/acme/shop'));
+    expect(noExtension.code, noExtension.message).toBe('MANIFEST_WRONG_IDENTITY');
+  });
+
   test('the right identity from another OIDC issuer is rejected', async () => {
     const error = await failureOf(verify('v3-other-issuer'));
     expect(error.exitCode).toBe(1);
@@ -188,6 +206,11 @@ describe('keyless release manifests (Fulcio certificate + timestamp authority)',
     const evil = await lifeline([...args, '--release', 'v2-evil']);
     expect(evil.code).toBe(1);
     expect(evil.stderr).toContain('certificate identity');
+    const source = ['--certificate-source-repository', 'https://github.com/acme/shop', '--certificate-source-ref', 'refs/heads/main'];
+    expect((await lifeline([...args, ...source, '--release', 'v5-shop'])).code).toBe(0);
+    const otherRepo = await lifeline([...args, ...source, '--release', 'v6-other-repo']);
+    expect(otherRepo.code).toBe(1);
+    expect(otherRepo.stderr).toContain('source repository is not exactly');
   });
 
   test('keyless signing outside GitHub Actions is refused with the permission to add', async () => {
