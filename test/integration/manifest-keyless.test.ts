@@ -3,11 +3,11 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { fulcioHandler, initializeCA, initializeCTLog, initializeTSA, tsaHandler, type HandlerFn } from '@sigstore/mock';
+import { fulcioHandler, initializeCA, initializeCTLog, initializeTLog, initializeTSA, tsaHandler, type HandlerFn } from '@sigstore/mock';
 import { bundleFromJSON } from '@sigstore/bundle';
 import { TrustedRoot } from '@sigstore/protobuf-specs';
 import { toSignedEntity, toTrustMaterial, Verifier } from '@sigstore/verify';
-import { generateKeyPairSync } from 'node:crypto';
+import { createHash, generateKeyPairSync } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { Catalog } from '../../src/catalog/store';
 import { LifelineError } from '../../src/errors';
@@ -28,6 +28,8 @@ const GITHUB_ISSUER = 'https://token.actions.githubusercontent.com';
 interface MockSigstore {
   url: string;
   trustedRootPath: string;
+  /** The same instance without its timestamp authority: a Rekor entry is then required. */
+  rekorOnlyRootPath: string;
   stop(): Promise<void>;
 }
 
@@ -55,10 +57,11 @@ async function startMockSigstore(dir: string): Promise<MockSigstore> {
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const tlog = await initializeTLog(url, keyPair());
   const validFor = { start: '2000-01-01T00:00:00Z' };
   const root = {
     mediaType: 'application/vnd.dev.sigstore.trustedroot+json;version=0.1',
-    tlogs: [],
+    tlogs: [{ baseUrl: url, hashAlgorithm: 'SHA2_256', publicKey: { rawBytes: tlog.publicKey.toString('base64'), keyDetails: 'PKIX_ECDSA_P256_SHA_256', validFor }, logId: { keyId: createHash('sha256').update(tlog.publicKey).digest('base64') } }],
     certificateAuthorities: [{ subject: { organization: 'sigstore', commonName: 'sigstore' }, uri: url, certChain: { certificates: [{ rawBytes: toBuffer(ca.rootCertificate).toString('base64') }] }, validFor }],
     ctlogs: [{ baseUrl: url, hashAlgorithm: 'SHA2_256', publicKey: { rawBytes: ctLog.publicKey.toString('base64'), keyDetails: 'PKIX_ECDSA_P256_SHA_256', validFor }, logId: { keyId: toBuffer(ctLog.logID).toString('base64') } }],
     timestampAuthorities: [
@@ -72,7 +75,9 @@ async function startMockSigstore(dir: string): Promise<MockSigstore> {
   };
   const trustedRootPath = join(dir, 'trusted_root.json');
   writeFileSync(trustedRootPath, JSON.stringify(root, null, 2));
-  return { url, trustedRootPath, stop: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+  const rekorOnlyRootPath = join(dir, 'trusted_root-rekor-only.json');
+  writeFileSync(rekorOnlyRootPath, JSON.stringify({ ...root, timestampAuthorities: [] }, null, 2));
+  return { url, trustedRootPath, rekorOnlyRootPath, stop: () => new Promise<void>((resolve) => server.close(() => resolve())) };
 }
 
 /** An (unsigned) OIDC token: the mock Fulcio reads `sub` and `iss` from it, as Fulcio does after checking it. */
@@ -172,6 +177,14 @@ describe('keyless release manifests (Fulcio certificate + timestamp authority)',
     expect(otherRef.message).toContain('source repository ref is not exactly refs/heads/dev');
     const noExtension = await failureOf(source('v1', 'https://github.com/acme/shop'));
     expect(noExtension.code, noExtension.message).toBe('MANIFEST_WRONG_IDENTITY');
+  });
+
+  // @sigstore/mock's Rekor stores the proposed dsse entry as its body, unlike Rekor, so a
+  // Rekor-witnessed bundle cannot be verified offline here.
+  test('a bundle whose only timestamp comes from a TSA the trusted root does not list is refused', async () => {
+    const error = await failureOf(verifyReleaseManifest({ catalog, env: 'production', release: 'v1', policy: { certificateIdentity: WORKFLOW, certificateOidcIssuer: GITHUB_ISSUER, trustedRoot: sigstore.rekorOnlyRootPath } }));
+    expect(error.exitCode).toBe(1);
+    expect(error.message).toMatch(/tlog entries|timestamp/);
   });
 
   test('the right identity from another OIDC issuer is rejected', async () => {
