@@ -87,9 +87,9 @@ const drill = z
 const tenantCollection = z
   .object({
     table: z.string().min(1),
-    /** The column holding the tenant id, on `table` itself ... */
+    /** The column holding the tenant id, on `table` itself or, with `via`, on the path's last table (default `tenant_id`). */
     column: z.string().min(1).optional(),
-    /** ... or a join path to it: `order_id -> orders.id` chains ending at a table with `column`. */
+    /** A join path to the tenant column: hops `order_id -> orders.id`, each from the previous table. */
     via: z.array(z.string().min(1)).optional(),
     rowCap: z.number().int().positive().optional(),
   })
@@ -101,7 +101,7 @@ const tenants = z
     rowCap: z.number().int().positive().optional(),
     byteCap: byteSize.optional(),
     keep: z.number().int().min(1).optional(),
-    /** Column on the tenants table that records the last write, for deletion plans. */
+    /** SQL returning the tenant's last write as one timestamp, with `:'tenant'` where the id goes (as a quoted literal); default: the latest timestamp column over the tenant's rows. */
     lastWriteQuery: z.string().min(1).optional(),
     collections: z.array(tenantCollection).optional(),
   })

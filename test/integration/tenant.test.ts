@@ -319,4 +319,25 @@ describe('tenant exports against the real PostgreSQL and sample dataset', () => 
     expect(corrupt.code).toBe(3);
     expect(corrupt.stderr).toContain('does not verify');
   });
+  it('uses tenants.lastWriteQuery, with the tenant bound as a value, instead of the timestamp columns', async () => {
+    const queryStore = join(dir.path, 'query-store');
+    const queryConfig = join(dir.path, 'lastwrite.yml');
+    writeFileSync(queryConfig, `version: 1\nenvironments:\n  default:\n    tenants:\n      lastWriteQuery: "SELECT max(updated_at) FROM tenants WHERE id = :'tenant'"\n${COLLECTIONS}`);
+    const run = (args: string[]) => lifeline([...args, '--config', queryConfig, '--store', queryStore, '--database-url', db.url]);
+    expect((await run(['tenant', 'export', '--tenant', 'tenant-002'])).code).toBe(0);
+    // placed_at moves past the export, but the configured query only looks at tenants.updated_at.
+    await sql(`UPDATE orders SET placed_at = now() + interval '1 hour' WHERE id = (SELECT min(id) FROM orders WHERE tenant_id = 'tenant-002')`, db.name);
+    const plan = await run(['tenant', 'deletion-plan', '--tenant', 'tenant-002', '--json']);
+    expect(plan.code, plan.stderr).toBe(0);
+    expect((JSON.parse(plan.stdout) as { lastWriteSource: string }).lastWriteSource).toBe('tenants.lastWriteQuery');
+    await sql(`UPDATE tenants SET updated_at = now() + interval '1 second' WHERE id = 'tenant-002'`, db.name);
+    const refused = await run(['tenant', 'deletion-plan', '--tenant', 'tenant-002']);
+    expect(refused.code).toBe(3);
+    expect(refused.stderr).toContain('not after the last write');
+
+    writeFileSync(queryConfig, `version: 1\nenvironments:\n  default:\n    tenants:\n      lastWriteQuery: "SELECT max(updated_at) FROM tenants"\n${COLLECTIONS}`);
+    const unbound = await run(['tenant', 'deletion-plan', '--tenant', 'tenant-002']);
+    expect(unbound.code).toBe(2);
+    expect(unbound.stderr).toContain(":'tenant'");
+  });
 });
