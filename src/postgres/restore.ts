@@ -83,10 +83,13 @@ export async function restoreArchiveInto(conn: PgConnection, options: RestoreArc
   const restoreSeconds = (Date.now() - started) / 1000;
   const checkStarted = Date.now();
   const session = PsqlSession.open(runner, conn);
+  // ANALYZE in a second session, alongside the counts: both scan the restored tables.
+  const analyzer = PsqlSession.open(runner, conn);
   try {
-    await session.exec('ANALYZE');
+    const analyzed = analyzer.exec('ANALYZE');
     const actualCounts = await exactRowCounts(session);
     const actualFingerprint = await schemaFingerprint(session);
+    await analyzed;
     const mismatches = compareCounts(backup.metadata.rowCounts, actualCounts);
     const rowCounts = { ok: mismatches.length === 0, tables: Object.keys(actualCounts).length, rows: Object.values(actualCounts).reduce((a, b) => a + b, 0), mismatches };
     const fingerprint = { ok: actualFingerprint === backup.metadata.schemaFingerprint, expected: backup.metadata.schemaFingerprint, actual: actualFingerprint };
@@ -94,7 +97,7 @@ export async function restoreArchiveInto(conn: PgConnection, options: RestoreArc
     logger.info(`${fingerprint.ok ? 'ok  ' : 'FAIL'} schema fingerprint ${actualFingerprint}`);
     return { ok: rowCounts.ok && fingerprint.ok, database: conn.database, rowCounts, schemaFingerprint: fingerprint, analyzed: true, restoreSeconds, checkSeconds: (Date.now() - checkStarted) / 1000 };
   } finally {
-    await session.close();
+    await Promise.all([session.close(), analyzer.close()]);
   }
 }
 
@@ -171,7 +174,7 @@ export const RESTORE_LOG = 'restores.jsonl';
  * step before the swap leaves the target exactly as it was.
  */
 export async function restoreBackup(options: RestoreOptions): Promise<RestoreResult> {
-  const { target, runner, logger, backup } = options;
+  const { target, runner, backup } = options;
   const maintenance = maintenanceConnection(target);
   const admin = PsqlSession.open(runner, maintenance);
   let before: DatabaseState;
@@ -182,45 +185,50 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
     await admin.close();
   }
   if (before.holdsData) requireDestructiveConfirmation(target.database, options.confirm);
-  return withLock(options.catalog.envDir(options.environment), options.environment, { command: `restore ${backup.id} into ${target.database}`, waitSeconds: options.lockWaitSeconds ?? 30 }, async () => {
-      const started = Date.now();
-      if (options.skipVerify) logger.warn('checksum verification skipped (--skip-verify); this is recorded with the restore');
-      else await requireIntactChecksums(backup, logger);
+  return withLock(options.catalog.envDir(options.environment), options.environment, { command: `restore ${backup.id} into ${target.database}`, waitSeconds: options.lockWaitSeconds ?? 30 }, () =>
+    restoreLocked(options, before, maintenance),
+  );
+}
 
-      let preRestoreBackupId: string | undefined;
-      if (before.holdsData && options.preRestoreBackup !== false) {
-        const pre = await createBackup({ catalog: options.catalog, environment: options.environment, runner, conn: target, label: 'pre-restore', logger, lockHeld: true, migrationHeadQuery: options.migrationHeadQuery, compressLevel: options.compressLevel });
-        preRestoreBackupId = pre.id;
-        logger.info(`pre-restore backup of ${target.database}: ${pre.id} (restore it to undo this restore)`);
-      }
+async function restoreLocked(options: RestoreOptions, before: DatabaseState, maintenance: PgConnection): Promise<RestoreResult> {
+  const { target, runner, logger, backup } = options;
+  const started = Date.now();
+  if (options.skipVerify) logger.warn('checksum verification skipped (--skip-verify); this is recorded with the restore');
+  else await requireIntactChecksums(backup, logger);
 
-      const scratch = scratchName(target.database);
-      const encoding = before.exists ? `ENCODING ${quoteLiteral(before.encoding!)} LC_COLLATE ${quoteLiteral(before.collate!)} LC_CTYPE ${quoteLiteral(before.ctype!)}` : '';
-      await execOnce(runner, maintenance, `CREATE DATABASE ${quoteIdent(scratch)} TEMPLATE template0 ${encoding}`);
-      let checks: RestoreCheckReport;
-      try {
-        checks = await restoreArchiveInto(withDatabase(target, scratch), options);
-        if (!checks.ok) {
-          throw failure('RESTORE_CHECK_FAILED', `the restored copy does not match backup ${backup.id} (${describeCheckFailure(checks)}); ${target.database} was not touched`, { fix: 'verify the backup (lifeline verify) and check that the source had no unlogged or foreign tables', details: { checks } });
-        }
-        await swapDatabases(runner, maintenance, target.database, scratch, before, logger);
-      } catch (error) {
-        await execOnce(runner, maintenance, `DROP DATABASE IF EXISTS ${quoteIdent(scratch)} WITH (FORCE)`).catch(() => {});
-        throw error;
-      }
-      const result: RestoreResult = {
-        backupId: backup.id,
-        target: maskedUrl(target),
-        database: target.database,
-        destructive: before.holdsData,
-        checksumsVerified: !options.skipVerify,
-        ...(preRestoreBackupId ? { preRestoreBackupId } : {}),
-        checks,
-        seconds: (Date.now() - started) / 1000,
-      };
-      await options.catalog.appendLog(options.environment, RESTORE_LOG, { at: new Date().toISOString(), ...result });
-      return result;
-    });
+  let preRestoreBackupId: string | undefined;
+  if (before.holdsData && options.preRestoreBackup !== false) {
+    const pre = await createBackup({ catalog: options.catalog, environment: options.environment, runner, conn: target, label: 'pre-restore', logger, lockHeld: true, migrationHeadQuery: options.migrationHeadQuery, compressLevel: options.compressLevel });
+    preRestoreBackupId = pre.id;
+    logger.info(`pre-restore backup of ${target.database}: ${pre.id} (restore it to undo this restore)`);
+  }
+
+  const scratch = scratchName(target.database);
+  const encoding = before.exists ? `ENCODING ${quoteLiteral(before.encoding!)} LC_COLLATE ${quoteLiteral(before.collate!)} LC_CTYPE ${quoteLiteral(before.ctype!)}` : '';
+  await execOnce(runner, maintenance, `CREATE DATABASE ${quoteIdent(scratch)} TEMPLATE template0 ${encoding}`);
+  let checks: RestoreCheckReport;
+  try {
+    checks = await restoreArchiveInto(withDatabase(target, scratch), options);
+    if (!checks.ok) {
+      throw failure('RESTORE_CHECK_FAILED', `the restored copy does not match backup ${backup.id} (${describeCheckFailure(checks)}); ${target.database} was not touched`, { fix: 'verify the backup (lifeline verify) and check that the source had no unlogged or foreign tables', details: { checks } });
+    }
+    await swapDatabases(runner, maintenance, target.database, scratch, before, logger);
+  } catch (error) {
+    await execOnce(runner, maintenance, `DROP DATABASE IF EXISTS ${quoteIdent(scratch)} WITH (FORCE)`).catch(() => {});
+    throw error;
+  }
+  const result: RestoreResult = {
+    backupId: backup.id,
+    target: maskedUrl(target),
+    database: target.database,
+    destructive: before.holdsData,
+    checksumsVerified: !options.skipVerify,
+    ...(preRestoreBackupId ? { preRestoreBackupId } : {}),
+    checks,
+    seconds: (Date.now() - started) / 1000,
+  };
+  await options.catalog.appendLog(options.environment, RESTORE_LOG, { at: new Date().toISOString(), ...result });
+  return result;
 }
 
 async function requireIntactChecksums(backup: BackupEntry, logger: Logger): Promise<void> {
@@ -285,7 +293,8 @@ async function swapDatabases(runner: Runner, maintenance: PgConnection, target: 
       await new Promise((r) => setTimeout(r, 500 * attempt));
     }
   }
-  await execOnce(runner, maintenance, `DROP DATABASE ${quoteIdent(retired)} WITH (FORCE)`);
+  // The swap has committed: a leftover old copy is worth a warning, not a failed restore.
+  await execOnce(runner, maintenance, `DROP DATABASE ${quoteIdent(retired)} WITH (FORCE)`).catch((error: Error) => logger.warn(`the replaced database was kept as ${retired} (${error.message}); drop it when convenient`));
 }
 
 async function execOnce(runner: Runner, conn: PgConnection, sql: string): Promise<void> {
@@ -341,9 +350,9 @@ export async function runPostRestoreHooks(hooks: HookConfig[], options: { runner
   for (const hook of hooks) {
     let result: HookResult;
     if ('http' in hook) {
-      const name = `${hook.method ?? 'POST'} ${new URL(hook.http).origin}${new URL(hook.http).pathname}`;
+      const name = `${hook.method ?? 'GET'} ${new URL(hook.http).origin}${new URL(hook.http).pathname}`;
       try {
-        const response = await fetch(hook.http, { method: hook.method ?? 'POST', signal: AbortSignal.timeout(options.timeoutMs ?? 30_000) });
+        const response = await fetch(hook.http, { method: hook.method ?? 'GET', signal: AbortSignal.timeout(options.timeoutMs ?? 30_000) });
         const ok = hook.expectStatus ? response.status === hook.expectStatus : response.ok;
         result = { hook: name, ok, detail: `HTTP ${response.status}` };
       } catch (error) {

@@ -1,16 +1,13 @@
 import { execFileSync } from 'node:child_process';
-import { readFileSync, writeFileSync, readdirSync, existsSync } from 'node:fs';
+import { chmodSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Catalog } from '../../src/catalog/store';
-import { createMemoryLogger } from '../../src/logger';
-import { createBackup } from '../../src/postgres/backup';
 import { BACKUP_METADATA_FILE, listBackups, type BackupMetadata } from '../../src/postgres/metadata';
-import { LocalRunner, type Runner } from '../../src/runner/runner';
 import { formatPgUrl } from '../../src/runner/postgres-env';
 import { SAMPLE_MIGRATION_HEAD } from '../../src/sample/dataset';
 import { lifeline } from '../helpers/cli';
-import { createSampleDatabase, dropDatabase, sql, tableCounts, tempDir } from '../helpers/db';
+import { createSampleDatabase, dropDatabase, tableCounts, tempDir } from '../helpers/db';
 
 const noEnv = { DATABASE_URL: undefined, REDIS_URL: undefined, LIFELINE_STORE: undefined, LIFELINE_ENV: undefined, LIFELINE_CONFIG: undefined };
 
@@ -72,6 +69,25 @@ describe('lifeline backup, backups and verify', () => {
     expect(run.code).toBe(2);
     expect(run.stderr).toContain('20990101T000000000Z-abcdef');
     expect(run.stderr).toContain('lifeline backups');
+  });
+
+  it('refuses (exit 3) before dumping when the server is newer than pg_dump, with the fix', async () => {
+    const bin = tempDir('lifeline-oldtools-');
+    const empty = tempDir('lifeline-backup-old-');
+    try {
+      for (const tool of ['psql', 'pg_dumpall']) symlinkSync(join(inject('pgBinDir'), tool), join(bin.path, tool));
+      writeFileSync(join(bin.path, 'pg_dump'), '#!/bin/sh\necho "pg_dump (PostgreSQL) 14.11"\n');
+      chmodSync(join(bin.path, 'pg_dump'), 0o755);
+      writeFileSync(join(empty.path, 'lifeline.yml'), `version: 1\nenvironments:\n  default:\n    postgres:\n      binDir: ${bin.path}\n`);
+      const run = await lifeline(['backup', '--config', join(empty.path, 'lifeline.yml'), '--store', empty.path, '--database-url', db.url], { env: noEnv });
+      expect(run.code).toBe(3);
+      expect(run.stderr).toContain('PostgreSQL 15');
+      expect(run.stderr).toContain('postgresql-client-15');
+      expect(await listBackups(new Catalog(empty.path), 'default')).toEqual([]);
+    } finally {
+      bin.cleanup();
+      empty.cleanup();
+    }
   });
 
   it('a wrong password fails with the URL masked, and nothing lists', async () => {

@@ -1,4 +1,5 @@
-import { openSync, readSync, writeSync, closeSync, readdirSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { openSync, readSync, writeSync, closeSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Catalog } from '../../src/catalog/store';
@@ -103,9 +104,14 @@ describe('lifeline restore', () => {
     const pre = await findBackup(new Catalog(store.path), 'default', result.preRestoreBackupId);
     expect(pre.metadata.label).toBe('pre-restore');
     expect(pre.metadata.rowCounts).toEqual(before.counts);
+    // An application session on the target does not block the swap: it is ended, and reconnects to the restored data.
+    const application = PsqlSession.open(new LocalRunner(), target.conn);
+    expect(await application.queryValue('SELECT 1')).toBe(1);
     const undo = await lifeline(['restore', '--store', store.path, '--backup', pre.id, '--target', target.url, '--confirm', target.name], { env: noEnv });
     expect(undo.code, undo.stderr).toBe(0);
     expect(await contentOf(target.conn)).toEqual(before);
+    await expect(application.queryValue('SELECT 1')).rejects.toThrow();
+    await application.close();
   });
 
   describe('a corrupted archive (one byte flipped)', () => {
@@ -150,6 +156,34 @@ describe('lifeline restore', () => {
       expect(await contentOf(target.conn)).toEqual(before);
       expect(await databasesLike('%lifeline%')).toEqual([]);
     });
+  });
+
+  it('--skip-verify is written into the restore record; a restore into the live database runs the post-restore hooks', async () => {
+    const requests: string[] = [];
+    const server: Server = createServer((req, res) => {
+      requests.push(`${req.method} ${req.url}`);
+      res.statusCode = req.url === '/api/revalidate' ? 500 : 200;
+      res.end();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as { port: number }).port;
+    const live = { ...adminConn(), database: `rlive_${Date.now()}` };
+    created.push(live.database);
+    const config = join(store.path, 'hooks.yml');
+    writeFileSync(config, `version: 1\nenvironments:\n  default:\n    hooks:\n      postRestore:\n        - { http: "http://127.0.0.1:${port}/readyz", expectStatus: 200 }\n        - { http: "http://127.0.0.1:${port}/api/revalidate", method: POST }\n`);
+    try {
+      const run = await lifeline(['restore', '--config', config, '--store', store.path, '--database-url', formatPgUrl(live), '--backup', backupId, '--target', formatPgUrl(live), '--skip-verify', '--json'], { env: noEnv });
+      // The data is restored; the failing cache revalidation hook makes the command fail visibly.
+      expect(run.code, run.stderr).toBe(1);
+      expect(run.stderr).toContain('post-restore hook POST http://127.0.0.1');
+      expect(requests).toEqual(['GET /readyz', 'POST /api/revalidate']);
+      expect(await contentOf(live)).toEqual(sourceContent);
+      const records = readFileSync(join(store.path, 'default', 'restores.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+      expect(records.at(-1)).toMatchObject({ backupId, database: live.database, checksumsVerified: false });
+      expect(JSON.stringify(records)).not.toContain(live.password!);
+    } finally {
+      server.close();
+    }
   });
 
   it('restoreIntoFreshDatabase (the isolated drill restore) creates the database and checks it', async () => {
