@@ -35,20 +35,25 @@ export async function checkDockerEngine(runner: Runner, ctx: CheckContext, optio
   return [pass({ check: 'docker.engine', message: `Docker engine ${version} answers (minimum ${options.minVersion})` })];
 }
 
-/**
- * Picks Compose: v2 (`docker compose`, a quick Go call) first, then v1 (`docker-compose`) when it
- * is on PATH, unless the config names one. v1's version is asked alongside the validation, since
- * each Python start-up of v1 costs a second on a busy runner.
- */
-export async function detectCompose(runner: Runner, ctx: CheckContext, configured: 'auto' | 'docker compose' | 'docker-compose', pathEnv: string | undefined): Promise<string[] | undefined> {
-  if (configured !== 'auto') return configured.split(' ');
-  try {
-    const v2 = await runText(runner, { tool: 'docker', args: ['compose', 'version', '--short'], cwd: ctx.cwd });
-    if (v2.exitCode === 0 && /^v?\d+\.\d+/.test(v2.stdout.trim())) return ['docker', 'compose'];
-  } catch {
-    // no docker CLI: v1 may still be there
+export interface ComposeCli {
+  command: string[];
+  /** Known for v2 (a quick Go call); v1 is not asked, since every Python start-up of v1 costs seconds on a busy runner. */
+  version?: string;
+}
+
+/** Picks Compose: v2 (`docker compose`) first, then v1 (`docker-compose`) when it is on PATH, unless the config names one. */
+export async function detectCompose(runner: Runner, ctx: CheckContext, configured: 'auto' | 'docker compose' | 'docker-compose', pathEnv: string | undefined): Promise<ComposeCli | undefined> {
+  if (configured !== 'docker-compose') {
+    try {
+      const v2 = await runText(runner, { tool: 'docker', args: ['compose', 'version', '--short'], cwd: ctx.cwd });
+      const version = v2.stdout.trim();
+      if (v2.exitCode === 0 && /^v?\d+\.\d+/.test(version)) return { command: ['docker', 'compose'], version: version.replace(/^v/, '') };
+    } catch {
+      // no docker CLI: v1 may still be there
+    }
+    if (configured === 'docker compose') return undefined;
   }
-  return findExecutable('docker-compose', [], pathEnv) ? ['docker-compose'] : undefined;
+  return findExecutable('docker-compose', [], pathEnv) ? { command: ['docker-compose'] } : undefined;
 }
 
 export interface ComposeConfigResult {
@@ -61,11 +66,11 @@ export interface ComposeConfigResult {
  * Validates the merged Compose files with the real Compose (`config`, which is what `config -q`
  * runs, keeping the output so the gates see the merged model without a second start-up).
  */
-export async function checkComposeConfig(runner: Runner, ctx: CheckContext, command: string[] | undefined, files: string[], configured: string): Promise<ComposeConfigResult> {
+export async function checkComposeConfig(runner: Runner, ctx: CheckContext, cli: ComposeCli | undefined, files: string[], configured: string): Promise<ComposeConfigResult> {
   if (files.length === 0) {
     return { findings: [notChecked('compose.config', 'no Compose files configured', 'pass --compose-file FILE or set compose.files in lifeline.yml')] };
   }
-  if (!command) {
+  if (!cli) {
     return {
       findings: [
         fail({
@@ -76,15 +81,14 @@ export async function checkComposeConfig(runner: Runner, ctx: CheckContext, comm
       ],
     };
   }
-  const [tool, ...prefix] = command;
-  const [version, result] = await Promise.all([
-    runText(runner, { tool: tool!, args: [...prefix, 'version', '--short'], cwd: ctx.cwd }).catch(() => undefined),
-    runText(runner, { tool: tool!, args: [...prefix, ...files.flatMap((f) => ['-f', f]), 'config'], cwd: ctx.cwd }).catch(() => undefined),
-  ]);
-  if (!version || !result || version.exitCode !== 0) {
-    return { findings: [fail({ check: 'compose.cli', message: `${command.join(' ')} does not run${version ? `: ${firstLine(version.stderr)}` : ''}`, fix: 'install the Docker Compose plugin (docker-compose-plugin) or docker-compose' })] };
+  const [tool, ...prefix] = cli.command;
+  let result;
+  try {
+    result = await runText(runner, { tool: tool!, args: [...prefix, ...files.flatMap((f) => ['-f', f]), 'config'], cwd: ctx.cwd });
+  } catch {
+    return { findings: [fail({ check: 'compose.cli', message: `${cli.command.join(' ')} does not run`, fix: 'install the Docker Compose plugin (docker-compose-plugin) or docker-compose' })] };
   }
-  const findings: Finding[] = [pass({ check: 'compose.cli', message: `${command.join(' ')} ${version.stdout.trim().replace(/^v/, '')}` })];
+  const findings: Finding[] = [pass({ check: 'compose.cli', message: cli.version ? `${cli.command.join(' ')} ${cli.version}` : `${cli.command.join(' ')} (Compose v1)` })];
   for (const variable of unsetVariables(result.stderr)) {
     findings.push(warn({ check: 'compose.variables', file: displayPath(ctx, files[0]!), message: `${variable} is not set: Compose substitutes an empty string`, fix: `set ${variable} in the environment or the project's .env file` }));
   }

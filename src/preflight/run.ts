@@ -5,7 +5,7 @@ import { checkComposeGates, composeModel } from './compose-gates';
 import { checkComposeConfig, checkDockerEngine, detectCompose, DEFAULT_MIN_DOCKER_VERSION } from './docker';
 import { checkEdge } from './edge';
 import { checkEnvValues } from './env-values';
-import { type CheckContext, type Finding } from './findings';
+import { notChecked, type CheckContext, type Finding } from './findings';
 import { checkScripts, type ScriptPatterns, type ShellcheckSeverity } from './scripts';
 import { checkCatalogSpace, checkPgBackRest, checkPgDumpVersion, type PhysicalBackupSettings } from './tools';
 
@@ -80,7 +80,9 @@ export async function runPreflight(settings: PreflightSettings, logger: Logger):
   const envFamily = timed('env', async () => checkEnvValues(ctx, { envFile: settings.envFile, requiredKeys: settings.requiredEnv }));
   const edgeFamily = timed('edge', () => checkEdge(runner, ctx, { nginxConfig: settings.nginxConfig, caddyConfig: settings.caddyConfig, path: settings.toolEnv.PATH }));
   const toolsFamily = timed('tools', async () => [
-    ...(await checkPgDumpVersion(postgresRunner, ctx, settings.databaseUrl)),
+    ...(settings.postgresService
+      ? [notChecked('tools.pg_dump', `pg_dump runs inside the Compose service ${settings.postgresService}, which is not started by a preflight`, `after deploying, compare: docker compose exec ${settings.postgresService} pg_dump --version`)]
+      : await checkPgDumpVersion(postgresRunner, ctx, settings.databaseUrl)),
     ...(await checkPgBackRest(pgbackrestRunner, ctx, settings.physical)),
     ...(await checkCatalogSpace(ctx, settings.store, settings.environment)),
   ]);
