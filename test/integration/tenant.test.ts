@@ -7,7 +7,9 @@ import { createMemoryLogger } from '../../src/logger';
 import { pgEnv } from '../../src/runner/postgres-env';
 import { exportTenant, type TenantExportManifest, type TenantExportOptions } from '../../src/tenant/export';
 import { tenantExportsKind } from '../../src/tenant/tenant-id';
-import { lifeline } from '../helpers/cli';
+import { runCli } from '../../src/cli/main';
+import { COMMANDS } from '../../src/commands/registry';
+import { lifeline, type CliRun } from '../helpers/cli';
 import { createSampleDatabase, dropDatabase, query, runner, sql, tableCounts, tempDir } from '../helpers/db';
 
 const COLLECTIONS = `
@@ -35,6 +37,13 @@ async function directCounts(database: string, tenant: string): Promise<Record<st
   return Object.fromEntries(Object.entries(row!).map(([k, v]) => [k, Number(v)]));
 }
 
+async function inProcess(argv: string[]): Promise<CliRun> {
+  let stdout = '';
+  let stderr = '';
+  const code = await runCli(COMMANDS, argv, { stdout: (t) => (stdout += t), stderr: (t) => (stderr += t), env: { PATH: process.env.PATH }, cwd: process.cwd(), interactive: false });
+  return { code, stdout, stderr };
+}
+
 function readManifest(dir: string): TenantExportManifest {
   return JSON.parse(readFileSync(join(dir, 'export.json'), 'utf8')) as TenantExportManifest;
 }
@@ -44,7 +53,8 @@ describe('tenant exports against the real PostgreSQL and sample dataset', () => 
   const dir = tempDir('lifeline-tenant-');
   let config: string;
   let store: string;
-  const cli = (args: string[], extraStore?: string) => lifeline([...args, '--config', config, '--store', extraStore ?? store, '--database-url', db.url]);
+  // In-process (the same runCli the binary calls) to spare a Node start per call; the first test spawns the real CLI.
+  const cli = (args: string[], extraStore?: string) => inProcess([...args, '--config', config, '--store', extraStore ?? store, '--database-url', db.url]);
 
   beforeAll(async () => {
     db = await createSampleDatabase(1, 'tenant');
@@ -58,7 +68,7 @@ describe('tenant exports against the real PostgreSQL and sample dataset', () => 
   });
 
   it('exports every collection of a tenant with exact row counts, valid NDJSON and SHA256SUMS', async () => {
-    const run = await cli(['tenant', 'export', '--tenant', 'tenant-001', '--json']);
+    const run = await lifeline(['tenant', 'export', '--tenant', 'tenant-001', '--json', '--config', config, '--store', store, '--database-url', db.url]);
     expect(run.code, run.stderr).toBe(0);
     const out = JSON.parse(run.stdout) as { id: string; path: string; manifestSha256: string; collections: { name: string; rows: number; sha256: string }[] };
     const expected = await directCounts(db.name, 'tenant-001');
@@ -136,7 +146,7 @@ describe('tenant exports against the real PostgreSQL and sample dataset', () => 
     const capStore = join(dir.path, 'byte-store');
     const capConfig = join(dir.path, 'bytecap.yml');
     writeFileSync(capConfig, `version: 1\nenvironments:\n  default:\n    tenants:\n      byteCap: 20KB\n${COLLECTIONS}`);
-    const run = await lifeline(['tenant', 'export', '--tenant', 'tenant-001', '--config', capConfig, '--store', capStore, '--database-url', db.url]);
+    const run = await inProcess(['tenant', 'export', '--tenant', 'tenant-001', '--config', capConfig, '--store', capStore, '--database-url', db.url]);
     expect(run.code, run.stderr).toBe(3);
     expect(run.stderr).toContain('byte cap of 20000 bytes');
     expect(readdirSync(join(capStore, 'default', 'tenants', 'tenant-001', 'exports'))).toEqual([]);
@@ -323,7 +333,7 @@ describe('tenant exports against the real PostgreSQL and sample dataset', () => 
     const queryStore = join(dir.path, 'query-store');
     const queryConfig = join(dir.path, 'lastwrite.yml');
     writeFileSync(queryConfig, `version: 1\nenvironments:\n  default:\n    tenants:\n      lastWriteQuery: "SELECT max(updated_at) FROM tenants WHERE id = :'tenant'"\n${COLLECTIONS}`);
-    const run = (args: string[]) => lifeline([...args, '--config', queryConfig, '--store', queryStore, '--database-url', db.url]);
+    const run = (args: string[]) => inProcess([...args, '--config', queryConfig, '--store', queryStore, '--database-url', db.url]);
     expect((await run(['tenant', 'export', '--tenant', 'tenant-002'])).code).toBe(0);
     // placed_at moves past the export, but the configured query only looks at tenants.updated_at.
     await sql(`UPDATE orders SET placed_at = now() + interval '1 hour' WHERE id = (SELECT min(id) FROM orders WHERE tenant_id = 'tenant-002')`, db.name);
