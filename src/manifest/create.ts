@@ -141,7 +141,7 @@ export function listReleases(catalog: Catalog, env: string): Promise<CatalogEntr
  */
 export async function backupReference(catalog: Catalog, env: string, id: string): Promise<{ id: string; sha256: string }> {
   const path = join(catalog.entryDir(env, 'backups', id), 'backup.json');
-  let metadata: { files?: { postgres?: { sha256?: unknown } } };
+  let metadata: { files?: { postgres?: { sha256?: unknown } }; verified?: { ok?: unknown } };
   try {
     metadata = JSON.parse(await readFile(path, 'utf8'));
   } catch (error) {
@@ -151,6 +151,9 @@ export async function backupReference(catalog: Catalog, env: string, id: string)
   const sha256 = metadata.files?.postgres?.sha256;
   if (typeof sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(sha256)) {
     throw usageError('BACKUP_NO_CHECKSUM', `backup ${id} has no PostgreSQL sha256 in ${path}`, 'pass the id of a complete, verified backup');
+  }
+  if (metadata.verified?.ok === false) {
+    throw usageError('BACKUP_FAILED_VERIFICATION', `backup ${id} failed its last verification`, 'take a new backup and name it in the manifest; a release must not point at a backup that cannot be restored');
   }
   return { id, sha256 };
 }

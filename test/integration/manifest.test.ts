@@ -252,6 +252,12 @@ describe('lifeline manifest (CLI)', () => {
     const noBackup = await lifeline(['manifest', 'create', '--store', store, '--env', 'production', '--release', 'v4', ...images('v4'), '--backup', 'nope', '--signing-key', key.privateKeyPath]);
     expect(noBackup.code).toBe(2);
     expect(noBackup.stderr).toContain('backup nope does not exist');
+    const badBackupDir = join(store, 'production', 'backups', 'b-bad');
+    mkdirSync(badBackupDir, { recursive: true });
+    writeFileSync(join(badBackupDir, 'backup.json'), JSON.stringify({ schemaVersion: 1, id: 'b-bad', createdAt: new Date().toISOString(), files: { postgres: { sha256: 'd'.repeat(64) } }, verified: { ok: false } }));
+    const failedBackup = await lifeline(['manifest', 'create', '--store', store, '--env', 'production', '--release', 'v4', ...images('v4'), '--backup', 'b-bad', '--signing-key', key.privateKeyPath]);
+    expect(failedBackup.code).toBe(2);
+    expect(failedBackup.stderr).toContain('failed its last verification');
     const noPolicy = await lifeline(['manifest', 'verify', '--store', store, '--env', 'production', '--release', 'v1']);
     expect(noPolicy.code).toBe(2);
   });
