@@ -76,9 +76,24 @@ export class ComposeDriver {
     await runChecked(this.runner, composeInvocation(this.project, ['up', '-d', '--no-deps', ...services], overrideFile), `starting ${services.join(', ')}`);
   }
 
-  /** Every container of the project, with its state, in two calls (Compose v1 takes seconds per call). */
+  /** True when every image is already in the engine: a digest names exactly one image, so pulling it again changes nothing. */
+  async imagesPresent(images: string[]): Promise<boolean> {
+    const result = await runText(this.runner, { tool: 'docker', args: ['image', 'inspect', '--format', '{{.Id}}', ...images] }).catch(() => undefined);
+    return result?.exitCode === 0;
+  }
+
+  /**
+   * Every container of the project, with its state. With a known project name the engine is asked
+   * directly by Compose's labels: Compose v1 takes seconds to start, which a health wait should not pay.
+   */
   async projectContainers(overrideFile?: string): Promise<ContainerState[]> {
-    const out = await runChecked(this.runner, composeInvocation(this.project, ['ps', '-q'], overrideFile), 'listing the containers of the project');
+    const out = this.project.projectName
+      ? await runChecked(
+          this.runner,
+          { tool: 'docker', args: ['ps', '-aq', '--no-trunc', '--filter', `label=com.docker.compose.project=${normalizeProjectName(this.project.projectName)}`, '--filter', 'label=com.docker.compose.oneoff=False'] },
+          'listing the containers of the project',
+        )
+      : await runChecked(this.runner, composeInvocation(this.project, ['ps', '-q'], overrideFile), 'listing the containers of the project');
     const ids = out.split('\n').map((line) => line.trim()).filter(Boolean);
     return ids.length ? this.inspect(ids) : [];
   }
@@ -114,4 +129,9 @@ export class ComposeDriver {
     if (result.exitCode !== 0) return `(could not read its logs: ${lastLines(result.stderr, 2)})`;
     return result.stdout.trim() || '(it logged nothing)';
   }
+}
+
+/** The project name as Compose records it in its labels (both versions lowercase it and drop other characters). */
+export function normalizeProjectName(name: string): string {
+  return name.toLowerCase().replace(/[^-_a-z0-9]/g, '');
 }

@@ -148,6 +148,8 @@ async function switchRelease(ctx: DeployEnvironment, plan: SwitchPlan): Promise<
   const serviceNames = SERVICE_ROLES.map((role) => ctx.services[role].name);
 
   const deploymentId = newEntryId();
+  // Asking the engine which images it has overlaps with the catalog write (fsyncs).
+  const imagesPresent = ctx.driver.imagesPresent(SERVICE_ROLES.map((role) => target.images[role]));
   const overrideFile = await writeDeployment(ctx, deploymentId, action, target, from);
   const base = { action, to: target.version, deployment: deploymentId };
   const time = async <T>(phase: string, fn: () => Promise<T>) => {
@@ -160,7 +162,12 @@ async function switchRelease(ctx: DeployEnvironment, plan: SwitchPlan): Promise<
   };
 
   try {
-    await time('pull', () => ctx.logger.group(`Pull the images of ${target.version}`, () => ctx.driver.pull(serviceNames, overrideFile)));
+    await time('pull', () =>
+      ctx.logger.group(`Pull the images of ${target.version}`, async () => {
+        if (await imagesPresent) ctx.logger.info('all three images are already in the engine (same digests): nothing to pull');
+        else await ctx.driver.pull(serviceNames, overrideFile);
+      }),
+    );
   } catch (error) {
     // Nothing was recreated: the old release is still running.
     await record(ctx, plan.history, { ...base, result: 'failed', reason: `pull: ${toLifelineError(error).message}`, durationsMs: { ...durationsMs, total: Date.now() - plan.started } });

@@ -1,9 +1,9 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Catalog } from '../../src/catalog/store';
 import { buildReleaseImages, createStack, ROLES, type Role, type TestStack } from '../fixtures/stack/stack';
-import { lifeline, type CliRun } from '../helpers/cli';
+import { lifeline, parseGithubOutput, REPO, runBundle, type CliRun } from '../helpers/cli';
 import { createDatabase, dropDatabase, sql, tempDir } from '../helpers/db';
 import { dockerAvailable, startDockerEnvironment, type DockerEnvironment } from '../helpers/docker';
 import { makeTestSigningKey, signTestRelease, testSigningKey } from '../helpers/releases';
@@ -52,6 +52,8 @@ describe.skipIf(!dockerAvailable())('deploy and rollback on a real Docker engine
         '      files: [docker-compose.yml]',
         `      projectName: ${stack.projectName}`,
         '      command: docker-compose',
+        // web is judged by an HTTP URL, api and worker by their Compose healthchecks.
+        `      services: { web: { healthUrl: "http://127.0.0.1:${stack.ports.web}/health" } }`,
         '      healthTimeout: 60s',
         '    manifest:',
         `      publicKey: ${testSigningKey().publicKeyPath}`,
@@ -110,6 +112,8 @@ describe.skipIf(!dockerAvailable())('deploy and rollback on a real Docker engine
     ]);
     expect(events[2].by).toContain('deploy-bot');
     expect(events[2].durationsMs.total).toBeGreaterThan(0);
+    const text = await run(['history']);
+    expect(text.stdout + text.stderr).toMatch(/rollback\s+v2\s+-> v1\s+succeeded\s+by deploy-bot/);
   });
 
   it('puts all three services back on v2 when the api of v3 never gets healthy', async () => {
@@ -173,5 +177,14 @@ describe.skipIf(!dockerAvailable())('deploy and rollback on a real Docker engine
     } finally {
       await dropDatabase(db.name);
     }
+  });
+
+  it.runIf(existsSync(join(REPO, 'dist/rollback/index.js')))('runs as the shipped rollback action (INPUT_* and GITHUB_OUTPUT)', async () => {
+    const outputFile = join(stack.dir, 'github-output');
+    writeFileSync(outputFile, '');
+    const action = await runBundle('rollback', { to: 'v2', config: configPath, env: ENV }, { env: { ...docker.env, GITHUB_OUTPUT: outputFile, DATABASE_URL: undefined, GITHUB_ACTOR: 'deploy-bot' } });
+    expect(action.code, `${action.stdout}\n${action.stderr}`).toBe(0);
+    expect(parseGithubOutput(readFileSync(outputFile, 'utf8'))).toMatchObject({ release: 'v2', 'previous-release': 'v1' });
+    await expectRunning('v2');
   });
 });

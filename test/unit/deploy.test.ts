@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { Catalog } from '../../src/catalog/store';
-import { COMPOSE_V1, COMPOSE_V2, composeInvocation, detectComposeCommand } from '../../src/deploy/compose';
+import { COMPOSE_V1, COMPOSE_V2, composeInvocation, detectComposeCommand, normalizeProjectName } from '../../src/deploy/compose';
 import { appendHistory, currentRelease, previousRelease, releasesInUse, type HistoryEvent } from '../../src/deploy/history';
 import { renderOverride } from '../../src/deploy/override';
 import { assertPinnedImages } from '../../src/deploy/release';
@@ -22,6 +22,10 @@ describe('Compose command construction', () => {
       args: ['compose', '-f', '/srv/shop/docker-compose.yml', '-f', '/srv/shop/prod.yml', '-f', '/store/o.yml', '-p', 'shop', 'up', '-d', '--no-deps', 'api', 'web', 'worker'],
     });
     expect(composeInvocation({ files: ['c.yml'], command: COMPOSE_V1 }, ['pull', 'api'])).toEqual({ tool: 'docker-compose', args: ['-f', 'c.yml', 'pull', 'api'] });
+  });
+
+  it('names the project the way Compose labels its containers', () => {
+    expect(normalizeProjectName('Shop.Prod_1')).toBe('shopprod_1');
   });
 
   it('uses the configured command without probing, and detects v2 before v1', async () => {
