@@ -46,7 +46,7 @@ export default async function syncBench(ctx: BenchContext): Promise<BenchRow[]> 
         lifeline: lifelineRun,
         bare: bareRun,
         maxRatio: 3,
-        maxPeakRssMb: 250,
+        maxPeakRssMb: 200,
         note: 'bare is one unsigned PUT with no checksum; both limited by s3rver writing to disk',
       },
     ];

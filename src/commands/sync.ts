@@ -1,10 +1,8 @@
-import { join } from 'node:path';
 import { Catalog } from '../catalog/store';
 import { usageError } from '../errors';
 import type { EnvironmentSettings } from '../settings/resolve';
 import { fetchNewestArtifact, uploadNewestAsArtifacts, type ArtifactStore, type ArtifactUpload } from '../storage/artifacts';
-import { s3StoreFor, type S3ObjectStoreOptions } from '../storage/object-store';
-import { requireReviewedStorage } from '../storage/review';
+import { openReviewedBucket } from '../storage/bucket';
 import { compareRemote, fetchEntry, syncEnvironment, type RemoteComparison, type SyncReport } from '../storage/sync';
 import { singleCommandAction, type ActionSpec } from './action-spec';
 import { environmentFor, type CommandContext, type CommandResult, type CommandSpec, type InputSpec } from './spec';
@@ -25,10 +23,7 @@ async function githubArtifactStoreFor(ctx: CommandContext): Promise<ArtifactStor
 }
 
 function bucketFor(settings: EnvironmentSettings, doors: StorageDoors) {
-  // The review gate comes first: a refused command makes no request at all.
-  const storage = requireReviewedStorage(settings.name, settings.storage);
-  const options: S3ObjectStoreOptions = { journalDir: join(settings.store, '.sync', settings.name, 'uploads'), fetch: doors.fetch };
-  return { storage, remote: s3StoreFor(storage, options) };
+  return openReviewedBucket(settings, { fetch: doors.fetch });
 }
 
 function retentionDays(ctx: CommandContext): number | undefined {

@@ -148,18 +148,21 @@ export class S3ObjectStore implements ObjectStore {
     const wholeFile = createHash('sha256');
     const parts: UploadedPart[] = [];
     const inFlight = new Set<Promise<void>>();
+    // A fixed pool of part buffers, reused: memory is bounded by design, not by when GC runs.
+    const freeBuffers = Array.from({ length: this.concurrency }, () => Buffer.allocUnsafe(partSize));
     let journalWrites = Promise.resolve();
     let resumedParts = 0;
     const handle = await open(path, 'r');
     try {
       const partCount = Math.ceil(expected.bytes / partSize);
       // Parts are read and hashed in order (the whole-file hash needs that) and sent a few at a
-      // time: memory stays at (concurrency + 1) parts while the network and the server overlap.
+      // time: memory stays at `concurrency` parts while the network and the server overlap.
       for (let partNumber = 1; partNumber <= partCount; partNumber++) {
-        while (inFlight.size >= this.concurrency) await Promise.race(inFlight);
+        while (freeBuffers.length === 0) await Promise.race(inFlight);
         const length = Math.min(partSize, expected.bytes - (partNumber - 1) * partSize);
-        const body = Buffer.allocUnsafe(length);
-        const { bytesRead } = await handle.read(body, 0, length, (partNumber - 1) * partSize);
+        const buffer = freeBuffers.pop()!;
+        const body = buffer.subarray(0, length);
+        const { bytesRead } = await handle.read(buffer, 0, length, (partNumber - 1) * partSize);
         if (bytesRead !== length) throw changedWhileSyncing(path);
         wholeFile.update(body);
         const md5 = createHash('md5').update(body).digest();
@@ -169,6 +172,7 @@ export class S3ObjectStore implements ObjectStore {
         if (previous && unquote(previous.etag) === md5.toString('hex')) {
           parts.push({ partNumber, etag: previous.etag, checksumSha256 });
           resumedParts++;
+          freeBuffers.push(buffer);
           continue;
         }
         const sending: Promise<void> = this.client
@@ -180,7 +184,10 @@ export class S3ObjectStore implements ObjectStore {
             journalWrites = journalWrites.then(() => this.writeJournal(journal));
             return journalWrites;
           })
-          .finally(() => inFlight.delete(sending));
+          .finally(() => {
+            inFlight.delete(sending);
+            freeBuffers.push(buffer);
+          });
         inFlight.add(sending);
       }
       await Promise.all(inFlight);

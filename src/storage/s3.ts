@@ -119,7 +119,7 @@ export class S3Client {
     const headers = this.sign(method, url, options.headers ?? {}, payloadSha256);
     let response: Response;
     try {
-      response = await this.fetchImpl(url, { method, headers, body: options.body });
+      response = await this.fetchImpl(url, { method, headers: options.body ? { ...headers, 'content-length': String(options.body.length) } : headers, body: options.body ? streamOf(options.body) : undefined, duplex: 'half' } as RequestInit);
     } catch (error) {
       throw failure('STORAGE_UNREACHABLE', `cannot reach the object store at ${url.origin}: ${(error as Error).cause ?? (error as Error).message}`, {
         cause: error,
@@ -240,6 +240,19 @@ export class S3Client {
       if (!token) return;
     }
   }
+}
+
+/**
+ * fetch copies a buffer body (as the Fetch standard requires); a one-chunk stream is sent as is,
+ * so a part buffer is never duplicated and memory stays at the pool of parts.
+ */
+function streamOf(body: Uint8Array): ReadableStream<Uint8Array> {
+  return new ReadableStream({
+    start(controller) {
+      controller.enqueue(body);
+      controller.close();
+    },
+  });
 }
 
 async function errorFrom(response: Response, method: string, key: string | undefined): Promise<S3RequestError> {

@@ -10,7 +10,7 @@ import { createMemoryLogger } from '../../src/logger';
 import type { StorageSettings } from '../../src/settings/resolve';
 import { s3StoreFor, type S3ObjectStore } from '../../src/storage/object-store';
 import { compareRemote, fetchEntry, syncEnvironment } from '../../src/storage/sync';
-import { lifeline } from '../helpers/cli';
+import { lifeline, parseGithubOutput, runBundle } from '../helpers/cli';
 import { startS3Server, writeTestEntry, type TestS3Server } from '../helpers/s3';
 
 const MiB = 1024 * 1024;
@@ -294,5 +294,31 @@ describe('lifeline sync and fetch (CLI)', () => {
     expect(readFileSync(join(otherHost, 'store', ENV, 'releases', 'v1.4.2', 'manifest.json'), 'utf8')).toBe('{"subject":[]}\n');
     const config2 = await lifeline(['config', 'check', '--config', config, '--env', ENV, '--json'], { env });
     expect(config2.stdout).not.toContain(secret);
+  });
+
+  it('runs as the shipped sync action: refuses before review, then syncs and fetches with outputs', async () => {
+    const dir = tempDir('action');
+    await seedCatalog(join(dir, 'store'));
+    const outputs = join(dir, 'github-output');
+    writeFileSync(outputs, '');
+    const actionEnv = { ...env, GITHUB_OUTPUT: outputs };
+    const before = s3.requests.length;
+    const refused = await runBundle('sync', { operation: 'sync', config: writeConfig(dir, 'action-refused', false), env: ENV }, { env: actionEnv });
+    expect(refused.code).toBe(3);
+    expect(refused.stdout).toContain('::error::');
+    expect(refused.stdout).toContain('deletion protection');
+    expect(s3.requests.length).toBe(before);
+
+    const config = writeConfig(dir, `action-${randomBytes(3).toString('hex')}`, true);
+    const synced = await runBundle('sync', { operation: 'sync', config, env: ENV }, { env: actionEnv });
+    expect(synced.code).toBe(0);
+    // The runner is told to mask it (::add-mask::) and it appears nowhere else.
+    expect(synced.stdout.split('\n').filter((line) => line.includes(secret))).toEqual([`::add-mask::${secret}`]);
+    expect(parseGithubOutput(readFileSync(outputs, 'utf8'))).toMatchObject({ uploaded: '4', failed: '0' });
+
+    writeFileSync(outputs, '');
+    const fetched = await runBundle('sync', { operation: 'fetch', config, env: ENV, store: join(dir, 'drill-store'), kind: 'backups', id: 'latest' }, { env: actionEnv });
+    expect(fetched.code).toBe(0);
+    expect(parseGithubOutput(readFileSync(outputs, 'utf8'))).toMatchObject({ id: '20261120T010000000Z-aaaaaa', fetched: 'true' });
   });
 });
