@@ -37,9 +37,12 @@ const toBuffer = (bytes: ArrayBufferView | ArrayBuffer) => (ArrayBuffer.isView(b
 const keyPair = () => generateKeyPairSync('ec', { namedCurve: 'P-256' });
 
 async function startMockSigstore(dir: string): Promise<MockSigstore> {
-  const ctLog = await initializeCTLog(keyPair());
-  const ca = await initializeCA(keyPair(), ctLog);
-  const tsa = await initializeTSA(keyPair());
+  // Fixed clocks: the mock TSA writes milliseconds without trailing zeros (".5Z"), which
+  // @sigstore/core rightly rejects, so its clock is pinned to a time with three non-zero digits.
+  const issued = new Date(Math.floor(Date.now() / 1000) * 1000);
+  const ctLog = await initializeCTLog(keyPair(), issued);
+  const ca = await initializeCA(keyPair(), ctLog, issued);
+  const tsa = await initializeTSA(keyPair(), new Date(issued.getTime() + 1123));
   const routes: Record<string, HandlerFn> = { [fulcioHandler(ca).path]: fulcioHandler(ca).fn, [tsaHandler(tsa).path]: tsaHandler(tsa).fn };
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
