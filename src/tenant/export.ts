@@ -1,5 +1,4 @@
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
 import { createGzip } from 'node:zlib';
 import { failure, refusal, usageError } from '../errors';
 import type { Logger } from '../logger';
@@ -7,11 +6,11 @@ import { sha256File } from '../catalog/files';
 import { withLock } from '../catalog/lock';
 import { CATALOG_SCHEMA_VERSION, newEntryId, type Catalog, type CatalogEntry, type EntryMetadata, type StagedEntry } from '../catalog/store';
 import { formatSums, SUMS_FILE } from '../catalog/sums';
-import { pgEnv, quoteLiteral, type PgConnection } from '../runner/postgres-env';
+import { quoteLiteral, type PgConnection } from '../runner/postgres-env';
 import { lastLines, describeExit, type Runner } from '../runner/runner';
 import { describeCollection, resolveCollections, tenantRowsQuery, type CollectionSpec, type ResolvedCollection } from './collections';
 import { ByteCapExceeded, ExportMeter, FILE_EXTENSION, type ExportFormat } from './rows';
-import { countTenantRows, openSnapshotSession } from './session';
+import { countInSnapshot, inParallel, openSnapshotSession, startInSnapshot } from './session';
 import { tarStream, type TarMember } from './tar';
 import { tenantExportsKind } from './tenant-id';
 import { verifyTenantExport } from './verify';
@@ -97,10 +96,10 @@ export async function exportTenant(options: TenantExportOptions): Promise<Tenant
     const id = newEntryId();
     try {
       const collections = await resolveCollections(session, options.collections);
-      const counts = await countTenantRows(session, collections, tenant);
+      const counts = await inParallel(collections, PARALLELISM, (collection) => countInSnapshot(options.runner, options.conn, snapshotId, collection, tenant));
       logger.debug(`counted the tenant's rows after ${elapsed()}`);
-      const plan = collections.map((collection) => {
-        const trueCount = counts.get(collection.name)!;
+      const plan = collections.map((collection, index) => {
+        const trueCount = counts[index]!;
         const cap = options.rowCapOverride ?? collection.rowCap ?? options.rowCap;
         return { collection, trueCount, cap, truncated: trueCount > cap };
       });
@@ -119,7 +118,7 @@ export async function exportTenant(options: TenantExportOptions): Promise<Tenant
       staged = await catalog.begin(env, kind, id, EXPORT_MANIFEST);
       const budget = { used: 0, cap: options.byteCap };
       const stagedEntry = staged;
-      const exported = await inParallel(plan, COPY_PARALLELISM, async (p, signal) => {
+      const exported = await inParallel(plan, PARALLELISM, async (p, signal) => {
         const file = `${p.collection.name}.${FILE_EXTENSION[options.format]}`;
         const rows = p.truncated ? p.cap : p.trueCount;
         logger.info(`${p.collection.name}: exporting ${rows} of ${p.trueCount} rows (${describeCollection(p.collection)})`);
@@ -200,21 +199,7 @@ async function copyCollection(
     options.format === 'csv'
       ? `COPY (${select}) TO STDOUT WITH (FORMAT csv, HEADER)`
       : `COPY (SELECT row_to_json(r)::text FROM (${select}) AS r) TO STDOUT WITH (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')`;
-  const script = [
-    'SET standard_conforming_strings = on;',
-    "SET client_encoding = 'UTF8';",
-    'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;',
-    `SET TRANSACTION SNAPSHOT ${quoteLiteral(snapshotId)};`,
-    `${copy};`,
-    'COMMIT;',
-    '',
-  ].join('\n');
-  const running = options.runner.start({
-    tool: 'psql',
-    args: ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-P', 'pager=off'],
-    env: pgEnv(options.conn),
-    stdin: Readable.from([script]),
-  });
+  const running = startInSnapshot(options.runner, options.conn, snapshotId, copy);
   const meter = new ExportMeter(options.format, budget);
   running.stdout.on('error', (error) => meter.destroy(error));
   // A sibling collection failed: stop this one too; its psql then exits by signal, reported below.
@@ -237,30 +222,8 @@ async function copyCollection(
   return { rows: meter.records - (options.format === 'csv' ? 1 : 0), bytes: hashed.bytes, sha256: hashed.sha256 };
 }
 
-/** Collections exported at once, each by its own psql joining the snapshot (as pg_dump -j does). */
-const COPY_PARALLELISM = 2;
-
-/** Runs `task` over `items` with at most `limit` at a time; the first failure stops the others. */
-async function inParallel<T, R>(items: readonly T[], limit: number, task: (item: T, signal: AbortSignal) => Promise<R>): Promise<R[]> {
-  const results: R[] = new Array<R>(items.length);
-  const controller = new AbortController();
-  let next = 0;
-  let firstError: { error: unknown } | undefined;
-  const worker = async () => {
-    while (!firstError && next < items.length) {
-      const index = next++;
-      try {
-        results[index] = await task(items[index]!, controller.signal);
-      } catch (error) {
-        firstError ??= { error };
-        controller.abort();
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  if (firstError) throw firstError.error;
-  return results;
-}
+/** Collections counted or exported at once, each by its own psql joining the snapshot (as pg_dump -j does). */
+const PARALLELISM = 2;
 
 /**
  * Packs the collections, their SHA256SUMS and the manifest into one gzip'd tar inside the entry,

@@ -1,7 +1,8 @@
+import { Readable } from 'node:stream';
 import { failure } from '../errors';
-import { quoteLiteral, type PgConnection } from '../runner/postgres-env';
+import { pgEnv, quoteLiteral, type PgConnection } from '../runner/postgres-env';
 import { PsqlSession } from '../runner/psql';
-import type { Runner } from '../runner/runner';
+import type { Runner, RunningTool } from '../runner/runner';
 import { tenantRowsSource, type ResolvedCollection } from './collections';
 
 /**
@@ -32,4 +33,61 @@ export async function countTenantRows(session: PsqlSession, collections: readonl
     counts.set(collection.name, Number(n ?? 0));
   }
   return counts;
+}
+
+/**
+ * Starts a psql process that joins the exported snapshot and runs one statement; its output
+ * (COPY data or an unaligned, tuples-only result) is the process's stdout.
+ */
+export function startInSnapshot(runner: Runner, conn: PgConnection, snapshotId: string, statement: string): RunningTool {
+  const script = [
+    'SET standard_conforming_strings = on;',
+    "SET client_encoding = 'UTF8';",
+    'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;',
+    `SET TRANSACTION SNAPSHOT ${quoteLiteral(snapshotId)};`,
+    `${statement};`,
+    'COMMIT;',
+    '',
+  ].join('\n');
+  return runner.start({
+    tool: 'psql',
+    args: ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-P', 'pager=off'],
+    env: pgEnv(conn),
+    stdin: Readable.from([script]),
+  });
+}
+
+/** Exact count of the tenant's rows in one collection, from its own psql joining the snapshot (so counts can run side by side). */
+export async function countInSnapshot(runner: Runner, conn: PgConnection, snapshotId: string, collection: ResolvedCollection, tenant: string): Promise<number> {
+  const statement = `SELECT count(*) ${tenantRowsSource(collection, quoteLiteral(tenant))}`;
+  const running = startInSnapshot(runner, conn, snapshotId, statement);
+  let out = '';
+  running.stdout.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
+  const result = await running.done;
+  if (result.exitCode !== 0 || !/^\d+$/.test(out.trim())) {
+    throw failure('COUNT_FAILED', `counting the rows of ${collection.name} failed: ${result.stderr.trim() || JSON.stringify(out.slice(0, 200))}`);
+  }
+  return Number(out.trim());
+}
+
+/** Runs `task` over `items` with at most `limit` at a time; the first failure stops the others. */
+export async function inParallel<T, R>(items: readonly T[], limit: number, task: (item: T, signal: AbortSignal) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array<R>(items.length);
+  const controller = new AbortController();
+  let next = 0;
+  let firstError: { error: unknown } | undefined;
+  const worker = async () => {
+    while (!firstError && next < items.length) {
+      const index = next++;
+      try {
+        results[index] = await task(items[index]!, controller.signal);
+      } catch (error) {
+        firstError ??= { error };
+        controller.abort();
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  if (firstError) throw firstError.error;
+  return results;
 }
