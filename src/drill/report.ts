@@ -46,7 +46,8 @@ export interface DrillReport extends EntryMetadata {
   target: { kind: 'throwaway-cluster' | 'url'; description: string };
   steps: DrillStepRecord[];
   checks: DrillCheck[];
-  rto: Objective & { phases: Record<string, number> };
+  /** phases: what RTO adds up; setupSeconds: the drill's own set-up (a throwaway cluster), not counted. */
+  rto: Objective & { phases: Record<string, number>; setupSeconds?: number };
   rpo: Objective & { detail: Omit<RpoMeasure, 'seconds'> | null; note?: string };
   passed: boolean;
   /** One line per reason the drill failed; empty when it passed. */

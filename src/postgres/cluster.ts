@@ -16,6 +16,8 @@ export interface ThrowawayCluster {
   url: string;
   /** The private Unix socket directory (for clusters restored from a backup, whose passwords we do not know). */
   socketDir: string;
+  /** The server's log file (inside the temp directory, removed by stop()). */
+  logFile: string;
   /** Runs server-side tools (pg_ctl, pg_controldata) as the cluster's OS user. */
   serverRunner: Runner;
   stop(): Promise<void>;
@@ -74,6 +76,7 @@ export async function startThrowawayCluster(options: ClusterOptions = {}): Promi
   const password = randomBytes(18).toString('base64url');
   const port = await freePort();
 
+  const logFile = join(base, 'server.log');
   let started = false;
   const cleanup = async () => {
     if (started) await stopPostmaster(dataDir);
@@ -103,7 +106,6 @@ export async function startThrowawayCluster(options: ClusterOptions = {}): Promi
       .map(([k, v]) => `${k} = ${v}`)
       .join('\n');
     writeFileSync(join(dataDir, 'postgresql.auto.conf'), `${conf}\n`, { flag: 'a' });
-    const logFile = join(base, 'server.log');
     const start = await runText(runner, { tool: 'pg_ctl', args: ['-D', dataDir, '-l', logFile, '-w', '-t', '120', 'start'] });
     started = true;
     if (start.exitCode !== 0) {
@@ -127,6 +129,7 @@ export async function startThrowawayCluster(options: ClusterOptions = {}): Promi
     conn,
     url: formatPgUrl(conn),
     socketDir,
+    logFile,
     serverRunner: runner,
     stop: cleanup,
   };

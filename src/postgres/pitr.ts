@@ -6,7 +6,7 @@ import type { Logger } from '../logger';
 import { waitFor } from '../runner/ports';
 import type { PgConnection } from '../runner/postgres-env';
 import { PsqlSession } from '../runner/psql';
-import { LocalRunner } from '../runner/runner';
+import { lastLines, LocalRunner } from '../runner/runner';
 import type { EnvironmentSettings } from '../settings/resolve';
 import { startThrowawayCluster, type ThrowawayCluster } from './cluster';
 import { parseRecoveryTargetTime, requirePhysical, restorePhysicalToTime, stanzaInfo, type PhysicalBackupInfo } from './pgbackrest';
@@ -104,8 +104,15 @@ export async function restorePointInTime(settings: EnvironmentSettings, targetTi
     const conn: PgConnection = { host: cluster.socketDir, port: cluster.port, user: options.superuser ?? 'postgres', database: options.database ?? settings.postgres.database ?? 'postgres', params: {} };
     const runner = new LocalRunner({ binDirs: [cluster.binDir] });
     let lastReplayedCommit: string | null = null;
+    const started = cluster;
+    let died = false;
     await waitFor(
       async () => {
+        // Recovery that cannot reach its target (e.g. no WAL past it) stops the server: fail now, with its log.
+        if (!existsSync(join(started.dataDir, 'postmaster.pid'))) {
+          died = true;
+          return true;
+        }
         const session = PsqlSession.open(runner, conn, { database: 'postgres' });
         try {
           const row = (await session.query<{ recovering: boolean; replayed: string | null }>('SELECT pg_is_in_recovery() AS recovering, pg_last_xact_replay_timestamp()::text AS replayed'))[0];
@@ -117,6 +124,14 @@ export async function restorePointInTime(settings: EnvironmentSettings, targetTi
       },
       { timeoutMs: 10 * 60 * 1000, intervalMs: 200, what: 'recovery to finish' },
     );
+    if (died) {
+      const log = readLog(started.logFile);
+      throw failure('PITR_RECOVERY_FAILED', `PostgreSQL stopped during recovery to ${target.text}: ${serverFatal(log) ?? lastLines(log, 3)}`, {
+        fix: /recovery target was reached/.test(log)
+          ? 'no WAL was archived past the target time yet: choose an earlier time, or wait until pgbackrest has archived WAL written after it (pgbackrest check forces a segment switch)'
+          : 'read the server log lines above',
+      });
+    }
     const recoverySeconds = (Date.now() - recoveryStarted) / 1000;
     logger.info(`recovered to ${target.text} from base backup ${baseBackup.label}; last replayed commit ${lastReplayedCommit ?? 'none'}`);
     return { conn, cluster, baseBackup, lastReplayedCommit, restoreSeconds, recoverySeconds, stop: cleanup };
@@ -124,4 +139,18 @@ export async function restorePointInTime(settings: EnvironmentSettings, targetTi
     await cleanup();
     throw error;
   }
+}
+
+function readLog(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+/** The server's own fatal error, not the refusals our connection attempts got while it recovered. */
+function serverFatal(log: string): string | undefined {
+  const fatals = log.split('\n').filter((line) => /FATAL:/.test(line) && !/not accepting connections|is starting up|is shutting down/.test(line));
+  return fatals.pop()?.replace(/^.*?FATAL:\s*/, 'FATAL: ');
 }

@@ -128,6 +128,12 @@ describe('point-in-time recovery through pgBackRest', () => {
     expect(JSON.parse(failing.stdout).failures).toEqual([expect.stringMatching(/returned 1,2,3, expected 2,3,4,5$/)]);
   });
 
+  it('fails fast, with the reason, for a target past the newest archived WAL', async () => {
+    const started = Date.now();
+    await expect(restorePointInTime(settings, new Date(Date.now() + 60_000).toISOString(), createMemoryLogger())).rejects.toThrow(/recovery ended before configured recovery target was reached/);
+    expect(Date.now() - started).toBeLessThan(120_000);
+  });
+
   it('refuses a time without a zone (exit 2) before touching anything', async () => {
     await expect(restorePointInTime(settings, '2026-01-01 10:00:00', createMemoryLogger())).rejects.toMatchObject({ code: 'BAD_PITR_TIME', exitCode: 2 });
   });
