@@ -89,14 +89,28 @@ export const DEFAULT_CONFIG_PATH = 'lifeline.yml';
 export const DEFAULT_STORE = '.lifeline';
 
 /** Loads the configuration and resolves one environment: flags win over environment variables, which win over the file. */
-export function resolveEnvironment(inputs: GlobalInputs, options: ResolveOptions): EnvironmentSettings {
+export function resolveEnvironment(rawInputs: GlobalInputs, rawOptions: ResolveOptions): EnvironmentSettings {
+  const { inputs, options } = withoutEmptyValues(rawInputs, rawOptions);
   const explicitConfig = inputs.config ?? options.env.LIFELINE_CONFIG;
   const configPath = resolvePath(options.cwd, explicitConfig ?? DEFAULT_CONFIG_PATH);
   const loaded = loadConfig(configPath, { explicit: explicitConfig !== undefined });
   return resolveFromConfig(loaded, inputs, options);
 }
 
-export function resolveFromConfig(loaded: LoadedConfig, inputs: GlobalInputs, options: ResolveOptions): EnvironmentSettings {
+/**
+ * An empty value means "not set": GitHub passes an unset secret or input as an empty string, and
+ * `LIFELINE_STORE=` must not turn the current directory into the catalog.
+ */
+function withoutEmptyValues(inputs: GlobalInputs, options: ResolveOptions): { inputs: GlobalInputs; options: ResolveOptions } {
+  const env: Record<string, string | undefined> = {};
+  for (const [key, value] of Object.entries(options.env)) if (value !== undefined && value !== '') env[key] = value;
+  const cleaned: GlobalInputs = {};
+  for (const [key, value] of Object.entries(inputs) as [keyof GlobalInputs, string | undefined][]) if (value !== undefined && value.trim() !== '') cleaned[key] = value;
+  return { inputs: cleaned, options: { ...options, env } };
+}
+
+export function resolveFromConfig(loaded: LoadedConfig, rawInputs: GlobalInputs, rawOptions: ResolveOptions): EnvironmentSettings {
+  const { inputs, options } = withoutEmptyValues(rawInputs, rawOptions);
   const { config } = loaded;
   const name = inputs.env ?? options.env.LIFELINE_ENV ?? DEFAULT_ENVIRONMENT;
   const declared = Object.keys(config.environments);

@@ -138,3 +138,12 @@ describe('lifeline config check', () => {
     expect(JSON.parse(run.stdout).error.code).toBe('CONFIG_NOT_FOUND');
   });
 });
+
+describe('empty values mean unset', () => {
+  it('ignores an empty LIFELINE_STORE, DATABASE_URL or flag (as GitHub passes unset secrets)', () => {
+    const loaded = { path: '/etc/lifeline/lifeline.yml', config: parseConfig('version: 1\nstore: /srv/backups\nenvironments:\n  production:\n    postgres:\n      urlEnv: PROD_DB\n') };
+    const s = resolveFromConfig(loaded, { env: 'production', store: '', databaseUrl: '' }, { env: { LIFELINE_STORE: '', DATABASE_URL: '', PROD_DB: 'postgres://a:b@db:5432/shop' }, cwd: '/work' });
+    expect(s.store).toBe('/srv/backups');
+    expect(s.postgres.url).toBe('postgres://a:b@db:5432/shop');
+  });
+});
