@@ -18,9 +18,10 @@ export default async function preflightBench(ctx: BenchContext): Promise<BenchRo
   const docker = await startDockerEnvironment();
   try {
     const env = { ...docker.env, SECRET_KEY: 'bench-secret-key-0123456789abcdef0123', POSTGRES_PASSWORD: 'bench-postgres-password-0123456789', DATABASE_URL: undefined };
-    const lifeline = await bestOf(3, () =>
-      measure(process.execPath, ['--import', join(ctx.repo, 'node_modules/tsx/dist/esm/index.mjs'), join(ctx.repo, 'src/cli/index.ts'), 'preflight', '--env', 'production', '--strict', '--database-url', formatPgUrl(ctx.db)], { cwd: stack, env }),
-    );
+    const cli = ['--import', join(ctx.repo, 'node_modules/tsx/dist/esm/index.mjs'), join(ctx.repo, 'src/cli/index.ts')];
+    const lifeline = await bestOf(3, () => measure(process.execPath, [...cli, 'preflight', '--env', 'production', '--strict', '--database-url', formatPgUrl(ctx.db)], { cwd: stack, env }));
+    // The CLI's own start-up (tsx compiling every command) is not preflight work: measured apart.
+    const startup = await bestOf(3, () => measure(process.execPath, [...cli, '--help'], { cwd: stack, env }));
     const bareScript = [
       'docker-compose -f docker-compose.yml config -q',
       'shellcheck -S style scripts/*.sh',
@@ -29,7 +30,7 @@ export default async function preflightBench(ctx: BenchContext): Promise<BenchRo
     ].join(' && ');
     const bare = await bestOf(3, () => measure('sh', ['-c', bareScript], { cwd: stack, env }));
     const met = lifeline.seconds < TARGET_SECONDS;
-    return [{ name: 'preflight (sample stack, every check)', lifeline, bare, note: `absolute target < ${TARGET_SECONDS} s: ${met ? 'met' : 'MISSED'}; lifeline includes Node/tsx start-up` }];
+    return [{ name: 'preflight (sample stack, every check)', lifeline, bare, note: `absolute target < ${TARGET_SECONDS} s: ${met ? 'met' : 'MISSED'}; of which CLI start-up (lifeline --help) ${startup.seconds.toFixed(2)} s` }];
   } finally {
     await docker.stop();
   }

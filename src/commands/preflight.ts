@@ -36,12 +36,14 @@ export const preflightCommand: CommandSpec = {
     const report = await ctx.logger.group(`Preflight for ${environment.name}${environment.production ? ' (production gates)' : ''}`, () => runPreflight(settings, ctx.logger));
     const failed = report.failures > 0 || (strict && report.warnings > 0);
     const verdict = `${report.failures} failed, ${report.warnings} warning${report.warnings === 1 ? '' : 's'}, ${report.findings.length - report.failures - report.warnings} passed${strict ? ' (strict: warnings fail)' : ''}`;
+    // Every key present on every row (null when unknown), so scripts can rely on the shape.
+    const rows = report.findings.map((f) => ({ check: f.check, status: f.status, file: f.file ?? null, line: f.line ?? null, message: f.message, fix: f.fix ?? null }));
     return {
-      json: report.findings,
+      json: rows,
       text: formatFindingsText(report.findings, verdict),
       summary: formatFindingsMarkdown(report.findings, verdict, environment.name),
       annotations: findingAnnotations(report.findings),
-      outputs: { failures: String(report.failures), warnings: String(report.warnings), findings: JSON.stringify(report.findings) },
+      outputs: { failures: String(report.failures), warnings: String(report.warnings), findings: JSON.stringify(rows) },
       exitCode: failed ? 1 : 0,
       failureMessage: failed ? `preflight failed: ${verdict}` : undefined,
     };

@@ -35,6 +35,7 @@ describe('lifeline preflight on the fixture stacks', () => {
       expect(checks, check).toContain(check);
     }
     expect(only(findings, 'env.required')[0]!.message).toContain('.env.example');
+    for (const finding of findings) expect(Object.keys(finding)).toEqual(['check', 'status', 'file', 'line', 'message', 'fix']);
     expect(only(findings, 'compose.healthcheck').map((f) => f.message)).toEqual(['service api has a healthcheck', 'service web has a healthcheck', 'service worker has a healthcheck']);
     expect(only(findings, 'edge.tls')[0]).toMatchObject({ file: 'nginx/nginx.conf', line: lineOf(join(s.dir, 'nginx/nginx.conf'), 'listen 443 ssl') });
   });
