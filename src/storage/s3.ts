@@ -1,7 +1,7 @@
 import { createHash, createHmac } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
-import { failure } from '../errors';
+import { failure, LifelineError } from '../errors';
 
 export interface S3Credentials {
   accessKeyId: string;
@@ -52,16 +52,23 @@ interface SendOptions {
 
 const EMPTY_SHA256 = createHash('sha256').update('').digest('hex');
 
-/** An S3 error response, kept structured so callers can tell "not there" from "not supported". */
-export class S3RequestError extends Error {
+/** An S3 error response (exit 1), kept structured so callers can tell "not there" from "not supported". */
+export class S3RequestError extends LifelineError {
   constructor(
     readonly status: number,
-    readonly code: string,
+    s3Code: string,
     message: string,
   ) {
-    super(message);
+    super('failed', message, { code: s3Code, fix: fixForS3Error(status, s3Code) });
     this.name = 'S3RequestError';
   }
+}
+
+function fixForS3Error(status: number, code: string): string {
+  if (code === 'NoSuchBucket') return 'check storage.bucket and storage.endpoint/region in lifeline.yml';
+  if (status === 401 || status === 403) return 'check the access key pair and that its policy allows list, get and put under storage.prefix (and that the clock is right: signatures expire)';
+  if (status >= 500) return 'the object store failed; run the command again (uploads resume where they stopped)';
+  return 'check the storage section of lifeline.yml';
 }
 
 /**

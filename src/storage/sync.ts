@@ -242,10 +242,9 @@ export async function fetchEntry(options: FetchOptions): Promise<FetchResult> {
   const layout = new RemoteLayout(options.prefix, options.env);
   const id = options.id === 'latest' ? await newestRemoteId(options, layout) : options.id;
   const entryPrefix = layout.entryPrefix(kind, id);
-  const files = (await listRemote(options.remote, entryPrefix)).keys();
-  const names = [...files].map((key) => key.slice(entryPrefix.length));
+  const names = [...(await listRemote(options.remote, entryPrefix)).keys()].map((key) => key.slice(entryPrefix.length)).filter((name) => !name.includes('/'));
   if (!names.includes(SUMS_FILE)) {
-    throw usageError('REMOTE_ENTRY_NOT_FOUND', `${kind}/${id} is not in ${options.remote.location} for environment ${options.env}`, 'list what is there with `lifeline verify --remote` or `lifeline sync --dry-run`');
+    throw usageError('REMOTE_ENTRY_NOT_FOUND', `${kind}/${id} is not in ${options.remote.location} for environment ${options.env}`, 'list what is there with `lifeline sync --compare`');
   }
   const sumsText = await readSmallObject(options.remote, entryPrefix + SUMS_FILE);
   const sums = parseSums(sumsText);

@@ -223,6 +223,21 @@ describe('sync to an S3-compatible bucket', () => {
   });
 });
 
+describe('object store errors', () => {
+  it('names a missing bucket with the fix (exit 1), before any upload', async () => {
+    const store = tempDir('store');
+    await seedCatalog(store);
+    const storage = { ...storageSettings(), bucket: 'no-such-bucket' };
+    Object.defineProperty(storage, 'credentials', { value: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey }, enumerable: false });
+    const remote = bucketStore(storage, store);
+    await expect(syncEnvironment({ env: ENV, store, remote, prefix: storage.prefix, logger: createMemoryLogger() })).rejects.toMatchObject({
+      code: 'NoSuchBucket',
+      exitCode: 1,
+      fix: expect.stringContaining('storage.bucket'),
+    });
+  });
+});
+
 describe('lifeline sync and fetch (CLI)', () => {
   function writeConfig(dir: string, prefix: string, reviewed: boolean): string {
     const path = join(dir, 'lifeline.yml');
