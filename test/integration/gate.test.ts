@@ -61,7 +61,10 @@ describe('drill and gate actions (bundles)', () => {
       expect(run.outputs.passed).toBe('true');
       expect(Number(run.outputs['rto-seconds'])).toBeGreaterThan(0);
       expect(JSON.parse(readFileSync(run.outputs.report!, 'utf8')).id).toBe(run.outputs['drill-id']);
-      expect(run.stdout).not.toContain(live.conn.password!);
+      // The runner consumes ::add-mask:: lines; everything else it would print must be masked already.
+      const printed = run.stdout.split('\n').filter((line) => !line.startsWith('::add-mask::'));
+      expect(run.stdout).toContain(`::add-mask::${live.conn.password}`);
+      expect(printed.join('\n')).not.toContain(live.conn.password!);
       expect(run.summary).toContain('| verify-backup | checksums | pass |');
       if (i === 1) expect(run.summary).toContain('xychart-beta');
     }
