@@ -13,6 +13,7 @@ const require = createRequire(import.meta.url);
 export interface RecordedRequest {
   method: string;
   url: string;
+  headers: Record<string, string | string[] | undefined>;
 }
 
 export interface TestS3Server {
@@ -40,7 +41,7 @@ export async function startS3Server(bucket = 'lifeline-test'): Promise<TestS3Ser
   const server = new S3rver({ address: '127.0.0.1', port, directory, silent: true, configureBuckets: [{ name: bucket }] });
   await server.run();
   const requests: RecordedRequest[] = [];
-  server.httpServer.prependListener('request', (request: IncomingMessage) => requests.push({ method: request.method ?? '', url: request.url ?? '' }));
+  server.httpServer.prependListener('request', (request: IncomingMessage) => requests.push({ method: request.method ?? '', url: request.url ?? '', headers: request.headers }));
   return {
     endpoint: `http://127.0.0.1:${port}`,
     bucket,

@@ -257,6 +257,7 @@ describe('lifeline sync and fetch (CLI)', () => {
         '      accessKeyIdEnv: SHOP_S3_KEY',
         '      secretAccessKeyEnv: SHOP_S3_SECRET',
         '      serverSideEncryption: AES256',
+        '      objectLock: { mode: GOVERNANCE, days: 30 }',
         ...(reviewed ? ['      reviewed: { provider: s3rver, by: ops-lead, date: 2026-11-21 }'] : []),
         '',
       ].join('\n'),
@@ -287,12 +288,28 @@ describe('lifeline sync and fetch (CLI)', () => {
     await seedCatalog(join(dir, 'store'));
     const prefix = `cli-${randomBytes(3).toString('hex')}`;
     const config = writeConfig(dir, prefix, true);
+    const before = s3.requests.length;
+    const dryRun = await lifeline(['sync', '--config', config, '--env', ENV, '--dry-run', '--json'], { env });
+    expect(dryRun.code).toBe(0);
+    expect(JSON.parse(dryRun.stdout).bucket.entries.map((e: { status: string }) => e.status)).toEqual(['would-upload', 'would-upload', 'would-upload', 'would-upload']);
+    expect(s3.requests.slice(before).filter((r) => r.method === 'PUT' || r.method === 'POST')).toEqual([]);
+    const behind = await lifeline(['sync', '--config', config, '--env', ENV, '--compare'], { env });
+    expect(behind.code).toBe(1);
+    expect(behind.stdout + behind.stderr).toContain('4 missing remotely');
+
     const sync = await lifeline(['sync', '--config', config, '--env', ENV, '--json'], { env });
     expect(sync.stderr).not.toContain(secret);
     expect(sync.code).toBe(0);
     const json = JSON.parse(sync.stdout);
     expect(json.bucket.uploaded).toBe(4);
     expect(json.bucket.entries.map((e: { status: string }) => e.status)).toEqual(['uploaded', 'uploaded', 'uploaded', 'uploaded']);
+    // Encryption and retention from lifeline.yml go with every new object (single PUTs and multipart starts).
+    const writes = s3.requests.filter((r) => r.url.includes(`/${prefix}/`) && ((r.method === 'PUT' && !r.url.includes('partNumber=')) || (r.method === 'POST' && r.url.includes('uploads'))));
+    expect(writes.length).toBeGreaterThan(8);
+    for (const write of writes) {
+      expect(write.headers).toMatchObject({ 'x-amz-server-side-encryption': 'AES256', 'x-amz-object-lock-mode': 'GOVERNANCE', 'x-amz-meta-sha256': expect.stringMatching(/^[0-9a-f]{64}$/) });
+      expect(Date.parse(String(write.headers['x-amz-object-lock-retain-until-date'])) - Date.now()).toBeGreaterThan(29 * 86400_000);
+    }
 
     const compare = await lifeline(['sync', '--config', config, '--env', ENV, '--compare', '--deep'], { env });
     expect(compare.code).toBe(0);
