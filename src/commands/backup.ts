@@ -2,7 +2,7 @@ import { Catalog } from '../catalog/store';
 import { withLock } from '../catalog/lock';
 import { failure } from '../errors';
 import { createBackup } from '../postgres/backup';
-import { environmentConnection, localPostgresRunner, maskedUrl, postgresRunner, redisRunner } from '../postgres/connection';
+import { environmentConnection, maskedUrl, postgresRunner, redisRunner } from '../postgres/connection';
 import { BACKUP_LABELS, findBackup, listBackups, type BackupEntry, type BackupLabel } from '../postgres/metadata';
 import { formatBytes, type ProgressSink } from '../postgres/progress';
 import { parseJobs, restoreBackup, runPostRestoreHooks } from '../postgres/restore';
@@ -43,8 +43,10 @@ function verifyReportText(report: VerifyReport): string {
 }
 
 async function verifyAndRecord(catalog: Catalog, entry: BackupEntry, settings: EnvironmentSettings, ctx: CommandContext) {
+  // The same tools as the backup: inside the Compose service the archive is fed on stdin.
+  const runner = await postgresRunner(settings);
   const report = await ctx.logger.group(`Verify backup ${entry.id}`, () =>
-    verifyBackup(entry, { runner: localPostgresRunner(settings.postgres.binDir), redisRunner: new LocalRunner({ binDirs: settings.redis?.binDir ? [settings.redis.binDir] : [] }), logger: ctx.logger }),
+    verifyBackup(entry, { runner, redisRunner: new LocalRunner({ binDirs: settings.redis?.binDir ? [settings.redis.binDir] : [] }), logger: ctx.logger }),
   );
   const recorded = await recordVerification(catalog, entry, report);
   return { report, entry: recorded };
@@ -171,7 +173,7 @@ export const restoreCommand: CommandSpec = {
   name: 'restore',
   summary: 'Restore a backup into a database (destructive restores need --confirm)',
   inputs: [
-    { name: 'backup', type: 'string', description: 'Backup id, or "latest".', default: 'latest' },
+    { name: 'backup', type: 'string', description: 'Backup id, or "latest" (the newest backup that is not a pre-restore backup and did not fail verification).', default: 'latest' },
     { name: 'target', type: 'string', description: 'PostgreSQL URL of the database to restore into.', required: true },
     { name: 'confirm', type: 'string', description: 'The target database name, exactly, to allow replacing a database that holds data.' },
     { name: 'jobs', type: 'string', description: 'Parallel pg_restore jobs.', default: '2' },

@@ -62,13 +62,17 @@ export async function listBackups(catalog: Catalog, env: string): Promise<Backup
   return catalog.list<BackupMetadata>(env, 'backups', BACKUP_METADATA_FILE);
 }
 
-/** One backup by id, or the newest one for `latest`; an unknown id is the operator's mistake (exit 2). */
+/**
+ * One backup by id, or for `latest` the newest one that did not fail verification and is not a
+ * `pre-restore` backup (that one may hold another database: the target of a restore, so it is
+ * only ever used by id). An unknown id is the operator's mistake (exit 2).
+ */
 export async function findBackup(catalog: Catalog, env: string, idOrLatest: string): Promise<BackupEntry> {
   const wanted = idOrLatest.trim();
   if (wanted === '' || wanted === 'latest') {
-    const [newest] = await listBackups(catalog, env);
+    const newest = (await listBackups(catalog, env)).find((b) => b.metadata.label !== 'pre-restore' && b.metadata.verified?.ok !== false);
     if (!newest) {
-      throw usageError('NO_BACKUPS', `environment ${env} has no backups in ${catalog.root}`, `take one first: lifeline backup --env ${env}`);
+      throw usageError('NO_BACKUPS', `environment ${env} has no usable backups in ${catalog.root} (pre-restore backups and backups that failed verification are only used by id)`, `take one first: lifeline backup --env ${env}; or pass the id from lifeline backups --env ${env}`);
     }
     return newest;
   }

@@ -3,11 +3,30 @@ import { chmodSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Catalog } from '../../src/catalog/store';
+import { createMemoryLogger } from '../../src/logger';
+import { progressReporter } from '../../src/postgres/progress';
 import { BACKUP_METADATA_FILE, listBackups, type BackupMetadata } from '../../src/postgres/metadata';
 import { formatPgUrl } from '../../src/runner/postgres-env';
 import { SAMPLE_MIGRATION_HEAD } from '../../src/sample/dataset';
 import { lifeline } from '../helpers/cli';
 import { createSampleDatabase, dropDatabase, tableCounts, tempDir } from '../helpers/db';
+
+describe('backup progress', () => {
+  it('logs bytes and rate at intervals and feeds every update to a terminal sink', () => {
+    const logger = createMemoryLogger();
+    const seen: number[] = [];
+    const report = progressReporter(logger, 'pg_dump', { onBytes: (_what, bytes) => seen.push(bytes) }, 0);
+    report(1_500_000);
+    report(3_000_000);
+    expect(seen).toEqual([1_500_000, 3_000_000]);
+    expect(logger.lines).toHaveLength(2);
+    expect(logger.lines[1]).toMatch(/^pg_dump: 3\.0 MB at [\d.]+ [KMGT]?B\/s$/);
+    const quiet = createMemoryLogger();
+    const hourly = progressReporter(quiet, 'pg_dump', {}, 3_600_000);
+    hourly(10);
+    expect(quiet.lines).toEqual([]);
+  });
+});
 
 const noEnv = { DATABASE_URL: undefined, REDIS_URL: undefined, LIFELINE_STORE: undefined, LIFELINE_ENV: undefined, LIFELINE_CONFIG: undefined };
 

@@ -104,6 +104,8 @@ describe('lifeline restore', () => {
     const pre = await findBackup(new Catalog(store.path), 'default', result.preRestoreBackupId);
     expect(pre.metadata.label).toBe('pre-restore');
     expect(pre.metadata.rowCounts).toEqual(before.counts);
+    // It holds the target's data, not the environment's: "latest" never picks it.
+    expect((await findBackup(new Catalog(store.path), 'default', 'latest')).id).toBe(backupId);
     // An application session on the target does not block the swap: it is ended, and reconnects to the restored data.
     const application = PsqlSession.open(new LocalRunner(), target.conn);
     expect(await application.queryValue('SELECT 1')).toBe(1);
