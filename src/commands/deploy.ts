@@ -7,20 +7,17 @@ import { deployRelease, rollbackRelease, type DatabaseProbe, type DeployEnvironm
 import { readHistory, type HistoryEvent } from '../deploy/history';
 import { manifestVerifier } from '../deploy/manifest-verifier';
 import { usageError } from '../errors';
-import type { VerificationPolicy } from '../manifest/verify';
 import { ComposeRunner, LocalRunner, type Runner } from '../runner/runner';
 import { parseDuration } from '../settings/duration';
 import type { EnvironmentSettings } from '../settings/resolve';
 import { singleCommandAction } from './action-spec';
+import { POLICY_INPUTS, verificationPolicyFor } from './policy';
 import { environmentFor, type CommandContext, type CommandResult, type CommandSpec, type InputSpec, type OutputSpec } from './spec';
 
 const SHARED_INPUTS: InputSpec[] = [
   { name: 'compose-file', type: 'list', description: "Compose files, in order; default: the environment's compose.files." },
   { name: 'project-name', type: 'string', description: "Compose project name; default: the environment's compose.projectName." },
-  { name: 'public-key', type: 'string', description: 'PEM public key the release manifest must be signed with; default: manifest.publicKey.' },
-  { name: 'certificate-identity', type: 'string', description: 'Keyless signing: the workflow identity (SAN) the signing certificate must carry; default: manifest.certificateIdentity.' },
-  { name: 'certificate-oidc-issuer', type: 'string', description: 'Keyless signing: the OIDC issuer of the signing certificate; default: manifest.certificateOidcIssuer.' },
-  { name: 'trusted-root', type: 'string', description: 'Sigstore trusted root JSON for keyless verification; default: manifest.trustedRoot, else the public-good instance.' },
+  ...POLICY_INPUTS,
   { name: 'health-timeout', type: 'string', description: 'How long api, web and worker may take to become healthy, e.g. 90s or 2m; default: compose.healthTimeout (2m).' },
   { name: 'lock-wait', type: 'string', description: 'How long to wait for another deploy, rollback or restore holding the lock, e.g. 5m; default: 0 (fail at once).' },
 ];
@@ -100,7 +97,7 @@ async function deployEnvironmentFor(ctx: CommandContext): Promise<{ environment:
   const healthTimeoutText = ctx.inputs.string('health-timeout');
   const healthTimeoutSeconds = healthTimeoutText ? parseDuration(healthTimeoutText, '--health-timeout') : settings.compose.healthTimeoutSeconds;
   const lockWaitText = ctx.inputs.string('lock-wait');
-  const policy = verificationPolicy(ctx, settings);
+  const policy = verificationPolicyFor(ctx, settings);
   const catalog = new Catalog(settings.store);
   // The docker CLIs get the caller's environment: DOCKER_HOST (also ssh://), DOCKER_CONFIG, credentials.
   const runner = new LocalRunner({ baseEnv: ctx.env });
@@ -119,21 +116,6 @@ async function deployEnvironmentFor(ctx: CommandContext): Promise<{ environment:
       database: databaseProbe(settings, command, composeFiles, ctx),
     },
   };
-}
-
-function verificationPolicy(ctx: CommandContext, settings: EnvironmentSettings): VerificationPolicy {
-  const path = (value: string | undefined) => (value ? resolvePath(ctx.cwd, value) : undefined);
-  const publicKey = path(ctx.inputs.string('public-key')) ?? settings.manifest.publicKey;
-  const certificateIdentity = ctx.inputs.string('certificate-identity') ?? settings.manifest.certificateIdentity;
-  const certificateOidcIssuer = ctx.inputs.string('certificate-oidc-issuer') ?? settings.manifest.certificateOidcIssuer;
-  const trustedRoot = path(ctx.inputs.string('trusted-root')) ?? settings.manifest.trustedRoot;
-  if (publicKey) return { publicKey };
-  if (certificateIdentity && certificateOidcIssuer) return { certificateIdentity, certificateOidcIssuer, ...(trustedRoot ? { trustedRoot } : {}) };
-  throw usageError(
-    'VERIFICATION_POLICY_MISSING',
-    'nothing to verify the release manifest against',
-    `pass --public-key key.pem, or --certificate-identity <workflow URI> with --certificate-oidc-issuer https://token.actions.githubusercontent.com (or set manifest: under environments.${settings.name} in lifeline.yml)`,
-  );
 }
 
 function databaseProbe(settings: EnvironmentSettings, composeCommand: readonly string[], composeFiles: string[], ctx: CommandContext): DatabaseProbe | undefined {

@@ -6,20 +6,12 @@ import { backupReference, createReleaseManifest, type ManifestSigner } from '../
 import { generateSigningKeyPair } from '../manifest/keys';
 import { SERVICE_ROLES, type ReleaseImages, type ReleaseManifest, type VerificationPolicy, type WorkflowRun } from '../manifest/types';
 import { verifyReleaseManifest } from '../manifest/verify';
-import type { EnvironmentSettings } from '../settings/resolve';
 import type { ActionSpec } from './action-spec';
+import { POLICY_INPUTS, verificationPolicyFor } from './policy';
 import { environmentFor, type CommandContext, type CommandSpec, type InputSpec, type OutputSpec } from './spec';
 
 const RELEASE_INPUT: InputSpec = { name: 'release', type: 'string', description: 'The release version, e.g. v1.4.0 (the catalog entry releases/<version>).', required: true };
 
-export const POLICY_INPUTS: InputSpec[] = [
-  { name: 'public-key', type: 'string', description: 'Key-based: the PEM public key the manifest must be signed with; default: manifest.publicKey.' },
-  { name: 'certificate-identity', type: 'string', description: 'Keyless: the exact workflow identity, e.g. https://github.com/OWNER/REPO/.github/workflows/deploy.yml@refs/heads/main; default: manifest.certificateIdentity.' },
-  { name: 'certificate-oidc-issuer', type: 'string', description: 'Keyless: the OIDC issuer, e.g. https://token.actions.githubusercontent.com; default: manifest.certificateOidcIssuer.' },
-  { name: 'certificate-source-repository', type: 'string', description: 'Keyless: the exact source repository the certificate must name, e.g. https://github.com/OWNER/APP (a reusable workflow has one identity for every caller); default: manifest.certificateSourceRepository.' },
-  { name: 'certificate-source-ref', type: 'string', description: 'Keyless: the exact source ref the certificate must name, e.g. refs/heads/main; default: manifest.certificateSourceRef.' },
-  { name: 'trusted-root', type: 'string', description: 'Keyless: a pinned Sigstore trusted_root.json for offline verification; default: manifest.trustedRoot, else the public-good root through TUF.' },
-];
 
 const OUTPUTS: OutputSpec[] = [
   { name: 'manifest-path', description: 'Path of manifest.json (the signed in-toto Statement) in the catalog.' },
@@ -128,28 +120,6 @@ export const manifestKeygenCommand: CommandSpec = {
 };
 
 /** The verification policy from flags, else from the environment's `manifest:` settings. Exported for deploy and rollback. */
-export function verificationPolicyFor(ctx: CommandContext, settings: EnvironmentSettings): VerificationPolicy {
-  const path = (value: string | undefined) => (value ? resolvePath(ctx.cwd, value) : undefined);
-  const flags = {
-    publicKey: path(ctx.inputs.string('public-key')),
-    certificateIdentity: ctx.inputs.string('certificate-identity'),
-    certificateOidcIssuer: ctx.inputs.string('certificate-oidc-issuer'),
-    certificateSourceRepository: ctx.inputs.string('certificate-source-repository'),
-    certificateSourceRef: ctx.inputs.string('certificate-source-ref'),
-  };
-  const fromFlags = Boolean(flags.publicKey || flags.certificateIdentity || flags.certificateOidcIssuer);
-  const source = fromFlags ? flags : settings.manifest;
-  const trustedRoot = path(ctx.inputs.string('trusted-root')) ?? settings.manifest.trustedRoot;
-  // verifyReleaseManifest refuses both-or-neither with the fix; pass what was given through.
-  return {
-    ...(source.publicKey ? { publicKey: source.publicKey } : {}),
-    certificateIdentity: source.certificateIdentity!,
-    certificateOidcIssuer: source.certificateOidcIssuer!,
-    ...(source.certificateSourceRepository ? { sourceRepository: source.certificateSourceRepository } : {}),
-    ...(source.certificateSourceRef ? { sourceRef: source.certificateSourceRef } : {}),
-    ...(trustedRoot ? { trustedRoot } : {}),
-  } as VerificationPolicy;
-}
 
 function parseImageInputs(values: string[]): ReleaseImages {
   const fix = 'pass --image api=REF --image web=REF --image worker=REF (REF is registry/repo:tag or registry/repo@sha256:...)';
