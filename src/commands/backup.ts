@@ -2,6 +2,7 @@ import { Catalog } from '../catalog/store';
 import { withLock } from '../catalog/lock';
 import { failure } from '../errors';
 import { createBackup } from '../postgres/backup';
+import { runPhysicalBackup } from '../postgres/pgbackrest';
 import { environmentConnection, maskedUrl, postgresRunner, redisRunner } from '../postgres/connection';
 import { BACKUP_LABELS, findBackup, listBackups, type BackupEntry, type BackupLabel } from '../postgres/metadata';
 import { formatBytes, type ProgressSink } from '../postgres/progress';
@@ -14,7 +15,7 @@ import { LocalRunner } from '../runner/runner';
 import { parsePgUrl } from '../runner/postgres-env';
 import type { EnvironmentSettings } from '../settings/resolve';
 import { singleCommandAction } from './action-spec';
-import { environmentFor, type CommandContext, type CommandSpec } from './spec';
+import { environmentFor, type CommandContext, type CommandResult, type CommandSpec } from './spec';
 
 const USER_LABELS = BACKUP_LABELS.filter((l) => l !== 'pre-restore');
 
@@ -52,6 +53,17 @@ async function verifyAndRecord(catalog: Catalog, entry: BackupEntry, settings: E
   return { report, entry: recorded };
 }
 
+async function physicalBackup(ctx: CommandContext): Promise<CommandResult> {
+  const settings = environmentFor(ctx);
+  const type = ctx.inputs.string('physical-type') as 'full' | 'diff' | 'incr' | undefined;
+  const backup = await runPhysicalBackup(settings, ctx.logger, { type });
+  return {
+    json: { physical: true, id: backup.label, ...backup },
+    text: `physical backup ${backup.label} (${backup.type}) in pgBackRest stanza ${settings.postgres.physical!.stanza}`,
+    outputs: { 'backup-id': backup.label },
+  };
+}
+
 export const backupCommand: CommandSpec = {
   name: 'backup',
   summary: 'Back up PostgreSQL (and Redis when configured) into the catalog, with checksums',
@@ -60,6 +72,8 @@ export const backupCommand: CommandSpec = {
     { name: 'release', type: 'string', description: 'Release version this backup belongs to.' },
     { name: 'git-sha', type: 'string', description: 'Git commit of the release.' },
     { name: 'verify', type: 'boolean', description: 'Verify the new backup (checksums, pg_restore reads and decompresses it, redis-check-rdb) and fail when it does not verify.', default: 'true' },
+    { name: 'physical', type: 'boolean', description: 'Take a physical base backup through pgBackRest instead (needs postgres.physical; WAL archiving makes point-in-time recovery possible).', default: 'false' },
+    { name: 'physical-type', type: 'string', description: 'pgBackRest backup type for --physical; default: postgres.physical.type.', choices: ['full', 'diff', 'incr'] },
   ],
   outputs: [
     { name: 'backup-id', description: 'Id of the new backup.' },
@@ -69,6 +83,7 @@ export const backupCommand: CommandSpec = {
   ],
   implemented: true,
   async run(ctx) {
+    if (ctx.inputs.boolean('physical')) return physicalBackup(ctx);
     const label = ctx.inputs.string('label') as BackupLabel;
     const release = ctx.inputs.string('release');
     const gitSha = ctx.inputs.string('git-sha');
