@@ -78,8 +78,9 @@ export interface TenantExportResult {
 
 /**
  * Exports one tenant's rows, collection by collection, from one repeatable-read snapshot into a
- * new catalog entry. Caps are checked on exact counts before anything is written; the entry
- * becomes visible only once complete, and is removed again if it does not verify.
+ * new catalog entry. A collection over its cap refuses the export before the entry is complete
+ * (unless truncation is allowed); the entry becomes visible only once complete, and is removed
+ * again if it does not verify.
  */
 export async function exportTenant(options: TenantExportOptions): Promise<TenantExportResult> {
   const { catalog, env, tenant, logger } = options;
@@ -96,35 +97,28 @@ export async function exportTenant(options: TenantExportOptions): Promise<Tenant
     const id = newEntryId();
     try {
       const collections = await resolveCollections(session, options.collections);
-      const counts = await inParallel(collections, PARALLELISM, (collection) => countInSnapshot(options.runner, options.conn, snapshotId, collection, tenant));
-      logger.debug(`counted the tenant's rows after ${elapsed()}`);
+      // With truncation allowed, exact counts come first: they decide what to cut and give the true
+      // counts. Otherwise each COPY reads at most cap + 1 rows, and one row too many refuses the
+      // export before its entry is complete: the same guarantee without a second pass over the data.
+      const counts = options.allowTruncation ? await inParallel(collections, PARALLELISM, (collection) => countInSnapshot(options.runner, options.conn, snapshotId, collection, tenant)) : undefined;
+      logger.debug(`planned after ${elapsed()}`);
       const plan = collections.map((collection, index) => {
-        const trueCount = counts[index]!;
         const cap = options.rowCapOverride ?? collection.rowCap ?? options.rowCap;
-        return { collection, trueCount, cap, truncated: trueCount > cap };
+        const trueCount = counts?.[index];
+        return { collection, cap, trueCount, truncated: trueCount !== undefined && trueCount > cap };
       });
-      if (plan.every((p) => p.trueCount === 0)) {
-        throw usageError('UNKNOWN_TENANT', `tenant ${JSON.stringify(tenant)} has no rows in any collection (${collections.map((c) => c.name).join(', ')})`, 'check the id (it is matched exactly, case included) and the environment; nothing was written');
-      }
-      const over = plan.filter((p) => p.truncated);
-      if (over.length && !options.allowTruncation) {
-        throw refusal(
-          'ROW_CAP_EXCEEDED',
-          `tenant ${JSON.stringify(tenant)}: ${over.map((p) => `${p.collection.name} has ${p.trueCount} rows, over its cap of ${p.cap}`).join('; ')}`,
-          'raise the cap (tenants.rowCap, the collection\'s rowCap, or --row-cap) after checking the size is expected, or pass --allow-truncation to export the first rows by primary key and mark the collection truncated',
-          { collections: over.map((p) => ({ name: p.collection.name, count: p.trueCount, cap: p.cap })) },
-        );
-      }
+      if (counts?.every((n) => n === 0)) throw unknownTenant(tenant, collections);
       staged = await catalog.begin(env, kind, id, EXPORT_MANIFEST);
       const budget = { used: 0, cap: options.byteCap };
       const stagedEntry = staged;
       const exported = await inParallel(plan, PARALLELISM, async (p, signal) => {
         const file = `${p.collection.name}.${FILE_EXTENSION[options.format]}`;
-        const rows = p.truncated ? p.cap : p.trueCount;
-        logger.info(`${p.collection.name}: exporting ${rows} of ${p.trueCount} rows (${describeCollection(p.collection)})`);
-        const written = await copyCollection(options, stagedEntry, file, snapshotId, p.collection, p.truncated ? p.cap : undefined, budget, signal);
-        if (written.rows !== rows) {
-          throw failure('EXPORT_COUNT_MISMATCH', `${p.collection.name}: wrote ${written.rows} rows, but the snapshot counted ${rows}`, { fix: 'this should not happen inside one snapshot; re-run the export and report it if it repeats' });
+        const expected = p.trueCount === undefined ? undefined : Math.min(p.trueCount, p.cap);
+        logger.info(`${p.collection.name}: exporting ${expected === undefined ? `up to ${p.cap}` : `${expected} of ${p.trueCount}`} rows (${describeCollection(p.collection)})`);
+        const written = await copyCollection(options, stagedEntry, file, snapshotId, p.collection, p.trueCount === undefined ? p.cap + 1 : p.truncated ? p.cap : undefined, budget, signal);
+        if (p.trueCount === undefined && written.rows > p.cap) throw new RowCapExceeded(p.collection, p.cap);
+        if (expected !== undefined && written.rows !== expected) {
+          throw failure('EXPORT_COUNT_MISMATCH', `${p.collection.name}: wrote ${written.rows} rows, but the snapshot counted ${expected}`, { fix: 'this should not happen inside one snapshot; re-run the export and report it if it repeats' });
         }
         logger.debug(`${p.collection.name}: ${written.bytes} bytes after ${elapsed()}`);
         return {
@@ -132,15 +126,16 @@ export async function exportTenant(options: TenantExportOptions): Promise<Tenant
           table: `${p.collection.table.schema}.${p.collection.table.name}`,
           path: describeCollection(p.collection),
           file,
-          rows,
+          rows: written.rows,
           bytes: written.bytes,
           sha256: written.sha256,
           cap: p.cap,
           truncated: p.truncated,
-          trueCount: p.trueCount,
+          trueCount: p.trueCount ?? written.rows,
           orderedBy: p.collection.orderBy.length ? p.collection.orderBy : ['ctid'],
         } satisfies ExportedCollection;
       });
+      if (exported.every((c) => c.rows === 0)) throw unknownTenant(tenant, collections);
       const manifest: TenantExportManifest = {
         schemaVersion: CATALOG_SCHEMA_VERSION,
         id,
@@ -160,6 +155,16 @@ export async function exportTenant(options: TenantExportOptions): Promise<Tenant
       staged = undefined;
     } catch (error) {
       await staged?.abort();
+      if (error instanceof RowCapExceeded) {
+        // The snapshot is still open: name the true count, as counting first would have.
+        const count = await countInSnapshot(options.runner, options.conn, snapshotId, error.collection, tenant);
+        throw refusal(
+          'ROW_CAP_EXCEEDED',
+          `tenant ${JSON.stringify(tenant)}: ${error.collection.name} has ${count} rows, over its cap of ${error.cap}; nothing was kept`,
+          "raise the cap (tenants.rowCap, the collection's rowCap, or --row-cap) after checking the size is expected, or pass --allow-truncation to export the first rows by primary key and mark the collection truncated",
+          { collection: error.collection.name, count, cap: error.cap },
+        );
+      }
       if (error instanceof ByteCapExceeded) {
         throw refusal('BYTE_CAP_EXCEEDED', `tenant ${JSON.stringify(tenant)}: the export grew past its byte cap of ${options.byteCap} bytes; nothing was kept`, 'raise tenants.byteCap after checking the size is expected (the byte cap cannot be truncated around)', { byteCap: options.byteCap });
       }
@@ -220,6 +225,19 @@ async function copyCollection(
     throw failure('EXPORT_COPY_FAILED', `exporting ${collection.name} failed (psql ${describeExit(result)}): ${lastLines(result.stderr)}`);
   }
   return { rows: meter.records - (options.format === 'csv' ? 1 : 0), bytes: hashed.bytes, sha256: hashed.sha256 };
+}
+
+class RowCapExceeded extends Error {
+  constructor(
+    readonly collection: ResolvedCollection,
+    readonly cap: number,
+  ) {
+    super(`${collection.name} is over its row cap of ${cap}`);
+  }
+}
+
+function unknownTenant(tenant: string, collections: readonly ResolvedCollection[]) {
+  return usageError('UNKNOWN_TENANT', `tenant ${JSON.stringify(tenant)} has no rows in any collection (${collections.map((c) => c.name).join(', ')})`, 'check the id (it is matched exactly, case included) and the environment; nothing was written');
 }
 
 /** Collections counted or exported at once, each by its own psql joining the snapshot (as pg_dump -j does). */
