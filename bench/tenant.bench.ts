@@ -55,7 +55,7 @@ export default async function tenantBench(ctx: BenchContext): Promise<BenchRow[]
       bare: bareRun,
       minRatio: 0.8,
       maxPeakRssMb: 250,
-      note: `${entry.length === 1 ? 'dist/cli bundle' : 'tsx from source'}; lifeline time includes start-up, exact counts first and the verification pass`,
+      note: `${entry.length === 1 ? 'dist/cli bundle' : 'tsx from source'}; lifeline time includes start-up, fsyncs and the verification pass`,
     },
   ];
 }
