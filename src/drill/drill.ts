@@ -5,7 +5,7 @@ import { startThrowawayCluster, type ThrowawayCluster } from '../postgres/cluste
 import { environmentConnection, localPostgresRunner, maskedUrl } from '../postgres/connection';
 import { migrationHead } from '../postgres/inspect';
 import { findBackup, listBackups, type BackupEntry } from '../postgres/metadata';
-import { parseRecoveryTargetTime, requirePhysical, stanzaInfo } from '../postgres/pgbackrest';
+import { parseRecoveryTargetTime, requirePhysical, stanzaInfo, type StanzaInfo } from '../postgres/pgbackrest';
 import { restorePointInTime, type PointInTimeCluster } from '../postgres/pitr';
 import { restoreIntoFreshDatabase, type RestoreCheckReport } from '../postgres/restore';
 import { verifyBackup } from '../postgres/verify';
@@ -103,6 +103,7 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
   let restoreReport: RestoreCheckReport | undefined;
   let cluster: ThrowawayCluster | undefined;
   let pitrCluster: PointInTimeCluster | undefined;
+  let stanza: StanzaInfo | undefined;
   let createdTargetDatabase = false;
   /** Starting the throwaway cluster is the drill's own set-up, not part of a real restore's RTO. */
   let setupSeconds = 0;
@@ -114,6 +115,7 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
     'select-backup': async () => {
       if (mode === 'pitr') {
         const info = await stanzaInfo(requirePhysical(settings));
+        stanza = info;
         const usable = info.backups.filter((b) => Date.parse(b.stoppedAt) <= pitrTarget!.at.getTime());
         const base = usable[usable.length - 1];
         return { checks: [{ name: 'base backup before the target', passed: Boolean(base), detail: base ? `${base.label} (${base.type}, finished ${base.stoppedAt})` : `no backup of stanza ${info.stanza} finished before ${pitrTarget!.text}` }], fatal: !base };
@@ -134,7 +136,7 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
     },
     restore: async () => {
       if (mode === 'pitr') {
-        pitrCluster = await restorePointInTime(settings, pitrTarget!.text, logger, { database, binDir: settings.postgres.binDir });
+        pitrCluster = await restorePointInTime(settings, pitrTarget!.text, logger, { database, binDir: settings.postgres.binDir, info: stanza });
         phases['pgbackrest restore'] = pitrCluster.restoreSeconds;
         phases['start-up and WAL replay'] = pitrCluster.recoverySeconds;
         checkConn = withDatabase(pitrCluster.conn, database);

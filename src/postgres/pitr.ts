@@ -9,7 +9,7 @@ import { PsqlSession } from '../runner/psql';
 import { lastLines, LocalRunner } from '../runner/runner';
 import type { EnvironmentSettings } from '../settings/resolve';
 import { startThrowawayCluster, type ThrowawayCluster } from './cluster';
-import { parseRecoveryTargetTime, requirePhysical, restorePhysicalToTime, stanzaInfo, type PhysicalBackupInfo } from './pgbackrest';
+import { parseRecoveryTargetTime, requirePhysical, restorePhysicalToTime, stanzaInfo, type PhysicalBackupInfo, type StanzaInfo } from './pgbackrest';
 
 export interface PointInTimeCluster {
   /** Connection over the cluster's private Unix socket, as the bootstrap superuser (trust, socket only). */
@@ -29,6 +29,8 @@ export interface PointInTimeOptions {
   superuser?: string;
   database?: string;
   binDir?: string;
+  /** The stanza as the caller already read it (saves a second `pgbackrest info`). */
+  info?: StanzaInfo;
 }
 
 function chownToPostgres(path: string): void {
@@ -49,7 +51,7 @@ function chownToPostgres(path: string): void {
 export async function restorePointInTime(settings: EnvironmentSettings, targetTime: string, logger: Logger, options: PointInTimeOptions = {}): Promise<PointInTimeCluster> {
   const physical = requirePhysical(settings);
   const target = parseRecoveryTargetTime(targetTime);
-  const info = await stanzaInfo(physical);
+  const info = options.info ?? (await stanzaInfo(physical));
   const candidates = info.backups.filter((b) => new Date(b.stoppedAt) <= target.at);
   if (candidates.length === 0) {
     throw failure('PITR_NO_BASE_BACKUP', `stanza ${physical.stanza} has no backup that finished before ${target.text}`, {
