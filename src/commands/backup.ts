@@ -4,7 +4,7 @@ import { failure } from '../errors';
 import { createBackup } from '../postgres/backup';
 import { runPhysicalBackup } from '../postgres/pgbackrest';
 import { environmentConnection, maskedUrl, postgresRunner, redisRunner } from '../postgres/connection';
-import { BACKUP_LABELS, findBackup, listBackups, type BackupEntry, type BackupLabel } from '../postgres/metadata';
+import { BACKUP_LABELS, BACKUP_METADATA_FILE, findBackup, listBackups, type BackupEntry, type BackupLabel } from '../postgres/metadata';
 import { formatBytes, type ProgressSink } from '../postgres/progress';
 import { parseJobs, restoreBackup, runPostRestoreHooks } from '../postgres/restore';
 import { pruneBackups } from '../postgres/retention';
@@ -12,6 +12,9 @@ import { recordVerification, verifyBackup, type VerifyReport } from '../postgres
 import { restoreRedisIsolated } from '../redis/restore';
 import { parseRedisUrl } from '../redis/snapshot';
 import { LocalRunner } from '../runner/runner';
+import { openReviewedBucket } from '../storage/bucket';
+import { compareRemote, fetchEntry } from '../storage/sync';
+import { comparisonResult } from './sync';
 import { parsePgUrl } from '../runner/postgres-env';
 import type { EnvironmentSettings } from '../settings/resolve';
 import { singleCommandAction } from './action-spec';
@@ -163,7 +166,10 @@ export const verifyCommand: CommandSpec = {
   name: 'verify',
   summary: "Verify a backup's checksums and archives",
   positional: 'backup',
-  inputs: [{ name: 'backup', type: 'string', description: 'Backup id, or "latest".', default: 'latest' }],
+  inputs: [
+    { name: 'backup', type: 'string', description: 'Backup id, or "latest".', default: 'latest' },
+    { name: 'remote', type: 'boolean', description: "Instead, compare the local catalog with the environment's reviewed object storage (missing, incomplete or mismatched entries).", default: 'false' },
+  ],
   outputs: [
     { name: 'backup-id', description: 'Id of the verified backup.' },
     { name: 'ok', description: '"true" when every check passed.' },
@@ -172,6 +178,10 @@ export const verifyCommand: CommandSpec = {
   async run(ctx) {
     const wanted = ctx.inputs.string('backup') ?? 'latest';
     const settings = environmentFor(ctx);
+    if (ctx.inputs.boolean('remote')) {
+      const { storage, remote } = openReviewedBucket(settings);
+      return comparisonResult(settings.name, await compareRemote({ env: settings.name, store: settings.store, remote, prefix: storage.prefix }));
+    }
     const catalog = new Catalog(settings.store);
     const { report, entry } = await verifyAndRecord(catalog, await findBackup(catalog, settings.name, wanted), settings, ctx);
     return {
@@ -195,6 +205,7 @@ export const restoreCommand: CommandSpec = {
     { name: 'no-owner', type: 'boolean', description: 'Skip ownership and privileges (pg_restore --no-owner --no-privileges), for a server whose roles differ.', default: 'false' },
     { name: 'skip-verify', type: 'boolean', description: 'Do not check the checksums first (recorded with the restore).', default: 'false' },
     { name: 'redis-check', type: 'boolean', description: "Also load the backup's Redis snapshot into a private redis-server and compare key counts.", default: 'false' },
+    { name: 'from-remote', type: 'boolean', description: "Fetch the backup from the environment's reviewed object storage first (checksums verified on the way in) when the local catalog does not have it.", default: 'false' },
   ],
   outputs: [
     { name: 'backup-id', description: 'Id of the restored backup.' },
@@ -214,6 +225,7 @@ export const restoreCommand: CommandSpec = {
     if (target.password) ctx.logger.secret(target.password);
     const settings = environmentFor(ctx);
     const catalog = new Catalog(settings.store);
+    if (ctx.inputs.boolean('from-remote')) await fetchBackupIfMissing(catalog, settings, wanted, ctx);
     const backup = await findBackup(catalog, settings.name, wanted);
     const runner = await postgresRunner(settings);
     const result = await ctx.logger.group(`Restore ${backup.id} into ${target.database}`, () =>
@@ -241,6 +253,14 @@ export const restoreCommand: CommandSpec = {
     };
   },
 };
+
+/** Brings a backup from object storage into the local catalog (verified), unless it is already here. */
+async function fetchBackupIfMissing(catalog: Catalog, settings: EnvironmentSettings, wanted: string, ctx: CommandContext): Promise<void> {
+  if (wanted !== 'latest' && (await catalog.get(settings.name, 'backups', wanted, BACKUP_METADATA_FILE))) return;
+  const { storage, remote } = openReviewedBucket(settings);
+  const fetched = await fetchEntry({ env: settings.name, kind: 'backups', id: wanted, catalog, remote, prefix: storage.prefix, logger: ctx.logger });
+  ctx.logger.info(`${fetched.fetched ? 'fetched' : 'already had'} backup ${fetched.entry.id} from ${remote.location}`);
+}
 
 /** Post-restore hooks are for the environment's live database, not for a restore elsewhere. */
 function isEnvironmentDatabase(settings: EnvironmentSettings, targetUrl: string): boolean {
