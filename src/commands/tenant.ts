@@ -135,7 +135,7 @@ export const tenantVerifyCommand: CommandSpec = {
     if (!entry) {
       throw usageError('EXPORT_NOT_FOUND', `tenant ${JSON.stringify(tenant)} has no export ${wanted === 'latest' ? 'yet' : wanted} in environment ${settings.name}`, `run lifeline tenant export --env ${settings.name} --tenant ${tenant}`);
     }
-    const verification = await verifyTenantExport(entry);
+    const verification = await verifyTenantExport(entry, { parseRecords: true });
     const text = verification.ok
       ? `export ${entry.id} of ${tenant} verified: ${verification.files.length} files, ${entry.metadata.totals.rows} rows, snapshot ${entry.metadata.snapshotAt}`
       : `export ${entry.id} of ${tenant} FAILED verification:\n${verification.problems.map((p) => `  ${p}`).join('\n')}`;
