@@ -88,6 +88,8 @@ export class Catalog {
     const entries: CatalogEntry<M>[] = [];
     for (const name of names) {
       if (name.startsWith('.')) continue;
+      // A stray file beside the entries (an operator's note, a copied archive) is not an entry.
+      if (!(await stat(join(dir, name))).isDirectory()) continue;
       const metadata = await readJsonIfExists<M>(join(dir, name, metadataFile));
       if (!metadata) continue;
       if (metadata.schemaVersion > CATALOG_SCHEMA_VERSION) {

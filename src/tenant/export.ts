@@ -88,7 +88,8 @@ export async function exportTenant(options: TenantExportOptions): Promise<Tenant
   if (options.rowCapOverride !== undefined && (!Number.isInteger(options.rowCapOverride) || options.rowCapOverride < 1)) {
     throw usageError('BAD_ROW_CAP', `--row-cap must be a positive whole number (got ${options.rowCapOverride})`, 'pass e.g. --row-cap 500000');
   }
-  return withLock(catalog.envDir(env), env, { command: `tenant export ${tenant}`, owner: options.owner }, async () => {
+  // Wait like a backup does: a scheduled backup holding the lock briefly is no reason to refuse.
+  return withLock(catalog.envDir(env), env, { command: `tenant export ${tenant}`, owner: options.owner, waitSeconds: 30 }, async () => {
     await catalog.sweepStaging(env, kind);
     const started = Date.now();
     const elapsed = () => `${((Date.now() - started) / 1000).toFixed(2)}s`;

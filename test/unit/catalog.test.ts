@@ -55,6 +55,7 @@ describe('catalog', () => {
     const aborted = await catalog.begin('production', 'backups', 'c-aborted', 'backup.json');
     await aborted.addText('db.dump', 'partial');
     await aborted.abort();
+    writeFileSync(join(catalog.kindDir('production', 'backups'), 'NOTES.txt'), 'an operator left this here');
     const listed = await catalog.list('production', 'backups', 'backup.json');
     expect(listed.map((e) => e.id)).toEqual(['b-new', 'a-old']);
   });
