@@ -3,7 +3,7 @@
 // the same archive (target 1.10x). Lifeline also counts every table exactly, checks the schema
 // fingerprint and migration head, runs ANALYZE and amcheck on every B-tree index.
 // PITR: `lifeline drill --pitr` against bare `pgbackrest restore --type=time` plus PostgreSQL
-// start-up and WAL replay (target 1.15x); Lifeline also runs amcheck and writes the report.
+// start-up, WAL replay and promotion (target 1.15x); Lifeline also runs amcheck and writes the report.
 import { mkdtempSync, readdirSync, rmSync, chownSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -85,6 +85,8 @@ async function pitrDrill(ctx: BenchContext): Promise<BenchRow> {
         `mkdir -m 700 -p ${data}`,
         `pgbackrest --config=${archiving.physical.configFile} --stanza=bench --pg1-path=${data} --set=${label} --type=time "--target=${target}" --target-action=promote restore`,
         `${archiving.cluster.binDir}/pg_ctl -D ${data} -l ${dir}/log -w -t 600 -o "-c port=${archiving.cluster.port + 1000} -c listen_addresses='' -c unix_socket_directories=${dir} -c archive_mode=off -c hot_standby=off" start`,
+        // pg_ctl returns once the server is consistent; the restore is done only when recovery reached the target and promoted.
+        `until [ "$(psql -h ${dir} -p ${archiving.cluster.port + 1000} -d postgres -XAtc 'SELECT pg_is_in_recovery()' 2>/dev/null)" = f ]; do sleep 0.1; done`,
         `${archiving.cluster.binDir}/pg_ctl -D ${data} -m fast stop`,
       ].join('\n');
       const m = await measure('runuser', ['-u', 'postgres', '--', 'sh', '-c', script]);
