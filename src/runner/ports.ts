@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 
 /** A TCP port on 127.0.0.1 that was free a moment ago. */
@@ -28,9 +29,16 @@ export async function stopPid(pid: number, signal: NodeJS.Signals = 'SIGTERM', g
   const alive = () => {
     try {
       process.kill(pid, 0);
-      return true;
     } catch {
       return false;
+    }
+    // An exited daemon (the postmaster, once pg_ctl is gone) is reparented to PID 1, which may
+    // reap it late: a zombie has stopped, whatever kill(pid, 0) says.
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+    } catch {
+      return true;
     }
   };
   if (!alive()) return;
