@@ -14,7 +14,7 @@ import { parseRedisUrl } from '../redis/snapshot';
 import { LocalRunner } from '../runner/runner';
 import { openReviewedBucket } from '../storage/bucket';
 import { compareRemote, fetchEntry } from '../storage/sync';
-import { comparisonResult } from './sync';
+import { comparisonResult } from './remote-report';
 import { parsePgUrl } from '../runner/postgres-env';
 import type { EnvironmentSettings } from '../settings/resolve';
 import { singleCommandAction } from './action-spec';

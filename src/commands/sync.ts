@@ -3,8 +3,9 @@ import { usageError } from '../errors';
 import type { EnvironmentSettings } from '../settings/resolve';
 import { fetchNewestArtifact, uploadNewestAsArtifacts, type ArtifactStore, type ArtifactUpload } from '../storage/artifacts';
 import { openReviewedBucket } from '../storage/bucket';
-import { compareRemote, fetchEntry, syncEnvironment, type RemoteComparison, type SyncReport } from '../storage/sync';
+import { compareRemote, fetchEntry, syncEnvironment, type SyncReport } from '../storage/sync';
 import { singleCommandAction, type ActionSpec } from './action-spec';
+import { comparisonResult } from './remote-report';
 import { environmentFor, type CommandContext, type CommandResult, type CommandSpec, type InputSpec } from './spec';
 
 /** What the commands need from outside the process; tests inject fakes for GitHub's artifact service. */
@@ -109,25 +110,6 @@ async function runCompare(ctx: CommandContext, settings: EnvironmentSettings, do
   const { storage, remote } = bucketFor(settings, doors);
   const comparison = await compareRemote({ env: settings.name, store: settings.store, remote, prefix: storage.prefix, deep: ctx.inputs.boolean('deep'), kinds });
   return comparisonResult(settings.name, comparison);
-}
-
-/** Renders a comparison; exported so `verify --remote` can print the same thing. */
-export function comparisonResult(env: string, c: RemoteComparison): CommandResult {
-  const ref = (e: { kind: string; id: string }) => `${e.kind}/${e.id}`;
-  const lines = [
-    ...c.missingRemotely.map((e) => `missing remotely     ${ref(e)}`),
-    ...c.incompleteRemotely.map((e) => `incomplete remotely  ${ref(e)} (rerun sync)`),
-    ...c.missingLocally.map((e) => `missing locally      ${ref(e)}`),
-    ...c.mismatched.map((m) => `MISMATCH             ${ref(m)} ${m.file}: ${m.reason}`),
-    `${env} vs ${c.location}: ${c.inSync.length} in sync, ${c.missingRemotely.length + c.incompleteRemotely.length} missing remotely, ${c.missingLocally.length} missing locally, ${c.mismatched.length} mismatched file(s)`,
-  ];
-  const problems = c.mismatched.length + c.missingRemotely.length + c.incompleteRemotely.length;
-  return {
-    json: c,
-    text: lines.join('\n'),
-    exitCode: problems ? 1 : 0,
-    failureMessage: problems ? `${env}: the bucket does not hold a verified copy of every local entry` : undefined,
-  };
 }
 
 export function createFetchCommand(doors: StorageDoors = {}): CommandSpec {
