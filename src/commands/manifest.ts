@@ -139,7 +139,8 @@ function parseImageInputs(values: string[]): ReleaseImages {
 function signerFor(ctx: CommandContext): ManifestSigner {
   const keyless = ctx.inputs.boolean('keyless');
   const signingKey = ctx.inputs.string('signing-key') ?? ctx.env.LIFELINE_SIGNING_KEY;
-  if (signingKey) for (const line of [signingKey, ...signingKey.split('\n')]) if (!line.startsWith('-----')) ctx.logger.secret(line.trim());
+  // The PEM itself (from a secret) is masked line by line; a path to it is not a secret and must stay readable in errors.
+  if (signingKey?.includes('-----BEGIN')) for (const line of [signingKey, ...signingKey.split('\n')]) if (!line.startsWith('-----')) ctx.logger.secret(line.trim());
   if (keyless) {
     // The reusable workflow passes both and lets `keyless` choose, so a key given too is only ignored.
     if (signingKey) ctx.logger.warn('keyless signing: the signing key given as well is not used');
