@@ -31216,22 +31216,22 @@ __webpack_unused_export__ = Alias.Alias;
 __webpack_unused_export__ = identity.isAlias;
 __webpack_unused_export__ = identity.isCollection;
 __webpack_unused_export__ = identity.isDocument;
-__webpack_unused_export__ = identity.isMap;
+exports.jh = identity.isMap;
 __webpack_unused_export__ = identity.isNode;
 __webpack_unused_export__ = identity.isPair;
-__webpack_unused_export__ = identity.isScalar;
-__webpack_unused_export__ = identity.isSeq;
+exports.jn = identity.isScalar;
+exports.oP = identity.isSeq;
 __webpack_unused_export__ = Pair.Pair;
 __webpack_unused_export__ = Scalar.Scalar;
 __webpack_unused_export__ = YAMLMap.YAMLMap;
 __webpack_unused_export__ = YAMLSeq.YAMLSeq;
 __webpack_unused_export__ = cst;
 __webpack_unused_export__ = lexer.Lexer;
-__webpack_unused_export__ = lineCounter.LineCounter;
+exports.HN = lineCounter.LineCounter;
 __webpack_unused_export__ = parser.Parser;
 __webpack_unused_export__ = publicApi.parse;
 __webpack_unused_export__ = publicApi.parseAllDocuments;
-__webpack_unused_export__ = publicApi.parseDocument;
+exports.Tp = publicApi.parseDocument;
 __webpack_unused_export__ = publicApi.stringify;
 __webpack_unused_export__ = visit.visit;
 __webpack_unused_export__ = visit.visitAsync;
@@ -37186,6 +37186,16 @@ exports.visitAsync = visitAsync;
 /************************************************************************/
 var __webpack_exports__ = {};
 
+;// CONCATENATED MODULE: external "node:fs"
+const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
+;// CONCATENATED MODULE: external "node:path"
+const external_node_path_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:path");
+// EXTERNAL MODULE: external "node:crypto"
+var external_node_crypto_ = __nccwpck_require__(7598);
+;// CONCATENATED MODULE: external "node:fs/promises"
+const promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs/promises");
+// EXTERNAL MODULE: external "node:stream"
+var external_node_stream_ = __nccwpck_require__(7075);
 ;// CONCATENATED MODULE: ./src/errors.ts
 /**
  * Exit codes are a contract with operators' scripts:
@@ -37234,11 +37244,11 @@ function errors_usageError(code, message, fix, details) {
     return new LifelineError('usage', message, { code, fix, details });
 }
 /** A safety check refused the operation before anything changed (exit 3). */
-function refusal(code, message, fix, details) {
+function errors_refusal(code, message, fix, details) {
     return new LifelineError('refused', message, { code, fix, details });
 }
 /** The operation itself failed (exit 1). */
-function failure(code, message, options = {}) {
+function errors_failure(code, message, options = {}) {
     return new LifelineError('failed', message, { code, ...options });
 }
 function isLifelineError(error) {
@@ -37249,20 +37259,2180 @@ function toLifelineError(error) {
     if (isLifelineError(error))
         return error;
     const message = error instanceof Error ? error.message : String(error);
-    return failure('UNEXPECTED', message, { cause: error });
+    return errors_failure('UNEXPECTED', message, { cause: error });
 }
 
-;// CONCATENATED MODULE: external "node:path"
-const external_node_path_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:path");
+;// CONCATENATED MODULE: external "node:stream/promises"
+const external_node_stream_promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:stream/promises");
+;// CONCATENATED MODULE: ./src/catalog/files.ts
+
+
+
+
+
+
+/** Flushes a file's (or directory's) contents to disk so a rename after it is durable. */
+async function fsyncPath(path) {
+    const handle = await (0,promises_namespaceObject.open)(path, 'r');
+    try {
+        await handle.sync();
+    }
+    finally {
+        await handle.close();
+    }
+}
+/** Writes a small file atomically: temporary name, fsync, rename, fsync the directory. */
+async function writeFileAtomic(path, data) {
+    await (0,promises_namespaceObject.mkdir)((0,external_node_path_namespaceObject.dirname)(path), { recursive: true });
+    const tmp = (0,external_node_path_namespaceObject.join)((0,external_node_path_namespaceObject.dirname)(path), `.${(0,external_node_path_namespaceObject.basename)(path)}.tmp-${process.pid}-${Date.now()}`);
+    try {
+        await (0,promises_namespaceObject.writeFile)(tmp, data);
+        await fsyncPath(tmp);
+        await (0,promises_namespaceObject.rename)(tmp, path);
+    }
+    catch (error) {
+        await (0,promises_namespaceObject.rm)(tmp, { force: true });
+        throw error;
+    }
+    await fsyncPath((0,external_node_path_namespaceObject.dirname)(path));
+}
+/** A pass-through that hashes and counts what flows through it, so no second read is needed. */
+class HashingTransform extends external_node_stream_.Transform {
+    hash = (0,external_node_crypto_.createHash)('sha256');
+    bytes = 0;
+    _transform(chunk, _encoding, callback) {
+        this.hash.update(chunk);
+        this.bytes += chunk.length;
+        callback(null, chunk);
+    }
+    digest() {
+        return this.hash.digest('hex');
+    }
+}
+/** Streams `source` into `path`, hashing in the same pass, then fsyncs. */
+async function streamToFile(source, path, onProgress) {
+    const hasher = new HashingTransform();
+    if (onProgress)
+        hasher.on('data', () => onProgress(hasher.bytes));
+    await (0,external_node_stream_promises_namespaceObject.pipeline)(source, hasher, (0,external_node_fs_namespaceObject.createWriteStream)(path, { flags: 'wx' }));
+    await fsyncPath(path);
+    return { sha256: hasher.digest(), bytes: hasher.bytes };
+}
+/** A writable file that hashes what is written, for producers that push rather than offer a readable. */
+function hashingFileWriter(path) {
+    const hasher = new HashingTransform();
+    const file = (0,external_node_fs_namespaceObject.createWriteStream)(path, { flags: 'wx' });
+    const finished = (0,external_node_stream_promises_namespaceObject.pipeline)(hasher, file);
+    return {
+        stream: hasher,
+        async done() {
+            await finished;
+            await fsyncPath(path);
+            return { sha256: hasher.digest(), bytes: hasher.bytes };
+        },
+    };
+}
+/** sha256 of a file, read in 1 MiB chunks (bounded memory). */
+async function sha256File(path) {
+    const hasher = new HashingTransform();
+    await (0,external_node_stream_promises_namespaceObject.pipeline)((0,external_node_fs_namespaceObject.createReadStream)(path, { highWaterMark: 1024 * 1024 }), hasher, async function* (source) {
+        for await (const _chunk of source) {
+            // drain
+        }
+    });
+    return { sha256: hasher.digest(), bytes: hasher.bytes };
+}
+
+;// CONCATENATED MODULE: ./src/catalog/sums.ts
+
+
+
+const SUMS_FILE = 'SHA256SUMS';
+/** The exact format `sha256sum -c` reads: hash, two spaces, file name. */
+function formatSums(entries) {
+    return [...entries]
+        .sort((a, b) => a.file.localeCompare(b.file))
+        .map((e) => `${e.sha256}  ${e.file}\n`)
+        .join('');
+}
+function parseSums(text) {
+    const entries = [];
+    for (const line of text.split('\n')) {
+        if (!line.trim())
+            continue;
+        const match = /^([0-9a-f]{64}) [ *](.+)$/.exec(line);
+        if (!match)
+            throw new Error(`malformed ${SUMS_FILE} line: ${JSON.stringify(line)}`);
+        entries.push({ sha256: match[1], file: match[2] });
+    }
+    return entries;
+}
+/** Re-hashes every file listed in a directory's SHA256SUMS. */
+async function checkSums(dir) {
+    const entries = parseSums(await (0,promises_namespaceObject.readFile)((0,external_node_path_namespaceObject.join)(dir, SUMS_FILE), 'utf8'));
+    const results = [];
+    for (const entry of entries) {
+        try {
+            const { sha256 } = await sha256File((0,external_node_path_namespaceObject.join)(dir, entry.file));
+            results.push({ file: entry.file, expected: entry.sha256, actual: sha256, ok: sha256 === entry.sha256 });
+        }
+        catch (error) {
+            results.push({ file: entry.file, expected: entry.sha256, ok: false, error: error.message });
+        }
+    }
+    return results;
+}
+
+;// CONCATENATED MODULE: ./src/catalog/store.ts
+
+
+
+
+
+
+
+const CATALOG_SCHEMA_VERSION = 1;
+const SAFE_SEGMENT = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/;
+/** Refuses anything that could escape the catalog's directory when used as a path segment. */
+function assertSafeSegment(value, what) {
+    if (!SAFE_SEGMENT.test(value) || value.includes('..')) {
+        throw errors_usageError('UNSAFE_NAME', `${what} ${JSON.stringify(value)} cannot be used as a catalog name`, `use letters, digits, '.', '_', '+' and '-' only (no '/', '..', spaces or control characters), starting with a letter or digit`);
+    }
+}
+/** Sortable, collision-resistant ids: creation time in UTC plus randomness. */
+function store_newEntryId(now = new Date()) {
+    const stamp = now.toISOString().replace(/[-:]/g, '').replace('.', '');
+    return `${stamp}-${(0,external_node_crypto_.randomBytes)(3).toString('hex')}`;
+}
+/**
+ * The backup catalog on the local filesystem. An entry is a directory; it is written under a
+ * hidden staging name and renamed into place only once every file, `SHA256SUMS` and the
+ * metadata are on disk, so an interrupted writer never leaves anything that lists as complete.
+ */
+class Catalog {
+    root;
+    constructor(root) {
+        this.root = root;
+    }
+    envDir(env) {
+        assertSafeSegment(env, 'environment');
+        return (0,external_node_path_namespaceObject.join)(this.root, env);
+    }
+    kindDir(env, kind) {
+        return (0,external_node_path_namespaceObject.join)(this.envDir(env), kind);
+    }
+    entryDir(env, kind, id) {
+        assertSafeSegment(id, 'id');
+        return (0,external_node_path_namespaceObject.join)(this.kindDir(env, kind), id);
+    }
+    async begin(env, kind, id, metadataFile) {
+        const finalDir = this.entryDir(env, kind, id);
+        if (await exists(finalDir)) {
+            throw errors_usageError('ENTRY_EXISTS', `${kind} entry ${id} already exists in environment ${env}`, 'choose another id; catalog entries are immutable once written');
+        }
+        const stagingDir = (0,external_node_path_namespaceObject.join)(this.kindDir(env, kind), `.staging-${id}-${process.pid}`);
+        await (0,promises_namespaceObject.mkdir)(stagingDir, { recursive: true });
+        return new StagedEntry(stagingDir, finalDir, metadataFile);
+    }
+    /** Complete entries, newest first. Staging directories and entries without metadata are skipped. */
+    async list(env, kind, metadataFile) {
+        const dir = this.kindDir(env, kind);
+        let names;
+        try {
+            names = await (0,promises_namespaceObject.readdir)(dir);
+        }
+        catch (error) {
+            if (error.code === 'ENOENT')
+                return [];
+            throw error;
+        }
+        const entries = [];
+        for (const name of names) {
+            if (name.startsWith('.'))
+                continue;
+            // A stray file beside the entries (an operator's note, a copied archive) is not an entry.
+            if (!(await (0,promises_namespaceObject.stat)((0,external_node_path_namespaceObject.join)(dir, name))).isDirectory())
+                continue;
+            const metadata = await readJsonIfExists((0,external_node_path_namespaceObject.join)(dir, name, metadataFile));
+            if (!metadata)
+                continue;
+            if (metadata.schemaVersion > CATALOG_SCHEMA_VERSION) {
+                throw errors_failure('CATALOG_TOO_NEW', `${(0,external_node_path_namespaceObject.join)(dir, name, metadataFile)} has schema version ${metadata.schemaVersion}; this Lifeline reads up to ${CATALOG_SCHEMA_VERSION}`, { fix: 'upgrade Lifeline' });
+            }
+            entries.push({ id: name, dir: (0,external_node_path_namespaceObject.join)(dir, name), metadata });
+        }
+        return entries.sort((a, b) => (a.metadata.createdAt === b.metadata.createdAt ? b.id.localeCompare(a.id) : b.metadata.createdAt.localeCompare(a.metadata.createdAt)));
+    }
+    async get(env, kind, id, metadataFile) {
+        const dir = this.entryDir(env, kind, id);
+        const metadata = await readJsonIfExists((0,external_node_path_namespaceObject.join)(dir, metadataFile));
+        return metadata ? { id, dir, metadata } : undefined;
+    }
+    /** Rewrites an entry's metadata atomically (e.g. to record a verification). */
+    async updateMetadata(entry, metadataFile, metadata) {
+        await writeFileAtomic((0,external_node_path_namespaceObject.join)(entry.dir, metadataFile), `${JSON.stringify(metadata, null, 2)}\n`);
+    }
+    async remove(entry) {
+        // Rename first so a half-deleted entry never lists as complete.
+        const parent = (0,external_node_path_namespaceObject.join)(entry.dir, '..');
+        const doomed = (0,external_node_path_namespaceObject.join)(parent, `.deleting-${entry.id}-${process.pid}`);
+        await (0,promises_namespaceObject.rename)(entry.dir, doomed);
+        await fsyncPath(parent);
+        await (0,promises_namespaceObject.rm)(doomed, { recursive: true, force: true });
+    }
+    /** Removes staging directories left by writers that died; returns what was removed. */
+    async sweepStaging(env, kind, olderThanMs = 60 * 60 * 1000) {
+        const dir = this.kindDir(env, kind);
+        const removed = [];
+        let names = [];
+        try {
+            names = await (0,promises_namespaceObject.readdir)(dir);
+        }
+        catch {
+            return removed;
+        }
+        for (const name of names) {
+            if (!name.startsWith('.staging-') && !name.startsWith('.deleting-'))
+                continue;
+            const path = (0,external_node_path_namespaceObject.join)(dir, name);
+            const info = await (0,promises_namespaceObject.stat)(path);
+            const pid = Number(/-(\d+)$/.exec(name)?.[1]);
+            if (Date.now() - info.mtimeMs > olderThanMs || (pid && !store_processAlive(pid))) {
+                await (0,promises_namespaceObject.rm)(path, { recursive: true, force: true });
+                removed.push(name);
+            }
+        }
+        return removed;
+    }
+    /** Appends one JSON line to an environment's append-only log (e.g. deploy history). */
+    async appendLog(env, name, record) {
+        const path = (0,external_node_path_namespaceObject.join)(this.envDir(env), name);
+        await (0,promises_namespaceObject.mkdir)(this.envDir(env), { recursive: true });
+        await (0,promises_namespaceObject.appendFile)(path, `${JSON.stringify(record)}\n`);
+        await fsyncPath(path);
+    }
+    async readLog(env, name) {
+        const text = await (0,promises_namespaceObject.readFile)((0,external_node_path_namespaceObject.join)(this.envDir(env), name), 'utf8').catch((error) => {
+            if (error.code === 'ENOENT')
+                return '';
+            throw error;
+        });
+        return text
+            .split('\n')
+            .filter((line) => line.trim())
+            .flatMap((line) => {
+            try {
+                return [JSON.parse(line)];
+            }
+            catch {
+                return []; // a torn last line from a crash is skipped, never fatal
+            }
+        });
+    }
+}
+/** An entry being written. Nothing here is visible to `list` until `commit` renames it into place. */
+class StagedEntry {
+    dir;
+    finalDir;
+    metadataFile;
+    sums = [];
+    settled = false;
+    constructor(dir, finalDir, metadataFile) {
+        this.dir = dir;
+        this.finalDir = finalDir;
+        this.metadataFile = metadataFile;
+    }
+    path(name) {
+        assertSafeSegment(name, 'file name');
+        return (0,external_node_path_namespaceObject.join)(this.dir, name);
+    }
+    /** Streams a payload into the entry, hashing it on the way, and records it for SHA256SUMS. */
+    async addStream(name, source, onProgress) {
+        const result = await streamToFile(source, this.path(name), onProgress);
+        this.sums.push({ file: name, sha256: result.sha256 });
+        return result;
+    }
+    /** A writable for a producer that pushes; call `done()` after the producer finished. */
+    addWriter(name) {
+        const writer = hashingFileWriter(this.path(name));
+        return {
+            stream: writer.stream,
+            done: async () => {
+                const result = await writer.done();
+                this.sums.push({ file: name, sha256: result.sha256 });
+                return result;
+            },
+        };
+    }
+    async addText(name, text) {
+        return this.addStream(name, external_node_stream_.Readable.from([Buffer.from(text)]));
+    }
+    /** Writes SHA256SUMS and the metadata, fsyncs, and renames the entry into place. */
+    async commit(metadata) {
+        await writeFileAtomic((0,external_node_path_namespaceObject.join)(this.dir, SUMS_FILE), formatSums(this.sums));
+        await writeFileAtomic((0,external_node_path_namespaceObject.join)(this.dir, this.metadataFile), `${JSON.stringify(metadata, null, 2)}\n`);
+        await fsyncPath(this.dir);
+        await (0,promises_namespaceObject.rename)(this.dir, this.finalDir);
+        await fsyncPath((0,external_node_path_namespaceObject.join)(this.finalDir, '..'));
+        this.settled = true;
+    }
+    async abort() {
+        if (this.settled)
+            return;
+        this.settled = true;
+        await (0,promises_namespaceObject.rm)(this.dir, { recursive: true, force: true });
+    }
+}
+async function exists(path) {
+    try {
+        await (0,promises_namespaceObject.stat)(path);
+        return true;
+    }
+    catch {
+        return false;
+    }
+}
+async function readJsonIfExists(path) {
+    let text;
+    try {
+        text = await (0,promises_namespaceObject.readFile)(path, 'utf8');
+    }
+    catch (error) {
+        if (error.code === 'ENOENT')
+            return undefined;
+        throw error;
+    }
+    try {
+        return JSON.parse(text);
+    }
+    catch (error) {
+        throw errors_failure('CATALOG_CORRUPT', `${path} is not valid JSON`, { cause: error, fix: 'inspect the file; restore it from an off-host copy or remove the entry' });
+    }
+}
+function store_processAlive(pid) {
+    try {
+        process.kill(pid, 0);
+        return true;
+    }
+    catch (error) {
+        return error.code === 'EPERM';
+    }
+}
+
+;// CONCATENATED MODULE: external "node:os"
+const external_node_os_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:os");
+// EXTERNAL MODULE: external "node:net"
+var external_node_net_ = __nccwpck_require__(7030);
+;// CONCATENATED MODULE: ./src/runner/ports.ts
+
+
+/** A TCP port on 127.0.0.1 that was free a moment ago. */
+function freePort() {
+    return new Promise((resolve, reject) => {
+        const server = (0,external_node_net_.createServer)();
+        server.unref();
+        server.on('error', reject);
+        server.listen(0, '127.0.0.1', () => {
+            const address = server.address();
+            const port = typeof address === 'object' && address ? address.port : 0;
+            server.close(() => resolve(port));
+        });
+    });
+}
+async function waitFor(check, options) {
+    const deadline = Date.now() + options.timeoutMs;
+    for (;;) {
+        if (await check().catch(() => false))
+            return;
+        if (Date.now() > deadline)
+            throw new Error(`timed out after ${options.timeoutMs} ms waiting for ${options.what}`);
+        await new Promise((r) => setTimeout(r, options.intervalMs ?? 100));
+    }
+}
+/** Sends a signal to a pid and waits for it to be gone; escalates to SIGKILL after the grace period. */
+async function stopPid(pid, signal = 'SIGTERM', graceMs = 15000) {
+    const alive = () => {
+        try {
+            process.kill(pid, 0);
+        }
+        catch {
+            return false;
+        }
+        // An exited daemon (the postmaster, once pg_ctl is gone) is reparented to PID 1, which may
+        // reap it late: a zombie has stopped, whatever kill(pid, 0) says.
+        try {
+            const stat = (0,external_node_fs_namespaceObject.readFileSync)(`/proc/${pid}/stat`, 'utf8');
+            return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+        }
+        catch {
+            return true;
+        }
+    };
+    if (!alive())
+        return;
+    try {
+        process.kill(pid, signal);
+    }
+    catch {
+        return;
+    }
+    const deadline = Date.now() + graceMs;
+    while (alive() && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 50));
+    if (alive()) {
+        try {
+            process.kill(pid, 'SIGKILL');
+        }
+        catch {
+            // already gone
+        }
+        while (alive())
+            await new Promise((r) => setTimeout(r, 50));
+    }
+}
+
+;// CONCATENATED MODULE: external "node:child_process"
+const external_node_child_process_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:child_process");
+;// CONCATENATED MODULE: ./src/logger.ts
+/** Replaces registered secrets in a string: the last line of defence before text leaves the process. */
+class logger_SecretMasker {
+    secrets = new Set();
+    add(value) {
+        if (value && value.length >= 3) {
+            this.secrets.add(value);
+            const encoded = encodeURIComponent(value);
+            if (encoded !== value)
+                this.secrets.add(encoded);
+        }
+    }
+    mask(text) {
+        let out = text;
+        for (const secret of [...this.secrets].sort((a, b) => b.length - a.length)) {
+            out = out.split(secret).join('***');
+        }
+        return out;
+    }
+}
+function createStderrLogger(options = {}) {
+    const masker = options.masker ?? new logger_SecretMasker();
+    const write = (prefix, message) => process.stderr.write(`${prefix}${masker.mask(message)}\n`);
+    return {
+        info: (m) => write('', m),
+        warn: (m) => write('warning: ', m),
+        error: (m) => write('error: ', m),
+        debug: (m) => {
+            if (options.verbose)
+                write('debug: ', m);
+        },
+        async group(name, fn) {
+            write('==> ', name);
+            return fn();
+        },
+        secret: (v) => masker.add(v),
+    };
+}
+/** A logger that records lines, for tests and for building reports. */
+function createMemoryLogger() {
+    const lines = [];
+    const masker = new logger_SecretMasker();
+    return {
+        lines,
+        info: (m) => lines.push(masker.mask(m)),
+        warn: (m) => lines.push(`warning: ${masker.mask(m)}`),
+        error: (m) => lines.push(`error: ${masker.mask(m)}`),
+        debug: () => { },
+        async group(name, fn) {
+            lines.push(`==> ${name}`);
+            return fn();
+        },
+        secret: (v) => masker.add(v),
+    };
+}
+
+;// CONCATENATED MODULE: ./src/runner/runner.ts
+
+
+
+
+
+const STDERR_LIMIT = 64 * 1024;
+function spawnStreaming(command, args, invocation, masker, childEnv) {
+    let child;
+    try {
+        child = (0,external_node_child_process_namespaceObject.spawn)(command, args, {
+            cwd: invocation.cwd,
+            env: childEnv,
+            stdio: [invocation.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+        });
+    }
+    catch (error) {
+        throw errors_failure('TOOL_SPAWN', `could not start ${invocation.tool}: ${error.message}`, { cause: error });
+    }
+    let stderr = '';
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (chunk) => {
+        stderr += chunk;
+        if (stderr.length > STDERR_LIMIT)
+            stderr = stderr.slice(-STDERR_LIMIT);
+    });
+    if (invocation.stdin) {
+        invocation.stdin.pipe(child.stdin);
+        // The tool may exit before reading all of stdin; that is reported through its exit code.
+        child.stdin.on('error', () => { });
+    }
+    const done = new Promise((resolve, reject) => {
+        child.on('error', (error) => {
+            if (error.code === 'ENOENT') {
+                reject(errors_failure('TOOL_MISSING', `${invocation.tool} was not found (${command})`, { fix: `install it (Debian: the package that provides ${invocation.tool}) or set its directory in the config (postgres.binDir / redis.binDir)`, cause: error }));
+            }
+            else {
+                reject(errors_failure('TOOL_SPAWN', `could not run ${invocation.tool}: ${error.message}`, { cause: error }));
+            }
+        });
+        child.on('close', (exitCode, signal) => resolve({ exitCode, signal, stderr: masker.mask(stderr.trim()) }));
+    });
+    // Keep unhandled rejections off: callers await `done`.
+    done.catch(() => { });
+    return {
+        stdout: child.stdout,
+        done,
+        pid: child.pid,
+        kill: (signal = 'SIGTERM') => {
+            child.kill(signal);
+        },
+    };
+}
+class runner_LocalRunner {
+    options;
+    where = 'local binaries';
+    masker;
+    constructor(options = {}) {
+        this.options = options;
+        this.masker = options.masker ?? new logger_SecretMasker();
+    }
+    resolveTool(tool) {
+        for (const dir of this.options.binDirs ?? []) {
+            const candidate = (0,external_node_path_namespaceObject.join)(dir, tool);
+            if (isExecutable(candidate))
+                return candidate;
+        }
+        return tool;
+    }
+    start(invocation) {
+        const command = this.resolveTool(invocation.tool);
+        const env = { ...(this.options.baseEnv ?? process.env), ...definedOnly(invocation.env) };
+        if (this.options.asUser && process.getuid?.() === 0) {
+            // Without --login, runuser keeps the environment, so PGPASSWORD and friends reach the tool.
+            const args = ['-u', this.options.asUser, '--', command, ...invocation.args];
+            return spawnStreaming('runuser', args, invocation, this.masker, env);
+        }
+        return spawnStreaming(command, invocation.args, invocation, this.masker, env);
+    }
+}
+/** Runs tools inside a running Compose service with `exec -T`, so `DOCKER_HOST=ssh://...` works too. */
+class runner_ComposeRunner {
+    options;
+    where;
+    masker;
+    constructor(options) {
+        this.options = options;
+        this.where = `compose service ${options.service}`;
+        this.masker = options.masker ?? new SecretMasker();
+    }
+    start(invocation) {
+        const [command, ...prefix] = this.options.composeCommand;
+        const env = definedOnly(invocation.env);
+        // `-e NAME` without a value copies it from the compose CLI's own environment: secrets stay off argv.
+        const envArgs = Object.keys(env).flatMap((key) => ['-e', key]);
+        const args = [
+            ...prefix,
+            ...this.options.files.flatMap((f) => ['-f', f]),
+            ...(this.options.projectName ? ['-p', this.options.projectName] : []),
+            'exec',
+            '-T',
+            ...envArgs,
+            this.options.service,
+            invocation.tool,
+            ...invocation.args,
+        ];
+        return spawnStreaming(command, args, invocation, this.masker, { ...(this.options.baseEnv ?? process.env), ...env });
+    }
+}
+/** Runs a tool to completion, collecting its (small) stdout as text. Not for payloads. */
+async function runner_runText(runner, invocation, limitBytes = 16 * 1024 * 1024) {
+    const running = runner.start(invocation);
+    let stdout = '';
+    running.stdout.setEncoding('utf8');
+    running.stdout.on('data', (chunk) => {
+        if (stdout.length < limitBytes)
+            stdout += chunk;
+    });
+    const result = await running.done;
+    return { ...result, stdout };
+}
+/** Like runText, but a non-zero exit becomes a failure carrying the tool's stderr. */
+async function runChecked(runner, invocation, what) {
+    const result = await runner_runText(runner, invocation);
+    if (result.exitCode !== 0) {
+        throw errors_failure('TOOL_FAILED', `${what} failed (${invocation.tool} ${runner_describeExit(result)}): ${runner_lastLines(result.stderr)}`, { details: { tool: invocation.tool, exitCode: result.exitCode } });
+    }
+    return result.stdout;
+}
+function runner_describeExit(result) {
+    return result.signal ? `killed by ${result.signal}` : `exit ${result.exitCode}`;
+}
+function runner_lastLines(text, count = 5) {
+    const lines = text.trim().split('\n').filter(Boolean);
+    return lines.length ? lines.slice(-count).join('\n') : '(no output on stderr)';
+}
+function definedOnly(env) {
+    const out = {};
+    for (const [key, value] of Object.entries(env ?? {}))
+        if (value !== undefined)
+            out[key] = value;
+    return out;
+}
+function isExecutable(path) {
+    try {
+        (0,external_node_fs_namespaceObject.accessSync)(path, external_node_fs_namespaceObject.constants.X_OK);
+        return true;
+    }
+    catch {
+        return false;
+    }
+}
+/** Finds a program on PATH (or the given dirs); undefined when absent. */
+function runner_findExecutable(tool, dirs = [], pathEnv = process.env.PATH ?? '') {
+    for (const dir of [...dirs, ...pathEnv.split(external_node_path_namespaceObject.delimiter)]) {
+        if (!dir)
+            continue;
+        const candidate = (0,external_node_path_namespaceObject.join)(dir, tool);
+        if (isExecutable(candidate))
+            return candidate;
+    }
+    return undefined;
+}
+
+;// CONCATENATED MODULE: ./src/runner/postgres-env.ts
+
+/** Parses a postgres:// URL into its parts. */
+function parsePgUrl(url) {
+    let parsed;
+    try {
+        parsed = new URL(url);
+    }
+    catch {
+        throw errors_usageError('BAD_URL', 'the PostgreSQL URL is not a valid URL', 'write it as postgres://user:password@host:5432/dbname');
+    }
+    if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
+        throw errors_usageError('BAD_URL', `the PostgreSQL URL uses the scheme ${parsed.protocol}`, 'write it as postgres://user:password@host:5432/dbname');
+    }
+    const params = {};
+    parsed.searchParams.forEach((value, key) => {
+        params[key] = value;
+    });
+    const database = decodeURIComponent(parsed.pathname.replace(/^\//, '')) || 'postgres';
+    return {
+        host: decodeURIComponent(parsed.hostname.replace(/^\[|\]$/g, '')) || params.host || '127.0.0.1',
+        port: parsed.port ? Number(parsed.port) : 5432,
+        user: parsed.username ? decodeURIComponent(parsed.username) : undefined,
+        password: parsed.password ? decodeURIComponent(parsed.password) : undefined,
+        database,
+        params,
+    };
+}
+function formatPgUrl(conn) {
+    const auth = conn.user ? `${encodeURIComponent(conn.user)}${conn.password ? `:${encodeURIComponent(conn.password)}` : ''}@` : '';
+    const query = new URLSearchParams(conn.params).toString();
+    return `postgres://${auth}${conn.host.includes(':') ? `[${conn.host}]` : conn.host}:${conn.port}/${encodeURIComponent(conn.database)}${query ? `?${query}` : ''}`;
+}
+const PARAM_ENV = {
+    sslmode: 'PGSSLMODE',
+    sslrootcert: 'PGSSLROOTCERT',
+    sslcert: 'PGSSLCERT',
+    sslkey: 'PGSSLKEY',
+    application_name: 'PGAPPNAME',
+    connect_timeout: 'PGCONNECT_TIMEOUT',
+    options: 'PGOPTIONS',
+};
+/**
+ * libpq environment for a connection. The password travels in PGPASSWORD, never on a
+ * command line where `ps` would show it.
+ */
+function postgres_env_pgEnv(conn, database = conn.database) {
+    const env = {
+        PGHOST: conn.host,
+        PGPORT: String(conn.port),
+        PGUSER: conn.user,
+        PGPASSWORD: conn.password,
+        PGDATABASE: database,
+        PGCONNECT_TIMEOUT: '10',
+    };
+    for (const [param, value] of Object.entries(conn.params)) {
+        const name = PARAM_ENV[param];
+        if (name)
+            env[name] = value;
+    }
+    return env;
+}
+function postgres_env_withDatabase(conn, database) {
+    return { ...conn, database };
+}
+/** A SQL identifier, quoted. */
+function postgres_env_quoteIdent(name) {
+    return `"${name.replace(/"/g, '""')}"`;
+}
+/** A SQL string literal, quoted (standard_conforming_strings on, the default since 9.1). */
+function postgres_env_quoteLiteral(value) {
+    if (value.includes('\0'))
+        throw errors_usageError('BAD_VALUE', 'a value contains a NUL byte', 'remove the NUL byte');
+    return `'${value.replace(/'/g, "''")}'`;
+}
+
+;// CONCATENATED MODULE: ./src/postgres/binaries.ts
+
+
+
+/** Directories holding PostgreSQL server binaries (initdb, pg_ctl, postgres), newest major first. */
+function binaries_postgresServerBinDirs(configured) {
+    const dirs = [];
+    if (configured)
+        dirs.push(configured);
+    try {
+        const majors = (0,external_node_fs_namespaceObject.readdirSync)('/usr/lib/postgresql')
+            .filter((d) => /^\d+$/.test(d))
+            .sort((a, b) => Number(b) - Number(a));
+        for (const major of majors)
+            dirs.push((0,external_node_path_namespaceObject.join)('/usr/lib/postgresql', major, 'bin'));
+    }
+    catch {
+        // not a Debian layout
+    }
+    return dirs;
+}
+function findServerBinDir(configured) {
+    for (const dir of binaries_postgresServerBinDirs(configured)) {
+        if (runner_findExecutable('initdb', [dir], ''))
+            return dir;
+    }
+    const initdb = runner_findExecutable('initdb');
+    return initdb ? initdb.replace(/\/initdb$/, '') : undefined;
+}
+
+;// CONCATENATED MODULE: ./src/postgres/cluster.ts
+
+
+
+
+
+
+
+
+
+const OS_USER = 'postgres';
+function clusterUser() {
+    return process.getuid?.() === 0 ? OS_USER : undefined;
+}
+function giveToClusterUser(path) {
+    if (process.getuid?.() !== 0)
+        return;
+    const { uid, gid } = lookupUser(OS_USER);
+    (0,external_node_fs_namespaceObject.chownSync)(path, uid, gid);
+}
+function lookupUser(name) {
+    const passwd = (0,external_node_fs_namespaceObject.readFileSync)('/etc/passwd', 'utf8');
+    for (const line of passwd.split('\n')) {
+        const parts = line.split(':');
+        if (parts[0] === name)
+            return { uid: Number(parts[2]), gid: Number(parts[3]) };
+    }
+    throw errors_failure('NO_POSTGRES_USER', `there is no "${name}" OS user to run a throwaway PostgreSQL cluster as root`, { fix: 'install the postgresql package (it creates the user), or run Lifeline as a non-root user' });
+}
+/**
+ * Starts a private PostgreSQL cluster on 127.0.0.1 in a temp directory, from the local server
+ * binaries. Used for isolated restore drills, tests and the demo; `stop()` stops it by pid and
+ * removes the directory.
+ */
+async function startThrowawayCluster(options = {}) {
+    const binDir = findServerBinDir(options.binDir);
+    if (!binDir) {
+        throw errors_failure('NO_POSTGRES_SERVER', 'no PostgreSQL server binaries (initdb, pg_ctl) were found', { fix: 'install them (Debian: apt-get install postgresql) or set postgres.binDir in lifeline.yml' });
+    }
+    const base = (0,external_node_fs_namespaceObject.mkdtempSync)((0,external_node_path_namespaceObject.join)(options.parentDir ?? (0,external_node_os_namespaceObject.tmpdir)(), 'lifeline-pg-'));
+    giveToClusterUser(base);
+    const dataDir = options.existingDataDir ?? (0,external_node_path_namespaceObject.join)(base, 'data');
+    const socketDir = (0,external_node_path_namespaceObject.join)(base, 'sock');
+    (0,external_node_fs_namespaceObject.mkdirSync)(socketDir);
+    giveToClusterUser(socketDir);
+    const runner = new runner_LocalRunner({ binDirs: [binDir], asUser: clusterUser() });
+    const password = (0,external_node_crypto_.randomBytes)(18).toString('base64url');
+    const port = await freePort();
+    const logFile = (0,external_node_path_namespaceObject.join)(base, 'server.log');
+    let started = false;
+    const cleanup = async () => {
+        if (started)
+            await stopPostmaster(dataDir);
+        (0,external_node_fs_namespaceObject.rmSync)(base, { recursive: true, force: true });
+    };
+    try {
+        if (!options.existingDataDir) {
+            const pwfile = (0,external_node_path_namespaceObject.join)(base, 'pw');
+            (0,external_node_fs_namespaceObject.writeFileSync)(pwfile, `${password}\n`, { mode: 0o600 });
+            giveToClusterUser(pwfile);
+            const init = await runner_runText(runner, {
+                tool: 'initdb',
+                args: ['-D', dataDir, '-U', 'postgres', '--auth-local=trust', '--auth-host=scram-sha-256', `--pwfile=${pwfile}`, '-E', 'UTF8', '--no-locale', '--no-sync'],
+            });
+            (0,external_node_fs_namespaceObject.rmSync)(pwfile, { force: true });
+            if (init.exitCode !== 0)
+                throw errors_failure('INITDB_FAILED', `initdb failed: ${runner_lastLines(init.stderr)}`);
+        }
+        const settings = {
+            listen_addresses: "'127.0.0.1'",
+            port: String(port),
+            unix_socket_directories: `'${socketDir}'`,
+            max_connections: '50',
+            ...(options.fast ? { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off' } : {}),
+            ...options.settings,
+        };
+        const conf = Object.entries(settings)
+            .map(([k, v]) => `${k} = ${v}`)
+            .join('\n');
+        (0,external_node_fs_namespaceObject.writeFileSync)((0,external_node_path_namespaceObject.join)(dataDir, 'postgresql.auto.conf'), `${conf}\n`, { flag: 'a' });
+        const start = await runner_runText(runner, { tool: 'pg_ctl', args: ['-D', dataDir, '-l', logFile, '-w', '-t', '120', 'start'] });
+        started = true;
+        if (start.exitCode !== 0) {
+            let log = '';
+            try {
+                log = (0,external_node_fs_namespaceObject.readFileSync)(logFile, 'utf8');
+            }
+            catch {
+                // no log
+            }
+            throw errors_failure('POSTGRES_START_FAILED', `the throwaway PostgreSQL cluster did not start: ${runner_lastLines(log || start.stderr)}`);
+        }
+    }
+    catch (error) {
+        await cleanup();
+        throw error;
+    }
+    const conn = { host: '127.0.0.1', port, user: 'postgres', password, database: 'postgres', params: {} };
+    return {
+        dataDir,
+        port,
+        binDir,
+        conn,
+        url: formatPgUrl(conn),
+        socketDir,
+        logFile,
+        serverRunner: runner,
+        stop: cleanup,
+    };
+}
+/** Stops a cluster by the pid in its postmaster.pid (fast shutdown), never by name. */
+async function stopPostmaster(dataDir) {
+    let pid;
+    try {
+        pid = Number((0,external_node_fs_namespaceObject.readFileSync)((0,external_node_path_namespaceObject.join)(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+    }
+    catch {
+        return;
+    }
+    if (pid > 0)
+        await stopPid(pid, 'SIGINT', 30000);
+}
+
+;// CONCATENATED MODULE: ./src/postgres/connection.ts
+
+
+
+
+/** The URL with its password replaced by `***`: what error messages may show. */
+function connection_maskedUrl(conn) {
+    return formatPgUrl({ ...conn, password: conn.password ? '***' : undefined });
+}
+/** The environment's PostgreSQL connection; a missing URL is a usage error that says where to set it. */
+function environmentConnection(settings) {
+    if (!settings.postgres.url) {
+        throw errors_usageError('NO_DATABASE_URL', `no PostgreSQL URL for environment ${settings.name}`, 'pass --database-url postgres://user:password@host:5432/dbname, set DATABASE_URL, or set postgres.urlEnv in lifeline.yml');
+    }
+    const conn = parsePgUrl(settings.postgres.url);
+    return settings.postgres.database ? { ...conn, database: settings.postgres.database } : conn;
+}
+/**
+ * Where the PostgreSQL client tools run: inside the configured Compose service, or locally,
+ * preferring the configured binDir, then the newest Debian major (its pg_dump reads every older server).
+ */
+async function postgresRunner(settings) {
+    if (settings.postgres.service)
+        return composeRunner(settings.compose, settings.postgres.service);
+    return new LocalRunner({ binDirs: postgresServerBinDirs(settings.postgres.binDir) });
+}
+/** Local PostgreSQL client tools (verification reads catalog files on this host). */
+function localPostgresRunner(binDir) {
+    return new runner_LocalRunner({ binDirs: binaries_postgresServerBinDirs(binDir) });
+}
+async function redisRunner(settings) {
+    if (settings.redis?.service)
+        return composeRunner(settings.compose, settings.redis.service);
+    return new LocalRunner({ binDirs: settings.redis?.binDir ? [settings.redis.binDir] : [] });
+}
+async function composeRunner(compose, service) {
+    return new ComposeRunner({ composeCommand: await composeCommand(compose.command), files: compose.files, projectName: compose.projectName, service });
+}
+/** `auto` prefers Compose v2 (`docker compose`), then v1 (`docker-compose`). */
+async function composeCommand(configured) {
+    if (configured === 'docker compose')
+        return ['docker', 'compose'];
+    if (configured === 'docker-compose')
+        return ['docker-compose'];
+    if (findExecutable('docker')) {
+        const probe = await runText(new LocalRunner(), { tool: 'docker', args: ['compose', 'version'] }).catch(() => undefined);
+        if (probe?.exitCode === 0)
+            return ['docker', 'compose'];
+    }
+    if (findExecutable('docker-compose'))
+        return ['docker-compose'];
+    throw usageError('NO_COMPOSE', 'neither `docker compose` nor `docker-compose` is installed', 'install Docker Compose, or remove postgres.service / redis.service to use local client tools');
+}
+/**
+ * Makes a first round trip so a wrong password or an unreachable server fails with the URL
+ * (password masked) and a fix, instead of a bare libpq message later.
+ */
+async function connection_checkConnection(session, conn) {
+    try {
+        await session.queryValue('SELECT 1');
+    }
+    catch (error) {
+        const message = error.message;
+        const auth = /password authentication failed|no password supplied|authentication failed/i.test(message);
+        throw errors_failure('POSTGRES_CONNECT', `cannot connect to ${connection_maskedUrl(conn)}: ${message}`, {
+            fix: auth ? 'check the user and password in the database URL (DATABASE_URL / --database-url)' : 'check that the server is running and reachable, and the host, port and database name in the URL',
+            cause: error,
+        });
+    }
+}
+
+;// CONCATENATED MODULE: ./src/postgres/inspect.ts
+
+
+
+/** User schemas only: the system catalogs differ between servers and are not part of a backup. */
+const USER_SCHEMA_FILTER = `n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'`;
+/** Every ordinary table of the user's schemas, as `schema.table` (quoted where needed). */
+async function userTables(session) {
+    const rows = await session.query(`SELECT format('%I.%I', n.nspname, c.relname) AS name
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relkind = 'r' AND ${USER_SCHEMA_FILTER}
+        AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+      ORDER BY 1`);
+    return rows.map((r) => r.name);
+}
+/**
+ * Exact `count(*)` of every user table, in the session's current transaction (so inside the
+ * dump's snapshot when called after `pg_export_snapshot()`).
+ */
+async function inspect_exactRowCounts(session) {
+    const tables = await userTables(session);
+    const counts = {};
+    // One statement per batch keeps round trips few without building a huge query.
+    for (let i = 0; i < tables.length; i += 50) {
+        const batch = tables.slice(i, i + 50);
+        const sql = batch.map((t) => `SELECT ${literal(t)} AS name, count(*)::bigint AS n FROM ${t}`).join(' UNION ALL ');
+        for (const row of await session.query(sql))
+            counts[row.name] = Number(row.n);
+    }
+    return counts;
+}
+/**
+ * A sha256 over the normalized user catalog: tables, columns with types, nullability and defaults,
+ * constraints, indexes, sequences and views. Two databases with the same schema give the same
+ * value whatever their name or OIDs.
+ */
+async function inspect_schemaFingerprint(session) {
+    const lines = await session.query(`SELECT line FROM (
+       SELECT format('relation %I.%I %s', n.nspname, c.relname, c.relkind) AS line
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND ${USER_SCHEMA_FILTER}
+       UNION ALL
+       SELECT format('column %I.%I %s %s not_null=%s default=%s', n.nspname, c.relname, lpad(rank() OVER (PARTITION BY c.oid ORDER BY a.attnum)::text, 4, '0'),
+                     a.attname || ' ' || format_type(a.atttypid, a.atttypmod), a.attnotnull, coalesce(pg_get_expr(d.adbin, d.adrelid), ''))
+         FROM pg_attribute a
+         JOIN pg_class c ON c.oid = a.attrelid
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND ${USER_SCHEMA_FILTER}
+       UNION ALL
+       SELECT format('constraint %I.%I %I %s', n.nspname, c.relname, con.conname, pg_get_constraintdef(con.oid))
+         FROM pg_constraint con
+         JOIN pg_class c ON c.oid = con.conrelid
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE ${USER_SCHEMA_FILTER}
+       UNION ALL
+       SELECT format('index %I.%I %s', n.nspname, ic.relname, pg_get_indexdef(i.indexrelid))
+         FROM pg_index i
+         JOIN pg_class ic ON ic.oid = i.indexrelid
+         JOIN pg_namespace n ON n.oid = ic.relnamespace
+        WHERE ${USER_SCHEMA_FILTER}
+     ) lines ORDER BY line COLLATE "C"`);
+    const hash = (0,external_node_crypto_.createHash)('sha256');
+    for (const { line } of lines)
+        hash.update(`${line}\n`);
+    return `sha256:${hash.digest('hex')}`;
+}
+/**
+ * The schema migration head: the configured query's first value, or Alembic's
+ * `alembic_version` when that table exists; null when there is neither.
+ */
+async function inspect_migrationHead(session, query) {
+    if (query) {
+        let rows;
+        try {
+            rows = await session.query(query);
+        }
+        catch (error) {
+            throw errors_failure('MIGRATION_HEAD_QUERY', `the migration head query failed: ${error.message}`, { fix: 'check postgres.migrationHeadQuery in lifeline.yml (it must return one value, e.g. SELECT version_num FROM alembic_version)', cause: error });
+        }
+        const values = rows.map((r) => Object.values(r)[0]).filter((v) => v !== null && v !== undefined);
+        return values.length ? values.map(String).join(',') : null;
+    }
+    const exists = await session.queryValue(`SELECT to_regclass('alembic_version')::text`);
+    if (!exists)
+        return null;
+    const heads = await session.query(`SELECT version_num AS v FROM alembic_version ORDER BY 1`);
+    return heads.length ? heads.map((h) => h.v).join(',') : null;
+}
+async function inspect_serverVersion(session) {
+    const [row] = await session.query(`SELECT current_setting('server_version') AS version, current_setting('server_version_num') AS num`);
+    if (!row)
+        throw failure('SERVER_VERSION', 'the server did not report its version');
+    return { version: row.version, major: Math.floor(Number(row.num) / 10000) };
+}
+/** The version of a client tool (`pg_dump --version` → `15.20`), with its major. */
+async function inspect_toolVersion(runner, tool) {
+    const result = await runText(runner, { tool, args: ['--version'] });
+    const match = /\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?\S*/.exec(result.stdout);
+    if (result.exitCode !== 0 || !match) {
+        throw failure('TOOL_VERSION', `could not read ${tool}'s version (${runner.where}): ${result.stderr || result.stdout}`, { fix: `install the PostgreSQL client tools (Debian: postgresql-client) or set postgres.binDir` });
+    }
+    return { version: match[0].replace(/^\(PostgreSQL\)\s+/, ''), major: Number(match[1]) };
+}
+function literal(value) {
+    return `'${value.replace(/'/g, "''")}'`;
+}
+
+;// CONCATENATED MODULE: ./src/postgres/metadata.ts
+
+const metadata_BACKUP_METADATA_FILE = 'backup.json';
+const metadata_POSTGRES_ARCHIVE_FILE = 'postgres.dump';
+const metadata_GLOBALS_FILE = 'globals.sql';
+const metadata_REDIS_SNAPSHOT_FILE = 'redis.rdb';
+const BACKUP_LABELS = (/* unused pure expression or super */ null && (['scheduled', 'pre-migration', 'manual', 'pre-restore']));
+/** The environment's complete backups, newest first. */
+async function listBackups(catalog, env) {
+    return catalog.list(env, 'backups', metadata_BACKUP_METADATA_FILE);
+}
+/**
+ * One backup by id, or for `latest` the newest one that did not fail verification and is not a
+ * `pre-restore` backup (that one may hold another database: the target of a restore, so it is
+ * only ever used by id). An unknown id is the operator's mistake (exit 2).
+ */
+async function findBackup(catalog, env, idOrLatest) {
+    const wanted = idOrLatest.trim();
+    if (wanted === '' || wanted === 'latest') {
+        const newest = (await listBackups(catalog, env)).find((b) => b.metadata.label !== 'pre-restore' && b.metadata.verified?.ok !== false);
+        if (!newest) {
+            throw errors_usageError('NO_BACKUPS', `environment ${env} has no usable backups in ${catalog.root} (pre-restore backups and backups that failed verification are only used by id)`, `take one first: lifeline backup --env ${env}; or pass the id from lifeline backups --env ${env}`);
+        }
+        return newest;
+    }
+    const entry = await catalog.get(env, 'backups', wanted, metadata_BACKUP_METADATA_FILE);
+    if (!entry) {
+        throw errors_usageError('BACKUP_NOT_FOUND', `backup ${wanted} does not exist in environment ${env} (store ${catalog.root})`, `list the backups with: lifeline backups --env ${env} (or pass --backup latest)`);
+    }
+    return entry;
+}
+
+;// CONCATENATED MODULE: ./src/postgres/pgbackrest.ts
+
+
+/** pgBackRest must run as the OS user that owns the cluster's files (it reads the data dir, and archive-push runs as it). */
+const PGBACKREST_OS_USER = 'postgres';
+function pgbackrestRunner() {
+    return new runner_LocalRunner({ asUser: PGBACKREST_OS_USER });
+}
+function requirePhysical(settings) {
+    const physical = settings.postgres.physical;
+    if (!physical) {
+        throw errors_usageError('NO_PHYSICAL_BACKUPS', `environment ${settings.name} has no physical backups configured`, `add postgres.physical.stanza (and configFile, repoPath) for ${settings.name} in lifeline.yml; pgBackRest must already archive WAL for that stanza`);
+    }
+    return physical;
+}
+/** The options every pgBackRest call takes: the config file, the stanza and the repository. */
+function pgbackrestBaseArgs(physical) {
+    return [...(physical.configFile ? [`--config=${physical.configFile}`] : []), `--stanza=${physical.stanza}`, ...(physical.repoPath ? [`--repo1-path=${physical.repoPath}`] : [])];
+}
+async function runPgBackRest(physical, command, extraArgs, what, runner = pgbackrestRunner()) {
+    return runChecked(runner, { tool: 'pgbackrest', args: [...pgbackrestBaseArgs(physical), ...extraArgs, command] }, what);
+}
+/** `pgbackrest info --output=json` for the stanza, oldest backup first. */
+async function stanzaInfo(physical, runner) {
+    const out = await runPgBackRest(physical, 'info', ['--output=json'], 'pgbackrest info', runner);
+    let parsed;
+    try {
+        parsed = JSON.parse(out);
+    }
+    catch (error) {
+        throw errors_failure('PGBACKREST_OUTPUT', 'could not read the output of pgbackrest info', { cause: error });
+    }
+    const raw = parsed.find((s) => s.name === physical.stanza);
+    if (!raw)
+        throw errors_failure('PGBACKREST_NO_STANZA', `pgBackRest knows no stanza "${physical.stanza}"`, { fix: 'run pgbackrest stanza-create for it, or fix postgres.physical.stanza' });
+    const iso = (seconds) => new Date(seconds * 1000).toISOString();
+    const archives = raw.archive ?? [];
+    return {
+        stanza: raw.name,
+        status: raw.status,
+        backups: (raw.backup ?? []).map((b) => ({
+            label: b.label,
+            type: b.type,
+            startedAt: iso(b.timestamp.start),
+            stoppedAt: iso(b.timestamp.stop),
+            databaseBytes: b.info?.size ?? 0,
+            repositoryBytes: b.info?.repository?.delta ?? b.info?.repository?.size ?? 0,
+            walStart: b.archive?.start,
+            walStop: b.archive?.stop,
+        })),
+        archive: archives.length ? { min: archives[0]?.min, max: archives[archives.length - 1]?.max } : undefined,
+    };
+}
+/** `pgbackrest check`: the archive_command works and the repository is reachable (used by preflight). */
+async function checkPhysicalBackups(settings, logger) {
+    const physical = requirePhysical(settings);
+    await logger.group(`pgbackrest check (stanza ${physical.stanza})`, () => runPgBackRest(physical, 'check', [], 'pgbackrest check'));
+}
+/**
+ * A physical base backup through pgBackRest (`lifeline backup --physical`). WAL archiving, which
+ * makes point-in-time recovery possible between base backups, is pgBackRest's archive_command's job.
+ */
+async function runPhysicalBackup(settings, logger, options = {}) {
+    const physical = requirePhysical(settings);
+    const type = options.type ?? physical.type;
+    const before = new Set((await stanzaInfo(physical)).backups.map((b) => b.label));
+    await logger.group(`pgbackrest backup --type=${type} (stanza ${physical.stanza})`, () => runPgBackRest(physical, 'backup', [`--type=${type}`], `pgbackrest ${type} backup`));
+    const created = (await stanzaInfo(physical)).backups.filter((b) => !before.has(b.label));
+    const backup = created[created.length - 1];
+    if (!backup)
+        throw failure('PGBACKREST_NO_NEW_BACKUP', 'pgbackrest backup exited 0 but lists no new backup', { fix: 'run pgbackrest info and inspect the repository' });
+    logger.info(`physical backup ${backup.label} (${backup.type}) done`);
+    return backup;
+}
+/** A recovery target time with an explicit zone; without one, the server's zone would silently decide. */
+const TARGET_TIME = /^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?\s*(Z|[+-]\d{2}(:?\d{2})?)$/i;
+function parseRecoveryTargetTime(value) {
+    // pgBackRest reads "YYYY-MM-DD HH:MM:SS.ffffff+00"; PostgreSQL reads that too.
+    const text = value.trim().replace(/^(\S+)T/i, '$1 ').replace(/\s*Z$/i, '+00');
+    const at = new Date(text.replace(' ', 'T').replace(/([+-]\d{2})$/, '$1:00').replace(/(\.\d{3})\d+/, '$1'));
+    if (!TARGET_TIME.test(value.trim()) || Number.isNaN(at.getTime())) {
+        throw errors_usageError('BAD_PITR_TIME', `--pitr "${value}" is not a timestamp with a time zone`, 'write it as 2026-11-21T23:59:00Z or "2026-11-21 23:59:00.123456+00" (the zone is required)');
+    }
+    return { text, at };
+}
+/**
+ * `pgbackrest restore --type=time` into an empty data directory owned by the postgres user.
+ * The restored cluster replays archived WAL up to the target when it starts, then promotes.
+ */
+async function restorePhysicalToTime(physical, dataDir, targetTime, backupLabel, runner) {
+    const args = [`--pg1-path=${dataDir}`, `--set=${backupLabel}`, '--type=time', `--target=${targetTime}`, '--target-action=promote'];
+    await runPgBackRest(physical, 'restore', args, 'pgbackrest restore', runner);
+}
+
+;// CONCATENATED MODULE: external "node:readline"
+const external_node_readline_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:readline");
+;// CONCATENATED MODULE: ./src/runner/psql.ts
+
+
+
+
+
+/**
+ * One long-lived psql session driven over stdin/stdout. It works the same with local binaries
+ * and inside a Compose service, and keeps one transaction open across queries (for
+ * `pg_export_snapshot()`, which lives only as long as its transaction).
+ */
+class psql_PsqlSession {
+    running;
+    input;
+    lines = [];
+    waiter;
+    closed = false;
+    exitError;
+    counter = 0;
+    constructor(running, input, conn) {
+        this.running = running;
+        this.input = input;
+        const rl = (0,external_node_readline_namespaceObject.createInterface)({ input: running.stdout });
+        rl.on('line', (line) => {
+            this.lines.push(line);
+            this.waiter?.();
+        });
+        running.done
+            .then((result) => {
+            this.closed = true;
+            if (result.exitCode !== 0) {
+                this.exitError = errors_failure('PSQL_FAILED', `query against ${conn.host}:${conn.port}/${conn.database} failed: ${runner_lastLines(result.stderr, 3)}`, { details: { exitCode: result.exitCode } });
+            }
+            this.waiter?.();
+        })
+            .catch((error) => {
+            this.closed = true;
+            this.exitError = error;
+            this.waiter?.();
+        });
+    }
+    static open(runner, conn, options = {}) {
+        const input = new external_node_stream_.PassThrough();
+        const running = runner.start({
+            tool: 'psql',
+            args: ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-P', 'pager=off', '-P', 'footer=off'],
+            env: postgres_env_pgEnv(conn, options.database),
+            stdin: input,
+        });
+        return new psql_PsqlSession(running, input, conn);
+    }
+    /** Runs statements that return nothing of interest. */
+    async exec(sql) {
+        await this.roundTrip(`${sql.trim().replace(/;+$/, '')};`);
+    }
+    /** Runs a query and returns its rows as objects (through json_agg, so types survive). */
+    async query(sql) {
+        const wrapped = `SELECT coalesce(json_agg(q), '[]'::json) FROM (${sql.trim().replace(/;+$/, '')}) q;`;
+        const out = await this.roundTrip(wrapped);
+        try {
+            return JSON.parse(out.join('\n'));
+        }
+        catch (error) {
+            throw errors_failure('PSQL_OUTPUT', `could not read the result of a query (${error.message})`, { cause: error });
+        }
+    }
+    async queryValue(sql) {
+        const rows = await this.query(sql);
+        const first = rows[0];
+        return first ? Object.values(first)[0] : undefined;
+    }
+    async roundTrip(sql) {
+        if (this.closed)
+            throw this.exitError ?? errors_failure('PSQL_CLOSED', 'the psql session has ended');
+        const marker = `__lifeline_done_${process.pid}_${++this.counter}__`;
+        const collected = [];
+        this.input.write(`${sql}\n\\echo ${marker}\n`);
+        for (;;) {
+            while (this.lines.length) {
+                const line = this.lines.shift();
+                if (line === marker)
+                    return collected;
+                collected.push(line);
+            }
+            if (this.closed)
+                throw this.exitError ?? errors_failure('PSQL_CLOSED', 'psql ended before answering');
+            await new Promise((resolve) => {
+                this.waiter = resolve;
+            });
+            this.waiter = undefined;
+        }
+    }
+    async close() {
+        if (!this.closed) {
+            this.input.end('\\q\n');
+        }
+        await this.running.done.catch(() => { });
+    }
+}
+/** Runs one query in a fresh session. */
+async function queryOnce(runner, conn, sql, database) {
+    const session = psql_PsqlSession.open(runner, conn, { database });
+    try {
+        return await session.query(sql);
+    }
+    finally {
+        await session.close();
+    }
+}
+
+;// CONCATENATED MODULE: ./src/postgres/pitr.ts
+
+
+
+
+
+
+
+
+
+function chownToPostgres(path) {
+    if (process.getuid?.() !== 0)
+        return;
+    const line = (0,external_node_fs_namespaceObject.readFileSync)('/etc/passwd', 'utf8')
+        .split('\n')
+        .find((l) => l.startsWith('postgres:'));
+    if (!line)
+        throw errors_failure('NO_POSTGRES_USER', 'there is no "postgres" OS user to own the restored data directory', { fix: 'install the postgresql package' });
+    const [, , uid, gid] = line.split(':');
+    (0,external_node_fs_namespaceObject.chownSync)(path, Number(uid), Number(gid));
+}
+/**
+ * Restores the environment's pgBackRest stanza to `targetTime` into a temp data directory, starts
+ * PostgreSQL there on a private socket, and waits until recovery has reached the target and the
+ * server promoted. The caller runs its checks and then calls `stop()`, which removes everything.
+ */
+async function restorePointInTime(settings, targetTime, logger, options = {}) {
+    const physical = requirePhysical(settings);
+    const target = parseRecoveryTargetTime(targetTime);
+    const info = options.info ?? (await stanzaInfo(physical));
+    const candidates = info.backups.filter((b) => new Date(b.stoppedAt) <= target.at);
+    if (candidates.length === 0) {
+        throw errors_failure('PITR_NO_BASE_BACKUP', `stanza ${physical.stanza} has no backup that finished before ${target.text}`, {
+            fix: info.backups.length ? `choose a time after ${info.backups[0].stoppedAt}` : `take a physical backup first: lifeline backup --physical --env ${settings.name}`,
+        });
+    }
+    const baseBackup = candidates[candidates.length - 1];
+    const base = (0,external_node_fs_namespaceObject.mkdtempSync)((0,external_node_path_namespaceObject.join)((0,external_node_os_namespaceObject.tmpdir)(), 'lifeline-pitr-'));
+    let cluster;
+    const cleanup = async () => {
+        await cluster?.stop();
+        (0,external_node_fs_namespaceObject.rmSync)(base, { recursive: true, force: true });
+    };
+    try {
+        chownToPostgres(base);
+        const dataDir = (0,external_node_path_namespaceObject.join)(base, 'data');
+        (0,external_node_fs_namespaceObject.mkdirSync)(dataDir, { mode: 0o700 });
+        chownToPostgres(dataDir);
+        const restoreStarted = Date.now();
+        await logger.group(`pgbackrest restore --type=time --target=${target.text}`, () => restorePhysicalToTime(physical, dataDir, target.text, baseBackup.label));
+        const restoreSeconds = (Date.now() - restoreStarted) / 1000;
+        // Our own pg_hba: socket only, trust. The socket directory is private to the postgres user.
+        const hbaFile = (0,external_node_path_namespaceObject.join)(base, 'pg_hba.conf');
+        (0,external_node_fs_namespaceObject.writeFileSync)(hbaFile, 'local all all trust\n', { mode: 0o600 });
+        chownToPostgres(hbaFile);
+        // Debian keeps postgresql.conf outside the data directory, so a restored one may have none.
+        const conf = (0,external_node_path_namespaceObject.join)(dataDir, 'postgresql.conf');
+        if (!(0,external_node_fs_namespaceObject.existsSync)(conf)) {
+            (0,external_node_fs_namespaceObject.writeFileSync)(conf, '', { mode: 0o600 });
+            chownToPostgres(conf);
+        }
+        const recoveryStarted = Date.now();
+        cluster = await logger.group('start PostgreSQL and replay WAL to the target', () => startThrowawayCluster({
+            binDir: options.binDir ?? settings.postgres.binDir,
+            existingDataDir: dataDir,
+            parentDir: base,
+            fast: true,
+            settings: {
+                // The drill's copy must never archive into the production stanza (it would fork its timeline).
+                archive_mode: 'off',
+                archive_command: "''",
+                // Without hot standby, start-up returns only once recovery has finished and the server promoted,
+                // and a primary with more max_connections than ours cannot pause recovery.
+                hot_standby: 'off',
+                hba_file: `'${hbaFile}'`,
+                listen_addresses: "''",
+            },
+        }));
+        const conn = { host: cluster.socketDir, port: cluster.port, user: options.superuser ?? 'postgres', database: options.database ?? settings.postgres.database ?? 'postgres', params: {} };
+        const runner = new runner_LocalRunner({ binDirs: [cluster.binDir] });
+        let lastReplayedCommit = null;
+        const started = cluster;
+        let died = false;
+        await waitFor(async () => {
+            // Recovery that cannot reach its target (e.g. no WAL past it) stops the server: fail now, with its log.
+            if (!(0,external_node_fs_namespaceObject.existsSync)((0,external_node_path_namespaceObject.join)(started.dataDir, 'postmaster.pid'))) {
+                died = true;
+                return true;
+            }
+            const session = psql_PsqlSession.open(runner, conn, { database: 'postgres' });
+            try {
+                const row = (await session.query('SELECT pg_is_in_recovery() AS recovering, pg_last_xact_replay_timestamp()::text AS replayed'))[0];
+                lastReplayedCommit = row?.replayed ?? null;
+                return row?.recovering === false;
+            }
+            finally {
+                await session.close();
+            }
+        }, { timeoutMs: 10 * 60 * 1000, intervalMs: 200, what: 'recovery to finish' });
+        if (died) {
+            const log = readLog(started.logFile);
+            throw errors_failure('PITR_RECOVERY_FAILED', `PostgreSQL stopped during recovery to ${target.text}: ${serverFatal(log) ?? runner_lastLines(log, 3)}`, {
+                fix: /recovery target was reached/.test(log)
+                    ? 'no WAL was archived past the target time yet: choose an earlier time, or wait until pgbackrest has archived WAL written after it (pgbackrest check forces a segment switch)'
+                    : 'read the server log lines above',
+            });
+        }
+        const recoverySeconds = (Date.now() - recoveryStarted) / 1000;
+        logger.info(`recovered to ${target.text} from base backup ${baseBackup.label}; last replayed commit ${lastReplayedCommit ?? 'none'}`);
+        return { conn, cluster, baseBackup, lastReplayedCommit, restoreSeconds, recoverySeconds, stop: cleanup };
+    }
+    catch (error) {
+        await cleanup();
+        throw error;
+    }
+}
+function readLog(path) {
+    try {
+        return (0,external_node_fs_namespaceObject.readFileSync)(path, 'utf8');
+    }
+    catch {
+        return '';
+    }
+}
+/** The server's own fatal error, not the refusals our connection attempts got while it recovered. */
+function serverFatal(log) {
+    const fatals = log.split('\n').filter((line) => /FATAL:/.test(line) && !/not accepting connections|is starting up|is shutting down/.test(line));
+    return fatals.pop()?.replace(/^.*?FATAL:\s*/, 'FATAL: ');
+}
+
+;// CONCATENATED MODULE: ./src/catalog/lock.ts
+
+
+
+
+
+const LOCK_FILE = '.lock';
+function lockPath(envDir) {
+    return join(envDir, LOCK_FILE);
+}
+function defaultOwner(env = {}) {
+    if (env.GITHUB_ACTOR)
+        return `${env.GITHUB_ACTOR} (${env.GITHUB_WORKFLOW ?? 'workflow'} run ${env.GITHUB_RUN_ID ?? '?'})`;
+    try {
+        return userInfo().username;
+    }
+    catch {
+        return 'unknown';
+    }
+}
+async function lockStatus(envDir) {
+    let text;
+    try {
+        text = await readFile(lockPath(envDir), 'utf8');
+    }
+    catch (error) {
+        if (error.code === 'ENOENT')
+            return { held: false, stale: false };
+        throw error;
+    }
+    let info;
+    try {
+        info = JSON.parse(text);
+    }
+    catch {
+        // A lock file torn by a crash during creation: held, of unknown owner, and stale.
+        return { held: true, stale: true };
+    }
+    const stale = info.host === hostname() && !processAlive(info.pid);
+    return { held: true, info, stale };
+}
+class EnvironmentLock {
+    envDir;
+    info;
+    released = false;
+    constructor(envDir, info) {
+        this.envDir = envDir;
+        this.info = info;
+    }
+    async release() {
+        if (this.released)
+            return;
+        this.released = true;
+        const status = await lockStatus(this.envDir);
+        // Only remove the lock if it is still ours (it may have been broken and retaken).
+        if (status.info && status.info.pid === this.info.pid && status.info.acquiredAt === this.info.acquiredAt && status.info.host === this.info.host) {
+            await rm(lockPath(this.envDir), { force: true });
+        }
+    }
+}
+/**
+ * Takes the per-environment lock: an exclusive create, so two writers can never both succeed.
+ * A stale lock is reported, never broken silently: `lifeline lock break` does that explicitly.
+ */
+async function acquireLock(envDir, env, options) {
+    await mkdir(envDir, { recursive: true });
+    const info = {
+        owner: options.owner ?? defaultOwner(),
+        pid: process.pid,
+        host: hostname(),
+        command: options.command,
+        acquiredAt: new Date().toISOString(),
+    };
+    const deadline = Date.now() + (options.waitSeconds ?? 0) * 1000;
+    for (;;) {
+        try {
+            const handle = await open(lockPath(envDir), 'wx');
+            try {
+                await handle.writeFile(JSON.stringify(info));
+                await handle.sync();
+            }
+            finally {
+                await handle.close();
+            }
+            return new EnvironmentLock(envDir, info);
+        }
+        catch (error) {
+            if (error.code !== 'EEXIST')
+                throw error;
+        }
+        const status = await lockStatus(envDir);
+        if (!status.held)
+            continue;
+        const holder = status.info ? `${status.info.owner} (pid ${status.info.pid} on ${status.info.host}, running "${status.info.command}" since ${status.info.acquiredAt})` : 'an unknown holder (the lock file is unreadable)';
+        if (status.stale) {
+            throw refusal('LOCK_STALE', `environment ${env} is locked by ${holder}, and that process is gone`, `make sure nothing else is running against ${env}, then run: lifeline lock break --env ${env}`, { lock: status.info });
+        }
+        if (Date.now() >= deadline) {
+            throw refusal('LOCK_HELD', `environment ${env} is locked by ${holder}`, `wait for it to finish, or re-run later; another deploy, rollback, restore or backup is in progress`, { lock: status.info });
+        }
+        await new Promise((r) => setTimeout(r, options.pollMs ?? 500));
+    }
+}
+/** Explicitly removes a lock; returns what was removed. */
+async function breakLock(envDir) {
+    const status = await lockStatus(envDir);
+    if (!status.held)
+        return status;
+    await rm(lockPath(envDir), { force: true });
+    return status;
+}
+async function lock_withLock(envDir, env, options, fn) {
+    const lock = await acquireLock(envDir, env, options);
+    try {
+        return await fn();
+    }
+    finally {
+        await lock.release().catch(() => {
+            throw failure('LOCK_RELEASE', `could not release the lock of ${env}`, { fix: `run lifeline lock break --env ${env}` });
+        });
+    }
+}
+
+;// CONCATENATED MODULE: ./src/redis/snapshot.ts
+
+
+
+
+
+
+function parseRedisUrl(url) {
+    let parsed;
+    try {
+        parsed = new URL(url);
+    }
+    catch {
+        throw usageError('BAD_URL', 'the Redis URL is not a valid URL', 'write it as redis://:password@host:6379/0');
+    }
+    return {
+        host: decodeURIComponent(parsed.hostname.replace(/^\[|\]$/g, '')) || '127.0.0.1',
+        port: parsed.port ? Number(parsed.port) : 6379,
+        username: parsed.username ? decodeURIComponent(parsed.username) : undefined,
+        password: parsed.password ? decodeURIComponent(parsed.password) : undefined,
+        tls: parsed.protocol === 'rediss:',
+    };
+}
+/** redis-cli connection arguments; the password travels in REDISCLI_AUTH, never on argv. */
+function redisCli(target, args) {
+    return {
+        tool: 'redis-cli',
+        args: ['-h', target.host, '-p', String(target.port), ...(target.username ? ['--user', target.username] : []), ...(target.tls ? ['--tls'] : []), '--no-auth-warning', ...args],
+        env: { REDISCLI_AUTH: target.password },
+    };
+}
+/** Keys per logical database from `INFO keyspace`, e.g. `{ db0: 12, db2: 1 }`. */
+async function snapshot_redisKeyspace(runner, target) {
+    const result = await runText(runner, redisCli(target, ['INFO', 'keyspace']));
+    if (result.exitCode !== 0 || /^(ERR|NOAUTH|WRONGPASS)/m.test(result.stdout)) {
+        throw failure('REDIS_CONNECT', `cannot read INFO keyspace from redis://${target.host}:${target.port}: ${lastLines(result.stderr || result.stdout, 2)}`, { fix: 'check the Redis URL (REDIS_URL / --redis-url) and its password' });
+    }
+    return parseKeyspace(result.stdout);
+}
+function parseKeyspace(info) {
+    const keys = {};
+    for (const match of info.matchAll(/^(db\d+):keys=(\d+)/gm))
+        keys[match[1]] = Number(match[2]);
+    return keys;
+}
+/** `redis-check-rdb FILE`: the snapshot parses end to end and its checksum matches. */
+async function checkRdb(runner, path) {
+    const result = await runner_runText(runner, { tool: 'redis-check-rdb', args: [path] });
+    const output = `${result.stdout}\n${result.stderr}`;
+    const keysRead = Number(/(\d+) keys read/.exec(output)?.[1] ?? 0);
+    const expires = Number(/(\d+) expires/.exec(output)?.[1] ?? 0);
+    const ok = result.exitCode === 0 && /RDB looks OK/.test(output);
+    return { ok, keysRead, expires, detail: ok ? `RDB looks OK, ${keysRead} keys` : `redis-check-rdb: ${runner_lastLines(output, 3)}` };
+}
+/**
+ * Takes a snapshot with `redis-cli --rdb -` (works remotely and inside a Compose service),
+ * validates it with redis-check-rdb and adds it to the staged backup.
+ *
+ * With diskless replication redis-cli cannot truncate stdout after the transfer, so the stream
+ * ends with the 40-byte EOF marker; the payload length it reports on stderr says where to cut.
+ */
+async function snapshot_snapshotRedis(staged, options) {
+    const raw = staged.path(`${REDIS_SNAPSHOT_FILE}.part`);
+    try {
+        const running = options.runner.start(redisCli(options.target, ['--rdb', '-']));
+        await pipeline(running.stdout, createWriteStream(raw, { flags: 'wx' }));
+        const result = await running.done;
+        if (result.exitCode !== 0) {
+            throw failure('REDIS_SNAPSHOT_FAILED', `redis-cli --rdb failed against redis://${options.target.host}:${options.target.port}: ${lastLines(result.stderr, 3)}`, { fix: 'check the Redis URL and password, and that the user may run SYNC/REPLCONF' });
+        }
+        const reported = /Transfer finished with success after (\d+) bytes/.exec(result.stderr);
+        const { size } = await stat(raw);
+        const bytes = reported ? Number(reported[1]) : size;
+        if (bytes <= 0 || bytes > size)
+            throw failure('REDIS_SNAPSHOT_FAILED', `redis-cli reported ${bytes} bytes but wrote ${size}`);
+        const file = await staged.addStream(REDIS_SNAPSHOT_FILE, createReadStream(raw, { start: 0, end: bytes - 1 }));
+        const check = await checkRdb(options.checkRunner, staged.path(REDIS_SNAPSHOT_FILE));
+        if (!check.ok)
+            throw failure('REDIS_SNAPSHOT_INVALID', `the Redis snapshot does not validate: ${check.detail}`, { fix: 'retry the backup; if it keeps failing, check the Redis server log' });
+        const keys = await snapshot_redisKeyspace(options.runner, options.target);
+        options.logger.info(`redis snapshot: ${file.bytes} bytes, ${check.keysRead} keys`);
+        return { name: REDIS_SNAPSHOT_FILE, bytes: file.bytes, sha256: file.sha256, keys, check };
+    }
+    finally {
+        await rm(raw, { force: true });
+    }
+}
+
+;// CONCATENATED MODULE: ./src/postgres/backup.ts
+
+
+
+
+
+
+
+
+
+
+
+/**
+ * Dumps the database (custom format) straight into a staged catalog entry, hashing in the same
+ * pass, with exact row counts taken in the dump's own snapshot. The entry is committed only when
+ * every part succeeded; on any failure it is removed and nothing lists.
+ */
+async function backup_createBackup(options) {
+    const run = () => createBackupLocked(options);
+    if (options.lockHeld)
+        return run();
+    return withLock(options.catalog.envDir(options.environment), options.environment, { command: `backup --label ${options.label}`, waitSeconds: options.lockWaitSeconds ?? 30 }, run);
+}
+async function createBackupLocked(options) {
+    const { catalog, environment, runner, conn, logger } = options;
+    const now = options.now ?? (() => new Date());
+    const started = now();
+    const id = newEntryId(started);
+    const compressLevel = options.compressLevel ?? 6;
+    const session = PsqlSession.open(runner, conn);
+    let staged;
+    try {
+        await checkConnection(session, conn);
+        const server = await serverVersion(session);
+        const dumpVersion = await toolVersion(runner, 'pg_dump');
+        if (server.major > dumpVersion.major) {
+            throw refusal('PG_DUMP_TOO_OLD', `the server runs PostgreSQL ${server.major} but pg_dump is version ${dumpVersion.major} (${runner.where}); pg_dump cannot dump a newer server`, `install the PostgreSQL ${server.major} client tools (Debian: apt-get install postgresql-client-${server.major}) or set postgres.binDir to their directory`);
+        }
+        // A wrong Redis URL or password should fail before a long dump, not after it.
+        if (options.redis)
+            await redisKeyspace(options.redis.runner, options.redis.target);
+        // The snapshot lives as long as this transaction: counts here and pg_dump see the same data.
+        await session.exec('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+        const snapshot = await session.queryValue('SELECT pg_export_snapshot()');
+        if (!snapshot)
+            throw failure('SNAPSHOT_FAILED', 'the server did not export a snapshot');
+        const rowCounts = await exactRowCounts(session);
+        const fingerprint = await schemaFingerprint(session);
+        const head = await migrationHead(session, options.migrationHeadQuery);
+        staged = await catalog.begin(environment, 'backups', id, BACKUP_METADATA_FILE);
+        logger.info(`backup ${id}: dumping ${conn.database} (${Object.keys(rowCounts).length} tables) with ${runner.where}`);
+        const dump = runner.start({
+            tool: 'pg_dump',
+            args: ['--format=custom', `--compress=${compressLevel}`, `--snapshot=${snapshot}`, '--no-sync'],
+            env: pgEnv(conn),
+        });
+        let archive;
+        try {
+            const written = await staged.addStream(POSTGRES_ARCHIVE_FILE, dump.stdout, progressReporter(logger, 'pg_dump', options.progress));
+            archive = { name: POSTGRES_ARCHIVE_FILE, ...written };
+        }
+        catch (error) {
+            // Writing failed (disk full, ...): stop pg_dump rather than leave it blocked on a full pipe.
+            dump.kill('SIGTERM');
+            await dump.done.catch(() => { });
+            throw failure('BACKUP_WRITE_FAILED', `writing the archive into ${catalog.root} failed: ${error.message}`, { fix: 'free space in the backup store (or prune old backups) and retry', cause: error });
+        }
+        const dumped = await dump.done;
+        if (dumped.exitCode !== 0) {
+            throw failure('PG_DUMP_FAILED', `pg_dump failed (${describeExit(dumped)}): ${lastLines(dumped.stderr)}`, { fix: 'read the pg_dump error above; nothing was added to the catalog' });
+        }
+        await session.exec('COMMIT');
+        const globals = await dumpGlobals(staged, options);
+        let redis;
+        if (options.redis) {
+            const snap = await snapshotRedis(staged, { ...options.redis, logger });
+            redis = { name: snap.name, bytes: snap.bytes, sha256: snap.sha256, keys: snap.keys };
+        }
+        const finished = now();
+        const metadata = {
+            schemaVersion: 1,
+            id,
+            environment,
+            label: options.label,
+            ...(options.release ? { release: options.release } : {}),
+            ...(options.gitSha ? { gitSha: options.gitSha } : {}),
+            createdAt: started.toISOString(),
+            startedAt: started.toISOString(),
+            finishedAt: finished.toISOString(),
+            durationSeconds: (finished.getTime() - started.getTime()) / 1000,
+            database: conn.database,
+            serverVersion: server.version,
+            pgDumpVersion: dumpVersion.version,
+            format: 'custom',
+            compressLevel,
+            files: { postgres: archive, ...(globals ? { globals } : {}), ...(redis ? { redis } : {}) },
+            migrationHead: head,
+            schemaFingerprint: fingerprint,
+            rowCounts,
+        };
+        await staged.commit(metadata);
+        logger.info(`backup ${id}: ${archive.bytes} bytes, sha256 ${archive.sha256}`);
+        return { id, dir: staged.finalDir, metadata };
+    }
+    catch (error) {
+        await staged?.abort();
+        throw error;
+    }
+    finally {
+        await session.close();
+    }
+}
+/**
+ * Roles, tablespaces and their settings, without passwords (small text, so read whole). A
+ * managed server may deny reading them; the database dump is still complete, so that is a
+ * warning, not a failed backup.
+ */
+async function dumpGlobals(staged, options) {
+    const result = await runText(options.runner, { tool: 'pg_dumpall', args: ['--globals-only', '--no-role-passwords', '-l', options.conn.database], env: pgEnv(options.conn) });
+    if (result.exitCode !== 0) {
+        options.logger.warn(`roles and globals were not saved (pg_dumpall ${describeExit(result)}: ${lastLines(result.stderr, 2)}); the database archive is unaffected`);
+        return undefined;
+    }
+    return { name: GLOBALS_FILE, ...(await staged.addText(GLOBALS_FILE, result.stdout)) };
+}
+
+;// CONCATENATED MODULE: ./src/postgres/verify.ts
+
+
+
+
+
+
+
+/**
+ * Checks a backup end to end: every file against SHA256SUMS (and SHA256SUMS against backup.json),
+ * that pg_restore reads the archive's table of contents, that every data block decompresses,
+ * and that the Redis snapshot parses. Never throws for a bad backup: the report says what failed.
+ */
+async function verifyBackup(entry, options) {
+    const checks = [];
+    const add = (check) => {
+        checks.push(check);
+        options.logger.info(`${check.ok ? 'ok  ' : 'FAIL'} ${check.name}: ${check.detail}`);
+    };
+    const sumsOk = await checkChecksums(entry, add);
+    if (!options.checksumsOnly) {
+        const archive = (0,external_node_path_namespaceObject.join)(entry.dir, entry.metadata.files.postgres.name);
+        // A corrupt file is already known: reading it further would only add noise.
+        if (sumsOk) {
+            add(await pgRestoreCheck(options.runner, archive, 'archive table of contents', ['--list'], (out) => `${out.lines} entries`));
+            // pg_restore without a database writes the whole script, so every data block is inflated.
+            const sink = options.runner instanceof runner_LocalRunner ? '--file=/dev/null' : '--file=-';
+            add(await pgRestoreCheck(options.runner, archive, 'archive decompresses end to end', [sink], () => 'every data block read'));
+            const redis = entry.metadata.files.redis;
+            if (redis) {
+                const check = await checkRdb(options.redisRunner ?? new runner_LocalRunner(), (0,external_node_path_namespaceObject.join)(entry.dir, redis.name));
+                add({ name: `${redis.name} (redis-check-rdb)`, ok: check.ok, detail: check.detail });
+            }
+        }
+    }
+    return { backupId: entry.id, ok: checks.every((c) => c.ok), checks };
+}
+async function checkChecksums(entry, add) {
+    let results;
+    try {
+        results = await checkSums(entry.dir);
+    }
+    catch (error) {
+        add({ name: SUMS_FILE, ok: false, detail: `cannot read ${SUMS_FILE}: ${error.message}` });
+        return false;
+    }
+    let ok = true;
+    for (const r of results) {
+        const detail = r.error ? r.error : r.ok ? `sha256 ${r.actual}` : `sha256 is ${r.actual}, ${SUMS_FILE} says ${r.expected}`;
+        add({ name: `${r.file} checksum`, ok: r.ok, detail });
+        ok &&= r.ok;
+    }
+    // Each file backup.json names must be listed with the same hash: a missing line is not a pass.
+    const listed = new Map(results.map((r) => [r.file, r.expected]));
+    for (const file of Object.values(entry.metadata.files)) {
+        if (!file)
+            continue;
+        const expected = listed.get(file.name);
+        if (expected !== file.sha256) {
+            add({ name: `${file.name} recorded`, ok: false, detail: expected ? `${SUMS_FILE} and ${metadata_BACKUP_METADATA_FILE} disagree` : `${file.name} is missing from ${SUMS_FILE}` });
+            ok = false;
+        }
+    }
+    return ok;
+}
+/** Where pg_restore reads the archive: the path for local tools, stdin inside a container. */
+function archiveInput(runner, path) {
+    return runner instanceof runner_LocalRunner ? { args: [path] } : { args: [], stdin: (0,external_node_fs_namespaceObject.createReadStream)(path, { highWaterMark: 1024 * 1024 }) };
+}
+async function pgRestoreCheck(runner, archive, name, args, describe) {
+    const input = archiveInput(runner, archive);
+    try {
+        const running = runner.start({ tool: 'pg_restore', args: [...args, ...input.args], stdin: input.stdin });
+        let bytes = 0;
+        let lines = 0;
+        running.stdout.on('data', (chunk) => {
+            bytes += chunk.length;
+            for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1))
+                lines++;
+        });
+        const result = await running.done;
+        if (result.exitCode !== 0)
+            return { name, ok: false, detail: `pg_restore ${runner_describeExit(result)}: ${runner_lastLines(result.stderr, 3)}` };
+        return { name, ok: true, detail: describe({ bytes, lines }) };
+    }
+    catch (error) {
+        return { name, ok: false, detail: error.message };
+    }
+}
+/** Records a verification in backup.json, so listings and retention can see it. */
+async function recordVerification(catalog, entry, report, now = new Date()) {
+    const metadata = { ...entry.metadata, verified: { at: now.toISOString(), ok: report.ok, checks: report.checks } };
+    await catalog.updateMetadata(entry, BACKUP_METADATA_FILE, metadata);
+    return { ...entry, metadata };
+}
+
+;// CONCATENATED MODULE: ./src/postgres/restore.ts
+
+
+
+
+
+
+
+
+
+
+
+/** Refuses (exit 3) unless `confirm` is exactly the database's name: no trimming, no case folding. */
+function requireDestructiveConfirmation(database, confirm) {
+    if (confirm === database)
+        return;
+    const fix = `pass --confirm ${database} (exactly the target database's name) to replace it; a pre-restore backup is taken first`;
+    if (confirm === undefined || confirm === '') {
+        throw refusal('CONFIRMATION_REQUIRED', `restoring into "${database}" replaces a database that holds data, and --confirm was not given`, fix);
+    }
+    throw refusal('CONFIRMATION_MISMATCH', `--confirm ${JSON.stringify(confirm)} does not match the target database ${JSON.stringify(database)} exactly`, fix);
+}
+/**
+ * Runs pg_restore into `conn` (an existing, empty database), then checks it against backup.json:
+ * exact row counts per table, the schema fingerprint, and ANALYZE so the planner has statistics.
+ * Throws when pg_restore fails; check mismatches are in the report (`ok: false`).
+ */
+async function restoreArchiveInto(conn, options) {
+    const { backup, runner, logger } = options;
+    const archive = (0,external_node_path_namespaceObject.join)(backup.dir, backup.metadata.files.postgres.name);
+    const input = archiveInput(runner, archive);
+    const jobs = input.stdin ? 1 : Math.max(1, options.jobs ?? 2);
+    const args = [
+        `--dbname=${conninfoDbname(conn.database)}`,
+        ...(options.exitOnError === false ? [] : ['--exit-on-error']),
+        ...(jobs > 1 ? [`--jobs=${jobs}`] : ['--single-transaction']),
+        ...(options.noOwner ? ['--no-owner', '--no-privileges'] : []),
+        ...input.args,
+    ];
+    const started = Date.now();
+    logger.info(`restoring ${backup.id} into ${conn.database} (${jobs} job${jobs > 1 ? 's' : ''}, ${runner.where})`);
+    const running = runner.start({ tool: 'pg_restore', args, env: postgres_env_pgEnv(conn), stdin: input.stdin });
+    running.stdout.resume();
+    const result = await running.done;
+    if (result.exitCode !== 0) {
+        throw errors_failure('PG_RESTORE_FAILED', `pg_restore into ${conn.database} failed (${runner_describeExit(result)}): ${runner_lastLines(result.stderr)}`, {
+            fix: /role .* does not exist/.test(result.stderr) ? 'the target server lacks roles of the source: restore globals.sql first, or pass --no-owner' : 'read the pg_restore error above',
+        });
+    }
+    const restoreSeconds = (Date.now() - started) / 1000;
+    const checkStarted = Date.now();
+    const session = psql_PsqlSession.open(runner, conn);
+    // ANALYZE in a second session, alongside the counts: both scan the restored tables.
+    const analyzer = psql_PsqlSession.open(runner, conn);
+    try {
+        const analyzed = analyzer.exec('ANALYZE');
+        const actualCounts = await inspect_exactRowCounts(session);
+        const actualFingerprint = await inspect_schemaFingerprint(session);
+        await analyzed;
+        const mismatches = compareCounts(backup.metadata.rowCounts, actualCounts);
+        const rowCounts = { ok: mismatches.length === 0, tables: Object.keys(actualCounts).length, rows: Object.values(actualCounts).reduce((a, b) => a + b, 0), mismatches };
+        const fingerprint = { ok: actualFingerprint === backup.metadata.schemaFingerprint, expected: backup.metadata.schemaFingerprint, actual: actualFingerprint };
+        logger.info(`${rowCounts.ok ? 'ok  ' : 'FAIL'} row counts: ${rowCounts.tables} tables, ${rowCounts.rows} rows${mismatches.length ? `; ${mismatches.length} differ (${mismatches.slice(0, 3).map((m) => `${m.table} ${m.actual}/${m.expected}`).join(', ')})` : ''}`);
+        logger.info(`${fingerprint.ok ? 'ok  ' : 'FAIL'} schema fingerprint ${actualFingerprint}`);
+        return { ok: rowCounts.ok && fingerprint.ok, database: conn.database, rowCounts, schemaFingerprint: fingerprint, analyzed: true, restoreSeconds, checkSeconds: (Date.now() - checkStarted) / 1000 };
+    }
+    finally {
+        await Promise.all([session.close(), analyzer.close()]);
+    }
+}
+function compareCounts(expected, actual) {
+    const mismatches = [];
+    for (const table of new Set([...Object.keys(expected), ...Object.keys(actual)])) {
+        const e = expected[table] ?? null;
+        const a = actual[table] ?? null;
+        if (e !== a)
+            mismatches.push({ table, expected: e, actual: a });
+    }
+    return mismatches.sort((x, y) => x.table.localeCompare(y.table));
+}
+/**
+ * Restores a backup into a fresh database (created when missing) and checks it: the isolated
+ * restore a drill needs. Refuses a target that already holds tables.
+ */
+async function restoreIntoFreshDatabase(options) {
+    const { target, runner } = options;
+    if (options.verifyChecksums !== false)
+        await requireIntactChecksums(options.backup, options.logger);
+    const admin = psql_PsqlSession.open(runner, maintenanceConnection(target));
+    try {
+        await connection_checkConnection(admin, maintenanceConnection(target));
+        const state = await databaseState(admin, runner, target);
+        if (state.holdsData) {
+            throw errors_refusal('TARGET_NOT_EMPTY', `database ${target.database} on ${target.host}:${target.port} already holds ${state.tables} tables; an isolated restore needs an empty or new database`, 'choose a new database name, or use lifeline restore with --confirm to replace it');
+        }
+        if (!state.exists)
+            await admin.exec(`CREATE DATABASE ${postgres_env_quoteIdent(target.database)} TEMPLATE template0`);
+    }
+    finally {
+        await admin.close();
+    }
+    return restoreArchiveInto(target, options);
+}
+const RESTORE_LOG = 'restores.jsonl';
+/**
+ * Restores a backup into `target`. A target that holds data needs `confirm` equal to its name
+ * (refused before anything is touched otherwise), gets a `pre-restore` backup, and is replaced
+ * only after the restore was checked in a scratch database (a rename swap). A failure at any
+ * step before the swap leaves the target exactly as it was.
+ */
+async function restoreBackup(options) {
+    const { target, runner, backup } = options;
+    const maintenance = maintenanceConnection(target);
+    const admin = PsqlSession.open(runner, maintenance);
+    let before;
+    try {
+        await checkConnection(admin, maintenance);
+        before = await databaseState(admin, runner, target);
+    }
+    finally {
+        await admin.close();
+    }
+    if (before.holdsData)
+        requireDestructiveConfirmation(target.database, options.confirm);
+    return withLock(options.catalog.envDir(options.environment), options.environment, { command: `restore ${backup.id} into ${target.database}`, waitSeconds: options.lockWaitSeconds ?? 30 }, () => restoreLocked(options, before, maintenance));
+}
+async function restoreLocked(options, before, maintenance) {
+    const { target, runner, logger, backup } = options;
+    const started = Date.now();
+    if (options.skipVerify)
+        logger.warn('checksum verification skipped (--skip-verify); this is recorded with the restore');
+    else
+        await requireIntactChecksums(backup, logger);
+    let preRestoreBackupId;
+    if (before.holdsData && options.preRestoreBackup !== false) {
+        const pre = await createBackup({ catalog: options.catalog, environment: options.environment, runner, conn: target, label: 'pre-restore', logger, lockHeld: true, migrationHeadQuery: options.migrationHeadQuery, compressLevel: options.compressLevel });
+        preRestoreBackupId = pre.id;
+        logger.info(`pre-restore backup of ${target.database}: ${pre.id} (restore it to undo this restore)`);
+    }
+    const scratch = scratchName(target.database);
+    const encoding = before.exists ? `ENCODING ${quoteLiteral(before.encoding)} LC_COLLATE ${quoteLiteral(before.collate)} LC_CTYPE ${quoteLiteral(before.ctype)}` : '';
+    await execOnce(runner, maintenance, `CREATE DATABASE ${quoteIdent(scratch)} TEMPLATE template0 ${encoding}`);
+    let checks;
+    try {
+        checks = await restoreArchiveInto(withDatabase(target, scratch), options);
+        if (!checks.ok) {
+            throw failure('RESTORE_CHECK_FAILED', `the restored copy does not match backup ${backup.id} (${describeCheckFailure(checks)}); ${target.database} was not touched`, { fix: 'verify the backup (lifeline verify) and check that the source had no unlogged or foreign tables', details: { checks } });
+        }
+        await swapDatabases(runner, maintenance, target.database, scratch, before, logger);
+    }
+    catch (error) {
+        await execOnce(runner, maintenance, `DROP DATABASE IF EXISTS ${quoteIdent(scratch)} WITH (FORCE)`).catch(() => { });
+        throw error;
+    }
+    const result = {
+        backupId: backup.id,
+        target: maskedUrl(target),
+        database: target.database,
+        destructive: before.holdsData,
+        checksumsVerified: !options.skipVerify,
+        ...(preRestoreBackupId ? { preRestoreBackupId } : {}),
+        checks,
+        seconds: (Date.now() - started) / 1000,
+    };
+    await options.catalog.appendLog(options.environment, RESTORE_LOG, { at: new Date().toISOString(), ...result });
+    return result;
+}
+async function requireIntactChecksums(backup, logger) {
+    const report = await verifyBackup(backup, { runner: new runner_LocalRunner(), logger, checksumsOnly: true });
+    if (!report.ok) {
+        const bad = report.checks.filter((c) => !c.ok).map((c) => `${c.name}: ${c.detail}`);
+        throw errors_refusal('BACKUP_CORRUPT', `backup ${backup.id} fails its checksums, so it will not be restored (${bad.join('; ')})`, 'restore another backup (lifeline backups lists them); this one is damaged', { checks: report.checks });
+    }
+}
+async function databaseState(admin, runner, target) {
+    const [row] = await admin.query(`SELECT pg_get_userbyid(datdba) AS owner, pg_encoding_to_char(encoding) AS encoding, datcollate AS collate, datctype AS ctype FROM pg_database WHERE datname = ${postgres_env_quoteLiteral(target.database)}`);
+    if (!row)
+        return { exists: false, holdsData: false, tables: 0 };
+    const session = psql_PsqlSession.open(runner, target);
+    try {
+        const tables = (await userTables(session)).length;
+        return { exists: true, holdsData: tables > 0, tables, ...row };
+    }
+    finally {
+        await session.close();
+    }
+}
+/**
+ * Replaces `target` with `scratch` in one transaction (renames are transactional), after ending
+ * the target's sessions; the old database is dropped only once the swap committed. psql stops at
+ * the first error, so each attempt gets a fresh session.
+ */
+async function swapDatabases(runner, maintenance, target, scratch, before, logger) {
+    if (before.owner)
+        await execOnce(runner, maintenance, `ALTER DATABASE ${quoteIdent(scratch)} OWNER TO ${quoteIdent(before.owner)}`);
+    if (!before.exists) {
+        await execOnce(runner, maintenance, `ALTER DATABASE ${quoteIdent(scratch)} RENAME TO ${quoteIdent(target)}`);
+        return;
+    }
+    const retired = scratchName(target, 'old');
+    const sessionsOf = `FROM pg_stat_activity WHERE datname IN (${quoteLiteral(target)}, ${quoteLiteral(scratch)}) AND pid <> pg_backend_pid()`;
+    for (let attempt = 1;; attempt++) {
+        try {
+            // Termination is asynchronous: wait for the sessions to be gone before renaming.
+            await execOnce(runner, maintenance, `SELECT count(pg_terminate_backend(pid)) ${sessionsOf}`);
+            for (let i = 0; i < 50; i++) {
+                const [row] = await queryOnceOn(runner, maintenance, `SELECT count(*)::int AS n ${sessionsOf}`);
+                if (!row?.n)
+                    break;
+                await new Promise((r) => setTimeout(r, 100));
+            }
+            await execOnce(runner, maintenance, `BEGIN; ALTER DATABASE ${quoteIdent(target)} RENAME TO ${quoteIdent(retired)}; ALTER DATABASE ${quoteIdent(scratch)} RENAME TO ${quoteIdent(target)}; COMMIT`);
+            break;
+        }
+        catch (error) {
+            if (attempt >= 5)
+                throw failure('RESTORE_SWAP_FAILED', `could not swap the restored database into place: ${error.message}; ${target} was not changed`, { fix: 'stop the applications connected to the database and retry', cause: error });
+            logger.warn(`swap attempt ${attempt} failed (sessions reconnecting?); retrying`);
+            await new Promise((r) => setTimeout(r, 500 * attempt));
+        }
+    }
+    // The swap has committed: a leftover old copy is worth a warning, not a failed restore.
+    await execOnce(runner, maintenance, `DROP DATABASE ${quoteIdent(retired)} WITH (FORCE)`).catch((error) => logger.warn(`the replaced database was kept as ${retired} (${error.message}); drop it when convenient`));
+}
+async function execOnce(runner, conn, sql) {
+    const session = PsqlSession.open(runner, conn);
+    try {
+        await session.exec(sql);
+    }
+    finally {
+        await session.close();
+    }
+}
+async function queryOnceOn(runner, conn, sql) {
+    const session = PsqlSession.open(runner, conn);
+    try {
+        return await session.query(sql);
+    }
+    finally {
+        await session.close();
+    }
+}
+function describeCheckFailure(checks) {
+    const parts = [];
+    if (!checks.rowCounts.ok)
+        parts.push(`${checks.rowCounts.mismatches.length} tables with different row counts`);
+    if (!checks.schemaFingerprint.ok)
+        parts.push('schema fingerprint differs');
+    return parts.join(', ');
+}
+/** A database on the same server to run CREATE/ALTER/DROP DATABASE from. */
+function maintenanceConnection(target) {
+    return postgres_env_withDatabase(target, target.database === 'postgres' ? 'template1' : 'postgres');
+}
+/** `<target>_lifeline_<tag>_<random>`, within PostgreSQL's 63-byte identifier limit. */
+function scratchName(target, tag = 'restore') {
+    const suffix = `_lifeline_${tag}_${randomBytes(3).toString('hex')}`;
+    return `${Buffer.from(target).subarray(0, 63 - suffix.length).toString('utf8').replace(/\uFFFD+$/, '')}${suffix}`;
+}
+/** A conninfo naming only the database, so a name with `=` or a URL-like name stays a name. */
+function conninfoDbname(database) {
+    return `dbname='${database.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
+}
+/** Post-restore hooks (cache revalidation, readiness checks); each result is reported, none is skipped silently. */
+async function runPostRestoreHooks(hooks, options) {
+    const results = [];
+    for (const hook of hooks) {
+        let result;
+        if ('http' in hook) {
+            const name = `${hook.method ?? 'GET'} ${new URL(hook.http).origin}${new URL(hook.http).pathname}`;
+            try {
+                const response = await fetch(hook.http, { method: hook.method ?? 'GET', signal: AbortSignal.timeout(options.timeoutMs ?? 30_000) });
+                const ok = hook.expectStatus ? response.status === hook.expectStatus : response.ok;
+                result = { hook: name, ok, detail: `HTTP ${response.status}` };
+            }
+            catch (error) {
+                result = { hook: name, ok: false, detail: error.message };
+            }
+        }
+        else {
+            const [tool, ...args] = hook.command;
+            const name = hook.command.join(' ');
+            try {
+                const run = await runText(options.runner ?? new LocalRunner(), { tool: tool, args });
+                result = { hook: name, ok: run.exitCode === 0, detail: run.exitCode === 0 ? 'exit 0' : `${describeExit(run)}: ${lastLines(run.stderr, 2)}` };
+            }
+            catch (error) {
+                result = { hook: name, ok: false, detail: error.message };
+            }
+        }
+        options.logger.info(`${result.ok ? 'ok  ' : 'FAIL'} post-restore hook ${result.hook}: ${result.detail}`);
+        results.push(result);
+    }
+    return results;
+}
+function parseJobs(value) {
+    const jobs = Number(value ?? '2');
+    if (!Number.isInteger(jobs) || jobs < 1 || jobs > 64)
+        throw usageError('BAD_INPUT', `--jobs must be a whole number from 1 to 64 (got "${value}")`, 'pass --jobs 2');
+    return jobs;
+}
+
 ;// CONCATENATED MODULE: ./src/settings/duration.ts
 
 const UNITS = { s: 1, m: 60, h: 3600, d: 86400, w: 604800 };
 /** Parses `90s`, `15m`, `4h`, `7d`, `2w` (or a bare number of seconds) into seconds. */
-function duration_parseDuration(value, keyPath = 'duration') {
+function parseDuration(value, keyPath = 'duration') {
     const text = value.trim();
     const match = /^(\d+(?:\.\d+)?)\s*([smhdw]?)$/i.exec(text);
     if (!match) {
-        throw usageError('BAD_DURATION', `${keyPath}: "${value}" is not a duration`, 'write a number followed by s, m, h, d or w, e.g. 90s, 15m, 4h, 7d');
+        throw errors_usageError('BAD_DURATION', `${keyPath}: "${value}" is not a duration`, 'write a number followed by s, m, h, d or w, e.g. 90s, 15m, 4h, 7d');
     }
     const amount = Number(match[1]);
     const unit = (match[2] || 's').toLowerCase();
@@ -37280,8 +39450,907 @@ function formatDuration(seconds) {
     return `${Math.round(seconds / 8640) / 10}d`;
 }
 
-;// CONCATENATED MODULE: external "node:fs"
-const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
+;// CONCATENATED MODULE: ./src/drill/smoke.ts
+
+
+/**
+ * Reads a smoke file: blocks of `-- expect: <value>` (optionally preceded by `-- name: <text>`)
+ * followed by one query, which runs until the next directive or the end of the file.
+ *
+ *     -- name: the Lisbon location exists
+ *     -- expect: 1
+ *     SELECT count(*) FROM locations WHERE city = 'Lisbon';
+ */
+function parseSmokeQueries(text, source) {
+    const queries = [];
+    let pending;
+    const flush = () => {
+        if (!pending)
+            return;
+        const sql = pending.sql.join('\n').trim().replace(/;\s*$/, '').trim();
+        if (pending.expect === undefined)
+            throw errors_usageError('BAD_SMOKE_FILE', `${source}:${pending.line}: a query has no "-- expect:" line`, 'put "-- expect: <value>" right before each query');
+        if (!sql)
+            throw errors_usageError('BAD_SMOKE_FILE', `${source}:${pending.line}: "-- expect: ${pending.expect}" is not followed by a query`, 'write the query on the lines after the -- expect: line');
+        if (sql.includes(';'))
+            throw errors_usageError('BAD_SMOKE_FILE', `${source}:${pending.line}: a block holds more than one statement`, 'give each query its own "-- expect:" line');
+        queries.push({ name: pending.name ?? sql.split('\n')[0].slice(0, 80), expect: pending.expect, sql, line: pending.line });
+        pending = undefined;
+    };
+    text.split(/\r?\n/).forEach((raw, index) => {
+        const line = index + 1;
+        const directive = /^\s*--\s*(name|expect)\s*:\s?(.*)$/i.exec(raw);
+        if (directive) {
+            const key = directive[1].toLowerCase();
+            const value = directive[2].trim();
+            if (pending && (pending.sql.join('').trim() || (key === 'expect' && pending.expect !== undefined) || (key === 'name' && pending.name !== undefined)))
+                flush();
+            pending ??= { line, sql: [] };
+            if (key === 'name')
+                pending.name = value;
+            else
+                pending.expect = value;
+            return;
+        }
+        if (/^\s*--/.test(raw) || !raw.trim()) {
+            if (pending)
+                pending.sql.push('');
+            return;
+        }
+        if (!pending)
+            throw errors_usageError('BAD_SMOKE_FILE', `${source}:${line}: a query without an expected value`, 'put "-- expect: <value>" right before each query');
+        pending.sql.push(raw);
+    });
+    flush();
+    if (queries.length === 0)
+        throw errors_usageError('BAD_SMOKE_FILE', `${source} holds no smoke queries`, 'write blocks of "-- expect: <value>" followed by a query, or drop --smoke-sql');
+    return queries;
+}
+function readSmokeFile(path) {
+    let text;
+    try {
+        text = (0,external_node_fs_namespaceObject.readFileSync)(path, 'utf8');
+    }
+    catch (error) {
+        throw errors_usageError('SMOKE_FILE_UNREADABLE', `cannot read the smoke query file ${path}: ${error.message}`, 'pass an existing file to --smoke-sql (or fix drill.smokeSql in lifeline.yml)');
+    }
+    return parseSmokeQueries(text, path);
+}
+/** How a query's value is compared with its `-- expect:` text. */
+function smokeValueText(value) {
+    if (value === null || value === undefined)
+        return 'NULL';
+    if (typeof value === 'object')
+        return JSON.stringify(value);
+    return String(value).trim();
+}
+
+;// CONCATENATED MODULE: ./src/drill/checks.ts
+
+/**
+ * `bt_index_check` on every valid B-tree index of the database (system catalogs included). Each
+ * index is checked inside a function that catches its error, so one corrupt index is reported
+ * by name and the others are still checked.
+ */
+async function checkBtreeIndexes(session) {
+    try {
+        await session.exec('CREATE EXTENSION IF NOT EXISTS amcheck');
+    }
+    catch (error) {
+        return { name: 'amcheck on B-tree indexes', passed: false, detail: `cannot create the amcheck extension: ${error.message} (install postgresql-contrib; the drill user needs to be allowed to create it)` };
+    }
+    await session.exec(`CREATE OR REPLACE FUNCTION pg_temp.lifeline_index_error(idx regclass) RETURNS text LANGUAGE plpgsql AS $fn$
+BEGIN
+  PERFORM bt_index_check(idx);
+  RETURN NULL;
+EXCEPTION WHEN OTHERS THEN
+  RETURN SQLERRM;
+END
+$fn$`);
+    const rows = await session.query(`SELECT c.oid::regclass::text AS index, pg_temp.lifeline_index_error(c.oid::regclass) AS error
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indexrelid
+JOIN pg_am a ON a.oid = c.relam
+WHERE a.amname = 'btree' AND i.indisvalid AND i.indisready AND c.relpersistence <> 't'
+ORDER BY 1`);
+    const broken = rows.filter((r) => r.error !== null);
+    return {
+        name: 'amcheck on B-tree indexes',
+        passed: broken.length === 0,
+        detail: broken.length ? `${broken.length} of ${rows.length} indexes fail: ${broken.slice(0, 3).map((b) => `${b.index} (${b.error})`).join('; ')}` : `${rows.length} indexes intact`,
+    };
+}
+/** Runs each smoke query in its own session (a failing query must not hide the others). */
+async function runSmokeQuery(open, query) {
+    const session = open();
+    try {
+        const value = await session.queryValue(query.sql);
+        const actual = smokeValueText(value);
+        const passed = actual === query.expect;
+        return { name: `smoke: ${query.name}`, passed, detail: passed ? `returned ${actual}` : `returned ${actual}, expected ${query.expect}` };
+    }
+    catch (error) {
+        return { name: `smoke: ${query.name}`, passed: false, detail: `query failed: ${error.message}` };
+    }
+    finally {
+        await session.close();
+    }
+}
+
+;// CONCATENATED MODULE: ./src/drill/isolation.ts
+
+
+
+const LOOPBACK = new Set(['localhost', '127.0.0.1', '::1', '0:0:0:0:0:0:0:1', '']);
+/** Loopback names (and Unix sockets, which are local by definition) are one host. */
+function normalizeHost(host) {
+    const h = host.trim().toLowerCase().replace(/^\[|\]$/g, '');
+    if (LOOPBACK.has(h) || h.startsWith('/') || /^127\.\d+\.\d+\.\d+$/.test(h))
+        return 'loopback';
+    return h;
+}
+/** The cluster's system identifier, or undefined when it cannot be read (unreachable, no privilege). */
+async function systemIdentifier(runner, conn) {
+    for (const database of [conn.database, 'postgres']) {
+        try {
+            const [row] = await queryOnce(runner, postgres_env_withDatabase(conn, database), 'SELECT system_identifier::text AS id FROM pg_control_system()');
+            if (row?.id)
+                return row.id;
+        }
+        catch {
+            // try the next database; an unreachable server simply cannot be compared
+        }
+    }
+    return undefined;
+}
+/**
+ * Refuses (exit 3) a drill target that is the environment's live database: the same host (all
+ * loopback spellings are one), port and database name, or the same database name on a cluster
+ * with the same system identifier (another address of the same server).
+ */
+async function assertIsolatedTarget(live, target, runner, logger) {
+    if (!live) {
+        logger.warn('no live database URL is configured, so the drill target cannot be compared with it');
+        return;
+    }
+    const fix = 'point --target (or drill.targetUrlEnv) at a separate drill database, e.g. a service container, or omit it to let Lifeline start a throwaway cluster';
+    const sameEndpoint = normalizeHost(live.host) === normalizeHost(target.host) && live.port === target.port;
+    if (sameEndpoint && live.database === target.database) {
+        throw errors_refusal('DRILL_TARGET_IS_LIVE', `the drill target ${target.host}:${target.port}/${target.database} is the environment's live database`, fix);
+    }
+    const [liveId, targetId] = await Promise.all([systemIdentifier(runner, live), systemIdentifier(runner, target)]);
+    const sameCluster = sameEndpoint || (liveId !== undefined && liveId === targetId);
+    if (sameCluster && live.database === target.database) {
+        throw errors_refusal('DRILL_TARGET_IS_LIVE', `the drill target ${target.host}:${target.port}/${target.database} is the live database under another address (same system identifier ${liveId})`, fix);
+    }
+    if (sameCluster)
+        logger.warn(`the drill database ${target.database} lives on the live cluster: the restore competes with production for CPU and disk`);
+}
+
+;// CONCATENATED MODULE: ./src/report/table.ts
+/** Column-aligned text for a terminal. */
+function renderTextTable(table) {
+    const widths = table.headers.map((h, i) => Math.max(h.length, ...table.rows.map((r) => (r[i] ?? '').length)));
+    const line = (cells) => cells
+        .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i])))
+        .join('  ')
+        .trimEnd();
+    return [line(table.headers), line(widths.map((w) => '-'.repeat(w))), ...table.rows.map((r) => line(table.headers.map((_, i) => r[i] ?? '')))].join('\n');
+}
+/** A GitHub-flavoured Markdown table; cells are escaped so a `|` or newline in a detail cannot break it. */
+function renderMarkdownTable(table) {
+    const row = (cells) => `| ${cells.map(escapeMarkdownCell).join(' | ')} |`;
+    return [row(table.headers), `|${table.headers.map(() => '---').join('|')}|`, ...table.rows.map((r) => row(table.headers.map((_, i) => r[i] ?? '')))].join('\n');
+}
+function escapeMarkdownCell(text) {
+    return text.replace(/\\/g, '\\\\').replace(/\|/g, '\\|').replace(/\r?\n/g, '<br>');
+}
+/**
+ * A Mermaid `xychart-beta` block (GitHub renders it in job summaries and Markdown files).
+ * Labels are quoted; quotes inside them are dropped because Mermaid has no escape for them.
+ */
+function renderMermaidTrend(chart) {
+    const quote = (text) => `"${text.replace(/"/g, "'")}"`;
+    const all = chart.series.flatMap((s) => s.values).filter(Number.isFinite);
+    const max = all.length ? Math.max(...all) : 1;
+    const round = (n) => Math.round(n * 100) / 100;
+    return [
+        '```mermaid',
+        'xychart-beta',
+        `  title ${quote(chart.title)}`,
+        `  x-axis [${chart.xLabels.map(quote).join(', ')}]`,
+        `  y-axis ${quote(chart.yLabel)} 0 --> ${round(max * 1.1) || 1}`,
+        ...chart.series.map((s) => `  ${s.kind} [${s.values.map((v) => (Number.isFinite(v) ? round(v) : 0)).join(', ')}]`),
+        '```',
+    ].join('\n');
+}
+/** ✅/❌ words that read the same in a terminal and a summary. */
+function verdict(passed) {
+    return passed ? 'pass' : 'FAIL';
+}
+
+;// CONCATENATED MODULE: ./src/drill/report.ts
+
+
+
+const DRILL_REPORT_FILE = 'report.json';
+const DRILL_SUMMARY_FILE = 'summary.md';
+const DRILL_REPORT_SCHEMA_VERSION = 1;
+function newDrillId(now = new Date()) {
+    return store_newEntryId(now);
+}
+/** Stores the report (and its Markdown summary) as an immutable catalog entry. */
+async function saveDrillReport(catalog, report, summaryMarkdown) {
+    const staged = await catalog.begin(report.environment, 'drills', report.id, DRILL_REPORT_FILE);
+    try {
+        await staged.addText(DRILL_SUMMARY_FILE, summaryMarkdown);
+        await staged.commit(report);
+    }
+    catch (error) {
+        await staged.abort();
+        throw error;
+    }
+    return { id: report.id, dir: staged.finalDir, metadata: report };
+}
+async function listDrillReports(catalog, env) {
+    return catalog.list(env, 'drills', DRILL_REPORT_FILE);
+}
+/** The line `lifeline drills --json` prints per drill. */
+function drillListing(report) {
+    return {
+        id: report.id,
+        createdAt: report.createdAt,
+        environment: report.environment,
+        mode: report.mode,
+        backupId: report.backup?.id ?? null,
+        passed: report.passed,
+        rtoSeconds: report.rto.seconds,
+        rtoTargetSeconds: report.rto.targetSeconds,
+        rpoSeconds: report.rpo.seconds,
+        rpoTargetSeconds: report.rpo.targetSeconds,
+        failures: report.failures,
+    };
+}
+const seconds = (value) => (value === null ? 'n/a' : formatDuration(value));
+const objectiveVerdict = (o) => (o.met === null ? (o.targetSeconds === null ? 'no target' : 'n/a') : o.met ? 'met' : 'MISSED');
+function checksTable(report) {
+    return { headers: ['step', 'check', 'result', 'detail'], rows: report.checks.map((c) => [c.step, c.name, c.status === 'fail' ? 'FAIL' : c.status, c.detail]) };
+}
+function objectivesTable(report) {
+    return {
+        headers: ['objective', 'measured', 'target', 'verdict'],
+        rows: [
+            ['RTO (verify + restore + checks)', seconds(report.rto.seconds), seconds(report.rto.targetSeconds), objectiveVerdict(report.rto)],
+            [
+                `RPO (${report.rpo.detail ? `backup age ${seconds(report.rpo.detail.backupAgeSeconds)}, largest gap ${seconds(report.rpo.detail.largestGapSeconds)} over ${seconds(report.rpo.detail.windowSeconds)}` : (report.rpo.note ?? 'not measured')})`,
+                seconds(report.rpo.seconds),
+                seconds(report.rpo.targetSeconds),
+                objectiveVerdict(report.rpo),
+            ],
+        ],
+    };
+}
+function drillsTable(reports) {
+    return {
+        headers: ['id', 'created', 'mode', 'backup', 'result', 'RTO', 'RPO'],
+        rows: reports.map((r) => [r.id, r.createdAt, r.mode, r.backup?.id ?? '-', r.passed ? 'passed' : 'FAILED', `${seconds(r.rto.seconds)} / ${seconds(r.rto.targetSeconds)}`, `${seconds(r.rpo.seconds)} / ${seconds(r.rpo.targetSeconds)}`]),
+    };
+}
+function headline(report) {
+    const what = report.mode === 'pitr' ? `point-in-time drill to ${report.pitrTarget}` : `restore drill of backup ${report.backup?.id ?? '(none)'}`;
+    return `${report.passed ? 'PASSED' : 'FAILED'}: ${what} in ${report.environment} (${report.target.description})`;
+}
+function renderDrillText(report) {
+    return [
+        headline(report),
+        '',
+        renderTextTable(checksTable(report)),
+        '',
+        renderTextTable(objectivesTable(report)),
+        ...(report.failures.length ? ['', 'Failed because:', ...report.failures.map((f) => `  - ${f}`)] : []),
+        '',
+        `report: drill ${report.id}`,
+    ].join('\n');
+}
+/** The job summary: checks, objectives, and the trend of recent drills (oldest to newest). */
+function renderDrillMarkdown(report, history) {
+    const recent = [report, ...history.filter((h) => h.id !== report.id)].slice(0, 10).reverse();
+    const lines = [
+        `## Restore drill ${report.passed ? 'passed' : 'FAILED'}: ${report.environment}`,
+        '',
+        headline(report),
+        '',
+        renderMarkdownTable(checksTable(report)),
+        '',
+        renderMarkdownTable(objectivesTable(report)),
+    ];
+    if (report.failures.length)
+        lines.push('', '**Failed because:**', '', ...report.failures.map((f) => `- ${f}`));
+    if (recent.length >= 2) {
+        lines.push('', '### RTO of the last drills (seconds)', '', renderMermaidTrend({
+            title: `RTO per drill, ${report.environment}`,
+            xLabels: recent.map((r) => r.createdAt.slice(5, 16).replace('T', ' ')),
+            yLabel: 'seconds',
+            series: [
+                { kind: 'bar', values: recent.map((r) => r.rto.seconds ?? 0) },
+                ...(report.rto.targetSeconds !== null ? [{ kind: 'line', values: recent.map(() => report.rto.targetSeconds) }] : []),
+            ],
+        }), '', `Bars: measured RTO; line: the target. Passed: ${recent.map((r) => (r.passed ? 'yes' : 'no')).join(', ')}.`);
+    }
+    return `${lines.join('\n')}\n`;
+}
+
+;// CONCATENATED MODULE: ./src/drill/rpo.ts
+/**
+ * RPO over a window: the worst case is the longest stretch with no usable backup. A gap that
+ * straddles the window's start counts in full (data written then was still exposed), and the
+ * stretch from the newest backup to `now` counts too; with no usable backup at all, the whole
+ * window is exposed.
+ */
+function measureRpo(backups, drilledCreatedAt, now, windowSeconds) {
+    const nowMs = now.getTime();
+    const windowStart = nowMs - windowSeconds * 1000;
+    const times = backups
+        .filter((b) => b.usable)
+        .map((b) => ({ iso: b.createdAt, ms: Date.parse(b.createdAt) }))
+        .filter((t) => Number.isFinite(t.ms) && t.ms <= nowMs)
+        .sort((a, b) => a.ms - b.ms);
+    let largest = { seconds: 0, from: null, to: now.toISOString() };
+    const consider = (fromMs, fromIso, toMs, toIso) => {
+        const seconds = (toMs - (fromMs ?? windowStart)) / 1000;
+        if (seconds > largest.seconds)
+            largest = { seconds, from: fromIso, to: toIso };
+    };
+    const inWindow = times.filter((t) => t.ms >= windowStart);
+    // Before the environment's first backup there was nothing to lose: that stretch is no gap.
+    let previous = times.filter((t) => t.ms < windowStart).pop() ?? null;
+    for (const t of inWindow) {
+        if (previous)
+            consider(previous.ms, previous.iso, t.ms, t.iso);
+        previous = t;
+    }
+    consider(previous?.ms ?? null, previous?.iso ?? null, nowMs, now.toISOString());
+    const backupAgeSeconds = Math.max(0, (nowMs - Date.parse(drilledCreatedAt)) / 1000);
+    return {
+        backupAgeSeconds,
+        largestGapSeconds: largest.seconds,
+        largestGap: { from: largest.from, to: largest.to },
+        windowSeconds,
+        backupsInWindow: inWindow.length,
+        seconds: Math.max(backupAgeSeconds, largest.seconds),
+    };
+}
+
+;// CONCATENATED MODULE: ./src/drill/runbook.ts
+
+
+const UNOWNED = 'on-call engineer (set owner: in lifeline.yml)';
+function restoreSteps(settings, mode = 'logical', options = {}) {
+    const show = options.displayPath ?? ((path) => path);
+    const env = settings.name;
+    const owner = settings.owner ?? UNOWNED;
+    const flags = `--env ${env}`;
+    const compose = settings.compose.files.length ? `docker compose ${settings.compose.files.map((f) => `-f ${show(f)}`).join(' ')}` : 'docker compose';
+    const api = settings.compose.services.api;
+    const physical = settings.postgres.physical;
+    const pgbr = physical ? `pgbackrest${physical.configFile ? ` --config=${show(physical.configFile)}` : ''} --stanza=${physical.stanza}` : 'pgbackrest';
+    const rpo = settings.rpoSeconds !== undefined ? formatDuration(settings.rpoSeconds) : 'the RPO target';
+    const smoke = settings.drill.smokeSql ? show(settings.drill.smokeSql) : undefined;
+    const steps = [
+        {
+            id: 'stop-writes',
+            title: 'Stop writes to the damaged database',
+            command: `${compose} stop ${api.name} ${settings.compose.services.worker.name}`,
+            verification: 'no client connections remain: SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()',
+            owner,
+            drillSkips: 'a drill never touches the live stack',
+        },
+    ];
+    if (mode === 'pitr') {
+        steps.push({
+            id: 'select-backup',
+            title: 'Choose the recovery time and the base backup before it',
+            command: `${pgbr} info`,
+            verification: 'status ok; a full or differential backup finished before the chosen time; WAL archived past it',
+            owner,
+        }, {
+            id: 'restore',
+            title: 'Restore to the chosen time and let PostgreSQL replay WAL',
+            command: `${pgbr} --pg1-path=<new data dir> --type=time --target="<time>" --target-action=promote restore, then pg_ctl -D <new data dir> start`,
+            verification: 'pgbackrest exits 0; SELECT pg_is_in_recovery() returns false; pg_last_xact_replay_timestamp() is at or before the chosen time',
+            owner,
+        });
+    }
+    else {
+        steps.push({
+            id: 'select-backup',
+            title: 'Choose the backup to restore',
+            command: `lifeline backups ${flags}`,
+            verification: `the newest verified backup is younger than ${rpo}, and no newer backup exists that would lose less data`,
+            owner,
+        }, {
+            id: 'verify-backup',
+            title: "Verify the backup's checksums",
+            command: `lifeline verify <backup-id> ${flags}`,
+            verification: 'every file matches SHA256SUMS and backup.json',
+            owner,
+        }, {
+            id: 'restore',
+            title: 'Restore into the database',
+            command: `lifeline restore ${flags} --backup <backup-id> --target <database-url> --confirm <database>`,
+            verification: 'pg_restore exits 0 (the restore checks a scratch copy before swapping it in)',
+            owner,
+        }, {
+            id: 'check-data',
+            title: 'Check the restored data against the backup',
+            command: '(part of lifeline restore; lifeline drill repeats it on an isolated copy)',
+            verification: 'exact row count of every table, the schema fingerprint and the migration head equal backup.json',
+            owner,
+        });
+    }
+    steps.push({
+        id: 'check-indexes',
+        title: 'Check every B-tree index (amcheck)',
+        command: `psql "$DATABASE_URL" -c 'CREATE EXTENSION IF NOT EXISTS amcheck' -c 'SELECT bt_index_check(c.oid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam WHERE a.amname = $$btree$$ AND i.indisvalid'`,
+        verification: 'no index reports corruption',
+        owner,
+    }, {
+        id: 'smoke-queries',
+        title: "Run the operator's smoke queries",
+        command: `psql "$DATABASE_URL" -f ${smoke ?? '<smoke.sql>'}`,
+        verification: 'every query returns the value on its -- expect: line (a drill compares them for you)',
+        owner,
+        ...(smoke ? {} : { drillSkips: 'no drill.smokeSql configured (pass --smoke-sql to the drill)' }),
+    }, {
+        id: 'start-app',
+        title: 'Start the application on the restored data',
+        command: `${compose} up -d ${api.name}`,
+        verification: api.healthUrl ? `${api.healthUrl} answers 2xx` : 'the api service reports healthy',
+        owner,
+        drillSkips: settings.drill.appCheck ? 'drill.appCheck is configured but not implemented yet: the drill does not start the application' : 'no drill.appCheck configured',
+    }, {
+        id: 'switch-over',
+        title: 'Reopen writes and tell the restaurants',
+        command: `${compose} up -d`,
+        verification: 'the health endpoints answer and new writes arrive in the restored database',
+        owner,
+        drillSkips: 'a drill never touches the live stack',
+    });
+    return steps;
+}
+/** Every environment's restore steps, in restore priority order (then by name). */
+function buildRunbook(environments, options = {}) {
+    return [...environments]
+        .sort((a, b) => a.restorePriority - b.restorePriority || a.name.localeCompare(b.name))
+        .map((s) => ({
+        name: s.name,
+        priority: s.restorePriority,
+        owner: s.owner ?? UNOWNED,
+        rtoSeconds: s.rtoSeconds,
+        rpoSeconds: s.rpoSeconds,
+        steps: restoreSteps(s, 'logical', options),
+        ...(s.postgres.physical ? { pitrSteps: restoreSteps(s, 'pitr', options) } : {}),
+    }));
+}
+const target = (seconds) => (seconds === undefined ? 'not set' : formatDuration(seconds));
+function priorityTable(runbook) {
+    return { headers: ['order', 'environment', 'owner', 'RTO target', 'RPO target'], rows: runbook.map((e, i) => [String(i + 1), e.name, e.owner, target(e.rtoSeconds), target(e.rpoSeconds)]) };
+}
+function stepsTable(steps) {
+    return { headers: ['#', 'step', 'command', 'verification', 'owner', 'drill'], rows: steps.map((s, i) => [String(i + 1), s.title, s.command, s.verification, s.owner, s.drillSkips ? `skipped: ${s.drillSkips}` : 'exercised']) };
+}
+/** The restore order lists every environment; `only` limits the step lists to some of them. */
+function renderRunbookMarkdown(runbook, source, only) {
+    const lines = [
+        '# Restore runbook',
+        '',
+        `Generated by \`lifeline runbook\` from ${source}. Do not edit by hand: change lifeline.yml and regenerate.`,
+        '`lifeline drill` walks the same steps; the last column says which ones a drill exercises.',
+        '',
+        '## Restore order',
+        '',
+        renderMarkdownTable(priorityTable(runbook)),
+    ];
+    for (const env of runbook.filter((e) => !only || only.includes(e.name))) {
+        lines.push('', `## ${env.name}`, '', `### From the newest backup (\`lifeline drill --env ${env.name}\`)`, '', renderMarkdownTable(stepsTable(env.steps)));
+        if (env.pitrSteps)
+            lines.push('', `### To a point in time through pgBackRest (\`lifeline drill --env ${env.name} --pitr <time>\`)`, '', renderMarkdownTable(stepsTable(env.pitrSteps)));
+    }
+    lines.push('', '## Smoke query files', '', 'Blocks of `-- expect: <value>` (optionally after `-- name: <text>`) followed by one query. The query runs against the restored', 'database; its single value (first column of the first row) must equal the expected text exactly. `NULL` stands for a null.', '', '```sql', '-- name: no order line has a non-positive quantity', '-- expect: 0', 'SELECT count(*) FROM order_items WHERE quantity <= 0', '```');
+    return `${lines.join('\n')}\n`;
+}
+function renderRunbookText(runbook, only) {
+    const lines = ['Restore order:', renderTextTable(priorityTable(runbook))];
+    for (const env of runbook.filter((e) => !only || only.includes(e.name))) {
+        const paths = [[`${env.name} (owner: ${env.owner}): restore from the newest backup`, env.steps]];
+        if (env.pitrSteps)
+            paths.push([`${env.name}: restore to a point in time (pgBackRest)`, env.pitrSteps]);
+        for (const [heading, steps] of paths) {
+            lines.push('', heading);
+            steps.forEach((s, i) => {
+                lines.push(`  ${i + 1}. ${s.title}${s.drillSkips ? `   [drill skips: ${s.drillSkips}]` : '   [drill exercises]'}`);
+                lines.push(`     run:   ${s.command}`);
+                lines.push(`     check: ${s.verification}`);
+                lines.push(`     owner: ${s.owner}`);
+            });
+        }
+    }
+    return lines.join('\n');
+}
+
+;// CONCATENATED MODULE: ./src/drill/drill.ts
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+/** Phases that make up RTO: what a real restore would spend, not the drill's own set-up. */
+const RTO_STEPS = new Set(['verify-backup', 'restore', 'check-data', 'check-indexes', 'smoke-queries']);
+/**
+ * A restore drill: walks the environment's runbook steps (the same list `lifeline runbook`
+ * prints), performing each one the drill can perform against an isolated database, records
+ * every check, measures RTO and RPO against their targets, and stores the report in the catalog.
+ * A refusal (exit 3) is thrown before anything is restored; every other failure is a failed
+ * drill with a report, so the release gate sees it.
+ */
+async function runDrill(options) {
+    const { settings, catalog, logger } = options;
+    const now = options.now ?? (() => new Date());
+    const startedAt = now();
+    const smokePath = options.smokeSql ?? settings.drill.smokeSql;
+    const smokeQueries = smokePath ? readSmokeFile(smokePath) : [];
+    const rtoTarget = options.rtoSeconds ?? settings.rtoSeconds ?? null;
+    const rpoTarget = options.rpoSeconds ?? settings.rpoSeconds ?? null;
+    const targetUrl = options.targetUrl ?? settings.drill.targetUrl;
+    const runner = localPostgresRunner(settings.postgres.binDir);
+    const live = settings.postgres.url ? environmentConnection(settings) : undefined;
+    const mode = options.pitr ? 'pitr' : 'logical';
+    if (options.pitr && options.backup && options.backup !== 'latest') {
+        throw errors_usageError('BAD_FLAGS', '--pitr and --backup cannot be combined', 'a point-in-time drill picks the pgBackRest base backup itself; drop --backup');
+    }
+    if (options.pitr && targetUrl && options.targetUrl) {
+        throw errors_usageError('BAD_FLAGS', '--pitr restores into its own temporary data directory; --target cannot be combined with it', 'drop --target');
+    }
+    const pitrTarget = options.pitr ? parseRecoveryTargetTime(options.pitr) : undefined;
+    if (pitrTarget)
+        requirePhysical(settings);
+    let backup;
+    let targetConn;
+    if (mode === 'logical') {
+        backup = await findBackup(catalog, settings.name, options.backup ?? 'latest');
+        if (targetUrl) {
+            targetConn = parsePgUrl(targetUrl);
+            await assertIsolatedTarget(live, targetConn, runner, logger);
+        }
+    }
+    const database = backup?.metadata.database ?? settings.postgres.database ?? live?.database ?? 'postgres';
+    const checks = [];
+    const stepRecords = [];
+    const phases = {};
+    let rpo = null;
+    let restoreReport;
+    let cluster;
+    let pitrCluster;
+    let stanza;
+    let createdTargetDatabase = false;
+    /** Starting the throwaway cluster is the drill's own set-up, not part of a real restore's RTO. */
+    let setupSeconds = 0;
+    let checkConn;
+    let checkRunner = runner;
+    const openCheckSession = () => psql_PsqlSession.open(checkRunner, checkConn);
+    const executors = {
+        'select-backup': async () => {
+            if (mode === 'pitr') {
+                const info = await stanzaInfo(requirePhysical(settings));
+                stanza = info;
+                const usable = info.backups.filter((b) => Date.parse(b.stoppedAt) <= pitrTarget.at.getTime());
+                const base = usable[usable.length - 1];
+                return { checks: [{ name: 'base backup before the target', passed: Boolean(base), detail: base ? `${base.label} (${base.type}, finished ${base.stoppedAt})` : `no backup of stanza ${info.stanza} finished before ${pitrTarget.text}` }], fatal: !base };
+            }
+            const all = await listBackups(catalog, settings.name);
+            rpo = measureRpo(all.map((b) => ({ id: b.id, createdAt: b.metadata.createdAt, usable: b.metadata.verified?.ok !== false })), backup.metadata.createdAt, startedAt, settings.drill.windowSeconds);
+            return { checks: [{ name: 'backup chosen', passed: true, detail: `${backup.id}, taken ${backup.metadata.createdAt} (${formatDuration(rpo.backupAgeSeconds)} old)` }] };
+        },
+        'verify-backup': async () => {
+            const report = await verifyBackup(backup, { runner, logger, checksumsOnly: true });
+            const failed = report.checks.filter((c) => !c.ok);
+            return { checks: [{ name: 'checksums', passed: report.ok, detail: report.ok ? `${report.checks.length} files match SHA256SUMS` : failed.map((c) => `${c.name}: ${c.detail}`).join('; ') }], fatal: !report.ok };
+        },
+        restore: async () => {
+            if (mode === 'pitr') {
+                pitrCluster = await restorePointInTime(settings, pitrTarget.text, logger, { database, binDir: settings.postgres.binDir, info: stanza });
+                phases['pgbackrest restore'] = pitrCluster.restoreSeconds;
+                phases['start-up and WAL replay'] = pitrCluster.recoverySeconds;
+                checkConn = postgres_env_withDatabase(pitrCluster.conn, database);
+                checkRunner = localPostgresRunner(pitrCluster.cluster.binDir);
+                const replayed = pitrCluster.lastReplayedCommit;
+                const withinTarget = replayed === null || Date.parse(replayed) <= pitrTarget.at.getTime() + 1;
+                return {
+                    checks: [
+                        { name: 'pgbackrest restore exit', passed: true, detail: `exit 0, base backup ${pitrCluster.baseBackup.label}` },
+                        { name: 'recovery finished and promoted', passed: true, detail: 'pg_is_in_recovery() is false' },
+                        { name: 'recovered up to the target, not past it', passed: withinTarget, detail: `last replayed commit ${replayed ?? '(none after the base backup)'}; target ${pitrTarget.text}` },
+                    ],
+                };
+            }
+            if (!targetConn) {
+                const began = Date.now();
+                cluster = await startThrowawayCluster({ binDir: settings.postgres.binDir, fast: true });
+                setupSeconds = (Date.now() - began) / 1000;
+                targetConn = postgres_env_withDatabase(cluster.conn, database);
+            }
+            else {
+                createdTargetDatabase = !(await databaseExists(runner, targetConn));
+            }
+            checkConn = targetConn;
+            try {
+                restoreReport = await restoreIntoFreshDatabase({ backup: backup, runner, logger, target: targetConn, jobs: options.jobs ?? 2, noOwner: true, verifyChecksums: false });
+            }
+            catch (error) {
+                if (isLifelineError(error) && error.kind === 'refused')
+                    throw error;
+                return { checks: [{ name: 'pg_restore exit', passed: false, detail: error.message }], fatal: true };
+            }
+            return { checks: [{ name: 'pg_restore exit', passed: true, detail: `exit 0 in ${formatDuration(restoreReport.restoreSeconds)}` }] };
+        },
+        'check-data': async () => {
+            const r = restoreReport;
+            const mismatches = r.rowCounts.mismatches;
+            const session = openCheckSession();
+            let head;
+            try {
+                head = await inspect_migrationHead(session, settings.postgres.migrationHeadQuery);
+            }
+            finally {
+                await session.close();
+            }
+            const expectedHead = backup.metadata.migrationHead;
+            return {
+                checks: [
+                    {
+                        name: 'row counts match backup.json',
+                        passed: r.rowCounts.ok,
+                        detail: r.rowCounts.ok ? `${r.rowCounts.tables} tables, ${r.rowCounts.rows} rows` : mismatches.slice(0, 5).map((m) => `${m.table}: ${m.actual ?? 'missing'} rows, expected ${m.expected ?? 'none'}`).join('; '),
+                    },
+                    { name: 'schema fingerprint matches', passed: r.schemaFingerprint.ok, detail: r.schemaFingerprint.ok ? r.schemaFingerprint.actual : `${r.schemaFingerprint.actual}, expected ${r.schemaFingerprint.expected}` },
+                    { name: 'migration head matches', passed: head === expectedHead, detail: head === expectedHead ? (head ?? 'none (no migrations table)') : `${head ?? 'none'}, expected ${expectedHead ?? 'none'}` },
+                ],
+            };
+        },
+        'check-indexes': async () => {
+            const session = openCheckSession();
+            try {
+                return { checks: [await checkBtreeIndexes(session)] };
+            }
+            finally {
+                await session.close();
+            }
+        },
+        'smoke-queries': async () => {
+            const outcomes = [];
+            for (const query of smokeQueries)
+                outcomes.push(await runSmokeQuery(openCheckSession, query));
+            return { checks: outcomes };
+        },
+    };
+    if (smokeQueries.length === 0)
+        delete executors['smoke-queries'];
+    const steps = restoreSteps(settings, mode);
+    try {
+        let stopped;
+        for (const step of steps) {
+            const executor = executors[step.id];
+            if (!executor) {
+                stepRecords.push({ id: step.id, title: step.title, status: 'skipped', detail: step.drillSkips ?? 'not performed by a drill' });
+                if (step.id === 'smoke-queries' || step.id === 'start-app')
+                    checks.push({ step: step.id, name: step.title, status: 'skipped', detail: step.drillSkips ?? 'not performed by a drill' });
+                continue;
+            }
+            if (stopped) {
+                stepRecords.push({ id: step.id, title: step.title, status: 'skipped', detail: `not run: ${stopped} failed` });
+                checks.push({ step: step.id, name: step.title, status: 'skipped', detail: `not run: ${stopped} failed` });
+                continue;
+            }
+            const began = Date.now();
+            let result;
+            try {
+                result = await logger.group(step.title, executor);
+            }
+            catch (error) {
+                if (isLifelineError(error) && error.kind === 'refused')
+                    throw error;
+                result = { checks: [{ name: step.title, passed: false, detail: error.message }], fatal: true };
+            }
+            const seconds = (Date.now() - began) / 1000;
+            if (RTO_STEPS.has(step.id))
+                phases[step.id] = step.id === 'restore' ? seconds - setupSeconds : seconds;
+            for (const c of result.checks) {
+                checks.push({ step: step.id, name: c.name, status: c.passed ? 'pass' : 'fail', detail: c.detail });
+                logger.info(`${c.passed ? 'ok  ' : 'FAIL'} ${c.name}: ${c.detail}`);
+            }
+            const failed = result.checks.some((c) => !c.passed);
+            stepRecords.push({ id: step.id, title: step.title, status: failed ? 'failed' : 'done', seconds });
+            if (result.fatal)
+                stopped = step.id;
+        }
+    }
+    finally {
+        await pitrCluster?.stop().catch((error) => logger.warn(`could not remove the point-in-time cluster: ${error.message}`));
+        await cluster?.stop().catch((error) => logger.warn(`could not remove the throwaway cluster: ${error.message}`));
+        if (createdTargetDatabase && targetConn)
+            await dropDatabase(runner, targetConn, logger);
+    }
+    const finishedAt = now();
+    const rtoPhases = mode === 'pitr' ? { ...phases } : Object.fromEntries(Object.entries(phases).filter(([k]) => RTO_STEPS.has(k)));
+    if (mode === 'pitr')
+        delete rtoPhases.restore;
+    const restoredSomething = stepRecords.some((s) => s.id === 'restore' && s.status === 'done');
+    const rtoSeconds = restoredSomething ? round(Object.values(rtoPhases).reduce((a, b) => a + b, 0)) : null;
+    const measuredRpo = rpo;
+    const failures = checks.filter((c) => c.status === 'fail').map((c) => `${c.name}: ${c.detail}`);
+    const rtoMet = rtoSeconds === null || rtoTarget === null ? null : rtoSeconds <= rtoTarget;
+    if (rtoMet === false)
+        failures.push(`RTO ${formatDuration(rtoSeconds)} missed the target ${formatDuration(rtoTarget)}`);
+    const rpoMet = measuredRpo === null || rpoTarget === null ? null : measuredRpo.seconds <= rpoTarget;
+    if (rpoMet === false) {
+        const m = measuredRpo;
+        const which = m.backupAgeSeconds > rpoTarget ? `the backup was ${formatDuration(m.backupAgeSeconds)} old` : `the largest gap between backups was ${formatDuration(m.largestGapSeconds)} (${m.largestGap.from ?? 'window start'} to ${m.largestGap.to})`;
+        failures.push(`RPO missed the target ${formatDuration(rpoTarget)}: ${which}`);
+    }
+    if (!restoredSomething && failures.length === 0)
+        failures.push('nothing was restored');
+    const { seconds: rpoSeconds, ...rpoDetail } = measuredRpo ?? { seconds: null };
+    const report = {
+        schemaVersion: DRILL_REPORT_SCHEMA_VERSION,
+        id: newDrillId(startedAt),
+        createdAt: startedAt.toISOString(),
+        finishedAt: finishedAt.toISOString(),
+        environment: settings.name,
+        mode,
+        backup: backup ? { id: backup.id, createdAt: backup.metadata.createdAt } : pitrCluster ? { id: pitrCluster.baseBackup.label, createdAt: pitrCluster.baseBackup.stoppedAt } : null,
+        ...(pitrTarget ? { pitrTarget: pitrTarget.text } : {}),
+        target: targetUrl && mode === 'logical' ? { kind: 'url', description: connection_maskedUrl(parsePgUrl(targetUrl)) } : { kind: 'throwaway-cluster', description: mode === 'pitr' ? 'temporary data directory restored by pgBackRest' : 'throwaway cluster from the local PostgreSQL binaries' },
+        steps: stepRecords,
+        checks,
+        rto: { seconds: rtoSeconds, targetSeconds: rtoTarget, met: rtoMet, phases: Object.fromEntries(Object.entries(rtoPhases).map(([k, v]) => [k, round(v)])), setupSeconds: round(setupSeconds) },
+        rpo: {
+            seconds: rpoSeconds === null ? null : round(rpoSeconds),
+            targetSeconds: rpoTarget,
+            met: rpoMet,
+            detail: measuredRpo ? rpoDetail : null,
+            ...(mode === 'pitr' ? { note: 'point-in-time drill: RPO is the WAL archive lag, not measured here' } : {}),
+        },
+        passed: failures.length === 0,
+        failures,
+    };
+    const history = (await listDrillReports(catalog, settings.name)).map((e) => e.metadata);
+    const summary = renderDrillMarkdown(report, history);
+    const entry = await saveDrillReport(catalog, report, summary);
+    return { report, entry, summary };
+}
+function round(n) {
+    return Math.round(n * 1000) / 1000;
+}
+async function databaseExists(runner, conn) {
+    const maintenance = postgres_env_withDatabase(conn, conn.database === 'postgres' ? 'template1' : 'postgres');
+    const rows = await queryOnce(runner, maintenance, `SELECT 1 AS present FROM pg_database WHERE datname = ${postgres_env_quoteLiteral(conn.database)}`);
+    return rows.length > 0;
+}
+/** Drops the database the drill created on a given target, so the next drill finds it free. */
+async function dropDatabase(runner, conn, logger) {
+    const maintenance = postgres_env_withDatabase(conn, conn.database === 'postgres' ? 'template1' : 'postgres');
+    const session = psql_PsqlSession.open(runner, maintenance);
+    try {
+        await session.exec(`DROP DATABASE IF EXISTS ${postgres_env_quoteIdent(conn.database)} WITH (FORCE)`);
+    }
+    catch (error) {
+        logger.warn(`could not drop the drill database ${conn.database}: ${error.message}`);
+    }
+    finally {
+        await session.close();
+    }
+}
+
+;// CONCATENATED MODULE: ./src/drill/gate.ts
+
+
+const ageOf = (iso, now) => (now.getTime() - Date.parse(iso)) / 1000;
+/**
+ * A backup counts as verified when `lifeline verify` recorded it intact, or when a passing drill
+ * restored it (the drill verified its checksums and its contents).
+ */
+function newestVerifiedBackup(backups, drills) {
+    const drilled = new Set(drills.filter((d) => d.passed && d.mode === 'logical' && d.backup).map((d) => d.backup.id));
+    return backups.find((b) => (b.verified ? b.verified.ok : drilled.has(b.id)));
+}
+/** The release gate: fails closed, one reason per failed check, and every check is shown either way. */
+function evaluateGate(inputs) {
+    const { environment: env, now } = inputs;
+    const checks = [];
+    const add = (check) => checks.push(check);
+    const drill = inputs.drills[0];
+    if (!drill) {
+        add({ name: 'newest drill passed', value: 'no drill', limit: 'a passing drill', passed: false, reason: `no restore drill has run for ${env}: run lifeline drill --env ${env}` });
+        add({ name: 'newest drill age', value: 'no drill', limit: `<= ${formatDuration(inputs.maxDrillAgeSeconds)}`, passed: false, reason: `no drill within ${formatDuration(inputs.maxDrillAgeSeconds)} for ${env}` });
+    }
+    else {
+        add({
+            name: 'newest drill passed',
+            value: `${drill.id}: ${drill.passed ? 'passed' : 'failed'}`,
+            limit: 'passed',
+            passed: drill.passed,
+            reason: drill.passed ? undefined : `the newest drill ${drill.id} failed: ${drill.failures[0] ?? 'see its report'}${drill.failures.length > 1 ? ` (+${drill.failures.length - 1} more)` : ''}`,
+        });
+        const age = ageOf(drill.createdAt, now);
+        const fresh = age <= inputs.maxDrillAgeSeconds;
+        add({
+            name: 'newest drill age',
+            value: formatDuration(age),
+            limit: `<= ${formatDuration(inputs.maxDrillAgeSeconds)}`,
+            passed: fresh,
+            reason: fresh ? undefined : `the newest drill ${drill.id} is ${formatDuration(age)} old; the limit is ${formatDuration(inputs.maxDrillAgeSeconds)}`,
+        });
+    }
+    const verified = newestVerifiedBackup(inputs.backups, inputs.drills);
+    if (inputs.rpoSeconds === undefined) {
+        add({ name: 'newest verified backup age', value: verified ? formatDuration(ageOf(verified.createdAt, now)) : 'none', limit: 'no RPO target', passed: false, reason: `no RPO target for ${env}: set rpo: in lifeline.yml or pass --rpo` });
+    }
+    else if (!verified) {
+        add({ name: 'newest verified backup age', value: 'none', limit: `<= ${formatDuration(inputs.rpoSeconds)}`, passed: false, reason: `${env} has no verified backup: run lifeline verify latest --env ${env} or lifeline drill --env ${env}` });
+    }
+    else {
+        const age = ageOf(verified.createdAt, now);
+        const ok = age <= inputs.rpoSeconds;
+        add({
+            name: 'newest verified backup age',
+            value: `${formatDuration(age)} (${verified.id})`,
+            limit: `<= ${formatDuration(inputs.rpoSeconds)} (RPO)`,
+            passed: ok,
+            reason: ok ? undefined : `the newest verified backup ${verified.id} is ${formatDuration(age)} old; the RPO target is ${formatDuration(inputs.rpoSeconds)}`,
+        });
+    }
+    if (inputs.rtoSeconds === undefined) {
+        add({ name: 'newest drill RTO', value: drill?.rto.seconds != null ? formatDuration(drill.rto.seconds) : 'none', limit: 'no RTO target', passed: false, reason: `no RTO target for ${env}: set rto: in lifeline.yml or pass --rto` });
+    }
+    else if (!drill || drill.rto.seconds === null) {
+        add({ name: 'newest drill RTO', value: 'not measured', limit: `<= ${formatDuration(inputs.rtoSeconds)}`, passed: false, reason: `no drill of ${env} measured an RTO` });
+    }
+    else {
+        const ok = drill.rto.seconds <= inputs.rtoSeconds;
+        add({
+            name: 'newest drill RTO',
+            value: formatDuration(drill.rto.seconds),
+            limit: `<= ${formatDuration(inputs.rtoSeconds)}`,
+            passed: ok,
+            reason: ok ? undefined : `the newest drill's RTO was ${formatDuration(drill.rto.seconds)}; the target is ${formatDuration(inputs.rtoSeconds)}`,
+        });
+    }
+    const reasons = checks.filter((c) => !c.passed).map((c) => c.reason);
+    return { environment: env, passed: reasons.length === 0, checks, reasons, newestDrillId: drill?.id ?? null, newestVerifiedBackupId: verified?.id ?? null };
+}
+function gateTable(result) {
+    return { headers: ['check', 'value', 'limit', 'result'], rows: result.checks.map((c) => [c.name, c.value, c.limit, c.passed ? 'pass' : 'FAIL']) };
+}
+function renderGateText(result) {
+    return [`release gate for ${result.environment}: ${result.passed ? 'PASSED' : 'FAILED'}`, '', renderTextTable(gateTable(result)), ...(result.reasons.length ? ['', ...result.reasons.map((r) => `FAIL: ${r}`)] : [])].join('\n');
+}
+function renderGateMarkdown(result) {
+    return [`## Release gate ${result.passed ? 'passed' : 'FAILED'}: ${result.environment}`, '', renderMarkdownTable(gateTable(result)), ...(result.reasons.length ? ['', ...result.reasons.map((r) => `- ${r}`)] : []), ''].join('\n');
+}
+
 // EXTERNAL MODULE: ./node_modules/yaml/dist/index.js
 var dist = __nccwpck_require__(8815);
 ;// CONCATENATED MODULE: ./node_modules/zod/v4/core/util.js
@@ -38677,7 +41746,7 @@ const base64 = /^$|^(?:[0-9a-zA-Z+/]{4})*(?:(?:[0-9a-zA-Z+/]{2}==)|(?:[0-9a-zA-Z
 const base64url = /^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2,3})?$/;
 // based on https://stackoverflow.com/questions/106179/regular-expression-to-match-dns-hostname-or-ip-address
 // export const hostname: RegExp = /^([a-zA-Z0-9-]+\.)*[a-zA-Z0-9-]+$/;
-const hostname = /^(?=.{1,253}\.?$)[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[-0-9a-zA-Z]{0,61}[0-9a-zA-Z])?)*\.?$/;
+const regexes_hostname = /^(?=.{1,253}\.?$)[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[-0-9a-zA-Z]{0,61}[0-9a-zA-Z])?)*\.?$/;
 const domain = /^(?=.{1,253}$)([a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]{2,63}$/;
 const httpProtocol = /^https?$/;
 // https://blog.stevenlevithan.com/archives/validate-phone-number#r4-3 (regex sans spaces) E.164: leading digit must be 1-9; total digits (excluding '+') between 7-15
@@ -46456,7 +49525,7 @@ const ZodLiteral = /*@__PURE__*/ $constructor("ZodLiteral", (inst, def) => {
         },
     });
 });
-function literal(value, params) {
+function schemas_literal(value, params) {
     return new ZodLiteral({
         type: "literal",
         values: Array.isArray(value) ? value : [value],
@@ -46892,9 +49961,9 @@ const drill = object({
     .strict();
 const tenantCollection = object({
     table: schemas_string().min(1),
-    /** The column holding the tenant id, on `table` itself ... */
+    /** The column holding the tenant id, on `table` itself or, with `via`, on the path's last table (default `tenant_id`). */
     column: schemas_string().min(1).optional(),
-    /** ... or a join path to it: `order_id -> orders.id` chains ending at a table with `column`. */
+    /** A join path to the tenant column: hops `order_id -> orders.id`, each from the previous table. */
     via: array(schemas_string().min(1)).optional(),
     rowCap: schemas_number().int().positive().optional(),
 })
@@ -46904,7 +49973,7 @@ const tenants = object({
     rowCap: schemas_number().int().positive().optional(),
     byteCap: byteSize.optional(),
     keep: schemas_number().int().min(1).optional(),
-    /** Column on the tenants table that records the last write, for deletion plans. */
+    /** SQL returning the tenant's last write as one timestamp, with `:'tenant'` where the id goes (as a quoted literal); default: the latest timestamp column over the tenant's rows. */
     lastWriteQuery: schemas_string().min(1).optional(),
     collections: array(tenantCollection).optional(),
 })
@@ -46913,6 +49982,10 @@ const manifest = object({
     publicKey: schemas_string().min(1).optional(),
     certificateIdentity: schemas_string().min(1).optional(),
     certificateOidcIssuer: schemas_string().url().optional(),
+    /** Keyless: the exact source repository URI the certificate must name (a reusable workflow's identity does not). */
+    certificateSourceRepository: schemas_string().url().optional(),
+    /** Keyless: the exact source ref, e.g. refs/heads/main. */
+    certificateSourceRef: schemas_string().min(1).optional(),
     trustedRoot: schemas_string().min(1).optional(),
 })
     .strict();
@@ -46924,6 +49997,8 @@ const preflight = object({
     caddyConfig: schemas_string().min(1).optional(),
     shellcheckSeverity: schemas_enum(['error', 'warning', 'info', 'style']).optional(),
     allowPrivileged: array(schemas_string()).optional(),
+    /** Services allowed `network_mode: host` (test stacks on hosts without a bridge need it). */
+    allowHostNetwork: array(schemas_string()).optional(),
     minDockerVersion: schemas_string().optional(),
     strict: schemas_boolean().optional(),
 })
@@ -46933,7 +50008,7 @@ const hook = union([
     object({ command: array(schemas_string().min(1)).min(1) }).strict(),
 ]);
 const storage = object({
-    provider: literal('s3'),
+    provider: schemas_literal('s3'),
     endpoint: schemas_string().url().optional(),
     region: schemas_string().min(1),
     bucket: schemas_string().min(1),
@@ -46969,8 +50044,8 @@ const environmentSchema = object({
     production: schemas_boolean().optional(),
 })
     .strict();
-const schema_configSchema = object({
-    version: literal(1),
+const configSchema = object({
+    version: schemas_literal(1),
     /** Default catalog root for every environment. */
     store: schemas_string().min(1).optional(),
     environments: record(schemas_string().regex(/^[a-z0-9][a-z0-9_-]*$/, 'lowercase letters, digits, - and _'), environmentSchema),
@@ -46988,29 +50063,29 @@ const EMPTY_CONFIG = { version: 1, environments: {} };
  * Reads and validates `lifeline.yml`. A missing file at the default path is fine (one-off use);
  * a missing file the operator named explicitly is an error.
  */
-function load_loadConfig(path, options) {
-    if (!existsSync(path)) {
+function loadConfig(path, options) {
+    if (!(0,external_node_fs_namespaceObject.existsSync)(path)) {
         if (options.explicit) {
-            throw usageError('CONFIG_NOT_FOUND', `configuration file ${path} does not exist`, 'pass --config with the path of your lifeline.yml, or omit it to use flags and environment variables only');
+            throw errors_usageError('CONFIG_NOT_FOUND', `configuration file ${path} does not exist`, 'pass --config with the path of your lifeline.yml, or omit it to use flags and environment variables only');
         }
         return { path: undefined, config: EMPTY_CONFIG };
     }
-    return { path, config: parseConfig(readFileSync(path, 'utf8'), path) };
+    return { path, config: parseConfig((0,external_node_fs_namespaceObject.readFileSync)(path, 'utf8'), path) };
 }
 function parseConfig(text, path = 'lifeline.yml') {
-    const lineCounter = new LineCounter();
-    const doc = parseDocument(text, { lineCounter, prettyErrors: true });
+    const lineCounter = new dist/* LineCounter */.HN();
+    const doc = (0,dist/* parseDocument */.Tp)(text, { lineCounter, prettyErrors: true });
     if (doc.errors.length > 0) {
         const first = doc.errors[0];
         const line = first.linePos?.[0]?.line;
-        throw usageError('CONFIG_YAML', `${path}${line ? `:${line}` : ''}: not valid YAML: ${first.message.split('\n')[0]}`, 'fix the YAML syntax at that line (indentation, quoting, a missing colon)');
+        throw errors_usageError('CONFIG_YAML', `${path}${line ? `:${line}` : ''}: not valid YAML: ${first.message.split('\n')[0]}`, 'fix the YAML syntax at that line (indentation, quoting, a missing colon)');
     }
     const data = doc.toJS() ?? {};
     const result = configSchema.safeParse(data);
     if (result.success)
         return result.data;
     const problems = result.error.issues.map((issue) => describeIssue(issue, data, path, (keyPath) => lineOf(doc.contents, keyPath, lineCounter)));
-    throw usageError('CONFIG_INVALID', `${path} is not a valid Lifeline configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`, 'correct the keys named above; `lifeline config check` validates the file without running anything', { problems });
+    throw errors_usageError('CONFIG_INVALID', `${path} is not a valid Lifeline configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`, 'correct the keys named above; `lifeline config check` validates the file without running anything', { problems });
 }
 function describeIssue(issue, data, file, lineFor) {
     const path = issue.path;
@@ -47022,14 +50097,14 @@ function describeIssue(issue, data, file, lineFor) {
         const known = knownKeysAt(path);
         return issue.keys
             .map((key) => {
-            const suggestion = load_nearest(key, known);
+            const suggestion = nearest(key, known);
             const hint = suggestion ? `did you mean "${suggestion}"?` : `valid keys here: ${known.join(', ')}`;
             return `${where([...path, key])}: unknown key "${key}"; ${hint}`;
         })
             .join('\n  - ');
     }
-    if (issue.code === 'invalid_type' && valueAt(data, path) === undefined) {
-        return `${where(path)}: required; add it (${issue.expected})`;
+    if ((issue.code === 'invalid_type' || issue.code === 'invalid_value') && valueAt(data, path) === undefined) {
+        return `${where(path)}: required; add it${issue.code === 'invalid_type' ? ` (${issue.expected})` : ''}`;
     }
     if (issue.code === 'invalid_value' && 'values' in issue) {
         return `${where(path)}: must be one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`;
@@ -47057,28 +50132,28 @@ function knownKeysAt(path) {
         schema = schema && childSchema(unwrap(schema), key);
     }
     const target = schema && unwrap(schema);
-    if (target && target instanceof z.ZodObject)
+    if (target && target instanceof ZodObject)
         return Object.keys(target.shape);
     return [];
 }
 function unwrap(schema) {
     let cur = schema;
-    while (cur instanceof z.ZodOptional || cur instanceof z.ZodDefault || cur instanceof z.ZodNullable) {
+    while (cur instanceof ZodOptional || cur instanceof ZodDefault || cur instanceof ZodNullable) {
         cur = cur.unwrap();
     }
     return cur;
 }
 function childSchema(schema, key) {
-    if (schema instanceof z.ZodObject)
+    if (schema instanceof ZodObject)
         return schema.shape[key];
-    if (schema instanceof z.ZodRecord)
+    if (schema instanceof ZodRecord)
         return schema.valueType;
-    if (schema instanceof z.ZodArray)
+    if (schema instanceof ZodArray)
         return schema.element;
     return undefined;
 }
 /** The closest candidate by edit distance, if it is close enough to be a plausible typo. */
-function load_nearest(word, candidates) {
+function nearest(word, candidates) {
     let best;
     let bestDistance = Infinity;
     for (const candidate of candidates) {
@@ -47108,8 +50183,8 @@ function lineOf(root, path, lc) {
     let node = root;
     let line;
     for (const key of path) {
-        if (isMap(node)) {
-            const pair = node.items.find((item) => isScalar(item.key) && String(item.key.value) === String(key));
+        if ((0,dist/* isMap */.jh)(node)) {
+            const pair = node.items.find((item) => (0,dist/* isScalar */.jn)(item.key) && String(item.key.value) === String(key));
             if (!pair)
                 return line;
             const keyNode = pair.key;
@@ -47117,7 +50192,7 @@ function lineOf(root, path, lc) {
                 line = lc.linePos(keyNode.range[0]).line;
             node = pair.value;
         }
-        else if (isSeq(node) && typeof key === 'number') {
+        else if ((0,dist/* isSeq */.oP)(node) && typeof key === 'number') {
             const item = node.items[key];
             if (!item)
                 return line;
@@ -47132,38 +50207,81 @@ function lineOf(root, path, lc) {
     return line;
 }
 
+;// CONCATENATED MODULE: ./src/settings/secrets.ts
+/** Returns the URL with its password replaced by `***`, for logs and error messages. */
+function redactUrl(url) {
+    try {
+        const parsed = new URL(url);
+        if (parsed.password)
+            parsed.password = '***';
+        return parsed.toString();
+    }
+    catch {
+        return url.replace(/(\/\/[^:/@]+:)[^@]*@/, '$1***@');
+    }
+}
+/** The password embedded in a URL, if any, so it can be registered as a secret. */
+function urlPassword(url) {
+    if (!url)
+        return undefined;
+    try {
+        const password = new URL(url).password;
+        return password ? decodeURIComponent(password) : undefined;
+    }
+    catch {
+        return undefined;
+    }
+}
+
 ;// CONCATENATED MODULE: ./src/settings/resolve.ts
 
 
 
 
 
-const SERVICE_ROLES = (/* unused pure expression or super */ null && (['api', 'web', 'worker']));
+const SERVICE_ROLES = ['api', 'web', 'worker'];
 const DEFAULT_ENVIRONMENT = 'default';
 const DEFAULT_CONFIG_PATH = 'lifeline.yml';
 const DEFAULT_STORE = '.lifeline';
 /** Loads the configuration and resolves one environment: flags win over environment variables, which win over the file. */
-function resolve_resolveEnvironment(inputs, options) {
+function resolveEnvironment(rawInputs, rawOptions) {
+    const { inputs, options } = withoutEmptyValues(rawInputs, rawOptions);
     const explicitConfig = inputs.config ?? options.env.LIFELINE_CONFIG;
-    const configPath = resolvePath(options.cwd, explicitConfig ?? DEFAULT_CONFIG_PATH);
+    const configPath = (0,external_node_path_namespaceObject.resolve)(options.cwd, explicitConfig ?? DEFAULT_CONFIG_PATH);
     const loaded = loadConfig(configPath, { explicit: explicitConfig !== undefined });
     return resolveFromConfig(loaded, inputs, options);
 }
-function resolveFromConfig(loaded, inputs, options) {
+/**
+ * An empty value means "not set": GitHub passes an unset secret or input as an empty string, and
+ * `LIFELINE_STORE=` must not turn the current directory into the catalog.
+ */
+function withoutEmptyValues(inputs, options) {
+    const env = {};
+    for (const [key, value] of Object.entries(options.env))
+        if (value !== undefined && value !== '')
+            env[key] = value;
+    const cleaned = {};
+    for (const [key, value] of Object.entries(inputs))
+        if (value !== undefined && value.trim() !== '')
+            cleaned[key] = value;
+    return { inputs: cleaned, options: { ...options, env } };
+}
+function resolveFromConfig(loaded, rawInputs, rawOptions) {
+    const { inputs, options } = withoutEmptyValues(rawInputs, rawOptions);
     const { config } = loaded;
     const name = inputs.env ?? options.env.LIFELINE_ENV ?? DEFAULT_ENVIRONMENT;
     const declared = Object.keys(config.environments);
     const envConfig = config.environments[name];
     if (!envConfig && declared.length > 0 && name !== DEFAULT_ENVIRONMENT) {
         const suggestion = nearest(name, declared);
-        throw usageError('UNKNOWN_ENVIRONMENT', `environment "${name}" is not declared in ${loaded.path}`, suggestion ? `did you mean --env ${suggestion}? Declared: ${declared.join(', ')}` : `declare it under environments: in ${loaded.path}, or use one of: ${declared.join(', ')}`);
+        throw errors_usageError('UNKNOWN_ENVIRONMENT', `environment "${name}" is not declared in ${loaded.path}`, suggestion ? `did you mean --env ${suggestion}? Declared: ${declared.join(', ')}` : `declare it under environments: in ${loaded.path}, or use one of: ${declared.join(', ')}`);
     }
     const env = envConfig ?? {};
-    const baseDir = loaded.path ? dirname(loaded.path) : options.cwd;
-    const abs = (p) => (p === undefined ? undefined : isAbsolute(p) ? p : resolvePath(baseDir, p));
-    const absCwd = (p) => (p === undefined ? undefined : resolvePath(options.cwd, p));
+    const baseDir = loaded.path ? (0,external_node_path_namespaceObject.dirname)(loaded.path) : options.cwd;
+    const abs = (p) => (p === undefined ? undefined : (0,external_node_path_namespaceObject.isAbsolute)(p) ? p : (0,external_node_path_namespaceObject.resolve)(baseDir, p));
+    const absCwd = (p) => (p === undefined ? undefined : (0,external_node_path_namespaceObject.resolve)(options.cwd, p));
     const secrets = [];
-    const store = absCwd(inputs.store) ?? absCwd(options.env.LIFELINE_STORE) ?? abs(env.store) ?? abs(config.store) ?? resolvePath(options.cwd, DEFAULT_STORE);
+    const store = absCwd(inputs.store) ?? absCwd(options.env.LIFELINE_STORE) ?? abs(env.store) ?? abs(config.store) ?? (0,external_node_path_namespaceObject.resolve)(options.cwd, DEFAULT_STORE);
     const pg = env.postgres ?? {};
     let pgUrl;
     let urlSource;
@@ -47205,6 +50323,9 @@ function resolveFromConfig(loaded, inputs, options) {
     const drillPassword = urlPassword(drillTarget);
     if (drillPassword)
         secrets.push(drillPassword);
+    const storage = env.storage ? resolveStorage(env.storage, options.env) : undefined;
+    if (storage?.credentials)
+        secrets.push(storage.credentials.secretAccessKey, ...(storage.credentials.sessionToken ? [storage.credentials.sessionToken] : []));
     const tenantsCfg = env.tenants ?? {};
     return {
         name,
@@ -47254,6 +50375,8 @@ function resolveFromConfig(loaded, inputs, options) {
             publicKey: abs(env.manifest?.publicKey),
             certificateIdentity: env.manifest?.certificateIdentity,
             certificateOidcIssuer: env.manifest?.certificateOidcIssuer,
+            certificateSourceRepository: env.manifest?.certificateSourceRepository,
+            certificateSourceRef: env.manifest?.certificateSourceRef,
             trustedRoot: abs(env.manifest?.trustedRoot),
         },
         preflight: {
@@ -47264,9 +50387,21 @@ function resolveFromConfig(loaded, inputs, options) {
             caddyConfig: abs(env.preflight?.caddyConfig),
         },
         hooks: { postRestore: env.hooks?.postRestore ?? [] },
-        storage: env.storage,
+        storage,
         secrets,
     };
+}
+function resolveStorage(config, env) {
+    const credentialEnv = { accessKeyId: config.accessKeyIdEnv ?? 'AWS_ACCESS_KEY_ID', secretAccessKey: config.secretAccessKeyEnv ?? 'AWS_SECRET_ACCESS_KEY' };
+    const accessKeyId = env[credentialEnv.accessKeyId];
+    const secretAccessKey = env[credentialEnv.secretAccessKey];
+    // A session token only accompanies the default AWS variables (temporary credentials from OIDC).
+    const sessionToken = config.accessKeyIdEnv === undefined ? env.AWS_SESSION_TOKEN || undefined : undefined;
+    const prefix = (config.prefix ?? '').replace(/^\/+|\/+$/g, '');
+    const storage = { ...config, prefix: prefix ? `${prefix}/` : '', credentialEnv };
+    // Not enumerable, so printing or serialising the settings (config check, --json) never carries the keys.
+    Object.defineProperty(storage, 'credentials', { value: accessKeyId && secretAccessKey ? { accessKeyId, secretAccessKey, sessionToken } : undefined, enumerable: false });
+    return storage;
 }
 function validateUrl(url, protocols, source, example) {
     let parsed;
@@ -47274,10 +50409,10 @@ function validateUrl(url, protocols, source, example) {
         parsed = new URL(url);
     }
     catch {
-        throw usageError('BAD_URL', `${source} is not a valid URL`, `write it as ${example}`);
+        throw errors_usageError('BAD_URL', `${source} is not a valid URL`, `write it as ${example}`);
     }
     if (!protocols.includes(parsed.protocol)) {
-        throw usageError('BAD_URL', `${source} uses the scheme "${parsed.protocol}"; expected ${protocols.join(' or ')}`, `write it as ${example}`);
+        throw errors_usageError('BAD_URL', `${source} uses the scheme "${parsed.protocol}"; expected ${protocols.join(' or ')}`, `write it as ${example}`);
     }
 }
 const SIZE_UNITS = { B: 1, K: 1e3, KB: 1e3, KIB: 1024, M: 1e6, MB: 1e6, MIB: 1024 ** 2, G: 1e9, GB: 1e9, GIB: 1024 ** 3, T: 1e12, TB: 1e12, TIB: 1024 ** 4 };
@@ -47287,7 +50422,7 @@ function parseByteSize(value) {
     const match = /^(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?$/i.exec(value.trim());
     const unit = (match?.[2] ?? 'B').toUpperCase();
     if (!match || SIZE_UNITS[unit] === undefined)
-        throw usageError('BAD_SIZE', `"${value}" is not a size`, 'write a number with B, KB, MB, GB, KiB, MiB or GiB');
+        throw errors_usageError('BAD_SIZE', `"${value}" is not a size`, 'write a number with B, KB, MB, GB, KiB, MiB or GiB');
     return Math.round(Number(match[1]) * SIZE_UNITS[unit]);
 }
 
@@ -47320,9 +50455,9 @@ class Inputs {
     get(name, type) {
         const spec = this.specs.get(name);
         if (!spec)
-            throw failure('INTERNAL_UNDECLARED_INPUT', `internal error: input "${name}" is read but not declared`);
+            throw errors_failure('INTERNAL_UNDECLARED_INPUT', `internal error: input "${name}" is read but not declared`);
         if (spec.type !== type)
-            throw failure('INTERNAL_INPUT_TYPE', `internal error: input "${name}" is a ${spec.type}, read as ${type}`);
+            throw errors_failure('INTERNAL_INPUT_TYPE', `internal error: input "${name}" is a ${spec.type}, read as ${type}`);
         this.read.add(name);
         const value = this.values[name];
         if (value === undefined || value === '')
@@ -47453,11 +50588,145 @@ function actionOutputs(action) {
 ;// CONCATENATED MODULE: ./src/commands/drill.ts
 
 
-const ISSUE = 'issue #6';
-const drillCommand = notImplemented('drill', 'Restore a backup into an isolated database and measure RTO and RPO', ISSUE);
-const drillsCommand = notImplemented('drills', 'List drill reports, newest first', ISSUE);
-const gateCommand = notImplemented('gate', 'Fail a release when backups or drills are stale or failing', ISSUE);
-const runbookCommand = notImplemented('runbook', 'Print the ordered restore runbook', ISSUE);
+
+
+
+
+
+
+
+
+
+
+
+
+
+function optionalDuration(ctx, name) {
+    const value = ctx.inputs.string(name);
+    return value === undefined ? undefined : parseDuration(value, `--${name}`);
+}
+const drillCommand = {
+    name: 'drill',
+    summary: 'Restore a backup into an isolated database, check it, and measure RTO and RPO',
+    inputs: [
+        { name: 'backup', type: 'string', description: 'Backup id, or "latest".', default: 'latest' },
+        { name: 'target', type: 'string', description: 'URL of an isolated PostgreSQL database to restore into (default: drill.targetUrlEnv, else a throwaway cluster Lifeline starts and removes). The live database is refused. Masked in logs.' },
+        { name: 'smoke-sql', type: 'string', description: 'File of smoke queries: blocks of "-- expect: <value>" followed by one query (default: drill.smokeSql).' },
+        { name: 'rto', type: 'string', description: "RTO target such as 15m (default: the environment's rto)." },
+        { name: 'rpo', type: 'string', description: "RPO target such as 1h (default: the environment's rpo)." },
+        { name: 'pitr', type: 'string', description: 'Point-in-time drill through pgBackRest to this time, e.g. "2026-11-21 23:59:00+00" (needs postgres.physical).' },
+        { name: 'jobs', type: 'string', description: 'Parallel pg_restore jobs.', default: '2' },
+    ],
+    outputs: [
+        { name: 'drill-id', description: 'Id of the drill report in the catalog.' },
+        { name: 'passed', description: '"true" when every check passed and both targets were met.' },
+        { name: 'rto-seconds', description: 'Measured RTO in seconds (verify + restore + checks).' },
+        { name: 'rpo-seconds', description: 'Measured RPO in seconds (the worse of backup age and the largest gap between backups).' },
+        { name: 'report', description: 'Path of report.json in the catalog.' },
+    ],
+    implemented: true,
+    async run(ctx) {
+        const settings = environmentFor(ctx);
+        const targetUrl = ctx.inputs.string('target');
+        const targetPassword = urlPassword(targetUrl);
+        if (targetPassword)
+            ctx.logger.secret(targetPassword);
+        const jobs = Number(ctx.inputs.string('jobs'));
+        const smoke = ctx.inputs.string('smoke-sql');
+        const { report, entry, summary } = await runDrill({
+            settings,
+            catalog: new Catalog(settings.store),
+            logger: ctx.logger,
+            backup: ctx.inputs.string('backup'),
+            targetUrl,
+            smokeSql: smoke ? (0,external_node_path_namespaceObject.resolve)(ctx.cwd, smoke) : undefined,
+            rtoSeconds: optionalDuration(ctx, 'rto'),
+            rpoSeconds: optionalDuration(ctx, 'rpo'),
+            pitr: ctx.inputs.string('pitr'),
+            jobs: Number.isInteger(jobs) && jobs > 0 ? jobs : 2,
+        });
+        return {
+            json: report,
+            text: renderDrillText(report),
+            summary,
+            outputs: { 'drill-id': report.id, passed: String(report.passed), 'rto-seconds': String(report.rto.seconds ?? ''), 'rpo-seconds': String(report.rpo.seconds ?? ''), report: (0,external_node_path_namespaceObject.resolve)(entry.dir, 'report.json') },
+            annotations: report.failures.map((f) => ({ level: 'error', title: `restore drill failed (${report.environment})`, message: f })),
+            ...(report.passed ? {} : { exitCode: 1, failureMessage: `restore drill ${report.id} failed: ${report.failures.join('; ')}` }),
+        };
+    },
+};
+const drillsCommand = {
+    name: 'drills',
+    summary: 'List drill reports, newest first',
+    inputs: [],
+    outputs: [],
+    implemented: true,
+    async run(ctx) {
+        const settings = environmentFor(ctx);
+        const reports = (await listDrillReports(new Catalog(settings.store), settings.name)).map((e) => e.metadata);
+        return {
+            json: reports.map(drillListing),
+            text: reports.length ? renderTextTable(drillsTable(reports)) : `no drills for ${settings.name} yet: run lifeline drill --env ${settings.name}`,
+        };
+    },
+};
+const gateCommand = {
+    name: 'gate',
+    summary: 'Fail a release when backups or drills are stale or failing',
+    inputs: [
+        { name: 'max-drill-age', type: 'string', description: 'Oldest acceptable drill, e.g. 7d (default: drill.maxAge).' },
+        { name: 'rpo', type: 'string', description: "RPO target the newest verified backup must meet (default: the environment's rpo)." },
+        { name: 'rto', type: 'string', description: "RTO target the newest drill must have met (default: the environment's rto)." },
+    ],
+    outputs: [
+        { name: 'passed', description: '"true" when the release may proceed.' },
+        { name: 'reasons', description: 'One line per failed check.' },
+    ],
+    implemented: true,
+    async run(ctx) {
+        const settings = environmentFor(ctx);
+        const catalog = new Catalog(settings.store);
+        const result = evaluateGate({
+            environment: settings.name,
+            drills: (await listDrillReports(catalog, settings.name)).map((e) => e.metadata),
+            backups: (await listBackups(catalog, settings.name)).map((e) => e.metadata),
+            maxDrillAgeSeconds: optionalDuration(ctx, 'max-drill-age') ?? settings.drill.maxAgeSeconds,
+            rpoSeconds: optionalDuration(ctx, 'rpo') ?? settings.rpoSeconds,
+            rtoSeconds: optionalDuration(ctx, 'rto') ?? settings.rtoSeconds,
+            now: new Date(),
+        });
+        return {
+            json: result,
+            text: renderGateText(result),
+            summary: renderGateMarkdown(result),
+            outputs: { passed: String(result.passed), reasons: result.reasons.join('\n') },
+            annotations: result.reasons.map((r) => ({ level: 'error', title: `release gate (${settings.name})`, message: r })),
+            ...(result.passed ? {} : { exitCode: 1, failureMessage: result.reasons.join('\nerror: ') }),
+        };
+    },
+};
+const runbookCommand = {
+    name: 'runbook',
+    summary: 'Print the ordered restore runbook (the steps every drill walks)',
+    inputs: [{ name: 'output', type: 'string', description: 'Also write the runbook as Markdown to this file (e.g. docs/runbook.md).' }],
+    outputs: [],
+    implemented: true,
+    async run(ctx) {
+        const first = environmentFor(ctx);
+        const globals = ctx.inputs.globals();
+        // Restore priority is an order across environments, so the runbook lists every one declared.
+        const names = first.configPath ? Object.keys(loadConfig(first.configPath, { explicit: true }).config.environments) : [];
+        const all = names.length ? names.map((name) => (name === first.name ? first : resolveEnvironment({ ...globals, env: name }, { env: ctx.env, cwd: ctx.cwd }))) : [first];
+        const displayPath = (path) => (path.startsWith(`${ctx.cwd}/`) ? (0,external_node_path_namespaceObject.relative)(ctx.cwd, path) : path);
+        const runbook = buildRunbook(all, { displayPath });
+        const only = globals.env ? [first.name] : undefined;
+        const markdown = renderRunbookMarkdown(runbook, first.configPath ? displayPath(first.configPath) : 'flags and environment variables', only);
+        const output = ctx.inputs.string('output');
+        if (output)
+            (0,external_node_fs_namespaceObject.writeFileSync)((0,external_node_path_namespaceObject.resolve)(ctx.cwd, output), markdown);
+        return { json: { environments: only ? runbook.filter((e) => only.includes(e.name)) : runbook, order: runbook.map((e) => e.name) }, text: renderRunbookText(runbook, only), summary: markdown };
+    },
+};
 const drillAction = singleCommandAction('drill', 'Run a restore drill in an isolated database and measure RTO/RPO.', drillCommand);
 const gateAction = singleCommandAction('gate', 'Release gate: fail when backups or restore drills are stale or failing.', gateCommand);
 
@@ -48913,7 +52182,7 @@ var io_util_awaiter = (undefined && undefined.__awaiter) || function (thisArg, _
 };
 
 
-const { chmod, copyFile, lstat, mkdir, open: io_util_open, readdir, rename, rm, rmdir, stat, symlink, unlink } = external_fs_namespaceObject.promises;
+const { chmod, copyFile, lstat, mkdir: io_util_mkdir, open: io_util_open, readdir, rename, rm: io_util_rm, rmdir, stat: io_util_stat, symlink, unlink } = external_fs_namespaceObject.promises;
 // export const {open} = 'fs'
 const IS_WINDOWS = process.platform === 'win32';
 /**
@@ -48941,10 +52210,10 @@ function readlink(fsPath) {
 // See https://github.com/nodejs/node/blob/d0153aee367422d0858105abec186da4dff0a0c5/deps/uv/include/uv/win.h#L691
 const UV_FS_O_EXLOCK = 0x10000000;
 const READONLY = external_fs_namespaceObject.constants.O_RDONLY;
-function exists(fsPath) {
+function io_util_exists(fsPath) {
     return io_util_awaiter(this, void 0, void 0, function* () {
         try {
-            yield stat(fsPath);
+            yield io_util_stat(fsPath);
         }
         catch (err) {
             if (err.code === 'ENOENT') {
@@ -48957,7 +52226,7 @@ function exists(fsPath) {
 }
 function isDirectory(fsPath_1) {
     return io_util_awaiter(this, arguments, void 0, function* (fsPath, useStat = false) {
-        const stats = useStat ? yield stat(fsPath) : yield lstat(fsPath);
+        const stats = useStat ? yield io_util_stat(fsPath) : yield lstat(fsPath);
         return stats.isDirectory();
     });
 }
@@ -48987,7 +52256,7 @@ function tryGetExecutablePath(filePath, extensions) {
         let stats = undefined;
         try {
             // test file exists
-            stats = yield stat(filePath);
+            stats = yield io_util_stat(filePath);
         }
         catch (err) {
             if (err.code !== 'ENOENT') {
@@ -49015,7 +52284,7 @@ function tryGetExecutablePath(filePath, extensions) {
             filePath = originalFilePath + extension;
             stats = undefined;
             try {
-                stats = yield stat(filePath);
+                stats = yield io_util_stat(filePath);
             }
             catch (err) {
                 if (err.code !== 'ENOENT') {
@@ -49736,7 +53005,7 @@ class ToolRunner extends external_events_.EventEmitter {
                 state.on('debug', (message) => {
                     this._debug(message);
                 });
-                if (this.options.cwd && !(yield exists(this.options.cwd))) {
+                if (this.options.cwd && !(yield io_util_exists(this.options.cwd))) {
                     return reject(new Error(`The cwd: ${this.options.cwd} does not exist!`));
                 }
                 const fileName = this._getSpawnFileName();
@@ -50406,32 +53675,6 @@ function getIDToken(aud) {
  */
 
 //# sourceMappingURL=core.js.map
-;// CONCATENATED MODULE: ./src/settings/secrets.ts
-/** Returns the URL with its password replaced by `***`, for logs and error messages. */
-function redactUrl(url) {
-    try {
-        const parsed = new URL(url);
-        if (parsed.password)
-            parsed.password = '***';
-        return parsed.toString();
-    }
-    catch {
-        return url.replace(/(\/\/[^:/@]+:)[^@]*@/, '$1***@');
-    }
-}
-/** The password embedded in a URL, if any, so it can be registered as a secret. */
-function secrets_urlPassword(url) {
-    if (!url)
-        return undefined;
-    try {
-        const password = new URL(url).password;
-        return password ? decodeURIComponent(password) : undefined;
-    }
-    catch {
-        return undefined;
-    }
-}
-
 ;// CONCATENATED MODULE: ./src/actions/run.ts
 
 
@@ -50482,7 +53725,7 @@ async function runAction(action, selected) {
         }
         const values = readActionInputs(command);
         for (const key of ['database-url', 'redis-url']) {
-            const password = secrets_urlPassword(values[key]);
+            const password = urlPassword(values[key]);
             if (password)
                 core_setSecret(password);
         }

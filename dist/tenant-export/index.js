@@ -31216,22 +31216,22 @@ __webpack_unused_export__ = Alias.Alias;
 __webpack_unused_export__ = identity.isAlias;
 __webpack_unused_export__ = identity.isCollection;
 __webpack_unused_export__ = identity.isDocument;
-__webpack_unused_export__ = identity.isMap;
+exports.jh = identity.isMap;
 __webpack_unused_export__ = identity.isNode;
 __webpack_unused_export__ = identity.isPair;
-__webpack_unused_export__ = identity.isScalar;
-__webpack_unused_export__ = identity.isSeq;
+exports.jn = identity.isScalar;
+exports.oP = identity.isSeq;
 __webpack_unused_export__ = Pair.Pair;
 __webpack_unused_export__ = Scalar.Scalar;
 __webpack_unused_export__ = YAMLMap.YAMLMap;
 __webpack_unused_export__ = YAMLSeq.YAMLSeq;
 __webpack_unused_export__ = cst;
 __webpack_unused_export__ = lexer.Lexer;
-__webpack_unused_export__ = lineCounter.LineCounter;
+exports.HN = lineCounter.LineCounter;
 __webpack_unused_export__ = parser.Parser;
 __webpack_unused_export__ = publicApi.parse;
 __webpack_unused_export__ = publicApi.parseAllDocuments;
-__webpack_unused_export__ = publicApi.parseDocument;
+exports.Tp = publicApi.parseDocument;
 __webpack_unused_export__ = publicApi.stringify;
 __webpack_unused_export__ = visit.visit;
 __webpack_unused_export__ = visit.visitAsync;
@@ -37186,6 +37186,8 @@ exports.visitAsync = visitAsync;
 /************************************************************************/
 var __webpack_exports__ = {};
 
+;// CONCATENATED MODULE: external "node:path"
+const external_node_path_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:path");
 ;// CONCATENATED MODULE: ./src/errors.ts
 /**
  * Exit codes are a contract with operators' scripts:
@@ -37230,7 +37232,7 @@ function exitCodeFor(kind) {
     }
 }
 /** The operator's input or configuration is wrong (exit 2). */
-function errors_usageError(code, message, fix, details) {
+function usageError(code, message, fix, details) {
     return new LifelineError('usage', message, { code, fix, details });
 }
 /** A safety check refused the operation before anything changed (exit 3). */
@@ -37238,7 +37240,7 @@ function refusal(code, message, fix, details) {
     return new LifelineError('refused', message, { code, fix, details });
 }
 /** The operation itself failed (exit 1). */
-function failure(code, message, options = {}) {
+function errors_failure(code, message, options = {}) {
     return new LifelineError('failed', message, { code, ...options });
 }
 function isLifelineError(error) {
@@ -37249,16 +37251,1771 @@ function toLifelineError(error) {
     if (isLifelineError(error))
         return error;
     const message = error instanceof Error ? error.message : String(error);
-    return failure('UNEXPECTED', message, { cause: error });
+    return errors_failure('UNEXPECTED', message, { cause: error });
 }
 
-;// CONCATENATED MODULE: external "node:path"
-const external_node_path_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:path");
+;// CONCATENATED MODULE: external "node:fs/promises"
+const promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs/promises");
+;// CONCATENATED MODULE: external "node:os"
+const external_node_os_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:os");
+// EXTERNAL MODULE: external "node:crypto"
+var external_node_crypto_ = __nccwpck_require__(7598);
+// EXTERNAL MODULE: external "node:stream"
+var external_node_stream_ = __nccwpck_require__(7075);
+;// CONCATENATED MODULE: external "node:fs"
+const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
+;// CONCATENATED MODULE: external "node:stream/promises"
+const external_node_stream_promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:stream/promises");
+;// CONCATENATED MODULE: ./src/catalog/files.ts
+
+
+
+
+
+
+/** Flushes a file's (or directory's) contents to disk so a rename after it is durable. */
+async function fsyncPath(path) {
+    const handle = await (0,promises_namespaceObject.open)(path, 'r');
+    try {
+        await handle.sync();
+    }
+    finally {
+        await handle.close();
+    }
+}
+/** Writes a small file atomically: temporary name, fsync, rename, fsync the directory. */
+async function writeFileAtomic(path, data) {
+    await (0,promises_namespaceObject.mkdir)((0,external_node_path_namespaceObject.dirname)(path), { recursive: true });
+    const tmp = (0,external_node_path_namespaceObject.join)((0,external_node_path_namespaceObject.dirname)(path), `.${(0,external_node_path_namespaceObject.basename)(path)}.tmp-${process.pid}-${Date.now()}`);
+    try {
+        await (0,promises_namespaceObject.writeFile)(tmp, data);
+        await fsyncPath(tmp);
+        await (0,promises_namespaceObject.rename)(tmp, path);
+    }
+    catch (error) {
+        await (0,promises_namespaceObject.rm)(tmp, { force: true });
+        throw error;
+    }
+    await fsyncPath((0,external_node_path_namespaceObject.dirname)(path));
+}
+/** A pass-through that hashes and counts what flows through it, so no second read is needed. */
+class HashingTransform extends external_node_stream_.Transform {
+    hash = (0,external_node_crypto_.createHash)('sha256');
+    bytes = 0;
+    _transform(chunk, _encoding, callback) {
+        this.hash.update(chunk);
+        this.bytes += chunk.length;
+        callback(null, chunk);
+    }
+    digest() {
+        return this.hash.digest('hex');
+    }
+}
+/** Streams `source` into `path`, hashing in the same pass, then fsyncs. */
+async function streamToFile(source, path, onProgress) {
+    const hasher = new HashingTransform();
+    if (onProgress)
+        hasher.on('data', () => onProgress(hasher.bytes));
+    await (0,external_node_stream_promises_namespaceObject.pipeline)(source, hasher, (0,external_node_fs_namespaceObject.createWriteStream)(path, { flags: 'wx' }));
+    await fsyncPath(path);
+    return { sha256: hasher.digest(), bytes: hasher.bytes };
+}
+/** A writable file that hashes what is written, for producers that push rather than offer a readable. */
+function hashingFileWriter(path) {
+    const hasher = new HashingTransform();
+    const file = (0,external_node_fs_namespaceObject.createWriteStream)(path, { flags: 'wx' });
+    const finished = (0,external_node_stream_promises_namespaceObject.pipeline)(hasher, file);
+    return {
+        stream: hasher,
+        async done() {
+            await finished;
+            await fsyncPath(path);
+            return { sha256: hasher.digest(), bytes: hasher.bytes };
+        },
+    };
+}
+/** sha256 of a file, read in 1 MiB chunks (bounded memory). */
+async function files_sha256File(path) {
+    const hasher = new HashingTransform();
+    await (0,external_node_stream_promises_namespaceObject.pipeline)((0,external_node_fs_namespaceObject.createReadStream)(path, { highWaterMark: 1024 * 1024 }), hasher, async function* (source) {
+        for await (const _chunk of source) {
+            // drain
+        }
+    });
+    return { sha256: hasher.digest(), bytes: hasher.bytes };
+}
+
+;// CONCATENATED MODULE: ./src/catalog/sums.ts
+
+
+
+const SUMS_FILE = 'SHA256SUMS';
+/** The exact format `sha256sum -c` reads: hash, two spaces, file name. */
+function formatSums(entries) {
+    return [...entries]
+        .sort((a, b) => a.file.localeCompare(b.file))
+        .map((e) => `${e.sha256}  ${e.file}\n`)
+        .join('');
+}
+function parseSums(text) {
+    const entries = [];
+    for (const line of text.split('\n')) {
+        if (!line.trim())
+            continue;
+        const match = /^([0-9a-f]{64}) [ *](.+)$/.exec(line);
+        if (!match)
+            throw new Error(`malformed ${SUMS_FILE} line: ${JSON.stringify(line)}`);
+        entries.push({ sha256: match[1], file: match[2] });
+    }
+    return entries;
+}
+/** Re-hashes every file listed in a directory's SHA256SUMS. */
+async function checkSums(dir) {
+    const entries = parseSums(await readFile(join(dir, SUMS_FILE), 'utf8'));
+    const results = [];
+    for (const entry of entries) {
+        try {
+            const { sha256 } = await sha256File(join(dir, entry.file));
+            results.push({ file: entry.file, expected: entry.sha256, actual: sha256, ok: sha256 === entry.sha256 });
+        }
+        catch (error) {
+            results.push({ file: entry.file, expected: entry.sha256, ok: false, error: error.message });
+        }
+    }
+    return results;
+}
+
+;// CONCATENATED MODULE: ./src/catalog/store.ts
+
+
+
+
+
+
+
+const CATALOG_SCHEMA_VERSION = 1;
+const SAFE_SEGMENT = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/;
+/** Refuses anything that could escape the catalog's directory when used as a path segment. */
+function assertSafeSegment(value, what) {
+    if (!SAFE_SEGMENT.test(value) || value.includes('..')) {
+        throw usageError('UNSAFE_NAME', `${what} ${JSON.stringify(value)} cannot be used as a catalog name`, `use letters, digits, '.', '_', '+' and '-' only (no '/', '..', spaces or control characters), starting with a letter or digit`);
+    }
+}
+/** Sortable, collision-resistant ids: creation time in UTC plus randomness. */
+function newEntryId(now = new Date()) {
+    const stamp = now.toISOString().replace(/[-:]/g, '').replace('.', '');
+    return `${stamp}-${(0,external_node_crypto_.randomBytes)(3).toString('hex')}`;
+}
+/**
+ * The backup catalog on the local filesystem. An entry is a directory; it is written under a
+ * hidden staging name and renamed into place only once every file, `SHA256SUMS` and the
+ * metadata are on disk, so an interrupted writer never leaves anything that lists as complete.
+ */
+class Catalog {
+    root;
+    constructor(root) {
+        this.root = root;
+    }
+    envDir(env) {
+        assertSafeSegment(env, 'environment');
+        return (0,external_node_path_namespaceObject.join)(this.root, env);
+    }
+    kindDir(env, kind) {
+        return (0,external_node_path_namespaceObject.join)(this.envDir(env), kind);
+    }
+    entryDir(env, kind, id) {
+        assertSafeSegment(id, 'id');
+        return (0,external_node_path_namespaceObject.join)(this.kindDir(env, kind), id);
+    }
+    async begin(env, kind, id, metadataFile) {
+        const finalDir = this.entryDir(env, kind, id);
+        if (await exists(finalDir)) {
+            throw usageError('ENTRY_EXISTS', `${kind} entry ${id} already exists in environment ${env}`, 'choose another id; catalog entries are immutable once written');
+        }
+        const stagingDir = (0,external_node_path_namespaceObject.join)(this.kindDir(env, kind), `.staging-${id}-${process.pid}`);
+        await (0,promises_namespaceObject.mkdir)(stagingDir, { recursive: true });
+        return new StagedEntry(stagingDir, finalDir, metadataFile);
+    }
+    /** Complete entries, newest first. Staging directories and entries without metadata are skipped. */
+    async list(env, kind, metadataFile) {
+        const dir = this.kindDir(env, kind);
+        let names;
+        try {
+            names = await (0,promises_namespaceObject.readdir)(dir);
+        }
+        catch (error) {
+            if (error.code === 'ENOENT')
+                return [];
+            throw error;
+        }
+        const entries = [];
+        for (const name of names) {
+            if (name.startsWith('.'))
+                continue;
+            // A stray file beside the entries (an operator's note, a copied archive) is not an entry.
+            if (!(await (0,promises_namespaceObject.stat)((0,external_node_path_namespaceObject.join)(dir, name))).isDirectory())
+                continue;
+            const metadata = await readJsonIfExists((0,external_node_path_namespaceObject.join)(dir, name, metadataFile));
+            if (!metadata)
+                continue;
+            if (metadata.schemaVersion > CATALOG_SCHEMA_VERSION) {
+                throw errors_failure('CATALOG_TOO_NEW', `${(0,external_node_path_namespaceObject.join)(dir, name, metadataFile)} has schema version ${metadata.schemaVersion}; this Lifeline reads up to ${CATALOG_SCHEMA_VERSION}`, { fix: 'upgrade Lifeline' });
+            }
+            entries.push({ id: name, dir: (0,external_node_path_namespaceObject.join)(dir, name), metadata });
+        }
+        return entries.sort((a, b) => (a.metadata.createdAt === b.metadata.createdAt ? b.id.localeCompare(a.id) : b.metadata.createdAt.localeCompare(a.metadata.createdAt)));
+    }
+    async get(env, kind, id, metadataFile) {
+        const dir = this.entryDir(env, kind, id);
+        const metadata = await readJsonIfExists((0,external_node_path_namespaceObject.join)(dir, metadataFile));
+        return metadata ? { id, dir, metadata } : undefined;
+    }
+    /** Rewrites an entry's metadata atomically (e.g. to record a verification). */
+    async updateMetadata(entry, metadataFile, metadata) {
+        await writeFileAtomic((0,external_node_path_namespaceObject.join)(entry.dir, metadataFile), `${JSON.stringify(metadata, null, 2)}\n`);
+    }
+    async remove(entry) {
+        // Rename first so a half-deleted entry never lists as complete.
+        const parent = (0,external_node_path_namespaceObject.join)(entry.dir, '..');
+        const doomed = (0,external_node_path_namespaceObject.join)(parent, `.deleting-${entry.id}-${process.pid}`);
+        await (0,promises_namespaceObject.rename)(entry.dir, doomed);
+        await fsyncPath(parent);
+        await (0,promises_namespaceObject.rm)(doomed, { recursive: true, force: true });
+    }
+    /** Removes staging directories left by writers that died; returns what was removed. */
+    async sweepStaging(env, kind, olderThanMs = 60 * 60 * 1000) {
+        const dir = this.kindDir(env, kind);
+        const removed = [];
+        let names = [];
+        try {
+            names = await (0,promises_namespaceObject.readdir)(dir);
+        }
+        catch {
+            return removed;
+        }
+        for (const name of names) {
+            if (!name.startsWith('.staging-') && !name.startsWith('.deleting-'))
+                continue;
+            const path = (0,external_node_path_namespaceObject.join)(dir, name);
+            const info = await (0,promises_namespaceObject.stat)(path);
+            const pid = Number(/-(\d+)$/.exec(name)?.[1]);
+            if (Date.now() - info.mtimeMs > olderThanMs || (pid && !processAlive(pid))) {
+                await (0,promises_namespaceObject.rm)(path, { recursive: true, force: true });
+                removed.push(name);
+            }
+        }
+        return removed;
+    }
+    /** Appends one JSON line to an environment's append-only log (e.g. deploy history). */
+    async appendLog(env, name, record) {
+        const path = (0,external_node_path_namespaceObject.join)(this.envDir(env), name);
+        await (0,promises_namespaceObject.mkdir)(this.envDir(env), { recursive: true });
+        await (0,promises_namespaceObject.appendFile)(path, `${JSON.stringify(record)}\n`);
+        await fsyncPath(path);
+    }
+    async readLog(env, name) {
+        const text = await (0,promises_namespaceObject.readFile)((0,external_node_path_namespaceObject.join)(this.envDir(env), name), 'utf8').catch((error) => {
+            if (error.code === 'ENOENT')
+                return '';
+            throw error;
+        });
+        return text
+            .split('\n')
+            .filter((line) => line.trim())
+            .flatMap((line) => {
+            try {
+                return [JSON.parse(line)];
+            }
+            catch {
+                return []; // a torn last line from a crash is skipped, never fatal
+            }
+        });
+    }
+}
+/** An entry being written. Nothing here is visible to `list` until `commit` renames it into place. */
+class StagedEntry {
+    dir;
+    finalDir;
+    metadataFile;
+    sums = [];
+    settled = false;
+    constructor(dir, finalDir, metadataFile) {
+        this.dir = dir;
+        this.finalDir = finalDir;
+        this.metadataFile = metadataFile;
+    }
+    path(name) {
+        assertSafeSegment(name, 'file name');
+        return (0,external_node_path_namespaceObject.join)(this.dir, name);
+    }
+    /** Streams a payload into the entry, hashing it on the way, and records it for SHA256SUMS. */
+    async addStream(name, source, onProgress) {
+        const result = await streamToFile(source, this.path(name), onProgress);
+        this.sums.push({ file: name, sha256: result.sha256 });
+        return result;
+    }
+    /** A writable for a producer that pushes; call `done()` after the producer finished. */
+    addWriter(name) {
+        const writer = hashingFileWriter(this.path(name));
+        return {
+            stream: writer.stream,
+            done: async () => {
+                const result = await writer.done();
+                this.sums.push({ file: name, sha256: result.sha256 });
+                return result;
+            },
+        };
+    }
+    async addText(name, text) {
+        return this.addStream(name, external_node_stream_.Readable.from([Buffer.from(text)]));
+    }
+    /** Writes SHA256SUMS and the metadata, fsyncs, and renames the entry into place. */
+    async commit(metadata) {
+        await writeFileAtomic((0,external_node_path_namespaceObject.join)(this.dir, SUMS_FILE), formatSums(this.sums));
+        await writeFileAtomic((0,external_node_path_namespaceObject.join)(this.dir, this.metadataFile), `${JSON.stringify(metadata, null, 2)}\n`);
+        await fsyncPath(this.dir);
+        await (0,promises_namespaceObject.rename)(this.dir, this.finalDir);
+        await fsyncPath((0,external_node_path_namespaceObject.join)(this.finalDir, '..'));
+        this.settled = true;
+    }
+    async abort() {
+        if (this.settled)
+            return;
+        this.settled = true;
+        await (0,promises_namespaceObject.rm)(this.dir, { recursive: true, force: true });
+    }
+}
+async function exists(path) {
+    try {
+        await (0,promises_namespaceObject.stat)(path);
+        return true;
+    }
+    catch {
+        return false;
+    }
+}
+async function readJsonIfExists(path) {
+    let text;
+    try {
+        text = await (0,promises_namespaceObject.readFile)(path, 'utf8');
+    }
+    catch (error) {
+        if (error.code === 'ENOENT')
+            return undefined;
+        throw error;
+    }
+    try {
+        return JSON.parse(text);
+    }
+    catch (error) {
+        throw errors_failure('CATALOG_CORRUPT', `${path} is not valid JSON`, { cause: error, fix: 'inspect the file; restore it from an off-host copy or remove the entry' });
+    }
+}
+function processAlive(pid) {
+    try {
+        process.kill(pid, 0);
+        return true;
+    }
+    catch (error) {
+        return error.code === 'EPERM';
+    }
+}
+
+;// CONCATENATED MODULE: ./src/catalog/lock.ts
+
+
+
+
+
+const LOCK_FILE = '.lock';
+function lockPath(envDir) {
+    return (0,external_node_path_namespaceObject.join)(envDir, LOCK_FILE);
+}
+function defaultOwner(env = {}) {
+    if (env.GITHUB_ACTOR)
+        return `${env.GITHUB_ACTOR} (${env.GITHUB_WORKFLOW ?? 'workflow'} run ${env.GITHUB_RUN_ID ?? '?'})`;
+    try {
+        return (0,external_node_os_namespaceObject.userInfo)().username;
+    }
+    catch {
+        return 'unknown';
+    }
+}
+async function lockStatus(envDir) {
+    let text;
+    try {
+        text = await (0,promises_namespaceObject.readFile)(lockPath(envDir), 'utf8');
+    }
+    catch (error) {
+        if (error.code === 'ENOENT')
+            return { held: false, stale: false };
+        throw error;
+    }
+    let info;
+    try {
+        info = JSON.parse(text);
+    }
+    catch {
+        // A lock file torn by a crash during creation: held, of unknown owner, and stale.
+        return { held: true, stale: true };
+    }
+    const stale = info.host === (0,external_node_os_namespaceObject.hostname)() && !processAlive(info.pid);
+    return { held: true, info, stale };
+}
+class EnvironmentLock {
+    envDir;
+    info;
+    released = false;
+    constructor(envDir, info) {
+        this.envDir = envDir;
+        this.info = info;
+    }
+    async release() {
+        if (this.released)
+            return;
+        this.released = true;
+        const status = await lockStatus(this.envDir);
+        // Only remove the lock if it is still ours (it may have been broken and retaken).
+        if (status.info && status.info.pid === this.info.pid && status.info.acquiredAt === this.info.acquiredAt && status.info.host === this.info.host) {
+            await (0,promises_namespaceObject.rm)(lockPath(this.envDir), { force: true });
+        }
+    }
+}
+/**
+ * Takes the per-environment lock: an exclusive create, so two writers can never both succeed.
+ * A stale lock is reported, never broken silently: `lifeline lock break` does that explicitly.
+ */
+async function acquireLock(envDir, env, options) {
+    await (0,promises_namespaceObject.mkdir)(envDir, { recursive: true });
+    const info = {
+        owner: options.owner ?? defaultOwner(),
+        pid: process.pid,
+        host: (0,external_node_os_namespaceObject.hostname)(),
+        command: options.command,
+        acquiredAt: new Date().toISOString(),
+    };
+    const deadline = Date.now() + (options.waitSeconds ?? 0) * 1000;
+    for (;;) {
+        try {
+            const handle = await (0,promises_namespaceObject.open)(lockPath(envDir), 'wx');
+            try {
+                await handle.writeFile(JSON.stringify(info));
+                await handle.sync();
+            }
+            finally {
+                await handle.close();
+            }
+            return new EnvironmentLock(envDir, info);
+        }
+        catch (error) {
+            if (error.code !== 'EEXIST')
+                throw error;
+        }
+        const status = await lockStatus(envDir);
+        if (!status.held)
+            continue;
+        const holder = status.info ? `${status.info.owner} (pid ${status.info.pid} on ${status.info.host}, running "${status.info.command}" since ${status.info.acquiredAt})` : 'an unknown holder (the lock file is unreadable)';
+        if (status.stale) {
+            throw refusal('LOCK_STALE', `environment ${env} is locked by ${holder}, and that process is gone`, `make sure nothing else is running against ${env}, then run: lifeline lock break --env ${env}`, { lock: status.info });
+        }
+        if (Date.now() >= deadline) {
+            throw refusal('LOCK_HELD', `environment ${env} is locked by ${holder}`, `wait for it to finish, or re-run later; another deploy, rollback, restore or backup is in progress`, { lock: status.info });
+        }
+        await new Promise((r) => setTimeout(r, options.pollMs ?? 500));
+    }
+}
+/** Explicitly removes a lock; returns what was removed. */
+async function breakLock(envDir) {
+    const status = await lockStatus(envDir);
+    if (!status.held)
+        return status;
+    await rm(lockPath(envDir), { force: true });
+    return status;
+}
+async function withLock(envDir, env, options, fn) {
+    const lock = await acquireLock(envDir, env, options);
+    try {
+        return await fn();
+    }
+    finally {
+        await lock.release().catch(() => {
+            throw errors_failure('LOCK_RELEASE', `could not release the lock of ${env}`, { fix: `run lifeline lock break --env ${env}` });
+        });
+    }
+}
+
+;// CONCATENATED MODULE: ./src/runner/postgres-env.ts
+
+/** Parses a postgres:// URL into its parts. */
+function parsePgUrl(url) {
+    let parsed;
+    try {
+        parsed = new URL(url);
+    }
+    catch {
+        throw usageError('BAD_URL', 'the PostgreSQL URL is not a valid URL', 'write it as postgres://user:password@host:5432/dbname');
+    }
+    if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
+        throw usageError('BAD_URL', `the PostgreSQL URL uses the scheme ${parsed.protocol}`, 'write it as postgres://user:password@host:5432/dbname');
+    }
+    const params = {};
+    parsed.searchParams.forEach((value, key) => {
+        params[key] = value;
+    });
+    const database = decodeURIComponent(parsed.pathname.replace(/^\//, '')) || 'postgres';
+    return {
+        host: decodeURIComponent(parsed.hostname.replace(/^\[|\]$/g, '')) || params.host || '127.0.0.1',
+        port: parsed.port ? Number(parsed.port) : 5432,
+        user: parsed.username ? decodeURIComponent(parsed.username) : undefined,
+        password: parsed.password ? decodeURIComponent(parsed.password) : undefined,
+        database,
+        params,
+    };
+}
+function formatPgUrl(conn) {
+    const auth = conn.user ? `${encodeURIComponent(conn.user)}${conn.password ? `:${encodeURIComponent(conn.password)}` : ''}@` : '';
+    const query = new URLSearchParams(conn.params).toString();
+    return `postgres://${auth}${conn.host.includes(':') ? `[${conn.host}]` : conn.host}:${conn.port}/${encodeURIComponent(conn.database)}${query ? `?${query}` : ''}`;
+}
+const PARAM_ENV = {
+    sslmode: 'PGSSLMODE',
+    sslrootcert: 'PGSSLROOTCERT',
+    sslcert: 'PGSSLCERT',
+    sslkey: 'PGSSLKEY',
+    application_name: 'PGAPPNAME',
+    connect_timeout: 'PGCONNECT_TIMEOUT',
+    options: 'PGOPTIONS',
+};
+/**
+ * libpq environment for a connection. The password travels in PGPASSWORD, never on a
+ * command line where `ps` would show it.
+ */
+function pgEnv(conn, database = conn.database) {
+    const env = {
+        PGHOST: conn.host,
+        PGPORT: String(conn.port),
+        PGUSER: conn.user,
+        PGPASSWORD: conn.password,
+        PGDATABASE: database,
+        PGCONNECT_TIMEOUT: '10',
+    };
+    for (const [param, value] of Object.entries(conn.params)) {
+        const name = PARAM_ENV[param];
+        if (name)
+            env[name] = value;
+    }
+    return env;
+}
+function withDatabase(conn, database) {
+    return { ...conn, database };
+}
+/** A SQL identifier, quoted. */
+function quoteIdent(name) {
+    return `"${name.replace(/"/g, '""')}"`;
+}
+/** A SQL string literal, quoted (standard_conforming_strings on, the default since 9.1). */
+function quoteLiteral(value) {
+    if (value.includes('\0'))
+        throw usageError('BAD_VALUE', 'a value contains a NUL byte', 'remove the NUL byte');
+    return `'${value.replace(/'/g, "''")}'`;
+}
+
+;// CONCATENATED MODULE: ./src/tenant/collections.ts
+
+
+
+const DEFAULT_TENANT_COLUMN = 'tenant_id';
+/**
+ * Parses `--collection` values: `TABLE:COLUMN`, or `TABLE:HOP[,HOP...][:COLUMN]` where a hop is
+ * `LOCAL_COLUMN->TABLE.COLUMN` (e.g. `payments:order_id->orders.id`, tenant column `tenant_id`).
+ */
+function parseCollectionFlag(value) {
+    const fix = 'write --collection TABLE:COLUMN (orders:tenant_id) or TABLE:LOCAL->TABLE.COLUMN[:TENANT_COLUMN] (payments:order_id->orders.id)';
+    const parts = value.split(':').map((p) => p.trim());
+    const [table, second, third] = parts;
+    if (!table || !second || parts.length > 3)
+        throw usageError('BAD_COLLECTION', `--collection ${JSON.stringify(value)} is not TABLE:COLUMN`, fix);
+    if (second.includes('->')) {
+        return { table, via: second.split(',').map((h) => h.trim()), ...(third ? { column: third } : {}) };
+    }
+    if (third !== undefined)
+        throw usageError('BAD_COLLECTION', `--collection ${JSON.stringify(value)} has a third part but no join path`, fix);
+    return { table, column: second };
+}
+function parseHop(text, collection) {
+    const match = /^\s*([^\s-][^\s]*?)\s*->\s*(\S+)\.([^.\s]+)\s*$/.exec(text);
+    if (!match) {
+        throw usageError('BAD_COLLECTION', `collection ${collection}: join hop ${JSON.stringify(text)} is not LOCAL_COLUMN -> TABLE.COLUMN`, 'write hops like "order_id -> orders.id"');
+    }
+    return { localColumn: match[1], targetTable: match[2], targetColumn: match[3] };
+}
+const key = (t) => `${t.schema}.${t.name}`;
+async function readDatabaseCatalog(session) {
+    const columns = await session.query(`
+    SELECT table_schema AS schema, table_name AS table, column_name AS column, data_type AS type
+    FROM information_schema.columns
+    WHERE table_schema NOT IN ('pg_catalog', 'information_schema')
+    ORDER BY table_schema, table_name, ordinal_position`);
+    const keys = await session.query(`
+    SELECT n.nspname AS schema, c.relname AS table, a.attname AS column
+    FROM pg_index i
+    JOIN pg_class c ON c.oid = i.indrelid
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, position)
+    JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+    WHERE i.indisprimary AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+    ORDER BY n.nspname, c.relname, k.position`);
+    const catalog = { columns: new Map(), primaryKeys: new Map() };
+    for (const row of columns) {
+        const k = `${row.schema}.${row.table}`;
+        catalog.columns.set(k, [...(catalog.columns.get(k) ?? []), { name: row.column, type: row.type }]);
+    }
+    for (const row of keys) {
+        const k = `${row.schema}.${row.table}`;
+        catalog.primaryKeys.set(k, [...(catalog.primaryKeys.get(k) ?? []), row.column]);
+    }
+    return catalog;
+}
+function findTable(catalog, written, collection) {
+    const known = [...catalog.columns.keys()];
+    let candidates;
+    if (written.includes('.')) {
+        const dot = written.indexOf('.');
+        const ref = { schema: written.slice(0, dot), name: written.slice(dot + 1) };
+        candidates = catalog.columns.has(key(ref)) ? [ref] : [];
+    }
+    else {
+        candidates = known.filter((k) => k.slice(k.indexOf('.') + 1) === written).map((k) => ({ schema: k.slice(0, k.indexOf('.')), name: written }));
+        const inPublic = candidates.find((c) => c.schema === 'public');
+        if (inPublic)
+            candidates = [inPublic];
+    }
+    if (candidates.length === 1)
+        return candidates[0];
+    if (candidates.length > 1) {
+        throw usageError('AMBIGUOUS_TABLE', `collection ${collection}: table ${JSON.stringify(written)} exists in several schemas (${candidates.map((c) => c.schema).join(', ')})`, `qualify it, e.g. ${candidates[0].schema}.${written}`);
+    }
+    const listed = known.map((k) => (k.startsWith('public.') ? k.slice(7) : k)).sort();
+    throw usageError('UNKNOWN_TABLE', `collection ${collection}: table ${JSON.stringify(written)} does not exist in the database`, `use one of: ${listed.join(', ') || '(the database has no tables)'}`);
+}
+function requireColumn(catalog, table, column, collection, role) {
+    const columns = catalog.columns.get(key(table)) ?? [];
+    if (!columns.some((c) => c.name === column)) {
+        throw usageError('UNKNOWN_COLUMN', `collection ${collection}: ${role} ${JSON.stringify(column)} is not a column of ${key(table)}`, `use one of: ${columns.map((c) => c.name).join(', ')}`);
+    }
+}
+/** Checks every table and column against the database and returns collections safe to build SQL from. */
+async function resolveCollections(session, specs) {
+    if (specs.length === 0) {
+        throw usageError('NO_COLLECTIONS', 'no tenant collections are configured', 'add tenants.collections to lifeline.yml (e.g. - { table: orders, column: tenant_id }) or pass --collection orders:tenant_id');
+    }
+    const catalog = await readDatabaseCatalog(session);
+    const resolved = [];
+    for (const spec of specs) {
+        const label = spec.table;
+        const table = findTable(catalog, spec.table, label);
+        const hops = [];
+        let current = table;
+        for (const text of spec.via ?? []) {
+            const hop = parseHop(text, label);
+            requireColumn(catalog, current, hop.localColumn, label, 'join column');
+            const target = findTable(catalog, hop.targetTable, label);
+            requireColumn(catalog, target, hop.targetColumn, label, 'join target column');
+            hops.push({ localColumn: hop.localColumn, target, targetColumn: hop.targetColumn });
+            current = target;
+        }
+        const tenantColumn = spec.column ?? DEFAULT_TENANT_COLUMN;
+        requireColumn(catalog, current, tenantColumn, label, 'tenant column');
+        const name = table.schema === 'public' ? table.name : key(table);
+        assertSafeSegment(name, `collection ${label} (as a file name)`);
+        if (resolved.some((r) => r.name === name)) {
+            throw usageError('DUPLICATE_COLLECTION', `table ${name} is listed twice as a collection`, 'list each table once');
+        }
+        const columns = catalog.columns.get(key(table)) ?? [];
+        resolved.push({
+            name,
+            table,
+            hops,
+            tenantColumn,
+            orderBy: catalog.primaryKeys.get(key(table)) ?? [],
+            rowCap: spec.rowCap,
+            timestampColumns: columns.filter((c) => c.type.startsWith('timestamp')).map((c) => c.name),
+        });
+    }
+    return resolved;
+}
+const qualified = (t) => `${quoteIdent(t.schema)}.${quoteIdent(t.name)}`;
+/**
+ * `FROM ... WHERE ...` selecting the tenant's rows of a collection, as `t0`. Each hop is a
+ * semi-join (`IN (SELECT ...)`), so a row appears once even when a join target is not unique.
+ * `tenantLiteral` must already be a quoted literal (quoteLiteral).
+ */
+function tenantRowsSource(collection, tenantLiteral) {
+    const condition = (depth) => {
+        const alias = `t${depth}`;
+        if (depth === collection.hops.length)
+            return `${alias}.${quoteIdent(collection.tenantColumn)} = ${tenantLiteral}`;
+        const hop = collection.hops[depth];
+        const next = `t${depth + 1}`;
+        return `${alias}.${quoteIdent(hop.localColumn)} IN (SELECT ${next}.${quoteIdent(hop.targetColumn)} FROM ${qualified(hop.target)} AS ${next} WHERE ${condition(depth + 1)})`;
+    };
+    return `FROM ${qualified(collection.table)} AS t0 WHERE ${condition(0)}`;
+}
+/** The tenant's rows, deterministically ordered (primary key, else physical order within the snapshot). */
+function tenantRowsQuery(collection, tenantLiteral, limit) {
+    const order = collection.orderBy.length ? collection.orderBy.map((c) => `t0.${quoteIdent(c)}`).join(', ') : 't0.ctid';
+    return `SELECT t0.* ${tenantRowsSource(collection, tenantLiteral)} ORDER BY ${order}${limit !== undefined ? ` LIMIT ${Math.trunc(limit)}` : ''}`;
+}
+function describeCollection(collection) {
+    const path = collection.hops.map((h) => ` -> ${h.target.name}`).join('');
+    return `${collection.name}${path}.${collection.tenantColumn}`;
+}
+
+;// CONCATENATED MODULE: external "node:child_process"
+const external_node_child_process_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:child_process");
+;// CONCATENATED MODULE: ./src/logger.ts
+/** Replaces registered secrets in a string: the last line of defence before text leaves the process. */
+class SecretMasker {
+    secrets = new Set();
+    add(value) {
+        if (value && value.length >= 3) {
+            this.secrets.add(value);
+            const encoded = encodeURIComponent(value);
+            if (encoded !== value)
+                this.secrets.add(encoded);
+        }
+    }
+    mask(text) {
+        let out = text;
+        for (const secret of [...this.secrets].sort((a, b) => b.length - a.length)) {
+            out = out.split(secret).join('***');
+        }
+        return out;
+    }
+}
+function createStderrLogger(options = {}) {
+    const masker = options.masker ?? new SecretMasker();
+    const write = (prefix, message) => process.stderr.write(`${prefix}${masker.mask(message)}\n`);
+    return {
+        info: (m) => write('', m),
+        warn: (m) => write('warning: ', m),
+        error: (m) => write('error: ', m),
+        debug: (m) => {
+            if (options.verbose)
+                write('debug: ', m);
+        },
+        async group(name, fn) {
+            write('==> ', name);
+            return fn();
+        },
+        secret: (v) => masker.add(v),
+    };
+}
+/** A logger that records lines, for tests and for building reports. */
+function createMemoryLogger() {
+    const lines = [];
+    const masker = new SecretMasker();
+    return {
+        lines,
+        info: (m) => lines.push(masker.mask(m)),
+        warn: (m) => lines.push(`warning: ${masker.mask(m)}`),
+        error: (m) => lines.push(`error: ${masker.mask(m)}`),
+        debug: () => { },
+        async group(name, fn) {
+            lines.push(`==> ${name}`);
+            return fn();
+        },
+        secret: (v) => masker.add(v),
+    };
+}
+
+;// CONCATENATED MODULE: ./src/runner/runner.ts
+
+
+
+
+
+const STDERR_LIMIT = 64 * 1024;
+function spawnStreaming(command, args, invocation, masker, childEnv) {
+    let child;
+    try {
+        child = (0,external_node_child_process_namespaceObject.spawn)(command, args, {
+            cwd: invocation.cwd,
+            env: childEnv,
+            stdio: [invocation.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+        });
+    }
+    catch (error) {
+        throw errors_failure('TOOL_SPAWN', `could not start ${invocation.tool}: ${error.message}`, { cause: error });
+    }
+    let stderr = '';
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (chunk) => {
+        stderr += chunk;
+        if (stderr.length > STDERR_LIMIT)
+            stderr = stderr.slice(-STDERR_LIMIT);
+    });
+    if (invocation.stdin) {
+        invocation.stdin.pipe(child.stdin);
+        // The tool may exit before reading all of stdin; that is reported through its exit code.
+        child.stdin.on('error', () => { });
+    }
+    const done = new Promise((resolve, reject) => {
+        child.on('error', (error) => {
+            if (error.code === 'ENOENT') {
+                reject(errors_failure('TOOL_MISSING', `${invocation.tool} was not found (${command})`, { fix: `install it (Debian: the package that provides ${invocation.tool}) or set its directory in the config (postgres.binDir / redis.binDir)`, cause: error }));
+            }
+            else {
+                reject(errors_failure('TOOL_SPAWN', `could not run ${invocation.tool}: ${error.message}`, { cause: error }));
+            }
+        });
+        child.on('close', (exitCode, signal) => resolve({ exitCode, signal, stderr: masker.mask(stderr.trim()) }));
+    });
+    // Keep unhandled rejections off: callers await `done`.
+    done.catch(() => { });
+    return {
+        stdout: child.stdout,
+        done,
+        pid: child.pid,
+        kill: (signal = 'SIGTERM') => {
+            child.kill(signal);
+        },
+    };
+}
+class LocalRunner {
+    options;
+    where = 'local binaries';
+    masker;
+    constructor(options = {}) {
+        this.options = options;
+        this.masker = options.masker ?? new SecretMasker();
+    }
+    resolveTool(tool) {
+        for (const dir of this.options.binDirs ?? []) {
+            const candidate = (0,external_node_path_namespaceObject.join)(dir, tool);
+            if (isExecutable(candidate))
+                return candidate;
+        }
+        return tool;
+    }
+    start(invocation) {
+        const command = this.resolveTool(invocation.tool);
+        const env = { ...(this.options.baseEnv ?? process.env), ...definedOnly(invocation.env) };
+        if (this.options.asUser && process.getuid?.() === 0) {
+            // Without --login, runuser keeps the environment, so PGPASSWORD and friends reach the tool.
+            const args = ['-u', this.options.asUser, '--', command, ...invocation.args];
+            return spawnStreaming('runuser', args, invocation, this.masker, env);
+        }
+        return spawnStreaming(command, invocation.args, invocation, this.masker, env);
+    }
+}
+/** Runs tools inside a running Compose service with `exec -T`, so `DOCKER_HOST=ssh://...` works too. */
+class ComposeRunner {
+    options;
+    where;
+    masker;
+    constructor(options) {
+        this.options = options;
+        this.where = `compose service ${options.service}`;
+        this.masker = options.masker ?? new SecretMasker();
+    }
+    start(invocation) {
+        const [command, ...prefix] = this.options.composeCommand;
+        const env = definedOnly(invocation.env);
+        // `-e NAME` without a value copies it from the compose CLI's own environment: secrets stay off argv.
+        const envArgs = Object.keys(env).flatMap((key) => ['-e', key]);
+        const args = [
+            ...prefix,
+            ...this.options.files.flatMap((f) => ['-f', f]),
+            ...(this.options.projectName ? ['-p', this.options.projectName] : []),
+            'exec',
+            '-T',
+            ...envArgs,
+            this.options.service,
+            invocation.tool,
+            ...invocation.args,
+        ];
+        return spawnStreaming(command, args, invocation, this.masker, { ...(this.options.baseEnv ?? process.env), ...env });
+    }
+}
+/** Runs a tool to completion, collecting its (small) stdout as text. Not for payloads. */
+async function runText(runner, invocation, limitBytes = 16 * 1024 * 1024) {
+    const running = runner.start(invocation);
+    let stdout = '';
+    running.stdout.setEncoding('utf8');
+    running.stdout.on('data', (chunk) => {
+        if (stdout.length < limitBytes)
+            stdout += chunk;
+    });
+    const result = await running.done;
+    return { ...result, stdout };
+}
+/** Like runText, but a non-zero exit becomes a failure carrying the tool's stderr. */
+async function runChecked(runner, invocation, what) {
+    const result = await runText(runner, invocation);
+    if (result.exitCode !== 0) {
+        throw failure('TOOL_FAILED', `${what} failed (${invocation.tool} ${describeExit(result)}): ${lastLines(result.stderr)}`, { details: { tool: invocation.tool, exitCode: result.exitCode } });
+    }
+    return result.stdout;
+}
+function describeExit(result) {
+    return result.signal ? `killed by ${result.signal}` : `exit ${result.exitCode}`;
+}
+function lastLines(text, count = 5) {
+    const lines = text.trim().split('\n').filter(Boolean);
+    return lines.length ? lines.slice(-count).join('\n') : '(no output on stderr)';
+}
+function definedOnly(env) {
+    const out = {};
+    for (const [key, value] of Object.entries(env ?? {}))
+        if (value !== undefined)
+            out[key] = value;
+    return out;
+}
+function isExecutable(path) {
+    try {
+        (0,external_node_fs_namespaceObject.accessSync)(path, external_node_fs_namespaceObject.constants.X_OK);
+        return true;
+    }
+    catch {
+        return false;
+    }
+}
+/** Finds a program on PATH (or the given dirs); undefined when absent. */
+function findExecutable(tool, dirs = [], pathEnv = process.env.PATH ?? '') {
+    for (const dir of [...dirs, ...pathEnv.split(external_node_path_namespaceObject.delimiter)]) {
+        if (!dir)
+            continue;
+        const candidate = (0,external_node_path_namespaceObject.join)(dir, tool);
+        if (isExecutable(candidate))
+            return candidate;
+    }
+    return undefined;
+}
+
+;// CONCATENATED MODULE: ./src/tenant/database.ts
+
+
+
+/** Where tenant queries run: psql locally, or inside the configured Compose service. */
+function tenantDatabase(settings) {
+    const { postgres } = settings;
+    if (!postgres.url) {
+        throw usageError('NO_DATABASE_URL', `no PostgreSQL URL for environment ${settings.name}`, 'pass --database-url, set DATABASE_URL, or set postgres.urlEnv in lifeline.yml');
+    }
+    const parsed = parsePgUrl(postgres.url);
+    const conn = postgres.database ? withDatabase(parsed, postgres.database) : parsed;
+    if (!postgres.service)
+        return { runner: new LocalRunner({ binDirs: postgres.binDir ? [postgres.binDir] : [] }), conn };
+    const composeCommand = settings.compose.command === 'docker-compose' || (settings.compose.command === 'auto' && findExecutable('docker-compose')) ? ['docker-compose'] : ['docker', 'compose'];
+    return {
+        runner: new ComposeRunner({ composeCommand, files: settings.compose.files, projectName: settings.compose.projectName, service: postgres.service }),
+        conn,
+    };
+}
+
+// EXTERNAL MODULE: external "node:zlib"
+var external_node_zlib_ = __nccwpck_require__(8522);
+;// CONCATENATED MODULE: external "node:readline"
+const external_node_readline_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:readline");
+;// CONCATENATED MODULE: ./src/tenant/rows.ts
+
+
+
+const FILE_EXTENSION = { ndjson: 'ndjson', csv: 'csv' };
+/**
+ * Counts records in a stream without parsing them: NDJSON has exactly one newline per record
+ * (JSON escapes newlines inside strings); CSV may hold newlines inside quoted fields, so only
+ * newlines outside quotes end a record (an escaped quote `""` toggles twice).
+ */
+class RecordCounter {
+    format;
+    records = 0;
+    inQuotes = false;
+    constructor(format) {
+        this.format = format;
+    }
+    add(chunk) {
+        if (this.format === 'ndjson') {
+            for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1))
+                this.records++;
+            return;
+        }
+        for (const byte of chunk) {
+            if (byte === 34)
+                this.inQuotes = !this.inQuotes;
+            else if (byte === 10 && !this.inQuotes)
+                this.records++;
+        }
+    }
+}
+/** Thrown by ExportMeter when the export outgrows its byte cap. */
+class ByteCapExceeded extends Error {
+    byteCap;
+    constructor(byteCap) {
+        super(`the export exceeded its byte cap of ${byteCap} bytes`);
+        this.byteCap = byteCap;
+    }
+}
+/** A pass-through that counts records and stops the stream once the export's byte budget is spent. */
+class ExportMeter extends external_node_stream_.Transform {
+    budget;
+    counter;
+    constructor(format, budget) {
+        super();
+        this.budget = budget;
+        this.counter = new RecordCounter(format);
+    }
+    get records() {
+        return this.counter.records;
+    }
+    _transform(chunk, _encoding, callback) {
+        this.budget.used += chunk.length;
+        if (this.budget.used > this.budget.cap) {
+            callback(new ByteCapExceeded(this.budget.cap));
+            return;
+        }
+        this.counter.add(chunk);
+        callback(null, chunk);
+    }
+}
+/** Data records in an export file (the CSV header excluded); NDJSON lines must each parse. */
+async function countFileRecords(path, format) {
+    if (format === 'csv') {
+        const counter = new RecordCounter('csv');
+        for await (const chunk of (0,external_node_fs_namespaceObject.createReadStream)(path, { highWaterMark: 1024 * 1024 }))
+            counter.add(chunk);
+        return { records: Math.max(0, counter.records - 1) };
+    }
+    let records = 0;
+    const lines = (0,external_node_readline_namespaceObject.createInterface)({ input: (0,external_node_fs_namespaceObject.createReadStream)(path, { highWaterMark: 1024 * 1024 }), crlfDelay: Infinity });
+    for await (const line of lines) {
+        records++;
+        try {
+            JSON.parse(line);
+        }
+        catch {
+            lines.close();
+            return { records, badLine: records };
+        }
+    }
+    return { records };
+}
+
+;// CONCATENATED MODULE: ./src/runner/psql.ts
+
+
+
+
+
+/**
+ * One long-lived psql session driven over stdin/stdout. It works the same with local binaries
+ * and inside a Compose service, and keeps one transaction open across queries (for
+ * `pg_export_snapshot()`, which lives only as long as its transaction).
+ */
+class PsqlSession {
+    running;
+    input;
+    lines = [];
+    waiter;
+    closed = false;
+    exitError;
+    counter = 0;
+    constructor(running, input, conn) {
+        this.running = running;
+        this.input = input;
+        const rl = (0,external_node_readline_namespaceObject.createInterface)({ input: running.stdout });
+        rl.on('line', (line) => {
+            this.lines.push(line);
+            this.waiter?.();
+        });
+        running.done
+            .then((result) => {
+            this.closed = true;
+            if (result.exitCode !== 0) {
+                this.exitError = errors_failure('PSQL_FAILED', `query against ${conn.host}:${conn.port}/${conn.database} failed: ${lastLines(result.stderr, 3)}`, { details: { exitCode: result.exitCode } });
+            }
+            this.waiter?.();
+        })
+            .catch((error) => {
+            this.closed = true;
+            this.exitError = error;
+            this.waiter?.();
+        });
+    }
+    static open(runner, conn, options = {}) {
+        const input = new external_node_stream_.PassThrough();
+        const running = runner.start({
+            tool: 'psql',
+            args: ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-P', 'pager=off', '-P', 'footer=off'],
+            env: pgEnv(conn, options.database),
+            stdin: input,
+        });
+        return new PsqlSession(running, input, conn);
+    }
+    /** Runs statements that return nothing of interest. */
+    async exec(sql) {
+        await this.roundTrip(`${sql.trim().replace(/;+$/, '')};`);
+    }
+    /** Runs a query and returns its rows as objects (through json_agg, so types survive). */
+    async query(sql) {
+        const wrapped = `SELECT coalesce(json_agg(q), '[]'::json) FROM (${sql.trim().replace(/;+$/, '')}) q;`;
+        const out = await this.roundTrip(wrapped);
+        try {
+            return JSON.parse(out.join('\n'));
+        }
+        catch (error) {
+            throw errors_failure('PSQL_OUTPUT', `could not read the result of a query (${error.message})`, { cause: error });
+        }
+    }
+    async queryValue(sql) {
+        const rows = await this.query(sql);
+        const first = rows[0];
+        return first ? Object.values(first)[0] : undefined;
+    }
+    async roundTrip(sql) {
+        if (this.closed)
+            throw this.exitError ?? errors_failure('PSQL_CLOSED', 'the psql session has ended');
+        const marker = `__lifeline_done_${process.pid}_${++this.counter}__`;
+        const collected = [];
+        this.input.write(`${sql}\n\\echo ${marker}\n`);
+        for (;;) {
+            while (this.lines.length) {
+                const line = this.lines.shift();
+                if (line === marker)
+                    return collected;
+                collected.push(line);
+            }
+            if (this.closed)
+                throw this.exitError ?? errors_failure('PSQL_CLOSED', 'psql ended before answering');
+            await new Promise((resolve) => {
+                this.waiter = resolve;
+            });
+            this.waiter = undefined;
+        }
+    }
+    async close() {
+        if (!this.closed) {
+            this.input.end('\\q\n');
+        }
+        await this.running.done.catch(() => { });
+    }
+}
+/** Runs one query in a fresh session. */
+async function queryOnce(runner, conn, sql, database) {
+    const session = PsqlSession.open(runner, conn, { database });
+    try {
+        return await session.query(sql);
+    }
+    finally {
+        await session.close();
+    }
+}
+
+;// CONCATENATED MODULE: ./src/tenant/session.ts
+
+
+
+
+
+/**
+ * A read-only repeatable-read transaction: every count and every COPY that joins its exported
+ * snapshot sees the same data. Literals are written with standard_conforming_strings on, so a
+ * tenant id's backslashes stay data.
+ */
+async function openSnapshotSession(runner, conn) {
+    const session = PsqlSession.open(runner, conn);
+    try {
+        await session.exec("SET standard_conforming_strings = on; SET client_encoding = 'UTF8'");
+        await session.exec('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
+        const [row] = await session.query('SELECT pg_export_snapshot() AS snapshot, clock_timestamp() AS at');
+        if (!row || !/^[0-9A-Fa-f-]+$/.test(row.snapshot))
+            throw errors_failure('SNAPSHOT_FAILED', 'PostgreSQL did not export a snapshot');
+        return { session, snapshotId: row.snapshot, snapshotAt: new Date(row.at).toISOString() };
+    }
+    catch (error) {
+        await session.close();
+        throw error;
+    }
+}
+/** Exact row counts of the tenant's rows per collection, in the session's snapshot. */
+async function countTenantRows(session, collections, tenant) {
+    const literal = quoteLiteral(tenant);
+    const counts = new Map();
+    for (const collection of collections) {
+        const n = await session.queryValue(`SELECT count(*)::bigint AS n ${tenantRowsSource(collection, literal)}`);
+        counts.set(collection.name, Number(n ?? 0));
+    }
+    return counts;
+}
+/**
+ * Starts a psql process that joins the exported snapshot and runs one statement; its output
+ * (COPY data or an unaligned, tuples-only result) is the process's stdout.
+ */
+function startInSnapshot(runner, conn, snapshotId, statement) {
+    const script = [
+        'SET standard_conforming_strings = on;',
+        "SET client_encoding = 'UTF8';",
+        'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;',
+        `SET TRANSACTION SNAPSHOT ${quoteLiteral(snapshotId)};`,
+        `${statement};`,
+        'COMMIT;',
+        '',
+    ].join('\n');
+    return runner.start({
+        tool: 'psql',
+        args: ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-P', 'pager=off'],
+        env: pgEnv(conn),
+        stdin: external_node_stream_.Readable.from([script]),
+    });
+}
+/** Exact count of the tenant's rows in one collection, from its own psql joining the snapshot (so counts can run side by side). */
+async function countInSnapshot(runner, conn, snapshotId, collection, tenant) {
+    const statement = `SELECT count(*) ${tenantRowsSource(collection, quoteLiteral(tenant))}`;
+    const running = startInSnapshot(runner, conn, snapshotId, statement);
+    let out = '';
+    running.stdout.setEncoding('utf8').on('data', (chunk) => (out += chunk));
+    const result = await running.done;
+    if (result.exitCode !== 0 || !/^\d+$/.test(out.trim())) {
+        throw errors_failure('COUNT_FAILED', `counting the rows of ${collection.name} failed: ${result.stderr.trim() || JSON.stringify(out.slice(0, 200))}`);
+    }
+    return Number(out.trim());
+}
+/** Runs `task` over `items` with at most `limit` at a time; the first failure stops the others. */
+async function inParallel(items, limit, task) {
+    const results = new Array(items.length);
+    const controller = new AbortController();
+    let next = 0;
+    let firstError;
+    const worker = async () => {
+        while (!firstError && next < items.length) {
+            const index = next++;
+            try {
+                results[index] = await task(items[index], controller.signal);
+            }
+            catch (error) {
+                firstError ??= { error };
+                controller.abort();
+            }
+        }
+    };
+    await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+    if (firstError)
+        throw firstError.error;
+    return results;
+}
+
+;// CONCATENATED MODULE: ./src/tenant/tar.ts
+
+
+const BLOCK = 512;
+function writeOctal(header, offset, length, value) {
+    header.write(value.toString(8).padStart(length - 1, '0') + '\0', offset, length, 'ascii');
+}
+/** A ustar header; sizes beyond 8 GiB use the GNU base-256 form that GNU tar and bsdtar read. */
+function tarHeader(name, size, mtimeSeconds) {
+    if (Buffer.byteLength(name) > 100)
+        throw new Error(`tar member name too long: ${name}`);
+    const header = Buffer.alloc(BLOCK);
+    header.write(name, 0, 100, 'utf8');
+    writeOctal(header, 100, 8, 0o644);
+    writeOctal(header, 108, 8, 0);
+    writeOctal(header, 116, 8, 0);
+    if (size < 8 ** 11) {
+        writeOctal(header, 124, 12, size);
+    }
+    else {
+        header[124] = 0x80;
+        let rest = BigInt(size);
+        for (let i = 135; i > 124; i--) {
+            header[i] = Number(rest & 0xffn);
+            rest >>= 8n;
+        }
+    }
+    writeOctal(header, 136, 12, Math.floor(mtimeSeconds));
+    header.fill(' ', 148, 156);
+    header.write('0', 156, 1, 'ascii');
+    header.write('ustar\0', 257, 6, 'ascii');
+    header.write('00', 263, 2, 'ascii');
+    let checksum = 0;
+    for (const byte of header)
+        checksum += byte;
+    header.write(checksum.toString(8).padStart(6, '0') + '\0 ', 148, 8, 'ascii');
+    return header;
+}
+const padding = (size) => Buffer.alloc((BLOCK - (size % BLOCK)) % BLOCK);
+/** A tar stream of the members, reading each file as it goes (bounded memory). */
+function tarStream(members, mtime = new Date()) {
+    const mtimeSeconds = mtime.getTime() / 1000;
+    async function* generate() {
+        for (const member of members) {
+            if ('text' in member) {
+                const body = Buffer.from(member.text, 'utf8');
+                yield tarHeader(member.name, body.length, mtimeSeconds);
+                yield body;
+                yield padding(body.length);
+                continue;
+            }
+            yield tarHeader(member.name, member.size, mtimeSeconds);
+            let written = 0;
+            for await (const chunk of (0,external_node_fs_namespaceObject.createReadStream)(member.path, { highWaterMark: 1024 * 1024 })) {
+                written += chunk.length;
+                if (written > member.size)
+                    throw new Error(`${member.path} grew while it was being archived`);
+                yield chunk;
+            }
+            if (written !== member.size)
+                throw new Error(`${member.path} changed size while it was being archived`);
+            yield padding(member.size);
+        }
+        yield Buffer.alloc(BLOCK * 2);
+    }
+    return external_node_stream_.Readable.from(generate(), { objectMode: false });
+}
+
+;// CONCATENATED MODULE: ./src/tenant/tenant-id.ts
+
+
+const PLAIN_SEGMENT = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+const MAX_TENANT_ID_LENGTH = 200;
+/**
+ * Refuses tenant ids that could escape the catalog or cannot travel safely: empty, too long,
+ * containing `/`, `..` or control characters (NUL included). Anything else, quotes and
+ * semicolons too, is a legitimate value: it reaches the database only as a quoted literal.
+ */
+function assertUsableTenantId(tenant) {
+    const fix = 'pass the tenant id exactly as stored in the database, e.g. --tenant tenant-001';
+    if (tenant.trim() === '')
+        throw usageError('BAD_TENANT', 'the tenant id is empty', fix);
+    if (tenant.length > MAX_TENANT_ID_LENGTH)
+        throw usageError('BAD_TENANT', `the tenant id is ${tenant.length} characters long; at most ${MAX_TENANT_ID_LENGTH} are accepted`, fix);
+    // eslint-disable-next-line no-control-regex
+    if (/[\u0000-\u001f\u007f]/.test(tenant))
+        throw usageError('BAD_TENANT', `the tenant id ${JSON.stringify(tenant)} contains a control character (NUL, newline, tab, ...)`, fix);
+    if (tenant.includes('/') || tenant.includes('..')) {
+        throw usageError('BAD_TENANT', `the tenant id ${JSON.stringify(tenant)} contains '/' or '..', which could escape the catalog's directory`, fix);
+    }
+}
+/**
+ * The catalog directory name of a tenant. Plain ids (`tenant-001`) are used as they are; any
+ * other id is written as `x+` followed by its UTF-8 bytes with everything outside
+ * `[A-Za-z0-9_-]` escaped as `+HH`. Plain ids never contain `+`, so the mapping is one-to-one.
+ */
+function tenantSegment(tenant) {
+    assertUsableTenantId(tenant);
+    let segment;
+    if (PLAIN_SEGMENT.test(tenant)) {
+        segment = tenant;
+    }
+    else {
+        const escaped = [...Buffer.from(tenant, 'utf8')].map((byte) => {
+            const char = String.fromCharCode(byte);
+            return /[A-Za-z0-9_-]/.test(char) ? char : `+${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+        });
+        segment = `x+${escaped.join('')}`;
+    }
+    assertSafeSegment(segment, 'tenant id (as a catalog name)');
+    return segment;
+}
+function tenantExportsKind(tenant) {
+    return `tenants/${tenantSegment(tenant)}/exports`;
+}
+
+;// CONCATENATED MODULE: ./src/tenant/verify.ts
+
+
+
+
+
+
+
+/** sha256, size and record count of a collection file in one read. */
+async function scanCollectionFile(path, format) {
+    const hash = (0,external_node_crypto_.createHash)('sha256');
+    const counter = new RecordCounter(format);
+    let bytes = 0;
+    for await (const chunk of (0,external_node_fs_namespaceObject.createReadStream)(path, { highWaterMark: 1024 * 1024 })) {
+        hash.update(chunk);
+        counter.add(chunk);
+        bytes += chunk.length;
+    }
+    return { sha256: hash.digest('hex'), bytes, records: format === 'csv' ? Math.max(0, counter.records - 1) : counter.records };
+}
+/**
+ * Re-checks an export from disk: every file listed in SHA256SUMS, the manifest's own hashes and
+ * sizes, the records in each collection file against the manifest's row count, and the archive's
+ * `.sha256` file.
+ */
+async function verifyTenantExport(entry, options = {}) {
+    const manifest = entry.metadata;
+    const problems = [];
+    const files = [];
+    const collections = new Map((manifest.collections ?? []).map((c) => [c.file, c]));
+    let sums = [];
+    try {
+        sums = parseSums(await (0,promises_namespaceObject.readFile)((0,external_node_path_namespaceObject.join)(entry.dir, SUMS_FILE), 'utf8'));
+    }
+    catch (error) {
+        problems.push(`${SUMS_FILE}: ${error.message}`);
+    }
+    for (const { file, sha256: listed } of sums) {
+        const before = problems.length;
+        const path = (0,external_node_path_namespaceObject.join)(entry.dir, file);
+        const collection = collections.get(file);
+        let rows;
+        try {
+            if (collection) {
+                const scanned = await scanCollectionFile(path, manifest.format);
+                rows = scanned.records;
+                if (scanned.sha256 !== listed)
+                    problems.push(`${file}: sha256 is ${scanned.sha256}, ${SUMS_FILE} says ${listed}`);
+                if (collection.sha256 !== listed)
+                    problems.push(`${file}: the manifest's sha256 differs from ${SUMS_FILE}`);
+                if (scanned.bytes !== collection.bytes)
+                    problems.push(`${file}: ${scanned.bytes} bytes, the manifest says ${collection.bytes}`);
+                if (scanned.records !== collection.rows)
+                    problems.push(`${file}: ${scanned.records} records, the manifest says ${collection.rows}`);
+                if (options.parseRecords && manifest.format === 'ndjson' && problems.length === before) {
+                    const parsed = await countFileRecords(path, 'ndjson');
+                    if (parsed.badLine !== undefined)
+                        problems.push(`${file}: line ${parsed.badLine} is not valid JSON`);
+                }
+            }
+            else {
+                const { sha256 } = await files_sha256File(path);
+                if (sha256 !== listed)
+                    problems.push(`${file}: sha256 is ${sha256}, ${SUMS_FILE} says ${listed}`);
+            }
+        }
+        catch (error) {
+            problems.push(`${file}: ${error.message}`);
+        }
+        files.push({ file, ok: problems.length === before, ...(rows !== undefined ? { rows } : {}) });
+    }
+    for (const file of collections.keys()) {
+        if (!sums.some((s) => s.file === file))
+            problems.push(`${file}: not listed in ${SUMS_FILE}`);
+    }
+    if (manifest.archive) {
+        const { file, sha256 } = manifest.archive;
+        if (!sums.some((s) => s.file === file && s.sha256 === sha256))
+            problems.push(`${file}: missing from ${SUMS_FILE} or listed with another sha256 than the manifest's`);
+        const sidecar = await (0,promises_namespaceObject.readFile)((0,external_node_path_namespaceObject.join)(entry.dir, `${file}.sha256`), 'utf8').catch(() => '');
+        if (!sidecar.startsWith(`${sha256}  `))
+            problems.push(`${file}.sha256: missing or disagrees with the manifest`);
+    }
+    return { ok: problems.length === 0, exportId: entry.id, tenant: manifest.tenant, checkedAt: new Date().toISOString(), problems, files };
+}
+
+;// CONCATENATED MODULE: ./src/tenant/export.ts
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+const EXPORT_MANIFEST = 'export.json';
+const ARCHIVE_FILE = 'export.tar.gz';
+/**
+ * Exports one tenant's rows, collection by collection, from one repeatable-read snapshot into a
+ * new catalog entry. A collection over its cap refuses the export before the entry is complete
+ * (unless truncation is allowed); the entry becomes visible only once complete, and is removed
+ * again if it does not verify.
+ */
+async function exportTenant(options) {
+    const { catalog, env, tenant, logger } = options;
+    const kind = tenantExportsKind(tenant);
+    if (options.rowCapOverride !== undefined && (!Number.isInteger(options.rowCapOverride) || options.rowCapOverride < 1)) {
+        throw usageError('BAD_ROW_CAP', `--row-cap must be a positive whole number (got ${options.rowCapOverride})`, 'pass e.g. --row-cap 500000');
+    }
+    // Wait like a backup does: a scheduled backup holding the lock briefly is no reason to refuse.
+    return withLock(catalog.envDir(env), env, { command: `tenant export ${tenant}`, owner: options.owner, waitSeconds: 30 }, async () => {
+        await catalog.sweepStaging(env, kind);
+        const started = Date.now();
+        const elapsed = () => `${((Date.now() - started) / 1000).toFixed(2)}s`;
+        const { session, snapshotId, snapshotAt } = await openSnapshotSession(options.runner, options.conn);
+        let staged;
+        const id = newEntryId();
+        try {
+            const collections = await resolveCollections(session, options.collections);
+            // With truncation allowed, exact counts come first: they decide what to cut and give the true
+            // counts. Otherwise each COPY reads at most cap + 1 rows, and one row too many refuses the
+            // export before its entry is complete: the same guarantee without a second pass over the data.
+            const counts = options.allowTruncation ? await inParallel(collections, PARALLELISM, (collection) => countInSnapshot(options.runner, options.conn, snapshotId, collection, tenant)) : undefined;
+            logger.debug(`planned after ${elapsed()}`);
+            const plan = collections.map((collection, index) => {
+                const cap = options.rowCapOverride ?? collection.rowCap ?? options.rowCap;
+                const trueCount = counts?.[index];
+                return { collection, cap, trueCount, truncated: trueCount !== undefined && trueCount > cap };
+            });
+            if (counts?.every((n) => n === 0))
+                throw unknownTenant(tenant, collections);
+            staged = await catalog.begin(env, kind, id, EXPORT_MANIFEST);
+            const budget = { used: 0, cap: options.byteCap };
+            const stagedEntry = staged;
+            const exported = await inParallel(plan, PARALLELISM, async (p, signal) => {
+                const file = `${p.collection.name}.${FILE_EXTENSION[options.format]}`;
+                const expected = p.trueCount === undefined ? undefined : Math.min(p.trueCount, p.cap);
+                logger.info(`${p.collection.name}: exporting ${expected === undefined ? `up to ${p.cap}` : `${expected} of ${p.trueCount}`} rows (${describeCollection(p.collection)})`);
+                const written = await copyCollection(options, stagedEntry, file, snapshotId, p.collection, p.trueCount === undefined ? p.cap + 1 : p.truncated ? p.cap : undefined, budget, signal);
+                if (p.trueCount === undefined && written.rows > p.cap)
+                    throw new RowCapExceeded(p.collection, p.cap);
+                if (expected !== undefined && written.rows !== expected) {
+                    throw errors_failure('EXPORT_COUNT_MISMATCH', `${p.collection.name}: wrote ${written.rows} rows, but the snapshot counted ${expected}`, { fix: 'this should not happen inside one snapshot; re-run the export and report it if it repeats' });
+                }
+                logger.debug(`${p.collection.name}: ${written.bytes} bytes after ${elapsed()}`);
+                return {
+                    name: p.collection.name,
+                    table: `${p.collection.table.schema}.${p.collection.table.name}`,
+                    path: describeCollection(p.collection),
+                    file,
+                    rows: written.rows,
+                    bytes: written.bytes,
+                    sha256: written.sha256,
+                    cap: p.cap,
+                    truncated: p.truncated,
+                    trueCount: p.trueCount ?? written.rows,
+                    orderedBy: p.collection.orderBy.length ? p.collection.orderBy : ['ctid'],
+                };
+            });
+            if (exported.every((c) => c.rows === 0))
+                throw unknownTenant(tenant, collections);
+            const manifest = {
+                schemaVersion: CATALOG_SCHEMA_VERSION,
+                id,
+                createdAt: new Date().toISOString(),
+                kind: 'tenant-export',
+                tenant,
+                snapshotAt,
+                database: { host: options.conn.host, port: options.conn.port, name: options.conn.database },
+                format: options.format,
+                byteCap: options.byteCap,
+                truncated: exported.some((c) => c.truncated),
+                totals: { rows: exported.reduce((n, c) => n + c.rows, 0), bytes: exported.reduce((n, c) => n + c.bytes, 0) },
+                collections: exported,
+            };
+            if (options.archive)
+                manifest.archive = await addArchive(staged, manifest);
+            await staged.commit(manifest);
+            staged = undefined;
+        }
+        catch (error) {
+            await staged?.abort();
+            if (error instanceof RowCapExceeded) {
+                // The snapshot is still open: name the true count, as counting first would have.
+                const count = await countInSnapshot(options.runner, options.conn, snapshotId, error.collection, tenant);
+                throw refusal('ROW_CAP_EXCEEDED', `tenant ${JSON.stringify(tenant)}: ${error.collection.name} has ${count} rows, over its cap of ${error.cap}; nothing was kept`, "raise the cap (tenants.rowCap, the collection's rowCap, or --row-cap) after checking the size is expected, or pass --allow-truncation to export the first rows by primary key and mark the collection truncated", { collection: error.collection.name, count, cap: error.cap });
+            }
+            if (error instanceof ByteCapExceeded) {
+                throw refusal('BYTE_CAP_EXCEEDED', `tenant ${JSON.stringify(tenant)}: the export grew past its byte cap of ${options.byteCap} bytes; nothing was kept`, 'raise tenants.byteCap after checking the size is expected (the byte cap cannot be truncated around)', { byteCap: options.byteCap });
+            }
+            throw error;
+        }
+        finally {
+            await session.close();
+        }
+        const newest = await catalog.get(env, kind, id, EXPORT_MANIFEST);
+        if (!newest)
+            throw errors_failure('EXPORT_MISSING', `the export ${id} of ${JSON.stringify(tenant)} vanished right after it was written`, { fix: 'check what else writes to the catalog directory' });
+        const verification = await verifyTenantExport(newest);
+        logger.debug(`verified the new export after ${elapsed()}`);
+        if (!verification.ok) {
+            await catalog.remove(newest);
+            throw errors_failure('EXPORT_VERIFY_FAILED', `the new export of ${JSON.stringify(tenant)} did not verify and was removed: ${verification.problems.join('; ')}`, { fix: 'check the disk holding the catalog, then re-run the export' });
+        }
+        const pruned = await pruneTenantExports(catalog, env, tenant, options.keep, newest.id);
+        for (const id of pruned)
+            logger.info(`pruned export ${id} (keeping ${options.keep})`);
+        return { entry: newest, manifestSha256: (await files_sha256File((0,external_node_path_namespaceObject.join)(newest.dir, EXPORT_MANIFEST))).sha256, pruned };
+    });
+}
+/** Streams one collection from a psql process that joins the exported snapshot. */
+async function copyCollection(options, staged, file, snapshotId, collection, limit, budget, signal) {
+    const select = tenantRowsQuery(collection, quoteLiteral(options.tenant), limit);
+    // NDJSON through CSV with quote and delimiter bytes JSON text never holds: COPY then writes each
+    // JSON document verbatim, with none of the text format's backslash escaping.
+    const copy = options.format === 'csv'
+        ? `COPY (${select}) TO STDOUT WITH (FORMAT csv, HEADER)`
+        : `COPY (SELECT row_to_json(r)::text FROM (${select}) AS r) TO STDOUT WITH (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')`;
+    const running = startInSnapshot(options.runner, options.conn, snapshotId, copy);
+    const meter = new ExportMeter(options.format, budget);
+    running.stdout.on('error', (error) => meter.destroy(error));
+    // A sibling collection failed: stop this one too; its psql then exits by signal, reported below.
+    const stop = () => running.kill();
+    signal.addEventListener('abort', stop, { once: true });
+    let hashed;
+    try {
+        hashed = await staged.addStream(file, running.stdout.pipe(meter));
+    }
+    catch (error) {
+        running.kill();
+        await running.done.catch(() => undefined);
+        throw error;
+    }
+    finally {
+        signal.removeEventListener('abort', stop);
+    }
+    const result = await running.done;
+    if (result.exitCode !== 0) {
+        throw errors_failure('EXPORT_COPY_FAILED', `exporting ${collection.name} failed (psql ${describeExit(result)}): ${lastLines(result.stderr)}`);
+    }
+    return { rows: meter.records - (options.format === 'csv' ? 1 : 0), bytes: hashed.bytes, sha256: hashed.sha256 };
+}
+class RowCapExceeded extends Error {
+    collection;
+    cap;
+    constructor(collection, cap) {
+        super(`${collection.name} is over its row cap of ${cap}`);
+        this.collection = collection;
+        this.cap = cap;
+    }
+}
+function unknownTenant(tenant, collections) {
+    return usageError('UNKNOWN_TENANT', `tenant ${JSON.stringify(tenant)} has no rows in any collection (${collections.map((c) => c.name).join(', ')})`, 'check the id (it is matched exactly, case included) and the environment; nothing was written');
+}
+/** Collections counted or exported at once, each by its own psql joining the snapshot (as pg_dump -j does). */
+const PARALLELISM = 2;
+/**
+ * Packs the collections, their SHA256SUMS and the manifest into one gzip'd tar inside the entry,
+ * with a `.sha256` file beside it for whoever receives the handoff.
+ */
+async function addArchive(staged, manifest) {
+    const folder = `${manifest.tenant.replace(/[^A-Za-z0-9._-]/g, '_')}-${manifest.id}`.slice(0, 80);
+    const members = [
+        ...manifest.collections.map((c) => ({ name: `${folder}/${c.file}`, path: staged.path(c.file), size: c.bytes })),
+        { name: `${folder}/${SUMS_FILE}`, text: formatSums(manifest.collections.map((c) => ({ file: c.file, sha256: c.sha256 }))) },
+        { name: `${folder}/${EXPORT_MANIFEST}`, text: `${JSON.stringify(manifest, null, 2)}\n` },
+    ];
+    const tar = tarStream(members);
+    const gzip = (0,external_node_zlib_.createGzip)({ level: 6 });
+    tar.on('error', (error) => gzip.destroy(error));
+    const hashed = await staged.addStream(ARCHIVE_FILE, tar.pipe(gzip));
+    await staged.addText(`${ARCHIVE_FILE}.sha256`, `${hashed.sha256}  ${ARCHIVE_FILE}\n`);
+    return { file: ARCHIVE_FILE, bytes: hashed.bytes, sha256: hashed.sha256 };
+}
+/** Removes a tenant's exports beyond the newest `keep`, never the one just written. */
+async function pruneTenantExports(catalog, env, tenant, keep, justWritten) {
+    const entries = await catalog.list(env, tenantExportsKind(tenant), EXPORT_MANIFEST);
+    const pruned = [];
+    for (const entry of entries.slice(Math.max(1, keep))) {
+        if (entry.id === justWritten)
+            continue;
+        await catalog.remove(entry);
+        pruned.push(entry.id);
+    }
+    return pruned;
+}
+
+;// CONCATENATED MODULE: ./src/tenant/deletion-plan.ts
+
+
+
+
+
+
+
+/** Where a lastWriteQuery takes the tenant id (as a quoted literal, never as SQL). */
+const TENANT_PLACEHOLDER = ":'tenant'";
+/**
+ * What an offboarding deletion of a tenant would touch, for review. Lifeline never deletes tenant
+ * data: this only counts, and refuses unless a verified, complete export taken after the tenant's
+ * last detectable write holds exactly the rows that would go.
+ */
+async function planTenantDeletion(options) {
+    const { tenant } = options;
+    const kind = tenantExportsKind(tenant);
+    if (options.lastWriteQuery !== undefined && !options.lastWriteQuery.includes(TENANT_PLACEHOLDER)) {
+        throw usageError('BAD_LAST_WRITE_QUERY', `tenants.lastWriteQuery does not use ${TENANT_PLACEHOLDER}`, `write it for one tenant, e.g. SELECT max(updated_at) FROM orders WHERE tenant_id = ${TENANT_PLACEHOLDER}`);
+    }
+    const { session } = await openSnapshotSession(options.runner, options.conn);
+    let collections;
+    let counts;
+    let lastWrite;
+    try {
+        collections = await resolveCollections(session, options.collections);
+        counts = await countTenantRows(session, collections, tenant);
+        if ([...counts.values()].every((n) => n === 0)) {
+            throw usageError('UNKNOWN_TENANT', `tenant ${JSON.stringify(tenant)} has no rows in any collection (${collections.map((c) => c.name).join(', ')})`, 'check the id (it is matched exactly, case included) and the environment');
+        }
+        lastWrite = await lastTenantWrite(session, collections, tenant, options.lastWriteQuery);
+    }
+    finally {
+        await session.close();
+    }
+    const planned = [...collections].reverse().map((c) => ({ name: c.name, path: describeCollection(c), rows: counts.get(c.name) }));
+    const totalRows = planned.reduce((n, c) => n + c.rows, 0);
+    const summary = planned.map((c) => `${c.name} ${c.rows}`).join(', ');
+    const rejected = [];
+    const exports = await options.catalog.list(options.env, kind, EXPORT_MANIFEST);
+    for (const entry of exports) {
+        const m = entry.metadata;
+        const reason = staleReason(m, lastWrite.at, counts);
+        if (reason) {
+            rejected.push(`${entry.id}: ${reason}`);
+            continue;
+        }
+        const verification = await verifyTenantExport(entry, { parseRecords: true });
+        if (!verification.ok) {
+            rejected.push(`${entry.id}: does not verify (${verification.problems.join('; ')})`);
+            continue;
+        }
+        return { tenant, collections: planned, totalRows, lastWriteAt: lastWrite.at, lastWriteSource: lastWrite.source, coveredBy: { exportId: entry.id, snapshotAt: m.snapshotAt, verifiedAt: verification.checkedAt } };
+    }
+    throw refusal('NO_CURRENT_EXPORT', `no verified export of tenant ${JSON.stringify(tenant)} covers its current data (a deletion would touch ${totalRows} rows: ${summary}; last write ${lastWrite.at ?? 'unknown'} from ${lastWrite.source})${rejected.length ? `. Considered: ${rejected.join('; ')}` : '; it has no exports'}`, `run: lifeline tenant export --env ${options.env} --tenant ${tenant}, then plan again`, { collections: planned, totalRows, lastWriteAt: lastWrite.at, rejected });
+}
+function staleReason(manifest, lastWriteAt, counts) {
+    if (manifest.truncated)
+        return 'truncated, so incomplete';
+    if (lastWriteAt !== null && Date.parse(manifest.snapshotAt) <= Date.parse(lastWriteAt))
+        return `taken at ${manifest.snapshotAt}, not after the last write at ${lastWriteAt}`;
+    for (const [name, count] of counts) {
+        const exported = manifest.collections.find((c) => c.name === name);
+        if (!exported)
+            return `does not include ${name}`;
+        if (exported.trueCount !== count)
+            return `${name} had ${exported.trueCount} rows then, ${count} now`;
+    }
+    return undefined;
+}
+/**
+ * The tenant's last write: the configured query, or else the latest value of every timestamp
+ * column over the tenant's rows in every collection (created, updated, placed, paid ...).
+ */
+async function lastTenantWrite(session, collections, tenant, lastWriteQuery) {
+    const literal = quoteLiteral(tenant);
+    if (lastWriteQuery !== undefined) {
+        const sql = lastWriteQuery.trim().replace(/;+$/, '').split(TENANT_PLACEHOLDER).join(literal);
+        const value = await session.queryValue(`SELECT (${sql})::timestamptz AS at`);
+        return { at: value ? new Date(value).toISOString() : null, source: 'tenants.lastWriteQuery' };
+    }
+    let latest;
+    const used = [];
+    for (const collection of collections) {
+        if (collection.timestampColumns.length === 0)
+            continue;
+        const columns = collection.timestampColumns.map((c) => `t0.${quoteIdent(c)}::timestamptz`);
+        const value = await session.queryValue(`SELECT max(greatest(${columns.join(', ')})) AS at ${tenantRowsSource(collection, literal)}`);
+        used.push(...collection.timestampColumns.map((c) => `${collection.name}.${c}`));
+        if (value)
+            latest = Math.max(latest ?? -Infinity, Date.parse(value));
+    }
+    return { at: latest === undefined ? null : new Date(latest).toISOString(), source: used.length ? `max(${used.join(', ')})` : 'no timestamp columns (only row counts are compared)' };
+}
+
 ;// CONCATENATED MODULE: ./src/settings/duration.ts
 
 const UNITS = { s: 1, m: 60, h: 3600, d: 86400, w: 604800 };
 /** Parses `90s`, `15m`, `4h`, `7d`, `2w` (or a bare number of seconds) into seconds. */
-function duration_parseDuration(value, keyPath = 'duration') {
+function parseDuration(value, keyPath = 'duration') {
     const text = value.trim();
     const match = /^(\d+(?:\.\d+)?)\s*([smhdw]?)$/i.exec(text);
     if (!match) {
@@ -37280,8 +39037,6 @@ function formatDuration(seconds) {
     return `${Math.round(seconds / 8640) / 10}d`;
 }
 
-;// CONCATENATED MODULE: external "node:fs"
-const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
 // EXTERNAL MODULE: ./node_modules/yaml/dist/index.js
 var dist = __nccwpck_require__(8815);
 ;// CONCATENATED MODULE: ./node_modules/zod/v4/core/util.js
@@ -46892,9 +48647,9 @@ const drill = object({
     .strict();
 const tenantCollection = object({
     table: schemas_string().min(1),
-    /** The column holding the tenant id, on `table` itself ... */
+    /** The column holding the tenant id, on `table` itself or, with `via`, on the path's last table (default `tenant_id`). */
     column: schemas_string().min(1).optional(),
-    /** ... or a join path to it: `order_id -> orders.id` chains ending at a table with `column`. */
+    /** A join path to the tenant column: hops `order_id -> orders.id`, each from the previous table. */
     via: array(schemas_string().min(1)).optional(),
     rowCap: schemas_number().int().positive().optional(),
 })
@@ -46904,7 +48659,7 @@ const tenants = object({
     rowCap: schemas_number().int().positive().optional(),
     byteCap: byteSize.optional(),
     keep: schemas_number().int().min(1).optional(),
-    /** Column on the tenants table that records the last write, for deletion plans. */
+    /** SQL returning the tenant's last write as one timestamp, with `:'tenant'` where the id goes (as a quoted literal); default: the latest timestamp column over the tenant's rows. */
     lastWriteQuery: schemas_string().min(1).optional(),
     collections: array(tenantCollection).optional(),
 })
@@ -46913,6 +48668,10 @@ const manifest = object({
     publicKey: schemas_string().min(1).optional(),
     certificateIdentity: schemas_string().min(1).optional(),
     certificateOidcIssuer: schemas_string().url().optional(),
+    /** Keyless: the exact source repository URI the certificate must name (a reusable workflow's identity does not). */
+    certificateSourceRepository: schemas_string().url().optional(),
+    /** Keyless: the exact source ref, e.g. refs/heads/main. */
+    certificateSourceRef: schemas_string().min(1).optional(),
     trustedRoot: schemas_string().min(1).optional(),
 })
     .strict();
@@ -46924,6 +48683,8 @@ const preflight = object({
     caddyConfig: schemas_string().min(1).optional(),
     shellcheckSeverity: schemas_enum(['error', 'warning', 'info', 'style']).optional(),
     allowPrivileged: array(schemas_string()).optional(),
+    /** Services allowed `network_mode: host` (test stacks on hosts without a bridge need it). */
+    allowHostNetwork: array(schemas_string()).optional(),
     minDockerVersion: schemas_string().optional(),
     strict: schemas_boolean().optional(),
 })
@@ -46969,7 +48730,7 @@ const environmentSchema = object({
     production: schemas_boolean().optional(),
 })
     .strict();
-const schema_configSchema = object({
+const configSchema = object({
     version: literal(1),
     /** Default catalog root for every environment. */
     store: schemas_string().min(1).optional(),
@@ -46988,18 +48749,18 @@ const EMPTY_CONFIG = { version: 1, environments: {} };
  * Reads and validates `lifeline.yml`. A missing file at the default path is fine (one-off use);
  * a missing file the operator named explicitly is an error.
  */
-function load_loadConfig(path, options) {
-    if (!existsSync(path)) {
+function loadConfig(path, options) {
+    if (!(0,external_node_fs_namespaceObject.existsSync)(path)) {
         if (options.explicit) {
             throw usageError('CONFIG_NOT_FOUND', `configuration file ${path} does not exist`, 'pass --config with the path of your lifeline.yml, or omit it to use flags and environment variables only');
         }
         return { path: undefined, config: EMPTY_CONFIG };
     }
-    return { path, config: parseConfig(readFileSync(path, 'utf8'), path) };
+    return { path, config: parseConfig((0,external_node_fs_namespaceObject.readFileSync)(path, 'utf8'), path) };
 }
 function parseConfig(text, path = 'lifeline.yml') {
-    const lineCounter = new LineCounter();
-    const doc = parseDocument(text, { lineCounter, prettyErrors: true });
+    const lineCounter = new dist/* LineCounter */.HN();
+    const doc = (0,dist/* parseDocument */.Tp)(text, { lineCounter, prettyErrors: true });
     if (doc.errors.length > 0) {
         const first = doc.errors[0];
         const line = first.linePos?.[0]?.line;
@@ -47022,14 +48783,14 @@ function describeIssue(issue, data, file, lineFor) {
         const known = knownKeysAt(path);
         return issue.keys
             .map((key) => {
-            const suggestion = load_nearest(key, known);
+            const suggestion = nearest(key, known);
             const hint = suggestion ? `did you mean "${suggestion}"?` : `valid keys here: ${known.join(', ')}`;
             return `${where([...path, key])}: unknown key "${key}"; ${hint}`;
         })
             .join('\n  - ');
     }
-    if (issue.code === 'invalid_type' && valueAt(data, path) === undefined) {
-        return `${where(path)}: required; add it (${issue.expected})`;
+    if ((issue.code === 'invalid_type' || issue.code === 'invalid_value') && valueAt(data, path) === undefined) {
+        return `${where(path)}: required; add it${issue.code === 'invalid_type' ? ` (${issue.expected})` : ''}`;
     }
     if (issue.code === 'invalid_value' && 'values' in issue) {
         return `${where(path)}: must be one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`;
@@ -47057,28 +48818,28 @@ function knownKeysAt(path) {
         schema = schema && childSchema(unwrap(schema), key);
     }
     const target = schema && unwrap(schema);
-    if (target && target instanceof z.ZodObject)
+    if (target && target instanceof ZodObject)
         return Object.keys(target.shape);
     return [];
 }
 function unwrap(schema) {
     let cur = schema;
-    while (cur instanceof z.ZodOptional || cur instanceof z.ZodDefault || cur instanceof z.ZodNullable) {
+    while (cur instanceof ZodOptional || cur instanceof ZodDefault || cur instanceof ZodNullable) {
         cur = cur.unwrap();
     }
     return cur;
 }
 function childSchema(schema, key) {
-    if (schema instanceof z.ZodObject)
+    if (schema instanceof ZodObject)
         return schema.shape[key];
-    if (schema instanceof z.ZodRecord)
+    if (schema instanceof ZodRecord)
         return schema.valueType;
-    if (schema instanceof z.ZodArray)
+    if (schema instanceof ZodArray)
         return schema.element;
     return undefined;
 }
 /** The closest candidate by edit distance, if it is close enough to be a plausible typo. */
-function load_nearest(word, candidates) {
+function nearest(word, candidates) {
     let best;
     let bestDistance = Infinity;
     for (const candidate of candidates) {
@@ -47108,8 +48869,8 @@ function lineOf(root, path, lc) {
     let node = root;
     let line;
     for (const key of path) {
-        if (isMap(node)) {
-            const pair = node.items.find((item) => isScalar(item.key) && String(item.key.value) === String(key));
+        if ((0,dist/* isMap */.jh)(node)) {
+            const pair = node.items.find((item) => (0,dist/* isScalar */.jn)(item.key) && String(item.key.value) === String(key));
             if (!pair)
                 return line;
             const keyNode = pair.key;
@@ -47117,7 +48878,7 @@ function lineOf(root, path, lc) {
                 line = lc.linePos(keyNode.range[0]).line;
             node = pair.value;
         }
-        else if (isSeq(node) && typeof key === 'number') {
+        else if ((0,dist/* isSeq */.oP)(node) && typeof key === 'number') {
             const item = node.items[key];
             if (!item)
                 return line;
@@ -47132,24 +48893,67 @@ function lineOf(root, path, lc) {
     return line;
 }
 
+;// CONCATENATED MODULE: ./src/settings/secrets.ts
+/** Returns the URL with its password replaced by `***`, for logs and error messages. */
+function redactUrl(url) {
+    try {
+        const parsed = new URL(url);
+        if (parsed.password)
+            parsed.password = '***';
+        return parsed.toString();
+    }
+    catch {
+        return url.replace(/(\/\/[^:/@]+:)[^@]*@/, '$1***@');
+    }
+}
+/** The password embedded in a URL, if any, so it can be registered as a secret. */
+function urlPassword(url) {
+    if (!url)
+        return undefined;
+    try {
+        const password = new URL(url).password;
+        return password ? decodeURIComponent(password) : undefined;
+    }
+    catch {
+        return undefined;
+    }
+}
+
 ;// CONCATENATED MODULE: ./src/settings/resolve.ts
 
 
 
 
 
-const SERVICE_ROLES = (/* unused pure expression or super */ null && (['api', 'web', 'worker']));
+const SERVICE_ROLES = ['api', 'web', 'worker'];
 const DEFAULT_ENVIRONMENT = 'default';
 const DEFAULT_CONFIG_PATH = 'lifeline.yml';
 const DEFAULT_STORE = '.lifeline';
 /** Loads the configuration and resolves one environment: flags win over environment variables, which win over the file. */
-function resolve_resolveEnvironment(inputs, options) {
+function resolveEnvironment(rawInputs, rawOptions) {
+    const { inputs, options } = withoutEmptyValues(rawInputs, rawOptions);
     const explicitConfig = inputs.config ?? options.env.LIFELINE_CONFIG;
-    const configPath = resolvePath(options.cwd, explicitConfig ?? DEFAULT_CONFIG_PATH);
+    const configPath = (0,external_node_path_namespaceObject.resolve)(options.cwd, explicitConfig ?? DEFAULT_CONFIG_PATH);
     const loaded = loadConfig(configPath, { explicit: explicitConfig !== undefined });
     return resolveFromConfig(loaded, inputs, options);
 }
-function resolveFromConfig(loaded, inputs, options) {
+/**
+ * An empty value means "not set": GitHub passes an unset secret or input as an empty string, and
+ * `LIFELINE_STORE=` must not turn the current directory into the catalog.
+ */
+function withoutEmptyValues(inputs, options) {
+    const env = {};
+    for (const [key, value] of Object.entries(options.env))
+        if (value !== undefined && value !== '')
+            env[key] = value;
+    const cleaned = {};
+    for (const [key, value] of Object.entries(inputs))
+        if (value !== undefined && value.trim() !== '')
+            cleaned[key] = value;
+    return { inputs: cleaned, options: { ...options, env } };
+}
+function resolveFromConfig(loaded, rawInputs, rawOptions) {
+    const { inputs, options } = withoutEmptyValues(rawInputs, rawOptions);
     const { config } = loaded;
     const name = inputs.env ?? options.env.LIFELINE_ENV ?? DEFAULT_ENVIRONMENT;
     const declared = Object.keys(config.environments);
@@ -47159,11 +48963,11 @@ function resolveFromConfig(loaded, inputs, options) {
         throw usageError('UNKNOWN_ENVIRONMENT', `environment "${name}" is not declared in ${loaded.path}`, suggestion ? `did you mean --env ${suggestion}? Declared: ${declared.join(', ')}` : `declare it under environments: in ${loaded.path}, or use one of: ${declared.join(', ')}`);
     }
     const env = envConfig ?? {};
-    const baseDir = loaded.path ? dirname(loaded.path) : options.cwd;
-    const abs = (p) => (p === undefined ? undefined : isAbsolute(p) ? p : resolvePath(baseDir, p));
-    const absCwd = (p) => (p === undefined ? undefined : resolvePath(options.cwd, p));
+    const baseDir = loaded.path ? (0,external_node_path_namespaceObject.dirname)(loaded.path) : options.cwd;
+    const abs = (p) => (p === undefined ? undefined : (0,external_node_path_namespaceObject.isAbsolute)(p) ? p : (0,external_node_path_namespaceObject.resolve)(baseDir, p));
+    const absCwd = (p) => (p === undefined ? undefined : (0,external_node_path_namespaceObject.resolve)(options.cwd, p));
     const secrets = [];
-    const store = absCwd(inputs.store) ?? absCwd(options.env.LIFELINE_STORE) ?? abs(env.store) ?? abs(config.store) ?? resolvePath(options.cwd, DEFAULT_STORE);
+    const store = absCwd(inputs.store) ?? absCwd(options.env.LIFELINE_STORE) ?? abs(env.store) ?? abs(config.store) ?? (0,external_node_path_namespaceObject.resolve)(options.cwd, DEFAULT_STORE);
     const pg = env.postgres ?? {};
     let pgUrl;
     let urlSource;
@@ -47205,6 +49009,9 @@ function resolveFromConfig(loaded, inputs, options) {
     const drillPassword = urlPassword(drillTarget);
     if (drillPassword)
         secrets.push(drillPassword);
+    const storage = env.storage ? resolveStorage(env.storage, options.env) : undefined;
+    if (storage?.credentials)
+        secrets.push(storage.credentials.secretAccessKey, ...(storage.credentials.sessionToken ? [storage.credentials.sessionToken] : []));
     const tenantsCfg = env.tenants ?? {};
     return {
         name,
@@ -47254,6 +49061,8 @@ function resolveFromConfig(loaded, inputs, options) {
             publicKey: abs(env.manifest?.publicKey),
             certificateIdentity: env.manifest?.certificateIdentity,
             certificateOidcIssuer: env.manifest?.certificateOidcIssuer,
+            certificateSourceRepository: env.manifest?.certificateSourceRepository,
+            certificateSourceRef: env.manifest?.certificateSourceRef,
             trustedRoot: abs(env.manifest?.trustedRoot),
         },
         preflight: {
@@ -47264,9 +49073,21 @@ function resolveFromConfig(loaded, inputs, options) {
             caddyConfig: abs(env.preflight?.caddyConfig),
         },
         hooks: { postRestore: env.hooks?.postRestore ?? [] },
-        storage: env.storage,
+        storage,
         secrets,
     };
+}
+function resolveStorage(config, env) {
+    const credentialEnv = { accessKeyId: config.accessKeyIdEnv ?? 'AWS_ACCESS_KEY_ID', secretAccessKey: config.secretAccessKeyEnv ?? 'AWS_SECRET_ACCESS_KEY' };
+    const accessKeyId = env[credentialEnv.accessKeyId];
+    const secretAccessKey = env[credentialEnv.secretAccessKey];
+    // A session token only accompanies the default AWS variables (temporary credentials from OIDC).
+    const sessionToken = config.accessKeyIdEnv === undefined ? env.AWS_SESSION_TOKEN || undefined : undefined;
+    const prefix = (config.prefix ?? '').replace(/^\/+|\/+$/g, '');
+    const storage = { ...config, prefix: prefix ? `${prefix}/` : '', credentialEnv };
+    // Not enumerable, so printing or serialising the settings (config check, --json) never carries the keys.
+    Object.defineProperty(storage, 'credentials', { value: accessKeyId && secretAccessKey ? { accessKeyId, secretAccessKey, sessionToken } : undefined, enumerable: false });
+    return storage;
 }
 function validateUrl(url, protocols, source, example) {
     let parsed;
@@ -47320,9 +49141,9 @@ class Inputs {
     get(name, type) {
         const spec = this.specs.get(name);
         if (!spec)
-            throw failure('INTERNAL_UNDECLARED_INPUT', `internal error: input "${name}" is read but not declared`);
+            throw errors_failure('INTERNAL_UNDECLARED_INPUT', `internal error: input "${name}" is read but not declared`);
         if (spec.type !== type)
-            throw failure('INTERNAL_INPUT_TYPE', `internal error: input "${name}" is a ${spec.type}, read as ${type}`);
+            throw errors_failure('INTERNAL_INPUT_TYPE', `internal error: input "${name}" is a ${spec.type}, read as ${type}`);
         this.read.add(name);
         const value = this.values[name];
         if (value === undefined || value === '')
@@ -47333,14 +49154,14 @@ class Inputs {
         const value = this.get(name, 'string');
         const spec = this.specs.get(name);
         if (value !== undefined && spec.choices && !spec.choices.includes(value)) {
-            throw errors_usageError('BAD_INPUT', `--${name} must be one of ${spec.choices.join(', ')} (got "${value}")`, `pass --${name} ${spec.choices[0]}`);
+            throw usageError('BAD_INPUT', `--${name} must be one of ${spec.choices.join(', ')} (got "${value}")`, `pass --${name} ${spec.choices[0]}`);
         }
         return value;
     }
     requiredString(name, fix) {
         const value = this.string(name);
         if (value === undefined || value.trim() === '') {
-            throw errors_usageError('MISSING_INPUT', `missing --${name}`, fix ?? `pass --${name} (action input "${name}")`);
+            throw usageError('MISSING_INPUT', `missing --${name}`, fix ?? `pass --${name} (action input "${name}")`);
         }
         return value;
     }
@@ -47374,7 +49195,7 @@ function parseBoolean(name, value) {
         return true;
     if (['false', 'no', '0', 'off', ''].includes(v))
         return false;
-    throw errors_usageError('BAD_INPUT', `input "${name}" must be true or false (got "${value}")`, `set ${name}: true or ${name}: false`);
+    throw usageError('BAD_INPUT', `input "${name}" must be true or false (got "${value}")`, `set ${name}: true or ${name}: false`);
 }
 /** Resolves the environment settings from the global inputs (flags > env vars > lifeline.yml). */
 function environmentFor(ctx) {
@@ -47453,10 +49274,177 @@ function actionOutputs(action) {
 ;// CONCATENATED MODULE: ./src/commands/tenant.ts
 
 
-const ISSUE = 'issue #8';
-const tenantExportCommand = notImplemented('tenant export', "Export a tenant's collections with checksums and caps", ISSUE);
-const tenantVerifyCommand = notImplemented('tenant verify', 'Re-check a tenant export', ISSUE);
-const tenantDeletionPlanCommand = notImplemented('tenant deletion-plan', 'Print what an offboarding deletion would touch', ISSUE);
+
+
+
+
+
+
+
+
+
+
+const TENANT_INPUT = { name: 'tenant', type: 'string', required: true, description: 'The tenant id, exactly as stored (a value, never SQL).' };
+function collectionsFor(ctx, configured) {
+    const flags = ctx.inputs.list('collection');
+    return flags.length ? flags.map(parseCollectionFlag) : configured;
+}
+function parseRowCap(value) {
+    if (value === undefined)
+        return undefined;
+    if (!/^\d+$/.test(value.trim()) || Number(value) < 1)
+        throw usageError('BAD_ROW_CAP', `--row-cap must be a positive whole number (got "${value}")`, 'pass e.g. --row-cap 500000');
+    return Number(value);
+}
+const tenantExportCommand = {
+    name: 'tenant export',
+    summary: "Export a tenant's collections with checksums and caps",
+    inputs: [
+        TENANT_INPUT,
+        {
+            name: 'collection',
+            type: 'list',
+            description: 'A collection as TABLE:COLUMN (orders:tenant_id) or TABLE:LOCAL->TABLE.COLUMN[:TENANT_COLUMN] (payments:order_id->orders.id); repeat for several. Replaces tenants.collections.',
+        },
+        { name: 'row-cap', type: 'string', description: 'Row cap of every collection for this run (overrides tenants.rowCap and per-collection caps).' },
+        { name: 'allow-truncation', type: 'boolean', default: 'false', description: 'Export collections over their row cap up to the cap (by primary key) and mark them truncated, instead of refusing.' },
+        { name: 'format', type: 'string', choices: ['ndjson', 'csv'], description: 'File format (default: tenants.format, else ndjson).' },
+        { name: 'archive', type: 'boolean', default: 'false', description: 'Also pack the export into export.tar.gz with its own .sha256 file, for handoff.' },
+    ],
+    outputs: [
+        { name: 'export-id', description: 'The id of the new export.' },
+        { name: 'path', description: "The export's directory (holds export.json, SHA256SUMS and one file per collection)." },
+        { name: 'manifest-sha256', description: 'sha256 of export.json.' },
+        { name: 'archive-path', description: 'The archive, when archive is true.' },
+        { name: 'rows', description: 'Rows exported, over all collections.' },
+        { name: 'truncated', description: '"true" when a collection was truncated at its cap.' },
+    ],
+    implemented: true,
+    async run(ctx) {
+        const settings = environmentFor(ctx);
+        const tenant = ctx.inputs.requiredString('tenant');
+        const { runner, conn } = tenantDatabase(settings);
+        const result = await exportTenant({
+            catalog: new Catalog(settings.store),
+            env: settings.name,
+            tenant,
+            runner,
+            conn,
+            collections: collectionsFor(ctx, settings.tenants.collections),
+            format: ctx.inputs.string('format') ?? settings.tenants.format,
+            rowCap: settings.tenants.rowCap,
+            rowCapOverride: parseRowCap(ctx.inputs.string('row-cap')),
+            byteCap: settings.tenants.byteCap,
+            allowTruncation: ctx.inputs.boolean('allow-truncation'),
+            archive: ctx.inputs.boolean('archive'),
+            keep: settings.tenants.keep,
+            logger: ctx.logger,
+            owner: defaultOwner(ctx.env),
+        });
+        const m = result.entry.metadata;
+        const archivePath = m.archive ? (0,external_node_path_namespaceObject.join)(result.entry.dir, m.archive.file) : undefined;
+        const table = m.collections.map((c) => `  ${c.name.padEnd(16)} ${String(c.rows).padStart(10)} rows ${String(c.bytes).padStart(12)} bytes  ${c.sha256}${c.truncated ? `  TRUNCATED (${c.trueCount} in the database, cap ${c.cap})` : ''}`);
+        return {
+            json: {
+                id: m.id,
+                tenant: m.tenant,
+                path: result.entry.dir,
+                snapshotAt: m.snapshotAt,
+                format: m.format,
+                manifestSha256: result.manifestSha256,
+                truncated: m.truncated,
+                totals: m.totals,
+                collections: m.collections.map((c) => ({ name: c.name, file: c.file, rows: c.rows, bytes: c.bytes, sha256: c.sha256, cap: c.cap, truncated: c.truncated, trueCount: c.trueCount })),
+                archive: m.archive ? { ...m.archive, path: archivePath } : null,
+                pruned: result.pruned,
+            },
+            text: [
+                `exported tenant ${m.tenant} as of ${m.snapshotAt}: ${m.totals.rows} rows, ${m.totals.bytes} bytes (${m.format})`,
+                ...table,
+                `  ${result.entry.dir}`,
+                ...(archivePath ? [`  archive: ${archivePath} (sha256 ${m.archive.sha256})`] : []),
+                ...(result.pruned.length ? [`  pruned: ${result.pruned.join(', ')}`] : []),
+            ].join('\n'),
+            outputs: {
+                'export-id': m.id,
+                path: result.entry.dir,
+                'manifest-sha256': result.manifestSha256,
+                'archive-path': archivePath ?? '',
+                rows: String(m.totals.rows),
+                truncated: String(m.truncated),
+            },
+            summary: [
+                `### Tenant export ${m.tenant}`,
+                '',
+                `Export \`${m.id}\`, snapshot ${m.snapshotAt}, ${m.format}.`,
+                '',
+                '| collection | rows | bytes | sha256 | truncated |',
+                '|---|---|---|---|---|',
+                ...m.collections.map((c) => `| ${c.name} | ${c.rows} | ${c.bytes} | \`${c.sha256.slice(0, 16)}…\` | ${c.truncated ? `yes (${c.trueCount} in the database)` : 'no'} |`),
+            ].join('\n'),
+            annotations: m.truncated ? [{ level: 'warning', message: `tenant ${m.tenant}: ${m.collections.filter((c) => c.truncated).map((c) => c.name).join(', ')} truncated at the row cap` }] : [],
+        };
+    },
+};
+const tenantVerifyCommand = {
+    name: 'tenant verify',
+    summary: 'Re-check a tenant export',
+    inputs: [TENANT_INPUT, { name: 'export', type: 'string', default: 'latest', description: 'The export id, or "latest".' }],
+    outputs: [{ name: 'ok', description: '"true" when the export verified.' }],
+    implemented: true,
+    async run(ctx) {
+        const settings = environmentFor(ctx);
+        const tenant = ctx.inputs.requiredString('tenant');
+        const wanted = ctx.inputs.string('export') ?? 'latest';
+        const catalog = new Catalog(settings.store);
+        const kind = tenantExportsKind(tenant);
+        const entry = wanted === 'latest'
+            ? (await catalog.list(settings.name, kind, EXPORT_MANIFEST))[0]
+            : await catalog.get(settings.name, kind, wanted, EXPORT_MANIFEST);
+        if (!entry) {
+            throw usageError('EXPORT_NOT_FOUND', `tenant ${JSON.stringify(tenant)} has no export ${wanted === 'latest' ? 'yet' : wanted} in environment ${settings.name}`, `run lifeline tenant export --env ${settings.name} --tenant ${tenant}`);
+        }
+        const verification = await verifyTenantExport(entry, { parseRecords: true });
+        const text = verification.ok
+            ? `export ${entry.id} of ${tenant} verified: ${verification.files.length} files, ${entry.metadata.totals.rows} rows, snapshot ${entry.metadata.snapshotAt}`
+            : `export ${entry.id} of ${tenant} FAILED verification:\n${verification.problems.map((p) => `  ${p}`).join('\n')}`;
+        return {
+            json: { ...verification, path: entry.dir },
+            text,
+            outputs: { ok: String(verification.ok) },
+            ...(verification.ok ? {} : { exitCode: 1, failureMessage: `export ${entry.id} of ${tenant} does not verify (${verification.problems.length} problems)` }),
+        };
+    },
+};
+const tenantDeletionPlanCommand = {
+    name: 'tenant deletion-plan',
+    summary: 'Print what an offboarding deletion would touch (refuses without a current verified export)',
+    inputs: [TENANT_INPUT],
+    outputs: [],
+    implemented: true,
+    async run(ctx) {
+        const settings = environmentFor(ctx);
+        const tenant = ctx.inputs.requiredString('tenant');
+        const { runner, conn } = tenantDatabase(settings);
+        const plan = await planTenantDeletion({
+            catalog: new Catalog(settings.store),
+            env: settings.name,
+            tenant,
+            runner,
+            conn,
+            collections: settings.tenants.collections,
+            lastWriteQuery: settings.tenants.lastWriteQuery,
+        });
+        return {
+            json: plan,
+            text: [
+                `deletion plan for tenant ${tenant} (for review; Lifeline deletes nothing): ${plan.totalRows} rows`,
+                ...plan.collections.map((c) => `  ${c.name.padEnd(16)} ${String(c.rows).padStart(10)} rows  (${c.path})`),
+                `covered by export ${plan.coveredBy.exportId} (snapshot ${plan.coveredBy.snapshotAt}, verified ${plan.coveredBy.verifiedAt}); last write ${plan.lastWriteAt ?? 'unknown'} from ${plan.lastWriteSource}`,
+            ].join('\n'),
+        };
+    },
+};
 const tenantExportAction = singleCommandAction('tenant-export', "Export a tenant's data as checksummed, capped collections.", tenantExportCommand);
 
 ;// CONCATENATED MODULE: external "os"
@@ -48911,7 +50899,7 @@ var io_util_awaiter = (undefined && undefined.__awaiter) || function (thisArg, _
 };
 
 
-const { chmod, copyFile, lstat, mkdir, open: io_util_open, readdir, rename, rm, rmdir, stat, symlink, unlink } = external_fs_namespaceObject.promises;
+const { chmod, copyFile, lstat, mkdir, open: io_util_open, readdir, rename, rm: io_util_rm, rmdir, stat, symlink, unlink } = external_fs_namespaceObject.promises;
 // export const {open} = 'fs'
 const IS_WINDOWS = process.platform === 'win32';
 /**
@@ -48939,7 +50927,7 @@ function readlink(fsPath) {
 // See https://github.com/nodejs/node/blob/d0153aee367422d0858105abec186da4dff0a0c5/deps/uv/include/uv/win.h#L691
 const UV_FS_O_EXLOCK = 0x10000000;
 const READONLY = external_fs_namespaceObject.constants.O_RDONLY;
-function exists(fsPath) {
+function io_util_exists(fsPath) {
     return io_util_awaiter(this, void 0, void 0, function* () {
         try {
             yield stat(fsPath);
@@ -49734,7 +51722,7 @@ class ToolRunner extends external_events_.EventEmitter {
                 state.on('debug', (message) => {
                     this._debug(message);
                 });
-                if (this.options.cwd && !(yield exists(this.options.cwd))) {
+                if (this.options.cwd && !(yield io_util_exists(this.options.cwd))) {
                     return reject(new Error(`The cwd: ${this.options.cwd} does not exist!`));
                 }
                 const fileName = this._getSpawnFileName();
@@ -50404,32 +52392,6 @@ function getIDToken(aud) {
  */
 
 //# sourceMappingURL=core.js.map
-;// CONCATENATED MODULE: ./src/settings/secrets.ts
-/** Returns the URL with its password replaced by `***`, for logs and error messages. */
-function redactUrl(url) {
-    try {
-        const parsed = new URL(url);
-        if (parsed.password)
-            parsed.password = '***';
-        return parsed.toString();
-    }
-    catch {
-        return url.replace(/(\/\/[^:/@]+:)[^@]*@/, '$1***@');
-    }
-}
-/** The password embedded in a URL, if any, so it can be registered as a secret. */
-function secrets_urlPassword(url) {
-    if (!url)
-        return undefined;
-    try {
-        const password = new URL(url).password;
-        return password ? decodeURIComponent(password) : undefined;
-    }
-    catch {
-        return undefined;
-    }
-}
-
 ;// CONCATENATED MODULE: ./src/actions/run.ts
 
 
@@ -50476,11 +52438,11 @@ async function runAction(action, selected) {
             command = commandFor(action, chosen);
         }
         catch (error) {
-            throw errors_usageError('BAD_INPUT', error.message, `set ${action.selector?.input} to one of ${Object.keys(action.commands).join(', ')}`);
+            throw usageError('BAD_INPUT', error.message, `set ${action.selector?.input} to one of ${Object.keys(action.commands).join(', ')}`);
         }
         const values = readActionInputs(command);
         for (const key of ['database-url', 'redis-url']) {
-            const password = secrets_urlPassword(values[key]);
+            const password = urlPassword(values[key]);
             if (password)
                 core_setSecret(password);
         }

@@ -28468,6 +28468,13 @@ module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:events"
 
 /***/ }),
 
+/***/ 3024:
+/***/ ((module) => {
+
+module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
+
+/***/ }),
+
 /***/ 7067:
 /***/ ((module) => {
 
@@ -31216,22 +31223,22 @@ __webpack_unused_export__ = Alias.Alias;
 __webpack_unused_export__ = identity.isAlias;
 __webpack_unused_export__ = identity.isCollection;
 __webpack_unused_export__ = identity.isDocument;
-__webpack_unused_export__ = identity.isMap;
+exports.jh = identity.isMap;
 __webpack_unused_export__ = identity.isNode;
 __webpack_unused_export__ = identity.isPair;
-__webpack_unused_export__ = identity.isScalar;
-__webpack_unused_export__ = identity.isSeq;
+exports.jn = identity.isScalar;
+exports.oP = identity.isSeq;
 __webpack_unused_export__ = Pair.Pair;
 __webpack_unused_export__ = Scalar.Scalar;
 __webpack_unused_export__ = YAMLMap.YAMLMap;
 __webpack_unused_export__ = YAMLSeq.YAMLSeq;
 __webpack_unused_export__ = cst;
 __webpack_unused_export__ = lexer.Lexer;
-__webpack_unused_export__ = lineCounter.LineCounter;
+exports.HN = lineCounter.LineCounter;
 __webpack_unused_export__ = parser.Parser;
 __webpack_unused_export__ = publicApi.parse;
 __webpack_unused_export__ = publicApi.parseAllDocuments;
-__webpack_unused_export__ = publicApi.parseDocument;
+exports.Tp = publicApi.parseDocument;
 __webpack_unused_export__ = publicApi.stringify;
 __webpack_unused_export__ = visit.visit;
 __webpack_unused_export__ = visit.visitAsync;
@@ -37183,9 +37190,75 @@ exports.visitAsync = visitAsync;
 /******/ /* webpack/runtime/asset-relocator-loader */
 /******/ if (typeof __nccwpck_require__ !== 'undefined') __nccwpck_require__.ab = decodeURIComponent(new URL('.', import.meta.url).pathname).slice(import.meta.url.match(/^file:\/\/\/\w:/) ? 1 : 0, -1) + "/";
 /******/ 
+/******/ /* webpack/runtime/create fake namespace object */
+/******/ (() => {
+/******/ 	var getProto = Object.getPrototypeOf ? (obj) => (Object.getPrototypeOf(obj)) : (obj) => (obj.__proto__);
+/******/ 	var leafPrototypes;
+/******/ 	// create a fake namespace object
+/******/ 	// mode & 1: value is a module id, require it
+/******/ 	// mode & 2: merge all properties of value into the ns
+/******/ 	// mode & 4: return value when already ns object
+/******/ 	// mode & 16: return value when it's Promise-like
+/******/ 	// mode & 8|1: behave like require
+/******/ 	__nccwpck_require__.t = function(value, mode) {
+/******/ 		if(mode & 1) value = this(value);
+/******/ 		if(mode & 8) return value;
+/******/ 		if(typeof value === 'object' && value) {
+/******/ 			if((mode & 4) && value.__esModule) return value;
+/******/ 			if((mode & 16) && typeof value.then === 'function') return value;
+/******/ 		}
+/******/ 		var ns = Object.create(null);
+/******/ 		__nccwpck_require__.r(ns);
+/******/ 		var def = {};
+/******/ 		leafPrototypes = leafPrototypes || [null, getProto({}), getProto([]), getProto(getProto)];
+/******/ 		for(var current = mode & 2 && value; typeof current == 'object' && !~leafPrototypes.indexOf(current); current = getProto(current)) {
+/******/ 			Object.getOwnPropertyNames(current).forEach((key) => (def[key] = () => (value[key])));
+/******/ 		}
+/******/ 		def['default'] = () => (value);
+/******/ 		__nccwpck_require__.d(ns, def);
+/******/ 		return ns;
+/******/ 	};
+/******/ })();
+/******/ 
+/******/ /* webpack/runtime/define property getters */
+/******/ (() => {
+/******/ 	// define getter functions for harmony exports
+/******/ 	__nccwpck_require__.d = (exports, definition) => {
+/******/ 		for(var key in definition) {
+/******/ 			if(__nccwpck_require__.o(definition, key) && !__nccwpck_require__.o(exports, key)) {
+/******/ 				Object.defineProperty(exports, key, { enumerable: true, get: definition[key] });
+/******/ 			}
+/******/ 		}
+/******/ 	};
+/******/ })();
+/******/ 
+/******/ /* webpack/runtime/hasOwnProperty shorthand */
+/******/ (() => {
+/******/ 	__nccwpck_require__.o = (obj, prop) => (Object.prototype.hasOwnProperty.call(obj, prop))
+/******/ })();
+/******/ 
+/******/ /* webpack/runtime/make namespace object */
+/******/ (() => {
+/******/ 	// define __esModule on exports
+/******/ 	__nccwpck_require__.r = (exports) => {
+/******/ 		if(typeof Symbol !== 'undefined' && Symbol.toStringTag) {
+/******/ 			Object.defineProperty(exports, Symbol.toStringTag, { value: 'Module' });
+/******/ 		}
+/******/ 		Object.defineProperty(exports, '__esModule', { value: true });
+/******/ 	};
+/******/ })();
+/******/ 
 /************************************************************************/
 var __webpack_exports__ = {};
 
+// EXTERNAL MODULE: external "node:crypto"
+var external_node_crypto_ = __nccwpck_require__(7598);
+;// CONCATENATED MODULE: external "node:fs/promises"
+const promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs/promises");
+;// CONCATENATED MODULE: external "node:path"
+const external_node_path_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:path");
+// EXTERNAL MODULE: external "node:stream"
+var external_node_stream_ = __nccwpck_require__(7075);
 ;// CONCATENATED MODULE: ./src/errors.ts
 /**
  * Exit codes are a contract with operators' scripts:
@@ -37234,35 +37307,3096 @@ function errors_usageError(code, message, fix, details) {
     return new LifelineError('usage', message, { code, fix, details });
 }
 /** A safety check refused the operation before anything changed (exit 3). */
-function refusal(code, message, fix, details) {
+function errors_refusal(code, message, fix, details) {
     return new LifelineError('refused', message, { code, fix, details });
 }
 /** The operation itself failed (exit 1). */
-function failure(code, message, options = {}) {
+function errors_failure(code, message, options = {}) {
     return new LifelineError('failed', message, { code, ...options });
 }
-function isLifelineError(error) {
+function errors_isLifelineError(error) {
     return error instanceof LifelineError;
 }
 /** Wraps anything thrown into a LifelineError; unknown errors are our bugs or the environment's faults (exit 1). */
 function toLifelineError(error) {
-    if (isLifelineError(error))
+    if (errors_isLifelineError(error))
         return error;
     const message = error instanceof Error ? error.message : String(error);
-    return failure('UNEXPECTED', message, { cause: error });
+    return errors_failure('UNEXPECTED', message, { cause: error });
 }
 
-;// CONCATENATED MODULE: external "node:path"
-const external_node_path_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:path");
+// EXTERNAL MODULE: external "node:fs"
+var external_node_fs_ = __nccwpck_require__(3024);
+;// CONCATENATED MODULE: external "node:stream/promises"
+const external_node_stream_promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:stream/promises");
+;// CONCATENATED MODULE: ./src/catalog/files.ts
+
+
+
+
+
+
+/** Flushes a file's (or directory's) contents to disk so a rename after it is durable. */
+async function fsyncPath(path) {
+    const handle = await (0,promises_namespaceObject.open)(path, 'r');
+    try {
+        await handle.sync();
+    }
+    finally {
+        await handle.close();
+    }
+}
+/** Writes a small file atomically: temporary name, fsync, rename, fsync the directory. */
+async function writeFileAtomic(path, data) {
+    await (0,promises_namespaceObject.mkdir)((0,external_node_path_namespaceObject.dirname)(path), { recursive: true });
+    const tmp = (0,external_node_path_namespaceObject.join)((0,external_node_path_namespaceObject.dirname)(path), `.${(0,external_node_path_namespaceObject.basename)(path)}.tmp-${process.pid}-${Date.now()}`);
+    try {
+        await (0,promises_namespaceObject.writeFile)(tmp, data);
+        await fsyncPath(tmp);
+        await (0,promises_namespaceObject.rename)(tmp, path);
+    }
+    catch (error) {
+        await (0,promises_namespaceObject.rm)(tmp, { force: true });
+        throw error;
+    }
+    await fsyncPath((0,external_node_path_namespaceObject.dirname)(path));
+}
+/** A pass-through that hashes and counts what flows through it, so no second read is needed. */
+class HashingTransform extends external_node_stream_.Transform {
+    hash = (0,external_node_crypto_.createHash)('sha256');
+    bytes = 0;
+    _transform(chunk, _encoding, callback) {
+        this.hash.update(chunk);
+        this.bytes += chunk.length;
+        callback(null, chunk);
+    }
+    digest() {
+        return this.hash.digest('hex');
+    }
+}
+/** Streams `source` into `path`, hashing in the same pass, then fsyncs. */
+async function streamToFile(source, path, onProgress) {
+    const hasher = new HashingTransform();
+    if (onProgress)
+        hasher.on('data', () => onProgress(hasher.bytes));
+    await (0,external_node_stream_promises_namespaceObject.pipeline)(source, hasher, (0,external_node_fs_.createWriteStream)(path, { flags: 'wx' }));
+    await fsyncPath(path);
+    return { sha256: hasher.digest(), bytes: hasher.bytes };
+}
+/** A writable file that hashes what is written, for producers that push rather than offer a readable. */
+function hashingFileWriter(path) {
+    const hasher = new HashingTransform();
+    const file = (0,external_node_fs_.createWriteStream)(path, { flags: 'wx' });
+    const finished = (0,external_node_stream_promises_namespaceObject.pipeline)(hasher, file);
+    return {
+        stream: hasher,
+        async done() {
+            await finished;
+            await fsyncPath(path);
+            return { sha256: hasher.digest(), bytes: hasher.bytes };
+        },
+    };
+}
+/** sha256 of a file, read in 1 MiB chunks (bounded memory). */
+async function sha256File(path) {
+    const hasher = new HashingTransform();
+    await (0,external_node_stream_promises_namespaceObject.pipeline)((0,external_node_fs_.createReadStream)(path, { highWaterMark: 1024 * 1024 }), hasher, async function* (source) {
+        for await (const _chunk of source) {
+            // drain
+        }
+    });
+    return { sha256: hasher.digest(), bytes: hasher.bytes };
+}
+
+;// CONCATENATED MODULE: ./src/catalog/sums.ts
+
+
+
+const sums_SUMS_FILE = 'SHA256SUMS';
+/** The exact format `sha256sum -c` reads: hash, two spaces, file name. */
+function formatSums(entries) {
+    return [...entries]
+        .sort((a, b) => a.file.localeCompare(b.file))
+        .map((e) => `${e.sha256}  ${e.file}\n`)
+        .join('');
+}
+function parseSums(text) {
+    const entries = [];
+    for (const line of text.split('\n')) {
+        if (!line.trim())
+            continue;
+        const match = /^([0-9a-f]{64}) [ *](.+)$/.exec(line);
+        if (!match)
+            throw new Error(`malformed ${sums_SUMS_FILE} line: ${JSON.stringify(line)}`);
+        entries.push({ sha256: match[1], file: match[2] });
+    }
+    return entries;
+}
+/** Re-hashes every file listed in a directory's SHA256SUMS. */
+async function sums_checkSums(dir) {
+    const entries = parseSums(await (0,promises_namespaceObject.readFile)((0,external_node_path_namespaceObject.join)(dir, sums_SUMS_FILE), 'utf8'));
+    const results = [];
+    for (const entry of entries) {
+        try {
+            const { sha256 } = await sha256File((0,external_node_path_namespaceObject.join)(dir, entry.file));
+            results.push({ file: entry.file, expected: entry.sha256, actual: sha256, ok: sha256 === entry.sha256 });
+        }
+        catch (error) {
+            results.push({ file: entry.file, expected: entry.sha256, ok: false, error: error.message });
+        }
+    }
+    return results;
+}
+
+;// CONCATENATED MODULE: ./src/catalog/store.ts
+
+
+
+
+
+
+
+const CATALOG_SCHEMA_VERSION = 1;
+const SAFE_SEGMENT = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/;
+/** Refuses anything that could escape the catalog's directory when used as a path segment. */
+function assertSafeSegment(value, what) {
+    if (!SAFE_SEGMENT.test(value) || value.includes('..')) {
+        throw errors_usageError('UNSAFE_NAME', `${what} ${JSON.stringify(value)} cannot be used as a catalog name`, `use letters, digits, '.', '_', '+' and '-' only (no '/', '..', spaces or control characters), starting with a letter or digit`);
+    }
+}
+/** Sortable, collision-resistant ids: creation time in UTC plus randomness. */
+function newEntryId(now = new Date()) {
+    const stamp = now.toISOString().replace(/[-:]/g, '').replace('.', '');
+    return `${stamp}-${(0,external_node_crypto_.randomBytes)(3).toString('hex')}`;
+}
+/**
+ * The backup catalog on the local filesystem. An entry is a directory; it is written under a
+ * hidden staging name and renamed into place only once every file, `SHA256SUMS` and the
+ * metadata are on disk, so an interrupted writer never leaves anything that lists as complete.
+ */
+class Catalog {
+    root;
+    constructor(root) {
+        this.root = root;
+    }
+    envDir(env) {
+        assertSafeSegment(env, 'environment');
+        return (0,external_node_path_namespaceObject.join)(this.root, env);
+    }
+    kindDir(env, kind) {
+        return (0,external_node_path_namespaceObject.join)(this.envDir(env), kind);
+    }
+    entryDir(env, kind, id) {
+        assertSafeSegment(id, 'id');
+        return (0,external_node_path_namespaceObject.join)(this.kindDir(env, kind), id);
+    }
+    async begin(env, kind, id, metadataFile) {
+        const finalDir = this.entryDir(env, kind, id);
+        if (await exists(finalDir)) {
+            throw errors_usageError('ENTRY_EXISTS', `${kind} entry ${id} already exists in environment ${env}`, 'choose another id; catalog entries are immutable once written');
+        }
+        const stagingDir = (0,external_node_path_namespaceObject.join)(this.kindDir(env, kind), `.staging-${id}-${process.pid}`);
+        await (0,promises_namespaceObject.mkdir)(stagingDir, { recursive: true });
+        return new StagedEntry(stagingDir, finalDir, metadataFile);
+    }
+    /** Complete entries, newest first. Staging directories and entries without metadata are skipped. */
+    async list(env, kind, metadataFile) {
+        const dir = this.kindDir(env, kind);
+        let names;
+        try {
+            names = await (0,promises_namespaceObject.readdir)(dir);
+        }
+        catch (error) {
+            if (error.code === 'ENOENT')
+                return [];
+            throw error;
+        }
+        const entries = [];
+        for (const name of names) {
+            if (name.startsWith('.'))
+                continue;
+            // A stray file beside the entries (an operator's note, a copied archive) is not an entry.
+            if (!(await (0,promises_namespaceObject.stat)((0,external_node_path_namespaceObject.join)(dir, name))).isDirectory())
+                continue;
+            const metadata = await readJsonIfExists((0,external_node_path_namespaceObject.join)(dir, name, metadataFile));
+            if (!metadata)
+                continue;
+            if (metadata.schemaVersion > CATALOG_SCHEMA_VERSION) {
+                throw errors_failure('CATALOG_TOO_NEW', `${(0,external_node_path_namespaceObject.join)(dir, name, metadataFile)} has schema version ${metadata.schemaVersion}; this Lifeline reads up to ${CATALOG_SCHEMA_VERSION}`, { fix: 'upgrade Lifeline' });
+            }
+            entries.push({ id: name, dir: (0,external_node_path_namespaceObject.join)(dir, name), metadata });
+        }
+        return entries.sort((a, b) => (a.metadata.createdAt === b.metadata.createdAt ? b.id.localeCompare(a.id) : b.metadata.createdAt.localeCompare(a.metadata.createdAt)));
+    }
+    async get(env, kind, id, metadataFile) {
+        const dir = this.entryDir(env, kind, id);
+        const metadata = await readJsonIfExists((0,external_node_path_namespaceObject.join)(dir, metadataFile));
+        return metadata ? { id, dir, metadata } : undefined;
+    }
+    /** Rewrites an entry's metadata atomically (e.g. to record a verification). */
+    async updateMetadata(entry, metadataFile, metadata) {
+        await writeFileAtomic((0,external_node_path_namespaceObject.join)(entry.dir, metadataFile), `${JSON.stringify(metadata, null, 2)}\n`);
+    }
+    async remove(entry) {
+        // Rename first so a half-deleted entry never lists as complete.
+        const parent = (0,external_node_path_namespaceObject.join)(entry.dir, '..');
+        const doomed = (0,external_node_path_namespaceObject.join)(parent, `.deleting-${entry.id}-${process.pid}`);
+        await (0,promises_namespaceObject.rename)(entry.dir, doomed);
+        await fsyncPath(parent);
+        await (0,promises_namespaceObject.rm)(doomed, { recursive: true, force: true });
+    }
+    /** Removes staging directories left by writers that died; returns what was removed. */
+    async sweepStaging(env, kind, olderThanMs = 60 * 60 * 1000) {
+        const dir = this.kindDir(env, kind);
+        const removed = [];
+        let names = [];
+        try {
+            names = await (0,promises_namespaceObject.readdir)(dir);
+        }
+        catch {
+            return removed;
+        }
+        for (const name of names) {
+            if (!name.startsWith('.staging-') && !name.startsWith('.deleting-'))
+                continue;
+            const path = (0,external_node_path_namespaceObject.join)(dir, name);
+            const info = await (0,promises_namespaceObject.stat)(path);
+            const pid = Number(/-(\d+)$/.exec(name)?.[1]);
+            if (Date.now() - info.mtimeMs > olderThanMs || (pid && !processAlive(pid))) {
+                await (0,promises_namespaceObject.rm)(path, { recursive: true, force: true });
+                removed.push(name);
+            }
+        }
+        return removed;
+    }
+    /** Appends one JSON line to an environment's append-only log (e.g. deploy history). */
+    async appendLog(env, name, record) {
+        const path = (0,external_node_path_namespaceObject.join)(this.envDir(env), name);
+        await (0,promises_namespaceObject.mkdir)(this.envDir(env), { recursive: true });
+        await (0,promises_namespaceObject.appendFile)(path, `${JSON.stringify(record)}\n`);
+        await fsyncPath(path);
+    }
+    async readLog(env, name) {
+        const text = await (0,promises_namespaceObject.readFile)((0,external_node_path_namespaceObject.join)(this.envDir(env), name), 'utf8').catch((error) => {
+            if (error.code === 'ENOENT')
+                return '';
+            throw error;
+        });
+        return text
+            .split('\n')
+            .filter((line) => line.trim())
+            .flatMap((line) => {
+            try {
+                return [JSON.parse(line)];
+            }
+            catch {
+                return []; // a torn last line from a crash is skipped, never fatal
+            }
+        });
+    }
+}
+/** An entry being written. Nothing here is visible to `list` until `commit` renames it into place. */
+class StagedEntry {
+    dir;
+    finalDir;
+    metadataFile;
+    sums = [];
+    settled = false;
+    constructor(dir, finalDir, metadataFile) {
+        this.dir = dir;
+        this.finalDir = finalDir;
+        this.metadataFile = metadataFile;
+    }
+    path(name) {
+        assertSafeSegment(name, 'file name');
+        return (0,external_node_path_namespaceObject.join)(this.dir, name);
+    }
+    /** Streams a payload into the entry, hashing it on the way, and records it for SHA256SUMS. */
+    async addStream(name, source, onProgress) {
+        const result = await streamToFile(source, this.path(name), onProgress);
+        this.sums.push({ file: name, sha256: result.sha256 });
+        return result;
+    }
+    /** A writable for a producer that pushes; call `done()` after the producer finished. */
+    addWriter(name) {
+        const writer = hashingFileWriter(this.path(name));
+        return {
+            stream: writer.stream,
+            done: async () => {
+                const result = await writer.done();
+                this.sums.push({ file: name, sha256: result.sha256 });
+                return result;
+            },
+        };
+    }
+    async addText(name, text) {
+        return this.addStream(name, external_node_stream_.Readable.from([Buffer.from(text)]));
+    }
+    /** Writes SHA256SUMS and the metadata, fsyncs, and renames the entry into place. */
+    async commit(metadata) {
+        await writeFileAtomic((0,external_node_path_namespaceObject.join)(this.dir, sums_SUMS_FILE), formatSums(this.sums));
+        await writeFileAtomic((0,external_node_path_namespaceObject.join)(this.dir, this.metadataFile), `${JSON.stringify(metadata, null, 2)}\n`);
+        await fsyncPath(this.dir);
+        await (0,promises_namespaceObject.rename)(this.dir, this.finalDir);
+        await fsyncPath((0,external_node_path_namespaceObject.join)(this.finalDir, '..'));
+        this.settled = true;
+    }
+    async abort() {
+        if (this.settled)
+            return;
+        this.settled = true;
+        await (0,promises_namespaceObject.rm)(this.dir, { recursive: true, force: true });
+    }
+}
+async function exists(path) {
+    try {
+        await (0,promises_namespaceObject.stat)(path);
+        return true;
+    }
+    catch {
+        return false;
+    }
+}
+async function readJsonIfExists(path) {
+    let text;
+    try {
+        text = await (0,promises_namespaceObject.readFile)(path, 'utf8');
+    }
+    catch (error) {
+        if (error.code === 'ENOENT')
+            return undefined;
+        throw error;
+    }
+    try {
+        return JSON.parse(text);
+    }
+    catch (error) {
+        throw errors_failure('CATALOG_CORRUPT', `${path} is not valid JSON`, { cause: error, fix: 'inspect the file; restore it from an off-host copy or remove the entry' });
+    }
+}
+function processAlive(pid) {
+    try {
+        process.kill(pid, 0);
+        return true;
+    }
+    catch (error) {
+        return error.code === 'EPERM';
+    }
+}
+
+;// CONCATENATED MODULE: external "node:os"
+const external_node_os_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:os");
+;// CONCATENATED MODULE: ./src/catalog/lock.ts
+
+
+
+
+
+const LOCK_FILE = '.lock';
+function lockPath(envDir) {
+    return (0,external_node_path_namespaceObject.join)(envDir, LOCK_FILE);
+}
+function defaultOwner(env = {}) {
+    if (env.GITHUB_ACTOR)
+        return `${env.GITHUB_ACTOR} (${env.GITHUB_WORKFLOW ?? 'workflow'} run ${env.GITHUB_RUN_ID ?? '?'})`;
+    try {
+        return (0,external_node_os_namespaceObject.userInfo)().username;
+    }
+    catch {
+        return 'unknown';
+    }
+}
+async function lockStatus(envDir) {
+    let text;
+    try {
+        text = await (0,promises_namespaceObject.readFile)(lockPath(envDir), 'utf8');
+    }
+    catch (error) {
+        if (error.code === 'ENOENT')
+            return { held: false, stale: false };
+        throw error;
+    }
+    let info;
+    try {
+        info = JSON.parse(text);
+    }
+    catch {
+        // A lock file torn by a crash during creation: held, of unknown owner, and stale.
+        return { held: true, stale: true };
+    }
+    const stale = info.host === (0,external_node_os_namespaceObject.hostname)() && !processAlive(info.pid);
+    return { held: true, info, stale };
+}
+class EnvironmentLock {
+    envDir;
+    info;
+    released = false;
+    constructor(envDir, info) {
+        this.envDir = envDir;
+        this.info = info;
+    }
+    async release() {
+        if (this.released)
+            return;
+        this.released = true;
+        const status = await lockStatus(this.envDir);
+        // Only remove the lock if it is still ours (it may have been broken and retaken).
+        if (status.info && status.info.pid === this.info.pid && status.info.acquiredAt === this.info.acquiredAt && status.info.host === this.info.host) {
+            await (0,promises_namespaceObject.rm)(lockPath(this.envDir), { force: true });
+        }
+    }
+}
+/**
+ * Takes the per-environment lock: an exclusive create, so two writers can never both succeed.
+ * A stale lock is reported, never broken silently: `lifeline lock break` does that explicitly.
+ */
+async function acquireLock(envDir, env, options) {
+    await (0,promises_namespaceObject.mkdir)(envDir, { recursive: true });
+    const info = {
+        owner: options.owner ?? defaultOwner(),
+        pid: process.pid,
+        host: (0,external_node_os_namespaceObject.hostname)(),
+        command: options.command,
+        acquiredAt: new Date().toISOString(),
+    };
+    const deadline = Date.now() + (options.waitSeconds ?? 0) * 1000;
+    for (;;) {
+        try {
+            const handle = await (0,promises_namespaceObject.open)(lockPath(envDir), 'wx');
+            try {
+                await handle.writeFile(JSON.stringify(info));
+                await handle.sync();
+            }
+            finally {
+                await handle.close();
+            }
+            return new EnvironmentLock(envDir, info);
+        }
+        catch (error) {
+            if (error.code !== 'EEXIST')
+                throw error;
+        }
+        const status = await lockStatus(envDir);
+        if (!status.held)
+            continue;
+        const holder = status.info ? `${status.info.owner} (pid ${status.info.pid} on ${status.info.host}, running "${status.info.command}" since ${status.info.acquiredAt})` : 'an unknown holder (the lock file is unreadable)';
+        if (status.stale) {
+            throw errors_refusal('LOCK_STALE', `environment ${env} is locked by ${holder}, and that process is gone`, `make sure nothing else is running against ${env}, then run: lifeline lock break --env ${env}`, { lock: status.info });
+        }
+        if (Date.now() >= deadline) {
+            throw errors_refusal('LOCK_HELD', `environment ${env} is locked by ${holder}`, `wait for it to finish, or re-run later; another deploy, rollback, restore or backup is in progress`, { lock: status.info });
+        }
+        await new Promise((r) => setTimeout(r, options.pollMs ?? 500));
+    }
+}
+/** Explicitly removes a lock; returns what was removed. */
+async function breakLock(envDir) {
+    const status = await lockStatus(envDir);
+    if (!status.held)
+        return status;
+    await rm(lockPath(envDir), { force: true });
+    return status;
+}
+async function withLock(envDir, env, options, fn) {
+    const lock = await acquireLock(envDir, env, options);
+    try {
+        return await fn();
+    }
+    finally {
+        await lock.release().catch(() => {
+            throw errors_failure('LOCK_RELEASE', `could not release the lock of ${env}`, { fix: `run lifeline lock break --env ${env}` });
+        });
+    }
+}
+
+;// CONCATENATED MODULE: external "node:readline"
+const external_node_readline_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:readline");
+;// CONCATENATED MODULE: external "node:child_process"
+const external_node_child_process_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:child_process");
+;// CONCATENATED MODULE: ./src/logger.ts
+/** Replaces registered secrets in a string: the last line of defence before text leaves the process. */
+class SecretMasker {
+    secrets = new Set();
+    add(value) {
+        if (value && value.length >= 3) {
+            this.secrets.add(value);
+            const encoded = encodeURIComponent(value);
+            if (encoded !== value)
+                this.secrets.add(encoded);
+        }
+    }
+    mask(text) {
+        let out = text;
+        for (const secret of [...this.secrets].sort((a, b) => b.length - a.length)) {
+            out = out.split(secret).join('***');
+        }
+        return out;
+    }
+}
+function createStderrLogger(options = {}) {
+    const masker = options.masker ?? new SecretMasker();
+    const write = (prefix, message) => process.stderr.write(`${prefix}${masker.mask(message)}\n`);
+    return {
+        info: (m) => write('', m),
+        warn: (m) => write('warning: ', m),
+        error: (m) => write('error: ', m),
+        debug: (m) => {
+            if (options.verbose)
+                write('debug: ', m);
+        },
+        async group(name, fn) {
+            write('==> ', name);
+            return fn();
+        },
+        secret: (v) => masker.add(v),
+    };
+}
+/** A logger that records lines, for tests and for building reports. */
+function createMemoryLogger() {
+    const lines = [];
+    const masker = new SecretMasker();
+    return {
+        lines,
+        info: (m) => lines.push(masker.mask(m)),
+        warn: (m) => lines.push(`warning: ${masker.mask(m)}`),
+        error: (m) => lines.push(`error: ${masker.mask(m)}`),
+        debug: () => { },
+        async group(name, fn) {
+            lines.push(`==> ${name}`);
+            return fn();
+        },
+        secret: (v) => masker.add(v),
+    };
+}
+
+;// CONCATENATED MODULE: ./src/runner/runner.ts
+
+
+
+
+
+const STDERR_LIMIT = 64 * 1024;
+function spawnStreaming(command, args, invocation, masker, childEnv) {
+    let child;
+    try {
+        child = (0,external_node_child_process_namespaceObject.spawn)(command, args, {
+            cwd: invocation.cwd,
+            env: childEnv,
+            stdio: [invocation.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+        });
+    }
+    catch (error) {
+        throw errors_failure('TOOL_SPAWN', `could not start ${invocation.tool}: ${error.message}`, { cause: error });
+    }
+    let stderr = '';
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (chunk) => {
+        stderr += chunk;
+        if (stderr.length > STDERR_LIMIT)
+            stderr = stderr.slice(-STDERR_LIMIT);
+    });
+    if (invocation.stdin) {
+        invocation.stdin.pipe(child.stdin);
+        // The tool may exit before reading all of stdin; that is reported through its exit code.
+        child.stdin.on('error', () => { });
+    }
+    const done = new Promise((resolve, reject) => {
+        child.on('error', (error) => {
+            if (error.code === 'ENOENT') {
+                reject(errors_failure('TOOL_MISSING', `${invocation.tool} was not found (${command})`, { fix: `install it (Debian: the package that provides ${invocation.tool}) or set its directory in the config (postgres.binDir / redis.binDir)`, cause: error }));
+            }
+            else {
+                reject(errors_failure('TOOL_SPAWN', `could not run ${invocation.tool}: ${error.message}`, { cause: error }));
+            }
+        });
+        child.on('close', (exitCode, signal) => resolve({ exitCode, signal, stderr: masker.mask(stderr.trim()) }));
+    });
+    // Keep unhandled rejections off: callers await `done`.
+    done.catch(() => { });
+    return {
+        stdout: child.stdout,
+        done,
+        pid: child.pid,
+        kill: (signal = 'SIGTERM') => {
+            child.kill(signal);
+        },
+    };
+}
+class runner_LocalRunner {
+    options;
+    where = 'local binaries';
+    masker;
+    constructor(options = {}) {
+        this.options = options;
+        this.masker = options.masker ?? new SecretMasker();
+    }
+    resolveTool(tool) {
+        for (const dir of this.options.binDirs ?? []) {
+            const candidate = (0,external_node_path_namespaceObject.join)(dir, tool);
+            if (isExecutable(candidate))
+                return candidate;
+        }
+        return tool;
+    }
+    start(invocation) {
+        const command = this.resolveTool(invocation.tool);
+        const env = { ...(this.options.baseEnv ?? process.env), ...definedOnly(invocation.env) };
+        if (this.options.asUser && process.getuid?.() === 0) {
+            // Without --login, runuser keeps the environment, so PGPASSWORD and friends reach the tool.
+            const args = ['-u', this.options.asUser, '--', command, ...invocation.args];
+            return spawnStreaming('runuser', args, invocation, this.masker, env);
+        }
+        return spawnStreaming(command, invocation.args, invocation, this.masker, env);
+    }
+}
+/** Runs tools inside a running Compose service with `exec -T`, so `DOCKER_HOST=ssh://...` works too. */
+class ComposeRunner {
+    options;
+    where;
+    masker;
+    constructor(options) {
+        this.options = options;
+        this.where = `compose service ${options.service}`;
+        this.masker = options.masker ?? new SecretMasker();
+    }
+    start(invocation) {
+        const [command, ...prefix] = this.options.composeCommand;
+        const env = definedOnly(invocation.env);
+        // `-e NAME` without a value copies it from the compose CLI's own environment: secrets stay off argv.
+        const envArgs = Object.keys(env).flatMap((key) => ['-e', key]);
+        const args = [
+            ...prefix,
+            ...this.options.files.flatMap((f) => ['-f', f]),
+            ...(this.options.projectName ? ['-p', this.options.projectName] : []),
+            'exec',
+            '-T',
+            ...envArgs,
+            this.options.service,
+            invocation.tool,
+            ...invocation.args,
+        ];
+        return spawnStreaming(command, args, invocation, this.masker, { ...(this.options.baseEnv ?? process.env), ...env });
+    }
+}
+/** Runs a tool to completion, collecting its (small) stdout as text. Not for payloads. */
+async function runText(runner, invocation, limitBytes = 16 * 1024 * 1024) {
+    const running = runner.start(invocation);
+    let stdout = '';
+    running.stdout.setEncoding('utf8');
+    running.stdout.on('data', (chunk) => {
+        if (stdout.length < limitBytes)
+            stdout += chunk;
+    });
+    const result = await running.done;
+    return { ...result, stdout };
+}
+/** Like runText, but a non-zero exit becomes a failure carrying the tool's stderr. */
+async function runChecked(runner, invocation, what) {
+    const result = await runText(runner, invocation);
+    if (result.exitCode !== 0) {
+        throw errors_failure('TOOL_FAILED', `${what} failed (${invocation.tool} ${describeExit(result)}): ${lastLines(result.stderr)}`, { details: { tool: invocation.tool, exitCode: result.exitCode } });
+    }
+    return result.stdout;
+}
+function describeExit(result) {
+    return result.signal ? `killed by ${result.signal}` : `exit ${result.exitCode}`;
+}
+function lastLines(text, count = 5) {
+    const lines = text.trim().split('\n').filter(Boolean);
+    return lines.length ? lines.slice(-count).join('\n') : '(no output on stderr)';
+}
+function definedOnly(env) {
+    const out = {};
+    for (const [key, value] of Object.entries(env ?? {}))
+        if (value !== undefined)
+            out[key] = value;
+    return out;
+}
+function isExecutable(path) {
+    try {
+        (0,external_node_fs_.accessSync)(path, external_node_fs_.constants.X_OK);
+        return true;
+    }
+    catch {
+        return false;
+    }
+}
+/** Finds a program on PATH (or the given dirs); undefined when absent. */
+function runner_findExecutable(tool, dirs = [], pathEnv = process.env.PATH ?? '') {
+    for (const dir of [...dirs, ...pathEnv.split(external_node_path_namespaceObject.delimiter)]) {
+        if (!dir)
+            continue;
+        const candidate = (0,external_node_path_namespaceObject.join)(dir, tool);
+        if (isExecutable(candidate))
+            return candidate;
+    }
+    return undefined;
+}
+
+;// CONCATENATED MODULE: ./src/runner/postgres-env.ts
+
+/** Parses a postgres:// URL into its parts. */
+function parsePgUrl(url) {
+    let parsed;
+    try {
+        parsed = new URL(url);
+    }
+    catch {
+        throw errors_usageError('BAD_URL', 'the PostgreSQL URL is not a valid URL', 'write it as postgres://user:password@host:5432/dbname');
+    }
+    if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
+        throw errors_usageError('BAD_URL', `the PostgreSQL URL uses the scheme ${parsed.protocol}`, 'write it as postgres://user:password@host:5432/dbname');
+    }
+    const params = {};
+    parsed.searchParams.forEach((value, key) => {
+        params[key] = value;
+    });
+    const database = decodeURIComponent(parsed.pathname.replace(/^\//, '')) || 'postgres';
+    return {
+        host: decodeURIComponent(parsed.hostname.replace(/^\[|\]$/g, '')) || params.host || '127.0.0.1',
+        port: parsed.port ? Number(parsed.port) : 5432,
+        user: parsed.username ? decodeURIComponent(parsed.username) : undefined,
+        password: parsed.password ? decodeURIComponent(parsed.password) : undefined,
+        database,
+        params,
+    };
+}
+function formatPgUrl(conn) {
+    const auth = conn.user ? `${encodeURIComponent(conn.user)}${conn.password ? `:${encodeURIComponent(conn.password)}` : ''}@` : '';
+    const query = new URLSearchParams(conn.params).toString();
+    return `postgres://${auth}${conn.host.includes(':') ? `[${conn.host}]` : conn.host}:${conn.port}/${encodeURIComponent(conn.database)}${query ? `?${query}` : ''}`;
+}
+const PARAM_ENV = {
+    sslmode: 'PGSSLMODE',
+    sslrootcert: 'PGSSLROOTCERT',
+    sslcert: 'PGSSLCERT',
+    sslkey: 'PGSSLKEY',
+    application_name: 'PGAPPNAME',
+    connect_timeout: 'PGCONNECT_TIMEOUT',
+    options: 'PGOPTIONS',
+};
+/**
+ * libpq environment for a connection. The password travels in PGPASSWORD, never on a
+ * command line where `ps` would show it.
+ */
+function pgEnv(conn, database = conn.database) {
+    const env = {
+        PGHOST: conn.host,
+        PGPORT: String(conn.port),
+        PGUSER: conn.user,
+        PGPASSWORD: conn.password,
+        PGDATABASE: database,
+        PGCONNECT_TIMEOUT: '10',
+    };
+    for (const [param, value] of Object.entries(conn.params)) {
+        const name = PARAM_ENV[param];
+        if (name)
+            env[name] = value;
+    }
+    return env;
+}
+function withDatabase(conn, database) {
+    return { ...conn, database };
+}
+/** A SQL identifier, quoted. */
+function postgres_env_quoteIdent(name) {
+    return `"${name.replace(/"/g, '""')}"`;
+}
+/** A SQL string literal, quoted (standard_conforming_strings on, the default since 9.1). */
+function quoteLiteral(value) {
+    if (value.includes('\0'))
+        throw errors_usageError('BAD_VALUE', 'a value contains a NUL byte', 'remove the NUL byte');
+    return `'${value.replace(/'/g, "''")}'`;
+}
+
+;// CONCATENATED MODULE: ./src/runner/psql.ts
+
+
+
+
+
+/**
+ * One long-lived psql session driven over stdin/stdout. It works the same with local binaries
+ * and inside a Compose service, and keeps one transaction open across queries (for
+ * `pg_export_snapshot()`, which lives only as long as its transaction).
+ */
+class psql_PsqlSession {
+    running;
+    input;
+    lines = [];
+    waiter;
+    closed = false;
+    exitError;
+    counter = 0;
+    constructor(running, input, conn) {
+        this.running = running;
+        this.input = input;
+        const rl = (0,external_node_readline_namespaceObject.createInterface)({ input: running.stdout });
+        rl.on('line', (line) => {
+            this.lines.push(line);
+            this.waiter?.();
+        });
+        running.done
+            .then((result) => {
+            this.closed = true;
+            if (result.exitCode !== 0) {
+                this.exitError = errors_failure('PSQL_FAILED', `query against ${conn.host}:${conn.port}/${conn.database} failed: ${lastLines(result.stderr, 3)}`, { details: { exitCode: result.exitCode } });
+            }
+            this.waiter?.();
+        })
+            .catch((error) => {
+            this.closed = true;
+            this.exitError = error;
+            this.waiter?.();
+        });
+    }
+    static open(runner, conn, options = {}) {
+        const input = new external_node_stream_.PassThrough();
+        const running = runner.start({
+            tool: 'psql',
+            args: ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-P', 'pager=off', '-P', 'footer=off'],
+            env: pgEnv(conn, options.database),
+            stdin: input,
+        });
+        return new psql_PsqlSession(running, input, conn);
+    }
+    /** Runs statements that return nothing of interest. */
+    async exec(sql) {
+        await this.roundTrip(`${sql.trim().replace(/;+$/, '')};`);
+    }
+    /** Runs a query and returns its rows as objects (through json_agg, so types survive). */
+    async query(sql) {
+        const wrapped = `SELECT coalesce(json_agg(q), '[]'::json) FROM (${sql.trim().replace(/;+$/, '')}) q;`;
+        const out = await this.roundTrip(wrapped);
+        try {
+            return JSON.parse(out.join('\n'));
+        }
+        catch (error) {
+            throw errors_failure('PSQL_OUTPUT', `could not read the result of a query (${error.message})`, { cause: error });
+        }
+    }
+    async queryValue(sql) {
+        const rows = await this.query(sql);
+        const first = rows[0];
+        return first ? Object.values(first)[0] : undefined;
+    }
+    async roundTrip(sql) {
+        if (this.closed)
+            throw this.exitError ?? errors_failure('PSQL_CLOSED', 'the psql session has ended');
+        const marker = `__lifeline_done_${process.pid}_${++this.counter}__`;
+        const collected = [];
+        this.input.write(`${sql}\n\\echo ${marker}\n`);
+        for (;;) {
+            while (this.lines.length) {
+                const line = this.lines.shift();
+                if (line === marker)
+                    return collected;
+                collected.push(line);
+            }
+            if (this.closed)
+                throw this.exitError ?? errors_failure('PSQL_CLOSED', 'psql ended before answering');
+            await new Promise((resolve) => {
+                this.waiter = resolve;
+            });
+            this.waiter = undefined;
+        }
+    }
+    async close() {
+        if (!this.closed) {
+            this.input.end('\\q\n');
+        }
+        await this.running.done.catch(() => { });
+    }
+}
+/** Runs one query in a fresh session. */
+async function queryOnce(runner, conn, sql, database) {
+    const session = psql_PsqlSession.open(runner, conn, { database });
+    try {
+        return await session.query(sql);
+    }
+    finally {
+        await session.close();
+    }
+}
+
+;// CONCATENATED MODULE: ./src/postgres/metadata.ts
+
+const BACKUP_METADATA_FILE = 'backup.json';
+const POSTGRES_ARCHIVE_FILE = 'postgres.dump';
+const GLOBALS_FILE = 'globals.sql';
+const REDIS_SNAPSHOT_FILE = 'redis.rdb';
+const BACKUP_LABELS = ['scheduled', 'pre-migration', 'manual', 'pre-restore'];
+/** The environment's complete backups, newest first. */
+async function listBackups(catalog, env) {
+    return catalog.list(env, 'backups', BACKUP_METADATA_FILE);
+}
+/**
+ * One backup by id, or for `latest` the newest one that did not fail verification and is not a
+ * `pre-restore` backup (that one may hold another database: the target of a restore, so it is
+ * only ever used by id). An unknown id is the operator's mistake (exit 2).
+ */
+async function findBackup(catalog, env, idOrLatest) {
+    const wanted = idOrLatest.trim();
+    if (wanted === '' || wanted === 'latest') {
+        const newest = (await listBackups(catalog, env)).find((b) => b.metadata.label !== 'pre-restore' && b.metadata.verified?.ok !== false);
+        if (!newest) {
+            throw errors_usageError('NO_BACKUPS', `environment ${env} has no usable backups in ${catalog.root} (pre-restore backups and backups that failed verification are only used by id)`, `take one first: lifeline backup --env ${env}; or pass the id from lifeline backups --env ${env}`);
+        }
+        return newest;
+    }
+    const entry = await catalog.get(env, 'backups', wanted, BACKUP_METADATA_FILE);
+    if (!entry) {
+        throw errors_usageError('BACKUP_NOT_FOUND', `backup ${wanted} does not exist in environment ${env} (store ${catalog.root})`, `list the backups with: lifeline backups --env ${env} (or pass --backup latest)`);
+    }
+    return entry;
+}
+
+;// CONCATENATED MODULE: ./src/redis/snapshot.ts
+
+
+
+
+
+
+function parseRedisUrl(url) {
+    let parsed;
+    try {
+        parsed = new URL(url);
+    }
+    catch {
+        throw errors_usageError('BAD_URL', 'the Redis URL is not a valid URL', 'write it as redis://:password@host:6379/0');
+    }
+    return {
+        host: decodeURIComponent(parsed.hostname.replace(/^\[|\]$/g, '')) || '127.0.0.1',
+        port: parsed.port ? Number(parsed.port) : 6379,
+        username: parsed.username ? decodeURIComponent(parsed.username) : undefined,
+        password: parsed.password ? decodeURIComponent(parsed.password) : undefined,
+        tls: parsed.protocol === 'rediss:',
+    };
+}
+/** redis-cli connection arguments; the password travels in REDISCLI_AUTH, never on argv. */
+function redisCli(target, args) {
+    return {
+        tool: 'redis-cli',
+        args: ['-h', target.host, '-p', String(target.port), ...(target.username ? ['--user', target.username] : []), ...(target.tls ? ['--tls'] : []), '--no-auth-warning', ...args],
+        env: { REDISCLI_AUTH: target.password },
+    };
+}
+/** Keys per logical database from `INFO keyspace`, e.g. `{ db0: 12, db2: 1 }`. */
+async function redisKeyspace(runner, target) {
+    const result = await runText(runner, redisCli(target, ['INFO', 'keyspace']));
+    if (result.exitCode !== 0 || /^(ERR|NOAUTH|WRONGPASS)/m.test(result.stdout)) {
+        throw errors_failure('REDIS_CONNECT', `cannot read INFO keyspace from redis://${target.host}:${target.port}: ${lastLines(result.stderr || result.stdout, 2)}`, { fix: 'check the Redis URL (REDIS_URL / --redis-url) and its password' });
+    }
+    return parseKeyspace(result.stdout);
+}
+function parseKeyspace(info) {
+    const keys = {};
+    for (const match of info.matchAll(/^(db\d+):keys=(\d+)/gm))
+        keys[match[1]] = Number(match[2]);
+    return keys;
+}
+/** `redis-check-rdb FILE`: the snapshot parses end to end and its checksum matches. */
+async function checkRdb(runner, path) {
+    const result = await runText(runner, { tool: 'redis-check-rdb', args: [path] });
+    const output = `${result.stdout}\n${result.stderr}`;
+    const keysRead = Number(/(\d+) keys read/.exec(output)?.[1] ?? 0);
+    const expires = Number(/(\d+) expires/.exec(output)?.[1] ?? 0);
+    const ok = result.exitCode === 0 && /RDB looks OK/.test(output);
+    return { ok, keysRead, expires, detail: ok ? `RDB looks OK, ${keysRead} keys` : `redis-check-rdb: ${lastLines(output, 3)}` };
+}
+/**
+ * Takes a snapshot with `redis-cli --rdb -` (works remotely and inside a Compose service),
+ * validates it with redis-check-rdb and adds it to the staged backup.
+ *
+ * With diskless replication redis-cli cannot truncate stdout after the transfer, so the stream
+ * ends with the 40-byte EOF marker; the payload length it reports on stderr says where to cut.
+ */
+async function snapshotRedis(staged, options) {
+    const raw = staged.path(`${REDIS_SNAPSHOT_FILE}.part`);
+    try {
+        const running = options.runner.start(redisCli(options.target, ['--rdb', '-']));
+        await (0,external_node_stream_promises_namespaceObject.pipeline)(running.stdout, (0,external_node_fs_.createWriteStream)(raw, { flags: 'wx' }));
+        const result = await running.done;
+        if (result.exitCode !== 0) {
+            throw errors_failure('REDIS_SNAPSHOT_FAILED', `redis-cli --rdb failed against redis://${options.target.host}:${options.target.port}: ${lastLines(result.stderr, 3)}`, { fix: 'check the Redis URL and password, and that the user may run SYNC/REPLCONF' });
+        }
+        const reported = /Transfer finished with success after (\d+) bytes/.exec(result.stderr);
+        const { size } = await (0,promises_namespaceObject.stat)(raw);
+        const bytes = reported ? Number(reported[1]) : size;
+        if (bytes <= 0 || bytes > size)
+            throw errors_failure('REDIS_SNAPSHOT_FAILED', `redis-cli reported ${bytes} bytes but wrote ${size}`);
+        const file = await staged.addStream(REDIS_SNAPSHOT_FILE, (0,external_node_fs_.createReadStream)(raw, { start: 0, end: bytes - 1 }));
+        const check = await checkRdb(options.checkRunner, staged.path(REDIS_SNAPSHOT_FILE));
+        if (!check.ok)
+            throw errors_failure('REDIS_SNAPSHOT_INVALID', `the Redis snapshot does not validate: ${check.detail}`, { fix: 'retry the backup; if it keeps failing, check the Redis server log' });
+        const keys = await redisKeyspace(options.runner, options.target);
+        options.logger.info(`redis snapshot: ${file.bytes} bytes, ${check.keysRead} keys`);
+        return { name: REDIS_SNAPSHOT_FILE, bytes: file.bytes, sha256: file.sha256, keys, check };
+    }
+    finally {
+        await (0,promises_namespaceObject.rm)(raw, { force: true });
+    }
+}
+
+;// CONCATENATED MODULE: ./src/postgres/binaries.ts
+
+
+
+/** Directories holding PostgreSQL server binaries (initdb, pg_ctl, postgres), newest major first. */
+function binaries_postgresServerBinDirs(configured) {
+    const dirs = [];
+    if (configured)
+        dirs.push(configured);
+    try {
+        const majors = (0,external_node_fs_.readdirSync)('/usr/lib/postgresql')
+            .filter((d) => /^\d+$/.test(d))
+            .sort((a, b) => Number(b) - Number(a));
+        for (const major of majors)
+            dirs.push((0,external_node_path_namespaceObject.join)('/usr/lib/postgresql', major, 'bin'));
+    }
+    catch {
+        // not a Debian layout
+    }
+    return dirs;
+}
+function findServerBinDir(configured) {
+    for (const dir of binaries_postgresServerBinDirs(configured)) {
+        if (findExecutable('initdb', [dir], ''))
+            return dir;
+    }
+    const initdb = findExecutable('initdb');
+    return initdb ? initdb.replace(/\/initdb$/, '') : undefined;
+}
+
+;// CONCATENATED MODULE: ./src/postgres/connection.ts
+
+
+
+
+/** The URL with its password replaced by `***`: what error messages may show. */
+function maskedUrl(conn) {
+    return formatPgUrl({ ...conn, password: conn.password ? '***' : undefined });
+}
+/** The environment's PostgreSQL connection; a missing URL is a usage error that says where to set it. */
+function environmentConnection(settings) {
+    if (!settings.postgres.url) {
+        throw errors_usageError('NO_DATABASE_URL', `no PostgreSQL URL for environment ${settings.name}`, 'pass --database-url postgres://user:password@host:5432/dbname, set DATABASE_URL, or set postgres.urlEnv in lifeline.yml');
+    }
+    const conn = parsePgUrl(settings.postgres.url);
+    return settings.postgres.database ? { ...conn, database: settings.postgres.database } : conn;
+}
+/**
+ * Where the PostgreSQL client tools run: inside the configured Compose service, or locally,
+ * preferring the configured binDir, then the newest Debian major (its pg_dump reads every older server).
+ */
+async function postgresRunner(settings) {
+    if (settings.postgres.service)
+        return composeRunner(settings.compose, settings.postgres.service);
+    return new runner_LocalRunner({ binDirs: binaries_postgresServerBinDirs(settings.postgres.binDir) });
+}
+/** Local PostgreSQL client tools (verification reads catalog files on this host). */
+function localPostgresRunner(binDir) {
+    return new LocalRunner({ binDirs: postgresServerBinDirs(binDir) });
+}
+async function redisRunner(settings) {
+    if (settings.redis?.service)
+        return composeRunner(settings.compose, settings.redis.service);
+    return new runner_LocalRunner({ binDirs: settings.redis?.binDir ? [settings.redis.binDir] : [] });
+}
+async function composeRunner(compose, service) {
+    return new ComposeRunner({ composeCommand: await composeCommand(compose.command), files: compose.files, projectName: compose.projectName, service });
+}
+/** `auto` prefers Compose v2 (`docker compose`), then v1 (`docker-compose`). */
+async function composeCommand(configured) {
+    if (configured === 'docker compose')
+        return ['docker', 'compose'];
+    if (configured === 'docker-compose')
+        return ['docker-compose'];
+    if (runner_findExecutable('docker')) {
+        const probe = await runText(new runner_LocalRunner(), { tool: 'docker', args: ['compose', 'version'] }).catch(() => undefined);
+        if (probe?.exitCode === 0)
+            return ['docker', 'compose'];
+    }
+    if (runner_findExecutable('docker-compose'))
+        return ['docker-compose'];
+    throw errors_usageError('NO_COMPOSE', 'neither `docker compose` nor `docker-compose` is installed', 'install Docker Compose, or remove postgres.service / redis.service to use local client tools');
+}
+/**
+ * Makes a first round trip so a wrong password or an unreachable server fails with the URL
+ * (password masked) and a fix, instead of a bare libpq message later.
+ */
+async function connection_checkConnection(session, conn) {
+    try {
+        await session.queryValue('SELECT 1');
+    }
+    catch (error) {
+        const message = error.message;
+        const auth = /password authentication failed|no password supplied|authentication failed/i.test(message);
+        throw errors_failure('POSTGRES_CONNECT', `cannot connect to ${maskedUrl(conn)}: ${message}`, {
+            fix: auth ? 'check the user and password in the database URL (DATABASE_URL / --database-url)' : 'check that the server is running and reachable, and the host, port and database name in the URL',
+            cause: error,
+        });
+    }
+}
+
+;// CONCATENATED MODULE: ./src/postgres/inspect.ts
+
+
+
+/** User schemas only: the system catalogs differ between servers and are not part of a backup. */
+const USER_SCHEMA_FILTER = `n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'`;
+/** Every ordinary table of the user's schemas, as `schema.table` (quoted where needed). */
+async function userTables(session) {
+    const rows = await session.query(`SELECT format('%I.%I', n.nspname, c.relname) AS name
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relkind = 'r' AND ${USER_SCHEMA_FILTER}
+        AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+      ORDER BY 1`);
+    return rows.map((r) => r.name);
+}
+/**
+ * Exact `count(*)` of every user table, in the session's current transaction (so inside the
+ * dump's snapshot when called after `pg_export_snapshot()`).
+ */
+async function exactRowCounts(session) {
+    const tables = await userTables(session);
+    const counts = {};
+    // One statement per batch keeps round trips few without building a huge query.
+    for (let i = 0; i < tables.length; i += 50) {
+        const batch = tables.slice(i, i + 50);
+        const sql = batch.map((t) => `SELECT ${literal(t)} AS name, count(*)::bigint AS n FROM ${t}`).join(' UNION ALL ');
+        for (const row of await session.query(sql))
+            counts[row.name] = Number(row.n);
+    }
+    return counts;
+}
+/**
+ * A sha256 over the normalized user catalog: tables, columns with types, nullability and defaults,
+ * constraints, indexes, sequences and views. Two databases with the same schema give the same
+ * value whatever their name or OIDs.
+ */
+async function schemaFingerprint(session) {
+    const lines = await session.query(`SELECT line FROM (
+       SELECT format('relation %I.%I %s', n.nspname, c.relname, c.relkind) AS line
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND ${USER_SCHEMA_FILTER}
+       UNION ALL
+       SELECT format('column %I.%I %s %s not_null=%s default=%s', n.nspname, c.relname, lpad(rank() OVER (PARTITION BY c.oid ORDER BY a.attnum)::text, 4, '0'),
+                     a.attname || ' ' || format_type(a.atttypid, a.atttypmod), a.attnotnull, coalesce(pg_get_expr(d.adbin, d.adrelid), ''))
+         FROM pg_attribute a
+         JOIN pg_class c ON c.oid = a.attrelid
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND ${USER_SCHEMA_FILTER}
+       UNION ALL
+       SELECT format('constraint %I.%I %I %s', n.nspname, c.relname, con.conname, pg_get_constraintdef(con.oid))
+         FROM pg_constraint con
+         JOIN pg_class c ON c.oid = con.conrelid
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE ${USER_SCHEMA_FILTER}
+       UNION ALL
+       SELECT format('index %I.%I %s', n.nspname, ic.relname, pg_get_indexdef(i.indexrelid))
+         FROM pg_index i
+         JOIN pg_class ic ON ic.oid = i.indexrelid
+         JOIN pg_namespace n ON n.oid = ic.relnamespace
+        WHERE ${USER_SCHEMA_FILTER}
+     ) lines ORDER BY line COLLATE "C"`);
+    const hash = (0,external_node_crypto_.createHash)('sha256');
+    for (const { line } of lines)
+        hash.update(`${line}\n`);
+    return `sha256:${hash.digest('hex')}`;
+}
+/**
+ * The schema migration head: the configured query's first value, or Alembic's
+ * `alembic_version` when that table exists; null when there is neither.
+ */
+async function migrationHead(session, query) {
+    if (query) {
+        let rows;
+        try {
+            rows = await session.query(query);
+        }
+        catch (error) {
+            throw errors_failure('MIGRATION_HEAD_QUERY', `the migration head query failed: ${error.message}`, { fix: 'check postgres.migrationHeadQuery in lifeline.yml (it must return one value, e.g. SELECT version_num FROM alembic_version)', cause: error });
+        }
+        const values = rows.map((r) => Object.values(r)[0]).filter((v) => v !== null && v !== undefined);
+        return values.length ? values.map(String).join(',') : null;
+    }
+    const exists = await session.queryValue(`SELECT to_regclass('alembic_version')::text`);
+    if (!exists)
+        return null;
+    const heads = await session.query(`SELECT version_num AS v FROM alembic_version ORDER BY 1`);
+    return heads.length ? heads.map((h) => h.v).join(',') : null;
+}
+async function serverVersion(session) {
+    const [row] = await session.query(`SELECT current_setting('server_version') AS version, current_setting('server_version_num') AS num`);
+    if (!row)
+        throw errors_failure('SERVER_VERSION', 'the server did not report its version');
+    return { version: row.version, major: Math.floor(Number(row.num) / 10000) };
+}
+/** The version of a client tool (`pg_dump --version` → `15.20`), with its major. */
+async function toolVersion(runner, tool) {
+    const result = await runText(runner, { tool, args: ['--version'] });
+    const match = /\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?\S*/.exec(result.stdout);
+    if (result.exitCode !== 0 || !match) {
+        throw errors_failure('TOOL_VERSION', `could not read ${tool}'s version (${runner.where}): ${result.stderr || result.stdout}`, { fix: `install the PostgreSQL client tools (Debian: postgresql-client) or set postgres.binDir` });
+    }
+    return { version: match[0].replace(/^\(PostgreSQL\)\s+/, ''), major: Number(match[1]) };
+}
+function literal(value) {
+    return `'${value.replace(/'/g, "''")}'`;
+}
+
+;// CONCATENATED MODULE: ./src/postgres/progress.ts
+/** Logs `what: N MB at R MB/s` every `intervalMs`, and feeds a live sink on every chunk. */
+function progressReporter(logger, what, sink = {}, intervalMs = 10_000) {
+    const started = Date.now();
+    let lastLog = started;
+    return (bytes) => {
+        const now = Date.now();
+        const rate = bytes / Math.max((now - started) / 1000, 0.001);
+        sink.onBytes?.(what, bytes, rate);
+        if (now - lastLog >= intervalMs) {
+            lastLog = now;
+            logger.info(`${what}: ${formatBytes(bytes)} at ${formatBytes(rate)}/s`);
+        }
+    };
+}
+function formatBytes(bytes) {
+    const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+    let value = bytes;
+    let unit = 0;
+    while (value >= 1000 && unit < units.length - 1) {
+        value /= 1000;
+        unit++;
+    }
+    return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
+}
+
+;// CONCATENATED MODULE: ./src/postgres/backup.ts
+
+
+
+
+
+
+
+
+
+
+
+/**
+ * Dumps the database (custom format) straight into a staged catalog entry, hashing in the same
+ * pass, with exact row counts taken in the dump's own snapshot. The entry is committed only when
+ * every part succeeded; on any failure it is removed and nothing lists.
+ */
+async function createBackup(options) {
+    const run = () => createBackupLocked(options);
+    if (options.lockHeld)
+        return run();
+    return withLock(options.catalog.envDir(options.environment), options.environment, { command: `backup --label ${options.label}`, waitSeconds: options.lockWaitSeconds ?? 30 }, run);
+}
+async function createBackupLocked(options) {
+    const { catalog, environment, runner, conn, logger } = options;
+    const now = options.now ?? (() => new Date());
+    const started = now();
+    const id = newEntryId(started);
+    const compressLevel = options.compressLevel ?? 6;
+    const session = psql_PsqlSession.open(runner, conn);
+    let staged;
+    try {
+        await connection_checkConnection(session, conn);
+        const server = await serverVersion(session);
+        const dumpVersion = await toolVersion(runner, 'pg_dump');
+        if (server.major > dumpVersion.major) {
+            throw errors_refusal('PG_DUMP_TOO_OLD', `the server runs PostgreSQL ${server.major} but pg_dump is version ${dumpVersion.major} (${runner.where}); pg_dump cannot dump a newer server`, `install the PostgreSQL ${server.major} client tools (Debian: apt-get install postgresql-client-${server.major}) or set postgres.binDir to their directory`);
+        }
+        // A wrong Redis URL or password should fail before a long dump, not after it.
+        if (options.redis)
+            await redisKeyspace(options.redis.runner, options.redis.target);
+        // The snapshot lives as long as this transaction: counts here and pg_dump see the same data.
+        await session.exec('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+        const snapshot = await session.queryValue('SELECT pg_export_snapshot()');
+        if (!snapshot)
+            throw errors_failure('SNAPSHOT_FAILED', 'the server did not export a snapshot');
+        const rowCounts = await exactRowCounts(session);
+        const fingerprint = await schemaFingerprint(session);
+        const head = await migrationHead(session, options.migrationHeadQuery);
+        staged = await catalog.begin(environment, 'backups', id, BACKUP_METADATA_FILE);
+        logger.info(`backup ${id}: dumping ${conn.database} (${Object.keys(rowCounts).length} tables) with ${runner.where}`);
+        const dump = runner.start({
+            tool: 'pg_dump',
+            args: ['--format=custom', `--compress=${compressLevel}`, `--snapshot=${snapshot}`, '--no-sync'],
+            env: pgEnv(conn),
+        });
+        let archive;
+        try {
+            const written = await staged.addStream(POSTGRES_ARCHIVE_FILE, dump.stdout, progressReporter(logger, 'pg_dump', options.progress));
+            archive = { name: POSTGRES_ARCHIVE_FILE, ...written };
+        }
+        catch (error) {
+            // Writing failed (disk full, ...): stop pg_dump rather than leave it blocked on a full pipe.
+            dump.kill('SIGTERM');
+            await dump.done.catch(() => { });
+            throw errors_failure('BACKUP_WRITE_FAILED', `writing the archive into ${catalog.root} failed: ${error.message}`, { fix: 'free space in the backup store (or prune old backups) and retry', cause: error });
+        }
+        const dumped = await dump.done;
+        if (dumped.exitCode !== 0) {
+            throw errors_failure('PG_DUMP_FAILED', `pg_dump failed (${describeExit(dumped)}): ${lastLines(dumped.stderr)}`, { fix: 'read the pg_dump error above; nothing was added to the catalog' });
+        }
+        await session.exec('COMMIT');
+        const globals = await dumpGlobals(staged, options);
+        let redis;
+        if (options.redis) {
+            const snap = await snapshotRedis(staged, { ...options.redis, logger });
+            redis = { name: snap.name, bytes: snap.bytes, sha256: snap.sha256, keys: snap.keys };
+        }
+        const finished = now();
+        const metadata = {
+            schemaVersion: 1,
+            id,
+            environment,
+            label: options.label,
+            ...(options.release ? { release: options.release } : {}),
+            ...(options.gitSha ? { gitSha: options.gitSha } : {}),
+            createdAt: started.toISOString(),
+            startedAt: started.toISOString(),
+            finishedAt: finished.toISOString(),
+            durationSeconds: (finished.getTime() - started.getTime()) / 1000,
+            database: conn.database,
+            serverVersion: server.version,
+            pgDumpVersion: dumpVersion.version,
+            format: 'custom',
+            compressLevel,
+            files: { postgres: archive, ...(globals ? { globals } : {}), ...(redis ? { redis } : {}) },
+            migrationHead: head,
+            schemaFingerprint: fingerprint,
+            rowCounts,
+        };
+        await staged.commit(metadata);
+        logger.info(`backup ${id}: ${archive.bytes} bytes, sha256 ${archive.sha256}`);
+        return { id, dir: staged.finalDir, metadata };
+    }
+    catch (error) {
+        await staged?.abort();
+        throw error;
+    }
+    finally {
+        await session.close();
+    }
+}
+/**
+ * Roles, tablespaces and their settings, without passwords (small text, so read whole). A
+ * managed server may deny reading them; the database dump is still complete, so that is a
+ * warning, not a failed backup.
+ */
+async function dumpGlobals(staged, options) {
+    const result = await runText(options.runner, { tool: 'pg_dumpall', args: ['--globals-only', '--no-role-passwords', '-l', options.conn.database], env: pgEnv(options.conn) });
+    if (result.exitCode !== 0) {
+        options.logger.warn(`roles and globals were not saved (pg_dumpall ${describeExit(result)}: ${lastLines(result.stderr, 2)}); the database archive is unaffected`);
+        return undefined;
+    }
+    return { name: GLOBALS_FILE, ...(await staged.addText(GLOBALS_FILE, result.stdout)) };
+}
+
+;// CONCATENATED MODULE: ./src/postgres/pgbackrest.ts
+
+
+/** pgBackRest must run as the OS user that owns the cluster's files (it reads the data dir, and archive-push runs as it). */
+const PGBACKREST_OS_USER = 'postgres';
+function pgbackrestRunner() {
+    return new runner_LocalRunner({ asUser: PGBACKREST_OS_USER });
+}
+function requirePhysical(settings) {
+    const physical = settings.postgres.physical;
+    if (!physical) {
+        throw errors_usageError('NO_PHYSICAL_BACKUPS', `environment ${settings.name} has no physical backups configured`, `add postgres.physical.stanza (and configFile, repoPath) for ${settings.name} in lifeline.yml; pgBackRest must already archive WAL for that stanza`);
+    }
+    return physical;
+}
+/** The options every pgBackRest call takes: the config file, the stanza and the repository. */
+function pgbackrestBaseArgs(physical) {
+    return [...(physical.configFile ? [`--config=${physical.configFile}`] : []), `--stanza=${physical.stanza}`, ...(physical.repoPath ? [`--repo1-path=${physical.repoPath}`] : [])];
+}
+async function runPgBackRest(physical, command, extraArgs, what, runner = pgbackrestRunner()) {
+    return runChecked(runner, { tool: 'pgbackrest', args: [...pgbackrestBaseArgs(physical), ...extraArgs, command] }, what);
+}
+/** `pgbackrest info --output=json` for the stanza, oldest backup first. */
+async function stanzaInfo(physical, runner) {
+    const out = await runPgBackRest(physical, 'info', ['--output=json'], 'pgbackrest info', runner);
+    let parsed;
+    try {
+        parsed = JSON.parse(out);
+    }
+    catch (error) {
+        throw errors_failure('PGBACKREST_OUTPUT', 'could not read the output of pgbackrest info', { cause: error });
+    }
+    const raw = parsed.find((s) => s.name === physical.stanza);
+    if (!raw)
+        throw errors_failure('PGBACKREST_NO_STANZA', `pgBackRest knows no stanza "${physical.stanza}"`, { fix: 'run pgbackrest stanza-create for it, or fix postgres.physical.stanza' });
+    const iso = (seconds) => new Date(seconds * 1000).toISOString();
+    const archives = raw.archive ?? [];
+    return {
+        stanza: raw.name,
+        status: raw.status,
+        backups: (raw.backup ?? []).map((b) => ({
+            label: b.label,
+            type: b.type,
+            startedAt: iso(b.timestamp.start),
+            stoppedAt: iso(b.timestamp.stop),
+            databaseBytes: b.info?.size ?? 0,
+            repositoryBytes: b.info?.repository?.delta ?? b.info?.repository?.size ?? 0,
+            walStart: b.archive?.start,
+            walStop: b.archive?.stop,
+        })),
+        archive: archives.length ? { min: archives[0]?.min, max: archives[archives.length - 1]?.max } : undefined,
+    };
+}
+/** `pgbackrest check`: the archive_command works and the repository is reachable (used by preflight). */
+async function checkPhysicalBackups(settings, logger) {
+    const physical = requirePhysical(settings);
+    await logger.group(`pgbackrest check (stanza ${physical.stanza})`, () => runPgBackRest(physical, 'check', [], 'pgbackrest check'));
+}
+/**
+ * A physical base backup through pgBackRest (`lifeline backup --physical`). WAL archiving, which
+ * makes point-in-time recovery possible between base backups, is pgBackRest's archive_command's job.
+ */
+async function runPhysicalBackup(settings, logger, options = {}) {
+    const physical = requirePhysical(settings);
+    const type = options.type ?? physical.type;
+    const before = new Set((await stanzaInfo(physical)).backups.map((b) => b.label));
+    await logger.group(`pgbackrest backup --type=${type} (stanza ${physical.stanza})`, () => runPgBackRest(physical, 'backup', [`--type=${type}`], `pgbackrest ${type} backup`));
+    const created = (await stanzaInfo(physical)).backups.filter((b) => !before.has(b.label));
+    const backup = created[created.length - 1];
+    if (!backup)
+        throw errors_failure('PGBACKREST_NO_NEW_BACKUP', 'pgbackrest backup exited 0 but lists no new backup', { fix: 'run pgbackrest info and inspect the repository' });
+    logger.info(`physical backup ${backup.label} (${backup.type}) done`);
+    return backup;
+}
+/** A recovery target time with an explicit zone; without one, the server's zone would silently decide. */
+const TARGET_TIME = /^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?\s*(Z|[+-]\d{2}(:?\d{2})?)$/i;
+function parseRecoveryTargetTime(value) {
+    // pgBackRest reads "YYYY-MM-DD HH:MM:SS.ffffff+00"; PostgreSQL reads that too.
+    const text = value.trim().replace(/^(\S+)T/i, '$1 ').replace(/\s*Z$/i, '+00');
+    const at = new Date(text.replace(' ', 'T').replace(/([+-]\d{2})$/, '$1:00').replace(/(\.\d{3})\d+/, '$1'));
+    if (!TARGET_TIME.test(value.trim()) || Number.isNaN(at.getTime())) {
+        throw usageError('BAD_PITR_TIME', `--pitr "${value}" is not a timestamp with a time zone`, 'write it as 2026-11-21T23:59:00Z or "2026-11-21 23:59:00.123456+00" (the zone is required)');
+    }
+    return { text, at };
+}
+/**
+ * `pgbackrest restore --type=time` into an empty data directory owned by the postgres user.
+ * The restored cluster replays archived WAL up to the target when it starts, then promotes.
+ */
+async function restorePhysicalToTime(physical, dataDir, targetTime, backupLabel, runner) {
+    const args = [`--pg1-path=${dataDir}`, `--set=${backupLabel}`, '--type=time', `--target=${targetTime}`, '--target-action=promote'];
+    await runPgBackRest(physical, 'restore', args, 'pgbackrest restore', runner);
+}
+
+;// CONCATENATED MODULE: ./src/postgres/verify.ts
+
+
+
+
+
+
+
+/**
+ * Checks a backup end to end: every file against SHA256SUMS (and SHA256SUMS against backup.json),
+ * that pg_restore reads the archive's table of contents, that every data block decompresses,
+ * and that the Redis snapshot parses. Never throws for a bad backup: the report says what failed.
+ */
+async function verifyBackup(entry, options) {
+    const checks = [];
+    const add = (check) => {
+        checks.push(check);
+        options.logger.info(`${check.ok ? 'ok  ' : 'FAIL'} ${check.name}: ${check.detail}`);
+    };
+    const sumsOk = await checkChecksums(entry, add);
+    if (!options.checksumsOnly) {
+        const archive = (0,external_node_path_namespaceObject.join)(entry.dir, entry.metadata.files.postgres.name);
+        // A corrupt file is already known: reading it further would only add noise.
+        if (sumsOk) {
+            add(await pgRestoreCheck(options.runner, archive, 'archive table of contents', ['--list'], (out) => `${out.lines} entries`));
+            // pg_restore without a database writes the whole script, so every data block is inflated.
+            const sink = options.runner instanceof runner_LocalRunner ? '--file=/dev/null' : '--file=-';
+            add(await pgRestoreCheck(options.runner, archive, 'archive decompresses end to end', [sink], () => 'every data block read'));
+            const redis = entry.metadata.files.redis;
+            if (redis) {
+                const check = await checkRdb(options.redisRunner ?? new runner_LocalRunner(), (0,external_node_path_namespaceObject.join)(entry.dir, redis.name));
+                add({ name: `${redis.name} (redis-check-rdb)`, ok: check.ok, detail: check.detail });
+            }
+        }
+    }
+    return { backupId: entry.id, ok: checks.every((c) => c.ok), checks };
+}
+async function checkChecksums(entry, add) {
+    let results;
+    try {
+        results = await sums_checkSums(entry.dir);
+    }
+    catch (error) {
+        add({ name: sums_SUMS_FILE, ok: false, detail: `cannot read ${sums_SUMS_FILE}: ${error.message}` });
+        return false;
+    }
+    let ok = true;
+    for (const r of results) {
+        const detail = r.error ? r.error : r.ok ? `sha256 ${r.actual}` : `sha256 is ${r.actual}, ${sums_SUMS_FILE} says ${r.expected}`;
+        add({ name: `${r.file} checksum`, ok: r.ok, detail });
+        ok &&= r.ok;
+    }
+    // Each file backup.json names must be listed with the same hash: a missing line is not a pass.
+    const listed = new Map(results.map((r) => [r.file, r.expected]));
+    for (const file of Object.values(entry.metadata.files)) {
+        if (!file)
+            continue;
+        const expected = listed.get(file.name);
+        if (expected !== file.sha256) {
+            add({ name: `${file.name} recorded`, ok: false, detail: expected ? `${sums_SUMS_FILE} and ${BACKUP_METADATA_FILE} disagree` : `${file.name} is missing from ${sums_SUMS_FILE}` });
+            ok = false;
+        }
+    }
+    return ok;
+}
+/** Where pg_restore reads the archive: the path for local tools, stdin inside a container. */
+function archiveInput(runner, path) {
+    return runner instanceof runner_LocalRunner ? { args: [path] } : { args: [], stdin: (0,external_node_fs_.createReadStream)(path, { highWaterMark: 1024 * 1024 }) };
+}
+async function pgRestoreCheck(runner, archive, name, args, describe) {
+    const input = archiveInput(runner, archive);
+    try {
+        const running = runner.start({ tool: 'pg_restore', args: [...args, ...input.args], stdin: input.stdin });
+        let bytes = 0;
+        let lines = 0;
+        running.stdout.on('data', (chunk) => {
+            bytes += chunk.length;
+            for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1))
+                lines++;
+        });
+        const result = await running.done;
+        if (result.exitCode !== 0)
+            return { name, ok: false, detail: `pg_restore ${describeExit(result)}: ${lastLines(result.stderr, 3)}` };
+        return { name, ok: true, detail: describe({ bytes, lines }) };
+    }
+    catch (error) {
+        return { name, ok: false, detail: error.message };
+    }
+}
+/** Records a verification in backup.json, so listings and retention can see it. */
+async function recordVerification(catalog, entry, report, now = new Date()) {
+    const metadata = { ...entry.metadata, verified: { at: now.toISOString(), ok: report.ok, checks: report.checks } };
+    await catalog.updateMetadata(entry, BACKUP_METADATA_FILE, metadata);
+    return { ...entry, metadata };
+}
+
+;// CONCATENATED MODULE: ./src/postgres/restore.ts
+
+
+
+
+
+
+
+
+
+
+
+/** Refuses (exit 3) unless `confirm` is exactly the database's name: no trimming, no case folding. */
+function requireDestructiveConfirmation(database, confirm) {
+    if (confirm === database)
+        return;
+    const fix = `pass --confirm ${database} (exactly the target database's name) to replace it; a pre-restore backup is taken first`;
+    if (confirm === undefined || confirm === '') {
+        throw errors_refusal('CONFIRMATION_REQUIRED', `restoring into "${database}" replaces a database that holds data, and --confirm was not given`, fix);
+    }
+    throw errors_refusal('CONFIRMATION_MISMATCH', `--confirm ${JSON.stringify(confirm)} does not match the target database ${JSON.stringify(database)} exactly`, fix);
+}
+/**
+ * Runs pg_restore into `conn` (an existing, empty database), then checks it against backup.json:
+ * exact row counts per table, the schema fingerprint, and ANALYZE so the planner has statistics.
+ * Throws when pg_restore fails; check mismatches are in the report (`ok: false`).
+ */
+async function restoreArchiveInto(conn, options) {
+    const { backup, runner, logger } = options;
+    const archive = (0,external_node_path_namespaceObject.join)(backup.dir, backup.metadata.files.postgres.name);
+    const input = archiveInput(runner, archive);
+    const jobs = input.stdin ? 1 : Math.max(1, options.jobs ?? 2);
+    const args = [
+        `--dbname=${conninfoDbname(conn.database)}`,
+        ...(options.exitOnError === false ? [] : ['--exit-on-error']),
+        ...(jobs > 1 ? [`--jobs=${jobs}`] : ['--single-transaction']),
+        ...(options.noOwner ? ['--no-owner', '--no-privileges'] : []),
+        ...input.args,
+    ];
+    const started = Date.now();
+    logger.info(`restoring ${backup.id} into ${conn.database} (${jobs} job${jobs > 1 ? 's' : ''}, ${runner.where})`);
+    const running = runner.start({ tool: 'pg_restore', args, env: pgEnv(conn), stdin: input.stdin });
+    running.stdout.resume();
+    const result = await running.done;
+    if (result.exitCode !== 0) {
+        throw errors_failure('PG_RESTORE_FAILED', `pg_restore into ${conn.database} failed (${describeExit(result)}): ${lastLines(result.stderr)}`, {
+            fix: /role .* does not exist/.test(result.stderr) ? 'the target server lacks roles of the source: restore globals.sql first, or pass --no-owner' : 'read the pg_restore error above',
+        });
+    }
+    const restoreSeconds = (Date.now() - started) / 1000;
+    const checkStarted = Date.now();
+    const session = psql_PsqlSession.open(runner, conn);
+    // ANALYZE in a second session, alongside the counts: both scan the restored tables.
+    const analyzer = psql_PsqlSession.open(runner, conn);
+    try {
+        const analyzed = analyzer.exec('ANALYZE');
+        const actualCounts = await exactRowCounts(session);
+        const actualFingerprint = await schemaFingerprint(session);
+        await analyzed;
+        const mismatches = compareCounts(backup.metadata.rowCounts, actualCounts);
+        const rowCounts = { ok: mismatches.length === 0, tables: Object.keys(actualCounts).length, rows: Object.values(actualCounts).reduce((a, b) => a + b, 0), mismatches };
+        const fingerprint = { ok: actualFingerprint === backup.metadata.schemaFingerprint, expected: backup.metadata.schemaFingerprint, actual: actualFingerprint };
+        logger.info(`${rowCounts.ok ? 'ok  ' : 'FAIL'} row counts: ${rowCounts.tables} tables, ${rowCounts.rows} rows${mismatches.length ? `; ${mismatches.length} differ (${mismatches.slice(0, 3).map((m) => `${m.table} ${m.actual}/${m.expected}`).join(', ')})` : ''}`);
+        logger.info(`${fingerprint.ok ? 'ok  ' : 'FAIL'} schema fingerprint ${actualFingerprint}`);
+        return { ok: rowCounts.ok && fingerprint.ok, database: conn.database, rowCounts, schemaFingerprint: fingerprint, analyzed: true, restoreSeconds, checkSeconds: (Date.now() - checkStarted) / 1000 };
+    }
+    finally {
+        await Promise.all([session.close(), analyzer.close()]);
+    }
+}
+function compareCounts(expected, actual) {
+    const mismatches = [];
+    for (const table of new Set([...Object.keys(expected), ...Object.keys(actual)])) {
+        const e = expected[table] ?? null;
+        const a = actual[table] ?? null;
+        if (e !== a)
+            mismatches.push({ table, expected: e, actual: a });
+    }
+    return mismatches.sort((x, y) => x.table.localeCompare(y.table));
+}
+/**
+ * Restores a backup into a fresh database (created when missing) and checks it: the isolated
+ * restore a drill needs. Refuses a target that already holds tables.
+ */
+async function restoreIntoFreshDatabase(options) {
+    const { target, runner } = options;
+    if (options.verifyChecksums !== false)
+        await requireIntactChecksums(options.backup, options.logger);
+    const admin = PsqlSession.open(runner, maintenanceConnection(target));
+    try {
+        await checkConnection(admin, maintenanceConnection(target));
+        const state = await databaseState(admin, runner, target);
+        if (state.holdsData) {
+            throw refusal('TARGET_NOT_EMPTY', `database ${target.database} on ${target.host}:${target.port} already holds ${state.tables} tables; an isolated restore needs an empty or new database`, 'choose a new database name, or use lifeline restore with --confirm to replace it');
+        }
+        if (!state.exists)
+            await admin.exec(`CREATE DATABASE ${quoteIdent(target.database)} TEMPLATE template0`);
+    }
+    finally {
+        await admin.close();
+    }
+    return restoreArchiveInto(target, options);
+}
+const RESTORE_LOG = 'restores.jsonl';
+/**
+ * Restores a backup into `target`. A target that holds data needs `confirm` equal to its name
+ * (refused before anything is touched otherwise), gets a `pre-restore` backup, and is replaced
+ * only after the restore was checked in a scratch database (a rename swap). A failure at any
+ * step before the swap leaves the target exactly as it was.
+ */
+async function restoreBackup(options) {
+    const { target, runner, backup } = options;
+    const maintenance = maintenanceConnection(target);
+    const admin = psql_PsqlSession.open(runner, maintenance);
+    let before;
+    try {
+        await connection_checkConnection(admin, maintenance);
+        before = await databaseState(admin, runner, target);
+    }
+    finally {
+        await admin.close();
+    }
+    if (before.holdsData)
+        requireDestructiveConfirmation(target.database, options.confirm);
+    return withLock(options.catalog.envDir(options.environment), options.environment, { command: `restore ${backup.id} into ${target.database}`, waitSeconds: options.lockWaitSeconds ?? 30 }, () => restoreLocked(options, before, maintenance));
+}
+async function restoreLocked(options, before, maintenance) {
+    const { target, runner, logger, backup } = options;
+    const started = Date.now();
+    if (options.skipVerify)
+        logger.warn('checksum verification skipped (--skip-verify); this is recorded with the restore');
+    else
+        await requireIntactChecksums(backup, logger);
+    let preRestoreBackupId;
+    if (before.holdsData && options.preRestoreBackup !== false) {
+        const pre = await createBackup({ catalog: options.catalog, environment: options.environment, runner, conn: target, label: 'pre-restore', logger, lockHeld: true, migrationHeadQuery: options.migrationHeadQuery, compressLevel: options.compressLevel });
+        preRestoreBackupId = pre.id;
+        logger.info(`pre-restore backup of ${target.database}: ${pre.id} (restore it to undo this restore)`);
+    }
+    const scratch = scratchName(target.database);
+    const encoding = before.exists ? `ENCODING ${quoteLiteral(before.encoding)} LC_COLLATE ${quoteLiteral(before.collate)} LC_CTYPE ${quoteLiteral(before.ctype)}` : '';
+    await execOnce(runner, maintenance, `CREATE DATABASE ${postgres_env_quoteIdent(scratch)} TEMPLATE template0 ${encoding}`);
+    let checks;
+    try {
+        checks = await restoreArchiveInto(withDatabase(target, scratch), options);
+        if (!checks.ok) {
+            throw errors_failure('RESTORE_CHECK_FAILED', `the restored copy does not match backup ${backup.id} (${describeCheckFailure(checks)}); ${target.database} was not touched`, { fix: 'verify the backup (lifeline verify) and check that the source had no unlogged or foreign tables', details: { checks } });
+        }
+        await swapDatabases(runner, maintenance, target.database, scratch, before, logger);
+    }
+    catch (error) {
+        await execOnce(runner, maintenance, `DROP DATABASE IF EXISTS ${postgres_env_quoteIdent(scratch)} WITH (FORCE)`).catch(() => { });
+        throw error;
+    }
+    const result = {
+        backupId: backup.id,
+        target: maskedUrl(target),
+        database: target.database,
+        destructive: before.holdsData,
+        checksumsVerified: !options.skipVerify,
+        ...(preRestoreBackupId ? { preRestoreBackupId } : {}),
+        checks,
+        seconds: (Date.now() - started) / 1000,
+    };
+    await options.catalog.appendLog(options.environment, RESTORE_LOG, { at: new Date().toISOString(), ...result });
+    return result;
+}
+async function requireIntactChecksums(backup, logger) {
+    const report = await verifyBackup(backup, { runner: new runner_LocalRunner(), logger, checksumsOnly: true });
+    if (!report.ok) {
+        const bad = report.checks.filter((c) => !c.ok).map((c) => `${c.name}: ${c.detail}`);
+        throw errors_refusal('BACKUP_CORRUPT', `backup ${backup.id} fails its checksums, so it will not be restored (${bad.join('; ')})`, 'restore another backup (lifeline backups lists them); this one is damaged', { checks: report.checks });
+    }
+}
+async function databaseState(admin, runner, target) {
+    const [row] = await admin.query(`SELECT pg_get_userbyid(datdba) AS owner, pg_encoding_to_char(encoding) AS encoding, datcollate AS collate, datctype AS ctype FROM pg_database WHERE datname = ${quoteLiteral(target.database)}`);
+    if (!row)
+        return { exists: false, holdsData: false, tables: 0 };
+    const session = psql_PsqlSession.open(runner, target);
+    try {
+        const tables = (await userTables(session)).length;
+        return { exists: true, holdsData: tables > 0, tables, ...row };
+    }
+    finally {
+        await session.close();
+    }
+}
+/**
+ * Replaces `target` with `scratch` in one transaction (renames are transactional), after ending
+ * the target's sessions; the old database is dropped only once the swap committed. psql stops at
+ * the first error, so each attempt gets a fresh session.
+ */
+async function swapDatabases(runner, maintenance, target, scratch, before, logger) {
+    if (before.owner)
+        await execOnce(runner, maintenance, `ALTER DATABASE ${postgres_env_quoteIdent(scratch)} OWNER TO ${postgres_env_quoteIdent(before.owner)}`);
+    if (!before.exists) {
+        await execOnce(runner, maintenance, `ALTER DATABASE ${postgres_env_quoteIdent(scratch)} RENAME TO ${postgres_env_quoteIdent(target)}`);
+        return;
+    }
+    const retired = scratchName(target, 'old');
+    const sessionsOf = `FROM pg_stat_activity WHERE datname IN (${quoteLiteral(target)}, ${quoteLiteral(scratch)}) AND pid <> pg_backend_pid()`;
+    for (let attempt = 1;; attempt++) {
+        try {
+            // Termination is asynchronous: wait for the sessions to be gone before renaming.
+            await execOnce(runner, maintenance, `SELECT count(pg_terminate_backend(pid)) ${sessionsOf}`);
+            for (let i = 0; i < 50; i++) {
+                const [row] = await queryOnceOn(runner, maintenance, `SELECT count(*)::int AS n ${sessionsOf}`);
+                if (!row?.n)
+                    break;
+                await new Promise((r) => setTimeout(r, 100));
+            }
+            await execOnce(runner, maintenance, `BEGIN; ALTER DATABASE ${postgres_env_quoteIdent(target)} RENAME TO ${postgres_env_quoteIdent(retired)}; ALTER DATABASE ${postgres_env_quoteIdent(scratch)} RENAME TO ${postgres_env_quoteIdent(target)}; COMMIT`);
+            break;
+        }
+        catch (error) {
+            if (attempt >= 5)
+                throw errors_failure('RESTORE_SWAP_FAILED', `could not swap the restored database into place: ${error.message}; ${target} was not changed`, { fix: 'stop the applications connected to the database and retry', cause: error });
+            logger.warn(`swap attempt ${attempt} failed (sessions reconnecting?); retrying`);
+            await new Promise((r) => setTimeout(r, 500 * attempt));
+        }
+    }
+    // The swap has committed: a leftover old copy is worth a warning, not a failed restore.
+    await execOnce(runner, maintenance, `DROP DATABASE ${postgres_env_quoteIdent(retired)} WITH (FORCE)`).catch((error) => logger.warn(`the replaced database was kept as ${retired} (${error.message}); drop it when convenient`));
+}
+async function execOnce(runner, conn, sql) {
+    const session = psql_PsqlSession.open(runner, conn);
+    try {
+        await session.exec(sql);
+    }
+    finally {
+        await session.close();
+    }
+}
+async function queryOnceOn(runner, conn, sql) {
+    const session = psql_PsqlSession.open(runner, conn);
+    try {
+        return await session.query(sql);
+    }
+    finally {
+        await session.close();
+    }
+}
+function describeCheckFailure(checks) {
+    const parts = [];
+    if (!checks.rowCounts.ok)
+        parts.push(`${checks.rowCounts.mismatches.length} tables with different row counts`);
+    if (!checks.schemaFingerprint.ok)
+        parts.push('schema fingerprint differs');
+    return parts.join(', ');
+}
+/** A database on the same server to run CREATE/ALTER/DROP DATABASE from. */
+function maintenanceConnection(target) {
+    return withDatabase(target, target.database === 'postgres' ? 'template1' : 'postgres');
+}
+/** `<target>_lifeline_<tag>_<random>`, within PostgreSQL's 63-byte identifier limit. */
+function scratchName(target, tag = 'restore') {
+    const suffix = `_lifeline_${tag}_${(0,external_node_crypto_.randomBytes)(3).toString('hex')}`;
+    return `${Buffer.from(target).subarray(0, 63 - suffix.length).toString('utf8').replace(/\uFFFD+$/, '')}${suffix}`;
+}
+/** A conninfo naming only the database, so a name with `=` or a URL-like name stays a name. */
+function conninfoDbname(database) {
+    return `dbname='${database.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
+}
+/** Post-restore hooks (cache revalidation, readiness checks); each result is reported, none is skipped silently. */
+async function runPostRestoreHooks(hooks, options) {
+    const results = [];
+    for (const hook of hooks) {
+        let result;
+        if ('http' in hook) {
+            const name = `${hook.method ?? 'GET'} ${new URL(hook.http).origin}${new URL(hook.http).pathname}`;
+            try {
+                const response = await fetch(hook.http, { method: hook.method ?? 'GET', signal: AbortSignal.timeout(options.timeoutMs ?? 30_000) });
+                const ok = hook.expectStatus ? response.status === hook.expectStatus : response.ok;
+                result = { hook: name, ok, detail: `HTTP ${response.status}` };
+            }
+            catch (error) {
+                result = { hook: name, ok: false, detail: error.message };
+            }
+        }
+        else {
+            const [tool, ...args] = hook.command;
+            const name = hook.command.join(' ');
+            try {
+                const run = await runText(options.runner ?? new runner_LocalRunner(), { tool: tool, args });
+                result = { hook: name, ok: run.exitCode === 0, detail: run.exitCode === 0 ? 'exit 0' : `${describeExit(run)}: ${lastLines(run.stderr, 2)}` };
+            }
+            catch (error) {
+                result = { hook: name, ok: false, detail: error.message };
+            }
+        }
+        options.logger.info(`${result.ok ? 'ok  ' : 'FAIL'} post-restore hook ${result.hook}: ${result.detail}`);
+        results.push(result);
+    }
+    return results;
+}
+function parseJobs(value) {
+    const jobs = Number(value ?? '2');
+    if (!Number.isInteger(jobs) || jobs < 1 || jobs > 64)
+        throw errors_usageError('BAD_INPUT', `--jobs must be a whole number from 1 to 64 (got "${value}")`, 'pass --jobs 2');
+    return jobs;
+}
+
+;// CONCATENATED MODULE: ./src/postgres/retention.ts
+
+
+
+/**
+ * Which backups the policy keeps: the newest `keepLast`; the newest of each of the last
+ * `keepDaily` days and `keepWeekly` ISO weeks that have backups (UTC); always the newest verified
+ * backup and every backup a release manifest references. Pure: the caller deletes.
+ */
+function planRetention(backups, policy, referenced) {
+    const newestFirst = [...backups].sort((a, b) => b.metadata.createdAt.localeCompare(a.metadata.createdAt) || b.id.localeCompare(a.id));
+    const reasons = new Map(newestFirst.map((b) => [b.id, []]));
+    newestFirst.slice(0, policy.keepLast).forEach((b, i) => reasons.get(b.id).push(`last ${i + 1} of ${policy.keepLast}`));
+    keepNewestPerBucket(newestFirst, policy.keepDaily, (d) => d.toISOString().slice(0, 10), 'daily', reasons);
+    keepNewestPerBucket(newestFirst, policy.keepWeekly, isoWeek, 'weekly', reasons);
+    const newestVerified = newestFirst.find((b) => b.metadata.verified?.ok);
+    if (newestVerified)
+        reasons.get(newestVerified.id).push('newest verified backup');
+    for (const [id, releases] of referenced)
+        reasons.get(id)?.push(`referenced by release ${releases.join(', ')}`);
+    return newestFirst.map((b) => {
+        const held = reasons.get(b.id);
+        return { id: b.id, createdAt: b.metadata.createdAt, label: b.metadata.label, keep: held.length > 0, reasons: held.length ? held : ['outside every retention rule'] };
+    });
+}
+function keepNewestPerBucket(newestFirst, count, bucketOf, rule, reasons) {
+    const seen = new Set();
+    for (const backup of newestFirst) {
+        if (seen.size >= count)
+            return;
+        const bucket = bucketOf(new Date(backup.metadata.createdAt));
+        if (seen.has(bucket))
+            continue;
+        seen.add(bucket);
+        reasons.get(backup.id).push(`${rule} ${bucket}`);
+    }
+}
+/** ISO 8601 week, e.g. `2026-W47`. */
+function isoWeek(date) {
+    const d = new Date(Date.UTC(date.getUTCFullYear(), date.getUTCMonth(), date.getUTCDate()));
+    const day = d.getUTCDay() || 7;
+    d.setUTCDate(d.getUTCDate() + 4 - day);
+    const yearStart = Date.UTC(d.getUTCFullYear(), 0, 1);
+    const week = Math.ceil(((d.getTime() - yearStart) / 86400000 + 1) / 7);
+    return `${d.getUTCFullYear()}-W${String(week).padStart(2, '0')}`;
+}
+/**
+ * Backup ids referenced by the environment's release manifests
+ * (`<store>/<env>/releases/<version>/manifest.json`). Read defensively: an in-toto statement's
+ * `predicate.backup.id` or a top-level `backup.id`; an unreadable manifest is reported, and
+ * since it might protect a backup, nothing is pruned while one is unreadable.
+ */
+async function backupsReferencedByReleases(catalog, env) {
+    const dir = catalog.kindDir(env, 'releases');
+    const referenced = new Map();
+    const unreadable = [];
+    let versions;
+    try {
+        versions = await (0,promises_namespaceObject.readdir)(dir);
+    }
+    catch (error) {
+        if (error.code === 'ENOENT')
+            return { referenced, unreadable };
+        throw error;
+    }
+    for (const version of versions) {
+        if (version.startsWith('.'))
+            continue;
+        const path = (0,external_node_path_namespaceObject.join)(dir, version, 'manifest.json');
+        let text;
+        try {
+            text = await (0,promises_namespaceObject.readFile)(path, 'utf8');
+        }
+        catch (error) {
+            if (error.code === 'ENOENT')
+                continue;
+            unreadable.push(path);
+            continue;
+        }
+        let id;
+        try {
+            const doc = JSON.parse(text);
+            id = doc?.predicate?.backup?.id ?? doc?.backup?.id;
+        }
+        catch {
+            unreadable.push(path);
+            continue;
+        }
+        if (typeof id === 'string' && id)
+            referenced.set(id, [...(referenced.get(id) ?? []), version]);
+    }
+    return { referenced, unreadable };
+}
+/** Plans retention and, with `apply`, removes the backups the plan lets go. */
+async function pruneBackups(catalog, env, policy, options) {
+    const backups = await listBackups(catalog, env);
+    const { referenced, unreadable } = await backupsReferencedByReleases(catalog, env);
+    const decisions = planRetention(backups, policy, referenced);
+    const deleted = [];
+    if (options.apply && unreadable.length === 0) {
+        for (const decision of decisions) {
+            if (decision.keep)
+                continue;
+            const entry = backups.find((b) => b.id === decision.id);
+            await catalog.remove(entry);
+            deleted.push(decision.id);
+            options.logger.info(`deleted backup ${decision.id} (${decision.createdAt}, ${decision.label})`);
+        }
+    }
+    for (const path of unreadable)
+        options.logger.warn(`cannot read release manifest ${path}; nothing is deleted until it is fixed`);
+    return { applied: options.apply && unreadable.length === 0, decisions, deleted, unreadableManifests: unreadable };
+}
+
+// EXTERNAL MODULE: external "node:net"
+var external_node_net_ = __nccwpck_require__(7030);
+;// CONCATENATED MODULE: ./src/runner/ports.ts
+
+
+/** A TCP port on 127.0.0.1 that was free a moment ago. */
+function freePort() {
+    return new Promise((resolve, reject) => {
+        const server = (0,external_node_net_.createServer)();
+        server.unref();
+        server.on('error', reject);
+        server.listen(0, '127.0.0.1', () => {
+            const address = server.address();
+            const port = typeof address === 'object' && address ? address.port : 0;
+            server.close(() => resolve(port));
+        });
+    });
+}
+async function waitFor(check, options) {
+    const deadline = Date.now() + options.timeoutMs;
+    for (;;) {
+        if (await check().catch(() => false))
+            return;
+        if (Date.now() > deadline)
+            throw new Error(`timed out after ${options.timeoutMs} ms waiting for ${options.what}`);
+        await new Promise((r) => setTimeout(r, options.intervalMs ?? 100));
+    }
+}
+/** Sends a signal to a pid and waits for it to be gone; escalates to SIGKILL after the grace period. */
+async function stopPid(pid, signal = 'SIGTERM', graceMs = 15000) {
+    const alive = () => {
+        try {
+            process.kill(pid, 0);
+        }
+        catch {
+            return false;
+        }
+        // An exited daemon (the postmaster, once pg_ctl is gone) is reparented to PID 1, which may
+        // reap it late: a zombie has stopped, whatever kill(pid, 0) says.
+        try {
+            const stat = (0,external_node_fs_.readFileSync)(`/proc/${pid}/stat`, 'utf8');
+            return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+        }
+        catch {
+            return true;
+        }
+    };
+    if (!alive())
+        return;
+    try {
+        process.kill(pid, signal);
+    }
+    catch {
+        return;
+    }
+    const deadline = Date.now() + graceMs;
+    while (alive() && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 50));
+    if (alive()) {
+        try {
+            process.kill(pid, 'SIGKILL');
+        }
+        catch {
+            // already gone
+        }
+        while (alive())
+            await new Promise((r) => setTimeout(r, 50));
+    }
+}
+
+;// CONCATENATED MODULE: ./src/redis/server.ts
+
+
+
+
+
+
+/** Starts a private redis-server on 127.0.0.1 in a temp dir; `stop()` stops it by pid and removes the dir. */
+async function startThrowawayRedis(options = {}) {
+    const dir = (0,external_node_fs_.mkdtempSync)((0,external_node_path_namespaceObject.join)((0,external_node_os_namespaceObject.tmpdir)(), 'lifeline-redis-'));
+    const port = await freePort();
+    const runner = new runner_LocalRunner({ binDirs: options.binDir ? [options.binDir] : [] });
+    const args = [
+        '--port', String(port),
+        '--bind', '127.0.0.1',
+        '--dir', dir,
+        '--dbfilename', 'dump.rdb',
+        '--appendonly', 'no',
+        '--save', '',
+        '--daemonize', 'no',
+        '--logfile', (0,external_node_path_namespaceObject.join)(dir, 'redis.log'),
+        '--repl-diskless-sync-delay', '0',
+        ...(options.password ? ['--requirepass', options.password] : []),
+    ];
+    if (options.rdbFile) {
+        const { copyFileSync } = await Promise.resolve(/* import() */).then(__nccwpck_require__.t.bind(__nccwpck_require__, 3024, 23));
+        copyFileSync(options.rdbFile, (0,external_node_path_namespaceObject.join)(dir, 'dump.rdb'));
+    }
+    const running = runner.start({ tool: 'redis-server', args });
+    running.stdout.resume();
+    const pid = running.pid;
+    if (!pid)
+        throw errors_failure('REDIS_START_FAILED', 'redis-server did not start');
+    const auth = options.password ? `:${encodeURIComponent(options.password)}@` : '';
+    const url = `redis://${auth}127.0.0.1:${port}/0`;
+    let exited = false;
+    running.done.then(() => (exited = true)).catch(() => (exited = true));
+    const stop = async () => {
+        await stopPid(pid, 'SIGTERM', 15000);
+        (0,external_node_fs_.rmSync)(dir, { recursive: true, force: true });
+    };
+    try {
+        await waitFor(async () => {
+            if (exited)
+                throw new Error('exited');
+            const ping = await runText(runner, { tool: 'redis-cli', args: ['-h', '127.0.0.1', '-p', String(port), 'PING'], env: options.password ? { REDISCLI_AUTH: options.password } : {} });
+            // With a dump to load, PING answers LOADING until the dataset is in memory.
+            return ping.stdout.trim() === 'PONG';
+        }, { timeoutMs: 60000, what: 'redis-server to answer PING' });
+    }
+    catch (error) {
+        let log = '';
+        try {
+            log = (0,external_node_fs_.readFileSync)((0,external_node_path_namespaceObject.join)(dir, 'redis.log'), 'utf8').split('\n').slice(-5).join('\n');
+        }
+        catch {
+            // no log
+        }
+        await stop();
+        throw errors_failure('REDIS_START_FAILED', `the throwaway redis-server did not start: ${log || error.message}`);
+    }
+    return { port, dir, url, pid, stop };
+}
+
+;// CONCATENATED MODULE: ./src/redis/restore.ts
+
+
+
+
+
+/**
+ * Loads a backup's Redis snapshot into a private redis-server and compares its key count with the
+ * snapshot's. Only keys with a TTL may be missing (they can expire in between). The server is
+ * stopped afterwards unless `keep` is set (a drill may want to run checks against it).
+ */
+async function restoreRedisIsolated(backup, options) {
+    const file = backup.metadata.files.redis;
+    if (!file)
+        throw errors_failure('NO_REDIS_SNAPSHOT', `backup ${backup.id} has no Redis snapshot`, { fix: 'configure redis: in lifeline.yml (or pass --redis-url) so backups include it' });
+    const path = (0,external_node_path_namespaceObject.join)(backup.dir, file.name);
+    const runner = new runner_LocalRunner({ binDirs: options.binDir ? [options.binDir] : [] });
+    const check = await checkRdb(runner, path);
+    if (!check.ok)
+        throw errors_failure('REDIS_SNAPSHOT_INVALID', `the Redis snapshot of ${backup.id} does not validate: ${check.detail}`);
+    const server = await startThrowawayRedis({ rdbFile: path, binDir: options.binDir });
+    try {
+        const keysLoaded = await redisKeyspace(runner, parseRedisUrl(server.url));
+        const total = Object.values(keysLoaded).reduce((a, b) => a + b, 0);
+        const ok = total <= check.keysRead && total >= check.keysRead - check.expires;
+        const detail = `${total} keys loaded, snapshot holds ${check.keysRead}${check.expires ? ` (${check.expires} with a TTL)` : ''}`;
+        options.logger.info(`${ok ? 'ok  ' : 'FAIL'} redis restore: ${detail}`);
+        const report = { ok, keysInSnapshot: check.keysRead, keysWithTtl: check.expires, keysLoaded, detail };
+        if (options.keep)
+            return { ...report, server };
+        await server.stop();
+        return report;
+    }
+    catch (error) {
+        await server.stop();
+        throw error;
+    }
+}
+
+;// CONCATENATED MODULE: ./src/storage/s3.ts
+
+
+
+const EMPTY_SHA256 = (0,external_node_crypto_.createHash)('sha256').update('').digest('hex');
+/** An S3 error response (exit 1), kept structured so callers can tell "not there" from "not supported". */
+class S3RequestError extends LifelineError {
+    status;
+    constructor(status, s3Code, message) {
+        super('failed', message, { code: s3Code, fix: fixForS3Error(status, s3Code) });
+        this.status = status;
+        this.name = 'S3RequestError';
+    }
+}
+function fixForS3Error(status, code) {
+    if (code === 'NoSuchBucket')
+        return 'check storage.bucket and storage.endpoint/region in lifeline.yml';
+    if (status === 401 || status === 403)
+        return 'check the access key pair and that its policy allows list, get and put under storage.prefix (and that the clock is right: signatures expire)';
+    if (status >= 500)
+        return 'the object store failed; run the command again (uploads resume where they stopped)';
+    return 'check the storage section of lifeline.yml';
+}
+/**
+ * A minimal S3 client: SigV4-signed requests over node's fetch, with just the calls Lifeline's
+ * sync needs. Bodies are buffers of at most one part; downloads are returned as streams.
+ */
+class S3Client {
+    options;
+    fetchImpl;
+    now;
+    constructor(options) {
+        this.options = options;
+        this.fetchImpl = options.fetch ?? fetch;
+        this.now = options.now ?? (() => new Date());
+    }
+    /** The URL of an object (or of the bucket when key is undefined). */
+    url(key, query = {}) {
+        const { endpoint, region, bucket } = this.options;
+        const encodedKey = key === undefined ? '' : key.split('/').map(encodeRfc3986).join('/');
+        const base = endpoint
+            ? `${endpoint.replace(/\/+$/, '')}/${encodeRfc3986(bucket)}${key === undefined ? '' : `/${encodedKey}`}`
+            : `https://${bucket}.s3.${region}.amazonaws.com/${encodedKey}`;
+        const url = new URL(base);
+        for (const [name, value] of Object.entries(query))
+            url.searchParams.set(name, value);
+        return url;
+    }
+    /** SigV4 headers for one request (exposed for the signature test vectors). */
+    sign(method, url, headers, payloadSha256) {
+        const { region, credentials } = this.options;
+        const amzDate = this.now().toISOString().replace(/[-:]/g, '').replace(/\.\d+/, '');
+        const day = amzDate.slice(0, 8);
+        const all = { ...headers, host: url.host, 'x-amz-date': amzDate, 'x-amz-content-sha256': payloadSha256 };
+        if (credentials.sessionToken)
+            all['x-amz-security-token'] = credentials.sessionToken;
+        const lower = Object.fromEntries(Object.entries(all).map(([k, v]) => [k.toLowerCase(), v.trim().replace(/\s+/g, ' ')]));
+        const signedNames = Object.keys(lower).sort();
+        const canonicalQuery = [...url.searchParams.entries()]
+            .map(([k, v]) => [encodeRfc3986(k), encodeRfc3986(v)])
+            .sort(([a, av], [b, bv]) => (a === b ? (av < bv ? -1 : 1) : a < b ? -1 : 1))
+            .map(([k, v]) => `${k}=${v}`)
+            .join('&');
+        const canonicalRequest = [method, url.pathname, canonicalQuery, ...signedNames.map((n) => `${n}:${lower[n]}`), '', signedNames.join(';'), payloadSha256].join('\n');
+        const scope = `${day}/${region}/s3/aws4_request`;
+        const stringToSign = ['AWS4-HMAC-SHA256', amzDate, scope, sha256Hex(canonicalRequest)].join('\n');
+        let key = hmac(`AWS4${credentials.secretAccessKey}`, day);
+        for (const part of [region, 's3', 'aws4_request'])
+            key = hmac(key, part);
+        const signature = (0,external_node_crypto_.createHmac)('sha256', key).update(stringToSign).digest('hex');
+        const { host: _host, ...sent } = lower;
+        return { ...sent, authorization: `AWS4-HMAC-SHA256 Credential=${credentials.accessKeyId}/${scope}, SignedHeaders=${signedNames.join(';')}, Signature=${signature}` };
+    }
+    async send(method, key, options = {}) {
+        const url = this.url(key, options.query);
+        const payloadSha256 = options.body ? (options.bodySha256 ?? (0,external_node_crypto_.createHash)('sha256').update(options.body).digest('hex')) : EMPTY_SHA256;
+        const headers = this.sign(method, url, options.headers ?? {}, payloadSha256);
+        let response;
+        try {
+            response = await this.fetchImpl(url, { method, headers: options.body ? { ...headers, 'content-length': String(options.body.length) } : headers, body: options.body ? streamOf(options.body) : undefined, duplex: 'half' });
+        }
+        catch (error) {
+            throw errors_failure('STORAGE_UNREACHABLE', `cannot reach the object store at ${url.origin}: ${error.cause ?? error.message}`, {
+                cause: error,
+                fix: 'check storage.endpoint and the network path to it, then run the command again (uploads resume)',
+            });
+        }
+        if (!response.ok)
+            throw await errorFrom(response, method, key);
+        return response;
+    }
+    async putObject(key, body, headers, bodySha256) {
+        const response = await this.send('PUT', key, { body, headers, bodySha256 });
+        await response.arrayBuffer();
+        return response.headers.get('etag') ?? '';
+    }
+    async createMultipartUpload(key, headers) {
+        const xml = await (await this.send('POST', key, { query: { uploads: '' }, headers })).text();
+        const uploadId = xmlValue(xml, 'UploadId');
+        if (!uploadId)
+            throw errors_failure('STORAGE_PROTOCOL', `the object store did not return an UploadId for ${key}`);
+        return uploadId;
+    }
+    async uploadPart(key, uploadId, partNumber, body, headers, bodySha256) {
+        const response = await this.send('PUT', key, { query: { partNumber: String(partNumber), uploadId }, body, headers, bodySha256 });
+        await response.arrayBuffer();
+        return response.headers.get('etag') ?? '';
+    }
+    /** Parts the server holds for an upload; undefined when the server cannot list them (then a local journal decides). */
+    async listParts(key, uploadId) {
+        const parts = [];
+        let marker;
+        try {
+            for (;;) {
+                const query = { uploadId };
+                if (marker)
+                    query['part-number-marker'] = marker;
+                const xml = await (await this.send('GET', key, { query })).text();
+                for (const block of xmlBlocks(xml, 'Part')) {
+                    parts.push({ partNumber: Number(xmlValue(block, 'PartNumber')), etag: xmlValue(block, 'ETag') ?? '', checksumSha256: xmlValue(block, 'ChecksumSHA256') });
+                }
+                if (xmlValue(xml, 'IsTruncated') !== 'true')
+                    return parts;
+                marker = xmlValue(xml, 'NextPartNumberMarker');
+            }
+        }
+        catch (error) {
+            if (error instanceof S3RequestError && (error.status === 405 || error.status === 501))
+                return undefined;
+            throw error;
+        }
+    }
+    async completeMultipartUpload(key, uploadId, parts) {
+        const body = Buffer.from(`<CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/">${parts
+            .map((p) => `<Part><PartNumber>${p.partNumber}</PartNumber><ETag>${escapeXml(p.etag)}</ETag>${p.checksumSha256 ? `<ChecksumSHA256>${p.checksumSha256}</ChecksumSHA256>` : ''}</Part>`)
+            .join('')}</CompleteMultipartUpload>`);
+        const response = await this.send('POST', key, { query: { uploadId }, body, headers: { 'content-type': 'application/xml' } });
+        const xml = await response.text();
+        // S3 may answer 200 and still report an error in the body.
+        if (/<Error>/.test(xml))
+            throw new S3RequestError(500, xmlValue(xml, 'Code') ?? 'InternalError', `completing ${key} failed: ${xmlValue(xml, 'Message') ?? xml}`);
+    }
+    async abortMultipartUpload(key, uploadId) {
+        try {
+            await (await this.send('DELETE', key, { query: { uploadId } })).arrayBuffer();
+        }
+        catch (error) {
+            if (!(error instanceof S3RequestError && error.status === 404))
+                throw error;
+        }
+    }
+    async headObject(key) {
+        let response;
+        try {
+            response = await this.send('HEAD', key, { headers: { 'x-amz-checksum-mode': 'ENABLED' } });
+        }
+        catch (error) {
+            if (error instanceof S3RequestError && error.status === 404)
+                return undefined;
+            throw error;
+        }
+        const metadata = {};
+        response.headers.forEach((value, name) => {
+            if (name.startsWith('x-amz-meta-'))
+                metadata[name.slice('x-amz-meta-'.length)] = value;
+        });
+        return {
+            size: Number(response.headers.get('content-length') ?? 0),
+            etag: response.headers.get('etag') ?? '',
+            metadata,
+            checksumSha256: response.headers.get('x-amz-checksum-sha256') ?? undefined,
+        };
+    }
+    /** The object's bytes as a stream, plus its metadata. */
+    async getObject(key) {
+        const response = await this.send('GET', key);
+        const metadata = {};
+        response.headers.forEach((value, name) => {
+            if (name.startsWith('x-amz-meta-'))
+                metadata[name.slice('x-amz-meta-'.length)] = value;
+        });
+        const body = response.body ? external_node_stream_.Readable.fromWeb(response.body) : external_node_stream_.Readable.from([]);
+        return { body, head: { size: Number(response.headers.get('content-length') ?? 0), etag: response.headers.get('etag') ?? '', metadata } };
+    }
+    async deleteObject(key) {
+        await (await this.send('DELETE', key)).arrayBuffer();
+    }
+    /** Every object under a prefix (ListObjectsV2, following continuation tokens). */
+    async *listObjects(prefix) {
+        let token;
+        for (;;) {
+            const query = { 'list-type': '2', prefix };
+            if (token)
+                query['continuation-token'] = token;
+            const xml = await (await this.send('GET', undefined, { query })).text();
+            for (const block of xmlBlocks(xml, 'Contents')) {
+                yield { key: xmlValue(block, 'Key') ?? '', size: Number(xmlValue(block, 'Size') ?? 0), etag: xmlValue(block, 'ETag') ?? '' };
+            }
+            if (xmlValue(xml, 'IsTruncated') !== 'true')
+                return;
+            token = xmlValue(xml, 'NextContinuationToken');
+            if (!token)
+                return;
+        }
+    }
+}
+/**
+ * fetch copies a buffer body (as the Fetch standard requires); a one-chunk stream is sent as is,
+ * so a part buffer is never duplicated and memory stays at the pool of parts.
+ */
+function streamOf(body) {
+    return new ReadableStream({
+        start(controller) {
+            controller.enqueue(body);
+            controller.close();
+        },
+    });
+}
+async function errorFrom(response, method, key) {
+    const text = method === 'HEAD' ? '' : await response.text().catch(() => '');
+    const code = xmlValue(text, 'Code') ?? (response.status === 404 ? 'NotFound' : `HTTP${response.status}`);
+    const message = xmlValue(text, 'Message') ?? response.statusText;
+    return new S3RequestError(response.status, code, `${method} ${key ?? '(bucket)'}: ${response.status} ${code}: ${message}`);
+}
+/** RFC 3986 encoding as SigV4 requires (encodeURIComponent leaves !'()* alone). */
+function encodeRfc3986(value) {
+    return encodeURIComponent(value).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+}
+function hmac(key, data) {
+    return (0,external_node_crypto_.createHmac)('sha256', key).update(data).digest();
+}
+function sha256Hex(text) {
+    return (0,external_node_crypto_.createHash)('sha256').update(text).digest('hex');
+}
+const XML_ENTITIES = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'" };
+function decodeXml(text) {
+    return text.replace(/&(amp|lt|gt|quot|apos|#\d+|#x[0-9a-f]+);/gi, (_m, entity) => {
+        if (entity.startsWith('#x') || entity.startsWith('#X'))
+            return String.fromCodePoint(parseInt(entity.slice(2), 16));
+        if (entity.startsWith('#'))
+            return String.fromCodePoint(Number(entity.slice(1)));
+        return XML_ENTITIES[entity.toLowerCase()];
+    });
+}
+function escapeXml(text) {
+    return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+}
+/** S3's responses are small and flat enough that element extraction suffices. */
+function xmlValue(xml, tag) {
+    const match = new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`).exec(xml);
+    return match ? decodeXml(match[1]) : undefined;
+}
+function xmlBlocks(xml, tag) {
+    return [...xml.matchAll(new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`, 'g'))].map((m) => m[1]);
+}
+
+;// CONCATENATED MODULE: ./src/storage/object-store.ts
+
+
+
+
+
+const DEFAULT_PART_SIZE = 8 * 1024 * 1024;
+/** Parts in flight at once: enough to overlap hashing, network and the server's disk. */
+const DEFAULT_CONCURRENCY = 4;
+/** S3's floor for every part but the last. */
+const MIN_PART_SIZE = 5 * 1024 * 1024;
+const MAX_PARTS = 10_000;
+/** Builds the S3 driver for reviewed settings; missing credentials are a usage error (exit 2), raised before any request. */
+function s3StoreFor(storage, options) {
+    if (!storage.credentials) {
+        throw errors_usageError('STORAGE_CREDENTIALS_MISSING', `the object-store credentials are not set: ${storage.credentialEnv.accessKeyId} and ${storage.credentialEnv.secretAccessKey} must both be in the environment`, `export ${storage.credentialEnv.accessKeyId}=... and ${storage.credentialEnv.secretAccessKey}=... (a key scoped to s3://${storage.bucket}/${storage.prefix}), or name other variables in storage.accessKeyIdEnv / secretAccessKeyEnv`);
+    }
+    const client = new S3Client({ endpoint: storage.endpoint, region: storage.region, bucket: storage.bucket, credentials: storage.credentials, fetch: options.fetch });
+    return new S3ObjectStore(client, storage, options);
+}
+class S3ObjectStore {
+    client;
+    storage;
+    options;
+    location;
+    partSize;
+    concurrency;
+    constructor(client, storage, options) {
+        this.client = client;
+        this.storage = storage;
+        this.options = options;
+        this.location = `s3://${storage.bucket}/${storage.prefix}`;
+        this.partSize = Math.max(options.partSize ?? DEFAULT_PART_SIZE, MIN_PART_SIZE);
+        this.concurrency = Math.max(1, options.concurrency ?? DEFAULT_CONCURRENCY);
+    }
+    list(prefix) {
+        return this.client.listObjects(prefix);
+    }
+    head(key) {
+        return this.client.headObject(key);
+    }
+    get(key) {
+        return this.client.getObject(key);
+    }
+    /** Headers every new object carries: its sha256 as metadata, encryption and retention as configured. */
+    objectHeaders(sha256) {
+        const headers = { 'x-amz-meta-sha256': sha256 };
+        if (this.storage.serverSideEncryption)
+            headers['x-amz-server-side-encryption'] = this.storage.serverSideEncryption;
+        if (this.storage.objectLock) {
+            headers['x-amz-object-lock-mode'] = this.storage.objectLock.mode;
+            headers['x-amz-object-lock-retain-until-date'] = new Date(Date.now() + this.storage.objectLock.days * 86400_000).toISOString().replace(/\.\d+Z$/, 'Z');
+        }
+        return headers;
+    }
+    async putFile(key, path, expected) {
+        const partSize = Math.max(this.partSize, Math.ceil(expected.bytes / MAX_PARTS));
+        if (expected.bytes <= partSize)
+            return this.putSingle(key, path, expected);
+        try {
+            return await this.putMultipart(key, path, expected, partSize);
+        }
+        catch (error) {
+            // The server forgot the upload we journaled (expired or aborted): start it again cleanly, once.
+            if (error instanceof S3RequestError && error.code === 'NoSuchUpload') {
+                await this.dropJournal(key);
+                return this.putMultipart(key, path, expected, partSize);
+            }
+            throw error;
+        }
+    }
+    async putSingle(key, path, expected) {
+        const body = await (0,promises_namespaceObject.readFile)(path);
+        const sha256 = (0,external_node_crypto_.createHash)('sha256').update(body).digest();
+        if (sha256.toString('hex') !== expected.sha256 || body.length !== expected.bytes)
+            throw changedWhileSyncing(path);
+        await this.client.putObject(key, body, { ...this.objectHeaders(expected.sha256), 'content-md5': (0,external_node_crypto_.createHash)('md5').update(body).digest('base64'), 'x-amz-checksum-sha256': sha256.toString('base64') }, expected.sha256);
+        return { bytes: body.length, parts: 1, resumedParts: 0 };
+    }
+    async putMultipart(key, path, expected, partSize) {
+        let journal = await this.readJournal(key);
+        if (journal && (journal.sha256 !== expected.sha256 || journal.bytes !== expected.bytes || journal.partSize !== partSize)) {
+            await this.client.abortMultipartUpload(key, journal.uploadId);
+            journal = undefined;
+        }
+        if (journal) {
+            // The server's own list is the truth where it keeps one; otherwise the journal's ETags are.
+            const listed = await this.client.listParts(key, journal.uploadId);
+            if (listed)
+                journal.parts = listed;
+        }
+        else {
+            const uploadId = await this.client.createMultipartUpload(key, { ...this.objectHeaders(expected.sha256), 'x-amz-checksum-algorithm': 'SHA256' });
+            journal = { key, uploadId, sha256: expected.sha256, bytes: expected.bytes, partSize, parts: [] };
+            await this.writeJournal(journal);
+        }
+        const uploadId = journal.uploadId;
+        const already = new Map(journal.parts.map((p) => [p.partNumber, p]));
+        const wholeFile = (0,external_node_crypto_.createHash)('sha256');
+        const parts = [];
+        const inFlight = new Set();
+        // A fixed pool of part buffers, reused: memory is bounded by design, not by when GC runs.
+        const freeBuffers = Array.from({ length: this.concurrency }, () => Buffer.allocUnsafe(partSize));
+        let journalWrites = Promise.resolve();
+        let resumedParts = 0;
+        const handle = await (0,promises_namespaceObject.open)(path, 'r');
+        try {
+            const partCount = Math.ceil(expected.bytes / partSize);
+            // Parts are read and hashed in order (the whole-file hash needs that) and sent a few at a
+            // time: memory stays at `concurrency` parts while the network and the server overlap.
+            for (let partNumber = 1; partNumber <= partCount; partNumber++) {
+                while (freeBuffers.length === 0)
+                    await Promise.race(inFlight);
+                const length = Math.min(partSize, expected.bytes - (partNumber - 1) * partSize);
+                const buffer = freeBuffers.pop();
+                const body = buffer.subarray(0, length);
+                const { bytesRead } = await handle.read(buffer, 0, length, (partNumber - 1) * partSize);
+                if (bytesRead !== length)
+                    throw changedWhileSyncing(path);
+                wholeFile.update(body);
+                const md5 = (0,external_node_crypto_.createHash)('md5').update(body).digest();
+                const partSha256 = (0,external_node_crypto_.createHash)('sha256').update(body).digest();
+                const checksumSha256 = partSha256.toString('base64');
+                const previous = already.get(partNumber);
+                if (previous && unquote(previous.etag) === md5.toString('hex')) {
+                    parts.push({ partNumber, etag: previous.etag, checksumSha256 });
+                    resumedParts++;
+                    freeBuffers.push(buffer);
+                    continue;
+                }
+                const sending = this.client
+                    .uploadPart(key, uploadId, partNumber, body, { 'content-md5': md5.toString('base64'), 'x-amz-checksum-sha256': checksumSha256 }, partSha256.toString('hex'))
+                    .then((etag) => {
+                    const part = { partNumber, etag, checksumSha256 };
+                    parts.push(part);
+                    journal.parts = [...journal.parts.filter((p) => p.partNumber !== partNumber), part];
+                    journalWrites = journalWrites.then(() => this.writeJournal(journal));
+                    return journalWrites;
+                })
+                    .finally(() => {
+                    inFlight.delete(sending);
+                    freeBuffers.push(buffer);
+                });
+                inFlight.add(sending);
+            }
+            await Promise.all(inFlight);
+        }
+        finally {
+            // Never leave a part request or a journal write running behind a failure.
+            await Promise.allSettled([...inFlight, journalWrites]);
+            await handle.close();
+        }
+        parts.sort((a, b) => a.partNumber - b.partNumber);
+        if (wholeFile.digest('hex') !== expected.sha256) {
+            await this.client.abortMultipartUpload(key, uploadId);
+            await this.dropJournal(key);
+            throw changedWhileSyncing(path);
+        }
+        await this.client.completeMultipartUpload(key, uploadId, parts);
+        await this.dropJournal(key);
+        return { bytes: expected.bytes, parts: parts.length, resumedParts };
+    }
+    journalPath(key) {
+        return (0,external_node_path_namespaceObject.join)(this.options.journalDir, `${(0,external_node_crypto_.createHash)('sha256').update(`${this.storage.bucket}/${key}`).digest('hex').slice(0, 32)}.json`);
+    }
+    async readJournal(key) {
+        try {
+            const journal = JSON.parse(await (0,promises_namespaceObject.readFile)(this.journalPath(key), 'utf8'));
+            return journal.key === key ? journal : undefined;
+        }
+        catch {
+            return undefined; // missing or torn: start a fresh upload
+        }
+    }
+    async writeJournal(journal) {
+        await (0,promises_namespaceObject.mkdir)(this.options.journalDir, { recursive: true });
+        const path = this.journalPath(journal.key);
+        await (0,promises_namespaceObject.writeFile)(`${path}.tmp`, JSON.stringify(journal));
+        await (0,promises_namespaceObject.rename)(`${path}.tmp`, path);
+    }
+    async dropJournal(key) {
+        await (0,promises_namespaceObject.rm)(this.journalPath(key), { force: true });
+    }
+}
+function unquote(etag) {
+    return etag.replace(/"/g, '').toLowerCase();
+}
+function changedWhileSyncing(path) {
+    return errors_failure('LOCAL_FILE_CHANGED', `${path} no longer matches its SHA256SUMS line while being uploaded; nothing was completed remotely`, {
+        fix: 'run `lifeline verify` on the entry; a catalog file must never change after it is written',
+    });
+}
+
+;// CONCATENATED MODULE: ./src/storage/review.ts
+
+/** What a person must have checked about a provider before Lifeline sends it a restaurant's orders. */
+const REVIEW_CHECKLIST = [
+    'data residency: the region and the provider are allowed to hold this data (contracts, GDPR, customers\' terms)',
+    'encryption at rest: the bucket encrypts by default, or storage.serverSideEncryption is set',
+    'retention and object lock: versioning/object lock (storage.objectLock) match the retention policy, so a backup cannot be silently overwritten',
+    'access keys scoped to the prefix: the key may only list, read and write under the bucket/prefix Lifeline uses, nothing else',
+    'deletion protection: the key cannot delete objects (or deletions are held by object lock), so a leaked key cannot erase the off-host copies',
+];
+function reviewChecklistText() {
+    return REVIEW_CHECKLIST.map((item) => `  [ ] ${item}`).join('\n');
+}
+/**
+ * The review gate: refuses (exit 3) before any request is made unless lifeline.yml records who
+ * reviewed which provider, and when. Returns the settings narrowed to a reviewed provider.
+ */
+function requireReviewedStorage(env, storage) {
+    if (!storage) {
+        throw errors_usageError('STORAGE_NOT_CONFIGURED', `environment ${env} has no storage: section in lifeline.yml`, `add environments.${env}.storage (provider: s3, endpoint, region, bucket, prefix, accessKeyIdEnv, secretAccessKeyEnv), review it, then record storage.reviewed`);
+    }
+    if (!storage.reviewed) {
+        throw errors_refusal('STORAGE_NOT_REVIEWED', `off-host storage for environment ${env} (bucket ${storage.bucket}) has not been reviewed; nothing was sent.\nReview checklist:\n${reviewChecklistText()}`, `once every item is checked, record it in lifeline.yml: environments.${env}.storage.reviewed: { provider: <provider name>, by: <who reviewed>, date: YYYY-MM-DD }`, { checklist: [...REVIEW_CHECKLIST], bucket: storage.bucket });
+    }
+    return storage;
+}
+
+;// CONCATENATED MODULE: ./src/storage/bucket.ts
+
+
+
+/**
+ * The environment's reviewed bucket, ready for sync, compare and fetch. Throws before any request:
+ * exit 3 (with the review checklist) when the provider is not reviewed, exit 2 when storage or its
+ * credentials are missing.
+ */
+function openReviewedBucket(settings, options = {}) {
+    const storage = requireReviewedStorage(settings.name, settings.storage);
+    // Resume journals of interrupted multipart uploads; hidden, outside every environment's entries.
+    const journalDir = (0,external_node_path_namespaceObject.join)(settings.store, '.sync', settings.name, 'uploads');
+    return { storage, remote: s3StoreFor(storage, { journalDir, fetch: options.fetch }) };
+}
+
+;// CONCATENATED MODULE: ./src/storage/entries.ts
+
+
+
+
+/** Metadata file names Lifeline writes today; used only to break a tie, never required. */
+const KNOWN_METADATA_FILES = ['backup.json', 'release.json', 'report.json', 'export.json'];
+/**
+ * The metadata file of an entry: the one JSON file that SHA256SUMS does not list (the catalog
+ * writes it last, after the sums). Undefined when there is none, so the entry is not complete.
+ */
+function metadataFileOf(fileNames, sums) {
+    const listed = new Set(sums.map((s) => s.file));
+    const candidates = fileNames.filter((name) => name.endsWith('.json') && !name.startsWith('.') && !listed.has(name));
+    if (candidates.length === 1)
+        return candidates[0];
+    return candidates.find((name) => KNOWN_METADATA_FILES.includes(name));
+}
+/**
+ * Every complete entry under `<store>/<env>`: any directory not starting with '.', holding
+ * SHA256SUMS and its metadata file. Nothing kind-specific, so new kinds sync without changes here.
+ */
+async function entries_listLocalEntries(envDir, maxDepth = 5) {
+    const entries = [];
+    const walk = async (dir, relative, depth) => {
+        let names;
+        try {
+            names = await (0,promises_namespaceObject.readdir)(dir);
+        }
+        catch (error) {
+            if (error.code === 'ENOENT' || error.code === 'ENOTDIR')
+                return;
+            throw error;
+        }
+        if (names.includes(sums_SUMS_FILE) && relative.length >= 2) {
+            const sums = parseSums(await (0,promises_namespaceObject.readFile)((0,external_node_path_namespaceObject.join)(dir, sums_SUMS_FILE), 'utf8'));
+            const metadataFile = metadataFileOf(names, sums);
+            if (metadataFile)
+                entries.push({ kind: relative.slice(0, -1).join('/'), id: relative[relative.length - 1], dir, metadataFile, sums });
+            return;
+        }
+        if (depth >= maxDepth)
+            return;
+        for (const name of names.sort()) {
+            if (name.startsWith('.'))
+                continue;
+            const path = (0,external_node_path_namespaceObject.join)(dir, name);
+            if ((await (0,promises_namespaceObject.stat)(path)).isDirectory())
+                await walk(path, [...relative, name], depth + 1);
+        }
+    };
+    await walk(envDir, [], 0);
+    return entries;
+}
+/** The catalog kinds an entry may be fetched into; anything else in a bucket is not ours. */
+function asEntryKind(kind) {
+    if (kind === 'backups' || kind === 'releases' || kind === 'drills' || /^tenants\/[A-Za-z0-9][A-Za-z0-9._+-]*\/exports$/.test(kind))
+        return kind;
+    throw errors_usageError('UNKNOWN_KIND', `"${kind}" is not a catalog kind`, 'use backups, releases, drills or tenants/<tenant>/exports');
+}
+/** Where an environment's entries live in the bucket: `<prefix><env>/<kind>/<id>/<file>`, mirroring the catalog. */
+class entries_RemoteLayout {
+    prefix;
+    env;
+    constructor(prefix, env) {
+        this.prefix = prefix;
+        this.env = env;
+    }
+    envPrefix() {
+        return `${this.prefix}${this.env}/`;
+    }
+    entryPrefix(kind, id) {
+        return `${this.envPrefix()}${kind}/${id}/`;
+    }
+    /** Splits an object key into entry and file; undefined for keys outside this environment. */
+    parse(key) {
+        if (!key.startsWith(this.envPrefix()))
+            return undefined;
+        const parts = key.slice(this.envPrefix().length).split('/');
+        if (parts.length < 3 || parts.some((p) => p === ''))
+            return undefined;
+        return { kind: parts.slice(0, -2).join('/'), id: parts[parts.length - 2], file: parts[parts.length - 1] };
+    }
+}
+
+;// CONCATENATED MODULE: ./src/storage/import.ts
+
+/**
+ * Brings an off-host copy into the local catalog: each file streams through a hash into a
+ * staged entry, and only when every sha256 matches SHA256SUMS is the entry committed. An entry
+ * already present locally is left alone.
+ */
+async function importEntry(source) {
+    const existing = await source.catalog.get(source.env, source.kind, source.id, source.metadataFile);
+    if (existing)
+        return { entry: existing, fetched: false, bytes: 0 };
+    const staged = await source.catalog.begin(source.env, source.kind, source.id, source.metadataFile);
+    let bytes = 0;
+    try {
+        for (const { file, sha256 } of source.sums) {
+            const written = await staged.addStream(file, await source.open(file));
+            if (written.sha256 !== sha256) {
+                throw errors_failure('REMOTE_CHECKSUM_MISMATCH', `${file} of ${source.kind}/${source.id} from ${source.source} has sha256 ${written.sha256}, expected ${sha256}; it was not used`, {
+                    fix: 'that copy is damaged: sync again from a host whose local entry verifies, or use an older entry',
+                    details: { file, actual: written.sha256, expected: sha256 },
+                });
+            }
+            bytes += written.bytes;
+        }
+        await staged.commit(source.metadata);
+    }
+    catch (error) {
+        await staged.abort();
+        throw error;
+    }
+    const entry = await source.catalog.get(source.env, source.kind, source.id, source.metadataFile);
+    if (!entry)
+        throw errors_failure('IMPORT_LOST', `${source.kind}/${source.id} was committed but does not list`, { fix: 'check the catalog directory for concurrent changes' });
+    return { entry, fetched: true, bytes };
+}
+
+;// CONCATENATED MODULE: ./src/storage/sync.ts
+
+
+
+
+
+
+
+
+
+/** Small files (SHA256SUMS, metadata) are read whole; anything bigger than this is refused as not ours. */
+const MAX_SMALL_OBJECT = 4 * 1024 * 1024;
+/**
+ * Uploads every complete local entry the bucket lacks. An entry is checked against its own
+ * SHA256SUMS first (streaming re-hash); files go up before SHA256SUMS, and the metadata file
+ * goes last, so a partially synced entry never looks complete remotely.
+ */
+async function syncEnvironment(options) {
+    const { env, remote, logger } = options;
+    const layout = new RemoteLayout(options.prefix, env);
+    const local = filterKinds(await listLocalEntries(join(options.store, env)), options.kinds);
+    const remoteObjects = await listRemote(remote, layout.envPrefix());
+    const results = [];
+    for (const entry of local) {
+        const entryPrefix = layout.entryPrefix(entry.kind, entry.id);
+        if (remoteObjects.has(entryPrefix + entry.metadataFile)) {
+            results.push({ kind: entry.kind, id: entry.id, status: 'present', files: 0, bytes: 0, resumedParts: 0 });
+            continue;
+        }
+        try {
+            results.push(await syncEntry(entry, entryPrefix, remote, remoteObjects, options));
+        }
+        catch (error) {
+            if (isLifelineError(error) && error.kind !== 'failed')
+                throw error;
+            const reason = error.message;
+            logger.error(`${entry.kind}/${entry.id}: ${reason}`);
+            results.push({ kind: entry.kind, id: entry.id, status: 'failed', files: 0, bytes: 0, resumedParts: 0, reason });
+        }
+    }
+    return {
+        location: remote.location,
+        entries: results,
+        uploaded: results.filter((r) => r.status === 'uploaded' || r.status === 'would-upload').length,
+        present: results.filter((r) => r.status === 'present').length,
+        failed: results.filter((r) => r.status === 'failed').length,
+    };
+}
+async function syncEntry(entry, entryPrefix, remote, remoteObjects, options) {
+    const ref = `${entry.kind}/${entry.id}`;
+    const unverified = await verificationFailure(entry);
+    if (unverified)
+        return { kind: entry.kind, id: entry.id, status: 'failed', files: 0, bytes: 0, resumedParts: 0, reason: unverified };
+    const checks = await checkSums(entry.dir);
+    const bad = checks.filter((c) => !c.ok);
+    if (bad.length > 0) {
+        const reason = `local SHA256SUMS check failed for ${bad.map((c) => c.file).join(', ')}; not uploaded`;
+        options.logger.error(`${ref}: ${reason}`);
+        return { kind: entry.kind, id: entry.id, status: 'failed', files: 0, bytes: 0, resumedParts: 0, reason };
+    }
+    const files = [
+        ...entry.sums.map((s) => ({ name: s.file, sha256: s.sha256 })),
+        { name: SUMS_FILE, sha256: await sha256OfFile(join(entry.dir, SUMS_FILE)) },
+        { name: entry.metadataFile, sha256: await sha256OfFile(join(entry.dir, entry.metadataFile)) },
+    ];
+    let bytes = 0;
+    let resumedParts = 0;
+    let sent = 0;
+    for (const file of files) {
+        const path = join(entry.dir, file.name);
+        const size = (await stat(path)).size;
+        const key = entryPrefix + file.name;
+        const existing = remoteObjects.get(key);
+        if (existing && existing.size === size) {
+            const head = await remote.head(key);
+            if (head?.metadata.sha256 === file.sha256)
+                continue;
+        }
+        if (options.dryRun) {
+            bytes += size;
+            sent++;
+            continue;
+        }
+        const put = await remote.putFile(key, path, { sha256: file.sha256, bytes: size });
+        const head = await remote.head(key);
+        if (!head || head.size !== size || head.metadata.sha256 !== file.sha256) {
+            throw failure('REMOTE_CHECK_FAILED', `${key} reads back as ${head ? `${head.size} bytes, sha256 ${head.metadata.sha256 ?? 'missing'}` : 'missing'} after upload; expected ${size} bytes, sha256 ${file.sha256}`, {
+                fix: 'run `lifeline sync` again; if it persists, check the provider for a proxy that rewrites objects',
+            });
+        }
+        bytes += put.bytes;
+        resumedParts += put.resumedParts;
+        sent++;
+    }
+    options.logger.info(`${options.dryRun ? 'would upload' : 'uploaded'} ${ref}: ${sent} file(s), ${bytes} bytes${resumedParts ? ` (${resumedParts} part(s) resumed)` : ''}`);
+    return { kind: entry.kind, id: entry.id, status: options.dryRun ? 'would-upload' : 'uploaded', files: sent, bytes, resumedParts };
+}
+/** A backup whose own verification failed is not shipped off-host as if it were good. */
+async function verificationFailure(entry) {
+    const metadata = JSON.parse(await readFile(join(entry.dir, entry.metadataFile), 'utf8'));
+    if (metadata.verified && metadata.verified.ok === false)
+        return 'its last verification failed; run `lifeline verify` and fix it before it is copied off-host';
+    return undefined;
+}
+/** Local catalog against the bucket: what is missing on either side and what differs. */
+async function compareRemote(options) {
+    const layout = new entries_RemoteLayout(options.prefix, options.env);
+    const local = filterKinds(await entries_listLocalEntries((0,external_node_path_namespaceObject.join)(options.store, options.env)), options.kinds);
+    const remoteObjects = await listRemote(options.remote, layout.envPrefix());
+    const remoteEntries = groupRemoteEntries(layout, remoteObjects);
+    const result = { location: options.remote.location, inSync: [], missingRemotely: [], incompleteRemotely: [], missingLocally: [], mismatched: [] };
+    const localKeys = new Set();
+    for (const entry of local) {
+        const ref = { kind: entry.kind, id: entry.id };
+        const entryPrefix = layout.entryPrefix(entry.kind, entry.id);
+        localKeys.add(entryPrefix);
+        if (!remoteEntries.has(entryPrefix)) {
+            result.missingRemotely.push(ref);
+            continue;
+        }
+        if (!remoteObjects.has(entryPrefix + entry.metadataFile)) {
+            result.incompleteRemotely.push(ref);
+            continue;
+        }
+        const expected = [...entry.sums, { file: sums_SUMS_FILE, sha256: await sha256OfFile((0,external_node_path_namespaceObject.join)(entry.dir, sums_SUMS_FILE)) }];
+        const mismatches = [];
+        for (const { file, sha256 } of expected) {
+            const reason = await checkRemoteFile(options.remote, entryPrefix + file, remoteObjects.get(entryPrefix + file), sha256, (await (0,promises_namespaceObject.stat)((0,external_node_path_namespaceObject.join)(entry.dir, file))).size, options.deep ?? false);
+            if (reason)
+                mismatches.push({ ...ref, file, reason });
+        }
+        if (mismatches.length)
+            result.mismatched.push(...mismatches);
+        else
+            result.inSync.push(ref);
+    }
+    for (const [entryPrefix, files] of remoteEntries) {
+        if (localKeys.has(entryPrefix))
+            continue;
+        const parsed = layout.parse(entryPrefix + sums_SUMS_FILE);
+        if (options.kinds?.length && !options.kinds.includes(parsed.kind.split('/')[0]))
+            continue;
+        const complete = files.includes(sums_SUMS_FILE) && metadataFileOf(files, parseSums(await readSmallObject(options.remote, entryPrefix + sums_SUMS_FILE))) !== undefined;
+        if (complete)
+            result.missingLocally.push({ kind: parsed.kind, id: parsed.id });
+    }
+    return result;
+}
+async function checkRemoteFile(remote, key, listed, sha256, size, deep) {
+    if (!listed)
+        return 'missing in the bucket';
+    if (listed.size !== size)
+        return `size ${listed.size} in the bucket, ${size} locally`;
+    if (deep) {
+        const actual = await hashRemote(remote, key);
+        return actual === sha256 ? undefined : `sha256 ${actual} in the bucket, ${sha256} expected`;
+    }
+    const head = await remote.head(key);
+    if (head?.metadata.sha256 !== sha256)
+        return `recorded sha256 ${head?.metadata.sha256 ?? 'missing'} in the bucket, ${sha256} expected`;
+    return undefined;
+}
+/**
+ * Downloads one remote entry into the local catalog through `catalog.begin`, hashing every
+ * file on the way and comparing with the entry's SHA256SUMS; on any mismatch nothing appears
+ * locally. Restores and drills then read it like any local entry.
+ */
+async function fetchEntry(options) {
+    const kind = asEntryKind(options.kind);
+    const layout = new entries_RemoteLayout(options.prefix, options.env);
+    const id = options.id === 'latest' ? await newestRemoteId(options, layout) : options.id;
+    const entryPrefix = layout.entryPrefix(kind, id);
+    const names = [...(await listRemote(options.remote, entryPrefix)).keys()].map((key) => key.slice(entryPrefix.length)).filter((name) => !name.includes('/'));
+    if (!names.includes(sums_SUMS_FILE)) {
+        throw errors_usageError('REMOTE_ENTRY_NOT_FOUND', `${kind}/${id} is not in ${options.remote.location} for environment ${options.env}`, 'list what is there with `lifeline sync --compare`');
+    }
+    const sumsText = await readSmallObject(options.remote, entryPrefix + sums_SUMS_FILE);
+    const sums = parseSums(sumsText);
+    const metadataFile = metadataFileOf(names, sums);
+    if (!metadataFile) {
+        throw errors_failure('REMOTE_ENTRY_INCOMPLETE', `${kind}/${id} in ${options.remote.location} has no metadata file: its upload never finished`, { fix: 'run `lifeline sync` on the host that holds it, or fetch another entry' });
+    }
+    const metadata = JSON.parse(await readSmallObject(options.remote, entryPrefix + metadataFile));
+    const result = await importEntry({
+        catalog: options.catalog,
+        env: options.env,
+        kind,
+        id,
+        metadataFile,
+        metadata,
+        sums,
+        source: options.remote.location,
+        open: async (file) => (await options.remote.get(entryPrefix + file)).body,
+    });
+    if (result.fetched)
+        options.logger.info(`fetched ${kind}/${id} from ${options.remote.location}: ${sums.length} file(s), ${result.bytes} bytes, every sha256 matched`);
+    return result;
+}
+async function newestRemoteId(options, layout) {
+    const entries = groupRemoteEntries(layout, await listRemote(options.remote, `${layout.envPrefix()}${options.kind}/`));
+    const candidates = [];
+    for (const [entryPrefix, files] of entries) {
+        const parsed = layout.parse(entryPrefix + sums_SUMS_FILE);
+        if (parsed.kind !== options.kind || !files.includes(sums_SUMS_FILE))
+            continue;
+        const metadataFile = metadataFileOf(files, parseSums(await readSmallObject(options.remote, entryPrefix + sums_SUMS_FILE)));
+        if (!metadataFile)
+            continue;
+        const metadata = JSON.parse(await readSmallObject(options.remote, entryPrefix + metadataFile));
+        candidates.push({ id: parsed.id, createdAt: metadata.createdAt ?? '' });
+    }
+    candidates.sort((a, b) => (a.createdAt === b.createdAt ? b.id.localeCompare(a.id) : b.createdAt.localeCompare(a.createdAt)));
+    if (!candidates[0]) {
+        throw errors_usageError('REMOTE_ENTRY_NOT_FOUND', `no complete ${options.kind} entry for environment ${options.env} in ${options.remote.location}`, 'run `lifeline sync` first, or check storage.bucket and storage.prefix');
+    }
+    return candidates[0].id;
+}
+function filterKinds(entries, kinds) {
+    if (!kinds?.length)
+        return entries;
+    return entries.filter((e) => kinds.includes(e.kind.split('/')[0]));
+}
+async function listRemote(remote, prefix) {
+    const objects = new Map();
+    for await (const object of remote.list(prefix))
+        objects.set(object.key, object);
+    return objects;
+}
+/** Remote objects grouped by entry prefix (`.../<kind>/<id>/`), each with its file names. */
+function groupRemoteEntries(layout, objects) {
+    const entries = new Map();
+    for (const key of objects.keys()) {
+        const parsed = layout.parse(key);
+        if (!parsed)
+            continue;
+        const entryPrefix = layout.entryPrefix(parsed.kind, parsed.id);
+        entries.set(entryPrefix, [...(entries.get(entryPrefix) ?? []), parsed.file]);
+    }
+    return entries;
+}
+/** A small object (SHA256SUMS, metadata), verified against the sha256 recorded at upload when present. */
+async function readSmallObject(remote, key) {
+    const { body, head } = await remote.get(key);
+    if (head.size > MAX_SMALL_OBJECT) {
+        body.destroy();
+        throw errors_failure('REMOTE_OBJECT_TOO_LARGE', `${key} is ${head.size} bytes; Lifeline's ${sums_SUMS_FILE} and metadata files are small`, { fix: 'check storage.prefix: the bucket holds something that is not a Lifeline entry' });
+    }
+    const chunks = [];
+    for await (const chunk of body)
+        chunks.push(chunk);
+    const data = Buffer.concat(chunks);
+    const actual = (0,external_node_crypto_.createHash)('sha256').update(data).digest('hex');
+    if (head.metadata.sha256 && head.metadata.sha256 !== actual)
+        throw checksumMismatch(key, actual, head.metadata.sha256);
+    return data.toString('utf8');
+}
+async function hashRemote(remote, key) {
+    const { body } = await remote.get(key);
+    const hasher = new HashingTransform();
+    await (0,external_node_stream_promises_namespaceObject.pipeline)(body, hasher, async function* (source) {
+        for await (const _chunk of source) {
+            // drain: only the hash is wanted
+        }
+    });
+    return hasher.digest();
+}
+async function sha256OfFile(path) {
+    return (await sha256File(path)).sha256;
+}
+function checksumMismatch(key, actual, expected) {
+    return errors_failure('REMOTE_CHECKSUM_MISMATCH', `${key} downloaded with sha256 ${actual}, expected ${expected}; it was not used`, {
+        fix: 'the copy in the bucket is damaged: run `lifeline sync` from a host whose local entry verifies, or fetch an older entry',
+        details: { key, actual, expected },
+    });
+}
+
+;// CONCATENATED MODULE: ./src/commands/remote-report.ts
+/** Renders a comparison; shared by `sync --compare` and `verify --remote` (kept apart from the sync command so the backup bundles do not carry the artifact client). */
+function comparisonResult(env, c) {
+    const ref = (e) => `${e.kind}/${e.id}`;
+    const lines = [
+        ...c.missingRemotely.map((e) => `missing remotely     ${ref(e)}`),
+        ...c.incompleteRemotely.map((e) => `incomplete remotely  ${ref(e)} (rerun sync)`),
+        ...c.missingLocally.map((e) => `missing locally      ${ref(e)}`),
+        ...c.mismatched.map((m) => `MISMATCH             ${ref(m)} ${m.file}: ${m.reason}`),
+        `${env} vs ${c.location}: ${c.inSync.length} in sync, ${c.missingRemotely.length + c.incompleteRemotely.length} missing remotely, ${c.missingLocally.length} missing locally, ${c.mismatched.length} mismatched file(s)`,
+    ];
+    const problems = c.mismatched.length + c.missingRemotely.length + c.incompleteRemotely.length;
+    return {
+        json: c,
+        text: lines.join('\n'),
+        exitCode: problems ? 1 : 0,
+        failureMessage: problems ? `${env}: the bucket does not hold a verified copy of every local entry` : undefined,
+    };
+}
+
 ;// CONCATENATED MODULE: ./src/settings/duration.ts
 
 const UNITS = { s: 1, m: 60, h: 3600, d: 86400, w: 604800 };
 /** Parses `90s`, `15m`, `4h`, `7d`, `2w` (or a bare number of seconds) into seconds. */
-function duration_parseDuration(value, keyPath = 'duration') {
+function parseDuration(value, keyPath = 'duration') {
     const text = value.trim();
     const match = /^(\d+(?:\.\d+)?)\s*([smhdw]?)$/i.exec(text);
     if (!match) {
-        throw usageError('BAD_DURATION', `${keyPath}: "${value}" is not a duration`, 'write a number followed by s, m, h, d or w, e.g. 90s, 15m, 4h, 7d');
+        throw errors_usageError('BAD_DURATION', `${keyPath}: "${value}" is not a duration`, 'write a number followed by s, m, h, d or w, e.g. 90s, 15m, 4h, 7d');
     }
     const amount = Number(match[1]);
     const unit = (match[2] || 's').toLowerCase();
@@ -37280,8 +40414,6 @@ function formatDuration(seconds) {
     return `${Math.round(seconds / 8640) / 10}d`;
 }
 
-;// CONCATENATED MODULE: external "node:fs"
-const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
 // EXTERNAL MODULE: ./node_modules/yaml/dist/index.js
 var dist = __nccwpck_require__(8815);
 ;// CONCATENATED MODULE: ./node_modules/zod/v4/core/util.js
@@ -46456,7 +49588,7 @@ const ZodLiteral = /*@__PURE__*/ $constructor("ZodLiteral", (inst, def) => {
         },
     });
 });
-function literal(value, params) {
+function schemas_literal(value, params) {
     return new ZodLiteral({
         type: "literal",
         values: Array.isArray(value) ? value : [value],
@@ -46892,9 +50024,9 @@ const drill = object({
     .strict();
 const tenantCollection = object({
     table: schemas_string().min(1),
-    /** The column holding the tenant id, on `table` itself ... */
+    /** The column holding the tenant id, on `table` itself or, with `via`, on the path's last table (default `tenant_id`). */
     column: schemas_string().min(1).optional(),
-    /** ... or a join path to it: `order_id -> orders.id` chains ending at a table with `column`. */
+    /** A join path to the tenant column: hops `order_id -> orders.id`, each from the previous table. */
     via: array(schemas_string().min(1)).optional(),
     rowCap: schemas_number().int().positive().optional(),
 })
@@ -46904,7 +50036,7 @@ const tenants = object({
     rowCap: schemas_number().int().positive().optional(),
     byteCap: byteSize.optional(),
     keep: schemas_number().int().min(1).optional(),
-    /** Column on the tenants table that records the last write, for deletion plans. */
+    /** SQL returning the tenant's last write as one timestamp, with `:'tenant'` where the id goes (as a quoted literal); default: the latest timestamp column over the tenant's rows. */
     lastWriteQuery: schemas_string().min(1).optional(),
     collections: array(tenantCollection).optional(),
 })
@@ -46913,6 +50045,10 @@ const manifest = object({
     publicKey: schemas_string().min(1).optional(),
     certificateIdentity: schemas_string().min(1).optional(),
     certificateOidcIssuer: schemas_string().url().optional(),
+    /** Keyless: the exact source repository URI the certificate must name (a reusable workflow's identity does not). */
+    certificateSourceRepository: schemas_string().url().optional(),
+    /** Keyless: the exact source ref, e.g. refs/heads/main. */
+    certificateSourceRef: schemas_string().min(1).optional(),
     trustedRoot: schemas_string().min(1).optional(),
 })
     .strict();
@@ -46924,6 +50060,8 @@ const preflight = object({
     caddyConfig: schemas_string().min(1).optional(),
     shellcheckSeverity: schemas_enum(['error', 'warning', 'info', 'style']).optional(),
     allowPrivileged: array(schemas_string()).optional(),
+    /** Services allowed `network_mode: host` (test stacks on hosts without a bridge need it). */
+    allowHostNetwork: array(schemas_string()).optional(),
     minDockerVersion: schemas_string().optional(),
     strict: schemas_boolean().optional(),
 })
@@ -46933,7 +50071,7 @@ const hook = union([
     object({ command: array(schemas_string().min(1)).min(1) }).strict(),
 ]);
 const storage = object({
-    provider: literal('s3'),
+    provider: schemas_literal('s3'),
     endpoint: schemas_string().url().optional(),
     region: schemas_string().min(1),
     bucket: schemas_string().min(1),
@@ -46969,8 +50107,8 @@ const environmentSchema = object({
     production: schemas_boolean().optional(),
 })
     .strict();
-const schema_configSchema = object({
-    version: literal(1),
+const configSchema = object({
+    version: schemas_literal(1),
     /** Default catalog root for every environment. */
     store: schemas_string().min(1).optional(),
     environments: record(schemas_string().regex(/^[a-z0-9][a-z0-9_-]*$/, 'lowercase letters, digits, - and _'), environmentSchema),
@@ -46988,29 +50126,29 @@ const EMPTY_CONFIG = { version: 1, environments: {} };
  * Reads and validates `lifeline.yml`. A missing file at the default path is fine (one-off use);
  * a missing file the operator named explicitly is an error.
  */
-function load_loadConfig(path, options) {
-    if (!existsSync(path)) {
+function loadConfig(path, options) {
+    if (!(0,external_node_fs_.existsSync)(path)) {
         if (options.explicit) {
-            throw usageError('CONFIG_NOT_FOUND', `configuration file ${path} does not exist`, 'pass --config with the path of your lifeline.yml, or omit it to use flags and environment variables only');
+            throw errors_usageError('CONFIG_NOT_FOUND', `configuration file ${path} does not exist`, 'pass --config with the path of your lifeline.yml, or omit it to use flags and environment variables only');
         }
         return { path: undefined, config: EMPTY_CONFIG };
     }
-    return { path, config: parseConfig(readFileSync(path, 'utf8'), path) };
+    return { path, config: parseConfig((0,external_node_fs_.readFileSync)(path, 'utf8'), path) };
 }
 function parseConfig(text, path = 'lifeline.yml') {
-    const lineCounter = new LineCounter();
-    const doc = parseDocument(text, { lineCounter, prettyErrors: true });
+    const lineCounter = new dist/* LineCounter */.HN();
+    const doc = (0,dist/* parseDocument */.Tp)(text, { lineCounter, prettyErrors: true });
     if (doc.errors.length > 0) {
         const first = doc.errors[0];
         const line = first.linePos?.[0]?.line;
-        throw usageError('CONFIG_YAML', `${path}${line ? `:${line}` : ''}: not valid YAML: ${first.message.split('\n')[0]}`, 'fix the YAML syntax at that line (indentation, quoting, a missing colon)');
+        throw errors_usageError('CONFIG_YAML', `${path}${line ? `:${line}` : ''}: not valid YAML: ${first.message.split('\n')[0]}`, 'fix the YAML syntax at that line (indentation, quoting, a missing colon)');
     }
     const data = doc.toJS() ?? {};
     const result = configSchema.safeParse(data);
     if (result.success)
         return result.data;
     const problems = result.error.issues.map((issue) => describeIssue(issue, data, path, (keyPath) => lineOf(doc.contents, keyPath, lineCounter)));
-    throw usageError('CONFIG_INVALID', `${path} is not a valid Lifeline configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`, 'correct the keys named above; `lifeline config check` validates the file without running anything', { problems });
+    throw errors_usageError('CONFIG_INVALID', `${path} is not a valid Lifeline configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`, 'correct the keys named above; `lifeline config check` validates the file without running anything', { problems });
 }
 function describeIssue(issue, data, file, lineFor) {
     const path = issue.path;
@@ -47022,14 +50160,14 @@ function describeIssue(issue, data, file, lineFor) {
         const known = knownKeysAt(path);
         return issue.keys
             .map((key) => {
-            const suggestion = load_nearest(key, known);
+            const suggestion = nearest(key, known);
             const hint = suggestion ? `did you mean "${suggestion}"?` : `valid keys here: ${known.join(', ')}`;
             return `${where([...path, key])}: unknown key "${key}"; ${hint}`;
         })
             .join('\n  - ');
     }
-    if (issue.code === 'invalid_type' && valueAt(data, path) === undefined) {
-        return `${where(path)}: required; add it (${issue.expected})`;
+    if ((issue.code === 'invalid_type' || issue.code === 'invalid_value') && valueAt(data, path) === undefined) {
+        return `${where(path)}: required; add it${issue.code === 'invalid_type' ? ` (${issue.expected})` : ''}`;
     }
     if (issue.code === 'invalid_value' && 'values' in issue) {
         return `${where(path)}: must be one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`;
@@ -47057,28 +50195,28 @@ function knownKeysAt(path) {
         schema = schema && childSchema(unwrap(schema), key);
     }
     const target = schema && unwrap(schema);
-    if (target && target instanceof z.ZodObject)
+    if (target && target instanceof ZodObject)
         return Object.keys(target.shape);
     return [];
 }
 function unwrap(schema) {
     let cur = schema;
-    while (cur instanceof z.ZodOptional || cur instanceof z.ZodDefault || cur instanceof z.ZodNullable) {
+    while (cur instanceof ZodOptional || cur instanceof ZodDefault || cur instanceof ZodNullable) {
         cur = cur.unwrap();
     }
     return cur;
 }
 function childSchema(schema, key) {
-    if (schema instanceof z.ZodObject)
+    if (schema instanceof ZodObject)
         return schema.shape[key];
-    if (schema instanceof z.ZodRecord)
+    if (schema instanceof ZodRecord)
         return schema.valueType;
-    if (schema instanceof z.ZodArray)
+    if (schema instanceof ZodArray)
         return schema.element;
     return undefined;
 }
 /** The closest candidate by edit distance, if it is close enough to be a plausible typo. */
-function load_nearest(word, candidates) {
+function nearest(word, candidates) {
     let best;
     let bestDistance = Infinity;
     for (const candidate of candidates) {
@@ -47108,8 +50246,8 @@ function lineOf(root, path, lc) {
     let node = root;
     let line;
     for (const key of path) {
-        if (isMap(node)) {
-            const pair = node.items.find((item) => isScalar(item.key) && String(item.key.value) === String(key));
+        if ((0,dist/* isMap */.jh)(node)) {
+            const pair = node.items.find((item) => (0,dist/* isScalar */.jn)(item.key) && String(item.key.value) === String(key));
             if (!pair)
                 return line;
             const keyNode = pair.key;
@@ -47117,7 +50255,7 @@ function lineOf(root, path, lc) {
                 line = lc.linePos(keyNode.range[0]).line;
             node = pair.value;
         }
-        else if (isSeq(node) && typeof key === 'number') {
+        else if ((0,dist/* isSeq */.oP)(node) && typeof key === 'number') {
             const item = node.items[key];
             if (!item)
                 return line;
@@ -47132,38 +50270,81 @@ function lineOf(root, path, lc) {
     return line;
 }
 
+;// CONCATENATED MODULE: ./src/settings/secrets.ts
+/** Returns the URL with its password replaced by `***`, for logs and error messages. */
+function redactUrl(url) {
+    try {
+        const parsed = new URL(url);
+        if (parsed.password)
+            parsed.password = '***';
+        return parsed.toString();
+    }
+    catch {
+        return url.replace(/(\/\/[^:/@]+:)[^@]*@/, '$1***@');
+    }
+}
+/** The password embedded in a URL, if any, so it can be registered as a secret. */
+function urlPassword(url) {
+    if (!url)
+        return undefined;
+    try {
+        const password = new URL(url).password;
+        return password ? decodeURIComponent(password) : undefined;
+    }
+    catch {
+        return undefined;
+    }
+}
+
 ;// CONCATENATED MODULE: ./src/settings/resolve.ts
 
 
 
 
 
-const SERVICE_ROLES = (/* unused pure expression or super */ null && (['api', 'web', 'worker']));
+const SERVICE_ROLES = ['api', 'web', 'worker'];
 const DEFAULT_ENVIRONMENT = 'default';
 const DEFAULT_CONFIG_PATH = 'lifeline.yml';
 const DEFAULT_STORE = '.lifeline';
 /** Loads the configuration and resolves one environment: flags win over environment variables, which win over the file. */
-function resolve_resolveEnvironment(inputs, options) {
+function resolveEnvironment(rawInputs, rawOptions) {
+    const { inputs, options } = withoutEmptyValues(rawInputs, rawOptions);
     const explicitConfig = inputs.config ?? options.env.LIFELINE_CONFIG;
-    const configPath = resolvePath(options.cwd, explicitConfig ?? DEFAULT_CONFIG_PATH);
+    const configPath = (0,external_node_path_namespaceObject.resolve)(options.cwd, explicitConfig ?? DEFAULT_CONFIG_PATH);
     const loaded = loadConfig(configPath, { explicit: explicitConfig !== undefined });
     return resolveFromConfig(loaded, inputs, options);
 }
-function resolveFromConfig(loaded, inputs, options) {
+/**
+ * An empty value means "not set": GitHub passes an unset secret or input as an empty string, and
+ * `LIFELINE_STORE=` must not turn the current directory into the catalog.
+ */
+function withoutEmptyValues(inputs, options) {
+    const env = {};
+    for (const [key, value] of Object.entries(options.env))
+        if (value !== undefined && value !== '')
+            env[key] = value;
+    const cleaned = {};
+    for (const [key, value] of Object.entries(inputs))
+        if (value !== undefined && value.trim() !== '')
+            cleaned[key] = value;
+    return { inputs: cleaned, options: { ...options, env } };
+}
+function resolveFromConfig(loaded, rawInputs, rawOptions) {
+    const { inputs, options } = withoutEmptyValues(rawInputs, rawOptions);
     const { config } = loaded;
     const name = inputs.env ?? options.env.LIFELINE_ENV ?? DEFAULT_ENVIRONMENT;
     const declared = Object.keys(config.environments);
     const envConfig = config.environments[name];
     if (!envConfig && declared.length > 0 && name !== DEFAULT_ENVIRONMENT) {
         const suggestion = nearest(name, declared);
-        throw usageError('UNKNOWN_ENVIRONMENT', `environment "${name}" is not declared in ${loaded.path}`, suggestion ? `did you mean --env ${suggestion}? Declared: ${declared.join(', ')}` : `declare it under environments: in ${loaded.path}, or use one of: ${declared.join(', ')}`);
+        throw errors_usageError('UNKNOWN_ENVIRONMENT', `environment "${name}" is not declared in ${loaded.path}`, suggestion ? `did you mean --env ${suggestion}? Declared: ${declared.join(', ')}` : `declare it under environments: in ${loaded.path}, or use one of: ${declared.join(', ')}`);
     }
     const env = envConfig ?? {};
-    const baseDir = loaded.path ? dirname(loaded.path) : options.cwd;
-    const abs = (p) => (p === undefined ? undefined : isAbsolute(p) ? p : resolvePath(baseDir, p));
-    const absCwd = (p) => (p === undefined ? undefined : resolvePath(options.cwd, p));
+    const baseDir = loaded.path ? (0,external_node_path_namespaceObject.dirname)(loaded.path) : options.cwd;
+    const abs = (p) => (p === undefined ? undefined : (0,external_node_path_namespaceObject.isAbsolute)(p) ? p : (0,external_node_path_namespaceObject.resolve)(baseDir, p));
+    const absCwd = (p) => (p === undefined ? undefined : (0,external_node_path_namespaceObject.resolve)(options.cwd, p));
     const secrets = [];
-    const store = absCwd(inputs.store) ?? absCwd(options.env.LIFELINE_STORE) ?? abs(env.store) ?? abs(config.store) ?? resolvePath(options.cwd, DEFAULT_STORE);
+    const store = absCwd(inputs.store) ?? absCwd(options.env.LIFELINE_STORE) ?? abs(env.store) ?? abs(config.store) ?? (0,external_node_path_namespaceObject.resolve)(options.cwd, DEFAULT_STORE);
     const pg = env.postgres ?? {};
     let pgUrl;
     let urlSource;
@@ -47205,6 +50386,9 @@ function resolveFromConfig(loaded, inputs, options) {
     const drillPassword = urlPassword(drillTarget);
     if (drillPassword)
         secrets.push(drillPassword);
+    const storage = env.storage ? resolveStorage(env.storage, options.env) : undefined;
+    if (storage?.credentials)
+        secrets.push(storage.credentials.secretAccessKey, ...(storage.credentials.sessionToken ? [storage.credentials.sessionToken] : []));
     const tenantsCfg = env.tenants ?? {};
     return {
         name,
@@ -47254,6 +50438,8 @@ function resolveFromConfig(loaded, inputs, options) {
             publicKey: abs(env.manifest?.publicKey),
             certificateIdentity: env.manifest?.certificateIdentity,
             certificateOidcIssuer: env.manifest?.certificateOidcIssuer,
+            certificateSourceRepository: env.manifest?.certificateSourceRepository,
+            certificateSourceRef: env.manifest?.certificateSourceRef,
             trustedRoot: abs(env.manifest?.trustedRoot),
         },
         preflight: {
@@ -47264,9 +50450,21 @@ function resolveFromConfig(loaded, inputs, options) {
             caddyConfig: abs(env.preflight?.caddyConfig),
         },
         hooks: { postRestore: env.hooks?.postRestore ?? [] },
-        storage: env.storage,
+        storage,
         secrets,
     };
+}
+function resolveStorage(config, env) {
+    const credentialEnv = { accessKeyId: config.accessKeyIdEnv ?? 'AWS_ACCESS_KEY_ID', secretAccessKey: config.secretAccessKeyEnv ?? 'AWS_SECRET_ACCESS_KEY' };
+    const accessKeyId = env[credentialEnv.accessKeyId];
+    const secretAccessKey = env[credentialEnv.secretAccessKey];
+    // A session token only accompanies the default AWS variables (temporary credentials from OIDC).
+    const sessionToken = config.accessKeyIdEnv === undefined ? env.AWS_SESSION_TOKEN || undefined : undefined;
+    const prefix = (config.prefix ?? '').replace(/^\/+|\/+$/g, '');
+    const storage = { ...config, prefix: prefix ? `${prefix}/` : '', credentialEnv };
+    // Not enumerable, so printing or serialising the settings (config check, --json) never carries the keys.
+    Object.defineProperty(storage, 'credentials', { value: accessKeyId && secretAccessKey ? { accessKeyId, secretAccessKey, sessionToken } : undefined, enumerable: false });
+    return storage;
 }
 function validateUrl(url, protocols, source, example) {
     let parsed;
@@ -47274,10 +50472,10 @@ function validateUrl(url, protocols, source, example) {
         parsed = new URL(url);
     }
     catch {
-        throw usageError('BAD_URL', `${source} is not a valid URL`, `write it as ${example}`);
+        throw errors_usageError('BAD_URL', `${source} is not a valid URL`, `write it as ${example}`);
     }
     if (!protocols.includes(parsed.protocol)) {
-        throw usageError('BAD_URL', `${source} uses the scheme "${parsed.protocol}"; expected ${protocols.join(' or ')}`, `write it as ${example}`);
+        throw errors_usageError('BAD_URL', `${source} uses the scheme "${parsed.protocol}"; expected ${protocols.join(' or ')}`, `write it as ${example}`);
     }
 }
 const SIZE_UNITS = { B: 1, K: 1e3, KB: 1e3, KIB: 1024, M: 1e6, MB: 1e6, MIB: 1024 ** 2, G: 1e9, GB: 1e9, GIB: 1024 ** 3, T: 1e12, TB: 1e12, TIB: 1024 ** 4 };
@@ -47287,7 +50485,7 @@ function parseByteSize(value) {
     const match = /^(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?$/i.exec(value.trim());
     const unit = (match?.[2] ?? 'B').toUpperCase();
     if (!match || SIZE_UNITS[unit] === undefined)
-        throw usageError('BAD_SIZE', `"${value}" is not a size`, 'write a number with B, KB, MB, GB, KiB, MiB or GiB');
+        throw errors_usageError('BAD_SIZE', `"${value}" is not a size`, 'write a number with B, KB, MB, GB, KiB, MiB or GiB');
     return Math.round(Number(match[1]) * SIZE_UNITS[unit]);
 }
 
@@ -47320,9 +50518,9 @@ class Inputs {
     get(name, type) {
         const spec = this.specs.get(name);
         if (!spec)
-            throw failure('INTERNAL_UNDECLARED_INPUT', `internal error: input "${name}" is read but not declared`);
+            throw errors_failure('INTERNAL_UNDECLARED_INPUT', `internal error: input "${name}" is read but not declared`);
         if (spec.type !== type)
-            throw failure('INTERNAL_INPUT_TYPE', `internal error: input "${name}" is a ${spec.type}, read as ${type}`);
+            throw errors_failure('INTERNAL_INPUT_TYPE', `internal error: input "${name}" is a ${spec.type}, read as ${type}`);
         this.read.add(name);
         const value = this.values[name];
         if (value === undefined || value === '')
@@ -47453,30 +50651,286 @@ function actionOutputs(action) {
 ;// CONCATENATED MODULE: ./src/commands/backup.ts
 
 
-const ISSUE = 'issue #3';
-const backupCommand = notImplemented('backup', 'Back up PostgreSQL (and Redis when configured) into the catalog, with checksums', ISSUE, [
-    { name: 'label', type: 'string', description: 'Why this backup exists.', default: 'manual', choices: ['scheduled', 'pre-migration', 'manual'] },
-    { name: 'release', type: 'string', description: 'Release version this backup belongs to.' },
-    { name: 'git-sha', type: 'string', description: 'Git commit of the release.' },
-], [
-    { name: 'backup-id', description: 'Id of the new backup.' },
-    { name: 'sha256', description: 'sha256 of the PostgreSQL archive.' },
-    { name: 'bytes', description: 'Size of the PostgreSQL archive in bytes.' },
-    { name: 'path', description: 'Directory of the backup in the catalog.' },
-]);
-const backupsCommand = notImplemented('backups', "List the environment's backups, newest first", ISSUE);
-const verifyCommand = notImplemented('verify', "Verify a backup's checksums and archives", ISSUE, [
-    { name: 'backup', type: 'string', description: 'Backup id, or "latest".', default: 'latest' },
-]);
-const restoreCommand = notImplemented('restore', 'Restore a backup into a database (destructive restores need --confirm)', ISSUE, [
-    { name: 'backup', type: 'string', description: 'Backup id, or "latest".', default: 'latest' },
-    { name: 'target', type: 'string', description: 'PostgreSQL URL of the database to restore into.', required: true },
-    { name: 'confirm', type: 'string', description: 'The target database name, exactly, to allow replacing a database that holds data.' },
-    { name: 'jobs', type: 'string', description: 'Parallel pg_restore jobs.', default: '2' },
-]);
-const pruneCommand = notImplemented('prune', 'Apply the retention policy to backups (dry run unless --apply)', ISSUE, [
-    { name: 'apply', type: 'boolean', description: 'Delete for real (default: only list what would go).', default: 'false' },
-]);
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+const USER_LABELS = BACKUP_LABELS.filter((l) => l !== 'pre-restore');
+/** A one-line progress display on a terminal; nothing otherwise (the logger reports at intervals). */
+function terminalProgress(ctx) {
+    if (!ctx.interactive)
+        return undefined;
+    let last = 0;
+    return {
+        onBytes(what, bytes, rate) {
+            const now = Date.now();
+            if (now - last < 200)
+                return;
+            last = now;
+            process.stderr.write(`\r${what}: ${formatBytes(bytes)} (${formatBytes(rate)}/s)   `);
+        },
+    };
+}
+function redisSourceFor(settings) {
+    const url = settings.redis?.url;
+    if (!url)
+        return undefined;
+    return async () => ({ runner: await redisRunner(settings), checkRunner: new runner_LocalRunner({ binDirs: settings.redis?.binDir ? [settings.redis.binDir] : [] }), target: parseRedisUrl(url) });
+}
+function verifyReportText(report) {
+    return [`backup ${report.backupId}: ${report.ok ? 'verified' : 'FAILED verification'}`, ...report.checks.map((c) => `  ${c.ok ? 'ok  ' : 'FAIL'} ${c.name}: ${c.detail}`)].join('\n');
+}
+async function verifyAndRecord(catalog, entry, settings, ctx) {
+    // The same tools as the backup: inside the Compose service the archive is fed on stdin.
+    const runner = await postgresRunner(settings);
+    const report = await ctx.logger.group(`Verify backup ${entry.id}`, () => verifyBackup(entry, { runner, redisRunner: new runner_LocalRunner({ binDirs: settings.redis?.binDir ? [settings.redis.binDir] : [] }), logger: ctx.logger }));
+    const recorded = await recordVerification(catalog, entry, report);
+    return { report, entry: recorded };
+}
+async function physicalBackup(ctx) {
+    const settings = environmentFor(ctx);
+    const type = ctx.inputs.string('physical-type');
+    const backup = await runPhysicalBackup(settings, ctx.logger, { type });
+    return {
+        json: { physical: true, id: backup.label, ...backup },
+        text: `physical backup ${backup.label} (${backup.type}) in pgBackRest stanza ${settings.postgres.physical.stanza}`,
+        outputs: { 'backup-id': backup.label },
+    };
+}
+const backupCommand = {
+    name: 'backup',
+    summary: 'Back up PostgreSQL (and Redis when configured) into the catalog, with checksums',
+    inputs: [
+        { name: 'label', type: 'string', description: 'Why this backup exists.', default: 'manual', choices: USER_LABELS },
+        { name: 'release', type: 'string', description: 'Release version this backup belongs to.' },
+        { name: 'git-sha', type: 'string', description: 'Git commit of the release.' },
+        { name: 'verify', type: 'boolean', description: 'Verify the new backup (checksums, pg_restore reads and decompresses it, redis-check-rdb) and fail when it does not verify.', default: 'true' },
+        { name: 'physical', type: 'boolean', description: 'Take a physical base backup through pgBackRest instead (needs postgres.physical; WAL archiving makes point-in-time recovery possible).', default: 'false' },
+        { name: 'physical-type', type: 'string', description: 'pgBackRest backup type for --physical; default: postgres.physical.type.', choices: ['full', 'diff', 'incr'] },
+    ],
+    outputs: [
+        { name: 'backup-id', description: 'Id of the new backup.' },
+        { name: 'sha256', description: 'sha256 of the PostgreSQL archive.' },
+        { name: 'bytes', description: 'Size of the PostgreSQL archive in bytes.' },
+        { name: 'path', description: 'Directory of the backup in the catalog.' },
+    ],
+    implemented: true,
+    async run(ctx) {
+        if (ctx.inputs.boolean('physical'))
+            return physicalBackup(ctx);
+        const label = ctx.inputs.string('label');
+        const release = ctx.inputs.string('release');
+        const gitSha = ctx.inputs.string('git-sha');
+        const verify = ctx.inputs.boolean('verify');
+        const settings = environmentFor(ctx);
+        const conn = environmentConnection(settings);
+        const catalog = new Catalog(settings.store);
+        const redisSource = redisSourceFor(settings);
+        const created = await ctx.logger.group(`Back up ${settings.name} (${label})`, async () => createBackup({
+            catalog,
+            environment: settings.name,
+            runner: await postgresRunner(settings),
+            conn,
+            label,
+            release,
+            gitSha,
+            compressLevel: settings.postgres.compressLevel,
+            migrationHeadQuery: settings.postgres.migrationHeadQuery,
+            redis: redisSource ? await redisSource() : undefined,
+            logger: ctx.logger,
+            progress: terminalProgress(ctx),
+        }));
+        if (ctx.interactive)
+            process.stderr.write('\n');
+        let entry = created;
+        let report;
+        if (verify)
+            ({ entry, report } = await verifyAndRecord(catalog, created, settings, ctx));
+        const archive = entry.metadata.files.postgres;
+        const json = { id: entry.id, sha256: archive.sha256, bytes: archive.bytes, path: entry.dir, label, environment: settings.name, migrationHead: entry.metadata.migrationHead, rowCounts: entry.metadata.rowCounts, verified: entry.metadata.verified ?? null };
+        const summary = [
+            `### Backup ${entry.id} (${label})`,
+            '',
+            '| archive | bytes | sha256 | tables | rows | migration head | verified |',
+            '|---|---|---|---|---|---|---|',
+            `| ${archive.name} | ${archive.bytes} | \`${archive.sha256}\` | ${Object.keys(entry.metadata.rowCounts).length} | ${Object.values(entry.metadata.rowCounts).reduce((a, b) => a + b, 0)} | ${entry.metadata.migrationHead ?? '-'} | ${report ? (report.ok ? 'yes' : '**NO**') : 'skipped'} |`,
+        ].join('\n');
+        return {
+            json,
+            text: report && !report.ok ? `${entry.id}\n${verifyReportText(report)}` : entry.id,
+            outputs: { 'backup-id': entry.id, sha256: archive.sha256, bytes: String(archive.bytes), path: entry.dir },
+            summary,
+            ...(report && !report.ok ? { exitCode: 1, failureMessage: `backup ${entry.id} was written but does not verify: ${report.checks.filter((c) => !c.ok).map((c) => c.name).join(', ')}` } : {}),
+        };
+    },
+};
+const backupsCommand = {
+    name: 'backups',
+    summary: "List the environment's backups, newest first",
+    inputs: [],
+    outputs: [],
+    implemented: true,
+    async run(ctx) {
+        const settings = environmentFor(ctx);
+        const backups = await listBackups(new Catalog(settings.store), settings.name);
+        const rows = backups.map((b) => ({
+            id: b.id,
+            label: b.metadata.label,
+            createdAt: b.metadata.createdAt,
+            bytes: b.metadata.files.postgres.bytes,
+            sha256: b.metadata.files.postgres.sha256,
+            verified: b.metadata.verified ? b.metadata.verified.ok : null,
+            release: b.metadata.release ?? null,
+            migrationHead: b.metadata.migrationHead,
+            redis: Boolean(b.metadata.files.redis),
+            path: b.dir,
+        }));
+        const text = rows.length
+            ? ['ID                                LABEL          CREATED                   SIZE       VERIFIED  RELEASE', ...rows.map((r) => `${r.id.padEnd(33)} ${r.label.padEnd(14)} ${r.createdAt.padEnd(25)} ${formatBytes(r.bytes).padEnd(10)} ${(r.verified === null ? '-' : r.verified ? 'yes' : 'FAILED').padEnd(9)} ${r.release ?? ''}`)].join('\n')
+            : `no backups in environment ${settings.name} (${settings.store})`;
+        return { json: rows, text };
+    },
+};
+const verifyCommand = {
+    name: 'verify',
+    summary: "Verify a backup's checksums and archives",
+    positional: 'backup',
+    inputs: [
+        { name: 'backup', type: 'string', description: 'Backup id, or "latest".', default: 'latest' },
+        { name: 'remote', type: 'boolean', description: "Instead, compare the local catalog with the environment's reviewed object storage (missing, incomplete or mismatched entries).", default: 'false' },
+    ],
+    outputs: [
+        { name: 'backup-id', description: 'Id of the verified backup.' },
+        { name: 'ok', description: '"true" when every check passed.' },
+    ],
+    implemented: true,
+    async run(ctx) {
+        const wanted = ctx.inputs.string('backup') ?? 'latest';
+        const settings = environmentFor(ctx);
+        if (ctx.inputs.boolean('remote')) {
+            const { storage, remote } = openReviewedBucket(settings);
+            return comparisonResult(settings.name, await compareRemote({ env: settings.name, store: settings.store, remote, prefix: storage.prefix }));
+        }
+        const catalog = new Catalog(settings.store);
+        const { report, entry } = await verifyAndRecord(catalog, await findBackup(catalog, settings.name, wanted), settings, ctx);
+        return {
+            json: report,
+            text: verifyReportText(report),
+            outputs: { 'backup-id': entry.id, ok: String(report.ok) },
+            summary: [`### Verify ${entry.id}: ${report.ok ? 'passed' : '**FAILED**'}`, '', '| check | result | detail |', '|---|---|---|', ...report.checks.map((c) => `| ${c.name} | ${c.ok ? 'ok' : '**FAIL**'} | ${c.detail.replace(/\|/g, '\\|')} |`)].join('\n'),
+            ...(report.ok ? {} : { exitCode: 1, failureMessage: `backup ${entry.id} failed verification: ${report.checks.filter((c) => !c.ok).map((c) => c.name).join(', ')}` }),
+        };
+    },
+};
+const restoreCommand = {
+    name: 'restore',
+    summary: 'Restore a backup into a database (destructive restores need --confirm)',
+    inputs: [
+        { name: 'backup', type: 'string', description: 'Backup id, or "latest" (the newest backup that is not a pre-restore backup and did not fail verification).', default: 'latest' },
+        { name: 'target', type: 'string', description: 'PostgreSQL URL of the database to restore into.', required: true },
+        { name: 'confirm', type: 'string', description: 'The target database name, exactly, to allow replacing a database that holds data.' },
+        { name: 'jobs', type: 'string', description: 'Parallel pg_restore jobs.', default: '2' },
+        { name: 'no-owner', type: 'boolean', description: 'Skip ownership and privileges (pg_restore --no-owner --no-privileges), for a server whose roles differ.', default: 'false' },
+        { name: 'skip-verify', type: 'boolean', description: 'Do not check the checksums first (recorded with the restore).', default: 'false' },
+        { name: 'redis-check', type: 'boolean', description: "Also load the backup's Redis snapshot into a private redis-server and compare key counts.", default: 'false' },
+        { name: 'from-remote', type: 'boolean', description: "Fetch the backup from the environment's reviewed object storage first (checksums verified on the way in) when the local catalog does not have it.", default: 'false' },
+    ],
+    outputs: [
+        { name: 'backup-id', description: 'Id of the restored backup.' },
+        { name: 'pre-restore-backup-id', description: 'Id of the backup taken of the target before it was replaced (empty when the target held no data).' },
+        { name: 'database', description: 'The database that now holds the restored data.' },
+    ],
+    implemented: true,
+    async run(ctx) {
+        const wanted = ctx.inputs.string('backup') ?? 'latest';
+        const targetUrl = ctx.inputs.requiredString('target', 'pass --target postgres://user:password@host:5432/dbname (the database to restore into)');
+        const confirm = ctx.inputs.string('confirm');
+        const jobs = parseJobs(ctx.inputs.string('jobs'));
+        const noOwner = ctx.inputs.boolean('no-owner');
+        const skipVerify = ctx.inputs.boolean('skip-verify');
+        const redisCheck = ctx.inputs.boolean('redis-check');
+        const target = parsePgUrl(targetUrl);
+        if (target.password)
+            ctx.logger.secret(target.password);
+        const settings = environmentFor(ctx);
+        const catalog = new Catalog(settings.store);
+        if (ctx.inputs.boolean('from-remote'))
+            await fetchBackupIfMissing(catalog, settings, wanted, ctx);
+        const backup = await findBackup(catalog, settings.name, wanted);
+        const runner = await postgresRunner(settings);
+        const result = await ctx.logger.group(`Restore ${backup.id} into ${target.database}`, () => restoreBackup({ catalog, environment: settings.name, backup, runner, target, confirm, jobs, noOwner, skipVerify, logger: ctx.logger, migrationHeadQuery: settings.postgres.migrationHeadQuery, compressLevel: settings.postgres.compressLevel }));
+        const redis = redisCheck && backup.metadata.files.redis ? await restoreRedisIsolated(backup, { binDir: settings.redis?.binDir, logger: ctx.logger }) : undefined;
+        const hooks = isEnvironmentDatabase(settings, targetUrl) ? await runPostRestoreHooks(settings.hooks.postRestore, { logger: ctx.logger }) : [];
+        const failedHooks = hooks.filter((h) => !h.ok);
+        const problems = [...(redis && !redis.ok ? [`redis key counts differ (${redis.detail})`] : []), ...failedHooks.map((h) => `post-restore hook ${h.hook} failed (${h.detail})`)];
+        const c = result.checks;
+        return {
+            json: { ...result, redis: redis ?? null, hooks },
+            text: [
+                `restored ${backup.id} into ${maskedUrl(target)} in ${result.seconds.toFixed(1)}s`,
+                `  row counts: ${c.rowCounts.tables} tables, ${c.rowCounts.rows} rows, all match backup.json`,
+                `  schema fingerprint: matches (${c.schemaFingerprint.actual})`,
+                `  checksums: ${result.checksumsVerified ? 'verified before restoring' : 'NOT verified (--skip-verify)'}`,
+                ...(result.preRestoreBackupId ? [`  pre-restore backup: ${result.preRestoreBackupId} (restore it to undo)`] : []),
+                ...(redis ? [`  redis: ${redis.detail}`] : []),
+                ...hooks.map((h) => `  hook ${h.hook}: ${h.ok ? 'ok' : 'FAILED'} (${h.detail})`),
+            ].join('\n'),
+            outputs: { 'backup-id': backup.id, 'pre-restore-backup-id': result.preRestoreBackupId ?? '', database: target.database },
+            summary: `### Restore ${backup.id} into \`${target.database}\`\n\n| rows | tables | fingerprint | checksums | pre-restore backup | seconds |\n|---|---|---|---|---|---|\n| ${c.rowCounts.rows} | ${c.rowCounts.tables} | match | ${result.checksumsVerified ? 'verified' : 'skipped'} | ${result.preRestoreBackupId ?? '-'} | ${result.seconds.toFixed(1)} |`,
+            ...(problems.length ? { exitCode: 1, failureMessage: `the database was restored, but ${problems.join('; ')}` } : {}),
+        };
+    },
+};
+/** Brings a backup from object storage into the local catalog (verified), unless it is already here. */
+async function fetchBackupIfMissing(catalog, settings, wanted, ctx) {
+    if (wanted !== 'latest' && (await catalog.get(settings.name, 'backups', wanted, BACKUP_METADATA_FILE)))
+        return;
+    const { storage, remote } = openReviewedBucket(settings);
+    const fetched = await fetchEntry({ env: settings.name, kind: 'backups', id: wanted, catalog, remote, prefix: storage.prefix, logger: ctx.logger });
+    ctx.logger.info(`${fetched.fetched ? 'fetched' : 'already had'} backup ${fetched.entry.id} from ${remote.location}`);
+}
+/** Post-restore hooks are for the environment's live database, not for a restore elsewhere. */
+function isEnvironmentDatabase(settings, targetUrl) {
+    if (!settings.postgres.url)
+        return false;
+    const live = environmentConnection(settings);
+    const target = parsePgUrl(targetUrl);
+    return live.host === target.host && live.port === target.port && live.database === target.database;
+}
+const pruneCommand = {
+    name: 'prune',
+    summary: 'Apply the retention policy to backups (dry run unless --apply)',
+    inputs: [{ name: 'apply', type: 'boolean', description: 'Delete for real (default: only list what would go).', default: 'false' }],
+    outputs: [],
+    implemented: true,
+    async run(ctx) {
+        const apply = ctx.inputs.boolean('apply');
+        const settings = environmentFor(ctx);
+        const catalog = new Catalog(settings.store);
+        const result = await withLock(catalog.envDir(settings.name), settings.name, { command: 'prune', waitSeconds: 30 }, () => pruneBackups(catalog, settings.name, settings.retention, { apply, logger: ctx.logger }));
+        const going = result.decisions.filter((d) => !d.keep);
+        const lines = result.decisions.map((d) => `${d.keep ? 'keep  ' : result.applied ? 'DELETED' : 'delete'} ${d.id}  ${d.label.padEnd(13)} ${d.reasons.join('; ')}`);
+        const verdict = result.applied ? `deleted ${result.deleted.length} backup(s)` : apply ? 'nothing deleted: a release manifest is unreadable' : `dry run: ${going.length} backup(s) would be deleted; pass --apply to delete them`;
+        if (apply && !result.applied) {
+            throw errors_failure('PRUNE_BLOCKED', `${verdict} (${result.unreadableManifests.join(', ')})`, { fix: 'repair or remove the unreadable manifest(s), then re-run lifeline prune --apply' });
+        }
+        return { json: result, text: [...lines, verdict].join('\n') };
+    },
+};
 const backupAction = singleCommandAction('backup', 'Back up PostgreSQL and Redis into the Lifeline catalog with sha256 checksums.', backupCommand);
 const verifyAction = singleCommandAction('verify', "Verify a backup's checksums and archives.", verifyCommand);
 const restoreAction = singleCommandAction('restore', 'Restore a verified backup; refuses destructive restores without explicit confirmation.', restoreCommand);
@@ -48933,7 +52387,7 @@ var io_util_awaiter = (undefined && undefined.__awaiter) || function (thisArg, _
 };
 
 
-const { chmod, copyFile, lstat, mkdir, open: io_util_open, readdir, rename, rm, rmdir, stat, symlink, unlink } = external_fs_namespaceObject.promises;
+const { chmod, copyFile, lstat, mkdir, open: io_util_open, readdir, rename, rm: io_util_rm, rmdir, stat: io_util_stat, symlink, unlink } = external_fs_namespaceObject.promises;
 // export const {open} = 'fs'
 const IS_WINDOWS = process.platform === 'win32';
 /**
@@ -48961,10 +52415,10 @@ function readlink(fsPath) {
 // See https://github.com/nodejs/node/blob/d0153aee367422d0858105abec186da4dff0a0c5/deps/uv/include/uv/win.h#L691
 const UV_FS_O_EXLOCK = 0x10000000;
 const READONLY = external_fs_namespaceObject.constants.O_RDONLY;
-function exists(fsPath) {
+function io_util_exists(fsPath) {
     return io_util_awaiter(this, void 0, void 0, function* () {
         try {
-            yield stat(fsPath);
+            yield io_util_stat(fsPath);
         }
         catch (err) {
             if (err.code === 'ENOENT') {
@@ -48977,7 +52431,7 @@ function exists(fsPath) {
 }
 function isDirectory(fsPath_1) {
     return io_util_awaiter(this, arguments, void 0, function* (fsPath, useStat = false) {
-        const stats = useStat ? yield stat(fsPath) : yield lstat(fsPath);
+        const stats = useStat ? yield io_util_stat(fsPath) : yield lstat(fsPath);
         return stats.isDirectory();
     });
 }
@@ -49007,7 +52461,7 @@ function tryGetExecutablePath(filePath, extensions) {
         let stats = undefined;
         try {
             // test file exists
-            stats = yield stat(filePath);
+            stats = yield io_util_stat(filePath);
         }
         catch (err) {
             if (err.code !== 'ENOENT') {
@@ -49035,7 +52489,7 @@ function tryGetExecutablePath(filePath, extensions) {
             filePath = originalFilePath + extension;
             stats = undefined;
             try {
-                stats = yield stat(filePath);
+                stats = yield io_util_stat(filePath);
             }
             catch (err) {
                 if (err.code !== 'ENOENT') {
@@ -49756,7 +53210,7 @@ class ToolRunner extends external_events_.EventEmitter {
                 state.on('debug', (message) => {
                     this._debug(message);
                 });
-                if (this.options.cwd && !(yield exists(this.options.cwd))) {
+                if (this.options.cwd && !(yield io_util_exists(this.options.cwd))) {
                     return reject(new Error(`The cwd: ${this.options.cwd} does not exist!`));
                 }
                 const fileName = this._getSpawnFileName();
@@ -50426,32 +53880,6 @@ function getIDToken(aud) {
  */
 
 //# sourceMappingURL=core.js.map
-;// CONCATENATED MODULE: ./src/settings/secrets.ts
-/** Returns the URL with its password replaced by `***`, for logs and error messages. */
-function redactUrl(url) {
-    try {
-        const parsed = new URL(url);
-        if (parsed.password)
-            parsed.password = '***';
-        return parsed.toString();
-    }
-    catch {
-        return url.replace(/(\/\/[^:/@]+:)[^@]*@/, '$1***@');
-    }
-}
-/** The password embedded in a URL, if any, so it can be registered as a secret. */
-function secrets_urlPassword(url) {
-    if (!url)
-        return undefined;
-    try {
-        const password = new URL(url).password;
-        return password ? decodeURIComponent(password) : undefined;
-    }
-    catch {
-        return undefined;
-    }
-}
-
 ;// CONCATENATED MODULE: ./src/actions/run.ts
 
 
@@ -50502,7 +53930,7 @@ async function runAction(action, selected) {
         }
         const values = readActionInputs(command);
         for (const key of ['database-url', 'redis-url']) {
-            const password = secrets_urlPassword(values[key]);
+            const password = urlPassword(values[key]);
             if (password)
                 core_setSecret(password);
         }
