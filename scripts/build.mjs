@@ -41,4 +41,16 @@ const workers = Array.from({ length: 2 }, async () => {
   while (queue.length) await build(queue.shift());
 });
 await Promise.all(workers);
+// ncc's asset relocator copies files it thinks the code reads at run time (it read
+// `resolve(cwd, 'lifeline.yml')` as a glob once). Nothing but code belongs in dist/.
+const stray = [];
+const walk = (dir) => {
+  for (const d of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, d.name);
+    if (d.isDirectory()) walk(path);
+    else if (!/\.js$/.test(d.name) && d.name !== 'package.json') stray.push(path.slice(root.length));
+  }
+};
+walk(join(root, 'dist'));
+if (stray.length) throw new Error(`the bundler copied assets into dist/ (find the path expression that made it, e.g. path.resolve(<variable>, 'file')):\n  ${stray.join('\n  ')}`);
 console.log(`built ${entries.length} bundles: ${entries.map((e) => `dist/${e.name}/index.js`).join(', ')}`);

@@ -65533,9 +65533,17 @@ const DEFAULT_STORE = '.lifeline';
 function resolveEnvironment(rawInputs, rawOptions) {
     const { inputs, options } = withoutEmptyValues(rawInputs, rawOptions);
     const explicitConfig = inputs.config ?? options.env.LIFELINE_CONFIG;
-    const configPath = (0,external_node_path_.resolve)(options.cwd, explicitConfig ?? DEFAULT_CONFIG_PATH);
+    const configPath = configFileIn(options.cwd, explicitConfig ?? DEFAULT_CONFIG_PATH);
     const loaded = loadConfig(configPath, { explicit: explicitConfig !== undefined });
     return resolveFromConfig(loaded, inputs, options);
+}
+/**
+ * `cwd` + the config path, written without path.resolve on purpose: the bundler's asset relocator
+ * reads `resolve(<unknown>, 'lifeline.yml')` as a glob and copies every lifeline.yml it finds on
+ * the build machine into dist/.
+ */
+function configFileIn(cwd, path) {
+    return (0,external_node_path_.isAbsolute)(path) ? path : `${cwd.replace(/\/+$/, '')}/${path.replace(/^\.\//, '')}`;
 }
 /**
  * An empty value means "not set": GitHub passes an unset secret or input as an empty string, and
@@ -66164,7 +66172,6 @@ const restoreAction = singleCommandAction('restore', 'Restore a verified backup;
 
 
 
-
 /** The resolved settings with every secret replaced, safe to print. */
 function maskedSettings(settings) {
     const { secrets: _secrets, ...rest } = settings;
@@ -66185,7 +66192,7 @@ const configCheck = {
         const first = environmentFor(ctx);
         const globals = ctx.inputs.globals();
         // With no --env, check every declared environment: a typo in staging must not wait for staging's deploy.
-        const names = globals.env ? [first.name] : Object.keys(loadConfig(first.configPath ?? __nccwpck_require__.ab + "main/" + ctx.cwd + '/lifeline.yml', { explicit: false }).config.environments);
+        const names = globals.env || !first.configPath ? [first.name] : Object.keys(loadConfig(first.configPath, { explicit: true }).config.environments);
         const resolved = names.length === 0 ? [first] : names.map((name) => (name === first.name ? first : resolveEnvironment({ ...globals, env: name }, { env: ctx.env, cwd: ctx.cwd })));
         const masked = Object.fromEntries(resolved.map((s) => [s.name, maskedSettings(s)]));
         const source = first.configPath ?? '(no config file: flags and environment variables only)';

@@ -48933,9 +48933,17 @@ const DEFAULT_STORE = '.lifeline';
 function resolveEnvironment(rawInputs, rawOptions) {
     const { inputs, options } = withoutEmptyValues(rawInputs, rawOptions);
     const explicitConfig = inputs.config ?? options.env.LIFELINE_CONFIG;
-    const configPath = (0,external_node_path_namespaceObject.resolve)(options.cwd, explicitConfig ?? DEFAULT_CONFIG_PATH);
+    const configPath = configFileIn(options.cwd, explicitConfig ?? DEFAULT_CONFIG_PATH);
     const loaded = loadConfig(configPath, { explicit: explicitConfig !== undefined });
     return resolveFromConfig(loaded, inputs, options);
+}
+/**
+ * `cwd` + the config path, written without path.resolve on purpose: the bundler's asset relocator
+ * reads `resolve(<unknown>, 'lifeline.yml')` as a glob and copies every lifeline.yml it finds on
+ * the build machine into dist/.
+ */
+function configFileIn(cwd, path) {
+    return (0,external_node_path_namespaceObject.isAbsolute)(path) ? path : `${cwd.replace(/\/+$/, '')}/${path.replace(/^\.\//, '')}`;
 }
 /**
  * An empty value means "not set": GitHub passes an unset secret or input as an empty string, and

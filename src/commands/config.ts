@@ -2,7 +2,6 @@ import { stringify } from 'yaml';
 import { redactUrl } from '../settings/secrets';
 import { resolveEnvironment, type EnvironmentSettings } from '../settings/resolve';
 import { loadConfig } from '../settings/load';
-import { resolve } from 'node:path';
 import { environmentFor, type CommandSpec } from './spec';
 
 /** The resolved settings with every secret replaced, safe to print. */
@@ -26,7 +25,7 @@ export const configCheck: CommandSpec = {
     const first = environmentFor(ctx);
     const globals = ctx.inputs.globals();
     // With no --env, check every declared environment: a typo in staging must not wait for staging's deploy.
-    const names = globals.env ? [first.name] : Object.keys(loadConfig(first.configPath ?? resolve(ctx.cwd, 'lifeline.yml'), { explicit: false }).config.environments);
+    const names = globals.env || !first.configPath ? [first.name] : Object.keys(loadConfig(first.configPath, { explicit: true }).config.environments);
     const resolved = names.length === 0 ? [first] : names.map((name) => (name === first.name ? first : resolveEnvironment({ ...globals, env: name }, { env: ctx.env, cwd: ctx.cwd })));
     const masked = Object.fromEntries(resolved.map((s) => [s.name, maskedSettings(s)]));
     const source = first.configPath ?? '(no config file: flags and environment variables only)';

@@ -92,9 +92,18 @@ export const DEFAULT_STORE = '.lifeline';
 export function resolveEnvironment(rawInputs: GlobalInputs, rawOptions: ResolveOptions): EnvironmentSettings {
   const { inputs, options } = withoutEmptyValues(rawInputs, rawOptions);
   const explicitConfig = inputs.config ?? options.env.LIFELINE_CONFIG;
-  const configPath = resolvePath(options.cwd, explicitConfig ?? DEFAULT_CONFIG_PATH);
+  const configPath = configFileIn(options.cwd, explicitConfig ?? DEFAULT_CONFIG_PATH);
   const loaded = loadConfig(configPath, { explicit: explicitConfig !== undefined });
   return resolveFromConfig(loaded, inputs, options);
+}
+
+/**
+ * `cwd` + the config path, written without path.resolve on purpose: the bundler's asset relocator
+ * reads `resolve(<unknown>, 'lifeline.yml')` as a glob and copies every lifeline.yml it finds on
+ * the build machine into dist/.
+ */
+function configFileIn(cwd: string, path: string): string {
+  return isAbsolute(path) ? path : `${cwd.replace(/\/+$/, '')}/${path.replace(/^\.\//, '')}`;
 }
 
 /**
