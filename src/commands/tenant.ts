@@ -52,7 +52,7 @@ export const tenantExportCommand: CommandSpec = {
   async run(ctx) {
     const settings = environmentFor(ctx);
     const tenant = ctx.inputs.requiredString('tenant');
-    const { runner, conn } = tenantDatabase(settings);
+    const { runner, conn } = await tenantDatabase(settings);
     const result = await exportTenant({
       catalog: new Catalog(settings.store),
       env: settings.name,
@@ -157,7 +157,7 @@ export const tenantDeletionPlanCommand: CommandSpec = {
   async run(ctx) {
     const settings = environmentFor(ctx);
     const tenant = ctx.inputs.requiredString('tenant');
-    const { runner, conn } = tenantDatabase(settings);
+    const { runner, conn } = await tenantDatabase(settings);
     const plan = await planTenantDeletion({
       catalog: new Catalog(settings.store),
       env: settings.name,

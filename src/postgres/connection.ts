@@ -1,7 +1,8 @@
 import { failure, usageError } from '../errors';
 import type { PsqlSession } from '../runner/psql';
 import { formatPgUrl, parsePgUrl, type PgConnection } from '../runner/postgres-env';
-import { ComposeRunner, LocalRunner, runText, findExecutable, type Runner } from '../runner/runner';
+import { detectComposeCommand } from '../runner/compose';
+import { ComposeRunner, LocalRunner, type Runner } from '../runner/runner';
 import type { ComposeSettings, EnvironmentSettings } from '../settings/resolve';
 import { postgresServerBinDirs } from './binaries';
 
@@ -44,14 +45,7 @@ export async function composeRunner(compose: ComposeSettings, service: string): 
 
 /** `auto` prefers Compose v2 (`docker compose`), then v1 (`docker-compose`). */
 export async function composeCommand(configured: ComposeSettings['command']): Promise<string[]> {
-  if (configured === 'docker compose') return ['docker', 'compose'];
-  if (configured === 'docker-compose') return ['docker-compose'];
-  if (findExecutable('docker')) {
-    const probe = await runText(new LocalRunner(), { tool: 'docker', args: ['compose', 'version'] }).catch(() => undefined);
-    if (probe?.exitCode === 0) return ['docker', 'compose'];
-  }
-  if (findExecutable('docker-compose')) return ['docker-compose'];
-  throw usageError('NO_COMPOSE', 'neither `docker compose` nor `docker-compose` is installed', 'install Docker Compose, or remove postgres.service / redis.service to use local client tools');
+  return [...(await detectComposeCommand(new LocalRunner(), configured, process.env.PATH ?? ''))];
 }
 
 /**
