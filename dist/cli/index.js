@@ -53562,6 +53562,29 @@ async function snapshotRedis(staged, options) {
     }
 }
 
+;// CONCATENATED MODULE: ./src/runner/compose.ts
+
+
+const COMPOSE_V2 = ['docker', 'compose'];
+const COMPOSE_V1 = ['docker-compose'];
+/**
+ * Picks the Compose CLI: the configured one, or with `auto` the v2 plugin if `docker compose
+ * version` answers, else v1. Both talk to whatever engine DOCKER_HOST names (ssh:// included).
+ */
+async function detectComposeCommand(runner, setting, pathEnv = '') {
+    if (setting === 'docker compose')
+        return COMPOSE_V2;
+    if (setting === 'docker-compose')
+        return COMPOSE_V1;
+    const v2 = await runText(runner, { tool: 'docker', args: ['compose', 'version'] }).catch(() => undefined);
+    if (v2?.exitCode === 0)
+        return COMPOSE_V2;
+    // v1 is a Python program that takes seconds to start: finding it on PATH is enough.
+    if (findExecutable('docker-compose', [], pathEnv))
+        return COMPOSE_V1;
+    throw (0,errors/* usageError */.Wp)('COMPOSE_MISSING', 'neither `docker compose` (Compose v2) nor `docker-compose` (v1) works on this machine', 'install the Docker Compose plugin (or docker-compose), set compose.command in lifeline.yml, or remove postgres.service / redis.service to run the client tools locally');
+}
+
 ;// CONCATENATED MODULE: ./src/postgres/binaries.ts
 
 
@@ -53593,6 +53616,7 @@ function findServerBinDir(configured) {
 }
 
 ;// CONCATENATED MODULE: ./src/postgres/connection.ts
+
 
 
 
@@ -53632,18 +53656,7 @@ async function composeRunner(compose, service) {
 }
 /** `auto` prefers Compose v2 (`docker compose`), then v1 (`docker-compose`). */
 async function composeCommand(configured) {
-    if (configured === 'docker compose')
-        return ['docker', 'compose'];
-    if (configured === 'docker-compose')
-        return ['docker-compose'];
-    if (findExecutable('docker')) {
-        const probe = await runText(new LocalRunner(), { tool: 'docker', args: ['compose', 'version'] }).catch(() => undefined);
-        if (probe?.exitCode === 0)
-            return ['docker', 'compose'];
-    }
-    if (findExecutable('docker-compose'))
-        return ['docker-compose'];
-    throw (0,errors/* usageError */.Wp)('NO_COMPOSE', 'neither `docker compose` nor `docker-compose` is installed', 'install Docker Compose, or remove postgres.service / redis.service to use local client tools');
+    return [...(await detectComposeCommand(new LocalRunner(), configured, process.env.PATH ?? ''))];
 }
 /**
  * Makes a first round trip so a wrong password or an unreachable server fails with the URL
@@ -66206,25 +66219,7 @@ const configCheck = {
 ;// CONCATENATED MODULE: ./src/deploy/compose.ts
 
 
-const COMPOSE_V2 = ['docker', 'compose'];
-const COMPOSE_V1 = ['docker-compose'];
-/**
- * Picks the Compose CLI: the configured one, or with `auto` the v2 plugin if `docker compose
- * version` answers, else v1. Both talk to whatever engine DOCKER_HOST names (ssh:// included).
- */
-async function detectComposeCommand(runner, setting, pathEnv = '') {
-    if (setting === 'docker compose')
-        return COMPOSE_V2;
-    if (setting === 'docker-compose')
-        return COMPOSE_V1;
-    const v2 = await runText(runner, { tool: 'docker', args: ['compose', 'version'] }).catch(() => undefined);
-    if (v2?.exitCode === 0)
-        return COMPOSE_V2;
-    // v1 is a Python program that takes seconds to start: finding it on PATH is enough.
-    if (findExecutable('docker-compose', [], pathEnv))
-        return COMPOSE_V1;
-    throw (0,errors/* usageError */.Wp)('COMPOSE_MISSING', 'neither `docker compose` (Compose v2) nor `docker-compose` (v1) works on this machine', 'install the Docker Compose plugin (or docker-compose), or set compose.command in lifeline.yml');
-}
+
 /** The full argv for one Compose call; the override file, when given, comes last so it wins. */
 function composeInvocation(project, args, overrideFile) {
     const [tool, ...prefix] = project.command;
@@ -71621,23 +71616,9 @@ function describeCollection(collection) {
 
 ;// CONCATENATED MODULE: ./src/tenant/database.ts
 
-
-
-/** Where tenant queries run: psql locally, or inside the configured Compose service. */
-function tenantDatabase(settings) {
-    const { postgres } = settings;
-    if (!postgres.url) {
-        throw (0,errors/* usageError */.Wp)('NO_DATABASE_URL', `no PostgreSQL URL for environment ${settings.name}`, 'pass --database-url, set DATABASE_URL, or set postgres.urlEnv in lifeline.yml');
-    }
-    const parsed = parsePgUrl(postgres.url);
-    const conn = postgres.database ? withDatabase(parsed, postgres.database) : parsed;
-    if (!postgres.service)
-        return { runner: new LocalRunner({ binDirs: postgres.binDir ? [postgres.binDir] : [] }), conn };
-    const composeCommand = settings.compose.command === 'docker-compose' || (settings.compose.command === 'auto' && findExecutable('docker-compose')) ? ['docker-compose'] : ['docker', 'compose'];
-    return {
-        runner: new ComposeRunner({ composeCommand, files: settings.compose.files, projectName: settings.compose.projectName, service: postgres.service }),
-        conn,
-    };
+/** Where tenant queries run: the same connection and client tools as backups (locally or in the Compose service). */
+async function tenantDatabase(settings) {
+    return { runner: await postgresRunner(settings), conn: environmentConnection(settings) };
 }
 
 // EXTERNAL MODULE: external "node:zlib"
@@ -72377,7 +72358,7 @@ const tenantExportCommand = {
     async run(ctx) {
         const settings = environmentFor(ctx);
         const tenant = ctx.inputs.requiredString('tenant');
-        const { runner, conn } = tenantDatabase(settings);
+        const { runner, conn } = await tenantDatabase(settings);
         const result = await exportTenant({
             catalog: new Catalog(settings.store),
             env: settings.name,
@@ -72479,7 +72460,7 @@ const tenantDeletionPlanCommand = {
     async run(ctx) {
         const settings = environmentFor(ctx);
         const tenant = ctx.inputs.requiredString('tenant');
-        const { runner, conn } = tenantDatabase(settings);
+        const { runner, conn } = await tenantDatabase(settings);
         const plan = await planTenantDeletion({
             catalog: new Catalog(settings.store),
             env: settings.name,

@@ -51666,7 +51666,7 @@ function findExecutable(tool, dirs = [], pathEnv = process.env.PATH ?? '') {
     return undefined;
 }
 
-;// CONCATENATED MODULE: ./src/deploy/compose.ts
+;// CONCATENATED MODULE: ./src/runner/compose.ts
 
 
 const COMPOSE_V2 = ['docker', 'compose'];
@@ -51686,8 +51686,13 @@ async function detectComposeCommand(runner, setting, pathEnv = '') {
     // v1 is a Python program that takes seconds to start: finding it on PATH is enough.
     if (findExecutable('docker-compose', [], pathEnv))
         return COMPOSE_V1;
-    throw errors_usageError('COMPOSE_MISSING', 'neither `docker compose` (Compose v2) nor `docker-compose` (v1) works on this machine', 'install the Docker Compose plugin (or docker-compose), or set compose.command in lifeline.yml');
+    throw errors_usageError('COMPOSE_MISSING', 'neither `docker compose` (Compose v2) nor `docker-compose` (v1) works on this machine', 'install the Docker Compose plugin (or docker-compose), set compose.command in lifeline.yml, or remove postgres.service / redis.service to run the client tools locally');
 }
+
+;// CONCATENATED MODULE: ./src/deploy/compose.ts
+
+
+
 /** The full argv for one Compose call; the override file, when given, comes last so it wins. */
 function composeInvocation(project, args, overrideFile) {
     const [tool, ...prefix] = project.command;

@@ -38142,7 +38142,31 @@ async function stopPostmaster(dataDir) {
         await stopPid(pid, 'SIGINT', 30000);
 }
 
+;// CONCATENATED MODULE: ./src/runner/compose.ts
+
+
+const COMPOSE_V2 = (/* unused pure expression or super */ null && (['docker', 'compose']));
+const COMPOSE_V1 = (/* unused pure expression or super */ null && (['docker-compose']));
+/**
+ * Picks the Compose CLI: the configured one, or with `auto` the v2 plugin if `docker compose
+ * version` answers, else v1. Both talk to whatever engine DOCKER_HOST names (ssh:// included).
+ */
+async function compose_detectComposeCommand(runner, setting, pathEnv = '') {
+    if (setting === 'docker compose')
+        return COMPOSE_V2;
+    if (setting === 'docker-compose')
+        return COMPOSE_V1;
+    const v2 = await runText(runner, { tool: 'docker', args: ['compose', 'version'] }).catch(() => undefined);
+    if (v2?.exitCode === 0)
+        return COMPOSE_V2;
+    // v1 is a Python program that takes seconds to start: finding it on PATH is enough.
+    if (findExecutable('docker-compose', [], pathEnv))
+        return COMPOSE_V1;
+    throw usageError('COMPOSE_MISSING', 'neither `docker compose` (Compose v2) nor `docker-compose` (v1) works on this machine', 'install the Docker Compose plugin (or docker-compose), set compose.command in lifeline.yml, or remove postgres.service / redis.service to run the client tools locally');
+}
+
 ;// CONCATENATED MODULE: ./src/postgres/connection.ts
+
 
 
 
@@ -38182,18 +38206,7 @@ async function composeRunner(compose, service) {
 }
 /** `auto` prefers Compose v2 (`docker compose`), then v1 (`docker-compose`). */
 async function composeCommand(configured) {
-    if (configured === 'docker compose')
-        return ['docker', 'compose'];
-    if (configured === 'docker-compose')
-        return ['docker-compose'];
-    if (findExecutable('docker')) {
-        const probe = await runText(new LocalRunner(), { tool: 'docker', args: ['compose', 'version'] }).catch(() => undefined);
-        if (probe?.exitCode === 0)
-            return ['docker', 'compose'];
-    }
-    if (findExecutable('docker-compose'))
-        return ['docker-compose'];
-    throw usageError('NO_COMPOSE', 'neither `docker compose` nor `docker-compose` is installed', 'install Docker Compose, or remove postgres.service / redis.service to use local client tools');
+    return [...(await detectComposeCommand(new LocalRunner(), configured, process.env.PATH ?? ''))];
 }
 /**
  * Makes a first round trip so a wrong password or an unreachable server fails with the URL

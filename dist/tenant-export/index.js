@@ -37772,7 +37772,7 @@ function parsePgUrl(url) {
         params,
     };
 }
-function formatPgUrl(conn) {
+function postgres_env_formatPgUrl(conn) {
     const auth = conn.user ? `${encodeURIComponent(conn.user)}${conn.password ? `:${encodeURIComponent(conn.password)}` : ''}@` : '';
     const query = new URLSearchParams(conn.params).toString();
     return `postgres://${auth}${conn.host.includes(':') ? `[${conn.host}]` : conn.host}:${conn.port}/${encodeURIComponent(conn.database)}${query ? `?${query}` : ''}`;
@@ -38082,7 +38082,7 @@ function spawnStreaming(command, args, invocation, masker, childEnv) {
         },
     };
 }
-class LocalRunner {
+class runner_LocalRunner {
     options;
     where = 'local binaries';
     masker;
@@ -38182,7 +38182,7 @@ function isExecutable(path) {
     }
 }
 /** Finds a program on PATH (or the given dirs); undefined when absent. */
-function findExecutable(tool, dirs = [], pathEnv = process.env.PATH ?? '') {
+function runner_findExecutable(tool, dirs = [], pathEnv = process.env.PATH ?? '') {
     for (const dir of [...dirs, ...pathEnv.split(external_node_path_namespaceObject.delimiter)]) {
         if (!dir)
             continue;
@@ -38193,25 +38193,125 @@ function findExecutable(tool, dirs = [], pathEnv = process.env.PATH ?? '') {
     return undefined;
 }
 
+;// CONCATENATED MODULE: ./src/runner/compose.ts
+
+
+const COMPOSE_V2 = ['docker', 'compose'];
+const COMPOSE_V1 = ['docker-compose'];
+/**
+ * Picks the Compose CLI: the configured one, or with `auto` the v2 plugin if `docker compose
+ * version` answers, else v1. Both talk to whatever engine DOCKER_HOST names (ssh:// included).
+ */
+async function detectComposeCommand(runner, setting, pathEnv = '') {
+    if (setting === 'docker compose')
+        return COMPOSE_V2;
+    if (setting === 'docker-compose')
+        return COMPOSE_V1;
+    const v2 = await runText(runner, { tool: 'docker', args: ['compose', 'version'] }).catch(() => undefined);
+    if (v2?.exitCode === 0)
+        return COMPOSE_V2;
+    // v1 is a Python program that takes seconds to start: finding it on PATH is enough.
+    if (runner_findExecutable('docker-compose', [], pathEnv))
+        return COMPOSE_V1;
+    throw usageError('COMPOSE_MISSING', 'neither `docker compose` (Compose v2) nor `docker-compose` (v1) works on this machine', 'install the Docker Compose plugin (or docker-compose), set compose.command in lifeline.yml, or remove postgres.service / redis.service to run the client tools locally');
+}
+
+;// CONCATENATED MODULE: ./src/postgres/binaries.ts
+
+
+
+/** Directories holding PostgreSQL server binaries (initdb, pg_ctl, postgres), newest major first. */
+function binaries_postgresServerBinDirs(configured) {
+    const dirs = [];
+    if (configured)
+        dirs.push(configured);
+    try {
+        const majors = (0,external_node_fs_namespaceObject.readdirSync)('/usr/lib/postgresql')
+            .filter((d) => /^\d+$/.test(d))
+            .sort((a, b) => Number(b) - Number(a));
+        for (const major of majors)
+            dirs.push((0,external_node_path_namespaceObject.join)('/usr/lib/postgresql', major, 'bin'));
+    }
+    catch {
+        // not a Debian layout
+    }
+    return dirs;
+}
+function findServerBinDir(configured) {
+    for (const dir of binaries_postgresServerBinDirs(configured)) {
+        if (findExecutable('initdb', [dir], ''))
+            return dir;
+    }
+    const initdb = findExecutable('initdb');
+    return initdb ? initdb.replace(/\/initdb$/, '') : undefined;
+}
+
+;// CONCATENATED MODULE: ./src/postgres/connection.ts
+
+
+
+
+
+/** The URL with its password replaced by `***`: what error messages may show. */
+function maskedUrl(conn) {
+    return formatPgUrl({ ...conn, password: conn.password ? '***' : undefined });
+}
+/** The environment's PostgreSQL connection; a missing URL is a usage error that says where to set it. */
+function environmentConnection(settings) {
+    if (!settings.postgres.url) {
+        throw usageError('NO_DATABASE_URL', `no PostgreSQL URL for environment ${settings.name}`, 'pass --database-url postgres://user:password@host:5432/dbname, set DATABASE_URL, or set postgres.urlEnv in lifeline.yml');
+    }
+    const conn = parsePgUrl(settings.postgres.url);
+    return settings.postgres.database ? { ...conn, database: settings.postgres.database } : conn;
+}
+/**
+ * Where the PostgreSQL client tools run: inside the configured Compose service, or locally,
+ * preferring the configured binDir, then the newest Debian major (its pg_dump reads every older server).
+ */
+async function postgresRunner(settings) {
+    if (settings.postgres.service)
+        return composeRunner(settings.compose, settings.postgres.service);
+    return new runner_LocalRunner({ binDirs: binaries_postgresServerBinDirs(settings.postgres.binDir) });
+}
+/** Local PostgreSQL client tools (verification reads catalog files on this host). */
+function localPostgresRunner(binDir) {
+    return new LocalRunner({ binDirs: postgresServerBinDirs(binDir) });
+}
+async function redisRunner(settings) {
+    if (settings.redis?.service)
+        return composeRunner(settings.compose, settings.redis.service);
+    return new LocalRunner({ binDirs: settings.redis?.binDir ? [settings.redis.binDir] : [] });
+}
+async function composeRunner(compose, service) {
+    return new ComposeRunner({ composeCommand: await composeCommand(compose.command), files: compose.files, projectName: compose.projectName, service });
+}
+/** `auto` prefers Compose v2 (`docker compose`), then v1 (`docker-compose`). */
+async function composeCommand(configured) {
+    return [...(await detectComposeCommand(new runner_LocalRunner(), configured, process.env.PATH ?? ''))];
+}
+/**
+ * Makes a first round trip so a wrong password or an unreachable server fails with the URL
+ * (password masked) and a fix, instead of a bare libpq message later.
+ */
+async function checkConnection(session, conn) {
+    try {
+        await session.queryValue('SELECT 1');
+    }
+    catch (error) {
+        const message = error.message;
+        const auth = /password authentication failed|no password supplied|authentication failed/i.test(message);
+        throw failure('POSTGRES_CONNECT', `cannot connect to ${maskedUrl(conn)}: ${message}`, {
+            fix: auth ? 'check the user and password in the database URL (DATABASE_URL / --database-url)' : 'check that the server is running and reachable, and the host, port and database name in the URL',
+            cause: error,
+        });
+    }
+}
+
 ;// CONCATENATED MODULE: ./src/tenant/database.ts
 
-
-
-/** Where tenant queries run: psql locally, or inside the configured Compose service. */
-function tenantDatabase(settings) {
-    const { postgres } = settings;
-    if (!postgres.url) {
-        throw usageError('NO_DATABASE_URL', `no PostgreSQL URL for environment ${settings.name}`, 'pass --database-url, set DATABASE_URL, or set postgres.urlEnv in lifeline.yml');
-    }
-    const parsed = parsePgUrl(postgres.url);
-    const conn = postgres.database ? withDatabase(parsed, postgres.database) : parsed;
-    if (!postgres.service)
-        return { runner: new LocalRunner({ binDirs: postgres.binDir ? [postgres.binDir] : [] }), conn };
-    const composeCommand = settings.compose.command === 'docker-compose' || (settings.compose.command === 'auto' && findExecutable('docker-compose')) ? ['docker-compose'] : ['docker', 'compose'];
-    return {
-        runner: new ComposeRunner({ composeCommand, files: settings.compose.files, projectName: settings.compose.projectName, service: postgres.service }),
-        conn,
-    };
+/** Where tenant queries run: the same connection and client tools as backups (locally or in the Compose service). */
+async function tenantDatabase(settings) {
+    return { runner: await postgresRunner(settings), conn: environmentConnection(settings) };
 }
 
 // EXTERNAL MODULE: external "node:zlib"
@@ -49331,7 +49431,7 @@ const tenantExportCommand = {
     async run(ctx) {
         const settings = environmentFor(ctx);
         const tenant = ctx.inputs.requiredString('tenant');
-        const { runner, conn } = tenantDatabase(settings);
+        const { runner, conn } = await tenantDatabase(settings);
         const result = await exportTenant({
             catalog: new Catalog(settings.store),
             env: settings.name,
@@ -49433,7 +49533,7 @@ const tenantDeletionPlanCommand = {
     async run(ctx) {
         const settings = environmentFor(ctx);
         const tenant = ctx.inputs.requiredString('tenant');
-        const { runner, conn } = tenantDatabase(settings);
+        const { runner, conn } = await tenantDatabase(settings);
         const plan = await planTenantDeletion({
             catalog: new Catalog(settings.store),
             env: settings.name,

@@ -38339,6 +38339,29 @@ async function snapshotRedis(staged, options) {
     }
 }
 
+;// CONCATENATED MODULE: ./src/runner/compose.ts
+
+
+const COMPOSE_V2 = ['docker', 'compose'];
+const COMPOSE_V1 = ['docker-compose'];
+/**
+ * Picks the Compose CLI: the configured one, or with `auto` the v2 plugin if `docker compose
+ * version` answers, else v1. Both talk to whatever engine DOCKER_HOST names (ssh:// included).
+ */
+async function detectComposeCommand(runner, setting, pathEnv = '') {
+    if (setting === 'docker compose')
+        return COMPOSE_V2;
+    if (setting === 'docker-compose')
+        return COMPOSE_V1;
+    const v2 = await runText(runner, { tool: 'docker', args: ['compose', 'version'] }).catch(() => undefined);
+    if (v2?.exitCode === 0)
+        return COMPOSE_V2;
+    // v1 is a Python program that takes seconds to start: finding it on PATH is enough.
+    if (runner_findExecutable('docker-compose', [], pathEnv))
+        return COMPOSE_V1;
+    throw errors_usageError('COMPOSE_MISSING', 'neither `docker compose` (Compose v2) nor `docker-compose` (v1) works on this machine', 'install the Docker Compose plugin (or docker-compose), set compose.command in lifeline.yml, or remove postgres.service / redis.service to run the client tools locally');
+}
+
 ;// CONCATENATED MODULE: ./src/postgres/binaries.ts
 
 
@@ -38370,6 +38393,7 @@ function findServerBinDir(configured) {
 }
 
 ;// CONCATENATED MODULE: ./src/postgres/connection.ts
+
 
 
 
@@ -38409,18 +38433,7 @@ async function composeRunner(compose, service) {
 }
 /** `auto` prefers Compose v2 (`docker compose`), then v1 (`docker-compose`). */
 async function composeCommand(configured) {
-    if (configured === 'docker compose')
-        return ['docker', 'compose'];
-    if (configured === 'docker-compose')
-        return ['docker-compose'];
-    if (runner_findExecutable('docker')) {
-        const probe = await runText(new runner_LocalRunner(), { tool: 'docker', args: ['compose', 'version'] }).catch(() => undefined);
-        if (probe?.exitCode === 0)
-            return ['docker', 'compose'];
-    }
-    if (runner_findExecutable('docker-compose'))
-        return ['docker-compose'];
-    throw errors_usageError('NO_COMPOSE', 'neither `docker compose` nor `docker-compose` is installed', 'install Docker Compose, or remove postgres.service / redis.service to use local client tools');
+    return [...(await detectComposeCommand(new runner_LocalRunner(), configured, process.env.PATH ?? ''))];
 }
 /**
  * Makes a first round trip so a wrong password or an unreachable server fails with the URL
