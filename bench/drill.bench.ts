@@ -1,7 +1,7 @@
 // Drill wall time against the bare tools.
 // Logical: `lifeline drill` into a new database against bare `pg_restore -j2` plus a bare sha256 of
 // the same archive (target 1.10x). Lifeline also counts every table exactly, checks the schema
-// fingerprint and migration head, runs ANALYZE and amcheck on every B-tree index.
+// fingerprint and migration head, and runs amcheck on every B-tree index (alongside the counts).
 // PITR: `lifeline drill --pitr` against bare `pgbackrest restore --type=time` plus PostgreSQL
 // start-up, WAL replay and promotion (target 1.15x); Lifeline also runs amcheck and writes the report.
 import { mkdtempSync, readdirSync, rmSync, chownSync, readFileSync, writeFileSync } from 'node:fs';
@@ -15,14 +15,14 @@ import { LocalRunner } from '../src/runner/runner';
 import { loadSampleDataset } from '../src/sample/dataset';
 import { resolveEnvironment } from '../src/settings/resolve';
 import { startArchivingCluster } from '../test/helpers/pgbackrest-stanza';
+import { cliArgv } from './drivers/cli';
 import { bestOf, measure, type BenchContext, type BenchRow } from './lib';
 
-const cliArgs = (repo: string) => ['--import', 'tsx', join(repo, 'src/cli/index.ts')];
 
 async function logicalDrill(ctx: BenchContext): Promise<BenchRow> {
   const store = join(ctx.workDir, 'drill-store');
   const live = formatPgUrl(ctx.db);
-  const cli = (args: string[]) => measure(process.execPath, [...cliArgs(ctx.repo), ...args, '--store', store, '--database-url', live], { cwd: ctx.repo });
+  const cli = (args: string[]) => measure(process.execPath, [...cliArgv(ctx.repo), ...args, '--store', store, '--database-url', live], { cwd: ctx.repo });
   await cli(['backup', '--no-verify']);
   const backupsDir = join(store, 'default', 'backups');
   const id = readdirSync(backupsDir).find((n) => !n.startsWith('.'))!;
@@ -45,7 +45,7 @@ async function logicalDrill(ctx: BenchContext): Promise<BenchRow> {
     bare: bareRun,
     maxRatio: 1.1,
     maxPeakRssMb: 150,
-    note: 'lifeline adds Node/tsx start-up, exact counts, fingerprint, ANALYZE, amcheck and the report',
+    note: 'the shipped CLI bundle; lifeline adds start-up, exact counts, fingerprint, migration head, amcheck and the report',
   };
 }
 
@@ -93,7 +93,7 @@ async function pitrDrill(ctx: BenchContext): Promise<BenchRow> {
       rmSync(dir, { recursive: true, force: true });
       return m;
     };
-    const lifeline = () => measure(process.execPath, [...cliArgs(ctx.repo), 'drill', '--pitr', target, '--config', configPath, '--store', join(work, 'store')], { cwd: ctx.repo });
+    const lifeline = () => measure(process.execPath, [...cliArgv(ctx.repo), 'drill', '--pitr', target, '--config', configPath, '--store', join(work, 'store')], { cwd: ctx.repo });
     const bareRun = await bestOf(2, bare);
     const lifelineRun = await bestOf(2, lifeline);
     return {
@@ -102,7 +102,7 @@ async function pitrDrill(ctx: BenchContext): Promise<BenchRow> {
       bare: bareRun,
       maxRatio: 1.15,
       maxPeakRssMb: 150,
-      note: 'lifeline adds Node/tsx start-up, pgbackrest info, amcheck and the report',
+      note: 'the shipped CLI bundle; lifeline adds start-up, pgbackrest info, amcheck and the report',
     };
   } finally {
     await archiving.stop();

@@ -5,13 +5,12 @@ import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { SAMPLE_TABLES } from '../src/sample/dataset';
 import { formatPgUrl, pgEnv } from '../src/runner/postgres-env';
-import { cliMeasure, cliStartup, withoutStartup } from './drivers/cli';
+import { cliMeasure } from './drivers/cli';
 import { bestOf, measure, type BenchContext, type BenchRow } from './lib';
 
 export default async function restoreBench(ctx: BenchContext): Promise<BenchRow[]> {
   const store = join(ctx.workDir, 'restore-store');
   const cli = (args: string[]) => cliMeasure(ctx, [...args, '--store', store]);
-  const startup = await cliStartup(ctx);
   await cli(['backup', '--no-verify', '--database-url', formatPgUrl(ctx.db)]);
   const backupsDir = join(store, 'default', 'backups');
   const id = readdirSync(backupsDir).find((n) => !n.startsWith('.'))!;
@@ -36,11 +35,11 @@ export default async function restoreBench(ctx: BenchContext): Promise<BenchRow[
   return [
     {
       name: `restore -j2 into a new database + row counts (~${ctx.sizeMb} MB dataset)`,
-      lifeline: withoutStartup(lifelineRun, startup),
+      lifeline: lifelineRun,
       bare: bareRun,
       maxRatio: 1.1,
       maxPeakRssMb: 150,
-      note: `CLI start-up through tsx (${startup.seconds.toFixed(2)}s) subtracted from ${lifelineRun.seconds.toFixed(2)}s; lifeline adds checksum verification, fingerprint, ANALYZE and the rename`,
+      note: 'the shipped CLI bundle, start-up included; lifeline adds checksum verification, fingerprint, ANALYZE and the rename',
     },
   ];
 }

@@ -8,6 +8,7 @@ import { renderOverride } from '../src/deploy/override';
 import { buildReleaseImages, createStack } from '../test/fixtures/stack/stack';
 import { startDockerEnvironment } from '../test/helpers/docker';
 import { signTestRelease, testSigningKey } from '../test/helpers/releases';
+import { cliArgv } from './drivers/cli';
 import { measure, type BenchContext, type BenchRow } from './lib';
 
 const ENV = 'bench';
@@ -34,7 +35,7 @@ export default async function rollbackBench(ctx: BenchContext): Promise<BenchRow
 
     // The config names the store; DATABASE_URL is left unset, so the schema check is skipped on both sides.
     const env = { ...docker.env };
-    const cli = (args: string[]) => [process.execPath, ['--import', 'tsx', join(ctx.repo, 'src/cli/index.ts'), ...args, '--config', config, '--env', ENV]] as const;
+    const cli = (args: string[]) => [process.execPath, [...cliArgv(ctx.repo), ...args, '--config', config, '--env', ENV]] as const;
     const run = async (args: string[]) => {
       const [command, argv] = cli(args);
       await measure(command, [...argv], { env, cwd: ctx.repo });

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { Catalog } from '../src/catalog/store';
 import { freePort, stopPid, waitFor } from '../src/runner/ports';
 import { writeTestEntry } from '../test/helpers/s3';
+import { cliArgv } from './drivers/cli';
 import { bestOf, measure, type BenchContext, type BenchRow } from './lib';
 
 const BUCKET = 'bench';
@@ -32,7 +33,7 @@ export default async function syncBench(ctx: BenchContext): Promise<BenchRow[]> 
         config,
         `version: 1\nenvironments:\n  production:\n    store: ${store}\n    storage: { provider: s3, endpoint: "${endpoint}", region: us-east-1, bucket: ${BUCKET}, prefix: run-${run}, reviewed: { provider: s3rver, by: bench, date: 2026-11-21 } }\n`,
       );
-      return measure(process.execPath, ['--import', 'tsx', join(ctx.repo, 'src/cli/index.ts'), 'sync', '--config', config, '--env', 'production'], {
+      return measure(process.execPath, [...cliArgv(ctx.repo), 'sync', '--config', config, '--env', 'production'], {
         cwd: ctx.repo,
         env: { AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER' },
       });

@@ -1,8 +1,9 @@
 // Tenant export throughput against bare `psql -c "\copy (select ...) to FILE"` producing the same
 // NDJSON rows, and the peak memory of Lifeline's Node process (it must stay flat as tenants grow).
-import { existsSync, readdirSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { formatPgUrl, pgEnv } from '../src/runner/postgres-env';
+import { cliArgv } from './drivers/cli';
 import { bestOf, measure, type BenchContext, type BenchRow } from './lib';
 
 const TENANT = 'tenant-001';
@@ -15,9 +16,7 @@ export default async function tenantBench(ctx: BenchContext): Promise<BenchRow[]
   const store = join(ctx.workDir, 'tenant-store');
   const bareDir = join(ctx.workDir, 'tenant-bare');
   const url = formatPgUrl(ctx.db);
-  // The shipped CLI bundle when built (`node scripts/build.mjs cli`); tsx from source adds seconds of start-up.
-  const bundle = join(ctx.repo, 'dist/cli/index.js');
-  const entry = existsSync(bundle) ? [bundle] : ['--import', 'tsx', join(ctx.repo, 'src/cli/index.ts')];
+  const entry = cliArgv(ctx.repo);
   const lifeline = () =>
     measure(process.execPath, [
       ...entry,
