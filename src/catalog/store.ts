@@ -9,7 +9,7 @@ import { formatSums, SUMS_FILE, type SumEntry } from './sums';
 export const CATALOG_SCHEMA_VERSION = 1;
 
 /** The kinds of entries the catalog holds under each environment. */
-export type EntryKind = 'backups' | 'releases' | 'drills' | 'deployments' | `tenants/${string}/exports`;
+export type EntryKind = 'backups' | 'releases' | 'drills' | 'deployments' | 'redis-snapshots' | `tenants/${string}/exports`;
 
 export interface EntryMetadata {
   schemaVersion: number;

@@ -6,6 +6,7 @@ import { drillAction, drillCommand, drillsCommand, gateAction, gateCommand, runb
 import { lockBreakCommand, lockStatusCommand } from './lock';
 import { manifestAction, manifestCreateCommand, manifestKeygenCommand, manifestVerifyCommand } from './manifest';
 import { preflightAction, preflightCommand } from './preflight';
+import { redisRestoreCommand } from './redis-restore';
 import type { CommandSpec } from './spec';
 import { fetchCommand, syncAction, syncCommand } from './sync';
 import { tenantDeletionPlanCommand, tenantExportAction, tenantExportCommand, tenantVerifyCommand } from './tenant';
@@ -17,6 +18,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   backupsCommand,
   verifyCommand,
   restoreCommand,
+  redisRestoreCommand,
   pruneCommand,
   manifestCreateCommand,
   manifestVerifyCommand,

@@ -1,0 +1,62 @@
+import { Catalog } from '../catalog/store';
+import { usageError } from '../errors';
+import { composeCommand } from '../postgres/connection';
+import { findRedisSnapshot, restoreRedisLive } from '../redis/live-restore';
+import { parseRedisUrl } from '../redis/snapshot';
+import { LocalRunner } from '../runner/runner';
+import { environmentFor, type CommandSpec } from './spec';
+
+export const redisRestoreCommand: CommandSpec = {
+  name: 'redis-restore',
+  summary: "Restore a backup's Redis snapshot into the live Redis of the Compose stack (a Redis that holds keys needs --confirm)",
+  inputs: [
+    { name: 'backup', type: 'string', description: 'Backup id, a pre-restore snapshot id (to undo a restore), or "latest" (the newest usable backup with a Redis snapshot).', default: 'latest' },
+    { name: 'confirm', type: 'string', description: 'The Redis Compose service name (redis.service), exactly, to allow replacing a Redis that holds keys.' },
+    { name: 'skip-verify', type: 'boolean', description: "Do not check the snapshot's sha256 first (recorded with the restore; redis-check-rdb still runs).", default: 'false' },
+  ],
+  outputs: [],
+  implemented: true,
+  async run(ctx) {
+    const wanted = ctx.inputs.string('backup') ?? 'latest';
+    const confirm = ctx.inputs.string('confirm');
+    const skipVerify = ctx.inputs.boolean('skip-verify');
+    const settings = environmentFor(ctx);
+    const service = settings.redis?.service;
+    if (!service) {
+      throw usageError('NO_REDIS_SERVICE', `environment ${settings.name} has no redis.service: the live restore needs the Compose service that runs Redis`, `set redis.service (e.g. "service: redis") under environments.${settings.name}.redis in lifeline.yml, with compose.files naming the stack's Compose files`);
+    }
+    // Inside the service's container; without a URL, Redis' default port in its own container.
+    const target = parseRedisUrl(settings.redis?.url ?? 'redis://127.0.0.1:6379/0');
+    const catalog = new Catalog(settings.store);
+    const source = await findRedisSnapshot(catalog, settings.name, wanted);
+    const binDirs = settings.redis?.binDir ? [settings.redis.binDir] : [];
+    const result = await ctx.logger.group(`Restore the Redis snapshot of ${source.id} into service ${service}`, async () =>
+      restoreRedisLive({
+        catalog,
+        environment: settings.name,
+        source,
+        service,
+        compose: { command: await composeCommand(settings.compose.command), files: settings.compose.files, projectName: settings.compose.projectName },
+        target,
+        confirm,
+        skipVerify,
+        runner: new LocalRunner(),
+        checkRunner: new LocalRunner({ binDirs }),
+        logger: ctx.logger,
+        startTimeoutSeconds: Math.max(300, settings.compose.healthTimeoutSeconds),
+      }),
+    );
+    const text = [
+      `${result.ok ? 'restored' : 'restored, but the key counts DO NOT MATCH:'} ${source.kind} ${source.id} into the live Redis of service ${service} (${result.mode === 'aof' ? 'appendonly yes' : 'appendonly no'}) in ${result.seconds.toFixed(1)}s`,
+      `  keys: ${result.detail}`,
+      `  checksum: ${result.checksumsVerified ? 'verified before restoring' : 'NOT verified (--skip-verify)'}`,
+      result.preRestoreSnapshot ? `  pre-restore snapshot: ${result.preRestoreSnapshot.id} (${result.preRestoreSnapshot.path}); undo with lifeline redis-restore --env ${settings.name} --backup ${result.preRestoreSnapshot.id} --confirm ${service}` : '  pre-restore snapshot: none (the live Redis held no keys)',
+      ...(result.staleFilesLeft.length ? [`  old AOF files left in place (ignored by Redis): ${result.staleFilesLeft.join(', ')}`] : []),
+    ].join('\n');
+    return {
+      json: result,
+      text,
+      ...(result.ok ? {} : { exitCode: 1 as const, failureMessage: `the snapshot was restored into ${service}, but ${result.detail}` }),
+    };
+  },
+};

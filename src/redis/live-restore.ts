@@ -1,0 +1,575 @@
+import { createReadStream } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { withLock } from '../catalog/lock';
+import { sha256File } from '../catalog/files';
+import { newEntryId, type Catalog, type EntryMetadata, type StagedEntry } from '../catalog/store';
+import { parseSums, SUMS_FILE } from '../catalog/sums';
+import { ComposeDriver, composeInvocation, type ComposeProject } from '../deploy/compose';
+import { failure, refusal, usageError } from '../errors';
+import type { Logger } from '../logger';
+import { listBackups, type RedisBackupFile } from '../postgres/metadata';
+import { ComposeRunner, describeExit, lastLines, runChecked, runText, type Runner } from '../runner/runner';
+import { checkRdb, redisCli, redisKeyspace, snapshotRedis, type RdbCheck, type RedisTarget } from './snapshot';
+
+/** Pre-restore snapshots of a live Redis live beside the backups, under their own kind. */
+export const REDIS_SNAPSHOT_KIND = 'redis-snapshots' as const;
+export const REDIS_SNAPSHOT_METADATA_FILE = 'snapshot.json';
+/** One line per live Redis restore (attempted or done), in the environment's directory. */
+export const REDIS_RESTORE_LOG = 'redis-restores.jsonl';
+
+export interface RedisSnapshotMetadata extends EntryMetadata {
+  schemaVersion: 1;
+  id: string;
+  environment: string;
+  label: 'pre-restore';
+  createdAt: string;
+  /** The Compose service the snapshot was taken from. */
+  service: string;
+  /** The backup whose restore this snapshot can undo. */
+  takenBeforeRestoring: string;
+  files: { redis: RedisBackupFile };
+}
+
+/** A Redis snapshot in the catalog: a backup's `redis.rdb`, or a pre-restore snapshot. */
+export interface RedisSnapshotSource {
+  kind: 'backup' | 'pre-restore snapshot';
+  id: string;
+  dir: string;
+  file: RedisBackupFile;
+}
+
+/**
+ * The snapshot to restore: a backup id, a pre-restore snapshot id (to undo a restore), or
+ * `latest`, the newest backup that has a Redis snapshot, is not a pre-restore backup and did not
+ * fail verification.
+ */
+export async function findRedisSnapshot(catalog: Catalog, env: string, idOrLatest: string): Promise<RedisSnapshotSource> {
+  const wanted = idOrLatest.trim();
+  if (wanted === '' || wanted === 'latest') {
+    const newest = (await listBackups(catalog, env)).find((b) => b.metadata.label !== 'pre-restore' && b.metadata.verified?.ok !== false && b.metadata.files.redis);
+    if (!newest) {
+      throw usageError('NO_REDIS_BACKUPS', `environment ${env} has no usable backup with a Redis snapshot in ${catalog.root}`, `take one with Redis configured (redis: in lifeline.yml, or --redis-url): lifeline backup --env ${env}; or pass --backup ID`);
+    }
+    return { kind: 'backup', id: newest.id, dir: newest.dir, file: newest.metadata.files.redis! };
+  }
+  const backup = await catalog.get<EntryMetadata & { files?: { redis?: RedisBackupFile } }>(env, 'backups', wanted, 'backup.json');
+  if (backup) {
+    if (!backup.metadata.files?.redis) {
+      throw usageError('NO_REDIS_SNAPSHOT', `backup ${wanted} has no Redis snapshot`, `pick a backup that has one (lifeline backups --env ${env} --json shows "redis": true), or pass --backup latest`);
+    }
+    return { kind: 'backup', id: backup.id, dir: backup.dir, file: backup.metadata.files.redis };
+  }
+  const snapshot = await catalog.get<RedisSnapshotMetadata>(env, REDIS_SNAPSHOT_KIND, wanted, REDIS_SNAPSHOT_METADATA_FILE);
+  if (snapshot) return { kind: 'pre-restore snapshot', id: snapshot.id, dir: snapshot.dir, file: snapshot.metadata.files.redis };
+  throw usageError('BACKUP_NOT_FOUND', `neither a backup nor a pre-restore Redis snapshot ${wanted} exists in environment ${env} (store ${catalog.root})`, `list the backups with: lifeline backups --env ${env} (or pass --backup latest)`);
+}
+
+export interface SnapshotFileCheck {
+  path: string;
+  checksumVerified: boolean;
+  rdb: RdbCheck;
+}
+
+/**
+ * The snapshot's sha256 against the entry's SHA256SUMS (unless skipped), then redis-check-rdb.
+ * A bad snapshot is refused (exit 3) before anything else happens.
+ */
+export async function checkSnapshotFile(source: RedisSnapshotSource, options: { checkRunner: Runner; skipVerify: boolean; logger: Logger }): Promise<SnapshotFileCheck> {
+  const path = join(source.dir, source.file.name);
+  const fix = 'restore another backup (lifeline backups lists them); this snapshot is damaged';
+  if (options.skipVerify) {
+    options.logger.warn('checksum verification skipped (--skip-verify); this is recorded with the restore');
+  } else {
+    const sums = parseSums(await readFile(join(source.dir, SUMS_FILE), 'utf8').catch(() => ''));
+    const expected = sums.find((s) => s.file === source.file.name)?.sha256;
+    if (!expected) throw refusal('BACKUP_CORRUPT', `${source.kind} ${source.id} lists no checksum for ${source.file.name} in ${SUMS_FILE}`, fix);
+    const actual = await sha256File(path).catch((error: Error) => {
+      throw refusal('BACKUP_CORRUPT', `${source.kind} ${source.id}: ${source.file.name} cannot be read (${error.message})`, fix);
+    });
+    if (actual.sha256 !== expected) {
+      throw refusal('BACKUP_CORRUPT', `${source.kind} ${source.id}: ${source.file.name} fails its checksum (sha256 ${actual.sha256}, ${SUMS_FILE} says ${expected}), so it will not be restored`, fix);
+    }
+    options.logger.info(`ok   ${source.file.name} checksum (${actual.bytes} bytes)`);
+  }
+  const rdb = await checkRdb(options.checkRunner, path);
+  if (!rdb.ok) throw refusal('REDIS_SNAPSHOT_INVALID', `${source.kind} ${source.id}: ${source.file.name} does not validate (${rdb.detail}), so it will not be restored`, fix);
+  options.logger.info(`ok   ${source.file.name}: ${rdb.detail}${rdb.expires ? ` (${rdb.expires} with a TTL)` : ''}`);
+  return { path, checksumVerified: !options.skipVerify, rdb };
+}
+
+/** Where and how the live server keeps its data (`CONFIG GET`). */
+export interface RedisPersistence {
+  dir: string;
+  dbfilename: string;
+  appendonly: boolean;
+  appenddirname?: string;
+  appendfilename: string;
+}
+
+const PERSISTENCE_PARAMETERS = ['dir', 'dbfilename', 'appendonly', 'appenddirname', 'appendfilename'] as const;
+
+export function parseConfigGet(output: string): Record<string, string> {
+  const lines = output.replace(/\r/g, '').split('\n');
+  if (lines.at(-1) === '') lines.pop();
+  const values: Record<string, string> = {};
+  for (let i = 0; i + 1 < lines.length; i += 2) values[lines[i]!] = lines[i + 1]!;
+  return values;
+}
+
+const REDIS_ERROR = /^(ERR|NOAUTH|WRONGPASS|NOPERM|LOADING|MISCONF)\b/m;
+
+async function readPersistence(runner: Runner, target: RedisTarget): Promise<RedisPersistence> {
+  // Redis 7 answers several parameters at once; older servers take one per call.
+  let result = await runText(runner, redisCli(target, ['CONFIG', 'GET', ...PERSISTENCE_PARAMETERS]));
+  let values: Record<string, string> = {};
+  if (result.exitCode === 0 && !REDIS_ERROR.test(result.stdout)) values = parseConfigGet(result.stdout);
+  else {
+    for (const name of PERSISTENCE_PARAMETERS) {
+      result = await runText(runner, redisCli(target, ['CONFIG', 'GET', name]));
+      if (result.exitCode !== 0 || REDIS_ERROR.test(result.stdout)) break;
+      Object.assign(values, parseConfigGet(result.stdout));
+    }
+  }
+  if (!values.dir || !values.dbfilename || !values.appendonly) {
+    throw failure('REDIS_CONFIG_UNREADABLE', `cannot read the live server's persistence settings with CONFIG GET (${runner.where}): ${lastLines(result.stderr || result.stdout, 2)}`, {
+      fix: 'the Redis user in the URL must be allowed CONFIG GET (and CONFIG must not be renamed); check the URL and password (REDIS_URL / --redis-url)',
+    });
+  }
+  for (const name of ['dbfilename', 'appenddirname', 'appendfilename'] as const) {
+    const value = values[name];
+    if (value !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._+-]{0,80}$/.test(value)) {
+      throw failure('REDIS_CONFIG_UNSUPPORTED', `the live server's ${name} ${JSON.stringify(value)} is not a plain file name`, { fix: `set ${name} to a plain name (letters, digits, '.', '_', '-') in the Redis configuration` });
+    }
+  }
+  if (!values.dir.startsWith('/')) throw failure('REDIS_CONFIG_UNSUPPORTED', `the live server's dir ${JSON.stringify(values.dir)} is not an absolute path`);
+  return {
+    dir: values.dir,
+    dbfilename: values.dbfilename,
+    appendonly: values.appendonly === 'yes',
+    appenddirname: values.appenddirname,
+    appendfilename: values.appendfilename ?? 'appendonly.aof',
+  };
+}
+
+/** The uid and gid redis-server runs as inside the container (`docker top`), so the files copied in stay its own. */
+export function parseTopOwner(output: string): { uid: number; gid: number } | undefined {
+  const lines = output.split('\n').filter((l) => l.trim());
+  for (const line of lines.slice(1)) {
+    const [, uid, gid, ...args] = line.trim().split(/\s+/);
+    if (args.join(' ').includes('redis-server') && /^\d+$/.test(uid ?? '') && /^\d+$/.test(gid ?? '')) return { uid: Number(uid), gid: Number(gid) };
+  }
+  return undefined;
+}
+
+export interface TarEntry {
+  /** Relative path inside the destination directory. */
+  name: string;
+  type: 'file' | 'directory';
+  mode: number;
+  uid: number;
+  gid: number;
+  /** For files: the local file to stream in, or (small) content. */
+  path?: string;
+  content?: Buffer;
+  size?: number;
+}
+
+function octal(value: number, width: number): string {
+  return `${value.toString(8).padStart(width - 1, '0')}\0`;
+}
+
+/** A ustar header; names are short plain paths (checked by the caller). */
+export function tarHeader(entry: TarEntry, size: number, mtime = Math.floor(Date.now() / 1000)): Buffer {
+  const header = Buffer.alloc(512);
+  const name = entry.type === 'directory' ? `${entry.name.replace(/\/$/, '')}/` : entry.name;
+  if (Buffer.byteLength(name) > 100) throw failure('INTERNAL_TAR_NAME', `internal error: tar entry name too long: ${name}`);
+  header.write(name, 0, 100, 'utf8');
+  header.write(octal(entry.mode & 0o7777, 8), 100, 8, 'ascii');
+  header.write(octal(entry.uid, 8), 108, 8, 'ascii');
+  header.write(octal(entry.gid, 8), 116, 8, 'ascii');
+  header.write(octal(entry.type === 'directory' ? 0 : size, 12), 124, 12, 'ascii');
+  header.write(octal(mtime, 12), 136, 12, 'ascii');
+  header.write('        ', 148, 8, 'ascii');
+  header.write(entry.type === 'directory' ? '5' : '0', 156, 1, 'ascii');
+  header.write('ustar\0', 257, 6, 'ascii');
+  header.write('00', 263, 2, 'ascii');
+  let sum = 0;
+  for (const byte of header) sum += byte;
+  header.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 8, 'ascii');
+  return header;
+}
+
+/** Streams a tar archive of the entries: files are read in chunks, never whole. */
+export function tarStream(entries: TarEntry[]): Readable {
+  async function* generate() {
+    for (const entry of entries) {
+      if (entry.type === 'directory') {
+        yield tarHeader(entry, 0);
+        continue;
+      }
+      const size = entry.content ? entry.content.length : entry.size!;
+      yield tarHeader(entry, size);
+      let written = 0;
+      if (entry.content) {
+        yield entry.content;
+        written = entry.content.length;
+      } else {
+        for await (const chunk of createReadStream(entry.path!, { highWaterMark: 1024 * 1024 })) {
+          written += (chunk as Buffer).length;
+          yield chunk as Buffer;
+        }
+      }
+      if (written !== size) throw failure('SNAPSHOT_CHANGED', `${entry.path} changed size while it was copied (${written} bytes, expected ${size})`);
+      const pad = (512 - (size % 512)) % 512;
+      if (pad) yield Buffer.alloc(pad);
+    }
+    yield Buffer.alloc(1024);
+  }
+  return Readable.from(generate());
+}
+
+/** The first file's content of a (small) tar archive, e.g. `docker cp CONTAINER:FILE -`. */
+export function firstTarFile(archive: Buffer): Buffer | undefined {
+  if (archive.length < 512) return undefined;
+  const size = parseInt(archive.subarray(124, 136).toString('ascii').replace(/\0.*$/s, '').trim() || '0', 8);
+  if (!Number.isFinite(size)) return undefined;
+  return archive.subarray(512, 512 + size);
+}
+
+/** The files a Redis 7 AOF manifest lists (`file NAME seq N type b|h|i`). */
+export function manifestFiles(manifest: string): string[] {
+  return [...manifest.matchAll(/^file\s+(\S+)\s/gm)].map((m) => m[1]!);
+}
+
+/** The multi-part AOF layout that makes Redis 7 load `base` as its whole dataset. */
+export function aofLayout(appendfilename: string): { base: string; incr: string; manifestName: string; manifest: string } {
+  const base = `${appendfilename}.1.base.rdb`;
+  const incr = `${appendfilename}.1.incr.aof`;
+  return { base, incr, manifestName: `${appendfilename}.manifest`, manifest: `file ${base} seq 1 type b\nfile ${incr} seq 1 type i\n` };
+}
+
+export interface KeyCountComparison {
+  ok: boolean;
+  total: number;
+  detail: string;
+  /** Databases whose count differs from backup.json's (read just after the snapshot was taken, so informational). */
+  perDbDifferences: { db: string; expected: number; loaded: number }[];
+}
+
+/**
+ * The same rule as the isolated restore: the total loaded equals the snapshot's key count, minus
+ * at most the keys with a TTL (they can expire between snapshot and load).
+ */
+export function compareKeyCounts(rdb: Pick<RdbCheck, 'keysRead' | 'expires'>, expectedPerDb: Record<string, number>, loaded: Record<string, number>): KeyCountComparison {
+  const total = Object.values(loaded).reduce((a, b) => a + b, 0);
+  const ok = total <= rdb.keysRead && total >= rdb.keysRead - rdb.expires;
+  const perDbDifferences = [...new Set([...Object.keys(expectedPerDb), ...Object.keys(loaded)])]
+    .sort()
+    .map((db) => ({ db, expected: expectedPerDb[db] ?? 0, loaded: loaded[db] ?? 0 }))
+    .filter((d) => d.loaded > d.expected || d.loaded < d.expected - rdb.expires);
+  const perDb = Object.entries(loaded).map(([db, n]) => `${db}=${n}`).join(', ') || 'none';
+  const detail = `${total} keys loaded (${perDb}), snapshot holds ${rdb.keysRead}${rdb.expires ? ` (${rdb.expires} with a TTL)` : ''}`;
+  return { ok, total, detail, perDbDifferences };
+}
+
+/** Refuses (exit 3) unless `confirm` is exactly the service name: no trimming, no case folding. */
+export function requireServiceConfirmation(service: string, confirm: string | undefined, keys: number): void {
+  if (confirm === service) return;
+  const fix = `pass --confirm ${service} (exactly the Compose service name) to replace its data; a pre-restore snapshot is taken first`;
+  if (confirm === undefined || confirm === '') {
+    throw refusal('CONFIRMATION_REQUIRED', `restoring into the live Redis of service "${service}" replaces its ${keys} keys, and --confirm was not given; nothing was changed`, fix);
+  }
+  throw refusal('CONFIRMATION_MISMATCH', `--confirm ${JSON.stringify(confirm)} does not match the service ${JSON.stringify(service)} exactly; nothing was changed`, fix);
+}
+
+export interface LiveRestoreOptions {
+  catalog: Catalog;
+  environment: string;
+  source: RedisSnapshotSource;
+  /** The Compose service that runs Redis. */
+  service: string;
+  compose: ComposeProject;
+  /** redis-cli's connection inside the service's container. */
+  target: RedisTarget;
+  confirm?: string;
+  skipVerify?: boolean;
+  /** Spawns docker and Compose on this host. */
+  runner: Runner;
+  /** Runs redis-check-rdb on this host. */
+  checkRunner: Runner;
+  logger: Logger;
+  startTimeoutSeconds?: number;
+  lockWaitSeconds?: number;
+}
+
+export interface LiveRestoreResult {
+  ok: boolean;
+  source: { kind: RedisSnapshotSource['kind']; id: string; file: string; sha256: string; bytes: number };
+  service: string;
+  container: string;
+  mode: 'rdb' | 'aof';
+  persistence: RedisPersistence;
+  checksumsVerified: boolean;
+  keysBefore: Record<string, number>;
+  keysAfter: Record<string, number>;
+  snapshotKeys: number;
+  snapshotKeysWithTtl: number;
+  preRestoreSnapshot: { id: string; path: string } | null;
+  /** AOF files of the old dataset that could not be removed (Redis ignores them: its manifest no longer lists them). */
+  staleFilesLeft: string[];
+  perDbDifferences: KeyCountComparison['perDbDifferences'];
+  detail: string;
+  seconds: number;
+}
+
+/**
+ * Replaces the data of a live Redis run by Compose with a snapshot from the catalog:
+ * check the snapshot → read the live server's persistence settings and keys → confirmation →
+ * pre-restore snapshot → stop → copy the snapshot in (RDB, or a Redis 7 multi-part AOF base) →
+ * start → wait for PONG → compare key counts. Nothing is touched before the confirmation and the
+ * pre-restore snapshot succeeded.
+ */
+export async function restoreRedisLive(options: LiveRestoreOptions): Promise<LiveRestoreResult> {
+  const { logger, source, service, runner } = options;
+  const started = Date.now();
+  const step = (n: number, text: string) => logger.info(`[${n}/7] ${text}`);
+
+  step(1, `check ${source.kind} ${source.id}: ${source.file.name}`);
+  const checked = await checkSnapshotFile(source, { checkRunner: options.checkRunner, skipVerify: Boolean(options.skipVerify), logger });
+
+  step(2, `inspect the live Redis of service ${service}`);
+  const driver = new ComposeDriver(runner, options.compose);
+  const container = await serviceContainer(runner, driver, options.compose, service);
+  const inContainer = new ComposeRunner({ composeCommand: [...options.compose.command], files: options.compose.files, projectName: options.compose.projectName, service });
+  const persistence = await readPersistence(inContainer, options.target);
+  if (persistence.appendonly && !persistence.appenddirname) {
+    throw refusal('REDIS_AOF_UNSUPPORTED', `service ${service} runs with appendonly yes on a Redis older than 7 (no appenddirname); only the Redis 7 multi-part AOF is supported; nothing was changed`, `set appendonly no for the restore (then BGREWRITEAOF and turn it back on), or upgrade to Redis 7`);
+  }
+  const keysBefore = await redisKeyspace(inContainer, options.target);
+  const totalBefore = Object.values(keysBefore).reduce((a, b) => a + b, 0);
+  const owner = await redisOwner(runner, container, inContainer, persistence.dir);
+  logger.info(`     container ${container.slice(0, 12)}, ${persistence.appendonly ? `appendonly yes (${persistence.dir}/${persistence.appenddirname})` : `appendonly no (${persistence.dir}/${persistence.dbfilename})`}, ${totalBefore} keys, files owned by ${owner.uid}:${owner.gid}`);
+
+  step(3, 'confirmation');
+  if (totalBefore > 0) requireServiceConfirmation(service, options.confirm, totalBefore);
+  else logger.info('     the live Redis holds no keys: no confirmation needed');
+
+  return withLock(options.catalog.envDir(options.environment), options.environment, { command: `redis-restore ${source.id} into ${service}`, waitSeconds: options.lockWaitSeconds ?? 30 }, async () => {
+    step(4, 'pre-restore snapshot of the live Redis');
+    let preRestore: { id: string; path: string } | null = null;
+    if (totalBefore > 0) {
+      preRestore = await takePreRestoreSnapshot(options, inContainer);
+      logger.info(`     pre-restore snapshot ${preRestore.id} at ${preRestore.path}`);
+      logger.info(`     to undo: lifeline redis-restore --env ${options.environment} --backup ${preRestore.id} --confirm ${service}`);
+    } else {
+      logger.info('     skipped: the live Redis holds no keys');
+    }
+    const undo = preRestore ? `; the data from before is in pre-restore snapshot ${preRestore.id} (lifeline redis-restore --backup ${preRestore.id} --confirm ${service})` : '';
+    const record = async (entry: Record<string, unknown>) =>
+      options.catalog.appendLog(options.environment, REDIS_RESTORE_LOG, { at: new Date().toISOString(), source: source.id, service, checksumsVerified: checked.checksumVerified, preRestoreSnapshot: preRestore?.id ?? null, ...entry }).catch((error: Error) => logger.warn(`could not record the restore in ${REDIS_RESTORE_LOG}: ${error.message}`));
+
+    step(5, `stop ${service} and replace its data`);
+    await runChecked(runner, composeInvocation(options.compose, ['stop', service]), `stopping ${service}`).catch(async (error: Error) => {
+      await record({ ok: false, stage: 'stop', error: error.message });
+      throw failure('REDIS_STOP_FAILED', `${error.message}; the live data was not replaced${undo}`, { fix: `check the service with: ${composeHint(options.compose, `ps ${service}`)}`, cause: error });
+    });
+    let staleFiles: string[] = [];
+    try {
+      staleFiles = await replaceData(runner, container, persistence, owner, checked.path, source.file.bytes, logger);
+    } catch (error) {
+      await record({ ok: false, stage: 'copy', error: (error as Error).message });
+      throw failure('REDIS_COPY_FAILED', `copying the snapshot into ${service} failed: ${(error as Error).message}; the service is stopped${undo}`, {
+        fix: `fix the cause, then re-run the restore, or start the old data again with: ${composeHint(options.compose, `start ${service}`)}`,
+        cause: error,
+      });
+    }
+
+    step(6, `start ${service} and wait until it answers PING`);
+    await runChecked(runner, composeInvocation(options.compose, ['start', service]), `starting ${service}`).catch(async (error: Error) => {
+      await record({ ok: false, stage: 'start', error: error.message });
+      throw failure('REDIS_START_FAILED', `${service} did not start after its data was replaced: ${error.message}${undo}`, { fix: `read its log: ${composeHint(options.compose, `logs --tail 50 ${service}`)}`, cause: error });
+    });
+    try {
+      await waitForPong(inContainer, driver, container, options.target, (options.startTimeoutSeconds ?? 300) * 1000, logger);
+    } catch (error) {
+      const logs = await driver.logsTail(service, 10);
+      await record({ ok: false, stage: 'start', error: (error as Error).message });
+      throw failure('REDIS_START_FAILED', `${service} did not come back after its data was replaced (${(error as Error).message})${undo}\n  last lines of its log:\n${logs.split('\n').map((l) => `    ${l}`).join('\n')}`, {
+        fix: `read its log: ${composeHint(options.compose, `logs --tail 100 ${service}`)}`,
+        cause: error,
+      });
+    }
+
+    step(7, 'compare key counts with the snapshot');
+    const keysAfter = await redisKeyspace(inContainer, options.target);
+    const comparison = compareKeyCounts(checked.rdb, source.file.keys ?? {}, keysAfter);
+    logger.info(`${comparison.ok ? 'ok  ' : 'FAIL'} ${comparison.detail}`);
+    for (const d of comparison.perDbDifferences) logger.warn(`${d.db}: ${d.loaded} keys loaded, the backup's record says ${d.expected} (counted just after the snapshot, so writes in between show here)`);
+    const staleFilesLeft = staleFiles.length ? await removeStaleAofFiles(inContainer, persistence, staleFiles, logger) : [];
+    const result: LiveRestoreResult = {
+      ok: comparison.ok,
+      source: { kind: source.kind, id: source.id, file: source.file.name, sha256: source.file.sha256, bytes: source.file.bytes },
+      service,
+      container,
+      mode: persistence.appendonly ? 'aof' : 'rdb',
+      persistence,
+      checksumsVerified: checked.checksumVerified,
+      keysBefore,
+      keysAfter,
+      snapshotKeys: checked.rdb.keysRead,
+      snapshotKeysWithTtl: checked.rdb.expires,
+      preRestoreSnapshot: preRestore,
+      staleFilesLeft,
+      perDbDifferences: comparison.perDbDifferences,
+      detail: comparison.detail,
+      seconds: (Date.now() - started) / 1000,
+    };
+    await record({ ok: result.ok, stage: 'done', mode: result.mode, keysAfter, detail: result.detail });
+    return result;
+  });
+}
+
+function composeHint(project: ComposeProject, args: string): string {
+  const invocation = composeInvocation(project, []);
+  return [invocation.tool, ...invocation.args, args].join(' ');
+}
+
+async function serviceContainer(runner: Runner, driver: ComposeDriver, project: ComposeProject, service: string): Promise<string> {
+  const out = await runChecked(runner, composeInvocation(project, ['ps', '-q', service]), `finding the container of service ${service}`);
+  const ids = out.split('\n').map((l) => l.trim()).filter(Boolean);
+  const start = composeHint(project, `up -d ${service}`);
+  if (ids.length === 0) throw failure('REDIS_SERVICE_NOT_RUNNING', `service ${service} has no container; nothing was changed`, { fix: `start it (${start}) and check redis.service in lifeline.yml` });
+  if (ids.length > 1) throw failure('REDIS_SERVICE_SCALED', `service ${service} has ${ids.length} containers; a live restore needs exactly one; nothing was changed`, { fix: 'scale the Redis service to one container' });
+  const [state] = await driver.inspect(ids);
+  if (!state?.running) throw failure('REDIS_SERVICE_NOT_RUNNING', `the container of service ${service} is not running (${state?.status ?? 'unknown'}); its settings cannot be read; nothing was changed`, { fix: `start it (${start}) and re-run the restore` });
+  return state.id;
+}
+
+/** Who owns Redis' files: the uid/gid redis-server runs as (`docker top`), else the owner of its dir. */
+async function redisOwner(runner: Runner, container: string, inContainer: Runner, dir: string): Promise<{ uid: number; gid: number }> {
+  const top = await runText(runner, { tool: 'docker', args: ['top', container, '-o', 'pid,uid,gid,args'] }).catch(() => undefined);
+  const fromTop = top?.exitCode === 0 ? parseTopOwner(top.stdout) : undefined;
+  if (fromTop) return fromTop;
+  const statted = await runText(inContainer, { tool: 'stat', args: ['-c', '%u:%g', dir] }).catch(() => undefined);
+  const match = statted?.exitCode === 0 ? /^(\d+):(\d+)\s*$/.exec(statted.stdout) : null;
+  if (match) return { uid: Number(match[1]), gid: Number(match[2]) };
+  throw failure('REDIS_OWNER_UNKNOWN', `cannot tell which user redis-server runs as in container ${container.slice(0, 12)} (docker top and stat both failed); nothing was changed`, {
+    fix: 'check that docker top works against this engine',
+  });
+}
+
+async function takePreRestoreSnapshot(options: LiveRestoreOptions, inContainer: Runner): Promise<{ id: string; path: string }> {
+  const { catalog, environment, logger } = options;
+  const now = new Date();
+  const id = newEntryId(now);
+  let staged: StagedEntry | undefined;
+  try {
+    staged = await catalog.begin(environment, REDIS_SNAPSHOT_KIND, id, REDIS_SNAPSHOT_METADATA_FILE);
+    const snap = await snapshotRedis(staged, { runner: inContainer, checkRunner: options.checkRunner, target: options.target, logger });
+    const metadata: RedisSnapshotMetadata = {
+      schemaVersion: 1,
+      id,
+      environment,
+      label: 'pre-restore',
+      createdAt: now.toISOString(),
+      service: options.service,
+      takenBeforeRestoring: options.source.id,
+      files: { redis: { name: snap.name, bytes: snap.bytes, sha256: snap.sha256, keys: snap.keys } },
+    };
+    await staged.commit(metadata);
+    return { id, path: staged.finalDir };
+  } catch (error) {
+    await staged?.abort();
+    throw failure('PRE_RESTORE_SNAPSHOT_FAILED', `the pre-restore snapshot of the live Redis failed, so nothing was changed: ${(error as Error).message}`, {
+      fix: 'fix the cause (space in the store, the Redis user may run SYNC), then re-run the restore',
+      cause: error,
+    });
+  }
+}
+
+/**
+ * Copies the snapshot into the stopped container with `docker cp` (a tar stream, so file owners
+ * are the Redis user's). With AOF on, Redis loads only what its manifest lists, so the snapshot
+ * becomes the base of a fresh one-part AOF; `dbfilename` gets it too, so turning AOF off later
+ * does not bring the old data back. Returns the old AOF files the new manifest no longer lists.
+ */
+async function replaceData(runner: Runner, container: string, persistence: RedisPersistence, owner: { uid: number; gid: number }, snapshotPath: string, expectedBytes: number, logger: Logger): Promise<string[]> {
+  const { size } = await stat(snapshotPath);
+  if (size !== expectedBytes) throw failure('SNAPSHOT_CHANGED', `${snapshotPath} is ${size} bytes, the catalog recorded ${expectedBytes}`);
+  const file = (name: string, extra: Partial<TarEntry>): TarEntry => ({ name, type: 'file', mode: 0o644, ...owner, ...extra });
+  const entries: TarEntry[] = [file(persistence.dbfilename, { path: snapshotPath, size })];
+  let stale: string[] = [];
+  if (persistence.appendonly) {
+    const dirName = persistence.appenddirname!;
+    const layout = aofLayout(persistence.appendfilename);
+    const oldManifest = await readContainerFile(runner, container, `${persistence.dir}/${dirName}/${layout.manifestName}`);
+    const keep = new Set([layout.base, layout.incr, layout.manifestName]);
+    stale = oldManifest ? manifestFiles(oldManifest.toString('utf8')).filter((name) => !keep.has(name) && /^[A-Za-z0-9][A-Za-z0-9._+-]*$/.test(name)) : [];
+    entries.push(
+      { name: dirName, type: 'directory', mode: 0o755, ...owner },
+      file(`${dirName}/${layout.base}`, { path: snapshotPath, size }),
+      file(`${dirName}/${layout.incr}`, { content: Buffer.alloc(0) }),
+      file(`${dirName}/${layout.manifestName}`, { content: Buffer.from(layout.manifest) }),
+    );
+  }
+  const running = runner.start({ tool: 'docker', args: ['cp', '-', `${container}:${persistence.dir}`], stdin: tarStream(entries) });
+  running.stdout.resume();
+  const result = await running.done;
+  if (result.exitCode !== 0) throw new Error(`docker cp ${describeExit(result)}: ${lastLines(result.stderr, 3)}`);
+  logger.info(`     wrote ${persistence.dir}/${persistence.dbfilename}${persistence.appendonly ? ` and a one-part AOF in ${persistence.dir}/${persistence.appenddirname} (${aofLayout(persistence.appendfilename).manifestName})` : ''}`);
+  return stale;
+}
+
+/** A small file out of a (stopped) container, or undefined when it does not exist. */
+async function readContainerFile(runner: Runner, container: string, path: string): Promise<Buffer | undefined> {
+  const running = runner.start({ tool: 'docker', args: ['cp', `${container}:${path}`, '-'] });
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  running.stdout.on('data', (chunk: Buffer) => {
+    bytes += chunk.length;
+    if (bytes <= 1024 * 1024) chunks.push(chunk);
+  });
+  const result = await running.done;
+  if (result.exitCode !== 0) {
+    if (/no such file|could not find/i.test(result.stderr)) return undefined;
+    throw new Error(`reading ${path} from the container failed (docker cp ${describeExit(result)}): ${lastLines(result.stderr, 2)}`);
+  }
+  if (bytes > 1024 * 1024) throw new Error(`${path} is larger than a manifest should be (${bytes} bytes)`);
+  return firstTarFile(Buffer.concat(chunks));
+}
+
+async function waitForPong(inContainer: Runner, driver: ComposeDriver, container: string, target: RedisTarget, timeoutMs: number, logger: Logger): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let loadingSeen = false;
+  for (let attempt = 1; ; attempt++) {
+    const ping = await runText(inContainer, redisCli(target, ['PING'])).catch(() => undefined);
+    const answer = ping?.stdout.trim() ?? '';
+    if (answer === 'PONG') return;
+    if (answer.startsWith('LOADING') && !loadingSeen) {
+      loadingSeen = true;
+      logger.info('     LOADING the dataset');
+    }
+    // A server that cannot load its data exits: say so now rather than at the timeout.
+    if (attempt % 4 === 0 || !ping || ping.exitCode !== 0) {
+      const [state] = await driver.inspect([container]).catch(() => []);
+      if (state && !state.running) throw new Error(`the container exited (${state.status}, exit code ${state.exitCode})`);
+    }
+    if (Date.now() > deadline) throw new Error(`no PONG within ${Math.round(timeoutMs / 1000)} s (last answer: ${answer || 'none'})`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+/** Removes old AOF files the new manifest no longer lists; Redis ignores them, so a failure is a warning. */
+async function removeStaleAofFiles(inContainer: Runner, persistence: RedisPersistence, names: string[], logger: Logger): Promise<string[]> {
+  const paths = names.map((name) => `${persistence.dir}/${persistence.appenddirname}/${name}`);
+  const result = await runText(inContainer, { tool: 'rm', args: ['-f', '--', ...paths] }).catch((error: Error) => ({ exitCode: 1, stderr: error.message, stdout: '' }));
+  if (result.exitCode === 0) {
+    logger.info(`     removed ${names.length} old AOF file(s) the new manifest does not list`);
+    return [];
+  }
+  logger.warn(`the old AOF files ${paths.join(', ')} are left in place (rm: ${lastLines(result.stderr, 1)}); Redis ignores them, remove them by hand`);
+  return paths;
+}
+

@@ -1,0 +1,235 @@
+import { spawnSync } from 'node:child_process';
+import { closeSync, existsSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort } from '../../src/runner/ports';
+import { lifeline, type CliRun } from '../helpers/cli';
+import { createSampleDatabase, dropDatabase, tempDir } from '../helpers/db';
+import { dockerAvailable, startDockerEnvironment, type DockerEnvironment } from '../helpers/docker';
+import { buildRedisImage, REDIS_UID } from '../helpers/redis-image';
+
+const PASSWORD = 'live-redis-secret-4f9c';
+const PROJECT = 'lllive';
+
+describe.skipIf(!dockerAvailable())('redis-restore into the live Redis of a Compose stack', () => {
+  let docker: DockerEnvironment;
+  let db: Awaited<ReturnType<typeof createSampleDatabase>> | undefined;
+  const store = tempDir('lifeline-redis-live-');
+  const stackDir = tempDir('lifeline-redis-stack-');
+  const ports = { rdb: 0, aof: 0 };
+  let configPath: string;
+
+  const compose = (args: string[]) => {
+    const r = spawnSync('docker-compose', ['-p', PROJECT, ...args], { cwd: stackDir.path, env: { ...process.env, ...docker.env }, encoding: 'utf8' });
+    return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+  };
+
+  /** redis-cli from the host: the servers listen on 127.0.0.1 (host network). */
+  const cli = (port: number, args: string[], input?: string): string => {
+    const r = spawnSync('redis-cli', ['-p', String(port), '--no-auth-warning', ...args], { env: { ...process.env, REDISCLI_AUTH: PASSWORD }, input, encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`redis-cli ${args.join(' ')}: ${r.stderr}`);
+    return r.stdout;
+  };
+
+  /** Every key of every database, sorted: what a user would compare. */
+  const keySet = (port: number): Record<string, string[]> => {
+    const out: Record<string, string[]> = {};
+    for (const [, n] of cli(port, ['INFO', 'keyspace']).matchAll(/^db(\d+):keys=/gm)) {
+      out[`db${n}`] = cli(port, ['-n', n!, '--scan']).split('\n').filter(Boolean).sort();
+    }
+    return out;
+  };
+
+  const seed = (port: number, prefix: string) => {
+    const commands = [
+      ...Array.from({ length: 200 }, (_, i) => `SET ${prefix}:cache:${i} ${'v'.repeat(40)}`),
+      ...Array.from({ length: 5 }, (_, i) => `SET ${prefix}:session:${i} s EX 3600`),
+      'SELECT 3',
+      ...Array.from({ length: 12 }, (_, i) => `HSET ${prefix}:order:${i} status placed`),
+    ];
+    cli(port, [], `${commands.join('\n')}\n`);
+  };
+
+  const run = (env: string, args: string[]): Promise<CliRun> =>
+    lifeline([...args, '--config', configPath, '--env', env], {
+      env: { ...docker.env, DATABASE_URL: db!.url, REDIS_URL: undefined, LIFELINE_STORE: undefined, LIFELINE_ENV: undefined, LIFELINE_CONFIG: undefined, RDB_REDIS_URL: `redis://:${PASSWORD}@127.0.0.1:${ports.rdb}/0`, AOF_REDIS_URL: `redis://:${PASSWORD}@127.0.0.1:${ports.aof}/0` },
+    });
+
+  const backup = async (env: string): Promise<string> => {
+    const r = await run(env, ['backup', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const parsed = JSON.parse(r.stdout);
+    expect(JSON.parse(readFileSync(join(parsed.path, 'backup.json'), 'utf8')).files.redis).toBeTruthy();
+    return parsed.id;
+  };
+
+  beforeAll(async () => {
+    docker = await startDockerEnvironment();
+    const image = buildRedisImage(docker);
+    db = await createSampleDatabase(1, 'rlive');
+    ports.rdb = await freePort();
+    ports.aof = await freePort();
+    const server = (port: number, appendonly: 'yes' | 'no') =>
+      JSON.stringify(['redis-server', '--port', String(port), '--bind', '127.0.0.1', '--dir', '/data', '--appendonly', appendonly, '--requirepass', PASSWORD, '--repl-diskless-sync-delay', '0']);
+    writeFileSync(
+      join(stackDir.path, 'docker-compose.yml'),
+      [
+        'version: "3.8"',
+        'services:',
+        '  redis:',
+        `    image: ${image}`,
+        '    network_mode: host',
+        `    command: ${server(ports.rdb, 'no')}`,
+        '    volumes: ["rdb-data:/data"]',
+        '  redis-aof:',
+        `    image: ${image}`,
+        '    network_mode: host',
+        `    command: ${server(ports.aof, 'yes')}`,
+        '    volumes: ["aof-data:/data"]',
+        'volumes:',
+        '  rdb-data: {}',
+        '  aof-data: {}',
+        '',
+      ].join('\n'),
+    );
+    configPath = join(stackDir.path, 'lifeline.yml');
+    const composeBlock = ['    compose:', '      files: [docker-compose.yml]', `      projectName: ${PROJECT}`, '      command: docker-compose'];
+    writeFileSync(
+      configPath,
+      [
+        'version: 1',
+        'environments:',
+        '  rdb:',
+        `    store: ${store.path}`,
+        '    redis: { urlEnv: RDB_REDIS_URL, service: redis }',
+        ...composeBlock,
+        '  aof:',
+        `    store: ${store.path}`,
+        '    redis: { urlEnv: AOF_REDIS_URL, service: redis-aof }',
+        ...composeBlock,
+        '  bare:',
+        `    store: ${store.path}`,
+        '    redis: { urlEnv: RDB_REDIS_URL }',
+        ...composeBlock,
+        '',
+      ].join('\n'),
+    );
+    const up = compose(['up', '-d']);
+    expect(up.status, up.stderr).toBe(0);
+    for (const port of [ports.rdb, ports.aof]) {
+      for (let i = 0; i < 100 && spawnSync('redis-cli', ['-p', String(port), '--no-auth-warning', 'PING'], { env: { ...process.env, REDISCLI_AUTH: PASSWORD }, encoding: 'utf8' }).stdout.trim() !== 'PONG'; i++) await new Promise((r) => setTimeout(r, 100));
+    }
+  });
+
+  afterAll(async () => {
+    if (docker) compose(['down', '-v', '--timeout', '2']);
+    await docker?.stop();
+    if (db) await dropDatabase(db.name);
+    store.cleanup();
+    stackDir.cleanup();
+  });
+
+  describe('appendonly no', () => {
+    let backupId: string;
+    let atBackup: Record<string, string[]>;
+    let beforeRestore: Record<string, string[]>;
+
+    beforeAll(async () => {
+      seed(ports.rdb, 'rdb');
+      atBackup = keySet(ports.rdb);
+      backupId = await backup('rdb');
+      // Written after the backup: the restore must take these away again.
+      cli(ports.rdb, [], 'SET after:1 x\nSET after:2 y\nDEL rdb:cache:0\nSELECT 5\nSET after:db5 z\n');
+      beforeRestore = keySet(ports.rdb);
+      expect(beforeRestore).not.toEqual(atBackup);
+    });
+
+    it.each([
+      ['no --confirm', []],
+      ['a different case', ['--confirm', 'Redis']],
+      ['a trailing space', ['--confirm', 'redis ']],
+      ['another service name', ['--confirm', 'redis-aof']],
+    ])('refuses with %s (exit 3) and leaves every live key in place', async (_what, confirm) => {
+      const r = await run('rdb', ['redis-restore', '--backup', backupId, ...confirm]);
+      expect(r.code, r.stderr).toBe(3);
+      expect(r.stderr).toContain('--confirm redis');
+      expect(r.stderr).toMatch(/nothing was changed/);
+      expect(r.stderr).not.toContain(PASSWORD);
+      expect(keySet(ports.rdb)).toEqual(beforeRestore);
+      expect(existsSync(join(store.path, 'rdb', 'redis-snapshots'))).toBe(false);
+    });
+
+    it('refuses a snapshot with one flipped byte (checksum, and redis-check-rdb with --skip-verify); the live keys stay', async () => {
+      const damaged = await backup('rdb');
+      const file = join(store.path, 'rdb', 'backups', damaged, 'redis.rdb');
+      const fd = openSync(file, 'r+');
+      writeSync(fd, Buffer.from('#'), 0, 1, 200);
+      closeSync(fd);
+      const checked = await run('rdb', ['redis-restore', '--backup', damaged, '--confirm', 'redis']);
+      expect(checked.code, checked.stderr).toBe(3);
+      expect(checked.stderr).toMatch(/fails its checksum/);
+      const parsed = await run('rdb', ['redis-restore', '--backup', damaged, '--confirm', 'redis', '--skip-verify']);
+      expect(parsed.code, parsed.stderr).toBe(3);
+      expect(parsed.stderr).toMatch(/does not validate/);
+      expect(keySet(ports.rdb)).toEqual(beforeRestore);
+      expect(existsSync(join(store.path, 'rdb', 'redis-snapshots'))).toBe(false);
+    });
+
+    let preRestoreId: string;
+
+    it('with --confirm redis, replaces the data: the backup\'s keys are back, later keys are gone', async () => {
+      const r = await run('rdb', ['redis-restore', '--backup', backupId, '--confirm', 'redis', '--json']);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).not.toContain(PASSWORD);
+      for (const step of ['[1/7]', '[4/7]', '[5/7]', '[7/7]']) expect(r.stderr).toContain(step);
+      const result = JSON.parse(r.stdout);
+      expect(result).toMatchObject({ ok: true, mode: 'rdb', service: 'redis', checksumsVerified: true, snapshotKeys: 217, snapshotKeysWithTtl: 5, keysAfter: { db0: 205, db3: 12 } });
+      expect(keySet(ports.rdb)).toEqual(atBackup);
+      preRestoreId = result.preRestoreSnapshot.id;
+      const dir = result.preRestoreSnapshot.path;
+      expect(dir).toBe(join(store.path, 'rdb', 'redis-snapshots', preRestoreId));
+      expect(spawnSync('sha256sum', ['-c', 'SHA256SUMS'], { cwd: dir }).status).toBe(0);
+      const files = compose(['exec', '-T', 'redis', 'ls', '-ln', '/data']).stdout;
+      expect(files).toMatch(new RegExp(`${REDIS_UID}\\s+${REDIS_UID}\\s+\\d+ .* dump\\.rdb`));
+    });
+
+    it('the pre-restore snapshot undoes the restore', async () => {
+      const r = await run('rdb', ['redis-restore', '--backup', preRestoreId, '--confirm', 'redis']);
+      expect(r.code, r.stderr).toBe(0);
+      expect(keySet(ports.rdb)).toEqual(beforeRestore);
+    });
+  });
+
+  describe('appendonly yes (Redis 7 multi-part AOF)', () => {
+    it('restores into the AOF so the data survives another restart, and removes the old AOF files', async () => {
+      seed(ports.aof, 'aof');
+      // A rewrite moves the AOF to sequence 2: files the restored manifest no longer lists.
+      cli(ports.aof, ['BGREWRITEAOF']);
+      for (let i = 0; i < 100 && !/aof_rewrite_in_progress:0/.test(cli(ports.aof, ['INFO', 'persistence'])); i++) await new Promise((r) => setTimeout(r, 100));
+      const atBackup = keySet(ports.aof);
+      const backupId = await backup('aof');
+      cli(ports.aof, [], 'SET after:aof 1\nFLUSHDB\nSET only:after 1\n');
+      expect(keySet(ports.aof)).not.toEqual(atBackup);
+
+      const r = await run('aof', ['redis-restore', '--backup', backupId, '--confirm', 'redis-aof', '--json']);
+      expect(r.code, r.stderr).toBe(0);
+      expect(JSON.parse(r.stdout)).toMatchObject({ ok: true, mode: 'aof', staleFilesLeft: [] });
+      expect(keySet(ports.aof)).toEqual(atBackup);
+      const listing = compose(['exec', '-T', 'redis-aof', 'ls', '/data/appendonlydir']).stdout.split('\n').filter(Boolean).sort();
+      expect(listing).toEqual(['appendonly.aof.1.base.rdb', 'appendonly.aof.1.incr.aof', 'appendonly.aof.manifest']);
+
+      // Restarted, Redis loads the AOF again: the restored keys (and a write after the restore) are there.
+      cli(ports.aof, ['SET', 'written:after:restore', '1']);
+      const restart = compose(['restart', '-t', '5', 'redis-aof']);
+      expect(restart.status, restart.stderr).toBe(0);
+      for (let i = 0; i < 100 && spawnSync('redis-cli', ['-p', String(ports.aof), '--no-auth-warning', 'PING'], { env: { ...process.env, REDISCLI_AUTH: PASSWORD }, encoding: 'utf8' }).stdout.trim() !== 'PONG'; i++) await new Promise((res) => setTimeout(res, 100));
+      expect(keySet(ports.aof)).toEqual({ ...atBackup, db0: [...atBackup.db0!, 'written:after:restore'].sort() });
+    });
+  });
+
+  it('without redis.service it is a usage error (exit 2) that says what to set', async () => {
+    const r = await run('bare', ['redis-restore', '--confirm', 'redis']);
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toMatch(/redis\.service/);
+  });
+});
