@@ -53,6 +53,18 @@ export interface StorageSettings extends Omit<StorageConfig, 'prefix'> {
   credentialEnv: { accessKeyId: string; secretAccessKey: string };
 }
 
+/** The drill's optional start of the application image against the restored database. */
+export interface AppCheckSettings {
+  /** Undefined: the api image of the release running in the environment (deploy history). */
+  image?: string;
+  /** The variable the container gets the restored database's URL in. */
+  databaseUrlEnv: string;
+  healthUrl: string;
+  timeoutSeconds: number;
+  env: Record<string, string>;
+  command?: string[];
+}
+
 export interface EnvironmentSettings {
   name: string;
   production: boolean;
@@ -68,7 +80,7 @@ export interface EnvironmentSettings {
   redis?: RedisSettings;
   compose: ComposeSettings;
   retention: { keepLast: number; keepDaily: number; keepWeekly: number };
-  drill: { maxAgeSeconds: number; targetUrl?: string; smokeSql?: string; windowSeconds: number; appCheck?: { image?: string; healthUrl: string; env?: Record<string, string> } };
+  drill: { maxAgeSeconds: number; targetUrl?: string; smokeSql?: string; windowSeconds: number; appCheck?: AppCheckSettings };
   tenants: { format: 'ndjson' | 'csv'; rowCap: number; byteCap: number; keep: number; lastWriteQuery?: string; collections: TenantCollectionConfig[] };
   manifest: { publicKey?: string; certificateIdentity?: string; certificateOidcIssuer?: string; certificateSourceRepository?: string; certificateSourceRef?: string; trustedRoot?: string };
   preflight: NonNullable<EnvironmentConfig['preflight']>;
@@ -216,7 +228,16 @@ export function resolveFromConfig(loaded: LoadedConfig, rawInputs: GlobalInputs,
       targetUrl: drillTarget,
       smokeSql: abs(drillCfg.smokeSql),
       windowSeconds: drillCfg.window ? parseDuration(drillCfg.window, `environments.${name}.drill.window`) : 7 * 86400,
-      appCheck: drillCfg.appCheck,
+      appCheck: drillCfg.appCheck
+        ? {
+            image: drillCfg.appCheck.image,
+            databaseUrlEnv: drillCfg.appCheck.databaseUrlEnv ?? 'DATABASE_URL',
+            healthUrl: drillCfg.appCheck.healthUrl,
+            timeoutSeconds: drillCfg.appCheck.timeout ? positiveDuration(drillCfg.appCheck.timeout, `environments.${name}.drill.appCheck.timeout`, 'give the application time to start, e.g. 60s') : 60,
+            env: drillCfg.appCheck.env ?? {},
+            command: drillCfg.appCheck.command,
+          }
+        : undefined,
     },
     tenants: {
       format: tenantsCfg.format ?? 'ndjson',
@@ -245,6 +266,12 @@ export function resolveFromConfig(loaded: LoadedConfig, rawInputs: GlobalInputs,
     storage,
     secrets,
   };
+}
+
+function positiveDuration(value: string, keyPath: string, fix: string): number {
+  const seconds = parseDuration(value, keyPath);
+  if (seconds <= 0) throw usageError('BAD_DURATION', `${keyPath}: "${value}" is zero`, fix);
+  return seconds;
 }
 
 function resolveStorage(config: StorageConfig, env: ResolveOptions['env']): StorageSettings {

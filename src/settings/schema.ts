@@ -70,6 +70,37 @@ const retention = z
   })
   .strict();
 
+/** Names the docker CLI itself reads: a container variable of that name would redirect or break the CLI that starts it. */
+const DOCKER_CLI_VARIABLE = /^(DOCKER_.*|PATH|HOME)$/;
+const DOCKER_CLI_VARIABLE_MESSAGE = 'not DOCKER_*, PATH or HOME: the docker CLI that starts the container reads those itself; give the application another name';
+const containerVariable = envVarName.refine((name) => !DOCKER_CLI_VARIABLE.test(name), DOCKER_CLI_VARIABLE_MESSAGE);
+/** Checked per key here: zod reports a bad record key only as "Invalid key in record". */
+const containerEnv = z.record(z.string(), z.string()).superRefine((env, ctx) => {
+  for (const name of Object.keys(env)) {
+    const message = !/^[A-Za-z_][A-Za-z0-9_]*$/.test(name) ? 'an environment variable name such as APP_PORT' : DOCKER_CLI_VARIABLE.test(name) ? DOCKER_CLI_VARIABLE_MESSAGE : undefined;
+    if (message) ctx.addIssue({ code: 'custom', path: [name], message });
+  }
+});
+
+const appCheck = z
+  .object({
+    /** The image to start; default: the api image of the release running in this environment (deploy history). */
+    image: z.string().min(1, 'an image reference such as registry.example.com/shop/api:v42').optional(),
+    /** The variable the application reads its database URL from; it gets the restored database's URL. */
+    databaseUrlEnv: containerVariable.optional(),
+    /** Answers 2xx once the application is up; the container runs on the host network, so a 127.0.0.1 URL. */
+    healthUrl: z
+      .string()
+      .url('an http URL such as http://127.0.0.1:8000/health')
+      .refine((url) => /^https?:\/\//i.test(url), 'an http:// or https:// URL such as http://127.0.0.1:8000/health'),
+    timeout: duration.optional(),
+    /** Extra variables for the container (passed through the environment of the docker CLI, never on its command line). */
+    env: containerEnv.optional(),
+    /** Overrides the image's command, e.g. ["uvicorn", "app.main:app", "--port", "8000"]. */
+    command: z.array(z.string().min(1)).min(1, 'at least the program to run, e.g. ["uvicorn", "app.main:app"]').optional(),
+  })
+  .strict();
+
 const drill = z
   .object({
     /** Oldest acceptable passing drill for the release gate. */
@@ -80,7 +111,7 @@ const drill = z
     /** Window over which the largest gap between backups counts toward RPO. */
     window: duration.optional(),
     /** Run the api image against the restored data and wait for its health. */
-    appCheck: z.object({ image: z.string().min(1).optional(), healthUrl: z.string().url(), env: z.record(z.string(), z.string()).optional() }).strict().optional(),
+    appCheck: appCheck.optional(),
   })
   .strict();
 
