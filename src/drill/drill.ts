@@ -14,6 +14,7 @@ import { PsqlSession, queryOnce } from '../runner/psql';
 import type { Runner } from '../runner/runner';
 import { formatDuration } from '../settings/duration';
 import type { EnvironmentSettings } from '../settings/resolve';
+import { checkApplicationStarts } from './app-check';
 import { checkBtreeIndexes, runSmokeQuery, type CheckOutcome } from './checks';
 import { assertIsolatedTarget } from './isolation';
 import { DRILL_REPORT_SCHEMA_VERSION, listDrillReports, newDrillId, renderDrillMarkdown, saveDrillReport, type DrillCheck, type DrillEntry, type DrillReport, type DrillStepRecord } from './report';
@@ -54,7 +55,7 @@ interface StepResult {
 type Executor = () => Promise<StepResult>;
 
 /** Phases that make up RTO: what a real restore would spend, not the drill's own set-up. */
-const RTO_STEPS = new Set<RunbookStepId>(['verify-backup', 'restore', 'check-data', 'check-indexes', 'smoke-queries']);
+const RTO_STEPS = new Set<RunbookStepId>(['verify-backup', 'restore', 'check-data', 'check-indexes', 'smoke-queries', 'start-app']);
 
 /**
  * A restore drill: walks the environment's runbook steps (the same list `lifeline runbook`
@@ -204,8 +205,10 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
       for (const query of smokeQueries) outcomes.push(await runSmokeQuery(openCheckSession, query));
       return { checks: outcomes };
     },
+    'start-app': async () => ({ checks: [await checkApplicationStarts({ settings, catalog, logger, conn: checkConn! })] }),
   };
   if (smokeQueries.length === 0) delete executors['smoke-queries'];
+  if (!settings.drill.appCheck || mode === 'pitr') delete executors['start-app'];
 
   const steps = restoreSteps(settings, mode);
   try {

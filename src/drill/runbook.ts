@@ -53,6 +53,7 @@ export function restoreSteps(settings: EnvironmentSettings, mode: RestoreMode = 
   const pgbr = physical ? `pgbackrest${physical.configFile ? ` --config=${show(physical.configFile)}` : ''} --stanza=${physical.stanza}` : 'pgbackrest';
   const rpo = settings.rpoSeconds !== undefined ? formatDuration(settings.rpoSeconds) : 'the RPO target';
   const smoke = settings.drill.smokeSql ? show(settings.drill.smokeSql) : undefined;
+  const appCheck = settings.drill.appCheck;
   const steps: RunbookStep[] = [
     {
       id: 'stop-writes',
@@ -131,10 +132,12 @@ export function restoreSteps(settings: EnvironmentSettings, mode: RestoreMode = 
     {
       id: 'start-app',
       title: 'Start the application on the restored data',
-      command: `${compose} up -d ${api.name}`,
-      verification: api.healthUrl ? `${api.healthUrl} answers 2xx` : 'the api service reports healthy',
+      command: appCheck
+        ? `docker run -d --network host -e ${appCheck.databaseUrlEnv}=<restored database URL> ${appCheck.image ?? `<the ${api.name} image of the running release>`}${appCheck.command ? ` ${appCheck.command.join(' ')}` : ''}`
+        : `${compose} up -d ${api.name}`,
+      verification: appCheck ? `${appCheck.healthUrl} answers 2xx within ${formatDuration(appCheck.timeoutSeconds)}` : api.healthUrl ? `${api.healthUrl} answers 2xx` : 'the api service reports healthy',
       owner,
-      drillSkips: settings.drill.appCheck ? 'drill.appCheck is configured but not implemented yet: the drill does not start the application' : 'no drill.appCheck configured',
+      ...(appCheck && mode === 'logical' ? {} : { drillSkips: appCheck ? 'the point-in-time cluster listens on a Unix socket only, which the application container cannot reach' : 'no drill.appCheck configured' }),
     },
     {
       id: 'switch-over',

@@ -1,0 +1,160 @@
+import type { Catalog, EntryMetadata } from '../catalog/store';
+import { DEPLOYMENT_METADATA } from '../deploy/deploy';
+import { currentRelease, readHistory } from '../deploy/history';
+import { SecretMasker, type Logger } from '../logger';
+import { formatPgUrl, type PgConnection } from '../runner/postgres-env';
+import { describeExit, LocalRunner, runText, type Runner } from '../runner/runner';
+import { formatDuration } from '../settings/duration';
+import type { AppCheckSettings, EnvironmentSettings } from '../settings/resolve';
+import type { CheckOutcome } from './checks';
+
+export const APP_CHECK_NAME = 'application starts on the restored data';
+
+const POLL_MS = 250;
+const HTTP_TIMEOUT_MS = 2000;
+const LOG_TAIL_LINES = 20;
+
+export interface AppCheckOptions {
+  settings: EnvironmentSettings;
+  catalog: Catalog;
+  logger: Logger;
+  /** The restored database, as the drill's own checks reach it. */
+  conn: PgConnection;
+  /** Where the docker CLI runs; default: locally, with this process's environment (DOCKER_HOST and DOCKER_CONFIG included). */
+  runner?: Runner;
+}
+
+/** The part of a catalog deployment the drill reads: the image of each Compose service it pinned. */
+interface RecordedDeployment extends EntryMetadata {
+  release: string;
+  images: Record<string, string>;
+}
+
+/** The image to start and where it came from: the configured one, else the api image of the running release. */
+export async function appCheckImage(settings: EnvironmentSettings, catalog: Catalog): Promise<{ image: string; source: string } | undefined> {
+  const configured = settings.drill.appCheck?.image;
+  if (configured) return { image: configured, source: 'drill.appCheck.image' };
+  const current = currentRelease(await readHistory(catalog, settings.name));
+  if (!current?.deployment) return undefined;
+  const entry = await catalog.get<RecordedDeployment>(settings.name, 'deployments', current.deployment, DEPLOYMENT_METADATA);
+  const apiService = settings.compose.services.api.name;
+  const image = entry?.metadata.images?.[apiService];
+  return image ? { image, source: `the ${apiService} image of the running release ${current.release ?? entry!.metadata.release} (deployment ${current.deployment})` } : undefined;
+}
+
+/**
+ * Starts the application image against the restored database and waits for its health URL to
+ * answer 2xx: the data is only restored when the application can run on it. The container uses
+ * the host network (the restored database listens on 127.0.0.1) and is removed by id afterwards,
+ * whatever happened. The database URL reaches the container through the docker CLI's environment
+ * (`-e NAME`), never its command line, and its password is masked in everything this reports.
+ */
+export async function checkApplicationStarts(options: AppCheckOptions): Promise<CheckOutcome> {
+  const { settings, logger, conn } = options;
+  const config = settings.drill.appCheck!;
+  const masker = new SecretMasker();
+  masker.add(conn.password);
+  if (conn.password) logger.secret(conn.password);
+  const fail = (detail: string): CheckOutcome => ({ name: APP_CHECK_NAME, passed: false, detail: masker.mask(detail) });
+
+  if (conn.host.startsWith('/')) {
+    return fail(`the restored database listens on a Unix socket only (${conn.host}), which the application container cannot reach; drill into a throwaway cluster or a --target URL on 127.0.0.1`);
+  }
+  const chosen = await appCheckImage(settings, options.catalog);
+  if (!chosen) {
+    return fail(`no image to start: drill.appCheck.image is not set and no release deployed by Lifeline is recorded for environment ${settings.name}; set drill.appCheck.image in lifeline.yml (e.g. registry.example.com/shop/api:v42)`);
+  }
+  // Something already answering the URL (the live api on the same host, say) would pass the check for the wrong application.
+  const before = await httpStatus(config.healthUrl);
+  if (before.answered) {
+    return fail(`${config.healthUrl} already answers (${before.detail}) before the drill's container started, so its answer would not prove anything; run the drill's application on a free port (through drill.appCheck.env or command) and point drill.appCheck.healthUrl at it`);
+  }
+
+  const runner = options.runner ?? new LocalRunner({ masker });
+  const containerEnv: Record<string, string> = { ...config.env, [config.databaseUrlEnv]: formatPgUrl(conn) };
+  logger.info(`starting ${chosen.image} (${chosen.source}) on the host network with ${config.databaseUrlEnv}=${masker.mask(formatPgUrl({ ...conn, password: conn.password ? '***' : undefined }))}`);
+  const run = await runText(runner, { tool: 'docker', args: runArgs(settings.name, config, chosen.image, Object.keys(containerEnv)), env: containerEnv });
+  const id = run.stdout.trim().split('\n').at(-1)?.trim() ?? '';
+  if (run.exitCode !== 0 || !/^[0-9a-f]{12,64}$/.test(id)) {
+    if (/^[0-9a-f]{12,64}$/.test(id)) await removeContainer(runner, id, logger);
+    return fail(`docker run ${chosen.image} failed (${describeExit(run)}): ${tail(masker.mask(run.stderr), 5)}`);
+  }
+  try {
+    return await waitForApplication(runner, id, config, chosen.image, masker, fail);
+  } finally {
+    await removeContainer(runner, id, logger);
+  }
+}
+
+function runArgs(environment: string, config: AppCheckSettings, image: string, envNames: string[]): string[] {
+  return [
+    'run',
+    '-d',
+    // Host network only: the restored database is on 127.0.0.1, and no Docker network is ever created.
+    '--network',
+    'host',
+    '--rm=false',
+    '--label',
+    `lifeline.drill.environment=${environment}`,
+    ...envNames.flatMap((name) => ['-e', name]),
+    image,
+    ...(config.command ?? []),
+  ];
+}
+
+async function waitForApplication(runner: Runner, id: string, config: AppCheckSettings, image: string, masker: SecretMasker, fail: (detail: string) => CheckOutcome): Promise<CheckOutcome> {
+  const started = Date.now();
+  const deadline = started + config.timeoutSeconds * 1000;
+  let last = 'no answer yet';
+  for (;;) {
+    const answer = await httpStatus(config.healthUrl);
+    const elapsed = formatDuration((Date.now() - started) / 1000);
+    if (answer.ok) return { name: APP_CHECK_NAME, passed: true, detail: `${config.healthUrl} answered ${answer.detail} after ${elapsed} (${image})` };
+    last = answer.detail;
+    const state = await containerState(runner, id);
+    if (state && !state.running) {
+      return fail(`container ${id.slice(0, 12)} of ${image} ${state.status} (exit code ${state.exitCode}) after ${elapsed} before ${config.healthUrl} answered 2xx; its last log lines:\n${await logsTail(runner, id, masker)}`);
+    }
+    if (Date.now() >= deadline) {
+      return fail(`${config.healthUrl} did not answer 2xx within ${formatDuration(config.timeoutSeconds)} (last: ${last}) from ${image}; the container's last log lines:\n${await logsTail(runner, id, masker)}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+  }
+}
+
+async function containerState(runner: Runner, id: string): Promise<{ running: boolean; status: string; exitCode: number } | undefined> {
+  const result = await runText(runner, { tool: 'docker', args: ['inspect', '--type', 'container', '--format', '{{.State.Running}} {{.State.Status}} {{.State.ExitCode}}', id] }).catch(() => undefined);
+  if (!result || result.exitCode !== 0) return undefined;
+  const [running, status, exitCode] = result.stdout.trim().split(' ');
+  return { running: running === 'true', status: status ?? 'unknown', exitCode: Number(exitCode) };
+}
+
+/** The container's last log lines (stdout, then stderr: the two streams come back apart), masked; never throws. */
+async function logsTail(runner: Runner, id: string, masker: SecretMasker): Promise<string> {
+  const result = await runText(runner, { tool: 'docker', args: ['logs', '--tail', String(LOG_TAIL_LINES), id] }).catch((error: Error) => ({ exitCode: 1, stdout: '', stderr: error.message }));
+  if (result.exitCode !== 0) return `(could not read its logs: ${tail(masker.mask(result.stderr), 2)})`;
+  const text = [result.stdout, result.stderr].map((s) => s.trim()).filter(Boolean).join('\n');
+  return text ? tail(masker.mask(text), LOG_TAIL_LINES) : '(it logged nothing)';
+}
+
+async function removeContainer(runner: Runner, id: string, logger: Logger): Promise<void> {
+  const result = await runText(runner, { tool: 'docker', args: ['rm', '-f', id] }).catch((error: Error) => ({ exitCode: 1, stderr: error.message, signal: null }));
+  if (result.exitCode !== 0) logger.warn(`could not remove the drill's application container ${id.slice(0, 12)}: ${tail(result.stderr, 2)}; remove it with docker rm -f ${id}`);
+}
+
+/** `answered`: any HTTP response at all; `ok`: a 2xx one. */
+async function httpStatus(url: string): Promise<{ ok: boolean; answered: boolean; detail: string }> {
+  try {
+    const response = await fetch(url, { signal: AbortSignal.timeout(HTTP_TIMEOUT_MS), redirect: 'manual' });
+    await response.body?.cancel();
+    return { ok: response.status >= 200 && response.status < 300, answered: true, detail: `HTTP ${response.status}` };
+  } catch (error) {
+    const cause = (error as Error & { cause?: { code?: string; message?: string } }).cause;
+    return { ok: false, answered: false, detail: cause?.code ?? cause?.message ?? (error as Error).message };
+  }
+}
+
+function tail(text: string, count: number): string {
+  const lines = text.trim().split('\n').filter(Boolean);
+  return lines.length ? lines.slice(-count).join('\n') : '(no output)';
+}
