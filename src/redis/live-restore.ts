@@ -29,7 +29,15 @@ export interface RedisSnapshotMetadata extends EntryMetadata {
   service: string;
   /** The backup whose restore this snapshot can undo. */
   takenBeforeRestoring: string;
+  /** The live server's settings and file owner: an undo needs them when the restore left the service down. */
+  persistence: RedisPersistence;
+  owner: FileOwner;
   files: { redis: RedisBackupFile };
+}
+
+export interface FileOwner {
+  uid: number;
+  gid: number;
 }
 
 /** A Redis snapshot in the catalog: a backup's `redis.rdb`, or a pre-restore snapshot. */
@@ -38,6 +46,8 @@ export interface RedisSnapshotSource {
   id: string;
   dir: string;
   file: RedisBackupFile;
+  /** A pre-restore snapshot's record of the server it came from. */
+  recorded?: { service: string; persistence: RedisPersistence; owner: FileOwner };
 }
 
 /**
@@ -62,7 +72,10 @@ export async function findRedisSnapshot(catalog: Catalog, env: string, idOrLates
     return { kind: 'backup', id: backup.id, dir: backup.dir, file: backup.metadata.files.redis };
   }
   const snapshot = await catalog.get<RedisSnapshotMetadata>(env, REDIS_SNAPSHOT_KIND, wanted, REDIS_SNAPSHOT_METADATA_FILE);
-  if (snapshot) return { kind: 'pre-restore snapshot', id: snapshot.id, dir: snapshot.dir, file: snapshot.metadata.files.redis };
+  if (snapshot) {
+    const { service, persistence, owner } = snapshot.metadata;
+    return { kind: 'pre-restore snapshot', id: snapshot.id, dir: snapshot.dir, file: snapshot.metadata.files.redis, ...(persistence && owner ? { recorded: { service, persistence, owner } } : {}) };
+  }
   throw usageError('BACKUP_NOT_FOUND', `neither a backup nor a pre-restore Redis snapshot ${wanted} exists in environment ${env} (store ${catalog.root})`, `list the backups with: lifeline backups --env ${env} (or pass --backup latest)`);
 }
 
@@ -274,12 +287,15 @@ export function compareKeyCounts(rdb: Pick<RdbCheck, 'keysRead' | 'expires'>, ex
   return { ok, total, detail, perDbDifferences };
 }
 
-/** Refuses (exit 3) unless `confirm` is exactly the service name: no trimming, no case folding. */
-export function requireServiceConfirmation(service: string, confirm: string | undefined, keys: number): void {
+/**
+ * Refuses (exit 3) unless `confirm` is exactly the service name: no trimming, no case folding.
+ * `keys` is null when the server is down and its keys cannot be counted.
+ */
+export function requireServiceConfirmation(service: string, confirm: string | undefined, keys: number | null): void {
   if (confirm === service) return;
   const fix = `pass --confirm ${service} (exactly the Compose service name) to replace its data; a pre-restore snapshot is taken first`;
   if (confirm === undefined || confirm === '') {
-    throw refusal('CONFIRMATION_REQUIRED', `restoring into the live Redis of service "${service}" replaces its ${keys} keys, and --confirm was not given; nothing was changed`, fix);
+    throw refusal('CONFIRMATION_REQUIRED', `restoring into the live Redis of service "${service}" replaces ${keys === null ? 'its data (it is not running, so its keys cannot be counted)' : `its ${keys} keys`}, and --confirm was not given; nothing was changed`, fix);
   }
   throw refusal('CONFIRMATION_MISMATCH', `--confirm ${JSON.stringify(confirm)} does not match the service ${JSON.stringify(service)} exactly; nothing was changed`, fix);
 }
@@ -312,7 +328,8 @@ export interface LiveRestoreResult {
   mode: 'rdb' | 'aof';
   persistence: RedisPersistence;
   checksumsVerified: boolean;
-  keysBefore: Record<string, number>;
+  /** Null when the service was not running (an undo after a failed start). */
+  keysBefore: Record<string, number> | null;
   keysAfter: Record<string, number>;
   snapshotKeys: number;
   snapshotKeysWithTtl: number;
@@ -341,32 +358,51 @@ export async function restoreRedisLive(options: LiveRestoreOptions): Promise<Liv
 
   step(2, `inspect the live Redis of service ${service}`);
   const driver = new ComposeDriver(runner, options.compose);
-  const container = await serviceContainer(runner, driver, options.compose, service);
+  const found = await serviceContainer(runner, driver, options.compose, service);
+  const container = found.id;
   const inContainer = new ComposeRunner({ composeCommand: [...options.compose.command], files: options.compose.files, projectName: options.compose.projectName, service });
-  const persistence = await readPersistence(inContainer, options.target);
-  if (persistence.appendonly && !persistence.appenddirname) {
-    throw refusal('REDIS_AOF_UNSUPPORTED', `service ${service} runs with appendonly yes on a Redis older than 7 (no appenddirname); only the Redis 7 multi-part AOF is supported; nothing was changed`, `set appendonly no for the restore (then BGREWRITEAOF and turn it back on), or upgrade to Redis 7`);
+  let persistence: RedisPersistence;
+  let owner: FileOwner;
+  let keysBefore: Record<string, number> | null;
+  if (found.running) {
+    persistence = await readPersistence(inContainer, options.target);
+    if (persistence.appendonly && !persistence.appenddirname) {
+      throw refusal('REDIS_AOF_UNSUPPORTED', `service ${service} runs with appendonly yes on a Redis older than 7 (no appenddirname); only the Redis 7 multi-part AOF is supported; nothing was changed`, `set appendonly no for the restore (then BGREWRITEAOF and turn it back on), or upgrade to Redis 7`);
+    }
+    keysBefore = await redisKeyspace(inContainer, options.target);
+    owner = await redisOwner(runner, container, inContainer, persistence.dir);
+  } else if (source.recorded && source.recorded.service === service) {
+    // A restore that left the service down is undone with its pre-restore snapshot, which
+    // recorded the settings the stopped server cannot answer for.
+    ({ persistence, owner } = source.recorded);
+    keysBefore = null;
+    logger.warn(`service ${service} is not running (${found.status}); using the settings recorded with pre-restore snapshot ${source.id}`);
+  } else {
+    throw failure('REDIS_SERVICE_NOT_RUNNING', `the container of service ${service} is not running (${found.status}); its settings cannot be read; nothing was changed`, {
+      fix: `start it (${composeHint(options.compose, `up -d ${service}`)}); if a restore left it unable to start, restore that restore's pre-restore snapshot by id (it recorded the settings)`,
+    });
   }
-  const keysBefore = await redisKeyspace(inContainer, options.target);
-  const totalBefore = Object.values(keysBefore).reduce((a, b) => a + b, 0);
-  const owner = await redisOwner(runner, container, inContainer, persistence.dir);
-  logger.info(`     container ${container.slice(0, 12)}, ${persistence.appendonly ? `appendonly yes (${persistence.dir}/${persistence.appenddirname})` : `appendonly no (${persistence.dir}/${persistence.dbfilename})`}, ${totalBefore} keys, files owned by ${owner.uid}:${owner.gid}`);
+  const totalBefore = keysBefore ? Object.values(keysBefore).reduce((a, b) => a + b, 0) : null;
+  logger.info(`     container ${container.slice(0, 12)}, ${persistence.appendonly ? `appendonly yes (${persistence.dir}/${persistence.appenddirname})` : `appendonly no (${persistence.dir}/${persistence.dbfilename})`}, ${totalBefore ?? 'unknown (not running)'} keys, files owned by ${owner.uid}:${owner.gid}`);
 
   step(3, 'confirmation');
-  if (totalBefore > 0) requireServiceConfirmation(service, options.confirm, totalBefore);
-  else logger.info('     the live Redis holds no keys: no confirmation needed');
+  if (totalBefore === 0) logger.info('     the live Redis holds no keys: no confirmation needed');
+  else {
+    requireServiceConfirmation(service, options.confirm, totalBefore);
+    logger.info(`     --confirm ${service} matches the service`);
+  }
 
   return withLock(options.catalog.envDir(options.environment), options.environment, { command: `redis-restore ${source.id} into ${service}`, waitSeconds: options.lockWaitSeconds ?? 30 }, async () => {
     step(4, 'pre-restore snapshot of the live Redis');
     let preRestore: { id: string; path: string } | null = null;
-    if (totalBefore > 0) {
-      preRestore = await takePreRestoreSnapshot(options, inContainer);
+    if (totalBefore) {
+      preRestore = await takePreRestoreSnapshot(options, inContainer, persistence, owner);
       logger.info(`     pre-restore snapshot ${preRestore.id} at ${preRestore.path}`);
       logger.info(`     to undo: lifeline redis-restore --env ${options.environment} --backup ${preRestore.id} --confirm ${service}`);
     } else {
-      logger.info('     skipped: the live Redis holds no keys');
+      logger.info(totalBefore === 0 ? '     skipped: the live Redis holds no keys' : '     skipped: the service is not running, so there is no live data to snapshot');
     }
-    const undo = preRestore ? `; the data from before is in pre-restore snapshot ${preRestore.id} (lifeline redis-restore --backup ${preRestore.id} --confirm ${service})` : '';
+    const undo = preRestore ? `; the data from before is in pre-restore snapshot ${preRestore.id} (lifeline redis-restore --env ${options.environment} --backup ${preRestore.id} --confirm ${service})` : '';
     const record = async (entry: Record<string, unknown>) =>
       options.catalog.appendLog(options.environment, REDIS_RESTORE_LOG, { at: new Date().toISOString(), source: source.id, service, checksumsVerified: checked.checksumVerified, preRestoreSnapshot: preRestore?.id ?? null, ...entry }).catch((error: Error) => logger.warn(`could not record the restore in ${REDIS_RESTORE_LOG}: ${error.message}`));
 
@@ -436,19 +472,21 @@ function composeHint(project: ComposeProject, args: string): string {
   return [invocation.tool, ...invocation.args, args].join(' ');
 }
 
-async function serviceContainer(runner: Runner, driver: ComposeDriver, project: ComposeProject, service: string): Promise<string> {
-  const out = await runChecked(runner, composeInvocation(project, ['ps', '-q', service]), `finding the container of service ${service}`);
+async function serviceContainer(runner: Runner, driver: ComposeDriver, project: ComposeProject, service: string): Promise<{ id: string; running: boolean; status: string }> {
+  // `ps -a`: a container a failed restore left stopped is still the one to restore into (v1 lists stopped ones anyway).
+  const v2 = project.command.length > 1;
+  const out = await runChecked(runner, composeInvocation(project, ['ps', ...(v2 ? ['-a'] : []), '-q', service]), `finding the container of service ${service}`);
   const ids = out.split('\n').map((l) => l.trim()).filter(Boolean);
-  const start = composeHint(project, `up -d ${service}`);
-  if (ids.length === 0) throw failure('REDIS_SERVICE_NOT_RUNNING', `service ${service} has no container; nothing was changed`, { fix: `start it (${start}) and check redis.service in lifeline.yml` });
+  if (ids.length === 0) throw failure('REDIS_SERVICE_NOT_RUNNING', `service ${service} has no container; nothing was changed`, { fix: `start it (${composeHint(project, `up -d ${service}`)}) and check redis.service in lifeline.yml` });
   if (ids.length > 1) throw failure('REDIS_SERVICE_SCALED', `service ${service} has ${ids.length} containers; a live restore needs exactly one; nothing was changed`, { fix: 'scale the Redis service to one container' });
   const [state] = await driver.inspect(ids);
-  if (!state?.running) throw failure('REDIS_SERVICE_NOT_RUNNING', `the container of service ${service} is not running (${state?.status ?? 'unknown'}); its settings cannot be read; nothing was changed`, { fix: `start it (${start}) and re-run the restore` });
-  return state.id;
+  if (!state) throw failure('REDIS_SERVICE_NOT_RUNNING', `the container of service ${service} disappeared; nothing was changed`);
+  // A container in a restart loop reports Running between crashes: it is not a server to read from.
+  return { id: state.id, running: state.running && state.status === 'running', status: state.status };
 }
 
 /** Who owns Redis' files: the uid/gid redis-server runs as (`docker top`), else the owner of its dir. */
-async function redisOwner(runner: Runner, container: string, inContainer: Runner, dir: string): Promise<{ uid: number; gid: number }> {
+async function redisOwner(runner: Runner, container: string, inContainer: Runner, dir: string): Promise<FileOwner> {
   const top = await runText(runner, { tool: 'docker', args: ['top', container, '-o', 'pid,uid,gid,args'] }).catch(() => undefined);
   const fromTop = top?.exitCode === 0 ? parseTopOwner(top.stdout) : undefined;
   if (fromTop) return fromTop;
@@ -460,7 +498,7 @@ async function redisOwner(runner: Runner, container: string, inContainer: Runner
   });
 }
 
-async function takePreRestoreSnapshot(options: LiveRestoreOptions, inContainer: Runner): Promise<{ id: string; path: string }> {
+async function takePreRestoreSnapshot(options: LiveRestoreOptions, inContainer: Runner, persistence: RedisPersistence, owner: FileOwner): Promise<{ id: string; path: string }> {
   const { catalog, environment, logger } = options;
   const now = new Date();
   const id = newEntryId(now);
@@ -476,6 +514,8 @@ async function takePreRestoreSnapshot(options: LiveRestoreOptions, inContainer: 
       createdAt: now.toISOString(),
       service: options.service,
       takenBeforeRestoring: options.source.id,
+      persistence,
+      owner,
       files: { redis: { name: snap.name, bytes: snap.bytes, sha256: snap.sha256, keys: snap.keys } },
     };
     await staged.commit(metadata);
@@ -495,7 +535,7 @@ async function takePreRestoreSnapshot(options: LiveRestoreOptions, inContainer: 
  * becomes the base of a fresh one-part AOF; `dbfilename` gets it too, so turning AOF off later
  * does not bring the old data back. Returns the old AOF files the new manifest no longer lists.
  */
-async function replaceData(runner: Runner, container: string, persistence: RedisPersistence, owner: { uid: number; gid: number }, snapshotPath: string, expectedBytes: number, logger: Logger): Promise<string[]> {
+async function replaceData(runner: Runner, container: string, persistence: RedisPersistence, owner: FileOwner, snapshotPath: string, expectedBytes: number, logger: Logger): Promise<string[]> {
   const { size } = await stat(snapshotPath);
   if (size !== expectedBytes) throw failure('SNAPSHOT_CHANGED', `${snapshotPath} is ${size} bytes, the catalog recorded ${expectedBytes}`);
   const file = (name: string, extra: Partial<TarEntry>): TarEntry => ({ name, type: 'file', mode: 0o644, ...owner, ...extra });
@@ -554,7 +594,7 @@ async function waitForPong(inContainer: Runner, driver: ComposeDriver, container
     // A server that cannot load its data exits: say so now rather than at the timeout.
     if (attempt % 4 === 0 || !ping || ping.exitCode !== 0) {
       const [state] = await driver.inspect([container]).catch(() => []);
-      if (state && !state.running) throw new Error(`the container exited (${state.status}, exit code ${state.exitCode})`);
+      if (state && (!state.running || state.status === 'restarting')) throw new Error(`the container ${state.status === 'restarting' ? 'is restarting (it crashed' : `exited (${state.status}`}, exit code ${state.exitCode})`);
     }
     if (Date.now() > deadline) throw new Error(`no PONG within ${Math.round(timeoutMs / 1000)} s (last answer: ${answer || 'none'})`);
     await new Promise((r) => setTimeout(r, 250));

@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, cpSync, existsSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../src/runner/ports';
@@ -16,7 +16,7 @@ describe.skipIf(!dockerAvailable())('redis-restore into the live Redis of a Comp
   let db: Awaited<ReturnType<typeof createSampleDatabase>> | undefined;
   const store = tempDir('lifeline-redis-live-');
   const stackDir = tempDir('lifeline-redis-stack-');
-  const ports = { rdb: 0, aof: 0 };
+  const ports = { rdb: 0, aof: 0, small: 0 };
   let configPath: string;
 
   const compose = (args: string[]) => {
@@ -52,7 +52,7 @@ describe.skipIf(!dockerAvailable())('redis-restore into the live Redis of a Comp
 
   const run = (env: string, args: string[]): Promise<CliRun> =>
     lifeline([...args, '--config', configPath, '--env', env], {
-      env: { ...docker.env, DATABASE_URL: db!.url, REDIS_URL: undefined, LIFELINE_STORE: undefined, LIFELINE_ENV: undefined, LIFELINE_CONFIG: undefined, RDB_REDIS_URL: `redis://:${PASSWORD}@127.0.0.1:${ports.rdb}/0`, AOF_REDIS_URL: `redis://:${PASSWORD}@127.0.0.1:${ports.aof}/0` },
+      env: { ...docker.env, DATABASE_URL: db!.url, REDIS_URL: undefined, LIFELINE_STORE: undefined, LIFELINE_ENV: undefined, LIFELINE_CONFIG: undefined, RDB_REDIS_URL: `redis://:${PASSWORD}@127.0.0.1:${ports.rdb}/0`, AOF_REDIS_URL: `redis://:${PASSWORD}@127.0.0.1:${ports.aof}/0`, SMALL_REDIS_URL: `redis://:${PASSWORD}@127.0.0.1:${ports.small}/0` },
     });
 
   const backup = async (env: string): Promise<string> => {
@@ -69,8 +69,9 @@ describe.skipIf(!dockerAvailable())('redis-restore into the live Redis of a Comp
     db = await createSampleDatabase(1, 'rlive');
     ports.rdb = await freePort();
     ports.aof = await freePort();
-    const server = (port: number, appendonly: 'yes' | 'no') =>
-      JSON.stringify(['redis-server', '--port', String(port), '--bind', '127.0.0.1', '--dir', '/data', '--appendonly', appendonly, '--requirepass', PASSWORD, '--repl-diskless-sync-delay', '0']);
+    ports.small = await freePort();
+    const server = (port: number, appendonly: 'yes' | 'no', extra: string[] = []) =>
+      JSON.stringify(['redis-server', '--port', String(port), '--bind', '127.0.0.1', '--dir', '/data', '--appendonly', appendonly, '--requirepass', PASSWORD, '--repl-diskless-sync-delay', '0', ...extra]);
     writeFileSync(
       join(stackDir.path, 'docker-compose.yml'),
       [
@@ -86,9 +87,16 @@ describe.skipIf(!dockerAvailable())('redis-restore into the live Redis of a Comp
         '    network_mode: host',
         `    command: ${server(ports.aof, 'yes')}`,
         '    volumes: ["aof-data:/data"]',
+        // Four databases only: a snapshot with keys in db5 makes it exit at start-up.
+        '  redis-small:',
+        `    image: ${image}`,
+        '    network_mode: host',
+        `    command: ${server(ports.small, 'no', ['--databases', '4'])}`,
+        '    volumes: ["small-data:/data"]',
         'volumes:',
         '  rdb-data: {}',
         '  aof-data: {}',
+        '  small-data: {}',
         '',
       ].join('\n'),
     );
@@ -107,6 +115,10 @@ describe.skipIf(!dockerAvailable())('redis-restore into the live Redis of a Comp
         `    store: ${store.path}`,
         '    redis: { urlEnv: AOF_REDIS_URL, service: redis-aof }',
         ...composeBlock,
+        '  small:',
+        `    store: ${store.path}`,
+        '    redis: { urlEnv: SMALL_REDIS_URL, service: redis-small }',
+        ...composeBlock,
         '  bare:',
         `    store: ${store.path}`,
         '    redis: { urlEnv: RDB_REDIS_URL }',
@@ -116,7 +128,7 @@ describe.skipIf(!dockerAvailable())('redis-restore into the live Redis of a Comp
     );
     const up = compose(['up', '-d']);
     expect(up.status, up.stderr).toBe(0);
-    for (const port of [ports.rdb, ports.aof]) {
+    for (const port of [ports.rdb, ports.aof, ports.small]) {
       for (let i = 0; i < 100 && spawnSync('redis-cli', ['-p', String(port), '--no-auth-warning', 'PING'], { env: { ...process.env, REDISCLI_AUTH: PASSWORD }, encoding: 'utf8' }).stdout.trim() !== 'PONG'; i++) await new Promise((r) => setTimeout(r, 100));
     }
   });
@@ -197,6 +209,36 @@ describe.skipIf(!dockerAvailable())('redis-restore into the live Redis of a Comp
       const r = await run('rdb', ['redis-restore', '--backup', preRestoreId, '--confirm', 'redis']);
       expect(r.code, r.stderr).toBe(0);
       expect(keySet(ports.rdb)).toEqual(beforeRestore);
+    });
+
+    it('an empty live Redis needs no confirmation; a Redis that cannot load the snapshot fails with exit 1 and says where the old data is', async () => {
+      // Catalog entries are plain directories: hand this environment's entries to the other one.
+      cpSync(join(store.path, 'rdb', 'backups', backupId), join(store.path, 'small', 'backups', backupId), { recursive: true });
+      cpSync(join(store.path, 'rdb', 'redis-snapshots', preRestoreId), join(store.path, 'small', 'redis-snapshots', preRestoreId), { recursive: true });
+      expect(keySet(ports.small)).toEqual({});
+      const first = await run('small', ['redis-restore', '--backup', backupId, '--json']);
+      expect(first.code, first.stderr).toBe(0);
+      expect(JSON.parse(first.stdout)).toMatchObject({ ok: true, preRestoreSnapshot: null });
+      expect(keySet(ports.small)).toEqual(atBackup);
+
+      // The pre-restore snapshot holds a key in db5; this server has four databases.
+      const failed = await run('small', ['redis-restore', '--backup', preRestoreId, '--confirm', 'redis-small']);
+      expect(failed.code, failed.stderr).toBe(1);
+      expect(failed.stderr).toMatch(/did not come back/);
+      expect(failed.stderr).toMatch(/logs --tail \d+ redis-small/);
+      const pre = /pre-restore snapshot (\S+) at/.exec(failed.stderr)?.[1];
+      expect(pre).toBeTruthy();
+      expect(failed.stderr).toContain(`redis-restore --env small --backup ${pre} --confirm redis-small`);
+      expect(failed.stderr).not.toContain(PASSWORD);
+
+      // The service is down now; its pre-restore snapshot recorded the settings, so the undo works,
+      // still only with the exact confirmation.
+      const unconfirmed = await run('small', ['redis-restore', '--backup', pre!]);
+      expect(unconfirmed.code, unconfirmed.stderr).toBe(3);
+      const undo = await run('small', ['redis-restore', '--backup', pre!, '--confirm', 'redis-small']);
+      expect(undo.code, undo.stderr).toBe(0);
+      expect(undo.stderr).toMatch(/not running/);
+      expect(keySet(ports.small)).toEqual(atBackup);
     });
   });
 
