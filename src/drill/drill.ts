@@ -111,6 +111,22 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
   let checkConn: PgConnection | undefined;
   let checkRunner: Runner = runner;
   const openCheckSession = () => PsqlSession.open(checkRunner, checkConn!);
+  // amcheck reads only the indexes: it starts as soon as the data is in, alongside the row counts
+  // (which read only the tables), and its step waits for it.
+  let indexCheck: Promise<CheckOutcome> | undefined;
+  const startIndexCheck = (): Promise<CheckOutcome> => {
+    indexCheck ??= (async () => {
+      const session = openCheckSession();
+      try {
+        return await checkBtreeIndexes(session);
+      } finally {
+        await session.close();
+      }
+    })();
+    // Awaited by its own step; a failure must not surface earlier as an unhandled rejection.
+    indexCheck.catch(() => {});
+    return indexCheck;
+  };
 
   const executors: Partial<Record<RunbookStepId, Executor>> = {
     'select-backup': async () => {
@@ -162,7 +178,8 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
       }
       checkConn = targetConn;
       try {
-        restoreReport = await restoreIntoFreshDatabase({ backup: backup!, runner, logger, target: targetConn, jobs: options.jobs ?? 2, noOwner: true, verifyChecksums: false });
+        // No ANALYZE: the copy is thrown away, and planner statistics are not among the drill's checks.
+        restoreReport = await restoreIntoFreshDatabase({ backup: backup!, runner, logger, target: targetConn, jobs: options.jobs ?? 2, noOwner: true, verifyChecksums: false, analyze: false, onRestored: () => void startIndexCheck() });
       } catch (error) {
         if (isLifelineError(error) && error.kind === 'refused') throw error;
         return { checks: [{ name: 'pg_restore exit', passed: false, detail: (error as Error).message }], fatal: true };
@@ -192,14 +209,7 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
         ],
       };
     },
-    'check-indexes': async () => {
-      const session = openCheckSession();
-      try {
-        return { checks: [await checkBtreeIndexes(session)] };
-      } finally {
-        await session.close();
-      }
-    },
+    'check-indexes': async () => ({ checks: [await startIndexCheck()] }),
     'smoke-queries': async () => {
       const outcomes: CheckOutcome[] = [];
       for (const query of smokeQueries) outcomes.push(await runSmokeQuery(openCheckSession, query));
@@ -244,6 +254,8 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
       if (result.fatal) stopped = step.id;
     }
   } finally {
+    // The index check may still run when a later step stopped the drill: let it end before clean-up.
+    await indexCheck?.catch(() => undefined);
     await pitrCluster?.stop().catch((error) => logger.warn(`could not remove the point-in-time cluster: ${(error as Error).message}`));
     await cluster?.stop().catch((error) => logger.warn(`could not remove the throwaway cluster: ${(error as Error).message}`));
     if (createdTargetDatabase && targetConn) await dropDatabase(runner, targetConn, logger);

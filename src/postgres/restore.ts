@@ -24,6 +24,13 @@ export interface RestoreArchiveOptions {
   noOwner?: boolean;
   /** Stop at the first error (default true): a partial restore is never reported as a restore. */
   exitOnError?: boolean;
+  /**
+   * Run ANALYZE after the restore (default true), so the planner has statistics. A drill skips it:
+   * its copy is thrown away, and statistics are not among its checks.
+   */
+  analyze?: boolean;
+  /** Called once pg_restore succeeded, before the checks: lets a drill start its own checks alongside. */
+  onRestored?: () => void;
   logger: Logger;
 }
 
@@ -81,12 +88,16 @@ export async function restoreArchiveInto(conn: PgConnection, options: RestoreArc
     });
   }
   const restoreSeconds = (Date.now() - started) / 1000;
+  options.onRestored?.();
   const checkStarted = Date.now();
+  const analyze = options.analyze !== false;
   const session = PsqlSession.open(runner, conn);
   // ANALYZE in a second session, alongside the counts: both scan the restored tables.
-  const analyzer = PsqlSession.open(runner, conn);
+  const analyzer = analyze ? PsqlSession.open(runner, conn) : undefined;
   try {
-    const analyzed = analyzer.exec('ANALYZE');
+    const analyzed = analyzer?.exec('ANALYZE');
+    // A failed count must not leave the ANALYZE promise unhandled.
+    analyzed?.catch(() => {});
     const actualCounts = await exactRowCounts(session);
     const actualFingerprint = await schemaFingerprint(session);
     await analyzed;
@@ -95,9 +106,9 @@ export async function restoreArchiveInto(conn: PgConnection, options: RestoreArc
     const fingerprint = { ok: actualFingerprint === backup.metadata.schemaFingerprint, expected: backup.metadata.schemaFingerprint, actual: actualFingerprint };
     logger.info(`${rowCounts.ok ? 'ok  ' : 'FAIL'} row counts: ${rowCounts.tables} tables, ${rowCounts.rows} rows${mismatches.length ? `; ${mismatches.length} differ (${mismatches.slice(0, 3).map((m) => `${m.table} ${m.actual}/${m.expected}`).join(', ')})` : ''}`);
     logger.info(`${fingerprint.ok ? 'ok  ' : 'FAIL'} schema fingerprint ${actualFingerprint}`);
-    return { ok: rowCounts.ok && fingerprint.ok, database: conn.database, rowCounts, schemaFingerprint: fingerprint, analyzed: true, restoreSeconds, checkSeconds: (Date.now() - checkStarted) / 1000 };
+    return { ok: rowCounts.ok && fingerprint.ok, database: conn.database, rowCounts, schemaFingerprint: fingerprint, analyzed: analyze, restoreSeconds, checkSeconds: (Date.now() - checkStarted) / 1000 };
   } finally {
-    await Promise.all([session.close(), analyzer.close()]);
+    await Promise.all([session.close(), analyzer?.close()]);
   }
 }
 
