@@ -95,7 +95,12 @@ export async function checkSnapshotFile(source: RedisSnapshotSource, options: { 
   if (options.skipVerify) {
     options.logger.warn('checksum verification skipped (--skip-verify); this is recorded with the restore');
   } else {
-    const sums = parseSums(await readFile(join(source.dir, SUMS_FILE), 'utf8').catch(() => ''));
+    let sums: ReturnType<typeof parseSums>;
+    try {
+      sums = parseSums(await readFile(join(source.dir, SUMS_FILE), 'utf8').catch(() => ''));
+    } catch (error) {
+      throw refusal('BACKUP_CORRUPT', `${source.kind} ${source.id}: ${SUMS_FILE} is damaged (${(error as Error).message})`, fix);
+    }
     const expected = sums.find((s) => s.file === source.file.name)?.sha256;
     if (!expected) throw refusal('BACKUP_CORRUPT', `${source.kind} ${source.id} lists no checksum for ${source.file.name} in ${SUMS_FILE}`, fix);
     const actual = await sha256File(path).catch((error: Error) => {
@@ -416,8 +421,8 @@ export async function restoreRedisLive(options: LiveRestoreOptions): Promise<Liv
       staleFiles = await replaceData(runner, container, persistence, owner, checked.path, source.file.bytes, logger);
     } catch (error) {
       await record({ ok: false, stage: 'copy', error: (error as Error).message });
-      throw failure('REDIS_COPY_FAILED', `copying the snapshot into ${service} failed: ${(error as Error).message}; the service is stopped${undo}`, {
-        fix: `fix the cause, then re-run the restore, or start the old data again with: ${composeHint(options.compose, `start ${service}`)}`,
+      throw failure('REDIS_COPY_FAILED', `copying the snapshot into ${service} failed: ${(error as Error).message}; the service is stopped and its data files may be partly replaced${undo}`, {
+        fix: `fix the cause, then re-run the restore${preRestore ? ` (or restore pre-restore snapshot ${preRestore.id} to go back)` : ''}; the service stays stopped until then`,
         cause: error,
       });
     }

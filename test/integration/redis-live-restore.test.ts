@@ -1,7 +1,8 @@
 import { spawnSync } from 'node:child_process';
-import { closeSync, cpSync, existsSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, cpSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { aofLayout, tarStream } from '../../src/redis/live-restore';
 import { freePort } from '../../src/runner/ports';
 import { lifeline, type CliRun } from '../helpers/cli';
 import { createSampleDatabase, dropDatabase, tempDir } from '../helpers/db';
@@ -10,6 +11,38 @@ import { buildRedisImage, REDIS_UID } from '../helpers/redis-image';
 
 const PASSWORD = 'live-redis-secret-4f9c';
 const PROJECT = 'lllive';
+
+describe('the tar stream docker cp receives', () => {
+  it('is read by GNU tar with the owners, modes and bytes it was given', async () => {
+    const dir = tempDir('lifeline-tar-');
+    try {
+      const payload = join(dir.path, 'snap.rdb');
+      writeFileSync(payload, Buffer.alloc(1300, 7));
+      const layout = aofLayout('appendonly.aof');
+      const chunks: Buffer[] = [];
+      const owner = { uid: 999, gid: 998 };
+      for await (const chunk of tarStream([
+        { name: 'dump.rdb', type: 'file', mode: 0o644, ...owner, path: payload, size: 1300 },
+        { name: 'appendonlydir', type: 'directory', mode: 0o755, ...owner },
+        { name: `appendonlydir/${layout.manifestName}`, type: 'file', mode: 0o644, ...owner, content: Buffer.from(layout.manifest) },
+        { name: `appendonlydir/${layout.incr}`, type: 'file', mode: 0o644, ...owner, content: Buffer.alloc(0) },
+      ])) chunks.push(chunk as Buffer);
+      const listing = spawnSync('tar', ['-tv', '--numeric-owner'], { input: Buffer.concat(chunks), encoding: 'utf8' });
+      expect(listing.status, listing.stderr).toBe(0);
+      const lines = listing.stdout.trim().split('\n');
+      expect(lines[0]).toMatch(/^-rw-r--r-- 999\/998\s+1300 .* dump\.rdb$/);
+      expect(lines[1]).toMatch(/^drwxr-xr-x 999\/998\s+0 .* appendonlydir\/$/);
+      expect(lines[2]).toMatch(/appendonlydir\/appendonly\.aof\.manifest$/);
+      const out = join(dir.path, 'out');
+      mkdirSync(out);
+      expect(spawnSync('tar', ['-x', '-C', out], { input: Buffer.concat(chunks) }).status).toBe(0);
+      expect(readFileSync(join(out, 'dump.rdb'))).toEqual(Buffer.alloc(1300, 7));
+      expect(readFileSync(join(out, 'appendonlydir', 'appendonly.aof.manifest'), 'utf8')).toBe('file appendonly.aof.1.base.rdb seq 1 type b\nfile appendonly.aof.1.incr.aof seq 1 type i\n');
+    } finally {
+      dir.cleanup();
+    }
+  });
+});
 
 describe.skipIf(!dockerAvailable())('redis-restore into the live Redis of a Compose stack', () => {
   let docker: DockerEnvironment;
