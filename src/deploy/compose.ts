@@ -95,6 +95,29 @@ export class ComposeDriver {
     }));
   }
 
+  /**
+   * Follows the engine's container events for the project (health changes, starts, deaths) and
+   * calls `onEvent` for each, so a health wait can look again at once instead of at its next poll.
+   * Best effort: if `docker events` cannot run, nothing is called and polling alone decides. The
+   * stream ends by itself after `untilSeconds`, so even a killed Lifeline leaves no follower behind.
+   */
+  watchEvents(onEvent: () => void, untilSeconds: number): { stop(): void } {
+    const filters = ['--filter', 'type=container', ...['health_status', 'start', 'die', 'destroy'].flatMap((e) => ['--filter', `event=${e}`])];
+    if (this.project.projectName) filters.push('--filter', `label=com.docker.compose.project=${normalizeProjectName(this.project.projectName)}`);
+    // Unix times: events from now on only, and a stream that ends by itself.
+    const now = Math.floor(Date.now() / 1000);
+    let running: ReturnType<Runner['start']> | undefined;
+    try {
+      running = this.runner.start({ tool: 'docker', args: ['events', ...filters, '--since', String(now), '--until', String(now + Math.ceil(untilSeconds) + 5), '--format', '{{.ID}}'] });
+    } catch {
+      return { stop() {} };
+    }
+    running.stdout.on('data', () => onEvent());
+    running.stdout.on('error', () => {});
+    running.done.catch(() => {});
+    return { stop: () => running?.kill('SIGTERM') };
+  }
+
   /** The last lines a service logged, for the failure message; never throws. */
   async logsTail(service: string, lines: number, overrideFile?: string): Promise<string> {
     const result = await runText(this.runner, composeInvocation(this.project, ['logs', '--no-color', '--tail', String(lines), service], overrideFile)).catch((error: Error) => ({

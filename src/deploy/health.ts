@@ -25,6 +25,26 @@ export async function waitForHealth(driver: ComposeDriver, targets: HealthTarget
   const deadline = started + options.timeoutSeconds * 1000;
   const pending = new Map(targets.map((t) => [t.service, t]));
   const lastSeen = new Map<string, string>();
+  // The engine's events wake the wait as soon as a container changes (a healthcheck passing, a
+  // crash), so Lifeline notices within milliseconds, not at its next poll; polling stays the rule.
+  const wake = new Wakeup();
+  const watcher = driver.watchEvents(() => wake.notify(), options.timeoutSeconds);
+  try {
+    return await pollHealth(driver, options, started, deadline, pending, lastSeen, wake);
+  } finally {
+    watcher.stop();
+  }
+}
+
+async function pollHealth(
+  driver: ComposeDriver,
+  options: { timeoutSeconds: number; overrideFile?: string; logger: Logger },
+  started: number,
+  deadline: number,
+  pending: Map<string, HealthTarget>,
+  lastSeen: Map<string, string>,
+  wake: Wakeup,
+): Promise<HealthOutcome> {
   // Listing goes through Compose (slow with v1); afterwards only `docker inspect` polls the known ids.
   let known: string[] | undefined;
   for (;;) {
@@ -51,7 +71,35 @@ export async function waitForHealth(driver: ComposeDriver, targets: HealthTarget
       const [service] = pending.keys();
       return { healthy: false, elapsedMs: Date.now() - started, service: service!, reason: `not healthy within ${options.timeoutSeconds}s (last seen: ${lastSeen.get(service!) ?? 'nothing'})` };
     }
-    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    await wake.wait(Math.min(POLL_MS, Math.max(deadline - Date.now(), 0)));
+  }
+}
+
+/** A sleep that an event cuts short; an event that arrived while nobody waited is not lost. */
+class Wakeup {
+  private pending = false;
+  private wakeWaiter?: () => void;
+
+  notify(): void {
+    this.pending = true;
+    this.wakeWaiter?.();
+  }
+
+  wait(ms: number): Promise<void> {
+    if (this.pending) {
+      this.pending = false;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.wakeWaiter = undefined;
+        this.pending = false;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.wakeWaiter = done;
+    });
   }
 }
 
