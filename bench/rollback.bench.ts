@@ -4,6 +4,7 @@
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Catalog } from '../src/catalog/store';
+import { readHistory } from '../src/deploy/history';
 import { renderOverride } from '../src/deploy/override';
 import { buildReleaseImages, createStack } from '../test/fixtures/stack/stack';
 import { startDockerEnvironment } from '../test/helpers/docker';
@@ -56,6 +57,9 @@ export default async function rollbackBench(ctx: BenchContext): Promise<BenchRow
       // The shipped action bundle, run the way the GitHub runner runs it (tsx would add seconds of transpiling).
       const l = await measure(process.execPath, [bundle], { env: { ...env, INPUT_TO: 'v1', INPUT_CONFIG: config, INPUT_ENV: ENV }, cwd: stack.dir });
       const b = await measure('sh', ['-c', bareScript], { env, cwd: stack.dir });
+      // Where the time went, from the history event the rollback recorded (its own phase timings).
+      const last = (await readHistory(catalog, ENV)).at(-1);
+      process.stderr.write(`round ${round + 1}: lifeline ${l.seconds}s (phases ms: ${JSON.stringify(last?.durationsMs ?? {})}), bare ${b.seconds}s\n`);
       if (l.seconds < lifeline.seconds) lifeline = l;
       if (b.seconds < bare.seconds) bare = b;
       await run(['deploy', '--release', 'v2']);
