@@ -1,3 +1,4 @@
+import { checkAllBtreeIndexes } from '../postgres/amcheck';
 import type { PsqlSession } from '../runner/psql';
 import { smokeValueText, type SmokeQuery } from './smoke';
 
@@ -7,37 +8,10 @@ export interface CheckOutcome {
   detail: string;
 }
 
-/**
- * `bt_index_check` on every valid B-tree index of the database (system catalogs included). Each
- * index is checked inside a function that catches its error, so one corrupt index is reported
- * by name and the others are still checked.
- */
-export async function checkBtreeIndexes(session: PsqlSession): Promise<CheckOutcome> {
-  try {
-    await session.exec('CREATE EXTENSION IF NOT EXISTS amcheck');
-  } catch (error) {
-    return { name: 'amcheck on B-tree indexes', passed: false, detail: `cannot create the amcheck extension: ${(error as Error).message} (install postgresql-contrib; the drill user needs to be allowed to create it)` };
-  }
-  await session.exec(`CREATE OR REPLACE FUNCTION pg_temp.lifeline_index_error(idx regclass) RETURNS text LANGUAGE plpgsql AS $fn$
-BEGIN
-  PERFORM bt_index_check(idx);
-  RETURN NULL;
-EXCEPTION WHEN OTHERS THEN
-  RETURN SQLERRM;
-END
-$fn$`);
-  const rows = await session.query<{ index: string; error: string | null }>(`SELECT c.oid::regclass::text AS index, pg_temp.lifeline_index_error(c.oid::regclass) AS error
-FROM pg_index i
-JOIN pg_class c ON c.oid = i.indexrelid
-JOIN pg_am a ON a.oid = c.relam
-WHERE a.amname = 'btree' AND i.indisvalid AND i.indisready AND c.relpersistence <> 't'
-ORDER BY 1`);
-  const broken = rows.filter((r) => r.error !== null);
-  return {
-    name: 'amcheck on B-tree indexes',
-    passed: broken.length === 0,
-    detail: broken.length ? `${broken.length} of ${rows.length} indexes fail: ${broken.slice(0, 3).map((b) => `${b.index} (${b.error})`).join('; ')}` : `${rows.length} indexes intact`,
-  };
+/** `bt_index_check` on every valid B-tree index of the database (system catalogs included), over two sessions. */
+export async function checkBtreeIndexes(open: () => PsqlSession): Promise<CheckOutcome> {
+  const { name, passed, detail } = await checkAllBtreeIndexes(open, 2);
+  return { name, passed, detail };
 }
 
 /** Runs each smoke query in its own session (a failing query must not hide the others). */

@@ -111,22 +111,6 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
   let checkConn: PgConnection | undefined;
   let checkRunner: Runner = runner;
   const openCheckSession = () => PsqlSession.open(checkRunner, checkConn!);
-  // amcheck reads only the indexes: it starts as soon as the data is in, alongside the row counts
-  // (which read only the tables), and its step waits for it.
-  let indexCheck: Promise<CheckOutcome> | undefined;
-  const startIndexCheck = (): Promise<CheckOutcome> => {
-    indexCheck ??= (async () => {
-      const session = openCheckSession();
-      try {
-        return await checkBtreeIndexes(session);
-      } finally {
-        await session.close();
-      }
-    })();
-    // Awaited by its own step; a failure must not surface earlier as an unhandled rejection.
-    indexCheck.catch(() => {});
-    return indexCheck;
-  };
 
   const executors: Partial<Record<RunbookStepId, Executor>> = {
     'select-backup': async () => {
@@ -179,7 +163,8 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
       checkConn = targetConn;
       try {
         // No ANALYZE: the copy is thrown away, and planner statistics are not among the drill's checks.
-        restoreReport = await restoreIntoFreshDatabase({ backup: backup!, runner, logger, target: targetConn, jobs: options.jobs ?? 2, noOwner: true, verifyChecksums: false, analyze: false, onRestored: () => void startIndexCheck() });
+        // amcheck runs inside the restore, on each index as pg_restore builds it; its step reports it.
+        restoreReport = await restoreIntoFreshDatabase({ backup: backup!, runner, logger, target: targetConn, jobs: options.jobs ?? 2, noOwner: true, verifyChecksums: false, analyze: false, indexCheck: true });
       } catch (error) {
         if (isLifelineError(error) && error.kind === 'refused') throw error;
         return { checks: [{ name: 'pg_restore exit', passed: false, detail: (error as Error).message }], fatal: true };
@@ -209,7 +194,11 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
         ],
       };
     },
-    'check-indexes': async () => ({ checks: [await startIndexCheck()] }),
+    'check-indexes': async () => {
+      const done = restoreReport?.indexes;
+      if (done) return { checks: [{ name: done.name, passed: done.passed, detail: `${done.detail} (checked as pg_restore built them)` }] };
+      return { checks: [await checkBtreeIndexes(openCheckSession)] };
+    },
     'smoke-queries': async () => {
       const outcomes: CheckOutcome[] = [];
       for (const query of smokeQueries) outcomes.push(await runSmokeQuery(openCheckSession, query));
@@ -254,8 +243,6 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
       if (result.fatal) stopped = step.id;
     }
   } finally {
-    // The index check may still run when a later step stopped the drill: let it end before clean-up.
-    await indexCheck?.catch(() => undefined);
     await pitrCluster?.stop().catch((error) => logger.warn(`could not remove the point-in-time cluster: ${(error as Error).message}`));
     await cluster?.stop().catch((error) => logger.warn(`could not remove the throwaway cluster: ${(error as Error).message}`));
     if (createdTargetDatabase && targetConn) await dropDatabase(runner, targetConn, logger);

@@ -22,12 +22,19 @@ export async function userTables(session: PsqlSession): Promise<string[]> {
  * Exact `count(*)` of every user table, in the session's current transaction (so inside the
  * dump's snapshot when called after `pg_export_snapshot()`).
  */
-export async function exactRowCounts(session: PsqlSession): Promise<Record<string, number>> {
+export async function exactRowCounts(session: PsqlSession, options: { known?: Record<string, number> } = {}): Promise<Record<string, number>> {
   const tables = await userTables(session);
   const counts: Record<string, number> = {};
+  // Counts taken earlier (during a restore) are used as they are; only user tables are reported.
+  const todo = tables.filter((t) => {
+    const known = options.known?.[t];
+    if (known === undefined) return true;
+    counts[t] = known;
+    return false;
+  });
   // One statement per batch keeps round trips few without building a huge query.
-  for (let i = 0; i < tables.length; i += 50) {
-    const batch = tables.slice(i, i + 50);
+  for (let i = 0; i < todo.length; i += 50) {
+    const batch = todo.slice(i, i + 50);
     const sql = batch.map((t) => `SELECT ${literal(t)} AS name, count(*)::bigint AS n FROM ${t}`).join(' UNION ALL ');
     for (const row of await session.query<{ name: string; n: number | string }>(sql)) counts[row.name] = Number(row.n);
   }

@@ -13,6 +13,8 @@ import { checkConnection, maskedUrl } from './connection';
 import { exactRowCounts, schemaFingerprint, userTables } from './inspect';
 import type { BackupEntry } from './metadata';
 import { archiveInput, verifyBackup } from './verify';
+import { checkAllBtreeIndexes, type IndexCheckOutcome } from './amcheck';
+import { EarlyRestoreChecks, isRestoreProgressLine } from './restore-pipeline';
 
 export interface RestoreArchiveOptions {
   backup: BackupEntry;
@@ -29,8 +31,13 @@ export interface RestoreArchiveOptions {
    * its copy is thrown away, and statistics are not among its checks.
    */
   analyze?: boolean;
-  /** Called once pg_restore succeeded, before the checks: lets a drill start its own checks alongside. */
-  onRestored?: () => void;
+  /** Also run amcheck on every B-tree index (a drill's check); the outcome is in the report. */
+  indexCheck?: boolean;
+  /**
+   * Check tables and indexes while a parallel pg_restore still runs (default true): each table is
+   * counted as soon as its data is in. Off, everything is checked after pg_restore has finished.
+   */
+  earlyChecks?: boolean;
   logger: Logger;
 }
 
@@ -46,7 +53,12 @@ export interface RestoreCheckReport {
   rowCounts: { ok: boolean; tables: number; rows: number; mismatches: RowCountMismatch[] };
   schemaFingerprint: { ok: boolean; expected: string; actual: string };
   analyzed: boolean;
+  /** amcheck on the B-tree indexes, when asked for (`indexCheck`). */
+  indexes?: IndexCheckOutcome;
+  /** Tables counted while pg_restore was still running. */
+  countedDuringRestore: number;
   restoreSeconds: number;
+  /** Time from pg_restore's exit to the end of the checks. */
   checkSeconds: number;
 }
 
@@ -63,52 +75,87 @@ export function requireDestructiveConfirmation(database: string, confirm: string
 /**
  * Runs pg_restore into `conn` (an existing, empty database), then checks it against backup.json:
  * exact row counts per table, the schema fingerprint, and ANALYZE so the planner has statistics.
- * Throws when pg_restore fails; check mismatches are in the report (`ok: false`).
+ * With parallel jobs, tables are counted (and indexes checked, when asked) as pg_restore finishes
+ * them, so little is left once it exits. Throws when pg_restore fails; check mismatches are in the
+ * report (`ok: false`).
  */
 export async function restoreArchiveInto(conn: PgConnection, options: RestoreArchiveOptions): Promise<RestoreCheckReport> {
   const { backup, runner, logger } = options;
   const archive = join(backup.dir, backup.metadata.files.postgres.name);
   const input = archiveInput(runner, archive);
   const jobs = input.stdin ? 1 : Math.max(1, options.jobs ?? 2);
+  // Early checks need to see each table once its data is committed: parallel restores only.
+  const early = jobs > 1 && options.earlyChecks !== false ? await EarlyRestoreChecks.prepare(runner, conn, archive, { indexCheck: Boolean(options.indexCheck), logger }) : undefined;
   const args = [
     `--dbname=${conninfoDbname(conn.database)}`,
     ...(options.exitOnError === false ? [] : ['--exit-on-error']),
     ...(jobs > 1 ? [`--jobs=${jobs}`] : ['--single-transaction']),
     ...(options.noOwner ? ['--no-owner', '--no-privileges'] : []),
+    ...(early ? ['--verbose'] : []),
     ...input.args,
   ];
   const started = Date.now();
-  logger.info(`restoring ${backup.id} into ${conn.database} (${jobs} job${jobs > 1 ? 's' : ''}, ${runner.where})`);
-  const running = runner.start({ tool: 'pg_restore', args, env: pgEnv(conn), stdin: input.stdin });
+  logger.info(`restoring ${backup.id} into ${conn.database} (${jobs} job${jobs > 1 ? 's' : ''}, ${runner.where}${early ? ', checking tables as they finish' : ''})`);
+  // With --verbose, stderr is mostly progress: errors and warnings are kept apart for the message.
+  const problems: string[] = [];
+  const running = runner.start({
+    tool: 'pg_restore',
+    args,
+    env: pgEnv(conn),
+    stdin: input.stdin,
+    ...(early
+      ? {
+          onStderrLine: (line: string) => {
+            early.onLine(line);
+            if (!isRestoreProgressLine(line) && problems.length < 200) problems.push(line);
+          },
+        }
+      : {}),
+  });
   running.stdout.resume();
   const result = await running.done;
   if (result.exitCode !== 0) {
-    throw failure('PG_RESTORE_FAILED', `pg_restore into ${conn.database} failed (${describeExit(result)}): ${lastLines(result.stderr)}`, {
-      fix: /role .* does not exist/.test(result.stderr) ? 'the target server lacks roles of the source: restore globals.sql first, or pass --no-owner' : 'read the pg_restore error above',
+    await early?.close();
+    const stderr = early ? problems.join('\n') : result.stderr;
+    throw failure('PG_RESTORE_FAILED', `pg_restore into ${conn.database} failed (${describeExit(result)}): ${lastLines(stderr)}`, {
+      fix: /role .* does not exist/.test(stderr) ? 'the target server lacks roles of the source: restore globals.sql first, or pass --no-owner' : 'read the pg_restore error above',
     });
   }
   const restoreSeconds = (Date.now() - started) / 1000;
-  options.onRestored?.();
   const checkStarted = Date.now();
   const analyze = options.analyze !== false;
   const session = PsqlSession.open(runner, conn);
-  // ANALYZE in a second session, alongside the counts: both scan the restored tables.
+  // ANALYZE in its own session, alongside the counts: both scan the restored tables.
   const analyzer = analyze ? PsqlSession.open(runner, conn) : undefined;
   try {
     const analyzed = analyzer?.exec('ANALYZE');
-    // A failed count must not leave the ANALYZE promise unhandled.
-    analyzed?.catch(() => {});
-    const actualCounts = await exactRowCounts(session);
+    const finished = early?.finish();
+    // Without early checks, a drill's amcheck runs alongside the counts (it reads only the indexes).
+    const indexes = options.indexCheck && !early ? checkAllBtreeIndexes(() => PsqlSession.open(runner, conn), 1) : undefined;
+    // A failure in one must not leave the others' promises unhandled.
+    for (const p of [analyzed, finished, indexes]) p?.catch(() => {});
     const actualFingerprint = await schemaFingerprint(session);
+    const actualCounts = finished ? (await finished).counts : await exactRowCounts(session);
+    const indexOutcome = finished ? (await finished).indexes : await indexes;
     await analyzed;
     const mismatches = compareCounts(backup.metadata.rowCounts, actualCounts);
     const rowCounts = { ok: mismatches.length === 0, tables: Object.keys(actualCounts).length, rows: Object.values(actualCounts).reduce((a, b) => a + b, 0), mismatches };
     const fingerprint = { ok: actualFingerprint === backup.metadata.schemaFingerprint, expected: backup.metadata.schemaFingerprint, actual: actualFingerprint };
     logger.info(`${rowCounts.ok ? 'ok  ' : 'FAIL'} row counts: ${rowCounts.tables} tables, ${rowCounts.rows} rows${mismatches.length ? `; ${mismatches.length} differ (${mismatches.slice(0, 3).map((m) => `${m.table} ${m.actual}/${m.expected}`).join(', ')})` : ''}`);
     logger.info(`${fingerprint.ok ? 'ok  ' : 'FAIL'} schema fingerprint ${actualFingerprint}`);
-    return { ok: rowCounts.ok && fingerprint.ok, database: conn.database, rowCounts, schemaFingerprint: fingerprint, analyzed: analyze, restoreSeconds, checkSeconds: (Date.now() - checkStarted) / 1000 };
+    return {
+      ok: rowCounts.ok && fingerprint.ok,
+      database: conn.database,
+      rowCounts,
+      schemaFingerprint: fingerprint,
+      analyzed: analyze,
+      ...(indexOutcome ? { indexes: indexOutcome } : {}),
+      countedDuringRestore: finished ? (await finished).earlyCounted : 0,
+      restoreSeconds,
+      checkSeconds: (Date.now() - checkStarted) / 1000,
+    };
   } finally {
-    await Promise.all([session.close(), analyzer?.close()]);
+    await Promise.all([session.close(), analyzer?.close(), early?.close()]);
   }
 }
 

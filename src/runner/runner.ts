@@ -13,6 +13,8 @@ export interface ToolInvocation {
   /** Where the tool's stdin comes from; default: nothing. */
   stdin?: Readable;
   cwd?: string;
+  /** Called with each complete line the tool writes to stderr (progress output), unmasked: do not log it as is. */
+  onStderrLine?: (line: string) => void;
 }
 
 export interface ToolResult {
@@ -52,10 +54,19 @@ function spawnStreaming(command: string, args: string[], invocation: ToolInvocat
   }
   let stderr = '';
   child.stderr!.setEncoding('utf8');
+  let partialLine = '';
   child.stderr!.on('data', (chunk: string) => {
     stderr += chunk;
     if (stderr.length > STDERR_LIMIT) stderr = stderr.slice(-STDERR_LIMIT);
+    if (invocation.onStderrLine) {
+      const lines = (partialLine + chunk).split('\n');
+      partialLine = lines.pop()!;
+      // A runaway line without a newline is not kept whole.
+      if (partialLine.length > STDERR_LIMIT) partialLine = partialLine.slice(-STDERR_LIMIT);
+      for (const line of lines) invocation.onStderrLine(line);
+    }
   });
+  if (invocation.onStderrLine) child.stderr!.on('end', () => partialLine && invocation.onStderrLine!(partialLine));
   if (invocation.stdin) {
     invocation.stdin.pipe(child.stdin!);
     // The tool may exit before reading all of stdin; that is reported through its exit code.

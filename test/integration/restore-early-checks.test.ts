@@ -1,0 +1,130 @@
+// Checks taken while a parallel pg_restore still runs: each table counted once pg_restore reports
+// its data loaded, each index checked once built. The result must equal checking afterwards,
+// including for names that the `pg_restore --list` and --verbose lines cannot spell unambiguously.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Catalog } from '../../src/catalog/store';
+import { createMemoryLogger } from '../../src/logger';
+import { findBackup } from '../../src/postgres/metadata';
+import { restoreIntoFreshDatabase } from '../../src/postgres/restore';
+import { BtreeIndexChecker, checkAllBtreeIndexes } from '../../src/postgres/amcheck';
+import { parseDataItems, isRestoreProgressLine } from '../../src/postgres/restore-pipeline';
+import { PsqlSession } from '../../src/runner/psql';
+import { LocalRunner } from '../../src/runner/runner';
+import { lifeline } from '../helpers/cli';
+import { adminConn, createDatabase, createSampleDatabase, dropDatabase, sql, tableCounts, tempDir } from '../helpers/db';
+
+const noEnv = { DATABASE_URL: undefined, REDIS_URL: undefined, LIFELINE_STORE: undefined, LIFELINE_ENV: undefined, LIFELINE_CONFIG: undefined };
+
+describe('checks during a parallel restore', () => {
+  let source: Awaited<ReturnType<typeof createSampleDatabase>>;
+  const store = tempDir('lifeline-early-');
+  const created: string[] = [];
+  let backupId: string;
+
+  beforeAll(async () => {
+    source = await createSampleDatabase(2, 'esrc');
+    // Names with spaces, a table name used in two schemas, and an empty table.
+    await sql(
+      [
+        'CREATE SCHEMA "odd schema"',
+        'CREATE TABLE "odd schema"."order items" (id int PRIMARY KEY, note text)',
+        'INSERT INTO "odd schema"."order items" SELECT g, \'n\' || g FROM generate_series(1, 1234) g',
+        'CREATE INDEX "odd note idx" ON "odd schema"."order items" (note)',
+        'CREATE SCHEMA archive',
+        'CREATE TABLE archive.orders (id int PRIMARY KEY)',
+        'INSERT INTO archive.orders SELECT generate_series(1, 77)',
+        'CREATE TABLE public.empty_table (id int)',
+      ].join('; '),
+      source.name,
+    );
+    const run = await lifeline(['backup', '--store', store.path, '--database-url', source.url, '--json'], { env: noEnv });
+    expect(run.code, run.stderr).toBe(0);
+    backupId = JSON.parse(run.stdout).id;
+  });
+  afterAll(async () => {
+    for (const name of [source.name, ...created]) await dropDatabase(name);
+    store.cleanup();
+  });
+
+  const backup = () => findBackup(new Catalog(store.path), 'default', backupId);
+
+  it('counts tables and checks indexes while pg_restore runs, with the same result as afterwards', async () => {
+    const early = { ...adminConn(), database: `eearly_${Date.now()}` };
+    const late = { ...adminConn(), database: `elate_${Date.now()}` };
+    created.push(early.database, late.database);
+    const withEarly = await restoreIntoFreshDatabase({ backup: await backup(), runner: new LocalRunner(), target: early, jobs: 2, indexCheck: true, logger: createMemoryLogger() });
+    const afterwards = await restoreIntoFreshDatabase({ backup: await backup(), runner: new LocalRunner(), target: late, jobs: 2, indexCheck: true, earlyChecks: false, logger: createMemoryLogger() });
+
+    expect(withEarly.ok).toBe(true);
+    expect(withEarly.rowCounts.mismatches).toEqual([]);
+    // Every table with a TABLE DATA item was counted during the restore, the odd names included.
+    const withData = Object.keys((await backup()).metadata.rowCounts).length;
+    expect(withEarly.countedDuringRestore).toBe(withData);
+    expect(afterwards.countedDuringRestore).toBe(0);
+    expect(withEarly.rowCounts).toEqual(afterwards.rowCounts);
+    expect(withEarly.schemaFingerprint).toEqual(afterwards.schemaFingerprint);
+    const counts = await tableCounts(early.database);
+    expect(counts['"odd schema"."order items"']).toBe(1234);
+    expect(withEarly.indexes).toMatchObject({ passed: true, checked: afterwards.indexes!.checked });
+    expect(withEarly.indexes!.checked).toBeGreaterThan(5);
+  });
+
+  it('reports the pg_restore error itself, not its progress lines, when a parallel restore fails', async () => {
+    // A target that already has one of the archive's schemas: CREATE SCHEMA fails, and --exit-on-error stops.
+    const target = await createDatabase('efail');
+    created.push(target.name);
+    await sql('CREATE SCHEMA "odd schema"', target.name);
+    const error = await restoreIntoFreshDatabase({ backup: await backup(), runner: new LocalRunner(), target: target.conn, jobs: 2, logger: createMemoryLogger() }).catch((e: Error) => e);
+    expect(error).toMatchObject({ code: 'PG_RESTORE_FAILED' });
+    expect((error as Error).message).toMatch(/already exists/);
+    expect((error as Error).message).not.toMatch(/launching item|finished item|processing item/);
+  });
+
+  it('amcheck finds an index whose order no longer holds, in every way the checks run', async () => {
+    // The classic amcheck test: build an index with one comparison function, then reverse the function.
+    const db = await createDatabase('ebad');
+    created.push(db.name);
+    await sql(
+      [
+        "CREATE FUNCTION lifeline_cmp(int4, int4) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT btint4cmp($1, $2)'",
+        'CREATE OPERATOR CLASS lifeline_ops FOR TYPE int4 USING btree AS OPERATOR 1 <, OPERATOR 2 <=, OPERATOR 3 =, OPERATOR 4 >=, OPERATOR 5 >, FUNCTION 1 lifeline_cmp(int4, int4)',
+        'CREATE TABLE t (x int PRIMARY KEY)',
+        'INSERT INTO t SELECT generate_series(1, 2000)',
+        'CREATE INDEX t_bad ON t (x lifeline_ops)',
+        "CREATE OR REPLACE FUNCTION lifeline_cmp(int4, int4) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT btint4cmp($2, $1)'",
+      ].join('; '),
+      db.name,
+    );
+    const open = () => PsqlSession.open(new LocalRunner(), db.conn);
+    for (const parallel of [1, 2]) {
+      const outcome = await checkAllBtreeIndexes(open, parallel);
+      expect(outcome.passed).toBe(false);
+      expect(outcome.broken.map((b) => b.index)).toEqual(['t_bad']);
+      expect(outcome.detail).toMatch(/^1 of \d+ indexes fail: t_bad \(.*order/);
+      expect(outcome.checked).toBeGreaterThan(10);
+    }
+    for (const alone of [false, true]) {
+      const session = open();
+      try {
+        const checker = new BtreeIndexChecker(session);
+        await checker.sweep({ alone });
+        await checker.sweep({ alone });
+        expect(checker.outcome()).toMatchObject({ passed: false, broken: [{ index: 't_bad' }] });
+      } finally {
+        await session.close();
+      }
+    }
+  });
+
+  it('parses the table of contents and tells progress from problems', () => {
+    const items = parseDataItems(['; Archive created at 2026-11-22', '3389; 0 16390 TABLE DATA public tenants postgres', '3400; 0 16500 TABLE DATA odd schema order items postgres', '3226; 2606 16412 CONSTRAINT public locations locations_pkey postgres'].join('\n'));
+    expect([...items.entries()]).toEqual([
+      [3389, 'public tenants postgres'],
+      [3400, 'odd schema order items postgres'],
+    ]);
+    expect(isRestoreProgressLine('pg_restore: finished item 3390 TABLE DATA locations')).toBe(true);
+    expect(isRestoreProgressLine('pg_restore: error: could not execute query: ERROR:  schema "x" already exists')).toBe(false);
+    expect(isRestoreProgressLine('Command was: CREATE SCHEMA x;')).toBe(false);
+    expect(isRestoreProgressLine('pg_restore: warning: errors ignored on restore: 1')).toBe(false);
+  });
+});
