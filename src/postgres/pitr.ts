@@ -1,4 +1,4 @@
-import { chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { failure } from '../errors';
@@ -8,7 +8,7 @@ import type { PgConnection } from '../runner/postgres-env';
 import { PsqlSession } from '../runner/psql';
 import { lastLines, LocalRunner } from '../runner/runner';
 import type { EnvironmentSettings } from '../settings/resolve';
-import { startThrowawayCluster, type ThrowawayCluster } from './cluster';
+import { removeInBackground, startThrowawayCluster, sweepAbandonedTrash, type ThrowawayCluster } from './cluster';
 import { parseRecoveryTargetTime, requirePhysical, restorePhysicalToTime, stanzaInfo, type PhysicalBackupInfo, type StanzaInfo } from './pgbackrest';
 
 export interface PointInTimeCluster {
@@ -59,11 +59,12 @@ export async function restorePointInTime(settings: EnvironmentSettings, targetTi
     });
   }
   const baseBackup = candidates[candidates.length - 1]!;
+  sweepAbandonedTrash(tmpdir());
   const base = mkdtempSync(join(tmpdir(), 'lifeline-pitr-'));
   let cluster: ThrowawayCluster | undefined;
   const cleanup = async () => {
     await cluster?.stop();
-    rmSync(base, { recursive: true, force: true });
+    removeInBackground(base);
   };
   try {
     chownToPostgres(base);
