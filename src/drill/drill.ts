@@ -8,6 +8,7 @@ import { findBackup, listBackups, type BackupEntry } from '../postgres/metadata'
 import { parseRecoveryTargetTime, requirePhysical, stanzaInfo, type StanzaInfo } from '../postgres/pgbackrest';
 import { restorePointInTime, type PointInTimeCluster } from '../postgres/pitr';
 import { restoreIntoFreshDatabase, type RestoreCheckReport } from '../postgres/restore';
+import { restoreRedisIsolated } from '../redis/restore';
 import { verifyBackup } from '../postgres/verify';
 import { parsePgUrl, quoteIdent, quoteLiteral, withDatabase, type PgConnection } from '../runner/postgres-env';
 import { PsqlSession, queryOnce } from '../runner/psql';
@@ -55,7 +56,7 @@ interface StepResult {
 type Executor = () => Promise<StepResult>;
 
 /** Phases that make up RTO: what a real restore would spend, not the drill's own set-up. */
-const RTO_STEPS = new Set<RunbookStepId>(['verify-backup', 'restore', 'check-data', 'check-indexes', 'smoke-queries', 'start-app']);
+const RTO_STEPS = new Set<RunbookStepId>(['verify-backup', 'restore', 'check-data', 'check-indexes', 'restore-redis', 'smoke-queries', 'start-app']);
 
 /**
  * A restore drill: walks the environment's runbook steps (the same list `lifeline runbook`
@@ -199,6 +200,11 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
       if (done) return { checks: [{ name: done.name, passed: done.passed, detail: `${done.detail} (checked as pg_restore built them)` }] };
       return { checks: [await checkBtreeIndexes(openCheckSession)] };
     },
+    'restore-redis': async () => {
+      // Into a private redis-server, never the live one: the snapshot must load and hold its keys.
+      const redis = await restoreRedisIsolated(backup!, { binDir: settings.redis?.binDir, logger });
+      return { checks: [{ name: 'redis snapshot loads with its keys', passed: redis.ok, detail: redis.detail }] };
+    },
     'smoke-queries': async () => {
       const outcomes: CheckOutcome[] = [];
       for (const query of smokeQueries) outcomes.push(await runSmokeQuery(openCheckSession, query));
@@ -207,6 +213,11 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
     'start-app': async () => ({ checks: [await checkApplicationStarts({ settings, catalog, logger, conn: checkConn! })] }),
   };
   if (smokeQueries.length === 0) delete executors['smoke-queries'];
+  const skipReasons: Partial<Record<RunbookStepId, string>> = {};
+  if (mode === 'logical' && !backup?.metadata.files.redis) {
+    delete executors['restore-redis'];
+    skipReasons['restore-redis'] = `backup ${backup?.id} holds no Redis snapshot`;
+  }
   if (!settings.drill.appCheck || mode === 'pitr') delete executors['start-app'];
 
   const steps = restoreSteps(settings, mode);
@@ -215,8 +226,9 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
     for (const step of steps) {
       const executor = executors[step.id];
       if (!executor) {
-        stepRecords.push({ id: step.id, title: step.title, status: 'skipped', detail: step.drillSkips ?? 'not performed by a drill' });
-        if (step.id === 'smoke-queries' || step.id === 'start-app') checks.push({ step: step.id, name: step.title, status: 'skipped', detail: step.drillSkips ?? 'not performed by a drill' });
+        const why = skipReasons[step.id] ?? step.drillSkips ?? 'not performed by a drill';
+        stepRecords.push({ id: step.id, title: step.title, status: 'skipped', detail: why });
+        if (step.id === 'smoke-queries' || step.id === 'start-app' || step.id === 'restore-redis') checks.push({ step: step.id, name: step.title, status: 'skipped', detail: why });
         continue;
       }
       if (stopped) {

@@ -5,7 +5,7 @@ import type { EnvironmentSettings } from '../settings/resolve';
 export type RestoreMode = 'logical' | 'pitr';
 
 /** The step ids the drill knows how to carry out; every other step is one only a real restore performs. */
-export type RunbookStepId = 'stop-writes' | 'select-backup' | 'verify-backup' | 'restore' | 'check-data' | 'check-indexes' | 'smoke-queries' | 'start-app' | 'switch-over';
+export type RunbookStepId = 'stop-writes' | 'select-backup' | 'verify-backup' | 'restore' | 'check-data' | 'check-indexes' | 'restore-redis' | 'smoke-queries' | 'start-app' | 'switch-over';
 
 export interface RunbookStep {
   id: RunbookStepId;
@@ -121,6 +121,19 @@ export function restoreSteps(settings: EnvironmentSettings, mode: RestoreMode = 
       verification: 'no index reports corruption',
       owner,
     },
+  );
+  // Redis holds runtime data (cache, rate limits, realtime state) that backups snapshot beside the dump.
+  if (settings.redis && mode === 'logical') {
+    const service = settings.redis.service;
+    steps.push({
+      id: 'restore-redis',
+      title: "Restore Redis from the backup's snapshot",
+      command: service ? `lifeline redis-restore ${flags} --backup <backup-id> --confirm ${service}` : `lifeline redis-restore ${flags} --backup <backup-id> --confirm <redis service> (set redis.service first)`,
+      verification: 'redis-cli PING answers PONG and the key count equals the snapshot\'s (keys with a TTL may have expired)',
+      owner,
+    });
+  }
+  steps.push(
     {
       id: 'smoke-queries',
       title: "Run the operator's smoke queries",
