@@ -65,6 +65,24 @@ export async function bestOf(n: number, run: () => Promise<Measurement>): Promis
   return best!;
 }
 
+/**
+ * Best of `n` runs of each side, interleaved (bare, Lifeline, bare, ...), so that drift on a shared
+ * machine hits both alike. `before` runs unmeasured ahead of every run (e.g. a CHECKPOINT, so no
+ * run pays for the previous one's dirty buffers).
+ */
+export async function compareInterleaved(n: number, bare: () => Promise<Measurement>, lifeline: () => Promise<Measurement>, before?: () => Promise<void>): Promise<{ bare: Measurement; lifeline: Measurement }> {
+  let bestBare: Measurement | undefined;
+  let bestLifeline: Measurement | undefined;
+  const better = (best: Measurement | undefined, m: Measurement) => (!best || m.seconds < best.seconds ? { seconds: m.seconds, peakRssMb: Math.max(m.peakRssMb, best?.peakRssMb ?? 0) } : { ...best, peakRssMb: Math.max(best.peakRssMb, m.peakRssMb) });
+  for (let i = 0; i < n; i++) {
+    await before?.();
+    bestBare = better(bestBare, await bare());
+    await before?.();
+    bestLifeline = better(bestLifeline, await lifeline());
+  }
+  return { bare: bestBare!, lifeline: bestLifeline! };
+}
+
 export function formatRows(rows: BenchRow[]): string {
   const lines = ['| benchmark | lifeline s | bare s | ratio | target | lifeline peak MB | verdict |', '|---|---|---|---|---|---|---|'];
   for (const r of rows) {
