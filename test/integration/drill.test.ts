@@ -94,6 +94,15 @@ describe('lifeline drill, drills and gate against real PostgreSQL', () => {
     expect(JSON.parse((await cli(['drills', '--json'])).stdout)).toHaveLength(drillsBefore);
   });
 
+  it('refuses the live database under an address that is not a loopback spelling, by its system identifier', async () => {
+    // 0.0.0.0 reaches this host's server, but names no loopback host: only pg_control_system() can tell.
+    const before = await tableCounts(live.name);
+    const run = await cli(['drill', '--target', live.url.replace('127.0.0.1', '0.0.0.0')]);
+    expect(run.code, run.stderr).toBe(3);
+    expect(run.stderr).toMatch(/is the live database under another address \(same system identifier \d+\)/);
+    expect(await tableCounts(live.name)).toEqual(before);
+  });
+
   it('restores into a given isolated database, then drops what it created', async () => {
     const target = drillTargetUrl();
     const run = await cli(['drill', '--target', target, '--json']);
