@@ -86,7 +86,14 @@ export function parseFlags(command: CommandSpec, args: string[]): Record<string,
     throw usageError('BAD_FLAGS', `lifeline ${command.name}: ${message}`, `see lifeline ${command.name} --help`);
   }
   const values: Record<string, RawValue> = {};
-  for (const [key, value] of Object.entries(parsed.values)) values[key] = value as RawValue;
+  for (const [key, value] of Object.entries(parsed.values)) {
+    // A flag whose own name starts with no- (--no-owner): allowNegative reads it as owner=false.
+    if (value === false && !(key in options) && options[`no-${key}`]?.type === 'boolean') {
+      values[`no-${key}`] = true;
+      continue;
+    }
+    values[key] = value as RawValue;
+  }
   if (parsed.positionals.length > 0) {
     if (!command.positional || parsed.positionals.length > 1) {
       throw usageError('BAD_ARGUMENT', `lifeline ${command.name}: unexpected argument "${parsed.positionals[0]}"`, `see lifeline ${command.name} --help`);
