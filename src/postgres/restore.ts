@@ -10,7 +10,7 @@ import { describeExit, lastLines, runText, LocalRunner, type Runner } from '../r
 import type { HookConfig } from '../settings/schema';
 import { createBackup } from './backup';
 import { checkConnection, maskedUrl } from './connection';
-import { exactRowCounts, schemaFingerprint, userTables } from './inspect';
+import { analyzeUserTables, exactRowCounts, schemaFingerprint, userTables } from './inspect';
 import type { BackupEntry } from './metadata';
 import { archiveInput, verifyBackup } from './verify';
 import { checkAllBtreeIndexes, type IndexCheckOutcome } from './amcheck';
@@ -125,10 +125,9 @@ export async function restoreArchiveInto(conn: PgConnection, options: RestoreArc
   const checkStarted = Date.now();
   const analyze = options.analyze !== false;
   const session = PsqlSession.open(runner, conn);
-  // ANALYZE in its own session, alongside the counts: both scan the restored tables.
-  const analyzer = analyze ? PsqlSession.open(runner, conn) : undefined;
   try {
-    const analyzed = analyzer?.exec('ANALYZE');
+    // ANALYZE of the restored tables over two sessions, alongside the remaining counts and the fingerprint.
+    const analyzed = analyze ? analyzeUserTables(() => PsqlSession.open(runner, conn), 2) : undefined;
     const finished = early?.finish();
     // Without early checks, a drill's amcheck runs alongside the counts (it reads only the indexes).
     const indexes = options.indexCheck && !early ? checkAllBtreeIndexes(() => PsqlSession.open(runner, conn), 1) : undefined;
@@ -155,7 +154,7 @@ export async function restoreArchiveInto(conn: PgConnection, options: RestoreArc
       checkSeconds: (Date.now() - checkStarted) / 1000,
     };
   } finally {
-    await Promise.all([session.close(), analyzer?.close(), early?.close()]);
+    await Promise.all([session.close(), early?.close()]);
   }
 }
 

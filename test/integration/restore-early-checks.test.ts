@@ -11,7 +11,7 @@ import { parseDataItems, isRestoreProgressLine } from '../../src/postgres/restor
 import { PsqlSession } from '../../src/runner/psql';
 import { LocalRunner } from '../../src/runner/runner';
 import { lifeline } from '../helpers/cli';
-import { adminConn, createDatabase, createSampleDatabase, dropDatabase, sql, tableCounts, tempDir } from '../helpers/db';
+import { adminConn, createDatabase, createSampleDatabase, dropDatabase, query, sql, tableCounts, tempDir } from '../helpers/db';
 
 const noEnv = { DATABASE_URL: undefined, REDIS_URL: undefined, LIFELINE_STORE: undefined, LIFELINE_ENV: undefined, LIFELINE_CONFIG: undefined };
 
@@ -67,6 +67,9 @@ describe('checks during a parallel restore', () => {
     expect(counts['"odd schema"."order items"']).toBe(1234);
     expect(withEarly.indexes).toMatchObject({ passed: true, checked: afterwards.indexes!.checked });
     expect(withEarly.indexes!.checked).toBeGreaterThan(5);
+    // ANALYZE ran on the restored tables (planner statistics exist), odd names included.
+    const analyzed = await query<{ t: string }>(`SELECT DISTINCT schemaname || '.' || tablename AS t FROM pg_stats WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1`, early.database);
+    expect(analyzed.map((r) => r.t)).toEqual(expect.arrayContaining(['archive.orders', 'odd schema.order items', 'public.orders', 'public.order_items']));
   });
 
   it('reports the pg_restore error itself, not its progress lines, when a parallel restore fails', async () => {
