@@ -119,13 +119,22 @@ describe('point-in-time recovery through pgBackRest', () => {
     });
     expect(report.checks.find((c: { name: string }) => c.name.startsWith('smoke:')).detail).toBe('returned 1,2,3');
     expect(report.rto.seconds).toBeGreaterThan(0);
-    expect(report.rpo.seconds).toBeNull();
+    // RPO of a point-in-time recovery: how far behind the live server the WAL archive is.
+    expect(report.rpo.seconds).toBeGreaterThanOrEqual(0);
+    expect(report.rpo.seconds).toBeLessThan(3600);
+    expect(report.rpo).toMatchObject({ targetSeconds: 3600, met: true });
+    expect(report.rpo.note).toMatch(/WAL archive lag: the live server last archived [0-9A-F]{24} at /);
 
     const wrong = join(work.path, 'pitr-wrong.sql');
     writeFileSync(wrong, ['-- expect: 2,3,4,5', "SELECT string_agg(id::text, ',' ORDER BY id) FROM orders", ''].join('\n'));
     const failing = await lifeline(['drill', '--pitr', noted, '--smoke-sql', wrong, '--json', '--config', configPath, '--env', 'production', '--store', join(work.path, 'store')], { env: { DATABASE_URL: liveUrl } });
     expect(failing.code).toBe(1);
     expect(JSON.parse(failing.stdout).failures).toEqual([expect.stringMatching(/returned 1,2,3, expected 2,3,4,5$/)]);
+
+    // An RPO target the archive lag exceeds fails the drill, and says why.
+    const tight = await lifeline(['drill', '--pitr', noted, '--rpo', '1s', '--json', '--config', configPath, '--env', 'production', '--store', join(work.path, 'store')], { env: { DATABASE_URL: liveUrl } });
+    expect(tight.code).toBe(1);
+    expect(JSON.parse(tight.stdout).failures).toEqual([expect.stringMatching(/^RPO missed the target 1s: the newest archived WAL is .+ behind the live server$/)]);
   });
 
   it('fails fast, with the reason, for a target past the newest archived WAL', async () => {
