@@ -154,6 +154,7 @@ function readLog(path: string): string {
 
 /** The server's own fatal error, not the refusals our connection attempts got while it recovered. */
 function serverFatal(log: string): string | undefined {
-  const fatals = log.split('\n').filter((line) => /FATAL:/.test(line) && !/not accepting connections|is starting up|is shutting down/.test(line));
+  // Refusals of our own connection attempts, whatever state the server was in, are not its error.
+  const fatals = log.split('\n').filter((line) => /FATAL:/.test(line) && !/not accepting connections|is starting up|is shutting down|is in recovery mode/.test(line));
   return fatals.pop()?.replace(/^.*?FATAL:\s*/, 'FATAL: ');
 }

@@ -50,10 +50,14 @@ export class EarlyRestoreChecks {
 
   /** Feed every stderr line of `pg_restore --verbose` here. */
   onLine(line: string): void {
-    const match = /^pg_restore: finished item (\d+) (TABLE DATA|INDEX|CONSTRAINT) /.exec(line);
-    if (!match) return;
-    if (match[2] === 'TABLE DATA') {
-      const rest = this.dataItems.get(Number(match[1]));
+    // The workers share stderr and write "pg_restore: " and the message separately, so under load
+    // one line can hold another's prefix, or two messages: look for every report anywhere in it.
+    for (const item of finishedItems(line)) this.onFinished(item.id, item.kind);
+  }
+
+  private onFinished(id: number, kind: string): void {
+    if (kind === 'TABLE DATA') {
+      const rest = this.dataItems.get(id);
       if (rest !== undefined && !this.countsBroken) this.countQueue = this.countQueue.then(() => this.countEarly(rest));
     } else if (this.options.indexCheck && !this.indexesBroken && !this.indexSweepQueued) {
       // Indexes finish in bursts: one queued sweep picks up everything built by the time it runs.
@@ -71,14 +75,17 @@ export class EarlyRestoreChecks {
         `SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE c.relkind = 'r' AND starts_with(${literal(`${rest} `)}, n.nspname || ' ' || c.relname || ' ')`,
       );
-      if (names.length !== 1) return;
+      if (names.length !== 1) {
+        this.options.logger.debug(`could not tell which table "${rest}" is (${names.length} candidates): it is counted after the restore`);
+        return;
+      }
       const name = names[0]!.name;
       const n = await this.countSession.queryValue<number | string>(`SELECT count(*)::bigint AS n FROM ${name}`);
       this.counts[name] = Number(n);
       this.earlyCounted++;
     } catch (error) {
       this.countsBroken = true;
-      this.options.logger.debug(`early row counts stopped (${(error as Error).message}); the rest is counted after the restore`);
+      this.options.logger.warn(`counting tables during the restore stopped (${(error as Error).message}); the rest is counted after it`);
     }
   }
 
@@ -92,7 +99,7 @@ export class EarlyRestoreChecks {
       this.earlyIndexSweeps++;
     } catch (error) {
       this.indexesBroken = true;
-      this.options.logger.debug(`early index checks stopped (${(error as Error).message}); the rest is checked after the restore`);
+      this.options.logger.warn(`checking indexes during the restore stopped (${(error as Error).message}); the rest is checked after it`);
     }
   }
 
@@ -137,6 +144,11 @@ export class EarlyRestoreChecks {
   }
 }
 
+/** The items a `pg_restore --verbose` stderr line reports finished (TABLE DATA, INDEX, CONSTRAINT), wherever they sit in it. */
+export function finishedItems(line: string): { id: number; kind: 'TABLE DATA' | 'INDEX' | 'CONSTRAINT' }[] {
+  return [...line.matchAll(/finished item (\d+) (TABLE DATA|INDEX|CONSTRAINT) /g)].map((m) => ({ id: Number(m[1]), kind: m[2] as 'TABLE DATA' | 'INDEX' | 'CONSTRAINT' }));
+}
+
 /** `3389; 0 16390 TABLE DATA public orders postgres` → 3389 → "public orders postgres". */
 export function parseDataItems(listing: string): Map<number, string> {
   const items = new Map<number, string>();
@@ -151,7 +163,11 @@ function literal(value: string): string {
   return `'${value.replace(/'/g, "''")}'`;
 }
 
-/** pg_restore --verbose progress lines, which are not errors; everything else it prints is kept for messages. */
+/**
+ * pg_restore --verbose progress lines, which are not errors; everything else it prints is kept for
+ * messages. A line counts as progress only when it names no error, warning, detail or hint
+ * anywhere: interleaved worker output can put an error after another worker's prefix.
+ */
 export function isRestoreProgressLine(line: string): boolean {
-  return /^pg_restore: (?!error:|warning:|detail:|hint:)/.test(line);
+  return line.startsWith('pg_restore: ') && !/(error|warning|detail|hint):/i.test(line);
 }

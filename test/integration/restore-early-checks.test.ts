@@ -7,7 +7,7 @@ import { createMemoryLogger } from '../../src/logger';
 import { findBackup } from '../../src/postgres/metadata';
 import { restoreIntoFreshDatabase } from '../../src/postgres/restore';
 import { BtreeIndexChecker, checkAllBtreeIndexes } from '../../src/postgres/amcheck';
-import { parseDataItems, isRestoreProgressLine } from '../../src/postgres/restore-pipeline';
+import { finishedItems, parseDataItems, isRestoreProgressLine } from '../../src/postgres/restore-pipeline';
 import { PsqlSession } from '../../src/runner/psql';
 import { LocalRunner } from '../../src/runner/runner';
 import { lifeline } from '../helpers/cli';
@@ -52,14 +52,15 @@ describe('checks during a parallel restore', () => {
     const early = { ...adminConn(), database: `eearly_${Date.now()}` };
     const late = { ...adminConn(), database: `elate_${Date.now()}` };
     created.push(early.database, late.database);
-    const withEarly = await restoreIntoFreshDatabase({ backup: await backup(), runner: new LocalRunner(), target: early, jobs: 2, indexCheck: true, logger: createMemoryLogger() });
+    const logger = createMemoryLogger();
+    const withEarly = await restoreIntoFreshDatabase({ backup: await backup(), runner: new LocalRunner(), target: early, jobs: 2, indexCheck: true, logger });
     const afterwards = await restoreIntoFreshDatabase({ backup: await backup(), runner: new LocalRunner(), target: late, jobs: 2, indexCheck: true, earlyChecks: false, logger: createMemoryLogger() });
 
     expect(withEarly.ok).toBe(true);
     expect(withEarly.rowCounts.mismatches).toEqual([]);
     // Every table with a TABLE DATA item was counted during the restore, the odd names included.
     const withData = Object.keys((await backup()).metadata.rowCounts).length;
-    expect(withEarly.countedDuringRestore).toBe(withData);
+    expect(withEarly.countedDuringRestore, logger.lines.join('\n')).toBe(withData);
     expect(afterwards.countedDuringRestore).toBe(0);
     expect(withEarly.rowCounts).toEqual(afterwards.rowCounts);
     expect(withEarly.schemaFingerprint).toEqual(afterwards.schemaFingerprint);
@@ -129,5 +130,15 @@ describe('checks during a parallel restore', () => {
     expect(isRestoreProgressLine('pg_restore: error: could not execute query: ERROR:  schema "x" already exists')).toBe(false);
     expect(isRestoreProgressLine('Command was: CREATE SCHEMA x;')).toBe(false);
     expect(isRestoreProgressLine('pg_restore: warning: errors ignored on restore: 1')).toBe(false);
+    // Two workers writing at once: one line can carry another's prefix.
+    expect(isRestoreProgressLine('pg_restore: pg_restore: error: could not execute query')).toBe(false);
+  });
+
+  it('finds every finished item in interleaved worker output', () => {
+    const seen: string[] = [];
+    for (const line of ['pg_restore: pg_restore: finished item 3390 TABLE DATA locations', 'finished item 3391 TABLE DATA menu_items', 'pg_restore: finished item 3226 CONSTRAINT locations locations_pkeypg_restore: finished item 3232 INDEX order_items_order_idx', 'pg_restore: launching item 3392 TABLE DATA orders', 'pg_restore: finished item 3240 FK CONSTRAINT locations locations_tenant_fk']) {
+      for (const item of finishedItems(line)) seen.push(`${item.id} ${item.kind}`);
+    }
+    expect(seen).toEqual(['3390 TABLE DATA', '3391 TABLE DATA', '3226 CONSTRAINT', '3232 INDEX']);
   });
 });
