@@ -53113,11 +53113,23 @@ function spawnStreaming(command, args, invocation, masker, childEnv) {
     }
     let stderr = '';
     child.stderr.setEncoding('utf8');
+    let partialLine = '';
     child.stderr.on('data', (chunk) => {
         stderr += chunk;
         if (stderr.length > STDERR_LIMIT)
             stderr = stderr.slice(-STDERR_LIMIT);
+        if (invocation.onStderrLine) {
+            const lines = (partialLine + chunk).split('\n');
+            partialLine = lines.pop();
+            // A runaway line without a newline is not kept whole.
+            if (partialLine.length > STDERR_LIMIT)
+                partialLine = partialLine.slice(-STDERR_LIMIT);
+            for (const line of lines)
+                invocation.onStderrLine(line);
+        }
     });
+    if (invocation.onStderrLine)
+        child.stderr.on('end', () => partialLine && invocation.onStderrLine(partialLine));
     if (invocation.stdin) {
         invocation.stdin.pipe(child.stdin);
         // The tool may exit before reading all of stdin; that is reported through its exit code.
@@ -53695,12 +53707,20 @@ async function userTables(session) {
  * Exact `count(*)` of every user table, in the session's current transaction (so inside the
  * dump's snapshot when called after `pg_export_snapshot()`).
  */
-async function exactRowCounts(session) {
+async function exactRowCounts(session, options = {}) {
     const tables = await userTables(session);
     const counts = {};
+    // Counts taken earlier (during a restore) are used as they are; only user tables are reported.
+    const todo = tables.filter((t) => {
+        const known = options.known?.[t];
+        if (known === undefined)
+            return true;
+        counts[t] = known;
+        return false;
+    });
     // One statement per batch keeps round trips few without building a huge query.
-    for (let i = 0; i < tables.length; i += 50) {
-        const batch = tables.slice(i, i + 50);
+    for (let i = 0; i < todo.length; i += 50) {
+        const batch = todo.slice(i, i + 50);
         const sql = batch.map((t) => `SELECT ${literal(t)} AS name, count(*)::bigint AS n FROM ${t}`).join(' UNION ALL ');
         for (const row of await session.query(sql))
             counts[row.name] = Number(row.n);
@@ -53782,6 +53802,38 @@ async function toolVersion(runner, tool) {
 }
 function literal(value) {
     return `'${value.replace(/'/g, "''")}'`;
+}
+/**
+ * ANALYZE of every user table, spread over `parallel` sessions (largest first, each table to the
+ * least loaded session): the restored data gets planner statistics in about half the time of one
+ * database-wide ANALYZE, which also re-analyzes every system catalog (autovacuum does those).
+ */
+async function analyzeUserTables(open, parallel = 2) {
+    const first = open();
+    const sessions = [first];
+    try {
+        const tables = await first.query(`SELECT format('%I.%I', n.nspname, c.relname) AS name, pg_table_size(c.oid) AS bytes
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'm', 'p') AND ${USER_SCHEMA_FILTER}
+        ORDER BY 2 DESC, 1`);
+        const groups = Array.from({ length: Math.max(1, Math.min(parallel, tables.length)) }, () => ({ names: [], bytes: 0 }));
+        for (const table of tables) {
+            const lightest = groups.reduce((a, b) => (b.bytes < a.bytes ? b : a));
+            lightest.names.push(table.name);
+            lightest.bytes += Number(table.bytes);
+        }
+        await Promise.all(groups.map(async (group, i) => {
+            const session = i === 0 ? first : open();
+            if (i > 0)
+                sessions.push(session);
+            // One statement per table: a failure names its table, and each finishes its own transaction.
+            for (const name of group.names)
+                await session.exec(`ANALYZE ${name}`);
+        }));
+    }
+    finally {
+        await Promise.all(sessions.map((s) => s.close()));
+    }
 }
 
 ;// CONCATENATED MODULE: ./src/postgres/progress.ts
@@ -54126,7 +54178,324 @@ async function recordVerification(catalog, entry, report, now = new Date()) {
     return { ...entry, metadata };
 }
 
+;// CONCATENATED MODULE: ./src/postgres/amcheck.ts
+const INDEX_CHECK_NAME = 'amcheck on B-tree indexes';
+/**
+ * `bt_index_check` on B-tree indexes, incrementally: each `sweep()` checks every valid, ready
+ * B-tree index of the database (system catalogs included) that no earlier sweep checked, so a
+ * restore can check indexes as pg_restore finishes them. One index per statement: the session
+ * never holds more than one table's lock, so it can delay a restore worker but never deadlock
+ * with one. An index that fails is reported by name with its error; the others are still checked.
+ */
+class BtreeIndexChecker {
+    session;
+    checked = new Set();
+    broken = [];
+    setupError;
+    setupDone;
+    constructor(session) {
+        this.session = session;
+    }
+    setup() {
+        this.setupDone ??= (async () => {
+            try {
+                await this.session.exec('CREATE EXTENSION IF NOT EXISTS amcheck');
+            }
+            catch (error) {
+                this.setupError = `cannot create the amcheck extension: ${error.message} (install postgresql-contrib; the drill user needs to be allowed to create it)`;
+                return;
+            }
+            await this.session.exec(`CREATE OR REPLACE FUNCTION pg_temp.lifeline_index_error(idx regclass) RETURNS text LANGUAGE plpgsql AS $fn$
+BEGIN
+  PERFORM bt_index_check(idx);
+  RETURN NULL;
+EXCEPTION WHEN OTHERS THEN
+  RETURN SQLERRM;
+END
+$fn$`);
+        })();
+        return this.setupDone;
+    }
+    /**
+     * Checks the indexes no earlier sweep checked. While a restore is still running, `alone: false`
+     * checks one index per statement (see above); once nothing else uses the database, one statement
+     * checks them all, which saves a round trip per index.
+     */
+    async sweep(options = {}) {
+        await this.setup();
+        if (this.setupError)
+            return;
+        const unchecked = this.checked.size ? ` AND c.oid <> ALL('{${[...this.checked].join(',')}}'::oid[])` : '';
+        const from = `FROM pg_index i
+JOIN pg_class c ON c.oid = i.indexrelid
+JOIN pg_am a ON a.oid = c.relam
+WHERE a.amname = 'btree' AND i.indisvalid AND i.indisready AND c.relpersistence <> 't'${unchecked}`;
+        if (options.alone !== false) {
+            const rows = await this.session.query(`SELECT c.oid::text AS oid, c.oid::regclass::text AS index, pg_temp.lifeline_index_error(c.oid::regclass) AS error ${from} ORDER BY 2`);
+            for (const row of rows)
+                this.record(row.oid, row.index, row.error);
+            return;
+        }
+        const indexes = await this.session.query(`SELECT c.oid::text AS oid, c.oid::regclass::text AS index ${from} ORDER BY 2`);
+        for (const index of indexes) {
+            const error = await this.session.queryValue(`SELECT pg_temp.lifeline_index_error(${Number(index.oid)}::oid::regclass) AS error`);
+            this.record(index.oid, index.index, error ?? null);
+        }
+    }
+    /** Creates the extension and the helper function; returns why it could not, if it could not. */
+    async prepare() {
+        await this.setup();
+        return this.setupError;
+    }
+    /** Checks exactly these indexes, in one statement. */
+    async checkOids(oids) {
+        await this.setup();
+        if (this.setupError || oids.length === 0)
+            return;
+        const rows = await this.session.query(`SELECT o::text AS oid, o::regclass::text AS index, pg_temp.lifeline_index_error(o::regclass) AS error FROM unnest('{${oids.map(Number).join(',')}}'::oid[]) AS o`);
+        for (const row of rows)
+            this.record(row.oid, row.index, row.error);
+    }
+    /** One outcome for several checkers that each checked a share of the indexes. */
+    static combine(checkers) {
+        return summarize(checkers.reduce((n, c) => n + c.checked.size, 0), checkers.flatMap((c) => c.broken), checkers.find((c) => c.setupError)?.setupError);
+    }
+    record(oid, index, error) {
+        this.checked.add(oid);
+        if (error !== null)
+            this.broken.push({ index, error });
+    }
+    outcome() {
+        return summarize(this.checked.size, this.broken, this.setupError);
+    }
+}
+function summarize(checked, found, setupError) {
+    if (setupError)
+        return { name: INDEX_CHECK_NAME, passed: false, detail: setupError, checked: 0, broken: [] };
+    const broken = [...found].sort((a, b) => a.index.localeCompare(b.index));
+    return {
+        name: INDEX_CHECK_NAME,
+        passed: broken.length === 0,
+        detail: broken.length ? `${broken.length} of ${checked} indexes fail: ${broken.slice(0, 3).map((b) => `${b.index} (${b.error})`).join('; ')}` : `${checked} indexes intact`,
+        checked,
+        broken,
+    };
+}
+/**
+ * amcheck on every valid B-tree index at once, spread over `parallel` sessions (largest indexes
+ * first, each to the least loaded session), for a database nothing else is using: a point-in-time
+ * copy after recovery, or a restore without early checks. Each session checks its share in one
+ * statement.
+ */
+async function checkAllBtreeIndexes(open, parallel = 2) {
+    const first = open();
+    const sessions = [first];
+    try {
+        const setupChecker = new BtreeIndexChecker(first);
+        const setupFailure = await setupChecker.prepare();
+        if (setupFailure)
+            return { name: INDEX_CHECK_NAME, passed: false, detail: setupFailure, checked: 0, broken: [] };
+        const indexes = await first.query(`SELECT c.oid::text AS oid, pg_relation_size(c.oid) AS bytes
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indexrelid
+JOIN pg_am a ON a.oid = c.relam
+WHERE a.amname = 'btree' AND i.indisvalid AND i.indisready AND c.relpersistence <> 't'
+ORDER BY 2 DESC, 1`);
+        const groups = Array.from({ length: Math.max(1, Math.min(parallel, indexes.length)) }, () => ({ oids: [], bytes: 0 }));
+        for (const index of indexes) {
+            const lightest = groups.reduce((a, b) => (b.bytes < a.bytes ? b : a));
+            lightest.oids.push(index.oid);
+            lightest.bytes += Number(index.bytes);
+        }
+        const checkers = groups.map((group, i) => {
+            const session = i === 0 ? first : open();
+            if (i > 0)
+                sessions.push(session);
+            const checker = i === 0 ? setupChecker : new BtreeIndexChecker(session);
+            return checker.checkOids(group.oids).then(() => checker);
+        });
+        const done = await Promise.all(checkers);
+        return BtreeIndexChecker.combine(done);
+    }
+    finally {
+        await Promise.all(sessions.map((s) => s.close()));
+    }
+}
+
+;// CONCATENATED MODULE: ./src/postgres/restore-pipeline.ts
+
+
+
+
+/**
+ * Checks that run while a parallel pg_restore is still working. pg_restore --verbose reports each
+ * item it finishes; a table is counted as soon as its TABLE DATA item is done (nothing in a
+ * restore changes its rows afterwards), and, when asked, amcheck looks at each index as soon as it
+ * is built. The tables and indexes it could not take early are checked by `finish()`, so the
+ * result is the same as checking after the restore, only most of the work is off the clock.
+ *
+ * Every statement touches one table, in autocommit: a check can make a restore worker wait for
+ * it (an ALTER TABLE ... ADD PRIMARY KEY waits for a count of that table), but cannot deadlock
+ * with one, because it never holds one table's lock while waiting for another.
+ */
+class EarlyRestoreChecks {
+    runner;
+    conn;
+    options;
+    /** TABLE DATA dump ids → the rest of their `pg_restore --list` line ("schema table owner"). */
+    dataItems;
+    counts = {};
+    countSession;
+    indexSession;
+    indexChecker;
+    countQueue = Promise.resolve();
+    indexQueue = Promise.resolve();
+    indexSweepQueued = false;
+    /** Set when an early check failed: everything left is then checked after the restore instead. */
+    countsBroken = false;
+    indexesBroken = false;
+    earlyCounted = 0;
+    earlyIndexSweeps = 0;
+    constructor(runner, conn, listing, options) {
+        this.runner = runner;
+        this.conn = conn;
+        this.options = options;
+        this.dataItems = parseDataItems(listing);
+    }
+    /** Reads the archive's table of contents (`pg_restore --list`, a few milliseconds) to map dump ids to tables. */
+    static async prepare(runner, conn, archive, options) {
+        const listing = await runText(runner, { tool: 'pg_restore', args: ['--list', archive] }).catch(() => undefined);
+        if (!listing || listing.exitCode !== 0)
+            return undefined;
+        return new EarlyRestoreChecks(runner, conn, listing.stdout, options);
+    }
+    /** Feed every stderr line of `pg_restore --verbose` here. */
+    onLine(line) {
+        // The workers share stderr and write "pg_restore: " and the message separately, so under load
+        // one line can hold another's prefix, or two messages: look for every report anywhere in it.
+        for (const item of finishedItems(line))
+            this.onFinished(item.id, item.kind);
+    }
+    onFinished(id, kind) {
+        if (kind === 'TABLE DATA') {
+            const rest = this.dataItems.get(id);
+            if (rest !== undefined && !this.countsBroken)
+                this.countQueue = this.countQueue.then(() => this.countEarly(rest));
+        }
+        else if (this.options.indexCheck && !this.indexesBroken && !this.indexSweepQueued) {
+            // Indexes finish in bursts: one queued sweep picks up everything built by the time it runs.
+            this.indexSweepQueued = true;
+            this.indexQueue = this.indexQueue.then(() => this.sweepEarly());
+        }
+    }
+    async countEarly(rest) {
+        if (this.countsBroken)
+            return;
+        try {
+            this.countSession ??= PsqlSession.open(this.runner, this.conn);
+            // The server resolves "schema table owner" to the table (names may hold spaces) and quotes it.
+            const names = await this.countSession.query(`SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE c.relkind = 'r' AND starts_with(${restore_pipeline_literal(`${rest} `)}, n.nspname || ' ' || c.relname || ' ')`);
+            if (names.length !== 1) {
+                this.options.logger.debug(`could not tell which table "${rest}" is (${names.length} candidates): it is counted after the restore`);
+                return;
+            }
+            const name = names[0].name;
+            const n = await this.countSession.queryValue(`SELECT count(*)::bigint AS n FROM ${name}`);
+            this.counts[name] = Number(n);
+            this.earlyCounted++;
+        }
+        catch (error) {
+            this.countsBroken = true;
+            this.options.logger.warn(`counting tables during the restore stopped (${error.message}); the rest is counted after it`);
+        }
+    }
+    async sweepEarly() {
+        this.indexSweepQueued = false;
+        if (this.indexesBroken)
+            return;
+        try {
+            this.indexSession ??= PsqlSession.open(this.runner, this.conn);
+            this.indexChecker ??= new BtreeIndexChecker(this.indexSession);
+            await this.indexChecker.sweep({ alone: false });
+            this.earlyIndexSweeps++;
+        }
+        catch (error) {
+            this.indexesBroken = true;
+            this.options.logger.warn(`checking indexes during the restore stopped (${error.message}); the rest is checked after it`);
+        }
+    }
+    /**
+     * Once pg_restore has exited 0: counts every table not counted yet (all of them when the early
+     * counts stopped) and, when asked, runs amcheck on every index not checked yet. `alongside` runs
+     * in the meantime on its own session (ANALYZE, the schema fingerprint).
+     */
+    async finish() {
+        await Promise.all([this.countQueue, this.indexQueue]);
+        const countsDone = (async () => {
+            const session = !this.countsBroken && this.countSession ? this.countSession : PsqlSession.open(this.runner, this.conn);
+            if (session !== this.countSession)
+                await this.countSession?.close();
+            this.countSession = session;
+            // Counts that were taken are right even when a later one failed.
+            return exactRowCounts(session, { known: this.counts });
+        })();
+        const indexesDone = (async () => {
+            if (!this.options.indexCheck)
+                return undefined;
+            if (this.indexesBroken || !this.indexSession) {
+                await this.indexSession?.close();
+                this.indexSession = PsqlSession.open(this.runner, this.conn);
+                this.indexChecker = new BtreeIndexChecker(this.indexSession);
+            }
+            await this.indexChecker.sweep({ alone: true });
+            return this.indexChecker.outcome();
+        })();
+        try {
+            const [counts, indexes] = await Promise.all([countsDone, indexesDone]);
+            this.options.logger.debug(`checks during the restore: ${this.earlyCounted} tables counted, ${this.earlyIndexSweeps} index sweeps`);
+            return { counts, indexes, earlyCounted: this.earlyCounted };
+        }
+        finally {
+            await this.close();
+        }
+    }
+    async close() {
+        await Promise.allSettled([this.countQueue, this.indexQueue]);
+        await Promise.all([this.countSession?.close(), this.indexSession?.close()]);
+        this.countSession = undefined;
+        this.indexSession = undefined;
+    }
+}
+/** The items a `pg_restore --verbose` stderr line reports finished (TABLE DATA, INDEX, CONSTRAINT), wherever they sit in it. */
+function finishedItems(line) {
+    return [...line.matchAll(/finished item (\d+) (TABLE DATA|INDEX|CONSTRAINT) /g)].map((m) => ({ id: Number(m[1]), kind: m[2] }));
+}
+/** `3389; 0 16390 TABLE DATA public orders postgres` → 3389 → "public orders postgres". */
+function parseDataItems(listing) {
+    const items = new Map();
+    for (const line of listing.split('\n')) {
+        const match = /^(\d+); \d+ \d+ TABLE DATA (.+)$/.exec(line);
+        if (match)
+            items.set(Number(match[1]), match[2].trimEnd());
+    }
+    return items;
+}
+function restore_pipeline_literal(value) {
+    return `'${value.replace(/'/g, "''")}'`;
+}
+/**
+ * pg_restore --verbose progress lines, which are not errors; everything else it prints is kept for
+ * messages. A line counts as progress only when it names no error, warning, detail or hint
+ * anywhere: interleaved worker output can put an error after another worker's prefix.
+ */
+function isRestoreProgressLine(line) {
+    return line.startsWith('pg_restore: ') && !/(error|warning|detail|hint):/i.test(line);
+}
+
 ;// CONCATENATED MODULE: ./src/postgres/restore.ts
+
+
 
 
 
@@ -54151,49 +54520,89 @@ function requireDestructiveConfirmation(database, confirm) {
 /**
  * Runs pg_restore into `conn` (an existing, empty database), then checks it against backup.json:
  * exact row counts per table, the schema fingerprint, and ANALYZE so the planner has statistics.
- * Throws when pg_restore fails; check mismatches are in the report (`ok: false`).
+ * With parallel jobs, tables are counted (and indexes checked, when asked) as pg_restore finishes
+ * them, so little is left once it exits. Throws when pg_restore fails; check mismatches are in the
+ * report (`ok: false`).
  */
 async function restoreArchiveInto(conn, options) {
     const { backup, runner, logger } = options;
     const archive = (0,external_node_path_.join)(backup.dir, backup.metadata.files.postgres.name);
     const input = archiveInput(runner, archive);
     const jobs = input.stdin ? 1 : Math.max(1, options.jobs ?? 2);
+    // Early checks need to see each table once its data is committed: parallel restores only.
+    const early = jobs > 1 && options.earlyChecks !== false ? await EarlyRestoreChecks.prepare(runner, conn, archive, { indexCheck: Boolean(options.indexCheck), logger }) : undefined;
     const args = [
         `--dbname=${conninfoDbname(conn.database)}`,
         ...(options.exitOnError === false ? [] : ['--exit-on-error']),
         ...(jobs > 1 ? [`--jobs=${jobs}`] : ['--single-transaction']),
         ...(options.noOwner ? ['--no-owner', '--no-privileges'] : []),
+        ...(early ? ['--verbose'] : []),
         ...input.args,
     ];
     const started = Date.now();
-    logger.info(`restoring ${backup.id} into ${conn.database} (${jobs} job${jobs > 1 ? 's' : ''}, ${runner.where})`);
-    const running = runner.start({ tool: 'pg_restore', args, env: pgEnv(conn), stdin: input.stdin });
+    logger.info(`restoring ${backup.id} into ${conn.database} (${jobs} job${jobs > 1 ? 's' : ''}, ${runner.where}${early ? ', checking tables as they finish' : ''})`);
+    // With --verbose, stderr is mostly progress: errors and warnings are kept apart for the message.
+    const problems = [];
+    const running = runner.start({
+        tool: 'pg_restore',
+        args,
+        env: pgEnv(conn),
+        stdin: input.stdin,
+        ...(early
+            ? {
+                onStderrLine: (line) => {
+                    early.onLine(line);
+                    if (!isRestoreProgressLine(line) && problems.length < 200)
+                        problems.push(line);
+                },
+            }
+            : {}),
+    });
     running.stdout.resume();
     const result = await running.done;
     if (result.exitCode !== 0) {
-        throw (0,errors/* failure */.V2)('PG_RESTORE_FAILED', `pg_restore into ${conn.database} failed (${describeExit(result)}): ${lastLines(result.stderr)}`, {
-            fix: /role .* does not exist/.test(result.stderr) ? 'the target server lacks roles of the source: restore globals.sql first, or pass --no-owner' : 'read the pg_restore error above',
+        await early?.close();
+        const stderr = early ? problems.join('\n') : result.stderr;
+        throw (0,errors/* failure */.V2)('PG_RESTORE_FAILED', `pg_restore into ${conn.database} failed (${describeExit(result)}): ${lastLines(stderr)}`, {
+            fix: /role .* does not exist/.test(stderr) ? 'the target server lacks roles of the source: restore globals.sql first, or pass --no-owner' : 'read the pg_restore error above',
         });
     }
     const restoreSeconds = (Date.now() - started) / 1000;
     const checkStarted = Date.now();
+    const analyze = options.analyze !== false;
     const session = PsqlSession.open(runner, conn);
-    // ANALYZE in a second session, alongside the counts: both scan the restored tables.
-    const analyzer = PsqlSession.open(runner, conn);
     try {
-        const analyzed = analyzer.exec('ANALYZE');
-        const actualCounts = await exactRowCounts(session);
+        // ANALYZE of the restored tables over two sessions, alongside the remaining counts and the fingerprint.
+        const analyzed = analyze ? analyzeUserTables(() => PsqlSession.open(runner, conn), 2) : undefined;
+        const finished = early?.finish();
+        // Without early checks, a drill's amcheck runs alongside the counts (it reads only the indexes).
+        const indexes = options.indexCheck && !early ? checkAllBtreeIndexes(() => PsqlSession.open(runner, conn), 1) : undefined;
+        // A failure in one must not leave the others' promises unhandled.
+        for (const p of [analyzed, finished, indexes])
+            p?.catch(() => { });
         const actualFingerprint = await schemaFingerprint(session);
+        const actualCounts = finished ? (await finished).counts : await exactRowCounts(session);
+        const indexOutcome = finished ? (await finished).indexes : await indexes;
         await analyzed;
         const mismatches = compareCounts(backup.metadata.rowCounts, actualCounts);
         const rowCounts = { ok: mismatches.length === 0, tables: Object.keys(actualCounts).length, rows: Object.values(actualCounts).reduce((a, b) => a + b, 0), mismatches };
         const fingerprint = { ok: actualFingerprint === backup.metadata.schemaFingerprint, expected: backup.metadata.schemaFingerprint, actual: actualFingerprint };
         logger.info(`${rowCounts.ok ? 'ok  ' : 'FAIL'} row counts: ${rowCounts.tables} tables, ${rowCounts.rows} rows${mismatches.length ? `; ${mismatches.length} differ (${mismatches.slice(0, 3).map((m) => `${m.table} ${m.actual}/${m.expected}`).join(', ')})` : ''}`);
         logger.info(`${fingerprint.ok ? 'ok  ' : 'FAIL'} schema fingerprint ${actualFingerprint}`);
-        return { ok: rowCounts.ok && fingerprint.ok, database: conn.database, rowCounts, schemaFingerprint: fingerprint, analyzed: true, restoreSeconds, checkSeconds: (Date.now() - checkStarted) / 1000 };
+        return {
+            ok: rowCounts.ok && fingerprint.ok,
+            database: conn.database,
+            rowCounts,
+            schemaFingerprint: fingerprint,
+            analyzed: analyze,
+            ...(indexOutcome ? { indexes: indexOutcome } : {}),
+            countedDuringRestore: finished ? (await finished).earlyCounted : 0,
+            restoreSeconds,
+            checkSeconds: (Date.now() - checkStarted) / 1000,
+        };
     }
     finally {
-        await Promise.all([session.close(), analyzer.close()]);
+        await Promise.all([session.close(), early?.close()]);
     }
 }
 function compareCounts(expected, actual) {
@@ -65246,6 +65655,34 @@ const retention = object({
     keepWeekly: schemas_number().int().min(0).optional(),
 })
     .strict();
+/** Names the docker CLI itself reads: a container variable of that name would redirect or break the CLI that starts it. */
+const DOCKER_CLI_VARIABLE = /^(DOCKER_.*|PATH|HOME)$/;
+const DOCKER_CLI_VARIABLE_MESSAGE = 'not DOCKER_*, PATH or HOME: the docker CLI that starts the container reads those itself; give the application another name';
+const containerVariable = envVarName.refine((name) => !DOCKER_CLI_VARIABLE.test(name), DOCKER_CLI_VARIABLE_MESSAGE);
+/** Checked per key here: zod reports a bad record key only as "Invalid key in record". */
+const containerEnv = record(schemas_string(), schemas_string()).superRefine((env, ctx) => {
+    for (const name of Object.keys(env)) {
+        const message = !/^[A-Za-z_][A-Za-z0-9_]*$/.test(name) ? 'an environment variable name such as APP_PORT' : DOCKER_CLI_VARIABLE.test(name) ? DOCKER_CLI_VARIABLE_MESSAGE : undefined;
+        if (message)
+            ctx.addIssue({ code: 'custom', path: [name], message });
+    }
+});
+const appCheck = object({
+    /** The image to start; default: the api image of the release running in this environment (deploy history). */
+    image: schemas_string().min(1, 'an image reference such as registry.example.com/shop/api:v42').optional(),
+    /** The variable the application reads its database URL from; it gets the restored database's URL. */
+    databaseUrlEnv: containerVariable.optional(),
+    /** Answers 2xx once the application is up; the container runs on the host network, so a 127.0.0.1 URL. */
+    healthUrl: schemas_string()
+        .url('an http URL such as http://127.0.0.1:8000/health')
+        .refine((url) => /^https?:\/\//i.test(url), 'an http:// or https:// URL such as http://127.0.0.1:8000/health'),
+    timeout: schema_duration.optional(),
+    /** Extra variables for the container (passed through the environment of the docker CLI, never on its command line). */
+    env: containerEnv.optional(),
+    /** Overrides the image's command, e.g. ["uvicorn", "app.main:app", "--port", "8000"]. */
+    command: array(schemas_string().min(1)).min(1, 'at least the program to run, e.g. ["uvicorn", "app.main:app"]').optional(),
+})
+    .strict();
 const drill = object({
     /** Oldest acceptable passing drill for the release gate. */
     maxAge: schema_duration.optional(),
@@ -65255,7 +65692,7 @@ const drill = object({
     /** Window over which the largest gap between backups counts toward RPO. */
     window: schema_duration.optional(),
     /** Run the api image against the restored data and wait for its health. */
-    appCheck: object({ image: schemas_string().min(1).optional(), healthUrl: schemas_string().url(), env: record(schemas_string(), schemas_string()).optional() }).strict().optional(),
+    appCheck: appCheck.optional(),
 })
     .strict();
 const tenantCollection = object({
@@ -65668,7 +66105,16 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
             targetUrl: drillTarget,
             smokeSql: abs(drillCfg.smokeSql),
             windowSeconds: drillCfg.window ? parseDuration(drillCfg.window, `environments.${name}.drill.window`) : 7 * 86400,
-            appCheck: drillCfg.appCheck,
+            appCheck: drillCfg.appCheck
+                ? {
+                    image: drillCfg.appCheck.image,
+                    databaseUrlEnv: drillCfg.appCheck.databaseUrlEnv ?? 'DATABASE_URL',
+                    healthUrl: drillCfg.appCheck.healthUrl,
+                    timeoutSeconds: drillCfg.appCheck.timeout ? positiveDuration(drillCfg.appCheck.timeout, `environments.${name}.drill.appCheck.timeout`, 'give the application time to start, e.g. 60s') : 60,
+                    env: drillCfg.appCheck.env ?? {},
+                    command: drillCfg.appCheck.command,
+                }
+                : undefined,
         },
         tenants: {
             format: tenantsCfg.format ?? 'ndjson',
@@ -65697,6 +66143,12 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
         storage,
         secrets,
     };
+}
+function positiveDuration(value, keyPath, fix) {
+    const seconds = parseDuration(value, keyPath);
+    if (seconds <= 0)
+        throw (0,errors/* usageError */.Wp)('BAD_DURATION', `${keyPath}: "${value}" is zero`, fix);
+    return seconds;
 }
 function resolveStorage(config, env) {
     const credentialEnv = { accessKeyId: config.accessKeyIdEnv ?? 'AWS_ACCESS_KEY_ID', secretAccessKey: config.secretAccessKeyEnv ?? 'AWS_SECRET_ACCESS_KEY' };
@@ -66281,6 +66733,30 @@ class ComposeDriver {
             health: c.State.Health?.Status,
         }));
     }
+    /**
+     * Follows the engine's container events for the project (health changes, starts, deaths) and
+     * calls `onEvent` for each, so a health wait can look again at once instead of at its next poll.
+     * Best effort: if `docker events` cannot run, nothing is called and polling alone decides. The
+     * stream ends by itself after `untilSeconds`, so even a killed Lifeline leaves no follower behind.
+     */
+    watchEvents(onEvent, untilSeconds) {
+        const filters = ['--filter', 'type=container', ...['health_status', 'start', 'die', 'destroy'].flatMap((e) => ['--filter', `event=${e}`])];
+        if (this.project.projectName)
+            filters.push('--filter', `label=com.docker.compose.project=${normalizeProjectName(this.project.projectName)}`);
+        // Unix times: events from now on only, and a stream that ends by itself.
+        const now = Math.floor(Date.now() / 1000);
+        let running;
+        try {
+            running = this.runner.start({ tool: 'docker', args: ['events', ...filters, '--since', String(now), '--until', String(now + Math.ceil(untilSeconds) + 5), '--format', '{{.ID}}'] });
+        }
+        catch {
+            return { stop() { } };
+        }
+        running.stdout.on('data', () => onEvent());
+        running.stdout.on('error', () => { });
+        running.done.catch(() => { });
+        return { stop: () => running?.kill('SIGTERM') };
+    }
     /** The last lines a service logged, for the failure message; never throws. */
     async logsTail(service, lines, overrideFile) {
         const result = await runText(this.runner, composeInvocation(this.project, ['logs', '--no-color', '--tail', String(lines), service], overrideFile)).catch((error) => ({
@@ -66334,6 +66810,18 @@ async function waitForHealth(driver, targets, options) {
     const deadline = started + options.timeoutSeconds * 1000;
     const pending = new Map(targets.map((t) => [t.service, t]));
     const lastSeen = new Map();
+    // The engine's events wake the wait as soon as a container changes (a healthcheck passing, a
+    // crash), so Lifeline notices within milliseconds, not at its next poll; polling stays the rule.
+    const wake = new Wakeup();
+    const watcher = driver.watchEvents(() => wake.notify(), options.timeoutSeconds);
+    try {
+        return await pollHealth(driver, options, started, deadline, pending, lastSeen, wake);
+    }
+    finally {
+        watcher.stop();
+    }
+}
+async function pollHealth(driver, options, started, deadline, pending, lastSeen, wake) {
     // Listing goes through Compose (slow with v1); afterwards only `docker inspect` polls the known ids.
     let known;
     for (;;) {
@@ -66364,7 +66852,32 @@ async function waitForHealth(driver, targets, options) {
             const [service] = pending.keys();
             return { healthy: false, elapsedMs: Date.now() - started, service: service, reason: `not healthy within ${options.timeoutSeconds}s (last seen: ${lastSeen.get(service) ?? 'nothing'})` };
         }
-        await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+        await wake.wait(Math.min(POLL_MS, Math.max(deadline - Date.now(), 0)));
+    }
+}
+/** A sleep that an event cuts short; an event that arrived while nobody waited is not lost. */
+class Wakeup {
+    pending = false;
+    wakeWaiter;
+    notify() {
+        this.pending = true;
+        this.wakeWaiter?.();
+    }
+    wait(ms) {
+        if (this.pending) {
+            this.pending = false;
+            return Promise.resolve();
+        }
+        return new Promise((resolve) => {
+            const done = () => {
+                clearTimeout(timer);
+                this.wakeWaiter = undefined;
+                this.pending = false;
+                resolve();
+            };
+            const timer = setTimeout(done, ms);
+            this.wakeWaiter = done;
+        });
     }
 }
 async function judge(target, containers) {
@@ -67390,6 +67903,7 @@ function formatHistory(env, events) {
 
 
 
+
 const OS_USER = 'postgres';
 function clusterUser() {
     return process.getuid?.() === 0 ? OS_USER : undefined;
@@ -67419,6 +67933,8 @@ async function startThrowawayCluster(options = {}) {
     if (!binDir) {
         throw (0,errors/* failure */.V2)('NO_POSTGRES_SERVER', 'no PostgreSQL server binaries (initdb, pg_ctl) were found', { fix: 'install them (Debian: apt-get install postgresql) or set postgres.binDir in lifeline.yml' });
     }
+    if (!options.parentDir)
+        sweepAbandonedTrash((0,external_node_os_.tmpdir)());
     const base = (0,external_node_fs_.mkdtempSync)((0,external_node_path_.join)(options.parentDir ?? (0,external_node_os_.tmpdir)(), 'lifeline-pg-'));
     giveToClusterUser(base);
     const dataDir = options.existingDataDir ?? (0,external_node_path_.join)(base, 'data');
@@ -67433,7 +67949,7 @@ async function startThrowawayCluster(options = {}) {
     const cleanup = async () => {
         if (started)
             await stopPostmaster(dataDir);
-        (0,external_node_fs_.rmSync)(base, { recursive: true, force: true });
+        removeInBackground(base);
     };
     try {
         if (!options.existingDataDir) {
@@ -67490,7 +68006,11 @@ async function startThrowawayCluster(options = {}) {
         stop: cleanup,
     };
 }
-/** Stops a cluster by the pid in its postmaster.pid (fast shutdown), never by name. */
+/**
+ * Stops a throwaway cluster by the pid in its postmaster.pid, never by name. Immediate shutdown
+ * (SIGQUIT): its data directory is deleted next, so the shutdown checkpoint a fast shutdown would
+ * write (seconds after a 1 GB point-in-time recovery) is wasted work.
+ */
 async function stopPostmaster(dataDir) {
     let pid;
     try {
@@ -67500,7 +68020,53 @@ async function stopPostmaster(dataDir) {
         return;
     }
     if (pid > 0)
-        await stopPid(pid, 'SIGINT', 30000);
+        await stopPid(pid, 'SIGQUIT', 30000);
+}
+const TRASH_SUFFIX = '.lifeline-trash';
+/**
+ * Deletes a stopped throwaway cluster's directory without making the caller wait: deleting a
+ * gigabyte of data files takes seconds on a disk mounted with `discard`. The directory is renamed
+ * at once (its path is free immediately) and a detached `rm -rf` removes it; if that cannot start,
+ * it is removed here. A removal cut short (a runner killing orphans) is finished by the next
+ * throwaway cluster's start (sweepAbandonedTrash).
+ */
+function removeInBackground(dir) {
+    const trash = `${dir}${TRASH_SUFFIX}`;
+    try {
+        (0,external_node_fs_.renameSync)(dir, trash);
+    }
+    catch {
+        (0,external_node_fs_.rmSync)(dir, { recursive: true, force: true });
+        return;
+    }
+    try {
+        const child = (0,external_node_child_process_.spawn)('rm', ['-rf', '--', trash], { detached: true, stdio: 'ignore' });
+        child.on('error', () => (0,external_node_fs_.rmSync)(trash, { recursive: true, force: true }));
+        child.unref();
+    }
+    catch {
+        (0,external_node_fs_.rmSync)(trash, { recursive: true, force: true });
+    }
+}
+/** Removes trash directories left by removals that were cut short (older than ten minutes). */
+function sweepAbandonedTrash(parent) {
+    let names;
+    try {
+        names = (0,external_node_fs_.readdirSync)(parent).filter((n) => n.startsWith('lifeline-') && n.endsWith(TRASH_SUFFIX));
+    }
+    catch {
+        return;
+    }
+    for (const name of names) {
+        const path = (0,external_node_path_.join)(parent, name);
+        try {
+            if (Date.now() - (0,external_node_fs_.statSync)(path).mtimeMs > 10 * 60 * 1000)
+                (0,external_node_fs_.rmSync)(path, { recursive: true, force: true });
+        }
+        catch {
+            // gone already, or not ours to remove
+        }
+    }
 }
 
 ;// CONCATENATED MODULE: ./src/postgres/pitr.ts
@@ -67540,11 +68106,12 @@ async function restorePointInTime(settings, targetTime, logger, options = {}) {
         });
     }
     const baseBackup = candidates[candidates.length - 1];
+    sweepAbandonedTrash((0,external_node_os_.tmpdir)());
     const base = (0,external_node_fs_.mkdtempSync)((0,external_node_path_.join)((0,external_node_os_.tmpdir)(), 'lifeline-pitr-'));
     let cluster;
     const cleanup = async () => {
         await cluster?.stop();
-        (0,external_node_fs_.rmSync)(base, { recursive: true, force: true });
+        removeInBackground(base);
     };
     try {
         chownToPostgres(base);
@@ -67629,8 +68196,149 @@ function readLog(path) {
 }
 /** The server's own fatal error, not the refusals our connection attempts got while it recovered. */
 function serverFatal(log) {
-    const fatals = log.split('\n').filter((line) => /FATAL:/.test(line) && !/not accepting connections|is starting up|is shutting down/.test(line));
+    // Refusals of our own connection attempts, whatever state the server was in, are not its error.
+    const fatals = log.split('\n').filter((line) => /FATAL:/.test(line) && !/not accepting connections|is starting up|is shutting down|is in recovery mode/.test(line));
     return fatals.pop()?.replace(/^.*?FATAL:\s*/, 'FATAL: ');
+}
+
+;// CONCATENATED MODULE: ./src/drill/app-check.ts
+
+
+
+
+
+
+const APP_CHECK_NAME = 'application starts on the restored data';
+const app_check_POLL_MS = 250;
+const app_check_HTTP_TIMEOUT_MS = 2000;
+const app_check_LOG_TAIL_LINES = 20;
+/** The image to start and where it came from: the configured one, else the api image of the running release. */
+async function appCheckImage(settings, catalog) {
+    const configured = settings.drill.appCheck?.image;
+    if (configured)
+        return { image: configured, source: 'drill.appCheck.image' };
+    const current = currentRelease(await readHistory(catalog, settings.name));
+    if (!current?.deployment)
+        return undefined;
+    const entry = await catalog.get(settings.name, 'deployments', current.deployment, DEPLOYMENT_METADATA);
+    const apiService = settings.compose.services.api.name;
+    const image = entry?.metadata.images?.[apiService];
+    return image ? { image, source: `the ${apiService} image of the running release ${current.release ?? entry.metadata.release} (deployment ${current.deployment})` } : undefined;
+}
+/**
+ * Starts the application image against the restored database and waits for its health URL to
+ * answer 2xx: the data is only restored when the application can run on it. The container uses
+ * the host network (the restored database listens on 127.0.0.1) and is removed by id afterwards,
+ * whatever happened. The database URL reaches the container through the docker CLI's environment
+ * (`-e NAME`), never its command line, and its password is masked in everything this reports.
+ */
+async function checkApplicationStarts(options) {
+    const { settings, logger, conn } = options;
+    const config = settings.drill.appCheck;
+    const masker = new SecretMasker();
+    masker.add(conn.password);
+    if (conn.password)
+        logger.secret(conn.password);
+    const fail = (detail) => ({ name: APP_CHECK_NAME, passed: false, detail: masker.mask(detail) });
+    if (conn.host.startsWith('/')) {
+        return fail(`the restored database listens on a Unix socket only (${conn.host}), which the application container cannot reach; drill into a throwaway cluster or a --target URL on 127.0.0.1`);
+    }
+    const chosen = await appCheckImage(settings, options.catalog);
+    if (!chosen) {
+        return fail(`no image to start: drill.appCheck.image is not set and no release deployed by Lifeline is recorded for environment ${settings.name}; set drill.appCheck.image in lifeline.yml (e.g. registry.example.com/shop/api:v42)`);
+    }
+    // Something already answering the URL (the live api on the same host, say) would pass the check for the wrong application.
+    const before = await app_check_httpStatus(config.healthUrl);
+    if (before.answered) {
+        return fail(`${config.healthUrl} already answers (${before.detail}) before the drill's container started, so its answer would not prove anything; run the drill's application on a free port (through drill.appCheck.env or command) and point drill.appCheck.healthUrl at it`);
+    }
+    const runner = options.runner ?? new LocalRunner({ masker });
+    const containerEnv = { ...config.env, [config.databaseUrlEnv]: formatPgUrl(conn) };
+    logger.info(`starting ${chosen.image} (${chosen.source}) on the host network with ${config.databaseUrlEnv}=${masker.mask(formatPgUrl({ ...conn, password: conn.password ? '***' : undefined }))}`);
+    const run = await runText(runner, { tool: 'docker', args: runArgs(settings.name, config, chosen.image, Object.keys(containerEnv)), env: containerEnv });
+    const id = run.stdout.trim().split('\n').at(-1)?.trim() ?? '';
+    if (run.exitCode !== 0 || !/^[0-9a-f]{12,64}$/.test(id)) {
+        if (/^[0-9a-f]{12,64}$/.test(id))
+            await removeContainer(runner, id, logger);
+        return fail(`docker run ${chosen.image} failed (${describeExit(run)}): ${tail(masker.mask(run.stderr), 5)}`);
+    }
+    try {
+        return await waitForApplication(runner, id, config, chosen.image, masker, fail);
+    }
+    finally {
+        await removeContainer(runner, id, logger);
+    }
+}
+function runArgs(environment, config, image, envNames) {
+    return [
+        'run',
+        '-d',
+        // Host network only: the restored database is on 127.0.0.1, and no Docker network is ever created.
+        '--network',
+        'host',
+        '--rm=false',
+        '--label',
+        `lifeline.drill.environment=${environment}`,
+        ...envNames.flatMap((name) => ['-e', name]),
+        image,
+        ...(config.command ?? []),
+    ];
+}
+async function waitForApplication(runner, id, config, image, masker, fail) {
+    const started = Date.now();
+    const deadline = started + config.timeoutSeconds * 1000;
+    let last = 'no answer yet';
+    for (;;) {
+        const answer = await app_check_httpStatus(config.healthUrl);
+        const elapsed = formatDuration((Date.now() - started) / 1000);
+        if (answer.ok)
+            return { name: APP_CHECK_NAME, passed: true, detail: `${config.healthUrl} answered ${answer.detail} after ${elapsed} (${image})` };
+        last = answer.detail;
+        const state = await containerState(runner, id);
+        if (state && !state.running) {
+            return fail(`container ${id.slice(0, 12)} of ${image} ${state.status} (exit code ${state.exitCode}) after ${elapsed} before ${config.healthUrl} answered 2xx; its last log lines:\n${await logsTail(runner, id, masker)}`);
+        }
+        if (Date.now() >= deadline) {
+            return fail(`${config.healthUrl} did not answer 2xx within ${formatDuration(config.timeoutSeconds)} (last: ${last}) from ${image}; the container's last log lines:\n${await logsTail(runner, id, masker)}`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, app_check_POLL_MS));
+    }
+}
+async function containerState(runner, id) {
+    const result = await runText(runner, { tool: 'docker', args: ['inspect', '--type', 'container', '--format', '{{.State.Running}} {{.State.Status}} {{.State.ExitCode}}', id] }).catch(() => undefined);
+    if (!result || result.exitCode !== 0)
+        return undefined;
+    const [running, status, exitCode] = result.stdout.trim().split(' ');
+    return { running: running === 'true', status: status ?? 'unknown', exitCode: Number(exitCode) };
+}
+/** The container's last log lines (stdout, then stderr: the two streams come back apart), masked; never throws. */
+async function logsTail(runner, id, masker) {
+    const result = await runText(runner, { tool: 'docker', args: ['logs', '--tail', String(app_check_LOG_TAIL_LINES), id] }).catch((error) => ({ exitCode: 1, stdout: '', stderr: error.message }));
+    if (result.exitCode !== 0)
+        return `(could not read its logs: ${tail(masker.mask(result.stderr), 2)})`;
+    const text = [result.stdout, result.stderr].map((s) => s.trim()).filter(Boolean).join('\n');
+    return text ? tail(masker.mask(text), app_check_LOG_TAIL_LINES) : '(it logged nothing)';
+}
+async function removeContainer(runner, id, logger) {
+    const result = await runText(runner, { tool: 'docker', args: ['rm', '-f', id] }).catch((error) => ({ exitCode: 1, stderr: error.message, signal: null }));
+    if (result.exitCode !== 0)
+        logger.warn(`could not remove the drill's application container ${id.slice(0, 12)}: ${tail(result.stderr, 2)}; remove it with docker rm -f ${id}`);
+}
+/** `answered`: any HTTP response at all; `ok`: a 2xx one. */
+async function app_check_httpStatus(url) {
+    try {
+        const response = await fetch(url, { signal: AbortSignal.timeout(app_check_HTTP_TIMEOUT_MS), redirect: 'manual' });
+        await response.body?.cancel();
+        return { ok: response.status >= 200 && response.status < 300, answered: true, detail: `HTTP ${response.status}` };
+    }
+    catch (error) {
+        const cause = error.cause;
+        return { ok: false, answered: false, detail: cause?.code ?? cause?.message ?? error.message };
+    }
+}
+function tail(text, count) {
+    const lines = text.trim().split('\n').filter(Boolean);
+    return lines.length ? lines.slice(-count).join('\n') : '(no output)';
 }
 
 ;// CONCATENATED MODULE: ./src/drill/smoke.ts
@@ -67710,38 +68418,11 @@ function smokeValueText(value) {
 
 ;// CONCATENATED MODULE: ./src/drill/checks.ts
 
-/**
- * `bt_index_check` on every valid B-tree index of the database (system catalogs included). Each
- * index is checked inside a function that catches its error, so one corrupt index is reported
- * by name and the others are still checked.
- */
-async function checkBtreeIndexes(session) {
-    try {
-        await session.exec('CREATE EXTENSION IF NOT EXISTS amcheck');
-    }
-    catch (error) {
-        return { name: 'amcheck on B-tree indexes', passed: false, detail: `cannot create the amcheck extension: ${error.message} (install postgresql-contrib; the drill user needs to be allowed to create it)` };
-    }
-    await session.exec(`CREATE OR REPLACE FUNCTION pg_temp.lifeline_index_error(idx regclass) RETURNS text LANGUAGE plpgsql AS $fn$
-BEGIN
-  PERFORM bt_index_check(idx);
-  RETURN NULL;
-EXCEPTION WHEN OTHERS THEN
-  RETURN SQLERRM;
-END
-$fn$`);
-    const rows = await session.query(`SELECT c.oid::regclass::text AS index, pg_temp.lifeline_index_error(c.oid::regclass) AS error
-FROM pg_index i
-JOIN pg_class c ON c.oid = i.indexrelid
-JOIN pg_am a ON a.oid = c.relam
-WHERE a.amname = 'btree' AND i.indisvalid AND i.indisready AND c.relpersistence <> 't'
-ORDER BY 1`);
-    const broken = rows.filter((r) => r.error !== null);
-    return {
-        name: 'amcheck on B-tree indexes',
-        passed: broken.length === 0,
-        detail: broken.length ? `${broken.length} of ${rows.length} indexes fail: ${broken.slice(0, 3).map((b) => `${b.index} (${b.error})`).join('; ')}` : `${rows.length} indexes intact`,
-    };
+
+/** `bt_index_check` on every valid B-tree index of the database (system catalogs included), over two sessions. */
+async function checkBtreeIndexes(open) {
+    const { name, passed, detail } = await checkAllBtreeIndexes(open, 2);
+    return { name, passed, detail };
 }
 /** Runs each smoke query in its own session (a failing query must not hide the others). */
 async function runSmokeQuery(open, query) {
@@ -68019,6 +68700,7 @@ function restoreSteps(settings, mode = 'logical', options = {}) {
     const pgbr = physical ? `pgbackrest${physical.configFile ? ` --config=${show(physical.configFile)}` : ''} --stanza=${physical.stanza}` : 'pgbackrest';
     const rpo = settings.rpoSeconds !== undefined ? formatDuration(settings.rpoSeconds) : 'the RPO target';
     const smoke = settings.drill.smokeSql ? show(settings.drill.smokeSql) : undefined;
+    const appCheck = settings.drill.appCheck;
     const steps = [
         {
             id: 'stop-writes',
@@ -68077,7 +68759,19 @@ function restoreSteps(settings, mode = 'logical', options = {}) {
         command: `psql "$DATABASE_URL" -c 'CREATE EXTENSION IF NOT EXISTS amcheck' -c 'SELECT bt_index_check(c.oid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam WHERE a.amname = $$btree$$ AND i.indisvalid'`,
         verification: 'no index reports corruption',
         owner,
-    }, {
+    });
+    // Redis holds runtime data (cache, rate limits, realtime state) that backups snapshot beside the dump.
+    if (settings.redis && mode === 'logical') {
+        const service = settings.redis.service;
+        steps.push({
+            id: 'restore-redis',
+            title: "Restore Redis from the backup's snapshot",
+            command: service ? `lifeline redis-restore ${flags} --backup <backup-id> --confirm ${service}` : `lifeline redis-restore ${flags} --backup <backup-id> --confirm <redis service> (set redis.service first)`,
+            verification: 'redis-cli PING answers PONG and the key count equals the snapshot\'s (keys with a TTL may have expired)',
+            owner,
+        });
+    }
+    steps.push({
         id: 'smoke-queries',
         title: "Run the operator's smoke queries",
         command: `psql "$DATABASE_URL" -f ${smoke ?? '<smoke.sql>'}`,
@@ -68087,10 +68781,12 @@ function restoreSteps(settings, mode = 'logical', options = {}) {
     }, {
         id: 'start-app',
         title: 'Start the application on the restored data',
-        command: `${compose} up -d ${api.name}`,
-        verification: api.healthUrl ? `${api.healthUrl} answers 2xx` : 'the api service reports healthy',
+        command: appCheck
+            ? `docker run -d --network host -e ${appCheck.databaseUrlEnv}=<restored database URL> ${appCheck.image ?? `<the ${api.name} image of the running release>`}${appCheck.command ? ` ${appCheck.command.join(' ')}` : ''}`
+            : `${compose} up -d ${api.name}`,
+        verification: appCheck ? `${appCheck.healthUrl} answers 2xx within ${formatDuration(appCheck.timeoutSeconds)}` : api.healthUrl ? `${api.healthUrl} answers 2xx` : 'the api service reports healthy',
         owner,
-        drillSkips: settings.drill.appCheck ? 'drill.appCheck is configured but not implemented yet: the drill does not start the application' : 'no drill.appCheck configured',
+        ...(appCheck && mode === 'logical' ? {} : { drillSkips: appCheck ? 'the point-in-time cluster listens on a Unix socket only, which the application container cannot reach' : 'no drill.appCheck configured' }),
     }, {
         id: 'switch-over',
         title: 'Reopen writes and tell the restaurants',
@@ -68180,8 +68876,10 @@ function renderRunbookText(runbook, only) {
 
 
 
+
+
 /** Phases that make up RTO: what a real restore would spend, not the drill's own set-up. */
-const RTO_STEPS = new Set(['verify-backup', 'restore', 'check-data', 'check-indexes', 'smoke-queries']);
+const RTO_STEPS = new Set(['verify-backup', 'restore', 'check-data', 'check-indexes', 'restore-redis', 'smoke-queries', 'start-app']);
 /**
  * A restore drill: walks the environment's runbook steps (the same list `lifeline runbook`
  * prints), performing each one the drill can perform against an isolated database, records
@@ -68224,6 +68922,8 @@ async function runDrill(options) {
     const stepRecords = [];
     const phases = {};
     let rpo = null;
+    /** Point-in-time drills: how far behind the live server the WAL archive is (what a recovery now would lose). */
+    let archiveLag;
     let restoreReport;
     let cluster;
     let pitrCluster;
@@ -68239,6 +68939,7 @@ async function runDrill(options) {
             if (mode === 'pitr') {
                 const info = await stanzaInfo(requirePhysical(settings));
                 stanza = info;
+                archiveLag = live ? await walArchiveLag(runner, live, startedAt) : { seconds: null, note: 'point-in-time drill: RPO is the WAL archive lag; not measured, as no live database URL is configured to read pg_stat_archiver from' };
                 const usable = info.backups.filter((b) => Date.parse(b.stoppedAt) <= pitrTarget.at.getTime());
                 const base = usable[usable.length - 1];
                 return { checks: [{ name: 'base backup before the target', passed: Boolean(base), detail: base ? `${base.label} (${base.type}, finished ${base.stoppedAt})` : `no backup of stanza ${info.stanza} finished before ${pitrTarget.text}` }], fatal: !base };
@@ -68280,7 +68981,9 @@ async function runDrill(options) {
             }
             checkConn = targetConn;
             try {
-                restoreReport = await restoreIntoFreshDatabase({ backup: backup, runner, logger, target: targetConn, jobs: options.jobs ?? 2, noOwner: true, verifyChecksums: false });
+                // No ANALYZE: the copy is thrown away, and planner statistics are not among the drill's checks.
+                // amcheck runs inside the restore, on each index as pg_restore builds it; its step reports it.
+                restoreReport = await restoreIntoFreshDatabase({ backup: backup, runner, logger, target: targetConn, jobs: options.jobs ?? 2, noOwner: true, verifyChecksums: false, analyze: false, indexCheck: true });
             }
             catch (error) {
                 if ((0,errors/* isLifelineError */.lG)(error) && error.kind === 'refused')
@@ -68314,13 +69017,15 @@ async function runDrill(options) {
             };
         },
         'check-indexes': async () => {
-            const session = openCheckSession();
-            try {
-                return { checks: [await checkBtreeIndexes(session)] };
-            }
-            finally {
-                await session.close();
-            }
+            const done = restoreReport?.indexes;
+            if (done)
+                return { checks: [{ name: done.name, passed: done.passed, detail: `${done.detail} (checked as pg_restore built them)` }] };
+            return { checks: [await checkBtreeIndexes(openCheckSession)] };
+        },
+        'restore-redis': async () => {
+            // Into a private redis-server, never the live one: the snapshot must load and hold its keys.
+            const redis = await restoreRedisIsolated(backup, { binDir: settings.redis?.binDir, logger });
+            return { checks: [{ name: 'redis snapshot loads with its keys', passed: redis.ok, detail: redis.detail }] };
         },
         'smoke-queries': async () => {
             const outcomes = [];
@@ -68328,18 +69033,27 @@ async function runDrill(options) {
                 outcomes.push(await runSmokeQuery(openCheckSession, query));
             return { checks: outcomes };
         },
+        'start-app': async () => ({ checks: [await checkApplicationStarts({ settings, catalog, logger, conn: checkConn })] }),
     };
     if (smokeQueries.length === 0)
         delete executors['smoke-queries'];
+    const skipReasons = {};
+    if (mode === 'logical' && !backup?.metadata.files.redis) {
+        delete executors['restore-redis'];
+        skipReasons['restore-redis'] = `backup ${backup?.id} holds no Redis snapshot`;
+    }
+    if (!settings.drill.appCheck || mode === 'pitr')
+        delete executors['start-app'];
     const steps = restoreSteps(settings, mode);
     try {
         let stopped;
         for (const step of steps) {
             const executor = executors[step.id];
             if (!executor) {
-                stepRecords.push({ id: step.id, title: step.title, status: 'skipped', detail: step.drillSkips ?? 'not performed by a drill' });
-                if (step.id === 'smoke-queries' || step.id === 'start-app')
-                    checks.push({ step: step.id, name: step.title, status: 'skipped', detail: step.drillSkips ?? 'not performed by a drill' });
+                const why = skipReasons[step.id] ?? step.drillSkips ?? 'not performed by a drill';
+                stepRecords.push({ id: step.id, title: step.title, status: 'skipped', detail: why });
+                if (step.id === 'smoke-queries' || step.id === 'start-app' || step.id === 'restore-redis')
+                    checks.push({ step: step.id, name: step.title, status: 'skipped', detail: why });
                 continue;
             }
             if (stopped) {
@@ -68387,15 +69101,21 @@ async function runDrill(options) {
     const rtoMet = rtoSeconds === null || rtoTarget === null ? null : rtoSeconds <= rtoTarget;
     if (rtoMet === false)
         failures.push(`RTO ${formatDuration(rtoSeconds)} missed the target ${formatDuration(rtoTarget)}`);
-    const rpoMet = measuredRpo === null || rpoTarget === null ? null : measuredRpo.seconds <= rpoTarget;
+    const rpoValue = measuredRpo?.seconds ?? archiveLag?.seconds ?? null;
+    const rpoMet = rpoValue === null || rpoTarget === null ? null : rpoValue <= rpoTarget;
     if (rpoMet === false) {
         const m = measuredRpo;
-        const which = m.backupAgeSeconds > rpoTarget ? `the backup was ${formatDuration(m.backupAgeSeconds)} old` : `the largest gap between backups was ${formatDuration(m.largestGapSeconds)} (${m.largestGap.from ?? 'window start'} to ${m.largestGap.to})`;
+        const which = !m
+            ? `the newest archived WAL is ${formatDuration(rpoValue)} behind the live server`
+            : m.backupAgeSeconds > rpoTarget
+                ? `the backup was ${formatDuration(m.backupAgeSeconds)} old`
+                : `the largest gap between backups was ${formatDuration(m.largestGapSeconds)} (${m.largestGap.from ?? 'window start'} to ${m.largestGap.to})`;
         failures.push(`RPO missed the target ${formatDuration(rpoTarget)}: ${which}`);
     }
     if (!restoredSomething && failures.length === 0)
         failures.push('nothing was restored');
-    const { seconds: rpoSeconds, ...rpoDetail } = measuredRpo ?? { seconds: null };
+    const { seconds: _measured, ...rpoDetail } = measuredRpo ?? { seconds: null };
+    const rpoSeconds = rpoValue;
     const report = {
         schemaVersion: DRILL_REPORT_SCHEMA_VERSION,
         id: newDrillId(startedAt),
@@ -68414,7 +69134,7 @@ async function runDrill(options) {
             targetSeconds: rpoTarget,
             met: rpoMet,
             detail: measuredRpo ? rpoDetail : null,
-            ...(mode === 'pitr' ? { note: 'point-in-time drill: RPO is the WAL archive lag, not measured here' } : {}),
+            ...(archiveLag ? { note: archiveLag.note } : {}),
         },
         passed: failures.length === 0,
         failures,
@@ -68444,6 +69164,24 @@ async function dropDatabase(runner, conn, logger) {
     }
     finally {
         await session.close();
+    }
+}
+/**
+ * A point-in-time recovery can reach as far as the WAL archive does: the data written on the live
+ * server since its last archived segment is what a recovery now would lose. Read from
+ * pg_stat_archiver on the live server; a failing archiver is named in the note.
+ */
+async function walArchiveLag(runner, live, now) {
+    try {
+        const [row] = await queryOnce(runner, live, 'SELECT last_archived_time::text AS archived, last_archived_wal AS wal, last_failed_time::text AS failed, last_failed_wal AS "failedWal" FROM pg_stat_archiver');
+        if (!row?.archived)
+            return { seconds: null, note: 'point-in-time drill: RPO is the WAL archive lag; the live server has archived no WAL yet (pg_stat_archiver)' };
+        const seconds = Math.max(0, (now.getTime() - Date.parse(row.archived)) / 1000);
+        const failing = row.failed && Date.parse(row.failed) > Date.parse(row.archived) ? `; archiving is FAILING since ${row.failed} (segment ${row.failedWal})` : '';
+        return { seconds, note: `point-in-time drill: RPO is the WAL archive lag: the live server last archived ${row.wal} at ${row.archived}${failing}` };
+    }
+    catch (error) {
+        return { seconds: null, note: `point-in-time drill: RPO is the WAL archive lag; not measured: cannot read pg_stat_archiver on the live server (${error.message})` };
     }
 }
 
@@ -71230,6 +71968,580 @@ function preflightSettings(ctx, environment) {
 }
 const preflightAction = singleCommandAction('preflight', 'Pre-deploy checks: Docker, Compose, shell scripts, environment values, edge config, security gates.', preflightCommand);
 
+;// CONCATENATED MODULE: ./src/redis/live-restore.ts
+
+
+
+
+
+
+
+
+
+
+
+
+
+/** Pre-restore snapshots of a live Redis live beside the backups, under their own kind. */
+const REDIS_SNAPSHOT_KIND = 'redis-snapshots';
+const REDIS_SNAPSHOT_METADATA_FILE = 'snapshot.json';
+/** One line per live Redis restore (attempted or done), in the environment's directory. */
+const REDIS_RESTORE_LOG = 'redis-restores.jsonl';
+/**
+ * The snapshot to restore: a backup id, a pre-restore snapshot id (to undo a restore), or
+ * `latest`, the newest backup that has a Redis snapshot, is not a pre-restore backup and did not
+ * fail verification.
+ */
+async function findRedisSnapshot(catalog, env, idOrLatest) {
+    const wanted = idOrLatest.trim();
+    if (wanted === '' || wanted === 'latest') {
+        const newest = (await listBackups(catalog, env)).find((b) => b.metadata.label !== 'pre-restore' && b.metadata.verified?.ok !== false && b.metadata.files.redis);
+        if (!newest) {
+            throw (0,errors/* usageError */.Wp)('NO_REDIS_BACKUPS', `environment ${env} has no usable backup with a Redis snapshot in ${catalog.root}`, `take one with Redis configured (redis: in lifeline.yml, or --redis-url): lifeline backup --env ${env}; or pass --backup ID`);
+        }
+        return { kind: 'backup', id: newest.id, dir: newest.dir, file: newest.metadata.files.redis };
+    }
+    const backup = await catalog.get(env, 'backups', wanted, 'backup.json');
+    if (backup) {
+        if (!backup.metadata.files?.redis) {
+            throw (0,errors/* usageError */.Wp)('NO_REDIS_SNAPSHOT', `backup ${wanted} has no Redis snapshot`, `pick a backup that has one (lifeline backups --env ${env} --json shows "redis": true), or pass --backup latest`);
+        }
+        return { kind: 'backup', id: backup.id, dir: backup.dir, file: backup.metadata.files.redis };
+    }
+    const snapshot = await catalog.get(env, REDIS_SNAPSHOT_KIND, wanted, REDIS_SNAPSHOT_METADATA_FILE);
+    if (snapshot) {
+        const { service, persistence, owner } = snapshot.metadata;
+        return { kind: 'pre-restore snapshot', id: snapshot.id, dir: snapshot.dir, file: snapshot.metadata.files.redis, ...(persistence && owner ? { recorded: { service, persistence, owner } } : {}) };
+    }
+    throw (0,errors/* usageError */.Wp)('BACKUP_NOT_FOUND', `neither a backup nor a pre-restore Redis snapshot ${wanted} exists in environment ${env} (store ${catalog.root})`, `list the backups with: lifeline backups --env ${env} (or pass --backup latest)`);
+}
+/**
+ * The snapshot's sha256 against the entry's SHA256SUMS (unless skipped), then redis-check-rdb.
+ * A bad snapshot is refused (exit 3) before anything else happens.
+ */
+async function checkSnapshotFile(source, options) {
+    const path = (0,external_node_path_.join)(source.dir, source.file.name);
+    const fix = 'restore another backup (lifeline backups lists them); this snapshot is damaged';
+    if (options.skipVerify) {
+        options.logger.warn('checksum verification skipped (--skip-verify); this is recorded with the restore');
+    }
+    else {
+        let sums;
+        try {
+            sums = parseSums(await (0,promises_.readFile)((0,external_node_path_.join)(source.dir, SUMS_FILE), 'utf8').catch(() => ''));
+        }
+        catch (error) {
+            throw (0,errors/* refusal */.x5)('BACKUP_CORRUPT', `${source.kind} ${source.id}: ${SUMS_FILE} is damaged (${error.message})`, fix);
+        }
+        const expected = sums.find((s) => s.file === source.file.name)?.sha256;
+        if (!expected)
+            throw (0,errors/* refusal */.x5)('BACKUP_CORRUPT', `${source.kind} ${source.id} lists no checksum for ${source.file.name} in ${SUMS_FILE}`, fix);
+        const actual = await sha256File(path).catch((error) => {
+            throw (0,errors/* refusal */.x5)('BACKUP_CORRUPT', `${source.kind} ${source.id}: ${source.file.name} cannot be read (${error.message})`, fix);
+        });
+        if (actual.sha256 !== expected) {
+            throw (0,errors/* refusal */.x5)('BACKUP_CORRUPT', `${source.kind} ${source.id}: ${source.file.name} fails its checksum (sha256 ${actual.sha256}, ${SUMS_FILE} says ${expected}), so it will not be restored`, fix);
+        }
+        options.logger.info(`ok   ${source.file.name} checksum (${actual.bytes} bytes)`);
+    }
+    const rdb = await checkRdb(options.checkRunner, path);
+    if (!rdb.ok)
+        throw (0,errors/* refusal */.x5)('REDIS_SNAPSHOT_INVALID', `${source.kind} ${source.id}: ${source.file.name} does not validate (${rdb.detail}), so it will not be restored`, fix);
+    options.logger.info(`ok   ${source.file.name}: ${rdb.detail}${rdb.expires ? ` (${rdb.expires} with a TTL)` : ''}`);
+    return { path, checksumVerified: !options.skipVerify, rdb };
+}
+const PERSISTENCE_PARAMETERS = ['dir', 'dbfilename', 'appendonly', 'appenddirname', 'appendfilename'];
+function parseConfigGet(output) {
+    const lines = output.replace(/\r/g, '').split('\n');
+    if (lines.at(-1) === '')
+        lines.pop();
+    const values = {};
+    for (let i = 0; i + 1 < lines.length; i += 2)
+        values[lines[i]] = lines[i + 1];
+    return values;
+}
+const REDIS_ERROR = /^(ERR|NOAUTH|WRONGPASS|NOPERM|LOADING|MISCONF)\b/m;
+async function readPersistence(runner, target) {
+    // Redis 7 answers several parameters at once; older servers take one per call.
+    let result = await runText(runner, redisCli(target, ['CONFIG', 'GET', ...PERSISTENCE_PARAMETERS]));
+    let values = {};
+    if (result.exitCode === 0 && !REDIS_ERROR.test(result.stdout))
+        values = parseConfigGet(result.stdout);
+    else {
+        for (const name of PERSISTENCE_PARAMETERS) {
+            result = await runText(runner, redisCli(target, ['CONFIG', 'GET', name]));
+            if (result.exitCode !== 0 || REDIS_ERROR.test(result.stdout))
+                break;
+            Object.assign(values, parseConfigGet(result.stdout));
+        }
+    }
+    if (!values.dir || !values.dbfilename || !values.appendonly) {
+        throw (0,errors/* failure */.V2)('REDIS_CONFIG_UNREADABLE', `cannot read the live server's persistence settings with CONFIG GET (${runner.where}): ${lastLines(result.stderr || result.stdout, 2)}`, {
+            fix: 'the Redis user in the URL must be allowed CONFIG GET (and CONFIG must not be renamed); check the URL and password (REDIS_URL / --redis-url)',
+        });
+    }
+    for (const name of ['dbfilename', 'appenddirname', 'appendfilename']) {
+        const value = values[name];
+        if (value !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._+-]{0,80}$/.test(value)) {
+            throw (0,errors/* failure */.V2)('REDIS_CONFIG_UNSUPPORTED', `the live server's ${name} ${JSON.stringify(value)} is not a plain file name`, { fix: `set ${name} to a plain name (letters, digits, '.', '_', '-') in the Redis configuration` });
+        }
+    }
+    if (!values.dir.startsWith('/'))
+        throw (0,errors/* failure */.V2)('REDIS_CONFIG_UNSUPPORTED', `the live server's dir ${JSON.stringify(values.dir)} is not an absolute path`);
+    return {
+        dir: values.dir,
+        dbfilename: values.dbfilename,
+        appendonly: values.appendonly === 'yes',
+        appenddirname: values.appenddirname,
+        appendfilename: values.appendfilename ?? 'appendonly.aof',
+    };
+}
+/** The uid and gid redis-server runs as inside the container (`docker top`), so the files copied in stay its own. */
+function parseTopOwner(output) {
+    const lines = output.split('\n').filter((l) => l.trim());
+    for (const line of lines.slice(1)) {
+        const [, uid, gid, ...args] = line.trim().split(/\s+/);
+        if (args.join(' ').includes('redis-server') && /^\d+$/.test(uid ?? '') && /^\d+$/.test(gid ?? ''))
+            return { uid: Number(uid), gid: Number(gid) };
+    }
+    return undefined;
+}
+function octal(value, width) {
+    return `${value.toString(8).padStart(width - 1, '0')}\0`;
+}
+/** A ustar header; names are short plain paths (checked by the caller). */
+function tarHeader(entry, size, mtime = Math.floor(Date.now() / 1000)) {
+    const header = Buffer.alloc(512);
+    const name = entry.type === 'directory' ? `${entry.name.replace(/\/$/, '')}/` : entry.name;
+    if (Buffer.byteLength(name) > 100)
+        throw (0,errors/* failure */.V2)('INTERNAL_TAR_NAME', `internal error: tar entry name too long: ${name}`);
+    header.write(name, 0, 100, 'utf8');
+    header.write(octal(entry.mode & 0o7777, 8), 100, 8, 'ascii');
+    header.write(octal(entry.uid, 8), 108, 8, 'ascii');
+    header.write(octal(entry.gid, 8), 116, 8, 'ascii');
+    header.write(octal(entry.type === 'directory' ? 0 : size, 12), 124, 12, 'ascii');
+    header.write(octal(mtime, 12), 136, 12, 'ascii');
+    header.write('        ', 148, 8, 'ascii');
+    header.write(entry.type === 'directory' ? '5' : '0', 156, 1, 'ascii');
+    header.write('ustar\0', 257, 6, 'ascii');
+    header.write('00', 263, 2, 'ascii');
+    let sum = 0;
+    for (const byte of header)
+        sum += byte;
+    header.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 8, 'ascii');
+    return header;
+}
+/** Streams a tar archive of the entries: files are read in chunks, never whole. */
+function tarStream(entries) {
+    async function* generate() {
+        for (const entry of entries) {
+            if (entry.type === 'directory') {
+                yield tarHeader(entry, 0);
+                continue;
+            }
+            const size = entry.content ? entry.content.length : entry.size;
+            yield tarHeader(entry, size);
+            let written = 0;
+            if (entry.content) {
+                yield entry.content;
+                written = entry.content.length;
+            }
+            else {
+                for await (const chunk of (0,external_node_fs_.createReadStream)(entry.path, { highWaterMark: 1024 * 1024 })) {
+                    written += chunk.length;
+                    yield chunk;
+                }
+            }
+            if (written !== size)
+                throw (0,errors/* failure */.V2)('SNAPSHOT_CHANGED', `${entry.path} changed size while it was copied (${written} bytes, expected ${size})`);
+            const pad = (512 - (size % 512)) % 512;
+            if (pad)
+                yield Buffer.alloc(pad);
+        }
+        yield Buffer.alloc(1024);
+    }
+    return external_node_stream_.Readable.from(generate());
+}
+/** The first file's content of a (small) tar archive, e.g. `docker cp CONTAINER:FILE -`. */
+function firstTarFile(archive) {
+    if (archive.length < 512)
+        return undefined;
+    const size = parseInt(archive.subarray(124, 136).toString('ascii').replace(/\0.*$/s, '').trim() || '0', 8);
+    if (!Number.isFinite(size))
+        return undefined;
+    return archive.subarray(512, 512 + size);
+}
+/** The files a Redis 7 AOF manifest lists (`file NAME seq N type b|h|i`). */
+function manifestFiles(manifest) {
+    return [...manifest.matchAll(/^file\s+(\S+)\s/gm)].map((m) => m[1]);
+}
+/** The multi-part AOF layout that makes Redis 7 load `base` as its whole dataset. */
+function aofLayout(appendfilename) {
+    const base = `${appendfilename}.1.base.rdb`;
+    const incr = `${appendfilename}.1.incr.aof`;
+    return { base, incr, manifestName: `${appendfilename}.manifest`, manifest: `file ${base} seq 1 type b\nfile ${incr} seq 1 type i\n` };
+}
+/**
+ * The same rule as the isolated restore: the total loaded equals the snapshot's key count, minus
+ * at most the keys with a TTL (they can expire between snapshot and load).
+ */
+function compareKeyCounts(rdb, expectedPerDb, loaded) {
+    const total = Object.values(loaded).reduce((a, b) => a + b, 0);
+    const ok = total <= rdb.keysRead && total >= rdb.keysRead - rdb.expires;
+    const perDbDifferences = [...new Set([...Object.keys(expectedPerDb), ...Object.keys(loaded)])]
+        .sort()
+        .map((db) => ({ db, expected: expectedPerDb[db] ?? 0, loaded: loaded[db] ?? 0 }))
+        .filter((d) => d.loaded > d.expected || d.loaded < d.expected - rdb.expires);
+    const perDb = Object.entries(loaded).map(([db, n]) => `${db}=${n}`).join(', ') || 'none';
+    const detail = `${total} keys loaded (${perDb}), snapshot holds ${rdb.keysRead}${rdb.expires ? ` (${rdb.expires} with a TTL)` : ''}`;
+    return { ok, total, detail, perDbDifferences };
+}
+/**
+ * Refuses (exit 3) unless `confirm` is exactly the service name: no trimming, no case folding.
+ * `keys` is null when the server is down and its keys cannot be counted.
+ */
+function requireServiceConfirmation(service, confirm, keys) {
+    if (confirm === service)
+        return;
+    const fix = `pass --confirm ${service} (exactly the Compose service name) to replace its data; a pre-restore snapshot is taken first`;
+    if (confirm === undefined || confirm === '') {
+        throw (0,errors/* refusal */.x5)('CONFIRMATION_REQUIRED', `restoring into the live Redis of service "${service}" replaces ${keys === null ? 'its data (it is not running, so its keys cannot be counted)' : `its ${keys} keys`}, and --confirm was not given; nothing was changed`, fix);
+    }
+    throw (0,errors/* refusal */.x5)('CONFIRMATION_MISMATCH', `--confirm ${JSON.stringify(confirm)} does not match the service ${JSON.stringify(service)} exactly; nothing was changed`, fix);
+}
+/**
+ * Replaces the data of a live Redis run by Compose with a snapshot from the catalog:
+ * check the snapshot → read the live server's persistence settings and keys → confirmation →
+ * pre-restore snapshot → stop → copy the snapshot in (RDB, or a Redis 7 multi-part AOF base) →
+ * start → wait for PONG → compare key counts. Nothing is touched before the confirmation and the
+ * pre-restore snapshot succeeded.
+ */
+async function restoreRedisLive(options) {
+    const { logger, source, service, runner } = options;
+    const started = Date.now();
+    const step = (n, text) => logger.info(`[${n}/7] ${text}`);
+    step(1, `check ${source.kind} ${source.id}: ${source.file.name}`);
+    const checked = await checkSnapshotFile(source, { checkRunner: options.checkRunner, skipVerify: Boolean(options.skipVerify), logger });
+    step(2, `inspect the live Redis of service ${service}`);
+    const driver = new ComposeDriver(runner, options.compose);
+    const found = await serviceContainer(runner, driver, options.compose, service);
+    const container = found.id;
+    const inContainer = new ComposeRunner({ composeCommand: [...options.compose.command], files: options.compose.files, projectName: options.compose.projectName, service });
+    let persistence;
+    let owner;
+    let keysBefore;
+    if (found.running) {
+        persistence = await readPersistence(inContainer, options.target);
+        if (persistence.appendonly && !persistence.appenddirname) {
+            throw (0,errors/* refusal */.x5)('REDIS_AOF_UNSUPPORTED', `service ${service} runs with appendonly yes on a Redis older than 7 (no appenddirname); only the Redis 7 multi-part AOF is supported; nothing was changed`, `set appendonly no for the restore (then BGREWRITEAOF and turn it back on), or upgrade to Redis 7`);
+        }
+        keysBefore = await redisKeyspace(inContainer, options.target);
+        owner = await redisOwner(runner, container, inContainer, persistence.dir);
+    }
+    else if (source.recorded && source.recorded.service === service) {
+        // A restore that left the service down is undone with its pre-restore snapshot, which
+        // recorded the settings the stopped server cannot answer for.
+        ({ persistence, owner } = source.recorded);
+        keysBefore = null;
+        logger.warn(`service ${service} is not running (${found.status}); using the settings recorded with pre-restore snapshot ${source.id}`);
+    }
+    else {
+        throw (0,errors/* failure */.V2)('REDIS_SERVICE_NOT_RUNNING', `the container of service ${service} is not running (${found.status}); its settings cannot be read; nothing was changed`, {
+            fix: `start it (${composeHint(options.compose, `up -d ${service}`)}); if a restore left it unable to start, restore that restore's pre-restore snapshot by id (it recorded the settings)`,
+        });
+    }
+    const totalBefore = keysBefore ? Object.values(keysBefore).reduce((a, b) => a + b, 0) : null;
+    logger.info(`     container ${container.slice(0, 12)}, ${persistence.appendonly ? `appendonly yes (${persistence.dir}/${persistence.appenddirname})` : `appendonly no (${persistence.dir}/${persistence.dbfilename})`}, ${totalBefore ?? 'unknown (not running)'} keys, files owned by ${owner.uid}:${owner.gid}`);
+    step(3, 'confirmation');
+    if (totalBefore === 0)
+        logger.info('     the live Redis holds no keys: no confirmation needed');
+    else {
+        requireServiceConfirmation(service, options.confirm, totalBefore);
+        logger.info(`     --confirm ${service} matches the service`);
+    }
+    return withLock(options.catalog.envDir(options.environment), options.environment, { command: `redis-restore ${source.id} into ${service}`, waitSeconds: options.lockWaitSeconds ?? 30 }, async () => {
+        step(4, 'pre-restore snapshot of the live Redis');
+        let preRestore = null;
+        if (totalBefore) {
+            preRestore = await takePreRestoreSnapshot(options, inContainer, persistence, owner);
+            logger.info(`     pre-restore snapshot ${preRestore.id} at ${preRestore.path}`);
+            logger.info(`     to undo: lifeline redis-restore --env ${options.environment} --backup ${preRestore.id} --confirm ${service}`);
+        }
+        else {
+            logger.info(totalBefore === 0 ? '     skipped: the live Redis holds no keys' : '     skipped: the service is not running, so there is no live data to snapshot');
+        }
+        const undo = preRestore ? `; the data from before is in pre-restore snapshot ${preRestore.id} (lifeline redis-restore --env ${options.environment} --backup ${preRestore.id} --confirm ${service})` : '';
+        const record = async (entry) => options.catalog.appendLog(options.environment, REDIS_RESTORE_LOG, { at: new Date().toISOString(), source: source.id, service, checksumsVerified: checked.checksumVerified, preRestoreSnapshot: preRestore?.id ?? null, ...entry }).catch((error) => logger.warn(`could not record the restore in ${REDIS_RESTORE_LOG}: ${error.message}`));
+        step(5, `stop ${service} and replace its data`);
+        await runChecked(runner, composeInvocation(options.compose, ['stop', service]), `stopping ${service}`).catch(async (error) => {
+            await record({ ok: false, stage: 'stop', error: error.message });
+            throw (0,errors/* failure */.V2)('REDIS_STOP_FAILED', `${error.message}; the live data was not replaced${undo}`, { fix: `check the service with: ${composeHint(options.compose, `ps ${service}`)}`, cause: error });
+        });
+        let staleFiles = [];
+        try {
+            staleFiles = await replaceData(runner, container, persistence, owner, checked.path, source.file.bytes, logger);
+        }
+        catch (error) {
+            await record({ ok: false, stage: 'copy', error: error.message });
+            throw (0,errors/* failure */.V2)('REDIS_COPY_FAILED', `copying the snapshot into ${service} failed: ${error.message}; the service is stopped and its data files may be partly replaced${undo}`, {
+                fix: `fix the cause, then re-run the restore${preRestore ? ` (or restore pre-restore snapshot ${preRestore.id} to go back)` : ''}; the service stays stopped until then`,
+                cause: error,
+            });
+        }
+        step(6, `start ${service} and wait until it answers PING`);
+        await runChecked(runner, composeInvocation(options.compose, ['start', service]), `starting ${service}`).catch(async (error) => {
+            await record({ ok: false, stage: 'start', error: error.message });
+            throw (0,errors/* failure */.V2)('REDIS_START_FAILED', `${service} did not start after its data was replaced: ${error.message}${undo}`, { fix: `read its log: ${composeHint(options.compose, `logs --tail 50 ${service}`)}`, cause: error });
+        });
+        try {
+            await waitForPong(inContainer, driver, container, options.target, (options.startTimeoutSeconds ?? 300) * 1000, logger);
+        }
+        catch (error) {
+            const logs = await driver.logsTail(service, 10);
+            await record({ ok: false, stage: 'start', error: error.message });
+            throw (0,errors/* failure */.V2)('REDIS_START_FAILED', `${service} did not come back after its data was replaced (${error.message})${undo}\n  last lines of its log:\n${logs.split('\n').map((l) => `    ${l}`).join('\n')}`, {
+                fix: `read its log: ${composeHint(options.compose, `logs --tail 100 ${service}`)}`,
+                cause: error,
+            });
+        }
+        step(7, 'compare key counts with the snapshot');
+        const keysAfter = await redisKeyspace(inContainer, options.target);
+        const comparison = compareKeyCounts(checked.rdb, source.file.keys ?? {}, keysAfter);
+        logger.info(`${comparison.ok ? 'ok  ' : 'FAIL'} ${comparison.detail}`);
+        for (const d of comparison.perDbDifferences)
+            logger.warn(`${d.db}: ${d.loaded} keys loaded, the backup's record says ${d.expected} (counted just after the snapshot, so writes in between show here)`);
+        const staleFilesLeft = staleFiles.length ? await removeStaleAofFiles(inContainer, persistence, staleFiles, logger) : [];
+        const result = {
+            ok: comparison.ok,
+            source: { kind: source.kind, id: source.id, file: source.file.name, sha256: source.file.sha256, bytes: source.file.bytes },
+            service,
+            container,
+            mode: persistence.appendonly ? 'aof' : 'rdb',
+            persistence,
+            checksumsVerified: checked.checksumVerified,
+            keysBefore,
+            keysAfter,
+            snapshotKeys: checked.rdb.keysRead,
+            snapshotKeysWithTtl: checked.rdb.expires,
+            preRestoreSnapshot: preRestore,
+            staleFilesLeft,
+            perDbDifferences: comparison.perDbDifferences,
+            detail: comparison.detail,
+            seconds: (Date.now() - started) / 1000,
+        };
+        await record({ ok: result.ok, stage: 'done', mode: result.mode, keysAfter, detail: result.detail });
+        return result;
+    });
+}
+function composeHint(project, args) {
+    const invocation = composeInvocation(project, []);
+    return [invocation.tool, ...invocation.args, args].join(' ');
+}
+async function serviceContainer(runner, driver, project, service) {
+    // `ps -a`: a container a failed restore left stopped is still the one to restore into (v1 lists stopped ones anyway).
+    const v2 = project.command.length > 1;
+    const out = await runChecked(runner, composeInvocation(project, ['ps', ...(v2 ? ['-a'] : []), '-q', service]), `finding the container of service ${service}`);
+    const ids = out.split('\n').map((l) => l.trim()).filter(Boolean);
+    if (ids.length === 0)
+        throw (0,errors/* failure */.V2)('REDIS_SERVICE_NOT_RUNNING', `service ${service} has no container; nothing was changed`, { fix: `start it (${composeHint(project, `up -d ${service}`)}) and check redis.service in lifeline.yml` });
+    if (ids.length > 1)
+        throw (0,errors/* failure */.V2)('REDIS_SERVICE_SCALED', `service ${service} has ${ids.length} containers; a live restore needs exactly one; nothing was changed`, { fix: 'scale the Redis service to one container' });
+    const [state] = await driver.inspect(ids);
+    if (!state)
+        throw (0,errors/* failure */.V2)('REDIS_SERVICE_NOT_RUNNING', `the container of service ${service} disappeared; nothing was changed`);
+    // A container in a restart loop reports Running between crashes: it is not a server to read from.
+    return { id: state.id, running: state.running && state.status === 'running', status: state.status };
+}
+/** Who owns Redis' files: the uid/gid redis-server runs as (`docker top`), else the owner of its dir. */
+async function redisOwner(runner, container, inContainer, dir) {
+    const top = await runText(runner, { tool: 'docker', args: ['top', container, '-o', 'pid,uid,gid,args'] }).catch(() => undefined);
+    const fromTop = top?.exitCode === 0 ? parseTopOwner(top.stdout) : undefined;
+    if (fromTop)
+        return fromTop;
+    const statted = await runText(inContainer, { tool: 'stat', args: ['-c', '%u:%g', dir] }).catch(() => undefined);
+    const match = statted?.exitCode === 0 ? /^(\d+):(\d+)\s*$/.exec(statted.stdout) : null;
+    if (match)
+        return { uid: Number(match[1]), gid: Number(match[2]) };
+    throw (0,errors/* failure */.V2)('REDIS_OWNER_UNKNOWN', `cannot tell which user redis-server runs as in container ${container.slice(0, 12)} (docker top and stat both failed); nothing was changed`, {
+        fix: 'check that docker top works against this engine',
+    });
+}
+async function takePreRestoreSnapshot(options, inContainer, persistence, owner) {
+    const { catalog, environment, logger } = options;
+    const now = new Date();
+    const id = newEntryId(now);
+    let staged;
+    try {
+        staged = await catalog.begin(environment, REDIS_SNAPSHOT_KIND, id, REDIS_SNAPSHOT_METADATA_FILE);
+        const snap = await snapshotRedis(staged, { runner: inContainer, checkRunner: options.checkRunner, target: options.target, logger });
+        const metadata = {
+            schemaVersion: 1,
+            id,
+            environment,
+            label: 'pre-restore',
+            createdAt: now.toISOString(),
+            service: options.service,
+            takenBeforeRestoring: options.source.id,
+            persistence,
+            owner,
+            files: { redis: { name: snap.name, bytes: snap.bytes, sha256: snap.sha256, keys: snap.keys } },
+        };
+        await staged.commit(metadata);
+        return { id, path: staged.finalDir };
+    }
+    catch (error) {
+        await staged?.abort();
+        throw (0,errors/* failure */.V2)('PRE_RESTORE_SNAPSHOT_FAILED', `the pre-restore snapshot of the live Redis failed, so nothing was changed: ${error.message}`, {
+            fix: 'fix the cause (space in the store, the Redis user may run SYNC), then re-run the restore',
+            cause: error,
+        });
+    }
+}
+/**
+ * Copies the snapshot into the stopped container with `docker cp` (a tar stream, so file owners
+ * are the Redis user's). With AOF on, Redis loads only what its manifest lists, so the snapshot
+ * becomes the base of a fresh one-part AOF; `dbfilename` gets it too, so turning AOF off later
+ * does not bring the old data back. Returns the old AOF files the new manifest no longer lists.
+ */
+async function replaceData(runner, container, persistence, owner, snapshotPath, expectedBytes, logger) {
+    const { size } = await (0,promises_.stat)(snapshotPath);
+    if (size !== expectedBytes)
+        throw (0,errors/* failure */.V2)('SNAPSHOT_CHANGED', `${snapshotPath} is ${size} bytes, the catalog recorded ${expectedBytes}`);
+    const file = (name, extra) => ({ name, type: 'file', mode: 0o644, ...owner, ...extra });
+    const entries = [file(persistence.dbfilename, { path: snapshotPath, size })];
+    let stale = [];
+    if (persistence.appendonly) {
+        const dirName = persistence.appenddirname;
+        const layout = aofLayout(persistence.appendfilename);
+        const oldManifest = await readContainerFile(runner, container, `${persistence.dir}/${dirName}/${layout.manifestName}`);
+        const keep = new Set([layout.base, layout.incr, layout.manifestName]);
+        stale = oldManifest ? manifestFiles(oldManifest.toString('utf8')).filter((name) => !keep.has(name) && /^[A-Za-z0-9][A-Za-z0-9._+-]*$/.test(name)) : [];
+        entries.push({ name: dirName, type: 'directory', mode: 0o755, ...owner }, file(`${dirName}/${layout.base}`, { path: snapshotPath, size }), file(`${dirName}/${layout.incr}`, { content: Buffer.alloc(0) }), file(`${dirName}/${layout.manifestName}`, { content: Buffer.from(layout.manifest) }));
+    }
+    const running = runner.start({ tool: 'docker', args: ['cp', '-', `${container}:${persistence.dir}`], stdin: tarStream(entries) });
+    running.stdout.resume();
+    const result = await running.done;
+    if (result.exitCode !== 0)
+        throw new Error(`docker cp ${describeExit(result)}: ${lastLines(result.stderr, 3)}`);
+    logger.info(`     wrote ${persistence.dir}/${persistence.dbfilename}${persistence.appendonly ? ` and a one-part AOF in ${persistence.dir}/${persistence.appenddirname} (${aofLayout(persistence.appendfilename).manifestName})` : ''}`);
+    return stale;
+}
+/** A small file out of a (stopped) container, or undefined when it does not exist. */
+async function readContainerFile(runner, container, path) {
+    const running = runner.start({ tool: 'docker', args: ['cp', `${container}:${path}`, '-'] });
+    const chunks = [];
+    let bytes = 0;
+    running.stdout.on('data', (chunk) => {
+        bytes += chunk.length;
+        if (bytes <= 1024 * 1024)
+            chunks.push(chunk);
+    });
+    const result = await running.done;
+    if (result.exitCode !== 0) {
+        if (/no such file|could not find/i.test(result.stderr))
+            return undefined;
+        throw new Error(`reading ${path} from the container failed (docker cp ${describeExit(result)}): ${lastLines(result.stderr, 2)}`);
+    }
+    if (bytes > 1024 * 1024)
+        throw new Error(`${path} is larger than a manifest should be (${bytes} bytes)`);
+    return firstTarFile(Buffer.concat(chunks));
+}
+async function waitForPong(inContainer, driver, container, target, timeoutMs, logger) {
+    const deadline = Date.now() + timeoutMs;
+    let loadingSeen = false;
+    for (let attempt = 1;; attempt++) {
+        const ping = await runText(inContainer, redisCli(target, ['PING'])).catch(() => undefined);
+        const answer = ping?.stdout.trim() ?? '';
+        if (answer === 'PONG')
+            return;
+        if (answer.startsWith('LOADING') && !loadingSeen) {
+            loadingSeen = true;
+            logger.info('     LOADING the dataset');
+        }
+        // A server that cannot load its data exits: say so now rather than at the timeout.
+        if (attempt % 4 === 0 || !ping || ping.exitCode !== 0) {
+            const [state] = await driver.inspect([container]).catch(() => []);
+            if (state && (!state.running || state.status === 'restarting'))
+                throw new Error(`the container ${state.status === 'restarting' ? 'is restarting (it crashed' : `exited (${state.status}`}, exit code ${state.exitCode})`);
+        }
+        if (Date.now() > deadline)
+            throw new Error(`no PONG within ${Math.round(timeoutMs / 1000)} s (last answer: ${answer || 'none'})`);
+        await new Promise((r) => setTimeout(r, 250));
+    }
+}
+/** Removes old AOF files the new manifest no longer lists; Redis ignores them, so a failure is a warning. */
+async function removeStaleAofFiles(inContainer, persistence, names, logger) {
+    const paths = names.map((name) => `${persistence.dir}/${persistence.appenddirname}/${name}`);
+    const result = await runText(inContainer, { tool: 'rm', args: ['-f', '--', ...paths] }).catch((error) => ({ exitCode: 1, stderr: error.message, stdout: '' }));
+    if (result.exitCode === 0) {
+        logger.info(`     removed ${names.length} old AOF file(s) the new manifest does not list`);
+        return [];
+    }
+    logger.warn(`the old AOF files ${paths.join(', ')} are left in place (rm: ${lastLines(result.stderr, 1)}); Redis ignores them, remove them by hand`);
+    return paths;
+}
+
+;// CONCATENATED MODULE: ./src/commands/redis-restore.ts
+
+
+
+
+
+
+
+const redisRestoreCommand = {
+    name: 'redis-restore',
+    summary: "Restore a backup's Redis snapshot into the live Redis of the Compose stack (a Redis that holds keys needs --confirm)",
+    inputs: [
+        { name: 'backup', type: 'string', description: 'Backup id, a pre-restore snapshot id (to undo a restore), or "latest" (the newest usable backup with a Redis snapshot).', default: 'latest' },
+        { name: 'confirm', type: 'string', description: 'The Redis Compose service name (redis.service), exactly, to allow replacing a Redis that holds keys.' },
+        { name: 'skip-verify', type: 'boolean', description: "Do not check the snapshot's sha256 first (recorded with the restore; redis-check-rdb still runs).", default: 'false' },
+    ],
+    outputs: [],
+    implemented: true,
+    async run(ctx) {
+        const wanted = ctx.inputs.string('backup') ?? 'latest';
+        const confirm = ctx.inputs.string('confirm');
+        const skipVerify = ctx.inputs.boolean('skip-verify');
+        const settings = environmentFor(ctx);
+        const service = settings.redis?.service;
+        if (!service) {
+            throw (0,errors/* usageError */.Wp)('NO_REDIS_SERVICE', `environment ${settings.name} has no redis.service: the live restore needs the Compose service that runs Redis`, `set redis.service (e.g. "service: redis") under environments.${settings.name}.redis in lifeline.yml, with compose.files naming the stack's Compose files`);
+        }
+        // Inside the service's container; without a URL, Redis' default port in its own container.
+        const target = parseRedisUrl(settings.redis?.url ?? 'redis://127.0.0.1:6379/0');
+        const catalog = new Catalog(settings.store);
+        const source = await findRedisSnapshot(catalog, settings.name, wanted);
+        const binDirs = settings.redis?.binDir ? [settings.redis.binDir] : [];
+        const result = await ctx.logger.group(`Restore the Redis snapshot of ${source.id} into service ${service}`, async () => restoreRedisLive({
+            catalog,
+            environment: settings.name,
+            source,
+            service,
+            compose: { command: await composeCommand(settings.compose.command), files: settings.compose.files, projectName: settings.compose.projectName },
+            target,
+            confirm,
+            skipVerify,
+            runner: new LocalRunner(),
+            checkRunner: new LocalRunner({ binDirs }),
+            logger: ctx.logger,
+            startTimeoutSeconds: Math.max(300, settings.compose.healthTimeoutSeconds),
+        }));
+        const text = [
+            `${result.ok ? 'restored' : 'restored, but the key counts DO NOT MATCH:'} ${source.kind} ${source.id} into the live Redis of service ${service} (${result.mode === 'aof' ? 'appendonly yes' : 'appendonly no'}) in ${result.seconds.toFixed(1)}s`,
+            `  keys: ${result.detail}`,
+            `  checksum: ${result.checksumsVerified ? 'verified before restoring' : 'NOT verified (--skip-verify)'}`,
+            result.preRestoreSnapshot ? `  pre-restore snapshot: ${result.preRestoreSnapshot.id} (${result.preRestoreSnapshot.path}); undo with lifeline redis-restore --env ${settings.name} --backup ${result.preRestoreSnapshot.id} --confirm ${service}` : '  pre-restore snapshot: none (the live Redis held no keys)',
+            ...(result.staleFilesLeft.length ? [`  old AOF files left in place (ignored by Redis): ${result.staleFilesLeft.join(', ')}`] : []),
+        ].join('\n');
+        return {
+            json: result,
+            text,
+            ...(result.ok ? {} : { exitCode: 1, failureMessage: `the snapshot was restored into ${service}, but ${result.detail}` }),
+        };
+    },
+};
+
 ;// CONCATENATED MODULE: ./src/storage/artifacts.ts
 
 
@@ -71808,7 +73120,7 @@ function writeOctal(header, offset, length, value) {
     header.write(value.toString(8).padStart(length - 1, '0') + '\0', offset, length, 'ascii');
 }
 /** A ustar header; sizes beyond 8 GiB use the GNU base-256 form that GNU tar and bsdtar read. */
-function tarHeader(name, size, mtimeSeconds) {
+function tar_tarHeader(name, size, mtimeSeconds) {
     if (Buffer.byteLength(name) > 100)
         throw new Error(`tar member name too long: ${name}`);
     const header = Buffer.alloc(BLOCK);
@@ -71840,18 +73152,18 @@ function tarHeader(name, size, mtimeSeconds) {
 }
 const padding = (size) => Buffer.alloc((BLOCK - (size % BLOCK)) % BLOCK);
 /** A tar stream of the members, reading each file as it goes (bounded memory). */
-function tarStream(members, mtime = new Date()) {
+function tar_tarStream(members, mtime = new Date()) {
     const mtimeSeconds = mtime.getTime() / 1000;
     async function* generate() {
         for (const member of members) {
             if ('text' in member) {
                 const body = Buffer.from(member.text, 'utf8');
-                yield tarHeader(member.name, body.length, mtimeSeconds);
+                yield tar_tarHeader(member.name, body.length, mtimeSeconds);
                 yield body;
                 yield padding(body.length);
                 continue;
             }
-            yield tarHeader(member.name, member.size, mtimeSeconds);
+            yield tar_tarHeader(member.name, member.size, mtimeSeconds);
             let written = 0;
             for await (const chunk of (0,external_node_fs_.createReadStream)(member.path, { highWaterMark: 1024 * 1024 })) {
                 written += chunk.length;
@@ -72190,7 +73502,7 @@ async function addArchive(staged, manifest) {
         { name: `${folder}/${SUMS_FILE}`, text: formatSums(manifest.collections.map((c) => ({ file: c.file, sha256: c.sha256 }))) },
         { name: `${folder}/${EXPORT_MANIFEST}`, text: `${JSON.stringify(manifest, null, 2)}\n` },
     ];
-    const tar = tarStream(members);
+    const tar = tar_tarStream(members);
     const gzip = (0,external_node_zlib_.createGzip)({ level: 6 });
     tar.on('error', (error) => gzip.destroy(error));
     const hashed = await staged.addStream(ARCHIVE_FILE, tar.pipe(gzip));
@@ -72492,6 +73804,7 @@ const tenantExportAction = singleCommandAction('tenant-export', "Export a tenant
 
 
 
+
 /** Every CLI command, in the order `lifeline --help` lists them. */
 const COMMANDS = [
     preflightCommand,
@@ -72499,6 +73812,7 @@ const COMMANDS = [
     backupsCommand,
     verifyCommand,
     restoreCommand,
+    redisRestoreCommand,
     pruneCommand,
     manifestCreateCommand,
     manifestVerifyCommand,
@@ -72614,8 +73928,14 @@ function parseFlags(command, args) {
         throw (0,errors/* usageError */.Wp)('BAD_FLAGS', `lifeline ${command.name}: ${message}`, `see lifeline ${command.name} --help`);
     }
     const values = {};
-    for (const [key, value] of Object.entries(parsed.values))
+    for (const [key, value] of Object.entries(parsed.values)) {
+        // A flag whose own name starts with no- (--no-owner): allowNegative reads it as owner=false.
+        if (value === false && !(key in options) && options[`no-${key}`]?.type === 'boolean') {
+            values[`no-${key}`] = true;
+            continue;
+        }
         values[key] = value;
+    }
     if (parsed.positionals.length > 0) {
         if (!command.positional || parsed.positionals.length > 1) {
             throw (0,errors/* usageError */.Wp)('BAD_ARGUMENT', `lifeline ${command.name}: unexpected argument "${parsed.positionals[0]}"`, `see lifeline ${command.name} --help`);
