@@ -1,4 +1,5 @@
 import type { PsqlSession } from '../runner/psql';
+import { spreadBySize } from './inspect';
 
 export interface IndexCheckOutcome {
   name: string;
@@ -136,17 +137,11 @@ JOIN pg_class c ON c.oid = i.indexrelid
 JOIN pg_am a ON a.oid = c.relam
 WHERE a.amname = 'btree' AND i.indisvalid AND i.indisready AND c.relpersistence <> 't'
 ORDER BY 2 DESC, 1`);
-    const groups: { oids: string[]; bytes: number }[] = Array.from({ length: Math.max(1, Math.min(parallel, indexes.length)) }, () => ({ oids: [], bytes: 0 }));
-    for (const index of indexes) {
-      const lightest = groups.reduce((a, b) => (b.bytes < a.bytes ? b : a));
-      lightest.oids.push(index.oid);
-      lightest.bytes += Number(index.bytes);
-    }
-    const checkers = groups.map((group, i) => {
+    const checkers = spreadBySize(indexes, parallel, (index) => Number(index.bytes)).map((group, i) => {
       const session = i === 0 ? first : open();
       if (i > 0) sessions.push(session);
       const checker = i === 0 ? setupChecker : new BtreeIndexChecker(session);
-      return checker.checkOids(group.oids).then(() => checker);
+      return checker.checkOids(group.map((index) => index.oid)).then(() => checker);
     });
     const done = await Promise.all(checkers);
     return BtreeIndexChecker.combine(done);

@@ -141,21 +141,29 @@ export async function analyzeUserTables(open: () => PsqlSession, parallel = 2): 
         WHERE c.relkind IN ('r', 'm', 'p') AND ${USER_SCHEMA_FILTER}
         ORDER BY 2 DESC, 1`,
     );
-    const groups: { names: string[]; bytes: number }[] = Array.from({ length: Math.max(1, Math.min(parallel, tables.length)) }, () => ({ names: [], bytes: 0 }));
-    for (const table of tables) {
-      const lightest = groups.reduce((a, b) => (b.bytes < a.bytes ? b : a));
-      lightest.names.push(table.name);
-      lightest.bytes += Number(table.bytes);
-    }
     await Promise.all(
-      groups.map(async (group, i) => {
+      spreadBySize(tables, parallel, (t) => Number(t.bytes)).map(async (group, i) => {
         const session = i === 0 ? first : open();
         if (i > 0) sessions.push(session);
         // One statement per table: a failure names its table, and each finishes its own transaction.
-        for (const name of group.names) await session.exec(`ANALYZE ${name}`);
+        for (const table of group) await session.exec(`ANALYZE ${table.name}`);
       }),
     );
   } finally {
     await Promise.all(sessions.map((s) => s.close()));
   }
+}
+
+/**
+ * Splits work over `parallel` workers: largest first, each item to the least loaded worker, so
+ * the biggest table or index does not end up last on a busy one. Never more groups than items.
+ */
+export function spreadBySize<T>(items: T[], parallel: number, size: (item: T) => number): T[][] {
+  const groups = Array.from({ length: Math.max(1, Math.min(parallel, items.length)) }, () => ({ items: [] as T[], load: 0 }));
+  for (const item of [...items].sort((a, b) => size(b) - size(a))) {
+    const lightest = groups.reduce((a, b) => (b.load < a.load ? b : a));
+    lightest.items.push(item);
+    lightest.load += size(item);
+  }
+  return groups.map((g) => g.items);
 }
