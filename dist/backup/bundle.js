@@ -38593,24 +38593,31 @@ async function analyzeUserTables(open, parallel = 2) {
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind IN ('r', 'm', 'p') AND ${USER_SCHEMA_FILTER}
         ORDER BY 2 DESC, 1`);
-        const groups = Array.from({ length: Math.max(1, Math.min(parallel, tables.length)) }, () => ({ names: [], bytes: 0 }));
-        for (const table of tables) {
-            const lightest = groups.reduce((a, b) => (b.bytes < a.bytes ? b : a));
-            lightest.names.push(table.name);
-            lightest.bytes += Number(table.bytes);
-        }
-        await Promise.all(groups.map(async (group, i) => {
+        await Promise.all(spreadBySize(tables, parallel, (t) => Number(t.bytes)).map(async (group, i) => {
             const session = i === 0 ? first : open();
             if (i > 0)
                 sessions.push(session);
             // One statement per table: a failure names its table, and each finishes its own transaction.
-            for (const name of group.names)
-                await session.exec(`ANALYZE ${name}`);
+            for (const table of group)
+                await session.exec(`ANALYZE ${table.name}`);
         }));
     }
     finally {
         await Promise.all(sessions.map((s) => s.close()));
     }
+}
+/**
+ * Splits work over `parallel` workers: largest first, each item to the least loaded worker, so
+ * the biggest table or index does not end up last on a busy one. Never more groups than items.
+ */
+function spreadBySize(items, parallel, size) {
+    const groups = Array.from({ length: Math.max(1, Math.min(parallel, items.length)) }, () => ({ items: [], load: 0 }));
+    for (const item of [...items].sort((a, b) => size(b) - size(a))) {
+        const lightest = groups.reduce((a, b) => (b.load < a.load ? b : a));
+        lightest.items.push(item);
+        lightest.load += size(item);
+    }
+    return groups.map((g) => g.items);
 }
 
 ;// CONCATENATED MODULE: ./src/postgres/progress.ts
@@ -38956,6 +38963,7 @@ async function recordVerification(catalog, entry, report, now = new Date()) {
 }
 
 ;// CONCATENATED MODULE: ./src/postgres/amcheck.ts
+
 const INDEX_CHECK_NAME = 'amcheck on B-tree indexes';
 /**
  * `bt_index_check` on B-tree indexes, incrementally: each `sweep()` checks every valid, ready
@@ -39078,18 +39086,12 @@ JOIN pg_class c ON c.oid = i.indexrelid
 JOIN pg_am a ON a.oid = c.relam
 WHERE a.amname = 'btree' AND i.indisvalid AND i.indisready AND c.relpersistence <> 't'
 ORDER BY 2 DESC, 1`);
-        const groups = Array.from({ length: Math.max(1, Math.min(parallel, indexes.length)) }, () => ({ oids: [], bytes: 0 }));
-        for (const index of indexes) {
-            const lightest = groups.reduce((a, b) => (b.bytes < a.bytes ? b : a));
-            lightest.oids.push(index.oid);
-            lightest.bytes += Number(index.bytes);
-        }
-        const checkers = groups.map((group, i) => {
+        const checkers = spreadBySize(indexes, parallel, (index) => Number(index.bytes)).map((group, i) => {
             const session = i === 0 ? first : open();
             if (i > 0)
                 sessions.push(session);
             const checker = i === 0 ? setupChecker : new BtreeIndexChecker(session);
-            return checker.checkOids(group.oids).then(() => checker);
+            return checker.checkOids(group.map((index) => index.oid)).then(() => checker);
         });
         const done = await Promise.all(checkers);
         return BtreeIndexChecker.combine(done);
