@@ -1,7 +1,5 @@
-import { createReadStream } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
 import { withLock } from '../catalog/lock';
 import { sha256File } from '../catalog/files';
 import { newEntryId, type Catalog, type EntryMetadata, type StagedEntry } from '../catalog/store';
@@ -10,6 +8,7 @@ import { ComposeDriver, composeInvocation, type ComposeProject } from '../deploy
 import { failure, refusal, usageError } from '../errors';
 import type { Logger } from '../logger';
 import { listBackups, type RedisBackupFile } from '../postgres/metadata';
+import { firstTarFile, tarStream, type TarMember } from '../tar';
 import { ComposeRunner, describeExit, lastLines, runChecked, runText, type Runner } from '../runner/runner';
 import { checkRdb, redisCli, redisKeyspace, snapshotRedis, type RdbCheck, type RedisTarget } from './snapshot';
 
@@ -179,81 +178,6 @@ export function parseTopOwner(output: string): { uid: number; gid: number } | un
     if (args.join(' ').includes('redis-server') && /^\d+$/.test(uid ?? '') && /^\d+$/.test(gid ?? '')) return { uid: Number(uid), gid: Number(gid) };
   }
   return undefined;
-}
-
-export interface TarEntry {
-  /** Relative path inside the destination directory. */
-  name: string;
-  type: 'file' | 'directory';
-  mode: number;
-  uid: number;
-  gid: number;
-  /** For files: the local file to stream in, or (small) content. */
-  path?: string;
-  content?: Buffer;
-  size?: number;
-}
-
-function octal(value: number, width: number): string {
-  return `${value.toString(8).padStart(width - 1, '0')}\0`;
-}
-
-/** A ustar header; names are short plain paths (checked by the caller). */
-export function tarHeader(entry: TarEntry, size: number, mtime = Math.floor(Date.now() / 1000)): Buffer {
-  const header = Buffer.alloc(512);
-  const name = entry.type === 'directory' ? `${entry.name.replace(/\/$/, '')}/` : entry.name;
-  if (Buffer.byteLength(name) > 100) throw failure('INTERNAL_TAR_NAME', `internal error: tar entry name too long: ${name}`);
-  header.write(name, 0, 100, 'utf8');
-  header.write(octal(entry.mode & 0o7777, 8), 100, 8, 'ascii');
-  header.write(octal(entry.uid, 8), 108, 8, 'ascii');
-  header.write(octal(entry.gid, 8), 116, 8, 'ascii');
-  header.write(octal(entry.type === 'directory' ? 0 : size, 12), 124, 12, 'ascii');
-  header.write(octal(mtime, 12), 136, 12, 'ascii');
-  header.write('        ', 148, 8, 'ascii');
-  header.write(entry.type === 'directory' ? '5' : '0', 156, 1, 'ascii');
-  header.write('ustar\0', 257, 6, 'ascii');
-  header.write('00', 263, 2, 'ascii');
-  let sum = 0;
-  for (const byte of header) sum += byte;
-  header.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 8, 'ascii');
-  return header;
-}
-
-/** Streams a tar archive of the entries: files are read in chunks, never whole. */
-export function tarStream(entries: TarEntry[]): Readable {
-  async function* generate() {
-    for (const entry of entries) {
-      if (entry.type === 'directory') {
-        yield tarHeader(entry, 0);
-        continue;
-      }
-      const size = entry.content ? entry.content.length : entry.size!;
-      yield tarHeader(entry, size);
-      let written = 0;
-      if (entry.content) {
-        yield entry.content;
-        written = entry.content.length;
-      } else {
-        for await (const chunk of createReadStream(entry.path!, { highWaterMark: 1024 * 1024 })) {
-          written += (chunk as Buffer).length;
-          yield chunk as Buffer;
-        }
-      }
-      if (written !== size) throw failure('SNAPSHOT_CHANGED', `${entry.path} changed size while it was copied (${written} bytes, expected ${size})`);
-      const pad = (512 - (size % 512)) % 512;
-      if (pad) yield Buffer.alloc(pad);
-    }
-    yield Buffer.alloc(1024);
-  }
-  return Readable.from(generate());
-}
-
-/** The first file's content of a (small) tar archive, e.g. `docker cp CONTAINER:FILE -`. */
-export function firstTarFile(archive: Buffer): Buffer | undefined {
-  if (archive.length < 512) return undefined;
-  const size = parseInt(archive.subarray(124, 136).toString('ascii').replace(/\0.*$/s, '').trim() || '0', 8);
-  if (!Number.isFinite(size)) return undefined;
-  return archive.subarray(512, 512 + size);
 }
 
 /** The files a Redis 7 AOF manifest lists (`file NAME seq N type b|h|i`). */
@@ -543,8 +467,7 @@ async function takePreRestoreSnapshot(options: LiveRestoreOptions, inContainer: 
 async function replaceData(runner: Runner, container: string, persistence: RedisPersistence, owner: FileOwner, snapshotPath: string, expectedBytes: number, logger: Logger): Promise<string[]> {
   const { size } = await stat(snapshotPath);
   if (size !== expectedBytes) throw failure('SNAPSHOT_CHANGED', `${snapshotPath} is ${size} bytes, the catalog recorded ${expectedBytes}`);
-  const file = (name: string, extra: Partial<TarEntry>): TarEntry => ({ name, type: 'file', mode: 0o644, ...owner, ...extra });
-  const entries: TarEntry[] = [file(persistence.dbfilename, { path: snapshotPath, size })];
+  const entries: TarMember[] = [{ name: persistence.dbfilename, path: snapshotPath, size, ...owner }];
   let stale: string[] = [];
   if (persistence.appendonly) {
     const dirName = persistence.appenddirname!;
@@ -553,10 +476,10 @@ async function replaceData(runner: Runner, container: string, persistence: Redis
     const keep = new Set([layout.base, layout.incr, layout.manifestName]);
     stale = oldManifest ? manifestFiles(oldManifest.toString('utf8')).filter((name) => !keep.has(name) && /^[A-Za-z0-9][A-Za-z0-9._+-]*$/.test(name)) : [];
     entries.push(
-      { name: dirName, type: 'directory', mode: 0o755, ...owner },
-      file(`${dirName}/${layout.base}`, { path: snapshotPath, size }),
-      file(`${dirName}/${layout.incr}`, { content: Buffer.alloc(0) }),
-      file(`${dirName}/${layout.manifestName}`, { content: Buffer.from(layout.manifest) }),
+      { name: dirName, directory: true, ...owner },
+      { name: `${dirName}/${layout.base}`, path: snapshotPath, size, ...owner },
+      { name: `${dirName}/${layout.incr}`, text: '', ...owner },
+      { name: `${dirName}/${layout.manifestName}`, text: layout.manifest, ...owner },
     );
   }
   const running = runner.start({ tool: 'docker', args: ['cp', '-', `${container}:${persistence.dir}`], stdin: tarStream(entries) });

@@ -11,7 +11,7 @@ import { lastLines, describeExit, type Runner } from '../runner/runner';
 import { describeCollection, resolveCollections, tenantRowsQuery, type CollectionSpec, type ResolvedCollection } from './collections';
 import { ByteCapExceeded, ExportMeter, FILE_EXTENSION, type ExportFormat } from './rows';
 import { countInSnapshot, inParallel, openSnapshotSession, startInSnapshot } from './session';
-import { tarStream, type TarMember } from './tar';
+import { tarStream, type TarMember } from '../tar';
 import { tenantExportsKind } from './tenant-id';
 import { verifyTenantExport } from './verify';
 

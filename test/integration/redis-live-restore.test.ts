@@ -2,7 +2,8 @@ import { spawnSync } from 'node:child_process';
 import { closeSync, cpSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { aofLayout, tarStream } from '../../src/redis/live-restore';
+import { aofLayout } from '../../src/redis/live-restore';
+import { tarStream } from '../../src/tar';
 import { freePort } from '../../src/runner/ports';
 import { lifeline, type CliRun } from '../helpers/cli';
 import { createSampleDatabase, dropDatabase, tempDir } from '../helpers/db';
@@ -22,10 +23,10 @@ describe('the tar stream docker cp receives', () => {
       const chunks: Buffer[] = [];
       const owner = { uid: 999, gid: 998 };
       for await (const chunk of tarStream([
-        { name: 'dump.rdb', type: 'file', mode: 0o644, ...owner, path: payload, size: 1300 },
-        { name: 'appendonlydir', type: 'directory', mode: 0o755, ...owner },
-        { name: `appendonlydir/${layout.manifestName}`, type: 'file', mode: 0o644, ...owner, content: Buffer.from(layout.manifest) },
-        { name: `appendonlydir/${layout.incr}`, type: 'file', mode: 0o644, ...owner, content: Buffer.alloc(0) },
+        { name: 'dump.rdb', mode: 0o644, ...owner, path: payload, size: 1300 },
+        { name: 'appendonlydir', directory: true, mode: 0o755, ...owner },
+        { name: `appendonlydir/${layout.manifestName}`, mode: 0o644, ...owner, content: Buffer.from(layout.manifest) },
+        { name: `appendonlydir/${layout.incr}`, mode: 0o644, ...owner, content: Buffer.alloc(0) },
       ])) chunks.push(chunk as Buffer);
       const listing = spawnSync('tar', ['-tv', '--numeric-owner'], { input: Buffer.concat(chunks), encoding: 'utf8' });
       expect(listing.status, listing.stderr).toBe(0);
