@@ -1,5 +1,5 @@
 import type { PsqlSession } from '../runner/psql';
-import { spreadBySize } from './inspect';
+import { inSessions, spreadBySize } from './inspect';
 
 export interface IndexCheckOutcome {
   name: string;
@@ -10,6 +10,12 @@ export interface IndexCheckOutcome {
 }
 
 export const INDEX_CHECK_NAME = 'amcheck on B-tree indexes';
+
+/** Every B-tree index amcheck can look at: valid, ready, not temporary (system catalogs included). */
+const BTREE_INDEXES = `FROM pg_index i
+JOIN pg_class c ON c.oid = i.indexrelid
+JOIN pg_am a ON a.oid = c.relam
+WHERE a.amname = 'btree' AND i.indisvalid AND i.indisready AND c.relpersistence <> 't'`;
 
 /**
  * `bt_index_check` on B-tree indexes, incrementally: each `sweep()` checks every valid, ready
@@ -55,10 +61,7 @@ $fn$`);
     await this.setup();
     if (this.setupError) return;
     const unchecked = this.checked.size ? ` AND c.oid <> ALL('{${[...this.checked].join(',')}}'::oid[])` : '';
-    const from = `FROM pg_index i
-JOIN pg_class c ON c.oid = i.indexrelid
-JOIN pg_am a ON a.oid = c.relam
-WHERE a.amname = 'btree' AND i.indisvalid AND i.indisready AND c.relpersistence <> 't'${unchecked}`;
+    const from = `${BTREE_INDEXES}${unchecked}`;
     if (options.alone !== false) {
       const rows = await this.session.query<{ oid: string; index: string; error: string | null }>(`SELECT c.oid::text AS oid, c.oid::regclass::text AS index, pg_temp.lifeline_index_error(c.oid::regclass) AS error ${from} ORDER BY 2`);
       for (const row of rows) this.record(row.oid, row.index, row.error);
@@ -126,26 +129,19 @@ function summarize(checked: number, found: { index: string; error: string }[], s
  */
 export async function checkAllBtreeIndexes(open: () => PsqlSession, parallel = 2): Promise<IndexCheckOutcome> {
   const first = open();
-  const sessions = [first];
   try {
     const setupChecker = new BtreeIndexChecker(first);
     const setupFailure = await setupChecker.prepare();
-    if (setupFailure) return { name: INDEX_CHECK_NAME, passed: false, detail: setupFailure, checked: 0, broken: [] };
-    const indexes = await first.query<{ oid: string; bytes: number | string }>(`SELECT c.oid::text AS oid, pg_relation_size(c.oid) AS bytes
-FROM pg_index i
-JOIN pg_class c ON c.oid = i.indexrelid
-JOIN pg_am a ON a.oid = c.relam
-WHERE a.amname = 'btree' AND i.indisvalid AND i.indisready AND c.relpersistence <> 't'
-ORDER BY 2 DESC, 1`);
-    const checkers = spreadBySize(indexes, parallel, (index) => Number(index.bytes)).map((group, i) => {
-      const session = i === 0 ? first : open();
-      if (i > 0) sessions.push(session);
-      const checker = i === 0 ? setupChecker : new BtreeIndexChecker(session);
-      return checker.checkOids(group.map((index) => index.oid)).then(() => checker);
+    if (setupFailure) return summarize(0, [], setupFailure);
+    const indexes = await first.query<{ oid: string; bytes: number | string }>(`SELECT c.oid::text AS oid, pg_relation_size(c.oid) AS bytes ${BTREE_INDEXES} ORDER BY 2 DESC, 1`);
+    const groups = spreadBySize(indexes, parallel, (index) => Number(index.bytes));
+    const checkers = await inSessions(first, open, groups, async (session, group) => {
+      const checker = session === first ? setupChecker : new BtreeIndexChecker(session);
+      await checker.checkOids(group.map((index) => index.oid));
+      return checker;
     });
-    const done = await Promise.all(checkers);
-    return BtreeIndexChecker.combine(done);
+    return BtreeIndexChecker.combine(checkers);
   } finally {
-    await Promise.all(sessions.map((s) => s.close()));
+    await first.close();
   }
 }

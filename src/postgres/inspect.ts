@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { failure } from '../errors';
 import { runText, type Runner } from '../runner/runner';
+import { quoteLiteral } from '../runner/postgres-env';
 import type { PsqlSession } from '../runner/psql';
 
 /** User schemas only: the system catalogs differ between servers and are not part of a backup. */
@@ -35,7 +36,7 @@ export async function exactRowCounts(session: PsqlSession, options: { known?: Re
   // One statement per batch keeps round trips few without building a huge query.
   for (let i = 0; i < todo.length; i += 50) {
     const batch = todo.slice(i, i + 50);
-    const sql = batch.map((t) => `SELECT ${literal(t)} AS name, count(*)::bigint AS n FROM ${t}`).join(' UNION ALL ');
+    const sql = batch.map((t) => `SELECT ${quoteLiteral(t)} AS name, count(*)::bigint AS n FROM ${t}`).join(' UNION ALL ');
     for (const row of await session.query<{ name: string; n: number | string }>(sql)) counts[row.name] = Number(row.n);
   }
   return counts;
@@ -122,9 +123,6 @@ export async function toolVersion(runner: Runner, tool: 'pg_dump' | 'pg_restore'
   return { version: match[0].replace(/^\(PostgreSQL\)\s+/, ''), major: Number(match[1]) };
 }
 
-function literal(value: string): string {
-  return `'${value.replace(/'/g, "''")}'`;
-}
 
 /**
  * ANALYZE of every user table, spread over `parallel` sessions (largest first, each table to the
@@ -133,7 +131,6 @@ function literal(value: string): string {
  */
 export async function analyzeUserTables(open: () => PsqlSession, parallel = 2): Promise<void> {
   const first = open();
-  const sessions = [first];
   try {
     const tables = await first.query<{ name: string; bytes: number | string }>(
       `SELECT format('%I.%I', n.nspname, c.relname) AS name, pg_table_size(c.oid) AS bytes
@@ -141,16 +138,31 @@ export async function analyzeUserTables(open: () => PsqlSession, parallel = 2): 
         WHERE c.relkind IN ('r', 'm', 'p') AND ${USER_SCHEMA_FILTER}
         ORDER BY 2 DESC, 1`,
     );
-    await Promise.all(
-      spreadBySize(tables, parallel, (t) => Number(t.bytes)).map(async (group, i) => {
+    await inSessions(first, open, spreadBySize(tables, parallel, (t) => Number(t.bytes)), async (session, group) => {
+      // One statement per table: a failure names its table, and each finishes its own transaction.
+      for (const table of group) await session.exec(`ANALYZE ${table.name}`);
+    });
+  } finally {
+    await first.close();
+  }
+}
+
+/**
+ * Runs each group of work on a session of its own: the first group on `first` (the caller's, left
+ * open), the others on sessions opened here and closed once all groups are done.
+ */
+export async function inSessions<G, R>(first: PsqlSession, open: () => PsqlSession, groups: G[], work: (session: PsqlSession, group: G) => Promise<R>): Promise<R[]> {
+  const opened: PsqlSession[] = [];
+  try {
+    return await Promise.all(
+      groups.map((group, i) => {
         const session = i === 0 ? first : open();
-        if (i > 0) sessions.push(session);
-        // One statement per table: a failure names its table, and each finishes its own transaction.
-        for (const table of group) await session.exec(`ANALYZE ${table.name}`);
+        if (i > 0) opened.push(session);
+        return work(session, group);
       }),
     );
   } finally {
-    await Promise.all(sessions.map((s) => s.close()));
+    await Promise.all(opened.map((s) => s.close()));
   }
 }
 

@@ -1,5 +1,5 @@
 import type { Logger } from '../logger';
-import type { PgConnection } from '../runner/postgres-env';
+import { quoteLiteral, type PgConnection } from '../runner/postgres-env';
 import { PsqlSession } from '../runner/psql';
 import { runText, type Runner } from '../runner/runner';
 import { BtreeIndexChecker, type IndexCheckOutcome } from './amcheck';
@@ -73,7 +73,7 @@ export class EarlyRestoreChecks {
       // The server resolves "schema table owner" to the table (names may hold spaces) and quotes it.
       const names = await this.countSession.query<{ name: string }>(
         `SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE c.relkind = 'r' AND starts_with(${literal(`${rest} `)}, n.nspname || ' ' || c.relname || ' ')`,
+          WHERE c.relkind = 'r' AND starts_with(${quoteLiteral(`${rest} `)}, n.nspname || ' ' || c.relname || ' ')`,
       );
       if (names.length !== 1) {
         this.options.logger.debug(`could not tell which table "${rest}" is (${names.length} candidates): it is counted after the restore`);
@@ -105,8 +105,8 @@ export class EarlyRestoreChecks {
 
   /**
    * Once pg_restore has exited 0: counts every table not counted yet (all of them when the early
-   * counts stopped) and, when asked, runs amcheck on every index not checked yet. `alongside` runs
-   * in the meantime on its own session (ANALYZE, the schema fingerprint).
+   * counts stopped) and, when asked, runs amcheck on every index not checked yet, each on its own
+   * session, while the caller runs ANALYZE and the schema fingerprint on theirs.
    */
   async finish(): Promise<{ counts: Record<string, number>; indexes?: IndexCheckOutcome; earlyCounted: number }> {
     await Promise.all([this.countQueue, this.indexQueue]);
@@ -157,10 +157,6 @@ export function parseDataItems(listing: string): Map<number, string> {
     if (match) items.set(Number(match[1]), match[2]!.trimEnd());
   }
   return items;
-}
-
-function literal(value: string): string {
-  return `'${value.replace(/'/g, "''")}'`;
 }
 
 /**

@@ -134,8 +134,9 @@ export async function restoreArchiveInto(conn: PgConnection, options: RestoreArc
     // A failure in one must not leave the others' promises unhandled.
     for (const p of [analyzed, finished, indexes]) p?.catch(() => {});
     const actualFingerprint = await schemaFingerprint(session);
-    const actualCounts = finished ? (await finished).counts : await exactRowCounts(session);
-    const indexOutcome = finished ? (await finished).indexes : await indexes;
+    const earlyResult = await finished;
+    const actualCounts = earlyResult?.counts ?? (await exactRowCounts(session));
+    const indexOutcome = earlyResult ? earlyResult.indexes : await indexes;
     await analyzed;
     const mismatches = compareCounts(backup.metadata.rowCounts, actualCounts);
     const rowCounts = { ok: mismatches.length === 0, tables: Object.keys(actualCounts).length, rows: Object.values(actualCounts).reduce((a, b) => a + b, 0), mismatches };
@@ -149,7 +150,7 @@ export async function restoreArchiveInto(conn: PgConnection, options: RestoreArc
       schemaFingerprint: fingerprint,
       analyzed: analyze,
       ...(indexOutcome ? { indexes: indexOutcome } : {}),
-      countedDuringRestore: finished ? (await finished).earlyCounted : 0,
+      countedDuringRestore: earlyResult?.earlyCounted ?? 0,
       restoreSeconds,
       checkSeconds: (Date.now() - checkStarted) / 1000,
     };
