@@ -16,7 +16,7 @@ import { loadSampleDataset } from '../src/sample/dataset';
 import { resolveEnvironment } from '../src/settings/resolve';
 import { startArchivingCluster } from '../test/helpers/pgbackrest-stanza';
 import { cliArgv } from './drivers/cli';
-import { compareInterleaved, measure, type BenchContext, type BenchRow } from './lib';
+import { checkpoint, compareInterleaved, measure, type BenchContext, type BenchRow } from './lib';
 
 
 async function logicalDrill(ctx: BenchContext): Promise<BenchRow> {
@@ -37,8 +37,7 @@ async function logicalDrill(ctx: BenchContext): Promise<BenchRow> {
   };
   // The drill drops the database it created, so each run starts from the same state.
   const lifeline = () => cli(['drill', '--backup', id, '--jobs', '2', '--rto', '1d', '--rpo', '1d', '--target', formatPgUrl({ ...ctx.db, database: `lifeline_drill_${n++}` })]);
-  const checkpoint = async () => void (await measure('psql', ['-X', '-q', '-c', 'CHECKPOINT'], { env }));
-  const { bare: bareRun, lifeline: lifelineRun } = await compareInterleaved(3, bare, lifeline, checkpoint);
+  const { bare: bareRun, lifeline: lifelineRun } = await compareInterleaved(3, bare, lifeline, checkpoint(env));
   return {
     name: `logical drill: verify + restore -j2 + checks (~${ctx.sizeMb} MB dataset)`,
     lifeline: lifelineRun,

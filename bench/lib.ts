@@ -83,6 +83,11 @@ export async function compareInterleaved(n: number, bare: () => Promise<Measurem
   return { bare: bestBare!, lifeline: bestLifeline! };
 }
 
+/** Runs a CHECKPOINT on the server `env` (PG* variables) points at, unmeasured: for `compareInterleaved`'s `before`. */
+export function checkpoint(env: NodeJS.ProcessEnv): () => Promise<void> {
+  return async () => void (await measure('psql', ['-X', '-q', '-c', 'CHECKPOINT'], { env }));
+}
+
 export function formatRows(rows: BenchRow[]): string {
   const lines = ['| benchmark | lifeline s | bare s | ratio | target | lifeline peak MB | verdict |', '|---|---|---|---|---|---|---|'];
   for (const r of rows) {

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { SAMPLE_TABLES } from '../src/sample/dataset';
 import { formatPgUrl, pgEnv } from '../src/runner/postgres-env';
 import { cliMeasure } from './drivers/cli';
-import { compareInterleaved, measure, type BenchContext, type BenchRow } from './lib';
+import { checkpoint, compareInterleaved, measure, type BenchContext, type BenchRow } from './lib';
 
 export default async function restoreBench(ctx: BenchContext): Promise<BenchRow[]> {
   const store = join(ctx.workDir, 'restore-store');
@@ -30,8 +30,7 @@ export default async function restoreBench(ctx: BenchContext): Promise<BenchRow[
     await measure('dropdb', [db], { env });
     return m;
   };
-  const checkpoint = async () => void (await measure('psql', ['-X', '-q', '-c', 'CHECKPOINT'], { env }));
-  const { bare: bareRun, lifeline: lifelineRun } = await compareInterleaved(3, bare, lifeline, checkpoint);
+  const { bare: bareRun, lifeline: lifelineRun } = await compareInterleaved(3, bare, lifeline, checkpoint(env));
   return [
     {
       name: `restore -j2 into a new database + row counts (~${ctx.sizeMb} MB dataset)`,
