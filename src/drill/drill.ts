@@ -7,7 +7,7 @@ import { migrationHead } from '../postgres/inspect';
 import { findBackup, listBackups, type BackupEntry } from '../postgres/metadata';
 import { parseRecoveryTargetTime, requirePhysical, stanzaInfo, type StanzaInfo } from '../postgres/pgbackrest';
 import { restorePointInTime, type PointInTimeCluster } from '../postgres/pitr';
-import { restoreIntoFreshDatabase, type RestoreCheckReport } from '../postgres/restore';
+import { maintenanceConnection, restoreIntoFreshDatabase, type RestoreCheckReport } from '../postgres/restore';
 import { restoreRedisIsolated } from '../redis/restore';
 import { verifyBackup } from '../postgres/verify';
 import { parsePgUrl, quoteIdent, quoteLiteral, withDatabase, type PgConnection } from '../runner/postgres-env';
@@ -321,14 +321,14 @@ function round(n: number): number {
 }
 
 async function databaseExists(runner: Runner, conn: PgConnection): Promise<boolean> {
-  const maintenance = withDatabase(conn, conn.database === 'postgres' ? 'template1' : 'postgres');
+  const maintenance = maintenanceConnection(conn);
   const rows = await queryOnce(runner, maintenance, `SELECT 1 AS present FROM pg_database WHERE datname = ${quoteLiteral(conn.database)}`);
   return rows.length > 0;
 }
 
 /** Drops the database the drill created on a given target, so the next drill finds it free. */
 async function dropDatabase(runner: Runner, conn: PgConnection, logger: Logger): Promise<void> {
-  const maintenance = withDatabase(conn, conn.database === 'postgres' ? 'template1' : 'postgres');
+  const maintenance = maintenanceConnection(conn);
   const session = PsqlSession.open(runner, maintenance);
   try {
     await session.exec(`DROP DATABASE IF EXISTS ${quoteIdent(conn.database)} WITH (FORCE)`);

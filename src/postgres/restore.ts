@@ -381,7 +381,7 @@ function describeCheckFailure(checks: RestoreCheckReport): string {
 }
 
 /** A database on the same server to run CREATE/ALTER/DROP DATABASE from. */
-function maintenanceConnection(target: PgConnection): PgConnection {
+export function maintenanceConnection(target: PgConnection): PgConnection {
   return withDatabase(target, target.database === 'postgres' ? 'template1' : 'postgres');
 }
 
