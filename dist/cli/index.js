@@ -53692,6 +53692,7 @@ async function checkConnection(session, conn) {
 
 
 
+
 /** User schemas only: the system catalogs differ between servers and are not part of a backup. */
 const USER_SCHEMA_FILTER = `n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'`;
 /** Every ordinary table of the user's schemas, as `schema.table` (quoted where needed). */
@@ -53721,7 +53722,7 @@ async function exactRowCounts(session, options = {}) {
     // One statement per batch keeps round trips few without building a huge query.
     for (let i = 0; i < todo.length; i += 50) {
         const batch = todo.slice(i, i + 50);
-        const sql = batch.map((t) => `SELECT ${literal(t)} AS name, count(*)::bigint AS n FROM ${t}`).join(' UNION ALL ');
+        const sql = batch.map((t) => `SELECT ${quoteLiteral(t)} AS name, count(*)::bigint AS n FROM ${t}`).join(' UNION ALL ');
         for (const row of await session.query(sql))
             counts[row.name] = Number(row.n);
     }
@@ -53800,9 +53801,6 @@ async function toolVersion(runner, tool) {
     }
     return { version: match[0].replace(/^\(PostgreSQL\)\s+/, ''), major: Number(match[1]) };
 }
-function literal(value) {
-    return `'${value.replace(/'/g, "''")}'`;
-}
 /**
  * ANALYZE of every user table, spread over `parallel` sessions (largest first, each table to the
  * least loaded session): the restored data gets planner statistics in about half the time of one
@@ -53810,23 +53808,37 @@ function literal(value) {
  */
 async function analyzeUserTables(open, parallel = 2) {
     const first = open();
-    const sessions = [first];
     try {
         const tables = await first.query(`SELECT format('%I.%I', n.nspname, c.relname) AS name, pg_table_size(c.oid) AS bytes
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind IN ('r', 'm', 'p') AND ${USER_SCHEMA_FILTER}
         ORDER BY 2 DESC, 1`);
-        await Promise.all(spreadBySize(tables, parallel, (t) => Number(t.bytes)).map(async (group, i) => {
-            const session = i === 0 ? first : open();
-            if (i > 0)
-                sessions.push(session);
+        await inSessions(first, open, spreadBySize(tables, parallel, (t) => Number(t.bytes)), async (session, group) => {
             // One statement per table: a failure names its table, and each finishes its own transaction.
             for (const table of group)
                 await session.exec(`ANALYZE ${table.name}`);
+        });
+    }
+    finally {
+        await first.close();
+    }
+}
+/**
+ * Runs each group of work on a session of its own: the first group on `first` (the caller's, left
+ * open), the others on sessions opened here and closed once all groups are done.
+ */
+async function inSessions(first, open, groups, work) {
+    const opened = [];
+    try {
+        return await Promise.all(groups.map((group, i) => {
+            const session = i === 0 ? first : open();
+            if (i > 0)
+                opened.push(session);
+            return work(session, group);
         }));
     }
     finally {
-        await Promise.all(sessions.map((s) => s.close()));
+        await Promise.all(opened.map((s) => s.close()));
     }
 }
 /**
@@ -54188,6 +54200,11 @@ async function recordVerification(catalog, entry, report, now = new Date()) {
 ;// CONCATENATED MODULE: ./src/postgres/amcheck.ts
 
 const INDEX_CHECK_NAME = 'amcheck on B-tree indexes';
+/** Every B-tree index amcheck can look at: valid, ready, not temporary (system catalogs included). */
+const BTREE_INDEXES = `FROM pg_index i
+JOIN pg_class c ON c.oid = i.indexrelid
+JOIN pg_am a ON a.oid = c.relam
+WHERE a.amname = 'btree' AND i.indisvalid AND i.indisready AND c.relpersistence <> 't'`;
 /**
  * `bt_index_check` on B-tree indexes, incrementally: each `sweep()` checks every valid, ready
  * B-tree index of the database (system catalogs included) that no earlier sweep checked, so a
@@ -54234,10 +54251,7 @@ $fn$`);
         if (this.setupError)
             return;
         const unchecked = this.checked.size ? ` AND c.oid <> ALL('{${[...this.checked].join(',')}}'::oid[])` : '';
-        const from = `FROM pg_index i
-JOIN pg_class c ON c.oid = i.indexrelid
-JOIN pg_am a ON a.oid = c.relam
-WHERE a.amname = 'btree' AND i.indisvalid AND i.indisready AND c.relpersistence <> 't'${unchecked}`;
+        const from = `${BTREE_INDEXES}${unchecked}`;
         if (options.alone !== false) {
             const rows = await this.session.query(`SELECT c.oid::text AS oid, c.oid::regclass::text AS index, pg_temp.lifeline_index_error(c.oid::regclass) AS error ${from} ORDER BY 2`);
             for (const row of rows)
@@ -54297,34 +54311,27 @@ function summarize(checked, found, setupError) {
  */
 async function checkAllBtreeIndexes(open, parallel = 2) {
     const first = open();
-    const sessions = [first];
     try {
         const setupChecker = new BtreeIndexChecker(first);
         const setupFailure = await setupChecker.prepare();
         if (setupFailure)
-            return { name: INDEX_CHECK_NAME, passed: false, detail: setupFailure, checked: 0, broken: [] };
-        const indexes = await first.query(`SELECT c.oid::text AS oid, pg_relation_size(c.oid) AS bytes
-FROM pg_index i
-JOIN pg_class c ON c.oid = i.indexrelid
-JOIN pg_am a ON a.oid = c.relam
-WHERE a.amname = 'btree' AND i.indisvalid AND i.indisready AND c.relpersistence <> 't'
-ORDER BY 2 DESC, 1`);
-        const checkers = spreadBySize(indexes, parallel, (index) => Number(index.bytes)).map((group, i) => {
-            const session = i === 0 ? first : open();
-            if (i > 0)
-                sessions.push(session);
-            const checker = i === 0 ? setupChecker : new BtreeIndexChecker(session);
-            return checker.checkOids(group.map((index) => index.oid)).then(() => checker);
+            return summarize(0, [], setupFailure);
+        const indexes = await first.query(`SELECT c.oid::text AS oid, pg_relation_size(c.oid) AS bytes ${BTREE_INDEXES} ORDER BY 2 DESC, 1`);
+        const groups = spreadBySize(indexes, parallel, (index) => Number(index.bytes));
+        const checkers = await inSessions(first, open, groups, async (session, group) => {
+            const checker = session === first ? setupChecker : new BtreeIndexChecker(session);
+            await checker.checkOids(group.map((index) => index.oid));
+            return checker;
         });
-        const done = await Promise.all(checkers);
-        return BtreeIndexChecker.combine(done);
+        return BtreeIndexChecker.combine(checkers);
     }
     finally {
-        await Promise.all(sessions.map((s) => s.close()));
+        await first.close();
     }
 }
 
 ;// CONCATENATED MODULE: ./src/postgres/restore-pipeline.ts
+
 
 
 
@@ -54397,7 +54404,7 @@ class EarlyRestoreChecks {
             this.countSession ??= PsqlSession.open(this.runner, this.conn);
             // The server resolves "schema table owner" to the table (names may hold spaces) and quotes it.
             const names = await this.countSession.query(`SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE c.relkind = 'r' AND starts_with(${restore_pipeline_literal(`${rest} `)}, n.nspname || ' ' || c.relname || ' ')`);
+          WHERE c.relkind = 'r' AND starts_with(${quoteLiteral(`${rest} `)}, n.nspname || ' ' || c.relname || ' ')`);
             if (names.length !== 1) {
                 this.options.logger.debug(`could not tell which table "${rest}" is (${names.length} candidates): it is counted after the restore`);
                 return;
@@ -54429,8 +54436,8 @@ class EarlyRestoreChecks {
     }
     /**
      * Once pg_restore has exited 0: counts every table not counted yet (all of them when the early
-     * counts stopped) and, when asked, runs amcheck on every index not checked yet. `alongside` runs
-     * in the meantime on its own session (ANALYZE, the schema fingerprint).
+     * counts stopped) and, when asked, runs amcheck on every index not checked yet, each on its own
+     * session, while the caller runs ANALYZE and the schema fingerprint on theirs.
      */
     async finish() {
         await Promise.all([this.countQueue, this.indexQueue]);
@@ -54482,9 +54489,6 @@ function parseDataItems(listing) {
             items.set(Number(match[1]), match[2].trimEnd());
     }
     return items;
-}
-function restore_pipeline_literal(value) {
-    return `'${value.replace(/'/g, "''")}'`;
 }
 /**
  * pg_restore --verbose progress lines, which are not errors; everything else it prints is kept for
@@ -54583,8 +54587,9 @@ async function restoreArchiveInto(conn, options) {
         for (const p of [analyzed, finished, indexes])
             p?.catch(() => { });
         const actualFingerprint = await schemaFingerprint(session);
-        const actualCounts = finished ? (await finished).counts : await exactRowCounts(session);
-        const indexOutcome = finished ? (await finished).indexes : await indexes;
+        const earlyResult = await finished;
+        const actualCounts = earlyResult?.counts ?? (await exactRowCounts(session));
+        const indexOutcome = earlyResult ? earlyResult.indexes : await indexes;
         await analyzed;
         const mismatches = compareCounts(backup.metadata.rowCounts, actualCounts);
         const rowCounts = { ok: mismatches.length === 0, tables: Object.keys(actualCounts).length, rows: Object.values(actualCounts).reduce((a, b) => a + b, 0), mismatches };
@@ -54598,7 +54603,7 @@ async function restoreArchiveInto(conn, options) {
             schemaFingerprint: fingerprint,
             analyzed: analyze,
             ...(indexOutcome ? { indexes: indexOutcome } : {}),
-            countedDuringRestore: finished ? (await finished).earlyCounted : 0,
+            countedDuringRestore: earlyResult?.earlyCounted ?? 0,
             restoreSeconds,
             checkSeconds: (Date.now() - checkStarted) / 1000,
         };
@@ -65235,7 +65240,7 @@ const ZodLiteral = /*@__PURE__*/ $constructor("ZodLiteral", (inst, def) => {
         },
     });
 });
-function schemas_literal(value, params) {
+function literal(value, params) {
     return new ZodLiteral({
         type: "literal",
         values: Array.isArray(value) ? value : [value],
@@ -65746,7 +65751,7 @@ const hook = union([
     object({ command: array(schemas_string().min(1)).min(1) }).strict(),
 ]);
 const storage = object({
-    provider: schemas_literal('s3'),
+    provider: literal('s3'),
     endpoint: schemas_string().url().optional(),
     region: schemas_string().min(1),
     bucket: schemas_string().min(1),
@@ -65783,7 +65788,7 @@ const environmentSchema = object({
 })
     .strict();
 const configSchema = object({
-    version: schemas_literal(1),
+    version: literal(1),
     /** Default catalog root for every environment. */
     store: schemas_string().min(1).optional(),
     environments: record(schemas_string().regex(/^[a-z0-9][a-z0-9_-]*$/, 'lowercase letters, digits, - and _'), environmentSchema),
@@ -66817,44 +66822,41 @@ async function waitForHealth(driver, targets, options) {
     const wake = new Wakeup();
     const watcher = driver.watchEvents(() => wake.notify(), options.timeoutSeconds);
     try {
-        return await pollHealth(driver, options, started, deadline, pending, lastSeen, wake);
+        // Listing goes through Compose (slow with v1); afterwards only `docker inspect` polls the known ids.
+        let known;
+        for (;;) {
+            const containers = known ? await driver.inspect(known).catch(() => undefined) : await driver.projectContainers(options.overrideFile);
+            if (!containers) {
+                known = undefined;
+                continue;
+            }
+            known = containers.map((c) => c.id);
+            for (const target of [...pending.values()]) {
+                const verdict = await judge(target, containers.filter((c) => c.service === target.service));
+                lastSeen.set(target.service, verdict.detail);
+                if (verdict.relist)
+                    known = undefined;
+                if (verdict.state === 'healthy') {
+                    if (verdict.noHealthcheck)
+                        options.logger.warn(`${target.service} has no Compose healthcheck and no healthUrl: counting "running" as healthy`);
+                    pending.delete(target.service);
+                    options.logger.info(`${target.service}: healthy (${verdict.detail})`);
+                }
+                else if (verdict.state === 'failed') {
+                    return { healthy: false, elapsedMs: Date.now() - started, service: target.service, reason: verdict.detail };
+                }
+            }
+            if (pending.size === 0)
+                return { healthy: true, elapsedMs: Date.now() - started };
+            if (Date.now() >= deadline) {
+                const [service] = pending.keys();
+                return { healthy: false, elapsedMs: Date.now() - started, service: service, reason: `not healthy within ${options.timeoutSeconds}s (last seen: ${lastSeen.get(service) ?? 'nothing'})` };
+            }
+            await wake.wait(Math.min(POLL_MS, Math.max(deadline - Date.now(), 0)));
+        }
     }
     finally {
         watcher.stop();
-    }
-}
-async function pollHealth(driver, options, started, deadline, pending, lastSeen, wake) {
-    // Listing goes through Compose (slow with v1); afterwards only `docker inspect` polls the known ids.
-    let known;
-    for (;;) {
-        const containers = known ? await driver.inspect(known).catch(() => undefined) : await driver.projectContainers(options.overrideFile);
-        if (!containers) {
-            known = undefined;
-            continue;
-        }
-        known = containers.map((c) => c.id);
-        for (const target of [...pending.values()]) {
-            const verdict = await judge(target, containers.filter((c) => c.service === target.service));
-            lastSeen.set(target.service, verdict.detail);
-            if (verdict.relist)
-                known = undefined;
-            if (verdict.state === 'healthy') {
-                if (verdict.noHealthcheck)
-                    options.logger.warn(`${target.service} has no Compose healthcheck and no healthUrl: counting "running" as healthy`);
-                pending.delete(target.service);
-                options.logger.info(`${target.service}: healthy (${verdict.detail})`);
-            }
-            else if (verdict.state === 'failed') {
-                return { healthy: false, elapsedMs: Date.now() - started, service: target.service, reason: verdict.detail };
-            }
-        }
-        if (pending.size === 0)
-            return { healthy: true, elapsedMs: Date.now() - started };
-        if (Date.now() >= deadline) {
-            const [service] = pending.keys();
-            return { healthy: false, elapsedMs: Date.now() - started, service: service, reason: `not healthy within ${options.timeoutSeconds}s (last seen: ${lastSeen.get(service) ?? 'nothing'})` };
-        }
-        await wake.wait(Math.min(POLL_MS, Math.max(deadline - Date.now(), 0)));
     }
 }
 /** A sleep that an event cuts short; an event that arrived while nobody waited is not lost. */
@@ -69150,13 +69152,13 @@ function round(n) {
     return Math.round(n * 1000) / 1000;
 }
 async function databaseExists(runner, conn) {
-    const maintenance = withDatabase(conn, conn.database === 'postgres' ? 'template1' : 'postgres');
+    const maintenance = maintenanceConnection(conn);
     const rows = await queryOnce(runner, maintenance, `SELECT 1 AS present FROM pg_database WHERE datname = ${quoteLiteral(conn.database)}`);
     return rows.length > 0;
 }
 /** Drops the database the drill created on a given target, so the next drill finds it free. */
 async function dropDatabase(runner, conn, logger) {
-    const maintenance = withDatabase(conn, conn.database === 'postgres' ? 'template1' : 'postgres');
+    const maintenance = maintenanceConnection(conn);
     const session = PsqlSession.open(runner, maintenance);
     try {
         await session.exec(`DROP DATABASE IF EXISTS ${quoteIdent(conn.database)} WITH (FORCE)`);
@@ -71970,8 +71972,91 @@ function preflightSettings(ctx, environment) {
 }
 const preflightAction = singleCommandAction('preflight', 'Pre-deploy checks: Docker, Compose, shell scripts, environment values, edge config, security gates.', preflightCommand);
 
-;// CONCATENATED MODULE: ./src/redis/live-restore.ts
+;// CONCATENATED MODULE: ./src/tar.ts
 
+
+
+const BLOCK = 512;
+function writeOctal(header, offset, length, value) {
+    header.write(value.toString(8).padStart(length - 1, '0') + '\0', offset, length, 'ascii');
+}
+/** A ustar header; sizes beyond 8 GiB use the GNU base-256 form that GNU tar and bsdtar read. */
+function tarHeader(name, size, mtimeSeconds, type, owner) {
+    if (Buffer.byteLength(name) > 100)
+        throw new Error(`tar member name too long: ${name}`);
+    const header = Buffer.alloc(BLOCK);
+    header.write(name, 0, 100, 'utf8');
+    writeOctal(header, 100, 8, owner.mode & 0o7777);
+    writeOctal(header, 108, 8, owner.uid);
+    writeOctal(header, 116, 8, owner.gid);
+    if (size < 8 ** 11) {
+        writeOctal(header, 124, 12, size);
+    }
+    else {
+        header[124] = 0x80;
+        let rest = BigInt(size);
+        for (let i = 135; i > 124; i--) {
+            header[i] = Number(rest & 0xffn);
+            rest >>= 8n;
+        }
+    }
+    writeOctal(header, 136, 12, Math.floor(mtimeSeconds));
+    header.fill(' ', 148, 156);
+    header.write(type, 156, 1, 'ascii');
+    header.write('ustar\0', 257, 6, 'ascii');
+    header.write('00', 263, 2, 'ascii');
+    let checksum = 0;
+    for (const byte of header)
+        checksum += byte;
+    header.write(checksum.toString(8).padStart(6, '0') + '\0 ', 148, 8, 'ascii');
+    return header;
+}
+const padding = (size) => Buffer.alloc((BLOCK - (size % BLOCK)) % BLOCK);
+/** A tar stream of the members, reading each file as it goes (bounded memory). */
+function tarStream(members, mtime = new Date()) {
+    const mtimeSeconds = mtime.getTime() / 1000;
+    async function* generate() {
+        for (const member of members) {
+            const owner = { uid: member.uid ?? 0, gid: member.gid ?? 0 };
+            if ('directory' in member) {
+                yield tarHeader(`${member.name.replace(/\/$/, '')}/`, 0, mtimeSeconds, '5', { mode: member.mode ?? 0o755, ...owner });
+                continue;
+            }
+            const fileOwner = { mode: member.mode ?? 0o644, ...owner };
+            if (!('path' in member)) {
+                const body = 'text' in member ? Buffer.from(member.text, 'utf8') : Buffer.from(member.content);
+                yield tarHeader(member.name, body.length, mtimeSeconds, '0', fileOwner);
+                yield body;
+                yield padding(body.length);
+                continue;
+            }
+            yield tarHeader(member.name, member.size, mtimeSeconds, '0', fileOwner);
+            let written = 0;
+            for await (const chunk of (0,external_node_fs_.createReadStream)(member.path, { highWaterMark: 1024 * 1024 })) {
+                written += chunk.length;
+                if (written > member.size)
+                    throw (0,errors/* failure */.V2)('FILE_CHANGED', `${member.path} grew while it was being archived`);
+                yield chunk;
+            }
+            if (written !== member.size)
+                throw (0,errors/* failure */.V2)('FILE_CHANGED', `${member.path} changed size while it was being archived (${written} bytes, expected ${member.size})`);
+            yield padding(member.size);
+        }
+        yield Buffer.alloc(BLOCK * 2);
+    }
+    return external_node_stream_.Readable.from(generate(), { objectMode: false });
+}
+/** The first file's content of a (small) tar archive, e.g. `docker cp CONTAINER:FILE -`. */
+function firstTarFile(archive) {
+    if (archive.length < BLOCK)
+        return undefined;
+    const size = parseInt(archive.subarray(124, 136).toString('ascii').replace(/\0.*$/s, '').trim() || '0', 8);
+    if (!Number.isFinite(size))
+        return undefined;
+    return archive.subarray(BLOCK, BLOCK + size);
+}
+
+;// CONCATENATED MODULE: ./src/redis/live-restore.ts
 
 
 
@@ -72107,71 +72192,6 @@ function parseTopOwner(output) {
             return { uid: Number(uid), gid: Number(gid) };
     }
     return undefined;
-}
-function octal(value, width) {
-    return `${value.toString(8).padStart(width - 1, '0')}\0`;
-}
-/** A ustar header; names are short plain paths (checked by the caller). */
-function tarHeader(entry, size, mtime = Math.floor(Date.now() / 1000)) {
-    const header = Buffer.alloc(512);
-    const name = entry.type === 'directory' ? `${entry.name.replace(/\/$/, '')}/` : entry.name;
-    if (Buffer.byteLength(name) > 100)
-        throw (0,errors/* failure */.V2)('INTERNAL_TAR_NAME', `internal error: tar entry name too long: ${name}`);
-    header.write(name, 0, 100, 'utf8');
-    header.write(octal(entry.mode & 0o7777, 8), 100, 8, 'ascii');
-    header.write(octal(entry.uid, 8), 108, 8, 'ascii');
-    header.write(octal(entry.gid, 8), 116, 8, 'ascii');
-    header.write(octal(entry.type === 'directory' ? 0 : size, 12), 124, 12, 'ascii');
-    header.write(octal(mtime, 12), 136, 12, 'ascii');
-    header.write('        ', 148, 8, 'ascii');
-    header.write(entry.type === 'directory' ? '5' : '0', 156, 1, 'ascii');
-    header.write('ustar\0', 257, 6, 'ascii');
-    header.write('00', 263, 2, 'ascii');
-    let sum = 0;
-    for (const byte of header)
-        sum += byte;
-    header.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 8, 'ascii');
-    return header;
-}
-/** Streams a tar archive of the entries: files are read in chunks, never whole. */
-function tarStream(entries) {
-    async function* generate() {
-        for (const entry of entries) {
-            if (entry.type === 'directory') {
-                yield tarHeader(entry, 0);
-                continue;
-            }
-            const size = entry.content ? entry.content.length : entry.size;
-            yield tarHeader(entry, size);
-            let written = 0;
-            if (entry.content) {
-                yield entry.content;
-                written = entry.content.length;
-            }
-            else {
-                for await (const chunk of (0,external_node_fs_.createReadStream)(entry.path, { highWaterMark: 1024 * 1024 })) {
-                    written += chunk.length;
-                    yield chunk;
-                }
-            }
-            if (written !== size)
-                throw (0,errors/* failure */.V2)('SNAPSHOT_CHANGED', `${entry.path} changed size while it was copied (${written} bytes, expected ${size})`);
-            const pad = (512 - (size % 512)) % 512;
-            if (pad)
-                yield Buffer.alloc(pad);
-        }
-        yield Buffer.alloc(1024);
-    }
-    return external_node_stream_.Readable.from(generate());
-}
-/** The first file's content of a (small) tar archive, e.g. `docker cp CONTAINER:FILE -`. */
-function firstTarFile(archive) {
-    if (archive.length < 512)
-        return undefined;
-    const size = parseInt(archive.subarray(124, 136).toString('ascii').replace(/\0.*$/s, '').trim() || '0', 8);
-    if (!Number.isFinite(size))
-        return undefined;
-    return archive.subarray(512, 512 + size);
 }
 /** The files a Redis 7 AOF manifest lists (`file NAME seq N type b|h|i`). */
 function manifestFiles(manifest) {
@@ -72409,8 +72429,7 @@ async function replaceData(runner, container, persistence, owner, snapshotPath, 
     const { size } = await (0,promises_.stat)(snapshotPath);
     if (size !== expectedBytes)
         throw (0,errors/* failure */.V2)('SNAPSHOT_CHANGED', `${snapshotPath} is ${size} bytes, the catalog recorded ${expectedBytes}`);
-    const file = (name, extra) => ({ name, type: 'file', mode: 0o644, ...owner, ...extra });
-    const entries = [file(persistence.dbfilename, { path: snapshotPath, size })];
+    const entries = [{ name: persistence.dbfilename, path: snapshotPath, size, ...owner }];
     let stale = [];
     if (persistence.appendonly) {
         const dirName = persistence.appenddirname;
@@ -72418,7 +72437,7 @@ async function replaceData(runner, container, persistence, owner, snapshotPath, 
         const oldManifest = await readContainerFile(runner, container, `${persistence.dir}/${dirName}/${layout.manifestName}`);
         const keep = new Set([layout.base, layout.incr, layout.manifestName]);
         stale = oldManifest ? manifestFiles(oldManifest.toString('utf8')).filter((name) => !keep.has(name) && /^[A-Za-z0-9][A-Za-z0-9._+-]*$/.test(name)) : [];
-        entries.push({ name: dirName, type: 'directory', mode: 0o755, ...owner }, file(`${dirName}/${layout.base}`, { path: snapshotPath, size }), file(`${dirName}/${layout.incr}`, { content: Buffer.alloc(0) }), file(`${dirName}/${layout.manifestName}`, { content: Buffer.from(layout.manifest) }));
+        entries.push({ name: dirName, directory: true, ...owner }, { name: `${dirName}/${layout.base}`, path: snapshotPath, size, ...owner }, { name: `${dirName}/${layout.incr}`, text: '', ...owner }, { name: `${dirName}/${layout.manifestName}`, text: layout.manifest, ...owner });
     }
     const running = runner.start({ tool: 'docker', args: ['cp', '-', `${container}:${persistence.dir}`], stdin: tarStream(entries) });
     running.stdout.resume();
@@ -73114,74 +73133,6 @@ async function inParallel(items, limit, task) {
     return results;
 }
 
-;// CONCATENATED MODULE: ./src/tenant/tar.ts
-
-
-const BLOCK = 512;
-function writeOctal(header, offset, length, value) {
-    header.write(value.toString(8).padStart(length - 1, '0') + '\0', offset, length, 'ascii');
-}
-/** A ustar header; sizes beyond 8 GiB use the GNU base-256 form that GNU tar and bsdtar read. */
-function tar_tarHeader(name, size, mtimeSeconds) {
-    if (Buffer.byteLength(name) > 100)
-        throw new Error(`tar member name too long: ${name}`);
-    const header = Buffer.alloc(BLOCK);
-    header.write(name, 0, 100, 'utf8');
-    writeOctal(header, 100, 8, 0o644);
-    writeOctal(header, 108, 8, 0);
-    writeOctal(header, 116, 8, 0);
-    if (size < 8 ** 11) {
-        writeOctal(header, 124, 12, size);
-    }
-    else {
-        header[124] = 0x80;
-        let rest = BigInt(size);
-        for (let i = 135; i > 124; i--) {
-            header[i] = Number(rest & 0xffn);
-            rest >>= 8n;
-        }
-    }
-    writeOctal(header, 136, 12, Math.floor(mtimeSeconds));
-    header.fill(' ', 148, 156);
-    header.write('0', 156, 1, 'ascii');
-    header.write('ustar\0', 257, 6, 'ascii');
-    header.write('00', 263, 2, 'ascii');
-    let checksum = 0;
-    for (const byte of header)
-        checksum += byte;
-    header.write(checksum.toString(8).padStart(6, '0') + '\0 ', 148, 8, 'ascii');
-    return header;
-}
-const padding = (size) => Buffer.alloc((BLOCK - (size % BLOCK)) % BLOCK);
-/** A tar stream of the members, reading each file as it goes (bounded memory). */
-function tar_tarStream(members, mtime = new Date()) {
-    const mtimeSeconds = mtime.getTime() / 1000;
-    async function* generate() {
-        for (const member of members) {
-            if ('text' in member) {
-                const body = Buffer.from(member.text, 'utf8');
-                yield tar_tarHeader(member.name, body.length, mtimeSeconds);
-                yield body;
-                yield padding(body.length);
-                continue;
-            }
-            yield tar_tarHeader(member.name, member.size, mtimeSeconds);
-            let written = 0;
-            for await (const chunk of (0,external_node_fs_.createReadStream)(member.path, { highWaterMark: 1024 * 1024 })) {
-                written += chunk.length;
-                if (written > member.size)
-                    throw new Error(`${member.path} grew while it was being archived`);
-                yield chunk;
-            }
-            if (written !== member.size)
-                throw new Error(`${member.path} changed size while it was being archived`);
-            yield padding(member.size);
-        }
-        yield Buffer.alloc(BLOCK * 2);
-    }
-    return external_node_stream_.Readable.from(generate(), { objectMode: false });
-}
-
 ;// CONCATENATED MODULE: ./src/tenant/tenant-id.ts
 
 
@@ -73504,7 +73455,7 @@ async function addArchive(staged, manifest) {
         { name: `${folder}/${SUMS_FILE}`, text: formatSums(manifest.collections.map((c) => ({ file: c.file, sha256: c.sha256 }))) },
         { name: `${folder}/${EXPORT_MANIFEST}`, text: `${JSON.stringify(manifest, null, 2)}\n` },
     ];
-    const tar = tar_tarStream(members);
+    const tar = tarStream(members);
     const gzip = (0,external_node_zlib_.createGzip)({ level: 6 });
     tar.on('error', (error) => gzip.destroy(error));
     const hashed = await staged.addStream(ARCHIVE_FILE, tar.pipe(gzip));

@@ -38360,6 +38360,7 @@ async function connection_checkConnection(session, conn) {
 
 
 
+
 /** User schemas only: the system catalogs differ between servers and are not part of a backup. */
 const USER_SCHEMA_FILTER = `n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'`;
 /** Every ordinary table of the user's schemas, as `schema.table` (quoted where needed). */
@@ -38389,7 +38390,7 @@ async function inspect_exactRowCounts(session, options = {}) {
     // One statement per batch keeps round trips few without building a huge query.
     for (let i = 0; i < todo.length; i += 50) {
         const batch = todo.slice(i, i + 50);
-        const sql = batch.map((t) => `SELECT ${literal(t)} AS name, count(*)::bigint AS n FROM ${t}`).join(' UNION ALL ');
+        const sql = batch.map((t) => `SELECT ${postgres_env_quoteLiteral(t)} AS name, count(*)::bigint AS n FROM ${t}`).join(' UNION ALL ');
         for (const row of await session.query(sql))
             counts[row.name] = Number(row.n);
     }
@@ -38468,9 +38469,6 @@ async function inspect_toolVersion(runner, tool) {
     }
     return { version: match[0].replace(/^\(PostgreSQL\)\s+/, ''), major: Number(match[1]) };
 }
-function literal(value) {
-    return `'${value.replace(/'/g, "''")}'`;
-}
 /**
  * ANALYZE of every user table, spread over `parallel` sessions (largest first, each table to the
  * least loaded session): the restored data gets planner statistics in about half the time of one
@@ -38478,23 +38476,37 @@ function literal(value) {
  */
 async function analyzeUserTables(open, parallel = 2) {
     const first = open();
-    const sessions = [first];
     try {
         const tables = await first.query(`SELECT format('%I.%I', n.nspname, c.relname) AS name, pg_table_size(c.oid) AS bytes
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind IN ('r', 'm', 'p') AND ${USER_SCHEMA_FILTER}
         ORDER BY 2 DESC, 1`);
-        await Promise.all(spreadBySize(tables, parallel, (t) => Number(t.bytes)).map(async (group, i) => {
-            const session = i === 0 ? first : open();
-            if (i > 0)
-                sessions.push(session);
+        await inSessions(first, open, spreadBySize(tables, parallel, (t) => Number(t.bytes)), async (session, group) => {
             // One statement per table: a failure names its table, and each finishes its own transaction.
             for (const table of group)
                 await session.exec(`ANALYZE ${table.name}`);
+        });
+    }
+    finally {
+        await first.close();
+    }
+}
+/**
+ * Runs each group of work on a session of its own: the first group on `first` (the caller's, left
+ * open), the others on sessions opened here and closed once all groups are done.
+ */
+async function inSessions(first, open, groups, work) {
+    const opened = [];
+    try {
+        return await Promise.all(groups.map((group, i) => {
+            const session = i === 0 ? first : open();
+            if (i > 0)
+                opened.push(session);
+            return work(session, group);
         }));
     }
     finally {
-        await Promise.all(sessions.map((s) => s.close()));
+        await Promise.all(opened.map((s) => s.close()));
     }
 }
 /**
@@ -39317,6 +39329,11 @@ async function recordVerification(catalog, entry, report, now = new Date()) {
 ;// CONCATENATED MODULE: ./src/postgres/amcheck.ts
 
 const INDEX_CHECK_NAME = 'amcheck on B-tree indexes';
+/** Every B-tree index amcheck can look at: valid, ready, not temporary (system catalogs included). */
+const BTREE_INDEXES = `FROM pg_index i
+JOIN pg_class c ON c.oid = i.indexrelid
+JOIN pg_am a ON a.oid = c.relam
+WHERE a.amname = 'btree' AND i.indisvalid AND i.indisready AND c.relpersistence <> 't'`;
 /**
  * `bt_index_check` on B-tree indexes, incrementally: each `sweep()` checks every valid, ready
  * B-tree index of the database (system catalogs included) that no earlier sweep checked, so a
@@ -39363,10 +39380,7 @@ $fn$`);
         if (this.setupError)
             return;
         const unchecked = this.checked.size ? ` AND c.oid <> ALL('{${[...this.checked].join(',')}}'::oid[])` : '';
-        const from = `FROM pg_index i
-JOIN pg_class c ON c.oid = i.indexrelid
-JOIN pg_am a ON a.oid = c.relam
-WHERE a.amname = 'btree' AND i.indisvalid AND i.indisready AND c.relpersistence <> 't'${unchecked}`;
+        const from = `${BTREE_INDEXES}${unchecked}`;
         if (options.alone !== false) {
             const rows = await this.session.query(`SELECT c.oid::text AS oid, c.oid::regclass::text AS index, pg_temp.lifeline_index_error(c.oid::regclass) AS error ${from} ORDER BY 2`);
             for (const row of rows)
@@ -39426,34 +39440,27 @@ function summarize(checked, found, setupError) {
  */
 async function checkAllBtreeIndexes(open, parallel = 2) {
     const first = open();
-    const sessions = [first];
     try {
         const setupChecker = new BtreeIndexChecker(first);
         const setupFailure = await setupChecker.prepare();
         if (setupFailure)
-            return { name: INDEX_CHECK_NAME, passed: false, detail: setupFailure, checked: 0, broken: [] };
-        const indexes = await first.query(`SELECT c.oid::text AS oid, pg_relation_size(c.oid) AS bytes
-FROM pg_index i
-JOIN pg_class c ON c.oid = i.indexrelid
-JOIN pg_am a ON a.oid = c.relam
-WHERE a.amname = 'btree' AND i.indisvalid AND i.indisready AND c.relpersistence <> 't'
-ORDER BY 2 DESC, 1`);
-        const checkers = spreadBySize(indexes, parallel, (index) => Number(index.bytes)).map((group, i) => {
-            const session = i === 0 ? first : open();
-            if (i > 0)
-                sessions.push(session);
-            const checker = i === 0 ? setupChecker : new BtreeIndexChecker(session);
-            return checker.checkOids(group.map((index) => index.oid)).then(() => checker);
+            return summarize(0, [], setupFailure);
+        const indexes = await first.query(`SELECT c.oid::text AS oid, pg_relation_size(c.oid) AS bytes ${BTREE_INDEXES} ORDER BY 2 DESC, 1`);
+        const groups = spreadBySize(indexes, parallel, (index) => Number(index.bytes));
+        const checkers = await inSessions(first, open, groups, async (session, group) => {
+            const checker = session === first ? setupChecker : new BtreeIndexChecker(session);
+            await checker.checkOids(group.map((index) => index.oid));
+            return checker;
         });
-        const done = await Promise.all(checkers);
-        return BtreeIndexChecker.combine(done);
+        return BtreeIndexChecker.combine(checkers);
     }
     finally {
-        await Promise.all(sessions.map((s) => s.close()));
+        await first.close();
     }
 }
 
 ;// CONCATENATED MODULE: ./src/postgres/restore-pipeline.ts
+
 
 
 
@@ -39526,7 +39533,7 @@ class EarlyRestoreChecks {
             this.countSession ??= psql_PsqlSession.open(this.runner, this.conn);
             // The server resolves "schema table owner" to the table (names may hold spaces) and quotes it.
             const names = await this.countSession.query(`SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE c.relkind = 'r' AND starts_with(${restore_pipeline_literal(`${rest} `)}, n.nspname || ' ' || c.relname || ' ')`);
+          WHERE c.relkind = 'r' AND starts_with(${postgres_env_quoteLiteral(`${rest} `)}, n.nspname || ' ' || c.relname || ' ')`);
             if (names.length !== 1) {
                 this.options.logger.debug(`could not tell which table "${rest}" is (${names.length} candidates): it is counted after the restore`);
                 return;
@@ -39558,8 +39565,8 @@ class EarlyRestoreChecks {
     }
     /**
      * Once pg_restore has exited 0: counts every table not counted yet (all of them when the early
-     * counts stopped) and, when asked, runs amcheck on every index not checked yet. `alongside` runs
-     * in the meantime on its own session (ANALYZE, the schema fingerprint).
+     * counts stopped) and, when asked, runs amcheck on every index not checked yet, each on its own
+     * session, while the caller runs ANALYZE and the schema fingerprint on theirs.
      */
     async finish() {
         await Promise.all([this.countQueue, this.indexQueue]);
@@ -39611,9 +39618,6 @@ function parseDataItems(listing) {
             items.set(Number(match[1]), match[2].trimEnd());
     }
     return items;
-}
-function restore_pipeline_literal(value) {
-    return `'${value.replace(/'/g, "''")}'`;
 }
 /**
  * pg_restore --verbose progress lines, which are not errors; everything else it prints is kept for
@@ -39712,8 +39716,9 @@ async function restoreArchiveInto(conn, options) {
         for (const p of [analyzed, finished, indexes])
             p?.catch(() => { });
         const actualFingerprint = await inspect_schemaFingerprint(session);
-        const actualCounts = finished ? (await finished).counts : await inspect_exactRowCounts(session);
-        const indexOutcome = finished ? (await finished).indexes : await indexes;
+        const earlyResult = await finished;
+        const actualCounts = earlyResult?.counts ?? (await inspect_exactRowCounts(session));
+        const indexOutcome = earlyResult ? earlyResult.indexes : await indexes;
         await analyzed;
         const mismatches = compareCounts(backup.metadata.rowCounts, actualCounts);
         const rowCounts = { ok: mismatches.length === 0, tables: Object.keys(actualCounts).length, rows: Object.values(actualCounts).reduce((a, b) => a + b, 0), mismatches };
@@ -39727,7 +39732,7 @@ async function restoreArchiveInto(conn, options) {
             schemaFingerprint: fingerprint,
             analyzed: analyze,
             ...(indexOutcome ? { indexes: indexOutcome } : {}),
-            countedDuringRestore: finished ? (await finished).earlyCounted : 0,
+            countedDuringRestore: earlyResult?.earlyCounted ?? 0,
             restoreSeconds,
             checkSeconds: (Date.now() - checkStarted) / 1000,
         };
@@ -49271,7 +49276,7 @@ const ZodLiteral = /*@__PURE__*/ $constructor("ZodLiteral", (inst, def) => {
         },
     });
 });
-function schemas_literal(value, params) {
+function literal(value, params) {
     return new ZodLiteral({
         type: "literal",
         values: Array.isArray(value) ? value : [value],
@@ -49782,7 +49787,7 @@ const hook = union([
     object({ command: array(schemas_string().min(1)).min(1) }).strict(),
 ]);
 const storage = object({
-    provider: schemas_literal('s3'),
+    provider: literal('s3'),
     endpoint: schemas_string().url().optional(),
     region: schemas_string().min(1),
     bucket: schemas_string().min(1),
@@ -49819,7 +49824,7 @@ const environmentSchema = object({
 })
     .strict();
 const configSchema = object({
-    version: schemas_literal(1),
+    version: literal(1),
     /** Default catalog root for every environment. */
     store: schemas_string().min(1).optional(),
     environments: record(schemas_string().regex(/^[a-z0-9][a-z0-9_-]*$/, 'lowercase letters, digits, - and _'), environmentSchema),
@@ -51505,13 +51510,13 @@ function round(n) {
     return Math.round(n * 1000) / 1000;
 }
 async function databaseExists(runner, conn) {
-    const maintenance = postgres_env_withDatabase(conn, conn.database === 'postgres' ? 'template1' : 'postgres');
+    const maintenance = maintenanceConnection(conn);
     const rows = await queryOnce(runner, maintenance, `SELECT 1 AS present FROM pg_database WHERE datname = ${postgres_env_quoteLiteral(conn.database)}`);
     return rows.length > 0;
 }
 /** Drops the database the drill created on a given target, so the next drill finds it free. */
 async function dropDatabase(runner, conn, logger) {
-    const maintenance = postgres_env_withDatabase(conn, conn.database === 'postgres' ? 'template1' : 'postgres');
+    const maintenance = maintenanceConnection(conn);
     const session = psql_PsqlSession.open(runner, maintenance);
     try {
         await session.exec(`DROP DATABASE IF EXISTS ${postgres_env_quoteIdent(conn.database)} WITH (FORCE)`);

@@ -62188,44 +62188,41 @@ async function waitForHealth(driver, targets, options) {
     const wake = new Wakeup();
     const watcher = driver.watchEvents(() => wake.notify(), options.timeoutSeconds);
     try {
-        return await pollHealth(driver, options, started, deadline, pending, lastSeen, wake);
+        // Listing goes through Compose (slow with v1); afterwards only `docker inspect` polls the known ids.
+        let known;
+        for (;;) {
+            const containers = known ? await driver.inspect(known).catch(() => undefined) : await driver.projectContainers(options.overrideFile);
+            if (!containers) {
+                known = undefined;
+                continue;
+            }
+            known = containers.map((c) => c.id);
+            for (const target of [...pending.values()]) {
+                const verdict = await judge(target, containers.filter((c) => c.service === target.service));
+                lastSeen.set(target.service, verdict.detail);
+                if (verdict.relist)
+                    known = undefined;
+                if (verdict.state === 'healthy') {
+                    if (verdict.noHealthcheck)
+                        options.logger.warn(`${target.service} has no Compose healthcheck and no healthUrl: counting "running" as healthy`);
+                    pending.delete(target.service);
+                    options.logger.info(`${target.service}: healthy (${verdict.detail})`);
+                }
+                else if (verdict.state === 'failed') {
+                    return { healthy: false, elapsedMs: Date.now() - started, service: target.service, reason: verdict.detail };
+                }
+            }
+            if (pending.size === 0)
+                return { healthy: true, elapsedMs: Date.now() - started };
+            if (Date.now() >= deadline) {
+                const [service] = pending.keys();
+                return { healthy: false, elapsedMs: Date.now() - started, service: service, reason: `not healthy within ${options.timeoutSeconds}s (last seen: ${lastSeen.get(service) ?? 'nothing'})` };
+            }
+            await wake.wait(Math.min(POLL_MS, Math.max(deadline - Date.now(), 0)));
+        }
     }
     finally {
         watcher.stop();
-    }
-}
-async function pollHealth(driver, options, started, deadline, pending, lastSeen, wake) {
-    // Listing goes through Compose (slow with v1); afterwards only `docker inspect` polls the known ids.
-    let known;
-    for (;;) {
-        const containers = known ? await driver.inspect(known).catch(() => undefined) : await driver.projectContainers(options.overrideFile);
-        if (!containers) {
-            known = undefined;
-            continue;
-        }
-        known = containers.map((c) => c.id);
-        for (const target of [...pending.values()]) {
-            const verdict = await judge(target, containers.filter((c) => c.service === target.service));
-            lastSeen.set(target.service, verdict.detail);
-            if (verdict.relist)
-                known = undefined;
-            if (verdict.state === 'healthy') {
-                if (verdict.noHealthcheck)
-                    options.logger.warn(`${target.service} has no Compose healthcheck and no healthUrl: counting "running" as healthy`);
-                pending.delete(target.service);
-                options.logger.info(`${target.service}: healthy (${verdict.detail})`);
-            }
-            else if (verdict.state === 'failed') {
-                return { healthy: false, elapsedMs: Date.now() - started, service: target.service, reason: verdict.detail };
-            }
-        }
-        if (pending.size === 0)
-            return { healthy: true, elapsedMs: Date.now() - started };
-        if (Date.now() >= deadline) {
-            const [service] = pending.keys();
-            return { healthy: false, elapsedMs: Date.now() - started, service: service, reason: `not healthy within ${options.timeoutSeconds}s (last seen: ${lastSeen.get(service) ?? 'nothing'})` };
-        }
-        await wake.wait(Math.min(POLL_MS, Math.max(deadline - Date.now(), 0)));
     }
 }
 /** A sleep that an event cuts short; an event that arrived while nobody waited is not lost. */

@@ -38617,7 +38617,8 @@ async function inParallel(items, limit, task) {
     return results;
 }
 
-;// CONCATENATED MODULE: ./src/tenant/tar.ts
+;// CONCATENATED MODULE: ./src/tar.ts
+
 
 
 const BLOCK = 512;
@@ -38625,14 +38626,14 @@ function writeOctal(header, offset, length, value) {
     header.write(value.toString(8).padStart(length - 1, '0') + '\0', offset, length, 'ascii');
 }
 /** A ustar header; sizes beyond 8 GiB use the GNU base-256 form that GNU tar and bsdtar read. */
-function tarHeader(name, size, mtimeSeconds) {
+function tarHeader(name, size, mtimeSeconds, type, owner) {
     if (Buffer.byteLength(name) > 100)
         throw new Error(`tar member name too long: ${name}`);
     const header = Buffer.alloc(BLOCK);
     header.write(name, 0, 100, 'utf8');
-    writeOctal(header, 100, 8, 0o644);
-    writeOctal(header, 108, 8, 0);
-    writeOctal(header, 116, 8, 0);
+    writeOctal(header, 100, 8, owner.mode & 0o7777);
+    writeOctal(header, 108, 8, owner.uid);
+    writeOctal(header, 116, 8, owner.gid);
     if (size < 8 ** 11) {
         writeOctal(header, 124, 12, size);
     }
@@ -38646,7 +38647,7 @@ function tarHeader(name, size, mtimeSeconds) {
     }
     writeOctal(header, 136, 12, Math.floor(mtimeSeconds));
     header.fill(' ', 148, 156);
-    header.write('0', 156, 1, 'ascii');
+    header.write(type, 156, 1, 'ascii');
     header.write('ustar\0', 257, 6, 'ascii');
     header.write('00', 263, 2, 'ascii');
     let checksum = 0;
@@ -38661,28 +38662,43 @@ function tarStream(members, mtime = new Date()) {
     const mtimeSeconds = mtime.getTime() / 1000;
     async function* generate() {
         for (const member of members) {
-            if ('text' in member) {
-                const body = Buffer.from(member.text, 'utf8');
-                yield tarHeader(member.name, body.length, mtimeSeconds);
+            const owner = { uid: member.uid ?? 0, gid: member.gid ?? 0 };
+            if ('directory' in member) {
+                yield tarHeader(`${member.name.replace(/\/$/, '')}/`, 0, mtimeSeconds, '5', { mode: member.mode ?? 0o755, ...owner });
+                continue;
+            }
+            const fileOwner = { mode: member.mode ?? 0o644, ...owner };
+            if (!('path' in member)) {
+                const body = 'text' in member ? Buffer.from(member.text, 'utf8') : Buffer.from(member.content);
+                yield tarHeader(member.name, body.length, mtimeSeconds, '0', fileOwner);
                 yield body;
                 yield padding(body.length);
                 continue;
             }
-            yield tarHeader(member.name, member.size, mtimeSeconds);
+            yield tarHeader(member.name, member.size, mtimeSeconds, '0', fileOwner);
             let written = 0;
             for await (const chunk of (0,external_node_fs_namespaceObject.createReadStream)(member.path, { highWaterMark: 1024 * 1024 })) {
                 written += chunk.length;
                 if (written > member.size)
-                    throw new Error(`${member.path} grew while it was being archived`);
+                    throw errors_failure('FILE_CHANGED', `${member.path} grew while it was being archived`);
                 yield chunk;
             }
             if (written !== member.size)
-                throw new Error(`${member.path} changed size while it was being archived`);
+                throw errors_failure('FILE_CHANGED', `${member.path} changed size while it was being archived (${written} bytes, expected ${member.size})`);
             yield padding(member.size);
         }
         yield Buffer.alloc(BLOCK * 2);
     }
     return external_node_stream_.Readable.from(generate(), { objectMode: false });
+}
+/** The first file's content of a (small) tar archive, e.g. `docker cp CONTAINER:FILE -`. */
+function firstTarFile(archive) {
+    if (archive.length < BLOCK)
+        return undefined;
+    const size = parseInt(archive.subarray(124, 136).toString('ascii').replace(/\0.*$/s, '').trim() || '0', 8);
+    if (!Number.isFinite(size))
+        return undefined;
+    return archive.subarray(BLOCK, BLOCK + size);
 }
 
 ;// CONCATENATED MODULE: ./src/tenant/tenant-id.ts
