@@ -1,4 +1,6 @@
 import { stringify } from 'yaml';
+import { normalizeHost } from '../drill/isolation';
+import { environmentConnection } from '../postgres/connection';
 import { redactUrl } from '../settings/secrets';
 import { resolveEnvironment, type EnvironmentSettings } from '../settings/resolve';
 import { loadConfig } from '../settings/load';
@@ -15,6 +17,31 @@ export function maskedSettings(settings: EnvironmentSettings): Record<string, un
   };
 }
 
+/** Where each environment's URLs come from: `production: postgres from STAGING_DATABASE_URL (environments.staging.postgres.urlEnv)`. */
+export function urlSources(settings: EnvironmentSettings): string[] {
+  const pg = settings.postgres.url ? `from ${settings.postgres.urlSource}` : settings.postgres.urlEnv ? `not set (${settings.postgres.urlEnv} is empty)` : 'not set';
+  const lines = [`${settings.name}: postgres URL ${pg}`];
+  if (settings.redis) lines.push(`${settings.name}: redis URL ${settings.redis.url ? `from ${settings.redis.urlSource}` : settings.redis.urlEnv ? `not set (${settings.redis.urlEnv} is empty)` : 'not set'}`);
+  return lines;
+}
+
+/**
+ * Environments whose URLs reach the same server and database (all loopback spellings are one host):
+ * a backup or restore of one would act on the other's data.
+ */
+export function sharedDatabaseWarnings(environments: EnvironmentSettings[]): string[] {
+  const byTarget = new Map<string, EnvironmentSettings[]>();
+  for (const settings of environments) {
+    if (!settings.postgres.url) continue;
+    const conn = environmentConnection(settings);
+    const key = `${normalizeHost(conn.host)}:${conn.port ?? 5432}/${conn.database}`;
+    byTarget.set(key, [...(byTarget.get(key) ?? []), settings]);
+  }
+  return [...byTarget.entries()]
+    .filter(([, list]) => list.length > 1)
+    .map(([key, list]) => `environments ${list.map((s) => `${s.name} (URL from ${s.postgres.urlSource})`).join(' and ')} resolve to the same PostgreSQL server and database (${key}); give each environment its own postgres.urlEnv, set to its own database`);
+}
+
 export const configCheck: CommandSpec = {
   name: 'config check',
   summary: 'Validate lifeline.yml and print the resolved settings of every environment (secrets masked)',
@@ -29,9 +56,13 @@ export const configCheck: CommandSpec = {
     const resolved = names.length === 0 ? [first] : names.map((name) => (name === first.name ? first : resolveEnvironment({ ...globals, env: name }, { env: ctx.env, cwd: ctx.cwd })));
     const masked = Object.fromEntries(resolved.map((s) => [s.name, maskedSettings(s)]));
     const source = first.configPath ?? '(no config file: flags and environment variables only)';
+    const sources = resolved.flatMap(urlSources);
+    const warnings = sharedDatabaseWarnings(resolved);
+    // On stderr (an annotation in Actions), and in the JSON.
+    for (const warning of warnings) ctx.logger.warn(warning);
     return {
-      json: { config: first.configPath ?? null, valid: true, environments: masked },
-      text: `${source}: valid\n${stringify({ environments: JSON.parse(JSON.stringify(masked)) })}`,
+      json: { config: first.configPath ?? null, valid: true, environments: masked, urlSources: sources, warnings },
+      text: `${source}: valid\n${sources.join('\n')}\n${stringify({ environments: JSON.parse(JSON.stringify(masked)) })}`,
     };
   },
 };

@@ -14,7 +14,13 @@ export function maskedUrl(conn: PgConnection): string {
 /** The environment's PostgreSQL connection; a missing URL is a usage error that says where to set it. */
 export function environmentConnection(settings: EnvironmentSettings): PgConnection {
   if (!settings.postgres.url) {
-    throw usageError('NO_DATABASE_URL', `no PostgreSQL URL for environment ${settings.name}`, 'pass --database-url postgres://user:password@host:5432/dbname, set DATABASE_URL, or set postgres.urlEnv in lifeline.yml');
+    const named = settings.postgres.urlEnv;
+    // An environment that names its variable never falls back to DATABASE_URL: say which one to set.
+    throw usageError(
+      'NO_DATABASE_URL',
+      named ? `no PostgreSQL URL for environment ${settings.name}: ${named} (its postgres.urlEnv) is not set` : `no PostgreSQL URL for environment ${settings.name}`,
+      named ? `set ${named}, or pass --database-url postgres://user:password@host:5432/dbname` : 'pass --database-url postgres://user:password@host:5432/dbname, set DATABASE_URL, or set postgres.urlEnv in lifeline.yml',
+    );
   }
   const conn = parsePgUrl(settings.postgres.url);
   return settings.postgres.database ? { ...conn, database: settings.postgres.database } : conn;

@@ -19,8 +19,10 @@ export const SERVICE_ROLES: readonly ServiceRole[] = ['api', 'web', 'worker'];
 
 export interface PostgresSettings {
   url?: string;
-  /** Where the URL came from, for error messages: a flag, an environment variable, or the config. */
+  /** Where the URL came from (`--database-url`, `DATABASE_URL`, or the variable `postgres.urlEnv` names), for messages and `config check`. */
   urlSource?: string;
+  /** The variable this environment's config names for its URL (postgres.urlEnv), set or not. */
+  urlEnv?: string;
   service?: string;
   database?: string;
   binDir?: string;
@@ -31,6 +33,9 @@ export interface PostgresSettings {
 
 export interface RedisSettings {
   url?: string;
+  /** Where the URL came from, as for PostgreSQL. */
+  urlSource?: string;
+  urlEnv?: string;
   service?: string;
   binDir?: string;
 }
@@ -41,6 +46,8 @@ export interface ComposeSettings {
   command: 'auto' | 'docker compose' | 'docker-compose';
   services: Record<ServiceRole, { name: string; healthUrl?: string }>;
   healthTimeoutSeconds: number;
+  /** After the first healthy answer, how long every check must keep passing with no restart or exit. */
+  settleSeconds: number;
 }
 
 /** Off-host object storage with its credentials resolved from the named environment variables. */
@@ -81,8 +88,8 @@ export interface EnvironmentSettings {
   compose: ComposeSettings;
   retention: { keepLast: number; keepDaily: number; keepWeekly: number };
   drill: { maxAgeSeconds: number; targetUrl?: string; smokeSql?: string; windowSeconds: number; appCheck?: AppCheckSettings };
-  tenants: { format: 'ndjson' | 'csv'; rowCap: number; byteCap: number; keep: number; lastWriteQuery?: string; collections: TenantCollectionConfig[] };
-  manifest: { publicKey?: string; certificateIdentity?: string; certificateOidcIssuer?: string; certificateSourceRepository?: string; certificateSourceRef?: string; trustedRoot?: string };
+  tenants: { format: 'ndjson' | 'csv'; rowCap: number; byteCap: number; keep: number; lastWriteQuery?: string; crossTenantRows: 'fail' | 'exclude'; collections: TenantCollectionConfig[] };
+  manifest: { publicKey?: string; certificateIdentity?: string | string[]; certificateOidcIssuer?: string; certificateSourceRepository?: string; certificateSourceRef?: string; trustedRoot?: string };
   preflight: NonNullable<EnvironmentConfig['preflight']>;
   hooks: { postRestore: HookConfig[] };
   storage?: StorageSettings;
@@ -153,29 +160,21 @@ export function resolveFromConfig(loaded: LoadedConfig, rawInputs: GlobalInputs,
   const store = absCwd(inputs.store) ?? absCwd(options.env.LIFELINE_STORE) ?? abs(env.store) ?? abs(config.store) ?? resolvePath(options.cwd, DEFAULT_STORE);
 
   const pg = env.postgres ?? {};
-  let pgUrl: string | undefined;
-  let urlSource: string | undefined;
-  if (inputs.databaseUrl !== undefined) {
-    pgUrl = inputs.databaseUrl;
-    urlSource = '--database-url';
-  } else if (options.env.DATABASE_URL) {
-    pgUrl = options.env.DATABASE_URL;
-    urlSource = 'DATABASE_URL';
-  } else if (pg.urlEnv) {
-    pgUrl = options.env[pg.urlEnv];
-    urlSource = pg.urlEnv;
-  }
+  const pgChoice = chooseUrl(inputs.databaseUrl, '--database-url', 'DATABASE_URL', pg.urlEnv, `environments.${name}.postgres.urlEnv`, options.env);
+  const pgUrl = pgChoice.url;
+  const urlSource = pgChoice.source;
   if (pgUrl !== undefined) validateUrl(pgUrl, ['postgres:', 'postgresql:'], urlSource ?? 'database URL', 'postgres://user:password@host:5432/dbname');
   const pgPassword = urlPassword(pgUrl);
   if (pgPassword) secrets.push(pgPassword);
 
   let redisSettings: RedisSettings | undefined;
-  const redisUrl = inputs.redisUrl ?? options.env.REDIS_URL ?? (env.redis?.urlEnv ? options.env[env.redis.urlEnv] : undefined);
+  const redisChoice = chooseUrl(inputs.redisUrl, '--redis-url', 'REDIS_URL', env.redis?.urlEnv, `environments.${name}.redis.urlEnv`, options.env);
+  const redisUrl = redisChoice.url;
   if (redisUrl !== undefined || env.redis) {
-    if (redisUrl !== undefined) validateUrl(redisUrl, ['redis:', 'rediss:'], inputs.redisUrl !== undefined ? '--redis-url' : 'REDIS_URL', 'redis://:password@host:6379/0');
+    if (redisUrl !== undefined) validateUrl(redisUrl, ['redis:', 'rediss:'], redisChoice.source ?? 'Redis URL', 'redis://:password@host:6379/0');
     const redisPassword = urlPassword(redisUrl);
     if (redisPassword) secrets.push(redisPassword);
-    redisSettings = { url: redisUrl, service: env.redis?.service, binDir: abs(env.redis?.binDir) };
+    redisSettings = { url: redisUrl, urlSource: redisChoice.source, urlEnv: env.redis?.urlEnv, service: env.redis?.service, binDir: abs(env.redis?.binDir) };
   }
 
   const composeCfg = env.compose ?? {};
@@ -207,6 +206,7 @@ export function resolveFromConfig(loaded: LoadedConfig, rawInputs: GlobalInputs,
     postgres: {
       url: pgUrl,
       urlSource,
+      urlEnv: pg.urlEnv,
       service: pg.service,
       database: pg.database,
       binDir: abs(pg.binDir),
@@ -221,6 +221,7 @@ export function resolveFromConfig(loaded: LoadedConfig, rawInputs: GlobalInputs,
       command: composeCfg.command ?? 'auto',
       services,
       healthTimeoutSeconds: composeCfg.healthTimeout ? parseDuration(composeCfg.healthTimeout, `environments.${name}.compose.healthTimeout`) : 120,
+      settleSeconds: composeCfg.settle ? parseDuration(composeCfg.settle, `environments.${name}.compose.settle`) : 5,
     },
     retention: { keepLast: env.retention?.keepLast ?? 7, keepDaily: env.retention?.keepDaily ?? 7, keepWeekly: env.retention?.keepWeekly ?? 4 },
     drill: {
@@ -245,6 +246,7 @@ export function resolveFromConfig(loaded: LoadedConfig, rawInputs: GlobalInputs,
       byteCap: parseByteSize(tenantsCfg.byteCap ?? '10GiB'),
       keep: tenantsCfg.keep ?? 3,
       lastWriteQuery: tenantsCfg.lastWriteQuery,
+      crossTenantRows: tenantsCfg.crossTenantRows ?? 'fail',
       collections: tenantsCfg.collections ?? [],
     },
     manifest: {
@@ -266,6 +268,19 @@ export function resolveFromConfig(loaded: LoadedConfig, rawInputs: GlobalInputs,
     storage,
     secrets,
   };
+}
+
+/**
+ * An environment's URL: the flag (given for this one command) wins; then the variable the
+ * environment's config names; the generic variable (DATABASE_URL, REDIS_URL) applies only where the
+ * config names none, so a production URL in DATABASE_URL never reaches `--env staging`. A named
+ * variable that is unset leaves the URL unset (the command then says to set it), never the generic one.
+ */
+function chooseUrl(flag: string | undefined, flagName: string, generic: string, named: string | undefined, namedKey: string, env: ResolveOptions['env']): { url?: string; source?: string } {
+  if (flag !== undefined) return { url: flag, source: flagName };
+  if (named) return env[named] === undefined ? {} : { url: env[named], source: `${named} (${namedKey})` };
+  if (env[generic] !== undefined) return { url: env[generic], source: generic };
+  return {};
 }
 
 function positiveDuration(value: string, keyPath: string, fix: string): number {

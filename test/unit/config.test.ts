@@ -74,10 +74,18 @@ describe('settings precedence: flags > environment variables > file', () => {
     expect(s.store).toBe('/srv/backups');
   });
 
-  it('lets DATABASE_URL and LIFELINE_STORE win over the file, and flags over both', () => {
+  it('keeps the variable the environment names over DATABASE_URL, lets LIFELINE_STORE win over the file, and flags over both', () => {
     const fromEnv = resolveFromConfig(loaded, { env: 'production' }, { env: { ...env, DATABASE_URL: 'postgres://a:b@env:5432/x', LIFELINE_STORE: '/env/store' }, cwd: '/' });
-    expect(fromEnv.postgres.url).toContain('@env:5432');
+    expect(fromEnv.postgres.url).toBe(env.PROD_DB);
+    expect(fromEnv.postgres.urlSource).toBe('PROD_DB (environments.production.postgres.urlEnv)');
     expect(fromEnv.store).toBe('/env/store');
+    // Named but unset: no URL at all, never the generic DATABASE_URL (another environment's server).
+    const unset = resolveFromConfig(loaded, { env: 'production' }, { env: { DATABASE_URL: 'postgres://a:b@env:5432/x' }, cwd: '/' });
+    expect(unset.postgres.url).toBeUndefined();
+    expect(unset.postgres.urlEnv).toBe('PROD_DB');
+    // An environment that names none takes DATABASE_URL.
+    const unnamed = resolveFromConfig({ path: undefined, config: parseConfig('version: 1\nenvironments: {}\n') }, {}, { env: { DATABASE_URL: 'postgres://a:b@env:5432/x' }, cwd: '/' });
+    expect(unnamed.postgres).toMatchObject({ url: 'postgres://a:b@env:5432/x', urlSource: 'DATABASE_URL' });
     const fromFlag = resolveFromConfig(loaded, { env: 'production', databaseUrl: 'postgres://a:b@flag:5432/x', store: '/flag/store' }, { env: { ...env, DATABASE_URL: 'postgres://a:b@env:5432/x' }, cwd: '/' });
     expect(fromFlag.postgres.url).toContain('@flag:5432');
     expect(fromFlag.store).toBe('/flag/store');
