@@ -10,6 +10,16 @@ export interface Logger {
   secret(value: string): void;
 }
 
+/**
+ * Masks credentials by their shape, whatever was registered: the password of any `scheme://user:pass@`
+ * and any `password=` / `sslpassword=` parameter (a libpq URL or conninfo string).
+ */
+export function redactSecretsInText(text: string): string {
+  return text
+    .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/@"'<>]*:)[^\s@/"'<>]+@/gi, '$1***@')
+    .replace(/((?:[?&;\s]|^)(?:ssl)?password=)(?!\*\*\*(?:[&#\s"'<>]|$))[^&#\s"'<>]+/gi, '$1***');
+}
+
 /** Replaces registered secrets in a string: the last line of defence before text leaves the process. */
 export class SecretMasker {
   private readonly secrets = new Set<string>();
@@ -23,7 +33,7 @@ export class SecretMasker {
   }
 
   mask(text: string): string {
-    let out = text;
+    let out = redactSecretsInText(text);
     for (const secret of [...this.secrets].sort((a, b) => b.length - a.length)) {
       out = out.split(secret).join('***');
     }

@@ -5,6 +5,15 @@ import { basename, dirname, join } from 'node:path';
 import { Transform, type Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
+/** Catalog files are private to the store's owner whatever the umask (it can only clear bits). */
+export const PRIVATE_FILE_MODE = 0o600;
+export const PRIVATE_DIR_MODE = 0o700;
+
+/** Creates a directory (and missing parents) as 0700. Existing directories are left as they are. */
+export async function mkdirPrivate(path: string): Promise<void> {
+  await mkdir(path, { recursive: true, mode: PRIVATE_DIR_MODE });
+}
+
 /** Flushes a file's (or directory's) contents to disk so a rename after it is durable. */
 export async function fsyncPath(path: string): Promise<void> {
   const handle = await open(path, 'r');
@@ -17,10 +26,10 @@ export async function fsyncPath(path: string): Promise<void> {
 
 /** Writes a small file atomically: temporary name, fsync, rename, fsync the directory. */
 export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
-  await mkdir(dirname(path), { recursive: true });
+  await mkdirPrivate(dirname(path));
   const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${Date.now()}`);
   try {
-    await writeFile(tmp, data);
+    await writeFile(tmp, data, { mode: PRIVATE_FILE_MODE, flag: 'wx' });
     await fsyncPath(tmp);
     await rename(tmp, path);
   } catch (error) {
@@ -55,7 +64,7 @@ export class HashingTransform extends Transform {
 export async function streamToFile(source: Readable, path: string, onProgress?: (bytes: number) => void): Promise<HashedFile> {
   const hasher = new HashingTransform();
   if (onProgress) hasher.on('data', () => onProgress(hasher.bytes));
-  await pipeline(source, hasher, createWriteStream(path, { flags: 'wx' }));
+  await pipeline(source, hasher, createWriteStream(path, { flags: 'wx', mode: PRIVATE_FILE_MODE }));
   await fsyncPath(path);
   return { sha256: hasher.digest(), bytes: hasher.bytes };
 }
@@ -63,7 +72,7 @@ export async function streamToFile(source: Readable, path: string, onProgress?: 
 /** A writable file that hashes what is written, for producers that push rather than offer a readable. */
 export function hashingFileWriter(path: string): { stream: Writable; done: () => Promise<HashedFile> } {
   const hasher = new HashingTransform();
-  const file = createWriteStream(path, { flags: 'wx' });
+  const file = createWriteStream(path, { flags: 'wx', mode: PRIVATE_FILE_MODE });
   const finished = pipeline(hasher, file);
   return {
     stream: hasher,

@@ -1,6 +1,4 @@
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { sha256File } from './files';
+import { readEntryText, sha256EntryFile, UnsafeEntryFileError } from './confine';
 
 export const SUMS_FILE = 'SHA256SUMS';
 
@@ -36,16 +34,27 @@ export interface SumCheck {
   error?: string;
 }
 
-/** Re-hashes every file listed in a directory's SHA256SUMS. */
-export async function checkSums(dir: string): Promise<SumCheck[]> {
-  const entries = parseSums(await readFile(join(dir, SUMS_FILE), 'utf8'));
+/**
+ * Re-hashes every file listed in a directory's SHA256SUMS, each through `openEntryFile`: a name
+ * that is not a safe single segment, a symlink, a FIFO or a device fails its check unhashed.
+ * With `listed` (the names the entry's metadata records), a line for any other name is a failed
+ * check too, never an extra file to hash.
+ */
+export async function checkSums(dir: string, options: { listed?: readonly string[] } = {}): Promise<SumCheck[]> {
+  const entries = parseSums(await readEntryText(dir, SUMS_FILE));
+  const listed = options.listed && new Set([...options.listed, SUMS_FILE]);
   const results: SumCheck[] = [];
   for (const entry of entries) {
+    if (listed && !listed.has(entry.file)) {
+      results.push({ file: entry.file, expected: entry.sha256, ok: false, error: `${SUMS_FILE} lists ${JSON.stringify(entry.file)}, which the entry's metadata does not name; it was not read` });
+      continue;
+    }
     try {
-      const { sha256 } = await sha256File(join(dir, entry.file));
+      const { sha256 } = await sha256EntryFile(dir, entry.file);
       results.push({ file: entry.file, expected: entry.sha256, actual: sha256, ok: sha256 === entry.sha256 });
     } catch (error) {
-      results.push({ file: entry.file, expected: entry.sha256, ok: false, error: (error as Error).message });
+      const message = error instanceof UnsafeEntryFileError ? error.message : (error as Error).message;
+      results.push({ file: entry.file, expected: entry.sha256, ok: false, error: message });
     }
   }
   return results;

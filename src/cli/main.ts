@@ -3,7 +3,9 @@ import { ExitCode, toLifelineError, usageError } from '../errors';
 import { createStderrLogger, SecretMasker } from '../logger';
 import { allInputs, Inputs, type CommandSpec, type RawValue } from '../commands/spec';
 import { nearest } from '../settings/load';
-import { urlPassword } from '../settings/secrets';
+import { setCatalogWarningSink } from '../catalog/confine';
+import { describeFilesystemError } from '../catalog/fs-errors';
+import { urlSecrets } from '../settings/secrets';
 
 export interface CliIO {
   stdout: (text: string) => void;
@@ -111,6 +113,24 @@ export function parseFlags(command: CommandSpec, args: string[]): Record<string,
   return values;
 }
 
+/**
+ * A password on Lifeline's own command line is readable by every local user (ps, /proc/<pid>/cmdline)
+ * for as long as the command runs: say so once, and overwrite the process title, which on Linux
+ * rewrites what /proc/<pid>/cmdline shows (it cannot undo what was already read).
+ */
+function warnPasswordInArgv(command: CommandSpec, logger: { warn(message: string): void }): void {
+  const envForms = allInputs(command)
+    .filter((i) => allInputs(command).some((j) => j.name === `${i.name}-env`))
+    .map((i) => `--${i.name}-env NAME`);
+  const hint = [...envForms, 'DATABASE_URL / REDIS_URL instead of --database-url / --redis-url'].join(', ');
+  logger.warn(`a password was given on the command line, where other local users can read it (ps); use ${hint}`);
+  try {
+    process.title = `lifeline ${command.name}`;
+  } catch {
+    // Some platforms refuse; the warning stands.
+  }
+}
+
 /** Runs the CLI; returns the exit code (never calls process.exit, so tests can call it). */
 export async function runCli(commands: readonly CommandSpec[], argv: string[], io: CliIO = defaultIO()): Promise<number> {
   const json = argv.includes('--json');
@@ -142,11 +162,14 @@ export async function runCli(commands: readonly CommandSpec[], argv: string[], i
     return ExitCode.ok;
   }
   const logger = createStderrLogger({ verbose: Boolean(io.env.LIFELINE_DEBUG), masker });
+  setCatalogWarningSink((message) => logger.warn(message));
   try {
+    // Before anything can print: every secret a URL anywhere on the command line carries.
+    const argvSecrets = rest.flatMap((arg) => urlSecrets(arg.replace(/^--[a-z-]+=/, '')));
+    for (const secret of argvSecrets) masker.add(secret);
+    for (const name of ['DATABASE_URL', 'REDIS_URL']) for (const secret of urlSecrets(io.env[name])) masker.add(secret);
     const values = parseFlags(command, rest);
-    for (const key of ['database-url', 'redis-url']) masker.add(urlPassword(values[key] as string | undefined));
-    masker.add(urlPassword(io.env.DATABASE_URL));
-    masker.add(urlPassword(io.env.REDIS_URL));
+    if (argvSecrets.length > 0) warnPasswordInArgv(command, logger);
     const result = await command.run({
       inputs: new Inputs(command, values),
       env: io.env,
@@ -163,7 +186,7 @@ export async function runCli(commands: readonly CommandSpec[], argv: string[], i
     }
     return ExitCode.ok;
   } catch (thrown) {
-    const error = toLifelineError(thrown);
+    const error = toLifelineError(describeFilesystemError(thrown) ?? thrown);
     if (io.env.LIFELINE_DEBUG && error.cause) io.stderr(`${masker.mask(String((error.cause as Error).stack ?? error.cause))}\n`);
     return writeError(error.code, error.message, error.fix, error.exitCode);
   }

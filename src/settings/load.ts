@@ -1,4 +1,4 @@
-import { readFileSync, existsSync } from 'node:fs';
+import { readFileSync, existsSync, statSync } from 'node:fs';
 import { parseDocument, LineCounter, isMap, isSeq, isScalar, type Node as YamlNode } from 'yaml';
 import { z } from 'zod';
 import { usageError } from '../errors';
@@ -22,22 +22,92 @@ export function loadConfig(path: string, options: { explicit: boolean }): Loaded
     }
     return { path: undefined, config: EMPTY_CONFIG };
   }
-  return { path, config: parseConfig(readFileSync(path, 'utf8'), path) };
+  return { path, config: parseConfig(readConfigText(path), path) };
 }
+
+/** lifeline.yml is a few kilobytes; anything far larger is not a configuration file. */
+const MAX_CONFIG_BYTES = 1024 * 1024;
+
+/**
+ * Reads the configuration file as text, refusing what is not one: a directory, a device or FIFO
+ * (which could block or never end), an unreadable file, a huge or binary file. Nothing of the
+ * file's content is ever quoted: --config may point at any file on the host.
+ */
+function readConfigText(path: string): string {
+  const fix = 'pass --config with the path of your lifeline.yml (a YAML file)';
+  let info;
+  try {
+    info = statSync(path);
+  } catch (error) {
+    throw usageError('CONFIG_UNREADABLE', `configuration file ${path} cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`, fix);
+  }
+  if (info.isDirectory()) throw usageError('CONFIG_NOT_A_FILE', `configuration file ${path} is a directory`, `${fix}, e.g. --config ${path.replace(/\/+$/, '')}/lifeline.yml`);
+  if (!info.isFile()) throw usageError('CONFIG_NOT_A_FILE', `configuration file ${path} is not a regular file`, fix);
+  if (info.size > MAX_CONFIG_BYTES) throw usageError('CONFIG_TOO_LARGE', `configuration file ${path} is ${info.size} bytes, too large for a lifeline.yml (at most ${MAX_CONFIG_BYTES})`, fix);
+  let buffer: Buffer;
+  try {
+    buffer = readFileSync(path);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw usageError(
+      'CONFIG_UNREADABLE',
+      `configuration file ${path} cannot be read (${code === 'EACCES' || code === 'EPERM' ? 'permission denied' : code ?? 'error'})`,
+      code === 'EACCES' || code === 'EPERM' ? `make it readable by the user running Lifeline (uid ${process.getuid?.() ?? '?'}), e.g. chmod 0640 ${path} and the right group, or ${fix}` : fix,
+    );
+  }
+  if (buffer.includes(0)) throw usageError('CONFIG_NOT_YAML', `configuration file ${path} is binary (it holds NUL bytes), not YAML`, fix);
+  return buffer.toString('utf8');
+}
+
+/** A lifeline.yml needs no aliases to speak of: a handful at most, never an expansion bomb. */
+const MAX_ALIAS_COUNT = 50;
 
 export function parseConfig(text: string, path = 'lifeline.yml'): LifelineConfig {
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: true });
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length > 0) {
     const first = doc.errors[0]!;
     const line = first.linePos?.[0]?.line;
-    throw usageError('CONFIG_YAML', `${path}${line ? `:${line}` : ''}: not valid YAML: ${first.message.split('\n')[0]}`, 'fix the YAML syntax at that line (indentation, quoting, a missing colon)');
+    const column = first.linePos?.[0]?.col;
+    // The parser's own message can quote the offending line: say where and what kind, not what it holds.
+    throw usageError('CONFIG_YAML', `${path}${line ? `:${line}${column ? `:${column}` : ''}` : ''}: not valid YAML (${describeYamlError(first.code)})`, 'fix the YAML syntax at that line (indentation, quoting, a missing colon); is --config pointing at your lifeline.yml?');
   }
-  const data = doc.toJS() ?? {};
+  let data: unknown;
+  try {
+    data = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT }) ?? {};
+  } catch (error) {
+    if (/alias/i.test((error as Error).message)) {
+      throw usageError('CONFIG_YAML', `${path}: YAML aliases expand too far (more than ${MAX_ALIAS_COUNT} alias references, the shape of a "billion laughs" document)`, 'write the values out instead of nesting aliases (*name)');
+    }
+    throw usageError('CONFIG_YAML', `${path}: not valid YAML (${(error as Error).name})`, 'fix the YAML syntax; `lifeline config check` validates the file');
+  }
+  if (data === null || typeof data !== 'object' || Array.isArray(data)) {
+    throw usageError('CONFIG_INVALID', `${path} is not a Lifeline configuration: its top level is ${Array.isArray(data) ? 'a list' : `a ${typeof data}`}, not a mapping of keys`, 'start from examples/lifeline.yml (version: 1, environments: ...); is --config pointing at your lifeline.yml?');
+  }
+  const keys = Object.keys(data);
+  if (keys.length > 0 && !keys.some((k) => k === 'version' || k === 'environments' || k === 'store')) {
+    // Some other file (an env file, a Compose file): its keys are not ours to print.
+    throw usageError('CONFIG_INVALID', `${path} is not a Lifeline configuration: none of version, environments or store at its top level (${keys.length} other key${keys.length === 1 ? '' : 's'})`, 'start from examples/lifeline.yml (version: 1, environments: ...); is --config pointing at your lifeline.yml?');
+  }
   const result = configSchema.safeParse(data);
   if (result.success) return result.data;
   const problems = result.error.issues.map((issue) => describeIssue(issue, data, path, (keyPath) => lineOf(doc.contents, keyPath, lineCounter)));
   throw usageError('CONFIG_INVALID', `${path} is not a valid Lifeline configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`, 'correct the keys named above; `lifeline config check` validates the file without running anything', { problems });
+}
+
+function describeYamlError(code: string): string {
+  const known: Record<string, string> = {
+    BAD_INDENT: 'bad indentation',
+    MISSING_CHAR: 'a missing character',
+    MULTILINE_IMPLICIT_KEY: 'a key that spans lines',
+    BLOCK_AS_IMPLICIT_KEY: 'a block used as a key',
+    DUPLICATE_KEY: 'a duplicate key',
+    TAB_AS_INDENT: 'a tab used for indentation',
+    UNEXPECTED_TOKEN: 'an unexpected token',
+    BAD_SCALAR_START: 'a value that starts with a reserved character',
+    BAD_ALIAS: 'a bad alias',
+  };
+  return known[code] ?? code.toLowerCase().replace(/_/g, ' ');
 }
 
 type Issue = z.core.$ZodIssue;
