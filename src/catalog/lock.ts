@@ -84,7 +84,7 @@ export class EnvironmentLock {
  * A stale lock is reported, never broken silently: `lifeline lock break` does that explicitly.
  */
 export async function acquireLock(envDir: string, env: string, options: AcquireOptions): Promise<EnvironmentLock> {
-  await mkdir(envDir, { recursive: true });
+  await mkdir(envDir, { recursive: true, mode: 0o700 });
   const info: LockInfo = {
     owner: options.owner ?? defaultOwner(),
     pid: process.pid,
@@ -95,7 +95,7 @@ export async function acquireLock(envDir: string, env: string, options: AcquireO
   const deadline = Date.now() + (options.waitSeconds ?? 0) * 1000;
   for (;;) {
     try {
-      const handle = await open(lockPath(envDir), 'wx');
+      const handle = await open(lockPath(envDir), 'wx', 0o600);
       try {
         await handle.writeFile(JSON.stringify(info));
         await handle.sync();
@@ -119,10 +119,30 @@ export async function acquireLock(envDir: string, env: string, options: AcquireO
   }
 }
 
-/** Explicitly removes a lock; returns what was removed. */
-export async function breakLock(envDir: string): Promise<LockStatus> {
+/**
+ * Explicitly removes a lock; returns what was removed. Only a lock whose holder is gone: a live
+ * holder on this host is refused (two deploys would then run at once), and a holder on another
+ * host, whose process cannot be checked from here, needs `force` (the operator checked it).
+ */
+export async function breakLock(envDir: string, options: { env?: string; force?: boolean } = {}): Promise<LockStatus> {
+  const env = options.env ?? 'this environment';
   const status = await lockStatus(envDir);
   if (!status.held) return status;
+  const info = status.info;
+  if (info) {
+    const holder = `${info.owner} (pid ${info.pid} on ${info.host}, running "${info.command}" since ${info.acquiredAt})`;
+    if (info.host === hostname() && processAlive(info.pid)) {
+      throw refusal('LOCK_HOLDER_ALIVE', `the lock of ${env} is held by ${holder}, and that process is still running on this host`, `wait for it to finish; if it hangs, stop it first (kill ${info.pid}), then run lifeline lock break --env ${env}`, { lock: info });
+    }
+    if (info.host !== hostname() && !options.force) {
+      throw refusal('LOCK_HOLDER_REMOTE', `the lock of ${env} is held by ${holder}, on another host, whose process cannot be checked from ${hostname()}`, `check on ${info.host} that pid ${info.pid} is gone, then run lifeline lock break --env ${env} --force`, { lock: info });
+    }
+  }
+  // Removed only if it is still the lock we judged: a new holder may have taken it meanwhile.
+  const now = await lockStatus(envDir);
+  if (JSON.stringify(now.info) !== JSON.stringify(info)) {
+    throw refusal('LOCK_CHANGED', `the lock of ${env} changed hands while it was being checked`, `run lifeline lock status --env ${env} and decide again`);
+  }
   await rm(lockPath(envDir), { force: true });
   return status;
 }

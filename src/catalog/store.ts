@@ -1,9 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { appendFile, mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { appendFile, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { failure, usageError } from '../errors';
-import { fsyncPath, hashingFileWriter, streamToFile, writeFileAtomic, type HashedFile } from './files';
+import { fsyncPath, hashingFileWriter, mkdirPrivate, PRIVATE_FILE_MODE, streamToFile, writeFileAtomic, type HashedFile } from './files';
+import { warnIfStoreShared } from './confine';
+import { withWriteOutcome } from './fs-errors';
 import { formatSums, SUMS_FILE, type SumEntry } from './sums';
 
 export const CATALOG_SCHEMA_VERSION = 1;
@@ -70,9 +72,10 @@ export class Catalog {
     if (await exists(finalDir)) {
       throw usageError('ENTRY_EXISTS', `${kind} entry ${id} already exists in environment ${env}`, 'choose another id; catalog entries are immutable once written');
     }
+    warnIfStoreShared(this.root, env);
     const stagingDir = join(this.kindDir(env, kind), `.staging-${id}-${process.pid}`);
-    await mkdir(stagingDir, { recursive: true });
-    return new StagedEntry(stagingDir, finalDir, metadataFile);
+    await withWriteOutcome(`nothing was added to the catalog (${kind} entry ${id} was not started)`, () => mkdirPrivate(stagingDir));
+    return new StagedEntry(stagingDir, finalDir, metadataFile, `${kind} entry ${id}`);
   }
 
   /** Complete entries, newest first. Staging directories and entries without metadata are skipped. */
@@ -108,7 +111,7 @@ export class Catalog {
 
   /** Rewrites an entry's metadata atomically (e.g. to record a verification). */
   async updateMetadata<M extends EntryMetadata>(entry: CatalogEntry<M>, metadataFile: string, metadata: M): Promise<void> {
-    await writeFileAtomic(join(entry.dir, metadataFile), `${JSON.stringify(metadata, null, 2)}\n`);
+    await withWriteOutcome(`${join(entry.dir, metadataFile)} was left as it was (the entry itself is unchanged)`, () => writeFileAtomic(join(entry.dir, metadataFile), `${JSON.stringify(metadata, null, 2)}\n`));
   }
 
   async remove(entry: CatalogEntry): Promise<void> {
@@ -146,9 +149,12 @@ export class Catalog {
   /** Appends one JSON line to an environment's append-only log (e.g. deploy history). */
   async appendLog(env: string, name: string, record: unknown): Promise<void> {
     const path = join(this.envDir(env), name);
-    await mkdir(this.envDir(env), { recursive: true });
-    await appendFile(path, `${JSON.stringify(record)}\n`);
-    await fsyncPath(path);
+    warnIfStoreShared(this.root, env);
+    await withWriteOutcome(`the record was not appended to ${name}`, async () => {
+      await mkdirPrivate(this.envDir(env));
+      await appendFile(path, `${JSON.stringify(record)}\n`, { mode: PRIVATE_FILE_MODE });
+      await fsyncPath(path);
+    });
   }
 
   async readLog<T>(env: string, name: string): Promise<T[]> {
@@ -178,7 +184,13 @@ export class StagedEntry {
     readonly dir: string,
     readonly finalDir: string,
     private readonly metadataFile: string,
+    private readonly what = 'the entry',
   ) {}
+
+  /** A write failure inside a staged entry never leaves anything listed: say so, with the path. */
+  private write<T>(fn: () => Promise<T>): Promise<T> {
+    return withWriteOutcome(`nothing was added to the catalog (${this.what} stays unlisted; its staging directory is removed)`, fn);
+  }
 
   path(name: string): string {
     assertSafeSegment(name, 'file name');
@@ -187,7 +199,7 @@ export class StagedEntry {
 
   /** Streams a payload into the entry, hashing it on the way, and records it for SHA256SUMS. */
   async addStream(name: string, source: Readable, onProgress?: (bytes: number) => void): Promise<HashedFile> {
-    const result = await streamToFile(source, this.path(name), onProgress);
+    const result = await this.write(() => streamToFile(source, this.path(name), onProgress));
     this.sums.push({ file: name, sha256: result.sha256 });
     return result;
   }
@@ -198,7 +210,7 @@ export class StagedEntry {
     return {
       stream: writer.stream,
       done: async () => {
-        const result = await writer.done();
+        const result = await this.write(() => writer.done());
         this.sums.push({ file: name, sha256: result.sha256 });
         return result;
       },
@@ -211,10 +223,12 @@ export class StagedEntry {
 
   /** Writes SHA256SUMS and the metadata, fsyncs, and renames the entry into place. */
   async commit(metadata: EntryMetadata): Promise<void> {
-    await writeFileAtomic(join(this.dir, SUMS_FILE), formatSums(this.sums));
-    await writeFileAtomic(join(this.dir, this.metadataFile), `${JSON.stringify(metadata, null, 2)}\n`);
-    await fsyncPath(this.dir);
-    await rename(this.dir, this.finalDir);
+    await this.write(async () => {
+      await writeFileAtomic(join(this.dir, SUMS_FILE), formatSums(this.sums));
+      await writeFileAtomic(join(this.dir, this.metadataFile), `${JSON.stringify(metadata, null, 2)}\n`);
+      await fsyncPath(this.dir);
+      await rename(this.dir, this.finalDir);
+    });
     await fsyncPath(join(this.finalDir, '..'));
     this.settled = true;
   }

@@ -1,5 +1,6 @@
 import { constants, statfsSync, accessSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { sharedStoreProblem } from '../catalog/confine';
 import { Catalog, type EntryMetadata } from '../catalog/store';
 import { parsePgUrl } from '../runner/postgres-env';
 import { queryOnce } from '../runner/psql';
@@ -73,6 +74,8 @@ export async function checkCatalogSpace(ctx: CheckContext, store: string, enviro
     return [fail({ check: 'backups.catalog', message: `the catalog ${where} is not writable (${displayPath(ctx, existing)})`, fix: 'fix the directory\'s owner or permissions, or point --store / store: at a writable disk' })];
   }
   const findings: Finding[] = [pass({ check: 'backups.catalog', message: existing === store ? `the catalog ${where} is writable` : `the catalog ${where} will be created under ${displayPath(ctx, existing)}, which is writable` })];
+  const shared = sharedStoreProblem(store, environment);
+  findings.push(shared ? fail({ check: 'backups.catalog-private', file: where, message: shared.message, fix: shared.fix }) : pass({ check: 'backups.catalog-private', message: `the catalog ${where} is private to its owner` }));
 
   const stats = statfsSync(existing);
   const freeBytes = stats.bavail * stats.bsize;

@@ -83,7 +83,7 @@ export async function snapshotRedis(staged: StagedEntry, options: { runner: Runn
   const raw = staged.path(`${REDIS_SNAPSHOT_FILE}.part`);
   try {
     const running = options.runner.start(redisCli(options.target, ['--rdb', '-']));
-    await pipeline(running.stdout, createWriteStream(raw, { flags: 'wx' }));
+    await pipeline(running.stdout, createWriteStream(raw, { flags: 'wx', mode: 0o600 }));
     const result = await running.done;
     if (result.exitCode !== 0) {
       throw failure('REDIS_SNAPSHOT_FAILED', `redis-cli --rdb failed against redis://${options.target.host}:${options.target.port}: ${lastLines(result.stderr, 3)}`, { fix: 'check the Redis URL and password, and that the user may run SYNC/REPLCONF' });

@@ -25,12 +25,22 @@ export function parsePgUrl(url: string): PgConnection {
   parsed.searchParams.forEach((value, key) => {
     params[key] = value;
   });
-  const database = decodeURIComponent(parsed.pathname.replace(/^\//, '')) || 'postgres';
+  // A libpq ?password= authenticates like the userinfo one; both travel in PGPASSWORD only.
+  const queryPassword = params.password;
+  delete params.password;
+  const decode = (part: string, value: string) => {
+    try {
+      return decodeURIComponent(value);
+    } catch {
+      throw usageError('BAD_URL', `the PostgreSQL URL's ${part} has a malformed percent-escape`, `percent-encode it correctly (a literal % is %25), e.g. with encodeURIComponent`);
+    }
+  };
+  const database = decode('database name', parsed.pathname.replace(/^\//, '')) || 'postgres';
   return {
-    host: decodeURIComponent(parsed.hostname.replace(/^\[|\]$/g, '')) || params.host || '127.0.0.1',
+    host: decode('host', parsed.hostname.replace(/^\[|\]$/g, '')) || params.host || '127.0.0.1',
     port: parsed.port ? Number(parsed.port) : 5432,
-    user: parsed.username ? decodeURIComponent(parsed.username) : undefined,
-    password: parsed.password ? decodeURIComponent(parsed.password) : undefined,
+    user: parsed.username ? decode('user name', parsed.username) : undefined,
+    password: parsed.password ? decode('password', parsed.password) : queryPassword || undefined,
     database,
     params,
   };

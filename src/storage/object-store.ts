@@ -221,9 +221,9 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   private async writeJournal(journal: UploadJournal): Promise<void> {
-    await mkdir(this.options.journalDir, { recursive: true });
+    await mkdir(this.options.journalDir, { recursive: true, mode: 0o700 });
     const path = this.journalPath(journal.key);
-    await writeFile(`${path}.tmp`, JSON.stringify(journal));
+    await writeFile(`${path}.tmp`, JSON.stringify(journal), { mode: 0o600 });
     await rename(`${path}.tmp`, path);
   }
 
