@@ -86,7 +86,7 @@ export interface EnvironmentSettings {
   postgres: PostgresSettings;
   redis?: RedisSettings;
   compose: ComposeSettings;
-  retention: { keepLast: number; keepDaily: number; keepWeekly: number };
+  retention: { keepLast: number; keepDaily: number; keepWeekly: number; preRestore: { keepLast: number; keepDays: number } };
   drill: { maxAgeSeconds: number; targetUrl?: string; smokeSql?: string; windowSeconds: number; appCheck?: AppCheckSettings };
   tenants: { format: 'ndjson' | 'csv'; rowCap: number; byteCap: number; keep: number; lastWriteQuery?: string; crossTenantRows: 'fail' | 'exclude'; collections: TenantCollectionConfig[] };
   manifest: { publicKey?: string; certificateIdentity?: string | string[]; certificateOidcIssuer?: string; certificateSourceRepository?: string; certificateSourceRef?: string; trustedRoot?: string };
@@ -223,7 +223,12 @@ export function resolveFromConfig(loaded: LoadedConfig, rawInputs: GlobalInputs,
       healthTimeoutSeconds: composeCfg.healthTimeout ? parseDuration(composeCfg.healthTimeout, `environments.${name}.compose.healthTimeout`) : 120,
       settleSeconds: composeCfg.settle ? parseDuration(composeCfg.settle, `environments.${name}.compose.settle`) : 5,
     },
-    retention: { keepLast: env.retention?.keepLast ?? 7, keepDaily: env.retention?.keepDaily ?? 7, keepWeekly: env.retention?.keepWeekly ?? 4 },
+    retention: {
+      keepLast: env.retention?.keepLast ?? 7,
+      keepDaily: env.retention?.keepDaily ?? 7,
+      keepWeekly: env.retention?.keepWeekly ?? 4,
+      preRestore: { keepLast: env.retention?.preRestore?.keepLast ?? 3, keepDays: env.retention?.preRestore?.keepDays ?? 7 },
+    },
     drill: {
       maxAgeSeconds: drillCfg.maxAge ? parseDuration(drillCfg.maxAge, `environments.${name}.drill.maxAge`) : 7 * 86400,
       targetUrl: drillTarget,

@@ -73,6 +73,8 @@ const retention = z
 /** Names the docker CLI itself reads: a container variable of that name would redirect or break the CLI that starts it. */
 const DOCKER_CLI_VARIABLE = /^(DOCKER_.*|PATH|HOME)$/;
 const DOCKER_CLI_VARIABLE_MESSAGE = 'not DOCKER_*, PATH or HOME: the docker CLI that starts the container reads those itself; give the application another name';
+    /** Pre-restore backups are their own class and never count toward the environment's backups. */
+    preRestore: z.object({ keepLast: z.number().int().min(0).optional(), keepDays: z.number().int().min(0).optional() }).strict().optional(),
 const containerVariable = envVarName.refine((name) => !DOCKER_CLI_VARIABLE.test(name), DOCKER_CLI_VARIABLE_MESSAGE);
 /** Checked per key here: zod reports a bad record key only as "Invalid key in record". */
 const containerEnv = z.record(z.string(), z.string()).superRefine((env, ctx) => {

@@ -13,8 +13,10 @@ import { createSampleDatabase, dropDatabase, tempDir } from '../helpers/db';
 
 const noEnv = { DATABASE_URL: undefined, REDIS_URL: undefined, LIFELINE_STORE: undefined, LIFELINE_ENV: undefined, LIFELINE_CONFIG: undefined };
 
+const NO_PRE_RESTORE = { keepLast: 0, keepDays: 0 };
+
 function fakeEntry(id: string, createdAt: string, verified?: boolean): BackupEntry {
-  return { id, dir: `/nowhere/${id}`, metadata: { schemaVersion: 1, id, createdAt, label: 'scheduled', ...(verified !== undefined ? { verified: { at: createdAt, ok: verified, checks: [] } } : {}) } as unknown as BackupMetadata };
+  return { id, dir: `/nowhere/${id}`, metadata: { schemaVersion: 1, id, createdAt, label: 'scheduled', database: 'shop', ...(verified !== undefined ? { verified: { at: createdAt, ok: verified, checks: [] } } : {}) } as unknown as BackupMetadata };
 }
 
 describe('retention plan', () => {
@@ -25,7 +27,7 @@ describe('retention plan', () => {
   });
 
   it('keeps the last N, the newest of each recent day and ISO week, and nothing else', () => {
-    const plan = planRetention(backups, { keepLast: 3, keepDaily: 4, keepWeekly: 3 }, new Map());
+    const plan = planRetention(backups, { keepLast: 3, keepDaily: 4, keepWeekly: 3, preRestore: NO_PRE_RESTORE }, { referenced: new Map() });
     const kept = plan.filter((d) => d.keep).map((d) => d.id);
     // last 3: b19 b18 b17; daily (days 10, 9, 8, 7): b19 b17 b15 b13; weekly (W46, W45, W44): b19 b15 b01.
     expect(isoWeek(new Date('2026-11-10T00:00:00Z'))).toBe('2026-W46');
@@ -39,9 +41,9 @@ describe('retention plan', () => {
 
   it('never lets go of the newest verified backup or one a release references', () => {
     const withVerified = backups.map((b) => (b.id === 'b04' ? fakeEntry('b04', b.metadata.createdAt, true) : b.id === 'b18' ? fakeEntry('b18', b.metadata.createdAt, false) : b));
-    const plan = planRetention(withVerified, { keepLast: 1, keepDaily: 0, keepWeekly: 0 }, new Map([['b02', ['v1.0.0']]]));
+    const plan = planRetention(withVerified, { keepLast: 1, keepDaily: 0, keepWeekly: 0, preRestore: NO_PRE_RESTORE }, { referenced: new Map([['b02', ['v1.0.0']]]) });
     expect(plan.filter((d) => d.keep).map((d) => d.id)).toEqual(['b19', 'b04', 'b02']);
-    expect(plan.find((d) => d.id === 'b04')!.reasons).toEqual(['newest verified backup']);
+    expect(plan.find((d) => d.id === 'b04')!.reasons).toEqual(['newest verified backup of database shop']);
     expect(plan.find((d) => d.id === 'b02')!.reasons).toEqual(['referenced by release v1.0.0']);
   });
 });
@@ -60,7 +62,7 @@ describe('lifeline prune', () => {
       ids.push(entry.id);
     }
     const second = (await listBackups(catalog, 'default')).find((b) => b.id === ids[1])!;
-    await recordVerification(catalog, second, { backupId: second.id, ok: true, checks: [] });
+    await recordVerification(catalog, 'default', second, { backupId: second.id, ok: true, checks: [] });
     // A release manifest (in-toto statement) that references the oldest backup.
     mkdirSync(join(store.path, 'default', 'releases', 'v1.0.0'), { recursive: true });
     writeFileSync(join(store.path, 'default', 'releases', 'v1.0.0', 'manifest.json'), JSON.stringify({ _type: 'https://in-toto.io/Statement/v1', predicate: { backup: { id: ids[0], sha256: 'x' } } }));
