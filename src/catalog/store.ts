@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { appendFile, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { appendFile, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { failure, usageError } from '../errors';
+import { failure, usageError, type LifelineError } from '../errors';
 import { fsyncPath, hashingFileWriter, mkdirPrivate, PRIVATE_FILE_MODE, streamToFile, writeFileAtomic, type HashedFile } from './files';
 import { warnIfStoreShared } from './confine';
 import { withWriteOutcome } from './fs-errors';
@@ -51,7 +51,20 @@ export function newEntryId(now = new Date()): string {
  * metadata are on disk, so an interrupted writer never leaves anything that lists as complete.
  */
 export class Catalog {
-  constructor(readonly root: string) {}
+  /** Paths of damaged entries already reported by this catalog (each is reported once). */
+  private readonly reported = new Set<string>();
+
+  constructor(
+    readonly root: string,
+    private readonly options: CatalogOptions = {},
+  ) {}
+
+  /** Reports an entry that is skipped because it cannot be read (once per path). */
+  reportDamaged(path: string, reason: string): void {
+    if (this.reported.has(path)) return;
+    this.reported.add(path);
+    this.options.warn?.(`skipped ${path}: ${reason}; the other entries are used (inspect it, restore it from an off-host copy or remove the entry)`);
+  }
 
   envDir(env: string): string {
     assertSafeSegment(env, 'environment');
@@ -91,12 +104,25 @@ export class Catalog {
     const entries: CatalogEntry<M>[] = [];
     for (const name of names) {
       if (name.startsWith('.')) continue;
+      // An entry that vanishes mid-listing (a concurrent prune renamed it away) is simply skipped.
+      const info = await stat(join(dir, name)).catch(skipWhenGone);
       // A stray file beside the entries (an operator's note, a copied archive) is not an entry.
-      if (!(await stat(join(dir, name))).isDirectory()) continue;
-      const metadata = await readJsonIfExists<M>(join(dir, name, metadataFile));
+      if (!info?.isDirectory()) continue;
+      const path = join(dir, name, metadataFile);
+      let metadata: M | undefined;
+      try {
+        metadata = await readJsonIfExists<M>(path);
+      } catch (error) {
+        if (isGone(error)) continue;
+        // One damaged entry must not take the listing (and every restore, drill and gate) down with it.
+        this.reportDamaged(path, (error as LifelineError).code === 'CATALOG_CORRUPT' ? 'it is not valid JSON' : (error as Error).message);
+        continue;
+      }
       if (!metadata) continue;
-      if (metadata.schemaVersion > CATALOG_SCHEMA_VERSION) {
-        throw failure('CATALOG_TOO_NEW', `${join(dir, name, metadataFile)} has schema version ${metadata.schemaVersion}; this Lifeline reads up to ${CATALOG_SCHEMA_VERSION}`, { fix: 'upgrade Lifeline' });
+      const problem = metadataProblem(metadata);
+      if (problem) {
+        this.reportDamaged(path, problem);
+        continue;
       }
       entries.push({ id: name, dir: join(dir, name), metadata });
     }
@@ -112,6 +138,29 @@ export class Catalog {
   /** Rewrites an entry's metadata atomically (e.g. to record a verification). */
   async updateMetadata<M extends EntryMetadata>(entry: CatalogEntry<M>, metadataFile: string, metadata: M): Promise<void> {
     await withWriteOutcome(`${join(entry.dir, metadataFile)} was left as it was (the entry itself is unchanged)`, () => writeFileAtomic(join(entry.dir, metadataFile), `${JSON.stringify(metadata, null, 2)}\n`));
+  }
+
+  /**
+   * Rewrites the metadata of an entry that must still be there: never creates a directory, so an
+   * entry deleted meanwhile stays deleted (the temporary file cannot be created in a directory
+   * that is gone, and the rename fails once the directory was renamed away).
+   * Returns false, writing nothing, when the entry or its metadata file is gone.
+   */
+  async rewriteExistingMetadata<M extends EntryMetadata>(entry: CatalogEntry<M>, metadataFile: string, metadata: M): Promise<boolean> {
+    const path = join(entry.dir, metadataFile);
+    if (!(await exists(path))) return false;
+    const tmp = join(entry.dir, `.${metadataFile}.tmp-${process.pid}-${Date.now()}`);
+    try {
+      await writeFile(tmp, `${JSON.stringify(metadata, null, 2)}\n`, { mode: PRIVATE_FILE_MODE, flag: 'wx' });
+      await fsyncPath(tmp);
+      await rename(tmp, path);
+    } catch (error) {
+      await rm(tmp, { force: true });
+      if (isGone(error)) return false;
+      throw error;
+    }
+    await fsyncPath(entry.dir).catch(skipWhenGone);
+    return true;
   }
 
   async remove(entry: CatalogEntry): Promise<void> {
@@ -238,6 +287,31 @@ export class StagedEntry {
     this.settled = true;
     await rm(this.dir, { recursive: true, force: true });
   }
+}
+
+export interface CatalogOptions {
+  /** Where damaged entries that a listing skips are reported (the command's logger). */
+  warn?: (message: string) => void;
+}
+
+function isGone(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException)?.code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+function skipWhenGone(error: unknown): undefined {
+  if (isGone(error)) return undefined;
+  throw error;
+}
+
+/** Why parsed metadata cannot be listed, or undefined when it has what listing and sorting need. */
+function metadataProblem(metadata: unknown): string | undefined {
+  if (typeof metadata !== 'object' || metadata === null || Array.isArray(metadata)) return 'it is not a JSON object';
+  const m = metadata as Partial<EntryMetadata>;
+  if (typeof m.createdAt !== 'string' || Number.isNaN(Date.parse(m.createdAt))) return 'it has no valid createdAt';
+  if (typeof m.schemaVersion !== 'number') return 'it has no schemaVersion';
+  if (m.schemaVersion > CATALOG_SCHEMA_VERSION) return `it has schema version ${m.schemaVersion}, written by a newer Lifeline (this one reads up to ${CATALOG_SCHEMA_VERSION}); upgrade Lifeline to use it`;
+  return undefined;
 }
 
 async function exists(path: string): Promise<boolean> {

@@ -52,7 +52,7 @@ async function verifyAndRecord(catalog: Catalog, entry: BackupEntry, settings: E
   const report = await ctx.logger.group(`Verify backup ${entry.id}`, () =>
     verifyBackup(entry, { runner, redisRunner: new LocalRunner({ binDirs: settings.redis?.binDir ? [settings.redis.binDir] : [] }), logger: ctx.logger }),
   );
-  const recorded = await recordVerification(catalog, entry, report);
+  const recorded = await recordVerification(catalog, settings.name, entry, report);
   return { report, entry: recorded };
 }
 
@@ -93,7 +93,7 @@ export const backupCommand: CommandSpec = {
     const verify = ctx.inputs.boolean('verify');
     const settings = environmentFor(ctx);
     const conn = environmentConnection(settings);
-    const catalog = new Catalog(settings.store);
+    const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
     const redisSource = redisSourceFor(settings);
     const created = await ctx.logger.group(`Back up ${settings.name} (${label})`, async () =>
       createBackup({
@@ -142,7 +142,7 @@ export const backupsCommand: CommandSpec = {
   implemented: true,
   async run(ctx) {
     const settings = environmentFor(ctx);
-    const backups = await listBackups(new Catalog(settings.store), settings.name);
+    const backups = await listBackups(new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) }), settings.name);
     const rows = backups.map((b) => ({
       id: b.id,
       label: b.metadata.label,
@@ -182,7 +182,7 @@ export const verifyCommand: CommandSpec = {
       const { storage, remote } = openReviewedBucket(settings);
       return comparisonResult(settings.name, await compareRemote({ env: settings.name, store: settings.store, remote, prefix: storage.prefix }));
     }
-    const catalog = new Catalog(settings.store);
+    const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
     const { report, entry } = await verifyAndRecord(catalog, await findBackup(catalog, settings.name, wanted), settings, ctx);
     return {
       json: report,
@@ -224,7 +224,7 @@ export const restoreCommand: CommandSpec = {
     const target = parsePgUrl(targetUrl);
     if (target.password) ctx.logger.secret(target.password);
     const settings = environmentFor(ctx);
-    const catalog = new Catalog(settings.store);
+    const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
     if (ctx.inputs.boolean('from-remote')) await fetchBackupIfMissing(catalog, settings, wanted, ctx);
     const backup = await findBackup(catalog, settings.name, wanted);
     const runner = await postgresRunner(settings);
@@ -279,7 +279,7 @@ export const pruneCommand: CommandSpec = {
   async run(ctx) {
     const apply = ctx.inputs.boolean('apply');
     const settings = environmentFor(ctx);
-    const catalog = new Catalog(settings.store);
+    const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
     const result = await withLock(catalog.envDir(settings.name), settings.name, { command: 'prune', waitSeconds: 30 }, () => pruneBackups(catalog, settings.name, settings.retention, { apply, logger: ctx.logger }));
     const going = result.decisions.filter((d) => !d.keep);
     const lines = result.decisions.map((d) => `${d.keep ? 'keep  ' : result.applied ? 'DELETED' : 'delete'} ${d.id}  ${d.label.padEnd(13)} ${d.reasons.join('; ')}`);

@@ -48,7 +48,7 @@ export const drillCommand: CommandSpec = {
     const smoke = ctx.inputs.string('smoke-sql');
     const { report, entry, summary } = await runDrill({
       settings,
-      catalog: new Catalog(settings.store),
+      catalog: new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) }),
       logger: ctx.logger,
       backup: ctx.inputs.string('backup'),
       targetUrl,

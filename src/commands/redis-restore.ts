@@ -27,7 +27,7 @@ export const redisRestoreCommand: CommandSpec = {
     }
     // Inside the service's container; without a URL, Redis' default port in its own container.
     const target = parseRedisUrl(settings.redis?.url ?? 'redis://127.0.0.1:6379/0');
-    const catalog = new Catalog(settings.store);
+    const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
     const source = await findRedisSnapshot(catalog, settings.name, wanted);
     const binDirs = settings.redis?.binDir ? [settings.redis.binDir] : [];
     const result = await ctx.logger.group(`Restore the Redis snapshot of ${source.id} into service ${service}`, async () =>

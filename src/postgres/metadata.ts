@@ -59,7 +59,20 @@ export type BackupEntry = CatalogEntry<BackupMetadata>;
 
 /** The environment's complete backups, newest first. */
 export async function listBackups(catalog: Catalog, env: string): Promise<BackupEntry[]> {
-  return catalog.list<BackupMetadata>(env, 'backups', BACKUP_METADATA_FILE);
+  const entries = await catalog.list<BackupMetadata>(env, 'backups', BACKUP_METADATA_FILE);
+  // A backup.json of the wrong shape would break every reader: it is reported and the others are used.
+  return entries.filter((entry) => {
+    const problem = backupMetadataProblem(entry.metadata);
+    if (problem) catalog.reportDamaged(`${entry.dir}/${BACKUP_METADATA_FILE}`, problem);
+    return !problem;
+  });
+}
+
+function backupMetadataProblem(metadata: BackupMetadata): string | undefined {
+  const archive = (metadata.files as Partial<BackupMetadata['files']> | undefined)?.postgres;
+  if (typeof archive?.name !== 'string' || typeof archive.sha256 !== 'string' || typeof archive.bytes !== 'number') return 'it names no PostgreSQL archive (files.postgres)';
+  if (typeof metadata.label !== 'string') return 'it has no label';
+  return undefined;
 }
 
 /**

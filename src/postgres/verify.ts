@@ -1,6 +1,9 @@
 import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { withLock } from '../catalog/lock';
 import type { Catalog } from '../catalog/store';
+import { failure } from '../errors';
 import { checkSums, SUMS_FILE } from '../catalog/sums';
 import type { Logger } from '../logger';
 import { describeExit, lastLines, type Runner, type ToolInvocation } from '../runner/runner';
@@ -105,9 +108,46 @@ async function pgRestoreCheck(runner: Runner, archive: string, name: string, arg
   }
 }
 
-/** Records a verification in backup.json, so listings and retention can see it. */
-export async function recordVerification(catalog: Catalog, entry: BackupEntry, report: VerifyReport, now = new Date()): Promise<BackupEntry> {
-  const metadata: BackupMetadata = { ...entry.metadata, verified: { at: now.toISOString(), ok: report.ok, checks: report.checks } };
-  await catalog.updateMetadata(entry, BACKUP_METADATA_FILE, metadata);
-  return { ...entry, metadata };
+export interface RecordVerificationOptions {
+  now?: Date;
+  /** How long to wait for the environment lock (a prune or restore holding it). */
+  lockWaitSeconds?: number;
+  /** The caller already holds the environment lock. */
+  lockHeld?: boolean;
+}
+
+/**
+ * Records a verification in backup.json, so listings and retention can see it. Under the
+ * environment lock (so a prune cannot delete the entry meanwhile) and only into the entry that was
+ * verified, still whole: its backup.json, SHA256SUMS and every file it names are there with the
+ * hashes that were checked. An entry deleted while it was being verified stays deleted: nothing
+ * is recorded and the verification fails (exit 1).
+ */
+export async function recordVerification(catalog: Catalog, env: string, entry: BackupEntry, report: VerifyReport, options: RecordVerificationOptions = {}): Promise<BackupEntry> {
+  const record = async (): Promise<BackupEntry> => {
+    const gone = (why: string) =>
+      failure('BACKUP_GONE', `backup ${entry.id} ${why} while it was being verified, so the result was not recorded (it ${report.ok ? 'passed' : 'failed'} its checks)`, {
+        fix: `list what is left with: lifeline backups --env ${env}; verify another backup (lifeline verify latest --env ${env})`,
+      });
+    const current = await catalog.get<BackupMetadata>(env, 'backups', entry.id, BACKUP_METADATA_FILE);
+    if (!current) throw gone('was deleted');
+    if (JSON.stringify(current.metadata.files) !== JSON.stringify(entry.metadata.files)) throw gone('was replaced');
+    const names = [SUMS_FILE, ...Object.values(current.metadata.files).flatMap((f) => (f ? [f.name] : []))];
+    for (const name of names) {
+      if (!(await fileExists(join(current.dir, name)))) throw gone(`lost ${name}`);
+    }
+    const metadata: BackupMetadata = { ...current.metadata, verified: { at: (options.now ?? new Date()).toISOString(), ok: report.ok, checks: report.checks } };
+    if (!(await catalog.rewriteExistingMetadata(current, BACKUP_METADATA_FILE, metadata))) throw gone('was deleted');
+    return { ...current, metadata };
+  };
+  if (options.lockHeld) return record();
+  return withLock(catalog.envDir(env), env, { command: `verify ${entry.id} (recording the result)`, waitSeconds: options.lockWaitSeconds ?? 60 }, record);
+}
+
+async function fileExists(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isFile();
+  } catch {
+    return false;
+  }
 }
