@@ -1,0 +1,150 @@
+import { PassThrough, type Writable } from 'node:stream';
+import type { HashedFile } from '../catalog/files';
+import type { StagedEntry } from '../catalog/store';
+import { failure } from '../errors';
+import type { Logger } from '../logger';
+import { pgEnv, type PgConnection } from '../runner/postgres-env';
+import { describeExit, lastLines, type Runner, type RunningTool, type ToolResult } from '../runner/runner';
+import { POSTGRES_ARCHIVE_FILE, type BackupFile, type VerificationCheck } from './metadata';
+import { progressReporter, type ProgressSink } from './progress';
+import { fullReadArgs, pgRestoreCheck } from './verify';
+
+export interface VerifiedDumpOptions {
+  runner: Runner;
+  conn: PgConnection;
+  /** pg_dump's arguments (format, compression, snapshot, ...); it writes the archive to stdout. */
+  pgDumpArgs: string[];
+  staged: StagedEntry;
+  /** Feed the archive to `pg_restore` as it is written, and list the finished file. */
+  verify: boolean;
+  logger: Logger;
+  progress?: ProgressSink;
+}
+
+export interface VerifiedDump {
+  archive: BackupFile;
+  /** What was checked (empty without `verify`): the same names `lifeline verify` reports. */
+  checks: VerificationCheck[];
+}
+
+/** Bytes queued for pg_restore before the stream waits for it: bounded memory whatever the size. */
+const READER_BUFFER = 1024 * 1024;
+
+/**
+ * Runs pg_dump into the staged entry and, with `verify`, into `pg_restore --file=/dev/null` at the
+ * same time: one pass writes, hashes and reads back every data block (pg_restore inflates each
+ * one to write the script), so a verified backup costs no second read of the archive. The slowest
+ * of the file and the reader paces pg_dump. Any failure (pg_dump, the disk, the reader) kills what
+ * still runs and throws; the caller aborts the staged entry, so nothing lists.
+ *
+ * `abort` stops it from outside (the inspection running beside it failed); the promise then
+ * rejects with the given error.
+ */
+export function startVerifiedDump(options: VerifiedDumpOptions): { done: Promise<VerifiedDump>; abort(error: Error): void } {
+  const { runner, staged } = options;
+  const dump = runner.start({ tool: 'pg_dump', args: options.pgDumpArgs, env: pgEnv(options.conn) });
+  let aborted: Error | undefined;
+  let reader: RunningTool | undefined;
+  let readerFailedFirst = false;
+  const stopAll = () => {
+    dump.kill('SIGTERM');
+    reader?.kill('SIGTERM');
+  };
+  const done = (async (): Promise<VerifiedDump> => {
+    const file = staged.addWriter(POSTGRES_ARCHIVE_FILE);
+    const feed = options.verify ? new PassThrough({ highWaterMark: READER_BUFFER }) : undefined;
+    if (feed) {
+      reader = runner.start({ tool: 'pg_restore', args: fullReadArgs(runner), stdin: feed });
+      // With --file=- (a container's pg_restore) the script comes back here: discard it.
+      reader.stdout.resume();
+    }
+    let readerResult: ToolResult | undefined;
+    const readerDone = reader?.done.then((r) => (readerResult = r));
+    readerDone?.catch(() => {});
+    const onBytes = progressReporter(options.logger, 'pg_dump', options.progress);
+    let bytes = 0;
+    let written: HashedFile;
+    try {
+      for await (const chunk of dump.stdout as AsyncIterable<Buffer>) {
+        if (aborted) break;
+        bytes += chunk.length;
+        onBytes(bytes);
+        const waits: Promise<unknown>[] = [];
+        if (!file.stream.write(chunk)) waits.push(drained(file.stream));
+        // A reader that already exited reads no more: its verdict comes from its exit status.
+        if (feed && !readerResult && !feed.write(chunk)) waits.push(Promise.race([drained(feed), readerDone]));
+        if (waits.length) await Promise.all(waits);
+        // A reader that failed mid-stream already condemned the archive: stop pg_dump now.
+        if (readerResult && readerResult.exitCode !== 0) {
+          readerFailedFirst = true;
+          break;
+        }
+      }
+      if (aborted || readerFailedFirst) stopAll();
+      file.stream.end();
+      feed?.end();
+      written = await file.done();
+    } catch (error) {
+      // Writing failed (disk full, ...): stop pg_dump rather than leave it blocked on a full pipe.
+      stopAll();
+      feed?.destroy();
+      file.stream.destroy();
+      // The file's own pipeline rejects too; it is the same error, already handled here.
+      await Promise.all([dump.done.catch(() => {}), readerDone?.catch(() => {}), file.done().catch(() => {})]);
+      if (aborted) throw aborted;
+      throw failure('BACKUP_WRITE_FAILED', `writing the archive into ${staged.finalDir} failed: ${(error as Error).message}`, { fix: 'free space in the backup store (or prune old backups) and retry', cause: error });
+    }
+    const dumped = await dump.done;
+    const read = readerDone ? await readerDone : undefined;
+    if (aborted) throw aborted;
+    // pg_dump's own failure explains a truncated archive better than the reader's complaint about
+    // it, unless the reader failed first and pg_dump was stopped because of it.
+    if (dumped.exitCode !== 0 && !readerFailedFirst) {
+      throw failure('PG_DUMP_FAILED', `pg_dump failed (${describeExit(dumped)}): ${lastLines(dumped.stderr)}`, { fix: 'read the pg_dump error above; nothing was added to the catalog' });
+    }
+    const archive: BackupFile = { name: POSTGRES_ARCHIVE_FILE, ...written };
+    if (!read) return { archive, checks: [] };
+    if (read.exitCode !== 0 || readerFailedFirst) {
+      throw failure('ARCHIVE_UNREADABLE', `pg_restore could not read the archive pg_dump wrote (${describeExit(read)}): ${lastLines(read.stderr, 3)}`, {
+        fix: 'nothing was added to the catalog; retry the backup, and if it fails again check the host (memory errors, pg_dump and pg_restore of the same version)',
+      });
+    }
+    const checks: VerificationCheck[] = [
+      { name: `${POSTGRES_ARCHIVE_FILE} checksum`, ok: true, detail: `sha256 ${archive.sha256} (hashed as it was written)` },
+      { name: 'archive decompresses end to end', ok: true, detail: 'every data block read by pg_restore as it was written' },
+    ];
+    // The table of contents of the finished file (cheap): what a restore reads first.
+    const list = await pgRestoreCheck(runner, staged.path(POSTGRES_ARCHIVE_FILE), 'archive table of contents', ['--list'], (out) => `${out.lines} entries`);
+    if (!list.ok) throw failure('ARCHIVE_UNREADABLE', `pg_restore --list cannot read the written archive: ${list.detail}`, { fix: 'nothing was added to the catalog; retry the backup' });
+    return { archive, checks: [checks[0]!, list, checks[1]!] };
+  })();
+  done.catch(() => {});
+  return {
+    done,
+    abort(error: Error) {
+      if (aborted) return;
+      aborted = error;
+      stopAll();
+    },
+  };
+}
+
+/** Resolves when `stream` wants more; rejects when it failed or closed (so a dead stream never hangs the dump). */
+function drained(stream: Writable): Promise<void> {
+  if (stream.destroyed) return Promise.reject(stream.errored ?? new Error('the stream was closed'));
+  return new Promise((resolve, reject) => {
+    const settle = (error?: Error | null) => {
+      stream.off('drain', onDrain);
+      stream.off('error', onError);
+      stream.off('close', onClose);
+      if (error) reject(error);
+      else resolve();
+    };
+    const onDrain = () => settle();
+    const onError = (error: Error) => settle(error);
+    const onClose = () => settle(stream.errored ?? new Error('the stream was closed'));
+    stream.on('drain', onDrain);
+    stream.on('error', onError);
+    stream.on('close', onClose);
+  });
+}
