@@ -118,17 +118,54 @@ export async function runPhysicalBackup(settings: EnvironmentSettings, logger: L
   return backup;
 }
 
-/** A recovery target time with an explicit zone; without one, the server's zone would silently decide. */
-const TARGET_TIME = /^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?\s*(Z|[+-]\d{2}(:?\d{2})?)$/i;
+/**
+ * A recovery target time with an explicit zone (without one, the server's zone would silently
+ * decide): date, time (seconds and up to six fraction digits optional) and every offset spelling
+ * PostgreSQL accepts: `Z`, `+00`, `+0000`, `+00:00`, `-05`, `+05:30`.
+ */
+const TARGET_TIME = /^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?\s*(?:(Z)|([+-])(\d{2})(?::?(\d{2}))?)$/i;
 
+const TARGET_TIME_FORMAT = 'write it as YYYY-MM-DD HH:MM[:SS[.ffffff]] with a zone: Z, +HH, +HHMM or +HH:MM (e.g. 2026-11-21T23:59:00Z or "2026-11-21 23:59:00.123456+05:30")';
+
+/**
+ * Checks a point-in-time target before anything starts and normalises it to UTC
+ * (`YYYY-MM-DD HH:MM:SS[.ffffff]+00`), which pgBackRest and PostgreSQL both read: every offset
+ * spelling of one instant gives the same text. Impossible dates and times (2026-02-30, 25:00) are
+ * usage errors, never rolled over into another day.
+ */
 export function parseRecoveryTargetTime(value: string): { text: string; at: Date } {
-  // pgBackRest reads "YYYY-MM-DD HH:MM:SS.ffffff+00"; PostgreSQL reads that too.
-  const text = value.trim().replace(/^(\S+)T/i, '$1 ').replace(/\s*Z$/i, '+00');
-  const at = new Date(text.replace(' ', 'T').replace(/([+-]\d{2})$/, '$1:00').replace(/(\.\d{3})\d+/, '$1'));
-  if (!TARGET_TIME.test(value.trim()) || Number.isNaN(at.getTime())) {
-    throw usageError('BAD_PITR_TIME', `--pitr "${value}" is not a timestamp with a time zone`, 'write it as 2026-11-21T23:59:00Z or "2026-11-21 23:59:00.123456+00" (the zone is required)');
+  const input = value.trim();
+  const bad = (why: string) => usageError('BAD_PITR_TIME', `--pitr "${value}" ${why}`, TARGET_TIME_FORMAT);
+  const m = TARGET_TIME.exec(input);
+  if (!m) throw bad('is not a timestamp with a time zone');
+  const [year, month, day, hour, minute] = [m[1], m[2], m[3], m[4], m[5]].map(Number) as [number, number, number, number, number];
+  const second = Number(m[6] ?? '0');
+  const fraction = m[7] ?? '';
+  if (month < 1 || month > 12) throw bad(`has no month ${m[2]}`);
+  const daysInMonth = utcDate(year, month, 0, 0, 0, 0).getUTCDate();
+  if (day < 1 || day > daysInMonth) throw bad(`is not a date: ${m[1]}-${m[2]} has ${daysInMonth} days`);
+  if (hour > 23 || minute > 59 || second > 59) throw bad(`is not a time of day: ${m[4]}:${m[5]}${m[6] ? `:${m[6]}` : ''} (hours 00-23, minutes and seconds 00-59)`);
+  let offsetMinutes = 0;
+  if (!m[8]) {
+    const offsetHours = Number(m[10]);
+    const offsetMins = Number(m[11] ?? '0');
+    if (offsetHours > 15 || offsetMins > 59) throw bad(`has an impossible offset ${m[9]}${m[10]}${m[11] ? `:${m[11]}` : ''}`);
+    offsetMinutes = (m[9] === '-' ? -1 : 1) * (offsetHours * 60 + offsetMins);
   }
+  // Whole seconds are exact; the fraction is carried as text so microseconds survive.
+  const utc = new Date(utcDate(year, month - 1, day, hour, minute, second).getTime() - offsetMinutes * 60_000);
+  const iso = utc.toISOString();
+  const text = `${iso.slice(0, 10)} ${iso.slice(11, 19)}${fraction ? `.${fraction}` : ''}+00`;
+  const at = new Date(utc.getTime() + Number(fraction.padEnd(3, '0').slice(0, 3)));
   return { text, at };
+}
+
+/** Date.UTC without its mapping of years 0-99 onto 1900-1999. */
+function utcDate(year: number, monthIndex: number, day: number, hour: number, minute: number, second: number): Date {
+  const date = new Date(0);
+  date.setUTCFullYear(year, monthIndex, day);
+  date.setUTCHours(hour, minute, second, 0);
+  return date;
 }
 
 /**

@@ -137,6 +137,29 @@ describe('point-in-time recovery through pgBackRest', () => {
     expect(JSON.parse(tight.stdout).failures).toEqual([expect.stringMatching(/^RPO missed the target 1s: the newest archived WAL is .+ behind the live server$/)]);
   });
 
+  it('reads the same instant whatever the offset spelling: +00 through the CLI, +05:30 through the library', async () => {
+    // The noted time, as "YYYY-MM-DD HH:MM:SS.ffffff+00" (psql's own spelling) and shifted to +05:30.
+    const plus00 = noted.replace('T', ' ').replace('Z', '+00');
+    const at = new Date(noted);
+    const shifted = new Date(at.getTime() + 330 * 60_000).toISOString().replace('T', ' ').replace(/\.\d+Z$/, '');
+    const plus0530 = `${shifted}.${noted.split('.')[1]!.replace('Z', '')}+05:30`;
+    const smoke = join(work.path, 'pitr-offset-smoke.sql');
+    writeFileSync(smoke, ['-- name: orders before the noted time', '-- expect: 1,2,3', "SELECT string_agg(id::text, ',' ORDER BY id) FROM orders", ''].join('\n'));
+    const run = await lifeline(['drill', '--pitr', plus00, '--smoke-sql', smoke, '--json', '--config', configPath, '--env', 'production', '--store', join(work.path, 'store')], { env: { DATABASE_URL: liveUrl } });
+    expect(run.code, run.stderr).toBe(0);
+    const report = JSON.parse(run.stdout);
+    expect(report).toMatchObject({ mode: 'pitr', passed: true, pitrTarget: plus00 });
+    expect(report.checks.find((c: { name: string }) => c.name.startsWith('smoke:')).detail).toBe('returned 1,2,3');
+
+    const restored = await restorePointInTime(settings, plus0530, createMemoryLogger());
+    try {
+      const rows = await queryOnce<{ id: number }>(runner, restored.conn, 'SELECT id FROM orders ORDER BY id', 'shop');
+      expect(rows.map((r) => r.id)).toEqual([1, 2, 3]);
+    } finally {
+      await restored.stop();
+    }
+  });
+
   it('fails fast, with the reason, for a target past the newest archived WAL', async () => {
     const started = Date.now();
     await expect(restorePointInTime(settings, new Date(Date.now() + 60_000).toISOString(), createMemoryLogger())).rejects.toThrow(/recovery ended before configured recovery target was reached/);
