@@ -1,30 +1,10 @@
 import { refusal } from '../errors';
 import type { Logger } from '../logger';
-import { withDatabase, type PgConnection } from '../runner/postgres-env';
-import { queryOnce } from '../runner/psql';
+import type { PgConnection } from '../runner/postgres-env';
+import { sameDatabase } from '../postgres/identity';
 import type { Runner } from '../runner/runner';
 
-const LOOPBACK = new Set(['localhost', '127.0.0.1', '::1', '0:0:0:0:0:0:0:1', '']);
-
-/** Loopback names (and Unix sockets, which are local by definition) are one host. */
-export function normalizeHost(host: string): string {
-  const h = host.trim().toLowerCase().replace(/^\[|\]$/g, '');
-  if (LOOPBACK.has(h) || h.startsWith('/') || /^127\.\d+\.\d+\.\d+$/.test(h)) return 'loopback';
-  return h;
-}
-
-/** The cluster's system identifier, or undefined when it cannot be read (unreachable, no privilege). */
-export async function systemIdentifier(runner: Runner, conn: PgConnection): Promise<string | undefined> {
-  for (const database of [conn.database, 'postgres']) {
-    try {
-      const [row] = await queryOnce<{ id: string }>(runner, withDatabase(conn, database), 'SELECT system_identifier::text AS id FROM pg_control_system()');
-      if (row?.id) return row.id;
-    } catch {
-      // try the next database; an unreachable server simply cannot be compared
-    }
-  }
-  return undefined;
-}
+export { normalizeHost, systemIdentifier } from '../postgres/identity';
 
 /**
  * Refuses (exit 3) a drill target that is the environment's live database: the same host (all
@@ -37,14 +17,11 @@ export async function assertIsolatedTarget(live: PgConnection | undefined, targe
     return;
   }
   const fix = 'point --target (or drill.targetUrlEnv) at a separate drill database, e.g. a service container, or omit it to let Lifeline start a throwaway cluster';
-  const sameEndpoint = normalizeHost(live.host) === normalizeHost(target.host) && live.port === target.port;
-  if (sameEndpoint && live.database === target.database) {
-    throw refusal('DRILL_TARGET_IS_LIVE', `the drill target ${target.host}:${target.port}/${target.database} is the environment's live database`, fix);
+  const answer = await sameDatabase(live, target, runner);
+  if (answer.same) {
+    const how = answer.reason === 'endpoint' ? '' : ` under another address (same system identifier ${answer.systemIdentifier})`;
+    throw refusal('DRILL_TARGET_IS_LIVE', `the drill target ${target.host}:${target.port}/${target.database} is the environment's live database${how}`, fix);
   }
-  const [liveId, targetId] = await Promise.all([systemIdentifier(runner, live), systemIdentifier(runner, target)]);
-  const sameCluster = sameEndpoint || (liveId !== undefined && liveId === targetId);
-  if (sameCluster && live.database === target.database) {
-    throw refusal('DRILL_TARGET_IS_LIVE', `the drill target ${target.host}:${target.port}/${target.database} is the live database under another address (same system identifier ${liveId})`, fix);
-  }
+  const { sameCluster } = answer;
   if (sameCluster) logger.warn(`the drill database ${target.database} lives on the live cluster: the restore competes with production for CPU and disk`);
 }

@@ -179,3 +179,140 @@ export function spreadBySize<T>(items: T[], parallel: number, size: (item: T) =>
   }
   return groups.map((g) => g.items);
 }
+
+/** One kind of user object found in a database, e.g. `{ kind: 'large object', count: 3, examples: ['16401'] }`. */
+export interface UserObjects {
+  kind: string;
+  count: number;
+  examples: string[];
+}
+
+/**
+ * Every user object of the connected database, by kind: relations of every kind (tables, views,
+ * materialized views, sequences, foreign and partitioned tables, extension-owned ones too), large
+ * objects, functions and procedures, types and domains, schemas other than `public`, extensions
+ * other than `plpgsql`, and the rarer catalog objects a dump carries. The one answer to "does this
+ * database hold anything a restore would destroy?": empty means nothing to lose.
+ */
+export async function userObjects(session: PsqlSession): Promise<UserObjects[]> {
+  const schema = (column: string) => `${column} NOT IN (SELECT oid FROM pg_namespace n WHERE NOT (${USER_SCHEMA_FILTER}))`;
+  const rows = await session.query<{ kind: string; count: number; examples: string[] }>(
+    `SELECT kind, count(*)::int AS count, (array_agg(name ORDER BY name))[1:3] AS examples FROM (
+       SELECT CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'table' WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view'
+                             WHEN 'S' THEN 'sequence' WHEN 'f' THEN 'foreign table' ELSE 'type' END AS kind,
+              format('%I.%I', n.nspname, c.relname) AS name
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f', 'c') AND ${USER_SCHEMA_FILTER}
+       UNION ALL SELECT 'large object', oid::text FROM pg_largeobject_metadata
+       UNION ALL SELECT 'function', p.oid::regprocedure::text FROM pg_proc p WHERE ${schema('p.pronamespace')}
+       UNION ALL SELECT 'type', t.oid::regtype::text FROM pg_type t
+                  WHERE ${schema('t.typnamespace')} AND t.typrelid = 0 AND NOT (t.typcategory = 'A' AND t.typelem <> 0)
+       UNION ALL SELECT 'schema', quote_ident(nspname) FROM pg_namespace n WHERE ${USER_SCHEMA_FILTER} AND nspname <> 'public'
+       UNION ALL SELECT 'extension', quote_ident(extname) FROM pg_extension WHERE extname <> 'plpgsql'
+       UNION ALL SELECT 'operator', o.oid::regoperator::text FROM pg_operator o WHERE ${schema('o.oprnamespace')}
+       UNION ALL SELECT 'collation', quote_ident(collname) FROM pg_collation WHERE ${schema('collnamespace')}
+       UNION ALL SELECT 'text search configuration', quote_ident(cfgname) FROM pg_ts_config WHERE ${schema('cfgnamespace')}
+       UNION ALL SELECT 'foreign server', quote_ident(srvname) FROM pg_foreign_server
+       UNION ALL SELECT 'event trigger', quote_ident(evtname) FROM pg_event_trigger
+       UNION ALL SELECT 'publication', quote_ident(pubname) FROM pg_publication
+     ) objects GROUP BY kind ORDER BY kind`,
+  );
+  return rows.map((r) => ({ kind: r.kind, count: Number(r.count), examples: r.examples ?? [] }));
+}
+
+/** "3 tables (public.a, public.b, ...), 1 large object (16401)": what a refusal names. */
+export function describeUserObjects(objects: UserObjects[]): string {
+  return objects.map((o) => `${o.count} ${o.kind}${o.count === 1 ? '' : 's'} (${o.examples.join(', ')}${o.count > o.examples.length ? ', ...' : ''})`).join(', ');
+}
+
+/**
+ * Database-level state that lives outside any dump of the database's contents: the database's
+ * privileges (`GRANT/REVOKE ... ON DATABASE`; null when never changed), its own settings
+ * (`ALTER DATABASE ... SET`) and per-role settings (`ALTER ROLE ... IN DATABASE ... SET`), its
+ * connection limit and its comment.
+ */
+export interface DatabaseLevelState {
+  /** `grantee privilege` (with ` WITH GRANT OPTION`), grantee `PUBLIC` for everyone; null = the defaults. */
+  acl: string[] | null;
+  /** `name=value` as PostgreSQL stores them, in their order. */
+  settings: string[];
+  /** Per role: `name=value` settings, for this database only. */
+  roleSettings: Record<string, string[]>;
+  connectionLimit: number;
+  comment: string | null;
+}
+
+export async function databaseLevelState(session: PsqlSession, database: string): Promise<DatabaseLevelState | undefined> {
+  const [row] = await session.query<{ acl: string[] | null; settings: string[] | null; roles: Record<string, string[]> | null; connlimit: number; comment: string | null }>(
+    `SELECT CASE WHEN d.datacl IS NULL THEN NULL ELSE
+              (SELECT coalesce(array_agg(format('%s %s%s', CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END,
+                                                 a.privilege_type, CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END) ORDER BY 1), '{}')
+                 FROM aclexplode(d.datacl) a) END AS acl,
+            (SELECT s.setconfig FROM pg_db_role_setting s WHERE s.setdatabase = d.oid AND s.setrole = 0) AS settings,
+            (SELECT json_object_agg(pg_get_userbyid(s.setrole), s.setconfig) FROM pg_db_role_setting s WHERE s.setdatabase = d.oid AND s.setrole <> 0) AS roles,
+            d.datconnlimit AS connlimit,
+            shobj_description(d.oid, 'pg_database') AS comment
+       FROM pg_database d WHERE d.datname = ${quoteLiteral(database)}`,
+  );
+  if (!row) return undefined;
+  const roleSettings: Record<string, string[]> = {};
+  for (const role of Object.keys(row.roles ?? {}).sort()) roleSettings[role] = row.roles![role]!;
+  return { acl: row.acl, settings: row.settings ?? [], roleSettings, connectionLimit: Number(row.connlimit), comment: row.comment };
+}
+
+/** The differences between two database-level states, one line each; empty when they match. */
+export function compareDatabaseLevelState(expected: DatabaseLevelState, actual: DatabaseLevelState, options: { privileges: boolean }): string[] {
+  const diffs: string[] = [];
+  const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+  if (options.privileges && !same(expected.acl, actual.acl)) diffs.push(`privileges: expected ${expected.acl ? expected.acl.join(', ') || '(none)' : 'defaults'}, found ${actual.acl ? actual.acl.join(', ') || '(none)' : 'defaults'}`);
+  if (!same(expected.settings, actual.settings)) diffs.push(`settings: expected ${expected.settings.join(', ') || '(none)'}, found ${actual.settings.join(', ') || '(none)'}`);
+  if (options.privileges && !same(expected.roleSettings, actual.roleSettings)) diffs.push(`role settings: expected ${JSON.stringify(expected.roleSettings)}, found ${JSON.stringify(actual.roleSettings)}`);
+  if (expected.connectionLimit !== actual.connectionLimit) diffs.push(`connection limit: expected ${expected.connectionLimit}, found ${actual.connectionLimit}`);
+  if (expected.comment !== actual.comment) diffs.push(`comment: expected ${JSON.stringify(expected.comment)}, found ${JSON.stringify(actual.comment)}`);
+  return diffs;
+}
+
+export interface HeldLock {
+  pid: number;
+  relation: string;
+  mode: string;
+  user: string | null;
+  application: string | null;
+  state: string | null;
+  since: string | null;
+  query: string | null;
+}
+
+/**
+ * Relation locks other sessions hold in the connected database that block reads (ACCESS
+ * EXCLUSIVE: a migration's ALTER TABLE, a LOCK TABLE, a VACUUM FULL), from pg_locks and
+ * pg_stat_activity. Reading pg_locks takes no lock, so this answers while the table is locked.
+ */
+export async function readBlockingLocks(session: PsqlSession): Promise<HeldLock[]> {
+  return session.query<HeldLock>(
+    `SELECT l.pid, coalesce(l.relation::regclass::text, l.relation::text) AS relation, l.mode, a.usename AS user, a.application_name AS application,
+            a.state, to_char(a.xact_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS since, left(a.query, 200) AS query
+       FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+      WHERE l.locktype = 'relation' AND l.granted AND l.mode = 'AccessExclusiveLock' AND l.pid <> pg_backend_pid()
+        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      ORDER BY a.xact_start NULLS LAST, l.pid LIMIT 20`,
+  );
+}
+
+/** "pid 4242 (user app, application alembic, idle in transaction since ..., query: ALTER TABLE ...) holds AccessExclusiveLock on public.orders" */
+export function describeHeldLocks(locks: HeldLock[]): string {
+  const byPid = new Map<number, HeldLock[]>();
+  for (const l of locks) byPid.set(l.pid, [...(byPid.get(l.pid) ?? []), l]);
+  return [...byPid.values()]
+    .map((held) => {
+      const l = held[0]!;
+      const who = [l.user ? `user ${l.user}` : '', l.application ? `application ${l.application}` : '', l.state ? `${l.state}${l.since ? ` since ${l.since}` : ''}` : '', l.query ? `query: ${l.query.replace(/\s+/g, ' ').trim()}` : ''].filter(Boolean).join(', ');
+      return `pid ${l.pid}${who ? ` (${who})` : ''} holds ${l.mode} on ${held.map((h) => h.relation).join(', ')}`;
+    })
+    .join('; ');
+}
+
+/** A lock_timeout / statement_timeout cancellation, or pg_dump's --lock-wait-timeout giving up. */
+export function isLockTimeout(error: unknown): boolean {
+  return /canceling statement due to (lock|statement) timeout|could not obtain lock on relation/i.test((error as Error)?.message ?? String(error));
+}

@@ -1,5 +1,7 @@
 import { usageError } from '../errors';
 import type { Catalog, CatalogEntry, EntryMetadata } from '../catalog/store';
+import type { Compression } from './compression';
+import type { DatabaseLevelState } from './inspect';
 
 export const BACKUP_METADATA_FILE = 'backup.json';
 export const POSTGRES_ARCHIVE_FILE = 'postgres.dump';
@@ -39,6 +41,10 @@ export interface BackupMetadata extends EntryMetadata {
   finishedAt: string;
   durationSeconds: number;
   database: string;
+  /** The server's system identifier (pg_control_system()), when it could be read: which cluster the database was on. */
+  systemIdentifier?: string;
+  /** Privileges, settings, per-role settings, connection limit and comment of the database itself. */
+  databaseState?: DatabaseLevelState;
   serverVersion: string;
   pgDumpVersion: string;
   format: 'custom';
@@ -94,4 +100,27 @@ export async function findBackup(catalog: Catalog, env: string, idOrLatest: stri
     throw usageError('BACKUP_NOT_FOUND', `backup ${wanted} does not exist in environment ${env} (store ${catalog.root})`, `list the backups with: lifeline backups --env ${env} (or pass --backup latest)`);
   }
   return entry;
+}
+
+/**
+ * The backup a restore into `target` uses: an id as given, or for `latest` the newest usable
+ * backup (not pre-restore, not failed verification) of the target's own database, by name and,
+ * where both are known, the server's system identifier. Another database's backup is only ever
+ * restored by its id: `latest` never picks a one-off backup of a different database.
+ */
+export async function findBackupForTarget(catalog: Catalog, env: string, idOrLatest: string, target: { database: string; systemIdentifier?: string; describe: string }): Promise<BackupEntry> {
+  const wanted = idOrLatest.trim();
+  if (wanted !== '' && wanted !== 'latest') return findBackup(catalog, env, wanted);
+  const usable = (await listBackups(catalog, env)).filter((b) => b.metadata.label !== 'pre-restore' && b.metadata.verified?.ok !== false);
+  const sameServer = (b: BackupEntry) => !b.metadata.systemIdentifier || !target.systemIdentifier || b.metadata.systemIdentifier === target.systemIdentifier;
+  const match = usable.find((b) => b.metadata.database === target.database && sameServer(b));
+  if (match) return match;
+  const sameName = usable.filter((b) => b.metadata.database === target.database);
+  const others = usable.slice(0, 3).map((b) => `${b.id} (database ${b.metadata.database}${b.metadata.systemIdentifier ? `, server ${b.metadata.systemIdentifier}` : ''})`);
+  const why = sameName.length
+    ? `its backups of ${target.database} were taken on another server (system identifier ${sameName[0]!.metadata.systemIdentifier}, this one is ${target.systemIdentifier})`
+    : others.length
+      ? `its newest backups are of other databases: ${others.join(', ')}`
+      : 'it has no usable backups';
+  throw usageError('NO_BACKUP_OF_TARGET', `"latest" means the newest backup of the target's own database, and environment ${env} has none for ${target.describe}: ${why}`, `to restore another database's backup (or one from another server) into ${target.database}, pass its id explicitly: --backup <id> (lifeline backups --env ${env} lists the database and server of each)`);
 }

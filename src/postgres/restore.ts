@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Catalog } from '../catalog/store';
+import { entryFilePath } from '../catalog/confine';
 import { withLock } from '../catalog/lock';
 import { failure, refusal, usageError } from '../errors';
 import type { Logger } from '../logger';
@@ -9,8 +10,10 @@ import { pgEnv, quoteIdent, quoteLiteral, withDatabase, type PgConnection } from
 import { describeExit, lastLines, runText, LocalRunner, type Runner } from '../runner/runner';
 import type { HookConfig } from '../settings/schema';
 import { createBackup } from './backup';
+import type { Compression } from './compression';
 import { checkConnection, maskedUrl } from './connection';
-import { analyzeUserTables, exactRowCounts, schemaFingerprint, userTables } from './inspect';
+import { analyzeUserTables, compareDatabaseLevelState, databaseLevelState, describeUserObjects, exactRowCounts, schemaFingerprint, userObjects, type DatabaseLevelState, type UserObjects } from './inspect';
+import { DEFAULT_LOCK_TIMEOUT_SECONDS, withLockTimeout } from './lock-wait';
 import type { BackupEntry } from './metadata';
 import { archiveInput, verifyBackup } from './verify';
 import { checkAllBtreeIndexes, type IndexCheckOutcome } from './amcheck';
@@ -62,14 +65,20 @@ export interface RestoreCheckReport {
   checkSeconds: number;
 }
 
+/** "host:port/database": how every prompt and refusal names a target, so a wrong server is visible. */
+export function describeTarget(conn: PgConnection): string {
+  return `${conn.host.includes(':') ? `[${conn.host}]` : conn.host}:${conn.port}/${conn.database}`;
+}
+
 /** Refuses (exit 3) unless `confirm` is exactly the database's name: no trimming, no case folding. */
-export function requireDestructiveConfirmation(database: string, confirm: string | undefined): void {
+export function requireDestructiveConfirmation(target: PgConnection, confirm: string | undefined, holds = 'holds data'): void {
+  const database = target.database;
   if (confirm === database) return;
-  const fix = `pass --confirm ${database} (exactly the target database's name) to replace it; a pre-restore backup is taken first`;
+  const fix = `pass --confirm ${database} (exactly the target database's name) to replace ${describeTarget(target)}; a pre-restore backup is taken first`;
   if (confirm === undefined || confirm === '') {
-    throw refusal('CONFIRMATION_REQUIRED', `restoring into "${database}" replaces a database that holds data, and --confirm was not given`, fix);
+    throw refusal('CONFIRMATION_REQUIRED', `restoring into ${describeTarget(target)} replaces a database that ${holds}, and --confirm was not given`, fix);
   }
-  throw refusal('CONFIRMATION_MISMATCH', `--confirm ${JSON.stringify(confirm)} does not match the target database ${JSON.stringify(database)} exactly`, fix);
+  throw refusal('CONFIRMATION_MISMATCH', `--confirm ${JSON.stringify(confirm)} does not match the target database ${JSON.stringify(database)} on ${target.host}:${target.port} exactly`, fix);
 }
 
 /**
@@ -81,7 +90,8 @@ export function requireDestructiveConfirmation(database: string, confirm: string
  */
 export async function restoreArchiveInto(conn: PgConnection, options: RestoreArchiveOptions): Promise<RestoreCheckReport> {
   const { backup, runner, logger } = options;
-  const archive = join(backup.dir, backup.metadata.files.postgres.name);
+  // The name comes from backup.json: confined to the entry even when --skip-verify skipped the checksums.
+  const archive = await entryFilePath(backup.dir, backup.metadata.files.postgres.name);
   const input = archiveInput(runner, archive);
   const jobs = input.stdin ? 1 : Math.max(1, options.jobs ?? 2);
   // Early checks need to see each table once its data is committed: parallel restores only.
@@ -178,7 +188,7 @@ export interface FreshRestoreOptions extends RestoreArchiveOptions {
 
 /**
  * Restores a backup into a fresh database (created when missing) and checks it: the isolated
- * restore a drill needs. Refuses a target that already holds tables.
+ * restore a drill needs. Refuses a target that holds any user object (`userObjects`).
  */
 export async function restoreIntoFreshDatabase(options: FreshRestoreOptions): Promise<RestoreCheckReport> {
   const { target, runner } = options;
@@ -186,9 +196,9 @@ export async function restoreIntoFreshDatabase(options: FreshRestoreOptions): Pr
   const admin = PsqlSession.open(runner, maintenanceConnection(target));
   try {
     await checkConnection(admin, maintenanceConnection(target));
-    const state = await databaseState(admin, runner, target);
+    const state = await databaseState(runner, target);
     if (state.holdsData) {
-      throw refusal('TARGET_NOT_EMPTY', `database ${target.database} on ${target.host}:${target.port} already holds ${state.tables} tables; an isolated restore needs an empty or new database`, 'choose a new database name, or use lifeline restore with --confirm to replace it');
+      throw refusal('TARGET_NOT_EMPTY', `database ${describeTarget(target)} is not empty (${describeUserObjects(state.objects)}); an isolated restore needs an empty or new database`, 'choose a new database name, or use lifeline restore with --confirm to replace it');
     }
     if (!state.exists) await admin.exec(`CREATE DATABASE ${quoteIdent(target.database)} TEMPLATE template0`);
   } finally {
@@ -209,83 +219,156 @@ export interface RestoreOptions extends RestoreArchiveOptions {
   preRestoreBackup?: boolean;
   migrationHeadQuery?: string;
   compressLevel?: number;
+  /** Compression of the pre-restore backup (postgres.compress); wins over compressLevel. */
+  compression?: Compression;
   lockWaitSeconds?: number;
+  /** Seconds any of Lifeline's own queries waits for a table lock before failing with who holds it (default 60). */
+  lockTimeoutSeconds?: number;
+  /** How the operator undoes this restore, with `{id}` for the pre-restore backup (e.g. the CLI command line). */
+  undoCommand?: (preRestoreBackupId: string) => string;
 }
 
 export interface RestoreResult {
   backupId: string;
+  /** The database the backup was taken of (it may differ from the target's). */
+  sourceDatabase: string;
   target: string;
+  host: string;
+  port: number;
   database: string;
   destructive: boolean;
   checksumsVerified: boolean;
   preRestoreBackupId?: string;
+  /** The command that puts the replaced database back. */
+  undoCommand?: string;
   checks: RestoreCheckReport;
+  /** Database-level state (privileges, settings, connection limit, comment) applied from the backup and compared. */
+  databaseState: DatabaseStateCheck;
+  /** Sessions on the target that were ended for the swap. */
+  sessionsTerminated: number;
+  /** Problems after the swap that did not undo it (e.g. the restore log could not be written). */
+  warnings: string[];
   seconds: number;
+}
+
+export interface DatabaseStateCheck {
+  /** false when the backup predates recording it. */
+  recorded: boolean;
+  ok: boolean;
+  /** Privileges and per-role settings are skipped with noOwner (the roles may not exist here). */
+  privileges: boolean;
+  differences: string[];
 }
 
 export const RESTORE_LOG = 'restores.jsonl';
 
 /**
- * Restores a backup into `target`. A target that holds data needs `confirm` equal to its name
- * (refused before anything is touched otherwise), gets a `pre-restore` backup, and is replaced
- * only after the restore was checked in a scratch database (a rename swap). A failure at any
- * step before the swap leaves the target exactly as it was.
+ * Restores a backup into `target`. Everything that decides is done under the environment lock:
+ * a target that holds any user object needs `confirm` equal to its name (refused before anything
+ * is touched otherwise). The restore goes into a scratch database, is checked (rows, schema,
+ * database-level state), and replaces the target by a rename swap; immediately before the swap
+ * the target is looked at again: if it gained data since the decision, the restore is refused
+ * (unless confirmed), and whatever it holds then is saved in a `pre-restore` backup. A failure at
+ * any step before the swap leaves the target exactly as it was.
  */
 export async function restoreBackup(options: RestoreOptions): Promise<RestoreResult> {
-  const { target, runner, backup } = options;
+  const lockTimeout = options.lockTimeoutSeconds ?? DEFAULT_LOCK_TIMEOUT_SECONDS;
+  const target = withLockTimeout(options.target, lockTimeout);
   const maintenance = maintenanceConnection(target);
-  const admin = PsqlSession.open(runner, maintenance);
-  let before: DatabaseState;
+  // A wrong URL or password fails at once, before waiting for the lock; nothing is decided here.
+  const admin = PsqlSession.open(options.runner, maintenance);
   try {
     await checkConnection(admin, maintenance);
-    before = await databaseState(admin, runner, target);
   } finally {
     await admin.close();
   }
-  if (before.holdsData) requireDestructiveConfirmation(target.database, options.confirm);
-  return withLock(options.catalog.envDir(options.environment), options.environment, { command: `restore ${backup.id} into ${target.database}`, waitSeconds: options.lockWaitSeconds ?? 30 }, () =>
-    restoreLocked(options, before, maintenance),
+  return withLock(options.catalog.envDir(options.environment), options.environment, { command: `restore ${options.backup.id} into ${describeTarget(target)}`, waitSeconds: options.lockWaitSeconds ?? 30 }, () =>
+    restoreLocked({ ...options, target }, maintenance, lockTimeout),
   );
 }
 
-async function restoreLocked(options: RestoreOptions, before: DatabaseState, maintenance: PgConnection): Promise<RestoreResult> {
+async function restoreLocked(options: RestoreOptions, maintenance: PgConnection, lockTimeout: number): Promise<RestoreResult> {
   const { target, runner, logger, backup } = options;
   const started = Date.now();
+  // Decided under the lock: what the target holds now, not before another run finished.
+  const before = await databaseState(runner, target);
+  if (before.holdsData) requireDestructiveConfirmation(target, options.confirm, `holds ${describeUserObjects(before.objects)}`);
+  if (backup.metadata.database !== target.database) {
+    logger.warn(`backup ${backup.id} is of database ${backup.metadata.database}, restored into ${describeTarget(target)} as asked by its id`);
+  }
   if (options.skipVerify) logger.warn('checksum verification skipped (--skip-verify); this is recorded with the restore');
   else await requireIntactChecksums(backup, logger);
-
-  let preRestoreBackupId: string | undefined;
-  if (before.holdsData && options.preRestoreBackup !== false) {
-    const pre = await createBackup({ catalog: options.catalog, environment: options.environment, runner, conn: target, label: 'pre-restore', logger, lockHeld: true, migrationHeadQuery: options.migrationHeadQuery, compressLevel: options.compressLevel });
-    preRestoreBackupId = pre.id;
-    logger.info(`pre-restore backup of ${target.database}: ${pre.id} (restore it to undo this restore)`);
-  }
 
   const scratch = scratchName(target.database);
   const encoding = before.exists ? `ENCODING ${quoteLiteral(before.encoding!)} LC_COLLATE ${quoteLiteral(before.collate!)} LC_CTYPE ${quoteLiteral(before.ctype!)}` : '';
   await execOnce(runner, maintenance, `CREATE DATABASE ${quoteIdent(scratch)} TEMPLATE template0 ${encoding}`);
   let checks: RestoreCheckReport;
+  let stateCheck: DatabaseStateCheck;
+  let preRestoreBackupId: string | undefined;
+  let swap: { sessionsTerminated: number; warnings: string[] };
   try {
     checks = await restoreArchiveInto(withDatabase(target, scratch), options);
-    if (!checks.ok) {
-      throw failure('RESTORE_CHECK_FAILED', `the restored copy does not match backup ${backup.id} (${describeCheckFailure(checks)}); ${target.database} was not touched`, { fix: 'verify the backup (lifeline verify) and check that the source had no unlogged or foreign tables', details: { checks } });
+    stateCheck = await applyDatabaseLevelState(runner, maintenance, scratch, backup, { privileges: !options.noOwner, owner: before.owner, logger });
+    if (!checks.ok || !stateCheck.ok) {
+      throw failure('RESTORE_CHECK_FAILED', `the restored copy does not match backup ${backup.id} (${describeCheckFailure(checks, stateCheck)}); ${describeTarget(target)} was not touched`, {
+        fix: stateCheck.ok ? 'verify the backup (lifeline verify) and check that the source had no unlogged or foreign tables' : 'the roles named by the database privileges or settings must exist on this server: restore globals.sql first, or pass --no-owner',
+        details: { checks, databaseState: stateCheck },
+      });
     }
-    await swapDatabases(runner, maintenance, target.database, scratch, before, logger);
+    // Looked at again: rows may have arrived while pg_restore ran.
+    const now = await databaseState(runner, target);
+    if (now.holdsData && !before.holdsData) {
+      if (options.confirm !== target.database) {
+        throw refusal('TARGET_CHANGED', `${describeTarget(target)} was empty when the restore started and now holds ${describeUserObjects(now.objects)} (written while the restore ran); nothing was replaced`, `find out who writes to ${target.database}; to replace it anyway, re-run with --confirm ${target.database} (a pre-restore backup is taken first)`);
+      }
+      logger.warn(`${describeTarget(target)} gained ${describeUserObjects(now.objects)} while the restore ran; it is backed up before it is replaced (--confirm was given)`);
+    }
+    if (now.holdsData && options.preRestoreBackup !== false) {
+      // Taken as late as possible, so it holds what was written while the restore ran.
+      const pre = await createBackup({ catalog: options.catalog, environment: options.environment, runner, conn: target, label: 'pre-restore', logger, lockHeld: true, migrationHeadQuery: options.migrationHeadQuery, compression: options.compression, compressLevel: options.compressLevel, lockTimeoutSeconds: lockTimeout });
+      preRestoreBackupId = pre.id;
+      logger.info(`pre-restore backup of ${describeTarget(target)}: ${pre.id} (restore it to undo this restore)`);
+    }
+    const decidedEmpty = !now.holdsData;
+    swap = await swapDatabases(runner, maintenance, target.database, scratch, now, logger, async () => {
+      // The last look, with the target's sessions ended: an empty target must still be empty.
+      if (!decidedEmpty) return;
+      const last = await databaseState(runner, target);
+      if (last.holdsData) {
+        throw refusal('TARGET_CHANGED', `${describeTarget(target)} gained ${describeUserObjects(last.objects)} just before the swap; nothing was replaced`, `find out who writes to ${target.database}, then re-run the restore (with --confirm ${target.database} to replace it, after a pre-restore backup)`);
+      }
+    });
   } catch (error) {
     await execOnce(runner, maintenance, `DROP DATABASE IF EXISTS ${quoteIdent(scratch)} WITH (FORCE)`).catch(() => {});
+    if (preRestoreBackupId) logger.info(`the pre-restore backup ${preRestoreBackupId} stays in the catalog`);
     throw error;
   }
+  const warnings: string[] = [...swap.warnings];
+  if (swap.sessionsTerminated) logger.info(`ended ${swap.sessionsTerminated} session${swap.sessionsTerminated === 1 ? '' : 's'} on ${describeTarget(target)} for the swap`);
   const result: RestoreResult = {
     backupId: backup.id,
+    sourceDatabase: backup.metadata.database,
     target: maskedUrl(target),
+    host: target.host,
+    port: target.port,
     database: target.database,
-    destructive: before.holdsData,
+    destructive: Boolean(preRestoreBackupId) || before.holdsData,
     checksumsVerified: !options.skipVerify,
-    ...(preRestoreBackupId ? { preRestoreBackupId } : {}),
+    ...(preRestoreBackupId ? { preRestoreBackupId, undoCommand: options.undoCommand?.(preRestoreBackupId) ?? `lifeline restore --env ${options.environment} --backup ${preRestoreBackupId} --target <the same URL> --confirm ${target.database}` } : {}),
     checks,
+    databaseState: stateCheck,
+    sessionsTerminated: swap.sessionsTerminated,
+    warnings,
     seconds: (Date.now() - started) / 1000,
   };
-  await options.catalog.appendLog(options.environment, RESTORE_LOG, { at: new Date().toISOString(), ...result });
+  // The swap has committed: from here on, a problem is a warning on a restore that succeeded.
+  try {
+    await options.catalog.appendLog(options.environment, RESTORE_LOG, { at: new Date().toISOString(), ...result });
+  } catch (error) {
+    const warning = `the restore succeeded but could not be recorded in ${RESTORE_LOG}: ${(error as Error).message}`;
+    logger.warn(warning);
+    warnings.push(warning);
+  }
   return result;
 }
 
@@ -300,59 +383,164 @@ async function requireIntactChecksums(backup: BackupEntry, logger: Logger): Prom
 interface DatabaseState {
   exists: boolean;
   holdsData: boolean;
-  tables: number;
+  objects: UserObjects[];
   owner?: string;
   encoding?: string;
   collate?: string;
   ctype?: string;
 }
 
-async function databaseState(admin: PsqlSession, runner: Runner, target: PgConnection): Promise<DatabaseState> {
-  const [row] = await admin.query<{ owner: string; encoding: string; collate: string; ctype: string }>(
+/** Whether the database exists and what it holds: any user object at all counts (`userObjects`). */
+async function databaseState(runner: Runner, target: PgConnection): Promise<DatabaseState> {
+  // Catalog reads only: bounded so a server in trouble cannot hold the environment lock forever.
+  const bounded: PgConnection = { ...target, timeouts: { ...target.timeouts, statementSeconds: Math.max(30, target.timeouts?.lockSeconds ?? 0) } };
+  const [row] = await queryOnceOn<{ owner: string; encoding: string; collate: string; ctype: string }>(
+    runner,
+    maintenanceConnection(bounded),
     `SELECT pg_get_userbyid(datdba) AS owner, pg_encoding_to_char(encoding) AS encoding, datcollate AS collate, datctype AS ctype FROM pg_database WHERE datname = ${quoteLiteral(target.database)}`,
   );
-  if (!row) return { exists: false, holdsData: false, tables: 0 };
-  const session = PsqlSession.open(runner, target);
+  if (!row) return { exists: false, holdsData: false, objects: [] };
+  const session = PsqlSession.open(runner, bounded);
   try {
-    const tables = (await userTables(session)).length;
-    return { exists: true, holdsData: tables > 0, tables, ...row };
+    const objects = await userObjects(session);
+    return { exists: true, holdsData: objects.length > 0, objects, ...row };
   } finally {
     await session.close();
   }
 }
 
 /**
- * Replaces `target` with `scratch` in one transaction (renames are transactional), after ending
- * the target's sessions; the old database is dropped only once the swap committed. psql stops at
- * the first error, so each attempt gets a fresh session.
+ * Gives the scratch database the backup's database-level state (privileges, settings, per-role
+ * settings, connection limit, comment), then reads it back and compares. Settings are applied
+ * after pg_restore, so e.g. a database-wide default_transaction_read_only cannot break it.
  */
-async function swapDatabases(runner: Runner, maintenance: PgConnection, target: string, scratch: string, before: DatabaseState, logger: Logger): Promise<void> {
-  if (before.owner) await execOnce(runner, maintenance, `ALTER DATABASE ${quoteIdent(scratch)} OWNER TO ${quoteIdent(before.owner)}`);
-  if (!before.exists) {
+async function applyDatabaseLevelState(runner: Runner, maintenance: PgConnection, scratch: string, backup: BackupEntry, options: { privileges: boolean; owner?: string; logger: Logger }): Promise<DatabaseStateCheck> {
+  const expected = backup.metadata.databaseState;
+  if (!expected) {
+    options.logger.warn(`backup ${backup.id} predates recording database-level privileges and settings: they are neither restored nor compared`);
+    return { recorded: false, ok: true, privileges: options.privileges, differences: [] };
+  }
+  const db = quoteIdent(scratch);
+  const statements: string[] = [];
+  // The owner first: an ACL names the owner's own rights, which follow an ownership change.
+  if (options.owner && options.privileges) statements.push(`ALTER DATABASE ${db} OWNER TO ${quoteIdent(options.owner)}`);
+  for (const setting of expected.settings) statements.push(`ALTER DATABASE ${db} SET ${settingClause(setting)}`);
+  if (expected.connectionLimit !== -1) statements.push(`ALTER DATABASE ${db} CONNECTION LIMIT ${Number(expected.connectionLimit)}`);
+  if (expected.comment !== null) statements.push(`COMMENT ON DATABASE ${db} IS ${quoteLiteral(expected.comment)}`);
+  if (options.privileges) {
+    for (const [role, settings] of Object.entries(expected.roleSettings)) {
+      for (const setting of settings) statements.push(`ALTER ROLE ${quoteIdent(role)} IN DATABASE ${db} SET ${settingClause(setting)}`);
+    }
+    if (expected.acl) {
+      statements.push(`REVOKE ALL ON DATABASE ${db} FROM PUBLIC`, `REVOKE ALL ON DATABASE ${db} FROM CURRENT_USER`);
+      if (options.owner) statements.push(`REVOKE ALL ON DATABASE ${db} FROM ${quoteIdent(options.owner)}`);
+      // Each entry is `grantee PRIVILEGE[ WITH GRANT OPTION]`, grantee already quoted (or PUBLIC).
+      for (const item of expected.acl) {
+        const match = /^(PUBLIC|"(?:[^"]|"")+"|[a-z_][a-z0-9_$]*) (CREATE|CONNECT|TEMPORARY)( WITH GRANT OPTION)?$/.exec(item);
+        if (!match) throw failure('DATABASE_ACL_UNREADABLE', `backup ${backup.id} records a database privilege Lifeline cannot read: ${JSON.stringify(item)}`, { fix: 'restore with --no-owner and set the database privileges by hand' });
+        statements.push(`GRANT ${match[2]} ON DATABASE ${db} TO ${match[1]}${match[3] ?? ''}`);
+      }
+    }
+  }
+  const differences: string[] = [];
+  for (const statement of statements) {
+    await execOnce(runner, maintenance, statement).catch((error: Error) => differences.push(`could not apply ${statement.replace(db, 'the database')}: ${error.message.replace(/^query against \S+ failed: /, '')}`));
+  }
+  const session = PsqlSession.open(runner, maintenance);
+  let actual: DatabaseLevelState | undefined;
+  try {
+    actual = await databaseLevelState(session, scratch);
+  } finally {
+    await session.close();
+  }
+  differences.push(...compareDatabaseLevelState(expected, actual!, { privileges: options.privileges }));
+  const ok = differences.length === 0;
+  options.logger.info(`${ok ? 'ok  ' : 'FAIL'} database privileges and settings${options.privileges ? '' : ' (privileges and role settings skipped: --no-owner)'}${ok ? '' : `: ${differences.join('; ')}`}`);
+  return { recorded: true, ok, privileges: options.privileges, differences };
+}
+
+/** `name=value` as pg_db_role_setting stores it → `name TO ...` (list settings such as search_path item by item, as pg_dump does). */
+export function settingClause(setting: string): string {
+  const eq = setting.indexOf('=');
+  const name = setting.slice(0, eq);
+  const value = setting.slice(eq + 1);
+  if (!/^[A-Za-z_][A-Za-z0-9_.]*$/.test(name)) throw failure('DATABASE_SETTING_UNREADABLE', `a recorded database setting has an unexpected name: ${JSON.stringify(setting)}`);
+  const LIST_SETTINGS = new Set(['search_path', 'temp_tablespaces', 'session_preload_libraries', 'local_preload_libraries', 'shared_preload_libraries', 'unix_socket_directories']);
+  if (!LIST_SETTINGS.has(name.toLowerCase())) return `${name} TO ${quoteLiteral(value)}`;
+  return `${name} TO ${splitGucList(value).map(quoteLiteral).join(', ')}`;
+}
+
+/** A GUC list value (`"$user", public`) into its items, unquoting double-quoted ones. */
+function splitGucList(value: string): string[] {
+  const items: string[] = [];
+  let i = 0;
+  while (i < value.length) {
+    while (value[i] === ' ') i++;
+    let item = '';
+    if (value[i] === '"') {
+      i++;
+      while (i < value.length) {
+        if (value[i] === '"' && value[i + 1] === '"') {
+          item += '"';
+          i += 2;
+        } else if (value[i] === '"') {
+          i++;
+          break;
+        } else item += value[i++];
+      }
+    } else {
+      while (i < value.length && value[i] !== ',') item += value[i++];
+      item = item.trim();
+    }
+    while (i < value.length && value[i] !== ',') i++;
+    i++;
+    items.push(item);
+  }
+  return items;
+}
+
+/**
+ * Replaces `target` with `scratch` in one transaction (renames are transactional), after ending
+ * the target's sessions and a last look (`lastCheck`) with them gone; the old database is dropped
+ * only once the swap committed. psql stops at the first error, so each attempt gets a fresh session.
+ */
+async function swapDatabases(runner: Runner, maintenance: PgConnection, target: string, scratch: string, state: DatabaseState, logger: Logger, lastCheck: () => Promise<void>): Promise<{ sessionsTerminated: number; warnings: string[] }> {
+  if (state.owner) await execOnce(runner, maintenance, `ALTER DATABASE ${quoteIdent(scratch)} OWNER TO ${quoteIdent(state.owner)}`);
+  if (!state.exists) {
     await execOnce(runner, maintenance, `ALTER DATABASE ${quoteIdent(scratch)} RENAME TO ${quoteIdent(target)}`);
-    return;
+    return { sessionsTerminated: 0, warnings: [] };
   }
   const retired = scratchName(target, 'old');
   const sessionsOf = `FROM pg_stat_activity WHERE datname IN (${quoteLiteral(target)}, ${quoteLiteral(scratch)}) AND pid <> pg_backend_pid()`;
+  let sessionsTerminated = 0;
   for (let attempt = 1; ; attempt++) {
     try {
       // Termination is asynchronous: wait for the sessions to be gone before renaming.
-      await execOnce(runner, maintenance, `SELECT count(pg_terminate_backend(pid)) ${sessionsOf}`);
+      const [ended] = await queryOnceOn<{ n: number }>(runner, maintenance, `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))::int AS n ${sessionsOf}`);
+      sessionsTerminated += ended?.n ?? 0;
       for (let i = 0; i < 50; i++) {
         const [row] = await queryOnceOn<{ n: number }>(runner, maintenance, `SELECT count(*)::int AS n ${sessionsOf}`);
         if (!row?.n) break;
         await new Promise((r) => setTimeout(r, 100));
       }
+      await lastCheck();
       await execOnce(runner, maintenance, `BEGIN; ALTER DATABASE ${quoteIdent(target)} RENAME TO ${quoteIdent(retired)}; ALTER DATABASE ${quoteIdent(scratch)} RENAME TO ${quoteIdent(target)}; COMMIT`);
       break;
     } catch (error) {
+      if ((error as { kind?: string }).kind === 'refused') throw error;
       if (attempt >= 5) throw failure('RESTORE_SWAP_FAILED', `could not swap the restored database into place: ${(error as Error).message}; ${target} was not changed`, { fix: 'stop the applications connected to the database and retry', cause: error });
       logger.warn(`swap attempt ${attempt} failed (sessions reconnecting?); retrying`);
       await new Promise((r) => setTimeout(r, 500 * attempt));
     }
   }
   // The swap has committed: a leftover old copy is worth a warning, not a failed restore.
-  await execOnce(runner, maintenance, `DROP DATABASE ${quoteIdent(retired)} WITH (FORCE)`).catch((error: Error) => logger.warn(`the replaced database was kept as ${retired} (${error.message}); drop it when convenient`));
+  const warnings: string[] = [];
+  await execOnce(runner, maintenance, `DROP DATABASE ${quoteIdent(retired)} WITH (FORCE)`).catch((error: Error) => {
+    const warning = `the replaced database was kept as ${retired} (${error.message}); drop it when convenient (lifeline doctor lists it)`;
+    logger.warn(warning);
+    warnings.push(warning);
+  });
+  return { sessionsTerminated, warnings };
 }
 
 async function execOnce(runner: Runner, conn: PgConnection, sql: string): Promise<void> {
@@ -373,10 +561,11 @@ async function queryOnceOn<T>(runner: Runner, conn: PgConnection, sql: string): 
   }
 }
 
-function describeCheckFailure(checks: RestoreCheckReport): string {
+function describeCheckFailure(checks: RestoreCheckReport, state?: DatabaseStateCheck): string {
   const parts: string[] = [];
   if (!checks.rowCounts.ok) parts.push(`${checks.rowCounts.mismatches.length} tables with different row counts`);
   if (!checks.schemaFingerprint.ok) parts.push('schema fingerprint differs');
+  if (state && !state.ok) parts.push(`database privileges and settings differ: ${state.differences.join('; ')}`);
   return parts.join(', ');
 }
 

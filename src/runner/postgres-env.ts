@@ -8,6 +8,12 @@ export interface PgConnection {
   database: string;
   /** Other libpq parameters from the URL's query string (sslmode, ...). */
   params: Record<string, string>;
+  /**
+   * lock_timeout / statement_timeout (seconds) for the sessions Lifeline opens itself, so a table
+   * locked by a migration fails a query in bounded time instead of hanging. pg_dump and pg_restore
+   * reset both for their own work (pg_dump takes --lock-wait-timeout instead).
+   */
+  timeouts?: { lockSeconds?: number; statementSeconds?: number };
 }
 
 /** Parses a postgres:// URL into its parts. */
@@ -79,6 +85,11 @@ export function pgEnv(conn: PgConnection, database = conn.database): Record<stri
     const name = PARAM_ENV[param];
     if (name) env[name] = value;
   }
+  const settings = [
+    ...(conn.timeouts?.lockSeconds ? [`-c lock_timeout=${Math.round(conn.timeouts.lockSeconds * 1000)}`] : []),
+    ...(conn.timeouts?.statementSeconds ? [`-c statement_timeout=${Math.round(conn.timeouts.statementSeconds * 1000)}`] : []),
+  ];
+  if (settings.length) env.PGOPTIONS = [env.PGOPTIONS, ...settings].filter(Boolean).join(' ');
   return env;
 }
 

@@ -121,7 +121,7 @@ export class LocalRunner implements Runner {
 
   start(invocation: ToolInvocation): RunningTool {
     const command = this.resolveTool(invocation.tool);
-    const env = { ...(this.options.baseEnv ?? process.env), ...definedOnly(invocation.env) };
+    const env = childEnvironment(this.options.baseEnv ?? process.env, invocation.env);
     if (this.options.asUser && process.getuid?.() === 0) {
       // Without --login, runuser keeps the environment, so PGPASSWORD and friends reach the tool.
       const args = ['-u', this.options.asUser, '--', command, ...invocation.args];
@@ -167,7 +167,7 @@ export class ComposeRunner implements Runner {
       invocation.tool,
       ...invocation.args,
     ];
-    return spawnStreaming(command!, args, invocation, this.masker, { ...(this.options.baseEnv ?? process.env), ...env });
+    return spawnStreaming(command!, args, invocation, this.masker, childEnvironment(this.options.baseEnv ?? process.env, env));
   }
 }
 
@@ -199,6 +199,24 @@ export function describeExit(result: Pick<ToolResult, 'exitCode' | 'signal'>): s
 export function lastLines(text: string, count = 5): string {
   const lines = text.trim().split('\n').filter(Boolean);
   return lines.length ? lines.slice(-count).join('\n') : '(no output on stderr)';
+}
+
+/**
+ * The environment a child process gets: the inherited one without any libpq variable (PGHOST,
+ * PGHOSTADDR, PGSERVICE, PGOPTIONS, PGTARGETSESSIONATTRS, PGPASSWORD, ...: every `PG*` name
+ * except pgBackRest's own `PGBACKREST_*` options and PGPASSFILE), plus exactly what the invocation sets. An operator's
+ * shell or a CI runner can then never redirect pg_dump, pg_restore or psql to another server or
+ * database than the connection Lifeline was given.
+ */
+export function childEnvironment(base: NodeJS.ProcessEnv, extra: Record<string, string | undefined> | undefined): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [key, value] of Object.entries(base)) if (!isLibpqVariable(key)) env[key] = value;
+  return { ...env, ...definedOnly(extra) };
+}
+
+function isLibpqVariable(name: string): boolean {
+  // PGPASSFILE stays: it only answers for the host, port, database and user already named.
+  return /^PG/i.test(name) && !/^PGBACKREST_/i.test(name) && name !== 'PGPASSFILE';
 }
 
 function definedOnly(env: Record<string, string | undefined> | undefined): Record<string, string> {

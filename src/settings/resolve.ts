@@ -29,6 +29,10 @@ export interface PostgresSettings {
   migrationHeadQuery?: string;
   compressLevel?: number;
   physical?: { stanza: string; configFile?: string; type: 'full' | 'diff' | 'incr'; repoPath?: string };
+  /** postgres.compress (or the legacy compressLevel as gzip); unset: chosen by the pg_dump version. */
+  compress?: Compression;
+  /** postgres.lockTimeout in seconds. */
+  lockTimeoutSeconds?: number;
 }
 
 export interface RedisSettings {
@@ -213,6 +217,8 @@ export function resolveFromConfig(loaded: LoadedConfig, rawInputs: GlobalInputs,
       migrationHeadQuery: pg.migrationHeadQuery,
       compressLevel: pg.compressLevel,
       physical: pg.physical ? { stanza: pg.physical.stanza, configFile: abs(pg.physical.configFile), type: pg.physical.type ?? 'full', repoPath: abs(pg.physical.repoPath) } : undefined,
+      compress: resolveCompression(pg.compress, pg.compressLevel, `environments.${name}.postgres`),
+      lockTimeoutSeconds: pg.lockTimeout ? parseDuration(pg.lockTimeout, `environments.${name}.postgres.lockTimeout`) : undefined,
     },
     redis: redisSettings,
     compose: {

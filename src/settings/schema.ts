@@ -18,6 +18,10 @@ const postgres = z
     migrationHeadQuery: z.string().min(1).optional(),
     /** pg_dump compression level for the custom format (0-9). */
     compressLevel: z.number().int().min(0).max(9).optional(),
+    /** pg_dump compression, METHOD[:LEVEL] (gzip:1, zstd:3, lz4, none); default by the pg_dump version. */
+    compress: z.union([z.string().min(1), z.number().int()]).optional(),
+    /** How long a backup or restore waits for a table lock (a migration's) before failing with who holds it (default 60s). */
+    lockTimeout: duration.optional(),
     /** Physical backups and WAL archiving through pgBackRest. */
     physical: z
       .object({
