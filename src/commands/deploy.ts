@@ -3,8 +3,11 @@ import { defaultOwner } from '../catalog/lock';
 import { Catalog } from '../catalog/store';
 import { ComposeDriver, detectComposeCommand } from '../deploy/compose';
 import { migrationHeadProbe } from '../deploy/database';
-import { deployRelease, rollbackRelease, type DatabaseProbe, type DeployEnvironment, type DeployOutcome } from '../deploy/deploy';
-import { readHistory, type HistoryEvent } from '../deploy/history';
+import { acceptRunningRelease, deployRelease, environmentStatus, rollbackRelease, type DatabaseProbe, type DeployEnvironment, type DeployOutcome } from '../deploy/deploy';
+import { describeCorruptLines, loadHistory, printable, unfinishedEvent, type HistoryEvent } from '../deploy/history';
+import { describeRevocation, loadRevocations, revokeRelease, type Revocation } from '../deploy/revocation';
+import { describeState } from '../deploy/state';
+import { listReleases } from '../manifest/create';
 import { manifestVerifier } from '../deploy/manifest-verifier';
 import { usageError } from '../errors';
 import { ComposeRunner, LocalRunner, type Runner } from '../runner/runner';
@@ -19,6 +22,11 @@ const SHARED_INPUTS: InputSpec[] = [
   { name: 'project-name', type: 'string', description: "Compose project name; default: the environment's compose.projectName." },
   ...POLICY_INPUTS,
   { name: 'health-timeout', type: 'string', description: 'How long api, web and worker may take to become healthy, e.g. 90s or 2m; default: compose.healthTimeout (2m).' },
+  {
+    name: 'settle',
+    type: 'string',
+    description: 'After the first healthy answer, how long every check must keep passing with no container restarted or exited, e.g. 10s; default: compose.settle (5s).',
+  },
   { name: 'lock-wait', type: 'string', description: 'How long to wait for another deploy, rollback or restore holding the lock, e.g. 5m; default: 0 (fail at once).' },
 ];
 
@@ -37,8 +45,8 @@ export const deployCommand: CommandSpec = {
   implemented: true,
   async run(ctx) {
     const release = ctx.inputs.requiredString('release', 'pass --release <version>, e.g. --release v42');
-    const { environment, healthTimeoutSeconds } = await deployEnvironmentFor(ctx);
-    const outcome = await deployRelease(environment, { release, healthTimeoutSeconds });
+    const { environment, healthTimeoutSeconds, settleSeconds } = await deployEnvironmentFor(ctx);
+    const outcome = await deployRelease(environment, { release, healthTimeoutSeconds, settleSeconds });
     return outcomeResult(outcome);
   },
 };
@@ -61,8 +69,8 @@ export const rollbackCommand: CommandSpec = {
   async run(ctx) {
     const to = ctx.inputs.requiredString('to', 'pass --to <version> or --to previous');
     const allowSchemaAhead = ctx.inputs.boolean('allow-schema-ahead');
-    const { environment, healthTimeoutSeconds } = await deployEnvironmentFor(ctx);
-    const outcome = await rollbackRelease(environment, { to, healthTimeoutSeconds, allowSchemaAhead });
+    const { environment, healthTimeoutSeconds, settleSeconds } = await deployEnvironmentFor(ctx);
+    const outcome = await rollbackRelease(environment, { to, healthTimeoutSeconds, settleSeconds, allowSchemaAhead });
     return outcomeResult(outcome);
   },
 };
@@ -78,16 +86,126 @@ export const historyCommand: CommandSpec = {
     const limitText = ctx.inputs.string('limit');
     const limit = limitText === undefined ? undefined : Number(limitText);
     if (limit !== undefined && (!Number.isInteger(limit) || limit < 1)) throw usageError('BAD_INPUT', `--limit must be a positive whole number (got "${limitText}")`, 'pass --limit 20');
-    const all = await readHistory(new Catalog(settings.store), settings.name);
-    const events = limit ? all.slice(-limit) : all;
-    return { json: events, text: formatHistory(settings.name, events) };
+    const catalog = new Catalog(settings.store);
+    const history = await loadHistory(catalog, settings.name);
+    if (history.corrupt.length) ctx.logger.warn(describeCorruptLines(catalog, settings.name, history.corrupt));
+    const { revoked } = await loadRevocations(catalog, settings.name);
+    const unfinished = unfinishedEvent(history.events);
+    // A `started` line that its deploy ended says nothing more; one that was never ended is the news.
+    const shown = history.events.filter((e) => e.result !== 'started' || e === unfinished);
+    const events = limit ? shown.slice(-limit) : shown;
+    const notes = [
+      unfinished
+        ? `NOTE: the ${unfinished.action} of ${printable(unfinished.to)} started at ${unfinished.at} never recorded its end (still running, or killed): what runs is unknown to the history. lifeline status --env ${settings.name} shows what actually runs.`
+        : '',
+      ...[...revoked.values()].map((r) => `revoked: ${printable(r.release)} (${printable(describeRevocation(r))})`),
+    ].filter(Boolean);
+    return {
+      json: events.map((e) => (revoked.has(e.to) ? { ...e, revoked: true } : e)),
+      text: [formatHistory(settings.name, events, revoked), ...notes].join('\n'),
+    };
+  },
+};
+
+export const historyReconcileCommand: CommandSpec = {
+  name: 'history reconcile',
+  summary: 'After an interrupted deploy: record what api, web and worker actually run, when it is one verified, healthy release',
+  inputs: SHARED_INPUTS,
+  outputs: [{ name: 'release', description: 'The release recorded as running.' }],
+  implemented: true,
+  async run(ctx) {
+    const { environment, healthTimeoutSeconds, settleSeconds } = await deployEnvironmentFor(ctx);
+    const accepted = await acceptRunningRelease(environment, { healthTimeoutSeconds, settleSeconds });
+    const text = accepted.changed ? `recorded ${accepted.release} as running in ${environment.env} (api, web and worker run it and are healthy)` : `${environment.env}: the history already matches what runs (${accepted.release})`;
+    return { json: { release: accepted.release, changed: accepted.changed }, text, outputs: { release: accepted.release } };
+  },
+};
+
+export const statusCommand: CommandSpec = {
+  name: 'status',
+  summary: 'Show what api, web and worker actually run (docker inspect), which release that is, and whether the history agrees',
+  inputs: SHARED_INPUTS.filter((i) => ['compose-file', 'project-name', ...POLICY_INPUTS.map((p) => p.name)].includes(i.name)),
+  outputs: [],
+  implemented: true,
+  async run(ctx) {
+    const { environment } = await deployEnvironmentFor(ctx);
+    const status = await environmentStatus(environment);
+    const { result, lock } = status;
+    const inProgress = lock.held && !lock.stale && result.unfinished;
+    const verdict = result.consistent
+      ? `the history agrees: ${result.claimed} runs`
+      : inProgress
+        ? `a ${result.unfinished!.action} holds the lock and is in progress (${lock.info?.owner ?? 'unknown'}, pid ${lock.info?.pid ?? '?'})`
+        : `the history does NOT match what runs:\n${result.differences.map((d) => `  - ${d}`).join('\n')}\nfix: lifeline rollback --env ${environment.env} --to <release>${result.state.release && result.state.allRunning ? `, or lifeline history reconcile --env ${environment.env} to record ${result.state.release}` : ''}`;
+    const revoked = result.state.release && status.revoked.includes(result.state.release) ? `\nWARNING: ${result.state.release} is revoked` : '';
+    return {
+      json: {
+        environment: environment.env,
+        consistent: result.consistent,
+        historySays: result.unfinished ? null : result.claimed,
+        running: result.state.release,
+        services: result.state.services,
+        differences: result.differences,
+        unfinished: result.unfinished ?? null,
+        inProgress: Boolean(inProgress),
+        corruptHistoryLines: status.corrupt,
+      },
+      text: `${environment.env}:\n${describeState(result)}\n${verdict}${revoked}`,
+    };
+  },
+};
+
+export const releaseRevokeCommand: CommandSpec = {
+  name: 'release revoke',
+  summary: 'Revoke a release: deploy and rollback refuse it from now on, and rollback --to previous skips it',
+  positional: 'release',
+  inputs: [
+    { name: 'release', type: 'string', description: 'The release version to revoke.', required: true },
+    { name: 'reason', type: 'string', description: 'Why (recorded and shown with every refusal), e.g. "worker crashes after 3s".', required: true },
+    { name: 'signing-key', type: 'string', description: 'ECDSA P-256 private key to sign the revocation: a PEM file path, or the PEM itself (default: LIFELINE_SIGNING_KEY); without one it is recorded unsigned. Masked in logs.' },
+  ],
+  outputs: [],
+  implemented: true,
+  async run(ctx) {
+    const settings = environmentFor(ctx);
+    const release = ctx.inputs.requiredString('release', 'pass the release: lifeline release revoke v42 --reason "..."');
+    const reason = ctx.inputs.requiredString('reason', 'pass --reason "what is wrong with it"');
+    const revocation = await revokeRelease({
+      catalog: new Catalog(settings.store),
+      env: settings.name,
+      release,
+      reason,
+      by: defaultOwner(ctx.env),
+      signingKey: ctx.inputs.string('signing-key') ?? ctx.env.LIFELINE_SIGNING_KEY,
+      logger: ctx.logger,
+    });
+    return { json: { ...revocation, signed: Boolean(revocation.bundle), bundle: undefined }, text: `${settings.name}: release ${release} ${describeRevocation(revocation)}` };
+  },
+};
+
+export const releasesCommand: CommandSpec = {
+  name: 'releases',
+  summary: 'List the release manifests in the catalog, with revocations',
+  inputs: [],
+  outputs: [],
+  implemented: true,
+  async run(ctx) {
+    const settings = environmentFor(ctx);
+    const catalog = new Catalog(settings.store);
+    const releases = await listReleases(catalog, settings.name);
+    const { revoked } = await loadRevocations(catalog, settings.name);
+    const rows = releases.map((r) => ({ release: r.id, createdAt: r.metadata.createdAt, digest: r.metadata.digest, signing: r.metadata.signing, revoked: revoked.get(r.id) ? { ...revoked.get(r.id)!, bundle: undefined, signed: Boolean(revoked.get(r.id)!.bundle) } : null }));
+    const text = rows.length
+      ? rows.map((r) => `${printable(r.release).padEnd(14)} ${printable(String(r.createdAt))}  ${printable(String(r.digest)).slice(0, 19)}  ${r.revoked ? `REVOKED ${printable(describeRevocation(revoked.get(r.release)!))}` : ''}`.trimEnd()).join('\n')
+      : `${settings.name}: no releases in the catalog`;
+    return { json: rows, text };
   },
 };
 
 export const deployAction = singleCommandAction('deploy', 'Deploy api, web and worker on the image digests of a verified release manifest.', deployCommand);
 export const rollbackAction = singleCommandAction('rollback', 'Roll api, web and worker back together to a verified earlier release.', rollbackCommand);
 
-async function deployEnvironmentFor(ctx: CommandContext): Promise<{ environment: DeployEnvironment; healthTimeoutSeconds: number }> {
+async function deployEnvironmentFor(ctx: CommandContext): Promise<{ environment: DeployEnvironment; healthTimeoutSeconds: number; settleSeconds: number }> {
   const settings = environmentFor(ctx);
   const files = ctx.inputs.list('compose-file').map((file) => resolvePath(ctx.cwd, file));
   const composeFiles = files.length ? files : settings.compose.files;
@@ -96,6 +214,8 @@ async function deployEnvironmentFor(ctx: CommandContext): Promise<{ environment:
   }
   const healthTimeoutText = ctx.inputs.string('health-timeout');
   const healthTimeoutSeconds = healthTimeoutText ? parseDuration(healthTimeoutText, '--health-timeout') : settings.compose.healthTimeoutSeconds;
+  const settleText = ctx.inputs.string('settle');
+  const settleSeconds = settleText ? parseDuration(settleText, '--settle') : settings.compose.settleSeconds;
   const lockWaitText = ctx.inputs.string('lock-wait');
   const policy = verificationPolicyFor(ctx, settings);
   const catalog = new Catalog(settings.store);
@@ -104,6 +224,7 @@ async function deployEnvironmentFor(ctx: CommandContext): Promise<{ environment:
   const command = await detectComposeCommand(runner, settings.compose.command, ctx.env.PATH);
   return {
     healthTimeoutSeconds,
+    settleSeconds,
     environment: {
       catalog,
       env: settings.name,
@@ -143,13 +264,16 @@ function outcomeResult(outcome: DeployOutcome): CommandResult {
   };
 }
 
-function formatHistory(env: string, events: HistoryEvent[]): string {
+function formatHistory(env: string, events: HistoryEvent[], revoked: Map<string, Revocation>): string {
   if (events.length === 0) return `${env}: no deploys or rollbacks recorded yet`;
+  // Every value is escaped: a name or reason holding a newline cannot print a line of its own.
   return events
     .map((e) => {
       const total = e.durationsMs.total !== undefined ? ` ${(e.durationsMs.total / 1000).toFixed(1)}s` : '';
-      const detail = e.result === 'succeeded' ? '' : ` (${e.failedService ? `${e.failedService}: ` : ''}${(e.reason ?? '').split('\n')[0]}; running: ${e.running ?? 'unknown'})`;
-      return `${e.at}  ${e.action.padEnd(8)} ${(e.from ?? '-').padEnd(10)} -> ${e.to.padEnd(10)} ${e.result.padEnd(9)} by ${e.by}${total}${detail}`;
+      const detail =
+        e.result === 'succeeded' || e.result === 'started' ? '' : ` (${e.failedService ? `${printable(e.failedService)}: ` : ''}${printable((e.reason ?? '').split('\n')[0])}; running: ${printable(e.running, 'unknown')})`;
+      const mark = revoked.has(e.to) ? ' [revoked]' : '';
+      return `${printable(e.at)}  ${e.action.padEnd(8)} ${printable(e.from).padEnd(10)} -> ${printable(e.to).padEnd(10)} ${e.result.padEnd(9)} by ${printable(e.by)}${total}${detail}${mark}`;
     })
     .join('\n');
 }

@@ -20,13 +20,13 @@ export const lockStatusCommand: CommandSpec = {
 
 export const lockBreakCommand: CommandSpec = {
   name: 'lock break',
-  summary: "Remove the environment's lock (only when you know its holder is gone)",
-  inputs: [],
+  summary: "Remove the environment's lock when its holder is gone (refused while the holder runs on this host)",
+  inputs: [{ name: 'force', type: 'boolean', description: 'Break a lock held from another host (check there first that its process is gone).', default: 'false' }],
   outputs: [],
   implemented: true,
   async run(ctx) {
     const settings = environmentFor(ctx);
-    const status = await breakLock(new Catalog(settings.store).envDir(settings.name));
+    const status = await breakLock(new Catalog(settings.store).envDir(settings.name), { env: settings.name, force: ctx.inputs.boolean('force') });
     const text = status.held ? `${settings.name}: removed the lock held by ${status.info?.owner ?? 'an unknown holder'} (pid ${status.info?.pid ?? '?'})` : `${settings.name}: was not locked`;
     ctx.logger.warn(text);
     return { json: { environment: settings.name, removed: status.held, previous: status.info ?? null }, text };

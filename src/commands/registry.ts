@@ -1,7 +1,7 @@
 import type { ActionSpec } from './action-spec';
 import { backupAction, backupCommand, backupsCommand, pruneCommand, restoreAction, restoreCommand, verifyAction, verifyCommand } from './backup';
 import { configCheck } from './config';
-import { deployAction, deployCommand, historyCommand, rollbackAction, rollbackCommand } from './deploy';
+import { deployAction, deployCommand, historyCommand, historyReconcileCommand, releaseRevokeCommand, releasesCommand, rollbackAction, rollbackCommand, statusCommand } from './deploy';
 import { drillAction, drillCommand, drillsCommand, gateAction, gateCommand, runbookCommand } from './drill';
 import { lockBreakCommand, lockStatusCommand } from './lock';
 import { manifestAction, manifestCreateCommand, manifestKeygenCommand, manifestVerifyCommand } from './manifest';
@@ -26,6 +26,10 @@ export const COMMANDS: readonly CommandSpec[] = [
   deployCommand,
   rollbackCommand,
   historyCommand,
+  historyReconcileCommand,
+  statusCommand,
+  releasesCommand,
+  releaseRevokeCommand,
   drillCommand,
   drillsCommand,
   gateCommand,

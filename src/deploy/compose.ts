@@ -34,6 +34,10 @@ export interface ContainerState {
   status: string;
   /** `starting`, `healthy`, `unhealthy`, or undefined when the container has no healthcheck. */
   health?: string;
+  /** When the engine last started it (ms since the epoch; 0 when never started). */
+  startedAtMs: number;
+  /** How often the engine restarted it (restart policy). */
+  restartCount: number;
 }
 
 /** The Compose and Docker calls a deploy needs, through the runner (the only place that spawns). */
@@ -47,9 +51,24 @@ export class ComposeDriver {
     await runChecked(this.runner, composeInvocation(this.project, ['pull', ...services], overrideFile), `pulling ${services.join(', ')}`);
   }
 
-  /** Recreates only the named services (`--no-deps`): the database and Redis are never touched. */
+  /**
+   * Recreates only the named services (`--no-deps`): the database and Redis are never touched.
+   * Always new containers (`--force-recreate`), so what answers a health check afterwards can be
+   * told apart from what ran before.
+   */
   async up(services: string[], overrideFile?: string): Promise<void> {
-    await runChecked(this.runner, composeInvocation(this.project, ['up', '-d', '--no-deps', ...services], overrideFile), `starting ${services.join(', ')}`);
+    await runChecked(this.runner, composeInvocation(this.project, ['up', '-d', '--no-deps', '--force-recreate', ...services], overrideFile), `starting ${services.join(', ')}`);
+  }
+
+  /** The local image id (`sha256:...`) of each reference the engine has; references it lacks are absent. */
+  async imageIds(references: string[]): Promise<Map<string, string>> {
+    const ids = new Map<string, string>();
+    for (const reference of references) {
+      const result = await runText(this.runner, { tool: 'docker', args: ['image', 'inspect', '--format', '{{.Id}}', reference] }).catch(() => undefined);
+      const id = result?.exitCode === 0 ? result.stdout.trim() : '';
+      if (id) ids.set(reference, id);
+    }
+    return ids;
   }
 
   /** True when every image is already in the engine: a digest names exactly one image, so pulling it again changes nothing. */
@@ -77,7 +96,13 @@ export class ComposeDriver {
   /** The state of the given containers; throws if one of them no longer exists. */
   async inspect(containerIds: string[]): Promise<ContainerState[]> {
     const out = await runChecked(this.runner, { tool: 'docker', args: ['inspect', '--type', 'container', ...containerIds] }, 'inspecting containers');
-    let parsed: { Id: string; Image: string; Config: { Image: string; Labels?: Record<string, string> }; State: { Running: boolean; ExitCode: number; Status: string; Health?: { Status: string } } }[];
+    let parsed: {
+      Id: string;
+      Image: string;
+      RestartCount?: number;
+      Config: { Image: string; Labels?: Record<string, string> };
+      State: { Running: boolean; ExitCode: number; Status: string; StartedAt?: string; Health?: { Status: string } };
+    }[];
     try {
       parsed = JSON.parse(out);
     } catch (error) {
@@ -92,6 +117,8 @@ export class ComposeDriver {
       exitCode: c.State.ExitCode,
       status: c.State.Status,
       health: c.State.Health?.Status,
+      startedAtMs: startedAtMs(c.State.StartedAt),
+      restartCount: c.RestartCount ?? 0,
     }));
   }
 
@@ -128,6 +155,12 @@ export class ComposeDriver {
     if (result.exitCode !== 0) return `(could not read its logs: ${lastLines(result.stderr, 2)})`;
     return result.stdout.trim() || '(it logged nothing)';
   }
+}
+
+/** Docker writes `0001-01-01T00:00:00Z` for a container never started. */
+function startedAtMs(value: string | undefined): number {
+  const ms = value ? Date.parse(value) : NaN;
+  return Number.isFinite(ms) && ms > 0 ? ms : 0;
 }
 
 /** The project name as Compose records it in its labels (both versions lowercase it and drop other characters). */

@@ -4,10 +4,20 @@ import type { ComposeDriver, ContainerState } from './compose';
 export interface HealthTarget {
   /** The Compose service name. */
   service: string;
-  /** When set, a 2xx answer from this URL is what healthy means; otherwise the Compose healthcheck. */
+  /** When set, a 2xx answer from this URL is required, on top of the Compose healthcheck when the service has one. */
   healthUrl?: string;
   /** The image reference the service must be running, so an old container never counts as healthy. */
   expectedImage?: string;
+}
+
+export interface HealthOptions {
+  timeoutSeconds: number;
+  /** After every target is first healthy, how long every check must keep passing with the same containers, none restarted or exited. */
+  settleSeconds?: number;
+  /** Containers that ran before this deploy: they never count, whatever they answer. */
+  previousContainers?: ReadonlySet<string>;
+  overrideFile?: string;
+  logger: Logger;
 }
 
 export type HealthOutcome = { healthy: true; elapsedMs: number } | { healthy: false; elapsedMs: number; service: string; reason: string };
@@ -16,47 +26,82 @@ const POLL_MS = 250;
 const HTTP_TIMEOUT_MS = 2000;
 
 /**
- * Waits until every target is healthy, or one of them fails. A service fails at once when its
- * container exits or Docker marks it `unhealthy` (its healthcheck failed `retries` times in a row,
- * after its `start_period`); otherwise it fails when the timeout is reached.
+ * Waits until every target is healthy, then for the settle window, or until one of them fails. A
+ * service fails at once when its container exits or Docker marks it `unhealthy` (its healthcheck
+ * failed `retries` times in a row, after its `start_period`); otherwise it fails when the timeout
+ * is reached. In the settle window any failed check, restart, exit or replaced container fails it:
+ * a release that crashes a few seconds after its first answer is not healthy.
  */
-export async function waitForHealth(driver: ComposeDriver, targets: HealthTarget[], options: { timeoutSeconds: number; overrideFile?: string; logger: Logger }): Promise<HealthOutcome> {
+export async function waitForHealth(driver: ComposeDriver, targets: HealthTarget[], options: HealthOptions): Promise<HealthOutcome> {
   const started = Date.now();
   const deadline = started + options.timeoutSeconds * 1000;
+  const settleMs = Math.max(0, (options.settleSeconds ?? 0) * 1000);
   const pending = new Map(targets.map((t) => [t.service, t]));
   const lastSeen = new Map<string, string>();
+  // What each service looked like when it was first healthy: the same containers, not restarted, must stay so.
+  const baseline = new Map<string, Map<string, number>>();
+  let settleUntil: number | undefined;
   // The engine's events wake the wait as soon as a container changes (a healthcheck passing, a
   // crash), so Lifeline notices within milliseconds, not at its next poll; polling stays the rule.
   const wake = new Wakeup();
-  const watcher = driver.watchEvents(() => wake.notify(), options.timeoutSeconds);
+  const watcher = driver.watchEvents(() => wake.notify(), options.timeoutSeconds + settleMs / 1000);
   try {
     // Listing goes through Compose (slow with v1); afterwards only `docker inspect` polls the known ids.
     let known: string[] | undefined;
     for (;;) {
       const containers = known ? await driver.inspect(known).catch(() => undefined) : await driver.projectContainers(options.overrideFile);
       if (!containers) {
+        // A known container is gone: in the settle window that is a replaced container, so list again and judge.
         known = undefined;
         continue;
       }
       known = containers.map((c) => c.id);
-      for (const target of [...pending.values()]) {
-        const verdict = await judge(target, containers.filter((c) => c.service === target.service));
-        lastSeen.set(target.service, verdict.detail);
-        if (verdict.relist) known = undefined;
-        if (verdict.state === 'healthy') {
-          if (verdict.noHealthcheck) options.logger.warn(`${target.service} has no Compose healthcheck and no healthUrl: counting "running" as healthy`);
-          pending.delete(target.service);
-          options.logger.info(`${target.service}: healthy (${verdict.detail})`);
-        } else if (verdict.state === 'failed') {
-          return { healthy: false, elapsedMs: Date.now() - started, service: target.service, reason: verdict.detail };
+      if (settleUntil === undefined) {
+        for (const target of [...pending.values()]) {
+          const own = containers.filter((c) => c.service === target.service);
+          const verdict = await judge(target, own, options.previousContainers);
+          lastSeen.set(target.service, verdict.detail);
+          if (verdict.relist) known = undefined;
+          if (verdict.state === 'healthy') {
+            if (verdict.noHealthcheck) options.logger.warn(`${target.service} has no Compose healthcheck and no healthUrl: counting "running" as healthy`);
+            pending.delete(target.service);
+            baseline.set(target.service, new Map(own.map((c) => [c.id, c.restartCount])));
+            options.logger.info(`${target.service}: healthy (${verdict.detail})`);
+          } else if (verdict.state === 'failed') {
+            return { healthy: false, elapsedMs: Date.now() - started, service: target.service, reason: verdict.detail };
+          }
+        }
+        if (pending.size === 0) {
+          if (settleMs === 0) return { healthy: true, elapsedMs: Date.now() - started };
+          settleUntil = Date.now() + settleMs;
+          options.logger.info(`all healthy; every check must keep passing for ${settleMs / 1000}s (settle window)`);
+          known = undefined;
+          continue;
+        }
+        if (Date.now() >= deadline) {
+          const [service] = pending.keys();
+          return { healthy: false, elapsedMs: Date.now() - started, service: service!, reason: `not healthy within ${options.timeoutSeconds}s (last seen: ${lastSeen.get(service!) ?? 'nothing'})` };
+        }
+        await wake.wait(Math.min(POLL_MS, Math.max(deadline - Date.now(), 0)));
+        continue;
+      }
+
+      const into = ((settleMs - (settleUntil - Date.now())) / 1000).toFixed(1);
+      for (const target of targets) {
+        const own = containers.filter((c) => c.service === target.service);
+        const seen = baseline.get(target.service)!;
+        const changed = own.find((c) => !seen.has(c.id) || seen.get(c.id) !== c.restartCount) ?? (own.length < seen.size ? undefined : null);
+        if (changed !== null) {
+          const what = changed ? `container ${changed.id.slice(0, 12)} ${seen.has(changed.id) ? `restarted (restart count ${changed.restartCount})` : 'replaced the one that was healthy'}` : 'a container that was healthy is gone';
+          return { healthy: false, elapsedMs: Date.now() - started, service: target.service, reason: `${what} ${into}s into the ${settleMs / 1000}s settle window` };
+        }
+        const verdict = await judge(target, own, options.previousContainers);
+        if (verdict.state !== 'healthy') {
+          return { healthy: false, elapsedMs: Date.now() - started, service: target.service, reason: `stopped being healthy ${into}s into the ${settleMs / 1000}s settle window: ${verdict.detail}` };
         }
       }
-      if (pending.size === 0) return { healthy: true, elapsedMs: Date.now() - started };
-      if (Date.now() >= deadline) {
-        const [service] = pending.keys();
-        return { healthy: false, elapsedMs: Date.now() - started, service: service!, reason: `not healthy within ${options.timeoutSeconds}s (last seen: ${lastSeen.get(service!) ?? 'nothing'})` };
-      }
-      await wake.wait(Math.min(POLL_MS, Math.max(deadline - Date.now(), 0)));
+      if (Date.now() >= settleUntil) return { healthy: true, elapsedMs: Date.now() - started };
+      await wake.wait(Math.min(POLL_MS, Math.max(settleUntil - Date.now(), 0)));
     }
   } finally {
     watcher.stop();
@@ -99,29 +144,33 @@ interface Verdict {
   relist?: boolean;
 }
 
-async function judge(target: HealthTarget, containers: ContainerState[]): Promise<Verdict> {
+/** Both the Compose healthcheck and the health URL must pass, where both exist, for the service's own new containers. */
+async function judge(target: HealthTarget, containers: ContainerState[], previous: ReadonlySet<string> | undefined): Promise<Verdict> {
   if (containers.length === 0) return { state: 'waiting', detail: 'no container yet', relist: true };
   for (const container of containers) {
     const id = container.id.slice(0, 12);
+    if (previous?.has(container.id)) return { state: 'waiting', detail: `container ${id} ran before this deploy (not recreated yet)`, relist: true };
     if (target.expectedImage && container.imageRef !== target.expectedImage) return { state: 'waiting', detail: `container ${id} still runs ${container.imageRef}`, relist: true };
     if (!container.running) return { state: container.status === 'restarting' ? 'waiting' : 'failed', detail: `container ${id} ${container.status} (exit code ${container.exitCode})` };
+    if (container.health === 'unhealthy') return { state: 'failed', detail: 'Docker marked it unhealthy (its Compose healthcheck kept failing)' };
+    if (container.health !== undefined && container.health !== 'healthy') return { state: 'waiting', detail: `healthcheck ${container.health}` };
     if (target.healthUrl) {
       const answer = await httpStatus(target.healthUrl);
-      if (answer.ok) continue;
-      return { state: 'waiting', detail: `${target.healthUrl}: ${answer.detail}` };
+      if (!answer.ok) return { state: 'waiting', detail: `${target.healthUrl}: ${answer.detail}` };
     }
-    if (container.health === undefined) return { state: 'healthy', detail: 'running', noHealthcheck: true };
-    if (container.health === 'unhealthy') return { state: 'failed', detail: 'Docker marked it unhealthy (its Compose healthcheck kept failing)' };
-    if (container.health !== 'healthy') return { state: 'waiting', detail: `healthcheck ${container.health}` };
   }
-  return { state: 'healthy', detail: target.healthUrl ? `${target.healthUrl} answered 2xx` : 'Compose healthcheck healthy' };
+  const checks = [containers[0]!.health !== undefined ? 'Compose healthcheck healthy' : '', target.healthUrl ? `${target.healthUrl} answered 2xx` : ''].filter(Boolean);
+  if (checks.length === 0) return { state: 'healthy', detail: 'running', noHealthcheck: true };
+  return { state: 'healthy', detail: checks.join(', ') };
 }
-async function httpStatus(url: string): Promise<{ ok: boolean; detail: string }> {
+
+/** One GET of a health URL; never throws. */
+export async function httpStatus(url: string): Promise<{ ok: boolean; answered: boolean; detail: string }> {
   try {
     const response = await fetch(url, { signal: AbortSignal.timeout(HTTP_TIMEOUT_MS), redirect: 'manual' });
     await response.body?.cancel();
-    return { ok: response.status >= 200 && response.status < 300, detail: `HTTP ${response.status}` };
+    return { ok: response.status >= 200 && response.status < 300, answered: true, detail: `HTTP ${response.status}` };
   } catch (error) {
-    return { ok: false, detail: (error as Error).message };
+    return { ok: false, answered: false, detail: (error as Error).message };
   }
 }

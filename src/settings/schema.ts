@@ -63,6 +63,8 @@ const compose = z
       .strict()
       .optional(),
     healthTimeout: duration.optional(),
+    /** How long every check must keep passing after the first healthy answer (default 5s). */
+    settle: duration.optional(),
   })
   .strict();
 
