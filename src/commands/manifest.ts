@@ -1,7 +1,9 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve as resolvePath } from 'node:path';
 import { Catalog } from '../catalog/store';
-import { usageError } from '../errors';
+import { refusal, usageError } from '../errors';
+import { githubIdentityToken } from '../manifest/keyless';
+import { trustedIdentities } from '../manifest/trust';
 import { backupReference, createReleaseManifest, type ManifestSigner } from '../manifest/create';
 import { generateSigningKeyPair } from '../manifest/keys';
 import { SERVICE_ROLES, type ReleaseImages, type ReleaseManifest, type VerificationPolicy, type WorkflowRun } from '../manifest/types';
@@ -12,6 +14,15 @@ import { environmentFor, type CommandContext, type CommandSpec, type InputSpec, 
 
 const RELEASE_INPUT: InputSpec = { name: 'release', type: 'string', description: 'The release version, e.g. v1.4.0 (the catalog entry releases/<version>).', required: true };
 
+
+/** How a release manifest (and a drill report) is signed: a key, or keyless in Actions. */
+export const SIGNER_INPUTS: InputSpec[] = [
+  { name: 'signing-key', type: 'string', description: 'ECDSA P-256 private key: a PEM file path, or the PEM itself from a secret (default: LIFELINE_SIGNING_KEY). Masked in logs.' },
+  { name: 'keyless', type: 'boolean', description: 'Sign keyless with the GitHub OIDC identity (needs permissions: id-token: write).', default: 'false' },
+  { name: 'fulcio-url', type: 'string', description: 'Keyless: Fulcio URL (default: the public-good instance).' },
+  { name: 'rekor-url', type: 'string', description: 'Keyless: Rekor URL (default: the public-good instance unless a TSA is given).' },
+  { name: 'tsa-url', type: 'string', description: 'Keyless: RFC 3161 timestamp authority URL (for private repositories).' },
+];
 
 const OUTPUTS: OutputSpec[] = [
   { name: 'manifest-path', description: 'Path of manifest.json (the signed in-toto Statement) in the catalog.' },
@@ -28,11 +39,7 @@ export const manifestCreateCommand: CommandSpec = {
     { name: 'image', type: 'list', description: 'service=reference for api, web and worker; tags are resolved to digests through the registry.', required: true },
     { name: 'backup', type: 'string', description: 'Id of the pre-migration backup taken for this release (its sha256 is read from the catalog).' },
     { name: 'migration-head', type: 'string', description: 'The migration head (e.g. alembic revision) this release expects.' },
-    { name: 'signing-key', type: 'string', description: 'ECDSA P-256 private key: a PEM file path, or the PEM itself from a secret (default: LIFELINE_SIGNING_KEY). Masked in logs.' },
-    { name: 'keyless', type: 'boolean', description: 'Sign keyless with the GitHub OIDC identity (needs permissions: id-token: write).', default: 'false' },
-    { name: 'fulcio-url', type: 'string', description: 'Keyless: Fulcio URL (default: the public-good instance).' },
-    { name: 'rekor-url', type: 'string', description: 'Keyless: Rekor URL (default: the public-good instance unless a TSA is given).' },
-    { name: 'tsa-url', type: 'string', description: 'Keyless: RFC 3161 timestamp authority URL (for private repositories).' },
+    ...SIGNER_INPUTS,
     { name: 'registry-username', type: 'string', description: 'Registry user for resolving tags (default: anonymous, or LIFELINE_REGISTRY_USERNAME).' },
     { name: 'registry-password', type: 'string', description: 'Registry password or token (default: LIFELINE_REGISTRY_PASSWORD). Masked in logs.' },
   ],
@@ -94,6 +101,63 @@ export const manifestVerifyCommand: CommandSpec = {
   },
 };
 
+/** The GitHub Actions OIDC claims that name the workflow a keyless signature will be bound to. */
+interface WorkflowClaims {
+  identity: string;
+  issuer?: string;
+  workflowSha?: string;
+}
+
+/** Reads (does not verify: it is our own runner's token) the claims Fulcio turns into the certificate's identity. */
+async function workflowClaimsFromOidc(ctx: CommandContext): Promise<WorkflowClaims> {
+  const token = await githubIdentityToken({ requestUrl: ctx.env.ACTIONS_ID_TOKEN_REQUEST_URL, requestToken: ctx.env.ACTIONS_ID_TOKEN_REQUEST_TOKEN })();
+  ctx.logger.secret(token);
+  let claims: { job_workflow_ref?: string; job_workflow_sha?: string; iss?: string };
+  try {
+    claims = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8'));
+  } catch {
+    throw usageError('KEYLESS_BAD_TOKEN', 'the GitHub OIDC token could not be decoded', 'run this inside a GitHub Actions job with "permissions: id-token: write"');
+  }
+  if (!claims.job_workflow_ref) throw usageError('KEYLESS_BAD_TOKEN', 'the GitHub OIDC token has no job_workflow_ref claim', 'run this inside a GitHub Actions job with "permissions: id-token: write"');
+  return { identity: `https://github.com/${claims.job_workflow_ref}`, issuer: claims.iss, workflowSha: claims.job_workflow_sha };
+}
+
+export const manifestCheckIdentityCommand: CommandSpec = {
+  name: 'manifest check-identity',
+  summary: 'Check, before anything changes, that the keyless identity a workflow signs with is one the verification policy trusts',
+  inputs: [
+    { name: 'identity', type: 'string', description: "The signing identity to check; default inside GitHub Actions: this job's own workflow identity, from its OIDC token (https://github.com/ + job_workflow_ref; needs id-token: write)." },
+    ...POLICY_INPUTS,
+  ],
+  outputs: [
+    { name: 'identity', description: 'The identity that was checked.' },
+    { name: 'workflow-sha', description: "The signing workflow's commit, from the OIDC token (empty when --identity was given)." },
+  ],
+  implemented: true,
+  async run(ctx) {
+    const settings = environmentFor(ctx);
+    const given = ctx.inputs.string('identity');
+    const claims: WorkflowClaims = given ? { identity: given } : await workflowClaimsFromOidc(ctx);
+    const policy = verificationPolicyFor(ctx, settings) as { publicKey?: string; certificateIdentity?: string | string[]; certificateOidcIssuer?: string };
+    const trusted = trustedIdentities(policy.certificateIdentity);
+    const fix = `add ${claims.identity} to manifest.certificateIdentity of environment ${settings.name} in lifeline.yml (a list: keep the identities older releases were signed with, so they still verify for rollbacks)`;
+    if (policy.publicKey) throw usageError('POLICY_EXPECTS_KEY', `environment ${settings.name} verifies release manifests with a public key, but this workflow signs keyless as ${claims.identity}`, 'sign with the key (keyless: false and the SIGNING_KEY secret), or set manifest.certificateIdentity instead of manifest.publicKey');
+    if (!trusted.length) throw usageError('BAD_VERIFICATION_POLICY', `environment ${settings.name} has no trusted keyless identity`, fix);
+    if (!trusted.includes(claims.identity)) {
+      throw refusal('IDENTITY_NOT_TRUSTED', `a manifest signed by ${claims.identity} would not verify for ${settings.name}: the trusted identities are ${trusted.join(', ')}`, fix);
+    }
+    if (claims.issuer && policy.certificateOidcIssuer && claims.issuer !== policy.certificateOidcIssuer) {
+      throw refusal('IDENTITY_NOT_TRUSTED', `this workflow's OIDC issuer is ${claims.issuer}, but ${settings.name} trusts ${policy.certificateOidcIssuer}`, `set manifest.certificateOidcIssuer to ${claims.issuer}`);
+    }
+    const outputs = { identity: claims.identity, 'workflow-sha': claims.workflowSha ?? '' };
+    return {
+      json: { environment: settings.name, trusted: true, ...outputs },
+      text: `${claims.identity} is a trusted signing identity for ${settings.name}`,
+      outputs,
+    };
+  },
+};
+
 export const manifestKeygenCommand: CommandSpec = {
   name: 'manifest keygen',
   summary: 'Generate an ECDSA P-256 key pair for key-based release signing',
@@ -137,6 +201,13 @@ function parseImageInputs(values: string[]): ReleaseImages {
 }
 
 function signerFor(ctx: CommandContext): ManifestSigner {
+  const signer = optionalSignerFor(ctx);
+  if (!signer) throw usageError('BAD_SIGNER', 'no signer: pass --signing-key or --keyless', 'pass --signing-key PEM_FILE (or set LIFELINE_SIGNING_KEY), or --keyless inside GitHub Actions with permissions: id-token: write');
+  return signer;
+}
+
+/** The signer from SIGNER_INPUTS, or undefined when neither a key nor keyless was asked for. */
+export function optionalSignerFor(ctx: CommandContext): ManifestSigner | undefined {
   const keyless = ctx.inputs.boolean('keyless');
   const signingKey = ctx.inputs.string('signing-key') ?? ctx.env.LIFELINE_SIGNING_KEY;
   // The PEM itself (from a secret) is masked line by line; a path to it is not a secret and must stay readable in errors.
@@ -149,7 +220,7 @@ function signerFor(ctx: CommandContext): ManifestSigner {
     const tsaUrl = ctx.inputs.string('tsa-url');
     return fulcioUrl || rekorUrl || tsaUrl ? { keyless: true, fulcioUrl, rekorUrl, tsaUrl } : 'keyless';
   }
-  if (!signingKey) throw usageError('BAD_SIGNER', 'no signer: pass --signing-key or --keyless', 'pass --signing-key PEM_FILE (or set LIFELINE_SIGNING_KEY), or --keyless inside GitHub Actions with permissions: id-token: write');
+  if (!signingKey) return undefined;
   return { privateKeyPem: signingKey.includes('-----BEGIN') ? signingKey : resolvePath(ctx.cwd, signingKey) };
 }
 
@@ -173,6 +244,6 @@ function summaryOf(title: string, manifest: ReleaseManifest, digest: string): st
 export const manifestAction: ActionSpec = {
   name: 'manifest',
   description: 'Create and sign, or verify, a Lifeline release manifest (Sigstore bundle).',
-  commands: { create: manifestCreateCommand, verify: manifestVerifyCommand },
-  selector: { input: 'operation', default: 'create', description: 'create (sign a new manifest) or verify (check an existing one).' },
+  commands: { create: manifestCreateCommand, verify: manifestVerifyCommand, 'check-identity': manifestCheckIdentityCommand },
+  selector: { input: 'operation', default: 'create', description: "create (sign a new manifest), verify (check an existing one) or check-identity (check, before a deploy changes anything, that this workflow's keyless identity is trusted)." },
 };

@@ -1,10 +1,12 @@
+import { singleCommandAction } from './action-spec';
 import type { ActionSpec } from './action-spec';
 import { backupAction, backupCommand, backupsCommand, pruneCommand, restoreAction, restoreCommand, verifyAction, verifyCommand } from './backup';
 import { configCheck } from './config';
+import { doctorCommand } from './doctor';
 import { deployAction, deployCommand, historyCommand, historyReconcileCommand, releaseRevokeCommand, releasesCommand, rollbackAction, rollbackCommand, statusCommand } from './deploy';
 import { drillAction, drillCommand, drillsCommand, gateAction, gateCommand, runbookCommand } from './drill';
 import { lockBreakCommand, lockStatusCommand } from './lock';
-import { manifestAction, manifestCreateCommand, manifestKeygenCommand, manifestVerifyCommand } from './manifest';
+import { manifestAction, manifestCheckIdentityCommand, manifestCreateCommand, manifestKeygenCommand, manifestVerifyCommand } from './manifest';
 import { preflightAction, preflightCommand } from './preflight';
 import { redisRestoreCommand } from './redis-restore';
 import type { CommandSpec } from './spec';
@@ -22,6 +24,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   pruneCommand,
   manifestCreateCommand,
   manifestVerifyCommand,
+  manifestCheckIdentityCommand,
   manifestKeygenCommand,
   deployCommand,
   rollbackCommand,
@@ -42,7 +45,11 @@ export const COMMANDS: readonly CommandSpec[] = [
   configCheck,
   lockStatusCommand,
   lockBreakCommand,
+  doctorCommand,
 ];
+
+/** Retention as an action, so a scheduled backup workflow prunes without installing Node for the CLI. */
+export const pruneAction = singleCommandAction('prune', "Apply the environment's retention policy to its backups (apply: true deletes; otherwise only lists).", pruneCommand);
 
 /** Every GitHub action; the root action.yml dispatches on `command` to one of these. */
 export const ACTIONS: readonly ActionSpec[] = [
@@ -55,6 +62,7 @@ export const ACTIONS: readonly ActionSpec[] = [
   rollbackAction,
   drillAction,
   gateAction,
+  pruneAction,
   tenantExportAction,
   syncAction,
 ];

@@ -4,11 +4,24 @@ import { getTrustedRoot } from '@sigstore/tuf';
 import { failure, usageError } from '../errors';
 
 /**
- * A RegExp that matches exactly one identity. @sigstore/verify treats a string SAN policy as an
- * unanchored regular expression, so `...@refs/heads/main` would also accept `...@refs/heads/main-evil`.
+ * A RegExp that matches exactly one of the trusted identities. @sigstore/verify treats a string SAN
+ * policy as an unanchored regular expression, so `...@refs/heads/main` would also accept
+ * `...@refs/heads/main-evil`.
  */
-export function exactIdentityPattern(identity: string): RegExp {
-  return new RegExp(`^${identity.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}$`);
+export function exactIdentityPattern(identities: string | readonly string[]): RegExp {
+  const list = typeof identities === 'string' ? [identities] : identities;
+  return new RegExp(`^(?:${list.map((identity) => identity.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')).join('|')})$`);
+}
+
+/**
+ * The trusted keyless identities, from a config list or a flag value with one identity per line or
+ * comma. A list lets an upgrade of the signing workflow (whose identity ends in the commit it was
+ * called at) keep accepting the manifests the older commit signed.
+ */
+export function trustedIdentities(value: string | readonly string[] | undefined): string[] {
+  if (value === undefined) return [];
+  const parts = typeof value === 'string' ? value.split(/[\n,]/) : value;
+  return [...new Set(parts.map((part) => part.trim()).filter(Boolean))];
 }
 
 /** A pinned trusted root file (offline), or the public-good instance's root through TUF (online). */

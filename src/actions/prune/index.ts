@@ -1,0 +1,4 @@
+import { pruneAction } from '../../commands/registry';
+import { runAction } from '../run';
+
+void runAction(pruneAction);
