@@ -2,7 +2,7 @@ import { constants, statSync } from 'node:fs';
 import { lstat, open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { failure } from '../errors';
+import { LifelineError } from '../errors';
 import { HashingTransform, type HashedFile } from './files';
 
 /**
@@ -26,14 +26,17 @@ export function entryFileNameProblem(name: string): string | undefined {
   return 'is not a name Lifeline writes (letters, digits, ., _, +, - only)';
 }
 
-export class UnsafeEntryFileError extends Error {
+/** A name or file inside an entry that Lifeline refuses to read (exit 1: the entry is damaged or hostile). */
+export class UnsafeEntryFileError extends LifelineError {
   constructor(
     readonly entryDir: string,
     readonly fileName: string,
     readonly reason: string,
   ) {
-    super(`${JSON.stringify(fileName)} in ${entryDir} ${reason}; it was not read`);
-    this.name = 'UnsafeEntryFileError';
+    super('failed', `${JSON.stringify(fileName)} in ${entryDir} ${reason}; it was not read`, {
+      code: 'ENTRY_UNSAFE_FILE',
+      fix: `the entry at ${entryDir} was altered outside Lifeline: inspect it, then remove it or restore it from an off-host copy`,
+    });
   }
 }
 
@@ -117,14 +120,6 @@ export async function readEntryText(entryDir: string, name: string, limit = 16 *
   } finally {
     await handle.close();
   }
-}
-
-/** A refusal with the fix, for commands that stop on an unsafe entry rather than report it. */
-export function unsafeEntryFailure(error: UnsafeEntryFileError) {
-  return failure('ENTRY_UNSAFE_FILE', error.message, {
-    fix: `the entry at ${error.entryDir} was altered outside Lifeline: inspect it, then remove it or restore it from an off-host copy`,
-    cause: error,
-  });
 }
 
 /**

@@ -18,7 +18,7 @@ import { comparisonResult } from './remote-report';
 import { parsePgUrl } from '../runner/postgres-env';
 import type { EnvironmentSettings } from '../settings/resolve';
 import { singleCommandAction } from './action-spec';
-import { environmentFor, type CommandContext, type CommandResult, type CommandSpec } from './spec';
+import { environmentFor, urlInput, type CommandContext, type CommandResult, type CommandSpec } from './spec';
 
 const USER_LABELS = BACKUP_LABELS.filter((l) => l !== 'pre-restore');
 
@@ -199,7 +199,8 @@ export const restoreCommand: CommandSpec = {
   summary: 'Restore a backup into a database (destructive restores need --confirm)',
   inputs: [
     { name: 'backup', type: 'string', description: 'Backup id, or "latest" (the newest backup that is not a pre-restore backup and did not fail verification).', default: 'latest' },
-    { name: 'target', type: 'string', description: 'PostgreSQL URL of the database to restore into.', required: true },
+    { name: 'target', type: 'string', description: 'PostgreSQL URL of the database to restore into. A password here is visible to other local users in the process list: prefer target-env.' },
+    { name: 'target-env', type: 'string', description: 'Name of an environment variable holding the PostgreSQL URL of the database to restore into (keeps the password off the command line).' },
     { name: 'confirm', type: 'string', description: 'The target database name, exactly, to allow replacing a database that holds data.' },
     { name: 'jobs', type: 'string', description: 'Parallel pg_restore jobs.', default: '2' },
     { name: 'no-owner', type: 'boolean', description: 'Skip ownership and privileges (pg_restore --no-owner --no-privileges), for a server whose roles differ.', default: 'false' },
@@ -215,7 +216,7 @@ export const restoreCommand: CommandSpec = {
   implemented: true,
   async run(ctx) {
     const wanted = ctx.inputs.string('backup') ?? 'latest';
-    const targetUrl = ctx.inputs.requiredString('target', 'pass --target postgres://user:password@host:5432/dbname (the database to restore into)');
+    const targetUrl = urlInput(ctx, 'target', { required: true, example: 'postgres://user:password@host:5432/dbname' })!;
     const confirm = ctx.inputs.string('confirm');
     const jobs = parseJobs(ctx.inputs.string('jobs'));
     const noOwner = ctx.inputs.boolean('no-owner');

@@ -10,9 +10,8 @@ import { renderTextTable } from '../report/table';
 import { parseDuration } from '../settings/duration';
 import { loadConfig } from '../settings/load';
 import { resolveEnvironment } from '../settings/resolve';
-import { urlPassword } from '../settings/secrets';
 import { singleCommandAction } from './action-spec';
-import { environmentFor, type CommandContext, type CommandSpec } from './spec';
+import { environmentFor, urlInput, type CommandContext, type CommandSpec } from './spec';
 
 function optionalDuration(ctx: CommandContext, name: string): number | undefined {
   const value = ctx.inputs.string(name);
@@ -24,7 +23,8 @@ export const drillCommand: CommandSpec = {
   summary: 'Restore a backup into an isolated database, check it, and measure RTO and RPO',
   inputs: [
     { name: 'backup', type: 'string', description: 'Backup id, or "latest".', default: 'latest' },
-    { name: 'target', type: 'string', description: 'URL of an isolated PostgreSQL database to restore into (default: drill.targetUrlEnv, else a throwaway cluster Lifeline starts and removes). The live database is refused. Masked in logs.' },
+    { name: 'target', type: 'string', description: 'URL of an isolated PostgreSQL database to restore into (default: drill.targetUrlEnv, else a throwaway cluster Lifeline starts and removes). The live database is refused. Masked in logs; prefer target-env, which keeps the password out of the process list.' },
+    { name: 'target-env', type: 'string', description: 'Name of an environment variable holding the target URL (instead of target).' },
     { name: 'smoke-sql', type: 'string', description: 'File of smoke queries: blocks of "-- expect: <value>" followed by one query (default: drill.smokeSql).' },
     { name: 'rto', type: 'string', description: "RTO target such as 15m (default: the environment's rto)." },
     { name: 'rpo', type: 'string', description: "RPO target such as 1h (default: the environment's rpo)." },
@@ -41,9 +41,7 @@ export const drillCommand: CommandSpec = {
   implemented: true,
   async run(ctx) {
     const settings = environmentFor(ctx);
-    const targetUrl = ctx.inputs.string('target');
-    const targetPassword = urlPassword(targetUrl);
-    if (targetPassword) ctx.logger.secret(targetPassword);
+    const targetUrl = urlInput(ctx, 'target', { example: 'postgres://user:password@127.0.0.1:5432/drill_scratch' });
     const jobs = Number(ctx.inputs.string('jobs'));
     const smoke = ctx.inputs.string('smoke-sql');
     const { report, entry, summary } = await runDrill({

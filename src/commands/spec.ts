@@ -1,6 +1,7 @@
 import { failure, usageError } from '../errors';
 import type { Logger } from '../logger';
 import { resolveEnvironment, type EnvironmentSettings } from '../settings/resolve';
+import { urlSecrets } from '../settings/secrets';
 
 export type InputType = 'string' | 'boolean' | 'list';
 
@@ -183,4 +184,30 @@ export function notImplemented(name: string, summary: string, issue: string, inp
       throw failure('NOT_IMPLEMENTED', `lifeline ${name} is not implemented yet (${issue})`, { fix: 'see the README for what each command can do today' });
     },
   };
+}
+
+/**
+ * A URL that may carry a password, from `--NAME URL` or from `--NAME-env VAR` (the URL read from
+ * that environment variable, so it never appears in the process list). Its secrets are registered
+ * with the logger either way.
+ */
+export function urlInput(ctx: CommandContext, name: string, options: { required?: boolean; example: string }): string | undefined {
+  const direct = ctx.inputs.string(name);
+  const envName = ctx.inputs.string(`${name}-env`);
+  if (direct && envName) {
+    throw usageError('BAD_INPUT', `give --${name} or --${name}-env, not both`, `keep --${name}-env ${envName}: it keeps the password out of the process list`);
+  }
+  let url = direct;
+  if (envName) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(envName)) {
+      throw usageError('BAD_INPUT', `--${name}-env must name an environment variable (got ${JSON.stringify(envName)})`, `pass the variable's name, e.g. --${name}-env TARGET_URL, after export TARGET_URL='${options.example}'`);
+    }
+    url = ctx.env[envName];
+    if (!url) throw usageError('MISSING_INPUT', `--${name}-env ${envName}: the environment variable ${envName} is unset or empty`, `export ${envName}='${options.example}' first (in Actions: env: ${envName}: \${{ secrets.... }})`);
+  }
+  for (const secret of urlSecrets(url)) ctx.logger.secret(secret);
+  if (!url && options.required) {
+    throw usageError('MISSING_INPUT', `missing --${name}-env (or --${name})`, `export TARGET_URL='${options.example}' and pass --${name}-env TARGET_URL`);
+  }
+  return url;
 }

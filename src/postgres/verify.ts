@@ -5,6 +5,7 @@ import { withLock } from '../catalog/lock';
 import type { Catalog } from '../catalog/store';
 import { failure } from '../errors';
 import { checkSums, SUMS_FILE } from '../catalog/sums';
+import { entryFilePath } from '../catalog/confine';
 import type { Logger } from '../logger';
 import { describeExit, lastLines, type Runner, type ToolInvocation } from '../runner/runner';
 import { LocalRunner } from '../runner/runner';
@@ -41,7 +42,8 @@ export async function verifyBackup(entry: BackupEntry, options: VerifyOptions): 
 
   const sumsOk = await checkChecksums(entry, add);
   if (!options.checksumsOnly) {
-    const archive = join(entry.dir, entry.metadata.files.postgres.name);
+    // Reached only when every name passed the confined checksum pass; checked again at the point of use.
+    const archive = sumsOk ? await entryFilePath(entry.dir, entry.metadata.files.postgres.name) : '';
     // A corrupt file is already known: reading it further would only add noise.
     if (sumsOk) {
       add(await pgRestoreCheck(options.runner, archive, 'archive table of contents', ['--list'], (out) => `${out.lines} entries`));
@@ -50,7 +52,7 @@ export async function verifyBackup(entry: BackupEntry, options: VerifyOptions): 
       add(await pgRestoreCheck(options.runner, archive, 'archive decompresses end to end', [sink], () => 'every data block read'));
       const redis = entry.metadata.files.redis;
       if (redis) {
-        const check = await checkRdb(options.redisRunner ?? new LocalRunner(), join(entry.dir, redis.name));
+        const check = await checkRdb(options.redisRunner ?? new LocalRunner(), await entryFilePath(entry.dir, redis.name));
         add({ name: `${redis.name} (redis-check-rdb)`, ok: check.ok, detail: check.detail });
       }
     }
@@ -61,7 +63,8 @@ export async function verifyBackup(entry: BackupEntry, options: VerifyOptions): 
 async function checkChecksums(entry: BackupEntry, add: (check: VerificationCheck) => void): Promise<boolean> {
   let results;
   try {
-    results = await checkSums(entry.dir);
+    // Only the files backup.json names may be hashed: any other SHA256SUMS line is a failed check.
+    results = await checkSums(entry.dir, { listed: Object.values(entry.metadata.files).flatMap((f) => (f ? [f.name] : [])) });
   } catch (error) {
     add({ name: SUMS_FILE, ok: false, detail: `cannot read ${SUMS_FILE}: ${(error as Error).message}` });
     return false;

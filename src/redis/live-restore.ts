@@ -2,6 +2,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { withLock } from '../catalog/lock';
 import { sha256File } from '../catalog/files';
+import { entryFilePath } from '../catalog/confine';
 import { newEntryId, type Catalog, type EntryMetadata, type StagedEntry } from '../catalog/store';
 import { parseSums, SUMS_FILE } from '../catalog/sums';
 import { ComposeDriver, composeInvocation, type ComposeProject } from '../deploy/compose';
@@ -89,8 +90,11 @@ export interface SnapshotFileCheck {
  * A bad snapshot is refused (exit 3) before anything else happens.
  */
 export async function checkSnapshotFile(source: RedisSnapshotSource, options: { checkRunner: Runner; skipVerify: boolean; logger: Logger }): Promise<SnapshotFileCheck> {
-  const path = join(source.dir, source.file.name);
   const fix = 'restore another backup (lifeline backups lists them); this snapshot is damaged';
+  // The name comes from the entry's metadata: confined to the entry (no '..', no symlink, no FIFO).
+  const path = await entryFilePath(source.dir, source.file.name).catch((error: Error) => {
+    throw refusal('BACKUP_CORRUPT', `${source.kind} ${source.id}: ${error.message}`, fix);
+  });
   if (options.skipVerify) {
     options.logger.warn('checksum verification skipped (--skip-verify); this is recorded with the restore');
   } else {

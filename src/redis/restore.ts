@@ -1,4 +1,4 @@
-import { join } from 'node:path';
+import { entryFilePath } from '../catalog/confine';
 import { failure } from '../errors';
 import type { Logger } from '../logger';
 import { LocalRunner } from '../runner/runner';
@@ -25,7 +25,7 @@ export interface RedisRestoreReport {
 export async function restoreRedisIsolated(backup: BackupEntry, options: { binDir?: string; logger: Logger; keep?: boolean }): Promise<RedisRestoreReport & { server?: ThrowawayRedis }> {
   const file = backup.metadata.files.redis;
   if (!file) throw failure('NO_REDIS_SNAPSHOT', `backup ${backup.id} has no Redis snapshot`, { fix: 'configure redis: in lifeline.yml (or pass --redis-url) so backups include it' });
-  const path = join(backup.dir, file.name);
+  const path = await entryFilePath(backup.dir, file.name);
   const runner = new LocalRunner({ binDirs: options.binDir ? [options.binDir] : [] });
   const check = await checkRdb(runner, path);
   if (!check.ok) throw failure('REDIS_SNAPSHOT_INVALID', `the Redis snapshot of ${backup.id} does not validate: ${check.detail}`);

@@ -64,13 +64,13 @@ const MAX_ALIAS_COUNT = 50;
 
 export function parseConfig(text: string, path = 'lifeline.yml'): LifelineConfig {
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  const doc = parseDocument(text, { lineCounter, prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
     const first = doc.errors[0]!;
     const line = first.linePos?.[0]?.line;
     const column = first.linePos?.[0]?.col;
     // The parser's own message can quote the offending line: say where and what kind, not what it holds.
-    throw usageError('CONFIG_YAML', `${path}${line ? `:${line}${column ? `:${column}` : ''}` : ''}: not valid YAML (${describeYamlError(first.code)})`, 'fix the YAML syntax at that line (indentation, quoting, a missing colon); is --config pointing at your lifeline.yml?');
+    throw usageError('CONFIG_YAML', `${path}${line ? `:${line}` : ''}: not valid YAML (${describeYamlError(first.code)}${column ? ` at column ${column}` : ''})`, 'fix the YAML syntax at that line (indentation, quoting, a missing colon); is --config pointing at your lifeline.yml?');
   }
   let data: unknown;
   try {

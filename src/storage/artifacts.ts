@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Catalog, CatalogEntry, EntryMetadata } from '../catalog/store';
 import { checkSums, parseSums, SUMS_FILE } from '../catalog/sums';
+import { entryFilePath, openEntryFile } from '../catalog/confine';
 import { failure, usageError } from '../errors';
 import type { Logger } from '../logger';
 import { asEntryKind, listLocalEntries, metadataFileOf } from './entries';
@@ -61,7 +62,8 @@ export async function uploadNewestAsArtifacts(options: { env: string; store: str
     if (bad.length) throw failure('LOCAL_CHECKSUM_MISMATCH', `${entry.kind}/${entry.id} fails its SHA256SUMS check (${bad.map((c) => c.file).join(', ')}); not kept as an artifact`, { fix: 'run `lifeline verify` and take a new backup' });
     const names = [...entry.sums.map((s) => s.file), SUMS_FILE, entry.metadataFile];
     const name = artifactNamePrefix(options.env, entry.kind) + entry.id;
-    const result = await options.artifacts.upload(name, names.map((n) => join(entry.dir, n)), entry.dir, { retentionDays: options.retentionDays });
+    const paths = await Promise.all(names.map((n) => entryFilePath(entry.dir, n)));
+    const result = await options.artifacts.upload(name, paths, entry.dir, { retentionDays: options.retentionDays });
     options.logger.info(`kept ${entry.kind}/${entry.id} as workflow artifact ${name}${options.retentionDays ? ` for ${options.retentionDays} days` : ''}`);
     uploads.push({ kind: entry.kind, id: entry.id, name, files: names.length, artifactId: result.id });
   }
@@ -97,7 +99,7 @@ export async function fetchNewestArtifact(options: { env: string; kind: string; 
       metadata,
       sums,
       source: `artifact ${artifact.name}`,
-      open: async (file) => createReadStream(join(workDir, file)),
+      open: async (file) => (await openEntryFile(workDir, file)).createReadStream({ highWaterMark: 1024 * 1024 }),
     });
     options.logger.info(`${result.fetched ? 'imported' : 'already had'} ${kind}/${id} from workflow artifact ${artifact.name}`);
     return { entry: result.entry, artifact, fetched: result.fetched };

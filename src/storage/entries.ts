@@ -1,7 +1,8 @@
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { EntryKind } from '../catalog/store';
 import { parseSums, SUMS_FILE, type SumEntry } from '../catalog/sums';
+import { readEntryText } from '../catalog/confine';
 import { usageError } from '../errors';
 
 /** Metadata file names Lifeline writes today; used only to break a tie, never required. */
@@ -43,7 +44,7 @@ export async function listLocalEntries(envDir: string, maxDepth = 5): Promise<Lo
       throw error;
     }
     if (names.includes(SUMS_FILE) && relative.length >= 2) {
-      const sums = parseSums(await readFile(join(dir, SUMS_FILE), 'utf8'));
+      const sums = parseSums(await readEntryText(dir, SUMS_FILE));
       const metadataFile = metadataFileOf(names, sums);
       if (metadataFile) entries.push({ kind: relative.slice(0, -1).join('/'), id: relative[relative.length - 1]!, dir, metadataFile, sums });
       return;
@@ -52,7 +53,8 @@ export async function listLocalEntries(envDir: string, maxDepth = 5): Promise<Lo
     for (const name of names.sort()) {
       if (name.startsWith('.')) continue;
       const path = join(dir, name);
-      if ((await stat(path)).isDirectory()) await walk(path, [...relative, name], depth + 1);
+      // lstat: a symlinked directory would lead the walk (and an upload) outside the catalog.
+      if ((await lstat(path)).isDirectory()) await walk(path, [...relative, name], depth + 1);
     }
   };
   await walk(envDir, [], 0);

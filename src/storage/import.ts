@@ -2,6 +2,7 @@ import type { Readable } from 'node:stream';
 import type { Catalog, CatalogEntry, EntryKind, EntryMetadata } from '../catalog/store';
 import type { SumEntry } from '../catalog/sums';
 import { failure } from '../errors';
+import { entryFileNameProblem } from '../catalog/confine';
 
 export interface ImportSource {
   catalog: Catalog;
@@ -22,6 +23,13 @@ export interface ImportSource {
  * already present locally is left alone.
  */
 export async function importEntry(source: ImportSource): Promise<{ entry: CatalogEntry; fetched: boolean; bytes: number }> {
+  // Every name comes from the copy itself: refuse an unsafe one before anything is opened or fetched.
+  for (const file of [source.metadataFile, ...source.sums.map((s) => s.file)]) {
+    const problem = entryFileNameProblem(file);
+    if (problem) {
+      throw failure('REMOTE_ENTRY_UNSAFE', `${source.kind}/${source.id} from ${source.source} names the file ${JSON.stringify(file)}, which ${problem}; nothing was fetched`, { fix: 'that copy was not written by Lifeline: inspect and remove it, then use another entry' });
+    }
+  }
   const existing = await source.catalog.get(source.env, source.kind, source.id, source.metadataFile);
   if (existing) return { entry: existing, fetched: false, bytes: 0 };
   const staged = await source.catalog.begin(source.env, source.kind, source.id, source.metadataFile);

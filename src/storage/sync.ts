@@ -5,6 +5,7 @@ import { pipeline } from 'node:stream/promises';
 import { HashingTransform, sha256File } from '../catalog/files';
 import type { Catalog, CatalogEntry, EntryMetadata } from '../catalog/store';
 import { checkSums, parseSums, SUMS_FILE } from '../catalog/sums';
+import { entryFilePath } from '../catalog/confine';
 import { failure, isLifelineError, usageError } from '../errors';
 import type { Logger } from '../logger';
 import { asEntryKind, listLocalEntries, metadataFileOf, RemoteLayout, type LocalEntry } from './entries';
@@ -103,7 +104,8 @@ async function syncEntry(entry: LocalEntry, entryPrefix: string, remote: ObjectS
   let resumedParts = 0;
   let sent = 0;
   for (const file of files) {
-    const path = join(entry.dir, file.name);
+    // Names came from SHA256SUMS and the listing: confined to the entry (no '..', symlink or FIFO).
+    const path = await entryFilePath(entry.dir, file.name);
     const size = (await stat(path)).size;
     const key = entryPrefix + file.name;
     const existing = remoteObjects.get(key);

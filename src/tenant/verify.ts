@@ -4,6 +4,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { sha256File } from '../catalog/files';
 import { parseSums, SUMS_FILE } from '../catalog/sums';
+import { entryFilePath, readEntryText } from '../catalog/confine';
 import type { CatalogEntry } from '../catalog/store';
 import type { ExportedCollection, TenantExportManifest } from './export';
 import { countFileRecords, RecordCounter, type ExportFormat } from './rows';
@@ -48,16 +49,23 @@ export async function verifyTenantExport(entry: CatalogEntry<TenantExportManifes
   const collections = new Map<string, ExportedCollection>((manifest.collections ?? []).map((c) => [c.file, c]));
   let sums: { file: string; sha256: string }[] = [];
   try {
-    sums = parseSums(await readFile(join(entry.dir, SUMS_FILE), 'utf8'));
+    sums = parseSums(await readEntryText(entry.dir, SUMS_FILE));
   } catch (error) {
     problems.push(`${SUMS_FILE}: ${(error as Error).message}`);
   }
+  // Only the files export.json names may be read: any other SHA256SUMS line is a problem, unread.
+  const named = new Set([...collections.keys(), ...(manifest.archive ? [manifest.archive.file, `${manifest.archive.file}.sha256`] : [])]);
   for (const { file, sha256: listed } of sums) {
     const before = problems.length;
-    const path = join(entry.dir, file);
     const collection = collections.get(file);
     let rows: number | undefined;
+    if (!named.has(file)) {
+      problems.push(`${JSON.stringify(file)}: listed in ${SUMS_FILE} but not named by the export's manifest; it was not read`);
+      files.push({ file, ok: false });
+      continue;
+    }
     try {
+      const path = await entryFilePath(entry.dir, file);
       if (collection) {
         const scanned = await scanCollectionFile(path, manifest.format);
         rows = scanned.records;
@@ -84,7 +92,7 @@ export async function verifyTenantExport(entry: CatalogEntry<TenantExportManifes
   if (manifest.archive) {
     const { file, sha256 } = manifest.archive;
     if (!sums.some((s) => s.file === file && s.sha256 === sha256)) problems.push(`${file}: missing from ${SUMS_FILE} or listed with another sha256 than the manifest's`);
-    const sidecar = await readFile(join(entry.dir, `${file}.sha256`), 'utf8').catch(() => '');
+    const sidecar = await readEntryText(entry.dir, `${file}.sha256`).catch(() => '');
     if (!sidecar.startsWith(`${sha256}  `)) problems.push(`${file}.sha256: missing or disagrees with the manifest`);
   }
   return { ok: problems.length === 0, exportId: entry.id, tenant: manifest.tenant, checkedAt: new Date().toISOString(), problems, files };
