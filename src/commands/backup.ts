@@ -2,25 +2,30 @@ import { Catalog } from '../catalog/store';
 import { withLock } from '../catalog/lock';
 import { failure } from '../errors';
 import { createBackup } from '../postgres/backup';
+import { parseCompression } from '../postgres/compression';
 import { runPhysicalBackup } from '../postgres/pgbackrest';
 import { environmentConnection, maskedUrl, postgresRunner, redisRunner } from '../postgres/connection';
-import { BACKUP_LABELS, BACKUP_METADATA_FILE, findBackup, listBackups, type BackupEntry, type BackupLabel } from '../postgres/metadata';
+import { BACKUP_LABELS, BACKUP_METADATA_FILE, findBackup, findBackupForTarget, listBackups, type BackupEntry, type BackupLabel } from '../postgres/metadata';
 import { formatBytes, type ProgressSink } from '../postgres/progress';
-import { parseJobs, restoreBackup, runPostRestoreHooks } from '../postgres/restore';
+import { describeTarget, parseJobs, restoreBackup, runPostRestoreHooks } from '../postgres/restore';
+import { sameDatabase, systemIdentifier } from '../postgres/identity';
+import { parseDuration } from '../settings/duration';
 import { pruneBackups } from '../postgres/retention';
 import { recordVerification, verifyBackup, type VerifyReport } from '../postgres/verify';
 import { restoreRedisIsolated } from '../redis/restore';
 import { parseRedisUrl } from '../redis/snapshot';
-import { LocalRunner } from '../runner/runner';
+import { LocalRunner, type Runner } from '../runner/runner';
 import { openReviewedBucket } from '../storage/bucket';
 import { compareRemote, fetchEntry } from '../storage/sync';
 import { comparisonResult } from './remote-report';
-import { parsePgUrl } from '../runner/postgres-env';
+import { parsePgUrl, type PgConnection } from '../runner/postgres-env';
 import type { EnvironmentSettings } from '../settings/resolve';
 import { singleCommandAction } from './action-spec';
 import { environmentFor, urlInput, type CommandContext, type CommandResult, type CommandSpec } from './spec';
 
 const USER_LABELS = BACKUP_LABELS.filter((l) => l !== 'pre-restore');
+
+const LOCK_TIMEOUT_INPUT = { name: 'lock-timeout', type: 'string', description: 'How long to wait for a table lock held by another session (a migration) before failing with who holds it, e.g. 60s; default: postgres.lockTimeout, else 60s.' } as const;
 
 /** A one-line progress display on a terminal; nothing otherwise (the logger reports at intervals). */
 function terminalProgress(ctx: CommandContext): ProgressSink | undefined {
@@ -74,9 +79,11 @@ export const backupCommand: CommandSpec = {
     { name: 'label', type: 'string', description: 'Why this backup exists.', default: 'manual', choices: USER_LABELS },
     { name: 'release', type: 'string', description: 'Release version this backup belongs to.' },
     { name: 'git-sha', type: 'string', description: 'Git commit of the release.' },
-    { name: 'verify', type: 'boolean', description: 'Verify the new backup (checksums, pg_restore reads and decompresses it, redis-check-rdb) and fail when it does not verify.', default: 'true' },
+    { name: 'verify', type: 'boolean', description: 'Verify the new backup as it is written (pg_restore reads every block of the stream, then lists the file; redis-check-rdb) and fail, adding nothing to the catalog, when it does not verify.', default: 'true' },
+    { name: 'compress', type: 'string', description: 'pg_dump compression, METHOD[:LEVEL]: gzip:1-9, zstd:1-22 or lz4:1-12 (pg_dump 16+), none. Default: postgres.compress, else gzip:1 with pg_dump 15 and older, zstd:1 with 16+.' },
     { name: 'physical', type: 'boolean', description: 'Take a physical base backup through pgBackRest instead (needs postgres.physical; WAL archiving makes point-in-time recovery possible).', default: 'false' },
     { name: 'physical-type', type: 'string', description: 'pgBackRest backup type for --physical; default: postgres.physical.type.', choices: ['full', 'diff', 'incr'] },
+    LOCK_TIMEOUT_INPUT,
   ],
   outputs: [
     { name: 'backup-id', description: 'Id of the new backup.' },
@@ -91,6 +98,8 @@ export const backupCommand: CommandSpec = {
     const release = ctx.inputs.string('release');
     const gitSha = ctx.inputs.string('git-sha');
     const verify = ctx.inputs.boolean('verify');
+    const compressInput = ctx.inputs.string('compress');
+    const compression = compressInput !== undefined ? parseCompression(compressInput) : undefined;
     const settings = environmentFor(ctx);
     const conn = environmentConnection(settings);
     const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
@@ -104,19 +113,21 @@ export const backupCommand: CommandSpec = {
         label,
         release,
         gitSha,
-        compressLevel: settings.postgres.compressLevel,
+        compression: compression ?? settings.postgres.compress,
+        verify,
         migrationHeadQuery: settings.postgres.migrationHeadQuery,
+        lockTimeoutSeconds: lockTimeoutFor(ctx, settings),
         redis: redisSource ? await redisSource() : undefined,
         logger: ctx.logger,
         progress: terminalProgress(ctx),
       }),
     );
     if (ctx.interactive) process.stderr.write('\n');
-    let entry = created;
-    let report: VerifyReport | undefined;
-    if (verify) ({ entry, report } = await verifyAndRecord(catalog, created, settings, ctx));
+    // The backup verified itself as it was written: a backup that did not verify is not in the catalog.
+    const entry = created;
+    const report: VerifyReport | undefined = entry.metadata.verified ? { backupId: entry.id, ok: entry.metadata.verified.ok, checks: entry.metadata.verified.checks } : undefined;
     const archive = entry.metadata.files.postgres;
-    const json = { id: entry.id, sha256: archive.sha256, bytes: archive.bytes, path: entry.dir, label, environment: settings.name, migrationHead: entry.metadata.migrationHead, rowCounts: entry.metadata.rowCounts, verified: entry.metadata.verified ?? null };
+    const json = { id: entry.id, sha256: archive.sha256, bytes: archive.bytes, path: entry.dir, label, environment: settings.name, migrationHead: entry.metadata.migrationHead, rowCounts: entry.metadata.rowCounts, compression: entry.metadata.compression ?? null, verified: entry.metadata.verified ?? null };
     const summary = [
       `### Backup ${entry.id} (${label})`,
       '',
@@ -151,12 +162,19 @@ export const backupsCommand: CommandSpec = {
       sha256: b.metadata.files.postgres.sha256,
       verified: b.metadata.verified ? b.metadata.verified.ok : null,
       release: b.metadata.release ?? null,
+      database: b.metadata.database,
+      server: b.metadata.systemIdentifier ?? null,
       migrationHead: b.metadata.migrationHead,
       redis: Boolean(b.metadata.files.redis),
       path: b.dir,
     }));
+    // The database (and server) of each entry: a pre-restore backup may hold another database.
+    const dbWidth = Math.max(8, ...rows.map((r) => r.database.length));
     const text = rows.length
-      ? ['ID                                LABEL          CREATED                   SIZE       VERIFIED  RELEASE', ...rows.map((r) => `${r.id.padEnd(33)} ${r.label.padEnd(14)} ${r.createdAt.padEnd(25)} ${formatBytes(r.bytes).padEnd(10)} ${(r.verified === null ? '-' : r.verified ? 'yes' : 'FAILED').padEnd(9)} ${r.release ?? ''}`)].join('\n')
+      ? [
+          `ID                                LABEL          DATABASE${' '.repeat(Math.max(1, dbWidth - 7))}SERVER               CREATED                   SIZE       VERIFIED  RELEASE`,
+          ...rows.map((r) => `${r.id.padEnd(33)} ${r.label.padEnd(14)} ${r.database.padEnd(dbWidth)} ${(r.server ?? '-').padEnd(20)} ${r.createdAt.padEnd(25)} ${formatBytes(r.bytes).padEnd(10)} ${(r.verified === null ? '-' : r.verified ? 'yes' : 'FAILED').padEnd(9)} ${r.release ?? ''}`),
+        ].join('\n')
       : `no backups in environment ${settings.name} (${settings.store})`;
     return { json: rows, text };
   },
@@ -198,7 +216,7 @@ export const restoreCommand: CommandSpec = {
   name: 'restore',
   summary: 'Restore a backup into a database (destructive restores need --confirm)',
   inputs: [
-    { name: 'backup', type: 'string', description: 'Backup id, or "latest" (the newest backup that is not a pre-restore backup and did not fail verification).', default: 'latest' },
+    { name: 'backup', type: 'string', description: "Backup id, or \"latest\": the newest backup of the target's own database (same name and, where recorded, the same server) that is not a pre-restore backup and did not fail verification. Another database's backup needs its id.", default: 'latest' },
     { name: 'target', type: 'string', description: 'PostgreSQL URL of the database to restore into. A password here is visible to other local users in the process list: prefer target-env.' },
     { name: 'target-env', type: 'string', description: 'Name of an environment variable holding the PostgreSQL URL of the database to restore into (keeps the password off the command line).' },
     { name: 'confirm', type: 'string', description: 'The target database name, exactly, to allow replacing a database that holds data.' },
@@ -207,6 +225,7 @@ export const restoreCommand: CommandSpec = {
     { name: 'skip-verify', type: 'boolean', description: 'Do not check the checksums first (recorded with the restore).', default: 'false' },
     { name: 'redis-check', type: 'boolean', description: "Also load the backup's Redis snapshot into a private redis-server and compare key counts.", default: 'false' },
     { name: 'from-remote', type: 'boolean', description: "Fetch the backup from the environment's reviewed object storage first (checksums verified on the way in) when the local catalog does not have it.", default: 'false' },
+    LOCK_TIMEOUT_INPUT,
   ],
   outputs: [
     { name: 'backup-id', description: 'Id of the restored backup.' },
@@ -227,13 +246,15 @@ export const restoreCommand: CommandSpec = {
     const settings = environmentFor(ctx);
     const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
     if (ctx.inputs.boolean('from-remote')) await fetchBackupIfMissing(catalog, settings, wanted, ctx);
-    const backup = await findBackup(catalog, settings.name, wanted);
     const runner = await postgresRunner(settings);
-    const result = await ctx.logger.group(`Restore ${backup.id} into ${target.database}`, () =>
-      restoreBackup({ catalog, environment: settings.name, backup, runner, target, confirm, jobs, noOwner, skipVerify, logger: ctx.logger, migrationHeadQuery: settings.postgres.migrationHeadQuery, compressLevel: settings.postgres.compressLevel }),
+    const lockTimeoutSeconds = lockTimeoutFor(ctx, settings);
+    const backup = await findBackupForTarget(catalog, settings.name, wanted, { database: target.database, systemIdentifier: wanted === 'latest' ? await systemIdentifier(runner, target) : undefined, describe: describeTarget(target) });
+    const undoCommand = (id: string) => `lifeline restore --env ${settings.name} --backup ${id} --target '${maskedUrl(target)}' --confirm ${target.database}`;
+    const result = await ctx.logger.group(`Restore ${backup.id} into ${describeTarget(target)}`, () =>
+      restoreBackup({ catalog, environment: settings.name, backup, runner, target, confirm, jobs, noOwner, skipVerify, logger: ctx.logger, migrationHeadQuery: settings.postgres.migrationHeadQuery, compression: settings.postgres.compress, lockTimeoutSeconds, undoCommand }),
     );
     const redis = redisCheck && backup.metadata.files.redis ? await restoreRedisIsolated(backup, { binDir: settings.redis?.binDir, logger: ctx.logger }) : undefined;
-    const hooks = isEnvironmentDatabase(settings, targetUrl) ? await runPostRestoreHooks(settings.hooks.postRestore, { logger: ctx.logger }) : [];
+    const hooks = (await isEnvironmentDatabase(settings, target, runner)) ? await runPostRestoreHooks(settings.hooks.postRestore, { logger: ctx.logger }) : [];
     const failedHooks = hooks.filter((h) => !h.ok);
     const problems = [...(redis && !redis.ok ? [`redis key counts differ (${redis.detail})`] : []), ...failedHooks.map((h) => `post-restore hook ${h.hook} failed (${h.detail})`)];
     const c = result.checks;
@@ -241,10 +262,14 @@ export const restoreCommand: CommandSpec = {
       json: { ...result, redis: redis ?? null, hooks },
       text: [
         `restored ${backup.id} into ${maskedUrl(target)} in ${result.seconds.toFixed(1)}s`,
+        ...(result.sourceDatabase !== result.database ? [`  backup of database ${result.sourceDatabase} (restored by id)`] : []),
         `  row counts: ${c.rowCounts.tables} tables, ${c.rowCounts.rows} rows, all match backup.json`,
         `  schema fingerprint: matches (${c.schemaFingerprint.actual})`,
+        `  database privileges and settings: ${result.databaseState.recorded ? `match the backup${result.databaseState.privileges ? '' : ' (privileges and role settings skipped: --no-owner)'}` : 'NOT restored (the backup predates recording them)'}`,
         `  checksums: ${result.checksumsVerified ? 'verified before restoring' : 'NOT verified (--skip-verify)'}`,
-        ...(result.preRestoreBackupId ? [`  pre-restore backup: ${result.preRestoreBackupId} (restore it to undo)`] : []),
+        ...(result.preRestoreBackupId ? [`  pre-restore backup: ${result.preRestoreBackupId}`, `  undo: ${result.undoCommand}`] : []),
+        ...(result.sessionsTerminated ? [`  sessions ended for the swap: ${result.sessionsTerminated}`] : []),
+        ...result.warnings.map((w) => `  warning: ${w}`),
         ...(redis ? [`  redis: ${redis.detail}`] : []),
         ...hooks.map((h) => `  hook ${h.hook}: ${h.ok ? 'ok' : 'FAILED'} (${h.detail})`),
       ].join('\n'),
@@ -263,12 +288,15 @@ async function fetchBackupIfMissing(catalog: Catalog, settings: EnvironmentSetti
   ctx.logger.info(`${fetched.fetched ? 'fetched' : 'already had'} backup ${fetched.entry.id} from ${remote.location}`);
 }
 
-/** Post-restore hooks are for the environment's live database, not for a restore elsewhere. */
-function isEnvironmentDatabase(settings: EnvironmentSettings, targetUrl: string): boolean {
+/** Post-restore hooks are for the environment's live database, decided the way the drill's isolation check decides it. */
+async function isEnvironmentDatabase(settings: EnvironmentSettings, target: PgConnection, runner: Runner): Promise<boolean> {
   if (!settings.postgres.url) return false;
-  const live = environmentConnection(settings);
-  const target = parsePgUrl(targetUrl);
-  return live.host === target.host && live.port === target.port && live.database === target.database;
+  return (await sameDatabase(environmentConnection(settings), target, runner)).same;
+}
+
+function lockTimeoutFor(ctx: CommandContext, settings: EnvironmentSettings): number | undefined {
+  const flag = ctx.inputs.string('lock-timeout');
+  return flag ? parseDuration(flag, '--lock-timeout') : settings.postgres.lockTimeoutSeconds;
 }
 
 export const pruneCommand: CommandSpec = {

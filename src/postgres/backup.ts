@@ -7,9 +7,12 @@ import { pgEnv, type PgConnection } from '../runner/postgres-env';
 import { describeExit, lastLines, runText, type Runner } from '../runner/runner';
 import { redisKeyspace, snapshotRedis, type RedisTarget } from '../redis/snapshot';
 import { checkConnection } from './connection';
-import { exactRowCounts, migrationHead, schemaFingerprint, serverVersion, toolVersion } from './inspect';
-import { BACKUP_METADATA_FILE, GLOBALS_FILE, POSTGRES_ARCHIVE_FILE, type BackupEntry, type BackupFile, type BackupLabel, type BackupMetadata, type RedisBackupFile } from './metadata';
-import { progressReporter, type ProgressSink } from './progress';
+import { databaseLevelState, exactRowCounts, migrationHead, schemaFingerprint, serverVersion, toolVersion } from './inspect';
+import { DEFAULT_LOCK_TIMEOUT_SECONDS, explainLockTimeout, withLockTimeout } from './lock-wait';
+import { defaultCompression, formatCompression, fromGzipLevel, pgDumpCompressArg, type Compression } from './compression';
+import { BACKUP_METADATA_FILE, GLOBALS_FILE, type BackupEntry, type BackupFile, type BackupLabel, type BackupMetadata, type RedisBackupFile, type VerificationCheck } from './metadata';
+import type { ProgressSink } from './progress';
+import { startVerifiedDump } from './verified-dump';
 
 export interface BackupOptions {
   catalog: Catalog;
@@ -20,8 +23,15 @@ export interface BackupOptions {
   label: BackupLabel;
   release?: string;
   gitSha?: string;
-  /** gzip level for the custom format, 0-9 (default 6, pg_dump's own default). */
+  /** How pg_dump compresses the archive; default: `defaultCompression` for the pg_dump in use. */
+  compression?: Compression;
+  /** Legacy: a gzip level, 0-9 (0 = none); `compression` wins. */
   compressLevel?: number;
+  /**
+   * Feed the archive to pg_restore as it is written and list the finished file; a failure fails
+   * the backup (nothing lists) and the checks are recorded as the backup's verification.
+   */
+  verify?: boolean;
   migrationHeadQuery?: string;
   redis?: { runner: Runner; checkRunner: Runner; target: RedisTarget };
   logger: Logger;
@@ -30,12 +40,15 @@ export interface BackupOptions {
   lockHeld?: boolean;
   /** Seconds to wait for another holder of the environment lock. */
   lockWaitSeconds?: number;
+  /** Seconds to wait for a table lock (a migration's) before failing with who holds it; default 60. */
+  lockTimeoutSeconds?: number;
   now?: () => Date;
 }
 
 /**
- * Dumps the database (custom format) straight into a staged catalog entry, hashing in the same
- * pass, with exact row counts taken in the dump's own snapshot. The entry is committed only when
+ * Dumps the database (custom format) straight into a staged catalog entry, hashing (and with
+ * `verify`, reading back every block) in the same pass, with exact row counts taken in the dump's
+ * own snapshot while it runs. The entry is committed only when
  * every part succeeded; on any failure it is removed and nothing lists.
  */
 export async function createBackup(options: BackupOptions): Promise<BackupEntry> {
@@ -45,11 +58,12 @@ export async function createBackup(options: BackupOptions): Promise<BackupEntry>
 }
 
 async function createBackupLocked(options: BackupOptions): Promise<BackupEntry> {
-  const { catalog, environment, runner, conn, logger } = options;
+  const { catalog, environment, runner, logger } = options;
+  const lockTimeout = options.lockTimeoutSeconds ?? DEFAULT_LOCK_TIMEOUT_SECONDS;
+  const conn = withLockTimeout(options.conn, lockTimeout);
   const now = options.now ?? (() => new Date());
   const started = now();
   const id = newEntryId(started);
-  const compressLevel = options.compressLevel ?? 6;
 
   const session = PsqlSession.open(runner, conn);
   let staged: StagedEntry | undefined;
@@ -57,6 +71,9 @@ async function createBackupLocked(options: BackupOptions): Promise<BackupEntry> 
     await checkConnection(session, conn);
     const server = await serverVersion(session);
     const dumpVersion = await toolVersion(runner, 'pg_dump');
+    const compression = options.compression ?? (options.compressLevel !== undefined ? fromGzipLevel(options.compressLevel) : defaultCompression(dumpVersion.major));
+    // A method this pg_dump cannot write is a usage error (exit 2) before anything runs.
+    const compressArg = pgDumpCompressArg(compression, dumpVersion.major);
     if (server.major > dumpVersion.major) {
       throw refusal('PG_DUMP_TOO_OLD', `the server runs PostgreSQL ${server.major} but pg_dump is version ${dumpVersion.major} (${runner.where}); pg_dump cannot dump a newer server`, `install the PostgreSQL ${server.major} client tools (Debian: apt-get install postgresql-client-${server.major}) or set postgres.binDir to their directory`);
     }
@@ -68,38 +85,43 @@ async function createBackupLocked(options: BackupOptions): Promise<BackupEntry> 
     await session.exec('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     const snapshot = await session.queryValue<string>('SELECT pg_export_snapshot()');
     if (!snapshot) throw failure('SNAPSHOT_FAILED', 'the server did not export a snapshot');
-    const rowCounts = await exactRowCounts(session);
-    const fingerprint = await schemaFingerprint(session);
-    const head = await migrationHead(session, options.migrationHeadQuery);
+    // Everything read from the database itself runs in the exported snapshot while pg_dump streams
+    // (the same data, and no wait before the dump starts); it takes a fraction of the dump's time.
+    const inspection = (async () => ({
+      rowCounts: await exactRowCounts(session),
+      fingerprint: await schemaFingerprint(session),
+      head: await migrationHead(session, options.migrationHeadQuery),
+      // Database-level state (privileges, settings, connection limit, comment) is not in the dump's contents.
+      databaseState: await databaseLevelState(session, conn.database),
+      systemIdentifier: await session.queryValue<string | null>(`SELECT CASE WHEN has_function_privilege('pg_control_system()', 'execute') THEN (SELECT system_identifier::text FROM pg_control_system()) END`),
+    }))();
+    inspection.catch(() => {});
 
     staged = await catalog.begin(environment, 'backups', id, BACKUP_METADATA_FILE);
-    logger.info(`backup ${id}: dumping ${conn.database} (${Object.keys(rowCounts).length} tables) with ${runner.where}`);
-    const dump = runner.start({
-      tool: 'pg_dump',
-      args: ['--format=custom', `--compress=${compressLevel}`, `--snapshot=${snapshot}`, '--no-sync'],
-      env: pgEnv(conn),
+    logger.info(`backup ${id}: dumping ${conn.database} (${formatCompression(compression)}${options.verify ? ', read back by pg_restore as it is written' : ''}) with ${runner.where}`);
+    const dump = startVerifiedDump({
+      runner,
+      conn,
+      pgDumpArgs: ['--format=custom', compressArg, `--snapshot=${snapshot}`, '--no-sync', `--lock-wait-timeout=${Math.round(lockTimeout * 1000)}`],
+      staged,
+      verify: options.verify ?? false,
+      logger,
+      progress: options.progress,
     });
-    let archive: BackupFile;
-    try {
-      const written = await staged.addStream(POSTGRES_ARCHIVE_FILE, dump.stdout, progressReporter(logger, 'pg_dump', options.progress));
-      archive = { name: POSTGRES_ARCHIVE_FILE, ...written };
-    } catch (error) {
-      // Writing failed (disk full, ...): stop pg_dump rather than leave it blocked on a full pipe.
-      dump.kill('SIGTERM');
-      await dump.done.catch(() => {});
-      throw failure('BACKUP_WRITE_FAILED', `writing the archive into ${catalog.root} failed: ${(error as Error).message}`, { fix: 'free space in the backup store (or prune old backups) and retry', cause: error });
-    }
-    const dumped = await dump.done;
-    if (dumped.exitCode !== 0) {
-      throw failure('PG_DUMP_FAILED', `pg_dump failed (${describeExit(dumped)}): ${lastLines(dumped.stderr)}`, { fix: 'read the pg_dump error above; nothing was added to the catalog' });
-    }
+    // A failed count or migration head query fails the backup now, not after a long dump.
+    inspection.catch((error: Error) => dump.abort(error));
+    const { archive, checks } = await dump.done;
+    const { rowCounts, fingerprint, head, databaseState, systemIdentifier } = await inspection;
     await session.exec('COMMIT');
 
     const globals = await dumpGlobals(staged, options);
     let redis: RedisBackupFile | undefined;
+    let redisCheck: VerificationCheck | undefined;
     if (options.redis) {
       const snap = await snapshotRedis(staged, { ...options.redis, logger });
       redis = { name: snap.name, bytes: snap.bytes, sha256: snap.sha256, keys: snap.keys };
+      // snapshotRedis fails the backup when redis-check-rdb does not pass.
+      redisCheck = { name: `${snap.name} (redis-check-rdb)`, ok: snap.check.ok, detail: snap.check.detail };
     }
 
     const finished = now();
@@ -115,21 +137,25 @@ async function createBackupLocked(options: BackupOptions): Promise<BackupEntry> 
       finishedAt: finished.toISOString(),
       durationSeconds: (finished.getTime() - started.getTime()) / 1000,
       database: conn.database,
+      ...(systemIdentifier ? { systemIdentifier } : {}),
+      ...(databaseState ? { databaseState } : {}),
       serverVersion: server.version,
       pgDumpVersion: dumpVersion.version,
       format: 'custom',
-      compressLevel,
+      compression,
+      ...(compression.method === 'gzip' || compression.method === 'none' ? { compressLevel: compression.level ?? 0 } : {}),
       files: { postgres: archive, ...(globals ? { globals } : {}), ...(redis ? { redis } : {}) },
       migrationHead: head,
       schemaFingerprint: fingerprint,
       rowCounts,
+      ...(options.verify ? { verified: { at: finished.toISOString(), ok: true, checks: [...checks, ...(redisCheck ? [redisCheck] : [])] } } : {}),
     };
     await staged.commit(metadata);
     logger.info(`backup ${id}: ${archive.bytes} bytes, sha256 ${archive.sha256}`);
     return { id, dir: staged.finalDir, metadata };
   } catch (error) {
     await staged?.abort();
-    throw error;
+    throw await explainLockTimeout(error, runner, conn, `backup of ${conn.database}`, lockTimeout);
   } finally {
     await session.close();
   }

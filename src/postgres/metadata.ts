@@ -48,7 +48,10 @@ export interface BackupMetadata extends EntryMetadata {
   serverVersion: string;
   pgDumpVersion: string;
   format: 'custom';
-  compressLevel: number;
+  /** How pg_dump compressed the archive (absent in backups taken before it was recorded: gzip at `compressLevel`). */
+  compression?: Compression;
+  /** The gzip level (0 = none); only for gzip and uncompressed archives. */
+  compressLevel?: number;
   files: {
     postgres: BackupFile;
     globals?: BackupFile;

@@ -47,9 +47,7 @@ export async function verifyBackup(entry: BackupEntry, options: VerifyOptions): 
     // A corrupt file is already known: reading it further would only add noise.
     if (sumsOk) {
       add(await pgRestoreCheck(options.runner, archive, 'archive table of contents', ['--list'], (out) => `${out.lines} entries`));
-      // pg_restore without a database writes the whole script, so every data block is inflated.
-      const sink = options.runner instanceof LocalRunner ? '--file=/dev/null' : '--file=-';
-      add(await pgRestoreCheck(options.runner, archive, 'archive decompresses end to end', [sink], () => 'every data block read'));
+      add(await pgRestoreCheck(options.runner, archive, 'archive decompresses end to end', fullReadArgs(options.runner), () => 'every data block read'));
       const redis = entry.metadata.files.redis;
       if (redis) {
         const check = await checkRdb(options.redisRunner ?? new LocalRunner(), await entryFilePath(entry.dir, redis.name));
@@ -93,7 +91,15 @@ export function archiveInput(runner: Runner, path: string): Pick<ToolInvocation,
   return runner instanceof LocalRunner ? { args: [path] } : { args: [], stdin: createReadStream(path, { highWaterMark: 1024 * 1024 }) };
 }
 
-async function pgRestoreCheck(runner: Runner, archive: string, name: string, args: string[], describe: (out: { bytes: number; lines: number }) => string): Promise<VerificationCheck> {
+/**
+ * pg_restore's arguments to read a whole archive without a database: it writes the script, so
+ * every data block is inflated. A container's pg_restore writes it to stdout, for the caller to discard.
+ */
+export function fullReadArgs(runner: Runner): string[] {
+  return [runner instanceof LocalRunner ? '--file=/dev/null' : '--file=-'];
+}
+
+export async function pgRestoreCheck(runner: Runner, archive: string, name: string, args: string[], describe: (out: { bytes: number; lines: number }) => string): Promise<VerificationCheck> {
   const input = archiveInput(runner, archive);
   try {
     const running = runner.start({ tool: 'pg_restore', args: [...args, ...input.args], stdin: input.stdin });

@@ -1,5 +1,6 @@
 import { dirname, isAbsolute, resolve as resolvePath } from 'node:path';
 import { usageError } from '../errors';
+import { fromGzipLevel, parseCompression, type Compression } from '../postgres/compression';
 import { parseDuration } from './duration';
 import { loadConfig, nearest, type LoadedConfig } from './load';
 import type { EnvironmentConfig, HookConfig, StorageConfig, TenantCollectionConfig } from './schema';
@@ -28,11 +29,11 @@ export interface PostgresSettings {
   binDir?: string;
   migrationHeadQuery?: string;
   compressLevel?: number;
-  physical?: { stanza: string; configFile?: string; type: 'full' | 'diff' | 'incr'; repoPath?: string };
   /** postgres.compress (or the legacy compressLevel as gzip); unset: chosen by the pg_dump version. */
   compress?: Compression;
   /** postgres.lockTimeout in seconds. */
   lockTimeoutSeconds?: number;
+  physical?: { stanza: string; configFile?: string; type: 'full' | 'diff' | 'incr'; repoPath?: string };
 }
 
 export interface RedisSettings {
@@ -97,8 +98,19 @@ export interface EnvironmentSettings {
   preflight: NonNullable<EnvironmentConfig['preflight']>;
   hooks: { postRestore: HookConfig[] };
   storage?: StorageSettings;
+  notify: NotifySettings;
   /** Values that must be masked wherever text is printed. */
   secrets: string[];
+}
+
+export type NotifyOutcome = 'succeeded' | 'failed' | 'refused';
+export interface NotifySettings {
+  webhook?: string;
+  ping?: string;
+  pingCommands: string[];
+  /** The outcomes that post to the webhook; drills and gates post every outcome unless `on` was set. */
+  on: NotifyOutcome[];
+  onConfigured: boolean;
 }
 
 export interface ResolveOptions {
@@ -196,6 +208,23 @@ export function resolveFromConfig(loaded: LoadedConfig, rawInputs: GlobalInputs,
   const storage = env.storage ? resolveStorage(env.storage, options.env) : undefined;
   if (storage?.credentials) secrets.push(storage.credentials.secretAccessKey, ...(storage.credentials.sessionToken ? [storage.credentials.sessionToken] : []));
 
+  const notifyCfg = env.notify ?? {};
+  const notifyUrl = (value: string | undefined, variable: string | undefined, key: string): string | undefined => {
+    const url = value ?? (variable ? options.env[variable] || undefined : undefined);
+    if (url === undefined) return undefined;
+    // The whole URL is the secret (a Slack webhook's path, a healthchecks.io UUID).
+    secrets.push(url);
+    validateUrl(url, ['http:', 'https:'], variable ? `${variable} (environments.${name}.notify.${key}Env)` : `environments.${name}.notify.${key}`, 'https://hooks.slack.com/services/...');
+    return url;
+  };
+  const notify: NotifySettings = {
+    webhook: notifyUrl(notifyCfg.webhook, notifyCfg.webhookEnv, 'webhook'),
+    ping: notifyUrl(notifyCfg.ping, notifyCfg.pingEnv, 'ping'),
+    pingCommands: notifyCfg.pingCommands ?? ['backup'],
+    on: notifyCfg.on ?? ['failed', 'refused'],
+    onConfigured: notifyCfg.on !== undefined,
+  };
+
   const tenantsCfg = env.tenants ?? {};
   return {
     name,
@@ -216,9 +245,9 @@ export function resolveFromConfig(loaded: LoadedConfig, rawInputs: GlobalInputs,
       binDir: abs(pg.binDir),
       migrationHeadQuery: pg.migrationHeadQuery,
       compressLevel: pg.compressLevel,
-      physical: pg.physical ? { stanza: pg.physical.stanza, configFile: abs(pg.physical.configFile), type: pg.physical.type ?? 'full', repoPath: abs(pg.physical.repoPath) } : undefined,
       compress: resolveCompression(pg.compress, pg.compressLevel, `environments.${name}.postgres`),
       lockTimeoutSeconds: pg.lockTimeout ? parseDuration(pg.lockTimeout, `environments.${name}.postgres.lockTimeout`) : undefined,
+      physical: pg.physical ? { stanza: pg.physical.stanza, configFile: abs(pg.physical.configFile), type: pg.physical.type ?? 'full', repoPath: abs(pg.physical.repoPath) } : undefined,
     },
     redis: redisSettings,
     compose: {
@@ -277,6 +306,7 @@ export function resolveFromConfig(loaded: LoadedConfig, rawInputs: GlobalInputs,
     },
     hooks: { postRestore: env.hooks?.postRestore ?? [] },
     storage,
+    notify,
     secrets,
   };
 }
@@ -333,4 +363,13 @@ export function parseByteSize(value: number | string): number {
   const unit = (match?.[2] ?? 'B').toUpperCase();
   if (!match || SIZE_UNITS[unit] === undefined) throw usageError('BAD_SIZE', `"${value}" is not a size`, 'write a number with B, KB, MB, GB, KiB, MiB or GiB');
   return Math.round(Number(match[1]) * SIZE_UNITS[unit]!);
+}
+
+/** `postgres.compress`, else the legacy `compressLevel` as a gzip level; both at once is ambiguous. */
+function resolveCompression(compress: string | number | undefined, level: number | undefined, where: string): Compression | undefined {
+  if (compress !== undefined && level !== undefined) {
+    throw usageError('CONFIG_INVALID', `${where}: set compress or compressLevel, not both`, `remove ${where}.compressLevel (compressLevel: N is the same as compress: gzip:N)`);
+  }
+  if (compress !== undefined) return parseCompression(String(compress), `${where}.compress`);
+  return level === undefined ? undefined : fromGzipLevel(level);
 }
