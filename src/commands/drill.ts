@@ -2,15 +2,18 @@ import { writeFileSync } from 'node:fs';
 import { relative, resolve } from 'node:path';
 import { Catalog } from '../catalog/store';
 import { runDrill } from '../drill/drill';
-import { evaluateGate, renderGateMarkdown, renderGateText } from '../drill/gate';
-import { drillListing, drillsTable, listDrillReports, renderDrillText } from '../drill/report';
+import { evaluateGate, gatherGateEvidence, renderGateMarkdown, renderGateText } from '../drill/gate';
+import { DRILL_BUNDLE_FILE, DRILL_REPORT_PAYLOAD_TYPE, drillListing, drillsTable, listDrillReports, renderDrillText, type DrillReportSigner } from '../drill/report';
+import { signDssePayload } from '../manifest/create';
 import { buildRunbook, renderRunbookMarkdown, renderRunbookText } from '../drill/runbook';
 import { listBackups } from '../postgres/metadata';
 import { renderTextTable } from '../report/table';
 import { parseDuration } from '../settings/duration';
 import { loadConfig } from '../settings/load';
-import { resolveEnvironment } from '../settings/resolve';
+import { resolveEnvironment, type EnvironmentSettings } from '../settings/resolve';
 import { singleCommandAction } from './action-spec';
+import { optionalSignerFor, SIGNER_INPUTS } from './manifest';
+import { POLICY_INPUTS, verificationPolicyFor } from './policy';
 import { environmentFor, urlInput, type CommandContext, type CommandSpec } from './spec';
 
 function optionalDuration(ctx: CommandContext, name: string): number | undefined {
@@ -30,6 +33,7 @@ export const drillCommand: CommandSpec = {
     { name: 'rpo', type: 'string', description: "RPO target such as 1h (default: the environment's rpo)." },
     { name: 'pitr', type: 'string', description: 'Point-in-time drill through pgBackRest to this time, e.g. "2026-11-21 23:59:00+00" (needs postgres.physical).' },
     { name: 'jobs', type: 'string', description: 'Parallel pg_restore jobs.', default: '2' },
+    ...SIGNER_INPUTS.map((input) => ({ ...input, description: `Signs report.json like a release manifest. ${input.description}` })),
   ],
   outputs: [
     { name: 'drill-id', description: 'Id of the drill report in the catalog.' },
@@ -37,6 +41,7 @@ export const drillCommand: CommandSpec = {
     { name: 'rto-seconds', description: 'Measured RTO in seconds (verify + restore + checks).' },
     { name: 'rpo-seconds', description: 'Measured RPO in seconds (the worse of backup age and the largest gap between backups).' },
     { name: 'report', description: 'Path of report.json in the catalog.' },
+    { name: 'signed', description: '"key" or "keyless" when report.json was signed, "unsigned" without a signer, "failed" when signing failed.' },
   ],
   implemented: true,
   async run(ctx) {
@@ -55,17 +60,36 @@ export const drillCommand: CommandSpec = {
       rpoSeconds: optionalDuration(ctx, 'rpo'),
       pitr: ctx.inputs.string('pitr'),
       jobs: Number.isInteger(jobs) && jobs > 0 ? jobs : 2,
+      reportSigner: reportSignerFor(ctx),
     });
+    const signing = entry.signing;
+    if (signing.status === 'unsigned') ctx.logger.warn(`drill report ${report.id} is not signed (no --signing-key / LIFELINE_SIGNING_KEY or --keyless); a gate with a signing policy will not accept it`);
     return {
       json: report,
-      text: renderDrillText(report),
+      text: `${renderDrillText(report)}\nreport signature: ${signing.status === 'unsigned' ? 'none (unsigned)' : signing.status === 'failed' ? `FAILED (${signing.detail})` : `${signing.status}-signed (${DRILL_BUNDLE_FILE})`}`,
       summary,
-      outputs: { 'drill-id': report.id, passed: String(report.passed), 'rto-seconds': String(report.rto.seconds ?? ''), 'rpo-seconds': String(report.rpo.seconds ?? ''), report: resolve(entry.dir, 'report.json') },
+      outputs: { 'drill-id': report.id, passed: String(report.passed), 'rto-seconds': String(report.rto.seconds ?? ''), 'rpo-seconds': String(report.rpo.seconds ?? ''), report: resolve(entry.dir, 'report.json'), signed: signing.status },
       annotations: report.failures.map((f) => ({ level: 'error' as const, title: `restore drill failed (${report.environment})`, message: f })),
       ...(report.passed ? {} : { exitCode: 1 as const, failureMessage: `restore drill ${report.id} failed: ${report.failures.join('; ')}` }),
+      ...(report.passed && signing.status === 'failed' ? { exitCode: 1 as const, failureMessage: `restore drill ${report.id} passed, but its report could not be signed (${signing.detail}); the gate will not accept it unsigned` } : {}),
     };
   },
 };
+
+/** A signer for report.json built from the same inputs as the release manifest's; undefined without a key or keyless. */
+function reportSignerFor(ctx: CommandContext): DrillReportSigner | undefined {
+  const signer = optionalSignerFor(ctx);
+  if (!signer) return undefined;
+  const githubOidc = { requestUrl: ctx.env.ACTIONS_ID_TOKEN_REQUEST_URL, requestToken: ctx.env.ACTIONS_ID_TOKEN_REQUEST_TOKEN };
+  return { sign: (payload) => signDssePayload({ signer, githubOidc, logger: ctx.logger }, payload, DRILL_REPORT_PAYLOAD_TYPE, 'drill report') };
+}
+
+/** The manifest verification policy, or undefined when neither flags nor `manifest:` name one (the gate then says so). */
+function optionalPolicyFor(ctx: CommandContext, settings: EnvironmentSettings) {
+  const policy = verificationPolicyFor(ctx, settings);
+  const given = policy as Partial<{ publicKey: string; certificateIdentity: string; certificateOidcIssuer: string }>;
+  return given.publicKey || given.certificateIdentity || given.certificateOidcIssuer ? policy : undefined;
+}
 
 export const drillsCommand: CommandSpec = {
   name: 'drills',
@@ -90,6 +114,7 @@ export const gateCommand: CommandSpec = {
     { name: 'max-drill-age', type: 'string', description: 'Oldest acceptable drill, e.g. 7d (default: drill.maxAge).' },
     { name: 'rpo', type: 'string', description: "RPO target the newest verified backup must meet (default: the environment's rpo)." },
     { name: 'rto', type: 'string', description: "RTO target the newest drill must have met (default: the environment's rto)." },
+    ...POLICY_INPUTS.map((input) => ({ ...input, description: `Drill reports must be signed as this policy demands (as release manifests). ${input.description}` })),
   ],
   outputs: [
     { name: 'passed', description: '"true" when the release may proceed.' },
@@ -98,15 +123,18 @@ export const gateCommand: CommandSpec = {
   implemented: true,
   async run(ctx) {
     const settings = environmentFor(ctx);
-    const catalog = new Catalog(settings.store);
+    const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
+    const now = new Date();
+    const { drills, evidence } = await gatherGateEvidence({ catalog, env: settings.name, policy: optionalPolicyFor(ctx, settings), now });
     const result = evaluateGate({
       environment: settings.name,
-      drills: (await listDrillReports(catalog, settings.name)).map((e) => e.metadata),
+      drills,
+      evidence,
       backups: (await listBackups(catalog, settings.name)).map((e) => e.metadata),
       maxDrillAgeSeconds: optionalDuration(ctx, 'max-drill-age') ?? settings.drill.maxAgeSeconds,
       rpoSeconds: optionalDuration(ctx, 'rpo') ?? settings.rpoSeconds,
       rtoSeconds: optionalDuration(ctx, 'rto') ?? settings.rtoSeconds,
-      now: new Date(),
+      now,
     });
     return {
       json: result,

@@ -18,7 +18,7 @@ import type { EnvironmentSettings } from '../settings/resolve';
 import { checkApplicationStarts } from './app-check';
 import { checkBtreeIndexes, runSmokeQuery, type CheckOutcome } from './checks';
 import { assertIsolatedTarget } from './isolation';
-import { DRILL_REPORT_SCHEMA_VERSION, listDrillReports, newDrillId, renderDrillMarkdown, saveDrillReport, type DrillCheck, type DrillEntry, type DrillReport, type DrillStepRecord } from './report';
+import { DRILL_REPORT_SCHEMA_VERSION, listDrillReports, newDrillId, renderDrillMarkdown, saveDrillReport, type DrillCheck, type DrillReport, type DrillReportSigner, type DrillStepRecord, type SavedDrillReport } from './report';
 import { measureRpo, type RpoMeasure } from './rpo';
 import { restoreSteps, type RunbookStepId } from './runbook';
 import { readSmokeFile, type SmokeQuery } from './smoke';
@@ -38,11 +38,13 @@ export interface DrillOptions {
   pitr?: string;
   jobs?: number;
   now?: () => Date;
+  /** Signs report.json (key or keyless, like release manifests); unsigned without one. */
+  reportSigner?: DrillReportSigner;
 }
 
 export interface DrillOutcome {
   report: DrillReport;
-  entry: DrillEntry;
+  entry: SavedDrillReport;
   summary: string;
 }
 
@@ -312,7 +314,7 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
   };
   const history = (await listDrillReports(catalog, settings.name)).map((e) => e.metadata);
   const summary = renderDrillMarkdown(report, history);
-  const entry = await saveDrillReport(catalog, report, summary);
+  const entry = await saveDrillReport(catalog, report, summary, options.reportSigner);
   return { report, entry, summary };
 }
 

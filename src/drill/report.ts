@@ -1,4 +1,8 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { newEntryId, type Catalog, type CatalogEntry, type EntryMetadata } from '../catalog/store';
+import { failure } from '../errors';
 import { renderMarkdownTable, renderMermaidTrend, renderTextTable, type Table } from '../report/table';
 import { formatDuration } from '../settings/duration';
 import type { RpoMeasure } from './rpo';
@@ -56,21 +60,66 @@ export interface DrillReport extends EntryMetadata {
 
 export type DrillEntry = CatalogEntry<DrillReport>;
 
+/** The Sigstore bundle beside report.json, and the DSSE payload type that says "this is a Lifeline drill report". */
+export const DRILL_BUNDLE_FILE = 'report.sigstore.json';
+export const DRILL_REPORT_PAYLOAD_TYPE = 'application/vnd.lifeline.drill-report.v1+json';
+
+/** Signs report.json's exact bytes (the command builds it from the release-manifest signer: key, or keyless). */
+export interface DrillReportSigner {
+  sign(payload: Buffer): Promise<{ kind: 'key' | 'keyless'; bundleJson: string }>;
+}
+
+export interface SavedDrillReport extends DrillEntry {
+  /** How report.json was signed; `unsigned` when no signer was given, `failed` when signing failed. */
+  signing: { status: 'key' | 'keyless' | 'unsigned' | 'failed'; detail?: string };
+}
+
 export function newDrillId(now = new Date()): string {
   return newEntryId(now);
 }
 
-/** Stores the report (and its Markdown summary) as an immutable catalog entry. */
-export async function saveDrillReport(catalog: Catalog, report: DrillReport, summaryMarkdown: string): Promise<DrillEntry> {
+/**
+ * The bytes of report.json, exactly as the catalog writes an entry's metadata; the signature and
+ * SHA256SUMS are computed over these, and the catalog's own rewrite at commit leaves them unchanged.
+ */
+export function drillReportBytes(report: DrillReport): Buffer {
+  return Buffer.from(`${JSON.stringify(report, null, 2)}\n`);
+}
+
+/**
+ * Stores the report (and its Markdown summary) as an immutable catalog entry. report.json is
+ * listed in SHA256SUMS and, with a signer, signed into report.sigstore.json, so an edited report
+ * fails the gate. A signing failure does not lose the drill: the report is kept unsigned (the gate
+ * then refuses it when signing is required) and the failure is returned.
+ */
+export async function saveDrillReport(catalog: Catalog, report: DrillReport, summaryMarkdown: string, signer?: DrillReportSigner): Promise<SavedDrillReport> {
+  const bytes = drillReportBytes(report);
+  let signing: SavedDrillReport['signing'] = { status: 'unsigned' };
+  let bundleJson: string | undefined;
+  if (signer) {
+    try {
+      const signed = await signer.sign(bytes);
+      bundleJson = signed.bundleJson;
+      signing = { status: signed.kind };
+    } catch (error) {
+      signing = { status: 'failed', detail: (error as Error).message };
+    }
+  }
   const staged = await catalog.begin(report.environment, 'drills', report.id, DRILL_REPORT_FILE);
   try {
     await staged.addText(DRILL_SUMMARY_FILE, summaryMarkdown);
+    await staged.addStream(DRILL_REPORT_FILE, Readable.from([bytes]));
+    if (bundleJson) await staged.addText(DRILL_BUNDLE_FILE, bundleJson);
     await staged.commit(report);
   } catch (error) {
     await staged.abort();
     throw error;
   }
-  return { id: report.id, dir: staged.finalDir, metadata: report };
+  const written = await readFile(join(staged.finalDir, DRILL_REPORT_FILE));
+  if (!written.equals(bytes)) {
+    throw failure('DRILL_REPORT_REWRITTEN', `the catalog wrote ${join(staged.finalDir, DRILL_REPORT_FILE)} differently from the bytes listed in SHA256SUMS and signed`, { fix: 'this is a Lifeline bug (the catalog changed how it writes metadata); report it' });
+  }
+  return { id: report.id, dir: staged.finalDir, metadata: report, signing };
 }
 
 export async function listDrillReports(catalog: Catalog, env: string): Promise<DrillEntry[]> {

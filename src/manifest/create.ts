@@ -119,7 +119,22 @@ export async function createReleaseManifest(options: CreateReleaseOptions): Prom
   return { manifestPath: join(dir, MANIFEST_FILE), bundlePath: join(dir, BUNDLE_FILE), digest, dir, manifest };
 }
 
-async function prepareSigner(options: CreateReleaseOptions): Promise<{ kind: 'key' | 'keyless'; signer: Signer; witnesses: Witness[] }> {
+/**
+ * Signs any payload the way release manifests are signed (a DSSE envelope in a Sigstore bundle,
+ * key-based or keyless) and returns the bundle as JSON text; drill reports use it.
+ */
+export async function signDssePayload(options: Pick<CreateReleaseOptions, 'signer' | 'githubOidc' | 'logger'>, payload: Buffer, payloadType: string, what: string): Promise<{ kind: 'key' | 'keyless'; bundleJson: string }> {
+  const signing = await prepareSigner(options);
+  try {
+    const bundle = await new DSSEBundleBuilder({ signer: signing.signer, witnesses: signing.witnesses }).create({ data: payload, type: payloadType });
+    return { kind: signing.kind, bundleJson: `${JSON.stringify(bundleToJSON(bundle), null, 2)}\n` };
+  } catch (error) {
+    if (isLifelineError(error)) throw error;
+    throw failure('SIGNING_FAILED', `signing the ${what} failed: ${(error as Error).message}`, { cause: error, fix: signing.kind === 'key' ? 'check the signing key' : 'check the job has "permissions: id-token: write" and that Fulcio, Rekor or the TSA are reachable' });
+  }
+}
+
+async function prepareSigner(options: Pick<CreateReleaseOptions, 'signer' | 'githubOidc' | 'logger'>): Promise<{ kind: 'key' | 'keyless'; signer: Signer; witnesses: Witness[] }> {
   const { signer } = options;
   if (typeof signer === 'object' && 'privateKeyPem' in signer) {
     options.logger.secret(signer.privateKeyPem);

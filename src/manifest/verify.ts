@@ -43,29 +43,29 @@ export async function verifyReleaseManifest(options: VerifyReleaseOptions): Prom
   const bundlePath = join(entry.dir, BUNDLE_FILE);
   const bundle = await readBundle(bundlePath);
 
-  if (bundle.content.$case !== 'dsseEnvelope') throw notVerified('MANIFEST_NOT_DSSE', 'the bundle does not hold a DSSE envelope');
+  if (bundle.content.$case !== 'dsseEnvelope') throw notVerifiedRelease('MANIFEST_NOT_DSSE', 'the bundle does not hold a DSSE envelope');
   const envelope = bundle.content.dsseEnvelope;
   // The verifier signs over whatever payloadType says; only ours may be accepted.
-  if (envelope.payloadType !== IN_TOTO_PAYLOAD_TYPE) throw notVerified('MANIFEST_WRONG_PAYLOAD_TYPE', `the DSSE payloadType is ${JSON.stringify(envelope.payloadType)}, expected ${IN_TOTO_PAYLOAD_TYPE}`);
+  if (envelope.payloadType !== IN_TOTO_PAYLOAD_TYPE) throw notVerifiedRelease('MANIFEST_WRONG_PAYLOAD_TYPE', `the DSSE payloadType is ${JSON.stringify(envelope.payloadType)}, expected ${IN_TOTO_PAYLOAD_TYPE}`);
 
   const signer = verifyBundle(bundle, policy);
   const payload = Buffer.from(envelope.payload);
 
   const stored = await readFile(manifestPath).catch(() => undefined);
   if (!stored || !stored.equals(payload)) {
-    throw notVerified('MANIFEST_TAMPERED', `${manifestPath} ${stored ? 'differs from' : 'is missing beside'} the signed payload in ${BUNDLE_FILE}`);
+    throw notVerifiedRelease('MANIFEST_TAMPERED', `${manifestPath} ${stored ? 'differs from' : 'is missing beside'} the signed payload in ${BUNDLE_FILE}`);
   }
   const manifest = parseVerifiedStatement(payload);
   if (manifest.release.environment !== env) {
-    throw notVerified('MANIFEST_WRONG_ENVIRONMENT', `the manifest was signed for environment ${manifest.release.environment}, not ${env}`);
+    throw notVerifiedRelease('MANIFEST_WRONG_ENVIRONMENT', `the manifest was signed for environment ${manifest.release.environment}, not ${env}`);
   }
   if (manifest.release.version !== release) {
-    throw notVerified('MANIFEST_WRONG_RELEASE', `the manifest stored as release ${release} was signed for release ${manifest.release.version}`);
+    throw notVerifiedRelease('MANIFEST_WRONG_RELEASE', `the manifest stored as release ${release} was signed for release ${manifest.release.version}`);
   }
   return { manifest, dir: entry.dir, manifestPath, bundlePath, digest: `sha256:${sha256Hex(payload)}`, signer };
 }
 
-function notVerified(code: string, why: string, cause?: unknown): LifelineError {
+function notVerifiedRelease(code: string, why: string, cause?: unknown): LifelineError {
   return failure(code, `release manifest verification failed: ${why}`, {
     cause,
     fix: 'do not deploy this release; re-create the manifest from its pipeline, or check that the verification policy (public key or certificate identity) is the right one',
@@ -105,20 +105,52 @@ async function readBundle(path: string): Promise<Bundle> {
   try {
     text = await readFile(path, 'utf8');
   } catch {
-    throw notVerified('MANIFEST_UNSIGNED', `the release has no signature bundle (${path} is missing)`);
+    throw notVerifiedRelease('MANIFEST_UNSIGNED', `the release has no signature bundle (${path} is missing)`);
   }
   try {
     return bundleFromJSON(JSON.parse(text));
   } catch (error) {
-    throw notVerified('MANIFEST_BAD_BUNDLE', `${path} is not a valid Sigstore bundle (${(error as Error).message})`, error);
+    throw notVerifiedRelease('MANIFEST_BAD_BUNDLE', `${path} is not a valid Sigstore bundle (${(error as Error).message})`, error);
   }
 }
 
-function verifyBundle(bundle: Bundle, policy: PreparedPolicy): VerifiedRelease['signer'] {
+export interface VerifiedFile {
+  signer: VerifiedRelease['signer'];
+  /** The signed bytes, equal to the file's. */
+  payload: Buffer;
+}
+
+/**
+ * Verifies a file signed with `signDssePayload` (e.g. a drill report): the bundle beside it must
+ * hold a DSSE envelope of `payloadType`, signed as the policy demands, whose payload is exactly
+ * the file's bytes. Failures are exit 1 with codes `<codePrefix>_...`; a bad policy is exit 2.
+ */
+export async function verifySignedFile(options: { filePath: string; bundlePath: string; payloadType: string; policy: VerificationPolicy; what: string; codePrefix: string }): Promise<VerifiedFile> {
+  const policy = await preparePolicy(options.policy);
+  const fail = (code: string, why: string, cause?: unknown) =>
+    failure(code.replace(/^MANIFEST_/, `${options.codePrefix}_`), `${options.what} signature verification failed: ${why}`, { cause, fix: `do not trust this ${options.what}; produce a new one with the configured signer, or check the verification policy (manifest: in lifeline.yml)` });
+  let bundle: Bundle;
+  try {
+    bundle = bundleFromJSON(JSON.parse(await readFile(options.bundlePath, 'utf8')));
+  } catch (error) {
+    const missing = (error as NodeJS.ErrnoException).code === 'ENOENT';
+    throw fail(missing ? 'MANIFEST_UNSIGNED' : 'MANIFEST_BAD_BUNDLE', missing ? `it is not signed (${options.bundlePath} is missing)` : `${options.bundlePath} is not a valid Sigstore bundle (${(error as Error).message})`, error);
+  }
+  if (bundle.content.$case !== 'dsseEnvelope') throw fail('MANIFEST_NOT_DSSE', 'the bundle does not hold a DSSE envelope');
+  const envelope = bundle.content.dsseEnvelope;
+  if (envelope.payloadType !== options.payloadType) throw fail('MANIFEST_WRONG_PAYLOAD_TYPE', `the DSSE payloadType is ${JSON.stringify(envelope.payloadType)}, expected ${options.payloadType}`);
+  const signer = verifyBundle(bundle, policy, fail);
+  const payload = Buffer.from(envelope.payload);
+  const stored = await readFile(options.filePath).catch(() => undefined);
+  if (!stored || !stored.equals(payload)) throw fail('MANIFEST_TAMPERED', `${options.filePath} ${stored ? 'differs from' : 'is missing beside'} the signed payload`);
+  return { signer, payload };
+}
+
+function verifyBundle(bundle: Bundle, policy: PreparedPolicy, notVerified: (code: string, why: string, cause?: unknown) => LifelineError = notVerifiedRelease): VerifiedRelease['signer'] {
   const material = bundle.verificationMaterial.content;
   const bundleHint = material.$case === 'publicKey' ? material.publicKey.hint : undefined;
-  if (policy.kind === 'key' && material.$case !== 'publicKey') throw notVerified('MANIFEST_SIGNER_KIND', 'the manifest was signed keyless (with a certificate), but the policy expects a public key');
-  if (policy.kind === 'certificate' && material.$case === 'publicKey') throw notVerified('MANIFEST_SIGNER_KIND', 'the manifest was signed with a key, but the policy expects a certificate identity');
+  if (policy.kind === 'key' && material.$case !== 'publicKey') throw notVerified('MANIFEST_SIGNER_KIND', 'it was signed keyless (with a certificate), but the policy expects a public key');
+  if (policy.kind === 'certificate' && material.$case === 'publicKey') throw notVerified('MANIFEST_SIGNER_KIND', 'it was signed with a key, but the policy expects a certificate identity');
 
   let trust: TrustMaterial;
   let verifierOptions: VerifierOptions;

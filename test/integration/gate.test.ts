@@ -46,6 +46,7 @@ describe('drill and gate actions (bundles)', () => {
       'no drill within 7d for production',
       'production has no verified backup: run lifeline verify latest --env production or lifeline drill --env production',
       'no drill of production measured an RTO',
+      'no drill of production measured an RPO',
     ]);
     expect(run.stdout).toContain('::error title=release gate (production)::no restore drill has run');
     expect(run.summary).toContain('| check | value | limit | result |');

@@ -1,11 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { evaluateGate } from '../../src/drill/gate';
 import { normalizeHost } from '../../src/drill/isolation';
 import { renderDrillMarkdown, type DrillReport } from '../../src/drill/report';
 import { measureRpo } from '../../src/drill/rpo';
 import { buildRunbook, restoreSteps } from '../../src/drill/runbook';
 import { parseSmokeQueries } from '../../src/drill/smoke';
-import type { BackupMetadata } from '../../src/postgres/metadata';
 import { parseRecoveryTargetTime } from '../../src/postgres/pgbackrest';
 import { renderMarkdownTable, renderMermaidTrend } from '../../src/report/table';
 import { resolveFromConfig } from '../../src/settings/resolve';
@@ -103,49 +101,7 @@ function drill(overrides: Partial<DrillReport> = {}): DrillReport {
   };
 }
 
-const backup = (id: string, createdAt: string, verified?: boolean) => ({ id, createdAt, ...(verified === undefined ? {} : { verified: { at: createdAt, ok: verified, checks: [] } }) }) as unknown as BackupMetadata;
-
-describe('release gate', () => {
-  const base = { environment: 'production', maxDrillAgeSeconds: 7 * 86400, rpoSeconds: 4 * 3600, rtoSeconds: 600, now: NOW };
-
-  it('passes with a fresh passing drill, a verified backup within RPO and an RTO within target', () => {
-    const result = evaluateGate({ ...base, drills: [drill()], backups: [backup('b2', hoursAgo(1)), backup('b1', hoursAgo(2), true)] });
-    expect(result.reasons).toEqual([]);
-    expect(result.passed).toBe(true);
-    expect(result.newestVerifiedBackupId).toBe('b1');
-  });
-
-  it('counts a backup a passing drill restored as verified, but not an unverified newer one', () => {
-    const result = evaluateGate({ ...base, drills: [drill()], backups: [backup('b2', hoursAgo(1)), backup('b1', hoursAgo(2))] });
-    expect(result.newestVerifiedBackupId).toBe('b1');
-  });
-
-  it('gives one reason per failed check', () => {
-    const result = evaluateGate({
-      ...base,
-      drills: [drill({ passed: false, failures: ['checksums: bad'], createdAt: hoursAgo(24 * 8), rto: { seconds: 900, targetSeconds: 600, met: false, phases: {} } })],
-      backups: [backup('b1', hoursAgo(5), true), backup('b0', hoursAgo(6), false)],
-    });
-    expect(result.passed).toBe(false);
-    expect(result.reasons).toEqual([
-      'the newest drill d1 failed: checksums: bad',
-      'the newest drill d1 is 8d old; the limit is 7d',
-      'the newest verified backup b1 is 5h old; the RPO target is 4h',
-      "the newest drill's RTO was 15m; the target is 10m",
-    ]);
-    expect(result.checks).toHaveLength(4);
-  });
-
-  it('fails closed with no drill, no backups and no targets', () => {
-    const result = evaluateGate({ environment: 'staging', maxDrillAgeSeconds: 86400, drills: [], backups: [], now: NOW });
-    expect(result.reasons).toEqual([
-      'no restore drill has run for staging: run lifeline drill --env staging',
-      'no drill within 24h for staging',
-      'no RPO target for staging: set rpo: in lifeline.yml or pass --rpo',
-      'no RTO target for staging: set rto: in lifeline.yml or pass --rto',
-    ]);
-  });
-});
+// The release gate's tests live in test/unit/gate.test.ts.
 
 describe('runbook', () => {
   const settingsOf = (name: string, env: Record<string, unknown>) =>
