@@ -1,0 +1,83 @@
+import { readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { lockStatus } from '../catalog/lock';
+import { Catalog, processAlive } from '../catalog/store';
+import { environmentConnection, postgresRunner } from '../postgres/connection';
+import { leftoverDatabases, type LeftoverDatabase } from '../postgres/leftovers';
+import { environmentFor, type CommandSpec } from './spec';
+
+interface LeftoverDirectory {
+  path: string;
+  kind: 'staging' | 'deleting';
+  remove: string;
+}
+
+/**
+ * Lists what killed runs left behind: half-written (`.staging-*`) and half-deleted (`.deleting-*`)
+ * catalog entries whose writer is gone, and restore scratch databases (`*_lifeline_restore_*`,
+ * `*_lifeline_old_*`) on the environment's server, each with the command that removes it. It
+ * removes nothing itself: exit 1 when something is left over, 0 when clean.
+ */
+export const doctorCommand: CommandSpec = {
+  name: 'doctor',
+  summary: 'List leftovers of killed runs (staging entries, restore scratch databases) and how to remove them',
+  inputs: [],
+  outputs: [],
+  implemented: true,
+  async run(ctx) {
+    const settings = environmentFor(ctx);
+    const catalog = new Catalog(settings.store);
+    const envDir = catalog.envDir(settings.name);
+    const directories = await leftoverDirectories(envDir);
+    let databases: LeftoverDatabase[] = [];
+    let databaseNote: string | undefined;
+    if (settings.postgres.url) {
+      databases = await leftoverDatabases(await postgresRunner(settings), environmentConnection(settings));
+    } else {
+      databaseNote = 'no PostgreSQL URL for this environment: restore scratch databases were not looked for (pass --database-url)';
+      ctx.logger.warn(databaseNote);
+    }
+    const lock = await lockStatus(envDir);
+    const running = lock.held && !lock.stale;
+    const total = directories.length + databases.length;
+    const lines = [
+      ...directories.map((d) => `${d.kind === 'staging' ? 'half-written entry ' : 'half-deleted entry '} ${d.path}\n    remove: ${d.remove}`),
+      ...databases.map((d) => `${d.kind === 'scratch' ? 'restore scratch database' : 'replaced database kept by a restore'} ${d.database}${d.sessions ? ` (${d.sessions} sessions connected)` : ''}\n    remove: ${d.remove}`),
+    ];
+    const caution = running ? `\nnote: ${lock.info?.command ?? 'something'} (pid ${lock.info?.pid}) holds the environment lock now; a database it is restoring into shows up here until it finishes` : '';
+    const text = total ? `${total} leftover${total === 1 ? '' : 's'} in environment ${settings.name}:\n${lines.join('\n')}${caution}` : `environment ${settings.name}: no leftovers${databaseNote ? ` in the catalog (${databaseNote})` : ''}`;
+    return {
+      json: { environment: settings.name, clean: total === 0, directories, databases, lockHeld: running, ...(databaseNote ? { note: databaseNote } : {}) },
+      text,
+      ...(total ? { exitCode: 1 as const, failureMessage: `${total} leftover${total === 1 ? '' : 's'} of killed runs; each line above says how to remove it` } : {}),
+    };
+  },
+};
+
+/** `.staging-*` / `.deleting-*` directories under the environment whose writer (the pid in the name) is gone, or older than an hour. */
+async function leftoverDirectories(envDir: string): Promise<LeftoverDirectory[]> {
+  const found: LeftoverDirectory[] = [];
+  const walk = async (dir: string, depth: number) => {
+    let names: string[];
+    try {
+      names = await readdir(dir);
+    } catch {
+      return;
+    }
+    for (const name of names.sort()) {
+      const path = join(dir, name);
+      const info = await stat(path).catch(() => undefined);
+      if (!info?.isDirectory()) continue;
+      const kind = name.startsWith('.staging-') ? 'staging' : name.startsWith('.deleting-') ? 'deleting' : undefined;
+      if (kind) {
+        const pid = Number(/-(\d+)$/.exec(name)?.[1]);
+        const abandoned = Date.now() - info.mtimeMs > 60 * 60 * 1000 || !pid || !processAlive(pid);
+        if (abandoned) found.push({ path, kind, remove: `rm -rf -- '${path.replace(/'/g, `'\\''`)}'` });
+      } else if (depth < 3 && !name.startsWith('.')) {
+        await walk(path, depth + 1);
+      }
+    }
+  };
+  await walk(envDir, 0);
+  return found;
+}
