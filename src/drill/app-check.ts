@@ -3,7 +3,10 @@ import { DEPLOYMENT_METADATA } from '../deploy/deploy';
 import { currentRelease, readHistory } from '../deploy/history';
 import { SecretMasker, type Logger } from '../logger';
 import { formatPgUrl, type PgConnection } from '../runner/postgres-env';
-import { describeExit, LocalRunner, runText, type Runner } from '../runner/runner';
+import { randomBytes } from 'node:crypto';
+import { recordLeftover } from '../runner/leftovers';
+import { describeExit, lastLines, LocalRunner, runText, type Runner } from '../runner/runner';
+import { tarStream } from '../tar';
 import { formatDuration } from '../settings/duration';
 import type { AppCheckSettings, EnvironmentSettings } from '../settings/resolve';
 import type { CheckOutcome } from './checks';
@@ -22,6 +25,8 @@ export interface AppCheckOptions {
   conn: PgConnection;
   /** Where the docker CLI runs; default: locally, with this process's environment (DOCKER_HOST and DOCKER_CONFIG included). */
   runner?: Runner;
+  /** The drill's id: names and labels the container (`lifeline.drill=<id>`). */
+  drillId?: string;
 }
 
 /** The part of a catalog deployment the drill reads: the image of each Compose service it pinned. */
@@ -45,9 +50,10 @@ export async function appCheckImage(settings: EnvironmentSettings, catalog: Cata
 /**
  * Starts the application image against the restored database and waits for its health URL to
  * answer 2xx: the data is only restored when the application can run on it. The container uses
- * the host network (the restored database listens on 127.0.0.1) and is removed by id afterwards,
- * whatever happened. The database URL reaches the container through the docker CLI's environment
- * (`-e NAME`), never its command line, and its password is masked in everything this reports.
+ * the host network (the restored database listens on 127.0.0.1) and is removed by name afterwards,
+ * whatever happened (and by the next drill when this one is killed first). The database URL
+ * reaches the container as a file its start-up wrapper reads and deletes, never its command line
+ * or configuration (`docker inspect`), and its password is masked in everything this reports.
  */
 export async function checkApplicationStarts(options: AppCheckOptions): Promise<CheckOutcome> {
   const { settings, logger, conn } = options;
@@ -71,35 +77,99 @@ export async function checkApplicationStarts(options: AppCheckOptions): Promise<
   }
 
   const runner = options.runner ?? new LocalRunner({ masker });
-  const containerEnv: Record<string, string> = { ...config.env, [config.databaseUrlEnv]: formatPgUrl(conn) };
-  logger.info(`starting ${chosen.image} (${chosen.source}) on the host network with ${config.databaseUrlEnv}=${masker.mask(formatPgUrl({ ...conn, password: conn.password ? '***' : undefined }))}`);
-  const run = await runText(runner, { tool: 'docker', args: runArgs(settings.name, config, chosen.image, Object.keys(containerEnv)), env: containerEnv });
-  const id = run.stdout.trim().split('\n').at(-1)?.trim() ?? '';
-  if (run.exitCode !== 0 || !/^[0-9a-f]{12,64}$/.test(id)) {
-    if (/^[0-9a-f]{12,64}$/.test(id)) await removeContainer(runner, id, logger);
-    return fail(`docker run ${chosen.image} failed (${describeExit(run)}): ${tail(masker.mask(run.stderr), 5)}`);
-  }
+  const imageConfig = await imageStartConfig(runner, chosen.image);
+  if ('error' in imageConfig) return fail(`cannot read how ${chosen.image} starts: ${tail(masker.mask(imageConfig.error), 3)}`);
+  const argv = [...(imageConfig.entrypoint ?? []), ...(config.command ?? imageConfig.cmd ?? [])];
+  if (argv.length === 0) return fail(`${chosen.image} has neither an entrypoint nor a command, and drill.appCheck.command is not set: there is nothing to start`);
+
+  const name = `lifeline-drill-${options.drillId ?? 'app'}-${randomBytes(4).toString('hex')}`.toLowerCase().replace(/[^a-z0-9-]/g, '-');
+  // Recorded before the container exists: a drill killed while it runs leaves it to the next drill to remove.
+  const forget = recordLeftover({ kind: 'container', container: name, purpose: `application check of the drill of ${settings.name}` });
+  logger.info(`starting ${chosen.image} (${chosen.source}) on the host network as ${name}, with ${config.databaseUrlEnv}=${masker.mask(formatPgUrl({ ...conn, password: conn.password ? '***' : undefined }))} in a file it reads at start-up`);
   try {
-    return await waitForApplication(runner, id, config, chosen.image, masker, fail);
+    const created = await runText(runner, { tool: 'docker', args: createArgs(settings.name, options.drillId, name, config, chosen.image, argv), env: config.env });
+    if (created.exitCode !== 0) return fail(`docker create ${chosen.image} failed (${describeExit(created)}): ${tail(masker.mask(created.stderr), 5)}`);
+    try {
+      await copyDatabaseUrl(runner, name, config.databaseUrlEnv, formatPgUrl(conn), imageConfig.user);
+      const started = await runText(runner, { tool: 'docker', args: ['start', name] });
+      if (started.exitCode !== 0) return fail(`docker start ${name} (${chosen.image}) failed (${describeExit(started)}): ${tail(masker.mask(started.stderr), 5)}`);
+      return await waitForApplication(runner, name, config, chosen.image, masker, fail);
+    } finally {
+      await removeContainer(runner, name, logger);
+    }
   } finally {
-    await removeContainer(runner, id, logger);
+    forget();
   }
 }
 
-function runArgs(environment: string, config: AppCheckSettings, image: string, envNames: string[]): string[] {
+/** Where the database URL waits inside the container until the start-up wrapper reads it (and deletes it). */
+const URL_DIR = 'lifeline-drill';
+const URL_FILE = `/${URL_DIR}/env`;
+/**
+ * The container's start: export what the file holds, delete the file, run the image's own
+ * entrypoint and command. The URL never enters the container's configuration, which
+ * `docker inspect` shows to anyone who may talk to the engine.
+ */
+const START_WRAPPER = `set -a && . ${URL_FILE} && set +a && { rm -f ${URL_FILE} 2>/dev/null || :; } && exec "$@"`;
+
+function createArgs(environment: string, drillId: string | undefined, name: string, config: AppCheckSettings, image: string, argv: string[]): string[] {
   return [
-    'run',
-    '-d',
+    'create',
+    '--name',
+    name,
     // Host network only: the restored database is on 127.0.0.1, and no Docker network is ever created.
     '--network',
     'host',
-    '--rm=false',
     '--label',
     `lifeline.drill.environment=${environment}`,
-    ...envNames.flatMap((name) => ['-e', name]),
+    '--label',
+    `lifeline.drill=${drillId ?? 'unknown'}`,
+    // Values come from the docker CLI's environment, by name: nothing but names on its command line.
+    ...Object.keys(config.env).flatMap((key) => ['-e', key]),
+    '--entrypoint',
+    '/bin/sh',
     image,
-    ...(config.command ?? []),
+    '-c',
+    START_WRAPPER,
+    'lifeline-drill',
+    ...argv,
   ];
+}
+
+/** The image's entrypoint, command and user, as `docker run` would use them (pulled first when absent). */
+async function imageStartConfig(runner: Runner, image: string): Promise<{ entrypoint: string[] | null; cmd: string[] | null; user: string } | { error: string }> {
+  const inspect = () => runText(runner, { tool: 'docker', args: ['image', 'inspect', '--format', '{{json .Config}}', image] });
+  let result = await inspect();
+  if (result.exitCode !== 0) {
+    const pulled = await runText(runner, { tool: 'docker', args: ['pull', '--quiet', image] });
+    if (pulled.exitCode !== 0) return { error: `docker pull ${describeExit(pulled)}: ${pulled.stderr}` };
+    result = await inspect();
+    if (result.exitCode !== 0) return { error: `docker image inspect ${describeExit(result)}: ${result.stderr}` };
+  }
+  const parsed = JSON.parse(result.stdout) as { Entrypoint?: string[] | null; Cmd?: string[] | null; User?: string };
+  return { entrypoint: parsed.Entrypoint ?? null, cmd: parsed.Cmd ?? null, user: parsed.User ?? '' };
+}
+
+/**
+ * Puts `NAME='url'` into the created (not yet started) container as a file only the image's user
+ * can read (0400; a user named rather than numbered cannot be resolved here, so the file is then
+ * readable inside the container, 0444). It is streamed from memory and never touches this host's disk.
+ */
+async function copyDatabaseUrl(runner: Runner, container: string, envName: string, url: string, imageUser: string): Promise<void> {
+  const [userPart = '', groupPart] = imageUser.split(':');
+  const numeric = /^\d*$/.test(userPart) && (groupPart === undefined || /^\d+$/.test(groupPart));
+  const uid = numeric ? Number(userPart || '0') : 0;
+  const gid = numeric ? Number(groupPart ?? userPart ?? '0') || 0 : 0;
+  const quoted = `'${url.replace(/'/g, `'\\''`)}'`;
+  const members = [
+    { name: URL_DIR, directory: true as const, mode: 0o700, uid, gid },
+    { name: `${URL_DIR}/env`, text: `${envName}=${quoted}\n`, mode: numeric ? 0o400 : 0o444, uid, gid },
+  ];
+  if (!numeric) members[0]!.mode = 0o755;
+  const running = runner.start({ tool: 'docker', args: ['cp', '-', `${container}:/`], stdin: tarStream(members) });
+  running.stdout.resume();
+  const result = await running.done;
+  if (result.exitCode !== 0) throw new Error(`docker cp of the database URL into ${container} failed (${describeExit(result)}): ${lastLines(result.stderr, 3)}`);
 }
 
 async function waitForApplication(runner: Runner, id: string, config: AppCheckSettings, image: string, masker: SecretMasker, fail: (detail: string) => CheckOutcome): Promise<CheckOutcome> {

@@ -11,6 +11,7 @@ import { maintenanceConnection, restoreIntoFreshDatabase, type RestoreCheckRepor
 import { restoreRedisIsolated } from '../redis/restore';
 import { verifyBackup } from '../postgres/verify';
 import { parsePgUrl, quoteIdent, quoteLiteral, withDatabase, type PgConnection } from '../runner/postgres-env';
+import { reapLeftovers } from '../runner/leftovers';
 import { PsqlSession, queryOnce } from '../runner/psql';
 import type { Runner } from '../runner/runner';
 import { formatDuration } from '../settings/duration';
@@ -88,6 +89,8 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
   }
   const pitrTarget = options.pitr ? parseRecoveryTargetTime(options.pitr) : undefined;
   if (pitrTarget) requirePhysical(settings);
+  const drillId = newDrillId(startedAt);
+  await reapDeadDrills(logger);
 
   let backup: BackupEntry | undefined;
   let targetConn: PgConnection | undefined;
@@ -160,7 +163,7 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
       }
       if (!targetConn) {
         const began = Date.now();
-        cluster = await startThrowawayCluster({ binDir: settings.postgres.binDir, fast: true });
+        cluster = await startThrowawayCluster({ binDir: settings.postgres.binDir, fast: true, purpose: `drill ${drillId} of ${settings.name}: throwaway cluster restored from backup ${backup!.id}` });
         setupSeconds = (Date.now() - began) / 1000;
         targetConn = withDatabase(cluster.conn, database);
       } else {
@@ -215,7 +218,7 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
       for (const query of smokeQueries) outcomes.push(await runSmokeQuery(openCheckSession, query));
       return { checks: outcomes };
     },
-    'start-app': async () => ({ checks: [await checkApplicationStarts({ settings, catalog, logger, conn: checkConn! })] }),
+    'start-app': async () => ({ checks: [await checkApplicationStarts({ settings, catalog, logger, conn: checkConn!, drillId })] }),
   };
   if (smokeQueries.length === 0) delete executors['smoke-queries'];
   const skipReasons: Partial<Record<RunbookStepId, string>> = {};
@@ -291,7 +294,7 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
   const rpoSeconds = rpoValue;
   const report: DrillReport = {
     schemaVersion: DRILL_REPORT_SCHEMA_VERSION,
-    id: newDrillId(startedAt),
+    id: drillId,
     createdAt: startedAt.toISOString(),
     finishedAt: finishedAt.toISOString(),
     environment: settings.name,
@@ -316,6 +319,19 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
   const summary = renderDrillMarkdown(report, history);
   const entry = await saveDrillReport(catalog, report, summary, options.reportSigner);
   return { report, entry, summary };
+}
+
+/**
+ * Removes what killed drills left running on this host (a throwaway server holding a copy of
+ * production, a point-in-time copy, the application container) before this drill starts its own;
+ * a drill that still runs keeps its resources. Never fails the drill: what cannot be removed is a
+ * warning with the command that removes it.
+ */
+async function reapDeadDrills(logger: Logger): Promise<void> {
+  const reaped = await reapLeftovers();
+  for (const line of reaped.removed) logger.info(`removed what a killed drill left: ${line}`);
+  for (const line of reaped.failed) logger.warn(`could not remove what a killed drill left: ${line}`);
+  for (const line of reaped.inUse) logger.info(`left alone (its drill still runs): ${line}`);
 }
 
 function round(n: number): number {

@@ -4,6 +4,7 @@ import { chownSync, mkdtempSync, writeFileSync, readFileSync, rmSync, mkdirSync,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { failure } from '../errors';
+import { recordLeftover } from '../runner/leftovers';
 import { freePort, stopPid } from '../runner/ports';
 import { LocalRunner, runText, lastLines, type Runner } from '../runner/runner';
 import { formatPgUrl, type PgConnection } from '../runner/postgres-env';
@@ -34,6 +35,8 @@ export interface ClusterOptions {
   parentDir?: string;
   /** Faster, non-durable settings: for throwaway drill and test clusters only. */
   fast?: boolean;
+  /** What the cluster is for, named when a later drill or `lifeline doctor` finds it left running. */
+  purpose?: string;
 }
 
 const OS_USER = 'postgres';
@@ -80,9 +83,12 @@ export async function startThrowawayCluster(options: ClusterOptions = {}): Promi
 
   const logFile = join(base, 'server.log');
   let started = false;
+  // Recorded before the server exists: if this process is killed, the next drill stops and removes it.
+  const forget = recordLeftover({ kind: 'cluster', path: base, dataDir, purpose: options.purpose ?? 'throwaway PostgreSQL cluster' });
   const cleanup = async () => {
     if (started) await stopPostmaster(dataDir);
     removeInBackground(base);
+    forget();
   };
   try {
     if (!options.existingDataDir) {

@@ -6,6 +6,7 @@ import type { Logger } from '../logger';
 import { waitFor } from '../runner/ports';
 import type { PgConnection } from '../runner/postgres-env';
 import { PsqlSession } from '../runner/psql';
+import { recordLeftover } from '../runner/leftovers';
 import { lastLines, LocalRunner } from '../runner/runner';
 import type { EnvironmentSettings } from '../settings/resolve';
 import { removeInBackground, startThrowawayCluster, sweepAbandonedTrash, type ThrowawayCluster } from './cluster';
@@ -61,10 +62,13 @@ export async function restorePointInTime(settings: EnvironmentSettings, targetTi
   const baseBackup = candidates[candidates.length - 1]!;
   sweepAbandonedTrash(tmpdir());
   const base = mkdtempSync(join(tmpdir(), 'lifeline-pitr-'));
+  // The restored copy of production: recorded so that a drill killed mid-way leaves it to the next drill to delete.
+  const forget = recordLeftover({ kind: 'directory', path: base, purpose: `point-in-time copy of stanza ${physical.stanza}` });
   let cluster: ThrowawayCluster | undefined;
   const cleanup = async () => {
     await cluster?.stop();
     removeInBackground(base);
+    forget();
   };
   try {
     chownToPostgres(base);
@@ -92,6 +96,7 @@ export async function restorePointInTime(settings: EnvironmentSettings, targetTi
         existingDataDir: dataDir,
         parentDir: base,
         fast: true,
+        purpose: `point-in-time server on a copy of stanza ${physical.stanza}`,
         settings: {
           // The drill's copy must never archive into the production stanza (it would fork its timeline).
           archive_mode: 'off',
