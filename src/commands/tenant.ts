@@ -67,12 +67,13 @@ export const tenantExportCommand: CommandSpec = {
       allowTruncation: ctx.inputs.boolean('allow-truncation'),
       archive: ctx.inputs.boolean('archive'),
       keep: settings.tenants.keep,
+      crossTenantRows: settings.tenants.crossTenantRows,
       logger: ctx.logger,
       owner: defaultOwner(ctx.env),
     });
     const m = result.entry.metadata;
     const archivePath = m.archive ? join(result.entry.dir, m.archive.file) : undefined;
-    const table = m.collections.map((c) => `  ${c.name.padEnd(16)} ${String(c.rows).padStart(10)} rows ${String(c.bytes).padStart(12)} bytes  ${c.sha256}${c.truncated ? `  TRUNCATED (${c.trueCount} in the database, cap ${c.cap})` : ''}`);
+    const table = m.collections.map((c) => `  ${c.name.padEnd(16)} ${String(c.rows).padStart(10)} rows ${String(c.bytes).padStart(12)} bytes  ${c.sha256}${c.truncated ? `  TRUNCATED (${c.trueCount} in the database, cap ${c.cap})` : ''}${c.crossTenantExcluded ? `  (${c.crossTenantExcluded} rows naming another tenant left out)` : ''}`);
     return {
       json: {
         id: m.id,
@@ -83,7 +84,7 @@ export const tenantExportCommand: CommandSpec = {
         manifestSha256: result.manifestSha256,
         truncated: m.truncated,
         totals: m.totals,
-        collections: m.collections.map((c) => ({ name: c.name, file: c.file, rows: c.rows, bytes: c.bytes, sha256: c.sha256, cap: c.cap, truncated: c.truncated, trueCount: c.trueCount })),
+        collections: m.collections.map((c) => ({ name: c.name, file: c.file, rows: c.rows, bytes: c.bytes, sha256: c.sha256, cap: c.cap, truncated: c.truncated, trueCount: c.trueCount, contentDigest: c.contentDigest, ...(c.crossTenantExcluded ? { crossTenantExcluded: c.crossTenantExcluded } : {}) })),
         archive: m.archive ? { ...m.archive, path: archivePath } : null,
         pruned: result.pruned,
       },
@@ -166,13 +167,14 @@ export const tenantDeletionPlanCommand: CommandSpec = {
       conn,
       collections: settings.tenants.collections,
       lastWriteQuery: settings.tenants.lastWriteQuery,
+      crossTenantRows: settings.tenants.crossTenantRows,
     });
     return {
       json: plan,
       text: [
         `deletion plan for tenant ${tenant} (for review; Lifeline deletes nothing): ${plan.totalRows} rows`,
-        ...plan.collections.map((c) => `  ${c.name.padEnd(16)} ${String(c.rows).padStart(10)} rows  (${c.path})`),
-        `covered by export ${plan.coveredBy.exportId} (snapshot ${plan.coveredBy.snapshotAt}, verified ${plan.coveredBy.verifiedAt}); last write ${plan.lastWriteAt ?? 'unknown'} from ${plan.lastWriteSource}`,
+        ...plan.collections.map((c) => `  ${c.name.padEnd(16)} ${String(c.rows).padStart(10)} rows  (${c.path})  sha256 ${c.contentDigest.slice(0, 16)}…${c.crossTenantExcluded ? `  (${c.crossTenantExcluded} rows naming another tenant left out)` : ''}`),
+        `covered by export ${plan.coveredBy.exportId} (snapshot ${plan.coveredBy.snapshotAt}, verified ${plan.coveredBy.verifiedAt}): every collection's rows, re-read at ${plan.plannedAt}, match the exported ones byte for byte; last write ${plan.lastWriteAt ?? 'unknown'} from ${plan.lastWriteSource}`,
       ].join('\n'),
     };
   },

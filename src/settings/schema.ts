@@ -142,6 +142,8 @@ const tenants = z
     keep: z.number().int().min(1).optional(),
     /** SQL returning the tenant's last write as one timestamp, with `:'tenant'` where the id goes (as a quoted literal); default: the latest timestamp column over the tenant's rows. */
     lastWriteQuery: z.string().min(1).optional(),
+    /** A `via` row whose own tenant column names another tenant than its parent's: `fail` the export and plan (default), or `exclude` it and count it. */
+    crossTenantRows: z.enum(['fail', 'exclude']).optional(),
     collections: z.array(tenantCollection).optional(),
   })
   .strict();

@@ -38,6 +38,12 @@ export interface ResolvedCollection {
   rowCap?: number;
   /** Columns with a timestamp type, the default evidence of the tenant's last write. */
   timestampColumns: string[];
+  /**
+   * Tables on a `via` path that also hold a tenant column of their own (`depth` 0 is the
+   * collection's table, `depth` i the i-th hop's source): a row there must name the same tenant
+   * as its parent, else the join would carry another tenant's row.
+   */
+  ownTenantColumns: { depth: number; table: string; column: string }[];
 }
 
 /**
@@ -136,6 +142,7 @@ export async function resolveCollections(session: PsqlSession, specs: readonly C
     const label = spec.table;
     const table = findTable(catalog, spec.table, label);
     const hops: Hop[] = [];
+    const path: TableRef[] = [];
     let current = table;
     for (const text of spec.via ?? []) {
       const hop = parseHop(text, label);
@@ -143,10 +150,15 @@ export async function resolveCollections(session: PsqlSession, specs: readonly C
       const target = findTable(catalog, hop.targetTable, label);
       requireColumn(catalog, target, hop.targetColumn, label, 'join target column');
       hops.push({ localColumn: hop.localColumn, target, targetColumn: hop.targetColumn });
+      path.push(current);
       current = target;
     }
     const tenantColumn = spec.column ?? DEFAULT_TENANT_COLUMN;
     requireColumn(catalog, current, tenantColumn, label, 'tenant column');
+    const ownTenantColumns = path.flatMap((ref, depth) => {
+      const own = ownTenantColumn(catalog, ref, hops[depth]!.localColumn, tenantColumn);
+      return own ? [{ depth, table: key(ref), column: own }] : [];
+    });
     const name = table.schema === 'public' ? table.name : key(table);
     assertSafeSegment(name, `collection ${label} (as a file name)`);
     if (resolved.some((r) => r.name === name)) {
@@ -161,9 +173,21 @@ export async function resolveCollections(session: PsqlSession, specs: readonly C
       orderBy: catalog.primaryKeys.get(key(table)) ?? [],
       rowCap: spec.rowCap,
       timestampColumns: columns.filter((c) => c.type.startsWith('timestamp')).map((c) => c.name),
+      ownTenantColumns,
     });
   }
   return resolved;
+}
+
+/**
+ * A table's own tenant column on a join path: a column named like the path's tenant column (or
+ * `tenant_id`) that is neither the join column itself nor part of the primary key (so `id` on a
+ * path ending at `tenants.id` is not mistaken for one).
+ */
+function ownTenantColumn(catalog: DatabaseCatalog, table: TableRef, joinColumn: string, tenantColumn: string): string | undefined {
+  const columns = new Set((catalog.columns.get(key(table)) ?? []).map((c) => c.name));
+  const primaryKey = catalog.primaryKeys.get(key(table)) ?? [];
+  return [tenantColumn, DEFAULT_TENANT_COLUMN].find((name) => columns.has(name) && name !== joinColumn && !primaryKey.includes(name));
 }
 
 const qualified = (t: TableRef) => `${quoteIdent(t.schema)}.${quoteIdent(t.name)}`;
@@ -171,23 +195,44 @@ const qualified = (t: TableRef) => `${quoteIdent(t.schema)}.${quoteIdent(t.name)
 /**
  * `FROM ... WHERE ...` selecting the tenant's rows of a collection, as `t0`. Each hop is a
  * semi-join (`IN (SELECT ...)`), so a row appears once even when a join target is not unique.
- * `tenantLiteral` must already be a quoted literal (quoteLiteral).
+ * A row on the path whose own tenant column names another tenant is left out (its parent's
+ * tenant does not make it this tenant's); `crossTenant: 'only'` selects exactly those rows
+ * instead, to report them. `tenantLiteral` must already be a quoted literal (quoteLiteral).
  */
-export function tenantRowsSource(collection: ResolvedCollection, tenantLiteral: string): string {
-  const condition = (depth: number): string => {
+export function tenantRowsSource(collection: ResolvedCollection, tenantLiteral: string, crossTenant: 'exclude' | 'only' = 'exclude'): string {
+  const own = (depth: number) => collection.ownTenantColumns.find((c) => c.depth === depth);
+  const condition = (depth: number, consistent: boolean): string => {
     const alias = `t${depth}`;
     if (depth === collection.hops.length) return `${alias}.${quoteIdent(collection.tenantColumn)} = ${tenantLiteral}`;
     const hop = collection.hops[depth]!;
     const next = `t${depth + 1}`;
-    return `${alias}.${quoteIdent(hop.localColumn)} IN (SELECT ${next}.${quoteIdent(hop.targetColumn)} FROM ${qualified(hop.target)} AS ${next} WHERE ${condition(depth + 1)})`;
+    const column = own(depth);
+    const sameTenant = column && consistent ? ` AND (${alias}.${quoteIdent(column.column)} IS NULL OR ${alias}.${quoteIdent(column.column)} = ${tenantLiteral})` : '';
+    return `${alias}.${quoteIdent(hop.localColumn)} IN (SELECT ${next}.${quoteIdent(hop.targetColumn)} FROM ${qualified(hop.target)} AS ${next} WHERE ${condition(depth + 1, consistent)})${sameTenant}`;
   };
-  return `FROM ${qualified(collection.table)} AS t0 WHERE ${condition(0)}`;
+  if (crossTenant === 'only') {
+    // Reached by the plain join, but not by the join that insists on the same tenant at every step.
+    return `FROM ${qualified(collection.table)} AS t0 WHERE ${condition(0, false)} AND (${condition(0, true)}) IS NOT TRUE`;
+  }
+  return `FROM ${qualified(collection.table)} AS t0 WHERE ${condition(0, true)}`;
 }
 
 /** The tenant's rows, deterministically ordered (primary key, else physical order within the snapshot). */
 export function tenantRowsQuery(collection: ResolvedCollection, tenantLiteral: string, limit?: number): string {
   const order = collection.orderBy.length ? collection.orderBy.map((c) => `t0.${quoteIdent(c)}`).join(', ') : 't0.ctid';
   return `SELECT t0.* ${tenantRowsSource(collection, tenantLiteral)} ORDER BY ${order}${limit !== undefined ? ` LIMIT ${Math.trunc(limit)}` : ''}`;
+}
+
+/**
+ * The COPY that writes a collection's export file, and that a deletion plan re-runs to compare
+ * content: NDJSON through CSV with quote and delimiter bytes JSON text never holds, so COPY
+ * writes each JSON document verbatim, with none of the text format's backslash escaping.
+ */
+export function collectionCopyStatement(collection: ResolvedCollection, tenantLiteral: string, format: 'ndjson' | 'csv', limit?: number): string {
+  const select = tenantRowsQuery(collection, tenantLiteral, limit);
+  return format === 'csv'
+    ? `COPY (${select}) TO STDOUT WITH (FORMAT csv, HEADER)`
+    : `COPY (SELECT row_to_json(r)::text FROM (${select}) AS r) TO STDOUT WITH (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')`;
 }
 
 export function describeCollection(collection: ResolvedCollection): string {

@@ -8,9 +8,10 @@ import { CATALOG_SCHEMA_VERSION, newEntryId, type Catalog, type CatalogEntry, ty
 import { formatSums, SUMS_FILE } from '../catalog/sums';
 import { quoteLiteral, type PgConnection } from '../runner/postgres-env';
 import { lastLines, describeExit, type Runner } from '../runner/runner';
-import { describeCollection, resolveCollections, tenantRowsQuery, type CollectionSpec, type ResolvedCollection } from './collections';
+import { collectionCopyStatement, describeCollection, resolveCollections, type CollectionSpec, type ResolvedCollection } from './collections';
+import { crossTenantRefusal, findCrossTenantRows, type CrossTenantPolicy, type CrossTenantRows } from './cross-tenant';
 import { ByteCapExceeded, ExportMeter, FILE_EXTENSION, type ExportFormat } from './rows';
-import { countInSnapshot, inParallel, openSnapshotSession, startInSnapshot } from './session';
+import { countInSnapshot, inParallel, openSnapshotSession, ROW_ENCODING, startInSnapshot } from './session';
 import { tarStream, type TarMember } from '../tar';
 import { tenantExportsKind } from './tenant-id';
 import { verifyTenantExport } from './verify';
@@ -32,6 +33,13 @@ export interface ExportedCollection {
   /** The tenant's rows in the snapshot; more than `rows` only when truncated. */
   trueCount: number;
   orderedBy: string[];
+  /**
+   * sha256 of the tenant's rows in the manifest's `rowEncoding` (the file's bytes when complete):
+   * a deletion plan recomputes it from the database to prove the rows it would delete are these.
+   */
+  contentDigest: string;
+  /** Rows the `via` join reached whose own tenant column names another tenant, left out (tenants.crossTenantRows: exclude). */
+  crossTenantExcluded?: number;
 }
 
 export interface TenantExportManifest extends EntryMetadata {
@@ -46,6 +54,9 @@ export interface TenantExportManifest extends EntryMetadata {
   totals: { rows: number; bytes: number };
   collections: ExportedCollection[];
   archive?: { file: string; bytes: number; sha256: string };
+  /** How rows were encoded for `contentDigest` (session settings pinned, ordering, format); absent on exports made before digests. */
+  rowEncoding?: string;
+  crossTenantRows?: CrossTenantPolicy;
 }
 
 export interface TenantExportOptions {
@@ -68,6 +79,8 @@ export interface TenantExportOptions {
   logger: Logger;
   /** Who runs it, recorded in the environment lock. */
   owner?: string;
+  /** A `via` row naming another tenant fails the export (default) or is left out and counted. */
+  crossTenantRows?: CrossTenantPolicy;
 }
 
 export interface TenantExportResult {
@@ -98,6 +111,11 @@ export async function exportTenant(options: TenantExportOptions): Promise<Tenant
     const id = newEntryId();
     try {
       const collections = await resolveCollections(session, options.collections);
+      const crossTenantPolicy = options.crossTenantRows ?? 'fail';
+      const crossTenant = await findCrossTenantRows(session, collections, tenant);
+      if (crossTenant.length && crossTenantPolicy === 'fail') throw crossTenantRefusal(tenant, crossTenant, 'nothing was exported');
+      for (const found of crossTenant) logger.warn(`${found.collection}: left out ${found.rows} rows joined through ${found.path} whose own tenant column names another tenant (tenants.crossTenantRows: exclude)`);
+      const excludedIn = (name: string): CrossTenantRows | undefined => crossTenant.find((f) => f.collection === name);
       // With truncation allowed, exact counts come first: they decide what to cut and give the true
       // counts. Otherwise each COPY reads at most cap + 1 rows, and one row too many refuses the
       // export before its entry is complete: the same guarantee without a second pass over the data.
@@ -134,6 +152,8 @@ export async function exportTenant(options: TenantExportOptions): Promise<Tenant
           truncated: p.truncated,
           trueCount: p.trueCount ?? written.rows,
           orderedBy: p.collection.orderBy.length ? p.collection.orderBy : ['ctid'],
+          contentDigest: written.sha256,
+          ...(excludedIn(p.collection.name) ? { crossTenantExcluded: excludedIn(p.collection.name)!.rows } : {}),
         } satisfies ExportedCollection;
       });
       if (exported.every((c) => c.rows === 0)) throw unknownTenant(tenant, collections);
@@ -150,6 +170,8 @@ export async function exportTenant(options: TenantExportOptions): Promise<Tenant
         truncated: exported.some((c) => c.truncated),
         totals: { rows: exported.reduce((n, c) => n + c.rows, 0), bytes: exported.reduce((n, c) => n + c.bytes, 0) },
         collections: exported,
+        rowEncoding: ROW_ENCODING,
+        crossTenantRows: crossTenantPolicy,
       };
       if (options.archive) manifest.archive = await addArchive(staged, manifest);
       await staged.commit(manifest);
@@ -198,13 +220,7 @@ async function copyCollection(
   budget: { used: number; cap: number },
   signal: AbortSignal,
 ): Promise<{ rows: number; bytes: number; sha256: string }> {
-  const select = tenantRowsQuery(collection, quoteLiteral(options.tenant), limit);
-  // NDJSON through CSV with quote and delimiter bytes JSON text never holds: COPY then writes each
-  // JSON document verbatim, with none of the text format's backslash escaping.
-  const copy =
-    options.format === 'csv'
-      ? `COPY (${select}) TO STDOUT WITH (FORMAT csv, HEADER)`
-      : `COPY (SELECT row_to_json(r)::text FROM (${select}) AS r) TO STDOUT WITH (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')`;
+  const copy = collectionCopyStatement(collection, quoteLiteral(options.tenant), options.format, limit);
   const running = startInSnapshot(options.runner, options.conn, snapshotId, copy);
   const meter = new ExportMeter(options.format, budget);
   running.stdout.on('error', (error) => meter.destroy(error));

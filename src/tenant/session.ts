@@ -1,9 +1,11 @@
+import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { failure } from '../errors';
 import { pgEnv, quoteLiteral, type PgConnection } from '../runner/postgres-env';
 import { PsqlSession } from '../runner/psql';
 import type { Runner, RunningTool } from '../runner/runner';
-import { tenantRowsSource, type ResolvedCollection } from './collections';
+import { collectionCopyStatement, tenantRowsSource, type ResolvedCollection } from './collections';
+import type { ExportFormat } from './rows';
 
 /**
  * A read-only repeatable-read transaction: every count and every COPY that joins its exported
@@ -35,6 +37,10 @@ export async function countTenantRows(session: PsqlSession, collections: readonl
   return counts;
 }
 
+/** Names the canonical row encoding in export manifests; change it whenever the settings below change. */
+export const ROW_ENCODING = 'lifeline-tenant-rows/1';
+const ROW_ENCODING_SETTINGS = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; SET extra_float_digits = 1; SET bytea_output = 'hex'; SET lc_monetary = 'C';";
+
 /**
  * Starts a psql process that joins the exported snapshot and runs one statement; its output
  * (COPY data or an unaligned, tuples-only result) is the process's stdout.
@@ -43,6 +49,9 @@ export function startInSnapshot(runner: Runner, conn: PgConnection, snapshotId: 
   const script = [
     'SET standard_conforming_strings = on;',
     "SET client_encoding = 'UTF8';",
+    // The canonical row encoding: exports and deletion plans compare content byte for byte, so
+    // every setting that changes how a value is printed is pinned, never left to the client.
+    ROW_ENCODING_SETTINGS,
     'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;',
     `SET TRANSACTION SNAPSHOT ${quoteLiteral(snapshotId)};`,
     `${statement};`,
@@ -68,6 +77,19 @@ export async function countInSnapshot(runner: Runner, conn: PgConnection, snapsh
     throw failure('COUNT_FAILED', `counting the rows of ${collection.name} failed: ${result.stderr.trim() || JSON.stringify(out.slice(0, 200))}`);
   }
   return Number(out.trim());
+}
+
+/**
+ * sha256 of a collection's rows in the canonical encoding of `format`, from its own psql joining
+ * the snapshot: the bytes an export of this snapshot would write, hashed as they stream.
+ */
+export async function digestInSnapshot(runner: Runner, conn: PgConnection, snapshotId: string, collection: ResolvedCollection, tenant: string, format: ExportFormat): Promise<string> {
+  const running = startInSnapshot(runner, conn, snapshotId, collectionCopyStatement(collection, quoteLiteral(tenant), format));
+  const hash = createHash('sha256');
+  running.stdout.on('data', (chunk: Buffer) => hash.update(chunk));
+  const result = await running.done;
+  if (result.exitCode !== 0) throw failure('DIGEST_FAILED', `reading the rows of ${collection.name} failed: ${result.stderr.trim().split('\n').slice(-2).join(' ')}`);
+  return hash.digest('hex');
 }
 
 /** Runs `task` over `items` with at most `limit` at a time; the first failure stops the others. */

@@ -299,7 +299,7 @@ describe('tenant exports against the real PostgreSQL and sample dataset', () => 
     expect(injected.code).toBe(2);
   });
 
-  it('plans a deletion only when a verified export is newer than the last write', async () => {
+  it('plans a deletion only when a verified export holds exactly the current rows', async () => {
     const planStore = join(dir.path, 'plan-store');
     const refused = await cli(['tenant', 'deletion-plan', '--tenant', 'tenant-005'], planStore);
     expect(refused.code, refused.stderr).toBe(3);
@@ -316,12 +316,11 @@ describe('tenant exports against the real PostgreSQL and sample dataset', () => 
     await sql(`UPDATE tenants SET updated_at = now() + interval '1 second' WHERE id = 'tenant-005'`, db.name);
     const stale = await cli(['tenant', 'deletion-plan', '--tenant', 'tenant-005'], planStore);
     expect(stale.code).toBe(3);
-    expect(stale.stderr).toContain('not after the last write');
+    expect(stale.stderr).toContain('the rows of tenants differ from the exported ones');
 
     // A fresh export covers it again; a flipped byte in that export makes it refuse again.
     const again = await cli(['tenant', 'export', '--tenant', 'tenant-005', '--json'], planStore);
     expect(again.code, again.stderr).toBe(0);
-    await sql(`UPDATE tenants SET updated_at = now() - interval '1 hour' WHERE id = 'tenant-005'`, db.name);
     expect((await cli(['tenant', 'deletion-plan', '--tenant', 'tenant-005'], planStore)).code).toBe(0);
     const exportsDir = join(planStore, 'default', 'tenants', 'tenant-005', 'exports');
     for (const id of readdirSync(exportsDir)) {
@@ -337,16 +336,17 @@ describe('tenant exports against the real PostgreSQL and sample dataset', () => 
     const queryConfig = join(dir.path, 'lastwrite.yml');
     writeFileSync(queryConfig, `version: 1\nenvironments:\n  default:\n    tenants:\n      lastWriteQuery: "SELECT max(updated_at) FROM tenants WHERE id = :'tenant'"\n${COLLECTIONS}`);
     const run = (args: string[]) => inProcess([...args, '--config', queryConfig, '--store', queryStore, '--database-url', db.url]);
+    // The configured query can see writes outside the collections: it must be older than the export.
+    await sql(`UPDATE tenants SET updated_at = now() + interval '1 hour' WHERE id = 'tenant-002'`, db.name);
     expect((await run(['tenant', 'export', '--tenant', 'tenant-002'])).code).toBe(0);
-    // placed_at moves past the export, but the configured query only looks at tenants.updated_at.
-    await sql(`UPDATE orders SET placed_at = now() + interval '1 hour' WHERE id = (SELECT min(id) FROM orders WHERE tenant_id = 'tenant-002')`, db.name);
-    const plan = await run(['tenant', 'deletion-plan', '--tenant', 'tenant-002', '--json']);
-    expect(plan.code, plan.stderr).toBe(0);
-    expect((JSON.parse(plan.stdout) as { lastWriteSource: string }).lastWriteSource).toBe('tenants.lastWriteQuery');
-    await sql(`UPDATE tenants SET updated_at = now() + interval '1 second' WHERE id = 'tenant-002'`, db.name);
     const refused = await run(['tenant', 'deletion-plan', '--tenant', 'tenant-002']);
     expect(refused.code).toBe(3);
     expect(refused.stderr).toContain('not after the last write');
+    await sql(`UPDATE tenants SET updated_at = now() - interval '1 hour' WHERE id = 'tenant-002'`, db.name);
+    expect((await run(['tenant', 'export', '--tenant', 'tenant-002'])).code).toBe(0);
+    const plan = await run(['tenant', 'deletion-plan', '--tenant', 'tenant-002', '--json']);
+    expect(plan.code, plan.stderr).toBe(0);
+    expect((JSON.parse(plan.stdout) as { lastWriteSource: string }).lastWriteSource).toBe('tenants.lastWriteQuery');
 
     writeFileSync(queryConfig, `version: 1\nenvironments:\n  default:\n    tenants:\n      lastWriteQuery: "SELECT max(updated_at) FROM tenants"\n${COLLECTIONS}`);
     const unbound = await run(['tenant', 'deletion-plan', '--tenant', 'tenant-002']);
