@@ -74,6 +74,8 @@ export function hashingFileWriter(path: string): { stream: Writable; done: () =>
   const hasher = new HashingTransform();
   const file = createWriteStream(path, { flags: 'wx', mode: PRIVATE_FILE_MODE });
   const finished = pipeline(hasher, file);
+  // A write error (ENOSPC) can land before the producer calls done(): it is reported there, not as an unhandled rejection.
+  finished.catch(() => {});
   return {
     stream: hasher,
     async done() {

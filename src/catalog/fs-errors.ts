@@ -19,11 +19,13 @@ export function isFilesystemError(error: unknown): error is NodeJS.ErrnoExceptio
  * Turns an ENOSPC, EROFS, EACCES (and kin) into a LifelineError that names the path, says what
  * was and was not written (`outcome`), and what to do. Anything else is returned as undefined.
  */
-export function describeFilesystemError(error: unknown, outcome?: string): LifelineError | undefined {
-  if (isLifelineError(error)) return undefined;
+export function describeFilesystemError(error: unknown, outcome?: string, where?: string): LifelineError | undefined {
+  // Already described further down (a catalog write): keep that message, it knows the outcome.
+  if (isLifelineError(error)) return error.code.startsWith('FS_') ? error : undefined;
   if (!isFilesystemError(error)) return undefined;
   const known = FILESYSTEM_CODES[error.code!]!;
-  const path = error.path ?? (error as { dest?: string }).dest ?? 'a file';
+  // A write(2) failure carries no path: `where` (the entry or file being written) stands in.
+  const path = error.path ?? (error as { dest?: string }).dest ?? where ?? 'a file';
   const doing = error.syscall ? ` (${error.syscall})` : '';
   return failure(`FS_${error.code}`, `${path}: ${known.what}${doing}${outcome ? `; ${outcome}` : ''}`, {
     fix: known.fix(path),
@@ -33,10 +35,10 @@ export function describeFilesystemError(error: unknown, outcome?: string): Lifel
 }
 
 /** Runs a catalog write; a filesystem failure becomes a LifelineError carrying `outcome`. */
-export async function withWriteOutcome<T>(outcome: string, fn: () => Promise<T>): Promise<T> {
+export async function withWriteOutcome<T>(outcome: string, fn: () => Promise<T>, where?: string): Promise<T> {
   try {
     return await fn();
   } catch (error) {
-    throw describeFilesystemError(error, outcome) ?? error;
+    throw describeFilesystemError(error, outcome, where) ?? error;
   }
 }

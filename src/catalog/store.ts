@@ -238,7 +238,7 @@ export class StagedEntry {
 
   /** A write failure inside a staged entry never leaves anything listed: say so, with the path. */
   private write<T>(fn: () => Promise<T>): Promise<T> {
-    return withWriteOutcome(`nothing was added to the catalog (${this.what} stays unlisted; its staging directory is removed)`, fn);
+    return withWriteOutcome(`nothing was added to the catalog (${this.what} stays unlisted; its staging directory is removed)`, fn, this.dir);
   }
 
   path(name: string): string {

@@ -1,6 +1,7 @@
 import { Catalog } from '../catalog/store';
 import { withLock } from '../catalog/lock';
 import { failure } from '../errors';
+import { describeFilesystemError } from '../catalog/fs-errors';
 import { createBackup } from '../postgres/backup';
 import { parseCompression } from '../postgres/compression';
 import { runPhysicalBackup } from '../postgres/pgbackrest';
@@ -16,8 +17,8 @@ import { restoreRedisIsolated } from '../redis/restore';
 import { parseRedisUrl } from '../redis/snapshot';
 import { LocalRunner, type Runner } from '../runner/runner';
 import { openReviewedBucket } from '../storage/bucket';
-import { compareRemote, fetchEntry } from '../storage/sync';
-import { comparisonResult } from './remote-report';
+import { compareRemote, fetchEntry, verifyRemoteEntry } from '../storage/sync';
+import { comparisonResult, remoteVerificationResult } from './remote-report';
 import { parsePgUrl, type PgConnection } from '../runner/postgres-env';
 import type { EnvironmentSettings } from '../settings/resolve';
 import { singleCommandAction } from './action-spec';
@@ -57,7 +58,15 @@ async function verifyAndRecord(catalog: Catalog, entry: BackupEntry, settings: E
   const report = await ctx.logger.group(`Verify backup ${entry.id}`, () =>
     verifyBackup(entry, { runner, redisRunner: new LocalRunner({ binDirs: settings.redis?.binDir ? [settings.redis.binDir] : [] }), logger: ctx.logger }),
   );
-  const recorded = await recordVerification(catalog, settings.name, entry, report);
+  let recorded = entry;
+  try {
+    recorded = await recordVerification(catalog, settings.name, entry, report);
+  } catch (error) {
+    // A read-only or full catalog must not hide the verdict: print it, and say it was not kept.
+    const unrecorded = describeFilesystemError(error, `the verdict (${report.ok ? 'verified' : 'FAILED'}) was not recorded in ${BACKUP_METADATA_FILE}`);
+    if (!unrecorded) throw error;
+    ctx.logger.warn(`${unrecorded.message}; fix: ${unrecorded.fix}`);
+  }
   return { report, entry: recorded };
 }
 
@@ -186,7 +195,9 @@ export const verifyCommand: CommandSpec = {
   positional: 'backup',
   inputs: [
     { name: 'backup', type: 'string', description: 'Backup id, or "latest".', default: 'latest' },
-    { name: 'remote', type: 'boolean', description: "Instead, compare the local catalog with the environment's reviewed object storage (missing, incomplete or mismatched entries).", default: 'false' },
+    { name: 'remote', type: 'boolean', description: "Instead, verify the named backup's copy in the environment's reviewed object storage: every object present, and its bytes hashed (the provider's SHA-256 where it keeps one, else downloaded) against SHA256SUMS.", default: 'false' },
+    { name: 'all', type: 'boolean', description: 'With remote: compare every local entry with the bucket instead of verifying one (a listing comparison unless deep is set).', default: 'false' },
+    { name: 'deep', type: 'boolean', description: 'With remote and all: download and hash every remote file instead of comparing listings and the sha256 recorded at upload.', default: 'false' },
   ],
   outputs: [
     { name: 'backup-id', description: 'Id of the verified backup.' },
@@ -198,7 +209,11 @@ export const verifyCommand: CommandSpec = {
     const settings = environmentFor(ctx);
     if (ctx.inputs.boolean('remote')) {
       const { storage, remote } = openReviewedBucket(settings);
-      return comparisonResult(settings.name, await compareRemote({ env: settings.name, store: settings.store, remote, prefix: storage.prefix }));
+      if (ctx.inputs.boolean('all')) return comparisonResult(settings.name, await compareRemote({ env: settings.name, store: settings.store, remote, prefix: storage.prefix, deep: ctx.inputs.boolean('deep') }));
+      const verification = await ctx.logger.group(`Verify backups/${wanted} in ${remote.location}`, () =>
+        verifyRemoteEntry({ env: settings.name, kind: 'backups', id: wanted, catalog: new Catalog(settings.store), remote, prefix: storage.prefix, logger: ctx.logger }),
+      );
+      return remoteVerificationResult(settings.name, verification);
     }
     const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
     const { report, entry } = await verifyAndRecord(catalog, await findBackup(catalog, settings.name, wanted), settings, ctx);

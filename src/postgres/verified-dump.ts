@@ -2,6 +2,7 @@ import { PassThrough, type Writable } from 'node:stream';
 import type { HashedFile } from '../catalog/files';
 import type { StagedEntry } from '../catalog/store';
 import { failure } from '../errors';
+import { describeFilesystemError } from '../catalog/fs-errors';
 import type { Logger } from '../logger';
 import { pgEnv, type PgConnection } from '../runner/postgres-env';
 import { describeExit, lastLines, type Runner, type RunningTool, type ToolResult } from '../runner/runner';
@@ -92,7 +93,8 @@ export function startVerifiedDump(options: VerifiedDumpOptions): { done: Promise
       // The file's own pipeline rejects too; it is the same error, already handled here.
       await Promise.all([dump.done.catch(() => {}), readerDone?.catch(() => {}), file.done().catch(() => {})]);
       if (aborted) throw aborted;
-      throw failure('BACKUP_WRITE_FAILED', `writing the archive into ${staged.finalDir} failed: ${(error as Error).message}`, { fix: 'free space in the backup store (or prune old backups) and retry', cause: error });
+      // ENOSPC, EROFS, EACCES: the path, what was not written and the fix, in one message.
+      throw describeFilesystemError(error, 'nothing was added to the catalog', staged.dir) ?? failure('BACKUP_WRITE_FAILED', `writing the archive into ${staged.finalDir} failed: ${(error as Error).message}`, { fix: 'free space in the backup store (or prune old backups) and retry', cause: error });
     }
     const dumped = await dump.done;
     const read = readerDone ? await readerDone : undefined;
