@@ -21,6 +21,7 @@ declare -A NEED=(
   [docker-registry]=docker-registry
   [busybox-static]=/bin/busybox
   [time]=/usr/bin/time
+  [prometheus]=promtool
 )
 missing=()
 for pkg in "${!NEED[@]}"; do

@@ -1,3 +1,4 @@
+import { runObserved } from '../commands/observe';
 import * as core from '@actions/core';
 import { commandFor, type ActionSpec } from '../commands/action-spec';
 import { allInputs, Inputs, type CommandResult, type CommandSpec, type RawValue } from '../commands/spec';
@@ -48,7 +49,7 @@ export async function runAction(action: ActionSpec, selected?: string): Promise<
       const password = urlPassword(values[key] as string | undefined);
       if (password) core.setSecret(password);
     }
-    const result = await command.run({
+    const result = await runObserved(command, {
       inputs: new Inputs(command, values),
       env: process.env,
       cwd: process.cwd(),

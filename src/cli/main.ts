@@ -1,3 +1,4 @@
+import { runObserved } from '../commands/observe';
 import { parseArgs } from 'node:util';
 import { ExitCode, toLifelineError, usageError } from '../errors';
 import { createStderrLogger, SecretMasker } from '../logger';
@@ -170,7 +171,7 @@ export async function runCli(commands: readonly CommandSpec[], argv: string[], i
     for (const name of ['DATABASE_URL', 'REDIS_URL']) for (const secret of urlSecrets(io.env[name])) masker.add(secret);
     const values = parseFlags(command, rest);
     if (argvSecrets.length > 0) warnPasswordInArgv(command, logger);
-    const result = await command.run({
+    const result = await runObserved(command, {
       inputs: new Inputs(command, values),
       env: io.env,
       cwd: io.cwd,

@@ -14,6 +14,8 @@ export function maskedSettings(settings: EnvironmentSettings): Record<string, un
     postgres: { ...settings.postgres, url: settings.postgres.url ? redactUrl(settings.postgres.url) : undefined },
     redis: settings.redis ? { ...settings.redis, url: settings.redis.url ? redactUrl(settings.redis.url) : undefined } : undefined,
     drill: { ...settings.drill, targetUrl: settings.drill.targetUrl ? redactUrl(settings.drill.targetUrl) : undefined },
+    // A webhook's path and a ping's UUID are the credential: never print them.
+    notify: { ...settings.notify, webhook: settings.notify.webhook ? '***' : undefined, ping: settings.notify.ping ? '***' : undefined },
   };
 }
 

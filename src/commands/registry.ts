@@ -1,4 +1,5 @@
 import { singleCommandAction } from './action-spec';
+import { metricsCommand } from './metrics';
 import type { ActionSpec } from './action-spec';
 import { backupAction, backupCommand, backupsCommand, pruneCommand, restoreAction, restoreCommand, verifyAction, verifyCommand } from './backup';
 import { configCheck } from './config';
@@ -46,6 +47,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   lockStatusCommand,
   lockBreakCommand,
   doctorCommand,
+  metricsCommand,
 ];
 
 /** Retention as an action, so a scheduled backup workflow prunes without installing Node for the CLI. */

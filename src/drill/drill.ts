@@ -362,7 +362,7 @@ async function dropDatabase(runner: Runner, conn: PgConnection, logger: Logger):
  * server since its last archived segment is what a recovery now would lose. Read from
  * pg_stat_archiver on the live server; a failing archiver is named in the note.
  */
-async function walArchiveLag(runner: Runner, live: PgConnection, now: Date): Promise<{ seconds: number | null; note: string }> {
+export async function walArchiveLag(runner: Runner, live: PgConnection, now: Date): Promise<{ seconds: number | null; note: string }> {
   try {
     const [row] = await queryOnce<{ archived: string | null; wal: string | null; failed: string | null; failedWal: string | null }>(
       runner,

@@ -197,6 +197,23 @@ const storage = z
   })
   .strict();
 
+/** Who hears about what, and the dead-man's switch. Both URLs are secrets: from the file, or from the variable named. */
+const notify = z
+  .object({
+    /** POST one JSON message per command (Slack/Mattermost incoming-webhook compatible: it has `text`). */
+    webhook: z.string().url().optional(),
+    webhookEnv: envVarName.optional(),
+    /** healthchecks.io convention: URL/start, URL, URL/fail. */
+    ping: z.string().url().optional(),
+    pingEnv: envVarName.optional(),
+    /** The scheduled commands that ping (default: backup). */
+    pingCommands: z.array(z.enum(['backup', 'verify', 'prune', 'sync', 'drill', 'gate'])).min(1).optional(),
+    /** Which outcomes post to the webhook (default: failed and refused; drills and gates always). */
+    on: z.array(z.enum(['succeeded', 'failed', 'refused'])).optional(),
+  })
+  .strict()
+  .refine((n) => !(n.webhook && n.webhookEnv) && !(n.ping && n.pingEnv), 'set webhook or webhookEnv (ping or pingEnv), not both');
+
 export const environmentSchema = z
   .object({
     /** Recovery point objective: the most data, in time, this environment may lose. */
@@ -218,6 +235,7 @@ export const environmentSchema = z
     preflight: preflight.optional(),
     hooks: z.object({ postRestore: z.array(hook).optional() }).strict().optional(),
     storage: storage.optional(),
+    notify: notify.optional(),
     /** Production turns on the stricter preflight gates. */
     production: z.boolean().optional(),
   })
