@@ -47,7 +47,7 @@ export function createSyncCommand(doors: StorageDoors = {}): CommandSpec {
       KIND_INPUT,
       { name: 'dry-run', type: 'boolean', description: 'List what would be uploaded without sending any payload.', default: 'false' },
       { name: 'compare', type: 'boolean', description: 'Compare the local catalog with the bucket instead of uploading; fails when anything is missing or differs.', default: 'false' },
-      { name: 'deep', type: 'boolean', description: 'With compare: download and hash every remote file instead of trusting recorded checksums.', default: 'false' },
+      { name: 'deep', type: 'boolean', description: 'With compare: download and hash every remote file; without it the comparison reads listings and the sha256 recorded at upload only, and says so.', default: 'false' },
       { name: 'artifact-retention-days', type: 'string', description: 'Days GitHub keeps the workflow artifact (1-90; default: the repository setting).' },
       TOKEN_INPUT,
     ],
@@ -133,7 +133,7 @@ export function createFetchCommand(doors: StorageDoors = {}): CommandSpec {
       const settings = environmentFor(ctx);
       const kind = ctx.inputs.string('kind') ?? 'backups';
       const catalog = new Catalog(settings.store);
-      let result: { entry: { id: string; dir: string }; fetched: boolean; source: string };
+      let result: { entry: { id: string; dir: string }; fetched: boolean; source: string; skipped?: Array<{ id: string; reason: string }> };
       if (ctx.inputs.string('from') === 'artifact') {
         const artifacts = await (doors.artifactStore ?? githubArtifactStoreFor)(ctx);
         const fetched = await fetchNewestArtifact({ env: settings.name, kind, catalog, artifacts, logger: ctx.logger });
@@ -145,8 +145,8 @@ export function createFetchCommand(doors: StorageDoors = {}): CommandSpec {
       }
       const { entry, fetched } = result;
       return {
-        json: { environment: settings.name, kind, id: entry.id, path: entry.dir, fetched, source: result.source },
-        text: `${fetched ? 'fetched' : 'already local:'} ${kind}/${entry.id} from ${result.source} -> ${entry.dir}`,
+        json: { environment: settings.name, kind, id: entry.id, path: entry.dir, fetched, source: result.source, skipped: result.skipped ?? [] },
+        text: [...(result.skipped ?? []).map((s) => `passed over ${kind}/${s.id}: ${s.reason}`), `${fetched ? 'fetched' : 'already local:'} ${kind}/${entry.id} from ${result.source} -> ${entry.dir}`].join('\n'),
         outputs: { id: entry.id, path: entry.dir, fetched: String(fetched) },
       };
     },

@@ -20,13 +20,14 @@ export interface LocalEntry {
 
 /**
  * The metadata file of an entry: the one JSON file that SHA256SUMS does not list (the catalog
- * writes it last, after the sums). Undefined when there is none, so the entry is not complete.
+ * writes it last, after the sums), or a known metadata file that SHA256SUMS covers too (a drill's
+ * report.json, which is signed). Undefined when there is none, so the entry is not complete.
  */
 export function metadataFileOf(fileNames: readonly string[], sums: readonly SumEntry[]): string | undefined {
   const listed = new Set(sums.map((s) => s.file));
   const candidates = fileNames.filter((name) => name.endsWith('.json') && !name.startsWith('.') && !listed.has(name));
   if (candidates.length === 1) return candidates[0];
-  return candidates.find((name) => KNOWN_METADATA_FILES.includes(name));
+  return candidates.find((name) => KNOWN_METADATA_FILES.includes(name)) ?? (candidates.length === 0 ? fileNames.find((name) => listed.has(name) && KNOWN_METADATA_FILES.includes(name)) : undefined);
 }
 
 /**

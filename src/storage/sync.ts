@@ -3,15 +3,15 @@ import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { HashingTransform, sha256File } from '../catalog/files';
-import type { Catalog, CatalogEntry, EntryMetadata } from '../catalog/store';
-import { checkSums, parseSums, SUMS_FILE } from '../catalog/sums';
-import { entryFilePath } from '../catalog/confine';
-import { failure, isLifelineError, usageError } from '../errors';
+import type { Catalog, CatalogEntry, EntryKind, EntryMetadata } from '../catalog/store';
+import { checkSums, parseSums, SUMS_FILE, type SumEntry } from '../catalog/sums';
+import { entryFileNameProblem, entryFilePath, readEntryText } from '../catalog/confine';
+import { failure, isLifelineError } from '../errors';
 import type { Logger } from '../logger';
 import { asEntryKind, listLocalEntries, metadataFileOf, RemoteLayout, type LocalEntry } from './entries';
 import { importEntry } from './import';
 import type { ObjectStore } from './object-store';
-import type { RemoteObject } from './s3';
+import { S3RequestError, type RemoteObject } from './s3';
 
 /** Small files (SHA256SUMS, metadata) are read whole; anything bigger than this is refused as not ours. */
 const MAX_SMALL_OBJECT = 4 * 1024 * 1024;
@@ -96,7 +96,7 @@ async function syncEntry(entry: LocalEntry, entryPrefix: string, remote: ObjectS
     return { kind: entry.kind, id: entry.id, status: 'failed', files: 0, bytes: 0, resumedParts: 0, reason };
   }
   const files: Array<{ name: string; sha256: string }> = [
-    ...entry.sums.map((s) => ({ name: s.file, sha256: s.sha256 })),
+    ...entry.sums.filter((s) => s.file !== entry.metadataFile).map((s) => ({ name: s.file, sha256: s.sha256 })),
     { name: SUMS_FILE, sha256: await sha256OfFile(join(entry.dir, SUMS_FILE)) },
     { name: entry.metadataFile, sha256: await sha256OfFile(join(entry.dir, entry.metadataFile)) },
   ];
@@ -157,6 +157,8 @@ export interface Mismatch extends EntryRef {
 
 export interface RemoteComparison {
   location: string;
+  /** `listing`: sizes and the sha256 recorded at upload, no bytes read; `deep`: every remote file downloaded and hashed. */
+  mode: 'listing' | 'deep';
   inSync: EntryRef[];
   missingRemotely: EntryRef[];
   /** Entries whose upload started but whose metadata is not there yet (a rerun of sync completes them). */
@@ -171,7 +173,7 @@ export async function compareRemote(options: CompareOptions): Promise<RemoteComp
   const local = filterKinds(await listLocalEntries(join(options.store, options.env)), options.kinds);
   const remoteObjects = await listRemote(options.remote, layout.envPrefix());
   const remoteEntries = groupRemoteEntries(layout, remoteObjects);
-  const result: RemoteComparison = { location: options.remote.location, inSync: [], missingRemotely: [], incompleteRemotely: [], missingLocally: [], mismatched: [] };
+  const result: RemoteComparison = { location: options.remote.location, mode: options.deep ? 'deep' : 'listing', inSync: [], missingRemotely: [], incompleteRemotely: [], missingLocally: [], mismatched: [] };
   const localKeys = new Set<string>();
   for (const entry of local) {
     const ref = { kind: entry.kind, id: entry.id };
@@ -232,60 +234,268 @@ export interface FetchResult {
   /** False when the entry was already in the local catalog (nothing was downloaded). */
   fetched: boolean;
   bytes: number;
+  /** With `latest`: newer entries passed over, each with why (missing objects, a checksum that does not match). */
+  skipped: Array<{ id: string; reason: string }>;
 }
 
 /**
  * Downloads one remote entry into the local catalog through `catalog.begin`, hashing every
  * file on the way and comparing with the entry's SHA256SUMS; on any mismatch nothing appears
- * locally. Restores and drills then read it like any local entry.
+ * locally. `latest` takes the newest entry whose every file is present and verifies, falling
+ * back past incomplete or damaged ones (each named in `skipped` and the log). Restores and
+ * drills then read it like any local entry.
  */
 export async function fetchEntry(options: FetchOptions): Promise<FetchResult> {
   const kind = asEntryKind(options.kind);
   const layout = new RemoteLayout(options.prefix, options.env);
-  const id = options.id === 'latest' ? await newestRemoteId(options, layout) : options.id;
-  const entryPrefix = layout.entryPrefix(kind, id);
-  const names = [...(await listRemote(options.remote, entryPrefix)).keys()].map((key) => key.slice(entryPrefix.length)).filter((name) => !name.includes('/'));
-  if (!names.includes(SUMS_FILE)) {
-    throw usageError('REMOTE_ENTRY_NOT_FOUND', `${kind}/${id} is not in ${options.remote.location} for environment ${options.env}`, 'list what is there with `lifeline sync --compare`');
+  if (options.id !== 'latest') return { ...(await fetchOne(options, layout, kind, options.id)), skipped: [] };
+  const candidates = await remoteCandidates(options, layout);
+  if (!candidates.length) {
+    throw failure('REMOTE_ENTRY_NOT_FOUND', `no ${kind} entry of environment ${options.env} in ${options.remote.location} has its metadata (every upload there is unfinished, or there is none)`, { fix: 'run `lifeline sync` on the host that holds the entries, or check storage.bucket and storage.prefix' });
   }
-  const sumsText = await readSmallObject(options.remote, entryPrefix + SUMS_FILE);
-  const sums = parseSums(sumsText);
-  const metadataFile = metadataFileOf(names, sums);
-  if (!metadataFile) {
-    throw failure('REMOTE_ENTRY_INCOMPLETE', `${kind}/${id} in ${options.remote.location} has no metadata file: its upload never finished`, { fix: 'run `lifeline sync` on the host that holds it, or fetch another entry' });
+  const skipped: FetchResult['skipped'] = [];
+  for (const id of candidates) {
+    try {
+      const result = await fetchOne(options, layout, kind, id);
+      if (skipped.length) options.logger.warn(`using ${kind}/${id}, the newest complete entry that verifies (passed over: ${skipped.map((s) => s.id).join(', ')})`);
+      return { ...result, skipped };
+    } catch (error) {
+      if (!(isLifelineError(error) && FALL_BACK_ON.has(error.code))) throw error;
+      skipped.push({ id, reason: error.message });
+      options.logger.warn(`${kind}/${id} cannot be used: ${error.message}; falling back to the previous complete entry`);
+    }
   }
-  const metadata = JSON.parse(await readSmallObject(options.remote, entryPrefix + metadataFile)) as EntryMetadata;
+  throw failure('REMOTE_NO_USABLE_ENTRY', `no ${kind} entry of environment ${options.env} in ${options.remote.location} is complete and verifies:\n${skipped.map((s) => `  ${s.id}: ${s.reason}`).join('\n')}`, {
+    fix: 'run `lifeline sync` from a host whose local entries verify; the copies listed above are damaged or incomplete',
+  });
+}
+
+/** Failures of one remote entry that make `latest` try the previous one. */
+const FALL_BACK_ON = new Set(['REMOTE_OBJECT_MISSING', 'REMOTE_CHECKSUM_MISMATCH', 'REMOTE_ENTRY_INCOMPLETE', 'REMOTE_ENTRY_UNSAFE', 'REMOTE_OBJECT_TOO_LARGE', 'REMOTE_METADATA_UNREADABLE']);
+
+async function fetchOne(options: FetchOptions, layout: RemoteLayout, kind: EntryKind, id: string): Promise<Omit<FetchResult, 'skipped'>> {
+  const remoteEntry = await readRemoteEntry(options.remote, layout, kind, id, options.env);
+  const missing = remoteEntry.sums.filter((s) => !remoteEntry.objects.has(s.file));
+  if (missing.length) throw missingObjects(options.remote, `${kind}/${id}`, missing.map((s) => remoteEntry.entryPrefix + s.file));
   const result = await importEntry({
     catalog: options.catalog,
     env: options.env,
     kind,
     id,
-    metadataFile,
-    metadata,
-    sums,
+    metadataFile: remoteEntry.metadataFile,
+    metadata: remoteEntry.metadata,
+    sums: remoteEntry.sums,
     source: options.remote.location,
-    open: async (file) => (await options.remote.get(entryPrefix + file)).body,
+    open: async (file) => (await getObjectOrMissing(options.remote, `${kind}/${id}`, remoteEntry.entryPrefix + file)).body,
   });
-  if (result.fetched) options.logger.info(`fetched ${kind}/${id} from ${options.remote.location}: ${sums.length} file(s), ${result.bytes} bytes, every sha256 matched`);
+  if (result.fetched) options.logger.info(`fetched ${kind}/${id} from ${options.remote.location}: ${remoteEntry.sums.length} file(s), ${result.bytes} bytes, every sha256 matched`);
   return result;
 }
 
-async function newestRemoteId(options: FetchOptions, layout: RemoteLayout): Promise<string> {
+interface RemoteEntry {
+  entryPrefix: string;
+  /** File name -> listed object. */
+  objects: Map<string, RemoteObject>;
+  sumsText: string;
+  sums: SumEntry[];
+  metadataFile: string;
+  metadata: EntryMetadata;
+}
+
+/** A remote entry's listing, SHA256SUMS and metadata; throws (exit 1) naming what is missing or unreadable. */
+async function readRemoteEntry(remote: ObjectStore, layout: RemoteLayout, kind: string, id: string, env: string): Promise<RemoteEntry> {
+  const entryPrefix = layout.entryPrefix(kind, id);
+  const objects = new Map<string, RemoteObject>();
+  for (const [key, object] of await listRemote(remote, entryPrefix)) {
+    const name = key.slice(entryPrefix.length);
+    if (!name.includes('/')) objects.set(name, object);
+  }
+  if (objects.size === 0) {
+    throw failure('REMOTE_ENTRY_MISSING', `${kind}/${id} is not in ${remote.location} for environment ${env}: no object under ${entryPrefix}`, { fix: 'run `lifeline sync` on the host that holds it; `lifeline verify --remote --all` lists what the bucket holds' });
+  }
+  if (!objects.has(SUMS_FILE)) throw missingObjects(remote, `${kind}/${id}`, [entryPrefix + SUMS_FILE]);
+  const sumsText = await readSmallObject(remote, entryPrefix + SUMS_FILE);
+  let sums: SumEntry[];
+  try {
+    sums = parseSums(sumsText);
+  } catch (error) {
+    throw failure('REMOTE_METADATA_UNREADABLE', `${entryPrefix}${SUMS_FILE} is not a SHA256SUMS file (${(error as Error).message})`, { fix: 'that copy was not written by Lifeline, or is damaged: sync it again from a host whose entry verifies' });
+  }
+  for (const s of sums) {
+    const problem = entryFileNameProblem(s.file);
+    if (problem) throw failure('REMOTE_ENTRY_UNSAFE', `${entryPrefix}${SUMS_FILE} names the file ${JSON.stringify(s.file)}, which ${problem}; nothing was read`, { fix: 'that copy was not written by Lifeline: inspect and remove it' });
+  }
+  const metadataFile = metadataFileOf([...objects.keys()], sums);
+  if (!metadataFile) {
+    throw failure('REMOTE_ENTRY_INCOMPLETE', `${kind}/${id} in ${remote.location} has no metadata file: its upload never finished`, { fix: 'run `lifeline sync` on the host that holds it, or use another entry' });
+  }
+  let metadata: EntryMetadata;
+  try {
+    metadata = JSON.parse(await readSmallObject(remote, entryPrefix + metadataFile)) as EntryMetadata;
+  } catch (error) {
+    if (isLifelineError(error)) throw error;
+    throw failure('REMOTE_METADATA_UNREADABLE', `${entryPrefix}${metadataFile} is not valid JSON`, { fix: 'sync the entry again from a host whose copy verifies' });
+  }
+  return { entryPrefix, objects, sumsText, sums, metadataFile, metadata };
+}
+
+/** Remote entry ids of a kind that have their metadata, newest first (by the metadata's createdAt). */
+async function remoteCandidates(options: FetchOptions, layout: RemoteLayout): Promise<string[]> {
   const entries = groupRemoteEntries(layout, await listRemote(options.remote, `${layout.envPrefix()}${options.kind}/`));
   const candidates: Array<{ id: string; createdAt: string }> = [];
   for (const [entryPrefix, files] of entries) {
     const parsed = layout.parse(entryPrefix + SUMS_FILE)!;
     if (parsed.kind !== options.kind || !files.includes(SUMS_FILE)) continue;
-    const metadataFile = metadataFileOf(files, parseSums(await readSmallObject(options.remote, entryPrefix + SUMS_FILE)));
-    if (!metadataFile) continue;
-    const metadata = JSON.parse(await readSmallObject(options.remote, entryPrefix + metadataFile)) as EntryMetadata;
-    candidates.push({ id: parsed.id, createdAt: metadata.createdAt ?? '' });
+    try {
+      const metadataFile = metadataFileOf(files, parseSums(await readSmallObject(options.remote, entryPrefix + SUMS_FILE)));
+      if (!metadataFile) continue;
+      const metadata = JSON.parse(await readSmallObject(options.remote, entryPrefix + metadataFile)) as EntryMetadata;
+      candidates.push({ id: parsed.id, createdAt: typeof metadata.createdAt === 'string' ? metadata.createdAt : '' });
+    } catch (error) {
+      // An unreadable entry is passed over here; a named fetch of it says why.
+      if (isLifelineError(error) && error.kind === 'usage') throw error;
+      options.logger.warn(`${parsed.kind}/${parsed.id} in ${options.remote.location} cannot be read (${(error as Error).message}); passed over`);
+    }
   }
   candidates.sort((a, b) => (a.createdAt === b.createdAt ? b.id.localeCompare(a.id) : b.createdAt.localeCompare(a.createdAt)));
-  if (!candidates[0]) {
-    throw usageError('REMOTE_ENTRY_NOT_FOUND', `no complete ${options.kind} entry for environment ${options.env} in ${options.remote.location}`, 'run `lifeline sync` first, or check storage.bucket and storage.prefix');
+  return candidates.map((c) => c.id);
+}
+
+function missingObjects(remote: ObjectStore, ref: string, keys: string[]) {
+  return failure('REMOTE_OBJECT_MISSING', `${ref} in ${remote.location} is missing ${keys.length === 1 ? 'the object' : `${keys.length} objects`} ${keys.join(', ')} (listed in its ${SUMS_FILE} or required for the entry)`, {
+    fix: 'the copy is incomplete: run `lifeline sync` from a host that holds the entry (it uploads what is missing), or use an older entry',
+    details: { missing: keys },
+  });
+}
+
+/** GET that reports a vanished object as a missing object, not as a bucket or configuration problem. */
+async function getObjectOrMissing(remote: ObjectStore, ref: string, key: string) {
+  try {
+    return await remote.get(key);
+  } catch (error) {
+    if (error instanceof S3RequestError && error.status === 404) throw missingObjects(remote, ref, [key]);
+    throw error;
   }
-  return candidates[0].id;
+}
+
+export interface RemoteFileCheck {
+  file: string;
+  key: string;
+  status: 'ok' | 'missing' | 'mismatch';
+  /** How its bytes were checked: the provider's own SHA-256, or a streamed download and hash. */
+  method: 'server-side sha256' | 'downloaded and hashed' | 'recorded sha256 (metadata file)' | 'none';
+  detail: string;
+}
+
+export interface RemoteEntryVerification {
+  location: string;
+  kind: string;
+  id: string;
+  /** What the remote bytes were compared with. */
+  against: 'the local SHA256SUMS' | "the bucket's own SHA256SUMS (no local copy)";
+  files: RemoteFileCheck[];
+  ok: boolean;
+}
+
+export interface VerifyRemoteOptions {
+  env: string;
+  kind: string;
+  /** An entry id, or `latest` (the newest remote entry with its metadata). */
+  id: string;
+  catalog: Catalog;
+  remote: ObjectStore;
+  prefix: string;
+  logger: Logger;
+}
+
+/**
+ * Verifies one remote entry's objects: every file its SHA256SUMS lists must be there and hash to
+ * the listed sha256 (the provider's full-object SHA-256 where it keeps one, else a streamed
+ * download and hash; never the sha256 Lifeline itself recorded at upload). When the local
+ * catalog holds the entry, the bucket's SHA256SUMS must equal the local one byte for byte.
+ */
+export async function verifyRemoteEntry(options: VerifyRemoteOptions): Promise<RemoteEntryVerification> {
+  const kind = asEntryKind(options.kind);
+  const layout = new RemoteLayout(options.prefix, options.env);
+  let id = options.id;
+  if (id === 'latest') {
+    const [newest] = await remoteCandidates({ ...options, kind, id }, layout);
+    if (!newest) throw failure('REMOTE_ENTRY_NOT_FOUND', `no ${kind} entry of environment ${options.env} in ${options.remote.location} has its metadata`, { fix: 'run `lifeline sync` first, or check storage.bucket and storage.prefix' });
+    id = newest;
+  }
+  const ref = `${kind}/${id}`;
+  const files: RemoteFileCheck[] = [];
+  let remoteEntry: RemoteEntry;
+  try {
+    remoteEntry = await readRemoteEntry(options.remote, layout, kind, id, options.env);
+  } catch (error) {
+    if (!(isLifelineError(error) && error.kind === 'failed')) throw error;
+    const missingKeys = (error.details as { missing?: string[] } | undefined)?.missing ?? [];
+    return {
+      location: options.remote.location,
+      kind,
+      id,
+      against: "the bucket's own SHA256SUMS (no local copy)",
+      files: missingKeys.length ? missingKeys.map((key) => ({ file: key.slice(layout.entryPrefix(kind, id).length), key, status: 'missing' as const, method: 'none' as const, detail: 'missing in the bucket' })) : [{ file: '(entry)', key: layout.entryPrefix(kind, id), status: 'missing', method: 'none', detail: error.message }],
+      ok: false,
+    };
+  }
+  const local = await options.catalog.get(options.env, kind, id, remoteEntry.metadataFile).catch(() => undefined);
+  let expected = remoteEntry.sums;
+  if (local) {
+    const localSums = await readEntryText(local.dir, SUMS_FILE);
+    const sumsKey = remoteEntry.entryPrefix + SUMS_FILE;
+    if (localSums !== remoteEntry.sumsText) {
+      files.push({ file: SUMS_FILE, key: sumsKey, status: 'mismatch', method: 'downloaded and hashed', detail: 'differs from the local SHA256SUMS (the bucket copy was replaced or damaged)' });
+    } else {
+      files.push({ file: SUMS_FILE, key: sumsKey, status: 'ok', method: 'downloaded and hashed', detail: 'equals the local SHA256SUMS' });
+    }
+    expected = parseSums(localSums);
+  } else {
+    files.push({ file: SUMS_FILE, key: remoteEntry.entryPrefix + SUMS_FILE, status: 'ok', method: 'none', detail: 'read from the bucket (no local copy to compare with)' });
+  }
+  for (const { file, sha256 } of expected) {
+    const key = remoteEntry.entryPrefix + file;
+    if (!remoteEntry.objects.has(file)) {
+      files.push({ file, key, status: 'missing', method: 'none', detail: `missing in the bucket (listed in ${SUMS_FILE})` });
+      continue;
+    }
+    files.push(await checkObjectBytes(options.remote, file, key, sha256));
+  }
+  if (!expected.some((s) => s.file === remoteEntry.metadataFile)) {
+    // backup.json and the like change locally (a verification is recorded in them), so only their presence and upload hash are checked.
+    files.push({ file: remoteEntry.metadataFile, key: remoteEntry.entryPrefix + remoteEntry.metadataFile, status: 'ok', method: 'recorded sha256 (metadata file)', detail: `present; not covered by ${SUMS_FILE}` });
+  }
+  const ok = files.every((f) => f.status === 'ok');
+  for (const f of files) if (f.status !== 'ok') options.logger.error(`${ref} ${f.file}: ${f.detail}`);
+  return { location: options.remote.location, kind, id, against: local ? 'the local SHA256SUMS' : "the bucket's own SHA256SUMS (no local copy)", files, ok };
+}
+
+/** One object's bytes against the expected sha256: the provider's full-object SHA-256 when it keeps one, else download and hash. */
+async function checkObjectBytes(remote: ObjectStore, file: string, key: string, sha256: string): Promise<RemoteFileCheck> {
+  const head = await remote.head(key);
+  if (!head) return { file, key, status: 'missing', method: 'none', detail: 'missing in the bucket' };
+  const serverSide = fullObjectSha256(head.checksumSha256);
+  if (serverSide) {
+    return serverSide === sha256
+      ? { file, key, status: 'ok', method: 'server-side sha256', detail: `the provider's SHA-256 matches (${sha256.slice(0, 12)}...)` }
+      : { file, key, status: 'mismatch', method: 'server-side sha256', detail: `the provider's SHA-256 is ${serverSide}, expected ${sha256}` };
+  }
+  let actual: string;
+  try {
+    actual = await hashRemote(remote, key);
+  } catch (error) {
+    if (error instanceof S3RequestError && error.status === 404) return { file, key, status: 'missing', method: 'none', detail: 'missing in the bucket' };
+    throw error;
+  }
+  return actual === sha256 ? { file, key, status: 'ok', method: 'downloaded and hashed', detail: `sha256 matches (${sha256.slice(0, 12)}...)` } : { file, key, status: 'mismatch', method: 'downloaded and hashed', detail: `sha256 ${actual} in the bucket, ${sha256} expected` };
+}
+
+/** A full-object SHA-256 (hex) from `x-amz-checksum-sha256`; undefined for none or a multipart checksum-of-checksums ("...-3"). */
+function fullObjectSha256(base64: string | undefined): string | undefined {
+  if (!base64 || base64.includes('-')) return undefined;
+  const bytes = Buffer.from(base64, 'base64');
+  return bytes.length === 32 ? bytes.toString('hex') : undefined;
 }
 
 function filterKinds(entries: LocalEntry[], kinds: string[] | undefined): LocalEntry[] {

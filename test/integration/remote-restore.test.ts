@@ -54,12 +54,15 @@ describe('restoring from reviewed object storage', () => {
     const sync = await lifeline(['sync', ...base], { env });
     expect(sync.code, sync.stderr).toBe(0);
 
-    const inSync = await lifeline(['verify', '--remote', ...base, '--json'], { env });
+    const inSync = await lifeline(['verify', '--remote', '--all', ...base, '--json'], { env });
     expect(inSync.code, inSync.stderr).toBe(0);
     expect(JSON.parse(inSync.stdout).missingRemotely).toEqual([]);
+    const named = await lifeline(['verify', '--remote', id, ...base, '--json'], { env });
+    expect(named.code, named.stderr).toBe(0);
+    expect(JSON.parse(named.stdout)).toMatchObject({ id, ok: true, against: 'the local SHA256SUMS' });
 
     rmSync(join(dir.path, 'store', 'production', 'backups', id), { recursive: true });
-    const drift = await lifeline(['verify', '--remote', ...base, '--json'], { env });
+    const drift = await lifeline(['verify', '--remote', '--all', ...base, '--json'], { env });
     expect(JSON.parse(drift.stdout).missingLocally.map((e: { id: string }) => e.id)).toContain(id);
 
     const target = await createDatabase('remote_dst');

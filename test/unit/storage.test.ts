@@ -92,6 +92,18 @@ describe('review gate', () => {
     expect(requireReviewedStorage('production', reviewed).reviewed.by).toBe('ops-lead');
   });
 
+  it('refuses a review dated in the future, or on a day that does not exist (exit 3)', () => {
+    const now = new Date('2026-11-21T12:00:00Z');
+    const at = (date: string) => settingsFor({ ...BASE, reviewed: { provider: 'x', by: 'ops-lead', date } }).storage;
+    expect(() => requireReviewedStorage('production', at('2026-12-01'), now)).toThrow(expect.objectContaining({ exitCode: 3, code: 'STORAGE_REVIEW_DATE', message: expect.stringMatching(/is dated 2026-12-01, in the future \(today is 2026-11-21 UTC\)/) }));
+    expect(() => requireReviewedStorage('production', at('2099-01-01'), now)).toThrow(expect.objectContaining({ exitCode: 3 }));
+    expect(() => requireReviewedStorage('production', at('2026-02-31'), now)).toThrow(expect.objectContaining({ exitCode: 3, message: expect.stringMatching(/not a calendar day/) }));
+    // Today, and tomorrow where the reviewer's calendar is already there (UTC+14), are believable.
+    expect(requireReviewedStorage('production', at('2026-11-21'), now).reviewed.date).toBe('2026-11-21');
+    expect(requireReviewedStorage('production', at('2026-11-22'), now).reviewed.date).toBe('2026-11-22');
+    expect(() => requireReviewedStorage('production', at('2026-11-23'), now)).toThrow(expect.objectContaining({ exitCode: 3 }));
+  });
+
   it('rejects a review without a proper date at load time', () => {
     expect(() => settingsFor({ ...BASE, reviewed: { provider: 'x', by: 'y', date: 'last week' } })).toThrow();
   });
@@ -112,6 +124,10 @@ describe('remote layout and entry recognition', () => {
     const sums = [{ file: 'manifest.json', sha256: 'a' }, { file: 'manifest.sigstore.json', sha256: 'b' }];
     expect(metadataFileOf(['SHA256SUMS', 'manifest.json', 'manifest.sigstore.json', 'release.json'], sums)).toBe('release.json');
     expect(metadataFileOf(['SHA256SUMS', 'manifest.json', 'manifest.sigstore.json'], sums)).toBeUndefined();
+    // A drill's report.json is covered by SHA256SUMS (it is signed) and is still its metadata.
+    const drillSums = [{ file: 'report.json', sha256: 'a' }, { file: 'report.sigstore.json', sha256: 'b' }, { file: 'summary.md', sha256: 'c' }];
+    expect(metadataFileOf(['SHA256SUMS', 'report.json', 'report.sigstore.json', 'summary.md'], drillSums)).toBe('report.json');
+    expect(metadataFileOf(['SHA256SUMS', 'report.sigstore.json', 'summary.md'], drillSums)).toBeUndefined();
   });
 
   it('accepts only catalog kinds for fetch', () => {
