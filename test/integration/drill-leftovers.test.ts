@@ -127,11 +127,13 @@ describe.skipIf(!dockerAvailable())('killed drills leave nothing running (issue 
 
     // The next drill, on the same health port: reaps first, then passes.
     const healthy = await appCheckLines(images.db);
+    // Another drill on this host (a parallel test file) may reap them first; the end state below is checked either way.
+    const unreaped = ownedBy(drill.child.pid!).length > 0;
     const next = await lifeline(['drill', '--config', config('after-kill-app', { appCheck: [...healthy.lines.filter((l) => !l.startsWith('healthUrl') && !l.startsWith('env')), `healthUrl: http://127.0.0.1:${never.port}/health`, `env: ${JSON.stringify({ PORT: String(never.port) })}`] }), '--env', ENV, '--json'], { env: cliEnv() });
     expect(next.code, next.stderr).toBe(0);
     expect(JSON.parse(next.stdout).passed).toBe(true);
-    expect(next.stderr).toContain(`removed what a killed drill left: application check of the drill of ${ENV}: container ${name}`);
-    expect(next.stderr).toMatch(new RegExp(`removed what a killed drill left: drill \\S+ of ${ENV}: throwaway cluster restored from backup \\S+: PostgreSQL server pid ${cluster!.pid}`));
+    if (unreaped) expect(next.stderr).toContain(`removed what a killed drill left: application check of the drill of ${ENV}: container ${name}`);
+    if (unreaped) expect(next.stderr).toMatch(new RegExp(`removed what a killed drill left: drill \\S+ of ${ENV}: throwaway cluster restored from backup \\S+: PostgreSQL server pid ${cluster!.pid}`));
     // Nothing of the killed drill runs or stays: by container name, by pid, by directory, by record.
     expect(docker.docker(['ps', '-aq', '--filter', `name=${name}`]).stdout.trim()).toBe('');
     expect(runningContainers()).toBe('');
@@ -168,9 +170,10 @@ describe.skipIf(!dockerAvailable())('killed drills leave nothing running (issue 
       });
     expect(await listening()).toBe(true);
 
+    const unreaped = ownedBy(drill.child.pid!).length > 0;
     const next = await lifeline(['drill', '--config', config('after-kill-cluster'), '--env', ENV, '--json'], { env: cliEnv() });
     expect(next.code, next.stderr).toBe(0);
-    expect(next.stderr).toContain(`PostgreSQL server pid ${cluster!.pid}`);
+    if (unreaped) expect(next.stderr).toContain(`PostgreSQL server pid ${cluster!.pid}`);
     expect(alive(cluster!.pid!)).toBe(false);
     expect(await listening()).toBe(false);
     expect(existsSync(cluster!.path!)).toBe(false);
