@@ -44,6 +44,29 @@ export function sharedDatabaseWarnings(environments: EnvironmentSettings[]): str
     .map(([key, list]) => `environments ${list.map((s) => `${s.name} (URL from ${s.postgres.urlSource})`).join(' and ')} resolve to the same PostgreSQL server and database (${key}); give each environment its own postgres.urlEnv, set to its own database`);
 }
 
+/**
+ * Schedules that cannot meet the targets: a backup every hour cannot keep a 15-minute RPO, and the
+ * release gate then refuses deploys for most of every hour. A quarter of the target is left for the
+ * backup's own duration and a late start.
+ */
+export function scheduleWarnings(settings: EnvironmentSettings): string[] {
+  const warnings: string[] = [];
+  const human = (seconds: number) => (seconds % 86400 === 0 ? `${seconds / 86400}d` : seconds % 3600 === 0 ? `${seconds / 3600}h` : seconds % 60 === 0 ? `${seconds / 60}m` : `${seconds}s`);
+  const every = settings.backupEverySeconds;
+  if (settings.rpoSeconds !== undefined && every !== undefined && every > settings.rpoSeconds * 0.75) {
+    warnings.push(
+      `environment ${settings.name}: backups every ${human(every)} cannot keep an RPO of ${human(settings.rpoSeconds)}: the newest backup is older than the RPO for part of every interval, and the release gate refuses deploys then; back up at least every ${human(Math.max(60, Math.floor((settings.rpoSeconds * 0.75) / 60) * 60))} (backup.every and the schedule), or raise rpo`,
+    );
+  }
+  const drillEvery = settings.drill.everySeconds;
+  if (drillEvery !== undefined && drillEvery > settings.drill.maxAgeSeconds * 0.75) {
+    warnings.push(
+      `environment ${settings.name}: drills every ${human(drillEvery)} cannot keep the newest passing drill younger than drill.maxAge ${human(settings.drill.maxAgeSeconds)}: the release gate will refuse deploys; drill at least every ${human(Math.max(60, Math.floor((settings.drill.maxAgeSeconds * 0.75) / 60) * 60))}, or raise drill.maxAge`,
+    );
+  }
+  return warnings;
+}
+
 export const configCheck: CommandSpec = {
   name: 'config check',
   summary: 'Validate lifeline.yml and print the resolved settings of every environment (secrets masked)',
@@ -59,7 +82,7 @@ export const configCheck: CommandSpec = {
     const masked = Object.fromEntries(resolved.map((s) => [s.name, maskedSettings(s)]));
     const source = first.configPath ?? '(no config file: flags and environment variables only)';
     const sources = resolved.flatMap(urlSources);
-    const warnings = sharedDatabaseWarnings(resolved);
+    const warnings = [...sharedDatabaseWarnings(resolved), ...resolved.flatMap(scheduleWarnings)];
     // On stderr (an annotation in Actions), and in the JSON.
     for (const warning of warnings) ctx.logger.warn(warning);
     return {

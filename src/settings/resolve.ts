@@ -92,7 +92,9 @@ export interface EnvironmentSettings {
   redis?: RedisSettings;
   compose: ComposeSettings;
   retention: { keepLast: number; keepDaily: number; keepWeekly: number; preRestore: { keepLast: number; keepDays: number } };
-  drill: { maxAgeSeconds: number; targetUrl?: string; smokeSql?: string; windowSeconds: number; appCheck?: AppCheckSettings };
+  /** backup.every: how often backups are scheduled. */
+  backupEverySeconds?: number;
+  drill: { maxAgeSeconds: number; everySeconds?: number; targetUrl?: string; smokeSql?: string; windowSeconds: number; appCheck?: AppCheckSettings };
   tenants: { format: 'ndjson' | 'csv'; rowCap: number; byteCap: number; keep: number; lastWriteQuery?: string; crossTenantRows: 'fail' | 'exclude'; collections: TenantCollectionConfig[] };
   manifest: { publicKey?: string; certificateIdentity?: string | string[]; certificateOidcIssuer?: string; certificateSourceRepository?: string; certificateSourceRef?: string; trustedRoot?: string };
   preflight: NonNullable<EnvironmentConfig['preflight']>;
@@ -264,8 +266,10 @@ export function resolveFromConfig(loaded: LoadedConfig, rawInputs: GlobalInputs,
       keepWeekly: env.retention?.keepWeekly ?? 4,
       preRestore: { keepLast: env.retention?.preRestore?.keepLast ?? 3, keepDays: env.retention?.preRestore?.keepDays ?? 7 },
     },
+    backupEverySeconds: env.backup?.every ? parseDuration(env.backup.every, `environments.${name}.backup.every`) : undefined,
     drill: {
       maxAgeSeconds: drillCfg.maxAge ? parseDuration(drillCfg.maxAge, `environments.${name}.drill.maxAge`) : 7 * 86400,
+      everySeconds: drillCfg.every ? parseDuration(drillCfg.every, `environments.${name}.drill.every`) : undefined,
       targetUrl: drillTarget,
       smokeSql: abs(drillCfg.smokeSql),
       windowSeconds: drillCfg.window ? parseDuration(drillCfg.window, `environments.${name}.drill.window`) : 7 * 86400,

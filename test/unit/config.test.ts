@@ -121,12 +121,31 @@ describe('lifeline config check', () => {
   afterEach(() => dirs.splice(0).forEach((c) => c()));
 
   it('prints the resolved example config with secrets masked', async () => {
-    const run = await lifeline(['config', 'check', '--config', 'examples/lifeline.yml', '--json'], { env: { DATABASE_URL: 'postgres://shop:hunter2-secret@127.0.0.1:5432/shop' } });
+    const run = await lifeline(['config', 'check', '--config', 'examples/lifeline.yml', '--json'], {
+      env: { DATABASE_URL_PRODUCTION: 'postgres://shop:hunter2-secret@127.0.0.1:5432/shop', DATABASE_URL_STAGING: 'postgres://shop:hunter3-secret@127.0.0.1:5432/shop_staging' },
+    });
     expect(run.code).toBe(0);
     expect(run.stdout).not.toContain('hunter2-secret');
     const result = JSON.parse(run.stdout);
     expect(result.valid).toBe(true);
     expect(result.environments.production.postgres.url).toBe('postgres://shop:***@127.0.0.1:5432/shop');
+    // The example's schedules meet its targets: copied as it is, it raises no warning.
+    expect(result.warnings).toEqual([]);
+  });
+
+  it('warns when the backup schedule cannot keep the RPO, or drills cannot keep the gate maximum age', async () => {
+    const dir = tempDir();
+    dirs.push(dir.cleanup);
+    const path = join(dir.path, 'lifeline.yml');
+    writeFileSync(path, 'version: 1\nenvironments:\n  production:\n    rpo: 15m\n    backup: { every: 1h }\n    drill: { maxAge: 7d, every: 7d }\n  staging:\n    rpo: 2h\n    backup: { every: 1h }\n');
+    const run = await lifeline(['config', 'check', '--config', path, '--json']);
+    expect(run.code, run.stderr).toBe(0);
+    const warnings = JSON.parse(run.stdout).warnings as string[];
+    expect(warnings).toEqual([
+      expect.stringContaining('environment production: backups every 1h cannot keep an RPO of 15m'),
+      expect.stringContaining('environment production: drills every 7d cannot keep the newest passing drill younger than drill.maxAge 7d'),
+    ]);
+    expect(warnings[0]).toContain('back up at least every 11m');
   });
 
   it('exits 2 on a broken config, naming the key', async () => {
