@@ -4,6 +4,7 @@ import { lockStatus } from '../catalog/lock';
 import { Catalog, processAlive } from '../catalog/store';
 import { environmentConnection, postgresRunner } from '../postgres/connection';
 import { leftoverDatabases, type LeftoverDatabase } from '../postgres/leftovers';
+import { describeLeftover, findLeftovers, leftoverRemoveCommand } from '../runner/leftovers';
 import { environmentFor, type CommandSpec } from './spec';
 
 interface LeftoverDirectory {
@@ -39,15 +40,20 @@ export const doctorCommand: CommandSpec = {
     }
     const lock = await lockStatus(envDir);
     const running = lock.held && !lock.stale;
-    const total = directories.length + databases.length;
+    // Host-wide, not per environment: servers, copies and containers of drills killed on this host.
+    const drills = findLeftovers()
+      .filter((l) => l.state === 'orphaned')
+      .map((l) => ({ kind: l.kind, description: describeLeftover(l), remove: leftoverRemoveCommand(l) }));
+    const total = directories.length + databases.length + drills.length;
     const lines = [
+      ...drills.map((d) => `left by a killed drill (the next drill removes it): ${d.description}\n    remove: ${d.remove}`),
       ...directories.map((d) => `${d.kind === 'staging' ? 'half-written entry ' : 'half-deleted entry '} ${d.path}\n    remove: ${d.remove}`),
       ...databases.map((d) => `${d.kind === 'scratch' ? 'restore scratch database' : 'replaced database kept by a restore'} ${d.database}${d.sessions ? ` (${d.sessions} sessions connected)` : ''}\n    remove: ${d.remove}`),
     ];
     const caution = running ? `\nnote: ${lock.info?.command ?? 'something'} (pid ${lock.info?.pid}) holds the environment lock now; a database it is restoring into shows up here until it finishes` : '';
     const text = total ? `${total} leftover${total === 1 ? '' : 's'} in environment ${settings.name}:\n${lines.join('\n')}${caution}` : `environment ${settings.name}: no leftovers${databaseNote ? ` in the catalog (${databaseNote})` : ''}`;
     return {
-      json: { environment: settings.name, clean: total === 0, directories, databases, lockHeld: running, ...(databaseNote ? { note: databaseNote } : {}) },
+      json: { environment: settings.name, clean: total === 0, directories, databases, drills, lockHeld: running, ...(databaseNote ? { note: databaseNote } : {}) },
       text,
       ...(total ? { exitCode: 1 as const, failureMessage: `${total} leftover${total === 1 ? '' : 's'} of killed runs; each line above says how to remove it` } : {}),
     };

@@ -19,10 +19,16 @@ interface Watched {
   done: Promise<CliRun>;
 }
 
+/** Running, not a zombie: a stopped server reparented to PID 1 may wait there a while before it is reaped. */
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
+  } catch {
+    return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
   } catch {
     return false;
   }

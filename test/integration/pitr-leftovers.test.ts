@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runPgBackRest, runPhysicalBackup } from '../../src/postgres/pgbackrest';
@@ -13,10 +13,16 @@ import { lifeline, REPO, type CliRun } from '../helpers/cli';
 import { runner, tempDir } from '../helpers/db';
 import { startArchivingCluster, type ArchivingCluster } from '../helpers/pgbackrest-stanza';
 
+/** Running, not a zombie: a stopped server reparented to PID 1 may wait there a while before it is reaped. */
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
+  } catch {
+    return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
   } catch {
     return false;
   }
