@@ -1,6 +1,7 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Catalog, EntryMetadata } from '../catalog/store';
+import type { Catalog } from '../catalog/store';
+import { believedPassingDrills } from '../drill/gate';
 import type { Logger } from '../logger';
 import { listBackups, type BackupEntry } from './metadata';
 
@@ -152,10 +153,12 @@ export async function backupsReferencedByReleases(catalog: Catalog, env: string)
   return { referenced, unreadable };
 }
 
-/** Passing drills of restored catalog backups, newest first (drill report.json, read defensively). */
-async function passingDrills(catalog: Catalog, env: string): Promise<{ id: string; backupId: string }[]> {
-  const reports = await catalog.list<EntryMetadata & { passed?: unknown; mode?: unknown; backup?: { id?: unknown } | null }>(env, 'drills', 'report.json');
-  return reports.flatMap((r) => (r.metadata.passed === true && r.metadata.mode !== 'pitr' && typeof r.metadata.backup?.id === 'string' ? [{ id: r.id, backupId: r.metadata.backup.id }] : []));
+/**
+ * Passing drills of restored catalog backups, newest first, as the release gate judges them: a
+ * future-dated, foreign or self-contradicting report never decides which backups stay.
+ */
+function passingDrills(catalog: Catalog, env: string, now?: Date): Promise<{ id: string; backupId: string }[]> {
+  return believedPassingDrills(catalog, env, now);
 }
 
 export interface PruneResult {
@@ -170,7 +173,7 @@ export interface PruneResult {
 export async function pruneBackups(catalog: Catalog, env: string, policy: RetentionPolicy, options: { apply: boolean; logger: Logger; now?: Date }): Promise<PruneResult> {
   const backups = await listBackups(catalog, env);
   const { referenced, unreadable } = await backupsReferencedByReleases(catalog, env);
-  const decisions = planRetention(backups, policy, { referenced, passingDrills: await passingDrills(catalog, env) }, options.now);
+  const decisions = planRetention(backups, policy, { referenced, passingDrills: await passingDrills(catalog, env, options.now) }, options.now);
   const deleted: string[] = [];
   if (options.apply && unreadable.length === 0) {
     for (const decision of decisions) {
