@@ -23,6 +23,9 @@ export interface BenchRow {
   minRatio?: number;
   /** Peak memory limit for Lifeline's Node process, in MB. */
   maxPeakRssMb?: number;
+  /** Lifeline's output size against the bare tool's (archives), and its limit. */
+  sizeRatio?: number;
+  maxSizeRatio?: number;
   note?: string;
 }
 
@@ -97,8 +100,10 @@ export function formatRows(rows: BenchRow[]): string {
     const timeOk = r.maxRatio === undefined || ratio <= r.maxRatio;
     const throughputOk = r.minRatio === undefined || throughputRatio >= r.minRatio;
     const memOk = r.maxPeakRssMb === undefined || r.lifeline.peakRssMb <= r.maxPeakRssMb;
+    const sizeOk = r.maxSizeRatio === undefined || (r.sizeRatio ?? Infinity) <= r.maxSizeRatio;
+    const size = r.sizeRatio !== undefined ? `size ${r.sizeRatio.toFixed(2)}x${r.maxSizeRatio ? ` (<= ${r.maxSizeRatio}x)` : ''}; ` : '';
     const shown = r.minRatio !== undefined ? `${throughputRatio.toFixed(2)}x` : `${ratio.toFixed(3)}x`;
-    lines.push(`| ${r.name} | ${r.lifeline.seconds.toFixed(2)} | ${r.bare.seconds.toFixed(2)} | ${shown} | ${target} | ${r.lifeline.peakRssMb.toFixed(0)}${r.maxPeakRssMb ? ` (<= ${r.maxPeakRssMb})` : ''} | ${timeOk && throughputOk && memOk ? 'meets target' : 'MISSES target'}${r.note ? `; ${r.note}` : ''} |`);
+    lines.push(`| ${r.name} | ${r.lifeline.seconds.toFixed(2)} | ${r.bare.seconds.toFixed(2)} | ${shown} | ${target} | ${r.lifeline.peakRssMb.toFixed(0)}${r.maxPeakRssMb ? ` (<= ${r.maxPeakRssMb})` : ''} | ${timeOk && throughputOk && memOk && sizeOk ? 'meets target' : 'MISSES target'}; ${size}${r.note ?? ''} |`);
   }
   return lines.join('\n');
 }

@@ -11,7 +11,7 @@ import { checkpoint, compareInterleaved, measure, type BenchContext, type BenchR
 export default async function restoreBench(ctx: BenchContext): Promise<BenchRow[]> {
   const store = join(ctx.workDir, 'restore-store');
   const cli = (args: string[]) => cliMeasure(ctx, [...args, '--store', store]);
-  await cli(['backup', '--no-verify', '--database-url', formatPgUrl(ctx.db)]);
+  await cli(['backup', '--database-url', formatPgUrl(ctx.db)]);
   const backupsDir = join(store, 'default', 'backups');
   const id = readdirSync(backupsDir).find((n) => !n.startsWith('.'))!;
   const archive = join(backupsDir, id, 'postgres.dump');

@@ -10,7 +10,7 @@ import { bestOf, measure, type BenchContext, type BenchRow } from './lib';
 export default async function verifyBench(ctx: BenchContext): Promise<BenchRow[]> {
   const store = join(ctx.workDir, 'verify-store');
   const cli = (args: string[]) => cliMeasure(ctx, [...args, '--store', store]);
-  await cli(['backup', '--no-verify', '--database-url', formatPgUrl(ctx.db)]);
+  await cli(['backup', '--database-url', formatPgUrl(ctx.db)]);
   const backupsDir = join(store, 'default', 'backups');
   const id = readdirSync(backupsDir).find((n) => !n.startsWith('.'))!;
   const dir = join(backupsDir, id);
