@@ -98,6 +98,9 @@ async function createBackupLocked(options: BackupOptions): Promise<BackupEntry> 
     inspection.catch(() => {});
 
     staged = await catalog.begin(environment, 'backups', id, BACKUP_METADATA_FILE);
+    // Roles and tablespaces are cluster-wide, outside any snapshot: saved while pg_dump runs.
+    const globalsSaved = dumpGlobals(staged, options);
+    globalsSaved.catch(() => {});
     logger.info(`backup ${id}: dumping ${conn.database} (${formatCompression(compression)}${options.verify ? ', read back by pg_restore as it is written' : ''}) with ${runner.where}`);
     const dump = startVerifiedDump({
       runner,
@@ -114,7 +117,7 @@ async function createBackupLocked(options: BackupOptions): Promise<BackupEntry> 
     const { rowCounts, fingerprint, head, databaseState, systemIdentifier } = await inspection;
     await session.exec('COMMIT');
 
-    const globals = await dumpGlobals(staged, options);
+    const globals = await globalsSaved;
     let redis: RedisBackupFile | undefined;
     let redisCheck: VerificationCheck | undefined;
     if (options.redis) {
