@@ -124,7 +124,7 @@ export const historyReconcileCommand: CommandSpec = {
 export const statusCommand: CommandSpec = {
   name: 'status',
   summary: 'Show what api, web and worker actually run (docker inspect), which release that is, and whether the history agrees',
-  inputs: SHARED_INPUTS.filter((i) => ['compose-file', 'project-name', ...POLICY_INPUTS.map((p) => p.name)].includes(i.name)),
+  inputs: SHARED_INPUTS,
   outputs: [],
   implemented: true,
   async run(ctx) {
@@ -133,7 +133,9 @@ export const statusCommand: CommandSpec = {
     const { result, lock } = status;
     const inProgress = lock.held && !lock.stale && result.unfinished;
     const verdict = result.consistent
-      ? `the history agrees: ${result.claimed} runs`
+      ? result.claimed === null
+        ? 'no deploy by Lifeline is recorded yet: the history claims nothing'
+        : `the history agrees: ${result.claimed} runs`
       : inProgress
         ? `a ${result.unfinished!.action} holds the lock and is in progress (${lock.info?.owner ?? 'unknown'}, pid ${lock.info?.pid ?? '?'})`
         : `the history does NOT match what runs:\n${result.differences.map((d) => `  - ${d}`).join('\n')}\nfix: lifeline rollback --env ${environment.env} --to <release>${result.state.release && result.state.allRunning ? `, or lifeline history reconcile --env ${environment.env} to record ${result.state.release}` : ''}`;

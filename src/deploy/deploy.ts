@@ -89,7 +89,7 @@ export async function deployRelease(ctx: DeployEnvironment, options: SwitchOptio
   const verify = Date.now() - started;
   return withEnvironmentLock(ctx, 'deploy', async () => {
     const history = await readHistoryReporting(ctx);
-    const observed = await observeAndReconcile(ctx, history);
+    const observed = await observeAndReconcile(ctx, history, { underLock: true });
     if (!observed.result.consistent) throw await refuseAndRecord(ctx, history, 'deploy', target.version, observed.result, started);
     return switchRelease(ctx, { action: 'deploy', target, history, observed, started, options, warnings: [], extraDurations: { verify } });
   });
@@ -114,7 +114,7 @@ export async function rollbackRelease(ctx: DeployEnvironment, options: SwitchOpt
     if (options.to === 'previous' && resolvePrevious(ctx, history, revoked) !== version) {
       throw failure('HISTORY_CHANGED', `the history of ${ctx.env} changed while release ${version} was being verified`, { fix: 're-run the rollback' });
     }
-    const observed = await observeAndReconcile(ctx, history);
+    const observed = await observeAndReconcile(ctx, history, { underLock: true });
     const warnings: string[] = [];
     if (!observed.result.consistent) {
       // "previous" means nothing when the history is not what runs; a named release is the documented fix.
@@ -146,7 +146,7 @@ export async function acceptRunningRelease(ctx: DeployEnvironment, options: Swit
   const started = Date.now();
   return withEnvironmentLock(ctx, 'history reconcile', async () => {
     const history = await readHistoryReporting(ctx);
-    const { result, verified } = await observeAndReconcile(ctx, history);
+    const { result, verified } = await observeAndReconcile(ctx, history, { underLock: true });
     if (result.consistent) {
       ctx.logger.info(`the history already matches what runs (${result.claimed}): nothing to record`);
       return { release: result.claimed!, changed: false, state: result };
@@ -181,7 +181,7 @@ export async function acceptRunningRelease(ctx: DeployEnvironment, options: Swit
 /** What `lifeline status` prints: the history's claim, what runs, and whether a deploy holds the lock. */
 export async function environmentStatus(ctx: DeployEnvironment): Promise<{ result: Reconciliation; corrupt: CorruptLine[]; lock: LockStatus; revoked: string[] }> {
   const history = await readHistoryReporting(ctx);
-  const { result } = await observeAndReconcile(ctx, history);
+  const { result } = await observeAndReconcile(ctx, history, { underLock: false });
   const lock = await lockStatus(ctx.catalog.envDir(ctx.env));
   const { revoked } = await loadRevocations(ctx.catalog, ctx.env);
   return { result, corrupt: history.corrupt, lock, revoked: [...revoked.keys()] };
@@ -219,7 +219,7 @@ interface Observed {
  * same containers still run) is closed here with a line saying so; anything else is left for the
  * caller to refuse or report.
  */
-async function observeAndReconcile(ctx: DeployEnvironment, history: History): Promise<Observed> {
+async function observeAndReconcile(ctx: DeployEnvironment, history: History, options: { underLock: boolean }): Promise<Observed> {
   if (history.events.length === 0) {
     const { state, verified } = await observeRunning(ctx.driver, ctx.services, ctx.verifier, []);
     return { result: reconcile(history, state), verified };
@@ -229,7 +229,8 @@ async function observeAndReconcile(ctx: DeployEnvironment, history: History): Pr
   const unfinished = result.unfinished;
   const before = unfinished?.containers;
   const now = state.services.map((s) => s.containerId).filter((id): id is string => id !== null);
-  if (unfinished && before && unfinished.from && state.release === unfinished.from && state.allRunning && now.length === before.length && now.every((id) => before.includes(id))) {
+  // Only under the lock: without it, an unfinished record may be a deploy that is running right now.
+  if (options.underLock && unfinished && before && unfinished.from && state.release === unfinished.from && state.allRunning && now.length === before.length && now.every((id) => before.includes(id))) {
     const previous = currentRelease(history.events.slice(0, history.events.lastIndexOf(unfinished)));
     const event: HistoryEvent = {
       action: unfinished.action,
@@ -486,7 +487,7 @@ async function checkSchema(ctx: DeployEnvironment, target: VerifiedRelease, runn
   if (allowSchemaAhead) return warn(`${situation}; going on because of --allow-schema-ahead`);
 
   const restoreStep = newer?.backup
-    ? `lifeline restore --env ${ctx.env} --backup ${newer.backup.id} --target ${ctx.database.maskedUrl} --confirm ${ctx.database.name}`
+    ? `DATABASE_URL=<${ctx.database.maskedUrl} with its password> lifeline restore --env ${ctx.env} --backup ${newer.backup.id} --target-env DATABASE_URL --confirm ${ctx.database.name}`
     : undefined;
   const ways = [
     `1. if the migrations since ${target.migrationHead} are backward compatible (${target.version} runs on the newer schema), re-run with --allow-schema-ahead:\n     lifeline rollback --env ${ctx.env} --to ${target.version} --allow-schema-ahead`,

@@ -94,7 +94,7 @@ export function releasesMentioned(history: History): string[] {
   for (const event of [...history.events].reverse()) {
     for (const name of [event.running, event.to, event.from]) if (name && !names.includes(name)) names.push(name);
   }
-  return names.slice(0, 20);
+  return names.slice(0, 6);
 }
 
 /** Compares the history's claim with the containers. */
