@@ -133,8 +133,8 @@ async function main(): Promise<number> {
     await release('v1');
     await release('v2');
     await run('verify the newest backup (checksums, pg_restore --list, full decompression, redis-check-rdb)', ['verify', '--backup', 'latest']);
-    await run('restore drill into an isolated throwaway cluster (RTO/RPO against targets)', ['drill']);
-    await run('release gate: fresh backups, a passing, recent drill', ['gate']);
+    await run('restore drill into an isolated throwaway cluster (RTO/RPO against targets), report signed with the release key', ['drill', '--signing-key', join(work, 'keys', 'release-signing.key')]);
+    await run('release gate: fresh backups, a passing, recent, signed drill whose backup is intact', ['gate']);
     await run('tenant export with checksums and caps', ['tenant', 'export', '--tenant', 'tenant-002']);
     await run('rollback to the previous release (api, web and worker together)', ['rollback', '--to', 'previous']);
     await run('history', ['history']);
