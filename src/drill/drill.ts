@@ -331,7 +331,8 @@ async function reapDeadDrills(logger: Logger): Promise<void> {
   const reaped = await reapLeftovers();
   for (const line of reaped.removed) logger.info(`removed what a killed drill left: ${line}`);
   for (const line of reaped.failed) logger.warn(`could not remove what a killed drill left: ${line}`);
-  for (const line of reaped.inUse) logger.info(`left alone (its drill still runs): ${line}`);
+  // Other processes' clusters (a drill running beside this one, a test suite) are theirs: one line, not one each.
+  if (reaped.inUse.length) logger.info(`left alone: ${reaped.inUse.length} drill resource${reaped.inUse.length === 1 ? '' : 's'} of processes that still run (lifeline doctor does not list them)`);
 }
 
 function round(n: number): number {
