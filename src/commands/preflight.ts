@@ -28,6 +28,7 @@ export const preflightCommand: CommandSpec = {
     { name: 'failures', description: 'Number of failed checks.' },
     { name: 'warnings', description: 'Number of warnings.' },
     { name: 'findings', description: 'The findings as a JSON array of { check, status, file, line, message, fix }.' },
+    { name: 'files', description: 'Every file preflight read or was pointed at, as a JSON array of { path, role, status, by } (status read, missing, unreadable, not parsed or no match).' },
   ],
   async run(ctx: CommandContext) {
     const environment = environmentFor(ctx);
@@ -39,11 +40,11 @@ export const preflightCommand: CommandSpec = {
     // Every key present on every row (null when unknown), so scripts can rely on the shape.
     const rows = report.findings.map((f) => ({ check: f.check, status: f.status, file: f.file ?? null, line: f.line ?? null, message: f.message, fix: f.fix ?? null }));
     return {
-      json: rows,
-      text: formatFindingsText(report.findings, verdict),
-      summary: formatFindingsMarkdown(report.findings, verdict, environment.name),
+      json: { verdict, failed, failures: report.failures, warnings: report.warnings, findings: rows, files: report.files },
+      text: formatFindingsText(report.findings, verdict, report.files),
+      summary: formatFindingsMarkdown(report.findings, verdict, environment.name, report.files),
       annotations: findingAnnotations(report.findings),
-      outputs: { failures: String(report.failures), warnings: String(report.warnings), findings: JSON.stringify(rows) },
+      outputs: { failures: String(report.failures), warnings: String(report.warnings), findings: JSON.stringify(rows), files: JSON.stringify(report.files) },
       exitCode: failed ? 1 : 0,
       failureMessage: failed ? `preflight failed: ${verdict}` : undefined,
     };

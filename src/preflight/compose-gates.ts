@@ -53,12 +53,19 @@ export function checkComposeGates(model: ComposeModel, sources: ComposeSources, 
       .map(([name]) => blocking({ check: 'compose.privileged', ...at(name, 'privileged'), message: `service ${name} runs privileged: full access to the host`, fix: `remove privileged: true (or add ${name} to preflight.allowPrivileged if it truly needs it)` })),
   );
 
+  const postgres = services.filter(([name, s]) => name === options.postgresService || imageIs(s.image, 'postgres') || imageIs(s.image, 'postgresql'));
+  const redis = services.filter(([name, s]) => name === options.redisService || imageIs(s.image, 'redis'));
+  const dataServices = new Set([...postgres, ...redis].map(([name]) => name));
   collect(
     'compose.host-network',
-    'no app service uses the host network',
-    appServices
-      .filter(([name, s]) => s.network_mode === 'host' && !options.allowHostNetwork.includes(name))
-      .map(([name]) => blocking({ check: 'compose.host-network', ...at(name, 'network_mode'), message: `app service ${name} uses network_mode: host`, fix: `publish the ports it needs instead (or add ${name} to preflight.allowHostNetwork)` })),
+    'no app, database or Redis service uses the host network',
+    services
+      .filter(([name, s]) => (appServices.some(([app]) => app === name) || dataServices.has(name)) && s.network_mode === 'host' && !options.allowHostNetwork.includes(name))
+      .map(([name]) =>
+        dataServices.has(name)
+          ? blocking({ check: 'compose.host-network', ...at(name, 'network_mode'), message: `${postgres.some(([p]) => p === name) ? 'database' : 'Redis'} service ${name} uses network_mode: host: it listens on the host's own interfaces, where no port binding limits who reaches it`, fix: `remove network_mode: host and publish "127.0.0.1:PORT:PORT" (or add ${name} to preflight.allowHostNetwork if it is bound to 127.0.0.1 by its own configuration)` })
+          : blocking({ check: 'compose.host-network', ...at(name, 'network_mode'), message: `app service ${name} uses network_mode: host`, fix: `publish the ports it needs instead (or add ${name} to preflight.allowHostNetwork)` }),
+      ),
   );
 
   collect(
@@ -73,8 +80,6 @@ export function checkComposeGates(model: ComposeModel, sources: ComposeSources, 
     ),
   );
 
-  const postgres = services.filter(([name, s]) => name === options.postgresService || imageIs(s.image, 'postgres') || imageIs(s.image, 'postgresql'));
-  const redis = services.filter(([name, s]) => name === options.redisService || imageIs(s.image, 'redis'));
   collect(
     'compose.data-ports',
     postgres.length + redis.length ? 'PostgreSQL and Redis ports are not published on all interfaces' : 'no PostgreSQL or Redis service publishes ports',
@@ -142,8 +147,12 @@ export function checkComposeGates(model: ComposeModel, sources: ComposeSources, 
   );
 
   const inline: Finding[] = [];
+  const reported = new Set<string>();
   for (const entry of sources.environmentEntries()) {
     if (!SECRET_NAME.test(entry.name) || entry.value === undefined || entry.value === '' || ONLY_REFERENCES.test(entry.value)) continue;
+    // An anchor merged into several services is one line to fix.
+    if (reported.has(`${entry.file}:${entry.line}`)) continue;
+    reported.add(`${entry.file}:${entry.line}`);
     inline.push(blocking({ check: 'compose.inline-secret', file: displayPath(ctx, entry.file), line: entry.line, message: `service ${entry.service} sets ${entry.name} to a literal value in the Compose file`, fix: `reference it instead: ${entry.name}: \${${entry.name}} (from the environment or an env_file kept out of git)` }));
   }
   collect('compose.inline-secret', 'no secret-looking environment value is written inline', inline);

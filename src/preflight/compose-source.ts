@@ -69,31 +69,62 @@ export class ComposeSources {
     return this.locate(path);
   }
 
-  /** Each service's `environment` entries as written (before interpolation), with their lines. */
-  *environmentEntries(): Generator<{ file: string; line: number; service: string; name: string; value: string | undefined }> {
+  /** The Compose files that parsed, and those that did not (named so the report can say so). */
+  get paths(): string[] {
+    return this.files.map((f) => f.path);
+  }
+
+  /**
+   * For each service of each file, the node at `path` under it (e.g. `['command']`,
+   * `['healthcheck', 'test']`), following `<<: *anchor` merges; `line` maps an offset in that file.
+   */
+  *serviceNodes(path: PathSegment[]): Generator<{ file: string; service: string; node: Node; doc: Document; line: (offset: number) => number }> {
     for (const file of this.files) {
       const services = file.doc.get('services', true);
       if (!isMap(services)) continue;
       for (const pair of services.items) {
         const service = String((pair.key as { value?: unknown })?.value ?? '');
-        const environment = isMap(pair.value) ? pair.value.get('environment', true) : undefined;
-        if (isMap(environment)) {
-          for (const entry of environment.items) {
-            const name = String((entry.key as { value?: unknown }).value ?? '');
-            const value = isScalar(entry.value) && entry.value.value !== null ? String(entry.value.value) : undefined;
-            const node = (entry.value as Node | null) ?? (entry.key as Node);
-            yield { file: file.path, line: file.lines.linePos(node.range?.[0] ?? 0).line, service, name, value };
-          }
-        } else if (isSeq(environment)) {
-          for (const item of environment.items) {
-            if (!isScalar(item)) continue;
-            const text = String(item.value);
-            const eq = text.indexOf('=');
-            yield { file: file.path, line: file.lines.linePos(item.range?.[0] ?? 0).line, service, name: eq < 0 ? text : text.slice(0, eq), value: eq < 0 ? undefined : text.slice(eq + 1) };
-          }
+        const found = walk(file.doc, pair.value as Node | null, path, 0);
+        if (found?.depth !== path.length || !found.node) continue;
+        yield { file: file.path, service, node: found.node, doc: file.doc, line: (offset) => file.lines.linePos(offset).line };
+      }
+    }
+  }
+
+  /** Each service's `environment` entries as written (before interpolation), with their lines. */
+  *environmentEntries(): Generator<{ file: string; line: number; service: string; name: string; value: string | undefined }> {
+    // Through serviceNodes, so an `environment` merged from an anchor (`<<: *app`) is seen too.
+    for (const { file, service, node: environment, line } of this.serviceNodes(['environment'])) {
+      if (isMap(environment)) {
+        for (const entry of environment.items) {
+          const name = String((entry.key as { value?: unknown }).value ?? '');
+          const value = isScalar(entry.value) && entry.value.value !== null ? String(entry.value.value) : undefined;
+          const node = (entry.value as Node | null) ?? (entry.key as Node);
+          yield { file, line: line(node.range?.[0] ?? 0), service, name, value };
+        }
+      } else if (isSeq(environment)) {
+        for (const item of environment.items) {
+          if (!isScalar(item)) continue;
+          const text = String(item.value);
+          const eq = text.indexOf('=');
+          yield { file, line: line(item.range?.[0] ?? 0), service, name: eq < 0 ? text : text.slice(0, eq), value: eq < 0 ? undefined : text.slice(eq + 1) };
         }
       }
     }
+  }
+}
+
+/** Every scalar under a node (sequence items, map values), with its offset, aliases resolved. */
+export function* scalarsOf(doc: Document, node: Node | null | undefined): Generator<{ value: string; offset: number }> {
+  if (!node) return;
+  if (isAlias(node)) {
+    yield* scalarsOf(doc, node.resolve(doc) as Node | undefined);
+  } else if (isScalar(node)) {
+    if (node.value !== null && node.value !== undefined) yield { value: String(node.value), offset: node.range?.[0] ?? 0 };
+  } else if (isSeq(node)) {
+    for (const item of node.items) yield* scalarsOf(doc, item as Node);
+  } else if (isMap(node)) {
+    for (const pair of node.items) yield* scalarsOf(doc, pair.value as Node);
   }
 }
 

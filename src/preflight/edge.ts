@@ -23,8 +23,9 @@ async function checkNginx(runner: Runner, ctx: CheckContext, configFile: string)
   const file = displayPath(ctx, configFile);
   let directives: Directive[];
   try {
-    directives = parseNginxConfig(configFile);
-  } catch {
+    directives = parseNginxConfig(configFile, new Set(), (path, status) => ctx.files?.add(path, path === configFile ? 'nginx configuration' : 'nginx include', 'edge.*, nginx -t', status));
+  } catch (error) {
+    ctx.files?.add(configFile, 'nginx configuration', 'edge.*', (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : 'unreadable');
     return [fail({ check: 'edge.nginx-syntax', file, message: `the nginx configuration ${file} cannot be read`, fix: 'fix --nginx-config or preflight.nginxConfig' })];
   }
   const findings = await nginxTest(runner, ctx, configFile, directives);
@@ -104,6 +105,7 @@ export function nginxGates(ctx: CheckContext, directives: Directive[], file: str
     } else {
       findings.push(pass({ check: 'edge.tls', ...at(listen), message: `TLS on port ${listens(server).find((l) => l.ssl)!.port} with a certificate and key` }));
     }
+    findings.push(...protocolGate(ctx, server, http, listen));
     if (!hasHsts(server.children) && !hasHsts(http?.children)) {
       findings.push(blocking({ check: 'edge.hsts', ...at(server), message: 'the TLS server sends no Strict-Transport-Security header', fix: 'add: add_header Strict-Transport-Security "max-age=31536000; includeSubDomains" always;' }));
     } else {
@@ -120,12 +122,36 @@ export function nginxGates(ctx: CheckContext, directives: Directive[], file: str
   return findings;
 }
 
+/** Protocols RFC 8996 deprecates (and SSL, long broken): a server must not accept them. */
+const OLD_PROTOCOLS = /^(SSLv2|SSLv3|TLSv1|TLSv1\.1)$/i;
+
+/**
+ * `edge.tls-protocols`: the protocols a TLS server accepts, from its own `ssl_protocols` or the
+ * http block's. Unset, nginx before 1.23.4 accepts TLSv1 and TLSv1.1, so that warns.
+ */
+function protocolGate(ctx: CheckContext, server: Directive, http: Directive | undefined, listen: Directive | undefined): Finding[] {
+  const blocking = gate(ctx.production);
+  const directive = find(server.children, 'ssl_protocols').pop() ?? find(http?.children, 'ssl_protocols').pop();
+  if (!directive) {
+    const at = listen ? { file: displayPath(ctx, listen.file), line: listen.line } : { file: displayPath(ctx, server.file), line: server.line };
+    return [warn({ check: 'edge.tls-protocols', ...at, message: 'ssl_protocols is not set: nginx before 1.23.4 then accepts TLSv1 and TLSv1.1', fix: 'add to the http or server block: ssl_protocols TLSv1.2 TLSv1.3;' })];
+  }
+  const at = { file: displayPath(ctx, directive.file), line: directive.line };
+  const old = directive.args.filter((p) => OLD_PROTOCOLS.test(p));
+  if (old.length) {
+    return [blocking({ check: 'edge.tls-protocols', ...at, message: `ssl_protocols accepts ${old.join(' ')}: deprecated, with known attacks (RFC 8996)`, fix: 'ssl_protocols TLSv1.2 TLSv1.3;' })];
+  }
+  return [pass({ check: 'edge.tls-protocols', ...at, message: `TLS protocols: ${directive.args.join(' ')}` })];
+}
+
 async function checkCaddy(runner: Runner, ctx: CheckContext, configFile: string, pathEnv?: string): Promise<Finding[]> {
   const file = displayPath(ctx, configFile);
   let text: string;
   try {
     text = readFileSync(configFile, 'utf8');
-  } catch {
+    ctx.files?.add(configFile, 'Caddy configuration', 'edge.*');
+  } catch (error) {
+    ctx.files?.add(configFile, 'Caddy configuration', 'edge.*', (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : 'unreadable');
     return [fail({ check: 'edge.caddy-syntax', file, message: `the Caddy configuration ${file} cannot be read`, fix: 'fix --caddy-config or preflight.caddyConfig' })];
   }
   const findings: Finding[] = [];
@@ -146,6 +172,10 @@ async function checkCaddy(runner: Runner, ctx: CheckContext, configFile: string,
   const autoHttpsOff = lineOf(/^\s*auto_https\s+(off|disable_redirects)\b/);
   if (autoHttpsOff) findings.push(blocking({ check: 'edge.https-redirect', file, line: autoHttpsOff, message: 'auto_https is turned off or its redirects are disabled', fix: 'remove the auto_https line so Caddy manages certificates and redirects HTTP to HTTPS' }));
   else findings.push(pass({ check: 'edge.https-redirect', file, message: 'Caddy redirects HTTP to HTTPS (automatic HTTPS)' }));
+  // Caddy accepts TLS 1.2+ unless a `protocols` subdirective lowers the minimum.
+  const oldProtocols = lineOf(/^\s*protocols\s+(ssl3\.0|tls1\.0|tls1\.1)\b/i);
+  if (oldProtocols) findings.push(blocking({ check: 'edge.tls-protocols', file, line: oldProtocols, message: 'the tls protocols minimum is below TLS 1.2: deprecated, with known attacks (RFC 8996)', fix: 'remove the protocols line (Caddy defaults to tls1.2) or write: protocols tls1.2 tls1.3' }));
+  else findings.push(pass({ check: 'edge.tls-protocols', file, message: 'Caddy accepts TLS 1.2 and later' }));
   if (lineOf(/strict-transport-security/i) === undefined) findings.push(blocking({ check: 'edge.hsts', file, message: 'no Strict-Transport-Security header is set', fix: 'add: header Strict-Transport-Security "max-age=31536000; includeSubDomains"' }));
   else findings.push(pass({ check: 'edge.hsts', file, line: lineOf(/strict-transport-security/i), message: 'Strict-Transport-Security is sent' }));
   return findings;

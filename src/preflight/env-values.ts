@@ -44,7 +44,6 @@ const PLACEHOLDER = /^(changeme|change[-_ ]?me|change[-_ ]?this|todo|tbd|fixme|x
 const PLACEHOLDER_INSIDE = /changeme|change_me|\bTODO\b|\bFIXME\b|xxxx/i;
 const SECRET_KEY = /SECRET|KEY/i;
 const MIN_SECRET_LENGTH = 32;
-const TRUTHY = /^(1|true|yes|on)$/i;
 
 /** Checks the environment file's values; messages name keys only, never values. */
 export function checkEnvValues(ctx: CheckContext, options: EnvCheckOptions): Finding[] {
@@ -53,13 +52,14 @@ export function checkEnvValues(ctx: CheckContext, options: EnvCheckOptions): Fin
   let text: string;
   try {
     text = readFileSync(options.envFile, 'utf8');
-  } catch {
+  } catch (error) {
+    ctx.files?.add(options.envFile, 'environment file', 'env.file', (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : 'unreadable');
     return [fail({ check: 'env.file', file, message: `the environment file ${file} cannot be read`, fix: 'create it on the deploy host (it is not committed), or fix --env-file / preflight.envFile' })];
   }
   const entries = parseEnvFile(text);
   const byKey = new Map(entries.map((e) => [e.key, e]));
+  ctx.files?.add(options.envFile, 'environment file', 'env.*');
   const findings: Finding[] = [pass({ check: 'env.file', file, message: `${entries.length} keys read` })];
-  const blocking = gate(ctx.production);
 
   let required = options.requiredKeys;
   let requiredFrom = 'the required keys';
@@ -67,13 +67,28 @@ export function checkEnvValues(ctx: CheckContext, options: EnvCheckOptions): Fin
   if (required.length === 0 && existsSync(example) && basename(options.envFile) !== '.env.example') {
     required = parseEnvFile(readFileSync(example, 'utf8')).map((e) => e.key);
     requiredFrom = displayPath(ctx, example);
+    ctx.files?.add(example, 'required keys (.env.example)', 'env.required');
   }
   const missing = required.filter((key) => !byKey.has(key));
   for (const key of missing) findings.push(fail({ check: 'env.required', file, message: `${key} is missing (required by ${requiredFrom})`, fix: `add ${key}=... to ${file}` }));
   if (required.length === 0) findings.push(notChecked('env.required', 'no required keys configured and no .env.example beside the file', 'list them with --required-env KEY or preflight.requiredEnv, or commit a .env.example'));
   else if (missing.length === 0) findings.push(pass({ check: 'env.required', file, message: `all ${required.length} required keys are present (from ${requiredFrom})` }));
 
-  const requiredSet = new Set(required);
+  findings.push(...checkEnvEntries(ctx, file, entries, new Set(required)));
+  return findings;
+}
+
+/** A key that turns a framework's debug mode on: DEBUG, APP_DEBUG, FLASK_DEBUG, DJANGO_DEBUG ... */
+export const DEBUG_KEY = /(^|_)DEBUG$/i;
+/** Every truthy spelling frameworks accept, any case. */
+export const TRUTHY = /^(1|true|yes|on)$/i;
+
+/**
+ * The value checks on one environment file's entries (placeholders, short secrets, debug flags,
+ * bad URLs, open CORS), each at its line; `file` is already a display path.
+ */
+export function checkEnvEntries(ctx: CheckContext, file: string, entries: readonly EnvEntry[], requiredSet: ReadonlySet<string> = new Set()): Finding[] {
+  const blocking = gate(ctx.production);
   const values: Finding[] = [];
   for (const { key, value, line } of entries) {
     const at = { file, line };
@@ -89,7 +104,7 @@ export function checkEnvValues(ctx: CheckContext, options: EnvCheckOptions): Fin
     if (SECRET_KEY.test(key) && !/_(ID|FILE|PATH|NAME)$/i.test(key) && value.length < MIN_SECRET_LENGTH) {
       values.push(blocking({ check: 'env.secret-length', ...at, message: `${key} is ${value.length} characters; secrets need at least ${MIN_SECRET_LENGTH}`, fix: `generate one: openssl rand -hex 32, and set ${key} to it` }));
     }
-    if (/(^|_)DEBUG$/i.test(key) && TRUTHY.test(value.trim())) {
+    if (DEBUG_KEY.test(key) && TRUTHY.test(value.trim())) {
       values.push(blocking({ check: 'env.debug', ...at, message: `${key} is on${ctx.production ? ' in production' : ''}: stack traces and internals reach users`, fix: `set ${key}=false` }));
     }
     if (/(^|_)DATABASE_URL$/i.test(key) && !urlParses(value, ['postgres:', 'postgresql:', 'postgresql+asyncpg:', 'postgresql+psycopg:', 'postgresql+psycopg2:'])) {
@@ -102,9 +117,8 @@ export function checkEnvValues(ctx: CheckContext, options: EnvCheckOptions): Fin
       values.push(blocking({ check: 'env.cors', ...at, message: `${key} allows any origin (*)${ctx.production ? ' in production' : ''}`, fix: `list the allowed origins: ${key}=https://app.example.com` }));
     }
   }
-  findings.push(...values);
-  if (!values.some((f) => f.status !== 'pass')) findings.push(pass({ check: 'env.values', file, message: 'no placeholders, short secrets, debug flags, bad URLs or open CORS origins' }));
-  return findings;
+  if (!values.some((f) => f.status !== 'pass')) values.push(pass({ check: 'env.values', file, message: 'no placeholders, short secrets, debug flags, bad URLs or open CORS origins' }));
+  return values;
 }
 
 /** Whether a URL parses with one of the schemes; the value itself never leaves this function. */

@@ -15,10 +15,11 @@ export interface Directive {
  * A small nginx config parser: enough structure (directives, blocks, includes, lines) for the
  * TLS/redirect/HSTS gates. `nginx -t` remains the judge of validity.
  */
-export function parseNginxConfig(path: string, seen = new Set<string>()): Directive[] {
+export function parseNginxConfig(path: string, seen = new Set<string>(), onFile?: OnFile): Directive[] {
   if (seen.has(path)) return [];
   seen.add(path);
   const text = readFileSync(path, 'utf8');
+  onFile?.(path, 'read');
   const tokens = tokenize(text);
   let position = 0;
   const parseBlock = (): Directive[] => {
@@ -29,7 +30,7 @@ export function parseNginxConfig(path: string, seen = new Set<string>()): Direct
       if (token.text === ';' && !token.quoted) {
         if (words.length) {
           const directive = { name: words[0]!.text, args: words.slice(1).map((w) => w.text), file: path, line: words[0]!.line };
-          if (directive.name === 'include') directives.push(...expandInclude(directive, path, seen));
+          if (directive.name === 'include') directives.push(...expandInclude(directive, path, seen, onFile));
           else directives.push(directive);
         }
         words = [];
@@ -48,7 +49,10 @@ export function parseNginxConfig(path: string, seen = new Set<string>()): Direct
   return parseBlock();
 }
 
-function expandInclude(directive: Directive, from: string, seen: Set<string>): Directive[] {
+/** Told about every file parsed (and every include that named nothing readable), for the report. */
+export type OnFile = (path: string, status: 'read' | 'missing' | 'unreadable' | 'no match') => void;
+
+function expandInclude(directive: Directive, from: string, seen: Set<string>, onFile?: OnFile): Directive[] {
   const pattern = directive.args[0];
   if (!pattern) return [];
   const absolute = isAbsolute(pattern) ? pattern : join(dirname(from), pattern);
@@ -56,12 +60,15 @@ function expandInclude(directive: Directive, from: string, seen: Set<string>): D
   try {
     files = /[*?[]/.test(absolute) ? globSync(absolute, { absolute: true, onlyFiles: true }).sort() : [absolute];
   } catch {
+    onFile?.(absolute, 'unreadable');
     return [];
   }
+  if (files.length === 0) onFile?.(absolute, 'no match');
   return files.flatMap((file) => {
     try {
-      return parseNginxConfig(file, seen);
-    } catch {
+      return parseNginxConfig(file, seen, onFile);
+    } catch (error) {
+      onFile?.(file, (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : 'unreadable');
       return []; // nginx -t reports an unreadable include
     }
   });

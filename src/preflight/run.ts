@@ -1,11 +1,14 @@
 import type { Logger } from '../logger';
 import { LocalRunner } from '../runner/runner';
+import { existsSync } from 'node:fs';
+import { checkComposeDebug, checkEnvFiles, projectDirOf } from './compose-env';
 import { ComposeSources } from './compose-source';
 import { checkComposeGates, composeModel } from './compose-gates';
+import { checkCommandSecrets } from './compose-secrets';
 import { checkComposeConfig, checkDockerEngine, detectCompose, DEFAULT_MIN_DOCKER_VERSION } from './docker';
 import { checkEdge } from './edge';
 import { checkEnvValues } from './env-values';
-import { notChecked, type CheckContext, type Finding } from './findings';
+import { FilesRead, notChecked, type CheckContext, type FileRead, type Finding } from './findings';
 import { checkScripts, type ScriptPatterns, type ShellcheckSeverity } from './scripts';
 import { checkCatalogSpace, checkPgBackRest, checkPgDumpVersion, type PhysicalBackupSettings } from './tools';
 
@@ -40,11 +43,14 @@ export interface PreflightReport {
   findings: Finding[];
   failures: number;
   warnings: number;
+  /** Every file the checks read or were pointed at, with what became of it. */
+  files: FileRead[];
 }
 
 /** Runs every family of checks (concurrently: most time is spent waiting on tools) and collects the findings in a fixed order. */
 export async function runPreflight(settings: PreflightSettings, logger: Logger): Promise<PreflightReport> {
-  const ctx: CheckContext = { production: settings.production, cwd: settings.cwd };
+  const files = new FilesRead({ cwd: settings.cwd });
+  const ctx: CheckContext = { production: settings.production, cwd: settings.cwd, files };
   const baseEnv = { ...settings.toolEnv } as NodeJS.ProcessEnv;
   const runner = new LocalRunner({ baseEnv });
   const postgresRunner = new LocalRunner({ baseEnv, binDirs: settings.postgresBinDir ? [settings.postgresBinDir] : [] });
@@ -67,14 +73,25 @@ export async function runPreflight(settings: PreflightSettings, logger: Logger):
     const validation = await checkComposeConfig(runner, ctx, cli, settings.composeFiles, settings.composeCommand);
     if (!needed) return [...engine, ...validation.findings];
     const sources = ComposeSources.load(settings.composeFiles);
-    const gates = checkComposeGates(composeModel(validation.merged, sources), sources, ctx, {
+    for (const file of settings.composeFiles) {
+      files.add(file, 'Compose file', 'compose.*', sources.paths.includes(file) ? 'read' : existsSync(file) ? 'not parsed' : 'missing');
+    }
+    const model = composeModel(validation.merged, sources);
+    const gates = checkComposeGates(model, sources, ctx, {
       appServices: settings.appServices,
       allowPrivileged: settings.allowPrivileged,
       allowHostNetwork: settings.allowHostNetwork,
       postgresService: settings.postgresService,
       redisService: settings.redisService,
     });
-    return [...engine, ...validation.findings, ...gates];
+    return [
+      ...engine,
+      ...validation.findings,
+      ...gates,
+      ...checkCommandSecrets(sources, ctx),
+      ...checkComposeDebug(model, sources, ctx),
+      ...checkEnvFiles(sources, ctx, { projectDir: projectDirOf(settings.composeFiles), envFile: settings.envFile }),
+    ];
   });
   const scriptsFamily = timed('scripts', () => checkScripts(runner, ctx, settings.scripts, settings.shellcheckSeverity));
   const envFamily = timed('env', async () => checkEnvValues(ctx, { envFile: settings.envFile, requiredKeys: settings.requiredEnv }));
@@ -88,7 +105,9 @@ export async function runPreflight(settings: PreflightSettings, logger: Logger):
   ]);
 
   const findings = (await Promise.all([dockerFamily, scriptsFamily, envFamily, edgeFamily, toolsFamily])).flat();
+  if (settings.physical?.configFile) files.add(settings.physical.configFile, 'pgBackRest configuration', 'pgbackrest check', existsSync(settings.physical.configFile) ? 'read' : 'missing');
   return {
+    files: files.list(),
     findings,
     failures: findings.filter((f) => f.status === 'fail').length,
     warnings: findings.filter((f) => f.status === 'warn').length,

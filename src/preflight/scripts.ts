@@ -1,3 +1,4 @@
+import { isAbsolute, join } from 'node:path';
 import { glob } from 'tinyglobby';
 import type { Runner } from '../runner/runner';
 import { runText } from '../runner/runner';
@@ -26,6 +27,7 @@ export async function expandScripts(scripts: ScriptPatterns, ctx: CheckContext):
   const findings: Finding[] = [];
   for (const pattern of scripts.patterns) {
     const matched = await glob(pattern, { cwd: scripts.baseDir, absolute: true, onlyFiles: true, dot: true });
+    if (matched.length === 0) ctx.files?.add(isAbsolute(pattern) ? pattern : join(scripts.baseDir, pattern), 'shell script pattern', 'scripts.glob', 'no match');
     if (matched.length === 0) findings.push(fail({ check: 'scripts.glob', message: `the script pattern ${pattern} matches no file (from ${displayPath(ctx, scripts.baseDir) || '.'})`, fix: 'fix the pattern in --script or preflight.scripts' }));
     for (const file of matched.sort()) files.add(file);
   }
@@ -36,6 +38,7 @@ export async function expandScripts(scripts: ScriptPatterns, ctx: CheckContext):
 export async function checkScripts(runner: Runner, ctx: CheckContext, scripts: ScriptPatterns, severity: ShellcheckSeverity): Promise<Finding[]> {
   if (scripts.patterns.length === 0) return [notChecked('scripts.shellcheck', 'no shell scripts configured', 'pass --script "scripts/*.sh" or set preflight.scripts in lifeline.yml')];
   const { files, findings } = await expandScripts(scripts, ctx);
+  for (const file of files) ctx.files?.add(file, 'shell script', 'bash -n, shellcheck');
   if (files.length === 0) return findings;
 
   const syntax = await Promise.all(files.map(async (file) => ({ file, result: await runText(runner, { tool: 'bash', args: ['-n', file], cwd: ctx.cwd }) })));

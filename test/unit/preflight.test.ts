@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ComposeSources } from '../../src/preflight/compose-source';
 import { checkComposeGates } from '../../src/preflight/compose-gates';
+import { checkCommandSecrets, commandSecrets, shellWords } from '../../src/preflight/compose-secrets';
 import { compareVersions } from '../../src/preflight/docker';
 import { nginxGates } from '../../src/preflight/edge';
 import { parseEnvFile } from '../../src/preflight/env-values';
@@ -67,6 +68,30 @@ describe('Compose source locations', () => {
   });
 });
 
+describe('passwords on command lines', () => {
+  const kinds = (line: string) => commandSecrets(shellWords(line)).map((s) => `${s.how}:${s.kind}`);
+  it('finds options, assignments and URLs with a password, literal or from a variable', () => {
+    expect(kinds('redis-server --requirepass s3cret')).toEqual(['--requirepass:literal']);
+    expect(kinds('redis-server --masterauth=${MASTER_PW}')).toEqual(['--masterauth=:reference']);
+    expect(kinds('postgres -c password=x')).toEqual(['password=:literal']);
+    expect(kinds('PGPASSWORD=pw psql -h db')).toEqual(['PGPASSWORD=:literal']);
+    expect(kinds('REDISCLI_AUTH=$$PW redis-cli ping')).toEqual(['REDISCLI_AUTH=:reference']);
+    expect(kinds('app --db "postgres://u:p%40ss@db/shop"')).toEqual(['a URL with a password:literal']);
+    expect(kinds('app --db-password ${DB_PASSWORD:-fallback}')).toEqual(['--db-password:literal']);
+    expect(kinds('/usr/bin/redis-cli -h r -a pw ping')).toEqual(['-a:literal']);
+  });
+  it('ignores lookalikes: password files, settings that only mention a password, flags, other -a', () => {
+    for (const line of ['app --password-file /run/secrets/pw', 'postgres -c password_encryption=scram-sha-256', 'redis-cli --no-auth-warning ping', 'cp -a src dst', 'wget -q -O- http://127.0.0.1:8000/health', 'app --token-ttl 60 --auth', 'app --password', 'app --password --verbose', 'app --password=']) {
+      expect(kinds(line), line).toEqual([]);
+    }
+  });
+  it('reports an anchor merged into several services once, at the line of the value', () => {
+    const file = write('anchored-command.yml', 'x-app: &app\n  command:\n    - app\n    - --api-token\n    - tok-123\nservices:\n  api:\n    <<: *app\n  worker:\n    <<: *app\n');
+    const findings = checkCommandSecrets(ComposeSources.load([file]), { production: true, cwd: dir });
+    expect(findings.map((f) => [f.status, f.line, f.message.includes('tok-123')])).toEqual([['fail', 5, false]]);
+  });
+});
+
 describe('nginx gates', () => {
   it('follows includes and reports the included file and line', () => {
     const main = write('nginx/main.conf', 'events {}\nhttp {\n  include sites/*.conf;\n}\n');
@@ -74,6 +99,7 @@ describe('nginx gates', () => {
     const findings = nginxGates({ production: true, cwd: dir }, parseNginxConfig(main), 'nginx/main.conf');
     expect(findings.map((f) => [f.check, f.status, f.file, f.line])).toEqual([
       ['edge.tls', 'pass', 'nginx/sites/shop.conf', 2],
+      ['edge.tls-protocols', 'warn', 'nginx/sites/shop.conf', 2],
       ['edge.hsts', 'fail', 'nginx/sites/shop.conf', 1],
       ['edge.https-redirect', 'pass', 'nginx/sites/shop.conf', 7],
     ]);
