@@ -1,6 +1,6 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { withLock } from '../catalog/lock';
+import { lockStatus, withLock } from '../catalog/lock';
 import { sha256File } from '../catalog/files';
 import { entryFilePath } from '../catalog/confine';
 import { newEntryId, type Catalog, type EntryMetadata, type StagedEntry } from '../catalog/store';
@@ -11,7 +11,8 @@ import type { Logger } from '../logger';
 import { listBackups, type RedisBackupFile } from '../postgres/metadata';
 import { firstTarFile, tarStream, type TarMember } from '../tar';
 import { ComposeRunner, describeExit, lastLines, runChecked, runText, type Runner } from '../runner/runner';
-import { checkRdb, redisCli, redisKeyspace, snapshotRedis, type RdbCheck, type RedisTarget } from './snapshot';
+import { checkRdb, parseKeyspace, redisCli, redisKeyspace, snapshotRedis, type RdbCheck, type RedisTarget } from './snapshot';
+import { parseServerIdentity, rdbCompatibility, readRdbHeader, type ServerIdentity } from './rdb-version';
 
 /** Pre-restore snapshots of a live Redis live beside the backups, under their own kind. */
 export const REDIS_SNAPSHOT_KIND = 'redis-snapshots' as const;
@@ -89,7 +90,10 @@ export interface SnapshotFileCheck {
  * The snapshot's sha256 against the entry's SHA256SUMS (unless skipped), then redis-check-rdb.
  * A bad snapshot is refused (exit 3) before anything else happens.
  */
-export async function checkSnapshotFile(source: RedisSnapshotSource, options: { checkRunner: Runner; skipVerify: boolean; logger: Logger }): Promise<SnapshotFileCheck> {
+export async function checkSnapshotFile(
+  source: RedisSnapshotSource,
+  options: { checkRunner: Runner; skipVerify: boolean; logger: Logger; /** Runs after the checksum, before redis-check-rdb (which may not know a newer format). */ beforeParse?: (path: string) => Promise<void> },
+): Promise<SnapshotFileCheck> {
   const fix = 'restore another backup (lifeline backups lists them); this snapshot is damaged';
   // The name comes from the entry's metadata: confined to the entry (no '..', no symlink, no FIFO).
   const path = await entryFilePath(source.dir, source.file.name).catch((error: Error) => {
@@ -114,6 +118,7 @@ export async function checkSnapshotFile(source: RedisSnapshotSource, options: { 
     }
     options.logger.info(`ok   ${source.file.name} checksum (${actual.bytes} bytes)`);
   }
+  await options.beforeParse?.(path);
   const rdb = await checkRdb(options.checkRunner, path);
   if (!rdb.ok) throw refusal('REDIS_SNAPSHOT_INVALID', `${source.kind} ${source.id}: ${source.file.name} does not validate (${rdb.detail}), so it will not be restored`, fix);
   options.logger.info(`ok   ${source.file.name}: ${rdb.detail}${rdb.expires ? ` (${rdb.expires} with a TTL)` : ''}`);
@@ -275,71 +280,103 @@ export interface LiveRestoreResult {
 }
 
 /**
- * Replaces the data of a live Redis run by Compose with a snapshot from the catalog:
- * check the snapshot → read the live server's persistence settings and keys → confirmation →
- * pre-restore snapshot → stop → copy the snapshot in (RDB, or a Redis 7 multi-part AOF base) →
- * start → wait for PONG → compare key counts. Nothing is touched before the confirmation and the
- * pre-restore snapshot succeeded.
+ * Replaces the data of a live Redis run by Compose with a snapshot from the catalog, deciding
+ * everything under the environment lock: read the live server's settings, version and keys →
+ * check the snapshot (checksum, RDB version against the live server, redis-check-rdb) →
+ * confirmation → pre-restore snapshot → count the keys again → stop → copy the snapshot in (RDB,
+ * or a Redis 7 multi-part AOF base) → start → wait for PONG → compare key counts. Nothing is
+ * touched before the confirmation and the pre-restore snapshot succeeded; keys written while the
+ * restore waited for the lock are counted, and keys that appear in an empty Redis before the stop
+ * refuse an unconfirmed restore (exit 3).
  */
 export async function restoreRedisLive(options: LiveRestoreOptions): Promise<LiveRestoreResult> {
   const { logger, source, service, runner } = options;
   const started = Date.now();
   const step = (n: number, text: string) => logger.info(`[${n}/7] ${text}`);
+  const envDir = options.catalog.envDir(options.environment);
+  const waitSeconds = options.lockWaitSeconds ?? 30;
+  const holder = await lockStatus(envDir).catch(() => undefined);
+  if (holder?.held && !holder.stale && holder.info) {
+    logger.info(`waiting up to ${waitSeconds} s for the lock of ${options.environment}, held by ${holder.info.owner} (pid ${holder.info.pid}, "${holder.info.command}")`);
+  }
 
-  step(1, `check ${source.kind} ${source.id}: ${source.file.name}`);
-  const checked = await checkSnapshotFile(source, { checkRunner: options.checkRunner, skipVerify: Boolean(options.skipVerify), logger });
-
-  step(2, `inspect the live Redis of service ${service}`);
-  const driver = new ComposeDriver(runner, options.compose);
-  const found = await serviceContainer(runner, driver, options.compose, service);
-  const container = found.id;
-  const inContainer = new ComposeRunner({ composeCommand: [...options.compose.command], files: options.compose.files, projectName: options.compose.projectName, service });
-  let persistence: RedisPersistence;
-  let owner: FileOwner;
-  let keysBefore: Record<string, number> | null;
-  if (found.running) {
-    persistence = await readPersistence(inContainer, options.target);
-    if (persistence.appendonly && !persistence.appenddirname) {
-      throw refusal('REDIS_AOF_UNSUPPORTED', `service ${service} runs with appendonly yes on a Redis older than 7 (no appenddirname); only the Redis 7 multi-part AOF is supported; nothing was changed`, `set appendonly no for the restore (then BGREWRITEAOF and turn it back on), or upgrade to Redis 7`);
+  return withLock(envDir, options.environment, { command: `redis-restore ${source.id} into ${service}`, waitSeconds }, async () => {
+    step(1, `inspect the live Redis of service ${service}`);
+    const driver = new ComposeDriver(runner, options.compose);
+    const found = await serviceContainer(runner, driver, options.compose, service);
+    const container = found.id;
+    const inContainer = new ComposeRunner({ composeCommand: [...options.compose.command], files: options.compose.files, projectName: options.compose.projectName, service });
+    let persistence: RedisPersistence;
+    let owner: FileOwner;
+    let keysBefore: Record<string, number> | null;
+    let server: { identity: ServerIdentity; relaxed: boolean } | undefined;
+    if (found.running) {
+      persistence = await readPersistence(inContainer, options.target);
+      if (persistence.appendonly && !persistence.appenddirname) {
+        throw refusal('REDIS_AOF_UNSUPPORTED', `service ${service} runs with appendonly yes on a Redis older than 7 (no appenddirname); only the Redis 7 multi-part AOF is supported; nothing was changed`, `set appendonly no for the restore (then BGREWRITEAOF and turn it back on), or upgrade to Redis 7`);
+      }
+      // One INFO: the version and the keys (each exec into the container costs seconds).
+      ({ server, keys: keysBefore } = await readServerInfo(inContainer, options.target));
+      owner = await redisOwner(runner, container, inContainer, persistence.dir);
+    } else if (source.recorded && source.recorded.service === service) {
+      // A restore that left the service down is undone with its pre-restore snapshot, which
+      // recorded the settings the stopped server cannot answer for.
+      ({ persistence, owner } = source.recorded);
+      keysBefore = null;
+      logger.warn(`service ${service} is not running (${found.status}); using the settings recorded with pre-restore snapshot ${source.id}`);
+    } else {
+      throw failure('REDIS_SERVICE_NOT_RUNNING', `the container of service ${service} is not running (${found.status}); its settings cannot be read; nothing was changed`, {
+        fix: `start it (${composeHint(options.compose, `up -d ${service}`)}); if a restore left it unable to start, restore that restore's pre-restore snapshot by id (it recorded the settings)`,
+      });
     }
-    keysBefore = await redisKeyspace(inContainer, options.target);
-    owner = await redisOwner(runner, container, inContainer, persistence.dir);
-  } else if (source.recorded && source.recorded.service === service) {
-    // A restore that left the service down is undone with its pre-restore snapshot, which
-    // recorded the settings the stopped server cannot answer for.
-    ({ persistence, owner } = source.recorded);
-    keysBefore = null;
-    logger.warn(`service ${service} is not running (${found.status}); using the settings recorded with pre-restore snapshot ${source.id}`);
-  } else {
-    throw failure('REDIS_SERVICE_NOT_RUNNING', `the container of service ${service} is not running (${found.status}); its settings cannot be read; nothing was changed`, {
-      fix: `start it (${composeHint(options.compose, `up -d ${service}`)}); if a restore left it unable to start, restore that restore's pre-restore snapshot by id (it recorded the settings)`,
+    const totalBefore = keysBefore ? sumKeys(keysBefore) : null;
+    const serverName = server ? `${server.identity.product === 'valkey' ? 'Valkey' : 'Redis'} ${server.identity.version}` : 'version unknown';
+    logger.info(`     container ${container.slice(0, 12)}, ${serverName}, ${persistence.appendonly ? `appendonly yes (${persistence.dir}/${persistence.appenddirname})` : `appendonly no (${persistence.dir}/${persistence.dbfilename})`}, ${totalBefore ?? 'unknown (not running)'} keys, files owned by ${owner.uid}:${owner.gid}`);
+
+    step(2, `check ${source.kind} ${source.id}: ${source.file.name}`);
+    const checked = await checkSnapshotFile(source, {
+      checkRunner: options.checkRunner,
+      skipVerify: Boolean(options.skipVerify),
+      logger,
+      beforeParse: (path) => requireLoadableRdb(path, source, service, server, logger),
     });
-  }
-  const totalBefore = keysBefore ? Object.values(keysBefore).reduce((a, b) => a + b, 0) : null;
-  logger.info(`     container ${container.slice(0, 12)}, ${persistence.appendonly ? `appendonly yes (${persistence.dir}/${persistence.appenddirname})` : `appendonly no (${persistence.dir}/${persistence.dbfilename})`}, ${totalBefore ?? 'unknown (not running)'} keys, files owned by ${owner.uid}:${owner.gid}`);
 
-  step(3, 'confirmation');
-  if (totalBefore === 0) logger.info('     the live Redis holds no keys: no confirmation needed');
-  else {
-    requireServiceConfirmation(service, options.confirm, totalBefore);
-    logger.info(`     --confirm ${service} matches the service`);
-  }
+    step(3, 'confirmation');
+    if (totalBefore === 0) logger.info('     the live Redis holds no keys: no confirmation needed');
+    else {
+      requireServiceConfirmation(service, options.confirm, totalBefore);
+      logger.info(`     --confirm ${service} matches the service`);
+    }
 
-  return withLock(options.catalog.envDir(options.environment), options.environment, { command: `redis-restore ${source.id} into ${service}`, waitSeconds: options.lockWaitSeconds ?? 30 }, async () => {
     step(4, 'pre-restore snapshot of the live Redis');
     let preRestore: { id: string; path: string } | null = null;
-    if (totalBefore) {
+    const snapshotNow = async () => {
       preRestore = await takePreRestoreSnapshot(options, inContainer, persistence, owner);
       logger.info(`     pre-restore snapshot ${preRestore.id} at ${preRestore.path}`);
       logger.info(`     to undo: lifeline redis-restore --env ${options.environment} --backup ${preRestore.id} --confirm ${service}`);
-    } else {
-      logger.info(totalBefore === 0 ? '     skipped: the live Redis holds no keys' : '     skipped: the service is not running, so there is no live data to snapshot');
-    }
-    const undo = preRestore ? `; the data from before is in pre-restore snapshot ${preRestore.id} (lifeline redis-restore --env ${options.environment} --backup ${preRestore.id} --confirm ${service})` : '';
-    const record = async (entry: Record<string, unknown>) =>
-      options.catalog.appendLog(options.environment, REDIS_RESTORE_LOG, { at: new Date().toISOString(), source: source.id, service, checksumsVerified: checked.checksumVerified, preRestoreSnapshot: preRestore?.id ?? null, ...entry }).catch((error: Error) => logger.warn(`could not record the restore in ${REDIS_RESTORE_LOG}: ${error.message}`));
+    };
+    if (totalBefore) await snapshotNow();
+    else logger.info(totalBefore === 0 ? '     skipped: the live Redis holds no keys' : '     skipped: the service is not running, so there is no live data to snapshot');
 
     step(5, `stop ${service} and replace its data`);
+    if (found.running) {
+      // The decision was made on a key count: a Redis that gained keys since is decided again.
+      const totalNow = sumKeys(await redisKeyspace(inContainer, options.target));
+      if (!preRestore && totalNow > 0) {
+        if (options.confirm !== service) {
+          throw refusal('REDIS_CHANGED', `the live Redis of service "${service}" held no keys when the restore was decided and holds ${totalNow} now (written since); restoring would replace them without --confirm or a pre-restore snapshot; nothing was changed`, `stop the writers, or pass --confirm ${service} (exactly the Compose service name) to replace its data after a pre-restore snapshot`);
+        }
+        logger.info(`     the live Redis gained ${totalNow} keys since the decision; --confirm ${service} was given: taking the pre-restore snapshot now`);
+        await snapshotNow();
+      } else if (totalBefore !== null && totalNow !== totalBefore) {
+        logger.warn(`the live Redis holds ${totalNow} keys now, ${totalBefore} when the pre-restore snapshot was taken: writes since the snapshot are replaced too`);
+      }
+    }
+    const taken = preRestore as { id: string; path: string } | null;
+    const undo = taken ? `; the data from before is in pre-restore snapshot ${taken.id} (lifeline redis-restore --env ${options.environment} --backup ${taken.id} --confirm ${service})` : '';
+    const record = async (entry: Record<string, unknown>) =>
+      options.catalog.appendLog(options.environment, REDIS_RESTORE_LOG, { at: new Date().toISOString(), source: source.id, service, checksumsVerified: checked.checksumVerified, preRestoreSnapshot: taken?.id ?? null, ...entry }).catch((error: Error) => logger.warn(`could not record the restore in ${REDIS_RESTORE_LOG}: ${error.message}`));
+
     await runChecked(runner, composeInvocation(options.compose, ['stop', service]), `stopping ${service}`).catch(async (error: Error) => {
       await record({ ok: false, stage: 'stop', error: error.message });
       throw failure('REDIS_STOP_FAILED', `${error.message}; the live data was not replaced${undo}`, { fix: `check the service with: ${composeHint(options.compose, `ps ${service}`)}`, cause: error });
@@ -350,7 +387,7 @@ export async function restoreRedisLive(options: LiveRestoreOptions): Promise<Liv
     } catch (error) {
       await record({ ok: false, stage: 'copy', error: (error as Error).message });
       throw failure('REDIS_COPY_FAILED', `copying the snapshot into ${service} failed: ${(error as Error).message}; the service is stopped and its data files may be partly replaced${undo}`, {
-        fix: `fix the cause, then re-run the restore${preRestore ? ` (or restore pre-restore snapshot ${preRestore.id} to go back)` : ''}; the service stays stopped until then`,
+        fix: `fix the cause, then re-run the restore${taken ? ` (or restore pre-restore snapshot ${taken.id} to go back)` : ''}; the service stays stopped until then`,
         cause: error,
       });
     }
@@ -389,7 +426,7 @@ export async function restoreRedisLive(options: LiveRestoreOptions): Promise<Liv
       keysAfter,
       snapshotKeys: checked.rdb.keysRead,
       snapshotKeysWithTtl: checked.rdb.expires,
-      preRestoreSnapshot: preRestore,
+      preRestoreSnapshot: taken,
       staleFilesLeft,
       perDbDifferences: comparison.perDbDifferences,
       detail: comparison.detail,
@@ -398,6 +435,47 @@ export async function restoreRedisLive(options: LiveRestoreOptions): Promise<Liv
     await record({ ok: result.ok, stage: 'done', mode: result.mode, keysAfter, detail: result.detail });
     return result;
   });
+}
+
+function sumKeys(keys: Record<string, number>): number {
+  return Object.values(keys).reduce((a, b) => a + b, 0);
+}
+
+/** The live server's product, version and keys from one `INFO`, and for Valkey its rdb-version-check. */
+async function readServerInfo(inContainer: Runner, target: RedisTarget): Promise<{ server: { identity: ServerIdentity; relaxed: boolean } | undefined; keys: Record<string, number> }> {
+  const info = await runText(inContainer, redisCli(target, ['INFO']));
+  if (info.exitCode !== 0 || /^(ERR|NOAUTH|WRONGPASS|NOPERM)/m.test(info.stdout)) {
+    throw failure('REDIS_CONNECT', `cannot read INFO from redis://${target.host}:${target.port} (${inContainer.where}): ${lastLines(info.stderr || info.stdout, 2)}`, { fix: 'check the Redis URL (REDIS_URL / --redis-url) and its password' });
+  }
+  const keys = parseKeyspace(info.stdout);
+  const identity = parseServerIdentity(info.stdout);
+  if (!identity) return { server: undefined, keys };
+  let relaxed = false;
+  if (identity.product === 'valkey') {
+    const check = await runText(inContainer, redisCli(target, ['CONFIG', 'GET', 'rdb-version-check'])).catch(() => undefined);
+    relaxed = check?.exitCode === 0 && parseConfigGet(check.stdout)['rdb-version-check'] === 'relaxed';
+  }
+  return { server: { identity, relaxed }, keys };
+}
+
+/**
+ * Refuses (exit 3), before anything stops, a snapshot whose RDB version the live server cannot
+ * load: it would stop Redis and leave it unable to start.
+ */
+async function requireLoadableRdb(path: string, source: RedisSnapshotSource, service: string, server: { identity: ServerIdentity; relaxed: boolean } | undefined, logger: Logger): Promise<void> {
+  const header = await readRdbHeader(path);
+  const fix = `restore a snapshot taken from a server of this version or older, or run a server that loads it in service ${service}`;
+  if (!header) throw refusal('REDIS_SNAPSHOT_INVALID', `${source.kind} ${source.id}: ${source.file.name} has neither a REDIS nor a VALKEY header, so it will not be restored; nothing was changed`, 'restore another backup (lifeline backups lists them); this snapshot is damaged');
+  if (!server) {
+    logger.warn(`the snapshot is RDB version ${header.version} (${header.text}); the live server's version is unknown (it is not running, or INFO server failed), so it is not compared`);
+    return;
+  }
+  const verdict = rdbCompatibility(header, server.identity, { relaxed: server.relaxed });
+  if (verdict.verdict === 'refuses') {
+    throw refusal('REDIS_RDB_INCOMPATIBLE', `${source.kind} ${source.id} cannot be loaded by the live server of service ${service}: ${verdict.detail}; nothing was changed`, fix, { rdbVersion: header.version, header: header.text, server: server.identity });
+  }
+  if (verdict.verdict === 'unknown') logger.warn(`${verdict.detail}: the restore goes ahead; if the server does not come back, restore the pre-restore snapshot`);
+  else logger.info(`ok   ${verdict.detail}`);
 }
 
 function composeHint(project: ComposeProject, args: string): string {

@@ -1,11 +1,16 @@
-import { spawnSync } from 'node:child_process';
-import { closeSync, cpSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { hostname } from 'node:os';
+import { closeSync, cpSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { aofLayout } from '../../src/redis/live-restore';
+import { Catalog } from '../../src/catalog/store';
+import { createMemoryLogger } from '../../src/logger';
+import { aofLayout, findRedisSnapshot, restoreRedisLive } from '../../src/redis/live-restore';
+import { LocalRunner } from '../../src/runner/runner';
 import { tarStream } from '../../src/tar';
 import { freePort } from '../../src/runner/ports';
-import { lifeline, type CliRun } from '../helpers/cli';
+import { lifeline, REPO, type CliRun } from '../helpers/cli';
 import { createSampleDatabase, dropDatabase, tempDir } from '../helpers/db';
 import { dockerAvailable, startDockerEnvironment, type DockerEnvironment } from '../helpers/docker';
 import { buildRedisImage, REDIS_UID } from '../helpers/redis-image';
@@ -45,12 +50,13 @@ describe('the tar stream docker cp receives', () => {
   });
 });
 
-describe.skipIf(!dockerAvailable())('redis-restore into the live Redis of a Compose stack', () => {
+// Each Compose exec costs seconds, many more on a busy machine: a restore is a minute or more there.
+describe.skipIf(!dockerAvailable())('redis-restore into the live Redis of a Compose stack', { timeout: 360_000 }, () => {
   let docker: DockerEnvironment;
   let db: Awaited<ReturnType<typeof createSampleDatabase>> | undefined;
   const store = tempDir('lifeline-redis-live-');
   const stackDir = tempDir('lifeline-redis-stack-');
-  const ports = { rdb: 0, aof: 0, small: 0 };
+  const ports = { rdb: 0, aof: 0, small: 0, lock: 0 };
   let configPath: string;
 
   const compose = (args: string[]) => {
@@ -86,7 +92,7 @@ describe.skipIf(!dockerAvailable())('redis-restore into the live Redis of a Comp
 
   const run = (env: string, args: string[]): Promise<CliRun> =>
     lifeline([...args, '--config', configPath, '--env', env], {
-      env: { ...docker.env, DATABASE_URL: db!.url, REDIS_URL: undefined, LIFELINE_STORE: undefined, LIFELINE_ENV: undefined, LIFELINE_CONFIG: undefined, RDB_REDIS_URL: `redis://:${PASSWORD}@127.0.0.1:${ports.rdb}/0`, AOF_REDIS_URL: `redis://:${PASSWORD}@127.0.0.1:${ports.aof}/0`, SMALL_REDIS_URL: `redis://:${PASSWORD}@127.0.0.1:${ports.small}/0` },
+      env: { ...docker.env, DATABASE_URL: db!.url, REDIS_URL: undefined, LIFELINE_STORE: undefined, LIFELINE_ENV: undefined, LIFELINE_CONFIG: undefined, RDB_REDIS_URL: `redis://:${PASSWORD}@127.0.0.1:${ports.rdb}/0`, AOF_REDIS_URL: `redis://:${PASSWORD}@127.0.0.1:${ports.aof}/0`, SMALL_REDIS_URL: `redis://:${PASSWORD}@127.0.0.1:${ports.small}/0`, LOCK_REDIS_URL: `redis://:${PASSWORD}@127.0.0.1:${ports.lock}/0` },
     });
 
   const backup = async (env: string): Promise<string> => {
@@ -104,6 +110,7 @@ describe.skipIf(!dockerAvailable())('redis-restore into the live Redis of a Comp
     ports.rdb = await freePort();
     ports.aof = await freePort();
     ports.small = await freePort();
+    ports.lock = await freePort();
     const server = (port: number, appendonly: 'yes' | 'no', extra: string[] = []) =>
       JSON.stringify(['redis-server', '--port', String(port), '--bind', '127.0.0.1', '--dir', '/data', '--appendonly', appendonly, '--requirepass', PASSWORD, '--repl-diskless-sync-delay', '0', ...extra]);
     writeFileSync(
@@ -127,10 +134,17 @@ describe.skipIf(!dockerAvailable())('redis-restore into the live Redis of a Comp
         '    network_mode: host',
         `    command: ${server(ports.small, 'no', ['--databases', '4'])}`,
         '    volumes: ["small-data:/data"]',
+        // Starts empty: the lock and re-check tests write into it while a restore waits.
+        '  redis-lock:',
+        `    image: ${image}`,
+        '    network_mode: host',
+        `    command: ${server(ports.lock, 'no')}`,
+        '    volumes: ["lock-data:/data"]',
         'volumes:',
         '  rdb-data: {}',
         '  aof-data: {}',
         '  small-data: {}',
+        '  lock-data: {}',
         '',
       ].join('\n'),
     );
@@ -153,6 +167,10 @@ describe.skipIf(!dockerAvailable())('redis-restore into the live Redis of a Comp
         `    store: ${store.path}`,
         '    redis: { urlEnv: SMALL_REDIS_URL, service: redis-small }',
         ...composeBlock,
+        '  lock:',
+        `    store: ${store.path}`,
+        '    redis: { urlEnv: LOCK_REDIS_URL, service: redis-lock }',
+        ...composeBlock,
         '  bare:',
         `    store: ${store.path}`,
         '    redis: { urlEnv: RDB_REDIS_URL }',
@@ -162,7 +180,7 @@ describe.skipIf(!dockerAvailable())('redis-restore into the live Redis of a Comp
     );
     const up = compose(['up', '-d']);
     expect(up.status, up.stderr).toBe(0);
-    for (const port of [ports.rdb, ports.aof, ports.small]) {
+    for (const port of [ports.rdb, ports.aof, ports.small, ports.lock]) {
       for (let i = 0; i < 100 && spawnSync('redis-cli', ['-p', String(port), '--no-auth-warning', 'PING'], { env: { ...process.env, REDISCLI_AUTH: PASSWORD }, encoding: 'utf8' }).stdout.trim() !== 'PONG'; i++) await new Promise((r) => setTimeout(r, 100));
     }
   });
@@ -300,6 +318,148 @@ describe.skipIf(!dockerAvailable())('redis-restore into the live Redis of a Comp
       expect(restart.status, restart.stderr).toBe(0);
       for (let i = 0; i < 100 && spawnSync('redis-cli', ['-p', String(ports.aof), '--no-auth-warning', 'PING'], { env: { ...process.env, REDISCLI_AUTH: PASSWORD }, encoding: 'utf8' }).stdout.trim() !== 'PONG'; i++) await new Promise((res) => setTimeout(res, 100));
       expect(keySet(ports.aof)).toEqual({ ...atBackup, db0: [...atBackup.db0!, 'written:after:restore'].sort() });
+    });
+  });
+
+  describe('decided under the lock, re-checked before the stop, RDB version checked first', () => {
+    let backupId: string;
+    const lockFile = () => join(store.path, 'lock', '.lock');
+    const startedAt = () => spawnSync('docker', ['inspect', '-f', '{{.State.StartedAt}}', `${PROJECT}_redis-lock_1`], { env: { ...process.env, ...docker.env }, encoding: 'utf8' }).stdout.trim();
+    const snapshotsOfLock = () => (existsSync(join(store.path, 'lock', 'redis-snapshots')) ? readdirSync(join(store.path, 'lock', 'redis-snapshots')).filter((n) => !n.startsWith('.')) : []);
+
+    /** The CLI as a child whose stderr the test watches while it runs. */
+    const start = (args: string[]) => {
+      const env: NodeJS.ProcessEnv = { ...process.env, ...docker.env, DATABASE_URL: db!.url, LOCK_REDIS_URL: `redis://:${PASSWORD}@127.0.0.1:${ports.lock}/0` };
+      for (const k of ['REDIS_URL', 'LIFELINE_STORE', 'LIFELINE_ENV', 'LIFELINE_CONFIG']) delete env[k];
+      const child = spawn(process.execPath, ['--import', 'tsx', join(REPO, 'src/cli/index.ts'), ...args, '--config', configPath, '--env', 'lock'], { cwd: REPO, env });
+      let stderr = '';
+      child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+      child.stdout.resume();
+      const done = new Promise<number | null>((resolve) => child.on('close', resolve));
+      return { child, done, stderr: () => stderr };
+    };
+
+    beforeAll(async () => {
+      cli(ports.rdb, ['FLUSHALL']);
+      seed(ports.rdb, 'lockseed');
+      backupId = await backup('rdb');
+      cpSync(join(store.path, 'rdb', 'backups', backupId), join(store.path, 'lock', 'backups', backupId), { recursive: true });
+      expect(keySet(ports.lock)).toEqual({});
+    });
+
+    it('keys written into an empty Redis while the restore waits for the lock are counted: exit 3, keys intact', async () => {
+      // A live holder (this test process) has the lock, as a running backup or deploy would.
+      mkdirSync(join(store.path, 'lock'), { recursive: true });
+      writeFileSync(lockFile(), JSON.stringify({ owner: 'test', pid: process.pid, host: hostname(), command: 'backup', acquiredAt: new Date().toISOString() }));
+      const before = startedAt();
+      const restore = start(['redis-restore', '--backup', backupId]);
+      try {
+        for (let i = 0; i < 300 && !/waiting up to \d+ s for the lock/.test(restore.stderr()); i++) await new Promise((r) => setTimeout(r, 100));
+        expect(restore.stderr()).toMatch(/waiting up to \d+ s for the lock of lock, held by test/);
+        cli(ports.lock, [], 'SET written:while:waiting:1 a\nSET written:while:waiting:2 b\nSELECT 2\nSET written:while:waiting:3 c\n');
+        const written = keySet(ports.lock);
+        rmSync(lockFile());
+        expect(await restore.done, restore.stderr()).toBe(3);
+        expect(restore.stderr()).toMatch(/replaces its 3 keys, and --confirm was not given; nothing was changed/);
+        expect(keySet(ports.lock)).toEqual(written);
+        expect(startedAt()).toBe(before);
+        expect(snapshotsOfLock()).toEqual([]);
+      } finally {
+        restore.child.kill('SIGKILL');
+        rmSync(lockFile(), { force: true });
+      }
+    });
+
+    const restoreInProcess = async (confirm: string | undefined, onLine: (line: string) => void) => {
+      const saved = { ...process.env };
+      Object.assign(process.env, docker.env);
+      try {
+        const catalog = new Catalog(store.path);
+        const logger = createMemoryLogger();
+        const info = logger.info.bind(logger);
+        logger.info = (line: string) => {
+          info(line);
+          onLine(line);
+        };
+        return await restoreRedisLive({
+          catalog,
+          environment: 'lock',
+          source: await findRedisSnapshot(catalog, 'lock', backupId),
+          service: 'redis-lock',
+          compose: { command: ['docker-compose'], files: [join(stackDir.path, 'docker-compose.yml')], projectName: PROJECT },
+          target: { host: '127.0.0.1', port: ports.lock, password: PASSWORD, tls: false },
+          confirm,
+          runner: new LocalRunner(),
+          checkRunner: new LocalRunner(),
+          logger,
+          startTimeoutSeconds: 60,
+        });
+      } finally {
+        for (const k of Object.keys(docker.env)) if (saved[k] === undefined) delete process.env[k];
+      }
+    };
+
+    it('keys that appear in the empty Redis after the decision, before the stop, refuse an unconfirmed restore (exit 3)', async () => {
+      cli(ports.lock, ['FLUSHALL']);
+      const before = startedAt();
+      // The writer strikes between the decision ("no keys, no confirmation needed") and the stop.
+      const attempt = restoreInProcess(undefined, (line) => {
+        if (line.startsWith('[4/7]')) cli(ports.lock, [], 'SET late:1 x\nSET late:2 y\n');
+      });
+      await expect(attempt).rejects.toMatchObject({ code: 'REDIS_CHANGED', exitCode: 3 });
+      await expect(attempt).rejects.toThrow(/held no keys when the restore was decided and holds 2 now/);
+      expect(keySet(ports.lock)).toEqual({ db0: ['late:1', 'late:2'] });
+      expect(startedAt()).toBe(before);
+      expect(snapshotsOfLock()).toEqual([]);
+    });
+
+    it('with --confirm, keys that appear before the stop are saved in a pre-restore snapshot first', async () => {
+      cli(ports.lock, ['FLUSHALL']);
+      const result = await restoreInProcess('redis-lock', (line) => {
+        if (line.startsWith('[4/7]')) cli(ports.lock, [], 'SET late:3 z\n');
+      });
+      expect(result.ok).toBe(true);
+      expect(result.preRestoreSnapshot).not.toBeNull();
+      const snapshot = JSON.parse(readFileSync(join(result.preRestoreSnapshot!.path, 'snapshot.json'), 'utf8'));
+      expect(snapshot.files.redis.keys).toEqual({ db0: 1 });
+      expect(keySet(ports.lock).db0).toContain('lockseed:cache:0');
+      expect(keySet(ports.lock).db0).not.toContain('late:3');
+    });
+
+    /** A copy of the backup whose snapshot header says `header`, with SHA256SUMS and backup.json made consistent. */
+    const craft = (header: string): string => {
+      const id = `${backupId}-${header.toLowerCase()}`;
+      const dir = join(store.path, 'lock', 'backups', id);
+      cpSync(join(store.path, 'lock', 'backups', backupId), dir, { recursive: true });
+      const rdb = readFileSync(join(dir, 'redis.rdb'));
+      rdb.write(header, 0, 'latin1');
+      writeFileSync(join(dir, 'redis.rdb'), rdb);
+      const sha = createHash('sha256').update(rdb).digest('hex');
+      const meta = JSON.parse(readFileSync(join(dir, 'backup.json'), 'utf8'));
+      const old = meta.files.redis.sha256;
+      meta.id = id;
+      meta.files.redis.sha256 = sha;
+      writeFileSync(join(dir, 'backup.json'), JSON.stringify(meta));
+      writeFileSync(join(dir, 'SHA256SUMS'), readFileSync(join(dir, 'SHA256SUMS'), 'utf8').replace(old, sha));
+      return id;
+    };
+
+    it.each([
+      ['REDIS0011', /Redis 7\.0\.\d+ loads RDB versions up to 10, and the snapshot is RDB version 11 \(REDIS0011\)/],
+      ['REDIS0012', /Redis 7\.0\.\d+ loads RDB versions up to 10, and the snapshot is RDB version 12 \(REDIS0012\)/],
+      ['VALKEY080', /Valkey 9\+ RDB version 80 \(VALKEY080\); Redis 7\.0\.\d+ reads only REDIS snapshots/],
+    ])('a snapshot with header %s is refused (exit 3) before anything stops, naming the version and the server', async (header, message) => {
+      const keys = keySet(ports.lock);
+      const before = startedAt();
+      const snapshotsBefore = snapshotsOfLock();
+      const id = craft(header);
+      const r = await run('lock', ['redis-restore', '--backup', id, '--confirm', 'redis-lock']);
+      expect(r.code, r.stderr).toBe(3);
+      expect(r.stderr).toMatch(message);
+      expect(r.stderr).toMatch(/cannot be loaded by the live server of service redis-lock/);
+      expect(keySet(ports.lock)).toEqual(keys);
+      expect(startedAt()).toBe(before);
+      expect(snapshotsOfLock()).toEqual(snapshotsBefore);
     });
   });
 
