@@ -264,7 +264,9 @@ export const restoreCommand: CommandSpec = {
     const runner = await postgresRunner(settings);
     const lockTimeoutSeconds = lockTimeoutFor(ctx, settings);
     const backup = await findBackupForTarget(catalog, settings.name, wanted, { database: target.database, systemIdentifier: wanted === 'latest' ? await systemIdentifier(runner, target) : undefined, describe: describeTarget(target) });
-    const undoCommand = (id: string) => `lifeline restore --env ${settings.name} --backup ${id} --target '${maskedUrl(target)}' --confirm ${target.database}`;
+    // The environment form: the undo command never asks anyone to paste a password into argv.
+    const targetEnv = ctx.inputs.string('target-env');
+    const undoCommand = (id: string) => `${targetEnv ? '' : `TARGET_URL='${maskedUrl(target)}' (with the real password) `}lifeline restore --env ${settings.name} --backup ${id} --target-env ${targetEnv ?? 'TARGET_URL'} --confirm ${target.database}`;
     const result = await ctx.logger.group(`Restore ${backup.id} into ${describeTarget(target)}`, () =>
       restoreBackup({ catalog, environment: settings.name, backup, runner, target, confirm, jobs, noOwner, skipVerify, logger: ctx.logger, migrationHeadQuery: settings.postgres.migrationHeadQuery, compression: settings.postgres.compress, lockTimeoutSeconds, undoCommand }),
     );

@@ -13,7 +13,13 @@ export function maskedSettings(settings: EnvironmentSettings): Record<string, un
     ...rest,
     postgres: { ...settings.postgres, url: settings.postgres.url ? redactUrl(settings.postgres.url) : undefined },
     redis: settings.redis ? { ...settings.redis, url: settings.redis.url ? redactUrl(settings.redis.url) : undefined } : undefined,
-    drill: { ...settings.drill, targetUrl: settings.drill.targetUrl ? redactUrl(settings.drill.targetUrl) : undefined },
+    drill: {
+      ...settings.drill,
+      targetUrl: settings.drill.targetUrl ? redactUrl(settings.drill.targetUrl) : undefined,
+      // The names say what the container gets; the values may be API keys.
+      appCheck: settings.drill.appCheck ? { ...settings.drill.appCheck, env: Object.fromEntries(Object.keys(settings.drill.appCheck.env).map((name) => [name, '***'])) } : undefined,
+    },
+    hooks: { postRestore: settings.hooks.postRestore.map((hook) => ('headers' in hook && hook.headers ? { ...hook, headers: Object.fromEntries(Object.keys(hook.headers).map((name) => [name, '***'])) } : hook)) },
     // A webhook's path and a ping's UUID are the credential: never print them.
     notify: { ...settings.notify, webhook: settings.notify.webhook ? '***' : undefined, ping: settings.notify.ping ? '***' : undefined },
   };

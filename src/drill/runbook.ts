@@ -100,7 +100,8 @@ export function restoreSteps(settings: EnvironmentSettings, mode: RestoreMode = 
       {
         id: 'restore',
         title: 'Restore into the database',
-        command: `lifeline restore ${flags} --backup <backup-id> --target <database-url> --confirm <database>`,
+        // The environment form: a URL with its password on the command line is readable in ps.
+        command: `TARGET_URL=<database-url> lifeline restore ${flags} --backup <backup-id> --target-env TARGET_URL --confirm <database>`,
         verification: 'pg_restore exits 0 (the restore checks a scratch copy before swapping it in)',
         owner,
       },

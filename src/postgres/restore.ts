@@ -354,7 +354,7 @@ async function restoreLocked(options: RestoreOptions, maintenance: PgConnection,
     database: target.database,
     destructive: Boolean(preRestoreBackupId) || before.holdsData,
     checksumsVerified: !options.skipVerify,
-    ...(preRestoreBackupId ? { preRestoreBackupId, undoCommand: options.undoCommand?.(preRestoreBackupId) ?? `lifeline restore --env ${options.environment} --backup ${preRestoreBackupId} --target <the same URL> --confirm ${target.database}` } : {}),
+    ...(preRestoreBackupId ? { preRestoreBackupId, undoCommand: options.undoCommand?.(preRestoreBackupId) ?? `lifeline restore --env ${options.environment} --backup ${preRestoreBackupId} --target-env TARGET_URL --confirm ${target.database} (TARGET_URL holding the same URL)` } : {}),
     checks,
     databaseState: stateCheck,
     sessionsTerminated: swap.sessionsTerminated,
@@ -599,7 +599,8 @@ export async function runPostRestoreHooks(hooks: HookConfig[], options: { runner
     if ('http' in hook) {
       const name = `${hook.method ?? 'GET'} ${new URL(hook.http).origin}${new URL(hook.http).pathname}`;
       try {
-        const response = await fetch(hook.http, { method: hook.method ?? 'GET', signal: AbortSignal.timeout(options.timeoutMs ?? 30_000) });
+        const headers = 'headers' in hook ? (hook as { headers?: Record<string, string> }).headers : undefined;
+        const response = await fetch(hook.http, { method: hook.method ?? 'GET', headers, signal: AbortSignal.timeout(options.timeoutMs ?? 30_000) });
         const ok = hook.expectStatus ? response.status === hook.expectStatus : response.ok;
         result = { hook: name, ok, detail: `HTTP ${response.status}` };
       } catch (error) {

@@ -4,7 +4,7 @@ import { fromGzipLevel, parseCompression, type Compression } from '../postgres/c
 import { parseDuration } from './duration';
 import { loadConfig, nearest, type LoadedConfig } from './load';
 import type { EnvironmentConfig, HookConfig, StorageConfig, TenantCollectionConfig } from './schema';
-import { urlPassword } from './secrets';
+import { urlSecrets } from './secrets';
 
 /** The flags every command takes; the action inputs of the same names map onto them. */
 export interface GlobalInputs {
@@ -98,7 +98,7 @@ export interface EnvironmentSettings {
   tenants: { format: 'ndjson' | 'csv'; rowCap: number; byteCap: number; keep: number; lastWriteQuery?: string; crossTenantRows: 'fail' | 'exclude'; collections: TenantCollectionConfig[] };
   manifest: { publicKey?: string; certificateIdentity?: string | string[]; certificateOidcIssuer?: string; certificateSourceRepository?: string; certificateSourceRef?: string; trustedRoot?: string };
   preflight: NonNullable<EnvironmentConfig['preflight']>;
-  hooks: { postRestore: HookConfig[] };
+  hooks: { postRestore: ResolvedHook[] };
   storage?: StorageSettings;
   notify: NotifySettings;
   /** Values that must be masked wherever text is printed. */
@@ -182,16 +182,14 @@ export function resolveFromConfig(loaded: LoadedConfig, rawInputs: GlobalInputs,
   const pgUrl = pgChoice.url;
   const urlSource = pgChoice.source;
   if (pgUrl !== undefined) validateUrl(pgUrl, ['postgres:', 'postgresql:'], urlSource ?? 'database URL', 'postgres://user:password@host:5432/dbname');
-  const pgPassword = urlPassword(pgUrl);
-  if (pgPassword) secrets.push(pgPassword);
+  secrets.push(...urlSecrets(pgUrl));
 
   let redisSettings: RedisSettings | undefined;
   const redisChoice = chooseUrl(inputs.redisUrl, '--redis-url', 'REDIS_URL', env.redis?.urlEnv, `environments.${name}.redis.urlEnv`, options.env);
   const redisUrl = redisChoice.url;
   if (redisUrl !== undefined || env.redis) {
     if (redisUrl !== undefined) validateUrl(redisUrl, ['redis:', 'rediss:'], redisChoice.source ?? 'Redis URL', 'redis://:password@host:6379/0');
-    const redisPassword = urlPassword(redisUrl);
-    if (redisPassword) secrets.push(redisPassword);
+    secrets.push(...urlSecrets(redisUrl));
     redisSettings = { url: redisUrl, urlSource: redisChoice.source, urlEnv: env.redis?.urlEnv, service: env.redis?.service, binDir: abs(env.redis?.binDir) };
   }
 
@@ -204,8 +202,9 @@ export function resolveFromConfig(loaded: LoadedConfig, rawInputs: GlobalInputs,
 
   const drillCfg = env.drill ?? {};
   const drillTarget = drillCfg.targetUrlEnv ? options.env[drillCfg.targetUrlEnv] : undefined;
-  const drillPassword = urlPassword(drillTarget);
-  if (drillPassword) secrets.push(drillPassword);
+  secrets.push(...urlSecrets(drillTarget));
+  // Values handed to the application container are as secret as the database URL it gets.
+  secrets.push(...Object.values(drillCfg.appCheck?.env ?? {}));
 
   const storage = env.storage ? resolveStorage(env.storage, options.env) : undefined;
   if (storage?.credentials) secrets.push(storage.credentials.secretAccessKey, ...(storage.credentials.sessionToken ? [storage.credentials.sessionToken] : []));
@@ -308,7 +307,7 @@ export function resolveFromConfig(loaded: LoadedConfig, rawInputs: GlobalInputs,
       nginxConfig: abs(env.preflight?.nginxConfig),
       caddyConfig: abs(env.preflight?.caddyConfig),
     },
-    hooks: { postRestore: env.hooks?.postRestore ?? [] },
+    hooks: { postRestore: resolveHooks(env.hooks?.postRestore ?? [], name, options.env, secrets) },
     storage,
     notify,
     secrets,
@@ -376,4 +375,22 @@ function resolveCompression(compress: string | number | undefined, level: number
   }
   if (compress !== undefined) return parseCompression(String(compress), `${where}.compress`);
   return level === undefined ? undefined : fromGzipLevel(level);
+}
+
+
+/** A post-restore hook as it runs: headers resolved from their environment variables (registered as secrets). */
+export type ResolvedHook = HookConfig & { headers?: Record<string, string> };
+
+function resolveHooks(hooks: HookConfig[], env: string, vars: Record<string, string | undefined>, secrets: string[]): ResolvedHook[] {
+  return hooks.map((hook, i) => {
+    if (!('http' in hook) || !hook.headersFromEnv) return hook;
+    const headers: Record<string, string> = {};
+    for (const [header, variable] of Object.entries(hook.headersFromEnv)) {
+      const value = vars[variable];
+      if (!value) throw usageError('HOOK_HEADER_UNSET', `environments.${env}.hooks.postRestore[${i}].headersFromEnv.${header}: the environment variable ${variable} is unset or empty`, `export ${variable} (in Actions: env: ${variable}: \${{ secrets.... }}) or remove the header`);
+      headers[header] = value;
+      secrets.push(value);
+    }
+    return { ...hook, headers };
+  });
 }

@@ -179,8 +179,31 @@ const preflight = z
   })
   .strict();
 
+/** A credential inside a hook URL ends up in logs, job summaries and proxies' access logs. */
+const CREDENTIAL_PARAM = /^(.*token.*|.*secret.*|.*passw(or)?d.*|pwd|.*api[-_]?key.*|key|sig|signature|auth|authorization|credentials?|x-amz-.*)$/i;
+
+export function hookUrlCredential(url: string): string | undefined {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return undefined;
+  }
+  if (parsed.username || parsed.password) return 'a user name or password (user:password@)';
+  for (const name of parsed.searchParams.keys()) if (CREDENTIAL_PARAM.test(name)) return `a credential in the query string (?${name}=)`;
+  return undefined;
+}
+
 const hook = z.union([
-  z.object({ http: z.string().url(), method: z.enum(['GET', 'POST', 'PUT']).optional(), expectStatus: z.number().int().optional() }).strict(),
+  z
+    .object({
+      http: z.string().url(),
+      method: z.enum(['GET', 'POST', 'PUT']).optional(),
+      expectStatus: z.number().int().optional(),
+      /** Request headers whose values come from environment variables, e.g. { Authorization: HOOK_AUTHORIZATION }. */
+      headersFromEnv: z.record(z.string().regex(/^[A-Za-z0-9-]+$/, 'an HTTP header name such as Authorization'), envVarName).optional(),
+    })
+    .strict(),
   z.object({ command: z.array(z.string().min(1)).min(1) }).strict(),
 ]);
 
@@ -237,7 +260,21 @@ export const environmentSchema = z
     tenants: tenants.optional(),
     manifest: manifest.optional(),
     preflight: preflight.optional(),
-    hooks: z.object({ postRestore: z.array(hook).optional() }).strict().optional(),
+    hooks: z
+      .object({
+        postRestore: z
+          .array(hook)
+          .superRefine((hooks, ctx) => {
+            hooks.forEach((h, i) => {
+              const credential = 'http' in h ? hookUrlCredential(h.http) : undefined;
+              // The message never repeats the URL: it holds the credential.
+              if (credential) ctx.addIssue({ code: 'custom', path: [i, 'http'], message: `the URL carries ${credential}; put it in a header from an environment variable instead: headersFromEnv: { Authorization: HOOK_AUTHORIZATION }` });
+            });
+          })
+          .optional(),
+      })
+      .strict()
+      .optional(),
     storage: storage.optional(),
     notify: notify.optional(),
     /** Production turns on the stricter preflight gates. */

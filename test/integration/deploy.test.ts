@@ -163,7 +163,7 @@ describe.skipIf(!dockerAvailable())('deploy and rollback on a real Docker engine
       expect(refused.code).toBe(3);
       expect(refused.stderr).toContain('the database is at migration head b2, the head of the running release v2');
       expect(refused.stderr).toContain(`lifeline rollback --env ${ENV} --to v1 --allow-schema-ahead`);
-      expect(refused.stderr).toContain(`lifeline restore --env ${ENV} --backup ${PRE_MIGRATION_BACKUP.id} --target `);
+      expect(refused.stderr).toContain(`lifeline restore --env ${ENV} --backup ${PRE_MIGRATION_BACKUP.id} --target-env DATABASE_URL `);
       expect(refused.stderr).toContain(`--confirm ${db.name}`);
       const password = new URL(db.url).password;
       if (password) expect(refused.stderr).not.toContain(password);

@@ -285,3 +285,69 @@ describe('filesystem failures name the path, the outcome and the fix', () => {
     expect(describeFilesystemError(new Error('other'))).toBeUndefined();
   });
 });
+
+describe('credentials in hook URLs and application check variables', () => {
+  const configWith = (yaml: string) => {
+    const dir = temp();
+    const path = join(dir, 'lifeline.yml');
+    writeFileSync(path, `version: 1\nenvironments:\n  production:\n${yaml}`);
+    return { dir, path };
+  };
+
+  it('refuses a hook URL that carries a password or a token, at config time, without repeating it', () => {
+    for (const url of ['https://deploy:hunter2-pw@hooks.example.com/revalidate', 'https://hooks.example.com/revalidate?token=tok-9f8e7d', 'https://hooks.example.com/x?api_key=k-123456']) {
+      let error: LifelineError | undefined;
+      try {
+        parseConfig(`version: 1\nenvironments:\n  production:\n    hooks:\n      postRestore:\n        - http: ${url}\n`, 'lifeline.yml');
+      } catch (caught) {
+        error = caught as LifelineError;
+      }
+      expect(error?.exitCode, url).toBe(2);
+      expect(error!.message).toContain('environments.production.hooks.postRestore[0].http (lifeline.yml:6)');
+      expect(error!.message).toContain('headersFromEnv: { Authorization: HOOK_AUTHORIZATION }');
+      for (const secret of ['hunter2-pw', 'tok-9f8e7d', 'k-123456']) expect(error!.message).not.toContain(secret);
+    }
+    // A plain URL with harmless parameters is fine.
+    expect(() => parseConfig('version: 1\nenvironments:\n  production:\n    hooks:\n      postRestore:\n        - http: https://hooks.example.com/revalidate?path=/menu\n')).not.toThrow();
+  });
+
+  it('sends hook headers from environment variables, registers them as secrets, and masks them and appCheck.env in config check', async () => {
+    const { dir } = configWith(
+      [
+        '    hooks:',
+        '      postRestore:',
+        '        - http: https://hooks.example.com/revalidate',
+        '          headersFromEnv: { Authorization: HOOK_AUTHORIZATION }',
+        '    drill:',
+        '      appCheck:',
+        '        healthUrl: http://127.0.0.1:18000/health',
+        '        env: { STRIPE_API_KEY: sk-live-abcdef123456, APP_PORT: "18000" }',
+        '',
+      ].join('\n'),
+    );
+    const { resolveEnvironment } = await import('../../src/settings/resolve');
+    const settings = resolveEnvironment({ env: 'production' }, { env: { HOOK_AUTHORIZATION: 'Bearer hook-secret-42' }, cwd: dir });
+    expect(settings.hooks.postRestore[0]).toMatchObject({ headers: { Authorization: 'Bearer hook-secret-42' } });
+    expect(settings.secrets).toEqual(expect.arrayContaining(['Bearer hook-secret-42', 'sk-live-abcdef123456']));
+    expect(() => resolveEnvironment({ env: 'production' }, { env: {}, cwd: dir })).toThrow(/HOOK_AUTHORIZATION is unset or empty/);
+
+    const { runCli } = await import('../../src/cli/main');
+    const { COMMANDS } = await import('../../src/commands/registry');
+    let stdout = '';
+    let stderr = '';
+    const code = await runCli(COMMANDS, ['config', 'check', '--env', 'production', '--json'], {
+      stdout: (t) => (stdout += t),
+      stderr: (t) => (stderr += t),
+      env: { HOOK_AUTHORIZATION: 'Bearer hook-secret-42', LIFELINE_DEBUG: '1' },
+      cwd: dir,
+      interactive: false,
+    });
+    expect(code, stderr + stdout).toBe(0);
+    expect(stdout).toContain('STRIPE_API_KEY');
+    expect(stdout).toContain('Authorization');
+    for (const secret of ['sk-live-abcdef123456', 'hook-secret-42']) {
+      expect(stdout, secret).not.toContain(secret);
+      expect(stderr, secret).not.toContain(secret);
+    }
+  });
+});
