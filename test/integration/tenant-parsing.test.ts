@@ -36,9 +36,15 @@ describe('tenant export building blocks', () => {
       tenantColumn: 'tenant_id',
       orderBy: ['id'],
       timestampColumns: [],
+      ownTenantColumns: [],
     };
     expect(tenantRowsQuery(collection, "'t''1'", 5)).toBe(
       `SELECT t0.* FROM "public"."payments" AS t0 WHERE t0."order_id" IN (SELECT t1."id" FROM "public"."orders" AS t1 WHERE t1."tenant_id" = 't''1') ORDER BY t0."id" LIMIT 5`,
+    );
+    // A payment with a tenant column of its own must name the same tenant as its order.
+    const own = { ...collection, ownTenantColumns: [{ depth: 0, table: 'public.payments', column: 'tenant_id' }] };
+    expect(tenantRowsQuery(own, "'t1'")).toBe(
+      `SELECT t0.* FROM "public"."payments" AS t0 WHERE t0."order_id" IN (SELECT t1."id" FROM "public"."orders" AS t1 WHERE t1."tenant_id" = 't1') AND (t0."tenant_id" IS NULL OR t0."tenant_id" = 't1') ORDER BY t0."id"`,
     );
   });
 
