@@ -543,7 +543,7 @@ describe('drill.yml and backup.yml', () => {
 describe('ci.yml runs what .ci/run and the README promise', () => {
   it('typechecks, checks the generated files, checks dist/ and runs npm test', () => {
     const scripts = runScripts(`${REUSABLE_DIR}/ci.yml`).map((s) => s.script).join('\n');
-    for (const expected of ['npm run --silent typecheck', 'scripts/gen-actions.ts --check', 'npm run --silent build', 'git status --porcelain -- dist', 'npm test', 'shellcheck']) {
+    for (const expected of ['npm run --silent typecheck', 'scripts/gen-actions.ts --check', 'npm run --silent build:dist', 'git status --porcelain -- dist', 'npm test', 'shellcheck']) {
       expect(scripts).toContain(expected);
     }
   });
