@@ -92,7 +92,10 @@ export async function checkApplicationStarts(options: AppCheckOptions): Promise<
     try {
       await copyDatabaseUrl(runner, name, config.databaseUrlEnv, formatPgUrl(conn), imageConfig.user);
       const started = await runText(runner, { tool: 'docker', args: ['start', name] });
-      if (started.exitCode !== 0) return fail(`docker start ${name} (${chosen.image}) failed (${describeExit(started)}): ${tail(masker.mask(started.stderr), 5)}`);
+      if (started.exitCode !== 0) {
+        const noShell = /\/bin\/sh.*(no such file|not found)/i.test(started.stderr) ? `; the image has no /bin/sh, which the drill needs to hand the application its ${config.databaseUrlEnv} without putting it in the container's configuration` : '';
+        return fail(`docker start ${name} (${chosen.image}) failed (${describeExit(started)}): ${tail(masker.mask(started.stderr), 5)}${noShell}`);
+      }
       return await waitForApplication(runner, name, config, chosen.image, masker, fail);
     } finally {
       await removeContainer(runner, name, logger);

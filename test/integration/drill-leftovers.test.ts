@@ -1,5 +1,5 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -184,6 +184,21 @@ describe.skipIf(!dockerAvailable())('killed drills leave nothing running (issue 
     expect(await listening()).toBe(false);
     expect(existsSync(cluster!.path!)).toBe(false);
     expect(ownedBy(drill.child.pid!)).toEqual([]);
+  }, 300_000);
+
+  it('an image without /bin/sh fails the check with the reason, and leaves no container', async () => {
+    const rootfs = join(work.path, 'noshell');
+    mkdirSync(rootfs);
+    writeFileSync(join(rootfs, 'hello'), 'not a shell');
+    const imported = spawnSync('sh', ['-c', `tar -C ${rootfs} -c . | docker import --change 'CMD ["/hello"]' - lifeline-test/noshell:1`], { env: { ...process.env, ...docker.env }, encoding: 'utf8' });
+    expect(imported.status, imported.stderr).toBe(0);
+    const { lines } = await appCheckLines('lifeline-test/noshell:1', '20s');
+    const run = await lifeline(['drill', '--config', config('noshell', { appCheck: lines }), '--env', ENV, '--json'], { env: cliEnv() });
+    expect(run.code, run.stderr).toBe(1);
+    const check = JSON.parse(run.stdout).checks.find((c: { name: string }) => c.name === 'application starts on the restored data');
+    expect(check.status).toBe('fail');
+    expect(check.detail).toContain('the image has no /bin/sh');
+    expect(docker.docker(['ps', '-aq']).stdout.trim()).toBe('');
   }, 300_000);
 
   it('two drills at once: each keeps its own cluster, the second leaves the first one\'s alone, both pass with separate reports', async () => {
