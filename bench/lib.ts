@@ -76,6 +76,8 @@ export async function bestOf(n: number, run: () => Promise<Measurement>): Promis
 export async function compareInterleaved(n: number, bare: () => Promise<Measurement>, lifeline: () => Promise<Measurement>, before?: () => Promise<void>): Promise<{ bare: Measurement; lifeline: Measurement }> {
   let bestBare: Measurement | undefined;
   let bestLifeline: Measurement | undefined;
+  // BENCH_RUNS overrides n (e.g. 2 for a quicker pass on a busy machine).
+  n = Number(process.env.BENCH_RUNS ?? n);
   const better = (best: Measurement | undefined, m: Measurement) => (!best || m.seconds < best.seconds ? { seconds: m.seconds, peakRssMb: Math.max(m.peakRssMb, best?.peakRssMb ?? 0) } : { ...best, peakRssMb: Math.max(best.peakRssMb, m.peakRssMb) });
   for (let i = 0; i < n; i++) {
     await before?.();
