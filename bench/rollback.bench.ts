@@ -27,9 +27,10 @@ export default async function rollbackBench(ctx: BenchContext): Promise<BenchRow
     await signTestRelease(catalog, ENV, 'v1', images.v1);
     await signTestRelease(catalog, ENV, 'v2', images.v2);
     const config = join(stack.dir, 'lifeline.yml');
+    // settle: 0s, as the bare run has no settle window either: that deliberate wait is not overhead.
     writeFileSync(
       config,
-      `version: 1\nenvironments:\n  ${ENV}:\n    store: ${store}\n    compose:\n      files: [docker-compose.yml]\n      projectName: ${stack.projectName}\n      command: docker-compose\n      healthTimeout: 60s\n    manifest:\n      publicKey: ${testSigningKey().publicKeyPath}\n`,
+      `version: 1\nenvironments:\n  ${ENV}:\n    store: ${store}\n    compose:\n      files: [docker-compose.yml]\n      projectName: ${stack.projectName}\n      command: docker-compose\n      healthTimeout: 60s\n      settle: 0s\n    manifest:\n      publicKey: ${testSigningKey().publicKeyPath}\n`,
     );
     const bareOverride = join(stack.dir, 'v2.override.yml');
     writeFileSync(bareOverride, renderOverride(images.v2, 'bare compose: v2'));
