@@ -141,7 +141,7 @@ export function evaluateGate(inputs: GateInputs): GateResult {
       value: `${drill.id}: ${problems.length ? 'failed' : 'passed'} (recomputed from ${drill.checks?.length ?? 0} checks)`,
       limit: 'every check passed',
       passed: problems.length === 0,
-      reason: problems.length ? `the newest drill ${drill.id} did not pass: ${problems.join('; ')}` : undefined,
+      reason: !problems.length ? undefined : drill.passed !== true ? `the newest drill ${drill.id} ${problems[0]!.replace(/^it /, '')}` : `the newest drill ${drill.id} did not pass: ${problems.join('; ')}`,
     });
     const age = ageOf(drill.createdAt, now);
     const fresh = age <= inputs.maxDrillAgeSeconds;

@@ -76,7 +76,7 @@ describe('release gate', () => {
     expect(result.passed).toBe(false);
     expect(result.newestDrillId).toBe('d-real');
     expect(result.reasons[0]).toMatch(/^drill report d-future is dated 2026-12-21T12:00:00.000Z, 30d in the future \(allowed clock skew 5m\)/);
-    expect(result.reasons[1]).toMatch(/the newest drill d-real did not pass: it failed: checksums: postgres.dump differs/);
+    expect(result.reasons[1]).toMatch(/the newest drill d-real failed: checksums: postgres.dump differs/);
     // A few seconds ahead is clock skew, not a forgery; a finishedAt in the future is caught too.
     expect(evaluateGate({ ...base, drills: [entry(report({ createdAt: new Date(NOW.getTime() + 60_000).toISOString() }))], backups: [backup('b1', hoursAgo(2), true)] }).passed).toBe(true);
     const lateFinish = evaluateGate({ ...base, drills: [entry(report({ finishedAt: new Date(NOW.getTime() + 3600_000).toISOString() }))], backups: [backup('b1', hoursAgo(2), true)] });
