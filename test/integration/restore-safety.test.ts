@@ -14,8 +14,9 @@ import { adminConn, createDatabase, createSampleDatabase, dropDatabase, query, r
 
 const noEnv = { DATABASE_URL: undefined, REDIS_URL: undefined, LIFELINE_STORE: undefined, LIFELINE_ENV: undefined, LIFELINE_CONFIG: undefined };
 
-async function lifelineDatabases(): Promise<string[]> {
-  const rows = await query<{ datname: string }>(`SELECT datname FROM pg_database WHERE datname LIKE '%lifeline%' ORDER BY 1`, 'postgres');
+/** Scratch and replaced copies of `database` (other test files restore on the same server meanwhile). */
+async function lifelineDatabases(database: string): Promise<string[]> {
+  const rows = await query<{ datname: string }>(`SELECT datname FROM pg_database WHERE starts_with(datname, '${database}_lifeline_') ORDER BY 1`, 'postgres');
   return rows.map((r) => r.datname);
 }
 
@@ -107,21 +108,21 @@ describe('restore safety', () => {
         rmSync(join(envDir, '.lock'), { force: true });
       }
       expect(await tableCounts(target.name)).toEqual({ 'public.orders_written_meanwhile': 25 });
-      expect(await lifelineDatabases()).toEqual([]);
+      expect(await lifelineDatabases(target.name)).toEqual([]);
     }, 480_000);
 
     it('rows written into an empty target while pg_restore runs: refused before the swap (exit 3), the rows are kept', async () => {
       const target = await createDatabase('saferace');
       drops.push(target.name);
       const running = restore(target.url, ['--jobs', '1']);
-      await waitFor(async () => (await lifelineDatabases()).some((d) => d.includes('_lifeline_restore_')), 60_000, 'the scratch database');
+      await waitFor(async () => (await lifelineDatabases(target.name)).some((d) => d.includes('_lifeline_restore_')), 60_000, 'the scratch database');
       await sql('CREATE TABLE late_orders (id int); INSERT INTO late_orders VALUES (1), (2), (3)', target.name);
       const run = await running;
       expect(run.code, run.stderr).toBe(3);
       expect(jsonError(run).code).toBe('TARGET_CHANGED');
       expect(jsonError(run).message).toContain('late_orders');
       expect(await tableCounts(target.name)).toEqual({ 'public.late_orders': 3 });
-      expect(await lifelineDatabases()).toEqual([]);
+      expect(await lifelineDatabases(target.name)).toEqual([]);
     });
 
     it('with --confirm, what was written while pg_restore ran is in the pre-restore backup; a failed restore log is a warning, the undo is printed', async () => {
@@ -133,7 +134,7 @@ describe('restore safety', () => {
       const idle = openSession(target.conn, 'SELECT 1;');
       try {
         const running = restore(target.url, ['--confirm', target.name, '--jobs', '1']);
-        await waitFor(async () => (await lifelineDatabases()).some((d) => d.includes('_lifeline_restore_')), 60_000, 'the scratch database');
+        await waitFor(async () => (await lifelineDatabases(target.name)).some((d) => d.includes('_lifeline_restore_')), 60_000, 'the scratch database');
         await sql('CREATE TABLE late_orders (id int); INSERT INTO late_orders SELECT generate_series(1, 7)', target.name);
         const run = await running;
         expect(run.code, run.stderr).toBe(0);
@@ -152,7 +153,7 @@ describe('restore safety', () => {
         idle.end();
         rmSync(log, { recursive: true, force: true });
       }
-      expect(await lifelineDatabases()).toEqual([]);
+      expect(await lifelineDatabases(target.name)).toEqual([]);
     }, 480_000);
   });
 
@@ -262,7 +263,7 @@ describe('restore safety', () => {
       expect(error.code).toBe('RESTORE_CHECK_FAILED');
       expect(error.message).toContain(role);
       expect(await tableCounts(db.name)).toEqual(before);
-      expect(await lifelineDatabases()).toEqual([]);
+      expect(await lifelineDatabases(db.name)).toEqual([]);
     }, 480_000);
   });
 
@@ -410,7 +411,7 @@ describe('restore safety', () => {
         if (lockerPid) await sql(`SELECT pg_terminate_backend(${lockerPid})`);
       }
       expect(await tableCounts(db.name)).toEqual(before);
-      expect(await lifelineDatabases()).toEqual([]);
+      expect(await lifelineDatabases(db.name)).toEqual([]);
     }, 480_000);
 
     it('doctor lists leftovers of killed runs with the command to remove them (exit 1), and exit 0 once clean', async () => {

@@ -30,6 +30,7 @@ async function contentOf(conn: PgConnection) {
   return { counts: await tableCounts(conn.database), fingerprint: await fingerprintOf(conn) };
 }
 
+/** Leftover copies of this file's databases (all named r...): other files restore on the same server at the same time. */
 async function databasesLike(pattern: string): Promise<string[]> {
   const rows = await query<{ datname: string }>(`SELECT datname FROM pg_database WHERE datname LIKE '${pattern}' ORDER BY 1`, 'postgres');
   return rows.map((r) => r.datname);
@@ -69,7 +70,7 @@ describe('lifeline restore', () => {
     expect(result).toMatchObject({ backupId, destructive: false, checksumsVerified: true, checks: { ok: true, analyzed: true } });
     expect(result.preRestoreBackupId).toBeUndefined();
     expect(await contentOf(fresh)).toEqual(sourceContent);
-    expect(await databasesLike('%lifeline%')).toEqual([]);
+    expect(await databasesLike('r%\\_lifeline\\_%')).toEqual([]);
   });
 
   for (const [name, confirm] of [
@@ -87,7 +88,7 @@ describe('lifeline restore', () => {
       expect(run.stderr).not.toContain(target.conn.password!);
       expect(await contentOf(target.conn)).toEqual(before);
       expect((await listBackups(new Catalog(store.path), 'default')).map((b) => b.metadata.label)).toEqual(['manual']);
-      expect(await databasesLike('%lifeline%')).toEqual([]);
+      expect(await databasesLike('r%\\_lifeline\\_%')).toEqual([]);
     });
   }
 
@@ -99,7 +100,7 @@ describe('lifeline restore', () => {
     const result = JSON.parse(run.stdout);
     expect(result.destructive).toBe(true);
     expect(await contentOf(target.conn)).toEqual(sourceContent);
-    expect(await databasesLike('%lifeline%')).toEqual([]);
+    expect(await databasesLike('r%\\_lifeline\\_%')).toEqual([]);
     // The pre-restore backup holds the replaced data, so the restore can be undone.
     const pre = await findBackup(new Catalog(store.path), 'default', result.preRestoreBackupId);
     expect(pre.metadata.label).toBe('pre-restore');
@@ -156,7 +157,7 @@ describe('lifeline restore', () => {
       expect(run.code).toBe(1);
       expect(run.stderr).toMatch(/pg_restore|does not match/);
       expect(await contentOf(target.conn)).toEqual(before);
-      expect(await databasesLike('%lifeline%')).toEqual([]);
+      expect(await databasesLike('r%\\_lifeline\\_%')).toEqual([]);
     });
   });
 
