@@ -3,15 +3,16 @@ import * as core from '@actions/core';
 import { commandFor, type ActionSpec } from '../commands/action-spec';
 import { allInputs, Inputs, type CommandResult, type CommandSpec, type RawValue } from '../commands/spec';
 import { toLifelineError, usageError } from '../errors';
-import type { Logger } from '../logger';
-import { urlPassword } from '../settings/secrets';
+import { redactSecretsInText, type Logger } from '../logger';
+import { urlSecrets } from '../settings/secrets';
 
 function actionsLogger(): Logger {
   return {
-    info: (m) => core.info(m),
-    warn: (m) => core.warning(m),
-    error: (m) => core.error(m),
-    debug: (m) => core.debug(m),
+    // Shape-based masking on top of core.setSecret: a credential nobody registered is still hidden.
+    info: (m) => core.info(redactSecretsInText(m)),
+    warn: (m) => core.warning(redactSecretsInText(m)),
+    error: (m) => core.error(redactSecretsInText(m)),
+    debug: (m) => core.debug(redactSecretsInText(m)),
     group: (name, fn) => core.group(name, fn),
     secret: (v) => {
       if (v) core.setSecret(v);
@@ -46,8 +47,7 @@ export async function runAction(action: ActionSpec, selected?: string): Promise<
     }
     const values = readActionInputs(command);
     for (const key of ['database-url', 'redis-url']) {
-      const password = urlPassword(values[key] as string | undefined);
-      if (password) core.setSecret(password);
+      for (const secret of urlSecrets(values[key] as string | undefined)) core.setSecret(secret);
     }
     const result = await runObserved(command, {
       inputs: new Inputs(command, values),
@@ -60,8 +60,8 @@ export async function runAction(action: ActionSpec, selected?: string): Promise<
     await publishResult(command, result);
   } catch (thrown) {
     const error = toLifelineError(thrown);
-    if (error.cause) core.debug(String((error.cause as Error).stack ?? error.cause));
-    core.setFailed(error.describe());
+    if (error.cause) core.debug(redactSecretsInText(String((error.cause as Error).stack ?? error.cause)));
+    core.setFailed(redactSecretsInText(error.describe()));
     process.exitCode = error.exitCode;
   }
 }
@@ -83,7 +83,7 @@ async function publishResult(command: CommandSpec, result: CommandResult): Promi
     await core.summary.addRaw(result.summary, true).write();
   }
   if (result.exitCode) {
-    core.setFailed(result.failureMessage ?? `${command.name} failed`);
+    core.setFailed(redactSecretsInText(result.failureMessage ?? `${command.name} failed`));
     process.exitCode = result.exitCode;
   }
 }

@@ -202,6 +202,16 @@ describe('every form of a password is masked', () => {
     expect(pgEnv(conn)).toMatchObject({ PGPASSWORD: 'qu3ry-pw', PGSSLMODE: 'require' });
   });
 
+  it('refuses sslpassword, which could reach the tools only through their argv', () => {
+    expect(() => parsePgUrl('postgres://app@db/shop?sslkey=/k.pem&sslpassword=k3y-pw')).toThrow(/sets sslpassword/);
+    try {
+      parsePgUrl('postgres://app@db/shop?sslpassword=k3y-pw');
+    } catch (error) {
+      expect((error as LifelineError).exitCode).toBe(2);
+      expect(`${(error as LifelineError).message} ${(error as LifelineError).fix}`).not.toContain('k3y-pw');
+    }
+  });
+
   it('refuses a malformed percent-escape as bad usage, without quoting the password', () => {
     let error: unknown;
     try {
