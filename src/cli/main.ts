@@ -141,6 +141,8 @@ export async function runCli(commands: readonly CommandSpec[], argv: string[], i
     else io.stderr(`error: ${masker.mask(message)}${fix ? `\n  fix: ${masker.mask(fix)}` : ''}\n`);
     return exit;
   };
+  // `lifeline help restore` is `lifeline restore --help`.
+  if (argv[0] === 'help' && argv.length > 1) return runCli(commands, [...argv.slice(1), '--help'], io);
   if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
     io.stdout(usage(commands));
     return argv.length === 0 ? ExitCode.usage : ExitCode.ok;

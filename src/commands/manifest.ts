@@ -161,7 +161,6 @@ export const manifestCheckIdentityCommand: CommandSpec = {
 export const manifestKeygenCommand: CommandSpec = {
   name: 'manifest keygen',
   summary: 'Generate an ECDSA P-256 key pair for key-based release signing',
-  usesGlobals: false,
   inputs: [{ name: 'out', type: 'string', description: 'Directory to write release-signing.key (mode 0600) and release-signing.pub into.', required: true }],
   outputs: [],
   implemented: true,

@@ -1,5 +1,9 @@
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseFlags } from '../../src/cli/main';
+import { parseFlags, runCli } from '../../src/cli/main';
+import { COMMANDS } from '../../src/commands/registry';
 import { backupCommand, restoreCommand } from '../../src/commands/backup';
 import { Inputs } from '../../src/commands/spec';
 
@@ -16,5 +20,38 @@ describe('CLI flags', () => {
     const values = parseFlags(backupCommand, ['--no-verify']);
     expect(values.verify).toBe(false);
     expect(new Inputs(backupCommand, values).boolean('verify')).toBe(false);
+  });
+});
+
+describe('CLI papercuts', () => {
+  const capture = () => {
+    const out = { stdout: '', stderr: '' };
+    const io = { stdout: (t: string) => void (out.stdout += t), stderr: (t: string) => void (out.stderr += t), env: {}, cwd: process.cwd(), interactive: false };
+    return { out, io };
+  };
+
+  it('lifeline help COMMAND shows that command\'s help, as COMMAND --help does', async () => {
+    const a = capture();
+    const b = capture();
+    expect(await runCli(COMMANDS, ['help', 'manifest', 'keygen'], a.io)).toBe(0);
+    expect(await runCli(COMMANDS, ['manifest', 'keygen', '--help'], b.io)).toBe(0);
+    expect(a.out.stdout).toBe(b.out.stdout);
+    expect(a.out.stdout).toContain('Usage: lifeline manifest keygen');
+    const unknown = capture();
+    expect(await runCli(COMMANDS, ['help', 'restorr'], unknown.io)).toBe(2);
+    expect(unknown.out.stderr).toContain('did you mean "lifeline restore"');
+  });
+
+  it('manifest keygen takes --json and the global flags like every other command', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'lifeline-keygen-'));
+    try {
+      const run = capture();
+      expect(await runCli(COMMANDS, ['manifest', 'keygen', '--out', join(dir, 'keys'), '--json', '--env', 'production'], run.io), run.out.stderr).toBe(0);
+      const written = JSON.parse(run.out.stdout);
+      expect(statSync(written.privateKey).mode & 0o777).toBe(0o600);
+      expect(readFileSync(written.publicKey, 'utf8')).toContain('BEGIN PUBLIC KEY');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
