@@ -443,8 +443,12 @@ async function applyDatabaseLevelState(runner: Runner, maintenance: PgConnection
     }
   }
   const differences: string[] = [];
-  for (const statement of statements) {
-    await execOnce(runner, maintenance, statement).catch((error: Error) => differences.push(`could not apply ${statement.replace(db, 'the database')}: ${error.message.replace(/^query against \S+ failed: /, '')}`));
+  // One session for all (each statement is idempotent); only when one fails, each on its own, to name it.
+  const together = statements.length ? await execOnce(runner, maintenance, statements.join(';\n')).then(() => true, () => false) : true;
+  if (!together) {
+    for (const statement of statements) {
+      await execOnce(runner, maintenance, statement).catch((error: Error) => differences.push(`could not apply ${statement.replace(db, 'the database')}: ${error.message.replace(/^query against \S+ failed: /, '')}`));
+    }
   }
   const session = PsqlSession.open(runner, maintenance);
   let actual: DatabaseLevelState | undefined;
