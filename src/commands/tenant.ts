@@ -174,6 +174,7 @@ export const tenantDeletionPlanCommand: CommandSpec = {
       text: [
         `deletion plan for tenant ${tenant} (for review; Lifeline deletes nothing): ${plan.totalRows} rows`,
         ...plan.collections.map((c) => `  ${c.name.padEnd(16)} ${String(c.rows).padStart(10)} rows  (${c.path})  sha256 ${c.contentDigest.slice(0, 16)}…${c.crossTenantExcluded ? `  (${c.crossTenantExcluded} rows naming another tenant left out)` : ''}`),
+        ...plan.strandedRows.map((r) => `  NOT COVERED: ${r.collection} has ${r.rows} rows naming ${tenant} under another tenant's parent (e.g. ${r.examples.join(', ')}); this plan leaves them`),
         `covered by export ${plan.coveredBy.exportId} (snapshot ${plan.coveredBy.snapshotAt}, verified ${plan.coveredBy.verifiedAt}): every collection's rows, re-read at ${plan.plannedAt}, match the exported ones byte for byte; last write ${plan.lastWriteAt ?? 'unknown'} from ${plan.lastWriteSource}`,
       ].join('\n'),
     };

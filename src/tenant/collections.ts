@@ -197,9 +197,11 @@ const qualified = (t: TableRef) => `${quoteIdent(t.schema)}.${quoteIdent(t.name)
  * semi-join (`IN (SELECT ...)`), so a row appears once even when a join target is not unique.
  * A row on the path whose own tenant column names another tenant is left out (its parent's
  * tenant does not make it this tenant's); `crossTenant: 'only'` selects exactly those rows
- * instead, to report them. `tenantLiteral` must already be a quoted literal (quoteLiteral).
+ * instead, to report them, and `'stranded'` the mirror case: rows whose own tenant column names
+ * this tenant but whose parent belongs to another, which no export of this tenant would hold.
+ * `tenantLiteral` must already be a quoted literal (quoteLiteral).
  */
-export function tenantRowsSource(collection: ResolvedCollection, tenantLiteral: string, crossTenant: 'exclude' | 'only' = 'exclude'): string {
+export function tenantRowsSource(collection: ResolvedCollection, tenantLiteral: string, crossTenant: 'exclude' | 'only' | 'stranded' = 'exclude'): string {
   const own = (depth: number) => collection.ownTenantColumns.find((c) => c.depth === depth);
   const condition = (depth: number, consistent: boolean): string => {
     const alias = `t${depth}`;
@@ -210,6 +212,11 @@ export function tenantRowsSource(collection: ResolvedCollection, tenantLiteral: 
     const sameTenant = column && consistent ? ` AND (${alias}.${quoteIdent(column.column)} IS NULL OR ${alias}.${quoteIdent(column.column)} = ${tenantLiteral})` : '';
     return `${alias}.${quoteIdent(hop.localColumn)} IN (SELECT ${next}.${quoteIdent(hop.targetColumn)} FROM ${qualified(hop.target)} AS ${next} WHERE ${condition(depth + 1, consistent)})${sameTenant}`;
   };
+  if (crossTenant === 'stranded') {
+    const column = own(0);
+    if (!column) return `FROM ${qualified(collection.table)} AS t0 WHERE false`;
+    return `FROM ${qualified(collection.table)} AS t0 WHERE t0.${quoteIdent(column.column)} = ${tenantLiteral} AND (${condition(0, true)}) IS NOT TRUE`;
+  }
   if (crossTenant === 'only') {
     // Reached by the plain join, but not by the join that insists on the same tenant at every step.
     return `FROM ${qualified(collection.table)} AS t0 WHERE ${condition(0, false)} AND (${condition(0, true)}) IS NOT TRUE`;

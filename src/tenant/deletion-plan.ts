@@ -38,6 +38,8 @@ export interface DeletionPlan {
   coveredBy: { exportId: string; snapshotAt: string; verifiedAt: string; rowEncoding: string; contentMatched: true };
   /** The database snapshot the rows were counted and hashed in. */
   plannedAt: string;
+  /** Rows that name this tenant but join to another tenant's parent (tenants.crossTenantRows: exclude): this plan leaves them. */
+  strandedRows: { collection: string; rows: number; examples: string[] }[];
 }
 
 /**
@@ -62,7 +64,7 @@ export async function planTenantDeletion(options: DeletionPlanOptions): Promise<
       throw usageError('UNKNOWN_TENANT', `tenant ${JSON.stringify(tenant)} has no rows in any collection (${collections.map((c) => c.name).join(', ')})`, 'check the id (it is matched exactly, case included) and the environment');
     }
     const lastWrite = await lastTenantWrite(session, collections, tenant, options.lastWriteQuery);
-    const excluded = (name: string) => crossTenant.find((f) => f.collection === name)?.rows;
+    const excluded = (name: string) => crossTenant.find((f) => f.collection === name && f.kind === 'foreign')?.rows;
     const summary = [...collections].reverse().map((c) => `${c.name} ${counts.get(c.name)}`).join(', ');
     const totalRows = [...counts.values()].reduce((n, c) => n + c, 0);
 
@@ -106,6 +108,7 @@ export async function planTenantDeletion(options: DeletionPlanOptions): Promise<
         lastWriteSource: lastWrite.source,
         coveredBy: { exportId: entry.id, snapshotAt: m.snapshotAt, verifiedAt: verification.checkedAt, rowEncoding: m.rowEncoding!, contentMatched: true },
         plannedAt: snapshotAt,
+        strandedRows: crossTenant.filter((f) => f.kind === 'stranded').map((f) => ({ collection: f.collection, rows: f.rows, examples: f.examples })),
       };
     }
     throw refusal(

@@ -114,8 +114,10 @@ export async function exportTenant(options: TenantExportOptions): Promise<Tenant
       const crossTenantPolicy = options.crossTenantRows ?? 'fail';
       const crossTenant = await findCrossTenantRows(session, collections, tenant);
       if (crossTenant.length && crossTenantPolicy === 'fail') throw crossTenantRefusal(tenant, crossTenant, 'nothing was exported');
-      for (const found of crossTenant) logger.warn(`${found.collection}: left out ${found.rows} rows joined through ${found.path} whose own tenant column names another tenant (tenants.crossTenantRows: exclude)`);
-      const excludedIn = (name: string): CrossTenantRows | undefined => crossTenant.find((f) => f.collection === name);
+      for (const found of crossTenant) {
+        logger.warn(found.kind === 'foreign' ? `${found.collection}: left out ${found.rows} rows joined through ${found.path} whose own tenant column names another tenant (tenants.crossTenantRows: exclude)` : `${found.collection}: ${found.rows} rows name ${tenant} in their own tenant column but join to another tenant: they are not in this export`);
+      }
+      const excludedIn = (name: string): CrossTenantRows | undefined => crossTenant.find((f) => f.collection === name && f.kind === 'foreign');
       // With truncation allowed, exact counts come first: they decide what to cut and give the true
       // counts. Otherwise each COPY reads at most cap + 1 rows, and one row too many refuses the
       // export before its entry is complete: the same guarantee without a second pass over the data.

@@ -90,6 +90,16 @@ describe('tenant coverage: via joins never carry another tenant, plans compare c
       expect(exportsIn('cross-store', 'tenant-001')).toEqual([]);
     });
 
+    it('fails the other tenant\'s export too: the row names tenant-002, but no tenant-002 export would hold it', async () => {
+      const run = await cli(['tenant', 'export', '--tenant', 'tenant-002'], 'cross-store');
+      expect(run.code, run.stderr).toBe(3);
+      const { error } = JSON.parse(run.stdout) as ErrorOut;
+      expect(error.code).toBe('CROSS_TENANT_ROWS');
+      expect(error.message).toContain(`payments: 1 row name this tenant in their own tenant column but join through payments -> orders.tenant_id to another tenant`);
+      expect(error.message).toContain(`"id" : ${foreign}, "tenant_id" : "tenant-002"`);
+      expect(exportsIn('cross-store', 'tenant-002')).toEqual([]);
+    });
+
     it('refuses the deletion plan too, so the row is never planned for deletion with tenant-001', async () => {
       const run = await cli(['tenant', 'deletion-plan', '--tenant', 'tenant-001'], 'cross-store');
       expect(run.code).toBe(3);
@@ -113,8 +123,15 @@ describe('tenant coverage: via joins never carry another tenant, plans compare c
 
       const plan = await cli(['tenant', 'deletion-plan', '--tenant', 'tenant-001'], 'lenient-store', lenient);
       expect(plan.code, plan.stdout + plan.stderr).toBe(0);
-      const planned = JSON.parse(plan.stdout) as { collections: { name: string; rows: number; crossTenantExcluded?: number }[] };
+      const planned = JSON.parse(plan.stdout) as { collections: { name: string; rows: number; crossTenantExcluded?: number }[]; strandedRows: unknown[] };
       expect(planned.collections.find((c) => c.name === 'payments')).toMatchObject({ rows: Number(payments) - 1, crossTenantExcluded: 1 });
+      expect(planned.strandedRows).toEqual([]);
+
+      // Seen from tenant-002, the same row is stranded: the plan names what it leaves behind.
+      expect((await cli(['tenant', 'export', '--tenant', 'tenant-002'], 'lenient-store', lenient)).code).toBe(0);
+      const other = await cli(['tenant', 'deletion-plan', '--tenant', 'tenant-002'], 'lenient-store', lenient);
+      expect(other.code, other.stdout).toBe(0);
+      expect((JSON.parse(other.stdout) as { strandedRows: unknown[] }).strandedRows).toEqual([{ collection: 'payments', rows: 1, examples: [`{"id" : ${foreign}, "tenant_id" : "tenant-002"}`] }]);
     });
 
     it('does not take a primary key or the join column itself for a tenant column (no false alarm)', async () => {
