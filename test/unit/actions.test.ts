@@ -30,8 +30,8 @@ describe('action metadata', () => {
     expect(root.runs).toEqual({ using: 'node24', main: 'dist/main/index.js' });
   });
 
-  it('offers the ten documented commands, and sync, on the root action', () => {
-    expect(ACTIONS.map((a) => a.name)).toEqual(['preflight', 'backup', 'restore', 'verify', 'manifest', 'deploy', 'rollback', 'drill', 'gate', 'tenant-export', 'sync']);
+  it('offers the ten documented commands, prune and sync, on the root action', () => {
+    expect(ACTIONS.map((a) => a.name)).toEqual(['preflight', 'backup', 'restore', 'verify', 'manifest', 'deploy', 'rollback', 'drill', 'gate', 'prune', 'tenant-export', 'sync']);
   });
 });
 
