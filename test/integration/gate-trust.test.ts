@@ -15,7 +15,8 @@ import { createSampleDatabase, dropDatabase, runner, tempDir } from '../helpers/
 
 // The release gate attacked from outside: every way a catalog can lie about a drill must fail the
 // gate (exit 1) with a reason that names what was wrong, and a genuine signed drill must still pass.
-describe('the release gate believes only real, recent, passing drills', () => {
+// Each test runs several CLI processes (tsx start-up included); on a loaded 2-core host that takes minutes.
+describe('the release gate believes only real, recent, passing drills', { timeout: 400_000 }, () => {
   const work = tempDir('lifeline-gate-trust-');
   let live: Awaited<ReturnType<typeof createSampleDatabase>>;
   let store: string;
@@ -77,7 +78,7 @@ describe('the release gate believes only real, recent, passing drills', () => {
     const failing = await drill(config, ['--signing-key', keyPath, '--smoke-sql', smoke]);
     expect(failing.code, failing.stderr).toBe(1);
     failingId = JSON.parse(failing.stdout).id;
-  }, 240_000);
+  }, 600_000);
 
   afterAll(async () => {
     for (const name of created) await dropDatabase(name);
@@ -187,7 +188,7 @@ describe('the release gate believes only real, recent, passing drills', () => {
     const wrongKey = await gate(config);
     expect(wrongKey.code).toBe(1);
     expect(wrongKey.stderr).toMatch(/fails signature verification: .*the signature does not match the public key/);
-  }, 120_000);
+  });
 
   it('retention keeps the backup the gate relies on', async () => {
     const copy = copyStore([failingId]);
@@ -200,5 +201,5 @@ describe('the release gate believes only real, recent, passing drills', () => {
     expect(readdirSync(join(copy, 'production', 'backups'))).toContain(backupId);
     const run = await gate(configFor(copy, true));
     expect(run.code, run.stderr).toBe(0);
-  }, 60_000);
+  });
 });

@@ -21,7 +21,8 @@ const NEW = '20261120T010000000Z-bbbbbb';
 
 // `verify --remote ID`, `fetch latest` and the review gate, attacked through the bucket itself:
 // a flipped byte on the server's disk, an object gone, a review dated in the future.
-describe('remote verification verifies', () => {
+// Each test runs several CLI processes (tsx start-up included); on a loaded 2-core host that takes minutes.
+describe('remote verification verifies', { timeout: 400_000 }, () => {
   let s3: TestS3Server;
   const scratch: string[] = [];
   const secretEnv = { SHOP_S3_KEY: 'S3RVER', SHOP_S3_SECRET: 'S3RVER', LIFELINE_CONFIG: undefined, LIFELINE_STORE: undefined };

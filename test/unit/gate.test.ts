@@ -1,6 +1,10 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { chooseNewestDrill, drillVerdictProblems, evaluateGate, type GateInputs, type NewestDrillEvidence } from '../../src/drill/gate';
-import type { DrillReport } from '../../src/drill/report';
+import { Catalog } from '../../src/catalog/store';
+import { believedPassingDrills, chooseNewestDrill, drillVerdictProblems, evaluateGate, type GateInputs, type NewestDrillEvidence } from '../../src/drill/gate';
+import { saveDrillReport, type DrillReport } from '../../src/drill/report';
 import type { BackupMetadata } from '../../src/postgres/metadata';
 
 const NOW = new Date('2026-11-21T12:00:00Z');
@@ -127,5 +131,22 @@ describe('release gate', () => {
       'no RPO target for staging: set rpo: in lifeline.yml or pass --rpo',
       'no RTO target for staging: set rto: in lifeline.yml or pass --rto',
     ]);
+  });
+});
+
+describe('what retention protects', () => {
+  it('believes only drills the gate would: a future-dated or self-contradicting "passing" report protects nothing', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'lifeline-gate-unit-'));
+    try {
+      const catalog = new Catalog(dir);
+      await saveDrillReport(catalog, report({ id: 'd-real', backup: { id: 'b-real', createdAt: hoursAgo(2) } }), '# real\n');
+      await saveDrillReport(catalog, report({ id: 'd-future', createdAt: new Date(NOW.getTime() + 30 * 86400_000).toISOString(), backup: { id: 'b-forged', createdAt: hoursAgo(3) } }), '# forged\n');
+      const contradicting = report({ id: 'd-edited', createdAt: hoursAgo(0.5), backup: { id: 'b-edited', createdAt: hoursAgo(3) } });
+      contradicting.checks = [...contradicting.checks, { step: 'check-data', name: 'row counts', status: 'fail', detail: 'orders differ' }];
+      await saveDrillReport(catalog, contradicting, '# edited\n');
+      expect(await believedPassingDrills(catalog, 'production', NOW)).toEqual([{ id: 'd-real', backupId: 'b-real' }]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
