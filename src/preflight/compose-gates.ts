@@ -1,6 +1,7 @@
 import { parse } from 'yaml';
 import { displayPath, gate, pass, warn, type CheckContext, type Finding, type FindingInput } from './findings';
 import type { ComposeModel, ComposeSources, ServiceModel } from './compose-source';
+import { ONLY_REFERENCES } from './compose-secrets';
 
 export interface ComposeGateOptions {
   /** Service names of the api, web and worker roles. */
@@ -15,7 +16,6 @@ export interface ComposeGateOptions {
 }
 
 const SECRET_NAME = /PASSWORD|PASSWD|SECRET|TOKEN|KEY/i;
-const ONLY_REFERENCES = /^(\s*\$\{[^}]+\}\s*|\s*\$[A-Za-z_][A-Za-z0-9_]*\s*)+$/;
 const DEFAULT_PGDATA = '/var/lib/postgresql/data';
 
 /** Parses `compose config` output; when Compose could not run, the source files merged naively stand in. */
@@ -149,7 +149,7 @@ export function checkComposeGates(model: ComposeModel, sources: ComposeSources, 
   const inline: Finding[] = [];
   const reported = new Set<string>();
   for (const entry of sources.environmentEntries()) {
-    if (!SECRET_NAME.test(entry.name) || entry.value === undefined || entry.value === '' || ONLY_REFERENCES.test(entry.value)) continue;
+    if (!SECRET_NAME.test(entry.name) || entry.value === undefined || entry.value === '' || ONLY_REFERENCES.test(entry.value.trim())) continue;
     // An anchor merged into several services is one line to fix.
     if (reported.has(`${entry.file}:${entry.line}`)) continue;
     reported.add(`${entry.file}:${entry.line}`);

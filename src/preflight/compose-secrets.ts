@@ -8,8 +8,11 @@ const SECRET_OPTION = /^(requirepass|masterauth|pass|password|passwd|secret|toke
 const SECRET_ASSIGNMENT = /(password|passwd|secret|token|requirepass|masterauth)$|(^|[-_.])(pass|auth)$/i;
 /** A URL whose user-info holds a password: `postgres://user:password@host`. */
 const URL_PASSWORD = /[a-z][a-z0-9+.-]*:\/\/[^\s:@/]*:([^\s@/]+)@/i;
-/** Values made only of references: `${VAR}`, `$VAR`, and Compose's escaped `$$VAR` / `$${VAR}` for the container's shell. */
-const ONLY_REFERENCES = /^(\$?\$\{[A-Za-z_][A-Za-z0-9_]*\}|\$?\$[A-Za-z_][A-Za-z0-9_]*)+$/;
+/**
+ * Values made only of references: `${VAR}`, `$VAR`, and Compose's escaped `$$VAR` / `$${VAR}`
+ * for the container's shell. `${VAR:-fallback}` is not: its fallback is a literal in the file.
+ */
+export const ONLY_REFERENCES = /^(\$?\$\{[A-Za-z_][A-Za-z0-9_]*\}|\$?\$[A-Za-z_][A-Za-z0-9_]*)+$/;
 
 export interface CommandSecret {
   /** How it was passed, without the value: `--requirepass`, `password=`, `a URL with a password`. */

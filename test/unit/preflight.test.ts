@@ -61,10 +61,14 @@ describe('Compose source locations', () => {
   });
 
   it('accepts ${VAR} references for secret-looking names and flags literals only', () => {
-    const file = write('secrets.yml', 'services:\n  api:\n    environment:\n      - DB_PASSWORD=${DB_PASSWORD}\n      - API_TOKEN=literal-token\n      - EMPTY_SECRET=\n      - LOG_LEVEL=debug\n');
+    const file = write('secrets.yml', 'services:\n  api:\n    environment:\n      - DB_PASSWORD=${DB_PASSWORD}\n      - API_TOKEN=literal-token\n      - EMPTY_SECRET=\n      - LOG_LEVEL=debug\n      - REDIS_PASSWORD=${REDIS_PASSWORD:-fallback-literal}\n');
     const sources = ComposeSources.load([file]);
     const findings = checkComposeGates(sources.mergedModel(), sources, { production: true, cwd: dir }, { appServices: [], allowPrivileged: [], allowHostNetwork: [] });
-    expect(findings.filter((f) => f.check === 'compose.inline-secret')).toEqual([expect.objectContaining({ status: 'fail', line: 5, message: 'service api sets API_TOKEN to a literal value in the Compose file' })]);
+    expect(findings.filter((f) => f.check === 'compose.inline-secret')).toEqual([
+      expect.objectContaining({ status: 'fail', line: 5, message: 'service api sets API_TOKEN to a literal value in the Compose file' }),
+      // A fallback is a literal committed with the file, used whenever the variable is unset.
+      expect.objectContaining({ status: 'fail', line: 8, message: 'service api sets REDIS_PASSWORD to a literal value in the Compose file' }),
+    ]);
   });
 });
 
