@@ -57,7 +57,8 @@ async function watchCmdlines<T>(run: () => Promise<T>): Promise<{ result: T; see
   }
 }
 
-describe('a private, confined catalog', () => {
+// A loaded 2-core machine runs each CLI start-up through tsx in seconds: generous timeouts, bounded anyway.
+describe('a private, confined catalog', { timeout: 900_000 }, () => {
   const dir = tempDir('lifeline-security-');
   const store = join(dir.path, 'store');
   const outside = join(dir.path, 'outside.txt');
@@ -145,7 +146,7 @@ describe('a private, confined catalog', () => {
     }
     // The runuser check can fail: a file outside the store is readable by nobody.
     expect(asNobody(['cat', outside]).status).toBe(0);
-  }, 600_000);
+  });
 
   it('warns on every write into a store other users can read, and preflight fails it with the chmod fix', async () => {
     chmodSync(store, 0o755);
@@ -199,13 +200,15 @@ describe('a private, confined catalog', () => {
     for (const id of Object.keys(crafted)) {
       const started = Date.now();
       const verify = await lifeline022(['verify', id, ...base(), '--json'], env);
-      expect(Date.now() - started, id).toBeLessThan(30_000);
+      // A FIFO read would never return: the bound is loose (start-up under load), the hang is not.
+      expect(Date.now() - started, id).toBeLessThan(120_000);
       expect(verify.code, `${id}: ${verify.stderr}`).toBe(1);
       const out = verify.stdout + verify.stderr;
       expect(out, id).not.toContain(outsideHash);
-      const failed = (JSON.parse(verify.stdout) as { checks: { name: string; ok: boolean; detail: string }[] }).checks.filter((c) => !c.ok);
-      expect(failed.length, id).toBeGreaterThan(0);
-      expect(failed.map((c) => c.detail).join('\n'), id).toMatch(/does not name|not a single path segment|absolute path|symbolic link|FIFO|device/);
+      // The verdict is on stderr line by line (the JSON may be an error: recording it can be refused too).
+      const failed = verify.stderr.split('\n').filter((line) => line.startsWith('FAIL '));
+      expect(failed.length, `${id}: ${verify.stderr}`).toBeGreaterThan(0);
+      expect(failed.join('\n'), id).toMatch(/does not name|not a single path segment|absolute path|symbolic link|FIFO|device/);
       // Nothing about the outside file was stored in the entry either.
       expect(readFileSync(join(store, 'production', 'backups', id, 'backup.json'), 'utf8')).not.toContain(outsideHash);
     }
@@ -289,7 +292,7 @@ describe('a private, confined catalog', () => {
   });
 });
 
-describe('filesystem failures name the path, the outcome and the fix', () => {
+describe('filesystem failures name the path, the outcome and the fix', { timeout: 600_000 }, () => {
   const dir = tempDir('lifeline-fsfail-');
   let db: Awaited<ReturnType<typeof createSampleDatabase>>;
   const mounts: string[] = [];
