@@ -348,14 +348,15 @@ describe('credentials in hook URLs and application check variables', () => {
     const code = await runCli(COMMANDS, ['config', 'check', '--env', 'production', '--json'], {
       stdout: (t) => (stdout += t),
       stderr: (t) => (stderr += t),
-      env: { HOOK_AUTHORIZATION: 'Bearer hook-secret-42', LIFELINE_DEBUG: '1' },
+      env: { HOOK_AUTHORIZATION: 'Bearer hook-secret-42', LIFELINE_DEBUG: '1', DATABASE_URL: 'postgres://app@127.0.0.1:5432/shop?password=qu3ry-dbg-77&sslmode=disable', REDIS_URL: 'redis://:r3d%zz-dbg@127.0.0.1:6379/0' },
       cwd: dir,
       interactive: false,
     });
     expect(code, stderr + stdout).toBe(0);
     expect(stdout).toContain('STRIPE_API_KEY');
     expect(stdout).toContain('Authorization');
-    for (const secret of ['sk-live-abcdef123456', 'hook-secret-42']) {
+    expect(stdout).toContain('sslmode=disable');
+    for (const secret of ['sk-live-abcdef123456', 'hook-secret-42', 'qu3ry-dbg-77', 'r3d%zz-dbg']) {
       expect(stdout, secret).not.toContain(secret);
       expect(stderr, secret).not.toContain(secret);
     }
