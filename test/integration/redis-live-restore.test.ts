@@ -51,7 +51,7 @@ describe('the tar stream docker cp receives', () => {
 });
 
 // Each Compose exec costs seconds, many more on a busy machine: a restore is a minute or more there.
-describe.skipIf(!dockerAvailable())('redis-restore into the live Redis of a Compose stack', { timeout: 360_000 }, () => {
+describe.skipIf(!dockerAvailable())('redis-restore into the live Redis of a Compose stack', { timeout: 600_000 }, () => {
   let docker: DockerEnvironment;
   let db: Awaited<ReturnType<typeof createSampleDatabase>> | undefined;
   const store = tempDir('lifeline-redis-live-');
