@@ -1,7 +1,5 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { sha256File } from '../catalog/files';
 import { parseSums, SUMS_FILE } from '../catalog/sums';
 import { entryFilePath, readEntryText } from '../catalog/confine';
