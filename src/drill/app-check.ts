@@ -1,6 +1,5 @@
-import type { Catalog, EntryMetadata } from '../catalog/store';
-import { DEPLOYMENT_METADATA } from '../deploy/deploy';
-import { currentRelease, readHistory } from '../deploy/history';
+import type { Catalog } from '../catalog/store';
+import { verifiedRunningApiImage } from '../deploy/manifest-verifier';
 import { SecretMasker, type Logger } from '../logger';
 import { formatPgUrl, type PgConnection } from '../runner/postgres-env';
 import { randomBytes } from 'node:crypto';
@@ -29,22 +28,12 @@ export interface AppCheckOptions {
   drillId?: string;
 }
 
-/** The part of a catalog deployment the drill reads: the image of each Compose service it pinned. */
-interface RecordedDeployment extends EntryMetadata {
-  release: string;
-  images: Record<string, string>;
-}
-
 /** The image to start and where it came from: the configured one, else the api image of the running release. */
 export async function appCheckImage(settings: EnvironmentSettings, catalog: Catalog): Promise<{ image: string; source: string } | undefined> {
   const configured = settings.drill.appCheck?.image;
   if (configured) return { image: configured, source: 'drill.appCheck.image' };
-  const current = currentRelease(await readHistory(catalog, settings.name));
-  if (!current?.deployment) return undefined;
-  const entry = await catalog.get<RecordedDeployment>(settings.name, 'deployments', current.deployment, DEPLOYMENT_METADATA);
-  const apiService = settings.compose.services.api.name;
-  const image = entry?.metadata.images?.[apiService];
-  return image ? { image, source: `the ${apiService} image of the running release ${current.release ?? entry!.metadata.release} (deployment ${current.deployment})` } : undefined;
+  // From the running release's verified manifest: the catalog's deployment.json could have been edited.
+  return verifiedRunningApiImage(catalog, settings);
 }
 
 /**

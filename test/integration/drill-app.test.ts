@@ -11,6 +11,7 @@ import { buildAppCheckImages, type AppImageMode } from '../helpers/app-image';
 import { lifeline, type CliRun } from '../helpers/cli';
 import { createSampleDatabase, dropDatabase, tempDir } from '../helpers/db';
 import { dockerAvailable, startDockerEnvironment, type DockerEnvironment } from '../helpers/docker';
+import { fakeImage, signTestRelease, testSigningKey } from '../helpers/releases';
 
 const ENV = 'production';
 const CHECK = 'application starts on the restored data';
@@ -48,7 +49,7 @@ describe.skipIf(!dockerAvailable())('lifeline drill: the application starts on t
   /** Writes a config with the given appCheck lines (none: no appCheck) and runs the CLI with it. */
   async function drill(name: string, appCheck: string[] | undefined, args: string[]): Promise<CliRun> {
     const configPath = join(work.path, `${name}.yml`);
-    const lines = ['version: 1', `store: ${join(work.path, 'store')}`, 'environments:', `  ${ENV}:`, '    rto: 10m'];
+    const lines = ['version: 1', `store: ${join(work.path, 'store')}`, 'environments:', `  ${ENV}:`, '    rto: 10m', '    manifest:', `      publicKey: ${testSigningKey().publicKeyPath}`];
     if (appCheck) lines.push('    drill:', '      appCheck:', ...appCheck.map((l) => `        ${l}`));
     writeFileSync(configPath, `${lines.join('\n')}\n`);
     return lifeline([...args, '--config', configPath, '--env', ENV], { env: { ...docker.env, DATABASE_URL: live.url, LIFELINE_STORE: undefined } });
@@ -138,17 +139,23 @@ describe.skipIf(!dockerAvailable())('lifeline drill: the application starts on t
     expect(failed.status).toBe('fail');
     expect(failed.detail).toContain('set drill.appCheck.image');
 
-    // The record a deploy leaves: a deployment with the pinned images, and the history naming it as running.
+    // The record a deploy leaves: v7's signed manifest and the history naming v7 as running. Its
+    // deployment.json, edited in the catalog to name another image, must not be what starts.
     const catalog = new Catalog(join(work.path, 'store'));
+    const tag = `${docker.registry}/lifeline-test/drill-app:db`;
+    expect(docker.docker(['tag', images.db, tag]).status).toBe(0);
+    expect(docker.docker(['push', tag]).status).toBe(0);
+    const pinned = docker.docker(['inspect', '--format', '{{index .RepoDigests 0}}', tag]).stdout.trim();
+    const release = await signTestRelease(catalog, ENV, 'v7', { api: pinned, web: fakeImage('web'), worker: fakeImage('worker') });
     const staged = await catalog.begin(ENV, 'deployments', 'dep-v7', DEPLOYMENT_METADATA);
-    await staged.commit({ schemaVersion: 1, id: 'dep-v7', createdAt: new Date().toISOString(), action: 'deploy', release: 'v7', from: null, images: { api: images.db, web: images.never, worker: images.never }, manifestDigest: null, by: 'test' });
+    await staged.commit({ schemaVersion: 1, id: 'dep-v7', createdAt: new Date().toISOString(), action: 'deploy', release: 'v7', from: null, images: { api: images.never, web: images.never, worker: images.never }, manifestDigest: null, by: 'test' });
     await appendHistory(catalog, ENV, { action: 'deploy', from: null, to: 'v7', result: 'succeeded', running: 'v7', runningDeployment: 'dep-v7', deployment: 'dep-v7', at: new Date().toISOString(), by: 'test', durationsMs: {} });
 
     const run = await drill('no-image', lines, ['drill', '--json']);
     expect(run.code, run.stderr).toBe(0);
     const passed = appCheck(JSON.parse(run.stdout))!;
     expect(passed.status).toBe('pass');
-    expect(run.stderr).toContain(`starting ${images.db} (the api image of the running release v7 (deployment dep-v7))`);
+    expect(run.stderr).toContain(`starting ${pinned} (the api image of the running release v7 (manifest ${release.digest}))`);
     expect(containersLeft()).toBe('');
   });
 
