@@ -11,7 +11,8 @@ import { makeTestSigningKey, signTestRelease, testSigningKey } from '../helpers/
 const ENV = 'production';
 const PRE_MIGRATION_BACKUP = { id: '20261121T220000000Z-0a1b2c', sha256: 'a'.repeat(64) };
 
-describe.skipIf(!dockerAvailable())('deploy and rollback on a real Docker engine', () => {
+// Several deploys per case, each with its settle window: minutes on a loaded 2-core machine.
+describe.skipIf(!dockerAvailable())('deploy and rollback on a real Docker engine', { timeout: 600_000 }, () => {
   let docker: DockerEnvironment;
   let stack: TestStack;
   let store: ReturnType<typeof tempDir>;
@@ -55,6 +56,7 @@ describe.skipIf(!dockerAvailable())('deploy and rollback on a real Docker engine
         // web is judged by an HTTP URL, api and worker by their Compose healthchecks.
         `      services: { web: { healthUrl: "http://127.0.0.1:${stack.ports.web}/health" } }`,
         '      healthTimeout: 60s',
+        '      settle: 2s',
         '    manifest:',
         `      publicKey: ${testSigningKey().publicKeyPath}`,
         '',
