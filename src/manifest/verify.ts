@@ -8,7 +8,7 @@ import type { Catalog } from '../catalog/store';
 import { failure, isLifelineError, usageError, type LifelineError } from '../errors';
 import { sha256Hex } from './digest';
 import { loadPublicKey, publicKeyHint } from './keys';
-import { exactIdentityPattern, loadTrustedRoot } from './trust';
+import { exactIdentityPattern, loadTrustedRoot, trustedIdentities } from './trust';
 import { parseVerifiedStatement } from './statement';
 import { BUNDLE_FILE, IN_TOTO_PAYLOAD_TYPE, MANIFEST_FILE, RELEASE_METADATA_FILE, type VerificationPolicy, type VerifiedRelease } from './types';
 
@@ -23,7 +23,7 @@ export interface VerifyReleaseOptions {
 
 type PreparedPolicy =
   | { kind: 'key'; key: KeyObject; hint: string; path: string }
-  | { kind: 'certificate'; identity: string; issuer: string; root: TrustedRoot; sourceRepository?: string; sourceRef?: string };
+  | { kind: 'certificate'; identities: string[]; issuer: string; root: TrustedRoot; sourceRepository?: string; sourceRef?: string };
 
 /** Fulcio's certificate extensions for the source repository URI and ref (DER UTF8String values). */
 const SOURCE_EXTENSIONS = { sourceRepository: { oid: '1.3.6.1.4.1.57264.1.12', what: 'source repository' }, sourceRef: { oid: '1.3.6.1.4.1.57264.1.14', what: 'source repository ref' } } as const;
@@ -73,9 +73,10 @@ function notVerifiedRelease(code: string, why: string, cause?: unknown): Lifelin
 }
 
 async function preparePolicy(policy: VerificationPolicy): Promise<PreparedPolicy> {
-  const raw = policy as Partial<{ publicKey: string; certificateIdentity: string; certificateOidcIssuer: string; trustedRoot: string; sourceRepository: string; sourceRef: string }>;
+  const raw = policy as Partial<{ publicKey: string; certificateIdentity: string | string[]; certificateOidcIssuer: string; trustedRoot: string; sourceRepository: string; sourceRef: string }>;
+  const identities = trustedIdentities(raw.certificateIdentity);
   const hasKey = Boolean(raw.publicKey);
-  const hasIdentity = Boolean(raw.certificateIdentity || raw.certificateOidcIssuer);
+  const hasIdentity = Boolean(identities.length || raw.certificateOidcIssuer);
   if (hasKey === hasIdentity) {
     throw usageError(
       'BAD_VERIFICATION_POLICY',
@@ -87,12 +88,12 @@ async function preparePolicy(policy: VerificationPolicy): Promise<PreparedPolicy
     const key = await loadPublicKey(raw.publicKey!);
     return { kind: 'key', key, hint: publicKeyHint(key), path: raw.publicKey! };
   }
-  if (!raw.certificateIdentity || !raw.certificateOidcIssuer) {
+  if (!identities.length || !raw.certificateOidcIssuer) {
     throw usageError('BAD_VERIFICATION_POLICY', 'a certificate policy needs both the identity and the OIDC issuer', 'pass --certificate-identity https://github.com/OWNER/REPO/.github/workflows/deploy.yml@refs/heads/main and --certificate-oidc-issuer https://token.actions.githubusercontent.com');
   }
   return {
     kind: 'certificate',
-    identity: raw.certificateIdentity,
+    identities,
     issuer: raw.certificateOidcIssuer,
     root: await loadTrustedRoot(raw.trustedRoot),
     ...(raw.sourceRepository ? { sourceRepository: raw.sourceRepository } : {}),
@@ -169,7 +170,7 @@ function verifyBundle(bundle: Bundle, policy: PreparedPolicy, notVerified: (code
     const oids = (['sourceRepository', 'sourceRef'] as const).flatMap((name) =>
       policy[name] ? [{ oid: { id: SOURCE_EXTENSIONS[name].oid.split('.').map(Number) }, value: derUtf8String(policy[name]!) }] : [],
     );
-    sigstorePolicy = { subjectAlternativeName: exactIdentityPattern(policy.identity), extensions: { issuer: policy.issuer }, ...(oids.length ? { oids } : {}) };
+    sigstorePolicy = { subjectAlternativeName: exactIdentityPattern(policy.identities), extensions: { issuer: policy.issuer }, ...(oids.length ? { oids } : {}) };
   }
   try {
     const signer = new Verifier(trust, verifierOptions).verify(toSignedEntity(bundle), sigstorePolicy);
@@ -192,7 +193,7 @@ function policyMismatch(message: string, policy: Extract<PreparedPolicy, { kind:
     if (message.includes(SOURCE_EXTENSIONS[name].oid)) return `the certificate's ${SOURCE_EXTENSIONS[name].what} is not exactly ${policy[name]}`;
   }
   if (/extension/.test(message)) return `the certificate's OIDC issuer is not ${policy.issuer}`;
-  return `the certificate identity is not exactly ${policy.identity}`;
+  return policy.identities.length === 1 ? `the certificate identity is not exactly ${policy.identities[0]}` : `the certificate identity is none of the ${policy.identities.length} trusted identities (${policy.identities.join(', ')})`;
 }
 
 /** The DER encoding of a UTF8String, the form Fulcio gives its newer extension values. */

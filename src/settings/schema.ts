@@ -16,7 +16,7 @@ const postgres = z
     binDir: z.string().min(1).optional(),
     /** Query whose single value is the schema migration head, e.g. Alembic's. */
     migrationHeadQuery: z.string().min(1).optional(),
-    /** pg_dump compression level for the custom format (0-9). */
+    /** Legacy: a gzip level for the custom format (0-9, 0 = none); prefer `compress`. */
     compressLevel: z.number().int().min(0).max(9).optional(),
     /** pg_dump compression, METHOD[:LEVEL] (gzip:1, zstd:3, lz4, none); default by the pg_dump version. */
     compress: z.union([z.string().min(1), z.number().int()]).optional(),
@@ -73,14 +73,14 @@ const retention = z
     keepLast: z.number().int().min(1).optional(),
     keepDaily: z.number().int().min(0).optional(),
     keepWeekly: z.number().int().min(0).optional(),
+    /** Pre-restore backups are their own class and never count toward the environment's backups. */
+    preRestore: z.object({ keepLast: z.number().int().min(0).optional(), keepDays: z.number().int().min(0).optional() }).strict().optional(),
   })
   .strict();
 
 /** Names the docker CLI itself reads: a container variable of that name would redirect or break the CLI that starts it. */
 const DOCKER_CLI_VARIABLE = /^(DOCKER_.*|PATH|HOME)$/;
 const DOCKER_CLI_VARIABLE_MESSAGE = 'not DOCKER_*, PATH or HOME: the docker CLI that starts the container reads those itself; give the application another name';
-    /** Pre-restore backups are their own class and never count toward the environment's backups. */
-    preRestore: z.object({ keepLast: z.number().int().min(0).optional(), keepDays: z.number().int().min(0).optional() }).strict().optional(),
 const containerVariable = envVarName.refine((name) => !DOCKER_CLI_VARIABLE.test(name), DOCKER_CLI_VARIABLE_MESSAGE);
 /** Checked per key here: zod reports a bad record key only as "Invalid key in record". */
 const containerEnv = z.record(z.string(), z.string()).superRefine((env, ctx) => {
@@ -153,7 +153,8 @@ const tenants = z
 const manifest = z
   .object({
     publicKey: z.string().min(1).optional(),
-    certificateIdentity: z.string().min(1).optional(),
+    /** Keyless: the trusted signing identity, or a list of them (keep the old workflow commit's identity when upgrading Lifeline). */
+    certificateIdentity: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).optional(),
     certificateOidcIssuer: z.string().url().optional(),
     /** Keyless: the exact source repository URI the certificate must name (a reusable workflow's identity does not). */
     certificateSourceRepository: z.string().url().optional(),
