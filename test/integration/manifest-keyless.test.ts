@@ -156,6 +156,18 @@ describe('keyless release manifests (Fulcio certificate + timestamp authority)',
     expect(error.message).toContain(`not exactly ${WORKFLOW}`);
   });
 
+  test('a set of trusted identities: a manifest signed by an older workflow commit still verifies after an upgrade, an unlisted one does not', async () => {
+    const upgraded = WORKFLOW.replace(/@.*$/, '@2222222222222222222222222222222222222222');
+    const both = await verifyReleaseManifest({ catalog, env: 'production', release: 'v1', policy: { certificateIdentity: [upgraded, WORKFLOW], certificateOidcIssuer: GITHUB_ISSUER, trustedRoot: sigstore.trustedRootPath } });
+    expect(both.signer.identity).toBe(WORKFLOW);
+    const onlyNew = await failureOf(verifyReleaseManifest({ catalog, env: 'production', release: 'v1', policy: { certificateIdentity: [upgraded], certificateOidcIssuer: GITHUB_ISSUER, trustedRoot: sigstore.trustedRootPath } }));
+    expect(onlyNew.code).toBe('MANIFEST_WRONG_IDENTITY');
+    // The set is exact per member: the -evil certificate matches none of them.
+    const evil = await failureOf(verifyReleaseManifest({ catalog, env: 'production', release: 'v2-evil', policy: { certificateIdentity: `${upgraded}\n${WORKFLOW}`, certificateOidcIssuer: GITHUB_ISSUER, trustedRoot: sigstore.trustedRootPath } }));
+    expect(evil.code).toBe('MANIFEST_WRONG_IDENTITY');
+    expect(evil.message).toContain('none of the 2 trusted identities');
+  });
+
   test('a policy that is a prefix of the real identity does not match either', async () => {
     const error = await failureOf(verify('v1', WORKFLOW.replace(/main$/, 'ma')));
     expect(error.code, error.message).toBe('MANIFEST_WRONG_IDENTITY');
