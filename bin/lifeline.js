@@ -10,7 +10,8 @@ module.enableCompileCache?.();
 
 // `lifeline --version`: the package version and the commit it was built from (build-info.json,
 // written when the package is packed), or the checkout's own commit when run from a clone.
-if (!process.env.LIFELINE_VERSION) {
+// Only when asked: a git call on every start would cost every command its start-up time.
+if (!process.env.LIFELINE_VERSION && process.argv.includes('--version')) {
   const root = new URL('..', import.meta.url);
   const read = (name) => {
     try {
