@@ -1,6 +1,10621 @@
 import { createRequire as __WEBPACK_EXTERNAL_createRequire } from "module";
 /******/ var __webpack_modules__ = ({
 
+/***/ 8456:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.toMessageSignatureBundle = toMessageSignatureBundle;
+exports.toDSSEBundle = toDSSEBundle;
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+const protobuf_specs_1 = __nccwpck_require__(9654);
+const bundle_1 = __nccwpck_require__(7742);
+// Message signature bundle - $case: 'messageSignature'
+function toMessageSignatureBundle(options) {
+    return {
+        mediaType: options.certificateChain
+            ? bundle_1.BUNDLE_V02_MEDIA_TYPE
+            : bundle_1.BUNDLE_V03_MEDIA_TYPE,
+        content: {
+            $case: 'messageSignature',
+            messageSignature: {
+                messageDigest: {
+                    algorithm: protobuf_specs_1.HashAlgorithm.SHA2_256,
+                    digest: options.digest,
+                },
+                signature: options.signature,
+            },
+        },
+        verificationMaterial: toVerificationMaterial(options),
+    };
+}
+// DSSE envelope bundle - $case: 'dsseEnvelope'
+function toDSSEBundle(options) {
+    return {
+        mediaType: options.certificateChain
+            ? bundle_1.BUNDLE_V02_MEDIA_TYPE
+            : bundle_1.BUNDLE_V03_MEDIA_TYPE,
+        content: {
+            $case: 'dsseEnvelope',
+            dsseEnvelope: toEnvelope(options),
+        },
+        verificationMaterial: toVerificationMaterial(options),
+    };
+}
+function toEnvelope(options) {
+    return {
+        payloadType: options.artifactType,
+        payload: options.artifact,
+        signatures: [toSignature(options)],
+    };
+}
+function toSignature(options) {
+    return {
+        keyid: options.keyHint || '',
+        sig: options.signature,
+    };
+}
+// Verification material
+function toVerificationMaterial(options) {
+    return {
+        content: toKeyContent(options),
+        tlogEntries: [],
+        timestampVerificationData: { rfc3161Timestamps: [] },
+    };
+}
+function toKeyContent(options) {
+    if (options.certificate) {
+        if (options.certificateChain) {
+            return {
+                $case: 'x509CertificateChain',
+                x509CertificateChain: {
+                    certificates: [{ rawBytes: options.certificate }],
+                },
+            };
+        }
+        else {
+            return {
+                $case: 'certificate',
+                certificate: { rawBytes: options.certificate },
+            };
+        }
+    }
+    else {
+        return {
+            $case: 'publicKey',
+            publicKey: {
+                hint: options.keyHint || '',
+            },
+        };
+    }
+}
+
+
+/***/ }),
+
+/***/ 7742:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.BUNDLE_V03_MEDIA_TYPE = exports.BUNDLE_V03_LEGACY_MEDIA_TYPE = exports.BUNDLE_V02_MEDIA_TYPE = exports.BUNDLE_V01_MEDIA_TYPE = void 0;
+exports.isBundleWithCertificateChain = isBundleWithCertificateChain;
+exports.isBundleWithPublicKey = isBundleWithPublicKey;
+exports.isBundleWithMessageSignature = isBundleWithMessageSignature;
+exports.isBundleWithDsseEnvelope = isBundleWithDsseEnvelope;
+exports.BUNDLE_V01_MEDIA_TYPE = 'application/vnd.dev.sigstore.bundle+json;version=0.1';
+exports.BUNDLE_V02_MEDIA_TYPE = 'application/vnd.dev.sigstore.bundle+json;version=0.2';
+exports.BUNDLE_V03_LEGACY_MEDIA_TYPE = 'application/vnd.dev.sigstore.bundle+json;version=0.3';
+exports.BUNDLE_V03_MEDIA_TYPE = 'application/vnd.dev.sigstore.bundle.v0.3+json';
+// Type guards for bundle variants.
+function isBundleWithCertificateChain(b) {
+    return b.verificationMaterial.content.$case === 'x509CertificateChain';
+}
+function isBundleWithPublicKey(b) {
+    return b.verificationMaterial.content.$case === 'publicKey';
+}
+function isBundleWithMessageSignature(b) {
+    return b.content.$case === 'messageSignature';
+}
+function isBundleWithDsseEnvelope(b) {
+    return b.content.$case === 'dsseEnvelope';
+}
+
+
+/***/ }),
+
+/***/ 7714:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.ValidationError = void 0;
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+class ValidationError extends Error {
+    fields;
+    constructor(message, fields) {
+        super(message);
+        this.fields = fields;
+    }
+}
+exports.ValidationError = ValidationError;
+
+
+/***/ }),
+
+/***/ 1040:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+var __webpack_unused_export__;
+
+__webpack_unused_export__ = ({ value: true });
+__webpack_unused_export__ = __webpack_unused_export__ = __webpack_unused_export__ = __webpack_unused_export__ = __webpack_unused_export__ = __webpack_unused_export__ = __webpack_unused_export__ = __webpack_unused_export__ = __webpack_unused_export__ = __webpack_unused_export__ = __webpack_unused_export__ = __webpack_unused_export__ = __webpack_unused_export__ = __webpack_unused_export__ = __webpack_unused_export__ = __webpack_unused_export__ = __webpack_unused_export__ = __webpack_unused_export__ = __webpack_unused_export__ = __webpack_unused_export__ = void 0;
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+var build_1 = __nccwpck_require__(8456);
+__webpack_unused_export__ = ({ enumerable: true, get: function () { return build_1.toDSSEBundle; } });
+__webpack_unused_export__ = ({ enumerable: true, get: function () { return build_1.toMessageSignatureBundle; } });
+var bundle_1 = __nccwpck_require__(7742);
+__webpack_unused_export__ = ({ enumerable: true, get: function () { return bundle_1.BUNDLE_V01_MEDIA_TYPE; } });
+__webpack_unused_export__ = ({ enumerable: true, get: function () { return bundle_1.BUNDLE_V02_MEDIA_TYPE; } });
+__webpack_unused_export__ = ({ enumerable: true, get: function () { return bundle_1.BUNDLE_V03_LEGACY_MEDIA_TYPE; } });
+__webpack_unused_export__ = ({ enumerable: true, get: function () { return bundle_1.BUNDLE_V03_MEDIA_TYPE; } });
+__webpack_unused_export__ = ({ enumerable: true, get: function () { return bundle_1.isBundleWithCertificateChain; } });
+__webpack_unused_export__ = ({ enumerable: true, get: function () { return bundle_1.isBundleWithDsseEnvelope; } });
+__webpack_unused_export__ = ({ enumerable: true, get: function () { return bundle_1.isBundleWithMessageSignature; } });
+__webpack_unused_export__ = ({ enumerable: true, get: function () { return bundle_1.isBundleWithPublicKey; } });
+var error_1 = __nccwpck_require__(7714);
+__webpack_unused_export__ = ({ enumerable: true, get: function () { return error_1.ValidationError; } });
+var serialized_1 = __nccwpck_require__(3404);
+__webpack_unused_export__ = ({ enumerable: true, get: function () { return serialized_1.bundleFromJSON; } });
+__webpack_unused_export__ = ({ enumerable: true, get: function () { return serialized_1.bundleToJSON; } });
+__webpack_unused_export__ = ({ enumerable: true, get: function () { return serialized_1.envelopeFromJSON; } });
+__webpack_unused_export__ = ({ enumerable: true, get: function () { return serialized_1.envelopeToJSON; } });
+var validate_1 = __nccwpck_require__(9352);
+__webpack_unused_export__ = ({ enumerable: true, get: function () { return validate_1.assertBundle; } });
+__webpack_unused_export__ = ({ enumerable: true, get: function () { return validate_1.assertBundleLatest; } });
+__webpack_unused_export__ = ({ enumerable: true, get: function () { return validate_1.assertBundleV01; } });
+__webpack_unused_export__ = ({ enumerable: true, get: function () { return validate_1.assertBundleV02; } });
+__webpack_unused_export__ = ({ enumerable: true, get: function () { return validate_1.isBundleV01; } });
+
+
+/***/ }),
+
+/***/ 3404:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.envelopeToJSON = exports.envelopeFromJSON = exports.bundleToJSON = exports.bundleFromJSON = void 0;
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+const protobuf_specs_1 = __nccwpck_require__(9654);
+const bundle_1 = __nccwpck_require__(7742);
+const validate_1 = __nccwpck_require__(9352);
+const bundleFromJSON = (obj) => {
+    const bundle = protobuf_specs_1.Bundle.fromJSON(obj);
+    switch (bundle.mediaType) {
+        case bundle_1.BUNDLE_V01_MEDIA_TYPE:
+            (0, validate_1.assertBundleV01)(bundle);
+            break;
+        case bundle_1.BUNDLE_V02_MEDIA_TYPE:
+            (0, validate_1.assertBundleV02)(bundle);
+            break;
+        default:
+            (0, validate_1.assertBundleLatest)(bundle);
+            break;
+    }
+    return bundle;
+};
+exports.bundleFromJSON = bundleFromJSON;
+const bundleToJSON = (bundle) => {
+    return protobuf_specs_1.Bundle.toJSON(bundle);
+};
+exports.bundleToJSON = bundleToJSON;
+const envelopeFromJSON = (obj) => {
+    return protobuf_specs_1.Envelope.fromJSON(obj);
+};
+exports.envelopeFromJSON = envelopeFromJSON;
+const envelopeToJSON = (envelope) => {
+    return protobuf_specs_1.Envelope.toJSON(envelope);
+};
+exports.envelopeToJSON = envelopeToJSON;
+
+
+/***/ }),
+
+/***/ 9352:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.assertBundle = assertBundle;
+exports.assertBundleV01 = assertBundleV01;
+exports.isBundleV01 = isBundleV01;
+exports.assertBundleV02 = assertBundleV02;
+exports.assertBundleLatest = assertBundleLatest;
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+const error_1 = __nccwpck_require__(7714);
+// Performs basic validation of a Sigstore bundle to ensure that all required
+// fields are populated. This is not a complete validation of the bundle, but
+// rather a check that the bundle is in a valid state to be processed by the
+// rest of the code.
+function assertBundle(b) {
+    const invalidValues = validateBundleBase(b);
+    if (invalidValues.length > 0) {
+        throw new error_1.ValidationError('invalid bundle', invalidValues);
+    }
+}
+// Asserts that the given bundle conforms to the v0.1 bundle format.
+function assertBundleV01(b) {
+    const invalidValues = [];
+    invalidValues.push(...validateBundleBase(b));
+    invalidValues.push(...validateInclusionPromise(b));
+    if (invalidValues.length > 0) {
+        throw new error_1.ValidationError('invalid v0.1 bundle', invalidValues);
+    }
+}
+// Type guard to determine if Bundle is a v0.1 bundle.
+function isBundleV01(b) {
+    try {
+        assertBundleV01(b);
+        return true;
+    }
+    catch (e) {
+        return false;
+    }
+}
+// Asserts that the given bundle conforms to the v0.2 bundle format.
+function assertBundleV02(b) {
+    const invalidValues = [];
+    invalidValues.push(...validateBundleBase(b));
+    invalidValues.push(...validateInclusionProof(b));
+    if (invalidValues.length > 0) {
+        throw new error_1.ValidationError('invalid v0.2 bundle', invalidValues);
+    }
+}
+// Asserts that the given bundle conforms to the newest (0.3) bundle format.
+function assertBundleLatest(b) {
+    const invalidValues = [];
+    invalidValues.push(...validateBundleBase(b));
+    invalidValues.push(...validateInclusionProof(b));
+    invalidValues.push(...validateNoCertificateChain(b));
+    if (invalidValues.length > 0) {
+        throw new error_1.ValidationError('invalid bundle', invalidValues);
+    }
+}
+function validateBundleBase(b) {
+    const invalidValues = [];
+    // Media type validation
+    if (b.mediaType === undefined ||
+        (!b.mediaType.match(/^application\/vnd\.dev\.sigstore\.bundle\+json;version=\d\.\d/) &&
+            !b.mediaType.match(/^application\/vnd\.dev\.sigstore\.bundle\.v\d\.\d\+json/))) {
+        invalidValues.push('mediaType');
+    }
+    // Content-related validation
+    if (b.content === undefined) {
+        invalidValues.push('content');
+    }
+    else {
+        switch (b.content.$case) {
+            case 'messageSignature':
+                if (b.content.messageSignature.messageDigest === undefined) {
+                    invalidValues.push('content.messageSignature.messageDigest');
+                }
+                else {
+                    if (b.content.messageSignature.messageDigest.digest.length === 0) {
+                        invalidValues.push('content.messageSignature.messageDigest.digest');
+                    }
+                }
+                if (b.content.messageSignature.signature.length === 0) {
+                    invalidValues.push('content.messageSignature.signature');
+                }
+                break;
+            case 'dsseEnvelope':
+                if (b.content.dsseEnvelope.payload.length === 0) {
+                    invalidValues.push('content.dsseEnvelope.payload');
+                }
+                if (b.content.dsseEnvelope.signatures.length !== 1) {
+                    invalidValues.push('content.dsseEnvelope.signatures');
+                }
+                else {
+                    if (b.content.dsseEnvelope.signatures[0].sig.length === 0) {
+                        invalidValues.push('content.dsseEnvelope.signatures[0].sig');
+                    }
+                }
+                break;
+        }
+    }
+    // Verification material-related validation
+    if (b.verificationMaterial === undefined) {
+        invalidValues.push('verificationMaterial');
+    }
+    else {
+        if (b.verificationMaterial.content === undefined) {
+            invalidValues.push('verificationMaterial.content');
+        }
+        else {
+            switch (b.verificationMaterial.content.$case) {
+                case 'x509CertificateChain':
+                    if (b.verificationMaterial.content.x509CertificateChain.certificates
+                        .length === 0) {
+                        invalidValues.push('verificationMaterial.content.x509CertificateChain.certificates');
+                    }
+                    b.verificationMaterial.content.x509CertificateChain.certificates.forEach((cert, i) => {
+                        if (cert.rawBytes.length === 0) {
+                            invalidValues.push(`verificationMaterial.content.x509CertificateChain.certificates[${i}].rawBytes`);
+                        }
+                    });
+                    break;
+                case 'certificate':
+                    if (b.verificationMaterial.content.certificate.rawBytes.length === 0) {
+                        invalidValues.push('verificationMaterial.content.certificate.rawBytes');
+                    }
+                    break;
+            }
+        }
+        if (b.verificationMaterial.tlogEntries === undefined) {
+            invalidValues.push('verificationMaterial.tlogEntries');
+        }
+        else {
+            if (b.verificationMaterial.tlogEntries.length > 0) {
+                b.verificationMaterial.tlogEntries.forEach((entry, i) => {
+                    if (entry.logId === undefined) {
+                        invalidValues.push(`verificationMaterial.tlogEntries[${i}].logId`);
+                    }
+                    if (entry.kindVersion === undefined) {
+                        invalidValues.push(`verificationMaterial.tlogEntries[${i}].kindVersion`);
+                    }
+                });
+            }
+        }
+    }
+    return invalidValues;
+}
+// Necessary for V01 bundles
+function validateInclusionPromise(b) {
+    const invalidValues = [];
+    if (b.verificationMaterial &&
+        b.verificationMaterial.tlogEntries?.length > 0) {
+        b.verificationMaterial.tlogEntries.forEach((entry, i) => {
+            if (entry.inclusionPromise === undefined) {
+                invalidValues.push(`verificationMaterial.tlogEntries[${i}].inclusionPromise`);
+            }
+        });
+    }
+    return invalidValues;
+}
+// Necessary for V02 and later bundles
+function validateInclusionProof(b) {
+    const invalidValues = [];
+    if (b.verificationMaterial &&
+        b.verificationMaterial.tlogEntries?.length > 0) {
+        b.verificationMaterial.tlogEntries.forEach((entry, i) => {
+            if (entry.inclusionProof === undefined) {
+                invalidValues.push(`verificationMaterial.tlogEntries[${i}].inclusionProof`);
+            }
+            else {
+                if (entry.inclusionProof.checkpoint === undefined) {
+                    invalidValues.push(`verificationMaterial.tlogEntries[${i}].inclusionProof.checkpoint`);
+                }
+            }
+        });
+    }
+    return invalidValues;
+}
+// Necessary for V03 and later bundles
+function validateNoCertificateChain(b) {
+    const invalidValues = [];
+    /* istanbul ignore next */
+    if (b.verificationMaterial?.content?.$case === 'x509CertificateChain') {
+        invalidValues.push('verificationMaterial.content.$case');
+    }
+    return invalidValues;
+}
+
+
+/***/ }),
+
+/***/ 1121:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.ASN1TypeError = exports.ASN1ParseError = void 0;
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+class ASN1ParseError extends Error {
+}
+exports.ASN1ParseError = ASN1ParseError;
+class ASN1TypeError extends Error {
+}
+exports.ASN1TypeError = ASN1TypeError;
+
+
+/***/ }),
+
+/***/ 6027:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.ASN1Obj = void 0;
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+var obj_1 = __nccwpck_require__(990);
+Object.defineProperty(exports, "ASN1Obj", ({ enumerable: true, get: function () { return obj_1.ASN1Obj; } }));
+
+
+/***/ }),
+
+/***/ 4243:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.decodeLength = decodeLength;
+exports.encodeLength = encodeLength;
+const error_1 = __nccwpck_require__(1121);
+// Decodes the length of a DER-encoded ANS.1 element from the supplied stream.
+// https://learn.microsoft.com/en-us/windows/win32/seccertenroll/about-encoded-length-and-value-bytes
+function decodeLength(stream) {
+    const buf = stream.getUint8();
+    // If the most significant bit is UNSET the length is just the value of the
+    // byte.
+    if ((buf & 0x80) === 0x00) {
+        return buf;
+    }
+    // Otherwise, the lower 7 bits of the first byte indicate the number of bytes
+    // that follow to encode the length.
+    const byteCount = buf & 0x7f;
+    // Ensure the encoded length can safely fit in a JS number.
+    if (byteCount > 6) {
+        throw new error_1.ASN1ParseError('length exceeds 6 byte limit');
+    }
+    // Iterate over the bytes that encode the length.
+    let len = 0;
+    for (let i = 0; i < byteCount; i++) {
+        const byte = stream.getUint8();
+        // The first byte of a multi-byte length must not be zero; a leading zero
+        // means the length could have been encoded in fewer bytes (non-minimal).
+        if (i === 0 && byte === 0x00) {
+            throw new error_1.ASN1ParseError('non-minimal length encoding');
+        }
+        len = len * 256 + byte;
+    }
+    // This is a valid ASN.1 length encoding, but we don't support it.
+    if (len === 0) {
+        throw new error_1.ASN1ParseError('indefinite length encoding not supported');
+    }
+    // Lengths less than 128 must use the short form; rejecting them here ensures
+    // the encoding is minimal (strict DER).
+    if (len < 128) {
+        throw new error_1.ASN1ParseError('non-minimal length encoding');
+    }
+    return len;
+}
+// Translates the supplied value to a DER-encoded length.
+function encodeLength(len) {
+    if (len < 128) {
+        return Buffer.from([len]);
+    }
+    // Bitwise operations on large numbers are not supported in JS, so we need to
+    // use BigInts.
+    let val = BigInt(len);
+    const bytes = [];
+    while (val > 0n) {
+        bytes.unshift(Number(val & 255n));
+        val = val >> 8n;
+    }
+    return Buffer.from([0x80 | bytes.length, ...bytes]);
+}
+
+
+/***/ }),
+
+/***/ 990:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.ASN1Obj = void 0;
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+const stream_1 = __nccwpck_require__(1673);
+const error_1 = __nccwpck_require__(1121);
+const length_1 = __nccwpck_require__(4243);
+const parse_1 = __nccwpck_require__(1044);
+const tag_1 = __nccwpck_require__(9343);
+class ASN1Obj {
+    tag;
+    subs;
+    value;
+    constructor(tag, value, subs) {
+        this.tag = tag;
+        this.value = value;
+        this.subs = subs;
+    }
+    // Constructs an ASN.1 object from a Buffer of DER-encoded bytes.
+    static parseBuffer(buf) {
+        const stream = new stream_1.ByteStream(buf);
+        const obj = parseStream(stream);
+        // Ensure the entire buffer was consumed; trailing data after the top-level
+        // object indicates a malformed (or maliciously padded) encoding.
+        if (stream.position !== stream.length) {
+            throw new error_1.ASN1ParseError('invalid trailing data');
+        }
+        return obj;
+    }
+    toDER() {
+        const valueStream = new stream_1.ByteStream();
+        if (this.subs.length > 0) {
+            for (const sub of this.subs) {
+                valueStream.appendView(sub.toDER());
+            }
+        }
+        else {
+            valueStream.appendView(this.value);
+        }
+        const value = valueStream.buffer;
+        // Concat tag/length/value
+        const obj = new stream_1.ByteStream();
+        obj.appendChar(this.tag.toDER());
+        obj.appendView((0, length_1.encodeLength)(value.length));
+        obj.appendView(value);
+        return obj.buffer;
+    }
+    /////////////////////////////////////////////////////////////////////////////
+    // Convenience methods for parsing ASN.1 primitives into JS types
+    // Returns the ASN.1 object's value as a boolean. Throws an error if the
+    // object is not a boolean.
+    toBoolean() {
+        if (!this.tag.isBoolean()) {
+            throw new error_1.ASN1TypeError('not a boolean');
+        }
+        return (0, parse_1.parseBoolean)(this.value);
+    }
+    // Returns the ASN.1 object's value as a BigInt. Throws an error if the
+    // object is not an integer.
+    toInteger() {
+        if (!this.tag.isInteger()) {
+            throw new error_1.ASN1TypeError('not an integer');
+        }
+        return (0, parse_1.parseInteger)(this.value);
+    }
+    // Returns the ASN.1 object's value as an OID string. Throws an error if the
+    // object is not an OID.
+    toOID() {
+        if (!this.tag.isOID()) {
+            throw new error_1.ASN1TypeError('not an OID');
+        }
+        return (0, parse_1.parseOID)(this.value);
+    }
+    // Returns the ASN.1 object's value as a Date. Throws an error if the object
+    // is not either a UTCTime or a GeneralizedTime.
+    toDate() {
+        switch (true) {
+            case this.tag.isUTCTime():
+                return (0, parse_1.parseTime)(this.value, true);
+            case this.tag.isGeneralizedTime():
+                return (0, parse_1.parseTime)(this.value, false);
+            default:
+                throw new error_1.ASN1TypeError('not a date');
+        }
+    }
+    // Returns the ASN.1 object's value as a number[] where each number is the
+    // value of a bit in the bit string. Throws an error if the object is not a
+    // bit string.
+    toBitString() {
+        if (!this.tag.isBitString()) {
+            throw new error_1.ASN1TypeError('not a bit string');
+        }
+        return (0, parse_1.parseBitString)(this.value);
+    }
+}
+exports.ASN1Obj = ASN1Obj;
+/////////////////////////////////////////////////////////////////////////////
+// Internal stream parsing functions
+// Maximum nesting depth for parsed ASN.1 objects. Bounds the mutual recursion
+// between parseStream and collectSubs so that deeply nested DER cannot exhaust
+// the call stack (denial of service).
+const MAX_DEPTH = 100;
+function parseStream(stream, depth = 0) {
+    if (depth > MAX_DEPTH) {
+        throw new error_1.ASN1ParseError('maximum nesting depth exceeded');
+    }
+    // Parse tag, length, and value from stream
+    const tag = new tag_1.ASN1Tag(stream.getUint8());
+    const len = (0, length_1.decodeLength)(stream);
+    const value = stream.slice(stream.position, len);
+    const start = stream.position;
+    let subs = [];
+    // If the object is constructed, parse its children. Sometimes, children
+    // are embedded in OCTESTRING objects, so we need to check those
+    // for children as well.
+    if (tag.constructed) {
+        subs = collectSubs(stream, len, depth);
+    }
+    else if (tag.isOctetString()) {
+        // Attempt to parse children of OCTETSTRING objects. If anything fails,
+        // assume the object is not constructed and treat as primitive. This is
+        // intentional: it transparently unwraps DER content embedded in an OCTET
+        // STRING (e.g. X.509 extnValue, CMS eContent). The error is swallowed
+        // because a parse failure simply means the bytes are an opaque primitive
+        // value rather than a nested structure.
+        try {
+            subs = collectSubs(stream, len, depth);
+        }
+        catch (e) {
+            // Fail silently and treat as primitive
+        }
+    }
+    // If there are no children, move stream cursor to the end of the object
+    if (subs.length === 0) {
+        stream.seek(start + len);
+    }
+    return new ASN1Obj(tag, value, subs);
+}
+function collectSubs(stream, len, depth) {
+    // Calculate end of object content
+    const end = stream.position + len;
+    // Make sure there are enough bytes left in the stream. This should never
+    // happen, cause it'll get caught when the stream is sliced in parseStream.
+    // Leaving as an extra check just in case.
+    /* istanbul ignore if */
+    if (end > stream.length) {
+        throw new error_1.ASN1ParseError('invalid length');
+    }
+    // Parse all children
+    const subs = [];
+    while (stream.position < end) {
+        subs.push(parseStream(stream, depth + 1));
+    }
+    // When we're done parsing children, we should be at the end of the object
+    if (stream.position !== end) {
+        throw new error_1.ASN1ParseError('invalid length');
+    }
+    return subs;
+}
+
+
+/***/ }),
+
+/***/ 1044:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.parseInteger = parseInteger;
+exports.parseStringASCII = parseStringASCII;
+exports.parseTime = parseTime;
+exports.parseOID = parseOID;
+exports.parseBoolean = parseBoolean;
+exports.parseBitString = parseBitString;
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+const error_1 = __nccwpck_require__(1121);
+const RE_TIME_SHORT_YEAR = /^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\.\d{3})?Z$/;
+const RE_TIME_LONG_YEAR = /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\.\d{3})?Z$/;
+// Parse a BigInt from the DER-encoded buffer
+// https://learn.microsoft.com/en-us/windows/win32/seccertenroll/about-integer
+function parseInteger(buf) {
+    let pos = 0;
+    const end = buf.length;
+    let val = buf[pos];
+    const neg = val > 0x7f;
+    // Consume any padding bytes
+    const pad = neg ? 0xff : 0x00;
+    while (val == pad && ++pos < end) {
+        val = buf[pos];
+    }
+    // Calculate remaining bytes to read
+    const len = end - pos;
+    if (len === 0)
+        return BigInt(neg ? -1 : 0);
+    // Handle two's complement for negative numbers
+    val = neg ? val - 256 : val;
+    // Parse remaining bytes
+    let n = BigInt(val);
+    for (let i = pos + 1; i < end; ++i) {
+        n = n * BigInt(256) + BigInt(buf[i]);
+    }
+    return n;
+}
+// Parse an ASCII string from the DER-encoded buffer
+// https://learn.microsoft.com/en-us/windows/win32/seccertenroll/about-basic-types#boolean
+function parseStringASCII(buf) {
+    return buf.toString('ascii');
+}
+// Parse a Date from the DER-encoded buffer
+// https://www.rfc-editor.org/rfc/rfc5280#section-4.1.2.5.1
+function parseTime(buf, shortYear) {
+    const timeStr = parseStringASCII(buf);
+    // Parse the time string into matches - captured groups start at index 1
+    const m = shortYear
+        ? RE_TIME_SHORT_YEAR.exec(timeStr)
+        : RE_TIME_LONG_YEAR.exec(timeStr);
+    if (!m) {
+        throw new Error('invalid time');
+    }
+    // Translate dates with a 2-digit year to 4 digits per the spec
+    if (shortYear) {
+        let year = Number(m[1]);
+        year += year >= 50 ? 1900 : 2000;
+        m[1] = year.toString();
+    }
+    // Translate to ISO8601 format and parse
+    return new Date(`${m[1]}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6]}Z`);
+}
+// Parse an OID from the DER-encoded buffer
+// https://learn.microsoft.com/en-us/windows/win32/seccertenroll/about-object-identifier
+function parseOID(buf) {
+    let pos = 0;
+    const end = buf.length;
+    // Consume first byte which encodes the first two OID components
+    let n = buf[pos++];
+    const first = Math.floor(n / 40);
+    const second = n % 40;
+    let oid = `${first}.${second}`;
+    // Consume remaining bytes. Use a BigInt accumulator so that arcs which
+    // exceed 32 bits are not silently truncated (a truncated arc could be made
+    // to collide with a trusted OID).
+    let val = 0n;
+    for (; pos < end; ++pos) {
+        n = buf[pos];
+        val = (val << 7n) + BigInt(n & 0x7f);
+        // If the left-most bit is NOT set, then this is the last byte in the
+        // sequence and we can add the value to the OID and reset the accumulator
+        if ((n & 0x80) === 0) {
+            oid += `.${val}`;
+            val = 0n;
+        }
+    }
+    return oid;
+}
+// Parse a boolean from the DER-encoded buffer
+// https://learn.microsoft.com/en-us/windows/win32/seccertenroll/about-basic-types#boolean
+function parseBoolean(buf) {
+    // DER requires a BOOLEAN to be a single byte that is either 0x00 (false) or
+    // 0xff (true). Reject any other (non-canonical) encoding.
+    if (buf.length !== 1) {
+        throw new error_1.ASN1ParseError('invalid boolean');
+    }
+    switch (buf[0]) {
+        case 0x00:
+            return false;
+        case 0xff:
+            return true;
+        default:
+            throw new error_1.ASN1ParseError('invalid boolean');
+    }
+}
+// Parse a bit string from the DER-encoded buffer
+// https://learn.microsoft.com/en-us/windows/win32/seccertenroll/about-bit-string
+function parseBitString(buf) {
+    // First byte tell us how many unused bits are in the last byte
+    const unused = buf[0];
+    // The number of unused bits must be in the range 0-7.
+    if (unused > 7) {
+        throw new error_1.ASN1ParseError('invalid bit string');
+    }
+    const start = 1;
+    const end = buf.length;
+    const bits = [];
+    for (let i = start; i < end; ++i) {
+        const byte = buf[i];
+        // The skip value is only used for the last byte
+        const skip = i === end - 1 ? unused : 0;
+        // Iterate over each bit in the byte (most significant first)
+        for (let j = 7; j >= skip; --j) {
+            // Read the bit and add it to the bit string
+            bits.push((byte >> j) & 0x01);
+        }
+    }
+    return bits;
+}
+
+
+/***/ }),
+
+/***/ 9343:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.ASN1Tag = void 0;
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+const error_1 = __nccwpck_require__(1121);
+const UNIVERSAL_TAG = {
+    BOOLEAN: 0x01,
+    INTEGER: 0x02,
+    BIT_STRING: 0x03,
+    OCTET_STRING: 0x04,
+    OBJECT_IDENTIFIER: 0x06,
+    SEQUENCE: 0x10,
+    SET: 0x11,
+    PRINTABLE_STRING: 0x13,
+    UTC_TIME: 0x17,
+    GENERALIZED_TIME: 0x18,
+};
+const TAG_CLASS = {
+    UNIVERSAL: 0x00,
+    APPLICATION: 0x01,
+    CONTEXT_SPECIFIC: 0x02,
+    PRIVATE: 0x03,
+};
+// https://learn.microsoft.com/en-us/windows/win32/seccertenroll/about-encoded-tag-bytes
+class ASN1Tag {
+    number;
+    constructed;
+    class;
+    constructor(enc) {
+        // Bits 0 through 4 are the tag number
+        this.number = enc & 0x1f;
+        // Bit 5 is the constructed bit
+        this.constructed = (enc & 0x20) === 0x20;
+        // Bit 6 & 7 are the class
+        this.class = enc >> 6;
+        if (this.number === 0x1f) {
+            throw new error_1.ASN1ParseError('long form tags not supported');
+        }
+        if (this.class === TAG_CLASS.UNIVERSAL && this.number === 0x00) {
+            throw new error_1.ASN1ParseError('unsupported tag 0x00');
+        }
+    }
+    isUniversal() {
+        return this.class === TAG_CLASS.UNIVERSAL;
+    }
+    isContextSpecific(num) {
+        const res = this.class === TAG_CLASS.CONTEXT_SPECIFIC;
+        return num !== undefined ? res && this.number === num : res;
+    }
+    isBoolean() {
+        return this.isUniversal() && this.number === UNIVERSAL_TAG.BOOLEAN;
+    }
+    isInteger() {
+        return this.isUniversal() && this.number === UNIVERSAL_TAG.INTEGER;
+    }
+    isBitString() {
+        return this.isUniversal() && this.number === UNIVERSAL_TAG.BIT_STRING;
+    }
+    isOctetString() {
+        return this.isUniversal() && this.number === UNIVERSAL_TAG.OCTET_STRING;
+    }
+    isOID() {
+        return (this.isUniversal() && this.number === UNIVERSAL_TAG.OBJECT_IDENTIFIER);
+    }
+    isUTCTime() {
+        return this.isUniversal() && this.number === UNIVERSAL_TAG.UTC_TIME;
+    }
+    isGeneralizedTime() {
+        return this.isUniversal() && this.number === UNIVERSAL_TAG.GENERALIZED_TIME;
+    }
+    toDER() {
+        return this.number | (this.constructed ? 0x20 : 0x00) | (this.class << 6);
+    }
+}
+exports.ASN1Tag = ASN1Tag;
+
+
+/***/ }),
+
+/***/ 9368:
+/***/ (function(__unused_webpack_module, exports, __nccwpck_require__) {
+
+
+var __importDefault = (this && this.__importDefault) || function (mod) {
+    return (mod && mod.__esModule) ? mod : { "default": mod };
+};
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.createPublicKey = createPublicKey;
+exports.digest = digest;
+exports.verify = verify;
+exports.bufferEqual = bufferEqual;
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+const crypto_1 = __importDefault(__nccwpck_require__(6982));
+function createPublicKey(key, type = 'spki') {
+    if (typeof key === 'string') {
+        if (key.startsWith('-----')) {
+            return crypto_1.default.createPublicKey(key);
+        }
+        else {
+            return crypto_1.default.createPublicKey({
+                key: Buffer.from(key, 'base64'),
+                format: 'der',
+                type: type,
+            });
+        }
+    }
+    else {
+        return crypto_1.default.createPublicKey({ key, format: 'der', type: type });
+    }
+}
+function digest(algorithm, ...data) {
+    const hash = crypto_1.default.createHash(algorithm);
+    for (const d of data) {
+        hash.update(d);
+    }
+    return hash.digest();
+}
+function verify(data, key, signature, algorithm) {
+    // The try/catch is to work around an issue in Node 14.x where verify throws
+    // an error in some scenarios if the signature is invalid.
+    try {
+        return crypto_1.default.verify(algorithm, data, key, signature);
+    }
+    catch (e) {
+        /* istanbul ignore next */
+        return false;
+    }
+}
+function bufferEqual(a, b) {
+    try {
+        return crypto_1.default.timingSafeEqual(a, b);
+    }
+    catch {
+        /* istanbul ignore next */
+        return false;
+    }
+}
+
+
+/***/ }),
+
+/***/ 9032:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.preAuthEncoding = preAuthEncoding;
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+const PAE_PREFIX = 'DSSEv1';
+// DSSE Pre-Authentication Encoding
+function preAuthEncoding(payloadType, payload) {
+    const typeBytes = Buffer.from(payloadType, 'utf-8');
+    return Buffer.concat([
+        Buffer.from(`${PAE_PREFIX} ${typeBytes.length} `, 'ascii'),
+        typeBytes,
+        Buffer.from(` ${payload.length} `, 'ascii'),
+        payload,
+    ]);
+}
+
+
+/***/ }),
+
+/***/ 2788:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.base64Encode = base64Encode;
+exports.base64Decode = base64Decode;
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+const BASE64_ENCODING = 'base64';
+const UTF8_ENCODING = 'utf-8';
+function base64Encode(str) {
+    return Buffer.from(str, UTF8_ENCODING).toString(BASE64_ENCODING);
+}
+function base64Decode(str) {
+    return Buffer.from(str, BASE64_ENCODING).toString(UTF8_ENCODING);
+}
+
+
+/***/ }),
+
+/***/ 3917:
+/***/ (function(__unused_webpack_module, exports, __nccwpck_require__) {
+
+
+var __createBinding = (this && this.__createBinding) || (Object.create ? (function(o, m, k, k2) {
+    if (k2 === undefined) k2 = k;
+    var desc = Object.getOwnPropertyDescriptor(m, k);
+    if (!desc || ("get" in desc ? !m.__esModule : desc.writable || desc.configurable)) {
+      desc = { enumerable: true, get: function() { return m[k]; } };
+    }
+    Object.defineProperty(o, k2, desc);
+}) : (function(o, m, k, k2) {
+    if (k2 === undefined) k2 = k;
+    o[k2] = m[k];
+}));
+var __setModuleDefault = (this && this.__setModuleDefault) || (Object.create ? (function(o, v) {
+    Object.defineProperty(o, "default", { enumerable: true, value: v });
+}) : function(o, v) {
+    o["default"] = v;
+});
+var __importStar = (this && this.__importStar) || (function () {
+    var ownKeys = function(o) {
+        ownKeys = Object.getOwnPropertyNames || function (o) {
+            var ar = [];
+            for (var k in o) if (Object.prototype.hasOwnProperty.call(o, k)) ar[ar.length] = k;
+            return ar;
+        };
+        return ownKeys(o);
+    };
+    return function (mod) {
+        if (mod && mod.__esModule) return mod;
+        var result = {};
+        if (mod != null) for (var k = ownKeys(mod), i = 0; i < k.length; i++) if (k[i] !== "default") __createBinding(result, mod, k[i]);
+        __setModuleDefault(result, mod);
+        return result;
+    };
+})();
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.X509SCTExtension = exports.X509Certificate = exports.EXTENSION_OID_SCT = exports.ByteStream = exports.RFC3161Timestamp = exports.pem = exports.json = exports.encoding = exports.dsse = exports.crypto = exports.ASN1Obj = void 0;
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+var asn1_1 = __nccwpck_require__(6027);
+Object.defineProperty(exports, "ASN1Obj", ({ enumerable: true, get: function () { return asn1_1.ASN1Obj; } }));
+exports.crypto = __importStar(__nccwpck_require__(9368));
+exports.dsse = __importStar(__nccwpck_require__(9032));
+exports.encoding = __importStar(__nccwpck_require__(2788));
+exports.json = __importStar(__nccwpck_require__(3327));
+exports.pem = __importStar(__nccwpck_require__(1055));
+var rfc3161_1 = __nccwpck_require__(994);
+Object.defineProperty(exports, "RFC3161Timestamp", ({ enumerable: true, get: function () { return rfc3161_1.RFC3161Timestamp; } }));
+var stream_1 = __nccwpck_require__(1673);
+Object.defineProperty(exports, "ByteStream", ({ enumerable: true, get: function () { return stream_1.ByteStream; } }));
+var x509_1 = __nccwpck_require__(9358);
+Object.defineProperty(exports, "EXTENSION_OID_SCT", ({ enumerable: true, get: function () { return x509_1.EXTENSION_OID_SCT; } }));
+Object.defineProperty(exports, "X509Certificate", ({ enumerable: true, get: function () { return x509_1.X509Certificate; } }));
+Object.defineProperty(exports, "X509SCTExtension", ({ enumerable: true, get: function () { return x509_1.X509SCTExtension; } }));
+
+
+/***/ }),
+
+/***/ 3327:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.canonicalize = canonicalize;
+// JSON canonicalization per https://github.com/cyberphone/json-canonicalization
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+function canonicalize(object) {
+    let buffer = '';
+    if (object === null || typeof object !== 'object' || object.toJSON != null) {
+        // Primitives or toJSONable objects
+        buffer += JSON.stringify(object);
+    }
+    else if (Array.isArray(object)) {
+        // Array - maintain element order
+        buffer += '[';
+        let first = true;
+        object.forEach((element) => {
+            if (!first) {
+                buffer += ',';
+            }
+            first = false;
+            // recursive call
+            buffer += canonicalize(element);
+        });
+        buffer += ']';
+    }
+    else {
+        // Object - Sort properties before serializing
+        buffer += '{';
+        let first = true;
+        Object.keys(object)
+            .sort()
+            .forEach((property) => {
+            if (!first) {
+                buffer += ',';
+            }
+            first = false;
+            buffer += JSON.stringify(property);
+            buffer += ':';
+            // recursive call
+            buffer += canonicalize(object[property]);
+        });
+        buffer += '}';
+    }
+    return buffer;
+}
+
+
+/***/ }),
+
+/***/ 1817:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.SHA2_HASH_ALGOS = exports.RSA_SIGNATURE_ALGOS = exports.ECDSA_SIGNATURE_ALGOS = void 0;
+exports.ECDSA_SIGNATURE_ALGOS = {
+    '1.2.840.10045.4.3.1': 'sha224',
+    '1.2.840.10045.4.3.2': 'sha256',
+    '1.2.840.10045.4.3.3': 'sha384',
+    '1.2.840.10045.4.3.4': 'sha512',
+};
+exports.RSA_SIGNATURE_ALGOS = {
+    '1.2.840.113549.1.1.14': 'sha224',
+    '1.2.840.113549.1.1.11': 'sha256',
+    '1.2.840.113549.1.1.12': 'sha384',
+    '1.2.840.113549.1.1.13': 'sha512',
+};
+exports.SHA2_HASH_ALGOS = {
+    '2.16.840.1.101.3.4.2.1': 'sha256',
+    '2.16.840.1.101.3.4.2.2': 'sha384',
+    '2.16.840.1.101.3.4.2.3': 'sha512',
+};
+
+
+/***/ }),
+
+/***/ 1055:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.toDER = toDER;
+exports.fromDER = fromDER;
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+const PEM_HEADER = /-----BEGIN (.*)-----/;
+const PEM_FOOTER = /-----END (.*)-----/;
+function toDER(certificate) {
+    let der = '';
+    certificate.split('\n').forEach((line) => {
+        if (line.match(PEM_HEADER) || line.match(PEM_FOOTER)) {
+            return;
+        }
+        der += line;
+    });
+    return Buffer.from(der, 'base64');
+}
+// Translates a DER-encoded buffer into a PEM-encoded string. Standard PEM
+// encoding dictates that each certificate should have a trailing newline after
+// the footer.
+function fromDER(certificate, type = 'CERTIFICATE') {
+    // Base64-encode the certificate.
+    const der = certificate.toString('base64');
+    // Split the certificate into lines of 64 characters.
+    const lines = der.match(/.{1,64}/g) || '';
+    return [`-----BEGIN ${type}-----`, ...lines, `-----END ${type}-----`]
+        .join('\n')
+        .concat('\n');
+}
+
+
+/***/ }),
+
+/***/ 7512:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.RFC3161TimestampVerificationError = void 0;
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+class RFC3161TimestampVerificationError extends Error {
+}
+exports.RFC3161TimestampVerificationError = RFC3161TimestampVerificationError;
+
+
+/***/ }),
+
+/***/ 994:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.RFC3161Timestamp = void 0;
+var timestamp_1 = __nccwpck_require__(2714);
+Object.defineProperty(exports, "RFC3161Timestamp", ({ enumerable: true, get: function () { return timestamp_1.RFC3161Timestamp; } }));
+
+
+/***/ }),
+
+/***/ 2714:
+/***/ (function(__unused_webpack_module, exports, __nccwpck_require__) {
+
+
+var __createBinding = (this && this.__createBinding) || (Object.create ? (function(o, m, k, k2) {
+    if (k2 === undefined) k2 = k;
+    var desc = Object.getOwnPropertyDescriptor(m, k);
+    if (!desc || ("get" in desc ? !m.__esModule : desc.writable || desc.configurable)) {
+      desc = { enumerable: true, get: function() { return m[k]; } };
+    }
+    Object.defineProperty(o, k2, desc);
+}) : (function(o, m, k, k2) {
+    if (k2 === undefined) k2 = k;
+    o[k2] = m[k];
+}));
+var __setModuleDefault = (this && this.__setModuleDefault) || (Object.create ? (function(o, v) {
+    Object.defineProperty(o, "default", { enumerable: true, value: v });
+}) : function(o, v) {
+    o["default"] = v;
+});
+var __importStar = (this && this.__importStar) || (function () {
+    var ownKeys = function(o) {
+        ownKeys = Object.getOwnPropertyNames || function (o) {
+            var ar = [];
+            for (var k in o) if (Object.prototype.hasOwnProperty.call(o, k)) ar[ar.length] = k;
+            return ar;
+        };
+        return ownKeys(o);
+    };
+    return function (mod) {
+        if (mod && mod.__esModule) return mod;
+        var result = {};
+        if (mod != null) for (var k = ownKeys(mod), i = 0; i < k.length; i++) if (k[i] !== "default") __createBinding(result, mod, k[i]);
+        __setModuleDefault(result, mod);
+        return result;
+    };
+})();
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.RFC3161Timestamp = void 0;
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+const asn1_1 = __nccwpck_require__(6027);
+const crypto = __importStar(__nccwpck_require__(9368));
+const oid_1 = __nccwpck_require__(1817);
+const error_1 = __nccwpck_require__(7512);
+const tstinfo_1 = __nccwpck_require__(2925);
+const OID_PKCS9_CONTENT_TYPE_SIGNED_DATA = '1.2.840.113549.1.7.2';
+const OID_PKCS9_CONTENT_TYPE_TSTINFO = '1.2.840.113549.1.9.16.1.4';
+const OID_PKCS9_MESSAGE_DIGEST_KEY = '1.2.840.113549.1.9.4';
+class RFC3161Timestamp {
+    root;
+    constructor(asn1) {
+        this.root = asn1;
+    }
+    static parse(der) {
+        const asn1 = asn1_1.ASN1Obj.parseBuffer(der);
+        return new RFC3161Timestamp(asn1);
+    }
+    get status() {
+        return this.pkiStatusInfoObj.subs[0].toInteger();
+    }
+    get contentType() {
+        return this.contentTypeObj.toOID();
+    }
+    get eContentType() {
+        return this.eContentTypeObj.toOID();
+    }
+    get signingTime() {
+        return this.tstInfo.genTime;
+    }
+    get signerIssuer() {
+        return this.signerSidObj.subs[0].value;
+    }
+    get signerSerialNumber() {
+        return this.signerSidObj.subs[1].value;
+    }
+    get signerDigestAlgorithm() {
+        const oid = this.signerDigestAlgorithmObj.subs[0].toOID();
+        return oid_1.SHA2_HASH_ALGOS[oid];
+    }
+    get signatureAlgorithm() {
+        const oid = this.signatureAlgorithmObj.subs[0].toOID();
+        return oid_1.ECDSA_SIGNATURE_ALGOS[oid];
+    }
+    get signatureValue() {
+        return this.signatureValueObj.value;
+    }
+    get tstInfo() {
+        // Need to unpack tstInfo from an OCTET STRING
+        return new tstinfo_1.TSTInfo(this.eContentObj.subs[0].subs[0]);
+    }
+    verify(data, publicKey) {
+        if (!this.timeStampTokenObj) {
+            throw new error_1.RFC3161TimestampVerificationError('timeStampToken is missing');
+        }
+        // Check for expected ContentInfo content type
+        if (this.contentType !== OID_PKCS9_CONTENT_TYPE_SIGNED_DATA) {
+            throw new error_1.RFC3161TimestampVerificationError(`incorrect content type: ${this.contentType}`);
+        }
+        // Check for expected encapsulated content type
+        if (this.eContentType !== OID_PKCS9_CONTENT_TYPE_TSTINFO) {
+            throw new error_1.RFC3161TimestampVerificationError(`incorrect encapsulated content type: ${this.eContentType}`);
+        }
+        // Check that the tstInfo references the correct artifact
+        this.tstInfo.verify(data);
+        // Check that the signed message digest matches the tstInfo
+        this.verifyMessageDigest();
+        // Check that the signature is valid for the signed attributes
+        this.verifySignature(publicKey);
+    }
+    verifyMessageDigest() {
+        // Check that the tstInfo matches the signed data
+        const tstInfoDigest = crypto.digest(this.signerDigestAlgorithm, this.tstInfo.raw);
+        const expectedDigest = this.messageDigestAttributeObj.subs[1].subs[0].value;
+        if (!crypto.bufferEqual(tstInfoDigest, expectedDigest)) {
+            throw new error_1.RFC3161TimestampVerificationError('signed data does not match tstInfo');
+        }
+    }
+    verifySignature(key) {
+        // Encode the signed attributes for verification
+        const signedAttrs = this.signedAttrsObj.toDER();
+        signedAttrs[0] = 0x31; // Change context-specific tag to SET
+        // Check that the signature is valid for the signed attributes
+        const verified = crypto.verify(signedAttrs, key, this.signatureValue, this.signatureAlgorithm);
+        if (!verified) {
+            throw new error_1.RFC3161TimestampVerificationError('signature verification failed');
+        }
+    }
+    // https://www.rfc-editor.org/rfc/rfc3161#section-2.4.2
+    get pkiStatusInfoObj() {
+        // pkiStatusInfo is the first element of the timestamp response sequence
+        return this.root.subs[0];
+    }
+    // https://www.rfc-editor.org/rfc/rfc3161#section-2.4.2
+    get timeStampTokenObj() {
+        // timeStampToken is the first element of the timestamp response sequence
+        return this.root.subs[1];
+    }
+    // https://datatracker.ietf.org/doc/html/rfc5652#section-3
+    get contentTypeObj() {
+        return this.timeStampTokenObj.subs[0];
+    }
+    // https://www.rfc-editor.org/rfc/rfc5652#section-3
+    get signedDataObj() {
+        const obj = this.timeStampTokenObj.subs.find((sub) => sub.tag.isContextSpecific(0x00));
+        return obj.subs[0];
+    }
+    // https://datatracker.ietf.org/doc/html/rfc5652#section-5.1
+    get encapContentInfoObj() {
+        return this.signedDataObj.subs[2];
+    }
+    // https://datatracker.ietf.org/doc/html/rfc5652#section-5.1
+    get signerInfosObj() {
+        // SignerInfos is the last element of the signed data sequence
+        const sd = this.signedDataObj;
+        return sd.subs[sd.subs.length - 1];
+    }
+    // https://www.rfc-editor.org/rfc/rfc5652#section-5.1
+    get signerInfoObj() {
+        // Only supporting one signer
+        return this.signerInfosObj.subs[0];
+    }
+    // https://datatracker.ietf.org/doc/html/rfc5652#section-5.2
+    get eContentTypeObj() {
+        return this.encapContentInfoObj.subs[0];
+    }
+    // https://datatracker.ietf.org/doc/html/rfc5652#section-5.2
+    get eContentObj() {
+        return this.encapContentInfoObj.subs[1];
+    }
+    // https://datatracker.ietf.org/doc/html/rfc5652#section-5.3
+    get signedAttrsObj() {
+        const signedAttrs = this.signerInfoObj.subs.find((sub) => sub.tag.isContextSpecific(0x00));
+        return signedAttrs;
+    }
+    // https://datatracker.ietf.org/doc/html/rfc5652#section-5.3
+    get messageDigestAttributeObj() {
+        const messageDigest = this.signedAttrsObj.subs.find((sub) => sub.subs[0].tag.isOID() &&
+            sub.subs[0].toOID() === OID_PKCS9_MESSAGE_DIGEST_KEY);
+        return messageDigest;
+    }
+    // https://datatracker.ietf.org/doc/html/rfc5652#section-5.3
+    get signerSidObj() {
+        return this.signerInfoObj.subs[1];
+    }
+    // https://datatracker.ietf.org/doc/html/rfc5652#section-5.3
+    get signerDigestAlgorithmObj() {
+        // Signature is the 2nd element of the signerInfoObj object
+        return this.signerInfoObj.subs[2];
+    }
+    // https://datatracker.ietf.org/doc/html/rfc5652#section-5.3
+    get signatureAlgorithmObj() {
+        // Signature is the 4th element of the signerInfoObj object
+        return this.signerInfoObj.subs[4];
+    }
+    // https://datatracker.ietf.org/doc/html/rfc5652#section-5.3
+    get signatureValueObj() {
+        // Signature is the 6th element of the signerInfoObj object
+        return this.signerInfoObj.subs[5];
+    }
+}
+exports.RFC3161Timestamp = RFC3161Timestamp;
+
+
+/***/ }),
+
+/***/ 2925:
+/***/ (function(__unused_webpack_module, exports, __nccwpck_require__) {
+
+
+var __createBinding = (this && this.__createBinding) || (Object.create ? (function(o, m, k, k2) {
+    if (k2 === undefined) k2 = k;
+    var desc = Object.getOwnPropertyDescriptor(m, k);
+    if (!desc || ("get" in desc ? !m.__esModule : desc.writable || desc.configurable)) {
+      desc = { enumerable: true, get: function() { return m[k]; } };
+    }
+    Object.defineProperty(o, k2, desc);
+}) : (function(o, m, k, k2) {
+    if (k2 === undefined) k2 = k;
+    o[k2] = m[k];
+}));
+var __setModuleDefault = (this && this.__setModuleDefault) || (Object.create ? (function(o, v) {
+    Object.defineProperty(o, "default", { enumerable: true, value: v });
+}) : function(o, v) {
+    o["default"] = v;
+});
+var __importStar = (this && this.__importStar) || (function () {
+    var ownKeys = function(o) {
+        ownKeys = Object.getOwnPropertyNames || function (o) {
+            var ar = [];
+            for (var k in o) if (Object.prototype.hasOwnProperty.call(o, k)) ar[ar.length] = k;
+            return ar;
+        };
+        return ownKeys(o);
+    };
+    return function (mod) {
+        if (mod && mod.__esModule) return mod;
+        var result = {};
+        if (mod != null) for (var k = ownKeys(mod), i = 0; i < k.length; i++) if (k[i] !== "default") __createBinding(result, mod, k[i]);
+        __setModuleDefault(result, mod);
+        return result;
+    };
+})();
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.TSTInfo = void 0;
+const crypto = __importStar(__nccwpck_require__(9368));
+const oid_1 = __nccwpck_require__(1817);
+const error_1 = __nccwpck_require__(7512);
+class TSTInfo {
+    root;
+    constructor(asn1) {
+        this.root = asn1;
+    }
+    get version() {
+        return this.root.subs[0].toInteger();
+    }
+    get genTime() {
+        return this.root.subs[4].toDate();
+    }
+    get messageImprintHashAlgorithm() {
+        const oid = this.messageImprintObj.subs[0].subs[0].toOID();
+        return oid_1.SHA2_HASH_ALGOS[oid];
+    }
+    get messageImprintHashedMessage() {
+        return this.messageImprintObj.subs[1].value;
+    }
+    get raw() {
+        return this.root.toDER();
+    }
+    verify(data) {
+        const digest = crypto.digest(this.messageImprintHashAlgorithm, data);
+        if (!crypto.bufferEqual(digest, this.messageImprintHashedMessage)) {
+            throw new error_1.RFC3161TimestampVerificationError('message imprint does not match artifact');
+        }
+    }
+    // https://www.rfc-editor.org/rfc/rfc3161#section-2.4.2
+    get messageImprintObj() {
+        return this.root.subs[2];
+    }
+}
+exports.TSTInfo = TSTInfo;
+
+
+/***/ }),
+
+/***/ 1673:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.ByteStream = void 0;
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+class StreamError extends Error {
+}
+class ByteStream {
+    static BLOCK_SIZE = 1024;
+    buf;
+    view;
+    start = 0;
+    constructor(buffer) {
+        if (buffer) {
+            this.buf = buffer;
+            this.view = Buffer.from(buffer);
+        }
+        else {
+            this.buf = Buffer.alloc(0);
+            this.view = Buffer.from(this.buf);
+        }
+    }
+    get buffer() {
+        return this.view.subarray(0, this.start);
+    }
+    get length() {
+        return this.view.byteLength;
+    }
+    get position() {
+        return this.start;
+    }
+    seek(position) {
+        this.start = position;
+    }
+    // Returns a Buffer containing the specified number of bytes starting at the
+    // given start position.
+    slice(start, len) {
+        const end = start + len;
+        if (end > this.length) {
+            throw new StreamError('request past end of buffer');
+        }
+        return this.view.subarray(start, end);
+    }
+    appendChar(char) {
+        this.ensureCapacity(1);
+        this.view[this.start] = char;
+        this.start += 1;
+    }
+    appendUint16(num) {
+        this.ensureCapacity(2);
+        const value = new Uint16Array([num]);
+        const view = new Uint8Array(value.buffer);
+        this.view[this.start] = view[1];
+        this.view[this.start + 1] = view[0];
+        this.start += 2;
+    }
+    appendUint24(num) {
+        this.ensureCapacity(3);
+        const value = new Uint32Array([num]);
+        const view = new Uint8Array(value.buffer);
+        this.view[this.start] = view[2];
+        this.view[this.start + 1] = view[1];
+        this.view[this.start + 2] = view[0];
+        this.start += 3;
+    }
+    appendView(view) {
+        this.ensureCapacity(view.length);
+        this.view.set(view, this.start);
+        this.start += view.length;
+    }
+    getBlock(size) {
+        if (size <= 0) {
+            return Buffer.alloc(0);
+        }
+        if (this.start + size > this.view.length) {
+            throw new Error('request past end of buffer');
+        }
+        const result = this.view.subarray(this.start, this.start + size);
+        this.start += size;
+        return result;
+    }
+    getUint8() {
+        return this.getBlock(1)[0];
+    }
+    getUint16() {
+        const block = this.getBlock(2);
+        return (block[0] << 8) | block[1];
+    }
+    ensureCapacity(size) {
+        if (this.start + size > this.view.byteLength) {
+            const blockSize = ByteStream.BLOCK_SIZE + (size > ByteStream.BLOCK_SIZE ? size : 0);
+            this.realloc(this.view.byteLength + blockSize);
+        }
+    }
+    realloc(size) {
+        const newArray = Buffer.alloc(size);
+        const newView = Buffer.from(newArray);
+        // Copy the old buffer into the new one
+        newView.set(this.view);
+        this.buf = newArray;
+        this.view = newView;
+    }
+}
+exports.ByteStream = ByteStream;
+
+
+/***/ }),
+
+/***/ 3566:
+/***/ (function(__unused_webpack_module, exports, __nccwpck_require__) {
+
+
+var __createBinding = (this && this.__createBinding) || (Object.create ? (function(o, m, k, k2) {
+    if (k2 === undefined) k2 = k;
+    var desc = Object.getOwnPropertyDescriptor(m, k);
+    if (!desc || ("get" in desc ? !m.__esModule : desc.writable || desc.configurable)) {
+      desc = { enumerable: true, get: function() { return m[k]; } };
+    }
+    Object.defineProperty(o, k2, desc);
+}) : (function(o, m, k, k2) {
+    if (k2 === undefined) k2 = k;
+    o[k2] = m[k];
+}));
+var __setModuleDefault = (this && this.__setModuleDefault) || (Object.create ? (function(o, v) {
+    Object.defineProperty(o, "default", { enumerable: true, value: v });
+}) : function(o, v) {
+    o["default"] = v;
+});
+var __importStar = (this && this.__importStar) || (function () {
+    var ownKeys = function(o) {
+        ownKeys = Object.getOwnPropertyNames || function (o) {
+            var ar = [];
+            for (var k in o) if (Object.prototype.hasOwnProperty.call(o, k)) ar[ar.length] = k;
+            return ar;
+        };
+        return ownKeys(o);
+    };
+    return function (mod) {
+        if (mod && mod.__esModule) return mod;
+        var result = {};
+        if (mod != null) for (var k = ownKeys(mod), i = 0; i < k.length; i++) if (k[i] !== "default") __createBinding(result, mod, k[i]);
+        __setModuleDefault(result, mod);
+        return result;
+    };
+})();
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.X509Certificate = exports.EXTENSION_OID_SCT = void 0;
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+const asn1_1 = __nccwpck_require__(6027);
+const crypto = __importStar(__nccwpck_require__(9368));
+const oid_1 = __nccwpck_require__(1817);
+const pem = __importStar(__nccwpck_require__(1055));
+const ext_1 = __nccwpck_require__(6389);
+const EXTENSION_OID_SUBJECT_KEY_ID = '2.5.29.14';
+const EXTENSION_OID_KEY_USAGE = '2.5.29.15';
+const EXTENSION_OID_SUBJECT_ALT_NAME = '2.5.29.17';
+const EXTENSION_OID_BASIC_CONSTRAINTS = '2.5.29.19';
+const EXTENSION_OID_AUTHORITY_KEY_ID = '2.5.29.35';
+exports.EXTENSION_OID_SCT = '1.3.6.1.4.1.11129.2.4.2';
+class X509Certificate {
+    root;
+    constructor(asn1) {
+        this.root = asn1;
+    }
+    static parse(cert) {
+        const der = typeof cert === 'string' ? pem.toDER(cert) : cert;
+        const asn1 = asn1_1.ASN1Obj.parseBuffer(der);
+        return new X509Certificate(asn1);
+    }
+    get tbsCertificate() {
+        return this.tbsCertificateObj;
+    }
+    get version() {
+        // version number is the first element of the version context specific tag
+        const ver = this.versionObj.subs[0].toInteger();
+        return `v${(ver + BigInt(1)).toString()}`;
+    }
+    get serialNumber() {
+        return this.serialNumberObj.value;
+    }
+    get notBefore() {
+        // notBefore is the first element of the validity sequence
+        return this.validityObj.subs[0].toDate();
+    }
+    get notAfter() {
+        // notAfter is the second element of the validity sequence
+        return this.validityObj.subs[1].toDate();
+    }
+    get issuer() {
+        return this.issuerObj.value;
+    }
+    get subject() {
+        return this.subjectObj.value;
+    }
+    get publicKey() {
+        return this.subjectPublicKeyInfoObj.toDER();
+    }
+    get signatureAlgorithm() {
+        const oid = this.signatureAlgorithmObj.subs[0].toOID();
+        if (oid_1.RSA_SIGNATURE_ALGOS[oid]) {
+            return oid_1.RSA_SIGNATURE_ALGOS[oid];
+        }
+        return oid_1.ECDSA_SIGNATURE_ALGOS[oid];
+    }
+    get signatureValue() {
+        // Signature value is a bit string, so we need to skip the first byte
+        return this.signatureValueObj.value.subarray(1);
+    }
+    get subjectAltName() {
+        const ext = this.extSubjectAltName;
+        return ext?.uri || /* istanbul ignore next */ ext?.rfc822Name;
+    }
+    get extensions() {
+        // The extension list is the first (and only) element of the extensions
+        // context specific tag
+        /* istanbul ignore next */
+        const extSeq = this.extensionsObj?.subs[0];
+        /* istanbul ignore next */
+        return extSeq?.subs || [];
+    }
+    get extKeyUsage() {
+        const ext = this.findExtension(EXTENSION_OID_KEY_USAGE);
+        return ext ? new ext_1.X509KeyUsageExtension(ext) : undefined;
+    }
+    get extBasicConstraints() {
+        const ext = this.findExtension(EXTENSION_OID_BASIC_CONSTRAINTS);
+        return ext ? new ext_1.X509BasicConstraintsExtension(ext) : undefined;
+    }
+    get extSubjectAltName() {
+        const ext = this.findExtension(EXTENSION_OID_SUBJECT_ALT_NAME);
+        return ext ? new ext_1.X509SubjectAlternativeNameExtension(ext) : undefined;
+    }
+    get extAuthorityKeyID() {
+        const ext = this.findExtension(EXTENSION_OID_AUTHORITY_KEY_ID);
+        return ext ? new ext_1.X509AuthorityKeyIDExtension(ext) : undefined;
+    }
+    get extSubjectKeyID() {
+        const ext = this.findExtension(EXTENSION_OID_SUBJECT_KEY_ID);
+        return ext
+            ? new ext_1.X509SubjectKeyIDExtension(ext)
+            : /* istanbul ignore next */ undefined;
+    }
+    get extSCT() {
+        const ext = this.findExtension(exports.EXTENSION_OID_SCT);
+        return ext ? new ext_1.X509SCTExtension(ext) : undefined;
+    }
+    get isCA() {
+        const ca = this.extBasicConstraints?.isCA || false;
+        // If the KeyUsage extension is present, keyCertSign must be set
+        /* istanbul ignore else */
+        if (this.extKeyUsage) {
+            return ca && this.extKeyUsage.keyCertSign;
+        }
+        // TODO: test coverage for this case
+        /* istanbul ignore next */
+        return ca;
+    }
+    extension(oid) {
+        const ext = this.findExtension(oid);
+        return ext ? new ext_1.X509Extension(ext) : undefined;
+    }
+    verify(issuerCertificate) {
+        // Use the issuer's public key if provided, otherwise use the subject's
+        const publicKey = issuerCertificate?.publicKey || this.publicKey;
+        const key = crypto.createPublicKey(publicKey);
+        return crypto.verify(this.tbsCertificate.toDER(), key, this.signatureValue, this.signatureAlgorithm);
+    }
+    validForDate(date) {
+        return this.notBefore <= date && date <= this.notAfter;
+    }
+    equals(other) {
+        return this.root.toDER().equals(other.root.toDER());
+    }
+    // Creates a copy of the certificate with a new buffer
+    clone() {
+        const der = this.root.toDER();
+        const clone = Buffer.alloc(der.length);
+        der.copy(clone);
+        return X509Certificate.parse(clone);
+    }
+    findExtension(oid) {
+        // Find the extension with the given OID. The OID will always be the first
+        // element of the extension sequence
+        return this.extensions.find((ext) => ext.subs[0].toOID() === oid);
+    }
+    /////////////////////////////////////////////////////////////////////////////
+    // The following properties use the documented x509 structure to locate the
+    // desired ASN.1 object
+    // https://www.rfc-editor.org/rfc/rfc5280#section-4.1
+    // https://www.rfc-editor.org/rfc/rfc5280#section-4.1.1.1
+    get tbsCertificateObj() {
+        // tbsCertificate is the first element of the certificate sequence
+        return this.root.subs[0];
+    }
+    // https://www.rfc-editor.org/rfc/rfc5280#section-4.1.1.2
+    get signatureAlgorithmObj() {
+        // signatureAlgorithm is the second element of the certificate sequence
+        return this.root.subs[1];
+    }
+    // https://www.rfc-editor.org/rfc/rfc5280#section-4.1.1.3
+    get signatureValueObj() {
+        // signatureValue is the third element of the certificate sequence
+        return this.root.subs[2];
+    }
+    // https://www.rfc-editor.org/rfc/rfc5280#section-4.1.2.1
+    get versionObj() {
+        // version is the first element of the tbsCertificate sequence
+        return this.tbsCertificateObj.subs[0];
+    }
+    // https://www.rfc-editor.org/rfc/rfc5280#section-4.1.2.2
+    get serialNumberObj() {
+        // serialNumber is the second element of the tbsCertificate sequence
+        return this.tbsCertificateObj.subs[1];
+    }
+    // https://www.rfc-editor.org/rfc/rfc5280#section-4.1.2.4
+    get issuerObj() {
+        // issuer is the fourth element of the tbsCertificate sequence
+        return this.tbsCertificateObj.subs[3];
+    }
+    // https://www.rfc-editor.org/rfc/rfc5280#section-4.1.2.5
+    get validityObj() {
+        // version is the fifth element of the tbsCertificate sequence
+        return this.tbsCertificateObj.subs[4];
+    }
+    // https://www.rfc-editor.org/rfc/rfc5280#section-4.1.2.6
+    get subjectObj() {
+        // subject is the sixth element of the tbsCertificate sequence
+        return this.tbsCertificateObj.subs[5];
+    }
+    // https://www.rfc-editor.org/rfc/rfc5280#section-4.1.2.7
+    get subjectPublicKeyInfoObj() {
+        // subjectPublicKeyInfo is the seventh element of the tbsCertificate sequence
+        return this.tbsCertificateObj.subs[6];
+    }
+    // Extensions can't be located by index because their position varies. Instead,
+    // we need to find the extensions context specific tag
+    // https://www.rfc-editor.org/rfc/rfc5280#section-4.1.2.9
+    get extensionsObj() {
+        return this.tbsCertificateObj.subs.find((sub) => sub.tag.isContextSpecific(0x03));
+    }
+}
+exports.X509Certificate = X509Certificate;
+
+
+/***/ }),
+
+/***/ 6389:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.X509SCTExtension = exports.X509SubjectKeyIDExtension = exports.X509AuthorityKeyIDExtension = exports.X509SubjectAlternativeNameExtension = exports.X509KeyUsageExtension = exports.X509BasicConstraintsExtension = exports.X509Extension = void 0;
+const stream_1 = __nccwpck_require__(1673);
+const sct_1 = __nccwpck_require__(6144);
+// https://www.rfc-editor.org/rfc/rfc5280#section-4.1
+class X509Extension {
+    root;
+    constructor(asn1) {
+        this.root = asn1;
+    }
+    get oid() {
+        return this.root.subs[0].toOID();
+    }
+    get critical() {
+        // The critical field is optional and will be the second element of the
+        // extension sequence if present. Default to false if not present.
+        return this.root.subs.length === 3 ? this.root.subs[1].toBoolean() : false;
+    }
+    get value() {
+        return this.extnValueObj.value;
+    }
+    get valueObj() {
+        return this.extnValueObj;
+    }
+    get extnValueObj() {
+        // The extnValue field will be the last element of the extension sequence
+        return this.root.subs[this.root.subs.length - 1];
+    }
+}
+exports.X509Extension = X509Extension;
+// https://www.rfc-editor.org/rfc/rfc5280#section-4.2.1.9
+class X509BasicConstraintsExtension extends X509Extension {
+    get isCA() {
+        return this.sequence.subs[0]?.toBoolean() ?? false;
+    }
+    get pathLenConstraint() {
+        return this.sequence.subs.length > 1
+            ? this.sequence.subs[1].toInteger()
+            : undefined;
+    }
+    // The extnValue field contains a single sequence wrapping the isCA and
+    // pathLenConstraint.
+    get sequence() {
+        return this.extnValueObj.subs[0];
+    }
+}
+exports.X509BasicConstraintsExtension = X509BasicConstraintsExtension;
+// https://www.rfc-editor.org/rfc/rfc5280#section-4.2.1.3
+class X509KeyUsageExtension extends X509Extension {
+    get digitalSignature() {
+        return this.bitString[0] === 1;
+    }
+    get keyCertSign() {
+        return this.bitString[5] === 1;
+    }
+    get crlSign() {
+        return this.bitString[6] === 1;
+    }
+    // The extnValue field contains a single bit string which is a bit mask
+    // indicating which key usages are enabled.
+    get bitString() {
+        return this.extnValueObj.subs[0].toBitString();
+    }
+}
+exports.X509KeyUsageExtension = X509KeyUsageExtension;
+// https://www.rfc-editor.org/rfc/rfc5280#section-4.2.1.6
+class X509SubjectAlternativeNameExtension extends X509Extension {
+    get rfc822Name() {
+        return this.findGeneralName(0x01)?.value.toString('ascii');
+    }
+    get uri() {
+        return this.findGeneralName(0x06)?.value.toString('ascii');
+    }
+    // Retrieve the value of an otherName with the given OID.
+    otherName(oid) {
+        const otherName = this.findGeneralName(0x00);
+        if (otherName === undefined) {
+            return undefined;
+        }
+        // The otherName is a sequence containing an OID and a value.
+        // Need to check that the OID matches the one we're looking for.
+        const otherNameOID = otherName.subs[0].toOID();
+        if (otherNameOID !== oid) {
+            return undefined;
+        }
+        // The otherNameValue is a sequence containing the actual value.
+        const otherNameValue = otherName.subs[1];
+        return otherNameValue.subs[0].value.toString('ascii');
+    }
+    findGeneralName(tag) {
+        return this.generalNames.find((gn) => gn.tag.isContextSpecific(tag));
+    }
+    // The extnValue field contains a sequence of GeneralNames.
+    get generalNames() {
+        return this.extnValueObj.subs[0].subs;
+    }
+}
+exports.X509SubjectAlternativeNameExtension = X509SubjectAlternativeNameExtension;
+// https://www.rfc-editor.org/rfc/rfc5280#section-4.2.1.1
+class X509AuthorityKeyIDExtension extends X509Extension {
+    get keyIdentifier() {
+        return this.findSequenceMember(0x00)?.value;
+    }
+    findSequenceMember(tag) {
+        return this.sequence.subs.find((el) => el.tag.isContextSpecific(tag));
+    }
+    // The extnValue field contains a single sequence wrapping the keyIdentifier
+    get sequence() {
+        return this.extnValueObj.subs[0];
+    }
+}
+exports.X509AuthorityKeyIDExtension = X509AuthorityKeyIDExtension;
+// https://www.rfc-editor.org/rfc/rfc5280#section-4.2.1.2
+class X509SubjectKeyIDExtension extends X509Extension {
+    get keyIdentifier() {
+        return this.extnValueObj.subs[0].value;
+    }
+}
+exports.X509SubjectKeyIDExtension = X509SubjectKeyIDExtension;
+// https://www.rfc-editor.org/rfc/rfc6962#section-3.3
+class X509SCTExtension extends X509Extension {
+    constructor(asn1) {
+        super(asn1);
+    }
+    get signedCertificateTimestamps() {
+        const buf = this.extnValueObj.subs[0].value;
+        const stream = new stream_1.ByteStream(buf);
+        // The overall list length is encoded in the first two bytes -- note this
+        // is the length of the list in bytes, NOT the number of SCTs in the list
+        const end = stream.getUint16() + 2;
+        const sctList = [];
+        while (stream.position < end) {
+            // Read the length of the next SCT
+            const sctLength = stream.getUint16();
+            // Slice out the bytes for the next SCT and parse it
+            const sct = stream.getBlock(sctLength);
+            sctList.push(sct_1.SignedCertificateTimestamp.parse(sct));
+        }
+        if (stream.position !== end) {
+            throw new Error('SCT list length does not match actual length');
+        }
+        return sctList;
+    }
+}
+exports.X509SCTExtension = X509SCTExtension;
+
+
+/***/ }),
+
+/***/ 9358:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.X509SCTExtension = exports.X509Certificate = exports.EXTENSION_OID_SCT = void 0;
+var cert_1 = __nccwpck_require__(3566);
+Object.defineProperty(exports, "EXTENSION_OID_SCT", ({ enumerable: true, get: function () { return cert_1.EXTENSION_OID_SCT; } }));
+Object.defineProperty(exports, "X509Certificate", ({ enumerable: true, get: function () { return cert_1.X509Certificate; } }));
+var ext_1 = __nccwpck_require__(6389);
+Object.defineProperty(exports, "X509SCTExtension", ({ enumerable: true, get: function () { return ext_1.X509SCTExtension; } }));
+
+
+/***/ }),
+
+/***/ 6144:
+/***/ (function(__unused_webpack_module, exports, __nccwpck_require__) {
+
+
+var __createBinding = (this && this.__createBinding) || (Object.create ? (function(o, m, k, k2) {
+    if (k2 === undefined) k2 = k;
+    var desc = Object.getOwnPropertyDescriptor(m, k);
+    if (!desc || ("get" in desc ? !m.__esModule : desc.writable || desc.configurable)) {
+      desc = { enumerable: true, get: function() { return m[k]; } };
+    }
+    Object.defineProperty(o, k2, desc);
+}) : (function(o, m, k, k2) {
+    if (k2 === undefined) k2 = k;
+    o[k2] = m[k];
+}));
+var __setModuleDefault = (this && this.__setModuleDefault) || (Object.create ? (function(o, v) {
+    Object.defineProperty(o, "default", { enumerable: true, value: v });
+}) : function(o, v) {
+    o["default"] = v;
+});
+var __importStar = (this && this.__importStar) || (function () {
+    var ownKeys = function(o) {
+        ownKeys = Object.getOwnPropertyNames || function (o) {
+            var ar = [];
+            for (var k in o) if (Object.prototype.hasOwnProperty.call(o, k)) ar[ar.length] = k;
+            return ar;
+        };
+        return ownKeys(o);
+    };
+    return function (mod) {
+        if (mod && mod.__esModule) return mod;
+        var result = {};
+        if (mod != null) for (var k = ownKeys(mod), i = 0; i < k.length; i++) if (k[i] !== "default") __createBinding(result, mod, k[i]);
+        __setModuleDefault(result, mod);
+        return result;
+    };
+})();
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.SignedCertificateTimestamp = void 0;
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+const crypto = __importStar(__nccwpck_require__(9368));
+const stream_1 = __nccwpck_require__(1673);
+class SignedCertificateTimestamp {
+    version;
+    logID;
+    timestamp;
+    extensions;
+    hashAlgorithm;
+    signatureAlgorithm;
+    signature;
+    constructor(options) {
+        this.version = options.version;
+        this.logID = options.logID;
+        this.timestamp = options.timestamp;
+        this.extensions = options.extensions;
+        this.hashAlgorithm = options.hashAlgorithm;
+        this.signatureAlgorithm = options.signatureAlgorithm;
+        this.signature = options.signature;
+    }
+    get datetime() {
+        return new Date(Number(this.timestamp.readBigInt64BE()));
+    }
+    // Returns the hash algorithm used to generate the SCT's signature.
+    // https://www.rfc-editor.org/rfc/rfc5246#section-7.4.1.4.1
+    get algorithm() {
+        switch (this.hashAlgorithm) {
+            /* istanbul ignore next */
+            case 0:
+                return 'none';
+            /* istanbul ignore next */
+            case 1:
+                return 'md5';
+            /* istanbul ignore next */
+            case 2:
+                return 'sha1';
+            /* istanbul ignore next */
+            case 3:
+                return 'sha224';
+            case 4:
+                return 'sha256';
+            /* istanbul ignore next */
+            case 5:
+                return 'sha384';
+            /* istanbul ignore next */
+            case 6:
+                return 'sha512';
+            /* istanbul ignore next */
+            default:
+                return 'unknown';
+        }
+    }
+    verify(preCert, key) {
+        // Assemble the digitally-signed struct (the data over which the signature
+        // was generated).
+        // https://www.rfc-editor.org/rfc/rfc6962#section-3.2
+        const stream = new stream_1.ByteStream();
+        stream.appendChar(this.version);
+        stream.appendChar(0x00); // SignatureType = certificate_timestamp(0)
+        stream.appendView(this.timestamp);
+        stream.appendUint16(0x01); // LogEntryType = precert_entry(1)
+        stream.appendView(preCert);
+        stream.appendUint16(this.extensions.byteLength);
+        /* istanbul ignore next - extensions are very uncommon */
+        if (this.extensions.byteLength > 0) {
+            stream.appendView(this.extensions);
+        }
+        return crypto.verify(stream.buffer, key, this.signature, this.algorithm);
+    }
+    // Parses a SignedCertificateTimestamp from a buffer. SCTs are encoded using
+    // TLS encoding which means the fields and lengths of most fields are
+    // specified as part of the SCT and TLS specs.
+    // https://www.rfc-editor.org/rfc/rfc6962#section-3.2
+    // https://www.rfc-editor.org/rfc/rfc5246#section-7.4.1.4.1
+    static parse(buf) {
+        const stream = new stream_1.ByteStream(buf);
+        // Version - enum { v1(0), (255) }
+        const version = stream.getUint8();
+        // Log ID  - struct { opaque key_id[32]; }
+        const logID = stream.getBlock(32);
+        // Timestamp - uint64
+        const timestamp = stream.getBlock(8);
+        // Extensions - opaque extensions<0..2^16-1>;
+        const extenstionLength = stream.getUint16();
+        const extensions = stream.getBlock(extenstionLength);
+        // Hash algo - enum { sha256(4), . . . (255) }
+        const hashAlgorithm = stream.getUint8();
+        // Signature algo - enum { anonymous(0), rsa(1), dsa(2), ecdsa(3), (255) }
+        const signatureAlgorithm = stream.getUint8();
+        // Signature  - opaque signature<0..2^16-1>;
+        const sigLength = stream.getUint16();
+        const signature = stream.getBlock(sigLength);
+        // Check that we read the entire buffer
+        if (stream.position !== buf.length) {
+            throw new Error('SCT buffer length mismatch');
+        }
+        return new SignedCertificateTimestamp({
+            version,
+            logID,
+            timestamp,
+            extensions,
+            hashAlgorithm,
+            signatureAlgorithm,
+            signature,
+        });
+    }
+}
+exports.SignedCertificateTimestamp = SignedCertificateTimestamp;
+
+
+/***/ }),
+
+/***/ 7030:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+// Code generated by protoc-gen-ts_proto. DO NOT EDIT.
+// versions:
+//   protoc-gen-ts_proto  v2.12.0
+//   protoc               v7.35.1
+// source: envelope.proto
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.Signature = exports.Envelope = void 0;
+exports.Envelope = {
+    fromJSON(object) {
+        return {
+            payload: isSet(object.payload) ? Buffer.from(bytesFromBase64(object.payload)) : Buffer.alloc(0),
+            payloadType: isSet(object.payloadType) ? globalThis.String(object.payloadType) : "",
+            signatures: globalThis.Array.isArray(object?.signatures)
+                ? object.signatures.map((e) => exports.Signature.fromJSON(e))
+                : [],
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.payload.length !== 0) {
+            obj.payload = base64FromBytes(message.payload);
+        }
+        if (message.payloadType !== "") {
+            obj.payloadType = message.payloadType;
+        }
+        if (message.signatures?.length) {
+            obj.signatures = message.signatures.map((e) => exports.Signature.toJSON(e));
+        }
+        return obj;
+    },
+};
+exports.Signature = {
+    fromJSON(object) {
+        return {
+            sig: isSet(object.sig) ? Buffer.from(bytesFromBase64(object.sig)) : Buffer.alloc(0),
+            keyid: isSet(object.keyid) ? globalThis.String(object.keyid) : "",
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.sig.length !== 0) {
+            obj.sig = base64FromBytes(message.sig);
+        }
+        if (message.keyid !== "") {
+            obj.keyid = message.keyid;
+        }
+        return obj;
+    },
+};
+function bytesFromBase64(b64) {
+    return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
+}
+function base64FromBytes(arr) {
+    return globalThis.Buffer.from(arr).toString("base64");
+}
+function isSet(value) {
+    return value !== null && value !== undefined;
+}
+
+
+/***/ }),
+
+/***/ 5000:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+// Code generated by protoc-gen-ts_proto. DO NOT EDIT.
+// versions:
+//   protoc-gen-ts_proto  v2.12.0
+//   protoc               v7.35.1
+// source: google/protobuf/timestamp.proto
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.Timestamp = void 0;
+exports.Timestamp = {
+    fromJSON(object) {
+        return {
+            seconds: isSet(object.seconds) ? globalThis.String(object.seconds) : "0",
+            nanos: isSet(object.nanos) ? globalThis.Number(object.nanos) : 0,
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.seconds !== "0") {
+            obj.seconds = message.seconds;
+        }
+        if (message.nanos !== 0) {
+            obj.nanos = Math.round(message.nanos);
+        }
+        return obj;
+    },
+};
+function isSet(value) {
+    return value !== null && value !== undefined;
+}
+
+
+/***/ }),
+
+/***/ 6764:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+// Code generated by protoc-gen-ts_proto. DO NOT EDIT.
+// versions:
+//   protoc-gen-ts_proto  v2.12.0
+//   protoc               v7.35.1
+// source: rekor/v2/dsse.proto
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.DSSELogEntryV002 = exports.DSSERequestV002 = void 0;
+/* eslint-disable */
+const envelope_1 = __nccwpck_require__(7030);
+const sigstore_common_1 = __nccwpck_require__(5334);
+const verifier_1 = __nccwpck_require__(7543);
+exports.DSSERequestV002 = {
+    fromJSON(object) {
+        return {
+            envelope: isSet(object.envelope) ? envelope_1.Envelope.fromJSON(object.envelope) : undefined,
+            verifiers: globalThis.Array.isArray(object?.verifiers)
+                ? object.verifiers.map((e) => verifier_1.Verifier.fromJSON(e))
+                : [],
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.envelope !== undefined) {
+            obj.envelope = envelope_1.Envelope.toJSON(message.envelope);
+        }
+        if (message.verifiers?.length) {
+            obj.verifiers = message.verifiers.map((e) => verifier_1.Verifier.toJSON(e));
+        }
+        return obj;
+    },
+};
+exports.DSSELogEntryV002 = {
+    fromJSON(object) {
+        return {
+            payloadHash: isSet(object.payloadHash) ? sigstore_common_1.HashOutput.fromJSON(object.payloadHash) : undefined,
+            signatures: globalThis.Array.isArray(object?.signatures)
+                ? object.signatures.map((e) => verifier_1.Signature.fromJSON(e))
+                : [],
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.payloadHash !== undefined) {
+            obj.payloadHash = sigstore_common_1.HashOutput.toJSON(message.payloadHash);
+        }
+        if (message.signatures?.length) {
+            obj.signatures = message.signatures.map((e) => verifier_1.Signature.toJSON(e));
+        }
+        return obj;
+    },
+};
+function isSet(value) {
+    return value !== null && value !== undefined;
+}
+
+
+/***/ }),
+
+/***/ 381:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+// Code generated by protoc-gen-ts_proto. DO NOT EDIT.
+// versions:
+//   protoc-gen-ts_proto  v2.12.0
+//   protoc               v7.35.1
+// source: rekor/v2/entry.proto
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.CreateEntryRequest = exports.Spec = exports.Entry = void 0;
+/* eslint-disable */
+const dsse_1 = __nccwpck_require__(6764);
+const hashedrekord_1 = __nccwpck_require__(4969);
+exports.Entry = {
+    fromJSON(object) {
+        return {
+            kind: isSet(object.kind) ? globalThis.String(object.kind) : "",
+            apiVersion: isSet(object.apiVersion) ? globalThis.String(object.apiVersion) : "",
+            spec: isSet(object.spec) ? exports.Spec.fromJSON(object.spec) : undefined,
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.kind !== "") {
+            obj.kind = message.kind;
+        }
+        if (message.apiVersion !== "") {
+            obj.apiVersion = message.apiVersion;
+        }
+        if (message.spec !== undefined) {
+            obj.spec = exports.Spec.toJSON(message.spec);
+        }
+        return obj;
+    },
+};
+exports.Spec = {
+    fromJSON(object) {
+        return {
+            spec: isSet(object.hashedRekordV002)
+                ? { $case: "hashedRekordV002", hashedRekordV002: hashedrekord_1.HashedRekordLogEntryV002.fromJSON(object.hashedRekordV002) }
+                : isSet(object.dsseV002)
+                    ? { $case: "dsseV002", dsseV002: dsse_1.DSSELogEntryV002.fromJSON(object.dsseV002) }
+                    : undefined,
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.spec?.$case === "hashedRekordV002") {
+            obj.hashedRekordV002 = hashedrekord_1.HashedRekordLogEntryV002.toJSON(message.spec.hashedRekordV002);
+        }
+        else if (message.spec?.$case === "dsseV002") {
+            obj.dsseV002 = dsse_1.DSSELogEntryV002.toJSON(message.spec.dsseV002);
+        }
+        return obj;
+    },
+};
+exports.CreateEntryRequest = {
+    fromJSON(object) {
+        return {
+            spec: isSet(object.hashedRekordRequestV002)
+                ? {
+                    $case: "hashedRekordRequestV002",
+                    hashedRekordRequestV002: hashedrekord_1.HashedRekordRequestV002.fromJSON(object.hashedRekordRequestV002),
+                }
+                : isSet(object.dsseRequestV002)
+                    ? { $case: "dsseRequestV002", dsseRequestV002: dsse_1.DSSERequestV002.fromJSON(object.dsseRequestV002) }
+                    : undefined,
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.spec?.$case === "hashedRekordRequestV002") {
+            obj.hashedRekordRequestV002 = hashedrekord_1.HashedRekordRequestV002.toJSON(message.spec.hashedRekordRequestV002);
+        }
+        else if (message.spec?.$case === "dsseRequestV002") {
+            obj.dsseRequestV002 = dsse_1.DSSERequestV002.toJSON(message.spec.dsseRequestV002);
+        }
+        return obj;
+    },
+};
+function isSet(value) {
+    return value !== null && value !== undefined;
+}
+
+
+/***/ }),
+
+/***/ 4969:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+// Code generated by protoc-gen-ts_proto. DO NOT EDIT.
+// versions:
+//   protoc-gen-ts_proto  v2.12.0
+//   protoc               v7.35.1
+// source: rekor/v2/hashedrekord.proto
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.HashedRekordLogEntryV002 = exports.HashedRekordRequestV002 = void 0;
+/* eslint-disable */
+const sigstore_common_1 = __nccwpck_require__(5334);
+const verifier_1 = __nccwpck_require__(7543);
+exports.HashedRekordRequestV002 = {
+    fromJSON(object) {
+        return {
+            digest: isSet(object.digest) ? Buffer.from(bytesFromBase64(object.digest)) : Buffer.alloc(0),
+            signature: isSet(object.signature) ? verifier_1.Signature.fromJSON(object.signature) : undefined,
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.digest.length !== 0) {
+            obj.digest = base64FromBytes(message.digest);
+        }
+        if (message.signature !== undefined) {
+            obj.signature = verifier_1.Signature.toJSON(message.signature);
+        }
+        return obj;
+    },
+};
+exports.HashedRekordLogEntryV002 = {
+    fromJSON(object) {
+        return {
+            data: isSet(object.data) ? sigstore_common_1.HashOutput.fromJSON(object.data) : undefined,
+            signature: isSet(object.signature) ? verifier_1.Signature.fromJSON(object.signature) : undefined,
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.data !== undefined) {
+            obj.data = sigstore_common_1.HashOutput.toJSON(message.data);
+        }
+        if (message.signature !== undefined) {
+            obj.signature = verifier_1.Signature.toJSON(message.signature);
+        }
+        return obj;
+    },
+};
+function bytesFromBase64(b64) {
+    return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
+}
+function base64FromBytes(arr) {
+    return globalThis.Buffer.from(arr).toString("base64");
+}
+function isSet(value) {
+    return value !== null && value !== undefined;
+}
+
+
+/***/ }),
+
+/***/ 7543:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+// Code generated by protoc-gen-ts_proto. DO NOT EDIT.
+// versions:
+//   protoc-gen-ts_proto  v2.12.0
+//   protoc               v7.35.1
+// source: rekor/v2/verifier.proto
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.Signature = exports.Verifier = exports.PublicKey = void 0;
+/* eslint-disable */
+const sigstore_common_1 = __nccwpck_require__(5334);
+exports.PublicKey = {
+    fromJSON(object) {
+        return { rawBytes: isSet(object.rawBytes) ? Buffer.from(bytesFromBase64(object.rawBytes)) : Buffer.alloc(0) };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.rawBytes.length !== 0) {
+            obj.rawBytes = base64FromBytes(message.rawBytes);
+        }
+        return obj;
+    },
+};
+exports.Verifier = {
+    fromJSON(object) {
+        return {
+            verifier: isSet(object.publicKey)
+                ? { $case: "publicKey", publicKey: exports.PublicKey.fromJSON(object.publicKey) }
+                : isSet(object.x509Certificate)
+                    ? { $case: "x509Certificate", x509Certificate: sigstore_common_1.X509Certificate.fromJSON(object.x509Certificate) }
+                    : undefined,
+            keyDetails: isSet(object.keyDetails) ? (0, sigstore_common_1.publicKeyDetailsFromJSON)(object.keyDetails) : 0,
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.verifier?.$case === "publicKey") {
+            obj.publicKey = exports.PublicKey.toJSON(message.verifier.publicKey);
+        }
+        else if (message.verifier?.$case === "x509Certificate") {
+            obj.x509Certificate = sigstore_common_1.X509Certificate.toJSON(message.verifier.x509Certificate);
+        }
+        if (message.keyDetails !== 0) {
+            obj.keyDetails = (0, sigstore_common_1.publicKeyDetailsToJSON)(message.keyDetails);
+        }
+        return obj;
+    },
+};
+exports.Signature = {
+    fromJSON(object) {
+        return {
+            content: isSet(object.content) ? Buffer.from(bytesFromBase64(object.content)) : Buffer.alloc(0),
+            verifier: isSet(object.verifier) ? exports.Verifier.fromJSON(object.verifier) : undefined,
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.content.length !== 0) {
+            obj.content = base64FromBytes(message.content);
+        }
+        if (message.verifier !== undefined) {
+            obj.verifier = exports.Verifier.toJSON(message.verifier);
+        }
+        return obj;
+    },
+};
+function bytesFromBase64(b64) {
+    return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
+}
+function base64FromBytes(arr) {
+    return globalThis.Buffer.from(arr).toString("base64");
+}
+function isSet(value) {
+    return value !== null && value !== undefined;
+}
+
+
+/***/ }),
+
+/***/ 715:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+// Code generated by protoc-gen-ts_proto. DO NOT EDIT.
+// versions:
+//   protoc-gen-ts_proto  v2.12.0
+//   protoc               v7.35.1
+// source: sigstore_bundle.proto
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.Bundle = exports.VerificationMaterial = exports.TimestampVerificationData = void 0;
+/* eslint-disable */
+const envelope_1 = __nccwpck_require__(7030);
+const sigstore_common_1 = __nccwpck_require__(5334);
+const sigstore_rekor_1 = __nccwpck_require__(5204);
+exports.TimestampVerificationData = {
+    fromJSON(object) {
+        return {
+            rfc3161Timestamps: globalThis.Array.isArray(object?.rfc3161Timestamps)
+                ? object.rfc3161Timestamps.map((e) => sigstore_common_1.RFC3161SignedTimestamp.fromJSON(e))
+                : [],
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.rfc3161Timestamps?.length) {
+            obj.rfc3161Timestamps = message.rfc3161Timestamps.map((e) => sigstore_common_1.RFC3161SignedTimestamp.toJSON(e));
+        }
+        return obj;
+    },
+};
+exports.VerificationMaterial = {
+    fromJSON(object) {
+        return {
+            content: isSet(object.publicKey)
+                ? { $case: "publicKey", publicKey: sigstore_common_1.PublicKeyIdentifier.fromJSON(object.publicKey) }
+                : isSet(object.x509CertificateChain)
+                    ? {
+                        $case: "x509CertificateChain",
+                        x509CertificateChain: sigstore_common_1.X509CertificateChain.fromJSON(object.x509CertificateChain),
+                    }
+                    : isSet(object.certificate)
+                        ? { $case: "certificate", certificate: sigstore_common_1.X509Certificate.fromJSON(object.certificate) }
+                        : undefined,
+            tlogEntries: globalThis.Array.isArray(object?.tlogEntries)
+                ? object.tlogEntries.map((e) => sigstore_rekor_1.TransparencyLogEntry.fromJSON(e))
+                : [],
+            timestampVerificationData: isSet(object.timestampVerificationData)
+                ? exports.TimestampVerificationData.fromJSON(object.timestampVerificationData)
+                : undefined,
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.content?.$case === "publicKey") {
+            obj.publicKey = sigstore_common_1.PublicKeyIdentifier.toJSON(message.content.publicKey);
+        }
+        else if (message.content?.$case === "x509CertificateChain") {
+            obj.x509CertificateChain = sigstore_common_1.X509CertificateChain.toJSON(message.content.x509CertificateChain);
+        }
+        else if (message.content?.$case === "certificate") {
+            obj.certificate = sigstore_common_1.X509Certificate.toJSON(message.content.certificate);
+        }
+        if (message.tlogEntries?.length) {
+            obj.tlogEntries = message.tlogEntries.map((e) => sigstore_rekor_1.TransparencyLogEntry.toJSON(e));
+        }
+        if (message.timestampVerificationData !== undefined) {
+            obj.timestampVerificationData = exports.TimestampVerificationData.toJSON(message.timestampVerificationData);
+        }
+        return obj;
+    },
+};
+exports.Bundle = {
+    fromJSON(object) {
+        return {
+            mediaType: isSet(object.mediaType) ? globalThis.String(object.mediaType) : "",
+            verificationMaterial: isSet(object.verificationMaterial)
+                ? exports.VerificationMaterial.fromJSON(object.verificationMaterial)
+                : undefined,
+            content: isSet(object.messageSignature)
+                ? { $case: "messageSignature", messageSignature: sigstore_common_1.MessageSignature.fromJSON(object.messageSignature) }
+                : isSet(object.dsseEnvelope)
+                    ? { $case: "dsseEnvelope", dsseEnvelope: envelope_1.Envelope.fromJSON(object.dsseEnvelope) }
+                    : undefined,
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.mediaType !== "") {
+            obj.mediaType = message.mediaType;
+        }
+        if (message.verificationMaterial !== undefined) {
+            obj.verificationMaterial = exports.VerificationMaterial.toJSON(message.verificationMaterial);
+        }
+        if (message.content?.$case === "messageSignature") {
+            obj.messageSignature = sigstore_common_1.MessageSignature.toJSON(message.content.messageSignature);
+        }
+        else if (message.content?.$case === "dsseEnvelope") {
+            obj.dsseEnvelope = envelope_1.Envelope.toJSON(message.content.dsseEnvelope);
+        }
+        return obj;
+    },
+};
+function isSet(value) {
+    return value !== null && value !== undefined;
+}
+
+
+/***/ }),
+
+/***/ 5334:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+// Code generated by protoc-gen-ts_proto. DO NOT EDIT.
+// versions:
+//   protoc-gen-ts_proto  v2.12.0
+//   protoc               v7.35.1
+// source: sigstore_common.proto
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.TimeRange = exports.X509CertificateChain = exports.SubjectAlternativeName = exports.X509Certificate = exports.DistinguishedName = exports.ObjectIdentifierValuePair = exports.ObjectIdentifier = exports.PublicKeyIdentifier = exports.PublicKey = exports.RFC3161SignedTimestamp = exports.LogId = exports.MessageSignature = exports.HashOutput = exports.SubjectAlternativeNameType = exports.PublicKeyDetails = exports.HashAlgorithm = void 0;
+exports.hashAlgorithmFromJSON = hashAlgorithmFromJSON;
+exports.hashAlgorithmToJSON = hashAlgorithmToJSON;
+exports.publicKeyDetailsFromJSON = publicKeyDetailsFromJSON;
+exports.publicKeyDetailsToJSON = publicKeyDetailsToJSON;
+exports.subjectAlternativeNameTypeFromJSON = subjectAlternativeNameTypeFromJSON;
+exports.subjectAlternativeNameTypeToJSON = subjectAlternativeNameTypeToJSON;
+/* eslint-disable */
+const timestamp_1 = __nccwpck_require__(5000);
+/**
+ * Only a subset of the secure hash standard algorithms are supported.
+ * See <https://nvlpubs.nist.gov/nistpubs/FIPS/NIST.FIPS.180-4.pdf> for more
+ * details.
+ * UNSPECIFIED SHOULD not be used, primary reason for inclusion is to force
+ * any proto JSON serialization to emit the used hash algorithm, as default
+ * option is to *omit* the default value of an enum (which is the first
+ * value, represented by '0'.
+ */
+var HashAlgorithm;
+(function (HashAlgorithm) {
+    HashAlgorithm[HashAlgorithm["HASH_ALGORITHM_UNSPECIFIED"] = 0] = "HASH_ALGORITHM_UNSPECIFIED";
+    HashAlgorithm[HashAlgorithm["SHA2_256"] = 1] = "SHA2_256";
+    HashAlgorithm[HashAlgorithm["SHA2_384"] = 2] = "SHA2_384";
+    HashAlgorithm[HashAlgorithm["SHA2_512"] = 3] = "SHA2_512";
+    /**
+     * SHA3_256 - Used for LMS
+     *
+     * @deprecated
+     */
+    HashAlgorithm[HashAlgorithm["SHA3_256"] = 4] = "SHA3_256";
+    /**
+     * SHA3_384 - Used for LMS
+     *
+     * @deprecated
+     */
+    HashAlgorithm[HashAlgorithm["SHA3_384"] = 5] = "SHA3_384";
+})(HashAlgorithm || (exports.HashAlgorithm = HashAlgorithm = {}));
+function hashAlgorithmFromJSON(object) {
+    switch (object) {
+        case 0:
+        case "HASH_ALGORITHM_UNSPECIFIED":
+            return HashAlgorithm.HASH_ALGORITHM_UNSPECIFIED;
+        case 1:
+        case "SHA2_256":
+            return HashAlgorithm.SHA2_256;
+        case 2:
+        case "SHA2_384":
+            return HashAlgorithm.SHA2_384;
+        case 3:
+        case "SHA2_512":
+            return HashAlgorithm.SHA2_512;
+        case 4:
+        case "SHA3_256":
+            return HashAlgorithm.SHA3_256;
+        case 5:
+        case "SHA3_384":
+            return HashAlgorithm.SHA3_384;
+        default:
+            throw new globalThis.Error("Unrecognized enum value " + object + " for enum HashAlgorithm");
+    }
+}
+function hashAlgorithmToJSON(object) {
+    switch (object) {
+        case HashAlgorithm.HASH_ALGORITHM_UNSPECIFIED:
+            return "HASH_ALGORITHM_UNSPECIFIED";
+        case HashAlgorithm.SHA2_256:
+            return "SHA2_256";
+        case HashAlgorithm.SHA2_384:
+            return "SHA2_384";
+        case HashAlgorithm.SHA2_512:
+            return "SHA2_512";
+        case HashAlgorithm.SHA3_256:
+            return "SHA3_256";
+        case HashAlgorithm.SHA3_384:
+            return "SHA3_384";
+        default:
+            throw new globalThis.Error("Unrecognized enum value " + object + " for enum HashAlgorithm");
+    }
+}
+/**
+ * Details of a specific public key, capturing the the key encoding method,
+ * and signature algorithm.
+ *
+ * PublicKeyDetails captures the public key/hash algorithm combinations
+ * recommended in the Sigstore ecosystem.
+ *
+ * This is modelled as a linear set as we want to provide a small number of
+ * opinionated options instead of allowing every possible permutation.
+ *
+ * Any changes to this enum MUST be reflected in the algorithm registry.
+ *
+ * See: <https://github.com/sigstore/architecture-docs/blob/main/algorithm-registry.md>
+ *
+ * To avoid the possibility of contradicting formats such as PKCS1 with
+ * ED25519 the valid permutations are listed as a linear set instead of a
+ * cartesian set (i.e one combined variable instead of two, one for encoding
+ * and one for the signature algorithm).
+ */
+var PublicKeyDetails;
+(function (PublicKeyDetails) {
+    PublicKeyDetails[PublicKeyDetails["PUBLIC_KEY_DETAILS_UNSPECIFIED"] = 0] = "PUBLIC_KEY_DETAILS_UNSPECIFIED";
+    /**
+     * PKCS1_RSA_PKCS1V5 - RSA
+     *
+     * @deprecated
+     */
+    PublicKeyDetails[PublicKeyDetails["PKCS1_RSA_PKCS1V5"] = 1] = "PKCS1_RSA_PKCS1V5";
+    /**
+     * PKCS1_RSA_PSS - See RFC8017
+     *
+     * @deprecated
+     */
+    PublicKeyDetails[PublicKeyDetails["PKCS1_RSA_PSS"] = 2] = "PKCS1_RSA_PSS";
+    /** @deprecated */
+    PublicKeyDetails[PublicKeyDetails["PKIX_RSA_PKCS1V5"] = 3] = "PKIX_RSA_PKCS1V5";
+    /** @deprecated */
+    PublicKeyDetails[PublicKeyDetails["PKIX_RSA_PSS"] = 4] = "PKIX_RSA_PSS";
+    /** PKIX_RSA_PKCS1V15_2048_SHA256 - RSA public key in PKIX format, PKCS#1v1.5 signature */
+    PublicKeyDetails[PublicKeyDetails["PKIX_RSA_PKCS1V15_2048_SHA256"] = 9] = "PKIX_RSA_PKCS1V15_2048_SHA256";
+    PublicKeyDetails[PublicKeyDetails["PKIX_RSA_PKCS1V15_3072_SHA256"] = 10] = "PKIX_RSA_PKCS1V15_3072_SHA256";
+    PublicKeyDetails[PublicKeyDetails["PKIX_RSA_PKCS1V15_4096_SHA256"] = 11] = "PKIX_RSA_PKCS1V15_4096_SHA256";
+    /** PKIX_RSA_PSS_2048_SHA256 - RSA public key in PKIX format, RSASSA-PSS signature */
+    PublicKeyDetails[PublicKeyDetails["PKIX_RSA_PSS_2048_SHA256"] = 16] = "PKIX_RSA_PSS_2048_SHA256";
+    PublicKeyDetails[PublicKeyDetails["PKIX_RSA_PSS_3072_SHA256"] = 17] = "PKIX_RSA_PSS_3072_SHA256";
+    PublicKeyDetails[PublicKeyDetails["PKIX_RSA_PSS_4096_SHA256"] = 18] = "PKIX_RSA_PSS_4096_SHA256";
+    /**
+     * PKIX_ECDSA_P256_HMAC_SHA_256 - ECDSA
+     *
+     * @deprecated
+     */
+    PublicKeyDetails[PublicKeyDetails["PKIX_ECDSA_P256_HMAC_SHA_256"] = 6] = "PKIX_ECDSA_P256_HMAC_SHA_256";
+    /** PKIX_ECDSA_P256_SHA_256 - See NIST FIPS 186-4 */
+    PublicKeyDetails[PublicKeyDetails["PKIX_ECDSA_P256_SHA_256"] = 5] = "PKIX_ECDSA_P256_SHA_256";
+    PublicKeyDetails[PublicKeyDetails["PKIX_ECDSA_P384_SHA_384"] = 12] = "PKIX_ECDSA_P384_SHA_384";
+    PublicKeyDetails[PublicKeyDetails["PKIX_ECDSA_P521_SHA_512"] = 13] = "PKIX_ECDSA_P521_SHA_512";
+    /** PKIX_ED25519 - Ed 25519 */
+    PublicKeyDetails[PublicKeyDetails["PKIX_ED25519"] = 7] = "PKIX_ED25519";
+    PublicKeyDetails[PublicKeyDetails["PKIX_ED25519_PH"] = 8] = "PKIX_ED25519_PH";
+    /**
+     * PKIX_ECDSA_P384_SHA_256 - These algorithms are deprecated and should not be used, but they
+     * were/are being used by most Sigstore clients implementations.
+     *
+     * @deprecated
+     */
+    PublicKeyDetails[PublicKeyDetails["PKIX_ECDSA_P384_SHA_256"] = 19] = "PKIX_ECDSA_P384_SHA_256";
+    /** @deprecated */
+    PublicKeyDetails[PublicKeyDetails["PKIX_ECDSA_P521_SHA_256"] = 20] = "PKIX_ECDSA_P521_SHA_256";
+    /**
+     * LMS_SHA256 - LMS and LM-OTS
+     *
+     * These algorithms are deprecated and should not be used.
+     * There are no plans to support SLH-DSA at this time.
+     *
+     * USER WARNING: LMS and LM-OTS are both stateful signature schemes.
+     * Using them correctly requires discretion and careful consideration
+     * to ensure that individual secret keys are not used more than once.
+     * In addition, LM-OTS is a single-use scheme, meaning that it
+     * MUST NOT be used for more than one signature per LM-OTS key.
+     * If you cannot maintain these invariants, you MUST NOT use these
+     * schemes.
+     *
+     * @deprecated
+     */
+    PublicKeyDetails[PublicKeyDetails["LMS_SHA256"] = 14] = "LMS_SHA256";
+    /** @deprecated */
+    PublicKeyDetails[PublicKeyDetails["LMOTS_SHA256"] = 15] = "LMOTS_SHA256";
+    /**
+     * ML_DSA_44 - ML-DSA
+     *
+     * These ML_DSA_44, ML_DSA_65 and ML-DSA_87 algorithms are the pure variants
+     * that take data to sign rather than the prehash variants (HashML-DSA), which
+     * take digests. While considered quantum-resistant, their usage
+     * involves tradeoffs in that signatures and keys are much larger, and
+     * this makes deployments more costly.
+     *
+     * USER WARNING: ML_DSA_44, ML_DSA_65 and ML_DSA_87 are experimental algorithms.
+     * In the future they MAY be used by private Sigstore deployments, but
+     * they are not yet fully functional. This warning will be removed when
+     * these algorithms are widely supported by Sigstore clients and servers,
+     * but care should still be taken for production environments.
+     *
+     * See NIST FIPS 204, RFC 9881 for algorithm identifiers
+     */
+    PublicKeyDetails[PublicKeyDetails["ML_DSA_44"] = 23] = "ML_DSA_44";
+    PublicKeyDetails[PublicKeyDetails["ML_DSA_65"] = 21] = "ML_DSA_65";
+    PublicKeyDetails[PublicKeyDetails["ML_DSA_87"] = 22] = "ML_DSA_87";
+})(PublicKeyDetails || (exports.PublicKeyDetails = PublicKeyDetails = {}));
+function publicKeyDetailsFromJSON(object) {
+    switch (object) {
+        case 0:
+        case "PUBLIC_KEY_DETAILS_UNSPECIFIED":
+            return PublicKeyDetails.PUBLIC_KEY_DETAILS_UNSPECIFIED;
+        case 1:
+        case "PKCS1_RSA_PKCS1V5":
+            return PublicKeyDetails.PKCS1_RSA_PKCS1V5;
+        case 2:
+        case "PKCS1_RSA_PSS":
+            return PublicKeyDetails.PKCS1_RSA_PSS;
+        case 3:
+        case "PKIX_RSA_PKCS1V5":
+            return PublicKeyDetails.PKIX_RSA_PKCS1V5;
+        case 4:
+        case "PKIX_RSA_PSS":
+            return PublicKeyDetails.PKIX_RSA_PSS;
+        case 9:
+        case "PKIX_RSA_PKCS1V15_2048_SHA256":
+            return PublicKeyDetails.PKIX_RSA_PKCS1V15_2048_SHA256;
+        case 10:
+        case "PKIX_RSA_PKCS1V15_3072_SHA256":
+            return PublicKeyDetails.PKIX_RSA_PKCS1V15_3072_SHA256;
+        case 11:
+        case "PKIX_RSA_PKCS1V15_4096_SHA256":
+            return PublicKeyDetails.PKIX_RSA_PKCS1V15_4096_SHA256;
+        case 16:
+        case "PKIX_RSA_PSS_2048_SHA256":
+            return PublicKeyDetails.PKIX_RSA_PSS_2048_SHA256;
+        case 17:
+        case "PKIX_RSA_PSS_3072_SHA256":
+            return PublicKeyDetails.PKIX_RSA_PSS_3072_SHA256;
+        case 18:
+        case "PKIX_RSA_PSS_4096_SHA256":
+            return PublicKeyDetails.PKIX_RSA_PSS_4096_SHA256;
+        case 6:
+        case "PKIX_ECDSA_P256_HMAC_SHA_256":
+            return PublicKeyDetails.PKIX_ECDSA_P256_HMAC_SHA_256;
+        case 5:
+        case "PKIX_ECDSA_P256_SHA_256":
+            return PublicKeyDetails.PKIX_ECDSA_P256_SHA_256;
+        case 12:
+        case "PKIX_ECDSA_P384_SHA_384":
+            return PublicKeyDetails.PKIX_ECDSA_P384_SHA_384;
+        case 13:
+        case "PKIX_ECDSA_P521_SHA_512":
+            return PublicKeyDetails.PKIX_ECDSA_P521_SHA_512;
+        case 7:
+        case "PKIX_ED25519":
+            return PublicKeyDetails.PKIX_ED25519;
+        case 8:
+        case "PKIX_ED25519_PH":
+            return PublicKeyDetails.PKIX_ED25519_PH;
+        case 19:
+        case "PKIX_ECDSA_P384_SHA_256":
+            return PublicKeyDetails.PKIX_ECDSA_P384_SHA_256;
+        case 20:
+        case "PKIX_ECDSA_P521_SHA_256":
+            return PublicKeyDetails.PKIX_ECDSA_P521_SHA_256;
+        case 14:
+        case "LMS_SHA256":
+            return PublicKeyDetails.LMS_SHA256;
+        case 15:
+        case "LMOTS_SHA256":
+            return PublicKeyDetails.LMOTS_SHA256;
+        case 23:
+        case "ML_DSA_44":
+            return PublicKeyDetails.ML_DSA_44;
+        case 21:
+        case "ML_DSA_65":
+            return PublicKeyDetails.ML_DSA_65;
+        case 22:
+        case "ML_DSA_87":
+            return PublicKeyDetails.ML_DSA_87;
+        default:
+            throw new globalThis.Error("Unrecognized enum value " + object + " for enum PublicKeyDetails");
+    }
+}
+function publicKeyDetailsToJSON(object) {
+    switch (object) {
+        case PublicKeyDetails.PUBLIC_KEY_DETAILS_UNSPECIFIED:
+            return "PUBLIC_KEY_DETAILS_UNSPECIFIED";
+        case PublicKeyDetails.PKCS1_RSA_PKCS1V5:
+            return "PKCS1_RSA_PKCS1V5";
+        case PublicKeyDetails.PKCS1_RSA_PSS:
+            return "PKCS1_RSA_PSS";
+        case PublicKeyDetails.PKIX_RSA_PKCS1V5:
+            return "PKIX_RSA_PKCS1V5";
+        case PublicKeyDetails.PKIX_RSA_PSS:
+            return "PKIX_RSA_PSS";
+        case PublicKeyDetails.PKIX_RSA_PKCS1V15_2048_SHA256:
+            return "PKIX_RSA_PKCS1V15_2048_SHA256";
+        case PublicKeyDetails.PKIX_RSA_PKCS1V15_3072_SHA256:
+            return "PKIX_RSA_PKCS1V15_3072_SHA256";
+        case PublicKeyDetails.PKIX_RSA_PKCS1V15_4096_SHA256:
+            return "PKIX_RSA_PKCS1V15_4096_SHA256";
+        case PublicKeyDetails.PKIX_RSA_PSS_2048_SHA256:
+            return "PKIX_RSA_PSS_2048_SHA256";
+        case PublicKeyDetails.PKIX_RSA_PSS_3072_SHA256:
+            return "PKIX_RSA_PSS_3072_SHA256";
+        case PublicKeyDetails.PKIX_RSA_PSS_4096_SHA256:
+            return "PKIX_RSA_PSS_4096_SHA256";
+        case PublicKeyDetails.PKIX_ECDSA_P256_HMAC_SHA_256:
+            return "PKIX_ECDSA_P256_HMAC_SHA_256";
+        case PublicKeyDetails.PKIX_ECDSA_P256_SHA_256:
+            return "PKIX_ECDSA_P256_SHA_256";
+        case PublicKeyDetails.PKIX_ECDSA_P384_SHA_384:
+            return "PKIX_ECDSA_P384_SHA_384";
+        case PublicKeyDetails.PKIX_ECDSA_P521_SHA_512:
+            return "PKIX_ECDSA_P521_SHA_512";
+        case PublicKeyDetails.PKIX_ED25519:
+            return "PKIX_ED25519";
+        case PublicKeyDetails.PKIX_ED25519_PH:
+            return "PKIX_ED25519_PH";
+        case PublicKeyDetails.PKIX_ECDSA_P384_SHA_256:
+            return "PKIX_ECDSA_P384_SHA_256";
+        case PublicKeyDetails.PKIX_ECDSA_P521_SHA_256:
+            return "PKIX_ECDSA_P521_SHA_256";
+        case PublicKeyDetails.LMS_SHA256:
+            return "LMS_SHA256";
+        case PublicKeyDetails.LMOTS_SHA256:
+            return "LMOTS_SHA256";
+        case PublicKeyDetails.ML_DSA_44:
+            return "ML_DSA_44";
+        case PublicKeyDetails.ML_DSA_65:
+            return "ML_DSA_65";
+        case PublicKeyDetails.ML_DSA_87:
+            return "ML_DSA_87";
+        default:
+            throw new globalThis.Error("Unrecognized enum value " + object + " for enum PublicKeyDetails");
+    }
+}
+var SubjectAlternativeNameType;
+(function (SubjectAlternativeNameType) {
+    SubjectAlternativeNameType[SubjectAlternativeNameType["SUBJECT_ALTERNATIVE_NAME_TYPE_UNSPECIFIED"] = 0] = "SUBJECT_ALTERNATIVE_NAME_TYPE_UNSPECIFIED";
+    SubjectAlternativeNameType[SubjectAlternativeNameType["EMAIL"] = 1] = "EMAIL";
+    SubjectAlternativeNameType[SubjectAlternativeNameType["URI"] = 2] = "URI";
+    /**
+     * OTHER_NAME - OID 1.3.6.1.4.1.57264.1.7
+     * See https://github.com/sigstore/fulcio/blob/main/docs/oid-info.md#1361415726417--othername-san
+     * for more details.
+     */
+    SubjectAlternativeNameType[SubjectAlternativeNameType["OTHER_NAME"] = 3] = "OTHER_NAME";
+})(SubjectAlternativeNameType || (exports.SubjectAlternativeNameType = SubjectAlternativeNameType = {}));
+function subjectAlternativeNameTypeFromJSON(object) {
+    switch (object) {
+        case 0:
+        case "SUBJECT_ALTERNATIVE_NAME_TYPE_UNSPECIFIED":
+            return SubjectAlternativeNameType.SUBJECT_ALTERNATIVE_NAME_TYPE_UNSPECIFIED;
+        case 1:
+        case "EMAIL":
+            return SubjectAlternativeNameType.EMAIL;
+        case 2:
+        case "URI":
+            return SubjectAlternativeNameType.URI;
+        case 3:
+        case "OTHER_NAME":
+            return SubjectAlternativeNameType.OTHER_NAME;
+        default:
+            throw new globalThis.Error("Unrecognized enum value " + object + " for enum SubjectAlternativeNameType");
+    }
+}
+function subjectAlternativeNameTypeToJSON(object) {
+    switch (object) {
+        case SubjectAlternativeNameType.SUBJECT_ALTERNATIVE_NAME_TYPE_UNSPECIFIED:
+            return "SUBJECT_ALTERNATIVE_NAME_TYPE_UNSPECIFIED";
+        case SubjectAlternativeNameType.EMAIL:
+            return "EMAIL";
+        case SubjectAlternativeNameType.URI:
+            return "URI";
+        case SubjectAlternativeNameType.OTHER_NAME:
+            return "OTHER_NAME";
+        default:
+            throw new globalThis.Error("Unrecognized enum value " + object + " for enum SubjectAlternativeNameType");
+    }
+}
+exports.HashOutput = {
+    fromJSON(object) {
+        return {
+            algorithm: isSet(object.algorithm) ? hashAlgorithmFromJSON(object.algorithm) : 0,
+            digest: isSet(object.digest) ? Buffer.from(bytesFromBase64(object.digest)) : Buffer.alloc(0),
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.algorithm !== 0) {
+            obj.algorithm = hashAlgorithmToJSON(message.algorithm);
+        }
+        if (message.digest.length !== 0) {
+            obj.digest = base64FromBytes(message.digest);
+        }
+        return obj;
+    },
+};
+exports.MessageSignature = {
+    fromJSON(object) {
+        return {
+            messageDigest: isSet(object.messageDigest) ? exports.HashOutput.fromJSON(object.messageDigest) : undefined,
+            signature: isSet(object.signature) ? Buffer.from(bytesFromBase64(object.signature)) : Buffer.alloc(0),
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.messageDigest !== undefined) {
+            obj.messageDigest = exports.HashOutput.toJSON(message.messageDigest);
+        }
+        if (message.signature.length !== 0) {
+            obj.signature = base64FromBytes(message.signature);
+        }
+        return obj;
+    },
+};
+exports.LogId = {
+    fromJSON(object) {
+        return { keyId: isSet(object.keyId) ? Buffer.from(bytesFromBase64(object.keyId)) : Buffer.alloc(0) };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.keyId.length !== 0) {
+            obj.keyId = base64FromBytes(message.keyId);
+        }
+        return obj;
+    },
+};
+exports.RFC3161SignedTimestamp = {
+    fromJSON(object) {
+        return {
+            signedTimestamp: isSet(object.signedTimestamp)
+                ? Buffer.from(bytesFromBase64(object.signedTimestamp))
+                : Buffer.alloc(0),
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.signedTimestamp.length !== 0) {
+            obj.signedTimestamp = base64FromBytes(message.signedTimestamp);
+        }
+        return obj;
+    },
+};
+exports.PublicKey = {
+    fromJSON(object) {
+        return {
+            rawBytes: isSet(object.rawBytes) ? Buffer.from(bytesFromBase64(object.rawBytes)) : undefined,
+            keyDetails: isSet(object.keyDetails) ? publicKeyDetailsFromJSON(object.keyDetails) : 0,
+            validFor: isSet(object.validFor) ? exports.TimeRange.fromJSON(object.validFor) : undefined,
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.rawBytes !== undefined) {
+            obj.rawBytes = base64FromBytes(message.rawBytes);
+        }
+        if (message.keyDetails !== 0) {
+            obj.keyDetails = publicKeyDetailsToJSON(message.keyDetails);
+        }
+        if (message.validFor !== undefined) {
+            obj.validFor = exports.TimeRange.toJSON(message.validFor);
+        }
+        return obj;
+    },
+};
+exports.PublicKeyIdentifier = {
+    fromJSON(object) {
+        return { hint: isSet(object.hint) ? globalThis.String(object.hint) : "" };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.hint !== "") {
+            obj.hint = message.hint;
+        }
+        return obj;
+    },
+};
+exports.ObjectIdentifier = {
+    fromJSON(object) {
+        return { id: globalThis.Array.isArray(object?.id) ? object.id.map((e) => globalThis.Number(e)) : [] };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.id?.length) {
+            obj.id = message.id.map((e) => Math.round(e));
+        }
+        return obj;
+    },
+};
+exports.ObjectIdentifierValuePair = {
+    fromJSON(object) {
+        return {
+            oid: isSet(object.oid) ? exports.ObjectIdentifier.fromJSON(object.oid) : undefined,
+            value: isSet(object.value) ? Buffer.from(bytesFromBase64(object.value)) : Buffer.alloc(0),
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.oid !== undefined) {
+            obj.oid = exports.ObjectIdentifier.toJSON(message.oid);
+        }
+        if (message.value.length !== 0) {
+            obj.value = base64FromBytes(message.value);
+        }
+        return obj;
+    },
+};
+exports.DistinguishedName = {
+    fromJSON(object) {
+        return {
+            organization: isSet(object.organization) ? globalThis.String(object.organization) : "",
+            commonName: isSet(object.commonName) ? globalThis.String(object.commonName) : "",
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.organization !== "") {
+            obj.organization = message.organization;
+        }
+        if (message.commonName !== "") {
+            obj.commonName = message.commonName;
+        }
+        return obj;
+    },
+};
+exports.X509Certificate = {
+    fromJSON(object) {
+        return { rawBytes: isSet(object.rawBytes) ? Buffer.from(bytesFromBase64(object.rawBytes)) : Buffer.alloc(0) };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.rawBytes.length !== 0) {
+            obj.rawBytes = base64FromBytes(message.rawBytes);
+        }
+        return obj;
+    },
+};
+exports.SubjectAlternativeName = {
+    fromJSON(object) {
+        return {
+            type: isSet(object.type) ? subjectAlternativeNameTypeFromJSON(object.type) : 0,
+            identity: isSet(object.regexp)
+                ? { $case: "regexp", regexp: globalThis.String(object.regexp) }
+                : isSet(object.value)
+                    ? { $case: "value", value: globalThis.String(object.value) }
+                    : undefined,
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.type !== 0) {
+            obj.type = subjectAlternativeNameTypeToJSON(message.type);
+        }
+        if (message.identity?.$case === "regexp") {
+            obj.regexp = message.identity.regexp;
+        }
+        else if (message.identity?.$case === "value") {
+            obj.value = message.identity.value;
+        }
+        return obj;
+    },
+};
+exports.X509CertificateChain = {
+    fromJSON(object) {
+        return {
+            certificates: globalThis.Array.isArray(object?.certificates)
+                ? object.certificates.map((e) => exports.X509Certificate.fromJSON(e))
+                : [],
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.certificates?.length) {
+            obj.certificates = message.certificates.map((e) => exports.X509Certificate.toJSON(e));
+        }
+        return obj;
+    },
+};
+exports.TimeRange = {
+    fromJSON(object) {
+        return {
+            start: isSet(object.start) ? fromJsonTimestamp(object.start) : undefined,
+            end: isSet(object.end) ? fromJsonTimestamp(object.end) : undefined,
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.start !== undefined) {
+            obj.start = message.start.toISOString();
+        }
+        if (message.end !== undefined) {
+            obj.end = message.end.toISOString();
+        }
+        return obj;
+    },
+};
+function bytesFromBase64(b64) {
+    return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
+}
+function base64FromBytes(arr) {
+    return globalThis.Buffer.from(arr).toString("base64");
+}
+function fromTimestamp(t) {
+    let millis = (globalThis.Number(t.seconds) || 0) * 1_000;
+    millis += (t.nanos || 0) / 1_000_000;
+    return new globalThis.Date(millis);
+}
+function fromJsonTimestamp(o) {
+    if (o instanceof globalThis.Date) {
+        return o;
+    }
+    else if (typeof o === "string") {
+        return new globalThis.Date(o);
+    }
+    else {
+        return fromTimestamp(timestamp_1.Timestamp.fromJSON(o));
+    }
+}
+function isSet(value) {
+    return value !== null && value !== undefined;
+}
+
+
+/***/ }),
+
+/***/ 5204:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+// Code generated by protoc-gen-ts_proto. DO NOT EDIT.
+// versions:
+//   protoc-gen-ts_proto  v2.12.0
+//   protoc               v7.35.1
+// source: sigstore_rekor.proto
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.TransparencyLogEntry = exports.InclusionPromise = exports.InclusionProof = exports.Checkpoint = exports.KindVersion = void 0;
+/* eslint-disable */
+const sigstore_common_1 = __nccwpck_require__(5334);
+exports.KindVersion = {
+    fromJSON(object) {
+        return {
+            kind: isSet(object.kind) ? globalThis.String(object.kind) : "",
+            version: isSet(object.version) ? globalThis.String(object.version) : "",
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.kind !== "") {
+            obj.kind = message.kind;
+        }
+        if (message.version !== "") {
+            obj.version = message.version;
+        }
+        return obj;
+    },
+};
+exports.Checkpoint = {
+    fromJSON(object) {
+        return { envelope: isSet(object.envelope) ? globalThis.String(object.envelope) : "" };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.envelope !== "") {
+            obj.envelope = message.envelope;
+        }
+        return obj;
+    },
+};
+exports.InclusionProof = {
+    fromJSON(object) {
+        return {
+            logIndex: isSet(object.logIndex) ? globalThis.String(object.logIndex) : "0",
+            rootHash: isSet(object.rootHash) ? Buffer.from(bytesFromBase64(object.rootHash)) : Buffer.alloc(0),
+            treeSize: isSet(object.treeSize) ? globalThis.String(object.treeSize) : "0",
+            hashes: globalThis.Array.isArray(object?.hashes)
+                ? object.hashes.map((e) => Buffer.from(bytesFromBase64(e)))
+                : [],
+            checkpoint: isSet(object.checkpoint) ? exports.Checkpoint.fromJSON(object.checkpoint) : undefined,
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.logIndex !== "0") {
+            obj.logIndex = message.logIndex;
+        }
+        if (message.rootHash.length !== 0) {
+            obj.rootHash = base64FromBytes(message.rootHash);
+        }
+        if (message.treeSize !== "0") {
+            obj.treeSize = message.treeSize;
+        }
+        if (message.hashes?.length) {
+            obj.hashes = message.hashes.map((e) => base64FromBytes(e));
+        }
+        if (message.checkpoint !== undefined) {
+            obj.checkpoint = exports.Checkpoint.toJSON(message.checkpoint);
+        }
+        return obj;
+    },
+};
+exports.InclusionPromise = {
+    fromJSON(object) {
+        return {
+            signedEntryTimestamp: isSet(object.signedEntryTimestamp)
+                ? Buffer.from(bytesFromBase64(object.signedEntryTimestamp))
+                : Buffer.alloc(0),
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.signedEntryTimestamp.length !== 0) {
+            obj.signedEntryTimestamp = base64FromBytes(message.signedEntryTimestamp);
+        }
+        return obj;
+    },
+};
+exports.TransparencyLogEntry = {
+    fromJSON(object) {
+        return {
+            logIndex: isSet(object.logIndex) ? globalThis.String(object.logIndex) : "0",
+            logId: isSet(object.logId) ? sigstore_common_1.LogId.fromJSON(object.logId) : undefined,
+            kindVersion: isSet(object.kindVersion) ? exports.KindVersion.fromJSON(object.kindVersion) : undefined,
+            integratedTime: isSet(object.integratedTime) ? globalThis.String(object.integratedTime) : "0",
+            inclusionPromise: isSet(object.inclusionPromise) ? exports.InclusionPromise.fromJSON(object.inclusionPromise) : undefined,
+            inclusionProof: isSet(object.inclusionProof) ? exports.InclusionProof.fromJSON(object.inclusionProof) : undefined,
+            canonicalizedBody: isSet(object.canonicalizedBody)
+                ? Buffer.from(bytesFromBase64(object.canonicalizedBody))
+                : Buffer.alloc(0),
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.logIndex !== "0") {
+            obj.logIndex = message.logIndex;
+        }
+        if (message.logId !== undefined) {
+            obj.logId = sigstore_common_1.LogId.toJSON(message.logId);
+        }
+        if (message.kindVersion !== undefined) {
+            obj.kindVersion = exports.KindVersion.toJSON(message.kindVersion);
+        }
+        if (message.integratedTime !== "0") {
+            obj.integratedTime = message.integratedTime;
+        }
+        if (message.inclusionPromise !== undefined) {
+            obj.inclusionPromise = exports.InclusionPromise.toJSON(message.inclusionPromise);
+        }
+        if (message.inclusionProof !== undefined) {
+            obj.inclusionProof = exports.InclusionProof.toJSON(message.inclusionProof);
+        }
+        if (message.canonicalizedBody.length !== 0) {
+            obj.canonicalizedBody = base64FromBytes(message.canonicalizedBody);
+        }
+        return obj;
+    },
+};
+function bytesFromBase64(b64) {
+    return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
+}
+function base64FromBytes(arr) {
+    return globalThis.Buffer.from(arr).toString("base64");
+}
+function isSet(value) {
+    return value !== null && value !== undefined;
+}
+
+
+/***/ }),
+
+/***/ 1997:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+// Code generated by protoc-gen-ts_proto. DO NOT EDIT.
+// versions:
+//   protoc-gen-ts_proto  v2.12.0
+//   protoc               v7.35.1
+// source: sigstore_trustroot.proto
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.ClientTrustConfig = exports.ServiceConfiguration = exports.Service = exports.SigningConfig = exports.TrustedRoot = exports.CertificateAuthority = exports.TransparencyLogInstance = exports.ServiceSelector = void 0;
+exports.serviceSelectorFromJSON = serviceSelectorFromJSON;
+exports.serviceSelectorToJSON = serviceSelectorToJSON;
+/* eslint-disable */
+const sigstore_common_1 = __nccwpck_require__(5334);
+/**
+ * ServiceSelector specifies how a client SHOULD select a set of
+ * Services to connect to. A client SHOULD throw an error if
+ * the value is SERVICE_SELECTOR_UNDEFINED.
+ */
+var ServiceSelector;
+(function (ServiceSelector) {
+    ServiceSelector[ServiceSelector["SERVICE_SELECTOR_UNDEFINED"] = 0] = "SERVICE_SELECTOR_UNDEFINED";
+    /**
+     * ALL - Clients SHOULD select all Services based on supported API version
+     * and validity window.
+     */
+    ServiceSelector[ServiceSelector["ALL"] = 1] = "ALL";
+    /**
+     * ANY - Clients SHOULD select one Service based on supported API version
+     * and validity window. It is up to the client implementation to
+     * decide how to select the Service, e.g. random or round-robin.
+     */
+    ServiceSelector[ServiceSelector["ANY"] = 2] = "ANY";
+    /**
+     * EXACT - Clients SHOULD select a specific number of Services based on
+     * supported API version and validity window, using the provided
+     * `count`. It is up to the client implementation to decide how to
+     * select the Service, e.g. random or round-robin.
+     */
+    ServiceSelector[ServiceSelector["EXACT"] = 3] = "EXACT";
+})(ServiceSelector || (exports.ServiceSelector = ServiceSelector = {}));
+function serviceSelectorFromJSON(object) {
+    switch (object) {
+        case 0:
+        case "SERVICE_SELECTOR_UNDEFINED":
+            return ServiceSelector.SERVICE_SELECTOR_UNDEFINED;
+        case 1:
+        case "ALL":
+            return ServiceSelector.ALL;
+        case 2:
+        case "ANY":
+            return ServiceSelector.ANY;
+        case 3:
+        case "EXACT":
+            return ServiceSelector.EXACT;
+        default:
+            throw new globalThis.Error("Unrecognized enum value " + object + " for enum ServiceSelector");
+    }
+}
+function serviceSelectorToJSON(object) {
+    switch (object) {
+        case ServiceSelector.SERVICE_SELECTOR_UNDEFINED:
+            return "SERVICE_SELECTOR_UNDEFINED";
+        case ServiceSelector.ALL:
+            return "ALL";
+        case ServiceSelector.ANY:
+            return "ANY";
+        case ServiceSelector.EXACT:
+            return "EXACT";
+        default:
+            throw new globalThis.Error("Unrecognized enum value " + object + " for enum ServiceSelector");
+    }
+}
+exports.TransparencyLogInstance = {
+    fromJSON(object) {
+        return {
+            baseUrl: isSet(object.baseUrl) ? globalThis.String(object.baseUrl) : "",
+            hashAlgorithm: isSet(object.hashAlgorithm) ? (0, sigstore_common_1.hashAlgorithmFromJSON)(object.hashAlgorithm) : 0,
+            publicKey: isSet(object.publicKey) ? sigstore_common_1.PublicKey.fromJSON(object.publicKey) : undefined,
+            logId: isSet(object.logId) ? sigstore_common_1.LogId.fromJSON(object.logId) : undefined,
+            checkpointKeyId: isSet(object.checkpointKeyId) ? sigstore_common_1.LogId.fromJSON(object.checkpointKeyId) : undefined,
+            operator: isSet(object.operator) ? globalThis.String(object.operator) : "",
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.baseUrl !== "") {
+            obj.baseUrl = message.baseUrl;
+        }
+        if (message.hashAlgorithm !== 0) {
+            obj.hashAlgorithm = (0, sigstore_common_1.hashAlgorithmToJSON)(message.hashAlgorithm);
+        }
+        if (message.publicKey !== undefined) {
+            obj.publicKey = sigstore_common_1.PublicKey.toJSON(message.publicKey);
+        }
+        if (message.logId !== undefined) {
+            obj.logId = sigstore_common_1.LogId.toJSON(message.logId);
+        }
+        if (message.checkpointKeyId !== undefined) {
+            obj.checkpointKeyId = sigstore_common_1.LogId.toJSON(message.checkpointKeyId);
+        }
+        if (message.operator !== "") {
+            obj.operator = message.operator;
+        }
+        return obj;
+    },
+};
+exports.CertificateAuthority = {
+    fromJSON(object) {
+        return {
+            subject: isSet(object.subject) ? sigstore_common_1.DistinguishedName.fromJSON(object.subject) : undefined,
+            uri: isSet(object.uri) ? globalThis.String(object.uri) : "",
+            certChain: isSet(object.certChain) ? sigstore_common_1.X509CertificateChain.fromJSON(object.certChain) : undefined,
+            validFor: isSet(object.validFor) ? sigstore_common_1.TimeRange.fromJSON(object.validFor) : undefined,
+            operator: isSet(object.operator) ? globalThis.String(object.operator) : "",
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.subject !== undefined) {
+            obj.subject = sigstore_common_1.DistinguishedName.toJSON(message.subject);
+        }
+        if (message.uri !== "") {
+            obj.uri = message.uri;
+        }
+        if (message.certChain !== undefined) {
+            obj.certChain = sigstore_common_1.X509CertificateChain.toJSON(message.certChain);
+        }
+        if (message.validFor !== undefined) {
+            obj.validFor = sigstore_common_1.TimeRange.toJSON(message.validFor);
+        }
+        if (message.operator !== "") {
+            obj.operator = message.operator;
+        }
+        return obj;
+    },
+};
+exports.TrustedRoot = {
+    fromJSON(object) {
+        return {
+            mediaType: isSet(object.mediaType) ? globalThis.String(object.mediaType) : "",
+            tlogs: globalThis.Array.isArray(object?.tlogs)
+                ? object.tlogs.map((e) => exports.TransparencyLogInstance.fromJSON(e))
+                : [],
+            certificateAuthorities: globalThis.Array.isArray(object?.certificateAuthorities)
+                ? object.certificateAuthorities.map((e) => exports.CertificateAuthority.fromJSON(e))
+                : [],
+            ctlogs: globalThis.Array.isArray(object?.ctlogs)
+                ? object.ctlogs.map((e) => exports.TransparencyLogInstance.fromJSON(e))
+                : [],
+            timestampAuthorities: globalThis.Array.isArray(object?.timestampAuthorities)
+                ? object.timestampAuthorities.map((e) => exports.CertificateAuthority.fromJSON(e))
+                : [],
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.mediaType !== "") {
+            obj.mediaType = message.mediaType;
+        }
+        if (message.tlogs?.length) {
+            obj.tlogs = message.tlogs.map((e) => exports.TransparencyLogInstance.toJSON(e));
+        }
+        if (message.certificateAuthorities?.length) {
+            obj.certificateAuthorities = message.certificateAuthorities.map((e) => exports.CertificateAuthority.toJSON(e));
+        }
+        if (message.ctlogs?.length) {
+            obj.ctlogs = message.ctlogs.map((e) => exports.TransparencyLogInstance.toJSON(e));
+        }
+        if (message.timestampAuthorities?.length) {
+            obj.timestampAuthorities = message.timestampAuthorities.map((e) => exports.CertificateAuthority.toJSON(e));
+        }
+        return obj;
+    },
+};
+exports.SigningConfig = {
+    fromJSON(object) {
+        return {
+            mediaType: isSet(object.mediaType) ? globalThis.String(object.mediaType) : "",
+            caUrls: globalThis.Array.isArray(object?.caUrls) ? object.caUrls.map((e) => exports.Service.fromJSON(e)) : [],
+            oidcUrls: globalThis.Array.isArray(object?.oidcUrls) ? object.oidcUrls.map((e) => exports.Service.fromJSON(e)) : [],
+            rekorTlogUrls: globalThis.Array.isArray(object?.rekorTlogUrls)
+                ? object.rekorTlogUrls.map((e) => exports.Service.fromJSON(e))
+                : [],
+            rekorTlogConfig: isSet(object.rekorTlogConfig)
+                ? exports.ServiceConfiguration.fromJSON(object.rekorTlogConfig)
+                : undefined,
+            tsaUrls: globalThis.Array.isArray(object?.tsaUrls) ? object.tsaUrls.map((e) => exports.Service.fromJSON(e)) : [],
+            tsaConfig: isSet(object.tsaConfig) ? exports.ServiceConfiguration.fromJSON(object.tsaConfig) : undefined,
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.mediaType !== "") {
+            obj.mediaType = message.mediaType;
+        }
+        if (message.caUrls?.length) {
+            obj.caUrls = message.caUrls.map((e) => exports.Service.toJSON(e));
+        }
+        if (message.oidcUrls?.length) {
+            obj.oidcUrls = message.oidcUrls.map((e) => exports.Service.toJSON(e));
+        }
+        if (message.rekorTlogUrls?.length) {
+            obj.rekorTlogUrls = message.rekorTlogUrls.map((e) => exports.Service.toJSON(e));
+        }
+        if (message.rekorTlogConfig !== undefined) {
+            obj.rekorTlogConfig = exports.ServiceConfiguration.toJSON(message.rekorTlogConfig);
+        }
+        if (message.tsaUrls?.length) {
+            obj.tsaUrls = message.tsaUrls.map((e) => exports.Service.toJSON(e));
+        }
+        if (message.tsaConfig !== undefined) {
+            obj.tsaConfig = exports.ServiceConfiguration.toJSON(message.tsaConfig);
+        }
+        return obj;
+    },
+};
+exports.Service = {
+    fromJSON(object) {
+        return {
+            url: isSet(object.url) ? globalThis.String(object.url) : "",
+            majorApiVersion: isSet(object.majorApiVersion) ? globalThis.Number(object.majorApiVersion) : 0,
+            validFor: isSet(object.validFor) ? sigstore_common_1.TimeRange.fromJSON(object.validFor) : undefined,
+            operator: isSet(object.operator) ? globalThis.String(object.operator) : "",
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.url !== "") {
+            obj.url = message.url;
+        }
+        if (message.majorApiVersion !== 0) {
+            obj.majorApiVersion = Math.round(message.majorApiVersion);
+        }
+        if (message.validFor !== undefined) {
+            obj.validFor = sigstore_common_1.TimeRange.toJSON(message.validFor);
+        }
+        if (message.operator !== "") {
+            obj.operator = message.operator;
+        }
+        return obj;
+    },
+};
+exports.ServiceConfiguration = {
+    fromJSON(object) {
+        return {
+            selector: isSet(object.selector) ? serviceSelectorFromJSON(object.selector) : 0,
+            count: isSet(object.count) ? globalThis.Number(object.count) : 0,
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.selector !== 0) {
+            obj.selector = serviceSelectorToJSON(message.selector);
+        }
+        if (message.count !== 0) {
+            obj.count = Math.round(message.count);
+        }
+        return obj;
+    },
+};
+exports.ClientTrustConfig = {
+    fromJSON(object) {
+        return {
+            mediaType: isSet(object.mediaType) ? globalThis.String(object.mediaType) : "",
+            trustedRoot: isSet(object.trustedRoot) ? exports.TrustedRoot.fromJSON(object.trustedRoot) : undefined,
+            signingConfig: isSet(object.signingConfig) ? exports.SigningConfig.fromJSON(object.signingConfig) : undefined,
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.mediaType !== "") {
+            obj.mediaType = message.mediaType;
+        }
+        if (message.trustedRoot !== undefined) {
+            obj.trustedRoot = exports.TrustedRoot.toJSON(message.trustedRoot);
+        }
+        if (message.signingConfig !== undefined) {
+            obj.signingConfig = exports.SigningConfig.toJSON(message.signingConfig);
+        }
+        return obj;
+    },
+};
+function isSet(value) {
+    return value !== null && value !== undefined;
+}
+
+
+/***/ }),
+
+/***/ 9732:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+// Code generated by protoc-gen-ts_proto. DO NOT EDIT.
+// versions:
+//   protoc-gen-ts_proto  v2.12.0
+//   protoc               v7.35.1
+// source: sigstore_verification.proto
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.Input = exports.Artifact = exports.ArtifactVerificationOptions_ObserverTimestampOptions = exports.ArtifactVerificationOptions_TlogIntegratedTimestampOptions = exports.ArtifactVerificationOptions_TimestampAuthorityOptions = exports.ArtifactVerificationOptions_CtlogOptions = exports.ArtifactVerificationOptions_TlogOptions = exports.ArtifactVerificationOptions = exports.PublicKeyIdentities = exports.CertificateIdentities = exports.CertificateIdentity = void 0;
+/* eslint-disable */
+const sigstore_bundle_1 = __nccwpck_require__(715);
+const sigstore_common_1 = __nccwpck_require__(5334);
+const sigstore_trustroot_1 = __nccwpck_require__(1997);
+exports.CertificateIdentity = {
+    fromJSON(object) {
+        return {
+            issuer: isSet(object.issuer) ? globalThis.String(object.issuer) : "",
+            san: isSet(object.san) ? sigstore_common_1.SubjectAlternativeName.fromJSON(object.san) : undefined,
+            oids: globalThis.Array.isArray(object?.oids)
+                ? object.oids.map((e) => sigstore_common_1.ObjectIdentifierValuePair.fromJSON(e))
+                : [],
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.issuer !== "") {
+            obj.issuer = message.issuer;
+        }
+        if (message.san !== undefined) {
+            obj.san = sigstore_common_1.SubjectAlternativeName.toJSON(message.san);
+        }
+        if (message.oids?.length) {
+            obj.oids = message.oids.map((e) => sigstore_common_1.ObjectIdentifierValuePair.toJSON(e));
+        }
+        return obj;
+    },
+};
+exports.CertificateIdentities = {
+    fromJSON(object) {
+        return {
+            identities: globalThis.Array.isArray(object?.identities)
+                ? object.identities.map((e) => exports.CertificateIdentity.fromJSON(e))
+                : [],
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.identities?.length) {
+            obj.identities = message.identities.map((e) => exports.CertificateIdentity.toJSON(e));
+        }
+        return obj;
+    },
+};
+exports.PublicKeyIdentities = {
+    fromJSON(object) {
+        return {
+            publicKeys: globalThis.Array.isArray(object?.publicKeys)
+                ? object.publicKeys.map((e) => sigstore_common_1.PublicKey.fromJSON(e))
+                : [],
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.publicKeys?.length) {
+            obj.publicKeys = message.publicKeys.map((e) => sigstore_common_1.PublicKey.toJSON(e));
+        }
+        return obj;
+    },
+};
+exports.ArtifactVerificationOptions = {
+    fromJSON(object) {
+        return {
+            signers: isSet(object.certificateIdentities)
+                ? {
+                    $case: "certificateIdentities",
+                    certificateIdentities: exports.CertificateIdentities.fromJSON(object.certificateIdentities),
+                }
+                : isSet(object.publicKeys)
+                    ? { $case: "publicKeys", publicKeys: exports.PublicKeyIdentities.fromJSON(object.publicKeys) }
+                    : undefined,
+            tlogOptions: isSet(object.tlogOptions)
+                ? exports.ArtifactVerificationOptions_TlogOptions.fromJSON(object.tlogOptions)
+                : undefined,
+            ctlogOptions: isSet(object.ctlogOptions)
+                ? exports.ArtifactVerificationOptions_CtlogOptions.fromJSON(object.ctlogOptions)
+                : undefined,
+            tsaOptions: isSet(object.tsaOptions)
+                ? exports.ArtifactVerificationOptions_TimestampAuthorityOptions.fromJSON(object.tsaOptions)
+                : undefined,
+            integratedTsOptions: isSet(object.integratedTsOptions)
+                ? exports.ArtifactVerificationOptions_TlogIntegratedTimestampOptions.fromJSON(object.integratedTsOptions)
+                : undefined,
+            observerOptions: isSet(object.observerOptions)
+                ? exports.ArtifactVerificationOptions_ObserverTimestampOptions.fromJSON(object.observerOptions)
+                : undefined,
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.signers?.$case === "certificateIdentities") {
+            obj.certificateIdentities = exports.CertificateIdentities.toJSON(message.signers.certificateIdentities);
+        }
+        else if (message.signers?.$case === "publicKeys") {
+            obj.publicKeys = exports.PublicKeyIdentities.toJSON(message.signers.publicKeys);
+        }
+        if (message.tlogOptions !== undefined) {
+            obj.tlogOptions = exports.ArtifactVerificationOptions_TlogOptions.toJSON(message.tlogOptions);
+        }
+        if (message.ctlogOptions !== undefined) {
+            obj.ctlogOptions = exports.ArtifactVerificationOptions_CtlogOptions.toJSON(message.ctlogOptions);
+        }
+        if (message.tsaOptions !== undefined) {
+            obj.tsaOptions = exports.ArtifactVerificationOptions_TimestampAuthorityOptions.toJSON(message.tsaOptions);
+        }
+        if (message.integratedTsOptions !== undefined) {
+            obj.integratedTsOptions = exports.ArtifactVerificationOptions_TlogIntegratedTimestampOptions.toJSON(message.integratedTsOptions);
+        }
+        if (message.observerOptions !== undefined) {
+            obj.observerOptions = exports.ArtifactVerificationOptions_ObserverTimestampOptions.toJSON(message.observerOptions);
+        }
+        return obj;
+    },
+};
+exports.ArtifactVerificationOptions_TlogOptions = {
+    fromJSON(object) {
+        return {
+            threshold: isSet(object.threshold) ? globalThis.Number(object.threshold) : 0,
+            performOnlineVerification: isSet(object.performOnlineVerification)
+                ? globalThis.Boolean(object.performOnlineVerification)
+                : false,
+            disable: isSet(object.disable) ? globalThis.Boolean(object.disable) : false,
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.threshold !== 0) {
+            obj.threshold = Math.round(message.threshold);
+        }
+        if (message.performOnlineVerification !== false) {
+            obj.performOnlineVerification = message.performOnlineVerification;
+        }
+        if (message.disable !== false) {
+            obj.disable = message.disable;
+        }
+        return obj;
+    },
+};
+exports.ArtifactVerificationOptions_CtlogOptions = {
+    fromJSON(object) {
+        return {
+            threshold: isSet(object.threshold) ? globalThis.Number(object.threshold) : 0,
+            disable: isSet(object.disable) ? globalThis.Boolean(object.disable) : false,
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.threshold !== 0) {
+            obj.threshold = Math.round(message.threshold);
+        }
+        if (message.disable !== false) {
+            obj.disable = message.disable;
+        }
+        return obj;
+    },
+};
+exports.ArtifactVerificationOptions_TimestampAuthorityOptions = {
+    fromJSON(object) {
+        return {
+            threshold: isSet(object.threshold) ? globalThis.Number(object.threshold) : 0,
+            disable: isSet(object.disable) ? globalThis.Boolean(object.disable) : false,
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.threshold !== 0) {
+            obj.threshold = Math.round(message.threshold);
+        }
+        if (message.disable !== false) {
+            obj.disable = message.disable;
+        }
+        return obj;
+    },
+};
+exports.ArtifactVerificationOptions_TlogIntegratedTimestampOptions = {
+    fromJSON(object) {
+        return {
+            threshold: isSet(object.threshold) ? globalThis.Number(object.threshold) : 0,
+            disable: isSet(object.disable) ? globalThis.Boolean(object.disable) : false,
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.threshold !== 0) {
+            obj.threshold = Math.round(message.threshold);
+        }
+        if (message.disable !== false) {
+            obj.disable = message.disable;
+        }
+        return obj;
+    },
+};
+exports.ArtifactVerificationOptions_ObserverTimestampOptions = {
+    fromJSON(object) {
+        return {
+            threshold: isSet(object.threshold) ? globalThis.Number(object.threshold) : 0,
+            disable: isSet(object.disable) ? globalThis.Boolean(object.disable) : false,
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.threshold !== 0) {
+            obj.threshold = Math.round(message.threshold);
+        }
+        if (message.disable !== false) {
+            obj.disable = message.disable;
+        }
+        return obj;
+    },
+};
+exports.Artifact = {
+    fromJSON(object) {
+        return {
+            data: isSet(object.artifactUri)
+                ? { $case: "artifactUri", artifactUri: globalThis.String(object.artifactUri) }
+                : isSet(object.artifact)
+                    ? { $case: "artifact", artifact: Buffer.from(bytesFromBase64(object.artifact)) }
+                    : isSet(object.artifactDigest)
+                        ? { $case: "artifactDigest", artifactDigest: sigstore_common_1.HashOutput.fromJSON(object.artifactDigest) }
+                        : undefined,
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.data?.$case === "artifactUri") {
+            obj.artifactUri = message.data.artifactUri;
+        }
+        else if (message.data?.$case === "artifact") {
+            obj.artifact = base64FromBytes(message.data.artifact);
+        }
+        else if (message.data?.$case === "artifactDigest") {
+            obj.artifactDigest = sigstore_common_1.HashOutput.toJSON(message.data.artifactDigest);
+        }
+        return obj;
+    },
+};
+exports.Input = {
+    fromJSON(object) {
+        return {
+            artifactTrustRoot: isSet(object.artifactTrustRoot) ? sigstore_trustroot_1.TrustedRoot.fromJSON(object.artifactTrustRoot) : undefined,
+            artifactVerificationOptions: isSet(object.artifactVerificationOptions)
+                ? exports.ArtifactVerificationOptions.fromJSON(object.artifactVerificationOptions)
+                : undefined,
+            bundle: isSet(object.bundle) ? sigstore_bundle_1.Bundle.fromJSON(object.bundle) : undefined,
+            artifact: isSet(object.artifact) ? exports.Artifact.fromJSON(object.artifact) : undefined,
+        };
+    },
+    toJSON(message) {
+        const obj = {};
+        if (message.artifactTrustRoot !== undefined) {
+            obj.artifactTrustRoot = sigstore_trustroot_1.TrustedRoot.toJSON(message.artifactTrustRoot);
+        }
+        if (message.artifactVerificationOptions !== undefined) {
+            obj.artifactVerificationOptions = exports.ArtifactVerificationOptions.toJSON(message.artifactVerificationOptions);
+        }
+        if (message.bundle !== undefined) {
+            obj.bundle = sigstore_bundle_1.Bundle.toJSON(message.bundle);
+        }
+        if (message.artifact !== undefined) {
+            obj.artifact = exports.Artifact.toJSON(message.artifact);
+        }
+        return obj;
+    },
+};
+function bytesFromBase64(b64) {
+    return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
+}
+function base64FromBytes(arr) {
+    return globalThis.Buffer.from(arr).toString("base64");
+}
+function isSet(value) {
+    return value !== null && value !== undefined;
+}
+
+
+/***/ }),
+
+/***/ 9654:
+/***/ (function(__unused_webpack_module, exports, __nccwpck_require__) {
+
+
+var __createBinding = (this && this.__createBinding) || (Object.create ? (function(o, m, k, k2) {
+    if (k2 === undefined) k2 = k;
+    var desc = Object.getOwnPropertyDescriptor(m, k);
+    if (!desc || ("get" in desc ? !m.__esModule : desc.writable || desc.configurable)) {
+      desc = { enumerable: true, get: function() { return m[k]; } };
+    }
+    Object.defineProperty(o, k2, desc);
+}) : (function(o, m, k, k2) {
+    if (k2 === undefined) k2 = k;
+    o[k2] = m[k];
+}));
+var __exportStar = (this && this.__exportStar) || function(m, exports) {
+    for (var p in m) if (p !== "default" && !Object.prototype.hasOwnProperty.call(exports, p)) __createBinding(exports, m, p);
+};
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+__exportStar(__nccwpck_require__(7030), exports);
+__exportStar(__nccwpck_require__(715), exports);
+__exportStar(__nccwpck_require__(5334), exports);
+__exportStar(__nccwpck_require__(5204), exports);
+__exportStar(__nccwpck_require__(1997), exports);
+__exportStar(__nccwpck_require__(9732), exports);
+
+
+/***/ }),
+
+/***/ 3835:
+/***/ (function(__unused_webpack_module, exports, __nccwpck_require__) {
+
+
+var __createBinding = (this && this.__createBinding) || (Object.create ? (function(o, m, k, k2) {
+    if (k2 === undefined) k2 = k;
+    var desc = Object.getOwnPropertyDescriptor(m, k);
+    if (!desc || ("get" in desc ? !m.__esModule : desc.writable || desc.configurable)) {
+      desc = { enumerable: true, get: function() { return m[k]; } };
+    }
+    Object.defineProperty(o, k2, desc);
+}) : (function(o, m, k, k2) {
+    if (k2 === undefined) k2 = k;
+    o[k2] = m[k];
+}));
+var __exportStar = (this && this.__exportStar) || function(m, exports) {
+    for (var p in m) if (p !== "default" && !Object.prototype.hasOwnProperty.call(exports, p)) __createBinding(exports, m, p);
+};
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+/*
+Copyright 2025 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+__exportStar(__nccwpck_require__(6764), exports);
+__exportStar(__nccwpck_require__(381), exports);
+__exportStar(__nccwpck_require__(4969), exports);
+__exportStar(__nccwpck_require__(7543), exports);
+
+
+/***/ }),
+
+/***/ 8796:
+/***/ (function(__unused_webpack_module, exports, __nccwpck_require__) {
+
+
+var __importDefault = (this && this.__importDefault) || function (mod) {
+    return (mod && mod.__esModule) ? mod : { "default": mod };
+};
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.appDataPath = appDataPath;
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+const os_1 = __importDefault(__nccwpck_require__(857));
+const path_1 = __importDefault(__nccwpck_require__(6928));
+function appDataPath(name) {
+    const homedir = os_1.default.homedir();
+    switch (process.platform) {
+        /* istanbul ignore next */
+        case 'darwin': {
+            const appSupport = path_1.default.join(homedir, 'Library', 'Application Support');
+            return path_1.default.join(appSupport, name);
+        }
+        /* istanbul ignore next */
+        case 'win32': {
+            const localAppData = process.env.LOCALAPPDATA || path_1.default.join(homedir, 'AppData', 'Local');
+            return path_1.default.join(localAppData, name, 'Data');
+        }
+        /* istanbul ignore next */
+        default: {
+            const localData = process.env.XDG_DATA_HOME || path_1.default.join(homedir, '.local', 'share');
+            return path_1.default.join(localData, name);
+        }
+    }
+}
+
+
+/***/ }),
+
+/***/ 3040:
+/***/ (function(__unused_webpack_module, exports, __nccwpck_require__) {
+
+
+var __importDefault = (this && this.__importDefault) || function (mod) {
+    return (mod && mod.__esModule) ? mod : { "default": mod };
+};
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.TUFClient = void 0;
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+const fs_1 = __importDefault(__nccwpck_require__(9896));
+const path_1 = __importDefault(__nccwpck_require__(6928));
+const tuf_js_1 = __nccwpck_require__(4706);
+const _1 = __nccwpck_require__(4423);
+const package_json_1 = __nccwpck_require__(9446);
+const target_1 = __nccwpck_require__(7686);
+const TARGETS_DIR_NAME = 'targets';
+class TUFClient {
+    updater;
+    constructor(options) {
+        const url = new URL(options.mirrorURL);
+        const repoName = encodeURIComponent(url.host + url.pathname.replace(/\/$/, ''));
+        const cachePath = path_1.default.join(options.cachePath, repoName);
+        initTufCache(cachePath);
+        seedCache({
+            cachePath,
+            mirrorURL: options.mirrorURL,
+            tufRootPath: options.rootPath,
+            forceInit: options.forceInit,
+        });
+        this.updater = initClient({
+            mirrorURL: options.mirrorURL,
+            cachePath,
+            forceCache: options.forceCache,
+            retry: options.retry,
+            timeout: options.timeout,
+        });
+    }
+    async refresh() {
+        return this.updater.refresh();
+    }
+    getTarget(targetName) {
+        return (0, target_1.readTarget)(this.updater, targetName);
+    }
+}
+exports.TUFClient = TUFClient;
+// Initializes the TUF cache directory structure including the initial
+// root.json file. If the cache directory does not exist, it will be
+// created. If the targets directory does not exist, it will be created.
+// If the root.json file does not exist, it will be copied from the
+// rootPath argument.
+function initTufCache(cachePath) {
+    const targetsPath = path_1.default.join(cachePath, TARGETS_DIR_NAME);
+    if (!fs_1.default.existsSync(cachePath)) {
+        fs_1.default.mkdirSync(cachePath, { recursive: true });
+    }
+    /* istanbul ignore else */
+    if (!fs_1.default.existsSync(targetsPath)) {
+        fs_1.default.mkdirSync(targetsPath);
+    }
+}
+// Populates the TUF cache with the initial root.json file. If the root.json
+// file does not exist (or we're forcing re-initialization), copy it from either
+// the rootPath argument or from one of the repo seeds.
+function seedCache({ cachePath, mirrorURL, tufRootPath, forceInit, }) {
+    const cachedRootPath = path_1.default.join(cachePath, 'root.json');
+    // If the root.json file does not exist (or we're forcing re-initialization),
+    // populate it either from the supplied rootPath or from one of the repo seeds.
+    /* istanbul ignore else */
+    if (!fs_1.default.existsSync(cachedRootPath) || forceInit) {
+        if (tufRootPath) {
+            fs_1.default.copyFileSync(tufRootPath, cachedRootPath);
+        }
+        else {
+            const seeds = __nccwpck_require__(8032);
+            const repoSeed = seeds[mirrorURL];
+            if (!repoSeed) {
+                throw new _1.TUFError({
+                    code: 'TUF_INIT_CACHE_ERROR',
+                    message: `No root.json found for mirror: ${mirrorURL}`,
+                });
+            }
+            fs_1.default.writeFileSync(cachedRootPath, Buffer.from(repoSeed['root.json'], 'base64'));
+            // Copy any seed targets into the cache
+            Object.entries(repoSeed.targets).forEach(([targetName, target]) => {
+                fs_1.default.writeFileSync(path_1.default.join(cachePath, TARGETS_DIR_NAME, targetName), Buffer.from(target, 'base64'));
+            });
+        }
+    }
+}
+function initClient(options) {
+    const config = {
+        fetchTimeout: options.timeout,
+        fetchRetry: options.retry,
+        userAgent: `${encodeURIComponent(package_json_1.name)}/${package_json_1.version}`,
+    };
+    return new tuf_js_1.Updater({
+        metadataBaseUrl: options.mirrorURL,
+        targetBaseUrl: `${options.mirrorURL}/targets`,
+        metadataDir: options.cachePath,
+        targetDir: path_1.default.join(options.cachePath, TARGETS_DIR_NAME),
+        forceCache: options.forceCache,
+        config,
+    });
+}
+
+
+/***/ }),
+
+/***/ 6213:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.TUFError = void 0;
+class TUFError extends Error {
+    code;
+    cause;
+    constructor({ code, message, cause, }) {
+        super(message);
+        this.code = code;
+        this.cause = cause;
+        this.name = this.constructor.name;
+    }
+}
+exports.TUFError = TUFError;
+
+
+/***/ }),
+
+/***/ 4423:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.TUFError = exports.DEFAULT_MIRROR_URL = void 0;
+exports.getTrustedRoot = getTrustedRoot;
+exports.initTUF = initTUF;
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+const protobuf_specs_1 = __nccwpck_require__(9654);
+const appdata_1 = __nccwpck_require__(8796);
+const client_1 = __nccwpck_require__(3040);
+exports.DEFAULT_MIRROR_URL = 'https://tuf-repo-cdn.sigstore.dev';
+const DEFAULT_CACHE_DIR = 'sigstore-js';
+const DEFAULT_RETRY = { retries: 2 };
+const DEFAULT_TIMEOUT = 5000;
+const TRUSTED_ROOT_TARGET = 'trusted_root.json';
+async function getTrustedRoot(
+/* istanbul ignore next */
+options = {}) {
+    const client = createClient(options);
+    const trustedRoot = await client.getTarget(TRUSTED_ROOT_TARGET);
+    return protobuf_specs_1.TrustedRoot.fromJSON(JSON.parse(trustedRoot));
+}
+async function initTUF(
+/* istanbul ignore next */
+options = {}) {
+    const client = createClient(options);
+    return client.refresh().then(() => client);
+}
+// Create a TUF client with default options
+function createClient(options) {
+    /* istanbul ignore next */
+    return new client_1.TUFClient({
+        cachePath: options.cachePath || (0, appdata_1.appDataPath)(DEFAULT_CACHE_DIR),
+        rootPath: options.rootPath,
+        mirrorURL: options.mirrorURL || exports.DEFAULT_MIRROR_URL,
+        retry: options.retry ?? DEFAULT_RETRY,
+        timeout: options.timeout ?? DEFAULT_TIMEOUT,
+        forceCache: options.forceCache ?? false,
+        forceInit: options.forceInit ?? options.force ?? false,
+    });
+}
+var error_1 = __nccwpck_require__(6213);
+Object.defineProperty(exports, "TUFError", ({ enumerable: true, get: function () { return error_1.TUFError; } }));
+
+
+/***/ }),
+
+/***/ 7686:
+/***/ (function(__unused_webpack_module, exports, __nccwpck_require__) {
+
+
+var __importDefault = (this && this.__importDefault) || function (mod) {
+    return (mod && mod.__esModule) ? mod : { "default": mod };
+};
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.readTarget = readTarget;
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+const fs_1 = __importDefault(__nccwpck_require__(9896));
+const error_1 = __nccwpck_require__(6213);
+// Downloads and returns the specified target from the provided TUF Updater.
+async function readTarget(tuf, targetPath) {
+    const path = await getTargetPath(tuf, targetPath);
+    return new Promise((resolve, reject) => {
+        fs_1.default.readFile(path, 'utf-8', (err, data) => {
+            if (err) {
+                reject(new error_1.TUFError({
+                    code: 'TUF_READ_TARGET_ERROR',
+                    message: `error reading target ${path}`,
+                    cause: err,
+                }));
+            }
+            else {
+                resolve(data);
+            }
+        });
+    });
+}
+// Returns the local path to the specified target. If the target is not yet
+// cached locally, the provided TUF Updater will be used to download and
+// cache the target.
+async function getTargetPath(tuf, target) {
+    let targetInfo;
+    try {
+        targetInfo = await tuf.getTargetInfo(target);
+    }
+    catch (err) {
+        throw new error_1.TUFError({
+            code: 'TUF_REFRESH_METADATA_ERROR',
+            message: 'error refreshing TUF metadata',
+            cause: err,
+        });
+    }
+    if (!targetInfo) {
+        throw new error_1.TUFError({
+            code: 'TUF_FIND_TARGET_ERROR',
+            message: `target ${target} not found`,
+        });
+    }
+    let path = await tuf.findCachedTarget(targetInfo);
+    // An empty path here means the target has not been cached locally, or is
+    // out of date. In either case, we need to download it.
+    if (!path) {
+        try {
+            path = await tuf.downloadTarget(targetInfo);
+        }
+        catch (err) {
+            throw new error_1.TUFError({
+                code: 'TUF_DOWNLOAD_TARGET_ERROR',
+                message: `error downloading target ${path}`,
+                cause: err,
+            });
+        }
+    }
+    return path;
+}
+
+
+/***/ }),
+
+/***/ 2635:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.DSSESignatureContent = void 0;
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+const core_1 = __nccwpck_require__(3917);
+class DSSESignatureContent {
+    env;
+    constructor(env) {
+        this.env = env;
+    }
+    compareDigest(digest) {
+        return core_1.crypto.bufferEqual(digest, core_1.crypto.digest('sha256', this.env.payload));
+    }
+    // For a DSSE envelope the signature is computed over the pre-authentication
+    // encoding (PAE), so the digest of the signed bytes is the digest of the PAE.
+    // This is what a Rekor v2 hashedrekord entry records for a DSSE envelope.
+    compareSignedDigest(digest) {
+        return core_1.crypto.bufferEqual(digest, core_1.crypto.digest('sha256', this.preAuthEncoding));
+    }
+    compareSignature(signature) {
+        return core_1.crypto.bufferEqual(signature, this.signature);
+    }
+    verifySignature(key) {
+        return core_1.crypto.verify(this.preAuthEncoding, key, this.signature);
+    }
+    get signature() {
+        return this.env.signatures.length > 0
+            ? this.env.signatures[0].sig
+            : Buffer.from('');
+    }
+    // DSSE Pre-Authentication Encoding
+    get preAuthEncoding() {
+        return core_1.dsse.preAuthEncoding(this.env.payloadType, this.env.payload);
+    }
+}
+exports.DSSESignatureContent = DSSESignatureContent;
+
+
+/***/ }),
+
+/***/ 2544:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.toSignedEntity = toSignedEntity;
+exports.signatureContent = signatureContent;
+const core_1 = __nccwpck_require__(3917);
+const dsse_1 = __nccwpck_require__(2635);
+const message_1 = __nccwpck_require__(6531);
+function toSignedEntity(bundle, artifact) {
+    const { tlogEntries, timestampVerificationData } = bundle.verificationMaterial;
+    const timestamps = [];
+    for (const entry of tlogEntries) {
+        if (entry.integratedTime && entry.integratedTime !== '0') {
+            timestamps.push({
+                $case: 'transparency-log',
+                tlogEntry: entry,
+            });
+        }
+    }
+    for (const ts of timestampVerificationData?.rfc3161Timestamps ?? []) {
+        timestamps.push({
+            $case: 'timestamp-authority',
+            timestamp: core_1.RFC3161Timestamp.parse(Buffer.from(ts.signedTimestamp)),
+        });
+    }
+    return {
+        signature: signatureContent(bundle, artifact),
+        key: key(bundle),
+        tlogEntries,
+        timestamps,
+    };
+}
+function signatureContent(bundle, artifact) {
+    switch (bundle.content.$case) {
+        case 'dsseEnvelope':
+            return new dsse_1.DSSESignatureContent(bundle.content.dsseEnvelope);
+        case 'messageSignature':
+            return new message_1.MessageSignatureContent(bundle.content.messageSignature, artifact);
+    }
+}
+function key(bundle) {
+    switch (bundle.verificationMaterial.content.$case) {
+        case 'publicKey':
+            return {
+                $case: 'public-key',
+                hint: bundle.verificationMaterial.content.publicKey.hint,
+            };
+        case 'x509CertificateChain':
+            return {
+                $case: 'certificate',
+                certificate: core_1.X509Certificate.parse(Buffer.from(bundle.verificationMaterial.content.x509CertificateChain
+                    .certificates[0].rawBytes)),
+            };
+        case 'certificate':
+            return {
+                $case: 'certificate',
+                certificate: core_1.X509Certificate.parse(Buffer.from(bundle.verificationMaterial.content.certificate.rawBytes)),
+            };
+    }
+}
+
+
+/***/ }),
+
+/***/ 6531:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.MessageSignatureContent = void 0;
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+const core_1 = __nccwpck_require__(3917);
+const protobuf_specs_1 = __nccwpck_require__(9654);
+// Map from the Sigstore protobuf HashAlgorithm enum to
+// the string values used by the Node.js crypto module.
+const HASH_ALGORITHM_MAP = {
+    [protobuf_specs_1.HashAlgorithm.HASH_ALGORITHM_UNSPECIFIED]: 'sha256',
+    [protobuf_specs_1.HashAlgorithm.SHA2_256]: 'sha256',
+    [protobuf_specs_1.HashAlgorithm.SHA2_384]: 'sha384',
+    [protobuf_specs_1.HashAlgorithm.SHA2_512]: 'sha512',
+    [protobuf_specs_1.HashAlgorithm.SHA3_256]: 'sha3-256',
+    [protobuf_specs_1.HashAlgorithm.SHA3_384]: 'sha3-384',
+};
+class MessageSignatureContent {
+    signature;
+    messageDigest;
+    artifact;
+    hashAlgorithm;
+    constructor(messageSignature, artifact) {
+        this.signature = messageSignature.signature;
+        this.messageDigest = messageSignature.messageDigest.digest;
+        this.artifact = artifact;
+        this.hashAlgorithm =
+            HASH_ALGORITHM_MAP[messageSignature.messageDigest.algorithm] ??
+                /* istanbul ignore next */ 'sha256';
+    }
+    compareSignature(signature) {
+        return core_1.crypto.bufferEqual(signature, this.signature);
+    }
+    compareDigest(digest) {
+        return core_1.crypto.bufferEqual(digest, this.messageDigest);
+    }
+    // For a message signature the signature is computed over the artifact, so the
+    // digest of the signed bytes is the artifact's message digest.
+    compareSignedDigest(digest) {
+        return this.compareDigest(digest);
+    }
+    verifySignature(key) {
+        return core_1.crypto.verify(this.artifact, key, this.signature, this.hashAlgorithm);
+    }
+}
+exports.MessageSignatureContent = MessageSignatureContent;
+
+
+/***/ }),
+
+/***/ 6849:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.PolicyError = exports.VerificationError = void 0;
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+class BaseError extends Error {
+    code;
+    cause; /* eslint-disable-line @typescript-eslint/no-explicit-any */
+    constructor({ code, message, cause, }) {
+        super(message);
+        this.code = code;
+        this.cause = cause;
+        this.name = this.constructor.name;
+    }
+}
+class VerificationError extends BaseError {
+}
+exports.VerificationError = VerificationError;
+class PolicyError extends BaseError {
+}
+exports.PolicyError = PolicyError;
+
+
+/***/ }),
+
+/***/ 4187:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+var __webpack_unused_export__;
+
+__webpack_unused_export__ = ({ value: true });
+__webpack_unused_export__ = __webpack_unused_export__ = __webpack_unused_export__ = __webpack_unused_export__ = __webpack_unused_export__ = void 0;
+/* istanbul ignore file */
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+var bundle_1 = __nccwpck_require__(2544);
+__webpack_unused_export__ = ({ enumerable: true, get: function () { return bundle_1.toSignedEntity; } });
+var error_1 = __nccwpck_require__(6849);
+__webpack_unused_export__ = ({ enumerable: true, get: function () { return error_1.PolicyError; } });
+__webpack_unused_export__ = ({ enumerable: true, get: function () { return error_1.VerificationError; } });
+var trust_1 = __nccwpck_require__(7822);
+__webpack_unused_export__ = ({ enumerable: true, get: function () { return trust_1.toTrustMaterial; } });
+var verifier_1 = __nccwpck_require__(4433);
+__webpack_unused_export__ = ({ enumerable: true, get: function () { return verifier_1.Verifier; } });
+
+
+/***/ }),
+
+/***/ 8412:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.CertificateChainVerifier = void 0;
+exports.verifyCertificateChain = verifyCertificateChain;
+const error_1 = __nccwpck_require__(6849);
+const trust_1 = __nccwpck_require__(7822);
+function verifyCertificateChain(timestamp, leaf, certificateAuthorities) {
+    // Filter list of trusted CAs to those which are valid for the given
+    // timestamp
+    const cas = (0, trust_1.filterCertAuthorities)(certificateAuthorities, timestamp);
+    /* eslint-disable-next-line @typescript-eslint/no-explicit-any */
+    let error;
+    for (const ca of cas) {
+        try {
+            const verifier = new CertificateChainVerifier({
+                trustedCerts: ca.certChain,
+                untrustedCert: leaf,
+                timestamp,
+            });
+            return verifier.verify();
+        }
+        catch (err) {
+            error = err;
+        }
+    }
+    // If we failed to verify the certificate chain for all of the trusted
+    // CAs, throw the last error we encountered.
+    throw new error_1.VerificationError({
+        code: 'CERTIFICATE_ERROR',
+        message: 'Failed to verify certificate chain',
+        cause: error,
+    });
+}
+class CertificateChainVerifier {
+    untrustedCert;
+    trustedCerts;
+    localCerts;
+    timestamp;
+    constructor(opts) {
+        this.untrustedCert = opts.untrustedCert;
+        this.trustedCerts = opts.trustedCerts;
+        this.localCerts = dedupeCertificates([
+            ...opts.trustedCerts,
+            opts.untrustedCert,
+        ]);
+        this.timestamp = opts.timestamp;
+    }
+    verify() {
+        // Construct certificate path from leaf to root
+        const certificatePath = this.sort();
+        // Perform validation checks on each certificate in the path
+        this.checkPath(certificatePath);
+        const validForDate = certificatePath.every((cert) => cert.validForDate(this.timestamp));
+        if (!validForDate) {
+            throw new error_1.VerificationError({
+                code: 'CERTIFICATE_ERROR',
+                message: 'certificate is not valid or expired at the specified date',
+            });
+        }
+        // Return verified certificate path
+        return certificatePath;
+    }
+    sort() {
+        const leafCert = this.untrustedCert;
+        // Construct all possible paths from the leaf
+        let paths = this.buildPaths(leafCert);
+        // Filter for paths which contain a trusted certificate
+        paths = paths.filter((path) => path.some((cert) => this.trustedCerts.includes(cert)));
+        if (paths.length === 0) {
+            throw new error_1.VerificationError({
+                code: 'CERTIFICATE_ERROR',
+                message: 'no trusted certificate path found',
+            });
+        }
+        // Find the shortest of possible paths
+        /* istanbul ignore next */
+        const path = paths.reduce((prev, curr) => prev.length < curr.length ? prev : curr);
+        // Construct chain from shortest path
+        // Removes the last certificate in the path, which will be a second copy
+        // of the root certificate given that the root is self-signed.
+        return [leafCert, ...path].slice(0, -1);
+    }
+    // Recursively build all possible paths from the leaf to the root
+    buildPaths(certificate) {
+        const paths = [];
+        const issuers = this.findIssuer(certificate);
+        if (issuers.length === 0) {
+            throw new error_1.VerificationError({
+                code: 'CERTIFICATE_ERROR',
+                message: 'no valid certificate path found',
+            });
+        }
+        for (let i = 0; i < issuers.length; i++) {
+            const issuer = issuers[i];
+            // Base case - issuer is self
+            if (issuer.equals(certificate)) {
+                paths.push([certificate]);
+                continue;
+            }
+            // Recursively build path for the issuer
+            const subPaths = this.buildPaths(issuer);
+            // Construct paths by appending the issuer to each subpath
+            for (let j = 0; j < subPaths.length; j++) {
+                paths.push([issuer, ...subPaths[j]]);
+            }
+        }
+        return paths;
+    }
+    // Return all possible issuers for the given certificate
+    findIssuer(certificate) {
+        let issuers = [];
+        let keyIdentifier;
+        // Exit early if the certificate is self-signed
+        if (certificate.subject.equals(certificate.issuer)) {
+            if (certificate.verify()) {
+                return [certificate];
+            }
+        }
+        // If the certificate has an authority key identifier, use that
+        // to find the issuer
+        if (certificate.extAuthorityKeyID) {
+            keyIdentifier = certificate.extAuthorityKeyID.keyIdentifier;
+            // TODO: Add support for authorityCertIssuer/authorityCertSerialNumber
+            // though Fulcio doesn't appear to use these
+        }
+        // Find possible issuers by comparing the authorityKeyID/subjectKeyID
+        // or issuer/subject. Potential issuers are added to the result array.
+        this.localCerts.forEach((possibleIssuer) => {
+            if (keyIdentifier) {
+                /* istanbul ignore else */
+                if (possibleIssuer.extSubjectKeyID) {
+                    if (possibleIssuer.extSubjectKeyID.keyIdentifier.equals(keyIdentifier)) {
+                        issuers.push(possibleIssuer);
+                    }
+                    return;
+                }
+            }
+            // Fallback to comparing certificate issuer and subject if
+            // subjectKey/authorityKey extensions are not present
+            if (possibleIssuer.subject.equals(certificate.issuer)) {
+                issuers.push(possibleIssuer);
+            }
+        });
+        // Remove any issuers which fail to verify the certificate
+        issuers = issuers.filter((issuer) => {
+            try {
+                return certificate.verify(issuer);
+            }
+            catch (ex) {
+                /* istanbul ignore next - should never error */
+                return false;
+            }
+        });
+        return issuers;
+    }
+    checkPath(path) {
+        /* istanbul ignore if */
+        if (path.length < 1) {
+            throw new error_1.VerificationError({
+                code: 'CERTIFICATE_ERROR',
+                message: 'certificate chain must contain at least one certificate',
+            });
+        }
+        // Ensure that all certificates beyond the leaf are CAs
+        const validCAs = path.slice(1).every((cert) => cert.isCA);
+        if (!validCAs) {
+            throw new error_1.VerificationError({
+                code: 'CERTIFICATE_ERROR',
+                message: 'intermediate certificate is not a CA',
+            });
+        }
+        // Certificate's issuer must match the subject of the next certificate
+        // in the chain
+        for (let i = path.length - 2; i >= 0; i--) {
+            /* istanbul ignore if */
+            if (!path[i].issuer.equals(path[i + 1].subject)) {
+                throw new error_1.VerificationError({
+                    code: 'CERTIFICATE_ERROR',
+                    message: 'incorrect certificate name chaining',
+                });
+            }
+        }
+        // Check pathlength constraints
+        for (let i = 0; i < path.length; i++) {
+            const cert = path[i];
+            // If the certificate is a CA, check the path length
+            if (cert.extBasicConstraints?.isCA) {
+                const pathLength = cert.extBasicConstraints.pathLenConstraint;
+                // The path length, if set, indicates how many intermediate
+                // certificates (NOT including the leaf) are allowed to follow. The
+                // pathLength constraint of any intermediate CA certificate MUST be
+                // greater than or equal to it's own depth in the chain (with an
+                // adjustment for the leaf certificate)
+                if (pathLength !== undefined && pathLength < i - 1) {
+                    throw new error_1.VerificationError({
+                        code: 'CERTIFICATE_ERROR',
+                        message: 'path length constraint exceeded',
+                    });
+                }
+            }
+        }
+    }
+}
+exports.CertificateChainVerifier = CertificateChainVerifier;
+// Remove duplicate certificates from the array
+function dedupeCertificates(certs) {
+    for (let i = 0; i < certs.length; i++) {
+        for (let j = i + 1; j < certs.length; j++) {
+            if (certs[i].equals(certs[j])) {
+                certs.splice(j, 1);
+                j--;
+            }
+        }
+    }
+    return certs;
+}
+
+
+/***/ }),
+
+/***/ 3771:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.verifyPublicKey = verifyPublicKey;
+exports.verifyCertificate = verifyCertificate;
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+const core_1 = __nccwpck_require__(3917);
+const error_1 = __nccwpck_require__(6849);
+const certificate_1 = __nccwpck_require__(8412);
+const sct_1 = __nccwpck_require__(1633);
+const OID_FULCIO_ISSUER_V1 = '1.3.6.1.4.1.57264.1.1';
+const OID_FULCIO_ISSUER_V2 = '1.3.6.1.4.1.57264.1.8';
+function verifyPublicKey(hint, timestamps, trustMaterial) {
+    const key = trustMaterial.publicKey(hint);
+    timestamps.forEach((timestamp) => {
+        if (!key.validFor(timestamp)) {
+            throw new error_1.VerificationError({
+                code: 'PUBLIC_KEY_ERROR',
+                message: `Public key is not valid for timestamp: ${timestamp.toISOString()}`,
+            });
+        }
+    });
+    return { key: key.publicKey };
+}
+function verifyCertificate(leaf, timestamps, trustMaterial) {
+    // Check that leaf certificate chains to a trusted CA
+    let path = [];
+    timestamps.forEach((timestamp) => {
+        path = (0, certificate_1.verifyCertificateChain)(timestamp, leaf, trustMaterial.certificateAuthorities);
+    });
+    return {
+        scts: (0, sct_1.verifySCTs)(path[0], path[1], trustMaterial.ctlogs),
+        signer: getSigner(path[0]),
+    };
+}
+function getSigner(cert) {
+    let issuer;
+    const issuerExtension = cert.extension(OID_FULCIO_ISSUER_V2);
+    /* istanbul ignore next */
+    if (issuerExtension) {
+        issuer = issuerExtension.valueObj.subs?.[0]?.value.toString('ascii');
+    }
+    else {
+        issuer = cert.extension(OID_FULCIO_ISSUER_V1)?.value.toString('ascii');
+    }
+    const oids = cert.extensions.map((ext) => {
+        const oid = ext.subs[0].toOID();
+        return {
+            oid: { id: oid.split('.').map(Number) },
+            value: ext.subs[ext.subs.length - 1].value,
+        };
+    });
+    const identity = {
+        extensions: { issuer },
+        subjectAlternativeName: cert.subjectAltName,
+        oids,
+    };
+    return {
+        key: core_1.crypto.createPublicKey(cert.publicKey),
+        identity,
+    };
+}
+
+
+/***/ }),
+
+/***/ 1633:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.verifySCTs = verifySCTs;
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+const core_1 = __nccwpck_require__(3917);
+const error_1 = __nccwpck_require__(6849);
+const trust_1 = __nccwpck_require__(7822);
+function verifySCTs(cert, issuer, ctlogs) {
+    let extSCT;
+    // Verifying the SCT requires that we remove the SCT extension and
+    // re-encode the TBS structure to DER -- this value is part of the data
+    // over which the signature is calculated. Since this is a destructive action
+    // we create a copy of the certificate so we can remove the SCT extension
+    // without affecting the original certificate.
+    const clone = cert.clone();
+    // Intentionally not using the findExtension method here because we want to
+    // remove the the SCT extension from the certificate before calculating the
+    // PreCert structure
+    for (let i = 0; i < clone.extensions.length; i++) {
+        const ext = clone.extensions[i];
+        if (ext.subs[0].toOID() === core_1.EXTENSION_OID_SCT) {
+            extSCT = new core_1.X509SCTExtension(ext);
+            // Remove the extension from the certificate
+            clone.extensions.splice(i, 1);
+            break;
+        }
+    }
+    // No SCT extension found to verify
+    if (!extSCT) {
+        return [];
+    }
+    // Found an SCT extension but it has no SCTs
+    /* istanbul ignore if -- too difficult to fabricate test case for this */
+    if (extSCT.signedCertificateTimestamps.length === 0) {
+        return [];
+    }
+    // Construct the PreCert structure
+    // https://www.rfc-editor.org/rfc/rfc6962#section-3.2
+    const preCert = new core_1.ByteStream();
+    // Calculate hash of the issuer's public key
+    const issuerId = core_1.crypto.digest('sha256', issuer.publicKey);
+    preCert.appendView(issuerId);
+    // Re-encodes the certificate to DER after removing the SCT extension
+    const tbs = clone.tbsCertificate.toDER();
+    preCert.appendUint24(tbs.length);
+    preCert.appendView(tbs);
+    // Calculate and return the verification results for each SCT
+    return extSCT.signedCertificateTimestamps.map((sct) => {
+        // Find the ctlog instance that corresponds to the SCT's logID
+        const validCTLogs = (0, trust_1.filterTLogAuthorities)(ctlogs, {
+            logID: sct.logID,
+            targetDate: sct.datetime,
+        });
+        // See if the SCT is valid for any of the CT logs
+        const verified = validCTLogs.some((log) => sct.verify(preCert.buffer, log.publicKey));
+        if (!verified) {
+            throw new error_1.VerificationError({
+                code: 'CERTIFICATE_ERROR',
+                message: 'SCT verification failed',
+            });
+        }
+        return sct.logID;
+    });
+}
+
+
+/***/ }),
+
+/***/ 8037:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.verifySubjectAlternativeName = verifySubjectAlternativeName;
+exports.verifyExtensions = verifyExtensions;
+exports.verifyOIDs = verifyOIDs;
+const error_1 = __nccwpck_require__(6849);
+// Verifies that the signer's SAN matches the policy identity. The
+// policyIdentity is treated as a JavaScript regular expression pattern and
+// tested against the full signerIdentity string. For exact matching, use
+// anchored patterns (e.g. '^user@example\\.com$').
+function verifySubjectAlternativeName(policyIdentity, signerIdentity) {
+    if (signerIdentity === undefined || !signerIdentity.match(policyIdentity)) {
+        throw new error_1.PolicyError({
+            code: 'UNTRUSTED_SIGNER_ERROR',
+            message: `certificate identity error - expected ${policyIdentity}, got ${signerIdentity}`,
+        });
+    }
+}
+function verifyExtensions(policyExtensions, signerExtensions = {}) {
+    let key;
+    for (key in policyExtensions) {
+        if (signerExtensions[key] !== policyExtensions[key]) {
+            throw new error_1.PolicyError({
+                code: 'UNTRUSTED_SIGNER_ERROR',
+                message: `invalid certificate extension - expected ${key}=${policyExtensions[key]}, got ${key}=${signerExtensions[key]}`,
+            });
+        }
+    }
+}
+function verifyOIDs(policyOIDs, signerOIDs = []) {
+    for (const policyOID of policyOIDs) {
+        const match = signerOIDs.find((signerOID) => oidEquals(policyOID.oid?.id, signerOID.oid?.id) &&
+            policyOID.value.equals(signerOID.value));
+        if (!match) {
+            const oid = policyOID.oid?.id.join('.') ?? '<unknown>';
+            throw new error_1.PolicyError({
+                code: 'UNTRUSTED_SIGNER_ERROR',
+                message: `invalid certificate extension - missing OID ${oid}`,
+            });
+        }
+    }
+}
+function oidEquals(a, b) {
+    if (a === undefined || b === undefined) {
+        return false;
+    }
+    return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+
+/***/ }),
+
+/***/ 7968:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.getTSATimestamp = getTSATimestamp;
+exports.getTLogTimestamp = getTLogTimestamp;
+const tsa_1 = __nccwpck_require__(4472);
+function getTSATimestamp(timestamp, data, timestampAuthorities) {
+    (0, tsa_1.verifyRFC3161Timestamp)(timestamp, data, timestampAuthorities);
+    return {
+        type: 'timestamp-authority',
+        logID: timestamp.signerSerialNumber,
+        timestamp: timestamp.signingTime,
+    };
+}
+function getTLogTimestamp(entry) {
+    // Only entries with an inclusion promise provide a verifiable timestamp
+    if (!entry.inclusionPromise) {
+        return undefined;
+    }
+    return {
+        type: 'transparency-log',
+        logID: entry.logId.keyId,
+        timestamp: new Date(Number(entry.integratedTime) * 1000),
+    };
+}
+
+
+/***/ }),
+
+/***/ 4472:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.verifyRFC3161Timestamp = verifyRFC3161Timestamp;
+const core_1 = __nccwpck_require__(3917);
+const error_1 = __nccwpck_require__(6849);
+const certificate_1 = __nccwpck_require__(8412);
+const trust_1 = __nccwpck_require__(7822);
+function verifyRFC3161Timestamp(timestamp, data, timestampAuthorities) {
+    const signingTime = timestamp.signingTime;
+    // Filter for CAs which were valid at the time of signing
+    timestampAuthorities = (0, trust_1.filterCertAuthorities)(timestampAuthorities, signingTime);
+    // Filter for CAs which match serial and issuer embedded in the timestamp
+    timestampAuthorities = filterCAsBySerialAndIssuer(timestampAuthorities, {
+        serialNumber: timestamp.signerSerialNumber,
+        issuer: timestamp.signerIssuer,
+    });
+    // Check that we can verify the timestamp with AT LEAST ONE of the remaining
+    // CAs
+    const verified = timestampAuthorities.some((ca) => {
+        try {
+            verifyTimestampForCA(timestamp, data, ca);
+            return true;
+        }
+        catch (e) {
+            return false;
+        }
+    });
+    if (!verified) {
+        throw new error_1.VerificationError({
+            code: 'TIMESTAMP_ERROR',
+            message: 'timestamp could not be verified',
+        });
+    }
+}
+function verifyTimestampForCA(timestamp, data, ca) {
+    const [leaf, ...cas] = ca.certChain;
+    const signingKey = core_1.crypto.createPublicKey(leaf.publicKey);
+    const signingTime = timestamp.signingTime;
+    // Verify the certificate chain for the provided CA
+    try {
+        new certificate_1.CertificateChainVerifier({
+            untrustedCert: leaf,
+            trustedCerts: cas,
+            timestamp: signingTime,
+        }).verify();
+    }
+    catch (e) {
+        throw new error_1.VerificationError({
+            code: 'TIMESTAMP_ERROR',
+            message: 'invalid certificate chain',
+        });
+    }
+    // Check that the signing certificate's key can be used to verify the
+    // timestamp signature.
+    timestamp.verify(data, signingKey);
+}
+// Filters the list of CAs to those which have a leaf signing certificate which
+// matches the given serial number and issuer.
+function filterCAsBySerialAndIssuer(timestampAuthorities, criteria) {
+    return timestampAuthorities.filter((ca) => ca.certChain.length > 0 &&
+        core_1.crypto.bufferEqual(ca.certChain[0].serialNumber, criteria.serialNumber) &&
+        core_1.crypto.bufferEqual(ca.certChain[0].issuer, criteria.issuer));
+}
+
+
+/***/ }),
+
+/***/ 9266:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.LogCheckpoint = void 0;
+exports.verifyCheckpoint = verifyCheckpoint;
+/*
+Copyright 2025 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+const core_1 = __nccwpck_require__(3917);
+const error_1 = __nccwpck_require__(6849);
+// Separator between the note and the signatures in a checkpoint
+const CHECKPOINT_SEPARATOR = '\n\n';
+// Checkpoint signatures are of the following form:
+// "– <identity> <key_hint+signature_bytes>\n"
+// where:
+// - the prefix is an emdash (U+2014).
+// - <identity> gives a human-readable representation of the signing ID.
+// - <key_hint+signature_bytes> is the first 4 bytes of the SHA256 hash of the
+//   associated public key followed by the signature bytes.
+const SIGNATURE_REGEX = /\u2014 (\S+) (\S+)\n/g;
+// Verifies the checkpoint value in the given tlog entry. There are two steps
+// to the verification:
+// 1. Verify that all signatures in the checkpoint can be verified against a
+//    trusted public key
+// 2. Verify that the root hash in the checkpoint matches the root hash in the
+//    inclusion proof
+// See: https://github.com/transparency-dev/formats/blob/main/log/README.md
+function verifyCheckpoint(entry, tlogs) {
+    const inclusionProof = entry.inclusionProof;
+    const signedNote = SignedNote.fromString(inclusionProof.checkpoint.envelope);
+    const checkpoint = LogCheckpoint.fromString(signedNote.note);
+    // Verify that the signatures in the checkpoint are all valid
+    if (!verifySignedNote(signedNote, tlogs)) {
+        throw new error_1.VerificationError({
+            code: 'TLOG_INCLUSION_PROOF_ERROR',
+            message: 'invalid checkpoint signature',
+        });
+    }
+    return checkpoint;
+}
+// Verifies the signatures in the SignedNote. For each signature, the
+// corresponding transparency log is looked up by the key hint and the
+// signature is verified against the public key in the transparency log.
+// Throws an error if any of the signatures are invalid.
+function verifySignedNote(signedNote, tlogs) {
+    const data = Buffer.from(signedNote.note, 'utf-8');
+    return signedNote.signatures.some((signature) => {
+        // Find the transparency log instance with the matching key hint
+        const tlog = tlogs.find((tlog) => core_1.crypto.bufferEqual(tlog.logID.subarray(0, 4), signature.keyHint) &&
+            // Match the signature name to the base URL of the tlog. The name is
+            // attacker-controlled, so it MUST be compared as a literal substring
+            // and never coerced into a RegExp (as String.prototype.match would).
+            tlog.baseURL.includes(signature.name));
+        if (!tlog) {
+            return false;
+        }
+        return core_1.crypto.verify(data, tlog.publicKey, signature.signature);
+    });
+}
+// SignedNote represents a signed note from a transparency log checkpoint. Consists
+// of a body (or note) and one more signatures calculated over the body. See
+// https://github.com/transparency-dev/formats/blob/main/log/README.md#signed-envelope
+class SignedNote {
+    note;
+    signatures;
+    constructor(note, signatures) {
+        this.note = note;
+        this.signatures = signatures;
+    }
+    // Deserialize a SignedNote from a string
+    static fromString(envelope) {
+        if (!envelope.includes(CHECKPOINT_SEPARATOR)) {
+            throw new error_1.VerificationError({
+                code: 'TLOG_INCLUSION_PROOF_ERROR',
+                message: 'missing checkpoint separator',
+            });
+        }
+        // Split the note into the header and the data portions at the separator
+        const split = envelope.indexOf(CHECKPOINT_SEPARATOR);
+        const header = envelope.slice(0, split + 1);
+        const data = envelope.slice(split + CHECKPOINT_SEPARATOR.length);
+        // Find all the signature lines in the data portion
+        const matches = data.matchAll(SIGNATURE_REGEX);
+        // Parse each of the matched signature lines into the name and signature.
+        // The first four bytes of the signature are the key hint (should match the
+        // first four bytes of the log ID), and the rest is the signature itself.
+        const signatures = Array.from(matches, (match) => {
+            const [, name, signature] = match;
+            const sigBytes = Buffer.from(signature, 'base64');
+            if (sigBytes.length < 5) {
+                throw new error_1.VerificationError({
+                    code: 'TLOG_INCLUSION_PROOF_ERROR',
+                    message: 'malformed checkpoint signature',
+                });
+            }
+            return {
+                name,
+                keyHint: sigBytes.subarray(0, 4),
+                signature: sigBytes.subarray(4),
+            };
+        });
+        if (signatures.length === 0) {
+            throw new error_1.VerificationError({
+                code: 'TLOG_INCLUSION_PROOF_ERROR',
+                message: 'no signatures found in checkpoint',
+            });
+        }
+        return new SignedNote(header, signatures);
+    }
+}
+// LogCheckpoint represents a transparency log checkpoint. Consists of the
+// following:
+//  - origin: the name of the transparency log
+//  - logSize: the size of the log at the time of the checkpoint
+//  - logHash: the root hash of the log at the time of the checkpoint
+//  - rest: the rest of the checkpoint body, which is a list of log entries
+// See:
+// https://github.com/transparency-dev/formats/blob/main/log/README.md#checkpoint-body
+class LogCheckpoint {
+    origin;
+    logSize;
+    logHash;
+    rest;
+    constructor(origin, logSize, logHash, rest) {
+        this.origin = origin;
+        this.logSize = logSize;
+        this.logHash = logHash;
+        this.rest = rest;
+    }
+    static fromString(note) {
+        const lines = note.trimEnd().split('\n');
+        if (lines.length < 3) {
+            throw new error_1.VerificationError({
+                code: 'TLOG_INCLUSION_PROOF_ERROR',
+                message: 'too few lines in checkpoint header',
+            });
+        }
+        const origin = lines[0];
+        // logSize is attacker-controlled and parsed before any signature is
+        // verified, so guard against BigInt() throwing an uncaught SyntaxError on
+        // malformed input.
+        let logSize;
+        try {
+            logSize = BigInt(lines[1]);
+        }
+        catch {
+            throw new error_1.VerificationError({
+                code: 'TLOG_INCLUSION_PROOF_ERROR',
+                message: 'invalid checkpoint log size',
+            });
+        }
+        const rootHash = Buffer.from(lines[2], 'base64');
+        const rest = lines.slice(3);
+        return new LogCheckpoint(origin, logSize, rootHash, rest);
+    }
+}
+exports.LogCheckpoint = LogCheckpoint;
+
+
+/***/ }),
+
+/***/ 7005:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.DSSE_API_VERSION_V1 = void 0;
+exports.verifyDSSETLogBody = verifyDSSETLogBody;
+exports.verifyDSSETLogBodyV2 = verifyDSSETLogBodyV2;
+/*
+Copyright 2025 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+const error_1 = __nccwpck_require__(6849);
+exports.DSSE_API_VERSION_V1 = '0.0.1';
+// Compare the given dsse tlog entry to the given bundle
+function verifyDSSETLogBody(tlogEntry, content) {
+    switch (tlogEntry.apiVersion) {
+        case exports.DSSE_API_VERSION_V1:
+            return verifyDSSE001TLogBody(tlogEntry, content);
+        default:
+            throw new error_1.VerificationError({
+                code: 'TLOG_BODY_ERROR',
+                message: `unsupported dsse version: ${tlogEntry.apiVersion}`,
+            });
+    }
+}
+// Compare the given dsse tlog entry to the given bundle. This function is
+// specifically for Rekor V2 entries.
+function verifyDSSETLogBodyV2(tlogEntry, content) {
+    const spec = tlogEntry.spec?.spec;
+    if (!spec) {
+        throw new error_1.VerificationError({
+            code: 'TLOG_BODY_ERROR',
+            message: `missing dsse spec`,
+        });
+    }
+    switch (spec.$case) {
+        case 'dsseV002':
+            return verifyDSSE002TLogBody(spec.dsseV002, content);
+        default:
+            throw new error_1.VerificationError({
+                code: 'TLOG_BODY_ERROR',
+                message: `unsupported version: ${spec.$case}`,
+            });
+    }
+}
+// Compare the given dsse v0.0.1 tlog entry to the given DSSE envelope.
+function verifyDSSE001TLogBody(tlogEntry, content) {
+    // Ensure the bundle's DSSE only contains a single signature
+    if (tlogEntry.spec.signatures?.length !== 1) {
+        throw new error_1.VerificationError({
+            code: 'TLOG_BODY_ERROR',
+            message: 'signature count mismatch',
+        });
+    }
+    const tlogSig = tlogEntry.spec.signatures[0].signature;
+    // Ensure that the signature in the bundle's DSSE matches tlog entry
+    if (!content.compareSignature(Buffer.from(tlogSig, 'base64')))
+        throw new error_1.VerificationError({
+            code: 'TLOG_BODY_ERROR',
+            message: 'tlog entry signature mismatch',
+        });
+    // Ensure the digest of the bundle's DSSE payload matches the digest in the
+    // tlog entry
+    const tlogHash = tlogEntry.spec.payloadHash?.value || '';
+    if (!content.compareDigest(Buffer.from(tlogHash, 'hex'))) {
+        throw new error_1.VerificationError({
+            code: 'TLOG_BODY_ERROR',
+            message: 'DSSE payload hash mismatch',
+        });
+    }
+}
+// Compare the given dsse v0.0.2 tlog entry to the given DSSE envelope.
+function verifyDSSE002TLogBody(spec, content) {
+    // Ensure the bundle's DSSE only contains a single signature
+    if (spec.signatures?.length !== 1) {
+        throw new error_1.VerificationError({
+            code: 'TLOG_BODY_ERROR',
+            message: 'signature count mismatch',
+        });
+    }
+    const tlogSig = spec.signatures[0].content;
+    // Ensure that the signature in the bundle's DSSE matches tlog entry
+    if (!content.compareSignature(tlogSig))
+        throw new error_1.VerificationError({
+            code: 'TLOG_BODY_ERROR',
+            message: 'tlog entry signature mismatch',
+        });
+    // Ensure the digest of the bundle's DSSE payload matches the digest in the
+    // tlog entry
+    const tlogHash = spec.payloadHash?.digest || Buffer.from('');
+    if (!content.compareDigest(tlogHash)) {
+        throw new error_1.VerificationError({
+            code: 'TLOG_BODY_ERROR',
+            message: 'DSSE payload hash mismatch',
+        });
+    }
+}
+
+
+/***/ }),
+
+/***/ 1484:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.HASHEDREKORD_API_VERSION_V1 = void 0;
+exports.verifyHashedRekordTLogBody = verifyHashedRekordTLogBody;
+exports.verifyHashedRekordTLogBodyV2 = verifyHashedRekordTLogBodyV2;
+/*
+Copyright 2025 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+const error_1 = __nccwpck_require__(6849);
+exports.HASHEDREKORD_API_VERSION_V1 = '0.0.1';
+// Compare the given hashedrekord tlog entry to the given bundle
+function verifyHashedRekordTLogBody(tlogEntry, content) {
+    switch (tlogEntry.apiVersion) {
+        case exports.HASHEDREKORD_API_VERSION_V1:
+            return verifyHashedrekord001TLogBody(tlogEntry, content);
+        default:
+            throw new error_1.VerificationError({
+                code: 'TLOG_BODY_ERROR',
+                message: `unsupported hashedrekord version: ${tlogEntry.apiVersion}`,
+            });
+    }
+}
+// Compare the given hashedrekor tlog entry to the given bundle. This function is
+// specifically for Rekor V2 entries.
+function verifyHashedRekordTLogBodyV2(tlogEntry, content) {
+    const spec = tlogEntry.spec?.spec;
+    if (!spec) {
+        throw new error_1.VerificationError({
+            code: 'TLOG_BODY_ERROR',
+            message: `missing dsse spec`,
+        });
+    }
+    switch (spec.$case) {
+        case 'hashedRekordV002':
+            return verifyHashedrekord002TLogBody(spec.hashedRekordV002, content);
+        default:
+            throw new error_1.VerificationError({
+                code: 'TLOG_BODY_ERROR',
+                message: `unsupported version: ${spec.$case}`,
+            });
+    }
+}
+// Compare the given hashedrekord v0.0.1 tlog entry to the given message
+// signature
+function verifyHashedrekord001TLogBody(tlogEntry, content) {
+    // Ensure that the bundles message signature matches the tlog entry
+    const tlogSig = tlogEntry.spec.signature.content || '';
+    if (!content.compareSignature(Buffer.from(tlogSig, 'base64'))) {
+        throw new error_1.VerificationError({
+            code: 'TLOG_BODY_ERROR',
+            message: 'signature mismatch',
+        });
+    }
+    // Ensure that the bundle's signed digest matches the tlog entry
+    const tlogDigest = tlogEntry.spec.data.hash?.value || '';
+    if (!content.compareSignedDigest(Buffer.from(tlogDigest, 'hex'))) {
+        throw new error_1.VerificationError({
+            code: 'TLOG_BODY_ERROR',
+            message: 'digest mismatch',
+        });
+    }
+}
+// Compare the given hashedrekord v0.0.2 tlog entry to the given message
+// signature
+function verifyHashedrekord002TLogBody(spec, content) {
+    // Ensure that the bundles message signature matches the tlog entry
+    const tlogSig = spec.signature?.content || Buffer.from('');
+    if (!content.compareSignature(tlogSig)) {
+        throw new error_1.VerificationError({
+            code: 'TLOG_BODY_ERROR',
+            message: 'signature mismatch',
+        });
+    }
+    // Ensure that the bundle's signed digest matches the tlog entry
+    const tlogHash = spec.data?.digest || Buffer.from('');
+    if (!content.compareSignedDigest(tlogHash)) {
+        throw new error_1.VerificationError({
+            code: 'TLOG_BODY_ERROR',
+            message: 'digest mismatch',
+        });
+    }
+}
+
+
+/***/ }),
+
+/***/ 8218:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.verifyTLogBody = verifyTLogBody;
+exports.verifyTLogInclusion = verifyTLogInclusion;
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+const v2_1 = __nccwpck_require__(3835);
+const error_1 = __nccwpck_require__(6849);
+const dsse_1 = __nccwpck_require__(7005);
+const hashedrekord_1 = __nccwpck_require__(1484);
+const intoto_1 = __nccwpck_require__(7703);
+const checkpoint_1 = __nccwpck_require__(9266);
+const merkle_1 = __nccwpck_require__(7046);
+const set_1 = __nccwpck_require__(333);
+// Verifies that the given tlog entry matches the supplied signature content.
+function verifyTLogBody(entry, sigContent) {
+    const { kind, version } = entry.kindVersion;
+    // The canonicalized body is attacker-controlled; parse defensively so
+    // malformed JSON yields a VerificationError rather than an uncaught
+    // SyntaxError.
+    let body;
+    try {
+        body = JSON.parse(entry.canonicalizedBody.toString('utf8'));
+    }
+    catch {
+        throw new error_1.VerificationError({
+            code: 'TLOG_BODY_ERROR',
+            message: 'invalid canonicalized body',
+        });
+    }
+    // validate body
+    if (kind !== body.kind || version !== body.apiVersion) {
+        throw new error_1.VerificationError({
+            code: 'TLOG_BODY_ERROR',
+            message: `kind/version mismatch - expected: ${kind}/${version}, received: ${body.kind}/${body.apiVersion}`,
+        });
+    }
+    switch (kind) {
+        case 'dsse':
+            // Rekor V1 and V2 use incompatible types so we need to branch here based on version
+            if (version == dsse_1.DSSE_API_VERSION_V1) {
+                return (0, dsse_1.verifyDSSETLogBody)(body, sigContent);
+            }
+            else {
+                const entryRekorV2 = v2_1.Entry.fromJSON(body);
+                return (0, dsse_1.verifyDSSETLogBodyV2)(entryRekorV2, sigContent);
+            }
+        case 'intoto':
+            return (0, intoto_1.verifyIntotoTLogBody)(body, sigContent);
+        case 'hashedrekord':
+            // Rekor V1 and V2 use incompatible types so we need to branch here based on version
+            if (version == hashedrekord_1.HASHEDREKORD_API_VERSION_V1) {
+                return (0, hashedrekord_1.verifyHashedRekordTLogBody)(body, sigContent);
+            }
+            else {
+                const entryRekorV2 = v2_1.Entry.fromJSON(body);
+                return (0, hashedrekord_1.verifyHashedRekordTLogBodyV2)(entryRekorV2, sigContent);
+            }
+        /* istanbul ignore next */
+        default:
+            throw new error_1.VerificationError({
+                code: 'TLOG_BODY_ERROR',
+                message: `unsupported kind: ${kind}`,
+            });
+    }
+}
+function verifyTLogInclusion(entry, tlogAuthorities) {
+    let inclusionVerified = false;
+    if (isTLogEntryWithInclusionPromise(entry)) {
+        (0, set_1.verifyTLogSET)(entry, tlogAuthorities);
+        inclusionVerified = true;
+    }
+    if (isTLogEntryWithInclusionProof(entry)) {
+        // Bind the claimed log ID to the authority that verifies the checkpoint.
+        const matchingAuthorities = tlogAuthorities.filter((tlog) => tlog.logID.equals(entry.logId.keyId));
+        const checkpoint = (0, checkpoint_1.verifyCheckpoint)(entry, matchingAuthorities);
+        (0, merkle_1.verifyMerkleInclusion)(entry, checkpoint);
+        inclusionVerified = true;
+    }
+    if (!inclusionVerified) {
+        throw new error_1.VerificationError({
+            code: 'TLOG_MISSING_INCLUSION_ERROR',
+            message: 'inclusion could not be verified',
+        });
+    }
+    return;
+}
+function isTLogEntryWithInclusionPromise(entry) {
+    return entry.inclusionPromise !== undefined;
+}
+function isTLogEntryWithInclusionProof(entry) {
+    return entry.inclusionProof !== undefined;
+}
+
+
+/***/ }),
+
+/***/ 7703:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.verifyIntotoTLogBody = verifyIntotoTLogBody;
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+const error_1 = __nccwpck_require__(6849);
+// Compare the given intoto tlog entry to the given bundle
+function verifyIntotoTLogBody(tlogEntry, content) {
+    switch (tlogEntry.apiVersion) {
+        case '0.0.2':
+            return verifyIntoto002TLogBody(tlogEntry, content);
+        default:
+            throw new error_1.VerificationError({
+                code: 'TLOG_BODY_ERROR',
+                message: `unsupported intoto version: ${tlogEntry.apiVersion}`,
+            });
+    }
+}
+// Compare the given intoto v0.0.2 tlog entry to the given DSSE envelope.
+function verifyIntoto002TLogBody(tlogEntry, content) {
+    // Ensure the bundle's DSSE contains a single signature
+    if (tlogEntry.spec.content.envelope.signatures?.length !== 1) {
+        throw new error_1.VerificationError({
+            code: 'TLOG_BODY_ERROR',
+            message: 'signature count mismatch',
+        });
+    }
+    // Signature is double-base64-encoded in the tlog entry
+    const tlogSig = base64Decode(tlogEntry.spec.content.envelope.signatures[0].sig);
+    // Ensure that the signature in the bundle's DSSE matches tlog entry
+    if (!content.compareSignature(Buffer.from(tlogSig, 'base64'))) {
+        throw new error_1.VerificationError({
+            code: 'TLOG_BODY_ERROR',
+            message: 'tlog entry signature mismatch',
+        });
+    }
+    // Ensure the digest of the bundle's DSSE payload matches the digest in the
+    // tlog entry
+    const tlogHash = tlogEntry.spec.content.payloadHash?.value || '';
+    if (!content.compareDigest(Buffer.from(tlogHash, 'hex'))) {
+        throw new error_1.VerificationError({
+            code: 'TLOG_BODY_ERROR',
+            message: 'DSSE payload hash mismatch',
+        });
+    }
+}
+function base64Decode(str) {
+    return Buffer.from(str, 'base64').toString('utf-8');
+}
+
+
+/***/ }),
+
+/***/ 7046:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.verifyMerkleInclusion = verifyMerkleInclusion;
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+const core_1 = __nccwpck_require__(3917);
+const error_1 = __nccwpck_require__(6849);
+const RFC6962_LEAF_HASH_PREFIX = Buffer.from([0x00]);
+const RFC6962_NODE_HASH_PREFIX = Buffer.from([0x01]);
+function verifyMerkleInclusion(entry, checkpoint) {
+    const inclusionProof = entry.inclusionProof;
+    // logIndex is attacker-controlled; parse defensively so malformed input
+    // yields a VerificationError rather than an uncaught SyntaxError.
+    let logIndex;
+    try {
+        logIndex = BigInt(inclusionProof.logIndex);
+    }
+    catch {
+        throw new error_1.VerificationError({
+            code: 'TLOG_INCLUSION_PROOF_ERROR',
+            message: 'invalid inclusion proof log index',
+        });
+    }
+    const treeSize = BigInt(checkpoint.logSize);
+    if (logIndex < 0n || logIndex >= treeSize) {
+        throw new error_1.VerificationError({
+            code: 'TLOG_INCLUSION_PROOF_ERROR',
+            message: `invalid index: ${logIndex}`,
+        });
+    }
+    // Figure out which subset of hashes corresponds to the inner and border
+    // nodes
+    const { inner, border } = decompInclProof(logIndex, treeSize);
+    if (inclusionProof.hashes.length !== inner + border) {
+        throw new error_1.VerificationError({
+            code: 'TLOG_INCLUSION_PROOF_ERROR',
+            message: 'invalid hash count',
+        });
+    }
+    const innerHashes = inclusionProof.hashes.slice(0, inner);
+    const borderHashes = inclusionProof.hashes.slice(inner);
+    // The entry's hash is the leaf hash
+    const leafHash = hashLeaf(entry.canonicalizedBody);
+    // Chain the hashes belonging to the inner and border portions
+    const calculatedHash = chainBorderRight(chainInner(leafHash, innerHashes, logIndex), borderHashes);
+    // Calculated hash should match the root hash in the inclusion proof
+    if (!core_1.crypto.bufferEqual(calculatedHash, checkpoint.logHash)) {
+        throw new error_1.VerificationError({
+            code: 'TLOG_INCLUSION_PROOF_ERROR',
+            message: 'calculated root hash does not match inclusion proof',
+        });
+    }
+}
+// Breaks down inclusion proof for a leaf at the specified index in a tree of
+// the specified size. The split point is where paths to the index leaf and
+// the (size - 1) leaf diverge. Returns lengths of the bottom and upper proof
+// parts.
+function decompInclProof(index, size) {
+    const inner = innerProofSize(index, size);
+    const border = onesCount(index >> BigInt(inner));
+    return { inner, border };
+}
+// Computes a subtree hash for a node on or below the tree's right border.
+// Assumes the provided proof hashes are ordered from lower to higher levels
+// and seed is the initial hash of the node specified by the index.
+function chainInner(seed, hashes, index) {
+    return hashes.reduce((acc, h, i) => {
+        if ((index >> BigInt(i)) & BigInt(1)) {
+            return hashChildren(h, acc);
+        }
+        else {
+            return hashChildren(acc, h);
+        }
+    }, seed);
+}
+// Computes a subtree hash for nodes along the tree's right border.
+function chainBorderRight(seed, hashes) {
+    return hashes.reduce((acc, h) => hashChildren(h, acc), seed);
+}
+function innerProofSize(index, size) {
+    return bitLength(index ^ (size - BigInt(1)));
+}
+// Counts the number of ones in the binary representation of the given number.
+// https://en.wikipedia.org/wiki/Hamming_weight
+function onesCount(num) {
+    return num.toString(2).split('1').length - 1;
+}
+// Returns the number of bits necessary to represent an integer in binary.
+function bitLength(n) {
+    if (n === 0n) {
+        return 0;
+    }
+    return n.toString(2).length;
+}
+// Hashing logic according to RFC6962.
+// https://datatracker.ietf.org/doc/html/rfc6962#section-2
+function hashChildren(left, right) {
+    return core_1.crypto.digest('sha256', RFC6962_NODE_HASH_PREFIX, left, right);
+}
+function hashLeaf(leaf) {
+    return core_1.crypto.digest('sha256', RFC6962_LEAF_HASH_PREFIX, leaf);
+}
+
+
+/***/ }),
+
+/***/ 333:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.verifyTLogSET = verifyTLogSET;
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+const core_1 = __nccwpck_require__(3917);
+const error_1 = __nccwpck_require__(6849);
+const trust_1 = __nccwpck_require__(7822);
+// Verifies the SET for the given entry against the list of trusted
+// transparency logs. Returns true if the SET can be verified against at least
+// one of the trusted logs; otherwise, returns false.
+function verifyTLogSET(entry, tlogs) {
+    // Filter the list of tlog instances to only those which might be able to
+    // verify the SET
+    const validTLogs = (0, trust_1.filterTLogAuthorities)(tlogs, {
+        logID: entry.logId.keyId,
+        targetDate: new Date(Number(entry.integratedTime) * 1000),
+    });
+    // Check to see if we can verify the SET against any of the valid tlogs
+    const verified = validTLogs.some((tlog) => {
+        // Re-create the original Rekor verification payload
+        const payload = toVerificationPayload(entry);
+        // Canonicalize the payload and turn into a buffer for verification
+        const data = Buffer.from(core_1.json.canonicalize(payload), 'utf8');
+        // Extract the SET from the tlog entry
+        const signature = entry.inclusionPromise.signedEntryTimestamp;
+        return core_1.crypto.verify(data, tlog.publicKey, signature);
+    });
+    if (!verified) {
+        throw new error_1.VerificationError({
+            code: 'TLOG_INCLUSION_PROMISE_ERROR',
+            message: 'inclusion promise could not be verified',
+        });
+    }
+}
+// Returns a properly formatted "VerificationPayload" for one of the
+// transaction log entires in the given bundle which can be used for SET
+// verification.
+function toVerificationPayload(entry) {
+    const { integratedTime, logIndex, logId, canonicalizedBody } = entry;
+    return {
+        body: canonicalizedBody.toString('base64'),
+        integratedTime: Number(integratedTime),
+        logIndex: Number(logIndex),
+        logID: logId.keyId.toString('hex'),
+    };
+}
+
+
+/***/ }),
+
+/***/ 9738:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.filterCertAuthorities = filterCertAuthorities;
+exports.filterTLogAuthorities = filterTLogAuthorities;
+function filterCertAuthorities(certAuthorities, timestamp) {
+    return certAuthorities.filter((ca) => {
+        return ca.validFor.start <= timestamp && ca.validFor.end >= timestamp;
+    });
+}
+// Filter the list of tlog instances to only those which match the given log
+// ID and have public keys which are valid for the given integrated time.
+function filterTLogAuthorities(tlogAuthorities, criteria) {
+    return tlogAuthorities.filter((tlog) => {
+        // If we're filtering by log ID and the log IDs don't match, we can't use
+        // this tlog
+        if (criteria.logID && !tlog.logID.equals(criteria.logID)) {
+            return false;
+        }
+        // Check that the integrated time is within the validFor range
+        return (tlog.validFor.start <= criteria.targetDate &&
+            criteria.targetDate <= tlog.validFor.end);
+    });
+}
+
+
+/***/ }),
+
+/***/ 7822:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.filterTLogAuthorities = exports.filterCertAuthorities = void 0;
+exports.toTrustMaterial = toTrustMaterial;
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+const core_1 = __nccwpck_require__(3917);
+const protobuf_specs_1 = __nccwpck_require__(9654);
+const error_1 = __nccwpck_require__(6849);
+const BEGINNING_OF_TIME = new Date(0);
+const END_OF_TIME = new Date(8640000000000000);
+var filter_1 = __nccwpck_require__(9738);
+Object.defineProperty(exports, "filterCertAuthorities", ({ enumerable: true, get: function () { return filter_1.filterCertAuthorities; } }));
+Object.defineProperty(exports, "filterTLogAuthorities", ({ enumerable: true, get: function () { return filter_1.filterTLogAuthorities; } }));
+function toTrustMaterial(root, keys) {
+    const keyFinder = typeof keys === 'function' ? keys : keyLocator(keys);
+    return {
+        certificateAuthorities: root.certificateAuthorities.map(createCertAuthority),
+        timestampAuthorities: root.timestampAuthorities.map(createCertAuthority),
+        tlogs: root.tlogs.map(createTLogAuthority),
+        ctlogs: root.ctlogs.map(createTLogAuthority),
+        publicKey: keyFinder,
+    };
+}
+function createTLogAuthority(tlogInstance) {
+    const keyDetails = tlogInstance.publicKey.keyDetails;
+    const keyType = keyDetails === protobuf_specs_1.PublicKeyDetails.PKCS1_RSA_PKCS1V5 ||
+        keyDetails === protobuf_specs_1.PublicKeyDetails.PKIX_RSA_PKCS1V5 ||
+        keyDetails === protobuf_specs_1.PublicKeyDetails.PKIX_RSA_PKCS1V15_2048_SHA256 ||
+        keyDetails === protobuf_specs_1.PublicKeyDetails.PKIX_RSA_PKCS1V15_3072_SHA256 ||
+        keyDetails === protobuf_specs_1.PublicKeyDetails.PKIX_RSA_PKCS1V15_4096_SHA256
+        ? 'pkcs1'
+        : 'spki';
+    /* istanbul ignore next */
+    return {
+        baseURL: tlogInstance.baseUrl,
+        logID: tlogInstance.checkpointKeyId
+            ? tlogInstance.checkpointKeyId.keyId
+            : tlogInstance.logId.keyId,
+        publicKey: core_1.crypto.createPublicKey(tlogInstance.publicKey.rawBytes, keyType),
+        validFor: {
+            start: tlogInstance.publicKey.validFor?.start || BEGINNING_OF_TIME,
+            end: tlogInstance.publicKey.validFor?.end || END_OF_TIME,
+        },
+    };
+}
+function createCertAuthority(ca) {
+    /* istanbul ignore next */
+    return {
+        certChain: ca.certChain.certificates.map((cert) => {
+            return core_1.X509Certificate.parse(Buffer.from(cert.rawBytes));
+        }),
+        validFor: {
+            start: ca.validFor?.start || BEGINNING_OF_TIME,
+            end: ca.validFor?.end || END_OF_TIME,
+        },
+    };
+}
+function keyLocator(keys) {
+    return (hint) => {
+        const key = (keys || {})[hint];
+        if (!key) {
+            throw new error_1.VerificationError({
+                code: 'PUBLIC_KEY_ERROR',
+                message: `key not found: ${hint}`,
+            });
+        }
+        return {
+            publicKey: core_1.crypto.createPublicKey(key.rawBytes),
+            validFor: (date) => {
+                /* istanbul ignore next */
+                return ((key.validFor?.start || BEGINNING_OF_TIME) <= date &&
+                    (key.validFor?.end || END_OF_TIME) >= date);
+            },
+        };
+    };
+}
+
+
+/***/ }),
+
+/***/ 4433:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.Verifier = void 0;
+/*
+Copyright 2023 The Sigstore Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+const util_1 = __nccwpck_require__(9023);
+const error_1 = __nccwpck_require__(6849);
+const key_1 = __nccwpck_require__(3771);
+const policy_1 = __nccwpck_require__(8037);
+const timestamp_1 = __nccwpck_require__(7968);
+const tlog_1 = __nccwpck_require__(8218);
+class Verifier {
+    trustMaterial;
+    options;
+    constructor(trustMaterial, options = {}) {
+        this.trustMaterial = trustMaterial;
+        this.options = {
+            ctlogThreshold: options.ctlogThreshold ?? 1,
+            tlogThreshold: options.tlogThreshold ?? 1,
+            timestampThreshold: options.timestampThreshold ?? options.tsaThreshold ?? 1,
+            tsaThreshold: 0,
+        };
+    }
+    verify(entity, policy) {
+        const timestamps = this.verifyTimestamps(entity);
+        const signer = this.verifySigningKey(entity, timestamps);
+        this.verifyTLogs(entity);
+        this.verifySignature(entity, signer);
+        if (policy) {
+            this.verifyPolicy(policy, signer.identity || {});
+        }
+        return signer;
+    }
+    // Checks that all of the timestamps in the entity are valid and returns them
+    verifyTimestamps(entity) {
+        const timestamps = [];
+        for (const timestamp of entity.timestamps) {
+            switch (timestamp.$case) {
+                case 'timestamp-authority':
+                    timestamps.push((0, timestamp_1.getTSATimestamp)(timestamp.timestamp, entity.signature.signature, this.trustMaterial.timestampAuthorities));
+                    break;
+                case 'transparency-log': {
+                    const result = (0, timestamp_1.getTLogTimestamp)(timestamp.tlogEntry);
+                    if (result) {
+                        timestamps.push(result);
+                    }
+                    break;
+                }
+            }
+        }
+        // Check for duplicate timestamps
+        if (containsDupes(timestamps)) {
+            throw new error_1.VerificationError({
+                code: 'TIMESTAMP_ERROR',
+                message: 'duplicate timestamp',
+            });
+        }
+        if (timestamps.length < this.options.timestampThreshold) {
+            throw new error_1.VerificationError({
+                code: 'TIMESTAMP_ERROR',
+                message: `expected ${this.options.timestampThreshold} timestamps, got ${timestamps.length}`,
+            });
+        }
+        return timestamps.map((t) => t.timestamp);
+    }
+    // Checks that the signing key is valid for all of the the supplied timestamps
+    // and returns the signer.
+    verifySigningKey({ key }, timestamps) {
+        switch (key.$case) {
+            case 'public-key': {
+                return (0, key_1.verifyPublicKey)(key.hint, timestamps, this.trustMaterial);
+            }
+            case 'certificate': {
+                const result = (0, key_1.verifyCertificate)(key.certificate, timestamps, this.trustMaterial);
+                /* istanbul ignore next - no fixture */
+                if (containsDupes(result.scts)) {
+                    throw new error_1.VerificationError({
+                        code: 'CERTIFICATE_ERROR',
+                        message: 'duplicate SCT',
+                    });
+                }
+                if (result.scts.length < this.options.ctlogThreshold) {
+                    throw new error_1.VerificationError({
+                        code: 'CERTIFICATE_ERROR',
+                        message: `expected ${this.options.ctlogThreshold} SCTs, got ${result.scts.length}`,
+                    });
+                }
+                return result.signer;
+            }
+        }
+    }
+    // Checks that the tlog entries are valid for the supplied content
+    verifyTLogs({ signature: content, tlogEntries }) {
+        const entryIDs = [];
+        tlogEntries.forEach((entry) => {
+            (0, tlog_1.verifyTLogInclusion)(entry, this.trustMaterial.tlogs);
+            (0, tlog_1.verifyTLogBody)(entry, content);
+            entryIDs.push({
+                logID: entry.logId.keyId,
+                body: entry.canonicalizedBody,
+            });
+        });
+        // Check for duplicate entries so that repeated copies of a single entry
+        // cannot be counted more than once toward the threshold. Inclusion
+        // verification authenticates the log ID and body, but a proof does not
+        // authenticate the top-level log index.
+        if (containsDupes(entryIDs)) {
+            throw new error_1.VerificationError({
+                code: 'TLOG_ERROR',
+                message: 'duplicate tlog entry',
+            });
+        }
+        if (entryIDs.length < this.options.tlogThreshold) {
+            throw new error_1.VerificationError({
+                code: 'TLOG_ERROR',
+                message: `expected ${this.options.tlogThreshold} tlog entries, got ${entryIDs.length}`,
+            });
+        }
+    }
+    // Checks that the signature is valid for the supplied content
+    verifySignature(entity, signer) {
+        if (!entity.signature.verifySignature(signer.key)) {
+            throw new error_1.VerificationError({
+                code: 'SIGNATURE_ERROR',
+                message: 'signature verification failed',
+            });
+        }
+    }
+    verifyPolicy(policy, identity) {
+        // Check the subject alternative name of the signer matches the policy
+        /* istanbul ignore else */
+        if (policy.subjectAlternativeName) {
+            (0, policy_1.verifySubjectAlternativeName)(policy.subjectAlternativeName, identity.subjectAlternativeName);
+        }
+        // Check that the extensions of the signer match the policy
+        /* istanbul ignore else */
+        if (policy.extensions) {
+            (0, policy_1.verifyExtensions)(policy.extensions, identity.extensions);
+        }
+        // Check that the OIDs of the signer match the policy
+        /* istanbul ignore if */
+        if (policy.oids) {
+            (0, policy_1.verifyOIDs)(policy.oids, identity.oids);
+        }
+    }
+}
+exports.Verifier = Verifier;
+// Checks for duplicate items in the array. Objects are compared using
+// deep equality.
+function containsDupes(arr) {
+    for (let i = 0; i < arr.length; i++) {
+        for (let j = i + 1; j < arr.length; j++) {
+            if ((0, util_1.isDeepStrictEqual)(arr[i], arr[j])) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+
+/***/ }),
+
+/***/ 5178:
+/***/ ((module) => {
+
+const COMMA = ',';
+const COLON = ':';
+const LEFT_SQUARE_BRACKET = '[';
+const RIGHT_SQUARE_BRACKET = ']';
+const LEFT_CURLY_BRACKET = '{';
+const RIGHT_CURLY_BRACKET = '}';
+
+// Recursively encodes the supplied object according to the canonical JSON form
+// as specified at http://wiki.laptop.org/go/Canonical_JSON. It's a restricted
+// dialect of JSON in which keys are lexically sorted, floats are not allowed,
+// and only double quotes and backslashes are escaped.
+function canonicalize(object) {
+  const buffer = [];
+  if (typeof object === 'string') {
+    buffer.push(canonicalizeString(object));
+  } else if (typeof object === 'boolean') {
+    buffer.push(JSON.stringify(object));
+  } else if (Number.isInteger(object)) {
+    buffer.push(JSON.stringify(object));
+  } else if (object === null) {
+    buffer.push(JSON.stringify(object));
+  } else if (Array.isArray(object)) {
+    buffer.push(LEFT_SQUARE_BRACKET);
+    let first = true;
+    object.forEach((element) => {
+      if (!first) {
+        buffer.push(COMMA);
+      }
+      first = false;
+      buffer.push(canonicalize(element));
+    });
+    buffer.push(RIGHT_SQUARE_BRACKET);
+  } else if (typeof object === 'object') {
+    buffer.push(LEFT_CURLY_BRACKET);
+    let first = true;
+    Object.keys(object)
+      .sort()
+      .forEach((property) => {
+        if (!first) {
+          buffer.push(COMMA);
+        }
+        first = false;
+        buffer.push(canonicalizeString(property));
+        buffer.push(COLON);
+        buffer.push(canonicalize(object[property]));
+      });
+    buffer.push(RIGHT_CURLY_BRACKET);
+  } else {
+    throw new TypeError('cannot encode ' + object.toString());
+  }
+
+  return buffer.join('');
+}
+
+// String canonicalization consists of escaping backslash (\) and double
+// quote (") characters and wrapping the resulting string in double quotes.
+function canonicalizeString(string) {
+  const escapedString = string.replace(/\\/g, '\\\\').replace(/"/g, '\\"');
+  return '"' + escapedString + '"';
+}
+
+module.exports = {
+  canonicalize,
+};
+
+
+/***/ }),
+
+/***/ 8883:
+/***/ (function(__unused_webpack_module, exports, __nccwpck_require__) {
+
+
+var __importDefault = (this && this.__importDefault) || function (mod) {
+    return (mod && mod.__esModule) ? mod : { "default": mod };
+};
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.Signed = exports.MetadataKind = void 0;
+exports.isMetadataKind = isMetadataKind;
+const util_1 = __importDefault(__nccwpck_require__(9023));
+const error_1 = __nccwpck_require__(5494);
+const utils_1 = __nccwpck_require__(846);
+const SPECIFICATION_VERSION = ['1', '0', '31'];
+var MetadataKind;
+(function (MetadataKind) {
+    MetadataKind["Root"] = "root";
+    MetadataKind["Timestamp"] = "timestamp";
+    MetadataKind["Snapshot"] = "snapshot";
+    MetadataKind["Targets"] = "targets";
+})(MetadataKind || (exports.MetadataKind = MetadataKind = {}));
+function isMetadataKind(value) {
+    return (typeof value === 'string' &&
+        Object.values(MetadataKind).includes(value));
+}
+/***
+ * A base class for the signed part of TUF metadata.
+ *
+ * Objects with base class Signed are usually included in a ``Metadata`` object
+ * on the signed attribute. This class provides attributes and methods that
+ * are common for all TUF metadata types (roles).
+ */
+class Signed {
+    specVersion;
+    expires;
+    version;
+    unrecognizedFields;
+    constructor(options) {
+        this.specVersion = options.specVersion || SPECIFICATION_VERSION.join('.');
+        const specList = this.specVersion.split('.');
+        if (!(specList.length === 2 || specList.length === 3) ||
+            !specList.every((item) => isNumeric(item))) {
+            throw new error_1.ValueError('Failed to parse specVersion');
+        }
+        // major version must match
+        if (specList[0] != SPECIFICATION_VERSION[0]) {
+            throw new error_1.ValueError('Unsupported specVersion');
+        }
+        this.expires = options.expires;
+        this.version = options.version;
+        this.unrecognizedFields = options.unrecognizedFields || {};
+    }
+    equals(other) {
+        if (!(other instanceof Signed)) {
+            return false;
+        }
+        return (this.specVersion === other.specVersion &&
+            this.expires === other.expires &&
+            this.version === other.version &&
+            util_1.default.isDeepStrictEqual(this.unrecognizedFields, other.unrecognizedFields));
+    }
+    isExpired(referenceTime) {
+        if (!referenceTime) {
+            referenceTime = new Date();
+        }
+        return referenceTime >= new Date(this.expires);
+    }
+    static commonFieldsFromJSON(data) {
+        const { spec_version, expires, version, ...rest } = data;
+        if (!utils_1.guard.isDefined(spec_version)) {
+            throw new error_1.ValueError('spec_version is not defined');
+        }
+        else if (typeof spec_version !== 'string') {
+            throw new TypeError('spec_version must be a string');
+        }
+        if (!utils_1.guard.isDefined(expires)) {
+            throw new error_1.ValueError('expires is not defined');
+        }
+        else if (!(typeof expires === 'string')) {
+            throw new TypeError('expires must be a string');
+        }
+        else if (Number.isNaN(new Date(expires).getTime())) {
+            throw new error_1.ValueError('Failed to parse expires');
+        }
+        if (!utils_1.guard.isDefined(version)) {
+            throw new error_1.ValueError('version is not defined');
+        }
+        else if (!(typeof version === 'number')) {
+            throw new TypeError('version must be a number');
+        }
+        return {
+            specVersion: spec_version,
+            expires,
+            version,
+            unrecognizedFields: rest,
+        };
+    }
+}
+exports.Signed = Signed;
+function isNumeric(str) {
+    return !isNaN(Number(str));
+}
+
+
+/***/ }),
+
+/***/ 4727:
+/***/ (function(__unused_webpack_module, exports, __nccwpck_require__) {
+
+
+var __importDefault = (this && this.__importDefault) || function (mod) {
+    return (mod && mod.__esModule) ? mod : { "default": mod };
+};
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.Delegations = void 0;
+const util_1 = __importDefault(__nccwpck_require__(9023));
+const error_1 = __nccwpck_require__(5494);
+const key_1 = __nccwpck_require__(3343);
+const role_1 = __nccwpck_require__(5934);
+const utils_1 = __nccwpck_require__(846);
+/**
+ * A container object storing information about all delegations.
+ *
+ * Targets roles that are trusted to provide signed metadata files
+ * describing targets with designated pathnames and/or further delegations.
+ */
+class Delegations {
+    keys;
+    roles;
+    unrecognizedFields;
+    succinctRoles;
+    constructor(options) {
+        this.keys = options.keys;
+        this.unrecognizedFields = options.unrecognizedFields || {};
+        if (options.roles) {
+            if (Object.keys(options.roles).some((roleName) => role_1.TOP_LEVEL_ROLE_NAMES.includes(roleName))) {
+                throw new error_1.ValueError('Delegated role name conflicts with top-level role name');
+            }
+        }
+        this.succinctRoles = options.succinctRoles;
+        this.roles = options.roles;
+    }
+    equals(other) {
+        if (!(other instanceof Delegations)) {
+            return false;
+        }
+        return (util_1.default.isDeepStrictEqual(this.keys, other.keys) &&
+            util_1.default.isDeepStrictEqual(this.roles, other.roles) &&
+            util_1.default.isDeepStrictEqual(this.unrecognizedFields, other.unrecognizedFields) &&
+            util_1.default.isDeepStrictEqual(this.succinctRoles, other.succinctRoles));
+    }
+    *rolesForTarget(targetPath) {
+        if (this.roles) {
+            for (const role of Object.values(this.roles)) {
+                if (role.isDelegatedPath(targetPath)) {
+                    yield { role: role.name, terminating: role.terminating };
+                }
+            }
+        }
+        else if (this.succinctRoles) {
+            yield {
+                role: this.succinctRoles.getRoleForTarget(targetPath),
+                terminating: true,
+            };
+        }
+    }
+    toJSON() {
+        const json = {
+            keys: keysToJSON(this.keys),
+            ...this.unrecognizedFields,
+        };
+        if (this.roles) {
+            json.roles = rolesToJSON(this.roles);
+        }
+        else if (this.succinctRoles) {
+            json.succinct_roles = this.succinctRoles.toJSON();
+        }
+        return json;
+    }
+    static fromJSON(data) {
+        const { keys, roles, succinct_roles, ...unrecognizedFields } = data;
+        let succinctRoles;
+        if (utils_1.guard.isObject(succinct_roles)) {
+            succinctRoles = role_1.SuccinctRoles.fromJSON(succinct_roles);
+        }
+        return new Delegations({
+            keys: keysFromJSON(keys),
+            roles: rolesFromJSON(roles),
+            unrecognizedFields,
+            succinctRoles,
+        });
+    }
+}
+exports.Delegations = Delegations;
+function keysToJSON(keys) {
+    return Object.entries(keys).reduce((acc, [keyId, key]) => ({
+        ...acc,
+        [keyId]: key.toJSON(),
+    }), {});
+}
+function rolesToJSON(roles) {
+    return Object.values(roles).map((role) => role.toJSON());
+}
+function keysFromJSON(data) {
+    if (!utils_1.guard.isObjectRecord(data)) {
+        throw new TypeError('keys is malformed');
+    }
+    return Object.entries(data).reduce((acc, [keyID, keyData]) => ({
+        ...acc,
+        [keyID]: key_1.Key.fromJSON(keyID, keyData),
+    }), {});
+}
+function rolesFromJSON(data) {
+    let roleMap;
+    if (utils_1.guard.isDefined(data)) {
+        if (!utils_1.guard.isObjectArray(data)) {
+            throw new TypeError('roles is malformed');
+        }
+        roleMap = data.reduce((acc, role) => {
+            const delegatedRole = role_1.DelegatedRole.fromJSON(role);
+            if (Object.hasOwn(acc, delegatedRole.name)) {
+                throw new error_1.ValueError(`duplicate delegated role: ${delegatedRole.name}`);
+            }
+            return {
+                ...acc,
+                [delegatedRole.name]: delegatedRole,
+            };
+        }, {});
+    }
+    return roleMap;
+}
+
+
+/***/ }),
+
+/***/ 5494:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.UnsupportedAlgorithmError = exports.CryptoError = exports.LengthOrHashMismatchError = exports.UnsignedMetadataError = exports.RepositoryError = exports.ValueError = void 0;
+// An error about insufficient values
+class ValueError extends Error {
+}
+exports.ValueError = ValueError;
+// An error with a repository's state, such as a missing file.
+// It covers all exceptions that come from the repository side when
+// looking from the perspective of users of metadata API or ngclient.
+class RepositoryError extends Error {
+}
+exports.RepositoryError = RepositoryError;
+// An error about metadata object with insufficient threshold of signatures.
+class UnsignedMetadataError extends RepositoryError {
+}
+exports.UnsignedMetadataError = UnsignedMetadataError;
+// An error while checking the length and hash values of an object.
+class LengthOrHashMismatchError extends RepositoryError {
+}
+exports.LengthOrHashMismatchError = LengthOrHashMismatchError;
+class CryptoError extends Error {
+}
+exports.CryptoError = CryptoError;
+class UnsupportedAlgorithmError extends CryptoError {
+}
+exports.UnsupportedAlgorithmError = UnsupportedAlgorithmError;
+
+
+/***/ }),
+
+/***/ 6708:
+/***/ (function(__unused_webpack_module, exports, __nccwpck_require__) {
+
+
+var __importDefault = (this && this.__importDefault) || function (mod) {
+    return (mod && mod.__esModule) ? mod : { "default": mod };
+};
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.TargetFile = exports.MetaFile = void 0;
+const crypto_1 = __importDefault(__nccwpck_require__(6982));
+const util_1 = __importDefault(__nccwpck_require__(9023));
+const error_1 = __nccwpck_require__(5494);
+const utils_1 = __nccwpck_require__(846);
+// A container with information about a particular metadata file.
+//
+// This class is used for Timestamp and Snapshot metadata.
+class MetaFile {
+    version;
+    length;
+    hashes;
+    unrecognizedFields;
+    constructor(opts) {
+        if (opts.version <= 0) {
+            throw new error_1.ValueError('Metafile version must be at least 1');
+        }
+        if (opts.length !== undefined) {
+            validateLength(opts.length);
+        }
+        this.version = opts.version;
+        this.length = opts.length;
+        this.hashes = opts.hashes;
+        this.unrecognizedFields = opts.unrecognizedFields || {};
+    }
+    equals(other) {
+        if (!(other instanceof MetaFile)) {
+            return false;
+        }
+        return (this.version === other.version &&
+            this.length === other.length &&
+            util_1.default.isDeepStrictEqual(this.hashes, other.hashes) &&
+            util_1.default.isDeepStrictEqual(this.unrecognizedFields, other.unrecognizedFields));
+    }
+    verify(data) {
+        // Verifies that the given data matches the expected length.
+        if (this.length !== undefined) {
+            if (data.length !== this.length) {
+                throw new error_1.LengthOrHashMismatchError(`Expected length ${this.length} but got ${data.length}`);
+            }
+        }
+        // Verifies that the given data matches the supplied hashes.
+        if (this.hashes) {
+            Object.entries(this.hashes).forEach(([key, value]) => {
+                let hash;
+                try {
+                    hash = crypto_1.default.createHash(key);
+                }
+                catch (e) {
+                    throw new error_1.LengthOrHashMismatchError(`Hash algorithm ${key} not supported`);
+                }
+                const observedHash = hash.update(data).digest('hex');
+                if (observedHash !== value) {
+                    throw new error_1.LengthOrHashMismatchError(`Expected hash ${value} but got ${observedHash}`);
+                }
+            });
+        }
+    }
+    toJSON() {
+        const json = {
+            version: this.version,
+            ...this.unrecognizedFields,
+        };
+        if (this.length !== undefined) {
+            json.length = this.length;
+        }
+        if (this.hashes) {
+            json.hashes = this.hashes;
+        }
+        return json;
+    }
+    static fromJSON(data) {
+        const { version, length, hashes, ...rest } = data;
+        if (typeof version !== 'number') {
+            throw new TypeError('version must be a number');
+        }
+        if (utils_1.guard.isDefined(length) && typeof length !== 'number') {
+            throw new TypeError('length must be a number');
+        }
+        if (utils_1.guard.isDefined(hashes) && !utils_1.guard.isStringRecord(hashes)) {
+            throw new TypeError('hashes must be string keys and values');
+        }
+        return new MetaFile({
+            version,
+            length,
+            hashes,
+            unrecognizedFields: rest,
+        });
+    }
+}
+exports.MetaFile = MetaFile;
+// Container for info about a particular target file.
+//
+// This class is used for Target metadata.
+class TargetFile {
+    length;
+    path;
+    hashes;
+    unrecognizedFields;
+    constructor(opts) {
+        validateLength(opts.length);
+        this.length = opts.length;
+        this.path = opts.path;
+        this.hashes = opts.hashes;
+        this.unrecognizedFields = opts.unrecognizedFields || {};
+    }
+    get custom() {
+        const custom = this.unrecognizedFields['custom'];
+        if (!custom || Array.isArray(custom) || !(typeof custom === 'object')) {
+            return {};
+        }
+        return custom;
+    }
+    equals(other) {
+        if (!(other instanceof TargetFile)) {
+            return false;
+        }
+        return (this.length === other.length &&
+            this.path === other.path &&
+            util_1.default.isDeepStrictEqual(this.hashes, other.hashes) &&
+            util_1.default.isDeepStrictEqual(this.unrecognizedFields, other.unrecognizedFields));
+    }
+    async verify(stream) {
+        let observedLength = 0;
+        // Create a digest for each hash algorithm
+        const digests = Object.keys(this.hashes).reduce((acc, key) => {
+            try {
+                acc[key] = crypto_1.default.createHash(key);
+            }
+            catch (e) {
+                throw new error_1.LengthOrHashMismatchError(`Hash algorithm ${key} not supported`);
+            }
+            return acc;
+        }, {});
+        // Read stream chunk by chunk
+        for await (const chunk of stream) {
+            // Keep running tally of stream length
+            observedLength += chunk.length;
+            // Append chunk to each digest
+            Object.values(digests).forEach((digest) => {
+                digest.update(chunk);
+            });
+        }
+        // Verify length matches expected value
+        if (observedLength !== this.length) {
+            throw new error_1.LengthOrHashMismatchError(`Expected length ${this.length} but got ${observedLength}`);
+        }
+        // Verify each digest matches expected value
+        Object.entries(digests).forEach(([key, value]) => {
+            const expected = this.hashes[key];
+            const actual = value.digest('hex');
+            if (actual !== expected) {
+                throw new error_1.LengthOrHashMismatchError(`Expected hash ${expected} but got ${actual}`);
+            }
+        });
+    }
+    toJSON() {
+        return {
+            length: this.length,
+            hashes: this.hashes,
+            ...this.unrecognizedFields,
+        };
+    }
+    static fromJSON(path, data) {
+        const { length, hashes, ...rest } = data;
+        if (typeof length !== 'number') {
+            throw new TypeError('length must be a number');
+        }
+        if (!utils_1.guard.isStringRecord(hashes)) {
+            throw new TypeError('hashes must have string keys and values');
+        }
+        return new TargetFile({
+            length,
+            path,
+            hashes,
+            unrecognizedFields: rest,
+        });
+    }
+}
+exports.TargetFile = TargetFile;
+// Check that supplied length if valid
+function validateLength(length) {
+    if (length < 0) {
+        throw new error_1.ValueError('Length must be at least 0');
+    }
+}
+
+
+/***/ }),
+
+/***/ 8908:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.Timestamp = exports.Targets = exports.Snapshot = exports.Signature = exports.Root = exports.Metadata = exports.Key = exports.TargetFile = exports.MetaFile = exports.ValueError = exports.MetadataKind = void 0;
+var base_1 = __nccwpck_require__(8883);
+Object.defineProperty(exports, "MetadataKind", ({ enumerable: true, get: function () { return base_1.MetadataKind; } }));
+var error_1 = __nccwpck_require__(5494);
+Object.defineProperty(exports, "ValueError", ({ enumerable: true, get: function () { return error_1.ValueError; } }));
+var file_1 = __nccwpck_require__(6708);
+Object.defineProperty(exports, "MetaFile", ({ enumerable: true, get: function () { return file_1.MetaFile; } }));
+Object.defineProperty(exports, "TargetFile", ({ enumerable: true, get: function () { return file_1.TargetFile; } }));
+var key_1 = __nccwpck_require__(3343);
+Object.defineProperty(exports, "Key", ({ enumerable: true, get: function () { return key_1.Key; } }));
+var metadata_1 = __nccwpck_require__(6555);
+Object.defineProperty(exports, "Metadata", ({ enumerable: true, get: function () { return metadata_1.Metadata; } }));
+var root_1 = __nccwpck_require__(8946);
+Object.defineProperty(exports, "Root", ({ enumerable: true, get: function () { return root_1.Root; } }));
+var signature_1 = __nccwpck_require__(874);
+Object.defineProperty(exports, "Signature", ({ enumerable: true, get: function () { return signature_1.Signature; } }));
+var snapshot_1 = __nccwpck_require__(9386);
+Object.defineProperty(exports, "Snapshot", ({ enumerable: true, get: function () { return snapshot_1.Snapshot; } }));
+var targets_1 = __nccwpck_require__(6150);
+Object.defineProperty(exports, "Targets", ({ enumerable: true, get: function () { return targets_1.Targets; } }));
+var timestamp_1 = __nccwpck_require__(1796);
+Object.defineProperty(exports, "Timestamp", ({ enumerable: true, get: function () { return timestamp_1.Timestamp; } }));
+
+
+/***/ }),
+
+/***/ 3343:
+/***/ (function(__unused_webpack_module, exports, __nccwpck_require__) {
+
+
+var __importDefault = (this && this.__importDefault) || function (mod) {
+    return (mod && mod.__esModule) ? mod : { "default": mod };
+};
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.Key = void 0;
+const util_1 = __importDefault(__nccwpck_require__(9023));
+const error_1 = __nccwpck_require__(5494);
+const utils_1 = __nccwpck_require__(846);
+const key_1 = __nccwpck_require__(6361);
+// A container class representing the public portion of a Key.
+class Key {
+    keyID;
+    keyType;
+    scheme;
+    keyVal;
+    unrecognizedFields;
+    constructor(options) {
+        const { keyID, keyType, scheme, keyVal, unrecognizedFields } = options;
+        this.keyID = keyID;
+        this.keyType = keyType;
+        this.scheme = scheme;
+        this.keyVal = keyVal;
+        this.unrecognizedFields = unrecognizedFields || {};
+    }
+    // Verifies the that the metadata.signatures contains a signature made with
+    // this key and is correctly signed.
+    verifySignature(metadata) {
+        const signature = metadata.signatures[this.keyID];
+        if (!signature)
+            throw new error_1.UnsignedMetadataError('no signature for key found in metadata');
+        if (!this.keyVal.public)
+            throw new error_1.UnsignedMetadataError('no public key found');
+        const publicKey = (0, key_1.getPublicKey)({
+            keyType: this.keyType,
+            scheme: this.scheme,
+            keyVal: this.keyVal.public,
+        });
+        const signedData = metadata.signed.toJSON();
+        try {
+            if (!utils_1.crypto.verifySignature(signedData, publicKey, signature.sig)) {
+                throw new error_1.UnsignedMetadataError(`failed to verify ${this.keyID} signature`);
+            }
+        }
+        catch (error) {
+            if (error instanceof error_1.UnsignedMetadataError) {
+                throw error;
+            }
+            throw new error_1.UnsignedMetadataError(`failed to verify ${this.keyID} signature`);
+        }
+    }
+    equals(other) {
+        if (!(other instanceof Key)) {
+            return false;
+        }
+        return (this.keyID === other.keyID &&
+            this.keyType === other.keyType &&
+            this.scheme === other.scheme &&
+            util_1.default.isDeepStrictEqual(this.keyVal, other.keyVal) &&
+            util_1.default.isDeepStrictEqual(this.unrecognizedFields, other.unrecognizedFields));
+    }
+    toJSON() {
+        return {
+            keytype: this.keyType,
+            scheme: this.scheme,
+            keyval: this.keyVal,
+            ...this.unrecognizedFields,
+        };
+    }
+    static fromJSON(keyID, data) {
+        const { keytype, scheme, keyval, ...rest } = data;
+        if (typeof keytype !== 'string') {
+            throw new TypeError('keytype must be a string');
+        }
+        if (typeof scheme !== 'string') {
+            throw new TypeError('scheme must be a string');
+        }
+        if (!utils_1.guard.isStringRecord(keyval)) {
+            throw new TypeError('keyval must be a string record');
+        }
+        return new Key({
+            keyID,
+            keyType: keytype,
+            scheme,
+            keyVal: keyval,
+            unrecognizedFields: rest,
+        });
+    }
+}
+exports.Key = Key;
+
+
+/***/ }),
+
+/***/ 6555:
+/***/ (function(__unused_webpack_module, exports, __nccwpck_require__) {
+
+
+var __importDefault = (this && this.__importDefault) || function (mod) {
+    return (mod && mod.__esModule) ? mod : { "default": mod };
+};
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.Metadata = void 0;
+const canonical_json_1 = __nccwpck_require__(5178);
+const util_1 = __importDefault(__nccwpck_require__(9023));
+const base_1 = __nccwpck_require__(8883);
+const error_1 = __nccwpck_require__(5494);
+const root_1 = __nccwpck_require__(8946);
+const signature_1 = __nccwpck_require__(874);
+const snapshot_1 = __nccwpck_require__(9386);
+const targets_1 = __nccwpck_require__(6150);
+const timestamp_1 = __nccwpck_require__(1796);
+const utils_1 = __nccwpck_require__(846);
+/***
+ * A container for signed TUF metadata.
+ *
+ * Provides methods to convert to and from json, read and write to and
+ * from JSON and to create and verify metadata signatures.
+ *
+ * ``Metadata[T]`` is a generic container type where T can be any one type of
+ * [``Root``, ``Timestamp``, ``Snapshot``, ``Targets``]. The purpose of this
+ * is to allow static type checking of the signed attribute in code using
+ * Metadata::
+ *
+ * root_md = Metadata[Root].fromJSON("root.json")
+ * # root_md type is now Metadata[Root]. This means signed and its
+ * # attributes like consistent_snapshot are now statically typed and the
+ * # types can be verified by static type checkers and shown by IDEs
+ *
+ * Using a type constraint is not required but not doing so means T is not a
+ * specific type so static typing cannot happen. Note that the type constraint
+ * ``[Root]`` is not validated at runtime (as pure annotations are not available
+ * then).
+ *
+ * Apart from ``expires`` all of the arguments to the inner constructors have
+ * reasonable default values for new metadata.
+ */
+class Metadata {
+    signed;
+    signatures;
+    unrecognizedFields;
+    constructor(signed, signatures, unrecognizedFields) {
+        this.signed = signed;
+        this.signatures = signatures || {};
+        this.unrecognizedFields = unrecognizedFields || {};
+    }
+    sign(signer, append = true) {
+        const bytes = Buffer.from((0, canonical_json_1.canonicalize)(this.signed.toJSON()));
+        const signature = signer(bytes);
+        if (!append) {
+            this.signatures = {};
+        }
+        this.signatures[signature.keyID] = signature;
+    }
+    verifyDelegate(delegatedRole, delegatedMetadata) {
+        let role;
+        let keys = {};
+        switch (this.signed.type) {
+            case base_1.MetadataKind.Root:
+                keys = this.signed.keys;
+                role = this.signed.roles[delegatedRole];
+                break;
+            case base_1.MetadataKind.Targets:
+                if (!this.signed.delegations) {
+                    throw new error_1.ValueError(`No delegations found for ${delegatedRole}`);
+                }
+                keys = this.signed.delegations.keys;
+                if (this.signed.delegations.roles) {
+                    role = this.signed.delegations.roles[delegatedRole];
+                }
+                else if (this.signed.delegations.succinctRoles) {
+                    if (this.signed.delegations.succinctRoles.isDelegatedRole(delegatedRole)) {
+                        role = this.signed.delegations.succinctRoles;
+                    }
+                }
+                break;
+            default:
+                throw new TypeError('invalid metadata type');
+        }
+        if (!role) {
+            throw new error_1.ValueError(`no delegation found for ${delegatedRole}`);
+        }
+        const signingKeys = new Set();
+        role.keyIDs.forEach((keyID) => {
+            const key = keys[keyID];
+            // If we dont' have the key, continue checking other keys
+            if (!key) {
+                return;
+            }
+            try {
+                key.verifySignature(delegatedMetadata);
+                signingKeys.add(key.keyID);
+            }
+            catch (error) {
+                // continue
+            }
+        });
+        if (signingKeys.size < role.threshold) {
+            throw new error_1.UnsignedMetadataError(`${delegatedRole} was signed by ${signingKeys.size}/${role.threshold} keys`);
+        }
+    }
+    equals(other) {
+        if (!(other instanceof Metadata)) {
+            return false;
+        }
+        return (
+        // eslint-disable-next-line @typescript-eslint/no-unsafe-argument
+        this.signed.equals(other.signed) &&
+            util_1.default.isDeepStrictEqual(this.signatures, other.signatures) &&
+            util_1.default.isDeepStrictEqual(this.unrecognizedFields, other.unrecognizedFields));
+    }
+    toJSON() {
+        const signatures = Object.values(this.signatures).map((signature) => {
+            return signature.toJSON();
+        });
+        return {
+            signatures,
+            signed: this.signed.toJSON(),
+            ...this.unrecognizedFields,
+        };
+    }
+    static fromJSON(type, data) {
+        const { signed, signatures, ...rest } = data;
+        if (!utils_1.guard.isDefined(signed) || !utils_1.guard.isObject(signed)) {
+            throw new TypeError('signed is not defined');
+        }
+        if (type !== signed._type) {
+            throw new error_1.ValueError(`expected '${type}', got ${signed['_type']}`);
+        }
+        if (!utils_1.guard.isObjectArray(signatures)) {
+            throw new TypeError('signatures is not an array');
+        }
+        let signedObj;
+        switch (type) {
+            case base_1.MetadataKind.Root:
+                signedObj = root_1.Root.fromJSON(signed);
+                break;
+            case base_1.MetadataKind.Timestamp:
+                signedObj = timestamp_1.Timestamp.fromJSON(signed);
+                break;
+            case base_1.MetadataKind.Snapshot:
+                signedObj = snapshot_1.Snapshot.fromJSON(signed);
+                break;
+            case base_1.MetadataKind.Targets:
+                signedObj = targets_1.Targets.fromJSON(signed);
+                break;
+            default:
+                throw new TypeError('invalid metadata type');
+        }
+        const sigMap = {};
+        // Ensure that each signature is unique
+        signatures.forEach((sigData) => {
+            const sig = signature_1.Signature.fromJSON(sigData);
+            if (sigMap[sig.keyID]) {
+                throw new error_1.ValueError(`multiple signatures found for keyid: ${sig.keyID}`);
+            }
+            sigMap[sig.keyID] = sig;
+        });
+        return new Metadata(signedObj, sigMap, rest);
+    }
+}
+exports.Metadata = Metadata;
+
+
+/***/ }),
+
+/***/ 5934:
+/***/ (function(__unused_webpack_module, exports, __nccwpck_require__) {
+
+
+var __importDefault = (this && this.__importDefault) || function (mod) {
+    return (mod && mod.__esModule) ? mod : { "default": mod };
+};
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.SuccinctRoles = exports.DelegatedRole = exports.Role = exports.TOP_LEVEL_ROLE_NAMES = void 0;
+const crypto_1 = __importDefault(__nccwpck_require__(6982));
+const minimatch_1 = __nccwpck_require__(1956);
+const util_1 = __importDefault(__nccwpck_require__(9023));
+const error_1 = __nccwpck_require__(5494);
+const utils_1 = __nccwpck_require__(846);
+exports.TOP_LEVEL_ROLE_NAMES = [
+    'root',
+    'targets',
+    'snapshot',
+    'timestamp',
+];
+/**
+ * Container that defines which keys are required to sign roles metadata.
+ *
+ * Role defines how many keys are required to successfully sign the roles
+ * metadata, and which keys are accepted.
+ */
+class Role {
+    keyIDs;
+    threshold;
+    unrecognizedFields;
+    constructor(options) {
+        const { keyIDs, threshold, unrecognizedFields } = options;
+        if (hasDuplicates(keyIDs)) {
+            throw new error_1.ValueError('duplicate key IDs found');
+        }
+        if (threshold < 1) {
+            throw new error_1.ValueError('threshold must be at least 1');
+        }
+        this.keyIDs = keyIDs;
+        this.threshold = threshold;
+        this.unrecognizedFields = unrecognizedFields || {};
+    }
+    equals(other) {
+        if (!(other instanceof Role)) {
+            return false;
+        }
+        return (this.threshold === other.threshold &&
+            util_1.default.isDeepStrictEqual(this.keyIDs, other.keyIDs) &&
+            util_1.default.isDeepStrictEqual(this.unrecognizedFields, other.unrecognizedFields));
+    }
+    toJSON() {
+        return {
+            keyids: this.keyIDs,
+            threshold: this.threshold,
+            ...this.unrecognizedFields,
+        };
+    }
+    static fromJSON(data) {
+        const { keyids, threshold, ...rest } = data;
+        if (!utils_1.guard.isStringArray(keyids)) {
+            throw new TypeError('keyids must be an array');
+        }
+        if (typeof threshold !== 'number') {
+            throw new TypeError('threshold must be a number');
+        }
+        return new Role({
+            keyIDs: keyids,
+            threshold,
+            unrecognizedFields: rest,
+        });
+    }
+}
+exports.Role = Role;
+function hasDuplicates(array) {
+    return new Set(array).size !== array.length;
+}
+/**
+ * A container with information about a delegated role.
+ *
+ * A delegation can happen in two ways:
+ *   - ``paths`` is set: delegates targets matching any path pattern in ``paths``
+ *   - ``pathHashPrefixes`` is set: delegates targets whose target path hash
+ *      starts with any of the prefixes in ``pathHashPrefixes``
+ *
+ *   ``paths`` and ``pathHashPrefixes`` are mutually exclusive: both cannot be
+ *   set, at least one of them must be set.
+ */
+class DelegatedRole extends Role {
+    name;
+    terminating;
+    paths;
+    pathHashPrefixes;
+    constructor(opts) {
+        super(opts);
+        const { name, terminating, paths, pathHashPrefixes } = opts;
+        this.name = name;
+        this.terminating = terminating;
+        if (opts.paths && opts.pathHashPrefixes) {
+            throw new error_1.ValueError('paths and pathHashPrefixes are mutually exclusive');
+        }
+        this.paths = paths;
+        this.pathHashPrefixes = pathHashPrefixes;
+    }
+    equals(other) {
+        if (!(other instanceof DelegatedRole)) {
+            return false;
+        }
+        return (super.equals(other) &&
+            this.name === other.name &&
+            this.terminating === other.terminating &&
+            util_1.default.isDeepStrictEqual(this.paths, other.paths) &&
+            util_1.default.isDeepStrictEqual(this.pathHashPrefixes, other.pathHashPrefixes));
+    }
+    isDelegatedPath(targetFilepath) {
+        if (this.paths) {
+            return this.paths.some((pathPattern) => isTargetInPathPattern(targetFilepath, pathPattern));
+        }
+        if (this.pathHashPrefixes) {
+            const hasher = crypto_1.default.createHash('sha256');
+            const pathHash = hasher.update(targetFilepath).digest('hex');
+            return this.pathHashPrefixes.some((pathHashPrefix) => pathHash.startsWith(pathHashPrefix));
+        }
+        return false;
+    }
+    toJSON() {
+        const json = {
+            ...super.toJSON(),
+            name: this.name,
+            terminating: this.terminating,
+        };
+        if (this.paths) {
+            json.paths = this.paths;
+        }
+        if (this.pathHashPrefixes) {
+            json.path_hash_prefixes = this.pathHashPrefixes;
+        }
+        return json;
+    }
+    static fromJSON(data) {
+        const { keyids, threshold, name, terminating, paths, path_hash_prefixes, ...rest } = data;
+        if (!utils_1.guard.isStringArray(keyids)) {
+            throw new TypeError('keyids must be an array of strings');
+        }
+        if (typeof threshold !== 'number') {
+            throw new TypeError('threshold must be a number');
+        }
+        if (typeof name !== 'string') {
+            throw new TypeError('name must be a string');
+        }
+        if (typeof terminating !== 'boolean') {
+            throw new TypeError('terminating must be a boolean');
+        }
+        if (utils_1.guard.isDefined(paths) && !utils_1.guard.isStringArray(paths)) {
+            throw new TypeError('paths must be an array of strings');
+        }
+        if (utils_1.guard.isDefined(path_hash_prefixes) &&
+            !utils_1.guard.isStringArray(path_hash_prefixes)) {
+            throw new TypeError('path_hash_prefixes must be an array of strings');
+        }
+        return new DelegatedRole({
+            keyIDs: keyids,
+            threshold,
+            name,
+            terminating,
+            paths,
+            pathHashPrefixes: path_hash_prefixes,
+            unrecognizedFields: rest,
+        });
+    }
+}
+exports.DelegatedRole = DelegatedRole;
+// JS version of Ruby's Array#zip
+const zip = (a, b) => a.map((k, i) => [k, b[i]]);
+function isTargetInPathPattern(target, pattern) {
+    const targetParts = target.split('/');
+    const patternParts = pattern.split('/');
+    if (patternParts.length != targetParts.length) {
+        return false;
+    }
+    return zip(targetParts, patternParts).every(([targetPart, patternPart]) => (0, minimatch_1.minimatch)(targetPart, patternPart));
+}
+/**
+ * Succinctly defines a hash bin delegation graph.
+ *
+ * A ``SuccinctRoles`` object describes a delegation graph that covers all
+ * targets, distributing them uniformly over the delegated roles (i.e. bins)
+ * in the graph.
+ *
+ * The total number of bins is 2 to the power of the passed ``bit_length``.
+ *
+ * Bin names are the concatenation of the passed ``name_prefix`` and a
+ * zero-padded hex representation of the bin index separated by a hyphen.
+ *
+ * The passed ``keyids`` and ``threshold`` is used for each bin, and each bin
+ * is 'terminating'.
+ *
+ * For details: https://github.com/theupdateframework/taps/blob/master/tap15.md
+ */
+class SuccinctRoles extends Role {
+    bitLength;
+    namePrefix;
+    numberOfBins;
+    suffixLen;
+    constructor(opts) {
+        super(opts);
+        const { bitLength, namePrefix } = opts;
+        if (bitLength <= 0 || bitLength > 32) {
+            throw new error_1.ValueError('bitLength must be between 1 and 32');
+        }
+        this.bitLength = bitLength;
+        this.namePrefix = namePrefix;
+        // Calculate the suffix_len value based on the total number of bins in
+        // hex. If bit_length = 10 then number_of_bins = 1024 or bin names will
+        // have a suffix between "000" and "3ff" in hex and suffix_len will be 3
+        // meaning the third bin will have a suffix of "003".
+        this.numberOfBins = Math.pow(2, bitLength);
+        // suffix_len is calculated based on "number_of_bins - 1" as the name
+        // of the last bin contains the number "number_of_bins -1" as a suffix.
+        this.suffixLen = (this.numberOfBins - 1).toString(16).length;
+    }
+    equals(other) {
+        if (!(other instanceof SuccinctRoles)) {
+            return false;
+        }
+        return (super.equals(other) &&
+            this.bitLength === other.bitLength &&
+            this.namePrefix === other.namePrefix);
+    }
+    /***
+     * Calculates the name of the delegated role responsible for 'target_filepath'.
+     *
+     * The target at path ''target_filepath' is assigned to a bin by casting
+     * the left-most 'bit_length' of bits of the file path hash digest to
+     * int, using it as bin index between 0 and '2**bit_length - 1'.
+     *
+     * Args:
+     *  target_filepath: URL path to a target file, relative to a base
+     *  targets URL.
+     */
+    getRoleForTarget(targetFilepath) {
+        const hasher = crypto_1.default.createHash('sha256');
+        const hasherBuffer = hasher.update(targetFilepath).digest();
+        // can't ever need more than 4 bytes (32 bits).
+        const hashBytes = hasherBuffer.subarray(0, 4);
+        // Right shift hash bytes, so that we only have the leftmost
+        // bit_length bits that we care about.
+        const shiftValue = 32 - this.bitLength;
+        const binNumber = hashBytes.readUInt32BE() >>> shiftValue;
+        // Add zero padding if necessary and cast to hex the suffix.
+        const suffix = binNumber.toString(16).padStart(this.suffixLen, '0');
+        return `${this.namePrefix}-${suffix}`;
+    }
+    *getRoles() {
+        for (let i = 0; i < this.numberOfBins; i++) {
+            const suffix = i.toString(16).padStart(this.suffixLen, '0');
+            yield `${this.namePrefix}-${suffix}`;
+        }
+    }
+    /***
+     * Determines whether the given ``role_name`` is in one of
+     * the delegated roles that ``SuccinctRoles`` represents.
+     *
+     * Args:
+     *  role_name: The name of the role to check against.
+     */
+    isDelegatedRole(roleName) {
+        const desiredPrefix = this.namePrefix + '-';
+        if (!roleName.startsWith(desiredPrefix)) {
+            return false;
+        }
+        const suffix = roleName.slice(desiredPrefix.length, roleName.length);
+        if (suffix.length != this.suffixLen) {
+            return false;
+        }
+        // make sure the suffix is a hex string
+        if (!suffix.match(/^[0-9a-fA-F]+$/)) {
+            return false;
+        }
+        const num = parseInt(suffix, 16);
+        return 0 <= num && num < this.numberOfBins;
+    }
+    toJSON() {
+        const json = {
+            ...super.toJSON(),
+            bit_length: this.bitLength,
+            name_prefix: this.namePrefix,
+        };
+        return json;
+    }
+    static fromJSON(data) {
+        const { keyids, threshold, bit_length, name_prefix, ...rest } = data;
+        if (!utils_1.guard.isStringArray(keyids)) {
+            throw new TypeError('keyids must be an array of strings');
+        }
+        if (typeof threshold !== 'number') {
+            throw new TypeError('threshold must be a number');
+        }
+        if (typeof bit_length !== 'number') {
+            throw new TypeError('bit_length must be a number');
+        }
+        if (typeof name_prefix !== 'string') {
+            throw new TypeError('name_prefix must be a string');
+        }
+        return new SuccinctRoles({
+            keyIDs: keyids,
+            threshold,
+            bitLength: bit_length,
+            namePrefix: name_prefix,
+            unrecognizedFields: rest,
+        });
+    }
+}
+exports.SuccinctRoles = SuccinctRoles;
+
+
+/***/ }),
+
+/***/ 8946:
+/***/ (function(__unused_webpack_module, exports, __nccwpck_require__) {
+
+
+var __importDefault = (this && this.__importDefault) || function (mod) {
+    return (mod && mod.__esModule) ? mod : { "default": mod };
+};
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.Root = void 0;
+const util_1 = __importDefault(__nccwpck_require__(9023));
+const base_1 = __nccwpck_require__(8883);
+const error_1 = __nccwpck_require__(5494);
+const key_1 = __nccwpck_require__(3343);
+const role_1 = __nccwpck_require__(5934);
+const utils_1 = __nccwpck_require__(846);
+/**
+ * A container for the signed part of root metadata.
+ *
+ * The top-level role and metadata file signed by the root keys.
+ * This role specifies trusted keys for all other top-level roles, which may further delegate trust.
+ */
+class Root extends base_1.Signed {
+    type = base_1.MetadataKind.Root;
+    keys;
+    roles;
+    consistentSnapshot;
+    constructor(options) {
+        super(options);
+        this.keys = options.keys || {};
+        this.consistentSnapshot = options.consistentSnapshot ?? true;
+        if (!options.roles) {
+            this.roles = role_1.TOP_LEVEL_ROLE_NAMES.reduce((acc, role) => ({
+                ...acc,
+                [role]: new role_1.Role({ keyIDs: [], threshold: 1 }),
+            }), {});
+        }
+        else {
+            const roleNames = new Set(Object.keys(options.roles));
+            if (!role_1.TOP_LEVEL_ROLE_NAMES.every((role) => roleNames.has(role))) {
+                throw new error_1.ValueError('missing top-level role');
+            }
+            this.roles = options.roles;
+        }
+    }
+    addKey(key, role) {
+        if (!this.roles[role]) {
+            throw new error_1.ValueError(`role ${role} does not exist`);
+        }
+        if (!this.roles[role].keyIDs.includes(key.keyID)) {
+            this.roles[role].keyIDs.push(key.keyID);
+        }
+        this.keys[key.keyID] = key;
+    }
+    equals(other) {
+        if (!(other instanceof Root)) {
+            return false;
+        }
+        return (super.equals(other) &&
+            this.consistentSnapshot === other.consistentSnapshot &&
+            util_1.default.isDeepStrictEqual(this.keys, other.keys) &&
+            util_1.default.isDeepStrictEqual(this.roles, other.roles));
+    }
+    toJSON() {
+        return {
+            _type: this.type,
+            spec_version: this.specVersion,
+            version: this.version,
+            expires: this.expires,
+            keys: keysToJSON(this.keys),
+            roles: rolesToJSON(this.roles),
+            consistent_snapshot: this.consistentSnapshot,
+            ...this.unrecognizedFields,
+        };
+    }
+    static fromJSON(data) {
+        const { unrecognizedFields, ...commonFields } = base_1.Signed.commonFieldsFromJSON(data);
+        const { keys, roles, consistent_snapshot, ...rest } = unrecognizedFields;
+        if (typeof consistent_snapshot !== 'boolean') {
+            throw new TypeError('consistent_snapshot must be a boolean');
+        }
+        return new Root({
+            ...commonFields,
+            keys: keysFromJSON(keys),
+            roles: rolesFromJSON(roles),
+            consistentSnapshot: consistent_snapshot,
+            unrecognizedFields: rest,
+        });
+    }
+}
+exports.Root = Root;
+function keysToJSON(keys) {
+    return Object.entries(keys).reduce((acc, [keyID, key]) => ({ ...acc, [keyID]: key.toJSON() }), {});
+}
+function rolesToJSON(roles) {
+    return Object.entries(roles).reduce((acc, [roleName, role]) => ({ ...acc, [roleName]: role.toJSON() }), {});
+}
+function keysFromJSON(data) {
+    let keys;
+    if (utils_1.guard.isDefined(data)) {
+        if (!utils_1.guard.isObjectRecord(data)) {
+            throw new TypeError('keys must be an object');
+        }
+        keys = Object.entries(data).reduce((acc, [keyID, keyData]) => ({
+            ...acc,
+            [keyID]: key_1.Key.fromJSON(keyID, keyData),
+        }), {});
+    }
+    return keys;
+}
+function rolesFromJSON(data) {
+    let roles;
+    if (utils_1.guard.isDefined(data)) {
+        if (!utils_1.guard.isObjectRecord(data)) {
+            throw new TypeError('roles must be an object');
+        }
+        roles = Object.entries(data).reduce((acc, [roleName, roleData]) => ({
+            ...acc,
+            [roleName]: role_1.Role.fromJSON(roleData),
+        }), {});
+    }
+    return roles;
+}
+
+
+/***/ }),
+
+/***/ 874:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.Signature = void 0;
+/**
+ * A container class containing information about a signature.
+ *
+ * Contains a signature and the keyid uniquely identifying the key used
+ * to generate the signature.
+ *
+ * Provide a `fromJSON` method to create a Signature from a JSON object.
+ */
+class Signature {
+    keyID;
+    sig;
+    constructor(options) {
+        const { keyID, sig } = options;
+        this.keyID = keyID;
+        this.sig = sig;
+    }
+    toJSON() {
+        return {
+            keyid: this.keyID,
+            sig: this.sig,
+        };
+    }
+    static fromJSON(data) {
+        const { keyid, sig } = data;
+        if (typeof keyid !== 'string') {
+            throw new TypeError('keyid must be a string');
+        }
+        if (typeof sig !== 'string') {
+            throw new TypeError('sig must be a string');
+        }
+        return new Signature({
+            keyID: keyid,
+            sig: sig,
+        });
+    }
+}
+exports.Signature = Signature;
+
+
+/***/ }),
+
+/***/ 9386:
+/***/ (function(__unused_webpack_module, exports, __nccwpck_require__) {
+
+
+var __importDefault = (this && this.__importDefault) || function (mod) {
+    return (mod && mod.__esModule) ? mod : { "default": mod };
+};
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.Snapshot = void 0;
+const util_1 = __importDefault(__nccwpck_require__(9023));
+const base_1 = __nccwpck_require__(8883);
+const file_1 = __nccwpck_require__(6708);
+const utils_1 = __nccwpck_require__(846);
+/**
+ * A container for the signed part of snapshot metadata.
+ *
+ * Snapshot contains information about all target Metadata files.
+ * A top-level role that specifies the latest versions of all targets metadata files,
+ * and hence the latest versions of all targets (including any dependencies between them) on the repository.
+ */
+class Snapshot extends base_1.Signed {
+    type = base_1.MetadataKind.Snapshot;
+    meta;
+    constructor(opts) {
+        super(opts);
+        this.meta = opts.meta || { 'targets.json': new file_1.MetaFile({ version: 1 }) };
+    }
+    equals(other) {
+        if (!(other instanceof Snapshot)) {
+            return false;
+        }
+        return super.equals(other) && util_1.default.isDeepStrictEqual(this.meta, other.meta);
+    }
+    toJSON() {
+        return {
+            _type: this.type,
+            meta: metaToJSON(this.meta),
+            spec_version: this.specVersion,
+            version: this.version,
+            expires: this.expires,
+            ...this.unrecognizedFields,
+        };
+    }
+    static fromJSON(data) {
+        const { unrecognizedFields, ...commonFields } = base_1.Signed.commonFieldsFromJSON(data);
+        const { meta, ...rest } = unrecognizedFields;
+        return new Snapshot({
+            ...commonFields,
+            meta: metaFromJSON(meta),
+            unrecognizedFields: rest,
+        });
+    }
+}
+exports.Snapshot = Snapshot;
+function metaToJSON(meta) {
+    return Object.entries(meta).reduce((acc, [path, metadata]) => ({
+        ...acc,
+        [path]: metadata.toJSON(),
+    }), {});
+}
+function metaFromJSON(data) {
+    let meta;
+    if (utils_1.guard.isDefined(data)) {
+        if (!utils_1.guard.isObjectRecord(data)) {
+            throw new TypeError('meta field is malformed');
+        }
+        else {
+            meta = Object.entries(data).reduce((acc, [path, metadata]) => ({
+                ...acc,
+                [path]: file_1.MetaFile.fromJSON(metadata),
+            }), {});
+        }
+    }
+    return meta;
+}
+
+
+/***/ }),
+
+/***/ 6150:
+/***/ (function(__unused_webpack_module, exports, __nccwpck_require__) {
+
+
+var __importDefault = (this && this.__importDefault) || function (mod) {
+    return (mod && mod.__esModule) ? mod : { "default": mod };
+};
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.Targets = void 0;
+const util_1 = __importDefault(__nccwpck_require__(9023));
+const base_1 = __nccwpck_require__(8883);
+const delegations_1 = __nccwpck_require__(4727);
+const file_1 = __nccwpck_require__(6708);
+const utils_1 = __nccwpck_require__(846);
+// Container for the signed part of targets metadata.
+//
+// Targets contains verifying information about target files and also delegates
+// responsible to other Targets roles.
+class Targets extends base_1.Signed {
+    type = base_1.MetadataKind.Targets;
+    targets;
+    delegations;
+    constructor(options) {
+        super(options);
+        this.targets = options.targets || {};
+        this.delegations = options.delegations;
+    }
+    addTarget(target) {
+        this.targets[target.path] = target;
+    }
+    equals(other) {
+        if (!(other instanceof Targets)) {
+            return false;
+        }
+        return (super.equals(other) &&
+            util_1.default.isDeepStrictEqual(this.targets, other.targets) &&
+            util_1.default.isDeepStrictEqual(this.delegations, other.delegations));
+    }
+    toJSON() {
+        const json = {
+            _type: this.type,
+            spec_version: this.specVersion,
+            version: this.version,
+            expires: this.expires,
+            targets: targetsToJSON(this.targets),
+            ...this.unrecognizedFields,
+        };
+        if (this.delegations) {
+            json.delegations = this.delegations.toJSON();
+        }
+        return json;
+    }
+    static fromJSON(data) {
+        const { unrecognizedFields, ...commonFields } = base_1.Signed.commonFieldsFromJSON(data);
+        const { targets, delegations, ...rest } = unrecognizedFields;
+        return new Targets({
+            ...commonFields,
+            targets: targetsFromJSON(targets),
+            delegations: delegationsFromJSON(delegations),
+            unrecognizedFields: rest,
+        });
+    }
+}
+exports.Targets = Targets;
+function targetsToJSON(targets) {
+    return Object.entries(targets).reduce((acc, [path, target]) => ({
+        ...acc,
+        [path]: target.toJSON(),
+    }), {});
+}
+function targetsFromJSON(data) {
+    let targets;
+    if (utils_1.guard.isDefined(data)) {
+        if (!utils_1.guard.isObjectRecord(data)) {
+            throw new TypeError('targets must be an object');
+        }
+        else {
+            targets = Object.entries(data).reduce((acc, [path, target]) => ({
+                ...acc,
+                [path]: file_1.TargetFile.fromJSON(path, target),
+            }), {});
+        }
+    }
+    return targets;
+}
+function delegationsFromJSON(data) {
+    let delegations;
+    if (utils_1.guard.isDefined(data)) {
+        if (!utils_1.guard.isObject(data)) {
+            throw new TypeError('delegations must be an object');
+        }
+        else {
+            delegations = delegations_1.Delegations.fromJSON(data);
+        }
+    }
+    return delegations;
+}
+
+
+/***/ }),
+
+/***/ 1796:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.Timestamp = void 0;
+const base_1 = __nccwpck_require__(8883);
+const file_1 = __nccwpck_require__(6708);
+const utils_1 = __nccwpck_require__(846);
+/**
+ * A container for the signed part of timestamp metadata.
+ *
+ * A top-level that specifies the latest version of the snapshot role metadata file,
+ * and hence the latest versions of all metadata and targets on the repository.
+ */
+class Timestamp extends base_1.Signed {
+    type = base_1.MetadataKind.Timestamp;
+    snapshotMeta;
+    constructor(options) {
+        super(options);
+        this.snapshotMeta = options.snapshotMeta || new file_1.MetaFile({ version: 1 });
+    }
+    equals(other) {
+        if (!(other instanceof Timestamp)) {
+            return false;
+        }
+        return super.equals(other) && this.snapshotMeta.equals(other.snapshotMeta);
+    }
+    toJSON() {
+        return {
+            _type: this.type,
+            spec_version: this.specVersion,
+            version: this.version,
+            expires: this.expires,
+            meta: { 'snapshot.json': this.snapshotMeta.toJSON() },
+            ...this.unrecognizedFields,
+        };
+    }
+    static fromJSON(data) {
+        const { unrecognizedFields, ...commonFields } = base_1.Signed.commonFieldsFromJSON(data);
+        const { meta, ...rest } = unrecognizedFields;
+        return new Timestamp({
+            ...commonFields,
+            snapshotMeta: snapshotMetaFromJSON(meta),
+            unrecognizedFields: rest,
+        });
+    }
+}
+exports.Timestamp = Timestamp;
+function snapshotMetaFromJSON(data) {
+    let snapshotMeta;
+    if (utils_1.guard.isDefined(data)) {
+        const snapshotData = data['snapshot.json'];
+        if (!utils_1.guard.isDefined(snapshotData) || !utils_1.guard.isObject(snapshotData)) {
+            throw new TypeError('missing snapshot.json in meta');
+        }
+        else {
+            snapshotMeta = file_1.MetaFile.fromJSON(snapshotData);
+        }
+    }
+    return snapshotMeta;
+}
+
+
+/***/ }),
+
+/***/ 7915:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.isDefined = isDefined;
+exports.isObject = isObject;
+exports.isStringArray = isStringArray;
+exports.isObjectArray = isObjectArray;
+exports.isStringRecord = isStringRecord;
+exports.isObjectRecord = isObjectRecord;
+function isDefined(val) {
+    return val !== undefined;
+}
+function isObject(value) {
+    return typeof value === 'object' && value !== null;
+}
+function isStringArray(value) {
+    return Array.isArray(value) && value.every((v) => typeof v === 'string');
+}
+function isObjectArray(value) {
+    return Array.isArray(value) && value.every(isObject);
+}
+function isStringRecord(value) {
+    return (typeof value === 'object' &&
+        value !== null &&
+        Object.keys(value).every((k) => typeof k === 'string') &&
+        Object.values(value).every((v) => typeof v === 'string'));
+}
+function isObjectRecord(value) {
+    return (typeof value === 'object' &&
+        value !== null &&
+        Object.keys(value).every((k) => typeof k === 'string') &&
+        Object.values(value).every((v) => typeof v === 'object' && v !== null));
+}
+
+
+/***/ }),
+
+/***/ 846:
+/***/ (function(__unused_webpack_module, exports, __nccwpck_require__) {
+
+
+var __createBinding = (this && this.__createBinding) || (Object.create ? (function(o, m, k, k2) {
+    if (k2 === undefined) k2 = k;
+    var desc = Object.getOwnPropertyDescriptor(m, k);
+    if (!desc || ("get" in desc ? !m.__esModule : desc.writable || desc.configurable)) {
+      desc = { enumerable: true, get: function() { return m[k]; } };
+    }
+    Object.defineProperty(o, k2, desc);
+}) : (function(o, m, k, k2) {
+    if (k2 === undefined) k2 = k;
+    o[k2] = m[k];
+}));
+var __setModuleDefault = (this && this.__setModuleDefault) || (Object.create ? (function(o, v) {
+    Object.defineProperty(o, "default", { enumerable: true, value: v });
+}) : function(o, v) {
+    o["default"] = v;
+});
+var __importStar = (this && this.__importStar) || (function () {
+    var ownKeys = function(o) {
+        ownKeys = Object.getOwnPropertyNames || function (o) {
+            var ar = [];
+            for (var k in o) if (Object.prototype.hasOwnProperty.call(o, k)) ar[ar.length] = k;
+            return ar;
+        };
+        return ownKeys(o);
+    };
+    return function (mod) {
+        if (mod && mod.__esModule) return mod;
+        var result = {};
+        if (mod != null) for (var k = ownKeys(mod), i = 0; i < k.length; i++) if (k[i] !== "default") __createBinding(result, mod, k[i]);
+        __setModuleDefault(result, mod);
+        return result;
+    };
+})();
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.crypto = exports.guard = void 0;
+exports.guard = __importStar(__nccwpck_require__(7915));
+exports.crypto = __importStar(__nccwpck_require__(4405));
+
+
+/***/ }),
+
+/***/ 6361:
+/***/ (function(__unused_webpack_module, exports, __nccwpck_require__) {
+
+
+var __importDefault = (this && this.__importDefault) || function (mod) {
+    return (mod && mod.__esModule) ? mod : { "default": mod };
+};
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.getPublicKey = getPublicKey;
+const crypto_1 = __importDefault(__nccwpck_require__(6982));
+const error_1 = __nccwpck_require__(5494);
+const oid_1 = __nccwpck_require__(334);
+const ASN1_TAG_SEQUENCE = 0x30;
+const ANS1_TAG_BIT_STRING = 0x03;
+const NULL_BYTE = 0x00;
+const OID_EDDSA = '1.3.101.112';
+const OID_EC_PUBLIC_KEY = '1.2.840.10045.2.1';
+const OID_EC_CURVE_P256V1 = '1.2.840.10045.3.1.7';
+const OID_EC_CURVE_P384 = '1.3.132.0.34';
+const PEM_HEADER = '-----BEGIN PUBLIC KEY-----';
+function getPublicKey(keyInfo) {
+    switch (keyInfo.keyType) {
+        case 'rsa':
+            return getRSAPublicKey(keyInfo);
+        case 'ed25519':
+            return getED25519PublicKey(keyInfo);
+        case 'ecdsa':
+        case 'ecdsa-sha2-nistp256':
+        case 'ecdsa-sha2-nistp384':
+            return getECDCSAPublicKey(keyInfo);
+        default:
+            throw new error_1.UnsupportedAlgorithmError(`Unsupported key type: ${keyInfo.keyType}`);
+    }
+}
+function getRSAPublicKey(keyInfo) {
+    // Only support PEM-encoded RSA keys
+    if (!keyInfo.keyVal.startsWith(PEM_HEADER)) {
+        throw new error_1.CryptoError('Invalid key format');
+    }
+    const key = crypto_1.default.createPublicKey(keyInfo.keyVal);
+    switch (keyInfo.scheme) {
+        case 'rsassa-pss-sha256':
+        case 'rsassa-pss-sha384':
+        case 'rsassa-pss-sha512':
+            return {
+                key: key,
+                hashAlgorithm: keyInfo.scheme.slice('rsassa-pss-'.length),
+                padding: crypto_1.default.constants.RSA_PKCS1_PSS_PADDING,
+            };
+        default:
+            throw new error_1.UnsupportedAlgorithmError(`Unsupported RSA scheme: ${keyInfo.scheme}`);
+    }
+}
+function getED25519PublicKey(keyInfo) {
+    let key;
+    // If key is already PEM-encoded we can just parse it
+    if (keyInfo.keyVal.startsWith(PEM_HEADER)) {
+        key = crypto_1.default.createPublicKey(keyInfo.keyVal);
+    }
+    else {
+        // If key is not PEM-encoded it had better be hex
+        if (!isHex(keyInfo.keyVal)) {
+            throw new error_1.CryptoError('Invalid key format');
+        }
+        key = crypto_1.default.createPublicKey({
+            key: ed25519.hexToDER(keyInfo.keyVal),
+            format: 'der',
+            type: 'spki',
+        });
+    }
+    return { key };
+}
+function getECDCSAPublicKey(keyInfo) {
+    let namedCurve;
+    let curveOID;
+    let hashAlgorithm;
+    switch (keyInfo.scheme) {
+        case 'ecdsa-sha2-nistp256':
+            namedCurve = 'prime256v1';
+            curveOID = OID_EC_CURVE_P256V1;
+            hashAlgorithm = 'sha256';
+            break;
+        case 'ecdsa-sha2-nistp384':
+            namedCurve = 'secp384r1';
+            curveOID = OID_EC_CURVE_P384;
+            hashAlgorithm = 'sha384';
+            break;
+        default:
+            throw new error_1.UnsupportedAlgorithmError(`Unsupported ECDSA scheme: ${keyInfo.scheme}`);
+    }
+    if (keyInfo.keyType !== 'ecdsa' && keyInfo.keyType !== keyInfo.scheme) {
+        throw new error_1.CryptoError('ECDSA key type does not match scheme');
+    }
+    let key;
+    // If key is already PEM-encoded we can just parse it
+    if (keyInfo.keyVal.startsWith(PEM_HEADER)) {
+        key = crypto_1.default.createPublicKey(keyInfo.keyVal);
+    }
+    else {
+        // If key is not PEM-encoded it had better be hex
+        if (!isHex(keyInfo.keyVal)) {
+            throw new error_1.CryptoError('Invalid key format');
+        }
+        key = crypto_1.default.createPublicKey({
+            key: ecdsa.hexToDER(keyInfo.keyVal, curveOID),
+            format: 'der',
+            type: 'spki',
+        });
+    }
+    if (key.asymmetricKeyType !== 'ec' ||
+        key.asymmetricKeyDetails?.namedCurve !== namedCurve) {
+        throw new error_1.CryptoError('ECDSA key curve does not match scheme');
+    }
+    return { key, hashAlgorithm };
+}
+const ed25519 = {
+    // Translates a hex key into a crypto KeyObject
+    // https://keygen.sh/blog/how-to-use-hexadecimal-ed25519-keys-in-node/
+    hexToDER: (hex) => {
+        const key = Buffer.from(hex, 'hex');
+        const oid = (0, oid_1.encodeOIDString)(OID_EDDSA);
+        // Create a byte sequence containing the OID and key
+        const elements = Buffer.concat([
+            Buffer.concat([
+                Buffer.from([ASN1_TAG_SEQUENCE]),
+                Buffer.from([oid.length]),
+                oid,
+            ]),
+            Buffer.concat([
+                Buffer.from([ANS1_TAG_BIT_STRING]),
+                Buffer.from([key.length + 1]),
+                Buffer.from([NULL_BYTE]),
+                key,
+            ]),
+        ]);
+        // Wrap up by creating a sequence of elements
+        const der = Buffer.concat([
+            Buffer.from([ASN1_TAG_SEQUENCE]),
+            Buffer.from([elements.length]),
+            elements,
+        ]);
+        return der;
+    },
+};
+const ecdsa = {
+    hexToDER: (hex, curveOID) => {
+        const key = Buffer.from(hex, 'hex');
+        const bitString = Buffer.concat([
+            Buffer.from([ANS1_TAG_BIT_STRING]),
+            Buffer.from([key.length + 1]),
+            Buffer.from([NULL_BYTE]),
+            key,
+        ]);
+        const oids = Buffer.concat([
+            (0, oid_1.encodeOIDString)(OID_EC_PUBLIC_KEY),
+            (0, oid_1.encodeOIDString)(curveOID),
+        ]);
+        const oidSequence = Buffer.concat([
+            Buffer.from([ASN1_TAG_SEQUENCE]),
+            Buffer.from([oids.length]),
+            oids,
+        ]);
+        // Wrap up by creating a sequence of elements
+        const der = Buffer.concat([
+            Buffer.from([ASN1_TAG_SEQUENCE]),
+            Buffer.from([oidSequence.length + bitString.length]),
+            oidSequence,
+            bitString,
+        ]);
+        return der;
+    },
+};
+const isHex = (key) => /^[0-9a-fA-F]+$/.test(key);
+
+
+/***/ }),
+
+/***/ 334:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.encodeOIDString = encodeOIDString;
+const ANS1_TAG_OID = 0x06;
+function encodeOIDString(oid) {
+    const parts = oid.split('.');
+    // The first two subidentifiers are encoded into the first byte
+    const first = parseInt(parts[0], 10) * 40 + parseInt(parts[1], 10);
+    const rest = [];
+    parts.slice(2).forEach((part) => {
+        const bytes = encodeVariableLengthInteger(parseInt(part, 10));
+        rest.push(...bytes);
+    });
+    const der = Buffer.from([first, ...rest]);
+    return Buffer.from([ANS1_TAG_OID, der.length, ...der]);
+}
+function encodeVariableLengthInteger(value) {
+    const bytes = [];
+    let mask = 0x00;
+    do {
+        bytes.unshift((value & 0x7f) | mask);
+        value >>= 7;
+        mask = 0x80;
+    } while (value > 0);
+    return bytes;
+}
+
+
+/***/ }),
+
+/***/ 4405:
+/***/ (function(__unused_webpack_module, exports, __nccwpck_require__) {
+
+
+var __importDefault = (this && this.__importDefault) || function (mod) {
+    return (mod && mod.__esModule) ? mod : { "default": mod };
+};
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.verifySignature = void 0;
+const canonical_json_1 = __nccwpck_require__(5178);
+const crypto_1 = __importDefault(__nccwpck_require__(6982));
+const verifySignature = (metaDataSignedData, key, signature) => {
+    const canonicalData = Buffer.from((0, canonical_json_1.canonicalize)(metaDataSignedData));
+    return crypto_1.default.verify(key.hashAlgorithm, canonicalData, key, Buffer.from(signature, 'hex'));
+};
+exports.verifySignature = verifySignature;
+
+
+/***/ }),
+
+/***/ 6110:
+/***/ ((module, exports, __nccwpck_require__) => {
+
+/* eslint-env browser */
+
+/**
+ * This is the web browser implementation of `debug()`.
+ */
+
+exports.formatArgs = formatArgs;
+exports.save = save;
+exports.load = load;
+exports.useColors = useColors;
+exports.storage = localstorage();
+exports.destroy = (() => {
+	let warned = false;
+
+	return () => {
+		if (!warned) {
+			warned = true;
+			console.warn('Instance method `debug.destroy()` is deprecated and no longer does anything. It will be removed in the next major version of `debug`.');
+		}
+	};
+})();
+
+/**
+ * Colors.
+ */
+
+exports.colors = [
+	'#0000CC',
+	'#0000FF',
+	'#0033CC',
+	'#0033FF',
+	'#0066CC',
+	'#0066FF',
+	'#0099CC',
+	'#0099FF',
+	'#00CC00',
+	'#00CC33',
+	'#00CC66',
+	'#00CC99',
+	'#00CCCC',
+	'#00CCFF',
+	'#3300CC',
+	'#3300FF',
+	'#3333CC',
+	'#3333FF',
+	'#3366CC',
+	'#3366FF',
+	'#3399CC',
+	'#3399FF',
+	'#33CC00',
+	'#33CC33',
+	'#33CC66',
+	'#33CC99',
+	'#33CCCC',
+	'#33CCFF',
+	'#6600CC',
+	'#6600FF',
+	'#6633CC',
+	'#6633FF',
+	'#66CC00',
+	'#66CC33',
+	'#9900CC',
+	'#9900FF',
+	'#9933CC',
+	'#9933FF',
+	'#99CC00',
+	'#99CC33',
+	'#CC0000',
+	'#CC0033',
+	'#CC0066',
+	'#CC0099',
+	'#CC00CC',
+	'#CC00FF',
+	'#CC3300',
+	'#CC3333',
+	'#CC3366',
+	'#CC3399',
+	'#CC33CC',
+	'#CC33FF',
+	'#CC6600',
+	'#CC6633',
+	'#CC9900',
+	'#CC9933',
+	'#CCCC00',
+	'#CCCC33',
+	'#FF0000',
+	'#FF0033',
+	'#FF0066',
+	'#FF0099',
+	'#FF00CC',
+	'#FF00FF',
+	'#FF3300',
+	'#FF3333',
+	'#FF3366',
+	'#FF3399',
+	'#FF33CC',
+	'#FF33FF',
+	'#FF6600',
+	'#FF6633',
+	'#FF9900',
+	'#FF9933',
+	'#FFCC00',
+	'#FFCC33'
+];
+
+/**
+ * Currently only WebKit-based Web Inspectors, Firefox >= v31,
+ * and the Firebug extension (any Firefox version) are known
+ * to support "%c" CSS customizations.
+ *
+ * TODO: add a `localStorage` variable to explicitly enable/disable colors
+ */
+
+// eslint-disable-next-line complexity
+function useColors() {
+	// NB: In an Electron preload script, document will be defined but not fully
+	// initialized. Since we know we're in Chrome, we'll just detect this case
+	// explicitly
+	if (typeof window !== 'undefined' && window.process && (window.process.type === 'renderer' || window.process.__nwjs)) {
+		return true;
+	}
+
+	// Internet Explorer and Edge do not support colors.
+	if (typeof navigator !== 'undefined' && navigator.userAgent && navigator.userAgent.toLowerCase().match(/(edge|trident)\/(\d+)/)) {
+		return false;
+	}
+
+	let m;
+
+	// Is webkit? http://stackoverflow.com/a/16459606/376773
+	// document is undefined in react-native: https://github.com/facebook/react-native/pull/1632
+	// eslint-disable-next-line no-return-assign
+	return (typeof document !== 'undefined' && document.documentElement && document.documentElement.style && document.documentElement.style.WebkitAppearance) ||
+		// Is firebug? http://stackoverflow.com/a/398120/376773
+		(typeof window !== 'undefined' && window.console && (window.console.firebug || (window.console.exception && window.console.table))) ||
+		// Is firefox >= v31?
+		// https://developer.mozilla.org/en-US/docs/Tools/Web_Console#Styling_messages
+		(typeof navigator !== 'undefined' && navigator.userAgent && (m = navigator.userAgent.toLowerCase().match(/firefox\/(\d+)/)) && parseInt(m[1], 10) >= 31) ||
+		// Double check webkit in userAgent just in case we are in a worker
+		(typeof navigator !== 'undefined' && navigator.userAgent && navigator.userAgent.toLowerCase().match(/applewebkit\/(\d+)/));
+}
+
+/**
+ * Colorize log arguments if enabled.
+ *
+ * @api public
+ */
+
+function formatArgs(args) {
+	args[0] = (this.useColors ? '%c' : '') +
+		this.namespace +
+		(this.useColors ? ' %c' : ' ') +
+		args[0] +
+		(this.useColors ? '%c ' : ' ') +
+		'+' + module.exports.humanize(this.diff);
+
+	if (!this.useColors) {
+		return;
+	}
+
+	const c = 'color: ' + this.color;
+	args.splice(1, 0, c, 'color: inherit');
+
+	// The final "%c" is somewhat tricky, because there could be other
+	// arguments passed either before or after the %c, so we need to
+	// figure out the correct index to insert the CSS into
+	let index = 0;
+	let lastC = 0;
+	args[0].replace(/%[a-zA-Z%]/g, match => {
+		if (match === '%%') {
+			return;
+		}
+		index++;
+		if (match === '%c') {
+			// We only are interested in the *last* %c
+			// (the user may have provided their own)
+			lastC = index;
+		}
+	});
+
+	args.splice(lastC, 0, c);
+}
+
+/**
+ * Invokes `console.debug()` when available.
+ * No-op when `console.debug` is not a "function".
+ * If `console.debug` is not available, falls back
+ * to `console.log`.
+ *
+ * @api public
+ */
+exports.log = console.debug || console.log || (() => {});
+
+/**
+ * Save `namespaces`.
+ *
+ * @param {String} namespaces
+ * @api private
+ */
+function save(namespaces) {
+	try {
+		if (namespaces) {
+			exports.storage.setItem('debug', namespaces);
+		} else {
+			exports.storage.removeItem('debug');
+		}
+	} catch (error) {
+		// Swallow
+		// XXX (@Qix-) should we be logging these?
+	}
+}
+
+/**
+ * Load `namespaces`.
+ *
+ * @return {String} returns the previously persisted debug modes
+ * @api private
+ */
+function load() {
+	let r;
+	try {
+		r = exports.storage.getItem('debug') || exports.storage.getItem('DEBUG') ;
+	} catch (error) {
+		// Swallow
+		// XXX (@Qix-) should we be logging these?
+	}
+
+	// If debug isn't set in LS, and we're in Electron, try to load $DEBUG
+	if (!r && typeof process !== 'undefined' && 'env' in process) {
+		r = process.env.DEBUG;
+	}
+
+	return r;
+}
+
+/**
+ * Localstorage attempts to return the localstorage.
+ *
+ * This is necessary because safari throws
+ * when a user disables cookies/localstorage
+ * and you attempt to access it.
+ *
+ * @return {LocalStorage}
+ * @api private
+ */
+
+function localstorage() {
+	try {
+		// TVMLKit (Apple TV JS Runtime) does not have a window object, just localStorage in the global context
+		// The Browser also has localStorage in the global context.
+		return localStorage;
+	} catch (error) {
+		// Swallow
+		// XXX (@Qix-) should we be logging these?
+	}
+}
+
+module.exports = __nccwpck_require__(897)(exports);
+
+const {formatters} = module.exports;
+
+/**
+ * Map %j to `JSON.stringify()`, since no Web Inspectors do that by default.
+ */
+
+formatters.j = function (v) {
+	try {
+		return JSON.stringify(v);
+	} catch (error) {
+		return '[UnexpectedJSONParseError]: ' + error.message;
+	}
+};
+
+
+/***/ }),
+
+/***/ 897:
+/***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
+
+
+/**
+ * This is the common logic for both the Node.js and web browser
+ * implementations of `debug()`.
+ */
+
+function setup(env) {
+	createDebug.debug = createDebug;
+	createDebug.default = createDebug;
+	createDebug.coerce = coerce;
+	createDebug.disable = disable;
+	createDebug.enable = enable;
+	createDebug.enabled = enabled;
+	createDebug.humanize = __nccwpck_require__(744);
+	createDebug.destroy = destroy;
+
+	Object.keys(env).forEach(key => {
+		createDebug[key] = env[key];
+	});
+
+	/**
+	* The currently active debug mode names, and names to skip.
+	*/
+
+	createDebug.names = [];
+	createDebug.skips = [];
+
+	/**
+	* Map of special "%n" handling functions, for the debug "format" argument.
+	*
+	* Valid key names are a single, lower or upper-case letter, i.e. "n" and "N".
+	*/
+	createDebug.formatters = {};
+
+	/**
+	* Selects a color for a debug namespace
+	* @param {String} namespace The namespace string for the debug instance to be colored
+	* @return {Number|String} An ANSI color code for the given namespace
+	* @api private
+	*/
+	function selectColor(namespace) {
+		let hash = 0;
+
+		for (let i = 0; i < namespace.length; i++) {
+			hash = ((hash << 5) - hash) + namespace.charCodeAt(i);
+			hash |= 0; // Convert to 32bit integer
+		}
+
+		return createDebug.colors[Math.abs(hash) % createDebug.colors.length];
+	}
+	createDebug.selectColor = selectColor;
+
+	/**
+	* Create a debugger with the given `namespace`.
+	*
+	* @param {String} namespace
+	* @return {Function}
+	* @api public
+	*/
+	function createDebug(namespace) {
+		let prevTime;
+		let enableOverride = null;
+		let namespacesCache;
+		let enabledCache;
+
+		function debug(...args) {
+			// Disabled?
+			if (!debug.enabled) {
+				return;
+			}
+
+			const self = debug;
+
+			// Set `diff` timestamp
+			const curr = Number(new Date());
+			const ms = curr - (prevTime || curr);
+			self.diff = ms;
+			self.prev = prevTime;
+			self.curr = curr;
+			prevTime = curr;
+
+			args[0] = createDebug.coerce(args[0]);
+
+			if (typeof args[0] !== 'string') {
+				// Anything else let's inspect with %O
+				args.unshift('%O');
+			}
+
+			// Apply any `formatters` transformations
+			let index = 0;
+			args[0] = args[0].replace(/%([a-zA-Z%])/g, (match, format) => {
+				// If we encounter an escaped % then don't increase the array index
+				if (match === '%%') {
+					return '%';
+				}
+				index++;
+				const formatter = createDebug.formatters[format];
+				if (typeof formatter === 'function') {
+					const val = args[index];
+					match = formatter.call(self, val);
+
+					// Now we need to remove `args[index]` since it's inlined in the `format`
+					args.splice(index, 1);
+					index--;
+				}
+				return match;
+			});
+
+			// Apply env-specific formatting (colors, etc.)
+			createDebug.formatArgs.call(self, args);
+
+			const logFn = self.log || createDebug.log;
+			logFn.apply(self, args);
+		}
+
+		debug.namespace = namespace;
+		debug.useColors = createDebug.useColors();
+		debug.color = createDebug.selectColor(namespace);
+		debug.extend = extend;
+		debug.destroy = createDebug.destroy; // XXX Temporary. Will be removed in the next major release.
+
+		Object.defineProperty(debug, 'enabled', {
+			enumerable: true,
+			configurable: false,
+			get: () => {
+				if (enableOverride !== null) {
+					return enableOverride;
+				}
+				if (namespacesCache !== createDebug.namespaces) {
+					namespacesCache = createDebug.namespaces;
+					enabledCache = createDebug.enabled(namespace);
+				}
+
+				return enabledCache;
+			},
+			set: v => {
+				enableOverride = v;
+			}
+		});
+
+		// Env-specific initialization logic for debug instances
+		if (typeof createDebug.init === 'function') {
+			createDebug.init(debug);
+		}
+
+		return debug;
+	}
+
+	function extend(namespace, delimiter) {
+		const newDebug = createDebug(this.namespace + (typeof delimiter === 'undefined' ? ':' : delimiter) + namespace);
+		newDebug.log = this.log;
+		return newDebug;
+	}
+
+	/**
+	* Enables a debug mode by namespaces. This can include modes
+	* separated by a colon and wildcards.
+	*
+	* @param {String} namespaces
+	* @api public
+	*/
+	function enable(namespaces) {
+		createDebug.save(namespaces);
+		createDebug.namespaces = namespaces;
+
+		createDebug.names = [];
+		createDebug.skips = [];
+
+		const split = (typeof namespaces === 'string' ? namespaces : '')
+			.trim()
+			.replace(/\s+/g, ',')
+			.split(',')
+			.filter(Boolean);
+
+		for (const ns of split) {
+			if (ns[0] === '-') {
+				createDebug.skips.push(ns.slice(1));
+			} else {
+				createDebug.names.push(ns);
+			}
+		}
+	}
+
+	/**
+	 * Checks if the given string matches a namespace template, honoring
+	 * asterisks as wildcards.
+	 *
+	 * @param {String} search
+	 * @param {String} template
+	 * @return {Boolean}
+	 */
+	function matchesTemplate(search, template) {
+		let searchIndex = 0;
+		let templateIndex = 0;
+		let starIndex = -1;
+		let matchIndex = 0;
+
+		while (searchIndex < search.length) {
+			if (templateIndex < template.length && (template[templateIndex] === search[searchIndex] || template[templateIndex] === '*')) {
+				// Match character or proceed with wildcard
+				if (template[templateIndex] === '*') {
+					starIndex = templateIndex;
+					matchIndex = searchIndex;
+					templateIndex++; // Skip the '*'
+				} else {
+					searchIndex++;
+					templateIndex++;
+				}
+			} else if (starIndex !== -1) { // eslint-disable-line no-negated-condition
+				// Backtrack to the last '*' and try to match more characters
+				templateIndex = starIndex + 1;
+				matchIndex++;
+				searchIndex = matchIndex;
+			} else {
+				return false; // No match
+			}
+		}
+
+		// Handle trailing '*' in template
+		while (templateIndex < template.length && template[templateIndex] === '*') {
+			templateIndex++;
+		}
+
+		return templateIndex === template.length;
+	}
+
+	/**
+	* Disable debug output.
+	*
+	* @return {String} namespaces
+	* @api public
+	*/
+	function disable() {
+		const namespaces = [
+			...createDebug.names,
+			...createDebug.skips.map(namespace => '-' + namespace)
+		].join(',');
+		createDebug.enable('');
+		return namespaces;
+	}
+
+	/**
+	* Returns true if the given mode name is enabled, false otherwise.
+	*
+	* @param {String} name
+	* @return {Boolean}
+	* @api public
+	*/
+	function enabled(name) {
+		for (const skip of createDebug.skips) {
+			if (matchesTemplate(name, skip)) {
+				return false;
+			}
+		}
+
+		for (const ns of createDebug.names) {
+			if (matchesTemplate(name, ns)) {
+				return true;
+			}
+		}
+
+		return false;
+	}
+
+	/**
+	* Coerce `val`.
+	*
+	* @param {Mixed} val
+	* @return {Mixed}
+	* @api private
+	*/
+	function coerce(val) {
+		if (val instanceof Error) {
+			return val.stack || val.message;
+		}
+		return val;
+	}
+
+	/**
+	* XXX DO NOT USE. This is a temporary stub function.
+	* XXX It WILL be removed in the next major release.
+	*/
+	function destroy() {
+		console.warn('Instance method `debug.destroy()` is deprecated and no longer does anything. It will be removed in the next major version of `debug`.');
+	}
+
+	createDebug.enable(createDebug.load());
+
+	return createDebug;
+}
+
+module.exports = setup;
+
+
+/***/ }),
+
+/***/ 2830:
+/***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
+
+/**
+ * Detect Electron renderer / nwjs process, which is node, but we should
+ * treat as a browser.
+ */
+
+if (typeof process === 'undefined' || process.type === 'renderer' || process.browser === true || process.__nwjs) {
+	module.exports = __nccwpck_require__(6110);
+} else {
+	module.exports = __nccwpck_require__(5108);
+}
+
+
+/***/ }),
+
+/***/ 5108:
+/***/ ((module, exports, __nccwpck_require__) => {
+
+/**
+ * Module dependencies.
+ */
+
+const tty = __nccwpck_require__(2018);
+const util = __nccwpck_require__(9023);
+
+/**
+ * This is the Node.js implementation of `debug()`.
+ */
+
+exports.init = init;
+exports.log = log;
+exports.formatArgs = formatArgs;
+exports.save = save;
+exports.load = load;
+exports.useColors = useColors;
+exports.destroy = util.deprecate(
+	() => {},
+	'Instance method `debug.destroy()` is deprecated and no longer does anything. It will be removed in the next major version of `debug`.'
+);
+
+/**
+ * Colors.
+ */
+
+exports.colors = [6, 2, 3, 4, 5, 1];
+
+try {
+	// Optional dependency (as in, doesn't need to be installed, NOT like optionalDependencies in package.json)
+	// eslint-disable-next-line import/no-extraneous-dependencies
+	const supportsColor = __nccwpck_require__(1450);
+
+	if (supportsColor && (supportsColor.stderr || supportsColor).level >= 2) {
+		exports.colors = [
+			20,
+			21,
+			26,
+			27,
+			32,
+			33,
+			38,
+			39,
+			40,
+			41,
+			42,
+			43,
+			44,
+			45,
+			56,
+			57,
+			62,
+			63,
+			68,
+			69,
+			74,
+			75,
+			76,
+			77,
+			78,
+			79,
+			80,
+			81,
+			92,
+			93,
+			98,
+			99,
+			112,
+			113,
+			128,
+			129,
+			134,
+			135,
+			148,
+			149,
+			160,
+			161,
+			162,
+			163,
+			164,
+			165,
+			166,
+			167,
+			168,
+			169,
+			170,
+			171,
+			172,
+			173,
+			178,
+			179,
+			184,
+			185,
+			196,
+			197,
+			198,
+			199,
+			200,
+			201,
+			202,
+			203,
+			204,
+			205,
+			206,
+			207,
+			208,
+			209,
+			214,
+			215,
+			220,
+			221
+		];
+	}
+} catch (error) {
+	// Swallow - we only care if `supports-color` is available; it doesn't have to be.
+}
+
+/**
+ * Build up the default `inspectOpts` object from the environment variables.
+ *
+ *   $ DEBUG_COLORS=no DEBUG_DEPTH=10 DEBUG_SHOW_HIDDEN=enabled node script.js
+ */
+
+exports.inspectOpts = Object.keys(process.env).filter(key => {
+	return /^debug_/i.test(key);
+}).reduce((obj, key) => {
+	// Camel-case
+	const prop = key
+		.substring(6)
+		.toLowerCase()
+		.replace(/_([a-z])/g, (_, k) => {
+			return k.toUpperCase();
+		});
+
+	// Coerce string value into JS value
+	let val = process.env[key];
+	if (/^(yes|on|true|enabled)$/i.test(val)) {
+		val = true;
+	} else if (/^(no|off|false|disabled)$/i.test(val)) {
+		val = false;
+	} else if (val === 'null') {
+		val = null;
+	} else {
+		val = Number(val);
+	}
+
+	obj[prop] = val;
+	return obj;
+}, {});
+
+/**
+ * Is stdout a TTY? Colored output is enabled when `true`.
+ */
+
+function useColors() {
+	return 'colors' in exports.inspectOpts ?
+		Boolean(exports.inspectOpts.colors) :
+		tty.isatty(process.stderr.fd);
+}
+
+/**
+ * Adds ANSI color escape codes if enabled.
+ *
+ * @api public
+ */
+
+function formatArgs(args) {
+	const {namespace: name, useColors} = this;
+
+	if (useColors) {
+		const c = this.color;
+		const colorCode = '\u001B[3' + (c < 8 ? c : '8;5;' + c);
+		const prefix = `  ${colorCode};1m${name} \u001B[0m`;
+
+		args[0] = prefix + args[0].split('\n').join('\n' + prefix);
+		args.push(colorCode + 'm+' + module.exports.humanize(this.diff) + '\u001B[0m');
+	} else {
+		args[0] = getDate() + name + ' ' + args[0];
+	}
+}
+
+function getDate() {
+	if (exports.inspectOpts.hideDate) {
+		return '';
+	}
+	return new Date().toISOString() + ' ';
+}
+
+/**
+ * Invokes `util.formatWithOptions()` with the specified arguments and writes to stderr.
+ */
+
+function log(...args) {
+	return process.stderr.write(util.formatWithOptions(exports.inspectOpts, ...args) + '\n');
+}
+
+/**
+ * Save `namespaces`.
+ *
+ * @param {String} namespaces
+ * @api private
+ */
+function save(namespaces) {
+	if (namespaces) {
+		process.env.DEBUG = namespaces;
+	} else {
+		// If you set a process.env field to null or undefined, it gets cast to the
+		// string 'null' or 'undefined'. Just delete instead.
+		delete process.env.DEBUG;
+	}
+}
+
+/**
+ * Load `namespaces`.
+ *
+ * @return {String} returns the previously persisted debug modes
+ * @api private
+ */
+
+function load() {
+	return process.env.DEBUG;
+}
+
+/**
+ * Init logic for `debug` instances.
+ *
+ * Create a new `inspectOpts` object in case `useColors` is set
+ * differently for a particular `debug` instance.
+ */
+
+function init(debug) {
+	debug.inspectOpts = {};
+
+	const keys = Object.keys(exports.inspectOpts);
+	for (let i = 0; i < keys.length; i++) {
+		debug.inspectOpts[keys[i]] = exports.inspectOpts[keys[i]];
+	}
+}
+
+module.exports = __nccwpck_require__(897)(exports);
+
+const {formatters} = module.exports;
+
+/**
+ * Map %o to `util.inspect()`, all on a single line.
+ */
+
+formatters.o = function (v) {
+	this.inspectOpts.colors = this.useColors;
+	return util.inspect(v, this.inspectOpts)
+		.split('\n')
+		.map(str => str.trim())
+		.join(' ');
+};
+
+/**
+ * Map %O to `util.inspect()`, allowing multiple lines if needed.
+ */
+
+formatters.O = function (v) {
+	this.inspectOpts.colors = this.useColors;
+	return util.inspect(v, this.inspectOpts);
+};
+
+
+/***/ }),
+
+/***/ 3813:
+/***/ ((module) => {
+
+
+module.exports = (flag, argv) => {
+	argv = argv || process.argv;
+	const prefix = flag.startsWith('-') ? '' : (flag.length === 1 ? '-' : '--');
+	const pos = argv.indexOf(prefix + flag);
+	const terminatorPos = argv.indexOf('--');
+	return pos !== -1 && (terminatorPos === -1 ? true : pos < terminatorPos);
+};
+
+
+/***/ }),
+
+/***/ 744:
+/***/ ((module) => {
+
+/**
+ * Helpers.
+ */
+
+var s = 1000;
+var m = s * 60;
+var h = m * 60;
+var d = h * 24;
+var w = d * 7;
+var y = d * 365.25;
+
+/**
+ * Parse or format the given `val`.
+ *
+ * Options:
+ *
+ *  - `long` verbose formatting [false]
+ *
+ * @param {String|Number} val
+ * @param {Object} [options]
+ * @throws {Error} throw an error if val is not a non-empty string or a number
+ * @return {String|Number}
+ * @api public
+ */
+
+module.exports = function (val, options) {
+  options = options || {};
+  var type = typeof val;
+  if (type === 'string' && val.length > 0) {
+    return parse(val);
+  } else if (type === 'number' && isFinite(val)) {
+    return options.long ? fmtLong(val) : fmtShort(val);
+  }
+  throw new Error(
+    'val is not a non-empty string or a valid number. val=' +
+      JSON.stringify(val)
+  );
+};
+
+/**
+ * Parse the given `str` and return milliseconds.
+ *
+ * @param {String} str
+ * @return {Number}
+ * @api private
+ */
+
+function parse(str) {
+  str = String(str);
+  if (str.length > 100) {
+    return;
+  }
+  var match = /^(-?(?:\d+)?\.?\d+) *(milliseconds?|msecs?|ms|seconds?|secs?|s|minutes?|mins?|m|hours?|hrs?|h|days?|d|weeks?|w|years?|yrs?|y)?$/i.exec(
+    str
+  );
+  if (!match) {
+    return;
+  }
+  var n = parseFloat(match[1]);
+  var type = (match[2] || 'ms').toLowerCase();
+  switch (type) {
+    case 'years':
+    case 'year':
+    case 'yrs':
+    case 'yr':
+    case 'y':
+      return n * y;
+    case 'weeks':
+    case 'week':
+    case 'w':
+      return n * w;
+    case 'days':
+    case 'day':
+    case 'd':
+      return n * d;
+    case 'hours':
+    case 'hour':
+    case 'hrs':
+    case 'hr':
+    case 'h':
+      return n * h;
+    case 'minutes':
+    case 'minute':
+    case 'mins':
+    case 'min':
+    case 'm':
+      return n * m;
+    case 'seconds':
+    case 'second':
+    case 'secs':
+    case 'sec':
+    case 's':
+      return n * s;
+    case 'milliseconds':
+    case 'millisecond':
+    case 'msecs':
+    case 'msec':
+    case 'ms':
+      return n;
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * Short format for `ms`.
+ *
+ * @param {Number} ms
+ * @return {String}
+ * @api private
+ */
+
+function fmtShort(ms) {
+  var msAbs = Math.abs(ms);
+  if (msAbs >= d) {
+    return Math.round(ms / d) + 'd';
+  }
+  if (msAbs >= h) {
+    return Math.round(ms / h) + 'h';
+  }
+  if (msAbs >= m) {
+    return Math.round(ms / m) + 'm';
+  }
+  if (msAbs >= s) {
+    return Math.round(ms / s) + 's';
+  }
+  return ms + 'ms';
+}
+
+/**
+ * Long format for `ms`.
+ *
+ * @param {Number} ms
+ * @return {String}
+ * @api private
+ */
+
+function fmtLong(ms) {
+  var msAbs = Math.abs(ms);
+  if (msAbs >= d) {
+    return plural(ms, msAbs, d, 'day');
+  }
+  if (msAbs >= h) {
+    return plural(ms, msAbs, h, 'hour');
+  }
+  if (msAbs >= m) {
+    return plural(ms, msAbs, m, 'minute');
+  }
+  if (msAbs >= s) {
+    return plural(ms, msAbs, s, 'second');
+  }
+  return ms + ' ms';
+}
+
+/**
+ * Pluralization helper.
+ */
+
+function plural(ms, msAbs, n, name) {
+  var isPlural = msAbs >= n * 1.5;
+  return Math.round(ms / n) + ' ' + name + (isPlural ? 's' : '');
+}
+
+
+/***/ }),
+
+/***/ 1450:
+/***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
+
+
+const os = __nccwpck_require__(857);
+const hasFlag = __nccwpck_require__(3813);
+
+const env = process.env;
+
+let forceColor;
+if (hasFlag('no-color') ||
+	hasFlag('no-colors') ||
+	hasFlag('color=false')) {
+	forceColor = false;
+} else if (hasFlag('color') ||
+	hasFlag('colors') ||
+	hasFlag('color=true') ||
+	hasFlag('color=always')) {
+	forceColor = true;
+}
+if ('FORCE_COLOR' in env) {
+	forceColor = env.FORCE_COLOR.length === 0 || parseInt(env.FORCE_COLOR, 10) !== 0;
+}
+
+function translateLevel(level) {
+	if (level === 0) {
+		return false;
+	}
+
+	return {
+		level,
+		hasBasic: true,
+		has256: level >= 2,
+		has16m: level >= 3
+	};
+}
+
+function supportsColor(stream) {
+	if (forceColor === false) {
+		return 0;
+	}
+
+	if (hasFlag('color=16m') ||
+		hasFlag('color=full') ||
+		hasFlag('color=truecolor')) {
+		return 3;
+	}
+
+	if (hasFlag('color=256')) {
+		return 2;
+	}
+
+	if (stream && !stream.isTTY && forceColor !== true) {
+		return 0;
+	}
+
+	const min = forceColor ? 1 : 0;
+
+	if (process.platform === 'win32') {
+		// Node.js 7.5.0 is the first version of Node.js to include a patch to
+		// libuv that enables 256 color output on Windows. Anything earlier and it
+		// won't work. However, here we target Node.js 8 at minimum as it is an LTS
+		// release, and Node.js 7 is not. Windows 10 build 10586 is the first Windows
+		// release that supports 256 colors. Windows 10 build 14931 is the first release
+		// that supports 16m/TrueColor.
+		const osRelease = os.release().split('.');
+		if (
+			Number(process.versions.node.split('.')[0]) >= 8 &&
+			Number(osRelease[0]) >= 10 &&
+			Number(osRelease[2]) >= 10586
+		) {
+			return Number(osRelease[2]) >= 14931 ? 3 : 2;
+		}
+
+		return 1;
+	}
+
+	if ('CI' in env) {
+		if (['TRAVIS', 'CIRCLECI', 'APPVEYOR', 'GITLAB_CI'].some(sign => sign in env) || env.CI_NAME === 'codeship') {
+			return 1;
+		}
+
+		return min;
+	}
+
+	if ('TEAMCITY_VERSION' in env) {
+		return /^(9\.(0*[1-9]\d*)\.|\d{2,}\.)/.test(env.TEAMCITY_VERSION) ? 1 : 0;
+	}
+
+	if (env.COLORTERM === 'truecolor') {
+		return 3;
+	}
+
+	if ('TERM_PROGRAM' in env) {
+		const version = parseInt((env.TERM_PROGRAM_VERSION || '').split('.')[0], 10);
+
+		switch (env.TERM_PROGRAM) {
+			case 'iTerm.app':
+				return version >= 3 ? 3 : 2;
+			case 'Apple_Terminal':
+				return 2;
+			// No default
+		}
+	}
+
+	if (/-256(color)?$/i.test(env.TERM)) {
+		return 2;
+	}
+
+	if (/^screen|^xterm|^vt100|^vt220|^rxvt|color|ansi|cygwin|linux/i.test(env.TERM)) {
+		return 1;
+	}
+
+	if ('COLORTERM' in env) {
+		return 1;
+	}
+
+	if (env.TERM === 'dumb') {
+		return min;
+	}
+
+	return min;
+}
+
+function getSupportLevel(stream) {
+	const level = supportsColor(stream);
+	return translateLevel(level);
+}
+
+module.exports = {
+	supportsColor: getSupportLevel,
+	stdout: getSupportLevel(process.stdout),
+	stderr: getSupportLevel(process.stderr)
+};
+
+
+/***/ }),
+
+/***/ 2730:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.defaultConfig = void 0;
+exports.defaultConfig = {
+    maxRootRotations: 256,
+    maxDelegations: 32,
+    rootMaxLength: 512000, //bytes
+    timestampMaxLength: 16384, // bytes
+    snapshotMaxLength: 2000000, // bytes
+    targetsMaxLength: 5000000, // bytes
+    prefixTargetsWithHash: true,
+    fetchTimeout: 100000, // milliseconds
+    fetchRetries: undefined,
+    fetchRetry: 2,
+    userAgent: '',
+};
+
+
+/***/ }),
+
+/***/ 6376:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.DownloadHTTPError = exports.DownloadLengthMismatchError = exports.DownloadError = exports.ExpiredMetadataError = exports.EqualVersionError = exports.BadVersionError = exports.RepositoryError = exports.PersistError = exports.RuntimeError = exports.ValueError = void 0;
+// An error about insufficient values
+class ValueError extends Error {
+}
+exports.ValueError = ValueError;
+class RuntimeError extends Error {
+}
+exports.RuntimeError = RuntimeError;
+class PersistError extends Error {
+}
+exports.PersistError = PersistError;
+// An error with a repository's state, such as a missing file.
+// It covers all exceptions that come from the repository side when
+// looking from the perspective of users of metadata API or ngclient.
+class RepositoryError extends Error {
+}
+exports.RepositoryError = RepositoryError;
+// An error for metadata that contains an invalid version number.
+class BadVersionError extends RepositoryError {
+}
+exports.BadVersionError = BadVersionError;
+// An error for metadata containing a previously verified version number.
+class EqualVersionError extends BadVersionError {
+}
+exports.EqualVersionError = EqualVersionError;
+// Indicate that a TUF Metadata file has expired.
+class ExpiredMetadataError extends RepositoryError {
+}
+exports.ExpiredMetadataError = ExpiredMetadataError;
+//----- Download Errors -------------------------------------------------------
+// An error occurred while attempting to download a file.
+class DownloadError extends Error {
+}
+exports.DownloadError = DownloadError;
+// Indicate that a mismatch of lengths was seen while downloading a file
+class DownloadLengthMismatchError extends DownloadError {
+}
+exports.DownloadLengthMismatchError = DownloadLengthMismatchError;
+// Returned by FetcherInterface implementations for HTTP errors.
+class DownloadHTTPError extends DownloadError {
+    statusCode;
+    constructor(message, statusCode) {
+        super(message);
+        this.statusCode = statusCode;
+    }
+}
+exports.DownloadHTTPError = DownloadHTTPError;
+
+
+/***/ }),
+
+/***/ 6337:
+/***/ (function(__unused_webpack_module, exports, __nccwpck_require__) {
+
+
+var __importDefault = (this && this.__importDefault) || function (mod) {
+    return (mod && mod.__esModule) ? mod : { "default": mod };
+};
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.DefaultFetcher = exports.BaseFetcher = void 0;
+const debug_1 = __importDefault(__nccwpck_require__(2830));
+const fs_1 = __importDefault(__nccwpck_require__(9896));
+const util_1 = __importDefault(__nccwpck_require__(9023));
+const error_1 = __nccwpck_require__(6376);
+const tmpfile_1 = __nccwpck_require__(4611);
+const promise_retry_1 = __nccwpck_require__(9498);
+const log = (0, debug_1.default)('tuf:fetch');
+const USER_AGENT_HEADER = 'User-Agent';
+class BaseFetcher {
+    // Download file from given URL. The file is downloaded to a temporary
+    // location and then passed to the given handler. The handler is responsible
+    // for moving the file to its final location. The temporary file is deleted
+    // after the handler returns.
+    async downloadFile(url, maxLength, handler) {
+        return (0, tmpfile_1.withTempFile)(async (tmpFile) => {
+            const reader = await this.fetch(url);
+            let numberOfBytesReceived = 0;
+            const fileStream = fs_1.default.createWriteStream(tmpFile);
+            // Read the stream a chunk at a time so that we can check
+            // the length of the file as we go
+            const streamReader = reader.getReader();
+            try {
+                while (true) {
+                    const { done, value: chunk } = await streamReader.read();
+                    if (done) {
+                        break;
+                    }
+                    numberOfBytesReceived += chunk.length;
+                    if (numberOfBytesReceived > maxLength) {
+                        throw new error_1.DownloadLengthMismatchError('Max length reached');
+                    }
+                    await writeBufferToStream(fileStream, Buffer.from(chunk));
+                }
+            }
+            finally {
+                streamReader.releaseLock();
+                // Make sure we always close the stream
+                // eslint-disable-next-line @typescript-eslint/unbound-method
+                await util_1.default.promisify(fileStream.close).bind(fileStream)();
+            }
+            return handler(tmpFile);
+        });
+    }
+    // Download bytes from given URL.
+    async downloadBytes(url, maxLength) {
+        return this.downloadFile(url, maxLength, async (file) => {
+            const stream = fs_1.default.createReadStream(file);
+            const chunks = [];
+            for await (const chunk of stream) {
+                chunks.push(chunk);
+            }
+            return Buffer.concat(chunks);
+        });
+    }
+}
+exports.BaseFetcher = BaseFetcher;
+class DefaultFetcher extends BaseFetcher {
+    userAgent;
+    timeout;
+    retry;
+    constructor(options = {}) {
+        super();
+        this.userAgent = options.userAgent;
+        this.timeout = options.timeout;
+        // Map retry to OperationOptions
+        if (options.retry === true) {
+            this.retry = { forever: true };
+        }
+        else if (options.retry === false || options.retry === undefined) {
+            this.retry = undefined;
+        }
+        else if (typeof options.retry === 'number') {
+            if (options.retry < 0) {
+                throw new Error('Retry count must be non-negative number');
+            }
+            this.retry = { retries: options.retry };
+        }
+        else {
+            this.retry = options.retry;
+        }
+    }
+    async fetch(url) {
+        const shouldRetry = this.retry !== undefined;
+        return (0, promise_retry_1.promiseRetry)(async (retry, number) => {
+            log('GET %s (attempt %d)', url, number);
+            let response;
+            try {
+                response = await fetch(url, {
+                    headers: {
+                        [USER_AGENT_HEADER]: this.userAgent || '',
+                    },
+                    signal: this.timeout
+                        ? AbortSignal.timeout(this.timeout)
+                        : undefined,
+                });
+            }
+            catch (error) {
+                const err = error instanceof Error ? error : new Error(String(error));
+                if (shouldRetry) {
+                    return retry(err);
+                }
+                throw err;
+            }
+            if (!response.ok || !response.body) {
+                const err = new error_1.DownloadHTTPError('Failed to download', response.status);
+                if (shouldRetry && response.status >= 500 && response.status < 600) {
+                    return retry(err);
+                }
+                throw err;
+            }
+            return response.body;
+        }, this.retry);
+    }
+}
+exports.DefaultFetcher = DefaultFetcher;
+const writeBufferToStream = async (stream, buffer) => {
+    return new Promise((resolve, reject) => {
+        stream.write(buffer, (err) => {
+            if (err) {
+                reject(err);
+            }
+            resolve(true);
+        });
+    });
+};
+
+
+/***/ }),
+
+/***/ 4706:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.Updater = exports.BaseFetcher = exports.TargetFile = void 0;
+var models_1 = __nccwpck_require__(8908);
+Object.defineProperty(exports, "TargetFile", ({ enumerable: true, get: function () { return models_1.TargetFile; } }));
+var fetcher_1 = __nccwpck_require__(6337);
+Object.defineProperty(exports, "BaseFetcher", ({ enumerable: true, get: function () { return fetcher_1.BaseFetcher; } }));
+var updater_1 = __nccwpck_require__(6903);
+Object.defineProperty(exports, "Updater", ({ enumerable: true, get: function () { return updater_1.Updater; } }));
+
+
+/***/ }),
+
+/***/ 5683:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.TrustedMetadataStore = void 0;
+const models_1 = __nccwpck_require__(8908);
+const error_1 = __nccwpck_require__(6376);
+class TrustedMetadataStore {
+    trustedSet = {};
+    referenceTime;
+    constructor(rootData) {
+        // Client workflow 5.1: record fixed update start time
+        this.referenceTime = new Date();
+        // Client workflow 5.2: load trusted root metadata
+        this.loadTrustedRoot(rootData);
+    }
+    get root() {
+        if (!this.trustedSet.root) {
+            throw new ReferenceError('No trusted root metadata');
+        }
+        return this.trustedSet.root;
+    }
+    get timestamp() {
+        return this.trustedSet.timestamp;
+    }
+    get snapshot() {
+        return this.trustedSet.snapshot;
+    }
+    get targets() {
+        return this.trustedSet.targets;
+    }
+    getRole(name) {
+        return this.trustedSet[name];
+    }
+    updateRoot(bytesBuffer) {
+        // eslint-disable-next-line @typescript-eslint/no-unsafe-assignment
+        const data = JSON.parse(bytesBuffer.toString('utf8'));
+        // eslint-disable-next-line @typescript-eslint/no-unsafe-argument
+        const newRoot = models_1.Metadata.fromJSON(models_1.MetadataKind.Root, data);
+        if (newRoot.signed.type != models_1.MetadataKind.Root) {
+            throw new error_1.RepositoryError(`Expected 'root', got ${newRoot.signed.type}`);
+        }
+        // Client workflow 5.4: check for arbitrary software attack
+        this.root.verifyDelegate(models_1.MetadataKind.Root, newRoot);
+        // Client workflow 5.5: check for rollback attack
+        if (newRoot.signed.version != this.root.signed.version + 1) {
+            throw new error_1.BadVersionError(`Expected version ${this.root.signed.version + 1}, got ${newRoot.signed.version}`);
+        }
+        // Check that new root is signed by self
+        newRoot.verifyDelegate(models_1.MetadataKind.Root, newRoot);
+        // Client workflow 5.7: set new root as trusted root
+        this.trustedSet.root = newRoot;
+        return newRoot;
+    }
+    updateTimestamp(bytesBuffer) {
+        if (this.snapshot) {
+            throw new error_1.RuntimeError('Cannot update timestamp after snapshot');
+        }
+        if (this.root.signed.isExpired(this.referenceTime)) {
+            throw new error_1.ExpiredMetadataError('Final root.json is expired');
+        }
+        // eslint-disable-next-line @typescript-eslint/no-unsafe-assignment
+        const data = JSON.parse(bytesBuffer.toString('utf8'));
+        // eslint-disable-next-line @typescript-eslint/no-unsafe-argument
+        const newTimestamp = models_1.Metadata.fromJSON(models_1.MetadataKind.Timestamp, data);
+        if (newTimestamp.signed.type != models_1.MetadataKind.Timestamp) {
+            throw new error_1.RepositoryError(`Expected 'timestamp', got ${newTimestamp.signed.type}`);
+        }
+        // Client workflow 5.4.2: check for arbitrary software attack
+        this.root.verifyDelegate(models_1.MetadataKind.Timestamp, newTimestamp);
+        if (this.timestamp) {
+            // Prevent rolling back timestamp version
+            // Client workflow 5.4.3.1: check for rollback attack
+            if (newTimestamp.signed.version < this.timestamp.signed.version) {
+                throw new error_1.BadVersionError(`New timestamp version ${newTimestamp.signed.version} is less than current version ${this.timestamp.signed.version}`);
+            }
+            //  Keep using old timestamp if versions are equal.
+            if (newTimestamp.signed.version === this.timestamp.signed.version) {
+                throw new error_1.EqualVersionError(`New timestamp version ${newTimestamp.signed.version} is equal to current version ${this.timestamp.signed.version}`);
+            }
+            // Prevent rolling back snapshot version
+            // Client workflow 5.4.3.2: check for rollback attack
+            const snapshotMeta = this.timestamp.signed.snapshotMeta;
+            const newSnapshotMeta = newTimestamp.signed.snapshotMeta;
+            if (newSnapshotMeta.version < snapshotMeta.version) {
+                throw new error_1.BadVersionError(`New snapshot version ${newSnapshotMeta.version} is less than current version ${snapshotMeta.version}`);
+            }
+        }
+        // expiry not checked to allow old timestamp to be used for rollback
+        // protection of new timestamp: expiry is checked in update_snapshot
+        this.trustedSet.timestamp = newTimestamp;
+        // Client workflow 5.4.4: check for freeze attack
+        this.checkFinalTimestamp();
+        return newTimestamp;
+    }
+    updateSnapshot(bytesBuffer, trusted = false) {
+        if (!this.timestamp) {
+            throw new error_1.RuntimeError('Cannot update snapshot before timestamp');
+        }
+        if (this.targets) {
+            throw new error_1.RuntimeError('Cannot update snapshot after targets');
+        }
+        // Snapshot cannot be loaded if final timestamp is expired
+        this.checkFinalTimestamp();
+        const snapshotMeta = this.timestamp.signed.snapshotMeta;
+        // Verify non-trusted data against the hashes in timestamp, if any.
+        // Trusted snapshot data has already been verified once.
+        // Client workflow 5.5.2: check against timestamp role's snaphsot hash
+        if (!trusted) {
+            snapshotMeta.verify(bytesBuffer);
+        }
+        // eslint-disable-next-line @typescript-eslint/no-unsafe-assignment
+        const data = JSON.parse(bytesBuffer.toString('utf8'));
+        // eslint-disable-next-line @typescript-eslint/no-unsafe-argument
+        const newSnapshot = models_1.Metadata.fromJSON(models_1.MetadataKind.Snapshot, data);
+        if (newSnapshot.signed.type != models_1.MetadataKind.Snapshot) {
+            throw new error_1.RepositoryError(`Expected 'snapshot', got ${newSnapshot.signed.type}`);
+        }
+        // Client workflow 5.5.3: check for arbitrary software attack
+        this.root.verifyDelegate(models_1.MetadataKind.Snapshot, newSnapshot);
+        // version check against meta version (5.5.4) is deferred to allow old
+        // snapshot to be used in rollback protection
+        // Client workflow 5.5.5: check for rollback attack
+        if (this.snapshot) {
+            Object.entries(this.snapshot.signed.meta).forEach(([fileName, fileInfo]) => {
+                const newFileInfo = newSnapshot.signed.meta[fileName];
+                if (!newFileInfo) {
+                    throw new error_1.RepositoryError(`Missing file ${fileName} in new snapshot`);
+                }
+                if (newFileInfo.version < fileInfo.version) {
+                    throw new error_1.BadVersionError(`New version ${newFileInfo.version} of ${fileName} is less than current version ${fileInfo.version}`);
+                }
+            });
+        }
+        this.trustedSet.snapshot = newSnapshot;
+        // snapshot is loaded, but we raise if it's not valid _final_ snapshot
+        // Client workflow 5.5.4 & 5.5.6
+        this.checkFinalSnapsnot();
+        return newSnapshot;
+    }
+    updateDelegatedTargets(bytesBuffer, roleName, delegatorName) {
+        if (!this.snapshot) {
+            throw new error_1.RuntimeError('Cannot update delegated targets before snapshot');
+        }
+        // Targets cannot be loaded if final snapshot is expired or its version
+        // does not match meta version in timestamp.
+        this.checkFinalSnapsnot();
+        const delegator = this.trustedSet[delegatorName];
+        if (!delegator) {
+            throw new error_1.RuntimeError(`No trusted ${delegatorName} metadata`);
+        }
+        // Extract metadata for the delegated role from snapshot
+        const meta = this.snapshot.signed.meta?.[`${roleName}.json`];
+        if (!meta) {
+            throw new error_1.RepositoryError(`Missing ${roleName}.json in snapshot`);
+        }
+        // Client workflow 5.6.2: check against snapshot role's targets hash
+        meta.verify(bytesBuffer);
+        // eslint-disable-next-line @typescript-eslint/no-unsafe-assignment
+        const data = JSON.parse(bytesBuffer.toString('utf8'));
+        // eslint-disable-next-line @typescript-eslint/no-unsafe-argument
+        const newDelegate = models_1.Metadata.fromJSON(models_1.MetadataKind.Targets, data);
+        if (newDelegate.signed.type != models_1.MetadataKind.Targets) {
+            throw new error_1.RepositoryError(`Expected 'targets', got ${newDelegate.signed.type}`);
+        }
+        // Client workflow 5.6.3: check for arbitrary software attack
+        delegator.verifyDelegate(roleName, newDelegate);
+        // Client workflow 5.6.4: Check against snapshot role’s targets version
+        const version = newDelegate.signed.version;
+        if (version != meta.version) {
+            throw new error_1.BadVersionError(`Version ${version} of ${roleName} does not match snapshot version ${meta.version}`);
+        }
+        // Client workflow 5.6.5: check for a freeze attack
+        if (newDelegate.signed.isExpired(this.referenceTime)) {
+            throw new error_1.ExpiredMetadataError(`${roleName}.json is expired`);
+        }
+        this.trustedSet[roleName] = newDelegate;
+    }
+    // Verifies and loads data as trusted root metadata.
+    // Note that an expired initial root is still considered valid.
+    loadTrustedRoot(bytesBuffer) {
+        // eslint-disable-next-line @typescript-eslint/no-unsafe-assignment
+        const data = JSON.parse(bytesBuffer.toString('utf8'));
+        // eslint-disable-next-line @typescript-eslint/no-unsafe-argument
+        const root = models_1.Metadata.fromJSON(models_1.MetadataKind.Root, data);
+        if (root.signed.type != models_1.MetadataKind.Root) {
+            throw new error_1.RepositoryError(`Expected 'root', got ${root.signed.type}`);
+        }
+        root.verifyDelegate(models_1.MetadataKind.Root, root);
+        this.trustedSet['root'] = root;
+    }
+    checkFinalTimestamp() {
+        // Timestamp MUST be loaded
+        if (!this.timestamp) {
+            throw new ReferenceError('No trusted timestamp metadata');
+        }
+        // Client workflow 5.4.4: check for freeze attack
+        if (this.timestamp.signed.isExpired(this.referenceTime)) {
+            throw new error_1.ExpiredMetadataError('Final timestamp.json is expired');
+        }
+    }
+    checkFinalSnapsnot() {
+        // Snapshot and timestamp MUST be loaded
+        if (!this.snapshot) {
+            throw new ReferenceError('No trusted snapshot metadata');
+        }
+        if (!this.timestamp) {
+            throw new ReferenceError('No trusted timestamp metadata');
+        }
+        // Client workflow 5.5.6: check for freeze attack
+        if (this.snapshot.signed.isExpired(this.referenceTime)) {
+            throw new error_1.ExpiredMetadataError('snapshot.json is expired');
+        }
+        // Client workflow 5.5.4: check against timestamp role’s snapshot version
+        const snapshotMeta = this.timestamp.signed.snapshotMeta;
+        if (this.snapshot.signed.version !== snapshotMeta.version) {
+            throw new error_1.BadVersionError("Snapshot version doesn't match timestamp");
+        }
+    }
+}
+exports.TrustedMetadataStore = TrustedMetadataStore;
+
+
+/***/ }),
+
+/***/ 6903:
+/***/ (function(__unused_webpack_module, exports, __nccwpck_require__) {
+
+
+var __createBinding = (this && this.__createBinding) || (Object.create ? (function(o, m, k, k2) {
+    if (k2 === undefined) k2 = k;
+    var desc = Object.getOwnPropertyDescriptor(m, k);
+    if (!desc || ("get" in desc ? !m.__esModule : desc.writable || desc.configurable)) {
+      desc = { enumerable: true, get: function() { return m[k]; } };
+    }
+    Object.defineProperty(o, k2, desc);
+}) : (function(o, m, k, k2) {
+    if (k2 === undefined) k2 = k;
+    o[k2] = m[k];
+}));
+var __setModuleDefault = (this && this.__setModuleDefault) || (Object.create ? (function(o, v) {
+    Object.defineProperty(o, "default", { enumerable: true, value: v });
+}) : function(o, v) {
+    o["default"] = v;
+});
+var __importStar = (this && this.__importStar) || (function () {
+    var ownKeys = function(o) {
+        ownKeys = Object.getOwnPropertyNames || function (o) {
+            var ar = [];
+            for (var k in o) if (Object.prototype.hasOwnProperty.call(o, k)) ar[ar.length] = k;
+            return ar;
+        };
+        return ownKeys(o);
+    };
+    return function (mod) {
+        if (mod && mod.__esModule) return mod;
+        var result = {};
+        if (mod != null) for (var k = ownKeys(mod), i = 0; i < k.length; i++) if (k[i] !== "default") __createBinding(result, mod, k[i]);
+        __setModuleDefault(result, mod);
+        return result;
+    };
+})();
+var __importDefault = (this && this.__importDefault) || function (mod) {
+    return (mod && mod.__esModule) ? mod : { "default": mod };
+};
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.Updater = void 0;
+const models_1 = __nccwpck_require__(8908);
+const debug_1 = __importDefault(__nccwpck_require__(2830));
+const fs = __importStar(__nccwpck_require__(9896));
+const path = __importStar(__nccwpck_require__(6928));
+const package_json_1 = __nccwpck_require__(7523);
+const config_1 = __nccwpck_require__(2730);
+const error_1 = __nccwpck_require__(6376);
+const fetcher_1 = __nccwpck_require__(6337);
+const store_1 = __nccwpck_require__(5683);
+const url = __importStar(__nccwpck_require__(6469));
+const log = (0, debug_1.default)('tuf:cache');
+class Updater {
+    dir;
+    metadataBaseUrl;
+    targetDir;
+    targetBaseUrl;
+    forceCache;
+    trustedSet;
+    config;
+    fetcher;
+    constructor(options) {
+        const { metadataDir, metadataBaseUrl, targetDir, targetBaseUrl, fetcher, config, } = options;
+        this.dir = metadataDir;
+        this.metadataBaseUrl = metadataBaseUrl;
+        this.targetDir = targetDir;
+        this.targetBaseUrl = targetBaseUrl;
+        this.forceCache = options.forceCache ?? false;
+        const data = this.loadLocalMetadata(models_1.MetadataKind.Root);
+        this.trustedSet = new store_1.TrustedMetadataStore(data);
+        this.config = { ...config_1.defaultConfig, ...config };
+        const userAgent = config?.userAgent
+            ? `${config.userAgent} tuf-js/${package_json_1.version}`
+            : `tuf-js/${package_json_1.version}`;
+        this.fetcher =
+            fetcher ||
+                new fetcher_1.DefaultFetcher({
+                    userAgent,
+                    timeout: this.config.fetchTimeout,
+                    retry: this.config.fetchRetries ?? this.config.fetchRetry,
+                });
+    }
+    // refresh and load the metadata before downloading the target
+    // refresh should be called once after the client is initialized
+    async refresh() {
+        // If forceCache is true, try to load the timestamp from local storage
+        // without fetching it from the remote. Otherwise, load the root and
+        // timestamp from the remote per the TUF spec.
+        if (this.forceCache) {
+            // If anything fails, load the root and timestamp from the remote. This
+            // should cover any situation where the local metadata is corrupted or
+            // expired.
+            try {
+                await this.loadTimestamp({ checkRemote: false });
+            }
+            catch (error) {
+                await this.loadRoot();
+                await this.loadTimestamp();
+            }
+        }
+        else {
+            await this.loadRoot();
+            await this.loadTimestamp();
+        }
+        await this.loadSnapshot();
+        await this.loadTargets(models_1.MetadataKind.Targets, models_1.MetadataKind.Root);
+    }
+    // Returns the TargetFile instance with information for the given target path.
+    //
+    // Implicitly calls refresh if it hasn't already been called.
+    async getTargetInfo(targetPath) {
+        if (!this.trustedSet.targets) {
+            await this.refresh();
+        }
+        return this.preorderDepthFirstWalk(targetPath);
+    }
+    async downloadTarget(targetInfo, filePath, targetBaseUrl) {
+        const targetPath = filePath || this.generateTargetPath(targetInfo);
+        if (!targetBaseUrl) {
+            if (!this.targetBaseUrl) {
+                throw new error_1.ValueError('Target base URL not set');
+            }
+            targetBaseUrl = this.targetBaseUrl;
+        }
+        let targetFilePath = targetInfo.path;
+        const consistentSnapshot = this.trustedSet.root.signed.consistentSnapshot;
+        if (consistentSnapshot && this.config.prefixTargetsWithHash) {
+            const hashes = Object.values(targetInfo.hashes);
+            const { dir, base } = path.parse(targetFilePath);
+            const filename = `${hashes[0]}.${base}`;
+            targetFilePath = dir ? `${dir}/${filename}` : filename;
+        }
+        const targetUrl = url.join(targetBaseUrl, targetFilePath);
+        // Client workflow 5.7.3: download target file
+        await this.fetcher.downloadFile(targetUrl, targetInfo.length, async (fileName) => {
+            // Verify hashes and length of downloaded file
+            await targetInfo.verify(fs.createReadStream(fileName));
+            // Copy file to target path
+            log('WRITE %s', targetPath);
+            fs.copyFileSync(fileName, targetPath);
+        });
+        return targetPath;
+    }
+    async findCachedTarget(targetInfo, filePath) {
+        if (!filePath) {
+            filePath = this.generateTargetPath(targetInfo);
+        }
+        try {
+            if (fs.existsSync(filePath)) {
+                await targetInfo.verify(fs.createReadStream(filePath));
+                return filePath;
+            }
+        }
+        catch (error) {
+            return; // File not found
+        }
+        return; // File not found
+    }
+    loadLocalMetadata(fileName) {
+        const filePath = path.join(this.dir, `${fileName}.json`);
+        log('READ %s', filePath);
+        return fs.readFileSync(filePath);
+    }
+    // Sequentially load and persist on local disk every newer root metadata
+    // version available on the remote.
+    // Client workflow 5.3: update root role
+    async loadRoot() {
+        // Client workflow 5.3.2: version of trusted root metadata file
+        const rootVersion = this.trustedSet.root.signed.version;
+        const lowerBound = rootVersion + 1;
+        const upperBound = lowerBound + this.config.maxRootRotations;
+        for (let version = lowerBound; version < upperBound; version++) {
+            const rootUrl = url.join(this.metadataBaseUrl, `${version}.root.json`);
+            try {
+                // Client workflow 5.3.3: download new root metadata file
+                const bytesData = await this.fetcher.downloadBytes(rootUrl, this.config.rootMaxLength);
+                // Client workflow 5.3.4 - 5.4.7
+                this.trustedSet.updateRoot(bytesData);
+                // Client workflow 5.3.8: persist root metadata file
+                this.persistMetadata(models_1.MetadataKind.Root, bytesData);
+            }
+            catch (error) {
+                if (error instanceof error_1.DownloadHTTPError) {
+                    //  404/403 means current root is newest available
+                    if ([403, 404].includes(error.statusCode)) {
+                        break;
+                    }
+                }
+                throw error;
+            }
+        }
+    }
+    // Load local and remote timestamp metadata.
+    // Client workflow 5.4: update timestamp role
+    async loadTimestamp({ checkRemote } = { checkRemote: true }) {
+        // Load local and remote timestamp metadata
+        try {
+            const data = this.loadLocalMetadata(models_1.MetadataKind.Timestamp);
+            this.trustedSet.updateTimestamp(data);
+            // If checkRemote is disabled, return here to avoid fetching the remote
+            // timestamp metadata.
+            if (!checkRemote) {
+                return;
+            }
+        }
+        catch (error) {
+            // continue
+        }
+        //Load from remote (whether local load succeeded or not)
+        const timestampUrl = url.join(this.metadataBaseUrl, 'timestamp.json');
+        // Client workflow 5.4.1: download timestamp metadata file
+        const bytesData = await this.fetcher.downloadBytes(timestampUrl, this.config.timestampMaxLength);
+        try {
+            // Client workflow 5.4.2 - 5.4.4
+            this.trustedSet.updateTimestamp(bytesData);
+        }
+        catch (error) {
+            // If new timestamp version is same as current, discardd the new one.
+            // This is normal and should NOT raise an error.
+            if (error instanceof error_1.EqualVersionError) {
+                return;
+            }
+            // Re-raise any other error
+            throw error;
+        }
+        // Client workflow 5.4.5: persist timestamp metadata
+        this.persistMetadata(models_1.MetadataKind.Timestamp, bytesData);
+    }
+    // Load local and remote snapshot metadata.
+    // Client workflow 5.5: update snapshot role
+    async loadSnapshot() {
+        //Load local (and if needed remote) snapshot metadata
+        try {
+            const data = this.loadLocalMetadata(models_1.MetadataKind.Snapshot);
+            this.trustedSet.updateSnapshot(data, true);
+        }
+        catch (error) {
+            if (!this.trustedSet.timestamp) {
+                throw new ReferenceError('No timestamp metadata', { cause: error });
+            }
+            const snapshotMeta = this.trustedSet.timestamp.signed.snapshotMeta;
+            const maxLength = snapshotMeta.length || this.config.snapshotMaxLength;
+            const version = this.trustedSet.root.signed.consistentSnapshot
+                ? snapshotMeta.version
+                : undefined;
+            const snapshotUrl = url.join(this.metadataBaseUrl, version ? `${version}.snapshot.json` : 'snapshot.json');
+            try {
+                // Client workflow 5.5.1: download snapshot metadata file
+                const bytesData = await this.fetcher.downloadBytes(snapshotUrl, maxLength);
+                // Client workflow 5.5.2 - 5.5.6
+                this.trustedSet.updateSnapshot(bytesData);
+                // Client workflow 5.5.7: persist snapshot metadata file
+                this.persistMetadata(models_1.MetadataKind.Snapshot, bytesData);
+            }
+            catch (error) {
+                throw new error_1.RuntimeError(`Unable to load snapshot metadata error ${error}`);
+            }
+        }
+    }
+    // Load local and remote targets metadata.
+    // Client workflow 5.6: update targets role
+    async loadTargets(role, parentRole) {
+        const cachedRole = this.trustedSet.getRole(role);
+        if (cachedRole) {
+            const delegator = this.trustedSet.getRole(parentRole);
+            if (!delegator) {
+                throw new error_1.RuntimeError(`No trusted ${parentRole} metadata`);
+            }
+            delegator.verifyDelegate(role, cachedRole);
+            return cachedRole;
+        }
+        try {
+            const buffer = this.loadLocalMetadata(role);
+            this.trustedSet.updateDelegatedTargets(buffer, role, parentRole);
+        }
+        catch (error) {
+            // Local 'role' does not exist or is invalid: update from remote
+            if (!this.trustedSet.snapshot) {
+                throw new ReferenceError('No snapshot metadata', { cause: error });
+            }
+            const metaInfo = this.trustedSet.snapshot.signed.meta[`${role}.json`];
+            // TODO: use length for fetching
+            const maxLength = metaInfo.length || this.config.targetsMaxLength;
+            const version = this.trustedSet.root.signed.consistentSnapshot
+                ? metaInfo.version
+                : undefined;
+            const encodedRole = encodeURIComponent(role);
+            const metadataUrl = url.join(this.metadataBaseUrl, version ? `${version}.${encodedRole}.json` : `${encodedRole}.json`);
+            try {
+                // Client workflow 5.6.1: download targets metadata file
+                const bytesData = await this.fetcher.downloadBytes(metadataUrl, maxLength);
+                // Client workflow 5.6.2 - 5.6.6
+                this.trustedSet.updateDelegatedTargets(bytesData, role, parentRole);
+                // Client workflow 5.6.7: persist targets metadata file
+                this.persistMetadata(role, bytesData);
+            }
+            catch (error) {
+                throw new error_1.RuntimeError(`Unable to load targets error ${error}`);
+            }
+        }
+        return this.trustedSet.getRole(role);
+    }
+    async preorderDepthFirstWalk(targetPath) {
+        // Interrogates the tree of target delegations in order of appearance
+        // (which implicitly order trustworthiness), and returns the matching
+        // target found in the most trusted role.
+        // List of delegations to be interrogated. A (role, parent role) pair
+        // is needed to load and verify the delegated targets metadata.
+        const delegationsToVisit = [
+            {
+                roleName: models_1.MetadataKind.Targets,
+                parentRoleName: models_1.MetadataKind.Root,
+            },
+        ];
+        const visitedRoleNames = new Set();
+        // Client workflow 5.6.7: preorder depth-first traversal of the graph of
+        // target delegations
+        while (visitedRoleNames.size <= this.config.maxDelegations &&
+            delegationsToVisit.length > 0) {
+            //  Pop the role name from the top of the stack.
+            const { roleName, parentRoleName } = delegationsToVisit.pop();
+            // Skip any visited current role to prevent cycles.
+            // Client workflow 5.6.7.1: skip already-visited roles
+            if (visitedRoleNames.has(roleName)) {
+                continue;
+            }
+            // The metadata for 'role_name' must be downloaded/updated before
+            // its targets, delegations, and child roles can be inspected.
+            const targets = (await this.loadTargets(roleName, parentRoleName))
+                ?.signed;
+            if (!targets) {
+                continue;
+            }
+            const target = targets.targets?.[targetPath];
+            if (target) {
+                return target;
+            }
+            // After preorder check, add current role to set of visited roles.
+            visitedRoleNames.add(roleName);
+            if (targets.delegations) {
+                const childRolesToVisit = [];
+                // NOTE: This may be a slow operation if there are many delegated roles.
+                const rolesForTarget = targets.delegations.rolesForTarget(targetPath);
+                for (const { role: childName, terminating } of rolesForTarget) {
+                    childRolesToVisit.push({
+                        roleName: childName,
+                        parentRoleName: roleName,
+                    });
+                    // Client workflow 5.6.7.2.1
+                    if (terminating) {
+                        delegationsToVisit.splice(0); // empty the array
+                        break;
+                    }
+                }
+                childRolesToVisit.reverse();
+                delegationsToVisit.push(...childRolesToVisit);
+            }
+        }
+        return; // no matching target found
+    }
+    generateTargetPath(targetInfo) {
+        if (!this.targetDir) {
+            throw new error_1.ValueError('Target directory not set');
+        }
+        // URL encode target path
+        const filePath = encodeURIComponent(targetInfo.path);
+        return path.join(this.targetDir, filePath);
+    }
+    persistMetadata(metaDataName, bytesData) {
+        const encodedName = encodeURIComponent(metaDataName);
+        try {
+            const filePath = path.join(this.dir, `${encodedName}.json`);
+            log('WRITE %s', filePath);
+            fs.writeFileSync(filePath, bytesData.toString('utf8'));
+        }
+        catch (error) {
+            throw new error_1.PersistError(`Failed to persist metadata ${encodedName} error: ${error}`);
+        }
+    }
+}
+exports.Updater = Updater;
+
+
+/***/ }),
+
+/***/ 4611:
+/***/ (function(__unused_webpack_module, exports, __nccwpck_require__) {
+
+
+var __importDefault = (this && this.__importDefault) || function (mod) {
+    return (mod && mod.__esModule) ? mod : { "default": mod };
+};
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.withTempFile = void 0;
+const promises_1 = __importDefault(__nccwpck_require__(1943));
+const os_1 = __importDefault(__nccwpck_require__(857));
+const path_1 = __importDefault(__nccwpck_require__(6928));
+// Invokes the given handler with the path to a temporary file. The file
+// is deleted after the handler returns.
+const withTempFile = async (handler) => withTempDir(async (dir) => handler(path_1.default.join(dir, 'tempfile')));
+exports.withTempFile = withTempFile;
+// Invokes the given handler with a temporary directory. The directory is
+// deleted after the handler returns.
+const withTempDir = async (handler) => {
+    const tmpDir = await promises_1.default.realpath(os_1.default.tmpdir());
+    const dir = await promises_1.default.mkdtemp(tmpDir + path_1.default.sep);
+    try {
+        return await handler(dir);
+    }
+    finally {
+        await promises_1.default.rm(dir, { force: true, recursive: true, maxRetries: 3 });
+    }
+};
+
+
+/***/ }),
+
+/***/ 6469:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.join = join;
+const url_1 = __nccwpck_require__(7016);
+function join(base, path) {
+    return new url_1.URL(ensureTrailingSlash(base) + removeLeadingSlash(path)).toString();
+}
+function ensureTrailingSlash(path) {
+    return path.endsWith('/') ? path : path + '/';
+}
+function removeLeadingSlash(path) {
+    return path.startsWith('/') ? path.slice(1) : path;
+}
+
+
+/***/ }),
+
 /***/ 770:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
@@ -1969,7 +12584,7 @@ module.exports = {
 
 
 
-const net = __nccwpck_require__(7030)
+const net = __nccwpck_require__(4649)
 const assert = __nccwpck_require__(4589)
 const util = __nccwpck_require__(3440)
 const { InvalidArgumentError, ConnectTimeoutError } = __nccwpck_require__(8707)
@@ -3708,7 +14323,7 @@ const assert = __nccwpck_require__(4589)
 const { kDestroyed, kBodyUsed, kListeners, kBody } = __nccwpck_require__(6443)
 const { IncomingMessage } = __nccwpck_require__(7067)
 const stream = __nccwpck_require__(7075)
-const net = __nccwpck_require__(7030)
+const net = __nccwpck_require__(4649)
 const { Blob } = __nccwpck_require__(4573)
 const nodeUtil = __nccwpck_require__(7975)
 const { stringify } = __nccwpck_require__(1792)
@@ -7108,7 +17723,7 @@ module.exports = connectH2
 
 
 const assert = __nccwpck_require__(4589)
-const net = __nccwpck_require__(7030)
+const net = __nccwpck_require__(4649)
 const http = __nccwpck_require__(7067)
 const util = __nccwpck_require__(3440)
 const { channels } = __nccwpck_require__(2414)
@@ -9765,7 +20380,7 @@ module.exports = RetryHandler
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 
-const { isIP } = __nccwpck_require__(7030)
+const { isIP } = __nccwpck_require__(4649)
 const { lookup } = __nccwpck_require__(610)
 const DecoratorHandler = __nccwpck_require__(8155)
 const { InvalidArgumentError, InformationalError } = __nccwpck_require__(8707)
@@ -28384,10 +38999,31 @@ module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("buffer");
 
 /***/ }),
 
+/***/ 6982:
+/***/ ((module) => {
+
+module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("crypto");
+
+/***/ }),
+
 /***/ 4434:
 /***/ ((module) => {
 
 module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("events");
+
+/***/ }),
+
+/***/ 9896:
+/***/ ((module) => {
+
+module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("fs");
+
+/***/ }),
+
+/***/ 1943:
+/***/ ((module) => {
+
+module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("fs/promises");
 
 /***/ }),
 
@@ -28489,7 +39125,7 @@ module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:http2")
 
 /***/ }),
 
-/***/ 7030:
+/***/ 4649:
 /***/ ((module) => {
 
 module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:net");
@@ -28559,6 +39195,20 @@ module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:zlib");
 
 /***/ }),
 
+/***/ 857:
+/***/ ((module) => {
+
+module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("os");
+
+/***/ }),
+
+/***/ 6928:
+/***/ ((module) => {
+
+module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("path");
+
+/***/ }),
+
 /***/ 932:
 /***/ ((module) => {
 
@@ -28580,10 +39230,3039 @@ module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("tls");
 
 /***/ }),
 
+/***/ 2018:
+/***/ ((module) => {
+
+module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("tty");
+
+/***/ }),
+
+/***/ 7016:
+/***/ ((module) => {
+
+module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("url");
+
+/***/ }),
+
 /***/ 9023:
 /***/ ((module) => {
 
 module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("util");
+
+/***/ }),
+
+/***/ 9498:
+/***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
+
+const { RetryOperation } = __nccwpck_require__(4544)
+
+const createTimeout = (attempt, opts) => Math.min(Math.round((1 + (opts.randomize ? Math.random() : 0)) * Math.max(opts.minTimeout, 1) * Math.pow(opts.factor, attempt)), opts.maxTimeout)
+const isRetryError = err => err?.code === 'EPROMISERETRY' && Object.hasOwn(err, 'retried')
+
+const promiseRetry = async (fn, options = {}) => {
+  let timeouts = []
+  if (options instanceof Array) {
+    timeouts = [...options]
+  } else {
+    if (options.retries === Infinity) {
+      options.forever = true
+      delete options.retries
+    }
+    const opts = {
+      retries: 10,
+      factor: 2,
+      minTimeout: 1 * 1000,
+      maxTimeout: Infinity,
+      randomize: false,
+      ...options
+    }
+    if (opts.minTimeout > opts.maxTimeout) {
+      throw new Error('minTimeout is greater than maxTimeout')
+    }
+    if (opts.retries) {
+      for (let i = 0; i < opts.retries; i++) {
+        timeouts.push(createTimeout(i, opts))
+      }
+      // sort the array numerically ascending (since the timeouts may be out of order at factor < 1)
+      timeouts.sort((a, b) => a - b)
+    } else if (options.forever) {
+      timeouts.push(createTimeout(0, opts))
+    }
+  }
+
+  const operation = new RetryOperation(timeouts, {
+    forever: options.forever,
+    unref: options.unref,
+    maxRetryTime: options.maxRetryTime
+  })
+
+  return new Promise(function (resolve, reject) {
+    operation.attempt(async number => {
+      try {
+        const result = await fn(err => {
+          throw Object.assign(new Error('Retrying'), { code: 'EPROMISERETRY', retried: err })
+        }, number, operation)
+        return resolve(result)
+      } catch (err) {
+        if (!isRetryError(err)) {
+          return reject(err)
+        }
+        if (!operation.retry(err.retried || new Error())) {
+          return reject(err.retried)
+        }
+      }
+    })
+  })
+}
+
+module.exports = { promiseRetry }
+
+
+/***/ }),
+
+/***/ 4544:
+/***/ ((module) => {
+
+class RetryOperation {
+  #attempts = 1
+  #cachedTimeouts = null
+  #errors = []
+  #fn = null
+  #maxRetryTime
+  #operationStart = null
+  #originalTimeouts
+  #timeouts
+  #timer = null
+  #unref
+
+  constructor (timeouts, options = {}) {
+    this.#originalTimeouts = [...timeouts]
+    this.#timeouts = [...timeouts]
+    this.#unref = options.unref
+    this.#maxRetryTime = options.maxRetryTime || Infinity
+    if (options.forever) {
+      this.#cachedTimeouts = [...this.#timeouts]
+    }
+  }
+
+  get timeouts () {
+    return [...this.#timeouts]
+  }
+
+  get errors () {
+    return [...this.#errors]
+  }
+
+  get attempts () {
+    return this.#attempts
+  }
+
+  get mainError () {
+    let mainError = null
+    if (this.#errors.length) {
+      let mainErrorCount = 0
+      const counts = {}
+      for (let i = 0; i < this.#errors.length; i++) {
+        const error = this.#errors[i]
+        const { message } = error
+        if (!counts[message]) {
+          counts[message] = 0
+        }
+        counts[message]++
+
+        if (counts[message] >= mainErrorCount) {
+          mainError = error
+          mainErrorCount = counts[message]
+        }
+      }
+    }
+    return mainError
+  }
+
+  reset () {
+    this.#attempts = 1
+    this.#timeouts = [...this.#originalTimeouts]
+  }
+
+  stop () {
+    if (this.#timer) {
+      clearTimeout(this.#timer)
+    }
+
+    this.#timeouts = []
+    this.#cachedTimeouts = null
+  }
+
+  retry (err) {
+    this.#errors.push(err)
+    if (new Date().getTime() - this.#operationStart >= this.#maxRetryTime) {
+      // XXX This puts the timeout error first, meaning it will never show as mainError, there may be no way to ever see this
+      this.#errors.unshift(new Error('RetryOperation timeout occurred'))
+      return false
+    }
+
+    let timeout = this.#timeouts.shift()
+    if (timeout === undefined) {
+      // We're out of timeouts, clear the last error and repeat the final timeout
+      if (this.#cachedTimeouts) {
+        this.#errors.pop()
+        timeout = this.#cachedTimeouts.at(-1)
+      } else {
+        return false
+      }
+    }
+
+    // TODO what if there already is a timer?
+    this.#timer = setTimeout(() => {
+      this.#attempts++
+      this.#fn(this.#attempts)
+    }, timeout)
+
+    if (this.#unref) {
+      this.#timer.unref()
+    }
+
+    return true
+  }
+
+  attempt (fn) {
+    this.#fn = fn
+    this.#operationStart = new Date().getTime()
+    this.#fn(this.#attempts)
+  }
+}
+module.exports = { RetryOperation }
+
+
+/***/ }),
+
+/***/ 4012:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.range = exports.balanced = void 0;
+const balanced = (a, b, str) => {
+    const ma = a instanceof RegExp ? maybeMatch(a, str) : a;
+    const mb = b instanceof RegExp ? maybeMatch(b, str) : b;
+    const r = ma !== null && mb != null && (0, exports.range)(ma, mb, str);
+    return (r && {
+        start: r[0],
+        end: r[1],
+        pre: str.slice(0, r[0]),
+        body: str.slice(r[0] + ma.length, r[1]),
+        post: str.slice(r[1] + mb.length),
+    });
+};
+exports.balanced = balanced;
+const maybeMatch = (reg, str) => {
+    const m = str.match(reg);
+    return m ? m[0] : null;
+};
+const range = (a, b, str) => {
+    let begs, beg, left, right = undefined, result;
+    let ai = str.indexOf(a);
+    let bi = str.indexOf(b, ai + 1);
+    let i = ai;
+    if (ai >= 0 && bi > 0) {
+        if (a === b) {
+            return [ai, bi];
+        }
+        begs = [];
+        left = str.length;
+        while (i >= 0 && !result) {
+            if (i === ai) {
+                begs.push(i);
+                ai = str.indexOf(a, i + 1);
+            }
+            else if (begs.length === 1) {
+                const r = begs.pop();
+                if (r !== undefined)
+                    result = [r, bi];
+            }
+            else {
+                beg = begs.pop();
+                if (beg !== undefined && beg < left) {
+                    left = beg;
+                    right = bi;
+                }
+                bi = str.indexOf(b, i + 1);
+            }
+            i = ai < bi && ai >= 0 ? ai : bi;
+        }
+        if (begs.length && right !== undefined) {
+            result = [left, right];
+        }
+    }
+    return result;
+};
+exports.range = range;
+//# sourceMappingURL=index.js.map
+
+/***/ }),
+
+/***/ 3783:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.EXPANSION_MAX_STEPS = exports.EXPANSION_MAX_REWRITES = exports.EXPANSION_MAX_DEPTH = exports.EXPANSION_MAX_LENGTH = exports.EXPANSION_MAX = void 0;
+exports.expand = expand;
+const balanced_match_1 = __nccwpck_require__(4012);
+const escSlash = '\0SLASH' + Math.random().toFixed(16) + '\0';
+const escOpen = '\0OPEN' + Math.random().toFixed(16) + '\0';
+const escClose = '\0CLOSE' + Math.random().toFixed(16) + '\0';
+const escComma = '\0COMMA' + Math.random().toFixed(16) + '\0';
+const escPeriod = '\0PERIOD' + Math.random().toFixed(16) + '\0';
+const escSlashPattern = new RegExp(escSlash, 'g');
+const escOpenPattern = new RegExp(escOpen, 'g');
+const escClosePattern = new RegExp(escClose, 'g');
+const escCommaPattern = new RegExp(escComma, 'g');
+const escPeriodPattern = new RegExp(escPeriod, 'g');
+const slashPattern = /\\\\/g;
+const openPattern = /\\{/g;
+const closePattern = /\\}/g;
+const commaPattern = /\\,/g;
+const periodPattern = /\\\./g;
+exports.EXPANSION_MAX = 100_000;
+// `EXPANSION_MAX` caps the *number* of expansions, but not their length. An
+// input like `'{a,b}'.repeat(1500)` stays under that count - its output is
+// truncated to 100k results - while making every result ~1500 characters
+// long. The result set, and the intermediate arrays built while combining
+// brace sets, then grow large enough to exhaust memory and crash the process
+// (CVE-2026-14257). `EXPANSION_MAX_LENGTH` bounds the total number of
+// characters the accumulator may hold at any point, so memory stays flat no
+// matter how many brace groups are chained. The limit sits well above any
+// realistic expansion (100k results hitting `EXPANSION_MAX` measure ~1M
+// characters) so legitimate input is unaffected.
+exports.EXPANSION_MAX_LENGTH = 4_000_000;
+// `expand_` recurses once per level of brace *nesting* - both when expanding a
+// set's comma members and when re-wrapping a set whose body is a single part.
+// The CVE-2026-14257 fix made the *tail* iterative (recursion on `m.post`, one
+// level per chained group), which left nesting depth unbounded: about 3,100
+// levels of `{{{...a,b...}}}` - only ~6KB of input - exhausted the native stack
+// and crashed the process. `EXPANSION_MAX_DEPTH` bounds how deep the parser
+// will follow nesting. It sits far above any realistic pattern and well below
+// the depth at which the stack runs out.
+exports.EXPANSION_MAX_DEPTH = 1_000;
+// Bash keeps a quirk where a brace group followed by a comma set still expands
+// (`{a},b}`). The parser implements it by rewriting the string and restarting
+// the scan, absorbing one `}` per pass. `n` trailing braces therefore cost `n`
+// full passes over a string that itself grows by one `escClose` sentinel each
+// time - quadratic in `n`, with a ~26x constant from the sentinel's length.
+// 128KB of `'{a}' + '}'.repeat(n) + ',z}'` blocked the event loop for 27
+// seconds to produce two results. `EXPANSION_MAX_REWRITES` bounds how many
+// times the scan may restart. Real `{a},b}` input needs a handful.
+exports.EXPANSION_MAX_REWRITES = 1_000;
+// `EXPANSION_MAX_STEPS` bounds the work one `expand` call does, which `max`,
+// `maxLength` and `maxDepth` don't: nested sets are rescanned at every level
+// and chained groups each rebuild up to `max` results, so 2KB of input could
+// block the event loop for over 30 seconds. Each character scanned, result
+// built and sequence value generated is a step, and each `expand_` call costs
+// `CALL_STEPS` more. Past the budget, the set being expanded and everything
+// after it stay literal. A glob needs a few hundred steps, and nesting all the
+// way to `EXPANSION_MAX_DEPTH` about 4M.
+exports.EXPANSION_MAX_STEPS = 20_000_000;
+// What one `expand_` call costs on top of what it scans and builds. Setting
+// one up takes about as long as scanning 16 characters, and a set whose
+// results are wrapped to be expanded again makes one call per result, each
+// scanning and building next to nothing: 64KB of
+// `('{{' + ','.repeat(316) + '}{' + ','.repeat(316) + '}}').repeat(n)` made
+// 4M such calls, which spent the budget three times as slowly as anything
+// else.
+const CALL_STEPS = 16;
+function numeric(str) {
+    return !isNaN(str) ? parseInt(str, 10) : str.charCodeAt(0);
+}
+function escapeBraces(str) {
+    return str
+        .replace(slashPattern, escSlash)
+        .replace(openPattern, escOpen)
+        .replace(closePattern, escClose)
+        .replace(commaPattern, escComma)
+        .replace(periodPattern, escPeriod);
+}
+function unescapeBraces(str) {
+    return str
+        .replace(escSlashPattern, '\\')
+        .replace(escOpenPattern, '{')
+        .replace(escClosePattern, '}')
+        .replace(escCommaPattern, ',')
+        .replace(escPeriodPattern, '.');
+}
+// Like `target.push(...items)` but doesn't overflow the stack
+function pushAll(target, items) {
+    for (let i = 0; i < items.length; i++) {
+        target.push(items[i]);
+    }
+}
+// `balanced`, run on `masked` (see `maskUnmatchedOpens`), sliced from `str`
+// and charged for the characters it walks: up to the group's `}`, or the
+// whole string when there is no match or unmatched `{` come first, which
+// `unmatched` then flags for masking. Once a call overdraws the budget, it
+// and every later one return undefined, so the rest stays literal.
+function balancedWithBudget(str, masked, budget) {
+    if (budget.remaining < 0) {
+        return undefined;
+    }
+    const r = (0, balanced_match_1.range)('{', '}', masked);
+    const unmatched = r !== undefined && masked.indexOf('{') < r[0];
+    budget.remaining -= r && !unmatched ? r[1] + 1 : str.length;
+    if (!r || budget.remaining < 0) {
+        return undefined;
+    }
+    return {
+        end: r[1],
+        pre: str.slice(0, r[0]),
+        body: str.slice(r[0] + 1, r[1]),
+        post: str.slice(r[1] + 1),
+        unmatched,
+    };
+}
+// `masked` with every `{` that has no matching `}` swapped for a `\0`, which
+// keeps the length, so a scan of it still lines up with the string it was
+// made from. Such a `{` is literal either way, but `balanced` only learns that
+// one is unmatched by reading to the end of the string, so with one at the
+// head of every group (`'{a,{b,c}'.repeat(n)`) each scan read the rest of the
+// input. That was quadratic, and once the step budget charged for it, it ran
+// out partway through and left the rest literal. A scan of the masked copy
+// stops at the group's `}`. It is one pass, charged as such.
+function maskUnmatchedOpens(masked, budget) {
+    budget.remaining -= masked.length;
+    const open = [];
+    for (let i = 0; i < masked.length; i++) {
+        const c = masked.charCodeAt(i);
+        if (c === 0x7b) {
+            open.push(i);
+        }
+        else if (c === 0x7d && open.length) {
+            open.pop();
+        }
+    }
+    let out = '';
+    let last = 0;
+    for (let i = 0; i < open.length; i++) {
+        const at = open[i];
+        out += masked.slice(last, at) + '\0';
+        last = at + 1;
+    }
+    return out + masked.slice(last);
+}
+// Whether `str` has a `,` not followed by another `,`, with a `}` after it on
+// the same line - what `/,(?!,).*\}/.test(str)` asks, answered in one pass from
+// the end. The regex tries every `,` and backtracks through the rest of its
+// line from each, which is quadratic, and the `{a},b}` rewrite asks again on
+// every pass. Like a scan, it is charged for the whole string and refused if
+// that overdraws the budget.
+function commaSetFollows(str, budget) {
+    budget.remaining -= str.length;
+    if (budget.remaining < 0) {
+        return false;
+    }
+    // Whether a `}` follows the current position before the line ends
+    let close = false;
+    for (let i = str.length - 1; i >= 0; i--) {
+        const c = str.charCodeAt(i);
+        if (c === 0x7d) {
+            close = true;
+        }
+        else if (c === 0x0a || c === 0x0d || c === 0x2028 || c === 0x2029) {
+            // A line terminator, which `.` does not match
+            close = false;
+        }
+        else if (c === 0x2c && close && str.charCodeAt(i + 1) !== 0x2c) {
+            return true;
+        }
+    }
+    return false;
+}
+/**
+ * Basically just str.split(","), but handling cases
+ * where we have nested braced sections, which should be
+ * treated as individual members, like {a,{b,c},d}
+ *
+ * Returns `undefined` if the step budget runs out before the whole set is
+ * split, since splitting what is left on every comma would tear apart the
+ * nested sets it still holds.
+ */
+function parseCommaParts(str, budget) {
+    const parts = [];
+    // Walk the brace groups iteratively. Recursing on `post` once per group let a
+    // chain of them exhaust the stack - the parsing-side counterpart to
+    // the `expand_` overflow fixed for CVE-2026-14257, and not something `max` or
+    // `maxLength` can bound, since it happens before expansion.
+    //
+    // The part the next chunk continues
+    let carry = '';
+    for (;;) {
+        // A set's body holds no unmatched `{`, so there is nothing to mask.
+        const m = balancedWithBudget(str, str, budget);
+        if (budget.remaining < 0) {
+            return undefined;
+        }
+        if (!m) {
+            const tail = str.split(',');
+            tail[0] = carry + tail[0];
+            pushAll(parts, tail);
+            return parts;
+        }
+        const { pre, body, post } = m;
+        const p = pre.split(',');
+        p[0] = carry + p[0];
+        p[p.length - 1] += '{' + body + '}';
+        if (!post.length) {
+            pushAll(parts, p);
+            return parts;
+        }
+        carry = p.pop();
+        pushAll(parts, p);
+        str = post;
+    }
+}
+// An option that is left out, or that is NaN, gets its default. Every
+// comparison against NaN is false, so a NaN bound would never be reached:
+// `{ maxSteps: NaN }` let 15KB of input block the event loop for 16 seconds,
+// and `{ maxDepth: NaN }` overflowed the stack again (CVE-2026-102278). Pass
+// `Infinity` to lift a bound.
+function bound(value, fallback) {
+    return value === undefined || isNaN(value) ? fallback : value;
+}
+function expand(str, options = {}) {
+    if (!str) {
+        return [];
+    }
+    const max = bound(options.max, exports.EXPANSION_MAX);
+    const maxLength = bound(options.maxLength, exports.EXPANSION_MAX_LENGTH);
+    const maxDepth = bound(options.maxDepth, exports.EXPANSION_MAX_DEPTH);
+    const maxRewrites = bound(options.maxRewrites, exports.EXPANSION_MAX_REWRITES);
+    const maxSteps = bound(options.maxSteps, exports.EXPANSION_MAX_STEPS);
+    // I don't know why Bash 4.3 does this, but it does.
+    // Anything starting with {} will have the first two bytes preserved
+    // but *only* at the top level, so {},a}b will not expand to anything,
+    // but a{},b}c will be expanded to [a}c,abc].
+    // One could argue that this is a bug in Bash, but since the goal of
+    // this module is to match Bash's rules, we escape a leading {}
+    if (str.slice(0, 2) === '{}') {
+        str = '\\{\\}' + str.slice(2);
+    }
+    return expand_(escapeBraces(str), max, maxLength, maxDepth, 0, maxRewrites, { remaining: maxSteps }, true).map(unescapeBraces);
+}
+function embrace(str) {
+    return '{' + str + '}';
+}
+function isPadded(el) {
+    return /^-?0\d/.test(el);
+}
+function lte(i, y) {
+    return i <= y;
+}
+function gte(i, y) {
+    return i >= y;
+}
+// Build `{ acc[a] + pre + values[v] }` for every combination, capping the
+// number of results at `max` and the total number of characters at `maxLength`.
+// This is the one place output grows, so bounding it here keeps the single
+// accumulator - and therefore memory - flat regardless of how many brace groups
+// are combined (CVE-2026-14257). Each result built is a step, since `max` and
+// `maxLength` bound one combination, not how many brace groups are combined.
+function combine(acc, pre, values, max, maxLength, dropEmpties, budget) {
+    const out = [];
+    let length = 0;
+    // Bash drops empty results at the top level, and they don't count against
+    // `max`, so `max` bounds the number of *kept* results. Only an empty
+    // `acc[a] + pre` can make one, so for those the empty values are skipped
+    // without being visited. Visiting them one at a time let a set of empties
+    // cost `acc.length * values.length` while keeping nothing.
+    let nonEmpty;
+    outer: for (let a = 0; a < acc.length; a++) {
+        const prefix = acc[a] + pre;
+        let vs = values;
+        if (dropEmpties && !prefix) {
+            if (!nonEmpty)
+                nonEmpty = values.filter(v => v);
+            vs = nonEmpty;
+        }
+        for (let v = 0; v < vs.length; v++) {
+            if (out.length >= max)
+                break outer;
+            const expansion = prefix + vs[v];
+            if (length + expansion.length > maxLength)
+                break outer;
+            out.push(expansion);
+            length += expansion.length;
+        }
+    }
+    budget.remaining -= out.length;
+    return out;
+}
+// The expansion values of a single numeric (`1..5`) or alphabetic (`a..e..2`)
+// sequence body, or `undefined` if the step budget runs out generating them.
+function expandSequence(body, isAlphaSequence, max, maxLength, budget) {
+    const n = body.split(/\.\./);
+    const N = [];
+    // A sequence body always splits into two or three parts, but the compiler
+    // can't know that.
+    /* c8 ignore start */
+    if (n[0] === undefined || n[1] === undefined) {
+        return N;
+    }
+    /* c8 ignore stop */
+    const x = numeric(n[0]);
+    const y = numeric(n[1]);
+    const width = Math.max(n[0].length, n[1].length);
+    let incr = n.length === 3 && n[2] !== undefined ?
+        Math.max(Math.abs(numeric(n[2])), 1)
+        : 1;
+    let test = lte;
+    const reverse = y < x;
+    if (reverse) {
+        incr *= -1;
+        test = gte;
+    }
+    const pad = n.some(isPadded);
+    // A padded value is built a character at a time to `width`, which the input
+    // sets, so it costs one step per character: 64KB of
+    // `('{' + '0'.repeat(100) + '..99999}').repeat(n)` took 7 seconds charged
+    // one step per value.
+    const cost = pad ? width : 1;
+    let length = 0;
+    for (let i = x; test(i, y) && N.length < max; i += incr) {
+        // Each value is a step. `max` and `maxLength` bound one sequence, but a
+        // chain of them still generated up to `max` values each, however few
+        // combining could keep.
+        budget.remaining -= cost;
+        if (budget.remaining < 0) {
+            return undefined;
+        }
+        let c;
+        if (isAlphaSequence) {
+            c = String.fromCharCode(i);
+            if (c === '\\') {
+                c = '';
+            }
+        }
+        else {
+            c = String(i);
+            if (pad) {
+                const need = width - c.length;
+                if (need > 0) {
+                    const z = new Array(need + 1).join('0');
+                    if (i < 0) {
+                        c = '-' + z + c.slice(1);
+                    }
+                    else {
+                        c = z + c;
+                    }
+                }
+            }
+        }
+        if (length + c.length > maxLength)
+            break;
+        N.push(c);
+        length += c.length;
+    }
+    return N;
+}
+function expand_(str, max, maxLength, maxDepth, depth, maxRewrites, budget, isTop) {
+    // An overdraft here makes the first scan refuse, so `str` stays literal.
+    budget.remaining -= CALL_STEPS;
+    // Too deeply nested to keep following: treat the rest as literal, the same
+    // way a group that cannot expand is already handled. Truncating rather than
+    // throwing keeps `expand` total, matching `max` and `maxLength`.
+    if (depth > maxDepth) {
+        return [str];
+    }
+    // Consume the string's top-level brace groups left to right, threading a
+    // running set of combined prefixes (`acc`). Expanding the tail iteratively -
+    // rather than recursing on `m.post` once per group - keeps the native stack
+    // depth constant, so deeply chained input (`'{a,b}'.repeat(3000)`) can no
+    // longer overflow the stack, and leaves a single accumulator whose size
+    // `maxLength` bounds directly (CVE-2026-14257).
+    let acc = [''];
+    // Bash drops empty results, but only when the *first* top-level group is a
+    // comma set - a sequence like `{a..\}` may legitimately yield ''. The drop
+    // is on the final strings, so it is applied to whichever `combine` produces
+    // them (the one with no brace set left in the tail).
+    // How many times the `{a},b}` rewrite below has restarted the scan. Each pass
+    // re-reads the whole string, so leaving this unbounded is quadratic.
+    let rewrites = 0;
+    let dropEmpties = false;
+    let firstGroup = true;
+    // `str` with its unmatched `{` masked, once a scan has run into them
+    let masked = str;
+    for (;;) {
+        const m = balancedWithBudget(str, masked, budget);
+        // No brace set left, or no step budget left to look for one: the rest of
+        // the string is literal.
+        if (!m) {
+            return combine(acc, str, [''], max, maxLength, dropEmpties, budget);
+        }
+        if (m.unmatched) {
+            masked = maskUnmatchedOpens(masked, budget);
+        }
+        // no need to expand pre, since it is guaranteed to be free of brace-sets
+        const pre = m.pre;
+        // This set and the rest of the string, literal: for a set that cannot
+        // expand, and for one the step budget runs out on. Once it is overdrawn,
+        // every set still being expanded, at every level, stays literal like this -
+        // otherwise each level above would go on combining, and wrapping and
+        // expanding again, results the budget was too small for.
+        const literal = () => combine(acc, pre + '{' + m.body + '}' + m.post, [''], max, maxLength, dropEmpties, budget);
+        if (/\$$/.test(pre)) {
+            acc = combine(acc, pre + '{' + m.body + '}', [''], max, maxLength, dropEmpties && !m.post.length, budget);
+            firstGroup = false;
+            if (!m.post.length)
+                break;
+            str = m.post;
+            masked = masked.slice(m.end + 1);
+            continue;
+        }
+        const isNumericSequence = /^-?\d+\.\.-?\d+(?:\.\.-?\d+)?$/.test(m.body);
+        const isAlphaSequence = /^[a-zA-Z]\.\.[a-zA-Z](?:\.\.-?\d+)?$/.test(m.body);
+        const isSequence = isNumericSequence || isAlphaSequence;
+        const isOptions = m.body.indexOf(',') >= 0;
+        if (!isSequence && !isOptions) {
+            // {a},b}
+            if (rewrites < maxRewrites && commaSetFollows(m.post, budget)) {
+                rewrites++;
+                str = m.pre + '{' + m.body + escClose + m.post;
+                // Taking a `}` away never gives an unmatched `{` a partner, so what
+                // is masked stays unmatched. The `{` it closed can be left without
+                // one, and the next scan masks it.
+                masked =
+                    masked.slice(0, m.end) + escClose + masked.slice(m.end + 1);
+                isTop = true;
+                continue;
+            }
+            // Nothing here expands, so the whole remaining string is literal.
+            return literal();
+        }
+        if (firstGroup) {
+            dropEmpties = isTop && !isSequence;
+            firstGroup = false;
+        }
+        let values;
+        if (isSequence) {
+            values = expandSequence(m.body, isAlphaSequence, max, maxLength, budget);
+            if (!values) {
+                return literal();
+            }
+        }
+        else {
+            let n = parseCommaParts(m.body, budget);
+            // The step budget ran out partway through the set.
+            if (!n) {
+                return literal();
+            }
+            if (n.length === 1 && n[0] !== undefined) {
+                // x{{a,b}}y ==> x{a}y x{b}y
+                n = expand_(n[0], max, maxLength, maxDepth, depth + 1, maxRewrites, budget, false).map(embrace);
+                // The step budget ran out expanding the set's only part.
+                if (budget.remaining < 0) {
+                    return literal();
+                }
+                //XXX is this necessary? Can't seem to hit it in tests.
+                /* c8 ignore start */
+                if (n.length === 1) {
+                    const next = combine(acc, pre + n[0], [''], max, maxLength, dropEmpties && !m.post.length, budget);
+                    if (budget.remaining < 0) {
+                        return literal();
+                    }
+                    acc = next;
+                    if (!m.post.length)
+                        break;
+                    str = m.post;
+                    masked = masked.slice(m.end + 1);
+                    continue;
+                }
+                /* c8 ignore stop */
+            }
+            // Values that `combine` is going to drop as empty produce no result, so
+            // they must not count against `max` - otherwise `{a,,b}` with `max: 2`
+            // would stop at `['a', '']` and yield one result instead of two. Skipping
+            // them outright keeps `values` bounded while leaving `max` a bound on
+            // *kept* results.
+            let dropsEmpties = dropEmpties && !m.post.length && !pre;
+            for (let d = 0; dropsEmpties && d < acc.length; d++) {
+                if (acc[d]) {
+                    dropsEmpties = false;
+                }
+            }
+            values = [];
+            let valuesLength = 0;
+            outer: for (let j = 0; j < n.length; j++) {
+                const expanded = expand_(n[j], max, maxLength, maxDepth, depth + 1, maxRewrites, budget, false);
+                // The step budget ran out expanding a member.
+                if (budget.remaining < 0) {
+                    return literal();
+                }
+                for (let k = 0; k < expanded.length; k++) {
+                    const v = expanded[k];
+                    if (dropsEmpties && !v)
+                        continue;
+                    if (values.length >= max ||
+                        valuesLength + v.length > maxLength) {
+                        break outer;
+                    }
+                    values.push(v);
+                    valuesLength += v.length;
+                }
+            }
+        }
+        const next = combine(acc, pre, values, max, maxLength, dropEmpties && !m.post.length, budget);
+        // The step budget ran out combining the set's values in.
+        if (budget.remaining < 0) {
+            return literal();
+        }
+        acc = next;
+        if (!m.post.length)
+            break;
+        str = m.post;
+        masked = masked.slice(m.end + 1);
+    }
+    return acc;
+}
+//# sourceMappingURL=index.js.map
+
+/***/ }),
+
+/***/ 4460:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.assertValidPattern = void 0;
+const MAX_PATTERN_LENGTH = 1024 * 64;
+const assertValidPattern = (pattern) => {
+    if (typeof pattern !== 'string') {
+        throw new TypeError('invalid pattern');
+    }
+    if (pattern.length > MAX_PATTERN_LENGTH) {
+        throw new TypeError('pattern is too long');
+    }
+};
+exports.assertValidPattern = assertValidPattern;
+//# sourceMappingURL=assert-valid-pattern.js.map
+
+/***/ }),
+
+/***/ 5044:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+// parse a single path portion
+var _a;
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.AST = void 0;
+const brace_expressions_js_1 = __nccwpck_require__(7269);
+const unescape_js_1 = __nccwpck_require__(8146);
+const types = new Set(['!', '?', '+', '*', '@']);
+const isExtglobType = (c) => types.has(c);
+const isExtglobAST = (c) => isExtglobType(c.type);
+// Map of which extglob types can adopt the children of a nested extglob
+//
+// anything but ! can adopt a matching type:
+// +(a|+(b|c)|d) => +(a|b|c|d)
+// *(a|*(b|c)|d) => *(a|b|c|d)
+// @(a|@(b|c)|d) => @(a|b|c|d)
+// ?(a|?(b|c)|d) => ?(a|b|c|d)
+//
+// * can adopt anything, because 0 or repetition is allowed
+// *(a|?(b|c)|d) => *(a|b|c|d)
+// *(a|+(b|c)|d) => *(a|b|c|d)
+// *(a|@(b|c)|d) => *(a|b|c|d)
+//
+// + can adopt @, because 1 or repetition is allowed
+// +(a|@(b|c)|d) => +(a|b|c|d)
+//
+// + and @ CANNOT adopt *, because 0 would be allowed
+// +(a|*(b|c)|d) => would match "", on *(b|c)
+// @(a|*(b|c)|d) => would match "", on *(b|c)
+//
+// + and @ CANNOT adopt ?, because 0 would be allowed
+// +(a|?(b|c)|d) => would match "", on ?(b|c)
+// @(a|?(b|c)|d) => would match "", on ?(b|c)
+//
+// ? can adopt @, because 0 or 1 is allowed
+// ?(a|@(b|c)|d) => ?(a|b|c|d)
+//
+// ? and @ CANNOT adopt * or +, because >1 would be allowed
+// ?(a|*(b|c)|d) => would match bbb on *(b|c)
+// @(a|*(b|c)|d) => would match bbb on *(b|c)
+// ?(a|+(b|c)|d) => would match bbb on +(b|c)
+// @(a|+(b|c)|d) => would match bbb on +(b|c)
+//
+// ! CANNOT adopt ! (nothing else can either)
+// !(a|!(b|c)|d) => !(a|b|c|d) would fail to match on b (not not b|c)
+//
+// ! can adopt @
+// !(a|@(b|c)|d) => !(a|b|c|d)
+//
+// ! CANNOT adopt *
+// !(a|*(b|c)|d) => !(a|b|c|d) would match on bbb, not allowed
+//
+// ! CANNOT adopt +
+// !(a|+(b|c)|d) => !(a|b|c|d) would match on bbb, not allowed
+//
+// ! CANNOT adopt ?
+// x!(a|?(b|c)|d) => x!(a|b|c|d) would fail to match "x"
+const adoptionMap = new Map([
+    ['!', ['@']],
+    ['?', ['?', '@']],
+    ['@', ['@']],
+    ['*', ['*', '+', '?', '@']],
+    ['+', ['+', '@']],
+]);
+// nested extglobs that can be adopted in, but with the addition of
+// a blank '' element.
+const adoptionWithSpaceMap = new Map([
+    ['!', ['?']],
+    ['@', ['?']],
+    ['+', ['?', '*']],
+]);
+// union of the previous two maps
+const adoptionAnyMap = new Map([
+    ['!', ['?', '@']],
+    ['?', ['?', '@']],
+    ['@', ['?', '@']],
+    ['*', ['*', '+', '?', '@']],
+    ['+', ['+', '@', '?', '*']],
+]);
+// Extglobs that can take over their parent if they are the only child
+// the key is parent, value maps child to resulting extglob parent type
+// '@' is omitted because it's a special case. An `@` extglob with a single
+// member can always be usurped by that subpattern.
+const usurpMap = new Map([
+    ['!', new Map([['!', '@']])],
+    [
+        '?',
+        new Map([
+            ['*', '*'],
+            ['+', '*'],
+        ]),
+    ],
+    [
+        '@',
+        new Map([
+            ['!', '!'],
+            ['?', '?'],
+            ['@', '@'],
+            ['*', '*'],
+            ['+', '+'],
+        ]),
+    ],
+    [
+        '+',
+        new Map([
+            ['?', '*'],
+            ['*', '*'],
+        ]),
+    ],
+]);
+// Patterns that get prepended to bind to the start of either the
+// entire string, or just a single path portion, to prevent dots
+// and/or traversal patterns, when needed.
+// Exts don't need the ^ or / bit, because the root binds that already.
+const startNoTraversal = '(?!(?:^|/)\\.\\.?(?:$|/))';
+const startNoDot = '(?!\\.)';
+// characters that indicate a start of pattern needs the "no dots" bit,
+// because a dot *might* be matched. ( is not in the list, because in
+// the case of a child extglob, it will handle the prevention itself.
+const addPatternStart = new Set(['[', '.']);
+// cases where traversal is A-OK, no dot prevention needed
+const justDots = new Set(['..', '.']);
+const reSpecials = new Set('().*{}+?[]^$\\!');
+const regExpEscape = (s) => s.replace(/[-[\]{}()*+?.,\\^$|#\s]/g, '\\$&');
+// any single thing other than /
+const qmark = '[^/]';
+// * => any number of characters
+const star = qmark + '*?';
+// use + when we need to ensure that *something* matches, because the * is
+// the only thing in the path portion.
+const starNoEmpty = qmark + '+?';
+// remove the \ chars that we added if we end up doing a nonmagic compare
+// const deslash = (s: string) => s.replace(/\\(.)/g, '$1')
+let ID = 0;
+class AST {
+    type;
+    #root;
+    #hasMagic;
+    #uflag = false;
+    #parts = [];
+    #parent;
+    #parentIndex;
+    #negs;
+    #filledNegs = false;
+    #options;
+    #toString;
+    // set to true if it's an extglob with no children
+    // (which really means one child of '')
+    #emptyExt = false;
+    id = ++ID;
+    get depth() {
+        return (this.#parent?.depth ?? -1) + 1;
+    }
+    [Symbol.for('nodejs.util.inspect.custom')]() {
+        return {
+            '@@type': 'AST',
+            id: this.id,
+            type: this.type,
+            root: this.#root.id,
+            parent: this.#parent?.id,
+            depth: this.depth,
+            partsLength: this.#parts.length,
+            parts: this.#parts,
+        };
+    }
+    constructor(type, parent, options = {}) {
+        this.type = type;
+        // extglobs are inherently magical
+        if (type)
+            this.#hasMagic = true;
+        this.#parent = parent;
+        this.#root = this.#parent ? this.#parent.#root : this;
+        this.#options = this.#root === this ? options : this.#root.#options;
+        this.#negs = this.#root === this ? [] : this.#root.#negs;
+        if (type === '!' && !this.#root.#filledNegs)
+            this.#negs.push(this);
+        this.#parentIndex = this.#parent ? this.#parent.#parts.length : 0;
+    }
+    get hasMagic() {
+        /* c8 ignore start */
+        if (this.#hasMagic !== undefined)
+            return this.#hasMagic;
+        /* c8 ignore stop */
+        for (const p of this.#parts) {
+            if (typeof p === 'string')
+                continue;
+            if (p.type || p.hasMagic)
+                return (this.#hasMagic = true);
+        }
+        // note: will be undefined until we generate the regexp src and find out
+        return this.#hasMagic;
+    }
+    // reconstructs the pattern
+    toString() {
+        return (this.#toString !== undefined ? this.#toString
+            : !this.type ?
+                (this.#toString = this.#parts.map(p => String(p)).join(''))
+                : (this.#toString =
+                    this.type +
+                        '(' +
+                        this.#parts.map(p => String(p)).join('|') +
+                        ')'));
+    }
+    #fillNegs() {
+        /* c8 ignore start */
+        if (this !== this.#root)
+            throw new Error('should only call on root');
+        if (this.#filledNegs)
+            return this;
+        /* c8 ignore stop */
+        // call toString() once to fill this out
+        this.toString();
+        this.#filledNegs = true;
+        let n;
+        while ((n = this.#negs.pop())) {
+            if (n.type !== '!')
+                continue;
+            // walk up the tree, appending everthing that comes AFTER parentIndex
+            let p = n;
+            let pp = p.#parent;
+            while (pp) {
+                for (let i = p.#parentIndex + 1; !pp.type && i < pp.#parts.length; i++) {
+                    for (const part of n.#parts) {
+                        /* c8 ignore start */
+                        if (typeof part === 'string') {
+                            throw new Error('string part in extglob AST??');
+                        }
+                        /* c8 ignore stop */
+                        part.copyIn(pp.#parts[i]);
+                    }
+                }
+                p = pp;
+                pp = p.#parent;
+            }
+        }
+        return this;
+    }
+    push(...parts) {
+        for (const p of parts) {
+            if (p === '')
+                continue;
+            /* c8 ignore start */
+            if (typeof p !== 'string' &&
+                !(p instanceof _a && p.#parent === this)) {
+                throw new Error('invalid part: ' + p);
+            }
+            /* c8 ignore stop */
+            this.#parts.push(p);
+        }
+    }
+    toJSON() {
+        const ret = this.type === null ?
+            this.#parts
+                .slice()
+                .map(p => (typeof p === 'string' ? p : p.toJSON()))
+            : [this.type, ...this.#parts.map(p => p.toJSON())];
+        if (this.isStart() && !this.type)
+            ret.unshift([]);
+        if (this.isEnd() &&
+            (this === this.#root ||
+                (this.#root.#filledNegs && this.#parent?.type === '!'))) {
+            ret.push({});
+        }
+        return ret;
+    }
+    isStart() {
+        if (this.#root === this)
+            return true;
+        // if (this.type) return !!this.#parent?.isStart()
+        if (!this.#parent?.isStart())
+            return false;
+        if (this.#parentIndex === 0)
+            return true;
+        // if everything AHEAD of this is a negation, then it's still the "start"
+        const p = this.#parent;
+        for (let i = 0; i < this.#parentIndex; i++) {
+            const pp = p.#parts[i];
+            if (!(pp instanceof _a && pp.type === '!')) {
+                return false;
+            }
+        }
+        return true;
+    }
+    isEnd() {
+        if (this.#root === this)
+            return true;
+        if (this.#parent?.type === '!')
+            return true;
+        if (!this.#parent?.isEnd())
+            return false;
+        if (!this.type)
+            return this.#parent?.isEnd();
+        // if not root, it'll always have a parent
+        /* c8 ignore start */
+        const pl = this.#parent ? this.#parent.#parts.length : 0;
+        /* c8 ignore stop */
+        return this.#parentIndex === pl - 1;
+    }
+    copyIn(part) {
+        if (typeof part === 'string')
+            this.push(part);
+        else
+            this.push(part.clone(this));
+    }
+    clone(parent) {
+        const c = new _a(this.type, parent);
+        for (const p of this.#parts) {
+            c.copyIn(p);
+        }
+        return c;
+    }
+    static #parseAST(str, ast, pos, opt, extDepth) {
+        const maxDepth = opt.maxExtglobRecursion ?? 2;
+        let escaping = false;
+        let inBrace = false;
+        let braceStart = -1;
+        let braceNeg = false;
+        if (ast.type === null) {
+            // outside of a extglob, append until we find a start
+            let i = pos;
+            let acc = '';
+            while (i < str.length) {
+                const c = str.charAt(i++);
+                // still accumulate escapes at this point, but we do ignore
+                // starts that are escaped
+                if (escaping || c === '\\') {
+                    escaping = !escaping;
+                    acc += c;
+                    continue;
+                }
+                if (inBrace) {
+                    if (i === braceStart + 1) {
+                        if (c === '^' || c === '!') {
+                            braceNeg = true;
+                        }
+                    }
+                    else if (c === ']' && !(i === braceStart + 2 && braceNeg)) {
+                        inBrace = false;
+                    }
+                    acc += c;
+                    continue;
+                }
+                else if (c === '[') {
+                    inBrace = true;
+                    braceStart = i;
+                    braceNeg = false;
+                    acc += c;
+                    continue;
+                }
+                // we don't have to check for adoption here, because that's
+                // done at the other recursion point.
+                const doRecurse = !opt.noext &&
+                    isExtglobType(c) &&
+                    str.charAt(i) === '(' &&
+                    extDepth <= maxDepth;
+                if (doRecurse) {
+                    ast.push(acc);
+                    acc = '';
+                    const ext = new _a(c, ast);
+                    i = _a.#parseAST(str, ext, i, opt, extDepth + 1);
+                    ast.push(ext);
+                    continue;
+                }
+                acc += c;
+            }
+            ast.push(acc);
+            return i;
+        }
+        // some kind of extglob, pos is at the (
+        // find the next | or )
+        let i = pos + 1;
+        let part = new _a(null, ast);
+        const parts = [];
+        let acc = '';
+        while (i < str.length) {
+            const c = str.charAt(i++);
+            // still accumulate escapes at this point, but we do ignore
+            // starts that are escaped
+            if (escaping || c === '\\') {
+                escaping = !escaping;
+                acc += c;
+                continue;
+            }
+            if (inBrace) {
+                if (i === braceStart + 1) {
+                    if (c === '^' || c === '!') {
+                        braceNeg = true;
+                    }
+                }
+                else if (c === ']' && !(i === braceStart + 2 && braceNeg)) {
+                    inBrace = false;
+                }
+                acc += c;
+                continue;
+            }
+            else if (c === '[') {
+                inBrace = true;
+                braceStart = i;
+                braceNeg = false;
+                acc += c;
+                continue;
+            }
+            const doRecurse = !opt.noext &&
+                isExtglobType(c) &&
+                str.charAt(i) === '(' &&
+                /* c8 ignore start - the maxDepth is sufficient here */
+                (extDepth <= maxDepth || (ast && ast.#canAdoptType(c)));
+            /* c8 ignore stop */
+            if (doRecurse) {
+                const depthAdd = ast && ast.#canAdoptType(c) ? 0 : 1;
+                part.push(acc);
+                acc = '';
+                const ext = new _a(c, part);
+                part.push(ext);
+                i = _a.#parseAST(str, ext, i, opt, extDepth + depthAdd);
+                continue;
+            }
+            if (c === '|') {
+                part.push(acc);
+                acc = '';
+                parts.push(part);
+                part = new _a(null, ast);
+                continue;
+            }
+            if (c === ')') {
+                if (acc === '' && ast.#parts.length === 0) {
+                    ast.#emptyExt = true;
+                }
+                part.push(acc);
+                acc = '';
+                ast.push(...parts, part);
+                return i;
+            }
+            acc += c;
+        }
+        // unfinished extglob
+        // if we got here, it was a malformed extglob! not an extglob, but
+        // maybe something else in there.
+        ast.type = null;
+        ast.#hasMagic = undefined;
+        ast.#parts = [str.substring(pos - 1)];
+        return i;
+    }
+    #canAdoptWithSpace(child) {
+        return this.#canAdopt(child, adoptionWithSpaceMap);
+    }
+    #canAdopt(child, map = adoptionMap) {
+        if (!child ||
+            typeof child !== 'object' ||
+            child.type !== null ||
+            child.#parts.length !== 1 ||
+            this.type === null) {
+            return false;
+        }
+        const gc = child.#parts[0];
+        if (!gc || typeof gc !== 'object' || gc.type === null) {
+            return false;
+        }
+        return this.#canAdoptType(gc.type, map);
+    }
+    #canAdoptType(c, map = adoptionAnyMap) {
+        return !!map.get(this.type)?.includes(c);
+    }
+    #adoptWithSpace(child, index) {
+        const gc = child.#parts[0];
+        const blank = new _a(null, gc, this.options);
+        blank.#parts.push('');
+        gc.push(blank);
+        this.#adopt(child, index);
+    }
+    #adopt(child, index) {
+        const gc = child.#parts[0];
+        this.#parts.splice(index, 1, ...gc.#parts);
+        for (const p of gc.#parts) {
+            if (typeof p === 'object')
+                p.#parent = this;
+        }
+        this.#toString = undefined;
+    }
+    #canUsurpType(c) {
+        const m = usurpMap.get(this.type);
+        return !!m?.has(c);
+    }
+    #canUsurp(child) {
+        if (!child ||
+            typeof child !== 'object' ||
+            child.type !== null ||
+            child.#parts.length !== 1 ||
+            this.type === null ||
+            this.#parts.length !== 1) {
+            return false;
+        }
+        const gc = child.#parts[0];
+        if (!gc || typeof gc !== 'object' || gc.type === null) {
+            return false;
+        }
+        return this.#canUsurpType(gc.type);
+    }
+    #usurp(child) {
+        const m = usurpMap.get(this.type);
+        const gc = child.#parts[0];
+        const nt = m?.get(gc.type);
+        /* c8 ignore start - impossible */
+        if (!nt)
+            return false;
+        /* c8 ignore stop */
+        this.#parts = gc.#parts;
+        for (const p of this.#parts) {
+            if (typeof p === 'object') {
+                p.#parent = this;
+            }
+        }
+        this.type = nt;
+        this.#toString = undefined;
+        this.#emptyExt = false;
+    }
+    static fromGlob(pattern, options = {}) {
+        const ast = new _a(null, undefined, options);
+        _a.#parseAST(pattern, ast, 0, options, 0);
+        return ast;
+    }
+    // returns the regular expression if there's magic, or the unescaped
+    // string if not.
+    toMMPattern() {
+        // should only be called on root
+        /* c8 ignore start */
+        if (this !== this.#root)
+            return this.#root.toMMPattern();
+        /* c8 ignore stop */
+        const glob = this.toString();
+        const [re, body, hasMagic, uflag] = this.toRegExpSource();
+        // if we're in nocase mode, and not nocaseMagicOnly, then we do
+        // still need a regular expression if we have to case-insensitively
+        // match capital/lowercase characters.
+        const anyMagic = hasMagic ||
+            this.#hasMagic ||
+            (this.#options.nocase &&
+                !this.#options.nocaseMagicOnly &&
+                glob.toUpperCase() !== glob.toLowerCase());
+        if (!anyMagic) {
+            return body;
+        }
+        const flags = (this.#options.nocase ? 'i' : '') + (uflag ? 'u' : '');
+        return Object.assign(new RegExp(`^${re}$`, flags), {
+            _src: re,
+            _glob: glob,
+        });
+    }
+    get options() {
+        return this.#options;
+    }
+    // returns the string match, the regexp source, whether there's magic
+    // in the regexp (so a regular expression is required) and whether or
+    // not the uflag is needed for the regular expression (for posix classes)
+    // TODO: instead of injecting the start/end at this point, just return
+    // the BODY of the regexp, along with the start/end portions suitable
+    // for binding the start/end in either a joined full-path makeRe context
+    // (where we bind to (^|/), or a standalone matchPart context (where
+    // we bind to ^, and not /).  Otherwise slashes get duped!
+    //
+    // In part-matching mode, the start is:
+    // - if not isStart: nothing
+    // - if traversal possible, but not allowed: ^(?!\.\.?$)
+    // - if dots allowed or not possible: ^
+    // - if dots possible and not allowed: ^(?!\.)
+    // end is:
+    // - if not isEnd(): nothing
+    // - else: $
+    //
+    // In full-path matching mode, we put the slash at the START of the
+    // pattern, so start is:
+    // - if first pattern: same as part-matching mode
+    // - if not isStart(): nothing
+    // - if traversal possible, but not allowed: /(?!\.\.?(?:$|/))
+    // - if dots allowed or not possible: /
+    // - if dots possible and not allowed: /(?!\.)
+    // end is:
+    // - if last pattern, same as part-matching mode
+    // - else nothing
+    //
+    // Always put the (?:$|/) on negated tails, though, because that has to be
+    // there to bind the end of the negated pattern portion, and it's easier to
+    // just stick it in now rather than try to inject it later in the middle of
+    // the pattern.
+    //
+    // We can just always return the same end, and leave it up to the caller
+    // to know whether it's going to be used joined or in parts.
+    // And, if the start is adjusted slightly, can do the same there:
+    // - if not isStart: nothing
+    // - if traversal possible, but not allowed: (?:/|^)(?!\.\.?$)
+    // - if dots allowed or not possible: (?:/|^)
+    // - if dots possible and not allowed: (?:/|^)(?!\.)
+    //
+    // But it's better to have a simpler binding without a conditional, for
+    // performance, so probably better to return both start options.
+    //
+    // Then the caller just ignores the end if it's not the first pattern,
+    // and the start always gets applied.
+    //
+    // But that's always going to be $ if it's the ending pattern, or nothing,
+    // so the caller can just attach $ at the end of the pattern when building.
+    //
+    // So the todo is:
+    // - better detect what kind of start is needed
+    // - return both flavors of starting pattern
+    // - attach $ at the end of the pattern when creating the actual RegExp
+    //
+    // Ah, but wait, no, that all only applies to the root when the first pattern
+    // is not an extglob. If the first pattern IS an extglob, then we need all
+    // that dot prevention biz to live in the extglob portions, because eg
+    // +(*|.x*) can match .xy but not .yx.
+    //
+    // So, return the two flavors if it's #root and the first child is not an
+    // AST, otherwise leave it to the child AST to handle it, and there,
+    // use the (?:^|/) style of start binding.
+    //
+    // Even simplified further:
+    // - Since the start for a join is eg /(?!\.) and the start for a part
+    // is ^(?!\.), we can just prepend (?!\.) to the pattern (either root
+    // or start or whatever) and prepend ^ or / at the Regexp construction.
+    toRegExpSource(allowDot) {
+        const dot = allowDot ?? !!this.#options.dot;
+        if (this.#root === this) {
+            this.#flatten();
+            this.#fillNegs();
+        }
+        if (!isExtglobAST(this)) {
+            const noEmpty = this.isStart() &&
+                this.isEnd() &&
+                !this.#parts.some(s => typeof s !== 'string');
+            const src = this.#parts
+                .map(p => {
+                const [re, _, hasMagic, uflag] = typeof p === 'string' ?
+                    _a.#parseGlob(p, this.#hasMagic, noEmpty)
+                    : p.toRegExpSource(allowDot);
+                this.#hasMagic = this.#hasMagic || hasMagic;
+                this.#uflag = this.#uflag || uflag;
+                return re;
+            })
+                .join('');
+            let start = '';
+            if (this.isStart()) {
+                if (typeof this.#parts[0] === 'string') {
+                    // this is the string that will match the start of the pattern,
+                    // so we need to protect against dots and such.
+                    // '.' and '..' cannot match unless the pattern is that exactly,
+                    // even if it starts with . or dot:true is set.
+                    const dotTravAllowed = this.#parts.length === 1 && justDots.has(this.#parts[0]);
+                    if (!dotTravAllowed) {
+                        const aps = addPatternStart;
+                        // check if we have a possibility of matching . or ..,
+                        // and prevent that.
+                        const needNoTrav = 
+                        // dots are allowed, and the pattern starts with [ or .
+                        (dot && aps.has(src.charAt(0))) ||
+                            // the pattern starts with \., and then [ or .
+                            (src.startsWith('\\.') && aps.has(src.charAt(2))) ||
+                            // the pattern starts with \.\., and then [ or .
+                            (src.startsWith('\\.\\.') && aps.has(src.charAt(4)));
+                        // no need to prevent dots if it can't match a dot, or if a
+                        // sub-pattern will be preventing it anyway.
+                        const needNoDot = !dot && !allowDot && aps.has(src.charAt(0));
+                        start =
+                            needNoTrav ? startNoTraversal
+                                : needNoDot ? startNoDot
+                                    : '';
+                    }
+                }
+            }
+            // append the "end of path portion" pattern to negation tails
+            let end = '';
+            if (this.isEnd() &&
+                this.#root.#filledNegs &&
+                this.#parent?.type === '!') {
+                end = '(?:$|\\/)';
+            }
+            const final = start + src + end;
+            return [
+                final,
+                (0, unescape_js_1.unescape)(src),
+                (this.#hasMagic = !!this.#hasMagic),
+                this.#uflag,
+            ];
+        }
+        // We need to calculate the body *twice* if it's a repeat pattern
+        // at the start, once in nodot mode, then again in dot mode, so a
+        // pattern like *(?) can match 'x.y'
+        const repeated = this.type === '*' || this.type === '+';
+        // some kind of extglob
+        const start = this.type === '!' ? '(?:(?!(?:' : '(?:';
+        let body = this.#partsToRegExp(dot);
+        if (this.isStart() && this.isEnd() && !body && this.type !== '!') {
+            // invalid extglob, has to at least be *something* present, if it's
+            // the entire path portion.
+            const s = this.toString();
+            const me = this;
+            me.#parts = [s];
+            me.type = null;
+            me.#hasMagic = undefined;
+            return [s, (0, unescape_js_1.unescape)(this.toString()), false, false];
+        }
+        let bodyDotAllowed = !repeated || allowDot || dot || !startNoDot ?
+            ''
+            : this.#partsToRegExp(true);
+        if (bodyDotAllowed === body) {
+            bodyDotAllowed = '';
+        }
+        if (bodyDotAllowed) {
+            body = `(?:${body})(?:${bodyDotAllowed})*?`;
+        }
+        // an empty !() is exactly equivalent to a starNoEmpty
+        let final = '';
+        if (this.type === '!' && this.#emptyExt) {
+            final = (this.isStart() && !dot ? startNoDot : '') + starNoEmpty;
+        }
+        else {
+            const close = this.type === '!' ?
+                // !() must match something,but !(x) can match ''
+                '))' +
+                    (this.isStart() && !dot && !allowDot ? startNoDot : '') +
+                    star +
+                    ')'
+                : this.type === '@' ? ')'
+                    : this.type === '?' ? ')?'
+                        : this.type === '+' && bodyDotAllowed ? ')'
+                            : this.type === '*' && bodyDotAllowed ? `)?`
+                                : `)${this.type}`;
+            final = start + body + close;
+        }
+        return [
+            final,
+            (0, unescape_js_1.unescape)(body),
+            (this.#hasMagic = !!this.#hasMagic),
+            this.#uflag,
+        ];
+    }
+    #flatten() {
+        if (!isExtglobAST(this)) {
+            for (const p of this.#parts) {
+                if (typeof p === 'object') {
+                    p.#flatten();
+                }
+            }
+        }
+        else {
+            // do up to 10 passes to flatten as much as possible
+            let iterations = 0;
+            let done = false;
+            do {
+                done = true;
+                for (let i = 0; i < this.#parts.length; i++) {
+                    const c = this.#parts[i];
+                    if (typeof c === 'object') {
+                        c.#flatten();
+                        if (this.#canAdopt(c)) {
+                            done = false;
+                            this.#adopt(c, i);
+                        }
+                        else if (this.#canAdoptWithSpace(c)) {
+                            done = false;
+                            this.#adoptWithSpace(c, i);
+                        }
+                        else if (this.#canUsurp(c)) {
+                            done = false;
+                            this.#usurp(c);
+                        }
+                    }
+                }
+            } while (!done && ++iterations < 10);
+        }
+        this.#toString = undefined;
+    }
+    #partsToRegExp(dot) {
+        return this.#parts
+            .map(p => {
+            // extglob ASTs should only contain parent ASTs
+            /* c8 ignore start */
+            if (typeof p === 'string') {
+                throw new Error('string type in extglob ast??');
+            }
+            /* c8 ignore stop */
+            // can ignore hasMagic, because extglobs are already always magic
+            const [re, _, _hasMagic, uflag] = p.toRegExpSource(dot);
+            this.#uflag = this.#uflag || uflag;
+            return re;
+        })
+            .filter(p => !(this.isStart() && this.isEnd()) || !!p)
+            .join('|');
+    }
+    static #parseGlob(glob, hasMagic, noEmpty = false) {
+        let escaping = false;
+        let re = '';
+        let uflag = false;
+        // multiple stars that aren't globstars coalesce into one *
+        let inStar = false;
+        for (let i = 0; i < glob.length; i++) {
+            const c = glob.charAt(i);
+            if (escaping) {
+                escaping = false;
+                re += (reSpecials.has(c) ? '\\' : '') + c;
+                continue;
+            }
+            if (c === '*') {
+                if (inStar)
+                    continue;
+                inStar = true;
+                re += noEmpty && /^[*]+$/.test(glob) ? starNoEmpty : star;
+                hasMagic = true;
+                continue;
+            }
+            else {
+                inStar = false;
+            }
+            if (c === '\\') {
+                if (i === glob.length - 1) {
+                    re += '\\\\';
+                }
+                else {
+                    escaping = true;
+                }
+                continue;
+            }
+            if (c === '[') {
+                const [src, needUflag, consumed, magic] = (0, brace_expressions_js_1.parseClass)(glob, i);
+                if (consumed) {
+                    re += src;
+                    uflag = uflag || needUflag;
+                    i += consumed - 1;
+                    hasMagic = hasMagic || magic;
+                    continue;
+                }
+            }
+            if (c === '?') {
+                re += qmark;
+                hasMagic = true;
+                continue;
+            }
+            re += regExpEscape(c);
+        }
+        return [re, (0, unescape_js_1.unescape)(glob), !!hasMagic, uflag];
+    }
+}
+exports.AST = AST;
+_a = AST;
+//# sourceMappingURL=ast.js.map
+
+/***/ }),
+
+/***/ 7269:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+// translate the various posix character classes into unicode properties
+// this works across all unicode locales
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.parseClass = void 0;
+// { <posix class>: [<translation>, /u flag required, negated]
+const posixClasses = {
+    '[:alnum:]': ['\\p{L}\\p{Nl}\\p{Nd}', true],
+    '[:alpha:]': ['\\p{L}\\p{Nl}', true],
+    '[:ascii:]': ['\\x' + '00-\\x' + '7f', false],
+    '[:blank:]': ['\\p{Zs}\\t', true],
+    '[:cntrl:]': ['\\p{Cc}', true],
+    '[:digit:]': ['\\p{Nd}', true],
+    '[:graph:]': ['\\p{Z}\\p{C}', true, true],
+    '[:lower:]': ['\\p{Ll}', true],
+    '[:print:]': ['\\p{C}', true],
+    '[:punct:]': ['\\p{P}', true],
+    '[:space:]': ['\\p{Z}\\t\\r\\n\\v\\f', true],
+    '[:upper:]': ['\\p{Lu}', true],
+    '[:word:]': ['\\p{L}\\p{Nl}\\p{Nd}\\p{Pc}', true],
+    '[:xdigit:]': ['A-Fa-f0-9', false],
+};
+// only need to escape a few things inside of brace expressions
+// escapes: [ \ ] -
+const braceEscape = (s) => s.replace(/[[\]\\-]/g, '\\$&');
+// escape all regexp magic characters
+const regexpEscape = (s) => s.replace(/[-[\]{}()*+?.,\\^$|#\s]/g, '\\$&');
+// everything has already been escaped, we just have to join
+const rangesToString = (ranges) => ranges.join('');
+// takes a glob string at a posix brace expression, and returns
+// an equivalent regular expression source, and boolean indicating
+// whether the /u flag needs to be applied, and the number of chars
+// consumed to parse the character class.
+// This also removes out of order ranges, and returns ($.) if the
+// entire class just no good.
+const parseClass = (glob, position) => {
+    const pos = position;
+    /* c8 ignore start */
+    if (glob.charAt(pos) !== '[') {
+        throw new Error('not in a brace expression');
+    }
+    /* c8 ignore stop */
+    const ranges = [];
+    const negs = [];
+    let i = pos + 1;
+    let sawStart = false;
+    let uflag = false;
+    let escaping = false;
+    let negate = false;
+    let endPos = pos;
+    let rangeStart = '';
+    WHILE: while (i < glob.length) {
+        const c = glob.charAt(i);
+        if ((c === '!' || c === '^') && i === pos + 1) {
+            negate = true;
+            i++;
+            continue;
+        }
+        if (c === ']' && sawStart && !escaping) {
+            endPos = i + 1;
+            break;
+        }
+        sawStart = true;
+        if (c === '\\') {
+            if (!escaping) {
+                escaping = true;
+                i++;
+                continue;
+            }
+            // escaped \ char, fall through and treat like normal char
+        }
+        if (c === '[' && !escaping) {
+            // either a posix class, a collation equivalent, or just a [
+            for (const [cls, [unip, u, neg]] of Object.entries(posixClasses)) {
+                if (glob.startsWith(cls, i)) {
+                    // invalid, [a-[] is fine, but not [a-[:alpha]]
+                    if (rangeStart) {
+                        return ['$.', false, glob.length - pos, true];
+                    }
+                    i += cls.length;
+                    if (neg)
+                        negs.push(unip);
+                    else
+                        ranges.push(unip);
+                    uflag = uflag || u;
+                    continue WHILE;
+                }
+            }
+        }
+        // now it's just a normal character, effectively
+        escaping = false;
+        if (rangeStart) {
+            // throw this range away if it's not valid, but others
+            // can still match.
+            if (c > rangeStart) {
+                ranges.push(braceEscape(rangeStart) + '-' + braceEscape(c));
+            }
+            else if (c === rangeStart) {
+                ranges.push(braceEscape(c));
+            }
+            rangeStart = '';
+            i++;
+            continue;
+        }
+        // now might be the start of a range.
+        // can be either c-d or c-] or c<more...>] or c] at this point
+        if (glob.startsWith('-]', i + 1)) {
+            ranges.push(braceEscape(c + '-'));
+            i += 2;
+            continue;
+        }
+        if (glob.startsWith('-', i + 1)) {
+            rangeStart = c;
+            i += 2;
+            continue;
+        }
+        // not the start of a range, just a single character
+        ranges.push(braceEscape(c));
+        i++;
+    }
+    if (endPos < i) {
+        // didn't see the end of the class, not a valid class,
+        // but might still be valid as a literal match.
+        return ['', false, 0, false];
+    }
+    // if we got no ranges and no negates, then we have a range that
+    // cannot possibly match anything, and that poisons the whole glob
+    if (!ranges.length && !negs.length) {
+        return ['$.', false, glob.length - pos, true];
+    }
+    // if we got one positive range, and it's a single character, then that's
+    // not actually a magic pattern, it's just that one literal character.
+    // we should not treat that as "magic", we should just return the literal
+    // character. [_] is a perfectly valid way to escape glob magic chars.
+    if (negs.length === 0 &&
+        ranges.length === 1 &&
+        /^\\?.$/.test(ranges[0]) &&
+        !negate) {
+        const r = ranges[0].length === 2 ? ranges[0].slice(-1) : ranges[0];
+        return [regexpEscape(r), false, endPos - pos, false];
+    }
+    const sranges = '[' + (negate ? '^' : '') + rangesToString(ranges) + ']';
+    const snegs = '[' + (negate ? '' : '^') + rangesToString(negs) + ']';
+    const comb = ranges.length && negs.length ? '(' + sranges + '|' + snegs + ')'
+        : ranges.length ? sranges
+            : snegs;
+    return [comb, uflag, endPos - pos, true];
+};
+exports.parseClass = parseClass;
+//# sourceMappingURL=brace-expressions.js.map
+
+/***/ }),
+
+/***/ 5525:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.escape = void 0;
+/**
+ * Escape all magic characters in a glob pattern.
+ *
+ * If the {@link MinimatchOptions.windowsPathsNoEscape}
+ * option is used, then characters are escaped by wrapping in `[]`, because
+ * a magic character wrapped in a character class can only be satisfied by
+ * that exact character.  In this mode, `\` is _not_ escaped, because it is
+ * not interpreted as a magic character, but instead as a path separator.
+ *
+ * If the {@link MinimatchOptions.magicalBraces} option is used,
+ * then braces (`{` and `}`) will be escaped.
+ */
+const escape = (s, { windowsPathsNoEscape = false, magicalBraces = false, } = {}) => {
+    // don't need to escape +@! because we escape the parens
+    // that make those magic, and escaping ! as [!] isn't valid,
+    // because [!]] is a valid glob class meaning not ']'.
+    if (magicalBraces) {
+        return windowsPathsNoEscape ?
+            s.replace(/[?*()[\]{}]/g, '[$&]')
+            : s.replace(/[?*()[\]\\{}]/g, '\\$&');
+    }
+    return windowsPathsNoEscape ?
+        s.replace(/[?*()[\]]/g, '[$&]')
+        : s.replace(/[?*()[\]\\]/g, '\\$&');
+};
+exports.escape = escape;
+//# sourceMappingURL=escape.js.map
+
+/***/ }),
+
+/***/ 1956:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.unescape = exports.escape = exports.AST = exports.Minimatch = exports.match = exports.makeRe = exports.braceExpand = exports.defaults = exports.filter = exports.GLOBSTAR = exports.sep = exports.minimatch = void 0;
+const brace_expansion_1 = __nccwpck_require__(3783);
+const assert_valid_pattern_js_1 = __nccwpck_require__(4460);
+const ast_js_1 = __nccwpck_require__(5044);
+const escape_js_1 = __nccwpck_require__(5525);
+const unescape_js_1 = __nccwpck_require__(8146);
+const minimatch = (p, pattern, options = {}) => {
+    (0, assert_valid_pattern_js_1.assertValidPattern)(pattern);
+    // shortcut: comments match nothing.
+    if (!options.nocomment && pattern.charAt(0) === '#') {
+        return false;
+    }
+    return new Minimatch(pattern, options).match(p);
+};
+exports.minimatch = minimatch;
+// Optimized checking for the most common glob patterns.
+const starDotExtRE = /^\*+([^+@!?*[(]*)$/;
+const starDotExtTest = (ext) => (f) => !f.startsWith('.') && f.endsWith(ext);
+const starDotExtTestDot = (ext) => (f) => f.endsWith(ext);
+const starDotExtTestNocase = (ext) => {
+    ext = ext.toLowerCase();
+    return (f) => !f.startsWith('.') && f.toLowerCase().endsWith(ext);
+};
+const starDotExtTestNocaseDot = (ext) => {
+    ext = ext.toLowerCase();
+    return (f) => f.toLowerCase().endsWith(ext);
+};
+const starDotStarRE = /^\*+\.\*+$/;
+const starDotStarTest = (f) => !f.startsWith('.') && f.includes('.');
+const starDotStarTestDot = (f) => f !== '.' && f !== '..' && f.includes('.');
+const dotStarRE = /^\.\*+$/;
+const dotStarTest = (f) => f !== '.' && f !== '..' && f.startsWith('.');
+const starRE = /^\*+$/;
+const starTest = (f) => f.length !== 0 && !f.startsWith('.');
+const starTestDot = (f) => f.length !== 0 && f !== '.' && f !== '..';
+const qmarksRE = /^\?+([^+@!?*[(]*)?$/;
+const qmarksTestNocase = ([$0, ext = '']) => {
+    const noext = qmarksTestNoExt([$0]);
+    if (!ext)
+        return noext;
+    ext = ext.toLowerCase();
+    return (f) => noext(f) && f.toLowerCase().endsWith(ext);
+};
+const qmarksTestNocaseDot = ([$0, ext = '']) => {
+    const noext = qmarksTestNoExtDot([$0]);
+    if (!ext)
+        return noext;
+    ext = ext.toLowerCase();
+    return (f) => noext(f) && f.toLowerCase().endsWith(ext);
+};
+const qmarksTestDot = ([$0, ext = '']) => {
+    const noext = qmarksTestNoExtDot([$0]);
+    return !ext ? noext : (f) => noext(f) && f.endsWith(ext);
+};
+const qmarksTest = ([$0, ext = '']) => {
+    const noext = qmarksTestNoExt([$0]);
+    return !ext ? noext : (f) => noext(f) && f.endsWith(ext);
+};
+const qmarksTestNoExt = ([$0]) => {
+    const len = $0.length;
+    return (f) => f.length === len && !f.startsWith('.');
+};
+const qmarksTestNoExtDot = ([$0]) => {
+    const len = $0.length;
+    return (f) => f.length === len && f !== '.' && f !== '..';
+};
+/* c8 ignore start */
+const defaultPlatform = (typeof process === 'object' && process ?
+    (typeof process.env === 'object' &&
+        process.env &&
+        process.env.__MINIMATCH_TESTING_PLATFORM__) ||
+        process.platform
+    : 'posix');
+const path = {
+    win32: { sep: '\\' },
+    posix: { sep: '/' },
+};
+/* c8 ignore stop */
+exports.sep = defaultPlatform === 'win32' ? path.win32.sep : path.posix.sep;
+exports.minimatch.sep = exports.sep;
+exports.GLOBSTAR = Symbol('globstar **');
+exports.minimatch.GLOBSTAR = exports.GLOBSTAR;
+// any single thing other than /
+// don't need to escape / when using new RegExp()
+const qmark = '[^/]';
+// * => any number of characters
+const star = qmark + '*?';
+// ** when dots are allowed.  Anything goes, except .. and .
+// not (^ or / followed by one or two dots followed by $ or /),
+// followed by anything, any number of times.
+const twoStarDot = '(?:(?!(?:\\/|^)(?:\\.{1,2})($|\\/)).)*?';
+// not a ^ or / followed by a dot,
+// followed by anything, any number of times.
+const twoStarNoDot = '(?:(?!(?:\\/|^)\\.).)*?';
+const filter = (pattern, options = {}) => (p) => (0, exports.minimatch)(p, pattern, options);
+exports.filter = filter;
+exports.minimatch.filter = exports.filter;
+const ext = (a, b = {}) => Object.assign({}, a, b);
+const defaults = (def) => {
+    if (!def || typeof def !== 'object' || !Object.keys(def).length) {
+        return exports.minimatch;
+    }
+    const orig = exports.minimatch;
+    const m = (p, pattern, options = {}) => orig(p, pattern, ext(def, options));
+    return Object.assign(m, {
+        Minimatch: class Minimatch extends orig.Minimatch {
+            constructor(pattern, options = {}) {
+                super(pattern, ext(def, options));
+            }
+            static defaults(options) {
+                return orig.defaults(ext(def, options)).Minimatch;
+            }
+        },
+        AST: class AST extends orig.AST {
+            /* c8 ignore start */
+            constructor(type, parent, options = {}) {
+                super(type, parent, ext(def, options));
+            }
+            /* c8 ignore stop */
+            static fromGlob(pattern, options = {}) {
+                return orig.AST.fromGlob(pattern, ext(def, options));
+            }
+        },
+        unescape: (s, options = {}) => orig.unescape(s, ext(def, options)),
+        escape: (s, options = {}) => orig.escape(s, ext(def, options)),
+        filter: (pattern, options = {}) => orig.filter(pattern, ext(def, options)),
+        defaults: (options) => orig.defaults(ext(def, options)),
+        makeRe: (pattern, options = {}) => orig.makeRe(pattern, ext(def, options)),
+        braceExpand: (pattern, options = {}) => orig.braceExpand(pattern, ext(def, options)),
+        match: (list, pattern, options = {}) => orig.match(list, pattern, ext(def, options)),
+        sep: orig.sep,
+        GLOBSTAR: exports.GLOBSTAR,
+    });
+};
+exports.defaults = defaults;
+exports.minimatch.defaults = exports.defaults;
+// Brace expansion:
+// a{b,c}d -> abd acd
+// a{b,}c -> abc ac
+// a{0..3}d -> a0d a1d a2d a3d
+// a{b,c{d,e}f}g -> abg acdfg acefg
+// a{b,c}d{e,f}g -> abdeg acdeg abdeg abdfg
+//
+// Invalid sets are not expanded.
+// a{2..}b -> a{2..}b
+// a{b}c -> a{b}c
+const braceExpand = (pattern, options = {}) => {
+    (0, assert_valid_pattern_js_1.assertValidPattern)(pattern);
+    // Thanks to Yeting Li <https://github.com/yetingli> for
+    // improving this regexp to avoid a ReDOS vulnerability.
+    if (options.nobrace || !/\{(?:(?!\{).)*\}/.test(pattern)) {
+        // shortcut. no need to expand.
+        return [pattern];
+    }
+    return (0, brace_expansion_1.expand)(pattern, { max: options.braceExpandMax });
+};
+exports.braceExpand = braceExpand;
+exports.minimatch.braceExpand = exports.braceExpand;
+// parse a component of the expanded set.
+// At this point, no pattern may contain "/" in it
+// so we're going to return a 2d array, where each entry is the full
+// pattern, split on '/', and then turned into a regular expression.
+// A regexp is made at the end which joins each array with an
+// escaped /, and another full one which joins each regexp with |.
+//
+// Following the lead of Bash 4.1, note that "**" only has special meaning
+// when it is the *only* thing in a path portion.  Otherwise, any series
+// of * is equivalent to a single *.  Globstar behavior is enabled by
+// default, and can be disabled by setting options.noglobstar.
+const makeRe = (pattern, options = {}) => new Minimatch(pattern, options).makeRe();
+exports.makeRe = makeRe;
+exports.minimatch.makeRe = exports.makeRe;
+const match = (list, pattern, options = {}) => {
+    const mm = new Minimatch(pattern, options);
+    list = list.filter(f => mm.match(f));
+    if (mm.options.nonull && !list.length) {
+        list.push(pattern);
+    }
+    return list;
+};
+exports.match = match;
+exports.minimatch.match = exports.match;
+// replace stuff like \* with *
+const globMagic = /[?*]|[+@!]\(.*?\)|\[|\]/;
+const regExpEscape = (s) => s.replace(/[-[\]{}()*+?.,\\^$|#\s]/g, '\\$&');
+class Minimatch {
+    options;
+    set;
+    pattern;
+    windowsPathsNoEscape;
+    nonegate;
+    negate;
+    comment;
+    empty;
+    preserveMultipleSlashes;
+    partial;
+    globSet;
+    globParts;
+    nocase;
+    isWindows;
+    platform;
+    windowsNoMagicRoot;
+    maxGlobstarRecursion;
+    regexp;
+    constructor(pattern, options = {}) {
+        (0, assert_valid_pattern_js_1.assertValidPattern)(pattern);
+        options = options || {};
+        this.options = options;
+        this.maxGlobstarRecursion = options.maxGlobstarRecursion ?? 200;
+        this.pattern = pattern;
+        this.platform = options.platform || defaultPlatform;
+        this.isWindows = this.platform === 'win32';
+        // avoid the annoying deprecation flag lol
+        const awe = ('allowWindow' + 'sEscape');
+        this.windowsPathsNoEscape =
+            !!options.windowsPathsNoEscape || options[awe] === false;
+        if (this.windowsPathsNoEscape) {
+            this.pattern = this.pattern.replace(/\\/g, '/');
+        }
+        this.preserveMultipleSlashes = !!options.preserveMultipleSlashes;
+        this.regexp = null;
+        this.negate = false;
+        this.nonegate = !!options.nonegate;
+        this.comment = false;
+        this.empty = false;
+        this.partial = !!options.partial;
+        this.nocase = !!this.options.nocase;
+        this.windowsNoMagicRoot =
+            options.windowsNoMagicRoot !== undefined ?
+                options.windowsNoMagicRoot
+                : !!(this.isWindows && this.nocase);
+        this.globSet = [];
+        this.globParts = [];
+        this.set = [];
+        // make the set of regexps etc.
+        this.make();
+    }
+    hasMagic() {
+        if (this.options.magicalBraces && this.set.length > 1) {
+            return true;
+        }
+        for (const pattern of this.set) {
+            for (const part of pattern) {
+                if (typeof part !== 'string')
+                    return true;
+            }
+        }
+        return false;
+    }
+    debug(..._) { }
+    make() {
+        const pattern = this.pattern;
+        const options = this.options;
+        // empty patterns and comments match nothing.
+        if (!options.nocomment && pattern.charAt(0) === '#') {
+            this.comment = true;
+            return;
+        }
+        if (!pattern) {
+            this.empty = true;
+            return;
+        }
+        // step 1: figure out negation, etc.
+        this.parseNegate();
+        // step 2: expand braces
+        this.globSet = [...new Set(this.braceExpand())];
+        if (options.debug) {
+            //oxlint-disable-next-line no-console
+            this.debug = (...args) => console.error(...args);
+        }
+        this.debug(this.pattern, this.globSet);
+        // step 3: now we have a set, so turn each one into a series of
+        // path-portion matching patterns.
+        // These will be regexps, except in the case of "**", which is
+        // set to the GLOBSTAR object for globstar behavior,
+        // and will not contain any / characters
+        //
+        // First, we preprocess to make the glob pattern sets a bit simpler
+        // and deduped.  There are some perf-killing patterns that can cause
+        // problems with a glob walk, but we can simplify them down a bit.
+        const rawGlobParts = this.globSet.map(s => this.slashSplit(s));
+        this.globParts = this.preprocess(rawGlobParts);
+        this.debug(this.pattern, this.globParts);
+        // glob --> regexps
+        let set = this.globParts.map((s, _, __) => {
+            if (this.isWindows && this.windowsNoMagicRoot) {
+                // check if it's a drive or unc path.
+                const isUNC = s[0] === '' &&
+                    s[1] === '' &&
+                    (s[2] === '?' || !globMagic.test(s[2])) &&
+                    !globMagic.test(s[3]);
+                const isDrive = /^[a-z]:/i.test(s[0]);
+                if (isUNC) {
+                    return [
+                        ...s.slice(0, 4),
+                        ...s.slice(4).map(ss => this.parse(ss)),
+                    ];
+                }
+                else if (isDrive) {
+                    return [s[0], ...s.slice(1).map(ss => this.parse(ss))];
+                }
+            }
+            return s.map(ss => this.parse(ss));
+        });
+        this.debug(this.pattern, set);
+        // filter out everything that didn't compile properly.
+        this.set = set.filter(s => s.indexOf(false) === -1);
+        // do not treat the ? in UNC paths as magic
+        if (this.isWindows) {
+            for (let i = 0; i < this.set.length; i++) {
+                const p = this.set[i];
+                if (p[0] === '' &&
+                    p[1] === '' &&
+                    this.globParts[i][2] === '?' &&
+                    typeof p[3] === 'string' &&
+                    /^[a-z]:$/i.test(p[3])) {
+                    p[2] = '?';
+                }
+            }
+        }
+        this.debug(this.pattern, this.set);
+    }
+    // various transforms to equivalent pattern sets that are
+    // faster to process in a filesystem walk.  The goal is to
+    // eliminate what we can, and push all ** patterns as far
+    // to the right as possible, even if it increases the number
+    // of patterns that we have to process.
+    preprocess(globParts) {
+        // if we're not in globstar mode, then turn ** into *
+        if (this.options.noglobstar) {
+            for (const partset of globParts) {
+                for (let j = 0; j < partset.length; j++) {
+                    if (partset[j] === '**') {
+                        partset[j] = '*';
+                    }
+                }
+            }
+        }
+        const { optimizationLevel = 1 } = this.options;
+        if (optimizationLevel >= 2) {
+            // aggressive optimization for the purpose of fs walking
+            globParts = this.firstPhasePreProcess(globParts);
+            globParts = this.secondPhasePreProcess(globParts);
+        }
+        else if (optimizationLevel >= 1) {
+            // just basic optimizations to remove some .. parts
+            globParts = this.levelOneOptimize(globParts);
+        }
+        else {
+            // just collapse multiple ** portions into one
+            globParts = this.adjascentGlobstarOptimize(globParts);
+        }
+        return globParts;
+    }
+    // just get rid of adjascent ** portions
+    adjascentGlobstarOptimize(globParts) {
+        return globParts.map(parts => {
+            let gs = -1;
+            while (-1 !== (gs = parts.indexOf('**', gs + 1))) {
+                let i = gs;
+                while (parts[i + 1] === '**') {
+                    i++;
+                }
+                if (i !== gs) {
+                    parts.splice(gs, i - gs);
+                }
+            }
+            return parts;
+        });
+    }
+    // get rid of adjascent ** and resolve .. portions
+    levelOneOptimize(globParts) {
+        return globParts.map(parts => {
+            parts = parts.reduce((set, part) => {
+                const prev = set[set.length - 1];
+                if (part === '**' && prev === '**') {
+                    return set;
+                }
+                if (part === '..') {
+                    if (prev && prev !== '..' && prev !== '.' && prev !== '**') {
+                        set.pop();
+                        return set;
+                    }
+                }
+                set.push(part);
+                return set;
+            }, []);
+            return parts.length === 0 ? [''] : parts;
+        });
+    }
+    levelTwoFileOptimize(parts) {
+        if (!Array.isArray(parts)) {
+            parts = this.slashSplit(parts);
+        }
+        let didSomething = false;
+        do {
+            didSomething = false;
+            // <pre>/<e>/<rest> -> <pre>/<rest>
+            if (!this.preserveMultipleSlashes) {
+                for (let i = 1; i < parts.length - 1; i++) {
+                    const p = parts[i];
+                    // don't squeeze out UNC patterns
+                    if (i === 1 && p === '' && parts[0] === '')
+                        continue;
+                    if (p === '.' || p === '') {
+                        didSomething = true;
+                        parts.splice(i, 1);
+                        i--;
+                    }
+                }
+                if (parts[0] === '.' &&
+                    parts.length === 2 &&
+                    (parts[1] === '.' || parts[1] === '')) {
+                    didSomething = true;
+                    parts.pop();
+                }
+            }
+            // <pre>/<p>/../<rest> -> <pre>/<rest>
+            let dd = 0;
+            while (-1 !== (dd = parts.indexOf('..', dd + 1))) {
+                const p = parts[dd - 1];
+                if (p &&
+                    p !== '.' &&
+                    p !== '..' &&
+                    p !== '**' &&
+                    !(this.isWindows && /^[a-z]:$/i.test(p))) {
+                    didSomething = true;
+                    parts.splice(dd - 1, 2);
+                    dd -= 2;
+                }
+            }
+        } while (didSomething);
+        return parts.length === 0 ? [''] : parts;
+    }
+    // First phase: single-pattern processing
+    // <pre> is 1 or more portions
+    // <rest> is 1 or more portions
+    // <p> is any portion other than ., .., '', or **
+    // <e> is . or ''
+    //
+    // **/.. is *brutal* for filesystem walking performance, because
+    // it effectively resets the recursive walk each time it occurs,
+    // and ** cannot be reduced out by a .. pattern part like a regexp
+    // or most strings (other than .., ., and '') can be.
+    //
+    // <pre>/**/../<p>/<p>/<rest> -> {<pre>/../<p>/<p>/<rest>,<pre>/**/<p>/<p>/<rest>}
+    // <pre>/<e>/<rest> -> <pre>/<rest>
+    // <pre>/<p>/../<rest> -> <pre>/<rest>
+    // **/**/<rest> -> **/<rest>
+    //
+    // **/*/<rest> -> */**/<rest> <== not valid because ** doesn't follow
+    // this WOULD be allowed if ** did follow symlinks, or * didn't
+    firstPhasePreProcess(globParts) {
+        let didSomething = false;
+        do {
+            didSomething = false;
+            // <pre>/**/../<p>/<p>/<rest> -> {<pre>/../<p>/<p>/<rest>,<pre>/**/<p>/<p>/<rest>}
+            for (let parts of globParts) {
+                let gs = -1;
+                while (-1 !== (gs = parts.indexOf('**', gs + 1))) {
+                    let gss = gs;
+                    while (parts[gss + 1] === '**') {
+                        // <pre>/**/**/<rest> -> <pre>/**/<rest>
+                        gss++;
+                    }
+                    // eg, if gs is 2 and gss is 4, that means we have 3 **
+                    // parts, and can remove 2 of them.
+                    if (gss > gs) {
+                        parts.splice(gs + 1, gss - gs);
+                    }
+                    let next = parts[gs + 1];
+                    const p = parts[gs + 2];
+                    const p2 = parts[gs + 3];
+                    if (next !== '..')
+                        continue;
+                    if (!p ||
+                        p === '.' ||
+                        p === '..' ||
+                        !p2 ||
+                        p2 === '.' ||
+                        p2 === '..') {
+                        continue;
+                    }
+                    didSomething = true;
+                    // edit parts in place, and push the new one
+                    parts.splice(gs, 1);
+                    const other = parts.slice(0);
+                    other[gs] = '**';
+                    globParts.push(other);
+                    gs--;
+                }
+                // <pre>/<e>/<rest> -> <pre>/<rest>
+                if (!this.preserveMultipleSlashes) {
+                    for (let i = 1; i < parts.length - 1; i++) {
+                        const p = parts[i];
+                        // don't squeeze out UNC patterns
+                        if (i === 1 && p === '' && parts[0] === '')
+                            continue;
+                        if (p === '.' || p === '') {
+                            didSomething = true;
+                            parts.splice(i, 1);
+                            i--;
+                        }
+                    }
+                    if (parts[0] === '.' &&
+                        parts.length === 2 &&
+                        (parts[1] === '.' || parts[1] === '')) {
+                        didSomething = true;
+                        parts.pop();
+                    }
+                }
+                // <pre>/<p>/../<rest> -> <pre>/<rest>
+                let dd = 0;
+                while (-1 !== (dd = parts.indexOf('..', dd + 1))) {
+                    const p = parts[dd - 1];
+                    if (p && p !== '.' && p !== '..' && p !== '**') {
+                        didSomething = true;
+                        const needDot = dd === 1 && parts[dd + 1] === '**';
+                        const splin = needDot ? ['.'] : [];
+                        parts.splice(dd - 1, 2, ...splin);
+                        if (parts.length === 0)
+                            parts.push('');
+                        dd -= 2;
+                    }
+                }
+            }
+        } while (didSomething);
+        return globParts;
+    }
+    // second phase: multi-pattern dedupes
+    // {<pre>/*/<rest>,<pre>/<p>/<rest>} -> <pre>/*/<rest>
+    // {<pre>/<rest>,<pre>/<rest>} -> <pre>/<rest>
+    // {<pre>/**/<rest>,<pre>/<rest>} -> <pre>/**/<rest>
+    //
+    // {<pre>/**/<rest>,<pre>/**/<p>/<rest>} -> <pre>/**/<rest>
+    // ^-- not valid because ** doens't follow symlinks
+    secondPhasePreProcess(globParts) {
+        for (let i = 0; i < globParts.length - 1; i++) {
+            for (let j = i + 1; j < globParts.length; j++) {
+                const matched = this.partsMatch(globParts[i], globParts[j], !this.preserveMultipleSlashes);
+                if (matched) {
+                    globParts[i] = [];
+                    globParts[j] = matched;
+                    break;
+                }
+            }
+        }
+        return globParts.filter(gs => gs.length);
+    }
+    partsMatch(a, b, emptyGSMatch = false) {
+        let ai = 0;
+        let bi = 0;
+        let result = [];
+        let which = '';
+        while (ai < a.length && bi < b.length) {
+            if (a[ai] === b[bi]) {
+                result.push(which === 'b' ? b[bi] : a[ai]);
+                ai++;
+                bi++;
+            }
+            else if (emptyGSMatch && a[ai] === '**' && b[bi] === a[ai + 1]) {
+                result.push(a[ai]);
+                ai++;
+            }
+            else if (emptyGSMatch && b[bi] === '**' && a[ai] === b[bi + 1]) {
+                result.push(b[bi]);
+                bi++;
+            }
+            else if (a[ai] === '*' &&
+                b[bi] &&
+                (this.options.dot || !b[bi].startsWith('.')) &&
+                b[bi] !== '**') {
+                if (which === 'b')
+                    return false;
+                which = 'a';
+                result.push(a[ai]);
+                ai++;
+                bi++;
+            }
+            else if (b[bi] === '*' &&
+                a[ai] &&
+                (this.options.dot || !a[ai].startsWith('.')) &&
+                a[ai] !== '**') {
+                if (which === 'a')
+                    return false;
+                which = 'b';
+                result.push(b[bi]);
+                ai++;
+                bi++;
+            }
+            else {
+                return false;
+            }
+        }
+        // if we fall out of the loop, it means they two are identical
+        // as long as their lengths match
+        return a.length === b.length && result;
+    }
+    parseNegate() {
+        if (this.nonegate)
+            return;
+        const pattern = this.pattern;
+        let negate = false;
+        let negateOffset = 0;
+        for (let i = 0; i < pattern.length && pattern.charAt(i) === '!'; i++) {
+            negate = !negate;
+            negateOffset++;
+        }
+        if (negateOffset)
+            this.pattern = pattern.slice(negateOffset);
+        this.negate = negate;
+    }
+    // set partial to true to test if, for example,
+    // "/a/b" matches the start of "/*/b/*/d"
+    // Partial means, if you run out of file before you run
+    // out of pattern, then that's fine, as long as all
+    // the parts match.
+    matchOne(file, pattern, partial = false) {
+        let fileStartIndex = 0;
+        let patternStartIndex = 0;
+        // UNC paths like //?/X:/... can match X:/... and vice versa
+        // Drive letters in absolute drive or unc paths are always compared
+        // case-insensitively.
+        if (this.isWindows) {
+            const fileDrive = typeof file[0] === 'string' && /^[a-z]:$/i.test(file[0]);
+            const fileUNC = !fileDrive &&
+                file[0] === '' &&
+                file[1] === '' &&
+                file[2] === '?' &&
+                /^[a-z]:$/i.test(file[3]);
+            const patternDrive = typeof pattern[0] === 'string' && /^[a-z]:$/i.test(pattern[0]);
+            const patternUNC = !patternDrive &&
+                pattern[0] === '' &&
+                pattern[1] === '' &&
+                pattern[2] === '?' &&
+                typeof pattern[3] === 'string' &&
+                /^[a-z]:$/i.test(pattern[3]);
+            const fdi = fileUNC ? 3
+                : fileDrive ? 0
+                    : undefined;
+            const pdi = patternUNC ? 3
+                : patternDrive ? 0
+                    : undefined;
+            if (typeof fdi === 'number' && typeof pdi === 'number') {
+                const [fd, pd] = [
+                    file[fdi],
+                    pattern[pdi],
+                ];
+                // start matching at the drive letter index of each
+                if (fd.toLowerCase() === pd.toLowerCase()) {
+                    pattern[pdi] = fd;
+                    patternStartIndex = pdi;
+                    fileStartIndex = fdi;
+                }
+            }
+        }
+        // resolve and reduce . and .. portions in the file as well.
+        // don't need to do the second phase, because it's only one string[]
+        const { optimizationLevel = 1 } = this.options;
+        if (optimizationLevel >= 2) {
+            file = this.levelTwoFileOptimize(file);
+        }
+        if (pattern.includes(exports.GLOBSTAR)) {
+            return this.#matchGlobstar(file, pattern, partial, fileStartIndex, patternStartIndex);
+        }
+        return this.#matchOne(file, pattern, partial, fileStartIndex, patternStartIndex);
+    }
+    #matchGlobstar(file, pattern, partial, fileIndex, patternIndex) {
+        // split the pattern into head, tail, and middle of ** delimited parts
+        const firstgs = pattern.indexOf(exports.GLOBSTAR, patternIndex);
+        const lastgs = pattern.lastIndexOf(exports.GLOBSTAR);
+        // split the pattern up into globstar-delimited sections
+        // the tail has to be at the end, and the others just have
+        // to be found in order from the head.
+        const [head, body, tail] = partial ?
+            [
+                pattern.slice(patternIndex, firstgs),
+                pattern.slice(firstgs + 1),
+                [],
+            ]
+            : [
+                pattern.slice(patternIndex, firstgs),
+                pattern.slice(firstgs + 1, lastgs),
+                pattern.slice(lastgs + 1),
+            ];
+        // check the head, from the current file/pattern index.
+        if (head.length) {
+            const fileHead = file.slice(fileIndex, fileIndex + head.length);
+            if (!this.#matchOne(fileHead, head, partial, 0, 0)) {
+                return false;
+            }
+            fileIndex += head.length;
+            patternIndex += head.length;
+        }
+        // now we know the head matches!
+        // if the last portion is not empty, it MUST match the end
+        // check the tail
+        let fileTailMatch = 0;
+        if (tail.length) {
+            // if head + tail > file, then we cannot possibly match
+            if (tail.length + fileIndex > file.length)
+                return false;
+            // try to match the tail
+            let tailStart = file.length - tail.length;
+            if (this.#matchOne(file, tail, partial, tailStart, 0)) {
+                fileTailMatch = tail.length;
+            }
+            else {
+                // affordance for stuff like a/**/* matching a/b/
+                // if the last file portion is '', and there's more to the pattern
+                // then try without the '' bit.
+                if (file[file.length - 1] !== '' ||
+                    fileIndex + tail.length === file.length) {
+                    return false;
+                }
+                tailStart--;
+                if (!this.#matchOne(file, tail, partial, tailStart, 0)) {
+                    return false;
+                }
+                fileTailMatch = tail.length + 1;
+            }
+        }
+        // now we know the tail matches!
+        // the middle is zero or more portions wrapped in **, possibly
+        // containing more ** sections.
+        // so a/**/b/**/c/**/d has become **/b/**/c/**
+        // if it's empty, it means a/**/b, just verify we have no bad dots
+        // if there's no tail, so it ends on /**, then we must have *something*
+        // after the head, or it's not a matc
+        if (!body.length) {
+            let sawSome = !!fileTailMatch;
+            for (let i = fileIndex; i < file.length - fileTailMatch; i++) {
+                const f = String(file[i]);
+                sawSome = true;
+                if (f === '.' ||
+                    f === '..' ||
+                    (!this.options.dot && f.startsWith('.'))) {
+                    return false;
+                }
+            }
+            // in partial mode, we just need to get past all file parts
+            return partial || sawSome;
+        }
+        // now we know that there's one or more body sections, which can
+        // be matched anywhere from the 0 index (because the head was pruned)
+        // through to the length-fileTailMatch index.
+        // split the body up into sections, and note the minimum index it can
+        // be found at (start with the length of all previous segments)
+        // [section, before, after]
+        const bodySegments = [[[], 0]];
+        let currentBody = bodySegments[0];
+        let nonGsParts = 0;
+        const nonGsPartsSums = [0];
+        for (const b of body) {
+            if (b === exports.GLOBSTAR) {
+                nonGsPartsSums.push(nonGsParts);
+                currentBody = [[], 0];
+                bodySegments.push(currentBody);
+            }
+            else {
+                currentBody[0].push(b);
+                nonGsParts++;
+            }
+        }
+        let i = bodySegments.length - 1;
+        const fileLength = file.length - fileTailMatch;
+        for (const b of bodySegments) {
+            b[1] = fileLength - (nonGsPartsSums[i--] + b[0].length);
+        }
+        return !!this.#matchGlobStarBodySections(file, bodySegments, fileIndex, 0, partial, 0, !!fileTailMatch);
+    }
+    // return false for "nope, not matching"
+    // return null for "not matching, cannot keep trying"
+    #matchGlobStarBodySections(file, 
+    // pattern section, last possible position for it
+    bodySegments, fileIndex, bodyIndex, partial, globStarDepth, sawTail) {
+        // take the first body segment, and walk from fileIndex to its "after"
+        // value at the end
+        // If it doesn't match at that position, we increment, until we hit
+        // that final possible position, and give up.
+        // If it does match, then advance and try to rest.
+        // If any of them fail we keep walking forward.
+        // this is still a bit recursively painful, but it's more constrained
+        // than previous implementations, because we never test something that
+        // can't possibly be a valid matching condition.
+        const bs = bodySegments[bodyIndex];
+        if (!bs) {
+            // just make sure that there's no bad dots
+            for (let i = fileIndex; i < file.length; i++) {
+                sawTail = true;
+                const f = file[i];
+                if (f === '.' ||
+                    f === '..' ||
+                    (!this.options.dot && f.startsWith('.'))) {
+                    return false;
+                }
+            }
+            return sawTail;
+        }
+        // have a non-globstar body section to test
+        const [body, after] = bs;
+        while (fileIndex <= after) {
+            const m = this.#matchOne(file.slice(0, fileIndex + body.length), body, partial, fileIndex, 0);
+            // if limit exceeded, no match. intentional false negative,
+            // acceptable break in correctness for security.
+            if (m && globStarDepth < this.maxGlobstarRecursion) {
+                // match! see if the rest match. if so, we're done!
+                const sub = this.#matchGlobStarBodySections(file, bodySegments, fileIndex + body.length, bodyIndex + 1, partial, globStarDepth + 1, sawTail);
+                if (sub !== false) {
+                    return sub;
+                }
+            }
+            const f = file[fileIndex];
+            if (f === '.' ||
+                f === '..' ||
+                (!this.options.dot && f.startsWith('.'))) {
+                return false;
+            }
+            fileIndex++;
+        }
+        // walked off. no point continuing
+        return partial || null;
+    }
+    #matchOne(file, pattern, partial, fileIndex, patternIndex) {
+        let fi;
+        let pi;
+        let pl;
+        let fl;
+        for (fi = fileIndex,
+            pi = patternIndex,
+            fl = file.length,
+            pl = pattern.length; fi < fl && pi < pl; fi++, pi++) {
+            this.debug('matchOne loop');
+            let p = pattern[pi];
+            let f = file[fi];
+            this.debug(pattern, p, f);
+            // should be impossible.
+            // some invalid regexp stuff in the set.
+            /* c8 ignore start */
+            if (p === false || p === exports.GLOBSTAR) {
+                return false;
+            }
+            /* c8 ignore stop */
+            // something other than **
+            // non-magic patterns just have to match exactly
+            // patterns with magic have been turned into regexps.
+            let hit;
+            if (typeof p === 'string') {
+                hit = f === p;
+                this.debug('string match', p, f, hit);
+            }
+            else {
+                hit = p.test(f);
+                this.debug('pattern match', p, f, hit);
+            }
+            if (!hit)
+                return false;
+        }
+        // Note: ending in / means that we'll get a final ""
+        // at the end of the pattern.  This can only match a
+        // corresponding "" at the end of the file.
+        // If the file ends in /, then it can only match a
+        // a pattern that ends in /, unless the pattern just
+        // doesn't have any more for it. But, a/b/ should *not*
+        // match "a/b/*", even though "" matches against the
+        // [^/]*? pattern, except in partial mode, where it might
+        // simply not be reached yet.
+        // However, a/b/ should still satisfy a/*
+        // now either we fell off the end of the pattern, or we're done.
+        if (fi === fl && pi === pl) {
+            // ran out of pattern and filename at the same time.
+            // an exact hit!
+            return true;
+        }
+        else if (fi === fl) {
+            // ran out of file, but still had pattern left.
+            // this is ok if we're doing the match as part of
+            // a glob fs traversal.
+            return partial;
+        }
+        else if (pi === pl) {
+            // ran out of pattern, still have file left.
+            // this is only acceptable if we're on the very last
+            // empty segment of a file with a trailing slash.
+            // a/* should match a/b/
+            return fi === fl - 1 && file[fi] === '';
+            /* c8 ignore start */
+        }
+        else {
+            // should be unreachable.
+            throw new Error('wtf?');
+        }
+        /* c8 ignore stop */
+    }
+    braceExpand() {
+        return (0, exports.braceExpand)(this.pattern, this.options);
+    }
+    parse(pattern) {
+        (0, assert_valid_pattern_js_1.assertValidPattern)(pattern);
+        const options = this.options;
+        // shortcuts
+        if (pattern === '**')
+            return exports.GLOBSTAR;
+        if (pattern === '')
+            return '';
+        // far and away, the most common glob pattern parts are
+        // *, *.*, and *.<ext>  Add a fast check method for those.
+        let m;
+        let fastTest = null;
+        if ((m = pattern.match(starRE))) {
+            fastTest = options.dot ? starTestDot : starTest;
+        }
+        else if ((m = pattern.match(starDotExtRE))) {
+            fastTest = (options.nocase ?
+                options.dot ?
+                    starDotExtTestNocaseDot
+                    : starDotExtTestNocase
+                : options.dot ? starDotExtTestDot
+                    : starDotExtTest)(m[1]);
+        }
+        else if ((m = pattern.match(qmarksRE))) {
+            fastTest = (options.nocase ?
+                options.dot ?
+                    qmarksTestNocaseDot
+                    : qmarksTestNocase
+                : options.dot ? qmarksTestDot
+                    : qmarksTest)(m);
+        }
+        else if ((m = pattern.match(starDotStarRE))) {
+            fastTest = options.dot ? starDotStarTestDot : starDotStarTest;
+        }
+        else if ((m = pattern.match(dotStarRE))) {
+            fastTest = dotStarTest;
+        }
+        const re = ast_js_1.AST.fromGlob(pattern, this.options).toMMPattern();
+        if (fastTest && typeof re === 'object') {
+            // Avoids overriding in frozen environments
+            Reflect.defineProperty(re, 'test', { value: fastTest });
+        }
+        return re;
+    }
+    makeRe() {
+        if (this.regexp || this.regexp === false)
+            return this.regexp;
+        // at this point, this.set is a 2d array of partial
+        // pattern strings, or "**".
+        //
+        // It's better to use .match().  This function shouldn't
+        // be used, really, but it's pretty convenient sometimes,
+        // when you just want to work with a regex.
+        const set = this.set;
+        if (!set.length) {
+            this.regexp = false;
+            return this.regexp;
+        }
+        const options = this.options;
+        const twoStar = options.noglobstar ? star
+            : options.dot ? twoStarDot
+                : twoStarNoDot;
+        const flags = new Set(options.nocase ? ['i'] : []);
+        // regexpify non-globstar patterns
+        // if ** is only item, then we just do one twoStar
+        // if ** is first, and there are more, prepend (\/|twoStar\/)? to next
+        // if ** is last, append (\/twoStar|) to previous
+        // if ** is in the middle, append (\/|\/twoStar\/) to previous
+        // then filter out GLOBSTAR symbols
+        let re = set
+            .map(pattern => {
+            const pp = pattern.map(p => {
+                if (p instanceof RegExp) {
+                    for (const f of p.flags.split(''))
+                        flags.add(f);
+                }
+                return (typeof p === 'string' ? regExpEscape(p)
+                    : p === exports.GLOBSTAR ? exports.GLOBSTAR
+                        : p._src);
+            });
+            pp.forEach((p, i) => {
+                const next = pp[i + 1];
+                const prev = pp[i - 1];
+                if (p !== exports.GLOBSTAR || prev === exports.GLOBSTAR) {
+                    return;
+                }
+                if (prev === undefined) {
+                    if (next !== undefined && next !== exports.GLOBSTAR) {
+                        pp[i + 1] = '(?:\\/|' + twoStar + '\\/)?' + next;
+                    }
+                    else {
+                        pp[i] = twoStar;
+                    }
+                }
+                else if (next === undefined) {
+                    pp[i - 1] = prev + '(?:\\/|\\/' + twoStar + ')?';
+                }
+                else if (next !== exports.GLOBSTAR) {
+                    pp[i - 1] = prev + '(?:\\/|\\/' + twoStar + '\\/)' + next;
+                    pp[i + 1] = exports.GLOBSTAR;
+                }
+            });
+            const filtered = pp.filter(p => p !== exports.GLOBSTAR);
+            // For partial matches, we need to make the pattern match
+            // any prefix of the full path. We do this by generating
+            // alternative patterns that match progressively longer prefixes.
+            if (this.partial && filtered.length >= 1) {
+                const prefixes = [];
+                for (let i = 1; i <= filtered.length; i++) {
+                    prefixes.push(filtered.slice(0, i).join('/'));
+                }
+                return '(?:' + prefixes.join('|') + ')';
+            }
+            return filtered.join('/');
+        })
+            .join('|');
+        // need to wrap in parens if we had more than one thing with |,
+        // otherwise only the first will be anchored to ^ and the last to $
+        const [open, close] = set.length > 1 ? ['(?:', ')'] : ['', ''];
+        // must match entire pattern
+        // ending in a * or ** will make it less strict.
+        re = '^' + open + re + close + '$';
+        // In partial mode, '/' should always match as it's a valid prefix for any pattern
+        if (this.partial) {
+            re = '^(?:\\/|' + open + re.slice(1, -1) + close + ')$';
+        }
+        // can match anything, as long as it's not this.
+        if (this.negate)
+            re = '^(?!' + re + ').+$';
+        try {
+            this.regexp = new RegExp(re, [...flags].join(''));
+            /* c8 ignore start */
+        }
+        catch {
+            // should be impossible
+            this.regexp = false;
+        }
+        /* c8 ignore stop */
+        return this.regexp;
+    }
+    slashSplit(p) {
+        // if p starts with // on windows, we preserve that
+        // so that UNC paths aren't broken.  Otherwise, any number of
+        // / characters are coalesced into one, unless
+        // preserveMultipleSlashes is set to true.
+        if (this.preserveMultipleSlashes) {
+            return p.split('/');
+        }
+        else if (this.isWindows && /^\/\/[^/]+/.test(p)) {
+            // add an extra '' for the one we lose
+            return ['', ...p.split(/\/+/)];
+        }
+        else {
+            return p.split(/\/+/);
+        }
+    }
+    match(f, partial = this.partial) {
+        this.debug('match', f, this.pattern);
+        // short-circuit in the case of busted things.
+        // comments, etc.
+        if (this.comment) {
+            return false;
+        }
+        if (this.empty) {
+            return f === '';
+        }
+        if (f === '/' && partial) {
+            return true;
+        }
+        const options = this.options;
+        // windows: need to use /, not \
+        if (this.isWindows) {
+            f = f.split('\\').join('/');
+        }
+        // treat the test path as a set of pathparts.
+        const ff = this.slashSplit(f);
+        this.debug(this.pattern, 'split', ff);
+        // just ONE of the pattern sets in this.set needs to match
+        // in order for it to be valid.  If negating, then just one
+        // match means that we have failed.
+        // Either way, return on the first hit.
+        const set = this.set;
+        this.debug(this.pattern, 'set', set);
+        // Find the basename of the path by looking for the last non-empty segment
+        let filename = ff[ff.length - 1];
+        if (!filename) {
+            for (let i = ff.length - 2; !filename && i >= 0; i--) {
+                filename = ff[i];
+            }
+        }
+        for (const pattern of set) {
+            let file = ff;
+            if (options.matchBase && pattern.length === 1) {
+                file = [filename];
+            }
+            const hit = this.matchOne(file, pattern, partial);
+            if (hit) {
+                if (options.flipNegate) {
+                    return true;
+                }
+                return !this.negate;
+            }
+        }
+        // didn't get any hits.  this is success if it's a negative
+        // pattern, failure otherwise.
+        if (options.flipNegate) {
+            return false;
+        }
+        return this.negate;
+    }
+    static defaults(def) {
+        return exports.minimatch.defaults(def).Minimatch;
+    }
+}
+exports.Minimatch = Minimatch;
+/* c8 ignore start */
+var ast_js_2 = __nccwpck_require__(5044);
+Object.defineProperty(exports, "AST", ({ enumerable: true, get: function () { return ast_js_2.AST; } }));
+var escape_js_2 = __nccwpck_require__(5525);
+Object.defineProperty(exports, "escape", ({ enumerable: true, get: function () { return escape_js_2.escape; } }));
+var unescape_js_2 = __nccwpck_require__(8146);
+Object.defineProperty(exports, "unescape", ({ enumerable: true, get: function () { return unescape_js_2.unescape; } }));
+/* c8 ignore stop */
+exports.minimatch.AST = ast_js_1.AST;
+exports.minimatch.Minimatch = Minimatch;
+exports.minimatch.escape = escape_js_1.escape;
+exports.minimatch.unescape = unescape_js_1.unescape;
+//# sourceMappingURL=index.js.map
+
+/***/ }),
+
+/***/ 8146:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.unescape = void 0;
+/**
+ * Un-escape a string that has been escaped with {@link escape}.
+ *
+ * If the {@link MinimatchOptions.windowsPathsNoEscape} option is used, then
+ * square-bracket escapes are removed, but not backslash escapes.
+ *
+ * For example, it will turn the string `'[*]'` into `*`, but it will not
+ * turn `'\\*'` into `'*'`, because `\` is a path separator in
+ * `windowsPathsNoEscape` mode.
+ *
+ * When `windowsPathsNoEscape` is not set, then both square-bracket escapes and
+ * backslash escapes are removed.
+ *
+ * Slashes (and backslashes in `windowsPathsNoEscape` mode) cannot be escaped
+ * or unescaped.
+ *
+ * When `magicalBraces` is not set, escapes of braces (`{` and `}`) will not be
+ * unescaped.
+ */
+const unescape = (s, { windowsPathsNoEscape = false, magicalBraces = true, } = {}) => {
+    if (magicalBraces) {
+        return windowsPathsNoEscape ?
+            s.replace(/\[([^/\\])\]/g, '$1')
+            : s
+                .replace(/((?!\\).|^)\[([^/\\])\]/g, '$1$2')
+                .replace(/\\([^/])/g, '$1');
+    }
+    return windowsPathsNoEscape ?
+        s.replace(/\[([^/\\{}])\]/g, '$1')
+        : s
+            .replace(/((?!\\).|^)\[([^/\\{}])\]/g, '$1$2')
+            .replace(/\\([^/{}])/g, '$1');
+};
+exports.unescape = unescape;
+//# sourceMappingURL=unescape.js.map
 
 /***/ }),
 
@@ -28597,7 +42276,7 @@ var Scalar = __nccwpck_require__(3301);
 var YAMLMap = __nccwpck_require__(4454);
 var YAMLSeq = __nccwpck_require__(2223);
 var resolveBlockMap = __nccwpck_require__(7103);
-var resolveBlockSeq = __nccwpck_require__(334);
+var resolveBlockSeq = __nccwpck_require__(7953);
 var resolveFlowCollection = __nccwpck_require__(3142);
 
 function resolveCollection(CN, ctx, token, onError, tagName, tag) {
@@ -29512,7 +43191,7 @@ exports.resolveBlockScalar = resolveBlockScalar;
 
 /***/ }),
 
-/***/ 334:
+/***/ 7953:
 /***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
 
 
@@ -37152,6 +50831,27 @@ exports.visit = visit;
 exports.visitAsync = visitAsync;
 
 
+/***/ }),
+
+/***/ 9446:
+/***/ ((module) => {
+
+module.exports = /*#__PURE__*/JSON.parse('{"name":"@sigstore/tuf","version":"5.0.1","description":"Client for the Sigstore TUF repository","main":"dist/index.js","types":"dist/index.d.ts","scripts":{"clean":"shx rm -rf dist *.tsbuildinfo","build":"tsc --build","test":"jest"},"files":["dist","seeds.json"],"author":"bdehamer@github.com","license":"Apache-2.0","repository":{"type":"git","url":"git+https://github.com/sigstore/sigstore-js.git"},"bugs":{"url":"https://github.com/sigstore/sigstore-js/issues"},"homepage":"https://github.com/sigstore/sigstore-js/tree/main/packages/tuf#readme","publishConfig":{"provenance":true},"devDependencies":{"@sigstore/jest":"^0.0.0","@tufjs/repo-mock":"^5.0.2","@types/make-fetch-happen":"^10.0.4"},"dependencies":{"@sigstore/protobuf-specs":"^0.5.2","tuf-js":"^6.0.2"},"engines":{"node":"^22.22.2 || ^24.15.0 || >=26.0.0"}}');
+
+/***/ }),
+
+/***/ 8032:
+/***/ ((module) => {
+
+module.exports = /*#__PURE__*/JSON.parse('{"https://tuf-repo-cdn.sigstore.dev":{"root.json":"ewogInNpZ25hdHVyZXMiOiBbCiAgewogICAia2V5aWQiOiAiZTcxYTU0ZDU0MzgzNWJhODZhZGFkOTQ2MDM3OWM3NjQxZmI4NzI2ZDE2NGVhNzY2ODAxYTFjNTIyYWJhN2VhMiIsCiAgICJzaWciOiAiMzA0NTAyMjA2NWM2OGYyOGViZTQ0ZDBhNGUwNDdhNmUyODdmOTY2OWM4ZTNiMzFlMDg1MzYzOTZjNjdhMTQ4MzMyNmJlOGM2MDIyMTAwZTc1MjRhODg5ZTQwZGUwZGY4NDIzMWRkNDBlMWZjYzU3ZmJiYmY2MjA1NWMxNzA3NjU2ODMwN2RiYzUwOTA0NiIKICB9LAogIHsKICAgImtleWlkIjogIjIyZjRjYWVjNmQ4ZTZmOTU1NWFmNjZiM2Q0YzNjYjA2YTNiYjIzZmRjN2UzOWM5MTZjNjFmNDYyZTZmNTJiMDYiLAogICAic2lnIjogIjMwNDUwMjIwNmZlZGM0YTM4MmEwYzUxNTVlODEyYzliNzQ2MWZlMzg4ZWY3MDRmZWY5ZTA5M2M1YzIzNmUyMGFiYmY4ZTY2MjAyMjEwMDhiYmVjMzZiNjNiZjliYWViYzAzYTgzYzc3MGNmOTM4N2VmYzkwOTA3ZWI4MzA3MGI3YTg3NTEyOTUxMmQ2ODciCiAgfSwKICB7CiAgICJrZXlpZCI6ICI2MTY0MzgzODEyNWI0NDBiNDBkYjY5NDJmNWNiNWEzMWMwZGMwNDM2ODMxNmViMmFhYTU4Yjk1OTA0YTU4MjIyIiwKICAgInNpZyI6ICIzMDQ1MDIyMDQ2OGY0MjE5ZGI1MWM3ZTgxNWUxZTNkMzNkOTk4Nzg3OGFhMTJhZWFmMzMxNjA0ZDUxODBkZDYwYjE5ZGZiMzUwMjIxMDA5Zjc3OGVmNWU5NjY0N2MwOGJkMjNkNjNmNjljMGNjZTZmYzM1M2Q3NDdiOWQ1MWYzNWRjMGY4Njc4ZGU5ZmVmIgogIH0sCiAgewogICAia2V5aWQiOiAiYTY4N2U1YmY0ZmFiODJiMGVlNThkNDZlMDVjOTUzNTE0NWEyYzlhZmI0NThmNDNkNDJiNDVjYTBmZGNlMmE3MCIsCiAgICJzaWciOiAiMzA0NTAyMjAyOWUyNTE4YTdiY2FjMDVlYzBiMjI3ODA5Y2UwYzk2OTQwNjc0MzQxMmY5MGRjNTI1NTQwMWFmYjEzMzYzZjQ2MDIyMTAwODdhNjQxODIyNDllNDFkZDExZGU5MWM5ZjM4NWEzMzY1OWJkNjAxNDdhOTNkMTNjODZiN2E2NGU0NDdmOTgyNiIKICB9LAogIHsKICAgImtleWlkIjogIjE4M2U2NGYzNzY3MGRjMTNjYTBkMjg5OTVhMzA1M2YzNzQwOTU0ZGRjZTQ0MzIxYTQxZTQ2NTM0Y2Y0NGU2MzIiLAogICAic2lnIjogIjMwNDUwMjIxMDA4MDUxYzQ1NmVkMmJmNDhhYTVmYzU3NDI5MjhhYjA5MDQyNjZjMWQ2YmRkZTVmYzc1YWUyMGYxMmQwOThhOTU1MDIyMDNjYzY4M2JkODY3OTM4MDhlNmM5Zjg5ZTJjYTkzZjgwYjAwYzZlYTY0ODgwYWM0ZTM3ZGI2OWUyZTg2YjI0ZTMiCiAgfQogXSwKICJzaWduZWQiOiB7CiAgIl90eXBlIjogInJvb3QiLAogICJjb25zaXN0ZW50X3NuYXBzaG90IjogdHJ1ZSwKICAiZXhwaXJlcyI6ICIyMDI3LTA0LTIyVDE5OjI3OjMxWiIsCiAgImtleXMiOiB7CiAgICIwYzg3NDMyYzNiZjA5ZmQ5OTE4OWZkYzMyZmE1ZWFlZGY0ZTRhNWZhYzdiYWI3M2ZhMDRhMmUwZmM2NGFmNmY1IjogewogICAgImtleWlkX2hhc2hfYWxnb3JpdGhtcyI6IFsKICAgICAic2hhMjU2IiwKICAgICAic2hhNTEyIgogICAgXSwKICAgICJrZXl0eXBlIjogImVjZHNhIiwKICAgICJrZXl2YWwiOiB7CiAgICAgInB1YmxpYyI6ICItLS0tLUJFR0lOIFBVQkxJQyBLRVktLS0tLVxuTUZrd0V3WUhLb1pJemowQ0FRWUlLb1pJemowREFRY0RRZ0FFV1JpR3I1K2orM0o1U3NIK1p0cjVuRTJIMndPN1xuQlYrbk8zczkzZ0xjYTE4cVRPekhZMW9XeUFHRHlrTVNzR1RVQlN0OUQrQW4wS2ZLc0QybWZTTTQyUT09XG4tLS0tLUVORCBQVUJMSUMgS0VZLS0tLS1cbiIKICAgIH0sCiAgICAic2NoZW1lIjogImVjZHNhLXNoYTItbmlzdHAyNTYiLAogICAgIngtdHVmLW9uLWNpLW9ubGluZS11cmkiOiAiZ2Nwa21zOnByb2plY3RzL3NpZ3N0b3JlLXJvb3Qtc2lnbmluZy9sb2NhdGlvbnMvZ2xvYmFsL2tleVJpbmdzL3Jvb3QvY3J5cHRvS2V5cy90aW1lc3RhbXAvY3J5cHRvS2V5VmVyc2lvbnMvMSIKICAgfSwKICAgIjE4M2U2NGYzNzY3MGRjMTNjYTBkMjg5OTVhMzA1M2YzNzQwOTU0ZGRjZTQ0MzIxYTQxZTQ2NTM0Y2Y0NGU2MzIiOiB7CiAgICAia2V5dHlwZSI6ICJlY2RzYSIsCiAgICAia2V5dmFsIjogewogICAgICJwdWJsaWMiOiAiLS0tLS1CRUdJTiBQVUJMSUMgS0VZLS0tLS1cbk1Ga3dFd1lIS29aSXpqMENBUVlJS29aSXpqMERBUWNEUWdBRU14cFBPSkNJWjVvdEc0MTA2ZkdKc2VFUWkzVjlcbnBrTVlRNHV5VjlUajFNN1dIWEl5TEcramtmdnVHMGdsUTFKWmJSWlpCVjNnQVI0c29qZEdISVNlb3c9PVxuLS0tLS1FTkQgUFVCTElDIEtFWS0tLS0tXG4iCiAgICB9LAogICAgInNjaGVtZSI6ICJlY2RzYS1zaGEyLW5pc3RwMjU2IiwKICAgICJ4LXR1Zi1vbi1jaS1rZXlvd25lciI6ICJAbGFuY2UiCiAgIH0sCiAgICIyMmY0Y2FlYzZkOGU2Zjk1NTVhZjY2YjNkNGMzY2IwNmEzYmIyM2ZkYzdlMzljOTE2YzYxZjQ2MmU2ZjUyYjA2IjogewogICAgImtleWlkX2hhc2hfYWxnb3JpdGhtcyI6IFsKICAgICAic2hhMjU2IiwKICAgICAic2hhNTEyIgogICAgXSwKICAgICJrZXl0eXBlIjogImVjZHNhIiwKICAgICJrZXl2YWwiOiB7CiAgICAgInB1YmxpYyI6ICItLS0tLUJFR0lOIFBVQkxJQyBLRVktLS0tLVxuTUZrd0V3WUhLb1pJemowQ0FRWUlLb1pJemowREFRY0RRZ0FFekJ6Vk9tSENQb2pNVkxTSTM2NFdpaVY4TlByRFxuNklnUnhWbGlza3ovdit5M0pFUjVtY1ZHY09ObGlEY1dNQzVKMmxmSG1qUE5QaGI0SDd4bThMemZTQT09XG4tLS0tLUVORCBQVUJMSUMgS0VZLS0tLS1cbiIKICAgIH0sCiAgICAic2NoZW1lIjogImVjZHNhLXNoYTItbmlzdHAyNTYiLAogICAgIngtdHVmLW9uLWNpLWtleW93bmVyIjogIkBzYW50aWFnb3RvcnJlcyIKICAgfSwKICAgIjYxNjQzODM4MTI1YjQ0MGI0MGRiNjk0MmY1Y2I1YTMxYzBkYzA0MzY4MzE2ZWIyYWFhNThiOTU5MDRhNTgyMjIiOiB7CiAgICAia2V5aWRfaGFzaF9hbGdvcml0aG1zIjogWwogICAgICJzaGEyNTYiLAogICAgICJzaGE1MTIiCiAgICBdLAogICAgImtleXR5cGUiOiAiZWNkc2EiLAogICAgImtleXZhbCI6IHsKICAgICAicHVibGljIjogIi0tLS0tQkVHSU4gUFVCTElDIEtFWS0tLS0tXG5NRmt3RXdZSEtvWkl6ajBDQVFZSUtvWkl6ajBEQVFjRFFnQUVpbmlrU3NBUW1Za05lSDVlWXEvQ25JekxhYWNPXG54bFNhYXdRRE93cUt5L3RDcXhxNXh4UFNKYzIxSzRXSWhzOUd5T2tLZnp1ZVkzR0lMemNNSlo0Y1d3PT1cbi0tLS0tRU5EIFBVQkxJQyBLRVktLS0tLVxuIgogICAgfSwKICAgICJzY2hlbWUiOiAiZWNkc2Etc2hhMi1uaXN0cDI1NiIsCiAgICAieC10dWYtb24tY2kta2V5b3duZXIiOiAiQGJvYmNhbGxhd2F5IgogICB9LAogICAiYTY4N2U1YmY0ZmFiODJiMGVlNThkNDZlMDVjOTUzNTE0NWEyYzlhZmI0NThmNDNkNDJiNDVjYTBmZGNlMmE3MCI6IHsKICAgICJrZXlpZF9oYXNoX2FsZ29yaXRobXMiOiBbCiAgICAgInNoYTI1NiIsCiAgICAgInNoYTUxMiIKICAgIF0sCiAgICAia2V5dHlwZSI6ICJlY2RzYSIsCiAgICAia2V5dmFsIjogewogICAgICJwdWJsaWMiOiAiLS0tLS1CRUdJTiBQVUJMSUMgS0VZLS0tLS1cbk1Ga3dFd1lIS29aSXpqMENBUVlJS29aSXpqMERBUWNEUWdBRTBnaHJoOTJMdzFZcjNpZEdWNVdxQ3RNREI4Q3hcbitEOGhkQzR3MlpMTklwbFZSb1ZHTHNrWWEzZ2hlTXlPamlKOGtQaTE1YVEyLy83UCtvajdVdkpQR3c9PVxuLS0tLS1FTkQgUFVCTElDIEtFWS0tLS0tXG4iCiAgICB9LAogICAgInNjaGVtZSI6ICJlY2RzYS1zaGEyLW5pc3RwMjU2IiwKICAgICJ4LXR1Zi1vbi1jaS1rZXlvd25lciI6ICJAam9zaHVhZ2wiCiAgIH0sCiAgICJlNzFhNTRkNTQzODM1YmE4NmFkYWQ5NDYwMzc5Yzc2NDFmYjg3MjZkMTY0ZWE3NjY4MDFhMWM1MjJhYmE3ZWEyIjogewogICAgImtleWlkX2hhc2hfYWxnb3JpdGhtcyI6IFsKICAgICAic2hhMjU2IiwKICAgICAic2hhNTEyIgogICAgXSwKICAgICJrZXl0eXBlIjogImVjZHNhIiwKICAgICJrZXl2YWwiOiB7CiAgICAgInB1YmxpYyI6ICItLS0tLUJFR0lOIFBVQkxJQyBLRVktLS0tLVxuTUZrd0V3WUhLb1pJemowQ0FRWUlLb1pJemowREFRY0RRZ0FFRVhzejNTWlhGYjhqTVY0Mmo2cEpseWpialI4S1xuTjNCd29jZXhxNkxNSWI1cXNXS09RdkxOMTZOVWVmTGM0SHN3T291bVJzVlZhYWpTcFFTNmZvYmtSdz09XG4tLS0tLUVORCBQVUJMSUMgS0VZLS0tLS1cbiIKICAgIH0sCiAgICAic2NoZW1lIjogImVjZHNhLXNoYTItbmlzdHAyNTYiLAogICAgIngtdHVmLW9uLWNpLWtleW93bmVyIjogIkBtbm02NzgiCiAgIH0KICB9LAogICJyb2xlcyI6IHsKICAgInJvb3QiOiB7CiAgICAia2V5aWRzIjogWwogICAgICJlNzFhNTRkNTQzODM1YmE4NmFkYWQ5NDYwMzc5Yzc2NDFmYjg3MjZkMTY0ZWE3NjY4MDFhMWM1MjJhYmE3ZWEyIiwKICAgICAiMjJmNGNhZWM2ZDhlNmY5NTU1YWY2NmIzZDRjM2NiMDZhM2JiMjNmZGM3ZTM5YzkxNmM2MWY0NjJlNmY1MmIwNiIsCiAgICAgIjYxNjQzODM4MTI1YjQ0MGI0MGRiNjk0MmY1Y2I1YTMxYzBkYzA0MzY4MzE2ZWIyYWFhNThiOTU5MDRhNTgyMjIiLAogICAgICJhNjg3ZTViZjRmYWI4MmIwZWU1OGQ0NmUwNWM5NTM1MTQ1YTJjOWFmYjQ1OGY0M2Q0MmI0NWNhMGZkY2UyYTcwIiwKICAgICAiMTgzZTY0ZjM3NjcwZGMxM2NhMGQyODk5NWEzMDUzZjM3NDA5NTRkZGNlNDQzMjFhNDFlNDY1MzRjZjQ0ZTYzMiIKICAgIF0sCiAgICAidGhyZXNob2xkIjogMwogICB9LAogICAic25hcHNob3QiOiB7CiAgICAia2V5aWRzIjogWwogICAgICIwYzg3NDMyYzNiZjA5ZmQ5OTE4OWZkYzMyZmE1ZWFlZGY0ZTRhNWZhYzdiYWI3M2ZhMDRhMmUwZmM2NGFmNmY1IgogICAgXSwKICAgICJ0aHJlc2hvbGQiOiAxLAogICAgIngtdHVmLW9uLWNpLWV4cGlyeS1wZXJpb2QiOiAzNjUwLAogICAgIngtdHVmLW9uLWNpLXNpZ25pbmctcGVyaW9kIjogMzY1CiAgIH0sCiAgICJ0YXJnZXRzIjogewogICAgImtleWlkcyI6IFsKICAgICAiZTcxYTU0ZDU0MzgzNWJhODZhZGFkOTQ2MDM3OWM3NjQxZmI4NzI2ZDE2NGVhNzY2ODAxYTFjNTIyYWJhN2VhMiIsCiAgICAgIjIyZjRjYWVjNmQ4ZTZmOTU1NWFmNjZiM2Q0YzNjYjA2YTNiYjIzZmRjN2UzOWM5MTZjNjFmNDYyZTZmNTJiMDYiLAogICAgICI2MTY0MzgzODEyNWI0NDBiNDBkYjY5NDJmNWNiNWEzMWMwZGMwNDM2ODMxNmViMmFhYTU4Yjk1OTA0YTU4MjIyIiwKICAgICAiYTY4N2U1YmY0ZmFiODJiMGVlNThkNDZlMDVjOTUzNTE0NWEyYzlhZmI0NThmNDNkNDJiNDVjYTBmZGNlMmE3MCIsCiAgICAgIjE4M2U2NGYzNzY3MGRjMTNjYTBkMjg5OTVhMzA1M2YzNzQwOTU0ZGRjZTQ0MzIxYTQxZTQ2NTM0Y2Y0NGU2MzIiCiAgICBdLAogICAgInRocmVzaG9sZCI6IDMKICAgfSwKICAgInRpbWVzdGFtcCI6IHsKICAgICJrZXlpZHMiOiBbCiAgICAgIjBjODc0MzJjM2JmMDlmZDk5MTg5ZmRjMzJmYTVlYWVkZjRlNGE1ZmFjN2JhYjczZmEwNGEyZTBmYzY0YWY2ZjUiCiAgICBdLAogICAgInRocmVzaG9sZCI6IDEsCiAgICAieC10dWYtb24tY2ktZXhwaXJ5LXBlcmlvZCI6IDcsCiAgICAieC10dWYtb24tY2ktc2lnbmluZy1wZXJpb2QiOiA2CiAgIH0KICB9LAogICJzcGVjX3ZlcnNpb24iOiAiMS4wIiwKICAidmVyc2lvbiI6IDE2LAogICJ4LXR1Zi1vbi1jaS1leHBpcnktcGVyaW9kIjogMTk3LAogICJ4LXR1Zi1vbi1jaS1zaWduaW5nLXBlcmlvZCI6IDQ2CiB9Cn0=","targets":{"trusted_root.json":"ewogICJtZWRpYVR5cGUiOiAiYXBwbGljYXRpb24vdm5kLmRldi5zaWdzdG9yZS50cnVzdGVkcm9vdCtqc29uO3ZlcnNpb249MC4xIiwKICAidGxvZ3MiOiBbCiAgICB7CiAgICAgICJiYXNlVXJsIjogImh0dHBzOi8vcmVrb3Iuc2lnc3RvcmUuZGV2IiwKICAgICAgImhhc2hBbGdvcml0aG0iOiAiU0hBMl8yNTYiLAogICAgICAicHVibGljS2V5IjogewogICAgICAgICJyYXdCeXRlcyI6ICJNRmt3RXdZSEtvWkl6ajBDQVFZSUtvWkl6ajBEQVFjRFFnQUUyRzJZKzJ0YWJkVFY1QmNHaUJJeDBhOWZBRndya0JibUxTR3RrczRMM3FYNnlZWTB6dWZCbmhDOFVyL2l5NTVHaFdQLzlBL2JZMkxoQzMwTTkrUll0dz09IiwKICAgICAgICAia2V5RGV0YWlscyI6ICJQS0lYX0VDRFNBX1AyNTZfU0hBXzI1NiIsCiAgICAgICAgInZhbGlkRm9yIjogewogICAgICAgICAgInN0YXJ0IjogIjIwMjEtMDEtMTJUMTE6NTM6MjdaIgogICAgICAgIH0KICAgICAgfSwKICAgICAgImxvZ0lkIjogewogICAgICAgICJrZXlJZCI6ICJ3Tkk5YXRRR2x6K1ZXZk82TFJ5Z0g0UVVmWS84VzRSRndpVDVpNVdSZ0IwPSIKICAgICAgfQogICAgfSwKICAgIHsKICAgICAgImJhc2VVcmwiOiAiaHR0cHM6Ly9sb2cyMDI1LTEucmVrb3Iuc2lnc3RvcmUuZGV2IiwKICAgICAgImhhc2hBbGdvcml0aG0iOiAiU0hBMl8yNTYiLAogICAgICAicHVibGljS2V5IjogewogICAgICAgICJyYXdCeXRlcyI6ICJNQ293QlFZREsyVndBeUVBdDhybHAxa25Hd2pmYmNYQVlQWUFrbjBYaUx6MXg4TzR0MFlrRWhpZTI0ND0iLAogICAgICAgICJrZXlEZXRhaWxzIjogIlBLSVhfRUQyNTUxOSIsCiAgICAgICAgInZhbGlkRm9yIjogewogICAgICAgICAgInN0YXJ0IjogIjIwMjUtMDktMjNUMDA6MDA6MDBaIgogICAgICAgIH0KICAgICAgfSwKICAgICAgImxvZ0lkIjogewogICAgICAgICJrZXlJZCI6ICJ6eEdaRlZ2ZDBGRW1qUjhXckZ3TWRjQUo5dnRhWS9RWGY0NFkxd1VlUDZBPSIKICAgICAgfQogICAgfQogIF0sCiAgImNlcnRpZmljYXRlQXV0aG9yaXRpZXMiOiBbCiAgICB7CiAgICAgICJzdWJqZWN0IjogewogICAgICAgICJvcmdhbml6YXRpb24iOiAic2lnc3RvcmUuZGV2IiwKICAgICAgICAiY29tbW9uTmFtZSI6ICJzaWdzdG9yZSIKICAgICAgfSwKICAgICAgInVyaSI6ICJodHRwczovL2Z1bGNpby5zaWdzdG9yZS5kZXYiLAogICAgICAiY2VydENoYWluIjogewogICAgICAgICJjZXJ0aWZpY2F0ZXMiOiBbCiAgICAgICAgICB7CiAgICAgICAgICAgICJyYXdCeXRlcyI6ICJNSUlCK0RDQ0FYNmdBd0lCQWdJVE5Wa0Rab0Npb2ZQRHN5N2RmbTZnZUxidWh6QUtCZ2dxaGtqT1BRUURBekFxTVJVd0V3WURWUVFLRXd4emFXZHpkRzl5WlM1a1pYWXhFVEFQQmdOVkJBTVRDSE5wWjNOMGIzSmxNQjRYRFRJeE1ETXdOekF6TWpBeU9Wb1hEVE14TURJeU16QXpNakF5T1Zvd0tqRVZNQk1HQTFVRUNoTU1jMmxuYzNSdmNtVXVaR1YyTVJFd0R3WURWUVFERXdoemFXZHpkRzl5WlRCMk1CQUdCeXFHU000OUFnRUdCU3VCQkFBaUEySUFCTFN5QTdJaTVrK3BOTzhaRVdZMHlsZW1XRG93T2tOYTNrTCtHWkU1WjVHV2VoTDkvQTliUk5BM1JicnNaNWkwSmNhc3RhUkw3U3A1ZnAvakQ1ZHhxYy9VZFRWbmx2UzE2YW4rMllmc3dlL1F1TG9sUlVDcmNPRTIrMmlBNSt0emQ2Tm1NR1F3RGdZRFZSMFBBUUgvQkFRREFnRUdNQklHQTFVZEV3RUIvd1FJTUFZQkFmOENBUUV3SFFZRFZSME9CQllFRk1qRkhRQkJtaVFwTWxFazZ3MnVTdTFLQnRQc01COEdBMVVkSXdRWU1CYUFGTWpGSFFCQm1pUXBNbEVrNncydVN1MUtCdFBzTUFvR0NDcUdTTTQ5QkFNREEyZ0FNR1VDTUg4bGlXSmZNdWk2dlhYQmhqRGdZNE13c2xtTi9USnhWZS84M1dyRm9td21OZjA1NnkxWDQ4RjljNG0zYTNvelhBSXhBS2pSYXk1L2FqL2pzS0tHSWttUWF0akk4dXVwSHIvK0N4RnZhSldtcFlxTmtMREdSVSs5b3J6aDVoSTJScmN1YVE9PSIKICAgICAgICAgIH0KICAgICAgICBdCiAgICAgIH0sCiAgICAgICJ2YWxpZEZvciI6IHsKICAgICAgICAic3RhcnQiOiAiMjAyMS0wMy0wN1QwMzoyMDoyOVoiLAogICAgICAgICJlbmQiOiAiMjAyMi0xMi0zMVQyMzo1OTo1OS45OTlaIgogICAgICB9CiAgICB9LAogICAgewogICAgICAic3ViamVjdCI6IHsKICAgICAgICAib3JnYW5pemF0aW9uIjogInNpZ3N0b3JlLmRldiIsCiAgICAgICAgImNvbW1vbk5hbWUiOiAic2lnc3RvcmUiCiAgICAgIH0sCiAgICAgICJ1cmkiOiAiaHR0cHM6Ly9mdWxjaW8uc2lnc3RvcmUuZGV2IiwKICAgICAgImNlcnRDaGFpbiI6IHsKICAgICAgICAiY2VydGlmaWNhdGVzIjogWwogICAgICAgICAgewogICAgICAgICAgICAicmF3Qnl0ZXMiOiAiTUlJQ0dqQ0NBYUdnQXdJQkFnSVVBTG5WaVZmblUwYnJKYXNtUmtIcm4vVW5mYVF3Q2dZSUtvWkl6ajBFQXdNd0tqRVZNQk1HQTFVRUNoTU1jMmxuYzNSdmNtVXVaR1YyTVJFd0R3WURWUVFERXdoemFXZHpkRzl5WlRBZUZ3MHlNakEwTVRNeU1EQTJNVFZhRncwek1URXdNRFV4TXpVMk5UaGFNRGN4RlRBVEJnTlZCQW9UREhOcFozTjBiM0psTG1SbGRqRWVNQndHQTFVRUF4TVZjMmxuYzNSdmNtVXRhVzUwWlhKdFpXUnBZWFJsTUhZd0VBWUhLb1pJemowQ0FRWUZLNEVFQUNJRFlnQUU4UlZTL3lzSCtOT3Z1RFp5UEladGlsZ1VGOU5sYXJZcEFkOUhQMXZCQkgxVTVDVjc3TFNTN3MwWmlING5FN0h2N3B0UzZMdnZSL1NUazc5OExWZ016TGxKNEhlSWZGM3RIU2FleExjWXBTQVNyMWtTME4vUmdCSnovOWpXQ2lYbm8zc3dlVEFPQmdOVkhROEJBZjhFQkFNQ0FRWXdFd1lEVlIwbEJBd3dDZ1lJS3dZQkJRVUhBd013RWdZRFZSMFRBUUgvQkFnd0JnRUIvd0lCQURBZEJnTlZIUTRFRmdRVTM5UHB6MVlrRVpiNXFOanBLRldpeGk0WVpEOHdId1lEVlIwakJCZ3dGb0FVV01BZVg1RkZwV2FwZXN5UW9aTWkwQ3JGeGZvd0NnWUlLb1pJemowRUF3TURad0F3WkFJd1BDc1FLNERZaVpZRFBJYURpNUhGS25meFh4NkFTU1ZtRVJmc3luWUJpWDJYNlNKUm5aVTg0LzlEWmRuRnZ2eG1BakJPdDZRcEJsYzRKLzBEeHZrVENxcGNsdnppTDZCQ0NQbmpkbElCM1B1M0J4c1BteWdVWTdJaTJ6YmRDZGxpaW93PSIKICAgICAgICAgIH0sCiAgICAgICAgICB7CiAgICAgICAgICAgICJyYXdCeXRlcyI6ICJNSUlCOXpDQ0FYeWdBd0lCQWdJVUFMWk5BUEZkeEhQd2plRGxvRHd5WUNoQU8vNHdDZ1lJS29aSXpqMEVBd013S2pFVk1CTUdBMVVFQ2hNTWMybG5jM1J2Y21VdVpHVjJNUkV3RHdZRFZRUURFd2h6YVdkemRHOXlaVEFlRncweU1URXdNRGN4TXpVMk5UbGFGdzB6TVRFd01EVXhNelUyTlRoYU1Db3hGVEFUQmdOVkJBb1RESE5wWjNOMGIzSmxMbVJsZGpFUk1BOEdBMVVFQXhNSWMybG5jM1J2Y21Vd2RqQVFCZ2NxaGtqT1BRSUJCZ1VyZ1FRQUlnTmlBQVQ3WGVGVDRyYjNQUUd3UzRJYWp0TGszL09sbnBnYW5nYUJjbFlwc1lCcjVpKzR5bkIwN2NlYjNMUDBPSU9aZHhleFg2OWM1aVZ1eUpSUStIejA1eWkrVUYzdUJXQWxIcGlTNXNoMCtIMkdIRTdTWHJrMUVDNW0xVHIxOUw5Z2c5MmpZekJoTUE0R0ExVWREd0VCL3dRRUF3SUJCakFQQmdOVkhSTUJBZjhFQlRBREFRSC9NQjBHQTFVZERnUVdCQlJZd0I1ZmtVV2xacWw2ekpDaGt5TFFLc1hGK2pBZkJnTlZIU01FR0RBV2dCUll3QjVma1VXbFpxbDZ6SkNoa3lMUUtzWEYrakFLQmdncWhrak9QUVFEQXdOcEFEQm1BakVBajFuSGVYWnArMTNOV0JOYStFRHNEUDhHMVdXZzF0Q01XUC9XSFBxcGFWbzBqaHN3ZU5GWmdTczBlRTd3WUk0cUFqRUEyV0I5b3Q5OHNJa29GM3ZaWWRkMy9WdFdCNWI5VE5NZWE3SXgvc3RKNVRmY0xMZUFCTEU0Qk5KT3NRNHZuQkhKIgogICAgICAgICAgfQogICAgICAgIF0KICAgICAgfSwKICAgICAgInZhbGlkRm9yIjogewogICAgICAgICJzdGFydCI6ICIyMDIyLTA0LTEzVDIwOjA2OjE1WiIKICAgICAgfQogICAgfQogIF0sCiAgImN0bG9ncyI6IFsKICAgIHsKICAgICAgImJhc2VVcmwiOiAiaHR0cHM6Ly9jdGZlLnNpZ3N0b3JlLmRldi90ZXN0IiwKICAgICAgImhhc2hBbGdvcml0aG0iOiAiU0hBMl8yNTYiLAogICAgICAicHVibGljS2V5IjogewogICAgICAgICJyYXdCeXRlcyI6ICJNRmt3RXdZSEtvWkl6ajBDQVFZSUtvWkl6ajBEQVFjRFFnQUViZndSK1JKdWRYc2NnUkJScEtYMVhGRHkzUHl1ZER4ei9TZm5SaTFmVDhla3BmQmQyTzF1b3o3anIzWjhuS3p4QTY5RVVRK2VGQ0ZJM3pldWJQV1U3dz09IiwKICAgICAgICAia2V5RGV0YWlscyI6ICJQS0lYX0VDRFNBX1AyNTZfU0hBXzI1NiIsCiAgICAgICAgInZhbGlkRm9yIjogewogICAgICAgICAgInN0YXJ0IjogIjIwMjEtMDMtMTRUMDA6MDA6MDBaIiwKICAgICAgICAgICJlbmQiOiAiMjAyMi0xMC0zMVQyMzo1OTo1OS45OTlaIgogICAgICAgIH0KICAgICAgfSwKICAgICAgImxvZ0lkIjogewogICAgICAgICJrZXlJZCI6ICJDR0NTOENoUy8yaEYwZEZySjRTY1JXY1lyQlk5d3pqU2JlYThJZ1kyYjNJPSIKICAgICAgfQogICAgfSwKICAgIHsKICAgICAgImJhc2VVcmwiOiAiaHR0cHM6Ly9jdGZlLnNpZ3N0b3JlLmRldi8yMDIyIiwKICAgICAgImhhc2hBbGdvcml0aG0iOiAiU0hBMl8yNTYiLAogICAgICAicHVibGljS2V5IjogewogICAgICAgICJyYXdCeXRlcyI6ICJNRmt3RXdZSEtvWkl6ajBDQVFZSUtvWkl6ajBEQVFjRFFnQUVpUFNsRmkwQ21GVGZFakNVcUY5SHVDRWNZWE5LQWFZYWxJSm1CWjh5eWV6UGpUcWh4cktCcE1uYW9jVnRMSkJJMWVNM3VYblF6UUdBSmRKNGdzOUZ5dz09IiwKICAgICAgICAia2V5RGV0YWlscyI6ICJQS0lYX0VDRFNBX1AyNTZfU0hBXzI1NiIsCiAgICAgICAgInZhbGlkRm9yIjogewogICAgICAgICAgInN0YXJ0IjogIjIwMjItMTAtMjBUMDA6MDA6MDBaIgogICAgICAgIH0KICAgICAgfSwKICAgICAgImxvZ0lkIjogewogICAgICAgICJrZXlJZCI6ICIzVDB3YXNiSEVUSmpHUjRjbVdjM0FxSktYcmplUEszL2g0cHlnQzhwN280PSIKICAgICAgfQogICAgfQogIF0sCiAgInRpbWVzdGFtcEF1dGhvcml0aWVzIjogWwogICAgewogICAgICAic3ViamVjdCI6IHsKICAgICAgICAib3JnYW5pemF0aW9uIjogInNpZ3N0b3JlLmRldiIsCiAgICAgICAgImNvbW1vbk5hbWUiOiAic2lnc3RvcmUtdHNhLXNlbGZzaWduZWQiCiAgICAgIH0sCiAgICAgICJ1cmkiOiAiaHR0cHM6Ly90aW1lc3RhbXAuc2lnc3RvcmUuZGV2L2FwaS92MS90aW1lc3RhbXAiLAogICAgICAiY2VydENoYWluIjogewogICAgICAgICJjZXJ0aWZpY2F0ZXMiOiBbCiAgICAgICAgICB7CiAgICAgICAgICAgICJyYXdCeXRlcyI6ICJNSUlDRURDQ0FaYWdBd0lCQWdJVU9oTlVMd3lRWWU2OHdVTXZ5NHFPaXlvaml3d3dDZ1lJS29aSXpqMEVBd013T1RFVk1CTUdBMVVFQ2hNTWMybG5jM1J2Y21VdVpHVjJNU0F3SGdZRFZRUURFeGR6YVdkemRHOXlaUzEwYzJFdGMyVnNabk5wWjI1bFpEQWVGdzB5TlRBME1EZ3dOalU1TkROYUZ3MHpOVEEwTURZd05qVTVORE5hTUM0eEZUQVRCZ05WQkFvVERITnBaM04wYjNKbExtUmxkakVWTUJNR0ExVUVBeE1NYzJsbmMzUnZjbVV0ZEhOaE1IWXdFQVlIS29aSXpqMENBUVlGSzRFRUFDSURZZ0FFNHJhMlo4aEtOaWcyVDlrRmpDQVRvR0czMGpreStXUXYzQnpMK21LdmgxU0tOUi9Vd3V3c2ZOQ2c0c3J5b1lBZDhFNmlzb3ZWQTNNNGFvTmRtOVFEaTUwWjhuVEV5dnFnZkRQdFRJd1hJdGZpVy9BRmYxVjd1d2tia0FvajB4eGNvMm93YURBT0JnTlZIUThCQWY4RUJBTUNCNEF3SFFZRFZSME9CQllFRkluOWVVT0h6OUJsUnNNQ1JzY3NjMXQ5dE9zRE1COEdBMVVkSXdRWU1CYUFGSmpzQWU5L3UxSC8xSlVlYjRxSW1GTUhpYzYvTUJZR0ExVWRKUUVCL3dRTU1Bb0dDQ3NHQVFVRkJ3TUlNQW9HQ0NxR1NNNDlCQU1EQTJnQU1HVUNNRHRwc1YvNkthTzBxeUYvVU1zWDJhU1VYS1FGZG9HVHB0UUdjMGZ0cTFjc3VsSFBHRzZkc215TU5kM0pCK0czRVFJeEFPYWp2QmNqcEptS2I0TnYrMlRhb2o4VWM1K2I2aWg2RlhDQ0tyYVNxdXBlMDd6cXN3TWNYSlRlMWNFeHZIdnZsdz09IgogICAgICAgICAgfSwKICAgICAgICAgIHsKICAgICAgICAgICAgInJhd0J5dGVzIjogIk1JSUI5ekNDQVh5Z0F3SUJBZ0lVVjdmMEdMRE9vRXpJaDhMWFNXODBPSmlVcDE0d0NnWUlLb1pJemowRUF3TXdPVEVWTUJNR0ExVUVDaE1NYzJsbmMzUnZjbVV1WkdWMk1TQXdIZ1lEVlFRREV4ZHphV2R6ZEc5eVpTMTBjMkV0YzJWc1puTnBaMjVsWkRBZUZ3MHlOVEEwTURnd05qVTVORE5hRncwek5UQTBNRFl3TmpVNU5ETmFNRGt4RlRBVEJnTlZCQW9UREhOcFozTjBiM0psTG1SbGRqRWdNQjRHQTFVRUF4TVhjMmxuYzNSdmNtVXRkSE5oTFhObGJHWnphV2R1WldRd2RqQVFCZ2NxaGtqT1BRSUJCZ1VyZ1FRQUlnTmlBQVFVUU50ZlJUL291M1lBVGE2d0Iva0tUZTcwY2ZKd3lSSUJvdk1udDhSY0pwaC9DT0U4MnV5UzZGbXBwTExMMVZCUEdjUGZwUVBZSk5Yeld3aThpY3doS1E2Vy9RZTJoM29lYkJiMkZIcHdOSkRxbytUTWFDL3RkZmt2L0VsSkI3MmpSVEJETUE0R0ExVWREd0VCL3dRRUF3SUJCakFTQmdOVkhSTUJBZjhFQ0RBR0FRSC9BZ0VBTUIwR0ExVWREZ1FXQkJTWTdBSHZmN3RSLzlTVkhtK0tpSmhUQjRuT3Z6QUtCZ2dxaGtqT1BRUURBd05wQURCbUFqRUF3R0VHcmZHWlIxY2VuMVI4L0RUVk1JOTQzTHNzWm1KUnREcC9pN1NmR0htR1JQNmdSYnVqOXZPSzNiNjdaMFFRQWpFQXVUMkg2NzNMUUVhSFRjeVFTWnJrcDRtWDdXd2ttRitzVmJrWVk1bVhOK1JNSDEzS1VFSEhPcUFTYWVtWVdLL0UiCiAgICAgICAgICB9CiAgICAgICAgXQogICAgICB9LAogICAgICAidmFsaWRGb3IiOiB7CiAgICAgICAgInN0YXJ0IjogIjIwMjUtMDctMDRUMDA6MDA6MDBaIgogICAgICB9CiAgICB9CiAgXQp9Cg==","registry.npmjs.org%2Fkeys.json":"ewogICAgImtleXMiOiBbCiAgICAgICAgewogICAgICAgICAgICAia2V5SWQiOiAiU0hBMjU2OmpsM2J3c3d1ODBQampva0NnaDBvMnc1YzJVNExoUUFFNTdnajljejFrekEiLAogICAgICAgICAgICAia2V5VXNhZ2UiOiAibnBtOnNpZ25hdHVyZXMiLAogICAgICAgICAgICAicHVibGljS2V5IjogewogICAgICAgICAgICAgICAgInJhd0J5dGVzIjogIk1Ga3dFd1lIS29aSXpqMENBUVlJS29aSXpqMERBUWNEUWdBRTFPbGIzek1BRkZ4WEtIaUlrUU81Y0ozWWhsNWk2VVBwK0lodXRlQkpidUhjQTVVb2dLbzBFV3RsV3dXNktTYUtvVE5FWUw3SmxDUWlWbmtoQmt0VWdnPT0iLAogICAgICAgICAgICAgICAgImtleURldGFpbHMiOiAiUEtJWF9FQ0RTQV9QMjU2X1NIQV8yNTYiLAogICAgICAgICAgICAgICAgInZhbGlkRm9yIjogewogICAgICAgICAgICAgICAgICAgICJzdGFydCI6ICIxOTk5LTAxLTAxVDAwOjAwOjAwLjAwMFoiLAogICAgICAgICAgICAgICAgICAgICJlbmQiOiAiMjAyNS0wMS0yOVQwMDowMDowMC4wMDBaIgogICAgICAgICAgICAgICAgfQogICAgICAgICAgICB9CiAgICAgICAgfSwKICAgICAgICB7CiAgICAgICAgICAgICJrZXlJZCI6ICJTSEEyNTY6amwzYndzd3U4MFBqam9rQ2doMG8ydzVjMlU0TGhRQUU1N2dqOWN6MWt6QSIsCiAgICAgICAgICAgICJrZXlVc2FnZSI6ICJucG06YXR0ZXN0YXRpb25zIiwKICAgICAgICAgICAgInB1YmxpY0tleSI6IHsKICAgICAgICAgICAgICAgICJyYXdCeXRlcyI6ICJNRmt3RXdZSEtvWkl6ajBDQVFZSUtvWkl6ajBEQVFjRFFnQUUxT2xiM3pNQUZGeFhLSGlJa1FPNWNKM1lobDVpNlVQcCtJaHV0ZUJKYnVIY0E1VW9nS28wRVd0bFd3VzZLU2FLb1RORVlMN0psQ1FpVm5raEJrdFVnZz09IiwKICAgICAgICAgICAgICAgICJrZXlEZXRhaWxzIjogIlBLSVhfRUNEU0FfUDI1Nl9TSEFfMjU2IiwKICAgICAgICAgICAgICAgICJ2YWxpZEZvciI6IHsKICAgICAgICAgICAgICAgICAgICAic3RhcnQiOiAiMjAyMi0xMi0wMVQwMDowMDowMC4wMDBaIiwKICAgICAgICAgICAgICAgICAgICAiZW5kIjogIjIwMjUtMDEtMjlUMDA6MDA6MDAuMDAwWiIKICAgICAgICAgICAgICAgIH0KICAgICAgICAgICAgfQogICAgICAgIH0sCiAgICAgICAgewogICAgICAgICAgICAia2V5SWQiOiAiU0hBMjU2OkRoUTh3UjVBUEJ2RkhMRi8rVGMrQVl2UE9kVHBjSURxT2h4c0JIUndDN1UiLAogICAgICAgICAgICAia2V5VXNhZ2UiOiAibnBtOnNpZ25hdHVyZXMiLAogICAgICAgICAgICAicHVibGljS2V5IjogewogICAgICAgICAgICAgICAgInJhd0J5dGVzIjogIk1Ga3dFd1lIS29aSXpqMENBUVlJS29aSXpqMERBUWNEUWdBRVk2WWE3VysrN2FVUHp2TVRyZXpINlljeDNjK0hPS1lDY05HeWJKWlNDSnEvZmQ3UWE4dXVBS3RkSWtVUXRRaUVLRVJoQW1FNWxNTUpoUDhPa0RPYTJnPT0iLAogICAgICAgICAgICAgICAgImtleURldGFpbHMiOiAiUEtJWF9FQ0RTQV9QMjU2X1NIQV8yNTYiLAogICAgICAgICAgICAgICAgInZhbGlkRm9yIjogewogICAgICAgICAgICAgICAgICAgICJzdGFydCI6ICIyMDI1LTAxLTEzVDAwOjAwOjAwLjAwMFoiCiAgICAgICAgICAgICAgICB9CiAgICAgICAgICAgIH0KICAgICAgICB9LAogICAgICAgIHsKICAgICAgICAgICAgImtleUlkIjogIlNIQTI1NjpEaFE4d1I1QVBCdkZITEYvK1RjK0FZdlBPZFRwY0lEcU9oeHNCSFJ3QzdVIiwKICAgICAgICAgICAgImtleVVzYWdlIjogIm5wbTphdHRlc3RhdGlvbnMiLAogICAgICAgICAgICAicHVibGljS2V5IjogewogICAgICAgICAgICAgICAgInJhd0J5dGVzIjogIk1Ga3dFd1lIS29aSXpqMENBUVlJS29aSXpqMERBUWNEUWdBRVk2WWE3VysrN2FVUHp2TVRyZXpINlljeDNjK0hPS1lDY05HeWJKWlNDSnEvZmQ3UWE4dXVBS3RkSWtVUXRRaUVLRVJoQW1FNWxNTUpoUDhPa0RPYTJnPT0iLAogICAgICAgICAgICAgICAgImtleURldGFpbHMiOiAiUEtJWF9FQ0RTQV9QMjU2X1NIQV8yNTYiLAogICAgICAgICAgICAgICAgInZhbGlkRm9yIjogewogICAgICAgICAgICAgICAgICAgICJzdGFydCI6ICIyMDI1LTAxLTEzVDAwOjAwOjAwLjAwMFoiCiAgICAgICAgICAgICAgICB9CiAgICAgICAgICAgIH0KICAgICAgICB9CiAgICBdCn0K"}}}');
+
+/***/ }),
+
+/***/ 7523:
+/***/ ((module) => {
+
+module.exports = /*#__PURE__*/JSON.parse('{"name":"tuf-js","version":"6.0.2","description":"JavaScript implementation of The Update Framework (TUF)","main":"dist/index.js","types":"dist/index.d.ts","scripts":{"build":"tsc --build tsconfig.build.json","clean":"rm -rf dist && rm tsconfig.build.tsbuildinfo","test":"jest"},"repository":{"type":"git","url":"git+https://github.com/theupdateframework/tuf-js.git"},"files":["dist"],"keywords":["tuf","security","update"],"author":"bdehamer@github.com","license":"MIT","bugs":{"url":"https://github.com/theupdateframework/tuf-js/issues"},"homepage":"https://github.com/theupdateframework/tuf-js/tree/main/packages/client#readme","devDependencies":{"@tufjs/repo-mock":"5.0.2","@types/debug":"^4.1.13","@types/retry":"^0.12.5"},"dependencies":{"@gar/promise-retry":"^1.0.3","@tufjs/models":"5.0.2","debug":"^4.4.3"},"engines":{"node":"^22.22.2 || ^24.15.0 || >=26.0.0"}}');
+
 /***/ })
 
 /******/ });
@@ -37176,7 +50876,7 @@ exports.visitAsync = visitAsync;
 /******/ 	// Execute the module function
 /******/ 	var threw = true;
 /******/ 	try {
-/******/ 		__webpack_modules__[moduleId](module, module.exports, __nccwpck_require__);
+/******/ 		__webpack_modules__[moduleId].call(module.exports, module, module.exports, __nccwpck_require__);
 /******/ 		threw = false;
 /******/ 	} finally {
 /******/ 		if(threw) delete __webpack_module_cache__[moduleId];
@@ -37336,6 +51036,13 @@ const external_node_stream_promises_namespaceObject = __WEBPACK_EXTERNAL_createR
 
 
 
+/** Catalog files are private to the store's owner whatever the umask (it can only clear bits). */
+const PRIVATE_FILE_MODE = 0o600;
+const PRIVATE_DIR_MODE = 0o700;
+/** Creates a directory (and missing parents) as 0700. Existing directories are left as they are. */
+async function mkdirPrivate(path) {
+    await (0,promises_namespaceObject.mkdir)(path, { recursive: true, mode: PRIVATE_DIR_MODE });
+}
 /** Flushes a file's (or directory's) contents to disk so a rename after it is durable. */
 async function fsyncPath(path) {
     const handle = await (0,promises_namespaceObject.open)(path, 'r');
@@ -37348,10 +51055,10 @@ async function fsyncPath(path) {
 }
 /** Writes a small file atomically: temporary name, fsync, rename, fsync the directory. */
 async function writeFileAtomic(path, data) {
-    await (0,promises_namespaceObject.mkdir)((0,external_node_path_namespaceObject.dirname)(path), { recursive: true });
+    await mkdirPrivate((0,external_node_path_namespaceObject.dirname)(path));
     const tmp = (0,external_node_path_namespaceObject.join)((0,external_node_path_namespaceObject.dirname)(path), `.${(0,external_node_path_namespaceObject.basename)(path)}.tmp-${process.pid}-${Date.now()}`);
     try {
-        await (0,promises_namespaceObject.writeFile)(tmp, data);
+        await (0,promises_namespaceObject.writeFile)(tmp, data, { mode: PRIVATE_FILE_MODE, flag: 'wx' });
         await fsyncPath(tmp);
         await (0,promises_namespaceObject.rename)(tmp, path);
     }
@@ -37379,15 +51086,17 @@ async function streamToFile(source, path, onProgress) {
     const hasher = new HashingTransform();
     if (onProgress)
         hasher.on('data', () => onProgress(hasher.bytes));
-    await (0,external_node_stream_promises_namespaceObject.pipeline)(source, hasher, (0,external_node_fs_.createWriteStream)(path, { flags: 'wx' }));
+    await (0,external_node_stream_promises_namespaceObject.pipeline)(source, hasher, (0,external_node_fs_.createWriteStream)(path, { flags: 'wx', mode: PRIVATE_FILE_MODE }));
     await fsyncPath(path);
     return { sha256: hasher.digest(), bytes: hasher.bytes };
 }
 /** A writable file that hashes what is written, for producers that push rather than offer a readable. */
 function hashingFileWriter(path) {
     const hasher = new HashingTransform();
-    const file = (0,external_node_fs_.createWriteStream)(path, { flags: 'wx' });
+    const file = (0,external_node_fs_.createWriteStream)(path, { flags: 'wx', mode: PRIVATE_FILE_MODE });
     const finished = (0,external_node_stream_promises_namespaceObject.pipeline)(hasher, file);
+    // A write error (ENOSPC) can land before the producer calls done(): it is reported there, not as an unhandled rejection.
+    finished.catch(() => { });
     return {
         stream: hasher,
         async done() {
@@ -37408,9 +51117,228 @@ async function sha256File(path) {
     return { sha256: hasher.digest(), bytes: hasher.bytes };
 }
 
+;// CONCATENATED MODULE: ./src/catalog/confine.ts
+
+
+
+
+
+
+/**
+ * The one rule for a file name read from inside an entry (SHA256SUMS, backup.json, export.json,
+ * a remote listing): a single path segment of letters, digits, '.', '_', '+' and '-', starting
+ * with a letter or digit. That excludes '..', '/', absolute paths, NUL and control characters,
+ * and every name Lifeline itself never writes.
+ */
+const ENTRY_FILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$/;
+function isSafeEntryFileName(name) {
+    return ENTRY_FILE_NAME.test(name) && !name.includes('..');
+}
+/** Why `name` may not be read from the entry, or undefined when the name itself is acceptable. */
+function entryFileNameProblem(name) {
+    if (isSafeEntryFileName(name))
+        return undefined;
+    if (name.startsWith('/'))
+        return 'is an absolute path';
+    if (name.includes('/') || name.includes('\\'))
+        return 'is not a single path segment';
+    if (name.includes('..'))
+        return "contains '..'";
+    return 'is not a name Lifeline writes (letters, digits, ., _, +, - only)';
+}
+/** A name or file inside an entry that Lifeline refuses to read (exit 1: the entry is damaged or hostile). */
+class UnsafeEntryFileError extends LifelineError {
+    entryDir;
+    fileName;
+    reason;
+    constructor(entryDir, fileName, reason) {
+        super('failed', `${JSON.stringify(fileName)} in ${entryDir} ${reason}; it was not read`, {
+            code: 'ENTRY_UNSAFE_FILE',
+            fix: `the entry at ${entryDir} was altered outside Lifeline: inspect it, then remove it or restore it from an off-host copy`,
+        });
+        this.entryDir = entryDir;
+        this.fileName = fileName;
+        this.reason = reason;
+    }
+}
+function unsafe(entryDir, name, reason) {
+    return new UnsafeEntryFileError(entryDir, name, reason);
+}
+function kindOf(info) {
+    if (info.isSymbolicLink())
+        return 'a symbolic link';
+    if (info.isFIFO())
+        return 'a FIFO';
+    if (info.isCharacterDevice() || info.isBlockDevice())
+        return 'a device';
+    if (info.isSocket())
+        return 'a socket';
+    if (info.isDirectory())
+        return 'a directory';
+    return 'not a regular file';
+}
+async function assertEntryDir(entryDir) {
+    // The entry directory itself must not be a link to somewhere else (the store root may be).
+    const info = await (0,promises_namespaceObject.lstat)(entryDir);
+    if (!info.isDirectory())
+        throw unsafe(entryDir, '.', `is ${kindOf(info)}, not an entry directory`);
+}
+/**
+ * Opens a file of a catalog entry for reading, confined to that entry: the name must pass
+ * `isSafeEntryFileName`, the entry directory must not be a symlink, and the file is opened with
+ * O_NOFOLLOW | O_NONBLOCK (a FIFO cannot block the open) and must then be a regular file.
+ * Every reader of a name that came from a file goes through here or `entryFilePath`.
+ */
+async function openEntryFile(entryDir, name) {
+    const problem = entryFileNameProblem(name);
+    if (problem)
+        throw unsafe(entryDir, name, problem);
+    await assertEntryDir(entryDir);
+    let handle;
+    try {
+        handle = await (0,promises_namespaceObject.open)((0,external_node_path_namespaceObject.join)(entryDir, name), external_node_fs_.constants.O_RDONLY | external_node_fs_.constants.O_NOFOLLOW | external_node_fs_.constants.O_NONBLOCK);
+    }
+    catch (error) {
+        const code = error.code;
+        if (code === 'ELOOP' || code === 'EMLINK')
+            throw unsafe(entryDir, name, 'is a symbolic link');
+        throw error;
+    }
+    try {
+        const info = await handle.stat();
+        if (!info.isFile())
+            throw unsafe(entryDir, name, `is ${kindOf(info)}`);
+        return handle;
+    }
+    catch (error) {
+        await handle.close();
+        throw error;
+    }
+}
+/**
+ * The path of an entry file for a tool that opens it itself (pg_restore, redis-check-rdb), after
+ * the same checks as `openEntryFile`. Only root and the store's owner can write inside an entry
+ * (0700), so the window between this check and the tool's open is not an attacker's to use.
+ */
+async function confine_entryFilePath(entryDir, name) {
+    const handle = await openEntryFile(entryDir, name);
+    await handle.close();
+    return (0,external_node_path_namespaceObject.join)(entryDir, name);
+}
+/** sha256 of an entry file, streamed in 1 MiB chunks through a confined handle. */
+async function sha256EntryFile(entryDir, name) {
+    const handle = await openEntryFile(entryDir, name);
+    const hasher = new HashingTransform();
+    await (0,external_node_stream_promises_namespaceObject.pipeline)(handle.createReadStream({ highWaterMark: 1024 * 1024 }), hasher, async function* (source) {
+        for await (const _chunk of source) {
+            // drain
+        }
+    });
+    return { sha256: hasher.digest(), bytes: hasher.bytes };
+}
+/** A small entry file (metadata, SHA256SUMS) as text, through a confined handle; refuses more than `limit` bytes. */
+async function readEntryText(entryDir, name, limit = 16 * 1024 * 1024) {
+    const handle = await openEntryFile(entryDir, name);
+    try {
+        const { size } = await handle.stat();
+        if (size > limit)
+            throw unsafe(entryDir, name, `is ${size} bytes, more than the ${limit} a metadata file may hold`);
+        return await handle.readFile('utf8');
+    }
+    finally {
+        await handle.close();
+    }
+}
+/**
+ * Whether other local users can reach the environment's files: the store root and the environment
+ * directory both let group or others in (a 0700 on either one keeps everything below private).
+ * Returns the problem with its fix, or undefined when the catalog is private or does not exist yet.
+ */
+function sharedStoreProblem(root, env) {
+    const modeOf = (path) => {
+        try {
+            return (0,external_node_fs_.statSync)(path).mode & 0o777;
+        }
+        catch {
+            return undefined;
+        }
+    };
+    const rootMode = modeOf(root);
+    if (rootMode === undefined || (rootMode & 0o077) === 0)
+        return undefined;
+    const envMode = modeOf((0,external_node_path_namespaceObject.join)(root, env));
+    if (envMode !== undefined && (envMode & 0o077) === 0)
+        return undefined;
+    const octal = (m) => m.toString(8).padStart(4, '0');
+    return {
+        message: `the catalog ${root} is readable by other local users (mode ${octal(rootMode)}${envMode === undefined ? '' : `, ${env}/ ${octal(envMode)}`}): backups, tenant exports and Redis snapshots hold production data`,
+        fix: `chmod -R go-rwx ${root}`,
+    };
+}
+let warnSink;
+const warned = new Set();
+/** The door (CLI or action) says where catalog warnings go; domain code never logs directly here. */
+function setCatalogWarningSink(sink) {
+    warnSink = sink;
+    warned.clear();
+}
+/** Called by every catalog write path: warns once per store and environment when it is shared. */
+function warnIfStoreShared(root, env) {
+    const key = `${root}\0${env}`;
+    if (warned.has(key))
+        return;
+    warned.add(key);
+    const problem = sharedStoreProblem(root, env);
+    if (problem)
+        warnSink?.(`${problem.message}; fix: ${problem.fix}`);
+}
+
+;// CONCATENATED MODULE: ./src/catalog/fs-errors.ts
+
+const FILESYSTEM_CODES = {
+    ENOSPC: { what: 'no space left on the device', fix: (p) => `free space on the filesystem that holds ${p} (df -h ${p}), e.g. lifeline prune, or point --store / store: at a larger disk, then run the command again` },
+    EDQUOT: { what: 'the disk quota is exhausted', fix: (p) => `raise the quota or free space under ${p}, then run the command again` },
+    EROFS: { what: 'the filesystem is read-only', fix: (p) => `remount the filesystem that holds ${p} read-write (or point --store at a writable one), then run the command again` },
+    EACCES: { what: 'permission denied', fix: (p) => `run Lifeline as the user that owns the catalog (ls -ld ${p}), or fix the owner of ${p}` },
+    EPERM: { what: 'operation not permitted', fix: (p) => `run Lifeline as the user that owns the catalog (ls -ld ${p}), or fix the owner of ${p}` },
+    EMFILE: { what: 'too many open files', fix: () => 'raise the open-files limit (ulimit -n) and run the command again' },
+    EIO: { what: 'an I/O error', fix: (p) => `check the disk that holds ${p} (dmesg); the data on it may be damaged` },
+};
+function isFilesystemError(error) {
+    const code = error?.code;
+    return typeof code === 'string' && code in FILESYSTEM_CODES;
+}
+/**
+ * Turns an ENOSPC, EROFS, EACCES (and kin) into a LifelineError that names the path, says what
+ * was and was not written (`outcome`), and what to do. Anything else is returned as undefined.
+ */
+function describeFilesystemError(error, outcome, where) {
+    // Already described further down (a catalog write): keep that message, it knows the outcome.
+    if (errors_isLifelineError(error))
+        return error.code.startsWith('FS_') ? error : undefined;
+    if (!isFilesystemError(error))
+        return undefined;
+    const known = FILESYSTEM_CODES[error.code];
+    // A write(2) failure carries no path: `where` (the entry or file being written) stands in.
+    const path = error.path ?? error.dest ?? where ?? 'a file';
+    const doing = error.syscall ? ` (${error.syscall})` : '';
+    return errors_failure(`FS_${error.code}`, `${path}: ${known.what}${doing}${outcome ? `; ${outcome}` : ''}`, {
+        fix: known.fix(path),
+        cause: error,
+        details: { path, errno: error.code },
+    });
+}
+/** Runs a catalog write; a filesystem failure becomes a LifelineError carrying `outcome`. */
+async function withWriteOutcome(outcome, fn, where) {
+    try {
+        return await fn();
+    }
+    catch (error) {
+        throw describeFilesystemError(error, outcome, where) ?? error;
+    }
+}
+
 ;// CONCATENATED MODULE: ./src/catalog/sums.ts
-
-
 
 const sums_SUMS_FILE = 'SHA256SUMS';
 /** The exact format `sha256sum -c` reads: hash, two spaces, file name. */
@@ -37420,7 +51348,7 @@ function formatSums(entries) {
         .map((e) => `${e.sha256}  ${e.file}\n`)
         .join('');
 }
-function parseSums(text) {
+function sums_parseSums(text) {
     const entries = [];
     for (const line of text.split('\n')) {
         if (!line.trim())
@@ -37432,23 +51360,36 @@ function parseSums(text) {
     }
     return entries;
 }
-/** Re-hashes every file listed in a directory's SHA256SUMS. */
-async function sums_checkSums(dir) {
-    const entries = parseSums(await (0,promises_namespaceObject.readFile)((0,external_node_path_namespaceObject.join)(dir, sums_SUMS_FILE), 'utf8'));
+/**
+ * Re-hashes every file listed in a directory's SHA256SUMS, each through `openEntryFile`: a name
+ * that is not a safe single segment, a symlink, a FIFO or a device fails its check unhashed.
+ * With `listed` (the names the entry's metadata records), a line for any other name is a failed
+ * check too, never an extra file to hash.
+ */
+async function sums_checkSums(dir, options = {}) {
+    const entries = sums_parseSums(await readEntryText(dir, sums_SUMS_FILE));
+    const listed = options.listed && new Set([...options.listed, sums_SUMS_FILE]);
     const results = [];
     for (const entry of entries) {
+        if (listed && !listed.has(entry.file)) {
+            results.push({ file: entry.file, expected: entry.sha256, ok: false, error: `${sums_SUMS_FILE} lists ${JSON.stringify(entry.file)}, which the entry's metadata does not name; it was not read` });
+            continue;
+        }
         try {
-            const { sha256 } = await sha256File((0,external_node_path_namespaceObject.join)(dir, entry.file));
+            const { sha256 } = await sha256EntryFile(dir, entry.file);
             results.push({ file: entry.file, expected: entry.sha256, actual: sha256, ok: sha256 === entry.sha256 });
         }
         catch (error) {
-            results.push({ file: entry.file, expected: entry.sha256, ok: false, error: error.message });
+            const message = error instanceof UnsafeEntryFileError ? error.message : error.message;
+            results.push({ file: entry.file, expected: entry.sha256, ok: false, error: message });
         }
     }
     return results;
 }
 
 ;// CONCATENATED MODULE: ./src/catalog/store.ts
+
+
 
 
 
@@ -37465,7 +51406,7 @@ function assertSafeSegment(value, what) {
     }
 }
 /** Sortable, collision-resistant ids: creation time in UTC plus randomness. */
-function newEntryId(now = new Date()) {
+function store_newEntryId(now = new Date()) {
     const stamp = now.toISOString().replace(/[-:]/g, '').replace('.', '');
     return `${stamp}-${(0,external_node_crypto_.randomBytes)(3).toString('hex')}`;
 }
@@ -37476,8 +51417,19 @@ function newEntryId(now = new Date()) {
  */
 class Catalog {
     root;
-    constructor(root) {
+    options;
+    /** Paths of damaged entries already reported by this catalog (each is reported once). */
+    reported = new Set();
+    constructor(root, options = {}) {
         this.root = root;
+        this.options = options;
+    }
+    /** Reports an entry that is skipped because it cannot be read (once per path). */
+    reportDamaged(path, reason) {
+        if (this.reported.has(path))
+            return;
+        this.reported.add(path);
+        this.options.warn?.(`skipped ${path}: ${reason}; the other entries are used (inspect it, restore it from an off-host copy or remove the entry)`);
     }
     envDir(env) {
         assertSafeSegment(env, 'environment');
@@ -37495,9 +51447,10 @@ class Catalog {
         if (await exists(finalDir)) {
             throw errors_usageError('ENTRY_EXISTS', `${kind} entry ${id} already exists in environment ${env}`, 'choose another id; catalog entries are immutable once written');
         }
+        warnIfStoreShared(this.root, env);
         const stagingDir = (0,external_node_path_namespaceObject.join)(this.kindDir(env, kind), `.staging-${id}-${process.pid}`);
-        await (0,promises_namespaceObject.mkdir)(stagingDir, { recursive: true });
-        return new StagedEntry(stagingDir, finalDir, metadataFile);
+        await withWriteOutcome(`nothing was added to the catalog (${kind} entry ${id} was not started)`, () => mkdirPrivate(stagingDir));
+        return new StagedEntry(stagingDir, finalDir, metadataFile, `${kind} entry ${id}`);
     }
     /** Complete entries, newest first. Staging directories and entries without metadata are skipped. */
     async list(env, kind, metadataFile) {
@@ -37515,14 +51468,29 @@ class Catalog {
         for (const name of names) {
             if (name.startsWith('.'))
                 continue;
+            // An entry that vanishes mid-listing (a concurrent prune renamed it away) is simply skipped.
+            const info = await (0,promises_namespaceObject.stat)((0,external_node_path_namespaceObject.join)(dir, name)).catch(skipWhenGone);
             // A stray file beside the entries (an operator's note, a copied archive) is not an entry.
-            if (!(await (0,promises_namespaceObject.stat)((0,external_node_path_namespaceObject.join)(dir, name))).isDirectory())
+            if (!info?.isDirectory())
                 continue;
-            const metadata = await readJsonIfExists((0,external_node_path_namespaceObject.join)(dir, name, metadataFile));
+            const path = (0,external_node_path_namespaceObject.join)(dir, name, metadataFile);
+            let metadata;
+            try {
+                metadata = await readJsonIfExists(path);
+            }
+            catch (error) {
+                if (isGone(error))
+                    continue;
+                // One damaged entry must not take the listing (and every restore, drill and gate) down with it.
+                this.reportDamaged(path, error.code === 'CATALOG_CORRUPT' ? 'it is not valid JSON' : error.message);
+                continue;
+            }
             if (!metadata)
                 continue;
-            if (metadata.schemaVersion > CATALOG_SCHEMA_VERSION) {
-                throw errors_failure('CATALOG_TOO_NEW', `${(0,external_node_path_namespaceObject.join)(dir, name, metadataFile)} has schema version ${metadata.schemaVersion}; this Lifeline reads up to ${CATALOG_SCHEMA_VERSION}`, { fix: 'upgrade Lifeline' });
+            const problem = metadataProblem(metadata);
+            if (problem) {
+                this.reportDamaged(path, problem);
+                continue;
             }
             entries.push({ id: name, dir: (0,external_node_path_namespaceObject.join)(dir, name), metadata });
         }
@@ -37535,7 +51503,32 @@ class Catalog {
     }
     /** Rewrites an entry's metadata atomically (e.g. to record a verification). */
     async updateMetadata(entry, metadataFile, metadata) {
-        await writeFileAtomic((0,external_node_path_namespaceObject.join)(entry.dir, metadataFile), `${JSON.stringify(metadata, null, 2)}\n`);
+        await withWriteOutcome(`${(0,external_node_path_namespaceObject.join)(entry.dir, metadataFile)} was left as it was (the entry itself is unchanged)`, () => writeFileAtomic((0,external_node_path_namespaceObject.join)(entry.dir, metadataFile), `${JSON.stringify(metadata, null, 2)}\n`));
+    }
+    /**
+     * Rewrites the metadata of an entry that must still be there: never creates a directory, so an
+     * entry deleted meanwhile stays deleted (the temporary file cannot be created in a directory
+     * that is gone, and the rename fails once the directory was renamed away).
+     * Returns false, writing nothing, when the entry or its metadata file is gone.
+     */
+    async rewriteExistingMetadata(entry, metadataFile, metadata) {
+        const path = (0,external_node_path_namespaceObject.join)(entry.dir, metadataFile);
+        if (!(await exists(path)))
+            return false;
+        const tmp = (0,external_node_path_namespaceObject.join)(entry.dir, `.${metadataFile}.tmp-${process.pid}-${Date.now()}`);
+        try {
+            await (0,promises_namespaceObject.writeFile)(tmp, `${JSON.stringify(metadata, null, 2)}\n`, { mode: PRIVATE_FILE_MODE, flag: 'wx' });
+            await fsyncPath(tmp);
+            await (0,promises_namespaceObject.rename)(tmp, path);
+        }
+        catch (error) {
+            await (0,promises_namespaceObject.rm)(tmp, { force: true });
+            if (isGone(error))
+                return false;
+            throw error;
+        }
+        await fsyncPath(entry.dir).catch(skipWhenGone);
+        return true;
     }
     async remove(entry) {
         // Rename first so a half-deleted entry never lists as complete.
@@ -37562,7 +51555,7 @@ class Catalog {
             const path = (0,external_node_path_namespaceObject.join)(dir, name);
             const info = await (0,promises_namespaceObject.stat)(path);
             const pid = Number(/-(\d+)$/.exec(name)?.[1]);
-            if (Date.now() - info.mtimeMs > olderThanMs || (pid && !processAlive(pid))) {
+            if (Date.now() - info.mtimeMs > olderThanMs || (pid && !store_processAlive(pid))) {
                 await (0,promises_namespaceObject.rm)(path, { recursive: true, force: true });
                 removed.push(name);
             }
@@ -37572,9 +51565,12 @@ class Catalog {
     /** Appends one JSON line to an environment's append-only log (e.g. deploy history). */
     async appendLog(env, name, record) {
         const path = (0,external_node_path_namespaceObject.join)(this.envDir(env), name);
-        await (0,promises_namespaceObject.mkdir)(this.envDir(env), { recursive: true });
-        await (0,promises_namespaceObject.appendFile)(path, `${JSON.stringify(record)}\n`);
-        await fsyncPath(path);
+        warnIfStoreShared(this.root, env);
+        await withWriteOutcome(`the record was not appended to ${name}`, async () => {
+            await mkdirPrivate(this.envDir(env));
+            await (0,promises_namespaceObject.appendFile)(path, `${JSON.stringify(record)}\n`, { mode: PRIVATE_FILE_MODE });
+            await fsyncPath(path);
+        });
     }
     async readLog(env, name) {
         const text = await (0,promises_namespaceObject.readFile)((0,external_node_path_namespaceObject.join)(this.envDir(env), name), 'utf8').catch((error) => {
@@ -37600,12 +51596,18 @@ class StagedEntry {
     dir;
     finalDir;
     metadataFile;
+    what;
     sums = [];
     settled = false;
-    constructor(dir, finalDir, metadataFile) {
+    constructor(dir, finalDir, metadataFile, what = 'the entry') {
         this.dir = dir;
         this.finalDir = finalDir;
         this.metadataFile = metadataFile;
+        this.what = what;
+    }
+    /** A write failure inside a staged entry never leaves anything listed: say so, with the path. */
+    write(fn) {
+        return withWriteOutcome(`nothing was added to the catalog (${this.what} stays unlisted; its staging directory is removed)`, fn, this.dir);
     }
     path(name) {
         assertSafeSegment(name, 'file name');
@@ -37613,7 +51615,7 @@ class StagedEntry {
     }
     /** Streams a payload into the entry, hashing it on the way, and records it for SHA256SUMS. */
     async addStream(name, source, onProgress) {
-        const result = await streamToFile(source, this.path(name), onProgress);
+        const result = await this.write(() => streamToFile(source, this.path(name), onProgress));
         this.sums.push({ file: name, sha256: result.sha256 });
         return result;
     }
@@ -37623,7 +51625,7 @@ class StagedEntry {
         return {
             stream: writer.stream,
             done: async () => {
-                const result = await writer.done();
+                const result = await this.write(() => writer.done());
                 this.sums.push({ file: name, sha256: result.sha256 });
                 return result;
             },
@@ -37634,10 +51636,12 @@ class StagedEntry {
     }
     /** Writes SHA256SUMS and the metadata, fsyncs, and renames the entry into place. */
     async commit(metadata) {
-        await writeFileAtomic((0,external_node_path_namespaceObject.join)(this.dir, sums_SUMS_FILE), formatSums(this.sums));
-        await writeFileAtomic((0,external_node_path_namespaceObject.join)(this.dir, this.metadataFile), `${JSON.stringify(metadata, null, 2)}\n`);
-        await fsyncPath(this.dir);
-        await (0,promises_namespaceObject.rename)(this.dir, this.finalDir);
+        await this.write(async () => {
+            await writeFileAtomic((0,external_node_path_namespaceObject.join)(this.dir, sums_SUMS_FILE), formatSums(this.sums));
+            await writeFileAtomic((0,external_node_path_namespaceObject.join)(this.dir, this.metadataFile), `${JSON.stringify(metadata, null, 2)}\n`);
+            await fsyncPath(this.dir);
+            await (0,promises_namespaceObject.rename)(this.dir, this.finalDir);
+        });
         await fsyncPath((0,external_node_path_namespaceObject.join)(this.finalDir, '..'));
         this.settled = true;
     }
@@ -37647,6 +51651,28 @@ class StagedEntry {
         this.settled = true;
         await (0,promises_namespaceObject.rm)(this.dir, { recursive: true, force: true });
     }
+}
+function isGone(error) {
+    const code = error?.code;
+    return code === 'ENOENT' || code === 'ENOTDIR';
+}
+function skipWhenGone(error) {
+    if (isGone(error))
+        return undefined;
+    throw error;
+}
+/** Why parsed metadata cannot be listed, or undefined when it has what listing and sorting need. */
+function metadataProblem(metadata) {
+    if (typeof metadata !== 'object' || metadata === null || Array.isArray(metadata))
+        return 'it is not a JSON object';
+    const m = metadata;
+    if (typeof m.createdAt !== 'string' || Number.isNaN(Date.parse(m.createdAt)))
+        return 'it has no valid createdAt';
+    if (typeof m.schemaVersion !== 'number')
+        return 'it has no schemaVersion';
+    if (m.schemaVersion > CATALOG_SCHEMA_VERSION)
+        return `it has schema version ${m.schemaVersion}, written by a newer Lifeline (this one reads up to ${CATALOG_SCHEMA_VERSION}); upgrade Lifeline to use it`;
+    return undefined;
 }
 async function exists(path) {
     try {
@@ -37674,7 +51700,7 @@ async function readJsonIfExists(path) {
         throw errors_failure('CATALOG_CORRUPT', `${path} is not valid JSON`, { cause: error, fix: 'inspect the file; restore it from an off-host copy or remove the entry' });
     }
 }
-function processAlive(pid) {
+function store_processAlive(pid) {
     try {
         process.kill(pid, 0);
         return true;
@@ -37724,7 +51750,7 @@ async function lockStatus(envDir) {
         // A lock file torn by a crash during creation: held, of unknown owner, and stale.
         return { held: true, stale: true };
     }
-    const stale = info.host === (0,external_node_os_namespaceObject.hostname)() && !processAlive(info.pid);
+    const stale = info.host === (0,external_node_os_namespaceObject.hostname)() && !store_processAlive(info.pid);
     return { held: true, info, stale };
 }
 class EnvironmentLock {
@@ -37751,7 +51777,7 @@ class EnvironmentLock {
  * A stale lock is reported, never broken silently: `lifeline lock break` does that explicitly.
  */
 async function acquireLock(envDir, env, options) {
-    await (0,promises_namespaceObject.mkdir)(envDir, { recursive: true });
+    await (0,promises_namespaceObject.mkdir)(envDir, { recursive: true, mode: 0o700 });
     const info = {
         owner: options.owner ?? defaultOwner(),
         pid: process.pid,
@@ -37762,7 +51788,7 @@ async function acquireLock(envDir, env, options) {
     const deadline = Date.now() + (options.waitSeconds ?? 0) * 1000;
     for (;;) {
         try {
-            const handle = await (0,promises_namespaceObject.open)(lockPath(envDir), 'wx');
+            const handle = await (0,promises_namespaceObject.open)(lockPath(envDir), 'wx', 0o600);
             try {
                 await handle.writeFile(JSON.stringify(info));
                 await handle.sync();
@@ -37789,11 +51815,31 @@ async function acquireLock(envDir, env, options) {
         await new Promise((r) => setTimeout(r, options.pollMs ?? 500));
     }
 }
-/** Explicitly removes a lock; returns what was removed. */
-async function breakLock(envDir) {
+/**
+ * Explicitly removes a lock; returns what was removed. Only a lock whose holder is gone: a live
+ * holder on this host is refused (two deploys would then run at once), and a holder on another
+ * host, whose process cannot be checked from here, needs `force` (the operator checked it).
+ */
+async function breakLock(envDir, options = {}) {
+    const env = options.env ?? 'this environment';
     const status = await lockStatus(envDir);
     if (!status.held)
         return status;
+    const info = status.info;
+    if (info) {
+        const holder = `${info.owner} (pid ${info.pid} on ${info.host}, running "${info.command}" since ${info.acquiredAt})`;
+        if (info.host === hostname() && processAlive(info.pid)) {
+            throw refusal('LOCK_HOLDER_ALIVE', `the lock of ${env} is held by ${holder}, and that process is still running on this host`, `wait for it to finish; if it hangs, stop it first (kill ${info.pid}), then run lifeline lock break --env ${env}`, { lock: info });
+        }
+        if (info.host !== hostname() && !options.force) {
+            throw refusal('LOCK_HOLDER_REMOTE', `the lock of ${env} is held by ${holder}, on another host, whose process cannot be checked from ${hostname()}`, `check on ${info.host} that pid ${info.pid} is gone, then run lifeline lock break --env ${env} --force`, { lock: info });
+        }
+    }
+    // Removed only if it is still the lock we judged: a new holder may have taken it meanwhile.
+    const now = await lockStatus(envDir);
+    if (JSON.stringify(now.info) !== JSON.stringify(info)) {
+        throw refusal('LOCK_CHANGED', `the lock of ${env} changed hands while it was being checked`, `run lifeline lock status --env ${env} and decide again`);
+    }
     await rm(lockPath(envDir), { force: true });
     return status;
 }
@@ -37814,6 +51860,15 @@ const external_node_readline_namespaceObject = __WEBPACK_EXTERNAL_createRequire(
 ;// CONCATENATED MODULE: external "node:child_process"
 const external_node_child_process_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:child_process");
 ;// CONCATENATED MODULE: ./src/logger.ts
+/**
+ * Masks credentials by their shape, whatever was registered: the password of any `scheme://user:pass@`
+ * and any `password=` / `sslpassword=` parameter (a libpq URL or conninfo string).
+ */
+function logger_redactSecretsInText(text) {
+    return text
+        .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/@"'<>]*:)[^\s@/"'<>]+@/gi, '$1***@')
+        .replace(/((?:[?&;\s]|^)(?:ssl)?password=)(?!\*\*\*(?:[&#\s"'<>]|$))[^&#\s"'<>]+/gi, '$1***');
+}
 /** Replaces registered secrets in a string: the last line of defence before text leaves the process. */
 class SecretMasker {
     secrets = new Set();
@@ -37826,7 +51881,7 @@ class SecretMasker {
         }
     }
     mask(text) {
-        let out = text;
+        let out = logger_redactSecretsInText(text);
         for (const secret of [...this.secrets].sort((a, b) => b.length - a.length)) {
             out = out.split(secret).join('***');
         }
@@ -37952,7 +52007,7 @@ class runner_LocalRunner {
     }
     start(invocation) {
         const command = this.resolveTool(invocation.tool);
-        const env = { ...(this.options.baseEnv ?? process.env), ...definedOnly(invocation.env) };
+        const env = childEnvironment(this.options.baseEnv ?? process.env, invocation.env);
         if (this.options.asUser && process.getuid?.() === 0) {
             // Without --login, runuser keeps the environment, so PGPASSWORD and friends reach the tool.
             const args = ['-u', this.options.asUser, '--', command, ...invocation.args];
@@ -37987,7 +52042,7 @@ class ComposeRunner {
             invocation.tool,
             ...invocation.args,
         ];
-        return spawnStreaming(command, args, invocation, this.masker, { ...(this.options.baseEnv ?? process.env), ...env });
+        return spawnStreaming(command, args, invocation, this.masker, childEnvironment(this.options.baseEnv ?? process.env, env));
     }
 }
 /** Runs a tool to completion, collecting its (small) stdout as text. Not for payloads. */
@@ -38016,6 +52071,24 @@ function describeExit(result) {
 function lastLines(text, count = 5) {
     const lines = text.trim().split('\n').filter(Boolean);
     return lines.length ? lines.slice(-count).join('\n') : '(no output on stderr)';
+}
+/**
+ * The environment a child process gets: the inherited one without any libpq variable (PGHOST,
+ * PGHOSTADDR, PGSERVICE, PGOPTIONS, PGTARGETSESSIONATTRS, PGPASSWORD, ...: every `PG*` name
+ * except pgBackRest's own `PGBACKREST_*` options and PGPASSFILE), plus exactly what the invocation sets. An operator's
+ * shell or a CI runner can then never redirect pg_dump, pg_restore or psql to another server or
+ * database than the connection Lifeline was given.
+ */
+function childEnvironment(base, extra) {
+    const env = {};
+    for (const [key, value] of Object.entries(base))
+        if (!isLibpqVariable(key))
+            env[key] = value;
+    return { ...env, ...definedOnly(extra) };
+}
+function isLibpqVariable(name) {
+    // PGPASSFILE stays: it only answers for the host, port, database and user already named.
+    return /^PG/i.test(name) && !/^PGBACKREST_/i.test(name) && name !== 'PGPASSFILE';
 }
 function definedOnly(env) {
     const out = {};
@@ -38063,12 +52136,27 @@ function parsePgUrl(url) {
     parsed.searchParams.forEach((value, key) => {
         params[key] = value;
     });
-    const database = decodeURIComponent(parsed.pathname.replace(/^\//, '')) || 'postgres';
+    // A libpq ?password= authenticates like the userinfo one; both travel in PGPASSWORD only.
+    const queryPassword = params.password;
+    delete params.password;
+    if (params.sslpassword !== undefined) {
+        // libpq reads sslpassword from no environment variable, and Lifeline puts no secret on a command line.
+        throw errors_usageError('BAD_URL', 'the PostgreSQL URL sets sslpassword, which Lifeline cannot pass to pg_dump, pg_restore and psql without putting it on their command line', 'use a client key without a passphrase (openssl pkey -in key.pem -out plain.pem), readable only by the store\'s owner (chmod 0600), in sslkey');
+    }
+    const decode = (part, value) => {
+        try {
+            return decodeURIComponent(value);
+        }
+        catch {
+            throw errors_usageError('BAD_URL', `the PostgreSQL URL's ${part} has a malformed percent-escape`, `percent-encode it correctly (a literal % is %25), e.g. with encodeURIComponent`);
+        }
+    };
+    const database = decode('database name', parsed.pathname.replace(/^\//, '')) || 'postgres';
     return {
-        host: decodeURIComponent(parsed.hostname.replace(/^\[|\]$/g, '')) || params.host || '127.0.0.1',
+        host: decode('host', parsed.hostname.replace(/^\[|\]$/g, '')) || params.host || '127.0.0.1',
         port: parsed.port ? Number(parsed.port) : 5432,
-        user: parsed.username ? decodeURIComponent(parsed.username) : undefined,
-        password: parsed.password ? decodeURIComponent(parsed.password) : undefined,
+        user: parsed.username ? decode('user name', parsed.username) : undefined,
+        password: parsed.password ? decode('password', parsed.password) : queryPassword || undefined,
         database,
         params,
     };
@@ -38105,6 +52193,12 @@ function pgEnv(conn, database = conn.database) {
         if (name)
             env[name] = value;
     }
+    const settings = [
+        ...(conn.timeouts?.lockSeconds ? [`-c lock_timeout=${Math.round(conn.timeouts.lockSeconds * 1000)}`] : []),
+        ...(conn.timeouts?.statementSeconds ? [`-c statement_timeout=${Math.round(conn.timeouts.statementSeconds * 1000)}`] : []),
+    ];
+    if (settings.length)
+        env.PGOPTIONS = [env.PGOPTIONS, ...settings].filter(Boolean).join(' ');
     return env;
 }
 function withDatabase(conn, database) {
@@ -38233,14 +52327,29 @@ async function queryOnce(runner, conn, sql, database) {
 
 ;// CONCATENATED MODULE: ./src/postgres/metadata.ts
 
-const BACKUP_METADATA_FILE = 'backup.json';
-const POSTGRES_ARCHIVE_FILE = 'postgres.dump';
+const metadata_BACKUP_METADATA_FILE = 'backup.json';
+const metadata_POSTGRES_ARCHIVE_FILE = 'postgres.dump';
 const GLOBALS_FILE = 'globals.sql';
 const REDIS_SNAPSHOT_FILE = 'redis.rdb';
 const BACKUP_LABELS = ['scheduled', 'pre-migration', 'manual', 'pre-restore'];
 /** The environment's complete backups, newest first. */
 async function listBackups(catalog, env) {
-    return catalog.list(env, 'backups', BACKUP_METADATA_FILE);
+    const entries = await catalog.list(env, 'backups', metadata_BACKUP_METADATA_FILE);
+    // A backup.json of the wrong shape would break every reader: it is reported and the others are used.
+    return entries.filter((entry) => {
+        const problem = backupMetadataProblem(entry.metadata);
+        if (problem)
+            catalog.reportDamaged(`${entry.dir}/${metadata_BACKUP_METADATA_FILE}`, problem);
+        return !problem;
+    });
+}
+function backupMetadataProblem(metadata) {
+    const archive = metadata.files?.postgres;
+    if (typeof archive?.name !== 'string' || typeof archive.sha256 !== 'string' || typeof archive.bytes !== 'number')
+        return 'it names no PostgreSQL archive (files.postgres)';
+    if (typeof metadata.label !== 'string')
+        return 'it has no label';
+    return undefined;
 }
 /**
  * One backup by id, or for `latest` the newest one that did not fail verification and is not a
@@ -38256,11 +52365,35 @@ async function findBackup(catalog, env, idOrLatest) {
         }
         return newest;
     }
-    const entry = await catalog.get(env, 'backups', wanted, BACKUP_METADATA_FILE);
+    const entry = await catalog.get(env, 'backups', wanted, metadata_BACKUP_METADATA_FILE);
     if (!entry) {
         throw errors_usageError('BACKUP_NOT_FOUND', `backup ${wanted} does not exist in environment ${env} (store ${catalog.root})`, `list the backups with: lifeline backups --env ${env} (or pass --backup latest)`);
     }
     return entry;
+}
+/**
+ * The backup a restore into `target` uses: an id as given, or for `latest` the newest usable
+ * backup (not pre-restore, not failed verification) of the target's own database, by name and,
+ * where both are known, the server's system identifier. Another database's backup is only ever
+ * restored by its id: `latest` never picks a one-off backup of a different database.
+ */
+async function findBackupForTarget(catalog, env, idOrLatest, target) {
+    const wanted = idOrLatest.trim();
+    if (wanted !== '' && wanted !== 'latest')
+        return findBackup(catalog, env, wanted);
+    const usable = (await listBackups(catalog, env)).filter((b) => b.metadata.label !== 'pre-restore' && b.metadata.verified?.ok !== false);
+    const sameServer = (b) => !b.metadata.systemIdentifier || !target.systemIdentifier || b.metadata.systemIdentifier === target.systemIdentifier;
+    const match = usable.find((b) => b.metadata.database === target.database && sameServer(b));
+    if (match)
+        return match;
+    const sameName = usable.filter((b) => b.metadata.database === target.database);
+    const others = usable.slice(0, 3).map((b) => `${b.id} (database ${b.metadata.database}${b.metadata.systemIdentifier ? `, server ${b.metadata.systemIdentifier}` : ''})`);
+    const why = sameName.length
+        ? `its backups of ${target.database} were taken on another server (system identifier ${sameName[0].metadata.systemIdentifier}, this one is ${target.systemIdentifier})`
+        : others.length
+            ? `its newest backups are of other databases: ${others.join(', ')}`
+            : 'it has no usable backups';
+    throw errors_usageError('NO_BACKUP_OF_TARGET', `"latest" means the newest backup of the target's own database, and environment ${env} has none for ${target.describe}: ${why}`, `to restore another database's backup (or one from another server) into ${target.database}, pass its id explicitly: --backup <id> (lifeline backups --env ${env} lists the database and server of each)`);
 }
 
 ;// CONCATENATED MODULE: ./src/redis/snapshot.ts
@@ -38328,7 +52461,7 @@ async function snapshotRedis(staged, options) {
     const raw = staged.path(`${REDIS_SNAPSHOT_FILE}.part`);
     try {
         const running = options.runner.start(redisCli(options.target, ['--rdb', '-']));
-        await (0,external_node_stream_promises_namespaceObject.pipeline)(running.stdout, (0,external_node_fs_.createWriteStream)(raw, { flags: 'wx' }));
+        await (0,external_node_stream_promises_namespaceObject.pipeline)(running.stdout, (0,external_node_fs_.createWriteStream)(raw, { flags: 'wx', mode: 0o600 }));
         const result = await running.done;
         if (result.exitCode !== 0) {
             throw errors_failure('REDIS_SNAPSHOT_FAILED', `redis-cli --rdb failed against redis://${options.target.host}:${options.target.port}: ${lastLines(result.stderr, 3)}`, { fix: 'check the Redis URL and password, and that the user may run SYNC/REPLCONF' });
@@ -38417,7 +52550,9 @@ function maskedUrl(conn) {
 /** The environment's PostgreSQL connection; a missing URL is a usage error that says where to set it. */
 function environmentConnection(settings) {
     if (!settings.postgres.url) {
-        throw errors_usageError('NO_DATABASE_URL', `no PostgreSQL URL for environment ${settings.name}`, 'pass --database-url postgres://user:password@host:5432/dbname, set DATABASE_URL, or set postgres.urlEnv in lifeline.yml');
+        const named = settings.postgres.urlEnv;
+        // An environment that names its variable never falls back to DATABASE_URL: say which one to set.
+        throw errors_usageError('NO_DATABASE_URL', named ? `no PostgreSQL URL for environment ${settings.name}: ${named} (its postgres.urlEnv) is not set` : `no PostgreSQL URL for environment ${settings.name}`, named ? `set ${named}, or pass --database-url postgres://user:password@host:5432/dbname` : 'pass --database-url postgres://user:password@host:5432/dbname, set DATABASE_URL, or set postgres.urlEnv in lifeline.yml');
     }
     const conn = parsePgUrl(settings.postgres.url);
     return settings.postgres.database ? { ...conn, database: settings.postgres.database } : conn;
@@ -38631,6 +52766,213 @@ function spreadBySize(items, parallel, size) {
     }
     return groups.map((g) => g.items);
 }
+/**
+ * Every user object of the connected database, by kind: relations of every kind (tables, views,
+ * materialized views, sequences, foreign and partitioned tables, extension-owned ones too), large
+ * objects, functions and procedures, types and domains, schemas other than `public`, extensions
+ * other than `plpgsql`, and the rarer catalog objects a dump carries. The one answer to "does this
+ * database hold anything a restore would destroy?": empty means nothing to lose.
+ */
+async function userObjects(session) {
+    const schema = (column) => `${column} NOT IN (SELECT oid FROM pg_namespace n WHERE NOT (${USER_SCHEMA_FILTER}))`;
+    const rows = await session.query(`SELECT kind, count(*)::int AS count, (array_agg(name ORDER BY name))[1:3] AS examples FROM (
+       SELECT CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'table' WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view'
+                             WHEN 'S' THEN 'sequence' WHEN 'f' THEN 'foreign table' ELSE 'type' END AS kind,
+              format('%I.%I', n.nspname, c.relname) AS name
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f', 'c') AND ${USER_SCHEMA_FILTER}
+       UNION ALL SELECT 'large object', oid::text FROM pg_largeobject_metadata
+       UNION ALL SELECT 'function', p.oid::regprocedure::text FROM pg_proc p WHERE ${schema('p.pronamespace')}
+       UNION ALL SELECT 'type', t.oid::regtype::text FROM pg_type t
+                  WHERE ${schema('t.typnamespace')} AND t.typrelid = 0 AND NOT (t.typcategory = 'A' AND t.typelem <> 0)
+       UNION ALL SELECT 'schema', quote_ident(nspname) FROM pg_namespace n WHERE ${USER_SCHEMA_FILTER} AND nspname <> 'public'
+       UNION ALL SELECT 'extension', quote_ident(extname) FROM pg_extension WHERE extname <> 'plpgsql'
+       UNION ALL SELECT 'operator', o.oid::regoperator::text FROM pg_operator o WHERE ${schema('o.oprnamespace')}
+       UNION ALL SELECT 'collation', quote_ident(collname) FROM pg_collation WHERE ${schema('collnamespace')}
+       UNION ALL SELECT 'text search configuration', quote_ident(cfgname) FROM pg_ts_config WHERE ${schema('cfgnamespace')}
+       UNION ALL SELECT 'foreign server', quote_ident(srvname) FROM pg_foreign_server
+       UNION ALL SELECT 'event trigger', quote_ident(evtname) FROM pg_event_trigger
+       UNION ALL SELECT 'publication', quote_ident(pubname) FROM pg_publication
+     ) objects GROUP BY kind ORDER BY kind`);
+    return rows.map((r) => ({ kind: r.kind, count: Number(r.count), examples: r.examples ?? [] }));
+}
+/** "3 tables (public.a, public.b, ...), 1 large object (16401)": what a refusal names. */
+function inspect_describeUserObjects(objects) {
+    return objects.map((o) => `${o.count} ${o.kind}${o.count === 1 ? '' : 's'} (${o.examples.join(', ')}${o.count > o.examples.length ? ', ...' : ''})`).join(', ');
+}
+async function databaseLevelState(session, database) {
+    const [row] = await session.query(`SELECT CASE WHEN d.datacl IS NULL THEN NULL ELSE
+              (SELECT coalesce(array_agg(format('%s %s%s', CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END,
+                                                 a.privilege_type, CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END) ORDER BY 1), '{}')
+                 FROM aclexplode(d.datacl) a) END AS acl,
+            (SELECT s.setconfig FROM pg_db_role_setting s WHERE s.setdatabase = d.oid AND s.setrole = 0) AS settings,
+            (SELECT json_object_agg(pg_get_userbyid(s.setrole), s.setconfig) FROM pg_db_role_setting s WHERE s.setdatabase = d.oid AND s.setrole <> 0) AS roles,
+            d.datconnlimit AS connlimit,
+            shobj_description(d.oid, 'pg_database') AS comment
+       FROM pg_database d WHERE d.datname = ${quoteLiteral(database)}`);
+    if (!row)
+        return undefined;
+    const roleSettings = {};
+    for (const role of Object.keys(row.roles ?? {}).sort())
+        roleSettings[role] = row.roles[role];
+    return { acl: row.acl, settings: row.settings ?? [], roleSettings, connectionLimit: Number(row.connlimit), comment: row.comment };
+}
+/** The differences between two database-level states, one line each; empty when they match. */
+function compareDatabaseLevelState(expected, actual, options) {
+    const diffs = [];
+    const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+    if (options.privileges && !same(expected.acl, actual.acl))
+        diffs.push(`privileges: expected ${expected.acl ? expected.acl.join(', ') || '(none)' : 'defaults'}, found ${actual.acl ? actual.acl.join(', ') || '(none)' : 'defaults'}`);
+    if (!same(expected.settings, actual.settings))
+        diffs.push(`settings: expected ${expected.settings.join(', ') || '(none)'}, found ${actual.settings.join(', ') || '(none)'}`);
+    if (options.privileges && !same(expected.roleSettings, actual.roleSettings))
+        diffs.push(`role settings: expected ${JSON.stringify(expected.roleSettings)}, found ${JSON.stringify(actual.roleSettings)}`);
+    if (expected.connectionLimit !== actual.connectionLimit)
+        diffs.push(`connection limit: expected ${expected.connectionLimit}, found ${actual.connectionLimit}`);
+    if (expected.comment !== actual.comment)
+        diffs.push(`comment: expected ${JSON.stringify(expected.comment)}, found ${JSON.stringify(actual.comment)}`);
+    return diffs;
+}
+/**
+ * Relation locks other sessions hold in the connected database that block reads (ACCESS
+ * EXCLUSIVE: a migration's ALTER TABLE, a LOCK TABLE, a VACUUM FULL), from pg_locks and
+ * pg_stat_activity. Reading pg_locks takes no lock, so this answers while the table is locked.
+ */
+async function readBlockingLocks(session) {
+    return session.query(`SELECT l.pid, coalesce(l.relation::regclass::text, l.relation::text) AS relation, l.mode, a.usename AS user, a.application_name AS application,
+            a.state, to_char(a.xact_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS since, left(a.query, 200) AS query
+       FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+      WHERE l.locktype = 'relation' AND l.granted AND l.mode = 'AccessExclusiveLock' AND l.pid <> pg_backend_pid()
+        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      ORDER BY a.xact_start NULLS LAST, l.pid LIMIT 20`);
+}
+/** "pid 4242 (user app, application alembic, idle in transaction since ..., query: ALTER TABLE ...) holds AccessExclusiveLock on public.orders" */
+function describeHeldLocks(locks) {
+    const byPid = new Map();
+    for (const l of locks)
+        byPid.set(l.pid, [...(byPid.get(l.pid) ?? []), l]);
+    return [...byPid.values()]
+        .map((held) => {
+        const l = held[0];
+        const who = [l.user ? `user ${l.user}` : '', l.application ? `application ${l.application}` : '', l.state ? `${l.state}${l.since ? ` since ${l.since}` : ''}` : '', l.query ? `query: ${l.query.replace(/\s+/g, ' ').trim()}` : ''].filter(Boolean).join(', ');
+        return `pid ${l.pid}${who ? ` (${who})` : ''} holds ${l.mode} on ${held.map((h) => h.relation).join(', ')}`;
+    })
+        .join('; ');
+}
+/** A lock_timeout / statement_timeout cancellation, or pg_dump's --lock-wait-timeout giving up. */
+function isLockTimeout(error) {
+    return /canceling statement due to (lock|statement) timeout|could not obtain lock on relation/i.test(error?.message ?? String(error));
+}
+
+;// CONCATENATED MODULE: ./src/postgres/lock-wait.ts
+
+
+
+/** How long backups and restores wait for a table lock by default (postgres.lockTimeout, --lock-timeout). */
+const DEFAULT_LOCK_TIMEOUT_SECONDS = 60;
+/** `conn` with lock_timeout (and, when given, statement_timeout) on every session Lifeline opens. */
+function withLockTimeout(conn, lockSeconds, statementSeconds) {
+    return { ...conn, timeouts: { lockSeconds, ...(statementSeconds ? { statementSeconds } : {}) } };
+}
+/**
+ * Turns a lock-timeout cancellation into a failure naming who holds the lock (pid, user,
+ * application, since when, query), read from pg_locks and pg_stat_activity; any other error is
+ * returned as it is.
+ */
+async function explainLockTimeout(error, runner, conn, what, seconds) {
+    if (!isLockTimeout(error))
+        return error;
+    let locks = [];
+    const session = psql_PsqlSession.open(runner, { ...conn, timeouts: { statementSeconds: 10 } });
+    try {
+        locks = await readBlockingLocks(session);
+    }
+    catch {
+        // the explanation is a bonus: the timeout itself is the failure
+    }
+    finally {
+        await session.close();
+    }
+    const holders = locks.length ? describeHeldLocks(locks) : 'the session that held it has let go since';
+    return errors_failure('LOCK_TIMEOUT', `${what} gave up after waiting ${seconds}s for a table lock in ${conn.host}:${conn.port}/${conn.database}: ${holders}`, {
+        fix: `wait for the session holding the lock (a migration?) to finish, or end it with SELECT pg_terminate_backend(<pid>), then retry; postgres.lockTimeout in lifeline.yml or --lock-timeout sets how long to wait`,
+        cause: error,
+        details: { locks },
+    });
+}
+
+;// CONCATENATED MODULE: ./src/postgres/compression.ts
+
+const COMPRESSION_METHODS = ['gzip', 'zstd', 'lz4', 'none'];
+/** Levels each method accepts (pg_dump 16's own ranges; gzip's also hold for 15). */
+const LEVELS = {
+    gzip: { min: 1, max: 9 },
+    zstd: { min: 1, max: 22 },
+    lz4: { min: 1, max: 12 },
+};
+/** pg_dump 16 added zstd and lz4 to the custom format; 15 and older have gzip levels only. */
+const FIRST_MAJOR = { gzip: 0, none: 0, zstd: 16, lz4: 16 };
+/**
+ * The default for a pg_dump major. On a small host the dump is bound by pg_dump compressing on
+ * one core: gzip 1 takes about a third of gzip 6's time for an archive ~1.15-1.25x larger.
+ * zstd 1 for 16+: with the zstd CLI on the sample data (pg_dump 16 is not installed here, so
+ * not measured through pg_dump) zstd -1 was ~2x faster than gzip -1 at about gzip -6's size;
+ * zstd -3 was slower and no smaller, and lz4 -1 no faster than zstd -1 but 1.6x larger.
+ */
+function defaultCompression(pgDumpMajor) {
+    return pgDumpMajor >= 16 ? { method: 'zstd', level: 1 } : { method: 'gzip', level: 1 };
+}
+const FORMAT_FIX = 'write METHOD or METHOD:LEVEL, e.g. gzip:1, gzip:6, zstd:3, lz4, none (zstd and lz4 need pg_dump 16 or newer)';
+/**
+ * Parses `METHOD[:LEVEL]` (the `--compress` flag, `postgres.compress`). A bare method takes its
+ * default level (gzip 1, zstd 1, lz4 1). A bare number is pg_dump's own `-Z N` spelling: gzip N, 0 = none.
+ */
+function parseCompression(text, where = '--compress') {
+    const spec = text.trim().toLowerCase();
+    if (/^\d+$/.test(spec)) {
+        const level = Number(spec);
+        if (level > 9)
+            throw errors_usageError('BAD_COMPRESSION', `${where} ${text}: a bare number is a gzip level, 0-9`, FORMAT_FIX);
+        return level === 0 ? { method: 'none', level: null } : { method: 'gzip', level };
+    }
+    const match = /^([a-z0-9]+)(?::(-?\d+))?$/.exec(spec);
+    const method = match?.[1];
+    if (!match || !method || !COMPRESSION_METHODS.includes(method)) {
+        throw errors_usageError('BAD_COMPRESSION', `${where} ${JSON.stringify(text)}: unknown compression method (known: ${COMPRESSION_METHODS.join(', ')})`, FORMAT_FIX);
+    }
+    if (method === 'none') {
+        if (match[2] !== undefined)
+            throw errors_usageError('BAD_COMPRESSION', `${where} ${text}: none takes no level`, FORMAT_FIX);
+        return { method, level: null };
+    }
+    const range = LEVELS[method];
+    const level = match[2] === undefined ? 1 : Number(match[2]);
+    if (level < range.min || level > range.max) {
+        throw errors_usageError('BAD_COMPRESSION', `${where} ${text}: ${method} levels are ${range.min}-${range.max}`, `pick a ${method} level from ${range.min} to ${range.max}, or ${FORMAT_FIX}`);
+    }
+    return { method, level };
+}
+/** `gzip:1`, `zstd:3`, `none`: how messages and backup.json name it. */
+function formatCompression(c) {
+    return c.level === null ? c.method : `${c.method}:${c.level}`;
+}
+/**
+ * The pg_dump argument for a compression, refusing (exit 2, before anything runs) one that this
+ * pg_dump cannot write.
+ */
+function pgDumpCompressArg(c, pgDumpMajor) {
+    if (pgDumpMajor < FIRST_MAJOR[c.method]) {
+        throw errors_usageError('COMPRESSION_UNSUPPORTED', `${formatCompression(c)} compression needs pg_dump ${FIRST_MAJOR[c.method]} or newer; this pg_dump is version ${pgDumpMajor}`, `use gzip (e.g. --compress gzip:1, or postgres.compress: gzip:1 in lifeline.yml), or install the PostgreSQL ${FIRST_MAJOR[c.method]}+ client tools (postgres.binDir)`);
+    }
+    // pg_dump 15 and older know only `--compress=N` (gzip, 0 = none); 16 also reads METHOD:LEVEL.
+    if (pgDumpMajor < 16)
+        return `--compress=${c.level ?? 0}`;
+    return c.level === null ? '--compress=none' : `--compress=${c.method}:${c.level}`;
+}
+/** The legacy `compressLevel` setting (a gzip level, 0 = none) as a compression. */
+function fromGzipLevel(level) {
+    return level === 0 ? { method: 'none', level: null } : { method: 'gzip', level };
+}
 
 ;// CONCATENATED MODULE: ./src/postgres/progress.ts
 /** Logs `what: N MB at R MB/s` every `intervalMs`, and feeds a live sink on every chunk. */
@@ -38658,7 +53000,7 @@ function formatBytes(bytes) {
     return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
 }
 
-;// CONCATENATED MODULE: ./src/postgres/backup.ts
+;// CONCATENATED MODULE: ./src/postgres/verify.ts
 
 
 
@@ -38671,8 +53013,295 @@ function formatBytes(bytes) {
 
 
 /**
- * Dumps the database (custom format) straight into a staged catalog entry, hashing in the same
- * pass, with exact row counts taken in the dump's own snapshot. The entry is committed only when
+ * Checks a backup end to end: every file against SHA256SUMS (and SHA256SUMS against backup.json),
+ * that pg_restore reads the archive's table of contents, that every data block decompresses,
+ * and that the Redis snapshot parses. Never throws for a bad backup: the report says what failed.
+ */
+async function verifyBackup(entry, options) {
+    const checks = [];
+    const add = (check) => {
+        checks.push(check);
+        options.logger.info(`${check.ok ? 'ok  ' : 'FAIL'} ${check.name}: ${check.detail}`);
+    };
+    const sumsOk = await checkChecksums(entry, add);
+    if (!options.checksumsOnly) {
+        // Reached only when every name passed the confined checksum pass; checked again at the point of use.
+        const archive = sumsOk ? await confine_entryFilePath(entry.dir, entry.metadata.files.postgres.name) : '';
+        // A corrupt file is already known: reading it further would only add noise.
+        if (sumsOk) {
+            add(await pgRestoreCheck(options.runner, archive, 'archive table of contents', ['--list'], (out) => `${out.lines} entries`));
+            add(await pgRestoreCheck(options.runner, archive, 'archive decompresses end to end', fullReadArgs(options.runner), () => 'every data block read'));
+            const redis = entry.metadata.files.redis;
+            if (redis) {
+                const check = await checkRdb(options.redisRunner ?? new runner_LocalRunner(), await confine_entryFilePath(entry.dir, redis.name));
+                add({ name: `${redis.name} (redis-check-rdb)`, ok: check.ok, detail: check.detail });
+            }
+        }
+    }
+    return { backupId: entry.id, ok: checks.every((c) => c.ok), checks };
+}
+async function checkChecksums(entry, add) {
+    let results;
+    try {
+        // Only the files backup.json names may be hashed: any other SHA256SUMS line is a failed check.
+        results = await sums_checkSums(entry.dir, { listed: Object.values(entry.metadata.files).flatMap((f) => (f ? [f.name] : [])) });
+    }
+    catch (error) {
+        add({ name: sums_SUMS_FILE, ok: false, detail: `cannot read ${sums_SUMS_FILE}: ${error.message}` });
+        return false;
+    }
+    let ok = true;
+    for (const r of results) {
+        const detail = r.error ? r.error : r.ok ? `sha256 ${r.actual}` : `sha256 is ${r.actual}, ${sums_SUMS_FILE} says ${r.expected}`;
+        add({ name: `${r.file} checksum`, ok: r.ok, detail });
+        ok &&= r.ok;
+    }
+    // Each file backup.json names must be listed with the same hash: a missing line is not a pass.
+    const listed = new Map(results.map((r) => [r.file, r.expected]));
+    for (const file of Object.values(entry.metadata.files)) {
+        if (!file)
+            continue;
+        const expected = listed.get(file.name);
+        if (expected !== file.sha256) {
+            add({ name: `${file.name} recorded`, ok: false, detail: expected ? `${sums_SUMS_FILE} and ${metadata_BACKUP_METADATA_FILE} disagree` : `${file.name} is missing from ${sums_SUMS_FILE}` });
+            ok = false;
+        }
+    }
+    return ok;
+}
+/** Where pg_restore reads the archive: the path for local tools, stdin inside a container. */
+function archiveInput(runner, path) {
+    return runner instanceof runner_LocalRunner ? { args: [path] } : { args: [], stdin: (0,external_node_fs_.createReadStream)(path, { highWaterMark: 1024 * 1024 }) };
+}
+/**
+ * pg_restore's arguments to read a whole archive without a database: it writes the script, so
+ * every data block is inflated. A container's pg_restore writes it to stdout, for the caller to discard.
+ */
+function fullReadArgs(runner) {
+    return [runner instanceof runner_LocalRunner ? '--file=/dev/null' : '--file=-'];
+}
+async function pgRestoreCheck(runner, archive, name, args, describe) {
+    const input = archiveInput(runner, archive);
+    try {
+        const running = runner.start({ tool: 'pg_restore', args: [...args, ...input.args], stdin: input.stdin });
+        let bytes = 0;
+        let lines = 0;
+        running.stdout.on('data', (chunk) => {
+            bytes += chunk.length;
+            for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1))
+                lines++;
+        });
+        const result = await running.done;
+        if (result.exitCode !== 0)
+            return { name, ok: false, detail: `pg_restore ${describeExit(result)}: ${lastLines(result.stderr, 3)}` };
+        return { name, ok: true, detail: describe({ bytes, lines }) };
+    }
+    catch (error) {
+        return { name, ok: false, detail: error.message };
+    }
+}
+/**
+ * Records a verification in backup.json, so listings and retention can see it. Under the
+ * environment lock (so a prune cannot delete the entry meanwhile) and only into the entry that was
+ * verified, still whole: its backup.json, SHA256SUMS and every file it names are there with the
+ * hashes that were checked. An entry deleted while it was being verified stays deleted: nothing
+ * is recorded and the verification fails (exit 1).
+ */
+async function recordVerification(catalog, env, entry, report, options = {}) {
+    const record = async () => {
+        const gone = (why) => errors_failure('BACKUP_GONE', `backup ${entry.id} ${why} while it was being verified, so the result was not recorded (it ${report.ok ? 'passed' : 'failed'} its checks)`, {
+            fix: `list what is left with: lifeline backups --env ${env}; verify another backup (lifeline verify latest --env ${env})`,
+        });
+        const current = await catalog.get(env, 'backups', entry.id, metadata_BACKUP_METADATA_FILE);
+        if (!current)
+            throw gone('was deleted');
+        if (JSON.stringify(current.metadata.files) !== JSON.stringify(entry.metadata.files))
+            throw gone('was replaced');
+        const names = [sums_SUMS_FILE, ...Object.values(current.metadata.files).flatMap((f) => (f ? [f.name] : []))];
+        for (const name of names) {
+            if (!(await fileExists((0,external_node_path_namespaceObject.join)(current.dir, name))))
+                throw gone(`lost ${name}`);
+        }
+        const metadata = { ...current.metadata, verified: { at: (options.now ?? new Date()).toISOString(), ok: report.ok, checks: report.checks } };
+        if (!(await catalog.rewriteExistingMetadata(current, metadata_BACKUP_METADATA_FILE, metadata)))
+            throw gone('was deleted');
+        return { ...current, metadata };
+    };
+    if (options.lockHeld)
+        return record();
+    return withLock(catalog.envDir(env), env, { command: `verify ${entry.id} (recording the result)`, waitSeconds: options.lockWaitSeconds ?? 60 }, record);
+}
+async function fileExists(path) {
+    try {
+        return (await (0,promises_namespaceObject.stat)(path)).isFile();
+    }
+    catch {
+        return false;
+    }
+}
+
+;// CONCATENATED MODULE: ./src/postgres/verified-dump.ts
+
+
+
+
+
+
+
+
+/** Bytes queued for pg_restore before the stream waits for it: bounded memory whatever the size. */
+const READER_BUFFER = 1024 * 1024;
+/**
+ * Runs pg_dump into the staged entry and, with `verify`, into `pg_restore --file=/dev/null` at the
+ * same time: one pass writes, hashes and reads back every data block (pg_restore inflates each
+ * one to write the script), so a verified backup costs no second read of the archive. The slowest
+ * of the file and the reader paces pg_dump. Any failure (pg_dump, the disk, the reader) kills what
+ * still runs and throws; the caller aborts the staged entry, so nothing lists.
+ *
+ * `abort` stops it from outside (the inspection running beside it failed); the promise then
+ * rejects with the given error.
+ */
+function startVerifiedDump(options) {
+    const { runner, staged } = options;
+    const dump = runner.start({ tool: 'pg_dump', args: options.pgDumpArgs, env: pgEnv(options.conn) });
+    let aborted;
+    let reader;
+    let readerFailedFirst = false;
+    const stopAll = () => {
+        dump.kill('SIGTERM');
+        reader?.kill('SIGTERM');
+    };
+    const done = (async () => {
+        const file = staged.addWriter(metadata_POSTGRES_ARCHIVE_FILE);
+        const feed = options.verify ? new external_node_stream_.PassThrough({ highWaterMark: READER_BUFFER }) : undefined;
+        if (feed) {
+            reader = runner.start({ tool: 'pg_restore', args: fullReadArgs(runner), stdin: feed });
+            // With --file=- (a container's pg_restore) the script comes back here: discard it.
+            reader.stdout.resume();
+        }
+        let readerResult;
+        const readerDone = reader?.done.then((r) => (readerResult = r));
+        readerDone?.catch(() => { });
+        const onBytes = progressReporter(options.logger, 'pg_dump', options.progress);
+        let bytes = 0;
+        let written;
+        try {
+            for await (const chunk of dump.stdout) {
+                if (aborted)
+                    break;
+                bytes += chunk.length;
+                onBytes(bytes);
+                const waits = [];
+                if (!file.stream.write(chunk))
+                    waits.push(drained(file.stream));
+                // A reader that already exited reads no more: its verdict comes from its exit status.
+                if (feed && !readerResult && !feed.write(chunk))
+                    waits.push(Promise.race([drained(feed), readerDone]));
+                if (waits.length)
+                    await Promise.all(waits);
+                // A reader that failed mid-stream already condemned the archive: stop pg_dump now.
+                if (readerResult && readerResult.exitCode !== 0) {
+                    readerFailedFirst = true;
+                    break;
+                }
+            }
+            if (aborted || readerFailedFirst)
+                stopAll();
+            file.stream.end();
+            feed?.end();
+            written = await file.done();
+        }
+        catch (error) {
+            // Writing failed (disk full, ...): stop pg_dump rather than leave it blocked on a full pipe.
+            stopAll();
+            feed?.destroy();
+            file.stream.destroy();
+            // The file's own pipeline rejects too; it is the same error, already handled here.
+            await Promise.all([dump.done.catch(() => { }), readerDone?.catch(() => { }), file.done().catch(() => { })]);
+            if (aborted)
+                throw aborted;
+            // ENOSPC, EROFS, EACCES: the path, what was not written and the fix, in one message.
+            throw describeFilesystemError(error, 'nothing was added to the catalog', staged.dir) ?? errors_failure('BACKUP_WRITE_FAILED', `writing the archive into ${staged.finalDir} failed: ${error.message}`, { fix: 'free space in the backup store (or prune old backups) and retry', cause: error });
+        }
+        const dumped = await dump.done;
+        const read = readerDone ? await readerDone : undefined;
+        if (aborted)
+            throw aborted;
+        // pg_dump's own failure explains a truncated archive better than the reader's complaint about
+        // it, unless the reader failed first and pg_dump was stopped because of it.
+        if (dumped.exitCode !== 0 && !readerFailedFirst) {
+            throw errors_failure('PG_DUMP_FAILED', `pg_dump failed (${describeExit(dumped)}): ${lastLines(dumped.stderr)}`, { fix: 'read the pg_dump error above; nothing was added to the catalog' });
+        }
+        const archive = { name: metadata_POSTGRES_ARCHIVE_FILE, ...written };
+        if (!read)
+            return { archive, checks: [] };
+        if (read.exitCode !== 0 || readerFailedFirst) {
+            throw errors_failure('ARCHIVE_UNREADABLE', `pg_restore could not read the archive pg_dump wrote (${describeExit(read)}): ${lastLines(read.stderr, 3)}`, {
+                fix: 'nothing was added to the catalog; retry the backup, and if it fails again check the host (memory errors, pg_dump and pg_restore of the same version)',
+            });
+        }
+        const checks = [
+            { name: `${metadata_POSTGRES_ARCHIVE_FILE} checksum`, ok: true, detail: `sha256 ${archive.sha256} (hashed as it was written)` },
+            { name: 'archive decompresses end to end', ok: true, detail: 'every data block read by pg_restore as it was written' },
+        ];
+        // The table of contents of the finished file (cheap): what a restore reads first.
+        const list = await pgRestoreCheck(runner, staged.path(metadata_POSTGRES_ARCHIVE_FILE), 'archive table of contents', ['--list'], (out) => `${out.lines} entries`);
+        if (!list.ok)
+            throw errors_failure('ARCHIVE_UNREADABLE', `pg_restore --list cannot read the written archive: ${list.detail}`, { fix: 'nothing was added to the catalog; retry the backup' });
+        return { archive, checks: [checks[0], list, checks[1]] };
+    })();
+    done.catch(() => { });
+    return {
+        done,
+        abort(error) {
+            if (aborted)
+                return;
+            aborted = error;
+            stopAll();
+        },
+    };
+}
+/** Resolves when `stream` wants more; rejects when it failed or closed (so a dead stream never hangs the dump). */
+function drained(stream) {
+    if (stream.destroyed)
+        return Promise.reject(stream.errored ?? new Error('the stream was closed'));
+    return new Promise((resolve, reject) => {
+        const settle = (error) => {
+            stream.off('drain', onDrain);
+            stream.off('error', onError);
+            stream.off('close', onClose);
+            if (error)
+                reject(error);
+            else
+                resolve();
+        };
+        const onDrain = () => settle();
+        const onError = (error) => settle(error);
+        const onClose = () => settle(stream.errored ?? new Error('the stream was closed'));
+        stream.on('drain', onDrain);
+        stream.on('error', onError);
+        stream.on('close', onClose);
+    });
+}
+
+;// CONCATENATED MODULE: ./src/postgres/backup.ts
+
+
+
+
+
+
+
+
+
+
+
+
+
+/**
+ * Dumps the database (custom format) straight into a staged catalog entry, hashing (and with
+ * `verify`, reading back every block) in the same pass, with exact row counts taken in the dump's
+ * own snapshot while it runs. The entry is committed only when
  * every part succeeded; on any failure it is removed and nothing lists.
  */
 async function createBackup(options) {
@@ -38682,17 +53311,21 @@ async function createBackup(options) {
     return withLock(options.catalog.envDir(options.environment), options.environment, { command: `backup --label ${options.label}`, waitSeconds: options.lockWaitSeconds ?? 30 }, run);
 }
 async function createBackupLocked(options) {
-    const { catalog, environment, runner, conn, logger } = options;
+    const { catalog, environment, runner, logger } = options;
+    const lockTimeout = options.lockTimeoutSeconds ?? DEFAULT_LOCK_TIMEOUT_SECONDS;
+    const conn = withLockTimeout(options.conn, lockTimeout);
     const now = options.now ?? (() => new Date());
     const started = now();
-    const id = newEntryId(started);
-    const compressLevel = options.compressLevel ?? 6;
+    const id = store_newEntryId(started);
     const session = psql_PsqlSession.open(runner, conn);
     let staged;
     try {
         await connection_checkConnection(session, conn);
         const server = await serverVersion(session);
         const dumpVersion = await toolVersion(runner, 'pg_dump');
+        const compression = options.compression ?? (options.compressLevel !== undefined ? fromGzipLevel(options.compressLevel) : defaultCompression(dumpVersion.major));
+        // A method this pg_dump cannot write is a usage error (exit 2) before anything runs.
+        const compressArg = pgDumpCompressArg(compression, dumpVersion.major);
         if (server.major > dumpVersion.major) {
             throw errors_refusal('PG_DUMP_TOO_OLD', `the server runs PostgreSQL ${server.major} but pg_dump is version ${dumpVersion.major} (${runner.where}); pg_dump cannot dump a newer server`, `install the PostgreSQL ${server.major} client tools (Debian: apt-get install postgresql-client-${server.major}) or set postgres.binDir to their directory`);
         }
@@ -38704,37 +53337,44 @@ async function createBackupLocked(options) {
         const snapshot = await session.queryValue('SELECT pg_export_snapshot()');
         if (!snapshot)
             throw errors_failure('SNAPSHOT_FAILED', 'the server did not export a snapshot');
-        const rowCounts = await exactRowCounts(session);
-        const fingerprint = await schemaFingerprint(session);
-        const head = await migrationHead(session, options.migrationHeadQuery);
-        staged = await catalog.begin(environment, 'backups', id, BACKUP_METADATA_FILE);
-        logger.info(`backup ${id}: dumping ${conn.database} (${Object.keys(rowCounts).length} tables) with ${runner.where}`);
-        const dump = runner.start({
-            tool: 'pg_dump',
-            args: ['--format=custom', `--compress=${compressLevel}`, `--snapshot=${snapshot}`, '--no-sync'],
-            env: pgEnv(conn),
+        // Everything read from the database itself runs in the exported snapshot while pg_dump streams
+        // (the same data, and no wait before the dump starts); it takes a fraction of the dump's time.
+        const inspection = (async () => ({
+            rowCounts: await exactRowCounts(session),
+            fingerprint: await schemaFingerprint(session),
+            head: await migrationHead(session, options.migrationHeadQuery),
+            // Database-level state (privileges, settings, connection limit, comment) is not in the dump's contents.
+            databaseState: await databaseLevelState(session, conn.database),
+            systemIdentifier: await session.queryValue(`SELECT CASE WHEN has_function_privilege('pg_control_system()', 'execute') THEN (SELECT system_identifier::text FROM pg_control_system()) END`),
+        }))();
+        inspection.catch(() => { });
+        staged = await catalog.begin(environment, 'backups', id, metadata_BACKUP_METADATA_FILE);
+        // Roles and tablespaces are cluster-wide, outside any snapshot: saved while pg_dump runs.
+        const globalsSaved = dumpGlobals(staged, options);
+        globalsSaved.catch(() => { });
+        logger.info(`backup ${id}: dumping ${conn.database} (${formatCompression(compression)}${options.verify ? ', read back by pg_restore as it is written' : ''}) with ${runner.where}`);
+        const dump = startVerifiedDump({
+            runner,
+            conn,
+            pgDumpArgs: ['--format=custom', compressArg, `--snapshot=${snapshot}`, '--no-sync', `--lock-wait-timeout=${Math.round(lockTimeout * 1000)}`],
+            staged,
+            verify: options.verify ?? false,
+            logger,
+            progress: options.progress,
         });
-        let archive;
-        try {
-            const written = await staged.addStream(POSTGRES_ARCHIVE_FILE, dump.stdout, progressReporter(logger, 'pg_dump', options.progress));
-            archive = { name: POSTGRES_ARCHIVE_FILE, ...written };
-        }
-        catch (error) {
-            // Writing failed (disk full, ...): stop pg_dump rather than leave it blocked on a full pipe.
-            dump.kill('SIGTERM');
-            await dump.done.catch(() => { });
-            throw errors_failure('BACKUP_WRITE_FAILED', `writing the archive into ${catalog.root} failed: ${error.message}`, { fix: 'free space in the backup store (or prune old backups) and retry', cause: error });
-        }
-        const dumped = await dump.done;
-        if (dumped.exitCode !== 0) {
-            throw errors_failure('PG_DUMP_FAILED', `pg_dump failed (${describeExit(dumped)}): ${lastLines(dumped.stderr)}`, { fix: 'read the pg_dump error above; nothing was added to the catalog' });
-        }
+        // A failed count or migration head query fails the backup now, not after a long dump.
+        inspection.catch((error) => dump.abort(error));
+        const { archive, checks } = await dump.done;
+        const { rowCounts, fingerprint, head, databaseState, systemIdentifier } = await inspection;
         await session.exec('COMMIT');
-        const globals = await dumpGlobals(staged, options);
+        const globals = await globalsSaved;
         let redis;
+        let redisCheck;
         if (options.redis) {
             const snap = await snapshotRedis(staged, { ...options.redis, logger });
             redis = { name: snap.name, bytes: snap.bytes, sha256: snap.sha256, keys: snap.keys };
+            // snapshotRedis fails the backup when redis-check-rdb does not pass.
+            redisCheck = { name: `${snap.name} (redis-check-rdb)`, ok: snap.check.ok, detail: snap.check.detail };
         }
         const finished = now();
         const metadata = {
@@ -38749,14 +53389,18 @@ async function createBackupLocked(options) {
             finishedAt: finished.toISOString(),
             durationSeconds: (finished.getTime() - started.getTime()) / 1000,
             database: conn.database,
+            ...(systemIdentifier ? { systemIdentifier } : {}),
+            ...(databaseState ? { databaseState } : {}),
             serverVersion: server.version,
             pgDumpVersion: dumpVersion.version,
             format: 'custom',
-            compressLevel,
+            compression,
+            ...(compression.method === 'gzip' || compression.method === 'none' ? { compressLevel: compression.level ?? 0 } : {}),
             files: { postgres: archive, ...(globals ? { globals } : {}), ...(redis ? { redis } : {}) },
             migrationHead: head,
             schemaFingerprint: fingerprint,
             rowCounts,
+            ...(options.verify ? { verified: { at: finished.toISOString(), ok: true, checks: [...checks, ...(redisCheck ? [redisCheck] : [])] } } : {}),
         };
         await staged.commit(metadata);
         logger.info(`backup ${id}: ${archive.bytes} bytes, sha256 ${archive.sha256}`);
@@ -38764,7 +53408,7 @@ async function createBackupLocked(options) {
     }
     catch (error) {
         await staged?.abort();
-        throw error;
+        throw await explainLockTimeout(error, runner, conn, `backup of ${conn.database}`, lockTimeout);
     }
     finally {
         await session.close();
@@ -38858,16 +53502,56 @@ async function runPhysicalBackup(settings, logger, options = {}) {
     logger.info(`physical backup ${backup.label} (${backup.type}) done`);
     return backup;
 }
-/** A recovery target time with an explicit zone; without one, the server's zone would silently decide. */
-const TARGET_TIME = /^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?\s*(Z|[+-]\d{2}(:?\d{2})?)$/i;
+/**
+ * A recovery target time with an explicit zone (without one, the server's zone would silently
+ * decide): date, time (seconds and up to six fraction digits optional) and every offset spelling
+ * PostgreSQL accepts: `Z`, `+00`, `+0000`, `+00:00`, `-05`, `+05:30`.
+ */
+const TARGET_TIME = /^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?\s*(?:(Z)|([+-])(\d{2})(?::?(\d{2}))?)$/i;
+const TARGET_TIME_FORMAT = 'write it as YYYY-MM-DD HH:MM[:SS[.ffffff]] with a zone: Z, +HH, +HHMM or +HH:MM (e.g. 2026-11-21T23:59:00Z or "2026-11-21 23:59:00.123456+05:30")';
+/**
+ * Checks a point-in-time target before anything starts and normalises it to UTC
+ * (`YYYY-MM-DD HH:MM:SS[.ffffff]+00`), which pgBackRest and PostgreSQL both read: every offset
+ * spelling of one instant gives the same text. Impossible dates and times (2026-02-30, 25:00) are
+ * usage errors, never rolled over into another day.
+ */
 function parseRecoveryTargetTime(value) {
-    // pgBackRest reads "YYYY-MM-DD HH:MM:SS.ffffff+00"; PostgreSQL reads that too.
-    const text = value.trim().replace(/^(\S+)T/i, '$1 ').replace(/\s*Z$/i, '+00');
-    const at = new Date(text.replace(' ', 'T').replace(/([+-]\d{2})$/, '$1:00').replace(/(\.\d{3})\d+/, '$1'));
-    if (!TARGET_TIME.test(value.trim()) || Number.isNaN(at.getTime())) {
-        throw usageError('BAD_PITR_TIME', `--pitr "${value}" is not a timestamp with a time zone`, 'write it as 2026-11-21T23:59:00Z or "2026-11-21 23:59:00.123456+00" (the zone is required)');
+    const input = value.trim();
+    const bad = (why) => usageError('BAD_PITR_TIME', `--pitr "${value}" ${why}`, TARGET_TIME_FORMAT);
+    const m = TARGET_TIME.exec(input);
+    if (!m)
+        throw bad('is not a timestamp with a time zone');
+    const [year, month, day, hour, minute] = [m[1], m[2], m[3], m[4], m[5]].map(Number);
+    const second = Number(m[6] ?? '0');
+    const fraction = m[7] ?? '';
+    if (month < 1 || month > 12)
+        throw bad(`has no month ${m[2]}`);
+    const daysInMonth = utcDate(year, month, 0, 0, 0, 0).getUTCDate();
+    if (day < 1 || day > daysInMonth)
+        throw bad(`is not a date: ${m[1]}-${m[2]} has ${daysInMonth} days`);
+    if (hour > 23 || minute > 59 || second > 59)
+        throw bad(`is not a time of day: ${m[4]}:${m[5]}${m[6] ? `:${m[6]}` : ''} (hours 00-23, minutes and seconds 00-59)`);
+    let offsetMinutes = 0;
+    if (!m[8]) {
+        const offsetHours = Number(m[10]);
+        const offsetMins = Number(m[11] ?? '0');
+        if (offsetHours > 15 || offsetMins > 59)
+            throw bad(`has an impossible offset ${m[9]}${m[10]}${m[11] ? `:${m[11]}` : ''}`);
+        offsetMinutes = (m[9] === '-' ? -1 : 1) * (offsetHours * 60 + offsetMins);
     }
+    // Whole seconds are exact; the fraction is carried as text so microseconds survive.
+    const utc = new Date(utcDate(year, month - 1, day, hour, minute, second).getTime() - offsetMinutes * 60_000);
+    const iso = utc.toISOString();
+    const text = `${iso.slice(0, 10)} ${iso.slice(11, 19)}${fraction ? `.${fraction}` : ''}+00`;
+    const at = new Date(utc.getTime() + Number(fraction.padEnd(3, '0').slice(0, 3)));
     return { text, at };
+}
+/** Date.UTC without its mapping of years 0-99 onto 1900-1999. */
+function utcDate(year, monthIndex, day, hour, minute, second) {
+    const date = new Date(0);
+    date.setUTCFullYear(year, monthIndex, day);
+    date.setUTCHours(hour, minute, second, 0);
+    return date;
 }
 /**
  * `pgbackrest restore --type=time` into an empty data directory owned by the postgres user.
@@ -38876,102 +53560,6 @@ function parseRecoveryTargetTime(value) {
 async function restorePhysicalToTime(physical, dataDir, targetTime, backupLabel, runner) {
     const args = [`--pg1-path=${dataDir}`, `--set=${backupLabel}`, '--type=time', `--target=${targetTime}`, '--target-action=promote'];
     await runPgBackRest(physical, 'restore', args, 'pgbackrest restore', runner);
-}
-
-;// CONCATENATED MODULE: ./src/postgres/verify.ts
-
-
-
-
-
-
-
-/**
- * Checks a backup end to end: every file against SHA256SUMS (and SHA256SUMS against backup.json),
- * that pg_restore reads the archive's table of contents, that every data block decompresses,
- * and that the Redis snapshot parses. Never throws for a bad backup: the report says what failed.
- */
-async function verifyBackup(entry, options) {
-    const checks = [];
-    const add = (check) => {
-        checks.push(check);
-        options.logger.info(`${check.ok ? 'ok  ' : 'FAIL'} ${check.name}: ${check.detail}`);
-    };
-    const sumsOk = await checkChecksums(entry, add);
-    if (!options.checksumsOnly) {
-        const archive = (0,external_node_path_namespaceObject.join)(entry.dir, entry.metadata.files.postgres.name);
-        // A corrupt file is already known: reading it further would only add noise.
-        if (sumsOk) {
-            add(await pgRestoreCheck(options.runner, archive, 'archive table of contents', ['--list'], (out) => `${out.lines} entries`));
-            // pg_restore without a database writes the whole script, so every data block is inflated.
-            const sink = options.runner instanceof runner_LocalRunner ? '--file=/dev/null' : '--file=-';
-            add(await pgRestoreCheck(options.runner, archive, 'archive decompresses end to end', [sink], () => 'every data block read'));
-            const redis = entry.metadata.files.redis;
-            if (redis) {
-                const check = await checkRdb(options.redisRunner ?? new runner_LocalRunner(), (0,external_node_path_namespaceObject.join)(entry.dir, redis.name));
-                add({ name: `${redis.name} (redis-check-rdb)`, ok: check.ok, detail: check.detail });
-            }
-        }
-    }
-    return { backupId: entry.id, ok: checks.every((c) => c.ok), checks };
-}
-async function checkChecksums(entry, add) {
-    let results;
-    try {
-        results = await sums_checkSums(entry.dir);
-    }
-    catch (error) {
-        add({ name: sums_SUMS_FILE, ok: false, detail: `cannot read ${sums_SUMS_FILE}: ${error.message}` });
-        return false;
-    }
-    let ok = true;
-    for (const r of results) {
-        const detail = r.error ? r.error : r.ok ? `sha256 ${r.actual}` : `sha256 is ${r.actual}, ${sums_SUMS_FILE} says ${r.expected}`;
-        add({ name: `${r.file} checksum`, ok: r.ok, detail });
-        ok &&= r.ok;
-    }
-    // Each file backup.json names must be listed with the same hash: a missing line is not a pass.
-    const listed = new Map(results.map((r) => [r.file, r.expected]));
-    for (const file of Object.values(entry.metadata.files)) {
-        if (!file)
-            continue;
-        const expected = listed.get(file.name);
-        if (expected !== file.sha256) {
-            add({ name: `${file.name} recorded`, ok: false, detail: expected ? `${sums_SUMS_FILE} and ${BACKUP_METADATA_FILE} disagree` : `${file.name} is missing from ${sums_SUMS_FILE}` });
-            ok = false;
-        }
-    }
-    return ok;
-}
-/** Where pg_restore reads the archive: the path for local tools, stdin inside a container. */
-function archiveInput(runner, path) {
-    return runner instanceof runner_LocalRunner ? { args: [path] } : { args: [], stdin: (0,external_node_fs_.createReadStream)(path, { highWaterMark: 1024 * 1024 }) };
-}
-async function pgRestoreCheck(runner, archive, name, args, describe) {
-    const input = archiveInput(runner, archive);
-    try {
-        const running = runner.start({ tool: 'pg_restore', args: [...args, ...input.args], stdin: input.stdin });
-        let bytes = 0;
-        let lines = 0;
-        running.stdout.on('data', (chunk) => {
-            bytes += chunk.length;
-            for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1))
-                lines++;
-        });
-        const result = await running.done;
-        if (result.exitCode !== 0)
-            return { name, ok: false, detail: `pg_restore ${describeExit(result)}: ${lastLines(result.stderr, 3)}` };
-        return { name, ok: true, detail: describe({ bytes, lines }) };
-    }
-    catch (error) {
-        return { name, ok: false, detail: error.message };
-    }
-}
-/** Records a verification in backup.json, so listings and retention can see it. */
-async function recordVerification(catalog, entry, report, now = new Date()) {
-    const metadata = { ...entry.metadata, verified: { at: now.toISOString(), ok: report.ok, checks: report.checks } };
-    await catalog.updateMetadata(entry, BACKUP_METADATA_FILE, metadata);
-    return { ...entry, metadata };
 }
 
 ;// CONCATENATED MODULE: ./src/postgres/amcheck.ts
@@ -39290,15 +53878,21 @@ function isRestoreProgressLine(line) {
 
 
 
+
+/** "host:port/database": how every prompt and refusal names a target, so a wrong server is visible. */
+function describeTarget(conn) {
+    return `${conn.host.includes(':') ? `[${conn.host}]` : conn.host}:${conn.port}/${conn.database}`;
+}
 /** Refuses (exit 3) unless `confirm` is exactly the database's name: no trimming, no case folding. */
-function requireDestructiveConfirmation(database, confirm) {
+function requireDestructiveConfirmation(target, confirm, holds = 'holds data') {
+    const database = target.database;
     if (confirm === database)
         return;
-    const fix = `pass --confirm ${database} (exactly the target database's name) to replace it; a pre-restore backup is taken first`;
+    const fix = `pass --confirm ${database} (exactly the target database's name) to replace ${describeTarget(target)}; a pre-restore backup is taken first`;
     if (confirm === undefined || confirm === '') {
-        throw errors_refusal('CONFIRMATION_REQUIRED', `restoring into "${database}" replaces a database that holds data, and --confirm was not given`, fix);
+        throw errors_refusal('CONFIRMATION_REQUIRED', `restoring into ${describeTarget(target)} replaces a database that ${holds}, and --confirm was not given`, fix);
     }
-    throw errors_refusal('CONFIRMATION_MISMATCH', `--confirm ${JSON.stringify(confirm)} does not match the target database ${JSON.stringify(database)} exactly`, fix);
+    throw errors_refusal('CONFIRMATION_MISMATCH', `--confirm ${JSON.stringify(confirm)} does not match the target database ${JSON.stringify(database)} on ${target.host}:${target.port} exactly`, fix);
 }
 /**
  * Runs pg_restore into `conn` (an existing, empty database), then checks it against backup.json:
@@ -39309,7 +53903,8 @@ function requireDestructiveConfirmation(database, confirm) {
  */
 async function restoreArchiveInto(conn, options) {
     const { backup, runner, logger } = options;
-    const archive = (0,external_node_path_namespaceObject.join)(backup.dir, backup.metadata.files.postgres.name);
+    // The name comes from backup.json: confined to the entry even when --skip-verify skipped the checksums.
+    const archive = await confine_entryFilePath(backup.dir, backup.metadata.files.postgres.name);
     const input = archiveInput(runner, archive);
     const jobs = input.stdin ? 1 : Math.max(1, options.jobs ?? 2);
     // Early checks need to see each table once its data is committed: parallel restores only.
@@ -39401,7 +53996,7 @@ function compareCounts(expected, actual) {
 }
 /**
  * Restores a backup into a fresh database (created when missing) and checks it: the isolated
- * restore a drill needs. Refuses a target that already holds tables.
+ * restore a drill needs. Refuses a target that holds any user object (`userObjects`).
  */
 async function restoreIntoFreshDatabase(options) {
     const { target, runner } = options;
@@ -39410,9 +54005,9 @@ async function restoreIntoFreshDatabase(options) {
     const admin = PsqlSession.open(runner, maintenanceConnection(target));
     try {
         await checkConnection(admin, maintenanceConnection(target));
-        const state = await databaseState(admin, runner, target);
+        const state = await databaseState(runner, target);
         if (state.holdsData) {
-            throw refusal('TARGET_NOT_EMPTY', `database ${target.database} on ${target.host}:${target.port} already holds ${state.tables} tables; an isolated restore needs an empty or new database`, 'choose a new database name, or use lifeline restore with --confirm to replace it');
+            throw refusal('TARGET_NOT_EMPTY', `database ${describeTarget(target)} is not empty (${describeUserObjects(state.objects)}); an isolated restore needs an empty or new database`, 'choose a new database name, or use lifeline restore with --confirm to replace it');
         }
         if (!state.exists)
             await admin.exec(`CREATE DATABASE ${quoteIdent(target.database)} TEMPLATE template0`);
@@ -39424,66 +54019,117 @@ async function restoreIntoFreshDatabase(options) {
 }
 const RESTORE_LOG = 'restores.jsonl';
 /**
- * Restores a backup into `target`. A target that holds data needs `confirm` equal to its name
- * (refused before anything is touched otherwise), gets a `pre-restore` backup, and is replaced
- * only after the restore was checked in a scratch database (a rename swap). A failure at any
- * step before the swap leaves the target exactly as it was.
+ * Restores a backup into `target`. Everything that decides is done under the environment lock:
+ * a target that holds any user object needs `confirm` equal to its name (refused before anything
+ * is touched otherwise). The restore goes into a scratch database, is checked (rows, schema,
+ * database-level state), and replaces the target by a rename swap; immediately before the swap
+ * the target is looked at again: if it gained data since the decision, the restore is refused
+ * (unless confirmed), and whatever it holds then is saved in a `pre-restore` backup. A failure at
+ * any step before the swap leaves the target exactly as it was.
  */
 async function restoreBackup(options) {
-    const { target, runner, backup } = options;
+    const lockTimeout = options.lockTimeoutSeconds ?? DEFAULT_LOCK_TIMEOUT_SECONDS;
+    const target = withLockTimeout(options.target, lockTimeout);
     const maintenance = maintenanceConnection(target);
-    const admin = psql_PsqlSession.open(runner, maintenance);
-    let before;
+    // A wrong URL or password fails at once, before waiting for the lock; nothing is decided here.
+    const admin = psql_PsqlSession.open(options.runner, maintenance);
     try {
         await connection_checkConnection(admin, maintenance);
-        before = await databaseState(admin, runner, target);
     }
     finally {
         await admin.close();
     }
-    if (before.holdsData)
-        requireDestructiveConfirmation(target.database, options.confirm);
-    return withLock(options.catalog.envDir(options.environment), options.environment, { command: `restore ${backup.id} into ${target.database}`, waitSeconds: options.lockWaitSeconds ?? 30 }, () => restoreLocked(options, before, maintenance));
+    return withLock(options.catalog.envDir(options.environment), options.environment, { command: `restore ${options.backup.id} into ${describeTarget(target)}`, waitSeconds: options.lockWaitSeconds ?? 30 }, () => restoreLocked({ ...options, target }, maintenance, lockTimeout));
 }
-async function restoreLocked(options, before, maintenance) {
+async function restoreLocked(options, maintenance, lockTimeout) {
     const { target, runner, logger, backup } = options;
     const started = Date.now();
+    // Decided under the lock: what the target holds now, not before another run finished.
+    const before = await databaseState(runner, target);
+    if (before.holdsData)
+        requireDestructiveConfirmation(target, options.confirm, `holds ${inspect_describeUserObjects(before.objects)}`);
+    if (backup.metadata.database !== target.database) {
+        logger.warn(`backup ${backup.id} is of database ${backup.metadata.database}, restored into ${describeTarget(target)} as asked by its id`);
+    }
     if (options.skipVerify)
         logger.warn('checksum verification skipped (--skip-verify); this is recorded with the restore');
     else
         await requireIntactChecksums(backup, logger);
-    let preRestoreBackupId;
-    if (before.holdsData && options.preRestoreBackup !== false) {
-        const pre = await createBackup({ catalog: options.catalog, environment: options.environment, runner, conn: target, label: 'pre-restore', logger, lockHeld: true, migrationHeadQuery: options.migrationHeadQuery, compressLevel: options.compressLevel });
-        preRestoreBackupId = pre.id;
-        logger.info(`pre-restore backup of ${target.database}: ${pre.id} (restore it to undo this restore)`);
-    }
     const scratch = scratchName(target.database);
     const encoding = before.exists ? `ENCODING ${quoteLiteral(before.encoding)} LC_COLLATE ${quoteLiteral(before.collate)} LC_CTYPE ${quoteLiteral(before.ctype)}` : '';
     await execOnce(runner, maintenance, `CREATE DATABASE ${postgres_env_quoteIdent(scratch)} TEMPLATE template0 ${encoding}`);
     let checks;
+    let stateCheck;
+    let preRestoreBackupId;
+    let swap;
     try {
         checks = await restoreArchiveInto(withDatabase(target, scratch), options);
-        if (!checks.ok) {
-            throw errors_failure('RESTORE_CHECK_FAILED', `the restored copy does not match backup ${backup.id} (${describeCheckFailure(checks)}); ${target.database} was not touched`, { fix: 'verify the backup (lifeline verify) and check that the source had no unlogged or foreign tables', details: { checks } });
+        stateCheck = await applyDatabaseLevelState(runner, maintenance, scratch, backup, { privileges: !options.noOwner, owner: before.owner, logger });
+        if (!checks.ok || !stateCheck.ok) {
+            throw errors_failure('RESTORE_CHECK_FAILED', `the restored copy does not match backup ${backup.id} (${describeCheckFailure(checks, stateCheck)}); ${describeTarget(target)} was not touched`, {
+                fix: stateCheck.ok ? 'verify the backup (lifeline verify) and check that the source had no unlogged or foreign tables' : 'the roles named by the database privileges or settings must exist on this server: restore globals.sql first, or pass --no-owner',
+                details: { checks, databaseState: stateCheck },
+            });
         }
-        await swapDatabases(runner, maintenance, target.database, scratch, before, logger);
+        // Looked at again: rows may have arrived while pg_restore ran.
+        const now = await databaseState(runner, target);
+        if (now.holdsData && !before.holdsData) {
+            if (options.confirm !== target.database) {
+                throw errors_refusal('TARGET_CHANGED', `${describeTarget(target)} was empty when the restore started and now holds ${inspect_describeUserObjects(now.objects)} (written while the restore ran); nothing was replaced`, `find out who writes to ${target.database}; to replace it anyway, re-run with --confirm ${target.database} (a pre-restore backup is taken first)`);
+            }
+            logger.warn(`${describeTarget(target)} gained ${inspect_describeUserObjects(now.objects)} while the restore ran; it is backed up before it is replaced (--confirm was given)`);
+        }
+        if (now.holdsData && options.preRestoreBackup !== false) {
+            // Taken as late as possible, so it holds what was written while the restore ran.
+            const pre = await createBackup({ catalog: options.catalog, environment: options.environment, runner, conn: target, label: 'pre-restore', logger, lockHeld: true, migrationHeadQuery: options.migrationHeadQuery, compression: options.compression, compressLevel: options.compressLevel, lockTimeoutSeconds: lockTimeout });
+            preRestoreBackupId = pre.id;
+            logger.info(`pre-restore backup of ${describeTarget(target)}: ${pre.id} (restore it to undo this restore)`);
+        }
+        const decidedEmpty = !now.holdsData;
+        swap = await swapDatabases(runner, maintenance, target.database, scratch, now, logger, async () => {
+            // The last look, with the target's sessions ended: an empty target must still be empty.
+            if (!decidedEmpty)
+                return;
+            const last = await databaseState(runner, target);
+            if (last.holdsData) {
+                throw errors_refusal('TARGET_CHANGED', `${describeTarget(target)} gained ${inspect_describeUserObjects(last.objects)} just before the swap; nothing was replaced`, `find out who writes to ${target.database}, then re-run the restore (with --confirm ${target.database} to replace it, after a pre-restore backup)`);
+            }
+        });
     }
     catch (error) {
         await execOnce(runner, maintenance, `DROP DATABASE IF EXISTS ${postgres_env_quoteIdent(scratch)} WITH (FORCE)`).catch(() => { });
+        if (preRestoreBackupId)
+            logger.info(`the pre-restore backup ${preRestoreBackupId} stays in the catalog`);
         throw error;
     }
+    const warnings = [...swap.warnings];
+    if (swap.sessionsTerminated)
+        logger.info(`ended ${swap.sessionsTerminated} session${swap.sessionsTerminated === 1 ? '' : 's'} on ${describeTarget(target)} for the swap`);
     const result = {
         backupId: backup.id,
+        sourceDatabase: backup.metadata.database,
         target: maskedUrl(target),
+        host: target.host,
+        port: target.port,
         database: target.database,
-        destructive: before.holdsData,
+        destructive: Boolean(preRestoreBackupId) || before.holdsData,
         checksumsVerified: !options.skipVerify,
-        ...(preRestoreBackupId ? { preRestoreBackupId } : {}),
+        ...(preRestoreBackupId ? { preRestoreBackupId, undoCommand: options.undoCommand?.(preRestoreBackupId) ?? `lifeline restore --env ${options.environment} --backup ${preRestoreBackupId} --target-env TARGET_URL --confirm ${target.database} (TARGET_URL holding the same URL)` } : {}),
         checks,
+        databaseState: stateCheck,
+        sessionsTerminated: swap.sessionsTerminated,
+        warnings,
         seconds: (Date.now() - started) / 1000,
     };
-    await options.catalog.appendLog(options.environment, RESTORE_LOG, { at: new Date().toISOString(), ...result });
+    // The swap has committed: from here on, a problem is a warning on a restore that succeeded.
+    try {
+        await options.catalog.appendLog(options.environment, RESTORE_LOG, { at: new Date().toISOString(), ...result });
+    }
+    catch (error) {
+        const warning = `the restore succeeded but could not be recorded in ${RESTORE_LOG}: ${error.message}`;
+        logger.warn(warning);
+        warnings.push(warning);
+    }
     return result;
 }
 async function requireIntactChecksums(backup, logger) {
@@ -39493,47 +54139,163 @@ async function requireIntactChecksums(backup, logger) {
         throw errors_refusal('BACKUP_CORRUPT', `backup ${backup.id} fails its checksums, so it will not be restored (${bad.join('; ')})`, 'restore another backup (lifeline backups lists them); this one is damaged', { checks: report.checks });
     }
 }
-async function databaseState(admin, runner, target) {
-    const [row] = await admin.query(`SELECT pg_get_userbyid(datdba) AS owner, pg_encoding_to_char(encoding) AS encoding, datcollate AS collate, datctype AS ctype FROM pg_database WHERE datname = ${quoteLiteral(target.database)}`);
+/** Whether the database exists and what it holds: any user object at all counts (`userObjects`). */
+async function databaseState(runner, target) {
+    // Catalog reads only: bounded so a server in trouble cannot hold the environment lock forever.
+    const bounded = { ...target, timeouts: { ...target.timeouts, statementSeconds: Math.max(30, target.timeouts?.lockSeconds ?? 0) } };
+    const [row] = await queryOnceOn(runner, maintenanceConnection(bounded), `SELECT pg_get_userbyid(datdba) AS owner, pg_encoding_to_char(encoding) AS encoding, datcollate AS collate, datctype AS ctype FROM pg_database WHERE datname = ${quoteLiteral(target.database)}`);
     if (!row)
-        return { exists: false, holdsData: false, tables: 0 };
-    const session = psql_PsqlSession.open(runner, target);
+        return { exists: false, holdsData: false, objects: [] };
+    const session = psql_PsqlSession.open(runner, bounded);
     try {
-        const tables = (await userTables(session)).length;
-        return { exists: true, holdsData: tables > 0, tables, ...row };
+        const objects = await userObjects(session);
+        return { exists: true, holdsData: objects.length > 0, objects, ...row };
     }
     finally {
         await session.close();
     }
 }
 /**
- * Replaces `target` with `scratch` in one transaction (renames are transactional), after ending
- * the target's sessions; the old database is dropped only once the swap committed. psql stops at
- * the first error, so each attempt gets a fresh session.
+ * Gives the scratch database the backup's database-level state (privileges, settings, per-role
+ * settings, connection limit, comment), then reads it back and compares. Settings are applied
+ * after pg_restore, so e.g. a database-wide default_transaction_read_only cannot break it.
  */
-async function swapDatabases(runner, maintenance, target, scratch, before, logger) {
-    if (before.owner)
-        await execOnce(runner, maintenance, `ALTER DATABASE ${postgres_env_quoteIdent(scratch)} OWNER TO ${postgres_env_quoteIdent(before.owner)}`);
-    if (!before.exists) {
+async function applyDatabaseLevelState(runner, maintenance, scratch, backup, options) {
+    const expected = backup.metadata.databaseState;
+    if (!expected) {
+        options.logger.warn(`backup ${backup.id} predates recording database-level privileges and settings: they are neither restored nor compared`);
+        return { recorded: false, ok: true, privileges: options.privileges, differences: [] };
+    }
+    const db = postgres_env_quoteIdent(scratch);
+    const statements = [];
+    // The owner first: an ACL names the owner's own rights, which follow an ownership change.
+    if (options.owner && options.privileges)
+        statements.push(`ALTER DATABASE ${db} OWNER TO ${postgres_env_quoteIdent(options.owner)}`);
+    for (const setting of expected.settings)
+        statements.push(`ALTER DATABASE ${db} SET ${settingClause(setting)}`);
+    if (expected.connectionLimit !== -1)
+        statements.push(`ALTER DATABASE ${db} CONNECTION LIMIT ${Number(expected.connectionLimit)}`);
+    if (expected.comment !== null)
+        statements.push(`COMMENT ON DATABASE ${db} IS ${quoteLiteral(expected.comment)}`);
+    if (options.privileges) {
+        for (const [role, settings] of Object.entries(expected.roleSettings)) {
+            for (const setting of settings)
+                statements.push(`ALTER ROLE ${postgres_env_quoteIdent(role)} IN DATABASE ${db} SET ${settingClause(setting)}`);
+        }
+        if (expected.acl) {
+            statements.push(`REVOKE ALL ON DATABASE ${db} FROM PUBLIC`, `REVOKE ALL ON DATABASE ${db} FROM CURRENT_USER`);
+            if (options.owner)
+                statements.push(`REVOKE ALL ON DATABASE ${db} FROM ${postgres_env_quoteIdent(options.owner)}`);
+            // Each entry is `grantee PRIVILEGE[ WITH GRANT OPTION]`, grantee already quoted (or PUBLIC).
+            for (const item of expected.acl) {
+                const match = /^(PUBLIC|"(?:[^"]|"")+"|[a-z_][a-z0-9_$]*) (CREATE|CONNECT|TEMPORARY)( WITH GRANT OPTION)?$/.exec(item);
+                if (!match)
+                    throw errors_failure('DATABASE_ACL_UNREADABLE', `backup ${backup.id} records a database privilege Lifeline cannot read: ${JSON.stringify(item)}`, { fix: 'restore with --no-owner and set the database privileges by hand' });
+                statements.push(`GRANT ${match[2]} ON DATABASE ${db} TO ${match[1]}${match[3] ?? ''}`);
+            }
+        }
+    }
+    const differences = [];
+    // One session for all (each statement is idempotent); only when one fails, each on its own, to name it.
+    const together = statements.length ? await execOnce(runner, maintenance, statements.join(';\n')).then(() => true, () => false) : true;
+    if (!together) {
+        for (const statement of statements) {
+            await execOnce(runner, maintenance, statement).catch((error) => differences.push(`could not apply ${statement.replace(db, 'the database')}: ${error.message.replace(/^query against \S+ failed: /, '')}`));
+        }
+    }
+    const session = psql_PsqlSession.open(runner, maintenance);
+    let actual;
+    try {
+        actual = await databaseLevelState(session, scratch);
+    }
+    finally {
+        await session.close();
+    }
+    differences.push(...compareDatabaseLevelState(expected, actual, { privileges: options.privileges }));
+    const ok = differences.length === 0;
+    options.logger.info(`${ok ? 'ok  ' : 'FAIL'} database privileges and settings${options.privileges ? '' : ' (privileges and role settings skipped: --no-owner)'}${ok ? '' : `: ${differences.join('; ')}`}`);
+    return { recorded: true, ok, privileges: options.privileges, differences };
+}
+/** `name=value` as pg_db_role_setting stores it → `name TO ...` (list settings such as search_path item by item, as pg_dump does). */
+function settingClause(setting) {
+    const eq = setting.indexOf('=');
+    const name = setting.slice(0, eq);
+    const value = setting.slice(eq + 1);
+    if (!/^[A-Za-z_][A-Za-z0-9_.]*$/.test(name))
+        throw errors_failure('DATABASE_SETTING_UNREADABLE', `a recorded database setting has an unexpected name: ${JSON.stringify(setting)}`);
+    const LIST_SETTINGS = new Set(['search_path', 'temp_tablespaces', 'session_preload_libraries', 'local_preload_libraries', 'shared_preload_libraries', 'unix_socket_directories']);
+    if (!LIST_SETTINGS.has(name.toLowerCase()))
+        return `${name} TO ${quoteLiteral(value)}`;
+    return `${name} TO ${splitGucList(value).map(quoteLiteral).join(', ')}`;
+}
+/** A GUC list value (`"$user", public`) into its items, unquoting double-quoted ones. */
+function splitGucList(value) {
+    const items = [];
+    let i = 0;
+    while (i < value.length) {
+        while (value[i] === ' ')
+            i++;
+        let item = '';
+        if (value[i] === '"') {
+            i++;
+            while (i < value.length) {
+                if (value[i] === '"' && value[i + 1] === '"') {
+                    item += '"';
+                    i += 2;
+                }
+                else if (value[i] === '"') {
+                    i++;
+                    break;
+                }
+                else
+                    item += value[i++];
+            }
+        }
+        else {
+            while (i < value.length && value[i] !== ',')
+                item += value[i++];
+            item = item.trim();
+        }
+        while (i < value.length && value[i] !== ',')
+            i++;
+        i++;
+        items.push(item);
+    }
+    return items;
+}
+/**
+ * Replaces `target` with `scratch` in one transaction (renames are transactional), after ending
+ * the target's sessions and a last look (`lastCheck`) with them gone; the old database is dropped
+ * only once the swap committed. psql stops at the first error, so each attempt gets a fresh session.
+ */
+async function swapDatabases(runner, maintenance, target, scratch, state, logger, lastCheck) {
+    if (state.owner)
+        await execOnce(runner, maintenance, `ALTER DATABASE ${postgres_env_quoteIdent(scratch)} OWNER TO ${postgres_env_quoteIdent(state.owner)}`);
+    if (!state.exists) {
         await execOnce(runner, maintenance, `ALTER DATABASE ${postgres_env_quoteIdent(scratch)} RENAME TO ${postgres_env_quoteIdent(target)}`);
-        return;
+        return { sessionsTerminated: 0, warnings: [] };
     }
     const retired = scratchName(target, 'old');
     const sessionsOf = `FROM pg_stat_activity WHERE datname IN (${quoteLiteral(target)}, ${quoteLiteral(scratch)}) AND pid <> pg_backend_pid()`;
+    let sessionsTerminated = 0;
     for (let attempt = 1;; attempt++) {
         try {
             // Termination is asynchronous: wait for the sessions to be gone before renaming.
-            await execOnce(runner, maintenance, `SELECT count(pg_terminate_backend(pid)) ${sessionsOf}`);
+            const [ended] = await queryOnceOn(runner, maintenance, `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))::int AS n ${sessionsOf}`);
+            sessionsTerminated += ended?.n ?? 0;
             for (let i = 0; i < 50; i++) {
                 const [row] = await queryOnceOn(runner, maintenance, `SELECT count(*)::int AS n ${sessionsOf}`);
                 if (!row?.n)
                     break;
                 await new Promise((r) => setTimeout(r, 100));
             }
+            await lastCheck();
             await execOnce(runner, maintenance, `BEGIN; ALTER DATABASE ${postgres_env_quoteIdent(target)} RENAME TO ${postgres_env_quoteIdent(retired)}; ALTER DATABASE ${postgres_env_quoteIdent(scratch)} RENAME TO ${postgres_env_quoteIdent(target)}; COMMIT`);
             break;
         }
         catch (error) {
+            if (error.kind === 'refused')
+                throw error;
             if (attempt >= 5)
                 throw errors_failure('RESTORE_SWAP_FAILED', `could not swap the restored database into place: ${error.message}; ${target} was not changed`, { fix: 'stop the applications connected to the database and retry', cause: error });
             logger.warn(`swap attempt ${attempt} failed (sessions reconnecting?); retrying`);
@@ -39541,7 +54303,13 @@ async function swapDatabases(runner, maintenance, target, scratch, before, logge
         }
     }
     // The swap has committed: a leftover old copy is worth a warning, not a failed restore.
-    await execOnce(runner, maintenance, `DROP DATABASE ${postgres_env_quoteIdent(retired)} WITH (FORCE)`).catch((error) => logger.warn(`the replaced database was kept as ${retired} (${error.message}); drop it when convenient`));
+    const warnings = [];
+    await execOnce(runner, maintenance, `DROP DATABASE ${postgres_env_quoteIdent(retired)} WITH (FORCE)`).catch((error) => {
+        const warning = `the replaced database was kept as ${retired} (${error.message}); drop it when convenient (lifeline doctor lists it)`;
+        logger.warn(warning);
+        warnings.push(warning);
+    });
+    return { sessionsTerminated, warnings };
 }
 async function execOnce(runner, conn, sql) {
     const session = psql_PsqlSession.open(runner, conn);
@@ -39561,12 +54329,14 @@ async function queryOnceOn(runner, conn, sql) {
         await session.close();
     }
 }
-function describeCheckFailure(checks) {
+function describeCheckFailure(checks, state) {
     const parts = [];
     if (!checks.rowCounts.ok)
         parts.push(`${checks.rowCounts.mismatches.length} tables with different row counts`);
     if (!checks.schemaFingerprint.ok)
         parts.push('schema fingerprint differs');
+    if (state && !state.ok)
+        parts.push(`database privileges and settings differ: ${state.differences.join('; ')}`);
     return parts.join(', ');
 }
 /** A database on the same server to run CREATE/ALTER/DROP DATABASE from. */
@@ -39590,7 +54360,8 @@ async function runPostRestoreHooks(hooks, options) {
         if ('http' in hook) {
             const name = `${hook.method ?? 'GET'} ${new URL(hook.http).origin}${new URL(hook.http).pathname}`;
             try {
-                const response = await fetch(hook.http, { method: hook.method ?? 'GET', signal: AbortSignal.timeout(options.timeoutMs ?? 30_000) });
+                const headers = 'headers' in hook ? hook.headers : undefined;
+                const response = await fetch(hook.http, { method: hook.method ?? 'GET', headers, signal: AbortSignal.timeout(options.timeoutMs ?? 30_000) });
                 const ok = hook.expectStatus ? response.status === hook.expectStatus : response.ok;
                 result = { hook: name, ok, detail: `HTTP ${response.status}` };
             }
@@ -39621,1200 +54392,44 @@ function parseJobs(value) {
     return jobs;
 }
 
-;// CONCATENATED MODULE: ./src/postgres/retention.ts
+;// CONCATENATED MODULE: ./src/postgres/identity.ts
 
 
-
-/**
- * Which backups the policy keeps: the newest `keepLast`; the newest of each of the last
- * `keepDaily` days and `keepWeekly` ISO weeks that have backups (UTC); always the newest verified
- * backup and every backup a release manifest references. Pure: the caller deletes.
- */
-function planRetention(backups, policy, referenced) {
-    const newestFirst = [...backups].sort((a, b) => b.metadata.createdAt.localeCompare(a.metadata.createdAt) || b.id.localeCompare(a.id));
-    const reasons = new Map(newestFirst.map((b) => [b.id, []]));
-    newestFirst.slice(0, policy.keepLast).forEach((b, i) => reasons.get(b.id).push(`last ${i + 1} of ${policy.keepLast}`));
-    keepNewestPerBucket(newestFirst, policy.keepDaily, (d) => d.toISOString().slice(0, 10), 'daily', reasons);
-    keepNewestPerBucket(newestFirst, policy.keepWeekly, isoWeek, 'weekly', reasons);
-    const newestVerified = newestFirst.find((b) => b.metadata.verified?.ok);
-    if (newestVerified)
-        reasons.get(newestVerified.id).push('newest verified backup');
-    for (const [id, releases] of referenced)
-        reasons.get(id)?.push(`referenced by release ${releases.join(', ')}`);
-    return newestFirst.map((b) => {
-        const held = reasons.get(b.id);
-        return { id: b.id, createdAt: b.metadata.createdAt, label: b.metadata.label, keep: held.length > 0, reasons: held.length ? held : ['outside every retention rule'] };
-    });
+const LOOPBACK = new Set(['localhost', '127.0.0.1', '::1', '0:0:0:0:0:0:0:1', '']);
+/** Loopback names (and Unix sockets, which are local by definition) are one host. */
+function normalizeHost(host) {
+    const h = host.trim().toLowerCase().replace(/^\[|\]$/g, '');
+    if (LOOPBACK.has(h) || h.startsWith('/') || /^127\.\d+\.\d+\.\d+$/.test(h))
+        return 'loopback';
+    return h;
 }
-function keepNewestPerBucket(newestFirst, count, bucketOf, rule, reasons) {
-    const seen = new Set();
-    for (const backup of newestFirst) {
-        if (seen.size >= count)
-            return;
-        const bucket = bucketOf(new Date(backup.metadata.createdAt));
-        if (seen.has(bucket))
-            continue;
-        seen.add(bucket);
-        reasons.get(backup.id).push(`${rule} ${bucket}`);
-    }
-}
-/** ISO 8601 week, e.g. `2026-W47`. */
-function isoWeek(date) {
-    const d = new Date(Date.UTC(date.getUTCFullYear(), date.getUTCMonth(), date.getUTCDate()));
-    const day = d.getUTCDay() || 7;
-    d.setUTCDate(d.getUTCDate() + 4 - day);
-    const yearStart = Date.UTC(d.getUTCFullYear(), 0, 1);
-    const week = Math.ceil(((d.getTime() - yearStart) / 86400000 + 1) / 7);
-    return `${d.getUTCFullYear()}-W${String(week).padStart(2, '0')}`;
-}
-/**
- * Backup ids referenced by the environment's release manifests
- * (`<store>/<env>/releases/<version>/manifest.json`). Read defensively: an in-toto statement's
- * `predicate.backup.id` or a top-level `backup.id`; an unreadable manifest is reported, and
- * since it might protect a backup, nothing is pruned while one is unreadable.
- */
-async function backupsReferencedByReleases(catalog, env) {
-    const dir = catalog.kindDir(env, 'releases');
-    const referenced = new Map();
-    const unreadable = [];
-    let versions;
-    try {
-        versions = await (0,promises_namespaceObject.readdir)(dir);
-    }
-    catch (error) {
-        if (error.code === 'ENOENT')
-            return { referenced, unreadable };
-        throw error;
-    }
-    for (const version of versions) {
-        if (version.startsWith('.'))
-            continue;
-        const path = (0,external_node_path_namespaceObject.join)(dir, version, 'manifest.json');
-        let text;
+/** The cluster's system identifier, or undefined when it cannot be read (unreachable, no privilege). */
+async function systemIdentifier(runner, conn) {
+    for (const database of [conn.database, 'postgres']) {
         try {
-            text = await (0,promises_namespaceObject.readFile)(path, 'utf8');
-        }
-        catch (error) {
-            if (error.code === 'ENOENT')
-                continue;
-            unreadable.push(path);
-            continue;
-        }
-        let id;
-        try {
-            const doc = JSON.parse(text);
-            id = doc?.predicate?.backup?.id ?? doc?.backup?.id;
+            const [row] = await queryOnce(runner, withDatabase(conn, database), 'SELECT system_identifier::text AS id FROM pg_control_system()');
+            if (row?.id)
+                return row.id;
         }
         catch {
-            unreadable.push(path);
-            continue;
-        }
-        if (typeof id === 'string' && id)
-            referenced.set(id, [...(referenced.get(id) ?? []), version]);
-    }
-    return { referenced, unreadable };
-}
-/** Plans retention and, with `apply`, removes the backups the plan lets go. */
-async function pruneBackups(catalog, env, policy, options) {
-    const backups = await listBackups(catalog, env);
-    const { referenced, unreadable } = await backupsReferencedByReleases(catalog, env);
-    const decisions = planRetention(backups, policy, referenced);
-    const deleted = [];
-    if (options.apply && unreadable.length === 0) {
-        for (const decision of decisions) {
-            if (decision.keep)
-                continue;
-            const entry = backups.find((b) => b.id === decision.id);
-            await catalog.remove(entry);
-            deleted.push(decision.id);
-            options.logger.info(`deleted backup ${decision.id} (${decision.createdAt}, ${decision.label})`);
+            // try the next database; an unreachable server simply cannot be compared
         }
     }
-    for (const path of unreadable)
-        options.logger.warn(`cannot read release manifest ${path}; nothing is deleted until it is fixed`);
-    return { applied: options.apply && unreadable.length === 0, decisions, deleted, unreadableManifests: unreadable };
-}
-
-// EXTERNAL MODULE: external "node:net"
-var external_node_net_ = __nccwpck_require__(7030);
-;// CONCATENATED MODULE: ./src/runner/ports.ts
-
-
-/** A TCP port on 127.0.0.1 that was free a moment ago. */
-function freePort() {
-    return new Promise((resolve, reject) => {
-        const server = (0,external_node_net_.createServer)();
-        server.unref();
-        server.on('error', reject);
-        server.listen(0, '127.0.0.1', () => {
-            const address = server.address();
-            const port = typeof address === 'object' && address ? address.port : 0;
-            server.close(() => resolve(port));
-        });
-    });
-}
-async function waitFor(check, options) {
-    const deadline = Date.now() + options.timeoutMs;
-    for (;;) {
-        if (await check().catch(() => false))
-            return;
-        if (Date.now() > deadline)
-            throw new Error(`timed out after ${options.timeoutMs} ms waiting for ${options.what}`);
-        await new Promise((r) => setTimeout(r, options.intervalMs ?? 100));
-    }
-}
-/** Sends a signal to a pid and waits for it to be gone; escalates to SIGKILL after the grace period. */
-async function stopPid(pid, signal = 'SIGTERM', graceMs = 15000) {
-    const alive = () => {
-        try {
-            process.kill(pid, 0);
-        }
-        catch {
-            return false;
-        }
-        // An exited daemon (the postmaster, once pg_ctl is gone) is reparented to PID 1, which may
-        // reap it late: a zombie has stopped, whatever kill(pid, 0) says.
-        try {
-            const stat = (0,external_node_fs_.readFileSync)(`/proc/${pid}/stat`, 'utf8');
-            return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-        }
-        catch {
-            return true;
-        }
-    };
-    if (!alive())
-        return;
-    try {
-        process.kill(pid, signal);
-    }
-    catch {
-        return;
-    }
-    const deadline = Date.now() + graceMs;
-    while (alive() && Date.now() < deadline)
-        await new Promise((r) => setTimeout(r, 50));
-    if (alive()) {
-        try {
-            process.kill(pid, 'SIGKILL');
-        }
-        catch {
-            // already gone
-        }
-        while (alive())
-            await new Promise((r) => setTimeout(r, 50));
-    }
-}
-
-;// CONCATENATED MODULE: ./src/redis/server.ts
-
-
-
-
-
-
-/** Starts a private redis-server on 127.0.0.1 in a temp dir; `stop()` stops it by pid and removes the dir. */
-async function startThrowawayRedis(options = {}) {
-    const dir = (0,external_node_fs_.mkdtempSync)((0,external_node_path_namespaceObject.join)((0,external_node_os_namespaceObject.tmpdir)(), 'lifeline-redis-'));
-    const port = await freePort();
-    const runner = new runner_LocalRunner({ binDirs: options.binDir ? [options.binDir] : [] });
-    const args = [
-        '--port', String(port),
-        '--bind', '127.0.0.1',
-        '--dir', dir,
-        '--dbfilename', 'dump.rdb',
-        '--appendonly', 'no',
-        '--save', '',
-        '--daemonize', 'no',
-        '--logfile', (0,external_node_path_namespaceObject.join)(dir, 'redis.log'),
-        '--repl-diskless-sync-delay', '0',
-        ...(options.password ? ['--requirepass', options.password] : []),
-    ];
-    if (options.rdbFile) {
-        const { copyFileSync } = await Promise.resolve(/* import() */).then(__nccwpck_require__.t.bind(__nccwpck_require__, 3024, 23));
-        copyFileSync(options.rdbFile, (0,external_node_path_namespaceObject.join)(dir, 'dump.rdb'));
-    }
-    const running = runner.start({ tool: 'redis-server', args });
-    running.stdout.resume();
-    const pid = running.pid;
-    if (!pid)
-        throw errors_failure('REDIS_START_FAILED', 'redis-server did not start');
-    const auth = options.password ? `:${encodeURIComponent(options.password)}@` : '';
-    const url = `redis://${auth}127.0.0.1:${port}/0`;
-    let exited = false;
-    running.done.then(() => (exited = true)).catch(() => (exited = true));
-    const stop = async () => {
-        await stopPid(pid, 'SIGTERM', 15000);
-        (0,external_node_fs_.rmSync)(dir, { recursive: true, force: true });
-    };
-    try {
-        await waitFor(async () => {
-            if (exited)
-                throw new Error('exited');
-            const ping = await runText(runner, { tool: 'redis-cli', args: ['-h', '127.0.0.1', '-p', String(port), 'PING'], env: options.password ? { REDISCLI_AUTH: options.password } : {} });
-            // With a dump to load, PING answers LOADING until the dataset is in memory.
-            return ping.stdout.trim() === 'PONG';
-        }, { timeoutMs: 60000, what: 'redis-server to answer PING' });
-    }
-    catch (error) {
-        let log = '';
-        try {
-            log = (0,external_node_fs_.readFileSync)((0,external_node_path_namespaceObject.join)(dir, 'redis.log'), 'utf8').split('\n').slice(-5).join('\n');
-        }
-        catch {
-            // no log
-        }
-        await stop();
-        throw errors_failure('REDIS_START_FAILED', `the throwaway redis-server did not start: ${log || error.message}`);
-    }
-    return { port, dir, url, pid, stop };
-}
-
-;// CONCATENATED MODULE: ./src/redis/restore.ts
-
-
-
-
-
-/**
- * Loads a backup's Redis snapshot into a private redis-server and compares its key count with the
- * snapshot's. Only keys with a TTL may be missing (they can expire in between). The server is
- * stopped afterwards unless `keep` is set (a drill may want to run checks against it).
- */
-async function restoreRedisIsolated(backup, options) {
-    const file = backup.metadata.files.redis;
-    if (!file)
-        throw errors_failure('NO_REDIS_SNAPSHOT', `backup ${backup.id} has no Redis snapshot`, { fix: 'configure redis: in lifeline.yml (or pass --redis-url) so backups include it' });
-    const path = (0,external_node_path_namespaceObject.join)(backup.dir, file.name);
-    const runner = new runner_LocalRunner({ binDirs: options.binDir ? [options.binDir] : [] });
-    const check = await checkRdb(runner, path);
-    if (!check.ok)
-        throw errors_failure('REDIS_SNAPSHOT_INVALID', `the Redis snapshot of ${backup.id} does not validate: ${check.detail}`);
-    const server = await startThrowawayRedis({ rdbFile: path, binDir: options.binDir });
-    try {
-        const keysLoaded = await redisKeyspace(runner, parseRedisUrl(server.url));
-        const total = Object.values(keysLoaded).reduce((a, b) => a + b, 0);
-        const ok = total <= check.keysRead && total >= check.keysRead - check.expires;
-        const detail = `${total} keys loaded, snapshot holds ${check.keysRead}${check.expires ? ` (${check.expires} with a TTL)` : ''}`;
-        options.logger.info(`${ok ? 'ok  ' : 'FAIL'} redis restore: ${detail}`);
-        const report = { ok, keysInSnapshot: check.keysRead, keysWithTtl: check.expires, keysLoaded, detail };
-        if (options.keep)
-            return { ...report, server };
-        await server.stop();
-        return report;
-    }
-    catch (error) {
-        await server.stop();
-        throw error;
-    }
-}
-
-;// CONCATENATED MODULE: ./src/storage/s3.ts
-
-
-
-const EMPTY_SHA256 = (0,external_node_crypto_.createHash)('sha256').update('').digest('hex');
-/** An S3 error response (exit 1), kept structured so callers can tell "not there" from "not supported". */
-class S3RequestError extends LifelineError {
-    status;
-    constructor(status, s3Code, message) {
-        super('failed', message, { code: s3Code, fix: fixForS3Error(status, s3Code) });
-        this.status = status;
-        this.name = 'S3RequestError';
-    }
-}
-function fixForS3Error(status, code) {
-    if (code === 'NoSuchBucket')
-        return 'check storage.bucket and storage.endpoint/region in lifeline.yml';
-    if (status === 401 || status === 403)
-        return 'check the access key pair and that its policy allows list, get and put under storage.prefix (and that the clock is right: signatures expire)';
-    if (status >= 500)
-        return 'the object store failed; run the command again (uploads resume where they stopped)';
-    return 'check the storage section of lifeline.yml';
-}
-/**
- * A minimal S3 client: SigV4-signed requests over node's fetch, with just the calls Lifeline's
- * sync needs. Bodies are buffers of at most one part; downloads are returned as streams.
- */
-class S3Client {
-    options;
-    fetchImpl;
-    now;
-    constructor(options) {
-        this.options = options;
-        this.fetchImpl = options.fetch ?? fetch;
-        this.now = options.now ?? (() => new Date());
-    }
-    /** The URL of an object (or of the bucket when key is undefined). */
-    url(key, query = {}) {
-        const { endpoint, region, bucket } = this.options;
-        const encodedKey = key === undefined ? '' : key.split('/').map(encodeRfc3986).join('/');
-        const base = endpoint
-            ? `${endpoint.replace(/\/+$/, '')}/${encodeRfc3986(bucket)}${key === undefined ? '' : `/${encodedKey}`}`
-            : `https://${bucket}.s3.${region}.amazonaws.com/${encodedKey}`;
-        const url = new URL(base);
-        for (const [name, value] of Object.entries(query))
-            url.searchParams.set(name, value);
-        return url;
-    }
-    /** SigV4 headers for one request (exposed for the signature test vectors). */
-    sign(method, url, headers, payloadSha256) {
-        const { region, credentials } = this.options;
-        const amzDate = this.now().toISOString().replace(/[-:]/g, '').replace(/\.\d+/, '');
-        const day = amzDate.slice(0, 8);
-        const all = { ...headers, host: url.host, 'x-amz-date': amzDate, 'x-amz-content-sha256': payloadSha256 };
-        if (credentials.sessionToken)
-            all['x-amz-security-token'] = credentials.sessionToken;
-        const lower = Object.fromEntries(Object.entries(all).map(([k, v]) => [k.toLowerCase(), v.trim().replace(/\s+/g, ' ')]));
-        const signedNames = Object.keys(lower).sort();
-        const canonicalQuery = [...url.searchParams.entries()]
-            .map(([k, v]) => [encodeRfc3986(k), encodeRfc3986(v)])
-            .sort(([a, av], [b, bv]) => (a === b ? (av < bv ? -1 : 1) : a < b ? -1 : 1))
-            .map(([k, v]) => `${k}=${v}`)
-            .join('&');
-        const canonicalRequest = [method, url.pathname, canonicalQuery, ...signedNames.map((n) => `${n}:${lower[n]}`), '', signedNames.join(';'), payloadSha256].join('\n');
-        const scope = `${day}/${region}/s3/aws4_request`;
-        const stringToSign = ['AWS4-HMAC-SHA256', amzDate, scope, sha256Hex(canonicalRequest)].join('\n');
-        let key = hmac(`AWS4${credentials.secretAccessKey}`, day);
-        for (const part of [region, 's3', 'aws4_request'])
-            key = hmac(key, part);
-        const signature = (0,external_node_crypto_.createHmac)('sha256', key).update(stringToSign).digest('hex');
-        const { host: _host, ...sent } = lower;
-        return { ...sent, authorization: `AWS4-HMAC-SHA256 Credential=${credentials.accessKeyId}/${scope}, SignedHeaders=${signedNames.join(';')}, Signature=${signature}` };
-    }
-    async send(method, key, options = {}) {
-        const url = this.url(key, options.query);
-        const payloadSha256 = options.body ? (options.bodySha256 ?? (0,external_node_crypto_.createHash)('sha256').update(options.body).digest('hex')) : EMPTY_SHA256;
-        const headers = this.sign(method, url, options.headers ?? {}, payloadSha256);
-        let response;
-        try {
-            response = await this.fetchImpl(url, { method, headers: options.body ? { ...headers, 'content-length': String(options.body.length) } : headers, body: options.body ? streamOf(options.body) : undefined, duplex: 'half' });
-        }
-        catch (error) {
-            throw errors_failure('STORAGE_UNREACHABLE', `cannot reach the object store at ${url.origin}: ${error.cause ?? error.message}`, {
-                cause: error,
-                fix: 'check storage.endpoint and the network path to it, then run the command again (uploads resume)',
-            });
-        }
-        if (!response.ok)
-            throw await errorFrom(response, method, key);
-        return response;
-    }
-    async putObject(key, body, headers, bodySha256) {
-        const response = await this.send('PUT', key, { body, headers, bodySha256 });
-        await response.arrayBuffer();
-        return response.headers.get('etag') ?? '';
-    }
-    async createMultipartUpload(key, headers) {
-        const xml = await (await this.send('POST', key, { query: { uploads: '' }, headers })).text();
-        const uploadId = xmlValue(xml, 'UploadId');
-        if (!uploadId)
-            throw errors_failure('STORAGE_PROTOCOL', `the object store did not return an UploadId for ${key}`);
-        return uploadId;
-    }
-    async uploadPart(key, uploadId, partNumber, body, headers, bodySha256) {
-        const response = await this.send('PUT', key, { query: { partNumber: String(partNumber), uploadId }, body, headers, bodySha256 });
-        await response.arrayBuffer();
-        return response.headers.get('etag') ?? '';
-    }
-    /** Parts the server holds for an upload; undefined when the server cannot list them (then a local journal decides). */
-    async listParts(key, uploadId) {
-        const parts = [];
-        let marker;
-        try {
-            for (;;) {
-                const query = { uploadId };
-                if (marker)
-                    query['part-number-marker'] = marker;
-                const xml = await (await this.send('GET', key, { query })).text();
-                for (const block of xmlBlocks(xml, 'Part')) {
-                    parts.push({ partNumber: Number(xmlValue(block, 'PartNumber')), etag: xmlValue(block, 'ETag') ?? '', checksumSha256: xmlValue(block, 'ChecksumSHA256') });
-                }
-                if (xmlValue(xml, 'IsTruncated') !== 'true')
-                    return parts;
-                marker = xmlValue(xml, 'NextPartNumberMarker');
-            }
-        }
-        catch (error) {
-            if (error instanceof S3RequestError && (error.status === 405 || error.status === 501))
-                return undefined;
-            throw error;
-        }
-    }
-    async completeMultipartUpload(key, uploadId, parts) {
-        const body = Buffer.from(`<CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/">${parts
-            .map((p) => `<Part><PartNumber>${p.partNumber}</PartNumber><ETag>${escapeXml(p.etag)}</ETag>${p.checksumSha256 ? `<ChecksumSHA256>${p.checksumSha256}</ChecksumSHA256>` : ''}</Part>`)
-            .join('')}</CompleteMultipartUpload>`);
-        const response = await this.send('POST', key, { query: { uploadId }, body, headers: { 'content-type': 'application/xml' } });
-        const xml = await response.text();
-        // S3 may answer 200 and still report an error in the body.
-        if (/<Error>/.test(xml))
-            throw new S3RequestError(500, xmlValue(xml, 'Code') ?? 'InternalError', `completing ${key} failed: ${xmlValue(xml, 'Message') ?? xml}`);
-    }
-    async abortMultipartUpload(key, uploadId) {
-        try {
-            await (await this.send('DELETE', key, { query: { uploadId } })).arrayBuffer();
-        }
-        catch (error) {
-            if (!(error instanceof S3RequestError && error.status === 404))
-                throw error;
-        }
-    }
-    async headObject(key) {
-        let response;
-        try {
-            response = await this.send('HEAD', key, { headers: { 'x-amz-checksum-mode': 'ENABLED' } });
-        }
-        catch (error) {
-            if (error instanceof S3RequestError && error.status === 404)
-                return undefined;
-            throw error;
-        }
-        const metadata = {};
-        response.headers.forEach((value, name) => {
-            if (name.startsWith('x-amz-meta-'))
-                metadata[name.slice('x-amz-meta-'.length)] = value;
-        });
-        return {
-            size: Number(response.headers.get('content-length') ?? 0),
-            etag: response.headers.get('etag') ?? '',
-            metadata,
-            checksumSha256: response.headers.get('x-amz-checksum-sha256') ?? undefined,
-        };
-    }
-    /** The object's bytes as a stream, plus its metadata. */
-    async getObject(key) {
-        const response = await this.send('GET', key);
-        const metadata = {};
-        response.headers.forEach((value, name) => {
-            if (name.startsWith('x-amz-meta-'))
-                metadata[name.slice('x-amz-meta-'.length)] = value;
-        });
-        const body = response.body ? external_node_stream_.Readable.fromWeb(response.body) : external_node_stream_.Readable.from([]);
-        return { body, head: { size: Number(response.headers.get('content-length') ?? 0), etag: response.headers.get('etag') ?? '', metadata } };
-    }
-    async deleteObject(key) {
-        await (await this.send('DELETE', key)).arrayBuffer();
-    }
-    /** Every object under a prefix (ListObjectsV2, following continuation tokens). */
-    async *listObjects(prefix) {
-        let token;
-        for (;;) {
-            const query = { 'list-type': '2', prefix };
-            if (token)
-                query['continuation-token'] = token;
-            const xml = await (await this.send('GET', undefined, { query })).text();
-            for (const block of xmlBlocks(xml, 'Contents')) {
-                yield { key: xmlValue(block, 'Key') ?? '', size: Number(xmlValue(block, 'Size') ?? 0), etag: xmlValue(block, 'ETag') ?? '' };
-            }
-            if (xmlValue(xml, 'IsTruncated') !== 'true')
-                return;
-            token = xmlValue(xml, 'NextContinuationToken');
-            if (!token)
-                return;
-        }
-    }
-}
-/**
- * fetch copies a buffer body (as the Fetch standard requires); a one-chunk stream is sent as is,
- * so a part buffer is never duplicated and memory stays at the pool of parts.
- */
-function streamOf(body) {
-    return new ReadableStream({
-        start(controller) {
-            controller.enqueue(body);
-            controller.close();
-        },
-    });
-}
-async function errorFrom(response, method, key) {
-    const text = method === 'HEAD' ? '' : await response.text().catch(() => '');
-    const code = xmlValue(text, 'Code') ?? (response.status === 404 ? 'NotFound' : `HTTP${response.status}`);
-    const message = xmlValue(text, 'Message') ?? response.statusText;
-    return new S3RequestError(response.status, code, `${method} ${key ?? '(bucket)'}: ${response.status} ${code}: ${message}`);
-}
-/** RFC 3986 encoding as SigV4 requires (encodeURIComponent leaves !'()* alone). */
-function encodeRfc3986(value) {
-    return encodeURIComponent(value).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
-}
-function hmac(key, data) {
-    return (0,external_node_crypto_.createHmac)('sha256', key).update(data).digest();
-}
-function sha256Hex(text) {
-    return (0,external_node_crypto_.createHash)('sha256').update(text).digest('hex');
-}
-const XML_ENTITIES = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'" };
-function decodeXml(text) {
-    return text.replace(/&(amp|lt|gt|quot|apos|#\d+|#x[0-9a-f]+);/gi, (_m, entity) => {
-        if (entity.startsWith('#x') || entity.startsWith('#X'))
-            return String.fromCodePoint(parseInt(entity.slice(2), 16));
-        if (entity.startsWith('#'))
-            return String.fromCodePoint(Number(entity.slice(1)));
-        return XML_ENTITIES[entity.toLowerCase()];
-    });
-}
-function escapeXml(text) {
-    return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
-}
-/** S3's responses are small and flat enough that element extraction suffices. */
-function xmlValue(xml, tag) {
-    const match = new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`).exec(xml);
-    return match ? decodeXml(match[1]) : undefined;
-}
-function xmlBlocks(xml, tag) {
-    return [...xml.matchAll(new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`, 'g'))].map((m) => m[1]);
-}
-
-;// CONCATENATED MODULE: ./src/storage/object-store.ts
-
-
-
-
-
-const DEFAULT_PART_SIZE = 8 * 1024 * 1024;
-/** Parts in flight at once: enough to overlap hashing, network and the server's disk. */
-const DEFAULT_CONCURRENCY = 4;
-/** S3's floor for every part but the last. */
-const MIN_PART_SIZE = 5 * 1024 * 1024;
-const MAX_PARTS = 10_000;
-/** Builds the S3 driver for reviewed settings; missing credentials are a usage error (exit 2), raised before any request. */
-function s3StoreFor(storage, options) {
-    if (!storage.credentials) {
-        throw errors_usageError('STORAGE_CREDENTIALS_MISSING', `the object-store credentials are not set: ${storage.credentialEnv.accessKeyId} and ${storage.credentialEnv.secretAccessKey} must both be in the environment`, `export ${storage.credentialEnv.accessKeyId}=... and ${storage.credentialEnv.secretAccessKey}=... (a key scoped to s3://${storage.bucket}/${storage.prefix}), or name other variables in storage.accessKeyIdEnv / secretAccessKeyEnv`);
-    }
-    const client = new S3Client({ endpoint: storage.endpoint, region: storage.region, bucket: storage.bucket, credentials: storage.credentials, fetch: options.fetch });
-    return new S3ObjectStore(client, storage, options);
-}
-class S3ObjectStore {
-    client;
-    storage;
-    options;
-    location;
-    partSize;
-    concurrency;
-    constructor(client, storage, options) {
-        this.client = client;
-        this.storage = storage;
-        this.options = options;
-        this.location = `s3://${storage.bucket}/${storage.prefix}`;
-        this.partSize = Math.max(options.partSize ?? DEFAULT_PART_SIZE, MIN_PART_SIZE);
-        this.concurrency = Math.max(1, options.concurrency ?? DEFAULT_CONCURRENCY);
-    }
-    list(prefix) {
-        return this.client.listObjects(prefix);
-    }
-    head(key) {
-        return this.client.headObject(key);
-    }
-    get(key) {
-        return this.client.getObject(key);
-    }
-    /** Headers every new object carries: its sha256 as metadata, encryption and retention as configured. */
-    objectHeaders(sha256) {
-        const headers = { 'x-amz-meta-sha256': sha256 };
-        if (this.storage.serverSideEncryption)
-            headers['x-amz-server-side-encryption'] = this.storage.serverSideEncryption;
-        if (this.storage.objectLock) {
-            headers['x-amz-object-lock-mode'] = this.storage.objectLock.mode;
-            headers['x-amz-object-lock-retain-until-date'] = new Date(Date.now() + this.storage.objectLock.days * 86400_000).toISOString().replace(/\.\d+Z$/, 'Z');
-        }
-        return headers;
-    }
-    async putFile(key, path, expected) {
-        const partSize = Math.max(this.partSize, Math.ceil(expected.bytes / MAX_PARTS));
-        if (expected.bytes <= partSize)
-            return this.putSingle(key, path, expected);
-        try {
-            return await this.putMultipart(key, path, expected, partSize);
-        }
-        catch (error) {
-            // The server forgot the upload we journaled (expired or aborted): start it again cleanly, once.
-            if (error instanceof S3RequestError && error.code === 'NoSuchUpload') {
-                await this.dropJournal(key);
-                return this.putMultipart(key, path, expected, partSize);
-            }
-            throw error;
-        }
-    }
-    async putSingle(key, path, expected) {
-        const body = await (0,promises_namespaceObject.readFile)(path);
-        const sha256 = (0,external_node_crypto_.createHash)('sha256').update(body).digest();
-        if (sha256.toString('hex') !== expected.sha256 || body.length !== expected.bytes)
-            throw changedWhileSyncing(path);
-        await this.client.putObject(key, body, { ...this.objectHeaders(expected.sha256), 'content-md5': (0,external_node_crypto_.createHash)('md5').update(body).digest('base64'), 'x-amz-checksum-sha256': sha256.toString('base64') }, expected.sha256);
-        return { bytes: body.length, parts: 1, resumedParts: 0 };
-    }
-    async putMultipart(key, path, expected, partSize) {
-        let journal = await this.readJournal(key);
-        if (journal && (journal.sha256 !== expected.sha256 || journal.bytes !== expected.bytes || journal.partSize !== partSize)) {
-            await this.client.abortMultipartUpload(key, journal.uploadId);
-            journal = undefined;
-        }
-        if (journal) {
-            // The server's own list is the truth where it keeps one; otherwise the journal's ETags are.
-            const listed = await this.client.listParts(key, journal.uploadId);
-            if (listed)
-                journal.parts = listed;
-        }
-        else {
-            const uploadId = await this.client.createMultipartUpload(key, { ...this.objectHeaders(expected.sha256), 'x-amz-checksum-algorithm': 'SHA256' });
-            journal = { key, uploadId, sha256: expected.sha256, bytes: expected.bytes, partSize, parts: [] };
-            await this.writeJournal(journal);
-        }
-        const uploadId = journal.uploadId;
-        const already = new Map(journal.parts.map((p) => [p.partNumber, p]));
-        const wholeFile = (0,external_node_crypto_.createHash)('sha256');
-        const parts = [];
-        const inFlight = new Set();
-        // A fixed pool of part buffers, reused: memory is bounded by design, not by when GC runs.
-        const freeBuffers = Array.from({ length: this.concurrency }, () => Buffer.allocUnsafe(partSize));
-        let journalWrites = Promise.resolve();
-        let resumedParts = 0;
-        const handle = await (0,promises_namespaceObject.open)(path, 'r');
-        try {
-            const partCount = Math.ceil(expected.bytes / partSize);
-            // Parts are read and hashed in order (the whole-file hash needs that) and sent a few at a
-            // time: memory stays at `concurrency` parts while the network and the server overlap.
-            for (let partNumber = 1; partNumber <= partCount; partNumber++) {
-                while (freeBuffers.length === 0)
-                    await Promise.race(inFlight);
-                const length = Math.min(partSize, expected.bytes - (partNumber - 1) * partSize);
-                const buffer = freeBuffers.pop();
-                const body = buffer.subarray(0, length);
-                const { bytesRead } = await handle.read(buffer, 0, length, (partNumber - 1) * partSize);
-                if (bytesRead !== length)
-                    throw changedWhileSyncing(path);
-                wholeFile.update(body);
-                const md5 = (0,external_node_crypto_.createHash)('md5').update(body).digest();
-                const partSha256 = (0,external_node_crypto_.createHash)('sha256').update(body).digest();
-                const checksumSha256 = partSha256.toString('base64');
-                const previous = already.get(partNumber);
-                if (previous && unquote(previous.etag) === md5.toString('hex')) {
-                    parts.push({ partNumber, etag: previous.etag, checksumSha256 });
-                    resumedParts++;
-                    freeBuffers.push(buffer);
-                    continue;
-                }
-                const sending = this.client
-                    .uploadPart(key, uploadId, partNumber, body, { 'content-md5': md5.toString('base64'), 'x-amz-checksum-sha256': checksumSha256 }, partSha256.toString('hex'))
-                    .then((etag) => {
-                    const part = { partNumber, etag, checksumSha256 };
-                    parts.push(part);
-                    journal.parts = [...journal.parts.filter((p) => p.partNumber !== partNumber), part];
-                    journalWrites = journalWrites.then(() => this.writeJournal(journal));
-                    return journalWrites;
-                })
-                    .finally(() => {
-                    inFlight.delete(sending);
-                    freeBuffers.push(buffer);
-                });
-                inFlight.add(sending);
-            }
-            await Promise.all(inFlight);
-        }
-        finally {
-            // Never leave a part request or a journal write running behind a failure.
-            await Promise.allSettled([...inFlight, journalWrites]);
-            await handle.close();
-        }
-        parts.sort((a, b) => a.partNumber - b.partNumber);
-        if (wholeFile.digest('hex') !== expected.sha256) {
-            await this.client.abortMultipartUpload(key, uploadId);
-            await this.dropJournal(key);
-            throw changedWhileSyncing(path);
-        }
-        await this.client.completeMultipartUpload(key, uploadId, parts);
-        await this.dropJournal(key);
-        return { bytes: expected.bytes, parts: parts.length, resumedParts };
-    }
-    journalPath(key) {
-        return (0,external_node_path_namespaceObject.join)(this.options.journalDir, `${(0,external_node_crypto_.createHash)('sha256').update(`${this.storage.bucket}/${key}`).digest('hex').slice(0, 32)}.json`);
-    }
-    async readJournal(key) {
-        try {
-            const journal = JSON.parse(await (0,promises_namespaceObject.readFile)(this.journalPath(key), 'utf8'));
-            return journal.key === key ? journal : undefined;
-        }
-        catch {
-            return undefined; // missing or torn: start a fresh upload
-        }
-    }
-    async writeJournal(journal) {
-        await (0,promises_namespaceObject.mkdir)(this.options.journalDir, { recursive: true });
-        const path = this.journalPath(journal.key);
-        await (0,promises_namespaceObject.writeFile)(`${path}.tmp`, JSON.stringify(journal));
-        await (0,promises_namespaceObject.rename)(`${path}.tmp`, path);
-    }
-    async dropJournal(key) {
-        await (0,promises_namespaceObject.rm)(this.journalPath(key), { force: true });
-    }
-}
-function unquote(etag) {
-    return etag.replace(/"/g, '').toLowerCase();
-}
-function changedWhileSyncing(path) {
-    return errors_failure('LOCAL_FILE_CHANGED', `${path} no longer matches its SHA256SUMS line while being uploaded; nothing was completed remotely`, {
-        fix: 'run `lifeline verify` on the entry; a catalog file must never change after it is written',
-    });
-}
-
-;// CONCATENATED MODULE: ./src/storage/review.ts
-
-/** What a person must have checked about a provider before Lifeline sends it a restaurant's orders. */
-const REVIEW_CHECKLIST = [
-    'data residency: the region and the provider are allowed to hold this data (contracts, GDPR, customers\' terms)',
-    'encryption at rest: the bucket encrypts by default, or storage.serverSideEncryption is set',
-    'retention and object lock: versioning/object lock (storage.objectLock) match the retention policy, so a backup cannot be silently overwritten',
-    'access keys scoped to the prefix: the key may only list, read and write under the bucket/prefix Lifeline uses, nothing else',
-    'deletion protection: the key cannot delete objects (or deletions are held by object lock), so a leaked key cannot erase the off-host copies',
-];
-function reviewChecklistText() {
-    return REVIEW_CHECKLIST.map((item) => `  [ ] ${item}`).join('\n');
-}
-/**
- * The review gate: refuses (exit 3) before any request is made unless lifeline.yml records who
- * reviewed which provider, and when. Returns the settings narrowed to a reviewed provider.
- */
-function requireReviewedStorage(env, storage) {
-    if (!storage) {
-        throw errors_usageError('STORAGE_NOT_CONFIGURED', `environment ${env} has no storage: section in lifeline.yml`, `add environments.${env}.storage (provider: s3, endpoint, region, bucket, prefix, accessKeyIdEnv, secretAccessKeyEnv), review it, then record storage.reviewed`);
-    }
-    if (!storage.reviewed) {
-        throw errors_refusal('STORAGE_NOT_REVIEWED', `off-host storage for environment ${env} (bucket ${storage.bucket}) has not been reviewed; nothing was sent.\nReview checklist:\n${reviewChecklistText()}`, `once every item is checked, record it in lifeline.yml: environments.${env}.storage.reviewed: { provider: <provider name>, by: <who reviewed>, date: YYYY-MM-DD }`, { checklist: [...REVIEW_CHECKLIST], bucket: storage.bucket });
-    }
-    return storage;
-}
-
-;// CONCATENATED MODULE: ./src/storage/bucket.ts
-
-
-
-/**
- * The environment's reviewed bucket, ready for sync, compare and fetch. Throws before any request:
- * exit 3 (with the review checklist) when the provider is not reviewed, exit 2 when storage or its
- * credentials are missing.
- */
-function openReviewedBucket(settings, options = {}) {
-    const storage = requireReviewedStorage(settings.name, settings.storage);
-    // Resume journals of interrupted multipart uploads; hidden, outside every environment's entries.
-    const journalDir = (0,external_node_path_namespaceObject.join)(settings.store, '.sync', settings.name, 'uploads');
-    return { storage, remote: s3StoreFor(storage, { journalDir, fetch: options.fetch }) };
-}
-
-;// CONCATENATED MODULE: ./src/storage/entries.ts
-
-
-
-
-/** Metadata file names Lifeline writes today; used only to break a tie, never required. */
-const KNOWN_METADATA_FILES = ['backup.json', 'release.json', 'report.json', 'export.json'];
-/**
- * The metadata file of an entry: the one JSON file that SHA256SUMS does not list (the catalog
- * writes it last, after the sums). Undefined when there is none, so the entry is not complete.
- */
-function metadataFileOf(fileNames, sums) {
-    const listed = new Set(sums.map((s) => s.file));
-    const candidates = fileNames.filter((name) => name.endsWith('.json') && !name.startsWith('.') && !listed.has(name));
-    if (candidates.length === 1)
-        return candidates[0];
-    return candidates.find((name) => KNOWN_METADATA_FILES.includes(name));
-}
-/**
- * Every complete entry under `<store>/<env>`: any directory not starting with '.', holding
- * SHA256SUMS and its metadata file. Nothing kind-specific, so new kinds sync without changes here.
- */
-async function entries_listLocalEntries(envDir, maxDepth = 5) {
-    const entries = [];
-    const walk = async (dir, relative, depth) => {
-        let names;
-        try {
-            names = await (0,promises_namespaceObject.readdir)(dir);
-        }
-        catch (error) {
-            if (error.code === 'ENOENT' || error.code === 'ENOTDIR')
-                return;
-            throw error;
-        }
-        if (names.includes(sums_SUMS_FILE) && relative.length >= 2) {
-            const sums = parseSums(await (0,promises_namespaceObject.readFile)((0,external_node_path_namespaceObject.join)(dir, sums_SUMS_FILE), 'utf8'));
-            const metadataFile = metadataFileOf(names, sums);
-            if (metadataFile)
-                entries.push({ kind: relative.slice(0, -1).join('/'), id: relative[relative.length - 1], dir, metadataFile, sums });
-            return;
-        }
-        if (depth >= maxDepth)
-            return;
-        for (const name of names.sort()) {
-            if (name.startsWith('.'))
-                continue;
-            const path = (0,external_node_path_namespaceObject.join)(dir, name);
-            if ((await (0,promises_namespaceObject.stat)(path)).isDirectory())
-                await walk(path, [...relative, name], depth + 1);
-        }
-    };
-    await walk(envDir, [], 0);
-    return entries;
-}
-/** The catalog kinds an entry may be fetched into; anything else in a bucket is not ours. */
-function asEntryKind(kind) {
-    if (kind === 'backups' || kind === 'releases' || kind === 'drills' || /^tenants\/[A-Za-z0-9][A-Za-z0-9._+-]*\/exports$/.test(kind))
-        return kind;
-    throw errors_usageError('UNKNOWN_KIND', `"${kind}" is not a catalog kind`, 'use backups, releases, drills or tenants/<tenant>/exports');
-}
-/** Where an environment's entries live in the bucket: `<prefix><env>/<kind>/<id>/<file>`, mirroring the catalog. */
-class entries_RemoteLayout {
-    prefix;
-    env;
-    constructor(prefix, env) {
-        this.prefix = prefix;
-        this.env = env;
-    }
-    envPrefix() {
-        return `${this.prefix}${this.env}/`;
-    }
-    entryPrefix(kind, id) {
-        return `${this.envPrefix()}${kind}/${id}/`;
-    }
-    /** Splits an object key into entry and file; undefined for keys outside this environment. */
-    parse(key) {
-        if (!key.startsWith(this.envPrefix()))
-            return undefined;
-        const parts = key.slice(this.envPrefix().length).split('/');
-        if (parts.length < 3 || parts.some((p) => p === ''))
-            return undefined;
-        return { kind: parts.slice(0, -2).join('/'), id: parts[parts.length - 2], file: parts[parts.length - 1] };
-    }
-}
-
-;// CONCATENATED MODULE: ./src/storage/import.ts
-
-/**
- * Brings an off-host copy into the local catalog: each file streams through a hash into a
- * staged entry, and only when every sha256 matches SHA256SUMS is the entry committed. An entry
- * already present locally is left alone.
- */
-async function importEntry(source) {
-    const existing = await source.catalog.get(source.env, source.kind, source.id, source.metadataFile);
-    if (existing)
-        return { entry: existing, fetched: false, bytes: 0 };
-    const staged = await source.catalog.begin(source.env, source.kind, source.id, source.metadataFile);
-    let bytes = 0;
-    try {
-        for (const { file, sha256 } of source.sums) {
-            const written = await staged.addStream(file, await source.open(file));
-            if (written.sha256 !== sha256) {
-                throw errors_failure('REMOTE_CHECKSUM_MISMATCH', `${file} of ${source.kind}/${source.id} from ${source.source} has sha256 ${written.sha256}, expected ${sha256}; it was not used`, {
-                    fix: 'that copy is damaged: sync again from a host whose local entry verifies, or use an older entry',
-                    details: { file, actual: written.sha256, expected: sha256 },
-                });
-            }
-            bytes += written.bytes;
-        }
-        await staged.commit(source.metadata);
-    }
-    catch (error) {
-        await staged.abort();
-        throw error;
-    }
-    const entry = await source.catalog.get(source.env, source.kind, source.id, source.metadataFile);
-    if (!entry)
-        throw errors_failure('IMPORT_LOST', `${source.kind}/${source.id} was committed but does not list`, { fix: 'check the catalog directory for concurrent changes' });
-    return { entry, fetched: true, bytes };
-}
-
-;// CONCATENATED MODULE: ./src/storage/sync.ts
-
-
-
-
-
-
-
-
-
-/** Small files (SHA256SUMS, metadata) are read whole; anything bigger than this is refused as not ours. */
-const MAX_SMALL_OBJECT = 4 * 1024 * 1024;
-/**
- * Uploads every complete local entry the bucket lacks. An entry is checked against its own
- * SHA256SUMS first (streaming re-hash); files go up before SHA256SUMS, and the metadata file
- * goes last, so a partially synced entry never looks complete remotely.
- */
-async function syncEnvironment(options) {
-    const { env, remote, logger } = options;
-    const layout = new RemoteLayout(options.prefix, env);
-    const local = filterKinds(await listLocalEntries(join(options.store, env)), options.kinds);
-    const remoteObjects = await listRemote(remote, layout.envPrefix());
-    const results = [];
-    for (const entry of local) {
-        const entryPrefix = layout.entryPrefix(entry.kind, entry.id);
-        if (remoteObjects.has(entryPrefix + entry.metadataFile)) {
-            results.push({ kind: entry.kind, id: entry.id, status: 'present', files: 0, bytes: 0, resumedParts: 0 });
-            continue;
-        }
-        try {
-            results.push(await syncEntry(entry, entryPrefix, remote, remoteObjects, options));
-        }
-        catch (error) {
-            if (isLifelineError(error) && error.kind !== 'failed')
-                throw error;
-            const reason = error.message;
-            logger.error(`${entry.kind}/${entry.id}: ${reason}`);
-            results.push({ kind: entry.kind, id: entry.id, status: 'failed', files: 0, bytes: 0, resumedParts: 0, reason });
-        }
-    }
-    return {
-        location: remote.location,
-        entries: results,
-        uploaded: results.filter((r) => r.status === 'uploaded' || r.status === 'would-upload').length,
-        present: results.filter((r) => r.status === 'present').length,
-        failed: results.filter((r) => r.status === 'failed').length,
-    };
-}
-async function syncEntry(entry, entryPrefix, remote, remoteObjects, options) {
-    const ref = `${entry.kind}/${entry.id}`;
-    const unverified = await verificationFailure(entry);
-    if (unverified)
-        return { kind: entry.kind, id: entry.id, status: 'failed', files: 0, bytes: 0, resumedParts: 0, reason: unverified };
-    const checks = await checkSums(entry.dir);
-    const bad = checks.filter((c) => !c.ok);
-    if (bad.length > 0) {
-        const reason = `local SHA256SUMS check failed for ${bad.map((c) => c.file).join(', ')}; not uploaded`;
-        options.logger.error(`${ref}: ${reason}`);
-        return { kind: entry.kind, id: entry.id, status: 'failed', files: 0, bytes: 0, resumedParts: 0, reason };
-    }
-    const files = [
-        ...entry.sums.map((s) => ({ name: s.file, sha256: s.sha256 })),
-        { name: SUMS_FILE, sha256: await sha256OfFile(join(entry.dir, SUMS_FILE)) },
-        { name: entry.metadataFile, sha256: await sha256OfFile(join(entry.dir, entry.metadataFile)) },
-    ];
-    let bytes = 0;
-    let resumedParts = 0;
-    let sent = 0;
-    for (const file of files) {
-        const path = join(entry.dir, file.name);
-        const size = (await stat(path)).size;
-        const key = entryPrefix + file.name;
-        const existing = remoteObjects.get(key);
-        if (existing && existing.size === size) {
-            const head = await remote.head(key);
-            if (head?.metadata.sha256 === file.sha256)
-                continue;
-        }
-        if (options.dryRun) {
-            bytes += size;
-            sent++;
-            continue;
-        }
-        const put = await remote.putFile(key, path, { sha256: file.sha256, bytes: size });
-        const head = await remote.head(key);
-        if (!head || head.size !== size || head.metadata.sha256 !== file.sha256) {
-            throw failure('REMOTE_CHECK_FAILED', `${key} reads back as ${head ? `${head.size} bytes, sha256 ${head.metadata.sha256 ?? 'missing'}` : 'missing'} after upload; expected ${size} bytes, sha256 ${file.sha256}`, {
-                fix: 'run `lifeline sync` again; if it persists, check the provider for a proxy that rewrites objects',
-            });
-        }
-        bytes += put.bytes;
-        resumedParts += put.resumedParts;
-        sent++;
-    }
-    options.logger.info(`${options.dryRun ? 'would upload' : 'uploaded'} ${ref}: ${sent} file(s), ${bytes} bytes${resumedParts ? ` (${resumedParts} part(s) resumed)` : ''}`);
-    return { kind: entry.kind, id: entry.id, status: options.dryRun ? 'would-upload' : 'uploaded', files: sent, bytes, resumedParts };
-}
-/** A backup whose own verification failed is not shipped off-host as if it were good. */
-async function verificationFailure(entry) {
-    const metadata = JSON.parse(await readFile(join(entry.dir, entry.metadataFile), 'utf8'));
-    if (metadata.verified && metadata.verified.ok === false)
-        return 'its last verification failed; run `lifeline verify` and fix it before it is copied off-host';
-    return undefined;
-}
-/** Local catalog against the bucket: what is missing on either side and what differs. */
-async function compareRemote(options) {
-    const layout = new entries_RemoteLayout(options.prefix, options.env);
-    const local = filterKinds(await entries_listLocalEntries((0,external_node_path_namespaceObject.join)(options.store, options.env)), options.kinds);
-    const remoteObjects = await listRemote(options.remote, layout.envPrefix());
-    const remoteEntries = groupRemoteEntries(layout, remoteObjects);
-    const result = { location: options.remote.location, inSync: [], missingRemotely: [], incompleteRemotely: [], missingLocally: [], mismatched: [] };
-    const localKeys = new Set();
-    for (const entry of local) {
-        const ref = { kind: entry.kind, id: entry.id };
-        const entryPrefix = layout.entryPrefix(entry.kind, entry.id);
-        localKeys.add(entryPrefix);
-        if (!remoteEntries.has(entryPrefix)) {
-            result.missingRemotely.push(ref);
-            continue;
-        }
-        if (!remoteObjects.has(entryPrefix + entry.metadataFile)) {
-            result.incompleteRemotely.push(ref);
-            continue;
-        }
-        const expected = [...entry.sums, { file: sums_SUMS_FILE, sha256: await sha256OfFile((0,external_node_path_namespaceObject.join)(entry.dir, sums_SUMS_FILE)) }];
-        const mismatches = [];
-        for (const { file, sha256 } of expected) {
-            const reason = await checkRemoteFile(options.remote, entryPrefix + file, remoteObjects.get(entryPrefix + file), sha256, (await (0,promises_namespaceObject.stat)((0,external_node_path_namespaceObject.join)(entry.dir, file))).size, options.deep ?? false);
-            if (reason)
-                mismatches.push({ ...ref, file, reason });
-        }
-        if (mismatches.length)
-            result.mismatched.push(...mismatches);
-        else
-            result.inSync.push(ref);
-    }
-    for (const [entryPrefix, files] of remoteEntries) {
-        if (localKeys.has(entryPrefix))
-            continue;
-        const parsed = layout.parse(entryPrefix + sums_SUMS_FILE);
-        if (options.kinds?.length && !options.kinds.includes(parsed.kind.split('/')[0]))
-            continue;
-        const complete = files.includes(sums_SUMS_FILE) && metadataFileOf(files, parseSums(await readSmallObject(options.remote, entryPrefix + sums_SUMS_FILE))) !== undefined;
-        if (complete)
-            result.missingLocally.push({ kind: parsed.kind, id: parsed.id });
-    }
-    return result;
-}
-async function checkRemoteFile(remote, key, listed, sha256, size, deep) {
-    if (!listed)
-        return 'missing in the bucket';
-    if (listed.size !== size)
-        return `size ${listed.size} in the bucket, ${size} locally`;
-    if (deep) {
-        const actual = await hashRemote(remote, key);
-        return actual === sha256 ? undefined : `sha256 ${actual} in the bucket, ${sha256} expected`;
-    }
-    const head = await remote.head(key);
-    if (head?.metadata.sha256 !== sha256)
-        return `recorded sha256 ${head?.metadata.sha256 ?? 'missing'} in the bucket, ${sha256} expected`;
     return undefined;
 }
 /**
- * Downloads one remote entry into the local catalog through `catalog.begin`, hashing every
- * file on the way and comparing with the entry's SHA256SUMS; on any mismatch nothing appears
- * locally. Restores and drills then read it like any local entry.
+ * "Is `b` the database `a` names?": the same host (every loopback spelling is one), port and
+ * database name, or the same database name on a cluster with the same system identifier (another
+ * address of the same server). The one answer for the drill's isolation check and the restore's
+ * post-restore hooks.
  */
-async function fetchEntry(options) {
-    const kind = asEntryKind(options.kind);
-    const layout = new entries_RemoteLayout(options.prefix, options.env);
-    const id = options.id === 'latest' ? await newestRemoteId(options, layout) : options.id;
-    const entryPrefix = layout.entryPrefix(kind, id);
-    const names = [...(await listRemote(options.remote, entryPrefix)).keys()].map((key) => key.slice(entryPrefix.length)).filter((name) => !name.includes('/'));
-    if (!names.includes(sums_SUMS_FILE)) {
-        throw errors_usageError('REMOTE_ENTRY_NOT_FOUND', `${kind}/${id} is not in ${options.remote.location} for environment ${options.env}`, 'list what is there with `lifeline sync --compare`');
-    }
-    const sumsText = await readSmallObject(options.remote, entryPrefix + sums_SUMS_FILE);
-    const sums = parseSums(sumsText);
-    const metadataFile = metadataFileOf(names, sums);
-    if (!metadataFile) {
-        throw errors_failure('REMOTE_ENTRY_INCOMPLETE', `${kind}/${id} in ${options.remote.location} has no metadata file: its upload never finished`, { fix: 'run `lifeline sync` on the host that holds it, or fetch another entry' });
-    }
-    const metadata = JSON.parse(await readSmallObject(options.remote, entryPrefix + metadataFile));
-    const result = await importEntry({
-        catalog: options.catalog,
-        env: options.env,
-        kind,
-        id,
-        metadataFile,
-        metadata,
-        sums,
-        source: options.remote.location,
-        open: async (file) => (await options.remote.get(entryPrefix + file)).body,
-    });
-    if (result.fetched)
-        options.logger.info(`fetched ${kind}/${id} from ${options.remote.location}: ${sums.length} file(s), ${result.bytes} bytes, every sha256 matched`);
-    return result;
-}
-async function newestRemoteId(options, layout) {
-    const entries = groupRemoteEntries(layout, await listRemote(options.remote, `${layout.envPrefix()}${options.kind}/`));
-    const candidates = [];
-    for (const [entryPrefix, files] of entries) {
-        const parsed = layout.parse(entryPrefix + sums_SUMS_FILE);
-        if (parsed.kind !== options.kind || !files.includes(sums_SUMS_FILE))
-            continue;
-        const metadataFile = metadataFileOf(files, parseSums(await readSmallObject(options.remote, entryPrefix + sums_SUMS_FILE)));
-        if (!metadataFile)
-            continue;
-        const metadata = JSON.parse(await readSmallObject(options.remote, entryPrefix + metadataFile));
-        candidates.push({ id: parsed.id, createdAt: metadata.createdAt ?? '' });
-    }
-    candidates.sort((a, b) => (a.createdAt === b.createdAt ? b.id.localeCompare(a.id) : b.createdAt.localeCompare(a.createdAt)));
-    if (!candidates[0]) {
-        throw errors_usageError('REMOTE_ENTRY_NOT_FOUND', `no complete ${options.kind} entry for environment ${options.env} in ${options.remote.location}`, 'run `lifeline sync` first, or check storage.bucket and storage.prefix');
-    }
-    return candidates[0].id;
-}
-function filterKinds(entries, kinds) {
-    if (!kinds?.length)
-        return entries;
-    return entries.filter((e) => kinds.includes(e.kind.split('/')[0]));
-}
-async function listRemote(remote, prefix) {
-    const objects = new Map();
-    for await (const object of remote.list(prefix))
-        objects.set(object.key, object);
-    return objects;
-}
-/** Remote objects grouped by entry prefix (`.../<kind>/<id>/`), each with its file names. */
-function groupRemoteEntries(layout, objects) {
-    const entries = new Map();
-    for (const key of objects.keys()) {
-        const parsed = layout.parse(key);
-        if (!parsed)
-            continue;
-        const entryPrefix = layout.entryPrefix(parsed.kind, parsed.id);
-        entries.set(entryPrefix, [...(entries.get(entryPrefix) ?? []), parsed.file]);
-    }
-    return entries;
-}
-/** A small object (SHA256SUMS, metadata), verified against the sha256 recorded at upload when present. */
-async function readSmallObject(remote, key) {
-    const { body, head } = await remote.get(key);
-    if (head.size > MAX_SMALL_OBJECT) {
-        body.destroy();
-        throw errors_failure('REMOTE_OBJECT_TOO_LARGE', `${key} is ${head.size} bytes; Lifeline's ${sums_SUMS_FILE} and metadata files are small`, { fix: 'check storage.prefix: the bucket holds something that is not a Lifeline entry' });
-    }
-    const chunks = [];
-    for await (const chunk of body)
-        chunks.push(chunk);
-    const data = Buffer.concat(chunks);
-    const actual = (0,external_node_crypto_.createHash)('sha256').update(data).digest('hex');
-    if (head.metadata.sha256 && head.metadata.sha256 !== actual)
-        throw checksumMismatch(key, actual, head.metadata.sha256);
-    return data.toString('utf8');
-}
-async function hashRemote(remote, key) {
-    const { body } = await remote.get(key);
-    const hasher = new HashingTransform();
-    await (0,external_node_stream_promises_namespaceObject.pipeline)(body, hasher, async function* (source) {
-        for await (const _chunk of source) {
-            // drain: only the hash is wanted
-        }
-    });
-    return hasher.digest();
-}
-async function sha256OfFile(path) {
-    return (await sha256File(path)).sha256;
-}
-function checksumMismatch(key, actual, expected) {
-    return errors_failure('REMOTE_CHECKSUM_MISMATCH', `${key} downloaded with sha256 ${actual}, expected ${expected}; it was not used`, {
-        fix: 'the copy in the bucket is damaged: run `lifeline sync` from a host whose local entry verifies, or fetch an older entry',
-        details: { key, actual, expected },
-    });
-}
-
-;// CONCATENATED MODULE: ./src/commands/remote-report.ts
-/** Renders a comparison; shared by `sync --compare` and `verify --remote` (kept apart from the sync command so the backup bundles do not carry the artifact client). */
-function comparisonResult(env, c) {
-    const ref = (e) => `${e.kind}/${e.id}`;
-    const lines = [
-        ...c.missingRemotely.map((e) => `missing remotely     ${ref(e)}`),
-        ...c.incompleteRemotely.map((e) => `incomplete remotely  ${ref(e)} (rerun sync)`),
-        ...c.missingLocally.map((e) => `missing locally      ${ref(e)}`),
-        ...c.mismatched.map((m) => `MISMATCH             ${ref(m)} ${m.file}: ${m.reason}`),
-        `${env} vs ${c.location}: ${c.inSync.length} in sync, ${c.missingRemotely.length + c.incompleteRemotely.length} missing remotely, ${c.missingLocally.length} missing locally, ${c.mismatched.length} mismatched file(s)`,
-    ];
-    const problems = c.mismatched.length + c.missingRemotely.length + c.incompleteRemotely.length;
-    return {
-        json: c,
-        text: lines.join('\n'),
-        exitCode: problems ? 1 : 0,
-        failureMessage: problems ? `${env}: the bucket does not hold a verified copy of every local entry` : undefined,
-    };
+async function sameDatabase(a, b, runner) {
+    const sameEndpoint = normalizeHost(a.host) === normalizeHost(b.host) && a.port === b.port;
+    if (sameEndpoint)
+        return { same: a.database === b.database, sameCluster: true, reason: 'endpoint' };
+    const [idA, idB] = await Promise.all([systemIdentifier(runner, a), systemIdentifier(runner, b)]);
+    const sameCluster = idA !== undefined && idA === idB;
+    return { same: sameCluster && a.database === b.database, sameCluster, reason: sameCluster ? 'system identifier' : 'different', ...(sameCluster ? { systemIdentifier: idA } : {}) };
 }
 
 ;// CONCATENATED MODULE: ./src/settings/duration.ts
@@ -40831,7 +54446,7 @@ function parseDuration(value, keyPath = 'duration') {
     const unit = (match[2] || 's').toLowerCase();
     return Math.round(amount * UNITS[unit]);
 }
-function formatDuration(seconds) {
+function duration_formatDuration(seconds) {
     if (!Number.isFinite(seconds))
         return 'n/a';
     if (seconds < 120)
@@ -40843,8 +54458,144 @@ function formatDuration(seconds) {
     return `${Math.round(seconds / 8640) / 10}d`;
 }
 
-// EXTERNAL MODULE: ./node_modules/yaml/dist/index.js
-var dist = __nccwpck_require__(8815);
+// EXTERNAL MODULE: ./node_modules/@sigstore/bundle/dist/index.js
+var dist = __nccwpck_require__(1040);
+// EXTERNAL MODULE: ./node_modules/@sigstore/protobuf-specs/dist/index.js
+var protobuf_specs_dist = __nccwpck_require__(9654);
+// EXTERNAL MODULE: ./node_modules/@sigstore/verify/dist/index.js
+var verify_dist = __nccwpck_require__(4187);
+;// CONCATENATED MODULE: ./src/manifest/digest.ts
+
+function digest_sha256Hex(data) {
+    return createHash('sha256').update(data).digest('hex');
+}
+
+;// CONCATENATED MODULE: ./src/manifest/keys.ts
+
+
+
+/** A new ECDSA P-256 key pair in PEM (PKCS#8 private, SPKI public), the form `signing-key` takes. */
+function generateSigningKeyPair() {
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    return {
+        privateKeyPem: privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
+        publicKeyPem: publicKey.export({ format: 'pem', type: 'spki' }).toString(),
+    };
+}
+/** The key id a bundle carries as its public key hint: sha256 of the DER SubjectPublicKeyInfo, hex. */
+function keys_publicKeyHint(key) {
+    const publicKey = key.type === 'private' ? createPublicKey(key) : key;
+    return createHash('sha256').update(publicKey.export({ format: 'der', type: 'spki' })).digest('hex');
+}
+function assertP256(key, what) {
+    if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
+        throw usageError('BAD_SIGNING_KEY', `${what} is not an ECDSA P-256 key`, 'generate one with `openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt` or `lifeline manifest keygen`');
+    }
+}
+/** The private key from a PEM string or from the path of a PEM file (the secret may be either). */
+async function loadSigningKey(pemOrPath) {
+    const pem = pemOrPath.includes('-----BEGIN') ? pemOrPath : await readKeyFile(pemOrPath, 'signing key');
+    let key;
+    try {
+        key = createPrivateKey({ key: pem, format: 'pem' });
+    }
+    catch (error) {
+        throw usageError('BAD_SIGNING_KEY', `the signing key is not a readable unencrypted PEM private key (${error.message})`, 'pass an unencrypted PKCS#8 or SEC1 PEM ECDSA P-256 private key, or the path of one');
+    }
+    assertP256(key, 'the signing key');
+    return key;
+}
+async function keys_loadPublicKey(path) {
+    const pem = await readKeyFile(path, 'public key');
+    let key;
+    try {
+        key = createPublicKey({ key: pem, format: 'pem' });
+    }
+    catch (error) {
+        throw usageError('BAD_PUBLIC_KEY', `${path} is not a PEM public key (${error.message})`, 'pass the PEM public key published for the signing key (-----BEGIN PUBLIC KEY-----)');
+    }
+    assertP256(key, path);
+    return key;
+}
+async function readKeyFile(path, what) {
+    try {
+        return await readFile(path, 'utf8');
+    }
+    catch (error) {
+        throw usageError('KEY_FILE_UNREADABLE', `cannot read the ${what} file ${path} (${error.code ?? error.message})`, `pass the path of the ${what} PEM file${what === 'signing key' ? ', or the PEM itself from a secret' : ''}`);
+    }
+}
+/** A Sigstore `Signer` that signs with a local ECDSA P-256 key; the bundle names the key by its hint. */
+class KeySigner {
+    privateKey;
+    hint;
+    publicKeyPem;
+    constructor(privateKey) {
+        this.privateKey = privateKey;
+        this.hint = keys_publicKeyHint(privateKey);
+        this.publicKeyPem = createPublicKey(privateKey).export({ format: 'pem', type: 'spki' }).toString();
+    }
+    async sign(data) {
+        return {
+            signature: sign('sha256', data, this.privateKey),
+            key: { $case: 'publicKey', publicKey: this.publicKeyPem, hint: this.hint },
+        };
+    }
+}
+
+// EXTERNAL MODULE: ./node_modules/@sigstore/tuf/dist/index.js
+var tuf_dist = __nccwpck_require__(4423);
+;// CONCATENATED MODULE: ./src/manifest/trust.ts
+
+
+
+
+/**
+ * A RegExp that matches exactly one of the trusted identities. @sigstore/verify treats a string SAN
+ * policy as an unanchored regular expression, so `...@refs/heads/main` would also accept
+ * `...@refs/heads/main-evil`.
+ */
+function trust_exactIdentityPattern(identities) {
+    const list = typeof identities === 'string' ? [identities] : identities;
+    return new RegExp(`^(?:${list.map((identity) => identity.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')).join('|')})$`);
+}
+/**
+ * The trusted keyless identities, from a config list or a flag value with one identity per line or
+ * comma. A list lets an upgrade of the signing workflow (whose identity ends in the commit it was
+ * called at) keep accepting the manifests the older commit signed.
+ */
+function trust_trustedIdentities(value) {
+    if (value === undefined)
+        return [];
+    const parts = typeof value === 'string' ? value.split(/[\n,]/) : value;
+    return [...new Set(parts.map((part) => part.trim()).filter(Boolean))];
+}
+/** A pinned trusted root file (offline), or the public-good instance's root through TUF (online). */
+async function trust_loadTrustedRoot(path) {
+    if (path) {
+        let json;
+        try {
+            json = JSON.parse(await readFile(path, 'utf8'));
+        }
+        catch (error) {
+            throw usageError('BAD_TRUSTED_ROOT', `cannot read the trusted root ${path} (${error.message})`, 'pass a Sigstore trusted_root.json (e.g. from `sigstore-js` or `cosign trusted-root create`)');
+        }
+        const root = TrustedRoot.fromJSON(json);
+        if (root.certificateAuthorities.length === 0)
+            throw usageError('BAD_TRUSTED_ROOT', `${path} lists no certificate authority`, 'pass a trusted root with the Fulcio certificate authority that issued the signing certificates');
+        return root;
+    }
+    try {
+        return await getTrustedRoot();
+    }
+    catch (error) {
+        throw failure('TRUSTED_ROOT_UNAVAILABLE', `could not fetch the Sigstore public-good trusted root through TUF (${error.message})`, {
+            cause: error,
+            fix: 'verify online, or pin a trusted root file for offline verification (manifest.trustedRoot in lifeline.yml or --trusted-root)',
+        });
+    }
+}
+
 ;// CONCATENATED MODULE: ./node_modules/zod/v4/core/util.js
 
 // functions
@@ -42238,7 +55989,7 @@ const base64 = /^$|^(?:[0-9a-zA-Z+/]{4})*(?:(?:[0-9a-zA-Z+/]{2}==)|(?:[0-9a-zA-Z
 const base64url = /^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2,3})?$/;
 // based on https://stackoverflow.com/questions/106179/regular-expression-to-match-dns-hostname-or-ip-address
 // export const hostname: RegExp = /^([a-zA-Z0-9-]+\.)*[a-zA-Z0-9-]+$/;
-const hostname = /^(?=.{1,253}\.?$)[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[-0-9a-zA-Z]{0,61}[0-9a-zA-Z])?)*\.?$/;
+const regexes_hostname = /^(?=.{1,253}\.?$)[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[-0-9a-zA-Z]{0,61}[0-9a-zA-Z])?)*\.?$/;
 const domain = /^(?=.{1,253}$)([a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]{2,63}$/;
 const httpProtocol = /^https?$/;
 // https://blog.stevenlevithan.com/archives/validate-phone-number#r4-3 (regex sans spaces) E.164: leading digit must be 1-9; total digits (excluding '+') between 7-15
@@ -49169,13 +62920,13 @@ const ZodString = /*@__PURE__*/ $constructor("ZodString", (inst, def) => {
         return this.check(_isoDateTime(ZodISODateTime, params));
     },
     date(params) {
-        return this.check(_isoDate(ZodISODate, params));
+        return this.check(_isoDate(schemas_ZodISODate, params));
     },
     time(params) {
-        return this.check(_isoTime(ZodISOTime, params));
+        return this.check(_isoTime(schemas_ZodISOTime, params));
     },
     duration(params) {
-        return this.check(_isoDuration(ZodISODuration, params));
+        return this.check(_isoDuration(schemas_ZodISODuration, params));
     },
 });
 function schemas_string(params) {
@@ -49189,15 +62940,15 @@ const ZodISODateTime = /*@__PURE__*/ $constructor("ZodISODateTime", (inst, def) 
     $ZodISODateTime.init(inst, def);
     ZodStringFormat.init(inst, def);
 });
-const ZodISODate = /*@__PURE__*/ $constructor("ZodISODate", (inst, def) => {
+const schemas_ZodISODate = /*@__PURE__*/ $constructor("ZodISODate", (inst, def) => {
     $ZodISODate.init(inst, def);
     ZodStringFormat.init(inst, def);
 });
-const ZodISOTime = /*@__PURE__*/ $constructor("ZodISOTime", (inst, def) => {
+const schemas_ZodISOTime = /*@__PURE__*/ $constructor("ZodISOTime", (inst, def) => {
     $ZodISOTime.init(inst, def);
     ZodStringFormat.init(inst, def);
 });
-const ZodISODuration = /*@__PURE__*/ $constructor("ZodISODuration", (inst, def) => {
+const schemas_ZodISODuration = /*@__PURE__*/ $constructor("ZodISODuration", (inst, def) => {
     $ZodISODuration.init(inst, def);
     ZodStringFormat.init(inst, def);
 });
@@ -50380,6 +64131,2250 @@ function preprocess(fn, schema) {
     });
 }
 
+;// CONCATENATED MODULE: ./node_modules/zod/v4/classic/iso.js
+
+
+
+function iso_datetime(params) {
+    return _isoDateTime(ZodISODateTime, params);
+}
+function iso_date(params) {
+    return core._isoDate(ZodISODate, params);
+}
+function iso_time(params) {
+    return core._isoTime(ZodISOTime, params);
+}
+function iso_duration(params) {
+    return core._isoDuration(ZodISODuration, params);
+}
+
+;// CONCATENATED MODULE: ./src/manifest/image-ref.ts
+
+const DIGEST = /^sha256:[0-9a-f]{64}$/;
+const REPOSITORY = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$/;
+const TAG = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
+function isDigest(value) {
+    return DIGEST.test(value);
+}
+/** Parses `[registry/]repo[:tag][@sha256:hex]` the way Docker does. */
+function image_ref_parseImageReference(reference) {
+    const bad = (why) => usageError('BAD_IMAGE_REFERENCE', `image reference ${JSON.stringify(reference)} is not valid: ${why}`, 'write it as registry/repository:tag or registry/repository@sha256:<64 hex digits>');
+    const trimmed = reference.trim();
+    if (!trimmed)
+        throw bad('it is empty');
+    let rest = trimmed;
+    let digest;
+    const at = rest.indexOf('@');
+    if (at >= 0) {
+        digest = rest.slice(at + 1);
+        rest = rest.slice(0, at);
+        if (!isDigest(digest))
+            throw bad('the digest must be sha256: followed by 64 lowercase hex digits');
+    }
+    let tag;
+    const lastSlash = rest.lastIndexOf('/');
+    const colon = rest.lastIndexOf(':');
+    if (colon > lastSlash) {
+        tag = rest.slice(colon + 1);
+        rest = rest.slice(0, colon);
+        if (!TAG.test(tag))
+            throw bad(`the tag ${JSON.stringify(tag)} has characters a tag cannot have`);
+    }
+    const parts = rest.split('/');
+    let registry = 'docker.io';
+    if (parts.length > 1 && (parts[0].includes('.') || parts[0].includes(':') || parts[0] === 'localhost'))
+        registry = parts.shift();
+    let repository = parts.join('/');
+    if (registry === 'docker.io' && parts.length === 1)
+        repository = `library/${repository}`;
+    if (!REPOSITORY.test(repository))
+        throw bad('the repository must be lowercase letters, digits and separators');
+    if (!tag && !digest)
+        tag = 'latest';
+    return { registry, repository, tag, digest };
+}
+/** `registry/repo`, the in-toto subject name of an image. */
+function image_ref_imageName(ref) {
+    return `${ref.registry}/${ref.repository}`;
+}
+/** `registry/repo@sha256:...`, the only form a manifest stores. */
+function pinnedReference(ref) {
+    return `${image_ref_imageName(ref)}@${ref.digest}`;
+}
+
+;// CONCATENATED MODULE: ./src/manifest/statement.ts
+
+
+
+
+/** The in-toto Statement: one subject per service image, so standard tooling can check an image against it. */
+function buildStatement(manifest) {
+    return {
+        _type: IN_TOTO_STATEMENT_TYPE,
+        subject: SERVICE_ROLES.map((role) => subjectOf(manifest.images[role])),
+        predicateType: LIFELINE_PREDICATE_TYPE,
+        predicate: manifest,
+    };
+}
+function subjectOf(pinned) {
+    const ref = parseImageReference(pinned);
+    return { name: imageName(ref), digest: { sha256: ref.digest.slice('sha256:'.length) } };
+}
+/** The exact bytes that are signed and stored as manifest.json. */
+function serializeStatement(statement) {
+    return Buffer.from(`${JSON.stringify(statement, null, 2)}\n`);
+}
+const nonEmpty = schemas_string().min(1);
+const predicateSchema = object({
+    release: object({
+        version: nonEmpty,
+        gitSha: nonEmpty.optional(),
+        environment: nonEmpty,
+        createdAt: iso_datetime(),
+        workflowRun: object({ repository: nonEmpty, runId: nonEmpty, workflow: nonEmpty, ref: nonEmpty, sha: nonEmpty }).optional(),
+    }),
+    images: object({ api: nonEmpty, web: nonEmpty, worker: nonEmpty }),
+    migrationHead: nonEmpty.nullable(),
+    backup: object({ id: nonEmpty, sha256: schemas_string().regex(/^[0-9a-f]{64}$/) }).nullable(),
+})
+    .loose();
+const PINNED = /^[^@\s]+@sha256:[0-9a-f]{64}$/;
+/**
+ * Reads a release manifest out of a verified payload. Anything that is not exactly Lifeline's
+ * statement (another statement type, another predicate type, an image by tag, subjects that do
+ * not match the images) fails: deploy must never act on a manifest it only half understands.
+ */
+function statement_parseVerifiedStatement(payload) {
+    const invalid = (code, why) => failure(code, `the signed manifest is not usable: ${why}`, { fix: 'create a new manifest with `lifeline manifest create`; do not edit signed manifests' });
+    let statement;
+    try {
+        statement = JSON.parse(payload.toString('utf8'));
+    }
+    catch {
+        throw invalid('MANIFEST_NOT_JSON', 'the payload is not JSON');
+    }
+    if (statement._type !== IN_TOTO_STATEMENT_TYPE)
+        throw invalid('MANIFEST_WRONG_TYPE', `_type is ${JSON.stringify(statement._type)}, expected ${IN_TOTO_STATEMENT_TYPE}`);
+    if (statement.predicateType !== LIFELINE_PREDICATE_TYPE)
+        throw invalid('MANIFEST_WRONG_PREDICATE', `predicateType is ${JSON.stringify(statement.predicateType)}, expected ${LIFELINE_PREDICATE_TYPE}`);
+    const parsed = predicateSchema.safeParse(statement.predicate);
+    if (!parsed.success) {
+        const issue = parsed.error.issues[0];
+        throw invalid('MANIFEST_INVALID_PREDICATE', `predicate.${issue.path.join('.')}: ${issue.message}`);
+    }
+    const manifest = parsed.data;
+    for (const role of SERVICE_ROLES) {
+        if (!PINNED.test(manifest.images[role])) {
+            throw failure('MANIFEST_IMAGE_NOT_PINNED', `the signed manifest names the ${role} image by tag (${manifest.images[role]}), not by digest`, {
+                fix: 'a release must pin every image by digest: create a new manifest with `lifeline manifest create`, which resolves tags to digests',
+            });
+        }
+    }
+    const subjects = Array.isArray(statement.subject) ? statement.subject : [];
+    const expected = SERVICE_ROLES.map((role) => subjectOf(manifest.images[role]));
+    const same = expected.every((e) => subjects.some((s) => s?.name === e.name && s?.digest?.sha256 === e.digest.sha256)) && subjects.length === expected.length;
+    if (!same)
+        throw invalid('MANIFEST_SUBJECT_MISMATCH', "the statement's subjects do not match the predicate's images");
+    return manifest;
+}
+
+;// CONCATENATED MODULE: ./src/manifest/verify.ts
+
+
+
+
+
+
+
+
+
+
+
+/** Fulcio's certificate extensions for the source repository URI and ref (DER UTF8String values). */
+const SOURCE_EXTENSIONS = { sourceRepository: { oid: '1.3.6.1.4.1.57264.1.12', what: 'source repository' }, sourceRef: { oid: '1.3.6.1.4.1.57264.1.14', what: 'source repository ref' } };
+/**
+ * Verifies a release's Sigstore bundle against the policy and returns the manifest taken from
+ * the verified payload only. Every failure is exit 1 with the reason; unusable inputs are exit 2.
+ */
+async function verifyReleaseManifest(options) {
+    const { catalog, env, release } = options;
+    const policy = await preparePolicy(options.policy);
+    const entry = await catalog.get(env, 'releases', release, RELEASE_METADATA_FILE);
+    if (!entry) {
+        throw usageError('RELEASE_NOT_FOUND', `release ${release} has no manifest in environment ${env}`, `create it with lifeline manifest create --env ${env} --release ${release}, or pick a release the catalog lists`);
+    }
+    const manifestPath = join(entry.dir, MANIFEST_FILE);
+    const bundlePath = join(entry.dir, BUNDLE_FILE);
+    const bundle = await readBundle(bundlePath);
+    if (bundle.content.$case !== 'dsseEnvelope')
+        throw notVerifiedRelease('MANIFEST_NOT_DSSE', 'the bundle does not hold a DSSE envelope');
+    const envelope = bundle.content.dsseEnvelope;
+    // The verifier signs over whatever payloadType says; only ours may be accepted.
+    if (envelope.payloadType !== IN_TOTO_PAYLOAD_TYPE)
+        throw notVerifiedRelease('MANIFEST_WRONG_PAYLOAD_TYPE', `the DSSE payloadType is ${JSON.stringify(envelope.payloadType)}, expected ${IN_TOTO_PAYLOAD_TYPE}`);
+    const signer = verifyBundle(bundle, policy);
+    const payload = Buffer.from(envelope.payload);
+    const stored = await readFile(manifestPath).catch(() => undefined);
+    if (!stored || !stored.equals(payload)) {
+        throw notVerifiedRelease('MANIFEST_TAMPERED', `${manifestPath} ${stored ? 'differs from' : 'is missing beside'} the signed payload in ${BUNDLE_FILE}`);
+    }
+    const manifest = parseVerifiedStatement(payload);
+    if (manifest.release.environment !== env) {
+        throw notVerifiedRelease('MANIFEST_WRONG_ENVIRONMENT', `the manifest was signed for environment ${manifest.release.environment}, not ${env}`);
+    }
+    if (manifest.release.version !== release) {
+        throw notVerifiedRelease('MANIFEST_WRONG_RELEASE', `the manifest stored as release ${release} was signed for release ${manifest.release.version}`);
+    }
+    return { manifest, dir: entry.dir, manifestPath, bundlePath, digest: `sha256:${sha256Hex(payload)}`, signer };
+}
+function notVerifiedRelease(code, why, cause) {
+    return failure(code, `release manifest verification failed: ${why}`, {
+        cause,
+        fix: 'do not deploy this release; re-create the manifest from its pipeline, or check that the verification policy (public key or certificate identity) is the right one',
+    });
+}
+async function preparePolicy(policy) {
+    const raw = policy;
+    const identities = trustedIdentities(raw.certificateIdentity);
+    const hasKey = Boolean(raw.publicKey);
+    const hasIdentity = Boolean(identities.length || raw.certificateOidcIssuer);
+    if (hasKey === hasIdentity) {
+        throw usageError('BAD_VERIFICATION_POLICY', hasKey ? 'both a public key and a certificate identity were given' : 'no verification policy: neither a public key nor a certificate identity was given', 'pass either --public-key FILE, or --certificate-identity URI with --certificate-oidc-issuer URI (or set manifest: in lifeline.yml)');
+    }
+    if (hasKey) {
+        const key = await loadPublicKey(raw.publicKey);
+        return { kind: 'key', key, hint: publicKeyHint(key), path: raw.publicKey };
+    }
+    if (!identities.length || !raw.certificateOidcIssuer) {
+        throw usageError('BAD_VERIFICATION_POLICY', 'a certificate policy needs both the identity and the OIDC issuer', 'pass --certificate-identity https://github.com/OWNER/REPO/.github/workflows/deploy.yml@refs/heads/main and --certificate-oidc-issuer https://token.actions.githubusercontent.com');
+    }
+    return {
+        kind: 'certificate',
+        identities,
+        issuer: raw.certificateOidcIssuer,
+        root: await loadTrustedRoot(raw.trustedRoot),
+        ...(raw.sourceRepository ? { sourceRepository: raw.sourceRepository } : {}),
+        ...(raw.sourceRef ? { sourceRef: raw.sourceRef } : {}),
+    };
+}
+async function readBundle(path) {
+    let text;
+    try {
+        text = await readFile(path, 'utf8');
+    }
+    catch {
+        throw notVerifiedRelease('MANIFEST_UNSIGNED', `the release has no signature bundle (${path} is missing)`);
+    }
+    try {
+        return bundleFromJSON(JSON.parse(text));
+    }
+    catch (error) {
+        throw notVerifiedRelease('MANIFEST_BAD_BUNDLE', `${path} is not a valid Sigstore bundle (${error.message})`, error);
+    }
+}
+/**
+ * Verifies a file signed with `signDssePayload` (e.g. a drill report): the bundle beside it must
+ * hold a DSSE envelope of `payloadType`, signed as the policy demands, whose payload is exactly
+ * the file's bytes. Failures are exit 1 with codes `<codePrefix>_...`; a bad policy is exit 2.
+ */
+async function verify_verifySignedFile(options) {
+    const policy = await preparePolicy(options.policy);
+    const fail = (code, why, cause) => failure(code.replace(/^MANIFEST_/, `${options.codePrefix}_`), `${options.what} signature verification failed: ${why}`, { cause, fix: `do not trust this ${options.what}; produce a new one with the configured signer, or check the verification policy (manifest: in lifeline.yml)` });
+    let bundle;
+    try {
+        bundle = bundleFromJSON(JSON.parse(await readFile(options.bundlePath, 'utf8')));
+    }
+    catch (error) {
+        const missing = error.code === 'ENOENT';
+        throw fail(missing ? 'MANIFEST_UNSIGNED' : 'MANIFEST_BAD_BUNDLE', missing ? `it is not signed (${options.bundlePath} is missing)` : `${options.bundlePath} is not a valid Sigstore bundle (${error.message})`, error);
+    }
+    if (bundle.content.$case !== 'dsseEnvelope')
+        throw fail('MANIFEST_NOT_DSSE', 'the bundle does not hold a DSSE envelope');
+    const envelope = bundle.content.dsseEnvelope;
+    if (envelope.payloadType !== options.payloadType)
+        throw fail('MANIFEST_WRONG_PAYLOAD_TYPE', `the DSSE payloadType is ${JSON.stringify(envelope.payloadType)}, expected ${options.payloadType}`);
+    const signer = verifyBundle(bundle, policy, fail);
+    const payload = Buffer.from(envelope.payload);
+    const stored = await readFile(options.filePath).catch(() => undefined);
+    if (!stored || !stored.equals(payload))
+        throw fail('MANIFEST_TAMPERED', `${options.filePath} ${stored ? 'differs from' : 'is missing beside'} the signed payload`);
+    return { signer, payload };
+}
+function verifyBundle(bundle, policy, notVerified = notVerifiedRelease) {
+    const material = bundle.verificationMaterial.content;
+    const bundleHint = material.$case === 'publicKey' ? material.publicKey.hint : undefined;
+    if (policy.kind === 'key' && material.$case !== 'publicKey')
+        throw notVerified('MANIFEST_SIGNER_KIND', 'it was signed keyless (with a certificate), but the policy expects a public key');
+    if (policy.kind === 'certificate' && material.$case === 'publicKey')
+        throw notVerified('MANIFEST_SIGNER_KIND', 'it was signed with a key, but the policy expects a certificate identity');
+    let trust;
+    let verifierOptions;
+    let sigstorePolicy;
+    if (policy.kind === 'key') {
+        // Whatever hint the bundle names, only the configured key is ever tried.
+        trust = toTrustMaterial(TrustedRoot.fromJSON({ mediaType: 'application/vnd.dev.sigstore.trustedroot+json;version=0.1' }), () => ({ publicKey: policy.key, validFor: () => true }));
+        verifierOptions = { tlogThreshold: 0, ctlogThreshold: 0, timestampThreshold: 0 };
+    }
+    else {
+        trust = toTrustMaterial(policy.root);
+        verifierOptions = {
+            ctlogThreshold: policy.root.ctlogs.length > 0 ? 1 : 0,
+            tlogThreshold: policy.root.tlogs.length > 0 && policy.root.timestampAuthorities.length === 0 ? 1 : 0,
+            timestampThreshold: 1,
+        };
+        const oids = ['sourceRepository', 'sourceRef'].flatMap((name) => policy[name] ? [{ oid: { id: SOURCE_EXTENSIONS[name].oid.split('.').map(Number) }, value: derUtf8String(policy[name]) }] : []);
+        sigstorePolicy = { subjectAlternativeName: exactIdentityPattern(policy.identities), extensions: { issuer: policy.issuer }, ...(oids.length ? { oids } : {}) };
+    }
+    try {
+        const signer = new Verifier(trust, verifierOptions).verify(toSignedEntity(bundle), sigstorePolicy);
+        if (policy.kind === 'key')
+            return { publicKeyHint: policy.hint };
+        return { identity: signer.identity?.subjectAlternativeName, issuer: signer.identity?.extensions?.issuer };
+    }
+    catch (error) {
+        if (isLifelineError(error))
+            throw error;
+        if (error instanceof PolicyError && policy.kind === 'certificate')
+            throw notVerified('MANIFEST_WRONG_IDENTITY', `${policyMismatch(error.message, policy)} (${error.message})`, error);
+        if (error instanceof VerificationError && error.code === 'SIGNATURE_ERROR' && policy.kind === 'key') {
+            const otherKey = bundleHint && bundleHint !== policy.hint ? `; the bundle names key ${bundleHint}, the policy's key ${policy.path} is ${policy.hint}` : '';
+            throw notVerified('MANIFEST_BAD_SIGNATURE', `the signature does not match the public key ${policy.path}: the payload was changed or signed with another key${otherKey}`, error);
+        }
+        if (error instanceof VerificationError)
+            throw notVerified(`MANIFEST_${error.code}`, error.message, error);
+        throw notVerified('MANIFEST_VERIFY_ERROR', error.message, error);
+    }
+}
+function policyMismatch(message, policy) {
+    for (const name of ['sourceRepository', 'sourceRef']) {
+        if (message.includes(SOURCE_EXTENSIONS[name].oid))
+            return `the certificate's ${SOURCE_EXTENSIONS[name].what} is not exactly ${policy[name]}`;
+    }
+    if (/extension/.test(message))
+        return `the certificate's OIDC issuer is not ${policy.issuer}`;
+    return policy.identities.length === 1 ? `the certificate identity is not exactly ${policy.identities[0]}` : `the certificate identity is none of the ${policy.identities.length} trusted identities (${policy.identities.join(', ')})`;
+}
+/** The DER encoding of a UTF8String, the form Fulcio gives its newer extension values. */
+function derUtf8String(value) {
+    const bytes = Buffer.from(value, 'utf8');
+    const length = bytes.length < 0x80 ? Buffer.from([bytes.length]) : bytes.length < 0x100 ? Buffer.from([0x81, bytes.length]) : Buffer.from([0x82, bytes.length >> 8, bytes.length & 0xff]);
+    return Buffer.concat([Buffer.from([0x0c]), length, bytes]);
+}
+
+;// CONCATENATED MODULE: ./src/drill/report.ts
+
+
+
+
+
+
+
+const report_DRILL_REPORT_FILE = 'report.json';
+const DRILL_SUMMARY_FILE = 'summary.md';
+const DRILL_REPORT_SCHEMA_VERSION = 1;
+/** The Sigstore bundle beside report.json, and the DSSE payload type that says "this is a Lifeline drill report". */
+const report_DRILL_BUNDLE_FILE = 'report.sigstore.json';
+const report_DRILL_REPORT_PAYLOAD_TYPE = 'application/vnd.lifeline.drill-report.v1+json';
+function newDrillId(now = new Date()) {
+    return newEntryId(now);
+}
+/**
+ * The bytes of report.json, exactly as the catalog writes an entry's metadata; the signature and
+ * SHA256SUMS are computed over these, and the catalog's own rewrite at commit leaves them unchanged.
+ */
+function drillReportBytes(report) {
+    return Buffer.from(`${JSON.stringify(report, null, 2)}\n`);
+}
+/**
+ * Stores the report (and its Markdown summary) as an immutable catalog entry. report.json is
+ * listed in SHA256SUMS and, with a signer, signed into report.sigstore.json, so an edited report
+ * fails the gate. A signing failure does not lose the drill: the report is kept unsigned (the gate
+ * then refuses it when signing is required) and the failure is returned.
+ */
+async function saveDrillReport(catalog, report, summaryMarkdown, signer) {
+    const bytes = drillReportBytes(report);
+    let signing = { status: 'unsigned' };
+    let bundleJson;
+    if (signer) {
+        try {
+            const signed = await signer.sign(bytes);
+            bundleJson = signed.bundleJson;
+            signing = { status: signed.kind };
+        }
+        catch (error) {
+            signing = { status: 'failed', detail: error.message };
+        }
+    }
+    const staged = await catalog.begin(report.environment, 'drills', report.id, report_DRILL_REPORT_FILE);
+    try {
+        await staged.addText(DRILL_SUMMARY_FILE, summaryMarkdown);
+        await staged.addStream(report_DRILL_REPORT_FILE, Readable.from([bytes]));
+        if (bundleJson)
+            await staged.addText(report_DRILL_BUNDLE_FILE, bundleJson);
+        await staged.commit(report);
+    }
+    catch (error) {
+        await staged.abort();
+        throw error;
+    }
+    const written = await readFile(join(staged.finalDir, report_DRILL_REPORT_FILE));
+    if (!written.equals(bytes)) {
+        throw failure('DRILL_REPORT_REWRITTEN', `the catalog wrote ${join(staged.finalDir, report_DRILL_REPORT_FILE)} differently from the bytes listed in SHA256SUMS and signed`, { fix: 'this is a Lifeline bug (the catalog changed how it writes metadata); report it' });
+    }
+    return { id: report.id, dir: staged.finalDir, metadata: report, signing };
+}
+async function report_listDrillReports(catalog, env) {
+    return catalog.list(env, 'drills', report_DRILL_REPORT_FILE);
+}
+/** The line `lifeline drills --json` prints per drill. */
+function drillListing(report) {
+    return {
+        id: report.id,
+        createdAt: report.createdAt,
+        environment: report.environment,
+        mode: report.mode,
+        backupId: report.backup?.id ?? null,
+        passed: report.passed,
+        rtoSeconds: report.rto.seconds,
+        rtoTargetSeconds: report.rto.targetSeconds,
+        rpoSeconds: report.rpo.seconds,
+        rpoTargetSeconds: report.rpo.targetSeconds,
+        failures: report.failures,
+    };
+}
+const seconds = (value) => (value === null ? 'n/a' : formatDuration(value));
+const objectiveVerdict = (o) => (o.met === null ? (o.targetSeconds === null ? 'no target' : 'n/a') : o.met ? 'met' : 'MISSED');
+function checksTable(report) {
+    return { headers: ['step', 'check', 'result', 'detail'], rows: report.checks.map((c) => [c.step, c.name, c.status === 'fail' ? 'FAIL' : c.status, c.detail]) };
+}
+function objectivesTable(report) {
+    return {
+        headers: ['objective', 'measured', 'target', 'verdict'],
+        rows: [
+            ['RTO (verify + restore + checks)', seconds(report.rto.seconds), seconds(report.rto.targetSeconds), objectiveVerdict(report.rto)],
+            [
+                `RPO (${report.rpo.detail ? `backup age ${seconds(report.rpo.detail.backupAgeSeconds)}, largest gap ${seconds(report.rpo.detail.largestGapSeconds)} over ${seconds(report.rpo.detail.windowSeconds)}` : (report.rpo.note ?? 'not measured')})`,
+                seconds(report.rpo.seconds),
+                seconds(report.rpo.targetSeconds),
+                objectiveVerdict(report.rpo),
+            ],
+        ],
+    };
+}
+function drillsTable(reports) {
+    return {
+        headers: ['id', 'created', 'mode', 'backup', 'result', 'RTO', 'RPO'],
+        rows: reports.map((r) => [r.id, r.createdAt, r.mode, r.backup?.id ?? '-', r.passed ? 'passed' : 'FAILED', `${seconds(r.rto.seconds)} / ${seconds(r.rto.targetSeconds)}`, `${seconds(r.rpo.seconds)} / ${seconds(r.rpo.targetSeconds)}`]),
+    };
+}
+function headline(report) {
+    const what = report.mode === 'pitr' ? `point-in-time drill to ${report.pitrTarget}` : `restore drill of backup ${report.backup?.id ?? '(none)'}`;
+    return `${report.passed ? 'PASSED' : 'FAILED'}: ${what} in ${report.environment} (${report.target.description})`;
+}
+function renderDrillText(report) {
+    return [
+        headline(report),
+        '',
+        renderTextTable(checksTable(report)),
+        '',
+        renderTextTable(objectivesTable(report)),
+        ...(report.failures.length ? ['', 'Failed because:', ...report.failures.map((f) => `  - ${f}`)] : []),
+        '',
+        `report: drill ${report.id}`,
+    ].join('\n');
+}
+/** The job summary: checks, objectives, and the trend of recent drills (oldest to newest). */
+function renderDrillMarkdown(report, history) {
+    const recent = [report, ...history.filter((h) => h.id !== report.id)].slice(0, 10).reverse();
+    const lines = [
+        `## Restore drill ${report.passed ? 'passed' : 'FAILED'}: ${report.environment}`,
+        '',
+        headline(report),
+        '',
+        renderMarkdownTable(checksTable(report)),
+        '',
+        renderMarkdownTable(objectivesTable(report)),
+    ];
+    if (report.failures.length)
+        lines.push('', '**Failed because:**', '', ...report.failures.map((f) => `- ${f}`));
+    if (recent.length >= 2) {
+        lines.push('', '### RTO of the last drills (seconds)', '', renderMermaidTrend({
+            title: `RTO per drill, ${report.environment}`,
+            xLabels: recent.map((r) => r.createdAt.slice(5, 16).replace('T', ' ')),
+            yLabel: 'seconds',
+            series: [
+                { kind: 'bar', values: recent.map((r) => r.rto.seconds ?? 0) },
+                ...(report.rto.targetSeconds !== null ? [{ kind: 'line', values: recent.map(() => report.rto.targetSeconds) }] : []),
+            ],
+        }), '', `Bars: measured RTO; line: the target. Passed: ${recent.map((r) => (r.passed ? 'yes' : 'no')).join(', ')}.`);
+    }
+    return `${lines.join('\n')}\n`;
+}
+
+;// CONCATENATED MODULE: ./src/drill/gate.ts
+
+
+
+
+
+
+
+
+
+/** How far in the future a timestamp may be before it counts as forged or a broken clock. */
+const CLOCK_SKEW_SECONDS = 300;
+const ageOf = (iso, now) => (now.getTime() - Date.parse(iso)) / 1000;
+/** Why a timestamp cannot be believed (unreadable, or in the future beyond the skew), else undefined. */
+function timestampProblem(iso, now, skewSeconds) {
+    if (typeof iso !== 'string' || Number.isNaN(Date.parse(iso)))
+        return `has no readable timestamp (${JSON.stringify(iso)})`;
+    const ahead = -ageOf(iso, now);
+    if (ahead > skewSeconds)
+        return `is dated ${iso}, ${duration_formatDuration(ahead)} in the future (allowed clock skew ${duration_formatDuration(skewSeconds)})`;
+    return undefined;
+}
+/** Why a drill report cannot be this environment's drill at all, else undefined. */
+function drillReportProblem(entry, env, now, skewSeconds = CLOCK_SKEW_SECONDS) {
+    const report = entry.metadata;
+    if (report.environment !== env)
+        return `was recorded for environment ${JSON.stringify(report.environment)}, not ${env} (copied from another catalog?)`;
+    if (report.id !== entry.id)
+        return `is stored as ${entry.id} but its report.json says ${JSON.stringify(report.id)}`;
+    return timestampProblem(report.createdAt, now, skewSeconds) ?? (report.finishedAt === undefined ? undefined : timestampProblem(report.finishedAt, now, skewSeconds)?.replace(/^is dated/, 'finished'));
+}
+/**
+ * The drill the gate relies on: the newest report of this environment whose timestamps are
+ * believable. A future-dated or foreign report is never it (it fails its own check instead), so
+ * it cannot hide a newer failed drill.
+ */
+function chooseNewestDrill(drills, env, now, skewSeconds = CLOCK_SKEW_SECONDS) {
+    return [...drills].filter((d) => !drillReportProblem(d, env, now, skewSeconds)).sort((a, b) => Date.parse(b.metadata.createdAt) - Date.parse(a.metadata.createdAt) || b.id.localeCompare(a.id))[0];
+}
+/**
+ * The drill's own verdict, recomputed from its recorded checks, steps and objectives instead of
+ * its `passed` field: every reason it did not pass, empty when it did.
+ */
+function drillVerdictProblems(report) {
+    // A drill that says it failed is taken at its word; only a claimed pass needs proving.
+    if (report.passed !== true)
+        return [`it failed: ${report.failures?.[0] ?? 'see its report'}${(report.failures?.length ?? 0) > 1 ? ` (+${report.failures.length - 1} more)` : ''}`];
+    const problems = [];
+    const checks = Array.isArray(report.checks) ? report.checks : [];
+    for (const c of checks) {
+        if (c.status === 'fail')
+            problems.push(`its check "${c.name}" failed (${c.detail})`);
+        else if (c.status !== 'pass' && c.status !== 'skipped')
+            problems.push(`its check "${c.name}" has no valid result (${JSON.stringify(c.status)})`);
+    }
+    for (const s of Array.isArray(report.steps) ? report.steps : [])
+        if (s.status === 'failed')
+            problems.push(`its step "${s.title}" failed`);
+    if ((report.failures?.length ?? 0) > 0)
+        problems.push(`it says passed but lists failures (${report.failures[0]})`);
+    const passedIn = (step) => checks.some((c) => c.step === step && c.status === 'pass');
+    if (!passedIn('restore'))
+        problems.push('it records no successful restore');
+    if (report.mode === 'logical' && !passedIn('verify-backup'))
+        problems.push("it records no passing checksum verification of the backup");
+    if (report.mode === 'logical' && !passedIn('check-data'))
+        problems.push('it records no passing data check (row counts, fingerprint, migration head)');
+    if (report.rto?.met === false)
+        problems.push('it missed its RTO target');
+    if (report.rpo?.met === false)
+        problems.push('it missed its RPO target');
+    // A report whose passed: true hides a failure is not the drill's own output: say so once.
+    return problems.length ? [...problems.slice(0, 3), ...(problems.length > 3 ? [`+${problems.length - 3} more`] : []), 'the report contradicts its passed: true (edited?)'] : problems;
+}
+/** The release gate: fails closed, one reason per failed check, and every check is shown either way. */
+function evaluateGate(inputs) {
+    const { environment: env, now } = inputs;
+    const skew = inputs.clockSkewSeconds ?? CLOCK_SKEW_SECONDS;
+    const checks = [];
+    const notes = [];
+    const add = (check) => checks.push(check);
+    for (const entry of inputs.drills) {
+        const problem = drillReportProblem(entry, env, now, skew);
+        if (problem)
+            add({ name: `drill report ${entry.id}`, value: 'not believable', limit: `${env}, not in the future`, passed: false, reason: `drill report ${entry.id} ${problem}; it is not counted as a drill: check the clock of the host that wrote it, and remove the report` });
+    }
+    for (const b of inputs.backups) {
+        const problem = timestampProblem(b.createdAt, now, skew);
+        if (problem)
+            add({ name: `backup ${b.id}`, value: 'not believable', limit: 'not in the future', passed: false, reason: `backup ${b.id} ${problem}; it does not count toward the RPO: check the clock of the host that took it` });
+    }
+    const drill = chooseNewestDrill(inputs.drills, env, now, skew)?.metadata;
+    const evidence = inputs.evidence;
+    let drillPassed = false;
+    if (!drill) {
+        add({ name: 'newest drill passed', value: 'no drill', limit: 'a passing drill', passed: false, reason: `no restore drill has run for ${env}: run lifeline drill --env ${env}` });
+        add({ name: 'newest drill age', value: 'no drill', limit: `<= ${formatDuration(inputs.maxDrillAgeSeconds)}`, passed: false, reason: `no drill within ${formatDuration(inputs.maxDrillAgeSeconds)} for ${env}` });
+    }
+    else {
+        const problems = drillVerdictProblems(drill);
+        add({
+            name: 'newest drill passed',
+            value: `${drill.id}: ${problems.length ? 'failed' : 'passed'} (recomputed from ${drill.checks?.length ?? 0} checks)`,
+            limit: 'every check passed',
+            passed: problems.length === 0,
+            reason: !problems.length ? undefined : drill.passed !== true ? `the newest drill ${drill.id} ${problems[0].replace(/^it /, '')}` : `the newest drill ${drill.id} did not pass: ${problems.join('; ')}`,
+        });
+        const age = ageOf(drill.createdAt, now);
+        const fresh = age <= inputs.maxDrillAgeSeconds;
+        add({
+            name: 'newest drill age',
+            value: formatDuration(Math.max(0, age)),
+            limit: `<= ${formatDuration(inputs.maxDrillAgeSeconds)}`,
+            passed: fresh,
+            reason: fresh ? undefined : `the newest drill ${drill.id} is ${formatDuration(age)} old; the limit is ${formatDuration(inputs.maxDrillAgeSeconds)}`,
+        });
+        const integrity = evidence?.integrity ?? { ok: false, detail: 'not checked' };
+        add({ name: 'newest drill report intact', value: integrity.ok ? integrity.detail : 'FAILED', limit: `report.json listed in ${SUMS_FILE} and matching`, passed: integrity.ok, reason: integrity.ok ? undefined : `the newest drill's report ${drill.id} fails its checksums: ${integrity.detail}` });
+        const signature = evidence ? evidence.signature : { ok: false, detail: 'not checked' };
+        if (signature === null) {
+            add({ name: 'newest drill report signature', value: 'not checked', limit: 'no signing policy configured', passed: true });
+            notes.push(`drill report signatures are NOT checked: ${env} has no manifest.publicKey or manifest.certificateIdentity, so anyone who can write the catalog can forge a passing report (and its ${SUMS_FILE}). Configure signing to close this.`);
+        }
+        else {
+            add({ name: 'newest drill report signature', value: signature.ok ? signature.detail : 'FAILED', limit: 'signed as the manifest policy demands', passed: signature.ok, reason: signature.ok ? undefined : `the newest drill's report ${drill.id} fails signature verification: ${signature.detail}` });
+        }
+        const backup = evidence ? evidence.backup : { ok: false, detail: 'not checked' };
+        if (backup === null) {
+            add({ name: 'drilled backup intact', value: `pgBackRest ${drill.backup?.id ?? 'backup'}: not checked`, limit: 'in the catalog, checksums match', passed: true });
+            notes.push(`the newest drill ${drill.id} is a point-in-time drill; its pgBackRest base backup ${drill.backup?.id ?? ''} lives in the pgBackRest repository and is not re-checked by the gate (pgbackrest verify does that).`);
+        }
+        else {
+            add({ name: 'drilled backup intact', value: backup.ok ? backup.detail : 'FAILED', limit: 'in the catalog, checksums match', passed: backup.ok, reason: backup.ok ? undefined : `the backup the newest drill ${drill.id} restored cannot be relied on: ${backup.detail}` });
+        }
+        drillPassed = problems.length === 0 && integrity.ok && (signature?.ok ?? true) && (backup?.ok ?? true);
+    }
+    const verified = inputs.backups.find((b) => !timestampProblem(b.createdAt, now, skew) && (b.verified ? b.verified.ok : drillPassed && drill?.mode === 'logical' && drill.backup?.id === b.id));
+    if (inputs.rpoSeconds === undefined) {
+        add({ name: 'newest verified backup age', value: verified ? formatDuration(ageOf(verified.createdAt, now)) : 'none', limit: 'no RPO target', passed: false, reason: `no RPO target for ${env}: set rpo: in lifeline.yml or pass --rpo` });
+    }
+    else if (!verified) {
+        add({ name: 'newest verified backup age', value: 'none', limit: `<= ${formatDuration(inputs.rpoSeconds)}`, passed: false, reason: `${env} has no verified backup: run lifeline verify latest --env ${env} or lifeline drill --env ${env}` });
+    }
+    else {
+        const age = Math.max(0, ageOf(verified.createdAt, now));
+        const ok = age <= inputs.rpoSeconds;
+        add({
+            name: 'newest verified backup age',
+            value: `${formatDuration(age)} (${verified.id})`,
+            limit: `<= ${formatDuration(inputs.rpoSeconds)} (RPO)`,
+            passed: ok,
+            reason: ok ? undefined : `the newest verified backup ${verified.id} is ${formatDuration(age)} old; the RPO target is ${formatDuration(inputs.rpoSeconds)}`,
+        });
+    }
+    addObjective(add, 'RTO', env, drill, drill?.rto?.seconds ?? null, inputs.rtoSeconds);
+    addObjective(add, 'RPO', env, drill, drill?.rpo?.seconds ?? null, inputs.rpoSeconds);
+    // One missing target fails two checks; say it once.
+    const reasons = [...new Set(checks.filter((c) => !c.passed).map((c) => c.reason))];
+    return { environment: env, passed: reasons.length === 0, checks, reasons, notes, newestDrillId: drill?.id ?? null, newestVerifiedBackupId: verified?.id ?? null };
+}
+/** The drill's measured RTO or RPO against the target in force now (a target loosened in the report does not count). */
+function addObjective(add, which, env, drill, measured, target) {
+    const name = `newest drill ${which}`;
+    const key = which.toLowerCase();
+    if (target === undefined) {
+        add({ name, value: measured != null ? formatDuration(measured) : 'none', limit: `no ${which} target`, passed: false, reason: `no ${which} target for ${env}: set ${key}: in lifeline.yml or pass --${key}` });
+    }
+    else if (!drill || typeof measured !== 'number' || !Number.isFinite(measured) || measured < 0) {
+        add({ name, value: 'not measured', limit: `<= ${formatDuration(target)}`, passed: false, reason: `no drill of ${env} measured an ${which}` });
+    }
+    else {
+        const ok = measured <= target;
+        add({ name, value: formatDuration(measured), limit: `<= ${formatDuration(target)}`, passed: ok, reason: ok ? undefined : `the newest drill's ${which} was ${formatDuration(measured)}; the target is ${formatDuration(target)}` });
+    }
+}
+/** Reads the catalog and re-checks the drill the gate will rely on: its checksums, its signature, its backup. */
+async function gatherGateEvidence(options) {
+    const { catalog, env } = options;
+    const drills = await listDrillReports(catalog, env);
+    const newest = chooseNewestDrill(drills, env, options.now, options.clockSkewSeconds);
+    if (!newest)
+        return { drills };
+    return { drills, evidence: { integrity: await entryIntegrity(newest.dir, DRILL_REPORT_FILE), signature: options.policy ? await reportSignature(newest, options.policy) : null, backup: await drilledBackup(catalog, env, newest.metadata) } };
+}
+async function entryIntegrity(dir, mustList) {
+    let results;
+    try {
+        results = await checkSums(dir);
+    }
+    catch (error) {
+        return { ok: false, detail: `cannot read ${join(dir, SUMS_FILE)} (${error.message})` };
+    }
+    if (!results.some((r) => r.file === mustList))
+        return { ok: false, detail: `${SUMS_FILE} does not list ${mustList} (a report written before reports were covered, or edited): run a new drill` };
+    const bad = results.filter((r) => !r.ok);
+    if (bad.length)
+        return { ok: false, detail: bad.map((r) => `${r.file} ${r.error ?? `has sha256 ${r.actual}, ${SUMS_FILE} says ${r.expected}`}`).join('; ') };
+    return { ok: true, detail: `${results.length} file(s) match ${SUMS_FILE}` };
+}
+async function sumsListing(dir) {
+    return parseSums(await readFile(join(dir, SUMS_FILE), 'utf8'));
+}
+async function reportSignature(entry, policy) {
+    try {
+        const { signer } = await verifySignedFile({ filePath: join(entry.dir, DRILL_REPORT_FILE), bundlePath: join(entry.dir, DRILL_BUNDLE_FILE), payloadType: DRILL_REPORT_PAYLOAD_TYPE, policy, what: `drill report ${entry.id}`, codePrefix: 'DRILL_REPORT' });
+        return { ok: true, detail: signer.identity ? `signed by ${signer.identity}` : `signed by key ${signer.publicKeyHint?.slice(0, 12)}` };
+    }
+    catch (error) {
+        // A policy that cannot be used (no key file, both kinds given) is a configuration error, not a failed report.
+        if (isLifelineError(error) && error.kind === 'usage')
+            throw error;
+        return { ok: false, detail: error.message };
+    }
+}
+async function drilledBackup(catalog, env, report) {
+    if (report.mode === 'pitr')
+        return null;
+    const id = report.backup?.id;
+    if (typeof id !== 'string' || !id)
+        return { ok: false, detail: 'the report names no backup' };
+    let entry;
+    try {
+        entry = await catalog.get(env, 'backups', id, BACKUP_METADATA_FILE);
+    }
+    catch (error) {
+        return { ok: false, detail: `backup ${JSON.stringify(id)} cannot be read (${error.message})` };
+    }
+    if (!entry)
+        return { ok: false, detail: `backup ${id} is no longer in the catalog (deleted or pruned): run a new drill` };
+    if (entry.metadata.createdAt !== report.backup?.createdAt)
+        return { ok: false, detail: `backup ${id} in the catalog was taken ${entry.metadata.createdAt}, the drill restored one taken ${report.backup?.createdAt}` };
+    const archive = entry.metadata.files?.postgres;
+    const integrity = await entryIntegrity(entry.dir, archive?.name ?? POSTGRES_ARCHIVE_FILE);
+    if (integrity.ok && archive?.sha256 && !(await sumsListing(entry.dir)).some((s) => s.file === archive.name && s.sha256 === archive.sha256)) {
+        return { ok: false, detail: `backup ${id}: backup.json records sha256 ${archive.sha256} for ${archive.name}, ${SUMS_FILE} another` };
+    }
+    return integrity.ok ? { ok: true, detail: `${id}: ${integrity.detail}` } : { ok: false, detail: `backup ${id}: ${integrity.detail}` };
+}
+/**
+ * The backups the release gate depends on, with why: the backup of the drill it relies on now and
+ * of the newest drill that passed. Retention keeps them, so pruning never fails the gate.
+ */
+async function backupsTheGateNeeds(catalog, env, now = new Date()) {
+    const drills = await listDrillReports(catalog, env);
+    const needed = new Map();
+    const newest = chooseNewestDrill(drills, env, now);
+    const newestPassing = chooseNewestDrill(drills.filter((d) => drillVerdictProblems(d.metadata).length === 0), env, now);
+    for (const [drill, why] of [[newestPassing, 'newest passing drill'], [newest, 'newest drill']]) {
+        if (drill?.metadata.mode === 'logical' && drill.metadata.backup?.id && !needed.has(drill.metadata.backup.id))
+            needed.set(drill.metadata.backup.id, `restored by the ${why} ${drill.id} (the release gate relies on it)`);
+    }
+    return needed;
+}
+/**
+ * The drills the gate would believe passed, newest first, with the catalog backup each restored:
+ * this environment's, not future-dated, passing by their recorded checks (not their `passed` flag).
+ * Retention uses it so a forged or future-dated report never decides which backups stay.
+ */
+async function believedPassingDrills(catalog, env, now = new Date()) {
+    const drills = await report_listDrillReports(catalog, env);
+    return drills
+        .filter((d) => !drillReportProblem(d, env, now) && drillVerdictProblems(d.metadata).length === 0 && d.metadata.mode === 'logical' && typeof d.metadata.backup?.id === 'string')
+        .sort((a, b) => Date.parse(b.metadata.createdAt) - Date.parse(a.metadata.createdAt) || b.id.localeCompare(a.id))
+        .map((d) => ({ id: d.id, backupId: d.metadata.backup.id }));
+}
+function gateTable(result) {
+    return { headers: ['check', 'value', 'limit', 'result'], rows: result.checks.map((c) => [c.name, c.value, c.limit, c.passed ? 'pass' : 'FAIL']) };
+}
+function renderGateText(result) {
+    return [
+        `release gate for ${result.environment}: ${result.passed ? 'PASSED' : 'FAILED'}`,
+        '',
+        renderTextTable(gateTable(result)),
+        ...(result.notes.length ? ['', ...result.notes.map((n) => `note: ${n}`)] : []),
+        ...(result.reasons.length ? ['', ...result.reasons.map((r) => `FAIL: ${r}`)] : []),
+    ].join('\n');
+}
+function renderGateMarkdown(result) {
+    return [
+        `## Release gate ${result.passed ? 'passed' : 'FAILED'}: ${result.environment}`,
+        '',
+        renderMarkdownTable(gateTable(result)),
+        ...(result.notes.length ? ['', ...result.notes.map((n) => `> **Note:** ${n}`)] : []),
+        ...(result.reasons.length ? ['', ...result.reasons.map((r) => `- ${r}`)] : []),
+        '',
+    ].join('\n');
+}
+
+;// CONCATENATED MODULE: ./src/postgres/retention.ts
+
+
+
+
+const DAY_MS = 24 * 60 * 60 * 1000;
+/**
+ * Which backups the policy keeps. The environment's own backups: the newest `keepLast`; the
+ * newest of each of the last `keepDaily` days and `keepWeekly` ISO weeks that have backups (UTC).
+ * Pre-restore backups, counted apart: the newest `preRestore.keepLast` and those younger than
+ * `preRestore.keepDays`. Always, in each class: the newest verified backup of each database
+ * (verified by `lifeline verify` or restored by a passing drill). Always: every backup a release
+ * references and the backup of the newest passing drill. Pure: the caller deletes.
+ */
+function planRetention(backups, policy, protections, now = new Date()) {
+    const newestFirst = [...backups].sort((a, b) => b.metadata.createdAt.localeCompare(a.metadata.createdAt) || b.id.localeCompare(a.id));
+    const reasons = new Map(newestFirst.map((b) => [b.id, []]));
+    const own = newestFirst.filter((b) => b.metadata.label !== 'pre-restore');
+    const preRestore = newestFirst.filter((b) => b.metadata.label === 'pre-restore');
+    own.slice(0, policy.keepLast).forEach((b, i) => reasons.get(b.id).push(`last ${i + 1} of ${policy.keepLast}`));
+    keepNewestPerBucket(own, policy.keepDaily, (d) => d.toISOString().slice(0, 10), 'daily', reasons);
+    keepNewestPerBucket(own, policy.keepWeekly, isoWeek, 'weekly', reasons);
+    preRestore.slice(0, policy.preRestore.keepLast).forEach((b, i) => reasons.get(b.id).push(`pre-restore: last ${i + 1} of ${policy.preRestore.keepLast}`));
+    const youngerThan = now.getTime() - policy.preRestore.keepDays * DAY_MS;
+    for (const b of preRestore) {
+        if (Date.parse(b.metadata.createdAt) > youngerThan)
+            reasons.get(b.id).push(`pre-restore: younger than ${policy.preRestore.keepDays} days`);
+    }
+    const drilled = new Set((protections.passingDrills ?? []).map((d) => d.backupId));
+    for (const [cls, members] of [['', own], ['pre-restore ', preRestore]]) {
+        const seen = new Set();
+        for (const b of members) {
+            if (!(b.metadata.verified?.ok === true || drilled.has(b.id)))
+                continue;
+            const key = databaseKey(b);
+            if (seen.has(key))
+                continue;
+            seen.add(key);
+            reasons.get(b.id).push(`newest verified ${cls}backup of database ${b.metadata.database ?? '(unknown)'}`);
+        }
+    }
+    for (const [id, releases] of protections.referenced)
+        reasons.get(id)?.push(`referenced by release ${releases.join(', ')}`);
+    const newestDrill = protections.passingDrills?.[0];
+    if (newestDrill)
+        reasons.get(newestDrill.backupId)?.push(`restored by the newest passing drill ${newestDrill.id}`);
+    return newestFirst.map((b) => {
+        const held = reasons.get(b.id);
+        return { id: b.id, createdAt: b.metadata.createdAt, label: b.metadata.label, database: b.metadata.database, keep: held.length > 0, reasons: held.length ? held : ['outside every retention rule'] };
+    });
+}
+/** A database is its name on its server (the system identifier, where the backup recorded one). */
+function databaseKey(b) {
+    return `${b.metadata.systemIdentifier ?? ''}/${b.metadata.database ?? ''}`;
+}
+function keepNewestPerBucket(newestFirst, count, bucketOf, rule, reasons) {
+    const seen = new Set();
+    for (const backup of newestFirst) {
+        if (seen.size >= count)
+            return;
+        const bucket = bucketOf(new Date(backup.metadata.createdAt));
+        if (seen.has(bucket))
+            continue;
+        seen.add(bucket);
+        reasons.get(backup.id).push(`${rule} ${bucket}`);
+    }
+}
+/** ISO 8601 week, e.g. `2026-W47`. */
+function isoWeek(date) {
+    const d = new Date(Date.UTC(date.getUTCFullYear(), date.getUTCMonth(), date.getUTCDate()));
+    const day = d.getUTCDay() || 7;
+    d.setUTCDate(d.getUTCDate() + 4 - day);
+    const yearStart = Date.UTC(d.getUTCFullYear(), 0, 1);
+    const week = Math.ceil(((d.getTime() - yearStart) / 86400000 + 1) / 7);
+    return `${d.getUTCFullYear()}-W${String(week).padStart(2, '0')}`;
+}
+/**
+ * Backup ids referenced by the environment's releases: the manifest
+ * (`<store>/<env>/releases/<version>/manifest.json`, an in-toto statement's `predicate.backup.id`
+ * or a top-level `backup.id`) and the release record beside it (`release.json`'s `backup.id`), so
+ * every release a rollback may return to keeps its pre-migration backup. A file that exists but
+ * cannot be read is reported, and since it might protect a backup, nothing is pruned meanwhile.
+ */
+async function backupsReferencedByReleases(catalog, env) {
+    const dir = catalog.kindDir(env, 'releases');
+    const referenced = new Map();
+    const unreadable = [];
+    let versions;
+    try {
+        versions = await (0,promises_namespaceObject.readdir)(dir);
+    }
+    catch (error) {
+        if (error.code === 'ENOENT')
+            return { referenced, unreadable };
+        throw error;
+    }
+    for (const version of versions) {
+        if (version.startsWith('.'))
+            continue;
+        for (const file of ['manifest.json', 'release.json']) {
+            const path = (0,external_node_path_namespaceObject.join)(dir, version, file);
+            let text;
+            try {
+                text = await (0,promises_namespaceObject.readFile)(path, 'utf8');
+            }
+            catch (error) {
+                const code = error.code;
+                if (code === 'ENOENT' || code === 'ENOTDIR')
+                    continue;
+                unreadable.push(path);
+                continue;
+            }
+            let id;
+            try {
+                const doc = JSON.parse(text);
+                id = doc?.predicate?.backup?.id ?? doc?.backup?.id;
+            }
+            catch {
+                unreadable.push(path);
+                continue;
+            }
+            const holders = referenced.get(id) ?? [];
+            if (typeof id === 'string' && id && !holders.includes(version))
+                referenced.set(id, [...holders, version]);
+        }
+    }
+    return { referenced, unreadable };
+}
+/**
+ * Passing drills of restored catalog backups, newest first, as the release gate judges them: a
+ * future-dated, foreign or self-contradicting report never decides which backups stay.
+ */
+function passingDrills(catalog, env, now) {
+    return believedPassingDrills(catalog, env, now);
+}
+/** Plans retention and, with `apply`, removes the backups the plan lets go. The caller holds the environment lock. */
+async function pruneBackups(catalog, env, policy, options) {
+    const backups = await listBackups(catalog, env);
+    const { referenced, unreadable } = await backupsReferencedByReleases(catalog, env);
+    const decisions = planRetention(backups, policy, { referenced, passingDrills: await passingDrills(catalog, env, options.now) }, options.now);
+    const deleted = [];
+    if (options.apply && unreadable.length === 0) {
+        for (const decision of decisions) {
+            if (decision.keep)
+                continue;
+            const entry = backups.find((b) => b.id === decision.id);
+            await catalog.remove(entry);
+            deleted.push(decision.id);
+            options.logger.info(`deleted backup ${decision.id} (${decision.createdAt}, ${decision.label}, database ${decision.database})`);
+        }
+    }
+    for (const path of unreadable)
+        options.logger.warn(`cannot read ${path}; nothing is deleted until it is fixed`);
+    return { applied: options.apply && unreadable.length === 0, decisions, deleted, unreadableManifests: unreadable };
+}
+
+// EXTERNAL MODULE: external "node:net"
+var external_node_net_ = __nccwpck_require__(4649);
+;// CONCATENATED MODULE: ./src/runner/ports.ts
+
+
+/** A TCP port on 127.0.0.1 that was free a moment ago. */
+function freePort() {
+    return new Promise((resolve, reject) => {
+        const server = (0,external_node_net_.createServer)();
+        server.unref();
+        server.on('error', reject);
+        server.listen(0, '127.0.0.1', () => {
+            const address = server.address();
+            const port = typeof address === 'object' && address ? address.port : 0;
+            server.close(() => resolve(port));
+        });
+    });
+}
+async function waitFor(check, options) {
+    const deadline = Date.now() + options.timeoutMs;
+    for (;;) {
+        if (await check().catch(() => false))
+            return;
+        if (Date.now() > deadline)
+            throw new Error(`timed out after ${options.timeoutMs} ms waiting for ${options.what}`);
+        await new Promise((r) => setTimeout(r, options.intervalMs ?? 100));
+    }
+}
+/** Sends a signal to a pid and waits for it to be gone; escalates to SIGKILL after the grace period. */
+async function stopPid(pid, signal = 'SIGTERM', graceMs = 15000) {
+    const alive = () => {
+        try {
+            process.kill(pid, 0);
+        }
+        catch {
+            return false;
+        }
+        // An exited daemon (the postmaster, once pg_ctl is gone) is reparented to PID 1, which may
+        // reap it late: a zombie has stopped, whatever kill(pid, 0) says.
+        try {
+            const stat = (0,external_node_fs_.readFileSync)(`/proc/${pid}/stat`, 'utf8');
+            return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+        }
+        catch {
+            return true;
+        }
+    };
+    if (!alive())
+        return;
+    try {
+        process.kill(pid, signal);
+    }
+    catch {
+        return;
+    }
+    const deadline = Date.now() + graceMs;
+    while (alive() && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 50));
+    if (alive()) {
+        try {
+            process.kill(pid, 'SIGKILL');
+        }
+        catch {
+            // already gone
+        }
+        while (alive())
+            await new Promise((r) => setTimeout(r, 50));
+    }
+}
+
+;// CONCATENATED MODULE: ./src/redis/server.ts
+
+
+
+
+
+
+/** Starts a private redis-server on 127.0.0.1 in a temp dir; `stop()` stops it by pid and removes the dir. */
+async function startThrowawayRedis(options = {}) {
+    const dir = (0,external_node_fs_.mkdtempSync)((0,external_node_path_namespaceObject.join)((0,external_node_os_namespaceObject.tmpdir)(), 'lifeline-redis-'));
+    const port = await freePort();
+    const runner = new runner_LocalRunner({ binDirs: options.binDir ? [options.binDir] : [] });
+    const args = [
+        '--port', String(port),
+        '--bind', '127.0.0.1',
+        '--dir', dir,
+        '--dbfilename', 'dump.rdb',
+        '--appendonly', 'no',
+        '--save', '',
+        '--daemonize', 'no',
+        '--logfile', (0,external_node_path_namespaceObject.join)(dir, 'redis.log'),
+        '--repl-diskless-sync-delay', '0',
+        ...(options.password ? ['--requirepass', options.password] : []),
+    ];
+    if (options.rdbFile) {
+        const { copyFileSync } = await Promise.resolve(/* import() */).then(__nccwpck_require__.t.bind(__nccwpck_require__, 3024, 23));
+        copyFileSync(options.rdbFile, (0,external_node_path_namespaceObject.join)(dir, 'dump.rdb'));
+    }
+    const running = runner.start({ tool: 'redis-server', args });
+    running.stdout.resume();
+    const pid = running.pid;
+    if (!pid)
+        throw errors_failure('REDIS_START_FAILED', 'redis-server did not start');
+    const auth = options.password ? `:${encodeURIComponent(options.password)}@` : '';
+    const url = `redis://${auth}127.0.0.1:${port}/0`;
+    let exited = false;
+    running.done.then(() => (exited = true)).catch(() => (exited = true));
+    const stop = async () => {
+        await stopPid(pid, 'SIGTERM', 15000);
+        (0,external_node_fs_.rmSync)(dir, { recursive: true, force: true });
+    };
+    try {
+        await waitFor(async () => {
+            if (exited)
+                throw new Error('exited');
+            const ping = await runText(runner, { tool: 'redis-cli', args: ['-h', '127.0.0.1', '-p', String(port), 'PING'], env: options.password ? { REDISCLI_AUTH: options.password } : {} });
+            // With a dump to load, PING answers LOADING until the dataset is in memory.
+            return ping.stdout.trim() === 'PONG';
+        }, { timeoutMs: 60000, what: 'redis-server to answer PING' });
+    }
+    catch (error) {
+        let log = '';
+        try {
+            log = (0,external_node_fs_.readFileSync)((0,external_node_path_namespaceObject.join)(dir, 'redis.log'), 'utf8').split('\n').slice(-5).join('\n');
+        }
+        catch {
+            // no log
+        }
+        await stop();
+        throw errors_failure('REDIS_START_FAILED', `the throwaway redis-server did not start: ${log || error.message}`);
+    }
+    return { port, dir, url, pid, stop };
+}
+
+;// CONCATENATED MODULE: ./src/redis/restore.ts
+
+
+
+
+
+/**
+ * Loads a backup's Redis snapshot into a private redis-server and compares its key count with the
+ * snapshot's. Only keys with a TTL may be missing (they can expire in between). The server is
+ * stopped afterwards unless `keep` is set (a drill may want to run checks against it).
+ */
+async function restoreRedisIsolated(backup, options) {
+    const file = backup.metadata.files.redis;
+    if (!file)
+        throw errors_failure('NO_REDIS_SNAPSHOT', `backup ${backup.id} has no Redis snapshot`, { fix: 'configure redis: in lifeline.yml (or pass --redis-url) so backups include it' });
+    const path = await confine_entryFilePath(backup.dir, file.name);
+    const runner = new runner_LocalRunner({ binDirs: options.binDir ? [options.binDir] : [] });
+    const check = await checkRdb(runner, path);
+    if (!check.ok)
+        throw errors_failure('REDIS_SNAPSHOT_INVALID', `the Redis snapshot of ${backup.id} does not validate: ${check.detail}`);
+    const server = await startThrowawayRedis({ rdbFile: path, binDir: options.binDir });
+    try {
+        const keysLoaded = await redisKeyspace(runner, parseRedisUrl(server.url));
+        const total = Object.values(keysLoaded).reduce((a, b) => a + b, 0);
+        const ok = total <= check.keysRead && total >= check.keysRead - check.expires;
+        const detail = `${total} keys loaded, snapshot holds ${check.keysRead}${check.expires ? ` (${check.expires} with a TTL)` : ''}`;
+        options.logger.info(`${ok ? 'ok  ' : 'FAIL'} redis restore: ${detail}`);
+        const report = { ok, keysInSnapshot: check.keysRead, keysWithTtl: check.expires, keysLoaded, detail };
+        if (options.keep)
+            return { ...report, server };
+        await server.stop();
+        return report;
+    }
+    catch (error) {
+        await server.stop();
+        throw error;
+    }
+}
+
+;// CONCATENATED MODULE: ./src/storage/s3.ts
+
+
+
+const EMPTY_SHA256 = (0,external_node_crypto_.createHash)('sha256').update('').digest('hex');
+/** An S3 error response (exit 1), kept structured so callers can tell "not there" from "not supported". */
+class S3RequestError extends LifelineError {
+    status;
+    constructor(status, s3Code, message) {
+        super('failed', message, { code: s3Code, fix: fixForS3Error(status, s3Code) });
+        this.status = status;
+        this.name = 'S3RequestError';
+    }
+}
+function fixForS3Error(status, code) {
+    if (code === 'NoSuchBucket')
+        return 'check storage.bucket and storage.endpoint/region in lifeline.yml';
+    if (status === 401 || status === 403)
+        return 'check the access key pair and that its policy allows list, get and put under storage.prefix (and that the clock is right: signatures expire)';
+    if (status >= 500)
+        return 'the object store failed; run the command again (uploads resume where they stopped)';
+    return 'check the storage section of lifeline.yml';
+}
+/**
+ * A minimal S3 client: SigV4-signed requests over node's fetch, with just the calls Lifeline's
+ * sync needs. Bodies are buffers of at most one part; downloads are returned as streams.
+ */
+class S3Client {
+    options;
+    fetchImpl;
+    now;
+    constructor(options) {
+        this.options = options;
+        this.fetchImpl = options.fetch ?? fetch;
+        this.now = options.now ?? (() => new Date());
+    }
+    /** The URL of an object (or of the bucket when key is undefined). */
+    url(key, query = {}) {
+        const { endpoint, region, bucket } = this.options;
+        const encodedKey = key === undefined ? '' : key.split('/').map(encodeRfc3986).join('/');
+        const base = endpoint
+            ? `${endpoint.replace(/\/+$/, '')}/${encodeRfc3986(bucket)}${key === undefined ? '' : `/${encodedKey}`}`
+            : `https://${bucket}.s3.${region}.amazonaws.com/${encodedKey}`;
+        const url = new URL(base);
+        for (const [name, value] of Object.entries(query))
+            url.searchParams.set(name, value);
+        return url;
+    }
+    /** SigV4 headers for one request (exposed for the signature test vectors). */
+    sign(method, url, headers, payloadSha256) {
+        const { region, credentials } = this.options;
+        const amzDate = this.now().toISOString().replace(/[-:]/g, '').replace(/\.\d+/, '');
+        const day = amzDate.slice(0, 8);
+        const all = { ...headers, host: url.host, 'x-amz-date': amzDate, 'x-amz-content-sha256': payloadSha256 };
+        if (credentials.sessionToken)
+            all['x-amz-security-token'] = credentials.sessionToken;
+        const lower = Object.fromEntries(Object.entries(all).map(([k, v]) => [k.toLowerCase(), v.trim().replace(/\s+/g, ' ')]));
+        const signedNames = Object.keys(lower).sort();
+        const canonicalQuery = [...url.searchParams.entries()]
+            .map(([k, v]) => [encodeRfc3986(k), encodeRfc3986(v)])
+            .sort(([a, av], [b, bv]) => (a === b ? (av < bv ? -1 : 1) : a < b ? -1 : 1))
+            .map(([k, v]) => `${k}=${v}`)
+            .join('&');
+        const canonicalRequest = [method, url.pathname, canonicalQuery, ...signedNames.map((n) => `${n}:${lower[n]}`), '', signedNames.join(';'), payloadSha256].join('\n');
+        const scope = `${day}/${region}/s3/aws4_request`;
+        const stringToSign = ['AWS4-HMAC-SHA256', amzDate, scope, s3_sha256Hex(canonicalRequest)].join('\n');
+        let key = hmac(`AWS4${credentials.secretAccessKey}`, day);
+        for (const part of [region, 's3', 'aws4_request'])
+            key = hmac(key, part);
+        const signature = (0,external_node_crypto_.createHmac)('sha256', key).update(stringToSign).digest('hex');
+        const { host: _host, ...sent } = lower;
+        return { ...sent, authorization: `AWS4-HMAC-SHA256 Credential=${credentials.accessKeyId}/${scope}, SignedHeaders=${signedNames.join(';')}, Signature=${signature}` };
+    }
+    async send(method, key, options = {}) {
+        const url = this.url(key, options.query);
+        const payloadSha256 = options.body ? (options.bodySha256 ?? (0,external_node_crypto_.createHash)('sha256').update(options.body).digest('hex')) : EMPTY_SHA256;
+        const headers = this.sign(method, url, options.headers ?? {}, payloadSha256);
+        let response;
+        try {
+            response = await this.fetchImpl(url, { method, headers: options.body ? { ...headers, 'content-length': String(options.body.length) } : headers, body: options.body ? streamOf(options.body) : undefined, duplex: 'half' });
+        }
+        catch (error) {
+            throw errors_failure('STORAGE_UNREACHABLE', `cannot reach the object store at ${url.origin}: ${error.cause ?? error.message}`, {
+                cause: error,
+                fix: 'check storage.endpoint and the network path to it, then run the command again (uploads resume)',
+            });
+        }
+        if (!response.ok)
+            throw await errorFrom(response, method, key);
+        return response;
+    }
+    async putObject(key, body, headers, bodySha256) {
+        const response = await this.send('PUT', key, { body, headers, bodySha256 });
+        await response.arrayBuffer();
+        return response.headers.get('etag') ?? '';
+    }
+    async createMultipartUpload(key, headers) {
+        const xml = await (await this.send('POST', key, { query: { uploads: '' }, headers })).text();
+        const uploadId = xmlValue(xml, 'UploadId');
+        if (!uploadId)
+            throw errors_failure('STORAGE_PROTOCOL', `the object store did not return an UploadId for ${key}`);
+        return uploadId;
+    }
+    async uploadPart(key, uploadId, partNumber, body, headers, bodySha256) {
+        const response = await this.send('PUT', key, { query: { partNumber: String(partNumber), uploadId }, body, headers, bodySha256 });
+        await response.arrayBuffer();
+        return response.headers.get('etag') ?? '';
+    }
+    /** Parts the server holds for an upload; undefined when the server cannot list them (then a local journal decides). */
+    async listParts(key, uploadId) {
+        const parts = [];
+        let marker;
+        try {
+            for (;;) {
+                const query = { uploadId };
+                if (marker)
+                    query['part-number-marker'] = marker;
+                const xml = await (await this.send('GET', key, { query })).text();
+                for (const block of xmlBlocks(xml, 'Part')) {
+                    parts.push({ partNumber: Number(xmlValue(block, 'PartNumber')), etag: xmlValue(block, 'ETag') ?? '', checksumSha256: xmlValue(block, 'ChecksumSHA256') });
+                }
+                if (xmlValue(xml, 'IsTruncated') !== 'true')
+                    return parts;
+                marker = xmlValue(xml, 'NextPartNumberMarker');
+            }
+        }
+        catch (error) {
+            if (error instanceof S3RequestError && (error.status === 405 || error.status === 501))
+                return undefined;
+            throw error;
+        }
+    }
+    async completeMultipartUpload(key, uploadId, parts) {
+        const body = Buffer.from(`<CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/">${parts
+            .map((p) => `<Part><PartNumber>${p.partNumber}</PartNumber><ETag>${escapeXml(p.etag)}</ETag>${p.checksumSha256 ? `<ChecksumSHA256>${p.checksumSha256}</ChecksumSHA256>` : ''}</Part>`)
+            .join('')}</CompleteMultipartUpload>`);
+        const response = await this.send('POST', key, { query: { uploadId }, body, headers: { 'content-type': 'application/xml' } });
+        const xml = await response.text();
+        // S3 may answer 200 and still report an error in the body.
+        if (/<Error>/.test(xml))
+            throw new S3RequestError(500, xmlValue(xml, 'Code') ?? 'InternalError', `completing ${key} failed: ${xmlValue(xml, 'Message') ?? xml}`);
+    }
+    async abortMultipartUpload(key, uploadId) {
+        try {
+            await (await this.send('DELETE', key, { query: { uploadId } })).arrayBuffer();
+        }
+        catch (error) {
+            if (!(error instanceof S3RequestError && error.status === 404))
+                throw error;
+        }
+    }
+    async headObject(key) {
+        let response;
+        try {
+            response = await this.send('HEAD', key, { headers: { 'x-amz-checksum-mode': 'ENABLED' } });
+        }
+        catch (error) {
+            if (error instanceof S3RequestError && error.status === 404)
+                return undefined;
+            throw error;
+        }
+        const metadata = {};
+        response.headers.forEach((value, name) => {
+            if (name.startsWith('x-amz-meta-'))
+                metadata[name.slice('x-amz-meta-'.length)] = value;
+        });
+        return {
+            size: Number(response.headers.get('content-length') ?? 0),
+            etag: response.headers.get('etag') ?? '',
+            metadata,
+            checksumSha256: response.headers.get('x-amz-checksum-sha256') ?? undefined,
+        };
+    }
+    /** The object's bytes as a stream, plus its metadata. */
+    async getObject(key) {
+        const response = await this.send('GET', key);
+        const metadata = {};
+        response.headers.forEach((value, name) => {
+            if (name.startsWith('x-amz-meta-'))
+                metadata[name.slice('x-amz-meta-'.length)] = value;
+        });
+        const body = response.body ? external_node_stream_.Readable.fromWeb(response.body) : external_node_stream_.Readable.from([]);
+        return { body, head: { size: Number(response.headers.get('content-length') ?? 0), etag: response.headers.get('etag') ?? '', metadata } };
+    }
+    async deleteObject(key) {
+        await (await this.send('DELETE', key)).arrayBuffer();
+    }
+    /** Every object under a prefix (ListObjectsV2, following continuation tokens). */
+    async *listObjects(prefix) {
+        let token;
+        for (;;) {
+            const query = { 'list-type': '2', prefix };
+            if (token)
+                query['continuation-token'] = token;
+            const xml = await (await this.send('GET', undefined, { query })).text();
+            for (const block of xmlBlocks(xml, 'Contents')) {
+                yield { key: xmlValue(block, 'Key') ?? '', size: Number(xmlValue(block, 'Size') ?? 0), etag: xmlValue(block, 'ETag') ?? '' };
+            }
+            if (xmlValue(xml, 'IsTruncated') !== 'true')
+                return;
+            token = xmlValue(xml, 'NextContinuationToken');
+            if (!token)
+                return;
+        }
+    }
+}
+/**
+ * fetch copies a buffer body (as the Fetch standard requires); a one-chunk stream is sent as is,
+ * so a part buffer is never duplicated and memory stays at the pool of parts.
+ */
+function streamOf(body) {
+    return new ReadableStream({
+        start(controller) {
+            controller.enqueue(body);
+            controller.close();
+        },
+    });
+}
+async function errorFrom(response, method, key) {
+    const text = method === 'HEAD' ? '' : await response.text().catch(() => '');
+    const code = xmlValue(text, 'Code') ?? (response.status === 404 ? 'NotFound' : `HTTP${response.status}`);
+    const message = xmlValue(text, 'Message') ?? response.statusText;
+    return new S3RequestError(response.status, code, `${method} ${key ?? '(bucket)'}: ${response.status} ${code}: ${message}`);
+}
+/** RFC 3986 encoding as SigV4 requires (encodeURIComponent leaves !'()* alone). */
+function encodeRfc3986(value) {
+    return encodeURIComponent(value).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+}
+function hmac(key, data) {
+    return (0,external_node_crypto_.createHmac)('sha256', key).update(data).digest();
+}
+function s3_sha256Hex(text) {
+    return (0,external_node_crypto_.createHash)('sha256').update(text).digest('hex');
+}
+const XML_ENTITIES = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'" };
+function decodeXml(text) {
+    return text.replace(/&(amp|lt|gt|quot|apos|#\d+|#x[0-9a-f]+);/gi, (_m, entity) => {
+        if (entity.startsWith('#x') || entity.startsWith('#X'))
+            return String.fromCodePoint(parseInt(entity.slice(2), 16));
+        if (entity.startsWith('#'))
+            return String.fromCodePoint(Number(entity.slice(1)));
+        return XML_ENTITIES[entity.toLowerCase()];
+    });
+}
+function escapeXml(text) {
+    return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+}
+/** S3's responses are small and flat enough that element extraction suffices. */
+function xmlValue(xml, tag) {
+    const match = new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`).exec(xml);
+    return match ? decodeXml(match[1]) : undefined;
+}
+function xmlBlocks(xml, tag) {
+    return [...xml.matchAll(new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`, 'g'))].map((m) => m[1]);
+}
+
+;// CONCATENATED MODULE: ./src/storage/object-store.ts
+
+
+
+
+
+const DEFAULT_PART_SIZE = 8 * 1024 * 1024;
+/** Parts in flight at once: enough to overlap hashing, network and the server's disk. */
+const DEFAULT_CONCURRENCY = 4;
+/** S3's floor for every part but the last. */
+const MIN_PART_SIZE = 5 * 1024 * 1024;
+const MAX_PARTS = 10_000;
+/** Builds the S3 driver for reviewed settings; missing credentials are a usage error (exit 2), raised before any request. */
+function s3StoreFor(storage, options) {
+    if (!storage.credentials) {
+        throw errors_usageError('STORAGE_CREDENTIALS_MISSING', `the object-store credentials are not set: ${storage.credentialEnv.accessKeyId} and ${storage.credentialEnv.secretAccessKey} must both be in the environment`, `export ${storage.credentialEnv.accessKeyId}=... and ${storage.credentialEnv.secretAccessKey}=... (a key scoped to s3://${storage.bucket}/${storage.prefix}), or name other variables in storage.accessKeyIdEnv / secretAccessKeyEnv`);
+    }
+    const client = new S3Client({ endpoint: storage.endpoint, region: storage.region, bucket: storage.bucket, credentials: storage.credentials, fetch: options.fetch });
+    return new S3ObjectStore(client, storage, options);
+}
+class S3ObjectStore {
+    client;
+    storage;
+    options;
+    location;
+    partSize;
+    concurrency;
+    constructor(client, storage, options) {
+        this.client = client;
+        this.storage = storage;
+        this.options = options;
+        this.location = `s3://${storage.bucket}/${storage.prefix}`;
+        this.partSize = Math.max(options.partSize ?? DEFAULT_PART_SIZE, MIN_PART_SIZE);
+        this.concurrency = Math.max(1, options.concurrency ?? DEFAULT_CONCURRENCY);
+    }
+    list(prefix) {
+        return this.client.listObjects(prefix);
+    }
+    head(key) {
+        return this.client.headObject(key);
+    }
+    get(key) {
+        return this.client.getObject(key);
+    }
+    /** Headers every new object carries: its sha256 as metadata, encryption and retention as configured. */
+    objectHeaders(sha256) {
+        const headers = { 'x-amz-meta-sha256': sha256 };
+        if (this.storage.serverSideEncryption)
+            headers['x-amz-server-side-encryption'] = this.storage.serverSideEncryption;
+        if (this.storage.objectLock) {
+            headers['x-amz-object-lock-mode'] = this.storage.objectLock.mode;
+            headers['x-amz-object-lock-retain-until-date'] = new Date(Date.now() + this.storage.objectLock.days * 86400_000).toISOString().replace(/\.\d+Z$/, 'Z');
+        }
+        return headers;
+    }
+    async putFile(key, path, expected) {
+        const partSize = Math.max(this.partSize, Math.ceil(expected.bytes / MAX_PARTS));
+        if (expected.bytes <= partSize)
+            return this.putSingle(key, path, expected);
+        try {
+            return await this.putMultipart(key, path, expected, partSize);
+        }
+        catch (error) {
+            // The server forgot the upload we journaled (expired or aborted): start it again cleanly, once.
+            if (error instanceof S3RequestError && error.code === 'NoSuchUpload') {
+                await this.dropJournal(key);
+                return this.putMultipart(key, path, expected, partSize);
+            }
+            throw error;
+        }
+    }
+    async putSingle(key, path, expected) {
+        const body = await (0,promises_namespaceObject.readFile)(path);
+        const sha256 = (0,external_node_crypto_.createHash)('sha256').update(body).digest();
+        if (sha256.toString('hex') !== expected.sha256 || body.length !== expected.bytes)
+            throw changedWhileSyncing(path);
+        await this.client.putObject(key, body, { ...this.objectHeaders(expected.sha256), 'content-md5': (0,external_node_crypto_.createHash)('md5').update(body).digest('base64'), 'x-amz-checksum-sha256': sha256.toString('base64') }, expected.sha256);
+        return { bytes: body.length, parts: 1, resumedParts: 0 };
+    }
+    async putMultipart(key, path, expected, partSize) {
+        let journal = await this.readJournal(key);
+        if (journal && (journal.sha256 !== expected.sha256 || journal.bytes !== expected.bytes || journal.partSize !== partSize)) {
+            await this.client.abortMultipartUpload(key, journal.uploadId);
+            journal = undefined;
+        }
+        if (journal) {
+            // The server's own list is the truth where it keeps one; otherwise the journal's ETags are.
+            const listed = await this.client.listParts(key, journal.uploadId);
+            if (listed)
+                journal.parts = listed;
+        }
+        else {
+            const uploadId = await this.client.createMultipartUpload(key, { ...this.objectHeaders(expected.sha256), 'x-amz-checksum-algorithm': 'SHA256' });
+            journal = { key, uploadId, sha256: expected.sha256, bytes: expected.bytes, partSize, parts: [] };
+            await this.writeJournal(journal);
+        }
+        const uploadId = journal.uploadId;
+        const already = new Map(journal.parts.map((p) => [p.partNumber, p]));
+        const wholeFile = (0,external_node_crypto_.createHash)('sha256');
+        const parts = [];
+        const inFlight = new Set();
+        // A fixed pool of part buffers, reused: memory is bounded by design, not by when GC runs.
+        const freeBuffers = Array.from({ length: this.concurrency }, () => Buffer.allocUnsafe(partSize));
+        let journalWrites = Promise.resolve();
+        let resumedParts = 0;
+        const handle = await (0,promises_namespaceObject.open)(path, 'r');
+        try {
+            const partCount = Math.ceil(expected.bytes / partSize);
+            // Parts are read and hashed in order (the whole-file hash needs that) and sent a few at a
+            // time: memory stays at `concurrency` parts while the network and the server overlap.
+            for (let partNumber = 1; partNumber <= partCount; partNumber++) {
+                while (freeBuffers.length === 0)
+                    await Promise.race(inFlight);
+                const length = Math.min(partSize, expected.bytes - (partNumber - 1) * partSize);
+                const buffer = freeBuffers.pop();
+                const body = buffer.subarray(0, length);
+                const { bytesRead } = await handle.read(buffer, 0, length, (partNumber - 1) * partSize);
+                if (bytesRead !== length)
+                    throw changedWhileSyncing(path);
+                wholeFile.update(body);
+                const md5 = (0,external_node_crypto_.createHash)('md5').update(body).digest();
+                const partSha256 = (0,external_node_crypto_.createHash)('sha256').update(body).digest();
+                const checksumSha256 = partSha256.toString('base64');
+                const previous = already.get(partNumber);
+                if (previous && unquote(previous.etag) === md5.toString('hex')) {
+                    parts.push({ partNumber, etag: previous.etag, checksumSha256 });
+                    resumedParts++;
+                    freeBuffers.push(buffer);
+                    continue;
+                }
+                const sending = this.client
+                    .uploadPart(key, uploadId, partNumber, body, { 'content-md5': md5.toString('base64'), 'x-amz-checksum-sha256': checksumSha256 }, partSha256.toString('hex'))
+                    .then((etag) => {
+                    const part = { partNumber, etag, checksumSha256 };
+                    parts.push(part);
+                    journal.parts = [...journal.parts.filter((p) => p.partNumber !== partNumber), part];
+                    journalWrites = journalWrites.then(() => this.writeJournal(journal));
+                    return journalWrites;
+                })
+                    .finally(() => {
+                    inFlight.delete(sending);
+                    freeBuffers.push(buffer);
+                });
+                inFlight.add(sending);
+            }
+            await Promise.all(inFlight);
+        }
+        finally {
+            // Never leave a part request or a journal write running behind a failure.
+            await Promise.allSettled([...inFlight, journalWrites]);
+            await handle.close();
+        }
+        parts.sort((a, b) => a.partNumber - b.partNumber);
+        if (wholeFile.digest('hex') !== expected.sha256) {
+            await this.client.abortMultipartUpload(key, uploadId);
+            await this.dropJournal(key);
+            throw changedWhileSyncing(path);
+        }
+        await this.client.completeMultipartUpload(key, uploadId, parts);
+        await this.dropJournal(key);
+        return { bytes: expected.bytes, parts: parts.length, resumedParts };
+    }
+    journalPath(key) {
+        return (0,external_node_path_namespaceObject.join)(this.options.journalDir, `${(0,external_node_crypto_.createHash)('sha256').update(`${this.storage.bucket}/${key}`).digest('hex').slice(0, 32)}.json`);
+    }
+    async readJournal(key) {
+        try {
+            const journal = JSON.parse(await (0,promises_namespaceObject.readFile)(this.journalPath(key), 'utf8'));
+            return journal.key === key ? journal : undefined;
+        }
+        catch {
+            return undefined; // missing or torn: start a fresh upload
+        }
+    }
+    async writeJournal(journal) {
+        await (0,promises_namespaceObject.mkdir)(this.options.journalDir, { recursive: true, mode: 0o700 });
+        const path = this.journalPath(journal.key);
+        await (0,promises_namespaceObject.writeFile)(`${path}.tmp`, JSON.stringify(journal), { mode: 0o600 });
+        await (0,promises_namespaceObject.rename)(`${path}.tmp`, path);
+    }
+    async dropJournal(key) {
+        await (0,promises_namespaceObject.rm)(this.journalPath(key), { force: true });
+    }
+}
+function unquote(etag) {
+    return etag.replace(/"/g, '').toLowerCase();
+}
+function changedWhileSyncing(path) {
+    return errors_failure('LOCAL_FILE_CHANGED', `${path} no longer matches its SHA256SUMS line while being uploaded; nothing was completed remotely`, {
+        fix: 'run `lifeline verify` on the entry; a catalog file must never change after it is written',
+    });
+}
+
+;// CONCATENATED MODULE: ./src/storage/review.ts
+
+/** What a person must have checked about a provider before Lifeline sends it a restaurant's orders. */
+const REVIEW_CHECKLIST = [
+    'data residency: the region and the provider are allowed to hold this data (contracts, GDPR, customers\' terms)',
+    'encryption at rest: the bucket encrypts by default, or storage.serverSideEncryption is set',
+    'retention and object lock: versioning/object lock (storage.objectLock) match the retention policy, so a backup cannot be silently overwritten',
+    'access keys scoped to the prefix: the key may only list, read and write under the bucket/prefix Lifeline uses, nothing else',
+    'deletion protection: the key cannot delete objects (or deletions are held by object lock), so a leaked key cannot erase the off-host copies',
+];
+function reviewChecklistText() {
+    return REVIEW_CHECKLIST.map((item) => `  [ ] ${item}`).join('\n');
+}
+/**
+ * The review gate: refuses (exit 3) before any request is made unless lifeline.yml records who
+ * reviewed which provider, and when. Returns the settings narrowed to a reviewed provider.
+ */
+function requireReviewedStorage(env, storage, now = new Date()) {
+    if (!storage) {
+        throw errors_usageError('STORAGE_NOT_CONFIGURED', `environment ${env} has no storage: section in lifeline.yml`, `add environments.${env}.storage (provider: s3, endpoint, region, bucket, prefix, accessKeyIdEnv, secretAccessKeyEnv), review it, then record storage.reviewed`);
+    }
+    if (!storage.reviewed) {
+        throw errors_refusal('STORAGE_NOT_REVIEWED', `off-host storage for environment ${env} (bucket ${storage.bucket}) has not been reviewed; nothing was sent.\nReview checklist:\n${reviewChecklistText()}`, `once every item is checked, record it in lifeline.yml: environments.${env}.storage.reviewed: { provider: <provider name>, by: <who reviewed>, date: YYYY-MM-DD }`, { checklist: [...REVIEW_CHECKLIST], bucket: storage.bucket });
+    }
+    const problem = reviewDateProblem(storage.reviewed.date, now);
+    if (problem) {
+        throw errors_refusal('STORAGE_REVIEW_DATE', `the review of off-host storage for environment ${env} (bucket ${storage.bucket}) ${problem}; a review cannot vouch for a provider before it happened, so nothing was sent`, `record the day the review was actually done: environments.${env}.storage.reviewed.date: YYYY-MM-DD (today or earlier)`, { date: storage.reviewed.date });
+    }
+    return storage;
+}
+/** Why a review date cannot be believed: not a real calendar day, or later than today anywhere on Earth. */
+function reviewDateProblem(date, now) {
+    const ms = Date.parse(`${date}T00:00:00Z`);
+    if (!/^\d{4}-\d{2}-\d{2}$/.test(date) || Number.isNaN(ms) || new Date(ms).toISOString().slice(0, 10) !== date)
+        return `is dated ${JSON.stringify(date)}, which is not a calendar day`;
+    // UTC+14 is the earliest "today" anywhere: a date after that is in the future for every reviewer.
+    const latestToday = new Date(now.getTime() + 14 * 3600_000).toISOString().slice(0, 10);
+    if (date > latestToday)
+        return `is dated ${date}, in the future (today is ${now.toISOString().slice(0, 10)} UTC)`;
+    return undefined;
+}
+
+;// CONCATENATED MODULE: ./src/storage/bucket.ts
+
+
+
+/**
+ * The environment's reviewed bucket, ready for sync, compare and fetch. Throws before any request:
+ * exit 3 (with the review checklist) when the provider is not reviewed, exit 2 when storage or its
+ * credentials are missing.
+ */
+function openReviewedBucket(settings, options = {}) {
+    const storage = requireReviewedStorage(settings.name, settings.storage);
+    // Resume journals of interrupted multipart uploads; hidden, outside every environment's entries.
+    const journalDir = (0,external_node_path_namespaceObject.join)(settings.store, '.sync', settings.name, 'uploads');
+    return { storage, remote: s3StoreFor(storage, { journalDir, fetch: options.fetch }) };
+}
+
+;// CONCATENATED MODULE: ./src/storage/entries.ts
+
+
+
+
+
+/** Metadata file names Lifeline writes today; used only to break a tie, never required. */
+const KNOWN_METADATA_FILES = ['backup.json', 'release.json', 'report.json', 'export.json'];
+/**
+ * The metadata file of an entry: the one JSON file that SHA256SUMS does not list (the catalog
+ * writes it last, after the sums), or a known metadata file that SHA256SUMS covers too (a drill's
+ * report.json, which is signed). Undefined when there is none, so the entry is not complete.
+ */
+function metadataFileOf(fileNames, sums) {
+    const listed = new Set(sums.map((s) => s.file));
+    const candidates = fileNames.filter((name) => name.endsWith('.json') && !name.startsWith('.') && !listed.has(name));
+    if (candidates.length === 1)
+        return candidates[0];
+    return candidates.find((name) => KNOWN_METADATA_FILES.includes(name)) ?? (candidates.length === 0 ? fileNames.find((name) => listed.has(name) && KNOWN_METADATA_FILES.includes(name)) : undefined);
+}
+/**
+ * Every complete entry under `<store>/<env>`: any directory not starting with '.', holding
+ * SHA256SUMS and its metadata file. Nothing kind-specific, so new kinds sync without changes here.
+ */
+async function entries_listLocalEntries(envDir, maxDepth = 5) {
+    const entries = [];
+    const walk = async (dir, relative, depth) => {
+        let names;
+        try {
+            names = await (0,promises_namespaceObject.readdir)(dir);
+        }
+        catch (error) {
+            if (error.code === 'ENOENT' || error.code === 'ENOTDIR')
+                return;
+            throw error;
+        }
+        if (names.includes(sums_SUMS_FILE) && relative.length >= 2) {
+            const sums = sums_parseSums(await readEntryText(dir, sums_SUMS_FILE));
+            const metadataFile = metadataFileOf(names, sums);
+            if (metadataFile)
+                entries.push({ kind: relative.slice(0, -1).join('/'), id: relative[relative.length - 1], dir, metadataFile, sums });
+            return;
+        }
+        if (depth >= maxDepth)
+            return;
+        for (const name of names.sort()) {
+            if (name.startsWith('.'))
+                continue;
+            const path = (0,external_node_path_namespaceObject.join)(dir, name);
+            // lstat: a symlinked directory would lead the walk (and an upload) outside the catalog.
+            if ((await (0,promises_namespaceObject.lstat)(path)).isDirectory())
+                await walk(path, [...relative, name], depth + 1);
+        }
+    };
+    await walk(envDir, [], 0);
+    return entries;
+}
+/** The catalog kinds an entry may be fetched into; anything else in a bucket is not ours. */
+function asEntryKind(kind) {
+    if (kind === 'backups' || kind === 'releases' || kind === 'drills' || /^tenants\/[A-Za-z0-9][A-Za-z0-9._+-]*\/exports$/.test(kind))
+        return kind;
+    throw errors_usageError('UNKNOWN_KIND', `"${kind}" is not a catalog kind`, 'use backups, releases, drills or tenants/<tenant>/exports');
+}
+/** Where an environment's entries live in the bucket: `<prefix><env>/<kind>/<id>/<file>`, mirroring the catalog. */
+class entries_RemoteLayout {
+    prefix;
+    env;
+    constructor(prefix, env) {
+        this.prefix = prefix;
+        this.env = env;
+    }
+    envPrefix() {
+        return `${this.prefix}${this.env}/`;
+    }
+    entryPrefix(kind, id) {
+        return `${this.envPrefix()}${kind}/${id}/`;
+    }
+    /** Splits an object key into entry and file; undefined for keys outside this environment. */
+    parse(key) {
+        if (!key.startsWith(this.envPrefix()))
+            return undefined;
+        const parts = key.slice(this.envPrefix().length).split('/');
+        if (parts.length < 3 || parts.some((p) => p === ''))
+            return undefined;
+        return { kind: parts.slice(0, -2).join('/'), id: parts[parts.length - 2], file: parts[parts.length - 1] };
+    }
+}
+
+;// CONCATENATED MODULE: ./src/storage/import.ts
+
+
+/**
+ * Brings an off-host copy into the local catalog: each file streams through a hash into a
+ * staged entry, and only when every sha256 matches SHA256SUMS is the entry committed. An entry
+ * already present locally is left alone.
+ */
+async function importEntry(source) {
+    // Every name comes from the copy itself: refuse an unsafe one before anything is opened or fetched.
+    for (const file of [source.metadataFile, ...source.sums.map((s) => s.file)]) {
+        const problem = entryFileNameProblem(file);
+        if (problem) {
+            throw errors_failure('REMOTE_ENTRY_UNSAFE', `${source.kind}/${source.id} from ${source.source} names the file ${JSON.stringify(file)}, which ${problem}; nothing was fetched`, { fix: 'that copy was not written by Lifeline: inspect and remove it, then use another entry' });
+        }
+    }
+    const existing = await source.catalog.get(source.env, source.kind, source.id, source.metadataFile);
+    if (existing)
+        return { entry: existing, fetched: false, bytes: 0 };
+    const staged = await source.catalog.begin(source.env, source.kind, source.id, source.metadataFile);
+    let bytes = 0;
+    try {
+        for (const { file, sha256 } of source.sums) {
+            const written = await staged.addStream(file, await source.open(file));
+            if (written.sha256 !== sha256) {
+                throw errors_failure('REMOTE_CHECKSUM_MISMATCH', `${file} of ${source.kind}/${source.id} from ${source.source} has sha256 ${written.sha256}, expected ${sha256}; it was not used`, {
+                    fix: 'that copy is damaged: sync again from a host whose local entry verifies, or use an older entry',
+                    details: { file, actual: written.sha256, expected: sha256 },
+                });
+            }
+            bytes += written.bytes;
+        }
+        await staged.commit(source.metadata);
+    }
+    catch (error) {
+        await staged.abort();
+        throw error;
+    }
+    const entry = await source.catalog.get(source.env, source.kind, source.id, source.metadataFile);
+    if (!entry)
+        throw errors_failure('IMPORT_LOST', `${source.kind}/${source.id} was committed but does not list`, { fix: 'check the catalog directory for concurrent changes' });
+    return { entry, fetched: true, bytes };
+}
+
+;// CONCATENATED MODULE: ./src/storage/sync.ts
+
+
+
+
+
+
+
+
+
+
+
+/** Small files (SHA256SUMS, metadata) are read whole; anything bigger than this is refused as not ours. */
+const MAX_SMALL_OBJECT = 4 * 1024 * 1024;
+/**
+ * Uploads every complete local entry the bucket lacks. An entry is checked against its own
+ * SHA256SUMS first (streaming re-hash); files go up before SHA256SUMS, and the metadata file
+ * goes last, so a partially synced entry never looks complete remotely.
+ */
+async function syncEnvironment(options) {
+    const { env, remote, logger } = options;
+    const layout = new RemoteLayout(options.prefix, env);
+    const local = filterKinds(await listLocalEntries(join(options.store, env)), options.kinds);
+    const remoteObjects = await listRemote(remote, layout.envPrefix());
+    const results = [];
+    for (const entry of local) {
+        const entryPrefix = layout.entryPrefix(entry.kind, entry.id);
+        if (remoteObjects.has(entryPrefix + entry.metadataFile)) {
+            results.push({ kind: entry.kind, id: entry.id, status: 'present', files: 0, bytes: 0, resumedParts: 0 });
+            continue;
+        }
+        try {
+            results.push(await syncEntry(entry, entryPrefix, remote, remoteObjects, options));
+        }
+        catch (error) {
+            if (isLifelineError(error) && error.kind !== 'failed')
+                throw error;
+            const reason = error.message;
+            logger.error(`${entry.kind}/${entry.id}: ${reason}`);
+            results.push({ kind: entry.kind, id: entry.id, status: 'failed', files: 0, bytes: 0, resumedParts: 0, reason });
+        }
+    }
+    return {
+        location: remote.location,
+        entries: results,
+        uploaded: results.filter((r) => r.status === 'uploaded' || r.status === 'would-upload').length,
+        present: results.filter((r) => r.status === 'present').length,
+        failed: results.filter((r) => r.status === 'failed').length,
+    };
+}
+async function syncEntry(entry, entryPrefix, remote, remoteObjects, options) {
+    const ref = `${entry.kind}/${entry.id}`;
+    const unverified = await verificationFailure(entry);
+    if (unverified)
+        return { kind: entry.kind, id: entry.id, status: 'failed', files: 0, bytes: 0, resumedParts: 0, reason: unverified };
+    const checks = await checkSums(entry.dir);
+    const bad = checks.filter((c) => !c.ok);
+    if (bad.length > 0) {
+        const reason = `local SHA256SUMS check failed for ${bad.map((c) => c.file).join(', ')}; not uploaded`;
+        options.logger.error(`${ref}: ${reason}`);
+        return { kind: entry.kind, id: entry.id, status: 'failed', files: 0, bytes: 0, resumedParts: 0, reason };
+    }
+    const files = [
+        ...entry.sums.filter((s) => s.file !== entry.metadataFile).map((s) => ({ name: s.file, sha256: s.sha256 })),
+        { name: SUMS_FILE, sha256: await sha256OfFile(join(entry.dir, SUMS_FILE)) },
+        { name: entry.metadataFile, sha256: await sha256OfFile(join(entry.dir, entry.metadataFile)) },
+    ];
+    let bytes = 0;
+    let resumedParts = 0;
+    let sent = 0;
+    for (const file of files) {
+        // Names came from SHA256SUMS and the listing: confined to the entry (no '..', symlink or FIFO).
+        const path = await entryFilePath(entry.dir, file.name);
+        const size = (await stat(path)).size;
+        const key = entryPrefix + file.name;
+        const existing = remoteObjects.get(key);
+        if (existing && existing.size === size) {
+            const head = await remote.head(key);
+            if (head?.metadata.sha256 === file.sha256)
+                continue;
+        }
+        if (options.dryRun) {
+            bytes += size;
+            sent++;
+            continue;
+        }
+        const put = await remote.putFile(key, path, { sha256: file.sha256, bytes: size });
+        const head = await remote.head(key);
+        if (!head || head.size !== size || head.metadata.sha256 !== file.sha256) {
+            throw failure('REMOTE_CHECK_FAILED', `${key} reads back as ${head ? `${head.size} bytes, sha256 ${head.metadata.sha256 ?? 'missing'}` : 'missing'} after upload; expected ${size} bytes, sha256 ${file.sha256}`, {
+                fix: 'run `lifeline sync` again; if it persists, check the provider for a proxy that rewrites objects',
+            });
+        }
+        bytes += put.bytes;
+        resumedParts += put.resumedParts;
+        sent++;
+    }
+    options.logger.info(`${options.dryRun ? 'would upload' : 'uploaded'} ${ref}: ${sent} file(s), ${bytes} bytes${resumedParts ? ` (${resumedParts} part(s) resumed)` : ''}`);
+    return { kind: entry.kind, id: entry.id, status: options.dryRun ? 'would-upload' : 'uploaded', files: sent, bytes, resumedParts };
+}
+/** A backup whose own verification failed is not shipped off-host as if it were good. */
+async function verificationFailure(entry) {
+    const metadata = JSON.parse(await readFile(join(entry.dir, entry.metadataFile), 'utf8'));
+    if (metadata.verified && metadata.verified.ok === false)
+        return 'its last verification failed; run `lifeline verify` and fix it before it is copied off-host';
+    return undefined;
+}
+/** Local catalog against the bucket: what is missing on either side and what differs. */
+async function compareRemote(options) {
+    const layout = new entries_RemoteLayout(options.prefix, options.env);
+    const local = filterKinds(await entries_listLocalEntries((0,external_node_path_namespaceObject.join)(options.store, options.env)), options.kinds);
+    const remoteObjects = await listRemote(options.remote, layout.envPrefix());
+    const remoteEntries = groupRemoteEntries(layout, remoteObjects);
+    const result = { location: options.remote.location, mode: options.deep ? 'deep' : 'listing', inSync: [], missingRemotely: [], incompleteRemotely: [], missingLocally: [], mismatched: [] };
+    const localKeys = new Set();
+    for (const entry of local) {
+        const ref = { kind: entry.kind, id: entry.id };
+        const entryPrefix = layout.entryPrefix(entry.kind, entry.id);
+        localKeys.add(entryPrefix);
+        if (!remoteEntries.has(entryPrefix)) {
+            result.missingRemotely.push(ref);
+            continue;
+        }
+        if (!remoteObjects.has(entryPrefix + entry.metadataFile)) {
+            result.incompleteRemotely.push(ref);
+            continue;
+        }
+        const expected = [...entry.sums, { file: sums_SUMS_FILE, sha256: await sha256OfFile((0,external_node_path_namespaceObject.join)(entry.dir, sums_SUMS_FILE)) }];
+        const mismatches = [];
+        for (const { file, sha256 } of expected) {
+            const reason = await checkRemoteFile(options.remote, entryPrefix + file, remoteObjects.get(entryPrefix + file), sha256, (await (0,promises_namespaceObject.stat)((0,external_node_path_namespaceObject.join)(entry.dir, file))).size, options.deep ?? false);
+            if (reason)
+                mismatches.push({ ...ref, file, reason });
+        }
+        if (mismatches.length)
+            result.mismatched.push(...mismatches);
+        else
+            result.inSync.push(ref);
+    }
+    for (const [entryPrefix, files] of remoteEntries) {
+        if (localKeys.has(entryPrefix))
+            continue;
+        const parsed = layout.parse(entryPrefix + sums_SUMS_FILE);
+        if (options.kinds?.length && !options.kinds.includes(parsed.kind.split('/')[0]))
+            continue;
+        const complete = files.includes(sums_SUMS_FILE) && metadataFileOf(files, sums_parseSums(await readSmallObject(options.remote, entryPrefix + sums_SUMS_FILE))) !== undefined;
+        if (complete)
+            result.missingLocally.push({ kind: parsed.kind, id: parsed.id });
+    }
+    return result;
+}
+async function checkRemoteFile(remote, key, listed, sha256, size, deep) {
+    if (!listed)
+        return 'missing in the bucket';
+    if (listed.size !== size)
+        return `size ${listed.size} in the bucket, ${size} locally`;
+    if (deep) {
+        const actual = await hashRemote(remote, key);
+        return actual === sha256 ? undefined : `sha256 ${actual} in the bucket, ${sha256} expected`;
+    }
+    const head = await remote.head(key);
+    if (head?.metadata.sha256 !== sha256)
+        return `recorded sha256 ${head?.metadata.sha256 ?? 'missing'} in the bucket, ${sha256} expected`;
+    return undefined;
+}
+/**
+ * Downloads one remote entry into the local catalog through `catalog.begin`, hashing every
+ * file on the way and comparing with the entry's SHA256SUMS; on any mismatch nothing appears
+ * locally. `latest` takes the newest entry whose every file is present and verifies, falling
+ * back past incomplete or damaged ones (each named in `skipped` and the log). Restores and
+ * drills then read it like any local entry.
+ */
+async function fetchEntry(options) {
+    const kind = asEntryKind(options.kind);
+    const layout = new entries_RemoteLayout(options.prefix, options.env);
+    if (options.id !== 'latest')
+        return { ...(await fetchOne(options, layout, kind, options.id)), skipped: [] };
+    const candidates = await remoteCandidates(options, layout);
+    if (!candidates.length) {
+        throw errors_failure('REMOTE_ENTRY_NOT_FOUND', `no ${kind} entry of environment ${options.env} in ${options.remote.location} has its metadata (every upload there is unfinished, or there is none)`, { fix: 'run `lifeline sync` on the host that holds the entries, or check storage.bucket and storage.prefix' });
+    }
+    const skipped = [];
+    for (const id of candidates) {
+        try {
+            const result = await fetchOne(options, layout, kind, id);
+            if (skipped.length)
+                options.logger.warn(`using ${kind}/${id}, the newest complete entry that verifies (passed over: ${skipped.map((s) => s.id).join(', ')})`);
+            return { ...result, skipped };
+        }
+        catch (error) {
+            if (!(errors_isLifelineError(error) && FALL_BACK_ON.has(error.code)))
+                throw error;
+            skipped.push({ id, reason: error.message });
+            options.logger.warn(`${kind}/${id} cannot be used: ${error.message}; falling back to the previous complete entry`);
+        }
+    }
+    throw errors_failure('REMOTE_NO_USABLE_ENTRY', `no ${kind} entry of environment ${options.env} in ${options.remote.location} is complete and verifies:\n${skipped.map((s) => `  ${s.id}: ${s.reason}`).join('\n')}`, {
+        fix: 'run `lifeline sync` from a host whose local entries verify; the copies listed above are damaged or incomplete',
+    });
+}
+/** Failures of one remote entry that make `latest` try the previous one. */
+const FALL_BACK_ON = new Set(['REMOTE_OBJECT_MISSING', 'REMOTE_CHECKSUM_MISMATCH', 'REMOTE_ENTRY_INCOMPLETE', 'REMOTE_ENTRY_UNSAFE', 'REMOTE_OBJECT_TOO_LARGE', 'REMOTE_METADATA_UNREADABLE']);
+async function fetchOne(options, layout, kind, id) {
+    const remoteEntry = await readRemoteEntry(options.remote, layout, kind, id, options.env);
+    const missing = remoteEntry.sums.filter((s) => !remoteEntry.objects.has(s.file));
+    if (missing.length)
+        throw missingObjects(options.remote, `${kind}/${id}`, missing.map((s) => remoteEntry.entryPrefix + s.file));
+    const result = await importEntry({
+        catalog: options.catalog,
+        env: options.env,
+        kind,
+        id,
+        metadataFile: remoteEntry.metadataFile,
+        metadata: remoteEntry.metadata,
+        sums: remoteEntry.sums,
+        source: options.remote.location,
+        open: async (file) => (await getObjectOrMissing(options.remote, `${kind}/${id}`, remoteEntry.entryPrefix + file)).body,
+    });
+    if (result.fetched)
+        options.logger.info(`fetched ${kind}/${id} from ${options.remote.location}: ${remoteEntry.sums.length} file(s), ${result.bytes} bytes, every sha256 matched`);
+    return result;
+}
+/** A remote entry's listing, SHA256SUMS and metadata; throws (exit 1) naming what is missing or unreadable. */
+async function readRemoteEntry(remote, layout, kind, id, env) {
+    const entryPrefix = layout.entryPrefix(kind, id);
+    const objects = new Map();
+    for (const [key, object] of await listRemote(remote, entryPrefix)) {
+        const name = key.slice(entryPrefix.length);
+        if (!name.includes('/'))
+            objects.set(name, object);
+    }
+    if (objects.size === 0) {
+        throw errors_failure('REMOTE_ENTRY_MISSING', `${kind}/${id} is not in ${remote.location} for environment ${env}: no object under ${entryPrefix}`, { fix: 'run `lifeline sync` on the host that holds it; `lifeline verify --remote --all` lists what the bucket holds' });
+    }
+    if (!objects.has(sums_SUMS_FILE))
+        throw missingObjects(remote, `${kind}/${id}`, [entryPrefix + sums_SUMS_FILE]);
+    const sumsText = await readSmallObject(remote, entryPrefix + sums_SUMS_FILE);
+    let sums;
+    try {
+        sums = sums_parseSums(sumsText);
+    }
+    catch (error) {
+        throw errors_failure('REMOTE_METADATA_UNREADABLE', `${entryPrefix}${sums_SUMS_FILE} is not a SHA256SUMS file (${error.message})`, { fix: 'that copy was not written by Lifeline, or is damaged: sync it again from a host whose entry verifies' });
+    }
+    for (const s of sums) {
+        const problem = entryFileNameProblem(s.file);
+        if (problem)
+            throw errors_failure('REMOTE_ENTRY_UNSAFE', `${entryPrefix}${sums_SUMS_FILE} names the file ${JSON.stringify(s.file)}, which ${problem}; nothing was read`, { fix: 'that copy was not written by Lifeline: inspect and remove it' });
+    }
+    const metadataFile = metadataFileOf([...objects.keys()], sums);
+    if (!metadataFile) {
+        throw errors_failure('REMOTE_ENTRY_INCOMPLETE', `${kind}/${id} in ${remote.location} has no metadata file: its upload never finished`, { fix: 'run `lifeline sync` on the host that holds it, or use another entry' });
+    }
+    let metadata;
+    try {
+        metadata = JSON.parse(await readSmallObject(remote, entryPrefix + metadataFile));
+    }
+    catch (error) {
+        if (errors_isLifelineError(error))
+            throw error;
+        throw errors_failure('REMOTE_METADATA_UNREADABLE', `${entryPrefix}${metadataFile} is not valid JSON`, { fix: 'sync the entry again from a host whose copy verifies' });
+    }
+    return { entryPrefix, objects, sumsText, sums, metadataFile, metadata };
+}
+/** Remote entry ids of a kind that have their metadata, newest first (by the metadata's createdAt). */
+async function remoteCandidates(options, layout) {
+    const entries = groupRemoteEntries(layout, await listRemote(options.remote, `${layout.envPrefix()}${options.kind}/`));
+    const candidates = [];
+    for (const [entryPrefix, files] of entries) {
+        const parsed = layout.parse(entryPrefix + sums_SUMS_FILE);
+        if (parsed.kind !== options.kind || !files.includes(sums_SUMS_FILE))
+            continue;
+        try {
+            const metadataFile = metadataFileOf(files, sums_parseSums(await readSmallObject(options.remote, entryPrefix + sums_SUMS_FILE)));
+            if (!metadataFile)
+                continue;
+            const metadata = JSON.parse(await readSmallObject(options.remote, entryPrefix + metadataFile));
+            candidates.push({ id: parsed.id, createdAt: typeof metadata.createdAt === 'string' ? metadata.createdAt : '' });
+        }
+        catch (error) {
+            // An unreadable entry is passed over here; a named fetch of it says why.
+            if (errors_isLifelineError(error) && error.kind === 'usage')
+                throw error;
+            options.logger.warn(`${parsed.kind}/${parsed.id} in ${options.remote.location} cannot be read (${error.message}); passed over`);
+        }
+    }
+    candidates.sort((a, b) => (a.createdAt === b.createdAt ? b.id.localeCompare(a.id) : b.createdAt.localeCompare(a.createdAt)));
+    return candidates.map((c) => c.id);
+}
+function missingObjects(remote, ref, keys) {
+    return errors_failure('REMOTE_OBJECT_MISSING', `${ref} in ${remote.location} is missing ${keys.length === 1 ? 'the object' : `${keys.length} objects`} ${keys.join(', ')} (listed in its ${sums_SUMS_FILE} or required for the entry)`, {
+        fix: 'the copy is incomplete: run `lifeline sync` from a host that holds the entry (it uploads what is missing), or use an older entry',
+        details: { missing: keys },
+    });
+}
+/** GET that reports a vanished object as a missing object, not as a bucket or configuration problem. */
+async function getObjectOrMissing(remote, ref, key) {
+    try {
+        return await remote.get(key);
+    }
+    catch (error) {
+        if (error instanceof S3RequestError && error.status === 404)
+            throw missingObjects(remote, ref, [key]);
+        throw error;
+    }
+}
+/**
+ * Verifies one remote entry's objects: every file its SHA256SUMS lists must be there and hash to
+ * the listed sha256 (the provider's full-object SHA-256 where it keeps one, else a streamed
+ * download and hash; never the sha256 Lifeline itself recorded at upload). When the local
+ * catalog holds the entry, the bucket's SHA256SUMS must equal the local one byte for byte.
+ */
+async function verifyRemoteEntry(options) {
+    const kind = asEntryKind(options.kind);
+    const layout = new entries_RemoteLayout(options.prefix, options.env);
+    let id = options.id;
+    if (id === 'latest') {
+        const [newest] = await remoteCandidates({ ...options, kind, id }, layout);
+        if (!newest)
+            throw errors_failure('REMOTE_ENTRY_NOT_FOUND', `no ${kind} entry of environment ${options.env} in ${options.remote.location} has its metadata`, { fix: 'run `lifeline sync` first, or check storage.bucket and storage.prefix' });
+        id = newest;
+    }
+    const ref = `${kind}/${id}`;
+    const files = [];
+    let remoteEntry;
+    try {
+        remoteEntry = await readRemoteEntry(options.remote, layout, kind, id, options.env);
+    }
+    catch (error) {
+        if (!(errors_isLifelineError(error) && error.kind === 'failed'))
+            throw error;
+        const missingKeys = error.details?.missing ?? [];
+        return {
+            location: options.remote.location,
+            kind,
+            id,
+            against: "the bucket's own SHA256SUMS (no local copy)",
+            files: missingKeys.length ? missingKeys.map((key) => ({ file: key.slice(layout.entryPrefix(kind, id).length), key, status: 'missing', method: 'none', detail: 'missing in the bucket' })) : [{ file: '(entry)', key: layout.entryPrefix(kind, id), status: 'missing', method: 'none', detail: error.message }],
+            ok: false,
+        };
+    }
+    const local = await options.catalog.get(options.env, kind, id, remoteEntry.metadataFile).catch(() => undefined);
+    let expected = remoteEntry.sums;
+    if (local) {
+        const localSums = await readEntryText(local.dir, sums_SUMS_FILE);
+        const sumsKey = remoteEntry.entryPrefix + sums_SUMS_FILE;
+        if (localSums !== remoteEntry.sumsText) {
+            files.push({ file: sums_SUMS_FILE, key: sumsKey, status: 'mismatch', method: 'downloaded and hashed', detail: 'differs from the local SHA256SUMS (the bucket copy was replaced or damaged)' });
+        }
+        else {
+            files.push({ file: sums_SUMS_FILE, key: sumsKey, status: 'ok', method: 'downloaded and hashed', detail: 'equals the local SHA256SUMS' });
+        }
+        expected = sums_parseSums(localSums);
+    }
+    else {
+        files.push({ file: sums_SUMS_FILE, key: remoteEntry.entryPrefix + sums_SUMS_FILE, status: 'ok', method: 'none', detail: 'read from the bucket (no local copy to compare with)' });
+    }
+    for (const { file, sha256 } of expected) {
+        const key = remoteEntry.entryPrefix + file;
+        if (!remoteEntry.objects.has(file)) {
+            files.push({ file, key, status: 'missing', method: 'none', detail: `missing in the bucket (listed in ${sums_SUMS_FILE})` });
+            continue;
+        }
+        files.push(await checkObjectBytes(options.remote, file, key, sha256));
+    }
+    if (!expected.some((s) => s.file === remoteEntry.metadataFile)) {
+        // backup.json and the like change locally (a verification is recorded in them), so only their presence and upload hash are checked.
+        files.push({ file: remoteEntry.metadataFile, key: remoteEntry.entryPrefix + remoteEntry.metadataFile, status: 'ok', method: 'recorded sha256 (metadata file)', detail: `present; not covered by ${sums_SUMS_FILE}` });
+    }
+    const ok = files.every((f) => f.status === 'ok');
+    for (const f of files)
+        if (f.status !== 'ok')
+            options.logger.error(`${ref} ${f.file}: ${f.detail}`);
+    return { location: options.remote.location, kind, id, against: local ? 'the local SHA256SUMS' : "the bucket's own SHA256SUMS (no local copy)", files, ok };
+}
+/** One object's bytes against the expected sha256: the provider's full-object SHA-256 when it keeps one, else download and hash. */
+async function checkObjectBytes(remote, file, key, sha256) {
+    const head = await remote.head(key);
+    if (!head)
+        return { file, key, status: 'missing', method: 'none', detail: 'missing in the bucket' };
+    const serverSide = fullObjectSha256(head.checksumSha256);
+    if (serverSide) {
+        return serverSide === sha256
+            ? { file, key, status: 'ok', method: 'server-side sha256', detail: `the provider's SHA-256 matches (${sha256.slice(0, 12)}...)` }
+            : { file, key, status: 'mismatch', method: 'server-side sha256', detail: `the provider's SHA-256 is ${serverSide}, expected ${sha256}` };
+    }
+    let actual;
+    try {
+        actual = await hashRemote(remote, key);
+    }
+    catch (error) {
+        if (error instanceof S3RequestError && error.status === 404)
+            return { file, key, status: 'missing', method: 'none', detail: 'missing in the bucket' };
+        throw error;
+    }
+    return actual === sha256 ? { file, key, status: 'ok', method: 'downloaded and hashed', detail: `sha256 matches (${sha256.slice(0, 12)}...)` } : { file, key, status: 'mismatch', method: 'downloaded and hashed', detail: `sha256 ${actual} in the bucket, ${sha256} expected` };
+}
+/** A full-object SHA-256 (hex) from `x-amz-checksum-sha256`; undefined for none or a multipart checksum-of-checksums ("...-3"). */
+function fullObjectSha256(base64) {
+    if (!base64 || base64.includes('-'))
+        return undefined;
+    const bytes = Buffer.from(base64, 'base64');
+    return bytes.length === 32 ? bytes.toString('hex') : undefined;
+}
+function filterKinds(entries, kinds) {
+    if (!kinds?.length)
+        return entries;
+    return entries.filter((e) => kinds.includes(e.kind.split('/')[0]));
+}
+async function listRemote(remote, prefix) {
+    const objects = new Map();
+    for await (const object of remote.list(prefix))
+        objects.set(object.key, object);
+    return objects;
+}
+/** Remote objects grouped by entry prefix (`.../<kind>/<id>/`), each with its file names. */
+function groupRemoteEntries(layout, objects) {
+    const entries = new Map();
+    for (const key of objects.keys()) {
+        const parsed = layout.parse(key);
+        if (!parsed)
+            continue;
+        const entryPrefix = layout.entryPrefix(parsed.kind, parsed.id);
+        entries.set(entryPrefix, [...(entries.get(entryPrefix) ?? []), parsed.file]);
+    }
+    return entries;
+}
+/** A small object (SHA256SUMS, metadata), verified against the sha256 recorded at upload when present. */
+async function readSmallObject(remote, key) {
+    const { body, head } = await remote.get(key);
+    if (head.size > MAX_SMALL_OBJECT) {
+        body.destroy();
+        throw errors_failure('REMOTE_OBJECT_TOO_LARGE', `${key} is ${head.size} bytes; Lifeline's ${sums_SUMS_FILE} and metadata files are small`, { fix: 'check storage.prefix: the bucket holds something that is not a Lifeline entry' });
+    }
+    const chunks = [];
+    for await (const chunk of body)
+        chunks.push(chunk);
+    const data = Buffer.concat(chunks);
+    const actual = (0,external_node_crypto_.createHash)('sha256').update(data).digest('hex');
+    if (head.metadata.sha256 && head.metadata.sha256 !== actual)
+        throw checksumMismatch(key, actual, head.metadata.sha256);
+    return data.toString('utf8');
+}
+async function hashRemote(remote, key) {
+    const { body } = await remote.get(key);
+    const hasher = new HashingTransform();
+    await (0,external_node_stream_promises_namespaceObject.pipeline)(body, hasher, async function* (source) {
+        for await (const _chunk of source) {
+            // drain: only the hash is wanted
+        }
+    });
+    return hasher.digest();
+}
+async function sha256OfFile(path) {
+    return (await sha256File(path)).sha256;
+}
+function checksumMismatch(key, actual, expected) {
+    return errors_failure('REMOTE_CHECKSUM_MISMATCH', `${key} downloaded with sha256 ${actual}, expected ${expected}; it was not used`, {
+        fix: 'the copy in the bucket is damaged: run `lifeline sync` from a host whose local entry verifies, or fetch an older entry',
+        details: { key, actual, expected },
+    });
+}
+
+;// CONCATENATED MODULE: ./src/commands/remote-report.ts
+/** What a comparison proves, said in its output: a listing comparison never read the bytes. */
+function comparisonModeLine(c) {
+    return c.mode === 'deep'
+        ? 'deep comparison: every remote file of every local entry was downloaded and hashed'
+        : 'listing comparison only: sizes and the sha256 recorded at upload were compared; no remote bytes were read (pass --deep, or verify one entry with `lifeline verify --remote ID`)';
+}
+/** Renders a comparison; shared by `sync --compare` and `verify --remote` (kept apart from the sync command so the backup bundles do not carry the artifact client). */
+function comparisonResult(env, c) {
+    const ref = (e) => `${e.kind}/${e.id}`;
+    const lines = [
+        comparisonModeLine(c),
+        ...c.missingRemotely.map((e) => `missing remotely     ${ref(e)}`),
+        ...c.incompleteRemotely.map((e) => `incomplete remotely  ${ref(e)} (rerun sync)`),
+        ...c.missingLocally.map((e) => `missing locally      ${ref(e)}`),
+        ...c.mismatched.map((m) => `MISMATCH             ${ref(m)} ${m.file}: ${m.reason}`),
+        `${env} vs ${c.location}: ${c.inSync.length} in sync, ${c.missingRemotely.length + c.incompleteRemotely.length} missing remotely, ${c.missingLocally.length} missing locally, ${c.mismatched.length} mismatched file(s)`,
+    ];
+    const problems = c.mismatched.length + c.missingRemotely.length + c.incompleteRemotely.length;
+    return {
+        json: c,
+        text: lines.join('\n'),
+        exitCode: problems ? 1 : 0,
+        failureMessage: problems ? `${env}: the bucket does not hold a verified copy of every local entry` : undefined,
+    };
+}
+/** Renders `verify --remote ID`: one line per object, how its bytes were checked, and the verdict. */
+function remoteVerificationResult(env, v) {
+    const ref = `${v.kind}/${v.id}`;
+    const lines = [
+        `${ref} in ${v.location}, checked against ${v.against}:`,
+        ...v.files.map((f) => `  ${f.status === 'ok' ? 'ok      ' : f.status === 'missing' ? 'MISSING ' : 'MISMATCH'} ${f.file}  [${f.method}] ${f.detail}`),
+        v.ok ? `${ref}: every object in the bucket is present and its bytes match` : `${ref}: the bucket does NOT hold a verified copy (${v.files.filter((f) => f.status !== 'ok').map((f) => `${f.file} ${f.status}`).join(', ')})`,
+    ];
+    return {
+        json: { environment: env, ...v },
+        text: lines.join('\n'),
+        outputs: { 'backup-id': v.id, ok: String(v.ok) },
+        exitCode: v.ok ? 0 : 1,
+        failureMessage: v.ok ? undefined : `${ref} in ${v.location} does not verify: ${v.files.filter((f) => f.status !== 'ok').map((f) => `${f.key} ${f.status === 'missing' ? 'is missing' : `does not match (${f.detail})`}`).join('; ')}`,
+    };
+}
+
+// EXTERNAL MODULE: ./node_modules/yaml/dist/index.js
+var yaml_dist = __nccwpck_require__(8815);
 ;// CONCATENATED MODULE: ./src/settings/schema.ts
 
 /** A duration written as `90s`, `15m`, `4h`, `7d`; validated into seconds by the resolver. */
@@ -50396,8 +66391,12 @@ const postgres = object({
     binDir: schemas_string().min(1).optional(),
     /** Query whose single value is the schema migration head, e.g. Alembic's. */
     migrationHeadQuery: schemas_string().min(1).optional(),
-    /** pg_dump compression level for the custom format (0-9). */
+    /** Legacy: a gzip level for the custom format (0-9, 0 = none); prefer `compress`. */
     compressLevel: schemas_number().int().min(0).max(9).optional(),
+    /** pg_dump compression, METHOD[:LEVEL] (gzip:1, zstd:3, lz4, none); default by the pg_dump version. */
+    compress: union([schemas_string().min(1), schemas_number().int()]).optional(),
+    /** How long a backup or restore waits for a table lock (a migration's) before failing with who holds it (default 60s). */
+    lockTimeout: schema_duration.optional(),
     /** Physical backups and WAL archiving through pgBackRest. */
     physical: object({
         stanza: schemas_string().min(1),
@@ -50431,12 +66430,16 @@ const compose = object({
         .strict()
         .optional(),
     healthTimeout: schema_duration.optional(),
+    /** How long every check must keep passing after the first healthy answer (default 5s). */
+    settle: schema_duration.optional(),
 })
     .strict();
 const retention = object({
     keepLast: schemas_number().int().min(1).optional(),
     keepDaily: schemas_number().int().min(0).optional(),
     keepWeekly: schemas_number().int().min(0).optional(),
+    /** Pre-restore backups are their own class and never count toward the environment's backups. */
+    preRestore: object({ keepLast: schemas_number().int().min(0).optional(), keepDays: schemas_number().int().min(0).optional() }).strict().optional(),
 })
     .strict();
 /** Names the docker CLI itself reads: a container variable of that name would redirect or break the CLI that starts it. */
@@ -50470,6 +66473,8 @@ const appCheck = object({
 const drill = object({
     /** Oldest acceptable passing drill for the release gate. */
     maxAge: schema_duration.optional(),
+    /** How often drills are scheduled (the drill workflow's or cron's schedule): checked against maxAge. */
+    every: schema_duration.optional(),
     /** Environment variable holding the URL of an isolated drill database; default: a throwaway cluster. */
     targetUrlEnv: envVarName.optional(),
     smokeSql: schemas_string().min(1).optional(),
@@ -50495,12 +66500,15 @@ const tenants = object({
     keep: schemas_number().int().min(1).optional(),
     /** SQL returning the tenant's last write as one timestamp, with `:'tenant'` where the id goes (as a quoted literal); default: the latest timestamp column over the tenant's rows. */
     lastWriteQuery: schemas_string().min(1).optional(),
+    /** A `via` row whose own tenant column names another tenant than its parent's: `fail` the export and plan (default), or `exclude` it and count it. */
+    crossTenantRows: schemas_enum(['fail', 'exclude']).optional(),
     collections: array(tenantCollection).optional(),
 })
     .strict();
 const manifest = object({
     publicKey: schemas_string().min(1).optional(),
-    certificateIdentity: schemas_string().min(1).optional(),
+    /** Keyless: the trusted signing identity, or a list of them (keep the old workflow commit's identity when upgrading Lifeline). */
+    certificateIdentity: union([schemas_string().min(1), array(schemas_string().min(1)).min(1)]).optional(),
     certificateOidcIssuer: schemas_string().url().optional(),
     /** Keyless: the exact source repository URI the certificate must name (a reusable workflow's identity does not). */
     certificateSourceRepository: schemas_string().url().optional(),
@@ -50523,8 +66531,32 @@ const preflight = object({
     strict: schemas_boolean().optional(),
 })
     .strict();
+/** A credential inside a hook URL ends up in logs, job summaries and proxies' access logs. */
+const CREDENTIAL_PARAM = /^(.*token.*|.*secret.*|.*passw(or)?d.*|pwd|.*api[-_]?key.*|key|sig|signature|auth|authorization|credentials?|x-amz-.*)$/i;
+function hookUrlCredential(url) {
+    let parsed;
+    try {
+        parsed = new URL(url);
+    }
+    catch {
+        return undefined;
+    }
+    if (parsed.username || parsed.password)
+        return 'a user name or password (user:password@)';
+    for (const name of parsed.searchParams.keys())
+        if (CREDENTIAL_PARAM.test(name))
+            return `a credential in the query string (?${name}=)`;
+    return undefined;
+}
 const hook = union([
-    object({ http: schemas_string().url(), method: schemas_enum(['GET', 'POST', 'PUT']).optional(), expectStatus: schemas_number().int().optional() }).strict(),
+    object({
+        http: schemas_string().url(),
+        method: schemas_enum(['GET', 'POST', 'PUT']).optional(),
+        expectStatus: schemas_number().int().optional(),
+        /** Request headers whose values come from environment variables, e.g. { Authorization: HOOK_AUTHORIZATION }. */
+        headersFromEnv: record(schemas_string().regex(/^[A-Za-z0-9-]+$/, 'an HTTP header name such as Authorization'), envVarName).optional(),
+    })
+        .strict(),
     object({ command: array(schemas_string().min(1)).min(1) }).strict(),
 ]);
 const storage = object({
@@ -50540,6 +66572,21 @@ const storage = object({
     reviewed: object({ provider: schemas_string().min(1), by: schemas_string().min(1), date: schemas_string().regex(/^\d{4}-\d{2}-\d{2}$/, 'a date as YYYY-MM-DD') }).strict().optional(),
 })
     .strict();
+/** Who hears about what, and the dead-man's switch. Both URLs are secrets: from the file, or from the variable named. */
+const notify = object({
+    /** POST one JSON message per command (Slack/Mattermost incoming-webhook compatible: it has `text`). */
+    webhook: schemas_string().url().optional(),
+    webhookEnv: envVarName.optional(),
+    /** healthchecks.io convention: URL/start, URL, URL/fail. */
+    ping: schemas_string().url().optional(),
+    pingEnv: envVarName.optional(),
+    /** The scheduled commands that ping (default: backup). */
+    pingCommands: array(schemas_enum(['backup', 'verify', 'prune', 'sync', 'drill', 'gate'])).min(1).optional(),
+    /** Which outcomes post to the webhook (default: failed and refused; drills and gates always). */
+    on: array(schemas_enum(['succeeded', 'failed', 'refused'])).optional(),
+})
+    .strict()
+    .refine((n) => !(n.webhook && n.webhookEnv) && !(n.ping && n.pingEnv), 'set webhook or webhookEnv (ping or pingEnv), not both');
 const environmentSchema = object({
     /** Recovery point objective: the most data, in time, this environment may lose. */
     rpo: schema_duration.optional(),
@@ -50554,12 +66601,28 @@ const environmentSchema = object({
     redis: redis.optional(),
     compose: compose.optional(),
     retention: retention.optional(),
+    /** How often backups are scheduled (the backup workflow's or cron's schedule): checked against the RPO. */
+    backup: object({ every: schema_duration.optional() }).strict().optional(),
     drill: drill.optional(),
     tenants: tenants.optional(),
     manifest: manifest.optional(),
     preflight: preflight.optional(),
-    hooks: object({ postRestore: array(hook).optional() }).strict().optional(),
+    hooks: object({
+        postRestore: array(hook)
+            .superRefine((hooks, ctx) => {
+            hooks.forEach((h, i) => {
+                const credential = 'http' in h ? hookUrlCredential(h.http) : undefined;
+                // The message never repeats the URL: it holds the credential.
+                if (credential)
+                    ctx.addIssue({ code: 'custom', path: [i, 'http'], message: `the URL carries ${credential}; put it in a header from an environment variable instead: headersFromEnv: { Authorization: HOOK_AUTHORIZATION }` });
+            });
+        })
+            .optional(),
+    })
+        .strict()
+        .optional(),
     storage: storage.optional(),
+    notify: notify.optional(),
     /** Production turns on the stricter preflight gates. */
     production: schemas_boolean().optional(),
 })
@@ -50590,22 +66653,91 @@ function loadConfig(path, options) {
         }
         return { path: undefined, config: EMPTY_CONFIG };
     }
-    return { path, config: parseConfig((0,external_node_fs_.readFileSync)(path, 'utf8'), path) };
+    return { path, config: parseConfig(readConfigText(path), path) };
 }
+/** lifeline.yml is a few kilobytes; anything far larger is not a configuration file. */
+const MAX_CONFIG_BYTES = 1024 * 1024;
+/**
+ * Reads the configuration file as text, refusing what is not one: a directory, a device or FIFO
+ * (which could block or never end), an unreadable file, a huge or binary file. Nothing of the
+ * file's content is ever quoted: --config may point at any file on the host.
+ */
+function readConfigText(path) {
+    const fix = 'pass --config with the path of your lifeline.yml (a YAML file)';
+    let info;
+    try {
+        info = (0,external_node_fs_.statSync)(path);
+    }
+    catch (error) {
+        throw errors_usageError('CONFIG_UNREADABLE', `configuration file ${path} cannot be read (${error.code ?? 'error'})`, fix);
+    }
+    if (info.isDirectory())
+        throw errors_usageError('CONFIG_NOT_A_FILE', `configuration file ${path} is a directory`, `${fix}, e.g. --config ${path.replace(/\/+$/, '')}/lifeline.yml`);
+    if (!info.isFile())
+        throw errors_usageError('CONFIG_NOT_A_FILE', `configuration file ${path} is not a regular file`, fix);
+    if (info.size > MAX_CONFIG_BYTES)
+        throw errors_usageError('CONFIG_TOO_LARGE', `configuration file ${path} is ${info.size} bytes, too large for a lifeline.yml (at most ${MAX_CONFIG_BYTES})`, fix);
+    let buffer;
+    try {
+        buffer = (0,external_node_fs_.readFileSync)(path);
+    }
+    catch (error) {
+        const code = error.code;
+        throw errors_usageError('CONFIG_UNREADABLE', `configuration file ${path} cannot be read (${code === 'EACCES' || code === 'EPERM' ? 'permission denied' : code ?? 'error'})`, code === 'EACCES' || code === 'EPERM' ? `make it readable by the user running Lifeline (uid ${process.getuid?.() ?? '?'}), e.g. chmod 0640 ${path} and the right group, or ${fix}` : fix);
+    }
+    if (buffer.includes(0))
+        throw errors_usageError('CONFIG_NOT_YAML', `configuration file ${path} is binary (it holds NUL bytes), not YAML`, fix);
+    return buffer.toString('utf8');
+}
+/** A lifeline.yml needs no aliases to speak of: a handful at most, never an expansion bomb. */
+const MAX_ALIAS_COUNT = 50;
 function parseConfig(text, path = 'lifeline.yml') {
-    const lineCounter = new dist/* LineCounter */.HN();
-    const doc = (0,dist/* parseDocument */.Tp)(text, { lineCounter, prettyErrors: true });
+    const lineCounter = new yaml_dist/* LineCounter */.HN();
+    const doc = (0,yaml_dist/* parseDocument */.Tp)(text, { lineCounter, prettyErrors: true, uniqueKeys: true });
     if (doc.errors.length > 0) {
         const first = doc.errors[0];
         const line = first.linePos?.[0]?.line;
-        throw errors_usageError('CONFIG_YAML', `${path}${line ? `:${line}` : ''}: not valid YAML: ${first.message.split('\n')[0]}`, 'fix the YAML syntax at that line (indentation, quoting, a missing colon)');
+        const column = first.linePos?.[0]?.col;
+        // The parser's own message can quote the offending line: say where and what kind, not what it holds.
+        throw errors_usageError('CONFIG_YAML', `${path}${line ? `:${line}` : ''}: not valid YAML (${describeYamlError(first.code)}${column ? ` at column ${column}` : ''})`, 'fix the YAML syntax at that line (indentation, quoting, a missing colon); is --config pointing at your lifeline.yml?');
     }
-    const data = doc.toJS() ?? {};
+    let data;
+    try {
+        data = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT }) ?? {};
+    }
+    catch (error) {
+        if (/alias/i.test(error.message)) {
+            throw errors_usageError('CONFIG_YAML', `${path}: YAML aliases expand too far (more than ${MAX_ALIAS_COUNT} alias references, the shape of a "billion laughs" document)`, 'write the values out instead of nesting aliases (*name)');
+        }
+        throw errors_usageError('CONFIG_YAML', `${path}: not valid YAML (${error.name})`, 'fix the YAML syntax; `lifeline config check` validates the file');
+    }
+    if (data === null || typeof data !== 'object' || Array.isArray(data)) {
+        throw errors_usageError('CONFIG_INVALID', `${path} is not a Lifeline configuration: its top level is ${Array.isArray(data) ? 'a list' : `a ${typeof data}`}, not a mapping of keys`, 'start from examples/lifeline.yml (version: 1, environments: ...); is --config pointing at your lifeline.yml?');
+    }
+    const keys = Object.keys(data);
+    if (keys.length > 0 && !keys.some((k) => k === 'version' || k === 'environments' || k === 'store')) {
+        // Some other file (an env file, a Compose file): its keys are not ours to print.
+        throw errors_usageError('CONFIG_INVALID', `${path} is not a Lifeline configuration: none of version, environments or store at its top level (${keys.length} other key${keys.length === 1 ? '' : 's'})`, 'start from examples/lifeline.yml (version: 1, environments: ...); is --config pointing at your lifeline.yml?');
+    }
     const result = configSchema.safeParse(data);
     if (result.success)
         return result.data;
     const problems = result.error.issues.map((issue) => describeIssue(issue, data, path, (keyPath) => lineOf(doc.contents, keyPath, lineCounter)));
     throw errors_usageError('CONFIG_INVALID', `${path} is not a valid Lifeline configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`, 'correct the keys named above; `lifeline config check` validates the file without running anything', { problems });
+}
+function describeYamlError(code) {
+    const known = {
+        BAD_INDENT: 'bad indentation',
+        MISSING_CHAR: 'a missing character',
+        MULTILINE_IMPLICIT_KEY: 'a key that spans lines',
+        BLOCK_AS_IMPLICIT_KEY: 'a block used as a key',
+        DUPLICATE_KEY: 'a duplicate key',
+        TAB_AS_INDENT: 'a tab used for indentation',
+        UNEXPECTED_TOKEN: 'an unexpected token',
+        BAD_SCALAR_START: 'a value that starts with a reserved character',
+        BAD_ALIAS: 'a bad alias',
+    };
+    return known[code] ?? code.toLowerCase().replace(/_/g, ' ');
 }
 function describeIssue(issue, data, file, lineFor) {
     const path = issue.path;
@@ -50703,8 +66835,8 @@ function lineOf(root, path, lc) {
     let node = root;
     let line;
     for (const key of path) {
-        if ((0,dist/* isMap */.jh)(node)) {
-            const pair = node.items.find((item) => (0,dist/* isScalar */.jn)(item.key) && String(item.key.value) === String(key));
+        if ((0,yaml_dist/* isMap */.jh)(node)) {
+            const pair = node.items.find((item) => (0,yaml_dist/* isScalar */.jn)(item.key) && String(item.key.value) === String(key));
             if (!pair)
                 return line;
             const keyNode = pair.key;
@@ -50712,7 +66844,7 @@ function lineOf(root, path, lc) {
                 line = lc.linePos(keyNode.range[0]).line;
             node = pair.value;
         }
-        else if ((0,dist/* isSeq */.oP)(node) && typeof key === 'number') {
+        else if ((0,yaml_dist/* isSeq */.oP)(node) && typeof key === 'number') {
             const item = node.items[key];
             if (!item)
                 return line;
@@ -50728,29 +66860,57 @@ function lineOf(root, path, lc) {
 }
 
 ;// CONCATENATED MODULE: ./src/settings/secrets.ts
-/** Returns the URL with its password replaced by `***`, for logs and error messages. */
-function redactUrl(url) {
+
+/** URL query parameters that libpq (and most clients) read as credentials. */
+const SECRET_PARAMS = ['password', 'sslpassword'];
+/** Decodes a percent-escaped component; a malformed escape is kept as written (it is still the secret). */
+function decodeLenient(value) {
     try {
-        const parsed = new URL(url);
-        if (parsed.password)
-            parsed.password = '***';
-        return parsed.toString();
+        return decodeURIComponent(value);
     }
     catch {
-        return url.replace(/(\/\/[^:/@]+:)[^@]*@/, '$1***@');
+        return value;
     }
 }
-/** The password embedded in a URL, if any, so it can be registered as a secret. */
+/** Returns the URL with its password (userinfo and `?password=` / `?sslpassword=`) replaced by `***`. */
+function redactUrl(url) {
+    return redactSecretsInText(url);
+}
+/** Every secret a URL carries: the userinfo password and the credential query parameters, raw and decoded. */
+function urlSecrets(url) {
+    if (!url)
+        return [];
+    const found = new Set();
+    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@]*?:([^/?#@]*)@/i.exec(url)?.[1];
+    if (userinfo) {
+        found.add(userinfo);
+        found.add(decodeLenient(userinfo));
+    }
+    const query = url.split('?')[1]?.split('#')[0] ?? '';
+    for (const pair of query.split('&')) {
+        const eq = pair.indexOf('=');
+        if (eq < 0)
+            continue;
+        if (!SECRET_PARAMS.includes(decodeLenient(pair.slice(0, eq)).toLowerCase()))
+            continue;
+        const raw = pair.slice(eq + 1);
+        if (!raw)
+            continue;
+        found.add(raw);
+        found.add(decodeLenient(raw.replace(/\+/g, ' ')));
+        found.add(decodeLenient(raw));
+    }
+    return [...found].filter((s) => s && s !== '***');
+}
+/** The password embedded in a URL (userinfo first, else `?password=`), so it can be registered as a secret. */
 function urlPassword(url) {
     if (!url)
         return undefined;
-    try {
-        const password = new URL(url).password;
-        return password ? decodeURIComponent(password) : undefined;
-    }
-    catch {
-        return undefined;
-    }
+    const secrets = urlSecrets(url);
+    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@]*?:([^/?#@]*)@/i.exec(url)?.[1];
+    if (userinfo)
+        return decodeLenient(userinfo);
+    return secrets.length > 0 ? secrets[secrets.length - 1] : undefined;
 }
 
 ;// CONCATENATED MODULE: ./src/settings/resolve.ts
@@ -50759,7 +66919,8 @@ function urlPassword(url) {
 
 
 
-const SERVICE_ROLES = ['api', 'web', 'worker'];
+
+const resolve_SERVICE_ROLES = ['api', 'web', 'worker'];
 const DEFAULT_ENVIRONMENT = 'default';
 const DEFAULT_CONFIG_PATH = 'lifeline.yml';
 const DEFAULT_STORE = '.lifeline';
@@ -50811,49 +66972,52 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
     const secrets = [];
     const store = absCwd(inputs.store) ?? absCwd(options.env.LIFELINE_STORE) ?? abs(env.store) ?? abs(config.store) ?? (0,external_node_path_namespaceObject.resolve)(options.cwd, DEFAULT_STORE);
     const pg = env.postgres ?? {};
-    let pgUrl;
-    let urlSource;
-    if (inputs.databaseUrl !== undefined) {
-        pgUrl = inputs.databaseUrl;
-        urlSource = '--database-url';
-    }
-    else if (options.env.DATABASE_URL) {
-        pgUrl = options.env.DATABASE_URL;
-        urlSource = 'DATABASE_URL';
-    }
-    else if (pg.urlEnv) {
-        pgUrl = options.env[pg.urlEnv];
-        urlSource = pg.urlEnv;
-    }
+    const pgChoice = chooseUrl(inputs.databaseUrl, '--database-url', 'DATABASE_URL', pg.urlEnv, `environments.${name}.postgres.urlEnv`, options.env);
+    const pgUrl = pgChoice.url;
+    const urlSource = pgChoice.source;
     if (pgUrl !== undefined)
         validateUrl(pgUrl, ['postgres:', 'postgresql:'], urlSource ?? 'database URL', 'postgres://user:password@host:5432/dbname');
-    const pgPassword = urlPassword(pgUrl);
-    if (pgPassword)
-        secrets.push(pgPassword);
+    secrets.push(...urlSecrets(pgUrl));
     let redisSettings;
-    const redisUrl = inputs.redisUrl ?? options.env.REDIS_URL ?? (env.redis?.urlEnv ? options.env[env.redis.urlEnv] : undefined);
+    const redisChoice = chooseUrl(inputs.redisUrl, '--redis-url', 'REDIS_URL', env.redis?.urlEnv, `environments.${name}.redis.urlEnv`, options.env);
+    const redisUrl = redisChoice.url;
     if (redisUrl !== undefined || env.redis) {
         if (redisUrl !== undefined)
-            validateUrl(redisUrl, ['redis:', 'rediss:'], inputs.redisUrl !== undefined ? '--redis-url' : 'REDIS_URL', 'redis://:password@host:6379/0');
-        const redisPassword = urlPassword(redisUrl);
-        if (redisPassword)
-            secrets.push(redisPassword);
-        redisSettings = { url: redisUrl, service: env.redis?.service, binDir: abs(env.redis?.binDir) };
+            validateUrl(redisUrl, ['redis:', 'rediss:'], redisChoice.source ?? 'Redis URL', 'redis://:password@host:6379/0');
+        secrets.push(...urlSecrets(redisUrl));
+        redisSettings = { url: redisUrl, urlSource: redisChoice.source, urlEnv: env.redis?.urlEnv, service: env.redis?.service, binDir: abs(env.redis?.binDir) };
     }
     const composeCfg = env.compose ?? {};
     const services = {};
-    for (const role of SERVICE_ROLES) {
+    for (const role of resolve_SERVICE_ROLES) {
         const svc = composeCfg.services?.[role];
         services[role] = { name: svc?.name ?? role, healthUrl: svc?.healthUrl };
     }
     const drillCfg = env.drill ?? {};
     const drillTarget = drillCfg.targetUrlEnv ? options.env[drillCfg.targetUrlEnv] : undefined;
-    const drillPassword = urlPassword(drillTarget);
-    if (drillPassword)
-        secrets.push(drillPassword);
+    secrets.push(...urlSecrets(drillTarget));
+    // Values handed to the application container are as secret as the database URL it gets.
+    secrets.push(...Object.values(drillCfg.appCheck?.env ?? {}));
     const storage = env.storage ? resolveStorage(env.storage, options.env) : undefined;
     if (storage?.credentials)
         secrets.push(storage.credentials.secretAccessKey, ...(storage.credentials.sessionToken ? [storage.credentials.sessionToken] : []));
+    const notifyCfg = env.notify ?? {};
+    const notifyUrl = (value, variable, key) => {
+        const url = value ?? (variable ? options.env[variable] || undefined : undefined);
+        if (url === undefined)
+            return undefined;
+        // The whole URL is the secret (a Slack webhook's path, a healthchecks.io UUID).
+        secrets.push(url);
+        validateUrl(url, ['http:', 'https:'], variable ? `${variable} (environments.${name}.notify.${key}Env)` : `environments.${name}.notify.${key}`, 'https://hooks.slack.com/services/...');
+        return url;
+    };
+    const notify = {
+        webhook: notifyUrl(notifyCfg.webhook, notifyCfg.webhookEnv, 'webhook'),
+        ping: notifyUrl(notifyCfg.ping, notifyCfg.pingEnv, 'ping'),
+        pingCommands: notifyCfg.pingCommands ?? ['backup'],
+        on: notifyCfg.on ?? ['failed', 'refused'],
+        onConfigured: notifyCfg.on !== undefined,
+    };
     const tenantsCfg = env.tenants ?? {};
     return {
         name,
@@ -50868,11 +67032,14 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
         postgres: {
             url: pgUrl,
             urlSource,
+            urlEnv: pg.urlEnv,
             service: pg.service,
             database: pg.database,
             binDir: abs(pg.binDir),
             migrationHeadQuery: pg.migrationHeadQuery,
             compressLevel: pg.compressLevel,
+            compress: resolveCompression(pg.compress, pg.compressLevel, `environments.${name}.postgres`),
+            lockTimeoutSeconds: pg.lockTimeout ? parseDuration(pg.lockTimeout, `environments.${name}.postgres.lockTimeout`) : undefined,
             physical: pg.physical ? { stanza: pg.physical.stanza, configFile: abs(pg.physical.configFile), type: pg.physical.type ?? 'full', repoPath: abs(pg.physical.repoPath) } : undefined,
         },
         redis: redisSettings,
@@ -50882,10 +67049,18 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
             command: composeCfg.command ?? 'auto',
             services,
             healthTimeoutSeconds: composeCfg.healthTimeout ? parseDuration(composeCfg.healthTimeout, `environments.${name}.compose.healthTimeout`) : 120,
+            settleSeconds: composeCfg.settle ? parseDuration(composeCfg.settle, `environments.${name}.compose.settle`) : 5,
         },
-        retention: { keepLast: env.retention?.keepLast ?? 7, keepDaily: env.retention?.keepDaily ?? 7, keepWeekly: env.retention?.keepWeekly ?? 4 },
+        retention: {
+            keepLast: env.retention?.keepLast ?? 7,
+            keepDaily: env.retention?.keepDaily ?? 7,
+            keepWeekly: env.retention?.keepWeekly ?? 4,
+            preRestore: { keepLast: env.retention?.preRestore?.keepLast ?? 3, keepDays: env.retention?.preRestore?.keepDays ?? 7 },
+        },
+        backupEverySeconds: env.backup?.every ? parseDuration(env.backup.every, `environments.${name}.backup.every`) : undefined,
         drill: {
             maxAgeSeconds: drillCfg.maxAge ? parseDuration(drillCfg.maxAge, `environments.${name}.drill.maxAge`) : 7 * 86400,
+            everySeconds: drillCfg.every ? parseDuration(drillCfg.every, `environments.${name}.drill.every`) : undefined,
             targetUrl: drillTarget,
             smokeSql: abs(drillCfg.smokeSql),
             windowSeconds: drillCfg.window ? parseDuration(drillCfg.window, `environments.${name}.drill.window`) : 7 * 86400,
@@ -50906,6 +67081,7 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
             byteCap: parseByteSize(tenantsCfg.byteCap ?? '10GiB'),
             keep: tenantsCfg.keep ?? 3,
             lastWriteQuery: tenantsCfg.lastWriteQuery,
+            crossTenantRows: tenantsCfg.crossTenantRows ?? 'fail',
             collections: tenantsCfg.collections ?? [],
         },
         manifest: {
@@ -50923,10 +67099,26 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
             nginxConfig: abs(env.preflight?.nginxConfig),
             caddyConfig: abs(env.preflight?.caddyConfig),
         },
-        hooks: { postRestore: env.hooks?.postRestore ?? [] },
+        hooks: { postRestore: resolveHooks(env.hooks?.postRestore ?? [], name, options.env, secrets) },
         storage,
+        notify,
         secrets,
     };
+}
+/**
+ * An environment's URL: the flag (given for this one command) wins; then the variable the
+ * environment's config names; the generic variable (DATABASE_URL, REDIS_URL) applies only where the
+ * config names none, so a production URL in DATABASE_URL never reaches `--env staging`. A named
+ * variable that is unset leaves the URL unset (the command then says to set it), never the generic one.
+ */
+function chooseUrl(flag, flagName, generic, named, namedKey, env) {
+    if (flag !== undefined)
+        return { url: flag, source: flagName };
+    if (named)
+        return env[named] === undefined ? {} : { url: env[named], source: `${named} (${namedKey})` };
+    if (env[generic] !== undefined)
+        return { url: env[generic], source: generic };
+    return {};
 }
 function positiveDuration(value, keyPath, fix) {
     const seconds = parseDuration(value, keyPath);
@@ -50968,8 +67160,33 @@ function parseByteSize(value) {
         throw errors_usageError('BAD_SIZE', `"${value}" is not a size`, 'write a number with B, KB, MB, GB, KiB, MiB or GiB');
     return Math.round(Number(match[1]) * SIZE_UNITS[unit]);
 }
+/** `postgres.compress`, else the legacy `compressLevel` as a gzip level; both at once is ambiguous. */
+function resolveCompression(compress, level, where) {
+    if (compress !== undefined && level !== undefined) {
+        throw errors_usageError('CONFIG_INVALID', `${where}: set compress or compressLevel, not both`, `remove ${where}.compressLevel (compressLevel: N is the same as compress: gzip:N)`);
+    }
+    if (compress !== undefined)
+        return parseCompression(String(compress), `${where}.compress`);
+    return level === undefined ? undefined : fromGzipLevel(level);
+}
+function resolveHooks(hooks, env, vars, secrets) {
+    return hooks.map((hook, i) => {
+        if (!('http' in hook) || !hook.headersFromEnv)
+            return hook;
+        const headers = {};
+        for (const [header, variable] of Object.entries(hook.headersFromEnv)) {
+            const value = vars[variable];
+            if (!value)
+                throw errors_usageError('HOOK_HEADER_UNSET', `environments.${env}.hooks.postRestore[${i}].headersFromEnv.${header}: the environment variable ${variable} is unset or empty`, `export ${variable} (in Actions: env: ${variable}: \${{ secrets.... }}) or remove the header`);
+            headers[header] = value;
+            secrets.push(value);
+        }
+        return { ...hook, headers };
+    });
+}
 
 ;// CONCATENATED MODULE: ./src/commands/spec.ts
+
 
 
 const GLOBAL_INPUTS = [
@@ -51074,6 +67291,33 @@ function notImplemented(name, summary, issue, inputs = [], outputs = []) {
         },
     };
 }
+/**
+ * A URL that may carry a password, from `--NAME URL` or from `--NAME-env VAR` (the URL read from
+ * that environment variable, so it never appears in the process list). Its secrets are registered
+ * with the logger either way.
+ */
+function urlInput(ctx, name, options) {
+    const direct = ctx.inputs.string(name);
+    const envName = ctx.inputs.string(`${name}-env`);
+    if (direct && envName) {
+        throw errors_usageError('BAD_INPUT', `give --${name} or --${name}-env, not both`, `keep --${name}-env ${envName}: it keeps the password out of the process list`);
+    }
+    let url = direct;
+    if (envName) {
+        if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(envName)) {
+            throw errors_usageError('BAD_INPUT', `--${name}-env must name an environment variable (got ${JSON.stringify(envName)})`, `pass the variable's name, e.g. --${name}-env TARGET_URL, after export TARGET_URL='${options.example}'`);
+        }
+        url = ctx.env[envName];
+        if (!url)
+            throw errors_usageError('MISSING_INPUT', `--${name}-env ${envName}: the environment variable ${envName} is unset or empty`, `export ${envName}='${options.example}' first (in Actions: env: ${envName}: \${{ secrets.... }})`);
+    }
+    for (const secret of urlSecrets(url))
+        ctx.logger.secret(secret);
+    if (!url && options.required) {
+        throw errors_usageError('MISSING_INPUT', `missing --${name}-env (or --${name})`, `export TARGET_URL='${options.example}' and pass --${name}-env TARGET_URL`);
+    }
+    return url;
+}
 
 ;// CONCATENATED MODULE: ./src/commands/action-spec.ts
 
@@ -51149,7 +67393,12 @@ function actionOutputs(action) {
 
 
 
+
+
+
+
 const USER_LABELS = BACKUP_LABELS.filter((l) => l !== 'pre-restore');
+const LOCK_TIMEOUT_INPUT = { name: 'lock-timeout', type: 'string', description: 'How long to wait for a table lock held by another session (a migration) before failing with who holds it, e.g. 60s; default: postgres.lockTimeout, else 60s.' };
 /** A one-line progress display on a terminal; nothing otherwise (the logger reports at intervals). */
 function terminalProgress(ctx) {
     if (!ctx.interactive)
@@ -51178,7 +67427,17 @@ async function verifyAndRecord(catalog, entry, settings, ctx) {
     // The same tools as the backup: inside the Compose service the archive is fed on stdin.
     const runner = await postgresRunner(settings);
     const report = await ctx.logger.group(`Verify backup ${entry.id}`, () => verifyBackup(entry, { runner, redisRunner: new runner_LocalRunner({ binDirs: settings.redis?.binDir ? [settings.redis.binDir] : [] }), logger: ctx.logger }));
-    const recorded = await recordVerification(catalog, entry, report);
+    let recorded = entry;
+    try {
+        recorded = await recordVerification(catalog, settings.name, entry, report);
+    }
+    catch (error) {
+        // A read-only or full catalog must not hide the verdict: print it, and say it was not kept.
+        const unrecorded = describeFilesystemError(error, `the verdict (${report.ok ? 'verified' : 'FAILED'}) was not recorded in ${metadata_BACKUP_METADATA_FILE}`);
+        if (!unrecorded)
+            throw error;
+        ctx.logger.warn(`${unrecorded.message}; fix: ${unrecorded.fix}`);
+    }
     return { report, entry: recorded };
 }
 async function physicalBackup(ctx) {
@@ -51198,9 +67457,11 @@ const backupCommand = {
         { name: 'label', type: 'string', description: 'Why this backup exists.', default: 'manual', choices: USER_LABELS },
         { name: 'release', type: 'string', description: 'Release version this backup belongs to.' },
         { name: 'git-sha', type: 'string', description: 'Git commit of the release.' },
-        { name: 'verify', type: 'boolean', description: 'Verify the new backup (checksums, pg_restore reads and decompresses it, redis-check-rdb) and fail when it does not verify.', default: 'true' },
+        { name: 'verify', type: 'boolean', description: 'Verify the new backup as it is written (pg_restore reads every block of the stream, then lists the file; redis-check-rdb) and fail, adding nothing to the catalog, when it does not verify.', default: 'true' },
+        { name: 'compress', type: 'string', description: 'pg_dump compression, METHOD[:LEVEL]: gzip:1-9, zstd:1-22 or lz4:1-12 (pg_dump 16+), none. Default: postgres.compress, else gzip:1 with pg_dump 15 and older, zstd:1 with 16+.' },
         { name: 'physical', type: 'boolean', description: 'Take a physical base backup through pgBackRest instead (needs postgres.physical; WAL archiving makes point-in-time recovery possible).', default: 'false' },
         { name: 'physical-type', type: 'string', description: 'pgBackRest backup type for --physical; default: postgres.physical.type.', choices: ['full', 'diff', 'incr'] },
+        LOCK_TIMEOUT_INPUT,
     ],
     outputs: [
         { name: 'backup-id', description: 'Id of the new backup.' },
@@ -51216,9 +67477,11 @@ const backupCommand = {
         const release = ctx.inputs.string('release');
         const gitSha = ctx.inputs.string('git-sha');
         const verify = ctx.inputs.boolean('verify');
+        const compressInput = ctx.inputs.string('compress');
+        const compression = compressInput !== undefined ? parseCompression(compressInput) : undefined;
         const settings = environmentFor(ctx);
         const conn = environmentConnection(settings);
-        const catalog = new Catalog(settings.store);
+        const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
         const redisSource = redisSourceFor(settings);
         const created = await ctx.logger.group(`Back up ${settings.name} (${label})`, async () => createBackup({
             catalog,
@@ -51228,20 +67491,21 @@ const backupCommand = {
             label,
             release,
             gitSha,
-            compressLevel: settings.postgres.compressLevel,
+            compression: compression ?? settings.postgres.compress,
+            verify,
             migrationHeadQuery: settings.postgres.migrationHeadQuery,
+            lockTimeoutSeconds: lockTimeoutFor(ctx, settings),
             redis: redisSource ? await redisSource() : undefined,
             logger: ctx.logger,
             progress: terminalProgress(ctx),
         }));
         if (ctx.interactive)
             process.stderr.write('\n');
-        let entry = created;
-        let report;
-        if (verify)
-            ({ entry, report } = await verifyAndRecord(catalog, created, settings, ctx));
+        // The backup verified itself as it was written: a backup that did not verify is not in the catalog.
+        const entry = created;
+        const report = entry.metadata.verified ? { backupId: entry.id, ok: entry.metadata.verified.ok, checks: entry.metadata.verified.checks } : undefined;
         const archive = entry.metadata.files.postgres;
-        const json = { id: entry.id, sha256: archive.sha256, bytes: archive.bytes, path: entry.dir, label, environment: settings.name, migrationHead: entry.metadata.migrationHead, rowCounts: entry.metadata.rowCounts, verified: entry.metadata.verified ?? null };
+        const json = { id: entry.id, sha256: archive.sha256, bytes: archive.bytes, path: entry.dir, label, environment: settings.name, migrationHead: entry.metadata.migrationHead, rowCounts: entry.metadata.rowCounts, compression: entry.metadata.compression ?? null, verified: entry.metadata.verified ?? null };
         const summary = [
             `### Backup ${entry.id} (${label})`,
             '',
@@ -51266,7 +67530,7 @@ const backupsCommand = {
     implemented: true,
     async run(ctx) {
         const settings = environmentFor(ctx);
-        const backups = await listBackups(new Catalog(settings.store), settings.name);
+        const backups = await listBackups(new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) }), settings.name);
         const rows = backups.map((b) => ({
             id: b.id,
             label: b.metadata.label,
@@ -51275,12 +67539,19 @@ const backupsCommand = {
             sha256: b.metadata.files.postgres.sha256,
             verified: b.metadata.verified ? b.metadata.verified.ok : null,
             release: b.metadata.release ?? null,
+            database: b.metadata.database,
+            server: b.metadata.systemIdentifier ?? null,
             migrationHead: b.metadata.migrationHead,
             redis: Boolean(b.metadata.files.redis),
             path: b.dir,
         }));
+        // The database (and server) of each entry: a pre-restore backup may hold another database.
+        const dbWidth = Math.max(8, ...rows.map((r) => r.database.length));
         const text = rows.length
-            ? ['ID                                LABEL          CREATED                   SIZE       VERIFIED  RELEASE', ...rows.map((r) => `${r.id.padEnd(33)} ${r.label.padEnd(14)} ${r.createdAt.padEnd(25)} ${formatBytes(r.bytes).padEnd(10)} ${(r.verified === null ? '-' : r.verified ? 'yes' : 'FAILED').padEnd(9)} ${r.release ?? ''}`)].join('\n')
+            ? [
+                `ID                                LABEL          DATABASE${' '.repeat(Math.max(1, dbWidth - 7))}SERVER               CREATED                   SIZE       VERIFIED  RELEASE`,
+                ...rows.map((r) => `${r.id.padEnd(33)} ${r.label.padEnd(14)} ${r.database.padEnd(dbWidth)} ${(r.server ?? '-').padEnd(20)} ${r.createdAt.padEnd(25)} ${formatBytes(r.bytes).padEnd(10)} ${(r.verified === null ? '-' : r.verified ? 'yes' : 'FAILED').padEnd(9)} ${r.release ?? ''}`),
+            ].join('\n')
             : `no backups in environment ${settings.name} (${settings.store})`;
         return { json: rows, text };
     },
@@ -51291,7 +67562,9 @@ const verifyCommand = {
     positional: 'backup',
     inputs: [
         { name: 'backup', type: 'string', description: 'Backup id, or "latest".', default: 'latest' },
-        { name: 'remote', type: 'boolean', description: "Instead, compare the local catalog with the environment's reviewed object storage (missing, incomplete or mismatched entries).", default: 'false' },
+        { name: 'remote', type: 'boolean', description: "Instead, verify the named backup's copy in the environment's reviewed object storage: every object present, and its bytes hashed (the provider's SHA-256 where it keeps one, else downloaded) against SHA256SUMS.", default: 'false' },
+        { name: 'all', type: 'boolean', description: 'With remote: compare every local entry with the bucket instead of verifying one (a listing comparison unless deep is set).', default: 'false' },
+        { name: 'deep', type: 'boolean', description: 'With remote and all: download and hash every remote file instead of comparing listings and the sha256 recorded at upload.', default: 'false' },
     ],
     outputs: [
         { name: 'backup-id', description: 'Id of the verified backup.' },
@@ -51303,9 +67576,12 @@ const verifyCommand = {
         const settings = environmentFor(ctx);
         if (ctx.inputs.boolean('remote')) {
             const { storage, remote } = openReviewedBucket(settings);
-            return comparisonResult(settings.name, await compareRemote({ env: settings.name, store: settings.store, remote, prefix: storage.prefix }));
+            if (ctx.inputs.boolean('all'))
+                return comparisonResult(settings.name, await compareRemote({ env: settings.name, store: settings.store, remote, prefix: storage.prefix, deep: ctx.inputs.boolean('deep') }));
+            const verification = await ctx.logger.group(`Verify backups/${wanted} in ${remote.location}`, () => verifyRemoteEntry({ env: settings.name, kind: 'backups', id: wanted, catalog: new Catalog(settings.store), remote, prefix: storage.prefix, logger: ctx.logger }));
+            return remoteVerificationResult(settings.name, verification);
         }
-        const catalog = new Catalog(settings.store);
+        const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
         const { report, entry } = await verifyAndRecord(catalog, await findBackup(catalog, settings.name, wanted), settings, ctx);
         return {
             json: report,
@@ -51320,14 +67596,16 @@ const restoreCommand = {
     name: 'restore',
     summary: 'Restore a backup into a database (destructive restores need --confirm)',
     inputs: [
-        { name: 'backup', type: 'string', description: 'Backup id, or "latest" (the newest backup that is not a pre-restore backup and did not fail verification).', default: 'latest' },
-        { name: 'target', type: 'string', description: 'PostgreSQL URL of the database to restore into.', required: true },
+        { name: 'backup', type: 'string', description: "Backup id, or \"latest\": the newest backup of the target's own database (same name and, where recorded, the same server) that is not a pre-restore backup and did not fail verification. Another database's backup needs its id.", default: 'latest' },
+        { name: 'target', type: 'string', description: 'PostgreSQL URL of the database to restore into. A password here is visible to other local users in the process list: prefer target-env.' },
+        { name: 'target-env', type: 'string', description: 'Name of an environment variable holding the PostgreSQL URL of the database to restore into (keeps the password off the command line).' },
         { name: 'confirm', type: 'string', description: 'The target database name, exactly, to allow replacing a database that holds data.' },
         { name: 'jobs', type: 'string', description: 'Parallel pg_restore jobs.', default: '2' },
         { name: 'no-owner', type: 'boolean', description: 'Skip ownership and privileges (pg_restore --no-owner --no-privileges), for a server whose roles differ.', default: 'false' },
         { name: 'skip-verify', type: 'boolean', description: 'Do not check the checksums first (recorded with the restore).', default: 'false' },
         { name: 'redis-check', type: 'boolean', description: "Also load the backup's Redis snapshot into a private redis-server and compare key counts.", default: 'false' },
         { name: 'from-remote', type: 'boolean', description: "Fetch the backup from the environment's reviewed object storage first (checksums verified on the way in) when the local catalog does not have it.", default: 'false' },
+        LOCK_TIMEOUT_INPUT,
     ],
     outputs: [
         { name: 'backup-id', description: 'Id of the restored backup.' },
@@ -51337,7 +67615,7 @@ const restoreCommand = {
     implemented: true,
     async run(ctx) {
         const wanted = ctx.inputs.string('backup') ?? 'latest';
-        const targetUrl = ctx.inputs.requiredString('target', 'pass --target postgres://user:password@host:5432/dbname (the database to restore into)');
+        const targetUrl = urlInput(ctx, 'target', { required: true, example: 'postgres://user:password@host:5432/dbname' });
         const confirm = ctx.inputs.string('confirm');
         const jobs = parseJobs(ctx.inputs.string('jobs'));
         const noOwner = ctx.inputs.boolean('no-owner');
@@ -51347,14 +67625,18 @@ const restoreCommand = {
         if (target.password)
             ctx.logger.secret(target.password);
         const settings = environmentFor(ctx);
-        const catalog = new Catalog(settings.store);
+        const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
         if (ctx.inputs.boolean('from-remote'))
             await fetchBackupIfMissing(catalog, settings, wanted, ctx);
-        const backup = await findBackup(catalog, settings.name, wanted);
         const runner = await postgresRunner(settings);
-        const result = await ctx.logger.group(`Restore ${backup.id} into ${target.database}`, () => restoreBackup({ catalog, environment: settings.name, backup, runner, target, confirm, jobs, noOwner, skipVerify, logger: ctx.logger, migrationHeadQuery: settings.postgres.migrationHeadQuery, compressLevel: settings.postgres.compressLevel }));
+        const lockTimeoutSeconds = lockTimeoutFor(ctx, settings);
+        const backup = await findBackupForTarget(catalog, settings.name, wanted, { database: target.database, systemIdentifier: wanted === 'latest' ? await systemIdentifier(runner, target) : undefined, describe: describeTarget(target) });
+        // The environment form: the undo command never asks anyone to paste a password into argv.
+        const targetEnv = ctx.inputs.string('target-env');
+        const undoCommand = (id) => `${targetEnv ? '' : `TARGET_URL='${maskedUrl(target)}' (with the real password) `}lifeline restore --env ${settings.name} --backup ${id} --target-env ${targetEnv ?? 'TARGET_URL'} --confirm ${target.database}`;
+        const result = await ctx.logger.group(`Restore ${backup.id} into ${describeTarget(target)}`, () => restoreBackup({ catalog, environment: settings.name, backup, runner, target, confirm, jobs, noOwner, skipVerify, logger: ctx.logger, migrationHeadQuery: settings.postgres.migrationHeadQuery, compression: settings.postgres.compress, lockTimeoutSeconds, undoCommand }));
         const redis = redisCheck && backup.metadata.files.redis ? await restoreRedisIsolated(backup, { binDir: settings.redis?.binDir, logger: ctx.logger }) : undefined;
-        const hooks = isEnvironmentDatabase(settings, targetUrl) ? await runPostRestoreHooks(settings.hooks.postRestore, { logger: ctx.logger }) : [];
+        const hooks = (await isEnvironmentDatabase(settings, target, runner)) ? await runPostRestoreHooks(settings.hooks.postRestore, { logger: ctx.logger }) : [];
         const failedHooks = hooks.filter((h) => !h.ok);
         const problems = [...(redis && !redis.ok ? [`redis key counts differ (${redis.detail})`] : []), ...failedHooks.map((h) => `post-restore hook ${h.hook} failed (${h.detail})`)];
         const c = result.checks;
@@ -51362,10 +67644,14 @@ const restoreCommand = {
             json: { ...result, redis: redis ?? null, hooks },
             text: [
                 `restored ${backup.id} into ${maskedUrl(target)} in ${result.seconds.toFixed(1)}s`,
+                ...(result.sourceDatabase !== result.database ? [`  backup of database ${result.sourceDatabase} (restored by id)`] : []),
                 `  row counts: ${c.rowCounts.tables} tables, ${c.rowCounts.rows} rows, all match backup.json`,
                 `  schema fingerprint: matches (${c.schemaFingerprint.actual})`,
+                `  database privileges and settings: ${result.databaseState.recorded ? `match the backup${result.databaseState.privileges ? '' : ' (privileges and role settings skipped: --no-owner)'}` : 'NOT restored (the backup predates recording them)'}`,
                 `  checksums: ${result.checksumsVerified ? 'verified before restoring' : 'NOT verified (--skip-verify)'}`,
-                ...(result.preRestoreBackupId ? [`  pre-restore backup: ${result.preRestoreBackupId} (restore it to undo)`] : []),
+                ...(result.preRestoreBackupId ? [`  pre-restore backup: ${result.preRestoreBackupId}`, `  undo: ${result.undoCommand}`] : []),
+                ...(result.sessionsTerminated ? [`  sessions ended for the swap: ${result.sessionsTerminated}`] : []),
+                ...result.warnings.map((w) => `  warning: ${w}`),
                 ...(redis ? [`  redis: ${redis.detail}`] : []),
                 ...hooks.map((h) => `  hook ${h.hook}: ${h.ok ? 'ok' : 'FAILED'} (${h.detail})`),
             ].join('\n'),
@@ -51377,19 +67663,21 @@ const restoreCommand = {
 };
 /** Brings a backup from object storage into the local catalog (verified), unless it is already here. */
 async function fetchBackupIfMissing(catalog, settings, wanted, ctx) {
-    if (wanted !== 'latest' && (await catalog.get(settings.name, 'backups', wanted, BACKUP_METADATA_FILE)))
+    if (wanted !== 'latest' && (await catalog.get(settings.name, 'backups', wanted, metadata_BACKUP_METADATA_FILE)))
         return;
     const { storage, remote } = openReviewedBucket(settings);
     const fetched = await fetchEntry({ env: settings.name, kind: 'backups', id: wanted, catalog, remote, prefix: storage.prefix, logger: ctx.logger });
     ctx.logger.info(`${fetched.fetched ? 'fetched' : 'already had'} backup ${fetched.entry.id} from ${remote.location}`);
 }
-/** Post-restore hooks are for the environment's live database, not for a restore elsewhere. */
-function isEnvironmentDatabase(settings, targetUrl) {
+/** Post-restore hooks are for the environment's live database, decided the way the drill's isolation check decides it. */
+async function isEnvironmentDatabase(settings, target, runner) {
     if (!settings.postgres.url)
         return false;
-    const live = environmentConnection(settings);
-    const target = parsePgUrl(targetUrl);
-    return live.host === target.host && live.port === target.port && live.database === target.database;
+    return (await sameDatabase(environmentConnection(settings), target, runner)).same;
+}
+function lockTimeoutFor(ctx, settings) {
+    const flag = ctx.inputs.string('lock-timeout');
+    return flag ? parseDuration(flag, '--lock-timeout') : settings.postgres.lockTimeoutSeconds;
 }
 const pruneCommand = {
     name: 'prune',
@@ -51400,7 +67688,7 @@ const pruneCommand = {
     async run(ctx) {
         const apply = ctx.inputs.boolean('apply');
         const settings = environmentFor(ctx);
-        const catalog = new Catalog(settings.store);
+        const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
         const result = await withLock(catalog.envDir(settings.name), settings.name, { command: 'prune', waitSeconds: 30 }, () => pruneBackups(catalog, settings.name, settings.retention, { apply, logger: ctx.logger }));
         const going = result.decisions.filter((d) => !d.keep);
         const lines = result.decisions.map((d) => `${d.keep ? 'keep  ' : result.applied ? 'DELETED' : 'delete'} ${d.id}  ${d.label.padEnd(13)} ${d.reasons.join('; ')}`);
@@ -51415,8 +67703,222 @@ const backupAction = singleCommandAction('backup', 'Back up PostgreSQL and Redis
 const verifyAction = singleCommandAction('verify', "Verify a backup's checksums and archives.", verifyCommand);
 const restoreAction = singleCommandAction('restore', 'Restore a verified backup; refuses destructive restores without explicit confirmation.', restoreCommand);
 
-;// CONCATENATED MODULE: external "os"
-const external_os_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("os");
+;// CONCATENATED MODULE: ./src/notify/deliver.ts
+/** A few seconds per try and a couple of retries: a receiver that is down must not hold a backup up. */
+const DELIVERY_TIMEOUT_MS = 4000;
+const DELIVERY_RETRIES = 2;
+/**
+ * Sends one HTTP request to a notification receiver. Never throws: a notification that cannot be
+ * delivered is a warning and changes nothing about the command's outcome. The URL is a secret
+ * (a webhook's path, a ping UUID): messages name only its host.
+ */
+async function deliver(url, init, what, options) {
+    const retries = options.retries ?? DELIVERY_RETRIES;
+    let last = '';
+    for (let attempt = 0; attempt <= retries; attempt++) {
+        if (attempt > 0)
+            await new Promise((resolve) => setTimeout(resolve, (options.backoffMs ?? 500) * attempt));
+        try {
+            const response = await fetch(url, {
+                method: init.method,
+                body: init.body,
+                headers: init.contentType ? { 'content-type': init.contentType } : undefined,
+                signal: AbortSignal.timeout(options.timeoutMs ?? DELIVERY_TIMEOUT_MS),
+                redirect: 'error',
+            });
+            await response.arrayBuffer().catch(() => undefined);
+            if (response.ok)
+                return true;
+            last = `HTTP ${response.status}`;
+            // A receiver that refuses the message will refuse it again.
+            if (response.status >= 400 && response.status < 500 && response.status !== 429)
+                break;
+        }
+        catch (error) {
+            last = error.name === 'TimeoutError' ? `no answer within ${Math.round((options.timeoutMs ?? DELIVERY_TIMEOUT_MS) / 1000)}s` : error.cause?.message ?? error.message;
+        }
+    }
+    options.logger.warn(`could not deliver the ${what} to ${hostOf(url)} (${last}); the command's result is unchanged`);
+    return false;
+}
+function hostOf(url) {
+    try {
+        return new URL(url).host;
+    }
+    catch {
+        return 'the receiver';
+    }
+}
+/** healthchecks.io's convention: `URL/start`, `URL` (success), `URL/fail`, keeping a query string in place. */
+function pingUrl(base, suffix) {
+    if (!suffix)
+        return base;
+    const url = new URL(base);
+    url.pathname = `${url.pathname.replace(/\/+$/, '')}/${suffix}`;
+    return url.toString();
+}
+
+;// CONCATENATED MODULE: ./src/notify/message.ts
+/** The commands that report their outcome to the webhook. */
+const NOTIFYING_COMMANDS = ['backup', 'verify', 'prune', 'sync', 'drill', 'gate', 'restore', 'redis-restore', 'deploy', 'rollback'];
+/** Drills and gates are what operators watch: they post every outcome unless `notify.on` says otherwise. */
+const ALWAYS_POSTED = new Set(['drill', 'gate']);
+function shouldPost(settings, outcome) {
+    if (!settings.webhook)
+        return false;
+    if (settings.on.includes(outcome.outcome))
+        return true;
+    return !settings.onConfigured && ALWAYS_POSTED.has(outcome.command);
+}
+function webhookMessage(outcome, now = new Date()) {
+    return { text: summaryLine(outcome), source: 'lifeline', at: now.toISOString(), ...outcome };
+}
+function summaryLine(outcome) {
+    const verdict = { succeeded: 'succeeded', failed: 'FAILED', refused: 'was REFUSED' }[outcome.outcome];
+    const parts = [`Lifeline ${outcome.command} ${verdict} for ${outcome.environment} in ${formatSeconds(outcome.durationSeconds)}`];
+    if (outcome.entryId)
+        parts.push(`(${outcome.entryId})`);
+    let line = parts.join(' ');
+    const o = outcome.objectives;
+    if (o) {
+        const objective = (name, value, target) => `${name} ${value === null ? 'n/a' : formatSeconds(value)}${target === null ? '' : ` of ${formatSeconds(target)}`}`;
+        line += `; ${objective('RTO', o.rtoSeconds, o.rtoTargetSeconds)}, ${objective('RPO', o.rpoSeconds, o.rpoTargetSeconds)}`;
+    }
+    if (outcome.reason)
+        line += `: ${outcome.reason.split('\n')[0]}`;
+    return line;
+}
+function formatSeconds(seconds) {
+    if (seconds < 120)
+        return `${Math.round(seconds * 10) / 10}s`;
+    if (seconds < 7200)
+        return `${Math.round(seconds / 60)}m`;
+    return `${Math.round(seconds / 360) / 10}h`;
+}
+
+;// CONCATENATED MODULE: ./src/commands/observe.ts
+
+
+
+
+
+
+/** Every notifying command's outcome, one JSON line each; `lifeline metrics` reads the last gate and sync from it. */
+const RUNS_LOG = 'runs.log';
+const LOG_TAIL_LINES = 40;
+/**
+ * Runs a command and tells whoever the environment's `notify:` names: the healthchecks-style ping
+ * (start, then success or fail with the log's last lines) and the webhook message. Delivery
+ * problems are warnings; the command's own result or error is returned unchanged.
+ */
+async function runObserved(command, ctx) {
+    if (!NOTIFYING_COMMANDS.includes(command.name))
+        return command.run(ctx);
+    let settings;
+    try {
+        settings = environmentFor(ctx);
+    }
+    catch {
+        // The command reports its own configuration error.
+        return command.run(ctx);
+    }
+    const secrets = new Set(settings.secrets);
+    const tail = [];
+    const logger = recordingLogger(ctx.logger, tail, secrets);
+    const mask = (text) => {
+        let masked = logger_redactSecretsInText(text);
+        for (const secret of secrets)
+            if (secret.length >= 4)
+                masked = masked.split(secret).join('***');
+        return masked;
+    };
+    const { notify } = settings;
+    const ping = notify.ping && notify.pingCommands.includes(command.name) ? notify.ping : undefined;
+    const delivery = { logger: ctx.logger };
+    if (ping)
+        await deliver(pingUrl(ping, 'start'), { method: 'GET' }, 'start ping', delivery);
+    const started = performance.now();
+    let result;
+    let thrown;
+    try {
+        result = await command.run({ ...ctx, logger });
+    }
+    catch (error) {
+        thrown = error;
+    }
+    const durationSeconds = Math.round((performance.now() - started) / 100) / 10;
+    const outcome = outcomeOf(result, thrown);
+    const reason = thrown !== undefined ? mask(toLifelineError(thrown).message) : result?.exitCode ? mask(result.failureMessage ?? '') || undefined : undefined;
+    const report = {
+        command: command.name,
+        environment: settings.name,
+        outcome,
+        durationSeconds,
+        ...(entryIdOf(result) ? { entryId: entryIdOf(result) } : {}),
+        ...(reason ? { reason } : {}),
+        ...(command.name === 'drill' && result ? { objectives: objectivesOf(result.json) } : {}),
+    };
+    try {
+        await new Catalog(settings.store).appendLog(settings.name, RUNS_LOG, { at: new Date().toISOString(), command: report.command, outcome, durationSeconds, entryId: report.entryId });
+    }
+    catch (error) {
+        ctx.logger.warn(`could not record this ${command.name} in ${RUNS_LOG} (${mask(error.message)}); lifeline metrics will not show it`);
+    }
+    if (shouldPost(notify, report)) {
+        await deliver(notify.webhook, { method: 'POST', body: JSON.stringify(webhookMessage(report)), contentType: 'application/json' }, 'webhook message', delivery);
+    }
+    if (ping) {
+        const body = outcome === 'succeeded' ? report.entryId ?? '' : mask([...tail, reason ?? ''].join('\n'));
+        await deliver(pingUrl(ping, outcome === 'succeeded' ? '' : 'fail'), { method: 'POST', body, contentType: 'text/plain; charset=utf-8' }, `${outcome === 'succeeded' ? 'success' : 'failure'} ping`, delivery);
+    }
+    if (thrown !== undefined)
+        throw thrown;
+    return result;
+}
+function outcomeOf(result, thrown) {
+    if (thrown !== undefined)
+        return errors_isLifelineError(thrown) && thrown.kind === 'refused' ? 'refused' : 'failed';
+    if (result?.exitCode === 3)
+        return 'refused';
+    return result?.exitCode ? 'failed' : 'succeeded';
+}
+function entryIdOf(result) {
+    const outputs = result?.outputs ?? {};
+    return outputs['backup-id'] || outputs['drill-id'] || outputs.deployment || outputs.release || outputs.id || undefined;
+}
+function objectivesOf(json) {
+    const report = json;
+    return {
+        rtoSeconds: report?.rto?.seconds ?? null,
+        rtoTargetSeconds: report?.rto?.targetSeconds ?? null,
+        rpoSeconds: report?.rpo?.seconds ?? null,
+        rpoTargetSeconds: report?.rpo?.targetSeconds ?? null,
+    };
+}
+/** The command's logger, also keeping the last lines (for the failure ping) and every secret it is told. */
+function recordingLogger(inner, tail, secrets) {
+    const keep = (level, message) => {
+        for (const line of message.split('\n'))
+            tail.push(`${level}${line}`);
+        if (tail.length > LOG_TAIL_LINES)
+            tail.splice(0, tail.length - LOG_TAIL_LINES);
+    };
+    return {
+        info: (message) => (keep('', message), inner.info(message)),
+        warn: (message) => (keep('warning: ', message), inner.warn(message)),
+        error: (message) => (keep('error: ', message), inner.error(message)),
+        debug: (message) => inner.debug(message),
+        group: (name, fn) => (keep('', `== ${name}`), inner.group(name, fn)),
+        secret: (value) => {
+            if (value)
+                secrets.add(value);
+            inner.secret(value);
+        },
+    };
+}
+
+// EXTERNAL MODULE: external "os"
+var external_os_ = __nccwpck_require__(857);
 ;// CONCATENATED MODULE: ./node_modules/@actions/core/lib/utils.js
 // We use any as a valid input type
 /* eslint-disable @typescript-eslint/no-explicit-any */
@@ -51491,7 +67993,7 @@ function toCommandProperties(annotationProperties) {
  */
 function command_issueCommand(command, properties, message) {
     const cmd = new Command(command, properties, message);
-    process.stdout.write(cmd.toString() + external_os_namespaceObject.EOL);
+    process.stdout.write(cmd.toString() + external_os_.EOL);
 }
 function command_issue(name, message = '') {
     command_issueCommand(name, {}, message);
@@ -51545,10 +68047,10 @@ function escapeProperty(s) {
         .replace(/,/g, '%2C');
 }
 //# sourceMappingURL=command.js.map
-;// CONCATENATED MODULE: external "crypto"
-const external_crypto_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("crypto");
-;// CONCATENATED MODULE: external "fs"
-const external_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("fs");
+// EXTERNAL MODULE: external "crypto"
+var external_crypto_ = __nccwpck_require__(6982);
+// EXTERNAL MODULE: external "fs"
+var external_fs_ = __nccwpck_require__(9896);
 ;// CONCATENATED MODULE: ./node_modules/@actions/core/lib/file-command.js
 // For internal use, subject to change.
 // We use any as a valid input type
@@ -51562,15 +68064,15 @@ function file_command_issueFileCommand(command, message) {
     if (!filePath) {
         throw new Error(`Unable to find environment variable for file command ${command}`);
     }
-    if (!external_fs_namespaceObject.existsSync(filePath)) {
+    if (!external_fs_.existsSync(filePath)) {
         throw new Error(`Missing file at path: ${filePath}`);
     }
-    external_fs_namespaceObject.appendFileSync(filePath, `${utils_toCommandValue(message)}${external_os_namespaceObject.EOL}`, {
+    external_fs_.appendFileSync(filePath, `${utils_toCommandValue(message)}${external_os_.EOL}`, {
         encoding: 'utf8'
     });
 }
 function file_command_prepareKeyValueMessage(key, value) {
-    const delimiter = `ghadelimiter_${external_crypto_namespaceObject.randomUUID()}`;
+    const delimiter = `ghadelimiter_${external_crypto_.randomUUID()}`;
     const convertedValue = utils_toCommandValue(value);
     // These should realistically never happen, but just in case someone finds a
     // way to exploit uuid generation let's not allow keys or values that contain
@@ -51581,11 +68083,11 @@ function file_command_prepareKeyValueMessage(key, value) {
     if (convertedValue.includes(delimiter)) {
         throw new Error(`Unexpected input: value should not contain the delimiter "${delimiter}"`);
     }
-    return `${key}<<${delimiter}${external_os_namespaceObject.EOL}${convertedValue}${external_os_namespaceObject.EOL}${delimiter}`;
+    return `${key}<<${delimiter}${external_os_.EOL}${convertedValue}${external_os_.EOL}${delimiter}`;
 }
 //# sourceMappingURL=file-command.js.map
-;// CONCATENATED MODULE: external "path"
-const external_path_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("path");
+// EXTERNAL MODULE: external "path"
+var external_path_ = __nccwpck_require__(6928);
 // EXTERNAL MODULE: external "http"
 var external_http_ = __nccwpck_require__(8611);
 // EXTERNAL MODULE: external "https"
@@ -52544,7 +69046,7 @@ var summary_awaiter = (undefined && undefined.__awaiter) || function (thisArg, _
 };
 
 
-const { access, appendFile, writeFile } = external_fs_namespaceObject.promises;
+const { access, appendFile, writeFile } = external_fs_.promises;
 const SUMMARY_ENV_VAR = 'GITHUB_STEP_SUMMARY';
 const SUMMARY_DOCS_URL = 'https://docs.github.com/actions/using-workflows/workflow-commands-for-github-actions#adding-a-job-summary';
 class Summary {
@@ -52567,7 +69069,7 @@ class Summary {
                 throw new Error(`Unable to find environment variable for $${SUMMARY_ENV_VAR}. Check if your runtime environment supports job summaries.`);
             }
             try {
-                yield access(pathFromEnv, external_fs_namespaceObject.constants.R_OK | external_fs_namespaceObject.constants.W_OK);
+                yield access(pathFromEnv, external_fs_.constants.R_OK | external_fs_.constants.W_OK);
             }
             catch (_a) {
                 throw new Error(`Unable to access summary file: '${pathFromEnv}'. Check if the file has correct read/write permissions.`);
@@ -52663,7 +69165,7 @@ class Summary {
      * @returns {Summary} summary instance
      */
     addEOL() {
-        return this.addRaw(external_os_namespaceObject.EOL);
+        return this.addRaw(external_os_.EOL);
     }
     /**
      * Adds an HTML codeblock to the summary buffer
@@ -52867,7 +69369,7 @@ var io_util_awaiter = (undefined && undefined.__awaiter) || function (thisArg, _
 };
 
 
-const { chmod, copyFile, lstat, mkdir, open: io_util_open, readdir, rename, rm: io_util_rm, rmdir, stat: io_util_stat, symlink, unlink } = external_fs_namespaceObject.promises;
+const { chmod, copyFile, lstat, mkdir, open: io_util_open, readdir, rename, rm: io_util_rm, rmdir, stat: io_util_stat, symlink, unlink } = external_fs_.promises;
 // export const {open} = 'fs'
 const IS_WINDOWS = process.platform === 'win32';
 /**
@@ -52894,7 +69396,7 @@ function readlink(fsPath) {
 }
 // See https://github.com/nodejs/node/blob/d0153aee367422d0858105abec186da4dff0a0c5/deps/uv/include/uv/win.h#L691
 const UV_FS_O_EXLOCK = 0x10000000;
-const READONLY = external_fs_namespaceObject.constants.O_RDONLY;
+const READONLY = external_fs_.constants.O_RDONLY;
 function io_util_exists(fsPath) {
     return io_util_awaiter(this, void 0, void 0, function* () {
         try {
@@ -52952,7 +69454,7 @@ function tryGetExecutablePath(filePath, extensions) {
         if (stats && stats.isFile()) {
             if (IS_WINDOWS) {
                 // on Windows, test for valid extension
-                const upperExt = external_path_namespaceObject.extname(filePath).toUpperCase();
+                const upperExt = external_path_.extname(filePath).toUpperCase();
                 if (extensions.some(validExt => validExt.toUpperCase() === upperExt)) {
                     return filePath;
                 }
@@ -52981,11 +69483,11 @@ function tryGetExecutablePath(filePath, extensions) {
                 if (IS_WINDOWS) {
                     // preserve the case of the actual file (since an extension was appended)
                     try {
-                        const directory = external_path_namespaceObject.dirname(filePath);
-                        const upperName = external_path_namespaceObject.basename(filePath).toUpperCase();
+                        const directory = external_path_.dirname(filePath);
+                        const upperName = external_path_.basename(filePath).toUpperCase();
                         for (const actualName of yield readdir(directory)) {
                             if (upperName === actualName.toUpperCase()) {
-                                filePath = external_path_namespaceObject.join(directory, actualName);
+                                filePath = external_path_.join(directory, actualName);
                                 break;
                             }
                         }
@@ -53205,7 +69707,7 @@ function findInPath(tool) {
         // build the list of extensions to try
         const extensions = [];
         if (IS_WINDOWS && process.env['PATHEXT']) {
-            for (const extension of process.env['PATHEXT'].split(external_path_namespaceObject.delimiter)) {
+            for (const extension of process.env['PATHEXT'].split(external_path_.delimiter)) {
                 if (extension) {
                     extensions.push(extension);
                 }
@@ -53220,7 +69722,7 @@ function findInPath(tool) {
             return [];
         }
         // if any path separators, return empty
-        if (tool.includes(external_path_namespaceObject.sep)) {
+        if (tool.includes(external_path_.sep)) {
             return [];
         }
         // build the list of directories
@@ -53231,7 +69733,7 @@ function findInPath(tool) {
         // across platforms.
         const directories = [];
         if (process.env.PATH) {
-            for (const p of process.env.PATH.split(external_path_namespaceObject.delimiter)) {
+            for (const p of process.env.PATH.split(external_path_.delimiter)) {
                 if (p) {
                     directories.push(p);
                 }
@@ -53240,7 +69742,7 @@ function findInPath(tool) {
         // find all matches
         const matches = [];
         for (const directory of directories) {
-            const filePath = yield tryGetExecutablePath(external_path_namespaceObject.join(directory, tool), extensions);
+            const filePath = yield tryGetExecutablePath(external_path_.join(directory, tool), extensions);
             if (filePath) {
                 matches.push(filePath);
             }
@@ -53387,13 +69889,13 @@ class ToolRunner extends external_events_.EventEmitter {
     _processLineBuffer(data, strBuffer, onLine) {
         try {
             let s = strBuffer + data.toString();
-            let n = s.indexOf(external_os_namespaceObject.EOL);
+            let n = s.indexOf(external_os_.EOL);
             while (n > -1) {
                 const line = s.substring(0, n);
                 onLine(line);
                 // the rest of the string ...
-                s = s.substring(n + external_os_namespaceObject.EOL.length);
-                n = s.indexOf(external_os_namespaceObject.EOL);
+                s = s.substring(n + external_os_.EOL.length);
+                n = s.indexOf(external_os_.EOL);
             }
             return s;
         }
@@ -53671,7 +70173,7 @@ class ToolRunner extends external_events_.EventEmitter {
                 (this.toolPath.includes('/') ||
                     (toolrunner_IS_WINDOWS && this.toolPath.includes('\\')))) {
                 // prefer options.cwd if it is specified, however options.cwd may also need to be rooted
-                this.toolPath = external_path_namespaceObject.resolve(process.cwd(), this.options.cwd || process.cwd(), this.toolPath);
+                this.toolPath = external_path_.resolve(process.cwd(), this.options.cwd || process.cwd(), this.toolPath);
             }
             // if the tool is only a file name, then resolve it from the PATH
             // otherwise verify it exists (add extension on Windows if necessary)
@@ -53684,7 +70186,7 @@ class ToolRunner extends external_events_.EventEmitter {
                 }
                 const optionsNonNull = this._cloneExecOptions(this.options);
                 if (!optionsNonNull.silent && optionsNonNull.outStream) {
-                    optionsNonNull.outStream.write(this._getCommandString(optionsNonNull) + external_os_namespaceObject.EOL);
+                    optionsNonNull.outStream.write(this._getCommandString(optionsNonNull) + external_os_.EOL);
                 }
                 const state = new ExecState(optionsNonNull, this.toolPath);
                 state.on('debug', (message) => {
@@ -54023,8 +70525,8 @@ const getLinuxInfo = () => platform_awaiter(void 0, void 0, void 0, function* ()
         version
     };
 });
-const platform = external_os_namespaceObject.platform();
-const arch = external_os_namespaceObject.arch();
+const platform = external_os_.platform();
+const arch = external_os_.arch();
 const isWindows = platform === 'win32';
 const isMacOS = platform === 'darwin';
 const isLinux = platform === 'linux';
@@ -54205,7 +70707,7 @@ function setOutput(name, value) {
     if (filePath) {
         return file_command_issueFileCommand('OUTPUT', file_command_prepareKeyValueMessage(name, value));
     }
-    process.stdout.write(external_os_namespaceObject.EOL);
+    process.stdout.write(external_os_.EOL);
     command_issueCommand('set-output', { name }, utils_toCommandValue(value));
 }
 /**
@@ -54273,7 +70775,7 @@ function notice(message, properties = {}) {
  * @param message info message
  */
 function info(message) {
-    process.stdout.write(message + external_os_namespaceObject.EOL);
+    process.stdout.write(message + external_os_.EOL);
 }
 /**
  * Begin an output group.
@@ -54366,12 +70868,15 @@ function getIDToken(aud) {
 
 
 
+
+
 function actionsLogger() {
     return {
-        info: (m) => info(m),
-        warn: (m) => warning(m),
-        error: (m) => core_error(m),
-        debug: (m) => core_debug(m),
+        // Shape-based masking on top of core.setSecret: a credential nobody registered is still hidden.
+        info: (m) => info(logger_redactSecretsInText(m)),
+        warn: (m) => warning(logger_redactSecretsInText(m)),
+        error: (m) => core_error(logger_redactSecretsInText(m)),
+        debug: (m) => core_debug(logger_redactSecretsInText(m)),
         group: (name, fn) => group(name, fn),
         secret: (v) => {
             if (v)
@@ -54410,11 +70915,10 @@ async function runAction(action, selected) {
         }
         const values = readActionInputs(command);
         for (const key of ['database-url', 'redis-url']) {
-            const password = urlPassword(values[key]);
-            if (password)
-                core_setSecret(password);
+            for (const secret of urlSecrets(values[key]))
+                core_setSecret(secret);
         }
-        const result = await command.run({
+        const result = await runObserved(command, {
             inputs: new Inputs(command, values),
             env: process.env,
             cwd: process.cwd(),
@@ -54427,8 +70931,8 @@ async function runAction(action, selected) {
     catch (thrown) {
         const error = toLifelineError(thrown);
         if (error.cause)
-            core_debug(String(error.cause.stack ?? error.cause));
-        setFailed(error.describe());
+            core_debug(logger_redactSecretsInText(String(error.cause.stack ?? error.cause)));
+        setFailed(logger_redactSecretsInText(error.describe()));
         process.exitCode = error.exitCode;
     }
 }
@@ -54454,7 +70958,7 @@ async function publishResult(command, result) {
         await summary.addRaw(result.summary, true).write();
     }
     if (result.exitCode) {
-        setFailed(result.failureMessage ?? `${command.name} failed`);
+        setFailed(logger_redactSecretsInText(result.failureMessage ?? `${command.name} failed`));
         process.exitCode = result.exitCode;
     }
 }

@@ -52538,3506 +52538,81 @@ module.exports = /*#__PURE__*/JSON.parse('{"name":"tuf-js","version":"6.0.2","de
 /************************************************************************/
 var __webpack_exports__ = {};
 
-// EXTERNAL MODULE: external "node:crypto"
-var external_node_crypto_ = __nccwpck_require__(77598);
-// EXTERNAL MODULE: external "node:fs/promises"
-var promises_ = __nccwpck_require__(51455);
-// EXTERNAL MODULE: external "node:path"
-var external_node_path_ = __nccwpck_require__(76760);
-// EXTERNAL MODULE: external "node:stream"
-var external_node_stream_ = __nccwpck_require__(57075);
 // EXTERNAL MODULE: ./src/errors.ts
 var errors = __nccwpck_require__(83916);
-// EXTERNAL MODULE: external "node:fs"
-var external_node_fs_ = __nccwpck_require__(73024);
-;// CONCATENATED MODULE: external "node:stream/promises"
-const external_node_stream_promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:stream/promises");
-;// CONCATENATED MODULE: ./src/catalog/files.ts
+// EXTERNAL MODULE: external "node:path"
+var external_node_path_ = __nccwpck_require__(76760);
+;// CONCATENATED MODULE: ./src/postgres/compression.ts
 
-
-
-
-
-
-/** Flushes a file's (or directory's) contents to disk so a rename after it is durable. */
-async function fsyncPath(path) {
-    const handle = await (0,promises_.open)(path, 'r');
-    try {
-        await handle.sync();
-    }
-    finally {
-        await handle.close();
-    }
-}
-/** Writes a small file atomically: temporary name, fsync, rename, fsync the directory. */
-async function writeFileAtomic(path, data) {
-    await (0,promises_.mkdir)((0,external_node_path_.dirname)(path), { recursive: true });
-    const tmp = (0,external_node_path_.join)((0,external_node_path_.dirname)(path), `.${(0,external_node_path_.basename)(path)}.tmp-${process.pid}-${Date.now()}`);
-    try {
-        await (0,promises_.writeFile)(tmp, data);
-        await fsyncPath(tmp);
-        await (0,promises_.rename)(tmp, path);
-    }
-    catch (error) {
-        await (0,promises_.rm)(tmp, { force: true });
-        throw error;
-    }
-    await fsyncPath((0,external_node_path_.dirname)(path));
-}
-/** A pass-through that hashes and counts what flows through it, so no second read is needed. */
-class HashingTransform extends external_node_stream_.Transform {
-    hash = (0,external_node_crypto_.createHash)('sha256');
-    bytes = 0;
-    _transform(chunk, _encoding, callback) {
-        this.hash.update(chunk);
-        this.bytes += chunk.length;
-        callback(null, chunk);
-    }
-    digest() {
-        return this.hash.digest('hex');
-    }
-}
-/** Streams `source` into `path`, hashing in the same pass, then fsyncs. */
-async function streamToFile(source, path, onProgress) {
-    const hasher = new HashingTransform();
-    if (onProgress)
-        hasher.on('data', () => onProgress(hasher.bytes));
-    await (0,external_node_stream_promises_namespaceObject.pipeline)(source, hasher, (0,external_node_fs_.createWriteStream)(path, { flags: 'wx' }));
-    await fsyncPath(path);
-    return { sha256: hasher.digest(), bytes: hasher.bytes };
-}
-/** A writable file that hashes what is written, for producers that push rather than offer a readable. */
-function hashingFileWriter(path) {
-    const hasher = new HashingTransform();
-    const file = (0,external_node_fs_.createWriteStream)(path, { flags: 'wx' });
-    const finished = (0,external_node_stream_promises_namespaceObject.pipeline)(hasher, file);
-    return {
-        stream: hasher,
-        async done() {
-            await finished;
-            await fsyncPath(path);
-            return { sha256: hasher.digest(), bytes: hasher.bytes };
-        },
-    };
-}
-/** sha256 of a file, read in 1 MiB chunks (bounded memory). */
-async function sha256File(path) {
-    const hasher = new HashingTransform();
-    await (0,external_node_stream_promises_namespaceObject.pipeline)((0,external_node_fs_.createReadStream)(path, { highWaterMark: 1024 * 1024 }), hasher, async function* (source) {
-        for await (const _chunk of source) {
-            // drain
-        }
-    });
-    return { sha256: hasher.digest(), bytes: hasher.bytes };
-}
-
-;// CONCATENATED MODULE: ./src/catalog/sums.ts
-
-
-
-const SUMS_FILE = 'SHA256SUMS';
-/** The exact format `sha256sum -c` reads: hash, two spaces, file name. */
-function formatSums(entries) {
-    return [...entries]
-        .sort((a, b) => a.file.localeCompare(b.file))
-        .map((e) => `${e.sha256}  ${e.file}\n`)
-        .join('');
-}
-function parseSums(text) {
-    const entries = [];
-    for (const line of text.split('\n')) {
-        if (!line.trim())
-            continue;
-        const match = /^([0-9a-f]{64}) [ *](.+)$/.exec(line);
-        if (!match)
-            throw new Error(`malformed ${SUMS_FILE} line: ${JSON.stringify(line)}`);
-        entries.push({ sha256: match[1], file: match[2] });
-    }
-    return entries;
-}
-/** Re-hashes every file listed in a directory's SHA256SUMS. */
-async function checkSums(dir) {
-    const entries = parseSums(await (0,promises_.readFile)((0,external_node_path_.join)(dir, SUMS_FILE), 'utf8'));
-    const results = [];
-    for (const entry of entries) {
-        try {
-            const { sha256 } = await sha256File((0,external_node_path_.join)(dir, entry.file));
-            results.push({ file: entry.file, expected: entry.sha256, actual: sha256, ok: sha256 === entry.sha256 });
-        }
-        catch (error) {
-            results.push({ file: entry.file, expected: entry.sha256, ok: false, error: error.message });
-        }
-    }
-    return results;
-}
-
-;// CONCATENATED MODULE: ./src/catalog/store.ts
-
-
-
-
-
-
-
-const CATALOG_SCHEMA_VERSION = 1;
-const SAFE_SEGMENT = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/;
-/** Refuses anything that could escape the catalog's directory when used as a path segment. */
-function assertSafeSegment(value, what) {
-    if (!SAFE_SEGMENT.test(value) || value.includes('..')) {
-        throw (0,errors/* usageError */.Wp)('UNSAFE_NAME', `${what} ${JSON.stringify(value)} cannot be used as a catalog name`, `use letters, digits, '.', '_', '+' and '-' only (no '/', '..', spaces or control characters), starting with a letter or digit`);
-    }
-}
-/** Sortable, collision-resistant ids: creation time in UTC plus randomness. */
-function newEntryId(now = new Date()) {
-    const stamp = now.toISOString().replace(/[-:]/g, '').replace('.', '');
-    return `${stamp}-${(0,external_node_crypto_.randomBytes)(3).toString('hex')}`;
-}
-/**
- * The backup catalog on the local filesystem. An entry is a directory; it is written under a
- * hidden staging name and renamed into place only once every file, `SHA256SUMS` and the
- * metadata are on disk, so an interrupted writer never leaves anything that lists as complete.
- */
-class Catalog {
-    root;
-    constructor(root) {
-        this.root = root;
-    }
-    envDir(env) {
-        assertSafeSegment(env, 'environment');
-        return (0,external_node_path_.join)(this.root, env);
-    }
-    kindDir(env, kind) {
-        return (0,external_node_path_.join)(this.envDir(env), kind);
-    }
-    entryDir(env, kind, id) {
-        assertSafeSegment(id, 'id');
-        return (0,external_node_path_.join)(this.kindDir(env, kind), id);
-    }
-    async begin(env, kind, id, metadataFile) {
-        const finalDir = this.entryDir(env, kind, id);
-        if (await exists(finalDir)) {
-            throw (0,errors/* usageError */.Wp)('ENTRY_EXISTS', `${kind} entry ${id} already exists in environment ${env}`, 'choose another id; catalog entries are immutable once written');
-        }
-        const stagingDir = (0,external_node_path_.join)(this.kindDir(env, kind), `.staging-${id}-${process.pid}`);
-        await (0,promises_.mkdir)(stagingDir, { recursive: true });
-        return new StagedEntry(stagingDir, finalDir, metadataFile);
-    }
-    /** Complete entries, newest first. Staging directories and entries without metadata are skipped. */
-    async list(env, kind, metadataFile) {
-        const dir = this.kindDir(env, kind);
-        let names;
-        try {
-            names = await (0,promises_.readdir)(dir);
-        }
-        catch (error) {
-            if (error.code === 'ENOENT')
-                return [];
-            throw error;
-        }
-        const entries = [];
-        for (const name of names) {
-            if (name.startsWith('.'))
-                continue;
-            // A stray file beside the entries (an operator's note, a copied archive) is not an entry.
-            if (!(await (0,promises_.stat)((0,external_node_path_.join)(dir, name))).isDirectory())
-                continue;
-            const metadata = await readJsonIfExists((0,external_node_path_.join)(dir, name, metadataFile));
-            if (!metadata)
-                continue;
-            if (metadata.schemaVersion > CATALOG_SCHEMA_VERSION) {
-                throw (0,errors/* failure */.V2)('CATALOG_TOO_NEW', `${(0,external_node_path_.join)(dir, name, metadataFile)} has schema version ${metadata.schemaVersion}; this Lifeline reads up to ${CATALOG_SCHEMA_VERSION}`, { fix: 'upgrade Lifeline' });
-            }
-            entries.push({ id: name, dir: (0,external_node_path_.join)(dir, name), metadata });
-        }
-        return entries.sort((a, b) => (a.metadata.createdAt === b.metadata.createdAt ? b.id.localeCompare(a.id) : b.metadata.createdAt.localeCompare(a.metadata.createdAt)));
-    }
-    async get(env, kind, id, metadataFile) {
-        const dir = this.entryDir(env, kind, id);
-        const metadata = await readJsonIfExists((0,external_node_path_.join)(dir, metadataFile));
-        return metadata ? { id, dir, metadata } : undefined;
-    }
-    /** Rewrites an entry's metadata atomically (e.g. to record a verification). */
-    async updateMetadata(entry, metadataFile, metadata) {
-        await writeFileAtomic((0,external_node_path_.join)(entry.dir, metadataFile), `${JSON.stringify(metadata, null, 2)}\n`);
-    }
-    async remove(entry) {
-        // Rename first so a half-deleted entry never lists as complete.
-        const parent = (0,external_node_path_.join)(entry.dir, '..');
-        const doomed = (0,external_node_path_.join)(parent, `.deleting-${entry.id}-${process.pid}`);
-        await (0,promises_.rename)(entry.dir, doomed);
-        await fsyncPath(parent);
-        await (0,promises_.rm)(doomed, { recursive: true, force: true });
-    }
-    /** Removes staging directories left by writers that died; returns what was removed. */
-    async sweepStaging(env, kind, olderThanMs = 60 * 60 * 1000) {
-        const dir = this.kindDir(env, kind);
-        const removed = [];
-        let names = [];
-        try {
-            names = await (0,promises_.readdir)(dir);
-        }
-        catch {
-            return removed;
-        }
-        for (const name of names) {
-            if (!name.startsWith('.staging-') && !name.startsWith('.deleting-'))
-                continue;
-            const path = (0,external_node_path_.join)(dir, name);
-            const info = await (0,promises_.stat)(path);
-            const pid = Number(/-(\d+)$/.exec(name)?.[1]);
-            if (Date.now() - info.mtimeMs > olderThanMs || (pid && !processAlive(pid))) {
-                await (0,promises_.rm)(path, { recursive: true, force: true });
-                removed.push(name);
-            }
-        }
-        return removed;
-    }
-    /** Appends one JSON line to an environment's append-only log (e.g. deploy history). */
-    async appendLog(env, name, record) {
-        const path = (0,external_node_path_.join)(this.envDir(env), name);
-        await (0,promises_.mkdir)(this.envDir(env), { recursive: true });
-        await (0,promises_.appendFile)(path, `${JSON.stringify(record)}\n`);
-        await fsyncPath(path);
-    }
-    async readLog(env, name) {
-        const text = await (0,promises_.readFile)((0,external_node_path_.join)(this.envDir(env), name), 'utf8').catch((error) => {
-            if (error.code === 'ENOENT')
-                return '';
-            throw error;
-        });
-        return text
-            .split('\n')
-            .filter((line) => line.trim())
-            .flatMap((line) => {
-            try {
-                return [JSON.parse(line)];
-            }
-            catch {
-                return []; // a torn last line from a crash is skipped, never fatal
-            }
-        });
-    }
-}
-/** An entry being written. Nothing here is visible to `list` until `commit` renames it into place. */
-class StagedEntry {
-    dir;
-    finalDir;
-    metadataFile;
-    sums = [];
-    settled = false;
-    constructor(dir, finalDir, metadataFile) {
-        this.dir = dir;
-        this.finalDir = finalDir;
-        this.metadataFile = metadataFile;
-    }
-    path(name) {
-        assertSafeSegment(name, 'file name');
-        return (0,external_node_path_.join)(this.dir, name);
-    }
-    /** Streams a payload into the entry, hashing it on the way, and records it for SHA256SUMS. */
-    async addStream(name, source, onProgress) {
-        const result = await streamToFile(source, this.path(name), onProgress);
-        this.sums.push({ file: name, sha256: result.sha256 });
-        return result;
-    }
-    /** A writable for a producer that pushes; call `done()` after the producer finished. */
-    addWriter(name) {
-        const writer = hashingFileWriter(this.path(name));
-        return {
-            stream: writer.stream,
-            done: async () => {
-                const result = await writer.done();
-                this.sums.push({ file: name, sha256: result.sha256 });
-                return result;
-            },
-        };
-    }
-    async addText(name, text) {
-        return this.addStream(name, external_node_stream_.Readable.from([Buffer.from(text)]));
-    }
-    /** Writes SHA256SUMS and the metadata, fsyncs, and renames the entry into place. */
-    async commit(metadata) {
-        await writeFileAtomic((0,external_node_path_.join)(this.dir, SUMS_FILE), formatSums(this.sums));
-        await writeFileAtomic((0,external_node_path_.join)(this.dir, this.metadataFile), `${JSON.stringify(metadata, null, 2)}\n`);
-        await fsyncPath(this.dir);
-        await (0,promises_.rename)(this.dir, this.finalDir);
-        await fsyncPath((0,external_node_path_.join)(this.finalDir, '..'));
-        this.settled = true;
-    }
-    async abort() {
-        if (this.settled)
-            return;
-        this.settled = true;
-        await (0,promises_.rm)(this.dir, { recursive: true, force: true });
-    }
-}
-async function exists(path) {
-    try {
-        await (0,promises_.stat)(path);
-        return true;
-    }
-    catch {
-        return false;
-    }
-}
-async function readJsonIfExists(path) {
-    let text;
-    try {
-        text = await (0,promises_.readFile)(path, 'utf8');
-    }
-    catch (error) {
-        if (error.code === 'ENOENT')
-            return undefined;
-        throw error;
-    }
-    try {
-        return JSON.parse(text);
-    }
-    catch (error) {
-        throw (0,errors/* failure */.V2)('CATALOG_CORRUPT', `${path} is not valid JSON`, { cause: error, fix: 'inspect the file; restore it from an off-host copy or remove the entry' });
-    }
-}
-function processAlive(pid) {
-    try {
-        process.kill(pid, 0);
-        return true;
-    }
-    catch (error) {
-        return error.code === 'EPERM';
-    }
-}
-
-// EXTERNAL MODULE: external "node:os"
-var external_node_os_ = __nccwpck_require__(48161);
-;// CONCATENATED MODULE: ./src/catalog/lock.ts
-
-
-
-
-
-const LOCK_FILE = '.lock';
-function lockPath(envDir) {
-    return (0,external_node_path_.join)(envDir, LOCK_FILE);
-}
-function defaultOwner(env = {}) {
-    if (env.GITHUB_ACTOR)
-        return `${env.GITHUB_ACTOR} (${env.GITHUB_WORKFLOW ?? 'workflow'} run ${env.GITHUB_RUN_ID ?? '?'})`;
-    try {
-        return (0,external_node_os_.userInfo)().username;
-    }
-    catch {
-        return 'unknown';
-    }
-}
-async function lockStatus(envDir) {
-    let text;
-    try {
-        text = await (0,promises_.readFile)(lockPath(envDir), 'utf8');
-    }
-    catch (error) {
-        if (error.code === 'ENOENT')
-            return { held: false, stale: false };
-        throw error;
-    }
-    let info;
-    try {
-        info = JSON.parse(text);
-    }
-    catch {
-        // A lock file torn by a crash during creation: held, of unknown owner, and stale.
-        return { held: true, stale: true };
-    }
-    const stale = info.host === (0,external_node_os_.hostname)() && !processAlive(info.pid);
-    return { held: true, info, stale };
-}
-class EnvironmentLock {
-    envDir;
-    info;
-    released = false;
-    constructor(envDir, info) {
-        this.envDir = envDir;
-        this.info = info;
-    }
-    async release() {
-        if (this.released)
-            return;
-        this.released = true;
-        const status = await lockStatus(this.envDir);
-        // Only remove the lock if it is still ours (it may have been broken and retaken).
-        if (status.info && status.info.pid === this.info.pid && status.info.acquiredAt === this.info.acquiredAt && status.info.host === this.info.host) {
-            await (0,promises_.rm)(lockPath(this.envDir), { force: true });
-        }
-    }
-}
-/**
- * Takes the per-environment lock: an exclusive create, so two writers can never both succeed.
- * A stale lock is reported, never broken silently: `lifeline lock break` does that explicitly.
- */
-async function acquireLock(envDir, env, options) {
-    await (0,promises_.mkdir)(envDir, { recursive: true });
-    const info = {
-        owner: options.owner ?? defaultOwner(),
-        pid: process.pid,
-        host: (0,external_node_os_.hostname)(),
-        command: options.command,
-        acquiredAt: new Date().toISOString(),
-    };
-    const deadline = Date.now() + (options.waitSeconds ?? 0) * 1000;
-    for (;;) {
-        try {
-            const handle = await (0,promises_.open)(lockPath(envDir), 'wx');
-            try {
-                await handle.writeFile(JSON.stringify(info));
-                await handle.sync();
-            }
-            finally {
-                await handle.close();
-            }
-            return new EnvironmentLock(envDir, info);
-        }
-        catch (error) {
-            if (error.code !== 'EEXIST')
-                throw error;
-        }
-        const status = await lockStatus(envDir);
-        if (!status.held)
-            continue;
-        const holder = status.info ? `${status.info.owner} (pid ${status.info.pid} on ${status.info.host}, running "${status.info.command}" since ${status.info.acquiredAt})` : 'an unknown holder (the lock file is unreadable)';
-        if (status.stale) {
-            throw (0,errors/* refusal */.x5)('LOCK_STALE', `environment ${env} is locked by ${holder}, and that process is gone`, `make sure nothing else is running against ${env}, then run: lifeline lock break --env ${env}`, { lock: status.info });
-        }
-        if (Date.now() >= deadline) {
-            throw (0,errors/* refusal */.x5)('LOCK_HELD', `environment ${env} is locked by ${holder}`, `wait for it to finish, or re-run later; another deploy, rollback, restore or backup is in progress`, { lock: status.info });
-        }
-        await new Promise((r) => setTimeout(r, options.pollMs ?? 500));
-    }
-}
-/** Explicitly removes a lock; returns what was removed. */
-async function breakLock(envDir) {
-    const status = await lockStatus(envDir);
-    if (!status.held)
-        return status;
-    await (0,promises_.rm)(lockPath(envDir), { force: true });
-    return status;
-}
-async function withLock(envDir, env, options, fn) {
-    const lock = await acquireLock(envDir, env, options);
-    try {
-        return await fn();
-    }
-    finally {
-        await lock.release().catch(() => {
-            throw (0,errors/* failure */.V2)('LOCK_RELEASE', `could not release the lock of ${env}`, { fix: `run lifeline lock break --env ${env}` });
-        });
-    }
-}
-
-;// CONCATENATED MODULE: external "node:readline"
-const external_node_readline_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:readline");
-// EXTERNAL MODULE: external "node:child_process"
-var external_node_child_process_ = __nccwpck_require__(31421);
-;// CONCATENATED MODULE: ./src/logger.ts
-/** Replaces registered secrets in a string: the last line of defence before text leaves the process. */
-class SecretMasker {
-    secrets = new Set();
-    add(value) {
-        if (value && value.length >= 3) {
-            this.secrets.add(value);
-            const encoded = encodeURIComponent(value);
-            if (encoded !== value)
-                this.secrets.add(encoded);
-        }
-    }
-    mask(text) {
-        let out = text;
-        for (const secret of [...this.secrets].sort((a, b) => b.length - a.length)) {
-            out = out.split(secret).join('***');
-        }
-        return out;
-    }
-}
-function createStderrLogger(options = {}) {
-    const masker = options.masker ?? new SecretMasker();
-    const write = (prefix, message) => process.stderr.write(`${prefix}${masker.mask(message)}\n`);
-    return {
-        info: (m) => write('', m),
-        warn: (m) => write('warning: ', m),
-        error: (m) => write('error: ', m),
-        debug: (m) => {
-            if (options.verbose)
-                write('debug: ', m);
-        },
-        async group(name, fn) {
-            write('==> ', name);
-            return fn();
-        },
-        secret: (v) => masker.add(v),
-    };
-}
-/** A logger that records lines, for tests and for building reports. */
-function createMemoryLogger() {
-    const lines = [];
-    const masker = new SecretMasker();
-    return {
-        lines,
-        info: (m) => lines.push(masker.mask(m)),
-        warn: (m) => lines.push(`warning: ${masker.mask(m)}`),
-        error: (m) => lines.push(`error: ${masker.mask(m)}`),
-        debug: () => { },
-        async group(name, fn) {
-            lines.push(`==> ${name}`);
-            return fn();
-        },
-        secret: (v) => masker.add(v),
-    };
-}
-
-;// CONCATENATED MODULE: ./src/runner/runner.ts
-
-
-
-
-
-const STDERR_LIMIT = 64 * 1024;
-function spawnStreaming(command, args, invocation, masker, childEnv) {
-    let child;
-    try {
-        child = (0,external_node_child_process_.spawn)(command, args, {
-            cwd: invocation.cwd,
-            env: childEnv,
-            stdio: [invocation.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
-        });
-    }
-    catch (error) {
-        throw (0,errors/* failure */.V2)('TOOL_SPAWN', `could not start ${invocation.tool}: ${error.message}`, { cause: error });
-    }
-    let stderr = '';
-    child.stderr.setEncoding('utf8');
-    let partialLine = '';
-    child.stderr.on('data', (chunk) => {
-        stderr += chunk;
-        if (stderr.length > STDERR_LIMIT)
-            stderr = stderr.slice(-STDERR_LIMIT);
-        if (invocation.onStderrLine) {
-            const lines = (partialLine + chunk).split('\n');
-            partialLine = lines.pop();
-            // A runaway line without a newline is not kept whole.
-            if (partialLine.length > STDERR_LIMIT)
-                partialLine = partialLine.slice(-STDERR_LIMIT);
-            for (const line of lines)
-                invocation.onStderrLine(line);
-        }
-    });
-    if (invocation.onStderrLine)
-        child.stderr.on('end', () => partialLine && invocation.onStderrLine(partialLine));
-    if (invocation.stdin) {
-        invocation.stdin.pipe(child.stdin);
-        // The tool may exit before reading all of stdin; that is reported through its exit code.
-        child.stdin.on('error', () => { });
-    }
-    const done = new Promise((resolve, reject) => {
-        child.on('error', (error) => {
-            if (error.code === 'ENOENT') {
-                reject((0,errors/* failure */.V2)('TOOL_MISSING', `${invocation.tool} was not found (${command})`, { fix: `install it (Debian: the package that provides ${invocation.tool}) or set its directory in the config (postgres.binDir / redis.binDir)`, cause: error }));
-            }
-            else {
-                reject((0,errors/* failure */.V2)('TOOL_SPAWN', `could not run ${invocation.tool}: ${error.message}`, { cause: error }));
-            }
-        });
-        child.on('close', (exitCode, signal) => resolve({ exitCode, signal, stderr: masker.mask(stderr.trim()) }));
-    });
-    // Keep unhandled rejections off: callers await `done`.
-    done.catch(() => { });
-    return {
-        stdout: child.stdout,
-        done,
-        pid: child.pid,
-        kill: (signal = 'SIGTERM') => {
-            child.kill(signal);
-        },
-    };
-}
-class LocalRunner {
-    options;
-    where = 'local binaries';
-    masker;
-    constructor(options = {}) {
-        this.options = options;
-        this.masker = options.masker ?? new SecretMasker();
-    }
-    resolveTool(tool) {
-        for (const dir of this.options.binDirs ?? []) {
-            const candidate = (0,external_node_path_.join)(dir, tool);
-            if (isExecutable(candidate))
-                return candidate;
-        }
-        return tool;
-    }
-    start(invocation) {
-        const command = this.resolveTool(invocation.tool);
-        const env = { ...(this.options.baseEnv ?? process.env), ...definedOnly(invocation.env) };
-        if (this.options.asUser && process.getuid?.() === 0) {
-            // Without --login, runuser keeps the environment, so PGPASSWORD and friends reach the tool.
-            const args = ['-u', this.options.asUser, '--', command, ...invocation.args];
-            return spawnStreaming('runuser', args, invocation, this.masker, env);
-        }
-        return spawnStreaming(command, invocation.args, invocation, this.masker, env);
-    }
-}
-/** Runs tools inside a running Compose service with `exec -T`, so `DOCKER_HOST=ssh://...` works too. */
-class ComposeRunner {
-    options;
-    where;
-    masker;
-    constructor(options) {
-        this.options = options;
-        this.where = `compose service ${options.service}`;
-        this.masker = options.masker ?? new SecretMasker();
-    }
-    start(invocation) {
-        const [command, ...prefix] = this.options.composeCommand;
-        const env = definedOnly(invocation.env);
-        // `-e NAME` without a value copies it from the compose CLI's own environment: secrets stay off argv.
-        const envArgs = Object.keys(env).flatMap((key) => ['-e', key]);
-        const args = [
-            ...prefix,
-            ...this.options.files.flatMap((f) => ['-f', f]),
-            ...(this.options.projectName ? ['-p', this.options.projectName] : []),
-            'exec',
-            '-T',
-            ...envArgs,
-            this.options.service,
-            invocation.tool,
-            ...invocation.args,
-        ];
-        return spawnStreaming(command, args, invocation, this.masker, { ...(this.options.baseEnv ?? process.env), ...env });
-    }
-}
-/** Runs a tool to completion, collecting its (small) stdout as text. Not for payloads. */
-async function runText(runner, invocation, limitBytes = 16 * 1024 * 1024) {
-    const running = runner.start(invocation);
-    let stdout = '';
-    running.stdout.setEncoding('utf8');
-    running.stdout.on('data', (chunk) => {
-        if (stdout.length < limitBytes)
-            stdout += chunk;
-    });
-    const result = await running.done;
-    return { ...result, stdout };
-}
-/** Like runText, but a non-zero exit becomes a failure carrying the tool's stderr. */
-async function runChecked(runner, invocation, what) {
-    const result = await runText(runner, invocation);
-    if (result.exitCode !== 0) {
-        throw (0,errors/* failure */.V2)('TOOL_FAILED', `${what} failed (${invocation.tool} ${describeExit(result)}): ${lastLines(result.stderr)}`, { details: { tool: invocation.tool, exitCode: result.exitCode } });
-    }
-    return result.stdout;
-}
-function describeExit(result) {
-    return result.signal ? `killed by ${result.signal}` : `exit ${result.exitCode}`;
-}
-function lastLines(text, count = 5) {
-    const lines = text.trim().split('\n').filter(Boolean);
-    return lines.length ? lines.slice(-count).join('\n') : '(no output on stderr)';
-}
-function definedOnly(env) {
-    const out = {};
-    for (const [key, value] of Object.entries(env ?? {}))
-        if (value !== undefined)
-            out[key] = value;
-    return out;
-}
-function isExecutable(path) {
-    try {
-        (0,external_node_fs_.accessSync)(path, external_node_fs_.constants.X_OK);
-        return true;
-    }
-    catch {
-        return false;
-    }
-}
-/** Finds a program on PATH (or the given dirs); undefined when absent. */
-function findExecutable(tool, dirs = [], pathEnv = process.env.PATH ?? '') {
-    for (const dir of [...dirs, ...pathEnv.split(external_node_path_.delimiter)]) {
-        if (!dir)
-            continue;
-        const candidate = (0,external_node_path_.join)(dir, tool);
-        if (isExecutable(candidate))
-            return candidate;
-    }
-    return undefined;
-}
-
-;// CONCATENATED MODULE: ./src/runner/postgres-env.ts
-
-/** Parses a postgres:// URL into its parts. */
-function parsePgUrl(url) {
-    let parsed;
-    try {
-        parsed = new URL(url);
-    }
-    catch {
-        throw (0,errors/* usageError */.Wp)('BAD_URL', 'the PostgreSQL URL is not a valid URL', 'write it as postgres://user:password@host:5432/dbname');
-    }
-    if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
-        throw (0,errors/* usageError */.Wp)('BAD_URL', `the PostgreSQL URL uses the scheme ${parsed.protocol}`, 'write it as postgres://user:password@host:5432/dbname');
-    }
-    const params = {};
-    parsed.searchParams.forEach((value, key) => {
-        params[key] = value;
-    });
-    const database = decodeURIComponent(parsed.pathname.replace(/^\//, '')) || 'postgres';
-    return {
-        host: decodeURIComponent(parsed.hostname.replace(/^\[|\]$/g, '')) || params.host || '127.0.0.1',
-        port: parsed.port ? Number(parsed.port) : 5432,
-        user: parsed.username ? decodeURIComponent(parsed.username) : undefined,
-        password: parsed.password ? decodeURIComponent(parsed.password) : undefined,
-        database,
-        params,
-    };
-}
-function formatPgUrl(conn) {
-    const auth = conn.user ? `${encodeURIComponent(conn.user)}${conn.password ? `:${encodeURIComponent(conn.password)}` : ''}@` : '';
-    const query = new URLSearchParams(conn.params).toString();
-    return `postgres://${auth}${conn.host.includes(':') ? `[${conn.host}]` : conn.host}:${conn.port}/${encodeURIComponent(conn.database)}${query ? `?${query}` : ''}`;
-}
-const PARAM_ENV = {
-    sslmode: 'PGSSLMODE',
-    sslrootcert: 'PGSSLROOTCERT',
-    sslcert: 'PGSSLCERT',
-    sslkey: 'PGSSLKEY',
-    application_name: 'PGAPPNAME',
-    connect_timeout: 'PGCONNECT_TIMEOUT',
-    options: 'PGOPTIONS',
+const COMPRESSION_METHODS = ['gzip', 'zstd', 'lz4', 'none'];
+/** Levels each method accepts (pg_dump 16's own ranges; gzip's also hold for 15). */
+const LEVELS = {
+    gzip: { min: 1, max: 9 },
+    zstd: { min: 1, max: 22 },
+    lz4: { min: 1, max: 12 },
 };
+/** pg_dump 16 added zstd and lz4 to the custom format; 15 and older have gzip levels only. */
+const FIRST_MAJOR = { gzip: 0, none: 0, zstd: 16, lz4: 16 };
 /**
- * libpq environment for a connection. The password travels in PGPASSWORD, never on a
- * command line where `ps` would show it.
+ * The default for a pg_dump major. On a small host the dump is bound by pg_dump compressing on
+ * one core: gzip 1 takes about a third of gzip 6's time for an archive ~1.15-1.25x larger.
+ * zstd 1 for 16+: with the zstd CLI on the sample data (pg_dump 16 is not installed here, so
+ * not measured through pg_dump) zstd -1 was ~2x faster than gzip -1 at about gzip -6's size;
+ * zstd -3 was slower and no smaller, and lz4 -1 no faster than zstd -1 but 1.6x larger.
  */
-function pgEnv(conn, database = conn.database) {
-    const env = {
-        PGHOST: conn.host,
-        PGPORT: String(conn.port),
-        PGUSER: conn.user,
-        PGPASSWORD: conn.password,
-        PGDATABASE: database,
-        PGCONNECT_TIMEOUT: '10',
-    };
-    for (const [param, value] of Object.entries(conn.params)) {
-        const name = PARAM_ENV[param];
-        if (name)
-            env[name] = value;
-    }
-    return env;
+function defaultCompression(pgDumpMajor) {
+    return pgDumpMajor >= 16 ? { method: 'zstd', level: 1 } : { method: 'gzip', level: 1 };
 }
-function withDatabase(conn, database) {
-    return { ...conn, database };
-}
-/** A SQL identifier, quoted. */
-function quoteIdent(name) {
-    return `"${name.replace(/"/g, '""')}"`;
-}
-/** A SQL string literal, quoted (standard_conforming_strings on, the default since 9.1). */
-function quoteLiteral(value) {
-    if (value.includes('\0'))
-        throw (0,errors/* usageError */.Wp)('BAD_VALUE', 'a value contains a NUL byte', 'remove the NUL byte');
-    return `'${value.replace(/'/g, "''")}'`;
-}
-
-;// CONCATENATED MODULE: ./src/runner/psql.ts
-
-
-
-
-
+const FORMAT_FIX = 'write METHOD or METHOD:LEVEL, e.g. gzip:1, gzip:6, zstd:3, lz4, none (zstd and lz4 need pg_dump 16 or newer)';
 /**
- * One long-lived psql session driven over stdin/stdout. It works the same with local binaries
- * and inside a Compose service, and keeps one transaction open across queries (for
- * `pg_export_snapshot()`, which lives only as long as its transaction).
+ * Parses `METHOD[:LEVEL]` (the `--compress` flag, `postgres.compress`). A bare method takes its
+ * default level (gzip 1, zstd 1, lz4 1). A bare number is pg_dump's own `-Z N` spelling: gzip N, 0 = none.
  */
-class PsqlSession {
-    running;
-    input;
-    lines = [];
-    waiter;
-    closed = false;
-    exitError;
-    counter = 0;
-    constructor(running, input, conn) {
-        this.running = running;
-        this.input = input;
-        const rl = (0,external_node_readline_namespaceObject.createInterface)({ input: running.stdout });
-        rl.on('line', (line) => {
-            this.lines.push(line);
-            this.waiter?.();
-        });
-        running.done
-            .then((result) => {
-            this.closed = true;
-            if (result.exitCode !== 0) {
-                this.exitError = (0,errors/* failure */.V2)('PSQL_FAILED', `query against ${conn.host}:${conn.port}/${conn.database} failed: ${lastLines(result.stderr, 3)}`, { details: { exitCode: result.exitCode } });
-            }
-            this.waiter?.();
-        })
-            .catch((error) => {
-            this.closed = true;
-            this.exitError = error;
-            this.waiter?.();
-        });
+function parseCompression(text, where = '--compress') {
+    const spec = text.trim().toLowerCase();
+    if (/^\d+$/.test(spec)) {
+        const level = Number(spec);
+        if (level > 9)
+            throw (0,errors/* usageError */.Wp)('BAD_COMPRESSION', `${where} ${text}: a bare number is a gzip level, 0-9`, FORMAT_FIX);
+        return level === 0 ? { method: 'none', level: null } : { method: 'gzip', level };
     }
-    static open(runner, conn, options = {}) {
-        const input = new external_node_stream_.PassThrough();
-        const running = runner.start({
-            tool: 'psql',
-            args: ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-P', 'pager=off', '-P', 'footer=off'],
-            env: pgEnv(conn, options.database),
-            stdin: input,
-        });
-        return new PsqlSession(running, input, conn);
+    const match = /^([a-z0-9]+)(?::(-?\d+))?$/.exec(spec);
+    const method = match?.[1];
+    if (!match || !method || !COMPRESSION_METHODS.includes(method)) {
+        throw (0,errors/* usageError */.Wp)('BAD_COMPRESSION', `${where} ${JSON.stringify(text)}: unknown compression method (known: ${COMPRESSION_METHODS.join(', ')})`, FORMAT_FIX);
     }
-    /** Runs statements that return nothing of interest. */
-    async exec(sql) {
-        await this.roundTrip(`${sql.trim().replace(/;+$/, '')};`);
+    if (method === 'none') {
+        if (match[2] !== undefined)
+            throw (0,errors/* usageError */.Wp)('BAD_COMPRESSION', `${where} ${text}: none takes no level`, FORMAT_FIX);
+        return { method, level: null };
     }
-    /** Runs a query and returns its rows as objects (through json_agg, so types survive). */
-    async query(sql) {
-        const wrapped = `SELECT coalesce(json_agg(q), '[]'::json) FROM (${sql.trim().replace(/;+$/, '')}) q;`;
-        const out = await this.roundTrip(wrapped);
-        try {
-            return JSON.parse(out.join('\n'));
-        }
-        catch (error) {
-            throw (0,errors/* failure */.V2)('PSQL_OUTPUT', `could not read the result of a query (${error.message})`, { cause: error });
-        }
+    const range = LEVELS[method];
+    const level = match[2] === undefined ? 1 : Number(match[2]);
+    if (level < range.min || level > range.max) {
+        throw (0,errors/* usageError */.Wp)('BAD_COMPRESSION', `${where} ${text}: ${method} levels are ${range.min}-${range.max}`, `pick a ${method} level from ${range.min} to ${range.max}, or ${FORMAT_FIX}`);
     }
-    async queryValue(sql) {
-        const rows = await this.query(sql);
-        const first = rows[0];
-        return first ? Object.values(first)[0] : undefined;
-    }
-    async roundTrip(sql) {
-        if (this.closed)
-            throw this.exitError ?? (0,errors/* failure */.V2)('PSQL_CLOSED', 'the psql session has ended');
-        const marker = `__lifeline_done_${process.pid}_${++this.counter}__`;
-        const collected = [];
-        this.input.write(`${sql}\n\\echo ${marker}\n`);
-        for (;;) {
-            while (this.lines.length) {
-                const line = this.lines.shift();
-                if (line === marker)
-                    return collected;
-                collected.push(line);
-            }
-            if (this.closed)
-                throw this.exitError ?? (0,errors/* failure */.V2)('PSQL_CLOSED', 'psql ended before answering');
-            await new Promise((resolve) => {
-                this.waiter = resolve;
-            });
-            this.waiter = undefined;
-        }
-    }
-    async close() {
-        if (!this.closed) {
-            this.input.end('\\q\n');
-        }
-        await this.running.done.catch(() => { });
-    }
+    return { method, level };
 }
-/** Runs one query in a fresh session. */
-async function queryOnce(runner, conn, sql, database) {
-    const session = PsqlSession.open(runner, conn, { database });
-    try {
-        return await session.query(sql);
-    }
-    finally {
-        await session.close();
-    }
-}
-
-;// CONCATENATED MODULE: ./src/postgres/metadata.ts
-
-const BACKUP_METADATA_FILE = 'backup.json';
-const POSTGRES_ARCHIVE_FILE = 'postgres.dump';
-const GLOBALS_FILE = 'globals.sql';
-const REDIS_SNAPSHOT_FILE = 'redis.rdb';
-const BACKUP_LABELS = ['scheduled', 'pre-migration', 'manual', 'pre-restore'];
-/** The environment's complete backups, newest first. */
-async function listBackups(catalog, env) {
-    return catalog.list(env, 'backups', BACKUP_METADATA_FILE);
+/** `gzip:1`, `zstd:3`, `none`: how messages and backup.json name it. */
+function formatCompression(c) {
+    return c.level === null ? c.method : `${c.method}:${c.level}`;
 }
 /**
- * One backup by id, or for `latest` the newest one that did not fail verification and is not a
- * `pre-restore` backup (that one may hold another database: the target of a restore, so it is
- * only ever used by id). An unknown id is the operator's mistake (exit 2).
+ * The pg_dump argument for a compression, refusing (exit 2, before anything runs) one that this
+ * pg_dump cannot write.
  */
-async function findBackup(catalog, env, idOrLatest) {
-    const wanted = idOrLatest.trim();
-    if (wanted === '' || wanted === 'latest') {
-        const newest = (await listBackups(catalog, env)).find((b) => b.metadata.label !== 'pre-restore' && b.metadata.verified?.ok !== false);
-        if (!newest) {
-            throw (0,errors/* usageError */.Wp)('NO_BACKUPS', `environment ${env} has no usable backups in ${catalog.root} (pre-restore backups and backups that failed verification are only used by id)`, `take one first: lifeline backup --env ${env}; or pass the id from lifeline backups --env ${env}`);
-        }
-        return newest;
-    }
-    const entry = await catalog.get(env, 'backups', wanted, BACKUP_METADATA_FILE);
-    if (!entry) {
-        throw (0,errors/* usageError */.Wp)('BACKUP_NOT_FOUND', `backup ${wanted} does not exist in environment ${env} (store ${catalog.root})`, `list the backups with: lifeline backups --env ${env} (or pass --backup latest)`);
-    }
-    return entry;
-}
-
-;// CONCATENATED MODULE: ./src/redis/snapshot.ts
-
-
-
-
-
-
-function parseRedisUrl(url) {
-    let parsed;
-    try {
-        parsed = new URL(url);
-    }
-    catch {
-        throw (0,errors/* usageError */.Wp)('BAD_URL', 'the Redis URL is not a valid URL', 'write it as redis://:password@host:6379/0');
-    }
-    return {
-        host: decodeURIComponent(parsed.hostname.replace(/^\[|\]$/g, '')) || '127.0.0.1',
-        port: parsed.port ? Number(parsed.port) : 6379,
-        username: parsed.username ? decodeURIComponent(parsed.username) : undefined,
-        password: parsed.password ? decodeURIComponent(parsed.password) : undefined,
-        tls: parsed.protocol === 'rediss:',
-    };
-}
-/** redis-cli connection arguments; the password travels in REDISCLI_AUTH, never on argv. */
-function redisCli(target, args) {
-    return {
-        tool: 'redis-cli',
-        args: ['-h', target.host, '-p', String(target.port), ...(target.username ? ['--user', target.username] : []), ...(target.tls ? ['--tls'] : []), '--no-auth-warning', ...args],
-        env: { REDISCLI_AUTH: target.password },
-    };
-}
-/** Keys per logical database from `INFO keyspace`, e.g. `{ db0: 12, db2: 1 }`. */
-async function redisKeyspace(runner, target) {
-    const result = await runText(runner, redisCli(target, ['INFO', 'keyspace']));
-    if (result.exitCode !== 0 || /^(ERR|NOAUTH|WRONGPASS)/m.test(result.stdout)) {
-        throw (0,errors/* failure */.V2)('REDIS_CONNECT', `cannot read INFO keyspace from redis://${target.host}:${target.port}: ${lastLines(result.stderr || result.stdout, 2)}`, { fix: 'check the Redis URL (REDIS_URL / --redis-url) and its password' });
-    }
-    return parseKeyspace(result.stdout);
-}
-function parseKeyspace(info) {
-    const keys = {};
-    for (const match of info.matchAll(/^(db\d+):keys=(\d+)/gm))
-        keys[match[1]] = Number(match[2]);
-    return keys;
-}
-/** `redis-check-rdb FILE`: the snapshot parses end to end and its checksum matches. */
-async function checkRdb(runner, path) {
-    const result = await runText(runner, { tool: 'redis-check-rdb', args: [path] });
-    const output = `${result.stdout}\n${result.stderr}`;
-    const keysRead = Number(/(\d+) keys read/.exec(output)?.[1] ?? 0);
-    const expires = Number(/(\d+) expires/.exec(output)?.[1] ?? 0);
-    const ok = result.exitCode === 0 && /RDB looks OK/.test(output);
-    return { ok, keysRead, expires, detail: ok ? `RDB looks OK, ${keysRead} keys` : `redis-check-rdb: ${lastLines(output, 3)}` };
-}
-/**
- * Takes a snapshot with `redis-cli --rdb -` (works remotely and inside a Compose service),
- * validates it with redis-check-rdb and adds it to the staged backup.
- *
- * With diskless replication redis-cli cannot truncate stdout after the transfer, so the stream
- * ends with the 40-byte EOF marker; the payload length it reports on stderr says where to cut.
- */
-async function snapshotRedis(staged, options) {
-    const raw = staged.path(`${REDIS_SNAPSHOT_FILE}.part`);
-    try {
-        const running = options.runner.start(redisCli(options.target, ['--rdb', '-']));
-        await (0,external_node_stream_promises_namespaceObject.pipeline)(running.stdout, (0,external_node_fs_.createWriteStream)(raw, { flags: 'wx' }));
-        const result = await running.done;
-        if (result.exitCode !== 0) {
-            throw (0,errors/* failure */.V2)('REDIS_SNAPSHOT_FAILED', `redis-cli --rdb failed against redis://${options.target.host}:${options.target.port}: ${lastLines(result.stderr, 3)}`, { fix: 'check the Redis URL and password, and that the user may run SYNC/REPLCONF' });
-        }
-        const reported = /Transfer finished with success after (\d+) bytes/.exec(result.stderr);
-        const { size } = await (0,promises_.stat)(raw);
-        const bytes = reported ? Number(reported[1]) : size;
-        if (bytes <= 0 || bytes > size)
-            throw (0,errors/* failure */.V2)('REDIS_SNAPSHOT_FAILED', `redis-cli reported ${bytes} bytes but wrote ${size}`);
-        const file = await staged.addStream(REDIS_SNAPSHOT_FILE, (0,external_node_fs_.createReadStream)(raw, { start: 0, end: bytes - 1 }));
-        const check = await checkRdb(options.checkRunner, staged.path(REDIS_SNAPSHOT_FILE));
-        if (!check.ok)
-            throw (0,errors/* failure */.V2)('REDIS_SNAPSHOT_INVALID', `the Redis snapshot does not validate: ${check.detail}`, { fix: 'retry the backup; if it keeps failing, check the Redis server log' });
-        const keys = await redisKeyspace(options.runner, options.target);
-        options.logger.info(`redis snapshot: ${file.bytes} bytes, ${check.keysRead} keys`);
-        return { name: REDIS_SNAPSHOT_FILE, bytes: file.bytes, sha256: file.sha256, keys, check };
-    }
-    finally {
-        await (0,promises_.rm)(raw, { force: true });
-    }
-}
-
-;// CONCATENATED MODULE: ./src/runner/compose.ts
-
-
-const COMPOSE_V2 = ['docker', 'compose'];
-const COMPOSE_V1 = ['docker-compose'];
-/**
- * Picks the Compose CLI: the configured one, or with `auto` the v2 plugin if `docker compose
- * version` answers, else v1. Both talk to whatever engine DOCKER_HOST names (ssh:// included).
- */
-async function detectComposeCommand(runner, setting, pathEnv = '') {
-    if (setting === 'docker compose')
-        return COMPOSE_V2;
-    if (setting === 'docker-compose')
-        return COMPOSE_V1;
-    const v2 = await runText(runner, { tool: 'docker', args: ['compose', 'version'] }).catch(() => undefined);
-    if (v2?.exitCode === 0)
-        return COMPOSE_V2;
-    // v1 is a Python program that takes seconds to start: finding it on PATH is enough.
-    if (findExecutable('docker-compose', [], pathEnv))
-        return COMPOSE_V1;
-    throw (0,errors/* usageError */.Wp)('COMPOSE_MISSING', 'neither `docker compose` (Compose v2) nor `docker-compose` (v1) works on this machine', 'install the Docker Compose plugin (or docker-compose), set compose.command in lifeline.yml, or remove postgres.service / redis.service to run the client tools locally');
-}
-
-;// CONCATENATED MODULE: ./src/postgres/binaries.ts
-
-
-
-/** Directories holding PostgreSQL server binaries (initdb, pg_ctl, postgres), newest major first. */
-function postgresServerBinDirs(configured) {
-    const dirs = [];
-    if (configured)
-        dirs.push(configured);
-    try {
-        const majors = (0,external_node_fs_.readdirSync)('/usr/lib/postgresql')
-            .filter((d) => /^\d+$/.test(d))
-            .sort((a, b) => Number(b) - Number(a));
-        for (const major of majors)
-            dirs.push((0,external_node_path_.join)('/usr/lib/postgresql', major, 'bin'));
-    }
-    catch {
-        // not a Debian layout
-    }
-    return dirs;
-}
-function findServerBinDir(configured) {
-    for (const dir of postgresServerBinDirs(configured)) {
-        if (findExecutable('initdb', [dir], ''))
-            return dir;
-    }
-    const initdb = findExecutable('initdb');
-    return initdb ? initdb.replace(/\/initdb$/, '') : undefined;
-}
-
-;// CONCATENATED MODULE: ./src/postgres/connection.ts
-
-
-
-
-
-/** The URL with its password replaced by `***`: what error messages may show. */
-function maskedUrl(conn) {
-    return formatPgUrl({ ...conn, password: conn.password ? '***' : undefined });
-}
-/** The environment's PostgreSQL connection; a missing URL is a usage error that says where to set it. */
-function environmentConnection(settings) {
-    if (!settings.postgres.url) {
-        throw (0,errors/* usageError */.Wp)('NO_DATABASE_URL', `no PostgreSQL URL for environment ${settings.name}`, 'pass --database-url postgres://user:password@host:5432/dbname, set DATABASE_URL, or set postgres.urlEnv in lifeline.yml');
-    }
-    const conn = parsePgUrl(settings.postgres.url);
-    return settings.postgres.database ? { ...conn, database: settings.postgres.database } : conn;
-}
-/**
- * Where the PostgreSQL client tools run: inside the configured Compose service, or locally,
- * preferring the configured binDir, then the newest Debian major (its pg_dump reads every older server).
- */
-async function postgresRunner(settings) {
-    if (settings.postgres.service)
-        return composeRunner(settings.compose, settings.postgres.service);
-    return new LocalRunner({ binDirs: postgresServerBinDirs(settings.postgres.binDir) });
-}
-/** Local PostgreSQL client tools (verification reads catalog files on this host). */
-function localPostgresRunner(binDir) {
-    return new LocalRunner({ binDirs: postgresServerBinDirs(binDir) });
-}
-async function redisRunner(settings) {
-    if (settings.redis?.service)
-        return composeRunner(settings.compose, settings.redis.service);
-    return new LocalRunner({ binDirs: settings.redis?.binDir ? [settings.redis.binDir] : [] });
-}
-async function composeRunner(compose, service) {
-    return new ComposeRunner({ composeCommand: await composeCommand(compose.command), files: compose.files, projectName: compose.projectName, service });
-}
-/** `auto` prefers Compose v2 (`docker compose`), then v1 (`docker-compose`). */
-async function composeCommand(configured) {
-    return [...(await detectComposeCommand(new LocalRunner(), configured, process.env.PATH ?? ''))];
-}
-/**
- * Makes a first round trip so a wrong password or an unreachable server fails with the URL
- * (password masked) and a fix, instead of a bare libpq message later.
- */
-async function checkConnection(session, conn) {
-    try {
-        await session.queryValue('SELECT 1');
-    }
-    catch (error) {
-        const message = error.message;
-        const auth = /password authentication failed|no password supplied|authentication failed/i.test(message);
-        throw (0,errors/* failure */.V2)('POSTGRES_CONNECT', `cannot connect to ${maskedUrl(conn)}: ${message}`, {
-            fix: auth ? 'check the user and password in the database URL (DATABASE_URL / --database-url)' : 'check that the server is running and reachable, and the host, port and database name in the URL',
-            cause: error,
-        });
-    }
-}
-
-;// CONCATENATED MODULE: ./src/postgres/inspect.ts
-
-
-
-
-/** User schemas only: the system catalogs differ between servers and are not part of a backup. */
-const USER_SCHEMA_FILTER = `n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'`;
-/** Every ordinary table of the user's schemas, as `schema.table` (quoted where needed). */
-async function userTables(session) {
-    const rows = await session.query(`SELECT format('%I.%I', n.nspname, c.relname) AS name
-       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE c.relkind = 'r' AND ${USER_SCHEMA_FILTER}
-        AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
-      ORDER BY 1`);
-    return rows.map((r) => r.name);
-}
-/**
- * Exact `count(*)` of every user table, in the session's current transaction (so inside the
- * dump's snapshot when called after `pg_export_snapshot()`).
- */
-async function exactRowCounts(session, options = {}) {
-    const tables = await userTables(session);
-    const counts = {};
-    // Counts taken earlier (during a restore) are used as they are; only user tables are reported.
-    const todo = tables.filter((t) => {
-        const known = options.known?.[t];
-        if (known === undefined)
-            return true;
-        counts[t] = known;
-        return false;
-    });
-    // One statement per batch keeps round trips few without building a huge query.
-    for (let i = 0; i < todo.length; i += 50) {
-        const batch = todo.slice(i, i + 50);
-        const sql = batch.map((t) => `SELECT ${quoteLiteral(t)} AS name, count(*)::bigint AS n FROM ${t}`).join(' UNION ALL ');
-        for (const row of await session.query(sql))
-            counts[row.name] = Number(row.n);
-    }
-    return counts;
-}
-/**
- * A sha256 over the normalized user catalog: tables, columns with types, nullability and defaults,
- * constraints, indexes, sequences and views. Two databases with the same schema give the same
- * value whatever their name or OIDs.
- */
-async function schemaFingerprint(session) {
-    const lines = await session.query(`SELECT line FROM (
-       SELECT format('relation %I.%I %s', n.nspname, c.relname, c.relkind) AS line
-         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND ${USER_SCHEMA_FILTER}
-       UNION ALL
-       SELECT format('column %I.%I %s %s not_null=%s default=%s', n.nspname, c.relname, lpad(rank() OVER (PARTITION BY c.oid ORDER BY a.attnum)::text, 4, '0'),
-                     a.attname || ' ' || format_type(a.atttypid, a.atttypmod), a.attnotnull, coalesce(pg_get_expr(d.adbin, d.adrelid), ''))
-         FROM pg_attribute a
-         JOIN pg_class c ON c.oid = a.attrelid
-         JOIN pg_namespace n ON n.oid = c.relnamespace
-         LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-        WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND ${USER_SCHEMA_FILTER}
-       UNION ALL
-       SELECT format('constraint %I.%I %I %s', n.nspname, c.relname, con.conname, pg_get_constraintdef(con.oid))
-         FROM pg_constraint con
-         JOIN pg_class c ON c.oid = con.conrelid
-         JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE ${USER_SCHEMA_FILTER}
-       UNION ALL
-       SELECT format('index %I.%I %s', n.nspname, ic.relname, pg_get_indexdef(i.indexrelid))
-         FROM pg_index i
-         JOIN pg_class ic ON ic.oid = i.indexrelid
-         JOIN pg_namespace n ON n.oid = ic.relnamespace
-        WHERE ${USER_SCHEMA_FILTER}
-     ) lines ORDER BY line COLLATE "C"`);
-    const hash = (0,external_node_crypto_.createHash)('sha256');
-    for (const { line } of lines)
-        hash.update(`${line}\n`);
-    return `sha256:${hash.digest('hex')}`;
-}
-/**
- * The schema migration head: the configured query's first value, or Alembic's
- * `alembic_version` when that table exists; null when there is neither.
- */
-async function migrationHead(session, query) {
-    if (query) {
-        let rows;
-        try {
-            rows = await session.query(query);
-        }
-        catch (error) {
-            throw (0,errors/* failure */.V2)('MIGRATION_HEAD_QUERY', `the migration head query failed: ${error.message}`, { fix: 'check postgres.migrationHeadQuery in lifeline.yml (it must return one value, e.g. SELECT version_num FROM alembic_version)', cause: error });
-        }
-        const values = rows.map((r) => Object.values(r)[0]).filter((v) => v !== null && v !== undefined);
-        return values.length ? values.map(String).join(',') : null;
-    }
-    const exists = await session.queryValue(`SELECT to_regclass('alembic_version')::text`);
-    if (!exists)
-        return null;
-    const heads = await session.query(`SELECT version_num AS v FROM alembic_version ORDER BY 1`);
-    return heads.length ? heads.map((h) => h.v).join(',') : null;
-}
-async function serverVersion(session) {
-    const [row] = await session.query(`SELECT current_setting('server_version') AS version, current_setting('server_version_num') AS num`);
-    if (!row)
-        throw (0,errors/* failure */.V2)('SERVER_VERSION', 'the server did not report its version');
-    return { version: row.version, major: Math.floor(Number(row.num) / 10000) };
-}
-/** The version of a client tool (`pg_dump --version` → `15.20`), with its major. */
-async function toolVersion(runner, tool) {
-    const result = await runText(runner, { tool, args: ['--version'] });
-    const match = /\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?\S*/.exec(result.stdout);
-    if (result.exitCode !== 0 || !match) {
-        throw (0,errors/* failure */.V2)('TOOL_VERSION', `could not read ${tool}'s version (${runner.where}): ${result.stderr || result.stdout}`, { fix: `install the PostgreSQL client tools (Debian: postgresql-client) or set postgres.binDir` });
-    }
-    return { version: match[0].replace(/^\(PostgreSQL\)\s+/, ''), major: Number(match[1]) };
-}
-/**
- * ANALYZE of every user table, spread over `parallel` sessions (largest first, each table to the
- * least loaded session): the restored data gets planner statistics in about half the time of one
- * database-wide ANALYZE, which also re-analyzes every system catalog (autovacuum does those).
- */
-async function analyzeUserTables(open, parallel = 2) {
-    const first = open();
-    try {
-        const tables = await first.query(`SELECT format('%I.%I', n.nspname, c.relname) AS name, pg_table_size(c.oid) AS bytes
-         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind IN ('r', 'm', 'p') AND ${USER_SCHEMA_FILTER}
-        ORDER BY 2 DESC, 1`);
-        await inSessions(first, open, spreadBySize(tables, parallel, (t) => Number(t.bytes)), async (session, group) => {
-            // One statement per table: a failure names its table, and each finishes its own transaction.
-            for (const table of group)
-                await session.exec(`ANALYZE ${table.name}`);
-        });
-    }
-    finally {
-        await first.close();
-    }
-}
-/**
- * Runs each group of work on a session of its own: the first group on `first` (the caller's, left
- * open), the others on sessions opened here and closed once all groups are done.
- */
-async function inSessions(first, open, groups, work) {
-    const opened = [];
-    try {
-        return await Promise.all(groups.map((group, i) => {
-            const session = i === 0 ? first : open();
-            if (i > 0)
-                opened.push(session);
-            return work(session, group);
-        }));
-    }
-    finally {
-        await Promise.all(opened.map((s) => s.close()));
-    }
-}
-/**
- * Splits work over `parallel` workers: largest first, each item to the least loaded worker, so
- * the biggest table or index does not end up last on a busy one. Never more groups than items.
- */
-function spreadBySize(items, parallel, size) {
-    const groups = Array.from({ length: Math.max(1, Math.min(parallel, items.length)) }, () => ({ items: [], load: 0 }));
-    for (const item of [...items].sort((a, b) => size(b) - size(a))) {
-        const lightest = groups.reduce((a, b) => (b.load < a.load ? b : a));
-        lightest.items.push(item);
-        lightest.load += size(item);
-    }
-    return groups.map((g) => g.items);
-}
-
-;// CONCATENATED MODULE: ./src/postgres/progress.ts
-/** Logs `what: N MB at R MB/s` every `intervalMs`, and feeds a live sink on every chunk. */
-function progressReporter(logger, what, sink = {}, intervalMs = 10_000) {
-    const started = Date.now();
-    let lastLog = started;
-    return (bytes) => {
-        const now = Date.now();
-        const rate = bytes / Math.max((now - started) / 1000, 0.001);
-        sink.onBytes?.(what, bytes, rate);
-        if (now - lastLog >= intervalMs) {
-            lastLog = now;
-            logger.info(`${what}: ${formatBytes(bytes)} at ${formatBytes(rate)}/s`);
-        }
-    };
-}
-function formatBytes(bytes) {
-    const units = ['B', 'KB', 'MB', 'GB', 'TB'];
-    let value = bytes;
-    let unit = 0;
-    while (value >= 1000 && unit < units.length - 1) {
-        value /= 1000;
-        unit++;
-    }
-    return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
-}
-
-;// CONCATENATED MODULE: ./src/postgres/backup.ts
-
-
-
-
-
-
-
-
-
-
-
-/**
- * Dumps the database (custom format) straight into a staged catalog entry, hashing in the same
- * pass, with exact row counts taken in the dump's own snapshot. The entry is committed only when
- * every part succeeded; on any failure it is removed and nothing lists.
- */
-async function createBackup(options) {
-    const run = () => createBackupLocked(options);
-    if (options.lockHeld)
-        return run();
-    return withLock(options.catalog.envDir(options.environment), options.environment, { command: `backup --label ${options.label}`, waitSeconds: options.lockWaitSeconds ?? 30 }, run);
-}
-async function createBackupLocked(options) {
-    const { catalog, environment, runner, conn, logger } = options;
-    const now = options.now ?? (() => new Date());
-    const started = now();
-    const id = newEntryId(started);
-    const compressLevel = options.compressLevel ?? 6;
-    const session = PsqlSession.open(runner, conn);
-    let staged;
-    try {
-        await checkConnection(session, conn);
-        const server = await serverVersion(session);
-        const dumpVersion = await toolVersion(runner, 'pg_dump');
-        if (server.major > dumpVersion.major) {
-            throw (0,errors/* refusal */.x5)('PG_DUMP_TOO_OLD', `the server runs PostgreSQL ${server.major} but pg_dump is version ${dumpVersion.major} (${runner.where}); pg_dump cannot dump a newer server`, `install the PostgreSQL ${server.major} client tools (Debian: apt-get install postgresql-client-${server.major}) or set postgres.binDir to their directory`);
-        }
-        // A wrong Redis URL or password should fail before a long dump, not after it.
-        if (options.redis)
-            await redisKeyspace(options.redis.runner, options.redis.target);
-        // The snapshot lives as long as this transaction: counts here and pg_dump see the same data.
-        await session.exec('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-        const snapshot = await session.queryValue('SELECT pg_export_snapshot()');
-        if (!snapshot)
-            throw (0,errors/* failure */.V2)('SNAPSHOT_FAILED', 'the server did not export a snapshot');
-        const rowCounts = await exactRowCounts(session);
-        const fingerprint = await schemaFingerprint(session);
-        const head = await migrationHead(session, options.migrationHeadQuery);
-        staged = await catalog.begin(environment, 'backups', id, BACKUP_METADATA_FILE);
-        logger.info(`backup ${id}: dumping ${conn.database} (${Object.keys(rowCounts).length} tables) with ${runner.where}`);
-        const dump = runner.start({
-            tool: 'pg_dump',
-            args: ['--format=custom', `--compress=${compressLevel}`, `--snapshot=${snapshot}`, '--no-sync'],
-            env: pgEnv(conn),
-        });
-        let archive;
-        try {
-            const written = await staged.addStream(POSTGRES_ARCHIVE_FILE, dump.stdout, progressReporter(logger, 'pg_dump', options.progress));
-            archive = { name: POSTGRES_ARCHIVE_FILE, ...written };
-        }
-        catch (error) {
-            // Writing failed (disk full, ...): stop pg_dump rather than leave it blocked on a full pipe.
-            dump.kill('SIGTERM');
-            await dump.done.catch(() => { });
-            throw (0,errors/* failure */.V2)('BACKUP_WRITE_FAILED', `writing the archive into ${catalog.root} failed: ${error.message}`, { fix: 'free space in the backup store (or prune old backups) and retry', cause: error });
-        }
-        const dumped = await dump.done;
-        if (dumped.exitCode !== 0) {
-            throw (0,errors/* failure */.V2)('PG_DUMP_FAILED', `pg_dump failed (${describeExit(dumped)}): ${lastLines(dumped.stderr)}`, { fix: 'read the pg_dump error above; nothing was added to the catalog' });
-        }
-        await session.exec('COMMIT');
-        const globals = await dumpGlobals(staged, options);
-        let redis;
-        if (options.redis) {
-            const snap = await snapshotRedis(staged, { ...options.redis, logger });
-            redis = { name: snap.name, bytes: snap.bytes, sha256: snap.sha256, keys: snap.keys };
-        }
-        const finished = now();
-        const metadata = {
-            schemaVersion: 1,
-            id,
-            environment,
-            label: options.label,
-            ...(options.release ? { release: options.release } : {}),
-            ...(options.gitSha ? { gitSha: options.gitSha } : {}),
-            createdAt: started.toISOString(),
-            startedAt: started.toISOString(),
-            finishedAt: finished.toISOString(),
-            durationSeconds: (finished.getTime() - started.getTime()) / 1000,
-            database: conn.database,
-            serverVersion: server.version,
-            pgDumpVersion: dumpVersion.version,
-            format: 'custom',
-            compressLevel,
-            files: { postgres: archive, ...(globals ? { globals } : {}), ...(redis ? { redis } : {}) },
-            migrationHead: head,
-            schemaFingerprint: fingerprint,
-            rowCounts,
-        };
-        await staged.commit(metadata);
-        logger.info(`backup ${id}: ${archive.bytes} bytes, sha256 ${archive.sha256}`);
-        return { id, dir: staged.finalDir, metadata };
-    }
-    catch (error) {
-        await staged?.abort();
-        throw error;
-    }
-    finally {
-        await session.close();
-    }
-}
-/**
- * Roles, tablespaces and their settings, without passwords (small text, so read whole). A
- * managed server may deny reading them; the database dump is still complete, so that is a
- * warning, not a failed backup.
- */
-async function dumpGlobals(staged, options) {
-    const result = await runText(options.runner, { tool: 'pg_dumpall', args: ['--globals-only', '--no-role-passwords', '-l', options.conn.database], env: pgEnv(options.conn) });
-    if (result.exitCode !== 0) {
-        options.logger.warn(`roles and globals were not saved (pg_dumpall ${describeExit(result)}: ${lastLines(result.stderr, 2)}); the database archive is unaffected`);
-        return undefined;
-    }
-    return { name: GLOBALS_FILE, ...(await staged.addText(GLOBALS_FILE, result.stdout)) };
-}
-
-;// CONCATENATED MODULE: ./src/postgres/pgbackrest.ts
-
-
-/** pgBackRest must run as the OS user that owns the cluster's files (it reads the data dir, and archive-push runs as it). */
-const PGBACKREST_OS_USER = 'postgres';
-function pgbackrestRunner() {
-    return new LocalRunner({ asUser: PGBACKREST_OS_USER });
-}
-function requirePhysical(settings) {
-    const physical = settings.postgres.physical;
-    if (!physical) {
-        throw (0,errors/* usageError */.Wp)('NO_PHYSICAL_BACKUPS', `environment ${settings.name} has no physical backups configured`, `add postgres.physical.stanza (and configFile, repoPath) for ${settings.name} in lifeline.yml; pgBackRest must already archive WAL for that stanza`);
-    }
-    return physical;
-}
-/** The options every pgBackRest call takes: the config file, the stanza and the repository. */
-function pgbackrestBaseArgs(physical) {
-    return [...(physical.configFile ? [`--config=${physical.configFile}`] : []), `--stanza=${physical.stanza}`, ...(physical.repoPath ? [`--repo1-path=${physical.repoPath}`] : [])];
-}
-async function runPgBackRest(physical, command, extraArgs, what, runner = pgbackrestRunner()) {
-    return runChecked(runner, { tool: 'pgbackrest', args: [...pgbackrestBaseArgs(physical), ...extraArgs, command] }, what);
-}
-/** `pgbackrest info --output=json` for the stanza, oldest backup first. */
-async function stanzaInfo(physical, runner) {
-    const out = await runPgBackRest(physical, 'info', ['--output=json'], 'pgbackrest info', runner);
-    let parsed;
-    try {
-        parsed = JSON.parse(out);
-    }
-    catch (error) {
-        throw (0,errors/* failure */.V2)('PGBACKREST_OUTPUT', 'could not read the output of pgbackrest info', { cause: error });
-    }
-    const raw = parsed.find((s) => s.name === physical.stanza);
-    if (!raw)
-        throw (0,errors/* failure */.V2)('PGBACKREST_NO_STANZA', `pgBackRest knows no stanza "${physical.stanza}"`, { fix: 'run pgbackrest stanza-create for it, or fix postgres.physical.stanza' });
-    const iso = (seconds) => new Date(seconds * 1000).toISOString();
-    const archives = raw.archive ?? [];
-    return {
-        stanza: raw.name,
-        status: raw.status,
-        backups: (raw.backup ?? []).map((b) => ({
-            label: b.label,
-            type: b.type,
-            startedAt: iso(b.timestamp.start),
-            stoppedAt: iso(b.timestamp.stop),
-            databaseBytes: b.info?.size ?? 0,
-            repositoryBytes: b.info?.repository?.delta ?? b.info?.repository?.size ?? 0,
-            walStart: b.archive?.start,
-            walStop: b.archive?.stop,
-        })),
-        archive: archives.length ? { min: archives[0]?.min, max: archives[archives.length - 1]?.max } : undefined,
-    };
-}
-/** `pgbackrest check`: the archive_command works and the repository is reachable (used by preflight). */
-async function checkPhysicalBackups(settings, logger) {
-    const physical = requirePhysical(settings);
-    await logger.group(`pgbackrest check (stanza ${physical.stanza})`, () => runPgBackRest(physical, 'check', [], 'pgbackrest check'));
-}
-/**
- * A physical base backup through pgBackRest (`lifeline backup --physical`). WAL archiving, which
- * makes point-in-time recovery possible between base backups, is pgBackRest's archive_command's job.
- */
-async function runPhysicalBackup(settings, logger, options = {}) {
-    const physical = requirePhysical(settings);
-    const type = options.type ?? physical.type;
-    const before = new Set((await stanzaInfo(physical)).backups.map((b) => b.label));
-    await logger.group(`pgbackrest backup --type=${type} (stanza ${physical.stanza})`, () => runPgBackRest(physical, 'backup', [`--type=${type}`], `pgbackrest ${type} backup`));
-    const created = (await stanzaInfo(physical)).backups.filter((b) => !before.has(b.label));
-    const backup = created[created.length - 1];
-    if (!backup)
-        throw (0,errors/* failure */.V2)('PGBACKREST_NO_NEW_BACKUP', 'pgbackrest backup exited 0 but lists no new backup', { fix: 'run pgbackrest info and inspect the repository' });
-    logger.info(`physical backup ${backup.label} (${backup.type}) done`);
-    return backup;
-}
-/** A recovery target time with an explicit zone; without one, the server's zone would silently decide. */
-const TARGET_TIME = /^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?\s*(Z|[+-]\d{2}(:?\d{2})?)$/i;
-function parseRecoveryTargetTime(value) {
-    // pgBackRest reads "YYYY-MM-DD HH:MM:SS.ffffff+00"; PostgreSQL reads that too.
-    const text = value.trim().replace(/^(\S+)T/i, '$1 ').replace(/\s*Z$/i, '+00');
-    const at = new Date(text.replace(' ', 'T').replace(/([+-]\d{2})$/, '$1:00').replace(/(\.\d{3})\d+/, '$1'));
-    if (!TARGET_TIME.test(value.trim()) || Number.isNaN(at.getTime())) {
-        throw (0,errors/* usageError */.Wp)('BAD_PITR_TIME', `--pitr "${value}" is not a timestamp with a time zone`, 'write it as 2026-11-21T23:59:00Z or "2026-11-21 23:59:00.123456+00" (the zone is required)');
-    }
-    return { text, at };
-}
-/**
- * `pgbackrest restore --type=time` into an empty data directory owned by the postgres user.
- * The restored cluster replays archived WAL up to the target when it starts, then promotes.
- */
-async function restorePhysicalToTime(physical, dataDir, targetTime, backupLabel, runner) {
-    const args = [`--pg1-path=${dataDir}`, `--set=${backupLabel}`, '--type=time', `--target=${targetTime}`, '--target-action=promote'];
-    await runPgBackRest(physical, 'restore', args, 'pgbackrest restore', runner);
-}
-
-;// CONCATENATED MODULE: ./src/postgres/verify.ts
-
-
-
-
-
-
-
-/**
- * Checks a backup end to end: every file against SHA256SUMS (and SHA256SUMS against backup.json),
- * that pg_restore reads the archive's table of contents, that every data block decompresses,
- * and that the Redis snapshot parses. Never throws for a bad backup: the report says what failed.
- */
-async function verifyBackup(entry, options) {
-    const checks = [];
-    const add = (check) => {
-        checks.push(check);
-        options.logger.info(`${check.ok ? 'ok  ' : 'FAIL'} ${check.name}: ${check.detail}`);
-    };
-    const sumsOk = await checkChecksums(entry, add);
-    if (!options.checksumsOnly) {
-        const archive = (0,external_node_path_.join)(entry.dir, entry.metadata.files.postgres.name);
-        // A corrupt file is already known: reading it further would only add noise.
-        if (sumsOk) {
-            add(await pgRestoreCheck(options.runner, archive, 'archive table of contents', ['--list'], (out) => `${out.lines} entries`));
-            // pg_restore without a database writes the whole script, so every data block is inflated.
-            const sink = options.runner instanceof LocalRunner ? '--file=/dev/null' : '--file=-';
-            add(await pgRestoreCheck(options.runner, archive, 'archive decompresses end to end', [sink], () => 'every data block read'));
-            const redis = entry.metadata.files.redis;
-            if (redis) {
-                const check = await checkRdb(options.redisRunner ?? new LocalRunner(), (0,external_node_path_.join)(entry.dir, redis.name));
-                add({ name: `${redis.name} (redis-check-rdb)`, ok: check.ok, detail: check.detail });
-            }
-        }
-    }
-    return { backupId: entry.id, ok: checks.every((c) => c.ok), checks };
-}
-async function checkChecksums(entry, add) {
-    let results;
-    try {
-        results = await checkSums(entry.dir);
-    }
-    catch (error) {
-        add({ name: SUMS_FILE, ok: false, detail: `cannot read ${SUMS_FILE}: ${error.message}` });
-        return false;
-    }
-    let ok = true;
-    for (const r of results) {
-        const detail = r.error ? r.error : r.ok ? `sha256 ${r.actual}` : `sha256 is ${r.actual}, ${SUMS_FILE} says ${r.expected}`;
-        add({ name: `${r.file} checksum`, ok: r.ok, detail });
-        ok &&= r.ok;
-    }
-    // Each file backup.json names must be listed with the same hash: a missing line is not a pass.
-    const listed = new Map(results.map((r) => [r.file, r.expected]));
-    for (const file of Object.values(entry.metadata.files)) {
-        if (!file)
-            continue;
-        const expected = listed.get(file.name);
-        if (expected !== file.sha256) {
-            add({ name: `${file.name} recorded`, ok: false, detail: expected ? `${SUMS_FILE} and ${BACKUP_METADATA_FILE} disagree` : `${file.name} is missing from ${SUMS_FILE}` });
-            ok = false;
-        }
-    }
-    return ok;
-}
-/** Where pg_restore reads the archive: the path for local tools, stdin inside a container. */
-function archiveInput(runner, path) {
-    return runner instanceof LocalRunner ? { args: [path] } : { args: [], stdin: (0,external_node_fs_.createReadStream)(path, { highWaterMark: 1024 * 1024 }) };
-}
-async function pgRestoreCheck(runner, archive, name, args, describe) {
-    const input = archiveInput(runner, archive);
-    try {
-        const running = runner.start({ tool: 'pg_restore', args: [...args, ...input.args], stdin: input.stdin });
-        let bytes = 0;
-        let lines = 0;
-        running.stdout.on('data', (chunk) => {
-            bytes += chunk.length;
-            for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1))
-                lines++;
-        });
-        const result = await running.done;
-        if (result.exitCode !== 0)
-            return { name, ok: false, detail: `pg_restore ${describeExit(result)}: ${lastLines(result.stderr, 3)}` };
-        return { name, ok: true, detail: describe({ bytes, lines }) };
-    }
-    catch (error) {
-        return { name, ok: false, detail: error.message };
-    }
-}
-/** Records a verification in backup.json, so listings and retention can see it. */
-async function recordVerification(catalog, entry, report, now = new Date()) {
-    const metadata = { ...entry.metadata, verified: { at: now.toISOString(), ok: report.ok, checks: report.checks } };
-    await catalog.updateMetadata(entry, BACKUP_METADATA_FILE, metadata);
-    return { ...entry, metadata };
-}
-
-;// CONCATENATED MODULE: ./src/postgres/amcheck.ts
-
-const INDEX_CHECK_NAME = 'amcheck on B-tree indexes';
-/** Every B-tree index amcheck can look at: valid, ready, not temporary (system catalogs included). */
-const BTREE_INDEXES = `FROM pg_index i
-JOIN pg_class c ON c.oid = i.indexrelid
-JOIN pg_am a ON a.oid = c.relam
-WHERE a.amname = 'btree' AND i.indisvalid AND i.indisready AND c.relpersistence <> 't'`;
-/**
- * `bt_index_check` on B-tree indexes, incrementally: each `sweep()` checks every valid, ready
- * B-tree index of the database (system catalogs included) that no earlier sweep checked, so a
- * restore can check indexes as pg_restore finishes them. One index per statement: the session
- * never holds more than one table's lock, so it can delay a restore worker but never deadlock
- * with one. An index that fails is reported by name with its error; the others are still checked.
- */
-class BtreeIndexChecker {
-    session;
-    checked = new Set();
-    broken = [];
-    setupError;
-    setupDone;
-    constructor(session) {
-        this.session = session;
-    }
-    setup() {
-        this.setupDone ??= (async () => {
-            try {
-                await this.session.exec('CREATE EXTENSION IF NOT EXISTS amcheck');
-            }
-            catch (error) {
-                this.setupError = `cannot create the amcheck extension: ${error.message} (install postgresql-contrib; the drill user needs to be allowed to create it)`;
-                return;
-            }
-            await this.session.exec(`CREATE OR REPLACE FUNCTION pg_temp.lifeline_index_error(idx regclass) RETURNS text LANGUAGE plpgsql AS $fn$
-BEGIN
-  PERFORM bt_index_check(idx);
-  RETURN NULL;
-EXCEPTION WHEN OTHERS THEN
-  RETURN SQLERRM;
-END
-$fn$`);
-        })();
-        return this.setupDone;
-    }
-    /**
-     * Checks the indexes no earlier sweep checked. While a restore is still running, `alone: false`
-     * checks one index per statement (see above); once nothing else uses the database, one statement
-     * checks them all, which saves a round trip per index.
-     */
-    async sweep(options = {}) {
-        await this.setup();
-        if (this.setupError)
-            return;
-        const unchecked = this.checked.size ? ` AND c.oid <> ALL('{${[...this.checked].join(',')}}'::oid[])` : '';
-        const from = `${BTREE_INDEXES}${unchecked}`;
-        if (options.alone !== false) {
-            const rows = await this.session.query(`SELECT c.oid::text AS oid, c.oid::regclass::text AS index, pg_temp.lifeline_index_error(c.oid::regclass) AS error ${from} ORDER BY 2`);
-            for (const row of rows)
-                this.record(row.oid, row.index, row.error);
-            return;
-        }
-        const indexes = await this.session.query(`SELECT c.oid::text AS oid, c.oid::regclass::text AS index ${from} ORDER BY 2`);
-        for (const index of indexes) {
-            const error = await this.session.queryValue(`SELECT pg_temp.lifeline_index_error(${Number(index.oid)}::oid::regclass) AS error`);
-            this.record(index.oid, index.index, error ?? null);
-        }
-    }
-    /** Creates the extension and the helper function; returns why it could not, if it could not. */
-    async prepare() {
-        await this.setup();
-        return this.setupError;
-    }
-    /** Checks exactly these indexes, in one statement. */
-    async checkOids(oids) {
-        await this.setup();
-        if (this.setupError || oids.length === 0)
-            return;
-        const rows = await this.session.query(`SELECT o::text AS oid, o::regclass::text AS index, pg_temp.lifeline_index_error(o::regclass) AS error FROM unnest('{${oids.map(Number).join(',')}}'::oid[]) AS o`);
-        for (const row of rows)
-            this.record(row.oid, row.index, row.error);
-    }
-    /** One outcome for several checkers that each checked a share of the indexes. */
-    static combine(checkers) {
-        return summarize(checkers.reduce((n, c) => n + c.checked.size, 0), checkers.flatMap((c) => c.broken), checkers.find((c) => c.setupError)?.setupError);
-    }
-    record(oid, index, error) {
-        this.checked.add(oid);
-        if (error !== null)
-            this.broken.push({ index, error });
-    }
-    outcome() {
-        return summarize(this.checked.size, this.broken, this.setupError);
-    }
-}
-function summarize(checked, found, setupError) {
-    if (setupError)
-        return { name: INDEX_CHECK_NAME, passed: false, detail: setupError, checked: 0, broken: [] };
-    const broken = [...found].sort((a, b) => a.index.localeCompare(b.index));
-    return {
-        name: INDEX_CHECK_NAME,
-        passed: broken.length === 0,
-        detail: broken.length ? `${broken.length} of ${checked} indexes fail: ${broken.slice(0, 3).map((b) => `${b.index} (${b.error})`).join('; ')}` : `${checked} indexes intact`,
-        checked,
-        broken,
-    };
-}
-/**
- * amcheck on every valid B-tree index at once, spread over `parallel` sessions (largest indexes
- * first, each to the least loaded session), for a database nothing else is using: a point-in-time
- * copy after recovery, or a restore without early checks. Each session checks its share in one
- * statement.
- */
-async function checkAllBtreeIndexes(open, parallel = 2) {
-    const first = open();
-    try {
-        const setupChecker = new BtreeIndexChecker(first);
-        const setupFailure = await setupChecker.prepare();
-        if (setupFailure)
-            return summarize(0, [], setupFailure);
-        const indexes = await first.query(`SELECT c.oid::text AS oid, pg_relation_size(c.oid) AS bytes ${BTREE_INDEXES} ORDER BY 2 DESC, 1`);
-        const groups = spreadBySize(indexes, parallel, (index) => Number(index.bytes));
-        const checkers = await inSessions(first, open, groups, async (session, group) => {
-            const checker = session === first ? setupChecker : new BtreeIndexChecker(session);
-            await checker.checkOids(group.map((index) => index.oid));
-            return checker;
-        });
-        return BtreeIndexChecker.combine(checkers);
-    }
-    finally {
-        await first.close();
-    }
-}
-
-;// CONCATENATED MODULE: ./src/postgres/restore-pipeline.ts
-
-
-
-
-
-/**
- * Checks that run while a parallel pg_restore is still working. pg_restore --verbose reports each
- * item it finishes; a table is counted as soon as its TABLE DATA item is done (nothing in a
- * restore changes its rows afterwards), and, when asked, amcheck looks at each index as soon as it
- * is built. The tables and indexes it could not take early are checked by `finish()`, so the
- * result is the same as checking after the restore, only most of the work is off the clock.
- *
- * Every statement touches one table, in autocommit: a check can make a restore worker wait for
- * it (an ALTER TABLE ... ADD PRIMARY KEY waits for a count of that table), but cannot deadlock
- * with one, because it never holds one table's lock while waiting for another.
- */
-class EarlyRestoreChecks {
-    runner;
-    conn;
-    options;
-    /** TABLE DATA dump ids → the rest of their `pg_restore --list` line ("schema table owner"). */
-    dataItems;
-    counts = {};
-    countSession;
-    indexSession;
-    indexChecker;
-    countQueue = Promise.resolve();
-    indexQueue = Promise.resolve();
-    indexSweepQueued = false;
-    /** Set when an early check failed: everything left is then checked after the restore instead. */
-    countsBroken = false;
-    indexesBroken = false;
-    earlyCounted = 0;
-    earlyIndexSweeps = 0;
-    constructor(runner, conn, listing, options) {
-        this.runner = runner;
-        this.conn = conn;
-        this.options = options;
-        this.dataItems = parseDataItems(listing);
-    }
-    /** Reads the archive's table of contents (`pg_restore --list`, a few milliseconds) to map dump ids to tables. */
-    static async prepare(runner, conn, archive, options) {
-        const listing = await runText(runner, { tool: 'pg_restore', args: ['--list', archive] }).catch(() => undefined);
-        if (!listing || listing.exitCode !== 0)
-            return undefined;
-        return new EarlyRestoreChecks(runner, conn, listing.stdout, options);
-    }
-    /** Feed every stderr line of `pg_restore --verbose` here. */
-    onLine(line) {
-        // The workers share stderr and write "pg_restore: " and the message separately, so under load
-        // one line can hold another's prefix, or two messages: look for every report anywhere in it.
-        for (const item of finishedItems(line))
-            this.onFinished(item.id, item.kind);
-    }
-    onFinished(id, kind) {
-        if (kind === 'TABLE DATA') {
-            const rest = this.dataItems.get(id);
-            if (rest !== undefined && !this.countsBroken)
-                this.countQueue = this.countQueue.then(() => this.countEarly(rest));
-        }
-        else if (this.options.indexCheck && !this.indexesBroken && !this.indexSweepQueued) {
-            // Indexes finish in bursts: one queued sweep picks up everything built by the time it runs.
-            this.indexSweepQueued = true;
-            this.indexQueue = this.indexQueue.then(() => this.sweepEarly());
-        }
-    }
-    async countEarly(rest) {
-        if (this.countsBroken)
-            return;
-        try {
-            this.countSession ??= PsqlSession.open(this.runner, this.conn);
-            // The server resolves "schema table owner" to the table (names may hold spaces) and quotes it.
-            const names = await this.countSession.query(`SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE c.relkind = 'r' AND starts_with(${quoteLiteral(`${rest} `)}, n.nspname || ' ' || c.relname || ' ')`);
-            if (names.length !== 1) {
-                this.options.logger.debug(`could not tell which table "${rest}" is (${names.length} candidates): it is counted after the restore`);
-                return;
-            }
-            const name = names[0].name;
-            const n = await this.countSession.queryValue(`SELECT count(*)::bigint AS n FROM ${name}`);
-            this.counts[name] = Number(n);
-            this.earlyCounted++;
-        }
-        catch (error) {
-            this.countsBroken = true;
-            this.options.logger.warn(`counting tables during the restore stopped (${error.message}); the rest is counted after it`);
-        }
-    }
-    async sweepEarly() {
-        this.indexSweepQueued = false;
-        if (this.indexesBroken)
-            return;
-        try {
-            this.indexSession ??= PsqlSession.open(this.runner, this.conn);
-            this.indexChecker ??= new BtreeIndexChecker(this.indexSession);
-            await this.indexChecker.sweep({ alone: false });
-            this.earlyIndexSweeps++;
-        }
-        catch (error) {
-            this.indexesBroken = true;
-            this.options.logger.warn(`checking indexes during the restore stopped (${error.message}); the rest is checked after it`);
-        }
-    }
-    /**
-     * Once pg_restore has exited 0: counts every table not counted yet (all of them when the early
-     * counts stopped) and, when asked, runs amcheck on every index not checked yet, each on its own
-     * session, while the caller runs ANALYZE and the schema fingerprint on theirs.
-     */
-    async finish() {
-        await Promise.all([this.countQueue, this.indexQueue]);
-        const countsDone = (async () => {
-            const session = !this.countsBroken && this.countSession ? this.countSession : PsqlSession.open(this.runner, this.conn);
-            if (session !== this.countSession)
-                await this.countSession?.close();
-            this.countSession = session;
-            // Counts that were taken are right even when a later one failed.
-            return exactRowCounts(session, { known: this.counts });
-        })();
-        const indexesDone = (async () => {
-            if (!this.options.indexCheck)
-                return undefined;
-            if (this.indexesBroken || !this.indexSession) {
-                await this.indexSession?.close();
-                this.indexSession = PsqlSession.open(this.runner, this.conn);
-                this.indexChecker = new BtreeIndexChecker(this.indexSession);
-            }
-            await this.indexChecker.sweep({ alone: true });
-            return this.indexChecker.outcome();
-        })();
-        try {
-            const [counts, indexes] = await Promise.all([countsDone, indexesDone]);
-            this.options.logger.debug(`checks during the restore: ${this.earlyCounted} tables counted, ${this.earlyIndexSweeps} index sweeps`);
-            return { counts, indexes, earlyCounted: this.earlyCounted };
-        }
-        finally {
-            await this.close();
-        }
-    }
-    async close() {
-        await Promise.allSettled([this.countQueue, this.indexQueue]);
-        await Promise.all([this.countSession?.close(), this.indexSession?.close()]);
-        this.countSession = undefined;
-        this.indexSession = undefined;
-    }
-}
-/** The items a `pg_restore --verbose` stderr line reports finished (TABLE DATA, INDEX, CONSTRAINT), wherever they sit in it. */
-function finishedItems(line) {
-    return [...line.matchAll(/finished item (\d+) (TABLE DATA|INDEX|CONSTRAINT) /g)].map((m) => ({ id: Number(m[1]), kind: m[2] }));
-}
-/** `3389; 0 16390 TABLE DATA public orders postgres` → 3389 → "public orders postgres". */
-function parseDataItems(listing) {
-    const items = new Map();
-    for (const line of listing.split('\n')) {
-        const match = /^(\d+); \d+ \d+ TABLE DATA (.+)$/.exec(line);
-        if (match)
-            items.set(Number(match[1]), match[2].trimEnd());
-    }
-    return items;
-}
-/**
- * pg_restore --verbose progress lines, which are not errors; everything else it prints is kept for
- * messages. A line counts as progress only when it names no error, warning, detail or hint
- * anywhere: interleaved worker output can put an error after another worker's prefix.
- */
-function isRestoreProgressLine(line) {
-    return line.startsWith('pg_restore: ') && !/(error|warning|detail|hint):/i.test(line);
-}
-
-;// CONCATENATED MODULE: ./src/postgres/restore.ts
-
-
-
-
-
-
-
-
-
-
-
-
-
-/** Refuses (exit 3) unless `confirm` is exactly the database's name: no trimming, no case folding. */
-function requireDestructiveConfirmation(database, confirm) {
-    if (confirm === database)
-        return;
-    const fix = `pass --confirm ${database} (exactly the target database's name) to replace it; a pre-restore backup is taken first`;
-    if (confirm === undefined || confirm === '') {
-        throw (0,errors/* refusal */.x5)('CONFIRMATION_REQUIRED', `restoring into "${database}" replaces a database that holds data, and --confirm was not given`, fix);
-    }
-    throw (0,errors/* refusal */.x5)('CONFIRMATION_MISMATCH', `--confirm ${JSON.stringify(confirm)} does not match the target database ${JSON.stringify(database)} exactly`, fix);
-}
-/**
- * Runs pg_restore into `conn` (an existing, empty database), then checks it against backup.json:
- * exact row counts per table, the schema fingerprint, and ANALYZE so the planner has statistics.
- * With parallel jobs, tables are counted (and indexes checked, when asked) as pg_restore finishes
- * them, so little is left once it exits. Throws when pg_restore fails; check mismatches are in the
- * report (`ok: false`).
- */
-async function restoreArchiveInto(conn, options) {
-    const { backup, runner, logger } = options;
-    const archive = (0,external_node_path_.join)(backup.dir, backup.metadata.files.postgres.name);
-    const input = archiveInput(runner, archive);
-    const jobs = input.stdin ? 1 : Math.max(1, options.jobs ?? 2);
-    // Early checks need to see each table once its data is committed: parallel restores only.
-    const early = jobs > 1 && options.earlyChecks !== false ? await EarlyRestoreChecks.prepare(runner, conn, archive, { indexCheck: Boolean(options.indexCheck), logger }) : undefined;
-    const args = [
-        `--dbname=${conninfoDbname(conn.database)}`,
-        ...(options.exitOnError === false ? [] : ['--exit-on-error']),
-        ...(jobs > 1 ? [`--jobs=${jobs}`] : ['--single-transaction']),
-        ...(options.noOwner ? ['--no-owner', '--no-privileges'] : []),
-        ...(early ? ['--verbose'] : []),
-        ...input.args,
-    ];
-    const started = Date.now();
-    logger.info(`restoring ${backup.id} into ${conn.database} (${jobs} job${jobs > 1 ? 's' : ''}, ${runner.where}${early ? ', checking tables as they finish' : ''})`);
-    // With --verbose, stderr is mostly progress: errors and warnings are kept apart for the message.
-    const problems = [];
-    const running = runner.start({
-        tool: 'pg_restore',
-        args,
-        env: pgEnv(conn),
-        stdin: input.stdin,
-        ...(early
-            ? {
-                onStderrLine: (line) => {
-                    early.onLine(line);
-                    if (!isRestoreProgressLine(line) && problems.length < 200)
-                        problems.push(line);
-                },
-            }
-            : {}),
-    });
-    running.stdout.resume();
-    const result = await running.done;
-    if (result.exitCode !== 0) {
-        await early?.close();
-        const stderr = early ? problems.join('\n') : result.stderr;
-        throw (0,errors/* failure */.V2)('PG_RESTORE_FAILED', `pg_restore into ${conn.database} failed (${describeExit(result)}): ${lastLines(stderr)}`, {
-            fix: /role .* does not exist/.test(stderr) ? 'the target server lacks roles of the source: restore globals.sql first, or pass --no-owner' : 'read the pg_restore error above',
-        });
-    }
-    const restoreSeconds = (Date.now() - started) / 1000;
-    const checkStarted = Date.now();
-    const analyze = options.analyze !== false;
-    const session = PsqlSession.open(runner, conn);
-    try {
-        // ANALYZE of the restored tables over two sessions, alongside the remaining counts and the fingerprint.
-        const analyzed = analyze ? analyzeUserTables(() => PsqlSession.open(runner, conn), 2) : undefined;
-        const finished = early?.finish();
-        // Without early checks, a drill's amcheck runs alongside the counts (it reads only the indexes).
-        const indexes = options.indexCheck && !early ? checkAllBtreeIndexes(() => PsqlSession.open(runner, conn), 1) : undefined;
-        // A failure in one must not leave the others' promises unhandled.
-        for (const p of [analyzed, finished, indexes])
-            p?.catch(() => { });
-        const actualFingerprint = await schemaFingerprint(session);
-        const earlyResult = await finished;
-        const actualCounts = earlyResult?.counts ?? (await exactRowCounts(session));
-        const indexOutcome = earlyResult ? earlyResult.indexes : await indexes;
-        await analyzed;
-        const mismatches = compareCounts(backup.metadata.rowCounts, actualCounts);
-        const rowCounts = { ok: mismatches.length === 0, tables: Object.keys(actualCounts).length, rows: Object.values(actualCounts).reduce((a, b) => a + b, 0), mismatches };
-        const fingerprint = { ok: actualFingerprint === backup.metadata.schemaFingerprint, expected: backup.metadata.schemaFingerprint, actual: actualFingerprint };
-        logger.info(`${rowCounts.ok ? 'ok  ' : 'FAIL'} row counts: ${rowCounts.tables} tables, ${rowCounts.rows} rows${mismatches.length ? `; ${mismatches.length} differ (${mismatches.slice(0, 3).map((m) => `${m.table} ${m.actual}/${m.expected}`).join(', ')})` : ''}`);
-        logger.info(`${fingerprint.ok ? 'ok  ' : 'FAIL'} schema fingerprint ${actualFingerprint}`);
-        return {
-            ok: rowCounts.ok && fingerprint.ok,
-            database: conn.database,
-            rowCounts,
-            schemaFingerprint: fingerprint,
-            analyzed: analyze,
-            ...(indexOutcome ? { indexes: indexOutcome } : {}),
-            countedDuringRestore: earlyResult?.earlyCounted ?? 0,
-            restoreSeconds,
-            checkSeconds: (Date.now() - checkStarted) / 1000,
-        };
-    }
-    finally {
-        await Promise.all([session.close(), early?.close()]);
-    }
-}
-function compareCounts(expected, actual) {
-    const mismatches = [];
-    for (const table of new Set([...Object.keys(expected), ...Object.keys(actual)])) {
-        const e = expected[table] ?? null;
-        const a = actual[table] ?? null;
-        if (e !== a)
-            mismatches.push({ table, expected: e, actual: a });
-    }
-    return mismatches.sort((x, y) => x.table.localeCompare(y.table));
-}
-/**
- * Restores a backup into a fresh database (created when missing) and checks it: the isolated
- * restore a drill needs. Refuses a target that already holds tables.
- */
-async function restoreIntoFreshDatabase(options) {
-    const { target, runner } = options;
-    if (options.verifyChecksums !== false)
-        await requireIntactChecksums(options.backup, options.logger);
-    const admin = PsqlSession.open(runner, maintenanceConnection(target));
-    try {
-        await checkConnection(admin, maintenanceConnection(target));
-        const state = await databaseState(admin, runner, target);
-        if (state.holdsData) {
-            throw (0,errors/* refusal */.x5)('TARGET_NOT_EMPTY', `database ${target.database} on ${target.host}:${target.port} already holds ${state.tables} tables; an isolated restore needs an empty or new database`, 'choose a new database name, or use lifeline restore with --confirm to replace it');
-        }
-        if (!state.exists)
-            await admin.exec(`CREATE DATABASE ${quoteIdent(target.database)} TEMPLATE template0`);
-    }
-    finally {
-        await admin.close();
-    }
-    return restoreArchiveInto(target, options);
-}
-const RESTORE_LOG = 'restores.jsonl';
-/**
- * Restores a backup into `target`. A target that holds data needs `confirm` equal to its name
- * (refused before anything is touched otherwise), gets a `pre-restore` backup, and is replaced
- * only after the restore was checked in a scratch database (a rename swap). A failure at any
- * step before the swap leaves the target exactly as it was.
- */
-async function restoreBackup(options) {
-    const { target, runner, backup } = options;
-    const maintenance = maintenanceConnection(target);
-    const admin = PsqlSession.open(runner, maintenance);
-    let before;
-    try {
-        await checkConnection(admin, maintenance);
-        before = await databaseState(admin, runner, target);
-    }
-    finally {
-        await admin.close();
-    }
-    if (before.holdsData)
-        requireDestructiveConfirmation(target.database, options.confirm);
-    return withLock(options.catalog.envDir(options.environment), options.environment, { command: `restore ${backup.id} into ${target.database}`, waitSeconds: options.lockWaitSeconds ?? 30 }, () => restoreLocked(options, before, maintenance));
-}
-async function restoreLocked(options, before, maintenance) {
-    const { target, runner, logger, backup } = options;
-    const started = Date.now();
-    if (options.skipVerify)
-        logger.warn('checksum verification skipped (--skip-verify); this is recorded with the restore');
-    else
-        await requireIntactChecksums(backup, logger);
-    let preRestoreBackupId;
-    if (before.holdsData && options.preRestoreBackup !== false) {
-        const pre = await createBackup({ catalog: options.catalog, environment: options.environment, runner, conn: target, label: 'pre-restore', logger, lockHeld: true, migrationHeadQuery: options.migrationHeadQuery, compressLevel: options.compressLevel });
-        preRestoreBackupId = pre.id;
-        logger.info(`pre-restore backup of ${target.database}: ${pre.id} (restore it to undo this restore)`);
-    }
-    const scratch = scratchName(target.database);
-    const encoding = before.exists ? `ENCODING ${quoteLiteral(before.encoding)} LC_COLLATE ${quoteLiteral(before.collate)} LC_CTYPE ${quoteLiteral(before.ctype)}` : '';
-    await execOnce(runner, maintenance, `CREATE DATABASE ${quoteIdent(scratch)} TEMPLATE template0 ${encoding}`);
-    let checks;
-    try {
-        checks = await restoreArchiveInto(withDatabase(target, scratch), options);
-        if (!checks.ok) {
-            throw (0,errors/* failure */.V2)('RESTORE_CHECK_FAILED', `the restored copy does not match backup ${backup.id} (${describeCheckFailure(checks)}); ${target.database} was not touched`, { fix: 'verify the backup (lifeline verify) and check that the source had no unlogged or foreign tables', details: { checks } });
-        }
-        await swapDatabases(runner, maintenance, target.database, scratch, before, logger);
-    }
-    catch (error) {
-        await execOnce(runner, maintenance, `DROP DATABASE IF EXISTS ${quoteIdent(scratch)} WITH (FORCE)`).catch(() => { });
-        throw error;
-    }
-    const result = {
-        backupId: backup.id,
-        target: maskedUrl(target),
-        database: target.database,
-        destructive: before.holdsData,
-        checksumsVerified: !options.skipVerify,
-        ...(preRestoreBackupId ? { preRestoreBackupId } : {}),
-        checks,
-        seconds: (Date.now() - started) / 1000,
-    };
-    await options.catalog.appendLog(options.environment, RESTORE_LOG, { at: new Date().toISOString(), ...result });
-    return result;
-}
-async function requireIntactChecksums(backup, logger) {
-    const report = await verifyBackup(backup, { runner: new LocalRunner(), logger, checksumsOnly: true });
-    if (!report.ok) {
-        const bad = report.checks.filter((c) => !c.ok).map((c) => `${c.name}: ${c.detail}`);
-        throw (0,errors/* refusal */.x5)('BACKUP_CORRUPT', `backup ${backup.id} fails its checksums, so it will not be restored (${bad.join('; ')})`, 'restore another backup (lifeline backups lists them); this one is damaged', { checks: report.checks });
-    }
-}
-async function databaseState(admin, runner, target) {
-    const [row] = await admin.query(`SELECT pg_get_userbyid(datdba) AS owner, pg_encoding_to_char(encoding) AS encoding, datcollate AS collate, datctype AS ctype FROM pg_database WHERE datname = ${quoteLiteral(target.database)}`);
-    if (!row)
-        return { exists: false, holdsData: false, tables: 0 };
-    const session = PsqlSession.open(runner, target);
-    try {
-        const tables = (await userTables(session)).length;
-        return { exists: true, holdsData: tables > 0, tables, ...row };
-    }
-    finally {
-        await session.close();
-    }
-}
-/**
- * Replaces `target` with `scratch` in one transaction (renames are transactional), after ending
- * the target's sessions; the old database is dropped only once the swap committed. psql stops at
- * the first error, so each attempt gets a fresh session.
- */
-async function swapDatabases(runner, maintenance, target, scratch, before, logger) {
-    if (before.owner)
-        await execOnce(runner, maintenance, `ALTER DATABASE ${quoteIdent(scratch)} OWNER TO ${quoteIdent(before.owner)}`);
-    if (!before.exists) {
-        await execOnce(runner, maintenance, `ALTER DATABASE ${quoteIdent(scratch)} RENAME TO ${quoteIdent(target)}`);
-        return;
-    }
-    const retired = scratchName(target, 'old');
-    const sessionsOf = `FROM pg_stat_activity WHERE datname IN (${quoteLiteral(target)}, ${quoteLiteral(scratch)}) AND pid <> pg_backend_pid()`;
-    for (let attempt = 1;; attempt++) {
-        try {
-            // Termination is asynchronous: wait for the sessions to be gone before renaming.
-            await execOnce(runner, maintenance, `SELECT count(pg_terminate_backend(pid)) ${sessionsOf}`);
-            for (let i = 0; i < 50; i++) {
-                const [row] = await queryOnceOn(runner, maintenance, `SELECT count(*)::int AS n ${sessionsOf}`);
-                if (!row?.n)
-                    break;
-                await new Promise((r) => setTimeout(r, 100));
-            }
-            await execOnce(runner, maintenance, `BEGIN; ALTER DATABASE ${quoteIdent(target)} RENAME TO ${quoteIdent(retired)}; ALTER DATABASE ${quoteIdent(scratch)} RENAME TO ${quoteIdent(target)}; COMMIT`);
-            break;
-        }
-        catch (error) {
-            if (attempt >= 5)
-                throw (0,errors/* failure */.V2)('RESTORE_SWAP_FAILED', `could not swap the restored database into place: ${error.message}; ${target} was not changed`, { fix: 'stop the applications connected to the database and retry', cause: error });
-            logger.warn(`swap attempt ${attempt} failed (sessions reconnecting?); retrying`);
-            await new Promise((r) => setTimeout(r, 500 * attempt));
-        }
-    }
-    // The swap has committed: a leftover old copy is worth a warning, not a failed restore.
-    await execOnce(runner, maintenance, `DROP DATABASE ${quoteIdent(retired)} WITH (FORCE)`).catch((error) => logger.warn(`the replaced database was kept as ${retired} (${error.message}); drop it when convenient`));
-}
-async function execOnce(runner, conn, sql) {
-    const session = PsqlSession.open(runner, conn);
-    try {
-        await session.exec(sql);
-    }
-    finally {
-        await session.close();
-    }
-}
-async function queryOnceOn(runner, conn, sql) {
-    const session = PsqlSession.open(runner, conn);
-    try {
-        return await session.query(sql);
-    }
-    finally {
-        await session.close();
-    }
-}
-function describeCheckFailure(checks) {
-    const parts = [];
-    if (!checks.rowCounts.ok)
-        parts.push(`${checks.rowCounts.mismatches.length} tables with different row counts`);
-    if (!checks.schemaFingerprint.ok)
-        parts.push('schema fingerprint differs');
-    return parts.join(', ');
-}
-/** A database on the same server to run CREATE/ALTER/DROP DATABASE from. */
-function maintenanceConnection(target) {
-    return withDatabase(target, target.database === 'postgres' ? 'template1' : 'postgres');
-}
-/** `<target>_lifeline_<tag>_<random>`, within PostgreSQL's 63-byte identifier limit. */
-function scratchName(target, tag = 'restore') {
-    const suffix = `_lifeline_${tag}_${(0,external_node_crypto_.randomBytes)(3).toString('hex')}`;
-    return `${Buffer.from(target).subarray(0, 63 - suffix.length).toString('utf8').replace(/\uFFFD+$/, '')}${suffix}`;
-}
-/** A conninfo naming only the database, so a name with `=` or a URL-like name stays a name. */
-function conninfoDbname(database) {
-    return `dbname='${database.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
-}
-/** Post-restore hooks (cache revalidation, readiness checks); each result is reported, none is skipped silently. */
-async function runPostRestoreHooks(hooks, options) {
-    const results = [];
-    for (const hook of hooks) {
-        let result;
-        if ('http' in hook) {
-            const name = `${hook.method ?? 'GET'} ${new URL(hook.http).origin}${new URL(hook.http).pathname}`;
-            try {
-                const response = await fetch(hook.http, { method: hook.method ?? 'GET', signal: AbortSignal.timeout(options.timeoutMs ?? 30_000) });
-                const ok = hook.expectStatus ? response.status === hook.expectStatus : response.ok;
-                result = { hook: name, ok, detail: `HTTP ${response.status}` };
-            }
-            catch (error) {
-                result = { hook: name, ok: false, detail: error.message };
-            }
-        }
-        else {
-            const [tool, ...args] = hook.command;
-            const name = hook.command.join(' ');
-            try {
-                const run = await runText(options.runner ?? new LocalRunner(), { tool: tool, args });
-                result = { hook: name, ok: run.exitCode === 0, detail: run.exitCode === 0 ? 'exit 0' : `${describeExit(run)}: ${lastLines(run.stderr, 2)}` };
-            }
-            catch (error) {
-                result = { hook: name, ok: false, detail: error.message };
-            }
-        }
-        options.logger.info(`${result.ok ? 'ok  ' : 'FAIL'} post-restore hook ${result.hook}: ${result.detail}`);
-        results.push(result);
-    }
-    return results;
-}
-function parseJobs(value) {
-    const jobs = Number(value ?? '2');
-    if (!Number.isInteger(jobs) || jobs < 1 || jobs > 64)
-        throw (0,errors/* usageError */.Wp)('BAD_INPUT', `--jobs must be a whole number from 1 to 64 (got "${value}")`, 'pass --jobs 2');
-    return jobs;
-}
-
-;// CONCATENATED MODULE: ./src/postgres/retention.ts
-
-
-
-/**
- * Which backups the policy keeps: the newest `keepLast`; the newest of each of the last
- * `keepDaily` days and `keepWeekly` ISO weeks that have backups (UTC); always the newest verified
- * backup and every backup a release manifest references. Pure: the caller deletes.
- */
-function planRetention(backups, policy, referenced) {
-    const newestFirst = [...backups].sort((a, b) => b.metadata.createdAt.localeCompare(a.metadata.createdAt) || b.id.localeCompare(a.id));
-    const reasons = new Map(newestFirst.map((b) => [b.id, []]));
-    newestFirst.slice(0, policy.keepLast).forEach((b, i) => reasons.get(b.id).push(`last ${i + 1} of ${policy.keepLast}`));
-    keepNewestPerBucket(newestFirst, policy.keepDaily, (d) => d.toISOString().slice(0, 10), 'daily', reasons);
-    keepNewestPerBucket(newestFirst, policy.keepWeekly, isoWeek, 'weekly', reasons);
-    const newestVerified = newestFirst.find((b) => b.metadata.verified?.ok);
-    if (newestVerified)
-        reasons.get(newestVerified.id).push('newest verified backup');
-    for (const [id, releases] of referenced)
-        reasons.get(id)?.push(`referenced by release ${releases.join(', ')}`);
-    return newestFirst.map((b) => {
-        const held = reasons.get(b.id);
-        return { id: b.id, createdAt: b.metadata.createdAt, label: b.metadata.label, keep: held.length > 0, reasons: held.length ? held : ['outside every retention rule'] };
-    });
-}
-function keepNewestPerBucket(newestFirst, count, bucketOf, rule, reasons) {
-    const seen = new Set();
-    for (const backup of newestFirst) {
-        if (seen.size >= count)
-            return;
-        const bucket = bucketOf(new Date(backup.metadata.createdAt));
-        if (seen.has(bucket))
-            continue;
-        seen.add(bucket);
-        reasons.get(backup.id).push(`${rule} ${bucket}`);
-    }
-}
-/** ISO 8601 week, e.g. `2026-W47`. */
-function isoWeek(date) {
-    const d = new Date(Date.UTC(date.getUTCFullYear(), date.getUTCMonth(), date.getUTCDate()));
-    const day = d.getUTCDay() || 7;
-    d.setUTCDate(d.getUTCDate() + 4 - day);
-    const yearStart = Date.UTC(d.getUTCFullYear(), 0, 1);
-    const week = Math.ceil(((d.getTime() - yearStart) / 86400000 + 1) / 7);
-    return `${d.getUTCFullYear()}-W${String(week).padStart(2, '0')}`;
-}
-/**
- * Backup ids referenced by the environment's release manifests
- * (`<store>/<env>/releases/<version>/manifest.json`). Read defensively: an in-toto statement's
- * `predicate.backup.id` or a top-level `backup.id`; an unreadable manifest is reported, and
- * since it might protect a backup, nothing is pruned while one is unreadable.
- */
-async function backupsReferencedByReleases(catalog, env) {
-    const dir = catalog.kindDir(env, 'releases');
-    const referenced = new Map();
-    const unreadable = [];
-    let versions;
-    try {
-        versions = await (0,promises_.readdir)(dir);
-    }
-    catch (error) {
-        if (error.code === 'ENOENT')
-            return { referenced, unreadable };
-        throw error;
-    }
-    for (const version of versions) {
-        if (version.startsWith('.'))
-            continue;
-        const path = (0,external_node_path_.join)(dir, version, 'manifest.json');
-        let text;
-        try {
-            text = await (0,promises_.readFile)(path, 'utf8');
-        }
-        catch (error) {
-            if (error.code === 'ENOENT')
-                continue;
-            unreadable.push(path);
-            continue;
-        }
-        let id;
-        try {
-            const doc = JSON.parse(text);
-            id = doc?.predicate?.backup?.id ?? doc?.backup?.id;
-        }
-        catch {
-            unreadable.push(path);
-            continue;
-        }
-        if (typeof id === 'string' && id)
-            referenced.set(id, [...(referenced.get(id) ?? []), version]);
-    }
-    return { referenced, unreadable };
-}
-/** Plans retention and, with `apply`, removes the backups the plan lets go. */
-async function pruneBackups(catalog, env, policy, options) {
-    const backups = await listBackups(catalog, env);
-    const { referenced, unreadable } = await backupsReferencedByReleases(catalog, env);
-    const decisions = planRetention(backups, policy, referenced);
-    const deleted = [];
-    if (options.apply && unreadable.length === 0) {
-        for (const decision of decisions) {
-            if (decision.keep)
-                continue;
-            const entry = backups.find((b) => b.id === decision.id);
-            await catalog.remove(entry);
-            deleted.push(decision.id);
-            options.logger.info(`deleted backup ${decision.id} (${decision.createdAt}, ${decision.label})`);
-        }
-    }
-    for (const path of unreadable)
-        options.logger.warn(`cannot read release manifest ${path}; nothing is deleted until it is fixed`);
-    return { applied: options.apply && unreadable.length === 0, decisions, deleted, unreadableManifests: unreadable };
-}
-
-// EXTERNAL MODULE: external "node:net"
-var external_node_net_ = __nccwpck_require__(77030);
-;// CONCATENATED MODULE: ./src/runner/ports.ts
-
-
-/** A TCP port on 127.0.0.1 that was free a moment ago. */
-function freePort() {
-    return new Promise((resolve, reject) => {
-        const server = (0,external_node_net_.createServer)();
-        server.unref();
-        server.on('error', reject);
-        server.listen(0, '127.0.0.1', () => {
-            const address = server.address();
-            const port = typeof address === 'object' && address ? address.port : 0;
-            server.close(() => resolve(port));
-        });
-    });
-}
-async function waitFor(check, options) {
-    const deadline = Date.now() + options.timeoutMs;
-    for (;;) {
-        if (await check().catch(() => false))
-            return;
-        if (Date.now() > deadline)
-            throw new Error(`timed out after ${options.timeoutMs} ms waiting for ${options.what}`);
-        await new Promise((r) => setTimeout(r, options.intervalMs ?? 100));
-    }
-}
-/** Sends a signal to a pid and waits for it to be gone; escalates to SIGKILL after the grace period. */
-async function stopPid(pid, signal = 'SIGTERM', graceMs = 15000) {
-    const alive = () => {
-        try {
-            process.kill(pid, 0);
-        }
-        catch {
-            return false;
-        }
-        // An exited daemon (the postmaster, once pg_ctl is gone) is reparented to PID 1, which may
-        // reap it late: a zombie has stopped, whatever kill(pid, 0) says.
-        try {
-            const stat = (0,external_node_fs_.readFileSync)(`/proc/${pid}/stat`, 'utf8');
-            return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-        }
-        catch {
-            return true;
-        }
-    };
-    if (!alive())
-        return;
-    try {
-        process.kill(pid, signal);
-    }
-    catch {
-        return;
-    }
-    const deadline = Date.now() + graceMs;
-    while (alive() && Date.now() < deadline)
-        await new Promise((r) => setTimeout(r, 50));
-    if (alive()) {
-        try {
-            process.kill(pid, 'SIGKILL');
-        }
-        catch {
-            // already gone
-        }
-        while (alive())
-            await new Promise((r) => setTimeout(r, 50));
-    }
-}
-
-;// CONCATENATED MODULE: ./src/redis/server.ts
-
-
-
-
-
-
-/** Starts a private redis-server on 127.0.0.1 in a temp dir; `stop()` stops it by pid and removes the dir. */
-async function startThrowawayRedis(options = {}) {
-    const dir = (0,external_node_fs_.mkdtempSync)((0,external_node_path_.join)((0,external_node_os_.tmpdir)(), 'lifeline-redis-'));
-    const port = await freePort();
-    const runner = new LocalRunner({ binDirs: options.binDir ? [options.binDir] : [] });
-    const args = [
-        '--port', String(port),
-        '--bind', '127.0.0.1',
-        '--dir', dir,
-        '--dbfilename', 'dump.rdb',
-        '--appendonly', 'no',
-        '--save', '',
-        '--daemonize', 'no',
-        '--logfile', (0,external_node_path_.join)(dir, 'redis.log'),
-        '--repl-diskless-sync-delay', '0',
-        ...(options.password ? ['--requirepass', options.password] : []),
-    ];
-    if (options.rdbFile) {
-        const { copyFileSync } = await Promise.resolve(/* import() */).then(__nccwpck_require__.t.bind(__nccwpck_require__, 73024, 23));
-        copyFileSync(options.rdbFile, (0,external_node_path_.join)(dir, 'dump.rdb'));
-    }
-    const running = runner.start({ tool: 'redis-server', args });
-    running.stdout.resume();
-    const pid = running.pid;
-    if (!pid)
-        throw (0,errors/* failure */.V2)('REDIS_START_FAILED', 'redis-server did not start');
-    const auth = options.password ? `:${encodeURIComponent(options.password)}@` : '';
-    const url = `redis://${auth}127.0.0.1:${port}/0`;
-    let exited = false;
-    running.done.then(() => (exited = true)).catch(() => (exited = true));
-    const stop = async () => {
-        await stopPid(pid, 'SIGTERM', 15000);
-        (0,external_node_fs_.rmSync)(dir, { recursive: true, force: true });
-    };
-    try {
-        await waitFor(async () => {
-            if (exited)
-                throw new Error('exited');
-            const ping = await runText(runner, { tool: 'redis-cli', args: ['-h', '127.0.0.1', '-p', String(port), 'PING'], env: options.password ? { REDISCLI_AUTH: options.password } : {} });
-            // With a dump to load, PING answers LOADING until the dataset is in memory.
-            return ping.stdout.trim() === 'PONG';
-        }, { timeoutMs: 60000, what: 'redis-server to answer PING' });
-    }
-    catch (error) {
-        let log = '';
-        try {
-            log = (0,external_node_fs_.readFileSync)((0,external_node_path_.join)(dir, 'redis.log'), 'utf8').split('\n').slice(-5).join('\n');
-        }
-        catch {
-            // no log
-        }
-        await stop();
-        throw (0,errors/* failure */.V2)('REDIS_START_FAILED', `the throwaway redis-server did not start: ${log || error.message}`);
-    }
-    return { port, dir, url, pid, stop };
-}
-
-;// CONCATENATED MODULE: ./src/redis/restore.ts
-
-
-
-
-
-/**
- * Loads a backup's Redis snapshot into a private redis-server and compares its key count with the
- * snapshot's. Only keys with a TTL may be missing (they can expire in between). The server is
- * stopped afterwards unless `keep` is set (a drill may want to run checks against it).
- */
-async function restoreRedisIsolated(backup, options) {
-    const file = backup.metadata.files.redis;
-    if (!file)
-        throw (0,errors/* failure */.V2)('NO_REDIS_SNAPSHOT', `backup ${backup.id} has no Redis snapshot`, { fix: 'configure redis: in lifeline.yml (or pass --redis-url) so backups include it' });
-    const path = (0,external_node_path_.join)(backup.dir, file.name);
-    const runner = new LocalRunner({ binDirs: options.binDir ? [options.binDir] : [] });
-    const check = await checkRdb(runner, path);
-    if (!check.ok)
-        throw (0,errors/* failure */.V2)('REDIS_SNAPSHOT_INVALID', `the Redis snapshot of ${backup.id} does not validate: ${check.detail}`);
-    const server = await startThrowawayRedis({ rdbFile: path, binDir: options.binDir });
-    try {
-        const keysLoaded = await redisKeyspace(runner, parseRedisUrl(server.url));
-        const total = Object.values(keysLoaded).reduce((a, b) => a + b, 0);
-        const ok = total <= check.keysRead && total >= check.keysRead - check.expires;
-        const detail = `${total} keys loaded, snapshot holds ${check.keysRead}${check.expires ? ` (${check.expires} with a TTL)` : ''}`;
-        options.logger.info(`${ok ? 'ok  ' : 'FAIL'} redis restore: ${detail}`);
-        const report = { ok, keysInSnapshot: check.keysRead, keysWithTtl: check.expires, keysLoaded, detail };
-        if (options.keep)
-            return { ...report, server };
-        await server.stop();
-        return report;
-    }
-    catch (error) {
-        await server.stop();
-        throw error;
-    }
-}
-
-;// CONCATENATED MODULE: ./src/storage/s3.ts
-
-
-
-const EMPTY_SHA256 = (0,external_node_crypto_.createHash)('sha256').update('').digest('hex');
-/** An S3 error response (exit 1), kept structured so callers can tell "not there" from "not supported". */
-class S3RequestError extends errors/* LifelineError */.Zm {
-    status;
-    constructor(status, s3Code, message) {
-        super('failed', message, { code: s3Code, fix: fixForS3Error(status, s3Code) });
-        this.status = status;
-        this.name = 'S3RequestError';
-    }
-}
-function fixForS3Error(status, code) {
-    if (code === 'NoSuchBucket')
-        return 'check storage.bucket and storage.endpoint/region in lifeline.yml';
-    if (status === 401 || status === 403)
-        return 'check the access key pair and that its policy allows list, get and put under storage.prefix (and that the clock is right: signatures expire)';
-    if (status >= 500)
-        return 'the object store failed; run the command again (uploads resume where they stopped)';
-    return 'check the storage section of lifeline.yml';
-}
-/**
- * A minimal S3 client: SigV4-signed requests over node's fetch, with just the calls Lifeline's
- * sync needs. Bodies are buffers of at most one part; downloads are returned as streams.
- */
-class S3Client {
-    options;
-    fetchImpl;
-    now;
-    constructor(options) {
-        this.options = options;
-        this.fetchImpl = options.fetch ?? fetch;
-        this.now = options.now ?? (() => new Date());
-    }
-    /** The URL of an object (or of the bucket when key is undefined). */
-    url(key, query = {}) {
-        const { endpoint, region, bucket } = this.options;
-        const encodedKey = key === undefined ? '' : key.split('/').map(encodeRfc3986).join('/');
-        const base = endpoint
-            ? `${endpoint.replace(/\/+$/, '')}/${encodeRfc3986(bucket)}${key === undefined ? '' : `/${encodedKey}`}`
-            : `https://${bucket}.s3.${region}.amazonaws.com/${encodedKey}`;
-        const url = new URL(base);
-        for (const [name, value] of Object.entries(query))
-            url.searchParams.set(name, value);
-        return url;
-    }
-    /** SigV4 headers for one request (exposed for the signature test vectors). */
-    sign(method, url, headers, payloadSha256) {
-        const { region, credentials } = this.options;
-        const amzDate = this.now().toISOString().replace(/[-:]/g, '').replace(/\.\d+/, '');
-        const day = amzDate.slice(0, 8);
-        const all = { ...headers, host: url.host, 'x-amz-date': amzDate, 'x-amz-content-sha256': payloadSha256 };
-        if (credentials.sessionToken)
-            all['x-amz-security-token'] = credentials.sessionToken;
-        const lower = Object.fromEntries(Object.entries(all).map(([k, v]) => [k.toLowerCase(), v.trim().replace(/\s+/g, ' ')]));
-        const signedNames = Object.keys(lower).sort();
-        const canonicalQuery = [...url.searchParams.entries()]
-            .map(([k, v]) => [encodeRfc3986(k), encodeRfc3986(v)])
-            .sort(([a, av], [b, bv]) => (a === b ? (av < bv ? -1 : 1) : a < b ? -1 : 1))
-            .map(([k, v]) => `${k}=${v}`)
-            .join('&');
-        const canonicalRequest = [method, url.pathname, canonicalQuery, ...signedNames.map((n) => `${n}:${lower[n]}`), '', signedNames.join(';'), payloadSha256].join('\n');
-        const scope = `${day}/${region}/s3/aws4_request`;
-        const stringToSign = ['AWS4-HMAC-SHA256', amzDate, scope, sha256Hex(canonicalRequest)].join('\n');
-        let key = hmac(`AWS4${credentials.secretAccessKey}`, day);
-        for (const part of [region, 's3', 'aws4_request'])
-            key = hmac(key, part);
-        const signature = (0,external_node_crypto_.createHmac)('sha256', key).update(stringToSign).digest('hex');
-        const { host: _host, ...sent } = lower;
-        return { ...sent, authorization: `AWS4-HMAC-SHA256 Credential=${credentials.accessKeyId}/${scope}, SignedHeaders=${signedNames.join(';')}, Signature=${signature}` };
-    }
-    async send(method, key, options = {}) {
-        const url = this.url(key, options.query);
-        const payloadSha256 = options.body ? (options.bodySha256 ?? (0,external_node_crypto_.createHash)('sha256').update(options.body).digest('hex')) : EMPTY_SHA256;
-        const headers = this.sign(method, url, options.headers ?? {}, payloadSha256);
-        let response;
-        try {
-            response = await this.fetchImpl(url, { method, headers: options.body ? { ...headers, 'content-length': String(options.body.length) } : headers, body: options.body ? streamOf(options.body) : undefined, duplex: 'half' });
-        }
-        catch (error) {
-            throw (0,errors/* failure */.V2)('STORAGE_UNREACHABLE', `cannot reach the object store at ${url.origin}: ${error.cause ?? error.message}`, {
-                cause: error,
-                fix: 'check storage.endpoint and the network path to it, then run the command again (uploads resume)',
-            });
-        }
-        if (!response.ok)
-            throw await errorFrom(response, method, key);
-        return response;
-    }
-    async putObject(key, body, headers, bodySha256) {
-        const response = await this.send('PUT', key, { body, headers, bodySha256 });
-        await response.arrayBuffer();
-        return response.headers.get('etag') ?? '';
-    }
-    async createMultipartUpload(key, headers) {
-        const xml = await (await this.send('POST', key, { query: { uploads: '' }, headers })).text();
-        const uploadId = xmlValue(xml, 'UploadId');
-        if (!uploadId)
-            throw (0,errors/* failure */.V2)('STORAGE_PROTOCOL', `the object store did not return an UploadId for ${key}`);
-        return uploadId;
-    }
-    async uploadPart(key, uploadId, partNumber, body, headers, bodySha256) {
-        const response = await this.send('PUT', key, { query: { partNumber: String(partNumber), uploadId }, body, headers, bodySha256 });
-        await response.arrayBuffer();
-        return response.headers.get('etag') ?? '';
-    }
-    /** Parts the server holds for an upload; undefined when the server cannot list them (then a local journal decides). */
-    async listParts(key, uploadId) {
-        const parts = [];
-        let marker;
-        try {
-            for (;;) {
-                const query = { uploadId };
-                if (marker)
-                    query['part-number-marker'] = marker;
-                const xml = await (await this.send('GET', key, { query })).text();
-                for (const block of xmlBlocks(xml, 'Part')) {
-                    parts.push({ partNumber: Number(xmlValue(block, 'PartNumber')), etag: xmlValue(block, 'ETag') ?? '', checksumSha256: xmlValue(block, 'ChecksumSHA256') });
-                }
-                if (xmlValue(xml, 'IsTruncated') !== 'true')
-                    return parts;
-                marker = xmlValue(xml, 'NextPartNumberMarker');
-            }
-        }
-        catch (error) {
-            if (error instanceof S3RequestError && (error.status === 405 || error.status === 501))
-                return undefined;
-            throw error;
-        }
-    }
-    async completeMultipartUpload(key, uploadId, parts) {
-        const body = Buffer.from(`<CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/">${parts
-            .map((p) => `<Part><PartNumber>${p.partNumber}</PartNumber><ETag>${escapeXml(p.etag)}</ETag>${p.checksumSha256 ? `<ChecksumSHA256>${p.checksumSha256}</ChecksumSHA256>` : ''}</Part>`)
-            .join('')}</CompleteMultipartUpload>`);
-        const response = await this.send('POST', key, { query: { uploadId }, body, headers: { 'content-type': 'application/xml' } });
-        const xml = await response.text();
-        // S3 may answer 200 and still report an error in the body.
-        if (/<Error>/.test(xml))
-            throw new S3RequestError(500, xmlValue(xml, 'Code') ?? 'InternalError', `completing ${key} failed: ${xmlValue(xml, 'Message') ?? xml}`);
-    }
-    async abortMultipartUpload(key, uploadId) {
-        try {
-            await (await this.send('DELETE', key, { query: { uploadId } })).arrayBuffer();
-        }
-        catch (error) {
-            if (!(error instanceof S3RequestError && error.status === 404))
-                throw error;
-        }
-    }
-    async headObject(key) {
-        let response;
-        try {
-            response = await this.send('HEAD', key, { headers: { 'x-amz-checksum-mode': 'ENABLED' } });
-        }
-        catch (error) {
-            if (error instanceof S3RequestError && error.status === 404)
-                return undefined;
-            throw error;
-        }
-        const metadata = {};
-        response.headers.forEach((value, name) => {
-            if (name.startsWith('x-amz-meta-'))
-                metadata[name.slice('x-amz-meta-'.length)] = value;
-        });
-        return {
-            size: Number(response.headers.get('content-length') ?? 0),
-            etag: response.headers.get('etag') ?? '',
-            metadata,
-            checksumSha256: response.headers.get('x-amz-checksum-sha256') ?? undefined,
-        };
-    }
-    /** The object's bytes as a stream, plus its metadata. */
-    async getObject(key) {
-        const response = await this.send('GET', key);
-        const metadata = {};
-        response.headers.forEach((value, name) => {
-            if (name.startsWith('x-amz-meta-'))
-                metadata[name.slice('x-amz-meta-'.length)] = value;
-        });
-        const body = response.body ? external_node_stream_.Readable.fromWeb(response.body) : external_node_stream_.Readable.from([]);
-        return { body, head: { size: Number(response.headers.get('content-length') ?? 0), etag: response.headers.get('etag') ?? '', metadata } };
-    }
-    async deleteObject(key) {
-        await (await this.send('DELETE', key)).arrayBuffer();
-    }
-    /** Every object under a prefix (ListObjectsV2, following continuation tokens). */
-    async *listObjects(prefix) {
-        let token;
-        for (;;) {
-            const query = { 'list-type': '2', prefix };
-            if (token)
-                query['continuation-token'] = token;
-            const xml = await (await this.send('GET', undefined, { query })).text();
-            for (const block of xmlBlocks(xml, 'Contents')) {
-                yield { key: xmlValue(block, 'Key') ?? '', size: Number(xmlValue(block, 'Size') ?? 0), etag: xmlValue(block, 'ETag') ?? '' };
-            }
-            if (xmlValue(xml, 'IsTruncated') !== 'true')
-                return;
-            token = xmlValue(xml, 'NextContinuationToken');
-            if (!token)
-                return;
-        }
-    }
-}
-/**
- * fetch copies a buffer body (as the Fetch standard requires); a one-chunk stream is sent as is,
- * so a part buffer is never duplicated and memory stays at the pool of parts.
- */
-function streamOf(body) {
-    return new ReadableStream({
-        start(controller) {
-            controller.enqueue(body);
-            controller.close();
-        },
-    });
-}
-async function errorFrom(response, method, key) {
-    const text = method === 'HEAD' ? '' : await response.text().catch(() => '');
-    const code = xmlValue(text, 'Code') ?? (response.status === 404 ? 'NotFound' : `HTTP${response.status}`);
-    const message = xmlValue(text, 'Message') ?? response.statusText;
-    return new S3RequestError(response.status, code, `${method} ${key ?? '(bucket)'}: ${response.status} ${code}: ${message}`);
-}
-/** RFC 3986 encoding as SigV4 requires (encodeURIComponent leaves !'()* alone). */
-function encodeRfc3986(value) {
-    return encodeURIComponent(value).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
-}
-function hmac(key, data) {
-    return (0,external_node_crypto_.createHmac)('sha256', key).update(data).digest();
-}
-function sha256Hex(text) {
-    return (0,external_node_crypto_.createHash)('sha256').update(text).digest('hex');
-}
-const XML_ENTITIES = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'" };
-function decodeXml(text) {
-    return text.replace(/&(amp|lt|gt|quot|apos|#\d+|#x[0-9a-f]+);/gi, (_m, entity) => {
-        if (entity.startsWith('#x') || entity.startsWith('#X'))
-            return String.fromCodePoint(parseInt(entity.slice(2), 16));
-        if (entity.startsWith('#'))
-            return String.fromCodePoint(Number(entity.slice(1)));
-        return XML_ENTITIES[entity.toLowerCase()];
-    });
-}
-function escapeXml(text) {
-    return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
-}
-/** S3's responses are small and flat enough that element extraction suffices. */
-function xmlValue(xml, tag) {
-    const match = new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`).exec(xml);
-    return match ? decodeXml(match[1]) : undefined;
-}
-function xmlBlocks(xml, tag) {
-    return [...xml.matchAll(new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`, 'g'))].map((m) => m[1]);
-}
-
-;// CONCATENATED MODULE: ./src/storage/object-store.ts
-
-
-
-
-
-const DEFAULT_PART_SIZE = 8 * 1024 * 1024;
-/** Parts in flight at once: enough to overlap hashing, network and the server's disk. */
-const DEFAULT_CONCURRENCY = 4;
-/** S3's floor for every part but the last. */
-const MIN_PART_SIZE = 5 * 1024 * 1024;
-const MAX_PARTS = 10_000;
-/** Builds the S3 driver for reviewed settings; missing credentials are a usage error (exit 2), raised before any request. */
-function s3StoreFor(storage, options) {
-    if (!storage.credentials) {
-        throw (0,errors/* usageError */.Wp)('STORAGE_CREDENTIALS_MISSING', `the object-store credentials are not set: ${storage.credentialEnv.accessKeyId} and ${storage.credentialEnv.secretAccessKey} must both be in the environment`, `export ${storage.credentialEnv.accessKeyId}=... and ${storage.credentialEnv.secretAccessKey}=... (a key scoped to s3://${storage.bucket}/${storage.prefix}), or name other variables in storage.accessKeyIdEnv / secretAccessKeyEnv`);
-    }
-    const client = new S3Client({ endpoint: storage.endpoint, region: storage.region, bucket: storage.bucket, credentials: storage.credentials, fetch: options.fetch });
-    return new S3ObjectStore(client, storage, options);
-}
-class S3ObjectStore {
-    client;
-    storage;
-    options;
-    location;
-    partSize;
-    concurrency;
-    constructor(client, storage, options) {
-        this.client = client;
-        this.storage = storage;
-        this.options = options;
-        this.location = `s3://${storage.bucket}/${storage.prefix}`;
-        this.partSize = Math.max(options.partSize ?? DEFAULT_PART_SIZE, MIN_PART_SIZE);
-        this.concurrency = Math.max(1, options.concurrency ?? DEFAULT_CONCURRENCY);
-    }
-    list(prefix) {
-        return this.client.listObjects(prefix);
-    }
-    head(key) {
-        return this.client.headObject(key);
-    }
-    get(key) {
-        return this.client.getObject(key);
-    }
-    /** Headers every new object carries: its sha256 as metadata, encryption and retention as configured. */
-    objectHeaders(sha256) {
-        const headers = { 'x-amz-meta-sha256': sha256 };
-        if (this.storage.serverSideEncryption)
-            headers['x-amz-server-side-encryption'] = this.storage.serverSideEncryption;
-        if (this.storage.objectLock) {
-            headers['x-amz-object-lock-mode'] = this.storage.objectLock.mode;
-            headers['x-amz-object-lock-retain-until-date'] = new Date(Date.now() + this.storage.objectLock.days * 86400_000).toISOString().replace(/\.\d+Z$/, 'Z');
-        }
-        return headers;
-    }
-    async putFile(key, path, expected) {
-        const partSize = Math.max(this.partSize, Math.ceil(expected.bytes / MAX_PARTS));
-        if (expected.bytes <= partSize)
-            return this.putSingle(key, path, expected);
-        try {
-            return await this.putMultipart(key, path, expected, partSize);
-        }
-        catch (error) {
-            // The server forgot the upload we journaled (expired or aborted): start it again cleanly, once.
-            if (error instanceof S3RequestError && error.code === 'NoSuchUpload') {
-                await this.dropJournal(key);
-                return this.putMultipart(key, path, expected, partSize);
-            }
-            throw error;
-        }
-    }
-    async putSingle(key, path, expected) {
-        const body = await (0,promises_.readFile)(path);
-        const sha256 = (0,external_node_crypto_.createHash)('sha256').update(body).digest();
-        if (sha256.toString('hex') !== expected.sha256 || body.length !== expected.bytes)
-            throw changedWhileSyncing(path);
-        await this.client.putObject(key, body, { ...this.objectHeaders(expected.sha256), 'content-md5': (0,external_node_crypto_.createHash)('md5').update(body).digest('base64'), 'x-amz-checksum-sha256': sha256.toString('base64') }, expected.sha256);
-        return { bytes: body.length, parts: 1, resumedParts: 0 };
-    }
-    async putMultipart(key, path, expected, partSize) {
-        let journal = await this.readJournal(key);
-        if (journal && (journal.sha256 !== expected.sha256 || journal.bytes !== expected.bytes || journal.partSize !== partSize)) {
-            await this.client.abortMultipartUpload(key, journal.uploadId);
-            journal = undefined;
-        }
-        if (journal) {
-            // The server's own list is the truth where it keeps one; otherwise the journal's ETags are.
-            const listed = await this.client.listParts(key, journal.uploadId);
-            if (listed)
-                journal.parts = listed;
-        }
-        else {
-            const uploadId = await this.client.createMultipartUpload(key, { ...this.objectHeaders(expected.sha256), 'x-amz-checksum-algorithm': 'SHA256' });
-            journal = { key, uploadId, sha256: expected.sha256, bytes: expected.bytes, partSize, parts: [] };
-            await this.writeJournal(journal);
-        }
-        const uploadId = journal.uploadId;
-        const already = new Map(journal.parts.map((p) => [p.partNumber, p]));
-        const wholeFile = (0,external_node_crypto_.createHash)('sha256');
-        const parts = [];
-        const inFlight = new Set();
-        // A fixed pool of part buffers, reused: memory is bounded by design, not by when GC runs.
-        const freeBuffers = Array.from({ length: this.concurrency }, () => Buffer.allocUnsafe(partSize));
-        let journalWrites = Promise.resolve();
-        let resumedParts = 0;
-        const handle = await (0,promises_.open)(path, 'r');
-        try {
-            const partCount = Math.ceil(expected.bytes / partSize);
-            // Parts are read and hashed in order (the whole-file hash needs that) and sent a few at a
-            // time: memory stays at `concurrency` parts while the network and the server overlap.
-            for (let partNumber = 1; partNumber <= partCount; partNumber++) {
-                while (freeBuffers.length === 0)
-                    await Promise.race(inFlight);
-                const length = Math.min(partSize, expected.bytes - (partNumber - 1) * partSize);
-                const buffer = freeBuffers.pop();
-                const body = buffer.subarray(0, length);
-                const { bytesRead } = await handle.read(buffer, 0, length, (partNumber - 1) * partSize);
-                if (bytesRead !== length)
-                    throw changedWhileSyncing(path);
-                wholeFile.update(body);
-                const md5 = (0,external_node_crypto_.createHash)('md5').update(body).digest();
-                const partSha256 = (0,external_node_crypto_.createHash)('sha256').update(body).digest();
-                const checksumSha256 = partSha256.toString('base64');
-                const previous = already.get(partNumber);
-                if (previous && unquote(previous.etag) === md5.toString('hex')) {
-                    parts.push({ partNumber, etag: previous.etag, checksumSha256 });
-                    resumedParts++;
-                    freeBuffers.push(buffer);
-                    continue;
-                }
-                const sending = this.client
-                    .uploadPart(key, uploadId, partNumber, body, { 'content-md5': md5.toString('base64'), 'x-amz-checksum-sha256': checksumSha256 }, partSha256.toString('hex'))
-                    .then((etag) => {
-                    const part = { partNumber, etag, checksumSha256 };
-                    parts.push(part);
-                    journal.parts = [...journal.parts.filter((p) => p.partNumber !== partNumber), part];
-                    journalWrites = journalWrites.then(() => this.writeJournal(journal));
-                    return journalWrites;
-                })
-                    .finally(() => {
-                    inFlight.delete(sending);
-                    freeBuffers.push(buffer);
-                });
-                inFlight.add(sending);
-            }
-            await Promise.all(inFlight);
-        }
-        finally {
-            // Never leave a part request or a journal write running behind a failure.
-            await Promise.allSettled([...inFlight, journalWrites]);
-            await handle.close();
-        }
-        parts.sort((a, b) => a.partNumber - b.partNumber);
-        if (wholeFile.digest('hex') !== expected.sha256) {
-            await this.client.abortMultipartUpload(key, uploadId);
-            await this.dropJournal(key);
-            throw changedWhileSyncing(path);
-        }
-        await this.client.completeMultipartUpload(key, uploadId, parts);
-        await this.dropJournal(key);
-        return { bytes: expected.bytes, parts: parts.length, resumedParts };
-    }
-    journalPath(key) {
-        return (0,external_node_path_.join)(this.options.journalDir, `${(0,external_node_crypto_.createHash)('sha256').update(`${this.storage.bucket}/${key}`).digest('hex').slice(0, 32)}.json`);
-    }
-    async readJournal(key) {
-        try {
-            const journal = JSON.parse(await (0,promises_.readFile)(this.journalPath(key), 'utf8'));
-            return journal.key === key ? journal : undefined;
-        }
-        catch {
-            return undefined; // missing or torn: start a fresh upload
-        }
-    }
-    async writeJournal(journal) {
-        await (0,promises_.mkdir)(this.options.journalDir, { recursive: true });
-        const path = this.journalPath(journal.key);
-        await (0,promises_.writeFile)(`${path}.tmp`, JSON.stringify(journal));
-        await (0,promises_.rename)(`${path}.tmp`, path);
-    }
-    async dropJournal(key) {
-        await (0,promises_.rm)(this.journalPath(key), { force: true });
-    }
-}
-function unquote(etag) {
-    return etag.replace(/"/g, '').toLowerCase();
-}
-function changedWhileSyncing(path) {
-    return (0,errors/* failure */.V2)('LOCAL_FILE_CHANGED', `${path} no longer matches its SHA256SUMS line while being uploaded; nothing was completed remotely`, {
-        fix: 'run `lifeline verify` on the entry; a catalog file must never change after it is written',
-    });
-}
-
-;// CONCATENATED MODULE: ./src/storage/review.ts
-
-/** What a person must have checked about a provider before Lifeline sends it a restaurant's orders. */
-const REVIEW_CHECKLIST = [
-    'data residency: the region and the provider are allowed to hold this data (contracts, GDPR, customers\' terms)',
-    'encryption at rest: the bucket encrypts by default, or storage.serverSideEncryption is set',
-    'retention and object lock: versioning/object lock (storage.objectLock) match the retention policy, so a backup cannot be silently overwritten',
-    'access keys scoped to the prefix: the key may only list, read and write under the bucket/prefix Lifeline uses, nothing else',
-    'deletion protection: the key cannot delete objects (or deletions are held by object lock), so a leaked key cannot erase the off-host copies',
-];
-function reviewChecklistText() {
-    return REVIEW_CHECKLIST.map((item) => `  [ ] ${item}`).join('\n');
-}
-/**
- * The review gate: refuses (exit 3) before any request is made unless lifeline.yml records who
- * reviewed which provider, and when. Returns the settings narrowed to a reviewed provider.
- */
-function requireReviewedStorage(env, storage) {
-    if (!storage) {
-        throw (0,errors/* usageError */.Wp)('STORAGE_NOT_CONFIGURED', `environment ${env} has no storage: section in lifeline.yml`, `add environments.${env}.storage (provider: s3, endpoint, region, bucket, prefix, accessKeyIdEnv, secretAccessKeyEnv), review it, then record storage.reviewed`);
-    }
-    if (!storage.reviewed) {
-        throw (0,errors/* refusal */.x5)('STORAGE_NOT_REVIEWED', `off-host storage for environment ${env} (bucket ${storage.bucket}) has not been reviewed; nothing was sent.\nReview checklist:\n${reviewChecklistText()}`, `once every item is checked, record it in lifeline.yml: environments.${env}.storage.reviewed: { provider: <provider name>, by: <who reviewed>, date: YYYY-MM-DD }`, { checklist: [...REVIEW_CHECKLIST], bucket: storage.bucket });
-    }
-    return storage;
-}
-
-;// CONCATENATED MODULE: ./src/storage/bucket.ts
-
-
-
-/**
- * The environment's reviewed bucket, ready for sync, compare and fetch. Throws before any request:
- * exit 3 (with the review checklist) when the provider is not reviewed, exit 2 when storage or its
- * credentials are missing.
- */
-function openReviewedBucket(settings, options = {}) {
-    const storage = requireReviewedStorage(settings.name, settings.storage);
-    // Resume journals of interrupted multipart uploads; hidden, outside every environment's entries.
-    const journalDir = (0,external_node_path_.join)(settings.store, '.sync', settings.name, 'uploads');
-    return { storage, remote: s3StoreFor(storage, { journalDir, fetch: options.fetch }) };
-}
-
-;// CONCATENATED MODULE: ./src/storage/entries.ts
-
-
-
-
-/** Metadata file names Lifeline writes today; used only to break a tie, never required. */
-const KNOWN_METADATA_FILES = ['backup.json', 'release.json', 'report.json', 'export.json'];
-/**
- * The metadata file of an entry: the one JSON file that SHA256SUMS does not list (the catalog
- * writes it last, after the sums). Undefined when there is none, so the entry is not complete.
- */
-function metadataFileOf(fileNames, sums) {
-    const listed = new Set(sums.map((s) => s.file));
-    const candidates = fileNames.filter((name) => name.endsWith('.json') && !name.startsWith('.') && !listed.has(name));
-    if (candidates.length === 1)
-        return candidates[0];
-    return candidates.find((name) => KNOWN_METADATA_FILES.includes(name));
-}
-/**
- * Every complete entry under `<store>/<env>`: any directory not starting with '.', holding
- * SHA256SUMS and its metadata file. Nothing kind-specific, so new kinds sync without changes here.
- */
-async function listLocalEntries(envDir, maxDepth = 5) {
-    const entries = [];
-    const walk = async (dir, relative, depth) => {
-        let names;
-        try {
-            names = await (0,promises_.readdir)(dir);
-        }
-        catch (error) {
-            if (error.code === 'ENOENT' || error.code === 'ENOTDIR')
-                return;
-            throw error;
-        }
-        if (names.includes(SUMS_FILE) && relative.length >= 2) {
-            const sums = parseSums(await (0,promises_.readFile)((0,external_node_path_.join)(dir, SUMS_FILE), 'utf8'));
-            const metadataFile = metadataFileOf(names, sums);
-            if (metadataFile)
-                entries.push({ kind: relative.slice(0, -1).join('/'), id: relative[relative.length - 1], dir, metadataFile, sums });
-            return;
-        }
-        if (depth >= maxDepth)
-            return;
-        for (const name of names.sort()) {
-            if (name.startsWith('.'))
-                continue;
-            const path = (0,external_node_path_.join)(dir, name);
-            if ((await (0,promises_.stat)(path)).isDirectory())
-                await walk(path, [...relative, name], depth + 1);
-        }
-    };
-    await walk(envDir, [], 0);
-    return entries;
-}
-/** The catalog kinds an entry may be fetched into; anything else in a bucket is not ours. */
-function asEntryKind(kind) {
-    if (kind === 'backups' || kind === 'releases' || kind === 'drills' || /^tenants\/[A-Za-z0-9][A-Za-z0-9._+-]*\/exports$/.test(kind))
-        return kind;
-    throw (0,errors/* usageError */.Wp)('UNKNOWN_KIND', `"${kind}" is not a catalog kind`, 'use backups, releases, drills or tenants/<tenant>/exports');
-}
-/** Where an environment's entries live in the bucket: `<prefix><env>/<kind>/<id>/<file>`, mirroring the catalog. */
-class RemoteLayout {
-    prefix;
-    env;
-    constructor(prefix, env) {
-        this.prefix = prefix;
-        this.env = env;
-    }
-    envPrefix() {
-        return `${this.prefix}${this.env}/`;
-    }
-    entryPrefix(kind, id) {
-        return `${this.envPrefix()}${kind}/${id}/`;
-    }
-    /** Splits an object key into entry and file; undefined for keys outside this environment. */
-    parse(key) {
-        if (!key.startsWith(this.envPrefix()))
-            return undefined;
-        const parts = key.slice(this.envPrefix().length).split('/');
-        if (parts.length < 3 || parts.some((p) => p === ''))
-            return undefined;
-        return { kind: parts.slice(0, -2).join('/'), id: parts[parts.length - 2], file: parts[parts.length - 1] };
-    }
-}
-
-;// CONCATENATED MODULE: ./src/storage/import.ts
-
-/**
- * Brings an off-host copy into the local catalog: each file streams through a hash into a
- * staged entry, and only when every sha256 matches SHA256SUMS is the entry committed. An entry
- * already present locally is left alone.
- */
-async function importEntry(source) {
-    const existing = await source.catalog.get(source.env, source.kind, source.id, source.metadataFile);
-    if (existing)
-        return { entry: existing, fetched: false, bytes: 0 };
-    const staged = await source.catalog.begin(source.env, source.kind, source.id, source.metadataFile);
-    let bytes = 0;
-    try {
-        for (const { file, sha256 } of source.sums) {
-            const written = await staged.addStream(file, await source.open(file));
-            if (written.sha256 !== sha256) {
-                throw (0,errors/* failure */.V2)('REMOTE_CHECKSUM_MISMATCH', `${file} of ${source.kind}/${source.id} from ${source.source} has sha256 ${written.sha256}, expected ${sha256}; it was not used`, {
-                    fix: 'that copy is damaged: sync again from a host whose local entry verifies, or use an older entry',
-                    details: { file, actual: written.sha256, expected: sha256 },
-                });
-            }
-            bytes += written.bytes;
-        }
-        await staged.commit(source.metadata);
-    }
-    catch (error) {
-        await staged.abort();
-        throw error;
-    }
-    const entry = await source.catalog.get(source.env, source.kind, source.id, source.metadataFile);
-    if (!entry)
-        throw (0,errors/* failure */.V2)('IMPORT_LOST', `${source.kind}/${source.id} was committed but does not list`, { fix: 'check the catalog directory for concurrent changes' });
-    return { entry, fetched: true, bytes };
-}
-
-;// CONCATENATED MODULE: ./src/storage/sync.ts
-
-
-
-
-
-
-
-
-
-/** Small files (SHA256SUMS, metadata) are read whole; anything bigger than this is refused as not ours. */
-const MAX_SMALL_OBJECT = 4 * 1024 * 1024;
-/**
- * Uploads every complete local entry the bucket lacks. An entry is checked against its own
- * SHA256SUMS first (streaming re-hash); files go up before SHA256SUMS, and the metadata file
- * goes last, so a partially synced entry never looks complete remotely.
- */
-async function syncEnvironment(options) {
-    const { env, remote, logger } = options;
-    const layout = new RemoteLayout(options.prefix, env);
-    const local = filterKinds(await listLocalEntries((0,external_node_path_.join)(options.store, env)), options.kinds);
-    const remoteObjects = await listRemote(remote, layout.envPrefix());
-    const results = [];
-    for (const entry of local) {
-        const entryPrefix = layout.entryPrefix(entry.kind, entry.id);
-        if (remoteObjects.has(entryPrefix + entry.metadataFile)) {
-            results.push({ kind: entry.kind, id: entry.id, status: 'present', files: 0, bytes: 0, resumedParts: 0 });
-            continue;
-        }
-        try {
-            results.push(await syncEntry(entry, entryPrefix, remote, remoteObjects, options));
-        }
-        catch (error) {
-            if ((0,errors/* isLifelineError */.lG)(error) && error.kind !== 'failed')
-                throw error;
-            const reason = error.message;
-            logger.error(`${entry.kind}/${entry.id}: ${reason}`);
-            results.push({ kind: entry.kind, id: entry.id, status: 'failed', files: 0, bytes: 0, resumedParts: 0, reason });
-        }
-    }
-    return {
-        location: remote.location,
-        entries: results,
-        uploaded: results.filter((r) => r.status === 'uploaded' || r.status === 'would-upload').length,
-        present: results.filter((r) => r.status === 'present').length,
-        failed: results.filter((r) => r.status === 'failed').length,
-    };
-}
-async function syncEntry(entry, entryPrefix, remote, remoteObjects, options) {
-    const ref = `${entry.kind}/${entry.id}`;
-    const unverified = await verificationFailure(entry);
-    if (unverified)
-        return { kind: entry.kind, id: entry.id, status: 'failed', files: 0, bytes: 0, resumedParts: 0, reason: unverified };
-    const checks = await checkSums(entry.dir);
-    const bad = checks.filter((c) => !c.ok);
-    if (bad.length > 0) {
-        const reason = `local SHA256SUMS check failed for ${bad.map((c) => c.file).join(', ')}; not uploaded`;
-        options.logger.error(`${ref}: ${reason}`);
-        return { kind: entry.kind, id: entry.id, status: 'failed', files: 0, bytes: 0, resumedParts: 0, reason };
-    }
-    const files = [
-        ...entry.sums.map((s) => ({ name: s.file, sha256: s.sha256 })),
-        { name: SUMS_FILE, sha256: await sha256OfFile((0,external_node_path_.join)(entry.dir, SUMS_FILE)) },
-        { name: entry.metadataFile, sha256: await sha256OfFile((0,external_node_path_.join)(entry.dir, entry.metadataFile)) },
-    ];
-    let bytes = 0;
-    let resumedParts = 0;
-    let sent = 0;
-    for (const file of files) {
-        const path = (0,external_node_path_.join)(entry.dir, file.name);
-        const size = (await (0,promises_.stat)(path)).size;
-        const key = entryPrefix + file.name;
-        const existing = remoteObjects.get(key);
-        if (existing && existing.size === size) {
-            const head = await remote.head(key);
-            if (head?.metadata.sha256 === file.sha256)
-                continue;
-        }
-        if (options.dryRun) {
-            bytes += size;
-            sent++;
-            continue;
-        }
-        const put = await remote.putFile(key, path, { sha256: file.sha256, bytes: size });
-        const head = await remote.head(key);
-        if (!head || head.size !== size || head.metadata.sha256 !== file.sha256) {
-            throw (0,errors/* failure */.V2)('REMOTE_CHECK_FAILED', `${key} reads back as ${head ? `${head.size} bytes, sha256 ${head.metadata.sha256 ?? 'missing'}` : 'missing'} after upload; expected ${size} bytes, sha256 ${file.sha256}`, {
-                fix: 'run `lifeline sync` again; if it persists, check the provider for a proxy that rewrites objects',
-            });
-        }
-        bytes += put.bytes;
-        resumedParts += put.resumedParts;
-        sent++;
-    }
-    options.logger.info(`${options.dryRun ? 'would upload' : 'uploaded'} ${ref}: ${sent} file(s), ${bytes} bytes${resumedParts ? ` (${resumedParts} part(s) resumed)` : ''}`);
-    return { kind: entry.kind, id: entry.id, status: options.dryRun ? 'would-upload' : 'uploaded', files: sent, bytes, resumedParts };
-}
-/** A backup whose own verification failed is not shipped off-host as if it were good. */
-async function verificationFailure(entry) {
-    const metadata = JSON.parse(await (0,promises_.readFile)((0,external_node_path_.join)(entry.dir, entry.metadataFile), 'utf8'));
-    if (metadata.verified && metadata.verified.ok === false)
-        return 'its last verification failed; run `lifeline verify` and fix it before it is copied off-host';
-    return undefined;
-}
-/** Local catalog against the bucket: what is missing on either side and what differs. */
-async function compareRemote(options) {
-    const layout = new RemoteLayout(options.prefix, options.env);
-    const local = filterKinds(await listLocalEntries((0,external_node_path_.join)(options.store, options.env)), options.kinds);
-    const remoteObjects = await listRemote(options.remote, layout.envPrefix());
-    const remoteEntries = groupRemoteEntries(layout, remoteObjects);
-    const result = { location: options.remote.location, inSync: [], missingRemotely: [], incompleteRemotely: [], missingLocally: [], mismatched: [] };
-    const localKeys = new Set();
-    for (const entry of local) {
-        const ref = { kind: entry.kind, id: entry.id };
-        const entryPrefix = layout.entryPrefix(entry.kind, entry.id);
-        localKeys.add(entryPrefix);
-        if (!remoteEntries.has(entryPrefix)) {
-            result.missingRemotely.push(ref);
-            continue;
-        }
-        if (!remoteObjects.has(entryPrefix + entry.metadataFile)) {
-            result.incompleteRemotely.push(ref);
-            continue;
-        }
-        const expected = [...entry.sums, { file: SUMS_FILE, sha256: await sha256OfFile((0,external_node_path_.join)(entry.dir, SUMS_FILE)) }];
-        const mismatches = [];
-        for (const { file, sha256 } of expected) {
-            const reason = await checkRemoteFile(options.remote, entryPrefix + file, remoteObjects.get(entryPrefix + file), sha256, (await (0,promises_.stat)((0,external_node_path_.join)(entry.dir, file))).size, options.deep ?? false);
-            if (reason)
-                mismatches.push({ ...ref, file, reason });
-        }
-        if (mismatches.length)
-            result.mismatched.push(...mismatches);
-        else
-            result.inSync.push(ref);
-    }
-    for (const [entryPrefix, files] of remoteEntries) {
-        if (localKeys.has(entryPrefix))
-            continue;
-        const parsed = layout.parse(entryPrefix + SUMS_FILE);
-        if (options.kinds?.length && !options.kinds.includes(parsed.kind.split('/')[0]))
-            continue;
-        const complete = files.includes(SUMS_FILE) && metadataFileOf(files, parseSums(await readSmallObject(options.remote, entryPrefix + SUMS_FILE))) !== undefined;
-        if (complete)
-            result.missingLocally.push({ kind: parsed.kind, id: parsed.id });
-    }
-    return result;
-}
-async function checkRemoteFile(remote, key, listed, sha256, size, deep) {
-    if (!listed)
-        return 'missing in the bucket';
-    if (listed.size !== size)
-        return `size ${listed.size} in the bucket, ${size} locally`;
-    if (deep) {
-        const actual = await hashRemote(remote, key);
-        return actual === sha256 ? undefined : `sha256 ${actual} in the bucket, ${sha256} expected`;
-    }
-    const head = await remote.head(key);
-    if (head?.metadata.sha256 !== sha256)
-        return `recorded sha256 ${head?.metadata.sha256 ?? 'missing'} in the bucket, ${sha256} expected`;
-    return undefined;
-}
-/**
- * Downloads one remote entry into the local catalog through `catalog.begin`, hashing every
- * file on the way and comparing with the entry's SHA256SUMS; on any mismatch nothing appears
- * locally. Restores and drills then read it like any local entry.
- */
-async function fetchEntry(options) {
-    const kind = asEntryKind(options.kind);
-    const layout = new RemoteLayout(options.prefix, options.env);
-    const id = options.id === 'latest' ? await newestRemoteId(options, layout) : options.id;
-    const entryPrefix = layout.entryPrefix(kind, id);
-    const names = [...(await listRemote(options.remote, entryPrefix)).keys()].map((key) => key.slice(entryPrefix.length)).filter((name) => !name.includes('/'));
-    if (!names.includes(SUMS_FILE)) {
-        throw (0,errors/* usageError */.Wp)('REMOTE_ENTRY_NOT_FOUND', `${kind}/${id} is not in ${options.remote.location} for environment ${options.env}`, 'list what is there with `lifeline sync --compare`');
-    }
-    const sumsText = await readSmallObject(options.remote, entryPrefix + SUMS_FILE);
-    const sums = parseSums(sumsText);
-    const metadataFile = metadataFileOf(names, sums);
-    if (!metadataFile) {
-        throw (0,errors/* failure */.V2)('REMOTE_ENTRY_INCOMPLETE', `${kind}/${id} in ${options.remote.location} has no metadata file: its upload never finished`, { fix: 'run `lifeline sync` on the host that holds it, or fetch another entry' });
-    }
-    const metadata = JSON.parse(await readSmallObject(options.remote, entryPrefix + metadataFile));
-    const result = await importEntry({
-        catalog: options.catalog,
-        env: options.env,
-        kind,
-        id,
-        metadataFile,
-        metadata,
-        sums,
-        source: options.remote.location,
-        open: async (file) => (await options.remote.get(entryPrefix + file)).body,
-    });
-    if (result.fetched)
-        options.logger.info(`fetched ${kind}/${id} from ${options.remote.location}: ${sums.length} file(s), ${result.bytes} bytes, every sha256 matched`);
-    return result;
-}
-async function newestRemoteId(options, layout) {
-    const entries = groupRemoteEntries(layout, await listRemote(options.remote, `${layout.envPrefix()}${options.kind}/`));
-    const candidates = [];
-    for (const [entryPrefix, files] of entries) {
-        const parsed = layout.parse(entryPrefix + SUMS_FILE);
-        if (parsed.kind !== options.kind || !files.includes(SUMS_FILE))
-            continue;
-        const metadataFile = metadataFileOf(files, parseSums(await readSmallObject(options.remote, entryPrefix + SUMS_FILE)));
-        if (!metadataFile)
-            continue;
-        const metadata = JSON.parse(await readSmallObject(options.remote, entryPrefix + metadataFile));
-        candidates.push({ id: parsed.id, createdAt: metadata.createdAt ?? '' });
-    }
-    candidates.sort((a, b) => (a.createdAt === b.createdAt ? b.id.localeCompare(a.id) : b.createdAt.localeCompare(a.createdAt)));
-    if (!candidates[0]) {
-        throw (0,errors/* usageError */.Wp)('REMOTE_ENTRY_NOT_FOUND', `no complete ${options.kind} entry for environment ${options.env} in ${options.remote.location}`, 'run `lifeline sync` first, or check storage.bucket and storage.prefix');
-    }
-    return candidates[0].id;
-}
-function filterKinds(entries, kinds) {
-    if (!kinds?.length)
-        return entries;
-    return entries.filter((e) => kinds.includes(e.kind.split('/')[0]));
-}
-async function listRemote(remote, prefix) {
-    const objects = new Map();
-    for await (const object of remote.list(prefix))
-        objects.set(object.key, object);
-    return objects;
-}
-/** Remote objects grouped by entry prefix (`.../<kind>/<id>/`), each with its file names. */
-function groupRemoteEntries(layout, objects) {
-    const entries = new Map();
-    for (const key of objects.keys()) {
-        const parsed = layout.parse(key);
-        if (!parsed)
-            continue;
-        const entryPrefix = layout.entryPrefix(parsed.kind, parsed.id);
-        entries.set(entryPrefix, [...(entries.get(entryPrefix) ?? []), parsed.file]);
-    }
-    return entries;
-}
-/** A small object (SHA256SUMS, metadata), verified against the sha256 recorded at upload when present. */
-async function readSmallObject(remote, key) {
-    const { body, head } = await remote.get(key);
-    if (head.size > MAX_SMALL_OBJECT) {
-        body.destroy();
-        throw (0,errors/* failure */.V2)('REMOTE_OBJECT_TOO_LARGE', `${key} is ${head.size} bytes; Lifeline's ${SUMS_FILE} and metadata files are small`, { fix: 'check storage.prefix: the bucket holds something that is not a Lifeline entry' });
-    }
-    const chunks = [];
-    for await (const chunk of body)
-        chunks.push(chunk);
-    const data = Buffer.concat(chunks);
-    const actual = (0,external_node_crypto_.createHash)('sha256').update(data).digest('hex');
-    if (head.metadata.sha256 && head.metadata.sha256 !== actual)
-        throw checksumMismatch(key, actual, head.metadata.sha256);
-    return data.toString('utf8');
-}
-async function hashRemote(remote, key) {
-    const { body } = await remote.get(key);
-    const hasher = new HashingTransform();
-    await (0,external_node_stream_promises_namespaceObject.pipeline)(body, hasher, async function* (source) {
-        for await (const _chunk of source) {
-            // drain: only the hash is wanted
-        }
-    });
-    return hasher.digest();
-}
-async function sha256OfFile(path) {
-    return (await sha256File(path)).sha256;
-}
-function checksumMismatch(key, actual, expected) {
-    return (0,errors/* failure */.V2)('REMOTE_CHECKSUM_MISMATCH', `${key} downloaded with sha256 ${actual}, expected ${expected}; it was not used`, {
-        fix: 'the copy in the bucket is damaged: run `lifeline sync` from a host whose local entry verifies, or fetch an older entry',
-        details: { key, actual, expected },
-    });
-}
-
-;// CONCATENATED MODULE: ./src/commands/remote-report.ts
-/** Renders a comparison; shared by `sync --compare` and `verify --remote` (kept apart from the sync command so the backup bundles do not carry the artifact client). */
-function comparisonResult(env, c) {
-    const ref = (e) => `${e.kind}/${e.id}`;
-    const lines = [
-        ...c.missingRemotely.map((e) => `missing remotely     ${ref(e)}`),
-        ...c.incompleteRemotely.map((e) => `incomplete remotely  ${ref(e)} (rerun sync)`),
-        ...c.missingLocally.map((e) => `missing locally      ${ref(e)}`),
-        ...c.mismatched.map((m) => `MISMATCH             ${ref(m)} ${m.file}: ${m.reason}`),
-        `${env} vs ${c.location}: ${c.inSync.length} in sync, ${c.missingRemotely.length + c.incompleteRemotely.length} missing remotely, ${c.missingLocally.length} missing locally, ${c.mismatched.length} mismatched file(s)`,
-    ];
-    const problems = c.mismatched.length + c.missingRemotely.length + c.incompleteRemotely.length;
-    return {
-        json: c,
-        text: lines.join('\n'),
-        exitCode: problems ? 1 : 0,
-        failureMessage: problems ? `${env}: the bucket does not hold a verified copy of every local entry` : undefined,
-    };
+function pgDumpCompressArg(c, pgDumpMajor) {
+    if (pgDumpMajor < FIRST_MAJOR[c.method]) {
+        throw (0,errors/* usageError */.Wp)('COMPRESSION_UNSUPPORTED', `${formatCompression(c)} compression needs pg_dump ${FIRST_MAJOR[c.method]} or newer; this pg_dump is version ${pgDumpMajor}`, `use gzip (e.g. --compress gzip:1, or postgres.compress: gzip:1 in lifeline.yml), or install the PostgreSQL ${FIRST_MAJOR[c.method]}+ client tools (postgres.binDir)`);
+    }
+    // pg_dump 15 and older know only `--compress=N` (gzip, 0 = none); 16 also reads METHOD:LEVEL.
+    if (pgDumpMajor < 16)
+        return `--compress=${c.level ?? 0}`;
+    return c.level === null ? '--compress=none' : `--compress=${c.method}:${c.level}`;
+}
+/** The legacy `compressLevel` setting (a gzip level, 0 = none) as a compression. */
+function fromGzipLevel(level) {
+    return level === 0 ? { method: 'none', level: null } : { method: 'gzip', level };
 }
 
 ;// CONCATENATED MODULE: ./src/settings/duration.ts
@@ -56066,6 +52641,8 @@ function formatDuration(seconds) {
     return `${Math.round(seconds / 8640) / 10}d`;
 }
 
+// EXTERNAL MODULE: external "node:fs"
+var external_node_fs_ = __nccwpck_require__(73024);
 // EXTERNAL MODULE: ./node_modules/yaml/dist/index.js
 var dist = __nccwpck_require__(38815);
 ;// CONCATENATED MODULE: ./node_modules/zod/v4/core/util.js
@@ -65619,8 +62196,12 @@ const postgres = object({
     binDir: schemas_string().min(1).optional(),
     /** Query whose single value is the schema migration head, e.g. Alembic's. */
     migrationHeadQuery: schemas_string().min(1).optional(),
-    /** pg_dump compression level for the custom format (0-9). */
+    /** Legacy: a gzip level for the custom format (0-9, 0 = none); prefer `compress`. */
     compressLevel: schemas_number().int().min(0).max(9).optional(),
+    /** pg_dump compression, METHOD[:LEVEL] (gzip:1, zstd:3, lz4, none); default by the pg_dump version. */
+    compress: union([schemas_string().min(1), schemas_number().int()]).optional(),
+    /** How long a backup or restore waits for a table lock (a migration's) before failing with who holds it (default 60s). */
+    lockTimeout: schema_duration.optional(),
     /** Physical backups and WAL archiving through pgBackRest. */
     physical: object({
         stanza: schemas_string().min(1),
@@ -65654,12 +62235,16 @@ const compose = object({
         .strict()
         .optional(),
     healthTimeout: schema_duration.optional(),
+    /** How long every check must keep passing after the first healthy answer (default 5s). */
+    settle: schema_duration.optional(),
 })
     .strict();
 const retention = object({
     keepLast: schemas_number().int().min(1).optional(),
     keepDaily: schemas_number().int().min(0).optional(),
     keepWeekly: schemas_number().int().min(0).optional(),
+    /** Pre-restore backups are their own class and never count toward the environment's backups. */
+    preRestore: object({ keepLast: schemas_number().int().min(0).optional(), keepDays: schemas_number().int().min(0).optional() }).strict().optional(),
 })
     .strict();
 /** Names the docker CLI itself reads: a container variable of that name would redirect or break the CLI that starts it. */
@@ -65693,6 +62278,8 @@ const appCheck = object({
 const drill = object({
     /** Oldest acceptable passing drill for the release gate. */
     maxAge: schema_duration.optional(),
+    /** How often drills are scheduled (the drill workflow's or cron's schedule): checked against maxAge. */
+    every: schema_duration.optional(),
     /** Environment variable holding the URL of an isolated drill database; default: a throwaway cluster. */
     targetUrlEnv: envVarName.optional(),
     smokeSql: schemas_string().min(1).optional(),
@@ -65718,12 +62305,15 @@ const tenants = object({
     keep: schemas_number().int().min(1).optional(),
     /** SQL returning the tenant's last write as one timestamp, with `:'tenant'` where the id goes (as a quoted literal); default: the latest timestamp column over the tenant's rows. */
     lastWriteQuery: schemas_string().min(1).optional(),
+    /** A `via` row whose own tenant column names another tenant than its parent's: `fail` the export and plan (default), or `exclude` it and count it. */
+    crossTenantRows: schemas_enum(['fail', 'exclude']).optional(),
     collections: array(tenantCollection).optional(),
 })
     .strict();
 const manifest = object({
     publicKey: schemas_string().min(1).optional(),
-    certificateIdentity: schemas_string().min(1).optional(),
+    /** Keyless: the trusted signing identity, or a list of them (keep the old workflow commit's identity when upgrading Lifeline). */
+    certificateIdentity: union([schemas_string().min(1), array(schemas_string().min(1)).min(1)]).optional(),
     certificateOidcIssuer: schemas_string().url().optional(),
     /** Keyless: the exact source repository URI the certificate must name (a reusable workflow's identity does not). */
     certificateSourceRepository: schemas_string().url().optional(),
@@ -65746,8 +62336,32 @@ const preflight = object({
     strict: schemas_boolean().optional(),
 })
     .strict();
+/** A credential inside a hook URL ends up in logs, job summaries and proxies' access logs. */
+const CREDENTIAL_PARAM = /^(.*token.*|.*secret.*|.*passw(or)?d.*|pwd|.*api[-_]?key.*|key|sig|signature|auth|authorization|credentials?|x-amz-.*)$/i;
+function hookUrlCredential(url) {
+    let parsed;
+    try {
+        parsed = new URL(url);
+    }
+    catch {
+        return undefined;
+    }
+    if (parsed.username || parsed.password)
+        return 'a user name or password (user:password@)';
+    for (const name of parsed.searchParams.keys())
+        if (CREDENTIAL_PARAM.test(name))
+            return `a credential in the query string (?${name}=)`;
+    return undefined;
+}
 const hook = union([
-    object({ http: schemas_string().url(), method: schemas_enum(['GET', 'POST', 'PUT']).optional(), expectStatus: schemas_number().int().optional() }).strict(),
+    object({
+        http: schemas_string().url(),
+        method: schemas_enum(['GET', 'POST', 'PUT']).optional(),
+        expectStatus: schemas_number().int().optional(),
+        /** Request headers whose values come from environment variables, e.g. { Authorization: HOOK_AUTHORIZATION }. */
+        headersFromEnv: record(schemas_string().regex(/^[A-Za-z0-9-]+$/, 'an HTTP header name such as Authorization'), envVarName).optional(),
+    })
+        .strict(),
     object({ command: array(schemas_string().min(1)).min(1) }).strict(),
 ]);
 const storage = object({
@@ -65763,6 +62377,21 @@ const storage = object({
     reviewed: object({ provider: schemas_string().min(1), by: schemas_string().min(1), date: schemas_string().regex(/^\d{4}-\d{2}-\d{2}$/, 'a date as YYYY-MM-DD') }).strict().optional(),
 })
     .strict();
+/** Who hears about what, and the dead-man's switch. Both URLs are secrets: from the file, or from the variable named. */
+const notify = object({
+    /** POST one JSON message per command (Slack/Mattermost incoming-webhook compatible: it has `text`). */
+    webhook: schemas_string().url().optional(),
+    webhookEnv: envVarName.optional(),
+    /** healthchecks.io convention: URL/start, URL, URL/fail. */
+    ping: schemas_string().url().optional(),
+    pingEnv: envVarName.optional(),
+    /** The scheduled commands that ping (default: backup). */
+    pingCommands: array(schemas_enum(['backup', 'verify', 'prune', 'sync', 'drill', 'gate'])).min(1).optional(),
+    /** Which outcomes post to the webhook (default: failed and refused; drills and gates always). */
+    on: array(schemas_enum(['succeeded', 'failed', 'refused'])).optional(),
+})
+    .strict()
+    .refine((n) => !(n.webhook && n.webhookEnv) && !(n.ping && n.pingEnv), 'set webhook or webhookEnv (ping or pingEnv), not both');
 const environmentSchema = object({
     /** Recovery point objective: the most data, in time, this environment may lose. */
     rpo: schema_duration.optional(),
@@ -65777,12 +62406,28 @@ const environmentSchema = object({
     redis: redis.optional(),
     compose: compose.optional(),
     retention: retention.optional(),
+    /** How often backups are scheduled (the backup workflow's or cron's schedule): checked against the RPO. */
+    backup: object({ every: schema_duration.optional() }).strict().optional(),
     drill: drill.optional(),
     tenants: tenants.optional(),
     manifest: manifest.optional(),
     preflight: preflight.optional(),
-    hooks: object({ postRestore: array(hook).optional() }).strict().optional(),
+    hooks: object({
+        postRestore: array(hook)
+            .superRefine((hooks, ctx) => {
+            hooks.forEach((h, i) => {
+                const credential = 'http' in h ? hookUrlCredential(h.http) : undefined;
+                // The message never repeats the URL: it holds the credential.
+                if (credential)
+                    ctx.addIssue({ code: 'custom', path: [i, 'http'], message: `the URL carries ${credential}; put it in a header from an environment variable instead: headersFromEnv: { Authorization: HOOK_AUTHORIZATION }` });
+            });
+        })
+            .optional(),
+    })
+        .strict()
+        .optional(),
     storage: storage.optional(),
+    notify: notify.optional(),
     /** Production turns on the stricter preflight gates. */
     production: schemas_boolean().optional(),
 })
@@ -65813,22 +62458,91 @@ function loadConfig(path, options) {
         }
         return { path: undefined, config: EMPTY_CONFIG };
     }
-    return { path, config: parseConfig((0,external_node_fs_.readFileSync)(path, 'utf8'), path) };
+    return { path, config: parseConfig(readConfigText(path), path) };
 }
+/** lifeline.yml is a few kilobytes; anything far larger is not a configuration file. */
+const MAX_CONFIG_BYTES = 1024 * 1024;
+/**
+ * Reads the configuration file as text, refusing what is not one: a directory, a device or FIFO
+ * (which could block or never end), an unreadable file, a huge or binary file. Nothing of the
+ * file's content is ever quoted: --config may point at any file on the host.
+ */
+function readConfigText(path) {
+    const fix = 'pass --config with the path of your lifeline.yml (a YAML file)';
+    let info;
+    try {
+        info = (0,external_node_fs_.statSync)(path);
+    }
+    catch (error) {
+        throw (0,errors/* usageError */.Wp)('CONFIG_UNREADABLE', `configuration file ${path} cannot be read (${error.code ?? 'error'})`, fix);
+    }
+    if (info.isDirectory())
+        throw (0,errors/* usageError */.Wp)('CONFIG_NOT_A_FILE', `configuration file ${path} is a directory`, `${fix}, e.g. --config ${path.replace(/\/+$/, '')}/lifeline.yml`);
+    if (!info.isFile())
+        throw (0,errors/* usageError */.Wp)('CONFIG_NOT_A_FILE', `configuration file ${path} is not a regular file`, fix);
+    if (info.size > MAX_CONFIG_BYTES)
+        throw (0,errors/* usageError */.Wp)('CONFIG_TOO_LARGE', `configuration file ${path} is ${info.size} bytes, too large for a lifeline.yml (at most ${MAX_CONFIG_BYTES})`, fix);
+    let buffer;
+    try {
+        buffer = (0,external_node_fs_.readFileSync)(path);
+    }
+    catch (error) {
+        const code = error.code;
+        throw (0,errors/* usageError */.Wp)('CONFIG_UNREADABLE', `configuration file ${path} cannot be read (${code === 'EACCES' || code === 'EPERM' ? 'permission denied' : code ?? 'error'})`, code === 'EACCES' || code === 'EPERM' ? `make it readable by the user running Lifeline (uid ${process.getuid?.() ?? '?'}), e.g. chmod 0640 ${path} and the right group, or ${fix}` : fix);
+    }
+    if (buffer.includes(0))
+        throw (0,errors/* usageError */.Wp)('CONFIG_NOT_YAML', `configuration file ${path} is binary (it holds NUL bytes), not YAML`, fix);
+    return buffer.toString('utf8');
+}
+/** A lifeline.yml needs no aliases to speak of: a handful at most, never an expansion bomb. */
+const MAX_ALIAS_COUNT = 50;
 function parseConfig(text, path = 'lifeline.yml') {
     const lineCounter = new dist/* LineCounter */.HN();
-    const doc = (0,dist/* parseDocument */.Tp)(text, { lineCounter, prettyErrors: true });
+    const doc = (0,dist/* parseDocument */.Tp)(text, { lineCounter, prettyErrors: true, uniqueKeys: true });
     if (doc.errors.length > 0) {
         const first = doc.errors[0];
         const line = first.linePos?.[0]?.line;
-        throw (0,errors/* usageError */.Wp)('CONFIG_YAML', `${path}${line ? `:${line}` : ''}: not valid YAML: ${first.message.split('\n')[0]}`, 'fix the YAML syntax at that line (indentation, quoting, a missing colon)');
+        const column = first.linePos?.[0]?.col;
+        // The parser's own message can quote the offending line: say where and what kind, not what it holds.
+        throw (0,errors/* usageError */.Wp)('CONFIG_YAML', `${path}${line ? `:${line}` : ''}: not valid YAML (${describeYamlError(first.code)}${column ? ` at column ${column}` : ''})`, 'fix the YAML syntax at that line (indentation, quoting, a missing colon); is --config pointing at your lifeline.yml?');
     }
-    const data = doc.toJS() ?? {};
+    let data;
+    try {
+        data = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT }) ?? {};
+    }
+    catch (error) {
+        if (/alias/i.test(error.message)) {
+            throw (0,errors/* usageError */.Wp)('CONFIG_YAML', `${path}: YAML aliases expand too far (more than ${MAX_ALIAS_COUNT} alias references, the shape of a "billion laughs" document)`, 'write the values out instead of nesting aliases (*name)');
+        }
+        throw (0,errors/* usageError */.Wp)('CONFIG_YAML', `${path}: not valid YAML (${error.name})`, 'fix the YAML syntax; `lifeline config check` validates the file');
+    }
+    if (data === null || typeof data !== 'object' || Array.isArray(data)) {
+        throw (0,errors/* usageError */.Wp)('CONFIG_INVALID', `${path} is not a Lifeline configuration: its top level is ${Array.isArray(data) ? 'a list' : `a ${typeof data}`}, not a mapping of keys`, 'start from examples/lifeline.yml (version: 1, environments: ...); is --config pointing at your lifeline.yml?');
+    }
+    const keys = Object.keys(data);
+    if (keys.length > 0 && !keys.some((k) => k === 'version' || k === 'environments' || k === 'store')) {
+        // Some other file (an env file, a Compose file): its keys are not ours to print.
+        throw (0,errors/* usageError */.Wp)('CONFIG_INVALID', `${path} is not a Lifeline configuration: none of version, environments or store at its top level (${keys.length} other key${keys.length === 1 ? '' : 's'})`, 'start from examples/lifeline.yml (version: 1, environments: ...); is --config pointing at your lifeline.yml?');
+    }
     const result = configSchema.safeParse(data);
     if (result.success)
         return result.data;
     const problems = result.error.issues.map((issue) => describeIssue(issue, data, path, (keyPath) => lineOf(doc.contents, keyPath, lineCounter)));
     throw (0,errors/* usageError */.Wp)('CONFIG_INVALID', `${path} is not a valid Lifeline configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`, 'correct the keys named above; `lifeline config check` validates the file without running anything', { problems });
+}
+function describeYamlError(code) {
+    const known = {
+        BAD_INDENT: 'bad indentation',
+        MISSING_CHAR: 'a missing character',
+        MULTILINE_IMPLICIT_KEY: 'a key that spans lines',
+        BLOCK_AS_IMPLICIT_KEY: 'a block used as a key',
+        DUPLICATE_KEY: 'a duplicate key',
+        TAB_AS_INDENT: 'a tab used for indentation',
+        UNEXPECTED_TOKEN: 'an unexpected token',
+        BAD_SCALAR_START: 'a value that starts with a reserved character',
+        BAD_ALIAS: 'a bad alias',
+    };
+    return known[code] ?? code.toLowerCase().replace(/_/g, ' ');
 }
 function describeIssue(issue, data, file, lineFor) {
     const path = issue.path;
@@ -65950,33 +62664,127 @@ function lineOf(root, path, lc) {
     return line;
 }
 
-;// CONCATENATED MODULE: ./src/settings/secrets.ts
-/** Returns the URL with its password replaced by `***`, for logs and error messages. */
-function redactUrl(url) {
-    try {
-        const parsed = new URL(url);
-        if (parsed.password)
-            parsed.password = '***';
-        return parsed.toString();
+;// CONCATENATED MODULE: ./src/logger.ts
+/**
+ * Masks credentials by their shape, whatever was registered: the password of any `scheme://user:pass@`
+ * and any `password=` / `sslpassword=` parameter (a libpq URL or conninfo string).
+ */
+function redactSecretsInText(text) {
+    return text
+        .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/@"'<>]*:)[^\s@/"'<>]+@/gi, '$1***@')
+        .replace(/((?:[?&;\s]|^)(?:ssl)?password=)(?!\*\*\*(?:[&#\s"'<>]|$))[^&#\s"'<>]+/gi, '$1***');
+}
+/** Replaces registered secrets in a string: the last line of defence before text leaves the process. */
+class SecretMasker {
+    secrets = new Set();
+    add(value) {
+        if (value && value.length >= 3) {
+            this.secrets.add(value);
+            const encoded = encodeURIComponent(value);
+            if (encoded !== value)
+                this.secrets.add(encoded);
+        }
     }
-    catch {
-        return url.replace(/(\/\/[^:/@]+:)[^@]*@/, '$1***@');
+    mask(text) {
+        let out = redactSecretsInText(text);
+        for (const secret of [...this.secrets].sort((a, b) => b.length - a.length)) {
+            out = out.split(secret).join('***');
+        }
+        return out;
     }
 }
-/** The password embedded in a URL, if any, so it can be registered as a secret. */
+function createStderrLogger(options = {}) {
+    const masker = options.masker ?? new SecretMasker();
+    const write = (prefix, message) => process.stderr.write(`${prefix}${masker.mask(message)}\n`);
+    return {
+        info: (m) => write('', m),
+        warn: (m) => write('warning: ', m),
+        error: (m) => write('error: ', m),
+        debug: (m) => {
+            if (options.verbose)
+                write('debug: ', m);
+        },
+        async group(name, fn) {
+            write('==> ', name);
+            return fn();
+        },
+        secret: (v) => masker.add(v),
+    };
+}
+/** A logger that records lines, for tests and for building reports. */
+function createMemoryLogger() {
+    const lines = [];
+    const masker = new SecretMasker();
+    return {
+        lines,
+        info: (m) => lines.push(masker.mask(m)),
+        warn: (m) => lines.push(`warning: ${masker.mask(m)}`),
+        error: (m) => lines.push(`error: ${masker.mask(m)}`),
+        debug: () => { },
+        async group(name, fn) {
+            lines.push(`==> ${name}`);
+            return fn();
+        },
+        secret: (v) => masker.add(v),
+    };
+}
+
+;// CONCATENATED MODULE: ./src/settings/secrets.ts
+
+/** URL query parameters that libpq (and most clients) read as credentials. */
+const SECRET_PARAMS = ['password', 'sslpassword'];
+/** Decodes a percent-escaped component; a malformed escape is kept as written (it is still the secret). */
+function decodeLenient(value) {
+    try {
+        return decodeURIComponent(value);
+    }
+    catch {
+        return value;
+    }
+}
+/** Returns the URL with its password (userinfo and `?password=` / `?sslpassword=`) replaced by `***`. */
+function redactUrl(url) {
+    return redactSecretsInText(url);
+}
+/** Every secret a URL carries: the userinfo password and the credential query parameters, raw and decoded. */
+function urlSecrets(url) {
+    if (!url)
+        return [];
+    const found = new Set();
+    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@]*?:([^/?#@]*)@/i.exec(url)?.[1];
+    if (userinfo) {
+        found.add(userinfo);
+        found.add(decodeLenient(userinfo));
+    }
+    const query = url.split('?')[1]?.split('#')[0] ?? '';
+    for (const pair of query.split('&')) {
+        const eq = pair.indexOf('=');
+        if (eq < 0)
+            continue;
+        if (!SECRET_PARAMS.includes(decodeLenient(pair.slice(0, eq)).toLowerCase()))
+            continue;
+        const raw = pair.slice(eq + 1);
+        if (!raw)
+            continue;
+        found.add(raw);
+        found.add(decodeLenient(raw.replace(/\+/g, ' ')));
+        found.add(decodeLenient(raw));
+    }
+    return [...found].filter((s) => s && s !== '***');
+}
+/** The password embedded in a URL (userinfo first, else `?password=`), so it can be registered as a secret. */
 function urlPassword(url) {
     if (!url)
         return undefined;
-    try {
-        const password = new URL(url).password;
-        return password ? decodeURIComponent(password) : undefined;
-    }
-    catch {
-        return undefined;
-    }
+    const secrets = urlSecrets(url);
+    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@]*?:([^/?#@]*)@/i.exec(url)?.[1];
+    if (userinfo)
+        return decodeLenient(userinfo);
+    return secrets.length > 0 ? secrets[secrets.length - 1] : undefined;
 }
 
 ;// CONCATENATED MODULE: ./src/settings/resolve.ts
+
 
 
 
@@ -66034,34 +62842,20 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
     const secrets = [];
     const store = absCwd(inputs.store) ?? absCwd(options.env.LIFELINE_STORE) ?? abs(env.store) ?? abs(config.store) ?? (0,external_node_path_.resolve)(options.cwd, DEFAULT_STORE);
     const pg = env.postgres ?? {};
-    let pgUrl;
-    let urlSource;
-    if (inputs.databaseUrl !== undefined) {
-        pgUrl = inputs.databaseUrl;
-        urlSource = '--database-url';
-    }
-    else if (options.env.DATABASE_URL) {
-        pgUrl = options.env.DATABASE_URL;
-        urlSource = 'DATABASE_URL';
-    }
-    else if (pg.urlEnv) {
-        pgUrl = options.env[pg.urlEnv];
-        urlSource = pg.urlEnv;
-    }
+    const pgChoice = chooseUrl(inputs.databaseUrl, '--database-url', 'DATABASE_URL', pg.urlEnv, `environments.${name}.postgres.urlEnv`, options.env);
+    const pgUrl = pgChoice.url;
+    const urlSource = pgChoice.source;
     if (pgUrl !== undefined)
         validateUrl(pgUrl, ['postgres:', 'postgresql:'], urlSource ?? 'database URL', 'postgres://user:password@host:5432/dbname');
-    const pgPassword = urlPassword(pgUrl);
-    if (pgPassword)
-        secrets.push(pgPassword);
+    secrets.push(...urlSecrets(pgUrl));
     let redisSettings;
-    const redisUrl = inputs.redisUrl ?? options.env.REDIS_URL ?? (env.redis?.urlEnv ? options.env[env.redis.urlEnv] : undefined);
+    const redisChoice = chooseUrl(inputs.redisUrl, '--redis-url', 'REDIS_URL', env.redis?.urlEnv, `environments.${name}.redis.urlEnv`, options.env);
+    const redisUrl = redisChoice.url;
     if (redisUrl !== undefined || env.redis) {
         if (redisUrl !== undefined)
-            validateUrl(redisUrl, ['redis:', 'rediss:'], inputs.redisUrl !== undefined ? '--redis-url' : 'REDIS_URL', 'redis://:password@host:6379/0');
-        const redisPassword = urlPassword(redisUrl);
-        if (redisPassword)
-            secrets.push(redisPassword);
-        redisSettings = { url: redisUrl, service: env.redis?.service, binDir: abs(env.redis?.binDir) };
+            validateUrl(redisUrl, ['redis:', 'rediss:'], redisChoice.source ?? 'Redis URL', 'redis://:password@host:6379/0');
+        secrets.push(...urlSecrets(redisUrl));
+        redisSettings = { url: redisUrl, urlSource: redisChoice.source, urlEnv: env.redis?.urlEnv, service: env.redis?.service, binDir: abs(env.redis?.binDir) };
     }
     const composeCfg = env.compose ?? {};
     const services = {};
@@ -66071,12 +62865,29 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
     }
     const drillCfg = env.drill ?? {};
     const drillTarget = drillCfg.targetUrlEnv ? options.env[drillCfg.targetUrlEnv] : undefined;
-    const drillPassword = urlPassword(drillTarget);
-    if (drillPassword)
-        secrets.push(drillPassword);
+    secrets.push(...urlSecrets(drillTarget));
+    // Values handed to the application container are as secret as the database URL it gets.
+    secrets.push(...Object.values(drillCfg.appCheck?.env ?? {}));
     const storage = env.storage ? resolveStorage(env.storage, options.env) : undefined;
     if (storage?.credentials)
         secrets.push(storage.credentials.secretAccessKey, ...(storage.credentials.sessionToken ? [storage.credentials.sessionToken] : []));
+    const notifyCfg = env.notify ?? {};
+    const notifyUrl = (value, variable, key) => {
+        const url = value ?? (variable ? options.env[variable] || undefined : undefined);
+        if (url === undefined)
+            return undefined;
+        // The whole URL is the secret (a Slack webhook's path, a healthchecks.io UUID).
+        secrets.push(url);
+        validateUrl(url, ['http:', 'https:'], variable ? `${variable} (environments.${name}.notify.${key}Env)` : `environments.${name}.notify.${key}`, 'https://hooks.slack.com/services/...');
+        return url;
+    };
+    const notify = {
+        webhook: notifyUrl(notifyCfg.webhook, notifyCfg.webhookEnv, 'webhook'),
+        ping: notifyUrl(notifyCfg.ping, notifyCfg.pingEnv, 'ping'),
+        pingCommands: notifyCfg.pingCommands ?? ['backup'],
+        on: notifyCfg.on ?? ['failed', 'refused'],
+        onConfigured: notifyCfg.on !== undefined,
+    };
     const tenantsCfg = env.tenants ?? {};
     return {
         name,
@@ -66091,11 +62902,14 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
         postgres: {
             url: pgUrl,
             urlSource,
+            urlEnv: pg.urlEnv,
             service: pg.service,
             database: pg.database,
             binDir: abs(pg.binDir),
             migrationHeadQuery: pg.migrationHeadQuery,
             compressLevel: pg.compressLevel,
+            compress: resolveCompression(pg.compress, pg.compressLevel, `environments.${name}.postgres`),
+            lockTimeoutSeconds: pg.lockTimeout ? parseDuration(pg.lockTimeout, `environments.${name}.postgres.lockTimeout`) : undefined,
             physical: pg.physical ? { stanza: pg.physical.stanza, configFile: abs(pg.physical.configFile), type: pg.physical.type ?? 'full', repoPath: abs(pg.physical.repoPath) } : undefined,
         },
         redis: redisSettings,
@@ -66105,10 +62919,18 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
             command: composeCfg.command ?? 'auto',
             services,
             healthTimeoutSeconds: composeCfg.healthTimeout ? parseDuration(composeCfg.healthTimeout, `environments.${name}.compose.healthTimeout`) : 120,
+            settleSeconds: composeCfg.settle ? parseDuration(composeCfg.settle, `environments.${name}.compose.settle`) : 5,
         },
-        retention: { keepLast: env.retention?.keepLast ?? 7, keepDaily: env.retention?.keepDaily ?? 7, keepWeekly: env.retention?.keepWeekly ?? 4 },
+        retention: {
+            keepLast: env.retention?.keepLast ?? 7,
+            keepDaily: env.retention?.keepDaily ?? 7,
+            keepWeekly: env.retention?.keepWeekly ?? 4,
+            preRestore: { keepLast: env.retention?.preRestore?.keepLast ?? 3, keepDays: env.retention?.preRestore?.keepDays ?? 7 },
+        },
+        backupEverySeconds: env.backup?.every ? parseDuration(env.backup.every, `environments.${name}.backup.every`) : undefined,
         drill: {
             maxAgeSeconds: drillCfg.maxAge ? parseDuration(drillCfg.maxAge, `environments.${name}.drill.maxAge`) : 7 * 86400,
+            everySeconds: drillCfg.every ? parseDuration(drillCfg.every, `environments.${name}.drill.every`) : undefined,
             targetUrl: drillTarget,
             smokeSql: abs(drillCfg.smokeSql),
             windowSeconds: drillCfg.window ? parseDuration(drillCfg.window, `environments.${name}.drill.window`) : 7 * 86400,
@@ -66129,6 +62951,7 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
             byteCap: parseByteSize(tenantsCfg.byteCap ?? '10GiB'),
             keep: tenantsCfg.keep ?? 3,
             lastWriteQuery: tenantsCfg.lastWriteQuery,
+            crossTenantRows: tenantsCfg.crossTenantRows ?? 'fail',
             collections: tenantsCfg.collections ?? [],
         },
         manifest: {
@@ -66146,10 +62969,26 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
             nginxConfig: abs(env.preflight?.nginxConfig),
             caddyConfig: abs(env.preflight?.caddyConfig),
         },
-        hooks: { postRestore: env.hooks?.postRestore ?? [] },
+        hooks: { postRestore: resolveHooks(env.hooks?.postRestore ?? [], name, options.env, secrets) },
         storage,
+        notify,
         secrets,
     };
+}
+/**
+ * An environment's URL: the flag (given for this one command) wins; then the variable the
+ * environment's config names; the generic variable (DATABASE_URL, REDIS_URL) applies only where the
+ * config names none, so a production URL in DATABASE_URL never reaches `--env staging`. A named
+ * variable that is unset leaves the URL unset (the command then says to set it), never the generic one.
+ */
+function chooseUrl(flag, flagName, generic, named, namedKey, env) {
+    if (flag !== undefined)
+        return { url: flag, source: flagName };
+    if (named)
+        return env[named] === undefined ? {} : { url: env[named], source: `${named} (${namedKey})` };
+    if (env[generic] !== undefined)
+        return { url: env[generic], source: generic };
+    return {};
 }
 function positiveDuration(value, keyPath, fix) {
     const seconds = parseDuration(value, keyPath);
@@ -66191,8 +63030,33 @@ function parseByteSize(value) {
         throw (0,errors/* usageError */.Wp)('BAD_SIZE', `"${value}" is not a size`, 'write a number with B, KB, MB, GB, KiB, MiB or GiB');
     return Math.round(Number(match[1]) * SIZE_UNITS[unit]);
 }
+/** `postgres.compress`, else the legacy `compressLevel` as a gzip level; both at once is ambiguous. */
+function resolveCompression(compress, level, where) {
+    if (compress !== undefined && level !== undefined) {
+        throw (0,errors/* usageError */.Wp)('CONFIG_INVALID', `${where}: set compress or compressLevel, not both`, `remove ${where}.compressLevel (compressLevel: N is the same as compress: gzip:N)`);
+    }
+    if (compress !== undefined)
+        return parseCompression(String(compress), `${where}.compress`);
+    return level === undefined ? undefined : fromGzipLevel(level);
+}
+function resolveHooks(hooks, env, vars, secrets) {
+    return hooks.map((hook, i) => {
+        if (!('http' in hook) || !hook.headersFromEnv)
+            return hook;
+        const headers = {};
+        for (const [header, variable] of Object.entries(hook.headersFromEnv)) {
+            const value = vars[variable];
+            if (!value)
+                throw (0,errors/* usageError */.Wp)('HOOK_HEADER_UNSET', `environments.${env}.hooks.postRestore[${i}].headersFromEnv.${header}: the environment variable ${variable} is unset or empty`, `export ${variable} (in Actions: env: ${variable}: \${{ secrets.... }}) or remove the header`);
+            headers[header] = value;
+            secrets.push(value);
+        }
+        return { ...hook, headers };
+    });
+}
 
 ;// CONCATENATED MODULE: ./src/commands/spec.ts
+
 
 
 const GLOBAL_INPUTS = [
@@ -66297,6 +63161,33 @@ function notImplemented(name, summary, issue, inputs = [], outputs = []) {
         },
     };
 }
+/**
+ * A URL that may carry a password, from `--NAME URL` or from `--NAME-env VAR` (the URL read from
+ * that environment variable, so it never appears in the process list). Its secrets are registered
+ * with the logger either way.
+ */
+function urlInput(ctx, name, options) {
+    const direct = ctx.inputs.string(name);
+    const envName = ctx.inputs.string(`${name}-env`);
+    if (direct && envName) {
+        throw (0,errors/* usageError */.Wp)('BAD_INPUT', `give --${name} or --${name}-env, not both`, `keep --${name}-env ${envName}: it keeps the password out of the process list`);
+    }
+    let url = direct;
+    if (envName) {
+        if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(envName)) {
+            throw (0,errors/* usageError */.Wp)('BAD_INPUT', `--${name}-env must name an environment variable (got ${JSON.stringify(envName)})`, `pass the variable's name, e.g. --${name}-env TARGET_URL, after export TARGET_URL='${options.example}'`);
+        }
+        url = ctx.env[envName];
+        if (!url)
+            throw (0,errors/* usageError */.Wp)('MISSING_INPUT', `--${name}-env ${envName}: the environment variable ${envName} is unset or empty`, `export ${envName}='${options.example}' first (in Actions: env: ${envName}: \${{ secrets.... }})`);
+    }
+    for (const secret of urlSecrets(url))
+        ctx.logger.secret(secret);
+    if (!url && options.required) {
+        throw (0,errors/* usageError */.Wp)('MISSING_INPUT', `missing --${name}-env (or --${name})`, `export TARGET_URL='${options.example}' and pass --${name}-env TARGET_URL`);
+    }
+    return url;
+}
 
 ;// CONCATENATED MODULE: ./src/commands/action-spec.ts
 
@@ -66351,1553 +63242,1319 @@ function actionOutputs(action) {
     return [...byName.values()];
 }
 
-;// CONCATENATED MODULE: ./src/commands/backup.ts
+// EXTERNAL MODULE: external "node:crypto"
+var external_node_crypto_ = __nccwpck_require__(77598);
+// EXTERNAL MODULE: external "node:fs/promises"
+var promises_ = __nccwpck_require__(51455);
+// EXTERNAL MODULE: external "node:stream"
+var external_node_stream_ = __nccwpck_require__(57075);
+;// CONCATENATED MODULE: external "node:stream/promises"
+const external_node_stream_promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:stream/promises");
+;// CONCATENATED MODULE: ./src/catalog/files.ts
 
 
 
 
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-const USER_LABELS = BACKUP_LABELS.filter((l) => l !== 'pre-restore');
-/** A one-line progress display on a terminal; nothing otherwise (the logger reports at intervals). */
-function terminalProgress(ctx) {
-    if (!ctx.interactive)
-        return undefined;
-    let last = 0;
-    return {
-        onBytes(what, bytes, rate) {
-            const now = Date.now();
-            if (now - last < 200)
-                return;
-            last = now;
-            process.stderr.write(`\r${what}: ${formatBytes(bytes)} (${formatBytes(rate)}/s)   `);
-        },
-    };
+/** Catalog files are private to the store's owner whatever the umask (it can only clear bits). */
+const PRIVATE_FILE_MODE = 0o600;
+const PRIVATE_DIR_MODE = 0o700;
+/** Creates a directory (and missing parents) as 0700. Existing directories are left as they are. */
+async function mkdirPrivate(path) {
+    await (0,promises_.mkdir)(path, { recursive: true, mode: PRIVATE_DIR_MODE });
 }
-function redisSourceFor(settings) {
-    const url = settings.redis?.url;
-    if (!url)
-        return undefined;
-    return async () => ({ runner: await redisRunner(settings), checkRunner: new LocalRunner({ binDirs: settings.redis?.binDir ? [settings.redis.binDir] : [] }), target: parseRedisUrl(url) });
-}
-function verifyReportText(report) {
-    return [`backup ${report.backupId}: ${report.ok ? 'verified' : 'FAILED verification'}`, ...report.checks.map((c) => `  ${c.ok ? 'ok  ' : 'FAIL'} ${c.name}: ${c.detail}`)].join('\n');
-}
-async function verifyAndRecord(catalog, entry, settings, ctx) {
-    // The same tools as the backup: inside the Compose service the archive is fed on stdin.
-    const runner = await postgresRunner(settings);
-    const report = await ctx.logger.group(`Verify backup ${entry.id}`, () => verifyBackup(entry, { runner, redisRunner: new LocalRunner({ binDirs: settings.redis?.binDir ? [settings.redis.binDir] : [] }), logger: ctx.logger }));
-    const recorded = await recordVerification(catalog, entry, report);
-    return { report, entry: recorded };
-}
-async function physicalBackup(ctx) {
-    const settings = environmentFor(ctx);
-    const type = ctx.inputs.string('physical-type');
-    const backup = await runPhysicalBackup(settings, ctx.logger, { type });
-    return {
-        json: { physical: true, id: backup.label, ...backup },
-        text: `physical backup ${backup.label} (${backup.type}) in pgBackRest stanza ${settings.postgres.physical.stanza}`,
-        outputs: { 'backup-id': backup.label },
-    };
-}
-const backupCommand = {
-    name: 'backup',
-    summary: 'Back up PostgreSQL (and Redis when configured) into the catalog, with checksums',
-    inputs: [
-        { name: 'label', type: 'string', description: 'Why this backup exists.', default: 'manual', choices: USER_LABELS },
-        { name: 'release', type: 'string', description: 'Release version this backup belongs to.' },
-        { name: 'git-sha', type: 'string', description: 'Git commit of the release.' },
-        { name: 'verify', type: 'boolean', description: 'Verify the new backup (checksums, pg_restore reads and decompresses it, redis-check-rdb) and fail when it does not verify.', default: 'true' },
-        { name: 'physical', type: 'boolean', description: 'Take a physical base backup through pgBackRest instead (needs postgres.physical; WAL archiving makes point-in-time recovery possible).', default: 'false' },
-        { name: 'physical-type', type: 'string', description: 'pgBackRest backup type for --physical; default: postgres.physical.type.', choices: ['full', 'diff', 'incr'] },
-    ],
-    outputs: [
-        { name: 'backup-id', description: 'Id of the new backup.' },
-        { name: 'sha256', description: 'sha256 of the PostgreSQL archive.' },
-        { name: 'bytes', description: 'Size of the PostgreSQL archive in bytes.' },
-        { name: 'path', description: 'Directory of the backup in the catalog.' },
-    ],
-    implemented: true,
-    async run(ctx) {
-        if (ctx.inputs.boolean('physical'))
-            return physicalBackup(ctx);
-        const label = ctx.inputs.string('label');
-        const release = ctx.inputs.string('release');
-        const gitSha = ctx.inputs.string('git-sha');
-        const verify = ctx.inputs.boolean('verify');
-        const settings = environmentFor(ctx);
-        const conn = environmentConnection(settings);
-        const catalog = new Catalog(settings.store);
-        const redisSource = redisSourceFor(settings);
-        const created = await ctx.logger.group(`Back up ${settings.name} (${label})`, async () => createBackup({
-            catalog,
-            environment: settings.name,
-            runner: await postgresRunner(settings),
-            conn,
-            label,
-            release,
-            gitSha,
-            compressLevel: settings.postgres.compressLevel,
-            migrationHeadQuery: settings.postgres.migrationHeadQuery,
-            redis: redisSource ? await redisSource() : undefined,
-            logger: ctx.logger,
-            progress: terminalProgress(ctx),
-        }));
-        if (ctx.interactive)
-            process.stderr.write('\n');
-        let entry = created;
-        let report;
-        if (verify)
-            ({ entry, report } = await verifyAndRecord(catalog, created, settings, ctx));
-        const archive = entry.metadata.files.postgres;
-        const json = { id: entry.id, sha256: archive.sha256, bytes: archive.bytes, path: entry.dir, label, environment: settings.name, migrationHead: entry.metadata.migrationHead, rowCounts: entry.metadata.rowCounts, verified: entry.metadata.verified ?? null };
-        const summary = [
-            `### Backup ${entry.id} (${label})`,
-            '',
-            '| archive | bytes | sha256 | tables | rows | migration head | verified |',
-            '|---|---|---|---|---|---|---|',
-            `| ${archive.name} | ${archive.bytes} | \`${archive.sha256}\` | ${Object.keys(entry.metadata.rowCounts).length} | ${Object.values(entry.metadata.rowCounts).reduce((a, b) => a + b, 0)} | ${entry.metadata.migrationHead ?? '-'} | ${report ? (report.ok ? 'yes' : '**NO**') : 'skipped'} |`,
-        ].join('\n');
-        return {
-            json,
-            text: report && !report.ok ? `${entry.id}\n${verifyReportText(report)}` : entry.id,
-            outputs: { 'backup-id': entry.id, sha256: archive.sha256, bytes: String(archive.bytes), path: entry.dir },
-            summary,
-            ...(report && !report.ok ? { exitCode: 1, failureMessage: `backup ${entry.id} was written but does not verify: ${report.checks.filter((c) => !c.ok).map((c) => c.name).join(', ')}` } : {}),
-        };
-    },
-};
-const backupsCommand = {
-    name: 'backups',
-    summary: "List the environment's backups, newest first",
-    inputs: [],
-    outputs: [],
-    implemented: true,
-    async run(ctx) {
-        const settings = environmentFor(ctx);
-        const backups = await listBackups(new Catalog(settings.store), settings.name);
-        const rows = backups.map((b) => ({
-            id: b.id,
-            label: b.metadata.label,
-            createdAt: b.metadata.createdAt,
-            bytes: b.metadata.files.postgres.bytes,
-            sha256: b.metadata.files.postgres.sha256,
-            verified: b.metadata.verified ? b.metadata.verified.ok : null,
-            release: b.metadata.release ?? null,
-            migrationHead: b.metadata.migrationHead,
-            redis: Boolean(b.metadata.files.redis),
-            path: b.dir,
-        }));
-        const text = rows.length
-            ? ['ID                                LABEL          CREATED                   SIZE       VERIFIED  RELEASE', ...rows.map((r) => `${r.id.padEnd(33)} ${r.label.padEnd(14)} ${r.createdAt.padEnd(25)} ${formatBytes(r.bytes).padEnd(10)} ${(r.verified === null ? '-' : r.verified ? 'yes' : 'FAILED').padEnd(9)} ${r.release ?? ''}`)].join('\n')
-            : `no backups in environment ${settings.name} (${settings.store})`;
-        return { json: rows, text };
-    },
-};
-const verifyCommand = {
-    name: 'verify',
-    summary: "Verify a backup's checksums and archives",
-    positional: 'backup',
-    inputs: [
-        { name: 'backup', type: 'string', description: 'Backup id, or "latest".', default: 'latest' },
-        { name: 'remote', type: 'boolean', description: "Instead, compare the local catalog with the environment's reviewed object storage (missing, incomplete or mismatched entries).", default: 'false' },
-    ],
-    outputs: [
-        { name: 'backup-id', description: 'Id of the verified backup.' },
-        { name: 'ok', description: '"true" when every check passed.' },
-    ],
-    implemented: true,
-    async run(ctx) {
-        const wanted = ctx.inputs.string('backup') ?? 'latest';
-        const settings = environmentFor(ctx);
-        if (ctx.inputs.boolean('remote')) {
-            const { storage, remote } = openReviewedBucket(settings);
-            return comparisonResult(settings.name, await compareRemote({ env: settings.name, store: settings.store, remote, prefix: storage.prefix }));
-        }
-        const catalog = new Catalog(settings.store);
-        const { report, entry } = await verifyAndRecord(catalog, await findBackup(catalog, settings.name, wanted), settings, ctx);
-        return {
-            json: report,
-            text: verifyReportText(report),
-            outputs: { 'backup-id': entry.id, ok: String(report.ok) },
-            summary: [`### Verify ${entry.id}: ${report.ok ? 'passed' : '**FAILED**'}`, '', '| check | result | detail |', '|---|---|---|', ...report.checks.map((c) => `| ${c.name} | ${c.ok ? 'ok' : '**FAIL**'} | ${c.detail.replace(/\|/g, '\\|')} |`)].join('\n'),
-            ...(report.ok ? {} : { exitCode: 1, failureMessage: `backup ${entry.id} failed verification: ${report.checks.filter((c) => !c.ok).map((c) => c.name).join(', ')}` }),
-        };
-    },
-};
-const restoreCommand = {
-    name: 'restore',
-    summary: 'Restore a backup into a database (destructive restores need --confirm)',
-    inputs: [
-        { name: 'backup', type: 'string', description: 'Backup id, or "latest" (the newest backup that is not a pre-restore backup and did not fail verification).', default: 'latest' },
-        { name: 'target', type: 'string', description: 'PostgreSQL URL of the database to restore into.', required: true },
-        { name: 'confirm', type: 'string', description: 'The target database name, exactly, to allow replacing a database that holds data.' },
-        { name: 'jobs', type: 'string', description: 'Parallel pg_restore jobs.', default: '2' },
-        { name: 'no-owner', type: 'boolean', description: 'Skip ownership and privileges (pg_restore --no-owner --no-privileges), for a server whose roles differ.', default: 'false' },
-        { name: 'skip-verify', type: 'boolean', description: 'Do not check the checksums first (recorded with the restore).', default: 'false' },
-        { name: 'redis-check', type: 'boolean', description: "Also load the backup's Redis snapshot into a private redis-server and compare key counts.", default: 'false' },
-        { name: 'from-remote', type: 'boolean', description: "Fetch the backup from the environment's reviewed object storage first (checksums verified on the way in) when the local catalog does not have it.", default: 'false' },
-    ],
-    outputs: [
-        { name: 'backup-id', description: 'Id of the restored backup.' },
-        { name: 'pre-restore-backup-id', description: 'Id of the backup taken of the target before it was replaced (empty when the target held no data).' },
-        { name: 'database', description: 'The database that now holds the restored data.' },
-    ],
-    implemented: true,
-    async run(ctx) {
-        const wanted = ctx.inputs.string('backup') ?? 'latest';
-        const targetUrl = ctx.inputs.requiredString('target', 'pass --target postgres://user:password@host:5432/dbname (the database to restore into)');
-        const confirm = ctx.inputs.string('confirm');
-        const jobs = parseJobs(ctx.inputs.string('jobs'));
-        const noOwner = ctx.inputs.boolean('no-owner');
-        const skipVerify = ctx.inputs.boolean('skip-verify');
-        const redisCheck = ctx.inputs.boolean('redis-check');
-        const target = parsePgUrl(targetUrl);
-        if (target.password)
-            ctx.logger.secret(target.password);
-        const settings = environmentFor(ctx);
-        const catalog = new Catalog(settings.store);
-        if (ctx.inputs.boolean('from-remote'))
-            await fetchBackupIfMissing(catalog, settings, wanted, ctx);
-        const backup = await findBackup(catalog, settings.name, wanted);
-        const runner = await postgresRunner(settings);
-        const result = await ctx.logger.group(`Restore ${backup.id} into ${target.database}`, () => restoreBackup({ catalog, environment: settings.name, backup, runner, target, confirm, jobs, noOwner, skipVerify, logger: ctx.logger, migrationHeadQuery: settings.postgres.migrationHeadQuery, compressLevel: settings.postgres.compressLevel }));
-        const redis = redisCheck && backup.metadata.files.redis ? await restoreRedisIsolated(backup, { binDir: settings.redis?.binDir, logger: ctx.logger }) : undefined;
-        const hooks = isEnvironmentDatabase(settings, targetUrl) ? await runPostRestoreHooks(settings.hooks.postRestore, { logger: ctx.logger }) : [];
-        const failedHooks = hooks.filter((h) => !h.ok);
-        const problems = [...(redis && !redis.ok ? [`redis key counts differ (${redis.detail})`] : []), ...failedHooks.map((h) => `post-restore hook ${h.hook} failed (${h.detail})`)];
-        const c = result.checks;
-        return {
-            json: { ...result, redis: redis ?? null, hooks },
-            text: [
-                `restored ${backup.id} into ${maskedUrl(target)} in ${result.seconds.toFixed(1)}s`,
-                `  row counts: ${c.rowCounts.tables} tables, ${c.rowCounts.rows} rows, all match backup.json`,
-                `  schema fingerprint: matches (${c.schemaFingerprint.actual})`,
-                `  checksums: ${result.checksumsVerified ? 'verified before restoring' : 'NOT verified (--skip-verify)'}`,
-                ...(result.preRestoreBackupId ? [`  pre-restore backup: ${result.preRestoreBackupId} (restore it to undo)`] : []),
-                ...(redis ? [`  redis: ${redis.detail}`] : []),
-                ...hooks.map((h) => `  hook ${h.hook}: ${h.ok ? 'ok' : 'FAILED'} (${h.detail})`),
-            ].join('\n'),
-            outputs: { 'backup-id': backup.id, 'pre-restore-backup-id': result.preRestoreBackupId ?? '', database: target.database },
-            summary: `### Restore ${backup.id} into \`${target.database}\`\n\n| rows | tables | fingerprint | checksums | pre-restore backup | seconds |\n|---|---|---|---|---|---|\n| ${c.rowCounts.rows} | ${c.rowCounts.tables} | match | ${result.checksumsVerified ? 'verified' : 'skipped'} | ${result.preRestoreBackupId ?? '-'} | ${result.seconds.toFixed(1)} |`,
-            ...(problems.length ? { exitCode: 1, failureMessage: `the database was restored, but ${problems.join('; ')}` } : {}),
-        };
-    },
-};
-/** Brings a backup from object storage into the local catalog (verified), unless it is already here. */
-async function fetchBackupIfMissing(catalog, settings, wanted, ctx) {
-    if (wanted !== 'latest' && (await catalog.get(settings.name, 'backups', wanted, BACKUP_METADATA_FILE)))
-        return;
-    const { storage, remote } = openReviewedBucket(settings);
-    const fetched = await fetchEntry({ env: settings.name, kind: 'backups', id: wanted, catalog, remote, prefix: storage.prefix, logger: ctx.logger });
-    ctx.logger.info(`${fetched.fetched ? 'fetched' : 'already had'} backup ${fetched.entry.id} from ${remote.location}`);
-}
-/** Post-restore hooks are for the environment's live database, not for a restore elsewhere. */
-function isEnvironmentDatabase(settings, targetUrl) {
-    if (!settings.postgres.url)
-        return false;
-    const live = environmentConnection(settings);
-    const target = parsePgUrl(targetUrl);
-    return live.host === target.host && live.port === target.port && live.database === target.database;
-}
-const pruneCommand = {
-    name: 'prune',
-    summary: 'Apply the retention policy to backups (dry run unless --apply)',
-    inputs: [{ name: 'apply', type: 'boolean', description: 'Delete for real (default: only list what would go).', default: 'false' }],
-    outputs: [],
-    implemented: true,
-    async run(ctx) {
-        const apply = ctx.inputs.boolean('apply');
-        const settings = environmentFor(ctx);
-        const catalog = new Catalog(settings.store);
-        const result = await withLock(catalog.envDir(settings.name), settings.name, { command: 'prune', waitSeconds: 30 }, () => pruneBackups(catalog, settings.name, settings.retention, { apply, logger: ctx.logger }));
-        const going = result.decisions.filter((d) => !d.keep);
-        const lines = result.decisions.map((d) => `${d.keep ? 'keep  ' : result.applied ? 'DELETED' : 'delete'} ${d.id}  ${d.label.padEnd(13)} ${d.reasons.join('; ')}`);
-        const verdict = result.applied ? `deleted ${result.deleted.length} backup(s)` : apply ? 'nothing deleted: a release manifest is unreadable' : `dry run: ${going.length} backup(s) would be deleted; pass --apply to delete them`;
-        if (apply && !result.applied) {
-            throw (0,errors/* failure */.V2)('PRUNE_BLOCKED', `${verdict} (${result.unreadableManifests.join(', ')})`, { fix: 'repair or remove the unreadable manifest(s), then re-run lifeline prune --apply' });
-        }
-        return { json: result, text: [...lines, verdict].join('\n') };
-    },
-};
-const backupAction = singleCommandAction('backup', 'Back up PostgreSQL and Redis into the Lifeline catalog with sha256 checksums.', backupCommand);
-const verifyAction = singleCommandAction('verify', "Verify a backup's checksums and archives.", verifyCommand);
-const restoreAction = singleCommandAction('restore', 'Restore a verified backup; refuses destructive restores without explicit confirmation.', restoreCommand);
-
-;// CONCATENATED MODULE: ./src/commands/config.ts
-
-
-
-
-
-/** The resolved settings with every secret replaced, safe to print. */
-function maskedSettings(settings) {
-    const { secrets: _secrets, ...rest } = settings;
-    return {
-        ...rest,
-        postgres: { ...settings.postgres, url: settings.postgres.url ? redactUrl(settings.postgres.url) : undefined },
-        redis: settings.redis ? { ...settings.redis, url: settings.redis.url ? redactUrl(settings.redis.url) : undefined } : undefined,
-        drill: { ...settings.drill, targetUrl: settings.drill.targetUrl ? redactUrl(settings.drill.targetUrl) : undefined },
-    };
-}
-const configCheck = {
-    name: 'config check',
-    summary: 'Validate lifeline.yml and print the resolved settings of every environment (secrets masked)',
-    inputs: [],
-    outputs: [],
-    implemented: true,
-    async run(ctx) {
-        const first = environmentFor(ctx);
-        const globals = ctx.inputs.globals();
-        // With no --env, check every declared environment: a typo in staging must not wait for staging's deploy.
-        const names = globals.env || !first.configPath ? [first.name] : Object.keys(loadConfig(first.configPath, { explicit: true }).config.environments);
-        const resolved = names.length === 0 ? [first] : names.map((name) => (name === first.name ? first : resolveEnvironment({ ...globals, env: name }, { env: ctx.env, cwd: ctx.cwd })));
-        const masked = Object.fromEntries(resolved.map((s) => [s.name, maskedSettings(s)]));
-        const source = first.configPath ?? '(no config file: flags and environment variables only)';
-        return {
-            json: { config: first.configPath ?? null, valid: true, environments: masked },
-            text: `${source}: valid\n${(0,dist/* stringify */.As)({ environments: JSON.parse(JSON.stringify(masked)) })}`,
-        };
-    },
-};
-
-;// CONCATENATED MODULE: ./src/deploy/compose.ts
-
-
-
-/** The full argv for one Compose call; the override file, when given, comes last so it wins. */
-function composeInvocation(project, args, overrideFile) {
-    const [tool, ...prefix] = project.command;
-    const files = overrideFile ? [...project.files, overrideFile] : project.files;
-    return {
-        tool: tool,
-        args: [...prefix, ...files.flatMap((file) => ['-f', file]), ...(project.projectName ? ['-p', project.projectName] : []), ...args],
-    };
-}
-/** The Compose and Docker calls a deploy needs, through the runner (the only place that spawns). */
-class ComposeDriver {
-    runner;
-    project;
-    constructor(runner, project) {
-        this.runner = runner;
-        this.project = project;
-    }
-    async pull(services, overrideFile) {
-        await runChecked(this.runner, composeInvocation(this.project, ['pull', ...services], overrideFile), `pulling ${services.join(', ')}`);
-    }
-    /** Recreates only the named services (`--no-deps`): the database and Redis are never touched. */
-    async up(services, overrideFile) {
-        await runChecked(this.runner, composeInvocation(this.project, ['up', '-d', '--no-deps', ...services], overrideFile), `starting ${services.join(', ')}`);
-    }
-    /** True when every image is already in the engine: a digest names exactly one image, so pulling it again changes nothing. */
-    async imagesPresent(images) {
-        const result = await runText(this.runner, { tool: 'docker', args: ['image', 'inspect', '--format', '{{.Id}}', ...images] }).catch(() => undefined);
-        return result?.exitCode === 0;
-    }
-    /**
-     * Every container of the project, with its state. With a known project name the engine is asked
-     * directly by Compose's labels: Compose v1 takes seconds to start, which a health wait should not pay.
-     */
-    async projectContainers(overrideFile) {
-        const out = this.project.projectName
-            ? await runChecked(this.runner, { tool: 'docker', args: ['ps', '-aq', '--no-trunc', '--filter', `label=com.docker.compose.project=${normalizeProjectName(this.project.projectName)}`, '--filter', 'label=com.docker.compose.oneoff=False'] }, 'listing the containers of the project')
-            : await runChecked(this.runner, composeInvocation(this.project, ['ps', '-q'], overrideFile), 'listing the containers of the project');
-        const ids = out.split('\n').map((line) => line.trim()).filter(Boolean);
-        return ids.length ? this.inspect(ids) : [];
-    }
-    /** The state of the given containers; throws if one of them no longer exists. */
-    async inspect(containerIds) {
-        const out = await runChecked(this.runner, { tool: 'docker', args: ['inspect', '--type', 'container', ...containerIds] }, 'inspecting containers');
-        let parsed;
-        try {
-            parsed = JSON.parse(out);
-        }
-        catch (error) {
-            throw (0,errors/* failure */.V2)('DOCKER_OUTPUT', 'could not read the output of docker inspect', { cause: error });
-        }
-        return parsed.map((c) => ({
-            id: c.Id,
-            service: c.Config.Labels?.['com.docker.compose.service'] ?? '',
-            imageRef: c.Config.Image,
-            imageId: c.Image,
-            running: c.State.Running,
-            exitCode: c.State.ExitCode,
-            status: c.State.Status,
-            health: c.State.Health?.Status,
-        }));
-    }
-    /**
-     * Follows the engine's container events for the project (health changes, starts, deaths) and
-     * calls `onEvent` for each, so a health wait can look again at once instead of at its next poll.
-     * Best effort: if `docker events` cannot run, nothing is called and polling alone decides. The
-     * stream ends by itself after `untilSeconds`, so even a killed Lifeline leaves no follower behind.
-     */
-    watchEvents(onEvent, untilSeconds) {
-        const filters = ['--filter', 'type=container', ...['health_status', 'start', 'die', 'destroy'].flatMap((e) => ['--filter', `event=${e}`])];
-        if (this.project.projectName)
-            filters.push('--filter', `label=com.docker.compose.project=${normalizeProjectName(this.project.projectName)}`);
-        // Unix times: events from now on only, and a stream that ends by itself.
-        const now = Math.floor(Date.now() / 1000);
-        let running;
-        try {
-            running = this.runner.start({ tool: 'docker', args: ['events', ...filters, '--since', String(now), '--until', String(now + Math.ceil(untilSeconds) + 5), '--format', '{{.ID}}'] });
-        }
-        catch {
-            return { stop() { } };
-        }
-        running.stdout.on('data', () => onEvent());
-        running.stdout.on('error', () => { });
-        running.done.catch(() => { });
-        return { stop: () => running?.kill('SIGTERM') };
-    }
-    /** The last lines a service logged, for the failure message; never throws. */
-    async logsTail(service, lines, overrideFile) {
-        const result = await runText(this.runner, composeInvocation(this.project, ['logs', '--no-color', '--tail', String(lines), service], overrideFile)).catch((error) => ({
-            exitCode: 1,
-            stdout: '',
-            stderr: error.message,
-        }));
-        if (result.exitCode !== 0)
-            return `(could not read its logs: ${lastLines(result.stderr, 2)})`;
-        return result.stdout.trim() || '(it logged nothing)';
-    }
-}
-/** The project name as Compose records it in its labels (both versions lowercase it and drop other characters). */
-function normalizeProjectName(name) {
-    return name.toLowerCase().replace(/[^-_a-z0-9]/g, '');
-}
-
-;// CONCATENATED MODULE: ./src/deploy/database.ts
-
-
-
-/** Reads the migration head with the configured query (e.g. Alembic's `SELECT version_num FROM alembic_version`). */
-function migrationHeadProbe(runner, options) {
-    const conn = parsePgUrl(options.url);
-    return {
-        maskedUrl: redactUrl(options.url),
-        name: options.database ?? conn.database,
-        async migrationHead() {
-            const session = PsqlSession.open(runner, conn, { database: options.database });
-            try {
-                const value = await session.queryValue(options.migrationHeadQuery);
-                return value === undefined || value === null ? null : String(value);
-            }
-            finally {
-                await session.close();
-            }
-        },
-    };
-}
-
-;// CONCATENATED MODULE: ./src/deploy/health.ts
-const POLL_MS = 250;
-const HTTP_TIMEOUT_MS = 2000;
-/**
- * Waits until every target is healthy, or one of them fails. A service fails at once when its
- * container exits or Docker marks it `unhealthy` (its healthcheck failed `retries` times in a row,
- * after its `start_period`); otherwise it fails when the timeout is reached.
- */
-async function waitForHealth(driver, targets, options) {
-    const started = Date.now();
-    const deadline = started + options.timeoutSeconds * 1000;
-    const pending = new Map(targets.map((t) => [t.service, t]));
-    const lastSeen = new Map();
-    // The engine's events wake the wait as soon as a container changes (a healthcheck passing, a
-    // crash), so Lifeline notices within milliseconds, not at its next poll; polling stays the rule.
-    const wake = new Wakeup();
-    const watcher = driver.watchEvents(() => wake.notify(), options.timeoutSeconds);
+/** Flushes a file's (or directory's) contents to disk so a rename after it is durable. */
+async function fsyncPath(path) {
+    const handle = await (0,promises_.open)(path, 'r');
     try {
-        // Listing goes through Compose (slow with v1); afterwards only `docker inspect` polls the known ids.
-        let known;
-        for (;;) {
-            const containers = known ? await driver.inspect(known).catch(() => undefined) : await driver.projectContainers(options.overrideFile);
-            if (!containers) {
-                known = undefined;
-                continue;
-            }
-            known = containers.map((c) => c.id);
-            for (const target of [...pending.values()]) {
-                const verdict = await judge(target, containers.filter((c) => c.service === target.service));
-                lastSeen.set(target.service, verdict.detail);
-                if (verdict.relist)
-                    known = undefined;
-                if (verdict.state === 'healthy') {
-                    if (verdict.noHealthcheck)
-                        options.logger.warn(`${target.service} has no Compose healthcheck and no healthUrl: counting "running" as healthy`);
-                    pending.delete(target.service);
-                    options.logger.info(`${target.service}: healthy (${verdict.detail})`);
-                }
-                else if (verdict.state === 'failed') {
-                    return { healthy: false, elapsedMs: Date.now() - started, service: target.service, reason: verdict.detail };
-                }
-            }
-            if (pending.size === 0)
-                return { healthy: true, elapsedMs: Date.now() - started };
-            if (Date.now() >= deadline) {
-                const [service] = pending.keys();
-                return { healthy: false, elapsedMs: Date.now() - started, service: service, reason: `not healthy within ${options.timeoutSeconds}s (last seen: ${lastSeen.get(service) ?? 'nothing'})` };
-            }
-            await wake.wait(Math.min(POLL_MS, Math.max(deadline - Date.now(), 0)));
-        }
+        await handle.sync();
     }
     finally {
-        watcher.stop();
+        await handle.close();
     }
 }
-/** A sleep that an event cuts short; an event that arrived while nobody waited is not lost. */
-class Wakeup {
-    pending = false;
-    wakeWaiter;
-    notify() {
-        this.pending = true;
-        this.wakeWaiter?.();
+/** Writes a small file atomically: temporary name, fsync, rename, fsync the directory. */
+async function writeFileAtomic(path, data) {
+    await mkdirPrivate((0,external_node_path_.dirname)(path));
+    const tmp = (0,external_node_path_.join)((0,external_node_path_.dirname)(path), `.${(0,external_node_path_.basename)(path)}.tmp-${process.pid}-${Date.now()}`);
+    try {
+        await (0,promises_.writeFile)(tmp, data, { mode: PRIVATE_FILE_MODE, flag: 'wx' });
+        await fsyncPath(tmp);
+        await (0,promises_.rename)(tmp, path);
     }
-    wait(ms) {
-        if (this.pending) {
-            this.pending = false;
-            return Promise.resolve();
+    catch (error) {
+        await (0,promises_.rm)(tmp, { force: true });
+        throw error;
+    }
+    await fsyncPath((0,external_node_path_.dirname)(path));
+}
+/** A pass-through that hashes and counts what flows through it, so no second read is needed. */
+class HashingTransform extends external_node_stream_.Transform {
+    hash = (0,external_node_crypto_.createHash)('sha256');
+    bytes = 0;
+    _transform(chunk, _encoding, callback) {
+        this.hash.update(chunk);
+        this.bytes += chunk.length;
+        callback(null, chunk);
+    }
+    digest() {
+        return this.hash.digest('hex');
+    }
+}
+/** Streams `source` into `path`, hashing in the same pass, then fsyncs. */
+async function streamToFile(source, path, onProgress) {
+    const hasher = new HashingTransform();
+    if (onProgress)
+        hasher.on('data', () => onProgress(hasher.bytes));
+    await (0,external_node_stream_promises_namespaceObject.pipeline)(source, hasher, (0,external_node_fs_.createWriteStream)(path, { flags: 'wx', mode: PRIVATE_FILE_MODE }));
+    await fsyncPath(path);
+    return { sha256: hasher.digest(), bytes: hasher.bytes };
+}
+/** A writable file that hashes what is written, for producers that push rather than offer a readable. */
+function hashingFileWriter(path) {
+    const hasher = new HashingTransform();
+    const file = (0,external_node_fs_.createWriteStream)(path, { flags: 'wx', mode: PRIVATE_FILE_MODE });
+    const finished = (0,external_node_stream_promises_namespaceObject.pipeline)(hasher, file);
+    // A write error (ENOSPC) can land before the producer calls done(): it is reported there, not as an unhandled rejection.
+    finished.catch(() => { });
+    return {
+        stream: hasher,
+        async done() {
+            await finished;
+            await fsyncPath(path);
+            return { sha256: hasher.digest(), bytes: hasher.bytes };
+        },
+    };
+}
+/** sha256 of a file, read in 1 MiB chunks (bounded memory). */
+async function sha256File(path) {
+    const hasher = new HashingTransform();
+    await (0,external_node_stream_promises_namespaceObject.pipeline)((0,external_node_fs_.createReadStream)(path, { highWaterMark: 1024 * 1024 }), hasher, async function* (source) {
+        for await (const _chunk of source) {
+            // drain
         }
-        return new Promise((resolve) => {
-            const done = () => {
-                clearTimeout(timer);
-                this.wakeWaiter = undefined;
-                this.pending = false;
-                resolve();
-            };
-            const timer = setTimeout(done, ms);
-            this.wakeWaiter = done;
+    });
+    return { sha256: hasher.digest(), bytes: hasher.bytes };
+}
+
+;// CONCATENATED MODULE: ./src/catalog/confine.ts
+
+
+
+
+
+
+/**
+ * The one rule for a file name read from inside an entry (SHA256SUMS, backup.json, export.json,
+ * a remote listing): a single path segment of letters, digits, '.', '_', '+' and '-', starting
+ * with a letter or digit. That excludes '..', '/', absolute paths, NUL and control characters,
+ * and every name Lifeline itself never writes.
+ */
+const ENTRY_FILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$/;
+function isSafeEntryFileName(name) {
+    return ENTRY_FILE_NAME.test(name) && !name.includes('..');
+}
+/** Why `name` may not be read from the entry, or undefined when the name itself is acceptable. */
+function entryFileNameProblem(name) {
+    if (isSafeEntryFileName(name))
+        return undefined;
+    if (name.startsWith('/'))
+        return 'is an absolute path';
+    if (name.includes('/') || name.includes('\\'))
+        return 'is not a single path segment';
+    if (name.includes('..'))
+        return "contains '..'";
+    return 'is not a name Lifeline writes (letters, digits, ., _, +, - only)';
+}
+/** A name or file inside an entry that Lifeline refuses to read (exit 1: the entry is damaged or hostile). */
+class UnsafeEntryFileError extends errors/* LifelineError */.Zm {
+    entryDir;
+    fileName;
+    reason;
+    constructor(entryDir, fileName, reason) {
+        super('failed', `${JSON.stringify(fileName)} in ${entryDir} ${reason}; it was not read`, {
+            code: 'ENTRY_UNSAFE_FILE',
+            fix: `the entry at ${entryDir} was altered outside Lifeline: inspect it, then remove it or restore it from an off-host copy`,
         });
+        this.entryDir = entryDir;
+        this.fileName = fileName;
+        this.reason = reason;
     }
 }
-async function judge(target, containers) {
-    if (containers.length === 0)
-        return { state: 'waiting', detail: 'no container yet', relist: true };
-    for (const container of containers) {
-        const id = container.id.slice(0, 12);
-        if (target.expectedImage && container.imageRef !== target.expectedImage)
-            return { state: 'waiting', detail: `container ${id} still runs ${container.imageRef}`, relist: true };
-        if (!container.running)
-            return { state: container.status === 'restarting' ? 'waiting' : 'failed', detail: `container ${id} ${container.status} (exit code ${container.exitCode})` };
-        if (target.healthUrl) {
-            const answer = await httpStatus(target.healthUrl);
-            if (answer.ok)
-                continue;
-            return { state: 'waiting', detail: `${target.healthUrl}: ${answer.detail}` };
-        }
-        if (container.health === undefined)
-            return { state: 'healthy', detail: 'running', noHealthcheck: true };
-        if (container.health === 'unhealthy')
-            return { state: 'failed', detail: 'Docker marked it unhealthy (its Compose healthcheck kept failing)' };
-        if (container.health !== 'healthy')
-            return { state: 'waiting', detail: `healthcheck ${container.health}` };
-    }
-    return { state: 'healthy', detail: target.healthUrl ? `${target.healthUrl} answered 2xx` : 'Compose healthcheck healthy' };
+function unsafe(entryDir, name, reason) {
+    return new UnsafeEntryFileError(entryDir, name, reason);
 }
-async function httpStatus(url) {
+function kindOf(info) {
+    if (info.isSymbolicLink())
+        return 'a symbolic link';
+    if (info.isFIFO())
+        return 'a FIFO';
+    if (info.isCharacterDevice() || info.isBlockDevice())
+        return 'a device';
+    if (info.isSocket())
+        return 'a socket';
+    if (info.isDirectory())
+        return 'a directory';
+    return 'not a regular file';
+}
+async function assertEntryDir(entryDir) {
+    // The entry directory itself must not be a link to somewhere else (the store root may be).
+    const info = await (0,promises_.lstat)(entryDir);
+    if (!info.isDirectory())
+        throw unsafe(entryDir, '.', `is ${kindOf(info)}, not an entry directory`);
+}
+/**
+ * Opens a file of a catalog entry for reading, confined to that entry: the name must pass
+ * `isSafeEntryFileName`, the entry directory must not be a symlink, and the file is opened with
+ * O_NOFOLLOW | O_NONBLOCK (a FIFO cannot block the open) and must then be a regular file.
+ * Every reader of a name that came from a file goes through here or `entryFilePath`.
+ */
+async function openEntryFile(entryDir, name) {
+    const problem = entryFileNameProblem(name);
+    if (problem)
+        throw unsafe(entryDir, name, problem);
+    await assertEntryDir(entryDir);
+    let handle;
     try {
-        const response = await fetch(url, { signal: AbortSignal.timeout(HTTP_TIMEOUT_MS), redirect: 'manual' });
-        await response.body?.cancel();
-        return { ok: response.status >= 200 && response.status < 300, detail: `HTTP ${response.status}` };
+        handle = await (0,promises_.open)((0,external_node_path_.join)(entryDir, name), external_node_fs_.constants.O_RDONLY | external_node_fs_.constants.O_NOFOLLOW | external_node_fs_.constants.O_NONBLOCK);
     }
     catch (error) {
-        return { ok: false, detail: error.message };
+        const code = error.code;
+        if (code === 'ELOOP' || code === 'EMLINK')
+            throw unsafe(entryDir, name, 'is a symbolic link');
+        throw error;
+    }
+    try {
+        const info = await handle.stat();
+        if (!info.isFile())
+            throw unsafe(entryDir, name, `is ${kindOf(info)}`);
+        return handle;
+    }
+    catch (error) {
+        await handle.close();
+        throw error;
     }
 }
-
-;// CONCATENATED MODULE: ./src/deploy/history.ts
-const HISTORY_LOG = 'history.ndjson';
-async function readHistory(catalog, env) {
-    return catalog.readLog(env, HISTORY_LOG);
-}
-async function appendHistory(catalog, env, event) {
-    await catalog.appendLog(env, HISTORY_LOG, event);
-}
-/** What is running according to the history; undefined before the first deploy. */
-function currentRelease(history) {
-    const last = history.at(-1);
-    return last ? { release: last.running, deployment: last.runningDeployment } : undefined;
-}
-/** The releases that ran, oldest first, without repeats of the same release in a row. */
-function runningSequence(history) {
-    const sequence = [];
-    for (const event of history) {
-        if (event.running && sequence.at(-1) !== event.running)
-            sequence.push(event.running);
-    }
-    return sequence;
-}
-/** `rollback --to previous`: the latest release that ran before the current one. */
-function previousRelease(history) {
-    const current = currentRelease(history)?.release;
-    return runningSequence(history)
-        .reverse()
-        .find((release) => release !== current);
-}
 /**
- * Releases that rollback may still need, which release pruning must keep: the running one and
- * the `keepLast` distinct releases that ran before it (retention.keepLast).
+ * The path of an entry file for a tool that opens it itself (pg_restore, redis-check-rdb), after
+ * the same checks as `openEntryFile`. Only root and the store's owner can write inside an entry
+ * (0700), so the window between this check and the tool's open is not an attacker's to use.
  */
-async function releasesInUse(catalog, env, keepLast) {
-    const history = await readHistory(catalog, env);
-    const keep = new Set();
-    const current = currentRelease(history)?.release;
-    if (current)
-        keep.add(current);
-    const distinct = [...new Set(runningSequence(history).reverse())];
-    for (const release of distinct.slice(0, Math.max(keepLast, 1) + 1))
-        keep.add(release);
-    return keep;
+async function entryFilePath(entryDir, name) {
+    const handle = await openEntryFile(entryDir, name);
+    await handle.close();
+    return (0,external_node_path_.join)(entryDir, name);
 }
-
-;// CONCATENATED MODULE: ./src/deploy/override.ts
-
-/**
- * The Compose override file that pins each service to an image. Passed as the last `-f`, it
- * wins over the operator's files for `image:` and leaves everything else as they wrote it.
- */
-function renderOverride(images, comment) {
-    const services = {};
-    for (const [service, image] of Object.entries(images))
-        services[service] = { image };
-    const header = comment
-        .split('\n')
-        .map((line) => `# ${line}`)
-        .join('\n');
-    return `${header}\n${(0,dist/* stringify */.As)({ services })}`;
-}
-
-;// CONCATENATED MODULE: ./src/deploy/release.ts
-
-
-const DIGEST_REF = /^[^\s@]+@sha256:[0-9a-f]{64}$/;
-/** A manifest that names an image by tag could run something else than what was signed. */
-function assertPinnedImages(release) {
-    for (const role of SERVICE_ROLES) {
-        const image = release.images[role];
-        if (!image || !DIGEST_REF.test(image)) {
-            throw (0,errors/* failure */.V2)('RELEASE_IMAGE_NOT_PINNED', `release ${release.version}: the ${role} image ${JSON.stringify(image ?? null)} is not pinned by digest`, {
-                fix: 'create the manifest with images written as registry/repo@sha256:<digest>',
-            });
+/** sha256 of an entry file, streamed in 1 MiB chunks through a confined handle. */
+async function sha256EntryFile(entryDir, name) {
+    const handle = await openEntryFile(entryDir, name);
+    const hasher = new HashingTransform();
+    await (0,external_node_stream_promises_namespaceObject.pipeline)(handle.createReadStream({ highWaterMark: 1024 * 1024 }), hasher, async function* (source) {
+        for await (const _chunk of source) {
+            // drain
         }
-    }
-}
-
-;// CONCATENATED MODULE: ./src/deploy/deploy.ts
-
-
-
-
-
-
-
-
-
-const DEPLOYMENT_METADATA = 'deployment.json';
-const OVERRIDE_FILE = 'compose.override.yml';
-const LOG_TAIL_LINES = 20;
-/** `lifeline deploy`: verify the release, then move api, web and worker onto its digests together. */
-async function deployRelease(ctx, options) {
-    const started = Date.now();
-    const target = await verifyOrRecord(ctx, 'deploy', options.release, started);
-    const verify = Date.now() - started;
-    return withEnvironmentLock(ctx, 'deploy', async () => {
-        const history = await readHistory(ctx.catalog, ctx.env);
-        return switchRelease(ctx, { action: 'deploy', target, history, started, healthTimeoutSeconds: options.healthTimeoutSeconds, warnings: [], extraDurations: { verify } });
     });
+    return { sha256: hasher.digest(), bytes: hasher.bytes };
+}
+/** A small entry file (metadata, SHA256SUMS) as text, through a confined handle; refuses more than `limit` bytes. */
+async function readEntryText(entryDir, name, limit = 16 * 1024 * 1024) {
+    const handle = await openEntryFile(entryDir, name);
+    try {
+        const { size } = await handle.stat();
+        if (size > limit)
+            throw unsafe(entryDir, name, `is ${size} bytes, more than the ${limit} a metadata file may hold`);
+        return await handle.readFile('utf8');
+    }
+    finally {
+        await handle.close();
+    }
 }
 /**
- * `lifeline rollback`: like a deploy to an earlier release, after one more check: the database
- * must not be on a newer migration head than the target release expects.
+ * Whether other local users can reach the environment's files: the store root and the environment
+ * directory both let group or others in (a 0700 on either one keeps everything below private).
+ * Returns the problem with its fix, or undefined when the catalog is private or does not exist yet.
  */
-async function rollbackRelease(ctx, options) {
-    const started = Date.now();
-    const version = options.to === 'previous' ? resolvePrevious(ctx, await readHistory(ctx.catalog, ctx.env)) : options.to;
-    const target = await verifyOrRecord(ctx, 'rollback', version, started);
-    const verify = Date.now() - started;
-    return withEnvironmentLock(ctx, 'rollback', async () => {
-        const history = await readHistory(ctx.catalog, ctx.env);
-        // Another deploy may have finished while we verified: "previous" must still mean the same release.
-        if (options.to === 'previous' && resolvePrevious(ctx, history) !== version) {
-            throw (0,errors/* failure */.V2)('HISTORY_CHANGED', `the history of ${ctx.env} changed while release ${version} was being verified`, { fix: 're-run the rollback' });
-        }
-        const warnings = [];
-        const schemaStarted = Date.now();
+function sharedStoreProblem(root, env) {
+    const modeOf = (path) => {
         try {
-            await checkSchema(ctx, target, currentRelease(history)?.release ?? null, options.allowSchemaAhead, warnings);
+            return (0,external_node_fs_.statSync)(path).mode & 0o777;
         }
-        catch (error) {
-            if ((0,errors/* isLifelineError */.lG)(error) && error.kind === 'refused') {
-                await deploy_record(ctx, history, { action: 'rollback', to: target.version, result: 'refused', deployment: null, reason: error.message, durationsMs: { total: Date.now() - started } });
-            }
-            throw error;
+        catch {
+            return undefined;
         }
-        return switchRelease(ctx, { action: 'rollback', target, history, started, healthTimeoutSeconds: options.healthTimeoutSeconds, warnings, extraDurations: { verify, schemaCheck: Date.now() - schemaStarted } });
+    };
+    const rootMode = modeOf(root);
+    if (rootMode === undefined || (rootMode & 0o077) === 0)
+        return undefined;
+    const envMode = modeOf((0,external_node_path_.join)(root, env));
+    if (envMode !== undefined && (envMode & 0o077) === 0)
+        return undefined;
+    const octal = (m) => m.toString(8).padStart(4, '0');
+    return {
+        message: `the catalog ${root} is readable by other local users (mode ${octal(rootMode)}${envMode === undefined ? '' : `, ${env}/ ${octal(envMode)}`}): backups, tenant exports and Redis snapshots hold production data`,
+        fix: `chmod -R go-rwx ${root}`,
+    };
+}
+let warnSink;
+const warned = new Set();
+/** The door (CLI or action) says where catalog warnings go; domain code never logs directly here. */
+function setCatalogWarningSink(sink) {
+    warnSink = sink;
+    warned.clear();
+}
+/** Called by every catalog write path: warns once per store and environment when it is shared. */
+function warnIfStoreShared(root, env) {
+    const key = `${root}\0${env}`;
+    if (warned.has(key))
+        return;
+    warned.add(key);
+    const problem = sharedStoreProblem(root, env);
+    if (problem)
+        warnSink?.(`${problem.message}; fix: ${problem.fix}`);
+}
+
+;// CONCATENATED MODULE: ./src/catalog/fs-errors.ts
+
+const FILESYSTEM_CODES = {
+    ENOSPC: { what: 'no space left on the device', fix: (p) => `free space on the filesystem that holds ${p} (df -h ${p}), e.g. lifeline prune, or point --store / store: at a larger disk, then run the command again` },
+    EDQUOT: { what: 'the disk quota is exhausted', fix: (p) => `raise the quota or free space under ${p}, then run the command again` },
+    EROFS: { what: 'the filesystem is read-only', fix: (p) => `remount the filesystem that holds ${p} read-write (or point --store at a writable one), then run the command again` },
+    EACCES: { what: 'permission denied', fix: (p) => `run Lifeline as the user that owns the catalog (ls -ld ${p}), or fix the owner of ${p}` },
+    EPERM: { what: 'operation not permitted', fix: (p) => `run Lifeline as the user that owns the catalog (ls -ld ${p}), or fix the owner of ${p}` },
+    EMFILE: { what: 'too many open files', fix: () => 'raise the open-files limit (ulimit -n) and run the command again' },
+    EIO: { what: 'an I/O error', fix: (p) => `check the disk that holds ${p} (dmesg); the data on it may be damaged` },
+};
+function isFilesystemError(error) {
+    const code = error?.code;
+    return typeof code === 'string' && code in FILESYSTEM_CODES;
+}
+/**
+ * Turns an ENOSPC, EROFS, EACCES (and kin) into a LifelineError that names the path, says what
+ * was and was not written (`outcome`), and what to do. Anything else is returned as undefined.
+ */
+function describeFilesystemError(error, outcome, where) {
+    // Already described further down (a catalog write): keep that message, it knows the outcome.
+    if ((0,errors/* isLifelineError */.lG)(error))
+        return error.code.startsWith('FS_') ? error : undefined;
+    if (!isFilesystemError(error))
+        return undefined;
+    const known = FILESYSTEM_CODES[error.code];
+    // A write(2) failure carries no path: `where` (the entry or file being written) stands in.
+    const path = error.path ?? error.dest ?? where ?? 'a file';
+    const doing = error.syscall ? ` (${error.syscall})` : '';
+    return (0,errors/* failure */.V2)(`FS_${error.code}`, `${path}: ${known.what}${doing}${outcome ? `; ${outcome}` : ''}`, {
+        fix: known.fix(path),
+        cause: error,
+        details: { path, errno: error.code },
     });
 }
-function resolvePrevious(ctx, history) {
-    const previous = previousRelease(history);
-    if (!previous) {
-        throw (0,errors/* refusal */.x5)('NO_PREVIOUS_RELEASE', `the history of ${ctx.env} has no earlier release to roll back to`, `name the release: lifeline rollback --env ${ctx.env} --to <version> (lifeline history --env ${ctx.env} lists what ran)`);
-    }
-    return previous;
-}
-async function verifyOrRecord(ctx, action, version, started) {
-    try {
-        const release = await ctx.logger.group(`Verify the manifest of release ${version}`, () => ctx.verifier.verify(version));
-        assertPinnedImages(release);
-        return release;
-    }
-    catch (error) {
-        const lifelineError = (0,errors/* toLifelineError */._B)(error);
-        const history = await readHistory(ctx.catalog, ctx.env);
-        await deploy_record(ctx, history, { action, to: version, result: 'failed', deployment: null, reason: `manifest verification: ${lifelineError.message}`, durationsMs: { total: Date.now() - started } });
-        throw lifelineError;
-    }
-}
-async function withEnvironmentLock(ctx, command, fn) {
-    const lock = await acquireLock(ctx.catalog.envDir(ctx.env), ctx.env, { command: `lifeline ${command}`, owner: ctx.owner, waitSeconds: ctx.lockWaitSeconds ?? 0 });
+/** Runs a catalog write; a filesystem failure becomes a LifelineError carrying `outcome`. */
+async function withWriteOutcome(outcome, fn, where) {
     try {
         return await fn();
     }
-    finally {
-        await lock.release();
-    }
-}
-async function switchRelease(ctx, plan) {
-    const { target, action } = plan;
-    const current = currentRelease(plan.history);
-    const from = current?.release ?? null;
-    const durationsMs = { ...plan.extraDurations };
-    const serviceNames = SERVICE_ROLES.map((role) => ctx.services[role].name);
-    const deploymentId = newEntryId();
-    // Asking the engine which images it has overlaps with the catalog write (fsyncs).
-    const imagesPresent = ctx.driver.imagesPresent(SERVICE_ROLES.map((role) => target.images[role]));
-    const overrideFile = await writeDeployment(ctx, deploymentId, action, target, from);
-    const base = { action, to: target.version, deployment: deploymentId };
-    const time = async (phase, fn) => {
-        const phaseStarted = Date.now();
-        try {
-            return await fn();
-        }
-        finally {
-            durationsMs[phase] = Date.now() - phaseStarted;
-        }
-    };
-    try {
-        await time('pull', () => ctx.logger.group(`Pull the images of ${target.version}`, async () => {
-            if (await imagesPresent)
-                ctx.logger.info('all three images are already in the engine (same digests): nothing to pull');
-            else
-                await ctx.driver.pull(serviceNames, overrideFile);
-        }));
-    }
     catch (error) {
-        // Nothing was recreated: the old release is still running.
-        await deploy_record(ctx, plan.history, { ...base, result: 'failed', reason: `pull: ${(0,errors/* toLifelineError */._B)(error).message}`, durationsMs: { ...durationsMs, total: Date.now() - plan.started } });
-        throw error;
-    }
-    let failedService;
-    let reason;
-    try {
-        await time('up', () => ctx.logger.group(`Recreate ${serviceNames.join(', ')} on ${target.version}`, () => ctx.driver.up(serviceNames, overrideFile)));
-        const health = await time('health', () => ctx.logger.group('Wait for health', () => waitForHealth(ctx.driver, healthTargets(ctx, target.images), { timeoutSeconds: plan.healthTimeoutSeconds, overrideFile, logger: ctx.logger })));
-        if (health.healthy) {
-            durationsMs.total = Date.now() - plan.started;
-            await deploy_record(ctx, plan.history, { ...base, result: 'succeeded', running: target.version, runningDeployment: deploymentId, durationsMs });
-            return { action, release: target.version, from, deployment: deploymentId, overrideFile, images: target.images, durationsMs, warnings: plan.warnings };
-        }
-        failedService = health.service;
-        reason = health.reason;
-    }
-    catch (error) {
-        reason = (0,errors/* toLifelineError */._B)(error).message;
-    }
-    const lastLog = failedService ? await ctx.driver.logsTail(failedService, LOG_TAIL_LINES, overrideFile) : undefined;
-    const restored = await time('restore', () => restorePrevious(ctx, current?.release ?? null, current?.deployment ?? null, plan.healthTimeoutSeconds));
-    durationsMs.total = Date.now() - plan.started;
-    await deploy_record(ctx, plan.history, {
-        ...base,
-        result: 'failed',
-        running: restored.ok ? from : null,
-        runningDeployment: restored.ok ? (current?.deployment ?? null) : null,
-        failedService,
-        reason,
-        durationsMs,
-    });
-    const what = failedService ? `${failedService} did not get healthy on ${target.version}: ${reason}` : `${action} of ${target.version} failed: ${reason}`;
-    throw (0,errors/* failure */.V2)('DEPLOY_UNHEALTHY', `${what}\n${restored.message}${lastLog ? `\nlast lines ${failedService} logged:\n${indent(lastLog)}` : ''}`, {
-        fix: failedService ? `fix ${failedService} in a new release; check its logs with: docker compose logs ${failedService}` : 'read the error above, fix it, and re-run',
-        details: { failedService: failedService ?? null, restoredTo: restored.ok ? from : null, deployment: deploymentId },
-    });
-}
-function healthTargets(ctx, images) {
-    return SERVICE_ROLES.map((role) => ({ service: ctx.services[role].name, healthUrl: ctx.services[role].healthUrl, expectedImage: images[role] }));
-}
-/** Puts all three services back on the release that ran before, from its recorded override. */
-async function restorePrevious(ctx, previous, previousDeployment, timeoutSeconds) {
-    const entry = previousDeployment ? await ctx.catalog.get(ctx.env, 'deployments', previousDeployment, DEPLOYMENT_METADATA) : undefined;
-    if (!previous || !entry) {
-        return { ok: false, message: 'no earlier release deployed by Lifeline is recorded for this environment, so the services were left as they are' };
-    }
-    const overrideFile = (0,external_node_path_.join)(entry.dir, OVERRIDE_FILE);
-    return ctx.logger.group(`Put api, web and worker back on ${previous}`, async () => {
-        try {
-            const targets = SERVICE_ROLES.map((role) => {
-                const service = ctx.services[role];
-                return { service: service.name, healthUrl: service.healthUrl, expectedImage: entry.metadata.images[service.name] };
-            });
-            await ctx.driver.up(targets.map((t) => t.service), overrideFile);
-            const health = await waitForHealth(ctx.driver, targets, { timeoutSeconds, overrideFile, logger: ctx.logger });
-            if (health.healthy)
-                return { ok: true, message: `api, web and worker are back on ${previous} and healthy` };
-            return { ok: false, message: `putting the services back on ${previous} did not get them healthy either (${health.service}: ${health.reason}): the environment needs attention now` };
-        }
-        catch (error) {
-            return { ok: false, message: `putting the services back on ${previous} failed too (${(0,errors/* toLifelineError */._B)(error).message}): the environment needs attention now` };
-        }
-    });
-}
-async function writeDeployment(ctx, id, action, target, from) {
-    const images = {};
-    for (const role of SERVICE_ROLES)
-        images[ctx.services[role].name] = target.images[role];
-    const staged = await ctx.catalog.begin(ctx.env, 'deployments', id, DEPLOYMENT_METADATA);
-    try {
-        await staged.addText(OVERRIDE_FILE, renderOverride(images, `Generated by Lifeline: ${action} of release ${target.version}${target.manifestDigest ? ` (manifest ${target.manifestDigest})` : ''}.\nPins api, web and worker to the digests of the verified manifest. Do not edit: it is the audit record.`));
-        const metadata = {
-            schemaVersion: 1,
-            id,
-            createdAt: new Date().toISOString(),
-            action,
-            release: target.version,
-            from,
-            images,
-            manifestDigest: target.manifestDigest ?? null,
-            by: ctx.owner,
-        };
-        await staged.commit(metadata);
-    }
-    catch (error) {
-        await staged.abort();
-        throw error;
-    }
-    return (0,external_node_path_.join)(ctx.catalog.entryDir(ctx.env, 'deployments', id), OVERRIDE_FILE);
-}
-async function checkSchema(ctx, target, running, allowSchemaAhead, warnings) {
-    const warn = (message) => {
-        warnings.push(message);
-        ctx.logger.warn(message);
-    };
-    if (!ctx.database)
-        return warn('no database is configured (postgres.migrationHeadQuery and a database URL): the schema check was skipped');
-    if (target.migrationHead === null)
-        return warn(`the manifest of ${target.version} records no migration head: the schema check was skipped`);
-    const dbHead = await ctx.database.migrationHead();
-    if (dbHead === target.migrationHead)
-        return;
-    const newer = running && running !== target.version ? await ctx.verifier.verify(running).catch(() => undefined) : undefined;
-    const ahead = newer?.migrationHead === dbHead;
-    const situation = ahead
-        ? `the database is at migration head ${dbHead}, the head of the running release ${running}, which is ahead of ${target.migrationHead} that ${target.version} expects`
-        : `the database is at migration head ${dbHead ?? '(none)'}, but ${target.version} expects ${target.migrationHead}${newer ? ` (and the running release ${running} expects ${newer.migrationHead ?? 'none'})` : ''}`;
-    if (allowSchemaAhead)
-        return warn(`${situation}; going on because of --allow-schema-ahead`);
-    const restoreStep = newer?.backup
-        ? `lifeline restore --env ${ctx.env} --backup ${newer.backup.id} --target ${ctx.database.maskedUrl} --confirm ${ctx.database.name}`
-        : undefined;
-    const ways = [
-        `1. if the migrations since ${target.migrationHead} are backward compatible (${target.version} runs on the newer schema), re-run with --allow-schema-ahead:\n     lifeline rollback --env ${ctx.env} --to ${target.version} --allow-schema-ahead`,
-        restoreStep
-            ? `2. otherwise restore the pre-migration backup recorded in the manifest of ${running} (this loses writes made since it was taken; put the password in the URL), then roll back:\n     ${restoreStep}\n     lifeline rollback --env ${ctx.env} --to ${target.version}`
-            : `2. otherwise restore a backup taken before the migration (the manifest of ${running ?? 'the running release'} records none: list them with lifeline backups --env ${ctx.env}), then roll back`,
-    ];
-    throw (0,errors/* refusal */.x5)('SCHEMA_AHEAD', `refusing to roll back to ${target.version}: ${situation}. Rule: a rollback needs the database at the target's migration head; a differing head means code older than the schema.\n${ways.join('\n')}`, restoreStep ? `re-run with --allow-schema-ahead, or run: ${restoreStep}` : `re-run with --allow-schema-ahead, or restore a pre-migration backup first`, { databaseHead: dbHead, targetHead: target.migrationHead, runningRelease: running, restoreCommand: restoreStep ?? null });
-}
-/** Appends to the history; unless said otherwise, what was running before keeps running. */
-async function deploy_record(ctx, history, fields) {
-    const current = currentRelease(history);
-    const event = {
-        action: fields.action,
-        from: current?.release ?? null,
-        to: fields.to,
-        result: fields.result,
-        running: fields.running !== undefined ? fields.running : (current?.release ?? null),
-        runningDeployment: fields.runningDeployment !== undefined ? fields.runningDeployment : (current?.deployment ?? null),
-        deployment: fields.deployment,
-        at: new Date().toISOString(),
-        by: ctx.owner,
-        ...(fields.failedService ? { failedService: fields.failedService } : {}),
-        ...(fields.reason ? { reason: fields.reason } : {}),
-        durationsMs: fields.durationsMs,
-    };
-    await appendHistory(ctx.catalog, ctx.env, event);
-}
-function indent(text) {
-    return text
-        .split('\n')
-        .map((line) => `    ${line}`)
-        .join('\n');
-}
-
-// EXTERNAL MODULE: ./node_modules/@sigstore/bundle/dist/index.js
-var bundle_dist = __nccwpck_require__(61040);
-// EXTERNAL MODULE: ./node_modules/@sigstore/protobuf-specs/dist/index.js
-var protobuf_specs_dist = __nccwpck_require__(19654);
-// EXTERNAL MODULE: ./node_modules/@sigstore/verify/dist/index.js
-var verify_dist = __nccwpck_require__(54187);
-;// CONCATENATED MODULE: ./src/manifest/digest.ts
-
-function digest_sha256Hex(data) {
-    return (0,external_node_crypto_.createHash)('sha256').update(data).digest('hex');
-}
-
-;// CONCATENATED MODULE: ./src/manifest/keys.ts
-
-
-
-/** A new ECDSA P-256 key pair in PEM (PKCS#8 private, SPKI public), the form `signing-key` takes. */
-function generateSigningKeyPair() {
-    const { privateKey, publicKey } = (0,external_node_crypto_.generateKeyPairSync)('ec', { namedCurve: 'P-256' });
-    return {
-        privateKeyPem: privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
-        publicKeyPem: publicKey.export({ format: 'pem', type: 'spki' }).toString(),
-    };
-}
-/** The key id a bundle carries as its public key hint: sha256 of the DER SubjectPublicKeyInfo, hex. */
-function publicKeyHint(key) {
-    const publicKey = key.type === 'private' ? (0,external_node_crypto_.createPublicKey)(key) : key;
-    return (0,external_node_crypto_.createHash)('sha256').update(publicKey.export({ format: 'der', type: 'spki' })).digest('hex');
-}
-function assertP256(key, what) {
-    if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
-        throw (0,errors/* usageError */.Wp)('BAD_SIGNING_KEY', `${what} is not an ECDSA P-256 key`, 'generate one with `openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt` or `lifeline manifest keygen`');
-    }
-}
-/** The private key from a PEM string or from the path of a PEM file (the secret may be either). */
-async function loadSigningKey(pemOrPath) {
-    const pem = pemOrPath.includes('-----BEGIN') ? pemOrPath : await readKeyFile(pemOrPath, 'signing key');
-    let key;
-    try {
-        key = (0,external_node_crypto_.createPrivateKey)({ key: pem, format: 'pem' });
-    }
-    catch (error) {
-        throw (0,errors/* usageError */.Wp)('BAD_SIGNING_KEY', `the signing key is not a readable unencrypted PEM private key (${error.message})`, 'pass an unencrypted PKCS#8 or SEC1 PEM ECDSA P-256 private key, or the path of one');
-    }
-    assertP256(key, 'the signing key');
-    return key;
-}
-async function loadPublicKey(path) {
-    const pem = await readKeyFile(path, 'public key');
-    let key;
-    try {
-        key = (0,external_node_crypto_.createPublicKey)({ key: pem, format: 'pem' });
-    }
-    catch (error) {
-        throw (0,errors/* usageError */.Wp)('BAD_PUBLIC_KEY', `${path} is not a PEM public key (${error.message})`, 'pass the PEM public key published for the signing key (-----BEGIN PUBLIC KEY-----)');
-    }
-    assertP256(key, path);
-    return key;
-}
-async function readKeyFile(path, what) {
-    try {
-        return await (0,promises_.readFile)(path, 'utf8');
-    }
-    catch (error) {
-        throw (0,errors/* usageError */.Wp)('KEY_FILE_UNREADABLE', `cannot read the ${what} file ${path} (${error.code ?? error.message})`, `pass the path of the ${what} PEM file${what === 'signing key' ? ', or the PEM itself from a secret' : ''}`);
-    }
-}
-/** A Sigstore `Signer` that signs with a local ECDSA P-256 key; the bundle names the key by its hint. */
-class KeySigner {
-    privateKey;
-    hint;
-    publicKeyPem;
-    constructor(privateKey) {
-        this.privateKey = privateKey;
-        this.hint = publicKeyHint(privateKey);
-        this.publicKeyPem = (0,external_node_crypto_.createPublicKey)(privateKey).export({ format: 'pem', type: 'spki' }).toString();
-    }
-    async sign(data) {
-        return {
-            signature: (0,external_node_crypto_.sign)('sha256', data, this.privateKey),
-            key: { $case: 'publicKey', publicKey: this.publicKeyPem, hint: this.hint },
-        };
+        throw describeFilesystemError(error, outcome, where) ?? error;
     }
 }
 
-// EXTERNAL MODULE: ./node_modules/@sigstore/tuf/dist/index.js
-var tuf_dist = __nccwpck_require__(84423);
-;// CONCATENATED MODULE: ./src/manifest/trust.ts
+;// CONCATENATED MODULE: ./src/catalog/sums.ts
 
-
-
-
+const SUMS_FILE = 'SHA256SUMS';
+/** The exact format `sha256sum -c` reads: hash, two spaces, file name. */
+function formatSums(entries) {
+    return [...entries]
+        .sort((a, b) => a.file.localeCompare(b.file))
+        .map((e) => `${e.sha256}  ${e.file}\n`)
+        .join('');
+}
+function parseSums(text) {
+    const entries = [];
+    for (const line of text.split('\n')) {
+        if (!line.trim())
+            continue;
+        const match = /^([0-9a-f]{64}) [ *](.+)$/.exec(line);
+        if (!match)
+            throw new Error(`malformed ${SUMS_FILE} line: ${JSON.stringify(line)}`);
+        entries.push({ sha256: match[1], file: match[2] });
+    }
+    return entries;
+}
 /**
- * A RegExp that matches exactly one identity. @sigstore/verify treats a string SAN policy as an
- * unanchored regular expression, so `...@refs/heads/main` would also accept `...@refs/heads/main-evil`.
+ * Re-hashes every file listed in a directory's SHA256SUMS, each through `openEntryFile`: a name
+ * that is not a safe single segment, a symlink, a FIFO or a device fails its check unhashed.
+ * With `listed` (the names the entry's metadata records), a line for any other name is a failed
+ * check too, never an extra file to hash.
  */
-function exactIdentityPattern(identity) {
-    return new RegExp(`^${identity.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}$`);
-}
-/** A pinned trusted root file (offline), or the public-good instance's root through TUF (online). */
-async function loadTrustedRoot(path) {
-    if (path) {
-        let json;
+async function checkSums(dir, options = {}) {
+    const entries = parseSums(await readEntryText(dir, SUMS_FILE));
+    const listed = options.listed && new Set([...options.listed, SUMS_FILE]);
+    const results = [];
+    for (const entry of entries) {
+        if (listed && !listed.has(entry.file)) {
+            results.push({ file: entry.file, expected: entry.sha256, ok: false, error: `${SUMS_FILE} lists ${JSON.stringify(entry.file)}, which the entry's metadata does not name; it was not read` });
+            continue;
+        }
         try {
-            json = JSON.parse(await (0,promises_.readFile)(path, 'utf8'));
+            const { sha256 } = await sha256EntryFile(dir, entry.file);
+            results.push({ file: entry.file, expected: entry.sha256, actual: sha256, ok: sha256 === entry.sha256 });
         }
         catch (error) {
-            throw (0,errors/* usageError */.Wp)('BAD_TRUSTED_ROOT', `cannot read the trusted root ${path} (${error.message})`, 'pass a Sigstore trusted_root.json (e.g. from `sigstore-js` or `cosign trusted-root create`)');
+            const message = error instanceof UnsafeEntryFileError ? error.message : error.message;
+            results.push({ file: entry.file, expected: entry.sha256, ok: false, error: message });
         }
-        const root = protobuf_specs_dist.TrustedRoot.fromJSON(json);
-        if (root.certificateAuthorities.length === 0)
-            throw (0,errors/* usageError */.Wp)('BAD_TRUSTED_ROOT', `${path} lists no certificate authority`, 'pass a trusted root with the Fulcio certificate authority that issued the signing certificates');
-        return root;
     }
-    try {
-        return await (0,tuf_dist.getTrustedRoot)();
+    return results;
+}
+
+;// CONCATENATED MODULE: ./src/catalog/store.ts
+
+
+
+
+
+
+
+
+
+const CATALOG_SCHEMA_VERSION = 1;
+const SAFE_SEGMENT = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/;
+/** Refuses anything that could escape the catalog's directory when used as a path segment. */
+function assertSafeSegment(value, what) {
+    if (!SAFE_SEGMENT.test(value) || value.includes('..')) {
+        throw (0,errors/* usageError */.Wp)('UNSAFE_NAME', `${what} ${JSON.stringify(value)} cannot be used as a catalog name`, `use letters, digits, '.', '_', '+' and '-' only (no '/', '..', spaces or control characters), starting with a letter or digit`);
     }
-    catch (error) {
-        throw (0,errors/* failure */.V2)('TRUSTED_ROOT_UNAVAILABLE', `could not fetch the Sigstore public-good trusted root through TUF (${error.message})`, {
-            cause: error,
-            fix: 'verify online, or pin a trusted root file for offline verification (manifest.trustedRoot in lifeline.yml or --trusted-root)',
+}
+/** Sortable, collision-resistant ids: creation time in UTC plus randomness. */
+function newEntryId(now = new Date()) {
+    const stamp = now.toISOString().replace(/[-:]/g, '').replace('.', '');
+    return `${stamp}-${(0,external_node_crypto_.randomBytes)(3).toString('hex')}`;
+}
+/**
+ * The backup catalog on the local filesystem. An entry is a directory; it is written under a
+ * hidden staging name and renamed into place only once every file, `SHA256SUMS` and the
+ * metadata are on disk, so an interrupted writer never leaves anything that lists as complete.
+ */
+class Catalog {
+    root;
+    options;
+    /** Paths of damaged entries already reported by this catalog (each is reported once). */
+    reported = new Set();
+    constructor(root, options = {}) {
+        this.root = root;
+        this.options = options;
+    }
+    /** Reports an entry that is skipped because it cannot be read (once per path). */
+    reportDamaged(path, reason) {
+        if (this.reported.has(path))
+            return;
+        this.reported.add(path);
+        this.options.warn?.(`skipped ${path}: ${reason}; the other entries are used (inspect it, restore it from an off-host copy or remove the entry)`);
+    }
+    envDir(env) {
+        assertSafeSegment(env, 'environment');
+        return (0,external_node_path_.join)(this.root, env);
+    }
+    kindDir(env, kind) {
+        return (0,external_node_path_.join)(this.envDir(env), kind);
+    }
+    entryDir(env, kind, id) {
+        assertSafeSegment(id, 'id');
+        return (0,external_node_path_.join)(this.kindDir(env, kind), id);
+    }
+    async begin(env, kind, id, metadataFile) {
+        const finalDir = this.entryDir(env, kind, id);
+        if (await exists(finalDir)) {
+            throw (0,errors/* usageError */.Wp)('ENTRY_EXISTS', `${kind} entry ${id} already exists in environment ${env}`, 'choose another id; catalog entries are immutable once written');
+        }
+        warnIfStoreShared(this.root, env);
+        const stagingDir = (0,external_node_path_.join)(this.kindDir(env, kind), `.staging-${id}-${process.pid}`);
+        await withWriteOutcome(`nothing was added to the catalog (${kind} entry ${id} was not started)`, () => mkdirPrivate(stagingDir));
+        return new StagedEntry(stagingDir, finalDir, metadataFile, `${kind} entry ${id}`);
+    }
+    /** Complete entries, newest first. Staging directories and entries without metadata are skipped. */
+    async list(env, kind, metadataFile) {
+        const dir = this.kindDir(env, kind);
+        let names;
+        try {
+            names = await (0,promises_.readdir)(dir);
+        }
+        catch (error) {
+            if (error.code === 'ENOENT')
+                return [];
+            throw error;
+        }
+        const entries = [];
+        for (const name of names) {
+            if (name.startsWith('.'))
+                continue;
+            // An entry that vanishes mid-listing (a concurrent prune renamed it away) is simply skipped.
+            const info = await (0,promises_.stat)((0,external_node_path_.join)(dir, name)).catch(skipWhenGone);
+            // A stray file beside the entries (an operator's note, a copied archive) is not an entry.
+            if (!info?.isDirectory())
+                continue;
+            const path = (0,external_node_path_.join)(dir, name, metadataFile);
+            let metadata;
+            try {
+                metadata = await readJsonIfExists(path);
+            }
+            catch (error) {
+                if (isGone(error))
+                    continue;
+                // One damaged entry must not take the listing (and every restore, drill and gate) down with it.
+                this.reportDamaged(path, error.code === 'CATALOG_CORRUPT' ? 'it is not valid JSON' : error.message);
+                continue;
+            }
+            if (!metadata)
+                continue;
+            const problem = metadataProblem(metadata);
+            if (problem) {
+                this.reportDamaged(path, problem);
+                continue;
+            }
+            entries.push({ id: name, dir: (0,external_node_path_.join)(dir, name), metadata });
+        }
+        return entries.sort((a, b) => (a.metadata.createdAt === b.metadata.createdAt ? b.id.localeCompare(a.id) : b.metadata.createdAt.localeCompare(a.metadata.createdAt)));
+    }
+    async get(env, kind, id, metadataFile) {
+        const dir = this.entryDir(env, kind, id);
+        const metadata = await readJsonIfExists((0,external_node_path_.join)(dir, metadataFile));
+        return metadata ? { id, dir, metadata } : undefined;
+    }
+    /** Rewrites an entry's metadata atomically (e.g. to record a verification). */
+    async updateMetadata(entry, metadataFile, metadata) {
+        await withWriteOutcome(`${(0,external_node_path_.join)(entry.dir, metadataFile)} was left as it was (the entry itself is unchanged)`, () => writeFileAtomic((0,external_node_path_.join)(entry.dir, metadataFile), `${JSON.stringify(metadata, null, 2)}\n`));
+    }
+    /**
+     * Rewrites the metadata of an entry that must still be there: never creates a directory, so an
+     * entry deleted meanwhile stays deleted (the temporary file cannot be created in a directory
+     * that is gone, and the rename fails once the directory was renamed away).
+     * Returns false, writing nothing, when the entry or its metadata file is gone.
+     */
+    async rewriteExistingMetadata(entry, metadataFile, metadata) {
+        const path = (0,external_node_path_.join)(entry.dir, metadataFile);
+        if (!(await exists(path)))
+            return false;
+        const tmp = (0,external_node_path_.join)(entry.dir, `.${metadataFile}.tmp-${process.pid}-${Date.now()}`);
+        try {
+            await (0,promises_.writeFile)(tmp, `${JSON.stringify(metadata, null, 2)}\n`, { mode: PRIVATE_FILE_MODE, flag: 'wx' });
+            await fsyncPath(tmp);
+            await (0,promises_.rename)(tmp, path);
+        }
+        catch (error) {
+            await (0,promises_.rm)(tmp, { force: true });
+            if (isGone(error))
+                return false;
+            throw error;
+        }
+        await fsyncPath(entry.dir).catch(skipWhenGone);
+        return true;
+    }
+    async remove(entry) {
+        // Rename first so a half-deleted entry never lists as complete.
+        const parent = (0,external_node_path_.join)(entry.dir, '..');
+        const doomed = (0,external_node_path_.join)(parent, `.deleting-${entry.id}-${process.pid}`);
+        await (0,promises_.rename)(entry.dir, doomed);
+        await fsyncPath(parent);
+        await (0,promises_.rm)(doomed, { recursive: true, force: true });
+    }
+    /** Removes staging directories left by writers that died; returns what was removed. */
+    async sweepStaging(env, kind, olderThanMs = 60 * 60 * 1000) {
+        const dir = this.kindDir(env, kind);
+        const removed = [];
+        let names = [];
+        try {
+            names = await (0,promises_.readdir)(dir);
+        }
+        catch {
+            return removed;
+        }
+        for (const name of names) {
+            if (!name.startsWith('.staging-') && !name.startsWith('.deleting-'))
+                continue;
+            const path = (0,external_node_path_.join)(dir, name);
+            const info = await (0,promises_.stat)(path);
+            const pid = Number(/-(\d+)$/.exec(name)?.[1]);
+            if (Date.now() - info.mtimeMs > olderThanMs || (pid && !processAlive(pid))) {
+                await (0,promises_.rm)(path, { recursive: true, force: true });
+                removed.push(name);
+            }
+        }
+        return removed;
+    }
+    /** Appends one JSON line to an environment's append-only log (e.g. deploy history). */
+    async appendLog(env, name, record) {
+        const path = (0,external_node_path_.join)(this.envDir(env), name);
+        warnIfStoreShared(this.root, env);
+        await withWriteOutcome(`the record was not appended to ${name}`, async () => {
+            await mkdirPrivate(this.envDir(env));
+            await (0,promises_.appendFile)(path, `${JSON.stringify(record)}\n`, { mode: PRIVATE_FILE_MODE });
+            await fsyncPath(path);
+        });
+    }
+    async readLog(env, name) {
+        const text = await (0,promises_.readFile)((0,external_node_path_.join)(this.envDir(env), name), 'utf8').catch((error) => {
+            if (error.code === 'ENOENT')
+                return '';
+            throw error;
+        });
+        return text
+            .split('\n')
+            .filter((line) => line.trim())
+            .flatMap((line) => {
+            try {
+                return [JSON.parse(line)];
+            }
+            catch {
+                return []; // a torn last line from a crash is skipped, never fatal
+            }
         });
     }
 }
-
-;// CONCATENATED MODULE: ./node_modules/zod/v4/classic/iso.js
-
-
-
-function iso_datetime(params) {
-    return _isoDateTime(ZodISODateTime, params);
-}
-function iso_date(params) {
-    return core._isoDate(ZodISODate, params);
-}
-function iso_time(params) {
-    return core._isoTime(ZodISOTime, params);
-}
-function iso_duration(params) {
-    return core._isoDuration(ZodISODuration, params);
-}
-
-;// CONCATENATED MODULE: ./src/manifest/image-ref.ts
-
-const DIGEST = /^sha256:[0-9a-f]{64}$/;
-const REPOSITORY = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$/;
-const TAG = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
-function isDigest(value) {
-    return DIGEST.test(value);
-}
-/** Parses `[registry/]repo[:tag][@sha256:hex]` the way Docker does. */
-function parseImageReference(reference) {
-    const bad = (why) => (0,errors/* usageError */.Wp)('BAD_IMAGE_REFERENCE', `image reference ${JSON.stringify(reference)} is not valid: ${why}`, 'write it as registry/repository:tag or registry/repository@sha256:<64 hex digits>');
-    const trimmed = reference.trim();
-    if (!trimmed)
-        throw bad('it is empty');
-    let rest = trimmed;
-    let digest;
-    const at = rest.indexOf('@');
-    if (at >= 0) {
-        digest = rest.slice(at + 1);
-        rest = rest.slice(0, at);
-        if (!isDigest(digest))
-            throw bad('the digest must be sha256: followed by 64 lowercase hex digits');
+/** An entry being written. Nothing here is visible to `list` until `commit` renames it into place. */
+class StagedEntry {
+    dir;
+    finalDir;
+    metadataFile;
+    what;
+    sums = [];
+    settled = false;
+    constructor(dir, finalDir, metadataFile, what = 'the entry') {
+        this.dir = dir;
+        this.finalDir = finalDir;
+        this.metadataFile = metadataFile;
+        this.what = what;
     }
-    let tag;
-    const lastSlash = rest.lastIndexOf('/');
-    const colon = rest.lastIndexOf(':');
-    if (colon > lastSlash) {
-        tag = rest.slice(colon + 1);
-        rest = rest.slice(0, colon);
-        if (!TAG.test(tag))
-            throw bad(`the tag ${JSON.stringify(tag)} has characters a tag cannot have`);
+    /** A write failure inside a staged entry never leaves anything listed: say so, with the path. */
+    write(fn) {
+        return withWriteOutcome(`nothing was added to the catalog (${this.what} stays unlisted; its staging directory is removed)`, fn, this.dir);
     }
-    const parts = rest.split('/');
-    let registry = 'docker.io';
-    if (parts.length > 1 && (parts[0].includes('.') || parts[0].includes(':') || parts[0] === 'localhost'))
-        registry = parts.shift();
-    let repository = parts.join('/');
-    if (registry === 'docker.io' && parts.length === 1)
-        repository = `library/${repository}`;
-    if (!REPOSITORY.test(repository))
-        throw bad('the repository must be lowercase letters, digits and separators');
-    if (!tag && !digest)
-        tag = 'latest';
-    return { registry, repository, tag, digest };
+    path(name) {
+        assertSafeSegment(name, 'file name');
+        return (0,external_node_path_.join)(this.dir, name);
+    }
+    /** Streams a payload into the entry, hashing it on the way, and records it for SHA256SUMS. */
+    async addStream(name, source, onProgress) {
+        const result = await this.write(() => streamToFile(source, this.path(name), onProgress));
+        this.sums.push({ file: name, sha256: result.sha256 });
+        return result;
+    }
+    /** A writable for a producer that pushes; call `done()` after the producer finished. */
+    addWriter(name) {
+        const writer = hashingFileWriter(this.path(name));
+        return {
+            stream: writer.stream,
+            done: async () => {
+                const result = await this.write(() => writer.done());
+                this.sums.push({ file: name, sha256: result.sha256 });
+                return result;
+            },
+        };
+    }
+    async addText(name, text) {
+        return this.addStream(name, external_node_stream_.Readable.from([Buffer.from(text)]));
+    }
+    /** Writes SHA256SUMS and the metadata, fsyncs, and renames the entry into place. */
+    async commit(metadata) {
+        await this.write(async () => {
+            await writeFileAtomic((0,external_node_path_.join)(this.dir, SUMS_FILE), formatSums(this.sums));
+            await writeFileAtomic((0,external_node_path_.join)(this.dir, this.metadataFile), `${JSON.stringify(metadata, null, 2)}\n`);
+            await fsyncPath(this.dir);
+            await (0,promises_.rename)(this.dir, this.finalDir);
+        });
+        await fsyncPath((0,external_node_path_.join)(this.finalDir, '..'));
+        this.settled = true;
+    }
+    async abort() {
+        if (this.settled)
+            return;
+        this.settled = true;
+        await (0,promises_.rm)(this.dir, { recursive: true, force: true });
+    }
 }
-/** `registry/repo`, the in-toto subject name of an image. */
-function imageName(ref) {
-    return `${ref.registry}/${ref.repository}`;
+function isGone(error) {
+    const code = error?.code;
+    return code === 'ENOENT' || code === 'ENOTDIR';
 }
-/** `registry/repo@sha256:...`, the only form a manifest stores. */
-function pinnedReference(ref) {
-    return `${imageName(ref)}@${ref.digest}`;
+function skipWhenGone(error) {
+    if (isGone(error))
+        return undefined;
+    throw error;
 }
-
-;// CONCATENATED MODULE: ./src/manifest/types.ts
-/** The predicate type of Lifeline's release manifests inside an in-toto Statement. */
-const LIFELINE_PREDICATE_TYPE = 'https://lifeline.dev/release-manifest/v1';
-const IN_TOTO_STATEMENT_TYPE = 'https://in-toto.io/Statement/v1';
-/** The DSSE payload type of an in-toto Statement. */
-const IN_TOTO_PAYLOAD_TYPE = 'application/vnd.in-toto+json';
-/** The services a release pins, each by image digest. */
-const types_SERVICE_ROLES = ['api', 'web', 'worker'];
-const types_RELEASE_METADATA_FILE = 'release.json';
-const MANIFEST_FILE = 'manifest.json';
-const BUNDLE_FILE = 'manifest.sigstore.json';
-
-;// CONCATENATED MODULE: ./src/manifest/statement.ts
-
-
-
-
-/** The in-toto Statement: one subject per service image, so standard tooling can check an image against it. */
-function buildStatement(manifest) {
-    return {
-        _type: IN_TOTO_STATEMENT_TYPE,
-        subject: types_SERVICE_ROLES.map((role) => subjectOf(manifest.images[role])),
-        predicateType: LIFELINE_PREDICATE_TYPE,
-        predicate: manifest,
-    };
+/** Why parsed metadata cannot be listed, or undefined when it has what listing and sorting need. */
+function metadataProblem(metadata) {
+    if (typeof metadata !== 'object' || metadata === null || Array.isArray(metadata))
+        return 'it is not a JSON object';
+    const m = metadata;
+    if (typeof m.createdAt !== 'string' || Number.isNaN(Date.parse(m.createdAt)))
+        return 'it has no valid createdAt';
+    if (typeof m.schemaVersion !== 'number')
+        return 'it has no schemaVersion';
+    if (m.schemaVersion > CATALOG_SCHEMA_VERSION)
+        return `it has schema version ${m.schemaVersion}, written by a newer Lifeline (this one reads up to ${CATALOG_SCHEMA_VERSION}); upgrade Lifeline to use it`;
+    return undefined;
 }
-function subjectOf(pinned) {
-    const ref = parseImageReference(pinned);
-    return { name: imageName(ref), digest: { sha256: ref.digest.slice('sha256:'.length) } };
-}
-/** The exact bytes that are signed and stored as manifest.json. */
-function serializeStatement(statement) {
-    return Buffer.from(`${JSON.stringify(statement, null, 2)}\n`);
-}
-const nonEmpty = schemas_string().min(1);
-const predicateSchema = object({
-    release: object({
-        version: nonEmpty,
-        gitSha: nonEmpty.optional(),
-        environment: nonEmpty,
-        createdAt: iso_datetime(),
-        workflowRun: object({ repository: nonEmpty, runId: nonEmpty, workflow: nonEmpty, ref: nonEmpty, sha: nonEmpty }).optional(),
-    }),
-    images: object({ api: nonEmpty, web: nonEmpty, worker: nonEmpty }),
-    migrationHead: nonEmpty.nullable(),
-    backup: object({ id: nonEmpty, sha256: schemas_string().regex(/^[0-9a-f]{64}$/) }).nullable(),
-})
-    .loose();
-const PINNED = /^[^@\s]+@sha256:[0-9a-f]{64}$/;
-/**
- * Reads a release manifest out of a verified payload. Anything that is not exactly Lifeline's
- * statement (another statement type, another predicate type, an image by tag, subjects that do
- * not match the images) fails: deploy must never act on a manifest it only half understands.
- */
-function parseVerifiedStatement(payload) {
-    const invalid = (code, why) => (0,errors/* failure */.V2)(code, `the signed manifest is not usable: ${why}`, { fix: 'create a new manifest with `lifeline manifest create`; do not edit signed manifests' });
-    let statement;
+async function exists(path) {
     try {
-        statement = JSON.parse(payload.toString('utf8'));
+        await (0,promises_.stat)(path);
+        return true;
     }
     catch {
-        throw invalid('MANIFEST_NOT_JSON', 'the payload is not JSON');
+        return false;
     }
-    if (statement._type !== IN_TOTO_STATEMENT_TYPE)
-        throw invalid('MANIFEST_WRONG_TYPE', `_type is ${JSON.stringify(statement._type)}, expected ${IN_TOTO_STATEMENT_TYPE}`);
-    if (statement.predicateType !== LIFELINE_PREDICATE_TYPE)
-        throw invalid('MANIFEST_WRONG_PREDICATE', `predicateType is ${JSON.stringify(statement.predicateType)}, expected ${LIFELINE_PREDICATE_TYPE}`);
-    const parsed = predicateSchema.safeParse(statement.predicate);
-    if (!parsed.success) {
-        const issue = parsed.error.issues[0];
-        throw invalid('MANIFEST_INVALID_PREDICATE', `predicate.${issue.path.join('.')}: ${issue.message}`);
-    }
-    const manifest = parsed.data;
-    for (const role of types_SERVICE_ROLES) {
-        if (!PINNED.test(manifest.images[role])) {
-            throw (0,errors/* failure */.V2)('MANIFEST_IMAGE_NOT_PINNED', `the signed manifest names the ${role} image by tag (${manifest.images[role]}), not by digest`, {
-                fix: 'a release must pin every image by digest: create a new manifest with `lifeline manifest create`, which resolves tags to digests',
-            });
-        }
-    }
-    const subjects = Array.isArray(statement.subject) ? statement.subject : [];
-    const expected = types_SERVICE_ROLES.map((role) => subjectOf(manifest.images[role]));
-    const same = expected.every((e) => subjects.some((s) => s?.name === e.name && s?.digest?.sha256 === e.digest.sha256)) && subjects.length === expected.length;
-    if (!same)
-        throw invalid('MANIFEST_SUBJECT_MISMATCH', "the statement's subjects do not match the predicate's images");
-    return manifest;
 }
-
-;// CONCATENATED MODULE: ./src/manifest/verify.ts
-
-
-
-
-
-
-
-
-
-
-
-/** Fulcio's certificate extensions for the source repository URI and ref (DER UTF8String values). */
-const SOURCE_EXTENSIONS = { sourceRepository: { oid: '1.3.6.1.4.1.57264.1.12', what: 'source repository' }, sourceRef: { oid: '1.3.6.1.4.1.57264.1.14', what: 'source repository ref' } };
-/**
- * Verifies a release's Sigstore bundle against the policy and returns the manifest taken from
- * the verified payload only. Every failure is exit 1 with the reason; unusable inputs are exit 2.
- */
-async function verifyReleaseManifest(options) {
-    const { catalog, env, release } = options;
-    const policy = await preparePolicy(options.policy);
-    const entry = await catalog.get(env, 'releases', release, types_RELEASE_METADATA_FILE);
-    if (!entry) {
-        throw (0,errors/* usageError */.Wp)('RELEASE_NOT_FOUND', `release ${release} has no manifest in environment ${env}`, `create it with lifeline manifest create --env ${env} --release ${release}, or pick a release the catalog lists`);
-    }
-    const manifestPath = (0,external_node_path_.join)(entry.dir, MANIFEST_FILE);
-    const bundlePath = (0,external_node_path_.join)(entry.dir, BUNDLE_FILE);
-    const bundle = await readBundle(bundlePath);
-    if (bundle.content.$case !== 'dsseEnvelope')
-        throw notVerified('MANIFEST_NOT_DSSE', 'the bundle does not hold a DSSE envelope');
-    const envelope = bundle.content.dsseEnvelope;
-    // The verifier signs over whatever payloadType says; only ours may be accepted.
-    if (envelope.payloadType !== IN_TOTO_PAYLOAD_TYPE)
-        throw notVerified('MANIFEST_WRONG_PAYLOAD_TYPE', `the DSSE payloadType is ${JSON.stringify(envelope.payloadType)}, expected ${IN_TOTO_PAYLOAD_TYPE}`);
-    const signer = verifyBundle(bundle, policy);
-    const payload = Buffer.from(envelope.payload);
-    const stored = await (0,promises_.readFile)(manifestPath).catch(() => undefined);
-    if (!stored || !stored.equals(payload)) {
-        throw notVerified('MANIFEST_TAMPERED', `${manifestPath} ${stored ? 'differs from' : 'is missing beside'} the signed payload in ${BUNDLE_FILE}`);
-    }
-    const manifest = parseVerifiedStatement(payload);
-    if (manifest.release.environment !== env) {
-        throw notVerified('MANIFEST_WRONG_ENVIRONMENT', `the manifest was signed for environment ${manifest.release.environment}, not ${env}`);
-    }
-    if (manifest.release.version !== release) {
-        throw notVerified('MANIFEST_WRONG_RELEASE', `the manifest stored as release ${release} was signed for release ${manifest.release.version}`);
-    }
-    return { manifest, dir: entry.dir, manifestPath, bundlePath, digest: `sha256:${digest_sha256Hex(payload)}`, signer };
-}
-function notVerified(code, why, cause) {
-    return (0,errors/* failure */.V2)(code, `release manifest verification failed: ${why}`, {
-        cause,
-        fix: 'do not deploy this release; re-create the manifest from its pipeline, or check that the verification policy (public key or certificate identity) is the right one',
-    });
-}
-async function preparePolicy(policy) {
-    const raw = policy;
-    const hasKey = Boolean(raw.publicKey);
-    const hasIdentity = Boolean(raw.certificateIdentity || raw.certificateOidcIssuer);
-    if (hasKey === hasIdentity) {
-        throw (0,errors/* usageError */.Wp)('BAD_VERIFICATION_POLICY', hasKey ? 'both a public key and a certificate identity were given' : 'no verification policy: neither a public key nor a certificate identity was given', 'pass either --public-key FILE, or --certificate-identity URI with --certificate-oidc-issuer URI (or set manifest: in lifeline.yml)');
-    }
-    if (hasKey) {
-        const key = await loadPublicKey(raw.publicKey);
-        return { kind: 'key', key, hint: publicKeyHint(key), path: raw.publicKey };
-    }
-    if (!raw.certificateIdentity || !raw.certificateOidcIssuer) {
-        throw (0,errors/* usageError */.Wp)('BAD_VERIFICATION_POLICY', 'a certificate policy needs both the identity and the OIDC issuer', 'pass --certificate-identity https://github.com/OWNER/REPO/.github/workflows/deploy.yml@refs/heads/main and --certificate-oidc-issuer https://token.actions.githubusercontent.com');
-    }
-    return {
-        kind: 'certificate',
-        identity: raw.certificateIdentity,
-        issuer: raw.certificateOidcIssuer,
-        root: await loadTrustedRoot(raw.trustedRoot),
-        ...(raw.sourceRepository ? { sourceRepository: raw.sourceRepository } : {}),
-        ...(raw.sourceRef ? { sourceRef: raw.sourceRef } : {}),
-    };
-}
-async function readBundle(path) {
+async function readJsonIfExists(path) {
     let text;
     try {
         text = await (0,promises_.readFile)(path, 'utf8');
     }
-    catch {
-        throw notVerified('MANIFEST_UNSIGNED', `the release has no signature bundle (${path} is missing)`);
+    catch (error) {
+        if (error.code === 'ENOENT')
+            return undefined;
+        throw error;
     }
     try {
-        return (0,bundle_dist.bundleFromJSON)(JSON.parse(text));
+        return JSON.parse(text);
     }
     catch (error) {
-        throw notVerified('MANIFEST_BAD_BUNDLE', `${path} is not a valid Sigstore bundle (${error.message})`, error);
+        throw (0,errors/* failure */.V2)('CATALOG_CORRUPT', `${path} is not valid JSON`, { cause: error, fix: 'inspect the file; restore it from an off-host copy or remove the entry' });
     }
 }
-function verifyBundle(bundle, policy) {
-    const material = bundle.verificationMaterial.content;
-    const bundleHint = material.$case === 'publicKey' ? material.publicKey.hint : undefined;
-    if (policy.kind === 'key' && material.$case !== 'publicKey')
-        throw notVerified('MANIFEST_SIGNER_KIND', 'the manifest was signed keyless (with a certificate), but the policy expects a public key');
-    if (policy.kind === 'certificate' && material.$case === 'publicKey')
-        throw notVerified('MANIFEST_SIGNER_KIND', 'the manifest was signed with a key, but the policy expects a certificate identity');
-    let trust;
-    let verifierOptions;
-    let sigstorePolicy;
-    if (policy.kind === 'key') {
-        // Whatever hint the bundle names, only the configured key is ever tried.
-        trust = (0,verify_dist/* toTrustMaterial */.jO)(protobuf_specs_dist.TrustedRoot.fromJSON({ mediaType: 'application/vnd.dev.sigstore.trustedroot+json;version=0.1' }), () => ({ publicKey: policy.key, validFor: () => true }));
-        verifierOptions = { tlogThreshold: 0, ctlogThreshold: 0, timestampThreshold: 0 };
-    }
-    else {
-        trust = (0,verify_dist/* toTrustMaterial */.jO)(policy.root);
-        verifierOptions = {
-            ctlogThreshold: policy.root.ctlogs.length > 0 ? 1 : 0,
-            tlogThreshold: policy.root.tlogs.length > 0 && policy.root.timestampAuthorities.length === 0 ? 1 : 0,
-            timestampThreshold: 1,
-        };
-        const oids = ['sourceRepository', 'sourceRef'].flatMap((name) => policy[name] ? [{ oid: { id: SOURCE_EXTENSIONS[name].oid.split('.').map(Number) }, value: derUtf8String(policy[name]) }] : []);
-        sigstorePolicy = { subjectAlternativeName: exactIdentityPattern(policy.identity), extensions: { issuer: policy.issuer }, ...(oids.length ? { oids } : {}) };
-    }
+function processAlive(pid) {
     try {
-        const signer = new verify_dist/* Verifier */.BL(trust, verifierOptions).verify((0,verify_dist/* toSignedEntity */.DC)(bundle), sigstorePolicy);
-        if (policy.kind === 'key')
-            return { publicKeyHint: policy.hint };
-        return { identity: signer.identity?.subjectAlternativeName, issuer: signer.identity?.extensions?.issuer };
+        process.kill(pid, 0);
+        return true;
     }
     catch (error) {
-        if ((0,errors/* isLifelineError */.lG)(error))
-            throw error;
-        if (error instanceof verify_dist/* PolicyError */.pn && policy.kind === 'certificate')
-            throw notVerified('MANIFEST_WRONG_IDENTITY', `${policyMismatch(error.message, policy)} (${error.message})`, error);
-        if (error instanceof verify_dist/* VerificationError */.mk && error.code === 'SIGNATURE_ERROR' && policy.kind === 'key') {
-            const otherKey = bundleHint && bundleHint !== policy.hint ? `; the bundle names key ${bundleHint}, the policy's key ${policy.path} is ${policy.hint}` : '';
-            throw notVerified('MANIFEST_BAD_SIGNATURE', `the signature does not match the public key ${policy.path}: the payload was changed or signed with another key${otherKey}`, error);
+        return error.code === 'EPERM';
+    }
+}
+
+// EXTERNAL MODULE: external "node:child_process"
+var external_node_child_process_ = __nccwpck_require__(31421);
+// EXTERNAL MODULE: external "node:os"
+var external_node_os_ = __nccwpck_require__(48161);
+// EXTERNAL MODULE: external "node:net"
+var external_node_net_ = __nccwpck_require__(77030);
+;// CONCATENATED MODULE: ./src/runner/ports.ts
+
+
+/** A TCP port on 127.0.0.1 that was free a moment ago. */
+function freePort() {
+    return new Promise((resolve, reject) => {
+        const server = (0,external_node_net_.createServer)();
+        server.unref();
+        server.on('error', reject);
+        server.listen(0, '127.0.0.1', () => {
+            const address = server.address();
+            const port = typeof address === 'object' && address ? address.port : 0;
+            server.close(() => resolve(port));
+        });
+    });
+}
+async function waitFor(check, options) {
+    const deadline = Date.now() + options.timeoutMs;
+    for (;;) {
+        if (await check().catch(() => false))
+            return;
+        if (Date.now() > deadline)
+            throw new Error(`timed out after ${options.timeoutMs} ms waiting for ${options.what}`);
+        await new Promise((r) => setTimeout(r, options.intervalMs ?? 100));
+    }
+}
+/** Sends a signal to a pid and waits for it to be gone; escalates to SIGKILL after the grace period. */
+async function stopPid(pid, signal = 'SIGTERM', graceMs = 15000) {
+    const alive = () => {
+        try {
+            process.kill(pid, 0);
         }
-        if (error instanceof verify_dist/* VerificationError */.mk)
-            throw notVerified(`MANIFEST_${error.code}`, error.message, error);
-        throw notVerified('MANIFEST_VERIFY_ERROR', error.message, error);
+        catch {
+            return false;
+        }
+        // An exited daemon (the postmaster, once pg_ctl is gone) is reparented to PID 1, which may
+        // reap it late: a zombie has stopped, whatever kill(pid, 0) says.
+        try {
+            const stat = (0,external_node_fs_.readFileSync)(`/proc/${pid}/stat`, 'utf8');
+            return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+        }
+        catch {
+            return true;
+        }
+    };
+    if (!alive())
+        return;
+    try {
+        process.kill(pid, signal);
+    }
+    catch {
+        return;
+    }
+    const deadline = Date.now() + graceMs;
+    while (alive() && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 50));
+    if (alive()) {
+        try {
+            process.kill(pid, 'SIGKILL');
+        }
+        catch {
+            // already gone
+        }
+        while (alive())
+            await new Promise((r) => setTimeout(r, 50));
     }
 }
-function policyMismatch(message, policy) {
-    for (const name of ['sourceRepository', 'sourceRef']) {
-        if (message.includes(SOURCE_EXTENSIONS[name].oid))
-            return `the certificate's ${SOURCE_EXTENSIONS[name].what} is not exactly ${policy[name]}`;
+
+;// CONCATENATED MODULE: ./src/runner/runner.ts
+
+
+
+
+
+const STDERR_LIMIT = 64 * 1024;
+function spawnStreaming(command, args, invocation, masker, childEnv) {
+    let child;
+    try {
+        child = (0,external_node_child_process_.spawn)(command, args, {
+            cwd: invocation.cwd,
+            env: childEnv,
+            stdio: [invocation.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+        });
     }
-    if (/extension/.test(message))
-        return `the certificate's OIDC issuer is not ${policy.issuer}`;
-    return `the certificate identity is not exactly ${policy.identity}`;
-}
-/** The DER encoding of a UTF8String, the form Fulcio gives its newer extension values. */
-function derUtf8String(value) {
-    const bytes = Buffer.from(value, 'utf8');
-    const length = bytes.length < 0x80 ? Buffer.from([bytes.length]) : bytes.length < 0x100 ? Buffer.from([0x81, bytes.length]) : Buffer.from([0x82, bytes.length >> 8, bytes.length & 0xff]);
-    return Buffer.concat([Buffer.from([0x0c]), length, bytes]);
-}
-
-;// CONCATENATED MODULE: ./src/deploy/manifest-verifier.ts
-
-/** The release verifier deploys use: the Sigstore bundle in the catalog, checked against the environment's policy. */
-function manifestVerifier(catalog, env, policy) {
+    catch (error) {
+        throw (0,errors/* failure */.V2)('TOOL_SPAWN', `could not start ${invocation.tool}: ${error.message}`, { cause: error });
+    }
+    let stderr = '';
+    child.stderr.setEncoding('utf8');
+    let partialLine = '';
+    child.stderr.on('data', (chunk) => {
+        stderr += chunk;
+        if (stderr.length > STDERR_LIMIT)
+            stderr = stderr.slice(-STDERR_LIMIT);
+        if (invocation.onStderrLine) {
+            const lines = (partialLine + chunk).split('\n');
+            partialLine = lines.pop();
+            // A runaway line without a newline is not kept whole.
+            if (partialLine.length > STDERR_LIMIT)
+                partialLine = partialLine.slice(-STDERR_LIMIT);
+            for (const line of lines)
+                invocation.onStderrLine(line);
+        }
+    });
+    if (invocation.onStderrLine)
+        child.stderr.on('end', () => partialLine && invocation.onStderrLine(partialLine));
+    if (invocation.stdin) {
+        invocation.stdin.pipe(child.stdin);
+        // The tool may exit before reading all of stdin; that is reported through its exit code.
+        child.stdin.on('error', () => { });
+    }
+    const done = new Promise((resolve, reject) => {
+        child.on('error', (error) => {
+            if (error.code === 'ENOENT') {
+                reject((0,errors/* failure */.V2)('TOOL_MISSING', `${invocation.tool} was not found (${command})`, { fix: `install it (Debian: the package that provides ${invocation.tool}) or set its directory in the config (postgres.binDir / redis.binDir)`, cause: error }));
+            }
+            else {
+                reject((0,errors/* failure */.V2)('TOOL_SPAWN', `could not run ${invocation.tool}: ${error.message}`, { cause: error }));
+            }
+        });
+        child.on('close', (exitCode, signal) => resolve({ exitCode, signal, stderr: masker.mask(stderr.trim()) }));
+    });
+    // Keep unhandled rejections off: callers await `done`.
+    done.catch(() => { });
     return {
-        async verify(version) {
-            const verified = await verifyReleaseManifest({ catalog, env, release: version, policy });
-            const { manifest } = verified;
-            return {
-                version: manifest.release.version,
-                gitSha: manifest.release.gitSha,
-                images: manifest.images,
-                migrationHead: manifest.migrationHead,
-                backup: manifest.backup,
-                manifestPath: verified.manifestPath,
-                manifestDigest: verified.digest,
-            };
+        stdout: child.stdout,
+        done,
+        pid: child.pid,
+        kill: (signal = 'SIGTERM') => {
+            child.kill(signal);
         },
     };
 }
-
-;// CONCATENATED MODULE: ./src/commands/policy.ts
-
-/** The inputs that say what a release manifest must be signed by: shared by manifest verify, deploy and rollback. */
-const POLICY_INPUTS = [
-    { name: 'public-key', type: 'string', description: 'Key-based: the PEM public key the manifest must be signed with; default: manifest.publicKey.' },
-    { name: 'certificate-identity', type: 'string', description: 'Keyless: the exact workflow identity, e.g. https://github.com/OWNER/REPO/.github/workflows/deploy.yml@refs/heads/main; default: manifest.certificateIdentity.' },
-    { name: 'certificate-oidc-issuer', type: 'string', description: 'Keyless: the OIDC issuer, e.g. https://token.actions.githubusercontent.com; default: manifest.certificateOidcIssuer.' },
-    { name: 'certificate-source-repository', type: 'string', description: 'Keyless: the exact source repository the certificate must name, e.g. https://github.com/OWNER/APP (a reusable workflow has one identity for every caller); default: manifest.certificateSourceRepository.' },
-    { name: 'certificate-source-ref', type: 'string', description: 'Keyless: the exact source ref the certificate must name, e.g. refs/heads/main; default: manifest.certificateSourceRef.' },
-    { name: 'trusted-root', type: 'string', description: 'Keyless: a pinned Sigstore trusted_root.json for offline verification; default: manifest.trustedRoot, else the public-good root through TUF.' },
-];
-/** Flags win as a whole over the config's `manifest:` section, so a key flag never mixes with a configured identity. */
-function verificationPolicyFor(ctx, settings) {
-    const path = (value) => (value ? (0,external_node_path_.resolve)(ctx.cwd, value) : undefined);
-    const flags = {
-        publicKey: path(ctx.inputs.string('public-key')),
-        certificateIdentity: ctx.inputs.string('certificate-identity'),
-        certificateOidcIssuer: ctx.inputs.string('certificate-oidc-issuer'),
-        certificateSourceRepository: ctx.inputs.string('certificate-source-repository'),
-        certificateSourceRef: ctx.inputs.string('certificate-source-ref'),
-    };
-    const fromFlags = Boolean(flags.publicKey || flags.certificateIdentity || flags.certificateOidcIssuer);
-    const source = fromFlags ? flags : settings.manifest;
-    const trustedRoot = path(ctx.inputs.string('trusted-root')) ?? settings.manifest.trustedRoot;
-    // verifyReleaseManifest refuses both-or-neither with the fix; pass what was given through.
-    return {
-        ...(source.publicKey ? { publicKey: source.publicKey } : {}),
-        certificateIdentity: source.certificateIdentity,
-        certificateOidcIssuer: source.certificateOidcIssuer,
-        ...(source.certificateSourceRepository ? { sourceRepository: source.certificateSourceRepository } : {}),
-        ...(source.certificateSourceRef ? { sourceRef: source.certificateSourceRef } : {}),
-        ...(trustedRoot ? { trustedRoot } : {}),
-    };
-}
-
-;// CONCATENATED MODULE: ./src/commands/deploy.ts
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-const SHARED_INPUTS = [
-    { name: 'compose-file', type: 'list', description: "Compose files, in order; default: the environment's compose.files." },
-    { name: 'project-name', type: 'string', description: "Compose project name; default: the environment's compose.projectName." },
-    ...POLICY_INPUTS,
-    { name: 'health-timeout', type: 'string', description: 'How long api, web and worker may take to become healthy, e.g. 90s or 2m; default: compose.healthTimeout (2m).' },
-    { name: 'lock-wait', type: 'string', description: 'How long to wait for another deploy, rollback or restore holding the lock, e.g. 5m; default: 0 (fail at once).' },
-];
-const DEPLOY_OUTPUTS = [
-    { name: 'release', description: 'The release now running.' },
-    { name: 'previous-release', description: 'The release that ran before (empty on a first deploy).' },
-    { name: 'deployment', description: 'Id of the deployment record in the catalog.' },
-    { name: 'override-file', description: 'The generated Compose override file that pins the images, kept in the catalog.' },
-];
-const deployCommand = {
-    name: 'deploy',
-    summary: 'Deploy api, web and worker on the digests of a verified release manifest',
-    inputs: [{ name: 'release', type: 'string', description: 'The release version to deploy (its manifest must be in the catalog).', required: true }, ...SHARED_INPUTS],
-    outputs: DEPLOY_OUTPUTS,
-    implemented: true,
-    async run(ctx) {
-        const release = ctx.inputs.requiredString('release', 'pass --release <version>, e.g. --release v42');
-        const { environment, healthTimeoutSeconds } = await deployEnvironmentFor(ctx);
-        const outcome = await deployRelease(environment, { release, healthTimeoutSeconds });
-        return outcomeResult(outcome);
-    },
-};
-const rollbackCommand = {
-    name: 'rollback',
-    summary: 'Roll api, web and worker back to a verified earlier release',
-    inputs: [
-        { name: 'to', type: 'string', description: 'The release to go back to, or "previous" (the one that ran before the current one).', default: 'previous' },
-        ...SHARED_INPUTS,
-        {
-            name: 'allow-schema-ahead',
-            type: 'boolean',
-            description: "Roll back even though the database is on a newer migration head than the target release expects (only when those migrations are backward compatible).",
-            default: 'false',
-        },
-    ],
-    outputs: DEPLOY_OUTPUTS,
-    implemented: true,
-    async run(ctx) {
-        const to = ctx.inputs.requiredString('to', 'pass --to <version> or --to previous');
-        const allowSchemaAhead = ctx.inputs.boolean('allow-schema-ahead');
-        const { environment, healthTimeoutSeconds } = await deployEnvironmentFor(ctx);
-        const outcome = await rollbackRelease(environment, { to, healthTimeoutSeconds, allowSchemaAhead });
-        return outcomeResult(outcome);
-    },
-};
-const historyCommand = {
-    name: 'history',
-    summary: "Show the environment's deploy and rollback history",
-    inputs: [{ name: 'limit', type: 'string', description: 'Show only the last N events.' }],
-    outputs: [],
-    implemented: true,
-    async run(ctx) {
-        const settings = environmentFor(ctx);
-        const limitText = ctx.inputs.string('limit');
-        const limit = limitText === undefined ? undefined : Number(limitText);
-        if (limit !== undefined && (!Number.isInteger(limit) || limit < 1))
-            throw (0,errors/* usageError */.Wp)('BAD_INPUT', `--limit must be a positive whole number (got "${limitText}")`, 'pass --limit 20');
-        const all = await readHistory(new Catalog(settings.store), settings.name);
-        const events = limit ? all.slice(-limit) : all;
-        return { json: events, text: formatHistory(settings.name, events) };
-    },
-};
-const deployAction = singleCommandAction('deploy', 'Deploy api, web and worker on the image digests of a verified release manifest.', deployCommand);
-const rollbackAction = singleCommandAction('rollback', 'Roll api, web and worker back together to a verified earlier release.', rollbackCommand);
-async function deployEnvironmentFor(ctx) {
-    const settings = environmentFor(ctx);
-    const files = ctx.inputs.list('compose-file').map((file) => (0,external_node_path_.resolve)(ctx.cwd, file));
-    const composeFiles = files.length ? files : settings.compose.files;
-    if (composeFiles.length === 0) {
-        throw (0,errors/* usageError */.Wp)('COMPOSE_FILES_MISSING', `no Compose file for environment ${settings.name}`, `pass --compose-file docker-compose.yml, or set compose.files under environments.${settings.name} in lifeline.yml`);
+class LocalRunner {
+    options;
+    where = 'local binaries';
+    masker;
+    constructor(options = {}) {
+        this.options = options;
+        this.masker = options.masker ?? new SecretMasker();
     }
-    const healthTimeoutText = ctx.inputs.string('health-timeout');
-    const healthTimeoutSeconds = healthTimeoutText ? parseDuration(healthTimeoutText, '--health-timeout') : settings.compose.healthTimeoutSeconds;
-    const lockWaitText = ctx.inputs.string('lock-wait');
-    const policy = verificationPolicyFor(ctx, settings);
-    const catalog = new Catalog(settings.store);
-    // The docker CLIs get the caller's environment: DOCKER_HOST (also ssh://), DOCKER_CONFIG, credentials.
-    const runner = new LocalRunner({ baseEnv: ctx.env });
-    const command = await detectComposeCommand(runner, settings.compose.command, ctx.env.PATH);
-    return {
-        healthTimeoutSeconds,
-        environment: {
-            catalog,
-            env: settings.name,
-            driver: new ComposeDriver(runner, { command, files: composeFiles, projectName: ctx.inputs.string('project-name') ?? settings.compose.projectName }),
-            services: settings.compose.services,
-            verifier: manifestVerifier(catalog, settings.name, policy),
-            logger: ctx.logger,
-            owner: defaultOwner(ctx.env),
-            lockWaitSeconds: lockWaitText ? parseDuration(lockWaitText, '--lock-wait') : 0,
-            database: databaseProbe(settings, command, composeFiles, ctx),
-        },
-    };
+    resolveTool(tool) {
+        for (const dir of this.options.binDirs ?? []) {
+            const candidate = (0,external_node_path_.join)(dir, tool);
+            if (isExecutable(candidate))
+                return candidate;
+        }
+        return tool;
+    }
+    start(invocation) {
+        const command = this.resolveTool(invocation.tool);
+        const env = childEnvironment(this.options.baseEnv ?? process.env, invocation.env);
+        if (this.options.asUser && process.getuid?.() === 0) {
+            // Without --login, runuser keeps the environment, so PGPASSWORD and friends reach the tool.
+            const args = ['-u', this.options.asUser, '--', command, ...invocation.args];
+            return spawnStreaming('runuser', args, invocation, this.masker, env);
+        }
+        return spawnStreaming(command, invocation.args, invocation, this.masker, env);
+    }
 }
-function databaseProbe(settings, composeCommand, composeFiles, ctx) {
-    const { url, migrationHeadQuery, service, binDir, database } = settings.postgres;
-    if (!url || !migrationHeadQuery)
+/** Runs tools inside a running Compose service with `exec -T`, so `DOCKER_HOST=ssh://...` works too. */
+class ComposeRunner {
+    options;
+    where;
+    masker;
+    constructor(options) {
+        this.options = options;
+        this.where = `compose service ${options.service}`;
+        this.masker = options.masker ?? new SecretMasker();
+    }
+    start(invocation) {
+        const [command, ...prefix] = this.options.composeCommand;
+        const env = definedOnly(invocation.env);
+        // `-e NAME` without a value copies it from the compose CLI's own environment: secrets stay off argv.
+        const envArgs = Object.keys(env).flatMap((key) => ['-e', key]);
+        const args = [
+            ...prefix,
+            ...this.options.files.flatMap((f) => ['-f', f]),
+            ...(this.options.projectName ? ['-p', this.options.projectName] : []),
+            'exec',
+            '-T',
+            ...envArgs,
+            this.options.service,
+            invocation.tool,
+            ...invocation.args,
+        ];
+        return spawnStreaming(command, args, invocation, this.masker, childEnvironment(this.options.baseEnv ?? process.env, env));
+    }
+}
+/** Runs a tool to completion, collecting its (small) stdout as text. Not for payloads. */
+async function runText(runner, invocation, limitBytes = 16 * 1024 * 1024) {
+    const running = runner.start(invocation);
+    let stdout = '';
+    running.stdout.setEncoding('utf8');
+    running.stdout.on('data', (chunk) => {
+        if (stdout.length < limitBytes)
+            stdout += chunk;
+    });
+    const result = await running.done;
+    return { ...result, stdout };
+}
+/** Like runText, but a non-zero exit becomes a failure carrying the tool's stderr. */
+async function runChecked(runner, invocation, what) {
+    const result = await runText(runner, invocation);
+    if (result.exitCode !== 0) {
+        throw (0,errors/* failure */.V2)('TOOL_FAILED', `${what} failed (${invocation.tool} ${describeExit(result)}): ${lastLines(result.stderr)}`, { details: { tool: invocation.tool, exitCode: result.exitCode } });
+    }
+    return result.stdout;
+}
+function describeExit(result) {
+    return result.signal ? `killed by ${result.signal}` : `exit ${result.exitCode}`;
+}
+function lastLines(text, count = 5) {
+    const lines = text.trim().split('\n').filter(Boolean);
+    return lines.length ? lines.slice(-count).join('\n') : '(no output on stderr)';
+}
+/**
+ * The environment a child process gets: the inherited one without any libpq variable (PGHOST,
+ * PGHOSTADDR, PGSERVICE, PGOPTIONS, PGTARGETSESSIONATTRS, PGPASSWORD, ...: every `PG*` name
+ * except pgBackRest's own `PGBACKREST_*` options and PGPASSFILE), plus exactly what the invocation sets. An operator's
+ * shell or a CI runner can then never redirect pg_dump, pg_restore or psql to another server or
+ * database than the connection Lifeline was given.
+ */
+function childEnvironment(base, extra) {
+    const env = {};
+    for (const [key, value] of Object.entries(base))
+        if (!isLibpqVariable(key))
+            env[key] = value;
+    return { ...env, ...definedOnly(extra) };
+}
+function isLibpqVariable(name) {
+    // PGPASSFILE stays: it only answers for the host, port, database and user already named.
+    return /^PG/i.test(name) && !/^PGBACKREST_/i.test(name) && name !== 'PGPASSFILE';
+}
+function definedOnly(env) {
+    const out = {};
+    for (const [key, value] of Object.entries(env ?? {}))
+        if (value !== undefined)
+            out[key] = value;
+    return out;
+}
+function isExecutable(path) {
+    try {
+        (0,external_node_fs_.accessSync)(path, external_node_fs_.constants.X_OK);
+        return true;
+    }
+    catch {
+        return false;
+    }
+}
+/** Finds a program on PATH (or the given dirs); undefined when absent. */
+function findExecutable(tool, dirs = [], pathEnv = process.env.PATH ?? '') {
+    for (const dir of [...dirs, ...pathEnv.split(external_node_path_.delimiter)]) {
+        if (!dir)
+            continue;
+        const candidate = (0,external_node_path_.join)(dir, tool);
+        if (isExecutable(candidate))
+            return candidate;
+    }
+    return undefined;
+}
+
+;// CONCATENATED MODULE: ./src/runner/leftovers.ts
+
+
+
+
+
+
+
+/** The record directory: private to this user, in the OS temp dir where the clusters live too. */
+function leftoverDir() {
+    return (0,external_node_path_.join)((0,external_node_os_.tmpdir)(), `lifeline-running-${process.getuid?.() ?? 'user'}`);
+}
+/** This process's identity: pid plus its start time, so a reused pid is not mistaken for the owner. */
+function selfOwner() {
+    return { pid: process.pid, started: processStartTime(process.pid) ?? 'unknown' };
+}
+function processStartTime(pid) {
+    try {
+        const stat = (0,external_node_fs_.readFileSync)(`/proc/${pid}/stat`, 'utf8');
+        // Field 22 (starttime); fields after the command name, which may hold spaces, start at field 3.
+        return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+    }
+    catch {
         return undefined;
-    const runner = service
-        ? new ComposeRunner({ composeCommand: [...composeCommand], files: composeFiles, projectName: settings.compose.projectName, service, baseEnv: ctx.env })
-        : new LocalRunner({ binDirs: binDir ? [binDir] : [], baseEnv: ctx.env });
-    return migrationHeadProbe(runner, { url, migrationHeadQuery, database });
+    }
 }
-function outcomeResult(outcome) {
-    const seconds = ((outcome.durationsMs.total ?? 0) / 1000).toFixed(1);
-    const verb = outcome.action === 'deploy' ? 'deployed' : 'rolled back to';
-    const text = `${verb} ${outcome.release}${outcome.from ? ` (from ${outcome.from})` : ''} in ${seconds}s; api, web and worker are healthy\noverride: ${outcome.overrideFile}`;
-    const rows = Object.entries(outcome.images)
-        .map(([role, image]) => `| ${role} | \`${image}\` |`)
-        .join('\n');
-    return {
-        json: outcome,
-        text,
-        outputs: { release: outcome.release, 'previous-release': outcome.from ?? '', deployment: outcome.deployment, 'override-file': outcome.overrideFile },
-        summary: `### ${outcome.action === 'deploy' ? 'Deploy' : 'Rollback'}: ${outcome.release}\n\n${outcome.from ? `From ${outcome.from}. ` : ''}All three services healthy after ${seconds}s.\n\n| service | image |\n|---|---|\n${rows}\n`,
-        annotations: outcome.warnings.map((message) => ({ level: 'warning', message })),
+function ownerAlive(owner) {
+    try {
+        process.kill(owner.pid, 0);
+    }
+    catch (error) {
+        // EPERM: alive, but another user's (not ours to judge).
+        if (error.code !== 'EPERM')
+            return false;
+    }
+    const started = processStartTime(owner.pid);
+    if (started === undefined || owner.started === 'unknown')
+        return true;
+    return started === owner.started;
+}
+/** Creates (or checks) the record directory: a real directory, ours, closed to everyone else. */
+function privateDir() {
+    const dir = leftoverDir();
+    (0,external_node_fs_.mkdirSync)(dir, { mode: 0o700, recursive: true });
+    const stat = (0,external_node_fs_.lstatSync)(dir);
+    const uid = process.getuid?.();
+    if (!stat.isDirectory() || (uid !== undefined && stat.uid !== uid) || (stat.mode & 0o077) !== 0) {
+        throw (0,errors/* failure */.V2)('LEFTOVER_DIR_UNSAFE', `${dir} is not a private directory of this user (a symlink, another owner, or open to others); drill clean-up records cannot be kept there`, {
+            fix: `remove ${dir} (it holds only clean-up records), then run the drill again`,
+        });
+    }
+    return dir;
+}
+/**
+ * Records a resource before it is created; call the returned function once it is gone. A drill
+ * killed in between leaves the record, and the next drill removes the resource.
+ */
+function recordLeftover(record) {
+    const dir = privateDir();
+    const marker = (0,external_node_path_.join)(dir, `${record.kind}-${process.pid}-${(0,external_node_crypto_.randomBytes)(6).toString('hex')}.json`);
+    const full = { ...record, owner: selfOwner(), createdAt: new Date().toISOString() };
+    const fd = (0,external_node_fs_.openSync)(marker, external_node_fs_.constants.O_WRONLY | external_node_fs_.constants.O_CREAT | external_node_fs_.constants.O_EXCL | external_node_fs_.constants.O_NOFOLLOW, 0o600);
+    try {
+        (0,external_node_fs_.writeSync)(fd, `${JSON.stringify(full)}\n`);
+    }
+    finally {
+        (0,external_node_fs_.closeSync)(fd);
+    }
+    return () => {
+        try {
+            (0,external_node_fs_.unlinkSync)(marker);
+        }
+        catch {
+            // already removed (by a reaper that found the owner gone, or twice)
+        }
     };
 }
-function formatHistory(env, events) {
-    if (events.length === 0)
-        return `${env}: no deploys or rollbacks recorded yet`;
-    return events
-        .map((e) => {
-        const total = e.durationsMs.total !== undefined ? ` ${(e.durationsMs.total / 1000).toFixed(1)}s` : '';
-        const detail = e.result === 'succeeded' ? '' : ` (${e.failedService ? `${e.failedService}: ` : ''}${(e.reason ?? '').split('\n')[0]}; running: ${e.running ?? 'unknown'})`;
-        return `${e.at}  ${e.action.padEnd(8)} ${(e.from ?? '-').padEnd(10)} -> ${e.to.padEnd(10)} ${e.result.padEnd(9)} by ${e.by}${total}${detail}`;
-    })
-        .join('\n');
+/** Every record on this host, with whether its owner still runs. Unreadable or foreign files are skipped. */
+function findLeftovers() {
+    const dir = leftoverDir();
+    let names;
+    try {
+        names = (0,external_node_fs_.readdirSync)(dir).filter((n) => n.endsWith('.json'));
+    }
+    catch {
+        return [];
+    }
+    const uid = process.getuid?.();
+    const found = [];
+    for (const name of names) {
+        const marker = (0,external_node_path_.join)(dir, name);
+        let record;
+        try {
+            const fd = (0,external_node_fs_.openSync)(marker, external_node_fs_.constants.O_RDONLY | external_node_fs_.constants.O_NOFOLLOW);
+            try {
+                const stat = (0,external_node_fs_.fstatSync)(fd);
+                if (!stat.isFile() || (uid !== undefined && stat.uid !== uid) || stat.size > 64 * 1024)
+                    continue;
+                record = JSON.parse((0,external_node_fs_.readFileSync)(fd, 'utf8'));
+            }
+            finally {
+                (0,external_node_fs_.closeSync)(fd);
+            }
+        }
+        catch {
+            continue;
+        }
+        if (!validRecord(record))
+            continue;
+        const leftover = { ...record, marker, state: ownerAlive(record.owner) ? 'in-use' : 'orphaned' };
+        if (record.kind === 'cluster')
+            leftover.pid = postmasterPid(record.dataDir);
+        found.push(leftover);
+    }
+    return found.sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+}
+/** Paths must be absolute, normal, ours by name (lifeline-*) and no symlink: a record is never a way to delete elsewhere. */
+function safePath(path) {
+    if (typeof path !== 'string' || !(0,external_node_path_.isAbsolute)(path) || (0,external_node_path_.normalize)(path) !== path || path === '/')
+        return false;
+    if (!(0,external_node_path_.basename)(path).startsWith('lifeline-'))
+        return false;
+    try {
+        return (0,external_node_fs_.realpathSync)(path) === path;
+    }
+    catch {
+        return true; // gone already: nothing to delete, the record just goes
+    }
+}
+function validRecord(record) {
+    if (!record || typeof record !== 'object' || typeof record.owner?.pid !== 'number' || typeof record.createdAt !== 'string')
+        return false;
+    // The data directory is only read (postmaster.pid) and matched against the server's command line; `path` is what gets deleted.
+    if (record.kind === 'cluster')
+        return safePath(record.path) && typeof record.dataDir === 'string' && (0,external_node_path_.isAbsolute)(record.dataDir) && (0,external_node_path_.normalize)(record.dataDir) === record.dataDir;
+    if (record.kind === 'directory')
+        return safePath(record.path);
+    if (record.kind === 'container')
+        return typeof record.container === 'string' && /^lifeline-drill-[a-z0-9-]{6,64}$/.test(record.container);
+    return false;
+}
+/** The running postmaster of a data directory: its postmaster.pid names it and its command line names the directory. */
+function postmasterPid(dataDir) {
+    let pid;
+    try {
+        pid = Number((0,external_node_fs_.readFileSync)((0,external_node_path_.join)(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+    }
+    catch {
+        return undefined;
+    }
+    if (!Number.isInteger(pid) || pid <= 1)
+        return undefined;
+    try {
+        const argv = (0,external_node_fs_.readFileSync)(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+        return argv.includes(dataDir) && /postgres$/.test(argv[0] ?? '') ? pid : undefined;
+    }
+    catch {
+        return undefined;
+    }
+}
+/** One line per leftover, for the drill's log and `lifeline doctor`. */
+function describeLeftover(leftover) {
+    const owner = `started by pid ${leftover.owner.pid} at ${leftover.createdAt}${leftover.state === 'in-use' ? ', which still runs' : ', which is gone'}`;
+    if (leftover.kind === 'cluster')
+        return `${leftover.purpose}: PostgreSQL ${leftover.pid ? `server pid ${leftover.pid}` : '(not running)'} on ${leftover.dataDir} (${owner})`;
+    if (leftover.kind === 'directory')
+        return `${leftover.purpose}: directory ${leftover.path} (${owner})`;
+    return `${leftover.purpose}: container ${leftover.container} (${owner})`;
+}
+/** The shell command that removes a leftover by hand (what the next drill would do). */
+function leftoverRemoveCommand(leftover) {
+    const q = (text) => `'${text.replace(/'/g, `'\\''`)}'`;
+    if (leftover.kind === 'container')
+        return `docker rm -f ${leftover.container} && rm -f -- ${q(leftover.marker)}`;
+    const rm = `rm -rf -- ${q(leftover.path)} && rm -f -- ${q(leftover.marker)}`;
+    return leftover.kind === 'cluster' && leftover.pid ? `kill -QUIT ${leftover.pid} && ${rm}` : rm;
+}
+/**
+ * Removes what dead drills left: stops their servers by pid (checked against the data directory),
+ * deletes their directories, removes their containers by name. Leftovers of a drill that still
+ * runs are left alone. Never throws: what cannot be removed is returned with the command to do it.
+ */
+async function reapLeftovers(options = {}) {
+    const outcome = { removed: [], failed: [], inUse: [] };
+    const leftovers = findLeftovers();
+    const order = ['container', 'cluster', 'directory'];
+    for (const kind of order) {
+        for (const leftover of leftovers.filter((l) => l.kind === kind)) {
+            const what = describeLeftover(leftover);
+            if (leftover.state === 'in-use') {
+                outcome.inUse.push(what);
+                continue;
+            }
+            try {
+                await reapOne(leftover, options);
+                (0,external_node_fs_.unlinkSync)(leftover.marker);
+                outcome.removed.push(what);
+            }
+            catch (error) {
+                outcome.failed.push(`${what}: ${error.message}`);
+            }
+        }
+    }
+    return outcome;
+}
+async function reapOne(leftover, options) {
+    const remove = (dir) => (0,external_node_fs_.rmSync)(dir, { recursive: true, force: true });
+    if (leftover.kind === 'cluster') {
+        // Immediate shutdown: the data is deleted next.
+        if (leftover.pid)
+            await stopPid(leftover.pid, 'SIGQUIT', 30000);
+        if (postmasterPid(leftover.dataDir))
+            throw new Error(`the server still runs; stop it with kill -QUIT ${leftover.pid}`);
+        remove(leftover.path);
+        return;
+    }
+    if (leftover.kind === 'directory') {
+        remove(leftover.path);
+        return;
+    }
+    const docker = options.docker ?? new LocalRunner();
+    const result = await runText(docker, { tool: 'docker', args: ['rm', '-f', leftover.container] }).catch((error) => ({ exitCode: 1, signal: null, stderr: error.message, stdout: '' }));
+    if (result.exitCode !== 0 && !/No such container/i.test(result.stderr)) {
+        throw new Error(`docker rm -f ${leftover.container} ${describeExit(result)}: ${lastLines(result.stderr, 2)}; remove it with docker rm -f ${leftover.container}`);
+    }
+}
+
+;// CONCATENATED MODULE: ./src/runner/postgres-env.ts
+
+/** Parses a postgres:// URL into its parts. */
+function parsePgUrl(url) {
+    let parsed;
+    try {
+        parsed = new URL(url);
+    }
+    catch {
+        throw (0,errors/* usageError */.Wp)('BAD_URL', 'the PostgreSQL URL is not a valid URL', 'write it as postgres://user:password@host:5432/dbname');
+    }
+    if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
+        throw (0,errors/* usageError */.Wp)('BAD_URL', `the PostgreSQL URL uses the scheme ${parsed.protocol}`, 'write it as postgres://user:password@host:5432/dbname');
+    }
+    const params = {};
+    parsed.searchParams.forEach((value, key) => {
+        params[key] = value;
+    });
+    // A libpq ?password= authenticates like the userinfo one; both travel in PGPASSWORD only.
+    const queryPassword = params.password;
+    delete params.password;
+    if (params.sslpassword !== undefined) {
+        // libpq reads sslpassword from no environment variable, and Lifeline puts no secret on a command line.
+        throw (0,errors/* usageError */.Wp)('BAD_URL', 'the PostgreSQL URL sets sslpassword, which Lifeline cannot pass to pg_dump, pg_restore and psql without putting it on their command line', 'use a client key without a passphrase (openssl pkey -in key.pem -out plain.pem), readable only by the store\'s owner (chmod 0600), in sslkey');
+    }
+    const decode = (part, value) => {
+        try {
+            return decodeURIComponent(value);
+        }
+        catch {
+            throw (0,errors/* usageError */.Wp)('BAD_URL', `the PostgreSQL URL's ${part} has a malformed percent-escape`, `percent-encode it correctly (a literal % is %25), e.g. with encodeURIComponent`);
+        }
+    };
+    const database = decode('database name', parsed.pathname.replace(/^\//, '')) || 'postgres';
+    return {
+        host: decode('host', parsed.hostname.replace(/^\[|\]$/g, '')) || params.host || '127.0.0.1',
+        port: parsed.port ? Number(parsed.port) : 5432,
+        user: parsed.username ? decode('user name', parsed.username) : undefined,
+        password: parsed.password ? decode('password', parsed.password) : queryPassword || undefined,
+        database,
+        params,
+    };
+}
+function formatPgUrl(conn) {
+    const auth = conn.user ? `${encodeURIComponent(conn.user)}${conn.password ? `:${encodeURIComponent(conn.password)}` : ''}@` : '';
+    const query = new URLSearchParams(conn.params).toString();
+    return `postgres://${auth}${conn.host.includes(':') ? `[${conn.host}]` : conn.host}:${conn.port}/${encodeURIComponent(conn.database)}${query ? `?${query}` : ''}`;
+}
+const PARAM_ENV = {
+    sslmode: 'PGSSLMODE',
+    sslrootcert: 'PGSSLROOTCERT',
+    sslcert: 'PGSSLCERT',
+    sslkey: 'PGSSLKEY',
+    application_name: 'PGAPPNAME',
+    connect_timeout: 'PGCONNECT_TIMEOUT',
+    options: 'PGOPTIONS',
+};
+/**
+ * libpq environment for a connection. The password travels in PGPASSWORD, never on a
+ * command line where `ps` would show it.
+ */
+function pgEnv(conn, database = conn.database) {
+    const env = {
+        PGHOST: conn.host,
+        PGPORT: String(conn.port),
+        PGUSER: conn.user,
+        PGPASSWORD: conn.password,
+        PGDATABASE: database,
+        PGCONNECT_TIMEOUT: '10',
+    };
+    for (const [param, value] of Object.entries(conn.params)) {
+        const name = PARAM_ENV[param];
+        if (name)
+            env[name] = value;
+    }
+    const settings = [
+        ...(conn.timeouts?.lockSeconds ? [`-c lock_timeout=${Math.round(conn.timeouts.lockSeconds * 1000)}`] : []),
+        ...(conn.timeouts?.statementSeconds ? [`-c statement_timeout=${Math.round(conn.timeouts.statementSeconds * 1000)}`] : []),
+    ];
+    if (settings.length)
+        env.PGOPTIONS = [env.PGOPTIONS, ...settings].filter(Boolean).join(' ');
+    return env;
+}
+function withDatabase(conn, database) {
+    return { ...conn, database };
+}
+/** A SQL identifier, quoted. */
+function quoteIdent(name) {
+    return `"${name.replace(/"/g, '""')}"`;
+}
+/** A SQL string literal, quoted (standard_conforming_strings on, the default since 9.1). */
+function quoteLiteral(value) {
+    if (value.includes('\0'))
+        throw (0,errors/* usageError */.Wp)('BAD_VALUE', 'a value contains a NUL byte', 'remove the NUL byte');
+    return `'${value.replace(/'/g, "''")}'`;
+}
+
+;// CONCATENATED MODULE: ./src/postgres/binaries.ts
+
+
+
+/** Directories holding PostgreSQL server binaries (initdb, pg_ctl, postgres), newest major first. */
+function postgresServerBinDirs(configured) {
+    const dirs = [];
+    if (configured)
+        dirs.push(configured);
+    try {
+        const majors = (0,external_node_fs_.readdirSync)('/usr/lib/postgresql')
+            .filter((d) => /^\d+$/.test(d))
+            .sort((a, b) => Number(b) - Number(a));
+        for (const major of majors)
+            dirs.push((0,external_node_path_.join)('/usr/lib/postgresql', major, 'bin'));
+    }
+    catch {
+        // not a Debian layout
+    }
+    return dirs;
+}
+function findServerBinDir(configured) {
+    for (const dir of postgresServerBinDirs(configured)) {
+        if (findExecutable('initdb', [dir], ''))
+            return dir;
+    }
+    const initdb = findExecutable('initdb');
+    return initdb ? initdb.replace(/\/initdb$/, '') : undefined;
 }
 
 ;// CONCATENATED MODULE: ./src/postgres/cluster.ts
+
 
 
 
@@ -67950,10 +64607,13 @@ async function startThrowawayCluster(options = {}) {
     const port = await freePort();
     const logFile = (0,external_node_path_.join)(base, 'server.log');
     let started = false;
+    // Recorded before the server exists: if this process is killed, the next drill stops and removes it.
+    const forget = recordLeftover({ kind: 'cluster', path: base, dataDir, purpose: options.purpose ?? 'throwaway PostgreSQL cluster' });
     const cleanup = async () => {
         if (started)
             await stopPostmaster(dataDir);
         removeInBackground(base);
+        forget();
     };
     try {
         if (!options.existingDataDir) {
@@ -68073,7 +64733,675 @@ function sweepAbandonedTrash(parent) {
     }
 }
 
+;// CONCATENATED MODULE: ./src/runner/compose.ts
+
+
+const COMPOSE_V2 = ['docker', 'compose'];
+const COMPOSE_V1 = ['docker-compose'];
+/**
+ * Picks the Compose CLI: the configured one, or with `auto` the v2 plugin if `docker compose
+ * version` answers, else v1. Both talk to whatever engine DOCKER_HOST names (ssh:// included).
+ */
+async function detectComposeCommand(runner, setting, pathEnv = '') {
+    if (setting === 'docker compose')
+        return COMPOSE_V2;
+    if (setting === 'docker-compose')
+        return COMPOSE_V1;
+    const v2 = await runText(runner, { tool: 'docker', args: ['compose', 'version'] }).catch(() => undefined);
+    if (v2?.exitCode === 0)
+        return COMPOSE_V2;
+    // v1 is a Python program that takes seconds to start: finding it on PATH is enough.
+    if (findExecutable('docker-compose', [], pathEnv))
+        return COMPOSE_V1;
+    throw (0,errors/* usageError */.Wp)('COMPOSE_MISSING', 'neither `docker compose` (Compose v2) nor `docker-compose` (v1) works on this machine', 'install the Docker Compose plugin (or docker-compose), set compose.command in lifeline.yml, or remove postgres.service / redis.service to run the client tools locally');
+}
+
+;// CONCATENATED MODULE: ./src/postgres/connection.ts
+
+
+
+
+
+/** The URL with its password replaced by `***`: what error messages may show. */
+function maskedUrl(conn) {
+    return formatPgUrl({ ...conn, password: conn.password ? '***' : undefined });
+}
+/** The environment's PostgreSQL connection; a missing URL is a usage error that says where to set it. */
+function environmentConnection(settings) {
+    if (!settings.postgres.url) {
+        const named = settings.postgres.urlEnv;
+        // An environment that names its variable never falls back to DATABASE_URL: say which one to set.
+        throw (0,errors/* usageError */.Wp)('NO_DATABASE_URL', named ? `no PostgreSQL URL for environment ${settings.name}: ${named} (its postgres.urlEnv) is not set` : `no PostgreSQL URL for environment ${settings.name}`, named ? `set ${named}, or pass --database-url postgres://user:password@host:5432/dbname` : 'pass --database-url postgres://user:password@host:5432/dbname, set DATABASE_URL, or set postgres.urlEnv in lifeline.yml');
+    }
+    const conn = parsePgUrl(settings.postgres.url);
+    return settings.postgres.database ? { ...conn, database: settings.postgres.database } : conn;
+}
+/**
+ * Where the PostgreSQL client tools run: inside the configured Compose service, or locally,
+ * preferring the configured binDir, then the newest Debian major (its pg_dump reads every older server).
+ */
+async function postgresRunner(settings) {
+    if (settings.postgres.service)
+        return composeRunner(settings.compose, settings.postgres.service);
+    return new LocalRunner({ binDirs: postgresServerBinDirs(settings.postgres.binDir) });
+}
+/** Local PostgreSQL client tools (verification reads catalog files on this host). */
+function localPostgresRunner(binDir) {
+    return new LocalRunner({ binDirs: postgresServerBinDirs(binDir) });
+}
+async function redisRunner(settings) {
+    if (settings.redis?.service)
+        return composeRunner(settings.compose, settings.redis.service);
+    return new LocalRunner({ binDirs: settings.redis?.binDir ? [settings.redis.binDir] : [] });
+}
+async function composeRunner(compose, service) {
+    return new ComposeRunner({ composeCommand: await composeCommand(compose.command), files: compose.files, projectName: compose.projectName, service });
+}
+/** `auto` prefers Compose v2 (`docker compose`), then v1 (`docker-compose`). */
+async function composeCommand(configured) {
+    return [...(await detectComposeCommand(new LocalRunner(), configured, process.env.PATH ?? ''))];
+}
+/**
+ * Makes a first round trip so a wrong password or an unreachable server fails with the URL
+ * (password masked) and a fix, instead of a bare libpq message later.
+ */
+async function checkConnection(session, conn) {
+    try {
+        await session.queryValue('SELECT 1');
+    }
+    catch (error) {
+        const message = error.message;
+        const auth = /password authentication failed|no password supplied|authentication failed/i.test(message);
+        throw (0,errors/* failure */.V2)('POSTGRES_CONNECT', `cannot connect to ${maskedUrl(conn)}: ${message}`, {
+            fix: auth ? 'check the user and password in the database URL (DATABASE_URL / --database-url)' : 'check that the server is running and reachable, and the host, port and database name in the URL',
+            cause: error,
+        });
+    }
+}
+
+;// CONCATENATED MODULE: ./src/postgres/inspect.ts
+
+
+
+
+/** User schemas only: the system catalogs differ between servers and are not part of a backup. */
+const USER_SCHEMA_FILTER = `n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'`;
+/** Every ordinary table of the user's schemas, as `schema.table` (quoted where needed). */
+async function userTables(session) {
+    const rows = await session.query(`SELECT format('%I.%I', n.nspname, c.relname) AS name
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relkind = 'r' AND ${USER_SCHEMA_FILTER}
+        AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+      ORDER BY 1`);
+    return rows.map((r) => r.name);
+}
+/**
+ * Exact `count(*)` of every user table, in the session's current transaction (so inside the
+ * dump's snapshot when called after `pg_export_snapshot()`).
+ */
+async function exactRowCounts(session, options = {}) {
+    const tables = await userTables(session);
+    const counts = {};
+    // Counts taken earlier (during a restore) are used as they are; only user tables are reported.
+    const todo = tables.filter((t) => {
+        const known = options.known?.[t];
+        if (known === undefined)
+            return true;
+        counts[t] = known;
+        return false;
+    });
+    // One statement per batch keeps round trips few without building a huge query.
+    for (let i = 0; i < todo.length; i += 50) {
+        const batch = todo.slice(i, i + 50);
+        const sql = batch.map((t) => `SELECT ${quoteLiteral(t)} AS name, count(*)::bigint AS n FROM ${t}`).join(' UNION ALL ');
+        for (const row of await session.query(sql))
+            counts[row.name] = Number(row.n);
+    }
+    return counts;
+}
+/**
+ * A sha256 over the normalized user catalog: tables, columns with types, nullability and defaults,
+ * constraints, indexes, sequences and views. Two databases with the same schema give the same
+ * value whatever their name or OIDs.
+ */
+async function schemaFingerprint(session) {
+    const lines = await session.query(`SELECT line FROM (
+       SELECT format('relation %I.%I %s', n.nspname, c.relname, c.relkind) AS line
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND ${USER_SCHEMA_FILTER}
+       UNION ALL
+       SELECT format('column %I.%I %s %s not_null=%s default=%s', n.nspname, c.relname, lpad(rank() OVER (PARTITION BY c.oid ORDER BY a.attnum)::text, 4, '0'),
+                     a.attname || ' ' || format_type(a.atttypid, a.atttypmod), a.attnotnull, coalesce(pg_get_expr(d.adbin, d.adrelid), ''))
+         FROM pg_attribute a
+         JOIN pg_class c ON c.oid = a.attrelid
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND ${USER_SCHEMA_FILTER}
+       UNION ALL
+       SELECT format('constraint %I.%I %I %s', n.nspname, c.relname, con.conname, pg_get_constraintdef(con.oid))
+         FROM pg_constraint con
+         JOIN pg_class c ON c.oid = con.conrelid
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE ${USER_SCHEMA_FILTER}
+       UNION ALL
+       SELECT format('index %I.%I %s', n.nspname, ic.relname, pg_get_indexdef(i.indexrelid))
+         FROM pg_index i
+         JOIN pg_class ic ON ic.oid = i.indexrelid
+         JOIN pg_namespace n ON n.oid = ic.relnamespace
+        WHERE ${USER_SCHEMA_FILTER}
+     ) lines ORDER BY line COLLATE "C"`);
+    const hash = (0,external_node_crypto_.createHash)('sha256');
+    for (const { line } of lines)
+        hash.update(`${line}\n`);
+    return `sha256:${hash.digest('hex')}`;
+}
+/**
+ * The schema migration head: the configured query's first value, or Alembic's
+ * `alembic_version` when that table exists; null when there is neither.
+ */
+async function migrationHead(session, query) {
+    if (query) {
+        let rows;
+        try {
+            rows = await session.query(query);
+        }
+        catch (error) {
+            throw (0,errors/* failure */.V2)('MIGRATION_HEAD_QUERY', `the migration head query failed: ${error.message}`, { fix: 'check postgres.migrationHeadQuery in lifeline.yml (it must return one value, e.g. SELECT version_num FROM alembic_version)', cause: error });
+        }
+        const values = rows.map((r) => Object.values(r)[0]).filter((v) => v !== null && v !== undefined);
+        return values.length ? values.map(String).join(',') : null;
+    }
+    const exists = await session.queryValue(`SELECT to_regclass('alembic_version')::text`);
+    if (!exists)
+        return null;
+    const heads = await session.query(`SELECT version_num AS v FROM alembic_version ORDER BY 1`);
+    return heads.length ? heads.map((h) => h.v).join(',') : null;
+}
+async function serverVersion(session) {
+    const [row] = await session.query(`SELECT current_setting('server_version') AS version, current_setting('server_version_num') AS num`);
+    if (!row)
+        throw (0,errors/* failure */.V2)('SERVER_VERSION', 'the server did not report its version');
+    return { version: row.version, major: Math.floor(Number(row.num) / 10000) };
+}
+/** The version of a client tool (`pg_dump --version` → `15.20`), with its major. */
+async function toolVersion(runner, tool) {
+    const result = await runText(runner, { tool, args: ['--version'] });
+    const match = /\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?\S*/.exec(result.stdout);
+    if (result.exitCode !== 0 || !match) {
+        throw (0,errors/* failure */.V2)('TOOL_VERSION', `could not read ${tool}'s version (${runner.where}): ${result.stderr || result.stdout}`, { fix: `install the PostgreSQL client tools (Debian: postgresql-client) or set postgres.binDir` });
+    }
+    return { version: match[0].replace(/^\(PostgreSQL\)\s+/, ''), major: Number(match[1]) };
+}
+/**
+ * ANALYZE of every user table, spread over `parallel` sessions (largest first, each table to the
+ * least loaded session): the restored data gets planner statistics in about half the time of one
+ * database-wide ANALYZE, which also re-analyzes every system catalog (autovacuum does those).
+ */
+async function analyzeUserTables(open, parallel = 2) {
+    const first = open();
+    try {
+        const tables = await first.query(`SELECT format('%I.%I', n.nspname, c.relname) AS name, pg_table_size(c.oid) AS bytes
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'm', 'p') AND ${USER_SCHEMA_FILTER}
+        ORDER BY 2 DESC, 1`);
+        await inSessions(first, open, spreadBySize(tables, parallel, (t) => Number(t.bytes)), async (session, group) => {
+            // One statement per table: a failure names its table, and each finishes its own transaction.
+            for (const table of group)
+                await session.exec(`ANALYZE ${table.name}`);
+        });
+    }
+    finally {
+        await first.close();
+    }
+}
+/**
+ * Runs each group of work on a session of its own: the first group on `first` (the caller's, left
+ * open), the others on sessions opened here and closed once all groups are done.
+ */
+async function inSessions(first, open, groups, work) {
+    const opened = [];
+    try {
+        return await Promise.all(groups.map((group, i) => {
+            const session = i === 0 ? first : open();
+            if (i > 0)
+                opened.push(session);
+            return work(session, group);
+        }));
+    }
+    finally {
+        await Promise.all(opened.map((s) => s.close()));
+    }
+}
+/**
+ * Splits work over `parallel` workers: largest first, each item to the least loaded worker, so
+ * the biggest table or index does not end up last on a busy one. Never more groups than items.
+ */
+function spreadBySize(items, parallel, size) {
+    const groups = Array.from({ length: Math.max(1, Math.min(parallel, items.length)) }, () => ({ items: [], load: 0 }));
+    for (const item of [...items].sort((a, b) => size(b) - size(a))) {
+        const lightest = groups.reduce((a, b) => (b.load < a.load ? b : a));
+        lightest.items.push(item);
+        lightest.load += size(item);
+    }
+    return groups.map((g) => g.items);
+}
+/**
+ * Every user object of the connected database, by kind: relations of every kind (tables, views,
+ * materialized views, sequences, foreign and partitioned tables, extension-owned ones too), large
+ * objects, functions and procedures, types and domains, schemas other than `public`, extensions
+ * other than `plpgsql`, and the rarer catalog objects a dump carries. The one answer to "does this
+ * database hold anything a restore would destroy?": empty means nothing to lose.
+ */
+async function userObjects(session) {
+    const schema = (column) => `${column} NOT IN (SELECT oid FROM pg_namespace n WHERE NOT (${USER_SCHEMA_FILTER}))`;
+    const rows = await session.query(`SELECT kind, count(*)::int AS count, (array_agg(name ORDER BY name))[1:3] AS examples FROM (
+       SELECT CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'table' WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view'
+                             WHEN 'S' THEN 'sequence' WHEN 'f' THEN 'foreign table' ELSE 'type' END AS kind,
+              format('%I.%I', n.nspname, c.relname) AS name
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f', 'c') AND ${USER_SCHEMA_FILTER}
+       UNION ALL SELECT 'large object', oid::text FROM pg_largeobject_metadata
+       UNION ALL SELECT 'function', p.oid::regprocedure::text FROM pg_proc p WHERE ${schema('p.pronamespace')}
+       UNION ALL SELECT 'type', t.oid::regtype::text FROM pg_type t
+                  WHERE ${schema('t.typnamespace')} AND t.typrelid = 0 AND NOT (t.typcategory = 'A' AND t.typelem <> 0)
+       UNION ALL SELECT 'schema', quote_ident(nspname) FROM pg_namespace n WHERE ${USER_SCHEMA_FILTER} AND nspname <> 'public'
+       UNION ALL SELECT 'extension', quote_ident(extname) FROM pg_extension WHERE extname <> 'plpgsql'
+       UNION ALL SELECT 'operator', o.oid::regoperator::text FROM pg_operator o WHERE ${schema('o.oprnamespace')}
+       UNION ALL SELECT 'collation', quote_ident(collname) FROM pg_collation WHERE ${schema('collnamespace')}
+       UNION ALL SELECT 'text search configuration', quote_ident(cfgname) FROM pg_ts_config WHERE ${schema('cfgnamespace')}
+       UNION ALL SELECT 'foreign server', quote_ident(srvname) FROM pg_foreign_server
+       UNION ALL SELECT 'event trigger', quote_ident(evtname) FROM pg_event_trigger
+       UNION ALL SELECT 'publication', quote_ident(pubname) FROM pg_publication
+     ) objects GROUP BY kind ORDER BY kind`);
+    return rows.map((r) => ({ kind: r.kind, count: Number(r.count), examples: r.examples ?? [] }));
+}
+/** "3 tables (public.a, public.b, ...), 1 large object (16401)": what a refusal names. */
+function describeUserObjects(objects) {
+    return objects.map((o) => `${o.count} ${o.kind}${o.count === 1 ? '' : 's'} (${o.examples.join(', ')}${o.count > o.examples.length ? ', ...' : ''})`).join(', ');
+}
+async function databaseLevelState(session, database) {
+    const [row] = await session.query(`SELECT CASE WHEN d.datacl IS NULL THEN NULL ELSE
+              (SELECT coalesce(array_agg(format('%s %s%s', CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END,
+                                                 a.privilege_type, CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END) ORDER BY 1), '{}')
+                 FROM aclexplode(d.datacl) a) END AS acl,
+            (SELECT s.setconfig FROM pg_db_role_setting s WHERE s.setdatabase = d.oid AND s.setrole = 0) AS settings,
+            (SELECT json_object_agg(pg_get_userbyid(s.setrole), s.setconfig) FROM pg_db_role_setting s WHERE s.setdatabase = d.oid AND s.setrole <> 0) AS roles,
+            d.datconnlimit AS connlimit,
+            shobj_description(d.oid, 'pg_database') AS comment
+       FROM pg_database d WHERE d.datname = ${quoteLiteral(database)}`);
+    if (!row)
+        return undefined;
+    const roleSettings = {};
+    for (const role of Object.keys(row.roles ?? {}).sort())
+        roleSettings[role] = row.roles[role];
+    return { acl: row.acl, settings: row.settings ?? [], roleSettings, connectionLimit: Number(row.connlimit), comment: row.comment };
+}
+/** The differences between two database-level states, one line each; empty when they match. */
+function compareDatabaseLevelState(expected, actual, options) {
+    const diffs = [];
+    const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+    if (options.privileges && !same(expected.acl, actual.acl))
+        diffs.push(`privileges: expected ${expected.acl ? expected.acl.join(', ') || '(none)' : 'defaults'}, found ${actual.acl ? actual.acl.join(', ') || '(none)' : 'defaults'}`);
+    if (!same(expected.settings, actual.settings))
+        diffs.push(`settings: expected ${expected.settings.join(', ') || '(none)'}, found ${actual.settings.join(', ') || '(none)'}`);
+    if (options.privileges && !same(expected.roleSettings, actual.roleSettings))
+        diffs.push(`role settings: expected ${JSON.stringify(expected.roleSettings)}, found ${JSON.stringify(actual.roleSettings)}`);
+    if (expected.connectionLimit !== actual.connectionLimit)
+        diffs.push(`connection limit: expected ${expected.connectionLimit}, found ${actual.connectionLimit}`);
+    if (expected.comment !== actual.comment)
+        diffs.push(`comment: expected ${JSON.stringify(expected.comment)}, found ${JSON.stringify(actual.comment)}`);
+    return diffs;
+}
+/**
+ * Relation locks other sessions hold in the connected database that block reads (ACCESS
+ * EXCLUSIVE: a migration's ALTER TABLE, a LOCK TABLE, a VACUUM FULL), from pg_locks and
+ * pg_stat_activity. Reading pg_locks takes no lock, so this answers while the table is locked.
+ */
+async function readBlockingLocks(session) {
+    return session.query(`SELECT l.pid, coalesce(l.relation::regclass::text, l.relation::text) AS relation, l.mode, a.usename AS user, a.application_name AS application,
+            a.state, to_char(a.xact_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS since, left(a.query, 200) AS query
+       FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+      WHERE l.locktype = 'relation' AND l.granted AND l.mode = 'AccessExclusiveLock' AND l.pid <> pg_backend_pid()
+        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      ORDER BY a.xact_start NULLS LAST, l.pid LIMIT 20`);
+}
+/** "pid 4242 (user app, application alembic, idle in transaction since ..., query: ALTER TABLE ...) holds AccessExclusiveLock on public.orders" */
+function describeHeldLocks(locks) {
+    const byPid = new Map();
+    for (const l of locks)
+        byPid.set(l.pid, [...(byPid.get(l.pid) ?? []), l]);
+    return [...byPid.values()]
+        .map((held) => {
+        const l = held[0];
+        const who = [l.user ? `user ${l.user}` : '', l.application ? `application ${l.application}` : '', l.state ? `${l.state}${l.since ? ` since ${l.since}` : ''}` : '', l.query ? `query: ${l.query.replace(/\s+/g, ' ').trim()}` : ''].filter(Boolean).join(', ');
+        return `pid ${l.pid}${who ? ` (${who})` : ''} holds ${l.mode} on ${held.map((h) => h.relation).join(', ')}`;
+    })
+        .join('; ');
+}
+/** A lock_timeout / statement_timeout cancellation, or pg_dump's --lock-wait-timeout giving up. */
+function isLockTimeout(error) {
+    return /canceling statement due to (lock|statement) timeout|could not obtain lock on relation/i.test(error?.message ?? String(error));
+}
+
+;// CONCATENATED MODULE: ./src/postgres/metadata.ts
+
+const BACKUP_METADATA_FILE = 'backup.json';
+const POSTGRES_ARCHIVE_FILE = 'postgres.dump';
+const GLOBALS_FILE = 'globals.sql';
+const REDIS_SNAPSHOT_FILE = 'redis.rdb';
+const BACKUP_LABELS = ['scheduled', 'pre-migration', 'manual', 'pre-restore'];
+/** The environment's complete backups, newest first. */
+async function listBackups(catalog, env) {
+    const entries = await catalog.list(env, 'backups', BACKUP_METADATA_FILE);
+    // A backup.json of the wrong shape would break every reader: it is reported and the others are used.
+    return entries.filter((entry) => {
+        const problem = backupMetadataProblem(entry.metadata);
+        if (problem)
+            catalog.reportDamaged(`${entry.dir}/${BACKUP_METADATA_FILE}`, problem);
+        return !problem;
+    });
+}
+function backupMetadataProblem(metadata) {
+    const archive = metadata.files?.postgres;
+    if (typeof archive?.name !== 'string' || typeof archive.sha256 !== 'string' || typeof archive.bytes !== 'number')
+        return 'it names no PostgreSQL archive (files.postgres)';
+    if (typeof metadata.label !== 'string')
+        return 'it has no label';
+    return undefined;
+}
+/**
+ * One backup by id, or for `latest` the newest one that did not fail verification and is not a
+ * `pre-restore` backup (that one may hold another database: the target of a restore, so it is
+ * only ever used by id). An unknown id is the operator's mistake (exit 2).
+ */
+async function findBackup(catalog, env, idOrLatest) {
+    const wanted = idOrLatest.trim();
+    if (wanted === '' || wanted === 'latest') {
+        const newest = (await listBackups(catalog, env)).find((b) => b.metadata.label !== 'pre-restore' && b.metadata.verified?.ok !== false);
+        if (!newest) {
+            throw (0,errors/* usageError */.Wp)('NO_BACKUPS', `environment ${env} has no usable backups in ${catalog.root} (pre-restore backups and backups that failed verification are only used by id)`, `take one first: lifeline backup --env ${env}; or pass the id from lifeline backups --env ${env}`);
+        }
+        return newest;
+    }
+    const entry = await catalog.get(env, 'backups', wanted, BACKUP_METADATA_FILE);
+    if (!entry) {
+        throw (0,errors/* usageError */.Wp)('BACKUP_NOT_FOUND', `backup ${wanted} does not exist in environment ${env} (store ${catalog.root})`, `list the backups with: lifeline backups --env ${env} (or pass --backup latest)`);
+    }
+    return entry;
+}
+/**
+ * The backup a restore into `target` uses: an id as given, or for `latest` the newest usable
+ * backup (not pre-restore, not failed verification) of the target's own database, by name and,
+ * where both are known, the server's system identifier. Another database's backup is only ever
+ * restored by its id: `latest` never picks a one-off backup of a different database.
+ */
+async function findBackupForTarget(catalog, env, idOrLatest, target) {
+    const wanted = idOrLatest.trim();
+    if (wanted !== '' && wanted !== 'latest')
+        return findBackup(catalog, env, wanted);
+    const usable = (await listBackups(catalog, env)).filter((b) => b.metadata.label !== 'pre-restore' && b.metadata.verified?.ok !== false);
+    const sameServer = (b) => !b.metadata.systemIdentifier || !target.systemIdentifier || b.metadata.systemIdentifier === target.systemIdentifier;
+    const match = usable.find((b) => b.metadata.database === target.database && sameServer(b));
+    if (match)
+        return match;
+    const sameName = usable.filter((b) => b.metadata.database === target.database);
+    const others = usable.slice(0, 3).map((b) => `${b.id} (database ${b.metadata.database}${b.metadata.systemIdentifier ? `, server ${b.metadata.systemIdentifier}` : ''})`);
+    const why = sameName.length
+        ? `its backups of ${target.database} were taken on another server (system identifier ${sameName[0].metadata.systemIdentifier}, this one is ${target.systemIdentifier})`
+        : others.length
+            ? `its newest backups are of other databases: ${others.join(', ')}`
+            : 'it has no usable backups';
+    throw (0,errors/* usageError */.Wp)('NO_BACKUP_OF_TARGET', `"latest" means the newest backup of the target's own database, and environment ${env} has none for ${target.describe}: ${why}`, `to restore another database's backup (or one from another server) into ${target.database}, pass its id explicitly: --backup <id> (lifeline backups --env ${env} lists the database and server of each)`);
+}
+
+;// CONCATENATED MODULE: ./src/postgres/pgbackrest.ts
+
+
+/** pgBackRest must run as the OS user that owns the cluster's files (it reads the data dir, and archive-push runs as it). */
+const PGBACKREST_OS_USER = 'postgres';
+function pgbackrestRunner() {
+    return new LocalRunner({ asUser: PGBACKREST_OS_USER });
+}
+function requirePhysical(settings) {
+    const physical = settings.postgres.physical;
+    if (!physical) {
+        throw (0,errors/* usageError */.Wp)('NO_PHYSICAL_BACKUPS', `environment ${settings.name} has no physical backups configured`, `add postgres.physical.stanza (and configFile, repoPath) for ${settings.name} in lifeline.yml; pgBackRest must already archive WAL for that stanza`);
+    }
+    return physical;
+}
+/** The options every pgBackRest call takes: the config file, the stanza and the repository. */
+function pgbackrestBaseArgs(physical) {
+    return [...(physical.configFile ? [`--config=${physical.configFile}`] : []), `--stanza=${physical.stanza}`, ...(physical.repoPath ? [`--repo1-path=${physical.repoPath}`] : [])];
+}
+async function runPgBackRest(physical, command, extraArgs, what, runner = pgbackrestRunner()) {
+    return runChecked(runner, { tool: 'pgbackrest', args: [...pgbackrestBaseArgs(physical), ...extraArgs, command] }, what);
+}
+/** `pgbackrest info --output=json` for the stanza, oldest backup first. */
+async function stanzaInfo(physical, runner) {
+    const out = await runPgBackRest(physical, 'info', ['--output=json'], 'pgbackrest info', runner);
+    let parsed;
+    try {
+        parsed = JSON.parse(out);
+    }
+    catch (error) {
+        throw (0,errors/* failure */.V2)('PGBACKREST_OUTPUT', 'could not read the output of pgbackrest info', { cause: error });
+    }
+    const raw = parsed.find((s) => s.name === physical.stanza);
+    if (!raw)
+        throw (0,errors/* failure */.V2)('PGBACKREST_NO_STANZA', `pgBackRest knows no stanza "${physical.stanza}"`, { fix: 'run pgbackrest stanza-create for it, or fix postgres.physical.stanza' });
+    const iso = (seconds) => new Date(seconds * 1000).toISOString();
+    const archives = raw.archive ?? [];
+    return {
+        stanza: raw.name,
+        status: raw.status,
+        backups: (raw.backup ?? []).map((b) => ({
+            label: b.label,
+            type: b.type,
+            startedAt: iso(b.timestamp.start),
+            stoppedAt: iso(b.timestamp.stop),
+            databaseBytes: b.info?.size ?? 0,
+            repositoryBytes: b.info?.repository?.delta ?? b.info?.repository?.size ?? 0,
+            walStart: b.archive?.start,
+            walStop: b.archive?.stop,
+        })),
+        archive: archives.length ? { min: archives[0]?.min, max: archives[archives.length - 1]?.max } : undefined,
+    };
+}
+/** `pgbackrest check`: the archive_command works and the repository is reachable (used by preflight). */
+async function checkPhysicalBackups(settings, logger) {
+    const physical = requirePhysical(settings);
+    await logger.group(`pgbackrest check (stanza ${physical.stanza})`, () => runPgBackRest(physical, 'check', [], 'pgbackrest check'));
+}
+/**
+ * A physical base backup through pgBackRest (`lifeline backup --physical`). WAL archiving, which
+ * makes point-in-time recovery possible between base backups, is pgBackRest's archive_command's job.
+ */
+async function runPhysicalBackup(settings, logger, options = {}) {
+    const physical = requirePhysical(settings);
+    const type = options.type ?? physical.type;
+    const before = new Set((await stanzaInfo(physical)).backups.map((b) => b.label));
+    await logger.group(`pgbackrest backup --type=${type} (stanza ${physical.stanza})`, () => runPgBackRest(physical, 'backup', [`--type=${type}`], `pgbackrest ${type} backup`));
+    const created = (await stanzaInfo(physical)).backups.filter((b) => !before.has(b.label));
+    const backup = created[created.length - 1];
+    if (!backup)
+        throw (0,errors/* failure */.V2)('PGBACKREST_NO_NEW_BACKUP', 'pgbackrest backup exited 0 but lists no new backup', { fix: 'run pgbackrest info and inspect the repository' });
+    logger.info(`physical backup ${backup.label} (${backup.type}) done`);
+    return backup;
+}
+/**
+ * A recovery target time with an explicit zone (without one, the server's zone would silently
+ * decide): date, time (seconds and up to six fraction digits optional) and every offset spelling
+ * PostgreSQL accepts: `Z`, `+00`, `+0000`, `+00:00`, `-05`, `+05:30`.
+ */
+const TARGET_TIME = /^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?\s*(?:(Z)|([+-])(\d{2})(?::?(\d{2}))?)$/i;
+const TARGET_TIME_FORMAT = 'write it as YYYY-MM-DD HH:MM[:SS[.ffffff]] with a zone: Z, +HH, +HHMM or +HH:MM (e.g. 2026-11-21T23:59:00Z or "2026-11-21 23:59:00.123456+05:30")';
+/**
+ * Checks a point-in-time target before anything starts and normalises it to UTC
+ * (`YYYY-MM-DD HH:MM:SS[.ffffff]+00`), which pgBackRest and PostgreSQL both read: every offset
+ * spelling of one instant gives the same text. Impossible dates and times (2026-02-30, 25:00) are
+ * usage errors, never rolled over into another day.
+ */
+function parseRecoveryTargetTime(value) {
+    const input = value.trim();
+    const bad = (why) => (0,errors/* usageError */.Wp)('BAD_PITR_TIME', `--pitr "${value}" ${why}`, TARGET_TIME_FORMAT);
+    const m = TARGET_TIME.exec(input);
+    if (!m)
+        throw bad('is not a timestamp with a time zone');
+    const [year, month, day, hour, minute] = [m[1], m[2], m[3], m[4], m[5]].map(Number);
+    const second = Number(m[6] ?? '0');
+    const fraction = m[7] ?? '';
+    if (month < 1 || month > 12)
+        throw bad(`has no month ${m[2]}`);
+    const daysInMonth = utcDate(year, month, 0, 0, 0, 0).getUTCDate();
+    if (day < 1 || day > daysInMonth)
+        throw bad(`is not a date: ${m[1]}-${m[2]} has ${daysInMonth} days`);
+    if (hour > 23 || minute > 59 || second > 59)
+        throw bad(`is not a time of day: ${m[4]}:${m[5]}${m[6] ? `:${m[6]}` : ''} (hours 00-23, minutes and seconds 00-59)`);
+    let offsetMinutes = 0;
+    if (!m[8]) {
+        const offsetHours = Number(m[10]);
+        const offsetMins = Number(m[11] ?? '0');
+        if (offsetHours > 15 || offsetMins > 59)
+            throw bad(`has an impossible offset ${m[9]}${m[10]}${m[11] ? `:${m[11]}` : ''}`);
+        offsetMinutes = (m[9] === '-' ? -1 : 1) * (offsetHours * 60 + offsetMins);
+    }
+    // Whole seconds are exact; the fraction is carried as text so microseconds survive.
+    const utc = new Date(utcDate(year, month - 1, day, hour, minute, second).getTime() - offsetMinutes * 60_000);
+    const iso = utc.toISOString();
+    const text = `${iso.slice(0, 10)} ${iso.slice(11, 19)}${fraction ? `.${fraction}` : ''}+00`;
+    const at = new Date(utc.getTime() + Number(fraction.padEnd(3, '0').slice(0, 3)));
+    return { text, at };
+}
+/** Date.UTC without its mapping of years 0-99 onto 1900-1999. */
+function utcDate(year, monthIndex, day, hour, minute, second) {
+    const date = new Date(0);
+    date.setUTCFullYear(year, monthIndex, day);
+    date.setUTCHours(hour, minute, second, 0);
+    return date;
+}
+/**
+ * `pgbackrest restore --type=time` into an empty data directory owned by the postgres user.
+ * The restored cluster replays archived WAL up to the target when it starts, then promotes.
+ */
+async function restorePhysicalToTime(physical, dataDir, targetTime, backupLabel, runner) {
+    const args = [`--pg1-path=${dataDir}`, `--set=${backupLabel}`, '--type=time', `--target=${targetTime}`, '--target-action=promote'];
+    await runPgBackRest(physical, 'restore', args, 'pgbackrest restore', runner);
+}
+
+;// CONCATENATED MODULE: external "node:readline"
+const external_node_readline_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:readline");
+;// CONCATENATED MODULE: ./src/runner/psql.ts
+
+
+
+
+
+/**
+ * One long-lived psql session driven over stdin/stdout. It works the same with local binaries
+ * and inside a Compose service, and keeps one transaction open across queries (for
+ * `pg_export_snapshot()`, which lives only as long as its transaction).
+ */
+class PsqlSession {
+    running;
+    input;
+    lines = [];
+    waiter;
+    closed = false;
+    exitError;
+    counter = 0;
+    constructor(running, input, conn) {
+        this.running = running;
+        this.input = input;
+        const rl = (0,external_node_readline_namespaceObject.createInterface)({ input: running.stdout });
+        rl.on('line', (line) => {
+            this.lines.push(line);
+            this.waiter?.();
+        });
+        running.done
+            .then((result) => {
+            this.closed = true;
+            if (result.exitCode !== 0) {
+                this.exitError = (0,errors/* failure */.V2)('PSQL_FAILED', `query against ${conn.host}:${conn.port}/${conn.database} failed: ${lastLines(result.stderr, 3)}`, { details: { exitCode: result.exitCode } });
+            }
+            this.waiter?.();
+        })
+            .catch((error) => {
+            this.closed = true;
+            this.exitError = error;
+            this.waiter?.();
+        });
+    }
+    static open(runner, conn, options = {}) {
+        const input = new external_node_stream_.PassThrough();
+        const running = runner.start({
+            tool: 'psql',
+            args: ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-P', 'pager=off', '-P', 'footer=off'],
+            env: pgEnv(conn, options.database),
+            stdin: input,
+        });
+        return new PsqlSession(running, input, conn);
+    }
+    /** Runs statements that return nothing of interest. */
+    async exec(sql) {
+        await this.roundTrip(`${sql.trim().replace(/;+$/, '')};`);
+    }
+    /** Runs a query and returns its rows as objects (through json_agg, so types survive). */
+    async query(sql) {
+        const wrapped = `SELECT coalesce(json_agg(q), '[]'::json) FROM (${sql.trim().replace(/;+$/, '')}) q;`;
+        const out = await this.roundTrip(wrapped);
+        try {
+            return JSON.parse(out.join('\n'));
+        }
+        catch (error) {
+            throw (0,errors/* failure */.V2)('PSQL_OUTPUT', `could not read the result of a query (${error.message})`, { cause: error });
+        }
+    }
+    async queryValue(sql) {
+        const rows = await this.query(sql);
+        const first = rows[0];
+        return first ? Object.values(first)[0] : undefined;
+    }
+    async roundTrip(sql) {
+        if (this.closed)
+            throw this.exitError ?? (0,errors/* failure */.V2)('PSQL_CLOSED', 'the psql session has ended');
+        const marker = `__lifeline_done_${process.pid}_${++this.counter}__`;
+        const collected = [];
+        this.input.write(`${sql}\n\\echo ${marker}\n`);
+        for (;;) {
+            while (this.lines.length) {
+                const line = this.lines.shift();
+                if (line === marker)
+                    return collected;
+                collected.push(line);
+            }
+            if (this.closed)
+                throw this.exitError ?? (0,errors/* failure */.V2)('PSQL_CLOSED', 'psql ended before answering');
+            await new Promise((resolve) => {
+                this.waiter = resolve;
+            });
+            this.waiter = undefined;
+        }
+    }
+    async close() {
+        if (!this.closed) {
+            this.input.end('\\q\n');
+        }
+        await this.running.done.catch(() => { });
+    }
+}
+/** Runs one query in a fresh session. */
+async function queryOnce(runner, conn, sql, database) {
+    const session = PsqlSession.open(runner, conn, { database });
+    try {
+        return await session.query(sql);
+    }
+    finally {
+        await session.close();
+    }
+}
+
 ;// CONCATENATED MODULE: ./src/postgres/pitr.ts
+
 
 
 
@@ -68112,10 +65440,13 @@ async function restorePointInTime(settings, targetTime, logger, options = {}) {
     const baseBackup = candidates[candidates.length - 1];
     sweepAbandonedTrash((0,external_node_os_.tmpdir)());
     const base = (0,external_node_fs_.mkdtempSync)((0,external_node_path_.join)((0,external_node_os_.tmpdir)(), 'lifeline-pitr-'));
+    // The restored copy of production: recorded so that a drill killed mid-way leaves it to the next drill to delete.
+    const forget = recordLeftover({ kind: 'directory', path: base, purpose: `point-in-time copy of stanza ${physical.stanza}` });
     let cluster;
     const cleanup = async () => {
         await cluster?.stop();
         removeInBackground(base);
+        forget();
     };
     try {
         chownToPostgres(base);
@@ -68141,6 +65472,7 @@ async function restorePointInTime(settings, targetTime, logger, options = {}) {
             existingDataDir: dataDir,
             parentDir: base,
             fast: true,
+            purpose: `point-in-time server on a copy of stanza ${physical.stanza}`,
             settings: {
                 // The drill's copy must never archive into the production stanza (it would fork its timeline).
                 archive_mode: 'off',
@@ -68205,7 +65537,3307 @@ function serverFatal(log) {
     return fatals.pop()?.replace(/^.*?FATAL:\s*/, 'FATAL: ');
 }
 
+;// CONCATENATED MODULE: ./src/catalog/lock.ts
+
+
+
+
+
+const LOCK_FILE = '.lock';
+function lockPath(envDir) {
+    return (0,external_node_path_.join)(envDir, LOCK_FILE);
+}
+function defaultOwner(env = {}) {
+    if (env.GITHUB_ACTOR)
+        return `${env.GITHUB_ACTOR} (${env.GITHUB_WORKFLOW ?? 'workflow'} run ${env.GITHUB_RUN_ID ?? '?'})`;
+    try {
+        return (0,external_node_os_.userInfo)().username;
+    }
+    catch {
+        return 'unknown';
+    }
+}
+async function lockStatus(envDir) {
+    let text;
+    try {
+        text = await (0,promises_.readFile)(lockPath(envDir), 'utf8');
+    }
+    catch (error) {
+        if (error.code === 'ENOENT')
+            return { held: false, stale: false };
+        throw error;
+    }
+    let info;
+    try {
+        info = JSON.parse(text);
+    }
+    catch {
+        // A lock file torn by a crash during creation: held, of unknown owner, and stale.
+        return { held: true, stale: true };
+    }
+    const stale = info.host === (0,external_node_os_.hostname)() && !processAlive(info.pid);
+    return { held: true, info, stale };
+}
+class EnvironmentLock {
+    envDir;
+    info;
+    released = false;
+    constructor(envDir, info) {
+        this.envDir = envDir;
+        this.info = info;
+    }
+    async release() {
+        if (this.released)
+            return;
+        this.released = true;
+        const status = await lockStatus(this.envDir);
+        // Only remove the lock if it is still ours (it may have been broken and retaken).
+        if (status.info && status.info.pid === this.info.pid && status.info.acquiredAt === this.info.acquiredAt && status.info.host === this.info.host) {
+            await (0,promises_.rm)(lockPath(this.envDir), { force: true });
+        }
+    }
+}
+/**
+ * Takes the per-environment lock: an exclusive create, so two writers can never both succeed.
+ * A stale lock is reported, never broken silently: `lifeline lock break` does that explicitly.
+ */
+async function acquireLock(envDir, env, options) {
+    await (0,promises_.mkdir)(envDir, { recursive: true, mode: 0o700 });
+    const info = {
+        owner: options.owner ?? defaultOwner(),
+        pid: process.pid,
+        host: (0,external_node_os_.hostname)(),
+        command: options.command,
+        acquiredAt: new Date().toISOString(),
+    };
+    const deadline = Date.now() + (options.waitSeconds ?? 0) * 1000;
+    for (;;) {
+        try {
+            const handle = await (0,promises_.open)(lockPath(envDir), 'wx', 0o600);
+            try {
+                await handle.writeFile(JSON.stringify(info));
+                await handle.sync();
+            }
+            finally {
+                await handle.close();
+            }
+            return new EnvironmentLock(envDir, info);
+        }
+        catch (error) {
+            if (error.code !== 'EEXIST')
+                throw error;
+        }
+        const status = await lockStatus(envDir);
+        if (!status.held)
+            continue;
+        const holder = status.info ? `${status.info.owner} (pid ${status.info.pid} on ${status.info.host}, running "${status.info.command}" since ${status.info.acquiredAt})` : 'an unknown holder (the lock file is unreadable)';
+        if (status.stale) {
+            throw (0,errors/* refusal */.x5)('LOCK_STALE', `environment ${env} is locked by ${holder}, and that process is gone`, `make sure nothing else is running against ${env}, then run: lifeline lock break --env ${env}`, { lock: status.info });
+        }
+        if (Date.now() >= deadline) {
+            throw (0,errors/* refusal */.x5)('LOCK_HELD', `environment ${env} is locked by ${holder}`, `wait for it to finish, or re-run later; another deploy, rollback, restore or backup is in progress`, { lock: status.info });
+        }
+        await new Promise((r) => setTimeout(r, options.pollMs ?? 500));
+    }
+}
+/**
+ * Explicitly removes a lock; returns what was removed. Only a lock whose holder is gone: a live
+ * holder on this host is refused (two deploys would then run at once), and a holder on another
+ * host, whose process cannot be checked from here, needs `force` (the operator checked it).
+ */
+async function breakLock(envDir, options = {}) {
+    const env = options.env ?? 'this environment';
+    const status = await lockStatus(envDir);
+    if (!status.held)
+        return status;
+    const info = status.info;
+    if (info) {
+        const holder = `${info.owner} (pid ${info.pid} on ${info.host}, running "${info.command}" since ${info.acquiredAt})`;
+        if (info.host === (0,external_node_os_.hostname)() && processAlive(info.pid)) {
+            throw (0,errors/* refusal */.x5)('LOCK_HOLDER_ALIVE', `the lock of ${env} is held by ${holder}, and that process is still running on this host`, `wait for it to finish; if it hangs, stop it first (kill ${info.pid}), then run lifeline lock break --env ${env}`, { lock: info });
+        }
+        if (info.host !== (0,external_node_os_.hostname)() && !options.force) {
+            throw (0,errors/* refusal */.x5)('LOCK_HOLDER_REMOTE', `the lock of ${env} is held by ${holder}, on another host, whose process cannot be checked from ${(0,external_node_os_.hostname)()}`, `check on ${info.host} that pid ${info.pid} is gone, then run lifeline lock break --env ${env} --force`, { lock: info });
+        }
+    }
+    // Removed only if it is still the lock we judged: a new holder may have taken it meanwhile.
+    const now = await lockStatus(envDir);
+    if (JSON.stringify(now.info) !== JSON.stringify(info)) {
+        throw (0,errors/* refusal */.x5)('LOCK_CHANGED', `the lock of ${env} changed hands while it was being checked`, `run lifeline lock status --env ${env} and decide again`);
+    }
+    await (0,promises_.rm)(lockPath(envDir), { force: true });
+    return status;
+}
+async function withLock(envDir, env, options, fn) {
+    const lock = await acquireLock(envDir, env, options);
+    try {
+        return await fn();
+    }
+    finally {
+        await lock.release().catch(() => {
+            throw (0,errors/* failure */.V2)('LOCK_RELEASE', `could not release the lock of ${env}`, { fix: `run lifeline lock break --env ${env}` });
+        });
+    }
+}
+
+;// CONCATENATED MODULE: ./src/redis/snapshot.ts
+
+
+
+
+
+
+function parseRedisUrl(url) {
+    let parsed;
+    try {
+        parsed = new URL(url);
+    }
+    catch {
+        throw (0,errors/* usageError */.Wp)('BAD_URL', 'the Redis URL is not a valid URL', 'write it as redis://:password@host:6379/0');
+    }
+    return {
+        host: decodeURIComponent(parsed.hostname.replace(/^\[|\]$/g, '')) || '127.0.0.1',
+        port: parsed.port ? Number(parsed.port) : 6379,
+        username: parsed.username ? decodeURIComponent(parsed.username) : undefined,
+        password: parsed.password ? decodeURIComponent(parsed.password) : undefined,
+        tls: parsed.protocol === 'rediss:',
+    };
+}
+/** redis-cli connection arguments; the password travels in REDISCLI_AUTH, never on argv. */
+function redisCli(target, args) {
+    return {
+        tool: 'redis-cli',
+        args: ['-h', target.host, '-p', String(target.port), ...(target.username ? ['--user', target.username] : []), ...(target.tls ? ['--tls'] : []), '--no-auth-warning', ...args],
+        env: { REDISCLI_AUTH: target.password },
+    };
+}
+/** Keys per logical database from `INFO keyspace`, e.g. `{ db0: 12, db2: 1 }`. */
+async function redisKeyspace(runner, target) {
+    const result = await runText(runner, redisCli(target, ['INFO', 'keyspace']));
+    if (result.exitCode !== 0 || /^(ERR|NOAUTH|WRONGPASS)/m.test(result.stdout)) {
+        throw (0,errors/* failure */.V2)('REDIS_CONNECT', `cannot read INFO keyspace from redis://${target.host}:${target.port}: ${lastLines(result.stderr || result.stdout, 2)}`, { fix: 'check the Redis URL (REDIS_URL / --redis-url) and its password' });
+    }
+    return parseKeyspace(result.stdout);
+}
+function parseKeyspace(info) {
+    const keys = {};
+    for (const match of info.matchAll(/^(db\d+):keys=(\d+)/gm))
+        keys[match[1]] = Number(match[2]);
+    return keys;
+}
+/** `redis-check-rdb FILE`: the snapshot parses end to end and its checksum matches. */
+async function checkRdb(runner, path) {
+    const result = await runText(runner, { tool: 'redis-check-rdb', args: [path] });
+    const output = `${result.stdout}\n${result.stderr}`;
+    const keysRead = Number(/(\d+) keys read/.exec(output)?.[1] ?? 0);
+    const expires = Number(/(\d+) expires/.exec(output)?.[1] ?? 0);
+    const ok = result.exitCode === 0 && /RDB looks OK/.test(output);
+    return { ok, keysRead, expires, detail: ok ? `RDB looks OK, ${keysRead} keys` : `redis-check-rdb: ${lastLines(output, 3)}` };
+}
+/**
+ * Takes a snapshot with `redis-cli --rdb -` (works remotely and inside a Compose service),
+ * validates it with redis-check-rdb and adds it to the staged backup.
+ *
+ * With diskless replication redis-cli cannot truncate stdout after the transfer, so the stream
+ * ends with the 40-byte EOF marker; the payload length it reports on stderr says where to cut.
+ */
+async function snapshotRedis(staged, options) {
+    const raw = staged.path(`${REDIS_SNAPSHOT_FILE}.part`);
+    try {
+        const running = options.runner.start(redisCli(options.target, ['--rdb', '-']));
+        await (0,external_node_stream_promises_namespaceObject.pipeline)(running.stdout, (0,external_node_fs_.createWriteStream)(raw, { flags: 'wx', mode: 0o600 }));
+        const result = await running.done;
+        if (result.exitCode !== 0) {
+            throw (0,errors/* failure */.V2)('REDIS_SNAPSHOT_FAILED', `redis-cli --rdb failed against redis://${options.target.host}:${options.target.port}: ${lastLines(result.stderr, 3)}`, { fix: 'check the Redis URL and password, and that the user may run SYNC/REPLCONF' });
+        }
+        const reported = /Transfer finished with success after (\d+) bytes/.exec(result.stderr);
+        const { size } = await (0,promises_.stat)(raw);
+        const bytes = reported ? Number(reported[1]) : size;
+        if (bytes <= 0 || bytes > size)
+            throw (0,errors/* failure */.V2)('REDIS_SNAPSHOT_FAILED', `redis-cli reported ${bytes} bytes but wrote ${size}`);
+        const file = await staged.addStream(REDIS_SNAPSHOT_FILE, (0,external_node_fs_.createReadStream)(raw, { start: 0, end: bytes - 1 }));
+        const check = await checkRdb(options.checkRunner, staged.path(REDIS_SNAPSHOT_FILE));
+        if (!check.ok)
+            throw (0,errors/* failure */.V2)('REDIS_SNAPSHOT_INVALID', `the Redis snapshot does not validate: ${check.detail}`, { fix: 'retry the backup; if it keeps failing, check the Redis server log' });
+        const keys = await redisKeyspace(options.runner, options.target);
+        options.logger.info(`redis snapshot: ${file.bytes} bytes, ${check.keysRead} keys`);
+        return { name: REDIS_SNAPSHOT_FILE, bytes: file.bytes, sha256: file.sha256, keys, check };
+    }
+    finally {
+        await (0,promises_.rm)(raw, { force: true });
+    }
+}
+
+;// CONCATENATED MODULE: ./src/postgres/lock-wait.ts
+
+
+
+/** How long backups and restores wait for a table lock by default (postgres.lockTimeout, --lock-timeout). */
+const DEFAULT_LOCK_TIMEOUT_SECONDS = 60;
+/** `conn` with lock_timeout (and, when given, statement_timeout) on every session Lifeline opens. */
+function withLockTimeout(conn, lockSeconds, statementSeconds) {
+    return { ...conn, timeouts: { lockSeconds, ...(statementSeconds ? { statementSeconds } : {}) } };
+}
+/**
+ * Turns a lock-timeout cancellation into a failure naming who holds the lock (pid, user,
+ * application, since when, query), read from pg_locks and pg_stat_activity; any other error is
+ * returned as it is.
+ */
+async function explainLockTimeout(error, runner, conn, what, seconds) {
+    if (!isLockTimeout(error))
+        return error;
+    let locks = [];
+    const session = PsqlSession.open(runner, { ...conn, timeouts: { statementSeconds: 10 } });
+    try {
+        locks = await readBlockingLocks(session);
+    }
+    catch {
+        // the explanation is a bonus: the timeout itself is the failure
+    }
+    finally {
+        await session.close();
+    }
+    const holders = locks.length ? describeHeldLocks(locks) : 'the session that held it has let go since';
+    return (0,errors/* failure */.V2)('LOCK_TIMEOUT', `${what} gave up after waiting ${seconds}s for a table lock in ${conn.host}:${conn.port}/${conn.database}: ${holders}`, {
+        fix: `wait for the session holding the lock (a migration?) to finish, or end it with SELECT pg_terminate_backend(<pid>), then retry; postgres.lockTimeout in lifeline.yml or --lock-timeout sets how long to wait`,
+        cause: error,
+        details: { locks },
+    });
+}
+
+;// CONCATENATED MODULE: ./src/postgres/progress.ts
+/** Logs `what: N MB at R MB/s` every `intervalMs`, and feeds a live sink on every chunk. */
+function progressReporter(logger, what, sink = {}, intervalMs = 10_000) {
+    const started = Date.now();
+    let lastLog = started;
+    return (bytes) => {
+        const now = Date.now();
+        const rate = bytes / Math.max((now - started) / 1000, 0.001);
+        sink.onBytes?.(what, bytes, rate);
+        if (now - lastLog >= intervalMs) {
+            lastLog = now;
+            logger.info(`${what}: ${formatBytes(bytes)} at ${formatBytes(rate)}/s`);
+        }
+    };
+}
+function formatBytes(bytes) {
+    const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+    let value = bytes;
+    let unit = 0;
+    while (value >= 1000 && unit < units.length - 1) {
+        value /= 1000;
+        unit++;
+    }
+    return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
+}
+
+;// CONCATENATED MODULE: ./src/postgres/verify.ts
+
+
+
+
+
+
+
+
+
+
+
+/**
+ * Checks a backup end to end: every file against SHA256SUMS (and SHA256SUMS against backup.json),
+ * that pg_restore reads the archive's table of contents, that every data block decompresses,
+ * and that the Redis snapshot parses. Never throws for a bad backup: the report says what failed.
+ */
+async function verifyBackup(entry, options) {
+    const checks = [];
+    const add = (check) => {
+        checks.push(check);
+        options.logger.info(`${check.ok ? 'ok  ' : 'FAIL'} ${check.name}: ${check.detail}`);
+    };
+    const sumsOk = await checkChecksums(entry, add);
+    if (!options.checksumsOnly) {
+        // Reached only when every name passed the confined checksum pass; checked again at the point of use.
+        const archive = sumsOk ? await entryFilePath(entry.dir, entry.metadata.files.postgres.name) : '';
+        // A corrupt file is already known: reading it further would only add noise.
+        if (sumsOk) {
+            add(await pgRestoreCheck(options.runner, archive, 'archive table of contents', ['--list'], (out) => `${out.lines} entries`));
+            add(await pgRestoreCheck(options.runner, archive, 'archive decompresses end to end', fullReadArgs(options.runner), () => 'every data block read'));
+            const redis = entry.metadata.files.redis;
+            if (redis) {
+                const check = await checkRdb(options.redisRunner ?? new LocalRunner(), await entryFilePath(entry.dir, redis.name));
+                add({ name: `${redis.name} (redis-check-rdb)`, ok: check.ok, detail: check.detail });
+            }
+        }
+    }
+    return { backupId: entry.id, ok: checks.every((c) => c.ok), checks };
+}
+async function checkChecksums(entry, add) {
+    let results;
+    try {
+        // Only the files backup.json names may be hashed: any other SHA256SUMS line is a failed check.
+        results = await checkSums(entry.dir, { listed: Object.values(entry.metadata.files).flatMap((f) => (f ? [f.name] : [])) });
+    }
+    catch (error) {
+        add({ name: SUMS_FILE, ok: false, detail: `cannot read ${SUMS_FILE}: ${error.message}` });
+        return false;
+    }
+    let ok = true;
+    for (const r of results) {
+        const detail = r.error ? r.error : r.ok ? `sha256 ${r.actual}` : `sha256 is ${r.actual}, ${SUMS_FILE} says ${r.expected}`;
+        add({ name: `${r.file} checksum`, ok: r.ok, detail });
+        ok &&= r.ok;
+    }
+    // Each file backup.json names must be listed with the same hash: a missing line is not a pass.
+    const listed = new Map(results.map((r) => [r.file, r.expected]));
+    for (const file of Object.values(entry.metadata.files)) {
+        if (!file)
+            continue;
+        const expected = listed.get(file.name);
+        if (expected !== file.sha256) {
+            add({ name: `${file.name} recorded`, ok: false, detail: expected ? `${SUMS_FILE} and ${BACKUP_METADATA_FILE} disagree` : `${file.name} is missing from ${SUMS_FILE}` });
+            ok = false;
+        }
+    }
+    return ok;
+}
+/** Where pg_restore reads the archive: the path for local tools, stdin inside a container. */
+function archiveInput(runner, path) {
+    return runner instanceof LocalRunner ? { args: [path] } : { args: [], stdin: (0,external_node_fs_.createReadStream)(path, { highWaterMark: 1024 * 1024 }) };
+}
+/**
+ * pg_restore's arguments to read a whole archive without a database: it writes the script, so
+ * every data block is inflated. A container's pg_restore writes it to stdout, for the caller to discard.
+ */
+function fullReadArgs(runner) {
+    return [runner instanceof LocalRunner ? '--file=/dev/null' : '--file=-'];
+}
+async function pgRestoreCheck(runner, archive, name, args, describe) {
+    const input = archiveInput(runner, archive);
+    try {
+        const running = runner.start({ tool: 'pg_restore', args: [...args, ...input.args], stdin: input.stdin });
+        let bytes = 0;
+        let lines = 0;
+        running.stdout.on('data', (chunk) => {
+            bytes += chunk.length;
+            for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1))
+                lines++;
+        });
+        const result = await running.done;
+        if (result.exitCode !== 0)
+            return { name, ok: false, detail: `pg_restore ${describeExit(result)}: ${lastLines(result.stderr, 3)}` };
+        return { name, ok: true, detail: describe({ bytes, lines }) };
+    }
+    catch (error) {
+        return { name, ok: false, detail: error.message };
+    }
+}
+/**
+ * Records a verification in backup.json, so listings and retention can see it. Under the
+ * environment lock (so a prune cannot delete the entry meanwhile) and only into the entry that was
+ * verified, still whole: its backup.json, SHA256SUMS and every file it names are there with the
+ * hashes that were checked. An entry deleted while it was being verified stays deleted: nothing
+ * is recorded and the verification fails (exit 1).
+ */
+async function recordVerification(catalog, env, entry, report, options = {}) {
+    const record = async () => {
+        const gone = (why) => (0,errors/* failure */.V2)('BACKUP_GONE', `backup ${entry.id} ${why} while it was being verified, so the result was not recorded (it ${report.ok ? 'passed' : 'failed'} its checks)`, {
+            fix: `list what is left with: lifeline backups --env ${env}; verify another backup (lifeline verify latest --env ${env})`,
+        });
+        const current = await catalog.get(env, 'backups', entry.id, BACKUP_METADATA_FILE);
+        if (!current)
+            throw gone('was deleted');
+        if (JSON.stringify(current.metadata.files) !== JSON.stringify(entry.metadata.files))
+            throw gone('was replaced');
+        const names = [SUMS_FILE, ...Object.values(current.metadata.files).flatMap((f) => (f ? [f.name] : []))];
+        for (const name of names) {
+            if (!(await fileExists((0,external_node_path_.join)(current.dir, name))))
+                throw gone(`lost ${name}`);
+        }
+        const metadata = { ...current.metadata, verified: { at: (options.now ?? new Date()).toISOString(), ok: report.ok, checks: report.checks } };
+        if (!(await catalog.rewriteExistingMetadata(current, BACKUP_METADATA_FILE, metadata)))
+            throw gone('was deleted');
+        return { ...current, metadata };
+    };
+    if (options.lockHeld)
+        return record();
+    return withLock(catalog.envDir(env), env, { command: `verify ${entry.id} (recording the result)`, waitSeconds: options.lockWaitSeconds ?? 60 }, record);
+}
+async function fileExists(path) {
+    try {
+        return (await (0,promises_.stat)(path)).isFile();
+    }
+    catch {
+        return false;
+    }
+}
+
+;// CONCATENATED MODULE: ./src/postgres/verified-dump.ts
+
+
+
+
+
+
+
+
+/** Bytes queued for pg_restore before the stream waits for it: bounded memory whatever the size. */
+const READER_BUFFER = 1024 * 1024;
+/**
+ * Runs pg_dump into the staged entry and, with `verify`, into `pg_restore --file=/dev/null` at the
+ * same time: one pass writes, hashes and reads back every data block (pg_restore inflates each
+ * one to write the script), so a verified backup costs no second read of the archive. The slowest
+ * of the file and the reader paces pg_dump. Any failure (pg_dump, the disk, the reader) kills what
+ * still runs and throws; the caller aborts the staged entry, so nothing lists.
+ *
+ * `abort` stops it from outside (the inspection running beside it failed); the promise then
+ * rejects with the given error.
+ */
+function startVerifiedDump(options) {
+    const { runner, staged } = options;
+    const dump = runner.start({ tool: 'pg_dump', args: options.pgDumpArgs, env: pgEnv(options.conn) });
+    let aborted;
+    let reader;
+    let readerFailedFirst = false;
+    const stopAll = () => {
+        dump.kill('SIGTERM');
+        reader?.kill('SIGTERM');
+    };
+    const done = (async () => {
+        const file = staged.addWriter(POSTGRES_ARCHIVE_FILE);
+        const feed = options.verify ? new external_node_stream_.PassThrough({ highWaterMark: READER_BUFFER }) : undefined;
+        if (feed) {
+            reader = runner.start({ tool: 'pg_restore', args: fullReadArgs(runner), stdin: feed });
+            // With --file=- (a container's pg_restore) the script comes back here: discard it.
+            reader.stdout.resume();
+        }
+        let readerResult;
+        const readerDone = reader?.done.then((r) => (readerResult = r));
+        readerDone?.catch(() => { });
+        const onBytes = progressReporter(options.logger, 'pg_dump', options.progress);
+        let bytes = 0;
+        let written;
+        try {
+            for await (const chunk of dump.stdout) {
+                if (aborted)
+                    break;
+                bytes += chunk.length;
+                onBytes(bytes);
+                const waits = [];
+                if (!file.stream.write(chunk))
+                    waits.push(drained(file.stream));
+                // A reader that already exited reads no more: its verdict comes from its exit status.
+                if (feed && !readerResult && !feed.write(chunk))
+                    waits.push(Promise.race([drained(feed), readerDone]));
+                if (waits.length)
+                    await Promise.all(waits);
+                // A reader that failed mid-stream already condemned the archive: stop pg_dump now.
+                if (readerResult && readerResult.exitCode !== 0) {
+                    readerFailedFirst = true;
+                    break;
+                }
+            }
+            if (aborted || readerFailedFirst)
+                stopAll();
+            file.stream.end();
+            feed?.end();
+            written = await file.done();
+        }
+        catch (error) {
+            // Writing failed (disk full, ...): stop pg_dump rather than leave it blocked on a full pipe.
+            stopAll();
+            feed?.destroy();
+            file.stream.destroy();
+            // The file's own pipeline rejects too; it is the same error, already handled here.
+            await Promise.all([dump.done.catch(() => { }), readerDone?.catch(() => { }), file.done().catch(() => { })]);
+            if (aborted)
+                throw aborted;
+            // ENOSPC, EROFS, EACCES: the path, what was not written and the fix, in one message.
+            throw describeFilesystemError(error, 'nothing was added to the catalog', staged.dir) ?? (0,errors/* failure */.V2)('BACKUP_WRITE_FAILED', `writing the archive into ${staged.finalDir} failed: ${error.message}`, { fix: 'free space in the backup store (or prune old backups) and retry', cause: error });
+        }
+        const dumped = await dump.done;
+        const read = readerDone ? await readerDone : undefined;
+        if (aborted)
+            throw aborted;
+        // pg_dump's own failure explains a truncated archive better than the reader's complaint about
+        // it, unless the reader failed first and pg_dump was stopped because of it.
+        if (dumped.exitCode !== 0 && !readerFailedFirst) {
+            throw (0,errors/* failure */.V2)('PG_DUMP_FAILED', `pg_dump failed (${describeExit(dumped)}): ${lastLines(dumped.stderr)}`, { fix: 'read the pg_dump error above; nothing was added to the catalog' });
+        }
+        const archive = { name: POSTGRES_ARCHIVE_FILE, ...written };
+        if (!read)
+            return { archive, checks: [] };
+        if (read.exitCode !== 0 || readerFailedFirst) {
+            throw (0,errors/* failure */.V2)('ARCHIVE_UNREADABLE', `pg_restore could not read the archive pg_dump wrote (${describeExit(read)}): ${lastLines(read.stderr, 3)}`, {
+                fix: 'nothing was added to the catalog; retry the backup, and if it fails again check the host (memory errors, pg_dump and pg_restore of the same version)',
+            });
+        }
+        const checks = [
+            { name: `${POSTGRES_ARCHIVE_FILE} checksum`, ok: true, detail: `sha256 ${archive.sha256} (hashed as it was written)` },
+            { name: 'archive decompresses end to end', ok: true, detail: 'every data block read by pg_restore as it was written' },
+        ];
+        // The table of contents of the finished file (cheap): what a restore reads first.
+        const list = await pgRestoreCheck(runner, staged.path(POSTGRES_ARCHIVE_FILE), 'archive table of contents', ['--list'], (out) => `${out.lines} entries`);
+        if (!list.ok)
+            throw (0,errors/* failure */.V2)('ARCHIVE_UNREADABLE', `pg_restore --list cannot read the written archive: ${list.detail}`, { fix: 'nothing was added to the catalog; retry the backup' });
+        return { archive, checks: [checks[0], list, checks[1]] };
+    })();
+    done.catch(() => { });
+    return {
+        done,
+        abort(error) {
+            if (aborted)
+                return;
+            aborted = error;
+            stopAll();
+        },
+    };
+}
+/** Resolves when `stream` wants more; rejects when it failed or closed (so a dead stream never hangs the dump). */
+function drained(stream) {
+    if (stream.destroyed)
+        return Promise.reject(stream.errored ?? new Error('the stream was closed'));
+    return new Promise((resolve, reject) => {
+        const settle = (error) => {
+            stream.off('drain', onDrain);
+            stream.off('error', onError);
+            stream.off('close', onClose);
+            if (error)
+                reject(error);
+            else
+                resolve();
+        };
+        const onDrain = () => settle();
+        const onError = (error) => settle(error);
+        const onClose = () => settle(stream.errored ?? new Error('the stream was closed'));
+        stream.on('drain', onDrain);
+        stream.on('error', onError);
+        stream.on('close', onClose);
+    });
+}
+
+;// CONCATENATED MODULE: ./src/postgres/backup.ts
+
+
+
+
+
+
+
+
+
+
+
+
+
+/**
+ * Dumps the database (custom format) straight into a staged catalog entry, hashing (and with
+ * `verify`, reading back every block) in the same pass, with exact row counts taken in the dump's
+ * own snapshot while it runs. The entry is committed only when
+ * every part succeeded; on any failure it is removed and nothing lists.
+ */
+async function createBackup(options) {
+    const run = () => createBackupLocked(options);
+    if (options.lockHeld)
+        return run();
+    return withLock(options.catalog.envDir(options.environment), options.environment, { command: `backup --label ${options.label}`, waitSeconds: options.lockWaitSeconds ?? 30 }, run);
+}
+async function createBackupLocked(options) {
+    const { catalog, environment, runner, logger } = options;
+    const lockTimeout = options.lockTimeoutSeconds ?? DEFAULT_LOCK_TIMEOUT_SECONDS;
+    const conn = withLockTimeout(options.conn, lockTimeout);
+    const now = options.now ?? (() => new Date());
+    const started = now();
+    const id = newEntryId(started);
+    const session = PsqlSession.open(runner, conn);
+    let staged;
+    try {
+        await checkConnection(session, conn);
+        const server = await serverVersion(session);
+        const dumpVersion = await toolVersion(runner, 'pg_dump');
+        const compression = options.compression ?? (options.compressLevel !== undefined ? fromGzipLevel(options.compressLevel) : defaultCompression(dumpVersion.major));
+        // A method this pg_dump cannot write is a usage error (exit 2) before anything runs.
+        const compressArg = pgDumpCompressArg(compression, dumpVersion.major);
+        if (server.major > dumpVersion.major) {
+            throw (0,errors/* refusal */.x5)('PG_DUMP_TOO_OLD', `the server runs PostgreSQL ${server.major} but pg_dump is version ${dumpVersion.major} (${runner.where}); pg_dump cannot dump a newer server`, `install the PostgreSQL ${server.major} client tools (Debian: apt-get install postgresql-client-${server.major}) or set postgres.binDir to their directory`);
+        }
+        // A wrong Redis URL or password should fail before a long dump, not after it.
+        if (options.redis)
+            await redisKeyspace(options.redis.runner, options.redis.target);
+        // The snapshot lives as long as this transaction: counts here and pg_dump see the same data.
+        await session.exec('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+        const snapshot = await session.queryValue('SELECT pg_export_snapshot()');
+        if (!snapshot)
+            throw (0,errors/* failure */.V2)('SNAPSHOT_FAILED', 'the server did not export a snapshot');
+        // Everything read from the database itself runs in the exported snapshot while pg_dump streams
+        // (the same data, and no wait before the dump starts); it takes a fraction of the dump's time.
+        const inspection = (async () => ({
+            rowCounts: await exactRowCounts(session),
+            fingerprint: await schemaFingerprint(session),
+            head: await migrationHead(session, options.migrationHeadQuery),
+            // Database-level state (privileges, settings, connection limit, comment) is not in the dump's contents.
+            databaseState: await databaseLevelState(session, conn.database),
+            systemIdentifier: await session.queryValue(`SELECT CASE WHEN has_function_privilege('pg_control_system()', 'execute') THEN (SELECT system_identifier::text FROM pg_control_system()) END`),
+        }))();
+        inspection.catch(() => { });
+        staged = await catalog.begin(environment, 'backups', id, BACKUP_METADATA_FILE);
+        // Roles and tablespaces are cluster-wide, outside any snapshot: saved while pg_dump runs.
+        const globalsSaved = dumpGlobals(staged, options);
+        globalsSaved.catch(() => { });
+        logger.info(`backup ${id}: dumping ${conn.database} (${formatCompression(compression)}${options.verify ? ', read back by pg_restore as it is written' : ''}) with ${runner.where}`);
+        const dump = startVerifiedDump({
+            runner,
+            conn,
+            pgDumpArgs: ['--format=custom', compressArg, `--snapshot=${snapshot}`, '--no-sync', `--lock-wait-timeout=${Math.round(lockTimeout * 1000)}`],
+            staged,
+            verify: options.verify ?? false,
+            logger,
+            progress: options.progress,
+        });
+        // A failed count or migration head query fails the backup now, not after a long dump.
+        inspection.catch((error) => dump.abort(error));
+        const { archive, checks } = await dump.done;
+        const { rowCounts, fingerprint, head, databaseState, systemIdentifier } = await inspection;
+        await session.exec('COMMIT');
+        const globals = await globalsSaved;
+        let redis;
+        let redisCheck;
+        if (options.redis) {
+            const snap = await snapshotRedis(staged, { ...options.redis, logger });
+            redis = { name: snap.name, bytes: snap.bytes, sha256: snap.sha256, keys: snap.keys };
+            // snapshotRedis fails the backup when redis-check-rdb does not pass.
+            redisCheck = { name: `${snap.name} (redis-check-rdb)`, ok: snap.check.ok, detail: snap.check.detail };
+        }
+        const finished = now();
+        const metadata = {
+            schemaVersion: 1,
+            id,
+            environment,
+            label: options.label,
+            ...(options.release ? { release: options.release } : {}),
+            ...(options.gitSha ? { gitSha: options.gitSha } : {}),
+            createdAt: started.toISOString(),
+            startedAt: started.toISOString(),
+            finishedAt: finished.toISOString(),
+            durationSeconds: (finished.getTime() - started.getTime()) / 1000,
+            database: conn.database,
+            ...(systemIdentifier ? { systemIdentifier } : {}),
+            ...(databaseState ? { databaseState } : {}),
+            serverVersion: server.version,
+            pgDumpVersion: dumpVersion.version,
+            format: 'custom',
+            compression,
+            ...(compression.method === 'gzip' || compression.method === 'none' ? { compressLevel: compression.level ?? 0 } : {}),
+            files: { postgres: archive, ...(globals ? { globals } : {}), ...(redis ? { redis } : {}) },
+            migrationHead: head,
+            schemaFingerprint: fingerprint,
+            rowCounts,
+            ...(options.verify ? { verified: { at: finished.toISOString(), ok: true, checks: [...checks, ...(redisCheck ? [redisCheck] : [])] } } : {}),
+        };
+        await staged.commit(metadata);
+        logger.info(`backup ${id}: ${archive.bytes} bytes, sha256 ${archive.sha256}`);
+        return { id, dir: staged.finalDir, metadata };
+    }
+    catch (error) {
+        await staged?.abort();
+        throw await explainLockTimeout(error, runner, conn, `backup of ${conn.database}`, lockTimeout);
+    }
+    finally {
+        await session.close();
+    }
+}
+/**
+ * Roles, tablespaces and their settings, without passwords (small text, so read whole). A
+ * managed server may deny reading them; the database dump is still complete, so that is a
+ * warning, not a failed backup.
+ */
+async function dumpGlobals(staged, options) {
+    const result = await runText(options.runner, { tool: 'pg_dumpall', args: ['--globals-only', '--no-role-passwords', '-l', options.conn.database], env: pgEnv(options.conn) });
+    if (result.exitCode !== 0) {
+        options.logger.warn(`roles and globals were not saved (pg_dumpall ${describeExit(result)}: ${lastLines(result.stderr, 2)}); the database archive is unaffected`);
+        return undefined;
+    }
+    return { name: GLOBALS_FILE, ...(await staged.addText(GLOBALS_FILE, result.stdout)) };
+}
+
+;// CONCATENATED MODULE: ./src/postgres/amcheck.ts
+
+const INDEX_CHECK_NAME = 'amcheck on B-tree indexes';
+/** Every B-tree index amcheck can look at: valid, ready, not temporary (system catalogs included). */
+const BTREE_INDEXES = `FROM pg_index i
+JOIN pg_class c ON c.oid = i.indexrelid
+JOIN pg_am a ON a.oid = c.relam
+WHERE a.amname = 'btree' AND i.indisvalid AND i.indisready AND c.relpersistence <> 't'`;
+/**
+ * `bt_index_check` on B-tree indexes, incrementally: each `sweep()` checks every valid, ready
+ * B-tree index of the database (system catalogs included) that no earlier sweep checked, so a
+ * restore can check indexes as pg_restore finishes them. One index per statement: the session
+ * never holds more than one table's lock, so it can delay a restore worker but never deadlock
+ * with one. An index that fails is reported by name with its error; the others are still checked.
+ */
+class BtreeIndexChecker {
+    session;
+    checked = new Set();
+    broken = [];
+    setupError;
+    setupDone;
+    constructor(session) {
+        this.session = session;
+    }
+    setup() {
+        this.setupDone ??= (async () => {
+            try {
+                await this.session.exec('CREATE EXTENSION IF NOT EXISTS amcheck');
+            }
+            catch (error) {
+                this.setupError = `cannot create the amcheck extension: ${error.message} (install postgresql-contrib; the drill user needs to be allowed to create it)`;
+                return;
+            }
+            await this.session.exec(`CREATE OR REPLACE FUNCTION pg_temp.lifeline_index_error(idx regclass) RETURNS text LANGUAGE plpgsql AS $fn$
+BEGIN
+  PERFORM bt_index_check(idx);
+  RETURN NULL;
+EXCEPTION WHEN OTHERS THEN
+  RETURN SQLERRM;
+END
+$fn$`);
+        })();
+        return this.setupDone;
+    }
+    /**
+     * Checks the indexes no earlier sweep checked. While a restore is still running, `alone: false`
+     * checks one index per statement (see above); once nothing else uses the database, one statement
+     * checks them all, which saves a round trip per index.
+     */
+    async sweep(options = {}) {
+        await this.setup();
+        if (this.setupError)
+            return;
+        const unchecked = this.checked.size ? ` AND c.oid <> ALL('{${[...this.checked].join(',')}}'::oid[])` : '';
+        const from = `${BTREE_INDEXES}${unchecked}`;
+        if (options.alone !== false) {
+            const rows = await this.session.query(`SELECT c.oid::text AS oid, c.oid::regclass::text AS index, pg_temp.lifeline_index_error(c.oid::regclass) AS error ${from} ORDER BY 2`);
+            for (const row of rows)
+                this.record(row.oid, row.index, row.error);
+            return;
+        }
+        const indexes = await this.session.query(`SELECT c.oid::text AS oid, c.oid::regclass::text AS index ${from} ORDER BY 2`);
+        for (const index of indexes) {
+            const error = await this.session.queryValue(`SELECT pg_temp.lifeline_index_error(${Number(index.oid)}::oid::regclass) AS error`);
+            this.record(index.oid, index.index, error ?? null);
+        }
+    }
+    /** Creates the extension and the helper function; returns why it could not, if it could not. */
+    async prepare() {
+        await this.setup();
+        return this.setupError;
+    }
+    /** Checks exactly these indexes, in one statement. */
+    async checkOids(oids) {
+        await this.setup();
+        if (this.setupError || oids.length === 0)
+            return;
+        const rows = await this.session.query(`SELECT o::text AS oid, o::regclass::text AS index, pg_temp.lifeline_index_error(o::regclass) AS error FROM unnest('{${oids.map(Number).join(',')}}'::oid[]) AS o`);
+        for (const row of rows)
+            this.record(row.oid, row.index, row.error);
+    }
+    /** One outcome for several checkers that each checked a share of the indexes. */
+    static combine(checkers) {
+        return summarize(checkers.reduce((n, c) => n + c.checked.size, 0), checkers.flatMap((c) => c.broken), checkers.find((c) => c.setupError)?.setupError);
+    }
+    record(oid, index, error) {
+        this.checked.add(oid);
+        if (error !== null)
+            this.broken.push({ index, error });
+    }
+    outcome() {
+        return summarize(this.checked.size, this.broken, this.setupError);
+    }
+}
+function summarize(checked, found, setupError) {
+    if (setupError)
+        return { name: INDEX_CHECK_NAME, passed: false, detail: setupError, checked: 0, broken: [] };
+    const broken = [...found].sort((a, b) => a.index.localeCompare(b.index));
+    return {
+        name: INDEX_CHECK_NAME,
+        passed: broken.length === 0,
+        detail: broken.length ? `${broken.length} of ${checked} indexes fail: ${broken.slice(0, 3).map((b) => `${b.index} (${b.error})`).join('; ')}` : `${checked} indexes intact`,
+        checked,
+        broken,
+    };
+}
+/**
+ * amcheck on every valid B-tree index at once, spread over `parallel` sessions (largest indexes
+ * first, each to the least loaded session), for a database nothing else is using: a point-in-time
+ * copy after recovery, or a restore without early checks. Each session checks its share in one
+ * statement.
+ */
+async function checkAllBtreeIndexes(open, parallel = 2) {
+    const first = open();
+    try {
+        const setupChecker = new BtreeIndexChecker(first);
+        const setupFailure = await setupChecker.prepare();
+        if (setupFailure)
+            return summarize(0, [], setupFailure);
+        const indexes = await first.query(`SELECT c.oid::text AS oid, pg_relation_size(c.oid) AS bytes ${BTREE_INDEXES} ORDER BY 2 DESC, 1`);
+        const groups = spreadBySize(indexes, parallel, (index) => Number(index.bytes));
+        const checkers = await inSessions(first, open, groups, async (session, group) => {
+            const checker = session === first ? setupChecker : new BtreeIndexChecker(session);
+            await checker.checkOids(group.map((index) => index.oid));
+            return checker;
+        });
+        return BtreeIndexChecker.combine(checkers);
+    }
+    finally {
+        await first.close();
+    }
+}
+
+;// CONCATENATED MODULE: ./src/postgres/restore-pipeline.ts
+
+
+
+
+
+/**
+ * Checks that run while a parallel pg_restore is still working. pg_restore --verbose reports each
+ * item it finishes; a table is counted as soon as its TABLE DATA item is done (nothing in a
+ * restore changes its rows afterwards), and, when asked, amcheck looks at each index as soon as it
+ * is built. The tables and indexes it could not take early are checked by `finish()`, so the
+ * result is the same as checking after the restore, only most of the work is off the clock.
+ *
+ * Every statement touches one table, in autocommit: a check can make a restore worker wait for
+ * it (an ALTER TABLE ... ADD PRIMARY KEY waits for a count of that table), but cannot deadlock
+ * with one, because it never holds one table's lock while waiting for another.
+ */
+class EarlyRestoreChecks {
+    runner;
+    conn;
+    options;
+    /** TABLE DATA dump ids → the rest of their `pg_restore --list` line ("schema table owner"). */
+    dataItems;
+    counts = {};
+    countSession;
+    indexSession;
+    indexChecker;
+    countQueue = Promise.resolve();
+    indexQueue = Promise.resolve();
+    indexSweepQueued = false;
+    /** Set when an early check failed: everything left is then checked after the restore instead. */
+    countsBroken = false;
+    indexesBroken = false;
+    earlyCounted = 0;
+    earlyIndexSweeps = 0;
+    constructor(runner, conn, listing, options) {
+        this.runner = runner;
+        this.conn = conn;
+        this.options = options;
+        this.dataItems = parseDataItems(listing);
+    }
+    /** Reads the archive's table of contents (`pg_restore --list`, a few milliseconds) to map dump ids to tables. */
+    static async prepare(runner, conn, archive, options) {
+        const listing = await runText(runner, { tool: 'pg_restore', args: ['--list', archive] }).catch(() => undefined);
+        if (!listing || listing.exitCode !== 0)
+            return undefined;
+        return new EarlyRestoreChecks(runner, conn, listing.stdout, options);
+    }
+    /** Feed every stderr line of `pg_restore --verbose` here. */
+    onLine(line) {
+        // The workers share stderr and write "pg_restore: " and the message separately, so under load
+        // one line can hold another's prefix, or two messages: look for every report anywhere in it.
+        for (const item of finishedItems(line))
+            this.onFinished(item.id, item.kind);
+    }
+    onFinished(id, kind) {
+        if (kind === 'TABLE DATA') {
+            const rest = this.dataItems.get(id);
+            if (rest !== undefined && !this.countsBroken)
+                this.countQueue = this.countQueue.then(() => this.countEarly(rest));
+        }
+        else if (this.options.indexCheck && !this.indexesBroken && !this.indexSweepQueued) {
+            // Indexes finish in bursts: one queued sweep picks up everything built by the time it runs.
+            this.indexSweepQueued = true;
+            this.indexQueue = this.indexQueue.then(() => this.sweepEarly());
+        }
+    }
+    async countEarly(rest) {
+        if (this.countsBroken)
+            return;
+        try {
+            this.countSession ??= PsqlSession.open(this.runner, this.conn);
+            // The server resolves "schema table owner" to the table (names may hold spaces) and quotes it.
+            const names = await this.countSession.query(`SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE c.relkind = 'r' AND starts_with(${quoteLiteral(`${rest} `)}, n.nspname || ' ' || c.relname || ' ')`);
+            if (names.length !== 1) {
+                this.options.logger.debug(`could not tell which table "${rest}" is (${names.length} candidates): it is counted after the restore`);
+                return;
+            }
+            const name = names[0].name;
+            const n = await this.countSession.queryValue(`SELECT count(*)::bigint AS n FROM ${name}`);
+            this.counts[name] = Number(n);
+            this.earlyCounted++;
+        }
+        catch (error) {
+            this.countsBroken = true;
+            this.options.logger.warn(`counting tables during the restore stopped (${error.message}); the rest is counted after it`);
+        }
+    }
+    async sweepEarly() {
+        this.indexSweepQueued = false;
+        if (this.indexesBroken)
+            return;
+        try {
+            this.indexSession ??= PsqlSession.open(this.runner, this.conn);
+            this.indexChecker ??= new BtreeIndexChecker(this.indexSession);
+            await this.indexChecker.sweep({ alone: false });
+            this.earlyIndexSweeps++;
+        }
+        catch (error) {
+            this.indexesBroken = true;
+            this.options.logger.warn(`checking indexes during the restore stopped (${error.message}); the rest is checked after it`);
+        }
+    }
+    /**
+     * Once pg_restore has exited 0: counts every table not counted yet (all of them when the early
+     * counts stopped) and, when asked, runs amcheck on every index not checked yet, each on its own
+     * session, while the caller runs ANALYZE and the schema fingerprint on theirs.
+     */
+    async finish() {
+        await Promise.all([this.countQueue, this.indexQueue]);
+        const countsDone = (async () => {
+            const session = !this.countsBroken && this.countSession ? this.countSession : PsqlSession.open(this.runner, this.conn);
+            if (session !== this.countSession)
+                await this.countSession?.close();
+            this.countSession = session;
+            // Counts that were taken are right even when a later one failed.
+            return exactRowCounts(session, { known: this.counts });
+        })();
+        const indexesDone = (async () => {
+            if (!this.options.indexCheck)
+                return undefined;
+            if (this.indexesBroken || !this.indexSession) {
+                await this.indexSession?.close();
+                this.indexSession = PsqlSession.open(this.runner, this.conn);
+                this.indexChecker = new BtreeIndexChecker(this.indexSession);
+            }
+            await this.indexChecker.sweep({ alone: true });
+            return this.indexChecker.outcome();
+        })();
+        try {
+            const [counts, indexes] = await Promise.all([countsDone, indexesDone]);
+            this.options.logger.debug(`checks during the restore: ${this.earlyCounted} tables counted, ${this.earlyIndexSweeps} index sweeps`);
+            return { counts, indexes, earlyCounted: this.earlyCounted };
+        }
+        finally {
+            await this.close();
+        }
+    }
+    async close() {
+        await Promise.allSettled([this.countQueue, this.indexQueue]);
+        await Promise.all([this.countSession?.close(), this.indexSession?.close()]);
+        this.countSession = undefined;
+        this.indexSession = undefined;
+    }
+}
+/** The items a `pg_restore --verbose` stderr line reports finished (TABLE DATA, INDEX, CONSTRAINT), wherever they sit in it. */
+function finishedItems(line) {
+    return [...line.matchAll(/finished item (\d+) (TABLE DATA|INDEX|CONSTRAINT) /g)].map((m) => ({ id: Number(m[1]), kind: m[2] }));
+}
+/** `3389; 0 16390 TABLE DATA public orders postgres` → 3389 → "public orders postgres". */
+function parseDataItems(listing) {
+    const items = new Map();
+    for (const line of listing.split('\n')) {
+        const match = /^(\d+); \d+ \d+ TABLE DATA (.+)$/.exec(line);
+        if (match)
+            items.set(Number(match[1]), match[2].trimEnd());
+    }
+    return items;
+}
+/**
+ * pg_restore --verbose progress lines, which are not errors; everything else it prints is kept for
+ * messages. A line counts as progress only when it names no error, warning, detail or hint
+ * anywhere: interleaved worker output can put an error after another worker's prefix.
+ */
+function isRestoreProgressLine(line) {
+    return line.startsWith('pg_restore: ') && !/(error|warning|detail|hint):/i.test(line);
+}
+
+;// CONCATENATED MODULE: ./src/postgres/restore.ts
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+/** "host:port/database": how every prompt and refusal names a target, so a wrong server is visible. */
+function describeTarget(conn) {
+    return `${conn.host.includes(':') ? `[${conn.host}]` : conn.host}:${conn.port}/${conn.database}`;
+}
+/** Refuses (exit 3) unless `confirm` is exactly the database's name: no trimming, no case folding. */
+function requireDestructiveConfirmation(target, confirm, holds = 'holds data') {
+    const database = target.database;
+    if (confirm === database)
+        return;
+    const fix = `pass --confirm ${database} (exactly the target database's name) to replace ${describeTarget(target)}; a pre-restore backup is taken first`;
+    if (confirm === undefined || confirm === '') {
+        throw (0,errors/* refusal */.x5)('CONFIRMATION_REQUIRED', `restoring into ${describeTarget(target)} replaces a database that ${holds}, and --confirm was not given`, fix);
+    }
+    throw (0,errors/* refusal */.x5)('CONFIRMATION_MISMATCH', `--confirm ${JSON.stringify(confirm)} does not match the target database ${JSON.stringify(database)} on ${target.host}:${target.port} exactly`, fix);
+}
+/**
+ * Runs pg_restore into `conn` (an existing, empty database), then checks it against backup.json:
+ * exact row counts per table, the schema fingerprint, and ANALYZE so the planner has statistics.
+ * With parallel jobs, tables are counted (and indexes checked, when asked) as pg_restore finishes
+ * them, so little is left once it exits. Throws when pg_restore fails; check mismatches are in the
+ * report (`ok: false`).
+ */
+async function restoreArchiveInto(conn, options) {
+    const { backup, runner, logger } = options;
+    // The name comes from backup.json: confined to the entry even when --skip-verify skipped the checksums.
+    const archive = await entryFilePath(backup.dir, backup.metadata.files.postgres.name);
+    const input = archiveInput(runner, archive);
+    const jobs = input.stdin ? 1 : Math.max(1, options.jobs ?? 2);
+    // Early checks need to see each table once its data is committed: parallel restores only.
+    const early = jobs > 1 && options.earlyChecks !== false ? await EarlyRestoreChecks.prepare(runner, conn, archive, { indexCheck: Boolean(options.indexCheck), logger }) : undefined;
+    const args = [
+        `--dbname=${conninfoDbname(conn.database)}`,
+        ...(options.exitOnError === false ? [] : ['--exit-on-error']),
+        ...(jobs > 1 ? [`--jobs=${jobs}`] : ['--single-transaction']),
+        ...(options.noOwner ? ['--no-owner', '--no-privileges'] : []),
+        ...(early ? ['--verbose'] : []),
+        ...input.args,
+    ];
+    const started = Date.now();
+    logger.info(`restoring ${backup.id} into ${conn.database} (${jobs} job${jobs > 1 ? 's' : ''}, ${runner.where}${early ? ', checking tables as they finish' : ''})`);
+    // With --verbose, stderr is mostly progress: errors and warnings are kept apart for the message.
+    const problems = [];
+    const running = runner.start({
+        tool: 'pg_restore',
+        args,
+        env: pgEnv(conn),
+        stdin: input.stdin,
+        ...(early
+            ? {
+                onStderrLine: (line) => {
+                    early.onLine(line);
+                    if (!isRestoreProgressLine(line) && problems.length < 200)
+                        problems.push(line);
+                },
+            }
+            : {}),
+    });
+    running.stdout.resume();
+    const result = await running.done;
+    if (result.exitCode !== 0) {
+        await early?.close();
+        const stderr = early ? problems.join('\n') : result.stderr;
+        throw (0,errors/* failure */.V2)('PG_RESTORE_FAILED', `pg_restore into ${conn.database} failed (${describeExit(result)}): ${lastLines(stderr)}`, {
+            fix: /role .* does not exist/.test(stderr) ? 'the target server lacks roles of the source: restore globals.sql first, or pass --no-owner' : 'read the pg_restore error above',
+        });
+    }
+    const restoreSeconds = (Date.now() - started) / 1000;
+    const checkStarted = Date.now();
+    const analyze = options.analyze !== false;
+    const session = PsqlSession.open(runner, conn);
+    try {
+        // ANALYZE of the restored tables over two sessions, alongside the remaining counts and the fingerprint.
+        const analyzed = analyze ? analyzeUserTables(() => PsqlSession.open(runner, conn), 2) : undefined;
+        const finished = early?.finish();
+        // Without early checks, a drill's amcheck runs alongside the counts (it reads only the indexes).
+        const indexes = options.indexCheck && !early ? checkAllBtreeIndexes(() => PsqlSession.open(runner, conn), 1) : undefined;
+        // A failure in one must not leave the others' promises unhandled.
+        for (const p of [analyzed, finished, indexes])
+            p?.catch(() => { });
+        const actualFingerprint = await schemaFingerprint(session);
+        const earlyResult = await finished;
+        const actualCounts = earlyResult?.counts ?? (await exactRowCounts(session));
+        const indexOutcome = earlyResult ? earlyResult.indexes : await indexes;
+        await analyzed;
+        const mismatches = compareCounts(backup.metadata.rowCounts, actualCounts);
+        const rowCounts = { ok: mismatches.length === 0, tables: Object.keys(actualCounts).length, rows: Object.values(actualCounts).reduce((a, b) => a + b, 0), mismatches };
+        const fingerprint = { ok: actualFingerprint === backup.metadata.schemaFingerprint, expected: backup.metadata.schemaFingerprint, actual: actualFingerprint };
+        logger.info(`${rowCounts.ok ? 'ok  ' : 'FAIL'} row counts: ${rowCounts.tables} tables, ${rowCounts.rows} rows${mismatches.length ? `; ${mismatches.length} differ (${mismatches.slice(0, 3).map((m) => `${m.table} ${m.actual}/${m.expected}`).join(', ')})` : ''}`);
+        logger.info(`${fingerprint.ok ? 'ok  ' : 'FAIL'} schema fingerprint ${actualFingerprint}`);
+        return {
+            ok: rowCounts.ok && fingerprint.ok,
+            database: conn.database,
+            rowCounts,
+            schemaFingerprint: fingerprint,
+            analyzed: analyze,
+            ...(indexOutcome ? { indexes: indexOutcome } : {}),
+            countedDuringRestore: earlyResult?.earlyCounted ?? 0,
+            restoreSeconds,
+            checkSeconds: (Date.now() - checkStarted) / 1000,
+        };
+    }
+    finally {
+        await Promise.all([session.close(), early?.close()]);
+    }
+}
+function compareCounts(expected, actual) {
+    const mismatches = [];
+    for (const table of new Set([...Object.keys(expected), ...Object.keys(actual)])) {
+        const e = expected[table] ?? null;
+        const a = actual[table] ?? null;
+        if (e !== a)
+            mismatches.push({ table, expected: e, actual: a });
+    }
+    return mismatches.sort((x, y) => x.table.localeCompare(y.table));
+}
+/**
+ * Restores a backup into a fresh database (created when missing) and checks it: the isolated
+ * restore a drill needs. Refuses a target that holds any user object (`userObjects`).
+ */
+async function restoreIntoFreshDatabase(options) {
+    const { target, runner } = options;
+    if (options.verifyChecksums !== false)
+        await requireIntactChecksums(options.backup, options.logger);
+    const admin = PsqlSession.open(runner, maintenanceConnection(target));
+    try {
+        await checkConnection(admin, maintenanceConnection(target));
+        const state = await databaseState(runner, target);
+        if (state.holdsData) {
+            throw (0,errors/* refusal */.x5)('TARGET_NOT_EMPTY', `database ${describeTarget(target)} is not empty (${describeUserObjects(state.objects)}); an isolated restore needs an empty or new database`, 'choose a new database name, or use lifeline restore with --confirm to replace it');
+        }
+        if (!state.exists)
+            await admin.exec(`CREATE DATABASE ${quoteIdent(target.database)} TEMPLATE template0`);
+    }
+    finally {
+        await admin.close();
+    }
+    return restoreArchiveInto(target, options);
+}
+const RESTORE_LOG = 'restores.jsonl';
+/**
+ * Restores a backup into `target`. Everything that decides is done under the environment lock:
+ * a target that holds any user object needs `confirm` equal to its name (refused before anything
+ * is touched otherwise). The restore goes into a scratch database, is checked (rows, schema,
+ * database-level state), and replaces the target by a rename swap; immediately before the swap
+ * the target is looked at again: if it gained data since the decision, the restore is refused
+ * (unless confirmed), and whatever it holds then is saved in a `pre-restore` backup. A failure at
+ * any step before the swap leaves the target exactly as it was.
+ */
+async function restoreBackup(options) {
+    const lockTimeout = options.lockTimeoutSeconds ?? DEFAULT_LOCK_TIMEOUT_SECONDS;
+    const target = withLockTimeout(options.target, lockTimeout);
+    const maintenance = maintenanceConnection(target);
+    // A wrong URL or password fails at once, before waiting for the lock; nothing is decided here.
+    const admin = PsqlSession.open(options.runner, maintenance);
+    try {
+        await checkConnection(admin, maintenance);
+    }
+    finally {
+        await admin.close();
+    }
+    return withLock(options.catalog.envDir(options.environment), options.environment, { command: `restore ${options.backup.id} into ${describeTarget(target)}`, waitSeconds: options.lockWaitSeconds ?? 30 }, () => restoreLocked({ ...options, target }, maintenance, lockTimeout));
+}
+async function restoreLocked(options, maintenance, lockTimeout) {
+    const { target, runner, logger, backup } = options;
+    const started = Date.now();
+    // Decided under the lock: what the target holds now, not before another run finished.
+    const before = await databaseState(runner, target);
+    if (before.holdsData)
+        requireDestructiveConfirmation(target, options.confirm, `holds ${describeUserObjects(before.objects)}`);
+    if (backup.metadata.database !== target.database) {
+        logger.warn(`backup ${backup.id} is of database ${backup.metadata.database}, restored into ${describeTarget(target)} as asked by its id`);
+    }
+    if (options.skipVerify)
+        logger.warn('checksum verification skipped (--skip-verify); this is recorded with the restore');
+    else
+        await requireIntactChecksums(backup, logger);
+    const scratch = scratchName(target.database);
+    const encoding = before.exists ? `ENCODING ${quoteLiteral(before.encoding)} LC_COLLATE ${quoteLiteral(before.collate)} LC_CTYPE ${quoteLiteral(before.ctype)}` : '';
+    await execOnce(runner, maintenance, `CREATE DATABASE ${quoteIdent(scratch)} TEMPLATE template0 ${encoding}`);
+    let checks;
+    let stateCheck;
+    let preRestoreBackupId;
+    let swap;
+    try {
+        checks = await restoreArchiveInto(withDatabase(target, scratch), options);
+        stateCheck = await applyDatabaseLevelState(runner, maintenance, scratch, backup, { privileges: !options.noOwner, owner: before.owner, logger });
+        if (!checks.ok || !stateCheck.ok) {
+            throw (0,errors/* failure */.V2)('RESTORE_CHECK_FAILED', `the restored copy does not match backup ${backup.id} (${describeCheckFailure(checks, stateCheck)}); ${describeTarget(target)} was not touched`, {
+                fix: stateCheck.ok ? 'verify the backup (lifeline verify) and check that the source had no unlogged or foreign tables' : 'the roles named by the database privileges or settings must exist on this server: restore globals.sql first, or pass --no-owner',
+                details: { checks, databaseState: stateCheck },
+            });
+        }
+        // Looked at again: rows may have arrived while pg_restore ran.
+        const now = await databaseState(runner, target);
+        if (now.holdsData && !before.holdsData) {
+            if (options.confirm !== target.database) {
+                throw (0,errors/* refusal */.x5)('TARGET_CHANGED', `${describeTarget(target)} was empty when the restore started and now holds ${describeUserObjects(now.objects)} (written while the restore ran); nothing was replaced`, `find out who writes to ${target.database}; to replace it anyway, re-run with --confirm ${target.database} (a pre-restore backup is taken first)`);
+            }
+            logger.warn(`${describeTarget(target)} gained ${describeUserObjects(now.objects)} while the restore ran; it is backed up before it is replaced (--confirm was given)`);
+        }
+        if (now.holdsData && options.preRestoreBackup !== false) {
+            // Taken as late as possible, so it holds what was written while the restore ran.
+            const pre = await createBackup({ catalog: options.catalog, environment: options.environment, runner, conn: target, label: 'pre-restore', logger, lockHeld: true, migrationHeadQuery: options.migrationHeadQuery, compression: options.compression, compressLevel: options.compressLevel, lockTimeoutSeconds: lockTimeout });
+            preRestoreBackupId = pre.id;
+            logger.info(`pre-restore backup of ${describeTarget(target)}: ${pre.id} (restore it to undo this restore)`);
+        }
+        const decidedEmpty = !now.holdsData;
+        swap = await swapDatabases(runner, maintenance, target.database, scratch, now, logger, async () => {
+            // The last look, with the target's sessions ended: an empty target must still be empty.
+            if (!decidedEmpty)
+                return;
+            const last = await databaseState(runner, target);
+            if (last.holdsData) {
+                throw (0,errors/* refusal */.x5)('TARGET_CHANGED', `${describeTarget(target)} gained ${describeUserObjects(last.objects)} just before the swap; nothing was replaced`, `find out who writes to ${target.database}, then re-run the restore (with --confirm ${target.database} to replace it, after a pre-restore backup)`);
+            }
+        });
+    }
+    catch (error) {
+        await execOnce(runner, maintenance, `DROP DATABASE IF EXISTS ${quoteIdent(scratch)} WITH (FORCE)`).catch(() => { });
+        if (preRestoreBackupId)
+            logger.info(`the pre-restore backup ${preRestoreBackupId} stays in the catalog`);
+        throw error;
+    }
+    const warnings = [...swap.warnings];
+    if (swap.sessionsTerminated)
+        logger.info(`ended ${swap.sessionsTerminated} session${swap.sessionsTerminated === 1 ? '' : 's'} on ${describeTarget(target)} for the swap`);
+    const result = {
+        backupId: backup.id,
+        sourceDatabase: backup.metadata.database,
+        target: maskedUrl(target),
+        host: target.host,
+        port: target.port,
+        database: target.database,
+        destructive: Boolean(preRestoreBackupId) || before.holdsData,
+        checksumsVerified: !options.skipVerify,
+        ...(preRestoreBackupId ? { preRestoreBackupId, undoCommand: options.undoCommand?.(preRestoreBackupId) ?? `lifeline restore --env ${options.environment} --backup ${preRestoreBackupId} --target-env TARGET_URL --confirm ${target.database} (TARGET_URL holding the same URL)` } : {}),
+        checks,
+        databaseState: stateCheck,
+        sessionsTerminated: swap.sessionsTerminated,
+        warnings,
+        seconds: (Date.now() - started) / 1000,
+    };
+    // The swap has committed: from here on, a problem is a warning on a restore that succeeded.
+    try {
+        await options.catalog.appendLog(options.environment, RESTORE_LOG, { at: new Date().toISOString(), ...result });
+    }
+    catch (error) {
+        const warning = `the restore succeeded but could not be recorded in ${RESTORE_LOG}: ${error.message}`;
+        logger.warn(warning);
+        warnings.push(warning);
+    }
+    return result;
+}
+async function requireIntactChecksums(backup, logger) {
+    const report = await verifyBackup(backup, { runner: new LocalRunner(), logger, checksumsOnly: true });
+    if (!report.ok) {
+        const bad = report.checks.filter((c) => !c.ok).map((c) => `${c.name}: ${c.detail}`);
+        throw (0,errors/* refusal */.x5)('BACKUP_CORRUPT', `backup ${backup.id} fails its checksums, so it will not be restored (${bad.join('; ')})`, 'restore another backup (lifeline backups lists them); this one is damaged', { checks: report.checks });
+    }
+}
+/** Whether the database exists and what it holds: any user object at all counts (`userObjects`). */
+async function databaseState(runner, target) {
+    // Catalog reads only: bounded so a server in trouble cannot hold the environment lock forever.
+    const bounded = { ...target, timeouts: { ...target.timeouts, statementSeconds: Math.max(30, target.timeouts?.lockSeconds ?? 0) } };
+    const [row] = await queryOnceOn(runner, maintenanceConnection(bounded), `SELECT pg_get_userbyid(datdba) AS owner, pg_encoding_to_char(encoding) AS encoding, datcollate AS collate, datctype AS ctype FROM pg_database WHERE datname = ${quoteLiteral(target.database)}`);
+    if (!row)
+        return { exists: false, holdsData: false, objects: [] };
+    const session = PsqlSession.open(runner, bounded);
+    try {
+        const objects = await userObjects(session);
+        return { exists: true, holdsData: objects.length > 0, objects, ...row };
+    }
+    finally {
+        await session.close();
+    }
+}
+/**
+ * Gives the scratch database the backup's database-level state (privileges, settings, per-role
+ * settings, connection limit, comment), then reads it back and compares. Settings are applied
+ * after pg_restore, so e.g. a database-wide default_transaction_read_only cannot break it.
+ */
+async function applyDatabaseLevelState(runner, maintenance, scratch, backup, options) {
+    const expected = backup.metadata.databaseState;
+    if (!expected) {
+        options.logger.warn(`backup ${backup.id} predates recording database-level privileges and settings: they are neither restored nor compared`);
+        return { recorded: false, ok: true, privileges: options.privileges, differences: [] };
+    }
+    const db = quoteIdent(scratch);
+    const statements = [];
+    // The owner first: an ACL names the owner's own rights, which follow an ownership change.
+    if (options.owner && options.privileges)
+        statements.push(`ALTER DATABASE ${db} OWNER TO ${quoteIdent(options.owner)}`);
+    for (const setting of expected.settings)
+        statements.push(`ALTER DATABASE ${db} SET ${settingClause(setting)}`);
+    if (expected.connectionLimit !== -1)
+        statements.push(`ALTER DATABASE ${db} CONNECTION LIMIT ${Number(expected.connectionLimit)}`);
+    if (expected.comment !== null)
+        statements.push(`COMMENT ON DATABASE ${db} IS ${quoteLiteral(expected.comment)}`);
+    if (options.privileges) {
+        for (const [role, settings] of Object.entries(expected.roleSettings)) {
+            for (const setting of settings)
+                statements.push(`ALTER ROLE ${quoteIdent(role)} IN DATABASE ${db} SET ${settingClause(setting)}`);
+        }
+        if (expected.acl) {
+            statements.push(`REVOKE ALL ON DATABASE ${db} FROM PUBLIC`, `REVOKE ALL ON DATABASE ${db} FROM CURRENT_USER`);
+            if (options.owner)
+                statements.push(`REVOKE ALL ON DATABASE ${db} FROM ${quoteIdent(options.owner)}`);
+            // Each entry is `grantee PRIVILEGE[ WITH GRANT OPTION]`, grantee already quoted (or PUBLIC).
+            for (const item of expected.acl) {
+                const match = /^(PUBLIC|"(?:[^"]|"")+"|[a-z_][a-z0-9_$]*) (CREATE|CONNECT|TEMPORARY)( WITH GRANT OPTION)?$/.exec(item);
+                if (!match)
+                    throw (0,errors/* failure */.V2)('DATABASE_ACL_UNREADABLE', `backup ${backup.id} records a database privilege Lifeline cannot read: ${JSON.stringify(item)}`, { fix: 'restore with --no-owner and set the database privileges by hand' });
+                statements.push(`GRANT ${match[2]} ON DATABASE ${db} TO ${match[1]}${match[3] ?? ''}`);
+            }
+        }
+    }
+    const differences = [];
+    // One session for all (each statement is idempotent); only when one fails, each on its own, to name it.
+    const together = statements.length ? await execOnce(runner, maintenance, statements.join(';\n')).then(() => true, () => false) : true;
+    if (!together) {
+        for (const statement of statements) {
+            await execOnce(runner, maintenance, statement).catch((error) => differences.push(`could not apply ${statement.replace(db, 'the database')}: ${error.message.replace(/^query against \S+ failed: /, '')}`));
+        }
+    }
+    const session = PsqlSession.open(runner, maintenance);
+    let actual;
+    try {
+        actual = await databaseLevelState(session, scratch);
+    }
+    finally {
+        await session.close();
+    }
+    differences.push(...compareDatabaseLevelState(expected, actual, { privileges: options.privileges }));
+    const ok = differences.length === 0;
+    options.logger.info(`${ok ? 'ok  ' : 'FAIL'} database privileges and settings${options.privileges ? '' : ' (privileges and role settings skipped: --no-owner)'}${ok ? '' : `: ${differences.join('; ')}`}`);
+    return { recorded: true, ok, privileges: options.privileges, differences };
+}
+/** `name=value` as pg_db_role_setting stores it → `name TO ...` (list settings such as search_path item by item, as pg_dump does). */
+function settingClause(setting) {
+    const eq = setting.indexOf('=');
+    const name = setting.slice(0, eq);
+    const value = setting.slice(eq + 1);
+    if (!/^[A-Za-z_][A-Za-z0-9_.]*$/.test(name))
+        throw (0,errors/* failure */.V2)('DATABASE_SETTING_UNREADABLE', `a recorded database setting has an unexpected name: ${JSON.stringify(setting)}`);
+    const LIST_SETTINGS = new Set(['search_path', 'temp_tablespaces', 'session_preload_libraries', 'local_preload_libraries', 'shared_preload_libraries', 'unix_socket_directories']);
+    if (!LIST_SETTINGS.has(name.toLowerCase()))
+        return `${name} TO ${quoteLiteral(value)}`;
+    return `${name} TO ${splitGucList(value).map(quoteLiteral).join(', ')}`;
+}
+/** A GUC list value (`"$user", public`) into its items, unquoting double-quoted ones. */
+function splitGucList(value) {
+    const items = [];
+    let i = 0;
+    while (i < value.length) {
+        while (value[i] === ' ')
+            i++;
+        let item = '';
+        if (value[i] === '"') {
+            i++;
+            while (i < value.length) {
+                if (value[i] === '"' && value[i + 1] === '"') {
+                    item += '"';
+                    i += 2;
+                }
+                else if (value[i] === '"') {
+                    i++;
+                    break;
+                }
+                else
+                    item += value[i++];
+            }
+        }
+        else {
+            while (i < value.length && value[i] !== ',')
+                item += value[i++];
+            item = item.trim();
+        }
+        while (i < value.length && value[i] !== ',')
+            i++;
+        i++;
+        items.push(item);
+    }
+    return items;
+}
+/**
+ * Replaces `target` with `scratch` in one transaction (renames are transactional), after ending
+ * the target's sessions and a last look (`lastCheck`) with them gone; the old database is dropped
+ * only once the swap committed. psql stops at the first error, so each attempt gets a fresh session.
+ */
+async function swapDatabases(runner, maintenance, target, scratch, state, logger, lastCheck) {
+    if (state.owner)
+        await execOnce(runner, maintenance, `ALTER DATABASE ${quoteIdent(scratch)} OWNER TO ${quoteIdent(state.owner)}`);
+    if (!state.exists) {
+        await execOnce(runner, maintenance, `ALTER DATABASE ${quoteIdent(scratch)} RENAME TO ${quoteIdent(target)}`);
+        return { sessionsTerminated: 0, warnings: [] };
+    }
+    const retired = scratchName(target, 'old');
+    const sessionsOf = `FROM pg_stat_activity WHERE datname IN (${quoteLiteral(target)}, ${quoteLiteral(scratch)}) AND pid <> pg_backend_pid()`;
+    let sessionsTerminated = 0;
+    for (let attempt = 1;; attempt++) {
+        try {
+            // Termination is asynchronous: wait for the sessions to be gone before renaming.
+            const [ended] = await queryOnceOn(runner, maintenance, `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))::int AS n ${sessionsOf}`);
+            sessionsTerminated += ended?.n ?? 0;
+            for (let i = 0; i < 50; i++) {
+                const [row] = await queryOnceOn(runner, maintenance, `SELECT count(*)::int AS n ${sessionsOf}`);
+                if (!row?.n)
+                    break;
+                await new Promise((r) => setTimeout(r, 100));
+            }
+            await lastCheck();
+            await execOnce(runner, maintenance, `BEGIN; ALTER DATABASE ${quoteIdent(target)} RENAME TO ${quoteIdent(retired)}; ALTER DATABASE ${quoteIdent(scratch)} RENAME TO ${quoteIdent(target)}; COMMIT`);
+            break;
+        }
+        catch (error) {
+            if (error.kind === 'refused')
+                throw error;
+            if (attempt >= 5)
+                throw (0,errors/* failure */.V2)('RESTORE_SWAP_FAILED', `could not swap the restored database into place: ${error.message}; ${target} was not changed`, { fix: 'stop the applications connected to the database and retry', cause: error });
+            logger.warn(`swap attempt ${attempt} failed (sessions reconnecting?); retrying`);
+            await new Promise((r) => setTimeout(r, 500 * attempt));
+        }
+    }
+    // The swap has committed: a leftover old copy is worth a warning, not a failed restore.
+    const warnings = [];
+    await execOnce(runner, maintenance, `DROP DATABASE ${quoteIdent(retired)} WITH (FORCE)`).catch((error) => {
+        const warning = `the replaced database was kept as ${retired} (${error.message}); drop it when convenient (lifeline doctor lists it)`;
+        logger.warn(warning);
+        warnings.push(warning);
+    });
+    return { sessionsTerminated, warnings };
+}
+async function execOnce(runner, conn, sql) {
+    const session = PsqlSession.open(runner, conn);
+    try {
+        await session.exec(sql);
+    }
+    finally {
+        await session.close();
+    }
+}
+async function queryOnceOn(runner, conn, sql) {
+    const session = PsqlSession.open(runner, conn);
+    try {
+        return await session.query(sql);
+    }
+    finally {
+        await session.close();
+    }
+}
+function describeCheckFailure(checks, state) {
+    const parts = [];
+    if (!checks.rowCounts.ok)
+        parts.push(`${checks.rowCounts.mismatches.length} tables with different row counts`);
+    if (!checks.schemaFingerprint.ok)
+        parts.push('schema fingerprint differs');
+    if (state && !state.ok)
+        parts.push(`database privileges and settings differ: ${state.differences.join('; ')}`);
+    return parts.join(', ');
+}
+/** A database on the same server to run CREATE/ALTER/DROP DATABASE from. */
+function maintenanceConnection(target) {
+    return withDatabase(target, target.database === 'postgres' ? 'template1' : 'postgres');
+}
+/** `<target>_lifeline_<tag>_<random>`, within PostgreSQL's 63-byte identifier limit. */
+function scratchName(target, tag = 'restore') {
+    const suffix = `_lifeline_${tag}_${(0,external_node_crypto_.randomBytes)(3).toString('hex')}`;
+    return `${Buffer.from(target).subarray(0, 63 - suffix.length).toString('utf8').replace(/\uFFFD+$/, '')}${suffix}`;
+}
+/** A conninfo naming only the database, so a name with `=` or a URL-like name stays a name. */
+function conninfoDbname(database) {
+    return `dbname='${database.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
+}
+/** Post-restore hooks (cache revalidation, readiness checks); each result is reported, none is skipped silently. */
+async function runPostRestoreHooks(hooks, options) {
+    const results = [];
+    for (const hook of hooks) {
+        let result;
+        if ('http' in hook) {
+            const name = `${hook.method ?? 'GET'} ${new URL(hook.http).origin}${new URL(hook.http).pathname}`;
+            try {
+                const headers = 'headers' in hook ? hook.headers : undefined;
+                const response = await fetch(hook.http, { method: hook.method ?? 'GET', headers, signal: AbortSignal.timeout(options.timeoutMs ?? 30_000) });
+                const ok = hook.expectStatus ? response.status === hook.expectStatus : response.ok;
+                result = { hook: name, ok, detail: `HTTP ${response.status}` };
+            }
+            catch (error) {
+                result = { hook: name, ok: false, detail: error.message };
+            }
+        }
+        else {
+            const [tool, ...args] = hook.command;
+            const name = hook.command.join(' ');
+            try {
+                const run = await runText(options.runner ?? new LocalRunner(), { tool: tool, args });
+                result = { hook: name, ok: run.exitCode === 0, detail: run.exitCode === 0 ? 'exit 0' : `${describeExit(run)}: ${lastLines(run.stderr, 2)}` };
+            }
+            catch (error) {
+                result = { hook: name, ok: false, detail: error.message };
+            }
+        }
+        options.logger.info(`${result.ok ? 'ok  ' : 'FAIL'} post-restore hook ${result.hook}: ${result.detail}`);
+        results.push(result);
+    }
+    return results;
+}
+function parseJobs(value) {
+    const jobs = Number(value ?? '2');
+    if (!Number.isInteger(jobs) || jobs < 1 || jobs > 64)
+        throw (0,errors/* usageError */.Wp)('BAD_INPUT', `--jobs must be a whole number from 1 to 64 (got "${value}")`, 'pass --jobs 2');
+    return jobs;
+}
+
+;// CONCATENATED MODULE: ./src/redis/server.ts
+
+
+
+
+
+
+/** Starts a private redis-server on 127.0.0.1 in a temp dir; `stop()` stops it by pid and removes the dir. */
+async function startThrowawayRedis(options = {}) {
+    const dir = (0,external_node_fs_.mkdtempSync)((0,external_node_path_.join)((0,external_node_os_.tmpdir)(), 'lifeline-redis-'));
+    const port = await freePort();
+    const runner = new LocalRunner({ binDirs: options.binDir ? [options.binDir] : [] });
+    const args = [
+        '--port', String(port),
+        '--bind', '127.0.0.1',
+        '--dir', dir,
+        '--dbfilename', 'dump.rdb',
+        '--appendonly', 'no',
+        '--save', '',
+        '--daemonize', 'no',
+        '--logfile', (0,external_node_path_.join)(dir, 'redis.log'),
+        '--repl-diskless-sync-delay', '0',
+        ...(options.password ? ['--requirepass', options.password] : []),
+    ];
+    if (options.rdbFile) {
+        const { copyFileSync } = await Promise.resolve(/* import() */).then(__nccwpck_require__.t.bind(__nccwpck_require__, 73024, 23));
+        copyFileSync(options.rdbFile, (0,external_node_path_.join)(dir, 'dump.rdb'));
+    }
+    const running = runner.start({ tool: 'redis-server', args });
+    running.stdout.resume();
+    const pid = running.pid;
+    if (!pid)
+        throw (0,errors/* failure */.V2)('REDIS_START_FAILED', 'redis-server did not start');
+    const auth = options.password ? `:${encodeURIComponent(options.password)}@` : '';
+    const url = `redis://${auth}127.0.0.1:${port}/0`;
+    let exited = false;
+    running.done.then(() => (exited = true)).catch(() => (exited = true));
+    const stop = async () => {
+        await stopPid(pid, 'SIGTERM', 15000);
+        (0,external_node_fs_.rmSync)(dir, { recursive: true, force: true });
+    };
+    try {
+        await waitFor(async () => {
+            if (exited)
+                throw new Error('exited');
+            const ping = await runText(runner, { tool: 'redis-cli', args: ['-h', '127.0.0.1', '-p', String(port), 'PING'], env: options.password ? { REDISCLI_AUTH: options.password } : {} });
+            // With a dump to load, PING answers LOADING until the dataset is in memory.
+            return ping.stdout.trim() === 'PONG';
+        }, { timeoutMs: 60000, what: 'redis-server to answer PING' });
+    }
+    catch (error) {
+        let log = '';
+        try {
+            log = (0,external_node_fs_.readFileSync)((0,external_node_path_.join)(dir, 'redis.log'), 'utf8').split('\n').slice(-5).join('\n');
+        }
+        catch {
+            // no log
+        }
+        await stop();
+        throw (0,errors/* failure */.V2)('REDIS_START_FAILED', `the throwaway redis-server did not start: ${log || error.message}`);
+    }
+    return { port, dir, url, pid, stop };
+}
+
+;// CONCATENATED MODULE: ./src/redis/restore.ts
+
+
+
+
+
+/**
+ * Loads a backup's Redis snapshot into a private redis-server and compares its key count with the
+ * snapshot's. Only keys with a TTL may be missing (they can expire in between). The server is
+ * stopped afterwards unless `keep` is set (a drill may want to run checks against it).
+ */
+async function restoreRedisIsolated(backup, options) {
+    const file = backup.metadata.files.redis;
+    if (!file)
+        throw (0,errors/* failure */.V2)('NO_REDIS_SNAPSHOT', `backup ${backup.id} has no Redis snapshot`, { fix: 'configure redis: in lifeline.yml (or pass --redis-url) so backups include it' });
+    const path = await entryFilePath(backup.dir, file.name);
+    const runner = new LocalRunner({ binDirs: options.binDir ? [options.binDir] : [] });
+    const check = await checkRdb(runner, path);
+    if (!check.ok)
+        throw (0,errors/* failure */.V2)('REDIS_SNAPSHOT_INVALID', `the Redis snapshot of ${backup.id} does not validate: ${check.detail}`);
+    const server = await startThrowawayRedis({ rdbFile: path, binDir: options.binDir });
+    try {
+        const keysLoaded = await redisKeyspace(runner, parseRedisUrl(server.url));
+        const total = Object.values(keysLoaded).reduce((a, b) => a + b, 0);
+        const ok = total <= check.keysRead && total >= check.keysRead - check.expires;
+        const detail = `${total} keys loaded, snapshot holds ${check.keysRead}${check.expires ? ` (${check.expires} with a TTL)` : ''}`;
+        options.logger.info(`${ok ? 'ok  ' : 'FAIL'} redis restore: ${detail}`);
+        const report = { ok, keysInSnapshot: check.keysRead, keysWithTtl: check.expires, keysLoaded, detail };
+        if (options.keep)
+            return { ...report, server };
+        await server.stop();
+        return report;
+    }
+    catch (error) {
+        await server.stop();
+        throw error;
+    }
+}
+
+// EXTERNAL MODULE: ./node_modules/@sigstore/bundle/dist/index.js
+var bundle_dist = __nccwpck_require__(61040);
+// EXTERNAL MODULE: ./node_modules/@sigstore/protobuf-specs/dist/index.js
+var protobuf_specs_dist = __nccwpck_require__(19654);
+// EXTERNAL MODULE: ./node_modules/@sigstore/verify/dist/index.js
+var verify_dist = __nccwpck_require__(54187);
+;// CONCATENATED MODULE: ./src/manifest/digest.ts
+
+function sha256Hex(data) {
+    return (0,external_node_crypto_.createHash)('sha256').update(data).digest('hex');
+}
+
+;// CONCATENATED MODULE: ./src/manifest/keys.ts
+
+
+
+/** A new ECDSA P-256 key pair in PEM (PKCS#8 private, SPKI public), the form `signing-key` takes. */
+function generateSigningKeyPair() {
+    const { privateKey, publicKey } = (0,external_node_crypto_.generateKeyPairSync)('ec', { namedCurve: 'P-256' });
+    return {
+        privateKeyPem: privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
+        publicKeyPem: publicKey.export({ format: 'pem', type: 'spki' }).toString(),
+    };
+}
+/** The key id a bundle carries as its public key hint: sha256 of the DER SubjectPublicKeyInfo, hex. */
+function publicKeyHint(key) {
+    const publicKey = key.type === 'private' ? (0,external_node_crypto_.createPublicKey)(key) : key;
+    return (0,external_node_crypto_.createHash)('sha256').update(publicKey.export({ format: 'der', type: 'spki' })).digest('hex');
+}
+function assertP256(key, what) {
+    if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
+        throw (0,errors/* usageError */.Wp)('BAD_SIGNING_KEY', `${what} is not an ECDSA P-256 key`, 'generate one with `openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt` or `lifeline manifest keygen`');
+    }
+}
+/** The private key from a PEM string or from the path of a PEM file (the secret may be either). */
+async function loadSigningKey(pemOrPath) {
+    const pem = pemOrPath.includes('-----BEGIN') ? pemOrPath : await readKeyFile(pemOrPath, 'signing key');
+    let key;
+    try {
+        key = (0,external_node_crypto_.createPrivateKey)({ key: pem, format: 'pem' });
+    }
+    catch (error) {
+        throw (0,errors/* usageError */.Wp)('BAD_SIGNING_KEY', `the signing key is not a readable unencrypted PEM private key (${error.message})`, 'pass an unencrypted PKCS#8 or SEC1 PEM ECDSA P-256 private key, or the path of one');
+    }
+    assertP256(key, 'the signing key');
+    return key;
+}
+async function loadPublicKey(path) {
+    const pem = await readKeyFile(path, 'public key');
+    let key;
+    try {
+        key = (0,external_node_crypto_.createPublicKey)({ key: pem, format: 'pem' });
+    }
+    catch (error) {
+        throw (0,errors/* usageError */.Wp)('BAD_PUBLIC_KEY', `${path} is not a PEM public key (${error.message})`, 'pass the PEM public key published for the signing key (-----BEGIN PUBLIC KEY-----)');
+    }
+    assertP256(key, path);
+    return key;
+}
+async function readKeyFile(path, what) {
+    try {
+        return await (0,promises_.readFile)(path, 'utf8');
+    }
+    catch (error) {
+        throw (0,errors/* usageError */.Wp)('KEY_FILE_UNREADABLE', `cannot read the ${what} file ${path} (${error.code ?? error.message})`, `pass the path of the ${what} PEM file${what === 'signing key' ? ', or the PEM itself from a secret' : ''}`);
+    }
+}
+/** A Sigstore `Signer` that signs with a local ECDSA P-256 key; the bundle names the key by its hint. */
+class KeySigner {
+    privateKey;
+    hint;
+    publicKeyPem;
+    constructor(privateKey) {
+        this.privateKey = privateKey;
+        this.hint = publicKeyHint(privateKey);
+        this.publicKeyPem = (0,external_node_crypto_.createPublicKey)(privateKey).export({ format: 'pem', type: 'spki' }).toString();
+    }
+    async sign(data) {
+        return {
+            signature: (0,external_node_crypto_.sign)('sha256', data, this.privateKey),
+            key: { $case: 'publicKey', publicKey: this.publicKeyPem, hint: this.hint },
+        };
+    }
+}
+
+// EXTERNAL MODULE: ./node_modules/@sigstore/tuf/dist/index.js
+var tuf_dist = __nccwpck_require__(84423);
+;// CONCATENATED MODULE: ./src/manifest/trust.ts
+
+
+
+
+/**
+ * A RegExp that matches exactly one of the trusted identities. @sigstore/verify treats a string SAN
+ * policy as an unanchored regular expression, so `...@refs/heads/main` would also accept
+ * `...@refs/heads/main-evil`.
+ */
+function exactIdentityPattern(identities) {
+    const list = typeof identities === 'string' ? [identities] : identities;
+    return new RegExp(`^(?:${list.map((identity) => identity.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')).join('|')})$`);
+}
+/**
+ * The trusted keyless identities, from a config list or a flag value with one identity per line or
+ * comma. A list lets an upgrade of the signing workflow (whose identity ends in the commit it was
+ * called at) keep accepting the manifests the older commit signed.
+ */
+function trustedIdentities(value) {
+    if (value === undefined)
+        return [];
+    const parts = typeof value === 'string' ? value.split(/[\n,]/) : value;
+    return [...new Set(parts.map((part) => part.trim()).filter(Boolean))];
+}
+/** A pinned trusted root file (offline), or the public-good instance's root through TUF (online). */
+async function loadTrustedRoot(path) {
+    if (path) {
+        let json;
+        try {
+            json = JSON.parse(await (0,promises_.readFile)(path, 'utf8'));
+        }
+        catch (error) {
+            throw (0,errors/* usageError */.Wp)('BAD_TRUSTED_ROOT', `cannot read the trusted root ${path} (${error.message})`, 'pass a Sigstore trusted_root.json (e.g. from `sigstore-js` or `cosign trusted-root create`)');
+        }
+        const root = protobuf_specs_dist.TrustedRoot.fromJSON(json);
+        if (root.certificateAuthorities.length === 0)
+            throw (0,errors/* usageError */.Wp)('BAD_TRUSTED_ROOT', `${path} lists no certificate authority`, 'pass a trusted root with the Fulcio certificate authority that issued the signing certificates');
+        return root;
+    }
+    try {
+        return await (0,tuf_dist.getTrustedRoot)();
+    }
+    catch (error) {
+        throw (0,errors/* failure */.V2)('TRUSTED_ROOT_UNAVAILABLE', `could not fetch the Sigstore public-good trusted root through TUF (${error.message})`, {
+            cause: error,
+            fix: 'verify online, or pin a trusted root file for offline verification (manifest.trustedRoot in lifeline.yml or --trusted-root)',
+        });
+    }
+}
+
+;// CONCATENATED MODULE: ./node_modules/zod/v4/classic/iso.js
+
+
+
+function iso_datetime(params) {
+    return _isoDateTime(ZodISODateTime, params);
+}
+function iso_date(params) {
+    return core._isoDate(ZodISODate, params);
+}
+function iso_time(params) {
+    return core._isoTime(ZodISOTime, params);
+}
+function iso_duration(params) {
+    return core._isoDuration(ZodISODuration, params);
+}
+
+;// CONCATENATED MODULE: ./src/manifest/image-ref.ts
+
+const DIGEST = /^sha256:[0-9a-f]{64}$/;
+const REPOSITORY = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$/;
+const TAG = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
+function isDigest(value) {
+    return DIGEST.test(value);
+}
+/** Parses `[registry/]repo[:tag][@sha256:hex]` the way Docker does. */
+function parseImageReference(reference) {
+    const bad = (why) => (0,errors/* usageError */.Wp)('BAD_IMAGE_REFERENCE', `image reference ${JSON.stringify(reference)} is not valid: ${why}`, 'write it as registry/repository:tag or registry/repository@sha256:<64 hex digits>');
+    const trimmed = reference.trim();
+    if (!trimmed)
+        throw bad('it is empty');
+    let rest = trimmed;
+    let digest;
+    const at = rest.indexOf('@');
+    if (at >= 0) {
+        digest = rest.slice(at + 1);
+        rest = rest.slice(0, at);
+        if (!isDigest(digest))
+            throw bad('the digest must be sha256: followed by 64 lowercase hex digits');
+    }
+    let tag;
+    const lastSlash = rest.lastIndexOf('/');
+    const colon = rest.lastIndexOf(':');
+    if (colon > lastSlash) {
+        tag = rest.slice(colon + 1);
+        rest = rest.slice(0, colon);
+        if (!TAG.test(tag))
+            throw bad(`the tag ${JSON.stringify(tag)} has characters a tag cannot have`);
+    }
+    const parts = rest.split('/');
+    let registry = 'docker.io';
+    if (parts.length > 1 && (parts[0].includes('.') || parts[0].includes(':') || parts[0] === 'localhost'))
+        registry = parts.shift();
+    let repository = parts.join('/');
+    if (registry === 'docker.io' && parts.length === 1)
+        repository = `library/${repository}`;
+    if (!REPOSITORY.test(repository))
+        throw bad('the repository must be lowercase letters, digits and separators');
+    if (!tag && !digest)
+        tag = 'latest';
+    return { registry, repository, tag, digest };
+}
+/** `registry/repo`, the in-toto subject name of an image. */
+function imageName(ref) {
+    return `${ref.registry}/${ref.repository}`;
+}
+/** `registry/repo@sha256:...`, the only form a manifest stores. */
+function pinnedReference(ref) {
+    return `${imageName(ref)}@${ref.digest}`;
+}
+
+;// CONCATENATED MODULE: ./src/manifest/types.ts
+/** The predicate type of Lifeline's release manifests inside an in-toto Statement. */
+const LIFELINE_PREDICATE_TYPE = 'https://lifeline.dev/release-manifest/v1';
+const IN_TOTO_STATEMENT_TYPE = 'https://in-toto.io/Statement/v1';
+/** The DSSE payload type of an in-toto Statement. */
+const IN_TOTO_PAYLOAD_TYPE = 'application/vnd.in-toto+json';
+/** The services a release pins, each by image digest. */
+const types_SERVICE_ROLES = ['api', 'web', 'worker'];
+const RELEASE_METADATA_FILE = 'release.json';
+const MANIFEST_FILE = 'manifest.json';
+const BUNDLE_FILE = 'manifest.sigstore.json';
+
+;// CONCATENATED MODULE: ./src/manifest/statement.ts
+
+
+
+
+/** The in-toto Statement: one subject per service image, so standard tooling can check an image against it. */
+function buildStatement(manifest) {
+    return {
+        _type: IN_TOTO_STATEMENT_TYPE,
+        subject: types_SERVICE_ROLES.map((role) => subjectOf(manifest.images[role])),
+        predicateType: LIFELINE_PREDICATE_TYPE,
+        predicate: manifest,
+    };
+}
+function subjectOf(pinned) {
+    const ref = parseImageReference(pinned);
+    return { name: imageName(ref), digest: { sha256: ref.digest.slice('sha256:'.length) } };
+}
+/** The exact bytes that are signed and stored as manifest.json. */
+function serializeStatement(statement) {
+    return Buffer.from(`${JSON.stringify(statement, null, 2)}\n`);
+}
+const nonEmpty = schemas_string().min(1);
+const predicateSchema = object({
+    release: object({
+        version: nonEmpty,
+        gitSha: nonEmpty.optional(),
+        environment: nonEmpty,
+        createdAt: iso_datetime(),
+        workflowRun: object({ repository: nonEmpty, runId: nonEmpty, workflow: nonEmpty, ref: nonEmpty, sha: nonEmpty }).optional(),
+    }),
+    images: object({ api: nonEmpty, web: nonEmpty, worker: nonEmpty }),
+    migrationHead: nonEmpty.nullable(),
+    backup: object({ id: nonEmpty, sha256: schemas_string().regex(/^[0-9a-f]{64}$/) }).nullable(),
+})
+    .loose();
+const PINNED = /^[^@\s]+@sha256:[0-9a-f]{64}$/;
+/**
+ * Reads a release manifest out of a verified payload. Anything that is not exactly Lifeline's
+ * statement (another statement type, another predicate type, an image by tag, subjects that do
+ * not match the images) fails: deploy must never act on a manifest it only half understands.
+ */
+function parseVerifiedStatement(payload) {
+    const invalid = (code, why) => (0,errors/* failure */.V2)(code, `the signed manifest is not usable: ${why}`, { fix: 'create a new manifest with `lifeline manifest create`; do not edit signed manifests' });
+    let statement;
+    try {
+        statement = JSON.parse(payload.toString('utf8'));
+    }
+    catch {
+        throw invalid('MANIFEST_NOT_JSON', 'the payload is not JSON');
+    }
+    if (statement._type !== IN_TOTO_STATEMENT_TYPE)
+        throw invalid('MANIFEST_WRONG_TYPE', `_type is ${JSON.stringify(statement._type)}, expected ${IN_TOTO_STATEMENT_TYPE}`);
+    if (statement.predicateType !== LIFELINE_PREDICATE_TYPE)
+        throw invalid('MANIFEST_WRONG_PREDICATE', `predicateType is ${JSON.stringify(statement.predicateType)}, expected ${LIFELINE_PREDICATE_TYPE}`);
+    const parsed = predicateSchema.safeParse(statement.predicate);
+    if (!parsed.success) {
+        const issue = parsed.error.issues[0];
+        throw invalid('MANIFEST_INVALID_PREDICATE', `predicate.${issue.path.join('.')}: ${issue.message}`);
+    }
+    const manifest = parsed.data;
+    for (const role of types_SERVICE_ROLES) {
+        if (!PINNED.test(manifest.images[role])) {
+            throw (0,errors/* failure */.V2)('MANIFEST_IMAGE_NOT_PINNED', `the signed manifest names the ${role} image by tag (${manifest.images[role]}), not by digest`, {
+                fix: 'a release must pin every image by digest: create a new manifest with `lifeline manifest create`, which resolves tags to digests',
+            });
+        }
+    }
+    const subjects = Array.isArray(statement.subject) ? statement.subject : [];
+    const expected = types_SERVICE_ROLES.map((role) => subjectOf(manifest.images[role]));
+    const same = expected.every((e) => subjects.some((s) => s?.name === e.name && s?.digest?.sha256 === e.digest.sha256)) && subjects.length === expected.length;
+    if (!same)
+        throw invalid('MANIFEST_SUBJECT_MISMATCH', "the statement's subjects do not match the predicate's images");
+    return manifest;
+}
+
+;// CONCATENATED MODULE: ./src/manifest/verify.ts
+
+
+
+
+
+
+
+
+
+
+
+/** Fulcio's certificate extensions for the source repository URI and ref (DER UTF8String values). */
+const SOURCE_EXTENSIONS = { sourceRepository: { oid: '1.3.6.1.4.1.57264.1.12', what: 'source repository' }, sourceRef: { oid: '1.3.6.1.4.1.57264.1.14', what: 'source repository ref' } };
+/**
+ * Verifies a release's Sigstore bundle against the policy and returns the manifest taken from
+ * the verified payload only. Every failure is exit 1 with the reason; unusable inputs are exit 2.
+ */
+async function verifyReleaseManifest(options) {
+    const { catalog, env, release } = options;
+    const policy = await preparePolicy(options.policy);
+    const entry = await catalog.get(env, 'releases', release, RELEASE_METADATA_FILE);
+    if (!entry) {
+        throw (0,errors/* usageError */.Wp)('RELEASE_NOT_FOUND', `release ${release} has no manifest in environment ${env}`, `create it with lifeline manifest create --env ${env} --release ${release}, or pick a release the catalog lists`);
+    }
+    const manifestPath = (0,external_node_path_.join)(entry.dir, MANIFEST_FILE);
+    const bundlePath = (0,external_node_path_.join)(entry.dir, BUNDLE_FILE);
+    const bundle = await readBundle(bundlePath);
+    if (bundle.content.$case !== 'dsseEnvelope')
+        throw notVerifiedRelease('MANIFEST_NOT_DSSE', 'the bundle does not hold a DSSE envelope');
+    const envelope = bundle.content.dsseEnvelope;
+    // The verifier signs over whatever payloadType says; only ours may be accepted.
+    if (envelope.payloadType !== IN_TOTO_PAYLOAD_TYPE)
+        throw notVerifiedRelease('MANIFEST_WRONG_PAYLOAD_TYPE', `the DSSE payloadType is ${JSON.stringify(envelope.payloadType)}, expected ${IN_TOTO_PAYLOAD_TYPE}`);
+    const signer = verifyBundle(bundle, policy);
+    const payload = Buffer.from(envelope.payload);
+    const stored = await (0,promises_.readFile)(manifestPath).catch(() => undefined);
+    if (!stored || !stored.equals(payload)) {
+        throw notVerifiedRelease('MANIFEST_TAMPERED', `${manifestPath} ${stored ? 'differs from' : 'is missing beside'} the signed payload in ${BUNDLE_FILE}`);
+    }
+    const manifest = parseVerifiedStatement(payload);
+    if (manifest.release.environment !== env) {
+        throw notVerifiedRelease('MANIFEST_WRONG_ENVIRONMENT', `the manifest was signed for environment ${manifest.release.environment}, not ${env}`);
+    }
+    if (manifest.release.version !== release) {
+        throw notVerifiedRelease('MANIFEST_WRONG_RELEASE', `the manifest stored as release ${release} was signed for release ${manifest.release.version}`);
+    }
+    return { manifest, dir: entry.dir, manifestPath, bundlePath, digest: `sha256:${sha256Hex(payload)}`, signer };
+}
+function notVerifiedRelease(code, why, cause) {
+    return (0,errors/* failure */.V2)(code, `release manifest verification failed: ${why}`, {
+        cause,
+        fix: 'do not deploy this release; re-create the manifest from its pipeline, or check that the verification policy (public key or certificate identity) is the right one',
+    });
+}
+async function preparePolicy(policy) {
+    const raw = policy;
+    const identities = trustedIdentities(raw.certificateIdentity);
+    const hasKey = Boolean(raw.publicKey);
+    const hasIdentity = Boolean(identities.length || raw.certificateOidcIssuer);
+    if (hasKey === hasIdentity) {
+        throw (0,errors/* usageError */.Wp)('BAD_VERIFICATION_POLICY', hasKey ? 'both a public key and a certificate identity were given' : 'no verification policy: neither a public key nor a certificate identity was given', 'pass either --public-key FILE, or --certificate-identity URI with --certificate-oidc-issuer URI (or set manifest: in lifeline.yml)');
+    }
+    if (hasKey) {
+        const key = await loadPublicKey(raw.publicKey);
+        return { kind: 'key', key, hint: publicKeyHint(key), path: raw.publicKey };
+    }
+    if (!identities.length || !raw.certificateOidcIssuer) {
+        throw (0,errors/* usageError */.Wp)('BAD_VERIFICATION_POLICY', 'a certificate policy needs both the identity and the OIDC issuer', 'pass --certificate-identity https://github.com/OWNER/REPO/.github/workflows/deploy.yml@refs/heads/main and --certificate-oidc-issuer https://token.actions.githubusercontent.com');
+    }
+    return {
+        kind: 'certificate',
+        identities,
+        issuer: raw.certificateOidcIssuer,
+        root: await loadTrustedRoot(raw.trustedRoot),
+        ...(raw.sourceRepository ? { sourceRepository: raw.sourceRepository } : {}),
+        ...(raw.sourceRef ? { sourceRef: raw.sourceRef } : {}),
+    };
+}
+async function readBundle(path) {
+    let text;
+    try {
+        text = await (0,promises_.readFile)(path, 'utf8');
+    }
+    catch {
+        throw notVerifiedRelease('MANIFEST_UNSIGNED', `the release has no signature bundle (${path} is missing)`);
+    }
+    try {
+        return (0,bundle_dist.bundleFromJSON)(JSON.parse(text));
+    }
+    catch (error) {
+        throw notVerifiedRelease('MANIFEST_BAD_BUNDLE', `${path} is not a valid Sigstore bundle (${error.message})`, error);
+    }
+}
+/**
+ * Verifies a file signed with `signDssePayload` (e.g. a drill report): the bundle beside it must
+ * hold a DSSE envelope of `payloadType`, signed as the policy demands, whose payload is exactly
+ * the file's bytes. Failures are exit 1 with codes `<codePrefix>_...`; a bad policy is exit 2.
+ */
+async function verifySignedFile(options) {
+    const policy = await preparePolicy(options.policy);
+    const fail = (code, why, cause) => (0,errors/* failure */.V2)(code.replace(/^MANIFEST_/, `${options.codePrefix}_`), `${options.what} signature verification failed: ${why}`, { cause, fix: `do not trust this ${options.what}; produce a new one with the configured signer, or check the verification policy (manifest: in lifeline.yml)` });
+    let bundle;
+    try {
+        bundle = (0,bundle_dist.bundleFromJSON)(JSON.parse(await (0,promises_.readFile)(options.bundlePath, 'utf8')));
+    }
+    catch (error) {
+        const missing = error.code === 'ENOENT';
+        throw fail(missing ? 'MANIFEST_UNSIGNED' : 'MANIFEST_BAD_BUNDLE', missing ? `it is not signed (${options.bundlePath} is missing)` : `${options.bundlePath} is not a valid Sigstore bundle (${error.message})`, error);
+    }
+    if (bundle.content.$case !== 'dsseEnvelope')
+        throw fail('MANIFEST_NOT_DSSE', 'the bundle does not hold a DSSE envelope');
+    const envelope = bundle.content.dsseEnvelope;
+    if (envelope.payloadType !== options.payloadType)
+        throw fail('MANIFEST_WRONG_PAYLOAD_TYPE', `the DSSE payloadType is ${JSON.stringify(envelope.payloadType)}, expected ${options.payloadType}`);
+    const signer = verifyBundle(bundle, policy, fail);
+    const payload = Buffer.from(envelope.payload);
+    const stored = await (0,promises_.readFile)(options.filePath).catch(() => undefined);
+    if (!stored || !stored.equals(payload))
+        throw fail('MANIFEST_TAMPERED', `${options.filePath} ${stored ? 'differs from' : 'is missing beside'} the signed payload`);
+    return { signer, payload };
+}
+function verifyBundle(bundle, policy, notVerified = notVerifiedRelease) {
+    const material = bundle.verificationMaterial.content;
+    const bundleHint = material.$case === 'publicKey' ? material.publicKey.hint : undefined;
+    if (policy.kind === 'key' && material.$case !== 'publicKey')
+        throw notVerified('MANIFEST_SIGNER_KIND', 'it was signed keyless (with a certificate), but the policy expects a public key');
+    if (policy.kind === 'certificate' && material.$case === 'publicKey')
+        throw notVerified('MANIFEST_SIGNER_KIND', 'it was signed with a key, but the policy expects a certificate identity');
+    let trust;
+    let verifierOptions;
+    let sigstorePolicy;
+    if (policy.kind === 'key') {
+        // Whatever hint the bundle names, only the configured key is ever tried.
+        trust = (0,verify_dist/* toTrustMaterial */.jO)(protobuf_specs_dist.TrustedRoot.fromJSON({ mediaType: 'application/vnd.dev.sigstore.trustedroot+json;version=0.1' }), () => ({ publicKey: policy.key, validFor: () => true }));
+        verifierOptions = { tlogThreshold: 0, ctlogThreshold: 0, timestampThreshold: 0 };
+    }
+    else {
+        trust = (0,verify_dist/* toTrustMaterial */.jO)(policy.root);
+        verifierOptions = {
+            ctlogThreshold: policy.root.ctlogs.length > 0 ? 1 : 0,
+            tlogThreshold: policy.root.tlogs.length > 0 && policy.root.timestampAuthorities.length === 0 ? 1 : 0,
+            timestampThreshold: 1,
+        };
+        const oids = ['sourceRepository', 'sourceRef'].flatMap((name) => policy[name] ? [{ oid: { id: SOURCE_EXTENSIONS[name].oid.split('.').map(Number) }, value: derUtf8String(policy[name]) }] : []);
+        sigstorePolicy = { subjectAlternativeName: exactIdentityPattern(policy.identities), extensions: { issuer: policy.issuer }, ...(oids.length ? { oids } : {}) };
+    }
+    try {
+        const signer = new verify_dist/* Verifier */.BL(trust, verifierOptions).verify((0,verify_dist/* toSignedEntity */.DC)(bundle), sigstorePolicy);
+        if (policy.kind === 'key')
+            return { publicKeyHint: policy.hint };
+        return { identity: signer.identity?.subjectAlternativeName, issuer: signer.identity?.extensions?.issuer };
+    }
+    catch (error) {
+        if ((0,errors/* isLifelineError */.lG)(error))
+            throw error;
+        if (error instanceof verify_dist/* PolicyError */.pn && policy.kind === 'certificate')
+            throw notVerified('MANIFEST_WRONG_IDENTITY', `${policyMismatch(error.message, policy)} (${error.message})`, error);
+        if (error instanceof verify_dist/* VerificationError */.mk && error.code === 'SIGNATURE_ERROR' && policy.kind === 'key') {
+            const otherKey = bundleHint && bundleHint !== policy.hint ? `; the bundle names key ${bundleHint}, the policy's key ${policy.path} is ${policy.hint}` : '';
+            throw notVerified('MANIFEST_BAD_SIGNATURE', `the signature does not match the public key ${policy.path}: the payload was changed or signed with another key${otherKey}`, error);
+        }
+        if (error instanceof verify_dist/* VerificationError */.mk)
+            throw notVerified(`MANIFEST_${error.code}`, error.message, error);
+        throw notVerified('MANIFEST_VERIFY_ERROR', error.message, error);
+    }
+}
+function policyMismatch(message, policy) {
+    for (const name of ['sourceRepository', 'sourceRef']) {
+        if (message.includes(SOURCE_EXTENSIONS[name].oid))
+            return `the certificate's ${SOURCE_EXTENSIONS[name].what} is not exactly ${policy[name]}`;
+    }
+    if (/extension/.test(message))
+        return `the certificate's OIDC issuer is not ${policy.issuer}`;
+    return policy.identities.length === 1 ? `the certificate identity is not exactly ${policy.identities[0]}` : `the certificate identity is none of the ${policy.identities.length} trusted identities (${policy.identities.join(', ')})`;
+}
+/** The DER encoding of a UTF8String, the form Fulcio gives its newer extension values. */
+function derUtf8String(value) {
+    const bytes = Buffer.from(value, 'utf8');
+    const length = bytes.length < 0x80 ? Buffer.from([bytes.length]) : bytes.length < 0x100 ? Buffer.from([0x81, bytes.length]) : Buffer.from([0x82, bytes.length >> 8, bytes.length & 0xff]);
+    return Buffer.concat([Buffer.from([0x0c]), length, bytes]);
+}
+
+;// CONCATENATED MODULE: ./src/deploy/health.ts
+const POLL_MS = 250;
+const HTTP_TIMEOUT_MS = 2000;
+/**
+ * Waits until every target is healthy, then for the settle window, or until one of them fails. A
+ * service fails at once when its container exits or Docker marks it `unhealthy` (its healthcheck
+ * failed `retries` times in a row, after its `start_period`); otherwise it fails when the timeout
+ * is reached. In the settle window any failed check, restart, exit or replaced container fails it:
+ * a release that crashes a few seconds after its first answer is not healthy.
+ */
+async function waitForHealth(driver, targets, options) {
+    const started = Date.now();
+    const deadline = started + options.timeoutSeconds * 1000;
+    const settleMs = Math.max(0, (options.settleSeconds ?? 0) * 1000);
+    const pending = new Map(targets.map((t) => [t.service, t]));
+    const lastSeen = new Map();
+    // What each service looked like when it was first healthy: the same containers, not restarted, must stay so.
+    const baseline = new Map();
+    let settleUntil;
+    // The engine's events wake the wait as soon as a container changes (a healthcheck passing, a
+    // crash), so Lifeline notices within milliseconds, not at its next poll; polling stays the rule.
+    const wake = new Wakeup();
+    const watcher = driver.watchEvents(() => wake.notify(), options.timeoutSeconds + settleMs / 1000);
+    try {
+        // Listing goes through Compose (slow with v1); afterwards only `docker inspect` polls the known ids.
+        let known;
+        for (;;) {
+            const containers = known ? await driver.inspect(known).catch(() => undefined) : await driver.projectContainers(options.overrideFile);
+            if (!containers) {
+                // A known container is gone: in the settle window that is a replaced container, so list again and judge.
+                known = undefined;
+                continue;
+            }
+            known = containers.map((c) => c.id);
+            if (settleUntil === undefined) {
+                for (const target of [...pending.values()]) {
+                    const own = containers.filter((c) => c.service === target.service);
+                    const verdict = await judge(target, own, options.previousContainers);
+                    lastSeen.set(target.service, verdict.detail);
+                    if (verdict.relist)
+                        known = undefined;
+                    if (verdict.state === 'healthy') {
+                        if (verdict.noHealthcheck)
+                            options.logger.warn(`${target.service} has no Compose healthcheck and no healthUrl: counting "running" as healthy`);
+                        pending.delete(target.service);
+                        baseline.set(target.service, new Map(own.map((c) => [c.id, c.restartCount])));
+                        options.logger.info(`${target.service}: healthy (${verdict.detail})`);
+                    }
+                    else if (verdict.state === 'failed') {
+                        return { healthy: false, elapsedMs: Date.now() - started, service: target.service, reason: verdict.detail };
+                    }
+                }
+                if (pending.size === 0) {
+                    if (settleMs === 0)
+                        return { healthy: true, elapsedMs: Date.now() - started };
+                    settleUntil = Date.now() + settleMs;
+                    options.logger.info(`all healthy; every check must keep passing for ${settleMs / 1000}s (settle window)`);
+                    known = undefined;
+                    continue;
+                }
+                if (Date.now() >= deadline) {
+                    const [service] = pending.keys();
+                    return { healthy: false, elapsedMs: Date.now() - started, service: service, reason: `not healthy within ${options.timeoutSeconds}s (last seen: ${lastSeen.get(service) ?? 'nothing'})` };
+                }
+                await wake.wait(Math.min(POLL_MS, Math.max(deadline - Date.now(), 0)));
+                continue;
+            }
+            const into = ((settleMs - (settleUntil - Date.now())) / 1000).toFixed(1);
+            for (const target of targets) {
+                const own = containers.filter((c) => c.service === target.service);
+                const seen = baseline.get(target.service);
+                const changed = own.find((c) => !seen.has(c.id) || seen.get(c.id) !== c.restartCount) ?? (own.length < seen.size ? undefined : null);
+                if (changed !== null) {
+                    const what = changed ? `container ${changed.id.slice(0, 12)} ${seen.has(changed.id) ? `restarted (restart count ${changed.restartCount})` : 'replaced the one that was healthy'}` : 'a container that was healthy is gone';
+                    return { healthy: false, elapsedMs: Date.now() - started, service: target.service, reason: `${what} ${into}s into the ${settleMs / 1000}s settle window` };
+                }
+                const verdict = await judge(target, own, options.previousContainers);
+                if (verdict.state !== 'healthy') {
+                    return { healthy: false, elapsedMs: Date.now() - started, service: target.service, reason: `stopped being healthy ${into}s into the ${settleMs / 1000}s settle window: ${verdict.detail}` };
+                }
+            }
+            if (Date.now() >= settleUntil)
+                return { healthy: true, elapsedMs: Date.now() - started };
+            await wake.wait(Math.min(POLL_MS, Math.max(settleUntil - Date.now(), 0)));
+        }
+    }
+    finally {
+        watcher.stop();
+    }
+}
+/** A sleep that an event cuts short; an event that arrived while nobody waited is not lost. */
+class Wakeup {
+    pending = false;
+    wakeWaiter;
+    notify() {
+        this.pending = true;
+        this.wakeWaiter?.();
+    }
+    wait(ms) {
+        if (this.pending) {
+            this.pending = false;
+            return Promise.resolve();
+        }
+        return new Promise((resolve) => {
+            const done = () => {
+                clearTimeout(timer);
+                this.wakeWaiter = undefined;
+                this.pending = false;
+                resolve();
+            };
+            const timer = setTimeout(done, ms);
+            this.wakeWaiter = done;
+        });
+    }
+}
+/** Both the Compose healthcheck and the health URL must pass, where both exist, for the service's own new containers. */
+async function judge(target, containers, previous) {
+    if (containers.length === 0)
+        return { state: 'waiting', detail: 'no container yet', relist: true };
+    for (const container of containers) {
+        const id = container.id.slice(0, 12);
+        if (previous?.has(container.id))
+            return { state: 'waiting', detail: `container ${id} ran before this deploy (not recreated yet)`, relist: true };
+        if (target.expectedImage && container.imageRef !== target.expectedImage)
+            return { state: 'waiting', detail: `container ${id} still runs ${container.imageRef}`, relist: true };
+        if (!container.running)
+            return { state: container.status === 'restarting' ? 'waiting' : 'failed', detail: `container ${id} ${container.status} (exit code ${container.exitCode})` };
+        if (container.health === 'unhealthy')
+            return { state: 'failed', detail: 'Docker marked it unhealthy (its Compose healthcheck kept failing)' };
+        if (container.health !== undefined && container.health !== 'healthy')
+            return { state: 'waiting', detail: `healthcheck ${container.health}` };
+        if (target.healthUrl) {
+            const answer = await httpStatus(target.healthUrl);
+            if (!answer.ok)
+                return { state: 'waiting', detail: `${target.healthUrl}: ${answer.detail}` };
+        }
+    }
+    const checks = [containers[0].health !== undefined ? 'Compose healthcheck healthy' : '', target.healthUrl ? `${target.healthUrl} answered 2xx` : ''].filter(Boolean);
+    if (checks.length === 0)
+        return { state: 'healthy', detail: 'running', noHealthcheck: true };
+    return { state: 'healthy', detail: checks.join(', ') };
+}
+/** One GET of a health URL; never throws. */
+async function httpStatus(url) {
+    try {
+        const response = await fetch(url, { signal: AbortSignal.timeout(HTTP_TIMEOUT_MS), redirect: 'manual' });
+        await response.body?.cancel();
+        return { ok: response.status >= 200 && response.status < 300, answered: true, detail: `HTTP ${response.status}` };
+    }
+    catch (error) {
+        return { ok: false, answered: false, detail: error.message };
+    }
+}
+
+;// CONCATENATED MODULE: ./src/catalog/journal.ts
+
+
+
+/**
+ * Appends one JSON record as one line. The record always starts on a fresh line (a line torn
+ * by a crash mid-append stays a corrupt line of its own instead of swallowing this record), and
+ * the file is fsynced before this returns. JSON.stringify escapes newlines, so no value of the
+ * record can start a line of its own.
+ */
+async function appendJournal(path, record) {
+    await mkdirPrivate((0,external_node_path_.dirname)(path));
+    const line = `${JSON.stringify(record)}\n`;
+    const handle = await (0,promises_.open)(path, 'a+', PRIVATE_FILE_MODE);
+    let size = 0;
+    try {
+        ({ size } = await handle.stat());
+        let prefix = '';
+        if (size > 0) {
+            const last = Buffer.alloc(1);
+            await handle.read(last, 0, 1, size - 1);
+            if (last[0] !== 0x0a)
+                prefix = '\n';
+        }
+        // One write call: O_APPEND keeps concurrent appenders' lines whole.
+        await handle.write(prefix + line);
+        await handle.sync();
+    }
+    finally {
+        await handle.close();
+    }
+    // A journal just created is only durable once its directory entry is.
+    if (size === 0)
+        await fsyncPath((0,external_node_path_.dirname)(path));
+}
+/**
+ * Reads every line of a journal. Lines that are not JSON objects accepted by `accept` are
+ * returned as corrupt, with their line numbers, never silently dropped: a reader must say so.
+ */
+async function readJournal(path, accept) {
+    let text;
+    try {
+        const handle = await (0,promises_.open)(path, 'r');
+        try {
+            text = await handle.readFile('utf8');
+        }
+        finally {
+            await handle.close();
+        }
+    }
+    catch (error) {
+        if (error.code === 'ENOENT')
+            return { records: [], corrupt: [] };
+        throw error;
+    }
+    const content = { records: [], corrupt: [] };
+    const lines = text.split('\n');
+    lines.forEach((raw, index) => {
+        if (!raw.trim())
+            return;
+        let value;
+        try {
+            value = JSON.parse(raw);
+        }
+        catch {
+            value = undefined;
+        }
+        if (value !== undefined && accept(value))
+            content.records.push({ line: index + 1, value });
+        else
+            content.corrupt.push({ line: index + 1, excerpt: escapeForTerminal(raw.length > 80 ? `${raw.slice(0, 80)}...` : raw) });
+    });
+    return content;
+}
+/** Makes a value safe to print on one terminal line: control characters (newlines, ESC) are escaped. */
+function escapeForTerminal(value) {
+    // eslint-disable-next-line no-control-regex
+    return value.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => (c === '\n' ? '\\n' : c === '\r' ? '\\r' : c === '\t' ? '\\t' : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`));
+}
+
+;// CONCATENATED MODULE: ./src/deploy/history.ts
+
+
+const HISTORY_LOG = 'history.ndjson';
+const ACTIONS = ['deploy', 'rollback', 'reconcile'];
+const RESULTS = ['started', 'succeeded', 'failed', 'refused'];
+function isHistoryEvent(value) {
+    if (typeof value !== 'object' || value === null || Array.isArray(value))
+        return false;
+    const v = value;
+    const nullableString = (x) => x === null || typeof x === 'string';
+    return (ACTIONS.includes(v.action) &&
+        RESULTS.includes(v.result) &&
+        typeof v.to === 'string' &&
+        nullableString(v.from) &&
+        nullableString(v.running) &&
+        nullableString(v.runningDeployment) &&
+        nullableString(v.deployment) &&
+        typeof v.at === 'string' &&
+        typeof v.by === 'string' &&
+        typeof v.durationsMs === 'object' &&
+        v.durationsMs !== null);
+}
+function historyPath(catalog, env) {
+    return (0,external_node_path_.join)(catalog.envDir(env), HISTORY_LOG);
+}
+/** Reads the whole history; lines that are not events come back in `corrupt`, for the reader to report. */
+async function loadHistory(catalog, env) {
+    const content = await readJournal(historyPath(catalog, env), isHistoryEvent);
+    return { events: content.records.map((r) => r.value), lines: content.records.map((r) => r.line), corrupt: content.corrupt };
+}
+/** The events only. Callers that decide anything must use `loadHistory` and report `corrupt`. */
+async function readHistory(catalog, env) {
+    return (await loadHistory(catalog, env)).events;
+}
+async function appendHistory(catalog, env, event) {
+    await appendJournal(historyPath(catalog, env), event);
+}
+/** One sentence naming the corrupt lines of the history, for warnings and refusals. */
+function describeCorruptLines(catalog, env, corrupt) {
+    const shown = corrupt.slice(0, 5).map((c) => `line ${c.line}: ${c.excerpt}`);
+    return `${historyPath(catalog, env)} has ${corrupt.length} line${corrupt.length === 1 ? '' : 's'} that ${corrupt.length === 1 ? 'is' : 'are'} not a history event (torn by a crash or edited): ${shown.join('; ')}${corrupt.length > 5 ? '; ...' : ''}`;
+}
+/** What is running according to the history; undefined before the first deploy. A deploy in flight (or killed) leaves it unknown (null). */
+function currentRelease(history) {
+    const last = history.at(-1);
+    return last ? { release: last.running, deployment: last.runningDeployment } : undefined;
+}
+/**
+ * The in-progress record of a deploy or rollback that never wrote its end: killed, or still
+ * running. Lines written after it by other commands (a refused deploy, a failed verification) do
+ * not end it; only a line of the same deployment, or a later success, does.
+ */
+function unfinishedEvent(history) {
+    const ended = new Set();
+    for (let i = history.length - 1; i >= 0; i--) {
+        const event = history[i];
+        if (event.result === 'started')
+            return event.deployment && ended.has(event.deployment) ? undefined : event;
+        if (event.result === 'succeeded')
+            return undefined;
+        if (event.deployment)
+            ended.add(event.deployment);
+    }
+    return undefined;
+}
+/** The releases that ran, oldest first, without repeats of the same release in a row. */
+function runningSequence(history) {
+    const sequence = [];
+    for (const event of history) {
+        if (event.running && sequence.at(-1) !== event.running)
+            sequence.push(event.running);
+    }
+    return sequence;
+}
+/** `rollback --to previous`: the latest release that ran before the current one. */
+function previousRelease(history, skip = new Set()) {
+    const current = currentRelease(history)?.release;
+    return runningSequence(history)
+        .reverse()
+        .find((release) => release !== current && !skip.has(release));
+}
+/**
+ * `previous` as a rollback may use it: only from the events after the last corrupt line (a lost
+ * line could have been a release that ran in between), and never a revoked release.
+ */
+function trustedPrevious(history, revoked) {
+    const cutAtLine = history.corrupt.at(-1)?.line;
+    const events = cutAtLine === undefined ? history.events : history.events.filter((_, i) => history.lines[i] > cutAtLine);
+    const current = currentRelease(history.events)?.release;
+    const skippedRevoked = [];
+    for (const release of runningSequence(events).reverse()) {
+        if (release === current)
+            continue;
+        if (revoked.has(release)) {
+            if (!skippedRevoked.includes(release))
+                skippedRevoked.push(release);
+            continue;
+        }
+        return { release, skippedRevoked, cutAtLine };
+    }
+    return { skippedRevoked, cutAtLine };
+}
+/**
+ * Releases that rollback may still need, which release pruning must keep: the running one and
+ * the `keepLast` distinct releases that ran before it (retention.keepLast).
+ */
+async function releasesInUse(catalog, env, keepLast) {
+    const history = await readHistory(catalog, env);
+    const keep = new Set();
+    const current = currentRelease(history)?.release;
+    if (current)
+        keep.add(current);
+    // A deploy in flight or killed: the release it was moving from, and the one it was moving to, may both be running.
+    const unfinished = unfinishedEvent(history);
+    if (unfinished) {
+        keep.add(unfinished.to);
+        if (unfinished.from)
+            keep.add(unfinished.from);
+    }
+    const distinct = [...new Set(runningSequence(history).reverse())];
+    for (const release of distinct.slice(0, Math.max(keepLast, 1) + 1))
+        keep.add(release);
+    return keep;
+}
+/** A history value as it may be printed: control characters escaped, so no value can forge a line. */
+function printable(value, fallback = '-') {
+    return value === null || value === undefined ? fallback : escapeForTerminal(value);
+}
+
+;// CONCATENATED MODULE: ./src/deploy/override.ts
+
+/**
+ * The Compose override file that pins each service to an image. Passed as the last `-f`, it
+ * wins over the operator's files for `image:` and leaves everything else as they wrote it.
+ */
+function renderOverride(images, comment) {
+    const services = {};
+    for (const [service, image] of Object.entries(images))
+        services[service] = { image };
+    const header = comment
+        .split('\n')
+        .map((line) => `# ${line}`)
+        .join('\n');
+    return `${header}\n${(0,dist/* stringify */.As)({ services })}`;
+}
+
+;// CONCATENATED MODULE: ./src/deploy/release.ts
+
+
+const DIGEST_REF = /^[^\s@]+@sha256:[0-9a-f]{64}$/;
+/** A manifest that names an image by tag could run something else than what was signed. */
+function assertPinnedImages(release) {
+    for (const role of SERVICE_ROLES) {
+        const image = release.images[role];
+        if (!image || !DIGEST_REF.test(image)) {
+            throw (0,errors/* failure */.V2)('RELEASE_IMAGE_NOT_PINNED', `release ${release.version}: the ${role} image ${JSON.stringify(image ?? null)} is not pinned by digest`, {
+                fix: 'create the manifest with images written as registry/repo@sha256:<digest>',
+            });
+        }
+    }
+}
+
+// EXTERNAL MODULE: ./node_modules/@sigstore/sign/dist/index.js
+var sign_dist = __nccwpck_require__(15179);
+;// CONCATENATED MODULE: ./src/deploy/revocation.ts
+
+
+
+
+
+
+
+
+const REVOCATIONS_LOG = 'revocations.ndjson';
+const REVOCATION_PAYLOAD_TYPE = 'application/vnd.lifeline.revocation.v1+json';
+function isRevocation(value) {
+    const v = value;
+    return typeof value === 'object' && value !== null && typeof v.release === 'string' && typeof v.reason === 'string' && typeof v.at === 'string' && typeof v.by === 'string';
+}
+function revocationsPath(catalog, env) {
+    return (0,external_node_path_.join)(catalog.envDir(env), REVOCATIONS_LOG);
+}
+async function loadRevocations(catalog, env) {
+    const content = await readJournal(revocationsPath(catalog, env), isRevocation);
+    const revoked = new Map();
+    for (const { value } of content.records)
+        if (!revoked.has(value.release))
+            revoked.set(value.release, value);
+    return { revoked, corrupt: content.corrupt };
+}
+/**
+ * The revocations a deploy must honour. A revocations file with lines that are not revocations
+ * cannot say which releases are revoked, so nothing is deployed from it until it is repaired.
+ */
+async function revocationsForDeploy(catalog, env) {
+    const { revoked, corrupt } = await loadRevocations(catalog, env);
+    if (corrupt.length) {
+        throw (0,errors/* refusal */.x5)('REVOCATIONS_CORRUPT', `${revocationsPath(catalog, env)} has lines that are not revocations (${corrupt.map((c) => `line ${c.line}: ${c.excerpt}`).join('; ')}), so Lifeline cannot tell which releases are revoked`, `look at those lines, remove what is not a revocation (re-run lifeline release revoke for any release it should have revoked), then re-run`);
+    }
+    return revoked;
+}
+function describeRevocation(revocation) {
+    return `revoked at ${revocation.at} by ${revocation.by}: ${JSON.stringify(revocation.reason)}${revocation.bundle ? ' (signed)' : ' (unsigned)'}`;
+}
+/** Refuses (exit 3) to move to a revoked release, before anything changes. */
+function assertNotRevoked(env, release, revoked, action) {
+    const revocation = revoked.get(release);
+    if (!revocation)
+        return;
+    throw (0,errors/* refusal */.x5)('RELEASE_REVOKED', `refusing to ${action} ${release}: it was ${describeRevocation(revocation)}`, `choose another release (lifeline history --env ${env} lists what ran); a revocation is permanent`, {
+        revocation: { ...revocation, bundle: undefined },
+    });
+}
+/** `lifeline release revoke`: appends a revocation, signed with the release signing key when one is given. */
+async function revokeRelease(options) {
+    const { catalog, env, release, logger } = options;
+    assertSafeSegment(release, 'release version');
+    if (!options.reason.trim())
+        throw (0,errors/* usageError */.Wp)('REASON_MISSING', 'a revocation needs a reason', 'pass --reason "what is wrong with it", e.g. --reason "worker crashes on start"');
+    const entry = await catalog.get(env, 'releases', release, RELEASE_METADATA_FILE);
+    if (!entry)
+        throw (0,errors/* usageError */.Wp)('RELEASE_NOT_FOUND', `release ${release} has no manifest in environment ${env}`, `list them with: lifeline history --env ${env}`);
+    const { revoked } = await loadRevocations(catalog, env);
+    const already = revoked.get(release);
+    if (already) {
+        logger.info(`release ${release} was already ${describeRevocation(already)}`);
+        return already;
+    }
+    const statement = {
+        release,
+        manifestDigest: typeof entry.metadata.digest === 'string' ? entry.metadata.digest : null,
+        reason: options.reason,
+        at: (options.now ?? new Date()).toISOString(),
+        by: options.by,
+        environment: env,
+    };
+    let bundle = null;
+    if (options.signingKey) {
+        logger.secret(options.signingKey);
+        const signer = new KeySigner(await loadSigningKey(options.signingKey));
+        try {
+            bundle = (0,bundle_dist.bundleToJSON)(await new sign_dist/* DSSEBundleBuilder */.VV({ signer, witnesses: [] }).create({ data: Buffer.from(JSON.stringify(statement)), type: REVOCATION_PAYLOAD_TYPE }));
+        }
+        catch (error) {
+            throw (0,errors/* failure */.V2)('SIGNING_FAILED', `signing the revocation failed: ${error.message}`, { cause: error, fix: 'check the signing key' });
+        }
+    }
+    else {
+        logger.warn('no signing key: the revocation is recorded unsigned (pass --signing-key or set LIFELINE_SIGNING_KEY to sign it)');
+    }
+    const revocation = { ...statement, bundle };
+    await appendJournal(revocationsPath(catalog, env), revocation);
+    return revocation;
+}
+
+;// CONCATENATED MODULE: ./src/deploy/state.ts
+
+
+
+/**
+ * Reads what each service actually runs and names the release of each image, among the releases
+ * the history mentions (each one's manifest verified: a release is only named from a verified manifest).
+ */
+async function observeRunning(driver, services, verifier, candidates) {
+    const verified = new Map();
+    for (const version of candidates) {
+        if (verified.has(version))
+            continue;
+        const release = await verifier.verify(version).catch(() => undefined);
+        if (release)
+            verified.set(version, release);
+    }
+    const containers = await driver.projectContainers();
+    const byImage = new Map();
+    for (const [version, release] of verified) {
+        for (const role of SERVICE_ROLES)
+            if (!byImage.has(`${role} ${release.images[role]}`))
+                byImage.set(`${role} ${release.images[role]}`, version);
+    }
+    // A container started from another spelling of the same image (a tag) is matched by its local image id.
+    const references = [...verified.values()].flatMap((r) => SERVICE_ROLES.map((role) => r.images[role]));
+    const idOf = await driver.imageIds([...new Set(references)]);
+    const byImageId = new Map();
+    for (const [version, release] of verified) {
+        for (const role of SERVICE_ROLES) {
+            const id = idOf.get(release.images[role]);
+            if (id && !byImageId.has(`${role} ${id}`))
+                byImageId.set(`${role} ${id}`, version);
+        }
+    }
+    const rows = [];
+    for (const role of SERVICE_ROLES) {
+        const service = services[role].name;
+        const own = containers.filter((c) => c.service === service);
+        if (own.length === 0)
+            rows.push({ role, service, containerId: null, imageRef: null, imageId: null, status: 'no container', health: null, release: null });
+        for (const c of own) {
+            const release = byImage.get(`${role} ${c.imageRef}`) ?? byImageId.get(`${role} ${c.imageId}`) ?? null;
+            rows.push({ role, service, containerId: c.id, imageRef: c.imageRef, imageId: c.imageId, status: c.status, health: c.health ?? null, release });
+        }
+    }
+    const releases = new Set(rows.map((r) => r.release));
+    const single = releases.size === 1 ? [...releases][0] : null;
+    return { state: { services: rows, release: single, allRunning: rows.every((r) => r.status === 'running') }, verified };
+}
+/** The releases a history mentions, newest first: the candidates for naming what runs. */
+function releasesMentioned(history) {
+    const names = [];
+    for (const event of [...history.events].reverse()) {
+        for (const name of [event.running, event.to, event.from])
+            if (name && !names.includes(name))
+                names.push(name);
+    }
+    return names.slice(0, 6);
+}
+/** Compares the history's claim with the containers. */
+function reconcile(history, state) {
+    const unfinished = unfinishedEvent(history.events);
+    const current = currentRelease(history.events);
+    const claimed = current?.release ?? null;
+    const differences = [];
+    if (history.events.length === 0)
+        return { consistent: true, claimed: null, state, differences };
+    if (unfinished) {
+        differences.push(`a ${unfinished.action} of ${printable(unfinished.to)} started at ${unfinished.at} by ${printable(unfinished.by)} never recorded its end (killed or cancelled); it was moving from ${printable(unfinished.from, 'an unknown release')}`);
+    }
+    else if (claimed === null) {
+        differences.push(`the history does not know what runs (its last event, ${history.events.at(-1).action} of ${printable(history.events.at(-1).to)}, left it unknown)`);
+    }
+    for (const row of state.services) {
+        if (!row.containerId) {
+            differences.push(`${row.service} has no container`);
+            continue;
+        }
+        const runs = `${row.service} runs ${row.imageRef} (${row.release ? `release ${row.release}` : 'unknown release'}), container ${row.containerId.slice(0, 12)} ${row.status}`;
+        if (unfinished || claimed === null || row.release !== claimed)
+            differences.push(claimed && !unfinished ? `${runs}, but the history says ${claimed}` : runs);
+        else if (row.status !== 'running')
+            differences.push(runs);
+    }
+    const consistent = !unfinished && claimed !== null && state.services.every((r) => r.containerId && r.release === claimed && r.status === 'running');
+    return { consistent, claimed, unfinished, state, differences };
+}
+/** A readable block: what the history says, and what each service actually runs. */
+function describeState(result) {
+    const lines = [
+        `history says: ${result.unfinished ? `unknown (a ${result.unfinished.action} of ${printable(result.unfinished.to)} never finished)` : printable(result.claimed, 'unknown')}`,
+        ...result.state.services.map((r) => `  ${r.service}: ${r.containerId ? `${r.imageRef} -> ${r.release ? `release ${r.release}` : 'unknown release'} (container ${r.containerId.slice(0, 12)} ${r.status}${r.health ? `, ${r.health}` : ''})` : 'no container'}`),
+    ];
+    return lines.join('\n');
+}
+/** The refusal of a command that would act on a history that does not match the containers. */
+function unreconciledRefusal(env, result, catalog, history) {
+    const fixes = [
+        `put all three on a release you choose (verified, health-checked): lifeline rollback --env ${env} --to <release>`,
+        result.state.release && result.state.allRunning ? `or, if ${result.state.release} is what should run, record it: lifeline history reconcile --env ${env}` : '',
+    ].filter(Boolean);
+    const corrupt = history.corrupt.length ? `\n${describeCorruptLines(catalog, env, history.corrupt)}` : '';
+    return (0,errors/* refusal */.x5)('HISTORY_UNRECONCILED', `the deploy history of ${env} does not match what runs, so nothing was changed:\n${result.differences.map((d) => `  - ${d}`).join('\n')}\n${describeState(result)}${corrupt}`, fixes.join('; '), { claimed: result.claimed, running: result.state.services, unfinished: result.unfinished ?? null });
+}
+
+;// CONCATENATED MODULE: ./src/deploy/deploy.ts
+
+
+
+
+
+
+
+
+
+
+
+const DEPLOYMENT_METADATA = 'deployment.json';
+const OVERRIDE_FILE = 'compose.override.yml';
+const LOG_TAIL_LINES = 20;
+/** `lifeline deploy`: verify the release, then move api, web and worker onto its digests together. */
+async function deployRelease(ctx, options) {
+    const started = Date.now();
+    assertNotRevoked(ctx.env, options.release, await revocationsForDeploy(ctx.catalog, ctx.env), 'deploy');
+    const target = await verifyOrRecord(ctx, 'deploy', options.release, started);
+    const verify = Date.now() - started;
+    return withEnvironmentLock(ctx, 'deploy', async () => {
+        const history = await readHistoryReporting(ctx);
+        const observed = await observeAndReconcile(ctx, history, { underLock: true });
+        if (!observed.result.consistent)
+            throw await refuseAndRecord(ctx, history, 'deploy', target.version, observed.result, started);
+        return switchRelease(ctx, { action: 'deploy', target, history, observed, started, options, warnings: [], extraDurations: { verify } });
+    });
+}
+/**
+ * `lifeline rollback`: like a deploy to an earlier release, after one more check: the database
+ * must not be on a newer migration head than the target release expects. A rollback to a named
+ * release is also the way out of a history that does not match what runs: it is allowed then,
+ * with nothing to put back if it fails.
+ */
+async function rollbackRelease(ctx, options) {
+    const started = Date.now();
+    const revoked = await revocationsForDeploy(ctx.catalog, ctx.env);
+    const version = options.to === 'previous' ? resolvePrevious(ctx, await readHistoryReporting(ctx, false), revoked) : options.to;
+    assertNotRevoked(ctx.env, version, revoked, 'roll back to');
+    const target = await verifyOrRecord(ctx, 'rollback', version, started);
+    const verify = Date.now() - started;
+    return withEnvironmentLock(ctx, 'rollback', async () => {
+        const history = await readHistoryReporting(ctx);
+        // Another deploy may have finished while we verified: "previous" must still mean the same release.
+        if (options.to === 'previous' && resolvePrevious(ctx, history, revoked) !== version) {
+            throw (0,errors/* failure */.V2)('HISTORY_CHANGED', `the history of ${ctx.env} changed while release ${version} was being verified`, { fix: 're-run the rollback' });
+        }
+        const observed = await observeAndReconcile(ctx, history, { underLock: true });
+        const warnings = [];
+        if (!observed.result.consistent) {
+            // "previous" means nothing when the history is not what runs; a named release is the documented fix.
+            if (options.to === 'previous')
+                throw await refuseAndRecord(ctx, history, 'rollback', version, observed.result, started);
+            const message = `the history did not match what runs; rolling back to ${version} as asked, with nothing to put back if it fails:\n${describeState(observed.result)}`;
+            warnings.push(message);
+            ctx.logger.warn(message);
+        }
+        const schemaStarted = Date.now();
+        try {
+            const running = observed.result.consistent ? currentRelease(history.events)?.release ?? null : observed.result.state.release;
+            await checkSchema(ctx, target, running, options.allowSchemaAhead, warnings);
+        }
+        catch (error) {
+            if ((0,errors/* isLifelineError */.lG)(error) && error.kind === 'refused') {
+                await deploy_record(ctx, history.events, { action: 'rollback', to: target.version, result: 'refused', deployment: null, reason: error.message, durationsMs: { total: Date.now() - started } });
+            }
+            throw error;
+        }
+        return switchRelease(ctx, { action: 'rollback', target, history, observed, started, options, warnings, extraDurations: { verify, schemaCheck: Date.now() - schemaStarted } });
+    });
+}
+/**
+ * `lifeline history reconcile`: when the history does not match what runs but all three services
+ * run one verified, unrevoked release, records that release as running once it passes the same
+ * health wait and settle window as a deploy. Anything else is refused: `rollback --to` fixes it.
+ */
+async function acceptRunningRelease(ctx, options) {
+    const started = Date.now();
+    return withEnvironmentLock(ctx, 'history reconcile', async () => {
+        const history = await readHistoryReporting(ctx);
+        const { result, verified } = await observeAndReconcile(ctx, history, { underLock: true });
+        if (result.consistent) {
+            ctx.logger.info(`the history already matches what runs (${result.claimed}): nothing to record`);
+            return { release: result.claimed, changed: false, state: result };
+        }
+        const release = result.state.release;
+        const fix = `put all three on a release you choose: lifeline rollback --env ${ctx.env} --to <release>`;
+        if (!release || !result.state.allRunning) {
+            throw (0,errors/* refusal */.x5)('CANNOT_ACCEPT_RUNNING', `api, web and worker do not all run one verified release, so there is nothing to accept:\n${describeState(result)}`, fix, { running: result.state.services });
+        }
+        assertNotRevoked(ctx.env, release, await revocationsForDeploy(ctx.catalog, ctx.env), 'accept');
+        const images = verified.get(release).images;
+        const health = await ctx.logger.group(`Check that ${release} is healthy`, () => waitForHealth(ctx.driver, healthTargets(ctx, images), { timeoutSeconds: options.healthTimeoutSeconds, settleSeconds: options.settleSeconds, logger: ctx.logger }));
+        if (!health.healthy)
+            throw (0,errors/* refusal */.x5)('CANNOT_ACCEPT_RUNNING', `${health.service} on ${release} is not healthy (${health.reason}), so it is not recorded as running`, fix);
+        const unfinished = result.unfinished;
+        await deploy_record(ctx, history.events, {
+            action: 'reconcile',
+            from: result.claimed,
+            to: release,
+            result: 'succeeded',
+            running: release,
+            runningDeployment: unfinished?.to === release ? unfinished.deployment : null,
+            deployment: null,
+            reason: `accepted what runs: ${result.differences.join('; ')}`,
+            durationsMs: { total: Date.now() - started },
+        });
+        return { release, changed: true, state: result };
+    });
+}
+/** What `lifeline status` prints: the history's claim, what runs, and whether a deploy holds the lock. */
+async function environmentStatus(ctx) {
+    const history = await readHistoryReporting(ctx);
+    const { result } = await observeAndReconcile(ctx, history, { underLock: false });
+    const lock = await lockStatus(ctx.catalog.envDir(ctx.env));
+    const { revoked } = await loadRevocations(ctx.catalog, ctx.env);
+    return { result, corrupt: history.corrupt, lock, revoked: [...revoked.keys()] };
+}
+/**
+ * The verified release the history says runs, for the drill's application image: its manifest is
+ * verified again here, so a hand-edited deployment.json in the catalog is never what is started.
+ * Undefined when nothing deployed by Lifeline is recorded; refused when the history cannot say.
+ */
+async function verifiedRunningRelease(catalog, env, verifier) {
+    const history = await loadHistory(catalog, env);
+    const unfinished = unfinishedEvent(history.events);
+    if (unfinished) {
+        throw (0,errors/* refusal */.x5)('HISTORY_UNRECONCILED', `a ${unfinished.action} of ${printable(unfinished.to)} in ${env} never recorded its end, so the running release is unknown`, `run lifeline status --env ${env}, then the fix it prints`);
+    }
+    const current = currentRelease(history.events)?.release;
+    if (!current)
+        return undefined;
+    return verifier.verify(current);
+}
+async function readHistoryReporting(ctx, warn = true) {
+    const history = await loadHistory(ctx.catalog, ctx.env);
+    if (warn && history.corrupt.length)
+        ctx.logger.warn(describeCorruptLines(ctx.catalog, ctx.env, history.corrupt));
+    return history;
+}
+/**
+ * Compares the history with the containers. A deploy killed before it recreated anything (the
+ * same containers still run) is closed here with a line saying so; anything else is left for the
+ * caller to refuse or report.
+ */
+async function observeAndReconcile(ctx, history, options) {
+    if (history.events.length === 0) {
+        const { state, verified } = await observeRunning(ctx.driver, ctx.services, ctx.verifier, []);
+        return { result: reconcile(history, state), verified };
+    }
+    const { state, verified } = await observeRunning(ctx.driver, ctx.services, ctx.verifier, releasesMentioned(history));
+    let result = reconcile(history, state);
+    const unfinished = result.unfinished;
+    const before = unfinished?.containers;
+    const now = state.services.map((s) => s.containerId).filter((id) => id !== null);
+    // Only under the lock: without it, an unfinished record may be a deploy that is running right now.
+    if (options.underLock && unfinished && before && unfinished.from && state.release === unfinished.from && state.allRunning && now.length === before.length && now.every((id) => before.includes(id))) {
+        const previous = currentRelease(history.events.slice(0, history.events.lastIndexOf(unfinished)));
+        const event = {
+            action: unfinished.action,
+            from: unfinished.from,
+            to: unfinished.to,
+            result: 'failed',
+            running: unfinished.from,
+            runningDeployment: previous?.deployment ?? null,
+            deployment: unfinished.deployment,
+            at: new Date().toISOString(),
+            by: ctx.owner,
+            reason: `interrupted before any container was recreated (found the same containers still running ${unfinished.from})`,
+            durationsMs: {},
+        };
+        await appendHistory(ctx.catalog, ctx.env, event);
+        ctx.logger.warn(`a ${unfinished.action} of ${printable(unfinished.to)} was interrupted before it changed any container; recorded that ${unfinished.from} still runs`);
+        history.events.push(event);
+        history.lines.push(Number.MAX_SAFE_INTEGER);
+        result = reconcile(history, state);
+    }
+    return { result, verified };
+}
+async function refuseAndRecord(ctx, history, action, to, result, started) {
+    const error = unreconciledRefusal(ctx.env, result, ctx.catalog, history);
+    // A refused line keeps what the history knew (a still-unfinished record stays the last word on that).
+    if (!result.unfinished)
+        await deploy_record(ctx, history.events, { action, to, result: 'refused', deployment: null, reason: 'the history does not match what runs', durationsMs: { total: Date.now() - started } });
+    return error;
+}
+function resolvePrevious(ctx, history, revoked) {
+    const previous = trustedPrevious(history, new Set(revoked.keys()));
+    const skipped = previous.skippedRevoked.length ? ` (skipped revoked: ${previous.skippedRevoked.map((r) => `${r}, ${describeRevocation(revoked.get(r))}`).join('; ')})` : '';
+    if (!previous.release) {
+        const cut = previous.cutAtLine !== undefined ? `; only the events after line ${previous.cutAtLine} count, because ${describeCorruptLines(ctx.catalog, ctx.env, history.corrupt)}` : '';
+        throw (0,errors/* refusal */.x5)('NO_PREVIOUS_RELEASE', `the history of ${ctx.env} has no earlier release to roll back to${skipped}${cut}`, `name the release: lifeline rollback --env ${ctx.env} --to <version> (lifeline history --env ${ctx.env} lists what ran)`);
+    }
+    if (skipped)
+        ctx.logger.warn(`previous is ${previous.release}${skipped}`);
+    if (previous.cutAtLine !== undefined)
+        ctx.logger.warn(`previous is ${previous.release}, from the events after line ${previous.cutAtLine} of the history only`);
+    return previous.release;
+}
+async function verifyOrRecord(ctx, action, version, started) {
+    try {
+        const release = await ctx.logger.group(`Verify the manifest of release ${JSON.stringify(version)}`, () => ctx.verifier.verify(version));
+        assertPinnedImages(release);
+        return release;
+    }
+    catch (error) {
+        const lifelineError = (0,errors/* toLifelineError */._B)(error);
+        const history = await readHistory(ctx.catalog, ctx.env);
+        // A rejected name is recorded quoted: whatever it holds (a newline, an escape), it stays one value.
+        await deploy_record(ctx, history, { action, to: JSON.stringify(version), result: 'failed', deployment: null, reason: `manifest verification: ${lifelineError.message}`, durationsMs: { total: Date.now() - started } });
+        throw lifelineError;
+    }
+}
+async function withEnvironmentLock(ctx, command, fn) {
+    const lock = await acquireLock(ctx.catalog.envDir(ctx.env), ctx.env, { command: `lifeline ${command}`, owner: ctx.owner, waitSeconds: ctx.lockWaitSeconds ?? 0 });
+    try {
+        return await fn();
+    }
+    finally {
+        await lock.release();
+    }
+}
+async function switchRelease(ctx, plan) {
+    const { target, action } = plan;
+    const events = plan.history.events;
+    const consistent = plan.observed.result.consistent;
+    // With a history that matches what runs, the release it names is what a failure puts back; otherwise nothing is.
+    const from = consistent ? (currentRelease(events)?.release ?? null) : plan.observed.result.state.release;
+    const putBack = consistent ? from : null;
+    const durationsMs = { ...plan.extraDurations };
+    const serviceNames = SERVICE_ROLES.map((role) => ctx.services[role].name);
+    const state = plan.observed.result.state;
+    const previousContainers = state.services.map((s) => s.containerId).filter((id) => id !== null);
+    await refuseStrayHealthAnswers(ctx, plan, from);
+    const deploymentId = newEntryId();
+    // Asking the engine which images it has overlaps with the catalog write (fsyncs).
+    const imagesPresent = ctx.driver.imagesPresent(SERVICE_ROLES.map((role) => target.images[role]));
+    const overrideFile = await writeDeployment(ctx, deploymentId, action, target, from);
+    const base = { action, to: target.version, deployment: deploymentId, from };
+    const time = async (phase, fn) => {
+        const phaseStarted = Date.now();
+        try {
+            return await fn();
+        }
+        finally {
+            durationsMs[phase] = Date.now() - phaseStarted;
+        }
+    };
+    try {
+        await time('pull', () => ctx.logger.group(`Pull the images of ${target.version}`, async () => {
+            if (await imagesPresent)
+                ctx.logger.info('all three images are already in the engine (same digests): nothing to pull');
+            else
+                await ctx.driver.pull(serviceNames, overrideFile);
+        }));
+    }
+    catch (error) {
+        // Nothing was recreated: the old release is still running.
+        await deploy_record(ctx, events, { ...base, result: 'failed', reason: `pull: ${(0,errors/* toLifelineError */._B)(error).message}`, durationsMs: { ...durationsMs, total: Date.now() - plan.started } });
+        throw error;
+    }
+    // The in-progress record: from here on a kill leaves a history that says "unknown" until reconciled.
+    await deploy_record(ctx, events, { ...base, result: 'started', running: null, runningDeployment: null, containers: previousContainers, durationsMs: {} });
+    ctx.logger.info(`recorded the ${action} of ${target.version} as started`);
+    let failedService;
+    let reason;
+    const healthOptions = { timeoutSeconds: plan.options.healthTimeoutSeconds, settleSeconds: plan.options.settleSeconds, previousContainers: new Set(previousContainers), overrideFile, logger: ctx.logger };
+    try {
+        await time('up', () => ctx.logger.group(`Recreate ${serviceNames.join(', ')} on ${target.version}`, () => ctx.driver.up(serviceNames, overrideFile)));
+        const health = await time('health', () => ctx.logger.group('Wait for health', () => waitForHealth(ctx.driver, healthTargets(ctx, target.images), healthOptions)));
+        if (health.healthy) {
+            durationsMs.total = Date.now() - plan.started;
+            await deploy_record(ctx, events, { ...base, result: 'succeeded', running: target.version, runningDeployment: deploymentId, durationsMs });
+            return { action, release: target.version, from, deployment: deploymentId, overrideFile, images: target.images, durationsMs, warnings: plan.warnings };
+        }
+        failedService = health.service;
+        reason = health.reason;
+    }
+    catch (error) {
+        reason = (0,errors/* toLifelineError */._B)(error).message;
+    }
+    const lastLog = failedService ? await ctx.driver.logsTail(failedService, LOG_TAIL_LINES, overrideFile) : undefined;
+    const restored = await time('restore', () => restorePrevious(ctx, putBack, plan.options));
+    durationsMs.total = Date.now() - plan.started;
+    await deploy_record(ctx, events, {
+        ...base,
+        result: 'failed',
+        running: restored.ok ? putBack : null,
+        runningDeployment: restored.ok ? restored.deployment : null,
+        failedService,
+        reason,
+        durationsMs,
+    });
+    const what = failedService ? `${failedService} did not get healthy on ${target.version}: ${reason}` : `${action} of ${target.version} failed: ${reason}`;
+    const recovery = restored.ok ? '' : `\nthe history now says the running release is unknown: see lifeline status --env ${ctx.env}, then put all three on a release with lifeline rollback --env ${ctx.env} --to <release>`;
+    throw (0,errors/* failure */.V2)('DEPLOY_UNHEALTHY', `${what}\n${restored.message}${recovery}${lastLog ? `\nlast lines ${failedService} logged:\n${indent(lastLog)}` : ''}`, {
+        fix: failedService ? `fix ${failedService} in a new release; check its logs with: docker compose logs ${failedService}` : 'read the error above, fix it, and re-run',
+        details: { failedService: failedService ?? null, restoredTo: restored.ok ? putBack : null, deployment: deploymentId },
+    });
+}
+/**
+ * A health URL that already answers while its service has no running container is answered by
+ * something else (a stray process on the port): its answer could not prove the new release healthy.
+ */
+async function refuseStrayHealthAnswers(ctx, plan, from) {
+    for (const role of SERVICE_ROLES) {
+        const { name, healthUrl } = ctx.services[role];
+        if (!healthUrl)
+            continue;
+        const running = plan.observed.result.state.services.some((s) => s.service === name && s.status === 'running');
+        if (running)
+            continue;
+        const answer = await httpStatus(healthUrl);
+        if (!answer.answered)
+            continue;
+        const message = `${healthUrl} already answers (${answer.detail}) while no container of ${name} runs: something else answers it, so its answer could not prove ${plan.target.version} healthy`;
+        await deploy_record(ctx, plan.history.events, { action: plan.action, from, to: plan.target.version, result: 'refused', deployment: null, reason: message, durationsMs: { total: Date.now() - plan.started } });
+        throw (0,errors/* refusal */.x5)('HEALTH_URL_ANSWERED_BY_OTHER', message, `stop what listens on that port (ss -ltnp), or point compose.services.${role}.healthUrl at the port ${name} listens on, then re-run`);
+    }
+}
+function healthTargets(ctx, images) {
+    return SERVICE_ROLES.map((role) => ({ service: ctx.services[role].name, healthUrl: ctx.services[role].healthUrl, expectedImage: images[role] }));
+}
+/**
+ * Puts all three services back on the release that ran before. The override is rebuilt from that
+ * release's manifest, verified again now, never taken from the catalog's earlier deployment files
+ * (which anyone with write access to the catalog could have edited).
+ */
+async function restorePrevious(ctx, previous, options) {
+    if (!previous) {
+        return { ok: false, deployment: null, message: 'no earlier release known to be running is recorded for this environment, so the services were left as they are' };
+    }
+    return ctx.logger.group(`Put api, web and worker back on ${previous}`, async () => {
+        let release;
+        try {
+            release = await ctx.verifier.verify(previous);
+            assertPinnedImages(release);
+        }
+        catch (error) {
+            return { ok: false, deployment: null, message: `the manifest of ${previous} does not verify (${(0,errors/* toLifelineError */._B)(error).message}), so the services were not put back on it: the environment needs attention now` };
+        }
+        try {
+            const deploymentId = newEntryId();
+            const overrideFile = await writeDeployment(ctx, deploymentId, 'rollback', release, null);
+            await ctx.driver.up(SERVICE_ROLES.map((role) => ctx.services[role].name), overrideFile);
+            const health = await waitForHealth(ctx.driver, healthTargets(ctx, release.images), { timeoutSeconds: options.healthTimeoutSeconds, settleSeconds: options.settleSeconds, overrideFile, logger: ctx.logger });
+            if (health.healthy)
+                return { ok: true, deployment: deploymentId, message: `api, web and worker are back on ${previous} and healthy` };
+            return { ok: false, deployment: null, message: `putting the services back on ${previous} did not get them healthy either (${health.service}: ${health.reason}): the environment needs attention now` };
+        }
+        catch (error) {
+            return { ok: false, deployment: null, message: `putting the services back on ${previous} failed too (${(0,errors/* toLifelineError */._B)(error).message}): the environment needs attention now` };
+        }
+    });
+}
+async function writeDeployment(ctx, id, action, target, from) {
+    const images = {};
+    for (const role of SERVICE_ROLES)
+        images[ctx.services[role].name] = target.images[role];
+    const staged = await ctx.catalog.begin(ctx.env, 'deployments', id, DEPLOYMENT_METADATA);
+    try {
+        await staged.addText(OVERRIDE_FILE, renderOverride(images, `Generated by Lifeline: ${action} of release ${target.version}${target.manifestDigest ? ` (manifest ${target.manifestDigest})` : ''}.\nPins api, web and worker to the digests of the verified manifest. Do not edit: it is the audit record.`));
+        const metadata = {
+            schemaVersion: 1,
+            id,
+            createdAt: new Date().toISOString(),
+            action,
+            release: target.version,
+            from,
+            images,
+            manifestDigest: target.manifestDigest ?? null,
+            by: ctx.owner,
+        };
+        await staged.commit(metadata);
+    }
+    catch (error) {
+        await staged.abort();
+        throw error;
+    }
+    return (0,external_node_path_.join)(ctx.catalog.entryDir(ctx.env, 'deployments', id), OVERRIDE_FILE);
+}
+async function checkSchema(ctx, target, running, allowSchemaAhead, warnings) {
+    const warn = (message) => {
+        warnings.push(message);
+        ctx.logger.warn(message);
+    };
+    if (!ctx.database)
+        return warn('no database is configured (postgres.migrationHeadQuery and a database URL): the schema check was skipped');
+    if (target.migrationHead === null)
+        return warn(`the manifest of ${target.version} records no migration head: the schema check was skipped`);
+    const dbHead = await ctx.database.migrationHead();
+    if (dbHead === target.migrationHead)
+        return;
+    const newer = running && running !== target.version ? await ctx.verifier.verify(running).catch(() => undefined) : undefined;
+    const ahead = newer?.migrationHead === dbHead;
+    const situation = ahead
+        ? `the database is at migration head ${dbHead}, the head of the running release ${running}, which is ahead of ${target.migrationHead} that ${target.version} expects`
+        : `the database is at migration head ${dbHead ?? '(none)'}, but ${target.version} expects ${target.migrationHead}${newer ? ` (and the running release ${running} expects ${newer.migrationHead ?? 'none'})` : ''}`;
+    if (allowSchemaAhead)
+        return warn(`${situation}; going on because of --allow-schema-ahead`);
+    const restoreStep = newer?.backup
+        ? `DATABASE_URL=<${ctx.database.maskedUrl} with its password> lifeline restore --env ${ctx.env} --backup ${newer.backup.id} --target-env DATABASE_URL --confirm ${ctx.database.name}`
+        : undefined;
+    const ways = [
+        `1. if the migrations since ${target.migrationHead} are backward compatible (${target.version} runs on the newer schema), re-run with --allow-schema-ahead:\n     lifeline rollback --env ${ctx.env} --to ${target.version} --allow-schema-ahead`,
+        restoreStep
+            ? `2. otherwise restore the pre-migration backup recorded in the manifest of ${running} (this loses writes made since it was taken; put the password in the URL), then roll back:\n     ${restoreStep}\n     lifeline rollback --env ${ctx.env} --to ${target.version}`
+            : `2. otherwise restore a backup taken before the migration (the manifest of ${running ?? 'the running release'} records none: list them with lifeline backups --env ${ctx.env}), then roll back`,
+    ];
+    throw (0,errors/* refusal */.x5)('SCHEMA_AHEAD', `refusing to roll back to ${target.version}: ${situation}. Rule: a rollback needs the database at the target's migration head; a differing head means code older than the schema.\n${ways.join('\n')}`, restoreStep ? `re-run with --allow-schema-ahead, or run: ${restoreStep}` : `re-run with --allow-schema-ahead, or restore a pre-migration backup first`, { databaseHead: dbHead, targetHead: target.migrationHead, runningRelease: running, restoreCommand: restoreStep ?? null });
+}
+/** Appends to the history; unless said otherwise, what was running before keeps running. */
+async function deploy_record(ctx, history, fields) {
+    const current = currentRelease(history);
+    const event = {
+        action: fields.action,
+        from: fields.from !== undefined ? fields.from : (current?.release ?? null),
+        to: fields.to,
+        result: fields.result,
+        running: fields.running !== undefined ? fields.running : (current?.release ?? null),
+        runningDeployment: fields.runningDeployment !== undefined ? fields.runningDeployment : (current?.deployment ?? null),
+        deployment: fields.deployment,
+        at: new Date().toISOString(),
+        by: ctx.owner,
+        ...(fields.failedService ? { failedService: fields.failedService } : {}),
+        ...(fields.reason ? { reason: fields.reason } : {}),
+        ...(fields.containers ? { containers: fields.containers } : {}),
+        durationsMs: fields.durationsMs,
+    };
+    await appendHistory(ctx.catalog, ctx.env, event);
+}
+function indent(text) {
+    return text
+        .split('\n')
+        .map((line) => `    ${line}`)
+        .join('\n');
+}
+
+;// CONCATENATED MODULE: ./src/deploy/manifest-verifier.ts
+
+
+/** The release verifier deploys use: the Sigstore bundle in the catalog, checked against the environment's policy. */
+function manifestVerifier(catalog, env, policy) {
+    return {
+        async verify(version) {
+            const verified = await verifyReleaseManifest({ catalog, env, release: version, policy });
+            const { manifest } = verified;
+            return {
+                version: manifest.release.version,
+                gitSha: manifest.release.gitSha,
+                images: manifest.images,
+                migrationHead: manifest.migrationHead,
+                backup: manifest.backup,
+                manifestPath: verified.manifestPath,
+                manifestDigest: verified.digest,
+            };
+        },
+    };
+}
+/** The policy of an environment's `manifest:` section, for callers without flags (the drill). */
+function policyFromSettings(manifest) {
+    return {
+        ...(manifest.publicKey ? { publicKey: manifest.publicKey } : {}),
+        certificateIdentity: manifest.certificateIdentity,
+        certificateOidcIssuer: manifest.certificateOidcIssuer,
+        ...(manifest.certificateSourceRepository ? { sourceRepository: manifest.certificateSourceRepository } : {}),
+        ...(manifest.certificateSourceRef ? { sourceRef: manifest.certificateSourceRef } : {}),
+        ...(manifest.trustedRoot ? { trustedRoot: manifest.trustedRoot } : {}),
+    };
+}
+/**
+ * The api image of the release the history says runs, from that release's manifest verified
+ * against the environment's policy now (never from a deployment.json in the catalog, which
+ * anyone with write access could edit). Undefined when no release deployed by Lifeline is recorded.
+ */
+async function verifiedRunningApiImage(catalog, settings) {
+    const release = await verifiedRunningRelease(catalog, settings.name, manifestVerifier(catalog, settings.name, policyFromSettings(settings.manifest)));
+    if (!release)
+        return undefined;
+    return { image: release.images.api, source: `the api image of the running release ${release.version} (manifest ${release.manifestDigest ?? 'verified'})` };
+}
+
+;// CONCATENATED MODULE: ./src/tar.ts
+
+
+
+const BLOCK = 512;
+function writeOctal(header, offset, length, value) {
+    header.write(value.toString(8).padStart(length - 1, '0') + '\0', offset, length, 'ascii');
+}
+/** A ustar header; sizes beyond 8 GiB use the GNU base-256 form that GNU tar and bsdtar read. */
+function tarHeader(name, size, mtimeSeconds, type, owner) {
+    if (Buffer.byteLength(name) > 100)
+        throw new Error(`tar member name too long: ${name}`);
+    const header = Buffer.alloc(BLOCK);
+    header.write(name, 0, 100, 'utf8');
+    writeOctal(header, 100, 8, owner.mode & 0o7777);
+    writeOctal(header, 108, 8, owner.uid);
+    writeOctal(header, 116, 8, owner.gid);
+    if (size < 8 ** 11) {
+        writeOctal(header, 124, 12, size);
+    }
+    else {
+        header[124] = 0x80;
+        let rest = BigInt(size);
+        for (let i = 135; i > 124; i--) {
+            header[i] = Number(rest & 0xffn);
+            rest >>= 8n;
+        }
+    }
+    writeOctal(header, 136, 12, Math.floor(mtimeSeconds));
+    header.fill(' ', 148, 156);
+    header.write(type, 156, 1, 'ascii');
+    header.write('ustar\0', 257, 6, 'ascii');
+    header.write('00', 263, 2, 'ascii');
+    let checksum = 0;
+    for (const byte of header)
+        checksum += byte;
+    header.write(checksum.toString(8).padStart(6, '0') + '\0 ', 148, 8, 'ascii');
+    return header;
+}
+const padding = (size) => Buffer.alloc((BLOCK - (size % BLOCK)) % BLOCK);
+/** A tar stream of the members, reading each file as it goes (bounded memory). */
+function tarStream(members, mtime = new Date()) {
+    const mtimeSeconds = mtime.getTime() / 1000;
+    async function* generate() {
+        for (const member of members) {
+            const owner = { uid: member.uid ?? 0, gid: member.gid ?? 0 };
+            if ('directory' in member) {
+                yield tarHeader(`${member.name.replace(/\/$/, '')}/`, 0, mtimeSeconds, '5', { mode: member.mode ?? 0o755, ...owner });
+                continue;
+            }
+            const fileOwner = { mode: member.mode ?? 0o644, ...owner };
+            if (!('path' in member)) {
+                const body = 'text' in member ? Buffer.from(member.text, 'utf8') : Buffer.from(member.content);
+                yield tarHeader(member.name, body.length, mtimeSeconds, '0', fileOwner);
+                yield body;
+                yield padding(body.length);
+                continue;
+            }
+            yield tarHeader(member.name, member.size, mtimeSeconds, '0', fileOwner);
+            let written = 0;
+            for await (const chunk of (0,external_node_fs_.createReadStream)(member.path, { highWaterMark: 1024 * 1024 })) {
+                written += chunk.length;
+                if (written > member.size)
+                    throw (0,errors/* failure */.V2)('FILE_CHANGED', `${member.path} grew while it was being archived`);
+                yield chunk;
+            }
+            if (written !== member.size)
+                throw (0,errors/* failure */.V2)('FILE_CHANGED', `${member.path} changed size while it was being archived (${written} bytes, expected ${member.size})`);
+            yield padding(member.size);
+        }
+        yield Buffer.alloc(BLOCK * 2);
+    }
+    return external_node_stream_.Readable.from(generate(), { objectMode: false });
+}
+/** The first file's content of a (small) tar archive, e.g. `docker cp CONTAINER:FILE -`. */
+function firstTarFile(archive) {
+    if (archive.length < BLOCK)
+        return undefined;
+    const size = parseInt(archive.subarray(124, 136).toString('ascii').replace(/\0.*$/s, '').trim() || '0', 8);
+    if (!Number.isFinite(size))
+        return undefined;
+    return archive.subarray(BLOCK, BLOCK + size);
+}
+
 ;// CONCATENATED MODULE: ./src/drill/app-check.ts
+
+
 
 
 
@@ -68221,20 +68853,16 @@ async function appCheckImage(settings, catalog) {
     const configured = settings.drill.appCheck?.image;
     if (configured)
         return { image: configured, source: 'drill.appCheck.image' };
-    const current = currentRelease(await readHistory(catalog, settings.name));
-    if (!current?.deployment)
-        return undefined;
-    const entry = await catalog.get(settings.name, 'deployments', current.deployment, DEPLOYMENT_METADATA);
-    const apiService = settings.compose.services.api.name;
-    const image = entry?.metadata.images?.[apiService];
-    return image ? { image, source: `the ${apiService} image of the running release ${current.release ?? entry.metadata.release} (deployment ${current.deployment})` } : undefined;
+    // From the running release's verified manifest: the catalog's deployment.json could have been edited.
+    return verifiedRunningApiImage(catalog, settings);
 }
 /**
  * Starts the application image against the restored database and waits for its health URL to
  * answer 2xx: the data is only restored when the application can run on it. The container uses
- * the host network (the restored database listens on 127.0.0.1) and is removed by id afterwards,
- * whatever happened. The database URL reaches the container through the docker CLI's environment
- * (`-e NAME`), never its command line, and its password is masked in everything this reports.
+ * the host network (the restored database listens on 127.0.0.1) and is removed by name afterwards,
+ * whatever happened (and by the next drill when this one is killed first). The database URL
+ * reaches the container as a file its start-up wrapper reads and deletes, never its command line
+ * or configuration (`docker inspect`), and its password is masked in everything this reports.
  */
 async function checkApplicationStarts(options) {
     const { settings, logger, conn } = options;
@@ -68257,36 +68885,106 @@ async function checkApplicationStarts(options) {
         return fail(`${config.healthUrl} already answers (${before.detail}) before the drill's container started, so its answer would not prove anything; run the drill's application on a free port (through drill.appCheck.env or command) and point drill.appCheck.healthUrl at it`);
     }
     const runner = options.runner ?? new LocalRunner({ masker });
-    const containerEnv = { ...config.env, [config.databaseUrlEnv]: formatPgUrl(conn) };
-    logger.info(`starting ${chosen.image} (${chosen.source}) on the host network with ${config.databaseUrlEnv}=${masker.mask(formatPgUrl({ ...conn, password: conn.password ? '***' : undefined }))}`);
-    const run = await runText(runner, { tool: 'docker', args: runArgs(settings.name, config, chosen.image, Object.keys(containerEnv)), env: containerEnv });
-    const id = run.stdout.trim().split('\n').at(-1)?.trim() ?? '';
-    if (run.exitCode !== 0 || !/^[0-9a-f]{12,64}$/.test(id)) {
-        if (/^[0-9a-f]{12,64}$/.test(id))
-            await removeContainer(runner, id, logger);
-        return fail(`docker run ${chosen.image} failed (${describeExit(run)}): ${tail(masker.mask(run.stderr), 5)}`);
-    }
+    const imageConfig = await imageStartConfig(runner, chosen.image);
+    if ('error' in imageConfig)
+        return fail(`cannot read how ${chosen.image} starts: ${tail(masker.mask(imageConfig.error), 3)}`);
+    const argv = [...(imageConfig.entrypoint ?? []), ...(config.command ?? imageConfig.cmd ?? [])];
+    if (argv.length === 0)
+        return fail(`${chosen.image} has neither an entrypoint nor a command, and drill.appCheck.command is not set: there is nothing to start`);
+    const name = `lifeline-drill-${options.drillId ?? 'app'}-${(0,external_node_crypto_.randomBytes)(4).toString('hex')}`.toLowerCase().replace(/[^a-z0-9-]/g, '-');
+    // Recorded before the container exists: a drill killed while it runs leaves it to the next drill to remove.
+    const forget = recordLeftover({ kind: 'container', container: name, purpose: `application check of the drill of ${settings.name}` });
+    logger.info(`starting ${chosen.image} (${chosen.source}) on the host network as ${name}, with ${config.databaseUrlEnv}=${masker.mask(formatPgUrl({ ...conn, password: conn.password ? '***' : undefined }))} in a file it reads at start-up`);
     try {
-        return await waitForApplication(runner, id, config, chosen.image, masker, fail);
+        const created = await runText(runner, { tool: 'docker', args: createArgs(settings.name, options.drillId, name, config, chosen.image, argv), env: config.env });
+        if (created.exitCode !== 0)
+            return fail(`docker create ${chosen.image} failed (${describeExit(created)}): ${tail(masker.mask(created.stderr), 5)}`);
+        try {
+            await copyDatabaseUrl(runner, name, config.databaseUrlEnv, formatPgUrl(conn), imageConfig.user);
+            const started = await runText(runner, { tool: 'docker', args: ['start', name] });
+            if (started.exitCode !== 0) {
+                const noShell = /\/bin\/sh.*(no such file|not found)/i.test(started.stderr) ? `; the image has no /bin/sh, which the drill needs to hand the application its ${config.databaseUrlEnv} without putting it in the container's configuration` : '';
+                return fail(`docker start ${name} (${chosen.image}) failed (${describeExit(started)}): ${tail(masker.mask(started.stderr), 5)}${noShell}`);
+            }
+            return await waitForApplication(runner, name, config, chosen.image, masker, fail);
+        }
+        finally {
+            await removeContainer(runner, name, logger);
+        }
     }
     finally {
-        await removeContainer(runner, id, logger);
+        forget();
     }
 }
-function runArgs(environment, config, image, envNames) {
+/** Where the database URL waits inside the container until the start-up wrapper reads it (and deletes it). */
+const URL_DIR = 'lifeline-drill';
+const URL_FILE = `/${URL_DIR}/env`;
+/**
+ * The container's start: export what the file holds, delete the file, run the image's own
+ * entrypoint and command. The URL never enters the container's configuration, which
+ * `docker inspect` shows to anyone who may talk to the engine.
+ */
+const START_WRAPPER = `set -a && . ${URL_FILE} && set +a && { rm -f ${URL_FILE} 2>/dev/null || :; } && exec "$@"`;
+function createArgs(environment, drillId, name, config, image, argv) {
     return [
-        'run',
-        '-d',
+        'create',
+        '--name',
+        name,
         // Host network only: the restored database is on 127.0.0.1, and no Docker network is ever created.
         '--network',
         'host',
-        '--rm=false',
         '--label',
         `lifeline.drill.environment=${environment}`,
-        ...envNames.flatMap((name) => ['-e', name]),
+        '--label',
+        `lifeline.drill=${drillId ?? 'unknown'}`,
+        // Values come from the docker CLI's environment, by name: nothing but names on its command line.
+        ...Object.keys(config.env).flatMap((key) => ['-e', key]),
+        '--entrypoint',
+        '/bin/sh',
         image,
-        ...(config.command ?? []),
+        '-c',
+        START_WRAPPER,
+        'lifeline-drill',
+        ...argv,
     ];
+}
+/** The image's entrypoint, command and user, as `docker run` would use them (pulled first when absent). */
+async function imageStartConfig(runner, image) {
+    const inspect = () => runText(runner, { tool: 'docker', args: ['image', 'inspect', '--format', '{{json .Config}}', image] });
+    let result = await inspect();
+    if (result.exitCode !== 0) {
+        const pulled = await runText(runner, { tool: 'docker', args: ['pull', '--quiet', image] });
+        if (pulled.exitCode !== 0)
+            return { error: `docker pull ${describeExit(pulled)}: ${pulled.stderr}` };
+        result = await inspect();
+        if (result.exitCode !== 0)
+            return { error: `docker image inspect ${describeExit(result)}: ${result.stderr}` };
+    }
+    const parsed = JSON.parse(result.stdout);
+    return { entrypoint: parsed.Entrypoint ?? null, cmd: parsed.Cmd ?? null, user: parsed.User ?? '' };
+}
+/**
+ * Puts `NAME='url'` into the created (not yet started) container as a file only the image's user
+ * can read (0400; a user named rather than numbered cannot be resolved here, so the file is then
+ * readable inside the container, 0444). It is streamed from memory and never touches this host's disk.
+ */
+async function copyDatabaseUrl(runner, container, envName, url, imageUser) {
+    const [userPart = '', groupPart] = imageUser.split(':');
+    const numeric = /^\d*$/.test(userPart) && (groupPart === undefined || /^\d+$/.test(groupPart));
+    const uid = numeric ? Number(userPart || '0') : 0;
+    const gid = numeric ? Number(groupPart ?? userPart ?? '0') || 0 : 0;
+    const quoted = `'${url.replace(/'/g, `'\\''`)}'`;
+    const members = [
+        { name: URL_DIR, directory: true, mode: 0o700, uid, gid },
+        { name: `${URL_DIR}/env`, text: `${envName}=${quoted}\n`, mode: numeric ? 0o400 : 0o444, uid, gid },
+    ];
+    if (!numeric)
+        members[0].mode = 0o755;
+    const running = runner.start({ tool: 'docker', args: ['cp', '-', `${container}:/`], stdin: tarStream(members) });
+    running.stdout.resume();
+    const result = await running.done;
+    if (result.exitCode !== 0)
+        throw new Error(`docker cp of the database URL into ${container} failed (${describeExit(result)}): ${lastLines(result.stderr, 3)}`);
 }
 async function waitForApplication(runner, id, config, image, masker, fail) {
     const started = Date.now();
@@ -68445,8 +69143,7 @@ async function runSmokeQuery(open, query) {
     }
 }
 
-;// CONCATENATED MODULE: ./src/drill/isolation.ts
-
+;// CONCATENATED MODULE: ./src/postgres/identity.ts
 
 
 const LOOPBACK = new Set(['localhost', '127.0.0.1', '::1', '0:0:0:0:0:0:0:1', '']);
@@ -68472,6 +69169,25 @@ async function systemIdentifier(runner, conn) {
     return undefined;
 }
 /**
+ * "Is `b` the database `a` names?": the same host (every loopback spelling is one), port and
+ * database name, or the same database name on a cluster with the same system identifier (another
+ * address of the same server). The one answer for the drill's isolation check and the restore's
+ * post-restore hooks.
+ */
+async function sameDatabase(a, b, runner) {
+    const sameEndpoint = normalizeHost(a.host) === normalizeHost(b.host) && a.port === b.port;
+    if (sameEndpoint)
+        return { same: a.database === b.database, sameCluster: true, reason: 'endpoint' };
+    const [idA, idB] = await Promise.all([systemIdentifier(runner, a), systemIdentifier(runner, b)]);
+    const sameCluster = idA !== undefined && idA === idB;
+    return { same: sameCluster && a.database === b.database, sameCluster, reason: sameCluster ? 'system identifier' : 'different', ...(sameCluster ? { systemIdentifier: idA } : {}) };
+}
+
+;// CONCATENATED MODULE: ./src/drill/isolation.ts
+
+
+
+/**
  * Refuses (exit 3) a drill target that is the environment's live database: the same host (all
  * loopback spellings are one), port and database name, or the same database name on a cluster
  * with the same system identifier (another address of the same server).
@@ -68482,15 +69198,12 @@ async function assertIsolatedTarget(live, target, runner, logger) {
         return;
     }
     const fix = 'point --target (or drill.targetUrlEnv) at a separate drill database, e.g. a service container, or omit it to let Lifeline start a throwaway cluster';
-    const sameEndpoint = normalizeHost(live.host) === normalizeHost(target.host) && live.port === target.port;
-    if (sameEndpoint && live.database === target.database) {
-        throw (0,errors/* refusal */.x5)('DRILL_TARGET_IS_LIVE', `the drill target ${target.host}:${target.port}/${target.database} is the environment's live database`, fix);
+    const answer = await sameDatabase(live, target, runner);
+    if (answer.same) {
+        const how = answer.reason === 'endpoint' ? '' : ` under another address (same system identifier ${answer.systemIdentifier})`;
+        throw (0,errors/* refusal */.x5)('DRILL_TARGET_IS_LIVE', `the drill target ${target.host}:${target.port}/${target.database} is the environment's live database${how}`, fix);
     }
-    const [liveId, targetId] = await Promise.all([systemIdentifier(runner, live), systemIdentifier(runner, target)]);
-    const sameCluster = sameEndpoint || (liveId !== undefined && liveId === targetId);
-    if (sameCluster && live.database === target.database) {
-        throw (0,errors/* refusal */.x5)('DRILL_TARGET_IS_LIVE', `the drill target ${target.host}:${target.port}/${target.database} is the live database under another address (same system identifier ${liveId})`, fix);
-    }
+    const { sameCluster } = answer;
     if (sameCluster)
         logger.warn(`the drill database ${target.database} lives on the live cluster: the restore competes with production for CPU and disk`);
 }
@@ -68541,26 +69254,65 @@ function verdict(passed) {
 
 
 
+
+
+
+
 const DRILL_REPORT_FILE = 'report.json';
 const DRILL_SUMMARY_FILE = 'summary.md';
 const DRILL_REPORT_SCHEMA_VERSION = 1;
+/** The Sigstore bundle beside report.json, and the DSSE payload type that says "this is a Lifeline drill report". */
+const DRILL_BUNDLE_FILE = 'report.sigstore.json';
+const DRILL_REPORT_PAYLOAD_TYPE = 'application/vnd.lifeline.drill-report.v1+json';
 function newDrillId(now = new Date()) {
     return newEntryId(now);
 }
-/** Stores the report (and its Markdown summary) as an immutable catalog entry. */
-async function saveDrillReport(catalog, report, summaryMarkdown) {
+/**
+ * The bytes of report.json, exactly as the catalog writes an entry's metadata; the signature and
+ * SHA256SUMS are computed over these, and the catalog's own rewrite at commit leaves them unchanged.
+ */
+function drillReportBytes(report) {
+    return Buffer.from(`${JSON.stringify(report, null, 2)}\n`);
+}
+/**
+ * Stores the report (and its Markdown summary) as an immutable catalog entry. report.json is
+ * listed in SHA256SUMS and, with a signer, signed into report.sigstore.json, so an edited report
+ * fails the gate. A signing failure does not lose the drill: the report is kept unsigned (the gate
+ * then refuses it when signing is required) and the failure is returned.
+ */
+async function saveDrillReport(catalog, report, summaryMarkdown, signer) {
+    const bytes = drillReportBytes(report);
+    let signing = { status: 'unsigned' };
+    let bundleJson;
+    if (signer) {
+        try {
+            const signed = await signer.sign(bytes);
+            bundleJson = signed.bundleJson;
+            signing = { status: signed.kind };
+        }
+        catch (error) {
+            signing = { status: 'failed', detail: error.message };
+        }
+    }
     const staged = await catalog.begin(report.environment, 'drills', report.id, DRILL_REPORT_FILE);
     try {
         await staged.addText(DRILL_SUMMARY_FILE, summaryMarkdown);
+        await staged.addStream(DRILL_REPORT_FILE, external_node_stream_.Readable.from([bytes]));
+        if (bundleJson)
+            await staged.addText(DRILL_BUNDLE_FILE, bundleJson);
         await staged.commit(report);
     }
     catch (error) {
         await staged.abort();
         throw error;
     }
-    return { id: report.id, dir: staged.finalDir, metadata: report };
+    const written = await (0,promises_.readFile)((0,external_node_path_.join)(staged.finalDir, DRILL_REPORT_FILE));
+    if (!written.equals(bytes)) {
+        throw (0,errors/* failure */.V2)('DRILL_REPORT_REWRITTEN', `the catalog wrote ${(0,external_node_path_.join)(staged.finalDir, DRILL_REPORT_FILE)} differently from the bytes listed in SHA256SUMS and signed`, { fix: 'this is a Lifeline bug (the catalog changed how it writes metadata); report it' });
+    }
+    return { id: report.id, dir: staged.finalDir, metadata: report, signing };
 }
-async function listDrillReports(catalog, env) {
+async function report_listDrillReports(catalog, env) {
     return catalog.list(env, 'drills', DRILL_REPORT_FILE);
 }
 /** The line `lifeline drills --json` prints per drill. */
@@ -68746,7 +69498,8 @@ function restoreSteps(settings, mode = 'logical', options = {}) {
         }, {
             id: 'restore',
             title: 'Restore into the database',
-            command: `lifeline restore ${flags} --backup <backup-id> --target <database-url> --confirm <database>`,
+            // The environment form: a URL with its password on the command line is readable in ps.
+            command: `TARGET_URL=<database-url> lifeline restore ${flags} --backup <backup-id> --target-env TARGET_URL --confirm <database>`,
             verification: 'pg_restore exits 0 (the restore checks a scratch copy before swapping it in)',
             owner,
         }, {
@@ -68882,6 +69635,7 @@ function renderRunbookText(runbook, only) {
 
 
 
+
 /** Phases that make up RTO: what a real restore would spend, not the drill's own set-up. */
 const RTO_STEPS = new Set(['verify-backup', 'restore', 'check-data', 'check-indexes', 'restore-redis', 'smoke-queries', 'start-app']);
 /**
@@ -68912,6 +69666,8 @@ async function runDrill(options) {
     const pitrTarget = options.pitr ? parseRecoveryTargetTime(options.pitr) : undefined;
     if (pitrTarget)
         requirePhysical(settings);
+    const drillId = newDrillId(startedAt);
+    await reapDeadDrills(logger);
     let backup;
     let targetConn;
     if (mode === 'logical') {
@@ -68976,7 +69732,7 @@ async function runDrill(options) {
             }
             if (!targetConn) {
                 const began = Date.now();
-                cluster = await startThrowawayCluster({ binDir: settings.postgres.binDir, fast: true });
+                cluster = await startThrowawayCluster({ binDir: settings.postgres.binDir, fast: true, purpose: `drill ${drillId} of ${settings.name}: throwaway cluster restored from backup ${backup.id}` });
                 setupSeconds = (Date.now() - began) / 1000;
                 targetConn = withDatabase(cluster.conn, database);
             }
@@ -69037,7 +69793,7 @@ async function runDrill(options) {
                 outcomes.push(await runSmokeQuery(openCheckSession, query));
             return { checks: outcomes };
         },
-        'start-app': async () => ({ checks: [await checkApplicationStarts({ settings, catalog, logger, conn: checkConn })] }),
+        'start-app': async () => ({ checks: [await checkApplicationStarts({ settings, catalog, logger, conn: checkConn, drillId })] }),
     };
     if (smokeQueries.length === 0)
         delete executors['smoke-queries'];
@@ -69122,7 +69878,7 @@ async function runDrill(options) {
     const rpoSeconds = rpoValue;
     const report = {
         schemaVersion: DRILL_REPORT_SCHEMA_VERSION,
-        id: newDrillId(startedAt),
+        id: drillId,
         createdAt: startedAt.toISOString(),
         finishedAt: finishedAt.toISOString(),
         environment: settings.name,
@@ -69143,10 +69899,26 @@ async function runDrill(options) {
         passed: failures.length === 0,
         failures,
     };
-    const history = (await listDrillReports(catalog, settings.name)).map((e) => e.metadata);
+    const history = (await report_listDrillReports(catalog, settings.name)).map((e) => e.metadata);
     const summary = renderDrillMarkdown(report, history);
-    const entry = await saveDrillReport(catalog, report, summary);
+    const entry = await saveDrillReport(catalog, report, summary, options.reportSigner);
     return { report, entry, summary };
+}
+/**
+ * Removes what killed drills left running on this host (a throwaway server holding a copy of
+ * production, a point-in-time copy, the application container) before this drill starts its own;
+ * a drill that still runs keeps its resources. Never fails the drill: what cannot be removed is a
+ * warning with the command that removes it.
+ */
+async function reapDeadDrills(logger) {
+    const reaped = await reapLeftovers();
+    for (const line of reaped.removed)
+        logger.info(`removed what a killed drill left: ${line}`);
+    for (const line of reaped.failed)
+        logger.warn(`could not remove what a killed drill left: ${line}`);
+    // Other processes' clusters (a drill running beside this one, a test suite) are theirs: one line, not one each.
+    if (reaped.inUse.length)
+        logger.info(`left alone: ${reaped.inUse.length} drill resource${reaped.inUse.length === 1 ? '' : 's'} of processes that still run (lifeline doctor does not list them)`);
 }
 function round(n) {
     return Math.round(n * 1000) / 1000;
@@ -69189,47 +69961,579 @@ async function walArchiveLag(runner, live, now) {
     }
 }
 
+;// CONCATENATED MODULE: ./src/metrics/collect.ts
+
+
+
+
+async function environmentFacts(catalog, settings, runsLog) {
+    const [backups, drills, runs, catalogBytes] = await Promise.all([
+        listBackups(catalog, settings.name),
+        report_listDrillReports(catalog, settings.name),
+        catalog.readLog(settings.name, runsLog).catch(() => []),
+        treeBytes(catalog.envDir(settings.name)),
+    ]);
+    return { settings, backups, drills, runs, catalogBytes };
+}
+/** Bytes of the regular files under a directory; symlinks are neither followed nor counted. */
+async function treeBytes(dir) {
+    let total = 0;
+    const entries = await (0,promises_.readdir)(dir, { withFileTypes: true }).catch(() => []);
+    for (const entry of entries) {
+        const path = (0,external_node_path_.join)(dir, entry.name);
+        if (entry.isDirectory())
+            total += await treeBytes(path);
+        else if (entry.isFile())
+            total += (await (0,promises_.lstat)(path).catch(() => ({ size: 0 }))).size;
+    }
+    return total;
+}
+const collect_seconds = (iso) => Date.parse(iso) / 1000;
+/** Every family, for every environment, in base units with the `environment` (and `database`) labels. */
+function metricFamilies(environments, now) {
+    const family = (name, help) => ({ name, help, type: 'gauge', samples: [] });
+    const f = {
+        backupLast: family('lifeline_backup_last_timestamp_seconds', 'When the newest backup of the database was taken (pre-restore backups excluded).'),
+        backupAge: family('lifeline_backup_age_seconds', 'Age of the newest backup of the database.'),
+        backupSize: family('lifeline_backup_last_size_bytes', 'Stored size of the newest backup of the database (all its files).'),
+        verifiedLast: family('lifeline_backup_last_verified_timestamp_seconds', 'When the newest backup that passed verification was taken.'),
+        verifiedAge: family('lifeline_backup_verified_age_seconds', 'Age of the newest backup that passed verification: compare with lifeline_rpo_target_seconds.'),
+        backupCount: family('lifeline_backup_entries', 'Backups in the catalog (pre-restore backups included).'),
+        rpoTarget: family('lifeline_rpo_target_seconds', "The environment's recovery point objective."),
+        rtoTarget: family('lifeline_rto_target_seconds', "The environment's recovery time objective."),
+        drillLast: family('lifeline_drill_last_timestamp_seconds', 'When the newest restore drill ran.'),
+        drillPassed: family('lifeline_drill_last_passed', 'Whether the newest restore drill passed (1) or failed (0).'),
+        drillPassing: family('lifeline_drill_last_passed_timestamp_seconds', 'When the newest passing restore drill ran.'),
+        drillMaxAge: family('lifeline_drill_max_age_seconds', 'How old the newest passing drill may be before the release gate refuses deploys.'),
+        drillRto: family('lifeline_drill_rto_seconds', 'RTO measured by the newest restore drill.'),
+        drillRpo: family('lifeline_drill_rpo_seconds', 'RPO measured by the newest restore drill.'),
+        gatePassed: family('lifeline_gate_last_passed', 'Whether the newest release gate run passed (1) or not (0).'),
+        gateLast: family('lifeline_gate_last_timestamp_seconds', 'When the release gate last ran.'),
+        syncLast: family('lifeline_sync_last_timestamp_seconds', 'When the last off-host sync ran.'),
+        syncSucceeded: family('lifeline_sync_last_succeeded', 'Whether the last off-host sync succeeded (1) or not (0).'),
+        catalogSize: family('lifeline_catalog_size_bytes', "Bytes of the environment's catalog on this host."),
+        walLag: family('lifeline_wal_archive_lag_seconds', "Time since the live server's last archived WAL segment (point-in-time recovery reaches this far)."),
+    };
+    const push = (target, labels, value) => {
+        if (value === null || value === undefined || !Number.isFinite(value))
+            return;
+        target.samples.push({ labels, value });
+    };
+    const nowSeconds = now.getTime() / 1000;
+    for (const env of environments) {
+        const environment = env.settings.name;
+        const own = env.backups.filter((b) => b.metadata.label !== 'pre-restore');
+        const databases = [...new Set(own.map((b) => b.metadata.database))].sort();
+        for (const database of databases) {
+            const labels = { environment, database };
+            const ofDatabase = own.filter((b) => b.metadata.database === database).sort((a, b) => b.metadata.createdAt.localeCompare(a.metadata.createdAt));
+            const newest = ofDatabase[0];
+            push(f.backupLast, labels, collect_seconds(newest.metadata.createdAt));
+            push(f.backupAge, labels, Math.max(0, nowSeconds - collect_seconds(newest.metadata.createdAt)));
+            const files = newest.metadata.files;
+            push(f.backupSize, labels, (files.postgres?.bytes ?? 0) + (files.globals?.bytes ?? 0) + (files.redis?.bytes ?? 0));
+            const verified = ofDatabase.find((b) => b.metadata.verified?.ok === true);
+            if (verified) {
+                push(f.verifiedLast, labels, collect_seconds(verified.metadata.createdAt));
+                push(f.verifiedAge, labels, Math.max(0, nowSeconds - collect_seconds(verified.metadata.createdAt)));
+            }
+        }
+        const labels = { environment };
+        push(f.backupCount, labels, env.backups.length);
+        push(f.rpoTarget, labels, env.settings.rpoSeconds);
+        push(f.rtoTarget, labels, env.settings.rtoSeconds);
+        push(f.drillMaxAge, labels, env.settings.drill.maxAgeSeconds);
+        // A drill dated in the future is no evidence of anything: it is not "the newest".
+        const drills = env.drills.map((d) => d.metadata).filter((d) => collect_seconds(d.createdAt) <= nowSeconds + 300).sort((a, b) => b.createdAt.localeCompare(a.createdAt));
+        const drill = drills[0];
+        if (drill) {
+            push(f.drillLast, labels, collect_seconds(drill.createdAt));
+            push(f.drillPassed, labels, drill.passed ? 1 : 0);
+            push(f.drillRto, labels, drill.rto?.seconds);
+            push(f.drillRpo, labels, drill.rpo?.seconds);
+        }
+        const passing = drills.find((d) => d.passed);
+        if (passing)
+            push(f.drillPassing, labels, collect_seconds(passing.createdAt));
+        const lastOf = (command) => [...env.runs].reverse().find((r) => r.command === command);
+        const gate = lastOf('gate');
+        if (gate) {
+            push(f.gateLast, labels, collect_seconds(gate.at));
+            push(f.gatePassed, labels, gate.outcome === 'succeeded' ? 1 : 0);
+        }
+        const sync = lastOf('sync');
+        if (sync) {
+            push(f.syncLast, labels, collect_seconds(sync.at));
+            push(f.syncSucceeded, labels, sync.outcome === 'succeeded' ? 1 : 0);
+        }
+        push(f.catalogSize, labels, env.catalogBytes);
+        push(f.walLag, labels, env.walArchiveLagSeconds);
+    }
+    return Object.values(f);
+}
+
+;// CONCATENATED MODULE: ./src/metrics/exposition.ts
+function renderExposition(families) {
+    const lines = [];
+    for (const family of families) {
+        if (family.samples.length === 0)
+            continue;
+        lines.push(`# HELP ${family.name} ${escapeHelp(family.help)}`);
+        lines.push(`# TYPE ${family.name} ${family.type}`);
+        for (const sample of family.samples) {
+            const labels = Object.entries(sample.labels)
+                .map(([key, value]) => `${key}="${escapeLabel(value)}"`)
+                .join(',');
+            lines.push(`${family.name}${labels ? `{${labels}}` : ''} ${formatValue(sample.value)}`);
+        }
+    }
+    return lines.length ? `${lines.join('\n')}\n` : '';
+}
+function escapeHelp(text) {
+    return text.replace(/\\/g, '\\\\').replace(/\n/g, '\\n');
+}
+function escapeLabel(text) {
+    return text.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
+}
+function formatValue(value) {
+    if (Number.isNaN(value))
+        return 'NaN';
+    if (value === Infinity)
+        return '+Inf';
+    if (value === -Infinity)
+        return '-Inf';
+    return Number.isInteger(value) ? String(value) : value.toFixed(3).replace(/0+$/, '').replace(/\.$/, '');
+}
+
+;// CONCATENATED MODULE: ./src/metrics/write.ts
+
+
+/**
+ * Writes the metrics file the way node_exporter's textfile collector needs: a temporary file in the
+ * same directory, then a rename, so a scrape never reads half a file. Mode 0644: the collector
+ * usually runs as another user, and the file holds no secret (no URL, no key).
+ */
+async function writeMetricsFile(path, text) {
+    const tmp = (0,external_node_path_.join)((0,external_node_path_.dirname)(path), `.${(0,external_node_path_.basename)(path)}.${process.pid}.tmp`);
+    try {
+        const handle = await (0,promises_.open)(tmp, 'w', 0o644);
+        try {
+            await handle.chmod(0o644);
+            await handle.writeFile(text);
+            await handle.sync();
+        }
+        finally {
+            await handle.close();
+        }
+        await (0,promises_.rename)(tmp, path);
+    }
+    catch (error) {
+        await (0,promises_.rm)(tmp, { force: true });
+        throw error;
+    }
+}
+
+;// CONCATENATED MODULE: ./src/notify/deliver.ts
+/** A few seconds per try and a couple of retries: a receiver that is down must not hold a backup up. */
+const DELIVERY_TIMEOUT_MS = 4000;
+const DELIVERY_RETRIES = 2;
+/**
+ * Sends one HTTP request to a notification receiver. Never throws: a notification that cannot be
+ * delivered is a warning and changes nothing about the command's outcome. The URL is a secret
+ * (a webhook's path, a ping UUID): messages name only its host.
+ */
+async function deliver(url, init, what, options) {
+    const retries = options.retries ?? DELIVERY_RETRIES;
+    let last = '';
+    for (let attempt = 0; attempt <= retries; attempt++) {
+        if (attempt > 0)
+            await new Promise((resolve) => setTimeout(resolve, (options.backoffMs ?? 500) * attempt));
+        try {
+            const response = await fetch(url, {
+                method: init.method,
+                body: init.body,
+                headers: init.contentType ? { 'content-type': init.contentType } : undefined,
+                signal: AbortSignal.timeout(options.timeoutMs ?? DELIVERY_TIMEOUT_MS),
+                redirect: 'error',
+            });
+            await response.arrayBuffer().catch(() => undefined);
+            if (response.ok)
+                return true;
+            last = `HTTP ${response.status}`;
+            // A receiver that refuses the message will refuse it again.
+            if (response.status >= 400 && response.status < 500 && response.status !== 429)
+                break;
+        }
+        catch (error) {
+            last = error.name === 'TimeoutError' ? `no answer within ${Math.round((options.timeoutMs ?? DELIVERY_TIMEOUT_MS) / 1000)}s` : error.cause?.message ?? error.message;
+        }
+    }
+    options.logger.warn(`could not deliver the ${what} to ${hostOf(url)} (${last}); the command's result is unchanged`);
+    return false;
+}
+function hostOf(url) {
+    try {
+        return new URL(url).host;
+    }
+    catch {
+        return 'the receiver';
+    }
+}
+/** healthchecks.io's convention: `URL/start`, `URL` (success), `URL/fail`, keeping a query string in place. */
+function pingUrl(base, suffix) {
+    if (!suffix)
+        return base;
+    const url = new URL(base);
+    url.pathname = `${url.pathname.replace(/\/+$/, '')}/${suffix}`;
+    return url.toString();
+}
+
+;// CONCATENATED MODULE: ./src/notify/message.ts
+/** The commands that report their outcome to the webhook. */
+const NOTIFYING_COMMANDS = ['backup', 'verify', 'prune', 'sync', 'drill', 'gate', 'restore', 'redis-restore', 'deploy', 'rollback'];
+/** Drills and gates are what operators watch: they post every outcome unless `notify.on` says otherwise. */
+const ALWAYS_POSTED = new Set(['drill', 'gate']);
+function shouldPost(settings, outcome) {
+    if (!settings.webhook)
+        return false;
+    if (settings.on.includes(outcome.outcome))
+        return true;
+    return !settings.onConfigured && ALWAYS_POSTED.has(outcome.command);
+}
+function webhookMessage(outcome, now = new Date()) {
+    return { text: summaryLine(outcome), source: 'lifeline', at: now.toISOString(), ...outcome };
+}
+function summaryLine(outcome) {
+    const verdict = { succeeded: 'succeeded', failed: 'FAILED', refused: 'was REFUSED' }[outcome.outcome];
+    const parts = [`Lifeline ${outcome.command} ${verdict} for ${outcome.environment} in ${formatSeconds(outcome.durationSeconds)}`];
+    if (outcome.entryId)
+        parts.push(`(${outcome.entryId})`);
+    let line = parts.join(' ');
+    const o = outcome.objectives;
+    if (o) {
+        const objective = (name, value, target) => `${name} ${value === null ? 'n/a' : formatSeconds(value)}${target === null ? '' : ` of ${formatSeconds(target)}`}`;
+        line += `; ${objective('RTO', o.rtoSeconds, o.rtoTargetSeconds)}, ${objective('RPO', o.rpoSeconds, o.rpoTargetSeconds)}`;
+    }
+    if (outcome.reason)
+        line += `: ${outcome.reason.split('\n')[0]}`;
+    return line;
+}
+function formatSeconds(seconds) {
+    if (seconds < 120)
+        return `${Math.round(seconds * 10) / 10}s`;
+    if (seconds < 7200)
+        return `${Math.round(seconds / 60)}m`;
+    return `${Math.round(seconds / 360) / 10}h`;
+}
+
+;// CONCATENATED MODULE: ./src/commands/observe.ts
+
+
+
+
+
+
+/** Every notifying command's outcome, one JSON line each; `lifeline metrics` reads the last gate and sync from it. */
+const RUNS_LOG = 'runs.log';
+const observe_LOG_TAIL_LINES = 40;
+/**
+ * Runs a command and tells whoever the environment's `notify:` names: the healthchecks-style ping
+ * (start, then success or fail with the log's last lines) and the webhook message. Delivery
+ * problems are warnings; the command's own result or error is returned unchanged.
+ */
+async function runObserved(command, ctx) {
+    if (!NOTIFYING_COMMANDS.includes(command.name))
+        return command.run(ctx);
+    let settings;
+    try {
+        settings = environmentFor(ctx);
+    }
+    catch {
+        // The command reports its own configuration error.
+        return command.run(ctx);
+    }
+    const secrets = new Set(settings.secrets);
+    const tail = [];
+    const logger = recordingLogger(ctx.logger, tail, secrets);
+    const mask = (text) => {
+        let masked = redactSecretsInText(text);
+        for (const secret of secrets)
+            if (secret.length >= 4)
+                masked = masked.split(secret).join('***');
+        return masked;
+    };
+    const { notify } = settings;
+    const ping = notify.ping && notify.pingCommands.includes(command.name) ? notify.ping : undefined;
+    const delivery = { logger: ctx.logger };
+    if (ping)
+        await deliver(pingUrl(ping, 'start'), { method: 'GET' }, 'start ping', delivery);
+    const started = performance.now();
+    let result;
+    let thrown;
+    try {
+        result = await command.run({ ...ctx, logger });
+    }
+    catch (error) {
+        thrown = error;
+    }
+    const durationSeconds = Math.round((performance.now() - started) / 100) / 10;
+    const outcome = outcomeOf(result, thrown);
+    const reason = thrown !== undefined ? mask((0,errors/* toLifelineError */._B)(thrown).message) : result?.exitCode ? mask(result.failureMessage ?? '') || undefined : undefined;
+    const report = {
+        command: command.name,
+        environment: settings.name,
+        outcome,
+        durationSeconds,
+        ...(entryIdOf(result) ? { entryId: entryIdOf(result) } : {}),
+        ...(reason ? { reason } : {}),
+        ...(command.name === 'drill' && result ? { objectives: objectivesOf(result.json) } : {}),
+    };
+    try {
+        await new Catalog(settings.store).appendLog(settings.name, RUNS_LOG, { at: new Date().toISOString(), command: report.command, outcome, durationSeconds, entryId: report.entryId });
+    }
+    catch (error) {
+        ctx.logger.warn(`could not record this ${command.name} in ${RUNS_LOG} (${mask(error.message)}); lifeline metrics will not show it`);
+    }
+    if (shouldPost(notify, report)) {
+        await deliver(notify.webhook, { method: 'POST', body: JSON.stringify(webhookMessage(report)), contentType: 'application/json' }, 'webhook message', delivery);
+    }
+    if (ping) {
+        const body = outcome === 'succeeded' ? report.entryId ?? '' : mask([...tail, reason ?? ''].join('\n'));
+        await deliver(pingUrl(ping, outcome === 'succeeded' ? '' : 'fail'), { method: 'POST', body, contentType: 'text/plain; charset=utf-8' }, `${outcome === 'succeeded' ? 'success' : 'failure'} ping`, delivery);
+    }
+    if (thrown !== undefined)
+        throw thrown;
+    return result;
+}
+function outcomeOf(result, thrown) {
+    if (thrown !== undefined)
+        return (0,errors/* isLifelineError */.lG)(thrown) && thrown.kind === 'refused' ? 'refused' : 'failed';
+    if (result?.exitCode === 3)
+        return 'refused';
+    return result?.exitCode ? 'failed' : 'succeeded';
+}
+function entryIdOf(result) {
+    const outputs = result?.outputs ?? {};
+    return outputs['backup-id'] || outputs['drill-id'] || outputs.deployment || outputs.release || outputs.id || undefined;
+}
+function objectivesOf(json) {
+    const report = json;
+    return {
+        rtoSeconds: report?.rto?.seconds ?? null,
+        rtoTargetSeconds: report?.rto?.targetSeconds ?? null,
+        rpoSeconds: report?.rpo?.seconds ?? null,
+        rpoTargetSeconds: report?.rpo?.targetSeconds ?? null,
+    };
+}
+/** The command's logger, also keeping the last lines (for the failure ping) and every secret it is told. */
+function recordingLogger(inner, tail, secrets) {
+    const keep = (level, message) => {
+        for (const line of message.split('\n'))
+            tail.push(`${level}${line}`);
+        if (tail.length > observe_LOG_TAIL_LINES)
+            tail.splice(0, tail.length - observe_LOG_TAIL_LINES);
+    };
+    return {
+        info: (message) => (keep('', message), inner.info(message)),
+        warn: (message) => (keep('warning: ', message), inner.warn(message)),
+        error: (message) => (keep('error: ', message), inner.error(message)),
+        debug: (message) => inner.debug(message),
+        group: (name, fn) => (keep('', `== ${name}`), inner.group(name, fn)),
+        secret: (value) => {
+            if (value)
+                secrets.add(value);
+            inner.secret(value);
+        },
+    };
+}
+
+;// CONCATENATED MODULE: ./src/commands/metrics.ts
+
+
+
+
+
+
+
+
+
+
+
+const metricsCommand = {
+    name: 'metrics',
+    summary: 'Print Prometheus metrics for every environment from the catalog (backup and drill ages, RTO/RPO against targets, gate, sync, catalog size)',
+    inputs: [{ name: 'out', type: 'string', description: "Write them to this file atomically (for node_exporter's textfile collector, e.g. /var/lib/prometheus/node-exporter/lifeline.prom) instead of printing them." }],
+    outputs: [],
+    implemented: true,
+    async run(ctx) {
+        const first = environmentFor(ctx);
+        const globals = ctx.inputs.globals();
+        // Without --env: every environment of lifeline.yml, each from its own catalog.
+        const names = globals.env || !first.configPath ? [first.name] : Object.keys(loadConfig(first.configPath, { explicit: true }).config.environments);
+        const now = new Date();
+        const environments = [];
+        for (const name of names) {
+            const settings = name === first.name ? first : resolveEnvironment({ ...globals, env: name }, { env: ctx.env, cwd: ctx.cwd });
+            for (const secret of settings.secrets)
+                ctx.logger.secret(secret);
+            const facts = await environmentFacts(new Catalog(settings.store), settings, RUNS_LOG);
+            if (settings.postgres.physical && settings.postgres.url) {
+                const lag = await walArchiveLag(localPostgresRunner(settings.postgres.binDir), environmentConnection(settings), now);
+                facts.walArchiveLagSeconds = lag.seconds;
+                if (lag.seconds === null)
+                    ctx.logger.warn(`${name}: ${lag.note}`);
+            }
+            environments.push(facts);
+        }
+        const families = metricFamilies(environments, now);
+        const text = renderExposition(families);
+        const out = ctx.inputs.string('out');
+        if (out) {
+            const path = (0,external_node_path_.resolve)(ctx.cwd, out);
+            await writeMetricsFile(path, text);
+            return { json: { written: path, environments: names }, text: `metrics for ${names.join(', ')} written to ${path}` };
+        }
+        return { json: families, text };
+    },
+};
+
 ;// CONCATENATED MODULE: ./src/drill/gate.ts
 
 
+
+
+
+
+
+
+
+/** How far in the future a timestamp may be before it counts as forged or a broken clock. */
+const CLOCK_SKEW_SECONDS = 300;
 const ageOf = (iso, now) => (now.getTime() - Date.parse(iso)) / 1000;
+/** Why a timestamp cannot be believed (unreadable, or in the future beyond the skew), else undefined. */
+function timestampProblem(iso, now, skewSeconds) {
+    if (typeof iso !== 'string' || Number.isNaN(Date.parse(iso)))
+        return `has no readable timestamp (${JSON.stringify(iso)})`;
+    const ahead = -ageOf(iso, now);
+    if (ahead > skewSeconds)
+        return `is dated ${iso}, ${formatDuration(ahead)} in the future (allowed clock skew ${formatDuration(skewSeconds)})`;
+    return undefined;
+}
+/** Why a drill report cannot be this environment's drill at all, else undefined. */
+function drillReportProblem(entry, env, now, skewSeconds = CLOCK_SKEW_SECONDS) {
+    const report = entry.metadata;
+    if (report.environment !== env)
+        return `was recorded for environment ${JSON.stringify(report.environment)}, not ${env} (copied from another catalog?)`;
+    if (report.id !== entry.id)
+        return `is stored as ${entry.id} but its report.json says ${JSON.stringify(report.id)}`;
+    return timestampProblem(report.createdAt, now, skewSeconds) ?? (report.finishedAt === undefined ? undefined : timestampProblem(report.finishedAt, now, skewSeconds)?.replace(/^is dated/, 'finished'));
+}
 /**
- * A backup counts as verified when `lifeline verify` recorded it intact, or when a passing drill
- * restored it (the drill verified its checksums and its contents).
+ * The drill the gate relies on: the newest report of this environment whose timestamps are
+ * believable. A future-dated or foreign report is never it (it fails its own check instead), so
+ * it cannot hide a newer failed drill.
  */
-function newestVerifiedBackup(backups, drills) {
-    const drilled = new Set(drills.filter((d) => d.passed && d.mode === 'logical' && d.backup).map((d) => d.backup.id));
-    return backups.find((b) => (b.verified ? b.verified.ok : drilled.has(b.id)));
+function chooseNewestDrill(drills, env, now, skewSeconds = CLOCK_SKEW_SECONDS) {
+    return [...drills].filter((d) => !drillReportProblem(d, env, now, skewSeconds)).sort((a, b) => Date.parse(b.metadata.createdAt) - Date.parse(a.metadata.createdAt) || b.id.localeCompare(a.id))[0];
+}
+/**
+ * The drill's own verdict, recomputed from its recorded checks, steps and objectives instead of
+ * its `passed` field: every reason it did not pass, empty when it did.
+ */
+function drillVerdictProblems(report) {
+    // A drill that says it failed is taken at its word; only a claimed pass needs proving.
+    if (report.passed !== true)
+        return [`it failed: ${report.failures?.[0] ?? 'see its report'}${(report.failures?.length ?? 0) > 1 ? ` (+${report.failures.length - 1} more)` : ''}`];
+    const problems = [];
+    const checks = Array.isArray(report.checks) ? report.checks : [];
+    for (const c of checks) {
+        if (c.status === 'fail')
+            problems.push(`its check "${c.name}" failed (${c.detail})`);
+        else if (c.status !== 'pass' && c.status !== 'skipped')
+            problems.push(`its check "${c.name}" has no valid result (${JSON.stringify(c.status)})`);
+    }
+    for (const s of Array.isArray(report.steps) ? report.steps : [])
+        if (s.status === 'failed')
+            problems.push(`its step "${s.title}" failed`);
+    if ((report.failures?.length ?? 0) > 0)
+        problems.push(`it says passed but lists failures (${report.failures[0]})`);
+    const passedIn = (step) => checks.some((c) => c.step === step && c.status === 'pass');
+    if (!passedIn('restore'))
+        problems.push('it records no successful restore');
+    if (report.mode === 'logical' && !passedIn('verify-backup'))
+        problems.push("it records no passing checksum verification of the backup");
+    if (report.mode === 'logical' && !passedIn('check-data'))
+        problems.push('it records no passing data check (row counts, fingerprint, migration head)');
+    if (report.rto?.met === false)
+        problems.push('it missed its RTO target');
+    if (report.rpo?.met === false)
+        problems.push('it missed its RPO target');
+    // A report whose passed: true hides a failure is not the drill's own output: say so once.
+    return problems.length ? [...problems.slice(0, 3), ...(problems.length > 3 ? [`+${problems.length - 3} more`] : []), 'the report contradicts its passed: true (edited?)'] : problems;
 }
 /** The release gate: fails closed, one reason per failed check, and every check is shown either way. */
 function evaluateGate(inputs) {
     const { environment: env, now } = inputs;
+    const skew = inputs.clockSkewSeconds ?? CLOCK_SKEW_SECONDS;
     const checks = [];
+    const notes = [];
     const add = (check) => checks.push(check);
-    const drill = inputs.drills[0];
+    for (const entry of inputs.drills) {
+        const problem = drillReportProblem(entry, env, now, skew);
+        if (problem)
+            add({ name: `drill report ${entry.id}`, value: 'not believable', limit: `${env}, not in the future`, passed: false, reason: `drill report ${entry.id} ${problem}; it is not counted as a drill: check the clock of the host that wrote it, and remove the report` });
+    }
+    for (const b of inputs.backups) {
+        const problem = timestampProblem(b.createdAt, now, skew);
+        if (problem)
+            add({ name: `backup ${b.id}`, value: 'not believable', limit: 'not in the future', passed: false, reason: `backup ${b.id} ${problem}; it does not count toward the RPO: check the clock of the host that took it` });
+    }
+    const drill = chooseNewestDrill(inputs.drills, env, now, skew)?.metadata;
+    const evidence = inputs.evidence;
+    let drillPassed = false;
     if (!drill) {
         add({ name: 'newest drill passed', value: 'no drill', limit: 'a passing drill', passed: false, reason: `no restore drill has run for ${env}: run lifeline drill --env ${env}` });
         add({ name: 'newest drill age', value: 'no drill', limit: `<= ${formatDuration(inputs.maxDrillAgeSeconds)}`, passed: false, reason: `no drill within ${formatDuration(inputs.maxDrillAgeSeconds)} for ${env}` });
     }
     else {
+        const problems = drillVerdictProblems(drill);
         add({
             name: 'newest drill passed',
-            value: `${drill.id}: ${drill.passed ? 'passed' : 'failed'}`,
-            limit: 'passed',
-            passed: drill.passed,
-            reason: drill.passed ? undefined : `the newest drill ${drill.id} failed: ${drill.failures[0] ?? 'see its report'}${drill.failures.length > 1 ? ` (+${drill.failures.length - 1} more)` : ''}`,
+            value: `${drill.id}: ${problems.length ? 'failed' : 'passed'} (recomputed from ${drill.checks?.length ?? 0} checks)`,
+            limit: 'every check passed',
+            passed: problems.length === 0,
+            reason: !problems.length ? undefined : drill.passed !== true ? `the newest drill ${drill.id} ${problems[0].replace(/^it /, '')}` : `the newest drill ${drill.id} did not pass: ${problems.join('; ')}`,
         });
         const age = ageOf(drill.createdAt, now);
         const fresh = age <= inputs.maxDrillAgeSeconds;
         add({
             name: 'newest drill age',
-            value: formatDuration(age),
+            value: formatDuration(Math.max(0, age)),
             limit: `<= ${formatDuration(inputs.maxDrillAgeSeconds)}`,
             passed: fresh,
             reason: fresh ? undefined : `the newest drill ${drill.id} is ${formatDuration(age)} old; the limit is ${formatDuration(inputs.maxDrillAgeSeconds)}`,
         });
+        const integrity = evidence?.integrity ?? { ok: false, detail: 'not checked' };
+        add({ name: 'newest drill report intact', value: integrity.ok ? integrity.detail : 'FAILED', limit: `report.json listed in ${SUMS_FILE} and matching`, passed: integrity.ok, reason: integrity.ok ? undefined : `the newest drill's report ${drill.id} fails its checksums: ${integrity.detail}` });
+        const signature = evidence ? evidence.signature : { ok: false, detail: 'not checked' };
+        if (signature === null) {
+            add({ name: 'newest drill report signature', value: 'not checked', limit: 'no signing policy configured', passed: true });
+            notes.push(`drill report signatures are NOT checked: ${env} has no manifest.publicKey or manifest.certificateIdentity, so anyone who can write the catalog can forge a passing report (and its ${SUMS_FILE}). Configure signing to close this.`);
+        }
+        else {
+            add({ name: 'newest drill report signature', value: signature.ok ? signature.detail : 'FAILED', limit: 'signed as the manifest policy demands', passed: signature.ok, reason: signature.ok ? undefined : `the newest drill's report ${drill.id} fails signature verification: ${signature.detail}` });
+        }
+        const backup = evidence ? evidence.backup : { ok: false, detail: 'not checked' };
+        if (backup === null) {
+            add({ name: 'drilled backup intact', value: `pgBackRest ${drill.backup?.id ?? 'backup'}: not checked`, limit: 'in the catalog, checksums match', passed: true });
+            notes.push(`the newest drill ${drill.id} is a point-in-time drill; its pgBackRest base backup ${drill.backup?.id ?? ''} lives in the pgBackRest repository and is not re-checked by the gate (pgbackrest verify does that).`);
+        }
+        else {
+            add({ name: 'drilled backup intact', value: backup.ok ? backup.detail : 'FAILED', limit: 'in the catalog, checksums match', passed: backup.ok, reason: backup.ok ? undefined : `the backup the newest drill ${drill.id} restored cannot be relied on: ${backup.detail}` });
+        }
+        drillPassed = problems.length === 0 && integrity.ok && (signature?.ok ?? true) && (backup?.ok ?? true);
     }
-    const verified = newestVerifiedBackup(inputs.backups, inputs.drills);
+    const verified = inputs.backups.find((b) => !timestampProblem(b.createdAt, now, skew) && (b.verified ? b.verified.ok : drillPassed && drill?.mode === 'logical' && drill.backup?.id === b.id));
     if (inputs.rpoSeconds === undefined) {
         add({ name: 'newest verified backup age', value: verified ? formatDuration(ageOf(verified.createdAt, now)) : 'none', limit: 'no RPO target', passed: false, reason: `no RPO target for ${env}: set rpo: in lifeline.yml or pass --rpo` });
     }
@@ -69237,7 +70541,7 @@ function evaluateGate(inputs) {
         add({ name: 'newest verified backup age', value: 'none', limit: `<= ${formatDuration(inputs.rpoSeconds)}`, passed: false, reason: `${env} has no verified backup: run lifeline verify latest --env ${env} or lifeline drill --env ${env}` });
     }
     else {
-        const age = ageOf(verified.createdAt, now);
+        const age = Math.max(0, ageOf(verified.createdAt, now));
         const ok = age <= inputs.rpoSeconds;
         add({
             name: 'newest verified backup age',
@@ -69247,216 +70551,2126 @@ function evaluateGate(inputs) {
             reason: ok ? undefined : `the newest verified backup ${verified.id} is ${formatDuration(age)} old; the RPO target is ${formatDuration(inputs.rpoSeconds)}`,
         });
     }
-    if (inputs.rtoSeconds === undefined) {
-        add({ name: 'newest drill RTO', value: drill?.rto.seconds != null ? formatDuration(drill.rto.seconds) : 'none', limit: 'no RTO target', passed: false, reason: `no RTO target for ${env}: set rto: in lifeline.yml or pass --rto` });
+    addObjective(add, 'RTO', env, drill, drill?.rto?.seconds ?? null, inputs.rtoSeconds);
+    addObjective(add, 'RPO', env, drill, drill?.rpo?.seconds ?? null, inputs.rpoSeconds);
+    // One missing target fails two checks; say it once.
+    const reasons = [...new Set(checks.filter((c) => !c.passed).map((c) => c.reason))];
+    return { environment: env, passed: reasons.length === 0, checks, reasons, notes, newestDrillId: drill?.id ?? null, newestVerifiedBackupId: verified?.id ?? null };
+}
+/** The drill's measured RTO or RPO against the target in force now (a target loosened in the report does not count). */
+function addObjective(add, which, env, drill, measured, target) {
+    const name = `newest drill ${which}`;
+    const key = which.toLowerCase();
+    if (target === undefined) {
+        add({ name, value: measured != null ? formatDuration(measured) : 'none', limit: `no ${which} target`, passed: false, reason: `no ${which} target for ${env}: set ${key}: in lifeline.yml or pass --${key}` });
     }
-    else if (!drill || drill.rto.seconds === null) {
-        add({ name: 'newest drill RTO', value: 'not measured', limit: `<= ${formatDuration(inputs.rtoSeconds)}`, passed: false, reason: `no drill of ${env} measured an RTO` });
+    else if (!drill || typeof measured !== 'number' || !Number.isFinite(measured) || measured < 0) {
+        add({ name, value: 'not measured', limit: `<= ${formatDuration(target)}`, passed: false, reason: `no drill of ${env} measured an ${which}` });
     }
     else {
-        const ok = drill.rto.seconds <= inputs.rtoSeconds;
-        add({
-            name: 'newest drill RTO',
-            value: formatDuration(drill.rto.seconds),
-            limit: `<= ${formatDuration(inputs.rtoSeconds)}`,
-            passed: ok,
-            reason: ok ? undefined : `the newest drill's RTO was ${formatDuration(drill.rto.seconds)}; the target is ${formatDuration(inputs.rtoSeconds)}`,
-        });
+        const ok = measured <= target;
+        add({ name, value: formatDuration(measured), limit: `<= ${formatDuration(target)}`, passed: ok, reason: ok ? undefined : `the newest drill's ${which} was ${formatDuration(measured)}; the target is ${formatDuration(target)}` });
     }
-    const reasons = checks.filter((c) => !c.passed).map((c) => c.reason);
-    return { environment: env, passed: reasons.length === 0, checks, reasons, newestDrillId: drill?.id ?? null, newestVerifiedBackupId: verified?.id ?? null };
+}
+/** Reads the catalog and re-checks the drill the gate will rely on: its checksums, its signature, its backup. */
+async function gatherGateEvidence(options) {
+    const { catalog, env } = options;
+    const drills = await report_listDrillReports(catalog, env);
+    const newest = chooseNewestDrill(drills, env, options.now, options.clockSkewSeconds);
+    if (!newest)
+        return { drills };
+    return { drills, evidence: { integrity: await entryIntegrity(newest.dir, DRILL_REPORT_FILE), signature: options.policy ? await reportSignature(newest, options.policy) : null, backup: await drilledBackup(catalog, env, newest.metadata) } };
+}
+async function entryIntegrity(dir, mustList) {
+    let results;
+    try {
+        results = await checkSums(dir);
+    }
+    catch (error) {
+        return { ok: false, detail: `cannot read ${(0,external_node_path_.join)(dir, SUMS_FILE)} (${error.message})` };
+    }
+    if (!results.some((r) => r.file === mustList))
+        return { ok: false, detail: `${SUMS_FILE} does not list ${mustList} (a report written before reports were covered, or edited): run a new drill` };
+    const bad = results.filter((r) => !r.ok);
+    if (bad.length)
+        return { ok: false, detail: bad.map((r) => `${r.file} ${r.error ?? `has sha256 ${r.actual}, ${SUMS_FILE} says ${r.expected}`}`).join('; ') };
+    return { ok: true, detail: `${results.length} file(s) match ${SUMS_FILE}` };
+}
+async function sumsListing(dir) {
+    return parseSums(await (0,promises_.readFile)((0,external_node_path_.join)(dir, SUMS_FILE), 'utf8'));
+}
+async function reportSignature(entry, policy) {
+    try {
+        const { signer } = await verifySignedFile({ filePath: (0,external_node_path_.join)(entry.dir, DRILL_REPORT_FILE), bundlePath: (0,external_node_path_.join)(entry.dir, DRILL_BUNDLE_FILE), payloadType: DRILL_REPORT_PAYLOAD_TYPE, policy, what: `drill report ${entry.id}`, codePrefix: 'DRILL_REPORT' });
+        return { ok: true, detail: signer.identity ? `signed by ${signer.identity}` : `signed by key ${signer.publicKeyHint?.slice(0, 12)}` };
+    }
+    catch (error) {
+        // A policy that cannot be used (no key file, both kinds given) is a configuration error, not a failed report.
+        if ((0,errors/* isLifelineError */.lG)(error) && error.kind === 'usage')
+            throw error;
+        return { ok: false, detail: error.message };
+    }
+}
+async function drilledBackup(catalog, env, report) {
+    if (report.mode === 'pitr')
+        return null;
+    const id = report.backup?.id;
+    if (typeof id !== 'string' || !id)
+        return { ok: false, detail: 'the report names no backup' };
+    let entry;
+    try {
+        entry = await catalog.get(env, 'backups', id, BACKUP_METADATA_FILE);
+    }
+    catch (error) {
+        return { ok: false, detail: `backup ${JSON.stringify(id)} cannot be read (${error.message})` };
+    }
+    if (!entry)
+        return { ok: false, detail: `backup ${id} is no longer in the catalog (deleted or pruned): run a new drill` };
+    if (entry.metadata.createdAt !== report.backup?.createdAt)
+        return { ok: false, detail: `backup ${id} in the catalog was taken ${entry.metadata.createdAt}, the drill restored one taken ${report.backup?.createdAt}` };
+    const archive = entry.metadata.files?.postgres;
+    const integrity = await entryIntegrity(entry.dir, archive?.name ?? POSTGRES_ARCHIVE_FILE);
+    if (integrity.ok && archive?.sha256 && !(await sumsListing(entry.dir)).some((s) => s.file === archive.name && s.sha256 === archive.sha256)) {
+        return { ok: false, detail: `backup ${id}: backup.json records sha256 ${archive.sha256} for ${archive.name}, ${SUMS_FILE} another` };
+    }
+    return integrity.ok ? { ok: true, detail: `${id}: ${integrity.detail}` } : { ok: false, detail: `backup ${id}: ${integrity.detail}` };
+}
+/**
+ * The backups the release gate depends on, with why: the backup of the drill it relies on now and
+ * of the newest drill that passed. Retention keeps them, so pruning never fails the gate.
+ */
+async function backupsTheGateNeeds(catalog, env, now = new Date()) {
+    const drills = await listDrillReports(catalog, env);
+    const needed = new Map();
+    const newest = chooseNewestDrill(drills, env, now);
+    const newestPassing = chooseNewestDrill(drills.filter((d) => drillVerdictProblems(d.metadata).length === 0), env, now);
+    for (const [drill, why] of [[newestPassing, 'newest passing drill'], [newest, 'newest drill']]) {
+        if (drill?.metadata.mode === 'logical' && drill.metadata.backup?.id && !needed.has(drill.metadata.backup.id))
+            needed.set(drill.metadata.backup.id, `restored by the ${why} ${drill.id} (the release gate relies on it)`);
+    }
+    return needed;
+}
+/**
+ * The drills the gate would believe passed, newest first, with the catalog backup each restored:
+ * this environment's, not future-dated, passing by their recorded checks (not their `passed` flag).
+ * Retention uses it so a forged or future-dated report never decides which backups stay.
+ */
+async function believedPassingDrills(catalog, env, now = new Date()) {
+    const drills = await report_listDrillReports(catalog, env);
+    return drills
+        .filter((d) => !drillReportProblem(d, env, now) && drillVerdictProblems(d.metadata).length === 0 && d.metadata.mode === 'logical' && typeof d.metadata.backup?.id === 'string')
+        .sort((a, b) => Date.parse(b.metadata.createdAt) - Date.parse(a.metadata.createdAt) || b.id.localeCompare(a.id))
+        .map((d) => ({ id: d.id, backupId: d.metadata.backup.id }));
 }
 function gateTable(result) {
     return { headers: ['check', 'value', 'limit', 'result'], rows: result.checks.map((c) => [c.name, c.value, c.limit, c.passed ? 'pass' : 'FAIL']) };
 }
 function renderGateText(result) {
-    return [`release gate for ${result.environment}: ${result.passed ? 'PASSED' : 'FAILED'}`, '', renderTextTable(gateTable(result)), ...(result.reasons.length ? ['', ...result.reasons.map((r) => `FAIL: ${r}`)] : [])].join('\n');
+    return [
+        `release gate for ${result.environment}: ${result.passed ? 'PASSED' : 'FAILED'}`,
+        '',
+        renderTextTable(gateTable(result)),
+        ...(result.notes.length ? ['', ...result.notes.map((n) => `note: ${n}`)] : []),
+        ...(result.reasons.length ? ['', ...result.reasons.map((r) => `FAIL: ${r}`)] : []),
+    ].join('\n');
 }
 function renderGateMarkdown(result) {
-    return [`## Release gate ${result.passed ? 'passed' : 'FAILED'}: ${result.environment}`, '', renderMarkdownTable(gateTable(result)), ...(result.reasons.length ? ['', ...result.reasons.map((r) => `- ${r}`)] : []), ''].join('\n');
+    return [
+        `## Release gate ${result.passed ? 'passed' : 'FAILED'}: ${result.environment}`,
+        '',
+        renderMarkdownTable(gateTable(result)),
+        ...(result.notes.length ? ['', ...result.notes.map((n) => `> **Note:** ${n}`)] : []),
+        ...(result.reasons.length ? ['', ...result.reasons.map((r) => `- ${r}`)] : []),
+        '',
+    ].join('\n');
 }
 
-;// CONCATENATED MODULE: ./src/commands/drill.ts
+;// CONCATENATED MODULE: ./src/postgres/retention.ts
 
 
 
 
-
-
-
-
-
-
-
-
-
-
-
-function optionalDuration(ctx, name) {
-    const value = ctx.inputs.string(name);
-    return value === undefined ? undefined : parseDuration(value, `--${name}`);
+const DAY_MS = 24 * 60 * 60 * 1000;
+/**
+ * Which backups the policy keeps. The environment's own backups: the newest `keepLast`; the
+ * newest of each of the last `keepDaily` days and `keepWeekly` ISO weeks that have backups (UTC).
+ * Pre-restore backups, counted apart: the newest `preRestore.keepLast` and those younger than
+ * `preRestore.keepDays`. Always, in each class: the newest verified backup of each database
+ * (verified by `lifeline verify` or restored by a passing drill). Always: every backup a release
+ * references and the backup of the newest passing drill. Pure: the caller deletes.
+ */
+function planRetention(backups, policy, protections, now = new Date()) {
+    const newestFirst = [...backups].sort((a, b) => b.metadata.createdAt.localeCompare(a.metadata.createdAt) || b.id.localeCompare(a.id));
+    const reasons = new Map(newestFirst.map((b) => [b.id, []]));
+    const own = newestFirst.filter((b) => b.metadata.label !== 'pre-restore');
+    const preRestore = newestFirst.filter((b) => b.metadata.label === 'pre-restore');
+    own.slice(0, policy.keepLast).forEach((b, i) => reasons.get(b.id).push(`last ${i + 1} of ${policy.keepLast}`));
+    keepNewestPerBucket(own, policy.keepDaily, (d) => d.toISOString().slice(0, 10), 'daily', reasons);
+    keepNewestPerBucket(own, policy.keepWeekly, isoWeek, 'weekly', reasons);
+    preRestore.slice(0, policy.preRestore.keepLast).forEach((b, i) => reasons.get(b.id).push(`pre-restore: last ${i + 1} of ${policy.preRestore.keepLast}`));
+    const youngerThan = now.getTime() - policy.preRestore.keepDays * DAY_MS;
+    for (const b of preRestore) {
+        if (Date.parse(b.metadata.createdAt) > youngerThan)
+            reasons.get(b.id).push(`pre-restore: younger than ${policy.preRestore.keepDays} days`);
+    }
+    const drilled = new Set((protections.passingDrills ?? []).map((d) => d.backupId));
+    for (const [cls, members] of [['', own], ['pre-restore ', preRestore]]) {
+        const seen = new Set();
+        for (const b of members) {
+            if (!(b.metadata.verified?.ok === true || drilled.has(b.id)))
+                continue;
+            const key = databaseKey(b);
+            if (seen.has(key))
+                continue;
+            seen.add(key);
+            reasons.get(b.id).push(`newest verified ${cls}backup of database ${b.metadata.database ?? '(unknown)'}`);
+        }
+    }
+    for (const [id, releases] of protections.referenced)
+        reasons.get(id)?.push(`referenced by release ${releases.join(', ')}`);
+    const newestDrill = protections.passingDrills?.[0];
+    if (newestDrill)
+        reasons.get(newestDrill.backupId)?.push(`restored by the newest passing drill ${newestDrill.id}`);
+    return newestFirst.map((b) => {
+        const held = reasons.get(b.id);
+        return { id: b.id, createdAt: b.metadata.createdAt, label: b.metadata.label, database: b.metadata.database, keep: held.length > 0, reasons: held.length ? held : ['outside every retention rule'] };
+    });
 }
-const drillCommand = {
-    name: 'drill',
-    summary: 'Restore a backup into an isolated database, check it, and measure RTO and RPO',
+/** A database is its name on its server (the system identifier, where the backup recorded one). */
+function databaseKey(b) {
+    return `${b.metadata.systemIdentifier ?? ''}/${b.metadata.database ?? ''}`;
+}
+function keepNewestPerBucket(newestFirst, count, bucketOf, rule, reasons) {
+    const seen = new Set();
+    for (const backup of newestFirst) {
+        if (seen.size >= count)
+            return;
+        const bucket = bucketOf(new Date(backup.metadata.createdAt));
+        if (seen.has(bucket))
+            continue;
+        seen.add(bucket);
+        reasons.get(backup.id).push(`${rule} ${bucket}`);
+    }
+}
+/** ISO 8601 week, e.g. `2026-W47`. */
+function isoWeek(date) {
+    const d = new Date(Date.UTC(date.getUTCFullYear(), date.getUTCMonth(), date.getUTCDate()));
+    const day = d.getUTCDay() || 7;
+    d.setUTCDate(d.getUTCDate() + 4 - day);
+    const yearStart = Date.UTC(d.getUTCFullYear(), 0, 1);
+    const week = Math.ceil(((d.getTime() - yearStart) / 86400000 + 1) / 7);
+    return `${d.getUTCFullYear()}-W${String(week).padStart(2, '0')}`;
+}
+/**
+ * Backup ids referenced by the environment's releases: the manifest
+ * (`<store>/<env>/releases/<version>/manifest.json`, an in-toto statement's `predicate.backup.id`
+ * or a top-level `backup.id`) and the release record beside it (`release.json`'s `backup.id`), so
+ * every release a rollback may return to keeps its pre-migration backup. A file that exists but
+ * cannot be read is reported, and since it might protect a backup, nothing is pruned meanwhile.
+ */
+async function backupsReferencedByReleases(catalog, env) {
+    const dir = catalog.kindDir(env, 'releases');
+    const referenced = new Map();
+    const unreadable = [];
+    let versions;
+    try {
+        versions = await (0,promises_.readdir)(dir);
+    }
+    catch (error) {
+        if (error.code === 'ENOENT')
+            return { referenced, unreadable };
+        throw error;
+    }
+    for (const version of versions) {
+        if (version.startsWith('.'))
+            continue;
+        for (const file of ['manifest.json', 'release.json']) {
+            const path = (0,external_node_path_.join)(dir, version, file);
+            let text;
+            try {
+                text = await (0,promises_.readFile)(path, 'utf8');
+            }
+            catch (error) {
+                const code = error.code;
+                if (code === 'ENOENT' || code === 'ENOTDIR')
+                    continue;
+                unreadable.push(path);
+                continue;
+            }
+            let id;
+            try {
+                const doc = JSON.parse(text);
+                id = doc?.predicate?.backup?.id ?? doc?.backup?.id;
+            }
+            catch {
+                unreadable.push(path);
+                continue;
+            }
+            const holders = referenced.get(id) ?? [];
+            if (typeof id === 'string' && id && !holders.includes(version))
+                referenced.set(id, [...holders, version]);
+        }
+    }
+    return { referenced, unreadable };
+}
+/**
+ * Passing drills of restored catalog backups, newest first, as the release gate judges them: a
+ * future-dated, foreign or self-contradicting report never decides which backups stay.
+ */
+function passingDrills(catalog, env, now) {
+    return believedPassingDrills(catalog, env, now);
+}
+/** Plans retention and, with `apply`, removes the backups the plan lets go. The caller holds the environment lock. */
+async function pruneBackups(catalog, env, policy, options) {
+    const backups = await listBackups(catalog, env);
+    const { referenced, unreadable } = await backupsReferencedByReleases(catalog, env);
+    const decisions = planRetention(backups, policy, { referenced, passingDrills: await passingDrills(catalog, env, options.now) }, options.now);
+    const deleted = [];
+    if (options.apply && unreadable.length === 0) {
+        for (const decision of decisions) {
+            if (decision.keep)
+                continue;
+            const entry = backups.find((b) => b.id === decision.id);
+            await catalog.remove(entry);
+            deleted.push(decision.id);
+            options.logger.info(`deleted backup ${decision.id} (${decision.createdAt}, ${decision.label}, database ${decision.database})`);
+        }
+    }
+    for (const path of unreadable)
+        options.logger.warn(`cannot read ${path}; nothing is deleted until it is fixed`);
+    return { applied: options.apply && unreadable.length === 0, decisions, deleted, unreadableManifests: unreadable };
+}
+
+;// CONCATENATED MODULE: ./src/storage/s3.ts
+
+
+
+const EMPTY_SHA256 = (0,external_node_crypto_.createHash)('sha256').update('').digest('hex');
+/** An S3 error response (exit 1), kept structured so callers can tell "not there" from "not supported". */
+class S3RequestError extends errors/* LifelineError */.Zm {
+    status;
+    constructor(status, s3Code, message) {
+        super('failed', message, { code: s3Code, fix: fixForS3Error(status, s3Code) });
+        this.status = status;
+        this.name = 'S3RequestError';
+    }
+}
+function fixForS3Error(status, code) {
+    if (code === 'NoSuchBucket')
+        return 'check storage.bucket and storage.endpoint/region in lifeline.yml';
+    if (status === 401 || status === 403)
+        return 'check the access key pair and that its policy allows list, get and put under storage.prefix (and that the clock is right: signatures expire)';
+    if (status >= 500)
+        return 'the object store failed; run the command again (uploads resume where they stopped)';
+    return 'check the storage section of lifeline.yml';
+}
+/**
+ * A minimal S3 client: SigV4-signed requests over node's fetch, with just the calls Lifeline's
+ * sync needs. Bodies are buffers of at most one part; downloads are returned as streams.
+ */
+class S3Client {
+    options;
+    fetchImpl;
+    now;
+    constructor(options) {
+        this.options = options;
+        this.fetchImpl = options.fetch ?? fetch;
+        this.now = options.now ?? (() => new Date());
+    }
+    /** The URL of an object (or of the bucket when key is undefined). */
+    url(key, query = {}) {
+        const { endpoint, region, bucket } = this.options;
+        const encodedKey = key === undefined ? '' : key.split('/').map(encodeRfc3986).join('/');
+        const base = endpoint
+            ? `${endpoint.replace(/\/+$/, '')}/${encodeRfc3986(bucket)}${key === undefined ? '' : `/${encodedKey}`}`
+            : `https://${bucket}.s3.${region}.amazonaws.com/${encodedKey}`;
+        const url = new URL(base);
+        for (const [name, value] of Object.entries(query))
+            url.searchParams.set(name, value);
+        return url;
+    }
+    /** SigV4 headers for one request (exposed for the signature test vectors). */
+    sign(method, url, headers, payloadSha256) {
+        const { region, credentials } = this.options;
+        const amzDate = this.now().toISOString().replace(/[-:]/g, '').replace(/\.\d+/, '');
+        const day = amzDate.slice(0, 8);
+        const all = { ...headers, host: url.host, 'x-amz-date': amzDate, 'x-amz-content-sha256': payloadSha256 };
+        if (credentials.sessionToken)
+            all['x-amz-security-token'] = credentials.sessionToken;
+        const lower = Object.fromEntries(Object.entries(all).map(([k, v]) => [k.toLowerCase(), v.trim().replace(/\s+/g, ' ')]));
+        const signedNames = Object.keys(lower).sort();
+        const canonicalQuery = [...url.searchParams.entries()]
+            .map(([k, v]) => [encodeRfc3986(k), encodeRfc3986(v)])
+            .sort(([a, av], [b, bv]) => (a === b ? (av < bv ? -1 : 1) : a < b ? -1 : 1))
+            .map(([k, v]) => `${k}=${v}`)
+            .join('&');
+        const canonicalRequest = [method, url.pathname, canonicalQuery, ...signedNames.map((n) => `${n}:${lower[n]}`), '', signedNames.join(';'), payloadSha256].join('\n');
+        const scope = `${day}/${region}/s3/aws4_request`;
+        const stringToSign = ['AWS4-HMAC-SHA256', amzDate, scope, s3_sha256Hex(canonicalRequest)].join('\n');
+        let key = hmac(`AWS4${credentials.secretAccessKey}`, day);
+        for (const part of [region, 's3', 'aws4_request'])
+            key = hmac(key, part);
+        const signature = (0,external_node_crypto_.createHmac)('sha256', key).update(stringToSign).digest('hex');
+        const { host: _host, ...sent } = lower;
+        return { ...sent, authorization: `AWS4-HMAC-SHA256 Credential=${credentials.accessKeyId}/${scope}, SignedHeaders=${signedNames.join(';')}, Signature=${signature}` };
+    }
+    async send(method, key, options = {}) {
+        const url = this.url(key, options.query);
+        const payloadSha256 = options.body ? (options.bodySha256 ?? (0,external_node_crypto_.createHash)('sha256').update(options.body).digest('hex')) : EMPTY_SHA256;
+        const headers = this.sign(method, url, options.headers ?? {}, payloadSha256);
+        let response;
+        try {
+            response = await this.fetchImpl(url, { method, headers: options.body ? { ...headers, 'content-length': String(options.body.length) } : headers, body: options.body ? streamOf(options.body) : undefined, duplex: 'half' });
+        }
+        catch (error) {
+            throw (0,errors/* failure */.V2)('STORAGE_UNREACHABLE', `cannot reach the object store at ${url.origin}: ${error.cause ?? error.message}`, {
+                cause: error,
+                fix: 'check storage.endpoint and the network path to it, then run the command again (uploads resume)',
+            });
+        }
+        if (!response.ok)
+            throw await errorFrom(response, method, key);
+        return response;
+    }
+    async putObject(key, body, headers, bodySha256) {
+        const response = await this.send('PUT', key, { body, headers, bodySha256 });
+        await response.arrayBuffer();
+        return response.headers.get('etag') ?? '';
+    }
+    async createMultipartUpload(key, headers) {
+        const xml = await (await this.send('POST', key, { query: { uploads: '' }, headers })).text();
+        const uploadId = xmlValue(xml, 'UploadId');
+        if (!uploadId)
+            throw (0,errors/* failure */.V2)('STORAGE_PROTOCOL', `the object store did not return an UploadId for ${key}`);
+        return uploadId;
+    }
+    async uploadPart(key, uploadId, partNumber, body, headers, bodySha256) {
+        const response = await this.send('PUT', key, { query: { partNumber: String(partNumber), uploadId }, body, headers, bodySha256 });
+        await response.arrayBuffer();
+        return response.headers.get('etag') ?? '';
+    }
+    /** Parts the server holds for an upload; undefined when the server cannot list them (then a local journal decides). */
+    async listParts(key, uploadId) {
+        const parts = [];
+        let marker;
+        try {
+            for (;;) {
+                const query = { uploadId };
+                if (marker)
+                    query['part-number-marker'] = marker;
+                const xml = await (await this.send('GET', key, { query })).text();
+                for (const block of xmlBlocks(xml, 'Part')) {
+                    parts.push({ partNumber: Number(xmlValue(block, 'PartNumber')), etag: xmlValue(block, 'ETag') ?? '', checksumSha256: xmlValue(block, 'ChecksumSHA256') });
+                }
+                if (xmlValue(xml, 'IsTruncated') !== 'true')
+                    return parts;
+                marker = xmlValue(xml, 'NextPartNumberMarker');
+            }
+        }
+        catch (error) {
+            if (error instanceof S3RequestError && (error.status === 405 || error.status === 501))
+                return undefined;
+            throw error;
+        }
+    }
+    async completeMultipartUpload(key, uploadId, parts) {
+        const body = Buffer.from(`<CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/">${parts
+            .map((p) => `<Part><PartNumber>${p.partNumber}</PartNumber><ETag>${escapeXml(p.etag)}</ETag>${p.checksumSha256 ? `<ChecksumSHA256>${p.checksumSha256}</ChecksumSHA256>` : ''}</Part>`)
+            .join('')}</CompleteMultipartUpload>`);
+        const response = await this.send('POST', key, { query: { uploadId }, body, headers: { 'content-type': 'application/xml' } });
+        const xml = await response.text();
+        // S3 may answer 200 and still report an error in the body.
+        if (/<Error>/.test(xml))
+            throw new S3RequestError(500, xmlValue(xml, 'Code') ?? 'InternalError', `completing ${key} failed: ${xmlValue(xml, 'Message') ?? xml}`);
+    }
+    async abortMultipartUpload(key, uploadId) {
+        try {
+            await (await this.send('DELETE', key, { query: { uploadId } })).arrayBuffer();
+        }
+        catch (error) {
+            if (!(error instanceof S3RequestError && error.status === 404))
+                throw error;
+        }
+    }
+    async headObject(key) {
+        let response;
+        try {
+            response = await this.send('HEAD', key, { headers: { 'x-amz-checksum-mode': 'ENABLED' } });
+        }
+        catch (error) {
+            if (error instanceof S3RequestError && error.status === 404)
+                return undefined;
+            throw error;
+        }
+        const metadata = {};
+        response.headers.forEach((value, name) => {
+            if (name.startsWith('x-amz-meta-'))
+                metadata[name.slice('x-amz-meta-'.length)] = value;
+        });
+        return {
+            size: Number(response.headers.get('content-length') ?? 0),
+            etag: response.headers.get('etag') ?? '',
+            metadata,
+            checksumSha256: response.headers.get('x-amz-checksum-sha256') ?? undefined,
+        };
+    }
+    /** The object's bytes as a stream, plus its metadata. */
+    async getObject(key) {
+        const response = await this.send('GET', key);
+        const metadata = {};
+        response.headers.forEach((value, name) => {
+            if (name.startsWith('x-amz-meta-'))
+                metadata[name.slice('x-amz-meta-'.length)] = value;
+        });
+        const body = response.body ? external_node_stream_.Readable.fromWeb(response.body) : external_node_stream_.Readable.from([]);
+        return { body, head: { size: Number(response.headers.get('content-length') ?? 0), etag: response.headers.get('etag') ?? '', metadata } };
+    }
+    async deleteObject(key) {
+        await (await this.send('DELETE', key)).arrayBuffer();
+    }
+    /** Every object under a prefix (ListObjectsV2, following continuation tokens). */
+    async *listObjects(prefix) {
+        let token;
+        for (;;) {
+            const query = { 'list-type': '2', prefix };
+            if (token)
+                query['continuation-token'] = token;
+            const xml = await (await this.send('GET', undefined, { query })).text();
+            for (const block of xmlBlocks(xml, 'Contents')) {
+                yield { key: xmlValue(block, 'Key') ?? '', size: Number(xmlValue(block, 'Size') ?? 0), etag: xmlValue(block, 'ETag') ?? '' };
+            }
+            if (xmlValue(xml, 'IsTruncated') !== 'true')
+                return;
+            token = xmlValue(xml, 'NextContinuationToken');
+            if (!token)
+                return;
+        }
+    }
+}
+/**
+ * fetch copies a buffer body (as the Fetch standard requires); a one-chunk stream is sent as is,
+ * so a part buffer is never duplicated and memory stays at the pool of parts.
+ */
+function streamOf(body) {
+    return new ReadableStream({
+        start(controller) {
+            controller.enqueue(body);
+            controller.close();
+        },
+    });
+}
+async function errorFrom(response, method, key) {
+    const text = method === 'HEAD' ? '' : await response.text().catch(() => '');
+    const code = xmlValue(text, 'Code') ?? (response.status === 404 ? 'NotFound' : `HTTP${response.status}`);
+    const message = xmlValue(text, 'Message') ?? response.statusText;
+    return new S3RequestError(response.status, code, `${method} ${key ?? '(bucket)'}: ${response.status} ${code}: ${message}`);
+}
+/** RFC 3986 encoding as SigV4 requires (encodeURIComponent leaves !'()* alone). */
+function encodeRfc3986(value) {
+    return encodeURIComponent(value).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+}
+function hmac(key, data) {
+    return (0,external_node_crypto_.createHmac)('sha256', key).update(data).digest();
+}
+function s3_sha256Hex(text) {
+    return (0,external_node_crypto_.createHash)('sha256').update(text).digest('hex');
+}
+const XML_ENTITIES = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'" };
+function decodeXml(text) {
+    return text.replace(/&(amp|lt|gt|quot|apos|#\d+|#x[0-9a-f]+);/gi, (_m, entity) => {
+        if (entity.startsWith('#x') || entity.startsWith('#X'))
+            return String.fromCodePoint(parseInt(entity.slice(2), 16));
+        if (entity.startsWith('#'))
+            return String.fromCodePoint(Number(entity.slice(1)));
+        return XML_ENTITIES[entity.toLowerCase()];
+    });
+}
+function escapeXml(text) {
+    return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+}
+/** S3's responses are small and flat enough that element extraction suffices. */
+function xmlValue(xml, tag) {
+    const match = new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`).exec(xml);
+    return match ? decodeXml(match[1]) : undefined;
+}
+function xmlBlocks(xml, tag) {
+    return [...xml.matchAll(new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`, 'g'))].map((m) => m[1]);
+}
+
+;// CONCATENATED MODULE: ./src/storage/object-store.ts
+
+
+
+
+
+const DEFAULT_PART_SIZE = 8 * 1024 * 1024;
+/** Parts in flight at once: enough to overlap hashing, network and the server's disk. */
+const DEFAULT_CONCURRENCY = 4;
+/** S3's floor for every part but the last. */
+const MIN_PART_SIZE = 5 * 1024 * 1024;
+const MAX_PARTS = 10_000;
+/** Builds the S3 driver for reviewed settings; missing credentials are a usage error (exit 2), raised before any request. */
+function s3StoreFor(storage, options) {
+    if (!storage.credentials) {
+        throw (0,errors/* usageError */.Wp)('STORAGE_CREDENTIALS_MISSING', `the object-store credentials are not set: ${storage.credentialEnv.accessKeyId} and ${storage.credentialEnv.secretAccessKey} must both be in the environment`, `export ${storage.credentialEnv.accessKeyId}=... and ${storage.credentialEnv.secretAccessKey}=... (a key scoped to s3://${storage.bucket}/${storage.prefix}), or name other variables in storage.accessKeyIdEnv / secretAccessKeyEnv`);
+    }
+    const client = new S3Client({ endpoint: storage.endpoint, region: storage.region, bucket: storage.bucket, credentials: storage.credentials, fetch: options.fetch });
+    return new S3ObjectStore(client, storage, options);
+}
+class S3ObjectStore {
+    client;
+    storage;
+    options;
+    location;
+    partSize;
+    concurrency;
+    constructor(client, storage, options) {
+        this.client = client;
+        this.storage = storage;
+        this.options = options;
+        this.location = `s3://${storage.bucket}/${storage.prefix}`;
+        this.partSize = Math.max(options.partSize ?? DEFAULT_PART_SIZE, MIN_PART_SIZE);
+        this.concurrency = Math.max(1, options.concurrency ?? DEFAULT_CONCURRENCY);
+    }
+    list(prefix) {
+        return this.client.listObjects(prefix);
+    }
+    head(key) {
+        return this.client.headObject(key);
+    }
+    get(key) {
+        return this.client.getObject(key);
+    }
+    /** Headers every new object carries: its sha256 as metadata, encryption and retention as configured. */
+    objectHeaders(sha256) {
+        const headers = { 'x-amz-meta-sha256': sha256 };
+        if (this.storage.serverSideEncryption)
+            headers['x-amz-server-side-encryption'] = this.storage.serverSideEncryption;
+        if (this.storage.objectLock) {
+            headers['x-amz-object-lock-mode'] = this.storage.objectLock.mode;
+            headers['x-amz-object-lock-retain-until-date'] = new Date(Date.now() + this.storage.objectLock.days * 86400_000).toISOString().replace(/\.\d+Z$/, 'Z');
+        }
+        return headers;
+    }
+    async putFile(key, path, expected) {
+        const partSize = Math.max(this.partSize, Math.ceil(expected.bytes / MAX_PARTS));
+        if (expected.bytes <= partSize)
+            return this.putSingle(key, path, expected);
+        try {
+            return await this.putMultipart(key, path, expected, partSize);
+        }
+        catch (error) {
+            // The server forgot the upload we journaled (expired or aborted): start it again cleanly, once.
+            if (error instanceof S3RequestError && error.code === 'NoSuchUpload') {
+                await this.dropJournal(key);
+                return this.putMultipart(key, path, expected, partSize);
+            }
+            throw error;
+        }
+    }
+    async putSingle(key, path, expected) {
+        const body = await (0,promises_.readFile)(path);
+        const sha256 = (0,external_node_crypto_.createHash)('sha256').update(body).digest();
+        if (sha256.toString('hex') !== expected.sha256 || body.length !== expected.bytes)
+            throw changedWhileSyncing(path);
+        await this.client.putObject(key, body, { ...this.objectHeaders(expected.sha256), 'content-md5': (0,external_node_crypto_.createHash)('md5').update(body).digest('base64'), 'x-amz-checksum-sha256': sha256.toString('base64') }, expected.sha256);
+        return { bytes: body.length, parts: 1, resumedParts: 0 };
+    }
+    async putMultipart(key, path, expected, partSize) {
+        let journal = await this.readJournal(key);
+        if (journal && (journal.sha256 !== expected.sha256 || journal.bytes !== expected.bytes || journal.partSize !== partSize)) {
+            await this.client.abortMultipartUpload(key, journal.uploadId);
+            journal = undefined;
+        }
+        if (journal) {
+            // The server's own list is the truth where it keeps one; otherwise the journal's ETags are.
+            const listed = await this.client.listParts(key, journal.uploadId);
+            if (listed)
+                journal.parts = listed;
+        }
+        else {
+            const uploadId = await this.client.createMultipartUpload(key, { ...this.objectHeaders(expected.sha256), 'x-amz-checksum-algorithm': 'SHA256' });
+            journal = { key, uploadId, sha256: expected.sha256, bytes: expected.bytes, partSize, parts: [] };
+            await this.writeJournal(journal);
+        }
+        const uploadId = journal.uploadId;
+        const already = new Map(journal.parts.map((p) => [p.partNumber, p]));
+        const wholeFile = (0,external_node_crypto_.createHash)('sha256');
+        const parts = [];
+        const inFlight = new Set();
+        // A fixed pool of part buffers, reused: memory is bounded by design, not by when GC runs.
+        const freeBuffers = Array.from({ length: this.concurrency }, () => Buffer.allocUnsafe(partSize));
+        let journalWrites = Promise.resolve();
+        let resumedParts = 0;
+        const handle = await (0,promises_.open)(path, 'r');
+        try {
+            const partCount = Math.ceil(expected.bytes / partSize);
+            // Parts are read and hashed in order (the whole-file hash needs that) and sent a few at a
+            // time: memory stays at `concurrency` parts while the network and the server overlap.
+            for (let partNumber = 1; partNumber <= partCount; partNumber++) {
+                while (freeBuffers.length === 0)
+                    await Promise.race(inFlight);
+                const length = Math.min(partSize, expected.bytes - (partNumber - 1) * partSize);
+                const buffer = freeBuffers.pop();
+                const body = buffer.subarray(0, length);
+                const { bytesRead } = await handle.read(buffer, 0, length, (partNumber - 1) * partSize);
+                if (bytesRead !== length)
+                    throw changedWhileSyncing(path);
+                wholeFile.update(body);
+                const md5 = (0,external_node_crypto_.createHash)('md5').update(body).digest();
+                const partSha256 = (0,external_node_crypto_.createHash)('sha256').update(body).digest();
+                const checksumSha256 = partSha256.toString('base64');
+                const previous = already.get(partNumber);
+                if (previous && unquote(previous.etag) === md5.toString('hex')) {
+                    parts.push({ partNumber, etag: previous.etag, checksumSha256 });
+                    resumedParts++;
+                    freeBuffers.push(buffer);
+                    continue;
+                }
+                const sending = this.client
+                    .uploadPart(key, uploadId, partNumber, body, { 'content-md5': md5.toString('base64'), 'x-amz-checksum-sha256': checksumSha256 }, partSha256.toString('hex'))
+                    .then((etag) => {
+                    const part = { partNumber, etag, checksumSha256 };
+                    parts.push(part);
+                    journal.parts = [...journal.parts.filter((p) => p.partNumber !== partNumber), part];
+                    journalWrites = journalWrites.then(() => this.writeJournal(journal));
+                    return journalWrites;
+                })
+                    .finally(() => {
+                    inFlight.delete(sending);
+                    freeBuffers.push(buffer);
+                });
+                inFlight.add(sending);
+            }
+            await Promise.all(inFlight);
+        }
+        finally {
+            // Never leave a part request or a journal write running behind a failure.
+            await Promise.allSettled([...inFlight, journalWrites]);
+            await handle.close();
+        }
+        parts.sort((a, b) => a.partNumber - b.partNumber);
+        if (wholeFile.digest('hex') !== expected.sha256) {
+            await this.client.abortMultipartUpload(key, uploadId);
+            await this.dropJournal(key);
+            throw changedWhileSyncing(path);
+        }
+        await this.client.completeMultipartUpload(key, uploadId, parts);
+        await this.dropJournal(key);
+        return { bytes: expected.bytes, parts: parts.length, resumedParts };
+    }
+    journalPath(key) {
+        return (0,external_node_path_.join)(this.options.journalDir, `${(0,external_node_crypto_.createHash)('sha256').update(`${this.storage.bucket}/${key}`).digest('hex').slice(0, 32)}.json`);
+    }
+    async readJournal(key) {
+        try {
+            const journal = JSON.parse(await (0,promises_.readFile)(this.journalPath(key), 'utf8'));
+            return journal.key === key ? journal : undefined;
+        }
+        catch {
+            return undefined; // missing or torn: start a fresh upload
+        }
+    }
+    async writeJournal(journal) {
+        await (0,promises_.mkdir)(this.options.journalDir, { recursive: true, mode: 0o700 });
+        const path = this.journalPath(journal.key);
+        await (0,promises_.writeFile)(`${path}.tmp`, JSON.stringify(journal), { mode: 0o600 });
+        await (0,promises_.rename)(`${path}.tmp`, path);
+    }
+    async dropJournal(key) {
+        await (0,promises_.rm)(this.journalPath(key), { force: true });
+    }
+}
+function unquote(etag) {
+    return etag.replace(/"/g, '').toLowerCase();
+}
+function changedWhileSyncing(path) {
+    return (0,errors/* failure */.V2)('LOCAL_FILE_CHANGED', `${path} no longer matches its SHA256SUMS line while being uploaded; nothing was completed remotely`, {
+        fix: 'run `lifeline verify` on the entry; a catalog file must never change after it is written',
+    });
+}
+
+;// CONCATENATED MODULE: ./src/storage/review.ts
+
+/** What a person must have checked about a provider before Lifeline sends it a restaurant's orders. */
+const REVIEW_CHECKLIST = [
+    'data residency: the region and the provider are allowed to hold this data (contracts, GDPR, customers\' terms)',
+    'encryption at rest: the bucket encrypts by default, or storage.serverSideEncryption is set',
+    'retention and object lock: versioning/object lock (storage.objectLock) match the retention policy, so a backup cannot be silently overwritten',
+    'access keys scoped to the prefix: the key may only list, read and write under the bucket/prefix Lifeline uses, nothing else',
+    'deletion protection: the key cannot delete objects (or deletions are held by object lock), so a leaked key cannot erase the off-host copies',
+];
+function reviewChecklistText() {
+    return REVIEW_CHECKLIST.map((item) => `  [ ] ${item}`).join('\n');
+}
+/**
+ * The review gate: refuses (exit 3) before any request is made unless lifeline.yml records who
+ * reviewed which provider, and when. Returns the settings narrowed to a reviewed provider.
+ */
+function requireReviewedStorage(env, storage, now = new Date()) {
+    if (!storage) {
+        throw (0,errors/* usageError */.Wp)('STORAGE_NOT_CONFIGURED', `environment ${env} has no storage: section in lifeline.yml`, `add environments.${env}.storage (provider: s3, endpoint, region, bucket, prefix, accessKeyIdEnv, secretAccessKeyEnv), review it, then record storage.reviewed`);
+    }
+    if (!storage.reviewed) {
+        throw (0,errors/* refusal */.x5)('STORAGE_NOT_REVIEWED', `off-host storage for environment ${env} (bucket ${storage.bucket}) has not been reviewed; nothing was sent.\nReview checklist:\n${reviewChecklistText()}`, `once every item is checked, record it in lifeline.yml: environments.${env}.storage.reviewed: { provider: <provider name>, by: <who reviewed>, date: YYYY-MM-DD }`, { checklist: [...REVIEW_CHECKLIST], bucket: storage.bucket });
+    }
+    const problem = reviewDateProblem(storage.reviewed.date, now);
+    if (problem) {
+        throw (0,errors/* refusal */.x5)('STORAGE_REVIEW_DATE', `the review of off-host storage for environment ${env} (bucket ${storage.bucket}) ${problem}; a review cannot vouch for a provider before it happened, so nothing was sent`, `record the day the review was actually done: environments.${env}.storage.reviewed.date: YYYY-MM-DD (today or earlier)`, { date: storage.reviewed.date });
+    }
+    return storage;
+}
+/** Why a review date cannot be believed: not a real calendar day, or later than today anywhere on Earth. */
+function reviewDateProblem(date, now) {
+    const ms = Date.parse(`${date}T00:00:00Z`);
+    if (!/^\d{4}-\d{2}-\d{2}$/.test(date) || Number.isNaN(ms) || new Date(ms).toISOString().slice(0, 10) !== date)
+        return `is dated ${JSON.stringify(date)}, which is not a calendar day`;
+    // UTC+14 is the earliest "today" anywhere: a date after that is in the future for every reviewer.
+    const latestToday = new Date(now.getTime() + 14 * 3600_000).toISOString().slice(0, 10);
+    if (date > latestToday)
+        return `is dated ${date}, in the future (today is ${now.toISOString().slice(0, 10)} UTC)`;
+    return undefined;
+}
+
+;// CONCATENATED MODULE: ./src/storage/bucket.ts
+
+
+
+/**
+ * The environment's reviewed bucket, ready for sync, compare and fetch. Throws before any request:
+ * exit 3 (with the review checklist) when the provider is not reviewed, exit 2 when storage or its
+ * credentials are missing.
+ */
+function openReviewedBucket(settings, options = {}) {
+    const storage = requireReviewedStorage(settings.name, settings.storage);
+    // Resume journals of interrupted multipart uploads; hidden, outside every environment's entries.
+    const journalDir = (0,external_node_path_.join)(settings.store, '.sync', settings.name, 'uploads');
+    return { storage, remote: s3StoreFor(storage, { journalDir, fetch: options.fetch }) };
+}
+
+;// CONCATENATED MODULE: ./src/storage/entries.ts
+
+
+
+
+
+/** Metadata file names Lifeline writes today; used only to break a tie, never required. */
+const KNOWN_METADATA_FILES = ['backup.json', 'release.json', 'report.json', 'export.json'];
+/**
+ * The metadata file of an entry: the one JSON file that SHA256SUMS does not list (the catalog
+ * writes it last, after the sums), or a known metadata file that SHA256SUMS covers too (a drill's
+ * report.json, which is signed). Undefined when there is none, so the entry is not complete.
+ */
+function metadataFileOf(fileNames, sums) {
+    const listed = new Set(sums.map((s) => s.file));
+    const candidates = fileNames.filter((name) => name.endsWith('.json') && !name.startsWith('.') && !listed.has(name));
+    if (candidates.length === 1)
+        return candidates[0];
+    return candidates.find((name) => KNOWN_METADATA_FILES.includes(name)) ?? (candidates.length === 0 ? fileNames.find((name) => listed.has(name) && KNOWN_METADATA_FILES.includes(name)) : undefined);
+}
+/**
+ * Every complete entry under `<store>/<env>`: any directory not starting with '.', holding
+ * SHA256SUMS and its metadata file. Nothing kind-specific, so new kinds sync without changes here.
+ */
+async function listLocalEntries(envDir, maxDepth = 5) {
+    const entries = [];
+    const walk = async (dir, relative, depth) => {
+        let names;
+        try {
+            names = await (0,promises_.readdir)(dir);
+        }
+        catch (error) {
+            if (error.code === 'ENOENT' || error.code === 'ENOTDIR')
+                return;
+            throw error;
+        }
+        if (names.includes(SUMS_FILE) && relative.length >= 2) {
+            const sums = parseSums(await readEntryText(dir, SUMS_FILE));
+            const metadataFile = metadataFileOf(names, sums);
+            if (metadataFile)
+                entries.push({ kind: relative.slice(0, -1).join('/'), id: relative[relative.length - 1], dir, metadataFile, sums });
+            return;
+        }
+        if (depth >= maxDepth)
+            return;
+        for (const name of names.sort()) {
+            if (name.startsWith('.'))
+                continue;
+            const path = (0,external_node_path_.join)(dir, name);
+            // lstat: a symlinked directory would lead the walk (and an upload) outside the catalog.
+            if ((await (0,promises_.lstat)(path)).isDirectory())
+                await walk(path, [...relative, name], depth + 1);
+        }
+    };
+    await walk(envDir, [], 0);
+    return entries;
+}
+/** The catalog kinds an entry may be fetched into; anything else in a bucket is not ours. */
+function asEntryKind(kind) {
+    if (kind === 'backups' || kind === 'releases' || kind === 'drills' || /^tenants\/[A-Za-z0-9][A-Za-z0-9._+-]*\/exports$/.test(kind))
+        return kind;
+    throw (0,errors/* usageError */.Wp)('UNKNOWN_KIND', `"${kind}" is not a catalog kind`, 'use backups, releases, drills or tenants/<tenant>/exports');
+}
+/** Where an environment's entries live in the bucket: `<prefix><env>/<kind>/<id>/<file>`, mirroring the catalog. */
+class RemoteLayout {
+    prefix;
+    env;
+    constructor(prefix, env) {
+        this.prefix = prefix;
+        this.env = env;
+    }
+    envPrefix() {
+        return `${this.prefix}${this.env}/`;
+    }
+    entryPrefix(kind, id) {
+        return `${this.envPrefix()}${kind}/${id}/`;
+    }
+    /** Splits an object key into entry and file; undefined for keys outside this environment. */
+    parse(key) {
+        if (!key.startsWith(this.envPrefix()))
+            return undefined;
+        const parts = key.slice(this.envPrefix().length).split('/');
+        if (parts.length < 3 || parts.some((p) => p === ''))
+            return undefined;
+        return { kind: parts.slice(0, -2).join('/'), id: parts[parts.length - 2], file: parts[parts.length - 1] };
+    }
+}
+
+;// CONCATENATED MODULE: ./src/storage/import.ts
+
+
+/**
+ * Brings an off-host copy into the local catalog: each file streams through a hash into a
+ * staged entry, and only when every sha256 matches SHA256SUMS is the entry committed. An entry
+ * already present locally is left alone.
+ */
+async function importEntry(source) {
+    // Every name comes from the copy itself: refuse an unsafe one before anything is opened or fetched.
+    for (const file of [source.metadataFile, ...source.sums.map((s) => s.file)]) {
+        const problem = entryFileNameProblem(file);
+        if (problem) {
+            throw (0,errors/* failure */.V2)('REMOTE_ENTRY_UNSAFE', `${source.kind}/${source.id} from ${source.source} names the file ${JSON.stringify(file)}, which ${problem}; nothing was fetched`, { fix: 'that copy was not written by Lifeline: inspect and remove it, then use another entry' });
+        }
+    }
+    const existing = await source.catalog.get(source.env, source.kind, source.id, source.metadataFile);
+    if (existing)
+        return { entry: existing, fetched: false, bytes: 0 };
+    const staged = await source.catalog.begin(source.env, source.kind, source.id, source.metadataFile);
+    let bytes = 0;
+    try {
+        for (const { file, sha256 } of source.sums) {
+            const written = await staged.addStream(file, await source.open(file));
+            if (written.sha256 !== sha256) {
+                throw (0,errors/* failure */.V2)('REMOTE_CHECKSUM_MISMATCH', `${file} of ${source.kind}/${source.id} from ${source.source} has sha256 ${written.sha256}, expected ${sha256}; it was not used`, {
+                    fix: 'that copy is damaged: sync again from a host whose local entry verifies, or use an older entry',
+                    details: { file, actual: written.sha256, expected: sha256 },
+                });
+            }
+            bytes += written.bytes;
+        }
+        await staged.commit(source.metadata);
+    }
+    catch (error) {
+        await staged.abort();
+        throw error;
+    }
+    const entry = await source.catalog.get(source.env, source.kind, source.id, source.metadataFile);
+    if (!entry)
+        throw (0,errors/* failure */.V2)('IMPORT_LOST', `${source.kind}/${source.id} was committed but does not list`, { fix: 'check the catalog directory for concurrent changes' });
+    return { entry, fetched: true, bytes };
+}
+
+;// CONCATENATED MODULE: ./src/storage/sync.ts
+
+
+
+
+
+
+
+
+
+
+
+/** Small files (SHA256SUMS, metadata) are read whole; anything bigger than this is refused as not ours. */
+const MAX_SMALL_OBJECT = 4 * 1024 * 1024;
+/**
+ * Uploads every complete local entry the bucket lacks. An entry is checked against its own
+ * SHA256SUMS first (streaming re-hash); files go up before SHA256SUMS, and the metadata file
+ * goes last, so a partially synced entry never looks complete remotely.
+ */
+async function syncEnvironment(options) {
+    const { env, remote, logger } = options;
+    const layout = new RemoteLayout(options.prefix, env);
+    const local = filterKinds(await listLocalEntries((0,external_node_path_.join)(options.store, env)), options.kinds);
+    const remoteObjects = await listRemote(remote, layout.envPrefix());
+    const results = [];
+    for (const entry of local) {
+        const entryPrefix = layout.entryPrefix(entry.kind, entry.id);
+        if (remoteObjects.has(entryPrefix + entry.metadataFile)) {
+            results.push({ kind: entry.kind, id: entry.id, status: 'present', files: 0, bytes: 0, resumedParts: 0 });
+            continue;
+        }
+        try {
+            results.push(await syncEntry(entry, entryPrefix, remote, remoteObjects, options));
+        }
+        catch (error) {
+            if ((0,errors/* isLifelineError */.lG)(error) && error.kind !== 'failed')
+                throw error;
+            const reason = error.message;
+            logger.error(`${entry.kind}/${entry.id}: ${reason}`);
+            results.push({ kind: entry.kind, id: entry.id, status: 'failed', files: 0, bytes: 0, resumedParts: 0, reason });
+        }
+    }
+    return {
+        location: remote.location,
+        entries: results,
+        uploaded: results.filter((r) => r.status === 'uploaded' || r.status === 'would-upload').length,
+        present: results.filter((r) => r.status === 'present').length,
+        failed: results.filter((r) => r.status === 'failed').length,
+    };
+}
+async function syncEntry(entry, entryPrefix, remote, remoteObjects, options) {
+    const ref = `${entry.kind}/${entry.id}`;
+    const unverified = await verificationFailure(entry);
+    if (unverified)
+        return { kind: entry.kind, id: entry.id, status: 'failed', files: 0, bytes: 0, resumedParts: 0, reason: unverified };
+    const checks = await checkSums(entry.dir);
+    const bad = checks.filter((c) => !c.ok);
+    if (bad.length > 0) {
+        const reason = `local SHA256SUMS check failed for ${bad.map((c) => c.file).join(', ')}; not uploaded`;
+        options.logger.error(`${ref}: ${reason}`);
+        return { kind: entry.kind, id: entry.id, status: 'failed', files: 0, bytes: 0, resumedParts: 0, reason };
+    }
+    const files = [
+        ...entry.sums.filter((s) => s.file !== entry.metadataFile).map((s) => ({ name: s.file, sha256: s.sha256 })),
+        { name: SUMS_FILE, sha256: await sha256OfFile((0,external_node_path_.join)(entry.dir, SUMS_FILE)) },
+        { name: entry.metadataFile, sha256: await sha256OfFile((0,external_node_path_.join)(entry.dir, entry.metadataFile)) },
+    ];
+    let bytes = 0;
+    let resumedParts = 0;
+    let sent = 0;
+    for (const file of files) {
+        // Names came from SHA256SUMS and the listing: confined to the entry (no '..', symlink or FIFO).
+        const path = await entryFilePath(entry.dir, file.name);
+        const size = (await (0,promises_.stat)(path)).size;
+        const key = entryPrefix + file.name;
+        const existing = remoteObjects.get(key);
+        if (existing && existing.size === size) {
+            const head = await remote.head(key);
+            if (head?.metadata.sha256 === file.sha256)
+                continue;
+        }
+        if (options.dryRun) {
+            bytes += size;
+            sent++;
+            continue;
+        }
+        const put = await remote.putFile(key, path, { sha256: file.sha256, bytes: size });
+        const head = await remote.head(key);
+        if (!head || head.size !== size || head.metadata.sha256 !== file.sha256) {
+            throw (0,errors/* failure */.V2)('REMOTE_CHECK_FAILED', `${key} reads back as ${head ? `${head.size} bytes, sha256 ${head.metadata.sha256 ?? 'missing'}` : 'missing'} after upload; expected ${size} bytes, sha256 ${file.sha256}`, {
+                fix: 'run `lifeline sync` again; if it persists, check the provider for a proxy that rewrites objects',
+            });
+        }
+        bytes += put.bytes;
+        resumedParts += put.resumedParts;
+        sent++;
+    }
+    options.logger.info(`${options.dryRun ? 'would upload' : 'uploaded'} ${ref}: ${sent} file(s), ${bytes} bytes${resumedParts ? ` (${resumedParts} part(s) resumed)` : ''}`);
+    return { kind: entry.kind, id: entry.id, status: options.dryRun ? 'would-upload' : 'uploaded', files: sent, bytes, resumedParts };
+}
+/** A backup whose own verification failed is not shipped off-host as if it were good. */
+async function verificationFailure(entry) {
+    const metadata = JSON.parse(await (0,promises_.readFile)((0,external_node_path_.join)(entry.dir, entry.metadataFile), 'utf8'));
+    if (metadata.verified && metadata.verified.ok === false)
+        return 'its last verification failed; run `lifeline verify` and fix it before it is copied off-host';
+    return undefined;
+}
+/** Local catalog against the bucket: what is missing on either side and what differs. */
+async function compareRemote(options) {
+    const layout = new RemoteLayout(options.prefix, options.env);
+    const local = filterKinds(await listLocalEntries((0,external_node_path_.join)(options.store, options.env)), options.kinds);
+    const remoteObjects = await listRemote(options.remote, layout.envPrefix());
+    const remoteEntries = groupRemoteEntries(layout, remoteObjects);
+    const result = { location: options.remote.location, mode: options.deep ? 'deep' : 'listing', inSync: [], missingRemotely: [], incompleteRemotely: [], missingLocally: [], mismatched: [] };
+    const localKeys = new Set();
+    for (const entry of local) {
+        const ref = { kind: entry.kind, id: entry.id };
+        const entryPrefix = layout.entryPrefix(entry.kind, entry.id);
+        localKeys.add(entryPrefix);
+        if (!remoteEntries.has(entryPrefix)) {
+            result.missingRemotely.push(ref);
+            continue;
+        }
+        if (!remoteObjects.has(entryPrefix + entry.metadataFile)) {
+            result.incompleteRemotely.push(ref);
+            continue;
+        }
+        const expected = [...entry.sums, { file: SUMS_FILE, sha256: await sha256OfFile((0,external_node_path_.join)(entry.dir, SUMS_FILE)) }];
+        const mismatches = [];
+        for (const { file, sha256 } of expected) {
+            const reason = await checkRemoteFile(options.remote, entryPrefix + file, remoteObjects.get(entryPrefix + file), sha256, (await (0,promises_.stat)((0,external_node_path_.join)(entry.dir, file))).size, options.deep ?? false);
+            if (reason)
+                mismatches.push({ ...ref, file, reason });
+        }
+        if (mismatches.length)
+            result.mismatched.push(...mismatches);
+        else
+            result.inSync.push(ref);
+    }
+    for (const [entryPrefix, files] of remoteEntries) {
+        if (localKeys.has(entryPrefix))
+            continue;
+        const parsed = layout.parse(entryPrefix + SUMS_FILE);
+        if (options.kinds?.length && !options.kinds.includes(parsed.kind.split('/')[0]))
+            continue;
+        const complete = files.includes(SUMS_FILE) && metadataFileOf(files, parseSums(await readSmallObject(options.remote, entryPrefix + SUMS_FILE))) !== undefined;
+        if (complete)
+            result.missingLocally.push({ kind: parsed.kind, id: parsed.id });
+    }
+    return result;
+}
+async function checkRemoteFile(remote, key, listed, sha256, size, deep) {
+    if (!listed)
+        return 'missing in the bucket';
+    if (listed.size !== size)
+        return `size ${listed.size} in the bucket, ${size} locally`;
+    if (deep) {
+        const actual = await hashRemote(remote, key);
+        return actual === sha256 ? undefined : `sha256 ${actual} in the bucket, ${sha256} expected`;
+    }
+    const head = await remote.head(key);
+    if (head?.metadata.sha256 !== sha256)
+        return `recorded sha256 ${head?.metadata.sha256 ?? 'missing'} in the bucket, ${sha256} expected`;
+    return undefined;
+}
+/**
+ * Downloads one remote entry into the local catalog through `catalog.begin`, hashing every
+ * file on the way and comparing with the entry's SHA256SUMS; on any mismatch nothing appears
+ * locally. `latest` takes the newest entry whose every file is present and verifies, falling
+ * back past incomplete or damaged ones (each named in `skipped` and the log). Restores and
+ * drills then read it like any local entry.
+ */
+async function fetchEntry(options) {
+    const kind = asEntryKind(options.kind);
+    const layout = new RemoteLayout(options.prefix, options.env);
+    if (options.id !== 'latest')
+        return { ...(await fetchOne(options, layout, kind, options.id)), skipped: [] };
+    const candidates = await remoteCandidates(options, layout);
+    if (!candidates.length) {
+        throw (0,errors/* failure */.V2)('REMOTE_ENTRY_NOT_FOUND', `no ${kind} entry of environment ${options.env} in ${options.remote.location} has its metadata (every upload there is unfinished, or there is none)`, { fix: 'run `lifeline sync` on the host that holds the entries, or check storage.bucket and storage.prefix' });
+    }
+    const skipped = [];
+    for (const id of candidates) {
+        try {
+            const result = await fetchOne(options, layout, kind, id);
+            if (skipped.length)
+                options.logger.warn(`using ${kind}/${id}, the newest complete entry that verifies (passed over: ${skipped.map((s) => s.id).join(', ')})`);
+            return { ...result, skipped };
+        }
+        catch (error) {
+            if (!((0,errors/* isLifelineError */.lG)(error) && FALL_BACK_ON.has(error.code)))
+                throw error;
+            skipped.push({ id, reason: error.message });
+            options.logger.warn(`${kind}/${id} cannot be used: ${error.message}; falling back to the previous complete entry`);
+        }
+    }
+    throw (0,errors/* failure */.V2)('REMOTE_NO_USABLE_ENTRY', `no ${kind} entry of environment ${options.env} in ${options.remote.location} is complete and verifies:\n${skipped.map((s) => `  ${s.id}: ${s.reason}`).join('\n')}`, {
+        fix: 'run `lifeline sync` from a host whose local entries verify; the copies listed above are damaged or incomplete',
+    });
+}
+/** Failures of one remote entry that make `latest` try the previous one. */
+const FALL_BACK_ON = new Set(['REMOTE_OBJECT_MISSING', 'REMOTE_CHECKSUM_MISMATCH', 'REMOTE_ENTRY_INCOMPLETE', 'REMOTE_ENTRY_UNSAFE', 'REMOTE_OBJECT_TOO_LARGE', 'REMOTE_METADATA_UNREADABLE']);
+async function fetchOne(options, layout, kind, id) {
+    const remoteEntry = await readRemoteEntry(options.remote, layout, kind, id, options.env);
+    const missing = remoteEntry.sums.filter((s) => !remoteEntry.objects.has(s.file));
+    if (missing.length)
+        throw missingObjects(options.remote, `${kind}/${id}`, missing.map((s) => remoteEntry.entryPrefix + s.file));
+    const result = await importEntry({
+        catalog: options.catalog,
+        env: options.env,
+        kind,
+        id,
+        metadataFile: remoteEntry.metadataFile,
+        metadata: remoteEntry.metadata,
+        sums: remoteEntry.sums,
+        source: options.remote.location,
+        open: async (file) => (await getObjectOrMissing(options.remote, `${kind}/${id}`, remoteEntry.entryPrefix + file)).body,
+    });
+    if (result.fetched)
+        options.logger.info(`fetched ${kind}/${id} from ${options.remote.location}: ${remoteEntry.sums.length} file(s), ${result.bytes} bytes, every sha256 matched`);
+    return result;
+}
+/** A remote entry's listing, SHA256SUMS and metadata; throws (exit 1) naming what is missing or unreadable. */
+async function readRemoteEntry(remote, layout, kind, id, env) {
+    const entryPrefix = layout.entryPrefix(kind, id);
+    const objects = new Map();
+    for (const [key, object] of await listRemote(remote, entryPrefix)) {
+        const name = key.slice(entryPrefix.length);
+        if (!name.includes('/'))
+            objects.set(name, object);
+    }
+    if (objects.size === 0) {
+        throw (0,errors/* failure */.V2)('REMOTE_ENTRY_MISSING', `${kind}/${id} is not in ${remote.location} for environment ${env}: no object under ${entryPrefix}`, { fix: 'run `lifeline sync` on the host that holds it; `lifeline verify --remote --all` lists what the bucket holds' });
+    }
+    if (!objects.has(SUMS_FILE))
+        throw missingObjects(remote, `${kind}/${id}`, [entryPrefix + SUMS_FILE]);
+    const sumsText = await readSmallObject(remote, entryPrefix + SUMS_FILE);
+    let sums;
+    try {
+        sums = parseSums(sumsText);
+    }
+    catch (error) {
+        throw (0,errors/* failure */.V2)('REMOTE_METADATA_UNREADABLE', `${entryPrefix}${SUMS_FILE} is not a SHA256SUMS file (${error.message})`, { fix: 'that copy was not written by Lifeline, or is damaged: sync it again from a host whose entry verifies' });
+    }
+    for (const s of sums) {
+        const problem = entryFileNameProblem(s.file);
+        if (problem)
+            throw (0,errors/* failure */.V2)('REMOTE_ENTRY_UNSAFE', `${entryPrefix}${SUMS_FILE} names the file ${JSON.stringify(s.file)}, which ${problem}; nothing was read`, { fix: 'that copy was not written by Lifeline: inspect and remove it' });
+    }
+    const metadataFile = metadataFileOf([...objects.keys()], sums);
+    if (!metadataFile) {
+        throw (0,errors/* failure */.V2)('REMOTE_ENTRY_INCOMPLETE', `${kind}/${id} in ${remote.location} has no metadata file: its upload never finished`, { fix: 'run `lifeline sync` on the host that holds it, or use another entry' });
+    }
+    let metadata;
+    try {
+        metadata = JSON.parse(await readSmallObject(remote, entryPrefix + metadataFile));
+    }
+    catch (error) {
+        if ((0,errors/* isLifelineError */.lG)(error))
+            throw error;
+        throw (0,errors/* failure */.V2)('REMOTE_METADATA_UNREADABLE', `${entryPrefix}${metadataFile} is not valid JSON`, { fix: 'sync the entry again from a host whose copy verifies' });
+    }
+    return { entryPrefix, objects, sumsText, sums, metadataFile, metadata };
+}
+/** Remote entry ids of a kind that have their metadata, newest first (by the metadata's createdAt). */
+async function remoteCandidates(options, layout) {
+    const entries = groupRemoteEntries(layout, await listRemote(options.remote, `${layout.envPrefix()}${options.kind}/`));
+    const candidates = [];
+    for (const [entryPrefix, files] of entries) {
+        const parsed = layout.parse(entryPrefix + SUMS_FILE);
+        if (parsed.kind !== options.kind || !files.includes(SUMS_FILE))
+            continue;
+        try {
+            const metadataFile = metadataFileOf(files, parseSums(await readSmallObject(options.remote, entryPrefix + SUMS_FILE)));
+            if (!metadataFile)
+                continue;
+            const metadata = JSON.parse(await readSmallObject(options.remote, entryPrefix + metadataFile));
+            candidates.push({ id: parsed.id, createdAt: typeof metadata.createdAt === 'string' ? metadata.createdAt : '' });
+        }
+        catch (error) {
+            // An unreadable entry is passed over here; a named fetch of it says why.
+            if ((0,errors/* isLifelineError */.lG)(error) && error.kind === 'usage')
+                throw error;
+            options.logger.warn(`${parsed.kind}/${parsed.id} in ${options.remote.location} cannot be read (${error.message}); passed over`);
+        }
+    }
+    candidates.sort((a, b) => (a.createdAt === b.createdAt ? b.id.localeCompare(a.id) : b.createdAt.localeCompare(a.createdAt)));
+    return candidates.map((c) => c.id);
+}
+function missingObjects(remote, ref, keys) {
+    return (0,errors/* failure */.V2)('REMOTE_OBJECT_MISSING', `${ref} in ${remote.location} is missing ${keys.length === 1 ? 'the object' : `${keys.length} objects`} ${keys.join(', ')} (listed in its ${SUMS_FILE} or required for the entry)`, {
+        fix: 'the copy is incomplete: run `lifeline sync` from a host that holds the entry (it uploads what is missing), or use an older entry',
+        details: { missing: keys },
+    });
+}
+/** GET that reports a vanished object as a missing object, not as a bucket or configuration problem. */
+async function getObjectOrMissing(remote, ref, key) {
+    try {
+        return await remote.get(key);
+    }
+    catch (error) {
+        if (error instanceof S3RequestError && error.status === 404)
+            throw missingObjects(remote, ref, [key]);
+        throw error;
+    }
+}
+/**
+ * Verifies one remote entry's objects: every file its SHA256SUMS lists must be there and hash to
+ * the listed sha256 (the provider's full-object SHA-256 where it keeps one, else a streamed
+ * download and hash; never the sha256 Lifeline itself recorded at upload). When the local
+ * catalog holds the entry, the bucket's SHA256SUMS must equal the local one byte for byte.
+ */
+async function verifyRemoteEntry(options) {
+    const kind = asEntryKind(options.kind);
+    const layout = new RemoteLayout(options.prefix, options.env);
+    let id = options.id;
+    if (id === 'latest') {
+        const [newest] = await remoteCandidates({ ...options, kind, id }, layout);
+        if (!newest)
+            throw (0,errors/* failure */.V2)('REMOTE_ENTRY_NOT_FOUND', `no ${kind} entry of environment ${options.env} in ${options.remote.location} has its metadata`, { fix: 'run `lifeline sync` first, or check storage.bucket and storage.prefix' });
+        id = newest;
+    }
+    const ref = `${kind}/${id}`;
+    const files = [];
+    let remoteEntry;
+    try {
+        remoteEntry = await readRemoteEntry(options.remote, layout, kind, id, options.env);
+    }
+    catch (error) {
+        if (!((0,errors/* isLifelineError */.lG)(error) && error.kind === 'failed'))
+            throw error;
+        const missingKeys = error.details?.missing ?? [];
+        return {
+            location: options.remote.location,
+            kind,
+            id,
+            against: "the bucket's own SHA256SUMS (no local copy)",
+            files: missingKeys.length ? missingKeys.map((key) => ({ file: key.slice(layout.entryPrefix(kind, id).length), key, status: 'missing', method: 'none', detail: 'missing in the bucket' })) : [{ file: '(entry)', key: layout.entryPrefix(kind, id), status: 'missing', method: 'none', detail: error.message }],
+            ok: false,
+        };
+    }
+    const local = await options.catalog.get(options.env, kind, id, remoteEntry.metadataFile).catch(() => undefined);
+    let expected = remoteEntry.sums;
+    if (local) {
+        const localSums = await readEntryText(local.dir, SUMS_FILE);
+        const sumsKey = remoteEntry.entryPrefix + SUMS_FILE;
+        if (localSums !== remoteEntry.sumsText) {
+            files.push({ file: SUMS_FILE, key: sumsKey, status: 'mismatch', method: 'downloaded and hashed', detail: 'differs from the local SHA256SUMS (the bucket copy was replaced or damaged)' });
+        }
+        else {
+            files.push({ file: SUMS_FILE, key: sumsKey, status: 'ok', method: 'downloaded and hashed', detail: 'equals the local SHA256SUMS' });
+        }
+        expected = parseSums(localSums);
+    }
+    else {
+        files.push({ file: SUMS_FILE, key: remoteEntry.entryPrefix + SUMS_FILE, status: 'ok', method: 'none', detail: 'read from the bucket (no local copy to compare with)' });
+    }
+    for (const { file, sha256 } of expected) {
+        const key = remoteEntry.entryPrefix + file;
+        if (!remoteEntry.objects.has(file)) {
+            files.push({ file, key, status: 'missing', method: 'none', detail: `missing in the bucket (listed in ${SUMS_FILE})` });
+            continue;
+        }
+        files.push(await checkObjectBytes(options.remote, file, key, sha256));
+    }
+    if (!expected.some((s) => s.file === remoteEntry.metadataFile)) {
+        // backup.json and the like change locally (a verification is recorded in them), so only their presence and upload hash are checked.
+        files.push({ file: remoteEntry.metadataFile, key: remoteEntry.entryPrefix + remoteEntry.metadataFile, status: 'ok', method: 'recorded sha256 (metadata file)', detail: `present; not covered by ${SUMS_FILE}` });
+    }
+    const ok = files.every((f) => f.status === 'ok');
+    for (const f of files)
+        if (f.status !== 'ok')
+            options.logger.error(`${ref} ${f.file}: ${f.detail}`);
+    return { location: options.remote.location, kind, id, against: local ? 'the local SHA256SUMS' : "the bucket's own SHA256SUMS (no local copy)", files, ok };
+}
+/** One object's bytes against the expected sha256: the provider's full-object SHA-256 when it keeps one, else download and hash. */
+async function checkObjectBytes(remote, file, key, sha256) {
+    const head = await remote.head(key);
+    if (!head)
+        return { file, key, status: 'missing', method: 'none', detail: 'missing in the bucket' };
+    const serverSide = fullObjectSha256(head.checksumSha256);
+    if (serverSide) {
+        return serverSide === sha256
+            ? { file, key, status: 'ok', method: 'server-side sha256', detail: `the provider's SHA-256 matches (${sha256.slice(0, 12)}...)` }
+            : { file, key, status: 'mismatch', method: 'server-side sha256', detail: `the provider's SHA-256 is ${serverSide}, expected ${sha256}` };
+    }
+    let actual;
+    try {
+        actual = await hashRemote(remote, key);
+    }
+    catch (error) {
+        if (error instanceof S3RequestError && error.status === 404)
+            return { file, key, status: 'missing', method: 'none', detail: 'missing in the bucket' };
+        throw error;
+    }
+    return actual === sha256 ? { file, key, status: 'ok', method: 'downloaded and hashed', detail: `sha256 matches (${sha256.slice(0, 12)}...)` } : { file, key, status: 'mismatch', method: 'downloaded and hashed', detail: `sha256 ${actual} in the bucket, ${sha256} expected` };
+}
+/** A full-object SHA-256 (hex) from `x-amz-checksum-sha256`; undefined for none or a multipart checksum-of-checksums ("...-3"). */
+function fullObjectSha256(base64) {
+    if (!base64 || base64.includes('-'))
+        return undefined;
+    const bytes = Buffer.from(base64, 'base64');
+    return bytes.length === 32 ? bytes.toString('hex') : undefined;
+}
+function filterKinds(entries, kinds) {
+    if (!kinds?.length)
+        return entries;
+    return entries.filter((e) => kinds.includes(e.kind.split('/')[0]));
+}
+async function listRemote(remote, prefix) {
+    const objects = new Map();
+    for await (const object of remote.list(prefix))
+        objects.set(object.key, object);
+    return objects;
+}
+/** Remote objects grouped by entry prefix (`.../<kind>/<id>/`), each with its file names. */
+function groupRemoteEntries(layout, objects) {
+    const entries = new Map();
+    for (const key of objects.keys()) {
+        const parsed = layout.parse(key);
+        if (!parsed)
+            continue;
+        const entryPrefix = layout.entryPrefix(parsed.kind, parsed.id);
+        entries.set(entryPrefix, [...(entries.get(entryPrefix) ?? []), parsed.file]);
+    }
+    return entries;
+}
+/** A small object (SHA256SUMS, metadata), verified against the sha256 recorded at upload when present. */
+async function readSmallObject(remote, key) {
+    const { body, head } = await remote.get(key);
+    if (head.size > MAX_SMALL_OBJECT) {
+        body.destroy();
+        throw (0,errors/* failure */.V2)('REMOTE_OBJECT_TOO_LARGE', `${key} is ${head.size} bytes; Lifeline's ${SUMS_FILE} and metadata files are small`, { fix: 'check storage.prefix: the bucket holds something that is not a Lifeline entry' });
+    }
+    const chunks = [];
+    for await (const chunk of body)
+        chunks.push(chunk);
+    const data = Buffer.concat(chunks);
+    const actual = (0,external_node_crypto_.createHash)('sha256').update(data).digest('hex');
+    if (head.metadata.sha256 && head.metadata.sha256 !== actual)
+        throw checksumMismatch(key, actual, head.metadata.sha256);
+    return data.toString('utf8');
+}
+async function hashRemote(remote, key) {
+    const { body } = await remote.get(key);
+    const hasher = new HashingTransform();
+    await (0,external_node_stream_promises_namespaceObject.pipeline)(body, hasher, async function* (source) {
+        for await (const _chunk of source) {
+            // drain: only the hash is wanted
+        }
+    });
+    return hasher.digest();
+}
+async function sha256OfFile(path) {
+    return (await sha256File(path)).sha256;
+}
+function checksumMismatch(key, actual, expected) {
+    return (0,errors/* failure */.V2)('REMOTE_CHECKSUM_MISMATCH', `${key} downloaded with sha256 ${actual}, expected ${expected}; it was not used`, {
+        fix: 'the copy in the bucket is damaged: run `lifeline sync` from a host whose local entry verifies, or fetch an older entry',
+        details: { key, actual, expected },
+    });
+}
+
+;// CONCATENATED MODULE: ./src/commands/remote-report.ts
+/** What a comparison proves, said in its output: a listing comparison never read the bytes. */
+function comparisonModeLine(c) {
+    return c.mode === 'deep'
+        ? 'deep comparison: every remote file of every local entry was downloaded and hashed'
+        : 'listing comparison only: sizes and the sha256 recorded at upload were compared; no remote bytes were read (pass --deep, or verify one entry with `lifeline verify --remote ID`)';
+}
+/** Renders a comparison; shared by `sync --compare` and `verify --remote` (kept apart from the sync command so the backup bundles do not carry the artifact client). */
+function comparisonResult(env, c) {
+    const ref = (e) => `${e.kind}/${e.id}`;
+    const lines = [
+        comparisonModeLine(c),
+        ...c.missingRemotely.map((e) => `missing remotely     ${ref(e)}`),
+        ...c.incompleteRemotely.map((e) => `incomplete remotely  ${ref(e)} (rerun sync)`),
+        ...c.missingLocally.map((e) => `missing locally      ${ref(e)}`),
+        ...c.mismatched.map((m) => `MISMATCH             ${ref(m)} ${m.file}: ${m.reason}`),
+        `${env} vs ${c.location}: ${c.inSync.length} in sync, ${c.missingRemotely.length + c.incompleteRemotely.length} missing remotely, ${c.missingLocally.length} missing locally, ${c.mismatched.length} mismatched file(s)`,
+    ];
+    const problems = c.mismatched.length + c.missingRemotely.length + c.incompleteRemotely.length;
+    return {
+        json: c,
+        text: lines.join('\n'),
+        exitCode: problems ? 1 : 0,
+        failureMessage: problems ? `${env}: the bucket does not hold a verified copy of every local entry` : undefined,
+    };
+}
+/** Renders `verify --remote ID`: one line per object, how its bytes were checked, and the verdict. */
+function remoteVerificationResult(env, v) {
+    const ref = `${v.kind}/${v.id}`;
+    const lines = [
+        `${ref} in ${v.location}, checked against ${v.against}:`,
+        ...v.files.map((f) => `  ${f.status === 'ok' ? 'ok      ' : f.status === 'missing' ? 'MISSING ' : 'MISMATCH'} ${f.file}  [${f.method}] ${f.detail}`),
+        v.ok ? `${ref}: every object in the bucket is present and its bytes match` : `${ref}: the bucket does NOT hold a verified copy (${v.files.filter((f) => f.status !== 'ok').map((f) => `${f.file} ${f.status}`).join(', ')})`,
+    ];
+    return {
+        json: { environment: env, ...v },
+        text: lines.join('\n'),
+        outputs: { 'backup-id': v.id, ok: String(v.ok) },
+        exitCode: v.ok ? 0 : 1,
+        failureMessage: v.ok ? undefined : `${ref} in ${v.location} does not verify: ${v.files.filter((f) => f.status !== 'ok').map((f) => `${f.key} ${f.status === 'missing' ? 'is missing' : `does not match (${f.detail})`}`).join('; ')}`,
+    };
+}
+
+;// CONCATENATED MODULE: ./src/commands/backup.ts
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+const USER_LABELS = BACKUP_LABELS.filter((l) => l !== 'pre-restore');
+const LOCK_TIMEOUT_INPUT = { name: 'lock-timeout', type: 'string', description: 'How long to wait for a table lock held by another session (a migration) before failing with who holds it, e.g. 60s; default: postgres.lockTimeout, else 60s.' };
+/** A one-line progress display on a terminal; nothing otherwise (the logger reports at intervals). */
+function terminalProgress(ctx) {
+    if (!ctx.interactive)
+        return undefined;
+    let last = 0;
+    return {
+        onBytes(what, bytes, rate) {
+            const now = Date.now();
+            if (now - last < 200)
+                return;
+            last = now;
+            process.stderr.write(`\r${what}: ${formatBytes(bytes)} (${formatBytes(rate)}/s)   `);
+        },
+    };
+}
+function redisSourceFor(settings) {
+    const url = settings.redis?.url;
+    if (!url)
+        return undefined;
+    return async () => ({ runner: await redisRunner(settings), checkRunner: new LocalRunner({ binDirs: settings.redis?.binDir ? [settings.redis.binDir] : [] }), target: parseRedisUrl(url) });
+}
+function verifyReportText(report) {
+    return [`backup ${report.backupId}: ${report.ok ? 'verified' : 'FAILED verification'}`, ...report.checks.map((c) => `  ${c.ok ? 'ok  ' : 'FAIL'} ${c.name}: ${c.detail}`)].join('\n');
+}
+async function verifyAndRecord(catalog, entry, settings, ctx) {
+    // The same tools as the backup: inside the Compose service the archive is fed on stdin.
+    const runner = await postgresRunner(settings);
+    const report = await ctx.logger.group(`Verify backup ${entry.id}`, () => verifyBackup(entry, { runner, redisRunner: new LocalRunner({ binDirs: settings.redis?.binDir ? [settings.redis.binDir] : [] }), logger: ctx.logger }));
+    let recorded = entry;
+    try {
+        recorded = await recordVerification(catalog, settings.name, entry, report);
+    }
+    catch (error) {
+        // A read-only or full catalog must not hide the verdict: print it, and say it was not kept.
+        const unrecorded = describeFilesystemError(error, `the verdict (${report.ok ? 'verified' : 'FAILED'}) was not recorded in ${BACKUP_METADATA_FILE}`);
+        if (!unrecorded)
+            throw error;
+        ctx.logger.warn(`${unrecorded.message}; fix: ${unrecorded.fix}`);
+    }
+    return { report, entry: recorded };
+}
+async function physicalBackup(ctx) {
+    const settings = environmentFor(ctx);
+    const type = ctx.inputs.string('physical-type');
+    const backup = await runPhysicalBackup(settings, ctx.logger, { type });
+    return {
+        json: { physical: true, id: backup.label, ...backup },
+        text: `physical backup ${backup.label} (${backup.type}) in pgBackRest stanza ${settings.postgres.physical.stanza}`,
+        outputs: { 'backup-id': backup.label },
+    };
+}
+const backupCommand = {
+    name: 'backup',
+    summary: 'Back up PostgreSQL (and Redis when configured) into the catalog, with checksums',
     inputs: [
-        { name: 'backup', type: 'string', description: 'Backup id, or "latest".', default: 'latest' },
-        { name: 'target', type: 'string', description: 'URL of an isolated PostgreSQL database to restore into (default: drill.targetUrlEnv, else a throwaway cluster Lifeline starts and removes). The live database is refused. Masked in logs.' },
-        { name: 'smoke-sql', type: 'string', description: 'File of smoke queries: blocks of "-- expect: <value>" followed by one query (default: drill.smokeSql).' },
-        { name: 'rto', type: 'string', description: "RTO target such as 15m (default: the environment's rto)." },
-        { name: 'rpo', type: 'string', description: "RPO target such as 1h (default: the environment's rpo)." },
-        { name: 'pitr', type: 'string', description: 'Point-in-time drill through pgBackRest to this time, e.g. "2026-11-21 23:59:00+00" (needs postgres.physical).' },
-        { name: 'jobs', type: 'string', description: 'Parallel pg_restore jobs.', default: '2' },
+        { name: 'label', type: 'string', description: 'Why this backup exists.', default: 'manual', choices: USER_LABELS },
+        { name: 'release', type: 'string', description: 'Release version this backup belongs to.' },
+        { name: 'git-sha', type: 'string', description: 'Git commit of the release.' },
+        { name: 'verify', type: 'boolean', description: 'Verify the new backup as it is written (pg_restore reads every block of the stream, then lists the file; redis-check-rdb) and fail, adding nothing to the catalog, when it does not verify.', default: 'true' },
+        { name: 'compress', type: 'string', description: 'pg_dump compression, METHOD[:LEVEL]: gzip:1-9, zstd:1-22 or lz4:1-12 (pg_dump 16+), none. Default: postgres.compress, else gzip:1 with pg_dump 15 and older, zstd:1 with 16+.' },
+        { name: 'physical', type: 'boolean', description: 'Take a physical base backup through pgBackRest instead (needs postgres.physical; WAL archiving makes point-in-time recovery possible).', default: 'false' },
+        { name: 'physical-type', type: 'string', description: 'pgBackRest backup type for --physical; default: postgres.physical.type.', choices: ['full', 'diff', 'incr'] },
+        LOCK_TIMEOUT_INPUT,
     ],
     outputs: [
-        { name: 'drill-id', description: 'Id of the drill report in the catalog.' },
-        { name: 'passed', description: '"true" when every check passed and both targets were met.' },
-        { name: 'rto-seconds', description: 'Measured RTO in seconds (verify + restore + checks).' },
-        { name: 'rpo-seconds', description: 'Measured RPO in seconds (the worse of backup age and the largest gap between backups).' },
-        { name: 'report', description: 'Path of report.json in the catalog.' },
+        { name: 'backup-id', description: 'Id of the new backup.' },
+        { name: 'sha256', description: 'sha256 of the PostgreSQL archive.' },
+        { name: 'bytes', description: 'Size of the PostgreSQL archive in bytes.' },
+        { name: 'path', description: 'Directory of the backup in the catalog.' },
     ],
     implemented: true,
     async run(ctx) {
+        if (ctx.inputs.boolean('physical'))
+            return physicalBackup(ctx);
+        const label = ctx.inputs.string('label');
+        const release = ctx.inputs.string('release');
+        const gitSha = ctx.inputs.string('git-sha');
+        const verify = ctx.inputs.boolean('verify');
+        const compressInput = ctx.inputs.string('compress');
+        const compression = compressInput !== undefined ? parseCompression(compressInput) : undefined;
         const settings = environmentFor(ctx);
-        const targetUrl = ctx.inputs.string('target');
-        const targetPassword = urlPassword(targetUrl);
-        if (targetPassword)
-            ctx.logger.secret(targetPassword);
-        const jobs = Number(ctx.inputs.string('jobs'));
-        const smoke = ctx.inputs.string('smoke-sql');
-        const { report, entry, summary } = await runDrill({
-            settings,
-            catalog: new Catalog(settings.store),
+        const conn = environmentConnection(settings);
+        const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
+        const redisSource = redisSourceFor(settings);
+        const created = await ctx.logger.group(`Back up ${settings.name} (${label})`, async () => createBackup({
+            catalog,
+            environment: settings.name,
+            runner: await postgresRunner(settings),
+            conn,
+            label,
+            release,
+            gitSha,
+            compression: compression ?? settings.postgres.compress,
+            verify,
+            migrationHeadQuery: settings.postgres.migrationHeadQuery,
+            lockTimeoutSeconds: lockTimeoutFor(ctx, settings),
+            redis: redisSource ? await redisSource() : undefined,
             logger: ctx.logger,
-            backup: ctx.inputs.string('backup'),
-            targetUrl,
-            smokeSql: smoke ? (0,external_node_path_.resolve)(ctx.cwd, smoke) : undefined,
-            rtoSeconds: optionalDuration(ctx, 'rto'),
-            rpoSeconds: optionalDuration(ctx, 'rpo'),
-            pitr: ctx.inputs.string('pitr'),
-            jobs: Number.isInteger(jobs) && jobs > 0 ? jobs : 2,
-        });
+            progress: terminalProgress(ctx),
+        }));
+        if (ctx.interactive)
+            process.stderr.write('\n');
+        // The backup verified itself as it was written: a backup that did not verify is not in the catalog.
+        const entry = created;
+        const report = entry.metadata.verified ? { backupId: entry.id, ok: entry.metadata.verified.ok, checks: entry.metadata.verified.checks } : undefined;
+        const archive = entry.metadata.files.postgres;
+        const json = { id: entry.id, sha256: archive.sha256, bytes: archive.bytes, path: entry.dir, label, environment: settings.name, migrationHead: entry.metadata.migrationHead, rowCounts: entry.metadata.rowCounts, compression: entry.metadata.compression ?? null, verified: entry.metadata.verified ?? null };
+        const summary = [
+            `### Backup ${entry.id} (${label})`,
+            '',
+            '| archive | bytes | sha256 | tables | rows | migration head | verified |',
+            '|---|---|---|---|---|---|---|',
+            `| ${archive.name} | ${archive.bytes} | \`${archive.sha256}\` | ${Object.keys(entry.metadata.rowCounts).length} | ${Object.values(entry.metadata.rowCounts).reduce((a, b) => a + b, 0)} | ${entry.metadata.migrationHead ?? '-'} | ${report ? (report.ok ? 'yes' : '**NO**') : 'skipped'} |`,
+        ].join('\n');
         return {
-            json: report,
-            text: renderDrillText(report),
+            json,
+            text: report && !report.ok ? `${entry.id}\n${verifyReportText(report)}` : entry.id,
+            outputs: { 'backup-id': entry.id, sha256: archive.sha256, bytes: String(archive.bytes), path: entry.dir },
             summary,
-            outputs: { 'drill-id': report.id, passed: String(report.passed), 'rto-seconds': String(report.rto.seconds ?? ''), 'rpo-seconds': String(report.rpo.seconds ?? ''), report: (0,external_node_path_.resolve)(entry.dir, 'report.json') },
-            annotations: report.failures.map((f) => ({ level: 'error', title: `restore drill failed (${report.environment})`, message: f })),
-            ...(report.passed ? {} : { exitCode: 1, failureMessage: `restore drill ${report.id} failed: ${report.failures.join('; ')}` }),
+            ...(report && !report.ok ? { exitCode: 1, failureMessage: `backup ${entry.id} was written but does not verify: ${report.checks.filter((c) => !c.ok).map((c) => c.name).join(', ')}` } : {}),
         };
     },
 };
-const drillsCommand = {
-    name: 'drills',
-    summary: 'List drill reports, newest first',
+const backupsCommand = {
+    name: 'backups',
+    summary: "List the environment's backups, newest first",
     inputs: [],
     outputs: [],
     implemented: true,
     async run(ctx) {
         const settings = environmentFor(ctx);
-        const reports = (await listDrillReports(new Catalog(settings.store), settings.name)).map((e) => e.metadata);
-        return {
-            json: reports.map(drillListing),
-            text: reports.length ? renderTextTable(drillsTable(reports)) : `no drills for ${settings.name} yet: run lifeline drill --env ${settings.name}`,
-        };
+        const backups = await listBackups(new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) }), settings.name);
+        const rows = backups.map((b) => ({
+            id: b.id,
+            label: b.metadata.label,
+            createdAt: b.metadata.createdAt,
+            bytes: b.metadata.files.postgres.bytes,
+            sha256: b.metadata.files.postgres.sha256,
+            verified: b.metadata.verified ? b.metadata.verified.ok : null,
+            release: b.metadata.release ?? null,
+            database: b.metadata.database,
+            server: b.metadata.systemIdentifier ?? null,
+            migrationHead: b.metadata.migrationHead,
+            redis: Boolean(b.metadata.files.redis),
+            path: b.dir,
+        }));
+        // The database (and server) of each entry: a pre-restore backup may hold another database.
+        const dbWidth = Math.max(8, ...rows.map((r) => r.database.length));
+        const text = rows.length
+            ? [
+                `ID                                LABEL          DATABASE${' '.repeat(Math.max(1, dbWidth - 7))}SERVER               CREATED                   SIZE       VERIFIED  RELEASE`,
+                ...rows.map((r) => `${r.id.padEnd(33)} ${r.label.padEnd(14)} ${r.database.padEnd(dbWidth)} ${(r.server ?? '-').padEnd(20)} ${r.createdAt.padEnd(25)} ${formatBytes(r.bytes).padEnd(10)} ${(r.verified === null ? '-' : r.verified ? 'yes' : 'FAILED').padEnd(9)} ${r.release ?? ''}`),
+            ].join('\n')
+            : `no backups in environment ${settings.name} (${settings.store})`;
+        return { json: rows, text };
     },
 };
-const gateCommand = {
-    name: 'gate',
-    summary: 'Fail a release when backups or drills are stale or failing',
+const verifyCommand = {
+    name: 'verify',
+    summary: "Verify a backup's checksums and archives",
+    positional: 'backup',
     inputs: [
-        { name: 'max-drill-age', type: 'string', description: 'Oldest acceptable drill, e.g. 7d (default: drill.maxAge).' },
-        { name: 'rpo', type: 'string', description: "RPO target the newest verified backup must meet (default: the environment's rpo)." },
-        { name: 'rto', type: 'string', description: "RTO target the newest drill must have met (default: the environment's rto)." },
+        { name: 'backup', type: 'string', description: 'Backup id, or "latest".', default: 'latest' },
+        { name: 'remote', type: 'boolean', description: "Instead, verify the named backup's copy in the environment's reviewed object storage: every object present, and its bytes hashed (the provider's SHA-256 where it keeps one, else downloaded) against SHA256SUMS.", default: 'false' },
+        { name: 'all', type: 'boolean', description: 'With remote: compare every local entry with the bucket instead of verifying one (a listing comparison unless deep is set).', default: 'false' },
+        { name: 'deep', type: 'boolean', description: 'With remote and all: download and hash every remote file instead of comparing listings and the sha256 recorded at upload.', default: 'false' },
     ],
     outputs: [
-        { name: 'passed', description: '"true" when the release may proceed.' },
-        { name: 'reasons', description: 'One line per failed check.' },
+        { name: 'backup-id', description: 'Id of the verified backup.' },
+        { name: 'ok', description: '"true" when every check passed.' },
     ],
     implemented: true,
     async run(ctx) {
+        const wanted = ctx.inputs.string('backup') ?? 'latest';
         const settings = environmentFor(ctx);
-        const catalog = new Catalog(settings.store);
-        const result = evaluateGate({
-            environment: settings.name,
-            drills: (await listDrillReports(catalog, settings.name)).map((e) => e.metadata),
-            backups: (await listBackups(catalog, settings.name)).map((e) => e.metadata),
-            maxDrillAgeSeconds: optionalDuration(ctx, 'max-drill-age') ?? settings.drill.maxAgeSeconds,
-            rpoSeconds: optionalDuration(ctx, 'rpo') ?? settings.rpoSeconds,
-            rtoSeconds: optionalDuration(ctx, 'rto') ?? settings.rtoSeconds,
-            now: new Date(),
-        });
+        if (ctx.inputs.boolean('remote')) {
+            const { storage, remote } = openReviewedBucket(settings);
+            if (ctx.inputs.boolean('all'))
+                return comparisonResult(settings.name, await compareRemote({ env: settings.name, store: settings.store, remote, prefix: storage.prefix, deep: ctx.inputs.boolean('deep') }));
+            const verification = await ctx.logger.group(`Verify backups/${wanted} in ${remote.location}`, () => verifyRemoteEntry({ env: settings.name, kind: 'backups', id: wanted, catalog: new Catalog(settings.store), remote, prefix: storage.prefix, logger: ctx.logger }));
+            return remoteVerificationResult(settings.name, verification);
+        }
+        const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
+        const { report, entry } = await verifyAndRecord(catalog, await findBackup(catalog, settings.name, wanted), settings, ctx);
         return {
-            json: result,
-            text: renderGateText(result),
-            summary: renderGateMarkdown(result),
-            outputs: { passed: String(result.passed), reasons: result.reasons.join('\n') },
-            annotations: result.reasons.map((r) => ({ level: 'error', title: `release gate (${settings.name})`, message: r })),
-            ...(result.passed ? {} : { exitCode: 1, failureMessage: result.reasons.join('\nerror: ') }),
+            json: report,
+            text: verifyReportText(report),
+            outputs: { 'backup-id': entry.id, ok: String(report.ok) },
+            summary: [`### Verify ${entry.id}: ${report.ok ? 'passed' : '**FAILED**'}`, '', '| check | result | detail |', '|---|---|---|', ...report.checks.map((c) => `| ${c.name} | ${c.ok ? 'ok' : '**FAIL**'} | ${c.detail.replace(/\|/g, '\\|')} |`)].join('\n'),
+            ...(report.ok ? {} : { exitCode: 1, failureMessage: `backup ${entry.id} failed verification: ${report.checks.filter((c) => !c.ok).map((c) => c.name).join(', ')}` }),
         };
     },
 };
-const runbookCommand = {
-    name: 'runbook',
-    summary: 'Print the ordered restore runbook (the steps every drill walks)',
-    inputs: [{ name: 'output', type: 'string', description: 'Also write the runbook as Markdown to this file (e.g. docs/runbook.md).' }],
+const restoreCommand = {
+    name: 'restore',
+    summary: 'Restore a backup into a database (destructive restores need --confirm)',
+    inputs: [
+        { name: 'backup', type: 'string', description: "Backup id, or \"latest\": the newest backup of the target's own database (same name and, where recorded, the same server) that is not a pre-restore backup and did not fail verification. Another database's backup needs its id.", default: 'latest' },
+        { name: 'target', type: 'string', description: 'PostgreSQL URL of the database to restore into. A password here is visible to other local users in the process list: prefer target-env.' },
+        { name: 'target-env', type: 'string', description: 'Name of an environment variable holding the PostgreSQL URL of the database to restore into (keeps the password off the command line).' },
+        { name: 'confirm', type: 'string', description: 'The target database name, exactly, to allow replacing a database that holds data.' },
+        { name: 'jobs', type: 'string', description: 'Parallel pg_restore jobs.', default: '2' },
+        { name: 'no-owner', type: 'boolean', description: 'Skip ownership and privileges (pg_restore --no-owner --no-privileges), for a server whose roles differ.', default: 'false' },
+        { name: 'skip-verify', type: 'boolean', description: 'Do not check the checksums first (recorded with the restore).', default: 'false' },
+        { name: 'redis-check', type: 'boolean', description: "Also load the backup's Redis snapshot into a private redis-server and compare key counts.", default: 'false' },
+        { name: 'from-remote', type: 'boolean', description: "Fetch the backup from the environment's reviewed object storage first (checksums verified on the way in) when the local catalog does not have it.", default: 'false' },
+        LOCK_TIMEOUT_INPUT,
+    ],
+    outputs: [
+        { name: 'backup-id', description: 'Id of the restored backup.' },
+        { name: 'pre-restore-backup-id', description: 'Id of the backup taken of the target before it was replaced (empty when the target held no data).' },
+        { name: 'database', description: 'The database that now holds the restored data.' },
+    ],
+    implemented: true,
+    async run(ctx) {
+        const wanted = ctx.inputs.string('backup') ?? 'latest';
+        const targetUrl = urlInput(ctx, 'target', { required: true, example: 'postgres://user:password@host:5432/dbname' });
+        const confirm = ctx.inputs.string('confirm');
+        const jobs = parseJobs(ctx.inputs.string('jobs'));
+        const noOwner = ctx.inputs.boolean('no-owner');
+        const skipVerify = ctx.inputs.boolean('skip-verify');
+        const redisCheck = ctx.inputs.boolean('redis-check');
+        const target = parsePgUrl(targetUrl);
+        if (target.password)
+            ctx.logger.secret(target.password);
+        const settings = environmentFor(ctx);
+        const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
+        if (ctx.inputs.boolean('from-remote'))
+            await fetchBackupIfMissing(catalog, settings, wanted, ctx);
+        const runner = await postgresRunner(settings);
+        const lockTimeoutSeconds = lockTimeoutFor(ctx, settings);
+        const backup = await findBackupForTarget(catalog, settings.name, wanted, { database: target.database, systemIdentifier: wanted === 'latest' ? await systemIdentifier(runner, target) : undefined, describe: describeTarget(target) });
+        // The environment form: the undo command never asks anyone to paste a password into argv.
+        const targetEnv = ctx.inputs.string('target-env');
+        const undoCommand = (id) => `${targetEnv ? '' : `TARGET_URL='${maskedUrl(target)}' (with the real password) `}lifeline restore --env ${settings.name} --backup ${id} --target-env ${targetEnv ?? 'TARGET_URL'} --confirm ${target.database}`;
+        const result = await ctx.logger.group(`Restore ${backup.id} into ${describeTarget(target)}`, () => restoreBackup({ catalog, environment: settings.name, backup, runner, target, confirm, jobs, noOwner, skipVerify, logger: ctx.logger, migrationHeadQuery: settings.postgres.migrationHeadQuery, compression: settings.postgres.compress, lockTimeoutSeconds, undoCommand }));
+        const redis = redisCheck && backup.metadata.files.redis ? await restoreRedisIsolated(backup, { binDir: settings.redis?.binDir, logger: ctx.logger }) : undefined;
+        const hooks = (await isEnvironmentDatabase(settings, target, runner)) ? await runPostRestoreHooks(settings.hooks.postRestore, { logger: ctx.logger }) : [];
+        const failedHooks = hooks.filter((h) => !h.ok);
+        const problems = [...(redis && !redis.ok ? [`redis key counts differ (${redis.detail})`] : []), ...failedHooks.map((h) => `post-restore hook ${h.hook} failed (${h.detail})`)];
+        const c = result.checks;
+        return {
+            json: { ...result, redis: redis ?? null, hooks },
+            text: [
+                `restored ${backup.id} into ${maskedUrl(target)} in ${result.seconds.toFixed(1)}s`,
+                ...(result.sourceDatabase !== result.database ? [`  backup of database ${result.sourceDatabase} (restored by id)`] : []),
+                `  row counts: ${c.rowCounts.tables} tables, ${c.rowCounts.rows} rows, all match backup.json`,
+                `  schema fingerprint: matches (${c.schemaFingerprint.actual})`,
+                `  database privileges and settings: ${result.databaseState.recorded ? `match the backup${result.databaseState.privileges ? '' : ' (privileges and role settings skipped: --no-owner)'}` : 'NOT restored (the backup predates recording them)'}`,
+                `  checksums: ${result.checksumsVerified ? 'verified before restoring' : 'NOT verified (--skip-verify)'}`,
+                ...(result.preRestoreBackupId ? [`  pre-restore backup: ${result.preRestoreBackupId}`, `  undo: ${result.undoCommand}`] : []),
+                ...(result.sessionsTerminated ? [`  sessions ended for the swap: ${result.sessionsTerminated}`] : []),
+                ...result.warnings.map((w) => `  warning: ${w}`),
+                ...(redis ? [`  redis: ${redis.detail}`] : []),
+                ...hooks.map((h) => `  hook ${h.hook}: ${h.ok ? 'ok' : 'FAILED'} (${h.detail})`),
+            ].join('\n'),
+            outputs: { 'backup-id': backup.id, 'pre-restore-backup-id': result.preRestoreBackupId ?? '', database: target.database },
+            summary: `### Restore ${backup.id} into \`${target.database}\`\n\n| rows | tables | fingerprint | checksums | pre-restore backup | seconds |\n|---|---|---|---|---|---|\n| ${c.rowCounts.rows} | ${c.rowCounts.tables} | match | ${result.checksumsVerified ? 'verified' : 'skipped'} | ${result.preRestoreBackupId ?? '-'} | ${result.seconds.toFixed(1)} |`,
+            ...(problems.length ? { exitCode: 1, failureMessage: `the database was restored, but ${problems.join('; ')}` } : {}),
+        };
+    },
+};
+/** Brings a backup from object storage into the local catalog (verified), unless it is already here. */
+async function fetchBackupIfMissing(catalog, settings, wanted, ctx) {
+    if (wanted !== 'latest' && (await catalog.get(settings.name, 'backups', wanted, BACKUP_METADATA_FILE)))
+        return;
+    const { storage, remote } = openReviewedBucket(settings);
+    const fetched = await fetchEntry({ env: settings.name, kind: 'backups', id: wanted, catalog, remote, prefix: storage.prefix, logger: ctx.logger });
+    ctx.logger.info(`${fetched.fetched ? 'fetched' : 'already had'} backup ${fetched.entry.id} from ${remote.location}`);
+}
+/** Post-restore hooks are for the environment's live database, decided the way the drill's isolation check decides it. */
+async function isEnvironmentDatabase(settings, target, runner) {
+    if (!settings.postgres.url)
+        return false;
+    return (await sameDatabase(environmentConnection(settings), target, runner)).same;
+}
+function lockTimeoutFor(ctx, settings) {
+    const flag = ctx.inputs.string('lock-timeout');
+    return flag ? parseDuration(flag, '--lock-timeout') : settings.postgres.lockTimeoutSeconds;
+}
+const pruneCommand = {
+    name: 'prune',
+    summary: 'Apply the retention policy to backups (dry run unless --apply)',
+    inputs: [{ name: 'apply', type: 'boolean', description: 'Delete for real (default: only list what would go).', default: 'false' }],
+    outputs: [],
+    implemented: true,
+    async run(ctx) {
+        const apply = ctx.inputs.boolean('apply');
+        const settings = environmentFor(ctx);
+        const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
+        const result = await withLock(catalog.envDir(settings.name), settings.name, { command: 'prune', waitSeconds: 30 }, () => pruneBackups(catalog, settings.name, settings.retention, { apply, logger: ctx.logger }));
+        const going = result.decisions.filter((d) => !d.keep);
+        const lines = result.decisions.map((d) => `${d.keep ? 'keep  ' : result.applied ? 'DELETED' : 'delete'} ${d.id}  ${d.label.padEnd(13)} ${d.reasons.join('; ')}`);
+        const verdict = result.applied ? `deleted ${result.deleted.length} backup(s)` : apply ? 'nothing deleted: a release manifest is unreadable' : `dry run: ${going.length} backup(s) would be deleted; pass --apply to delete them`;
+        if (apply && !result.applied) {
+            throw (0,errors/* failure */.V2)('PRUNE_BLOCKED', `${verdict} (${result.unreadableManifests.join(', ')})`, { fix: 'repair or remove the unreadable manifest(s), then re-run lifeline prune --apply' });
+        }
+        return { json: result, text: [...lines, verdict].join('\n') };
+    },
+};
+const backupAction = singleCommandAction('backup', 'Back up PostgreSQL and Redis into the Lifeline catalog with sha256 checksums.', backupCommand);
+const verifyAction = singleCommandAction('verify', "Verify a backup's checksums and archives.", verifyCommand);
+const restoreAction = singleCommandAction('restore', 'Restore a verified backup; refuses destructive restores without explicit confirmation.', restoreCommand);
+
+;// CONCATENATED MODULE: ./src/commands/config.ts
+
+
+
+
+
+
+
+/** The resolved settings with every secret replaced, safe to print. */
+function maskedSettings(settings) {
+    const { secrets: _secrets, ...rest } = settings;
+    return {
+        ...rest,
+        postgres: { ...settings.postgres, url: settings.postgres.url ? redactUrl(settings.postgres.url) : undefined },
+        redis: settings.redis ? { ...settings.redis, url: settings.redis.url ? redactUrl(settings.redis.url) : undefined } : undefined,
+        drill: {
+            ...settings.drill,
+            targetUrl: settings.drill.targetUrl ? redactUrl(settings.drill.targetUrl) : undefined,
+            // The names say what the container gets; the values may be API keys.
+            appCheck: settings.drill.appCheck ? { ...settings.drill.appCheck, env: Object.fromEntries(Object.keys(settings.drill.appCheck.env).map((name) => [name, '***'])) } : undefined,
+        },
+        hooks: { postRestore: settings.hooks.postRestore.map((hook) => ('headers' in hook && hook.headers ? { ...hook, headers: Object.fromEntries(Object.keys(hook.headers).map((name) => [name, '***'])) } : hook)) },
+        // A webhook's path and a ping's UUID are the credential: never print them.
+        notify: { ...settings.notify, webhook: settings.notify.webhook ? '***' : undefined, ping: settings.notify.ping ? '***' : undefined },
+    };
+}
+/** Where each environment's URLs come from: `production: postgres from STAGING_DATABASE_URL (environments.staging.postgres.urlEnv)`. */
+function urlSources(settings) {
+    const pg = settings.postgres.url ? `from ${settings.postgres.urlSource}` : settings.postgres.urlEnv ? `not set (${settings.postgres.urlEnv} is empty)` : 'not set';
+    const lines = [`${settings.name}: postgres URL ${pg}`];
+    if (settings.redis)
+        lines.push(`${settings.name}: redis URL ${settings.redis.url ? `from ${settings.redis.urlSource}` : settings.redis.urlEnv ? `not set (${settings.redis.urlEnv} is empty)` : 'not set'}`);
+    return lines;
+}
+/**
+ * Environments whose URLs reach the same server and database (all loopback spellings are one host):
+ * a backup or restore of one would act on the other's data.
+ */
+function sharedDatabaseWarnings(environments) {
+    const byTarget = new Map();
+    for (const settings of environments) {
+        if (!settings.postgres.url)
+            continue;
+        const conn = environmentConnection(settings);
+        const key = `${normalizeHost(conn.host)}:${conn.port ?? 5432}/${conn.database}`;
+        byTarget.set(key, [...(byTarget.get(key) ?? []), settings]);
+    }
+    return [...byTarget.entries()]
+        .filter(([, list]) => list.length > 1)
+        .map(([key, list]) => `environments ${list.map((s) => `${s.name} (URL from ${s.postgres.urlSource})`).join(' and ')} resolve to the same PostgreSQL server and database (${key}); give each environment its own postgres.urlEnv, set to its own database`);
+}
+/**
+ * Schedules that cannot meet the targets: a backup every hour cannot keep a 15-minute RPO, and the
+ * release gate then refuses deploys for most of every hour. A quarter of the target is left for the
+ * backup's own duration and a late start.
+ */
+function scheduleWarnings(settings) {
+    const warnings = [];
+    const human = (seconds) => (seconds % 86400 === 0 ? `${seconds / 86400}d` : seconds % 3600 === 0 ? `${seconds / 3600}h` : seconds % 60 === 0 ? `${seconds / 60}m` : `${seconds}s`);
+    const every = settings.backupEverySeconds;
+    if (settings.rpoSeconds !== undefined && every !== undefined && every > settings.rpoSeconds * 0.75) {
+        warnings.push(`environment ${settings.name}: backups every ${human(every)} cannot keep an RPO of ${human(settings.rpoSeconds)}: the newest backup is older than the RPO for part of every interval, and the release gate refuses deploys then; back up at least every ${human(Math.max(60, Math.floor((settings.rpoSeconds * 0.75) / 60) * 60))} (backup.every and the schedule), or raise rpo`);
+    }
+    const drillEvery = settings.drill.everySeconds;
+    if (drillEvery !== undefined && drillEvery > settings.drill.maxAgeSeconds * 0.75) {
+        warnings.push(`environment ${settings.name}: drills every ${human(drillEvery)} cannot keep the newest passing drill younger than drill.maxAge ${human(settings.drill.maxAgeSeconds)}: the release gate will refuse deploys; drill at least every ${human(Math.max(60, Math.floor((settings.drill.maxAgeSeconds * 0.75) / 60) * 60))}, or raise drill.maxAge`);
+    }
+    return warnings;
+}
+const configCheck = {
+    name: 'config check',
+    summary: 'Validate lifeline.yml and print the resolved settings of every environment (secrets masked)',
+    inputs: [],
     outputs: [],
     implemented: true,
     async run(ctx) {
         const first = environmentFor(ctx);
         const globals = ctx.inputs.globals();
-        // Restore priority is an order across environments, so the runbook lists every one declared.
-        const names = first.configPath ? Object.keys(loadConfig(first.configPath, { explicit: true }).config.environments) : [];
-        const all = names.length ? names.map((name) => (name === first.name ? first : resolveEnvironment({ ...globals, env: name }, { env: ctx.env, cwd: ctx.cwd }))) : [first];
-        const displayPath = (path) => (path.startsWith(`${ctx.cwd}/`) ? (0,external_node_path_.relative)(ctx.cwd, path) : path);
-        const runbook = buildRunbook(all, { displayPath });
-        const only = globals.env ? [first.name] : undefined;
-        const markdown = renderRunbookMarkdown(runbook, first.configPath ? displayPath(first.configPath) : 'flags and environment variables', only);
-        const output = ctx.inputs.string('output');
-        if (output)
-            (0,external_node_fs_.writeFileSync)((0,external_node_path_.resolve)(ctx.cwd, output), markdown);
-        return { json: { environments: only ? runbook.filter((e) => only.includes(e.name)) : runbook, order: runbook.map((e) => e.name) }, text: renderRunbookText(runbook, only), summary: markdown };
+        // With no --env, check every declared environment: a typo in staging must not wait for staging's deploy.
+        const names = globals.env || !first.configPath ? [first.name] : Object.keys(loadConfig(first.configPath, { explicit: true }).config.environments);
+        const resolved = names.length === 0 ? [first] : names.map((name) => (name === first.name ? first : resolveEnvironment({ ...globals, env: name }, { env: ctx.env, cwd: ctx.cwd })));
+        const masked = Object.fromEntries(resolved.map((s) => [s.name, maskedSettings(s)]));
+        const source = first.configPath ?? '(no config file: flags and environment variables only)';
+        const sources = resolved.flatMap(urlSources);
+        const warnings = [...sharedDatabaseWarnings(resolved), ...resolved.flatMap(scheduleWarnings)];
+        // On stderr (an annotation in Actions), and in the JSON.
+        for (const warning of warnings)
+            ctx.logger.warn(warning);
+        return {
+            json: { config: first.configPath ?? null, valid: true, environments: masked, urlSources: sources, warnings },
+            text: `${source}: valid\n${sources.join('\n')}\n${(0,dist/* stringify */.As)({ environments: JSON.parse(JSON.stringify(masked)) })}`,
+        };
     },
 };
-const drillAction = singleCommandAction('drill', 'Run a restore drill in an isolated database and measure RTO/RPO.', drillCommand);
-const gateAction = singleCommandAction('gate', 'Release gate: fail when backups or restore drills are stale or failing.', gateCommand);
 
-;// CONCATENATED MODULE: ./src/commands/lock.ts
+;// CONCATENATED MODULE: ./src/postgres/leftovers.ts
 
 
 
-const lockStatusCommand = {
-    name: 'lock status',
-    summary: "Show who holds the environment's lock, and whether it is stale",
+/** The leftover databases of killed restores on the server `conn` points at. */
+async function leftoverDatabases(runner, conn) {
+    const maintenance = withDatabase(conn, conn.database === 'postgres' ? 'template1' : 'postgres');
+    const rows = await queryOnce(runner, { ...maintenance, timeouts: { statementSeconds: 30 } }, `SELECT d.datname, (SELECT count(*)::int FROM pg_stat_activity a WHERE a.datid = d.oid) AS sessions
+       FROM pg_database d WHERE d.datname ~ '_lifeline_(restore|old)_[0-9a-f]{6}$' ORDER BY 1`);
+    return rows.map((r) => ({
+        database: r.datname,
+        kind: /_lifeline_old_[0-9a-f]{6}$/.test(r.datname) ? 'replaced' : 'scratch',
+        sessions: Number(r.sessions),
+        remove: `psql '${maskedUrl(maintenance)}' -c ${shellQuote(`DROP DATABASE ${quoteIdent(r.datname)} WITH (FORCE)`)}`,
+    }));
+}
+function shellQuote(text) {
+    return `'${text.replace(/'/g, `'\\''`)}'`;
+}
+
+;// CONCATENATED MODULE: ./src/commands/doctor.ts
+
+
+
+
+
+
+
+
+/**
+ * Lists what killed runs left behind: half-written (`.staging-*`) and half-deleted (`.deleting-*`)
+ * catalog entries whose writer is gone, and restore scratch databases (`*_lifeline_restore_*`,
+ * `*_lifeline_old_*`) on the environment's server, each with the command that removes it. It
+ * removes nothing itself: exit 1 when something is left over, 0 when clean.
+ */
+const doctorCommand = {
+    name: 'doctor',
+    summary: 'List leftovers of killed runs (staging entries, restore scratch databases) and how to remove them',
     inputs: [],
     outputs: [],
     implemented: true,
     async run(ctx) {
         const settings = environmentFor(ctx);
-        const status = await lockStatus(new Catalog(settings.store).envDir(settings.name));
-        const text = !status.held
-            ? `${settings.name}: not locked`
-            : `${settings.name}: locked by ${status.info ? `${status.info.owner} (pid ${status.info.pid} on ${status.info.host}, "${status.info.command}" since ${status.info.acquiredAt})` : 'an unknown holder'}${status.stale ? '; STALE: the process is gone (lifeline lock break to remove it)' : ''}`;
-        return { json: { environment: settings.name, ...status }, text };
+        const catalog = new Catalog(settings.store);
+        const envDir = catalog.envDir(settings.name);
+        const directories = await leftoverDirectories(envDir);
+        let databases = [];
+        let databaseNote;
+        if (settings.postgres.url) {
+            databases = await leftoverDatabases(await postgresRunner(settings), environmentConnection(settings));
+        }
+        else {
+            databaseNote = 'no PostgreSQL URL for this environment: restore scratch databases were not looked for (pass --database-url)';
+            ctx.logger.warn(databaseNote);
+        }
+        const lock = await lockStatus(envDir);
+        const running = lock.held && !lock.stale;
+        // Host-wide, not per environment: servers, copies and containers of drills killed on this host.
+        const drills = findLeftovers()
+            .filter((l) => l.state === 'orphaned')
+            .map((l) => ({ kind: l.kind, description: describeLeftover(l), remove: leftoverRemoveCommand(l) }));
+        const total = directories.length + databases.length + drills.length;
+        const lines = [
+            ...drills.map((d) => `left by a killed drill (the next drill removes it): ${d.description}\n    remove: ${d.remove}`),
+            ...directories.map((d) => `${d.kind === 'staging' ? 'half-written entry ' : 'half-deleted entry '} ${d.path}\n    remove: ${d.remove}`),
+            ...databases.map((d) => `${d.kind === 'scratch' ? 'restore scratch database' : 'replaced database kept by a restore'} ${d.database}${d.sessions ? ` (${d.sessions} sessions connected)` : ''}\n    remove: ${d.remove}`),
+        ];
+        const caution = running ? `\nnote: ${lock.info?.command ?? 'something'} (pid ${lock.info?.pid}) holds the environment lock now; a database it is restoring into shows up here until it finishes` : '';
+        const text = total ? `${total} leftover${total === 1 ? '' : 's'} in environment ${settings.name}:\n${lines.join('\n')}${caution}` : `environment ${settings.name}: no leftovers${databaseNote ? ` in the catalog (${databaseNote})` : ''}`;
+        return {
+            json: { environment: settings.name, clean: total === 0, directories, databases, drills, lockHeld: running, ...(databaseNote ? { note: databaseNote } : {}) },
+            text,
+            ...(total ? { exitCode: 1, failureMessage: `${total} leftover${total === 1 ? '' : 's'} of killed runs; each line above says how to remove it` } : {}),
+        };
     },
 };
-const lockBreakCommand = {
-    name: 'lock break',
-    summary: "Remove the environment's lock (only when you know its holder is gone)",
-    inputs: [],
-    outputs: [],
-    implemented: true,
-    async run(ctx) {
-        const settings = environmentFor(ctx);
-        const status = await breakLock(new Catalog(settings.store).envDir(settings.name));
-        const text = status.held ? `${settings.name}: removed the lock held by ${status.info?.owner ?? 'an unknown holder'} (pid ${status.info?.pid ?? '?'})` : `${settings.name}: was not locked`;
-        ctx.logger.warn(text);
-        return { json: { environment: settings.name, removed: status.held, previous: status.info ?? null }, text };
-    },
-};
+/** `.staging-*` / `.deleting-*` directories under the environment whose writer (the pid in the name) is gone, or older than an hour. */
+async function leftoverDirectories(envDir) {
+    const found = [];
+    const walk = async (dir, depth) => {
+        let names;
+        try {
+            names = await (0,promises_.readdir)(dir);
+        }
+        catch {
+            return;
+        }
+        for (const name of names.sort()) {
+            const path = (0,external_node_path_.join)(dir, name);
+            const info = await (0,promises_.stat)(path).catch(() => undefined);
+            if (!info?.isDirectory())
+                continue;
+            const kind = name.startsWith('.staging-') ? 'staging' : name.startsWith('.deleting-') ? 'deleting' : undefined;
+            if (kind) {
+                const pid = Number(/-(\d+)$/.exec(name)?.[1]);
+                const abandoned = Date.now() - info.mtimeMs > 60 * 60 * 1000 || !pid || !processAlive(pid);
+                if (abandoned)
+                    found.push({ path, kind, remove: `rm -rf -- '${path.replace(/'/g, `'\\''`)}'` });
+            }
+            else if (depth < 3 && !name.startsWith('.')) {
+                await walk(path, depth + 1);
+            }
+        }
+    };
+    await walk(envDir, 0);
+    return found;
+}
 
-// EXTERNAL MODULE: ./node_modules/@sigstore/sign/dist/index.js
-var sign_dist = __nccwpck_require__(15179);
+;// CONCATENATED MODULE: ./src/deploy/compose.ts
+
+
+
+/** The full argv for one Compose call; the override file, when given, comes last so it wins. */
+function composeInvocation(project, args, overrideFile) {
+    const [tool, ...prefix] = project.command;
+    const files = overrideFile ? [...project.files, overrideFile] : project.files;
+    return {
+        tool: tool,
+        args: [...prefix, ...files.flatMap((file) => ['-f', file]), ...(project.projectName ? ['-p', project.projectName] : []), ...args],
+    };
+}
+/** The Compose and Docker calls a deploy needs, through the runner (the only place that spawns). */
+class ComposeDriver {
+    runner;
+    project;
+    constructor(runner, project) {
+        this.runner = runner;
+        this.project = project;
+    }
+    async pull(services, overrideFile) {
+        await runChecked(this.runner, composeInvocation(this.project, ['pull', ...services], overrideFile), `pulling ${services.join(', ')}`);
+    }
+    /**
+     * Recreates only the named services (`--no-deps`): the database and Redis are never touched.
+     * Always new containers (`--force-recreate`), so what answers a health check afterwards can be
+     * told apart from what ran before.
+     */
+    async up(services, overrideFile) {
+        await runChecked(this.runner, composeInvocation(this.project, ['up', '-d', '--no-deps', '--force-recreate', ...services], overrideFile), `starting ${services.join(', ')}`);
+    }
+    /** The local image id (`sha256:...`) of each reference the engine has; references it lacks are absent. */
+    async imageIds(references) {
+        const ids = new Map();
+        for (const reference of references) {
+            const result = await runText(this.runner, { tool: 'docker', args: ['image', 'inspect', '--format', '{{.Id}}', reference] }).catch(() => undefined);
+            const id = result?.exitCode === 0 ? result.stdout.trim() : '';
+            if (id)
+                ids.set(reference, id);
+        }
+        return ids;
+    }
+    /** True when every image is already in the engine: a digest names exactly one image, so pulling it again changes nothing. */
+    async imagesPresent(images) {
+        const result = await runText(this.runner, { tool: 'docker', args: ['image', 'inspect', '--format', '{{.Id}}', ...images] }).catch(() => undefined);
+        return result?.exitCode === 0;
+    }
+    /**
+     * Every container of the project, with its state. With a known project name the engine is asked
+     * directly by Compose's labels: Compose v1 takes seconds to start, which a health wait should not pay.
+     */
+    async projectContainers(overrideFile) {
+        const out = this.project.projectName
+            ? await runChecked(this.runner, { tool: 'docker', args: ['ps', '-aq', '--no-trunc', '--filter', `label=com.docker.compose.project=${normalizeProjectName(this.project.projectName)}`, '--filter', 'label=com.docker.compose.oneoff=False'] }, 'listing the containers of the project')
+            : await runChecked(this.runner, composeInvocation(this.project, ['ps', '-q'], overrideFile), 'listing the containers of the project');
+        const ids = out.split('\n').map((line) => line.trim()).filter(Boolean);
+        return ids.length ? this.inspect(ids) : [];
+    }
+    /** The state of the given containers; throws if one of them no longer exists. */
+    async inspect(containerIds) {
+        const out = await runChecked(this.runner, { tool: 'docker', args: ['inspect', '--type', 'container', ...containerIds] }, 'inspecting containers');
+        let parsed;
+        try {
+            parsed = JSON.parse(out);
+        }
+        catch (error) {
+            throw (0,errors/* failure */.V2)('DOCKER_OUTPUT', 'could not read the output of docker inspect', { cause: error });
+        }
+        return parsed.map((c) => ({
+            id: c.Id,
+            service: c.Config.Labels?.['com.docker.compose.service'] ?? '',
+            imageRef: c.Config.Image,
+            imageId: c.Image,
+            running: c.State.Running,
+            exitCode: c.State.ExitCode,
+            status: c.State.Status,
+            health: c.State.Health?.Status,
+            startedAtMs: startedAtMs(c.State.StartedAt),
+            restartCount: c.RestartCount ?? 0,
+        }));
+    }
+    /**
+     * Follows the engine's container events for the project (health changes, starts, deaths) and
+     * calls `onEvent` for each, so a health wait can look again at once instead of at its next poll.
+     * Best effort: if `docker events` cannot run, nothing is called and polling alone decides. The
+     * stream ends by itself after `untilSeconds`, so even a killed Lifeline leaves no follower behind.
+     */
+    watchEvents(onEvent, untilSeconds) {
+        const filters = ['--filter', 'type=container', ...['health_status', 'start', 'die', 'destroy'].flatMap((e) => ['--filter', `event=${e}`])];
+        if (this.project.projectName)
+            filters.push('--filter', `label=com.docker.compose.project=${normalizeProjectName(this.project.projectName)}`);
+        // Unix times: events from now on only, and a stream that ends by itself.
+        const now = Math.floor(Date.now() / 1000);
+        let running;
+        try {
+            running = this.runner.start({ tool: 'docker', args: ['events', ...filters, '--since', String(now), '--until', String(now + Math.ceil(untilSeconds) + 5), '--format', '{{.ID}}'] });
+        }
+        catch {
+            return { stop() { } };
+        }
+        running.stdout.on('data', () => onEvent());
+        running.stdout.on('error', () => { });
+        running.done.catch(() => { });
+        return { stop: () => running?.kill('SIGTERM') };
+    }
+    /** The last lines a service logged, for the failure message; never throws. */
+    async logsTail(service, lines, overrideFile) {
+        const result = await runText(this.runner, composeInvocation(this.project, ['logs', '--no-color', '--tail', String(lines), service], overrideFile)).catch((error) => ({
+            exitCode: 1,
+            stdout: '',
+            stderr: error.message,
+        }));
+        if (result.exitCode !== 0)
+            return `(could not read its logs: ${lastLines(result.stderr, 2)})`;
+        return result.stdout.trim() || '(it logged nothing)';
+    }
+}
+/** Docker writes `0001-01-01T00:00:00Z` for a container never started. */
+function startedAtMs(value) {
+    const ms = value ? Date.parse(value) : NaN;
+    return Number.isFinite(ms) && ms > 0 ? ms : 0;
+}
+/** The project name as Compose records it in its labels (both versions lowercase it and drop other characters). */
+function normalizeProjectName(name) {
+    return name.toLowerCase().replace(/[^-_a-z0-9]/g, '');
+}
+
+;// CONCATENATED MODULE: ./src/deploy/database.ts
+
+
+
+/** Reads the migration head with the configured query (e.g. Alembic's `SELECT version_num FROM alembic_version`). */
+function migrationHeadProbe(runner, options) {
+    const conn = parsePgUrl(options.url);
+    return {
+        maskedUrl: redactUrl(options.url),
+        name: options.database ?? conn.database,
+        async migrationHead() {
+            const session = PsqlSession.open(runner, conn, { database: options.database });
+            try {
+                const value = await session.queryValue(options.migrationHeadQuery);
+                return value === undefined || value === null ? null : String(value);
+            }
+            finally {
+                await session.close();
+            }
+        },
+    };
+}
+
 ;// CONCATENATED MODULE: ./src/manifest/keyless.ts
 
 
@@ -69607,7 +72821,7 @@ async function createReleaseManifest(options) {
             throw (0,errors/* usageError */.Wp)('MISSING_IMAGE', `no image for the ${role} service`, `pass --image ${role}=registry/repo:tag (or @sha256:...) for each of api, web and worker`);
         parseImageReference(options.images[role]);
     }
-    if (await catalog.get(env, 'releases', release, types_RELEASE_METADATA_FILE)) {
+    if (await catalog.get(env, 'releases', release, RELEASE_METADATA_FILE)) {
         throw (0,errors/* usageError */.Wp)('RELEASE_EXISTS', `release ${release} already has a manifest in environment ${env}`, 'release manifests are immutable: use a new version');
     }
     const signing = await prepareSigner(options);
@@ -69637,8 +72851,8 @@ async function createReleaseManifest(options) {
             throw (0,errors/* failure */.V2)('SIGNING_FAILED', `signing the manifest failed: ${error.message}`, { cause: error, fix: signing.kind === 'key' ? 'check the signing key' : 'check the job has "permissions: id-token: write" and that Fulcio, Rekor or the TSA are reachable' });
         }
     });
-    const digest = `sha256:${digest_sha256Hex(payload)}`;
-    const staged = await catalog.begin(env, 'releases', release, types_RELEASE_METADATA_FILE);
+    const digest = `sha256:${sha256Hex(payload)}`;
+    const staged = await catalog.begin(env, 'releases', release, RELEASE_METADATA_FILE);
     try {
         await staged.addText(MANIFEST_FILE, payload.toString('utf8'));
         await staged.addText(BUNDLE_FILE, `${JSON.stringify((0,bundle_dist.bundleToJSON)(bundle), null, 2)}\n`);
@@ -69661,6 +72875,22 @@ async function createReleaseManifest(options) {
     const dir = staged.finalDir;
     logger.info(`release ${release} signed: ${digest}`);
     return { manifestPath: (0,external_node_path_.join)(dir, MANIFEST_FILE), bundlePath: (0,external_node_path_.join)(dir, BUNDLE_FILE), digest, dir, manifest };
+}
+/**
+ * Signs any payload the way release manifests are signed (a DSSE envelope in a Sigstore bundle,
+ * key-based or keyless) and returns the bundle as JSON text; drill reports use it.
+ */
+async function signDssePayload(options, payload, payloadType, what) {
+    const signing = await prepareSigner(options);
+    try {
+        const bundle = await new sign_dist/* DSSEBundleBuilder */.VV({ signer: signing.signer, witnesses: signing.witnesses }).create({ data: payload, type: payloadType });
+        return { kind: signing.kind, bundleJson: `${JSON.stringify((0,bundle_dist.bundleToJSON)(bundle), null, 2)}\n` };
+    }
+    catch (error) {
+        if ((0,errors/* isLifelineError */.lG)(error))
+            throw error;
+        throw (0,errors/* failure */.V2)('SIGNING_FAILED', `signing the ${what} failed: ${error.message}`, { cause: error, fix: signing.kind === 'key' ? 'check the signing key' : 'check the job has "permissions: id-token: write" and that Fulcio, Rekor or the TSA are reachable' });
+    }
 }
 async function prepareSigner(options) {
     const { signer } = options;
@@ -69700,6 +72930,312 @@ async function backupReference(catalog, env, id) {
     return { id, sha256 };
 }
 
+;// CONCATENATED MODULE: ./src/commands/policy.ts
+
+/** The inputs that say what a release manifest must be signed by: shared by manifest verify, deploy and rollback. */
+const POLICY_INPUTS = [
+    { name: 'public-key', type: 'string', description: 'Key-based: the PEM public key the manifest must be signed with; default: manifest.publicKey.' },
+    { name: 'certificate-identity', type: 'string', description: 'Keyless: the exact workflow identity, e.g. https://github.com/OWNER/REPO/.github/workflows/deploy.yml@refs/heads/main; default: manifest.certificateIdentity.' },
+    { name: 'certificate-oidc-issuer', type: 'string', description: 'Keyless: the OIDC issuer, e.g. https://token.actions.githubusercontent.com; default: manifest.certificateOidcIssuer.' },
+    { name: 'certificate-source-repository', type: 'string', description: 'Keyless: the exact source repository the certificate must name, e.g. https://github.com/OWNER/APP (a reusable workflow has one identity for every caller); default: manifest.certificateSourceRepository.' },
+    { name: 'certificate-source-ref', type: 'string', description: 'Keyless: the exact source ref the certificate must name, e.g. refs/heads/main; default: manifest.certificateSourceRef.' },
+    { name: 'trusted-root', type: 'string', description: 'Keyless: a pinned Sigstore trusted_root.json for offline verification; default: manifest.trustedRoot, else the public-good root through TUF.' },
+];
+/** Flags win as a whole over the config's `manifest:` section, so a key flag never mixes with a configured identity. */
+function verificationPolicyFor(ctx, settings) {
+    const path = (value) => (value ? (0,external_node_path_.resolve)(ctx.cwd, value) : undefined);
+    const flags = {
+        publicKey: path(ctx.inputs.string('public-key')),
+        certificateIdentity: ctx.inputs.string('certificate-identity'),
+        certificateOidcIssuer: ctx.inputs.string('certificate-oidc-issuer'),
+        certificateSourceRepository: ctx.inputs.string('certificate-source-repository'),
+        certificateSourceRef: ctx.inputs.string('certificate-source-ref'),
+    };
+    const fromFlags = Boolean(flags.publicKey || flags.certificateIdentity || flags.certificateOidcIssuer);
+    const source = fromFlags ? flags : settings.manifest;
+    const trustedRoot = path(ctx.inputs.string('trusted-root')) ?? settings.manifest.trustedRoot;
+    // verifyReleaseManifest refuses both-or-neither with the fix; pass what was given through.
+    return {
+        ...(source.publicKey ? { publicKey: source.publicKey } : {}),
+        certificateIdentity: source.certificateIdentity,
+        certificateOidcIssuer: source.certificateOidcIssuer,
+        ...(source.certificateSourceRepository ? { sourceRepository: source.certificateSourceRepository } : {}),
+        ...(source.certificateSourceRef ? { sourceRef: source.certificateSourceRef } : {}),
+        ...(trustedRoot ? { trustedRoot } : {}),
+    };
+}
+
+;// CONCATENATED MODULE: ./src/commands/deploy.ts
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+const SHARED_INPUTS = [
+    { name: 'compose-file', type: 'list', description: "Compose files, in order; default: the environment's compose.files." },
+    { name: 'project-name', type: 'string', description: "Compose project name; default: the environment's compose.projectName." },
+    ...POLICY_INPUTS,
+    { name: 'health-timeout', type: 'string', description: 'How long api, web and worker may take to become healthy, e.g. 90s or 2m; default: compose.healthTimeout (2m).' },
+    {
+        name: 'settle',
+        type: 'string',
+        description: 'After the first healthy answer, how long every check must keep passing with no container restarted or exited, e.g. 10s; default: compose.settle (5s).',
+    },
+    { name: 'lock-wait', type: 'string', description: 'How long to wait for another deploy, rollback or restore holding the lock, e.g. 5m; default: 0 (fail at once).' },
+];
+const DEPLOY_OUTPUTS = [
+    { name: 'release', description: 'The release now running.' },
+    { name: 'previous-release', description: 'The release that ran before (empty on a first deploy).' },
+    { name: 'deployment', description: 'Id of the deployment record in the catalog.' },
+    { name: 'override-file', description: 'The generated Compose override file that pins the images, kept in the catalog.' },
+];
+const deployCommand = {
+    name: 'deploy',
+    summary: 'Deploy api, web and worker on the digests of a verified release manifest',
+    inputs: [{ name: 'release', type: 'string', description: 'The release version to deploy (its manifest must be in the catalog).', required: true }, ...SHARED_INPUTS],
+    outputs: DEPLOY_OUTPUTS,
+    implemented: true,
+    async run(ctx) {
+        const release = ctx.inputs.requiredString('release', 'pass --release <version>, e.g. --release v42');
+        const { environment, healthTimeoutSeconds, settleSeconds } = await deployEnvironmentFor(ctx);
+        const outcome = await deployRelease(environment, { release, healthTimeoutSeconds, settleSeconds });
+        return outcomeResult(outcome);
+    },
+};
+const rollbackCommand = {
+    name: 'rollback',
+    summary: 'Roll api, web and worker back to a verified earlier release',
+    inputs: [
+        { name: 'to', type: 'string', description: 'The release to go back to, or "previous" (the one that ran before the current one).', default: 'previous' },
+        ...SHARED_INPUTS,
+        {
+            name: 'allow-schema-ahead',
+            type: 'boolean',
+            description: "Roll back even though the database is on a newer migration head than the target release expects (only when those migrations are backward compatible).",
+            default: 'false',
+        },
+    ],
+    outputs: DEPLOY_OUTPUTS,
+    implemented: true,
+    async run(ctx) {
+        const to = ctx.inputs.requiredString('to', 'pass --to <version> or --to previous');
+        const allowSchemaAhead = ctx.inputs.boolean('allow-schema-ahead');
+        const { environment, healthTimeoutSeconds, settleSeconds } = await deployEnvironmentFor(ctx);
+        const outcome = await rollbackRelease(environment, { to, healthTimeoutSeconds, settleSeconds, allowSchemaAhead });
+        return outcomeResult(outcome);
+    },
+};
+const historyCommand = {
+    name: 'history',
+    summary: "Show the environment's deploy and rollback history",
+    inputs: [{ name: 'limit', type: 'string', description: 'Show only the last N events.' }],
+    outputs: [],
+    implemented: true,
+    async run(ctx) {
+        const settings = environmentFor(ctx);
+        const limitText = ctx.inputs.string('limit');
+        const limit = limitText === undefined ? undefined : Number(limitText);
+        if (limit !== undefined && (!Number.isInteger(limit) || limit < 1))
+            throw (0,errors/* usageError */.Wp)('BAD_INPUT', `--limit must be a positive whole number (got "${limitText}")`, 'pass --limit 20');
+        const catalog = new Catalog(settings.store);
+        const history = await loadHistory(catalog, settings.name);
+        if (history.corrupt.length)
+            ctx.logger.warn(describeCorruptLines(catalog, settings.name, history.corrupt));
+        const { revoked } = await loadRevocations(catalog, settings.name);
+        const unfinished = unfinishedEvent(history.events);
+        // A `started` line that its deploy ended says nothing more; one that was never ended is the news.
+        const shown = history.events.filter((e) => e.result !== 'started' || e === unfinished);
+        const events = limit ? shown.slice(-limit) : shown;
+        const notes = [
+            unfinished
+                ? `NOTE: the ${unfinished.action} of ${printable(unfinished.to)} started at ${unfinished.at} never recorded its end (still running, or killed): what runs is unknown to the history. lifeline status --env ${settings.name} shows what actually runs.`
+                : '',
+            ...[...revoked.values()].map((r) => `revoked: ${printable(r.release)} (${printable(describeRevocation(r))})`),
+        ].filter(Boolean);
+        return {
+            json: events.map((e) => (revoked.has(e.to) ? { ...e, revoked: true } : e)),
+            text: [formatHistory(settings.name, events, revoked), ...notes].join('\n'),
+        };
+    },
+};
+const historyReconcileCommand = {
+    name: 'history reconcile',
+    summary: 'After an interrupted deploy: record what api, web and worker actually run, when it is one verified, healthy release',
+    inputs: SHARED_INPUTS,
+    outputs: [{ name: 'release', description: 'The release recorded as running.' }],
+    implemented: true,
+    async run(ctx) {
+        const { environment, healthTimeoutSeconds, settleSeconds } = await deployEnvironmentFor(ctx);
+        const accepted = await acceptRunningRelease(environment, { healthTimeoutSeconds, settleSeconds });
+        const text = accepted.changed ? `recorded ${accepted.release} as running in ${environment.env} (api, web and worker run it and are healthy)` : `${environment.env}: the history already matches what runs (${accepted.release})`;
+        return { json: { release: accepted.release, changed: accepted.changed }, text, outputs: { release: accepted.release } };
+    },
+};
+const statusCommand = {
+    name: 'status',
+    summary: 'Show what api, web and worker actually run (docker inspect), which release that is, and whether the history agrees',
+    inputs: SHARED_INPUTS,
+    outputs: [],
+    implemented: true,
+    async run(ctx) {
+        const { environment } = await deployEnvironmentFor(ctx);
+        const status = await environmentStatus(environment);
+        const { result, lock } = status;
+        const inProgress = lock.held && !lock.stale && result.unfinished;
+        const verdict = result.consistent
+            ? result.claimed === null
+                ? 'no deploy by Lifeline is recorded yet: the history claims nothing'
+                : `the history agrees: ${result.claimed} runs`
+            : inProgress
+                ? `a ${result.unfinished.action} holds the lock and is in progress (${lock.info?.owner ?? 'unknown'}, pid ${lock.info?.pid ?? '?'})`
+                : `the history does NOT match what runs:\n${result.differences.map((d) => `  - ${d}`).join('\n')}\nfix: lifeline rollback --env ${environment.env} --to <release>${result.state.release && result.state.allRunning ? `, or lifeline history reconcile --env ${environment.env} to record ${result.state.release}` : ''}`;
+        const revoked = result.state.release && status.revoked.includes(result.state.release) ? `\nWARNING: ${result.state.release} is revoked` : '';
+        return {
+            json: {
+                environment: environment.env,
+                consistent: result.consistent,
+                historySays: result.unfinished ? null : result.claimed,
+                running: result.state.release,
+                services: result.state.services,
+                differences: result.differences,
+                unfinished: result.unfinished ?? null,
+                inProgress: Boolean(inProgress),
+                corruptHistoryLines: status.corrupt,
+            },
+            text: `${environment.env}:\n${describeState(result)}\n${verdict}${revoked}`,
+        };
+    },
+};
+const releaseRevokeCommand = {
+    name: 'release revoke',
+    summary: 'Revoke a release: deploy and rollback refuse it from now on, and rollback --to previous skips it',
+    positional: 'release',
+    inputs: [
+        { name: 'release', type: 'string', description: 'The release version to revoke.', required: true },
+        { name: 'reason', type: 'string', description: 'Why (recorded and shown with every refusal), e.g. "worker crashes after 3s".', required: true },
+        { name: 'signing-key', type: 'string', description: 'ECDSA P-256 private key to sign the revocation: a PEM file path, or the PEM itself (default: LIFELINE_SIGNING_KEY); without one it is recorded unsigned. Masked in logs.' },
+    ],
+    outputs: [],
+    implemented: true,
+    async run(ctx) {
+        const settings = environmentFor(ctx);
+        const release = ctx.inputs.requiredString('release', 'pass the release: lifeline release revoke v42 --reason "..."');
+        const reason = ctx.inputs.requiredString('reason', 'pass --reason "what is wrong with it"');
+        const revocation = await revokeRelease({
+            catalog: new Catalog(settings.store),
+            env: settings.name,
+            release,
+            reason,
+            by: defaultOwner(ctx.env),
+            signingKey: ctx.inputs.string('signing-key') ?? ctx.env.LIFELINE_SIGNING_KEY,
+            logger: ctx.logger,
+        });
+        return { json: { ...revocation, signed: Boolean(revocation.bundle), bundle: undefined }, text: `${settings.name}: release ${release} ${describeRevocation(revocation)}` };
+    },
+};
+const releasesCommand = {
+    name: 'releases',
+    summary: 'List the release manifests in the catalog, with revocations',
+    inputs: [],
+    outputs: [],
+    implemented: true,
+    async run(ctx) {
+        const settings = environmentFor(ctx);
+        const catalog = new Catalog(settings.store);
+        const releases = await listReleases(catalog, settings.name);
+        const { revoked } = await loadRevocations(catalog, settings.name);
+        const rows = releases.map((r) => ({ release: r.id, createdAt: r.metadata.createdAt, digest: r.metadata.digest, signing: r.metadata.signing, revoked: revoked.get(r.id) ? { ...revoked.get(r.id), bundle: undefined, signed: Boolean(revoked.get(r.id).bundle) } : null }));
+        const text = rows.length
+            ? rows.map((r) => `${printable(r.release).padEnd(14)} ${printable(String(r.createdAt))}  ${printable(String(r.digest)).slice(0, 19)}  ${r.revoked ? `REVOKED ${printable(describeRevocation(revoked.get(r.release)))}` : ''}`.trimEnd()).join('\n')
+            : `${settings.name}: no releases in the catalog`;
+        return { json: rows, text };
+    },
+};
+const deployAction = singleCommandAction('deploy', 'Deploy api, web and worker on the image digests of a verified release manifest.', deployCommand);
+const rollbackAction = singleCommandAction('rollback', 'Roll api, web and worker back together to a verified earlier release.', rollbackCommand);
+async function deployEnvironmentFor(ctx) {
+    const settings = environmentFor(ctx);
+    const files = ctx.inputs.list('compose-file').map((file) => (0,external_node_path_.resolve)(ctx.cwd, file));
+    const composeFiles = files.length ? files : settings.compose.files;
+    if (composeFiles.length === 0) {
+        throw (0,errors/* usageError */.Wp)('COMPOSE_FILES_MISSING', `no Compose file for environment ${settings.name}`, `pass --compose-file docker-compose.yml, or set compose.files under environments.${settings.name} in lifeline.yml`);
+    }
+    const healthTimeoutText = ctx.inputs.string('health-timeout');
+    const healthTimeoutSeconds = healthTimeoutText ? parseDuration(healthTimeoutText, '--health-timeout') : settings.compose.healthTimeoutSeconds;
+    const settleText = ctx.inputs.string('settle');
+    const settleSeconds = settleText ? parseDuration(settleText, '--settle') : settings.compose.settleSeconds;
+    const lockWaitText = ctx.inputs.string('lock-wait');
+    const policy = verificationPolicyFor(ctx, settings);
+    const catalog = new Catalog(settings.store);
+    // The docker CLIs get the caller's environment: DOCKER_HOST (also ssh://), DOCKER_CONFIG, credentials.
+    const runner = new LocalRunner({ baseEnv: ctx.env });
+    const command = await detectComposeCommand(runner, settings.compose.command, ctx.env.PATH);
+    return {
+        healthTimeoutSeconds,
+        settleSeconds,
+        environment: {
+            catalog,
+            env: settings.name,
+            driver: new ComposeDriver(runner, { command, files: composeFiles, projectName: ctx.inputs.string('project-name') ?? settings.compose.projectName }),
+            services: settings.compose.services,
+            verifier: manifestVerifier(catalog, settings.name, policy),
+            logger: ctx.logger,
+            owner: defaultOwner(ctx.env),
+            lockWaitSeconds: lockWaitText ? parseDuration(lockWaitText, '--lock-wait') : 0,
+            database: databaseProbe(settings, command, composeFiles, ctx),
+        },
+    };
+}
+function databaseProbe(settings, composeCommand, composeFiles, ctx) {
+    const { url, migrationHeadQuery, service, binDir, database } = settings.postgres;
+    if (!url || !migrationHeadQuery)
+        return undefined;
+    const runner = service
+        ? new ComposeRunner({ composeCommand: [...composeCommand], files: composeFiles, projectName: settings.compose.projectName, service, baseEnv: ctx.env })
+        : new LocalRunner({ binDirs: binDir ? [binDir] : [], baseEnv: ctx.env });
+    return migrationHeadProbe(runner, { url, migrationHeadQuery, database });
+}
+function outcomeResult(outcome) {
+    const seconds = ((outcome.durationsMs.total ?? 0) / 1000).toFixed(1);
+    const verb = outcome.action === 'deploy' ? 'deployed' : 'rolled back to';
+    const text = `${verb} ${outcome.release}${outcome.from ? ` (from ${outcome.from})` : ''} in ${seconds}s; api, web and worker are healthy\noverride: ${outcome.overrideFile}`;
+    const rows = Object.entries(outcome.images)
+        .map(([role, image]) => `| ${role} | \`${image}\` |`)
+        .join('\n');
+    return {
+        json: outcome,
+        text,
+        outputs: { release: outcome.release, 'previous-release': outcome.from ?? '', deployment: outcome.deployment, 'override-file': outcome.overrideFile },
+        summary: `### ${outcome.action === 'deploy' ? 'Deploy' : 'Rollback'}: ${outcome.release}\n\n${outcome.from ? `From ${outcome.from}. ` : ''}All three services healthy after ${seconds}s.\n\n| service | image |\n|---|---|\n${rows}\n`,
+        annotations: outcome.warnings.map((message) => ({ level: 'warning', message })),
+    };
+}
+function formatHistory(env, events, revoked) {
+    if (events.length === 0)
+        return `${env}: no deploys or rollbacks recorded yet`;
+    // Every value is escaped: a name or reason holding a newline cannot print a line of its own.
+    return events
+        .map((e) => {
+        const total = e.durationsMs.total !== undefined ? ` ${(e.durationsMs.total / 1000).toFixed(1)}s` : '';
+        const detail = e.result === 'succeeded' || e.result === 'started' ? '' : ` (${e.failedService ? `${printable(e.failedService)}: ` : ''}${printable((e.reason ?? '').split('\n')[0])}; running: ${printable(e.running, 'unknown')})`;
+        const mark = revoked.has(e.to) ? ' [revoked]' : '';
+        return `${printable(e.at)}  ${e.action.padEnd(8)} ${printable(e.from).padEnd(10)} -> ${printable(e.to).padEnd(10)} ${e.result.padEnd(9)} by ${printable(e.by)}${total}${detail}${mark}`;
+    })
+        .join('\n');
+}
+
 ;// CONCATENATED MODULE: ./src/commands/manifest.ts
 
 
@@ -69711,7 +73247,17 @@ async function backupReference(catalog, env, id) {
 
 
 
+
+
 const RELEASE_INPUT = { name: 'release', type: 'string', description: 'The release version, e.g. v1.4.0 (the catalog entry releases/<version>).', required: true };
+/** How a release manifest (and a drill report) is signed: a key, or keyless in Actions. */
+const SIGNER_INPUTS = [
+    { name: 'signing-key', type: 'string', description: 'ECDSA P-256 private key: a PEM file path, or the PEM itself from a secret (default: LIFELINE_SIGNING_KEY). Masked in logs.' },
+    { name: 'keyless', type: 'boolean', description: 'Sign keyless with the GitHub OIDC identity (needs permissions: id-token: write).', default: 'false' },
+    { name: 'fulcio-url', type: 'string', description: 'Keyless: Fulcio URL (default: the public-good instance).' },
+    { name: 'rekor-url', type: 'string', description: 'Keyless: Rekor URL (default: the public-good instance unless a TSA is given).' },
+    { name: 'tsa-url', type: 'string', description: 'Keyless: RFC 3161 timestamp authority URL (for private repositories).' },
+];
 const OUTPUTS = [
     { name: 'manifest-path', description: 'Path of manifest.json (the signed in-toto Statement) in the catalog.' },
     { name: 'bundle-path', description: 'Path of manifest.sigstore.json (the Sigstore bundle) in the catalog.' },
@@ -69726,11 +73272,7 @@ const manifestCreateCommand = {
         { name: 'image', type: 'list', description: 'service=reference for api, web and worker; tags are resolved to digests through the registry.', required: true },
         { name: 'backup', type: 'string', description: 'Id of the pre-migration backup taken for this release (its sha256 is read from the catalog).' },
         { name: 'migration-head', type: 'string', description: 'The migration head (e.g. alembic revision) this release expects.' },
-        { name: 'signing-key', type: 'string', description: 'ECDSA P-256 private key: a PEM file path, or the PEM itself from a secret (default: LIFELINE_SIGNING_KEY). Masked in logs.' },
-        { name: 'keyless', type: 'boolean', description: 'Sign keyless with the GitHub OIDC identity (needs permissions: id-token: write).', default: 'false' },
-        { name: 'fulcio-url', type: 'string', description: 'Keyless: Fulcio URL (default: the public-good instance).' },
-        { name: 'rekor-url', type: 'string', description: 'Keyless: Rekor URL (default: the public-good instance unless a TSA is given).' },
-        { name: 'tsa-url', type: 'string', description: 'Keyless: RFC 3161 timestamp authority URL (for private repositories).' },
+        ...SIGNER_INPUTS,
         { name: 'registry-username', type: 'string', description: 'Registry user for resolving tags (default: anonymous, or LIFELINE_REGISTRY_USERNAME).' },
         { name: 'registry-password', type: 'string', description: 'Registry password or token (default: LIFELINE_REGISTRY_PASSWORD). Masked in logs.' },
     ],
@@ -69791,10 +73333,61 @@ const manifestVerifyCommand = {
         };
     },
 };
+/** Reads (does not verify: it is our own runner's token) the claims Fulcio turns into the certificate's identity. */
+async function workflowClaimsFromOidc(ctx) {
+    const token = await githubIdentityToken({ requestUrl: ctx.env.ACTIONS_ID_TOKEN_REQUEST_URL, requestToken: ctx.env.ACTIONS_ID_TOKEN_REQUEST_TOKEN })();
+    ctx.logger.secret(token);
+    let claims;
+    try {
+        claims = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8'));
+    }
+    catch {
+        throw (0,errors/* usageError */.Wp)('KEYLESS_BAD_TOKEN', 'the GitHub OIDC token could not be decoded', 'run this inside a GitHub Actions job with "permissions: id-token: write"');
+    }
+    if (!claims.job_workflow_ref)
+        throw (0,errors/* usageError */.Wp)('KEYLESS_BAD_TOKEN', 'the GitHub OIDC token has no job_workflow_ref claim', 'run this inside a GitHub Actions job with "permissions: id-token: write"');
+    return { identity: `https://github.com/${claims.job_workflow_ref}`, issuer: claims.iss, workflowSha: claims.job_workflow_sha };
+}
+const manifestCheckIdentityCommand = {
+    name: 'manifest check-identity',
+    summary: 'Check, before anything changes, that the keyless identity a workflow signs with is one the verification policy trusts',
+    inputs: [
+        { name: 'identity', type: 'string', description: "The signing identity to check; default inside GitHub Actions: this job's own workflow identity, from its OIDC token (https://github.com/ + job_workflow_ref; needs id-token: write)." },
+        ...POLICY_INPUTS,
+    ],
+    outputs: [
+        { name: 'identity', description: 'The identity that was checked.' },
+        { name: 'workflow-sha', description: "The signing workflow's commit, from the OIDC token (empty when --identity was given)." },
+    ],
+    implemented: true,
+    async run(ctx) {
+        const settings = environmentFor(ctx);
+        const given = ctx.inputs.string('identity');
+        const claims = given ? { identity: given } : await workflowClaimsFromOidc(ctx);
+        const policy = verificationPolicyFor(ctx, settings);
+        const trusted = trustedIdentities(policy.certificateIdentity);
+        const fix = `add ${claims.identity} to manifest.certificateIdentity of environment ${settings.name} in lifeline.yml (a list: keep the identities older releases were signed with, so they still verify for rollbacks)`;
+        if (policy.publicKey)
+            throw (0,errors/* usageError */.Wp)('POLICY_EXPECTS_KEY', `environment ${settings.name} verifies release manifests with a public key, but this workflow signs keyless as ${claims.identity}`, 'sign with the key (keyless: false and the SIGNING_KEY secret), or set manifest.certificateIdentity instead of manifest.publicKey');
+        if (!trusted.length)
+            throw (0,errors/* usageError */.Wp)('BAD_VERIFICATION_POLICY', `environment ${settings.name} has no trusted keyless identity`, fix);
+        if (!trusted.includes(claims.identity)) {
+            throw (0,errors/* refusal */.x5)('IDENTITY_NOT_TRUSTED', `a manifest signed by ${claims.identity} would not verify for ${settings.name}: the trusted identities are ${trusted.join(', ')}`, fix);
+        }
+        if (claims.issuer && policy.certificateOidcIssuer && claims.issuer !== policy.certificateOidcIssuer) {
+            throw (0,errors/* refusal */.x5)('IDENTITY_NOT_TRUSTED', `this workflow's OIDC issuer is ${claims.issuer}, but ${settings.name} trusts ${policy.certificateOidcIssuer}`, `set manifest.certificateOidcIssuer to ${claims.issuer}`);
+        }
+        const outputs = { identity: claims.identity, 'workflow-sha': claims.workflowSha ?? '' };
+        return {
+            json: { environment: settings.name, trusted: true, ...outputs },
+            text: `${claims.identity} is a trusted signing identity for ${settings.name}`,
+            outputs,
+        };
+    },
+};
 const manifestKeygenCommand = {
     name: 'manifest keygen',
     summary: 'Generate an ECDSA P-256 key pair for key-based release signing',
-    usesGlobals: false,
     inputs: [{ name: 'out', type: 'string', description: 'Directory to write release-signing.key (mode 0600) and release-signing.pub into.', required: true }],
     outputs: [],
     implemented: true,
@@ -69835,6 +73428,13 @@ function parseImageInputs(values) {
     return images;
 }
 function signerFor(ctx) {
+    const signer = optionalSignerFor(ctx);
+    if (!signer)
+        throw (0,errors/* usageError */.Wp)('BAD_SIGNER', 'no signer: pass --signing-key or --keyless', 'pass --signing-key PEM_FILE (or set LIFELINE_SIGNING_KEY), or --keyless inside GitHub Actions with permissions: id-token: write');
+    return signer;
+}
+/** The signer from SIGNER_INPUTS, or undefined when neither a key nor keyless was asked for. */
+function optionalSignerFor(ctx) {
     const keyless = ctx.inputs.boolean('keyless');
     const signingKey = ctx.inputs.string('signing-key') ?? ctx.env.LIFELINE_SIGNING_KEY;
     // The PEM itself (from a secret) is masked line by line; a path to it is not a secret and must stay readable in errors.
@@ -69852,7 +73452,7 @@ function signerFor(ctx) {
         return fulcioUrl || rekorUrl || tsaUrl ? { keyless: true, fulcioUrl, rekorUrl, tsaUrl } : 'keyless';
     }
     if (!signingKey)
-        throw (0,errors/* usageError */.Wp)('BAD_SIGNER', 'no signer: pass --signing-key or --keyless', 'pass --signing-key PEM_FILE (or set LIFELINE_SIGNING_KEY), or --keyless inside GitHub Actions with permissions: id-token: write');
+        return undefined;
     return { privateKeyPem: signingKey.includes('-----BEGIN') ? signingKey : (0,external_node_path_.resolve)(ctx.cwd, signingKey) };
 }
 function workflowRunFrom(env) {
@@ -69875,8 +73475,212 @@ function summaryOf(title, manifest, digest) {
 const manifestAction = {
     name: 'manifest',
     description: 'Create and sign, or verify, a Lifeline release manifest (Sigstore bundle).',
-    commands: { create: manifestCreateCommand, verify: manifestVerifyCommand },
-    selector: { input: 'operation', default: 'create', description: 'create (sign a new manifest) or verify (check an existing one).' },
+    commands: { create: manifestCreateCommand, verify: manifestVerifyCommand, 'check-identity': manifestCheckIdentityCommand },
+    selector: { input: 'operation', default: 'create', description: "create (sign a new manifest), verify (check an existing one) or check-identity (check, before a deploy changes anything, that this workflow's keyless identity is trusted)." },
+};
+
+;// CONCATENATED MODULE: ./src/commands/drill.ts
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+function optionalDuration(ctx, name) {
+    const value = ctx.inputs.string(name);
+    return value === undefined ? undefined : parseDuration(value, `--${name}`);
+}
+const drillCommand = {
+    name: 'drill',
+    summary: 'Restore a backup into an isolated database, check it, and measure RTO and RPO',
+    inputs: [
+        { name: 'backup', type: 'string', description: 'Backup id, or "latest".', default: 'latest' },
+        { name: 'target', type: 'string', description: 'URL of an isolated PostgreSQL database to restore into (default: drill.targetUrlEnv, else a throwaway cluster Lifeline starts and removes). The live database is refused. Masked in logs; prefer target-env, which keeps the password out of the process list.' },
+        { name: 'target-env', type: 'string', description: 'Name of an environment variable holding the target URL (instead of target).' },
+        { name: 'smoke-sql', type: 'string', description: 'File of smoke queries: blocks of "-- expect: <value>" followed by one query (default: drill.smokeSql).' },
+        { name: 'rto', type: 'string', description: "RTO target such as 15m (default: the environment's rto)." },
+        { name: 'rpo', type: 'string', description: "RPO target such as 1h (default: the environment's rpo)." },
+        { name: 'pitr', type: 'string', description: 'Point-in-time drill through pgBackRest to this time, e.g. "2026-11-21 23:59:00+00" (needs postgres.physical).' },
+        { name: 'jobs', type: 'string', description: 'Parallel pg_restore jobs.', default: '2' },
+        ...SIGNER_INPUTS.map((input) => ({ ...input, description: `Signs report.json like a release manifest. ${input.description}` })),
+    ],
+    outputs: [
+        { name: 'drill-id', description: 'Id of the drill report in the catalog.' },
+        { name: 'passed', description: '"true" when every check passed and both targets were met.' },
+        { name: 'rto-seconds', description: 'Measured RTO in seconds (verify + restore + checks).' },
+        { name: 'rpo-seconds', description: 'Measured RPO in seconds (the worse of backup age and the largest gap between backups).' },
+        { name: 'report', description: 'Path of report.json in the catalog.' },
+        { name: 'signed', description: '"key" or "keyless" when report.json was signed, "unsigned" without a signer, "failed" when signing failed.' },
+    ],
+    implemented: true,
+    async run(ctx) {
+        const settings = environmentFor(ctx);
+        const targetUrl = urlInput(ctx, 'target', { example: 'postgres://user:password@127.0.0.1:5432/drill_scratch' });
+        const jobs = Number(ctx.inputs.string('jobs'));
+        const smoke = ctx.inputs.string('smoke-sql');
+        const { report, entry, summary } = await runDrill({
+            settings,
+            catalog: new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) }),
+            logger: ctx.logger,
+            backup: ctx.inputs.string('backup'),
+            targetUrl,
+            smokeSql: smoke ? (0,external_node_path_.resolve)(ctx.cwd, smoke) : undefined,
+            rtoSeconds: optionalDuration(ctx, 'rto'),
+            rpoSeconds: optionalDuration(ctx, 'rpo'),
+            pitr: ctx.inputs.string('pitr'),
+            jobs: Number.isInteger(jobs) && jobs > 0 ? jobs : 2,
+            reportSigner: reportSignerFor(ctx),
+        });
+        const signing = entry.signing;
+        if (signing.status === 'unsigned')
+            ctx.logger.warn(`drill report ${report.id} is not signed (no --signing-key / LIFELINE_SIGNING_KEY or --keyless); a gate with a signing policy will not accept it`);
+        return {
+            json: report,
+            text: `${renderDrillText(report)}\nreport signature: ${signing.status === 'unsigned' ? 'none (unsigned)' : signing.status === 'failed' ? `FAILED (${signing.detail})` : `${signing.status}-signed (${DRILL_BUNDLE_FILE})`}`,
+            summary,
+            outputs: { 'drill-id': report.id, passed: String(report.passed), 'rto-seconds': String(report.rto.seconds ?? ''), 'rpo-seconds': String(report.rpo.seconds ?? ''), report: (0,external_node_path_.resolve)(entry.dir, 'report.json'), signed: signing.status },
+            annotations: report.failures.map((f) => ({ level: 'error', title: `restore drill failed (${report.environment})`, message: f })),
+            ...(report.passed ? {} : { exitCode: 1, failureMessage: `restore drill ${report.id} failed: ${report.failures.join('; ')}` }),
+            ...(report.passed && signing.status === 'failed' ? { exitCode: 1, failureMessage: `restore drill ${report.id} passed, but its report could not be signed (${signing.detail}); the gate will not accept it unsigned` } : {}),
+        };
+    },
+};
+/** A signer for report.json built from the same inputs as the release manifest's; undefined without a key or keyless. */
+function reportSignerFor(ctx) {
+    const signer = optionalSignerFor(ctx);
+    if (!signer)
+        return undefined;
+    const githubOidc = { requestUrl: ctx.env.ACTIONS_ID_TOKEN_REQUEST_URL, requestToken: ctx.env.ACTIONS_ID_TOKEN_REQUEST_TOKEN };
+    return { sign: (payload) => signDssePayload({ signer, githubOidc, logger: ctx.logger }, payload, DRILL_REPORT_PAYLOAD_TYPE, 'drill report') };
+}
+/** The manifest verification policy, or undefined when neither flags nor `manifest:` name one (the gate then says so). */
+function optionalPolicyFor(ctx, settings) {
+    const policy = verificationPolicyFor(ctx, settings);
+    const given = policy;
+    return given.publicKey || given.certificateIdentity || given.certificateOidcIssuer ? policy : undefined;
+}
+const drillsCommand = {
+    name: 'drills',
+    summary: 'List drill reports, newest first',
+    inputs: [],
+    outputs: [],
+    implemented: true,
+    async run(ctx) {
+        const settings = environmentFor(ctx);
+        const reports = (await report_listDrillReports(new Catalog(settings.store), settings.name)).map((e) => e.metadata);
+        return {
+            json: reports.map(drillListing),
+            text: reports.length ? renderTextTable(drillsTable(reports)) : `no drills for ${settings.name} yet: run lifeline drill --env ${settings.name}`,
+        };
+    },
+};
+const gateCommand = {
+    name: 'gate',
+    summary: 'Fail a release when backups or drills are stale or failing',
+    inputs: [
+        { name: 'max-drill-age', type: 'string', description: 'Oldest acceptable drill, e.g. 7d (default: drill.maxAge).' },
+        { name: 'rpo', type: 'string', description: "RPO target the newest verified backup must meet (default: the environment's rpo)." },
+        { name: 'rto', type: 'string', description: "RTO target the newest drill must have met (default: the environment's rto)." },
+        ...POLICY_INPUTS.map((input) => ({ ...input, description: `Drill reports must be signed as this policy demands (as release manifests). ${input.description}` })),
+    ],
+    outputs: [
+        { name: 'passed', description: '"true" when the release may proceed.' },
+        { name: 'reasons', description: 'One line per failed check.' },
+    ],
+    implemented: true,
+    async run(ctx) {
+        const settings = environmentFor(ctx);
+        const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
+        const now = new Date();
+        const { drills, evidence } = await gatherGateEvidence({ catalog, env: settings.name, policy: optionalPolicyFor(ctx, settings), now });
+        const result = evaluateGate({
+            environment: settings.name,
+            drills,
+            evidence,
+            backups: (await listBackups(catalog, settings.name)).map((e) => e.metadata),
+            maxDrillAgeSeconds: optionalDuration(ctx, 'max-drill-age') ?? settings.drill.maxAgeSeconds,
+            rpoSeconds: optionalDuration(ctx, 'rpo') ?? settings.rpoSeconds,
+            rtoSeconds: optionalDuration(ctx, 'rto') ?? settings.rtoSeconds,
+            now,
+        });
+        return {
+            json: result,
+            text: renderGateText(result),
+            summary: renderGateMarkdown(result),
+            outputs: { passed: String(result.passed), reasons: result.reasons.join('\n') },
+            annotations: result.reasons.map((r) => ({ level: 'error', title: `release gate (${settings.name})`, message: r })),
+            ...(result.passed ? {} : { exitCode: 1, failureMessage: result.reasons.join('\nerror: ') }),
+        };
+    },
+};
+const runbookCommand = {
+    name: 'runbook',
+    summary: 'Print the ordered restore runbook (the steps every drill walks)',
+    inputs: [{ name: 'output', type: 'string', description: 'Also write the runbook as Markdown to this file (e.g. docs/runbook.md).' }],
+    outputs: [],
+    implemented: true,
+    async run(ctx) {
+        const first = environmentFor(ctx);
+        const globals = ctx.inputs.globals();
+        // Restore priority is an order across environments, so the runbook lists every one declared.
+        const names = first.configPath ? Object.keys(loadConfig(first.configPath, { explicit: true }).config.environments) : [];
+        const all = names.length ? names.map((name) => (name === first.name ? first : resolveEnvironment({ ...globals, env: name }, { env: ctx.env, cwd: ctx.cwd }))) : [first];
+        const displayPath = (path) => (path.startsWith(`${ctx.cwd}/`) ? (0,external_node_path_.relative)(ctx.cwd, path) : path);
+        const runbook = buildRunbook(all, { displayPath });
+        const only = globals.env ? [first.name] : undefined;
+        const markdown = renderRunbookMarkdown(runbook, first.configPath ? displayPath(first.configPath) : 'flags and environment variables', only);
+        const output = ctx.inputs.string('output');
+        if (output)
+            (0,external_node_fs_.writeFileSync)((0,external_node_path_.resolve)(ctx.cwd, output), markdown);
+        return { json: { environments: only ? runbook.filter((e) => only.includes(e.name)) : runbook, order: runbook.map((e) => e.name) }, text: renderRunbookText(runbook, only), summary: markdown };
+    },
+};
+const drillAction = singleCommandAction('drill', 'Run a restore drill in an isolated database and measure RTO/RPO.', drillCommand);
+const gateAction = singleCommandAction('gate', 'Release gate: fail when backups or restore drills are stale or failing.', gateCommand);
+
+;// CONCATENATED MODULE: ./src/commands/lock.ts
+
+
+
+const lockStatusCommand = {
+    name: 'lock status',
+    summary: "Show who holds the environment's lock, and whether it is stale",
+    inputs: [],
+    outputs: [],
+    implemented: true,
+    async run(ctx) {
+        const settings = environmentFor(ctx);
+        const status = await lockStatus(new Catalog(settings.store).envDir(settings.name));
+        const text = !status.held
+            ? `${settings.name}: not locked`
+            : `${settings.name}: locked by ${status.info ? `${status.info.owner} (pid ${status.info.pid} on ${status.info.host}, "${status.info.command}" since ${status.info.acquiredAt})` : 'an unknown holder'}${status.stale ? '; STALE: the process is gone (lifeline lock break to remove it)' : ''}`;
+        return { json: { environment: settings.name, ...status }, text };
+    },
+};
+const lockBreakCommand = {
+    name: 'lock break',
+    summary: "Remove the environment's lock when its holder is gone (refused while the holder runs on this host)",
+    inputs: [{ name: 'force', type: 'boolean', description: 'Break a lock held from another host (check there first that its process is gone).', default: 'false' }],
+    outputs: [],
+    implemented: true,
+    async run(ctx) {
+        const settings = environmentFor(ctx);
+        const status = await breakLock(new Catalog(settings.store).envDir(settings.name), { env: settings.name, force: ctx.inputs.boolean('force') });
+        const text = status.held ? `${settings.name}: removed the lock held by ${status.info?.owner ?? 'an unknown holder'} (pid ${status.info?.pid ?? '?'})` : `${settings.name}: was not locked`;
+        ctx.logger.warn(text);
+        return { json: { environment: settings.name, removed: status.held, previous: status.info ?? null }, text };
+    },
 };
 
 ;// CONCATENATED MODULE: ./src/preflight/report.ts
@@ -69886,21 +73690,34 @@ function report_location(f) {
     return f.file ? `${f.file}${f.line ? `:${f.line}` : ''}` : '';
 }
 /** One row per finding for the terminal: status, check, where, what, and the fix for anything not passing. */
-function formatFindingsText(findings, verdict) {
+function formatFindingsText(findings, verdict, files) {
     const width = Math.max(...findings.map((f) => f.check.length), 5);
     const lines = findings.map((f) => {
         const where = report_location(f);
         const row = `${STATUS_LABEL[f.status]}  ${f.check.padEnd(width)}  ${f.message}${where ? `  (${where})` : ''}`;
         return f.status !== 'pass' && f.fix ? `${row}\n      ${' '.repeat(width)}fix: ${f.fix}` : row;
     });
-    return [...lines, '', verdict].join('\n');
+    return [...lines, ...(files ? ['', ...formatFilesText(files)] : []), '', verdict].join('\n');
+}
+/** What was examined, and what was named but not examined: a check is only as good as the files it saw. */
+function formatFilesText(files) {
+    if (files.length === 0)
+        return ['files read: none (nothing configured to read)'];
+    const width = Math.max(...files.map((f) => f.status.length));
+    const unread = files.filter((f) => f.status !== 'read').length;
+    return [
+        `files read: ${files.length - unread}${unread ? `, named but not examined: ${unread}` : ''}`,
+        ...files.map((f) => `  ${f.status.padEnd(width)}  ${f.path}  (${f.role}; ${f.by})`),
+    ];
 }
 function cell(text) {
     return (text ?? '').replace(/\|/g, '\\|').replace(/\n/g, ' ');
 }
-function formatFindingsMarkdown(findings, verdict, environment) {
+function formatFindingsMarkdown(findings, verdict, environment, files) {
     const rows = findings.map((f) => `| ${STATUS_ICON[f.status]} | \`${f.check}\` | ${f.file ? `\`${cell(report_location(f))}\`` : ''} | ${cell(f.message)} | ${f.status === 'pass' ? '' : cell(f.fix)} |`);
-    return [`### Preflight: ${environment}`, '', verdict, '', '| status | check | where | finding | fix |', '|---|---|---|---|---|', ...rows, ''].join('\n');
+    const fileRows = (files ?? []).map((f) => `| ${f.status} | \`${cell(f.path)}\` | ${cell(f.role)} | ${cell(f.by)} |`);
+    const filesTable = files ? ['', `<details><summary>Files read (${files.filter((f) => f.status === 'read').length} of ${files.length} named)</summary>`, '', '| status | file | role | checked by |', '|---|---|---|---|', ...fileRows, '', '</details>'] : [];
+    return [`### Preflight: ${environment}`, '', verdict, '', '| status | check | where | finding | fix |', '|---|---|---|---|---|', ...rows, ...filesTable, ''].join('\n');
 }
 /** Failures become error annotations and warnings warning annotations, on the file and line when known. */
 function findingAnnotations(findings) {
@@ -69908,6 +73725,284 @@ function findingAnnotations(findings) {
         .filter((f) => f.status !== 'pass')
         .map((f) => ({ level: f.status === 'fail' ? 'error' : 'warning', title: `preflight ${f.check}`, message: f.fix ? `${f.message}. Fix: ${f.fix}` : f.message, file: f.file, line: f.line }));
 }
+
+;// CONCATENATED MODULE: ./src/preflight/findings.ts
+
+const pass = (f) => ({ ...f, status: 'pass' });
+const warn = (f) => ({ ...f, status: 'warn' });
+const fail = (f) => ({ ...f, status: 'fail' });
+/** Production makes a gate blocking; elsewhere the same finding is a warning. */
+const gate = (production) => (production ? fail : warn);
+/** A check that had nothing to look at says why, as a warning: with `--strict` an unchecked area fails. */
+function notChecked(check, reason, fix) {
+    return warn({ check, message: `not checked: ${reason}`, fix });
+}
+/** The list of files a preflight read, in the order first seen; one row per path and role. */
+class FilesRead {
+    ctx;
+    rows = new Map();
+    constructor(ctx) {
+        this.ctx = ctx;
+    }
+    add(path, role, by, status = 'read') {
+        const shown = displayPath(this.ctx, path);
+        const key = `${shown}\u0000${role}`;
+        const existing = this.rows.get(key);
+        if (existing) {
+            if (!existing.by.split(', ').includes(by))
+                existing.by = `${existing.by}, ${by}`;
+            if (existing.status !== 'read' && status === 'read')
+                existing.status = status;
+            return;
+        }
+        this.rows.set(key, { path: shown, role, status, by });
+    }
+    list() {
+        return [...this.rows.values()];
+    }
+}
+/** A path as findings show it: relative to the working directory when inside it, so GitHub annotations land on the file. */
+function displayPath(ctx, path) {
+    const rel = (0,external_node_path_.relative)(ctx.cwd, path);
+    return rel && !rel.startsWith('..') && !(0,external_node_path_.isAbsolute)(rel) ? rel : path;
+}
+
+;// CONCATENATED MODULE: ./src/preflight/env-values.ts
+
+
+
+/** Parses a dotenv file (KEY=VALUE, optional `export`, quotes, comments) keeping each key's line. */
+function parseEnvFile(text) {
+    const entries = [];
+    const lines = text.split(/\r?\n/);
+    for (let i = 0; i < lines.length; i++) {
+        const match = /^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.-]*)\s*=\s*(.*)$/.exec(lines[i]);
+        if (!match)
+            continue;
+        const line = i + 1;
+        let value = match[2];
+        const quote = value[0];
+        if ((quote === '"' || quote === "'") && value.lastIndexOf(quote) > 0) {
+            value = value.slice(1, value.lastIndexOf(quote));
+        }
+        else if (quote === '"' || quote === "'") {
+            // A quoted value spanning lines: read to the closing quote.
+            const parts = [value.slice(1)];
+            while (++i < lines.length && !lines[i].includes(quote))
+                parts.push(lines[i]);
+            parts.push((lines[i] ?? '').slice(0, (lines[i] ?? '').indexOf(quote)));
+            value = parts.join('\n');
+        }
+        else {
+            value = value.replace(/\s+#.*$/, '').trim();
+        }
+        entries.push({ key: match[1], value, line });
+    }
+    return entries;
+}
+const PLACEHOLDER = /^(changeme|change[-_ ]?me|change[-_ ]?this|todo|tbd|fixme|xxx+|placeholder|replace[-_ ]?me|secret|password|example|dummy|<[^>]*>|your[-_].*)$/i;
+const PLACEHOLDER_INSIDE = /changeme|change_me|\bTODO\b|\bFIXME\b|xxxx/i;
+const SECRET_KEY = /SECRET|KEY/i;
+const MIN_SECRET_LENGTH = 32;
+/** Checks the environment file's values; messages name keys only, never values. */
+function checkEnvValues(ctx, options) {
+    if (!options.envFile)
+        return [notChecked('env.file', 'no environment file configured', 'pass --env-file .env.production or set preflight.envFile in lifeline.yml')];
+    const file = displayPath(ctx, options.envFile);
+    let text;
+    try {
+        text = (0,external_node_fs_.readFileSync)(options.envFile, 'utf8');
+    }
+    catch (error) {
+        ctx.files?.add(options.envFile, 'environment file', 'env.file', error.code === 'ENOENT' ? 'missing' : 'unreadable');
+        return [fail({ check: 'env.file', file, message: `the environment file ${file} cannot be read`, fix: 'create it on the deploy host (it is not committed), or fix --env-file / preflight.envFile' })];
+    }
+    const entries = parseEnvFile(text);
+    const byKey = new Map(entries.map((e) => [e.key, e]));
+    ctx.files?.add(options.envFile, 'environment file', 'env.*');
+    const findings = [pass({ check: 'env.file', file, message: `${entries.length} keys read` })];
+    let required = options.requiredKeys;
+    let requiredFrom = 'the required keys';
+    const example = (0,external_node_path_.join)((0,external_node_path_.dirname)(options.envFile), '.env.example');
+    if (required.length === 0 && (0,external_node_fs_.existsSync)(example) && (0,external_node_path_.basename)(options.envFile) !== '.env.example') {
+        required = parseEnvFile((0,external_node_fs_.readFileSync)(example, 'utf8')).map((e) => e.key);
+        requiredFrom = displayPath(ctx, example);
+        ctx.files?.add(example, 'required keys (.env.example)', 'env.required');
+    }
+    const missing = required.filter((key) => !byKey.has(key));
+    for (const key of missing)
+        findings.push(fail({ check: 'env.required', file, message: `${key} is missing (required by ${requiredFrom})`, fix: `add ${key}=... to ${file}` }));
+    if (required.length === 0)
+        findings.push(notChecked('env.required', 'no required keys configured and no .env.example beside the file', 'list them with --required-env KEY or preflight.requiredEnv, or commit a .env.example'));
+    else if (missing.length === 0)
+        findings.push(pass({ check: 'env.required', file, message: `all ${required.length} required keys are present (from ${requiredFrom})` }));
+    findings.push(...checkEnvEntries(ctx, file, entries, new Set(required)));
+    return findings;
+}
+/** A key that turns a framework's debug mode on: DEBUG, APP_DEBUG, FLASK_DEBUG, DJANGO_DEBUG ... */
+const DEBUG_KEY = /(^|_)DEBUG$/i;
+/** Every truthy spelling frameworks accept, any case. */
+const TRUTHY = /^(1|true|yes|on)$/i;
+/**
+ * The value checks on one environment file's entries (placeholders, short secrets, debug flags,
+ * bad URLs, open CORS), each at its line; `file` is already a display path.
+ */
+function checkEnvEntries(ctx, file, entries, requiredSet = new Set()) {
+    const blocking = gate(ctx.production);
+    const values = [];
+    for (const { key, value, line } of entries) {
+        const at = { file, line };
+        if (value.trim() === '') {
+            const make = requiredSet.has(key) ? fail : warn;
+            values.push(make({ check: 'env.placeholder', ...at, message: `${key} is empty`, fix: `set a real value for ${key}${requiredSet.has(key) ? '' : ' or remove the line'}` }));
+            continue;
+        }
+        if (PLACEHOLDER.test(value.trim()) || PLACEHOLDER_INSIDE.test(value)) {
+            values.push(fail({ check: 'env.placeholder', ...at, message: `${key} still holds a placeholder value`, fix: `set the real value of ${key}` }));
+            continue;
+        }
+        if (SECRET_KEY.test(key) && !/_(ID|FILE|PATH|NAME)$/i.test(key) && value.length < MIN_SECRET_LENGTH) {
+            values.push(blocking({ check: 'env.secret-length', ...at, message: `${key} is ${value.length} characters; secrets need at least ${MIN_SECRET_LENGTH}`, fix: `generate one: openssl rand -hex 32, and set ${key} to it` }));
+        }
+        if (DEBUG_KEY.test(key) && TRUTHY.test(value.trim())) {
+            values.push(blocking({ check: 'env.debug', ...at, message: `${key} is on${ctx.production ? ' in production' : ''}: stack traces and internals reach users`, fix: `set ${key}=false` }));
+        }
+        if (/(^|_)DATABASE_URL$/i.test(key) && !urlParses(value, ['postgres:', 'postgresql:', 'postgresql+asyncpg:', 'postgresql+psycopg:', 'postgresql+psycopg2:'])) {
+            values.push(fail({ check: 'env.url', ...at, message: `${key} is not a PostgreSQL URL`, fix: `write ${key} as postgresql://user:password@host:5432/dbname (percent-encode special characters in the password)` }));
+        }
+        if (/(^|_)REDIS_URL$/i.test(key) && !urlParses(value, ['redis:', 'rediss:'])) {
+            values.push(fail({ check: 'env.url', ...at, message: `${key} is not a Redis URL`, fix: `write ${key} as redis://:password@host:6379/0` }));
+        }
+        if (/CORS/i.test(key) && value.split(/[\s,;]+/).some((origin) => origin.replace(/^["'[]+|["'\]]+$/g, '') === '*')) {
+            values.push(blocking({ check: 'env.cors', ...at, message: `${key} allows any origin (*)${ctx.production ? ' in production' : ''}`, fix: `list the allowed origins: ${key}=https://app.example.com` }));
+        }
+    }
+    if (!values.some((f) => f.status !== 'pass'))
+        values.push(pass({ check: 'env.values', file, message: 'no placeholders, short secrets, debug flags, bad URLs or open CORS origins' }));
+    return values;
+}
+/** Whether a URL parses with one of the schemes; the value itself never leaves this function. */
+function urlParses(value, schemes) {
+    try {
+        const url = new URL(value.trim());
+        return schemes.includes(url.protocol) && url.hostname !== '';
+    }
+    catch {
+        return false;
+    }
+}
+
+;// CONCATENATED MODULE: ./src/preflight/compose-env.ts
+
+
+
+
+
+/**
+ * `compose.debug`: a service whose `environment` (map or `KEY=VALUE` list) turns a debug flag on,
+ * judged on the merged model (interpolated when Compose ran, so `DEBUG: ${DEBUG}` counts with the
+ * value CI exports) and reported at the line that sets it. Keys that only an env_file sets are
+ * left to the env_file check, which reports them at their line in that file.
+ */
+function checkComposeDebug(model, sources, ctx) {
+    const blocking = gate(ctx.production);
+    const written = [...sources.environmentEntries()];
+    const findings = [];
+    for (const [service, s] of Object.entries(model.services)) {
+        for (const [key, value] of environmentPairs(s.environment)) {
+            if (!DEBUG_KEY.test(key) || value === undefined || !TRUTHY.test(value.trim().replace(/^["']|["']$/g, '')))
+                continue;
+            const where = written.filter((e) => e.service === service && e.name === key).pop();
+            if (!where)
+                continue;
+            findings.push(blocking({ check: 'compose.debug', file: displayPath(ctx, where.file), line: where.line, message: `service ${service} sets ${key} on${ctx.production ? ' in production' : ''}: stack traces and internals reach users`, fix: `set ${key} to false (or remove it) in the Compose file` }));
+        }
+    }
+    return findings.length ? findings : [pass({ check: 'compose.debug', message: 'no service turns a debug flag on in its environment' })];
+}
+function environmentPairs(environment) {
+    if (!environment)
+        return [];
+    if (Array.isArray(environment)) {
+        return environment.map((item) => {
+            const text = String(item);
+            const eq = text.indexOf('=');
+            return eq < 0 ? [text, undefined] : [text.slice(0, eq), text.slice(eq + 1)];
+        });
+    }
+    return Object.entries(environment).map(([key, value]) => [key, value === null || value === undefined ? undefined : String(value)]);
+}
+/** Every `env_file:` entry (a path, a list, or `{ path, required }` items), resolved from the project directory. */
+function envFileUses(sources, projectDir) {
+    const uses = new Map();
+    for (const { file, service, node, doc, line } of sources.serviceNodes(['env_file'])) {
+        const items = (0,dist/* isSeq */.oP)(node) ? node.items : [node];
+        for (const raw of items) {
+            const item = (0,dist/* isAlias */.Vj)(raw) ? (raw.resolve(doc) ?? raw) : raw;
+            let written;
+            let required = true;
+            if ((0,dist/* isScalar */.jn)(item)) {
+                written = item.value;
+            }
+            else if ((0,dist/* isMap */.jh)(item)) {
+                written = item.get('path', true)?.value;
+                required = item.get('required') !== false;
+            }
+            if (typeof written !== 'string' || written === '')
+                continue;
+            const path = (0,external_node_path_.isAbsolute)(written) ? written : (0,external_node_path_.resolve)(projectDir, written);
+            const use = uses.get(path);
+            if (use) {
+                if (!use.services.includes(service))
+                    use.services.push(service);
+                use.required ||= required;
+            }
+            else {
+                uses.set(path, { path, required, services: [service], file, line: line(item?.range?.[0] ?? 0) });
+            }
+        }
+    }
+    return [...uses.values()];
+}
+/**
+ * `compose.env-file`: reads every file a service names in `env_file:` (paths are relative to the
+ * first Compose file's directory, as Compose resolves them) and runs the environment value checks
+ * on it (debug flags, placeholders, short secrets, URLs, CORS). A missing required file fails:
+ * `up` would fail on it. The configured environment file is checked once, by the env checks.
+ */
+function checkEnvFiles(sources, ctx, options) {
+    const findings = [];
+    const configured = options.envFile ? (0,external_node_path_.resolve)(options.envFile) : undefined;
+    const uses = envFileUses(sources, options.projectDir);
+    for (const use of uses) {
+        const shown = displayPath(ctx, use.path);
+        const role = `env_file of ${use.services.join(', ')}`;
+        const declared = { file: displayPath(ctx, use.file), line: use.line };
+        let text;
+        try {
+            text = (0,external_node_fs_.readFileSync)(use.path, 'utf8');
+        }
+        catch (error) {
+            const missing = error.code === 'ENOENT';
+            ctx.files?.add(use.path, role, 'compose.env-file', missing ? 'missing' : 'unreadable');
+            if (missing && !use.required) {
+                findings.push(pass({ check: 'compose.env-file', ...declared, message: `env_file ${shown} of ${use.services.join(', ')} is absent and marked required: false` }));
+            }
+            else {
+                findings.push(fail({ check: 'compose.env-file', ...declared, message: `env_file ${shown} of ${use.services.join(', ')} ${missing ? 'does not exist' : 'cannot be read'}: Compose refuses to start the service`, fix: `create ${shown} on the deploy host (paths are relative to ${(0,external_node_path_.resolve)(options.projectDir) === (0,external_node_path_.resolve)(ctx.cwd) ? 'the working directory' : displayPath(ctx, options.projectDir)}, the first Compose file's directory), fix the path, or mark it required: false` }));
+            }
+            continue;
+        }
+        ctx.files?.add(use.path, role, 'compose.env-file');
+        const entries = parseEnvFile(text);
+        findings.push(pass({ check: 'compose.env-file', ...declared, message: `env_file ${shown} of ${use.services.join(', ')}: ${entries.length} keys read` }));
+        if (configured !== undefined && configured === use.path)
+            continue; // the env checks cover it, with its required keys
+        findings.push(...checkEnvEntries(ctx, shown, entries));
+    }
+    return uses.length ? findings : [pass({ check: 'compose.env-file', message: 'no service names an env_file' })];
+}
+const projectDirOf = (composeFiles) => (0,external_node_path_.dirname)((0,external_node_path_.resolve)(composeFiles[0] ?? '.'));
 
 ;// CONCATENATED MODULE: ./src/preflight/compose-source.ts
 
@@ -69977,34 +74072,70 @@ class ComposeSources {
         }
         return this.locate(path);
     }
-    /** Each service's `environment` entries as written (before interpolation), with their lines. */
-    *environmentEntries() {
+    /** The Compose files that parsed, and those that did not (named so the report can say so). */
+    get paths() {
+        return this.files.map((f) => f.path);
+    }
+    /**
+     * For each service of each file, the node at `path` under it (e.g. `['command']`,
+     * `['healthcheck', 'test']`), following `<<: *anchor` merges; `line` maps an offset in that file.
+     */
+    *serviceNodes(path) {
         for (const file of this.files) {
             const services = file.doc.get('services', true);
             if (!(0,dist/* isMap */.jh)(services))
                 continue;
             for (const pair of services.items) {
                 const service = String(pair.key?.value ?? '');
-                const environment = (0,dist/* isMap */.jh)(pair.value) ? pair.value.get('environment', true) : undefined;
-                if ((0,dist/* isMap */.jh)(environment)) {
-                    for (const entry of environment.items) {
-                        const name = String(entry.key.value ?? '');
-                        const value = (0,dist/* isScalar */.jn)(entry.value) && entry.value.value !== null ? String(entry.value.value) : undefined;
-                        const node = entry.value ?? entry.key;
-                        yield { file: file.path, line: file.lines.linePos(node.range?.[0] ?? 0).line, service, name, value };
-                    }
+                const found = walk(file.doc, pair.value, path, 0);
+                if (found?.depth !== path.length || !found.node)
+                    continue;
+                yield { file: file.path, service, node: found.node, doc: file.doc, line: (offset) => file.lines.linePos(offset).line };
+            }
+        }
+    }
+    /** Each service's `environment` entries as written (before interpolation), with their lines. */
+    *environmentEntries() {
+        // Through serviceNodes, so an `environment` merged from an anchor (`<<: *app`) is seen too.
+        for (const { file, service, node: environment, line } of this.serviceNodes(['environment'])) {
+            if ((0,dist/* isMap */.jh)(environment)) {
+                for (const entry of environment.items) {
+                    const name = String(entry.key.value ?? '');
+                    const value = (0,dist/* isScalar */.jn)(entry.value) && entry.value.value !== null ? String(entry.value.value) : undefined;
+                    const node = entry.value ?? entry.key;
+                    yield { file, line: line(node.range?.[0] ?? 0), service, name, value };
                 }
-                else if ((0,dist/* isSeq */.oP)(environment)) {
-                    for (const item of environment.items) {
-                        if (!(0,dist/* isScalar */.jn)(item))
-                            continue;
-                        const text = String(item.value);
-                        const eq = text.indexOf('=');
-                        yield { file: file.path, line: file.lines.linePos(item.range?.[0] ?? 0).line, service, name: eq < 0 ? text : text.slice(0, eq), value: eq < 0 ? undefined : text.slice(eq + 1) };
-                    }
+            }
+            else if ((0,dist/* isSeq */.oP)(environment)) {
+                for (const item of environment.items) {
+                    if (!(0,dist/* isScalar */.jn)(item))
+                        continue;
+                    const text = String(item.value);
+                    const eq = text.indexOf('=');
+                    yield { file, line: line(item.range?.[0] ?? 0), service, name: eq < 0 ? text : text.slice(0, eq), value: eq < 0 ? undefined : text.slice(eq + 1) };
                 }
             }
         }
+    }
+}
+/** Every scalar under a node (sequence items, map values), with its offset, aliases resolved. */
+function* scalarsOf(doc, node) {
+    if (!node)
+        return;
+    if ((0,dist/* isAlias */.Vj)(node)) {
+        yield* scalarsOf(doc, node.resolve(doc));
+    }
+    else if ((0,dist/* isScalar */.jn)(node)) {
+        if (node.value !== null && node.value !== undefined)
+            yield { value: String(node.value), offset: node.range?.[0] ?? 0 };
+    }
+    else if ((0,dist/* isSeq */.oP)(node)) {
+        for (const item of node.items)
+            yield* scalarsOf(doc, item);
+    }
+    else if ((0,dist/* isMap */.jh)(node)) {
+        for (const pair of node.items)
+            yield* scalarsOf(doc, pair.value);
     }
 }
 function walk(doc, node, path, depth) {
@@ -70047,28 +74178,140 @@ function walk(doc, node, path, depth) {
     return here;
 }
 
-;// CONCATENATED MODULE: ./src/preflight/findings.ts
+;// CONCATENATED MODULE: ./src/preflight/compose-secrets.ts
 
-const pass = (f) => ({ ...f, status: 'pass' });
-const warn = (f) => ({ ...f, status: 'warn' });
-const fail = (f) => ({ ...f, status: 'fail' });
-/** Production makes a gate blocking; elsewhere the same finding is a warning. */
-const gate = (production) => (production ? fail : warn);
-/** A check that had nothing to look at says why, as a warning: with `--strict` an unchecked area fails. */
-function notChecked(check, reason, fix) {
-    return warn({ check, message: `not checked: ${reason}`, fix });
+
+
+/** Options that take a password as their value (`--requirepass X`, `--password=X`, `--db-token X`). */
+const SECRET_OPTION = /^(requirepass|masterauth|pass|password|passwd|secret|token|api[-_]?key|access[-_]?key|secret[-_]?key|[a-z0-9_-]*[-_](password|passwd|secret|token))$/i;
+/** `NAME=VALUE` arguments that set a password (`-c password=X`, `PGPASSWORD=X psql`). */
+const SECRET_ASSIGNMENT = /(password|passwd|secret|token|requirepass|masterauth)$|(^|[-_.])(pass|auth)$/i;
+/** A URL whose user-info holds a password: `postgres://user:password@host`. */
+const URL_PASSWORD = /[a-z][a-z0-9+.-]*:\/\/[^\s:@/]*:([^\s@/]+)@/i;
+/**
+ * Values made only of references: `${VAR}`, `$VAR`, and Compose's escaped `$$VAR` / `$${VAR}`
+ * for the container's shell. `${VAR:-fallback}` is not: its fallback is a literal in the file.
+ */
+const ONLY_REFERENCES = /^(\$?\$\{[A-Za-z_][A-Za-z0-9_]*\}|\$?\$[A-Za-z_][A-Za-z0-9_]*)+$/;
+/** Splits a shell-form command into words: whitespace outside quotes separates, quotes are dropped. */
+function shellWords(text) {
+    const words = [];
+    let word = '';
+    let quote;
+    let inWord = false;
+    for (const c of text) {
+        if (quote) {
+            if (c === quote)
+                quote = undefined;
+            else
+                word += c;
+        }
+        else if (c === '"' || c === "'") {
+            quote = c;
+            inWord = true;
+        }
+        else if (/\s/.test(c)) {
+            if (inWord)
+                words.push(word);
+            word = '';
+            inWord = false;
+        }
+        else {
+            word += c;
+            inWord = true;
+        }
+    }
+    if (inWord)
+        words.push(word);
+    return words;
 }
-/** A path as findings show it: relative to the working directory when inside it, so GitHub annotations land on the file. */
-function displayPath(ctx, path) {
-    const rel = (0,external_node_path_.relative)(ctx.cwd, path);
-    return rel && !rel.startsWith('..') && !(0,external_node_path_.isAbsolute)(rel) ? rel : path;
+function classify(value) {
+    const v = value.trim();
+    if (v === '')
+        return undefined;
+    return ONLY_REFERENCES.test(v) ? 'reference' : 'literal';
+}
+/**
+ * Passwords passed as arguments, from the words of a command (each list item split again, since
+ * `["sh", "-c", "redis-server --requirepass x"]` hides a whole command line in one item).
+ */
+function commandSecrets(words) {
+    const found = [];
+    const add = (how, value, index) => {
+        const kind = value === undefined ? undefined : classify(value);
+        if (kind)
+            found.push({ how, kind, index });
+    };
+    let redisCli = false;
+    for (let i = 0; i < words.length; i++) {
+        const word = words[i];
+        if ((0,external_node_path_.basename)(word) === 'redis-cli')
+            redisCli = true;
+        const url = URL_PASSWORD.exec(word);
+        if (url) {
+            add('a URL with a password', url[1], i);
+            continue;
+        }
+        const eq = word.indexOf('=');
+        if (eq > 0) {
+            const name = word.slice(0, eq).replace(/^-+/, '');
+            if (SECRET_OPTION.test(name) || SECRET_ASSIGNMENT.test(name))
+                add(`${word.slice(0, eq)}=`, word.slice(eq + 1), i);
+            continue;
+        }
+        if (!word.startsWith('-') || word.startsWith('--no-'))
+            continue;
+        const name = word.replace(/^-+/, '');
+        const takesSecret = SECRET_OPTION.test(name) || (redisCli && word === '-a');
+        const next = words[i + 1];
+        if (takesSecret && next !== undefined && !next.startsWith('-')) {
+            add(word, next, i + 1);
+            i++;
+        }
+    }
+    return found;
+}
+const FIX = 'pass it out of band: a config file or Docker secret mounted read-only (requirepass in redis.conf, POSTGRES_PASSWORD_FILE, a .pgpass), or an environment variable the program reads itself';
+const WHERE = [
+    { path: ['command'], label: 'command' },
+    { path: ['entrypoint'], label: 'entrypoint' },
+    { path: ['healthcheck', 'test'], label: 'healthcheck test' },
+];
+/**
+ * `compose.command-secret`: a password in a service's command, entrypoint or healthcheck, as
+ * written in the Compose files (before interpolation). A literal is committed with the file and
+ * blocks in production; a `${VAR}` still ends up in `ps` and `docker inspect` on the host, so it
+ * warns.
+ */
+function checkCommandSecrets(sources, ctx) {
+    const blocking = gate(ctx.production);
+    const findings = [];
+    const seen = new Set();
+    for (const { path, label } of WHERE) {
+        for (const { file, service, node, doc, line } of sources.serviceNodes([...path])) {
+            // One argument list per node: a list form splits an option and its value over two items.
+            const words = [...scalarsOf(doc, node)].flatMap((scalar) => shellWords(scalar.value).map((word) => ({ word, offset: scalar.offset })));
+            for (const secret of commandSecrets(words.map((w) => w.word))) {
+                const at = { file: displayPath(ctx, file), line: line(words[secret.index].offset) };
+                // An anchor merged into several services is one line to fix: report it once.
+                const key = `${at.file}:${at.line}:${secret.how}`;
+                if (seen.has(key))
+                    continue;
+                seen.add(key);
+                findings.push(secret.kind === 'literal'
+                    ? blocking({ check: 'compose.command-secret', ...at, message: `service ${service} writes a password into its ${label} (${secret.how}): it is committed with the Compose file and shown by ps and docker inspect`, fix: FIX })
+                    : warn({ check: 'compose.command-secret', ...at, message: `service ${service} passes a password from a variable on its ${label} (${secret.how}): ps and docker inspect on the host show it`, fix: FIX }));
+            }
+        }
+    }
+    return findings.length ? findings : [pass({ check: 'compose.command-secret', message: 'no command, entrypoint or healthcheck passes a password as an argument' })];
 }
 
 ;// CONCATENATED MODULE: ./src/preflight/compose-gates.ts
 
 
+
 const SECRET_NAME = /PASSWORD|PASSWD|SECRET|TOKEN|KEY/i;
-const ONLY_REFERENCES = /^(\s*\$\{[^}]+\}\s*|\s*\$[A-Za-z_][A-Za-z0-9_]*\s*)+$/;
 const DEFAULT_PGDATA = '/var/lib/postgresql/data';
 /** Parses `compose config` output; when Compose could not run, the source files merged naively stand in. */
 function composeModel(merged, sources) {
@@ -70098,17 +74341,20 @@ function checkComposeGates(model, sources, ctx, options) {
     collect('compose.privileged', 'no service runs privileged', services
         .filter(([name, s]) => s.privileged === true && !options.allowPrivileged.includes(name))
         .map(([name]) => blocking({ check: 'compose.privileged', ...at(name, 'privileged'), message: `service ${name} runs privileged: full access to the host`, fix: `remove privileged: true (or add ${name} to preflight.allowPrivileged if it truly needs it)` })));
-    collect('compose.host-network', 'no app service uses the host network', appServices
-        .filter(([name, s]) => s.network_mode === 'host' && !options.allowHostNetwork.includes(name))
-        .map(([name]) => blocking({ check: 'compose.host-network', ...at(name, 'network_mode'), message: `app service ${name} uses network_mode: host`, fix: `publish the ports it needs instead (or add ${name} to preflight.allowHostNetwork)` })));
+    const postgres = services.filter(([name, s]) => name === options.postgresService || imageIs(s.image, 'postgres') || imageIs(s.image, 'postgresql'));
+    const redis = services.filter(([name, s]) => name === options.redisService || imageIs(s.image, 'redis'));
+    const dataServices = new Set([...postgres, ...redis].map(([name]) => name));
+    collect('compose.host-network', 'no app, database or Redis service uses the host network', services
+        .filter(([name, s]) => (appServices.some(([app]) => app === name) || dataServices.has(name)) && s.network_mode === 'host' && !options.allowHostNetwork.includes(name))
+        .map(([name]) => dataServices.has(name)
+        ? blocking({ check: 'compose.host-network', ...at(name, 'network_mode'), message: `${postgres.some(([p]) => p === name) ? 'database' : 'Redis'} service ${name} uses network_mode: host: it listens on the host's own interfaces, where no port binding limits who reaches it`, fix: `remove network_mode: host and publish "127.0.0.1:PORT:PORT" (or add ${name} to preflight.allowHostNetwork if it is bound to 127.0.0.1 by its own configuration)` })
+        : blocking({ check: 'compose.host-network', ...at(name, 'network_mode'), message: `app service ${name} uses network_mode: host`, fix: `publish the ports it needs instead (or add ${name} to preflight.allowHostNetwork)` })));
     collect('compose.docker-socket', 'no app service mounts the Docker socket', appServices.flatMap(([name, s]) => (s.volumes ?? []).flatMap((volume) => {
         const { source } = parseVolume(volume);
         if (!source || !/docker\.sock$/.test(source) || options.allowPrivileged.includes(name))
             return [];
         return [blocking({ check: 'compose.docker-socket', ...atItem(name, 'volumes', (item) => parseVolume(item).source === source), message: `app service ${name} mounts the Docker socket (${source}): root on the host`, fix: `remove the mount (or add ${name} to preflight.allowPrivileged)` })];
     })));
-    const postgres = services.filter(([name, s]) => name === options.postgresService || imageIs(s.image, 'postgres') || imageIs(s.image, 'postgresql'));
-    const redis = services.filter(([name, s]) => name === options.redisService || imageIs(s.image, 'redis'));
     collect('compose.data-ports', postgres.length + redis.length ? 'PostgreSQL and Redis ports are not published on all interfaces' : 'no PostgreSQL or Redis service publishes ports', [...postgres, ...redis].flatMap(([name, s]) => (s.ports ?? []).flatMap((port) => {
         const published = parsePort(port);
         if (!published || !publicAddress(published.hostIp))
@@ -70164,9 +74410,14 @@ function checkComposeGates(model, sources, ctx, options) {
         .filter(([, s]) => (s.restart === undefined || s.restart === 'no') && (!s.deploy?.restart_policy || s.deploy.restart_policy.condition === 'none'))
         .map(([name, s]) => blocking({ check: 'compose.restart', ...at(name, ...(s.restart ? ['restart'] : [])), message: `service ${name} has no restart policy: it stays down after a crash or a host reboot`, fix: 'add restart: unless-stopped' })));
     const inline = [];
+    const reported = new Set();
     for (const entry of sources.environmentEntries()) {
-        if (!SECRET_NAME.test(entry.name) || entry.value === undefined || entry.value === '' || ONLY_REFERENCES.test(entry.value))
+        if (!SECRET_NAME.test(entry.name) || entry.value === undefined || entry.value === '' || ONLY_REFERENCES.test(entry.value.trim()))
             continue;
+        // An anchor merged into several services is one line to fix.
+        if (reported.has(`${entry.file}:${entry.line}`))
+            continue;
+        reported.add(`${entry.file}:${entry.line}`);
         inline.push(blocking({ check: 'compose.inline-secret', file: displayPath(ctx, entry.file), line: entry.line, message: `service ${entry.service} sets ${entry.name} to a literal value in the Compose file`, fix: `reference it instead: ${entry.name}: \${${entry.name}} (from the environment or an env_file kept out of git)` }));
     }
     collect('compose.inline-secret', 'no secret-looking environment value is written inline', inline);
@@ -71261,11 +75512,12 @@ function globSync(globInput, options) {
  * A small nginx config parser: enough structure (directives, blocks, includes, lines) for the
  * TLS/redirect/HSTS gates. `nginx -t` remains the judge of validity.
  */
-function parseNginxConfig(path, seen = new Set()) {
+function parseNginxConfig(path, seen = new Set(), onFile) {
     if (seen.has(path))
         return [];
     seen.add(path);
     const text = (0,external_node_fs_.readFileSync)(path, 'utf8');
+    onFile?.(path, 'read');
     const tokens = tokenize(text);
     let position = 0;
     const parseBlock = () => {
@@ -71277,7 +75529,7 @@ function parseNginxConfig(path, seen = new Set()) {
                 if (words.length) {
                     const directive = { name: words[0].text, args: words.slice(1).map((w) => w.text), file: path, line: words[0].line };
                     if (directive.name === 'include')
-                        directives.push(...expandInclude(directive, path, seen));
+                        directives.push(...expandInclude(directive, path, seen, onFile));
                     else
                         directives.push(directive);
                 }
@@ -71299,7 +75551,7 @@ function parseNginxConfig(path, seen = new Set()) {
     };
     return parseBlock();
 }
-function expandInclude(directive, from, seen) {
+function expandInclude(directive, from, seen, onFile) {
     const pattern = directive.args[0];
     if (!pattern)
         return [];
@@ -71309,13 +75561,17 @@ function expandInclude(directive, from, seen) {
         files = /[*?[]/.test(absolute) ? globSync(absolute, { absolute: true, onlyFiles: true }).sort() : [absolute];
     }
     catch {
+        onFile?.(absolute, 'unreadable');
         return [];
     }
+    if (files.length === 0)
+        onFile?.(absolute, 'no match');
     return files.flatMap((file) => {
         try {
-            return parseNginxConfig(file, seen);
+            return parseNginxConfig(file, seen, onFile);
         }
-        catch {
+        catch (error) {
+            onFile?.(file, error.code === 'ENOENT' ? 'missing' : 'unreadable');
             return []; // nginx -t reports an unreadable include
         }
     });
@@ -71392,9 +75648,10 @@ async function checkNginx(runner, ctx, configFile) {
     const file = displayPath(ctx, configFile);
     let directives;
     try {
-        directives = parseNginxConfig(configFile);
+        directives = parseNginxConfig(configFile, new Set(), (path, status) => ctx.files?.add(path, path === configFile ? 'nginx configuration' : 'nginx include', 'edge.*, nginx -t', status));
     }
-    catch {
+    catch (error) {
+        ctx.files?.add(configFile, 'nginx configuration', 'edge.*', error.code === 'ENOENT' ? 'missing' : 'unreadable');
         return [fail({ check: 'edge.nginx-syntax', file, message: `the nginx configuration ${file} cannot be read`, fix: 'fix --nginx-config or preflight.nginxConfig' })];
     }
     const findings = await nginxTest(runner, ctx, configFile, directives);
@@ -71477,6 +75734,7 @@ function nginxGates(ctx, directives, file) {
         else {
             findings.push(pass({ check: 'edge.tls', ...at(listen), message: `TLS on port ${listens(server).find((l) => l.ssl).port} with a certificate and key` }));
         }
+        findings.push(...protocolGate(ctx, server, http, listen));
         if (!hasHsts(server.children) && !hasHsts(http?.children)) {
             findings.push(blocking({ check: 'edge.hsts', ...at(server), message: 'the TLS server sends no Strict-Transport-Security header', fix: 'add: add_header Strict-Transport-Security "max-age=31536000; includeSubDomains" always;' }));
         }
@@ -71495,13 +75753,35 @@ function nginxGates(ctx, directives, file) {
         findings.push(pass({ check: 'edge.https-redirect', ...at(listens(plainServers[0])[0].directive ?? plainServers[0]), message: 'plain HTTP redirects to HTTPS' }));
     return findings;
 }
+/** Protocols RFC 8996 deprecates (and SSL, long broken): a server must not accept them. */
+const OLD_PROTOCOLS = /^(SSLv2|SSLv3|TLSv1|TLSv1\.1)$/i;
+/**
+ * `edge.tls-protocols`: the protocols a TLS server accepts, from its own `ssl_protocols` or the
+ * http block's. Unset, nginx before 1.23.4 accepts TLSv1 and TLSv1.1, so that warns.
+ */
+function protocolGate(ctx, server, http, listen) {
+    const blocking = gate(ctx.production);
+    const directive = find(server.children, 'ssl_protocols').pop() ?? find(http?.children, 'ssl_protocols').pop();
+    if (!directive) {
+        const at = listen ? { file: displayPath(ctx, listen.file), line: listen.line } : { file: displayPath(ctx, server.file), line: server.line };
+        return [warn({ check: 'edge.tls-protocols', ...at, message: 'ssl_protocols is not set: nginx before 1.23.4 then accepts TLSv1 and TLSv1.1', fix: 'add to the http or server block: ssl_protocols TLSv1.2 TLSv1.3;' })];
+    }
+    const at = { file: displayPath(ctx, directive.file), line: directive.line };
+    const old = directive.args.filter((p) => OLD_PROTOCOLS.test(p));
+    if (old.length) {
+        return [blocking({ check: 'edge.tls-protocols', ...at, message: `ssl_protocols accepts ${old.join(' ')}: deprecated, with known attacks (RFC 8996)`, fix: 'ssl_protocols TLSv1.2 TLSv1.3;' })];
+    }
+    return [pass({ check: 'edge.tls-protocols', ...at, message: `TLS protocols: ${directive.args.join(' ')}` })];
+}
 async function checkCaddy(runner, ctx, configFile, pathEnv) {
     const file = displayPath(ctx, configFile);
     let text;
     try {
         text = (0,external_node_fs_.readFileSync)(configFile, 'utf8');
+        ctx.files?.add(configFile, 'Caddy configuration', 'edge.*');
     }
-    catch {
+    catch (error) {
+        ctx.files?.add(configFile, 'Caddy configuration', 'edge.*', error.code === 'ENOENT' ? 'missing' : 'unreadable');
         return [fail({ check: 'edge.caddy-syntax', file, message: `the Caddy configuration ${file} cannot be read`, fix: 'fix --caddy-config or preflight.caddyConfig' })];
     }
     const findings = [];
@@ -71525,6 +75805,12 @@ async function checkCaddy(runner, ctx, configFile, pathEnv) {
         findings.push(blocking({ check: 'edge.https-redirect', file, line: autoHttpsOff, message: 'auto_https is turned off or its redirects are disabled', fix: 'remove the auto_https line so Caddy manages certificates and redirects HTTP to HTTPS' }));
     else
         findings.push(pass({ check: 'edge.https-redirect', file, message: 'Caddy redirects HTTP to HTTPS (automatic HTTPS)' }));
+    // Caddy accepts TLS 1.2+ unless a `protocols` subdirective lowers the minimum.
+    const oldProtocols = lineOf(/^\s*protocols\s+(ssl3\.0|tls1\.0|tls1\.1)\b/i);
+    if (oldProtocols)
+        findings.push(blocking({ check: 'edge.tls-protocols', file, line: oldProtocols, message: 'the tls protocols minimum is below TLS 1.2: deprecated, with known attacks (RFC 8996)', fix: 'remove the protocols line (Caddy defaults to tls1.2) or write: protocols tls1.2 tls1.3' }));
+    else
+        findings.push(pass({ check: 'edge.tls-protocols', file, message: 'Caddy accepts TLS 1.2 and later' }));
     if (lineOf(/strict-transport-security/i) === undefined)
         findings.push(blocking({ check: 'edge.hsts', file, message: 'no Strict-Transport-Security header is set', fix: 'add: header Strict-Transport-Security "max-age=31536000; includeSubDomains"' }));
     else
@@ -71532,120 +75818,8 @@ async function checkCaddy(runner, ctx, configFile, pathEnv) {
     return findings;
 }
 
-;// CONCATENATED MODULE: ./src/preflight/env-values.ts
-
-
-
-/** Parses a dotenv file (KEY=VALUE, optional `export`, quotes, comments) keeping each key's line. */
-function parseEnvFile(text) {
-    const entries = [];
-    const lines = text.split(/\r?\n/);
-    for (let i = 0; i < lines.length; i++) {
-        const match = /^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.-]*)\s*=\s*(.*)$/.exec(lines[i]);
-        if (!match)
-            continue;
-        const line = i + 1;
-        let value = match[2];
-        const quote = value[0];
-        if ((quote === '"' || quote === "'") && value.lastIndexOf(quote) > 0) {
-            value = value.slice(1, value.lastIndexOf(quote));
-        }
-        else if (quote === '"' || quote === "'") {
-            // A quoted value spanning lines: read to the closing quote.
-            const parts = [value.slice(1)];
-            while (++i < lines.length && !lines[i].includes(quote))
-                parts.push(lines[i]);
-            parts.push((lines[i] ?? '').slice(0, (lines[i] ?? '').indexOf(quote)));
-            value = parts.join('\n');
-        }
-        else {
-            value = value.replace(/\s+#.*$/, '').trim();
-        }
-        entries.push({ key: match[1], value, line });
-    }
-    return entries;
-}
-const PLACEHOLDER = /^(changeme|change[-_ ]?me|change[-_ ]?this|todo|tbd|fixme|xxx+|placeholder|replace[-_ ]?me|secret|password|example|dummy|<[^>]*>|your[-_].*)$/i;
-const PLACEHOLDER_INSIDE = /changeme|change_me|\bTODO\b|\bFIXME\b|xxxx/i;
-const SECRET_KEY = /SECRET|KEY/i;
-const MIN_SECRET_LENGTH = 32;
-const TRUTHY = /^(1|true|yes|on)$/i;
-/** Checks the environment file's values; messages name keys only, never values. */
-function checkEnvValues(ctx, options) {
-    if (!options.envFile)
-        return [notChecked('env.file', 'no environment file configured', 'pass --env-file .env.production or set preflight.envFile in lifeline.yml')];
-    const file = displayPath(ctx, options.envFile);
-    let text;
-    try {
-        text = (0,external_node_fs_.readFileSync)(options.envFile, 'utf8');
-    }
-    catch {
-        return [fail({ check: 'env.file', file, message: `the environment file ${file} cannot be read`, fix: 'create it on the deploy host (it is not committed), or fix --env-file / preflight.envFile' })];
-    }
-    const entries = parseEnvFile(text);
-    const byKey = new Map(entries.map((e) => [e.key, e]));
-    const findings = [pass({ check: 'env.file', file, message: `${entries.length} keys read` })];
-    const blocking = gate(ctx.production);
-    let required = options.requiredKeys;
-    let requiredFrom = 'the required keys';
-    const example = (0,external_node_path_.join)((0,external_node_path_.dirname)(options.envFile), '.env.example');
-    if (required.length === 0 && (0,external_node_fs_.existsSync)(example) && (0,external_node_path_.basename)(options.envFile) !== '.env.example') {
-        required = parseEnvFile((0,external_node_fs_.readFileSync)(example, 'utf8')).map((e) => e.key);
-        requiredFrom = displayPath(ctx, example);
-    }
-    const missing = required.filter((key) => !byKey.has(key));
-    for (const key of missing)
-        findings.push(fail({ check: 'env.required', file, message: `${key} is missing (required by ${requiredFrom})`, fix: `add ${key}=... to ${file}` }));
-    if (required.length === 0)
-        findings.push(notChecked('env.required', 'no required keys configured and no .env.example beside the file', 'list them with --required-env KEY or preflight.requiredEnv, or commit a .env.example'));
-    else if (missing.length === 0)
-        findings.push(pass({ check: 'env.required', file, message: `all ${required.length} required keys are present (from ${requiredFrom})` }));
-    const requiredSet = new Set(required);
-    const values = [];
-    for (const { key, value, line } of entries) {
-        const at = { file, line };
-        if (value.trim() === '') {
-            const make = requiredSet.has(key) ? fail : warn;
-            values.push(make({ check: 'env.placeholder', ...at, message: `${key} is empty`, fix: `set a real value for ${key}${requiredSet.has(key) ? '' : ' or remove the line'}` }));
-            continue;
-        }
-        if (PLACEHOLDER.test(value.trim()) || PLACEHOLDER_INSIDE.test(value)) {
-            values.push(fail({ check: 'env.placeholder', ...at, message: `${key} still holds a placeholder value`, fix: `set the real value of ${key}` }));
-            continue;
-        }
-        if (SECRET_KEY.test(key) && !/_(ID|FILE|PATH|NAME)$/i.test(key) && value.length < MIN_SECRET_LENGTH) {
-            values.push(blocking({ check: 'env.secret-length', ...at, message: `${key} is ${value.length} characters; secrets need at least ${MIN_SECRET_LENGTH}`, fix: `generate one: openssl rand -hex 32, and set ${key} to it` }));
-        }
-        if (/(^|_)DEBUG$/i.test(key) && TRUTHY.test(value.trim())) {
-            values.push(blocking({ check: 'env.debug', ...at, message: `${key} is on${ctx.production ? ' in production' : ''}: stack traces and internals reach users`, fix: `set ${key}=false` }));
-        }
-        if (/(^|_)DATABASE_URL$/i.test(key) && !urlParses(value, ['postgres:', 'postgresql:', 'postgresql+asyncpg:', 'postgresql+psycopg:', 'postgresql+psycopg2:'])) {
-            values.push(fail({ check: 'env.url', ...at, message: `${key} is not a PostgreSQL URL`, fix: `write ${key} as postgresql://user:password@host:5432/dbname (percent-encode special characters in the password)` }));
-        }
-        if (/(^|_)REDIS_URL$/i.test(key) && !urlParses(value, ['redis:', 'rediss:'])) {
-            values.push(fail({ check: 'env.url', ...at, message: `${key} is not a Redis URL`, fix: `write ${key} as redis://:password@host:6379/0` }));
-        }
-        if (/CORS/i.test(key) && value.split(/[\s,;]+/).some((origin) => origin.replace(/^["'[]+|["'\]]+$/g, '') === '*')) {
-            values.push(blocking({ check: 'env.cors', ...at, message: `${key} allows any origin (*)${ctx.production ? ' in production' : ''}`, fix: `list the allowed origins: ${key}=https://app.example.com` }));
-        }
-    }
-    findings.push(...values);
-    if (!values.some((f) => f.status !== 'pass'))
-        findings.push(pass({ check: 'env.values', file, message: 'no placeholders, short secrets, debug flags, bad URLs or open CORS origins' }));
-    return findings;
-}
-/** Whether a URL parses with one of the schemes; the value itself never leaves this function. */
-function urlParses(value, schemes) {
-    try {
-        const url = new URL(value.trim());
-        return schemes.includes(url.protocol) && url.hostname !== '';
-    }
-    catch {
-        return false;
-    }
-}
-
 ;// CONCATENATED MODULE: ./src/preflight/scripts.ts
+
 
 
 
@@ -71655,6 +75829,8 @@ async function expandScripts(scripts, ctx) {
     const findings = [];
     for (const pattern of scripts.patterns) {
         const matched = await glob(pattern, { cwd: scripts.baseDir, absolute: true, onlyFiles: true, dot: true });
+        if (matched.length === 0)
+            ctx.files?.add((0,external_node_path_.isAbsolute)(pattern) ? pattern : (0,external_node_path_.join)(scripts.baseDir, pattern), 'shell script pattern', 'scripts.glob', 'no match');
         if (matched.length === 0)
             findings.push(fail({ check: 'scripts.glob', message: `the script pattern ${pattern} matches no file (from ${displayPath(ctx, scripts.baseDir) || '.'})`, fix: 'fix the pattern in --script or preflight.scripts' }));
         for (const file of matched.sort())
@@ -71667,6 +75843,8 @@ async function checkScripts(runner, ctx, scripts, severity) {
     if (scripts.patterns.length === 0)
         return [notChecked('scripts.shellcheck', 'no shell scripts configured', 'pass --script "scripts/*.sh" or set preflight.scripts in lifeline.yml')];
     const { files, findings } = await expandScripts(scripts, ctx);
+    for (const file of files)
+        ctx.files?.add(file, 'shell script', 'bash -n, shellcheck');
     if (files.length === 0)
         return findings;
     const syntax = await Promise.all(files.map(async (file) => ({ file, result: await runText(runner, { tool: 'bash', args: ['-n', file], cwd: ctx.cwd }) })));
@@ -71704,6 +75882,7 @@ async function checkScripts(runner, ctx, scripts, severity) {
 }
 
 ;// CONCATENATED MODULE: ./src/preflight/tools.ts
+
 
 
 
@@ -71778,6 +75957,8 @@ async function checkCatalogSpace(ctx, store, environment) {
         return [fail({ check: 'backups.catalog', message: `the catalog ${where} is not writable (${displayPath(ctx, existing)})`, fix: 'fix the directory\'s owner or permissions, or point --store / store: at a writable disk' })];
     }
     const findings = [pass({ check: 'backups.catalog', message: existing === store ? `the catalog ${where} is writable` : `the catalog ${where} will be created under ${displayPath(ctx, existing)}, which is writable` })];
+    const shared = sharedStoreProblem(store, environment);
+    findings.push(shared ? fail({ check: 'backups.catalog-private', file: where, message: shared.message, fix: shared.fix }) : pass({ check: 'backups.catalog-private', message: `the catalog ${where} is private to its owner` }));
     const stats = (0,external_node_fs_.statfsSync)(existing);
     const freeBytes = stats.bavail * stats.bsize;
     let lastBytes;
@@ -71825,9 +76006,13 @@ function tools_formatBytes(bytes) {
 
 
 
+
+
+
 /** Runs every family of checks (concurrently: most time is spent waiting on tools) and collects the findings in a fixed order. */
 async function runPreflight(settings, logger) {
-    const ctx = { production: settings.production, cwd: settings.cwd };
+    const files = new FilesRead({ cwd: settings.cwd });
+    const ctx = { production: settings.production, cwd: settings.cwd, files };
     const baseEnv = { ...settings.toolEnv };
     const runner = new LocalRunner({ baseEnv });
     const postgresRunner = new LocalRunner({ baseEnv, binDirs: settings.postgresBinDir ? [settings.postgresBinDir] : [] });
@@ -71849,14 +76034,25 @@ async function runPreflight(settings, logger) {
         if (!needed)
             return [...engine, ...validation.findings];
         const sources = ComposeSources.load(settings.composeFiles);
-        const gates = checkComposeGates(composeModel(validation.merged, sources), sources, ctx, {
+        for (const file of settings.composeFiles) {
+            files.add(file, 'Compose file', 'compose.*', sources.paths.includes(file) ? 'read' : (0,external_node_fs_.existsSync)(file) ? 'not parsed' : 'missing');
+        }
+        const model = composeModel(validation.merged, sources);
+        const gates = checkComposeGates(model, sources, ctx, {
             appServices: settings.appServices,
             allowPrivileged: settings.allowPrivileged,
             allowHostNetwork: settings.allowHostNetwork,
             postgresService: settings.postgresService,
             redisService: settings.redisService,
         });
-        return [...engine, ...validation.findings, ...gates];
+        return [
+            ...engine,
+            ...validation.findings,
+            ...gates,
+            ...checkCommandSecrets(sources, ctx),
+            ...checkComposeDebug(model, sources, ctx),
+            ...checkEnvFiles(sources, ctx, { projectDir: projectDirOf(settings.composeFiles), envFile: settings.envFile }),
+        ];
     });
     const scriptsFamily = timed('scripts', () => checkScripts(runner, ctx, settings.scripts, settings.shellcheckSeverity));
     const envFamily = timed('env', async () => checkEnvValues(ctx, { envFile: settings.envFile, requiredKeys: settings.requiredEnv }));
@@ -71869,7 +76065,10 @@ async function runPreflight(settings, logger) {
         ...(await checkCatalogSpace(ctx, settings.store, settings.environment)),
     ]);
     const findings = (await Promise.all([dockerFamily, scriptsFamily, envFamily, edgeFamily, toolsFamily])).flat();
+    if (settings.physical?.configFile)
+        files.add(settings.physical.configFile, 'pgBackRest configuration', 'pgbackrest check', (0,external_node_fs_.existsSync)(settings.physical.configFile) ? 'read' : 'missing');
     return {
+        files: files.list(),
         findings,
         failures: findings.filter((f) => f.status === 'fail').length,
         warnings: findings.filter((f) => f.status === 'warn').length,
@@ -71904,6 +76103,7 @@ const preflightCommand = {
         { name: 'failures', description: 'Number of failed checks.' },
         { name: 'warnings', description: 'Number of warnings.' },
         { name: 'findings', description: 'The findings as a JSON array of { check, status, file, line, message, fix }.' },
+        { name: 'files', description: 'Every file preflight read or was pointed at, as a JSON array of { path, role, status, by } (status read, missing, unreadable, not parsed or no match).' },
     ],
     async run(ctx) {
         const environment = environmentFor(ctx);
@@ -71915,11 +76115,11 @@ const preflightCommand = {
         // Every key present on every row (null when unknown), so scripts can rely on the shape.
         const rows = report.findings.map((f) => ({ check: f.check, status: f.status, file: f.file ?? null, line: f.line ?? null, message: f.message, fix: f.fix ?? null }));
         return {
-            json: rows,
-            text: formatFindingsText(report.findings, verdict),
-            summary: formatFindingsMarkdown(report.findings, verdict, environment.name),
+            json: { verdict, failed, failures: report.failures, warnings: report.warnings, findings: rows, files: report.files },
+            text: formatFindingsText(report.findings, verdict, report.files),
+            summary: formatFindingsMarkdown(report.findings, verdict, environment.name, report.files),
             annotations: findingAnnotations(report.findings),
-            outputs: { failures: String(report.failures), warnings: String(report.warnings), findings: JSON.stringify(rows) },
+            outputs: { failures: String(report.failures), warnings: String(report.warnings), findings: JSON.stringify(rows), files: JSON.stringify(report.files) },
             exitCode: failed ? 1 : 0,
             failureMessage: failed ? `preflight failed: ${verdict}` : undefined,
         };
@@ -71972,91 +76172,112 @@ function preflightSettings(ctx, environment) {
 }
 const preflightAction = singleCommandAction('preflight', 'Pre-deploy checks: Docker, Compose, shell scripts, environment values, edge config, security gates.', preflightCommand);
 
-;// CONCATENATED MODULE: ./src/tar.ts
+;// CONCATENATED MODULE: ./src/redis/rdb-version.ts
 
-
-
-const BLOCK = 512;
-function writeOctal(header, offset, length, value) {
-    header.write(value.toString(8).padStart(length - 1, '0') + '\0', offset, length, 'ascii');
-}
-/** A ustar header; sizes beyond 8 GiB use the GNU base-256 form that GNU tar and bsdtar read. */
-function tarHeader(name, size, mtimeSeconds, type, owner) {
-    if (Buffer.byteLength(name) > 100)
-        throw new Error(`tar member name too long: ${name}`);
-    const header = Buffer.alloc(BLOCK);
-    header.write(name, 0, 100, 'utf8');
-    writeOctal(header, 100, 8, owner.mode & 0o7777);
-    writeOctal(header, 108, 8, owner.uid);
-    writeOctal(header, 116, 8, owner.gid);
-    if (size < 8 ** 11) {
-        writeOctal(header, 124, 12, size);
+/** The header of a snapshot file, or undefined when it has neither signature. */
+async function readRdbHeader(path) {
+    const handle = await (0,promises_.open)(path, 'r');
+    try {
+        const buffer = Buffer.alloc(9);
+        const { bytesRead } = await handle.read(buffer, 0, 9, 0);
+        return parseRdbHeader(buffer.subarray(0, bytesRead));
     }
-    else {
-        header[124] = 0x80;
-        let rest = BigInt(size);
-        for (let i = 135; i > 124; i--) {
-            header[i] = Number(rest & 0xffn);
-            rest >>= 8n;
-        }
+    finally {
+        await handle.close();
     }
-    writeOctal(header, 136, 12, Math.floor(mtimeSeconds));
-    header.fill(' ', 148, 156);
-    header.write(type, 156, 1, 'ascii');
-    header.write('ustar\0', 257, 6, 'ascii');
-    header.write('00', 263, 2, 'ascii');
-    let checksum = 0;
-    for (const byte of header)
-        checksum += byte;
-    header.write(checksum.toString(8).padStart(6, '0') + '\0 ', 148, 8, 'ascii');
-    return header;
 }
-const padding = (size) => Buffer.alloc((BLOCK - (size % BLOCK)) % BLOCK);
-/** A tar stream of the members, reading each file as it goes (bounded memory). */
-function tarStream(members, mtime = new Date()) {
-    const mtimeSeconds = mtime.getTime() / 1000;
-    async function* generate() {
-        for (const member of members) {
-            const owner = { uid: member.uid ?? 0, gid: member.gid ?? 0 };
-            if ('directory' in member) {
-                yield tarHeader(`${member.name.replace(/\/$/, '')}/`, 0, mtimeSeconds, '5', { mode: member.mode ?? 0o755, ...owner });
-                continue;
-            }
-            const fileOwner = { mode: member.mode ?? 0o644, ...owner };
-            if (!('path' in member)) {
-                const body = 'text' in member ? Buffer.from(member.text, 'utf8') : Buffer.from(member.content);
-                yield tarHeader(member.name, body.length, mtimeSeconds, '0', fileOwner);
-                yield body;
-                yield padding(body.length);
-                continue;
-            }
-            yield tarHeader(member.name, member.size, mtimeSeconds, '0', fileOwner);
-            let written = 0;
-            for await (const chunk of (0,external_node_fs_.createReadStream)(member.path, { highWaterMark: 1024 * 1024 })) {
-                written += chunk.length;
-                if (written > member.size)
-                    throw (0,errors/* failure */.V2)('FILE_CHANGED', `${member.path} grew while it was being archived`);
-                yield chunk;
-            }
-            if (written !== member.size)
-                throw (0,errors/* failure */.V2)('FILE_CHANGED', `${member.path} changed size while it was being archived (${written} bytes, expected ${member.size})`);
-            yield padding(member.size);
-        }
-        yield Buffer.alloc(BLOCK * 2);
-    }
-    return external_node_stream_.Readable.from(generate(), { objectMode: false });
+function parseRdbHeader(bytes) {
+    const text = Buffer.from(bytes).subarray(0, 9).toString('latin1');
+    const redis = /^REDIS(\d{4})$/.exec(text);
+    if (redis)
+        return { magic: 'REDIS', version: Number(redis[1]), text };
+    const valkey = /^VALKEY(\d{3})$/.exec(text);
+    if (valkey)
+        return { magic: 'VALKEY', version: Number(valkey[1]), text };
+    return undefined;
 }
-/** The first file's content of a (small) tar archive, e.g. `docker cp CONTAINER:FILE -`. */
-function firstTarFile(archive) {
-    if (archive.length < BLOCK)
+/** The product and version from `INFO server` (Valkey reports `valkey_version` and `server_name:valkey`). */
+function parseServerIdentity(info) {
+    const field = (name) => new RegExp(`^${name}:([^\\r\\n]+)`, 'm').exec(info)?.[1]?.trim();
+    const valkey = field('valkey_version');
+    if (valkey)
+        return { product: 'valkey', version: valkey };
+    const redis = field('redis_version');
+    if (!redis)
         return undefined;
-    const size = parseInt(archive.subarray(124, 136).toString('ascii').replace(/\0.*$/s, '').trim() || '0', 8);
-    if (!Number.isFinite(size))
-        return undefined;
-    return archive.subarray(BLOCK, BLOCK + size);
+    return { product: field('server_name') === 'valkey' ? 'valkey' : 'redis', version: redis };
+}
+const REDIS_RDB = [
+    [[7, 4], 12],
+    [[7, 2], 11],
+    [[7, 0], 10],
+    [[5, 0], 9],
+    [[4, 0], 8],
+    [[3, 2], 7],
+    [[2, 6], 6],
+];
+/** The newest Redis whose RDB version is in the table above; a newer one may load more. */
+const REDIS_KNOWN_UP_TO = [7, 4];
+const VALKEY_RDB = [
+    [[9, 2], 81],
+    [[9, 0], 80],
+    [[7, 2], 11],
+];
+const VALKEY_KNOWN_UP_TO = [9, 2];
+const FOREIGN_MIN = 12;
+const FOREIGN_MAX = 79;
+function majorMinor(version) {
+    const match = /^(\d+)\.(\d+)/.exec(version);
+    return match ? [Number(match[1]), Number(match[2])] : undefined;
+}
+function atLeast(a, b) {
+    return a[0] > b[0] || (a[0] === b[0] && a[1] >= b[1]);
+}
+/**
+ * Whether `server` loads a snapshot with `header`. `relaxed` is Valkey's `rdb-version-check
+ * relaxed`, which loads foreign versions 12-79 too.
+ */
+function rdbCompatibility(header, server, options = {}) {
+    const name = `${server.product === 'valkey' ? 'Valkey' : 'Redis'} ${server.version}`;
+    const file = `RDB version ${header.version} (${header.text})`;
+    const version = majorMinor(server.version);
+    if (server.product === 'redis') {
+        if (header.magic === 'VALKEY')
+            return { verdict: 'refuses', detail: `the snapshot is a Valkey 9+ ${file}; ${name} reads only REDIS snapshots` };
+        const max = version && REDIS_RDB.find(([min]) => atLeast(version, min))?.[1];
+        if (!version || !max)
+            return { verdict: 'unknown', detail: `${name} is not a version Lifeline knows the RDB format of; the snapshot is ${file}` };
+        if (header.version <= max)
+            return { verdict: 'loads', detail: `${name} loads RDB versions up to ${max}; the snapshot is ${file}` };
+        // A Redis newer than the table may load more: say so, do not refuse on a guess.
+        if (!atLeast(REDIS_KNOWN_UP_TO, version)) {
+            return { verdict: 'unknown', detail: `${name} is newer than the Redis versions Lifeline knows (up to ${REDIS_KNOWN_UP_TO.join('.')}, RDB ${max}); the snapshot is ${file}` };
+        }
+        return { verdict: 'refuses', detail: `${name} loads RDB versions up to ${max}, and the snapshot is ${file}` };
+    }
+    const max = version && VALKEY_RDB.find(([min]) => atLeast(version, min))?.[1];
+    if (!version || !max)
+        return { verdict: 'unknown', detail: `${name} is not a version Lifeline knows the RDB format of; the snapshot is ${file}` };
+    if (header.magic === 'VALKEY' && header.version <= FOREIGN_MAX)
+        return { verdict: 'refuses', detail: `the snapshot's header ${header.text} is not one Valkey writes` };
+    if (header.magic === 'REDIS' && header.version > FOREIGN_MAX)
+        return { verdict: 'refuses', detail: `the snapshot's header ${header.text} is not one Valkey writes` };
+    if (header.version >= FOREIGN_MIN && header.version <= FOREIGN_MAX) {
+        if (options.relaxed)
+            return { verdict: 'unknown', detail: `${name} has rdb-version-check relaxed, so it tries ${file} (a Redis 7.4+ format), and stops at the first data type it does not know` };
+        return { verdict: 'refuses', detail: `the snapshot is ${file}, a Redis 7.4+ format; ${name} refuses RDB 12-79 (rdb-version-check strict)` };
+    }
+    if (header.version <= max)
+        return { verdict: 'loads', detail: `${name} loads RDB versions up to ${max}; the snapshot is ${file}` };
+    if (!atLeast(VALKEY_KNOWN_UP_TO, version)) {
+        return { verdict: 'unknown', detail: `${name} is newer than the Valkey versions Lifeline knows (up to ${VALKEY_KNOWN_UP_TO.join('.')}, RDB ${max}); the snapshot is ${file}` };
+    }
+    return { verdict: 'refuses', detail: `${name} loads RDB versions up to ${max}, and the snapshot is ${file}` };
 }
 
 ;// CONCATENATED MODULE: ./src/redis/live-restore.ts
+
+
 
 
 
@@ -72107,8 +76328,11 @@ async function findRedisSnapshot(catalog, env, idOrLatest) {
  * A bad snapshot is refused (exit 3) before anything else happens.
  */
 async function checkSnapshotFile(source, options) {
-    const path = (0,external_node_path_.join)(source.dir, source.file.name);
     const fix = 'restore another backup (lifeline backups lists them); this snapshot is damaged';
+    // The name comes from the entry's metadata: confined to the entry (no '..', no symlink, no FIFO).
+    const path = await entryFilePath(source.dir, source.file.name).catch((error) => {
+        throw (0,errors/* refusal */.x5)('BACKUP_CORRUPT', `${source.kind} ${source.id}: ${error.message}`, fix);
+    });
     if (options.skipVerify) {
         options.logger.warn('checksum verification skipped (--skip-verify); this is recorded with the restore');
     }
@@ -72131,6 +76355,7 @@ async function checkSnapshotFile(source, options) {
         }
         options.logger.info(`ok   ${source.file.name} checksum (${actual.bytes} bytes)`);
     }
+    await options.beforeParse?.(path);
     const rdb = await checkRdb(options.checkRunner, path);
     if (!rdb.ok)
         throw (0,errors/* refusal */.x5)('REDIS_SNAPSHOT_INVALID', `${source.kind} ${source.id}: ${source.file.name} does not validate (${rdb.detail}), so it will not be restored`, fix);
@@ -72232,69 +76457,102 @@ function requireServiceConfirmation(service, confirm, keys) {
     throw (0,errors/* refusal */.x5)('CONFIRMATION_MISMATCH', `--confirm ${JSON.stringify(confirm)} does not match the service ${JSON.stringify(service)} exactly; nothing was changed`, fix);
 }
 /**
- * Replaces the data of a live Redis run by Compose with a snapshot from the catalog:
- * check the snapshot → read the live server's persistence settings and keys → confirmation →
- * pre-restore snapshot → stop → copy the snapshot in (RDB, or a Redis 7 multi-part AOF base) →
- * start → wait for PONG → compare key counts. Nothing is touched before the confirmation and the
- * pre-restore snapshot succeeded.
+ * Replaces the data of a live Redis run by Compose with a snapshot from the catalog, deciding
+ * everything under the environment lock: read the live server's settings, version and keys →
+ * check the snapshot (checksum, RDB version against the live server, redis-check-rdb) →
+ * confirmation → pre-restore snapshot → count the keys again → stop → copy the snapshot in (RDB,
+ * or a Redis 7 multi-part AOF base) → start → wait for PONG → compare key counts. Nothing is
+ * touched before the confirmation and the pre-restore snapshot succeeded; keys written while the
+ * restore waited for the lock are counted, and keys that appear in an empty Redis before the stop
+ * refuse an unconfirmed restore (exit 3).
  */
 async function restoreRedisLive(options) {
     const { logger, source, service, runner } = options;
     const started = Date.now();
     const step = (n, text) => logger.info(`[${n}/7] ${text}`);
-    step(1, `check ${source.kind} ${source.id}: ${source.file.name}`);
-    const checked = await checkSnapshotFile(source, { checkRunner: options.checkRunner, skipVerify: Boolean(options.skipVerify), logger });
-    step(2, `inspect the live Redis of service ${service}`);
-    const driver = new ComposeDriver(runner, options.compose);
-    const found = await serviceContainer(runner, driver, options.compose, service);
-    const container = found.id;
-    const inContainer = new ComposeRunner({ composeCommand: [...options.compose.command], files: options.compose.files, projectName: options.compose.projectName, service });
-    let persistence;
-    let owner;
-    let keysBefore;
-    if (found.running) {
-        persistence = await readPersistence(inContainer, options.target);
-        if (persistence.appendonly && !persistence.appenddirname) {
-            throw (0,errors/* refusal */.x5)('REDIS_AOF_UNSUPPORTED', `service ${service} runs with appendonly yes on a Redis older than 7 (no appenddirname); only the Redis 7 multi-part AOF is supported; nothing was changed`, `set appendonly no for the restore (then BGREWRITEAOF and turn it back on), or upgrade to Redis 7`);
+    const envDir = options.catalog.envDir(options.environment);
+    const waitSeconds = options.lockWaitSeconds ?? 30;
+    const holder = await lockStatus(envDir).catch(() => undefined);
+    if (holder?.held && !holder.stale && holder.info) {
+        logger.info(`waiting up to ${waitSeconds} s for the lock of ${options.environment}, held by ${holder.info.owner} (pid ${holder.info.pid}, "${holder.info.command}")`);
+    }
+    return withLock(envDir, options.environment, { command: `redis-restore ${source.id} into ${service}`, waitSeconds }, async () => {
+        step(1, `inspect the live Redis of service ${service}`);
+        const driver = new ComposeDriver(runner, options.compose);
+        const found = await serviceContainer(runner, driver, options.compose, service);
+        const container = found.id;
+        const inContainer = new ComposeRunner({ composeCommand: [...options.compose.command], files: options.compose.files, projectName: options.compose.projectName, service });
+        let persistence;
+        let owner;
+        let keysBefore;
+        let server;
+        if (found.running) {
+            persistence = await readPersistence(inContainer, options.target);
+            if (persistence.appendonly && !persistence.appenddirname) {
+                throw (0,errors/* refusal */.x5)('REDIS_AOF_UNSUPPORTED', `service ${service} runs with appendonly yes on a Redis older than 7 (no appenddirname); only the Redis 7 multi-part AOF is supported; nothing was changed`, `set appendonly no for the restore (then BGREWRITEAOF and turn it back on), or upgrade to Redis 7`);
+            }
+            // One INFO: the version and the keys (each exec into the container costs seconds).
+            ({ server, keys: keysBefore } = await readServerInfo(inContainer, options.target));
+            owner = await redisOwner(runner, container, inContainer, persistence.dir);
         }
-        keysBefore = await redisKeyspace(inContainer, options.target);
-        owner = await redisOwner(runner, container, inContainer, persistence.dir);
-    }
-    else if (source.recorded && source.recorded.service === service) {
-        // A restore that left the service down is undone with its pre-restore snapshot, which
-        // recorded the settings the stopped server cannot answer for.
-        ({ persistence, owner } = source.recorded);
-        keysBefore = null;
-        logger.warn(`service ${service} is not running (${found.status}); using the settings recorded with pre-restore snapshot ${source.id}`);
-    }
-    else {
-        throw (0,errors/* failure */.V2)('REDIS_SERVICE_NOT_RUNNING', `the container of service ${service} is not running (${found.status}); its settings cannot be read; nothing was changed`, {
-            fix: `start it (${composeHint(options.compose, `up -d ${service}`)}); if a restore left it unable to start, restore that restore's pre-restore snapshot by id (it recorded the settings)`,
+        else if (source.recorded && source.recorded.service === service) {
+            // A restore that left the service down is undone with its pre-restore snapshot, which
+            // recorded the settings the stopped server cannot answer for.
+            ({ persistence, owner } = source.recorded);
+            keysBefore = null;
+            logger.warn(`service ${service} is not running (${found.status}); using the settings recorded with pre-restore snapshot ${source.id}`);
+        }
+        else {
+            throw (0,errors/* failure */.V2)('REDIS_SERVICE_NOT_RUNNING', `the container of service ${service} is not running (${found.status}); its settings cannot be read; nothing was changed`, {
+                fix: `start it (${composeHint(options.compose, `up -d ${service}`)}); if a restore left it unable to start, restore that restore's pre-restore snapshot by id (it recorded the settings)`,
+            });
+        }
+        const totalBefore = keysBefore ? sumKeys(keysBefore) : null;
+        const serverName = server ? `${server.identity.product === 'valkey' ? 'Valkey' : 'Redis'} ${server.identity.version}` : 'version unknown';
+        logger.info(`     container ${container.slice(0, 12)}, ${serverName}, ${persistence.appendonly ? `appendonly yes (${persistence.dir}/${persistence.appenddirname})` : `appendonly no (${persistence.dir}/${persistence.dbfilename})`}, ${totalBefore ?? 'unknown (not running)'} keys, files owned by ${owner.uid}:${owner.gid}`);
+        step(2, `check ${source.kind} ${source.id}: ${source.file.name}`);
+        const checked = await checkSnapshotFile(source, {
+            checkRunner: options.checkRunner,
+            skipVerify: Boolean(options.skipVerify),
+            logger,
+            beforeParse: (path) => requireLoadableRdb(path, source, service, server, logger),
         });
-    }
-    const totalBefore = keysBefore ? Object.values(keysBefore).reduce((a, b) => a + b, 0) : null;
-    logger.info(`     container ${container.slice(0, 12)}, ${persistence.appendonly ? `appendonly yes (${persistence.dir}/${persistence.appenddirname})` : `appendonly no (${persistence.dir}/${persistence.dbfilename})`}, ${totalBefore ?? 'unknown (not running)'} keys, files owned by ${owner.uid}:${owner.gid}`);
-    step(3, 'confirmation');
-    if (totalBefore === 0)
-        logger.info('     the live Redis holds no keys: no confirmation needed');
-    else {
-        requireServiceConfirmation(service, options.confirm, totalBefore);
-        logger.info(`     --confirm ${service} matches the service`);
-    }
-    return withLock(options.catalog.envDir(options.environment), options.environment, { command: `redis-restore ${source.id} into ${service}`, waitSeconds: options.lockWaitSeconds ?? 30 }, async () => {
+        step(3, 'confirmation');
+        if (totalBefore === 0)
+            logger.info('     the live Redis holds no keys: no confirmation needed');
+        else {
+            requireServiceConfirmation(service, options.confirm, totalBefore);
+            logger.info(`     --confirm ${service} matches the service`);
+        }
         step(4, 'pre-restore snapshot of the live Redis');
         let preRestore = null;
-        if (totalBefore) {
+        const snapshotNow = async () => {
             preRestore = await takePreRestoreSnapshot(options, inContainer, persistence, owner);
             logger.info(`     pre-restore snapshot ${preRestore.id} at ${preRestore.path}`);
             logger.info(`     to undo: lifeline redis-restore --env ${options.environment} --backup ${preRestore.id} --confirm ${service}`);
-        }
-        else {
+        };
+        if (totalBefore)
+            await snapshotNow();
+        else
             logger.info(totalBefore === 0 ? '     skipped: the live Redis holds no keys' : '     skipped: the service is not running, so there is no live data to snapshot');
-        }
-        const undo = preRestore ? `; the data from before is in pre-restore snapshot ${preRestore.id} (lifeline redis-restore --env ${options.environment} --backup ${preRestore.id} --confirm ${service})` : '';
-        const record = async (entry) => options.catalog.appendLog(options.environment, REDIS_RESTORE_LOG, { at: new Date().toISOString(), source: source.id, service, checksumsVerified: checked.checksumVerified, preRestoreSnapshot: preRestore?.id ?? null, ...entry }).catch((error) => logger.warn(`could not record the restore in ${REDIS_RESTORE_LOG}: ${error.message}`));
         step(5, `stop ${service} and replace its data`);
+        if (found.running) {
+            // The decision was made on a key count: a Redis that gained keys since is decided again.
+            const totalNow = sumKeys(await redisKeyspace(inContainer, options.target));
+            if (!preRestore && totalNow > 0) {
+                if (options.confirm !== service) {
+                    throw (0,errors/* refusal */.x5)('REDIS_CHANGED', `the live Redis of service "${service}" held no keys when the restore was decided and holds ${totalNow} now (written since); restoring would replace them without --confirm or a pre-restore snapshot; nothing was changed`, `stop the writers, or pass --confirm ${service} (exactly the Compose service name) to replace its data after a pre-restore snapshot`);
+                }
+                logger.info(`     the live Redis gained ${totalNow} keys since the decision; --confirm ${service} was given: taking the pre-restore snapshot now`);
+                await snapshotNow();
+            }
+            else if (totalBefore !== null && totalNow !== totalBefore) {
+                logger.warn(`the live Redis holds ${totalNow} keys now, ${totalBefore} when the pre-restore snapshot was taken: writes since the snapshot are replaced too`);
+            }
+        }
+        const taken = preRestore;
+        const undo = taken ? `; the data from before is in pre-restore snapshot ${taken.id} (lifeline redis-restore --env ${options.environment} --backup ${taken.id} --confirm ${service})` : '';
+        const record = async (entry) => options.catalog.appendLog(options.environment, REDIS_RESTORE_LOG, { at: new Date().toISOString(), source: source.id, service, checksumsVerified: checked.checksumVerified, preRestoreSnapshot: taken?.id ?? null, ...entry }).catch((error) => logger.warn(`could not record the restore in ${REDIS_RESTORE_LOG}: ${error.message}`));
         await runChecked(runner, composeInvocation(options.compose, ['stop', service]), `stopping ${service}`).catch(async (error) => {
             await record({ ok: false, stage: 'stop', error: error.message });
             throw (0,errors/* failure */.V2)('REDIS_STOP_FAILED', `${error.message}; the live data was not replaced${undo}`, { fix: `check the service with: ${composeHint(options.compose, `ps ${service}`)}`, cause: error });
@@ -72306,7 +76564,7 @@ async function restoreRedisLive(options) {
         catch (error) {
             await record({ ok: false, stage: 'copy', error: error.message });
             throw (0,errors/* failure */.V2)('REDIS_COPY_FAILED', `copying the snapshot into ${service} failed: ${error.message}; the service is stopped and its data files may be partly replaced${undo}`, {
-                fix: `fix the cause, then re-run the restore${preRestore ? ` (or restore pre-restore snapshot ${preRestore.id} to go back)` : ''}; the service stays stopped until then`,
+                fix: `fix the cause, then re-run the restore${taken ? ` (or restore pre-restore snapshot ${taken.id} to go back)` : ''}; the service stays stopped until then`,
                 cause: error,
             });
         }
@@ -72345,7 +76603,7 @@ async function restoreRedisLive(options) {
             keysAfter,
             snapshotKeys: checked.rdb.keysRead,
             snapshotKeysWithTtl: checked.rdb.expires,
-            preRestoreSnapshot: preRestore,
+            preRestoreSnapshot: taken,
             staleFilesLeft,
             perDbDifferences: comparison.perDbDifferences,
             detail: comparison.detail,
@@ -72354,6 +76612,48 @@ async function restoreRedisLive(options) {
         await record({ ok: result.ok, stage: 'done', mode: result.mode, keysAfter, detail: result.detail });
         return result;
     });
+}
+function sumKeys(keys) {
+    return Object.values(keys).reduce((a, b) => a + b, 0);
+}
+/** The live server's product, version and keys from one `INFO`, and for Valkey its rdb-version-check. */
+async function readServerInfo(inContainer, target) {
+    const info = await runText(inContainer, redisCli(target, ['INFO']));
+    if (info.exitCode !== 0 || /^(ERR|NOAUTH|WRONGPASS|NOPERM)/m.test(info.stdout)) {
+        throw (0,errors/* failure */.V2)('REDIS_CONNECT', `cannot read INFO from redis://${target.host}:${target.port} (${inContainer.where}): ${lastLines(info.stderr || info.stdout, 2)}`, { fix: 'check the Redis URL (REDIS_URL / --redis-url) and its password' });
+    }
+    const keys = parseKeyspace(info.stdout);
+    const identity = parseServerIdentity(info.stdout);
+    if (!identity)
+        return { server: undefined, keys };
+    let relaxed = false;
+    if (identity.product === 'valkey') {
+        const check = await runText(inContainer, redisCli(target, ['CONFIG', 'GET', 'rdb-version-check'])).catch(() => undefined);
+        relaxed = check?.exitCode === 0 && parseConfigGet(check.stdout)['rdb-version-check'] === 'relaxed';
+    }
+    return { server: { identity, relaxed }, keys };
+}
+/**
+ * Refuses (exit 3), before anything stops, a snapshot whose RDB version the live server cannot
+ * load: it would stop Redis and leave it unable to start.
+ */
+async function requireLoadableRdb(path, source, service, server, logger) {
+    const header = await readRdbHeader(path);
+    const fix = `restore a snapshot taken from a server of this version or older, or run a server that loads it in service ${service}`;
+    if (!header)
+        throw (0,errors/* refusal */.x5)('REDIS_SNAPSHOT_INVALID', `${source.kind} ${source.id}: ${source.file.name} has neither a REDIS nor a VALKEY header, so it will not be restored; nothing was changed`, 'restore another backup (lifeline backups lists them); this snapshot is damaged');
+    if (!server) {
+        logger.warn(`the snapshot is RDB version ${header.version} (${header.text}); the live server's version is unknown (it is not running, or INFO server failed), so it is not compared`);
+        return;
+    }
+    const verdict = rdbCompatibility(header, server.identity, { relaxed: server.relaxed });
+    if (verdict.verdict === 'refuses') {
+        throw (0,errors/* refusal */.x5)('REDIS_RDB_INCOMPATIBLE', `${source.kind} ${source.id} cannot be loaded by the live server of service ${service}: ${verdict.detail}; nothing was changed`, fix, { rdbVersion: header.version, header: header.text, server: server.identity });
+    }
+    if (verdict.verdict === 'unknown')
+        logger.warn(`${verdict.detail}: the restore goes ahead; if the server does not come back, restore the pre-restore snapshot`);
+    else
+        logger.info(`ok   ${verdict.detail}`);
 }
 function composeHint(project, args) {
     const invocation = composeInvocation(project, []);
@@ -72531,7 +76831,7 @@ const redisRestoreCommand = {
         }
         // Inside the service's container; without a URL, Redis' default port in its own container.
         const target = parseRedisUrl(settings.redis?.url ?? 'redis://127.0.0.1:6379/0');
-        const catalog = new Catalog(settings.store);
+        const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
         const source = await findRedisSnapshot(catalog, settings.name, wanted);
         const binDirs = settings.redis?.binDir ? [settings.redis.binDir] : [];
         const result = await ctx.logger.group(`Restore the Redis snapshot of ${source.id} into service ${service}`, async () => restoreRedisLive({
@@ -72598,7 +76898,8 @@ async function uploadNewestAsArtifacts(options) {
             throw (0,errors/* failure */.V2)('LOCAL_CHECKSUM_MISMATCH', `${entry.kind}/${entry.id} fails its SHA256SUMS check (${bad.map((c) => c.file).join(', ')}); not kept as an artifact`, { fix: 'run `lifeline verify` and take a new backup' });
         const names = [...entry.sums.map((s) => s.file), SUMS_FILE, entry.metadataFile];
         const name = artifactNamePrefix(options.env, entry.kind) + entry.id;
-        const result = await options.artifacts.upload(name, names.map((n) => (0,external_node_path_.join)(entry.dir, n)), entry.dir, { retentionDays: options.retentionDays });
+        const paths = await Promise.all(names.map((n) => entryFilePath(entry.dir, n)));
+        const result = await options.artifacts.upload(name, paths, entry.dir, { retentionDays: options.retentionDays });
         options.logger.info(`kept ${entry.kind}/${entry.id} as workflow artifact ${name}${options.retentionDays ? ` for ${options.retentionDays} days` : ''}`);
         uploads.push({ kind: entry.kind, id: entry.id, name, files: names.length, artifactId: result.id });
     }
@@ -72636,7 +76937,7 @@ async function fetchNewestArtifact(options) {
             metadata,
             sums,
             source: `artifact ${artifact.name}`,
-            open: async (file) => (0,external_node_fs_.createReadStream)((0,external_node_path_.join)(workDir, file)),
+            open: async (file) => (await openEntryFile(workDir, file)).createReadStream({ highWaterMark: 1024 * 1024 }),
         });
         options.logger.info(`${result.fetched ? 'imported' : 'already had'} ${kind}/${id} from workflow artifact ${artifact.name}`);
         return { entry: result.entry, artifact, fetched: result.fetched };
@@ -72686,7 +76987,7 @@ function createSyncCommand(doors = {}) {
             KIND_INPUT,
             { name: 'dry-run', type: 'boolean', description: 'List what would be uploaded without sending any payload.', default: 'false' },
             { name: 'compare', type: 'boolean', description: 'Compare the local catalog with the bucket instead of uploading; fails when anything is missing or differs.', default: 'false' },
-            { name: 'deep', type: 'boolean', description: 'With compare: download and hash every remote file instead of trusting recorded checksums.', default: 'false' },
+            { name: 'deep', type: 'boolean', description: 'With compare: download and hash every remote file; without it the comparison reads listings and the sha256 recorded at upload only, and says so.', default: 'false' },
             { name: 'artifact-retention-days', type: 'string', description: 'Days GitHub keeps the workflow artifact (1-90; default: the repository setting).' },
             TOKEN_INPUT,
         ],
@@ -72781,8 +77082,8 @@ function createFetchCommand(doors = {}) {
             }
             const { entry, fetched } = result;
             return {
-                json: { environment: settings.name, kind, id: entry.id, path: entry.dir, fetched, source: result.source },
-                text: `${fetched ? 'fetched' : 'already local:'} ${kind}/${entry.id} from ${result.source} -> ${entry.dir}`,
+                json: { environment: settings.name, kind, id: entry.id, path: entry.dir, fetched, source: result.source, skipped: result.skipped ?? [] },
+                text: [...(result.skipped ?? []).map((s) => `passed over ${kind}/${s.id}: ${s.reason}`), `${fetched ? 'fetched' : 'already local:'} ${kind}/${entry.id} from ${result.source} -> ${entry.dir}`].join('\n'),
                 outputs: { id: entry.id, path: entry.dir, fetched: String(fetched) },
             };
         },
@@ -72891,6 +77192,7 @@ async function resolveCollections(session, specs) {
         const label = spec.table;
         const table = findTable(catalog, spec.table, label);
         const hops = [];
+        const path = [];
         let current = table;
         for (const text of spec.via ?? []) {
             const hop = parseHop(text, label);
@@ -72898,10 +77200,15 @@ async function resolveCollections(session, specs) {
             const target = findTable(catalog, hop.targetTable, label);
             requireColumn(catalog, target, hop.targetColumn, label, 'join target column');
             hops.push({ localColumn: hop.localColumn, target, targetColumn: hop.targetColumn });
+            path.push(current);
             current = target;
         }
         const tenantColumn = spec.column ?? DEFAULT_TENANT_COLUMN;
         requireColumn(catalog, current, tenantColumn, label, 'tenant column');
+        const ownTenantColumns = path.flatMap((ref, depth) => {
+            const own = ownTenantColumn(catalog, ref, hops[depth].localColumn, tenantColumn);
+            return own ? [{ depth, table: key(ref), column: own }] : [];
+        });
         const name = table.schema === 'public' ? table.name : key(table);
         assertSafeSegment(name, `collection ${label} (as a file name)`);
         if (resolved.some((r) => r.name === name)) {
@@ -72916,31 +77223,70 @@ async function resolveCollections(session, specs) {
             orderBy: catalog.primaryKeys.get(key(table)) ?? [],
             rowCap: spec.rowCap,
             timestampColumns: columns.filter((c) => c.type.startsWith('timestamp')).map((c) => c.name),
+            ownTenantColumns,
         });
     }
     return resolved;
+}
+/**
+ * A table's own tenant column on a join path: a column named like the path's tenant column (or
+ * `tenant_id`) that is neither the join column itself nor part of the primary key (so `id` on a
+ * path ending at `tenants.id` is not mistaken for one).
+ */
+function ownTenantColumn(catalog, table, joinColumn, tenantColumn) {
+    const columns = new Set((catalog.columns.get(key(table)) ?? []).map((c) => c.name));
+    const primaryKey = catalog.primaryKeys.get(key(table)) ?? [];
+    return [tenantColumn, DEFAULT_TENANT_COLUMN].find((name) => columns.has(name) && name !== joinColumn && !primaryKey.includes(name));
 }
 const qualified = (t) => `${quoteIdent(t.schema)}.${quoteIdent(t.name)}`;
 /**
  * `FROM ... WHERE ...` selecting the tenant's rows of a collection, as `t0`. Each hop is a
  * semi-join (`IN (SELECT ...)`), so a row appears once even when a join target is not unique.
+ * A row on the path whose own tenant column names another tenant is left out (its parent's
+ * tenant does not make it this tenant's); `crossTenant: 'only'` selects exactly those rows
+ * instead, to report them, and `'stranded'` the mirror case: rows whose own tenant column names
+ * this tenant but whose parent belongs to another, which no export of this tenant would hold.
  * `tenantLiteral` must already be a quoted literal (quoteLiteral).
  */
-function tenantRowsSource(collection, tenantLiteral) {
-    const condition = (depth) => {
+function tenantRowsSource(collection, tenantLiteral, crossTenant = 'exclude') {
+    const own = (depth) => collection.ownTenantColumns.find((c) => c.depth === depth);
+    const condition = (depth, consistent) => {
         const alias = `t${depth}`;
         if (depth === collection.hops.length)
             return `${alias}.${quoteIdent(collection.tenantColumn)} = ${tenantLiteral}`;
         const hop = collection.hops[depth];
         const next = `t${depth + 1}`;
-        return `${alias}.${quoteIdent(hop.localColumn)} IN (SELECT ${next}.${quoteIdent(hop.targetColumn)} FROM ${qualified(hop.target)} AS ${next} WHERE ${condition(depth + 1)})`;
+        const column = own(depth);
+        const sameTenant = column && consistent ? ` AND (${alias}.${quoteIdent(column.column)} IS NULL OR ${alias}.${quoteIdent(column.column)} = ${tenantLiteral})` : '';
+        return `${alias}.${quoteIdent(hop.localColumn)} IN (SELECT ${next}.${quoteIdent(hop.targetColumn)} FROM ${qualified(hop.target)} AS ${next} WHERE ${condition(depth + 1, consistent)})${sameTenant}`;
     };
-    return `FROM ${qualified(collection.table)} AS t0 WHERE ${condition(0)}`;
+    if (crossTenant === 'stranded') {
+        const column = own(0);
+        if (!column)
+            return `FROM ${qualified(collection.table)} AS t0 WHERE false`;
+        return `FROM ${qualified(collection.table)} AS t0 WHERE t0.${quoteIdent(column.column)} = ${tenantLiteral} AND (${condition(0, true)}) IS NOT TRUE`;
+    }
+    if (crossTenant === 'only') {
+        // Reached by the plain join, but not by the join that insists on the same tenant at every step.
+        return `FROM ${qualified(collection.table)} AS t0 WHERE ${condition(0, false)} AND (${condition(0, true)}) IS NOT TRUE`;
+    }
+    return `FROM ${qualified(collection.table)} AS t0 WHERE ${condition(0, true)}`;
 }
 /** The tenant's rows, deterministically ordered (primary key, else physical order within the snapshot). */
 function tenantRowsQuery(collection, tenantLiteral, limit) {
     const order = collection.orderBy.length ? collection.orderBy.map((c) => `t0.${quoteIdent(c)}`).join(', ') : 't0.ctid';
     return `SELECT t0.* ${tenantRowsSource(collection, tenantLiteral)} ORDER BY ${order}${limit !== undefined ? ` LIMIT ${Math.trunc(limit)}` : ''}`;
+}
+/**
+ * The COPY that writes a collection's export file, and that a deletion plan re-runs to compare
+ * content: NDJSON through CSV with quote and delimiter bytes JSON text never holds, so COPY
+ * writes each JSON document verbatim, with none of the text format's backslash escaping.
+ */
+function collectionCopyStatement(collection, tenantLiteral, format, limit) {
+    const select = tenantRowsQuery(collection, tenantLiteral, limit);
+    return format === 'csv'
+        ? `COPY (${select}) TO STDOUT WITH (FORMAT csv, HEADER)`
+        : `COPY (SELECT row_to_json(r)::text FROM (${select}) AS r) TO STDOUT WITH (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')`;
 }
 function describeCollection(collection) {
     const path = collection.hops.map((h) => ` -> ${h.target.name}`).join('');
@@ -72952,6 +77298,45 @@ function describeCollection(collection) {
 /** Where tenant queries run: the same connection and client tools as backups (locally or in the Compose service). */
 async function tenantDatabase(settings) {
     return { runner: await postgresRunner(settings), conn: environmentConnection(settings) };
+}
+
+;// CONCATENATED MODULE: ./src/tenant/cross-tenant.ts
+
+
+
+/**
+ * Rows a `via` join reaches from this tenant although a table on the path names another tenant
+ * in its own tenant column, counted in the session's snapshot. Such rows are never exported nor
+ * planned for deletion; the policy decides whether their presence fails the command.
+ */
+async function findCrossTenantRows(session, collections, tenant) {
+    const literal = quoteLiteral(tenant);
+    const found = [];
+    for (const collection of collections) {
+        if (collection.ownTenantColumns.length === 0)
+            continue;
+        for (const kind of ['foreign', 'stranded']) {
+            if (kind === 'stranded' && !collection.ownTenantColumns.some((c) => c.depth === 0))
+                continue;
+            const source = tenantRowsSource(collection, literal, kind === 'foreign' ? 'only' : 'stranded');
+            const rows = Number((await session.queryValue(`SELECT count(*)::bigint AS n ${source}`)) ?? 0);
+            if (rows === 0)
+                continue;
+            const keyColumns = [...collection.orderBy, ...collection.ownTenantColumns.filter((c) => c.depth === 0).map((c) => c.column)];
+            const fields = keyColumns.length ? keyColumns.map((c) => `${quoteLiteral(c)}, t0.${quoteIdent(c)}`).join(', ') : `'ctid', t0.ctid::text`;
+            const order = collection.orderBy.length ? collection.orderBy.map((c) => `t0.${quoteIdent(c)}`).join(', ') : 't0.ctid';
+            const examples = await session.query(`SELECT json_build_object(${fields})::text AS example ${source} ORDER BY ${order} LIMIT 3`);
+            found.push({ collection: collection.name, path: describeCollection(collection), kind, rows, examples: examples.map((e) => e.example) });
+        }
+    }
+    return found;
+}
+/** Exit 3 before anything is written: the fix is in the data or in tenants.crossTenantRows. */
+function crossTenantRefusal(tenant, found, what) {
+    const described = found.map((f) => f.kind === 'foreign'
+        ? `${f.collection}: ${f.rows} row${f.rows === 1 ? '' : 's'} joined through ${f.path} name another tenant in their own tenant column (e.g. ${f.examples.join(', ')})`
+        : `${f.collection}: ${f.rows} row${f.rows === 1 ? '' : 's'} name this tenant in their own tenant column but join through ${f.path} to another tenant, so no export or deletion of this tenant would hold them (e.g. ${f.examples.join(', ')})`);
+    return (0,errors/* refusal */.x5)('CROSS_TENANT_ROWS', `tenant ${JSON.stringify(tenant)}: ${described.join('; ')}; ${what}`, "correct those rows (a child's tenant column must name its parent's tenant), or set tenants.crossTenantRows: exclude to leave such rows out of exports and deletion plans (each export records how many it left out)", { crossTenant: found });
 }
 
 // EXTERNAL MODULE: external "node:zlib"
@@ -73046,6 +77431,7 @@ async function countFileRecords(path, format) {
 
 
 
+
 /**
  * A read-only repeatable-read transaction: every count and every COPY that joins its exported
  * snapshot sees the same data. Literals are written with standard_conforming_strings on, so a
@@ -73076,6 +77462,9 @@ async function countTenantRows(session, collections, tenant) {
     }
     return counts;
 }
+/** Names the canonical row encoding in export manifests; change it whenever the settings below change. */
+const ROW_ENCODING = 'lifeline-tenant-rows/1';
+const ROW_ENCODING_SETTINGS = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; SET extra_float_digits = 1; SET bytea_output = 'hex'; SET lc_monetary = 'C';";
 /**
  * Starts a psql process that joins the exported snapshot and runs one statement; its output
  * (COPY data or an unaligned, tuples-only result) is the process's stdout.
@@ -73084,6 +77473,9 @@ function startInSnapshot(runner, conn, snapshotId, statement) {
     const script = [
         'SET standard_conforming_strings = on;',
         "SET client_encoding = 'UTF8';",
+        // The canonical row encoding: exports and deletion plans compare content byte for byte, so
+        // every setting that changes how a value is printed is pinned, never left to the client.
+        ROW_ENCODING_SETTINGS,
         'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;',
         `SET TRANSACTION SNAPSHOT ${quoteLiteral(snapshotId)};`,
         `${statement};`,
@@ -73108,6 +77500,19 @@ async function countInSnapshot(runner, conn, snapshotId, collection, tenant) {
         throw (0,errors/* failure */.V2)('COUNT_FAILED', `counting the rows of ${collection.name} failed: ${result.stderr.trim() || JSON.stringify(out.slice(0, 200))}`);
     }
     return Number(out.trim());
+}
+/**
+ * sha256 of a collection's rows in the canonical encoding of `format`, from its own psql joining
+ * the snapshot: the bytes an export of this snapshot would write, hashed as they stream.
+ */
+async function digestInSnapshot(runner, conn, snapshotId, collection, tenant, format) {
+    const running = startInSnapshot(runner, conn, snapshotId, collectionCopyStatement(collection, quoteLiteral(tenant), format));
+    const hash = (0,external_node_crypto_.createHash)('sha256');
+    running.stdout.on('data', (chunk) => hash.update(chunk));
+    const result = await running.done;
+    if (result.exitCode !== 0)
+        throw (0,errors/* failure */.V2)('DIGEST_FAILED', `reading the rows of ${collection.name} failed: ${result.stderr.trim().split('\n').slice(-2).join(' ')}`);
+    return hash.digest('hex');
 }
 /** Runs `task` over `items` with at most `limit` at a time; the first failure stops the others. */
 async function inParallel(items, limit, task) {
@@ -73188,7 +77593,6 @@ function tenantExportsKind(tenant) {
 
 
 
-
 /** sha256, size and record count of a collection file in one read. */
 async function scanCollectionFile(path, format) {
     const hash = (0,external_node_crypto_.createHash)('sha256');
@@ -73213,17 +77617,24 @@ async function verifyTenantExport(entry, options = {}) {
     const collections = new Map((manifest.collections ?? []).map((c) => [c.file, c]));
     let sums = [];
     try {
-        sums = parseSums(await (0,promises_.readFile)((0,external_node_path_.join)(entry.dir, SUMS_FILE), 'utf8'));
+        sums = parseSums(await readEntryText(entry.dir, SUMS_FILE));
     }
     catch (error) {
         problems.push(`${SUMS_FILE}: ${error.message}`);
     }
+    // Only the files export.json names may be read: any other SHA256SUMS line is a problem, unread.
+    const named = new Set([...collections.keys(), ...(manifest.archive ? [manifest.archive.file, `${manifest.archive.file}.sha256`] : [])]);
     for (const { file, sha256: listed } of sums) {
         const before = problems.length;
-        const path = (0,external_node_path_.join)(entry.dir, file);
         const collection = collections.get(file);
         let rows;
+        if (!named.has(file)) {
+            problems.push(`${JSON.stringify(file)}: listed in ${SUMS_FILE} but not named by the export's manifest; it was not read`);
+            files.push({ file, ok: false });
+            continue;
+        }
         try {
+            const path = await entryFilePath(entry.dir, file);
             if (collection) {
                 const scanned = await scanCollectionFile(path, manifest.format);
                 rows = scanned.records;
@@ -73260,7 +77671,7 @@ async function verifyTenantExport(entry, options = {}) {
         const { file, sha256 } = manifest.archive;
         if (!sums.some((s) => s.file === file && s.sha256 === sha256))
             problems.push(`${file}: missing from ${SUMS_FILE} or listed with another sha256 than the manifest's`);
-        const sidecar = await (0,promises_.readFile)((0,external_node_path_.join)(entry.dir, `${file}.sha256`), 'utf8').catch(() => '');
+        const sidecar = await readEntryText(entry.dir, `${file}.sha256`).catch(() => '');
         if (!sidecar.startsWith(`${sha256}  `))
             problems.push(`${file}.sha256: missing or disagrees with the manifest`);
     }
@@ -73268,6 +77679,7 @@ async function verifyTenantExport(entry, options = {}) {
 }
 
 ;// CONCATENATED MODULE: ./src/tenant/export.ts
+
 
 
 
@@ -73307,6 +77719,14 @@ async function exportTenant(options) {
         const id = newEntryId();
         try {
             const collections = await resolveCollections(session, options.collections);
+            const crossTenantPolicy = options.crossTenantRows ?? 'fail';
+            const crossTenant = await findCrossTenantRows(session, collections, tenant);
+            if (crossTenant.length && crossTenantPolicy === 'fail')
+                throw crossTenantRefusal(tenant, crossTenant, 'nothing was exported');
+            for (const found of crossTenant) {
+                logger.warn(found.kind === 'foreign' ? `${found.collection}: left out ${found.rows} rows joined through ${found.path} whose own tenant column names another tenant (tenants.crossTenantRows: exclude)` : `${found.collection}: ${found.rows} rows name ${tenant} in their own tenant column but join to another tenant: they are not in this export`);
+            }
+            const excludedIn = (name) => crossTenant.find((f) => f.collection === name && f.kind === 'foreign');
             // With truncation allowed, exact counts come first: they decide what to cut and give the true
             // counts. Otherwise each COPY reads at most cap + 1 rows, and one row too many refuses the
             // export before its entry is complete: the same guarantee without a second pass over the data.
@@ -73345,6 +77765,8 @@ async function exportTenant(options) {
                     truncated: p.truncated,
                     trueCount: p.trueCount ?? written.rows,
                     orderedBy: p.collection.orderBy.length ? p.collection.orderBy : ['ctid'],
+                    contentDigest: written.sha256,
+                    ...(excludedIn(p.collection.name) ? { crossTenantExcluded: excludedIn(p.collection.name).rows } : {}),
                 };
             });
             if (exported.every((c) => c.rows === 0))
@@ -73362,6 +77784,8 @@ async function exportTenant(options) {
                 truncated: exported.some((c) => c.truncated),
                 totals: { rows: exported.reduce((n, c) => n + c.rows, 0), bytes: exported.reduce((n, c) => n + c.bytes, 0) },
                 collections: exported,
+                rowEncoding: ROW_ENCODING,
+                crossTenantRows: crossTenantPolicy,
             };
             if (options.archive)
                 manifest.archive = await addArchive(staged, manifest);
@@ -73400,12 +77824,7 @@ async function exportTenant(options) {
 }
 /** Streams one collection from a psql process that joins the exported snapshot. */
 async function copyCollection(options, staged, file, snapshotId, collection, limit, budget, signal) {
-    const select = tenantRowsQuery(collection, quoteLiteral(options.tenant), limit);
-    // NDJSON through CSV with quote and delimiter bytes JSON text never holds: COPY then writes each
-    // JSON document verbatim, with none of the text format's backslash escaping.
-    const copy = options.format === 'csv'
-        ? `COPY (${select}) TO STDOUT WITH (FORMAT csv, HEADER)`
-        : `COPY (SELECT row_to_json(r)::text FROM (${select}) AS r) TO STDOUT WITH (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')`;
+    const copy = collectionCopyStatement(collection, quoteLiteral(options.tenant), options.format, limit);
     const running = startInSnapshot(options.runner, options.conn, snapshotId, copy);
     const meter = new ExportMeter(options.format, budget);
     running.stdout.on('error', (error) => meter.destroy(error));
@@ -73483,12 +77902,14 @@ async function pruneTenantExports(catalog, env, tenant, keep, justWritten) {
 
 
 
+
 /** Where a lastWriteQuery takes the tenant id (as a quoted literal, never as SQL). */
 const TENANT_PLACEHOLDER = ":'tenant'";
 /**
  * What an offboarding deletion of a tenant would touch, for review. Lifeline never deletes tenant
- * data: this only counts, and refuses unless a verified, complete export taken after the tenant's
- * last detectable write holds exactly the rows that would go.
+ * data: this only counts, and refuses unless a verified, complete export holds exactly the rows
+ * that would go. "Exactly" is content, not counts: in one snapshot every collection's rows are
+ * re-encoded as the export encoded them and hashed, and each hash must equal the export's.
  */
 async function planTenantDeletion(options) {
     const { tenant } = options;
@@ -73496,59 +77917,97 @@ async function planTenantDeletion(options) {
     if (options.lastWriteQuery !== undefined && !options.lastWriteQuery.includes(TENANT_PLACEHOLDER)) {
         throw (0,errors/* usageError */.Wp)('BAD_LAST_WRITE_QUERY', `tenants.lastWriteQuery does not use ${TENANT_PLACEHOLDER}`, `write it for one tenant, e.g. SELECT max(updated_at) FROM orders WHERE tenant_id = ${TENANT_PLACEHOLDER}`);
     }
-    const { session } = await openSnapshotSession(options.runner, options.conn);
-    let collections;
-    let counts;
-    let lastWrite;
+    const { session, snapshotId, snapshotAt } = await openSnapshotSession(options.runner, options.conn);
     try {
-        collections = await resolveCollections(session, options.collections);
-        counts = await countTenantRows(session, collections, tenant);
+        const collections = await resolveCollections(session, options.collections);
+        const crossTenant = await findCrossTenantRows(session, collections, tenant);
+        if (crossTenant.length && (options.crossTenantRows ?? 'fail') === 'fail')
+            throw crossTenantRefusal(tenant, crossTenant, 'no deletion was planned');
+        const counts = await countTenantRows(session, collections, tenant);
         if ([...counts.values()].every((n) => n === 0)) {
             throw (0,errors/* usageError */.Wp)('UNKNOWN_TENANT', `tenant ${JSON.stringify(tenant)} has no rows in any collection (${collections.map((c) => c.name).join(', ')})`, 'check the id (it is matched exactly, case included) and the environment');
         }
-        lastWrite = await lastTenantWrite(session, collections, tenant, options.lastWriteQuery);
+        const lastWrite = await lastTenantWrite(session, collections, tenant, options.lastWriteQuery);
+        const excluded = (name) => crossTenant.find((f) => f.collection === name && f.kind === 'foreign')?.rows;
+        const summary = [...collections].reverse().map((c) => `${c.name} ${counts.get(c.name)}`).join(', ');
+        const totalRows = [...counts.values()].reduce((n, c) => n + c, 0);
+        // Digests of the rows now, per format, computed once and only for an export that passed the cheap checks.
+        const digests = new Map();
+        const digestsNow = (format) => {
+            if (!digests.has(format)) {
+                digests.set(format, inParallel(collections, deletion_plan_PARALLELISM, (c) => digestInSnapshot(options.runner, options.conn, snapshotId, c, tenant, format)).then((values) => new Map(collections.map((c, i) => [c.name, values[i]]))));
+            }
+            return digests.get(format);
+        };
+        const rejected = [];
+        const exports = await options.catalog.list(options.env, kind, EXPORT_MANIFEST);
+        for (const entry of exports) {
+            const m = entry.metadata;
+            // The timestamp columns are only reported: content decides. A configured lastWriteQuery can see
+            // writes outside the collections (an audit table), so it still has to be older than the export.
+            const reason = staleReason(m, options.lastWriteQuery !== undefined ? lastWrite.at : null, counts, collections);
+            if (reason) {
+                rejected.push(`${entry.id}: ${reason}`);
+                continue;
+            }
+            const verification = await verifyTenantExport(entry, { parseRecords: true });
+            if (!verification.ok) {
+                rejected.push(`${entry.id}: does not verify (${verification.problems.join('; ')})`);
+                continue;
+            }
+            const now = await digestsNow(m.format);
+            const differing = collections.filter((c) => m.collections.find((e) => e.name === c.name).contentDigest !== now.get(c.name));
+            if (differing.length) {
+                rejected.push(`${entry.id}: the rows of ${differing.map((c) => c.name).join(', ')} differ from the exported ones (same counts, other content: rows were updated, or inserted and deleted, since ${m.snapshotAt})`);
+                continue;
+            }
+            const planned = [...collections].reverse().map((c) => ({ name: c.name, path: describeCollection(c), rows: counts.get(c.name), contentDigest: now.get(c.name), ...(excluded(c.name) ? { crossTenantExcluded: excluded(c.name) } : {}) }));
+            return {
+                tenant,
+                collections: planned,
+                totalRows,
+                lastWriteAt: lastWrite.at,
+                lastWriteSource: lastWrite.source,
+                coveredBy: { exportId: entry.id, snapshotAt: m.snapshotAt, verifiedAt: verification.checkedAt, rowEncoding: m.rowEncoding, contentMatched: true },
+                plannedAt: snapshotAt,
+                strandedRows: crossTenant.filter((f) => f.kind === 'stranded').map((f) => ({ collection: f.collection, rows: f.rows, examples: f.examples })),
+            };
+        }
+        throw (0,errors/* refusal */.x5)('NO_CURRENT_EXPORT', `no verified export of tenant ${JSON.stringify(tenant)} holds exactly its current rows (a deletion would touch ${totalRows} rows: ${summary})${rejected.length ? `. Considered: ${rejected.join('; ')}` : '; it has no exports'}`, `export again: lifeline tenant export --env ${options.env} --tenant ${tenant}, then plan again (with writes stopped for the tenant, or the new export is stale as soon as it is taken)`, { totalRows, lastWriteAt: lastWrite.at, rejected });
     }
     finally {
         await session.close();
     }
-    const planned = [...collections].reverse().map((c) => ({ name: c.name, path: describeCollection(c), rows: counts.get(c.name) }));
-    const totalRows = planned.reduce((n, c) => n + c.rows, 0);
-    const summary = planned.map((c) => `${c.name} ${c.rows}`).join(', ');
-    const rejected = [];
-    const exports = await options.catalog.list(options.env, kind, EXPORT_MANIFEST);
-    for (const entry of exports) {
-        const m = entry.metadata;
-        const reason = staleReason(m, lastWrite.at, counts);
-        if (reason) {
-            rejected.push(`${entry.id}: ${reason}`);
-            continue;
-        }
-        const verification = await verifyTenantExport(entry, { parseRecords: true });
-        if (!verification.ok) {
-            rejected.push(`${entry.id}: does not verify (${verification.problems.join('; ')})`);
-            continue;
-        }
-        return { tenant, collections: planned, totalRows, lastWriteAt: lastWrite.at, lastWriteSource: lastWrite.source, coveredBy: { exportId: entry.id, snapshotAt: m.snapshotAt, verifiedAt: verification.checkedAt } };
-    }
-    throw (0,errors/* refusal */.x5)('NO_CURRENT_EXPORT', `no verified export of tenant ${JSON.stringify(tenant)} covers its current data (a deletion would touch ${totalRows} rows: ${summary}; last write ${lastWrite.at ?? 'unknown'} from ${lastWrite.source})${rejected.length ? `. Considered: ${rejected.join('; ')}` : '; it has no exports'}`, `run: lifeline tenant export --env ${options.env} --tenant ${tenant}, then plan again`, { collections: planned, totalRows, lastWriteAt: lastWrite.at, rejected });
 }
-function staleReason(manifest, lastWriteAt, counts) {
+/** Reasons an export cannot cover the current rows that need no second read of the data. */
+function staleReason(manifest, lastWriteAt, counts, collections) {
     if (manifest.truncated)
         return 'truncated, so incomplete';
+    if (manifest.rowEncoding !== ROW_ENCODING)
+        return `made ${manifest.rowEncoding ? `with the row encoding ${manifest.rowEncoding}` : 'before exports recorded content digests'}, so its content cannot be compared`;
     if (lastWriteAt !== null && Date.parse(manifest.snapshotAt) <= Date.parse(lastWriteAt))
         return `taken at ${manifest.snapshotAt}, not after the last write at ${lastWriteAt}`;
-    for (const [name, count] of counts) {
-        const exported = manifest.collections.find((c) => c.name === name);
+    for (const collection of collections) {
+        const exported = manifest.collections.find((c) => c.name === collection.name);
         if (!exported)
-            return `does not include ${name}`;
+            return `does not include ${collection.name}`;
+        const path = describeCollection(collection);
+        if (exported.path !== path)
+            return `exported ${collection.name} as ${exported.path}, configured now as ${path}`;
+        const count = counts.get(collection.name);
         if (exported.trueCount !== count)
-            return `${name} had ${exported.trueCount} rows then, ${count} now`;
+            return `${collection.name} had ${exported.trueCount} rows then, ${count} now`;
+        if (typeof exported.contentDigest !== 'string' || exported.contentDigest !== exported.sha256)
+            return `${collection.name} has no content digest matching its file`;
     }
     return undefined;
 }
+/** Collections hashed at once, each by its own psql joining the snapshot. */
+const deletion_plan_PARALLELISM = 2;
 /**
  * The tenant's last write: the configured query, or else the latest value of every timestamp
- * column over the tenant's rows in every collection (created, updated, placed, paid ...).
+ * column over the tenant's rows in every collection (created, updated, placed, paid ...). Only
+ * the configured query decides anything; the columns' value is shown for the reviewer.
  */
 async function lastTenantWrite(session, collections, tenant, lastWriteQuery) {
     const literal = quoteLiteral(tenant);
@@ -73568,7 +78027,7 @@ async function lastTenantWrite(session, collections, tenant, lastWriteQuery) {
         if (value)
             latest = Math.max(latest ?? -Infinity, Date.parse(value));
     }
-    return { at: latest === undefined ? null : new Date(latest).toISOString(), source: used.length ? `max(${used.join(', ')})` : 'no timestamp columns (only row counts are compared)' };
+    return { at: latest === undefined ? null : new Date(latest).toISOString(), source: used.length ? `max(${used.join(', ')}) (reported only: coverage is decided by content)` : 'no timestamp columns' };
 }
 
 ;// CONCATENATED MODULE: ./src/commands/tenant.ts
@@ -73638,12 +78097,13 @@ const tenantExportCommand = {
             allowTruncation: ctx.inputs.boolean('allow-truncation'),
             archive: ctx.inputs.boolean('archive'),
             keep: settings.tenants.keep,
+            crossTenantRows: settings.tenants.crossTenantRows,
             logger: ctx.logger,
             owner: defaultOwner(ctx.env),
         });
         const m = result.entry.metadata;
         const archivePath = m.archive ? (0,external_node_path_.join)(result.entry.dir, m.archive.file) : undefined;
-        const table = m.collections.map((c) => `  ${c.name.padEnd(16)} ${String(c.rows).padStart(10)} rows ${String(c.bytes).padStart(12)} bytes  ${c.sha256}${c.truncated ? `  TRUNCATED (${c.trueCount} in the database, cap ${c.cap})` : ''}`);
+        const table = m.collections.map((c) => `  ${c.name.padEnd(16)} ${String(c.rows).padStart(10)} rows ${String(c.bytes).padStart(12)} bytes  ${c.sha256}${c.truncated ? `  TRUNCATED (${c.trueCount} in the database, cap ${c.cap})` : ''}${c.crossTenantExcluded ? `  (${c.crossTenantExcluded} rows naming another tenant left out)` : ''}`);
         return {
             json: {
                 id: m.id,
@@ -73654,7 +78114,7 @@ const tenantExportCommand = {
                 manifestSha256: result.manifestSha256,
                 truncated: m.truncated,
                 totals: m.totals,
-                collections: m.collections.map((c) => ({ name: c.name, file: c.file, rows: c.rows, bytes: c.bytes, sha256: c.sha256, cap: c.cap, truncated: c.truncated, trueCount: c.trueCount })),
+                collections: m.collections.map((c) => ({ name: c.name, file: c.file, rows: c.rows, bytes: c.bytes, sha256: c.sha256, cap: c.cap, truncated: c.truncated, trueCount: c.trueCount, contentDigest: c.contentDigest, ...(c.crossTenantExcluded ? { crossTenantExcluded: c.crossTenantExcluded } : {}) })),
                 archive: m.archive ? { ...m.archive, path: archivePath } : null,
                 pruned: result.pruned,
             },
@@ -73734,13 +78194,15 @@ const tenantDeletionPlanCommand = {
             conn,
             collections: settings.tenants.collections,
             lastWriteQuery: settings.tenants.lastWriteQuery,
+            crossTenantRows: settings.tenants.crossTenantRows,
         });
         return {
             json: plan,
             text: [
                 `deletion plan for tenant ${tenant} (for review; Lifeline deletes nothing): ${plan.totalRows} rows`,
-                ...plan.collections.map((c) => `  ${c.name.padEnd(16)} ${String(c.rows).padStart(10)} rows  (${c.path})`),
-                `covered by export ${plan.coveredBy.exportId} (snapshot ${plan.coveredBy.snapshotAt}, verified ${plan.coveredBy.verifiedAt}); last write ${plan.lastWriteAt ?? 'unknown'} from ${plan.lastWriteSource}`,
+                ...plan.collections.map((c) => `  ${c.name.padEnd(16)} ${String(c.rows).padStart(10)} rows  (${c.path})  sha256 ${c.contentDigest.slice(0, 16)}…${c.crossTenantExcluded ? `  (${c.crossTenantExcluded} rows naming another tenant left out)` : ''}`),
+                ...plan.strandedRows.map((r) => `  NOT COVERED: ${r.collection} has ${r.rows} rows naming ${tenant} under another tenant's parent (e.g. ${r.examples.join(', ')}); this plan leaves them`),
+                `covered by export ${plan.coveredBy.exportId} (snapshot ${plan.coveredBy.snapshotAt}, verified ${plan.coveredBy.verifiedAt}): every collection's rows, re-read at ${plan.plannedAt}, match the exported ones byte for byte; last write ${plan.lastWriteAt ?? 'unknown'} from ${plan.lastWriteSource}`,
             ].join('\n'),
         };
     },
@@ -73748,6 +78210,9 @@ const tenantDeletionPlanCommand = {
 const tenantExportAction = singleCommandAction('tenant-export', "Export a tenant's data as checksummed, capped collections.", tenantExportCommand);
 
 ;// CONCATENATED MODULE: ./src/commands/registry.ts
+
+
+
 
 
 
@@ -73769,10 +78234,15 @@ const COMMANDS = [
     pruneCommand,
     manifestCreateCommand,
     manifestVerifyCommand,
+    manifestCheckIdentityCommand,
     manifestKeygenCommand,
     deployCommand,
     rollbackCommand,
     historyCommand,
+    historyReconcileCommand,
+    statusCommand,
+    releasesCommand,
+    releaseRevokeCommand,
     drillCommand,
     drillsCommand,
     gateCommand,
@@ -73785,9 +78255,13 @@ const COMMANDS = [
     configCheck,
     lockStatusCommand,
     lockBreakCommand,
+    doctorCommand,
+    metricsCommand,
 ];
+/** Retention as an action, so a scheduled backup workflow prunes without installing Node for the CLI. */
+const pruneAction = singleCommandAction('prune', "Apply the environment's retention policy to its backups (apply: true deletes; otherwise only lists).", pruneCommand);
 /** Every GitHub action; the root action.yml dispatches on `command` to one of these. */
-const ACTIONS = [
+const registry_ACTIONS = [
     preflightAction,
     backupAction,
     restoreAction,
@@ -73797,6 +78271,7 @@ const ACTIONS = [
     rollbackAction,
     drillAction,
     gateAction,
+    pruneAction,
     tenantExportAction,
     syncAction,
 ];
@@ -73804,6 +78279,9 @@ const ACTIONS = [
 // EXTERNAL MODULE: external "node:util"
 var external_node_util_ = __nccwpck_require__(57975);
 ;// CONCATENATED MODULE: ./src/cli/main.ts
+
+
+
 
 
 
@@ -73905,6 +78383,24 @@ function parseFlags(command, args) {
     }
     return values;
 }
+/**
+ * A password on Lifeline's own command line is readable by every local user (ps, /proc/<pid>/cmdline)
+ * for as long as the command runs: say so once, and overwrite the process title, which on Linux
+ * rewrites what /proc/<pid>/cmdline shows (it cannot undo what was already read).
+ */
+function warnPasswordInArgv(command, logger) {
+    const envForms = spec_allInputs(command)
+        .filter((i) => spec_allInputs(command).some((j) => j.name === `${i.name}-env`))
+        .map((i) => `--${i.name}-env NAME`);
+    const hint = [...envForms, 'DATABASE_URL / REDIS_URL instead of --database-url / --redis-url'].join(', ');
+    logger.warn(`a password was given on the command line, where other local users can read it (ps); use ${hint}`);
+    try {
+        process.title = `lifeline ${command.name}`;
+    }
+    catch {
+        // Some platforms refuse; the warning stands.
+    }
+}
 /** Runs the CLI; returns the exit code (never calls process.exit, so tests can call it). */
 async function runCli(commands, argv, io = defaultIO()) {
     const json = argv.includes('--json');
@@ -73916,6 +78412,9 @@ async function runCli(commands, argv, io = defaultIO()) {
             io.stderr(`error: ${masker.mask(message)}${fix ? `\n  fix: ${masker.mask(fix)}` : ''}\n`);
         return exit;
     };
+    // `lifeline help restore` is `lifeline restore --help`.
+    if (argv[0] === 'help' && argv.length > 1)
+        return runCli(commands, [...argv.slice(1), '--help'], io);
     if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
         io.stdout(usage(commands));
         return argv.length === 0 ? errors/* ExitCode */.yU.usage : errors/* ExitCode */.yU.ok;
@@ -73938,13 +78437,19 @@ async function runCli(commands, argv, io = defaultIO()) {
         return errors/* ExitCode */.yU.ok;
     }
     const logger = createStderrLogger({ verbose: Boolean(io.env.LIFELINE_DEBUG), masker });
+    setCatalogWarningSink((message) => logger.warn(message));
     try {
+        // Before anything can print: every secret a URL anywhere on the command line carries.
+        const argvSecrets = rest.flatMap((arg) => urlSecrets(arg.replace(/^--[a-z-]+=/, '')));
+        for (const secret of argvSecrets)
+            masker.add(secret);
+        for (const name of ['DATABASE_URL', 'REDIS_URL'])
+            for (const secret of urlSecrets(io.env[name]))
+                masker.add(secret);
         const values = parseFlags(command, rest);
-        for (const key of ['database-url', 'redis-url'])
-            masker.add(urlPassword(values[key]));
-        masker.add(urlPassword(io.env.DATABASE_URL));
-        masker.add(urlPassword(io.env.REDIS_URL));
-        const result = await command.run({
+        if (argvSecrets.length > 0)
+            warnPasswordInArgv(command, logger);
+        const result = await runObserved(command, {
             inputs: new Inputs(command, values),
             env: io.env,
             cwd: io.cwd,
@@ -73964,7 +78469,7 @@ async function runCli(commands, argv, io = defaultIO()) {
         return errors/* ExitCode */.yU.ok;
     }
     catch (thrown) {
-        const error = (0,errors/* toLifelineError */._B)(thrown);
+        const error = (0,errors/* toLifelineError */._B)(describeFilesystemError(thrown) ?? thrown);
         if (io.env.LIFELINE_DEBUG && error.cause)
             io.stderr(`${masker.mask(String(error.cause.stack ?? error.cause))}\n`);
         return writeError(error.code, error.message, error.fix, error.exitCode);

@@ -78313,7 +78313,7 @@ function exitCodeFor(kind) {
     }
 }
 /** The operator's input or configuration is wrong (exit 2). */
-function usageError(code, message, fix, details) {
+function errors_usageError(code, message, fix, details) {
     return new LifelineError('usage', message, { code, fix, details });
 }
 /** A safety check refused the operation before anything changed (exit 3). */
@@ -78324,12 +78324,12 @@ function refusal(code, message, fix, details) {
 function errors_failure(code, message, options = {}) {
     return new LifelineError('failed', message, { code, ...options });
 }
-function isLifelineError(error) {
+function errors_isLifelineError(error) {
     return error instanceof LifelineError;
 }
 /** Wraps anything thrown into a LifelineError; unknown errors are our bugs or the environment's faults (exit 1). */
 function toLifelineError(error) {
-    if (isLifelineError(error))
+    if (errors_isLifelineError(error))
         return error;
     const message = error instanceof Error ? error.message : String(error);
     return errors_failure('UNEXPECTED', message, { cause: error });
@@ -78346,6 +78346,13 @@ const external_node_stream_promises_namespaceObject = __WEBPACK_EXTERNAL_createR
 
 
 
+/** Catalog files are private to the store's owner whatever the umask (it can only clear bits). */
+const PRIVATE_FILE_MODE = 0o600;
+const PRIVATE_DIR_MODE = 0o700;
+/** Creates a directory (and missing parents) as 0700. Existing directories are left as they are. */
+async function mkdirPrivate(path) {
+    await (0,promises_.mkdir)(path, { recursive: true, mode: PRIVATE_DIR_MODE });
+}
 /** Flushes a file's (or directory's) contents to disk so a rename after it is durable. */
 async function fsyncPath(path) {
     const handle = await (0,promises_.open)(path, 'r');
@@ -78358,10 +78365,10 @@ async function fsyncPath(path) {
 }
 /** Writes a small file atomically: temporary name, fsync, rename, fsync the directory. */
 async function writeFileAtomic(path, data) {
-    await (0,promises_.mkdir)((0,external_node_path_.dirname)(path), { recursive: true });
+    await mkdirPrivate((0,external_node_path_.dirname)(path));
     const tmp = (0,external_node_path_.join)((0,external_node_path_.dirname)(path), `.${(0,external_node_path_.basename)(path)}.tmp-${process.pid}-${Date.now()}`);
     try {
-        await (0,promises_.writeFile)(tmp, data);
+        await (0,promises_.writeFile)(tmp, data, { mode: PRIVATE_FILE_MODE, flag: 'wx' });
         await fsyncPath(tmp);
         await (0,promises_.rename)(tmp, path);
     }
@@ -78372,7 +78379,7 @@ async function writeFileAtomic(path, data) {
     await fsyncPath((0,external_node_path_.dirname)(path));
 }
 /** A pass-through that hashes and counts what flows through it, so no second read is needed. */
-class HashingTransform extends external_node_stream_.Transform {
+class files_HashingTransform extends external_node_stream_.Transform {
     hash = (0,external_node_crypto_.createHash)('sha256');
     bytes = 0;
     _transform(chunk, _encoding, callback) {
@@ -78386,18 +78393,20 @@ class HashingTransform extends external_node_stream_.Transform {
 }
 /** Streams `source` into `path`, hashing in the same pass, then fsyncs. */
 async function streamToFile(source, path, onProgress) {
-    const hasher = new HashingTransform();
+    const hasher = new files_HashingTransform();
     if (onProgress)
         hasher.on('data', () => onProgress(hasher.bytes));
-    await (0,external_node_stream_promises_namespaceObject.pipeline)(source, hasher, (0,external_node_fs_.createWriteStream)(path, { flags: 'wx' }));
+    await (0,external_node_stream_promises_namespaceObject.pipeline)(source, hasher, (0,external_node_fs_.createWriteStream)(path, { flags: 'wx', mode: PRIVATE_FILE_MODE }));
     await fsyncPath(path);
     return { sha256: hasher.digest(), bytes: hasher.bytes };
 }
 /** A writable file that hashes what is written, for producers that push rather than offer a readable. */
 function hashingFileWriter(path) {
-    const hasher = new HashingTransform();
-    const file = (0,external_node_fs_.createWriteStream)(path, { flags: 'wx' });
+    const hasher = new files_HashingTransform();
+    const file = (0,external_node_fs_.createWriteStream)(path, { flags: 'wx', mode: PRIVATE_FILE_MODE });
     const finished = (0,external_node_stream_promises_namespaceObject.pipeline)(hasher, file);
+    // A write error (ENOSPC) can land before the producer calls done(): it is reported there, not as an unhandled rejection.
+    finished.catch(() => { });
     return {
         stream: hasher,
         async done() {
@@ -78408,8 +78417,8 @@ function hashingFileWriter(path) {
     };
 }
 /** sha256 of a file, read in 1 MiB chunks (bounded memory). */
-async function files_sha256File(path) {
-    const hasher = new HashingTransform();
+async function sha256File(path) {
+    const hasher = new files_HashingTransform();
     await pipeline(createReadStream(path, { highWaterMark: 1024 * 1024 }), hasher, async function* (source) {
         for await (const _chunk of source) {
             // drain
@@ -78418,9 +78427,228 @@ async function files_sha256File(path) {
     return { sha256: hasher.digest(), bytes: hasher.bytes };
 }
 
+;// CONCATENATED MODULE: ./src/catalog/confine.ts
+
+
+
+
+
+
+/**
+ * The one rule for a file name read from inside an entry (SHA256SUMS, backup.json, export.json,
+ * a remote listing): a single path segment of letters, digits, '.', '_', '+' and '-', starting
+ * with a letter or digit. That excludes '..', '/', absolute paths, NUL and control characters,
+ * and every name Lifeline itself never writes.
+ */
+const ENTRY_FILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$/;
+function isSafeEntryFileName(name) {
+    return ENTRY_FILE_NAME.test(name) && !name.includes('..');
+}
+/** Why `name` may not be read from the entry, or undefined when the name itself is acceptable. */
+function entryFileNameProblem(name) {
+    if (isSafeEntryFileName(name))
+        return undefined;
+    if (name.startsWith('/'))
+        return 'is an absolute path';
+    if (name.includes('/') || name.includes('\\'))
+        return 'is not a single path segment';
+    if (name.includes('..'))
+        return "contains '..'";
+    return 'is not a name Lifeline writes (letters, digits, ., _, +, - only)';
+}
+/** A name or file inside an entry that Lifeline refuses to read (exit 1: the entry is damaged or hostile). */
+class confine_UnsafeEntryFileError extends LifelineError {
+    entryDir;
+    fileName;
+    reason;
+    constructor(entryDir, fileName, reason) {
+        super('failed', `${JSON.stringify(fileName)} in ${entryDir} ${reason}; it was not read`, {
+            code: 'ENTRY_UNSAFE_FILE',
+            fix: `the entry at ${entryDir} was altered outside Lifeline: inspect it, then remove it or restore it from an off-host copy`,
+        });
+        this.entryDir = entryDir;
+        this.fileName = fileName;
+        this.reason = reason;
+    }
+}
+function unsafe(entryDir, name, reason) {
+    return new confine_UnsafeEntryFileError(entryDir, name, reason);
+}
+function kindOf(info) {
+    if (info.isSymbolicLink())
+        return 'a symbolic link';
+    if (info.isFIFO())
+        return 'a FIFO';
+    if (info.isCharacterDevice() || info.isBlockDevice())
+        return 'a device';
+    if (info.isSocket())
+        return 'a socket';
+    if (info.isDirectory())
+        return 'a directory';
+    return 'not a regular file';
+}
+async function assertEntryDir(entryDir) {
+    // The entry directory itself must not be a link to somewhere else (the store root may be).
+    const info = await lstat(entryDir);
+    if (!info.isDirectory())
+        throw unsafe(entryDir, '.', `is ${kindOf(info)}, not an entry directory`);
+}
+/**
+ * Opens a file of a catalog entry for reading, confined to that entry: the name must pass
+ * `isSafeEntryFileName`, the entry directory must not be a symlink, and the file is opened with
+ * O_NOFOLLOW | O_NONBLOCK (a FIFO cannot block the open) and must then be a regular file.
+ * Every reader of a name that came from a file goes through here or `entryFilePath`.
+ */
+async function openEntryFile(entryDir, name) {
+    const problem = entryFileNameProblem(name);
+    if (problem)
+        throw unsafe(entryDir, name, problem);
+    await assertEntryDir(entryDir);
+    let handle;
+    try {
+        handle = await open(join(entryDir, name), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    }
+    catch (error) {
+        const code = error.code;
+        if (code === 'ELOOP' || code === 'EMLINK')
+            throw unsafe(entryDir, name, 'is a symbolic link');
+        throw error;
+    }
+    try {
+        const info = await handle.stat();
+        if (!info.isFile())
+            throw unsafe(entryDir, name, `is ${kindOf(info)}`);
+        return handle;
+    }
+    catch (error) {
+        await handle.close();
+        throw error;
+    }
+}
+/**
+ * The path of an entry file for a tool that opens it itself (pg_restore, redis-check-rdb), after
+ * the same checks as `openEntryFile`. Only root and the store's owner can write inside an entry
+ * (0700), so the window between this check and the tool's open is not an attacker's to use.
+ */
+async function entryFilePath(entryDir, name) {
+    const handle = await openEntryFile(entryDir, name);
+    await handle.close();
+    return join(entryDir, name);
+}
+/** sha256 of an entry file, streamed in 1 MiB chunks through a confined handle. */
+async function confine_sha256EntryFile(entryDir, name) {
+    const handle = await openEntryFile(entryDir, name);
+    const hasher = new HashingTransform();
+    await pipeline(handle.createReadStream({ highWaterMark: 1024 * 1024 }), hasher, async function* (source) {
+        for await (const _chunk of source) {
+            // drain
+        }
+    });
+    return { sha256: hasher.digest(), bytes: hasher.bytes };
+}
+/** A small entry file (metadata, SHA256SUMS) as text, through a confined handle; refuses more than `limit` bytes. */
+async function confine_readEntryText(entryDir, name, limit = 16 * 1024 * 1024) {
+    const handle = await openEntryFile(entryDir, name);
+    try {
+        const { size } = await handle.stat();
+        if (size > limit)
+            throw unsafe(entryDir, name, `is ${size} bytes, more than the ${limit} a metadata file may hold`);
+        return await handle.readFile('utf8');
+    }
+    finally {
+        await handle.close();
+    }
+}
+/**
+ * Whether other local users can reach the environment's files: the store root and the environment
+ * directory both let group or others in (a 0700 on either one keeps everything below private).
+ * Returns the problem with its fix, or undefined when the catalog is private or does not exist yet.
+ */
+function sharedStoreProblem(root, env) {
+    const modeOf = (path) => {
+        try {
+            return (0,external_node_fs_.statSync)(path).mode & 0o777;
+        }
+        catch {
+            return undefined;
+        }
+    };
+    const rootMode = modeOf(root);
+    if (rootMode === undefined || (rootMode & 0o077) === 0)
+        return undefined;
+    const envMode = modeOf((0,external_node_path_.join)(root, env));
+    if (envMode !== undefined && (envMode & 0o077) === 0)
+        return undefined;
+    const octal = (m) => m.toString(8).padStart(4, '0');
+    return {
+        message: `the catalog ${root} is readable by other local users (mode ${octal(rootMode)}${envMode === undefined ? '' : `, ${env}/ ${octal(envMode)}`}): backups, tenant exports and Redis snapshots hold production data`,
+        fix: `chmod -R go-rwx ${root}`,
+    };
+}
+let warnSink;
+const warned = new Set();
+/** The door (CLI or action) says where catalog warnings go; domain code never logs directly here. */
+function setCatalogWarningSink(sink) {
+    warnSink = sink;
+    warned.clear();
+}
+/** Called by every catalog write path: warns once per store and environment when it is shared. */
+function warnIfStoreShared(root, env) {
+    const key = `${root}\0${env}`;
+    if (warned.has(key))
+        return;
+    warned.add(key);
+    const problem = sharedStoreProblem(root, env);
+    if (problem)
+        warnSink?.(`${problem.message}; fix: ${problem.fix}`);
+}
+
+;// CONCATENATED MODULE: ./src/catalog/fs-errors.ts
+
+const FILESYSTEM_CODES = {
+    ENOSPC: { what: 'no space left on the device', fix: (p) => `free space on the filesystem that holds ${p} (df -h ${p}), e.g. lifeline prune, or point --store / store: at a larger disk, then run the command again` },
+    EDQUOT: { what: 'the disk quota is exhausted', fix: (p) => `raise the quota or free space under ${p}, then run the command again` },
+    EROFS: { what: 'the filesystem is read-only', fix: (p) => `remount the filesystem that holds ${p} read-write (or point --store at a writable one), then run the command again` },
+    EACCES: { what: 'permission denied', fix: (p) => `run Lifeline as the user that owns the catalog (ls -ld ${p}), or fix the owner of ${p}` },
+    EPERM: { what: 'operation not permitted', fix: (p) => `run Lifeline as the user that owns the catalog (ls -ld ${p}), or fix the owner of ${p}` },
+    EMFILE: { what: 'too many open files', fix: () => 'raise the open-files limit (ulimit -n) and run the command again' },
+    EIO: { what: 'an I/O error', fix: (p) => `check the disk that holds ${p} (dmesg); the data on it may be damaged` },
+};
+function isFilesystemError(error) {
+    const code = error?.code;
+    return typeof code === 'string' && code in FILESYSTEM_CODES;
+}
+/**
+ * Turns an ENOSPC, EROFS, EACCES (and kin) into a LifelineError that names the path, says what
+ * was and was not written (`outcome`), and what to do. Anything else is returned as undefined.
+ */
+function describeFilesystemError(error, outcome, where) {
+    // Already described further down (a catalog write): keep that message, it knows the outcome.
+    if (errors_isLifelineError(error))
+        return error.code.startsWith('FS_') ? error : undefined;
+    if (!isFilesystemError(error))
+        return undefined;
+    const known = FILESYSTEM_CODES[error.code];
+    // A write(2) failure carries no path: `where` (the entry or file being written) stands in.
+    const path = error.path ?? error.dest ?? where ?? 'a file';
+    const doing = error.syscall ? ` (${error.syscall})` : '';
+    return errors_failure(`FS_${error.code}`, `${path}: ${known.what}${doing}${outcome ? `; ${outcome}` : ''}`, {
+        fix: known.fix(path),
+        cause: error,
+        details: { path, errno: error.code },
+    });
+}
+/** Runs a catalog write; a filesystem failure becomes a LifelineError carrying `outcome`. */
+async function withWriteOutcome(outcome, fn, where) {
+    try {
+        return await fn();
+    }
+    catch (error) {
+        throw describeFilesystemError(error, outcome, where) ?? error;
+    }
+}
+
 ;// CONCATENATED MODULE: ./src/catalog/sums.ts
-
-
 
 const SUMS_FILE = 'SHA256SUMS';
 /** The exact format `sha256sum -c` reads: hash, two spaces, file name. */
@@ -78442,17 +78670,28 @@ function parseSums(text) {
     }
     return entries;
 }
-/** Re-hashes every file listed in a directory's SHA256SUMS. */
-async function checkSums(dir) {
-    const entries = parseSums(await readFile(join(dir, SUMS_FILE), 'utf8'));
+/**
+ * Re-hashes every file listed in a directory's SHA256SUMS, each through `openEntryFile`: a name
+ * that is not a safe single segment, a symlink, a FIFO or a device fails its check unhashed.
+ * With `listed` (the names the entry's metadata records), a line for any other name is a failed
+ * check too, never an extra file to hash.
+ */
+async function checkSums(dir, options = {}) {
+    const entries = parseSums(await readEntryText(dir, SUMS_FILE));
+    const listed = options.listed && new Set([...options.listed, SUMS_FILE]);
     const results = [];
     for (const entry of entries) {
+        if (listed && !listed.has(entry.file)) {
+            results.push({ file: entry.file, expected: entry.sha256, ok: false, error: `${SUMS_FILE} lists ${JSON.stringify(entry.file)}, which the entry's metadata does not name; it was not read` });
+            continue;
+        }
         try {
-            const { sha256 } = await sha256File(join(dir, entry.file));
+            const { sha256 } = await sha256EntryFile(dir, entry.file);
             results.push({ file: entry.file, expected: entry.sha256, actual: sha256, ok: sha256 === entry.sha256 });
         }
         catch (error) {
-            results.push({ file: entry.file, expected: entry.sha256, ok: false, error: error.message });
+            const message = error instanceof UnsafeEntryFileError ? error.message : error.message;
+            results.push({ file: entry.file, expected: entry.sha256, ok: false, error: message });
         }
     }
     return results;
@@ -78466,12 +78705,14 @@ async function checkSums(dir) {
 
 
 
+
+
 const CATALOG_SCHEMA_VERSION = 1;
 const SAFE_SEGMENT = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/;
 /** Refuses anything that could escape the catalog's directory when used as a path segment. */
 function assertSafeSegment(value, what) {
     if (!SAFE_SEGMENT.test(value) || value.includes('..')) {
-        throw usageError('UNSAFE_NAME', `${what} ${JSON.stringify(value)} cannot be used as a catalog name`, `use letters, digits, '.', '_', '+' and '-' only (no '/', '..', spaces or control characters), starting with a letter or digit`);
+        throw errors_usageError('UNSAFE_NAME', `${what} ${JSON.stringify(value)} cannot be used as a catalog name`, `use letters, digits, '.', '_', '+' and '-' only (no '/', '..', spaces or control characters), starting with a letter or digit`);
     }
 }
 /** Sortable, collision-resistant ids: creation time in UTC plus randomness. */
@@ -78486,8 +78727,19 @@ function newEntryId(now = new Date()) {
  */
 class Catalog {
     root;
-    constructor(root) {
+    options;
+    /** Paths of damaged entries already reported by this catalog (each is reported once). */
+    reported = new Set();
+    constructor(root, options = {}) {
         this.root = root;
+        this.options = options;
+    }
+    /** Reports an entry that is skipped because it cannot be read (once per path). */
+    reportDamaged(path, reason) {
+        if (this.reported.has(path))
+            return;
+        this.reported.add(path);
+        this.options.warn?.(`skipped ${path}: ${reason}; the other entries are used (inspect it, restore it from an off-host copy or remove the entry)`);
     }
     envDir(env) {
         assertSafeSegment(env, 'environment');
@@ -78503,11 +78755,12 @@ class Catalog {
     async begin(env, kind, id, metadataFile) {
         const finalDir = this.entryDir(env, kind, id);
         if (await exists(finalDir)) {
-            throw usageError('ENTRY_EXISTS', `${kind} entry ${id} already exists in environment ${env}`, 'choose another id; catalog entries are immutable once written');
+            throw errors_usageError('ENTRY_EXISTS', `${kind} entry ${id} already exists in environment ${env}`, 'choose another id; catalog entries are immutable once written');
         }
+        warnIfStoreShared(this.root, env);
         const stagingDir = (0,external_node_path_.join)(this.kindDir(env, kind), `.staging-${id}-${process.pid}`);
-        await (0,promises_.mkdir)(stagingDir, { recursive: true });
-        return new StagedEntry(stagingDir, finalDir, metadataFile);
+        await withWriteOutcome(`nothing was added to the catalog (${kind} entry ${id} was not started)`, () => mkdirPrivate(stagingDir));
+        return new StagedEntry(stagingDir, finalDir, metadataFile, `${kind} entry ${id}`);
     }
     /** Complete entries, newest first. Staging directories and entries without metadata are skipped. */
     async list(env, kind, metadataFile) {
@@ -78525,14 +78778,29 @@ class Catalog {
         for (const name of names) {
             if (name.startsWith('.'))
                 continue;
+            // An entry that vanishes mid-listing (a concurrent prune renamed it away) is simply skipped.
+            const info = await (0,promises_.stat)((0,external_node_path_.join)(dir, name)).catch(skipWhenGone);
             // A stray file beside the entries (an operator's note, a copied archive) is not an entry.
-            if (!(await (0,promises_.stat)((0,external_node_path_.join)(dir, name))).isDirectory())
+            if (!info?.isDirectory())
                 continue;
-            const metadata = await readJsonIfExists((0,external_node_path_.join)(dir, name, metadataFile));
+            const path = (0,external_node_path_.join)(dir, name, metadataFile);
+            let metadata;
+            try {
+                metadata = await readJsonIfExists(path);
+            }
+            catch (error) {
+                if (isGone(error))
+                    continue;
+                // One damaged entry must not take the listing (and every restore, drill and gate) down with it.
+                this.reportDamaged(path, error.code === 'CATALOG_CORRUPT' ? 'it is not valid JSON' : error.message);
+                continue;
+            }
             if (!metadata)
                 continue;
-            if (metadata.schemaVersion > CATALOG_SCHEMA_VERSION) {
-                throw errors_failure('CATALOG_TOO_NEW', `${(0,external_node_path_.join)(dir, name, metadataFile)} has schema version ${metadata.schemaVersion}; this Lifeline reads up to ${CATALOG_SCHEMA_VERSION}`, { fix: 'upgrade Lifeline' });
+            const problem = metadataProblem(metadata);
+            if (problem) {
+                this.reportDamaged(path, problem);
+                continue;
             }
             entries.push({ id: name, dir: (0,external_node_path_.join)(dir, name), metadata });
         }
@@ -78545,7 +78813,32 @@ class Catalog {
     }
     /** Rewrites an entry's metadata atomically (e.g. to record a verification). */
     async updateMetadata(entry, metadataFile, metadata) {
-        await writeFileAtomic((0,external_node_path_.join)(entry.dir, metadataFile), `${JSON.stringify(metadata, null, 2)}\n`);
+        await withWriteOutcome(`${(0,external_node_path_.join)(entry.dir, metadataFile)} was left as it was (the entry itself is unchanged)`, () => writeFileAtomic((0,external_node_path_.join)(entry.dir, metadataFile), `${JSON.stringify(metadata, null, 2)}\n`));
+    }
+    /**
+     * Rewrites the metadata of an entry that must still be there: never creates a directory, so an
+     * entry deleted meanwhile stays deleted (the temporary file cannot be created in a directory
+     * that is gone, and the rename fails once the directory was renamed away).
+     * Returns false, writing nothing, when the entry or its metadata file is gone.
+     */
+    async rewriteExistingMetadata(entry, metadataFile, metadata) {
+        const path = (0,external_node_path_.join)(entry.dir, metadataFile);
+        if (!(await exists(path)))
+            return false;
+        const tmp = (0,external_node_path_.join)(entry.dir, `.${metadataFile}.tmp-${process.pid}-${Date.now()}`);
+        try {
+            await (0,promises_.writeFile)(tmp, `${JSON.stringify(metadata, null, 2)}\n`, { mode: PRIVATE_FILE_MODE, flag: 'wx' });
+            await fsyncPath(tmp);
+            await (0,promises_.rename)(tmp, path);
+        }
+        catch (error) {
+            await (0,promises_.rm)(tmp, { force: true });
+            if (isGone(error))
+                return false;
+            throw error;
+        }
+        await fsyncPath(entry.dir).catch(skipWhenGone);
+        return true;
     }
     async remove(entry) {
         // Rename first so a half-deleted entry never lists as complete.
@@ -78582,9 +78875,12 @@ class Catalog {
     /** Appends one JSON line to an environment's append-only log (e.g. deploy history). */
     async appendLog(env, name, record) {
         const path = (0,external_node_path_.join)(this.envDir(env), name);
-        await (0,promises_.mkdir)(this.envDir(env), { recursive: true });
-        await (0,promises_.appendFile)(path, `${JSON.stringify(record)}\n`);
-        await fsyncPath(path);
+        warnIfStoreShared(this.root, env);
+        await withWriteOutcome(`the record was not appended to ${name}`, async () => {
+            await mkdirPrivate(this.envDir(env));
+            await (0,promises_.appendFile)(path, `${JSON.stringify(record)}\n`, { mode: PRIVATE_FILE_MODE });
+            await fsyncPath(path);
+        });
     }
     async readLog(env, name) {
         const text = await (0,promises_.readFile)((0,external_node_path_.join)(this.envDir(env), name), 'utf8').catch((error) => {
@@ -78610,12 +78906,18 @@ class StagedEntry {
     dir;
     finalDir;
     metadataFile;
+    what;
     sums = [];
     settled = false;
-    constructor(dir, finalDir, metadataFile) {
+    constructor(dir, finalDir, metadataFile, what = 'the entry') {
         this.dir = dir;
         this.finalDir = finalDir;
         this.metadataFile = metadataFile;
+        this.what = what;
+    }
+    /** A write failure inside a staged entry never leaves anything listed: say so, with the path. */
+    write(fn) {
+        return withWriteOutcome(`nothing was added to the catalog (${this.what} stays unlisted; its staging directory is removed)`, fn, this.dir);
     }
     path(name) {
         assertSafeSegment(name, 'file name');
@@ -78623,7 +78925,7 @@ class StagedEntry {
     }
     /** Streams a payload into the entry, hashing it on the way, and records it for SHA256SUMS. */
     async addStream(name, source, onProgress) {
-        const result = await streamToFile(source, this.path(name), onProgress);
+        const result = await this.write(() => streamToFile(source, this.path(name), onProgress));
         this.sums.push({ file: name, sha256: result.sha256 });
         return result;
     }
@@ -78633,7 +78935,7 @@ class StagedEntry {
         return {
             stream: writer.stream,
             done: async () => {
-                const result = await writer.done();
+                const result = await this.write(() => writer.done());
                 this.sums.push({ file: name, sha256: result.sha256 });
                 return result;
             },
@@ -78644,10 +78946,12 @@ class StagedEntry {
     }
     /** Writes SHA256SUMS and the metadata, fsyncs, and renames the entry into place. */
     async commit(metadata) {
-        await writeFileAtomic((0,external_node_path_.join)(this.dir, SUMS_FILE), formatSums(this.sums));
-        await writeFileAtomic((0,external_node_path_.join)(this.dir, this.metadataFile), `${JSON.stringify(metadata, null, 2)}\n`);
-        await fsyncPath(this.dir);
-        await (0,promises_.rename)(this.dir, this.finalDir);
+        await this.write(async () => {
+            await writeFileAtomic((0,external_node_path_.join)(this.dir, SUMS_FILE), formatSums(this.sums));
+            await writeFileAtomic((0,external_node_path_.join)(this.dir, this.metadataFile), `${JSON.stringify(metadata, null, 2)}\n`);
+            await fsyncPath(this.dir);
+            await (0,promises_.rename)(this.dir, this.finalDir);
+        });
         await fsyncPath((0,external_node_path_.join)(this.finalDir, '..'));
         this.settled = true;
     }
@@ -78657,6 +78961,28 @@ class StagedEntry {
         this.settled = true;
         await (0,promises_.rm)(this.dir, { recursive: true, force: true });
     }
+}
+function isGone(error) {
+    const code = error?.code;
+    return code === 'ENOENT' || code === 'ENOTDIR';
+}
+function skipWhenGone(error) {
+    if (isGone(error))
+        return undefined;
+    throw error;
+}
+/** Why parsed metadata cannot be listed, or undefined when it has what listing and sorting need. */
+function metadataProblem(metadata) {
+    if (typeof metadata !== 'object' || metadata === null || Array.isArray(metadata))
+        return 'it is not a JSON object';
+    const m = metadata;
+    if (typeof m.createdAt !== 'string' || Number.isNaN(Date.parse(m.createdAt)))
+        return 'it has no valid createdAt';
+    if (typeof m.schemaVersion !== 'number')
+        return 'it has no schemaVersion';
+    if (m.schemaVersion > CATALOG_SCHEMA_VERSION)
+        return `it has schema version ${m.schemaVersion}, written by a newer Lifeline (this one reads up to ${CATALOG_SCHEMA_VERSION}); upgrade Lifeline to use it`;
+    return undefined;
 }
 async function exists(path) {
     try {
@@ -78694,10 +79020,99 @@ function processAlive(pid) {
     }
 }
 
-// EXTERNAL MODULE: ./node_modules/@sigstore/bundle/dist/index.js
-var dist = __nccwpck_require__(61040);
 // EXTERNAL MODULE: ./node_modules/@sigstore/sign/dist/index.js
-var sign_dist = __nccwpck_require__(15179);
+var dist = __nccwpck_require__(15179);
+;// CONCATENATED MODULE: ./src/manifest/keyless.ts
+
+
+function githubIdentityToken(request) {
+    if (!request.requestUrl || !request.requestToken) {
+        throw errors_usageError('KEYLESS_NO_OIDC', 'keyless signing needs a GitHub Actions OIDC token, and ACTIONS_ID_TOKEN_REQUEST_URL is not set', 'run it in a GitHub Actions job with "permissions: id-token: write", or sign with a key (--signing-key)');
+    }
+    const { requestUrl, requestToken } = request;
+    return async () => {
+        const url = new URL(requestUrl);
+        url.searchParams.set('audience', 'sigstore');
+        const response = await fetch(url, { headers: { Authorization: `Bearer ${requestToken}`, Accept: 'application/json' } });
+        if (!response.ok) {
+            throw errors_failure('KEYLESS_OIDC_FAILED', `GitHub's OIDC endpoint answered HTTP ${response.status}`, { fix: 'check that the job has "permissions: id-token: write"' });
+        }
+        const body = (await response.json());
+        if (!body.value)
+            throw errors_failure('KEYLESS_OIDC_FAILED', "GitHub's OIDC endpoint returned no token", { fix: 'check that the job has "permissions: id-token: write"' });
+        return body.value;
+    };
+}
+/** Fulcio signer plus witnesses: Rekor by default, a TSA when one is named (and Rekor only if also named). */
+function keylessSignerAndWitnesses(options) {
+    const identityProvider = { getToken: options.identityToken };
+    const signer = new dist/* FulcioSigner */.$o({ identityProvider, fulcioBaseURL: options.fulcioUrl ?? dist/* DEFAULT_FULCIO_URL */.jl });
+    const witnesses = [];
+    const rekorUrl = options.rekorUrl ?? (options.tsaUrl ? undefined : dist/* DEFAULT_REKOR_URL */.AD);
+    if (rekorUrl)
+        witnesses.push(new dist/* RekorWitness */.fU({ rekorBaseURL: rekorUrl, entryType: 'dsse' }));
+    if (options.tsaUrl)
+        witnesses.push(new dist/* TSAWitness */.gs({ tsaBaseURL: options.tsaUrl }));
+    return { signer, witnesses };
+}
+
+// EXTERNAL MODULE: ./node_modules/@sigstore/protobuf-specs/dist/index.js
+var protobuf_specs_dist = __nccwpck_require__(19654);
+// EXTERNAL MODULE: ./node_modules/@sigstore/tuf/dist/index.js
+var tuf_dist = __nccwpck_require__(84423);
+;// CONCATENATED MODULE: ./src/manifest/trust.ts
+
+
+
+
+/**
+ * A RegExp that matches exactly one of the trusted identities. @sigstore/verify treats a string SAN
+ * policy as an unanchored regular expression, so `...@refs/heads/main` would also accept
+ * `...@refs/heads/main-evil`.
+ */
+function exactIdentityPattern(identities) {
+    const list = typeof identities === 'string' ? [identities] : identities;
+    return new RegExp(`^(?:${list.map((identity) => identity.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')).join('|')})$`);
+}
+/**
+ * The trusted keyless identities, from a config list or a flag value with one identity per line or
+ * comma. A list lets an upgrade of the signing workflow (whose identity ends in the commit it was
+ * called at) keep accepting the manifests the older commit signed.
+ */
+function trustedIdentities(value) {
+    if (value === undefined)
+        return [];
+    const parts = typeof value === 'string' ? value.split(/[\n,]/) : value;
+    return [...new Set(parts.map((part) => part.trim()).filter(Boolean))];
+}
+/** A pinned trusted root file (offline), or the public-good instance's root through TUF (online). */
+async function loadTrustedRoot(path) {
+    if (path) {
+        let json;
+        try {
+            json = JSON.parse(await (0,promises_.readFile)(path, 'utf8'));
+        }
+        catch (error) {
+            throw errors_usageError('BAD_TRUSTED_ROOT', `cannot read the trusted root ${path} (${error.message})`, 'pass a Sigstore trusted_root.json (e.g. from `sigstore-js` or `cosign trusted-root create`)');
+        }
+        const root = protobuf_specs_dist.TrustedRoot.fromJSON(json);
+        if (root.certificateAuthorities.length === 0)
+            throw errors_usageError('BAD_TRUSTED_ROOT', `${path} lists no certificate authority`, 'pass a trusted root with the Fulcio certificate authority that issued the signing certificates');
+        return root;
+    }
+    try {
+        return await (0,tuf_dist.getTrustedRoot)();
+    }
+    catch (error) {
+        throw errors_failure('TRUSTED_ROOT_UNAVAILABLE', `could not fetch the Sigstore public-good trusted root through TUF (${error.message})`, {
+            cause: error,
+            fix: 'verify online, or pin a trusted root file for offline verification (manifest.trustedRoot in lifeline.yml or --trusted-root)',
+        });
+    }
+}
+
+// EXTERNAL MODULE: ./node_modules/@sigstore/bundle/dist/index.js
+var bundle_dist = __nccwpck_require__(61040);
 ;// CONCATENATED MODULE: ./src/manifest/keys.ts
 
 
@@ -78717,7 +79132,7 @@ function publicKeyHint(key) {
 }
 function assertP256(key, what) {
     if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
-        throw usageError('BAD_SIGNING_KEY', `${what} is not an ECDSA P-256 key`, 'generate one with `openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt` or `lifeline manifest keygen`');
+        throw errors_usageError('BAD_SIGNING_KEY', `${what} is not an ECDSA P-256 key`, 'generate one with `openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt` or `lifeline manifest keygen`');
     }
 }
 /** The private key from a PEM string or from the path of a PEM file (the secret may be either). */
@@ -78728,7 +79143,7 @@ async function loadSigningKey(pemOrPath) {
         key = (0,external_node_crypto_.createPrivateKey)({ key: pem, format: 'pem' });
     }
     catch (error) {
-        throw usageError('BAD_SIGNING_KEY', `the signing key is not a readable unencrypted PEM private key (${error.message})`, 'pass an unencrypted PKCS#8 or SEC1 PEM ECDSA P-256 private key, or the path of one');
+        throw errors_usageError('BAD_SIGNING_KEY', `the signing key is not a readable unencrypted PEM private key (${error.message})`, 'pass an unencrypted PKCS#8 or SEC1 PEM ECDSA P-256 private key, or the path of one');
     }
     assertP256(key, 'the signing key');
     return key;
@@ -78740,7 +79155,7 @@ async function loadPublicKey(path) {
         key = (0,external_node_crypto_.createPublicKey)({ key: pem, format: 'pem' });
     }
     catch (error) {
-        throw usageError('BAD_PUBLIC_KEY', `${path} is not a PEM public key (${error.message})`, 'pass the PEM public key published for the signing key (-----BEGIN PUBLIC KEY-----)');
+        throw errors_usageError('BAD_PUBLIC_KEY', `${path} is not a PEM public key (${error.message})`, 'pass the PEM public key published for the signing key (-----BEGIN PUBLIC KEY-----)');
     }
     assertP256(key, path);
     return key;
@@ -78750,7 +79165,7 @@ async function readKeyFile(path, what) {
         return await (0,promises_.readFile)(path, 'utf8');
     }
     catch (error) {
-        throw usageError('KEY_FILE_UNREADABLE', `cannot read the ${what} file ${path} (${error.code ?? error.message})`, `pass the path of the ${what} PEM file${what === 'signing key' ? ', or the PEM itself from a secret' : ''}`);
+        throw errors_usageError('KEY_FILE_UNREADABLE', `cannot read the ${what} file ${path} (${error.code ?? error.message})`, `pass the path of the ${what} PEM file${what === 'signing key' ? ', or the PEM itself from a secret' : ''}`);
     }
 }
 /** A Sigstore `Signer` that signs with a local ECDSA P-256 key; the bundle names the key by its hint. */
@@ -78771,40 +79186,6 @@ class KeySigner {
     }
 }
 
-;// CONCATENATED MODULE: ./src/manifest/keyless.ts
-
-
-function githubIdentityToken(request) {
-    if (!request.requestUrl || !request.requestToken) {
-        throw usageError('KEYLESS_NO_OIDC', 'keyless signing needs a GitHub Actions OIDC token, and ACTIONS_ID_TOKEN_REQUEST_URL is not set', 'run it in a GitHub Actions job with "permissions: id-token: write", or sign with a key (--signing-key)');
-    }
-    const { requestUrl, requestToken } = request;
-    return async () => {
-        const url = new URL(requestUrl);
-        url.searchParams.set('audience', 'sigstore');
-        const response = await fetch(url, { headers: { Authorization: `Bearer ${requestToken}`, Accept: 'application/json' } });
-        if (!response.ok) {
-            throw errors_failure('KEYLESS_OIDC_FAILED', `GitHub's OIDC endpoint answered HTTP ${response.status}`, { fix: 'check that the job has "permissions: id-token: write"' });
-        }
-        const body = (await response.json());
-        if (!body.value)
-            throw errors_failure('KEYLESS_OIDC_FAILED', "GitHub's OIDC endpoint returned no token", { fix: 'check that the job has "permissions: id-token: write"' });
-        return body.value;
-    };
-}
-/** Fulcio signer plus witnesses: Rekor by default, a TSA when one is named (and Rekor only if also named). */
-function keylessSignerAndWitnesses(options) {
-    const identityProvider = { getToken: options.identityToken };
-    const signer = new sign_dist/* FulcioSigner */.$o({ identityProvider, fulcioBaseURL: options.fulcioUrl ?? sign_dist/* DEFAULT_FULCIO_URL */.jl });
-    const witnesses = [];
-    const rekorUrl = options.rekorUrl ?? (options.tsaUrl ? undefined : sign_dist/* DEFAULT_REKOR_URL */.AD);
-    if (rekorUrl)
-        witnesses.push(new sign_dist/* RekorWitness */.fU({ rekorBaseURL: rekorUrl, entryType: 'dsse' }));
-    if (options.tsaUrl)
-        witnesses.push(new sign_dist/* TSAWitness */.gs({ tsaBaseURL: options.tsaUrl }));
-    return { signer, witnesses };
-}
-
 ;// CONCATENATED MODULE: ./src/manifest/image-ref.ts
 
 const DIGEST = /^sha256:[0-9a-f]{64}$/;
@@ -78815,7 +79196,7 @@ function isDigest(value) {
 }
 /** Parses `[registry/]repo[:tag][@sha256:hex]` the way Docker does. */
 function parseImageReference(reference) {
-    const bad = (why) => usageError('BAD_IMAGE_REFERENCE', `image reference ${JSON.stringify(reference)} is not valid: ${why}`, 'write it as registry/repository:tag or registry/repository@sha256:<64 hex digits>');
+    const bad = (why) => errors_usageError('BAD_IMAGE_REFERENCE', `image reference ${JSON.stringify(reference)} is not valid: ${why}`, 'write it as registry/repository:tag or registry/repository@sha256:<64 hex digits>');
     const trimmed = reference.trim();
     if (!trimmed)
         throw bad('it is empty');
@@ -78889,7 +79270,7 @@ async function resolveImageDigest(reference, options = {}) {
         return pinnedReference({ ...ref, digest: ref.digest });
     const url = `${registryBaseUrl(ref.registry)}/v2/${ref.repository}/manifests/${encodeURIComponent(ref.tag)}`;
     const doFetch = options.fetchImpl ?? fetch;
-    const unresolvable = (why, cause) => usageError('TAG_NOT_RESOLVED', `could not resolve ${reference} to a digest: ${why}`, 'push the image first, check the registry credentials, or pass the image by digest (registry/repo@sha256:...); a manifest is never written with a bare tag', cause ? { cause: String(cause) } : undefined);
+    const unresolvable = (why, cause) => errors_usageError('TAG_NOT_RESOLVED', `could not resolve ${reference} to a digest: ${why}`, 'push the image first, check the registry credentials, or pass the image by digest (registry/repo@sha256:...); a manifest is never written with a bare tag', cause ? { cause: String(cause) } : undefined);
     const request = (authorization) => doFetch(url, { method: 'HEAD', headers: { Accept: MANIFEST_ACCEPT, ...(authorization ? { Authorization: authorization } : {}) }, redirect: 'follow' });
     let response;
     try {
@@ -78901,7 +79282,7 @@ async function resolveImageDigest(reference, options = {}) {
         }
     }
     catch (error) {
-        if (isLifelineError(error))
+        if (errors_isLifelineError(error))
             throw error;
         throw unresolvable(`${url} could not be reached (${error.message})`, error);
     }
@@ -78946,7 +79327,7 @@ async function answerChallenge(header, ref, auth, doFetch) {
     tokenUrl.searchParams.set('scope', params.scope ?? `repository:${ref.repository}:pull`);
     const tokenResponse = await doFetch(tokenUrl, { headers: basicHeader(auth) ? { Authorization: basicHeader(auth) } : {} });
     if (!tokenResponse.ok) {
-        throw usageError('REGISTRY_TOKEN', `the registry's token service ${tokenUrl.origin} answered HTTP ${tokenResponse.status}`, 'check the registry credentials (registry-username / registry-password)');
+        throw errors_usageError('REGISTRY_TOKEN', `the registry's token service ${tokenUrl.origin} answered HTTP ${tokenResponse.status}`, 'check the registry credentials (registry-username / registry-password)');
     }
     const body = (await tokenResponse.json());
     const token = body.token ?? body.access_token;
@@ -88618,11 +88999,11 @@ async function createReleaseManifest(options) {
     assertSafeSegment(release, 'release version');
     for (const role of SERVICE_ROLES) {
         if (!options.images[role])
-            throw usageError('MISSING_IMAGE', `no image for the ${role} service`, `pass --image ${role}=registry/repo:tag (or @sha256:...) for each of api, web and worker`);
+            throw errors_usageError('MISSING_IMAGE', `no image for the ${role} service`, `pass --image ${role}=registry/repo:tag (or @sha256:...) for each of api, web and worker`);
         parseImageReference(options.images[role]);
     }
     if (await catalog.get(env, 'releases', release, types_RELEASE_METADATA_FILE)) {
-        throw usageError('RELEASE_EXISTS', `release ${release} already has a manifest in environment ${env}`, 'release manifests are immutable: use a new version');
+        throw errors_usageError('RELEASE_EXISTS', `release ${release} already has a manifest in environment ${env}`, 'release manifests are immutable: use a new version');
     }
     const signing = await prepareSigner(options);
     const images = {};
@@ -88643,10 +89024,10 @@ async function createReleaseManifest(options) {
     const payload = serializeStatement(buildStatement(manifest));
     const bundle = await logger.group(`Signing release ${release} (${signing.kind === 'key' ? 'key' : 'keyless'})`, async () => {
         try {
-            return await new sign_dist/* DSSEBundleBuilder */.VV({ signer: signing.signer, witnesses: signing.witnesses }).create({ data: payload, type: IN_TOTO_PAYLOAD_TYPE });
+            return await new dist/* DSSEBundleBuilder */.VV({ signer: signing.signer, witnesses: signing.witnesses }).create({ data: payload, type: IN_TOTO_PAYLOAD_TYPE });
         }
         catch (error) {
-            if (isLifelineError(error))
+            if (errors_isLifelineError(error))
                 throw error;
             throw errors_failure('SIGNING_FAILED', `signing the manifest failed: ${error.message}`, { cause: error, fix: signing.kind === 'key' ? 'check the signing key' : 'check the job has "permissions: id-token: write" and that Fulcio, Rekor or the TSA are reachable' });
         }
@@ -88655,7 +89036,7 @@ async function createReleaseManifest(options) {
     const staged = await catalog.begin(env, 'releases', release, types_RELEASE_METADATA_FILE);
     try {
         await staged.addText(MANIFEST_FILE, payload.toString('utf8'));
-        await staged.addText(BUNDLE_FILE, `${JSON.stringify((0,dist.bundleToJSON)(bundle), null, 2)}\n`);
+        await staged.addText(BUNDLE_FILE, `${JSON.stringify((0,bundle_dist.bundleToJSON)(bundle), null, 2)}\n`);
         const metadata = {
             schemaVersion: CATALOG_SCHEMA_VERSION,
             id: release,
@@ -88675,6 +89056,22 @@ async function createReleaseManifest(options) {
     const dir = staged.finalDir;
     logger.info(`release ${release} signed: ${digest}`);
     return { manifestPath: (0,external_node_path_.join)(dir, MANIFEST_FILE), bundlePath: (0,external_node_path_.join)(dir, BUNDLE_FILE), digest, dir, manifest };
+}
+/**
+ * Signs any payload the way release manifests are signed (a DSSE envelope in a Sigstore bundle,
+ * key-based or keyless) and returns the bundle as JSON text; drill reports use it.
+ */
+async function signDssePayload(options, payload, payloadType, what) {
+    const signing = await prepareSigner(options);
+    try {
+        const bundle = await new DSSEBundleBuilder({ signer: signing.signer, witnesses: signing.witnesses }).create({ data: payload, type: payloadType });
+        return { kind: signing.kind, bundleJson: `${JSON.stringify(bundleToJSON(bundle), null, 2)}\n` };
+    }
+    catch (error) {
+        if (isLifelineError(error))
+            throw error;
+        throw failure('SIGNING_FAILED', `signing the ${what} failed: ${error.message}`, { cause: error, fix: signing.kind === 'key' ? 'check the signing key' : 'check the job has "permissions: id-token: write" and that Fulcio, Rekor or the TSA are reachable' });
+    }
 }
 async function prepareSigner(options) {
     const { signer } = options;
@@ -88702,62 +89099,20 @@ async function backupReference(catalog, env, id) {
     }
     catch (error) {
         const missing = error.code === 'ENOENT';
-        throw usageError('BACKUP_NOT_FOUND', missing ? `backup ${id} does not exist in environment ${env} (${path})` : `${path} is not valid JSON`, 'pass the id of a complete backup (lifeline backups lists them)');
+        throw errors_usageError('BACKUP_NOT_FOUND', missing ? `backup ${id} does not exist in environment ${env} (${path})` : `${path} is not valid JSON`, 'pass the id of a complete backup (lifeline backups lists them)');
     }
     const sha256 = metadata.files?.postgres?.sha256;
     if (typeof sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(sha256)) {
-        throw usageError('BACKUP_NO_CHECKSUM', `backup ${id} has no PostgreSQL sha256 in ${path}`, 'pass the id of a complete, verified backup');
+        throw errors_usageError('BACKUP_NO_CHECKSUM', `backup ${id} has no PostgreSQL sha256 in ${path}`, 'pass the id of a complete, verified backup');
     }
     if (metadata.verified?.ok === false) {
-        throw usageError('BACKUP_FAILED_VERIFICATION', `backup ${id} failed its last verification`, 'take a new backup and name it in the manifest; a release must not point at a backup that cannot be restored');
+        throw errors_usageError('BACKUP_FAILED_VERIFICATION', `backup ${id} failed its last verification`, 'take a new backup and name it in the manifest; a release must not point at a backup that cannot be restored');
     }
     return { id, sha256 };
 }
 
-// EXTERNAL MODULE: ./node_modules/@sigstore/protobuf-specs/dist/index.js
-var protobuf_specs_dist = __nccwpck_require__(19654);
 // EXTERNAL MODULE: ./node_modules/@sigstore/verify/dist/index.js
 var verify_dist = __nccwpck_require__(54187);
-// EXTERNAL MODULE: ./node_modules/@sigstore/tuf/dist/index.js
-var tuf_dist = __nccwpck_require__(84423);
-;// CONCATENATED MODULE: ./src/manifest/trust.ts
-
-
-
-
-/**
- * A RegExp that matches exactly one identity. @sigstore/verify treats a string SAN policy as an
- * unanchored regular expression, so `...@refs/heads/main` would also accept `...@refs/heads/main-evil`.
- */
-function exactIdentityPattern(identity) {
-    return new RegExp(`^${identity.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}$`);
-}
-/** A pinned trusted root file (offline), or the public-good instance's root through TUF (online). */
-async function loadTrustedRoot(path) {
-    if (path) {
-        let json;
-        try {
-            json = JSON.parse(await (0,promises_.readFile)(path, 'utf8'));
-        }
-        catch (error) {
-            throw usageError('BAD_TRUSTED_ROOT', `cannot read the trusted root ${path} (${error.message})`, 'pass a Sigstore trusted_root.json (e.g. from `sigstore-js` or `cosign trusted-root create`)');
-        }
-        const root = protobuf_specs_dist.TrustedRoot.fromJSON(json);
-        if (root.certificateAuthorities.length === 0)
-            throw usageError('BAD_TRUSTED_ROOT', `${path} lists no certificate authority`, 'pass a trusted root with the Fulcio certificate authority that issued the signing certificates');
-        return root;
-    }
-    try {
-        return await (0,tuf_dist.getTrustedRoot)();
-    }
-    catch (error) {
-        throw errors_failure('TRUSTED_ROOT_UNAVAILABLE', `could not fetch the Sigstore public-good trusted root through TUF (${error.message})`, {
-            cause: error,
-            fix: 'verify online, or pin a trusted root file for offline verification (manifest.trustedRoot in lifeline.yml or --trusted-root)',
-        });
-    }
-}
-
 ;// CONCATENATED MODULE: ./src/manifest/verify.ts
 
 
@@ -88781,33 +89136,33 @@ async function verifyReleaseManifest(options) {
     const policy = await preparePolicy(options.policy);
     const entry = await catalog.get(env, 'releases', release, types_RELEASE_METADATA_FILE);
     if (!entry) {
-        throw usageError('RELEASE_NOT_FOUND', `release ${release} has no manifest in environment ${env}`, `create it with lifeline manifest create --env ${env} --release ${release}, or pick a release the catalog lists`);
+        throw errors_usageError('RELEASE_NOT_FOUND', `release ${release} has no manifest in environment ${env}`, `create it with lifeline manifest create --env ${env} --release ${release}, or pick a release the catalog lists`);
     }
     const manifestPath = (0,external_node_path_.join)(entry.dir, MANIFEST_FILE);
     const bundlePath = (0,external_node_path_.join)(entry.dir, BUNDLE_FILE);
     const bundle = await readBundle(bundlePath);
     if (bundle.content.$case !== 'dsseEnvelope')
-        throw notVerified('MANIFEST_NOT_DSSE', 'the bundle does not hold a DSSE envelope');
+        throw notVerifiedRelease('MANIFEST_NOT_DSSE', 'the bundle does not hold a DSSE envelope');
     const envelope = bundle.content.dsseEnvelope;
     // The verifier signs over whatever payloadType says; only ours may be accepted.
     if (envelope.payloadType !== IN_TOTO_PAYLOAD_TYPE)
-        throw notVerified('MANIFEST_WRONG_PAYLOAD_TYPE', `the DSSE payloadType is ${JSON.stringify(envelope.payloadType)}, expected ${IN_TOTO_PAYLOAD_TYPE}`);
+        throw notVerifiedRelease('MANIFEST_WRONG_PAYLOAD_TYPE', `the DSSE payloadType is ${JSON.stringify(envelope.payloadType)}, expected ${IN_TOTO_PAYLOAD_TYPE}`);
     const signer = verifyBundle(bundle, policy);
     const payload = Buffer.from(envelope.payload);
     const stored = await (0,promises_.readFile)(manifestPath).catch(() => undefined);
     if (!stored || !stored.equals(payload)) {
-        throw notVerified('MANIFEST_TAMPERED', `${manifestPath} ${stored ? 'differs from' : 'is missing beside'} the signed payload in ${BUNDLE_FILE}`);
+        throw notVerifiedRelease('MANIFEST_TAMPERED', `${manifestPath} ${stored ? 'differs from' : 'is missing beside'} the signed payload in ${BUNDLE_FILE}`);
     }
     const manifest = parseVerifiedStatement(payload);
     if (manifest.release.environment !== env) {
-        throw notVerified('MANIFEST_WRONG_ENVIRONMENT', `the manifest was signed for environment ${manifest.release.environment}, not ${env}`);
+        throw notVerifiedRelease('MANIFEST_WRONG_ENVIRONMENT', `the manifest was signed for environment ${manifest.release.environment}, not ${env}`);
     }
     if (manifest.release.version !== release) {
-        throw notVerified('MANIFEST_WRONG_RELEASE', `the manifest stored as release ${release} was signed for release ${manifest.release.version}`);
+        throw notVerifiedRelease('MANIFEST_WRONG_RELEASE', `the manifest stored as release ${release} was signed for release ${manifest.release.version}`);
     }
     return { manifest, dir: entry.dir, manifestPath, bundlePath, digest: `sha256:${sha256Hex(payload)}`, signer };
 }
-function notVerified(code, why, cause) {
+function notVerifiedRelease(code, why, cause) {
     return errors_failure(code, `release manifest verification failed: ${why}`, {
         cause,
         fix: 'do not deploy this release; re-create the manifest from its pipeline, or check that the verification policy (public key or certificate identity) is the right one',
@@ -88815,21 +89170,22 @@ function notVerified(code, why, cause) {
 }
 async function preparePolicy(policy) {
     const raw = policy;
+    const identities = trustedIdentities(raw.certificateIdentity);
     const hasKey = Boolean(raw.publicKey);
-    const hasIdentity = Boolean(raw.certificateIdentity || raw.certificateOidcIssuer);
+    const hasIdentity = Boolean(identities.length || raw.certificateOidcIssuer);
     if (hasKey === hasIdentity) {
-        throw usageError('BAD_VERIFICATION_POLICY', hasKey ? 'both a public key and a certificate identity were given' : 'no verification policy: neither a public key nor a certificate identity was given', 'pass either --public-key FILE, or --certificate-identity URI with --certificate-oidc-issuer URI (or set manifest: in lifeline.yml)');
+        throw errors_usageError('BAD_VERIFICATION_POLICY', hasKey ? 'both a public key and a certificate identity were given' : 'no verification policy: neither a public key nor a certificate identity was given', 'pass either --public-key FILE, or --certificate-identity URI with --certificate-oidc-issuer URI (or set manifest: in lifeline.yml)');
     }
     if (hasKey) {
         const key = await loadPublicKey(raw.publicKey);
         return { kind: 'key', key, hint: publicKeyHint(key), path: raw.publicKey };
     }
-    if (!raw.certificateIdentity || !raw.certificateOidcIssuer) {
-        throw usageError('BAD_VERIFICATION_POLICY', 'a certificate policy needs both the identity and the OIDC issuer', 'pass --certificate-identity https://github.com/OWNER/REPO/.github/workflows/deploy.yml@refs/heads/main and --certificate-oidc-issuer https://token.actions.githubusercontent.com');
+    if (!identities.length || !raw.certificateOidcIssuer) {
+        throw errors_usageError('BAD_VERIFICATION_POLICY', 'a certificate policy needs both the identity and the OIDC issuer', 'pass --certificate-identity https://github.com/OWNER/REPO/.github/workflows/deploy.yml@refs/heads/main and --certificate-oidc-issuer https://token.actions.githubusercontent.com');
     }
     return {
         kind: 'certificate',
-        identity: raw.certificateIdentity,
+        identities,
         issuer: raw.certificateOidcIssuer,
         root: await loadTrustedRoot(raw.trustedRoot),
         ...(raw.sourceRepository ? { sourceRepository: raw.sourceRepository } : {}),
@@ -88842,22 +89198,50 @@ async function readBundle(path) {
         text = await (0,promises_.readFile)(path, 'utf8');
     }
     catch {
-        throw notVerified('MANIFEST_UNSIGNED', `the release has no signature bundle (${path} is missing)`);
+        throw notVerifiedRelease('MANIFEST_UNSIGNED', `the release has no signature bundle (${path} is missing)`);
     }
     try {
-        return (0,dist.bundleFromJSON)(JSON.parse(text));
+        return (0,bundle_dist.bundleFromJSON)(JSON.parse(text));
     }
     catch (error) {
-        throw notVerified('MANIFEST_BAD_BUNDLE', `${path} is not a valid Sigstore bundle (${error.message})`, error);
+        throw notVerifiedRelease('MANIFEST_BAD_BUNDLE', `${path} is not a valid Sigstore bundle (${error.message})`, error);
     }
 }
-function verifyBundle(bundle, policy) {
+/**
+ * Verifies a file signed with `signDssePayload` (e.g. a drill report): the bundle beside it must
+ * hold a DSSE envelope of `payloadType`, signed as the policy demands, whose payload is exactly
+ * the file's bytes. Failures are exit 1 with codes `<codePrefix>_...`; a bad policy is exit 2.
+ */
+async function verifySignedFile(options) {
+    const policy = await preparePolicy(options.policy);
+    const fail = (code, why, cause) => failure(code.replace(/^MANIFEST_/, `${options.codePrefix}_`), `${options.what} signature verification failed: ${why}`, { cause, fix: `do not trust this ${options.what}; produce a new one with the configured signer, or check the verification policy (manifest: in lifeline.yml)` });
+    let bundle;
+    try {
+        bundle = bundleFromJSON(JSON.parse(await readFile(options.bundlePath, 'utf8')));
+    }
+    catch (error) {
+        const missing = error.code === 'ENOENT';
+        throw fail(missing ? 'MANIFEST_UNSIGNED' : 'MANIFEST_BAD_BUNDLE', missing ? `it is not signed (${options.bundlePath} is missing)` : `${options.bundlePath} is not a valid Sigstore bundle (${error.message})`, error);
+    }
+    if (bundle.content.$case !== 'dsseEnvelope')
+        throw fail('MANIFEST_NOT_DSSE', 'the bundle does not hold a DSSE envelope');
+    const envelope = bundle.content.dsseEnvelope;
+    if (envelope.payloadType !== options.payloadType)
+        throw fail('MANIFEST_WRONG_PAYLOAD_TYPE', `the DSSE payloadType is ${JSON.stringify(envelope.payloadType)}, expected ${options.payloadType}`);
+    const signer = verifyBundle(bundle, policy, fail);
+    const payload = Buffer.from(envelope.payload);
+    const stored = await readFile(options.filePath).catch(() => undefined);
+    if (!stored || !stored.equals(payload))
+        throw fail('MANIFEST_TAMPERED', `${options.filePath} ${stored ? 'differs from' : 'is missing beside'} the signed payload`);
+    return { signer, payload };
+}
+function verifyBundle(bundle, policy, notVerified = notVerifiedRelease) {
     const material = bundle.verificationMaterial.content;
     const bundleHint = material.$case === 'publicKey' ? material.publicKey.hint : undefined;
     if (policy.kind === 'key' && material.$case !== 'publicKey')
-        throw notVerified('MANIFEST_SIGNER_KIND', 'the manifest was signed keyless (with a certificate), but the policy expects a public key');
+        throw notVerified('MANIFEST_SIGNER_KIND', 'it was signed keyless (with a certificate), but the policy expects a public key');
     if (policy.kind === 'certificate' && material.$case === 'publicKey')
-        throw notVerified('MANIFEST_SIGNER_KIND', 'the manifest was signed with a key, but the policy expects a certificate identity');
+        throw notVerified('MANIFEST_SIGNER_KIND', 'it was signed with a key, but the policy expects a certificate identity');
     let trust;
     let verifierOptions;
     let sigstorePolicy;
@@ -88874,7 +89258,7 @@ function verifyBundle(bundle, policy) {
             timestampThreshold: 1,
         };
         const oids = ['sourceRepository', 'sourceRef'].flatMap((name) => policy[name] ? [{ oid: { id: SOURCE_EXTENSIONS[name].oid.split('.').map(Number) }, value: derUtf8String(policy[name]) }] : []);
-        sigstorePolicy = { subjectAlternativeName: exactIdentityPattern(policy.identity), extensions: { issuer: policy.issuer }, ...(oids.length ? { oids } : {}) };
+        sigstorePolicy = { subjectAlternativeName: exactIdentityPattern(policy.identities), extensions: { issuer: policy.issuer }, ...(oids.length ? { oids } : {}) };
     }
     try {
         const signer = new verify_dist/* Verifier */.BL(trust, verifierOptions).verify((0,verify_dist/* toSignedEntity */.DC)(bundle), sigstorePolicy);
@@ -88883,7 +89267,7 @@ function verifyBundle(bundle, policy) {
         return { identity: signer.identity?.subjectAlternativeName, issuer: signer.identity?.extensions?.issuer };
     }
     catch (error) {
-        if (isLifelineError(error))
+        if (errors_isLifelineError(error))
             throw error;
         if (error instanceof verify_dist/* PolicyError */.pn && policy.kind === 'certificate')
             throw notVerified('MANIFEST_WRONG_IDENTITY', `${policyMismatch(error.message, policy)} (${error.message})`, error);
@@ -88903,7 +89287,7 @@ function policyMismatch(message, policy) {
     }
     if (/extension/.test(message))
         return `the certificate's OIDC issuer is not ${policy.issuer}`;
-    return `the certificate identity is not exactly ${policy.identity}`;
+    return policy.identities.length === 1 ? `the certificate identity is not exactly ${policy.identities[0]}` : `the certificate identity is none of the ${policy.identities.length} trusted identities (${policy.identities.join(', ')})`;
 }
 /** The DER encoding of a UTF8String, the form Fulcio gives its newer extension values. */
 function derUtf8String(value) {
@@ -88947,6 +89331,79 @@ function verificationPolicyFor(ctx, settings) {
     };
 }
 
+;// CONCATENATED MODULE: ./src/postgres/compression.ts
+
+const COMPRESSION_METHODS = ['gzip', 'zstd', 'lz4', 'none'];
+/** Levels each method accepts (pg_dump 16's own ranges; gzip's also hold for 15). */
+const LEVELS = {
+    gzip: { min: 1, max: 9 },
+    zstd: { min: 1, max: 22 },
+    lz4: { min: 1, max: 12 },
+};
+/** pg_dump 16 added zstd and lz4 to the custom format; 15 and older have gzip levels only. */
+const FIRST_MAJOR = { gzip: 0, none: 0, zstd: 16, lz4: 16 };
+/**
+ * The default for a pg_dump major. On a small host the dump is bound by pg_dump compressing on
+ * one core: gzip 1 takes about a third of gzip 6's time for an archive ~1.15-1.25x larger.
+ * zstd 1 for 16+: with the zstd CLI on the sample data (pg_dump 16 is not installed here, so
+ * not measured through pg_dump) zstd -1 was ~2x faster than gzip -1 at about gzip -6's size;
+ * zstd -3 was slower and no smaller, and lz4 -1 no faster than zstd -1 but 1.6x larger.
+ */
+function defaultCompression(pgDumpMajor) {
+    return pgDumpMajor >= 16 ? { method: 'zstd', level: 1 } : { method: 'gzip', level: 1 };
+}
+const FORMAT_FIX = 'write METHOD or METHOD:LEVEL, e.g. gzip:1, gzip:6, zstd:3, lz4, none (zstd and lz4 need pg_dump 16 or newer)';
+/**
+ * Parses `METHOD[:LEVEL]` (the `--compress` flag, `postgres.compress`). A bare method takes its
+ * default level (gzip 1, zstd 1, lz4 1). A bare number is pg_dump's own `-Z N` spelling: gzip N, 0 = none.
+ */
+function parseCompression(text, where = '--compress') {
+    const spec = text.trim().toLowerCase();
+    if (/^\d+$/.test(spec)) {
+        const level = Number(spec);
+        if (level > 9)
+            throw errors_usageError('BAD_COMPRESSION', `${where} ${text}: a bare number is a gzip level, 0-9`, FORMAT_FIX);
+        return level === 0 ? { method: 'none', level: null } : { method: 'gzip', level };
+    }
+    const match = /^([a-z0-9]+)(?::(-?\d+))?$/.exec(spec);
+    const method = match?.[1];
+    if (!match || !method || !COMPRESSION_METHODS.includes(method)) {
+        throw errors_usageError('BAD_COMPRESSION', `${where} ${JSON.stringify(text)}: unknown compression method (known: ${COMPRESSION_METHODS.join(', ')})`, FORMAT_FIX);
+    }
+    if (method === 'none') {
+        if (match[2] !== undefined)
+            throw errors_usageError('BAD_COMPRESSION', `${where} ${text}: none takes no level`, FORMAT_FIX);
+        return { method, level: null };
+    }
+    const range = LEVELS[method];
+    const level = match[2] === undefined ? 1 : Number(match[2]);
+    if (level < range.min || level > range.max) {
+        throw errors_usageError('BAD_COMPRESSION', `${where} ${text}: ${method} levels are ${range.min}-${range.max}`, `pick a ${method} level from ${range.min} to ${range.max}, or ${FORMAT_FIX}`);
+    }
+    return { method, level };
+}
+/** `gzip:1`, `zstd:3`, `none`: how messages and backup.json name it. */
+function formatCompression(c) {
+    return c.level === null ? c.method : `${c.method}:${c.level}`;
+}
+/**
+ * The pg_dump argument for a compression, refusing (exit 2, before anything runs) one that this
+ * pg_dump cannot write.
+ */
+function pgDumpCompressArg(c, pgDumpMajor) {
+    if (pgDumpMajor < FIRST_MAJOR[c.method]) {
+        throw usageError('COMPRESSION_UNSUPPORTED', `${formatCompression(c)} compression needs pg_dump ${FIRST_MAJOR[c.method]} or newer; this pg_dump is version ${pgDumpMajor}`, `use gzip (e.g. --compress gzip:1, or postgres.compress: gzip:1 in lifeline.yml), or install the PostgreSQL ${FIRST_MAJOR[c.method]}+ client tools (postgres.binDir)`);
+    }
+    // pg_dump 15 and older know only `--compress=N` (gzip, 0 = none); 16 also reads METHOD:LEVEL.
+    if (pgDumpMajor < 16)
+        return `--compress=${c.level ?? 0}`;
+    return c.level === null ? '--compress=none' : `--compress=${c.method}:${c.level}`;
+}
+/** The legacy `compressLevel` setting (a gzip level, 0 = none) as a compression. */
+function fromGzipLevel(level) {
+    return level === 0 ? { method: 'none', level: null } : { method: 'gzip', level };
+}
+
 ;// CONCATENATED MODULE: ./src/settings/duration.ts
 
 const UNITS = { s: 1, m: 60, h: 3600, d: 86400, w: 604800 };
@@ -88955,7 +89412,7 @@ function parseDuration(value, keyPath = 'duration') {
     const text = value.trim();
     const match = /^(\d+(?:\.\d+)?)\s*([smhdw]?)$/i.exec(text);
     if (!match) {
-        throw usageError('BAD_DURATION', `${keyPath}: "${value}" is not a duration`, 'write a number followed by s, m, h, d or w, e.g. 90s, 15m, 4h, 7d');
+        throw errors_usageError('BAD_DURATION', `${keyPath}: "${value}" is not a duration`, 'write a number followed by s, m, h, d or w, e.g. 90s, 15m, 4h, 7d');
     }
     const amount = Number(match[1]);
     const unit = (match[2] || 's').toLowerCase();
@@ -88991,8 +89448,12 @@ const postgres = object({
     binDir: schemas_string().min(1).optional(),
     /** Query whose single value is the schema migration head, e.g. Alembic's. */
     migrationHeadQuery: schemas_string().min(1).optional(),
-    /** pg_dump compression level for the custom format (0-9). */
+    /** Legacy: a gzip level for the custom format (0-9, 0 = none); prefer `compress`. */
     compressLevel: schemas_number().int().min(0).max(9).optional(),
+    /** pg_dump compression, METHOD[:LEVEL] (gzip:1, zstd:3, lz4, none); default by the pg_dump version. */
+    compress: union([schemas_string().min(1), schemas_number().int()]).optional(),
+    /** How long a backup or restore waits for a table lock (a migration's) before failing with who holds it (default 60s). */
+    lockTimeout: schema_duration.optional(),
     /** Physical backups and WAL archiving through pgBackRest. */
     physical: object({
         stanza: schemas_string().min(1),
@@ -89026,12 +89487,16 @@ const compose = object({
         .strict()
         .optional(),
     healthTimeout: schema_duration.optional(),
+    /** How long every check must keep passing after the first healthy answer (default 5s). */
+    settle: schema_duration.optional(),
 })
     .strict();
 const retention = object({
     keepLast: schemas_number().int().min(1).optional(),
     keepDaily: schemas_number().int().min(0).optional(),
     keepWeekly: schemas_number().int().min(0).optional(),
+    /** Pre-restore backups are their own class and never count toward the environment's backups. */
+    preRestore: object({ keepLast: schemas_number().int().min(0).optional(), keepDays: schemas_number().int().min(0).optional() }).strict().optional(),
 })
     .strict();
 /** Names the docker CLI itself reads: a container variable of that name would redirect or break the CLI that starts it. */
@@ -89065,6 +89530,8 @@ const appCheck = object({
 const drill = object({
     /** Oldest acceptable passing drill for the release gate. */
     maxAge: schema_duration.optional(),
+    /** How often drills are scheduled (the drill workflow's or cron's schedule): checked against maxAge. */
+    every: schema_duration.optional(),
     /** Environment variable holding the URL of an isolated drill database; default: a throwaway cluster. */
     targetUrlEnv: envVarName.optional(),
     smokeSql: schemas_string().min(1).optional(),
@@ -89090,12 +89557,15 @@ const tenants = object({
     keep: schemas_number().int().min(1).optional(),
     /** SQL returning the tenant's last write as one timestamp, with `:'tenant'` where the id goes (as a quoted literal); default: the latest timestamp column over the tenant's rows. */
     lastWriteQuery: schemas_string().min(1).optional(),
+    /** A `via` row whose own tenant column names another tenant than its parent's: `fail` the export and plan (default), or `exclude` it and count it. */
+    crossTenantRows: schemas_enum(['fail', 'exclude']).optional(),
     collections: array(tenantCollection).optional(),
 })
     .strict();
 const manifest = object({
     publicKey: schemas_string().min(1).optional(),
-    certificateIdentity: schemas_string().min(1).optional(),
+    /** Keyless: the trusted signing identity, or a list of them (keep the old workflow commit's identity when upgrading Lifeline). */
+    certificateIdentity: union([schemas_string().min(1), array(schemas_string().min(1)).min(1)]).optional(),
     certificateOidcIssuer: schemas_string().url().optional(),
     /** Keyless: the exact source repository URI the certificate must name (a reusable workflow's identity does not). */
     certificateSourceRepository: schemas_string().url().optional(),
@@ -89118,8 +89588,32 @@ const preflight = object({
     strict: schemas_boolean().optional(),
 })
     .strict();
+/** A credential inside a hook URL ends up in logs, job summaries and proxies' access logs. */
+const CREDENTIAL_PARAM = /^(.*token.*|.*secret.*|.*passw(or)?d.*|pwd|.*api[-_]?key.*|key|sig|signature|auth|authorization|credentials?|x-amz-.*)$/i;
+function hookUrlCredential(url) {
+    let parsed;
+    try {
+        parsed = new URL(url);
+    }
+    catch {
+        return undefined;
+    }
+    if (parsed.username || parsed.password)
+        return 'a user name or password (user:password@)';
+    for (const name of parsed.searchParams.keys())
+        if (CREDENTIAL_PARAM.test(name))
+            return `a credential in the query string (?${name}=)`;
+    return undefined;
+}
 const hook = union([
-    object({ http: schemas_string().url(), method: schemas_enum(['GET', 'POST', 'PUT']).optional(), expectStatus: schemas_number().int().optional() }).strict(),
+    object({
+        http: schemas_string().url(),
+        method: schemas_enum(['GET', 'POST', 'PUT']).optional(),
+        expectStatus: schemas_number().int().optional(),
+        /** Request headers whose values come from environment variables, e.g. { Authorization: HOOK_AUTHORIZATION }. */
+        headersFromEnv: record(schemas_string().regex(/^[A-Za-z0-9-]+$/, 'an HTTP header name such as Authorization'), envVarName).optional(),
+    })
+        .strict(),
     object({ command: array(schemas_string().min(1)).min(1) }).strict(),
 ]);
 const storage = object({
@@ -89135,6 +89629,21 @@ const storage = object({
     reviewed: object({ provider: schemas_string().min(1), by: schemas_string().min(1), date: schemas_string().regex(/^\d{4}-\d{2}-\d{2}$/, 'a date as YYYY-MM-DD') }).strict().optional(),
 })
     .strict();
+/** Who hears about what, and the dead-man's switch. Both URLs are secrets: from the file, or from the variable named. */
+const notify = object({
+    /** POST one JSON message per command (Slack/Mattermost incoming-webhook compatible: it has `text`). */
+    webhook: schemas_string().url().optional(),
+    webhookEnv: envVarName.optional(),
+    /** healthchecks.io convention: URL/start, URL, URL/fail. */
+    ping: schemas_string().url().optional(),
+    pingEnv: envVarName.optional(),
+    /** The scheduled commands that ping (default: backup). */
+    pingCommands: array(schemas_enum(['backup', 'verify', 'prune', 'sync', 'drill', 'gate'])).min(1).optional(),
+    /** Which outcomes post to the webhook (default: failed and refused; drills and gates always). */
+    on: array(schemas_enum(['succeeded', 'failed', 'refused'])).optional(),
+})
+    .strict()
+    .refine((n) => !(n.webhook && n.webhookEnv) && !(n.ping && n.pingEnv), 'set webhook or webhookEnv (ping or pingEnv), not both');
 const environmentSchema = object({
     /** Recovery point objective: the most data, in time, this environment may lose. */
     rpo: schema_duration.optional(),
@@ -89149,12 +89658,28 @@ const environmentSchema = object({
     redis: redis.optional(),
     compose: compose.optional(),
     retention: retention.optional(),
+    /** How often backups are scheduled (the backup workflow's or cron's schedule): checked against the RPO. */
+    backup: object({ every: schema_duration.optional() }).strict().optional(),
     drill: drill.optional(),
     tenants: tenants.optional(),
     manifest: manifest.optional(),
     preflight: preflight.optional(),
-    hooks: object({ postRestore: array(hook).optional() }).strict().optional(),
+    hooks: object({
+        postRestore: array(hook)
+            .superRefine((hooks, ctx) => {
+            hooks.forEach((h, i) => {
+                const credential = 'http' in h ? hookUrlCredential(h.http) : undefined;
+                // The message never repeats the URL: it holds the credential.
+                if (credential)
+                    ctx.addIssue({ code: 'custom', path: [i, 'http'], message: `the URL carries ${credential}; put it in a header from an environment variable instead: headersFromEnv: { Authorization: HOOK_AUTHORIZATION }` });
+            });
+        })
+            .optional(),
+    })
+        .strict()
+        .optional(),
     storage: storage.optional(),
+    notify: notify.optional(),
     /** Production turns on the stricter preflight gates. */
     production: schemas_boolean().optional(),
 })
@@ -89181,26 +89706,95 @@ const EMPTY_CONFIG = { version: 1, environments: {} };
 function loadConfig(path, options) {
     if (!(0,external_node_fs_.existsSync)(path)) {
         if (options.explicit) {
-            throw usageError('CONFIG_NOT_FOUND', `configuration file ${path} does not exist`, 'pass --config with the path of your lifeline.yml, or omit it to use flags and environment variables only');
+            throw errors_usageError('CONFIG_NOT_FOUND', `configuration file ${path} does not exist`, 'pass --config with the path of your lifeline.yml, or omit it to use flags and environment variables only');
         }
         return { path: undefined, config: EMPTY_CONFIG };
     }
-    return { path, config: parseConfig((0,external_node_fs_.readFileSync)(path, 'utf8'), path) };
+    return { path, config: parseConfig(readConfigText(path), path) };
 }
+/** lifeline.yml is a few kilobytes; anything far larger is not a configuration file. */
+const MAX_CONFIG_BYTES = 1024 * 1024;
+/**
+ * Reads the configuration file as text, refusing what is not one: a directory, a device or FIFO
+ * (which could block or never end), an unreadable file, a huge or binary file. Nothing of the
+ * file's content is ever quoted: --config may point at any file on the host.
+ */
+function readConfigText(path) {
+    const fix = 'pass --config with the path of your lifeline.yml (a YAML file)';
+    let info;
+    try {
+        info = (0,external_node_fs_.statSync)(path);
+    }
+    catch (error) {
+        throw errors_usageError('CONFIG_UNREADABLE', `configuration file ${path} cannot be read (${error.code ?? 'error'})`, fix);
+    }
+    if (info.isDirectory())
+        throw errors_usageError('CONFIG_NOT_A_FILE', `configuration file ${path} is a directory`, `${fix}, e.g. --config ${path.replace(/\/+$/, '')}/lifeline.yml`);
+    if (!info.isFile())
+        throw errors_usageError('CONFIG_NOT_A_FILE', `configuration file ${path} is not a regular file`, fix);
+    if (info.size > MAX_CONFIG_BYTES)
+        throw errors_usageError('CONFIG_TOO_LARGE', `configuration file ${path} is ${info.size} bytes, too large for a lifeline.yml (at most ${MAX_CONFIG_BYTES})`, fix);
+    let buffer;
+    try {
+        buffer = (0,external_node_fs_.readFileSync)(path);
+    }
+    catch (error) {
+        const code = error.code;
+        throw errors_usageError('CONFIG_UNREADABLE', `configuration file ${path} cannot be read (${code === 'EACCES' || code === 'EPERM' ? 'permission denied' : code ?? 'error'})`, code === 'EACCES' || code === 'EPERM' ? `make it readable by the user running Lifeline (uid ${process.getuid?.() ?? '?'}), e.g. chmod 0640 ${path} and the right group, or ${fix}` : fix);
+    }
+    if (buffer.includes(0))
+        throw errors_usageError('CONFIG_NOT_YAML', `configuration file ${path} is binary (it holds NUL bytes), not YAML`, fix);
+    return buffer.toString('utf8');
+}
+/** A lifeline.yml needs no aliases to speak of: a handful at most, never an expansion bomb. */
+const MAX_ALIAS_COUNT = 50;
 function parseConfig(text, path = 'lifeline.yml') {
     const lineCounter = new yaml_dist/* LineCounter */.HN();
-    const doc = (0,yaml_dist/* parseDocument */.Tp)(text, { lineCounter, prettyErrors: true });
+    const doc = (0,yaml_dist/* parseDocument */.Tp)(text, { lineCounter, prettyErrors: true, uniqueKeys: true });
     if (doc.errors.length > 0) {
         const first = doc.errors[0];
         const line = first.linePos?.[0]?.line;
-        throw usageError('CONFIG_YAML', `${path}${line ? `:${line}` : ''}: not valid YAML: ${first.message.split('\n')[0]}`, 'fix the YAML syntax at that line (indentation, quoting, a missing colon)');
+        const column = first.linePos?.[0]?.col;
+        // The parser's own message can quote the offending line: say where and what kind, not what it holds.
+        throw errors_usageError('CONFIG_YAML', `${path}${line ? `:${line}` : ''}: not valid YAML (${describeYamlError(first.code)}${column ? ` at column ${column}` : ''})`, 'fix the YAML syntax at that line (indentation, quoting, a missing colon); is --config pointing at your lifeline.yml?');
     }
-    const data = doc.toJS() ?? {};
+    let data;
+    try {
+        data = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT }) ?? {};
+    }
+    catch (error) {
+        if (/alias/i.test(error.message)) {
+            throw errors_usageError('CONFIG_YAML', `${path}: YAML aliases expand too far (more than ${MAX_ALIAS_COUNT} alias references, the shape of a "billion laughs" document)`, 'write the values out instead of nesting aliases (*name)');
+        }
+        throw errors_usageError('CONFIG_YAML', `${path}: not valid YAML (${error.name})`, 'fix the YAML syntax; `lifeline config check` validates the file');
+    }
+    if (data === null || typeof data !== 'object' || Array.isArray(data)) {
+        throw errors_usageError('CONFIG_INVALID', `${path} is not a Lifeline configuration: its top level is ${Array.isArray(data) ? 'a list' : `a ${typeof data}`}, not a mapping of keys`, 'start from examples/lifeline.yml (version: 1, environments: ...); is --config pointing at your lifeline.yml?');
+    }
+    const keys = Object.keys(data);
+    if (keys.length > 0 && !keys.some((k) => k === 'version' || k === 'environments' || k === 'store')) {
+        // Some other file (an env file, a Compose file): its keys are not ours to print.
+        throw errors_usageError('CONFIG_INVALID', `${path} is not a Lifeline configuration: none of version, environments or store at its top level (${keys.length} other key${keys.length === 1 ? '' : 's'})`, 'start from examples/lifeline.yml (version: 1, environments: ...); is --config pointing at your lifeline.yml?');
+    }
     const result = configSchema.safeParse(data);
     if (result.success)
         return result.data;
     const problems = result.error.issues.map((issue) => describeIssue(issue, data, path, (keyPath) => lineOf(doc.contents, keyPath, lineCounter)));
-    throw usageError('CONFIG_INVALID', `${path} is not a valid Lifeline configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`, 'correct the keys named above; `lifeline config check` validates the file without running anything', { problems });
+    throw errors_usageError('CONFIG_INVALID', `${path} is not a valid Lifeline configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`, 'correct the keys named above; `lifeline config check` validates the file without running anything', { problems });
+}
+function describeYamlError(code) {
+    const known = {
+        BAD_INDENT: 'bad indentation',
+        MISSING_CHAR: 'a missing character',
+        MULTILINE_IMPLICIT_KEY: 'a key that spans lines',
+        BLOCK_AS_IMPLICIT_KEY: 'a block used as a key',
+        DUPLICATE_KEY: 'a duplicate key',
+        TAB_AS_INDENT: 'a tab used for indentation',
+        UNEXPECTED_TOKEN: 'an unexpected token',
+        BAD_SCALAR_START: 'a value that starts with a reserved character',
+        BAD_ALIAS: 'a bad alias',
+    };
+    return known[code] ?? code.toLowerCase().replace(/_/g, ' ');
 }
 function describeIssue(issue, data, file, lineFor) {
     const path = issue.path;
@@ -89323,32 +89917,61 @@ function lineOf(root, path, lc) {
 }
 
 ;// CONCATENATED MODULE: ./src/settings/secrets.ts
-/** Returns the URL with its password replaced by `***`, for logs and error messages. */
-function redactUrl(url) {
+
+/** URL query parameters that libpq (and most clients) read as credentials. */
+const SECRET_PARAMS = ['password', 'sslpassword'];
+/** Decodes a percent-escaped component; a malformed escape is kept as written (it is still the secret). */
+function decodeLenient(value) {
     try {
-        const parsed = new URL(url);
-        if (parsed.password)
-            parsed.password = '***';
-        return parsed.toString();
+        return decodeURIComponent(value);
     }
     catch {
-        return url.replace(/(\/\/[^:/@]+:)[^@]*@/, '$1***@');
+        return value;
     }
 }
-/** The password embedded in a URL, if any, so it can be registered as a secret. */
+/** Returns the URL with its password (userinfo and `?password=` / `?sslpassword=`) replaced by `***`. */
+function redactUrl(url) {
+    return redactSecretsInText(url);
+}
+/** Every secret a URL carries: the userinfo password and the credential query parameters, raw and decoded. */
+function secrets_urlSecrets(url) {
+    if (!url)
+        return [];
+    const found = new Set();
+    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@]*?:([^/?#@]*)@/i.exec(url)?.[1];
+    if (userinfo) {
+        found.add(userinfo);
+        found.add(decodeLenient(userinfo));
+    }
+    const query = url.split('?')[1]?.split('#')[0] ?? '';
+    for (const pair of query.split('&')) {
+        const eq = pair.indexOf('=');
+        if (eq < 0)
+            continue;
+        if (!SECRET_PARAMS.includes(decodeLenient(pair.slice(0, eq)).toLowerCase()))
+            continue;
+        const raw = pair.slice(eq + 1);
+        if (!raw)
+            continue;
+        found.add(raw);
+        found.add(decodeLenient(raw.replace(/\+/g, ' ')));
+        found.add(decodeLenient(raw));
+    }
+    return [...found].filter((s) => s && s !== '***');
+}
+/** The password embedded in a URL (userinfo first, else `?password=`), so it can be registered as a secret. */
 function urlPassword(url) {
     if (!url)
         return undefined;
-    try {
-        const password = new URL(url).password;
-        return password ? decodeURIComponent(password) : undefined;
-    }
-    catch {
-        return undefined;
-    }
+    const secrets = secrets_urlSecrets(url);
+    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@]*?:([^/?#@]*)@/i.exec(url)?.[1];
+    if (userinfo)
+        return decodeLenient(userinfo);
+    return secrets.length > 0 ? secrets[secrets.length - 1] : undefined;
 }
 
 ;// CONCATENATED MODULE: ./src/settings/resolve.ts
+
 
 
 
@@ -89397,7 +90020,7 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
     const envConfig = config.environments[name];
     if (!envConfig && declared.length > 0 && name !== DEFAULT_ENVIRONMENT) {
         const suggestion = nearest(name, declared);
-        throw usageError('UNKNOWN_ENVIRONMENT', `environment "${name}" is not declared in ${loaded.path}`, suggestion ? `did you mean --env ${suggestion}? Declared: ${declared.join(', ')}` : `declare it under environments: in ${loaded.path}, or use one of: ${declared.join(', ')}`);
+        throw errors_usageError('UNKNOWN_ENVIRONMENT', `environment "${name}" is not declared in ${loaded.path}`, suggestion ? `did you mean --env ${suggestion}? Declared: ${declared.join(', ')}` : `declare it under environments: in ${loaded.path}, or use one of: ${declared.join(', ')}`);
     }
     const env = envConfig ?? {};
     const baseDir = loaded.path ? (0,external_node_path_.dirname)(loaded.path) : options.cwd;
@@ -89406,34 +90029,20 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
     const secrets = [];
     const store = absCwd(inputs.store) ?? absCwd(options.env.LIFELINE_STORE) ?? abs(env.store) ?? abs(config.store) ?? (0,external_node_path_.resolve)(options.cwd, DEFAULT_STORE);
     const pg = env.postgres ?? {};
-    let pgUrl;
-    let urlSource;
-    if (inputs.databaseUrl !== undefined) {
-        pgUrl = inputs.databaseUrl;
-        urlSource = '--database-url';
-    }
-    else if (options.env.DATABASE_URL) {
-        pgUrl = options.env.DATABASE_URL;
-        urlSource = 'DATABASE_URL';
-    }
-    else if (pg.urlEnv) {
-        pgUrl = options.env[pg.urlEnv];
-        urlSource = pg.urlEnv;
-    }
+    const pgChoice = chooseUrl(inputs.databaseUrl, '--database-url', 'DATABASE_URL', pg.urlEnv, `environments.${name}.postgres.urlEnv`, options.env);
+    const pgUrl = pgChoice.url;
+    const urlSource = pgChoice.source;
     if (pgUrl !== undefined)
         validateUrl(pgUrl, ['postgres:', 'postgresql:'], urlSource ?? 'database URL', 'postgres://user:password@host:5432/dbname');
-    const pgPassword = urlPassword(pgUrl);
-    if (pgPassword)
-        secrets.push(pgPassword);
+    secrets.push(...secrets_urlSecrets(pgUrl));
     let redisSettings;
-    const redisUrl = inputs.redisUrl ?? options.env.REDIS_URL ?? (env.redis?.urlEnv ? options.env[env.redis.urlEnv] : undefined);
+    const redisChoice = chooseUrl(inputs.redisUrl, '--redis-url', 'REDIS_URL', env.redis?.urlEnv, `environments.${name}.redis.urlEnv`, options.env);
+    const redisUrl = redisChoice.url;
     if (redisUrl !== undefined || env.redis) {
         if (redisUrl !== undefined)
-            validateUrl(redisUrl, ['redis:', 'rediss:'], inputs.redisUrl !== undefined ? '--redis-url' : 'REDIS_URL', 'redis://:password@host:6379/0');
-        const redisPassword = urlPassword(redisUrl);
-        if (redisPassword)
-            secrets.push(redisPassword);
-        redisSettings = { url: redisUrl, service: env.redis?.service, binDir: abs(env.redis?.binDir) };
+            validateUrl(redisUrl, ['redis:', 'rediss:'], redisChoice.source ?? 'Redis URL', 'redis://:password@host:6379/0');
+        secrets.push(...secrets_urlSecrets(redisUrl));
+        redisSettings = { url: redisUrl, urlSource: redisChoice.source, urlEnv: env.redis?.urlEnv, service: env.redis?.service, binDir: abs(env.redis?.binDir) };
     }
     const composeCfg = env.compose ?? {};
     const services = {};
@@ -89443,12 +90052,29 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
     }
     const drillCfg = env.drill ?? {};
     const drillTarget = drillCfg.targetUrlEnv ? options.env[drillCfg.targetUrlEnv] : undefined;
-    const drillPassword = urlPassword(drillTarget);
-    if (drillPassword)
-        secrets.push(drillPassword);
+    secrets.push(...secrets_urlSecrets(drillTarget));
+    // Values handed to the application container are as secret as the database URL it gets.
+    secrets.push(...Object.values(drillCfg.appCheck?.env ?? {}));
     const storage = env.storage ? resolveStorage(env.storage, options.env) : undefined;
     if (storage?.credentials)
         secrets.push(storage.credentials.secretAccessKey, ...(storage.credentials.sessionToken ? [storage.credentials.sessionToken] : []));
+    const notifyCfg = env.notify ?? {};
+    const notifyUrl = (value, variable, key) => {
+        const url = value ?? (variable ? options.env[variable] || undefined : undefined);
+        if (url === undefined)
+            return undefined;
+        // The whole URL is the secret (a Slack webhook's path, a healthchecks.io UUID).
+        secrets.push(url);
+        validateUrl(url, ['http:', 'https:'], variable ? `${variable} (environments.${name}.notify.${key}Env)` : `environments.${name}.notify.${key}`, 'https://hooks.slack.com/services/...');
+        return url;
+    };
+    const notify = {
+        webhook: notifyUrl(notifyCfg.webhook, notifyCfg.webhookEnv, 'webhook'),
+        ping: notifyUrl(notifyCfg.ping, notifyCfg.pingEnv, 'ping'),
+        pingCommands: notifyCfg.pingCommands ?? ['backup'],
+        on: notifyCfg.on ?? ['failed', 'refused'],
+        onConfigured: notifyCfg.on !== undefined,
+    };
     const tenantsCfg = env.tenants ?? {};
     return {
         name,
@@ -89463,11 +90089,14 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
         postgres: {
             url: pgUrl,
             urlSource,
+            urlEnv: pg.urlEnv,
             service: pg.service,
             database: pg.database,
             binDir: abs(pg.binDir),
             migrationHeadQuery: pg.migrationHeadQuery,
             compressLevel: pg.compressLevel,
+            compress: resolveCompression(pg.compress, pg.compressLevel, `environments.${name}.postgres`),
+            lockTimeoutSeconds: pg.lockTimeout ? parseDuration(pg.lockTimeout, `environments.${name}.postgres.lockTimeout`) : undefined,
             physical: pg.physical ? { stanza: pg.physical.stanza, configFile: abs(pg.physical.configFile), type: pg.physical.type ?? 'full', repoPath: abs(pg.physical.repoPath) } : undefined,
         },
         redis: redisSettings,
@@ -89477,10 +90106,18 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
             command: composeCfg.command ?? 'auto',
             services,
             healthTimeoutSeconds: composeCfg.healthTimeout ? parseDuration(composeCfg.healthTimeout, `environments.${name}.compose.healthTimeout`) : 120,
+            settleSeconds: composeCfg.settle ? parseDuration(composeCfg.settle, `environments.${name}.compose.settle`) : 5,
         },
-        retention: { keepLast: env.retention?.keepLast ?? 7, keepDaily: env.retention?.keepDaily ?? 7, keepWeekly: env.retention?.keepWeekly ?? 4 },
+        retention: {
+            keepLast: env.retention?.keepLast ?? 7,
+            keepDaily: env.retention?.keepDaily ?? 7,
+            keepWeekly: env.retention?.keepWeekly ?? 4,
+            preRestore: { keepLast: env.retention?.preRestore?.keepLast ?? 3, keepDays: env.retention?.preRestore?.keepDays ?? 7 },
+        },
+        backupEverySeconds: env.backup?.every ? parseDuration(env.backup.every, `environments.${name}.backup.every`) : undefined,
         drill: {
             maxAgeSeconds: drillCfg.maxAge ? parseDuration(drillCfg.maxAge, `environments.${name}.drill.maxAge`) : 7 * 86400,
+            everySeconds: drillCfg.every ? parseDuration(drillCfg.every, `environments.${name}.drill.every`) : undefined,
             targetUrl: drillTarget,
             smokeSql: abs(drillCfg.smokeSql),
             windowSeconds: drillCfg.window ? parseDuration(drillCfg.window, `environments.${name}.drill.window`) : 7 * 86400,
@@ -89501,6 +90138,7 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
             byteCap: parseByteSize(tenantsCfg.byteCap ?? '10GiB'),
             keep: tenantsCfg.keep ?? 3,
             lastWriteQuery: tenantsCfg.lastWriteQuery,
+            crossTenantRows: tenantsCfg.crossTenantRows ?? 'fail',
             collections: tenantsCfg.collections ?? [],
         },
         manifest: {
@@ -89518,15 +90156,31 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
             nginxConfig: abs(env.preflight?.nginxConfig),
             caddyConfig: abs(env.preflight?.caddyConfig),
         },
-        hooks: { postRestore: env.hooks?.postRestore ?? [] },
+        hooks: { postRestore: resolveHooks(env.hooks?.postRestore ?? [], name, options.env, secrets) },
         storage,
+        notify,
         secrets,
     };
+}
+/**
+ * An environment's URL: the flag (given for this one command) wins; then the variable the
+ * environment's config names; the generic variable (DATABASE_URL, REDIS_URL) applies only where the
+ * config names none, so a production URL in DATABASE_URL never reaches `--env staging`. A named
+ * variable that is unset leaves the URL unset (the command then says to set it), never the generic one.
+ */
+function chooseUrl(flag, flagName, generic, named, namedKey, env) {
+    if (flag !== undefined)
+        return { url: flag, source: flagName };
+    if (named)
+        return env[named] === undefined ? {} : { url: env[named], source: `${named} (${namedKey})` };
+    if (env[generic] !== undefined)
+        return { url: env[generic], source: generic };
+    return {};
 }
 function positiveDuration(value, keyPath, fix) {
     const seconds = parseDuration(value, keyPath);
     if (seconds <= 0)
-        throw usageError('BAD_DURATION', `${keyPath}: "${value}" is zero`, fix);
+        throw errors_usageError('BAD_DURATION', `${keyPath}: "${value}" is zero`, fix);
     return seconds;
 }
 function resolveStorage(config, env) {
@@ -89547,10 +90201,10 @@ function validateUrl(url, protocols, source, example) {
         parsed = new URL(url);
     }
     catch {
-        throw usageError('BAD_URL', `${source} is not a valid URL`, `write it as ${example}`);
+        throw errors_usageError('BAD_URL', `${source} is not a valid URL`, `write it as ${example}`);
     }
     if (!protocols.includes(parsed.protocol)) {
-        throw usageError('BAD_URL', `${source} uses the scheme "${parsed.protocol}"; expected ${protocols.join(' or ')}`, `write it as ${example}`);
+        throw errors_usageError('BAD_URL', `${source} uses the scheme "${parsed.protocol}"; expected ${protocols.join(' or ')}`, `write it as ${example}`);
     }
 }
 const SIZE_UNITS = { B: 1, K: 1e3, KB: 1e3, KIB: 1024, M: 1e6, MB: 1e6, MIB: 1024 ** 2, G: 1e9, GB: 1e9, GIB: 1024 ** 3, T: 1e12, TB: 1e12, TIB: 1024 ** 4 };
@@ -89560,11 +90214,36 @@ function parseByteSize(value) {
     const match = /^(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?$/i.exec(value.trim());
     const unit = (match?.[2] ?? 'B').toUpperCase();
     if (!match || SIZE_UNITS[unit] === undefined)
-        throw usageError('BAD_SIZE', `"${value}" is not a size`, 'write a number with B, KB, MB, GB, KiB, MiB or GiB');
+        throw errors_usageError('BAD_SIZE', `"${value}" is not a size`, 'write a number with B, KB, MB, GB, KiB, MiB or GiB');
     return Math.round(Number(match[1]) * SIZE_UNITS[unit]);
+}
+/** `postgres.compress`, else the legacy `compressLevel` as a gzip level; both at once is ambiguous. */
+function resolveCompression(compress, level, where) {
+    if (compress !== undefined && level !== undefined) {
+        throw errors_usageError('CONFIG_INVALID', `${where}: set compress or compressLevel, not both`, `remove ${where}.compressLevel (compressLevel: N is the same as compress: gzip:N)`);
+    }
+    if (compress !== undefined)
+        return parseCompression(String(compress), `${where}.compress`);
+    return level === undefined ? undefined : fromGzipLevel(level);
+}
+function resolveHooks(hooks, env, vars, secrets) {
+    return hooks.map((hook, i) => {
+        if (!('http' in hook) || !hook.headersFromEnv)
+            return hook;
+        const headers = {};
+        for (const [header, variable] of Object.entries(hook.headersFromEnv)) {
+            const value = vars[variable];
+            if (!value)
+                throw errors_usageError('HOOK_HEADER_UNSET', `environments.${env}.hooks.postRestore[${i}].headersFromEnv.${header}: the environment variable ${variable} is unset or empty`, `export ${variable} (in Actions: env: ${variable}: \${{ secrets.... }}) or remove the header`);
+            headers[header] = value;
+            secrets.push(value);
+        }
+        return { ...hook, headers };
+    });
 }
 
 ;// CONCATENATED MODULE: ./src/commands/spec.ts
+
 
 
 const GLOBAL_INPUTS = [
@@ -89606,14 +90285,14 @@ class Inputs {
         const value = this.get(name, 'string');
         const spec = this.specs.get(name);
         if (value !== undefined && spec.choices && !spec.choices.includes(value)) {
-            throw usageError('BAD_INPUT', `--${name} must be one of ${spec.choices.join(', ')} (got "${value}")`, `pass --${name} ${spec.choices[0]}`);
+            throw errors_usageError('BAD_INPUT', `--${name} must be one of ${spec.choices.join(', ')} (got "${value}")`, `pass --${name} ${spec.choices[0]}`);
         }
         return value;
     }
     requiredString(name, fix) {
         const value = this.string(name);
         if (value === undefined || value.trim() === '') {
-            throw usageError('MISSING_INPUT', `missing --${name}`, fix ?? `pass --${name} (action input "${name}")`);
+            throw errors_usageError('MISSING_INPUT', `missing --${name}`, fix ?? `pass --${name} (action input "${name}")`);
         }
         return value;
     }
@@ -89647,7 +90326,7 @@ function parseBoolean(name, value) {
         return true;
     if (['false', 'no', '0', 'off', ''].includes(v))
         return false;
-    throw usageError('BAD_INPUT', `input "${name}" must be true or false (got "${value}")`, `set ${name}: true or ${name}: false`);
+    throw errors_usageError('BAD_INPUT', `input "${name}" must be true or false (got "${value}")`, `set ${name}: true or ${name}: false`);
 }
 /** Resolves the environment settings from the global inputs (flags > env vars > lifeline.yml). */
 function environmentFor(ctx) {
@@ -89669,6 +90348,33 @@ function notImplemented(name, summary, issue, inputs = [], outputs = []) {
         },
     };
 }
+/**
+ * A URL that may carry a password, from `--NAME URL` or from `--NAME-env VAR` (the URL read from
+ * that environment variable, so it never appears in the process list). Its secrets are registered
+ * with the logger either way.
+ */
+function urlInput(ctx, name, options) {
+    const direct = ctx.inputs.string(name);
+    const envName = ctx.inputs.string(`${name}-env`);
+    if (direct && envName) {
+        throw usageError('BAD_INPUT', `give --${name} or --${name}-env, not both`, `keep --${name}-env ${envName}: it keeps the password out of the process list`);
+    }
+    let url = direct;
+    if (envName) {
+        if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(envName)) {
+            throw usageError('BAD_INPUT', `--${name}-env must name an environment variable (got ${JSON.stringify(envName)})`, `pass the variable's name, e.g. --${name}-env TARGET_URL, after export TARGET_URL='${options.example}'`);
+        }
+        url = ctx.env[envName];
+        if (!url)
+            throw usageError('MISSING_INPUT', `--${name}-env ${envName}: the environment variable ${envName} is unset or empty`, `export ${envName}='${options.example}' first (in Actions: env: ${envName}: \${{ secrets.... }})`);
+    }
+    for (const secret of urlSecrets(url))
+        ctx.logger.secret(secret);
+    if (!url && options.required) {
+        throw usageError('MISSING_INPUT', `missing --${name}-env (or --${name})`, `export TARGET_URL='${options.example}' and pass --${name}-env TARGET_URL`);
+    }
+    return url;
+}
 
 ;// CONCATENATED MODULE: ./src/commands/manifest.ts
 
@@ -89681,7 +90387,17 @@ function notImplemented(name, summary, issue, inputs = [], outputs = []) {
 
 
 
+
+
 const RELEASE_INPUT = { name: 'release', type: 'string', description: 'The release version, e.g. v1.4.0 (the catalog entry releases/<version>).', required: true };
+/** How a release manifest (and a drill report) is signed: a key, or keyless in Actions. */
+const SIGNER_INPUTS = [
+    { name: 'signing-key', type: 'string', description: 'ECDSA P-256 private key: a PEM file path, or the PEM itself from a secret (default: LIFELINE_SIGNING_KEY). Masked in logs.' },
+    { name: 'keyless', type: 'boolean', description: 'Sign keyless with the GitHub OIDC identity (needs permissions: id-token: write).', default: 'false' },
+    { name: 'fulcio-url', type: 'string', description: 'Keyless: Fulcio URL (default: the public-good instance).' },
+    { name: 'rekor-url', type: 'string', description: 'Keyless: Rekor URL (default: the public-good instance unless a TSA is given).' },
+    { name: 'tsa-url', type: 'string', description: 'Keyless: RFC 3161 timestamp authority URL (for private repositories).' },
+];
 const OUTPUTS = [
     { name: 'manifest-path', description: 'Path of manifest.json (the signed in-toto Statement) in the catalog.' },
     { name: 'bundle-path', description: 'Path of manifest.sigstore.json (the Sigstore bundle) in the catalog.' },
@@ -89696,11 +90412,7 @@ const manifestCreateCommand = {
         { name: 'image', type: 'list', description: 'service=reference for api, web and worker; tags are resolved to digests through the registry.', required: true },
         { name: 'backup', type: 'string', description: 'Id of the pre-migration backup taken for this release (its sha256 is read from the catalog).' },
         { name: 'migration-head', type: 'string', description: 'The migration head (e.g. alembic revision) this release expects.' },
-        { name: 'signing-key', type: 'string', description: 'ECDSA P-256 private key: a PEM file path, or the PEM itself from a secret (default: LIFELINE_SIGNING_KEY). Masked in logs.' },
-        { name: 'keyless', type: 'boolean', description: 'Sign keyless with the GitHub OIDC identity (needs permissions: id-token: write).', default: 'false' },
-        { name: 'fulcio-url', type: 'string', description: 'Keyless: Fulcio URL (default: the public-good instance).' },
-        { name: 'rekor-url', type: 'string', description: 'Keyless: Rekor URL (default: the public-good instance unless a TSA is given).' },
-        { name: 'tsa-url', type: 'string', description: 'Keyless: RFC 3161 timestamp authority URL (for private repositories).' },
+        ...SIGNER_INPUTS,
         { name: 'registry-username', type: 'string', description: 'Registry user for resolving tags (default: anonymous, or LIFELINE_REGISTRY_USERNAME).' },
         { name: 'registry-password', type: 'string', description: 'Registry password or token (default: LIFELINE_REGISTRY_PASSWORD). Masked in logs.' },
     ],
@@ -89761,10 +90473,61 @@ const manifestVerifyCommand = {
         };
     },
 };
+/** Reads (does not verify: it is our own runner's token) the claims Fulcio turns into the certificate's identity. */
+async function workflowClaimsFromOidc(ctx) {
+    const token = await githubIdentityToken({ requestUrl: ctx.env.ACTIONS_ID_TOKEN_REQUEST_URL, requestToken: ctx.env.ACTIONS_ID_TOKEN_REQUEST_TOKEN })();
+    ctx.logger.secret(token);
+    let claims;
+    try {
+        claims = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8'));
+    }
+    catch {
+        throw errors_usageError('KEYLESS_BAD_TOKEN', 'the GitHub OIDC token could not be decoded', 'run this inside a GitHub Actions job with "permissions: id-token: write"');
+    }
+    if (!claims.job_workflow_ref)
+        throw errors_usageError('KEYLESS_BAD_TOKEN', 'the GitHub OIDC token has no job_workflow_ref claim', 'run this inside a GitHub Actions job with "permissions: id-token: write"');
+    return { identity: `https://github.com/${claims.job_workflow_ref}`, issuer: claims.iss, workflowSha: claims.job_workflow_sha };
+}
+const manifestCheckIdentityCommand = {
+    name: 'manifest check-identity',
+    summary: 'Check, before anything changes, that the keyless identity a workflow signs with is one the verification policy trusts',
+    inputs: [
+        { name: 'identity', type: 'string', description: "The signing identity to check; default inside GitHub Actions: this job's own workflow identity, from its OIDC token (https://github.com/ + job_workflow_ref; needs id-token: write)." },
+        ...POLICY_INPUTS,
+    ],
+    outputs: [
+        { name: 'identity', description: 'The identity that was checked.' },
+        { name: 'workflow-sha', description: "The signing workflow's commit, from the OIDC token (empty when --identity was given)." },
+    ],
+    implemented: true,
+    async run(ctx) {
+        const settings = environmentFor(ctx);
+        const given = ctx.inputs.string('identity');
+        const claims = given ? { identity: given } : await workflowClaimsFromOidc(ctx);
+        const policy = verificationPolicyFor(ctx, settings);
+        const trusted = trustedIdentities(policy.certificateIdentity);
+        const fix = `add ${claims.identity} to manifest.certificateIdentity of environment ${settings.name} in lifeline.yml (a list: keep the identities older releases were signed with, so they still verify for rollbacks)`;
+        if (policy.publicKey)
+            throw errors_usageError('POLICY_EXPECTS_KEY', `environment ${settings.name} verifies release manifests with a public key, but this workflow signs keyless as ${claims.identity}`, 'sign with the key (keyless: false and the SIGNING_KEY secret), or set manifest.certificateIdentity instead of manifest.publicKey');
+        if (!trusted.length)
+            throw errors_usageError('BAD_VERIFICATION_POLICY', `environment ${settings.name} has no trusted keyless identity`, fix);
+        if (!trusted.includes(claims.identity)) {
+            throw refusal('IDENTITY_NOT_TRUSTED', `a manifest signed by ${claims.identity} would not verify for ${settings.name}: the trusted identities are ${trusted.join(', ')}`, fix);
+        }
+        if (claims.issuer && policy.certificateOidcIssuer && claims.issuer !== policy.certificateOidcIssuer) {
+            throw refusal('IDENTITY_NOT_TRUSTED', `this workflow's OIDC issuer is ${claims.issuer}, but ${settings.name} trusts ${policy.certificateOidcIssuer}`, `set manifest.certificateOidcIssuer to ${claims.issuer}`);
+        }
+        const outputs = { identity: claims.identity, 'workflow-sha': claims.workflowSha ?? '' };
+        return {
+            json: { environment: settings.name, trusted: true, ...outputs },
+            text: `${claims.identity} is a trusted signing identity for ${settings.name}`,
+            outputs,
+        };
+    },
+};
 const manifestKeygenCommand = {
     name: 'manifest keygen',
     summary: 'Generate an ECDSA P-256 key pair for key-based release signing',
-    usesGlobals: false,
     inputs: [{ name: 'out', type: 'string', description: 'Directory to write release-signing.key (mode 0600) and release-signing.pub into.', required: true }],
     outputs: [],
     implemented: true,
@@ -89776,7 +90539,7 @@ const manifestKeygenCommand = {
         const publicKeyPath = (0,external_node_path_.join)(dir, 'release-signing.pub');
         await (0,promises_.writeFile)(privateKeyPath, pair.privateKeyPem, { mode: 0o600, flag: 'wx' }).catch((error) => {
             if (error.code === 'EEXIST')
-                throw usageError('KEY_EXISTS', `${privateKeyPath} already exists`, 'choose another --out directory; an existing signing key is never overwritten');
+                throw errors_usageError('KEY_EXISTS', `${privateKeyPath} already exists`, 'choose another --out directory; an existing signing key is never overwritten');
             throw error;
         });
         await (0,promises_.writeFile)(publicKeyPath, pair.publicKeyPem);
@@ -89794,17 +90557,24 @@ function parseImageInputs(values) {
         const eq = value.indexOf('=');
         const role = eq > 0 ? value.slice(0, eq).trim() : '';
         if (!SERVICE_ROLES.includes(role))
-            throw usageError('BAD_IMAGE_INPUT', `--image ${JSON.stringify(value)} does not start with api=, web= or worker=`, fix);
+            throw errors_usageError('BAD_IMAGE_INPUT', `--image ${JSON.stringify(value)} does not start with api=, web= or worker=`, fix);
         if (images[role])
-            throw usageError('BAD_IMAGE_INPUT', `--image ${role}= is given twice`, fix);
+            throw errors_usageError('BAD_IMAGE_INPUT', `--image ${role}= is given twice`, fix);
         images[role] = value.slice(eq + 1).trim();
     }
     const missing = SERVICE_ROLES.filter((role) => !images[role]);
     if (missing.length)
-        throw usageError('MISSING_IMAGE', `no image for ${missing.join(', ')}`, fix);
+        throw errors_usageError('MISSING_IMAGE', `no image for ${missing.join(', ')}`, fix);
     return images;
 }
 function signerFor(ctx) {
+    const signer = optionalSignerFor(ctx);
+    if (!signer)
+        throw errors_usageError('BAD_SIGNER', 'no signer: pass --signing-key or --keyless', 'pass --signing-key PEM_FILE (or set LIFELINE_SIGNING_KEY), or --keyless inside GitHub Actions with permissions: id-token: write');
+    return signer;
+}
+/** The signer from SIGNER_INPUTS, or undefined when neither a key nor keyless was asked for. */
+function optionalSignerFor(ctx) {
     const keyless = ctx.inputs.boolean('keyless');
     const signingKey = ctx.inputs.string('signing-key') ?? ctx.env.LIFELINE_SIGNING_KEY;
     // The PEM itself (from a secret) is masked line by line; a path to it is not a secret and must stay readable in errors.
@@ -89822,7 +90592,7 @@ function signerFor(ctx) {
         return fulcioUrl || rekorUrl || tsaUrl ? { keyless: true, fulcioUrl, rekorUrl, tsaUrl } : 'keyless';
     }
     if (!signingKey)
-        throw usageError('BAD_SIGNER', 'no signer: pass --signing-key or --keyless', 'pass --signing-key PEM_FILE (or set LIFELINE_SIGNING_KEY), or --keyless inside GitHub Actions with permissions: id-token: write');
+        return undefined;
     return { privateKeyPem: signingKey.includes('-----BEGIN') ? signingKey : (0,external_node_path_.resolve)(ctx.cwd, signingKey) };
 }
 function workflowRunFrom(env) {
@@ -89845,9 +90615,288 @@ function summaryOf(title, manifest, digest) {
 const manifestAction = {
     name: 'manifest',
     description: 'Create and sign, or verify, a Lifeline release manifest (Sigstore bundle).',
-    commands: { create: manifestCreateCommand, verify: manifestVerifyCommand },
-    selector: { input: 'operation', default: 'create', description: 'create (sign a new manifest) or verify (check an existing one).' },
+    commands: { create: manifestCreateCommand, verify: manifestVerifyCommand, 'check-identity': manifestCheckIdentityCommand },
+    selector: { input: 'operation', default: 'create', description: "create (sign a new manifest), verify (check an existing one) or check-identity (check, before a deploy changes anything, that this workflow's keyless identity is trusted)." },
 };
+
+;// CONCATENATED MODULE: ./src/logger.ts
+/**
+ * Masks credentials by their shape, whatever was registered: the password of any `scheme://user:pass@`
+ * and any `password=` / `sslpassword=` parameter (a libpq URL or conninfo string).
+ */
+function logger_redactSecretsInText(text) {
+    return text
+        .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/@"'<>]*:)[^\s@/"'<>]+@/gi, '$1***@')
+        .replace(/((?:[?&;\s]|^)(?:ssl)?password=)(?!\*\*\*(?:[&#\s"'<>]|$))[^&#\s"'<>]+/gi, '$1***');
+}
+/** Replaces registered secrets in a string: the last line of defence before text leaves the process. */
+class SecretMasker {
+    secrets = new Set();
+    add(value) {
+        if (value && value.length >= 3) {
+            this.secrets.add(value);
+            const encoded = encodeURIComponent(value);
+            if (encoded !== value)
+                this.secrets.add(encoded);
+        }
+    }
+    mask(text) {
+        let out = logger_redactSecretsInText(text);
+        for (const secret of [...this.secrets].sort((a, b) => b.length - a.length)) {
+            out = out.split(secret).join('***');
+        }
+        return out;
+    }
+}
+function createStderrLogger(options = {}) {
+    const masker = options.masker ?? new SecretMasker();
+    const write = (prefix, message) => process.stderr.write(`${prefix}${masker.mask(message)}\n`);
+    return {
+        info: (m) => write('', m),
+        warn: (m) => write('warning: ', m),
+        error: (m) => write('error: ', m),
+        debug: (m) => {
+            if (options.verbose)
+                write('debug: ', m);
+        },
+        async group(name, fn) {
+            write('==> ', name);
+            return fn();
+        },
+        secret: (v) => masker.add(v),
+    };
+}
+/** A logger that records lines, for tests and for building reports. */
+function createMemoryLogger() {
+    const lines = [];
+    const masker = new SecretMasker();
+    return {
+        lines,
+        info: (m) => lines.push(masker.mask(m)),
+        warn: (m) => lines.push(`warning: ${masker.mask(m)}`),
+        error: (m) => lines.push(`error: ${masker.mask(m)}`),
+        debug: () => { },
+        async group(name, fn) {
+            lines.push(`==> ${name}`);
+            return fn();
+        },
+        secret: (v) => masker.add(v),
+    };
+}
+
+;// CONCATENATED MODULE: ./src/notify/deliver.ts
+/** A few seconds per try and a couple of retries: a receiver that is down must not hold a backup up. */
+const DELIVERY_TIMEOUT_MS = 4000;
+const DELIVERY_RETRIES = 2;
+/**
+ * Sends one HTTP request to a notification receiver. Never throws: a notification that cannot be
+ * delivered is a warning and changes nothing about the command's outcome. The URL is a secret
+ * (a webhook's path, a ping UUID): messages name only its host.
+ */
+async function deliver(url, init, what, options) {
+    const retries = options.retries ?? DELIVERY_RETRIES;
+    let last = '';
+    for (let attempt = 0; attempt <= retries; attempt++) {
+        if (attempt > 0)
+            await new Promise((resolve) => setTimeout(resolve, (options.backoffMs ?? 500) * attempt));
+        try {
+            const response = await fetch(url, {
+                method: init.method,
+                body: init.body,
+                headers: init.contentType ? { 'content-type': init.contentType } : undefined,
+                signal: AbortSignal.timeout(options.timeoutMs ?? DELIVERY_TIMEOUT_MS),
+                redirect: 'error',
+            });
+            await response.arrayBuffer().catch(() => undefined);
+            if (response.ok)
+                return true;
+            last = `HTTP ${response.status}`;
+            // A receiver that refuses the message will refuse it again.
+            if (response.status >= 400 && response.status < 500 && response.status !== 429)
+                break;
+        }
+        catch (error) {
+            last = error.name === 'TimeoutError' ? `no answer within ${Math.round((options.timeoutMs ?? DELIVERY_TIMEOUT_MS) / 1000)}s` : error.cause?.message ?? error.message;
+        }
+    }
+    options.logger.warn(`could not deliver the ${what} to ${hostOf(url)} (${last}); the command's result is unchanged`);
+    return false;
+}
+function hostOf(url) {
+    try {
+        return new URL(url).host;
+    }
+    catch {
+        return 'the receiver';
+    }
+}
+/** healthchecks.io's convention: `URL/start`, `URL` (success), `URL/fail`, keeping a query string in place. */
+function pingUrl(base, suffix) {
+    if (!suffix)
+        return base;
+    const url = new URL(base);
+    url.pathname = `${url.pathname.replace(/\/+$/, '')}/${suffix}`;
+    return url.toString();
+}
+
+;// CONCATENATED MODULE: ./src/notify/message.ts
+/** The commands that report their outcome to the webhook. */
+const NOTIFYING_COMMANDS = ['backup', 'verify', 'prune', 'sync', 'drill', 'gate', 'restore', 'redis-restore', 'deploy', 'rollback'];
+/** Drills and gates are what operators watch: they post every outcome unless `notify.on` says otherwise. */
+const ALWAYS_POSTED = new Set(['drill', 'gate']);
+function shouldPost(settings, outcome) {
+    if (!settings.webhook)
+        return false;
+    if (settings.on.includes(outcome.outcome))
+        return true;
+    return !settings.onConfigured && ALWAYS_POSTED.has(outcome.command);
+}
+function webhookMessage(outcome, now = new Date()) {
+    return { text: summaryLine(outcome), source: 'lifeline', at: now.toISOString(), ...outcome };
+}
+function summaryLine(outcome) {
+    const verdict = { succeeded: 'succeeded', failed: 'FAILED', refused: 'was REFUSED' }[outcome.outcome];
+    const parts = [`Lifeline ${outcome.command} ${verdict} for ${outcome.environment} in ${formatSeconds(outcome.durationSeconds)}`];
+    if (outcome.entryId)
+        parts.push(`(${outcome.entryId})`);
+    let line = parts.join(' ');
+    const o = outcome.objectives;
+    if (o) {
+        const objective = (name, value, target) => `${name} ${value === null ? 'n/a' : formatSeconds(value)}${target === null ? '' : ` of ${formatSeconds(target)}`}`;
+        line += `; ${objective('RTO', o.rtoSeconds, o.rtoTargetSeconds)}, ${objective('RPO', o.rpoSeconds, o.rpoTargetSeconds)}`;
+    }
+    if (outcome.reason)
+        line += `: ${outcome.reason.split('\n')[0]}`;
+    return line;
+}
+function formatSeconds(seconds) {
+    if (seconds < 120)
+        return `${Math.round(seconds * 10) / 10}s`;
+    if (seconds < 7200)
+        return `${Math.round(seconds / 60)}m`;
+    return `${Math.round(seconds / 360) / 10}h`;
+}
+
+;// CONCATENATED MODULE: ./src/commands/observe.ts
+
+
+
+
+
+
+/** Every notifying command's outcome, one JSON line each; `lifeline metrics` reads the last gate and sync from it. */
+const RUNS_LOG = 'runs.log';
+const LOG_TAIL_LINES = 40;
+/**
+ * Runs a command and tells whoever the environment's `notify:` names: the healthchecks-style ping
+ * (start, then success or fail with the log's last lines) and the webhook message. Delivery
+ * problems are warnings; the command's own result or error is returned unchanged.
+ */
+async function runObserved(command, ctx) {
+    if (!NOTIFYING_COMMANDS.includes(command.name))
+        return command.run(ctx);
+    let settings;
+    try {
+        settings = environmentFor(ctx);
+    }
+    catch {
+        // The command reports its own configuration error.
+        return command.run(ctx);
+    }
+    const secrets = new Set(settings.secrets);
+    const tail = [];
+    const logger = recordingLogger(ctx.logger, tail, secrets);
+    const mask = (text) => {
+        let masked = logger_redactSecretsInText(text);
+        for (const secret of secrets)
+            if (secret.length >= 4)
+                masked = masked.split(secret).join('***');
+        return masked;
+    };
+    const { notify } = settings;
+    const ping = notify.ping && notify.pingCommands.includes(command.name) ? notify.ping : undefined;
+    const delivery = { logger: ctx.logger };
+    if (ping)
+        await deliver(pingUrl(ping, 'start'), { method: 'GET' }, 'start ping', delivery);
+    const started = performance.now();
+    let result;
+    let thrown;
+    try {
+        result = await command.run({ ...ctx, logger });
+    }
+    catch (error) {
+        thrown = error;
+    }
+    const durationSeconds = Math.round((performance.now() - started) / 100) / 10;
+    const outcome = outcomeOf(result, thrown);
+    const reason = thrown !== undefined ? mask(toLifelineError(thrown).message) : result?.exitCode ? mask(result.failureMessage ?? '') || undefined : undefined;
+    const report = {
+        command: command.name,
+        environment: settings.name,
+        outcome,
+        durationSeconds,
+        ...(entryIdOf(result) ? { entryId: entryIdOf(result) } : {}),
+        ...(reason ? { reason } : {}),
+        ...(command.name === 'drill' && result ? { objectives: objectivesOf(result.json) } : {}),
+    };
+    try {
+        await new Catalog(settings.store).appendLog(settings.name, RUNS_LOG, { at: new Date().toISOString(), command: report.command, outcome, durationSeconds, entryId: report.entryId });
+    }
+    catch (error) {
+        ctx.logger.warn(`could not record this ${command.name} in ${RUNS_LOG} (${mask(error.message)}); lifeline metrics will not show it`);
+    }
+    if (shouldPost(notify, report)) {
+        await deliver(notify.webhook, { method: 'POST', body: JSON.stringify(webhookMessage(report)), contentType: 'application/json' }, 'webhook message', delivery);
+    }
+    if (ping) {
+        const body = outcome === 'succeeded' ? report.entryId ?? '' : mask([...tail, reason ?? ''].join('\n'));
+        await deliver(pingUrl(ping, outcome === 'succeeded' ? '' : 'fail'), { method: 'POST', body, contentType: 'text/plain; charset=utf-8' }, `${outcome === 'succeeded' ? 'success' : 'failure'} ping`, delivery);
+    }
+    if (thrown !== undefined)
+        throw thrown;
+    return result;
+}
+function outcomeOf(result, thrown) {
+    if (thrown !== undefined)
+        return errors_isLifelineError(thrown) && thrown.kind === 'refused' ? 'refused' : 'failed';
+    if (result?.exitCode === 3)
+        return 'refused';
+    return result?.exitCode ? 'failed' : 'succeeded';
+}
+function entryIdOf(result) {
+    const outputs = result?.outputs ?? {};
+    return outputs['backup-id'] || outputs['drill-id'] || outputs.deployment || outputs.release || outputs.id || undefined;
+}
+function objectivesOf(json) {
+    const report = json;
+    return {
+        rtoSeconds: report?.rto?.seconds ?? null,
+        rtoTargetSeconds: report?.rto?.targetSeconds ?? null,
+        rpoSeconds: report?.rpo?.seconds ?? null,
+        rpoTargetSeconds: report?.rpo?.targetSeconds ?? null,
+    };
+}
+/** The command's logger, also keeping the last lines (for the failure ping) and every secret it is told. */
+function recordingLogger(inner, tail, secrets) {
+    const keep = (level, message) => {
+        for (const line of message.split('\n'))
+            tail.push(`${level}${line}`);
+        if (tail.length > LOG_TAIL_LINES)
+            tail.splice(0, tail.length - LOG_TAIL_LINES);
+    };
+    return {
+        info: (message) => (keep('', message), inner.info(message)),
+        warn: (message) => (keep('warning: ', message), inner.warn(message)),
+        error: (message) => (keep('error: ', message), inner.error(message)),
+        debug: (message) => inner.debug(message),
+        group: (name, fn) => (keep('', `== ${name}`), inner.group(name, fn)),
+        secret: (value) => {
+            if (value)
+                secrets.add(value);
+            inner.secret(value);
+        },
+    };
+}
 
 // EXTERNAL MODULE: external "os"
 var external_os_ = __nccwpck_require__(70857);
@@ -91301,7 +92350,7 @@ var io_util_awaiter = (undefined && undefined.__awaiter) || function (thisArg, _
 };
 
 
-const { chmod, copyFile, lstat, mkdir, open: io_util_open, readdir, rename, rm, rmdir, stat, symlink, unlink } = external_fs_.promises;
+const { chmod, copyFile, lstat: io_util_lstat, mkdir, open: io_util_open, readdir, rename, rm, rmdir, stat, symlink, unlink } = external_fs_.promises;
 // export const {open} = 'fs'
 const IS_WINDOWS = process.platform === 'win32';
 /**
@@ -91345,7 +92394,7 @@ function io_util_exists(fsPath) {
 }
 function isDirectory(fsPath_1) {
     return io_util_awaiter(this, arguments, void 0, function* (fsPath, useStat = false) {
-        const stats = useStat ? yield stat(fsPath) : yield lstat(fsPath);
+        const stats = useStat ? yield stat(fsPath) : yield io_util_lstat(fsPath);
         return stats.isDirectory();
     });
 }
@@ -92853,12 +93902,15 @@ function actionOutputs(action) {
 
 
 
+
+
 function actionsLogger() {
     return {
-        info: (m) => info(m),
-        warn: (m) => warning(m),
-        error: (m) => core_error(m),
-        debug: (m) => core_debug(m),
+        // Shape-based masking on top of core.setSecret: a credential nobody registered is still hidden.
+        info: (m) => info(logger_redactSecretsInText(m)),
+        warn: (m) => warning(logger_redactSecretsInText(m)),
+        error: (m) => core_error(logger_redactSecretsInText(m)),
+        debug: (m) => core_debug(logger_redactSecretsInText(m)),
         group: (name, fn) => group(name, fn),
         secret: (v) => {
             if (v)
@@ -92893,15 +93945,14 @@ async function runAction(action, selected) {
             command = commandFor(action, chosen);
         }
         catch (error) {
-            throw usageError('BAD_INPUT', error.message, `set ${action.selector?.input} to one of ${Object.keys(action.commands).join(', ')}`);
+            throw errors_usageError('BAD_INPUT', error.message, `set ${action.selector?.input} to one of ${Object.keys(action.commands).join(', ')}`);
         }
         const values = readActionInputs(command);
         for (const key of ['database-url', 'redis-url']) {
-            const password = urlPassword(values[key]);
-            if (password)
-                core_setSecret(password);
+            for (const secret of secrets_urlSecrets(values[key]))
+                core_setSecret(secret);
         }
-        const result = await command.run({
+        const result = await runObserved(command, {
             inputs: new Inputs(command, values),
             env: process.env,
             cwd: process.cwd(),
@@ -92914,8 +93965,8 @@ async function runAction(action, selected) {
     catch (thrown) {
         const error = toLifelineError(thrown);
         if (error.cause)
-            core_debug(String(error.cause.stack ?? error.cause));
-        setFailed(error.describe());
+            core_debug(logger_redactSecretsInText(String(error.cause.stack ?? error.cause)));
+        setFailed(logger_redactSecretsInText(error.describe()));
         process.exitCode = error.exitCode;
     }
 }
@@ -92941,7 +93992,7 @@ async function publishResult(command, result) {
         await summary.addRaw(result.summary, true).write();
     }
     if (result.exitCode) {
-        setFailed(result.failureMessage ?? `${command.name} failed`);
+        setFailed(logger_redactSecretsInText(result.failureMessage ?? `${command.name} failed`));
         process.exitCode = result.exitCode;
     }
 }

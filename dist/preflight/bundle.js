@@ -39823,21 +39823,34 @@ function report_location(f) {
     return f.file ? `${f.file}${f.line ? `:${f.line}` : ''}` : '';
 }
 /** One row per finding for the terminal: status, check, where, what, and the fix for anything not passing. */
-function formatFindingsText(findings, verdict) {
+function formatFindingsText(findings, verdict, files) {
     const width = Math.max(...findings.map((f) => f.check.length), 5);
     const lines = findings.map((f) => {
         const where = report_location(f);
         const row = `${STATUS_LABEL[f.status]}  ${f.check.padEnd(width)}  ${f.message}${where ? `  (${where})` : ''}`;
         return f.status !== 'pass' && f.fix ? `${row}\n      ${' '.repeat(width)}fix: ${f.fix}` : row;
     });
-    return [...lines, '', verdict].join('\n');
+    return [...lines, ...(files ? ['', ...formatFilesText(files)] : []), '', verdict].join('\n');
+}
+/** What was examined, and what was named but not examined: a check is only as good as the files it saw. */
+function formatFilesText(files) {
+    if (files.length === 0)
+        return ['files read: none (nothing configured to read)'];
+    const width = Math.max(...files.map((f) => f.status.length));
+    const unread = files.filter((f) => f.status !== 'read').length;
+    return [
+        `files read: ${files.length - unread}${unread ? `, named but not examined: ${unread}` : ''}`,
+        ...files.map((f) => `  ${f.status.padEnd(width)}  ${f.path}  (${f.role}; ${f.by})`),
+    ];
 }
 function cell(text) {
     return (text ?? '').replace(/\|/g, '\\|').replace(/\n/g, ' ');
 }
-function formatFindingsMarkdown(findings, verdict, environment) {
+function formatFindingsMarkdown(findings, verdict, environment, files) {
     const rows = findings.map((f) => `| ${STATUS_ICON[f.status]} | \`${f.check}\` | ${f.file ? `\`${cell(report_location(f))}\`` : ''} | ${cell(f.message)} | ${f.status === 'pass' ? '' : cell(f.fix)} |`);
-    return [`### Preflight: ${environment}`, '', verdict, '', '| status | check | where | finding | fix |', '|---|---|---|---|---|', ...rows, ''].join('\n');
+    const fileRows = (files ?? []).map((f) => `| ${f.status} | \`${cell(f.path)}\` | ${cell(f.role)} | ${cell(f.by)} |`);
+    const filesTable = files ? ['', `<details><summary>Files read (${files.filter((f) => f.status === 'read').length} of ${files.length} named)</summary>`, '', '| status | file | role | checked by |', '|---|---|---|---|', ...fileRows, '', '</details>'] : [];
+    return [`### Preflight: ${environment}`, '', verdict, '', '| status | check | where | finding | fix |', '|---|---|---|---|---|', ...rows, ...filesTable, ''].join('\n');
 }
 /** Failures become error annotations and warnings warning annotations, on the file and line when known. */
 function findingAnnotations(findings) {
@@ -39851,6 +39864,15 @@ const external_node_child_process_namespaceObject = __WEBPACK_EXTERNAL_createReq
 ;// CONCATENATED MODULE: external "node:fs"
 const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
 ;// CONCATENATED MODULE: ./src/logger.ts
+/**
+ * Masks credentials by their shape, whatever was registered: the password of any `scheme://user:pass@`
+ * and any `password=` / `sslpassword=` parameter (a libpq URL or conninfo string).
+ */
+function logger_redactSecretsInText(text) {
+    return text
+        .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/@"'<>]*:)[^\s@/"'<>]+@/gi, '$1***@')
+        .replace(/((?:[?&;\s]|^)(?:ssl)?password=)(?!\*\*\*(?:[&#\s"'<>]|$))[^&#\s"'<>]+/gi, '$1***');
+}
 /** Replaces registered secrets in a string: the last line of defence before text leaves the process. */
 class logger_SecretMasker {
     secrets = new Set();
@@ -39863,7 +39885,7 @@ class logger_SecretMasker {
         }
     }
     mask(text) {
-        let out = text;
+        let out = logger_redactSecretsInText(text);
         for (const secret of [...this.secrets].sort((a, b) => b.length - a.length)) {
             out = out.split(secret).join('***');
         }
@@ -39989,7 +40011,7 @@ class LocalRunner {
     }
     start(invocation) {
         const command = this.resolveTool(invocation.tool);
-        const env = { ...(this.options.baseEnv ?? process.env), ...definedOnly(invocation.env) };
+        const env = childEnvironment(this.options.baseEnv ?? process.env, invocation.env);
         if (this.options.asUser && process.getuid?.() === 0) {
             // Without --login, runuser keeps the environment, so PGPASSWORD and friends reach the tool.
             const args = ['-u', this.options.asUser, '--', command, ...invocation.args];
@@ -40024,7 +40046,7 @@ class ComposeRunner {
             invocation.tool,
             ...invocation.args,
         ];
-        return spawnStreaming(command, args, invocation, this.masker, { ...(this.options.baseEnv ?? process.env), ...env });
+        return spawnStreaming(command, args, invocation, this.masker, childEnvironment(this.options.baseEnv ?? process.env, env));
     }
 }
 /** Runs a tool to completion, collecting its (small) stdout as text. Not for payloads. */
@@ -40053,6 +40075,24 @@ function describeExit(result) {
 function lastLines(text, count = 5) {
     const lines = text.trim().split('\n').filter(Boolean);
     return lines.length ? lines.slice(-count).join('\n') : '(no output on stderr)';
+}
+/**
+ * The environment a child process gets: the inherited one without any libpq variable (PGHOST,
+ * PGHOSTADDR, PGSERVICE, PGOPTIONS, PGTARGETSESSIONATTRS, PGPASSWORD, ...: every `PG*` name
+ * except pgBackRest's own `PGBACKREST_*` options and PGPASSFILE), plus exactly what the invocation sets. An operator's
+ * shell or a CI runner can then never redirect pg_dump, pg_restore or psql to another server or
+ * database than the connection Lifeline was given.
+ */
+function childEnvironment(base, extra) {
+    const env = {};
+    for (const [key, value] of Object.entries(base))
+        if (!isLibpqVariable(key))
+            env[key] = value;
+    return { ...env, ...definedOnly(extra) };
+}
+function isLibpqVariable(name) {
+    // PGPASSFILE stays: it only answers for the host, port, database and user already named.
+    return /^PG/i.test(name) && !/^PGBACKREST_/i.test(name) && name !== 'PGPASSFILE';
 }
 function definedOnly(env) {
     const out = {};
@@ -40084,6 +40124,284 @@ function findExecutable(tool, dirs = [], pathEnv = process.env.PATH ?? '') {
 
 // EXTERNAL MODULE: ./node_modules/yaml/dist/index.js
 var dist = __nccwpck_require__(8815);
+;// CONCATENATED MODULE: ./src/preflight/findings.ts
+
+const pass = (f) => ({ ...f, status: 'pass' });
+const warn = (f) => ({ ...f, status: 'warn' });
+const fail = (f) => ({ ...f, status: 'fail' });
+/** Production makes a gate blocking; elsewhere the same finding is a warning. */
+const gate = (production) => (production ? fail : warn);
+/** A check that had nothing to look at says why, as a warning: with `--strict` an unchecked area fails. */
+function notChecked(check, reason, fix) {
+    return warn({ check, message: `not checked: ${reason}`, fix });
+}
+/** The list of files a preflight read, in the order first seen; one row per path and role. */
+class FilesRead {
+    ctx;
+    rows = new Map();
+    constructor(ctx) {
+        this.ctx = ctx;
+    }
+    add(path, role, by, status = 'read') {
+        const shown = displayPath(this.ctx, path);
+        const key = `${shown}\u0000${role}`;
+        const existing = this.rows.get(key);
+        if (existing) {
+            if (!existing.by.split(', ').includes(by))
+                existing.by = `${existing.by}, ${by}`;
+            if (existing.status !== 'read' && status === 'read')
+                existing.status = status;
+            return;
+        }
+        this.rows.set(key, { path: shown, role, status, by });
+    }
+    list() {
+        return [...this.rows.values()];
+    }
+}
+/** A path as findings show it: relative to the working directory when inside it, so GitHub annotations land on the file. */
+function displayPath(ctx, path) {
+    const rel = (0,external_node_path_namespaceObject.relative)(ctx.cwd, path);
+    return rel && !rel.startsWith('..') && !(0,external_node_path_namespaceObject.isAbsolute)(rel) ? rel : path;
+}
+
+;// CONCATENATED MODULE: ./src/preflight/env-values.ts
+
+
+
+/** Parses a dotenv file (KEY=VALUE, optional `export`, quotes, comments) keeping each key's line. */
+function parseEnvFile(text) {
+    const entries = [];
+    const lines = text.split(/\r?\n/);
+    for (let i = 0; i < lines.length; i++) {
+        const match = /^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.-]*)\s*=\s*(.*)$/.exec(lines[i]);
+        if (!match)
+            continue;
+        const line = i + 1;
+        let value = match[2];
+        const quote = value[0];
+        if ((quote === '"' || quote === "'") && value.lastIndexOf(quote) > 0) {
+            value = value.slice(1, value.lastIndexOf(quote));
+        }
+        else if (quote === '"' || quote === "'") {
+            // A quoted value spanning lines: read to the closing quote.
+            const parts = [value.slice(1)];
+            while (++i < lines.length && !lines[i].includes(quote))
+                parts.push(lines[i]);
+            parts.push((lines[i] ?? '').slice(0, (lines[i] ?? '').indexOf(quote)));
+            value = parts.join('\n');
+        }
+        else {
+            value = value.replace(/\s+#.*$/, '').trim();
+        }
+        entries.push({ key: match[1], value, line });
+    }
+    return entries;
+}
+const PLACEHOLDER = /^(changeme|change[-_ ]?me|change[-_ ]?this|todo|tbd|fixme|xxx+|placeholder|replace[-_ ]?me|secret|password|example|dummy|<[^>]*>|your[-_].*)$/i;
+const PLACEHOLDER_INSIDE = /changeme|change_me|\bTODO\b|\bFIXME\b|xxxx/i;
+const SECRET_KEY = /SECRET|KEY/i;
+const MIN_SECRET_LENGTH = 32;
+/** Checks the environment file's values; messages name keys only, never values. */
+function checkEnvValues(ctx, options) {
+    if (!options.envFile)
+        return [notChecked('env.file', 'no environment file configured', 'pass --env-file .env.production or set preflight.envFile in lifeline.yml')];
+    const file = displayPath(ctx, options.envFile);
+    let text;
+    try {
+        text = (0,external_node_fs_namespaceObject.readFileSync)(options.envFile, 'utf8');
+    }
+    catch (error) {
+        ctx.files?.add(options.envFile, 'environment file', 'env.file', error.code === 'ENOENT' ? 'missing' : 'unreadable');
+        return [fail({ check: 'env.file', file, message: `the environment file ${file} cannot be read`, fix: 'create it on the deploy host (it is not committed), or fix --env-file / preflight.envFile' })];
+    }
+    const entries = parseEnvFile(text);
+    const byKey = new Map(entries.map((e) => [e.key, e]));
+    ctx.files?.add(options.envFile, 'environment file', 'env.*');
+    const findings = [pass({ check: 'env.file', file, message: `${entries.length} keys read` })];
+    let required = options.requiredKeys;
+    let requiredFrom = 'the required keys';
+    const example = (0,external_node_path_namespaceObject.join)((0,external_node_path_namespaceObject.dirname)(options.envFile), '.env.example');
+    if (required.length === 0 && (0,external_node_fs_namespaceObject.existsSync)(example) && (0,external_node_path_namespaceObject.basename)(options.envFile) !== '.env.example') {
+        required = parseEnvFile((0,external_node_fs_namespaceObject.readFileSync)(example, 'utf8')).map((e) => e.key);
+        requiredFrom = displayPath(ctx, example);
+        ctx.files?.add(example, 'required keys (.env.example)', 'env.required');
+    }
+    const missing = required.filter((key) => !byKey.has(key));
+    for (const key of missing)
+        findings.push(fail({ check: 'env.required', file, message: `${key} is missing (required by ${requiredFrom})`, fix: `add ${key}=... to ${file}` }));
+    if (required.length === 0)
+        findings.push(notChecked('env.required', 'no required keys configured and no .env.example beside the file', 'list them with --required-env KEY or preflight.requiredEnv, or commit a .env.example'));
+    else if (missing.length === 0)
+        findings.push(pass({ check: 'env.required', file, message: `all ${required.length} required keys are present (from ${requiredFrom})` }));
+    findings.push(...checkEnvEntries(ctx, file, entries, new Set(required)));
+    return findings;
+}
+/** A key that turns a framework's debug mode on: DEBUG, APP_DEBUG, FLASK_DEBUG, DJANGO_DEBUG ... */
+const DEBUG_KEY = /(^|_)DEBUG$/i;
+/** Every truthy spelling frameworks accept, any case. */
+const TRUTHY = /^(1|true|yes|on)$/i;
+/**
+ * The value checks on one environment file's entries (placeholders, short secrets, debug flags,
+ * bad URLs, open CORS), each at its line; `file` is already a display path.
+ */
+function checkEnvEntries(ctx, file, entries, requiredSet = new Set()) {
+    const blocking = gate(ctx.production);
+    const values = [];
+    for (const { key, value, line } of entries) {
+        const at = { file, line };
+        if (value.trim() === '') {
+            const make = requiredSet.has(key) ? fail : warn;
+            values.push(make({ check: 'env.placeholder', ...at, message: `${key} is empty`, fix: `set a real value for ${key}${requiredSet.has(key) ? '' : ' or remove the line'}` }));
+            continue;
+        }
+        if (PLACEHOLDER.test(value.trim()) || PLACEHOLDER_INSIDE.test(value)) {
+            values.push(fail({ check: 'env.placeholder', ...at, message: `${key} still holds a placeholder value`, fix: `set the real value of ${key}` }));
+            continue;
+        }
+        if (SECRET_KEY.test(key) && !/_(ID|FILE|PATH|NAME)$/i.test(key) && value.length < MIN_SECRET_LENGTH) {
+            values.push(blocking({ check: 'env.secret-length', ...at, message: `${key} is ${value.length} characters; secrets need at least ${MIN_SECRET_LENGTH}`, fix: `generate one: openssl rand -hex 32, and set ${key} to it` }));
+        }
+        if (DEBUG_KEY.test(key) && TRUTHY.test(value.trim())) {
+            values.push(blocking({ check: 'env.debug', ...at, message: `${key} is on${ctx.production ? ' in production' : ''}: stack traces and internals reach users`, fix: `set ${key}=false` }));
+        }
+        if (/(^|_)DATABASE_URL$/i.test(key) && !urlParses(value, ['postgres:', 'postgresql:', 'postgresql+asyncpg:', 'postgresql+psycopg:', 'postgresql+psycopg2:'])) {
+            values.push(fail({ check: 'env.url', ...at, message: `${key} is not a PostgreSQL URL`, fix: `write ${key} as postgresql://user:password@host:5432/dbname (percent-encode special characters in the password)` }));
+        }
+        if (/(^|_)REDIS_URL$/i.test(key) && !urlParses(value, ['redis:', 'rediss:'])) {
+            values.push(fail({ check: 'env.url', ...at, message: `${key} is not a Redis URL`, fix: `write ${key} as redis://:password@host:6379/0` }));
+        }
+        if (/CORS/i.test(key) && value.split(/[\s,;]+/).some((origin) => origin.replace(/^["'[]+|["'\]]+$/g, '') === '*')) {
+            values.push(blocking({ check: 'env.cors', ...at, message: `${key} allows any origin (*)${ctx.production ? ' in production' : ''}`, fix: `list the allowed origins: ${key}=https://app.example.com` }));
+        }
+    }
+    if (!values.some((f) => f.status !== 'pass'))
+        values.push(pass({ check: 'env.values', file, message: 'no placeholders, short secrets, debug flags, bad URLs or open CORS origins' }));
+    return values;
+}
+/** Whether a URL parses with one of the schemes; the value itself never leaves this function. */
+function urlParses(value, schemes) {
+    try {
+        const url = new URL(value.trim());
+        return schemes.includes(url.protocol) && url.hostname !== '';
+    }
+    catch {
+        return false;
+    }
+}
+
+;// CONCATENATED MODULE: ./src/preflight/compose-env.ts
+
+
+
+
+
+/**
+ * `compose.debug`: a service whose `environment` (map or `KEY=VALUE` list) turns a debug flag on,
+ * judged on the merged model (interpolated when Compose ran, so `DEBUG: ${DEBUG}` counts with the
+ * value CI exports) and reported at the line that sets it. Keys that only an env_file sets are
+ * left to the env_file check, which reports them at their line in that file.
+ */
+function checkComposeDebug(model, sources, ctx) {
+    const blocking = gate(ctx.production);
+    const written = [...sources.environmentEntries()];
+    const findings = [];
+    for (const [service, s] of Object.entries(model.services)) {
+        for (const [key, value] of environmentPairs(s.environment)) {
+            if (!DEBUG_KEY.test(key) || value === undefined || !TRUTHY.test(value.trim().replace(/^["']|["']$/g, '')))
+                continue;
+            const where = written.filter((e) => e.service === service && e.name === key).pop();
+            if (!where)
+                continue;
+            findings.push(blocking({ check: 'compose.debug', file: displayPath(ctx, where.file), line: where.line, message: `service ${service} sets ${key} on${ctx.production ? ' in production' : ''}: stack traces and internals reach users`, fix: `set ${key} to false (or remove it) in the Compose file` }));
+        }
+    }
+    return findings.length ? findings : [pass({ check: 'compose.debug', message: 'no service turns a debug flag on in its environment' })];
+}
+function environmentPairs(environment) {
+    if (!environment)
+        return [];
+    if (Array.isArray(environment)) {
+        return environment.map((item) => {
+            const text = String(item);
+            const eq = text.indexOf('=');
+            return eq < 0 ? [text, undefined] : [text.slice(0, eq), text.slice(eq + 1)];
+        });
+    }
+    return Object.entries(environment).map(([key, value]) => [key, value === null || value === undefined ? undefined : String(value)]);
+}
+/** Every `env_file:` entry (a path, a list, or `{ path, required }` items), resolved from the project directory. */
+function envFileUses(sources, projectDir) {
+    const uses = new Map();
+    for (const { file, service, node, doc, line } of sources.serviceNodes(['env_file'])) {
+        const items = (0,dist/* isSeq */.oP)(node) ? node.items : [node];
+        for (const raw of items) {
+            const item = (0,dist/* isAlias */.Vj)(raw) ? (raw.resolve(doc) ?? raw) : raw;
+            let written;
+            let required = true;
+            if ((0,dist/* isScalar */.jn)(item)) {
+                written = item.value;
+            }
+            else if ((0,dist/* isMap */.jh)(item)) {
+                written = item.get('path', true)?.value;
+                required = item.get('required') !== false;
+            }
+            if (typeof written !== 'string' || written === '')
+                continue;
+            const path = (0,external_node_path_namespaceObject.isAbsolute)(written) ? written : (0,external_node_path_namespaceObject.resolve)(projectDir, written);
+            const use = uses.get(path);
+            if (use) {
+                if (!use.services.includes(service))
+                    use.services.push(service);
+                use.required ||= required;
+            }
+            else {
+                uses.set(path, { path, required, services: [service], file, line: line(item?.range?.[0] ?? 0) });
+            }
+        }
+    }
+    return [...uses.values()];
+}
+/**
+ * `compose.env-file`: reads every file a service names in `env_file:` (paths are relative to the
+ * first Compose file's directory, as Compose resolves them) and runs the environment value checks
+ * on it (debug flags, placeholders, short secrets, URLs, CORS). A missing required file fails:
+ * `up` would fail on it. The configured environment file is checked once, by the env checks.
+ */
+function checkEnvFiles(sources, ctx, options) {
+    const findings = [];
+    const configured = options.envFile ? (0,external_node_path_namespaceObject.resolve)(options.envFile) : undefined;
+    const uses = envFileUses(sources, options.projectDir);
+    for (const use of uses) {
+        const shown = displayPath(ctx, use.path);
+        const role = `env_file of ${use.services.join(', ')}`;
+        const declared = { file: displayPath(ctx, use.file), line: use.line };
+        let text;
+        try {
+            text = (0,external_node_fs_namespaceObject.readFileSync)(use.path, 'utf8');
+        }
+        catch (error) {
+            const missing = error.code === 'ENOENT';
+            ctx.files?.add(use.path, role, 'compose.env-file', missing ? 'missing' : 'unreadable');
+            if (missing && !use.required) {
+                findings.push(pass({ check: 'compose.env-file', ...declared, message: `env_file ${shown} of ${use.services.join(', ')} is absent and marked required: false` }));
+            }
+            else {
+                findings.push(fail({ check: 'compose.env-file', ...declared, message: `env_file ${shown} of ${use.services.join(', ')} ${missing ? 'does not exist' : 'cannot be read'}: Compose refuses to start the service`, fix: `create ${shown} on the deploy host (paths are relative to ${(0,external_node_path_namespaceObject.resolve)(options.projectDir) === (0,external_node_path_namespaceObject.resolve)(ctx.cwd) ? 'the working directory' : displayPath(ctx, options.projectDir)}, the first Compose file's directory), fix the path, or mark it required: false` }));
+            }
+            continue;
+        }
+        ctx.files?.add(use.path, role, 'compose.env-file');
+        const entries = parseEnvFile(text);
+        findings.push(pass({ check: 'compose.env-file', ...declared, message: `env_file ${shown} of ${use.services.join(', ')}: ${entries.length} keys read` }));
+        if (configured !== undefined && configured === use.path)
+            continue; // the env checks cover it, with its required keys
+        findings.push(...checkEnvEntries(ctx, shown, entries));
+    }
+    return uses.length ? findings : [pass({ check: 'compose.env-file', message: 'no service names an env_file' })];
+}
+const projectDirOf = (composeFiles) => (0,external_node_path_namespaceObject.dirname)((0,external_node_path_namespaceObject.resolve)(composeFiles[0] ?? '.'));
+
 ;// CONCATENATED MODULE: ./src/preflight/compose-source.ts
 
 
@@ -40152,34 +40470,70 @@ class ComposeSources {
         }
         return this.locate(path);
     }
-    /** Each service's `environment` entries as written (before interpolation), with their lines. */
-    *environmentEntries() {
+    /** The Compose files that parsed, and those that did not (named so the report can say so). */
+    get paths() {
+        return this.files.map((f) => f.path);
+    }
+    /**
+     * For each service of each file, the node at `path` under it (e.g. `['command']`,
+     * `['healthcheck', 'test']`), following `<<: *anchor` merges; `line` maps an offset in that file.
+     */
+    *serviceNodes(path) {
         for (const file of this.files) {
             const services = file.doc.get('services', true);
             if (!(0,dist/* isMap */.jh)(services))
                 continue;
             for (const pair of services.items) {
                 const service = String(pair.key?.value ?? '');
-                const environment = (0,dist/* isMap */.jh)(pair.value) ? pair.value.get('environment', true) : undefined;
-                if ((0,dist/* isMap */.jh)(environment)) {
-                    for (const entry of environment.items) {
-                        const name = String(entry.key.value ?? '');
-                        const value = (0,dist/* isScalar */.jn)(entry.value) && entry.value.value !== null ? String(entry.value.value) : undefined;
-                        const node = entry.value ?? entry.key;
-                        yield { file: file.path, line: file.lines.linePos(node.range?.[0] ?? 0).line, service, name, value };
-                    }
+                const found = walk(file.doc, pair.value, path, 0);
+                if (found?.depth !== path.length || !found.node)
+                    continue;
+                yield { file: file.path, service, node: found.node, doc: file.doc, line: (offset) => file.lines.linePos(offset).line };
+            }
+        }
+    }
+    /** Each service's `environment` entries as written (before interpolation), with their lines. */
+    *environmentEntries() {
+        // Through serviceNodes, so an `environment` merged from an anchor (`<<: *app`) is seen too.
+        for (const { file, service, node: environment, line } of this.serviceNodes(['environment'])) {
+            if ((0,dist/* isMap */.jh)(environment)) {
+                for (const entry of environment.items) {
+                    const name = String(entry.key.value ?? '');
+                    const value = (0,dist/* isScalar */.jn)(entry.value) && entry.value.value !== null ? String(entry.value.value) : undefined;
+                    const node = entry.value ?? entry.key;
+                    yield { file, line: line(node.range?.[0] ?? 0), service, name, value };
                 }
-                else if ((0,dist/* isSeq */.oP)(environment)) {
-                    for (const item of environment.items) {
-                        if (!(0,dist/* isScalar */.jn)(item))
-                            continue;
-                        const text = String(item.value);
-                        const eq = text.indexOf('=');
-                        yield { file: file.path, line: file.lines.linePos(item.range?.[0] ?? 0).line, service, name: eq < 0 ? text : text.slice(0, eq), value: eq < 0 ? undefined : text.slice(eq + 1) };
-                    }
+            }
+            else if ((0,dist/* isSeq */.oP)(environment)) {
+                for (const item of environment.items) {
+                    if (!(0,dist/* isScalar */.jn)(item))
+                        continue;
+                    const text = String(item.value);
+                    const eq = text.indexOf('=');
+                    yield { file, line: line(item.range?.[0] ?? 0), service, name: eq < 0 ? text : text.slice(0, eq), value: eq < 0 ? undefined : text.slice(eq + 1) };
                 }
             }
         }
+    }
+}
+/** Every scalar under a node (sequence items, map values), with its offset, aliases resolved. */
+function* scalarsOf(doc, node) {
+    if (!node)
+        return;
+    if ((0,dist/* isAlias */.Vj)(node)) {
+        yield* scalarsOf(doc, node.resolve(doc));
+    }
+    else if ((0,dist/* isScalar */.jn)(node)) {
+        if (node.value !== null && node.value !== undefined)
+            yield { value: String(node.value), offset: node.range?.[0] ?? 0 };
+    }
+    else if ((0,dist/* isSeq */.oP)(node)) {
+        for (const item of node.items)
+            yield* scalarsOf(doc, item);
+    }
+    else if ((0,dist/* isMap */.jh)(node)) {
+        for (const pair of node.items)
+            yield* scalarsOf(doc, pair.value);
     }
 }
 function walk(doc, node, path, depth) {
@@ -40222,28 +40576,140 @@ function walk(doc, node, path, depth) {
     return here;
 }
 
-;// CONCATENATED MODULE: ./src/preflight/findings.ts
+;// CONCATENATED MODULE: ./src/preflight/compose-secrets.ts
 
-const pass = (f) => ({ ...f, status: 'pass' });
-const warn = (f) => ({ ...f, status: 'warn' });
-const fail = (f) => ({ ...f, status: 'fail' });
-/** Production makes a gate blocking; elsewhere the same finding is a warning. */
-const gate = (production) => (production ? fail : warn);
-/** A check that had nothing to look at says why, as a warning: with `--strict` an unchecked area fails. */
-function notChecked(check, reason, fix) {
-    return warn({ check, message: `not checked: ${reason}`, fix });
+
+
+/** Options that take a password as their value (`--requirepass X`, `--password=X`, `--db-token X`). */
+const SECRET_OPTION = /^(requirepass|masterauth|pass|password|passwd|secret|token|api[-_]?key|access[-_]?key|secret[-_]?key|[a-z0-9_-]*[-_](password|passwd|secret|token))$/i;
+/** `NAME=VALUE` arguments that set a password (`-c password=X`, `PGPASSWORD=X psql`). */
+const SECRET_ASSIGNMENT = /(password|passwd|secret|token|requirepass|masterauth)$|(^|[-_.])(pass|auth)$/i;
+/** A URL whose user-info holds a password: `postgres://user:password@host`. */
+const URL_PASSWORD = /[a-z][a-z0-9+.-]*:\/\/[^\s:@/]*:([^\s@/]+)@/i;
+/**
+ * Values made only of references: `${VAR}`, `$VAR`, and Compose's escaped `$$VAR` / `$${VAR}`
+ * for the container's shell. `${VAR:-fallback}` is not: its fallback is a literal in the file.
+ */
+const ONLY_REFERENCES = /^(\$?\$\{[A-Za-z_][A-Za-z0-9_]*\}|\$?\$[A-Za-z_][A-Za-z0-9_]*)+$/;
+/** Splits a shell-form command into words: whitespace outside quotes separates, quotes are dropped. */
+function shellWords(text) {
+    const words = [];
+    let word = '';
+    let quote;
+    let inWord = false;
+    for (const c of text) {
+        if (quote) {
+            if (c === quote)
+                quote = undefined;
+            else
+                word += c;
+        }
+        else if (c === '"' || c === "'") {
+            quote = c;
+            inWord = true;
+        }
+        else if (/\s/.test(c)) {
+            if (inWord)
+                words.push(word);
+            word = '';
+            inWord = false;
+        }
+        else {
+            word += c;
+            inWord = true;
+        }
+    }
+    if (inWord)
+        words.push(word);
+    return words;
 }
-/** A path as findings show it: relative to the working directory when inside it, so GitHub annotations land on the file. */
-function displayPath(ctx, path) {
-    const rel = (0,external_node_path_namespaceObject.relative)(ctx.cwd, path);
-    return rel && !rel.startsWith('..') && !(0,external_node_path_namespaceObject.isAbsolute)(rel) ? rel : path;
+function classify(value) {
+    const v = value.trim();
+    if (v === '')
+        return undefined;
+    return ONLY_REFERENCES.test(v) ? 'reference' : 'literal';
+}
+/**
+ * Passwords passed as arguments, from the words of a command (each list item split again, since
+ * `["sh", "-c", "redis-server --requirepass x"]` hides a whole command line in one item).
+ */
+function commandSecrets(words) {
+    const found = [];
+    const add = (how, value, index) => {
+        const kind = value === undefined ? undefined : classify(value);
+        if (kind)
+            found.push({ how, kind, index });
+    };
+    let redisCli = false;
+    for (let i = 0; i < words.length; i++) {
+        const word = words[i];
+        if ((0,external_node_path_namespaceObject.basename)(word) === 'redis-cli')
+            redisCli = true;
+        const url = URL_PASSWORD.exec(word);
+        if (url) {
+            add('a URL with a password', url[1], i);
+            continue;
+        }
+        const eq = word.indexOf('=');
+        if (eq > 0) {
+            const name = word.slice(0, eq).replace(/^-+/, '');
+            if (SECRET_OPTION.test(name) || SECRET_ASSIGNMENT.test(name))
+                add(`${word.slice(0, eq)}=`, word.slice(eq + 1), i);
+            continue;
+        }
+        if (!word.startsWith('-') || word.startsWith('--no-'))
+            continue;
+        const name = word.replace(/^-+/, '');
+        const takesSecret = SECRET_OPTION.test(name) || (redisCli && word === '-a');
+        const next = words[i + 1];
+        if (takesSecret && next !== undefined && !next.startsWith('-')) {
+            add(word, next, i + 1);
+            i++;
+        }
+    }
+    return found;
+}
+const FIX = 'pass it out of band: a config file or Docker secret mounted read-only (requirepass in redis.conf, POSTGRES_PASSWORD_FILE, a .pgpass), or an environment variable the program reads itself';
+const WHERE = [
+    { path: ['command'], label: 'command' },
+    { path: ['entrypoint'], label: 'entrypoint' },
+    { path: ['healthcheck', 'test'], label: 'healthcheck test' },
+];
+/**
+ * `compose.command-secret`: a password in a service's command, entrypoint or healthcheck, as
+ * written in the Compose files (before interpolation). A literal is committed with the file and
+ * blocks in production; a `${VAR}` still ends up in `ps` and `docker inspect` on the host, so it
+ * warns.
+ */
+function checkCommandSecrets(sources, ctx) {
+    const blocking = gate(ctx.production);
+    const findings = [];
+    const seen = new Set();
+    for (const { path, label } of WHERE) {
+        for (const { file, service, node, doc, line } of sources.serviceNodes([...path])) {
+            // One argument list per node: a list form splits an option and its value over two items.
+            const words = [...scalarsOf(doc, node)].flatMap((scalar) => shellWords(scalar.value).map((word) => ({ word, offset: scalar.offset })));
+            for (const secret of commandSecrets(words.map((w) => w.word))) {
+                const at = { file: displayPath(ctx, file), line: line(words[secret.index].offset) };
+                // An anchor merged into several services is one line to fix: report it once.
+                const key = `${at.file}:${at.line}:${secret.how}`;
+                if (seen.has(key))
+                    continue;
+                seen.add(key);
+                findings.push(secret.kind === 'literal'
+                    ? blocking({ check: 'compose.command-secret', ...at, message: `service ${service} writes a password into its ${label} (${secret.how}): it is committed with the Compose file and shown by ps and docker inspect`, fix: FIX })
+                    : warn({ check: 'compose.command-secret', ...at, message: `service ${service} passes a password from a variable on its ${label} (${secret.how}): ps and docker inspect on the host show it`, fix: FIX }));
+            }
+        }
+    }
+    return findings.length ? findings : [pass({ check: 'compose.command-secret', message: 'no command, entrypoint or healthcheck passes a password as an argument' })];
 }
 
 ;// CONCATENATED MODULE: ./src/preflight/compose-gates.ts
 
 
+
 const SECRET_NAME = /PASSWORD|PASSWD|SECRET|TOKEN|KEY/i;
-const ONLY_REFERENCES = /^(\s*\$\{[^}]+\}\s*|\s*\$[A-Za-z_][A-Za-z0-9_]*\s*)+$/;
 const DEFAULT_PGDATA = '/var/lib/postgresql/data';
 /** Parses `compose config` output; when Compose could not run, the source files merged naively stand in. */
 function composeModel(merged, sources) {
@@ -40273,17 +40739,20 @@ function checkComposeGates(model, sources, ctx, options) {
     collect('compose.privileged', 'no service runs privileged', services
         .filter(([name, s]) => s.privileged === true && !options.allowPrivileged.includes(name))
         .map(([name]) => blocking({ check: 'compose.privileged', ...at(name, 'privileged'), message: `service ${name} runs privileged: full access to the host`, fix: `remove privileged: true (or add ${name} to preflight.allowPrivileged if it truly needs it)` })));
-    collect('compose.host-network', 'no app service uses the host network', appServices
-        .filter(([name, s]) => s.network_mode === 'host' && !options.allowHostNetwork.includes(name))
-        .map(([name]) => blocking({ check: 'compose.host-network', ...at(name, 'network_mode'), message: `app service ${name} uses network_mode: host`, fix: `publish the ports it needs instead (or add ${name} to preflight.allowHostNetwork)` })));
+    const postgres = services.filter(([name, s]) => name === options.postgresService || imageIs(s.image, 'postgres') || imageIs(s.image, 'postgresql'));
+    const redis = services.filter(([name, s]) => name === options.redisService || imageIs(s.image, 'redis'));
+    const dataServices = new Set([...postgres, ...redis].map(([name]) => name));
+    collect('compose.host-network', 'no app, database or Redis service uses the host network', services
+        .filter(([name, s]) => (appServices.some(([app]) => app === name) || dataServices.has(name)) && s.network_mode === 'host' && !options.allowHostNetwork.includes(name))
+        .map(([name]) => dataServices.has(name)
+        ? blocking({ check: 'compose.host-network', ...at(name, 'network_mode'), message: `${postgres.some(([p]) => p === name) ? 'database' : 'Redis'} service ${name} uses network_mode: host: it listens on the host's own interfaces, where no port binding limits who reaches it`, fix: `remove network_mode: host and publish "127.0.0.1:PORT:PORT" (or add ${name} to preflight.allowHostNetwork if it is bound to 127.0.0.1 by its own configuration)` })
+        : blocking({ check: 'compose.host-network', ...at(name, 'network_mode'), message: `app service ${name} uses network_mode: host`, fix: `publish the ports it needs instead (or add ${name} to preflight.allowHostNetwork)` })));
     collect('compose.docker-socket', 'no app service mounts the Docker socket', appServices.flatMap(([name, s]) => (s.volumes ?? []).flatMap((volume) => {
         const { source } = parseVolume(volume);
         if (!source || !/docker\.sock$/.test(source) || options.allowPrivileged.includes(name))
             return [];
         return [blocking({ check: 'compose.docker-socket', ...atItem(name, 'volumes', (item) => parseVolume(item).source === source), message: `app service ${name} mounts the Docker socket (${source}): root on the host`, fix: `remove the mount (or add ${name} to preflight.allowPrivileged)` })];
     })));
-    const postgres = services.filter(([name, s]) => name === options.postgresService || imageIs(s.image, 'postgres') || imageIs(s.image, 'postgresql'));
-    const redis = services.filter(([name, s]) => name === options.redisService || imageIs(s.image, 'redis'));
     collect('compose.data-ports', postgres.length + redis.length ? 'PostgreSQL and Redis ports are not published on all interfaces' : 'no PostgreSQL or Redis service publishes ports', [...postgres, ...redis].flatMap(([name, s]) => (s.ports ?? []).flatMap((port) => {
         const published = parsePort(port);
         if (!published || !publicAddress(published.hostIp))
@@ -40339,9 +40808,14 @@ function checkComposeGates(model, sources, ctx, options) {
         .filter(([, s]) => (s.restart === undefined || s.restart === 'no') && (!s.deploy?.restart_policy || s.deploy.restart_policy.condition === 'none'))
         .map(([name, s]) => blocking({ check: 'compose.restart', ...at(name, ...(s.restart ? ['restart'] : [])), message: `service ${name} has no restart policy: it stays down after a crash or a host reboot`, fix: 'add restart: unless-stopped' })));
     const inline = [];
+    const reported = new Set();
     for (const entry of sources.environmentEntries()) {
-        if (!SECRET_NAME.test(entry.name) || entry.value === undefined || entry.value === '' || ONLY_REFERENCES.test(entry.value))
+        if (!SECRET_NAME.test(entry.name) || entry.value === undefined || entry.value === '' || ONLY_REFERENCES.test(entry.value.trim()))
             continue;
+        // An anchor merged into several services is one line to fix.
+        if (reported.has(`${entry.file}:${entry.line}`))
+            continue;
+        reported.add(`${entry.file}:${entry.line}`);
         inline.push(blocking({ check: 'compose.inline-secret', file: displayPath(ctx, entry.file), line: entry.line, message: `service ${entry.service} sets ${entry.name} to a literal value in the Compose file`, fix: `reference it instead: ${entry.name}: \${${entry.name}} (from the environment or an env_file kept out of git)` }));
     }
     collect('compose.inline-secret', 'no secret-looking environment value is written inline', inline);
@@ -41438,11 +41912,12 @@ function globSync(globInput, options) {
  * A small nginx config parser: enough structure (directives, blocks, includes, lines) for the
  * TLS/redirect/HSTS gates. `nginx -t` remains the judge of validity.
  */
-function parseNginxConfig(path, seen = new Set()) {
+function parseNginxConfig(path, seen = new Set(), onFile) {
     if (seen.has(path))
         return [];
     seen.add(path);
     const text = (0,external_node_fs_namespaceObject.readFileSync)(path, 'utf8');
+    onFile?.(path, 'read');
     const tokens = tokenize(text);
     let position = 0;
     const parseBlock = () => {
@@ -41454,7 +41929,7 @@ function parseNginxConfig(path, seen = new Set()) {
                 if (words.length) {
                     const directive = { name: words[0].text, args: words.slice(1).map((w) => w.text), file: path, line: words[0].line };
                     if (directive.name === 'include')
-                        directives.push(...expandInclude(directive, path, seen));
+                        directives.push(...expandInclude(directive, path, seen, onFile));
                     else
                         directives.push(directive);
                 }
@@ -41476,7 +41951,7 @@ function parseNginxConfig(path, seen = new Set()) {
     };
     return parseBlock();
 }
-function expandInclude(directive, from, seen) {
+function expandInclude(directive, from, seen, onFile) {
     const pattern = directive.args[0];
     if (!pattern)
         return [];
@@ -41486,13 +41961,17 @@ function expandInclude(directive, from, seen) {
         files = /[*?[]/.test(absolute) ? globSync(absolute, { absolute: true, onlyFiles: true }).sort() : [absolute];
     }
     catch {
+        onFile?.(absolute, 'unreadable');
         return [];
     }
+    if (files.length === 0)
+        onFile?.(absolute, 'no match');
     return files.flatMap((file) => {
         try {
-            return parseNginxConfig(file, seen);
+            return parseNginxConfig(file, seen, onFile);
         }
-        catch {
+        catch (error) {
+            onFile?.(file, error.code === 'ENOENT' ? 'missing' : 'unreadable');
             return []; // nginx -t reports an unreadable include
         }
     });
@@ -41569,9 +42048,10 @@ async function checkNginx(runner, ctx, configFile) {
     const file = displayPath(ctx, configFile);
     let directives;
     try {
-        directives = parseNginxConfig(configFile);
+        directives = parseNginxConfig(configFile, new Set(), (path, status) => ctx.files?.add(path, path === configFile ? 'nginx configuration' : 'nginx include', 'edge.*, nginx -t', status));
     }
-    catch {
+    catch (error) {
+        ctx.files?.add(configFile, 'nginx configuration', 'edge.*', error.code === 'ENOENT' ? 'missing' : 'unreadable');
         return [fail({ check: 'edge.nginx-syntax', file, message: `the nginx configuration ${file} cannot be read`, fix: 'fix --nginx-config or preflight.nginxConfig' })];
     }
     const findings = await nginxTest(runner, ctx, configFile, directives);
@@ -41654,6 +42134,7 @@ function nginxGates(ctx, directives, file) {
         else {
             findings.push(pass({ check: 'edge.tls', ...at(listen), message: `TLS on port ${listens(server).find((l) => l.ssl).port} with a certificate and key` }));
         }
+        findings.push(...protocolGate(ctx, server, http, listen));
         if (!hasHsts(server.children) && !hasHsts(http?.children)) {
             findings.push(blocking({ check: 'edge.hsts', ...at(server), message: 'the TLS server sends no Strict-Transport-Security header', fix: 'add: add_header Strict-Transport-Security "max-age=31536000; includeSubDomains" always;' }));
         }
@@ -41672,13 +42153,35 @@ function nginxGates(ctx, directives, file) {
         findings.push(pass({ check: 'edge.https-redirect', ...at(listens(plainServers[0])[0].directive ?? plainServers[0]), message: 'plain HTTP redirects to HTTPS' }));
     return findings;
 }
+/** Protocols RFC 8996 deprecates (and SSL, long broken): a server must not accept them. */
+const OLD_PROTOCOLS = /^(SSLv2|SSLv3|TLSv1|TLSv1\.1)$/i;
+/**
+ * `edge.tls-protocols`: the protocols a TLS server accepts, from its own `ssl_protocols` or the
+ * http block's. Unset, nginx before 1.23.4 accepts TLSv1 and TLSv1.1, so that warns.
+ */
+function protocolGate(ctx, server, http, listen) {
+    const blocking = gate(ctx.production);
+    const directive = find(server.children, 'ssl_protocols').pop() ?? find(http?.children, 'ssl_protocols').pop();
+    if (!directive) {
+        const at = listen ? { file: displayPath(ctx, listen.file), line: listen.line } : { file: displayPath(ctx, server.file), line: server.line };
+        return [warn({ check: 'edge.tls-protocols', ...at, message: 'ssl_protocols is not set: nginx before 1.23.4 then accepts TLSv1 and TLSv1.1', fix: 'add to the http or server block: ssl_protocols TLSv1.2 TLSv1.3;' })];
+    }
+    const at = { file: displayPath(ctx, directive.file), line: directive.line };
+    const old = directive.args.filter((p) => OLD_PROTOCOLS.test(p));
+    if (old.length) {
+        return [blocking({ check: 'edge.tls-protocols', ...at, message: `ssl_protocols accepts ${old.join(' ')}: deprecated, with known attacks (RFC 8996)`, fix: 'ssl_protocols TLSv1.2 TLSv1.3;' })];
+    }
+    return [pass({ check: 'edge.tls-protocols', ...at, message: `TLS protocols: ${directive.args.join(' ')}` })];
+}
 async function checkCaddy(runner, ctx, configFile, pathEnv) {
     const file = displayPath(ctx, configFile);
     let text;
     try {
         text = (0,external_node_fs_namespaceObject.readFileSync)(configFile, 'utf8');
+        ctx.files?.add(configFile, 'Caddy configuration', 'edge.*');
     }
-    catch {
+    catch (error) {
+        ctx.files?.add(configFile, 'Caddy configuration', 'edge.*', error.code === 'ENOENT' ? 'missing' : 'unreadable');
         return [fail({ check: 'edge.caddy-syntax', file, message: `the Caddy configuration ${file} cannot be read`, fix: 'fix --caddy-config or preflight.caddyConfig' })];
     }
     const findings = [];
@@ -41702,6 +42205,12 @@ async function checkCaddy(runner, ctx, configFile, pathEnv) {
         findings.push(blocking({ check: 'edge.https-redirect', file, line: autoHttpsOff, message: 'auto_https is turned off or its redirects are disabled', fix: 'remove the auto_https line so Caddy manages certificates and redirects HTTP to HTTPS' }));
     else
         findings.push(pass({ check: 'edge.https-redirect', file, message: 'Caddy redirects HTTP to HTTPS (automatic HTTPS)' }));
+    // Caddy accepts TLS 1.2+ unless a `protocols` subdirective lowers the minimum.
+    const oldProtocols = lineOf(/^\s*protocols\s+(ssl3\.0|tls1\.0|tls1\.1)\b/i);
+    if (oldProtocols)
+        findings.push(blocking({ check: 'edge.tls-protocols', file, line: oldProtocols, message: 'the tls protocols minimum is below TLS 1.2: deprecated, with known attacks (RFC 8996)', fix: 'remove the protocols line (Caddy defaults to tls1.2) or write: protocols tls1.2 tls1.3' }));
+    else
+        findings.push(pass({ check: 'edge.tls-protocols', file, message: 'Caddy accepts TLS 1.2 and later' }));
     if (lineOf(/strict-transport-security/i) === undefined)
         findings.push(blocking({ check: 'edge.hsts', file, message: 'no Strict-Transport-Security header is set', fix: 'add: header Strict-Transport-Security "max-age=31536000; includeSubDomains"' }));
     else
@@ -41709,120 +42218,8 @@ async function checkCaddy(runner, ctx, configFile, pathEnv) {
     return findings;
 }
 
-;// CONCATENATED MODULE: ./src/preflight/env-values.ts
-
-
-
-/** Parses a dotenv file (KEY=VALUE, optional `export`, quotes, comments) keeping each key's line. */
-function parseEnvFile(text) {
-    const entries = [];
-    const lines = text.split(/\r?\n/);
-    for (let i = 0; i < lines.length; i++) {
-        const match = /^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.-]*)\s*=\s*(.*)$/.exec(lines[i]);
-        if (!match)
-            continue;
-        const line = i + 1;
-        let value = match[2];
-        const quote = value[0];
-        if ((quote === '"' || quote === "'") && value.lastIndexOf(quote) > 0) {
-            value = value.slice(1, value.lastIndexOf(quote));
-        }
-        else if (quote === '"' || quote === "'") {
-            // A quoted value spanning lines: read to the closing quote.
-            const parts = [value.slice(1)];
-            while (++i < lines.length && !lines[i].includes(quote))
-                parts.push(lines[i]);
-            parts.push((lines[i] ?? '').slice(0, (lines[i] ?? '').indexOf(quote)));
-            value = parts.join('\n');
-        }
-        else {
-            value = value.replace(/\s+#.*$/, '').trim();
-        }
-        entries.push({ key: match[1], value, line });
-    }
-    return entries;
-}
-const PLACEHOLDER = /^(changeme|change[-_ ]?me|change[-_ ]?this|todo|tbd|fixme|xxx+|placeholder|replace[-_ ]?me|secret|password|example|dummy|<[^>]*>|your[-_].*)$/i;
-const PLACEHOLDER_INSIDE = /changeme|change_me|\bTODO\b|\bFIXME\b|xxxx/i;
-const SECRET_KEY = /SECRET|KEY/i;
-const MIN_SECRET_LENGTH = 32;
-const TRUTHY = /^(1|true|yes|on)$/i;
-/** Checks the environment file's values; messages name keys only, never values. */
-function checkEnvValues(ctx, options) {
-    if (!options.envFile)
-        return [notChecked('env.file', 'no environment file configured', 'pass --env-file .env.production or set preflight.envFile in lifeline.yml')];
-    const file = displayPath(ctx, options.envFile);
-    let text;
-    try {
-        text = (0,external_node_fs_namespaceObject.readFileSync)(options.envFile, 'utf8');
-    }
-    catch {
-        return [fail({ check: 'env.file', file, message: `the environment file ${file} cannot be read`, fix: 'create it on the deploy host (it is not committed), or fix --env-file / preflight.envFile' })];
-    }
-    const entries = parseEnvFile(text);
-    const byKey = new Map(entries.map((e) => [e.key, e]));
-    const findings = [pass({ check: 'env.file', file, message: `${entries.length} keys read` })];
-    const blocking = gate(ctx.production);
-    let required = options.requiredKeys;
-    let requiredFrom = 'the required keys';
-    const example = (0,external_node_path_namespaceObject.join)((0,external_node_path_namespaceObject.dirname)(options.envFile), '.env.example');
-    if (required.length === 0 && (0,external_node_fs_namespaceObject.existsSync)(example) && (0,external_node_path_namespaceObject.basename)(options.envFile) !== '.env.example') {
-        required = parseEnvFile((0,external_node_fs_namespaceObject.readFileSync)(example, 'utf8')).map((e) => e.key);
-        requiredFrom = displayPath(ctx, example);
-    }
-    const missing = required.filter((key) => !byKey.has(key));
-    for (const key of missing)
-        findings.push(fail({ check: 'env.required', file, message: `${key} is missing (required by ${requiredFrom})`, fix: `add ${key}=... to ${file}` }));
-    if (required.length === 0)
-        findings.push(notChecked('env.required', 'no required keys configured and no .env.example beside the file', 'list them with --required-env KEY or preflight.requiredEnv, or commit a .env.example'));
-    else if (missing.length === 0)
-        findings.push(pass({ check: 'env.required', file, message: `all ${required.length} required keys are present (from ${requiredFrom})` }));
-    const requiredSet = new Set(required);
-    const values = [];
-    for (const { key, value, line } of entries) {
-        const at = { file, line };
-        if (value.trim() === '') {
-            const make = requiredSet.has(key) ? fail : warn;
-            values.push(make({ check: 'env.placeholder', ...at, message: `${key} is empty`, fix: `set a real value for ${key}${requiredSet.has(key) ? '' : ' or remove the line'}` }));
-            continue;
-        }
-        if (PLACEHOLDER.test(value.trim()) || PLACEHOLDER_INSIDE.test(value)) {
-            values.push(fail({ check: 'env.placeholder', ...at, message: `${key} still holds a placeholder value`, fix: `set the real value of ${key}` }));
-            continue;
-        }
-        if (SECRET_KEY.test(key) && !/_(ID|FILE|PATH|NAME)$/i.test(key) && value.length < MIN_SECRET_LENGTH) {
-            values.push(blocking({ check: 'env.secret-length', ...at, message: `${key} is ${value.length} characters; secrets need at least ${MIN_SECRET_LENGTH}`, fix: `generate one: openssl rand -hex 32, and set ${key} to it` }));
-        }
-        if (/(^|_)DEBUG$/i.test(key) && TRUTHY.test(value.trim())) {
-            values.push(blocking({ check: 'env.debug', ...at, message: `${key} is on${ctx.production ? ' in production' : ''}: stack traces and internals reach users`, fix: `set ${key}=false` }));
-        }
-        if (/(^|_)DATABASE_URL$/i.test(key) && !urlParses(value, ['postgres:', 'postgresql:', 'postgresql+asyncpg:', 'postgresql+psycopg:', 'postgresql+psycopg2:'])) {
-            values.push(fail({ check: 'env.url', ...at, message: `${key} is not a PostgreSQL URL`, fix: `write ${key} as postgresql://user:password@host:5432/dbname (percent-encode special characters in the password)` }));
-        }
-        if (/(^|_)REDIS_URL$/i.test(key) && !urlParses(value, ['redis:', 'rediss:'])) {
-            values.push(fail({ check: 'env.url', ...at, message: `${key} is not a Redis URL`, fix: `write ${key} as redis://:password@host:6379/0` }));
-        }
-        if (/CORS/i.test(key) && value.split(/[\s,;]+/).some((origin) => origin.replace(/^["'[]+|["'\]]+$/g, '') === '*')) {
-            values.push(blocking({ check: 'env.cors', ...at, message: `${key} allows any origin (*)${ctx.production ? ' in production' : ''}`, fix: `list the allowed origins: ${key}=https://app.example.com` }));
-        }
-    }
-    findings.push(...values);
-    if (!values.some((f) => f.status !== 'pass'))
-        findings.push(pass({ check: 'env.values', file, message: 'no placeholders, short secrets, debug flags, bad URLs or open CORS origins' }));
-    return findings;
-}
-/** Whether a URL parses with one of the schemes; the value itself never leaves this function. */
-function urlParses(value, schemes) {
-    try {
-        const url = new URL(value.trim());
-        return schemes.includes(url.protocol) && url.hostname !== '';
-    }
-    catch {
-        return false;
-    }
-}
-
 ;// CONCATENATED MODULE: ./src/preflight/scripts.ts
+
 
 
 
@@ -41832,6 +42229,8 @@ async function expandScripts(scripts, ctx) {
     const findings = [];
     for (const pattern of scripts.patterns) {
         const matched = await glob(pattern, { cwd: scripts.baseDir, absolute: true, onlyFiles: true, dot: true });
+        if (matched.length === 0)
+            ctx.files?.add((0,external_node_path_namespaceObject.isAbsolute)(pattern) ? pattern : (0,external_node_path_namespaceObject.join)(scripts.baseDir, pattern), 'shell script pattern', 'scripts.glob', 'no match');
         if (matched.length === 0)
             findings.push(fail({ check: 'scripts.glob', message: `the script pattern ${pattern} matches no file (from ${displayPath(ctx, scripts.baseDir) || '.'})`, fix: 'fix the pattern in --script or preflight.scripts' }));
         for (const file of matched.sort())
@@ -41844,6 +42243,8 @@ async function checkScripts(runner, ctx, scripts, severity) {
     if (scripts.patterns.length === 0)
         return [notChecked('scripts.shellcheck', 'no shell scripts configured', 'pass --script "scripts/*.sh" or set preflight.scripts in lifeline.yml')];
     const { files, findings } = await expandScripts(scripts, ctx);
+    for (const file of files)
+        ctx.files?.add(file, 'shell script', 'bash -n, shellcheck');
     if (files.length === 0)
         return findings;
     const syntax = await Promise.all(files.map(async (file) => ({ file, result: await runText(runner, { tool: 'bash', args: ['-n', file], cwd: ctx.cwd }) })));
@@ -41880,14 +42281,14 @@ async function checkScripts(runner, ctx, scripts, severity) {
     return findings;
 }
 
-// EXTERNAL MODULE: external "node:crypto"
-var external_node_crypto_ = __nccwpck_require__(7598);
 ;// CONCATENATED MODULE: external "node:fs/promises"
 const promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs/promises");
-// EXTERNAL MODULE: external "node:stream"
-var external_node_stream_ = __nccwpck_require__(7075);
 ;// CONCATENATED MODULE: external "node:stream/promises"
 const external_node_stream_promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:stream/promises");
+// EXTERNAL MODULE: external "node:crypto"
+var external_node_crypto_ = __nccwpck_require__(7598);
+// EXTERNAL MODULE: external "node:stream"
+var external_node_stream_ = __nccwpck_require__(7075);
 ;// CONCATENATED MODULE: ./src/catalog/files.ts
 
 
@@ -41895,6 +42296,13 @@ const external_node_stream_promises_namespaceObject = __WEBPACK_EXTERNAL_createR
 
 
 
+/** Catalog files are private to the store's owner whatever the umask (it can only clear bits). */
+const PRIVATE_FILE_MODE = 0o600;
+const PRIVATE_DIR_MODE = 0o700;
+/** Creates a directory (and missing parents) as 0700. Existing directories are left as they are. */
+async function mkdirPrivate(path) {
+    await (0,promises_namespaceObject.mkdir)(path, { recursive: true, mode: PRIVATE_DIR_MODE });
+}
 /** Flushes a file's (or directory's) contents to disk so a rename after it is durable. */
 async function fsyncPath(path) {
     const handle = await (0,promises_namespaceObject.open)(path, 'r');
@@ -41907,10 +42315,10 @@ async function fsyncPath(path) {
 }
 /** Writes a small file atomically: temporary name, fsync, rename, fsync the directory. */
 async function writeFileAtomic(path, data) {
-    await (0,promises_namespaceObject.mkdir)((0,external_node_path_namespaceObject.dirname)(path), { recursive: true });
+    await mkdirPrivate((0,external_node_path_namespaceObject.dirname)(path));
     const tmp = (0,external_node_path_namespaceObject.join)((0,external_node_path_namespaceObject.dirname)(path), `.${(0,external_node_path_namespaceObject.basename)(path)}.tmp-${process.pid}-${Date.now()}`);
     try {
-        await (0,promises_namespaceObject.writeFile)(tmp, data);
+        await (0,promises_namespaceObject.writeFile)(tmp, data, { mode: PRIVATE_FILE_MODE, flag: 'wx' });
         await fsyncPath(tmp);
         await (0,promises_namespaceObject.rename)(tmp, path);
     }
@@ -41921,7 +42329,7 @@ async function writeFileAtomic(path, data) {
     await fsyncPath((0,external_node_path_namespaceObject.dirname)(path));
 }
 /** A pass-through that hashes and counts what flows through it, so no second read is needed. */
-class HashingTransform extends external_node_stream_.Transform {
+class files_HashingTransform extends external_node_stream_.Transform {
     hash = (0,external_node_crypto_.createHash)('sha256');
     bytes = 0;
     _transform(chunk, _encoding, callback) {
@@ -41935,18 +42343,20 @@ class HashingTransform extends external_node_stream_.Transform {
 }
 /** Streams `source` into `path`, hashing in the same pass, then fsyncs. */
 async function streamToFile(source, path, onProgress) {
-    const hasher = new HashingTransform();
+    const hasher = new files_HashingTransform();
     if (onProgress)
         hasher.on('data', () => onProgress(hasher.bytes));
-    await (0,external_node_stream_promises_namespaceObject.pipeline)(source, hasher, (0,external_node_fs_namespaceObject.createWriteStream)(path, { flags: 'wx' }));
+    await (0,external_node_stream_promises_namespaceObject.pipeline)(source, hasher, (0,external_node_fs_namespaceObject.createWriteStream)(path, { flags: 'wx', mode: PRIVATE_FILE_MODE }));
     await fsyncPath(path);
     return { sha256: hasher.digest(), bytes: hasher.bytes };
 }
 /** A writable file that hashes what is written, for producers that push rather than offer a readable. */
 function hashingFileWriter(path) {
-    const hasher = new HashingTransform();
-    const file = (0,external_node_fs_namespaceObject.createWriteStream)(path, { flags: 'wx' });
+    const hasher = new files_HashingTransform();
+    const file = (0,external_node_fs_namespaceObject.createWriteStream)(path, { flags: 'wx', mode: PRIVATE_FILE_MODE });
     const finished = (0,external_node_stream_promises_namespaceObject.pipeline)(hasher, file);
+    // A write error (ENOSPC) can land before the producer calls done(): it is reported there, not as an unhandled rejection.
+    finished.catch(() => { });
     return {
         stream: hasher,
         async done() {
@@ -41957,8 +42367,8 @@ function hashingFileWriter(path) {
     };
 }
 /** sha256 of a file, read in 1 MiB chunks (bounded memory). */
-async function files_sha256File(path) {
-    const hasher = new HashingTransform();
+async function sha256File(path) {
+    const hasher = new files_HashingTransform();
     await pipeline(createReadStream(path, { highWaterMark: 1024 * 1024 }), hasher, async function* (source) {
         for await (const _chunk of source) {
             // drain
@@ -41967,9 +42377,228 @@ async function files_sha256File(path) {
     return { sha256: hasher.digest(), bytes: hasher.bytes };
 }
 
+;// CONCATENATED MODULE: ./src/catalog/confine.ts
+
+
+
+
+
+
+/**
+ * The one rule for a file name read from inside an entry (SHA256SUMS, backup.json, export.json,
+ * a remote listing): a single path segment of letters, digits, '.', '_', '+' and '-', starting
+ * with a letter or digit. That excludes '..', '/', absolute paths, NUL and control characters,
+ * and every name Lifeline itself never writes.
+ */
+const ENTRY_FILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$/;
+function isSafeEntryFileName(name) {
+    return ENTRY_FILE_NAME.test(name) && !name.includes('..');
+}
+/** Why `name` may not be read from the entry, or undefined when the name itself is acceptable. */
+function entryFileNameProblem(name) {
+    if (isSafeEntryFileName(name))
+        return undefined;
+    if (name.startsWith('/'))
+        return 'is an absolute path';
+    if (name.includes('/') || name.includes('\\'))
+        return 'is not a single path segment';
+    if (name.includes('..'))
+        return "contains '..'";
+    return 'is not a name Lifeline writes (letters, digits, ., _, +, - only)';
+}
+/** A name or file inside an entry that Lifeline refuses to read (exit 1: the entry is damaged or hostile). */
+class confine_UnsafeEntryFileError extends LifelineError {
+    entryDir;
+    fileName;
+    reason;
+    constructor(entryDir, fileName, reason) {
+        super('failed', `${JSON.stringify(fileName)} in ${entryDir} ${reason}; it was not read`, {
+            code: 'ENTRY_UNSAFE_FILE',
+            fix: `the entry at ${entryDir} was altered outside Lifeline: inspect it, then remove it or restore it from an off-host copy`,
+        });
+        this.entryDir = entryDir;
+        this.fileName = fileName;
+        this.reason = reason;
+    }
+}
+function unsafe(entryDir, name, reason) {
+    return new confine_UnsafeEntryFileError(entryDir, name, reason);
+}
+function kindOf(info) {
+    if (info.isSymbolicLink())
+        return 'a symbolic link';
+    if (info.isFIFO())
+        return 'a FIFO';
+    if (info.isCharacterDevice() || info.isBlockDevice())
+        return 'a device';
+    if (info.isSocket())
+        return 'a socket';
+    if (info.isDirectory())
+        return 'a directory';
+    return 'not a regular file';
+}
+async function assertEntryDir(entryDir) {
+    // The entry directory itself must not be a link to somewhere else (the store root may be).
+    const info = await lstat(entryDir);
+    if (!info.isDirectory())
+        throw unsafe(entryDir, '.', `is ${kindOf(info)}, not an entry directory`);
+}
+/**
+ * Opens a file of a catalog entry for reading, confined to that entry: the name must pass
+ * `isSafeEntryFileName`, the entry directory must not be a symlink, and the file is opened with
+ * O_NOFOLLOW | O_NONBLOCK (a FIFO cannot block the open) and must then be a regular file.
+ * Every reader of a name that came from a file goes through here or `entryFilePath`.
+ */
+async function openEntryFile(entryDir, name) {
+    const problem = entryFileNameProblem(name);
+    if (problem)
+        throw unsafe(entryDir, name, problem);
+    await assertEntryDir(entryDir);
+    let handle;
+    try {
+        handle = await open(join(entryDir, name), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    }
+    catch (error) {
+        const code = error.code;
+        if (code === 'ELOOP' || code === 'EMLINK')
+            throw unsafe(entryDir, name, 'is a symbolic link');
+        throw error;
+    }
+    try {
+        const info = await handle.stat();
+        if (!info.isFile())
+            throw unsafe(entryDir, name, `is ${kindOf(info)}`);
+        return handle;
+    }
+    catch (error) {
+        await handle.close();
+        throw error;
+    }
+}
+/**
+ * The path of an entry file for a tool that opens it itself (pg_restore, redis-check-rdb), after
+ * the same checks as `openEntryFile`. Only root and the store's owner can write inside an entry
+ * (0700), so the window between this check and the tool's open is not an attacker's to use.
+ */
+async function entryFilePath(entryDir, name) {
+    const handle = await openEntryFile(entryDir, name);
+    await handle.close();
+    return join(entryDir, name);
+}
+/** sha256 of an entry file, streamed in 1 MiB chunks through a confined handle. */
+async function confine_sha256EntryFile(entryDir, name) {
+    const handle = await openEntryFile(entryDir, name);
+    const hasher = new HashingTransform();
+    await pipeline(handle.createReadStream({ highWaterMark: 1024 * 1024 }), hasher, async function* (source) {
+        for await (const _chunk of source) {
+            // drain
+        }
+    });
+    return { sha256: hasher.digest(), bytes: hasher.bytes };
+}
+/** A small entry file (metadata, SHA256SUMS) as text, through a confined handle; refuses more than `limit` bytes. */
+async function confine_readEntryText(entryDir, name, limit = 16 * 1024 * 1024) {
+    const handle = await openEntryFile(entryDir, name);
+    try {
+        const { size } = await handle.stat();
+        if (size > limit)
+            throw unsafe(entryDir, name, `is ${size} bytes, more than the ${limit} a metadata file may hold`);
+        return await handle.readFile('utf8');
+    }
+    finally {
+        await handle.close();
+    }
+}
+/**
+ * Whether other local users can reach the environment's files: the store root and the environment
+ * directory both let group or others in (a 0700 on either one keeps everything below private).
+ * Returns the problem with its fix, or undefined when the catalog is private or does not exist yet.
+ */
+function sharedStoreProblem(root, env) {
+    const modeOf = (path) => {
+        try {
+            return (0,external_node_fs_namespaceObject.statSync)(path).mode & 0o777;
+        }
+        catch {
+            return undefined;
+        }
+    };
+    const rootMode = modeOf(root);
+    if (rootMode === undefined || (rootMode & 0o077) === 0)
+        return undefined;
+    const envMode = modeOf((0,external_node_path_namespaceObject.join)(root, env));
+    if (envMode !== undefined && (envMode & 0o077) === 0)
+        return undefined;
+    const octal = (m) => m.toString(8).padStart(4, '0');
+    return {
+        message: `the catalog ${root} is readable by other local users (mode ${octal(rootMode)}${envMode === undefined ? '' : `, ${env}/ ${octal(envMode)}`}): backups, tenant exports and Redis snapshots hold production data`,
+        fix: `chmod -R go-rwx ${root}`,
+    };
+}
+let warnSink;
+const warned = new Set();
+/** The door (CLI or action) says where catalog warnings go; domain code never logs directly here. */
+function setCatalogWarningSink(sink) {
+    warnSink = sink;
+    warned.clear();
+}
+/** Called by every catalog write path: warns once per store and environment when it is shared. */
+function warnIfStoreShared(root, env) {
+    const key = `${root}\0${env}`;
+    if (warned.has(key))
+        return;
+    warned.add(key);
+    const problem = sharedStoreProblem(root, env);
+    if (problem)
+        warnSink?.(`${problem.message}; fix: ${problem.fix}`);
+}
+
+;// CONCATENATED MODULE: ./src/catalog/fs-errors.ts
+
+const FILESYSTEM_CODES = {
+    ENOSPC: { what: 'no space left on the device', fix: (p) => `free space on the filesystem that holds ${p} (df -h ${p}), e.g. lifeline prune, or point --store / store: at a larger disk, then run the command again` },
+    EDQUOT: { what: 'the disk quota is exhausted', fix: (p) => `raise the quota or free space under ${p}, then run the command again` },
+    EROFS: { what: 'the filesystem is read-only', fix: (p) => `remount the filesystem that holds ${p} read-write (or point --store at a writable one), then run the command again` },
+    EACCES: { what: 'permission denied', fix: (p) => `run Lifeline as the user that owns the catalog (ls -ld ${p}), or fix the owner of ${p}` },
+    EPERM: { what: 'operation not permitted', fix: (p) => `run Lifeline as the user that owns the catalog (ls -ld ${p}), or fix the owner of ${p}` },
+    EMFILE: { what: 'too many open files', fix: () => 'raise the open-files limit (ulimit -n) and run the command again' },
+    EIO: { what: 'an I/O error', fix: (p) => `check the disk that holds ${p} (dmesg); the data on it may be damaged` },
+};
+function isFilesystemError(error) {
+    const code = error?.code;
+    return typeof code === 'string' && code in FILESYSTEM_CODES;
+}
+/**
+ * Turns an ENOSPC, EROFS, EACCES (and kin) into a LifelineError that names the path, says what
+ * was and was not written (`outcome`), and what to do. Anything else is returned as undefined.
+ */
+function describeFilesystemError(error, outcome, where) {
+    // Already described further down (a catalog write): keep that message, it knows the outcome.
+    if (isLifelineError(error))
+        return error.code.startsWith('FS_') ? error : undefined;
+    if (!isFilesystemError(error))
+        return undefined;
+    const known = FILESYSTEM_CODES[error.code];
+    // A write(2) failure carries no path: `where` (the entry or file being written) stands in.
+    const path = error.path ?? error.dest ?? where ?? 'a file';
+    const doing = error.syscall ? ` (${error.syscall})` : '';
+    return errors_failure(`FS_${error.code}`, `${path}: ${known.what}${doing}${outcome ? `; ${outcome}` : ''}`, {
+        fix: known.fix(path),
+        cause: error,
+        details: { path, errno: error.code },
+    });
+}
+/** Runs a catalog write; a filesystem failure becomes a LifelineError carrying `outcome`. */
+async function withWriteOutcome(outcome, fn, where) {
+    try {
+        return await fn();
+    }
+    catch (error) {
+        throw describeFilesystemError(error, outcome, where) ?? error;
+    }
+}
+
 ;// CONCATENATED MODULE: ./src/catalog/sums.ts
-
-
 
 const SUMS_FILE = 'SHA256SUMS';
 /** The exact format `sha256sum -c` reads: hash, two spaces, file name. */
@@ -41991,23 +42620,36 @@ function parseSums(text) {
     }
     return entries;
 }
-/** Re-hashes every file listed in a directory's SHA256SUMS. */
-async function checkSums(dir) {
-    const entries = parseSums(await readFile(join(dir, SUMS_FILE), 'utf8'));
+/**
+ * Re-hashes every file listed in a directory's SHA256SUMS, each through `openEntryFile`: a name
+ * that is not a safe single segment, a symlink, a FIFO or a device fails its check unhashed.
+ * With `listed` (the names the entry's metadata records), a line for any other name is a failed
+ * check too, never an extra file to hash.
+ */
+async function checkSums(dir, options = {}) {
+    const entries = parseSums(await readEntryText(dir, SUMS_FILE));
+    const listed = options.listed && new Set([...options.listed, SUMS_FILE]);
     const results = [];
     for (const entry of entries) {
+        if (listed && !listed.has(entry.file)) {
+            results.push({ file: entry.file, expected: entry.sha256, ok: false, error: `${SUMS_FILE} lists ${JSON.stringify(entry.file)}, which the entry's metadata does not name; it was not read` });
+            continue;
+        }
         try {
-            const { sha256 } = await sha256File(join(dir, entry.file));
+            const { sha256 } = await sha256EntryFile(dir, entry.file);
             results.push({ file: entry.file, expected: entry.sha256, actual: sha256, ok: sha256 === entry.sha256 });
         }
         catch (error) {
-            results.push({ file: entry.file, expected: entry.sha256, ok: false, error: error.message });
+            const message = error instanceof UnsafeEntryFileError ? error.message : error.message;
+            results.push({ file: entry.file, expected: entry.sha256, ok: false, error: message });
         }
     }
     return results;
 }
 
 ;// CONCATENATED MODULE: ./src/catalog/store.ts
+
+
 
 
 
@@ -42035,8 +42677,19 @@ function newEntryId(now = new Date()) {
  */
 class Catalog {
     root;
-    constructor(root) {
+    options;
+    /** Paths of damaged entries already reported by this catalog (each is reported once). */
+    reported = new Set();
+    constructor(root, options = {}) {
         this.root = root;
+        this.options = options;
+    }
+    /** Reports an entry that is skipped because it cannot be read (once per path). */
+    reportDamaged(path, reason) {
+        if (this.reported.has(path))
+            return;
+        this.reported.add(path);
+        this.options.warn?.(`skipped ${path}: ${reason}; the other entries are used (inspect it, restore it from an off-host copy or remove the entry)`);
     }
     envDir(env) {
         assertSafeSegment(env, 'environment');
@@ -42054,9 +42707,10 @@ class Catalog {
         if (await exists(finalDir)) {
             throw errors_usageError('ENTRY_EXISTS', `${kind} entry ${id} already exists in environment ${env}`, 'choose another id; catalog entries are immutable once written');
         }
+        warnIfStoreShared(this.root, env);
         const stagingDir = (0,external_node_path_namespaceObject.join)(this.kindDir(env, kind), `.staging-${id}-${process.pid}`);
-        await (0,promises_namespaceObject.mkdir)(stagingDir, { recursive: true });
-        return new StagedEntry(stagingDir, finalDir, metadataFile);
+        await withWriteOutcome(`nothing was added to the catalog (${kind} entry ${id} was not started)`, () => mkdirPrivate(stagingDir));
+        return new StagedEntry(stagingDir, finalDir, metadataFile, `${kind} entry ${id}`);
     }
     /** Complete entries, newest first. Staging directories and entries without metadata are skipped. */
     async list(env, kind, metadataFile) {
@@ -42074,14 +42728,29 @@ class Catalog {
         for (const name of names) {
             if (name.startsWith('.'))
                 continue;
+            // An entry that vanishes mid-listing (a concurrent prune renamed it away) is simply skipped.
+            const info = await (0,promises_namespaceObject.stat)((0,external_node_path_namespaceObject.join)(dir, name)).catch(skipWhenGone);
             // A stray file beside the entries (an operator's note, a copied archive) is not an entry.
-            if (!(await (0,promises_namespaceObject.stat)((0,external_node_path_namespaceObject.join)(dir, name))).isDirectory())
+            if (!info?.isDirectory())
                 continue;
-            const metadata = await readJsonIfExists((0,external_node_path_namespaceObject.join)(dir, name, metadataFile));
+            const path = (0,external_node_path_namespaceObject.join)(dir, name, metadataFile);
+            let metadata;
+            try {
+                metadata = await readJsonIfExists(path);
+            }
+            catch (error) {
+                if (isGone(error))
+                    continue;
+                // One damaged entry must not take the listing (and every restore, drill and gate) down with it.
+                this.reportDamaged(path, error.code === 'CATALOG_CORRUPT' ? 'it is not valid JSON' : error.message);
+                continue;
+            }
             if (!metadata)
                 continue;
-            if (metadata.schemaVersion > CATALOG_SCHEMA_VERSION) {
-                throw errors_failure('CATALOG_TOO_NEW', `${(0,external_node_path_namespaceObject.join)(dir, name, metadataFile)} has schema version ${metadata.schemaVersion}; this Lifeline reads up to ${CATALOG_SCHEMA_VERSION}`, { fix: 'upgrade Lifeline' });
+            const problem = metadataProblem(metadata);
+            if (problem) {
+                this.reportDamaged(path, problem);
+                continue;
             }
             entries.push({ id: name, dir: (0,external_node_path_namespaceObject.join)(dir, name), metadata });
         }
@@ -42094,7 +42763,32 @@ class Catalog {
     }
     /** Rewrites an entry's metadata atomically (e.g. to record a verification). */
     async updateMetadata(entry, metadataFile, metadata) {
-        await writeFileAtomic((0,external_node_path_namespaceObject.join)(entry.dir, metadataFile), `${JSON.stringify(metadata, null, 2)}\n`);
+        await withWriteOutcome(`${(0,external_node_path_namespaceObject.join)(entry.dir, metadataFile)} was left as it was (the entry itself is unchanged)`, () => writeFileAtomic((0,external_node_path_namespaceObject.join)(entry.dir, metadataFile), `${JSON.stringify(metadata, null, 2)}\n`));
+    }
+    /**
+     * Rewrites the metadata of an entry that must still be there: never creates a directory, so an
+     * entry deleted meanwhile stays deleted (the temporary file cannot be created in a directory
+     * that is gone, and the rename fails once the directory was renamed away).
+     * Returns false, writing nothing, when the entry or its metadata file is gone.
+     */
+    async rewriteExistingMetadata(entry, metadataFile, metadata) {
+        const path = (0,external_node_path_namespaceObject.join)(entry.dir, metadataFile);
+        if (!(await exists(path)))
+            return false;
+        const tmp = (0,external_node_path_namespaceObject.join)(entry.dir, `.${metadataFile}.tmp-${process.pid}-${Date.now()}`);
+        try {
+            await (0,promises_namespaceObject.writeFile)(tmp, `${JSON.stringify(metadata, null, 2)}\n`, { mode: PRIVATE_FILE_MODE, flag: 'wx' });
+            await fsyncPath(tmp);
+            await (0,promises_namespaceObject.rename)(tmp, path);
+        }
+        catch (error) {
+            await (0,promises_namespaceObject.rm)(tmp, { force: true });
+            if (isGone(error))
+                return false;
+            throw error;
+        }
+        await fsyncPath(entry.dir).catch(skipWhenGone);
+        return true;
     }
     async remove(entry) {
         // Rename first so a half-deleted entry never lists as complete.
@@ -42131,9 +42825,12 @@ class Catalog {
     /** Appends one JSON line to an environment's append-only log (e.g. deploy history). */
     async appendLog(env, name, record) {
         const path = (0,external_node_path_namespaceObject.join)(this.envDir(env), name);
-        await (0,promises_namespaceObject.mkdir)(this.envDir(env), { recursive: true });
-        await (0,promises_namespaceObject.appendFile)(path, `${JSON.stringify(record)}\n`);
-        await fsyncPath(path);
+        warnIfStoreShared(this.root, env);
+        await withWriteOutcome(`the record was not appended to ${name}`, async () => {
+            await mkdirPrivate(this.envDir(env));
+            await (0,promises_namespaceObject.appendFile)(path, `${JSON.stringify(record)}\n`, { mode: PRIVATE_FILE_MODE });
+            await fsyncPath(path);
+        });
     }
     async readLog(env, name) {
         const text = await (0,promises_namespaceObject.readFile)((0,external_node_path_namespaceObject.join)(this.envDir(env), name), 'utf8').catch((error) => {
@@ -42159,12 +42856,18 @@ class StagedEntry {
     dir;
     finalDir;
     metadataFile;
+    what;
     sums = [];
     settled = false;
-    constructor(dir, finalDir, metadataFile) {
+    constructor(dir, finalDir, metadataFile, what = 'the entry') {
         this.dir = dir;
         this.finalDir = finalDir;
         this.metadataFile = metadataFile;
+        this.what = what;
+    }
+    /** A write failure inside a staged entry never leaves anything listed: say so, with the path. */
+    write(fn) {
+        return withWriteOutcome(`nothing was added to the catalog (${this.what} stays unlisted; its staging directory is removed)`, fn, this.dir);
     }
     path(name) {
         assertSafeSegment(name, 'file name');
@@ -42172,7 +42875,7 @@ class StagedEntry {
     }
     /** Streams a payload into the entry, hashing it on the way, and records it for SHA256SUMS. */
     async addStream(name, source, onProgress) {
-        const result = await streamToFile(source, this.path(name), onProgress);
+        const result = await this.write(() => streamToFile(source, this.path(name), onProgress));
         this.sums.push({ file: name, sha256: result.sha256 });
         return result;
     }
@@ -42182,7 +42885,7 @@ class StagedEntry {
         return {
             stream: writer.stream,
             done: async () => {
-                const result = await writer.done();
+                const result = await this.write(() => writer.done());
                 this.sums.push({ file: name, sha256: result.sha256 });
                 return result;
             },
@@ -42193,10 +42896,12 @@ class StagedEntry {
     }
     /** Writes SHA256SUMS and the metadata, fsyncs, and renames the entry into place. */
     async commit(metadata) {
-        await writeFileAtomic((0,external_node_path_namespaceObject.join)(this.dir, SUMS_FILE), formatSums(this.sums));
-        await writeFileAtomic((0,external_node_path_namespaceObject.join)(this.dir, this.metadataFile), `${JSON.stringify(metadata, null, 2)}\n`);
-        await fsyncPath(this.dir);
-        await (0,promises_namespaceObject.rename)(this.dir, this.finalDir);
+        await this.write(async () => {
+            await writeFileAtomic((0,external_node_path_namespaceObject.join)(this.dir, SUMS_FILE), formatSums(this.sums));
+            await writeFileAtomic((0,external_node_path_namespaceObject.join)(this.dir, this.metadataFile), `${JSON.stringify(metadata, null, 2)}\n`);
+            await fsyncPath(this.dir);
+            await (0,promises_namespaceObject.rename)(this.dir, this.finalDir);
+        });
         await fsyncPath((0,external_node_path_namespaceObject.join)(this.finalDir, '..'));
         this.settled = true;
     }
@@ -42206,6 +42911,28 @@ class StagedEntry {
         this.settled = true;
         await (0,promises_namespaceObject.rm)(this.dir, { recursive: true, force: true });
     }
+}
+function isGone(error) {
+    const code = error?.code;
+    return code === 'ENOENT' || code === 'ENOTDIR';
+}
+function skipWhenGone(error) {
+    if (isGone(error))
+        return undefined;
+    throw error;
+}
+/** Why parsed metadata cannot be listed, or undefined when it has what listing and sorting need. */
+function metadataProblem(metadata) {
+    if (typeof metadata !== 'object' || metadata === null || Array.isArray(metadata))
+        return 'it is not a JSON object';
+    const m = metadata;
+    if (typeof m.createdAt !== 'string' || Number.isNaN(Date.parse(m.createdAt)))
+        return 'it has no valid createdAt';
+    if (typeof m.schemaVersion !== 'number')
+        return 'it has no schemaVersion';
+    if (m.schemaVersion > CATALOG_SCHEMA_VERSION)
+        return `it has schema version ${m.schemaVersion}, written by a newer Lifeline (this one reads up to ${CATALOG_SCHEMA_VERSION}); upgrade Lifeline to use it`;
+    return undefined;
 }
 async function exists(path) {
     try {
@@ -42261,12 +42988,27 @@ function parsePgUrl(url) {
     parsed.searchParams.forEach((value, key) => {
         params[key] = value;
     });
-    const database = decodeURIComponent(parsed.pathname.replace(/^\//, '')) || 'postgres';
+    // A libpq ?password= authenticates like the userinfo one; both travel in PGPASSWORD only.
+    const queryPassword = params.password;
+    delete params.password;
+    if (params.sslpassword !== undefined) {
+        // libpq reads sslpassword from no environment variable, and Lifeline puts no secret on a command line.
+        throw errors_usageError('BAD_URL', 'the PostgreSQL URL sets sslpassword, which Lifeline cannot pass to pg_dump, pg_restore and psql without putting it on their command line', 'use a client key without a passphrase (openssl pkey -in key.pem -out plain.pem), readable only by the store\'s owner (chmod 0600), in sslkey');
+    }
+    const decode = (part, value) => {
+        try {
+            return decodeURIComponent(value);
+        }
+        catch {
+            throw errors_usageError('BAD_URL', `the PostgreSQL URL's ${part} has a malformed percent-escape`, `percent-encode it correctly (a literal % is %25), e.g. with encodeURIComponent`);
+        }
+    };
+    const database = decode('database name', parsed.pathname.replace(/^\//, '')) || 'postgres';
     return {
-        host: decodeURIComponent(parsed.hostname.replace(/^\[|\]$/g, '')) || params.host || '127.0.0.1',
+        host: decode('host', parsed.hostname.replace(/^\[|\]$/g, '')) || params.host || '127.0.0.1',
         port: parsed.port ? Number(parsed.port) : 5432,
-        user: parsed.username ? decodeURIComponent(parsed.username) : undefined,
-        password: parsed.password ? decodeURIComponent(parsed.password) : undefined,
+        user: parsed.username ? decode('user name', parsed.username) : undefined,
+        password: parsed.password ? decode('password', parsed.password) : queryPassword || undefined,
         database,
         params,
     };
@@ -42303,6 +43045,12 @@ function pgEnv(conn, database = conn.database) {
         if (name)
             env[name] = value;
     }
+    const settings = [
+        ...(conn.timeouts?.lockSeconds ? [`-c lock_timeout=${Math.round(conn.timeouts.lockSeconds * 1000)}`] : []),
+        ...(conn.timeouts?.statementSeconds ? [`-c statement_timeout=${Math.round(conn.timeouts.statementSeconds * 1000)}`] : []),
+    ];
+    if (settings.length)
+        env.PGOPTIONS = [env.PGOPTIONS, ...settings].filter(Boolean).join(' ');
     return env;
 }
 function withDatabase(conn, database) {
@@ -42439,6 +43187,7 @@ async function queryOnce(runner, conn, sql, database) {
 
 
 
+
 /** `pg_dump` refuses to dump a server of a newer major version: find out before a backup is due. */
 async function checkPgDumpVersion(runner, ctx, databaseUrl) {
     if (!databaseUrl)
@@ -42506,6 +43255,8 @@ async function checkCatalogSpace(ctx, store, environment) {
         return [fail({ check: 'backups.catalog', message: `the catalog ${where} is not writable (${displayPath(ctx, existing)})`, fix: 'fix the directory\'s owner or permissions, or point --store / store: at a writable disk' })];
     }
     const findings = [pass({ check: 'backups.catalog', message: existing === store ? `the catalog ${where} is writable` : `the catalog ${where} will be created under ${displayPath(ctx, existing)}, which is writable` })];
+    const shared = sharedStoreProblem(store, environment);
+    findings.push(shared ? fail({ check: 'backups.catalog-private', file: where, message: shared.message, fix: shared.fix }) : pass({ check: 'backups.catalog-private', message: `the catalog ${where} is private to its owner` }));
     const stats = (0,external_node_fs_namespaceObject.statfsSync)(existing);
     const freeBytes = stats.bavail * stats.bsize;
     let lastBytes;
@@ -42553,9 +43304,13 @@ function formatBytes(bytes) {
 
 
 
+
+
+
 /** Runs every family of checks (concurrently: most time is spent waiting on tools) and collects the findings in a fixed order. */
 async function runPreflight(settings, logger) {
-    const ctx = { production: settings.production, cwd: settings.cwd };
+    const files = new FilesRead({ cwd: settings.cwd });
+    const ctx = { production: settings.production, cwd: settings.cwd, files };
     const baseEnv = { ...settings.toolEnv };
     const runner = new LocalRunner({ baseEnv });
     const postgresRunner = new LocalRunner({ baseEnv, binDirs: settings.postgresBinDir ? [settings.postgresBinDir] : [] });
@@ -42577,14 +43332,25 @@ async function runPreflight(settings, logger) {
         if (!needed)
             return [...engine, ...validation.findings];
         const sources = ComposeSources.load(settings.composeFiles);
-        const gates = checkComposeGates(composeModel(validation.merged, sources), sources, ctx, {
+        for (const file of settings.composeFiles) {
+            files.add(file, 'Compose file', 'compose.*', sources.paths.includes(file) ? 'read' : (0,external_node_fs_namespaceObject.existsSync)(file) ? 'not parsed' : 'missing');
+        }
+        const model = composeModel(validation.merged, sources);
+        const gates = checkComposeGates(model, sources, ctx, {
             appServices: settings.appServices,
             allowPrivileged: settings.allowPrivileged,
             allowHostNetwork: settings.allowHostNetwork,
             postgresService: settings.postgresService,
             redisService: settings.redisService,
         });
-        return [...engine, ...validation.findings, ...gates];
+        return [
+            ...engine,
+            ...validation.findings,
+            ...gates,
+            ...checkCommandSecrets(sources, ctx),
+            ...checkComposeDebug(model, sources, ctx),
+            ...checkEnvFiles(sources, ctx, { projectDir: projectDirOf(settings.composeFiles), envFile: settings.envFile }),
+        ];
     });
     const scriptsFamily = timed('scripts', () => checkScripts(runner, ctx, settings.scripts, settings.shellcheckSeverity));
     const envFamily = timed('env', async () => checkEnvValues(ctx, { envFile: settings.envFile, requiredKeys: settings.requiredEnv }));
@@ -42597,11 +43363,87 @@ async function runPreflight(settings, logger) {
         ...(await checkCatalogSpace(ctx, settings.store, settings.environment)),
     ]);
     const findings = (await Promise.all([dockerFamily, scriptsFamily, envFamily, edgeFamily, toolsFamily])).flat();
+    if (settings.physical?.configFile)
+        files.add(settings.physical.configFile, 'pgBackRest configuration', 'pgbackrest check', (0,external_node_fs_namespaceObject.existsSync)(settings.physical.configFile) ? 'read' : 'missing');
     return {
+        files: files.list(),
         findings,
         failures: findings.filter((f) => f.status === 'fail').length,
         warnings: findings.filter((f) => f.status === 'warn').length,
     };
+}
+
+;// CONCATENATED MODULE: ./src/postgres/compression.ts
+
+const COMPRESSION_METHODS = ['gzip', 'zstd', 'lz4', 'none'];
+/** Levels each method accepts (pg_dump 16's own ranges; gzip's also hold for 15). */
+const LEVELS = {
+    gzip: { min: 1, max: 9 },
+    zstd: { min: 1, max: 22 },
+    lz4: { min: 1, max: 12 },
+};
+/** pg_dump 16 added zstd and lz4 to the custom format; 15 and older have gzip levels only. */
+const FIRST_MAJOR = { gzip: 0, none: 0, zstd: 16, lz4: 16 };
+/**
+ * The default for a pg_dump major. On a small host the dump is bound by pg_dump compressing on
+ * one core: gzip 1 takes about a third of gzip 6's time for an archive ~1.15-1.25x larger.
+ * zstd 1 for 16+: with the zstd CLI on the sample data (pg_dump 16 is not installed here, so
+ * not measured through pg_dump) zstd -1 was ~2x faster than gzip -1 at about gzip -6's size;
+ * zstd -3 was slower and no smaller, and lz4 -1 no faster than zstd -1 but 1.6x larger.
+ */
+function defaultCompression(pgDumpMajor) {
+    return pgDumpMajor >= 16 ? { method: 'zstd', level: 1 } : { method: 'gzip', level: 1 };
+}
+const FORMAT_FIX = 'write METHOD or METHOD:LEVEL, e.g. gzip:1, gzip:6, zstd:3, lz4, none (zstd and lz4 need pg_dump 16 or newer)';
+/**
+ * Parses `METHOD[:LEVEL]` (the `--compress` flag, `postgres.compress`). A bare method takes its
+ * default level (gzip 1, zstd 1, lz4 1). A bare number is pg_dump's own `-Z N` spelling: gzip N, 0 = none.
+ */
+function parseCompression(text, where = '--compress') {
+    const spec = text.trim().toLowerCase();
+    if (/^\d+$/.test(spec)) {
+        const level = Number(spec);
+        if (level > 9)
+            throw errors_usageError('BAD_COMPRESSION', `${where} ${text}: a bare number is a gzip level, 0-9`, FORMAT_FIX);
+        return level === 0 ? { method: 'none', level: null } : { method: 'gzip', level };
+    }
+    const match = /^([a-z0-9]+)(?::(-?\d+))?$/.exec(spec);
+    const method = match?.[1];
+    if (!match || !method || !COMPRESSION_METHODS.includes(method)) {
+        throw errors_usageError('BAD_COMPRESSION', `${where} ${JSON.stringify(text)}: unknown compression method (known: ${COMPRESSION_METHODS.join(', ')})`, FORMAT_FIX);
+    }
+    if (method === 'none') {
+        if (match[2] !== undefined)
+            throw errors_usageError('BAD_COMPRESSION', `${where} ${text}: none takes no level`, FORMAT_FIX);
+        return { method, level: null };
+    }
+    const range = LEVELS[method];
+    const level = match[2] === undefined ? 1 : Number(match[2]);
+    if (level < range.min || level > range.max) {
+        throw errors_usageError('BAD_COMPRESSION', `${where} ${text}: ${method} levels are ${range.min}-${range.max}`, `pick a ${method} level from ${range.min} to ${range.max}, or ${FORMAT_FIX}`);
+    }
+    return { method, level };
+}
+/** `gzip:1`, `zstd:3`, `none`: how messages and backup.json name it. */
+function formatCompression(c) {
+    return c.level === null ? c.method : `${c.method}:${c.level}`;
+}
+/**
+ * The pg_dump argument for a compression, refusing (exit 2, before anything runs) one that this
+ * pg_dump cannot write.
+ */
+function pgDumpCompressArg(c, pgDumpMajor) {
+    if (pgDumpMajor < FIRST_MAJOR[c.method]) {
+        throw usageError('COMPRESSION_UNSUPPORTED', `${formatCompression(c)} compression needs pg_dump ${FIRST_MAJOR[c.method]} or newer; this pg_dump is version ${pgDumpMajor}`, `use gzip (e.g. --compress gzip:1, or postgres.compress: gzip:1 in lifeline.yml), or install the PostgreSQL ${FIRST_MAJOR[c.method]}+ client tools (postgres.binDir)`);
+    }
+    // pg_dump 15 and older know only `--compress=N` (gzip, 0 = none); 16 also reads METHOD:LEVEL.
+    if (pgDumpMajor < 16)
+        return `--compress=${c.level ?? 0}`;
+    return c.level === null ? '--compress=none' : `--compress=${c.method}:${c.level}`;
+}
+/** The legacy `compressLevel` setting (a gzip level, 0 = none) as a compression. */
+function fromGzipLevel(level) {
+    return level === 0 ? { method: 'none', level: null } : { method: 'gzip', level };
 }
 
 ;// CONCATENATED MODULE: ./src/settings/duration.ts
@@ -52181,8 +53023,12 @@ const postgres = object({
     binDir: schemas_string().min(1).optional(),
     /** Query whose single value is the schema migration head, e.g. Alembic's. */
     migrationHeadQuery: schemas_string().min(1).optional(),
-    /** pg_dump compression level for the custom format (0-9). */
+    /** Legacy: a gzip level for the custom format (0-9, 0 = none); prefer `compress`. */
     compressLevel: schemas_number().int().min(0).max(9).optional(),
+    /** pg_dump compression, METHOD[:LEVEL] (gzip:1, zstd:3, lz4, none); default by the pg_dump version. */
+    compress: union([schemas_string().min(1), schemas_number().int()]).optional(),
+    /** How long a backup or restore waits for a table lock (a migration's) before failing with who holds it (default 60s). */
+    lockTimeout: schema_duration.optional(),
     /** Physical backups and WAL archiving through pgBackRest. */
     physical: object({
         stanza: schemas_string().min(1),
@@ -52216,12 +53062,16 @@ const compose = object({
         .strict()
         .optional(),
     healthTimeout: schema_duration.optional(),
+    /** How long every check must keep passing after the first healthy answer (default 5s). */
+    settle: schema_duration.optional(),
 })
     .strict();
 const retention = object({
     keepLast: schemas_number().int().min(1).optional(),
     keepDaily: schemas_number().int().min(0).optional(),
     keepWeekly: schemas_number().int().min(0).optional(),
+    /** Pre-restore backups are their own class and never count toward the environment's backups. */
+    preRestore: object({ keepLast: schemas_number().int().min(0).optional(), keepDays: schemas_number().int().min(0).optional() }).strict().optional(),
 })
     .strict();
 /** Names the docker CLI itself reads: a container variable of that name would redirect or break the CLI that starts it. */
@@ -52255,6 +53105,8 @@ const appCheck = object({
 const drill = object({
     /** Oldest acceptable passing drill for the release gate. */
     maxAge: schema_duration.optional(),
+    /** How often drills are scheduled (the drill workflow's or cron's schedule): checked against maxAge. */
+    every: schema_duration.optional(),
     /** Environment variable holding the URL of an isolated drill database; default: a throwaway cluster. */
     targetUrlEnv: envVarName.optional(),
     smokeSql: schemas_string().min(1).optional(),
@@ -52280,12 +53132,15 @@ const tenants = object({
     keep: schemas_number().int().min(1).optional(),
     /** SQL returning the tenant's last write as one timestamp, with `:'tenant'` where the id goes (as a quoted literal); default: the latest timestamp column over the tenant's rows. */
     lastWriteQuery: schemas_string().min(1).optional(),
+    /** A `via` row whose own tenant column names another tenant than its parent's: `fail` the export and plan (default), or `exclude` it and count it. */
+    crossTenantRows: schemas_enum(['fail', 'exclude']).optional(),
     collections: array(tenantCollection).optional(),
 })
     .strict();
 const manifest = object({
     publicKey: schemas_string().min(1).optional(),
-    certificateIdentity: schemas_string().min(1).optional(),
+    /** Keyless: the trusted signing identity, or a list of them (keep the old workflow commit's identity when upgrading Lifeline). */
+    certificateIdentity: union([schemas_string().min(1), array(schemas_string().min(1)).min(1)]).optional(),
     certificateOidcIssuer: schemas_string().url().optional(),
     /** Keyless: the exact source repository URI the certificate must name (a reusable workflow's identity does not). */
     certificateSourceRepository: schemas_string().url().optional(),
@@ -52308,8 +53163,32 @@ const preflight = object({
     strict: schemas_boolean().optional(),
 })
     .strict();
+/** A credential inside a hook URL ends up in logs, job summaries and proxies' access logs. */
+const CREDENTIAL_PARAM = /^(.*token.*|.*secret.*|.*passw(or)?d.*|pwd|.*api[-_]?key.*|key|sig|signature|auth|authorization|credentials?|x-amz-.*)$/i;
+function hookUrlCredential(url) {
+    let parsed;
+    try {
+        parsed = new URL(url);
+    }
+    catch {
+        return undefined;
+    }
+    if (parsed.username || parsed.password)
+        return 'a user name or password (user:password@)';
+    for (const name of parsed.searchParams.keys())
+        if (CREDENTIAL_PARAM.test(name))
+            return `a credential in the query string (?${name}=)`;
+    return undefined;
+}
 const hook = union([
-    object({ http: schemas_string().url(), method: schemas_enum(['GET', 'POST', 'PUT']).optional(), expectStatus: schemas_number().int().optional() }).strict(),
+    object({
+        http: schemas_string().url(),
+        method: schemas_enum(['GET', 'POST', 'PUT']).optional(),
+        expectStatus: schemas_number().int().optional(),
+        /** Request headers whose values come from environment variables, e.g. { Authorization: HOOK_AUTHORIZATION }. */
+        headersFromEnv: record(schemas_string().regex(/^[A-Za-z0-9-]+$/, 'an HTTP header name such as Authorization'), envVarName).optional(),
+    })
+        .strict(),
     object({ command: array(schemas_string().min(1)).min(1) }).strict(),
 ]);
 const storage = object({
@@ -52325,6 +53204,21 @@ const storage = object({
     reviewed: object({ provider: schemas_string().min(1), by: schemas_string().min(1), date: schemas_string().regex(/^\d{4}-\d{2}-\d{2}$/, 'a date as YYYY-MM-DD') }).strict().optional(),
 })
     .strict();
+/** Who hears about what, and the dead-man's switch. Both URLs are secrets: from the file, or from the variable named. */
+const notify = object({
+    /** POST one JSON message per command (Slack/Mattermost incoming-webhook compatible: it has `text`). */
+    webhook: schemas_string().url().optional(),
+    webhookEnv: envVarName.optional(),
+    /** healthchecks.io convention: URL/start, URL, URL/fail. */
+    ping: schemas_string().url().optional(),
+    pingEnv: envVarName.optional(),
+    /** The scheduled commands that ping (default: backup). */
+    pingCommands: array(schemas_enum(['backup', 'verify', 'prune', 'sync', 'drill', 'gate'])).min(1).optional(),
+    /** Which outcomes post to the webhook (default: failed and refused; drills and gates always). */
+    on: array(schemas_enum(['succeeded', 'failed', 'refused'])).optional(),
+})
+    .strict()
+    .refine((n) => !(n.webhook && n.webhookEnv) && !(n.ping && n.pingEnv), 'set webhook or webhookEnv (ping or pingEnv), not both');
 const environmentSchema = object({
     /** Recovery point objective: the most data, in time, this environment may lose. */
     rpo: schema_duration.optional(),
@@ -52339,12 +53233,28 @@ const environmentSchema = object({
     redis: redis.optional(),
     compose: compose.optional(),
     retention: retention.optional(),
+    /** How often backups are scheduled (the backup workflow's or cron's schedule): checked against the RPO. */
+    backup: object({ every: schema_duration.optional() }).strict().optional(),
     drill: drill.optional(),
     tenants: tenants.optional(),
     manifest: manifest.optional(),
     preflight: preflight.optional(),
-    hooks: object({ postRestore: array(hook).optional() }).strict().optional(),
+    hooks: object({
+        postRestore: array(hook)
+            .superRefine((hooks, ctx) => {
+            hooks.forEach((h, i) => {
+                const credential = 'http' in h ? hookUrlCredential(h.http) : undefined;
+                // The message never repeats the URL: it holds the credential.
+                if (credential)
+                    ctx.addIssue({ code: 'custom', path: [i, 'http'], message: `the URL carries ${credential}; put it in a header from an environment variable instead: headersFromEnv: { Authorization: HOOK_AUTHORIZATION }` });
+            });
+        })
+            .optional(),
+    })
+        .strict()
+        .optional(),
     storage: storage.optional(),
+    notify: notify.optional(),
     /** Production turns on the stricter preflight gates. */
     production: schemas_boolean().optional(),
 })
@@ -52375,22 +53285,91 @@ function loadConfig(path, options) {
         }
         return { path: undefined, config: EMPTY_CONFIG };
     }
-    return { path, config: parseConfig((0,external_node_fs_namespaceObject.readFileSync)(path, 'utf8'), path) };
+    return { path, config: parseConfig(readConfigText(path), path) };
 }
+/** lifeline.yml is a few kilobytes; anything far larger is not a configuration file. */
+const MAX_CONFIG_BYTES = 1024 * 1024;
+/**
+ * Reads the configuration file as text, refusing what is not one: a directory, a device or FIFO
+ * (which could block or never end), an unreadable file, a huge or binary file. Nothing of the
+ * file's content is ever quoted: --config may point at any file on the host.
+ */
+function readConfigText(path) {
+    const fix = 'pass --config with the path of your lifeline.yml (a YAML file)';
+    let info;
+    try {
+        info = (0,external_node_fs_namespaceObject.statSync)(path);
+    }
+    catch (error) {
+        throw errors_usageError('CONFIG_UNREADABLE', `configuration file ${path} cannot be read (${error.code ?? 'error'})`, fix);
+    }
+    if (info.isDirectory())
+        throw errors_usageError('CONFIG_NOT_A_FILE', `configuration file ${path} is a directory`, `${fix}, e.g. --config ${path.replace(/\/+$/, '')}/lifeline.yml`);
+    if (!info.isFile())
+        throw errors_usageError('CONFIG_NOT_A_FILE', `configuration file ${path} is not a regular file`, fix);
+    if (info.size > MAX_CONFIG_BYTES)
+        throw errors_usageError('CONFIG_TOO_LARGE', `configuration file ${path} is ${info.size} bytes, too large for a lifeline.yml (at most ${MAX_CONFIG_BYTES})`, fix);
+    let buffer;
+    try {
+        buffer = (0,external_node_fs_namespaceObject.readFileSync)(path);
+    }
+    catch (error) {
+        const code = error.code;
+        throw errors_usageError('CONFIG_UNREADABLE', `configuration file ${path} cannot be read (${code === 'EACCES' || code === 'EPERM' ? 'permission denied' : code ?? 'error'})`, code === 'EACCES' || code === 'EPERM' ? `make it readable by the user running Lifeline (uid ${process.getuid?.() ?? '?'}), e.g. chmod 0640 ${path} and the right group, or ${fix}` : fix);
+    }
+    if (buffer.includes(0))
+        throw errors_usageError('CONFIG_NOT_YAML', `configuration file ${path} is binary (it holds NUL bytes), not YAML`, fix);
+    return buffer.toString('utf8');
+}
+/** A lifeline.yml needs no aliases to speak of: a handful at most, never an expansion bomb. */
+const MAX_ALIAS_COUNT = 50;
 function parseConfig(text, path = 'lifeline.yml') {
     const lineCounter = new dist/* LineCounter */.HN();
-    const doc = (0,dist/* parseDocument */.Tp)(text, { lineCounter, prettyErrors: true });
+    const doc = (0,dist/* parseDocument */.Tp)(text, { lineCounter, prettyErrors: true, uniqueKeys: true });
     if (doc.errors.length > 0) {
         const first = doc.errors[0];
         const line = first.linePos?.[0]?.line;
-        throw errors_usageError('CONFIG_YAML', `${path}${line ? `:${line}` : ''}: not valid YAML: ${first.message.split('\n')[0]}`, 'fix the YAML syntax at that line (indentation, quoting, a missing colon)');
+        const column = first.linePos?.[0]?.col;
+        // The parser's own message can quote the offending line: say where and what kind, not what it holds.
+        throw errors_usageError('CONFIG_YAML', `${path}${line ? `:${line}` : ''}: not valid YAML (${describeYamlError(first.code)}${column ? ` at column ${column}` : ''})`, 'fix the YAML syntax at that line (indentation, quoting, a missing colon); is --config pointing at your lifeline.yml?');
     }
-    const data = doc.toJS() ?? {};
+    let data;
+    try {
+        data = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT }) ?? {};
+    }
+    catch (error) {
+        if (/alias/i.test(error.message)) {
+            throw errors_usageError('CONFIG_YAML', `${path}: YAML aliases expand too far (more than ${MAX_ALIAS_COUNT} alias references, the shape of a "billion laughs" document)`, 'write the values out instead of nesting aliases (*name)');
+        }
+        throw errors_usageError('CONFIG_YAML', `${path}: not valid YAML (${error.name})`, 'fix the YAML syntax; `lifeline config check` validates the file');
+    }
+    if (data === null || typeof data !== 'object' || Array.isArray(data)) {
+        throw errors_usageError('CONFIG_INVALID', `${path} is not a Lifeline configuration: its top level is ${Array.isArray(data) ? 'a list' : `a ${typeof data}`}, not a mapping of keys`, 'start from examples/lifeline.yml (version: 1, environments: ...); is --config pointing at your lifeline.yml?');
+    }
+    const keys = Object.keys(data);
+    if (keys.length > 0 && !keys.some((k) => k === 'version' || k === 'environments' || k === 'store')) {
+        // Some other file (an env file, a Compose file): its keys are not ours to print.
+        throw errors_usageError('CONFIG_INVALID', `${path} is not a Lifeline configuration: none of version, environments or store at its top level (${keys.length} other key${keys.length === 1 ? '' : 's'})`, 'start from examples/lifeline.yml (version: 1, environments: ...); is --config pointing at your lifeline.yml?');
+    }
     const result = configSchema.safeParse(data);
     if (result.success)
         return result.data;
     const problems = result.error.issues.map((issue) => describeIssue(issue, data, path, (keyPath) => lineOf(doc.contents, keyPath, lineCounter)));
     throw errors_usageError('CONFIG_INVALID', `${path} is not a valid Lifeline configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`, 'correct the keys named above; `lifeline config check` validates the file without running anything', { problems });
+}
+function describeYamlError(code) {
+    const known = {
+        BAD_INDENT: 'bad indentation',
+        MISSING_CHAR: 'a missing character',
+        MULTILINE_IMPLICIT_KEY: 'a key that spans lines',
+        BLOCK_AS_IMPLICIT_KEY: 'a block used as a key',
+        DUPLICATE_KEY: 'a duplicate key',
+        TAB_AS_INDENT: 'a tab used for indentation',
+        UNEXPECTED_TOKEN: 'an unexpected token',
+        BAD_SCALAR_START: 'a value that starts with a reserved character',
+        BAD_ALIAS: 'a bad alias',
+    };
+    return known[code] ?? code.toLowerCase().replace(/_/g, ' ');
 }
 function describeIssue(issue, data, file, lineFor) {
     const path = issue.path;
@@ -52513,32 +53492,61 @@ function lineOf(root, path, lc) {
 }
 
 ;// CONCATENATED MODULE: ./src/settings/secrets.ts
-/** Returns the URL with its password replaced by `***`, for logs and error messages. */
-function redactUrl(url) {
+
+/** URL query parameters that libpq (and most clients) read as credentials. */
+const SECRET_PARAMS = ['password', 'sslpassword'];
+/** Decodes a percent-escaped component; a malformed escape is kept as written (it is still the secret). */
+function decodeLenient(value) {
     try {
-        const parsed = new URL(url);
-        if (parsed.password)
-            parsed.password = '***';
-        return parsed.toString();
+        return decodeURIComponent(value);
     }
     catch {
-        return url.replace(/(\/\/[^:/@]+:)[^@]*@/, '$1***@');
+        return value;
     }
 }
-/** The password embedded in a URL, if any, so it can be registered as a secret. */
+/** Returns the URL with its password (userinfo and `?password=` / `?sslpassword=`) replaced by `***`. */
+function redactUrl(url) {
+    return redactSecretsInText(url);
+}
+/** Every secret a URL carries: the userinfo password and the credential query parameters, raw and decoded. */
+function secrets_urlSecrets(url) {
+    if (!url)
+        return [];
+    const found = new Set();
+    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@]*?:([^/?#@]*)@/i.exec(url)?.[1];
+    if (userinfo) {
+        found.add(userinfo);
+        found.add(decodeLenient(userinfo));
+    }
+    const query = url.split('?')[1]?.split('#')[0] ?? '';
+    for (const pair of query.split('&')) {
+        const eq = pair.indexOf('=');
+        if (eq < 0)
+            continue;
+        if (!SECRET_PARAMS.includes(decodeLenient(pair.slice(0, eq)).toLowerCase()))
+            continue;
+        const raw = pair.slice(eq + 1);
+        if (!raw)
+            continue;
+        found.add(raw);
+        found.add(decodeLenient(raw.replace(/\+/g, ' ')));
+        found.add(decodeLenient(raw));
+    }
+    return [...found].filter((s) => s && s !== '***');
+}
+/** The password embedded in a URL (userinfo first, else `?password=`), so it can be registered as a secret. */
 function urlPassword(url) {
     if (!url)
         return undefined;
-    try {
-        const password = new URL(url).password;
-        return password ? decodeURIComponent(password) : undefined;
-    }
-    catch {
-        return undefined;
-    }
+    const secrets = secrets_urlSecrets(url);
+    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@]*?:([^/?#@]*)@/i.exec(url)?.[1];
+    if (userinfo)
+        return decodeLenient(userinfo);
+    return secrets.length > 0 ? secrets[secrets.length - 1] : undefined;
 }
 
 ;// CONCATENATED MODULE: ./src/settings/resolve.ts
+
 
 
 
@@ -52596,34 +53604,20 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
     const secrets = [];
     const store = absCwd(inputs.store) ?? absCwd(options.env.LIFELINE_STORE) ?? abs(env.store) ?? abs(config.store) ?? (0,external_node_path_namespaceObject.resolve)(options.cwd, DEFAULT_STORE);
     const pg = env.postgres ?? {};
-    let pgUrl;
-    let urlSource;
-    if (inputs.databaseUrl !== undefined) {
-        pgUrl = inputs.databaseUrl;
-        urlSource = '--database-url';
-    }
-    else if (options.env.DATABASE_URL) {
-        pgUrl = options.env.DATABASE_URL;
-        urlSource = 'DATABASE_URL';
-    }
-    else if (pg.urlEnv) {
-        pgUrl = options.env[pg.urlEnv];
-        urlSource = pg.urlEnv;
-    }
+    const pgChoice = chooseUrl(inputs.databaseUrl, '--database-url', 'DATABASE_URL', pg.urlEnv, `environments.${name}.postgres.urlEnv`, options.env);
+    const pgUrl = pgChoice.url;
+    const urlSource = pgChoice.source;
     if (pgUrl !== undefined)
         validateUrl(pgUrl, ['postgres:', 'postgresql:'], urlSource ?? 'database URL', 'postgres://user:password@host:5432/dbname');
-    const pgPassword = urlPassword(pgUrl);
-    if (pgPassword)
-        secrets.push(pgPassword);
+    secrets.push(...secrets_urlSecrets(pgUrl));
     let redisSettings;
-    const redisUrl = inputs.redisUrl ?? options.env.REDIS_URL ?? (env.redis?.urlEnv ? options.env[env.redis.urlEnv] : undefined);
+    const redisChoice = chooseUrl(inputs.redisUrl, '--redis-url', 'REDIS_URL', env.redis?.urlEnv, `environments.${name}.redis.urlEnv`, options.env);
+    const redisUrl = redisChoice.url;
     if (redisUrl !== undefined || env.redis) {
         if (redisUrl !== undefined)
-            validateUrl(redisUrl, ['redis:', 'rediss:'], inputs.redisUrl !== undefined ? '--redis-url' : 'REDIS_URL', 'redis://:password@host:6379/0');
-        const redisPassword = urlPassword(redisUrl);
-        if (redisPassword)
-            secrets.push(redisPassword);
-        redisSettings = { url: redisUrl, service: env.redis?.service, binDir: abs(env.redis?.binDir) };
+            validateUrl(redisUrl, ['redis:', 'rediss:'], redisChoice.source ?? 'Redis URL', 'redis://:password@host:6379/0');
+        secrets.push(...secrets_urlSecrets(redisUrl));
+        redisSettings = { url: redisUrl, urlSource: redisChoice.source, urlEnv: env.redis?.urlEnv, service: env.redis?.service, binDir: abs(env.redis?.binDir) };
     }
     const composeCfg = env.compose ?? {};
     const services = {};
@@ -52633,12 +53627,29 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
     }
     const drillCfg = env.drill ?? {};
     const drillTarget = drillCfg.targetUrlEnv ? options.env[drillCfg.targetUrlEnv] : undefined;
-    const drillPassword = urlPassword(drillTarget);
-    if (drillPassword)
-        secrets.push(drillPassword);
+    secrets.push(...secrets_urlSecrets(drillTarget));
+    // Values handed to the application container are as secret as the database URL it gets.
+    secrets.push(...Object.values(drillCfg.appCheck?.env ?? {}));
     const storage = env.storage ? resolveStorage(env.storage, options.env) : undefined;
     if (storage?.credentials)
         secrets.push(storage.credentials.secretAccessKey, ...(storage.credentials.sessionToken ? [storage.credentials.sessionToken] : []));
+    const notifyCfg = env.notify ?? {};
+    const notifyUrl = (value, variable, key) => {
+        const url = value ?? (variable ? options.env[variable] || undefined : undefined);
+        if (url === undefined)
+            return undefined;
+        // The whole URL is the secret (a Slack webhook's path, a healthchecks.io UUID).
+        secrets.push(url);
+        validateUrl(url, ['http:', 'https:'], variable ? `${variable} (environments.${name}.notify.${key}Env)` : `environments.${name}.notify.${key}`, 'https://hooks.slack.com/services/...');
+        return url;
+    };
+    const notify = {
+        webhook: notifyUrl(notifyCfg.webhook, notifyCfg.webhookEnv, 'webhook'),
+        ping: notifyUrl(notifyCfg.ping, notifyCfg.pingEnv, 'ping'),
+        pingCommands: notifyCfg.pingCommands ?? ['backup'],
+        on: notifyCfg.on ?? ['failed', 'refused'],
+        onConfigured: notifyCfg.on !== undefined,
+    };
     const tenantsCfg = env.tenants ?? {};
     return {
         name,
@@ -52653,11 +53664,14 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
         postgres: {
             url: pgUrl,
             urlSource,
+            urlEnv: pg.urlEnv,
             service: pg.service,
             database: pg.database,
             binDir: abs(pg.binDir),
             migrationHeadQuery: pg.migrationHeadQuery,
             compressLevel: pg.compressLevel,
+            compress: resolveCompression(pg.compress, pg.compressLevel, `environments.${name}.postgres`),
+            lockTimeoutSeconds: pg.lockTimeout ? parseDuration(pg.lockTimeout, `environments.${name}.postgres.lockTimeout`) : undefined,
             physical: pg.physical ? { stanza: pg.physical.stanza, configFile: abs(pg.physical.configFile), type: pg.physical.type ?? 'full', repoPath: abs(pg.physical.repoPath) } : undefined,
         },
         redis: redisSettings,
@@ -52667,10 +53681,18 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
             command: composeCfg.command ?? 'auto',
             services,
             healthTimeoutSeconds: composeCfg.healthTimeout ? parseDuration(composeCfg.healthTimeout, `environments.${name}.compose.healthTimeout`) : 120,
+            settleSeconds: composeCfg.settle ? parseDuration(composeCfg.settle, `environments.${name}.compose.settle`) : 5,
         },
-        retention: { keepLast: env.retention?.keepLast ?? 7, keepDaily: env.retention?.keepDaily ?? 7, keepWeekly: env.retention?.keepWeekly ?? 4 },
+        retention: {
+            keepLast: env.retention?.keepLast ?? 7,
+            keepDaily: env.retention?.keepDaily ?? 7,
+            keepWeekly: env.retention?.keepWeekly ?? 4,
+            preRestore: { keepLast: env.retention?.preRestore?.keepLast ?? 3, keepDays: env.retention?.preRestore?.keepDays ?? 7 },
+        },
+        backupEverySeconds: env.backup?.every ? parseDuration(env.backup.every, `environments.${name}.backup.every`) : undefined,
         drill: {
             maxAgeSeconds: drillCfg.maxAge ? parseDuration(drillCfg.maxAge, `environments.${name}.drill.maxAge`) : 7 * 86400,
+            everySeconds: drillCfg.every ? parseDuration(drillCfg.every, `environments.${name}.drill.every`) : undefined,
             targetUrl: drillTarget,
             smokeSql: abs(drillCfg.smokeSql),
             windowSeconds: drillCfg.window ? parseDuration(drillCfg.window, `environments.${name}.drill.window`) : 7 * 86400,
@@ -52691,6 +53713,7 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
             byteCap: parseByteSize(tenantsCfg.byteCap ?? '10GiB'),
             keep: tenantsCfg.keep ?? 3,
             lastWriteQuery: tenantsCfg.lastWriteQuery,
+            crossTenantRows: tenantsCfg.crossTenantRows ?? 'fail',
             collections: tenantsCfg.collections ?? [],
         },
         manifest: {
@@ -52708,10 +53731,26 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
             nginxConfig: abs(env.preflight?.nginxConfig),
             caddyConfig: abs(env.preflight?.caddyConfig),
         },
-        hooks: { postRestore: env.hooks?.postRestore ?? [] },
+        hooks: { postRestore: resolveHooks(env.hooks?.postRestore ?? [], name, options.env, secrets) },
         storage,
+        notify,
         secrets,
     };
+}
+/**
+ * An environment's URL: the flag (given for this one command) wins; then the variable the
+ * environment's config names; the generic variable (DATABASE_URL, REDIS_URL) applies only where the
+ * config names none, so a production URL in DATABASE_URL never reaches `--env staging`. A named
+ * variable that is unset leaves the URL unset (the command then says to set it), never the generic one.
+ */
+function chooseUrl(flag, flagName, generic, named, namedKey, env) {
+    if (flag !== undefined)
+        return { url: flag, source: flagName };
+    if (named)
+        return env[named] === undefined ? {} : { url: env[named], source: `${named} (${namedKey})` };
+    if (env[generic] !== undefined)
+        return { url: env[generic], source: generic };
+    return {};
 }
 function positiveDuration(value, keyPath, fix) {
     const seconds = parseDuration(value, keyPath);
@@ -52753,8 +53792,33 @@ function parseByteSize(value) {
         throw errors_usageError('BAD_SIZE', `"${value}" is not a size`, 'write a number with B, KB, MB, GB, KiB, MiB or GiB');
     return Math.round(Number(match[1]) * SIZE_UNITS[unit]);
 }
+/** `postgres.compress`, else the legacy `compressLevel` as a gzip level; both at once is ambiguous. */
+function resolveCompression(compress, level, where) {
+    if (compress !== undefined && level !== undefined) {
+        throw errors_usageError('CONFIG_INVALID', `${where}: set compress or compressLevel, not both`, `remove ${where}.compressLevel (compressLevel: N is the same as compress: gzip:N)`);
+    }
+    if (compress !== undefined)
+        return parseCompression(String(compress), `${where}.compress`);
+    return level === undefined ? undefined : fromGzipLevel(level);
+}
+function resolveHooks(hooks, env, vars, secrets) {
+    return hooks.map((hook, i) => {
+        if (!('http' in hook) || !hook.headersFromEnv)
+            return hook;
+        const headers = {};
+        for (const [header, variable] of Object.entries(hook.headersFromEnv)) {
+            const value = vars[variable];
+            if (!value)
+                throw errors_usageError('HOOK_HEADER_UNSET', `environments.${env}.hooks.postRestore[${i}].headersFromEnv.${header}: the environment variable ${variable} is unset or empty`, `export ${variable} (in Actions: env: ${variable}: \${{ secrets.... }}) or remove the header`);
+            headers[header] = value;
+            secrets.push(value);
+        }
+        return { ...hook, headers };
+    });
+}
 
 ;// CONCATENATED MODULE: ./src/commands/spec.ts
+
 
 
 const GLOBAL_INPUTS = [
@@ -52859,6 +53923,33 @@ function notImplemented(name, summary, issue, inputs = [], outputs = []) {
         },
     };
 }
+/**
+ * A URL that may carry a password, from `--NAME URL` or from `--NAME-env VAR` (the URL read from
+ * that environment variable, so it never appears in the process list). Its secrets are registered
+ * with the logger either way.
+ */
+function urlInput(ctx, name, options) {
+    const direct = ctx.inputs.string(name);
+    const envName = ctx.inputs.string(`${name}-env`);
+    if (direct && envName) {
+        throw usageError('BAD_INPUT', `give --${name} or --${name}-env, not both`, `keep --${name}-env ${envName}: it keeps the password out of the process list`);
+    }
+    let url = direct;
+    if (envName) {
+        if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(envName)) {
+            throw usageError('BAD_INPUT', `--${name}-env must name an environment variable (got ${JSON.stringify(envName)})`, `pass the variable's name, e.g. --${name}-env TARGET_URL, after export TARGET_URL='${options.example}'`);
+        }
+        url = ctx.env[envName];
+        if (!url)
+            throw usageError('MISSING_INPUT', `--${name}-env ${envName}: the environment variable ${envName} is unset or empty`, `export ${envName}='${options.example}' first (in Actions: env: ${envName}: \${{ secrets.... }})`);
+    }
+    for (const secret of urlSecrets(url))
+        ctx.logger.secret(secret);
+    if (!url && options.required) {
+        throw usageError('MISSING_INPUT', `missing --${name}-env (or --${name})`, `export TARGET_URL='${options.example}' and pass --${name}-env TARGET_URL`);
+    }
+    return url;
+}
 
 ;// CONCATENATED MODULE: ./src/commands/action-spec.ts
 
@@ -52941,6 +54032,7 @@ const preflightCommand = {
         { name: 'failures', description: 'Number of failed checks.' },
         { name: 'warnings', description: 'Number of warnings.' },
         { name: 'findings', description: 'The findings as a JSON array of { check, status, file, line, message, fix }.' },
+        { name: 'files', description: 'Every file preflight read or was pointed at, as a JSON array of { path, role, status, by } (status read, missing, unreadable, not parsed or no match).' },
     ],
     async run(ctx) {
         const environment = environmentFor(ctx);
@@ -52952,11 +54044,11 @@ const preflightCommand = {
         // Every key present on every row (null when unknown), so scripts can rely on the shape.
         const rows = report.findings.map((f) => ({ check: f.check, status: f.status, file: f.file ?? null, line: f.line ?? null, message: f.message, fix: f.fix ?? null }));
         return {
-            json: rows,
-            text: formatFindingsText(report.findings, verdict),
-            summary: formatFindingsMarkdown(report.findings, verdict, environment.name),
+            json: { verdict, failed, failures: report.failures, warnings: report.warnings, findings: rows, files: report.files },
+            text: formatFindingsText(report.findings, verdict, report.files),
+            summary: formatFindingsMarkdown(report.findings, verdict, environment.name, report.files),
             annotations: findingAnnotations(report.findings),
-            outputs: { failures: String(report.failures), warnings: String(report.warnings), findings: JSON.stringify(rows) },
+            outputs: { failures: String(report.failures), warnings: String(report.warnings), findings: JSON.stringify(rows), files: JSON.stringify(report.files) },
             exitCode: failed ? 1 : 0,
             failureMessage: failed ? `preflight failed: ${verdict}` : undefined,
         };
@@ -53008,6 +54100,220 @@ function preflightSettings(ctx, environment) {
     };
 }
 const preflightAction = singleCommandAction('preflight', 'Pre-deploy checks: Docker, Compose, shell scripts, environment values, edge config, security gates.', preflightCommand);
+
+;// CONCATENATED MODULE: ./src/notify/deliver.ts
+/** A few seconds per try and a couple of retries: a receiver that is down must not hold a backup up. */
+const DELIVERY_TIMEOUT_MS = 4000;
+const DELIVERY_RETRIES = 2;
+/**
+ * Sends one HTTP request to a notification receiver. Never throws: a notification that cannot be
+ * delivered is a warning and changes nothing about the command's outcome. The URL is a secret
+ * (a webhook's path, a ping UUID): messages name only its host.
+ */
+async function deliver(url, init, what, options) {
+    const retries = options.retries ?? DELIVERY_RETRIES;
+    let last = '';
+    for (let attempt = 0; attempt <= retries; attempt++) {
+        if (attempt > 0)
+            await new Promise((resolve) => setTimeout(resolve, (options.backoffMs ?? 500) * attempt));
+        try {
+            const response = await fetch(url, {
+                method: init.method,
+                body: init.body,
+                headers: init.contentType ? { 'content-type': init.contentType } : undefined,
+                signal: AbortSignal.timeout(options.timeoutMs ?? DELIVERY_TIMEOUT_MS),
+                redirect: 'error',
+            });
+            await response.arrayBuffer().catch(() => undefined);
+            if (response.ok)
+                return true;
+            last = `HTTP ${response.status}`;
+            // A receiver that refuses the message will refuse it again.
+            if (response.status >= 400 && response.status < 500 && response.status !== 429)
+                break;
+        }
+        catch (error) {
+            last = error.name === 'TimeoutError' ? `no answer within ${Math.round((options.timeoutMs ?? DELIVERY_TIMEOUT_MS) / 1000)}s` : error.cause?.message ?? error.message;
+        }
+    }
+    options.logger.warn(`could not deliver the ${what} to ${hostOf(url)} (${last}); the command's result is unchanged`);
+    return false;
+}
+function hostOf(url) {
+    try {
+        return new URL(url).host;
+    }
+    catch {
+        return 'the receiver';
+    }
+}
+/** healthchecks.io's convention: `URL/start`, `URL` (success), `URL/fail`, keeping a query string in place. */
+function pingUrl(base, suffix) {
+    if (!suffix)
+        return base;
+    const url = new URL(base);
+    url.pathname = `${url.pathname.replace(/\/+$/, '')}/${suffix}`;
+    return url.toString();
+}
+
+;// CONCATENATED MODULE: ./src/notify/message.ts
+/** The commands that report their outcome to the webhook. */
+const NOTIFYING_COMMANDS = ['backup', 'verify', 'prune', 'sync', 'drill', 'gate', 'restore', 'redis-restore', 'deploy', 'rollback'];
+/** Drills and gates are what operators watch: they post every outcome unless `notify.on` says otherwise. */
+const ALWAYS_POSTED = new Set(['drill', 'gate']);
+function shouldPost(settings, outcome) {
+    if (!settings.webhook)
+        return false;
+    if (settings.on.includes(outcome.outcome))
+        return true;
+    return !settings.onConfigured && ALWAYS_POSTED.has(outcome.command);
+}
+function webhookMessage(outcome, now = new Date()) {
+    return { text: summaryLine(outcome), source: 'lifeline', at: now.toISOString(), ...outcome };
+}
+function summaryLine(outcome) {
+    const verdict = { succeeded: 'succeeded', failed: 'FAILED', refused: 'was REFUSED' }[outcome.outcome];
+    const parts = [`Lifeline ${outcome.command} ${verdict} for ${outcome.environment} in ${formatSeconds(outcome.durationSeconds)}`];
+    if (outcome.entryId)
+        parts.push(`(${outcome.entryId})`);
+    let line = parts.join(' ');
+    const o = outcome.objectives;
+    if (o) {
+        const objective = (name, value, target) => `${name} ${value === null ? 'n/a' : formatSeconds(value)}${target === null ? '' : ` of ${formatSeconds(target)}`}`;
+        line += `; ${objective('RTO', o.rtoSeconds, o.rtoTargetSeconds)}, ${objective('RPO', o.rpoSeconds, o.rpoTargetSeconds)}`;
+    }
+    if (outcome.reason)
+        line += `: ${outcome.reason.split('\n')[0]}`;
+    return line;
+}
+function formatSeconds(seconds) {
+    if (seconds < 120)
+        return `${Math.round(seconds * 10) / 10}s`;
+    if (seconds < 7200)
+        return `${Math.round(seconds / 60)}m`;
+    return `${Math.round(seconds / 360) / 10}h`;
+}
+
+;// CONCATENATED MODULE: ./src/commands/observe.ts
+
+
+
+
+
+
+/** Every notifying command's outcome, one JSON line each; `lifeline metrics` reads the last gate and sync from it. */
+const RUNS_LOG = 'runs.log';
+const LOG_TAIL_LINES = 40;
+/**
+ * Runs a command and tells whoever the environment's `notify:` names: the healthchecks-style ping
+ * (start, then success or fail with the log's last lines) and the webhook message. Delivery
+ * problems are warnings; the command's own result or error is returned unchanged.
+ */
+async function runObserved(command, ctx) {
+    if (!NOTIFYING_COMMANDS.includes(command.name))
+        return command.run(ctx);
+    let settings;
+    try {
+        settings = environmentFor(ctx);
+    }
+    catch {
+        // The command reports its own configuration error.
+        return command.run(ctx);
+    }
+    const secrets = new Set(settings.secrets);
+    const tail = [];
+    const logger = recordingLogger(ctx.logger, tail, secrets);
+    const mask = (text) => {
+        let masked = logger_redactSecretsInText(text);
+        for (const secret of secrets)
+            if (secret.length >= 4)
+                masked = masked.split(secret).join('***');
+        return masked;
+    };
+    const { notify } = settings;
+    const ping = notify.ping && notify.pingCommands.includes(command.name) ? notify.ping : undefined;
+    const delivery = { logger: ctx.logger };
+    if (ping)
+        await deliver(pingUrl(ping, 'start'), { method: 'GET' }, 'start ping', delivery);
+    const started = performance.now();
+    let result;
+    let thrown;
+    try {
+        result = await command.run({ ...ctx, logger });
+    }
+    catch (error) {
+        thrown = error;
+    }
+    const durationSeconds = Math.round((performance.now() - started) / 100) / 10;
+    const outcome = outcomeOf(result, thrown);
+    const reason = thrown !== undefined ? mask(toLifelineError(thrown).message) : result?.exitCode ? mask(result.failureMessage ?? '') || undefined : undefined;
+    const report = {
+        command: command.name,
+        environment: settings.name,
+        outcome,
+        durationSeconds,
+        ...(entryIdOf(result) ? { entryId: entryIdOf(result) } : {}),
+        ...(reason ? { reason } : {}),
+        ...(command.name === 'drill' && result ? { objectives: objectivesOf(result.json) } : {}),
+    };
+    try {
+        await new Catalog(settings.store).appendLog(settings.name, RUNS_LOG, { at: new Date().toISOString(), command: report.command, outcome, durationSeconds, entryId: report.entryId });
+    }
+    catch (error) {
+        ctx.logger.warn(`could not record this ${command.name} in ${RUNS_LOG} (${mask(error.message)}); lifeline metrics will not show it`);
+    }
+    if (shouldPost(notify, report)) {
+        await deliver(notify.webhook, { method: 'POST', body: JSON.stringify(webhookMessage(report)), contentType: 'application/json' }, 'webhook message', delivery);
+    }
+    if (ping) {
+        const body = outcome === 'succeeded' ? report.entryId ?? '' : mask([...tail, reason ?? ''].join('\n'));
+        await deliver(pingUrl(ping, outcome === 'succeeded' ? '' : 'fail'), { method: 'POST', body, contentType: 'text/plain; charset=utf-8' }, `${outcome === 'succeeded' ? 'success' : 'failure'} ping`, delivery);
+    }
+    if (thrown !== undefined)
+        throw thrown;
+    return result;
+}
+function outcomeOf(result, thrown) {
+    if (thrown !== undefined)
+        return isLifelineError(thrown) && thrown.kind === 'refused' ? 'refused' : 'failed';
+    if (result?.exitCode === 3)
+        return 'refused';
+    return result?.exitCode ? 'failed' : 'succeeded';
+}
+function entryIdOf(result) {
+    const outputs = result?.outputs ?? {};
+    return outputs['backup-id'] || outputs['drill-id'] || outputs.deployment || outputs.release || outputs.id || undefined;
+}
+function objectivesOf(json) {
+    const report = json;
+    return {
+        rtoSeconds: report?.rto?.seconds ?? null,
+        rtoTargetSeconds: report?.rto?.targetSeconds ?? null,
+        rpoSeconds: report?.rpo?.seconds ?? null,
+        rpoTargetSeconds: report?.rpo?.targetSeconds ?? null,
+    };
+}
+/** The command's logger, also keeping the last lines (for the failure ping) and every secret it is told. */
+function recordingLogger(inner, tail, secrets) {
+    const keep = (level, message) => {
+        for (const line of message.split('\n'))
+            tail.push(`${level}${line}`);
+        if (tail.length > LOG_TAIL_LINES)
+            tail.splice(0, tail.length - LOG_TAIL_LINES);
+    };
+    return {
+        info: (message) => (keep('', message), inner.info(message)),
+        warn: (message) => (keep('warning: ', message), inner.warn(message)),
+        error: (message) => (keep('error: ', message), inner.error(message)),
+        debug: (message) => inner.debug(message),
+        group: (name, fn) => (keep('', `== ${name}`), inner.group(name, fn)),
+        secret: (value) => {
+            if (value)
+                secrets.add(value);
+            inner.secret(value);
+        },
+    };
+}
 
 ;// CONCATENATED MODULE: external "os"
 const external_os_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("os");
@@ -54457,7 +55763,7 @@ var io_util_awaiter = (undefined && undefined.__awaiter) || function (thisArg, _
 };
 
 
-const { chmod, copyFile, lstat, mkdir, open: io_util_open, readdir, rename, rm, rmdir, stat, symlink, unlink } = external_fs_namespaceObject.promises;
+const { chmod, copyFile, lstat: io_util_lstat, mkdir, open: io_util_open, readdir, rename, rm, rmdir, stat, symlink, unlink } = external_fs_namespaceObject.promises;
 // export const {open} = 'fs'
 const IS_WINDOWS = process.platform === 'win32';
 /**
@@ -54501,7 +55807,7 @@ function io_util_exists(fsPath) {
 }
 function isDirectory(fsPath_1) {
     return io_util_awaiter(this, arguments, void 0, function* (fsPath, useStat = false) {
-        const stats = useStat ? yield stat(fsPath) : yield lstat(fsPath);
+        const stats = useStat ? yield stat(fsPath) : yield io_util_lstat(fsPath);
         return stats.isDirectory();
     });
 }
@@ -55956,12 +57262,15 @@ function getIDToken(aud) {
 
 
 
+
+
 function actionsLogger() {
     return {
-        info: (m) => info(m),
-        warn: (m) => warning(m),
-        error: (m) => core_error(m),
-        debug: (m) => core_debug(m),
+        // Shape-based masking on top of core.setSecret: a credential nobody registered is still hidden.
+        info: (m) => info(logger_redactSecretsInText(m)),
+        warn: (m) => warning(logger_redactSecretsInText(m)),
+        error: (m) => core_error(logger_redactSecretsInText(m)),
+        debug: (m) => core_debug(logger_redactSecretsInText(m)),
         group: (name, fn) => group(name, fn),
         secret: (v) => {
             if (v)
@@ -56000,11 +57309,10 @@ async function runAction(action, selected) {
         }
         const values = readActionInputs(command);
         for (const key of ['database-url', 'redis-url']) {
-            const password = urlPassword(values[key]);
-            if (password)
-                core_setSecret(password);
+            for (const secret of secrets_urlSecrets(values[key]))
+                core_setSecret(secret);
         }
-        const result = await command.run({
+        const result = await runObserved(command, {
             inputs: new Inputs(command, values),
             env: process.env,
             cwd: process.cwd(),
@@ -56017,8 +57325,8 @@ async function runAction(action, selected) {
     catch (thrown) {
         const error = toLifelineError(thrown);
         if (error.cause)
-            core_debug(String(error.cause.stack ?? error.cause));
-        setFailed(error.describe());
+            core_debug(logger_redactSecretsInText(String(error.cause.stack ?? error.cause)));
+        setFailed(logger_redactSecretsInText(error.describe()));
         process.exitCode = error.exitCode;
     }
 }
@@ -56044,7 +57352,7 @@ async function publishResult(command, result) {
         await summary.addRaw(result.summary, true).write();
     }
     if (result.exitCode) {
-        setFailed(result.failureMessage ?? `${command.name} failed`);
+        setFailed(logger_redactSecretsInText(result.failureMessage ?? `${command.name} failed`));
         process.exitCode = result.exitCode;
     }
 }

@@ -40569,6 +40569,13 @@ const external_node_stream_promises_namespaceObject = __WEBPACK_EXTERNAL_createR
 
 
 
+/** Catalog files are private to the store's owner whatever the umask (it can only clear bits). */
+const PRIVATE_FILE_MODE = 0o600;
+const PRIVATE_DIR_MODE = 0o700;
+/** Creates a directory (and missing parents) as 0700. Existing directories are left as they are. */
+async function mkdirPrivate(path) {
+    await (0,promises_.mkdir)(path, { recursive: true, mode: PRIVATE_DIR_MODE });
+}
 /** Flushes a file's (or directory's) contents to disk so a rename after it is durable. */
 async function fsyncPath(path) {
     const handle = await (0,promises_.open)(path, 'r');
@@ -40581,10 +40588,10 @@ async function fsyncPath(path) {
 }
 /** Writes a small file atomically: temporary name, fsync, rename, fsync the directory. */
 async function writeFileAtomic(path, data) {
-    await (0,promises_.mkdir)((0,external_node_path_.dirname)(path), { recursive: true });
+    await mkdirPrivate((0,external_node_path_.dirname)(path));
     const tmp = (0,external_node_path_.join)((0,external_node_path_.dirname)(path), `.${(0,external_node_path_.basename)(path)}.tmp-${process.pid}-${Date.now()}`);
     try {
-        await (0,promises_.writeFile)(tmp, data);
+        await (0,promises_.writeFile)(tmp, data, { mode: PRIVATE_FILE_MODE, flag: 'wx' });
         await fsyncPath(tmp);
         await (0,promises_.rename)(tmp, path);
     }
@@ -40612,15 +40619,17 @@ async function streamToFile(source, path, onProgress) {
     const hasher = new HashingTransform();
     if (onProgress)
         hasher.on('data', () => onProgress(hasher.bytes));
-    await (0,external_node_stream_promises_namespaceObject.pipeline)(source, hasher, (0,external_node_fs_.createWriteStream)(path, { flags: 'wx' }));
+    await (0,external_node_stream_promises_namespaceObject.pipeline)(source, hasher, (0,external_node_fs_.createWriteStream)(path, { flags: 'wx', mode: PRIVATE_FILE_MODE }));
     await fsyncPath(path);
     return { sha256: hasher.digest(), bytes: hasher.bytes };
 }
 /** A writable file that hashes what is written, for producers that push rather than offer a readable. */
 function hashingFileWriter(path) {
     const hasher = new HashingTransform();
-    const file = (0,external_node_fs_.createWriteStream)(path, { flags: 'wx' });
+    const file = (0,external_node_fs_.createWriteStream)(path, { flags: 'wx', mode: PRIVATE_FILE_MODE });
     const finished = (0,external_node_stream_promises_namespaceObject.pipeline)(hasher, file);
+    // A write error (ENOSPC) can land before the producer calls done(): it is reported there, not as an unhandled rejection.
+    finished.catch(() => { });
     return {
         stream: hasher,
         async done() {
@@ -40641,11 +40650,230 @@ async function sha256File(path) {
     return { sha256: hasher.digest(), bytes: hasher.bytes };
 }
 
+;// CONCATENATED MODULE: ./src/catalog/confine.ts
+
+
+
+
+
+
+/**
+ * The one rule for a file name read from inside an entry (SHA256SUMS, backup.json, export.json,
+ * a remote listing): a single path segment of letters, digits, '.', '_', '+' and '-', starting
+ * with a letter or digit. That excludes '..', '/', absolute paths, NUL and control characters,
+ * and every name Lifeline itself never writes.
+ */
+const ENTRY_FILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$/;
+function isSafeEntryFileName(name) {
+    return ENTRY_FILE_NAME.test(name) && !name.includes('..');
+}
+/** Why `name` may not be read from the entry, or undefined when the name itself is acceptable. */
+function entryFileNameProblem(name) {
+    if (isSafeEntryFileName(name))
+        return undefined;
+    if (name.startsWith('/'))
+        return 'is an absolute path';
+    if (name.includes('/') || name.includes('\\'))
+        return 'is not a single path segment';
+    if (name.includes('..'))
+        return "contains '..'";
+    return 'is not a name Lifeline writes (letters, digits, ., _, +, - only)';
+}
+/** A name or file inside an entry that Lifeline refuses to read (exit 1: the entry is damaged or hostile). */
+class UnsafeEntryFileError extends errors/* LifelineError */.Zm {
+    entryDir;
+    fileName;
+    reason;
+    constructor(entryDir, fileName, reason) {
+        super('failed', `${JSON.stringify(fileName)} in ${entryDir} ${reason}; it was not read`, {
+            code: 'ENTRY_UNSAFE_FILE',
+            fix: `the entry at ${entryDir} was altered outside Lifeline: inspect it, then remove it or restore it from an off-host copy`,
+        });
+        this.entryDir = entryDir;
+        this.fileName = fileName;
+        this.reason = reason;
+    }
+}
+function unsafe(entryDir, name, reason) {
+    return new UnsafeEntryFileError(entryDir, name, reason);
+}
+function kindOf(info) {
+    if (info.isSymbolicLink())
+        return 'a symbolic link';
+    if (info.isFIFO())
+        return 'a FIFO';
+    if (info.isCharacterDevice() || info.isBlockDevice())
+        return 'a device';
+    if (info.isSocket())
+        return 'a socket';
+    if (info.isDirectory())
+        return 'a directory';
+    return 'not a regular file';
+}
+async function assertEntryDir(entryDir) {
+    // The entry directory itself must not be a link to somewhere else (the store root may be).
+    const info = await (0,promises_.lstat)(entryDir);
+    if (!info.isDirectory())
+        throw unsafe(entryDir, '.', `is ${kindOf(info)}, not an entry directory`);
+}
+/**
+ * Opens a file of a catalog entry for reading, confined to that entry: the name must pass
+ * `isSafeEntryFileName`, the entry directory must not be a symlink, and the file is opened with
+ * O_NOFOLLOW | O_NONBLOCK (a FIFO cannot block the open) and must then be a regular file.
+ * Every reader of a name that came from a file goes through here or `entryFilePath`.
+ */
+async function openEntryFile(entryDir, name) {
+    const problem = entryFileNameProblem(name);
+    if (problem)
+        throw unsafe(entryDir, name, problem);
+    await assertEntryDir(entryDir);
+    let handle;
+    try {
+        handle = await (0,promises_.open)((0,external_node_path_.join)(entryDir, name), external_node_fs_.constants.O_RDONLY | external_node_fs_.constants.O_NOFOLLOW | external_node_fs_.constants.O_NONBLOCK);
+    }
+    catch (error) {
+        const code = error.code;
+        if (code === 'ELOOP' || code === 'EMLINK')
+            throw unsafe(entryDir, name, 'is a symbolic link');
+        throw error;
+    }
+    try {
+        const info = await handle.stat();
+        if (!info.isFile())
+            throw unsafe(entryDir, name, `is ${kindOf(info)}`);
+        return handle;
+    }
+    catch (error) {
+        await handle.close();
+        throw error;
+    }
+}
+/**
+ * The path of an entry file for a tool that opens it itself (pg_restore, redis-check-rdb), after
+ * the same checks as `openEntryFile`. Only root and the store's owner can write inside an entry
+ * (0700), so the window between this check and the tool's open is not an attacker's to use.
+ */
+async function entryFilePath(entryDir, name) {
+    const handle = await openEntryFile(entryDir, name);
+    await handle.close();
+    return (0,external_node_path_.join)(entryDir, name);
+}
+/** sha256 of an entry file, streamed in 1 MiB chunks through a confined handle. */
+async function sha256EntryFile(entryDir, name) {
+    const handle = await openEntryFile(entryDir, name);
+    const hasher = new HashingTransform();
+    await (0,external_node_stream_promises_namespaceObject.pipeline)(handle.createReadStream({ highWaterMark: 1024 * 1024 }), hasher, async function* (source) {
+        for await (const _chunk of source) {
+            // drain
+        }
+    });
+    return { sha256: hasher.digest(), bytes: hasher.bytes };
+}
+/** A small entry file (metadata, SHA256SUMS) as text, through a confined handle; refuses more than `limit` bytes. */
+async function confine_readEntryText(entryDir, name, limit = 16 * 1024 * 1024) {
+    const handle = await openEntryFile(entryDir, name);
+    try {
+        const { size } = await handle.stat();
+        if (size > limit)
+            throw unsafe(entryDir, name, `is ${size} bytes, more than the ${limit} a metadata file may hold`);
+        return await handle.readFile('utf8');
+    }
+    finally {
+        await handle.close();
+    }
+}
+/**
+ * Whether other local users can reach the environment's files: the store root and the environment
+ * directory both let group or others in (a 0700 on either one keeps everything below private).
+ * Returns the problem with its fix, or undefined when the catalog is private or does not exist yet.
+ */
+function sharedStoreProblem(root, env) {
+    const modeOf = (path) => {
+        try {
+            return (0,external_node_fs_.statSync)(path).mode & 0o777;
+        }
+        catch {
+            return undefined;
+        }
+    };
+    const rootMode = modeOf(root);
+    if (rootMode === undefined || (rootMode & 0o077) === 0)
+        return undefined;
+    const envMode = modeOf((0,external_node_path_.join)(root, env));
+    if (envMode !== undefined && (envMode & 0o077) === 0)
+        return undefined;
+    const octal = (m) => m.toString(8).padStart(4, '0');
+    return {
+        message: `the catalog ${root} is readable by other local users (mode ${octal(rootMode)}${envMode === undefined ? '' : `, ${env}/ ${octal(envMode)}`}): backups, tenant exports and Redis snapshots hold production data`,
+        fix: `chmod -R go-rwx ${root}`,
+    };
+}
+let warnSink;
+const warned = new Set();
+/** The door (CLI or action) says where catalog warnings go; domain code never logs directly here. */
+function setCatalogWarningSink(sink) {
+    warnSink = sink;
+    warned.clear();
+}
+/** Called by every catalog write path: warns once per store and environment when it is shared. */
+function warnIfStoreShared(root, env) {
+    const key = `${root}\0${env}`;
+    if (warned.has(key))
+        return;
+    warned.add(key);
+    const problem = sharedStoreProblem(root, env);
+    if (problem)
+        warnSink?.(`${problem.message}; fix: ${problem.fix}`);
+}
+
+;// CONCATENATED MODULE: ./src/catalog/fs-errors.ts
+
+const FILESYSTEM_CODES = {
+    ENOSPC: { what: 'no space left on the device', fix: (p) => `free space on the filesystem that holds ${p} (df -h ${p}), e.g. lifeline prune, or point --store / store: at a larger disk, then run the command again` },
+    EDQUOT: { what: 'the disk quota is exhausted', fix: (p) => `raise the quota or free space under ${p}, then run the command again` },
+    EROFS: { what: 'the filesystem is read-only', fix: (p) => `remount the filesystem that holds ${p} read-write (or point --store at a writable one), then run the command again` },
+    EACCES: { what: 'permission denied', fix: (p) => `run Lifeline as the user that owns the catalog (ls -ld ${p}), or fix the owner of ${p}` },
+    EPERM: { what: 'operation not permitted', fix: (p) => `run Lifeline as the user that owns the catalog (ls -ld ${p}), or fix the owner of ${p}` },
+    EMFILE: { what: 'too many open files', fix: () => 'raise the open-files limit (ulimit -n) and run the command again' },
+    EIO: { what: 'an I/O error', fix: (p) => `check the disk that holds ${p} (dmesg); the data on it may be damaged` },
+};
+function isFilesystemError(error) {
+    const code = error?.code;
+    return typeof code === 'string' && code in FILESYSTEM_CODES;
+}
+/**
+ * Turns an ENOSPC, EROFS, EACCES (and kin) into a LifelineError that names the path, says what
+ * was and was not written (`outcome`), and what to do. Anything else is returned as undefined.
+ */
+function describeFilesystemError(error, outcome, where) {
+    // Already described further down (a catalog write): keep that message, it knows the outcome.
+    if ((0,errors/* isLifelineError */.lG)(error))
+        return error.code.startsWith('FS_') ? error : undefined;
+    if (!isFilesystemError(error))
+        return undefined;
+    const known = FILESYSTEM_CODES[error.code];
+    // A write(2) failure carries no path: `where` (the entry or file being written) stands in.
+    const path = error.path ?? error.dest ?? where ?? 'a file';
+    const doing = error.syscall ? ` (${error.syscall})` : '';
+    return (0,errors/* failure */.V2)(`FS_${error.code}`, `${path}: ${known.what}${doing}${outcome ? `; ${outcome}` : ''}`, {
+        fix: known.fix(path),
+        cause: error,
+        details: { path, errno: error.code },
+    });
+}
+/** Runs a catalog write; a filesystem failure becomes a LifelineError carrying `outcome`. */
+async function withWriteOutcome(outcome, fn, where) {
+    try {
+        return await fn();
+    }
+    catch (error) {
+        throw describeFilesystemError(error, outcome, where) ?? error;
+    }
+}
+
 ;// CONCATENATED MODULE: ./src/catalog/sums.ts
 
-
-
-const SUMS_FILE = 'SHA256SUMS';
+const sums_SUMS_FILE = 'SHA256SUMS';
 /** The exact format `sha256sum -c` reads: hash, two spaces, file name. */
 function formatSums(entries) {
     return [...entries]
@@ -40653,35 +40881,48 @@ function formatSums(entries) {
         .map((e) => `${e.sha256}  ${e.file}\n`)
         .join('');
 }
-function parseSums(text) {
+function sums_parseSums(text) {
     const entries = [];
     for (const line of text.split('\n')) {
         if (!line.trim())
             continue;
         const match = /^([0-9a-f]{64}) [ *](.+)$/.exec(line);
         if (!match)
-            throw new Error(`malformed ${SUMS_FILE} line: ${JSON.stringify(line)}`);
+            throw new Error(`malformed ${sums_SUMS_FILE} line: ${JSON.stringify(line)}`);
         entries.push({ sha256: match[1], file: match[2] });
     }
     return entries;
 }
-/** Re-hashes every file listed in a directory's SHA256SUMS. */
-async function checkSums(dir) {
-    const entries = parseSums(await (0,promises_.readFile)((0,external_node_path_.join)(dir, SUMS_FILE), 'utf8'));
+/**
+ * Re-hashes every file listed in a directory's SHA256SUMS, each through `openEntryFile`: a name
+ * that is not a safe single segment, a symlink, a FIFO or a device fails its check unhashed.
+ * With `listed` (the names the entry's metadata records), a line for any other name is a failed
+ * check too, never an extra file to hash.
+ */
+async function checkSums(dir, options = {}) {
+    const entries = sums_parseSums(await confine_readEntryText(dir, sums_SUMS_FILE));
+    const listed = options.listed && new Set([...options.listed, sums_SUMS_FILE]);
     const results = [];
     for (const entry of entries) {
+        if (listed && !listed.has(entry.file)) {
+            results.push({ file: entry.file, expected: entry.sha256, ok: false, error: `${sums_SUMS_FILE} lists ${JSON.stringify(entry.file)}, which the entry's metadata does not name; it was not read` });
+            continue;
+        }
         try {
-            const { sha256 } = await sha256File((0,external_node_path_.join)(dir, entry.file));
+            const { sha256 } = await sha256EntryFile(dir, entry.file);
             results.push({ file: entry.file, expected: entry.sha256, actual: sha256, ok: sha256 === entry.sha256 });
         }
         catch (error) {
-            results.push({ file: entry.file, expected: entry.sha256, ok: false, error: error.message });
+            const message = error instanceof UnsafeEntryFileError ? error.message : error.message;
+            results.push({ file: entry.file, expected: entry.sha256, ok: false, error: message });
         }
     }
     return results;
 }
 
 ;// CONCATENATED MODULE: ./src/catalog/store.ts
+
+
 
 
 
@@ -40709,8 +40950,19 @@ function newEntryId(now = new Date()) {
  */
 class Catalog {
     root;
-    constructor(root) {
+    options;
+    /** Paths of damaged entries already reported by this catalog (each is reported once). */
+    reported = new Set();
+    constructor(root, options = {}) {
         this.root = root;
+        this.options = options;
+    }
+    /** Reports an entry that is skipped because it cannot be read (once per path). */
+    reportDamaged(path, reason) {
+        if (this.reported.has(path))
+            return;
+        this.reported.add(path);
+        this.options.warn?.(`skipped ${path}: ${reason}; the other entries are used (inspect it, restore it from an off-host copy or remove the entry)`);
     }
     envDir(env) {
         assertSafeSegment(env, 'environment');
@@ -40728,9 +40980,10 @@ class Catalog {
         if (await exists(finalDir)) {
             throw (0,errors/* usageError */.Wp)('ENTRY_EXISTS', `${kind} entry ${id} already exists in environment ${env}`, 'choose another id; catalog entries are immutable once written');
         }
+        warnIfStoreShared(this.root, env);
         const stagingDir = (0,external_node_path_.join)(this.kindDir(env, kind), `.staging-${id}-${process.pid}`);
-        await (0,promises_.mkdir)(stagingDir, { recursive: true });
-        return new StagedEntry(stagingDir, finalDir, metadataFile);
+        await withWriteOutcome(`nothing was added to the catalog (${kind} entry ${id} was not started)`, () => mkdirPrivate(stagingDir));
+        return new StagedEntry(stagingDir, finalDir, metadataFile, `${kind} entry ${id}`);
     }
     /** Complete entries, newest first. Staging directories and entries without metadata are skipped. */
     async list(env, kind, metadataFile) {
@@ -40748,14 +41001,29 @@ class Catalog {
         for (const name of names) {
             if (name.startsWith('.'))
                 continue;
+            // An entry that vanishes mid-listing (a concurrent prune renamed it away) is simply skipped.
+            const info = await (0,promises_.stat)((0,external_node_path_.join)(dir, name)).catch(skipWhenGone);
             // A stray file beside the entries (an operator's note, a copied archive) is not an entry.
-            if (!(await (0,promises_.stat)((0,external_node_path_.join)(dir, name))).isDirectory())
+            if (!info?.isDirectory())
                 continue;
-            const metadata = await readJsonIfExists((0,external_node_path_.join)(dir, name, metadataFile));
+            const path = (0,external_node_path_.join)(dir, name, metadataFile);
+            let metadata;
+            try {
+                metadata = await readJsonIfExists(path);
+            }
+            catch (error) {
+                if (isGone(error))
+                    continue;
+                // One damaged entry must not take the listing (and every restore, drill and gate) down with it.
+                this.reportDamaged(path, error.code === 'CATALOG_CORRUPT' ? 'it is not valid JSON' : error.message);
+                continue;
+            }
             if (!metadata)
                 continue;
-            if (metadata.schemaVersion > CATALOG_SCHEMA_VERSION) {
-                throw (0,errors/* failure */.V2)('CATALOG_TOO_NEW', `${(0,external_node_path_.join)(dir, name, metadataFile)} has schema version ${metadata.schemaVersion}; this Lifeline reads up to ${CATALOG_SCHEMA_VERSION}`, { fix: 'upgrade Lifeline' });
+            const problem = metadataProblem(metadata);
+            if (problem) {
+                this.reportDamaged(path, problem);
+                continue;
             }
             entries.push({ id: name, dir: (0,external_node_path_.join)(dir, name), metadata });
         }
@@ -40768,7 +41036,32 @@ class Catalog {
     }
     /** Rewrites an entry's metadata atomically (e.g. to record a verification). */
     async updateMetadata(entry, metadataFile, metadata) {
-        await writeFileAtomic((0,external_node_path_.join)(entry.dir, metadataFile), `${JSON.stringify(metadata, null, 2)}\n`);
+        await withWriteOutcome(`${(0,external_node_path_.join)(entry.dir, metadataFile)} was left as it was (the entry itself is unchanged)`, () => writeFileAtomic((0,external_node_path_.join)(entry.dir, metadataFile), `${JSON.stringify(metadata, null, 2)}\n`));
+    }
+    /**
+     * Rewrites the metadata of an entry that must still be there: never creates a directory, so an
+     * entry deleted meanwhile stays deleted (the temporary file cannot be created in a directory
+     * that is gone, and the rename fails once the directory was renamed away).
+     * Returns false, writing nothing, when the entry or its metadata file is gone.
+     */
+    async rewriteExistingMetadata(entry, metadataFile, metadata) {
+        const path = (0,external_node_path_.join)(entry.dir, metadataFile);
+        if (!(await exists(path)))
+            return false;
+        const tmp = (0,external_node_path_.join)(entry.dir, `.${metadataFile}.tmp-${process.pid}-${Date.now()}`);
+        try {
+            await (0,promises_.writeFile)(tmp, `${JSON.stringify(metadata, null, 2)}\n`, { mode: PRIVATE_FILE_MODE, flag: 'wx' });
+            await fsyncPath(tmp);
+            await (0,promises_.rename)(tmp, path);
+        }
+        catch (error) {
+            await (0,promises_.rm)(tmp, { force: true });
+            if (isGone(error))
+                return false;
+            throw error;
+        }
+        await fsyncPath(entry.dir).catch(skipWhenGone);
+        return true;
     }
     async remove(entry) {
         // Rename first so a half-deleted entry never lists as complete.
@@ -40805,9 +41098,12 @@ class Catalog {
     /** Appends one JSON line to an environment's append-only log (e.g. deploy history). */
     async appendLog(env, name, record) {
         const path = (0,external_node_path_.join)(this.envDir(env), name);
-        await (0,promises_.mkdir)(this.envDir(env), { recursive: true });
-        await (0,promises_.appendFile)(path, `${JSON.stringify(record)}\n`);
-        await fsyncPath(path);
+        warnIfStoreShared(this.root, env);
+        await withWriteOutcome(`the record was not appended to ${name}`, async () => {
+            await mkdirPrivate(this.envDir(env));
+            await (0,promises_.appendFile)(path, `${JSON.stringify(record)}\n`, { mode: PRIVATE_FILE_MODE });
+            await fsyncPath(path);
+        });
     }
     async readLog(env, name) {
         const text = await (0,promises_.readFile)((0,external_node_path_.join)(this.envDir(env), name), 'utf8').catch((error) => {
@@ -40833,12 +41129,18 @@ class StagedEntry {
     dir;
     finalDir;
     metadataFile;
+    what;
     sums = [];
     settled = false;
-    constructor(dir, finalDir, metadataFile) {
+    constructor(dir, finalDir, metadataFile, what = 'the entry') {
         this.dir = dir;
         this.finalDir = finalDir;
         this.metadataFile = metadataFile;
+        this.what = what;
+    }
+    /** A write failure inside a staged entry never leaves anything listed: say so, with the path. */
+    write(fn) {
+        return withWriteOutcome(`nothing was added to the catalog (${this.what} stays unlisted; its staging directory is removed)`, fn, this.dir);
     }
     path(name) {
         assertSafeSegment(name, 'file name');
@@ -40846,7 +41148,7 @@ class StagedEntry {
     }
     /** Streams a payload into the entry, hashing it on the way, and records it for SHA256SUMS. */
     async addStream(name, source, onProgress) {
-        const result = await streamToFile(source, this.path(name), onProgress);
+        const result = await this.write(() => streamToFile(source, this.path(name), onProgress));
         this.sums.push({ file: name, sha256: result.sha256 });
         return result;
     }
@@ -40856,7 +41158,7 @@ class StagedEntry {
         return {
             stream: writer.stream,
             done: async () => {
-                const result = await writer.done();
+                const result = await this.write(() => writer.done());
                 this.sums.push({ file: name, sha256: result.sha256 });
                 return result;
             },
@@ -40867,10 +41169,12 @@ class StagedEntry {
     }
     /** Writes SHA256SUMS and the metadata, fsyncs, and renames the entry into place. */
     async commit(metadata) {
-        await writeFileAtomic((0,external_node_path_.join)(this.dir, SUMS_FILE), formatSums(this.sums));
-        await writeFileAtomic((0,external_node_path_.join)(this.dir, this.metadataFile), `${JSON.stringify(metadata, null, 2)}\n`);
-        await fsyncPath(this.dir);
-        await (0,promises_.rename)(this.dir, this.finalDir);
+        await this.write(async () => {
+            await writeFileAtomic((0,external_node_path_.join)(this.dir, sums_SUMS_FILE), formatSums(this.sums));
+            await writeFileAtomic((0,external_node_path_.join)(this.dir, this.metadataFile), `${JSON.stringify(metadata, null, 2)}\n`);
+            await fsyncPath(this.dir);
+            await (0,promises_.rename)(this.dir, this.finalDir);
+        });
         await fsyncPath((0,external_node_path_.join)(this.finalDir, '..'));
         this.settled = true;
     }
@@ -40880,6 +41184,28 @@ class StagedEntry {
         this.settled = true;
         await (0,promises_.rm)(this.dir, { recursive: true, force: true });
     }
+}
+function isGone(error) {
+    const code = error?.code;
+    return code === 'ENOENT' || code === 'ENOTDIR';
+}
+function skipWhenGone(error) {
+    if (isGone(error))
+        return undefined;
+    throw error;
+}
+/** Why parsed metadata cannot be listed, or undefined when it has what listing and sorting need. */
+function metadataProblem(metadata) {
+    if (typeof metadata !== 'object' || metadata === null || Array.isArray(metadata))
+        return 'it is not a JSON object';
+    const m = metadata;
+    if (typeof m.createdAt !== 'string' || Number.isNaN(Date.parse(m.createdAt)))
+        return 'it has no valid createdAt';
+    if (typeof m.schemaVersion !== 'number')
+        return 'it has no schemaVersion';
+    if (m.schemaVersion > CATALOG_SCHEMA_VERSION)
+        return `it has schema version ${m.schemaVersion}, written by a newer Lifeline (this one reads up to ${CATALOG_SCHEMA_VERSION}); upgrade Lifeline to use it`;
+    return undefined;
 }
 async function exists(path) {
     try {
@@ -40924,18 +41250,20 @@ var external_node_os_ = __nccwpck_require__(48161);
 
 
 
+
 /** Metadata file names Lifeline writes today; used only to break a tie, never required. */
 const KNOWN_METADATA_FILES = ['backup.json', 'release.json', 'report.json', 'export.json'];
 /**
  * The metadata file of an entry: the one JSON file that SHA256SUMS does not list (the catalog
- * writes it last, after the sums). Undefined when there is none, so the entry is not complete.
+ * writes it last, after the sums), or a known metadata file that SHA256SUMS covers too (a drill's
+ * report.json, which is signed). Undefined when there is none, so the entry is not complete.
  */
 function metadataFileOf(fileNames, sums) {
     const listed = new Set(sums.map((s) => s.file));
     const candidates = fileNames.filter((name) => name.endsWith('.json') && !name.startsWith('.') && !listed.has(name));
     if (candidates.length === 1)
         return candidates[0];
-    return candidates.find((name) => KNOWN_METADATA_FILES.includes(name));
+    return candidates.find((name) => KNOWN_METADATA_FILES.includes(name)) ?? (candidates.length === 0 ? fileNames.find((name) => listed.has(name) && KNOWN_METADATA_FILES.includes(name)) : undefined);
 }
 /**
  * Every complete entry under `<store>/<env>`: any directory not starting with '.', holding
@@ -40953,8 +41281,8 @@ async function listLocalEntries(envDir, maxDepth = 5) {
                 return;
             throw error;
         }
-        if (names.includes(SUMS_FILE) && relative.length >= 2) {
-            const sums = parseSums(await (0,promises_.readFile)((0,external_node_path_.join)(dir, SUMS_FILE), 'utf8'));
+        if (names.includes(sums_SUMS_FILE) && relative.length >= 2) {
+            const sums = sums_parseSums(await confine_readEntryText(dir, sums_SUMS_FILE));
             const metadataFile = metadataFileOf(names, sums);
             if (metadataFile)
                 entries.push({ kind: relative.slice(0, -1).join('/'), id: relative[relative.length - 1], dir, metadataFile, sums });
@@ -40966,7 +41294,8 @@ async function listLocalEntries(envDir, maxDepth = 5) {
             if (name.startsWith('.'))
                 continue;
             const path = (0,external_node_path_.join)(dir, name);
-            if ((await (0,promises_.stat)(path)).isDirectory())
+            // lstat: a symlinked directory would lead the walk (and an upload) outside the catalog.
+            if ((await (0,promises_.lstat)(path)).isDirectory())
                 await walk(path, [...relative, name], depth + 1);
         }
     };
@@ -40974,13 +41303,13 @@ async function listLocalEntries(envDir, maxDepth = 5) {
     return entries;
 }
 /** The catalog kinds an entry may be fetched into; anything else in a bucket is not ours. */
-function asEntryKind(kind) {
+function entries_asEntryKind(kind) {
     if (kind === 'backups' || kind === 'releases' || kind === 'drills' || /^tenants\/[A-Za-z0-9][A-Za-z0-9._+-]*\/exports$/.test(kind))
         return kind;
     throw (0,errors/* usageError */.Wp)('UNKNOWN_KIND', `"${kind}" is not a catalog kind`, 'use backups, releases, drills or tenants/<tenant>/exports');
 }
 /** Where an environment's entries live in the bucket: `<prefix><env>/<kind>/<id>/<file>`, mirroring the catalog. */
-class RemoteLayout {
+class entries_RemoteLayout {
     prefix;
     env;
     constructor(prefix, env) {
@@ -41006,12 +41335,20 @@ class RemoteLayout {
 
 ;// CONCATENATED MODULE: ./src/storage/import.ts
 
+
 /**
  * Brings an off-host copy into the local catalog: each file streams through a hash into a
  * staged entry, and only when every sha256 matches SHA256SUMS is the entry committed. An entry
  * already present locally is left alone.
  */
 async function importEntry(source) {
+    // Every name comes from the copy itself: refuse an unsafe one before anything is opened or fetched.
+    for (const file of [source.metadataFile, ...source.sums.map((s) => s.file)]) {
+        const problem = entryFileNameProblem(file);
+        if (problem) {
+            throw (0,errors/* failure */.V2)('REMOTE_ENTRY_UNSAFE', `${source.kind}/${source.id} from ${source.source} names the file ${JSON.stringify(file)}, which ${problem}; nothing was fetched`, { fix: 'that copy was not written by Lifeline: inspect and remove it, then use another entry' });
+        }
+    }
     const existing = await source.catalog.get(source.env, source.kind, source.id, source.metadataFile);
     if (existing)
         return { entry: existing, fetched: false, bytes: 0 };
@@ -41073,9 +41410,10 @@ async function uploadNewestAsArtifacts(options) {
         const bad = (await checkSums(entry.dir)).filter((c) => !c.ok);
         if (bad.length)
             throw (0,errors/* failure */.V2)('LOCAL_CHECKSUM_MISMATCH', `${entry.kind}/${entry.id} fails its SHA256SUMS check (${bad.map((c) => c.file).join(', ')}); not kept as an artifact`, { fix: 'run `lifeline verify` and take a new backup' });
-        const names = [...entry.sums.map((s) => s.file), SUMS_FILE, entry.metadataFile];
+        const names = [...entry.sums.map((s) => s.file), sums_SUMS_FILE, entry.metadataFile];
         const name = artifactNamePrefix(options.env, entry.kind) + entry.id;
-        const result = await options.artifacts.upload(name, names.map((n) => (0,external_node_path_.join)(entry.dir, n)), entry.dir, { retentionDays: options.retentionDays });
+        const paths = await Promise.all(names.map((n) => entryFilePath(entry.dir, n)));
+        const result = await options.artifacts.upload(name, paths, entry.dir, { retentionDays: options.retentionDays });
         options.logger.info(`kept ${entry.kind}/${entry.id} as workflow artifact ${name}${options.retentionDays ? ` for ${options.retentionDays} days` : ''}`);
         uploads.push({ kind: entry.kind, id: entry.id, name, files: names.length, artifactId: result.id });
     }
@@ -41087,7 +41425,7 @@ async function uploadNewestAsArtifacts(options) {
  * against its SHA256SUMS: a damaged or partial artifact never becomes a catalog entry.
  */
 async function fetchNewestArtifact(options) {
-    const kind = asEntryKind(options.kind);
+    const kind = entries_asEntryKind(options.kind);
     const prefix = artifactNamePrefix(options.env, kind);
     const artifact = await options.artifacts.findNewest(prefix);
     if (!artifact)
@@ -41097,9 +41435,9 @@ async function fetchNewestArtifact(options) {
     try {
         await options.artifacts.download(artifact, workDir);
         const names = await (0,promises_.readdir)(workDir);
-        if (!names.includes(SUMS_FILE))
-            throw (0,errors/* failure */.V2)('ARTIFACT_INCOMPLETE', `artifact ${artifact.name} has no ${SUMS_FILE}`, { fix: 'fetch another artifact or take a new backup' });
-        const sums = parseSums(await (0,promises_.readFile)((0,external_node_path_.join)(workDir, SUMS_FILE), 'utf8'));
+        if (!names.includes(sums_SUMS_FILE))
+            throw (0,errors/* failure */.V2)('ARTIFACT_INCOMPLETE', `artifact ${artifact.name} has no ${sums_SUMS_FILE}`, { fix: 'fetch another artifact or take a new backup' });
+        const sums = sums_parseSums(await (0,promises_.readFile)((0,external_node_path_.join)(workDir, sums_SUMS_FILE), 'utf8'));
         const metadataFile = metadataFileOf(names, sums);
         if (!metadataFile)
             throw (0,errors/* failure */.V2)('ARTIFACT_INCOMPLETE', `artifact ${artifact.name} has no metadata file`, { fix: 'fetch another artifact or take a new backup' });
@@ -41113,7 +41451,7 @@ async function fetchNewestArtifact(options) {
             metadata,
             sums,
             source: `artifact ${artifact.name}`,
-            open: async (file) => (0,external_node_fs_.createReadStream)((0,external_node_path_.join)(workDir, file)),
+            open: async (file) => (await openEntryFile(workDir, file)).createReadStream({ highWaterMark: 1024 * 1024 }),
         });
         options.logger.info(`${result.fetched ? 'imported' : 'already had'} ${kind}/${id} from workflow artifact ${artifact.name}`);
         return { entry: result.entry, artifact, fetched: result.fetched };
@@ -41129,7 +41467,7 @@ async function fetchNewestArtifact(options) {
 
 const EMPTY_SHA256 = (0,external_node_crypto_.createHash)('sha256').update('').digest('hex');
 /** An S3 error response (exit 1), kept structured so callers can tell "not there" from "not supported". */
-class S3RequestError extends errors/* LifelineError */.Zm {
+class s3_S3RequestError extends errors/* LifelineError */.Zm {
     status;
     constructor(status, s3Code, message) {
         super('failed', message, { code: s3Code, fix: fixForS3Error(status, s3Code) });
@@ -41250,7 +41588,7 @@ class S3Client {
             }
         }
         catch (error) {
-            if (error instanceof S3RequestError && (error.status === 405 || error.status === 501))
+            if (error instanceof s3_S3RequestError && (error.status === 405 || error.status === 501))
                 return undefined;
             throw error;
         }
@@ -41263,14 +41601,14 @@ class S3Client {
         const xml = await response.text();
         // S3 may answer 200 and still report an error in the body.
         if (/<Error>/.test(xml))
-            throw new S3RequestError(500, xmlValue(xml, 'Code') ?? 'InternalError', `completing ${key} failed: ${xmlValue(xml, 'Message') ?? xml}`);
+            throw new s3_S3RequestError(500, xmlValue(xml, 'Code') ?? 'InternalError', `completing ${key} failed: ${xmlValue(xml, 'Message') ?? xml}`);
     }
     async abortMultipartUpload(key, uploadId) {
         try {
             await (await this.send('DELETE', key, { query: { uploadId } })).arrayBuffer();
         }
         catch (error) {
-            if (!(error instanceof S3RequestError && error.status === 404))
+            if (!(error instanceof s3_S3RequestError && error.status === 404))
                 throw error;
         }
     }
@@ -41280,7 +41618,7 @@ class S3Client {
             response = await this.send('HEAD', key, { headers: { 'x-amz-checksum-mode': 'ENABLED' } });
         }
         catch (error) {
-            if (error instanceof S3RequestError && error.status === 404)
+            if (error instanceof s3_S3RequestError && error.status === 404)
                 return undefined;
             throw error;
         }
@@ -41345,7 +41683,7 @@ async function errorFrom(response, method, key) {
     const text = method === 'HEAD' ? '' : await response.text().catch(() => '');
     const code = xmlValue(text, 'Code') ?? (response.status === 404 ? 'NotFound' : `HTTP${response.status}`);
     const message = xmlValue(text, 'Message') ?? response.statusText;
-    return new S3RequestError(response.status, code, `${method} ${key ?? '(bucket)'}: ${response.status} ${code}: ${message}`);
+    return new s3_S3RequestError(response.status, code, `${method} ${key ?? '(bucket)'}: ${response.status} ${code}: ${message}`);
 }
 /** RFC 3986 encoding as SigV4 requires (encodeURIComponent leaves !'()* alone). */
 function encodeRfc3986(value) {
@@ -41443,7 +41781,7 @@ class S3ObjectStore {
         }
         catch (error) {
             // The server forgot the upload we journaled (expired or aborted): start it again cleanly, once.
-            if (error instanceof S3RequestError && error.code === 'NoSuchUpload') {
+            if (error instanceof s3_S3RequestError && error.code === 'NoSuchUpload') {
                 await this.dropJournal(key);
                 return this.putMultipart(key, path, expected, partSize);
             }
@@ -41554,9 +41892,9 @@ class S3ObjectStore {
         }
     }
     async writeJournal(journal) {
-        await (0,promises_.mkdir)(this.options.journalDir, { recursive: true });
+        await (0,promises_.mkdir)(this.options.journalDir, { recursive: true, mode: 0o700 });
         const path = this.journalPath(journal.key);
-        await (0,promises_.writeFile)(`${path}.tmp`, JSON.stringify(journal));
+        await (0,promises_.writeFile)(`${path}.tmp`, JSON.stringify(journal), { mode: 0o600 });
         await (0,promises_.rename)(`${path}.tmp`, path);
     }
     async dropJournal(key) {
@@ -41589,14 +41927,29 @@ function reviewChecklistText() {
  * The review gate: refuses (exit 3) before any request is made unless lifeline.yml records who
  * reviewed which provider, and when. Returns the settings narrowed to a reviewed provider.
  */
-function requireReviewedStorage(env, storage) {
+function requireReviewedStorage(env, storage, now = new Date()) {
     if (!storage) {
         throw (0,errors/* usageError */.Wp)('STORAGE_NOT_CONFIGURED', `environment ${env} has no storage: section in lifeline.yml`, `add environments.${env}.storage (provider: s3, endpoint, region, bucket, prefix, accessKeyIdEnv, secretAccessKeyEnv), review it, then record storage.reviewed`);
     }
     if (!storage.reviewed) {
         throw (0,errors/* refusal */.x5)('STORAGE_NOT_REVIEWED', `off-host storage for environment ${env} (bucket ${storage.bucket}) has not been reviewed; nothing was sent.\nReview checklist:\n${reviewChecklistText()}`, `once every item is checked, record it in lifeline.yml: environments.${env}.storage.reviewed: { provider: <provider name>, by: <who reviewed>, date: YYYY-MM-DD }`, { checklist: [...REVIEW_CHECKLIST], bucket: storage.bucket });
     }
+    const problem = reviewDateProblem(storage.reviewed.date, now);
+    if (problem) {
+        throw (0,errors/* refusal */.x5)('STORAGE_REVIEW_DATE', `the review of off-host storage for environment ${env} (bucket ${storage.bucket}) ${problem}; a review cannot vouch for a provider before it happened, so nothing was sent`, `record the day the review was actually done: environments.${env}.storage.reviewed.date: YYYY-MM-DD (today or earlier)`, { date: storage.reviewed.date });
+    }
     return storage;
+}
+/** Why a review date cannot be believed: not a real calendar day, or later than today anywhere on Earth. */
+function reviewDateProblem(date, now) {
+    const ms = Date.parse(`${date}T00:00:00Z`);
+    if (!/^\d{4}-\d{2}-\d{2}$/.test(date) || Number.isNaN(ms) || new Date(ms).toISOString().slice(0, 10) !== date)
+        return `is dated ${JSON.stringify(date)}, which is not a calendar day`;
+    // UTC+14 is the earliest "today" anywhere: a date after that is in the future for every reviewer.
+    const latestToday = new Date(now.getTime() + 14 * 3600_000).toISOString().slice(0, 10);
+    if (date > latestToday)
+        return `is dated ${date}, in the future (today is ${now.toISOString().slice(0, 10)} UTC)`;
+    return undefined;
 }
 
 ;// CONCATENATED MODULE: ./src/storage/bucket.ts
@@ -41625,6 +41978,8 @@ function openReviewedBucket(settings, options = {}) {
 
 
 
+
+
 /** Small files (SHA256SUMS, metadata) are read whole; anything bigger than this is refused as not ours. */
 const MAX_SMALL_OBJECT = 4 * 1024 * 1024;
 /**
@@ -41634,7 +41989,7 @@ const MAX_SMALL_OBJECT = 4 * 1024 * 1024;
  */
 async function syncEnvironment(options) {
     const { env, remote, logger } = options;
-    const layout = new RemoteLayout(options.prefix, env);
+    const layout = new entries_RemoteLayout(options.prefix, env);
     const local = filterKinds(await listLocalEntries((0,external_node_path_.join)(options.store, env)), options.kinds);
     const remoteObjects = await listRemote(remote, layout.envPrefix());
     const results = [];
@@ -41676,15 +42031,16 @@ async function syncEntry(entry, entryPrefix, remote, remoteObjects, options) {
         return { kind: entry.kind, id: entry.id, status: 'failed', files: 0, bytes: 0, resumedParts: 0, reason };
     }
     const files = [
-        ...entry.sums.map((s) => ({ name: s.file, sha256: s.sha256 })),
-        { name: SUMS_FILE, sha256: await sha256OfFile((0,external_node_path_.join)(entry.dir, SUMS_FILE)) },
+        ...entry.sums.filter((s) => s.file !== entry.metadataFile).map((s) => ({ name: s.file, sha256: s.sha256 })),
+        { name: sums_SUMS_FILE, sha256: await sha256OfFile((0,external_node_path_.join)(entry.dir, sums_SUMS_FILE)) },
         { name: entry.metadataFile, sha256: await sha256OfFile((0,external_node_path_.join)(entry.dir, entry.metadataFile)) },
     ];
     let bytes = 0;
     let resumedParts = 0;
     let sent = 0;
     for (const file of files) {
-        const path = (0,external_node_path_.join)(entry.dir, file.name);
+        // Names came from SHA256SUMS and the listing: confined to the entry (no '..', symlink or FIFO).
+        const path = await entryFilePath(entry.dir, file.name);
         const size = (await (0,promises_.stat)(path)).size;
         const key = entryPrefix + file.name;
         const existing = remoteObjects.get(key);
@@ -41721,11 +42077,11 @@ async function verificationFailure(entry) {
 }
 /** Local catalog against the bucket: what is missing on either side and what differs. */
 async function compareRemote(options) {
-    const layout = new RemoteLayout(options.prefix, options.env);
+    const layout = new entries_RemoteLayout(options.prefix, options.env);
     const local = filterKinds(await listLocalEntries((0,external_node_path_.join)(options.store, options.env)), options.kinds);
     const remoteObjects = await listRemote(options.remote, layout.envPrefix());
     const remoteEntries = groupRemoteEntries(layout, remoteObjects);
-    const result = { location: options.remote.location, inSync: [], missingRemotely: [], incompleteRemotely: [], missingLocally: [], mismatched: [] };
+    const result = { location: options.remote.location, mode: options.deep ? 'deep' : 'listing', inSync: [], missingRemotely: [], incompleteRemotely: [], missingLocally: [], mismatched: [] };
     const localKeys = new Set();
     for (const entry of local) {
         const ref = { kind: entry.kind, id: entry.id };
@@ -41739,7 +42095,7 @@ async function compareRemote(options) {
             result.incompleteRemotely.push(ref);
             continue;
         }
-        const expected = [...entry.sums, { file: SUMS_FILE, sha256: await sha256OfFile((0,external_node_path_.join)(entry.dir, SUMS_FILE)) }];
+        const expected = [...entry.sums, { file: sums_SUMS_FILE, sha256: await sha256OfFile((0,external_node_path_.join)(entry.dir, sums_SUMS_FILE)) }];
         const mismatches = [];
         for (const { file, sha256 } of expected) {
             const reason = await checkRemoteFile(options.remote, entryPrefix + file, remoteObjects.get(entryPrefix + file), sha256, (await (0,promises_.stat)((0,external_node_path_.join)(entry.dir, file))).size, options.deep ?? false);
@@ -41754,10 +42110,10 @@ async function compareRemote(options) {
     for (const [entryPrefix, files] of remoteEntries) {
         if (localKeys.has(entryPrefix))
             continue;
-        const parsed = layout.parse(entryPrefix + SUMS_FILE);
+        const parsed = layout.parse(entryPrefix + sums_SUMS_FILE);
         if (options.kinds?.length && !options.kinds.includes(parsed.kind.split('/')[0]))
             continue;
-        const complete = files.includes(SUMS_FILE) && metadataFileOf(files, parseSums(await readSmallObject(options.remote, entryPrefix + SUMS_FILE))) !== undefined;
+        const complete = files.includes(sums_SUMS_FILE) && metadataFileOf(files, sums_parseSums(await readSmallObject(options.remote, entryPrefix + sums_SUMS_FILE))) !== undefined;
         if (complete)
             result.missingLocally.push({ kind: parsed.kind, id: parsed.id });
     }
@@ -41780,57 +42136,241 @@ async function checkRemoteFile(remote, key, listed, sha256, size, deep) {
 /**
  * Downloads one remote entry into the local catalog through `catalog.begin`, hashing every
  * file on the way and comparing with the entry's SHA256SUMS; on any mismatch nothing appears
- * locally. Restores and drills then read it like any local entry.
+ * locally. `latest` takes the newest entry whose every file is present and verifies, falling
+ * back past incomplete or damaged ones (each named in `skipped` and the log). Restores and
+ * drills then read it like any local entry.
  */
 async function fetchEntry(options) {
-    const kind = asEntryKind(options.kind);
-    const layout = new RemoteLayout(options.prefix, options.env);
-    const id = options.id === 'latest' ? await newestRemoteId(options, layout) : options.id;
-    const entryPrefix = layout.entryPrefix(kind, id);
-    const names = [...(await listRemote(options.remote, entryPrefix)).keys()].map((key) => key.slice(entryPrefix.length)).filter((name) => !name.includes('/'));
-    if (!names.includes(SUMS_FILE)) {
-        throw (0,errors/* usageError */.Wp)('REMOTE_ENTRY_NOT_FOUND', `${kind}/${id} is not in ${options.remote.location} for environment ${options.env}`, 'list what is there with `lifeline sync --compare`');
+    const kind = entries_asEntryKind(options.kind);
+    const layout = new entries_RemoteLayout(options.prefix, options.env);
+    if (options.id !== 'latest')
+        return { ...(await fetchOne(options, layout, kind, options.id)), skipped: [] };
+    const candidates = await remoteCandidates(options, layout);
+    if (!candidates.length) {
+        throw (0,errors/* failure */.V2)('REMOTE_ENTRY_NOT_FOUND', `no ${kind} entry of environment ${options.env} in ${options.remote.location} has its metadata (every upload there is unfinished, or there is none)`, { fix: 'run `lifeline sync` on the host that holds the entries, or check storage.bucket and storage.prefix' });
     }
-    const sumsText = await readSmallObject(options.remote, entryPrefix + SUMS_FILE);
-    const sums = parseSums(sumsText);
-    const metadataFile = metadataFileOf(names, sums);
-    if (!metadataFile) {
-        throw (0,errors/* failure */.V2)('REMOTE_ENTRY_INCOMPLETE', `${kind}/${id} in ${options.remote.location} has no metadata file: its upload never finished`, { fix: 'run `lifeline sync` on the host that holds it, or fetch another entry' });
+    const skipped = [];
+    for (const id of candidates) {
+        try {
+            const result = await fetchOne(options, layout, kind, id);
+            if (skipped.length)
+                options.logger.warn(`using ${kind}/${id}, the newest complete entry that verifies (passed over: ${skipped.map((s) => s.id).join(', ')})`);
+            return { ...result, skipped };
+        }
+        catch (error) {
+            if (!((0,errors/* isLifelineError */.lG)(error) && FALL_BACK_ON.has(error.code)))
+                throw error;
+            skipped.push({ id, reason: error.message });
+            options.logger.warn(`${kind}/${id} cannot be used: ${error.message}; falling back to the previous complete entry`);
+        }
     }
-    const metadata = JSON.parse(await readSmallObject(options.remote, entryPrefix + metadataFile));
+    throw (0,errors/* failure */.V2)('REMOTE_NO_USABLE_ENTRY', `no ${kind} entry of environment ${options.env} in ${options.remote.location} is complete and verifies:\n${skipped.map((s) => `  ${s.id}: ${s.reason}`).join('\n')}`, {
+        fix: 'run `lifeline sync` from a host whose local entries verify; the copies listed above are damaged or incomplete',
+    });
+}
+/** Failures of one remote entry that make `latest` try the previous one. */
+const FALL_BACK_ON = new Set(['REMOTE_OBJECT_MISSING', 'REMOTE_CHECKSUM_MISMATCH', 'REMOTE_ENTRY_INCOMPLETE', 'REMOTE_ENTRY_UNSAFE', 'REMOTE_OBJECT_TOO_LARGE', 'REMOTE_METADATA_UNREADABLE']);
+async function fetchOne(options, layout, kind, id) {
+    const remoteEntry = await readRemoteEntry(options.remote, layout, kind, id, options.env);
+    const missing = remoteEntry.sums.filter((s) => !remoteEntry.objects.has(s.file));
+    if (missing.length)
+        throw missingObjects(options.remote, `${kind}/${id}`, missing.map((s) => remoteEntry.entryPrefix + s.file));
     const result = await importEntry({
         catalog: options.catalog,
         env: options.env,
         kind,
         id,
-        metadataFile,
-        metadata,
-        sums,
+        metadataFile: remoteEntry.metadataFile,
+        metadata: remoteEntry.metadata,
+        sums: remoteEntry.sums,
         source: options.remote.location,
-        open: async (file) => (await options.remote.get(entryPrefix + file)).body,
+        open: async (file) => (await getObjectOrMissing(options.remote, `${kind}/${id}`, remoteEntry.entryPrefix + file)).body,
     });
     if (result.fetched)
-        options.logger.info(`fetched ${kind}/${id} from ${options.remote.location}: ${sums.length} file(s), ${result.bytes} bytes, every sha256 matched`);
+        options.logger.info(`fetched ${kind}/${id} from ${options.remote.location}: ${remoteEntry.sums.length} file(s), ${result.bytes} bytes, every sha256 matched`);
     return result;
 }
-async function newestRemoteId(options, layout) {
+/** A remote entry's listing, SHA256SUMS and metadata; throws (exit 1) naming what is missing or unreadable. */
+async function readRemoteEntry(remote, layout, kind, id, env) {
+    const entryPrefix = layout.entryPrefix(kind, id);
+    const objects = new Map();
+    for (const [key, object] of await listRemote(remote, entryPrefix)) {
+        const name = key.slice(entryPrefix.length);
+        if (!name.includes('/'))
+            objects.set(name, object);
+    }
+    if (objects.size === 0) {
+        throw (0,errors/* failure */.V2)('REMOTE_ENTRY_MISSING', `${kind}/${id} is not in ${remote.location} for environment ${env}: no object under ${entryPrefix}`, { fix: 'run `lifeline sync` on the host that holds it; `lifeline verify --remote --all` lists what the bucket holds' });
+    }
+    if (!objects.has(sums_SUMS_FILE))
+        throw missingObjects(remote, `${kind}/${id}`, [entryPrefix + sums_SUMS_FILE]);
+    const sumsText = await readSmallObject(remote, entryPrefix + sums_SUMS_FILE);
+    let sums;
+    try {
+        sums = sums_parseSums(sumsText);
+    }
+    catch (error) {
+        throw (0,errors/* failure */.V2)('REMOTE_METADATA_UNREADABLE', `${entryPrefix}${sums_SUMS_FILE} is not a SHA256SUMS file (${error.message})`, { fix: 'that copy was not written by Lifeline, or is damaged: sync it again from a host whose entry verifies' });
+    }
+    for (const s of sums) {
+        const problem = entryFileNameProblem(s.file);
+        if (problem)
+            throw (0,errors/* failure */.V2)('REMOTE_ENTRY_UNSAFE', `${entryPrefix}${sums_SUMS_FILE} names the file ${JSON.stringify(s.file)}, which ${problem}; nothing was read`, { fix: 'that copy was not written by Lifeline: inspect and remove it' });
+    }
+    const metadataFile = metadataFileOf([...objects.keys()], sums);
+    if (!metadataFile) {
+        throw (0,errors/* failure */.V2)('REMOTE_ENTRY_INCOMPLETE', `${kind}/${id} in ${remote.location} has no metadata file: its upload never finished`, { fix: 'run `lifeline sync` on the host that holds it, or use another entry' });
+    }
+    let metadata;
+    try {
+        metadata = JSON.parse(await readSmallObject(remote, entryPrefix + metadataFile));
+    }
+    catch (error) {
+        if ((0,errors/* isLifelineError */.lG)(error))
+            throw error;
+        throw (0,errors/* failure */.V2)('REMOTE_METADATA_UNREADABLE', `${entryPrefix}${metadataFile} is not valid JSON`, { fix: 'sync the entry again from a host whose copy verifies' });
+    }
+    return { entryPrefix, objects, sumsText, sums, metadataFile, metadata };
+}
+/** Remote entry ids of a kind that have their metadata, newest first (by the metadata's createdAt). */
+async function remoteCandidates(options, layout) {
     const entries = groupRemoteEntries(layout, await listRemote(options.remote, `${layout.envPrefix()}${options.kind}/`));
     const candidates = [];
     for (const [entryPrefix, files] of entries) {
-        const parsed = layout.parse(entryPrefix + SUMS_FILE);
-        if (parsed.kind !== options.kind || !files.includes(SUMS_FILE))
+        const parsed = layout.parse(entryPrefix + sums_SUMS_FILE);
+        if (parsed.kind !== options.kind || !files.includes(sums_SUMS_FILE))
             continue;
-        const metadataFile = metadataFileOf(files, parseSums(await readSmallObject(options.remote, entryPrefix + SUMS_FILE)));
-        if (!metadataFile)
-            continue;
-        const metadata = JSON.parse(await readSmallObject(options.remote, entryPrefix + metadataFile));
-        candidates.push({ id: parsed.id, createdAt: metadata.createdAt ?? '' });
+        try {
+            const metadataFile = metadataFileOf(files, sums_parseSums(await readSmallObject(options.remote, entryPrefix + sums_SUMS_FILE)));
+            if (!metadataFile)
+                continue;
+            const metadata = JSON.parse(await readSmallObject(options.remote, entryPrefix + metadataFile));
+            candidates.push({ id: parsed.id, createdAt: typeof metadata.createdAt === 'string' ? metadata.createdAt : '' });
+        }
+        catch (error) {
+            // An unreadable entry is passed over here; a named fetch of it says why.
+            if ((0,errors/* isLifelineError */.lG)(error) && error.kind === 'usage')
+                throw error;
+            options.logger.warn(`${parsed.kind}/${parsed.id} in ${options.remote.location} cannot be read (${error.message}); passed over`);
+        }
     }
     candidates.sort((a, b) => (a.createdAt === b.createdAt ? b.id.localeCompare(a.id) : b.createdAt.localeCompare(a.createdAt)));
-    if (!candidates[0]) {
-        throw (0,errors/* usageError */.Wp)('REMOTE_ENTRY_NOT_FOUND', `no complete ${options.kind} entry for environment ${options.env} in ${options.remote.location}`, 'run `lifeline sync` first, or check storage.bucket and storage.prefix');
+    return candidates.map((c) => c.id);
+}
+function missingObjects(remote, ref, keys) {
+    return (0,errors/* failure */.V2)('REMOTE_OBJECT_MISSING', `${ref} in ${remote.location} is missing ${keys.length === 1 ? 'the object' : `${keys.length} objects`} ${keys.join(', ')} (listed in its ${sums_SUMS_FILE} or required for the entry)`, {
+        fix: 'the copy is incomplete: run `lifeline sync` from a host that holds the entry (it uploads what is missing), or use an older entry',
+        details: { missing: keys },
+    });
+}
+/** GET that reports a vanished object as a missing object, not as a bucket or configuration problem. */
+async function getObjectOrMissing(remote, ref, key) {
+    try {
+        return await remote.get(key);
     }
-    return candidates[0].id;
+    catch (error) {
+        if (error instanceof s3_S3RequestError && error.status === 404)
+            throw missingObjects(remote, ref, [key]);
+        throw error;
+    }
+}
+/**
+ * Verifies one remote entry's objects: every file its SHA256SUMS lists must be there and hash to
+ * the listed sha256 (the provider's full-object SHA-256 where it keeps one, else a streamed
+ * download and hash; never the sha256 Lifeline itself recorded at upload). When the local
+ * catalog holds the entry, the bucket's SHA256SUMS must equal the local one byte for byte.
+ */
+async function verifyRemoteEntry(options) {
+    const kind = asEntryKind(options.kind);
+    const layout = new RemoteLayout(options.prefix, options.env);
+    let id = options.id;
+    if (id === 'latest') {
+        const [newest] = await remoteCandidates({ ...options, kind, id }, layout);
+        if (!newest)
+            throw failure('REMOTE_ENTRY_NOT_FOUND', `no ${kind} entry of environment ${options.env} in ${options.remote.location} has its metadata`, { fix: 'run `lifeline sync` first, or check storage.bucket and storage.prefix' });
+        id = newest;
+    }
+    const ref = `${kind}/${id}`;
+    const files = [];
+    let remoteEntry;
+    try {
+        remoteEntry = await readRemoteEntry(options.remote, layout, kind, id, options.env);
+    }
+    catch (error) {
+        if (!(isLifelineError(error) && error.kind === 'failed'))
+            throw error;
+        const missingKeys = error.details?.missing ?? [];
+        return {
+            location: options.remote.location,
+            kind,
+            id,
+            against: "the bucket's own SHA256SUMS (no local copy)",
+            files: missingKeys.length ? missingKeys.map((key) => ({ file: key.slice(layout.entryPrefix(kind, id).length), key, status: 'missing', method: 'none', detail: 'missing in the bucket' })) : [{ file: '(entry)', key: layout.entryPrefix(kind, id), status: 'missing', method: 'none', detail: error.message }],
+            ok: false,
+        };
+    }
+    const local = await options.catalog.get(options.env, kind, id, remoteEntry.metadataFile).catch(() => undefined);
+    let expected = remoteEntry.sums;
+    if (local) {
+        const localSums = await readEntryText(local.dir, SUMS_FILE);
+        const sumsKey = remoteEntry.entryPrefix + SUMS_FILE;
+        if (localSums !== remoteEntry.sumsText) {
+            files.push({ file: SUMS_FILE, key: sumsKey, status: 'mismatch', method: 'downloaded and hashed', detail: 'differs from the local SHA256SUMS (the bucket copy was replaced or damaged)' });
+        }
+        else {
+            files.push({ file: SUMS_FILE, key: sumsKey, status: 'ok', method: 'downloaded and hashed', detail: 'equals the local SHA256SUMS' });
+        }
+        expected = parseSums(localSums);
+    }
+    else {
+        files.push({ file: SUMS_FILE, key: remoteEntry.entryPrefix + SUMS_FILE, status: 'ok', method: 'none', detail: 'read from the bucket (no local copy to compare with)' });
+    }
+    for (const { file, sha256 } of expected) {
+        const key = remoteEntry.entryPrefix + file;
+        if (!remoteEntry.objects.has(file)) {
+            files.push({ file, key, status: 'missing', method: 'none', detail: `missing in the bucket (listed in ${SUMS_FILE})` });
+            continue;
+        }
+        files.push(await checkObjectBytes(options.remote, file, key, sha256));
+    }
+    if (!expected.some((s) => s.file === remoteEntry.metadataFile)) {
+        // backup.json and the like change locally (a verification is recorded in them), so only their presence and upload hash are checked.
+        files.push({ file: remoteEntry.metadataFile, key: remoteEntry.entryPrefix + remoteEntry.metadataFile, status: 'ok', method: 'recorded sha256 (metadata file)', detail: `present; not covered by ${SUMS_FILE}` });
+    }
+    const ok = files.every((f) => f.status === 'ok');
+    for (const f of files)
+        if (f.status !== 'ok')
+            options.logger.error(`${ref} ${f.file}: ${f.detail}`);
+    return { location: options.remote.location, kind, id, against: local ? 'the local SHA256SUMS' : "the bucket's own SHA256SUMS (no local copy)", files, ok };
+}
+/** One object's bytes against the expected sha256: the provider's full-object SHA-256 when it keeps one, else download and hash. */
+async function checkObjectBytes(remote, file, key, sha256) {
+    const head = await remote.head(key);
+    if (!head)
+        return { file, key, status: 'missing', method: 'none', detail: 'missing in the bucket' };
+    const serverSide = fullObjectSha256(head.checksumSha256);
+    if (serverSide) {
+        return serverSide === sha256
+            ? { file, key, status: 'ok', method: 'server-side sha256', detail: `the provider's SHA-256 matches (${sha256.slice(0, 12)}...)` }
+            : { file, key, status: 'mismatch', method: 'server-side sha256', detail: `the provider's SHA-256 is ${serverSide}, expected ${sha256}` };
+    }
+    let actual;
+    try {
+        actual = await hashRemote(remote, key);
+    }
+    catch (error) {
+        if (error instanceof S3RequestError && error.status === 404)
+            return { file, key, status: 'missing', method: 'none', detail: 'missing in the bucket' };
+        throw error;
+    }
+    return actual === sha256 ? { file, key, status: 'ok', method: 'downloaded and hashed', detail: `sha256 matches (${sha256.slice(0, 12)}...)` } : { file, key, status: 'mismatch', method: 'downloaded and hashed', detail: `sha256 ${actual} in the bucket, ${sha256} expected` };
+}
+/** A full-object SHA-256 (hex) from `x-amz-checksum-sha256`; undefined for none or a multipart checksum-of-checksums ("...-3"). */
+function fullObjectSha256(base64) {
+    if (!base64 || base64.includes('-'))
+        return undefined;
+    const bytes = Buffer.from(base64, 'base64');
+    return bytes.length === 32 ? bytes.toString('hex') : undefined;
 }
 function filterKinds(entries, kinds) {
     if (!kinds?.length)
@@ -41860,7 +42400,7 @@ async function readSmallObject(remote, key) {
     const { body, head } = await remote.get(key);
     if (head.size > MAX_SMALL_OBJECT) {
         body.destroy();
-        throw (0,errors/* failure */.V2)('REMOTE_OBJECT_TOO_LARGE', `${key} is ${head.size} bytes; Lifeline's ${SUMS_FILE} and metadata files are small`, { fix: 'check storage.prefix: the bucket holds something that is not a Lifeline entry' });
+        throw (0,errors/* failure */.V2)('REMOTE_OBJECT_TOO_LARGE', `${key} is ${head.size} bytes; Lifeline's ${sums_SUMS_FILE} and metadata files are small`, { fix: 'check storage.prefix: the bucket holds something that is not a Lifeline entry' });
     }
     const chunks = [];
     for await (const chunk of body)
@@ -41889,6 +42429,79 @@ function checksumMismatch(key, actual, expected) {
         fix: 'the copy in the bucket is damaged: run `lifeline sync` from a host whose local entry verifies, or fetch an older entry',
         details: { key, actual, expected },
     });
+}
+
+;// CONCATENATED MODULE: ./src/postgres/compression.ts
+
+const COMPRESSION_METHODS = ['gzip', 'zstd', 'lz4', 'none'];
+/** Levels each method accepts (pg_dump 16's own ranges; gzip's also hold for 15). */
+const LEVELS = {
+    gzip: { min: 1, max: 9 },
+    zstd: { min: 1, max: 22 },
+    lz4: { min: 1, max: 12 },
+};
+/** pg_dump 16 added zstd and lz4 to the custom format; 15 and older have gzip levels only. */
+const FIRST_MAJOR = { gzip: 0, none: 0, zstd: 16, lz4: 16 };
+/**
+ * The default for a pg_dump major. On a small host the dump is bound by pg_dump compressing on
+ * one core: gzip 1 takes about a third of gzip 6's time for an archive ~1.15-1.25x larger.
+ * zstd 1 for 16+: with the zstd CLI on the sample data (pg_dump 16 is not installed here, so
+ * not measured through pg_dump) zstd -1 was ~2x faster than gzip -1 at about gzip -6's size;
+ * zstd -3 was slower and no smaller, and lz4 -1 no faster than zstd -1 but 1.6x larger.
+ */
+function defaultCompression(pgDumpMajor) {
+    return pgDumpMajor >= 16 ? { method: 'zstd', level: 1 } : { method: 'gzip', level: 1 };
+}
+const FORMAT_FIX = 'write METHOD or METHOD:LEVEL, e.g. gzip:1, gzip:6, zstd:3, lz4, none (zstd and lz4 need pg_dump 16 or newer)';
+/**
+ * Parses `METHOD[:LEVEL]` (the `--compress` flag, `postgres.compress`). A bare method takes its
+ * default level (gzip 1, zstd 1, lz4 1). A bare number is pg_dump's own `-Z N` spelling: gzip N, 0 = none.
+ */
+function parseCompression(text, where = '--compress') {
+    const spec = text.trim().toLowerCase();
+    if (/^\d+$/.test(spec)) {
+        const level = Number(spec);
+        if (level > 9)
+            throw (0,errors/* usageError */.Wp)('BAD_COMPRESSION', `${where} ${text}: a bare number is a gzip level, 0-9`, FORMAT_FIX);
+        return level === 0 ? { method: 'none', level: null } : { method: 'gzip', level };
+    }
+    const match = /^([a-z0-9]+)(?::(-?\d+))?$/.exec(spec);
+    const method = match?.[1];
+    if (!match || !method || !COMPRESSION_METHODS.includes(method)) {
+        throw (0,errors/* usageError */.Wp)('BAD_COMPRESSION', `${where} ${JSON.stringify(text)}: unknown compression method (known: ${COMPRESSION_METHODS.join(', ')})`, FORMAT_FIX);
+    }
+    if (method === 'none') {
+        if (match[2] !== undefined)
+            throw (0,errors/* usageError */.Wp)('BAD_COMPRESSION', `${where} ${text}: none takes no level`, FORMAT_FIX);
+        return { method, level: null };
+    }
+    const range = LEVELS[method];
+    const level = match[2] === undefined ? 1 : Number(match[2]);
+    if (level < range.min || level > range.max) {
+        throw (0,errors/* usageError */.Wp)('BAD_COMPRESSION', `${where} ${text}: ${method} levels are ${range.min}-${range.max}`, `pick a ${method} level from ${range.min} to ${range.max}, or ${FORMAT_FIX}`);
+    }
+    return { method, level };
+}
+/** `gzip:1`, `zstd:3`, `none`: how messages and backup.json name it. */
+function formatCompression(c) {
+    return c.level === null ? c.method : `${c.method}:${c.level}`;
+}
+/**
+ * The pg_dump argument for a compression, refusing (exit 2, before anything runs) one that this
+ * pg_dump cannot write.
+ */
+function pgDumpCompressArg(c, pgDumpMajor) {
+    if (pgDumpMajor < FIRST_MAJOR[c.method]) {
+        throw usageError('COMPRESSION_UNSUPPORTED', `${formatCompression(c)} compression needs pg_dump ${FIRST_MAJOR[c.method]} or newer; this pg_dump is version ${pgDumpMajor}`, `use gzip (e.g. --compress gzip:1, or postgres.compress: gzip:1 in lifeline.yml), or install the PostgreSQL ${FIRST_MAJOR[c.method]}+ client tools (postgres.binDir)`);
+    }
+    // pg_dump 15 and older know only `--compress=N` (gzip, 0 = none); 16 also reads METHOD:LEVEL.
+    if (pgDumpMajor < 16)
+        return `--compress=${c.level ?? 0}`;
+    return c.level === null ? '--compress=none' : `--compress=${c.method}:${c.level}`;
+}
+/** The legacy `compressLevel` setting (a gzip level, 0 = none) as a compression. */
+function fromGzipLevel(level) {
+    return level === 0 ? { method: 'none', level: null } : { method: 'gzip', level };
 }
 
 ;// CONCATENATED MODULE: ./src/settings/duration.ts
@@ -51470,8 +52083,12 @@ const postgres = object({
     binDir: schemas_string().min(1).optional(),
     /** Query whose single value is the schema migration head, e.g. Alembic's. */
     migrationHeadQuery: schemas_string().min(1).optional(),
-    /** pg_dump compression level for the custom format (0-9). */
+    /** Legacy: a gzip level for the custom format (0-9, 0 = none); prefer `compress`. */
     compressLevel: schemas_number().int().min(0).max(9).optional(),
+    /** pg_dump compression, METHOD[:LEVEL] (gzip:1, zstd:3, lz4, none); default by the pg_dump version. */
+    compress: union([schemas_string().min(1), schemas_number().int()]).optional(),
+    /** How long a backup or restore waits for a table lock (a migration's) before failing with who holds it (default 60s). */
+    lockTimeout: schema_duration.optional(),
     /** Physical backups and WAL archiving through pgBackRest. */
     physical: object({
         stanza: schemas_string().min(1),
@@ -51505,12 +52122,16 @@ const compose = object({
         .strict()
         .optional(),
     healthTimeout: schema_duration.optional(),
+    /** How long every check must keep passing after the first healthy answer (default 5s). */
+    settle: schema_duration.optional(),
 })
     .strict();
 const retention = object({
     keepLast: schemas_number().int().min(1).optional(),
     keepDaily: schemas_number().int().min(0).optional(),
     keepWeekly: schemas_number().int().min(0).optional(),
+    /** Pre-restore backups are their own class and never count toward the environment's backups. */
+    preRestore: object({ keepLast: schemas_number().int().min(0).optional(), keepDays: schemas_number().int().min(0).optional() }).strict().optional(),
 })
     .strict();
 /** Names the docker CLI itself reads: a container variable of that name would redirect or break the CLI that starts it. */
@@ -51544,6 +52165,8 @@ const appCheck = object({
 const drill = object({
     /** Oldest acceptable passing drill for the release gate. */
     maxAge: schema_duration.optional(),
+    /** How often drills are scheduled (the drill workflow's or cron's schedule): checked against maxAge. */
+    every: schema_duration.optional(),
     /** Environment variable holding the URL of an isolated drill database; default: a throwaway cluster. */
     targetUrlEnv: envVarName.optional(),
     smokeSql: schemas_string().min(1).optional(),
@@ -51569,12 +52192,15 @@ const tenants = object({
     keep: schemas_number().int().min(1).optional(),
     /** SQL returning the tenant's last write as one timestamp, with `:'tenant'` where the id goes (as a quoted literal); default: the latest timestamp column over the tenant's rows. */
     lastWriteQuery: schemas_string().min(1).optional(),
+    /** A `via` row whose own tenant column names another tenant than its parent's: `fail` the export and plan (default), or `exclude` it and count it. */
+    crossTenantRows: schemas_enum(['fail', 'exclude']).optional(),
     collections: array(tenantCollection).optional(),
 })
     .strict();
 const manifest = object({
     publicKey: schemas_string().min(1).optional(),
-    certificateIdentity: schemas_string().min(1).optional(),
+    /** Keyless: the trusted signing identity, or a list of them (keep the old workflow commit's identity when upgrading Lifeline). */
+    certificateIdentity: union([schemas_string().min(1), array(schemas_string().min(1)).min(1)]).optional(),
     certificateOidcIssuer: schemas_string().url().optional(),
     /** Keyless: the exact source repository URI the certificate must name (a reusable workflow's identity does not). */
     certificateSourceRepository: schemas_string().url().optional(),
@@ -51597,8 +52223,32 @@ const preflight = object({
     strict: schemas_boolean().optional(),
 })
     .strict();
+/** A credential inside a hook URL ends up in logs, job summaries and proxies' access logs. */
+const CREDENTIAL_PARAM = /^(.*token.*|.*secret.*|.*passw(or)?d.*|pwd|.*api[-_]?key.*|key|sig|signature|auth|authorization|credentials?|x-amz-.*)$/i;
+function hookUrlCredential(url) {
+    let parsed;
+    try {
+        parsed = new URL(url);
+    }
+    catch {
+        return undefined;
+    }
+    if (parsed.username || parsed.password)
+        return 'a user name or password (user:password@)';
+    for (const name of parsed.searchParams.keys())
+        if (CREDENTIAL_PARAM.test(name))
+            return `a credential in the query string (?${name}=)`;
+    return undefined;
+}
 const hook = union([
-    object({ http: schemas_string().url(), method: schemas_enum(['GET', 'POST', 'PUT']).optional(), expectStatus: schemas_number().int().optional() }).strict(),
+    object({
+        http: schemas_string().url(),
+        method: schemas_enum(['GET', 'POST', 'PUT']).optional(),
+        expectStatus: schemas_number().int().optional(),
+        /** Request headers whose values come from environment variables, e.g. { Authorization: HOOK_AUTHORIZATION }. */
+        headersFromEnv: record(schemas_string().regex(/^[A-Za-z0-9-]+$/, 'an HTTP header name such as Authorization'), envVarName).optional(),
+    })
+        .strict(),
     object({ command: array(schemas_string().min(1)).min(1) }).strict(),
 ]);
 const storage = object({
@@ -51614,6 +52264,21 @@ const storage = object({
     reviewed: object({ provider: schemas_string().min(1), by: schemas_string().min(1), date: schemas_string().regex(/^\d{4}-\d{2}-\d{2}$/, 'a date as YYYY-MM-DD') }).strict().optional(),
 })
     .strict();
+/** Who hears about what, and the dead-man's switch. Both URLs are secrets: from the file, or from the variable named. */
+const notify = object({
+    /** POST one JSON message per command (Slack/Mattermost incoming-webhook compatible: it has `text`). */
+    webhook: schemas_string().url().optional(),
+    webhookEnv: envVarName.optional(),
+    /** healthchecks.io convention: URL/start, URL, URL/fail. */
+    ping: schemas_string().url().optional(),
+    pingEnv: envVarName.optional(),
+    /** The scheduled commands that ping (default: backup). */
+    pingCommands: array(schemas_enum(['backup', 'verify', 'prune', 'sync', 'drill', 'gate'])).min(1).optional(),
+    /** Which outcomes post to the webhook (default: failed and refused; drills and gates always). */
+    on: array(schemas_enum(['succeeded', 'failed', 'refused'])).optional(),
+})
+    .strict()
+    .refine((n) => !(n.webhook && n.webhookEnv) && !(n.ping && n.pingEnv), 'set webhook or webhookEnv (ping or pingEnv), not both');
 const environmentSchema = object({
     /** Recovery point objective: the most data, in time, this environment may lose. */
     rpo: schema_duration.optional(),
@@ -51628,12 +52293,28 @@ const environmentSchema = object({
     redis: redis.optional(),
     compose: compose.optional(),
     retention: retention.optional(),
+    /** How often backups are scheduled (the backup workflow's or cron's schedule): checked against the RPO. */
+    backup: object({ every: schema_duration.optional() }).strict().optional(),
     drill: drill.optional(),
     tenants: tenants.optional(),
     manifest: manifest.optional(),
     preflight: preflight.optional(),
-    hooks: object({ postRestore: array(hook).optional() }).strict().optional(),
+    hooks: object({
+        postRestore: array(hook)
+            .superRefine((hooks, ctx) => {
+            hooks.forEach((h, i) => {
+                const credential = 'http' in h ? hookUrlCredential(h.http) : undefined;
+                // The message never repeats the URL: it holds the credential.
+                if (credential)
+                    ctx.addIssue({ code: 'custom', path: [i, 'http'], message: `the URL carries ${credential}; put it in a header from an environment variable instead: headersFromEnv: { Authorization: HOOK_AUTHORIZATION }` });
+            });
+        })
+            .optional(),
+    })
+        .strict()
+        .optional(),
     storage: storage.optional(),
+    notify: notify.optional(),
     /** Production turns on the stricter preflight gates. */
     production: schemas_boolean().optional(),
 })
@@ -51664,22 +52345,91 @@ function loadConfig(path, options) {
         }
         return { path: undefined, config: EMPTY_CONFIG };
     }
-    return { path, config: parseConfig((0,external_node_fs_.readFileSync)(path, 'utf8'), path) };
+    return { path, config: parseConfig(readConfigText(path), path) };
 }
+/** lifeline.yml is a few kilobytes; anything far larger is not a configuration file. */
+const MAX_CONFIG_BYTES = 1024 * 1024;
+/**
+ * Reads the configuration file as text, refusing what is not one: a directory, a device or FIFO
+ * (which could block or never end), an unreadable file, a huge or binary file. Nothing of the
+ * file's content is ever quoted: --config may point at any file on the host.
+ */
+function readConfigText(path) {
+    const fix = 'pass --config with the path of your lifeline.yml (a YAML file)';
+    let info;
+    try {
+        info = (0,external_node_fs_.statSync)(path);
+    }
+    catch (error) {
+        throw (0,errors/* usageError */.Wp)('CONFIG_UNREADABLE', `configuration file ${path} cannot be read (${error.code ?? 'error'})`, fix);
+    }
+    if (info.isDirectory())
+        throw (0,errors/* usageError */.Wp)('CONFIG_NOT_A_FILE', `configuration file ${path} is a directory`, `${fix}, e.g. --config ${path.replace(/\/+$/, '')}/lifeline.yml`);
+    if (!info.isFile())
+        throw (0,errors/* usageError */.Wp)('CONFIG_NOT_A_FILE', `configuration file ${path} is not a regular file`, fix);
+    if (info.size > MAX_CONFIG_BYTES)
+        throw (0,errors/* usageError */.Wp)('CONFIG_TOO_LARGE', `configuration file ${path} is ${info.size} bytes, too large for a lifeline.yml (at most ${MAX_CONFIG_BYTES})`, fix);
+    let buffer;
+    try {
+        buffer = (0,external_node_fs_.readFileSync)(path);
+    }
+    catch (error) {
+        const code = error.code;
+        throw (0,errors/* usageError */.Wp)('CONFIG_UNREADABLE', `configuration file ${path} cannot be read (${code === 'EACCES' || code === 'EPERM' ? 'permission denied' : code ?? 'error'})`, code === 'EACCES' || code === 'EPERM' ? `make it readable by the user running Lifeline (uid ${process.getuid?.() ?? '?'}), e.g. chmod 0640 ${path} and the right group, or ${fix}` : fix);
+    }
+    if (buffer.includes(0))
+        throw (0,errors/* usageError */.Wp)('CONFIG_NOT_YAML', `configuration file ${path} is binary (it holds NUL bytes), not YAML`, fix);
+    return buffer.toString('utf8');
+}
+/** A lifeline.yml needs no aliases to speak of: a handful at most, never an expansion bomb. */
+const MAX_ALIAS_COUNT = 50;
 function parseConfig(text, path = 'lifeline.yml') {
     const lineCounter = new dist/* LineCounter */.HN();
-    const doc = (0,dist/* parseDocument */.Tp)(text, { lineCounter, prettyErrors: true });
+    const doc = (0,dist/* parseDocument */.Tp)(text, { lineCounter, prettyErrors: true, uniqueKeys: true });
     if (doc.errors.length > 0) {
         const first = doc.errors[0];
         const line = first.linePos?.[0]?.line;
-        throw (0,errors/* usageError */.Wp)('CONFIG_YAML', `${path}${line ? `:${line}` : ''}: not valid YAML: ${first.message.split('\n')[0]}`, 'fix the YAML syntax at that line (indentation, quoting, a missing colon)');
+        const column = first.linePos?.[0]?.col;
+        // The parser's own message can quote the offending line: say where and what kind, not what it holds.
+        throw (0,errors/* usageError */.Wp)('CONFIG_YAML', `${path}${line ? `:${line}` : ''}: not valid YAML (${describeYamlError(first.code)}${column ? ` at column ${column}` : ''})`, 'fix the YAML syntax at that line (indentation, quoting, a missing colon); is --config pointing at your lifeline.yml?');
     }
-    const data = doc.toJS() ?? {};
+    let data;
+    try {
+        data = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT }) ?? {};
+    }
+    catch (error) {
+        if (/alias/i.test(error.message)) {
+            throw (0,errors/* usageError */.Wp)('CONFIG_YAML', `${path}: YAML aliases expand too far (more than ${MAX_ALIAS_COUNT} alias references, the shape of a "billion laughs" document)`, 'write the values out instead of nesting aliases (*name)');
+        }
+        throw (0,errors/* usageError */.Wp)('CONFIG_YAML', `${path}: not valid YAML (${error.name})`, 'fix the YAML syntax; `lifeline config check` validates the file');
+    }
+    if (data === null || typeof data !== 'object' || Array.isArray(data)) {
+        throw (0,errors/* usageError */.Wp)('CONFIG_INVALID', `${path} is not a Lifeline configuration: its top level is ${Array.isArray(data) ? 'a list' : `a ${typeof data}`}, not a mapping of keys`, 'start from examples/lifeline.yml (version: 1, environments: ...); is --config pointing at your lifeline.yml?');
+    }
+    const keys = Object.keys(data);
+    if (keys.length > 0 && !keys.some((k) => k === 'version' || k === 'environments' || k === 'store')) {
+        // Some other file (an env file, a Compose file): its keys are not ours to print.
+        throw (0,errors/* usageError */.Wp)('CONFIG_INVALID', `${path} is not a Lifeline configuration: none of version, environments or store at its top level (${keys.length} other key${keys.length === 1 ? '' : 's'})`, 'start from examples/lifeline.yml (version: 1, environments: ...); is --config pointing at your lifeline.yml?');
+    }
     const result = configSchema.safeParse(data);
     if (result.success)
         return result.data;
     const problems = result.error.issues.map((issue) => describeIssue(issue, data, path, (keyPath) => lineOf(doc.contents, keyPath, lineCounter)));
     throw (0,errors/* usageError */.Wp)('CONFIG_INVALID', `${path} is not a valid Lifeline configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`, 'correct the keys named above; `lifeline config check` validates the file without running anything', { problems });
+}
+function describeYamlError(code) {
+    const known = {
+        BAD_INDENT: 'bad indentation',
+        MISSING_CHAR: 'a missing character',
+        MULTILINE_IMPLICIT_KEY: 'a key that spans lines',
+        BLOCK_AS_IMPLICIT_KEY: 'a block used as a key',
+        DUPLICATE_KEY: 'a duplicate key',
+        TAB_AS_INDENT: 'a tab used for indentation',
+        UNEXPECTED_TOKEN: 'an unexpected token',
+        BAD_SCALAR_START: 'a value that starts with a reserved character',
+        BAD_ALIAS: 'a bad alias',
+    };
+    return known[code] ?? code.toLowerCase().replace(/_/g, ' ');
 }
 function describeIssue(issue, data, file, lineFor) {
     const path = issue.path;
@@ -51802,32 +52552,61 @@ function lineOf(root, path, lc) {
 }
 
 ;// CONCATENATED MODULE: ./src/settings/secrets.ts
-/** Returns the URL with its password replaced by `***`, for logs and error messages. */
-function redactUrl(url) {
+
+/** URL query parameters that libpq (and most clients) read as credentials. */
+const SECRET_PARAMS = ['password', 'sslpassword'];
+/** Decodes a percent-escaped component; a malformed escape is kept as written (it is still the secret). */
+function decodeLenient(value) {
     try {
-        const parsed = new URL(url);
-        if (parsed.password)
-            parsed.password = '***';
-        return parsed.toString();
+        return decodeURIComponent(value);
     }
     catch {
-        return url.replace(/(\/\/[^:/@]+:)[^@]*@/, '$1***@');
+        return value;
     }
 }
-/** The password embedded in a URL, if any, so it can be registered as a secret. */
+/** Returns the URL with its password (userinfo and `?password=` / `?sslpassword=`) replaced by `***`. */
+function redactUrl(url) {
+    return redactSecretsInText(url);
+}
+/** Every secret a URL carries: the userinfo password and the credential query parameters, raw and decoded. */
+function secrets_urlSecrets(url) {
+    if (!url)
+        return [];
+    const found = new Set();
+    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@]*?:([^/?#@]*)@/i.exec(url)?.[1];
+    if (userinfo) {
+        found.add(userinfo);
+        found.add(decodeLenient(userinfo));
+    }
+    const query = url.split('?')[1]?.split('#')[0] ?? '';
+    for (const pair of query.split('&')) {
+        const eq = pair.indexOf('=');
+        if (eq < 0)
+            continue;
+        if (!SECRET_PARAMS.includes(decodeLenient(pair.slice(0, eq)).toLowerCase()))
+            continue;
+        const raw = pair.slice(eq + 1);
+        if (!raw)
+            continue;
+        found.add(raw);
+        found.add(decodeLenient(raw.replace(/\+/g, ' ')));
+        found.add(decodeLenient(raw));
+    }
+    return [...found].filter((s) => s && s !== '***');
+}
+/** The password embedded in a URL (userinfo first, else `?password=`), so it can be registered as a secret. */
 function urlPassword(url) {
     if (!url)
         return undefined;
-    try {
-        const password = new URL(url).password;
-        return password ? decodeURIComponent(password) : undefined;
-    }
-    catch {
-        return undefined;
-    }
+    const secrets = secrets_urlSecrets(url);
+    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@]*?:([^/?#@]*)@/i.exec(url)?.[1];
+    if (userinfo)
+        return decodeLenient(userinfo);
+    return secrets.length > 0 ? secrets[secrets.length - 1] : undefined;
 }
 
 ;// CONCATENATED MODULE: ./src/settings/resolve.ts
+
 
 
 
@@ -51885,34 +52664,20 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
     const secrets = [];
     const store = absCwd(inputs.store) ?? absCwd(options.env.LIFELINE_STORE) ?? abs(env.store) ?? abs(config.store) ?? (0,external_node_path_.resolve)(options.cwd, DEFAULT_STORE);
     const pg = env.postgres ?? {};
-    let pgUrl;
-    let urlSource;
-    if (inputs.databaseUrl !== undefined) {
-        pgUrl = inputs.databaseUrl;
-        urlSource = '--database-url';
-    }
-    else if (options.env.DATABASE_URL) {
-        pgUrl = options.env.DATABASE_URL;
-        urlSource = 'DATABASE_URL';
-    }
-    else if (pg.urlEnv) {
-        pgUrl = options.env[pg.urlEnv];
-        urlSource = pg.urlEnv;
-    }
+    const pgChoice = chooseUrl(inputs.databaseUrl, '--database-url', 'DATABASE_URL', pg.urlEnv, `environments.${name}.postgres.urlEnv`, options.env);
+    const pgUrl = pgChoice.url;
+    const urlSource = pgChoice.source;
     if (pgUrl !== undefined)
         validateUrl(pgUrl, ['postgres:', 'postgresql:'], urlSource ?? 'database URL', 'postgres://user:password@host:5432/dbname');
-    const pgPassword = urlPassword(pgUrl);
-    if (pgPassword)
-        secrets.push(pgPassword);
+    secrets.push(...secrets_urlSecrets(pgUrl));
     let redisSettings;
-    const redisUrl = inputs.redisUrl ?? options.env.REDIS_URL ?? (env.redis?.urlEnv ? options.env[env.redis.urlEnv] : undefined);
+    const redisChoice = chooseUrl(inputs.redisUrl, '--redis-url', 'REDIS_URL', env.redis?.urlEnv, `environments.${name}.redis.urlEnv`, options.env);
+    const redisUrl = redisChoice.url;
     if (redisUrl !== undefined || env.redis) {
         if (redisUrl !== undefined)
-            validateUrl(redisUrl, ['redis:', 'rediss:'], inputs.redisUrl !== undefined ? '--redis-url' : 'REDIS_URL', 'redis://:password@host:6379/0');
-        const redisPassword = urlPassword(redisUrl);
-        if (redisPassword)
-            secrets.push(redisPassword);
-        redisSettings = { url: redisUrl, service: env.redis?.service, binDir: abs(env.redis?.binDir) };
+            validateUrl(redisUrl, ['redis:', 'rediss:'], redisChoice.source ?? 'Redis URL', 'redis://:password@host:6379/0');
+        secrets.push(...secrets_urlSecrets(redisUrl));
+        redisSettings = { url: redisUrl, urlSource: redisChoice.source, urlEnv: env.redis?.urlEnv, service: env.redis?.service, binDir: abs(env.redis?.binDir) };
     }
     const composeCfg = env.compose ?? {};
     const services = {};
@@ -51922,12 +52687,29 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
     }
     const drillCfg = env.drill ?? {};
     const drillTarget = drillCfg.targetUrlEnv ? options.env[drillCfg.targetUrlEnv] : undefined;
-    const drillPassword = urlPassword(drillTarget);
-    if (drillPassword)
-        secrets.push(drillPassword);
+    secrets.push(...secrets_urlSecrets(drillTarget));
+    // Values handed to the application container are as secret as the database URL it gets.
+    secrets.push(...Object.values(drillCfg.appCheck?.env ?? {}));
     const storage = env.storage ? resolveStorage(env.storage, options.env) : undefined;
     if (storage?.credentials)
         secrets.push(storage.credentials.secretAccessKey, ...(storage.credentials.sessionToken ? [storage.credentials.sessionToken] : []));
+    const notifyCfg = env.notify ?? {};
+    const notifyUrl = (value, variable, key) => {
+        const url = value ?? (variable ? options.env[variable] || undefined : undefined);
+        if (url === undefined)
+            return undefined;
+        // The whole URL is the secret (a Slack webhook's path, a healthchecks.io UUID).
+        secrets.push(url);
+        validateUrl(url, ['http:', 'https:'], variable ? `${variable} (environments.${name}.notify.${key}Env)` : `environments.${name}.notify.${key}`, 'https://hooks.slack.com/services/...');
+        return url;
+    };
+    const notify = {
+        webhook: notifyUrl(notifyCfg.webhook, notifyCfg.webhookEnv, 'webhook'),
+        ping: notifyUrl(notifyCfg.ping, notifyCfg.pingEnv, 'ping'),
+        pingCommands: notifyCfg.pingCommands ?? ['backup'],
+        on: notifyCfg.on ?? ['failed', 'refused'],
+        onConfigured: notifyCfg.on !== undefined,
+    };
     const tenantsCfg = env.tenants ?? {};
     return {
         name,
@@ -51942,11 +52724,14 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
         postgres: {
             url: pgUrl,
             urlSource,
+            urlEnv: pg.urlEnv,
             service: pg.service,
             database: pg.database,
             binDir: abs(pg.binDir),
             migrationHeadQuery: pg.migrationHeadQuery,
             compressLevel: pg.compressLevel,
+            compress: resolveCompression(pg.compress, pg.compressLevel, `environments.${name}.postgres`),
+            lockTimeoutSeconds: pg.lockTimeout ? parseDuration(pg.lockTimeout, `environments.${name}.postgres.lockTimeout`) : undefined,
             physical: pg.physical ? { stanza: pg.physical.stanza, configFile: abs(pg.physical.configFile), type: pg.physical.type ?? 'full', repoPath: abs(pg.physical.repoPath) } : undefined,
         },
         redis: redisSettings,
@@ -51956,10 +52741,18 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
             command: composeCfg.command ?? 'auto',
             services,
             healthTimeoutSeconds: composeCfg.healthTimeout ? parseDuration(composeCfg.healthTimeout, `environments.${name}.compose.healthTimeout`) : 120,
+            settleSeconds: composeCfg.settle ? parseDuration(composeCfg.settle, `environments.${name}.compose.settle`) : 5,
         },
-        retention: { keepLast: env.retention?.keepLast ?? 7, keepDaily: env.retention?.keepDaily ?? 7, keepWeekly: env.retention?.keepWeekly ?? 4 },
+        retention: {
+            keepLast: env.retention?.keepLast ?? 7,
+            keepDaily: env.retention?.keepDaily ?? 7,
+            keepWeekly: env.retention?.keepWeekly ?? 4,
+            preRestore: { keepLast: env.retention?.preRestore?.keepLast ?? 3, keepDays: env.retention?.preRestore?.keepDays ?? 7 },
+        },
+        backupEverySeconds: env.backup?.every ? parseDuration(env.backup.every, `environments.${name}.backup.every`) : undefined,
         drill: {
             maxAgeSeconds: drillCfg.maxAge ? parseDuration(drillCfg.maxAge, `environments.${name}.drill.maxAge`) : 7 * 86400,
+            everySeconds: drillCfg.every ? parseDuration(drillCfg.every, `environments.${name}.drill.every`) : undefined,
             targetUrl: drillTarget,
             smokeSql: abs(drillCfg.smokeSql),
             windowSeconds: drillCfg.window ? parseDuration(drillCfg.window, `environments.${name}.drill.window`) : 7 * 86400,
@@ -51980,6 +52773,7 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
             byteCap: parseByteSize(tenantsCfg.byteCap ?? '10GiB'),
             keep: tenantsCfg.keep ?? 3,
             lastWriteQuery: tenantsCfg.lastWriteQuery,
+            crossTenantRows: tenantsCfg.crossTenantRows ?? 'fail',
             collections: tenantsCfg.collections ?? [],
         },
         manifest: {
@@ -51997,10 +52791,26 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
             nginxConfig: abs(env.preflight?.nginxConfig),
             caddyConfig: abs(env.preflight?.caddyConfig),
         },
-        hooks: { postRestore: env.hooks?.postRestore ?? [] },
+        hooks: { postRestore: resolveHooks(env.hooks?.postRestore ?? [], name, options.env, secrets) },
         storage,
+        notify,
         secrets,
     };
+}
+/**
+ * An environment's URL: the flag (given for this one command) wins; then the variable the
+ * environment's config names; the generic variable (DATABASE_URL, REDIS_URL) applies only where the
+ * config names none, so a production URL in DATABASE_URL never reaches `--env staging`. A named
+ * variable that is unset leaves the URL unset (the command then says to set it), never the generic one.
+ */
+function chooseUrl(flag, flagName, generic, named, namedKey, env) {
+    if (flag !== undefined)
+        return { url: flag, source: flagName };
+    if (named)
+        return env[named] === undefined ? {} : { url: env[named], source: `${named} (${namedKey})` };
+    if (env[generic] !== undefined)
+        return { url: env[generic], source: generic };
+    return {};
 }
 function positiveDuration(value, keyPath, fix) {
     const seconds = parseDuration(value, keyPath);
@@ -52042,8 +52852,33 @@ function parseByteSize(value) {
         throw (0,errors/* usageError */.Wp)('BAD_SIZE', `"${value}" is not a size`, 'write a number with B, KB, MB, GB, KiB, MiB or GiB');
     return Math.round(Number(match[1]) * SIZE_UNITS[unit]);
 }
+/** `postgres.compress`, else the legacy `compressLevel` as a gzip level; both at once is ambiguous. */
+function resolveCompression(compress, level, where) {
+    if (compress !== undefined && level !== undefined) {
+        throw (0,errors/* usageError */.Wp)('CONFIG_INVALID', `${where}: set compress or compressLevel, not both`, `remove ${where}.compressLevel (compressLevel: N is the same as compress: gzip:N)`);
+    }
+    if (compress !== undefined)
+        return parseCompression(String(compress), `${where}.compress`);
+    return level === undefined ? undefined : fromGzipLevel(level);
+}
+function resolveHooks(hooks, env, vars, secrets) {
+    return hooks.map((hook, i) => {
+        if (!('http' in hook) || !hook.headersFromEnv)
+            return hook;
+        const headers = {};
+        for (const [header, variable] of Object.entries(hook.headersFromEnv)) {
+            const value = vars[variable];
+            if (!value)
+                throw (0,errors/* usageError */.Wp)('HOOK_HEADER_UNSET', `environments.${env}.hooks.postRestore[${i}].headersFromEnv.${header}: the environment variable ${variable} is unset or empty`, `export ${variable} (in Actions: env: ${variable}: \${{ secrets.... }}) or remove the header`);
+            headers[header] = value;
+            secrets.push(value);
+        }
+        return { ...hook, headers };
+    });
+}
 
 ;// CONCATENATED MODULE: ./src/commands/spec.ts
+
 
 
 const GLOBAL_INPUTS = [
@@ -52148,6 +52983,33 @@ function notImplemented(name, summary, issue, inputs = [], outputs = []) {
         },
     };
 }
+/**
+ * A URL that may carry a password, from `--NAME URL` or from `--NAME-env VAR` (the URL read from
+ * that environment variable, so it never appears in the process list). Its secrets are registered
+ * with the logger either way.
+ */
+function urlInput(ctx, name, options) {
+    const direct = ctx.inputs.string(name);
+    const envName = ctx.inputs.string(`${name}-env`);
+    if (direct && envName) {
+        throw usageError('BAD_INPUT', `give --${name} or --${name}-env, not both`, `keep --${name}-env ${envName}: it keeps the password out of the process list`);
+    }
+    let url = direct;
+    if (envName) {
+        if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(envName)) {
+            throw usageError('BAD_INPUT', `--${name}-env must name an environment variable (got ${JSON.stringify(envName)})`, `pass the variable's name, e.g. --${name}-env TARGET_URL, after export TARGET_URL='${options.example}'`);
+        }
+        url = ctx.env[envName];
+        if (!url)
+            throw usageError('MISSING_INPUT', `--${name}-env ${envName}: the environment variable ${envName} is unset or empty`, `export ${envName}='${options.example}' first (in Actions: env: ${envName}: \${{ secrets.... }})`);
+    }
+    for (const secret of urlSecrets(url))
+        ctx.logger.secret(secret);
+    if (!url && options.required) {
+        throw usageError('MISSING_INPUT', `missing --${name}-env (or --${name})`, `export TARGET_URL='${options.example}' and pass --${name}-env TARGET_URL`);
+    }
+    return url;
+}
 
 ;// CONCATENATED MODULE: ./src/commands/action-spec.ts
 
@@ -52203,10 +53065,17 @@ function actionOutputs(action) {
 }
 
 ;// CONCATENATED MODULE: ./src/commands/remote-report.ts
+/** What a comparison proves, said in its output: a listing comparison never read the bytes. */
+function comparisonModeLine(c) {
+    return c.mode === 'deep'
+        ? 'deep comparison: every remote file of every local entry was downloaded and hashed'
+        : 'listing comparison only: sizes and the sha256 recorded at upload were compared; no remote bytes were read (pass --deep, or verify one entry with `lifeline verify --remote ID`)';
+}
 /** Renders a comparison; shared by `sync --compare` and `verify --remote` (kept apart from the sync command so the backup bundles do not carry the artifact client). */
 function comparisonResult(env, c) {
     const ref = (e) => `${e.kind}/${e.id}`;
     const lines = [
+        comparisonModeLine(c),
         ...c.missingRemotely.map((e) => `missing remotely     ${ref(e)}`),
         ...c.incompleteRemotely.map((e) => `incomplete remotely  ${ref(e)} (rerun sync)`),
         ...c.missingLocally.map((e) => `missing locally      ${ref(e)}`),
@@ -52219,6 +53088,22 @@ function comparisonResult(env, c) {
         text: lines.join('\n'),
         exitCode: problems ? 1 : 0,
         failureMessage: problems ? `${env}: the bucket does not hold a verified copy of every local entry` : undefined,
+    };
+}
+/** Renders `verify --remote ID`: one line per object, how its bytes were checked, and the verdict. */
+function remoteVerificationResult(env, v) {
+    const ref = `${v.kind}/${v.id}`;
+    const lines = [
+        `${ref} in ${v.location}, checked against ${v.against}:`,
+        ...v.files.map((f) => `  ${f.status === 'ok' ? 'ok      ' : f.status === 'missing' ? 'MISSING ' : 'MISMATCH'} ${f.file}  [${f.method}] ${f.detail}`),
+        v.ok ? `${ref}: every object in the bucket is present and its bytes match` : `${ref}: the bucket does NOT hold a verified copy (${v.files.filter((f) => f.status !== 'ok').map((f) => `${f.file} ${f.status}`).join(', ')})`,
+    ];
+    return {
+        json: { environment: env, ...v },
+        text: lines.join('\n'),
+        outputs: { 'backup-id': v.id, ok: String(v.ok) },
+        exitCode: v.ok ? 0 : 1,
+        failureMessage: v.ok ? undefined : `${ref} in ${v.location} does not verify: ${v.files.filter((f) => f.status !== 'ok').map((f) => `${f.key} ${f.status === 'missing' ? 'is missing' : `does not match (${f.detail})`}`).join('; ')}`,
     };
 }
 
@@ -52262,7 +53147,7 @@ function createSyncCommand(doors = {}) {
             KIND_INPUT,
             { name: 'dry-run', type: 'boolean', description: 'List what would be uploaded without sending any payload.', default: 'false' },
             { name: 'compare', type: 'boolean', description: 'Compare the local catalog with the bucket instead of uploading; fails when anything is missing or differs.', default: 'false' },
-            { name: 'deep', type: 'boolean', description: 'With compare: download and hash every remote file instead of trusting recorded checksums.', default: 'false' },
+            { name: 'deep', type: 'boolean', description: 'With compare: download and hash every remote file; without it the comparison reads listings and the sha256 recorded at upload only, and says so.', default: 'false' },
             { name: 'artifact-retention-days', type: 'string', description: 'Days GitHub keeps the workflow artifact (1-90; default: the repository setting).' },
             TOKEN_INPUT,
         ],
@@ -52357,8 +53242,8 @@ function createFetchCommand(doors = {}) {
             }
             const { entry, fetched } = result;
             return {
-                json: { environment: settings.name, kind, id: entry.id, path: entry.dir, fetched, source: result.source },
-                text: `${fetched ? 'fetched' : 'already local:'} ${kind}/${entry.id} from ${result.source} -> ${entry.dir}`,
+                json: { environment: settings.name, kind, id: entry.id, path: entry.dir, fetched, source: result.source, skipped: result.skipped ?? [] },
+                text: [...(result.skipped ?? []).map((s) => `passed over ${kind}/${s.id}: ${s.reason}`), `${fetched ? 'fetched' : 'already local:'} ${kind}/${entry.id} from ${result.source} -> ${entry.dir}`].join('\n'),
                 outputs: { id: entry.id, path: entry.dir, fetched: String(fetched) },
             };
         },
@@ -52372,6 +53257,285 @@ const syncAction = {
     selector: { input: 'operation', default: 'sync', description: 'sync (copy entries off-host, or compare) or fetch (bring one entry back into the local catalog).' },
 };
 
+;// CONCATENATED MODULE: ./src/logger.ts
+/**
+ * Masks credentials by their shape, whatever was registered: the password of any `scheme://user:pass@`
+ * and any `password=` / `sslpassword=` parameter (a libpq URL or conninfo string).
+ */
+function logger_redactSecretsInText(text) {
+    return text
+        .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/@"'<>]*:)[^\s@/"'<>]+@/gi, '$1***@')
+        .replace(/((?:[?&;\s]|^)(?:ssl)?password=)(?!\*\*\*(?:[&#\s"'<>]|$))[^&#\s"'<>]+/gi, '$1***');
+}
+/** Replaces registered secrets in a string: the last line of defence before text leaves the process. */
+class SecretMasker {
+    secrets = new Set();
+    add(value) {
+        if (value && value.length >= 3) {
+            this.secrets.add(value);
+            const encoded = encodeURIComponent(value);
+            if (encoded !== value)
+                this.secrets.add(encoded);
+        }
+    }
+    mask(text) {
+        let out = logger_redactSecretsInText(text);
+        for (const secret of [...this.secrets].sort((a, b) => b.length - a.length)) {
+            out = out.split(secret).join('***');
+        }
+        return out;
+    }
+}
+function createStderrLogger(options = {}) {
+    const masker = options.masker ?? new SecretMasker();
+    const write = (prefix, message) => process.stderr.write(`${prefix}${masker.mask(message)}\n`);
+    return {
+        info: (m) => write('', m),
+        warn: (m) => write('warning: ', m),
+        error: (m) => write('error: ', m),
+        debug: (m) => {
+            if (options.verbose)
+                write('debug: ', m);
+        },
+        async group(name, fn) {
+            write('==> ', name);
+            return fn();
+        },
+        secret: (v) => masker.add(v),
+    };
+}
+/** A logger that records lines, for tests and for building reports. */
+function createMemoryLogger() {
+    const lines = [];
+    const masker = new SecretMasker();
+    return {
+        lines,
+        info: (m) => lines.push(masker.mask(m)),
+        warn: (m) => lines.push(`warning: ${masker.mask(m)}`),
+        error: (m) => lines.push(`error: ${masker.mask(m)}`),
+        debug: () => { },
+        async group(name, fn) {
+            lines.push(`==> ${name}`);
+            return fn();
+        },
+        secret: (v) => masker.add(v),
+    };
+}
+
+;// CONCATENATED MODULE: ./src/notify/deliver.ts
+/** A few seconds per try and a couple of retries: a receiver that is down must not hold a backup up. */
+const DELIVERY_TIMEOUT_MS = 4000;
+const DELIVERY_RETRIES = 2;
+/**
+ * Sends one HTTP request to a notification receiver. Never throws: a notification that cannot be
+ * delivered is a warning and changes nothing about the command's outcome. The URL is a secret
+ * (a webhook's path, a ping UUID): messages name only its host.
+ */
+async function deliver(url, init, what, options) {
+    const retries = options.retries ?? DELIVERY_RETRIES;
+    let last = '';
+    for (let attempt = 0; attempt <= retries; attempt++) {
+        if (attempt > 0)
+            await new Promise((resolve) => setTimeout(resolve, (options.backoffMs ?? 500) * attempt));
+        try {
+            const response = await fetch(url, {
+                method: init.method,
+                body: init.body,
+                headers: init.contentType ? { 'content-type': init.contentType } : undefined,
+                signal: AbortSignal.timeout(options.timeoutMs ?? DELIVERY_TIMEOUT_MS),
+                redirect: 'error',
+            });
+            await response.arrayBuffer().catch(() => undefined);
+            if (response.ok)
+                return true;
+            last = `HTTP ${response.status}`;
+            // A receiver that refuses the message will refuse it again.
+            if (response.status >= 400 && response.status < 500 && response.status !== 429)
+                break;
+        }
+        catch (error) {
+            last = error.name === 'TimeoutError' ? `no answer within ${Math.round((options.timeoutMs ?? DELIVERY_TIMEOUT_MS) / 1000)}s` : error.cause?.message ?? error.message;
+        }
+    }
+    options.logger.warn(`could not deliver the ${what} to ${hostOf(url)} (${last}); the command's result is unchanged`);
+    return false;
+}
+function hostOf(url) {
+    try {
+        return new URL(url).host;
+    }
+    catch {
+        return 'the receiver';
+    }
+}
+/** healthchecks.io's convention: `URL/start`, `URL` (success), `URL/fail`, keeping a query string in place. */
+function pingUrl(base, suffix) {
+    if (!suffix)
+        return base;
+    const url = new URL(base);
+    url.pathname = `${url.pathname.replace(/\/+$/, '')}/${suffix}`;
+    return url.toString();
+}
+
+;// CONCATENATED MODULE: ./src/notify/message.ts
+/** The commands that report their outcome to the webhook. */
+const NOTIFYING_COMMANDS = ['backup', 'verify', 'prune', 'sync', 'drill', 'gate', 'restore', 'redis-restore', 'deploy', 'rollback'];
+/** Drills and gates are what operators watch: they post every outcome unless `notify.on` says otherwise. */
+const ALWAYS_POSTED = new Set(['drill', 'gate']);
+function shouldPost(settings, outcome) {
+    if (!settings.webhook)
+        return false;
+    if (settings.on.includes(outcome.outcome))
+        return true;
+    return !settings.onConfigured && ALWAYS_POSTED.has(outcome.command);
+}
+function webhookMessage(outcome, now = new Date()) {
+    return { text: summaryLine(outcome), source: 'lifeline', at: now.toISOString(), ...outcome };
+}
+function summaryLine(outcome) {
+    const verdict = { succeeded: 'succeeded', failed: 'FAILED', refused: 'was REFUSED' }[outcome.outcome];
+    const parts = [`Lifeline ${outcome.command} ${verdict} for ${outcome.environment} in ${formatSeconds(outcome.durationSeconds)}`];
+    if (outcome.entryId)
+        parts.push(`(${outcome.entryId})`);
+    let line = parts.join(' ');
+    const o = outcome.objectives;
+    if (o) {
+        const objective = (name, value, target) => `${name} ${value === null ? 'n/a' : formatSeconds(value)}${target === null ? '' : ` of ${formatSeconds(target)}`}`;
+        line += `; ${objective('RTO', o.rtoSeconds, o.rtoTargetSeconds)}, ${objective('RPO', o.rpoSeconds, o.rpoTargetSeconds)}`;
+    }
+    if (outcome.reason)
+        line += `: ${outcome.reason.split('\n')[0]}`;
+    return line;
+}
+function formatSeconds(seconds) {
+    if (seconds < 120)
+        return `${Math.round(seconds * 10) / 10}s`;
+    if (seconds < 7200)
+        return `${Math.round(seconds / 60)}m`;
+    return `${Math.round(seconds / 360) / 10}h`;
+}
+
+;// CONCATENATED MODULE: ./src/commands/observe.ts
+
+
+
+
+
+
+/** Every notifying command's outcome, one JSON line each; `lifeline metrics` reads the last gate and sync from it. */
+const RUNS_LOG = 'runs.log';
+const LOG_TAIL_LINES = 40;
+/**
+ * Runs a command and tells whoever the environment's `notify:` names: the healthchecks-style ping
+ * (start, then success or fail with the log's last lines) and the webhook message. Delivery
+ * problems are warnings; the command's own result or error is returned unchanged.
+ */
+async function runObserved(command, ctx) {
+    if (!NOTIFYING_COMMANDS.includes(command.name))
+        return command.run(ctx);
+    let settings;
+    try {
+        settings = environmentFor(ctx);
+    }
+    catch {
+        // The command reports its own configuration error.
+        return command.run(ctx);
+    }
+    const secrets = new Set(settings.secrets);
+    const tail = [];
+    const logger = recordingLogger(ctx.logger, tail, secrets);
+    const mask = (text) => {
+        let masked = logger_redactSecretsInText(text);
+        for (const secret of secrets)
+            if (secret.length >= 4)
+                masked = masked.split(secret).join('***');
+        return masked;
+    };
+    const { notify } = settings;
+    const ping = notify.ping && notify.pingCommands.includes(command.name) ? notify.ping : undefined;
+    const delivery = { logger: ctx.logger };
+    if (ping)
+        await deliver(pingUrl(ping, 'start'), { method: 'GET' }, 'start ping', delivery);
+    const started = performance.now();
+    let result;
+    let thrown;
+    try {
+        result = await command.run({ ...ctx, logger });
+    }
+    catch (error) {
+        thrown = error;
+    }
+    const durationSeconds = Math.round((performance.now() - started) / 100) / 10;
+    const outcome = outcomeOf(result, thrown);
+    const reason = thrown !== undefined ? mask((0,errors/* toLifelineError */._B)(thrown).message) : result?.exitCode ? mask(result.failureMessage ?? '') || undefined : undefined;
+    const report = {
+        command: command.name,
+        environment: settings.name,
+        outcome,
+        durationSeconds,
+        ...(entryIdOf(result) ? { entryId: entryIdOf(result) } : {}),
+        ...(reason ? { reason } : {}),
+        ...(command.name === 'drill' && result ? { objectives: objectivesOf(result.json) } : {}),
+    };
+    try {
+        await new Catalog(settings.store).appendLog(settings.name, RUNS_LOG, { at: new Date().toISOString(), command: report.command, outcome, durationSeconds, entryId: report.entryId });
+    }
+    catch (error) {
+        ctx.logger.warn(`could not record this ${command.name} in ${RUNS_LOG} (${mask(error.message)}); lifeline metrics will not show it`);
+    }
+    if (shouldPost(notify, report)) {
+        await deliver(notify.webhook, { method: 'POST', body: JSON.stringify(webhookMessage(report)), contentType: 'application/json' }, 'webhook message', delivery);
+    }
+    if (ping) {
+        const body = outcome === 'succeeded' ? report.entryId ?? '' : mask([...tail, reason ?? ''].join('\n'));
+        await deliver(pingUrl(ping, outcome === 'succeeded' ? '' : 'fail'), { method: 'POST', body, contentType: 'text/plain; charset=utf-8' }, `${outcome === 'succeeded' ? 'success' : 'failure'} ping`, delivery);
+    }
+    if (thrown !== undefined)
+        throw thrown;
+    return result;
+}
+function outcomeOf(result, thrown) {
+    if (thrown !== undefined)
+        return (0,errors/* isLifelineError */.lG)(thrown) && thrown.kind === 'refused' ? 'refused' : 'failed';
+    if (result?.exitCode === 3)
+        return 'refused';
+    return result?.exitCode ? 'failed' : 'succeeded';
+}
+function entryIdOf(result) {
+    const outputs = result?.outputs ?? {};
+    return outputs['backup-id'] || outputs['drill-id'] || outputs.deployment || outputs.release || outputs.id || undefined;
+}
+function objectivesOf(json) {
+    const report = json;
+    return {
+        rtoSeconds: report?.rto?.seconds ?? null,
+        rtoTargetSeconds: report?.rto?.targetSeconds ?? null,
+        rpoSeconds: report?.rpo?.seconds ?? null,
+        rpoTargetSeconds: report?.rpo?.targetSeconds ?? null,
+    };
+}
+/** The command's logger, also keeping the last lines (for the failure ping) and every secret it is told. */
+function recordingLogger(inner, tail, secrets) {
+    const keep = (level, message) => {
+        for (const line of message.split('\n'))
+            tail.push(`${level}${line}`);
+        if (tail.length > LOG_TAIL_LINES)
+            tail.splice(0, tail.length - LOG_TAIL_LINES);
+    };
+    return {
+        info: (message) => (keep('', message), inner.info(message)),
+        warn: (message) => (keep('warning: ', message), inner.warn(message)),
+        error: (message) => (keep('error: ', message), inner.error(message)),
+        debug: (message) => inner.debug(message),
+        group: (name, fn) => (keep('', `== ${name}`), inner.group(name, fn)),
+        secret: (value) => {
+            if (value)
+                secrets.add(value);
+            inner.secret(value);
+        },
+    };
+}
+
 // EXTERNAL MODULE: ./node_modules/@actions/core/lib/core.js + 13 modules
 var lib_core = __nccwpck_require__(77094);
 ;// CONCATENATED MODULE: ./src/actions/run.ts
@@ -52380,12 +53544,15 @@ var lib_core = __nccwpck_require__(77094);
 
 
 
+
+
 function actionsLogger() {
     return {
-        info: (m) => lib_core/* info */.pq(m),
-        warn: (m) => lib_core/* warning */.$e(m),
-        error: (m) => lib_core/* error */.z3(m),
-        debug: (m) => lib_core/* debug */.Yz(m),
+        // Shape-based masking on top of core.setSecret: a credential nobody registered is still hidden.
+        info: (m) => lib_core/* info */.pq(logger_redactSecretsInText(m)),
+        warn: (m) => lib_core/* warning */.$e(logger_redactSecretsInText(m)),
+        error: (m) => lib_core/* error */.z3(logger_redactSecretsInText(m)),
+        debug: (m) => lib_core/* debug */.Yz(logger_redactSecretsInText(m)),
         group: (name, fn) => lib_core/* group */.Os(name, fn),
         secret: (v) => {
             if (v)
@@ -52424,11 +53591,10 @@ async function runAction(action, selected) {
         }
         const values = readActionInputs(command);
         for (const key of ['database-url', 'redis-url']) {
-            const password = urlPassword(values[key]);
-            if (password)
-                lib_core/* setSecret */.Pq(password);
+            for (const secret of secrets_urlSecrets(values[key]))
+                lib_core/* setSecret */.Pq(secret);
         }
-        const result = await command.run({
+        const result = await runObserved(command, {
             inputs: new Inputs(command, values),
             env: process.env,
             cwd: process.cwd(),
@@ -52441,8 +53607,8 @@ async function runAction(action, selected) {
     catch (thrown) {
         const error = (0,errors/* toLifelineError */._B)(thrown);
         if (error.cause)
-            lib_core/* debug */.Yz(String(error.cause.stack ?? error.cause));
-        lib_core/* setFailed */.C1(error.describe());
+            lib_core/* debug */.Yz(logger_redactSecretsInText(String(error.cause.stack ?? error.cause)));
+        lib_core/* setFailed */.C1(logger_redactSecretsInText(error.describe()));
         process.exitCode = error.exitCode;
     }
 }
@@ -52468,7 +53634,7 @@ async function publishResult(command, result) {
         await lib_core/* summary */.z.addRaw(result.summary, true).write();
     }
     if (result.exitCode) {
-        lib_core/* setFailed */.C1(result.failureMessage ?? `${command.name} failed`);
+        lib_core/* setFailed */.C1(logger_redactSecretsInText(result.failureMessage ?? `${command.name} failed`));
         process.exitCode = result.exitCode;
     }
 }

@@ -37232,11 +37232,11 @@ function exitCodeFor(kind) {
     }
 }
 /** The operator's input or configuration is wrong (exit 2). */
-function usageError(code, message, fix, details) {
+function errors_usageError(code, message, fix, details) {
     return new LifelineError('usage', message, { code, fix, details });
 }
 /** A safety check refused the operation before anything changed (exit 3). */
-function refusal(code, message, fix, details) {
+function errors_refusal(code, message, fix, details) {
     return new LifelineError('refused', message, { code, fix, details });
 }
 /** The operation itself failed (exit 1). */
@@ -37273,6 +37273,13 @@ const external_node_stream_promises_namespaceObject = __WEBPACK_EXTERNAL_createR
 
 
 
+/** Catalog files are private to the store's owner whatever the umask (it can only clear bits). */
+const PRIVATE_FILE_MODE = 0o600;
+const PRIVATE_DIR_MODE = 0o700;
+/** Creates a directory (and missing parents) as 0700. Existing directories are left as they are. */
+async function mkdirPrivate(path) {
+    await (0,promises_namespaceObject.mkdir)(path, { recursive: true, mode: PRIVATE_DIR_MODE });
+}
 /** Flushes a file's (or directory's) contents to disk so a rename after it is durable. */
 async function fsyncPath(path) {
     const handle = await (0,promises_namespaceObject.open)(path, 'r');
@@ -37285,10 +37292,10 @@ async function fsyncPath(path) {
 }
 /** Writes a small file atomically: temporary name, fsync, rename, fsync the directory. */
 async function writeFileAtomic(path, data) {
-    await (0,promises_namespaceObject.mkdir)((0,external_node_path_namespaceObject.dirname)(path), { recursive: true });
+    await mkdirPrivate((0,external_node_path_namespaceObject.dirname)(path));
     const tmp = (0,external_node_path_namespaceObject.join)((0,external_node_path_namespaceObject.dirname)(path), `.${(0,external_node_path_namespaceObject.basename)(path)}.tmp-${process.pid}-${Date.now()}`);
     try {
-        await (0,promises_namespaceObject.writeFile)(tmp, data);
+        await (0,promises_namespaceObject.writeFile)(tmp, data, { mode: PRIVATE_FILE_MODE, flag: 'wx' });
         await fsyncPath(tmp);
         await (0,promises_namespaceObject.rename)(tmp, path);
     }
@@ -37299,7 +37306,7 @@ async function writeFileAtomic(path, data) {
     await fsyncPath((0,external_node_path_namespaceObject.dirname)(path));
 }
 /** A pass-through that hashes and counts what flows through it, so no second read is needed. */
-class HashingTransform extends external_node_stream_.Transform {
+class files_HashingTransform extends external_node_stream_.Transform {
     hash = (0,external_node_crypto_.createHash)('sha256');
     bytes = 0;
     _transform(chunk, _encoding, callback) {
@@ -37313,18 +37320,20 @@ class HashingTransform extends external_node_stream_.Transform {
 }
 /** Streams `source` into `path`, hashing in the same pass, then fsyncs. */
 async function streamToFile(source, path, onProgress) {
-    const hasher = new HashingTransform();
+    const hasher = new files_HashingTransform();
     if (onProgress)
         hasher.on('data', () => onProgress(hasher.bytes));
-    await (0,external_node_stream_promises_namespaceObject.pipeline)(source, hasher, (0,external_node_fs_namespaceObject.createWriteStream)(path, { flags: 'wx' }));
+    await (0,external_node_stream_promises_namespaceObject.pipeline)(source, hasher, (0,external_node_fs_namespaceObject.createWriteStream)(path, { flags: 'wx', mode: PRIVATE_FILE_MODE }));
     await fsyncPath(path);
     return { sha256: hasher.digest(), bytes: hasher.bytes };
 }
 /** A writable file that hashes what is written, for producers that push rather than offer a readable. */
 function hashingFileWriter(path) {
-    const hasher = new HashingTransform();
-    const file = (0,external_node_fs_namespaceObject.createWriteStream)(path, { flags: 'wx' });
+    const hasher = new files_HashingTransform();
+    const file = (0,external_node_fs_namespaceObject.createWriteStream)(path, { flags: 'wx', mode: PRIVATE_FILE_MODE });
     const finished = (0,external_node_stream_promises_namespaceObject.pipeline)(hasher, file);
+    // A write error (ENOSPC) can land before the producer calls done(): it is reported there, not as an unhandled rejection.
+    finished.catch(() => { });
     return {
         stream: hasher,
         async done() {
@@ -37335,8 +37344,8 @@ function hashingFileWriter(path) {
     };
 }
 /** sha256 of a file, read in 1 MiB chunks (bounded memory). */
-async function files_sha256File(path) {
-    const hasher = new HashingTransform();
+async function sha256File(path) {
+    const hasher = new files_HashingTransform();
     await (0,external_node_stream_promises_namespaceObject.pipeline)((0,external_node_fs_namespaceObject.createReadStream)(path, { highWaterMark: 1024 * 1024 }), hasher, async function* (source) {
         for await (const _chunk of source) {
             // drain
@@ -37345,9 +37354,228 @@ async function files_sha256File(path) {
     return { sha256: hasher.digest(), bytes: hasher.bytes };
 }
 
+;// CONCATENATED MODULE: ./src/catalog/confine.ts
+
+
+
+
+
+
+/**
+ * The one rule for a file name read from inside an entry (SHA256SUMS, backup.json, export.json,
+ * a remote listing): a single path segment of letters, digits, '.', '_', '+' and '-', starting
+ * with a letter or digit. That excludes '..', '/', absolute paths, NUL and control characters,
+ * and every name Lifeline itself never writes.
+ */
+const ENTRY_FILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$/;
+function isSafeEntryFileName(name) {
+    return ENTRY_FILE_NAME.test(name) && !name.includes('..');
+}
+/** Why `name` may not be read from the entry, or undefined when the name itself is acceptable. */
+function entryFileNameProblem(name) {
+    if (isSafeEntryFileName(name))
+        return undefined;
+    if (name.startsWith('/'))
+        return 'is an absolute path';
+    if (name.includes('/') || name.includes('\\'))
+        return 'is not a single path segment';
+    if (name.includes('..'))
+        return "contains '..'";
+    return 'is not a name Lifeline writes (letters, digits, ., _, +, - only)';
+}
+/** A name or file inside an entry that Lifeline refuses to read (exit 1: the entry is damaged or hostile). */
+class confine_UnsafeEntryFileError extends LifelineError {
+    entryDir;
+    fileName;
+    reason;
+    constructor(entryDir, fileName, reason) {
+        super('failed', `${JSON.stringify(fileName)} in ${entryDir} ${reason}; it was not read`, {
+            code: 'ENTRY_UNSAFE_FILE',
+            fix: `the entry at ${entryDir} was altered outside Lifeline: inspect it, then remove it or restore it from an off-host copy`,
+        });
+        this.entryDir = entryDir;
+        this.fileName = fileName;
+        this.reason = reason;
+    }
+}
+function unsafe(entryDir, name, reason) {
+    return new confine_UnsafeEntryFileError(entryDir, name, reason);
+}
+function kindOf(info) {
+    if (info.isSymbolicLink())
+        return 'a symbolic link';
+    if (info.isFIFO())
+        return 'a FIFO';
+    if (info.isCharacterDevice() || info.isBlockDevice())
+        return 'a device';
+    if (info.isSocket())
+        return 'a socket';
+    if (info.isDirectory())
+        return 'a directory';
+    return 'not a regular file';
+}
+async function assertEntryDir(entryDir) {
+    // The entry directory itself must not be a link to somewhere else (the store root may be).
+    const info = await (0,promises_namespaceObject.lstat)(entryDir);
+    if (!info.isDirectory())
+        throw unsafe(entryDir, '.', `is ${kindOf(info)}, not an entry directory`);
+}
+/**
+ * Opens a file of a catalog entry for reading, confined to that entry: the name must pass
+ * `isSafeEntryFileName`, the entry directory must not be a symlink, and the file is opened with
+ * O_NOFOLLOW | O_NONBLOCK (a FIFO cannot block the open) and must then be a regular file.
+ * Every reader of a name that came from a file goes through here or `entryFilePath`.
+ */
+async function openEntryFile(entryDir, name) {
+    const problem = entryFileNameProblem(name);
+    if (problem)
+        throw unsafe(entryDir, name, problem);
+    await assertEntryDir(entryDir);
+    let handle;
+    try {
+        handle = await (0,promises_namespaceObject.open)((0,external_node_path_namespaceObject.join)(entryDir, name), external_node_fs_namespaceObject.constants.O_RDONLY | external_node_fs_namespaceObject.constants.O_NOFOLLOW | external_node_fs_namespaceObject.constants.O_NONBLOCK);
+    }
+    catch (error) {
+        const code = error.code;
+        if (code === 'ELOOP' || code === 'EMLINK')
+            throw unsafe(entryDir, name, 'is a symbolic link');
+        throw error;
+    }
+    try {
+        const info = await handle.stat();
+        if (!info.isFile())
+            throw unsafe(entryDir, name, `is ${kindOf(info)}`);
+        return handle;
+    }
+    catch (error) {
+        await handle.close();
+        throw error;
+    }
+}
+/**
+ * The path of an entry file for a tool that opens it itself (pg_restore, redis-check-rdb), after
+ * the same checks as `openEntryFile`. Only root and the store's owner can write inside an entry
+ * (0700), so the window between this check and the tool's open is not an attacker's to use.
+ */
+async function entryFilePath(entryDir, name) {
+    const handle = await openEntryFile(entryDir, name);
+    await handle.close();
+    return (0,external_node_path_namespaceObject.join)(entryDir, name);
+}
+/** sha256 of an entry file, streamed in 1 MiB chunks through a confined handle. */
+async function confine_sha256EntryFile(entryDir, name) {
+    const handle = await openEntryFile(entryDir, name);
+    const hasher = new HashingTransform();
+    await pipeline(handle.createReadStream({ highWaterMark: 1024 * 1024 }), hasher, async function* (source) {
+        for await (const _chunk of source) {
+            // drain
+        }
+    });
+    return { sha256: hasher.digest(), bytes: hasher.bytes };
+}
+/** A small entry file (metadata, SHA256SUMS) as text, through a confined handle; refuses more than `limit` bytes. */
+async function confine_readEntryText(entryDir, name, limit = 16 * 1024 * 1024) {
+    const handle = await openEntryFile(entryDir, name);
+    try {
+        const { size } = await handle.stat();
+        if (size > limit)
+            throw unsafe(entryDir, name, `is ${size} bytes, more than the ${limit} a metadata file may hold`);
+        return await handle.readFile('utf8');
+    }
+    finally {
+        await handle.close();
+    }
+}
+/**
+ * Whether other local users can reach the environment's files: the store root and the environment
+ * directory both let group or others in (a 0700 on either one keeps everything below private).
+ * Returns the problem with its fix, or undefined when the catalog is private or does not exist yet.
+ */
+function sharedStoreProblem(root, env) {
+    const modeOf = (path) => {
+        try {
+            return (0,external_node_fs_namespaceObject.statSync)(path).mode & 0o777;
+        }
+        catch {
+            return undefined;
+        }
+    };
+    const rootMode = modeOf(root);
+    if (rootMode === undefined || (rootMode & 0o077) === 0)
+        return undefined;
+    const envMode = modeOf((0,external_node_path_namespaceObject.join)(root, env));
+    if (envMode !== undefined && (envMode & 0o077) === 0)
+        return undefined;
+    const octal = (m) => m.toString(8).padStart(4, '0');
+    return {
+        message: `the catalog ${root} is readable by other local users (mode ${octal(rootMode)}${envMode === undefined ? '' : `, ${env}/ ${octal(envMode)}`}): backups, tenant exports and Redis snapshots hold production data`,
+        fix: `chmod -R go-rwx ${root}`,
+    };
+}
+let warnSink;
+const warned = new Set();
+/** The door (CLI or action) says where catalog warnings go; domain code never logs directly here. */
+function setCatalogWarningSink(sink) {
+    warnSink = sink;
+    warned.clear();
+}
+/** Called by every catalog write path: warns once per store and environment when it is shared. */
+function warnIfStoreShared(root, env) {
+    const key = `${root}\0${env}`;
+    if (warned.has(key))
+        return;
+    warned.add(key);
+    const problem = sharedStoreProblem(root, env);
+    if (problem)
+        warnSink?.(`${problem.message}; fix: ${problem.fix}`);
+}
+
+;// CONCATENATED MODULE: ./src/catalog/fs-errors.ts
+
+const FILESYSTEM_CODES = {
+    ENOSPC: { what: 'no space left on the device', fix: (p) => `free space on the filesystem that holds ${p} (df -h ${p}), e.g. lifeline prune, or point --store / store: at a larger disk, then run the command again` },
+    EDQUOT: { what: 'the disk quota is exhausted', fix: (p) => `raise the quota or free space under ${p}, then run the command again` },
+    EROFS: { what: 'the filesystem is read-only', fix: (p) => `remount the filesystem that holds ${p} read-write (or point --store at a writable one), then run the command again` },
+    EACCES: { what: 'permission denied', fix: (p) => `run Lifeline as the user that owns the catalog (ls -ld ${p}), or fix the owner of ${p}` },
+    EPERM: { what: 'operation not permitted', fix: (p) => `run Lifeline as the user that owns the catalog (ls -ld ${p}), or fix the owner of ${p}` },
+    EMFILE: { what: 'too many open files', fix: () => 'raise the open-files limit (ulimit -n) and run the command again' },
+    EIO: { what: 'an I/O error', fix: (p) => `check the disk that holds ${p} (dmesg); the data on it may be damaged` },
+};
+function isFilesystemError(error) {
+    const code = error?.code;
+    return typeof code === 'string' && code in FILESYSTEM_CODES;
+}
+/**
+ * Turns an ENOSPC, EROFS, EACCES (and kin) into a LifelineError that names the path, says what
+ * was and was not written (`outcome`), and what to do. Anything else is returned as undefined.
+ */
+function describeFilesystemError(error, outcome, where) {
+    // Already described further down (a catalog write): keep that message, it knows the outcome.
+    if (isLifelineError(error))
+        return error.code.startsWith('FS_') ? error : undefined;
+    if (!isFilesystemError(error))
+        return undefined;
+    const known = FILESYSTEM_CODES[error.code];
+    // A write(2) failure carries no path: `where` (the entry or file being written) stands in.
+    const path = error.path ?? error.dest ?? where ?? 'a file';
+    const doing = error.syscall ? ` (${error.syscall})` : '';
+    return errors_failure(`FS_${error.code}`, `${path}: ${known.what}${doing}${outcome ? `; ${outcome}` : ''}`, {
+        fix: known.fix(path),
+        cause: error,
+        details: { path, errno: error.code },
+    });
+}
+/** Runs a catalog write; a filesystem failure becomes a LifelineError carrying `outcome`. */
+async function withWriteOutcome(outcome, fn, where) {
+    try {
+        return await fn();
+    }
+    catch (error) {
+        throw describeFilesystemError(error, outcome, where) ?? error;
+    }
+}
+
 ;// CONCATENATED MODULE: ./src/catalog/sums.ts
-
-
 
 const SUMS_FILE = 'SHA256SUMS';
 /** The exact format `sha256sum -c` reads: hash, two spaces, file name. */
@@ -37369,17 +37597,28 @@ function parseSums(text) {
     }
     return entries;
 }
-/** Re-hashes every file listed in a directory's SHA256SUMS. */
-async function checkSums(dir) {
-    const entries = parseSums(await readFile(join(dir, SUMS_FILE), 'utf8'));
+/**
+ * Re-hashes every file listed in a directory's SHA256SUMS, each through `openEntryFile`: a name
+ * that is not a safe single segment, a symlink, a FIFO or a device fails its check unhashed.
+ * With `listed` (the names the entry's metadata records), a line for any other name is a failed
+ * check too, never an extra file to hash.
+ */
+async function checkSums(dir, options = {}) {
+    const entries = parseSums(await readEntryText(dir, SUMS_FILE));
+    const listed = options.listed && new Set([...options.listed, SUMS_FILE]);
     const results = [];
     for (const entry of entries) {
+        if (listed && !listed.has(entry.file)) {
+            results.push({ file: entry.file, expected: entry.sha256, ok: false, error: `${SUMS_FILE} lists ${JSON.stringify(entry.file)}, which the entry's metadata does not name; it was not read` });
+            continue;
+        }
         try {
-            const { sha256 } = await sha256File(join(dir, entry.file));
+            const { sha256 } = await sha256EntryFile(dir, entry.file);
             results.push({ file: entry.file, expected: entry.sha256, actual: sha256, ok: sha256 === entry.sha256 });
         }
         catch (error) {
-            results.push({ file: entry.file, expected: entry.sha256, ok: false, error: error.message });
+            const message = error instanceof UnsafeEntryFileError ? error.message : error.message;
+            results.push({ file: entry.file, expected: entry.sha256, ok: false, error: message });
         }
     }
     return results;
@@ -37393,12 +37632,14 @@ async function checkSums(dir) {
 
 
 
+
+
 const CATALOG_SCHEMA_VERSION = 1;
 const SAFE_SEGMENT = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/;
 /** Refuses anything that could escape the catalog's directory when used as a path segment. */
 function assertSafeSegment(value, what) {
     if (!SAFE_SEGMENT.test(value) || value.includes('..')) {
-        throw usageError('UNSAFE_NAME', `${what} ${JSON.stringify(value)} cannot be used as a catalog name`, `use letters, digits, '.', '_', '+' and '-' only (no '/', '..', spaces or control characters), starting with a letter or digit`);
+        throw errors_usageError('UNSAFE_NAME', `${what} ${JSON.stringify(value)} cannot be used as a catalog name`, `use letters, digits, '.', '_', '+' and '-' only (no '/', '..', spaces or control characters), starting with a letter or digit`);
     }
 }
 /** Sortable, collision-resistant ids: creation time in UTC plus randomness. */
@@ -37413,8 +37654,19 @@ function newEntryId(now = new Date()) {
  */
 class Catalog {
     root;
-    constructor(root) {
+    options;
+    /** Paths of damaged entries already reported by this catalog (each is reported once). */
+    reported = new Set();
+    constructor(root, options = {}) {
         this.root = root;
+        this.options = options;
+    }
+    /** Reports an entry that is skipped because it cannot be read (once per path). */
+    reportDamaged(path, reason) {
+        if (this.reported.has(path))
+            return;
+        this.reported.add(path);
+        this.options.warn?.(`skipped ${path}: ${reason}; the other entries are used (inspect it, restore it from an off-host copy or remove the entry)`);
     }
     envDir(env) {
         assertSafeSegment(env, 'environment');
@@ -37430,11 +37682,12 @@ class Catalog {
     async begin(env, kind, id, metadataFile) {
         const finalDir = this.entryDir(env, kind, id);
         if (await exists(finalDir)) {
-            throw usageError('ENTRY_EXISTS', `${kind} entry ${id} already exists in environment ${env}`, 'choose another id; catalog entries are immutable once written');
+            throw errors_usageError('ENTRY_EXISTS', `${kind} entry ${id} already exists in environment ${env}`, 'choose another id; catalog entries are immutable once written');
         }
+        warnIfStoreShared(this.root, env);
         const stagingDir = (0,external_node_path_namespaceObject.join)(this.kindDir(env, kind), `.staging-${id}-${process.pid}`);
-        await (0,promises_namespaceObject.mkdir)(stagingDir, { recursive: true });
-        return new StagedEntry(stagingDir, finalDir, metadataFile);
+        await withWriteOutcome(`nothing was added to the catalog (${kind} entry ${id} was not started)`, () => mkdirPrivate(stagingDir));
+        return new StagedEntry(stagingDir, finalDir, metadataFile, `${kind} entry ${id}`);
     }
     /** Complete entries, newest first. Staging directories and entries without metadata are skipped. */
     async list(env, kind, metadataFile) {
@@ -37452,14 +37705,29 @@ class Catalog {
         for (const name of names) {
             if (name.startsWith('.'))
                 continue;
+            // An entry that vanishes mid-listing (a concurrent prune renamed it away) is simply skipped.
+            const info = await (0,promises_namespaceObject.stat)((0,external_node_path_namespaceObject.join)(dir, name)).catch(skipWhenGone);
             // A stray file beside the entries (an operator's note, a copied archive) is not an entry.
-            if (!(await (0,promises_namespaceObject.stat)((0,external_node_path_namespaceObject.join)(dir, name))).isDirectory())
+            if (!info?.isDirectory())
                 continue;
-            const metadata = await readJsonIfExists((0,external_node_path_namespaceObject.join)(dir, name, metadataFile));
+            const path = (0,external_node_path_namespaceObject.join)(dir, name, metadataFile);
+            let metadata;
+            try {
+                metadata = await readJsonIfExists(path);
+            }
+            catch (error) {
+                if (isGone(error))
+                    continue;
+                // One damaged entry must not take the listing (and every restore, drill and gate) down with it.
+                this.reportDamaged(path, error.code === 'CATALOG_CORRUPT' ? 'it is not valid JSON' : error.message);
+                continue;
+            }
             if (!metadata)
                 continue;
-            if (metadata.schemaVersion > CATALOG_SCHEMA_VERSION) {
-                throw errors_failure('CATALOG_TOO_NEW', `${(0,external_node_path_namespaceObject.join)(dir, name, metadataFile)} has schema version ${metadata.schemaVersion}; this Lifeline reads up to ${CATALOG_SCHEMA_VERSION}`, { fix: 'upgrade Lifeline' });
+            const problem = metadataProblem(metadata);
+            if (problem) {
+                this.reportDamaged(path, problem);
+                continue;
             }
             entries.push({ id: name, dir: (0,external_node_path_namespaceObject.join)(dir, name), metadata });
         }
@@ -37472,7 +37740,32 @@ class Catalog {
     }
     /** Rewrites an entry's metadata atomically (e.g. to record a verification). */
     async updateMetadata(entry, metadataFile, metadata) {
-        await writeFileAtomic((0,external_node_path_namespaceObject.join)(entry.dir, metadataFile), `${JSON.stringify(metadata, null, 2)}\n`);
+        await withWriteOutcome(`${(0,external_node_path_namespaceObject.join)(entry.dir, metadataFile)} was left as it was (the entry itself is unchanged)`, () => writeFileAtomic((0,external_node_path_namespaceObject.join)(entry.dir, metadataFile), `${JSON.stringify(metadata, null, 2)}\n`));
+    }
+    /**
+     * Rewrites the metadata of an entry that must still be there: never creates a directory, so an
+     * entry deleted meanwhile stays deleted (the temporary file cannot be created in a directory
+     * that is gone, and the rename fails once the directory was renamed away).
+     * Returns false, writing nothing, when the entry or its metadata file is gone.
+     */
+    async rewriteExistingMetadata(entry, metadataFile, metadata) {
+        const path = (0,external_node_path_namespaceObject.join)(entry.dir, metadataFile);
+        if (!(await exists(path)))
+            return false;
+        const tmp = (0,external_node_path_namespaceObject.join)(entry.dir, `.${metadataFile}.tmp-${process.pid}-${Date.now()}`);
+        try {
+            await (0,promises_namespaceObject.writeFile)(tmp, `${JSON.stringify(metadata, null, 2)}\n`, { mode: PRIVATE_FILE_MODE, flag: 'wx' });
+            await fsyncPath(tmp);
+            await (0,promises_namespaceObject.rename)(tmp, path);
+        }
+        catch (error) {
+            await (0,promises_namespaceObject.rm)(tmp, { force: true });
+            if (isGone(error))
+                return false;
+            throw error;
+        }
+        await fsyncPath(entry.dir).catch(skipWhenGone);
+        return true;
     }
     async remove(entry) {
         // Rename first so a half-deleted entry never lists as complete.
@@ -37499,7 +37792,7 @@ class Catalog {
             const path = (0,external_node_path_namespaceObject.join)(dir, name);
             const info = await (0,promises_namespaceObject.stat)(path);
             const pid = Number(/-(\d+)$/.exec(name)?.[1]);
-            if (Date.now() - info.mtimeMs > olderThanMs || (pid && !processAlive(pid))) {
+            if (Date.now() - info.mtimeMs > olderThanMs || (pid && !store_processAlive(pid))) {
                 await (0,promises_namespaceObject.rm)(path, { recursive: true, force: true });
                 removed.push(name);
             }
@@ -37509,9 +37802,12 @@ class Catalog {
     /** Appends one JSON line to an environment's append-only log (e.g. deploy history). */
     async appendLog(env, name, record) {
         const path = (0,external_node_path_namespaceObject.join)(this.envDir(env), name);
-        await (0,promises_namespaceObject.mkdir)(this.envDir(env), { recursive: true });
-        await (0,promises_namespaceObject.appendFile)(path, `${JSON.stringify(record)}\n`);
-        await fsyncPath(path);
+        warnIfStoreShared(this.root, env);
+        await withWriteOutcome(`the record was not appended to ${name}`, async () => {
+            await mkdirPrivate(this.envDir(env));
+            await (0,promises_namespaceObject.appendFile)(path, `${JSON.stringify(record)}\n`, { mode: PRIVATE_FILE_MODE });
+            await fsyncPath(path);
+        });
     }
     async readLog(env, name) {
         const text = await (0,promises_namespaceObject.readFile)((0,external_node_path_namespaceObject.join)(this.envDir(env), name), 'utf8').catch((error) => {
@@ -37537,12 +37833,18 @@ class StagedEntry {
     dir;
     finalDir;
     metadataFile;
+    what;
     sums = [];
     settled = false;
-    constructor(dir, finalDir, metadataFile) {
+    constructor(dir, finalDir, metadataFile, what = 'the entry') {
         this.dir = dir;
         this.finalDir = finalDir;
         this.metadataFile = metadataFile;
+        this.what = what;
+    }
+    /** A write failure inside a staged entry never leaves anything listed: say so, with the path. */
+    write(fn) {
+        return withWriteOutcome(`nothing was added to the catalog (${this.what} stays unlisted; its staging directory is removed)`, fn, this.dir);
     }
     path(name) {
         assertSafeSegment(name, 'file name');
@@ -37550,7 +37852,7 @@ class StagedEntry {
     }
     /** Streams a payload into the entry, hashing it on the way, and records it for SHA256SUMS. */
     async addStream(name, source, onProgress) {
-        const result = await streamToFile(source, this.path(name), onProgress);
+        const result = await this.write(() => streamToFile(source, this.path(name), onProgress));
         this.sums.push({ file: name, sha256: result.sha256 });
         return result;
     }
@@ -37560,7 +37862,7 @@ class StagedEntry {
         return {
             stream: writer.stream,
             done: async () => {
-                const result = await writer.done();
+                const result = await this.write(() => writer.done());
                 this.sums.push({ file: name, sha256: result.sha256 });
                 return result;
             },
@@ -37571,10 +37873,12 @@ class StagedEntry {
     }
     /** Writes SHA256SUMS and the metadata, fsyncs, and renames the entry into place. */
     async commit(metadata) {
-        await writeFileAtomic((0,external_node_path_namespaceObject.join)(this.dir, SUMS_FILE), formatSums(this.sums));
-        await writeFileAtomic((0,external_node_path_namespaceObject.join)(this.dir, this.metadataFile), `${JSON.stringify(metadata, null, 2)}\n`);
-        await fsyncPath(this.dir);
-        await (0,promises_namespaceObject.rename)(this.dir, this.finalDir);
+        await this.write(async () => {
+            await writeFileAtomic((0,external_node_path_namespaceObject.join)(this.dir, SUMS_FILE), formatSums(this.sums));
+            await writeFileAtomic((0,external_node_path_namespaceObject.join)(this.dir, this.metadataFile), `${JSON.stringify(metadata, null, 2)}\n`);
+            await fsyncPath(this.dir);
+            await (0,promises_namespaceObject.rename)(this.dir, this.finalDir);
+        });
         await fsyncPath((0,external_node_path_namespaceObject.join)(this.finalDir, '..'));
         this.settled = true;
     }
@@ -37584,6 +37888,28 @@ class StagedEntry {
         this.settled = true;
         await (0,promises_namespaceObject.rm)(this.dir, { recursive: true, force: true });
     }
+}
+function isGone(error) {
+    const code = error?.code;
+    return code === 'ENOENT' || code === 'ENOTDIR';
+}
+function skipWhenGone(error) {
+    if (isGone(error))
+        return undefined;
+    throw error;
+}
+/** Why parsed metadata cannot be listed, or undefined when it has what listing and sorting need. */
+function metadataProblem(metadata) {
+    if (typeof metadata !== 'object' || metadata === null || Array.isArray(metadata))
+        return 'it is not a JSON object';
+    const m = metadata;
+    if (typeof m.createdAt !== 'string' || Number.isNaN(Date.parse(m.createdAt)))
+        return 'it has no valid createdAt';
+    if (typeof m.schemaVersion !== 'number')
+        return 'it has no schemaVersion';
+    if (m.schemaVersion > CATALOG_SCHEMA_VERSION)
+        return `it has schema version ${m.schemaVersion}, written by a newer Lifeline (this one reads up to ${CATALOG_SCHEMA_VERSION}); upgrade Lifeline to use it`;
+    return undefined;
 }
 async function exists(path) {
     try {
@@ -37611,7 +37937,7 @@ async function readJsonIfExists(path) {
         throw errors_failure('CATALOG_CORRUPT', `${path} is not valid JSON`, { cause: error, fix: 'inspect the file; restore it from an off-host copy or remove the entry' });
     }
 }
-function processAlive(pid) {
+function store_processAlive(pid) {
     try {
         process.kill(pid, 0);
         return true;
@@ -37659,7 +37985,7 @@ async function lockStatus(envDir) {
         // A lock file torn by a crash during creation: held, of unknown owner, and stale.
         return { held: true, stale: true };
     }
-    const stale = info.host === (0,external_node_os_namespaceObject.hostname)() && !processAlive(info.pid);
+    const stale = info.host === (0,external_node_os_namespaceObject.hostname)() && !store_processAlive(info.pid);
     return { held: true, info, stale };
 }
 class EnvironmentLock {
@@ -37686,7 +38012,7 @@ class EnvironmentLock {
  * A stale lock is reported, never broken silently: `lifeline lock break` does that explicitly.
  */
 async function acquireLock(envDir, env, options) {
-    await (0,promises_namespaceObject.mkdir)(envDir, { recursive: true });
+    await (0,promises_namespaceObject.mkdir)(envDir, { recursive: true, mode: 0o700 });
     const info = {
         owner: options.owner ?? defaultOwner(),
         pid: process.pid,
@@ -37697,7 +38023,7 @@ async function acquireLock(envDir, env, options) {
     const deadline = Date.now() + (options.waitSeconds ?? 0) * 1000;
     for (;;) {
         try {
-            const handle = await (0,promises_namespaceObject.open)(lockPath(envDir), 'wx');
+            const handle = await (0,promises_namespaceObject.open)(lockPath(envDir), 'wx', 0o600);
             try {
                 await handle.writeFile(JSON.stringify(info));
                 await handle.sync();
@@ -37716,19 +38042,39 @@ async function acquireLock(envDir, env, options) {
             continue;
         const holder = status.info ? `${status.info.owner} (pid ${status.info.pid} on ${status.info.host}, running "${status.info.command}" since ${status.info.acquiredAt})` : 'an unknown holder (the lock file is unreadable)';
         if (status.stale) {
-            throw refusal('LOCK_STALE', `environment ${env} is locked by ${holder}, and that process is gone`, `make sure nothing else is running against ${env}, then run: lifeline lock break --env ${env}`, { lock: status.info });
+            throw errors_refusal('LOCK_STALE', `environment ${env} is locked by ${holder}, and that process is gone`, `make sure nothing else is running against ${env}, then run: lifeline lock break --env ${env}`, { lock: status.info });
         }
         if (Date.now() >= deadline) {
-            throw refusal('LOCK_HELD', `environment ${env} is locked by ${holder}`, `wait for it to finish, or re-run later; another deploy, rollback, restore or backup is in progress`, { lock: status.info });
+            throw errors_refusal('LOCK_HELD', `environment ${env} is locked by ${holder}`, `wait for it to finish, or re-run later; another deploy, rollback, restore or backup is in progress`, { lock: status.info });
         }
         await new Promise((r) => setTimeout(r, options.pollMs ?? 500));
     }
 }
-/** Explicitly removes a lock; returns what was removed. */
-async function breakLock(envDir) {
+/**
+ * Explicitly removes a lock; returns what was removed. Only a lock whose holder is gone: a live
+ * holder on this host is refused (two deploys would then run at once), and a holder on another
+ * host, whose process cannot be checked from here, needs `force` (the operator checked it).
+ */
+async function breakLock(envDir, options = {}) {
+    const env = options.env ?? 'this environment';
     const status = await lockStatus(envDir);
     if (!status.held)
         return status;
+    const info = status.info;
+    if (info) {
+        const holder = `${info.owner} (pid ${info.pid} on ${info.host}, running "${info.command}" since ${info.acquiredAt})`;
+        if (info.host === hostname() && processAlive(info.pid)) {
+            throw refusal('LOCK_HOLDER_ALIVE', `the lock of ${env} is held by ${holder}, and that process is still running on this host`, `wait for it to finish; if it hangs, stop it first (kill ${info.pid}), then run lifeline lock break --env ${env}`, { lock: info });
+        }
+        if (info.host !== hostname() && !options.force) {
+            throw refusal('LOCK_HOLDER_REMOTE', `the lock of ${env} is held by ${holder}, on another host, whose process cannot be checked from ${hostname()}`, `check on ${info.host} that pid ${info.pid} is gone, then run lifeline lock break --env ${env} --force`, { lock: info });
+        }
+    }
+    // Removed only if it is still the lock we judged: a new holder may have taken it meanwhile.
+    const now = await lockStatus(envDir);
+    if (JSON.stringify(now.info) !== JSON.stringify(info)) {
+        throw refusal('LOCK_CHANGED', `the lock of ${env} changed hands while it was being checked`, `run lifeline lock status --env ${env} and decide again`);
+    }
     await rm(lockPath(envDir), { force: true });
     return status;
 }
@@ -37753,21 +38099,36 @@ function parsePgUrl(url) {
         parsed = new URL(url);
     }
     catch {
-        throw usageError('BAD_URL', 'the PostgreSQL URL is not a valid URL', 'write it as postgres://user:password@host:5432/dbname');
+        throw errors_usageError('BAD_URL', 'the PostgreSQL URL is not a valid URL', 'write it as postgres://user:password@host:5432/dbname');
     }
     if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
-        throw usageError('BAD_URL', `the PostgreSQL URL uses the scheme ${parsed.protocol}`, 'write it as postgres://user:password@host:5432/dbname');
+        throw errors_usageError('BAD_URL', `the PostgreSQL URL uses the scheme ${parsed.protocol}`, 'write it as postgres://user:password@host:5432/dbname');
     }
     const params = {};
     parsed.searchParams.forEach((value, key) => {
         params[key] = value;
     });
-    const database = decodeURIComponent(parsed.pathname.replace(/^\//, '')) || 'postgres';
+    // A libpq ?password= authenticates like the userinfo one; both travel in PGPASSWORD only.
+    const queryPassword = params.password;
+    delete params.password;
+    if (params.sslpassword !== undefined) {
+        // libpq reads sslpassword from no environment variable, and Lifeline puts no secret on a command line.
+        throw errors_usageError('BAD_URL', 'the PostgreSQL URL sets sslpassword, which Lifeline cannot pass to pg_dump, pg_restore and psql without putting it on their command line', 'use a client key without a passphrase (openssl pkey -in key.pem -out plain.pem), readable only by the store\'s owner (chmod 0600), in sslkey');
+    }
+    const decode = (part, value) => {
+        try {
+            return decodeURIComponent(value);
+        }
+        catch {
+            throw errors_usageError('BAD_URL', `the PostgreSQL URL's ${part} has a malformed percent-escape`, `percent-encode it correctly (a literal % is %25), e.g. with encodeURIComponent`);
+        }
+    };
+    const database = decode('database name', parsed.pathname.replace(/^\//, '')) || 'postgres';
     return {
-        host: decodeURIComponent(parsed.hostname.replace(/^\[|\]$/g, '')) || params.host || '127.0.0.1',
+        host: decode('host', parsed.hostname.replace(/^\[|\]$/g, '')) || params.host || '127.0.0.1',
         port: parsed.port ? Number(parsed.port) : 5432,
-        user: parsed.username ? decodeURIComponent(parsed.username) : undefined,
-        password: parsed.password ? decodeURIComponent(parsed.password) : undefined,
+        user: parsed.username ? decode('user name', parsed.username) : undefined,
+        password: parsed.password ? decode('password', parsed.password) : queryPassword || undefined,
         database,
         params,
     };
@@ -37804,6 +38165,12 @@ function pgEnv(conn, database = conn.database) {
         if (name)
             env[name] = value;
     }
+    const settings = [
+        ...(conn.timeouts?.lockSeconds ? [`-c lock_timeout=${Math.round(conn.timeouts.lockSeconds * 1000)}`] : []),
+        ...(conn.timeouts?.statementSeconds ? [`-c statement_timeout=${Math.round(conn.timeouts.statementSeconds * 1000)}`] : []),
+    ];
+    if (settings.length)
+        env.PGOPTIONS = [env.PGOPTIONS, ...settings].filter(Boolean).join(' ');
     return env;
 }
 function withDatabase(conn, database) {
@@ -37816,7 +38183,7 @@ function quoteIdent(name) {
 /** A SQL string literal, quoted (standard_conforming_strings on, the default since 9.1). */
 function quoteLiteral(value) {
     if (value.includes('\0'))
-        throw usageError('BAD_VALUE', 'a value contains a NUL byte', 'remove the NUL byte');
+        throw errors_usageError('BAD_VALUE', 'a value contains a NUL byte', 'remove the NUL byte');
     return `'${value.replace(/'/g, "''")}'`;
 }
 
@@ -37834,18 +38201,18 @@ function parseCollectionFlag(value) {
     const parts = value.split(':').map((p) => p.trim());
     const [table, second, third] = parts;
     if (!table || !second || parts.length > 3)
-        throw usageError('BAD_COLLECTION', `--collection ${JSON.stringify(value)} is not TABLE:COLUMN`, fix);
+        throw errors_usageError('BAD_COLLECTION', `--collection ${JSON.stringify(value)} is not TABLE:COLUMN`, fix);
     if (second.includes('->')) {
         return { table, via: second.split(',').map((h) => h.trim()), ...(third ? { column: third } : {}) };
     }
     if (third !== undefined)
-        throw usageError('BAD_COLLECTION', `--collection ${JSON.stringify(value)} has a third part but no join path`, fix);
+        throw errors_usageError('BAD_COLLECTION', `--collection ${JSON.stringify(value)} has a third part but no join path`, fix);
     return { table, column: second };
 }
 function parseHop(text, collection) {
     const match = /^\s*([^\s-][^\s]*?)\s*->\s*(\S+)\.([^.\s]+)\s*$/.exec(text);
     if (!match) {
-        throw usageError('BAD_COLLECTION', `collection ${collection}: join hop ${JSON.stringify(text)} is not LOCAL_COLUMN -> TABLE.COLUMN`, 'write hops like "order_id -> orders.id"');
+        throw errors_usageError('BAD_COLLECTION', `collection ${collection}: join hop ${JSON.stringify(text)} is not LOCAL_COLUMN -> TABLE.COLUMN`, 'write hops like "order_id -> orders.id"');
     }
     return { localColumn: match[1], targetTable: match[2], targetColumn: match[3] };
 }
@@ -37893,21 +38260,21 @@ function findTable(catalog, written, collection) {
     if (candidates.length === 1)
         return candidates[0];
     if (candidates.length > 1) {
-        throw usageError('AMBIGUOUS_TABLE', `collection ${collection}: table ${JSON.stringify(written)} exists in several schemas (${candidates.map((c) => c.schema).join(', ')})`, `qualify it, e.g. ${candidates[0].schema}.${written}`);
+        throw errors_usageError('AMBIGUOUS_TABLE', `collection ${collection}: table ${JSON.stringify(written)} exists in several schemas (${candidates.map((c) => c.schema).join(', ')})`, `qualify it, e.g. ${candidates[0].schema}.${written}`);
     }
     const listed = known.map((k) => (k.startsWith('public.') ? k.slice(7) : k)).sort();
-    throw usageError('UNKNOWN_TABLE', `collection ${collection}: table ${JSON.stringify(written)} does not exist in the database`, `use one of: ${listed.join(', ') || '(the database has no tables)'}`);
+    throw errors_usageError('UNKNOWN_TABLE', `collection ${collection}: table ${JSON.stringify(written)} does not exist in the database`, `use one of: ${listed.join(', ') || '(the database has no tables)'}`);
 }
 function requireColumn(catalog, table, column, collection, role) {
     const columns = catalog.columns.get(key(table)) ?? [];
     if (!columns.some((c) => c.name === column)) {
-        throw usageError('UNKNOWN_COLUMN', `collection ${collection}: ${role} ${JSON.stringify(column)} is not a column of ${key(table)}`, `use one of: ${columns.map((c) => c.name).join(', ')}`);
+        throw errors_usageError('UNKNOWN_COLUMN', `collection ${collection}: ${role} ${JSON.stringify(column)} is not a column of ${key(table)}`, `use one of: ${columns.map((c) => c.name).join(', ')}`);
     }
 }
 /** Checks every table and column against the database and returns collections safe to build SQL from. */
 async function resolveCollections(session, specs) {
     if (specs.length === 0) {
-        throw usageError('NO_COLLECTIONS', 'no tenant collections are configured', 'add tenants.collections to lifeline.yml (e.g. - { table: orders, column: tenant_id }) or pass --collection orders:tenant_id');
+        throw errors_usageError('NO_COLLECTIONS', 'no tenant collections are configured', 'add tenants.collections to lifeline.yml (e.g. - { table: orders, column: tenant_id }) or pass --collection orders:tenant_id');
     }
     const catalog = await readDatabaseCatalog(session);
     const resolved = [];
@@ -37915,6 +38282,7 @@ async function resolveCollections(session, specs) {
         const label = spec.table;
         const table = findTable(catalog, spec.table, label);
         const hops = [];
+        const path = [];
         let current = table;
         for (const text of spec.via ?? []) {
             const hop = parseHop(text, label);
@@ -37922,14 +38290,19 @@ async function resolveCollections(session, specs) {
             const target = findTable(catalog, hop.targetTable, label);
             requireColumn(catalog, target, hop.targetColumn, label, 'join target column');
             hops.push({ localColumn: hop.localColumn, target, targetColumn: hop.targetColumn });
+            path.push(current);
             current = target;
         }
         const tenantColumn = spec.column ?? DEFAULT_TENANT_COLUMN;
         requireColumn(catalog, current, tenantColumn, label, 'tenant column');
+        const ownTenantColumns = path.flatMap((ref, depth) => {
+            const own = ownTenantColumn(catalog, ref, hops[depth].localColumn, tenantColumn);
+            return own ? [{ depth, table: key(ref), column: own }] : [];
+        });
         const name = table.schema === 'public' ? table.name : key(table);
         assertSafeSegment(name, `collection ${label} (as a file name)`);
         if (resolved.some((r) => r.name === name)) {
-            throw usageError('DUPLICATE_COLLECTION', `table ${name} is listed twice as a collection`, 'list each table once');
+            throw errors_usageError('DUPLICATE_COLLECTION', `table ${name} is listed twice as a collection`, 'list each table once');
         }
         const columns = catalog.columns.get(key(table)) ?? [];
         resolved.push({
@@ -37940,31 +38313,70 @@ async function resolveCollections(session, specs) {
             orderBy: catalog.primaryKeys.get(key(table)) ?? [],
             rowCap: spec.rowCap,
             timestampColumns: columns.filter((c) => c.type.startsWith('timestamp')).map((c) => c.name),
+            ownTenantColumns,
         });
     }
     return resolved;
+}
+/**
+ * A table's own tenant column on a join path: a column named like the path's tenant column (or
+ * `tenant_id`) that is neither the join column itself nor part of the primary key (so `id` on a
+ * path ending at `tenants.id` is not mistaken for one).
+ */
+function ownTenantColumn(catalog, table, joinColumn, tenantColumn) {
+    const columns = new Set((catalog.columns.get(key(table)) ?? []).map((c) => c.name));
+    const primaryKey = catalog.primaryKeys.get(key(table)) ?? [];
+    return [tenantColumn, DEFAULT_TENANT_COLUMN].find((name) => columns.has(name) && name !== joinColumn && !primaryKey.includes(name));
 }
 const qualified = (t) => `${quoteIdent(t.schema)}.${quoteIdent(t.name)}`;
 /**
  * `FROM ... WHERE ...` selecting the tenant's rows of a collection, as `t0`. Each hop is a
  * semi-join (`IN (SELECT ...)`), so a row appears once even when a join target is not unique.
+ * A row on the path whose own tenant column names another tenant is left out (its parent's
+ * tenant does not make it this tenant's); `crossTenant: 'only'` selects exactly those rows
+ * instead, to report them, and `'stranded'` the mirror case: rows whose own tenant column names
+ * this tenant but whose parent belongs to another, which no export of this tenant would hold.
  * `tenantLiteral` must already be a quoted literal (quoteLiteral).
  */
-function tenantRowsSource(collection, tenantLiteral) {
-    const condition = (depth) => {
+function tenantRowsSource(collection, tenantLiteral, crossTenant = 'exclude') {
+    const own = (depth) => collection.ownTenantColumns.find((c) => c.depth === depth);
+    const condition = (depth, consistent) => {
         const alias = `t${depth}`;
         if (depth === collection.hops.length)
             return `${alias}.${quoteIdent(collection.tenantColumn)} = ${tenantLiteral}`;
         const hop = collection.hops[depth];
         const next = `t${depth + 1}`;
-        return `${alias}.${quoteIdent(hop.localColumn)} IN (SELECT ${next}.${quoteIdent(hop.targetColumn)} FROM ${qualified(hop.target)} AS ${next} WHERE ${condition(depth + 1)})`;
+        const column = own(depth);
+        const sameTenant = column && consistent ? ` AND (${alias}.${quoteIdent(column.column)} IS NULL OR ${alias}.${quoteIdent(column.column)} = ${tenantLiteral})` : '';
+        return `${alias}.${quoteIdent(hop.localColumn)} IN (SELECT ${next}.${quoteIdent(hop.targetColumn)} FROM ${qualified(hop.target)} AS ${next} WHERE ${condition(depth + 1, consistent)})${sameTenant}`;
     };
-    return `FROM ${qualified(collection.table)} AS t0 WHERE ${condition(0)}`;
+    if (crossTenant === 'stranded') {
+        const column = own(0);
+        if (!column)
+            return `FROM ${qualified(collection.table)} AS t0 WHERE false`;
+        return `FROM ${qualified(collection.table)} AS t0 WHERE t0.${quoteIdent(column.column)} = ${tenantLiteral} AND (${condition(0, true)}) IS NOT TRUE`;
+    }
+    if (crossTenant === 'only') {
+        // Reached by the plain join, but not by the join that insists on the same tenant at every step.
+        return `FROM ${qualified(collection.table)} AS t0 WHERE ${condition(0, false)} AND (${condition(0, true)}) IS NOT TRUE`;
+    }
+    return `FROM ${qualified(collection.table)} AS t0 WHERE ${condition(0, true)}`;
 }
 /** The tenant's rows, deterministically ordered (primary key, else physical order within the snapshot). */
 function tenantRowsQuery(collection, tenantLiteral, limit) {
     const order = collection.orderBy.length ? collection.orderBy.map((c) => `t0.${quoteIdent(c)}`).join(', ') : 't0.ctid';
     return `SELECT t0.* ${tenantRowsSource(collection, tenantLiteral)} ORDER BY ${order}${limit !== undefined ? ` LIMIT ${Math.trunc(limit)}` : ''}`;
+}
+/**
+ * The COPY that writes a collection's export file, and that a deletion plan re-runs to compare
+ * content: NDJSON through CSV with quote and delimiter bytes JSON text never holds, so COPY
+ * writes each JSON document verbatim, with none of the text format's backslash escaping.
+ */
+function collectionCopyStatement(collection, tenantLiteral, format, limit) {
+    const select = tenantRowsQuery(collection, tenantLiteral, limit);
+    return format === 'csv'
+        ? `COPY (${select}) TO STDOUT WITH (FORMAT csv, HEADER)`
+        : `COPY (SELECT row_to_json(r)::text FROM (${select}) AS r) TO STDOUT WITH (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')`;
 }
 function describeCollection(collection) {
     const path = collection.hops.map((h) => ` -> ${h.target.name}`).join('');
@@ -37974,6 +38386,15 @@ function describeCollection(collection) {
 ;// CONCATENATED MODULE: external "node:child_process"
 const external_node_child_process_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:child_process");
 ;// CONCATENATED MODULE: ./src/logger.ts
+/**
+ * Masks credentials by their shape, whatever was registered: the password of any `scheme://user:pass@`
+ * and any `password=` / `sslpassword=` parameter (a libpq URL or conninfo string).
+ */
+function logger_redactSecretsInText(text) {
+    return text
+        .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/@"'<>]*:)[^\s@/"'<>]+@/gi, '$1***@')
+        .replace(/((?:[?&;\s]|^)(?:ssl)?password=)(?!\*\*\*(?:[&#\s"'<>]|$))[^&#\s"'<>]+/gi, '$1***');
+}
 /** Replaces registered secrets in a string: the last line of defence before text leaves the process. */
 class SecretMasker {
     secrets = new Set();
@@ -37986,7 +38407,7 @@ class SecretMasker {
         }
     }
     mask(text) {
-        let out = text;
+        let out = logger_redactSecretsInText(text);
         for (const secret of [...this.secrets].sort((a, b) => b.length - a.length)) {
             out = out.split(secret).join('***');
         }
@@ -38112,7 +38533,7 @@ class runner_LocalRunner {
     }
     start(invocation) {
         const command = this.resolveTool(invocation.tool);
-        const env = { ...(this.options.baseEnv ?? process.env), ...definedOnly(invocation.env) };
+        const env = childEnvironment(this.options.baseEnv ?? process.env, invocation.env);
         if (this.options.asUser && process.getuid?.() === 0) {
             // Without --login, runuser keeps the environment, so PGPASSWORD and friends reach the tool.
             const args = ['-u', this.options.asUser, '--', command, ...invocation.args];
@@ -38147,7 +38568,7 @@ class ComposeRunner {
             invocation.tool,
             ...invocation.args,
         ];
-        return spawnStreaming(command, args, invocation, this.masker, { ...(this.options.baseEnv ?? process.env), ...env });
+        return spawnStreaming(command, args, invocation, this.masker, childEnvironment(this.options.baseEnv ?? process.env, env));
     }
 }
 /** Runs a tool to completion, collecting its (small) stdout as text. Not for payloads. */
@@ -38176,6 +38597,24 @@ function describeExit(result) {
 function lastLines(text, count = 5) {
     const lines = text.trim().split('\n').filter(Boolean);
     return lines.length ? lines.slice(-count).join('\n') : '(no output on stderr)';
+}
+/**
+ * The environment a child process gets: the inherited one without any libpq variable (PGHOST,
+ * PGHOSTADDR, PGSERVICE, PGOPTIONS, PGTARGETSESSIONATTRS, PGPASSWORD, ...: every `PG*` name
+ * except pgBackRest's own `PGBACKREST_*` options and PGPASSFILE), plus exactly what the invocation sets. An operator's
+ * shell or a CI runner can then never redirect pg_dump, pg_restore or psql to another server or
+ * database than the connection Lifeline was given.
+ */
+function childEnvironment(base, extra) {
+    const env = {};
+    for (const [key, value] of Object.entries(base))
+        if (!isLibpqVariable(key))
+            env[key] = value;
+    return { ...env, ...definedOnly(extra) };
+}
+function isLibpqVariable(name) {
+    // PGPASSFILE stays: it only answers for the host, port, database and user already named.
+    return /^PG/i.test(name) && !/^PGBACKREST_/i.test(name) && name !== 'PGPASSFILE';
 }
 function definedOnly(env) {
     const out = {};
@@ -38225,7 +38664,7 @@ async function detectComposeCommand(runner, setting, pathEnv = '') {
     // v1 is a Python program that takes seconds to start: finding it on PATH is enough.
     if (runner_findExecutable('docker-compose', [], pathEnv))
         return COMPOSE_V1;
-    throw usageError('COMPOSE_MISSING', 'neither `docker compose` (Compose v2) nor `docker-compose` (v1) works on this machine', 'install the Docker Compose plugin (or docker-compose), set compose.command in lifeline.yml, or remove postgres.service / redis.service to run the client tools locally');
+    throw errors_usageError('COMPOSE_MISSING', 'neither `docker compose` (Compose v2) nor `docker-compose` (v1) works on this machine', 'install the Docker Compose plugin (or docker-compose), set compose.command in lifeline.yml, or remove postgres.service / redis.service to run the client tools locally');
 }
 
 ;// CONCATENATED MODULE: ./src/postgres/binaries.ts
@@ -38271,7 +38710,9 @@ function maskedUrl(conn) {
 /** The environment's PostgreSQL connection; a missing URL is a usage error that says where to set it. */
 function environmentConnection(settings) {
     if (!settings.postgres.url) {
-        throw usageError('NO_DATABASE_URL', `no PostgreSQL URL for environment ${settings.name}`, 'pass --database-url postgres://user:password@host:5432/dbname, set DATABASE_URL, or set postgres.urlEnv in lifeline.yml');
+        const named = settings.postgres.urlEnv;
+        // An environment that names its variable never falls back to DATABASE_URL: say which one to set.
+        throw errors_usageError('NO_DATABASE_URL', named ? `no PostgreSQL URL for environment ${settings.name}: ${named} (its postgres.urlEnv) is not set` : `no PostgreSQL URL for environment ${settings.name}`, named ? `set ${named}, or pass --database-url postgres://user:password@host:5432/dbname` : 'pass --database-url postgres://user:password@host:5432/dbname, set DATABASE_URL, or set postgres.urlEnv in lifeline.yml');
     }
     const conn = parsePgUrl(settings.postgres.url);
     return settings.postgres.database ? { ...conn, database: settings.postgres.database } : conn;
@@ -38324,6 +38765,45 @@ async function checkConnection(session, conn) {
 /** Where tenant queries run: the same connection and client tools as backups (locally or in the Compose service). */
 async function tenantDatabase(settings) {
     return { runner: await postgresRunner(settings), conn: environmentConnection(settings) };
+}
+
+;// CONCATENATED MODULE: ./src/tenant/cross-tenant.ts
+
+
+
+/**
+ * Rows a `via` join reaches from this tenant although a table on the path names another tenant
+ * in its own tenant column, counted in the session's snapshot. Such rows are never exported nor
+ * planned for deletion; the policy decides whether their presence fails the command.
+ */
+async function findCrossTenantRows(session, collections, tenant) {
+    const literal = quoteLiteral(tenant);
+    const found = [];
+    for (const collection of collections) {
+        if (collection.ownTenantColumns.length === 0)
+            continue;
+        for (const kind of ['foreign', 'stranded']) {
+            if (kind === 'stranded' && !collection.ownTenantColumns.some((c) => c.depth === 0))
+                continue;
+            const source = tenantRowsSource(collection, literal, kind === 'foreign' ? 'only' : 'stranded');
+            const rows = Number((await session.queryValue(`SELECT count(*)::bigint AS n ${source}`)) ?? 0);
+            if (rows === 0)
+                continue;
+            const keyColumns = [...collection.orderBy, ...collection.ownTenantColumns.filter((c) => c.depth === 0).map((c) => c.column)];
+            const fields = keyColumns.length ? keyColumns.map((c) => `${quoteLiteral(c)}, t0.${quoteIdent(c)}`).join(', ') : `'ctid', t0.ctid::text`;
+            const order = collection.orderBy.length ? collection.orderBy.map((c) => `t0.${quoteIdent(c)}`).join(', ') : 't0.ctid';
+            const examples = await session.query(`SELECT json_build_object(${fields})::text AS example ${source} ORDER BY ${order} LIMIT 3`);
+            found.push({ collection: collection.name, path: describeCollection(collection), kind, rows, examples: examples.map((e) => e.example) });
+        }
+    }
+    return found;
+}
+/** Exit 3 before anything is written: the fix is in the data or in tenants.crossTenantRows. */
+function crossTenantRefusal(tenant, found, what) {
+    const described = found.map((f) => f.kind === 'foreign'
+        ? `${f.collection}: ${f.rows} row${f.rows === 1 ? '' : 's'} joined through ${f.path} name another tenant in their own tenant column (e.g. ${f.examples.join(', ')})`
+        : `${f.collection}: ${f.rows} row${f.rows === 1 ? '' : 's'} name this tenant in their own tenant column but join through ${f.path} to another tenant, so no export or deletion of this tenant would hold them (e.g. ${f.examples.join(', ')})`);
+    return errors_refusal('CROSS_TENANT_ROWS', `tenant ${JSON.stringify(tenant)}: ${described.join('; ')}; ${what}`, "correct those rows (a child's tenant column must name its parent's tenant), or set tenants.crossTenantRows: exclude to leave such rows out of exports and deletion plans (each export records how many it left out)", { crossTenant: found });
 }
 
 // EXTERNAL MODULE: external "node:zlib"
@@ -38530,6 +39010,7 @@ async function queryOnce(runner, conn, sql, database) {
 
 
 
+
 /**
  * A read-only repeatable-read transaction: every count and every COPY that joins its exported
  * snapshot sees the same data. Literals are written with standard_conforming_strings on, so a
@@ -38560,6 +39041,9 @@ async function countTenantRows(session, collections, tenant) {
     }
     return counts;
 }
+/** Names the canonical row encoding in export manifests; change it whenever the settings below change. */
+const ROW_ENCODING = 'lifeline-tenant-rows/1';
+const ROW_ENCODING_SETTINGS = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; SET extra_float_digits = 1; SET bytea_output = 'hex'; SET lc_monetary = 'C';";
 /**
  * Starts a psql process that joins the exported snapshot and runs one statement; its output
  * (COPY data or an unaligned, tuples-only result) is the process's stdout.
@@ -38568,6 +39052,9 @@ function startInSnapshot(runner, conn, snapshotId, statement) {
     const script = [
         'SET standard_conforming_strings = on;',
         "SET client_encoding = 'UTF8';",
+        // The canonical row encoding: exports and deletion plans compare content byte for byte, so
+        // every setting that changes how a value is printed is pinned, never left to the client.
+        ROW_ENCODING_SETTINGS,
         'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;',
         `SET TRANSACTION SNAPSHOT ${quoteLiteral(snapshotId)};`,
         `${statement};`,
@@ -38592,6 +39079,19 @@ async function countInSnapshot(runner, conn, snapshotId, collection, tenant) {
         throw errors_failure('COUNT_FAILED', `counting the rows of ${collection.name} failed: ${result.stderr.trim() || JSON.stringify(out.slice(0, 200))}`);
     }
     return Number(out.trim());
+}
+/**
+ * sha256 of a collection's rows in the canonical encoding of `format`, from its own psql joining
+ * the snapshot: the bytes an export of this snapshot would write, hashed as they stream.
+ */
+async function digestInSnapshot(runner, conn, snapshotId, collection, tenant, format) {
+    const running = startInSnapshot(runner, conn, snapshotId, collectionCopyStatement(collection, quoteLiteral(tenant), format));
+    const hash = (0,external_node_crypto_.createHash)('sha256');
+    running.stdout.on('data', (chunk) => hash.update(chunk));
+    const result = await running.done;
+    if (result.exitCode !== 0)
+        throw errors_failure('DIGEST_FAILED', `reading the rows of ${collection.name} failed: ${result.stderr.trim().split('\n').slice(-2).join(' ')}`);
+    return hash.digest('hex');
 }
 /** Runs `task` over `items` with at most `limit` at a time; the first failure stops the others. */
 async function inParallel(items, limit, task) {
@@ -38714,14 +39214,14 @@ const MAX_TENANT_ID_LENGTH = 200;
 function assertUsableTenantId(tenant) {
     const fix = 'pass the tenant id exactly as stored in the database, e.g. --tenant tenant-001';
     if (tenant.trim() === '')
-        throw usageError('BAD_TENANT', 'the tenant id is empty', fix);
+        throw errors_usageError('BAD_TENANT', 'the tenant id is empty', fix);
     if (tenant.length > MAX_TENANT_ID_LENGTH)
-        throw usageError('BAD_TENANT', `the tenant id is ${tenant.length} characters long; at most ${MAX_TENANT_ID_LENGTH} are accepted`, fix);
+        throw errors_usageError('BAD_TENANT', `the tenant id is ${tenant.length} characters long; at most ${MAX_TENANT_ID_LENGTH} are accepted`, fix);
     // eslint-disable-next-line no-control-regex
     if (/[\u0000-\u001f\u007f]/.test(tenant))
-        throw usageError('BAD_TENANT', `the tenant id ${JSON.stringify(tenant)} contains a control character (NUL, newline, tab, ...)`, fix);
+        throw errors_usageError('BAD_TENANT', `the tenant id ${JSON.stringify(tenant)} contains a control character (NUL, newline, tab, ...)`, fix);
     if (tenant.includes('/') || tenant.includes('..')) {
-        throw usageError('BAD_TENANT', `the tenant id ${JSON.stringify(tenant)} contains '/' or '..', which could escape the catalog's directory`, fix);
+        throw errors_usageError('BAD_TENANT', `the tenant id ${JSON.stringify(tenant)} contains '/' or '..', which could escape the catalog's directory`, fix);
     }
 }
 /**
@@ -38756,7 +39256,6 @@ function tenantExportsKind(tenant) {
 
 
 
-
 /** sha256, size and record count of a collection file in one read. */
 async function scanCollectionFile(path, format) {
     const hash = (0,external_node_crypto_.createHash)('sha256');
@@ -38781,17 +39280,24 @@ async function verifyTenantExport(entry, options = {}) {
     const collections = new Map((manifest.collections ?? []).map((c) => [c.file, c]));
     let sums = [];
     try {
-        sums = parseSums(await (0,promises_namespaceObject.readFile)((0,external_node_path_namespaceObject.join)(entry.dir, SUMS_FILE), 'utf8'));
+        sums = parseSums(await confine_readEntryText(entry.dir, SUMS_FILE));
     }
     catch (error) {
         problems.push(`${SUMS_FILE}: ${error.message}`);
     }
+    // Only the files export.json names may be read: any other SHA256SUMS line is a problem, unread.
+    const named = new Set([...collections.keys(), ...(manifest.archive ? [manifest.archive.file, `${manifest.archive.file}.sha256`] : [])]);
     for (const { file, sha256: listed } of sums) {
         const before = problems.length;
-        const path = (0,external_node_path_namespaceObject.join)(entry.dir, file);
         const collection = collections.get(file);
         let rows;
+        if (!named.has(file)) {
+            problems.push(`${JSON.stringify(file)}: listed in ${SUMS_FILE} but not named by the export's manifest; it was not read`);
+            files.push({ file, ok: false });
+            continue;
+        }
         try {
+            const path = await entryFilePath(entry.dir, file);
             if (collection) {
                 const scanned = await scanCollectionFile(path, manifest.format);
                 rows = scanned.records;
@@ -38810,7 +39316,7 @@ async function verifyTenantExport(entry, options = {}) {
                 }
             }
             else {
-                const { sha256 } = await files_sha256File(path);
+                const { sha256 } = await sha256File(path);
                 if (sha256 !== listed)
                     problems.push(`${file}: sha256 is ${sha256}, ${SUMS_FILE} says ${listed}`);
             }
@@ -38828,7 +39334,7 @@ async function verifyTenantExport(entry, options = {}) {
         const { file, sha256 } = manifest.archive;
         if (!sums.some((s) => s.file === file && s.sha256 === sha256))
             problems.push(`${file}: missing from ${SUMS_FILE} or listed with another sha256 than the manifest's`);
-        const sidecar = await (0,promises_namespaceObject.readFile)((0,external_node_path_namespaceObject.join)(entry.dir, `${file}.sha256`), 'utf8').catch(() => '');
+        const sidecar = await confine_readEntryText(entry.dir, `${file}.sha256`).catch(() => '');
         if (!sidecar.startsWith(`${sha256}  `))
             problems.push(`${file}.sha256: missing or disagrees with the manifest`);
     }
@@ -38836,6 +39342,7 @@ async function verifyTenantExport(entry, options = {}) {
 }
 
 ;// CONCATENATED MODULE: ./src/tenant/export.ts
+
 
 
 
@@ -38863,7 +39370,7 @@ async function exportTenant(options) {
     const { catalog, env, tenant, logger } = options;
     const kind = tenantExportsKind(tenant);
     if (options.rowCapOverride !== undefined && (!Number.isInteger(options.rowCapOverride) || options.rowCapOverride < 1)) {
-        throw usageError('BAD_ROW_CAP', `--row-cap must be a positive whole number (got ${options.rowCapOverride})`, 'pass e.g. --row-cap 500000');
+        throw errors_usageError('BAD_ROW_CAP', `--row-cap must be a positive whole number (got ${options.rowCapOverride})`, 'pass e.g. --row-cap 500000');
     }
     // Wait like a backup does: a scheduled backup holding the lock briefly is no reason to refuse.
     return withLock(catalog.envDir(env), env, { command: `tenant export ${tenant}`, owner: options.owner, waitSeconds: 30 }, async () => {
@@ -38875,6 +39382,14 @@ async function exportTenant(options) {
         const id = newEntryId();
         try {
             const collections = await resolveCollections(session, options.collections);
+            const crossTenantPolicy = options.crossTenantRows ?? 'fail';
+            const crossTenant = await findCrossTenantRows(session, collections, tenant);
+            if (crossTenant.length && crossTenantPolicy === 'fail')
+                throw crossTenantRefusal(tenant, crossTenant, 'nothing was exported');
+            for (const found of crossTenant) {
+                logger.warn(found.kind === 'foreign' ? `${found.collection}: left out ${found.rows} rows joined through ${found.path} whose own tenant column names another tenant (tenants.crossTenantRows: exclude)` : `${found.collection}: ${found.rows} rows name ${tenant} in their own tenant column but join to another tenant: they are not in this export`);
+            }
+            const excludedIn = (name) => crossTenant.find((f) => f.collection === name && f.kind === 'foreign');
             // With truncation allowed, exact counts come first: they decide what to cut and give the true
             // counts. Otherwise each COPY reads at most cap + 1 rows, and one row too many refuses the
             // export before its entry is complete: the same guarantee without a second pass over the data.
@@ -38913,6 +39428,8 @@ async function exportTenant(options) {
                     truncated: p.truncated,
                     trueCount: p.trueCount ?? written.rows,
                     orderedBy: p.collection.orderBy.length ? p.collection.orderBy : ['ctid'],
+                    contentDigest: written.sha256,
+                    ...(excludedIn(p.collection.name) ? { crossTenantExcluded: excludedIn(p.collection.name).rows } : {}),
                 };
             });
             if (exported.every((c) => c.rows === 0))
@@ -38930,6 +39447,8 @@ async function exportTenant(options) {
                 truncated: exported.some((c) => c.truncated),
                 totals: { rows: exported.reduce((n, c) => n + c.rows, 0), bytes: exported.reduce((n, c) => n + c.bytes, 0) },
                 collections: exported,
+                rowEncoding: ROW_ENCODING,
+                crossTenantRows: crossTenantPolicy,
             };
             if (options.archive)
                 manifest.archive = await addArchive(staged, manifest);
@@ -38941,10 +39460,10 @@ async function exportTenant(options) {
             if (error instanceof RowCapExceeded) {
                 // The snapshot is still open: name the true count, as counting first would have.
                 const count = await countInSnapshot(options.runner, options.conn, snapshotId, error.collection, tenant);
-                throw refusal('ROW_CAP_EXCEEDED', `tenant ${JSON.stringify(tenant)}: ${error.collection.name} has ${count} rows, over its cap of ${error.cap}; nothing was kept`, "raise the cap (tenants.rowCap, the collection's rowCap, or --row-cap) after checking the size is expected, or pass --allow-truncation to export the first rows by primary key and mark the collection truncated", { collection: error.collection.name, count, cap: error.cap });
+                throw errors_refusal('ROW_CAP_EXCEEDED', `tenant ${JSON.stringify(tenant)}: ${error.collection.name} has ${count} rows, over its cap of ${error.cap}; nothing was kept`, "raise the cap (tenants.rowCap, the collection's rowCap, or --row-cap) after checking the size is expected, or pass --allow-truncation to export the first rows by primary key and mark the collection truncated", { collection: error.collection.name, count, cap: error.cap });
             }
             if (error instanceof ByteCapExceeded) {
-                throw refusal('BYTE_CAP_EXCEEDED', `tenant ${JSON.stringify(tenant)}: the export grew past its byte cap of ${options.byteCap} bytes; nothing was kept`, 'raise tenants.byteCap after checking the size is expected (the byte cap cannot be truncated around)', { byteCap: options.byteCap });
+                throw errors_refusal('BYTE_CAP_EXCEEDED', `tenant ${JSON.stringify(tenant)}: the export grew past its byte cap of ${options.byteCap} bytes; nothing was kept`, 'raise tenants.byteCap after checking the size is expected (the byte cap cannot be truncated around)', { byteCap: options.byteCap });
             }
             throw error;
         }
@@ -38963,17 +39482,12 @@ async function exportTenant(options) {
         const pruned = await pruneTenantExports(catalog, env, tenant, options.keep, newest.id);
         for (const id of pruned)
             logger.info(`pruned export ${id} (keeping ${options.keep})`);
-        return { entry: newest, manifestSha256: (await files_sha256File((0,external_node_path_namespaceObject.join)(newest.dir, EXPORT_MANIFEST))).sha256, pruned };
+        return { entry: newest, manifestSha256: (await sha256File((0,external_node_path_namespaceObject.join)(newest.dir, EXPORT_MANIFEST))).sha256, pruned };
     });
 }
 /** Streams one collection from a psql process that joins the exported snapshot. */
 async function copyCollection(options, staged, file, snapshotId, collection, limit, budget, signal) {
-    const select = tenantRowsQuery(collection, quoteLiteral(options.tenant), limit);
-    // NDJSON through CSV with quote and delimiter bytes JSON text never holds: COPY then writes each
-    // JSON document verbatim, with none of the text format's backslash escaping.
-    const copy = options.format === 'csv'
-        ? `COPY (${select}) TO STDOUT WITH (FORMAT csv, HEADER)`
-        : `COPY (SELECT row_to_json(r)::text FROM (${select}) AS r) TO STDOUT WITH (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')`;
+    const copy = collectionCopyStatement(collection, quoteLiteral(options.tenant), options.format, limit);
     const running = startInSnapshot(options.runner, options.conn, snapshotId, copy);
     const meter = new ExportMeter(options.format, budget);
     running.stdout.on('error', (error) => meter.destroy(error));
@@ -39008,7 +39522,7 @@ class RowCapExceeded extends Error {
     }
 }
 function unknownTenant(tenant, collections) {
-    return usageError('UNKNOWN_TENANT', `tenant ${JSON.stringify(tenant)} has no rows in any collection (${collections.map((c) => c.name).join(', ')})`, 'check the id (it is matched exactly, case included) and the environment; nothing was written');
+    return errors_usageError('UNKNOWN_TENANT', `tenant ${JSON.stringify(tenant)} has no rows in any collection (${collections.map((c) => c.name).join(', ')})`, 'check the id (it is matched exactly, case included) and the environment; nothing was written');
 }
 /** Collections counted or exported at once, each by its own psql joining the snapshot (as pg_dump -j does). */
 const PARALLELISM = 2;
@@ -39051,72 +39565,112 @@ async function pruneTenantExports(catalog, env, tenant, keep, justWritten) {
 
 
 
+
 /** Where a lastWriteQuery takes the tenant id (as a quoted literal, never as SQL). */
 const TENANT_PLACEHOLDER = ":'tenant'";
 /**
  * What an offboarding deletion of a tenant would touch, for review. Lifeline never deletes tenant
- * data: this only counts, and refuses unless a verified, complete export taken after the tenant's
- * last detectable write holds exactly the rows that would go.
+ * data: this only counts, and refuses unless a verified, complete export holds exactly the rows
+ * that would go. "Exactly" is content, not counts: in one snapshot every collection's rows are
+ * re-encoded as the export encoded them and hashed, and each hash must equal the export's.
  */
 async function planTenantDeletion(options) {
     const { tenant } = options;
     const kind = tenantExportsKind(tenant);
     if (options.lastWriteQuery !== undefined && !options.lastWriteQuery.includes(TENANT_PLACEHOLDER)) {
-        throw usageError('BAD_LAST_WRITE_QUERY', `tenants.lastWriteQuery does not use ${TENANT_PLACEHOLDER}`, `write it for one tenant, e.g. SELECT max(updated_at) FROM orders WHERE tenant_id = ${TENANT_PLACEHOLDER}`);
+        throw errors_usageError('BAD_LAST_WRITE_QUERY', `tenants.lastWriteQuery does not use ${TENANT_PLACEHOLDER}`, `write it for one tenant, e.g. SELECT max(updated_at) FROM orders WHERE tenant_id = ${TENANT_PLACEHOLDER}`);
     }
-    const { session } = await openSnapshotSession(options.runner, options.conn);
-    let collections;
-    let counts;
-    let lastWrite;
+    const { session, snapshotId, snapshotAt } = await openSnapshotSession(options.runner, options.conn);
     try {
-        collections = await resolveCollections(session, options.collections);
-        counts = await countTenantRows(session, collections, tenant);
+        const collections = await resolveCollections(session, options.collections);
+        const crossTenant = await findCrossTenantRows(session, collections, tenant);
+        if (crossTenant.length && (options.crossTenantRows ?? 'fail') === 'fail')
+            throw crossTenantRefusal(tenant, crossTenant, 'no deletion was planned');
+        const counts = await countTenantRows(session, collections, tenant);
         if ([...counts.values()].every((n) => n === 0)) {
-            throw usageError('UNKNOWN_TENANT', `tenant ${JSON.stringify(tenant)} has no rows in any collection (${collections.map((c) => c.name).join(', ')})`, 'check the id (it is matched exactly, case included) and the environment');
+            throw errors_usageError('UNKNOWN_TENANT', `tenant ${JSON.stringify(tenant)} has no rows in any collection (${collections.map((c) => c.name).join(', ')})`, 'check the id (it is matched exactly, case included) and the environment');
         }
-        lastWrite = await lastTenantWrite(session, collections, tenant, options.lastWriteQuery);
+        const lastWrite = await lastTenantWrite(session, collections, tenant, options.lastWriteQuery);
+        const excluded = (name) => crossTenant.find((f) => f.collection === name && f.kind === 'foreign')?.rows;
+        const summary = [...collections].reverse().map((c) => `${c.name} ${counts.get(c.name)}`).join(', ');
+        const totalRows = [...counts.values()].reduce((n, c) => n + c, 0);
+        // Digests of the rows now, per format, computed once and only for an export that passed the cheap checks.
+        const digests = new Map();
+        const digestsNow = (format) => {
+            if (!digests.has(format)) {
+                digests.set(format, inParallel(collections, deletion_plan_PARALLELISM, (c) => digestInSnapshot(options.runner, options.conn, snapshotId, c, tenant, format)).then((values) => new Map(collections.map((c, i) => [c.name, values[i]]))));
+            }
+            return digests.get(format);
+        };
+        const rejected = [];
+        const exports = await options.catalog.list(options.env, kind, EXPORT_MANIFEST);
+        for (const entry of exports) {
+            const m = entry.metadata;
+            // The timestamp columns are only reported: content decides. A configured lastWriteQuery can see
+            // writes outside the collections (an audit table), so it still has to be older than the export.
+            const reason = staleReason(m, options.lastWriteQuery !== undefined ? lastWrite.at : null, counts, collections);
+            if (reason) {
+                rejected.push(`${entry.id}: ${reason}`);
+                continue;
+            }
+            const verification = await verifyTenantExport(entry, { parseRecords: true });
+            if (!verification.ok) {
+                rejected.push(`${entry.id}: does not verify (${verification.problems.join('; ')})`);
+                continue;
+            }
+            const now = await digestsNow(m.format);
+            const differing = collections.filter((c) => m.collections.find((e) => e.name === c.name).contentDigest !== now.get(c.name));
+            if (differing.length) {
+                rejected.push(`${entry.id}: the rows of ${differing.map((c) => c.name).join(', ')} differ from the exported ones (same counts, other content: rows were updated, or inserted and deleted, since ${m.snapshotAt})`);
+                continue;
+            }
+            const planned = [...collections].reverse().map((c) => ({ name: c.name, path: describeCollection(c), rows: counts.get(c.name), contentDigest: now.get(c.name), ...(excluded(c.name) ? { crossTenantExcluded: excluded(c.name) } : {}) }));
+            return {
+                tenant,
+                collections: planned,
+                totalRows,
+                lastWriteAt: lastWrite.at,
+                lastWriteSource: lastWrite.source,
+                coveredBy: { exportId: entry.id, snapshotAt: m.snapshotAt, verifiedAt: verification.checkedAt, rowEncoding: m.rowEncoding, contentMatched: true },
+                plannedAt: snapshotAt,
+                strandedRows: crossTenant.filter((f) => f.kind === 'stranded').map((f) => ({ collection: f.collection, rows: f.rows, examples: f.examples })),
+            };
+        }
+        throw errors_refusal('NO_CURRENT_EXPORT', `no verified export of tenant ${JSON.stringify(tenant)} holds exactly its current rows (a deletion would touch ${totalRows} rows: ${summary})${rejected.length ? `. Considered: ${rejected.join('; ')}` : '; it has no exports'}`, `export again: lifeline tenant export --env ${options.env} --tenant ${tenant}, then plan again (with writes stopped for the tenant, or the new export is stale as soon as it is taken)`, { totalRows, lastWriteAt: lastWrite.at, rejected });
     }
     finally {
         await session.close();
     }
-    const planned = [...collections].reverse().map((c) => ({ name: c.name, path: describeCollection(c), rows: counts.get(c.name) }));
-    const totalRows = planned.reduce((n, c) => n + c.rows, 0);
-    const summary = planned.map((c) => `${c.name} ${c.rows}`).join(', ');
-    const rejected = [];
-    const exports = await options.catalog.list(options.env, kind, EXPORT_MANIFEST);
-    for (const entry of exports) {
-        const m = entry.metadata;
-        const reason = staleReason(m, lastWrite.at, counts);
-        if (reason) {
-            rejected.push(`${entry.id}: ${reason}`);
-            continue;
-        }
-        const verification = await verifyTenantExport(entry, { parseRecords: true });
-        if (!verification.ok) {
-            rejected.push(`${entry.id}: does not verify (${verification.problems.join('; ')})`);
-            continue;
-        }
-        return { tenant, collections: planned, totalRows, lastWriteAt: lastWrite.at, lastWriteSource: lastWrite.source, coveredBy: { exportId: entry.id, snapshotAt: m.snapshotAt, verifiedAt: verification.checkedAt } };
-    }
-    throw refusal('NO_CURRENT_EXPORT', `no verified export of tenant ${JSON.stringify(tenant)} covers its current data (a deletion would touch ${totalRows} rows: ${summary}; last write ${lastWrite.at ?? 'unknown'} from ${lastWrite.source})${rejected.length ? `. Considered: ${rejected.join('; ')}` : '; it has no exports'}`, `run: lifeline tenant export --env ${options.env} --tenant ${tenant}, then plan again`, { collections: planned, totalRows, lastWriteAt: lastWrite.at, rejected });
 }
-function staleReason(manifest, lastWriteAt, counts) {
+/** Reasons an export cannot cover the current rows that need no second read of the data. */
+function staleReason(manifest, lastWriteAt, counts, collections) {
     if (manifest.truncated)
         return 'truncated, so incomplete';
+    if (manifest.rowEncoding !== ROW_ENCODING)
+        return `made ${manifest.rowEncoding ? `with the row encoding ${manifest.rowEncoding}` : 'before exports recorded content digests'}, so its content cannot be compared`;
     if (lastWriteAt !== null && Date.parse(manifest.snapshotAt) <= Date.parse(lastWriteAt))
         return `taken at ${manifest.snapshotAt}, not after the last write at ${lastWriteAt}`;
-    for (const [name, count] of counts) {
-        const exported = manifest.collections.find((c) => c.name === name);
+    for (const collection of collections) {
+        const exported = manifest.collections.find((c) => c.name === collection.name);
         if (!exported)
-            return `does not include ${name}`;
+            return `does not include ${collection.name}`;
+        const path = describeCollection(collection);
+        if (exported.path !== path)
+            return `exported ${collection.name} as ${exported.path}, configured now as ${path}`;
+        const count = counts.get(collection.name);
         if (exported.trueCount !== count)
-            return `${name} had ${exported.trueCount} rows then, ${count} now`;
+            return `${collection.name} had ${exported.trueCount} rows then, ${count} now`;
+        if (typeof exported.contentDigest !== 'string' || exported.contentDigest !== exported.sha256)
+            return `${collection.name} has no content digest matching its file`;
     }
     return undefined;
 }
+/** Collections hashed at once, each by its own psql joining the snapshot. */
+const deletion_plan_PARALLELISM = 2;
 /**
  * The tenant's last write: the configured query, or else the latest value of every timestamp
- * column over the tenant's rows in every collection (created, updated, placed, paid ...).
+ * column over the tenant's rows in every collection (created, updated, placed, paid ...). Only
+ * the configured query decides anything; the columns' value is shown for the reviewer.
  */
 async function lastTenantWrite(session, collections, tenant, lastWriteQuery) {
     const literal = quoteLiteral(tenant);
@@ -39136,7 +39690,80 @@ async function lastTenantWrite(session, collections, tenant, lastWriteQuery) {
         if (value)
             latest = Math.max(latest ?? -Infinity, Date.parse(value));
     }
-    return { at: latest === undefined ? null : new Date(latest).toISOString(), source: used.length ? `max(${used.join(', ')})` : 'no timestamp columns (only row counts are compared)' };
+    return { at: latest === undefined ? null : new Date(latest).toISOString(), source: used.length ? `max(${used.join(', ')}) (reported only: coverage is decided by content)` : 'no timestamp columns' };
+}
+
+;// CONCATENATED MODULE: ./src/postgres/compression.ts
+
+const COMPRESSION_METHODS = ['gzip', 'zstd', 'lz4', 'none'];
+/** Levels each method accepts (pg_dump 16's own ranges; gzip's also hold for 15). */
+const LEVELS = {
+    gzip: { min: 1, max: 9 },
+    zstd: { min: 1, max: 22 },
+    lz4: { min: 1, max: 12 },
+};
+/** pg_dump 16 added zstd and lz4 to the custom format; 15 and older have gzip levels only. */
+const FIRST_MAJOR = { gzip: 0, none: 0, zstd: 16, lz4: 16 };
+/**
+ * The default for a pg_dump major. On a small host the dump is bound by pg_dump compressing on
+ * one core: gzip 1 takes about a third of gzip 6's time for an archive ~1.15-1.25x larger.
+ * zstd 1 for 16+: with the zstd CLI on the sample data (pg_dump 16 is not installed here, so
+ * not measured through pg_dump) zstd -1 was ~2x faster than gzip -1 at about gzip -6's size;
+ * zstd -3 was slower and no smaller, and lz4 -1 no faster than zstd -1 but 1.6x larger.
+ */
+function defaultCompression(pgDumpMajor) {
+    return pgDumpMajor >= 16 ? { method: 'zstd', level: 1 } : { method: 'gzip', level: 1 };
+}
+const FORMAT_FIX = 'write METHOD or METHOD:LEVEL, e.g. gzip:1, gzip:6, zstd:3, lz4, none (zstd and lz4 need pg_dump 16 or newer)';
+/**
+ * Parses `METHOD[:LEVEL]` (the `--compress` flag, `postgres.compress`). A bare method takes its
+ * default level (gzip 1, zstd 1, lz4 1). A bare number is pg_dump's own `-Z N` spelling: gzip N, 0 = none.
+ */
+function parseCompression(text, where = '--compress') {
+    const spec = text.trim().toLowerCase();
+    if (/^\d+$/.test(spec)) {
+        const level = Number(spec);
+        if (level > 9)
+            throw errors_usageError('BAD_COMPRESSION', `${where} ${text}: a bare number is a gzip level, 0-9`, FORMAT_FIX);
+        return level === 0 ? { method: 'none', level: null } : { method: 'gzip', level };
+    }
+    const match = /^([a-z0-9]+)(?::(-?\d+))?$/.exec(spec);
+    const method = match?.[1];
+    if (!match || !method || !COMPRESSION_METHODS.includes(method)) {
+        throw errors_usageError('BAD_COMPRESSION', `${where} ${JSON.stringify(text)}: unknown compression method (known: ${COMPRESSION_METHODS.join(', ')})`, FORMAT_FIX);
+    }
+    if (method === 'none') {
+        if (match[2] !== undefined)
+            throw errors_usageError('BAD_COMPRESSION', `${where} ${text}: none takes no level`, FORMAT_FIX);
+        return { method, level: null };
+    }
+    const range = LEVELS[method];
+    const level = match[2] === undefined ? 1 : Number(match[2]);
+    if (level < range.min || level > range.max) {
+        throw errors_usageError('BAD_COMPRESSION', `${where} ${text}: ${method} levels are ${range.min}-${range.max}`, `pick a ${method} level from ${range.min} to ${range.max}, or ${FORMAT_FIX}`);
+    }
+    return { method, level };
+}
+/** `gzip:1`, `zstd:3`, `none`: how messages and backup.json name it. */
+function formatCompression(c) {
+    return c.level === null ? c.method : `${c.method}:${c.level}`;
+}
+/**
+ * The pg_dump argument for a compression, refusing (exit 2, before anything runs) one that this
+ * pg_dump cannot write.
+ */
+function pgDumpCompressArg(c, pgDumpMajor) {
+    if (pgDumpMajor < FIRST_MAJOR[c.method]) {
+        throw usageError('COMPRESSION_UNSUPPORTED', `${formatCompression(c)} compression needs pg_dump ${FIRST_MAJOR[c.method]} or newer; this pg_dump is version ${pgDumpMajor}`, `use gzip (e.g. --compress gzip:1, or postgres.compress: gzip:1 in lifeline.yml), or install the PostgreSQL ${FIRST_MAJOR[c.method]}+ client tools (postgres.binDir)`);
+    }
+    // pg_dump 15 and older know only `--compress=N` (gzip, 0 = none); 16 also reads METHOD:LEVEL.
+    if (pgDumpMajor < 16)
+        return `--compress=${c.level ?? 0}`;
+    return c.level === null ? '--compress=none' : `--compress=${c.method}:${c.level}`;
+}
+/** The legacy `compressLevel` setting (a gzip level, 0 = none) as a compression. */
+function fromGzipLevel(level) {
+    return level === 0 ? { method: 'none', level: null } : { method: 'gzip', level };
 }
 
 ;// CONCATENATED MODULE: ./src/settings/duration.ts
@@ -39147,7 +39774,7 @@ function parseDuration(value, keyPath = 'duration') {
     const text = value.trim();
     const match = /^(\d+(?:\.\d+)?)\s*([smhdw]?)$/i.exec(text);
     if (!match) {
-        throw usageError('BAD_DURATION', `${keyPath}: "${value}" is not a duration`, 'write a number followed by s, m, h, d or w, e.g. 90s, 15m, 4h, 7d');
+        throw errors_usageError('BAD_DURATION', `${keyPath}: "${value}" is not a duration`, 'write a number followed by s, m, h, d or w, e.g. 90s, 15m, 4h, 7d');
     }
     const amount = Number(match[1]);
     const unit = (match[2] || 's').toLowerCase();
@@ -40560,7 +41187,7 @@ const base64 = /^$|^(?:[0-9a-zA-Z+/]{4})*(?:(?:[0-9a-zA-Z+/]{2}==)|(?:[0-9a-zA-Z
 const base64url = /^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2,3})?$/;
 // based on https://stackoverflow.com/questions/106179/regular-expression-to-match-dns-hostname-or-ip-address
 // export const hostname: RegExp = /^([a-zA-Z0-9-]+\.)*[a-zA-Z0-9-]+$/;
-const hostname = /^(?=.{1,253}\.?$)[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[-0-9a-zA-Z]{0,61}[0-9a-zA-Z])?)*\.?$/;
+const regexes_hostname = /^(?=.{1,253}\.?$)[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[-0-9a-zA-Z]{0,61}[0-9a-zA-Z])?)*\.?$/;
 const domain = /^(?=.{1,253}$)([a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]{2,63}$/;
 const httpProtocol = /^https?$/;
 // https://blog.stevenlevithan.com/archives/validate-phone-number#r4-3 (regex sans spaces) E.164: leading digit must be 1-9; total digits (excluding '+') between 7-15
@@ -48718,8 +49345,12 @@ const postgres = object({
     binDir: schemas_string().min(1).optional(),
     /** Query whose single value is the schema migration head, e.g. Alembic's. */
     migrationHeadQuery: schemas_string().min(1).optional(),
-    /** pg_dump compression level for the custom format (0-9). */
+    /** Legacy: a gzip level for the custom format (0-9, 0 = none); prefer `compress`. */
     compressLevel: schemas_number().int().min(0).max(9).optional(),
+    /** pg_dump compression, METHOD[:LEVEL] (gzip:1, zstd:3, lz4, none); default by the pg_dump version. */
+    compress: union([schemas_string().min(1), schemas_number().int()]).optional(),
+    /** How long a backup or restore waits for a table lock (a migration's) before failing with who holds it (default 60s). */
+    lockTimeout: schema_duration.optional(),
     /** Physical backups and WAL archiving through pgBackRest. */
     physical: object({
         stanza: schemas_string().min(1),
@@ -48753,12 +49384,16 @@ const compose = object({
         .strict()
         .optional(),
     healthTimeout: schema_duration.optional(),
+    /** How long every check must keep passing after the first healthy answer (default 5s). */
+    settle: schema_duration.optional(),
 })
     .strict();
 const retention = object({
     keepLast: schemas_number().int().min(1).optional(),
     keepDaily: schemas_number().int().min(0).optional(),
     keepWeekly: schemas_number().int().min(0).optional(),
+    /** Pre-restore backups are their own class and never count toward the environment's backups. */
+    preRestore: object({ keepLast: schemas_number().int().min(0).optional(), keepDays: schemas_number().int().min(0).optional() }).strict().optional(),
 })
     .strict();
 /** Names the docker CLI itself reads: a container variable of that name would redirect or break the CLI that starts it. */
@@ -48792,6 +49427,8 @@ const appCheck = object({
 const drill = object({
     /** Oldest acceptable passing drill for the release gate. */
     maxAge: schema_duration.optional(),
+    /** How often drills are scheduled (the drill workflow's or cron's schedule): checked against maxAge. */
+    every: schema_duration.optional(),
     /** Environment variable holding the URL of an isolated drill database; default: a throwaway cluster. */
     targetUrlEnv: envVarName.optional(),
     smokeSql: schemas_string().min(1).optional(),
@@ -48817,12 +49454,15 @@ const tenants = object({
     keep: schemas_number().int().min(1).optional(),
     /** SQL returning the tenant's last write as one timestamp, with `:'tenant'` where the id goes (as a quoted literal); default: the latest timestamp column over the tenant's rows. */
     lastWriteQuery: schemas_string().min(1).optional(),
+    /** A `via` row whose own tenant column names another tenant than its parent's: `fail` the export and plan (default), or `exclude` it and count it. */
+    crossTenantRows: schemas_enum(['fail', 'exclude']).optional(),
     collections: array(tenantCollection).optional(),
 })
     .strict();
 const manifest = object({
     publicKey: schemas_string().min(1).optional(),
-    certificateIdentity: schemas_string().min(1).optional(),
+    /** Keyless: the trusted signing identity, or a list of them (keep the old workflow commit's identity when upgrading Lifeline). */
+    certificateIdentity: union([schemas_string().min(1), array(schemas_string().min(1)).min(1)]).optional(),
     certificateOidcIssuer: schemas_string().url().optional(),
     /** Keyless: the exact source repository URI the certificate must name (a reusable workflow's identity does not). */
     certificateSourceRepository: schemas_string().url().optional(),
@@ -48845,8 +49485,32 @@ const preflight = object({
     strict: schemas_boolean().optional(),
 })
     .strict();
+/** A credential inside a hook URL ends up in logs, job summaries and proxies' access logs. */
+const CREDENTIAL_PARAM = /^(.*token.*|.*secret.*|.*passw(or)?d.*|pwd|.*api[-_]?key.*|key|sig|signature|auth|authorization|credentials?|x-amz-.*)$/i;
+function hookUrlCredential(url) {
+    let parsed;
+    try {
+        parsed = new URL(url);
+    }
+    catch {
+        return undefined;
+    }
+    if (parsed.username || parsed.password)
+        return 'a user name or password (user:password@)';
+    for (const name of parsed.searchParams.keys())
+        if (CREDENTIAL_PARAM.test(name))
+            return `a credential in the query string (?${name}=)`;
+    return undefined;
+}
 const hook = union([
-    object({ http: schemas_string().url(), method: schemas_enum(['GET', 'POST', 'PUT']).optional(), expectStatus: schemas_number().int().optional() }).strict(),
+    object({
+        http: schemas_string().url(),
+        method: schemas_enum(['GET', 'POST', 'PUT']).optional(),
+        expectStatus: schemas_number().int().optional(),
+        /** Request headers whose values come from environment variables, e.g. { Authorization: HOOK_AUTHORIZATION }. */
+        headersFromEnv: record(schemas_string().regex(/^[A-Za-z0-9-]+$/, 'an HTTP header name such as Authorization'), envVarName).optional(),
+    })
+        .strict(),
     object({ command: array(schemas_string().min(1)).min(1) }).strict(),
 ]);
 const storage = object({
@@ -48862,6 +49526,21 @@ const storage = object({
     reviewed: object({ provider: schemas_string().min(1), by: schemas_string().min(1), date: schemas_string().regex(/^\d{4}-\d{2}-\d{2}$/, 'a date as YYYY-MM-DD') }).strict().optional(),
 })
     .strict();
+/** Who hears about what, and the dead-man's switch. Both URLs are secrets: from the file, or from the variable named. */
+const notify = object({
+    /** POST one JSON message per command (Slack/Mattermost incoming-webhook compatible: it has `text`). */
+    webhook: schemas_string().url().optional(),
+    webhookEnv: envVarName.optional(),
+    /** healthchecks.io convention: URL/start, URL, URL/fail. */
+    ping: schemas_string().url().optional(),
+    pingEnv: envVarName.optional(),
+    /** The scheduled commands that ping (default: backup). */
+    pingCommands: array(schemas_enum(['backup', 'verify', 'prune', 'sync', 'drill', 'gate'])).min(1).optional(),
+    /** Which outcomes post to the webhook (default: failed and refused; drills and gates always). */
+    on: array(schemas_enum(['succeeded', 'failed', 'refused'])).optional(),
+})
+    .strict()
+    .refine((n) => !(n.webhook && n.webhookEnv) && !(n.ping && n.pingEnv), 'set webhook or webhookEnv (ping or pingEnv), not both');
 const environmentSchema = object({
     /** Recovery point objective: the most data, in time, this environment may lose. */
     rpo: schema_duration.optional(),
@@ -48876,12 +49555,28 @@ const environmentSchema = object({
     redis: redis.optional(),
     compose: compose.optional(),
     retention: retention.optional(),
+    /** How often backups are scheduled (the backup workflow's or cron's schedule): checked against the RPO. */
+    backup: object({ every: schema_duration.optional() }).strict().optional(),
     drill: drill.optional(),
     tenants: tenants.optional(),
     manifest: manifest.optional(),
     preflight: preflight.optional(),
-    hooks: object({ postRestore: array(hook).optional() }).strict().optional(),
+    hooks: object({
+        postRestore: array(hook)
+            .superRefine((hooks, ctx) => {
+            hooks.forEach((h, i) => {
+                const credential = 'http' in h ? hookUrlCredential(h.http) : undefined;
+                // The message never repeats the URL: it holds the credential.
+                if (credential)
+                    ctx.addIssue({ code: 'custom', path: [i, 'http'], message: `the URL carries ${credential}; put it in a header from an environment variable instead: headersFromEnv: { Authorization: HOOK_AUTHORIZATION }` });
+            });
+        })
+            .optional(),
+    })
+        .strict()
+        .optional(),
     storage: storage.optional(),
+    notify: notify.optional(),
     /** Production turns on the stricter preflight gates. */
     production: schemas_boolean().optional(),
 })
@@ -48908,26 +49603,95 @@ const EMPTY_CONFIG = { version: 1, environments: {} };
 function loadConfig(path, options) {
     if (!(0,external_node_fs_namespaceObject.existsSync)(path)) {
         if (options.explicit) {
-            throw usageError('CONFIG_NOT_FOUND', `configuration file ${path} does not exist`, 'pass --config with the path of your lifeline.yml, or omit it to use flags and environment variables only');
+            throw errors_usageError('CONFIG_NOT_FOUND', `configuration file ${path} does not exist`, 'pass --config with the path of your lifeline.yml, or omit it to use flags and environment variables only');
         }
         return { path: undefined, config: EMPTY_CONFIG };
     }
-    return { path, config: parseConfig((0,external_node_fs_namespaceObject.readFileSync)(path, 'utf8'), path) };
+    return { path, config: parseConfig(readConfigText(path), path) };
 }
+/** lifeline.yml is a few kilobytes; anything far larger is not a configuration file. */
+const MAX_CONFIG_BYTES = 1024 * 1024;
+/**
+ * Reads the configuration file as text, refusing what is not one: a directory, a device or FIFO
+ * (which could block or never end), an unreadable file, a huge or binary file. Nothing of the
+ * file's content is ever quoted: --config may point at any file on the host.
+ */
+function readConfigText(path) {
+    const fix = 'pass --config with the path of your lifeline.yml (a YAML file)';
+    let info;
+    try {
+        info = (0,external_node_fs_namespaceObject.statSync)(path);
+    }
+    catch (error) {
+        throw errors_usageError('CONFIG_UNREADABLE', `configuration file ${path} cannot be read (${error.code ?? 'error'})`, fix);
+    }
+    if (info.isDirectory())
+        throw errors_usageError('CONFIG_NOT_A_FILE', `configuration file ${path} is a directory`, `${fix}, e.g. --config ${path.replace(/\/+$/, '')}/lifeline.yml`);
+    if (!info.isFile())
+        throw errors_usageError('CONFIG_NOT_A_FILE', `configuration file ${path} is not a regular file`, fix);
+    if (info.size > MAX_CONFIG_BYTES)
+        throw errors_usageError('CONFIG_TOO_LARGE', `configuration file ${path} is ${info.size} bytes, too large for a lifeline.yml (at most ${MAX_CONFIG_BYTES})`, fix);
+    let buffer;
+    try {
+        buffer = (0,external_node_fs_namespaceObject.readFileSync)(path);
+    }
+    catch (error) {
+        const code = error.code;
+        throw errors_usageError('CONFIG_UNREADABLE', `configuration file ${path} cannot be read (${code === 'EACCES' || code === 'EPERM' ? 'permission denied' : code ?? 'error'})`, code === 'EACCES' || code === 'EPERM' ? `make it readable by the user running Lifeline (uid ${process.getuid?.() ?? '?'}), e.g. chmod 0640 ${path} and the right group, or ${fix}` : fix);
+    }
+    if (buffer.includes(0))
+        throw errors_usageError('CONFIG_NOT_YAML', `configuration file ${path} is binary (it holds NUL bytes), not YAML`, fix);
+    return buffer.toString('utf8');
+}
+/** A lifeline.yml needs no aliases to speak of: a handful at most, never an expansion bomb. */
+const MAX_ALIAS_COUNT = 50;
 function parseConfig(text, path = 'lifeline.yml') {
     const lineCounter = new dist/* LineCounter */.HN();
-    const doc = (0,dist/* parseDocument */.Tp)(text, { lineCounter, prettyErrors: true });
+    const doc = (0,dist/* parseDocument */.Tp)(text, { lineCounter, prettyErrors: true, uniqueKeys: true });
     if (doc.errors.length > 0) {
         const first = doc.errors[0];
         const line = first.linePos?.[0]?.line;
-        throw usageError('CONFIG_YAML', `${path}${line ? `:${line}` : ''}: not valid YAML: ${first.message.split('\n')[0]}`, 'fix the YAML syntax at that line (indentation, quoting, a missing colon)');
+        const column = first.linePos?.[0]?.col;
+        // The parser's own message can quote the offending line: say where and what kind, not what it holds.
+        throw errors_usageError('CONFIG_YAML', `${path}${line ? `:${line}` : ''}: not valid YAML (${describeYamlError(first.code)}${column ? ` at column ${column}` : ''})`, 'fix the YAML syntax at that line (indentation, quoting, a missing colon); is --config pointing at your lifeline.yml?');
     }
-    const data = doc.toJS() ?? {};
+    let data;
+    try {
+        data = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT }) ?? {};
+    }
+    catch (error) {
+        if (/alias/i.test(error.message)) {
+            throw errors_usageError('CONFIG_YAML', `${path}: YAML aliases expand too far (more than ${MAX_ALIAS_COUNT} alias references, the shape of a "billion laughs" document)`, 'write the values out instead of nesting aliases (*name)');
+        }
+        throw errors_usageError('CONFIG_YAML', `${path}: not valid YAML (${error.name})`, 'fix the YAML syntax; `lifeline config check` validates the file');
+    }
+    if (data === null || typeof data !== 'object' || Array.isArray(data)) {
+        throw errors_usageError('CONFIG_INVALID', `${path} is not a Lifeline configuration: its top level is ${Array.isArray(data) ? 'a list' : `a ${typeof data}`}, not a mapping of keys`, 'start from examples/lifeline.yml (version: 1, environments: ...); is --config pointing at your lifeline.yml?');
+    }
+    const keys = Object.keys(data);
+    if (keys.length > 0 && !keys.some((k) => k === 'version' || k === 'environments' || k === 'store')) {
+        // Some other file (an env file, a Compose file): its keys are not ours to print.
+        throw errors_usageError('CONFIG_INVALID', `${path} is not a Lifeline configuration: none of version, environments or store at its top level (${keys.length} other key${keys.length === 1 ? '' : 's'})`, 'start from examples/lifeline.yml (version: 1, environments: ...); is --config pointing at your lifeline.yml?');
+    }
     const result = configSchema.safeParse(data);
     if (result.success)
         return result.data;
     const problems = result.error.issues.map((issue) => describeIssue(issue, data, path, (keyPath) => lineOf(doc.contents, keyPath, lineCounter)));
-    throw usageError('CONFIG_INVALID', `${path} is not a valid Lifeline configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`, 'correct the keys named above; `lifeline config check` validates the file without running anything', { problems });
+    throw errors_usageError('CONFIG_INVALID', `${path} is not a valid Lifeline configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`, 'correct the keys named above; `lifeline config check` validates the file without running anything', { problems });
+}
+function describeYamlError(code) {
+    const known = {
+        BAD_INDENT: 'bad indentation',
+        MISSING_CHAR: 'a missing character',
+        MULTILINE_IMPLICIT_KEY: 'a key that spans lines',
+        BLOCK_AS_IMPLICIT_KEY: 'a block used as a key',
+        DUPLICATE_KEY: 'a duplicate key',
+        TAB_AS_INDENT: 'a tab used for indentation',
+        UNEXPECTED_TOKEN: 'an unexpected token',
+        BAD_SCALAR_START: 'a value that starts with a reserved character',
+        BAD_ALIAS: 'a bad alias',
+    };
+    return known[code] ?? code.toLowerCase().replace(/_/g, ' ');
 }
 function describeIssue(issue, data, file, lineFor) {
     const path = issue.path;
@@ -49050,32 +49814,61 @@ function lineOf(root, path, lc) {
 }
 
 ;// CONCATENATED MODULE: ./src/settings/secrets.ts
-/** Returns the URL with its password replaced by `***`, for logs and error messages. */
-function redactUrl(url) {
+
+/** URL query parameters that libpq (and most clients) read as credentials. */
+const SECRET_PARAMS = ['password', 'sslpassword'];
+/** Decodes a percent-escaped component; a malformed escape is kept as written (it is still the secret). */
+function decodeLenient(value) {
     try {
-        const parsed = new URL(url);
-        if (parsed.password)
-            parsed.password = '***';
-        return parsed.toString();
+        return decodeURIComponent(value);
     }
     catch {
-        return url.replace(/(\/\/[^:/@]+:)[^@]*@/, '$1***@');
+        return value;
     }
 }
-/** The password embedded in a URL, if any, so it can be registered as a secret. */
+/** Returns the URL with its password (userinfo and `?password=` / `?sslpassword=`) replaced by `***`. */
+function redactUrl(url) {
+    return redactSecretsInText(url);
+}
+/** Every secret a URL carries: the userinfo password and the credential query parameters, raw and decoded. */
+function secrets_urlSecrets(url) {
+    if (!url)
+        return [];
+    const found = new Set();
+    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@]*?:([^/?#@]*)@/i.exec(url)?.[1];
+    if (userinfo) {
+        found.add(userinfo);
+        found.add(decodeLenient(userinfo));
+    }
+    const query = url.split('?')[1]?.split('#')[0] ?? '';
+    for (const pair of query.split('&')) {
+        const eq = pair.indexOf('=');
+        if (eq < 0)
+            continue;
+        if (!SECRET_PARAMS.includes(decodeLenient(pair.slice(0, eq)).toLowerCase()))
+            continue;
+        const raw = pair.slice(eq + 1);
+        if (!raw)
+            continue;
+        found.add(raw);
+        found.add(decodeLenient(raw.replace(/\+/g, ' ')));
+        found.add(decodeLenient(raw));
+    }
+    return [...found].filter((s) => s && s !== '***');
+}
+/** The password embedded in a URL (userinfo first, else `?password=`), so it can be registered as a secret. */
 function urlPassword(url) {
     if (!url)
         return undefined;
-    try {
-        const password = new URL(url).password;
-        return password ? decodeURIComponent(password) : undefined;
-    }
-    catch {
-        return undefined;
-    }
+    const secrets = secrets_urlSecrets(url);
+    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@]*?:([^/?#@]*)@/i.exec(url)?.[1];
+    if (userinfo)
+        return decodeLenient(userinfo);
+    return secrets.length > 0 ? secrets[secrets.length - 1] : undefined;
 }
 
 ;// CONCATENATED MODULE: ./src/settings/resolve.ts
+
 
 
 
@@ -49124,7 +49917,7 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
     const envConfig = config.environments[name];
     if (!envConfig && declared.length > 0 && name !== DEFAULT_ENVIRONMENT) {
         const suggestion = nearest(name, declared);
-        throw usageError('UNKNOWN_ENVIRONMENT', `environment "${name}" is not declared in ${loaded.path}`, suggestion ? `did you mean --env ${suggestion}? Declared: ${declared.join(', ')}` : `declare it under environments: in ${loaded.path}, or use one of: ${declared.join(', ')}`);
+        throw errors_usageError('UNKNOWN_ENVIRONMENT', `environment "${name}" is not declared in ${loaded.path}`, suggestion ? `did you mean --env ${suggestion}? Declared: ${declared.join(', ')}` : `declare it under environments: in ${loaded.path}, or use one of: ${declared.join(', ')}`);
     }
     const env = envConfig ?? {};
     const baseDir = loaded.path ? (0,external_node_path_namespaceObject.dirname)(loaded.path) : options.cwd;
@@ -49133,34 +49926,20 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
     const secrets = [];
     const store = absCwd(inputs.store) ?? absCwd(options.env.LIFELINE_STORE) ?? abs(env.store) ?? abs(config.store) ?? (0,external_node_path_namespaceObject.resolve)(options.cwd, DEFAULT_STORE);
     const pg = env.postgres ?? {};
-    let pgUrl;
-    let urlSource;
-    if (inputs.databaseUrl !== undefined) {
-        pgUrl = inputs.databaseUrl;
-        urlSource = '--database-url';
-    }
-    else if (options.env.DATABASE_URL) {
-        pgUrl = options.env.DATABASE_URL;
-        urlSource = 'DATABASE_URL';
-    }
-    else if (pg.urlEnv) {
-        pgUrl = options.env[pg.urlEnv];
-        urlSource = pg.urlEnv;
-    }
+    const pgChoice = chooseUrl(inputs.databaseUrl, '--database-url', 'DATABASE_URL', pg.urlEnv, `environments.${name}.postgres.urlEnv`, options.env);
+    const pgUrl = pgChoice.url;
+    const urlSource = pgChoice.source;
     if (pgUrl !== undefined)
         validateUrl(pgUrl, ['postgres:', 'postgresql:'], urlSource ?? 'database URL', 'postgres://user:password@host:5432/dbname');
-    const pgPassword = urlPassword(pgUrl);
-    if (pgPassword)
-        secrets.push(pgPassword);
+    secrets.push(...secrets_urlSecrets(pgUrl));
     let redisSettings;
-    const redisUrl = inputs.redisUrl ?? options.env.REDIS_URL ?? (env.redis?.urlEnv ? options.env[env.redis.urlEnv] : undefined);
+    const redisChoice = chooseUrl(inputs.redisUrl, '--redis-url', 'REDIS_URL', env.redis?.urlEnv, `environments.${name}.redis.urlEnv`, options.env);
+    const redisUrl = redisChoice.url;
     if (redisUrl !== undefined || env.redis) {
         if (redisUrl !== undefined)
-            validateUrl(redisUrl, ['redis:', 'rediss:'], inputs.redisUrl !== undefined ? '--redis-url' : 'REDIS_URL', 'redis://:password@host:6379/0');
-        const redisPassword = urlPassword(redisUrl);
-        if (redisPassword)
-            secrets.push(redisPassword);
-        redisSettings = { url: redisUrl, service: env.redis?.service, binDir: abs(env.redis?.binDir) };
+            validateUrl(redisUrl, ['redis:', 'rediss:'], redisChoice.source ?? 'Redis URL', 'redis://:password@host:6379/0');
+        secrets.push(...secrets_urlSecrets(redisUrl));
+        redisSettings = { url: redisUrl, urlSource: redisChoice.source, urlEnv: env.redis?.urlEnv, service: env.redis?.service, binDir: abs(env.redis?.binDir) };
     }
     const composeCfg = env.compose ?? {};
     const services = {};
@@ -49170,12 +49949,29 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
     }
     const drillCfg = env.drill ?? {};
     const drillTarget = drillCfg.targetUrlEnv ? options.env[drillCfg.targetUrlEnv] : undefined;
-    const drillPassword = urlPassword(drillTarget);
-    if (drillPassword)
-        secrets.push(drillPassword);
+    secrets.push(...secrets_urlSecrets(drillTarget));
+    // Values handed to the application container are as secret as the database URL it gets.
+    secrets.push(...Object.values(drillCfg.appCheck?.env ?? {}));
     const storage = env.storage ? resolveStorage(env.storage, options.env) : undefined;
     if (storage?.credentials)
         secrets.push(storage.credentials.secretAccessKey, ...(storage.credentials.sessionToken ? [storage.credentials.sessionToken] : []));
+    const notifyCfg = env.notify ?? {};
+    const notifyUrl = (value, variable, key) => {
+        const url = value ?? (variable ? options.env[variable] || undefined : undefined);
+        if (url === undefined)
+            return undefined;
+        // The whole URL is the secret (a Slack webhook's path, a healthchecks.io UUID).
+        secrets.push(url);
+        validateUrl(url, ['http:', 'https:'], variable ? `${variable} (environments.${name}.notify.${key}Env)` : `environments.${name}.notify.${key}`, 'https://hooks.slack.com/services/...');
+        return url;
+    };
+    const notify = {
+        webhook: notifyUrl(notifyCfg.webhook, notifyCfg.webhookEnv, 'webhook'),
+        ping: notifyUrl(notifyCfg.ping, notifyCfg.pingEnv, 'ping'),
+        pingCommands: notifyCfg.pingCommands ?? ['backup'],
+        on: notifyCfg.on ?? ['failed', 'refused'],
+        onConfigured: notifyCfg.on !== undefined,
+    };
     const tenantsCfg = env.tenants ?? {};
     return {
         name,
@@ -49190,11 +49986,14 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
         postgres: {
             url: pgUrl,
             urlSource,
+            urlEnv: pg.urlEnv,
             service: pg.service,
             database: pg.database,
             binDir: abs(pg.binDir),
             migrationHeadQuery: pg.migrationHeadQuery,
             compressLevel: pg.compressLevel,
+            compress: resolveCompression(pg.compress, pg.compressLevel, `environments.${name}.postgres`),
+            lockTimeoutSeconds: pg.lockTimeout ? parseDuration(pg.lockTimeout, `environments.${name}.postgres.lockTimeout`) : undefined,
             physical: pg.physical ? { stanza: pg.physical.stanza, configFile: abs(pg.physical.configFile), type: pg.physical.type ?? 'full', repoPath: abs(pg.physical.repoPath) } : undefined,
         },
         redis: redisSettings,
@@ -49204,10 +50003,18 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
             command: composeCfg.command ?? 'auto',
             services,
             healthTimeoutSeconds: composeCfg.healthTimeout ? parseDuration(composeCfg.healthTimeout, `environments.${name}.compose.healthTimeout`) : 120,
+            settleSeconds: composeCfg.settle ? parseDuration(composeCfg.settle, `environments.${name}.compose.settle`) : 5,
         },
-        retention: { keepLast: env.retention?.keepLast ?? 7, keepDaily: env.retention?.keepDaily ?? 7, keepWeekly: env.retention?.keepWeekly ?? 4 },
+        retention: {
+            keepLast: env.retention?.keepLast ?? 7,
+            keepDaily: env.retention?.keepDaily ?? 7,
+            keepWeekly: env.retention?.keepWeekly ?? 4,
+            preRestore: { keepLast: env.retention?.preRestore?.keepLast ?? 3, keepDays: env.retention?.preRestore?.keepDays ?? 7 },
+        },
+        backupEverySeconds: env.backup?.every ? parseDuration(env.backup.every, `environments.${name}.backup.every`) : undefined,
         drill: {
             maxAgeSeconds: drillCfg.maxAge ? parseDuration(drillCfg.maxAge, `environments.${name}.drill.maxAge`) : 7 * 86400,
+            everySeconds: drillCfg.every ? parseDuration(drillCfg.every, `environments.${name}.drill.every`) : undefined,
             targetUrl: drillTarget,
             smokeSql: abs(drillCfg.smokeSql),
             windowSeconds: drillCfg.window ? parseDuration(drillCfg.window, `environments.${name}.drill.window`) : 7 * 86400,
@@ -49228,6 +50035,7 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
             byteCap: parseByteSize(tenantsCfg.byteCap ?? '10GiB'),
             keep: tenantsCfg.keep ?? 3,
             lastWriteQuery: tenantsCfg.lastWriteQuery,
+            crossTenantRows: tenantsCfg.crossTenantRows ?? 'fail',
             collections: tenantsCfg.collections ?? [],
         },
         manifest: {
@@ -49245,15 +50053,31 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
             nginxConfig: abs(env.preflight?.nginxConfig),
             caddyConfig: abs(env.preflight?.caddyConfig),
         },
-        hooks: { postRestore: env.hooks?.postRestore ?? [] },
+        hooks: { postRestore: resolveHooks(env.hooks?.postRestore ?? [], name, options.env, secrets) },
         storage,
+        notify,
         secrets,
     };
+}
+/**
+ * An environment's URL: the flag (given for this one command) wins; then the variable the
+ * environment's config names; the generic variable (DATABASE_URL, REDIS_URL) applies only where the
+ * config names none, so a production URL in DATABASE_URL never reaches `--env staging`. A named
+ * variable that is unset leaves the URL unset (the command then says to set it), never the generic one.
+ */
+function chooseUrl(flag, flagName, generic, named, namedKey, env) {
+    if (flag !== undefined)
+        return { url: flag, source: flagName };
+    if (named)
+        return env[named] === undefined ? {} : { url: env[named], source: `${named} (${namedKey})` };
+    if (env[generic] !== undefined)
+        return { url: env[generic], source: generic };
+    return {};
 }
 function positiveDuration(value, keyPath, fix) {
     const seconds = parseDuration(value, keyPath);
     if (seconds <= 0)
-        throw usageError('BAD_DURATION', `${keyPath}: "${value}" is zero`, fix);
+        throw errors_usageError('BAD_DURATION', `${keyPath}: "${value}" is zero`, fix);
     return seconds;
 }
 function resolveStorage(config, env) {
@@ -49274,10 +50098,10 @@ function validateUrl(url, protocols, source, example) {
         parsed = new URL(url);
     }
     catch {
-        throw usageError('BAD_URL', `${source} is not a valid URL`, `write it as ${example}`);
+        throw errors_usageError('BAD_URL', `${source} is not a valid URL`, `write it as ${example}`);
     }
     if (!protocols.includes(parsed.protocol)) {
-        throw usageError('BAD_URL', `${source} uses the scheme "${parsed.protocol}"; expected ${protocols.join(' or ')}`, `write it as ${example}`);
+        throw errors_usageError('BAD_URL', `${source} uses the scheme "${parsed.protocol}"; expected ${protocols.join(' or ')}`, `write it as ${example}`);
     }
 }
 const SIZE_UNITS = { B: 1, K: 1e3, KB: 1e3, KIB: 1024, M: 1e6, MB: 1e6, MIB: 1024 ** 2, G: 1e9, GB: 1e9, GIB: 1024 ** 3, T: 1e12, TB: 1e12, TIB: 1024 ** 4 };
@@ -49287,11 +50111,36 @@ function parseByteSize(value) {
     const match = /^(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?$/i.exec(value.trim());
     const unit = (match?.[2] ?? 'B').toUpperCase();
     if (!match || SIZE_UNITS[unit] === undefined)
-        throw usageError('BAD_SIZE', `"${value}" is not a size`, 'write a number with B, KB, MB, GB, KiB, MiB or GiB');
+        throw errors_usageError('BAD_SIZE', `"${value}" is not a size`, 'write a number with B, KB, MB, GB, KiB, MiB or GiB');
     return Math.round(Number(match[1]) * SIZE_UNITS[unit]);
+}
+/** `postgres.compress`, else the legacy `compressLevel` as a gzip level; both at once is ambiguous. */
+function resolveCompression(compress, level, where) {
+    if (compress !== undefined && level !== undefined) {
+        throw errors_usageError('CONFIG_INVALID', `${where}: set compress or compressLevel, not both`, `remove ${where}.compressLevel (compressLevel: N is the same as compress: gzip:N)`);
+    }
+    if (compress !== undefined)
+        return parseCompression(String(compress), `${where}.compress`);
+    return level === undefined ? undefined : fromGzipLevel(level);
+}
+function resolveHooks(hooks, env, vars, secrets) {
+    return hooks.map((hook, i) => {
+        if (!('http' in hook) || !hook.headersFromEnv)
+            return hook;
+        const headers = {};
+        for (const [header, variable] of Object.entries(hook.headersFromEnv)) {
+            const value = vars[variable];
+            if (!value)
+                throw errors_usageError('HOOK_HEADER_UNSET', `environments.${env}.hooks.postRestore[${i}].headersFromEnv.${header}: the environment variable ${variable} is unset or empty`, `export ${variable} (in Actions: env: ${variable}: \${{ secrets.... }}) or remove the header`);
+            headers[header] = value;
+            secrets.push(value);
+        }
+        return { ...hook, headers };
+    });
 }
 
 ;// CONCATENATED MODULE: ./src/commands/spec.ts
+
 
 
 const GLOBAL_INPUTS = [
@@ -49333,14 +50182,14 @@ class Inputs {
         const value = this.get(name, 'string');
         const spec = this.specs.get(name);
         if (value !== undefined && spec.choices && !spec.choices.includes(value)) {
-            throw usageError('BAD_INPUT', `--${name} must be one of ${spec.choices.join(', ')} (got "${value}")`, `pass --${name} ${spec.choices[0]}`);
+            throw errors_usageError('BAD_INPUT', `--${name} must be one of ${spec.choices.join(', ')} (got "${value}")`, `pass --${name} ${spec.choices[0]}`);
         }
         return value;
     }
     requiredString(name, fix) {
         const value = this.string(name);
         if (value === undefined || value.trim() === '') {
-            throw usageError('MISSING_INPUT', `missing --${name}`, fix ?? `pass --${name} (action input "${name}")`);
+            throw errors_usageError('MISSING_INPUT', `missing --${name}`, fix ?? `pass --${name} (action input "${name}")`);
         }
         return value;
     }
@@ -49374,7 +50223,7 @@ function parseBoolean(name, value) {
         return true;
     if (['false', 'no', '0', 'off', ''].includes(v))
         return false;
-    throw usageError('BAD_INPUT', `input "${name}" must be true or false (got "${value}")`, `set ${name}: true or ${name}: false`);
+    throw errors_usageError('BAD_INPUT', `input "${name}" must be true or false (got "${value}")`, `set ${name}: true or ${name}: false`);
 }
 /** Resolves the environment settings from the global inputs (flags > env vars > lifeline.yml). */
 function environmentFor(ctx) {
@@ -49395,6 +50244,33 @@ function notImplemented(name, summary, issue, inputs = [], outputs = []) {
             throw failure('NOT_IMPLEMENTED', `lifeline ${name} is not implemented yet (${issue})`, { fix: 'see the README for what each command can do today' });
         },
     };
+}
+/**
+ * A URL that may carry a password, from `--NAME URL` or from `--NAME-env VAR` (the URL read from
+ * that environment variable, so it never appears in the process list). Its secrets are registered
+ * with the logger either way.
+ */
+function urlInput(ctx, name, options) {
+    const direct = ctx.inputs.string(name);
+    const envName = ctx.inputs.string(`${name}-env`);
+    if (direct && envName) {
+        throw usageError('BAD_INPUT', `give --${name} or --${name}-env, not both`, `keep --${name}-env ${envName}: it keeps the password out of the process list`);
+    }
+    let url = direct;
+    if (envName) {
+        if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(envName)) {
+            throw usageError('BAD_INPUT', `--${name}-env must name an environment variable (got ${JSON.stringify(envName)})`, `pass the variable's name, e.g. --${name}-env TARGET_URL, after export TARGET_URL='${options.example}'`);
+        }
+        url = ctx.env[envName];
+        if (!url)
+            throw usageError('MISSING_INPUT', `--${name}-env ${envName}: the environment variable ${envName} is unset or empty`, `export ${envName}='${options.example}' first (in Actions: env: ${envName}: \${{ secrets.... }})`);
+    }
+    for (const secret of urlSecrets(url))
+        ctx.logger.secret(secret);
+    if (!url && options.required) {
+        throw usageError('MISSING_INPUT', `missing --${name}-env (or --${name})`, `export TARGET_URL='${options.example}' and pass --${name}-env TARGET_URL`);
+    }
+    return url;
 }
 
 ;// CONCATENATED MODULE: ./src/commands/action-spec.ts
@@ -49472,7 +50348,7 @@ function parseRowCap(value) {
     if (value === undefined)
         return undefined;
     if (!/^\d+$/.test(value.trim()) || Number(value) < 1)
-        throw usageError('BAD_ROW_CAP', `--row-cap must be a positive whole number (got "${value}")`, 'pass e.g. --row-cap 500000');
+        throw errors_usageError('BAD_ROW_CAP', `--row-cap must be a positive whole number (got "${value}")`, 'pass e.g. --row-cap 500000');
     return Number(value);
 }
 const tenantExportCommand = {
@@ -49517,12 +50393,13 @@ const tenantExportCommand = {
             allowTruncation: ctx.inputs.boolean('allow-truncation'),
             archive: ctx.inputs.boolean('archive'),
             keep: settings.tenants.keep,
+            crossTenantRows: settings.tenants.crossTenantRows,
             logger: ctx.logger,
             owner: defaultOwner(ctx.env),
         });
         const m = result.entry.metadata;
         const archivePath = m.archive ? (0,external_node_path_namespaceObject.join)(result.entry.dir, m.archive.file) : undefined;
-        const table = m.collections.map((c) => `  ${c.name.padEnd(16)} ${String(c.rows).padStart(10)} rows ${String(c.bytes).padStart(12)} bytes  ${c.sha256}${c.truncated ? `  TRUNCATED (${c.trueCount} in the database, cap ${c.cap})` : ''}`);
+        const table = m.collections.map((c) => `  ${c.name.padEnd(16)} ${String(c.rows).padStart(10)} rows ${String(c.bytes).padStart(12)} bytes  ${c.sha256}${c.truncated ? `  TRUNCATED (${c.trueCount} in the database, cap ${c.cap})` : ''}${c.crossTenantExcluded ? `  (${c.crossTenantExcluded} rows naming another tenant left out)` : ''}`);
         return {
             json: {
                 id: m.id,
@@ -49533,7 +50410,7 @@ const tenantExportCommand = {
                 manifestSha256: result.manifestSha256,
                 truncated: m.truncated,
                 totals: m.totals,
-                collections: m.collections.map((c) => ({ name: c.name, file: c.file, rows: c.rows, bytes: c.bytes, sha256: c.sha256, cap: c.cap, truncated: c.truncated, trueCount: c.trueCount })),
+                collections: m.collections.map((c) => ({ name: c.name, file: c.file, rows: c.rows, bytes: c.bytes, sha256: c.sha256, cap: c.cap, truncated: c.truncated, trueCount: c.trueCount, contentDigest: c.contentDigest, ...(c.crossTenantExcluded ? { crossTenantExcluded: c.crossTenantExcluded } : {}) })),
                 archive: m.archive ? { ...m.archive, path: archivePath } : null,
                 pruned: result.pruned,
             },
@@ -49581,7 +50458,7 @@ const tenantVerifyCommand = {
             ? (await catalog.list(settings.name, kind, EXPORT_MANIFEST))[0]
             : await catalog.get(settings.name, kind, wanted, EXPORT_MANIFEST);
         if (!entry) {
-            throw usageError('EXPORT_NOT_FOUND', `tenant ${JSON.stringify(tenant)} has no export ${wanted === 'latest' ? 'yet' : wanted} in environment ${settings.name}`, `run lifeline tenant export --env ${settings.name} --tenant ${tenant}`);
+            throw errors_usageError('EXPORT_NOT_FOUND', `tenant ${JSON.stringify(tenant)} has no export ${wanted === 'latest' ? 'yet' : wanted} in environment ${settings.name}`, `run lifeline tenant export --env ${settings.name} --tenant ${tenant}`);
         }
         const verification = await verifyTenantExport(entry, { parseRecords: true });
         const text = verification.ok
@@ -49613,18 +50490,234 @@ const tenantDeletionPlanCommand = {
             conn,
             collections: settings.tenants.collections,
             lastWriteQuery: settings.tenants.lastWriteQuery,
+            crossTenantRows: settings.tenants.crossTenantRows,
         });
         return {
             json: plan,
             text: [
                 `deletion plan for tenant ${tenant} (for review; Lifeline deletes nothing): ${plan.totalRows} rows`,
-                ...plan.collections.map((c) => `  ${c.name.padEnd(16)} ${String(c.rows).padStart(10)} rows  (${c.path})`),
-                `covered by export ${plan.coveredBy.exportId} (snapshot ${plan.coveredBy.snapshotAt}, verified ${plan.coveredBy.verifiedAt}); last write ${plan.lastWriteAt ?? 'unknown'} from ${plan.lastWriteSource}`,
+                ...plan.collections.map((c) => `  ${c.name.padEnd(16)} ${String(c.rows).padStart(10)} rows  (${c.path})  sha256 ${c.contentDigest.slice(0, 16)}…${c.crossTenantExcluded ? `  (${c.crossTenantExcluded} rows naming another tenant left out)` : ''}`),
+                ...plan.strandedRows.map((r) => `  NOT COVERED: ${r.collection} has ${r.rows} rows naming ${tenant} under another tenant's parent (e.g. ${r.examples.join(', ')}); this plan leaves them`),
+                `covered by export ${plan.coveredBy.exportId} (snapshot ${plan.coveredBy.snapshotAt}, verified ${plan.coveredBy.verifiedAt}): every collection's rows, re-read at ${plan.plannedAt}, match the exported ones byte for byte; last write ${plan.lastWriteAt ?? 'unknown'} from ${plan.lastWriteSource}`,
             ].join('\n'),
         };
     },
 };
 const tenantExportAction = singleCommandAction('tenant-export', "Export a tenant's data as checksummed, capped collections.", tenantExportCommand);
+
+;// CONCATENATED MODULE: ./src/notify/deliver.ts
+/** A few seconds per try and a couple of retries: a receiver that is down must not hold a backup up. */
+const DELIVERY_TIMEOUT_MS = 4000;
+const DELIVERY_RETRIES = 2;
+/**
+ * Sends one HTTP request to a notification receiver. Never throws: a notification that cannot be
+ * delivered is a warning and changes nothing about the command's outcome. The URL is a secret
+ * (a webhook's path, a ping UUID): messages name only its host.
+ */
+async function deliver(url, init, what, options) {
+    const retries = options.retries ?? DELIVERY_RETRIES;
+    let last = '';
+    for (let attempt = 0; attempt <= retries; attempt++) {
+        if (attempt > 0)
+            await new Promise((resolve) => setTimeout(resolve, (options.backoffMs ?? 500) * attempt));
+        try {
+            const response = await fetch(url, {
+                method: init.method,
+                body: init.body,
+                headers: init.contentType ? { 'content-type': init.contentType } : undefined,
+                signal: AbortSignal.timeout(options.timeoutMs ?? DELIVERY_TIMEOUT_MS),
+                redirect: 'error',
+            });
+            await response.arrayBuffer().catch(() => undefined);
+            if (response.ok)
+                return true;
+            last = `HTTP ${response.status}`;
+            // A receiver that refuses the message will refuse it again.
+            if (response.status >= 400 && response.status < 500 && response.status !== 429)
+                break;
+        }
+        catch (error) {
+            last = error.name === 'TimeoutError' ? `no answer within ${Math.round((options.timeoutMs ?? DELIVERY_TIMEOUT_MS) / 1000)}s` : error.cause?.message ?? error.message;
+        }
+    }
+    options.logger.warn(`could not deliver the ${what} to ${hostOf(url)} (${last}); the command's result is unchanged`);
+    return false;
+}
+function hostOf(url) {
+    try {
+        return new URL(url).host;
+    }
+    catch {
+        return 'the receiver';
+    }
+}
+/** healthchecks.io's convention: `URL/start`, `URL` (success), `URL/fail`, keeping a query string in place. */
+function pingUrl(base, suffix) {
+    if (!suffix)
+        return base;
+    const url = new URL(base);
+    url.pathname = `${url.pathname.replace(/\/+$/, '')}/${suffix}`;
+    return url.toString();
+}
+
+;// CONCATENATED MODULE: ./src/notify/message.ts
+/** The commands that report their outcome to the webhook. */
+const NOTIFYING_COMMANDS = ['backup', 'verify', 'prune', 'sync', 'drill', 'gate', 'restore', 'redis-restore', 'deploy', 'rollback'];
+/** Drills and gates are what operators watch: they post every outcome unless `notify.on` says otherwise. */
+const ALWAYS_POSTED = new Set(['drill', 'gate']);
+function shouldPost(settings, outcome) {
+    if (!settings.webhook)
+        return false;
+    if (settings.on.includes(outcome.outcome))
+        return true;
+    return !settings.onConfigured && ALWAYS_POSTED.has(outcome.command);
+}
+function webhookMessage(outcome, now = new Date()) {
+    return { text: summaryLine(outcome), source: 'lifeline', at: now.toISOString(), ...outcome };
+}
+function summaryLine(outcome) {
+    const verdict = { succeeded: 'succeeded', failed: 'FAILED', refused: 'was REFUSED' }[outcome.outcome];
+    const parts = [`Lifeline ${outcome.command} ${verdict} for ${outcome.environment} in ${formatSeconds(outcome.durationSeconds)}`];
+    if (outcome.entryId)
+        parts.push(`(${outcome.entryId})`);
+    let line = parts.join(' ');
+    const o = outcome.objectives;
+    if (o) {
+        const objective = (name, value, target) => `${name} ${value === null ? 'n/a' : formatSeconds(value)}${target === null ? '' : ` of ${formatSeconds(target)}`}`;
+        line += `; ${objective('RTO', o.rtoSeconds, o.rtoTargetSeconds)}, ${objective('RPO', o.rpoSeconds, o.rpoTargetSeconds)}`;
+    }
+    if (outcome.reason)
+        line += `: ${outcome.reason.split('\n')[0]}`;
+    return line;
+}
+function formatSeconds(seconds) {
+    if (seconds < 120)
+        return `${Math.round(seconds * 10) / 10}s`;
+    if (seconds < 7200)
+        return `${Math.round(seconds / 60)}m`;
+    return `${Math.round(seconds / 360) / 10}h`;
+}
+
+;// CONCATENATED MODULE: ./src/commands/observe.ts
+
+
+
+
+
+
+/** Every notifying command's outcome, one JSON line each; `lifeline metrics` reads the last gate and sync from it. */
+const RUNS_LOG = 'runs.log';
+const LOG_TAIL_LINES = 40;
+/**
+ * Runs a command and tells whoever the environment's `notify:` names: the healthchecks-style ping
+ * (start, then success or fail with the log's last lines) and the webhook message. Delivery
+ * problems are warnings; the command's own result or error is returned unchanged.
+ */
+async function runObserved(command, ctx) {
+    if (!NOTIFYING_COMMANDS.includes(command.name))
+        return command.run(ctx);
+    let settings;
+    try {
+        settings = environmentFor(ctx);
+    }
+    catch {
+        // The command reports its own configuration error.
+        return command.run(ctx);
+    }
+    const secrets = new Set(settings.secrets);
+    const tail = [];
+    const logger = recordingLogger(ctx.logger, tail, secrets);
+    const mask = (text) => {
+        let masked = logger_redactSecretsInText(text);
+        for (const secret of secrets)
+            if (secret.length >= 4)
+                masked = masked.split(secret).join('***');
+        return masked;
+    };
+    const { notify } = settings;
+    const ping = notify.ping && notify.pingCommands.includes(command.name) ? notify.ping : undefined;
+    const delivery = { logger: ctx.logger };
+    if (ping)
+        await deliver(pingUrl(ping, 'start'), { method: 'GET' }, 'start ping', delivery);
+    const started = performance.now();
+    let result;
+    let thrown;
+    try {
+        result = await command.run({ ...ctx, logger });
+    }
+    catch (error) {
+        thrown = error;
+    }
+    const durationSeconds = Math.round((performance.now() - started) / 100) / 10;
+    const outcome = outcomeOf(result, thrown);
+    const reason = thrown !== undefined ? mask(toLifelineError(thrown).message) : result?.exitCode ? mask(result.failureMessage ?? '') || undefined : undefined;
+    const report = {
+        command: command.name,
+        environment: settings.name,
+        outcome,
+        durationSeconds,
+        ...(entryIdOf(result) ? { entryId: entryIdOf(result) } : {}),
+        ...(reason ? { reason } : {}),
+        ...(command.name === 'drill' && result ? { objectives: objectivesOf(result.json) } : {}),
+    };
+    try {
+        await new Catalog(settings.store).appendLog(settings.name, RUNS_LOG, { at: new Date().toISOString(), command: report.command, outcome, durationSeconds, entryId: report.entryId });
+    }
+    catch (error) {
+        ctx.logger.warn(`could not record this ${command.name} in ${RUNS_LOG} (${mask(error.message)}); lifeline metrics will not show it`);
+    }
+    if (shouldPost(notify, report)) {
+        await deliver(notify.webhook, { method: 'POST', body: JSON.stringify(webhookMessage(report)), contentType: 'application/json' }, 'webhook message', delivery);
+    }
+    if (ping) {
+        const body = outcome === 'succeeded' ? report.entryId ?? '' : mask([...tail, reason ?? ''].join('\n'));
+        await deliver(pingUrl(ping, outcome === 'succeeded' ? '' : 'fail'), { method: 'POST', body, contentType: 'text/plain; charset=utf-8' }, `${outcome === 'succeeded' ? 'success' : 'failure'} ping`, delivery);
+    }
+    if (thrown !== undefined)
+        throw thrown;
+    return result;
+}
+function outcomeOf(result, thrown) {
+    if (thrown !== undefined)
+        return isLifelineError(thrown) && thrown.kind === 'refused' ? 'refused' : 'failed';
+    if (result?.exitCode === 3)
+        return 'refused';
+    return result?.exitCode ? 'failed' : 'succeeded';
+}
+function entryIdOf(result) {
+    const outputs = result?.outputs ?? {};
+    return outputs['backup-id'] || outputs['drill-id'] || outputs.deployment || outputs.release || outputs.id || undefined;
+}
+function objectivesOf(json) {
+    const report = json;
+    return {
+        rtoSeconds: report?.rto?.seconds ?? null,
+        rtoTargetSeconds: report?.rto?.targetSeconds ?? null,
+        rpoSeconds: report?.rpo?.seconds ?? null,
+        rpoTargetSeconds: report?.rpo?.targetSeconds ?? null,
+    };
+}
+/** The command's logger, also keeping the last lines (for the failure ping) and every secret it is told. */
+function recordingLogger(inner, tail, secrets) {
+    const keep = (level, message) => {
+        for (const line of message.split('\n'))
+            tail.push(`${level}${line}`);
+        if (tail.length > LOG_TAIL_LINES)
+            tail.splice(0, tail.length - LOG_TAIL_LINES);
+    };
+    return {
+        info: (message) => (keep('', message), inner.info(message)),
+        warn: (message) => (keep('warning: ', message), inner.warn(message)),
+        error: (message) => (keep('error: ', message), inner.error(message)),
+        debug: (message) => inner.debug(message),
+        group: (name, fn) => (keep('', `== ${name}`), inner.group(name, fn)),
+        secret: (value) => {
+            if (value)
+                secrets.add(value);
+            inner.secret(value);
+        },
+    };
+}
 
 ;// CONCATENATED MODULE: external "os"
 const external_os_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("os");
@@ -52577,12 +53670,15 @@ function getIDToken(aud) {
 
 
 
+
+
 function actionsLogger() {
     return {
-        info: (m) => info(m),
-        warn: (m) => warning(m),
-        error: (m) => core_error(m),
-        debug: (m) => core_debug(m),
+        // Shape-based masking on top of core.setSecret: a credential nobody registered is still hidden.
+        info: (m) => info(logger_redactSecretsInText(m)),
+        warn: (m) => warning(logger_redactSecretsInText(m)),
+        error: (m) => core_error(logger_redactSecretsInText(m)),
+        debug: (m) => core_debug(logger_redactSecretsInText(m)),
         group: (name, fn) => group(name, fn),
         secret: (v) => {
             if (v)
@@ -52617,15 +53713,14 @@ async function runAction(action, selected) {
             command = commandFor(action, chosen);
         }
         catch (error) {
-            throw usageError('BAD_INPUT', error.message, `set ${action.selector?.input} to one of ${Object.keys(action.commands).join(', ')}`);
+            throw errors_usageError('BAD_INPUT', error.message, `set ${action.selector?.input} to one of ${Object.keys(action.commands).join(', ')}`);
         }
         const values = readActionInputs(command);
         for (const key of ['database-url', 'redis-url']) {
-            const password = urlPassword(values[key]);
-            if (password)
-                core_setSecret(password);
+            for (const secret of secrets_urlSecrets(values[key]))
+                core_setSecret(secret);
         }
-        const result = await command.run({
+        const result = await runObserved(command, {
             inputs: new Inputs(command, values),
             env: process.env,
             cwd: process.cwd(),
@@ -52638,8 +53733,8 @@ async function runAction(action, selected) {
     catch (thrown) {
         const error = toLifelineError(thrown);
         if (error.cause)
-            core_debug(String(error.cause.stack ?? error.cause));
-        setFailed(error.describe());
+            core_debug(logger_redactSecretsInText(String(error.cause.stack ?? error.cause)));
+        setFailed(logger_redactSecretsInText(error.describe()));
         process.exitCode = error.exitCode;
     }
 }
@@ -52665,7 +53760,7 @@ async function publishResult(command, result) {
         await summary.addRaw(result.summary, true).write();
     }
     if (result.exitCode) {
-        setFailed(result.failureMessage ?? `${command.name} failed`);
+        setFailed(logger_redactSecretsInText(result.failureMessage ?? `${command.name} failed`));
         process.exitCode = result.exitCode;
     }
 }
