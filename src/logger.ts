@@ -16,7 +16,7 @@ export interface Logger {
  */
 export function redactSecretsInText(text: string): string {
   return text
-    .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/@"'<>]*:)[^\s@/"'<>]+@/gi, '$1***@')
+    .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/@"'<>]*:)[^\s/"'<>]+@/gi, '$1***@')
     .replace(/((?:[?&;\s]|^)(?:ssl)?password=)(?!\*\*\*(?:[&#\s"'<>]|$))[^&#\s"'<>]+/gi, '$1***');
 }
 

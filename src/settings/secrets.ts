@@ -21,7 +21,7 @@ export function redactUrl(url: string): string {
 export function urlSecrets(url: string | undefined): string[] {
   if (!url) return [];
   const found = new Set<string>();
-  const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@]*?:([^/?#@]*)@/i.exec(url)?.[1];
+  const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@:]*:([^/?#]*)@/i.exec(url)?.[1];
   if (userinfo) {
     found.add(userinfo);
     found.add(decodeLenient(userinfo));
@@ -44,7 +44,7 @@ export function urlSecrets(url: string | undefined): string[] {
 export function urlPassword(url: string | undefined): string | undefined {
   if (!url) return undefined;
   const secrets = urlSecrets(url);
-  const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@]*?:([^/?#@]*)@/i.exec(url)?.[1];
+  const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@:]*:([^/?#]*)@/i.exec(url)?.[1];
   if (userinfo) return decodeLenient(userinfo);
   return secrets.length > 0 ? secrets[secrets.length - 1] : undefined;
 }
