@@ -277,6 +277,13 @@ async function fetchOne(options: FetchOptions, layout: RemoteLayout, kind: Entry
   const remoteEntry = await readRemoteEntry(options.remote, layout, kind, id, options.env);
   const missing = remoteEntry.sums.filter((s) => !remoteEntry.objects.has(s.file));
   if (missing.length) throw missingObjects(options.remote, `${kind}/${id}`, missing.map((s) => remoteEntry.entryPrefix + s.file));
+  const unnamed = namedFileProblems(remoteEntry.metadataFile, remoteEntry.metadata, remoteEntry.sums, remoteEntry.objects);
+  if (unnamed.length) {
+    throw failure('REMOTE_ENTRY_INCOMPLETE', `${kind}/${id} in ${options.remote.location} is incomplete: ${unnamed.map((p) => p.detail).join('; ')}; nothing was fetched`, {
+      fix: 'that copy was altered or damaged: run `lifeline sync` from a host whose local entry verifies, or use an older entry',
+      details: { problems: unnamed },
+    });
+  }
   const result = await importEntry({
     catalog: options.catalog,
     env: options.env,
@@ -462,6 +469,17 @@ export async function verifyRemoteEntry(options: VerifyRemoteOptions): Promise<R
     }
     files.push(await checkObjectBytes(options.remote, file, key, sha256));
   }
+  // Every file the metadata names must be listed with the sha256 it records: a SHA256SUMS with a
+  // line removed (and its upload hash rewritten) would otherwise verify without the dump.
+  for (const problem of namedFileProblems(remoteEntry.metadataFile, remoteEntry.metadata, expected, remoteEntry.objects)) {
+    files.push({ file: problem.file, key: remoteEntry.entryPrefix + problem.file, status: problem.status, method: 'none', detail: problem.detail });
+  }
+  if (local) {
+    const differs = metadataFieldsDiffer(local.metadata, remoteEntry.metadata);
+    if (differs.length) {
+      files.push({ file: remoteEntry.metadataFile, key: remoteEntry.entryPrefix + remoteEntry.metadataFile, status: 'mismatch', method: 'downloaded and hashed', detail: `differs from the local ${remoteEntry.metadataFile} in ${differs.join(', ')}` });
+    }
+  }
   if (!expected.some((s) => s.file === remoteEntry.metadataFile)) {
     // backup.json and the like change locally (a verification is recorded in them), so only their presence and upload hash are checked.
     files.push({ file: remoteEntry.metadataFile, key: remoteEntry.entryPrefix + remoteEntry.metadataFile, status: 'ok', method: 'recorded sha256 (metadata file)', detail: `present; not covered by ${SUMS_FILE}` });
@@ -469,6 +487,70 @@ export async function verifyRemoteEntry(options: VerifyRemoteOptions): Promise<R
   const ok = files.every((f) => f.status === 'ok');
   for (const f of files) if (f.status !== 'ok') options.logger.error(`${ref} ${f.file}: ${f.detail}`);
   return { location: options.remote.location, kind, id, against: local ? 'the local SHA256SUMS' : "the bucket's own SHA256SUMS (no local copy)", files, ok };
+}
+
+/** What an entry's metadata names: each file with the sha256 it records (backup.json `files.*`, export.json `collections` and `archive`). */
+export function filesNamedByMetadata(metadata: EntryMetadata): Array<{ name: unknown; sha256: unknown }> {
+  const named: Array<{ name: unknown; sha256: unknown }> = [];
+  const files = metadata.files;
+  if (files && typeof files === 'object') {
+    for (const file of Object.values(files as Record<string, unknown>)) {
+      const f = file as { name?: unknown; sha256?: unknown } | null;
+      named.push({ name: f?.name, sha256: f?.sha256 });
+    }
+  }
+  if (Array.isArray(metadata.collections)) {
+    for (const c of metadata.collections as Array<{ file?: unknown; sha256?: unknown } | null>) named.push({ name: c?.file, sha256: c?.sha256 });
+  }
+  const archive = metadata.archive as { file?: unknown; sha256?: unknown } | undefined;
+  if (archive && typeof archive === 'object') named.push({ name: archive.file, sha256: archive.sha256 });
+  return named;
+}
+
+interface NamedFileProblem {
+  file: string;
+  status: 'missing' | 'mismatch';
+  detail: string;
+}
+
+/**
+ * The files the metadata names that SHA256SUMS does not list with the same sha256, or that the
+ * bucket lacks. An entry with any of these is incomplete, whatever its SHA256SUMS says.
+ */
+function namedFileProblems(metadataFile: string, metadata: EntryMetadata, sums: readonly SumEntry[], objects: ReadonlyMap<string, RemoteObject>): NamedFileProblem[] {
+  const listed = new Map(sums.map((s) => [s.file, s.sha256]));
+  const problems: NamedFileProblem[] = [];
+  for (const { name, sha256 } of filesNamedByMetadata(metadata)) {
+    if (typeof name !== 'string') {
+      problems.push({ file: metadataFile, status: 'mismatch', detail: `${metadataFile} names a file without a usable name (${JSON.stringify(name) ?? 'undefined'})` });
+      continue;
+    }
+    const problem = entryFileNameProblem(name);
+    if (problem) {
+      problems.push({ file: metadataFile, status: 'mismatch', detail: `${metadataFile} names the file ${JSON.stringify(name)}, which ${problem}` });
+      continue;
+    }
+    const listedSha = listed.get(name);
+    if (listedSha === undefined) problems.push({ file: name, status: 'missing', detail: `${metadataFile} names ${name} but ${SUMS_FILE} does not list it` });
+    else if (listedSha !== sha256) problems.push({ file: name, status: 'mismatch', detail: `${metadataFile} records sha256 ${String(sha256)} for ${name}, ${SUMS_FILE} lists ${listedSha}` });
+    else if (!objects.has(name)) problems.push({ file: name, status: 'missing', detail: `${metadataFile} names ${name} but it is missing in the bucket` });
+  }
+  return problems;
+}
+
+/** The metadata fields that matter for a restore; the rest (a recorded verification) legitimately changes locally. */
+const COMPARED_METADATA_FIELDS = ['files', 'database', 'createdAt', 'rowCounts', 'schemaFingerprint', 'collections', 'archive'];
+
+function metadataFieldsDiffer(local: EntryMetadata, remote: EntryMetadata): string[] {
+  return COMPARED_METADATA_FIELDS.filter((field) => stableJson(local[field]) !== stableJson(remote[field]));
+}
+
+function stableJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(stableJson).join(',')}]`;
+  if (value && typeof value === 'object') {
+    return `{${Object.keys(value as object).sort().map((k) => `${JSON.stringify(k)}:${stableJson((value as Record<string, unknown>)[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(value) ?? 'undefined';
 }
 
 /** One object's bytes against the expected sha256: the provider's full-object SHA-256 when it keeps one, else download and hash. */

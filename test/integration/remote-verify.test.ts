@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -191,6 +191,123 @@ describe('remote verification verifies', { timeout: 400_000 }, () => {
     const dir = join(other, 'store', ENV, 'drills', report.id);
     expect(readFileSync(join(dir, 'report.json')).equals(readFileSync(join(host.store, ENV, 'drills', report.id, 'report.json')))).toBe(true);
     expect((await checkSums(dir)).map((c) => `${c.file}:${c.ok}`)).toEqual(['report.json:true', 'report.sigstore.json:true', 'summary.md:true']);
+  });
+
+  /** Gives each backup.json the `files` a real backup records (name, bytes, sha256), as `lifeline backup` writes them. */
+  const nameFilesInMetadata = (host: Awaited<ReturnType<typeof syncedHost>>) => {
+    for (const id of [OLD, NEW]) {
+      const dir = join(host.store, ENV, 'backups', id);
+      const sums = new Map(readFileSync(join(dir, 'SHA256SUMS'), 'utf8').trim().split('\n').map((line) => [line.slice(66), line.slice(0, 64)] as const));
+      const metadata = JSON.parse(readFileSync(join(dir, 'backup.json'), 'utf8'));
+      metadata.database = 'shop';
+      metadata.rowCounts = { 'public.orders': 42 };
+      metadata.files = { postgres: { name: 'postgres.dump', sha256: sums.get('postgres.dump') }, globals: { name: 'globals.sql', sha256: sums.get('globals.sql') } };
+      writeFileSync(join(dir, 'backup.json'), `${JSON.stringify(metadata, null, 2)}\n`);
+    }
+  };
+  /** Replaces an object in the bucket, with the sha256 upload metadata rewritten to match (what an attacker with write access does). */
+  const replaceObject = async (host: Awaited<ReturnType<typeof syncedHost>>, key: string, content: string) => {
+    const path = join(host.dir, `forged-${randomBytes(4).toString('hex')}`);
+    writeFileSync(path, content);
+    await host.remote.putFile(key, path, { sha256: createHash('sha256').update(content).digest('hex'), bytes: Buffer.byteLength(content) });
+  };
+  const removeSumsLine = async (host: Awaited<ReturnType<typeof syncedHost>>, id: string, file: string) => {
+    const sums = readFileSync(join(host.store, ENV, 'backups', id, 'SHA256SUMS'), 'utf8').split('\n').filter((line) => !line.endsWith(`  ${file}`)).join('\n');
+    expect(sums).not.toContain(file);
+    await replaceObject(host, host.key(id, 'SHA256SUMS'), sums);
+  };
+  const localBackups = (store: string) => {
+    const dir = join(store, ENV, 'backups');
+    return existsSync(dir) ? readdirSync(dir).filter((name) => !name.startsWith('.')) : [];
+  };
+
+  it('an entry whose SHA256SUMS lost the dump line (upload hash rewritten) is incomplete: verify --remote exits 1 naming postgres.dump, fetch latest falls back, or fails when none is left', async () => {
+    const host = await syncedHost();
+    nameFilesInMetadata(host);
+    await syncEnvironment({ env: ENV, store: host.store, remote: host.remote, prefix: `${host.prefix}/`, logger: createMemoryLogger() });
+    // Untouched, the lost-host check passes: the named files are listed and present.
+    const clean = await lifeline(['verify', '--config', host.config, '--env', ENV, '--store', tempDir('clean'), '--remote', NEW], { env: secretEnv });
+    expect(clean.code, clean.stdout + clean.stderr).toBe(0);
+
+    await removeSumsLine(host, NEW, 'postgres.dump');
+    await flipByte(s3.objectPath(host.key(NEW, 'postgres.dump')), 1000);
+
+    // The host-loss case: no local copy, the bucket's own SHA256SUMS is all there is.
+    const verify = await lifeline(['verify', '--config', host.config, '--env', ENV, '--store', tempDir('lost'), '--remote', NEW], { env: secretEnv });
+    expect(verify.code).toBe(1);
+    expect(verify.stdout).toContain('backup.json names postgres.dump but SHA256SUMS does not list it');
+    const verifyJson = await lifeline(['verify', '--config', host.config, '--env', ENV, '--store', tempDir('lost-json'), '--remote', 'latest', '--json'], { env: secretEnv });
+    expect(verifyJson.code).toBe(1);
+    expect(JSON.parse(verifyJson.stdout)).toMatchObject({ id: NEW, ok: false });
+    expect(JSON.parse(verifyJson.stdout).files).toContainEqual(expect.objectContaining({ file: 'postgres.dump', status: 'missing' }));
+    // With the local copy the rewritten SHA256SUMS is also caught, and the dump is still named.
+    const withLocal = await lifeline(['verify', '--config', host.config, '--env', ENV, '--remote', NEW], { env: secretEnv });
+    expect(withLocal.code).toBe(1);
+    expect(withLocal.stdout).toMatch(/MISMATCH SHA256SUMS/);
+
+    const other = join(tempDir('fetch'), 'store');
+    const fetched = await lifeline(['fetch', '--config', host.config, '--env', ENV, '--store', other, '--kind', 'backups', 'latest', '--json'], { env: secretEnv });
+    expect(fetched.code, fetched.stderr).toBe(0);
+    const json = JSON.parse(fetched.stdout);
+    expect(json).toMatchObject({ id: OLD, fetched: true });
+    expect(json.skipped).toEqual([{ id: NEW, reason: expect.stringContaining('backup.json names postgres.dump but SHA256SUMS does not list it') }]);
+    expect(fetched.stderr).toContain('falling back to the previous complete entry');
+    expect(localBackups(other)).toEqual([OLD]);
+    expect(readdirSync(join(other, ENV, 'backups', OLD)).sort()).toEqual(['SHA256SUMS', 'backup.json', 'globals.sql', 'postgres.dump']);
+    const listed = await lifeline(['backups', '--config', host.config, '--env', ENV, '--store', other, '--json'], { env: secretEnv });
+    expect(listed.code, listed.stderr).toBe(0);
+    expect(listed.stdout).not.toContain(NEW);
+
+    // Named, the altered entry is refused and nothing half-imported appears.
+    const named = join(tempDir('named'), 'store');
+    const one = await lifeline(['fetch', '--config', host.config, '--env', ENV, '--store', named, NEW], { env: secretEnv });
+    expect(one.code).toBe(1);
+    expect(one.stderr).toContain('backup.json names postgres.dump but SHA256SUMS does not list it');
+    expect(localBackups(named)).toEqual([]);
+
+    // The same done to the older one: no complete entry is left, and fetch latest says so.
+    await removeSumsLine(host, OLD, 'postgres.dump');
+    const none = join(tempDir('none'), 'store');
+    const nothing = await lifeline(['fetch', '--config', host.config, '--env', ENV, '--store', none, 'latest'], { env: secretEnv });
+    expect(nothing.code).toBe(1);
+    expect(nothing.stderr).toContain('is complete and verifies');
+    expect(nothing.stderr).toContain(`${OLD}: backups/${OLD}`);
+    expect(localBackups(none)).toEqual([]);
+  });
+
+  it("a SHA256SUMS sha256 that differs from backup.json's is a mismatch (the dump swapped, sums and upload hash rewritten), and a bucket backup.json that differs from the local one in what matters fails", async () => {
+    const host = await syncedHost();
+    nameFilesInMetadata(host);
+    await syncEnvironment({ env: ENV, store: host.store, remote: host.remote, prefix: `${host.prefix}/`, logger: createMemoryLogger() });
+    const recorded = JSON.parse(readFileSync(join(host.store, ENV, 'backups', NEW, 'backup.json'), 'utf8')).files.postgres.sha256 as string;
+
+    // A consistent forgery as far as SHA256SUMS goes: another dump, its sha256 in SHA256SUMS and in the upload metadata.
+    const fake = 'not the production dump\n';
+    const fakeSha = createHash('sha256').update(fake).digest('hex');
+    await replaceObject(host, host.key(NEW, 'postgres.dump'), fake);
+    const sums = readFileSync(join(host.store, ENV, 'backups', NEW, 'SHA256SUMS'), 'utf8').replace(recorded, fakeSha);
+    await replaceObject(host, host.key(NEW, 'SHA256SUMS'), sums);
+
+    const verify = await lifeline(['verify', '--config', host.config, '--env', ENV, '--store', tempDir('lost'), '--remote', NEW], { env: secretEnv });
+    expect(verify.code).toBe(1);
+    expect(verify.stdout).toContain(`backup.json records sha256 ${recorded} for postgres.dump, SHA256SUMS lists ${fakeSha}`);
+    const other = join(tempDir('fetch'), 'store');
+    const fetched = await lifeline(['fetch', '--config', host.config, '--env', ENV, '--store', other, 'latest', '--json'], { env: secretEnv });
+    expect(fetched.code, fetched.stderr).toBe(0);
+    expect(JSON.parse(fetched.stdout)).toMatchObject({ id: OLD, skipped: [{ id: NEW, reason: expect.stringContaining('records sha256') }] });
+    expect(localBackups(other)).toEqual([OLD]);
+
+    // The older entry: a locally recorded verification rewrites backup.json, which is not a difference...
+    const localOld = join(host.store, ENV, 'backups', OLD, 'backup.json');
+    const metadata = JSON.parse(readFileSync(localOld, 'utf8'));
+    writeFileSync(localOld, `${JSON.stringify({ ...metadata, verified: { at: '2026-11-21T00:00:00.000Z', ok: true, checks: [] } }, null, 2)}\n`);
+    const recordedOnly = await lifeline(['verify', '--config', host.config, '--env', ENV, '--remote', OLD], { env: secretEnv });
+    expect(recordedOnly.code, recordedOnly.stdout).toBe(0);
+    // ...but the bucket's backup.json with other row counts is.
+    await replaceObject(host, host.key(OLD, 'backup.json'), `${JSON.stringify({ ...metadata, rowCounts: { 'public.orders': 0 } }, null, 2)}\n`);
+    const rows = await lifeline(['verify', '--config', host.config, '--env', ENV, '--remote', OLD], { env: secretEnv });
+    expect(rows.code).toBe(1);
+    expect(rows.stdout).toContain('differs from the local backup.json in rowCounts');
   });
 
   it('refuses a provider review dated in the future (exit 3) before any request', async () => {
