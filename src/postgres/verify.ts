@@ -141,9 +141,14 @@ export async function recordVerification(catalog: Catalog, env: string, entry: B
     const current = await catalog.get<BackupMetadata>(env, 'backups', entry.id, BACKUP_METADATA_FILE);
     if (!current) throw gone('was deleted');
     if (JSON.stringify(current.metadata.files) !== JSON.stringify(entry.metadata.files)) throw gone('was replaced');
-    const names = [SUMS_FILE, ...Object.values(current.metadata.files).flatMap((f) => (f ? [f.name] : []))];
-    for (const name of names) {
-      if (!(await fileExists(join(current.dir, name)))) throw gone(`lost ${name}`);
+    // A pass is recorded only into an entry that is still whole. A failure is recorded whenever the
+    // entry itself is still there: a file replaced by a FIFO, or a name pointing outside the entry,
+    // must leave the backup marked failed, never listed as verified from an earlier run.
+    if (report.ok) {
+      const names = [SUMS_FILE, ...Object.values(current.metadata.files).flatMap((f) => (f ? [f.name] : []))];
+      for (const name of names) {
+        if (!(await fileExists(join(current.dir, name)))) throw gone(`lost ${name}`);
+      }
     }
     const metadata: BackupMetadata = { ...current.metadata, verified: { at: (options.now ?? new Date()).toISOString(), ok: report.ok, checks: report.checks } };
     if (!(await catalog.rewriteExistingMetadata(current, BACKUP_METADATA_FILE, metadata))) throw gone('was deleted');

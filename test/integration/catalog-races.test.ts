@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -57,6 +57,24 @@ describe('recording a verification never resurrects or half-writes an entry', ()
     writeFileSync(join(b3.dir, 'backup.json'), JSON.stringify(replaced));
     await expect(recordVerification(catalog, 'default', b3, report('b3'))).rejects.toThrow(/was replaced/);
     for (const e of await listBackups(catalog, 'default')) expect(e.metadata.verified).toBeUndefined();
+  });
+
+  it('a failed verdict is recorded even when a file was swapped for a FIFO or points outside: the entry never stays listed as verified', async () => {
+    fakeBackup(store.path, 'b5', '2026-11-05T00:00:00.000Z');
+    const catalog = new Catalog(store.path);
+    const b5 = (await listBackups(catalog, 'default')).find((e) => e.id === 'b5')!;
+    // An earlier run verified it.
+    await recordVerification(catalog, 'default', b5, report('b5'));
+    expect((await listBackups(catalog, 'default')).find((e) => e.id === 'b5')!.metadata.verified?.ok).toBe(true);
+    // Then its archive became a FIFO: verify fails, and that failure must be what the listing says.
+    rmSync(join(b5.dir, 'postgres.dump'));
+    execFileSync('mkfifo', [join(b5.dir, 'postgres.dump')]);
+    const failed = { backupId: 'b5', ok: false, checks: [{ name: 'postgres.dump', ok: false, detail: 'is a FIFO; it was not read' }] };
+    const current = (await listBackups(catalog, 'default')).find((e) => e.id === 'b5')!;
+    await recordVerification(catalog, 'default', current, failed);
+    expect((await listBackups(catalog, 'default')).find((e) => e.id === 'b5')!.metadata.verified?.ok).toBe(false);
+    // A pass is still never recorded into an entry that is not whole.
+    await expect(recordVerification(catalog, 'default', current, report('b5'))).rejects.toThrow(/lost postgres.dump/);
   });
 
   it('waits for the environment lock before it writes, and writes into the entry that is there', async () => {
