@@ -47,10 +47,10 @@ interface EnvFileUse {
   line: number;
 }
 
-/** Every `env_file:` entry (a path, a list, or `{ path, required }` items), resolved from the project directory. */
+/** Every `env_file:` entry (a path, a list, or `{ path, required }` items), resolved from the project directory (or, in a file another service extends, from that file's directory). */
 function envFileUses(sources: ComposeSources, projectDir: string): EnvFileUse[] {
   const uses = new Map<string, EnvFileUse>();
-  for (const { file, service, node, doc, line } of sources.serviceNodes(['env_file'])) {
+  for (const { file, service, node, doc, line, baseDir } of sources.serviceNodes(['env_file'])) {
     const items: Node[] = isSeq(node) ? (node.items as Node[]) : [node];
     for (const raw of items) {
       const item = isAlias(raw) ? ((raw.resolve(doc) as Node | undefined) ?? raw) : raw;
@@ -63,7 +63,7 @@ function envFileUses(sources: ComposeSources, projectDir: string): EnvFileUse[] 
         required = item.get('required') !== false;
       }
       if (typeof written !== 'string' || written === '') continue;
-      const path = isAbsolute(written) ? written : resolve(projectDir, written);
+      const path = isAbsolute(written) ? written : resolve(baseDir ?? projectDir, written);
       const use = uses.get(path);
       if (use) {
         if (!use.services.includes(service)) use.services.push(service);

@@ -53,8 +53,8 @@ export function checkComposeGates(model: ComposeModel, sources: ComposeSources, 
       .map(([name]) => blocking({ check: 'compose.privileged', ...at(name, 'privileged'), message: `service ${name} runs privileged: full access to the host`, fix: `remove privileged: true (or add ${name} to preflight.allowPrivileged if it truly needs it)` })),
   );
 
-  const postgres = services.filter(([name, s]) => name === options.postgresService || imageIs(s.image, 'postgres') || imageIs(s.image, 'postgresql'));
-  const redis = services.filter(([name, s]) => name === options.redisService || imageIs(s.image, 'redis'));
+  const postgres = services.filter(([name, s]) => dataServiceRole(name, s.image, options) === 'postgres');
+  const redis = services.filter(([name, s]) => dataServiceRole(name, s.image, options) === 'redis');
   const dataServices = new Set([...postgres, ...redis].map(([name]) => name));
   collect(
     'compose.host-network',
@@ -164,10 +164,39 @@ function healthcheckDisabled(test: unknown): boolean {
   return test === 'NONE' || (Array.isArray(test) && test[0] === 'NONE');
 }
 
-function imageIs(image: string | undefined, name: string): boolean {
-  if (!image) return false;
+/**
+ * PostgreSQL images by the last path segment of the repository (registry, namespace, tag and digest
+ * dropped): postgres, postgresql, postgis, timescaledb(-ha), pgvector, pg15/pg-16, and any name
+ * containing those (supabase/postgres, cimg/postgres). PostgREST is an API server, not the database.
+ */
+const POSTGRES_IMAGE = /postgres(?!t)|postgis|timescale|pgvector|^pg-?\d+$/;
+const REDIS_IMAGE = /redis|valkey|keydb|dragonfly/;
+/**
+ * Companions named after the database that hold no data of it: metrics exporters, admin UIs,
+ * poolers, backup sidecars, Sentinel. Their host networking is not a database's, and a volume
+ * check on them would be nonsense.
+ */
+const NOT_THE_DATABASE = /exporter|admin|bouncer|pgpool|pool|backup|commander|insight|sentinel|operator|proxy|ui$|-cli$/;
+
+/**
+ * Whether a Compose service is the environment's PostgreSQL or Redis: the service lifeline.yml
+ * names (postgres.service / redis.service) always is; otherwise its image decides (see the rules above).
+ */
+export function dataServiceRole(name: string, image: string | undefined, configured: { postgresService?: string; redisService?: string }): 'postgres' | 'redis' | undefined {
+  if (configured.postgresService && name === configured.postgresService) return 'postgres';
+  if (configured.redisService && name === configured.redisService) return 'redis';
+  if (!image) return undefined;
+  const segment = imageRepositoryName(image);
+  if (NOT_THE_DATABASE.test(segment)) return undefined;
+  if (POSTGRES_IMAGE.test(segment)) return 'postgres';
+  if (REDIS_IMAGE.test(segment)) return 'redis';
+  return undefined;
+}
+
+/** `registry:5000/ns/timescaledb-ha:pg15@sha256:...` -> `timescaledb-ha` (lower case). */
+export function imageRepositoryName(image: string): string {
   const repository = image.split('@')[0]!.replace(/:[^/]*$/, '');
-  return repository.split('/').pop() === name;
+  return repository.split('/').pop()!.toLowerCase();
 }
 
 function imageTag(image: string): string | undefined {

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
 
 type PathSegment = string | number;
@@ -9,35 +10,146 @@ interface SourceFile {
   lines: LineCounter;
 }
 
+/** A service another one extends: its node in the file that defines it. */
+interface BaseService {
+  file: SourceFile;
+  name: string;
+  node: Node;
+}
+
+/** An `extends` that could not be followed: the extending service's settings from it were not examined. */
+export interface UnresolvedExtends {
+  service: string;
+  base: string;
+  /** The file the base was looked for in, as written (undefined: the same file). */
+  from?: string;
+  /** The Compose file and line that name it. */
+  file: string;
+  line: number;
+  reason: string;
+}
+
+/** Compose itself nests `extends` without a fixed limit; past this, a chain is treated as unresolvable. */
+export const MAX_EXTENDS_DEPTH = 10;
+
+function parseFile(path: string): SourceFile | undefined {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, merge: true });
+  return doc.errors.length === 0 ? { path, doc, lines } : undefined;
+}
+
+function serviceNode(file: SourceFile, name: string): Node | undefined {
+  const services = file.doc.get('services', true);
+  if (!isMap(services)) return undefined;
+  const pair = services.items.find((p) => (p.key as { value?: unknown } | null)?.value === name);
+  if (!pair) return undefined;
+  const value = pair.value as Node | null;
+  const node = value && isAlias(value) ? (value.resolve(file.doc) as Node | undefined) : (value ?? undefined);
+  return node && isMap(node) ? node : undefined;
+}
+
 /**
  * The Compose files as written, with line numbers: the merged model has none, so findings
  * about it are pointed back at the source file (the last one that sets the key wins, as in a merge).
  */
 export class ComposeSources {
-  private constructor(private readonly files: SourceFile[]) {}
+  /** Per Compose file, per service: the services it extends, nearest first. */
+  private readonly bases = new Map<SourceFile, Map<string, BaseService[]>>();
+  /** Files read only because a service extends a service in them. */
+  readonly extendedFiles: { path: string; status: 'read' | 'missing' | 'not parsed'; by: string }[] = [];
+  readonly unresolvedExtends: UnresolvedExtends[] = [];
+
+  private constructor(private readonly files: SourceFile[]) {
+    const cache = new Map<string, SourceFile | undefined>(files.map((f) => [resolve(f.path), f]));
+    for (const file of files) {
+      const services = file.doc.get('services', true);
+      if (!isMap(services)) continue;
+      const perService = new Map<string, BaseService[]>();
+      for (const pair of services.items) {
+        const name = String((pair.key as { value?: unknown } | null)?.value ?? '');
+        const node = serviceNode(file, name);
+        if (node) perService.set(name, this.resolveExtends(file, name, node, cache));
+      }
+      this.bases.set(file, perService);
+    }
+  }
+
+  /**
+   * Follows `extends` (`extends: base` or `{ service, file }`) as Compose does: `file` is relative
+   * to the file that names it, chains nest, and the extended files' services are not part of the
+   * project. A missing file or service, a cycle or a chain deeper than MAX_EXTENDS_DEPTH is
+   * recorded as unresolved, so the gates' pass is not taken for a promise about what was not read.
+   */
+  private resolveExtends(file: SourceFile, service: string, node: Node, cache: Map<string, SourceFile | undefined>): BaseService[] {
+    const chain: BaseService[] = [];
+    const seen = new Set([`${resolve(file.path)}#${service}`]);
+    let current: { file: SourceFile; node: Node } = { file, node };
+    for (;;) {
+      const ext = walk(current.file.doc, current.node, ['extends'], 0);
+      if (ext?.depth !== 1 || !ext.node) return chain;
+      const spec = ext.node.toJSON() as unknown;
+      const base = typeof spec === 'string' ? spec : typeof spec === 'object' && spec !== null ? (spec as { service?: unknown }).service : undefined;
+      const from = typeof spec === 'object' && spec !== null && typeof (spec as { file?: unknown }).file === 'string' ? ((spec as { file: string }).file) : undefined;
+      const unresolved = (reason: string) => {
+        this.unresolvedExtends.push({ service, base: String(base ?? '?'), from, file: current.file.path, line: current.file.lines.linePos(ext.offset).line, reason });
+        return chain;
+      };
+      if (typeof base !== 'string' || base === '') return unresolved('it names no service');
+      if (chain.length >= MAX_EXTENDS_DEPTH) return unresolved(`the chain is deeper than ${MAX_EXTENDS_DEPTH}`);
+      const path = from === undefined ? current.file.path : isAbsolute(from) ? from : resolve(dirname(current.file.path), from);
+      let target = cache.get(resolve(path));
+      if (!cache.has(resolve(path))) {
+        target = parseFile(path);
+        cache.set(resolve(path), target);
+        let status: 'read' | 'missing' | 'not parsed' = 'read';
+        if (!target) {
+          try {
+            readFileSync(path);
+            status = 'not parsed';
+          } catch {
+            status = 'missing';
+          }
+        }
+        this.extendedFiles.push({ path, status, by: `${service} (extends ${base})` });
+      }
+      if (!target) return unresolved(`${from ?? path} cannot be read or parsed`);
+      const key = `${resolve(target.path)}#${base}`;
+      if (seen.has(key)) return unresolved('the chain extends itself (a cycle)');
+      seen.add(key);
+      const baseNode = serviceNode(target, base);
+      if (!baseNode) return unresolved(`${from ?? 'the same file'} has no service ${base}`);
+      chain.push({ file: target, name: base, node: baseNode });
+      current = { file: target, node: baseNode };
+    }
+  }
 
   static load(paths: string[]): ComposeSources {
     const files: SourceFile[] = [];
     for (const path of paths) {
-      let text: string;
-      try {
-        text = readFileSync(path, 'utf8');
-      } catch {
-        continue; // a missing file is reported by the Compose validation
-      }
-      const lines = new LineCounter();
-      const doc = parseDocument(text, { lineCounter: lines, merge: true });
-      if (doc.errors.length === 0) files.push({ path, doc, lines });
+      const file = parseFile(path); // a missing file is reported by the Compose validation
+      if (file) files.push(file);
     }
     return new ComposeSources(files);
   }
 
-  /** A naive merge (later files override a service's keys) for when Compose itself cannot run. */
+  /** A naive merge (later files override a service's keys, `extends` resolved) for when Compose itself cannot run. */
   mergedModel(): ComposeModel {
     const services: Record<string, ServiceModel> = {};
     for (const file of this.files) {
-      const js = file.doc.toJS({ maxAliasCount: 1000 }) as { services?: Record<string, ServiceModel> } | null;
-      for (const [name, service] of Object.entries(js?.services ?? {})) services[name] = { ...services[name], ...(service ?? {}) };
+      const js = file.doc.toJS({ maxAliasCount: 1000 }) as { services?: Record<string, ServiceModel & { extends?: unknown }> } | null;
+      for (const [name, service] of Object.entries(js?.services ?? {})) {
+        let merged: ServiceModel = {};
+        for (const base of [...(this.bases.get(file)?.get(name) ?? [])].reverse()) merged = mergeService(merged, base.node.toJSON() as ServiceModel);
+        merged = mergeService(merged, service ?? {});
+        delete (merged as { extends?: unknown }).extends;
+        services[name] = { ...services[name], ...merged };
+      }
     }
     return { services };
   }
@@ -49,6 +161,16 @@ export class ComposeSources {
       const found = walk(file.doc, file.doc.contents as Node | null, path, 0);
       if (found && (!best || found.depth > best.depth)) best = { file: file.path, line: file.lines.linePos(found.offset).line, depth: found.depth };
       if (best?.depth === path.length) break;
+    }
+    // A key the service does not set itself may come from a service it extends.
+    if (path[0] === 'services' && typeof path[1] === 'string' && path.length > 2 && (best?.depth ?? 0) < path.length) {
+      for (const file of [...this.files].reverse()) {
+        for (const base of this.bases.get(file)?.get(path[1]) ?? []) {
+          const found = walk(base.file.doc, base.node, path.slice(2), 0);
+          if (found && found.depth > 0 && found.depth + 2 > (best?.depth ?? 0)) best = { file: base.file.path, line: base.file.lines.linePos(found.offset).line, depth: found.depth + 2 };
+          if (best?.depth === path.length) return { file: best.file, line: best.line };
+        }
+      }
     }
     return best ? { file: best.file, line: best.line } : { file: this.files[0]?.path };
   }
@@ -78,12 +200,19 @@ export class ComposeSources {
    * For each service of each file, the node at `path` under it (e.g. `['command']`,
    * `['healthcheck', 'test']`), following `<<: *anchor` merges; `line` maps an offset in that file.
    */
-  *serviceNodes(path: PathSegment[]): Generator<{ file: string; service: string; node: Node; doc: Document; line: (offset: number) => number }> {
+  *serviceNodes(path: PathSegment[]): Generator<{ file: string; service: string; node: Node; doc: Document; line: (offset: number) => number; baseDir?: string }> {
     for (const file of this.files) {
       const services = file.doc.get('services', true);
       if (!isMap(services)) continue;
       for (const pair of services.items) {
         const service = String((pair.key as { value?: unknown })?.value ?? '');
+        // What a service extends comes first (farthest first): its own settings override them.
+        for (const base of [...(this.bases.get(file)?.get(service) ?? [])].reverse()) {
+          const found = walk(base.file.doc, base.node, path, 0);
+          if (found?.depth !== path.length || !found.node) continue;
+          // Relative paths in an extended file are relative to that file, as Compose resolves them.
+          yield { file: base.file.path, service, node: found.node, doc: base.file.doc, line: (offset) => base.file.lines.linePos(offset).line, baseDir: dirname(resolve(base.file.path)) };
+        }
         const found = walk(file.doc, pair.value as Node | null, path, 0);
         if (found?.depth !== path.length || !found.node) continue;
         yield { file: file.path, service, node: found.node, doc: file.doc, line: (offset) => file.lines.linePos(offset).line };
@@ -126,6 +255,18 @@ export function* scalarsOf(doc: Document, node: Node | null | undefined): Genera
   } else if (isMap(node)) {
     for (const pair of node.items) yield* scalarsOf(doc, pair.value as Node);
   }
+}
+
+/** Compose's `extends` merge, as far as the gates read it: `environment` merges key by key, the rest overrides. */
+function mergeService(base: ServiceModel, over: ServiceModel): ServiceModel {
+  const merged: ServiceModel = { ...base, ...over };
+  if (base.environment && over.environment) merged.environment = { ...environmentMap(base.environment), ...environmentMap(over.environment) };
+  return merged;
+}
+
+function environmentMap(environment: Record<string, unknown> | string[]): Record<string, unknown> {
+  if (!Array.isArray(environment)) return environment;
+  return Object.fromEntries(environment.map((item) => { const text = String(item); const eq = text.indexOf('='); return eq < 0 ? [text, null] : [text.slice(0, eq), text.slice(eq + 1)]; }));
 }
 
 interface WalkResult {

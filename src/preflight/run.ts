@@ -8,7 +8,7 @@ import { checkCommandSecrets } from './compose-secrets';
 import { checkComposeConfig, checkDockerEngine, detectCompose, DEFAULT_MIN_DOCKER_VERSION } from './docker';
 import { checkEdge } from './edge';
 import { checkEnvValues } from './env-values';
-import { FilesRead, notChecked, type CheckContext, type FileRead, type Finding } from './findings';
+import { displayPath, fail, FilesRead, notChecked, type CheckContext, type FileRead, type Finding } from './findings';
 import { checkScripts, type ScriptPatterns, type ShellcheckSeverity } from './scripts';
 import { checkCatalogSpace, checkPgBackRest, checkPgDumpVersion, type PhysicalBackupSettings } from './tools';
 
@@ -76,6 +76,16 @@ export async function runPreflight(settings: PreflightSettings, logger: Logger):
     for (const file of settings.composeFiles) {
       files.add(file, 'Compose file', 'compose.*', sources.paths.includes(file) ? 'read' : existsSync(file) ? 'not parsed' : 'missing');
     }
+    for (const extended of sources.extendedFiles) files.add(extended.path, `Compose file extended by ${extended.by}`, 'compose.*', extended.status);
+    const extendsFindings = sources.unresolvedExtends.map((u) =>
+      fail({
+        check: 'compose.extends',
+        file: displayPath(ctx, u.file),
+        line: u.line,
+        message: `service ${u.service} extends ${u.base}${u.from ? ` from ${u.from}` : ''}, which preflight does not resolve (${u.reason}): its settings were not examined`,
+        fix: 'point extends at an existing file and service (paths are relative to the file that names them), or copy the settings into the service',
+      }),
+    );
     const model = composeModel(validation.merged, sources);
     const gates = checkComposeGates(model, sources, ctx, {
       appServices: settings.appServices,
@@ -87,6 +97,7 @@ export async function runPreflight(settings: PreflightSettings, logger: Logger):
     return [
       ...engine,
       ...validation.findings,
+      ...extendsFindings,
       ...gates,
       ...checkCommandSecrets(sources, ctx),
       ...checkComposeDebug(model, sources, ctx),

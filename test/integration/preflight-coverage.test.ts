@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { lineOf, makeCertificates, only, preflight, problems, stageStack, STACK_ENV, type StagedStack } from '../fixtures/preflight/harness';
@@ -211,5 +211,46 @@ describe('preflight finds what it claims to check', () => {
     expect(text.stdout).toMatch(/missing\s+worker\.env  \(env_file of worker; compose\.env-file\)/);
     expect(text.stdout).toMatch(/no match\s+nginx\/conf\.d\/\*\.conf\s+\(nginx include/);
     expect(text.stdout).toMatch(/read\s+failures\/compose-env-file\.yml\s+\(Compose file; compose\.\*\)/);
+  });
+
+  it('fails compose.host-network for PostGIS and TimescaleDB images on the host network, and finds them as PostgreSQL', async () => {
+    const s = stack();
+    writeFileSync(join(s.dir, 'pg-images.yml'), 'services:\n  db:\n    image: postgis/postgis:15-3.4\n    network_mode: host\n    restart: always\n  db2:\n    image: timescale/timescaledb:latest-pg15\n    network_mode: host\n    restart: always\n');
+    const { findings, code } = await run(s, ['--compose-file', 'pg-images.yml']);
+    expect(code).toBe(1);
+    const lines = readFileSync(join(s.dir, 'pg-images.yml'), 'utf8').split('\n');
+    const hostLines = lines.flatMap((l, i) => (l.includes('network_mode: host') ? [i + 1] : []));
+    expect(only(findings, 'compose.host-network')).toEqual([
+      expect.objectContaining({ status: 'fail', file: 'pg-images.yml', line: hostLines[0], message: expect.stringMatching(/^database service db uses network_mode: host/) }),
+      expect.objectContaining({ status: 'fail', file: 'pg-images.yml', line: hostLines[1], message: expect.stringMatching(/^database service db2 uses network_mode: host/) }),
+    ]);
+    // Found as PostgreSQL: no volume is a failure for each, not "no PostgreSQL service found".
+    expect(only(findings, 'compose.postgres-volume').map((f) => [f.status, f.message.split(' ')[1]])).toEqual([['fail', 'db'], ['fail', 'db2']]);
+  });
+
+  it('resolves extends from another file: debug, command secret and env_file of the base fail, and both files and the env_file are listed', async () => {
+    const s = stack();
+    mkdirSync(join(s.dir, 'x'));
+    writeFileSync(join(s.dir, 'x/common.yml'), 'services:\n  base:\n    image: shop/api:1\n    env_file: common.env\n    environment: [DEBUG=True]\n    command: ["gunicorn", "--db", "postgres://shop:hunter2hunter2@127.0.0.1/shop"]\n');
+    writeFileSync(join(s.dir, 'x/common.env'), 'APP_DEBUG=1\n');
+    writeFileSync(join(s.dir, 'x/main.yml'), 'services:\n  api:\n    extends: {file: common.yml, service: base}\n');
+    const { findings, files, code } = await run(s, ['--compose-file', 'x/main.yml']);
+    expect(code).toBe(1);
+    expect(only(findings, 'compose.extends')).toEqual([]);
+    expect(only(findings, 'compose.debug')).toEqual([expect.objectContaining({ status: 'fail', file: 'x/common.yml', line: 5, message: expect.stringContaining('service api sets DEBUG on in production') })]);
+    expect(only(findings, 'compose.command-secret')).toEqual([expect.objectContaining({ status: 'fail', file: 'x/common.yml', line: 6, message: expect.stringContaining('service api writes a password into its command') })]);
+    expect(only(findings, 'compose.env-file')).toEqual([expect.objectContaining({ status: 'pass', file: 'x/common.yml', line: 4, message: expect.stringContaining('env_file x/common.env of api') })]);
+    expect(only(findings, 'env.debug')).toEqual([expect.objectContaining({ status: 'fail', file: 'x/common.env', line: 1, message: expect.stringContaining('APP_DEBUG is on in production') })]);
+    expect(files.map((f) => [f.status, f.path])).toEqual(expect.arrayContaining([['read', 'x/main.yml'], ['read', 'x/common.yml'], ['read', 'x/common.env']]));
+  });
+
+  it('fails compose.extends when the extended file is missing, at the extends line, instead of passing what it never read', async () => {
+    const s = stack();
+    mkdirSync(join(s.dir, 'x'));
+    writeFileSync(join(s.dir, 'x/main.yml'), 'services:\n  api:\n    extends: {file: common.yml, service: base}\n');
+    const { findings, files, code } = await run(s, ['--compose-file', 'x/main.yml']);
+    expect(code).toBe(1);
+    expect(only(findings, 'compose.extends')).toEqual([expect.objectContaining({ status: 'fail', file: 'x/main.yml', line: 3, message: expect.stringMatching(/^service api extends base from common\.yml, which preflight does not resolve \(.*\): its settings were not examined$/) })]);
+    expect(files).toContainEqual(expect.objectContaining({ path: 'x/common.yml', status: 'missing' }));
   });
 });

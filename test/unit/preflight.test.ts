@@ -3,7 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ComposeSources } from '../../src/preflight/compose-source';
-import { checkComposeGates } from '../../src/preflight/compose-gates';
+import { checkComposeGates, dataServiceRole } from '../../src/preflight/compose-gates';
+import { checkComposeDebug, checkEnvFiles } from '../../src/preflight/compose-env';
+import { FilesRead } from '../../src/preflight/findings';
 import { checkCommandSecrets, commandSecrets, shellWords } from '../../src/preflight/compose-secrets';
 import { compareVersions } from '../../src/preflight/docker';
 import { nginxGates } from '../../src/preflight/edge';
@@ -69,6 +71,85 @@ describe('Compose source locations', () => {
       // A fallback is a literal committed with the file, used whenever the variable is unset.
       expect.objectContaining({ status: 'fail', line: 8, message: 'service api sets REDIS_PASSWORD to a literal value in the Compose file' }),
     ]);
+  });
+});
+
+describe('which service is the database or Redis', () => {
+  const none = {};
+  const postgres = [
+    'postgres:15', 'postgres', 'docker.io/library/postgres:16-alpine', 'postgres@sha256:' + 'a'.repeat(64), 'bitnami/postgresql:15',
+    'postgis/postgis:15-3.4', 'timescale/timescaledb:latest-pg15', 'timescale/timescaledb-ha:pg16', 'pgvector/pgvector:pg16', 'ankane/pgvector',
+    'supabase/postgres:15.1.0.147', 'cimg/postgres:15.4', 'registry.example.com:5000/team/postgres:15', 'ghcr.io/acme/pg15:1', 'POSTGRES:15',
+  ];
+  for (const image of postgres) it(`${image} is PostgreSQL`, () => expect(dataServiceRole('x', image, none)).toBe('postgres'));
+  const redis = ['redis:7', 'bitnami/redis:7.2', 'valkey/valkey:8', 'eqalpha/keydb', 'docker.dragonflydb.io/dragonflydb/dragonfly', 'redis/redis-stack-server:latest'];
+  for (const image of redis) it(`${image} is Redis`, () => expect(dataServiceRole('x', image, none)).toBe('redis'));
+  // Companions named after the database hold none of its data: they are neither.
+  const neither = [
+    'prometheuscommunity/postgres-exporter', 'wrouesnel/postgres_exporter', 'oliver006/redis_exporter', 'dpage/pgadmin4', 'edoburu/pgbouncer', 'bitnami/pgpool',
+    'postgrest/postgrest:v12', 'rediscommander/redis-commander', 'redis/redisinsight', 'bitnami/redis-sentinel', 'prodrigestivill/postgres-backup-local',
+    'nginx:1.27', 'myapp/api:1', 'pgadmin', undefined,
+  ];
+  for (const image of neither) it(`${image} is neither`, () => expect(dataServiceRole('x', image, none)).toBeUndefined());
+  it('the service lifeline.yml names wins over the image', () => {
+    expect(dataServiceRole('db', 'acme/custom-db:1', { postgresService: 'db' })).toBe('postgres');
+    expect(dataServiceRole('cache', 'acme/cache:1', { redisService: 'cache' })).toBe('redis');
+    expect(dataServiceRole('other', 'acme/custom-db:1', { postgresService: 'db' })).toBeUndefined();
+  });
+});
+
+describe('Compose extends', () => {
+  const gates = (sources: ComposeSources) => checkComposeGates(sources.mergedModel(), sources, { production: true, cwd: dir }, { appServices: [], allowPrivileged: [], allowHostNetwork: [] });
+
+  it('follows extends into another file (relative to the file naming it), recursively, and every gate sees the merged service', () => {
+    write('ext/lib/root.yml', 'services:\n  root:\n    image: postgis/postgis:15-3.4\n    network_mode: host\n');
+    write('ext/lib/common.yml', 'services:\n  base:\n    extends: { file: root.yml, service: root }\n    env_file: common.env\n    environment: [DEBUG=True]\n    command: ["gunicorn", "--db", "postgres://shop:hunter2hunter2@127.0.0.1/shop"]\n');
+    write('ext/lib/common.env', 'APP_DEBUG=1\n');
+    const main = write('ext/main.yml', 'services:\n  api:\n    extends:\n      file: lib/common.yml\n      service: base\n    restart: always\n');
+    const sources = ComposeSources.load([main]);
+    expect(sources.unresolvedExtends).toEqual([]);
+    expect(sources.extendedFiles.map((f) => [f.path, f.status])).toEqual([[join(dir, 'ext/lib/common.yml'), 'read'], [join(dir, 'ext/lib/root.yml'), 'read']]);
+    const model = sources.mergedModel();
+    expect(Object.keys(model.services)).toEqual(['api']);
+    expect(gates(sources).filter((f) => f.status === 'fail').map((f) => [f.check, f.file, f.line])).toEqual([
+      ['compose.host-network', 'ext/lib/root.yml', 4],
+      ['compose.postgres-volume', 'ext/main.yml', 2], // the service itself, which has no volume
+    ]);
+    expect(checkComposeDebug(model, sources, { production: true, cwd: dir })).toEqual([expect.objectContaining({ status: 'fail', file: 'ext/lib/common.yml', line: 5 })]);
+    expect(checkCommandSecrets(sources, { production: true, cwd: dir })).toEqual([expect.objectContaining({ status: 'fail', file: 'ext/lib/common.yml', line: 6, message: expect.stringContaining('service api') })]);
+    const files = new FilesRead({ cwd: dir });
+    const envFindings = checkEnvFiles(sources, { production: true, cwd: dir, files }, { projectDir: join(dir, 'ext') });
+    expect(envFindings).toEqual(expect.arrayContaining([expect.objectContaining({ check: 'env.debug', status: 'fail', file: 'ext/lib/common.env', line: 1 })]));
+    expect(files.list()).toContainEqual(expect.objectContaining({ path: 'ext/lib/common.env', status: 'read' }));
+  });
+
+  it('the extending service overrides what it extends, and environment merges key by key', () => {
+    const file = write('ext/same.yml', 'services:\n  base:\n    image: api:1\n    environment: { DEBUG: "true", A: "1" }\n  api:\n    extends: base\n    environment: { DEBUG: "false" }\n');
+    const model = ComposeSources.load([file]).mergedModel();
+    expect(model.services.api!.environment).toEqual({ DEBUG: 'false', A: '1' });
+    expect(model.services.api!.image).toBe('api:1');
+  });
+
+  const broken = [
+    { name: 'a missing file', files: { 'ext/m1.yml': 'services:\n  api:\n    extends: { file: nowhere.yml, service: base }\n' }, reason: 'cannot be read' },
+    { name: 'a missing service', files: { 'ext/m2.yml': 'services:\n  api:\n    extends: { file: lib/common.yml, service: nope }\n' }, reason: 'has no service nope' },
+    { name: 'a cycle across files', files: { 'ext/c1.yml': 'services:\n  api:\n    extends: { file: c2.yml, service: b }\n', 'ext/c2.yml': 'services:\n  b:\n    extends: { file: c1.yml, service: api }\n' }, reason: 'a cycle' },
+    { name: 'a cycle in one file', files: { 'ext/c3.yml': 'services:\n  api:\n    extends: api\n' }, reason: 'a cycle' },
+  ];
+  for (const { name, files, reason } of broken) {
+    it(`records ${name} as unresolved, at the extends line`, () => {
+      const paths = Object.entries(files).map(([n, text]) => write(n, text));
+      const sources = ComposeSources.load([paths[0]!]);
+      expect(sources.unresolvedExtends).toEqual([expect.objectContaining({ service: 'api', reason: expect.stringContaining(reason) })]);
+      expect(sources.unresolvedExtends[0]!.line).toBeGreaterThan(2);
+    });
+  }
+
+  it('stops a chain deeper than the limit', () => {
+    const chain = Array.from({ length: 13 }, (_, i) => `  s${i}:\n    extends: s${i + 1}\n`).join('') + '  s13:\n    image: x\n';
+    const sources = ComposeSources.load([write('ext/deep.yml', `services:\n${chain}`)]);
+    expect(sources.unresolvedExtends.find((u) => u.service === 's0')?.reason).toMatch(/deeper than 10/);
+    expect(sources.unresolvedExtends.find((u) => u.service === 's5')).toBeUndefined();
   });
 });
 
