@@ -125,10 +125,11 @@ export const gateCommand: CommandSpec = {
     const settings = environmentFor(ctx);
     const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
     const now = new Date();
-    const { drills, evidence } = await gatherGateEvidence({ catalog, env: settings.name, policy: optionalPolicyFor(ctx, settings), now });
+    const { drills, damaged, evidence } = await gatherGateEvidence({ catalog, env: settings.name, policy: optionalPolicyFor(ctx, settings), now });
     const result = evaluateGate({
       environment: settings.name,
       drills,
+      damaged,
       evidence,
       backups: (await listBackups(catalog, settings.name)).map((e) => e.metadata),
       maxDrillAgeSeconds: optionalDuration(ctx, 'max-drill-age') ?? settings.drill.maxAgeSeconds,

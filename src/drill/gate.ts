@@ -8,7 +8,7 @@ import { verifySignedFile } from '../manifest/verify';
 import { BACKUP_METADATA_FILE, POSTGRES_ARCHIVE_FILE, type BackupMetadata } from '../postgres/metadata';
 import { renderMarkdownTable, renderTextTable, type Table } from '../report/table';
 import { formatDuration } from '../settings/duration';
-import { DRILL_BUNDLE_FILE, DRILL_REPORT_FILE, DRILL_REPORT_PAYLOAD_TYPE, listDrillReports, type DrillEntry, type DrillReport } from './report';
+import { DRILL_BUNDLE_FILE, DRILL_REPORT_FILE, DRILL_REPORT_PAYLOAD_TYPE, drillIdTime, listDrillEntries, listDrillReports, type DamagedDrillEntry, type DrillEntry, type DrillReport } from './report';
 
 /** How far in the future a timestamp may be before it counts as forged or a broken clock. */
 export const CLOCK_SKEW_SECONDS = 300;
@@ -27,6 +27,11 @@ export interface GateInputs {
   environment: string;
   /** The environment's drill reports as the catalog lists them (directory name and report.json), newest first. */
   drills: Pick<DrillEntry, 'id' | 'metadata'>[];
+  /**
+   * Drill entry directories whose report.json cannot be read (`listDrillEntries`). One as new as
+   * the newest believable drill, or newer, fails the gate: it may be a failed drill someone damaged.
+   */
+  damaged?: DamagedDrillEntry[];
   /** The re-checks of the drill `chooseNewestDrill` picks; without them that drill fails the integrity checks. */
   evidence?: NewestDrillEvidence;
   /** The environment's backups, newest first. */
@@ -128,7 +133,21 @@ export function evaluateGate(inputs: GateInputs): GateResult {
     if (problem) add({ name: `backup ${b.id}`, value: 'not believable', limit: 'not in the future', passed: false, reason: `backup ${b.id} ${problem}; it does not count toward the RPO: check the clock of the host that took it` });
   }
 
-  const drill = chooseNewestDrill(inputs.drills, env, now, skew)?.metadata;
+  const newestEntry = chooseNewestDrill(inputs.drills, env, now, skew);
+  // Ids are creation stamps, so a damaged entry is ordered by its id (its report cannot be read);
+  // one whose id is no stamp cannot be shown to be older, so it counts as newer.
+  const newestTime = newestEntry ? (drillIdTime(newestEntry.id) ?? Date.parse(newestEntry.metadata.createdAt)) : undefined;
+  for (const d of inputs.damaged ?? []) {
+    const time = drillIdTime(d.id);
+    if (newestEntry && newestTime !== undefined && time !== undefined && time < newestTime) {
+      notes.push(`drill entry ${d.id} cannot be read (${d.problem}); it is older than the newest drill ${newestEntry.id}, so the gate does not rely on it: look at ${d.dir} and remove it`);
+      continue;
+    }
+    const than = newestEntry ? `${time === undefined ? 'its id is not a drill timestamp, so it cannot be shown to be older' : 'it is as new as or newer'} than the newest readable drill ${newestEntry.id}` : 'there is no readable drill';
+    add({ name: `drill entry ${d.id}`, value: 'unreadable', limit: 'a readable report', passed: false, reason: `drill entry ${d.id} cannot be read: ${d.problem}; ${than}, and it may be a failed drill, so the gate cannot pass: run lifeline drill --env ${env} for a new drill, or look at ${d.dir} and remove it if it is damaged` });
+  }
+
+  const drill = newestEntry?.metadata;
   const evidence = inputs.evidence;
   let drillPassed = false;
   if (!drill) {
@@ -220,12 +239,12 @@ export interface GatherOptions {
 }
 
 /** Reads the catalog and re-checks the drill the gate will rely on: its checksums, its signature, its backup. */
-export async function gatherGateEvidence(options: GatherOptions): Promise<{ drills: DrillEntry[]; evidence?: NewestDrillEvidence }> {
+export async function gatherGateEvidence(options: GatherOptions): Promise<{ drills: DrillEntry[]; damaged: DamagedDrillEntry[]; evidence?: NewestDrillEvidence }> {
   const { catalog, env } = options;
-  const drills = await listDrillReports(catalog, env);
+  const { drills, damaged } = await listDrillEntries(catalog, env);
   const newest = chooseNewestDrill(drills, env, options.now, options.clockSkewSeconds);
-  if (!newest) return { drills };
-  return { drills, evidence: { integrity: await entryIntegrity(newest.dir, DRILL_REPORT_FILE), signature: options.policy ? await reportSignature(newest, options.policy) : null, backup: await drilledBackup(catalog, env, newest.metadata) } };
+  if (!newest) return { drills, damaged };
+  return { drills, damaged, evidence: { integrity: await entryIntegrity(newest.dir, DRILL_REPORT_FILE), signature: options.policy ? await reportSignature(newest, options.policy) : null, backup: await drilledBackup(catalog, env, newest.metadata) } };
 }
 
 async function entryIntegrity(dir: string, mustList: string): Promise<{ ok: boolean; detail: string }> {

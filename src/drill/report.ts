@@ -1,7 +1,7 @@
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { newEntryId, type Catalog, type CatalogEntry, type EntryMetadata } from '../catalog/store';
+import { CATALOG_SCHEMA_VERSION, newEntryId, type Catalog, type CatalogEntry, type EntryMetadata } from '../catalog/store';
 import { failure } from '../errors';
 import { renderMarkdownTable, renderMermaidTrend, renderTextTable, type Table } from '../report/table';
 import { formatDuration } from '../settings/duration';
@@ -124,6 +124,76 @@ export async function saveDrillReport(catalog: Catalog, report: DrillReport, sum
 
 export async function listDrillReports(catalog: Catalog, env: string): Promise<DrillEntry[]> {
   return catalog.list<DrillReport>(env, 'drills', DRILL_REPORT_FILE);
+}
+
+/** The time a drill entry id records (ids are `newDrillId` stamps), or undefined when the id is not one. */
+export function drillIdTime(id: string): number | undefined {
+  const m = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})(\d{3})Z-[0-9a-f]+$/.exec(id);
+  if (!m) return undefined;
+  const [y, mo, d, h, mi, s, ms] = m.slice(1).map(Number) as [number, number, number, number, number, number, number];
+  const time = Date.UTC(y, mo - 1, d, h, mi, s, ms);
+  return Number.isNaN(time) ? undefined : time;
+}
+
+/** A drill entry directory whose report.json cannot be used (missing, empty, not JSON, not a report). */
+export interface DamagedDrillEntry {
+  id: string;
+  dir: string;
+  problem: string;
+}
+
+/**
+ * The environment's drill reports (as `listDrillReports`) and every entry directory the listing
+ * skipped because its report cannot be read. The gate must see those: a damaged report.json
+ * must never make an older passing drill the newest. Only dot-directories (a writer's staging,
+ * a prune's deletion) and stray files are not entries.
+ */
+export async function listDrillEntries(catalog: Catalog, env: string): Promise<{ drills: DrillEntry[]; damaged: DamagedDrillEntry[] }> {
+  const kindDir = catalog.kindDir(env, 'drills');
+  let names: string[];
+  try {
+    // Read the names before the listing: an entry committed in between is then simply not seen, never taken for damaged.
+    names = await readdir(kindDir);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { drills: [], damaged: [] };
+    throw error;
+  }
+  const drills = await listDrillReports(catalog, env);
+  const listed = new Set(drills.map((d) => d.id));
+  const damaged: DamagedDrillEntry[] = [];
+  for (const name of names.filter((n) => !n.startsWith('.') && !listed.has(n)).sort()) {
+    const dir = join(kindDir, name);
+    const info = await stat(dir).catch(() => undefined);
+    if (!info?.isDirectory()) continue; // removed meanwhile (a prune), or a stray file beside the entries
+    // Fail closed: the listing skipped it, so even a report that reads fine now counts as damaged.
+    const problem = (await reportProblem(join(dir, DRILL_REPORT_FILE))) ?? `${DRILL_REPORT_FILE} was not readable when the catalog was listed`;
+    // A directory gone by now was removed by a concurrent prune, not damaged.
+    if (await stat(dir).catch(() => undefined)) damaged.push({ id: name, dir, problem });
+  }
+  return { drills, damaged };
+}
+
+/** Why report.json cannot be used as a drill report, or undefined when it looks usable now. */
+async function reportProblem(path: string): Promise<string | undefined> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    return code === 'ENOENT' ? `it has no ${DRILL_REPORT_FILE}` : `${DRILL_REPORT_FILE} cannot be read (${(error as Error).message})`;
+  }
+  if (!text.trim()) return `${DRILL_REPORT_FILE} is empty`;
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch {
+    return `${DRILL_REPORT_FILE} is not valid JSON`;
+  }
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) return `${DRILL_REPORT_FILE} is not a JSON object`;
+  const r = doc as Partial<DrillReport>;
+  if (typeof r.schemaVersion === 'number' && r.schemaVersion > CATALOG_SCHEMA_VERSION) return `${DRILL_REPORT_FILE} has schema version ${r.schemaVersion}, written by a newer Lifeline`;
+  if (typeof r.createdAt !== 'string' || Number.isNaN(Date.parse(r.createdAt)) || typeof r.schemaVersion !== 'number') return `${DRILL_REPORT_FILE} is not a drill report (no valid createdAt or schemaVersion)`;
+  return undefined;
 }
 
 /** The line `lifeline drills --json` prints per drill. */

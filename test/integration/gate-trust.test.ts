@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Catalog } from '../../src/catalog/store';
 import { formatSums, parseSums } from '../../src/catalog/sums';
-import { backupsTheGateNeeds } from '../../src/drill/gate';
+import { backupsTheGateNeeds, believedPassingDrills } from '../../src/drill/gate';
 import { createMemoryLogger } from '../../src/logger';
 import { generateSigningKeyPair } from '../../src/manifest/keys';
 import { createBackup } from '../../src/postgres/backup';
@@ -188,6 +188,40 @@ describe('the release gate believes only real, recent, passing drills', { timeou
     const wrongKey = await gate(config);
     expect(wrongKey.code).toBe(1);
     expect(wrongKey.stderr).toMatch(/fails signature verification: .*the signature does not match the public key/);
+  });
+
+  it('fails when the newer failed drill has a damaged report (emptied, removed, or "{" with SHA256SUMS recomputed), naming it', async () => {
+    const damages: [string, (dir: string) => void, RegExp][] = [
+      ['emptied', (dir) => writeFileSync(join(dir, 'report.json'), ''), /report\.json is empty/],
+      ['removed', (dir) => rmSync(join(dir, 'report.json')), /it has no report\.json/],
+      ['"{", resummed', (dir) => (writeFileSync(join(dir, 'report.json'), '{'), resum(dir)), /report\.json is not valid JSON/],
+    ];
+    for (const [what, damage, why] of damages) {
+      const copy = copyStore();
+      damage(drillDir(copy, failingId));
+      const run = await gate(configFor(copy, true));
+      expect(run.code, `${what}: ${run.stdout}`).toBe(1);
+      expect(run.stdout, what).toContain('release gate for production: FAILED');
+      expect(run.stderr, what).toMatch(new RegExp(`drill entry ${failingId} cannot be read: ${why.source}`));
+      expect(run.stderr, what).toContain('run lifeline drill --env production');
+      expect(run.stderr, what).toContain(drillDir(copy, failingId));
+      // Retention still sees the older passing drill: a damaged newer entry never lets its backup go.
+      expect(await believedPassingDrills(new Catalog(copy), 'production'), what).toEqual([{ id: passingId, backupId }]);
+    }
+  });
+
+  it('does not fail on a damaged report older than the newest passing drill (it warns)', async () => {
+    const copy = copyStore([failingId]);
+    // An entry id one hour before the passing drill's: an old drill whose report was later damaged.
+    const stamp = (d: Date) => d.toISOString().replace(/[-:]/g, '').replace('.', '');
+    const passedAt = new Date(JSON.parse(readFileSync(join(drillDir(copy, passingId), 'report.json'), 'utf8')).createdAt);
+    const oldId = `${stamp(new Date(passedAt.getTime() - 3_600_000))}-00abcd`;
+    cpSync(drillDir(copy, passingId), drillDir(copy, oldId), { recursive: true });
+    writeFileSync(join(drillDir(copy, oldId), 'report.json'), '');
+    const run = await gate(configFor(copy, true));
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toContain('release gate for production: PASSED');
+    expect(run.stdout).toContain(`note: drill entry ${oldId} cannot be read (report.json is empty); it is older than the newest drill ${passingId}`);
   });
 
   it('retention keeps the backup the gate relies on', async () => {
