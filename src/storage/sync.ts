@@ -9,7 +9,7 @@ import { entryFileNameProblem, entryFilePath, readEntryText } from '../catalog/c
 import { failure, isLifelineError } from '../errors';
 import type { Logger } from '../logger';
 import { asEntryKind, listLocalEntries, metadataFileOf, RemoteLayout, type LocalEntry } from './entries';
-import { importEntry } from './import';
+import { filesNamedByMetadata, importEntry } from './import';
 import type { ObjectStore } from './object-store';
 import { S3RequestError, type RemoteObject } from './s3';
 
@@ -419,7 +419,8 @@ export interface VerifyRemoteOptions {
  * Verifies one remote entry's objects: every file its SHA256SUMS lists must be there and hash to
  * the listed sha256 (the provider's full-object SHA-256 where it keeps one, else a streamed
  * download and hash; never the sha256 Lifeline itself recorded at upload). When the local
- * catalog holds the entry, the bucket's SHA256SUMS must equal the local one byte for byte.
+ * catalog holds the entry, the bucket's SHA256SUMS must equal the local one byte for byte. Every
+ * file the metadata names must be listed there with the sha256 the metadata records, and present.
  */
 export async function verifyRemoteEntry(options: VerifyRemoteOptions): Promise<RemoteEntryVerification> {
   const kind = asEntryKind(options.kind);
@@ -487,24 +488,6 @@ export async function verifyRemoteEntry(options: VerifyRemoteOptions): Promise<R
   const ok = files.every((f) => f.status === 'ok');
   for (const f of files) if (f.status !== 'ok') options.logger.error(`${ref} ${f.file}: ${f.detail}`);
   return { location: options.remote.location, kind, id, against: local ? 'the local SHA256SUMS' : "the bucket's own SHA256SUMS (no local copy)", files, ok };
-}
-
-/** What an entry's metadata names: each file with the sha256 it records (backup.json `files.*`, export.json `collections` and `archive`). */
-export function filesNamedByMetadata(metadata: EntryMetadata): Array<{ name: unknown; sha256: unknown }> {
-  const named: Array<{ name: unknown; sha256: unknown }> = [];
-  const files = metadata.files;
-  if (files && typeof files === 'object') {
-    for (const file of Object.values(files as Record<string, unknown>)) {
-      const f = file as { name?: unknown; sha256?: unknown } | null;
-      named.push({ name: f?.name, sha256: f?.sha256 });
-    }
-  }
-  if (Array.isArray(metadata.collections)) {
-    for (const c of metadata.collections as Array<{ file?: unknown; sha256?: unknown } | null>) named.push({ name: c?.file, sha256: c?.sha256 });
-  }
-  const archive = metadata.archive as { file?: unknown; sha256?: unknown } | undefined;
-  if (archive && typeof archive === 'object') named.push({ name: archive.file, sha256: archive.sha256 });
-  return named;
 }
 
 interface NamedFileProblem {
