@@ -98,6 +98,30 @@ export async function entryFilePath(entryDir: string, name: string): Promise<str
   return join(entryDir, name);
 }
 
+/**
+ * Before any write into an entry that is already committed (a verification result, a metadata
+ * rewrite): the entry directory must be a real directory and the file, when present, a regular
+ * file, neither a symbolic link, so a planted link never redirects the write outside the catalog.
+ * Returns false when the entry or the file is gone (nothing to rewrite).
+ */
+export async function assertEntryWritable(entryDir: string, name: string): Promise<boolean> {
+  const problem = entryFileNameProblem(name);
+  if (problem) throw unsafe(entryDir, name, problem);
+  const dirInfo = await lstat(entryDir).catch(missingAsUndefined);
+  if (!dirInfo) return false;
+  if (!dirInfo.isDirectory()) throw unsafe(entryDir, '.', `is ${kindOf(dirInfo)}, not an entry directory; nothing was written through it`);
+  const fileInfo = await lstat(join(entryDir, name)).catch(missingAsUndefined);
+  if (!fileInfo) return false;
+  if (!fileInfo.isFile()) throw unsafe(entryDir, name, `is ${kindOf(fileInfo)}; nothing was written through it`);
+  return true;
+}
+
+function missingAsUndefined(error: unknown): undefined {
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+  throw error;
+}
+
 /** sha256 of an entry file, streamed in 1 MiB chunks through a confined handle. */
 export async function sha256EntryFile(entryDir: string, name: string): Promise<HashedFile> {
   const handle = await openEntryFile(entryDir, name);

@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { appendFile, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { appendFile, lstat, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { failure, usageError, type LifelineError } from '../errors';
 import { fsyncPath, hashingFileWriter, mkdirPrivate, PRIVATE_FILE_MODE, streamToFile, writeFileAtomic, type HashedFile } from './files';
-import { warnIfStoreShared } from './confine';
+import { assertEntryWritable, readEntryText, UnsafeEntryFileError, warnIfStoreShared } from './confine';
 import { withWriteOutcome } from './fs-errors';
 import { formatSums, SUMS_FILE, type SumEntry } from './sums';
 
@@ -105,17 +105,25 @@ export class Catalog {
     for (const name of names) {
       if (name.startsWith('.')) continue;
       // An entry that vanishes mid-listing (a concurrent prune renamed it away) is simply skipped.
-      const info = await stat(join(dir, name)).catch(skipWhenGone);
-      // A stray file beside the entries (an operator's note, a copied archive) is not an entry.
-      if (!info?.isDirectory()) continue;
+      // lstat, not stat: a symlink planted as an entry would otherwise list, count for retention
+      // and be written through, while every reader refuses it.
+      const info = await lstat(join(dir, name)).catch(skipWhenGone);
+      if (!info) continue;
+      if (!info.isDirectory()) {
+        this.reportDamaged(join(dir, name), `it is ${describeKind(info)}, not an entry directory`);
+        continue;
+      }
       const path = join(dir, name, metadataFile);
       let metadata: M | undefined;
       try {
-        metadata = await readJsonIfExists<M>(path);
+        // The confined reader: O_NOFOLLOW | O_NONBLOCK, regular files only, bounded size, so a
+        // FIFO, device or link named like the metadata is damage, never a hang.
+        metadata = await readJsonIfExists<M>(join(dir, name), metadataFile);
       } catch (error) {
         if (isGone(error)) continue;
         // One damaged entry must not take the listing (and every restore, drill and gate) down with it.
-        this.reportDamaged(path, (error as LifelineError).code === 'CATALOG_CORRUPT' ? 'it is not valid JSON' : (error as Error).message);
+        const reason = (error as LifelineError).code === 'CATALOG_CORRUPT' ? 'it is not valid JSON' : error instanceof UnsafeEntryFileError ? `it ${error.reason}` : (error as Error).message;
+        this.reportDamaged(path, reason);
         continue;
       }
       if (!metadata) continue;
@@ -131,12 +139,13 @@ export class Catalog {
 
   async get<M extends EntryMetadata>(env: string, kind: EntryKind, id: string, metadataFile: string): Promise<CatalogEntry<M> | undefined> {
     const dir = this.entryDir(env, kind, id);
-    const metadata = await readJsonIfExists<M>(join(dir, metadataFile));
+    const metadata = await readJsonIfExists<M>(dir, metadataFile);
     return metadata ? { id, dir, metadata } : undefined;
   }
 
   /** Rewrites an entry's metadata atomically (e.g. to record a verification). */
   async updateMetadata<M extends EntryMetadata>(entry: CatalogEntry<M>, metadataFile: string, metadata: M): Promise<void> {
+    await assertEntryWritable(entry.dir, metadataFile);
     await withWriteOutcome(`${join(entry.dir, metadataFile)} was left as it was (the entry itself is unchanged)`, () => writeFileAtomic(join(entry.dir, metadataFile), `${JSON.stringify(metadata, null, 2)}\n`));
   }
 
@@ -148,7 +157,8 @@ export class Catalog {
    */
   async rewriteExistingMetadata<M extends EntryMetadata>(entry: CatalogEntry<M>, metadataFile: string, metadata: M): Promise<boolean> {
     const path = join(entry.dir, metadataFile);
-    if (!(await exists(path))) return false;
+    // Refuses (exit 1) when the entry or its metadata is a symbolic link or not a regular file.
+    if (!(await assertEntryWritable(entry.dir, metadataFile))) return false;
     const tmp = join(entry.dir, `.${metadataFile}.tmp-${process.pid}-${Date.now()}`);
     try {
       await writeFile(tmp, `${JSON.stringify(metadata, null, 2)}\n`, { mode: PRIVATE_FILE_MODE, flag: 'wx' });
@@ -299,6 +309,16 @@ function isGone(error: unknown): boolean {
   return code === 'ENOENT' || code === 'ENOTDIR';
 }
 
+/** Metadata is small JSON; more than this is damage, not a backup.json. */
+const METADATA_LIMIT = 4 * 1024 * 1024;
+
+function describeKind(info: { isSymbolicLink(): boolean; isFIFO(): boolean; isFile(): boolean }): string {
+  if (info.isSymbolicLink()) return 'a symbolic link';
+  if (info.isFIFO()) return 'a FIFO';
+  if (info.isFile()) return 'a file';
+  return 'not a directory';
+}
+
 function skipWhenGone(error: unknown): undefined {
   if (isGone(error)) return undefined;
   throw error;
@@ -323,12 +343,14 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-async function readJsonIfExists<T>(path: string): Promise<T | undefined> {
+async function readJsonIfExists<T>(entryDir: string, name: string): Promise<T | undefined> {
+  const path = join(entryDir, name);
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = await readEntryText(entryDir, name, METADATA_LIMIT);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
     throw error;
   }
   try {

@@ -1,6 +1,6 @@
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { lockStatus } from '../catalog/lock';
+import { LOCK_FILE, lockStatus } from '../catalog/lock';
 import { Catalog, processAlive } from '../catalog/store';
 import { environmentConnection, postgresRunner } from '../postgres/connection';
 import { leftoverDatabases, type LeftoverDatabase } from '../postgres/leftovers';
@@ -16,12 +16,12 @@ interface LeftoverDirectory {
 /**
  * Lists what killed runs left behind: half-written (`.staging-*`) and half-deleted (`.deleting-*`)
  * catalog entries whose writer is gone, and restore scratch databases (`*_lifeline_restore_*`,
- * `*_lifeline_old_*`) on the environment's server, each with the command that removes it. It
+ * `*_lifeline_old_*`) on the environment's server, an environment lock whose holder is gone, each with the command that removes it. It
  * removes nothing itself: exit 1 when something is left over, 0 when clean.
  */
 export const doctorCommand: CommandSpec = {
   name: 'doctor',
-  summary: 'List leftovers of killed runs (staging entries, restore scratch databases) and how to remove them',
+  summary: 'List leftovers of killed runs (staging entries, restore scratch databases, a stale lock) and how to remove them',
   inputs: [],
   outputs: [],
   implemented: true,
@@ -40,12 +40,16 @@ export const doctorCommand: CommandSpec = {
     }
     const lock = await lockStatus(envDir);
     const running = lock.held && !lock.stale;
+    // A lock left by a killed run (its holder on this host is gone, per lock.ts) makes every later
+    // command exit 3 until it is broken: a leftover like the others. A live holder is not one.
+    const staleLock = lock.held && lock.stale ? { path: join(envDir, LOCK_FILE), holder: lock.info, remove: `lifeline lock break --env ${settings.name}` } : undefined;
     // Host-wide, not per environment: servers, copies and containers of drills killed on this host.
     const drills = findLeftovers()
       .filter((l) => l.state === 'orphaned')
       .map((l) => ({ kind: l.kind, description: describeLeftover(l), remove: leftoverRemoveCommand(l) }));
-    const total = directories.length + databases.length + drills.length;
+    const total = directories.length + databases.length + drills.length + (staleLock ? 1 : 0);
     const lines = [
+      ...(staleLock ? [`environment lock left by a killed run: ${staleLock.holder ? `pid ${staleLock.holder.pid} on ${staleLock.holder.host}, "${staleLock.holder.command}" since ${staleLock.holder.acquiredAt}, is gone` : `${staleLock.path} is unreadable`}; every later command exits 3 until it is broken\n    remove: ${staleLock.remove}`] : []),
       ...drills.map((d) => `left by a killed drill (the next drill removes it): ${d.description}\n    remove: ${d.remove}`),
       ...directories.map((d) => `${d.kind === 'staging' ? 'half-written entry ' : 'half-deleted entry '} ${d.path}\n    remove: ${d.remove}`),
       ...databases.map((d) => `${d.kind === 'scratch' ? 'restore scratch database' : 'replaced database kept by a restore'} ${d.database}${d.sessions ? ` (${d.sessions} sessions connected)` : ''}\n    remove: ${d.remove}`),
@@ -53,7 +57,7 @@ export const doctorCommand: CommandSpec = {
     const caution = running ? `\nnote: ${lock.info?.command ?? 'something'} (pid ${lock.info?.pid}) holds the environment lock now; a database it is restoring into shows up here until it finishes` : '';
     const text = total ? `${total} leftover${total === 1 ? '' : 's'} in environment ${settings.name}:\n${lines.join('\n')}${caution}` : `environment ${settings.name}: no leftovers${databaseNote ? ` in the catalog (${databaseNote})` : ''}`;
     return {
-      json: { environment: settings.name, clean: total === 0, directories, databases, drills, lockHeld: running, ...(databaseNote ? { note: databaseNote } : {}) },
+      json: { environment: settings.name, clean: total === 0, directories, databases, drills, lockHeld: running, ...(staleLock ? { staleLock } : {}), ...(databaseNote ? { note: databaseNote } : {}) },
       text,
       ...(total ? { exitCode: 1 as const, failureMessage: `${total} leftover${total === 1 ? '' : 's'} of killed runs; each line above says how to remove it` } : {}),
     };
