@@ -116,8 +116,9 @@ export function reconcile(history: History, state: RunningState): Reconciliation
       differences.push(`${row.service} has no container`);
       continue;
     }
-    const runs = `${row.service} runs ${row.imageRef} (${row.release ? `release ${row.release}` : 'unknown release'}), container ${row.containerId.slice(0, 12)} ${row.status}`;
-    if (unfinished || claimed === null || row.release !== claimed) differences.push(claimed && !unfinished ? `${runs}, but the history says ${claimed}` : runs);
+    // Every value here may come from a catalog file: printed escaped, so a forged name cannot add lines.
+    const runs = `${row.service} runs ${printable(row.imageRef)} (${row.release ? `release ${printable(row.release)}` : 'unknown release'}), container ${printable(row.containerId.slice(0, 12))} ${printable(row.status)}`;
+    if (unfinished || claimed === null || row.release !== claimed) differences.push(claimed && !unfinished ? `${runs}, but the history says ${printable(claimed)}` : runs);
     else if (row.status !== 'running') differences.push(runs);
   }
   const consistent = !unfinished && claimed !== null && state.services.every((r) => r.containerId && r.release === claimed && r.status === 'running');
