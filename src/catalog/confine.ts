@@ -1,4 +1,5 @@
-import { constants, statSync } from 'node:fs';
+import { constants, lstatSync, statSync, type Stats } from 'node:fs';
+import { userInfo } from 'node:os';
 import { lstat, open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -57,6 +58,9 @@ async function assertEntryDir(entryDir: string): Promise<void> {
   // The entry directory itself must not be a link to somewhere else (the store root may be).
   const info = await lstat(entryDir);
   if (!info.isDirectory()) throw unsafe(entryDir, '.', `is ${kindOf(info)}, not an entry directory`);
+  const uid = process.geteuid?.();
+  // Another user's directory is never an entry of this catalog, whatever it holds.
+  if (uid !== undefined && info.uid !== uid) throw unsafe(entryDir, '.', `is owned by uid ${info.uid}, not by ${runningUser()} that Lifeline runs as`);
 }
 
 /**
@@ -147,27 +151,83 @@ export async function readEntryText(entryDir: string, name: string, limit = 16 *
 }
 
 /**
- * Whether other local users can reach the environment's files: the store root and the environment
- * directory both let group or others in (a 0700 on either one keeps everything below private).
- * Returns the problem with its fix, or undefined when the catalog is private or does not exist yet.
+ * Whether the store root lets other local users in, or belongs to someone else: group or world
+ * readable or writable (0755, 1777 on a tmpfs mount point) or owned by another user. A shared
+ * root lets another user plant a directory or link where Lifeline resolves an environment, so it
+ * is a problem whatever the modes below it. Returns the problem with its fix, or undefined when
+ * the root is private or does not exist yet (Lifeline creates it 0700).
  */
-export function sharedStoreProblem(root: string, env: string): { message: string; fix: string } | undefined {
-  const modeOf = (path: string): number | undefined => {
-    try {
-      return statSync(path).mode & 0o777;
-    } catch {
-      return undefined;
-    }
-  };
-  const rootMode = modeOf(root);
-  if (rootMode === undefined || (rootMode & 0o077) === 0) return undefined;
-  const envMode = modeOf(join(root, env));
-  if (envMode !== undefined && (envMode & 0o077) === 0) return undefined;
-  const octal = (m: number) => m.toString(8).padStart(4, '0');
+export function sharedStoreProblem(root: string, _env?: string): { message: string; fix: string } | undefined {
+  let info: { mode: number; uid: number };
+  try {
+    info = statSync(root);
+  } catch {
+    return undefined;
+  }
+  const mode = info.mode & 0o7777;
+  const uid = process.geteuid?.();
+  const foreign = uid !== undefined && info.uid !== uid;
+  const readable = (mode & 0o044) !== 0;
+  const writable = (mode & 0o022) !== 0;
+  if (!readable && !writable && !foreign) return undefined;
+  const octal = mode.toString(8).padStart(4, '0');
+  const reach = readable && writable ? 'readable and writable' : readable ? 'readable' : writable ? 'writable' : '';
+  const problems = [
+    ...(reach ? [`is ${reach} by other local users (mode ${octal})`] : []),
+    ...(foreign ? [`is owned by uid ${info.uid}, not by ${runningUser()} that Lifeline runs as`] : []),
+  ];
   return {
-    message: `the catalog ${root} is readable by other local users (mode ${octal(rootMode)}${envMode === undefined ? '' : `, ${env}/ ${octal(envMode)}`}): backups, tenant exports and Redis snapshots hold production data`,
-    fix: `chmod -R go-rwx ${root}`,
+    message: `the catalog ${root} ${problems.join(' and ')}: backups, tenant exports and Redis snapshots hold production data, and another user could plant a directory or link in it`,
+    fix: [...(foreign ? [`chown ${userInfoName() ?? process.geteuid?.()} ${root}`] : []), `chmod 700 ${root}`].join(' && '),
   };
+}
+
+function userInfoName(): string | undefined {
+  try {
+    return userInfo().username;
+  } catch {
+    return undefined; // no passwd entry (a container's arbitrary uid)
+  }
+}
+
+function runningUser(): string {
+  const uid = process.geteuid?.();
+  const name = userInfoName();
+  return name ? `${name} (uid ${uid})` : `uid ${uid}`;
+}
+
+/**
+ * The one rule for a directory Lifeline resolves under the store root (the environment, each
+ * segment of the kind such as tenants/<tenant>/exports, the entry): when it exists it must be a
+ * real directory (lstat: not a symbolic link) owned by the user Lifeline runs as. Anything else
+ * could send reads and writes into another user's directory, so it is refused (exit 1) before
+ * anything is read or written through it. A segment that does not exist yet ends the walk:
+ * Lifeline creates it 0700 itself and writers check again after creating it.
+ */
+export function assertCatalogDirs(root: string, segments: readonly string[]): void {
+  const uid = process.geteuid?.();
+  let path = root;
+  for (const segment of segments) {
+    path = join(path, segment);
+    let info: Stats;
+    try {
+      info = lstatSync(path);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return;
+      throw error;
+    }
+    let problem: string | undefined;
+    if (info.isSymbolicLink()) problem = 'is a symbolic link';
+    else if (!info.isDirectory()) problem = `is ${kindOf(info)}, not a directory`;
+    else if (uid !== undefined && info.uid !== uid) problem = `is owned by uid ${info.uid}, not by ${runningUser()} that Lifeline runs as`;
+    if (problem) {
+      throw new LifelineError('failed', `the catalog directory ${path} ${problem}; Lifeline neither reads nor writes through it, nothing was read or written`, {
+        code: 'CATALOG_DIR_UNSAFE',
+        fix: `inspect ${path} (someone else may have planted it); move it away and let Lifeline recreate it as a private directory of ${runningUser()}, then make the store root private: chmod 700 ${root}`,
+      });
+    }
+  }
 }
 
 let warnSink: ((message: string) => void) | undefined;

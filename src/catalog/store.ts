@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { appendFile, lstat, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { failure, usageError, type LifelineError } from '../errors';
 import { fsyncPath, hashingFileWriter, mkdirPrivate, PRIVATE_FILE_MODE, streamToFile, writeFileAtomic, type HashedFile } from './files';
-import { assertEntryWritable, readEntryText, UnsafeEntryFileError, warnIfStoreShared } from './confine';
+import { assertCatalogDirs, assertEntryWritable, readEntryText, UnsafeEntryFileError, warnIfStoreShared } from './confine';
 import { withWriteOutcome } from './fs-errors';
 import { formatSums, SUMS_FILE, type SumEntry } from './sums';
 
@@ -66,18 +66,25 @@ export class Catalog {
     this.options.warn?.(`skipped ${path}: ${reason}; the other entries are used (inspect it, restore it from an off-host copy or remove the entry)`);
   }
 
+  // Every directory resolved under the root is checked here, once: a real directory of ours or
+  // nothing (assertCatalogDirs), so a planted link or another user's directory is never used.
   envDir(env: string): string {
     assertSafeSegment(env, 'environment');
+    assertCatalogDirs(this.root, [env]);
     return join(this.root, env);
   }
 
   kindDir(env: string, kind: EntryKind): string {
-    return join(this.envDir(env), kind);
+    assertSafeSegment(env, 'environment');
+    assertCatalogDirs(this.root, [env, ...kind.split('/')]);
+    return join(this.root, env, kind);
   }
 
   entryDir(env: string, kind: EntryKind, id: string): string {
+    assertSafeSegment(env, 'environment');
     assertSafeSegment(id, 'id');
-    return join(this.kindDir(env, kind), id);
+    assertCatalogDirs(this.root, [env, ...kind.split('/'), id]);
+    return join(this.root, env, kind, id);
   }
 
   async begin(env: string, kind: EntryKind, id: string, metadataFile: string): Promise<StagedEntry> {
@@ -88,6 +95,8 @@ export class Catalog {
     warnIfStoreShared(this.root, env);
     const stagingDir = join(this.kindDir(env, kind), `.staging-${id}-${process.pid}`);
     await withWriteOutcome(`nothing was added to the catalog (${kind} entry ${id} was not started)`, () => mkdirPrivate(stagingDir));
+    // Again after creating: a directory planted between the check and the mkdir is caught before a byte is written.
+    assertCatalogDirs(this.root, [env, ...kind.split('/'), basename(stagingDir)]);
     return new StagedEntry(stagingDir, finalDir, metadataFile, `${kind} entry ${id}`);
   }
 
@@ -211,6 +220,7 @@ export class Catalog {
     warnIfStoreShared(this.root, env);
     await withWriteOutcome(`the record was not appended to ${name}`, async () => {
       await mkdirPrivate(this.envDir(env));
+      this.envDir(env); // again after creating it (see begin)
       await appendFile(path, `${JSON.stringify(record)}\n`, { mode: PRIVATE_FILE_MODE });
       await fsyncPath(path);
     });

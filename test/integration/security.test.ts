@@ -155,10 +155,10 @@ describe('a private, confined catalog', { timeout: 900_000 }, () => {
       const backup = await lifeline022(['backup', ...base(), '--no-verify'], env);
       expect(backup.code, backup.stderr).toBe(0);
       expect(backup.stderr).toContain(`the catalog ${store} is readable by other local users`);
-      expect(backup.stderr).toContain(`chmod -R go-rwx ${store}`);
+      expect(backup.stderr).toContain(`chmod 700 ${store}`);
       const preflight = await lifeline022(['preflight', ...base(), '--json'], env);
       const finding = (JSON.parse(preflight.stdout) as { findings: { check: string; status: string; fix?: string }[] }).findings.find((f) => f.check === 'backups.catalog-private');
-      expect(finding).toMatchObject({ status: 'fail', fix: `chmod -R go-rwx ${store}` });
+      expect(finding).toMatchObject({ status: 'fail', fix: `chmod 700 ${store}` });
     } finally {
       chmodSync(store, 0o700);
       chmodSync(join(store, 'production'), 0o700);

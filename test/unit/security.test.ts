@@ -153,11 +153,13 @@ describe('catalog files are private whatever the umask', () => {
     chmodSync(store, 0o755);
     chmodSync(join(store, 'production'), 0o755);
     const problem = sharedStoreProblem(store, 'production');
-    expect(problem?.message).toContain('readable by other local users (mode 0755, production/ 0755)');
-    expect(problem?.fix).toBe(`chmod -R go-rwx ${store}`);
-    // One private level is enough to keep everything below it private.
+    expect(problem?.message).toContain('readable by other local users (mode 0755)');
+    expect(problem?.fix).toBe(`chmod 700 ${store}`);
+    // A private environment below no longer hides a shared root: others could plant a link beside it.
     chmodSync(join(store, 'production'), 0o700);
-    expect(sharedStoreProblem(store, 'production')).toBeUndefined();
+    expect(sharedStoreProblem(store, 'production')?.fix).toBe(`chmod 700 ${store}`);
+    chmodSync(store, 0o1777);
+    expect(sharedStoreProblem(store, 'production')?.message).toContain('readable and writable by other local users (mode 1777)');
     chmodSync(join(store, 'production'), 0o750);
     chmodSync(store, 0o700);
     expect(sharedStoreProblem(store, 'production')).toBeUndefined();
