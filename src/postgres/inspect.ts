@@ -188,33 +188,121 @@ export interface UserObjects {
 }
 
 /**
+ * Catalogs of the connected database whose rows have oids and can be created by a user. initdb's
+ * own rows are below FirstNormalObjectId (16384, plpgsql included), so any row at or above it was
+ * created later: by a user or an extension, both data a restore would destroy. Listed as
+ * [catalog, kind, SQL condition excluding other sessions' temporary objects].
+ */
+const FIRST_NORMAL_OBJECT_ID = 16384;
+const TEMP_NAMESPACES = `(SELECT oid FROM pg_namespace WHERE nspname LIKE 'pg\\_temp\\_%' OR nspname LIKE 'pg\\_toast\\_temp\\_%')`;
+const notTemp = (column: string) => `${column} NOT IN ${TEMP_NAMESPACES}`;
+const relNotTemp = (column: string) => `${column} NOT IN (SELECT oid FROM pg_class WHERE ${notTemp('relnamespace')} IS NOT TRUE)`;
+const OID_CATALOGS: [catalog: string, kind: string, keep: string][] = [
+  ['pg_class', 'relation', notTemp('relnamespace')],
+  ['pg_proc', 'function', notTemp('pronamespace')],
+  ['pg_type', 'type', notTemp('typnamespace')],
+  ['pg_namespace', 'schema', `nspname NOT LIKE 'pg\\_temp\\_%' AND nspname NOT LIKE 'pg\\_toast\\_temp\\_%'`],
+  ['pg_constraint', 'constraint', notTemp('connamespace')],
+  ['pg_attrdef', 'column default', relNotTemp('adrelid')],
+  ['pg_trigger', 'trigger', relNotTemp('tgrelid')],
+  ['pg_rewrite', 'rule', relNotTemp('ev_class')],
+  ['pg_policy', 'policy', relNotTemp('polrelid')],
+  ['pg_statistic_ext', 'extended statistics', notTemp('stxnamespace')],
+  ['pg_cast', 'cast', 'true'],
+  ['pg_am', 'access method', 'true'],
+  ['pg_opfamily', 'operator family', 'true'],
+  ['pg_opclass', 'operator class', 'true'],
+  ['pg_amop', 'operator family member', 'true'],
+  ['pg_amproc', 'operator family member', 'true'],
+  ['pg_operator', 'operator', 'true'],
+  ['pg_conversion', 'conversion', 'true'],
+  ['pg_language', 'language', 'true'],
+  ['pg_foreign_data_wrapper', 'foreign data wrapper', 'true'],
+  ['pg_foreign_server', 'foreign server', 'true'],
+  ['pg_user_mapping', 'user mapping', 'true'],
+  ['pg_ts_dict', 'text search dictionary', 'true'],
+  ['pg_ts_config', 'text search configuration', 'true'],
+  ['pg_ts_parser', 'text search parser', 'true'],
+  ['pg_ts_template', 'text search template', 'true'],
+  ['pg_collation', 'collation', 'true'],
+  ['pg_enum', 'enum label', 'true'],
+  ['pg_extension', 'extension', 'true'],
+  ['pg_event_trigger', 'event trigger', 'true'],
+  ['pg_publication', 'publication', 'true'],
+  ['pg_publication_rel', 'publication member', 'true'],
+  ['pg_publication_namespace', 'publication member', 'true'],
+  ['pg_default_acl', 'default privileges', 'true'],
+  ['pg_transform', 'transform', 'true'],
+];
+
+/**
  * Every user object of the connected database, by kind: relations of every kind (tables, views,
  * materialized views, sequences, foreign and partitioned tables, extension-owned ones too), large
- * objects, functions and procedures, types and domains, schemas other than `public`, extensions
- * other than `plpgsql`, and the rarer catalog objects a dump carries. The one answer to "does this
- * database hold anything a restore would destroy?": empty means nothing to lose.
+ * objects (whatever their oid), functions and procedures, types and domains, schemas other than
+ * `public`, extensions other than `plpgsql`, then every other row created after initdb in any
+ * per-database catalog (casts, access methods, operator classes and families, languages, foreign
+ * data wrappers, text search objects, default privileges, ...), and a `public` schema whose
+ * comment, privileges or owner differ from initdb's. The one answer to "does this database hold
+ * anything a restore would destroy?": empty means nothing to lose. Each object is named once, by
+ * its most specific kind; parts of an object counted itself (a table's indexes, row type,
+ * constraints) are not listed again.
  */
 export async function userObjects(session: PsqlSession): Promise<UserObjects[]> {
   const schema = (column: string) => `${column} NOT IN (SELECT oid FROM pg_namespace n WHERE NOT (${USER_SCHEMA_FILTER}))`;
+  const generic = OID_CATALOGS.map(
+    ([catalog, kind, keep]) =>
+      `UNION ALL SELECT 9, ${quoteLiteral(kind)}, pg_describe_object('${catalog}'::regclass, oid, 0), '${catalog}'::regclass::oid, oid FROM ${catalog} WHERE oid >= ${FIRST_NORMAL_OBJECT_ID} AND ${keep}`,
+  ).join('\n       ');
   const rows = await session.query<{ kind: string; count: number; examples: string[] }>(
-    `SELECT kind, count(*)::int AS count, (array_agg(name ORDER BY name))[1:3] AS examples FROM (
-       SELECT CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'table' WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view'
-                             WHEN 'S' THEN 'sequence' WHEN 'f' THEN 'foreign table' ELSE 'type' END AS kind,
-              format('%I.%I', n.nspname, c.relname) AS name
+    `WITH found(priority, kind, name, classid, objid) AS (
+       SELECT 1, CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'table' WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view'
+                             WHEN 'S' THEN 'sequence' WHEN 'f' THEN 'foreign table' ELSE 'type' END,
+              format('%I.%I', n.nspname, c.relname), 'pg_class'::regclass::oid, c.oid
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f', 'c') AND ${USER_SCHEMA_FILTER}
-       UNION ALL SELECT 'large object', oid::text FROM pg_largeobject_metadata
-       UNION ALL SELECT 'function', p.oid::regprocedure::text FROM pg_proc p WHERE ${schema('p.pronamespace')}
-       UNION ALL SELECT 'type', t.oid::regtype::text FROM pg_type t
+       UNION ALL SELECT 1, 'large object', oid::text, 'pg_largeobject_metadata'::regclass::oid, oid FROM pg_largeobject_metadata
+       UNION ALL SELECT 1, 'function', p.oid::regprocedure::text, 'pg_proc'::regclass::oid, p.oid FROM pg_proc p WHERE ${schema('p.pronamespace')}
+       UNION ALL SELECT 1, 'type', t.oid::regtype::text, 'pg_type'::regclass::oid, t.oid FROM pg_type t
                   WHERE ${schema('t.typnamespace')} AND t.typrelid = 0 AND NOT (t.typcategory = 'A' AND t.typelem <> 0)
-       UNION ALL SELECT 'schema', quote_ident(nspname) FROM pg_namespace n WHERE ${USER_SCHEMA_FILTER} AND nspname <> 'public'
-       UNION ALL SELECT 'extension', quote_ident(extname) FROM pg_extension WHERE extname <> 'plpgsql'
-       UNION ALL SELECT 'operator', o.oid::regoperator::text FROM pg_operator o WHERE ${schema('o.oprnamespace')}
-       UNION ALL SELECT 'collation', quote_ident(collname) FROM pg_collation WHERE ${schema('collnamespace')}
-       UNION ALL SELECT 'text search configuration', quote_ident(cfgname) FROM pg_ts_config WHERE ${schema('cfgnamespace')}
-       UNION ALL SELECT 'foreign server', quote_ident(srvname) FROM pg_foreign_server
-       UNION ALL SELECT 'event trigger', quote_ident(evtname) FROM pg_event_trigger
-       UNION ALL SELECT 'publication', quote_ident(pubname) FROM pg_publication
+       UNION ALL SELECT 1, 'schema', quote_ident(nspname), 'pg_namespace'::regclass::oid, oid FROM pg_namespace n WHERE ${USER_SCHEMA_FILTER} AND nspname <> 'public'
+       UNION ALL SELECT 1, 'extension', quote_ident(extname), 'pg_extension'::regclass::oid, oid FROM pg_extension WHERE extname <> 'plpgsql'
+       UNION ALL SELECT 1, 'operator', o.oid::regoperator::text, 'pg_operator'::regclass::oid, o.oid FROM pg_operator o WHERE ${schema('o.oprnamespace')}
+       UNION ALL SELECT 1, 'collation', quote_ident(collname), 'pg_collation'::regclass::oid, oid FROM pg_collation WHERE ${schema('collnamespace')}
+       UNION ALL SELECT 1, 'text search configuration', quote_ident(cfgname), 'pg_ts_config'::regclass::oid, oid FROM pg_ts_config WHERE ${schema('cfgnamespace')}
+       UNION ALL SELECT 1, 'foreign server', quote_ident(srvname), 'pg_foreign_server'::regclass::oid, oid FROM pg_foreign_server
+       UNION ALL SELECT 1, 'event trigger', quote_ident(evtname), 'pg_event_trigger'::regclass::oid, oid FROM pg_event_trigger
+       UNION ALL SELECT 1, 'publication', quote_ident(pubname), 'pg_publication'::regclass::oid, oid FROM pg_publication
+       -- The public schema initdb made: a comment, a grant or an owner of the user's is data too.
+       UNION ALL SELECT 1, 'change to schema public', concat_ws(' and ',
+                  CASE WHEN d.description IS NOT NULL AND d.description <> 'standard public schema' THEN 'its comment' END,
+                  CASE WHEN n.nspacl IS DISTINCT FROM coalesce(
+                         (SELECT ip.initprivs FROM pg_init_privs ip WHERE ip.objoid = n.oid AND ip.classoid = 'pg_namespace'::regclass AND ip.objsubid = 0),
+                         '{pg_database_owner=UC/pg_database_owner,=U/pg_database_owner}'::aclitem[]) THEN 'its privileges' END,
+                  CASE WHEN n.nspowner <> coalesce(to_regrole('pg_database_owner')::oid, 10) THEN 'its owner' END),
+                  'pg_namespace'::regclass::oid, n.oid
+             FROM pg_namespace n LEFT JOIN pg_description d ON d.objoid = n.oid AND d.classoid = 'pg_namespace'::regclass AND d.objsubid = 0
+            WHERE n.nspname = 'public' AND n.oid < ${FIRST_NORMAL_OBJECT_ID}
+              AND ((d.description IS NOT NULL AND d.description <> 'standard public schema')
+                   OR n.nspacl IS DISTINCT FROM coalesce(
+                        (SELECT ip.initprivs FROM pg_init_privs ip WHERE ip.objoid = n.oid AND ip.classoid = 'pg_namespace'::regclass AND ip.objsubid = 0),
+                        '{pg_database_owner=UC/pg_database_owner,=U/pg_database_owner}'::aclitem[])
+                   OR n.nspowner <> coalesce(to_regrole('pg_database_owner')::oid, 10))
+       ${generic}
+     ), named AS (
+       SELECT DISTINCT ON (classid, objid) kind, name, classid, objid FROM found ORDER BY classid, objid, priority
+     ), shown AS (
+       -- A part of another object found here (index, row type, constraint, rule, opclass member)
+       -- is not named again; a part of a built-in object (a function added to a built-in operator
+       -- family) is.
+       SELECT kind, name FROM named o
+        WHERE NOT EXISTS (SELECT 1 FROM pg_depend dep
+                           WHERE dep.classid = o.classid AND dep.objid = o.objid AND dep.objsubid = 0 AND dep.deptype IN ('i', 'a')
+                             AND EXISTS (SELECT 1 FROM named p WHERE p.classid = dep.refclassid AND p.objid = dep.refobjid))
+     )
+     SELECT kind, count(*)::int AS count, (array_agg(name ORDER BY name))[1:3] AS examples FROM (
+       SELECT kind, name FROM shown
+       -- Never empty when something was found, whatever the dependencies look like.
+       UNION ALL SELECT kind, name FROM named WHERE NOT EXISTS (SELECT 1 FROM shown)
      ) objects GROUP BY kind ORDER BY kind`,
   );
   return rows.map((r) => ({ kind: r.kind, count: Number(r.count), examples: r.examples ?? [] }));
@@ -222,7 +310,8 @@ export async function userObjects(session: PsqlSession): Promise<UserObjects[]> 
 
 /** "3 tables (public.a, public.b, ...), 1 large object (16401)": what a refusal names. */
 export function describeUserObjects(objects: UserObjects[]): string {
-  return objects.map((o) => `${o.count} ${o.kind}${o.count === 1 ? '' : 's'} (${o.examples.join(', ')}${o.count > o.examples.length ? ', ...' : ''})`).join(', ');
+  const plural = (kind: string) => (/(privileges|statistics|schema public)$/.test(kind) ? kind : kind.endsWith('y') ? `${kind.slice(0, -1)}ies` : `${kind}s`);
+  return objects.map((o) => `${o.count} ${o.count === 1 ? o.kind : plural(o.kind)} (${o.examples.join(', ')}${o.count > o.examples.length ? ', ...' : ''})`).join(', ');
 }
 
 /**

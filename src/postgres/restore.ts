@@ -197,6 +197,7 @@ export async function restoreIntoFreshDatabase(options: FreshRestoreOptions): Pr
   try {
     await checkConnection(admin, maintenanceConnection(target));
     const state = await databaseState(runner, target);
+    requireNotTemplate(target, state);
     if (state.holdsData) {
       throw refusal('TARGET_NOT_EMPTY', `database ${describeTarget(target)} is not empty (${describeUserObjects(state.objects)}); an isolated restore needs an empty or new database`, 'choose a new database name, or use lifeline restore with --confirm to replace it');
     }
@@ -292,6 +293,7 @@ async function restoreLocked(options: RestoreOptions, maintenance: PgConnection,
   const started = Date.now();
   // Decided under the lock: what the target holds now, not before another run finished.
   const before = await databaseState(runner, target);
+  requireNotTemplate(target, before);
   if (before.holdsData) requireDestructiveConfirmation(target, options.confirm, `holds ${describeUserObjects(before.objects)}`);
   if (backup.metadata.database !== target.database) {
     logger.warn(`backup ${backup.id} is of database ${backup.metadata.database}, restored into ${describeTarget(target)} as asked by its id`);
@@ -384,20 +386,35 @@ interface DatabaseState {
   exists: boolean;
   holdsData: boolean;
   objects: UserObjects[];
+  /** pg_database.datistemplate: CREATE DATABASE copies it. */
+  template?: boolean;
   owner?: string;
   encoding?: string;
   collate?: string;
   ctype?: string;
 }
 
+/**
+ * Refuses (exit 3, --confirm or not) a template database as a target: every database created
+ * later would copy the backup's contents, and the replaced template could not be dropped.
+ */
+function requireNotTemplate(target: PgConnection, state: DatabaseState): void {
+  if (!state.template && target.database !== 'template0' && target.database !== 'template1') return;
+  throw refusal(
+    'TARGET_IS_TEMPLATE',
+    `${describeTarget(target)} is a template database: every database created on this server afterwards would copy what is restored into it; nothing was changed`,
+    'restore into an application database (the one your app connects to, or a new one) instead; a template database is never a restore target',
+  );
+}
+
 /** Whether the database exists and what it holds: any user object at all counts (`userObjects`). */
 async function databaseState(runner: Runner, target: PgConnection): Promise<DatabaseState> {
   // Catalog reads only: bounded so a server in trouble cannot hold the environment lock forever.
   const bounded: PgConnection = { ...target, timeouts: { ...target.timeouts, statementSeconds: Math.max(30, target.timeouts?.lockSeconds ?? 0) } };
-  const [row] = await queryOnceOn<{ owner: string; encoding: string; collate: string; ctype: string }>(
+  const [row] = await queryOnceOn<{ template: boolean; owner: string; encoding: string; collate: string; ctype: string }>(
     runner,
     maintenanceConnection(bounded),
-    `SELECT pg_get_userbyid(datdba) AS owner, pg_encoding_to_char(encoding) AS encoding, datcollate AS collate, datctype AS ctype FROM pg_database WHERE datname = ${quoteLiteral(target.database)}`,
+    `SELECT datistemplate AS template, pg_get_userbyid(datdba) AS owner, pg_encoding_to_char(encoding) AS encoding, datcollate AS collate, datctype AS ctype FROM pg_database WHERE datname = ${quoteLiteral(target.database)}`,
   );
   if (!row) return { exists: false, holdsData: false, objects: [] };
   const session = PsqlSession.open(runner, bounded);

@@ -212,6 +212,87 @@ describe('restore safety', () => {
     });
   });
 
+  describe('any object created after initdb counts as data, and a template database is never a target', () => {
+    // [what, statement, the kind the refusal names, a query counting the object afterwards]
+    const kinds: [string, string, string, string][] = [
+      ['a user-defined cast', 'CREATE CAST (date AS int4) WITHOUT FUNCTION', 'cast from date to integer', `SELECT count(*)::int AS n FROM pg_cast WHERE castsource = 'date'::regtype AND casttarget = 'int4'::regtype`],
+      ['default privileges', 'ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC', 'default privileges', 'SELECT count(*)::int AS n FROM pg_default_acl'],
+      ['a table access method', 'CREATE ACCESS METHOD myheap TYPE TABLE HANDLER heap_tableam_handler', 'access method myheap', `SELECT count(*)::int AS n FROM pg_am WHERE amname = 'myheap'`],
+      ['a comment on schema public', `COMMENT ON SCHEMA public IS 'tenant data lives here'`, 'schema public (its comment)', `SELECT count(*)::int AS n FROM pg_description WHERE objoid = 'public'::regnamespace AND description = 'tenant data lives here'`],
+      ['a grant on schema public', 'GRANT CREATE ON SCHEMA public TO PUBLIC', 'schema public (its privileges)', `SELECT count(*)::int AS n FROM pg_namespace WHERE nspname = 'public' AND has_schema_privilege('public', oid, 'CREATE')`],
+      ['a text search dictionary', 'CREATE TEXT SEARCH DICTIONARY public.mydict (TEMPLATE = simple, STOPWORDS = english)', 'text search dictionary mydict', `SELECT count(*)::int AS n FROM pg_ts_dict WHERE dictname = 'mydict'`],
+      ['an operator family', 'CREATE OPERATOR FAMILY public.f USING btree', 'operator family f', `SELECT count(*)::int AS n FROM pg_opfamily WHERE opfname = 'f'`],
+      ['a conversion', `CREATE CONVERSION public.c FOR 'LATIN1' TO 'UTF8' FROM iso8859_1_to_utf8`, 'conversion c', `SELECT count(*)::int AS n FROM pg_conversion WHERE conname = 'c'`],
+      ['an operator class', 'CREATE OPERATOR CLASS public.oc FOR TYPE int4 USING btree AS OPERATOR 1 <, OPERATOR 3 =, FUNCTION 1 btint4cmp(int4, int4)', 'operator family oc', `SELECT count(*)::int AS n FROM pg_opclass WHERE opcname = 'oc'`],
+      ['a procedural language', 'CREATE LANGUAGE l HANDLER plpgsql_call_handler', 'language l', `SELECT count(*)::int AS n FROM pg_language WHERE lanname = 'l'`],
+      ['a foreign data wrapper with no server', 'CREATE FOREIGN DATA WRAPPER w', 'foreign-data wrapper w', `SELECT count(*)::int AS n FROM pg_foreign_data_wrapper WHERE fdwname = 'w'`],
+    ];
+    for (const [what, statement, named, still] of kinds) {
+      it(`a database holding only ${what} needs --confirm (exit 3 without, named, the object kept)`, async () => {
+        const target = await createDatabase('safeoid');
+        drops.push(target.name);
+        expect(await query<{ n: number }>(still, target.name)).toEqual([{ n: 0 }]);
+        await sql(statement, target.name);
+        const run = await restore(target.url);
+        expect(run.code, run.stderr).toBe(3);
+        expect(jsonError(run).code).toBe('CONFIRMATION_REQUIRED');
+        expect(jsonError(run).message).toContain(named);
+        expect(await query<{ n: number }>(still, target.name)).toEqual([{ n: 1 }]);
+        expect(await tableCounts(target.name)).toEqual({});
+        expect(await lifelineDatabases(target.name)).toEqual([]);
+      });
+    }
+
+    it('a fresh database (a copy of template1, oids and all) and one where a session used temporary tables are still empty: restored without --confirm', async () => {
+      for (const prefix of ['safefresh', 'safetemp']) {
+        const target = await createDatabase(prefix);
+        drops.push(target.name);
+        // A temporary table leaves pg_temp_N / pg_toast_temp_N schemas (oids above 16384) behind.
+        if (prefix === 'safetemp') await sql('CREATE TEMP TABLE scratch (id int PRIMARY KEY DEFAULT 1); INSERT INTO scratch DEFAULT VALUES', target.name);
+        const run = await restore(target.url);
+        expect(run.code, run.stderr).toBe(0);
+        expect(JSON.parse(run.stdout).destructive).toBe(false);
+        expect(await tableCounts(target.name)).toEqual(sourceCounts);
+      }
+    }, 240_000);
+
+    const templateTables = () => query<{ name: string }>(`SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') ORDER BY 1`, 'template1');
+
+    it('template1 is refused with and without --confirm (exit 3, nothing changed), by restore and by a drill', async () => {
+      const before = await templateTables();
+      const url = formatPgUrl({ ...adminConn(), database: 'template1' });
+      for (const extra of [[], ['--confirm', 'template1']]) {
+        const run = await restore(url, extra);
+        expect(run.code, run.stderr).toBe(3);
+        expect(jsonError(run).code).toBe('TARGET_IS_TEMPLATE');
+        expect(jsonError(run).message).toContain('/template1 is a template database');
+        expect(jsonError(run).fix).toContain('application database');
+      }
+      const drill = await cli(['drill', '--database-url', source.url, '--target', url, '--json']);
+      expect(drill.code, drill.stderr).toBe(3);
+      expect(jsonError(drill).code).toBe('TARGET_IS_TEMPLATE');
+      expect(await templateTables()).toEqual(before);
+      expect(await lifelineDatabases('template1')).toEqual([]);
+      expect(await query(`SELECT datistemplate FROM pg_database WHERE datname = 'template1'`, 'postgres')).toEqual([{ datistemplate: true }]);
+    }, 240_000);
+
+    it('any database marked as a template is refused even with --confirm (exit 3), its tables kept', async () => {
+      const target = await createDatabase('safetpl');
+      await sql('CREATE TABLE kept (id int); INSERT INTO kept VALUES (1)', target.name);
+      await sql(`ALTER DATABASE "${target.name}" IS_TEMPLATE true`);
+      try {
+        const run = await restore(target.url, ['--confirm', target.name]);
+        expect(run.code, run.stderr).toBe(3);
+        expect(jsonError(run).code).toBe('TARGET_IS_TEMPLATE');
+        expect(await tableCounts(target.name)).toEqual({ 'public.kept': 1 });
+        expect(await lifelineDatabases(target.name)).toEqual([]);
+      } finally {
+        await sql(`ALTER DATABASE "${target.name}" IS_TEMPLATE false`);
+        drops.push(target.name);
+      }
+    });
+  });
+
   describe('database-level state survives a restore', () => {
     it('privileges, settings, role settings, connection limit and comment are restored, and the pre-restore backup carries the old ones', async () => {
       const role = `safe_role_${Date.now()}`;
