@@ -1,6 +1,7 @@
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { lstat, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { readEntryText, UnsafeEntryFileError } from '../catalog/confine';
 import { CATALOG_SCHEMA_VERSION, newEntryId, type Catalog, type CatalogEntry, type EntryMetadata } from '../catalog/store';
 import { failure } from '../errors';
 import { renderMarkdownTable, renderMermaidTrend, renderTextTable, type Table } from '../report/table';
@@ -163,22 +164,27 @@ export async function listDrillEntries(catalog: Catalog, env: string): Promise<{
   const damaged: DamagedDrillEntry[] = [];
   for (const name of names.filter((n) => !n.startsWith('.') && !listed.has(n)).sort()) {
     const dir = join(kindDir, name);
-    const info = await stat(dir).catch(() => undefined);
-    if (!info?.isDirectory()) continue; // removed meanwhile (a prune), or a stray file beside the entries
+    // lstat, as the listing: a link planted as an entry is never followed.
+    const info = await lstat(dir).catch(() => undefined);
+    if (!info) continue; // removed meanwhile (a prune)
+    // A stray file beside the entries (an operator's note) is not a drill; a link or file named like one is.
+    if (!info.isDirectory() && drillIdTime(name) === undefined) continue;
     // Fail closed: the listing skipped it, so even a report that reads fine now counts as damaged.
-    const problem = (await reportProblem(join(dir, DRILL_REPORT_FILE))) ?? `${DRILL_REPORT_FILE} was not readable when the catalog was listed`;
+    const problem = info.isDirectory() ? ((await reportProblem(dir)) ?? `${DRILL_REPORT_FILE} was not readable when the catalog was listed`) : `the entry is ${info.isSymbolicLink() ? 'a symbolic link' : 'not a directory'}`;
     // A directory gone by now was removed by a concurrent prune, not damaged.
-    if (await stat(dir).catch(() => undefined)) damaged.push({ id: name, dir, problem });
+    if (await lstat(dir).catch(() => undefined)) damaged.push({ id: name, dir, problem });
   }
   return { drills, damaged };
 }
 
 /** Why report.json cannot be used as a drill report, or undefined when it looks usable now. */
-async function reportProblem(path: string): Promise<string | undefined> {
+async function reportProblem(entryDir: string): Promise<string | undefined> {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    // The confined reader: a FIFO or link named report.json is damage, never a hang or a read elsewhere.
+    text = await readEntryText(entryDir, DRILL_REPORT_FILE);
   } catch (error) {
+    if (error instanceof UnsafeEntryFileError) return `${error.fileName === '.' ? 'the entry' : DRILL_REPORT_FILE} ${error.reason}`;
     const code = (error as NodeJS.ErrnoException).code;
     return code === 'ENOENT' ? `it has no ${DRILL_REPORT_FILE}` : `${DRILL_REPORT_FILE} cannot be read (${(error as Error).message})`;
   }

@@ -1,4 +1,5 @@
 import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -190,11 +191,13 @@ describe('the release gate believes only real, recent, passing drills', { timeou
     expect(wrongKey.stderr).toMatch(/fails signature verification: .*the signature does not match the public key/);
   });
 
-  it('fails when the newer failed drill has a damaged report (emptied, removed, or "{" with SHA256SUMS recomputed), naming it', async () => {
+  it('fails when the newer failed drill has a damaged report (emptied, removed, "{" with SHA256SUMS recomputed, a FIFO), naming it', async () => {
     const damages: [string, (dir: string) => void, RegExp][] = [
       ['emptied', (dir) => writeFileSync(join(dir, 'report.json'), ''), /report\.json is empty/],
       ['removed', (dir) => rmSync(join(dir, 'report.json')), /it has no report\.json/],
       ['"{", resummed', (dir) => (writeFileSync(join(dir, 'report.json'), '{'), resum(dir)), /report\.json is not valid JSON/],
+      // A FIFO in its place must be damage, never a gate that hangs reading it.
+      ['a FIFO', (dir) => (rmSync(join(dir, 'report.json')), execFileSync('mkfifo', [join(dir, 'report.json')])), /report\.json is a FIFO/],
     ];
     for (const [what, damage, why] of damages) {
       const copy = copyStore();
