@@ -225,7 +225,6 @@ const OID_CATALOGS: [catalog: string, kind: string, keep: string][] = [
   ['pg_ts_parser', 'text search parser', 'true'],
   ['pg_ts_template', 'text search template', 'true'],
   ['pg_collation', 'collation', 'true'],
-  ['pg_enum', 'enum label', 'true'],
   ['pg_extension', 'extension', 'true'],
   ['pg_event_trigger', 'event trigger', 'true'],
   ['pg_publication', 'publication', 'true'],
