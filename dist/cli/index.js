@@ -62671,7 +62671,7 @@ function lineOf(root, path, lc) {
  */
 function redactSecretsInText(text) {
     return text
-        .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/@"'<>]*:)[^\s@/"'<>]+@/gi, '$1***@')
+        .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/@"'<>]*:)[^\s/"'<>]+@/gi, '$1***@')
         .replace(/((?:[?&;\s]|^)(?:ssl)?password=)(?!\*\*\*(?:[&#\s"'<>]|$))[^&#\s"'<>]+/gi, '$1***');
 }
 /** Replaces registered secrets in a string: the last line of defence before text leaves the process. */
@@ -62751,7 +62751,7 @@ function urlSecrets(url) {
     if (!url)
         return [];
     const found = new Set();
-    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@]*?:([^/?#@]*)@/i.exec(url)?.[1];
+    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@:]*:([^/?#]*)@/i.exec(url)?.[1];
     if (userinfo) {
         found.add(userinfo);
         found.add(decodeLenient(userinfo));
@@ -62777,7 +62777,7 @@ function urlPassword(url) {
     if (!url)
         return undefined;
     const secrets = urlSecrets(url);
-    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@]*?:([^/?#@]*)@/i.exec(url)?.[1];
+    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@:]*:([^/?#]*)@/i.exec(url)?.[1];
     if (userinfo)
         return decodeLenient(userinfo);
     return secrets.length > 0 ? secrets[secrets.length - 1] : undefined;
@@ -63338,7 +63338,10 @@ async function sha256File(path) {
     return { sha256: hasher.digest(), bytes: hasher.bytes };
 }
 
+// EXTERNAL MODULE: external "node:os"
+var external_node_os_ = __nccwpck_require__(48161);
 ;// CONCATENATED MODULE: ./src/catalog/confine.ts
+
 
 
 
@@ -63403,6 +63406,10 @@ async function assertEntryDir(entryDir) {
     const info = await (0,promises_.lstat)(entryDir);
     if (!info.isDirectory())
         throw unsafe(entryDir, '.', `is ${kindOf(info)}, not an entry directory`);
+    const uid = process.geteuid?.();
+    // Another user's directory is never an entry of this catalog, whatever it holds.
+    if (uid !== undefined && info.uid !== uid)
+        throw unsafe(entryDir, '.', `is owned by uid ${info.uid}, not by ${runningUser()} that Lifeline runs as`);
 }
 /**
  * Opens a file of a catalog entry for reading, confined to that entry: the name must pass
@@ -63446,6 +63453,34 @@ async function entryFilePath(entryDir, name) {
     await handle.close();
     return (0,external_node_path_.join)(entryDir, name);
 }
+/**
+ * Before any write into an entry that is already committed (a verification result, a metadata
+ * rewrite): the entry directory must be a real directory and the file, when present, a regular
+ * file, neither a symbolic link, so a planted link never redirects the write outside the catalog.
+ * Returns false when the entry or the file is gone (nothing to rewrite).
+ */
+async function assertEntryWritable(entryDir, name) {
+    const problem = entryFileNameProblem(name);
+    if (problem)
+        throw unsafe(entryDir, name, problem);
+    const dirInfo = await (0,promises_.lstat)(entryDir).catch(missingAsUndefined);
+    if (!dirInfo)
+        return false;
+    if (!dirInfo.isDirectory())
+        throw unsafe(entryDir, '.', `is ${kindOf(dirInfo)}, not an entry directory; nothing was written through it`);
+    const fileInfo = await (0,promises_.lstat)((0,external_node_path_.join)(entryDir, name)).catch(missingAsUndefined);
+    if (!fileInfo)
+        return false;
+    if (!fileInfo.isFile())
+        throw unsafe(entryDir, name, `is ${kindOf(fileInfo)}; nothing was written through it`);
+    return true;
+}
+function missingAsUndefined(error) {
+    const code = error.code;
+    if (code === 'ENOENT' || code === 'ENOTDIR')
+        return undefined;
+    throw error;
+}
 /** sha256 of an entry file, streamed in 1 MiB chunks through a confined handle. */
 async function sha256EntryFile(entryDir, name) {
     const handle = await openEntryFile(entryDir, name);
@@ -63471,30 +63506,88 @@ async function readEntryText(entryDir, name, limit = 16 * 1024 * 1024) {
     }
 }
 /**
- * Whether other local users can reach the environment's files: the store root and the environment
- * directory both let group or others in (a 0700 on either one keeps everything below private).
- * Returns the problem with its fix, or undefined when the catalog is private or does not exist yet.
+ * Whether the store root lets other local users in, or belongs to someone else: group or world
+ * readable or writable (0755, 1777 on a tmpfs mount point) or owned by another user. A shared
+ * root lets another user plant a directory or link where Lifeline resolves an environment, so it
+ * is a problem whatever the modes below it. Returns the problem with its fix, or undefined when
+ * the root is private or does not exist yet (Lifeline creates it 0700).
  */
-function sharedStoreProblem(root, env) {
-    const modeOf = (path) => {
-        try {
-            return (0,external_node_fs_.statSync)(path).mode & 0o777;
-        }
-        catch {
-            return undefined;
-        }
-    };
-    const rootMode = modeOf(root);
-    if (rootMode === undefined || (rootMode & 0o077) === 0)
+function sharedStoreProblem(root, _env) {
+    let info;
+    try {
+        info = (0,external_node_fs_.statSync)(root);
+    }
+    catch {
         return undefined;
-    const envMode = modeOf((0,external_node_path_.join)(root, env));
-    if (envMode !== undefined && (envMode & 0o077) === 0)
+    }
+    const mode = info.mode & 0o7777;
+    const uid = process.geteuid?.();
+    const foreign = uid !== undefined && info.uid !== uid;
+    const readable = (mode & 0o044) !== 0;
+    const writable = (mode & 0o022) !== 0;
+    if (!readable && !writable && !foreign)
         return undefined;
-    const octal = (m) => m.toString(8).padStart(4, '0');
+    const octal = mode.toString(8).padStart(4, '0');
+    const reach = readable && writable ? 'readable and writable' : readable ? 'readable' : writable ? 'writable' : '';
+    const problems = [
+        ...(reach ? [`is ${reach} by other local users (mode ${octal})`] : []),
+        ...(foreign ? [`is owned by uid ${info.uid}, not by ${runningUser()} that Lifeline runs as`] : []),
+    ];
     return {
-        message: `the catalog ${root} is readable by other local users (mode ${octal(rootMode)}${envMode === undefined ? '' : `, ${env}/ ${octal(envMode)}`}): backups, tenant exports and Redis snapshots hold production data`,
-        fix: `chmod -R go-rwx ${root}`,
+        message: `the catalog ${root} ${problems.join(' and ')}: backups, tenant exports and Redis snapshots hold production data, and another user could plant a directory or link in it`,
+        fix: [...(foreign ? [`chown ${userInfoName() ?? process.geteuid?.()} ${root}`] : []), `chmod 700 ${root}`].join(' && '),
     };
+}
+function userInfoName() {
+    try {
+        return (0,external_node_os_.userInfo)().username;
+    }
+    catch {
+        return undefined; // no passwd entry (a container's arbitrary uid)
+    }
+}
+function runningUser() {
+    const uid = process.geteuid?.();
+    const name = userInfoName();
+    return name ? `${name} (uid ${uid})` : `uid ${uid}`;
+}
+/**
+ * The one rule for a directory Lifeline resolves under the store root (the environment, each
+ * segment of the kind such as tenants/<tenant>/exports, the entry): when it exists it must be a
+ * real directory (lstat: not a symbolic link) owned by the user Lifeline runs as. Anything else
+ * could send reads and writes into another user's directory, so it is refused (exit 1) before
+ * anything is read or written through it. A segment that does not exist yet ends the walk:
+ * Lifeline creates it 0700 itself and writers check again after creating it.
+ */
+function assertCatalogDirs(root, segments) {
+    const uid = process.geteuid?.();
+    let path = root;
+    for (const segment of segments) {
+        path = (0,external_node_path_.join)(path, segment);
+        let info;
+        try {
+            info = (0,external_node_fs_.lstatSync)(path);
+        }
+        catch (error) {
+            const code = error.code;
+            if (code === 'ENOENT' || code === 'ENOTDIR')
+                return;
+            throw error;
+        }
+        let problem;
+        if (info.isSymbolicLink())
+            problem = 'is a symbolic link';
+        else if (!info.isDirectory())
+            problem = `is ${kindOf(info)}, not a directory`;
+        else if (uid !== undefined && info.uid !== uid)
+            problem = `is owned by uid ${info.uid}, not by ${runningUser()} that Lifeline runs as`;
+        if (problem) {
+            throw new errors/* LifelineError */.Zm('failed', `the catalog directory ${path} ${problem}; Lifeline neither reads nor writes through it, nothing was read or written`, {
+                code: 'CATALOG_DIR_UNSAFE',
+                fix: `inspect ${path} (someone else may have planted it); move it away and let Lifeline recreate it as a private directory of ${runningUser()}, then make the store root private: chmod 700 ${root}`,
+            });
+        }
+    }
 }
 let warnSink;
 const warned = new Set();
@@ -63652,16 +63745,23 @@ class Catalog {
         this.reported.add(path);
         this.options.warn?.(`skipped ${path}: ${reason}; the other entries are used (inspect it, restore it from an off-host copy or remove the entry)`);
     }
+    // Every directory resolved under the root is checked here, once: a real directory of ours or
+    // nothing (assertCatalogDirs), so a planted link or another user's directory is never used.
     envDir(env) {
         assertSafeSegment(env, 'environment');
+        assertCatalogDirs(this.root, [env]);
         return (0,external_node_path_.join)(this.root, env);
     }
     kindDir(env, kind) {
-        return (0,external_node_path_.join)(this.envDir(env), kind);
+        assertSafeSegment(env, 'environment');
+        assertCatalogDirs(this.root, [env, ...kind.split('/')]);
+        return (0,external_node_path_.join)(this.root, env, kind);
     }
     entryDir(env, kind, id) {
+        assertSafeSegment(env, 'environment');
         assertSafeSegment(id, 'id');
-        return (0,external_node_path_.join)(this.kindDir(env, kind), id);
+        assertCatalogDirs(this.root, [env, ...kind.split('/'), id]);
+        return (0,external_node_path_.join)(this.root, env, kind, id);
     }
     async begin(env, kind, id, metadataFile) {
         const finalDir = this.entryDir(env, kind, id);
@@ -63671,6 +63771,8 @@ class Catalog {
         warnIfStoreShared(this.root, env);
         const stagingDir = (0,external_node_path_.join)(this.kindDir(env, kind), `.staging-${id}-${process.pid}`);
         await withWriteOutcome(`nothing was added to the catalog (${kind} entry ${id} was not started)`, () => mkdirPrivate(stagingDir));
+        // Again after creating: a directory planted between the check and the mkdir is caught before a byte is written.
+        assertCatalogDirs(this.root, [env, ...kind.split('/'), (0,external_node_path_.basename)(stagingDir)]);
         return new StagedEntry(stagingDir, finalDir, metadataFile, `${kind} entry ${id}`);
     }
     /** Complete entries, newest first. Staging directories and entries without metadata are skipped. */
@@ -63690,20 +63792,28 @@ class Catalog {
             if (name.startsWith('.'))
                 continue;
             // An entry that vanishes mid-listing (a concurrent prune renamed it away) is simply skipped.
-            const info = await (0,promises_.stat)((0,external_node_path_.join)(dir, name)).catch(skipWhenGone);
-            // A stray file beside the entries (an operator's note, a copied archive) is not an entry.
-            if (!info?.isDirectory())
+            // lstat, not stat: a symlink planted as an entry would otherwise list, count for retention
+            // and be written through, while every reader refuses it.
+            const info = await (0,promises_.lstat)((0,external_node_path_.join)(dir, name)).catch(skipWhenGone);
+            if (!info)
                 continue;
+            if (!info.isDirectory()) {
+                this.reportDamaged((0,external_node_path_.join)(dir, name), `it is ${describeKind(info)}, not an entry directory`);
+                continue;
+            }
             const path = (0,external_node_path_.join)(dir, name, metadataFile);
             let metadata;
             try {
-                metadata = await readJsonIfExists(path);
+                // The confined reader: O_NOFOLLOW | O_NONBLOCK, regular files only, bounded size, so a
+                // FIFO, device or link named like the metadata is damage, never a hang.
+                metadata = await readJsonIfExists((0,external_node_path_.join)(dir, name), metadataFile);
             }
             catch (error) {
                 if (isGone(error))
                     continue;
                 // One damaged entry must not take the listing (and every restore, drill and gate) down with it.
-                this.reportDamaged(path, error.code === 'CATALOG_CORRUPT' ? 'it is not valid JSON' : error.message);
+                const reason = error.code === 'CATALOG_CORRUPT' ? 'it is not valid JSON' : error instanceof UnsafeEntryFileError ? `it ${error.reason}` : error.message;
+                this.reportDamaged(path, reason);
                 continue;
             }
             if (!metadata)
@@ -63719,11 +63829,12 @@ class Catalog {
     }
     async get(env, kind, id, metadataFile) {
         const dir = this.entryDir(env, kind, id);
-        const metadata = await readJsonIfExists((0,external_node_path_.join)(dir, metadataFile));
+        const metadata = await readJsonIfExists(dir, metadataFile);
         return metadata ? { id, dir, metadata } : undefined;
     }
     /** Rewrites an entry's metadata atomically (e.g. to record a verification). */
     async updateMetadata(entry, metadataFile, metadata) {
+        await assertEntryWritable(entry.dir, metadataFile);
         await withWriteOutcome(`${(0,external_node_path_.join)(entry.dir, metadataFile)} was left as it was (the entry itself is unchanged)`, () => writeFileAtomic((0,external_node_path_.join)(entry.dir, metadataFile), `${JSON.stringify(metadata, null, 2)}\n`));
     }
     /**
@@ -63734,7 +63845,8 @@ class Catalog {
      */
     async rewriteExistingMetadata(entry, metadataFile, metadata) {
         const path = (0,external_node_path_.join)(entry.dir, metadataFile);
-        if (!(await exists(path)))
+        // Refuses (exit 1) when the entry or its metadata is a symbolic link or not a regular file.
+        if (!(await assertEntryWritable(entry.dir, metadataFile)))
             return false;
         const tmp = (0,external_node_path_.join)(entry.dir, `.${metadataFile}.tmp-${process.pid}-${Date.now()}`);
         try {
@@ -63789,6 +63901,7 @@ class Catalog {
         warnIfStoreShared(this.root, env);
         await withWriteOutcome(`the record was not appended to ${name}`, async () => {
             await mkdirPrivate(this.envDir(env));
+            this.envDir(env); // again after creating it (see begin)
             await (0,promises_.appendFile)(path, `${JSON.stringify(record)}\n`, { mode: PRIVATE_FILE_MODE });
             await fsyncPath(path);
         });
@@ -63877,6 +63990,17 @@ function isGone(error) {
     const code = error?.code;
     return code === 'ENOENT' || code === 'ENOTDIR';
 }
+/** Metadata is small JSON; more than this is damage, not a backup.json. */
+const METADATA_LIMIT = 4 * 1024 * 1024;
+function describeKind(info) {
+    if (info.isSymbolicLink())
+        return 'a symbolic link';
+    if (info.isFIFO())
+        return 'a FIFO';
+    if (info.isFile())
+        return 'a file';
+    return 'not a directory';
+}
 function skipWhenGone(error) {
     if (isGone(error))
         return undefined;
@@ -63904,13 +64028,15 @@ async function exists(path) {
         return false;
     }
 }
-async function readJsonIfExists(path) {
+async function readJsonIfExists(entryDir, name) {
+    const path = (0,external_node_path_.join)(entryDir, name);
     let text;
     try {
-        text = await (0,promises_.readFile)(path, 'utf8');
+        text = await readEntryText(entryDir, name, METADATA_LIMIT);
     }
     catch (error) {
-        if (error.code === 'ENOENT')
+        const code = error.code;
+        if (code === 'ENOENT' || code === 'ENOTDIR')
             return undefined;
         throw error;
     }
@@ -63933,8 +64059,6 @@ function processAlive(pid) {
 
 // EXTERNAL MODULE: external "node:child_process"
 var external_node_child_process_ = __nccwpck_require__(31421);
-// EXTERNAL MODULE: external "node:os"
-var external_node_os_ = __nccwpck_require__(48161);
 // EXTERNAL MODULE: external "node:net"
 var external_node_net_ = __nccwpck_require__(77030);
 ;// CONCATENATED MODULE: ./src/runner/ports.ts
@@ -64986,38 +65110,122 @@ function spreadBySize(items, parallel, size) {
     return groups.map((g) => g.items);
 }
 /**
+ * Catalogs of the connected database whose rows have oids and can be created by a user. initdb's
+ * own rows are below FirstNormalObjectId (16384, plpgsql included), so any row at or above it was
+ * created later: by a user or an extension, both data a restore would destroy. Listed as
+ * [catalog, kind, SQL condition excluding other sessions' temporary objects].
+ */
+const FIRST_NORMAL_OBJECT_ID = 16384;
+const TEMP_NAMESPACES = `(SELECT oid FROM pg_namespace WHERE nspname LIKE 'pg\\_temp\\_%' OR nspname LIKE 'pg\\_toast\\_temp\\_%')`;
+const notTemp = (column) => `${column} NOT IN ${TEMP_NAMESPACES}`;
+const relNotTemp = (column) => `${column} NOT IN (SELECT oid FROM pg_class WHERE ${notTemp('relnamespace')} IS NOT TRUE)`;
+const OID_CATALOGS = [
+    ['pg_class', 'relation', notTemp('relnamespace')],
+    ['pg_proc', 'function', notTemp('pronamespace')],
+    ['pg_type', 'type', notTemp('typnamespace')],
+    ['pg_namespace', 'schema', `nspname NOT LIKE 'pg\\_temp\\_%' AND nspname NOT LIKE 'pg\\_toast\\_temp\\_%'`],
+    ['pg_constraint', 'constraint', notTemp('connamespace')],
+    ['pg_attrdef', 'column default', relNotTemp('adrelid')],
+    ['pg_trigger', 'trigger', relNotTemp('tgrelid')],
+    ['pg_rewrite', 'rule', relNotTemp('ev_class')],
+    ['pg_policy', 'policy', relNotTemp('polrelid')],
+    ['pg_statistic_ext', 'extended statistics', notTemp('stxnamespace')],
+    ['pg_cast', 'cast', 'true'],
+    ['pg_am', 'access method', 'true'],
+    ['pg_opfamily', 'operator family', 'true'],
+    ['pg_opclass', 'operator class', 'true'],
+    ['pg_amop', 'operator family member', 'true'],
+    ['pg_amproc', 'operator family member', 'true'],
+    ['pg_operator', 'operator', 'true'],
+    ['pg_conversion', 'conversion', 'true'],
+    ['pg_language', 'language', 'true'],
+    ['pg_foreign_data_wrapper', 'foreign data wrapper', 'true'],
+    ['pg_foreign_server', 'foreign server', 'true'],
+    ['pg_user_mapping', 'user mapping', 'true'],
+    ['pg_ts_dict', 'text search dictionary', 'true'],
+    ['pg_ts_config', 'text search configuration', 'true'],
+    ['pg_ts_parser', 'text search parser', 'true'],
+    ['pg_ts_template', 'text search template', 'true'],
+    ['pg_collation', 'collation', 'true'],
+    ['pg_extension', 'extension', 'true'],
+    ['pg_event_trigger', 'event trigger', 'true'],
+    ['pg_publication', 'publication', 'true'],
+    ['pg_publication_rel', 'publication member', 'true'],
+    ['pg_publication_namespace', 'publication member', 'true'],
+    ['pg_default_acl', 'default privileges', 'true'],
+    ['pg_transform', 'transform', 'true'],
+];
+/**
  * Every user object of the connected database, by kind: relations of every kind (tables, views,
  * materialized views, sequences, foreign and partitioned tables, extension-owned ones too), large
- * objects, functions and procedures, types and domains, schemas other than `public`, extensions
- * other than `plpgsql`, and the rarer catalog objects a dump carries. The one answer to "does this
- * database hold anything a restore would destroy?": empty means nothing to lose.
+ * objects (whatever their oid), functions and procedures, types and domains, schemas other than
+ * `public`, extensions other than `plpgsql`, then every other row created after initdb in any
+ * per-database catalog (casts, access methods, operator classes and families, languages, foreign
+ * data wrappers, text search objects, default privileges, ...), and a `public` schema whose
+ * comment, privileges or owner differ from initdb's. The one answer to "does this database hold
+ * anything a restore would destroy?": empty means nothing to lose. Each object is named once, by
+ * its most specific kind; parts of an object counted itself (a table's indexes, row type,
+ * constraints) are not listed again.
  */
 async function userObjects(session) {
     const schema = (column) => `${column} NOT IN (SELECT oid FROM pg_namespace n WHERE NOT (${USER_SCHEMA_FILTER}))`;
-    const rows = await session.query(`SELECT kind, count(*)::int AS count, (array_agg(name ORDER BY name))[1:3] AS examples FROM (
-       SELECT CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'table' WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view'
-                             WHEN 'S' THEN 'sequence' WHEN 'f' THEN 'foreign table' ELSE 'type' END AS kind,
-              format('%I.%I', n.nspname, c.relname) AS name
+    const generic = OID_CATALOGS.map(([catalog, kind, keep]) => `UNION ALL SELECT 9, ${quoteLiteral(kind)}, pg_describe_object('${catalog}'::regclass, oid, 0), '${catalog}'::regclass::oid, oid FROM ${catalog} WHERE oid >= ${FIRST_NORMAL_OBJECT_ID} AND ${keep}`).join('\n       ');
+    const rows = await session.query(`WITH found(priority, kind, name, classid, objid) AS (
+       SELECT 1, CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'table' WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view'
+                             WHEN 'S' THEN 'sequence' WHEN 'f' THEN 'foreign table' ELSE 'type' END,
+              format('%I.%I', n.nspname, c.relname), 'pg_class'::regclass::oid, c.oid
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f', 'c') AND ${USER_SCHEMA_FILTER}
-       UNION ALL SELECT 'large object', oid::text FROM pg_largeobject_metadata
-       UNION ALL SELECT 'function', p.oid::regprocedure::text FROM pg_proc p WHERE ${schema('p.pronamespace')}
-       UNION ALL SELECT 'type', t.oid::regtype::text FROM pg_type t
+       UNION ALL SELECT 1, 'large object', oid::text, 'pg_largeobject_metadata'::regclass::oid, oid FROM pg_largeobject_metadata
+       UNION ALL SELECT 1, 'function', p.oid::regprocedure::text, 'pg_proc'::regclass::oid, p.oid FROM pg_proc p WHERE ${schema('p.pronamespace')}
+       UNION ALL SELECT 1, 'type', t.oid::regtype::text, 'pg_type'::regclass::oid, t.oid FROM pg_type t
                   WHERE ${schema('t.typnamespace')} AND t.typrelid = 0 AND NOT (t.typcategory = 'A' AND t.typelem <> 0)
-       UNION ALL SELECT 'schema', quote_ident(nspname) FROM pg_namespace n WHERE ${USER_SCHEMA_FILTER} AND nspname <> 'public'
-       UNION ALL SELECT 'extension', quote_ident(extname) FROM pg_extension WHERE extname <> 'plpgsql'
-       UNION ALL SELECT 'operator', o.oid::regoperator::text FROM pg_operator o WHERE ${schema('o.oprnamespace')}
-       UNION ALL SELECT 'collation', quote_ident(collname) FROM pg_collation WHERE ${schema('collnamespace')}
-       UNION ALL SELECT 'text search configuration', quote_ident(cfgname) FROM pg_ts_config WHERE ${schema('cfgnamespace')}
-       UNION ALL SELECT 'foreign server', quote_ident(srvname) FROM pg_foreign_server
-       UNION ALL SELECT 'event trigger', quote_ident(evtname) FROM pg_event_trigger
-       UNION ALL SELECT 'publication', quote_ident(pubname) FROM pg_publication
+       UNION ALL SELECT 1, 'schema', quote_ident(nspname), 'pg_namespace'::regclass::oid, oid FROM pg_namespace n WHERE ${USER_SCHEMA_FILTER} AND nspname <> 'public'
+       UNION ALL SELECT 1, 'extension', quote_ident(extname), 'pg_extension'::regclass::oid, oid FROM pg_extension WHERE extname <> 'plpgsql'
+       UNION ALL SELECT 1, 'operator', o.oid::regoperator::text, 'pg_operator'::regclass::oid, o.oid FROM pg_operator o WHERE ${schema('o.oprnamespace')}
+       UNION ALL SELECT 1, 'collation', quote_ident(collname), 'pg_collation'::regclass::oid, oid FROM pg_collation WHERE ${schema('collnamespace')}
+       UNION ALL SELECT 1, 'text search configuration', quote_ident(cfgname), 'pg_ts_config'::regclass::oid, oid FROM pg_ts_config WHERE ${schema('cfgnamespace')}
+       UNION ALL SELECT 1, 'foreign server', quote_ident(srvname), 'pg_foreign_server'::regclass::oid, oid FROM pg_foreign_server
+       UNION ALL SELECT 1, 'event trigger', quote_ident(evtname), 'pg_event_trigger'::regclass::oid, oid FROM pg_event_trigger
+       UNION ALL SELECT 1, 'publication', quote_ident(pubname), 'pg_publication'::regclass::oid, oid FROM pg_publication
+       -- The public schema initdb made: a comment, a grant or an owner of the user's is data too.
+       UNION ALL SELECT 1, 'change to schema public', concat_ws(' and ',
+                  CASE WHEN d.description IS NOT NULL AND d.description <> 'standard public schema' THEN 'its comment' END,
+                  CASE WHEN n.nspacl IS DISTINCT FROM coalesce(
+                         (SELECT ip.initprivs FROM pg_init_privs ip WHERE ip.objoid = n.oid AND ip.classoid = 'pg_namespace'::regclass AND ip.objsubid = 0),
+                         '{pg_database_owner=UC/pg_database_owner,=U/pg_database_owner}'::aclitem[]) THEN 'its privileges' END,
+                  CASE WHEN n.nspowner <> coalesce(to_regrole('pg_database_owner')::oid, 10) THEN 'its owner' END),
+                  'pg_namespace'::regclass::oid, n.oid
+             FROM pg_namespace n LEFT JOIN pg_description d ON d.objoid = n.oid AND d.classoid = 'pg_namespace'::regclass AND d.objsubid = 0
+            WHERE n.nspname = 'public' AND n.oid < ${FIRST_NORMAL_OBJECT_ID}
+              AND ((d.description IS NOT NULL AND d.description <> 'standard public schema')
+                   OR n.nspacl IS DISTINCT FROM coalesce(
+                        (SELECT ip.initprivs FROM pg_init_privs ip WHERE ip.objoid = n.oid AND ip.classoid = 'pg_namespace'::regclass AND ip.objsubid = 0),
+                        '{pg_database_owner=UC/pg_database_owner,=U/pg_database_owner}'::aclitem[])
+                   OR n.nspowner <> coalesce(to_regrole('pg_database_owner')::oid, 10))
+       ${generic}
+     ), named AS (
+       SELECT DISTINCT ON (classid, objid) kind, name, classid, objid FROM found ORDER BY classid, objid, priority
+     ), shown AS (
+       -- A part of another object found here (index, row type, constraint, rule, opclass member)
+       -- is not named again; a part of a built-in object (a function added to a built-in operator
+       -- family) is.
+       SELECT kind, name FROM named o
+        WHERE NOT EXISTS (SELECT 1 FROM pg_depend dep
+                           WHERE dep.classid = o.classid AND dep.objid = o.objid AND dep.objsubid = 0 AND dep.deptype IN ('i', 'a')
+                             AND EXISTS (SELECT 1 FROM named p WHERE p.classid = dep.refclassid AND p.objid = dep.refobjid))
+     )
+     SELECT kind, count(*)::int AS count, (array_agg(name ORDER BY name))[1:3] AS examples FROM (
+       SELECT kind, name FROM shown
+       -- Never empty when something was found, whatever the dependencies look like.
+       UNION ALL SELECT kind, name FROM named WHERE NOT EXISTS (SELECT 1 FROM shown)
      ) objects GROUP BY kind ORDER BY kind`);
     return rows.map((r) => ({ kind: r.kind, count: Number(r.count), examples: r.examples ?? [] }));
 }
 /** "3 tables (public.a, public.b, ...), 1 large object (16401)": what a refusal names. */
 function describeUserObjects(objects) {
-    return objects.map((o) => `${o.count} ${o.kind}${o.count === 1 ? '' : 's'} (${o.examples.join(', ')}${o.count > o.examples.length ? ', ...' : ''})`).join(', ');
+    const plural = (kind) => (/(privileges|statistics|schema public)$/.test(kind) ? kind : kind.endsWith('y') ? `${kind.slice(0, -1)}ies` : `${kind}s`);
+    return objects.map((o) => `${o.count} ${o.count === 1 ? o.kind : plural(o.kind)} (${o.examples.join(', ')}${o.count > o.examples.length ? ', ...' : ''})`).join(', ');
 }
 async function databaseLevelState(session, database) {
     const [row] = await session.query(`SELECT CASE WHEN d.datacl IS NULL THEN NULL ELSE
@@ -65948,10 +66156,15 @@ async function recordVerification(catalog, env, entry, report, options = {}) {
             throw gone('was deleted');
         if (JSON.stringify(current.metadata.files) !== JSON.stringify(entry.metadata.files))
             throw gone('was replaced');
-        const names = [SUMS_FILE, ...Object.values(current.metadata.files).flatMap((f) => (f ? [f.name] : []))];
-        for (const name of names) {
-            if (!(await fileExists((0,external_node_path_.join)(current.dir, name))))
-                throw gone(`lost ${name}`);
+        // A pass is recorded only into an entry that is still whole. A failure is recorded whenever the
+        // entry itself is still there: a file replaced by a FIFO, or a name pointing outside the entry,
+        // must leave the backup marked failed, never listed as verified from an earlier run.
+        if (report.ok) {
+            const names = [SUMS_FILE, ...Object.values(current.metadata.files).flatMap((f) => (f ? [f.name] : []))];
+            for (const name of names) {
+                if (!(await fileExists((0,external_node_path_.join)(current.dir, name))))
+                    throw gone(`lost ${name}`);
+            }
         }
         const metadata = { ...current.metadata, verified: { at: (options.now ?? new Date()).toISOString(), ok: report.ok, checks: report.checks } };
         if (!(await catalog.rewriteExistingMetadata(current, BACKUP_METADATA_FILE, metadata)))
@@ -66703,6 +66916,7 @@ async function restoreIntoFreshDatabase(options) {
     try {
         await checkConnection(admin, maintenanceConnection(target));
         const state = await databaseState(runner, target);
+        requireNotTemplate(target, state);
         if (state.holdsData) {
             throw (0,errors/* refusal */.x5)('TARGET_NOT_EMPTY', `database ${describeTarget(target)} is not empty (${describeUserObjects(state.objects)}); an isolated restore needs an empty or new database`, 'choose a new database name, or use lifeline restore with --confirm to replace it');
         }
@@ -66743,6 +66957,7 @@ async function restoreLocked(options, maintenance, lockTimeout) {
     const started = Date.now();
     // Decided under the lock: what the target holds now, not before another run finished.
     const before = await databaseState(runner, target);
+    requireNotTemplate(target, before);
     if (before.holdsData)
         requireDestructiveConfirmation(target, options.confirm, `holds ${describeUserObjects(before.objects)}`);
     if (backup.metadata.database !== target.database) {
@@ -66836,11 +67051,20 @@ async function requireIntactChecksums(backup, logger) {
         throw (0,errors/* refusal */.x5)('BACKUP_CORRUPT', `backup ${backup.id} fails its checksums, so it will not be restored (${bad.join('; ')})`, 'restore another backup (lifeline backups lists them); this one is damaged', { checks: report.checks });
     }
 }
+/**
+ * Refuses (exit 3, --confirm or not) a template database as a target: every database created
+ * later would copy the backup's contents, and the replaced template could not be dropped.
+ */
+function requireNotTemplate(target, state) {
+    if (!state.template && target.database !== 'template0' && target.database !== 'template1')
+        return;
+    throw (0,errors/* refusal */.x5)('TARGET_IS_TEMPLATE', `${describeTarget(target)} is a template database: every database created on this server afterwards would copy what is restored into it; nothing was changed`, 'restore into an application database (the one your app connects to, or a new one) instead; a template database is never a restore target');
+}
 /** Whether the database exists and what it holds: any user object at all counts (`userObjects`). */
 async function databaseState(runner, target) {
     // Catalog reads only: bounded so a server in trouble cannot hold the environment lock forever.
     const bounded = { ...target, timeouts: { ...target.timeouts, statementSeconds: Math.max(30, target.timeouts?.lockSeconds ?? 0) } };
-    const [row] = await queryOnceOn(runner, maintenanceConnection(bounded), `SELECT pg_get_userbyid(datdba) AS owner, pg_encoding_to_char(encoding) AS encoding, datcollate AS collate, datctype AS ctype FROM pg_database WHERE datname = ${quoteLiteral(target.database)}`);
+    const [row] = await queryOnceOn(runner, maintenanceConnection(bounded), `SELECT datistemplate AS template, pg_get_userbyid(datdba) AS owner, pg_encoding_to_char(encoding) AS encoding, datcollate AS collate, datctype AS ctype FROM pg_database WHERE datname = ${quoteLiteral(target.database)}`);
     if (!row)
         return { exists: false, holdsData: false, objects: [] };
     const session = PsqlSession.open(runner, bounded);
@@ -68241,9 +68465,10 @@ function reconcile(history, state) {
             differences.push(`${row.service} has no container`);
             continue;
         }
-        const runs = `${row.service} runs ${row.imageRef} (${row.release ? `release ${row.release}` : 'unknown release'}), container ${row.containerId.slice(0, 12)} ${row.status}`;
+        // Every value here may come from a catalog file: printed escaped, so a forged name cannot add lines.
+        const runs = `${row.service} runs ${printable(row.imageRef)} (${row.release ? `release ${printable(row.release)}` : 'unknown release'}), container ${printable(row.containerId.slice(0, 12))} ${printable(row.status)}`;
         if (unfinished || claimed === null || row.release !== claimed)
-            differences.push(claimed && !unfinished ? `${runs}, but the history says ${claimed}` : runs);
+            differences.push(claimed && !unfinished ? `${runs}, but the history says ${printable(claimed)}` : runs);
         else if (row.status !== 'running')
             differences.push(runs);
     }
@@ -69258,6 +69483,7 @@ function verdict(passed) {
 
 
 
+
 const DRILL_REPORT_FILE = 'report.json';
 const DRILL_SUMMARY_FILE = 'summary.md';
 const DRILL_REPORT_SCHEMA_VERSION = 1;
@@ -69314,6 +69540,84 @@ async function saveDrillReport(catalog, report, summaryMarkdown, signer) {
 }
 async function report_listDrillReports(catalog, env) {
     return catalog.list(env, 'drills', DRILL_REPORT_FILE);
+}
+/** The time a drill entry id records (ids are `newDrillId` stamps), or undefined when the id is not one. */
+function drillIdTime(id) {
+    const m = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})(\d{3})Z-[0-9a-f]+$/.exec(id);
+    if (!m)
+        return undefined;
+    const [y, mo, d, h, mi, s, ms] = m.slice(1).map(Number);
+    const time = Date.UTC(y, mo - 1, d, h, mi, s, ms);
+    return Number.isNaN(time) ? undefined : time;
+}
+/**
+ * The environment's drill reports (as `listDrillReports`) and every entry directory the listing
+ * skipped because its report cannot be read. The gate must see those: a damaged report.json
+ * must never make an older passing drill the newest. Only dot-directories (a writer's staging,
+ * a prune's deletion) and stray files are not entries.
+ */
+async function listDrillEntries(catalog, env) {
+    const kindDir = catalog.kindDir(env, 'drills');
+    let names;
+    try {
+        // Read the names before the listing: an entry committed in between is then simply not seen, never taken for damaged.
+        names = await (0,promises_.readdir)(kindDir);
+    }
+    catch (error) {
+        if (error.code === 'ENOENT')
+            return { drills: [], damaged: [] };
+        throw error;
+    }
+    const drills = await report_listDrillReports(catalog, env);
+    const listed = new Set(drills.map((d) => d.id));
+    const damaged = [];
+    for (const name of names.filter((n) => !n.startsWith('.') && !listed.has(n)).sort()) {
+        const dir = (0,external_node_path_.join)(kindDir, name);
+        // lstat, as the listing: a link planted as an entry is never followed.
+        const info = await (0,promises_.lstat)(dir).catch(() => undefined);
+        if (!info)
+            continue; // removed meanwhile (a prune)
+        // A stray file beside the entries (an operator's note) is not a drill; a link or file named like one is.
+        if (!info.isDirectory() && drillIdTime(name) === undefined)
+            continue;
+        // Fail closed: the listing skipped it, so even a report that reads fine now counts as damaged.
+        const problem = info.isDirectory() ? ((await reportProblem(dir)) ?? `${DRILL_REPORT_FILE} was not readable when the catalog was listed`) : `the entry is ${info.isSymbolicLink() ? 'a symbolic link' : 'not a directory'}`;
+        // A directory gone by now was removed by a concurrent prune, not damaged.
+        if (await (0,promises_.lstat)(dir).catch(() => undefined))
+            damaged.push({ id: name, dir, problem });
+    }
+    return { drills, damaged };
+}
+/** Why report.json cannot be used as a drill report, or undefined when it looks usable now. */
+async function reportProblem(entryDir) {
+    let text;
+    try {
+        // The confined reader: a FIFO or link named report.json is damage, never a hang or a read elsewhere.
+        text = await readEntryText(entryDir, DRILL_REPORT_FILE);
+    }
+    catch (error) {
+        if (error instanceof UnsafeEntryFileError)
+            return `${error.fileName === '.' ? 'the entry' : DRILL_REPORT_FILE} ${error.reason}`;
+        const code = error.code;
+        return code === 'ENOENT' ? `it has no ${DRILL_REPORT_FILE}` : `${DRILL_REPORT_FILE} cannot be read (${error.message})`;
+    }
+    if (!text.trim())
+        return `${DRILL_REPORT_FILE} is empty`;
+    let doc;
+    try {
+        doc = JSON.parse(text);
+    }
+    catch {
+        return `${DRILL_REPORT_FILE} is not valid JSON`;
+    }
+    if (typeof doc !== 'object' || doc === null || Array.isArray(doc))
+        return `${DRILL_REPORT_FILE} is not a JSON object`;
+    const r = doc;
+    if (typeof r.schemaVersion === 'number' && r.schemaVersion > CATALOG_SCHEMA_VERSION)
+        return `${DRILL_REPORT_FILE} has schema version ${r.schemaVersion}, written by a newer Lifeline`;
+    if (typeof r.createdAt !== 'string' || Number.isNaN(Date.parse(r.createdAt)) || typeof r.schemaVersion !== 'number')
+        return `${DRILL_REPORT_FILE} is not a drill report (no valid createdAt or schemaVersion)`;
+    return undefined;
 }
 /** The line `lifeline drills --json` prints per drill. */
 function drillListing(report) {
@@ -70488,7 +70792,20 @@ function evaluateGate(inputs) {
         if (problem)
             add({ name: `backup ${b.id}`, value: 'not believable', limit: 'not in the future', passed: false, reason: `backup ${b.id} ${problem}; it does not count toward the RPO: check the clock of the host that took it` });
     }
-    const drill = chooseNewestDrill(inputs.drills, env, now, skew)?.metadata;
+    const newestEntry = chooseNewestDrill(inputs.drills, env, now, skew);
+    // Ids are creation stamps, so a damaged entry is ordered by its id (its report cannot be read);
+    // one whose id is no stamp cannot be shown to be older, so it counts as newer.
+    const newestTime = newestEntry ? (drillIdTime(newestEntry.id) ?? Date.parse(newestEntry.metadata.createdAt)) : undefined;
+    for (const d of inputs.damaged ?? []) {
+        const time = drillIdTime(d.id);
+        if (newestEntry && newestTime !== undefined && time !== undefined && time < newestTime) {
+            notes.push(`drill entry ${d.id} cannot be read (${d.problem}); it is older than the newest drill ${newestEntry.id}, so the gate does not rely on it: look at ${d.dir} and remove it`);
+            continue;
+        }
+        const than = newestEntry ? `${time === undefined ? 'its id is not a drill timestamp, so it cannot be shown to be older' : 'it is as new as or newer'} than the newest readable drill ${newestEntry.id}` : 'there is no readable drill';
+        add({ name: `drill entry ${d.id}`, value: 'unreadable', limit: 'a readable report', passed: false, reason: `drill entry ${d.id} cannot be read: ${d.problem}; ${than}, and it may be a failed drill, so the gate cannot pass: run lifeline drill --env ${env} for a new drill, or look at ${d.dir} and remove it if it is damaged` });
+    }
+    const drill = newestEntry?.metadata;
     const evidence = inputs.evidence;
     let drillPassed = false;
     if (!drill) {
@@ -70575,11 +70892,11 @@ function addObjective(add, which, env, drill, measured, target) {
 /** Reads the catalog and re-checks the drill the gate will rely on: its checksums, its signature, its backup. */
 async function gatherGateEvidence(options) {
     const { catalog, env } = options;
-    const drills = await report_listDrillReports(catalog, env);
+    const { drills, damaged } = await listDrillEntries(catalog, env);
     const newest = chooseNewestDrill(drills, env, options.now, options.clockSkewSeconds);
     if (!newest)
-        return { drills };
-    return { drills, evidence: { integrity: await entryIntegrity(newest.dir, DRILL_REPORT_FILE), signature: options.policy ? await reportSignature(newest, options.policy) : null, backup: await drilledBackup(catalog, env, newest.metadata) } };
+        return { drills, damaged };
+    return { drills, damaged, evidence: { integrity: await entryIntegrity(newest.dir, DRILL_REPORT_FILE), signature: options.policy ? await reportSignature(newest, options.policy) : null, backup: await drilledBackup(catalog, env, newest.metadata) } };
 }
 async function entryIntegrity(dir, mustList) {
     let results;
@@ -71452,6 +71769,19 @@ async function importEntry(source) {
             throw (0,errors/* failure */.V2)('REMOTE_ENTRY_UNSAFE', `${source.kind}/${source.id} from ${source.source} names the file ${JSON.stringify(file)}, which ${problem}; nothing was fetched`, { fix: 'that copy was not written by Lifeline: inspect and remove it, then use another entry' });
         }
     }
+    // A copy whose SHA256SUMS lost a line the metadata names (a backup without its dump) is not an entry.
+    const listed = new Map(source.sums.map((s) => [s.file, s.sha256]));
+    for (const { name, sha256 } of filesNamedByMetadata(source.metadata)) {
+        const problem = typeof name === 'string' ? entryFileNameProblem(name) : 'is not a file name';
+        if (problem)
+            throw (0,errors/* failure */.V2)('REMOTE_ENTRY_UNSAFE', `${source.kind}/${source.id} from ${source.source}: ${source.metadataFile} names the file ${JSON.stringify(name)}, which ${problem}; nothing was fetched`, { fix: 'that copy was not written by Lifeline: inspect and remove it, then use another entry' });
+        const listedSha = listed.get(name);
+        if (listedSha !== sha256) {
+            throw (0,errors/* failure */.V2)('REMOTE_ENTRY_INCOMPLETE', `${source.kind}/${source.id} from ${source.source} is incomplete: ${listedSha === undefined ? `${source.metadataFile} names ${name} but SHA256SUMS does not list it` : `${source.metadataFile} records sha256 ${String(sha256)} for ${name}, SHA256SUMS lists ${listedSha}`}; nothing was fetched`, {
+                fix: 'that copy was altered or damaged: sync again from a host whose local entry verifies, or use an older entry',
+            });
+        }
+    }
     const existing = await source.catalog.get(source.env, source.kind, source.id, source.metadataFile);
     if (existing)
         return { entry: existing, fetched: false, bytes: 0 };
@@ -71478,6 +71808,25 @@ async function importEntry(source) {
     if (!entry)
         throw (0,errors/* failure */.V2)('IMPORT_LOST', `${source.kind}/${source.id} was committed but does not list`, { fix: 'check the catalog directory for concurrent changes' });
     return { entry, fetched: true, bytes };
+}
+/** What an entry's metadata names: each file with the sha256 it records (backup.json `files.*`, export.json `collections` and `archive`). */
+function filesNamedByMetadata(metadata) {
+    const named = [];
+    const files = metadata.files;
+    if (files && typeof files === 'object') {
+        for (const file of Object.values(files)) {
+            const f = file;
+            named.push({ name: f?.name, sha256: f?.sha256 });
+        }
+    }
+    if (Array.isArray(metadata.collections)) {
+        for (const c of metadata.collections)
+            named.push({ name: c?.file, sha256: c?.sha256 });
+    }
+    const archive = metadata.archive;
+    if (archive && typeof archive === 'object')
+        named.push({ name: archive.file, sha256: archive.sha256 });
+    return named;
 }
 
 ;// CONCATENATED MODULE: ./src/storage/sync.ts
@@ -71687,6 +72036,13 @@ async function fetchOne(options, layout, kind, id) {
     const missing = remoteEntry.sums.filter((s) => !remoteEntry.objects.has(s.file));
     if (missing.length)
         throw missingObjects(options.remote, `${kind}/${id}`, missing.map((s) => remoteEntry.entryPrefix + s.file));
+    const unnamed = namedFileProblems(remoteEntry.metadataFile, remoteEntry.metadata, remoteEntry.sums, remoteEntry.objects);
+    if (unnamed.length) {
+        throw (0,errors/* failure */.V2)('REMOTE_ENTRY_INCOMPLETE', `${kind}/${id} in ${options.remote.location} is incomplete: ${unnamed.map((p) => p.detail).join('; ')}; nothing was fetched`, {
+            fix: 'that copy was altered or damaged: run `lifeline sync` from a host whose local entry verifies, or use an older entry',
+            details: { problems: unnamed },
+        });
+    }
     const result = await importEntry({
         catalog: options.catalog,
         env: options.env,
@@ -71790,7 +72146,8 @@ async function getObjectOrMissing(remote, ref, key) {
  * Verifies one remote entry's objects: every file its SHA256SUMS lists must be there and hash to
  * the listed sha256 (the provider's full-object SHA-256 where it keeps one, else a streamed
  * download and hash; never the sha256 Lifeline itself recorded at upload). When the local
- * catalog holds the entry, the bucket's SHA256SUMS must equal the local one byte for byte.
+ * catalog holds the entry, the bucket's SHA256SUMS must equal the local one byte for byte. Every
+ * file the metadata names must be listed there with the sha256 the metadata records, and present.
  */
 async function verifyRemoteEntry(options) {
     const kind = asEntryKind(options.kind);
@@ -71845,6 +72202,17 @@ async function verifyRemoteEntry(options) {
         }
         files.push(await checkObjectBytes(options.remote, file, key, sha256));
     }
+    // Every file the metadata names must be listed with the sha256 it records: a SHA256SUMS with a
+    // line removed (and its upload hash rewritten) would otherwise verify without the dump.
+    for (const problem of namedFileProblems(remoteEntry.metadataFile, remoteEntry.metadata, expected, remoteEntry.objects)) {
+        files.push({ file: problem.file, key: remoteEntry.entryPrefix + problem.file, status: problem.status, method: 'none', detail: problem.detail });
+    }
+    if (local) {
+        const differs = metadataFieldsDiffer(local.metadata, remoteEntry.metadata);
+        if (differs.length) {
+            files.push({ file: remoteEntry.metadataFile, key: remoteEntry.entryPrefix + remoteEntry.metadataFile, status: 'mismatch', method: 'downloaded and hashed', detail: `differs from the local ${remoteEntry.metadataFile} in ${differs.join(', ')}` });
+        }
+    }
     if (!expected.some((s) => s.file === remoteEntry.metadataFile)) {
         // backup.json and the like change locally (a verification is recorded in them), so only their presence and upload hash are checked.
         files.push({ file: remoteEntry.metadataFile, key: remoteEntry.entryPrefix + remoteEntry.metadataFile, status: 'ok', method: 'recorded sha256 (metadata file)', detail: `present; not covered by ${SUMS_FILE}` });
@@ -71854,6 +72222,46 @@ async function verifyRemoteEntry(options) {
         if (f.status !== 'ok')
             options.logger.error(`${ref} ${f.file}: ${f.detail}`);
     return { location: options.remote.location, kind, id, against: local ? 'the local SHA256SUMS' : "the bucket's own SHA256SUMS (no local copy)", files, ok };
+}
+/**
+ * The files the metadata names that SHA256SUMS does not list with the same sha256, or that the
+ * bucket lacks. An entry with any of these is incomplete, whatever its SHA256SUMS says.
+ */
+function namedFileProblems(metadataFile, metadata, sums, objects) {
+    const listed = new Map(sums.map((s) => [s.file, s.sha256]));
+    const problems = [];
+    for (const { name, sha256 } of filesNamedByMetadata(metadata)) {
+        if (typeof name !== 'string') {
+            problems.push({ file: metadataFile, status: 'mismatch', detail: `${metadataFile} names a file without a usable name (${JSON.stringify(name) ?? 'undefined'})` });
+            continue;
+        }
+        const problem = entryFileNameProblem(name);
+        if (problem) {
+            problems.push({ file: metadataFile, status: 'mismatch', detail: `${metadataFile} names the file ${JSON.stringify(name)}, which ${problem}` });
+            continue;
+        }
+        const listedSha = listed.get(name);
+        if (listedSha === undefined)
+            problems.push({ file: name, status: 'missing', detail: `${metadataFile} names ${name} but ${SUMS_FILE} does not list it` });
+        else if (listedSha !== sha256)
+            problems.push({ file: name, status: 'mismatch', detail: `${metadataFile} records sha256 ${String(sha256)} for ${name}, ${SUMS_FILE} lists ${listedSha}` });
+        else if (!objects.has(name))
+            problems.push({ file: name, status: 'missing', detail: `${metadataFile} names ${name} but it is missing in the bucket` });
+    }
+    return problems;
+}
+/** The metadata fields that matter for a restore; the rest (a recorded verification) legitimately changes locally. */
+const COMPARED_METADATA_FIELDS = ['files', 'database', 'createdAt', 'rowCounts', 'schemaFingerprint', 'collections', 'archive'];
+function metadataFieldsDiffer(local, remote) {
+    return COMPARED_METADATA_FIELDS.filter((field) => stableJson(local[field]) !== stableJson(remote[field]));
+}
+function stableJson(value) {
+    if (Array.isArray(value))
+        return `[${value.map(stableJson).join(',')}]`;
+    if (value && typeof value === 'object') {
+        return `{${Object.keys(value).sort().map((k) => `${JSON.stringify(k)}:${stableJson(value[k])}`).join(',')}}`;
+    }
+    return JSON.stringify(value) ?? 'undefined';
 }
 /** One object's bytes against the expected sha256: the provider's full-object SHA-256 when it keeps one, else download and hash. */
 async function checkObjectBytes(remote, file, key, sha256) {
@@ -72444,12 +72852,12 @@ function shellQuote(text) {
 /**
  * Lists what killed runs left behind: half-written (`.staging-*`) and half-deleted (`.deleting-*`)
  * catalog entries whose writer is gone, and restore scratch databases (`*_lifeline_restore_*`,
- * `*_lifeline_old_*`) on the environment's server, each with the command that removes it. It
+ * `*_lifeline_old_*`) on the environment's server, an environment lock whose holder is gone, each with the command that removes it. It
  * removes nothing itself: exit 1 when something is left over, 0 when clean.
  */
 const doctorCommand = {
     name: 'doctor',
-    summary: 'List leftovers of killed runs (staging entries, restore scratch databases) and how to remove them',
+    summary: 'List leftovers of killed runs (staging entries, restore scratch databases, a stale lock) and how to remove them',
     inputs: [],
     outputs: [],
     implemented: true,
@@ -72469,12 +72877,16 @@ const doctorCommand = {
         }
         const lock = await lockStatus(envDir);
         const running = lock.held && !lock.stale;
+        // A lock left by a killed run (its holder on this host is gone, per lock.ts) makes every later
+        // command exit 3 until it is broken: a leftover like the others. A live holder is not one.
+        const staleLock = lock.held && lock.stale ? { path: (0,external_node_path_.join)(envDir, LOCK_FILE), holder: lock.info, remove: `lifeline lock break --env ${settings.name}` } : undefined;
         // Host-wide, not per environment: servers, copies and containers of drills killed on this host.
         const drills = findLeftovers()
             .filter((l) => l.state === 'orphaned')
             .map((l) => ({ kind: l.kind, description: describeLeftover(l), remove: leftoverRemoveCommand(l) }));
-        const total = directories.length + databases.length + drills.length;
+        const total = directories.length + databases.length + drills.length + (staleLock ? 1 : 0);
         const lines = [
+            ...(staleLock ? [`environment lock left by a killed run: ${staleLock.holder ? `pid ${staleLock.holder.pid} on ${staleLock.holder.host}, "${staleLock.holder.command}" since ${staleLock.holder.acquiredAt}, is gone` : `${staleLock.path} is unreadable`}; every later command exits 3 until it is broken\n    remove: ${staleLock.remove}`] : []),
             ...drills.map((d) => `left by a killed drill (the next drill removes it): ${d.description}\n    remove: ${d.remove}`),
             ...directories.map((d) => `${d.kind === 'staging' ? 'half-written entry ' : 'half-deleted entry '} ${d.path}\n    remove: ${d.remove}`),
             ...databases.map((d) => `${d.kind === 'scratch' ? 'restore scratch database' : 'replaced database kept by a restore'} ${d.database}${d.sessions ? ` (${d.sessions} sessions connected)` : ''}\n    remove: ${d.remove}`),
@@ -72482,7 +72894,7 @@ const doctorCommand = {
         const caution = running ? `\nnote: ${lock.info?.command ?? 'something'} (pid ${lock.info?.pid}) holds the environment lock now; a database it is restoring into shows up here until it finishes` : '';
         const text = total ? `${total} leftover${total === 1 ? '' : 's'} in environment ${settings.name}:\n${lines.join('\n')}${caution}` : `environment ${settings.name}: no leftovers${databaseNote ? ` in the catalog (${databaseNote})` : ''}`;
         return {
-            json: { environment: settings.name, clean: total === 0, directories, databases, drills, lockHeld: running, ...(databaseNote ? { note: databaseNote } : {}) },
+            json: { environment: settings.name, clean: total === 0, directories, databases, drills, lockHeld: running, ...(staleLock ? { staleLock } : {}), ...(databaseNote ? { note: databaseNote } : {}) },
             text,
             ...(total ? { exitCode: 1, failureMessage: `${total} leftover${total === 1 ? '' : 's'} of killed runs; each line above says how to remove it` } : {}),
         };
@@ -73603,10 +74015,11 @@ const gateCommand = {
         const settings = environmentFor(ctx);
         const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
         const now = new Date();
-        const { drills, evidence } = await gatherGateEvidence({ catalog, env: settings.name, policy: optionalPolicyFor(ctx, settings), now });
+        const { drills, damaged, evidence } = await gatherGateEvidence({ catalog, env: settings.name, policy: optionalPolicyFor(ctx, settings), now });
         const result = evaluateGate({
             environment: settings.name,
             drills,
+            damaged,
             evidence,
             backups: (await listBackups(catalog, settings.name)).map((e) => e.metadata),
             maxDrillAgeSeconds: optionalDuration(ctx, 'max-drill-age') ?? settings.drill.maxAgeSeconds,
@@ -73932,10 +74345,10 @@ function environmentPairs(environment) {
     }
     return Object.entries(environment).map(([key, value]) => [key, value === null || value === undefined ? undefined : String(value)]);
 }
-/** Every `env_file:` entry (a path, a list, or `{ path, required }` items), resolved from the project directory. */
+/** Every `env_file:` entry (a path, a list, or `{ path, required }` items), resolved from the project directory (or, in a file another service extends, from that file's directory). */
 function envFileUses(sources, projectDir) {
     const uses = new Map();
-    for (const { file, service, node, doc, line } of sources.serviceNodes(['env_file'])) {
+    for (const { file, service, node, doc, line, baseDir } of sources.serviceNodes(['env_file'])) {
         const items = (0,dist/* isSeq */.oP)(node) ? node.items : [node];
         for (const raw of items) {
             const item = (0,dist/* isAlias */.Vj)(raw) ? (raw.resolve(doc) ?? raw) : raw;
@@ -73950,7 +74363,7 @@ function envFileUses(sources, projectDir) {
             }
             if (typeof written !== 'string' || written === '')
                 continue;
-            const path = (0,external_node_path_.isAbsolute)(written) ? written : (0,external_node_path_.resolve)(projectDir, written);
+            const path = (0,external_node_path_.isAbsolute)(written) ? written : (0,external_node_path_.resolve)(baseDir ?? projectDir, written);
             const use = uses.get(path);
             if (use) {
                 if (!use.services.includes(service))
@@ -74007,39 +74420,137 @@ const projectDirOf = (composeFiles) => (0,external_node_path_.dirname)((0,extern
 ;// CONCATENATED MODULE: ./src/preflight/compose-source.ts
 
 
+
+/** Compose itself nests `extends` without a fixed limit; past this, a chain is treated as unresolvable. */
+const MAX_EXTENDS_DEPTH = 10;
+function parseFile(path) {
+    let text;
+    try {
+        text = (0,external_node_fs_.readFileSync)(path, 'utf8');
+    }
+    catch {
+        return undefined;
+    }
+    const lines = new dist/* LineCounter */.HN();
+    const doc = (0,dist/* parseDocument */.Tp)(text, { lineCounter: lines, merge: true });
+    return doc.errors.length === 0 ? { path, doc, lines } : undefined;
+}
+function serviceNode(file, name) {
+    const services = file.doc.get('services', true);
+    if (!(0,dist/* isMap */.jh)(services))
+        return undefined;
+    const pair = services.items.find((p) => p.key?.value === name);
+    if (!pair)
+        return undefined;
+    const value = pair.value;
+    const node = value && (0,dist/* isAlias */.Vj)(value) ? value.resolve(file.doc) : (value ?? undefined);
+    return node && (0,dist/* isMap */.jh)(node) ? node : undefined;
+}
 /**
  * The Compose files as written, with line numbers: the merged model has none, so findings
  * about it are pointed back at the source file (the last one that sets the key wins, as in a merge).
  */
 class ComposeSources {
     files;
+    /** Per Compose file, per service: the services it extends, nearest first. */
+    bases = new Map();
+    /** Files read only because a service extends a service in them. */
+    extendedFiles = [];
+    unresolvedExtends = [];
     constructor(files) {
         this.files = files;
+        const cache = new Map(files.map((f) => [(0,external_node_path_.resolve)(f.path), f]));
+        for (const file of files) {
+            const services = file.doc.get('services', true);
+            if (!(0,dist/* isMap */.jh)(services))
+                continue;
+            const perService = new Map();
+            for (const pair of services.items) {
+                const name = String(pair.key?.value ?? '');
+                const node = serviceNode(file, name);
+                if (node)
+                    perService.set(name, this.resolveExtends(file, name, node, cache));
+            }
+            this.bases.set(file, perService);
+        }
+    }
+    /**
+     * Follows `extends` (`extends: base` or `{ service, file }`) as Compose does: `file` is relative
+     * to the file that names it, chains nest, and the extended files' services are not part of the
+     * project. A missing file or service, a cycle or a chain deeper than MAX_EXTENDS_DEPTH is
+     * recorded as unresolved, so the gates' pass is not taken for a promise about what was not read.
+     */
+    resolveExtends(file, service, node, cache) {
+        const chain = [];
+        const seen = new Set([`${(0,external_node_path_.resolve)(file.path)}#${service}`]);
+        let current = { file, node };
+        for (;;) {
+            const ext = walk(current.file.doc, current.node, ['extends'], 0);
+            if (ext?.depth !== 1 || !ext.node)
+                return chain;
+            const spec = ext.node.toJSON();
+            const base = typeof spec === 'string' ? spec : typeof spec === 'object' && spec !== null ? spec.service : undefined;
+            const from = typeof spec === 'object' && spec !== null && typeof spec.file === 'string' ? (spec.file) : undefined;
+            const unresolved = (reason) => {
+                this.unresolvedExtends.push({ service, base: String(base ?? '?'), from, file: current.file.path, line: current.file.lines.linePos(ext.offset).line, reason });
+                return chain;
+            };
+            if (typeof base !== 'string' || base === '')
+                return unresolved('it names no service');
+            if (chain.length >= MAX_EXTENDS_DEPTH)
+                return unresolved(`the chain is deeper than ${MAX_EXTENDS_DEPTH}`);
+            const path = from === undefined ? current.file.path : (0,external_node_path_.isAbsolute)(from) ? from : (0,external_node_path_.resolve)((0,external_node_path_.dirname)(current.file.path), from);
+            let target = cache.get((0,external_node_path_.resolve)(path));
+            if (!cache.has((0,external_node_path_.resolve)(path))) {
+                target = parseFile(path);
+                cache.set((0,external_node_path_.resolve)(path), target);
+                let status = 'read';
+                if (!target) {
+                    try {
+                        (0,external_node_fs_.readFileSync)(path);
+                        status = 'not parsed';
+                    }
+                    catch {
+                        status = 'missing';
+                    }
+                }
+                this.extendedFiles.push({ path, status, by: `${service} (extends ${base})` });
+            }
+            if (!target)
+                return unresolved(`${from ?? path} cannot be read or parsed`);
+            const key = `${(0,external_node_path_.resolve)(target.path)}#${base}`;
+            if (seen.has(key))
+                return unresolved('the chain extends itself (a cycle)');
+            seen.add(key);
+            const baseNode = serviceNode(target, base);
+            if (!baseNode)
+                return unresolved(`${from ?? 'the same file'} has no service ${base}`);
+            chain.push({ file: target, name: base, node: baseNode });
+            current = { file: target, node: baseNode };
+        }
     }
     static load(paths) {
         const files = [];
         for (const path of paths) {
-            let text;
-            try {
-                text = (0,external_node_fs_.readFileSync)(path, 'utf8');
-            }
-            catch {
-                continue; // a missing file is reported by the Compose validation
-            }
-            const lines = new dist/* LineCounter */.HN();
-            const doc = (0,dist/* parseDocument */.Tp)(text, { lineCounter: lines, merge: true });
-            if (doc.errors.length === 0)
-                files.push({ path, doc, lines });
+            const file = parseFile(path); // a missing file is reported by the Compose validation
+            if (file)
+                files.push(file);
         }
         return new ComposeSources(files);
     }
-    /** A naive merge (later files override a service's keys) for when Compose itself cannot run. */
+    /** A naive merge (later files override a service's keys, `extends` resolved) for when Compose itself cannot run. */
     mergedModel() {
         const services = {};
         for (const file of this.files) {
             const js = file.doc.toJS({ maxAliasCount: 1000 });
-            for (const [name, service] of Object.entries(js?.services ?? {}))
-                services[name] = { ...services[name], ...(service ?? {}) };
+            for (const [name, service] of Object.entries(js?.services ?? {})) {
+                let merged = {};
+                for (const base of [...(this.bases.get(file)?.get(name) ?? [])].reverse())
+                    merged = mergeService(merged, base.node.toJSON());
+                merged = mergeService(merged, service ?? {});
+                delete merged.extends;
+                services[name] = { ...services[name], ...merged };
+            }
         }
         return { services };
     }
@@ -74052,6 +74563,18 @@ class ComposeSources {
                 best = { file: file.path, line: file.lines.linePos(found.offset).line, depth: found.depth };
             if (best?.depth === path.length)
                 break;
+        }
+        // A key the service does not set itself may come from a service it extends.
+        if (path[0] === 'services' && typeof path[1] === 'string' && path.length > 2 && (best?.depth ?? 0) < path.length) {
+            for (const file of [...this.files].reverse()) {
+                for (const base of this.bases.get(file)?.get(path[1]) ?? []) {
+                    const found = walk(base.file.doc, base.node, path.slice(2), 0);
+                    if (found && found.depth > 0 && found.depth + 2 > (best?.depth ?? 0))
+                        best = { file: base.file.path, line: base.file.lines.linePos(found.offset).line, depth: found.depth + 2 };
+                    if (best?.depth === path.length)
+                        return { file: best.file, line: best.line };
+                }
+            }
         }
         return best ? { file: best.file, line: best.line } : { file: this.files[0]?.path };
     }
@@ -74087,6 +74610,14 @@ class ComposeSources {
                 continue;
             for (const pair of services.items) {
                 const service = String(pair.key?.value ?? '');
+                // What a service extends comes first (farthest first): its own settings override them.
+                for (const base of [...(this.bases.get(file)?.get(service) ?? [])].reverse()) {
+                    const found = walk(base.file.doc, base.node, path, 0);
+                    if (found?.depth !== path.length || !found.node)
+                        continue;
+                    // Relative paths in an extended file are relative to that file, as Compose resolves them.
+                    yield { file: base.file.path, service, node: found.node, doc: base.file.doc, line: (offset) => base.file.lines.linePos(offset).line, baseDir: (0,external_node_path_.dirname)((0,external_node_path_.resolve)(base.file.path)) };
+                }
                 const found = walk(file.doc, pair.value, path, 0);
                 if (found?.depth !== path.length || !found.node)
                     continue;
@@ -74137,6 +74668,18 @@ function* scalarsOf(doc, node) {
         for (const pair of node.items)
             yield* scalarsOf(doc, pair.value);
     }
+}
+/** Compose's `extends` merge, as far as the gates read it: `environment` merges key by key, the rest overrides. */
+function mergeService(base, over) {
+    const merged = { ...base, ...over };
+    if (base.environment && over.environment)
+        merged.environment = { ...environmentMap(base.environment), ...environmentMap(over.environment) };
+    return merged;
+}
+function environmentMap(environment) {
+    if (!Array.isArray(environment))
+        return environment;
+    return Object.fromEntries(environment.map((item) => { const text = String(item); const eq = text.indexOf('='); return eq < 0 ? [text, null] : [text.slice(0, eq), text.slice(eq + 1)]; }));
 }
 function walk(doc, node, path, depth) {
     if (!node)
@@ -74341,8 +74884,8 @@ function checkComposeGates(model, sources, ctx, options) {
     collect('compose.privileged', 'no service runs privileged', services
         .filter(([name, s]) => s.privileged === true && !options.allowPrivileged.includes(name))
         .map(([name]) => blocking({ check: 'compose.privileged', ...at(name, 'privileged'), message: `service ${name} runs privileged: full access to the host`, fix: `remove privileged: true (or add ${name} to preflight.allowPrivileged if it truly needs it)` })));
-    const postgres = services.filter(([name, s]) => name === options.postgresService || imageIs(s.image, 'postgres') || imageIs(s.image, 'postgresql'));
-    const redis = services.filter(([name, s]) => name === options.redisService || imageIs(s.image, 'redis'));
+    const postgres = services.filter(([name, s]) => dataServiceRole(name, s.image, options) === 'postgres');
+    const redis = services.filter(([name, s]) => dataServiceRole(name, s.image, options) === 'redis');
     const dataServices = new Set([...postgres, ...redis].map(([name]) => name));
     collect('compose.host-network', 'no app, database or Redis service uses the host network', services
         .filter(([name, s]) => (appServices.some(([app]) => app === name) || dataServices.has(name)) && s.network_mode === 'host' && !options.allowHostNetwork.includes(name))
@@ -74427,11 +74970,43 @@ function checkComposeGates(model, sources, ctx, options) {
 function healthcheckDisabled(test) {
     return test === 'NONE' || (Array.isArray(test) && test[0] === 'NONE');
 }
-function imageIs(image, name) {
+/**
+ * PostgreSQL images by the last path segment of the repository (registry, namespace, tag and digest
+ * dropped): postgres, postgresql, postgis, timescaledb(-ha), pgvector, pg15/pg-16, and any name
+ * containing those (supabase/postgres, cimg/postgres). PostgREST is an API server, not the database.
+ */
+const POSTGRES_IMAGE = /postgres(?!t)|postgis|timescale|pgvector|^pg-?\d+$/;
+const REDIS_IMAGE = /redis|valkey|keydb|dragonfly/;
+/**
+ * Companions named after the database that hold no data of it: metrics exporters, admin UIs,
+ * poolers, backup sidecars, Sentinel. Their host networking is not a database's, and a volume
+ * check on them would be nonsense.
+ */
+const NOT_THE_DATABASE = /exporter|admin|bouncer|pgpool|pool|backup|commander|insight|sentinel|operator|proxy|ui$|-cli$/;
+/**
+ * Whether a Compose service is the environment's PostgreSQL or Redis: the service lifeline.yml
+ * names (postgres.service / redis.service) always is; otherwise its image decides (see the rules above).
+ */
+function dataServiceRole(name, image, configured) {
+    if (configured.postgresService && name === configured.postgresService)
+        return 'postgres';
+    if (configured.redisService && name === configured.redisService)
+        return 'redis';
     if (!image)
-        return false;
+        return undefined;
+    const segment = imageRepositoryName(image);
+    if (NOT_THE_DATABASE.test(segment))
+        return undefined;
+    if (POSTGRES_IMAGE.test(segment))
+        return 'postgres';
+    if (REDIS_IMAGE.test(segment))
+        return 'redis';
+    return undefined;
+}
+/** `registry:5000/ns/timescaledb-ha:pg15@sha256:...` -> `timescaledb-ha` (lower case). */
+function imageRepositoryName(image) {
     const repository = image.split('@')[0].replace(/:[^/]*$/, '');
-    return repository.split('/').pop() === name;
+    return repository.split('/').pop().toLowerCase();
 }
 function imageTag(image) {
     const withoutDigest = image.split('@')[0];
@@ -76037,6 +76612,15 @@ async function runPreflight(settings, logger) {
         for (const file of settings.composeFiles) {
             files.add(file, 'Compose file', 'compose.*', sources.paths.includes(file) ? 'read' : (0,external_node_fs_.existsSync)(file) ? 'not parsed' : 'missing');
         }
+        for (const extended of sources.extendedFiles)
+            files.add(extended.path, `Compose file extended by ${extended.by}`, 'compose.*', extended.status);
+        const extendsFindings = sources.unresolvedExtends.map((u) => fail({
+            check: 'compose.extends',
+            file: displayPath(ctx, u.file),
+            line: u.line,
+            message: `service ${u.service} extends ${u.base}${u.from ? ` from ${u.from}` : ''}, which preflight does not resolve (${u.reason}): its settings were not examined`,
+            fix: 'point extends at an existing file and service (paths are relative to the file that names them), or copy the settings into the service',
+        }));
         const model = composeModel(validation.merged, sources);
         const gates = checkComposeGates(model, sources, ctx, {
             appServices: settings.appServices,
@@ -76048,6 +76632,7 @@ async function runPreflight(settings, logger) {
         return [
             ...engine,
             ...validation.findings,
+            ...extendsFindings,
             ...gates,
             ...checkCommandSecrets(sources, ctx),
             ...checkComposeDebug(model, sources, ctx),

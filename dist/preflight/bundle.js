@@ -39870,7 +39870,7 @@ const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import
  */
 function logger_redactSecretsInText(text) {
     return text
-        .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/@"'<>]*:)[^\s@/"'<>]+@/gi, '$1***@')
+        .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/@"'<>]*:)[^\s/"'<>]+@/gi, '$1***@')
         .replace(/((?:[?&;\s]|^)(?:ssl)?password=)(?!\*\*\*(?:[&#\s"'<>]|$))[^&#\s"'<>]+/gi, '$1***');
 }
 /** Replaces registered secrets in a string: the last line of defence before text leaves the process. */
@@ -40330,10 +40330,10 @@ function environmentPairs(environment) {
     }
     return Object.entries(environment).map(([key, value]) => [key, value === null || value === undefined ? undefined : String(value)]);
 }
-/** Every `env_file:` entry (a path, a list, or `{ path, required }` items), resolved from the project directory. */
+/** Every `env_file:` entry (a path, a list, or `{ path, required }` items), resolved from the project directory (or, in a file another service extends, from that file's directory). */
 function envFileUses(sources, projectDir) {
     const uses = new Map();
-    for (const { file, service, node, doc, line } of sources.serviceNodes(['env_file'])) {
+    for (const { file, service, node, doc, line, baseDir } of sources.serviceNodes(['env_file'])) {
         const items = (0,dist/* isSeq */.oP)(node) ? node.items : [node];
         for (const raw of items) {
             const item = (0,dist/* isAlias */.Vj)(raw) ? (raw.resolve(doc) ?? raw) : raw;
@@ -40348,7 +40348,7 @@ function envFileUses(sources, projectDir) {
             }
             if (typeof written !== 'string' || written === '')
                 continue;
-            const path = (0,external_node_path_namespaceObject.isAbsolute)(written) ? written : (0,external_node_path_namespaceObject.resolve)(projectDir, written);
+            const path = (0,external_node_path_namespaceObject.isAbsolute)(written) ? written : (0,external_node_path_namespaceObject.resolve)(baseDir ?? projectDir, written);
             const use = uses.get(path);
             if (use) {
                 if (!use.services.includes(service))
@@ -40405,39 +40405,137 @@ const projectDirOf = (composeFiles) => (0,external_node_path_namespaceObject.dir
 ;// CONCATENATED MODULE: ./src/preflight/compose-source.ts
 
 
+
+/** Compose itself nests `extends` without a fixed limit; past this, a chain is treated as unresolvable. */
+const MAX_EXTENDS_DEPTH = 10;
+function parseFile(path) {
+    let text;
+    try {
+        text = (0,external_node_fs_namespaceObject.readFileSync)(path, 'utf8');
+    }
+    catch {
+        return undefined;
+    }
+    const lines = new dist/* LineCounter */.HN();
+    const doc = (0,dist/* parseDocument */.Tp)(text, { lineCounter: lines, merge: true });
+    return doc.errors.length === 0 ? { path, doc, lines } : undefined;
+}
+function serviceNode(file, name) {
+    const services = file.doc.get('services', true);
+    if (!(0,dist/* isMap */.jh)(services))
+        return undefined;
+    const pair = services.items.find((p) => p.key?.value === name);
+    if (!pair)
+        return undefined;
+    const value = pair.value;
+    const node = value && (0,dist/* isAlias */.Vj)(value) ? value.resolve(file.doc) : (value ?? undefined);
+    return node && (0,dist/* isMap */.jh)(node) ? node : undefined;
+}
 /**
  * The Compose files as written, with line numbers: the merged model has none, so findings
  * about it are pointed back at the source file (the last one that sets the key wins, as in a merge).
  */
 class ComposeSources {
     files;
+    /** Per Compose file, per service: the services it extends, nearest first. */
+    bases = new Map();
+    /** Files read only because a service extends a service in them. */
+    extendedFiles = [];
+    unresolvedExtends = [];
     constructor(files) {
         this.files = files;
+        const cache = new Map(files.map((f) => [(0,external_node_path_namespaceObject.resolve)(f.path), f]));
+        for (const file of files) {
+            const services = file.doc.get('services', true);
+            if (!(0,dist/* isMap */.jh)(services))
+                continue;
+            const perService = new Map();
+            for (const pair of services.items) {
+                const name = String(pair.key?.value ?? '');
+                const node = serviceNode(file, name);
+                if (node)
+                    perService.set(name, this.resolveExtends(file, name, node, cache));
+            }
+            this.bases.set(file, perService);
+        }
+    }
+    /**
+     * Follows `extends` (`extends: base` or `{ service, file }`) as Compose does: `file` is relative
+     * to the file that names it, chains nest, and the extended files' services are not part of the
+     * project. A missing file or service, a cycle or a chain deeper than MAX_EXTENDS_DEPTH is
+     * recorded as unresolved, so the gates' pass is not taken for a promise about what was not read.
+     */
+    resolveExtends(file, service, node, cache) {
+        const chain = [];
+        const seen = new Set([`${(0,external_node_path_namespaceObject.resolve)(file.path)}#${service}`]);
+        let current = { file, node };
+        for (;;) {
+            const ext = walk(current.file.doc, current.node, ['extends'], 0);
+            if (ext?.depth !== 1 || !ext.node)
+                return chain;
+            const spec = ext.node.toJSON();
+            const base = typeof spec === 'string' ? spec : typeof spec === 'object' && spec !== null ? spec.service : undefined;
+            const from = typeof spec === 'object' && spec !== null && typeof spec.file === 'string' ? (spec.file) : undefined;
+            const unresolved = (reason) => {
+                this.unresolvedExtends.push({ service, base: String(base ?? '?'), from, file: current.file.path, line: current.file.lines.linePos(ext.offset).line, reason });
+                return chain;
+            };
+            if (typeof base !== 'string' || base === '')
+                return unresolved('it names no service');
+            if (chain.length >= MAX_EXTENDS_DEPTH)
+                return unresolved(`the chain is deeper than ${MAX_EXTENDS_DEPTH}`);
+            const path = from === undefined ? current.file.path : (0,external_node_path_namespaceObject.isAbsolute)(from) ? from : (0,external_node_path_namespaceObject.resolve)((0,external_node_path_namespaceObject.dirname)(current.file.path), from);
+            let target = cache.get((0,external_node_path_namespaceObject.resolve)(path));
+            if (!cache.has((0,external_node_path_namespaceObject.resolve)(path))) {
+                target = parseFile(path);
+                cache.set((0,external_node_path_namespaceObject.resolve)(path), target);
+                let status = 'read';
+                if (!target) {
+                    try {
+                        (0,external_node_fs_namespaceObject.readFileSync)(path);
+                        status = 'not parsed';
+                    }
+                    catch {
+                        status = 'missing';
+                    }
+                }
+                this.extendedFiles.push({ path, status, by: `${service} (extends ${base})` });
+            }
+            if (!target)
+                return unresolved(`${from ?? path} cannot be read or parsed`);
+            const key = `${(0,external_node_path_namespaceObject.resolve)(target.path)}#${base}`;
+            if (seen.has(key))
+                return unresolved('the chain extends itself (a cycle)');
+            seen.add(key);
+            const baseNode = serviceNode(target, base);
+            if (!baseNode)
+                return unresolved(`${from ?? 'the same file'} has no service ${base}`);
+            chain.push({ file: target, name: base, node: baseNode });
+            current = { file: target, node: baseNode };
+        }
     }
     static load(paths) {
         const files = [];
         for (const path of paths) {
-            let text;
-            try {
-                text = (0,external_node_fs_namespaceObject.readFileSync)(path, 'utf8');
-            }
-            catch {
-                continue; // a missing file is reported by the Compose validation
-            }
-            const lines = new dist/* LineCounter */.HN();
-            const doc = (0,dist/* parseDocument */.Tp)(text, { lineCounter: lines, merge: true });
-            if (doc.errors.length === 0)
-                files.push({ path, doc, lines });
+            const file = parseFile(path); // a missing file is reported by the Compose validation
+            if (file)
+                files.push(file);
         }
         return new ComposeSources(files);
     }
-    /** A naive merge (later files override a service's keys) for when Compose itself cannot run. */
+    /** A naive merge (later files override a service's keys, `extends` resolved) for when Compose itself cannot run. */
     mergedModel() {
         const services = {};
         for (const file of this.files) {
             const js = file.doc.toJS({ maxAliasCount: 1000 });
-            for (const [name, service] of Object.entries(js?.services ?? {}))
-                services[name] = { ...services[name], ...(service ?? {}) };
+            for (const [name, service] of Object.entries(js?.services ?? {})) {
+                let merged = {};
+                for (const base of [...(this.bases.get(file)?.get(name) ?? [])].reverse())
+                    merged = mergeService(merged, base.node.toJSON());
+                merged = mergeService(merged, service ?? {});
+                delete merged.extends;
+                services[name] = { ...services[name], ...merged };
+            }
         }
         return { services };
     }
@@ -40450,6 +40548,18 @@ class ComposeSources {
                 best = { file: file.path, line: file.lines.linePos(found.offset).line, depth: found.depth };
             if (best?.depth === path.length)
                 break;
+        }
+        // A key the service does not set itself may come from a service it extends.
+        if (path[0] === 'services' && typeof path[1] === 'string' && path.length > 2 && (best?.depth ?? 0) < path.length) {
+            for (const file of [...this.files].reverse()) {
+                for (const base of this.bases.get(file)?.get(path[1]) ?? []) {
+                    const found = walk(base.file.doc, base.node, path.slice(2), 0);
+                    if (found && found.depth > 0 && found.depth + 2 > (best?.depth ?? 0))
+                        best = { file: base.file.path, line: base.file.lines.linePos(found.offset).line, depth: found.depth + 2 };
+                    if (best?.depth === path.length)
+                        return { file: best.file, line: best.line };
+                }
+            }
         }
         return best ? { file: best.file, line: best.line } : { file: this.files[0]?.path };
     }
@@ -40485,6 +40595,14 @@ class ComposeSources {
                 continue;
             for (const pair of services.items) {
                 const service = String(pair.key?.value ?? '');
+                // What a service extends comes first (farthest first): its own settings override them.
+                for (const base of [...(this.bases.get(file)?.get(service) ?? [])].reverse()) {
+                    const found = walk(base.file.doc, base.node, path, 0);
+                    if (found?.depth !== path.length || !found.node)
+                        continue;
+                    // Relative paths in an extended file are relative to that file, as Compose resolves them.
+                    yield { file: base.file.path, service, node: found.node, doc: base.file.doc, line: (offset) => base.file.lines.linePos(offset).line, baseDir: (0,external_node_path_namespaceObject.dirname)((0,external_node_path_namespaceObject.resolve)(base.file.path)) };
+                }
                 const found = walk(file.doc, pair.value, path, 0);
                 if (found?.depth !== path.length || !found.node)
                     continue;
@@ -40535,6 +40653,18 @@ function* scalarsOf(doc, node) {
         for (const pair of node.items)
             yield* scalarsOf(doc, pair.value);
     }
+}
+/** Compose's `extends` merge, as far as the gates read it: `environment` merges key by key, the rest overrides. */
+function mergeService(base, over) {
+    const merged = { ...base, ...over };
+    if (base.environment && over.environment)
+        merged.environment = { ...environmentMap(base.environment), ...environmentMap(over.environment) };
+    return merged;
+}
+function environmentMap(environment) {
+    if (!Array.isArray(environment))
+        return environment;
+    return Object.fromEntries(environment.map((item) => { const text = String(item); const eq = text.indexOf('='); return eq < 0 ? [text, null] : [text.slice(0, eq), text.slice(eq + 1)]; }));
 }
 function walk(doc, node, path, depth) {
     if (!node)
@@ -40739,8 +40869,8 @@ function checkComposeGates(model, sources, ctx, options) {
     collect('compose.privileged', 'no service runs privileged', services
         .filter(([name, s]) => s.privileged === true && !options.allowPrivileged.includes(name))
         .map(([name]) => blocking({ check: 'compose.privileged', ...at(name, 'privileged'), message: `service ${name} runs privileged: full access to the host`, fix: `remove privileged: true (or add ${name} to preflight.allowPrivileged if it truly needs it)` })));
-    const postgres = services.filter(([name, s]) => name === options.postgresService || imageIs(s.image, 'postgres') || imageIs(s.image, 'postgresql'));
-    const redis = services.filter(([name, s]) => name === options.redisService || imageIs(s.image, 'redis'));
+    const postgres = services.filter(([name, s]) => dataServiceRole(name, s.image, options) === 'postgres');
+    const redis = services.filter(([name, s]) => dataServiceRole(name, s.image, options) === 'redis');
     const dataServices = new Set([...postgres, ...redis].map(([name]) => name));
     collect('compose.host-network', 'no app, database or Redis service uses the host network', services
         .filter(([name, s]) => (appServices.some(([app]) => app === name) || dataServices.has(name)) && s.network_mode === 'host' && !options.allowHostNetwork.includes(name))
@@ -40825,11 +40955,43 @@ function checkComposeGates(model, sources, ctx, options) {
 function healthcheckDisabled(test) {
     return test === 'NONE' || (Array.isArray(test) && test[0] === 'NONE');
 }
-function imageIs(image, name) {
+/**
+ * PostgreSQL images by the last path segment of the repository (registry, namespace, tag and digest
+ * dropped): postgres, postgresql, postgis, timescaledb(-ha), pgvector, pg15/pg-16, and any name
+ * containing those (supabase/postgres, cimg/postgres). PostgREST is an API server, not the database.
+ */
+const POSTGRES_IMAGE = /postgres(?!t)|postgis|timescale|pgvector|^pg-?\d+$/;
+const REDIS_IMAGE = /redis|valkey|keydb|dragonfly/;
+/**
+ * Companions named after the database that hold no data of it: metrics exporters, admin UIs,
+ * poolers, backup sidecars, Sentinel. Their host networking is not a database's, and a volume
+ * check on them would be nonsense.
+ */
+const NOT_THE_DATABASE = /exporter|admin|bouncer|pgpool|pool|backup|commander|insight|sentinel|operator|proxy|ui$|-cli$/;
+/**
+ * Whether a Compose service is the environment's PostgreSQL or Redis: the service lifeline.yml
+ * names (postgres.service / redis.service) always is; otherwise its image decides (see the rules above).
+ */
+function dataServiceRole(name, image, configured) {
+    if (configured.postgresService && name === configured.postgresService)
+        return 'postgres';
+    if (configured.redisService && name === configured.redisService)
+        return 'redis';
     if (!image)
-        return false;
+        return undefined;
+    const segment = imageRepositoryName(image);
+    if (NOT_THE_DATABASE.test(segment))
+        return undefined;
+    if (POSTGRES_IMAGE.test(segment))
+        return 'postgres';
+    if (REDIS_IMAGE.test(segment))
+        return 'redis';
+    return undefined;
+}
+/** `registry:5000/ns/timescaledb-ha:pg15@sha256:...` -> `timescaledb-ha` (lower case). */
+function imageRepositoryName(image) {
     const repository = image.split('@')[0].replace(/:[^/]*$/, '');
-    return repository.split('/').pop() === name;
+    return repository.split('/').pop().toLowerCase();
 }
 function imageTag(image) {
     const withoutDigest = image.split('@')[0];
@@ -42384,6 +42546,7 @@ async function sha256File(path) {
 
 
 
+
 /**
  * The one rule for a file name read from inside an entry (SHA256SUMS, backup.json, export.json,
  * a remote listing): a single path segment of letters, digits, '.', '_', '+' and '-', starting
@@ -42439,9 +42602,13 @@ function kindOf(info) {
 }
 async function assertEntryDir(entryDir) {
     // The entry directory itself must not be a link to somewhere else (the store root may be).
-    const info = await lstat(entryDir);
+    const info = await (0,promises_namespaceObject.lstat)(entryDir);
     if (!info.isDirectory())
         throw unsafe(entryDir, '.', `is ${kindOf(info)}, not an entry directory`);
+    const uid = process.geteuid?.();
+    // Another user's directory is never an entry of this catalog, whatever it holds.
+    if (uid !== undefined && info.uid !== uid)
+        throw unsafe(entryDir, '.', `is owned by uid ${info.uid}, not by ${runningUser()} that Lifeline runs as`);
 }
 /**
  * Opens a file of a catalog entry for reading, confined to that entry: the name must pass
@@ -42456,7 +42623,7 @@ async function openEntryFile(entryDir, name) {
     await assertEntryDir(entryDir);
     let handle;
     try {
-        handle = await open(join(entryDir, name), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+        handle = await (0,promises_namespaceObject.open)((0,external_node_path_namespaceObject.join)(entryDir, name), external_node_fs_namespaceObject.constants.O_RDONLY | external_node_fs_namespaceObject.constants.O_NOFOLLOW | external_node_fs_namespaceObject.constants.O_NONBLOCK);
     }
     catch (error) {
         const code = error.code;
@@ -42485,6 +42652,34 @@ async function entryFilePath(entryDir, name) {
     await handle.close();
     return join(entryDir, name);
 }
+/**
+ * Before any write into an entry that is already committed (a verification result, a metadata
+ * rewrite): the entry directory must be a real directory and the file, when present, a regular
+ * file, neither a symbolic link, so a planted link never redirects the write outside the catalog.
+ * Returns false when the entry or the file is gone (nothing to rewrite).
+ */
+async function assertEntryWritable(entryDir, name) {
+    const problem = entryFileNameProblem(name);
+    if (problem)
+        throw unsafe(entryDir, name, problem);
+    const dirInfo = await (0,promises_namespaceObject.lstat)(entryDir).catch(missingAsUndefined);
+    if (!dirInfo)
+        return false;
+    if (!dirInfo.isDirectory())
+        throw unsafe(entryDir, '.', `is ${kindOf(dirInfo)}, not an entry directory; nothing was written through it`);
+    const fileInfo = await (0,promises_namespaceObject.lstat)((0,external_node_path_namespaceObject.join)(entryDir, name)).catch(missingAsUndefined);
+    if (!fileInfo)
+        return false;
+    if (!fileInfo.isFile())
+        throw unsafe(entryDir, name, `is ${kindOf(fileInfo)}; nothing was written through it`);
+    return true;
+}
+function missingAsUndefined(error) {
+    const code = error.code;
+    if (code === 'ENOENT' || code === 'ENOTDIR')
+        return undefined;
+    throw error;
+}
 /** sha256 of an entry file, streamed in 1 MiB chunks through a confined handle. */
 async function confine_sha256EntryFile(entryDir, name) {
     const handle = await openEntryFile(entryDir, name);
@@ -42510,30 +42705,88 @@ async function confine_readEntryText(entryDir, name, limit = 16 * 1024 * 1024) {
     }
 }
 /**
- * Whether other local users can reach the environment's files: the store root and the environment
- * directory both let group or others in (a 0700 on either one keeps everything below private).
- * Returns the problem with its fix, or undefined when the catalog is private or does not exist yet.
+ * Whether the store root lets other local users in, or belongs to someone else: group or world
+ * readable or writable (0755, 1777 on a tmpfs mount point) or owned by another user. A shared
+ * root lets another user plant a directory or link where Lifeline resolves an environment, so it
+ * is a problem whatever the modes below it. Returns the problem with its fix, or undefined when
+ * the root is private or does not exist yet (Lifeline creates it 0700).
  */
-function sharedStoreProblem(root, env) {
-    const modeOf = (path) => {
-        try {
-            return (0,external_node_fs_namespaceObject.statSync)(path).mode & 0o777;
-        }
-        catch {
-            return undefined;
-        }
-    };
-    const rootMode = modeOf(root);
-    if (rootMode === undefined || (rootMode & 0o077) === 0)
+function sharedStoreProblem(root, _env) {
+    let info;
+    try {
+        info = (0,external_node_fs_namespaceObject.statSync)(root);
+    }
+    catch {
         return undefined;
-    const envMode = modeOf((0,external_node_path_namespaceObject.join)(root, env));
-    if (envMode !== undefined && (envMode & 0o077) === 0)
+    }
+    const mode = info.mode & 0o7777;
+    const uid = process.geteuid?.();
+    const foreign = uid !== undefined && info.uid !== uid;
+    const readable = (mode & 0o044) !== 0;
+    const writable = (mode & 0o022) !== 0;
+    if (!readable && !writable && !foreign)
         return undefined;
-    const octal = (m) => m.toString(8).padStart(4, '0');
+    const octal = mode.toString(8).padStart(4, '0');
+    const reach = readable && writable ? 'readable and writable' : readable ? 'readable' : writable ? 'writable' : '';
+    const problems = [
+        ...(reach ? [`is ${reach} by other local users (mode ${octal})`] : []),
+        ...(foreign ? [`is owned by uid ${info.uid}, not by ${runningUser()} that Lifeline runs as`] : []),
+    ];
     return {
-        message: `the catalog ${root} is readable by other local users (mode ${octal(rootMode)}${envMode === undefined ? '' : `, ${env}/ ${octal(envMode)}`}): backups, tenant exports and Redis snapshots hold production data`,
-        fix: `chmod -R go-rwx ${root}`,
+        message: `the catalog ${root} ${problems.join(' and ')}: backups, tenant exports and Redis snapshots hold production data, and another user could plant a directory or link in it`,
+        fix: [...(foreign ? [`chown ${userInfoName() ?? process.geteuid?.()} ${root}`] : []), `chmod 700 ${root}`].join(' && '),
     };
+}
+function userInfoName() {
+    try {
+        return (0,external_node_os_namespaceObject.userInfo)().username;
+    }
+    catch {
+        return undefined; // no passwd entry (a container's arbitrary uid)
+    }
+}
+function runningUser() {
+    const uid = process.geteuid?.();
+    const name = userInfoName();
+    return name ? `${name} (uid ${uid})` : `uid ${uid}`;
+}
+/**
+ * The one rule for a directory Lifeline resolves under the store root (the environment, each
+ * segment of the kind such as tenants/<tenant>/exports, the entry): when it exists it must be a
+ * real directory (lstat: not a symbolic link) owned by the user Lifeline runs as. Anything else
+ * could send reads and writes into another user's directory, so it is refused (exit 1) before
+ * anything is read or written through it. A segment that does not exist yet ends the walk:
+ * Lifeline creates it 0700 itself and writers check again after creating it.
+ */
+function assertCatalogDirs(root, segments) {
+    const uid = process.geteuid?.();
+    let path = root;
+    for (const segment of segments) {
+        path = (0,external_node_path_namespaceObject.join)(path, segment);
+        let info;
+        try {
+            info = (0,external_node_fs_namespaceObject.lstatSync)(path);
+        }
+        catch (error) {
+            const code = error.code;
+            if (code === 'ENOENT' || code === 'ENOTDIR')
+                return;
+            throw error;
+        }
+        let problem;
+        if (info.isSymbolicLink())
+            problem = 'is a symbolic link';
+        else if (!info.isDirectory())
+            problem = `is ${kindOf(info)}, not a directory`;
+        else if (uid !== undefined && info.uid !== uid)
+            problem = `is owned by uid ${info.uid}, not by ${runningUser()} that Lifeline runs as`;
+        if (problem) {
+            throw new LifelineError('failed', `the catalog directory ${path} ${problem}; Lifeline neither reads nor writes through it, nothing was read or written`, {
+                code: 'CATALOG_DIR_UNSAFE',
+                fix: `inspect ${path} (someone else may have planted it); move it away and let Lifeline recreate it as a private directory of ${runningUser()}, then make the store root private: chmod 700 ${root}`,
+            });
+        }
+    }
 }
 let warnSink;
 const warned = new Set();
@@ -42691,16 +42944,23 @@ class Catalog {
         this.reported.add(path);
         this.options.warn?.(`skipped ${path}: ${reason}; the other entries are used (inspect it, restore it from an off-host copy or remove the entry)`);
     }
+    // Every directory resolved under the root is checked here, once: a real directory of ours or
+    // nothing (assertCatalogDirs), so a planted link or another user's directory is never used.
     envDir(env) {
         assertSafeSegment(env, 'environment');
+        assertCatalogDirs(this.root, [env]);
         return (0,external_node_path_namespaceObject.join)(this.root, env);
     }
     kindDir(env, kind) {
-        return (0,external_node_path_namespaceObject.join)(this.envDir(env), kind);
+        assertSafeSegment(env, 'environment');
+        assertCatalogDirs(this.root, [env, ...kind.split('/')]);
+        return (0,external_node_path_namespaceObject.join)(this.root, env, kind);
     }
     entryDir(env, kind, id) {
+        assertSafeSegment(env, 'environment');
         assertSafeSegment(id, 'id');
-        return (0,external_node_path_namespaceObject.join)(this.kindDir(env, kind), id);
+        assertCatalogDirs(this.root, [env, ...kind.split('/'), id]);
+        return (0,external_node_path_namespaceObject.join)(this.root, env, kind, id);
     }
     async begin(env, kind, id, metadataFile) {
         const finalDir = this.entryDir(env, kind, id);
@@ -42710,6 +42970,8 @@ class Catalog {
         warnIfStoreShared(this.root, env);
         const stagingDir = (0,external_node_path_namespaceObject.join)(this.kindDir(env, kind), `.staging-${id}-${process.pid}`);
         await withWriteOutcome(`nothing was added to the catalog (${kind} entry ${id} was not started)`, () => mkdirPrivate(stagingDir));
+        // Again after creating: a directory planted between the check and the mkdir is caught before a byte is written.
+        assertCatalogDirs(this.root, [env, ...kind.split('/'), (0,external_node_path_namespaceObject.basename)(stagingDir)]);
         return new StagedEntry(stagingDir, finalDir, metadataFile, `${kind} entry ${id}`);
     }
     /** Complete entries, newest first. Staging directories and entries without metadata are skipped. */
@@ -42729,20 +42991,28 @@ class Catalog {
             if (name.startsWith('.'))
                 continue;
             // An entry that vanishes mid-listing (a concurrent prune renamed it away) is simply skipped.
-            const info = await (0,promises_namespaceObject.stat)((0,external_node_path_namespaceObject.join)(dir, name)).catch(skipWhenGone);
-            // A stray file beside the entries (an operator's note, a copied archive) is not an entry.
-            if (!info?.isDirectory())
+            // lstat, not stat: a symlink planted as an entry would otherwise list, count for retention
+            // and be written through, while every reader refuses it.
+            const info = await (0,promises_namespaceObject.lstat)((0,external_node_path_namespaceObject.join)(dir, name)).catch(skipWhenGone);
+            if (!info)
                 continue;
+            if (!info.isDirectory()) {
+                this.reportDamaged((0,external_node_path_namespaceObject.join)(dir, name), `it is ${describeKind(info)}, not an entry directory`);
+                continue;
+            }
             const path = (0,external_node_path_namespaceObject.join)(dir, name, metadataFile);
             let metadata;
             try {
-                metadata = await readJsonIfExists(path);
+                // The confined reader: O_NOFOLLOW | O_NONBLOCK, regular files only, bounded size, so a
+                // FIFO, device or link named like the metadata is damage, never a hang.
+                metadata = await readJsonIfExists((0,external_node_path_namespaceObject.join)(dir, name), metadataFile);
             }
             catch (error) {
                 if (isGone(error))
                     continue;
                 // One damaged entry must not take the listing (and every restore, drill and gate) down with it.
-                this.reportDamaged(path, error.code === 'CATALOG_CORRUPT' ? 'it is not valid JSON' : error.message);
+                const reason = error.code === 'CATALOG_CORRUPT' ? 'it is not valid JSON' : error instanceof confine_UnsafeEntryFileError ? `it ${error.reason}` : error.message;
+                this.reportDamaged(path, reason);
                 continue;
             }
             if (!metadata)
@@ -42758,11 +43028,12 @@ class Catalog {
     }
     async get(env, kind, id, metadataFile) {
         const dir = this.entryDir(env, kind, id);
-        const metadata = await readJsonIfExists((0,external_node_path_namespaceObject.join)(dir, metadataFile));
+        const metadata = await readJsonIfExists(dir, metadataFile);
         return metadata ? { id, dir, metadata } : undefined;
     }
     /** Rewrites an entry's metadata atomically (e.g. to record a verification). */
     async updateMetadata(entry, metadataFile, metadata) {
+        await assertEntryWritable(entry.dir, metadataFile);
         await withWriteOutcome(`${(0,external_node_path_namespaceObject.join)(entry.dir, metadataFile)} was left as it was (the entry itself is unchanged)`, () => writeFileAtomic((0,external_node_path_namespaceObject.join)(entry.dir, metadataFile), `${JSON.stringify(metadata, null, 2)}\n`));
     }
     /**
@@ -42773,7 +43044,8 @@ class Catalog {
      */
     async rewriteExistingMetadata(entry, metadataFile, metadata) {
         const path = (0,external_node_path_namespaceObject.join)(entry.dir, metadataFile);
-        if (!(await exists(path)))
+        // Refuses (exit 1) when the entry or its metadata is a symbolic link or not a regular file.
+        if (!(await assertEntryWritable(entry.dir, metadataFile)))
             return false;
         const tmp = (0,external_node_path_namespaceObject.join)(entry.dir, `.${metadataFile}.tmp-${process.pid}-${Date.now()}`);
         try {
@@ -42828,6 +43100,7 @@ class Catalog {
         warnIfStoreShared(this.root, env);
         await withWriteOutcome(`the record was not appended to ${name}`, async () => {
             await mkdirPrivate(this.envDir(env));
+            this.envDir(env); // again after creating it (see begin)
             await (0,promises_namespaceObject.appendFile)(path, `${JSON.stringify(record)}\n`, { mode: PRIVATE_FILE_MODE });
             await fsyncPath(path);
         });
@@ -42916,6 +43189,17 @@ function isGone(error) {
     const code = error?.code;
     return code === 'ENOENT' || code === 'ENOTDIR';
 }
+/** Metadata is small JSON; more than this is damage, not a backup.json. */
+const METADATA_LIMIT = 4 * 1024 * 1024;
+function describeKind(info) {
+    if (info.isSymbolicLink())
+        return 'a symbolic link';
+    if (info.isFIFO())
+        return 'a FIFO';
+    if (info.isFile())
+        return 'a file';
+    return 'not a directory';
+}
 function skipWhenGone(error) {
     if (isGone(error))
         return undefined;
@@ -42943,13 +43227,15 @@ async function exists(path) {
         return false;
     }
 }
-async function readJsonIfExists(path) {
+async function readJsonIfExists(entryDir, name) {
+    const path = (0,external_node_path_namespaceObject.join)(entryDir, name);
     let text;
     try {
-        text = await (0,promises_namespaceObject.readFile)(path, 'utf8');
+        text = await confine_readEntryText(entryDir, name, METADATA_LIMIT);
     }
     catch (error) {
-        if (error.code === 'ENOENT')
+        const code = error.code;
+        if (code === 'ENOENT' || code === 'ENOTDIR')
             return undefined;
         throw error;
     }
@@ -43335,6 +43621,15 @@ async function runPreflight(settings, logger) {
         for (const file of settings.composeFiles) {
             files.add(file, 'Compose file', 'compose.*', sources.paths.includes(file) ? 'read' : (0,external_node_fs_namespaceObject.existsSync)(file) ? 'not parsed' : 'missing');
         }
+        for (const extended of sources.extendedFiles)
+            files.add(extended.path, `Compose file extended by ${extended.by}`, 'compose.*', extended.status);
+        const extendsFindings = sources.unresolvedExtends.map((u) => fail({
+            check: 'compose.extends',
+            file: displayPath(ctx, u.file),
+            line: u.line,
+            message: `service ${u.service} extends ${u.base}${u.from ? ` from ${u.from}` : ''}, which preflight does not resolve (${u.reason}): its settings were not examined`,
+            fix: 'point extends at an existing file and service (paths are relative to the file that names them), or copy the settings into the service',
+        }));
         const model = composeModel(validation.merged, sources);
         const gates = checkComposeGates(model, sources, ctx, {
             appServices: settings.appServices,
@@ -43346,6 +43641,7 @@ async function runPreflight(settings, logger) {
         return [
             ...engine,
             ...validation.findings,
+            ...extendsFindings,
             ...gates,
             ...checkCommandSecrets(sources, ctx),
             ...checkComposeDebug(model, sources, ctx),
@@ -53513,7 +53809,7 @@ function secrets_urlSecrets(url) {
     if (!url)
         return [];
     const found = new Set();
-    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@]*?:([^/?#@]*)@/i.exec(url)?.[1];
+    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@:]*:([^/?#]*)@/i.exec(url)?.[1];
     if (userinfo) {
         found.add(userinfo);
         found.add(decodeLenient(userinfo));
@@ -53539,7 +53835,7 @@ function urlPassword(url) {
     if (!url)
         return undefined;
     const secrets = secrets_urlSecrets(url);
-    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@]*?:([^/?#@]*)@/i.exec(url)?.[1];
+    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@:]*:([^/?#]*)@/i.exec(url)?.[1];
     if (userinfo)
         return decodeLenient(userinfo);
     return secrets.length > 0 ? secrets[secrets.length - 1] : undefined;
@@ -55763,7 +56059,7 @@ var io_util_awaiter = (undefined && undefined.__awaiter) || function (thisArg, _
 };
 
 
-const { chmod, copyFile, lstat: io_util_lstat, mkdir, open: io_util_open, readdir, rename, rm, rmdir, stat, symlink, unlink } = external_fs_namespaceObject.promises;
+const { chmod, copyFile, lstat, mkdir, open: io_util_open, readdir, rename, rm, rmdir, stat, symlink, unlink } = external_fs_namespaceObject.promises;
 // export const {open} = 'fs'
 const IS_WINDOWS = process.platform === 'win32';
 /**
@@ -55807,7 +56103,7 @@ function io_util_exists(fsPath) {
 }
 function isDirectory(fsPath_1) {
     return io_util_awaiter(this, arguments, void 0, function* (fsPath, useStat = false) {
-        const stats = useStat ? yield stat(fsPath) : yield io_util_lstat(fsPath);
+        const stats = useStat ? yield stat(fsPath) : yield lstat(fsPath);
         return stats.isDirectory();
     });
 }

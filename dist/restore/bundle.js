@@ -51117,7 +51117,10 @@ async function sha256File(path) {
     return { sha256: hasher.digest(), bytes: hasher.bytes };
 }
 
+;// CONCATENATED MODULE: external "node:os"
+const external_node_os_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:os");
 ;// CONCATENATED MODULE: ./src/catalog/confine.ts
+
 
 
 
@@ -51147,7 +51150,7 @@ function entryFileNameProblem(name) {
     return 'is not a name Lifeline writes (letters, digits, ., _, +, - only)';
 }
 /** A name or file inside an entry that Lifeline refuses to read (exit 1: the entry is damaged or hostile). */
-class UnsafeEntryFileError extends LifelineError {
+class confine_UnsafeEntryFileError extends LifelineError {
     entryDir;
     fileName;
     reason;
@@ -51162,7 +51165,7 @@ class UnsafeEntryFileError extends LifelineError {
     }
 }
 function unsafe(entryDir, name, reason) {
-    return new UnsafeEntryFileError(entryDir, name, reason);
+    return new confine_UnsafeEntryFileError(entryDir, name, reason);
 }
 function kindOf(info) {
     if (info.isSymbolicLink())
@@ -51182,6 +51185,10 @@ async function assertEntryDir(entryDir) {
     const info = await (0,promises_namespaceObject.lstat)(entryDir);
     if (!info.isDirectory())
         throw unsafe(entryDir, '.', `is ${kindOf(info)}, not an entry directory`);
+    const uid = process.geteuid?.();
+    // Another user's directory is never an entry of this catalog, whatever it holds.
+    if (uid !== undefined && info.uid !== uid)
+        throw unsafe(entryDir, '.', `is owned by uid ${info.uid}, not by ${runningUser()} that Lifeline runs as`);
 }
 /**
  * Opens a file of a catalog entry for reading, confined to that entry: the name must pass
@@ -51225,6 +51232,34 @@ async function confine_entryFilePath(entryDir, name) {
     await handle.close();
     return (0,external_node_path_namespaceObject.join)(entryDir, name);
 }
+/**
+ * Before any write into an entry that is already committed (a verification result, a metadata
+ * rewrite): the entry directory must be a real directory and the file, when present, a regular
+ * file, neither a symbolic link, so a planted link never redirects the write outside the catalog.
+ * Returns false when the entry or the file is gone (nothing to rewrite).
+ */
+async function assertEntryWritable(entryDir, name) {
+    const problem = entryFileNameProblem(name);
+    if (problem)
+        throw unsafe(entryDir, name, problem);
+    const dirInfo = await (0,promises_namespaceObject.lstat)(entryDir).catch(missingAsUndefined);
+    if (!dirInfo)
+        return false;
+    if (!dirInfo.isDirectory())
+        throw unsafe(entryDir, '.', `is ${kindOf(dirInfo)}, not an entry directory; nothing was written through it`);
+    const fileInfo = await (0,promises_namespaceObject.lstat)((0,external_node_path_namespaceObject.join)(entryDir, name)).catch(missingAsUndefined);
+    if (!fileInfo)
+        return false;
+    if (!fileInfo.isFile())
+        throw unsafe(entryDir, name, `is ${kindOf(fileInfo)}; nothing was written through it`);
+    return true;
+}
+function missingAsUndefined(error) {
+    const code = error.code;
+    if (code === 'ENOENT' || code === 'ENOTDIR')
+        return undefined;
+    throw error;
+}
 /** sha256 of an entry file, streamed in 1 MiB chunks through a confined handle. */
 async function sha256EntryFile(entryDir, name) {
     const handle = await openEntryFile(entryDir, name);
@@ -51237,7 +51272,7 @@ async function sha256EntryFile(entryDir, name) {
     return { sha256: hasher.digest(), bytes: hasher.bytes };
 }
 /** A small entry file (metadata, SHA256SUMS) as text, through a confined handle; refuses more than `limit` bytes. */
-async function readEntryText(entryDir, name, limit = 16 * 1024 * 1024) {
+async function confine_readEntryText(entryDir, name, limit = 16 * 1024 * 1024) {
     const handle = await openEntryFile(entryDir, name);
     try {
         const { size } = await handle.stat();
@@ -51250,30 +51285,88 @@ async function readEntryText(entryDir, name, limit = 16 * 1024 * 1024) {
     }
 }
 /**
- * Whether other local users can reach the environment's files: the store root and the environment
- * directory both let group or others in (a 0700 on either one keeps everything below private).
- * Returns the problem with its fix, or undefined when the catalog is private or does not exist yet.
+ * Whether the store root lets other local users in, or belongs to someone else: group or world
+ * readable or writable (0755, 1777 on a tmpfs mount point) or owned by another user. A shared
+ * root lets another user plant a directory or link where Lifeline resolves an environment, so it
+ * is a problem whatever the modes below it. Returns the problem with its fix, or undefined when
+ * the root is private or does not exist yet (Lifeline creates it 0700).
  */
-function sharedStoreProblem(root, env) {
-    const modeOf = (path) => {
-        try {
-            return (0,external_node_fs_.statSync)(path).mode & 0o777;
-        }
-        catch {
-            return undefined;
-        }
-    };
-    const rootMode = modeOf(root);
-    if (rootMode === undefined || (rootMode & 0o077) === 0)
+function sharedStoreProblem(root, _env) {
+    let info;
+    try {
+        info = (0,external_node_fs_.statSync)(root);
+    }
+    catch {
         return undefined;
-    const envMode = modeOf((0,external_node_path_namespaceObject.join)(root, env));
-    if (envMode !== undefined && (envMode & 0o077) === 0)
+    }
+    const mode = info.mode & 0o7777;
+    const uid = process.geteuid?.();
+    const foreign = uid !== undefined && info.uid !== uid;
+    const readable = (mode & 0o044) !== 0;
+    const writable = (mode & 0o022) !== 0;
+    if (!readable && !writable && !foreign)
         return undefined;
-    const octal = (m) => m.toString(8).padStart(4, '0');
+    const octal = mode.toString(8).padStart(4, '0');
+    const reach = readable && writable ? 'readable and writable' : readable ? 'readable' : writable ? 'writable' : '';
+    const problems = [
+        ...(reach ? [`is ${reach} by other local users (mode ${octal})`] : []),
+        ...(foreign ? [`is owned by uid ${info.uid}, not by ${runningUser()} that Lifeline runs as`] : []),
+    ];
     return {
-        message: `the catalog ${root} is readable by other local users (mode ${octal(rootMode)}${envMode === undefined ? '' : `, ${env}/ ${octal(envMode)}`}): backups, tenant exports and Redis snapshots hold production data`,
-        fix: `chmod -R go-rwx ${root}`,
+        message: `the catalog ${root} ${problems.join(' and ')}: backups, tenant exports and Redis snapshots hold production data, and another user could plant a directory or link in it`,
+        fix: [...(foreign ? [`chown ${userInfoName() ?? process.geteuid?.()} ${root}`] : []), `chmod 700 ${root}`].join(' && '),
     };
+}
+function userInfoName() {
+    try {
+        return (0,external_node_os_namespaceObject.userInfo)().username;
+    }
+    catch {
+        return undefined; // no passwd entry (a container's arbitrary uid)
+    }
+}
+function runningUser() {
+    const uid = process.geteuid?.();
+    const name = userInfoName();
+    return name ? `${name} (uid ${uid})` : `uid ${uid}`;
+}
+/**
+ * The one rule for a directory Lifeline resolves under the store root (the environment, each
+ * segment of the kind such as tenants/<tenant>/exports, the entry): when it exists it must be a
+ * real directory (lstat: not a symbolic link) owned by the user Lifeline runs as. Anything else
+ * could send reads and writes into another user's directory, so it is refused (exit 1) before
+ * anything is read or written through it. A segment that does not exist yet ends the walk:
+ * Lifeline creates it 0700 itself and writers check again after creating it.
+ */
+function assertCatalogDirs(root, segments) {
+    const uid = process.geteuid?.();
+    let path = root;
+    for (const segment of segments) {
+        path = (0,external_node_path_namespaceObject.join)(path, segment);
+        let info;
+        try {
+            info = (0,external_node_fs_.lstatSync)(path);
+        }
+        catch (error) {
+            const code = error.code;
+            if (code === 'ENOENT' || code === 'ENOTDIR')
+                return;
+            throw error;
+        }
+        let problem;
+        if (info.isSymbolicLink())
+            problem = 'is a symbolic link';
+        else if (!info.isDirectory())
+            problem = `is ${kindOf(info)}, not a directory`;
+        else if (uid !== undefined && info.uid !== uid)
+            problem = `is owned by uid ${info.uid}, not by ${runningUser()} that Lifeline runs as`;
+        if (problem) {
+            throw new LifelineError('failed', `the catalog directory ${path} ${problem}; Lifeline neither reads nor writes through it, nothing was read or written`, {
+                code: 'CATALOG_DIR_UNSAFE',
+                fix: `inspect ${path} (someone else may have planted it); move it away and let Lifeline recreate it as a private directory of ${runningUser()}, then make the store root private: chmod 700 ${root}`,
+            });
+        }
+    }
 }
 let warnSink;
 const warned = new Set();
@@ -51367,7 +51460,7 @@ function sums_parseSums(text) {
  * check too, never an extra file to hash.
  */
 async function sums_checkSums(dir, options = {}) {
-    const entries = sums_parseSums(await readEntryText(dir, sums_SUMS_FILE));
+    const entries = sums_parseSums(await confine_readEntryText(dir, sums_SUMS_FILE));
     const listed = options.listed && new Set([...options.listed, sums_SUMS_FILE]);
     const results = [];
     for (const entry of entries) {
@@ -51380,7 +51473,7 @@ async function sums_checkSums(dir, options = {}) {
             results.push({ file: entry.file, expected: entry.sha256, actual: sha256, ok: sha256 === entry.sha256 });
         }
         catch (error) {
-            const message = error instanceof UnsafeEntryFileError ? error.message : error.message;
+            const message = error instanceof confine_UnsafeEntryFileError ? error.message : error.message;
             results.push({ file: entry.file, expected: entry.sha256, ok: false, error: message });
         }
     }
@@ -51397,7 +51490,7 @@ async function sums_checkSums(dir, options = {}) {
 
 
 
-const CATALOG_SCHEMA_VERSION = 1;
+const store_CATALOG_SCHEMA_VERSION = 1;
 const SAFE_SEGMENT = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/;
 /** Refuses anything that could escape the catalog's directory when used as a path segment. */
 function assertSafeSegment(value, what) {
@@ -51431,16 +51524,23 @@ class Catalog {
         this.reported.add(path);
         this.options.warn?.(`skipped ${path}: ${reason}; the other entries are used (inspect it, restore it from an off-host copy or remove the entry)`);
     }
+    // Every directory resolved under the root is checked here, once: a real directory of ours or
+    // nothing (assertCatalogDirs), so a planted link or another user's directory is never used.
     envDir(env) {
         assertSafeSegment(env, 'environment');
+        assertCatalogDirs(this.root, [env]);
         return (0,external_node_path_namespaceObject.join)(this.root, env);
     }
     kindDir(env, kind) {
-        return (0,external_node_path_namespaceObject.join)(this.envDir(env), kind);
+        assertSafeSegment(env, 'environment');
+        assertCatalogDirs(this.root, [env, ...kind.split('/')]);
+        return (0,external_node_path_namespaceObject.join)(this.root, env, kind);
     }
     entryDir(env, kind, id) {
+        assertSafeSegment(env, 'environment');
         assertSafeSegment(id, 'id');
-        return (0,external_node_path_namespaceObject.join)(this.kindDir(env, kind), id);
+        assertCatalogDirs(this.root, [env, ...kind.split('/'), id]);
+        return (0,external_node_path_namespaceObject.join)(this.root, env, kind, id);
     }
     async begin(env, kind, id, metadataFile) {
         const finalDir = this.entryDir(env, kind, id);
@@ -51450,6 +51550,8 @@ class Catalog {
         warnIfStoreShared(this.root, env);
         const stagingDir = (0,external_node_path_namespaceObject.join)(this.kindDir(env, kind), `.staging-${id}-${process.pid}`);
         await withWriteOutcome(`nothing was added to the catalog (${kind} entry ${id} was not started)`, () => mkdirPrivate(stagingDir));
+        // Again after creating: a directory planted between the check and the mkdir is caught before a byte is written.
+        assertCatalogDirs(this.root, [env, ...kind.split('/'), (0,external_node_path_namespaceObject.basename)(stagingDir)]);
         return new StagedEntry(stagingDir, finalDir, metadataFile, `${kind} entry ${id}`);
     }
     /** Complete entries, newest first. Staging directories and entries without metadata are skipped. */
@@ -51469,20 +51571,28 @@ class Catalog {
             if (name.startsWith('.'))
                 continue;
             // An entry that vanishes mid-listing (a concurrent prune renamed it away) is simply skipped.
-            const info = await (0,promises_namespaceObject.stat)((0,external_node_path_namespaceObject.join)(dir, name)).catch(skipWhenGone);
-            // A stray file beside the entries (an operator's note, a copied archive) is not an entry.
-            if (!info?.isDirectory())
+            // lstat, not stat: a symlink planted as an entry would otherwise list, count for retention
+            // and be written through, while every reader refuses it.
+            const info = await (0,promises_namespaceObject.lstat)((0,external_node_path_namespaceObject.join)(dir, name)).catch(skipWhenGone);
+            if (!info)
                 continue;
+            if (!info.isDirectory()) {
+                this.reportDamaged((0,external_node_path_namespaceObject.join)(dir, name), `it is ${describeKind(info)}, not an entry directory`);
+                continue;
+            }
             const path = (0,external_node_path_namespaceObject.join)(dir, name, metadataFile);
             let metadata;
             try {
-                metadata = await readJsonIfExists(path);
+                // The confined reader: O_NOFOLLOW | O_NONBLOCK, regular files only, bounded size, so a
+                // FIFO, device or link named like the metadata is damage, never a hang.
+                metadata = await readJsonIfExists((0,external_node_path_namespaceObject.join)(dir, name), metadataFile);
             }
             catch (error) {
                 if (isGone(error))
                     continue;
                 // One damaged entry must not take the listing (and every restore, drill and gate) down with it.
-                this.reportDamaged(path, error.code === 'CATALOG_CORRUPT' ? 'it is not valid JSON' : error.message);
+                const reason = error.code === 'CATALOG_CORRUPT' ? 'it is not valid JSON' : error instanceof confine_UnsafeEntryFileError ? `it ${error.reason}` : error.message;
+                this.reportDamaged(path, reason);
                 continue;
             }
             if (!metadata)
@@ -51498,11 +51608,12 @@ class Catalog {
     }
     async get(env, kind, id, metadataFile) {
         const dir = this.entryDir(env, kind, id);
-        const metadata = await readJsonIfExists((0,external_node_path_namespaceObject.join)(dir, metadataFile));
+        const metadata = await readJsonIfExists(dir, metadataFile);
         return metadata ? { id, dir, metadata } : undefined;
     }
     /** Rewrites an entry's metadata atomically (e.g. to record a verification). */
     async updateMetadata(entry, metadataFile, metadata) {
+        await assertEntryWritable(entry.dir, metadataFile);
         await withWriteOutcome(`${(0,external_node_path_namespaceObject.join)(entry.dir, metadataFile)} was left as it was (the entry itself is unchanged)`, () => writeFileAtomic((0,external_node_path_namespaceObject.join)(entry.dir, metadataFile), `${JSON.stringify(metadata, null, 2)}\n`));
     }
     /**
@@ -51513,7 +51624,8 @@ class Catalog {
      */
     async rewriteExistingMetadata(entry, metadataFile, metadata) {
         const path = (0,external_node_path_namespaceObject.join)(entry.dir, metadataFile);
-        if (!(await exists(path)))
+        // Refuses (exit 1) when the entry or its metadata is a symbolic link or not a regular file.
+        if (!(await assertEntryWritable(entry.dir, metadataFile)))
             return false;
         const tmp = (0,external_node_path_namespaceObject.join)(entry.dir, `.${metadataFile}.tmp-${process.pid}-${Date.now()}`);
         try {
@@ -51568,6 +51680,7 @@ class Catalog {
         warnIfStoreShared(this.root, env);
         await withWriteOutcome(`the record was not appended to ${name}`, async () => {
             await mkdirPrivate(this.envDir(env));
+            this.envDir(env); // again after creating it (see begin)
             await (0,promises_namespaceObject.appendFile)(path, `${JSON.stringify(record)}\n`, { mode: PRIVATE_FILE_MODE });
             await fsyncPath(path);
         });
@@ -51656,6 +51769,17 @@ function isGone(error) {
     const code = error?.code;
     return code === 'ENOENT' || code === 'ENOTDIR';
 }
+/** Metadata is small JSON; more than this is damage, not a backup.json. */
+const METADATA_LIMIT = 4 * 1024 * 1024;
+function describeKind(info) {
+    if (info.isSymbolicLink())
+        return 'a symbolic link';
+    if (info.isFIFO())
+        return 'a FIFO';
+    if (info.isFile())
+        return 'a file';
+    return 'not a directory';
+}
 function skipWhenGone(error) {
     if (isGone(error))
         return undefined;
@@ -51670,8 +51794,8 @@ function metadataProblem(metadata) {
         return 'it has no valid createdAt';
     if (typeof m.schemaVersion !== 'number')
         return 'it has no schemaVersion';
-    if (m.schemaVersion > CATALOG_SCHEMA_VERSION)
-        return `it has schema version ${m.schemaVersion}, written by a newer Lifeline (this one reads up to ${CATALOG_SCHEMA_VERSION}); upgrade Lifeline to use it`;
+    if (m.schemaVersion > store_CATALOG_SCHEMA_VERSION)
+        return `it has schema version ${m.schemaVersion}, written by a newer Lifeline (this one reads up to ${store_CATALOG_SCHEMA_VERSION}); upgrade Lifeline to use it`;
     return undefined;
 }
 async function exists(path) {
@@ -51683,13 +51807,15 @@ async function exists(path) {
         return false;
     }
 }
-async function readJsonIfExists(path) {
+async function readJsonIfExists(entryDir, name) {
+    const path = (0,external_node_path_namespaceObject.join)(entryDir, name);
     let text;
     try {
-        text = await (0,promises_namespaceObject.readFile)(path, 'utf8');
+        text = await confine_readEntryText(entryDir, name, METADATA_LIMIT);
     }
     catch (error) {
-        if (error.code === 'ENOENT')
+        const code = error.code;
+        if (code === 'ENOENT' || code === 'ENOTDIR')
             return undefined;
         throw error;
     }
@@ -51710,8 +51836,6 @@ function store_processAlive(pid) {
     }
 }
 
-;// CONCATENATED MODULE: external "node:os"
-const external_node_os_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:os");
 ;// CONCATENATED MODULE: ./src/catalog/lock.ts
 
 
@@ -51866,7 +51990,7 @@ const external_node_child_process_namespaceObject = __WEBPACK_EXTERNAL_createReq
  */
 function logger_redactSecretsInText(text) {
     return text
-        .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/@"'<>]*:)[^\s@/"'<>]+@/gi, '$1***@')
+        .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/@"'<>]*:)[^\s/"'<>]+@/gi, '$1***@')
         .replace(/((?:[?&;\s]|^)(?:ssl)?password=)(?!\*\*\*(?:[&#\s"'<>]|$))[^&#\s"'<>]+/gi, '$1***');
 }
 /** Replaces registered secrets in a string: the last line of defence before text leaves the process. */
@@ -52767,38 +52891,122 @@ function spreadBySize(items, parallel, size) {
     return groups.map((g) => g.items);
 }
 /**
+ * Catalogs of the connected database whose rows have oids and can be created by a user. initdb's
+ * own rows are below FirstNormalObjectId (16384, plpgsql included), so any row at or above it was
+ * created later: by a user or an extension, both data a restore would destroy. Listed as
+ * [catalog, kind, SQL condition excluding other sessions' temporary objects].
+ */
+const FIRST_NORMAL_OBJECT_ID = 16384;
+const TEMP_NAMESPACES = `(SELECT oid FROM pg_namespace WHERE nspname LIKE 'pg\\_temp\\_%' OR nspname LIKE 'pg\\_toast\\_temp\\_%')`;
+const notTemp = (column) => `${column} NOT IN ${TEMP_NAMESPACES}`;
+const relNotTemp = (column) => `${column} NOT IN (SELECT oid FROM pg_class WHERE ${notTemp('relnamespace')} IS NOT TRUE)`;
+const OID_CATALOGS = [
+    ['pg_class', 'relation', notTemp('relnamespace')],
+    ['pg_proc', 'function', notTemp('pronamespace')],
+    ['pg_type', 'type', notTemp('typnamespace')],
+    ['pg_namespace', 'schema', `nspname NOT LIKE 'pg\\_temp\\_%' AND nspname NOT LIKE 'pg\\_toast\\_temp\\_%'`],
+    ['pg_constraint', 'constraint', notTemp('connamespace')],
+    ['pg_attrdef', 'column default', relNotTemp('adrelid')],
+    ['pg_trigger', 'trigger', relNotTemp('tgrelid')],
+    ['pg_rewrite', 'rule', relNotTemp('ev_class')],
+    ['pg_policy', 'policy', relNotTemp('polrelid')],
+    ['pg_statistic_ext', 'extended statistics', notTemp('stxnamespace')],
+    ['pg_cast', 'cast', 'true'],
+    ['pg_am', 'access method', 'true'],
+    ['pg_opfamily', 'operator family', 'true'],
+    ['pg_opclass', 'operator class', 'true'],
+    ['pg_amop', 'operator family member', 'true'],
+    ['pg_amproc', 'operator family member', 'true'],
+    ['pg_operator', 'operator', 'true'],
+    ['pg_conversion', 'conversion', 'true'],
+    ['pg_language', 'language', 'true'],
+    ['pg_foreign_data_wrapper', 'foreign data wrapper', 'true'],
+    ['pg_foreign_server', 'foreign server', 'true'],
+    ['pg_user_mapping', 'user mapping', 'true'],
+    ['pg_ts_dict', 'text search dictionary', 'true'],
+    ['pg_ts_config', 'text search configuration', 'true'],
+    ['pg_ts_parser', 'text search parser', 'true'],
+    ['pg_ts_template', 'text search template', 'true'],
+    ['pg_collation', 'collation', 'true'],
+    ['pg_extension', 'extension', 'true'],
+    ['pg_event_trigger', 'event trigger', 'true'],
+    ['pg_publication', 'publication', 'true'],
+    ['pg_publication_rel', 'publication member', 'true'],
+    ['pg_publication_namespace', 'publication member', 'true'],
+    ['pg_default_acl', 'default privileges', 'true'],
+    ['pg_transform', 'transform', 'true'],
+];
+/**
  * Every user object of the connected database, by kind: relations of every kind (tables, views,
  * materialized views, sequences, foreign and partitioned tables, extension-owned ones too), large
- * objects, functions and procedures, types and domains, schemas other than `public`, extensions
- * other than `plpgsql`, and the rarer catalog objects a dump carries. The one answer to "does this
- * database hold anything a restore would destroy?": empty means nothing to lose.
+ * objects (whatever their oid), functions and procedures, types and domains, schemas other than
+ * `public`, extensions other than `plpgsql`, then every other row created after initdb in any
+ * per-database catalog (casts, access methods, operator classes and families, languages, foreign
+ * data wrappers, text search objects, default privileges, ...), and a `public` schema whose
+ * comment, privileges or owner differ from initdb's. The one answer to "does this database hold
+ * anything a restore would destroy?": empty means nothing to lose. Each object is named once, by
+ * its most specific kind; parts of an object counted itself (a table's indexes, row type,
+ * constraints) are not listed again.
  */
 async function userObjects(session) {
     const schema = (column) => `${column} NOT IN (SELECT oid FROM pg_namespace n WHERE NOT (${USER_SCHEMA_FILTER}))`;
-    const rows = await session.query(`SELECT kind, count(*)::int AS count, (array_agg(name ORDER BY name))[1:3] AS examples FROM (
-       SELECT CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'table' WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view'
-                             WHEN 'S' THEN 'sequence' WHEN 'f' THEN 'foreign table' ELSE 'type' END AS kind,
-              format('%I.%I', n.nspname, c.relname) AS name
+    const generic = OID_CATALOGS.map(([catalog, kind, keep]) => `UNION ALL SELECT 9, ${quoteLiteral(kind)}, pg_describe_object('${catalog}'::regclass, oid, 0), '${catalog}'::regclass::oid, oid FROM ${catalog} WHERE oid >= ${FIRST_NORMAL_OBJECT_ID} AND ${keep}`).join('\n       ');
+    const rows = await session.query(`WITH found(priority, kind, name, classid, objid) AS (
+       SELECT 1, CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'table' WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view'
+                             WHEN 'S' THEN 'sequence' WHEN 'f' THEN 'foreign table' ELSE 'type' END,
+              format('%I.%I', n.nspname, c.relname), 'pg_class'::regclass::oid, c.oid
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f', 'c') AND ${USER_SCHEMA_FILTER}
-       UNION ALL SELECT 'large object', oid::text FROM pg_largeobject_metadata
-       UNION ALL SELECT 'function', p.oid::regprocedure::text FROM pg_proc p WHERE ${schema('p.pronamespace')}
-       UNION ALL SELECT 'type', t.oid::regtype::text FROM pg_type t
+       UNION ALL SELECT 1, 'large object', oid::text, 'pg_largeobject_metadata'::regclass::oid, oid FROM pg_largeobject_metadata
+       UNION ALL SELECT 1, 'function', p.oid::regprocedure::text, 'pg_proc'::regclass::oid, p.oid FROM pg_proc p WHERE ${schema('p.pronamespace')}
+       UNION ALL SELECT 1, 'type', t.oid::regtype::text, 'pg_type'::regclass::oid, t.oid FROM pg_type t
                   WHERE ${schema('t.typnamespace')} AND t.typrelid = 0 AND NOT (t.typcategory = 'A' AND t.typelem <> 0)
-       UNION ALL SELECT 'schema', quote_ident(nspname) FROM pg_namespace n WHERE ${USER_SCHEMA_FILTER} AND nspname <> 'public'
-       UNION ALL SELECT 'extension', quote_ident(extname) FROM pg_extension WHERE extname <> 'plpgsql'
-       UNION ALL SELECT 'operator', o.oid::regoperator::text FROM pg_operator o WHERE ${schema('o.oprnamespace')}
-       UNION ALL SELECT 'collation', quote_ident(collname) FROM pg_collation WHERE ${schema('collnamespace')}
-       UNION ALL SELECT 'text search configuration', quote_ident(cfgname) FROM pg_ts_config WHERE ${schema('cfgnamespace')}
-       UNION ALL SELECT 'foreign server', quote_ident(srvname) FROM pg_foreign_server
-       UNION ALL SELECT 'event trigger', quote_ident(evtname) FROM pg_event_trigger
-       UNION ALL SELECT 'publication', quote_ident(pubname) FROM pg_publication
+       UNION ALL SELECT 1, 'schema', quote_ident(nspname), 'pg_namespace'::regclass::oid, oid FROM pg_namespace n WHERE ${USER_SCHEMA_FILTER} AND nspname <> 'public'
+       UNION ALL SELECT 1, 'extension', quote_ident(extname), 'pg_extension'::regclass::oid, oid FROM pg_extension WHERE extname <> 'plpgsql'
+       UNION ALL SELECT 1, 'operator', o.oid::regoperator::text, 'pg_operator'::regclass::oid, o.oid FROM pg_operator o WHERE ${schema('o.oprnamespace')}
+       UNION ALL SELECT 1, 'collation', quote_ident(collname), 'pg_collation'::regclass::oid, oid FROM pg_collation WHERE ${schema('collnamespace')}
+       UNION ALL SELECT 1, 'text search configuration', quote_ident(cfgname), 'pg_ts_config'::regclass::oid, oid FROM pg_ts_config WHERE ${schema('cfgnamespace')}
+       UNION ALL SELECT 1, 'foreign server', quote_ident(srvname), 'pg_foreign_server'::regclass::oid, oid FROM pg_foreign_server
+       UNION ALL SELECT 1, 'event trigger', quote_ident(evtname), 'pg_event_trigger'::regclass::oid, oid FROM pg_event_trigger
+       UNION ALL SELECT 1, 'publication', quote_ident(pubname), 'pg_publication'::regclass::oid, oid FROM pg_publication
+       -- The public schema initdb made: a comment, a grant or an owner of the user's is data too.
+       UNION ALL SELECT 1, 'change to schema public', concat_ws(' and ',
+                  CASE WHEN d.description IS NOT NULL AND d.description <> 'standard public schema' THEN 'its comment' END,
+                  CASE WHEN n.nspacl IS DISTINCT FROM coalesce(
+                         (SELECT ip.initprivs FROM pg_init_privs ip WHERE ip.objoid = n.oid AND ip.classoid = 'pg_namespace'::regclass AND ip.objsubid = 0),
+                         '{pg_database_owner=UC/pg_database_owner,=U/pg_database_owner}'::aclitem[]) THEN 'its privileges' END,
+                  CASE WHEN n.nspowner <> coalesce(to_regrole('pg_database_owner')::oid, 10) THEN 'its owner' END),
+                  'pg_namespace'::regclass::oid, n.oid
+             FROM pg_namespace n LEFT JOIN pg_description d ON d.objoid = n.oid AND d.classoid = 'pg_namespace'::regclass AND d.objsubid = 0
+            WHERE n.nspname = 'public' AND n.oid < ${FIRST_NORMAL_OBJECT_ID}
+              AND ((d.description IS NOT NULL AND d.description <> 'standard public schema')
+                   OR n.nspacl IS DISTINCT FROM coalesce(
+                        (SELECT ip.initprivs FROM pg_init_privs ip WHERE ip.objoid = n.oid AND ip.classoid = 'pg_namespace'::regclass AND ip.objsubid = 0),
+                        '{pg_database_owner=UC/pg_database_owner,=U/pg_database_owner}'::aclitem[])
+                   OR n.nspowner <> coalesce(to_regrole('pg_database_owner')::oid, 10))
+       ${generic}
+     ), named AS (
+       SELECT DISTINCT ON (classid, objid) kind, name, classid, objid FROM found ORDER BY classid, objid, priority
+     ), shown AS (
+       -- A part of another object found here (index, row type, constraint, rule, opclass member)
+       -- is not named again; a part of a built-in object (a function added to a built-in operator
+       -- family) is.
+       SELECT kind, name FROM named o
+        WHERE NOT EXISTS (SELECT 1 FROM pg_depend dep
+                           WHERE dep.classid = o.classid AND dep.objid = o.objid AND dep.objsubid = 0 AND dep.deptype IN ('i', 'a')
+                             AND EXISTS (SELECT 1 FROM named p WHERE p.classid = dep.refclassid AND p.objid = dep.refobjid))
+     )
+     SELECT kind, count(*)::int AS count, (array_agg(name ORDER BY name))[1:3] AS examples FROM (
+       SELECT kind, name FROM shown
+       -- Never empty when something was found, whatever the dependencies look like.
+       UNION ALL SELECT kind, name FROM named WHERE NOT EXISTS (SELECT 1 FROM shown)
      ) objects GROUP BY kind ORDER BY kind`);
     return rows.map((r) => ({ kind: r.kind, count: Number(r.count), examples: r.examples ?? [] }));
 }
 /** "3 tables (public.a, public.b, ...), 1 large object (16401)": what a refusal names. */
 function inspect_describeUserObjects(objects) {
-    return objects.map((o) => `${o.count} ${o.kind}${o.count === 1 ? '' : 's'} (${o.examples.join(', ')}${o.count > o.examples.length ? ', ...' : ''})`).join(', ');
+    const plural = (kind) => (/(privileges|statistics|schema public)$/.test(kind) ? kind : kind.endsWith('y') ? `${kind.slice(0, -1)}ies` : `${kind}s`);
+    return objects.map((o) => `${o.count} ${o.count === 1 ? o.kind : plural(o.kind)} (${o.examples.join(', ')}${o.count > o.examples.length ? ', ...' : ''})`).join(', ');
 }
 async function databaseLevelState(session, database) {
     const [row] = await session.query(`SELECT CASE WHEN d.datacl IS NULL THEN NULL ELSE
@@ -53117,10 +53325,15 @@ async function recordVerification(catalog, env, entry, report, options = {}) {
             throw gone('was deleted');
         if (JSON.stringify(current.metadata.files) !== JSON.stringify(entry.metadata.files))
             throw gone('was replaced');
-        const names = [sums_SUMS_FILE, ...Object.values(current.metadata.files).flatMap((f) => (f ? [f.name] : []))];
-        for (const name of names) {
-            if (!(await fileExists((0,external_node_path_namespaceObject.join)(current.dir, name))))
-                throw gone(`lost ${name}`);
+        // A pass is recorded only into an entry that is still whole. A failure is recorded whenever the
+        // entry itself is still there: a file replaced by a FIFO, or a name pointing outside the entry,
+        // must leave the backup marked failed, never listed as verified from an earlier run.
+        if (report.ok) {
+            const names = [sums_SUMS_FILE, ...Object.values(current.metadata.files).flatMap((f) => (f ? [f.name] : []))];
+            for (const name of names) {
+                if (!(await fileExists((0,external_node_path_namespaceObject.join)(current.dir, name))))
+                    throw gone(`lost ${name}`);
+            }
         }
         const metadata = { ...current.metadata, verified: { at: (options.now ?? new Date()).toISOString(), ok: report.ok, checks: report.checks } };
         if (!(await catalog.rewriteExistingMetadata(current, metadata_BACKUP_METADATA_FILE, metadata)))
@@ -54006,6 +54219,7 @@ async function restoreIntoFreshDatabase(options) {
     try {
         await checkConnection(admin, maintenanceConnection(target));
         const state = await databaseState(runner, target);
+        requireNotTemplate(target, state);
         if (state.holdsData) {
             throw refusal('TARGET_NOT_EMPTY', `database ${describeTarget(target)} is not empty (${describeUserObjects(state.objects)}); an isolated restore needs an empty or new database`, 'choose a new database name, or use lifeline restore with --confirm to replace it');
         }
@@ -54046,6 +54260,7 @@ async function restoreLocked(options, maintenance, lockTimeout) {
     const started = Date.now();
     // Decided under the lock: what the target holds now, not before another run finished.
     const before = await databaseState(runner, target);
+    requireNotTemplate(target, before);
     if (before.holdsData)
         requireDestructiveConfirmation(target, options.confirm, `holds ${inspect_describeUserObjects(before.objects)}`);
     if (backup.metadata.database !== target.database) {
@@ -54139,11 +54354,20 @@ async function requireIntactChecksums(backup, logger) {
         throw errors_refusal('BACKUP_CORRUPT', `backup ${backup.id} fails its checksums, so it will not be restored (${bad.join('; ')})`, 'restore another backup (lifeline backups lists them); this one is damaged', { checks: report.checks });
     }
 }
+/**
+ * Refuses (exit 3, --confirm or not) a template database as a target: every database created
+ * later would copy the backup's contents, and the replaced template could not be dropped.
+ */
+function requireNotTemplate(target, state) {
+    if (!state.template && target.database !== 'template0' && target.database !== 'template1')
+        return;
+    throw errors_refusal('TARGET_IS_TEMPLATE', `${describeTarget(target)} is a template database: every database created on this server afterwards would copy what is restored into it; nothing was changed`, 'restore into an application database (the one your app connects to, or a new one) instead; a template database is never a restore target');
+}
 /** Whether the database exists and what it holds: any user object at all counts (`userObjects`). */
 async function databaseState(runner, target) {
     // Catalog reads only: bounded so a server in trouble cannot hold the environment lock forever.
     const bounded = { ...target, timeouts: { ...target.timeouts, statementSeconds: Math.max(30, target.timeouts?.lockSeconds ?? 0) } };
-    const [row] = await queryOnceOn(runner, maintenanceConnection(bounded), `SELECT pg_get_userbyid(datdba) AS owner, pg_encoding_to_char(encoding) AS encoding, datcollate AS collate, datctype AS ctype FROM pg_database WHERE datname = ${quoteLiteral(target.database)}`);
+    const [row] = await queryOnceOn(runner, maintenanceConnection(bounded), `SELECT datistemplate AS template, pg_get_userbyid(datdba) AS owner, pg_encoding_to_char(encoding) AS encoding, datcollate AS collate, datctype AS ctype FROM pg_database WHERE datname = ${quoteLiteral(target.database)}`);
     if (!row)
         return { exists: false, holdsData: false, objects: [] };
     const session = psql_PsqlSession.open(runner, bounded);
@@ -64469,6 +64693,7 @@ function derUtf8String(value) {
 
 
 
+
 const report_DRILL_REPORT_FILE = 'report.json';
 const DRILL_SUMMARY_FILE = 'summary.md';
 const DRILL_REPORT_SCHEMA_VERSION = 1;
@@ -64525,6 +64750,84 @@ async function saveDrillReport(catalog, report, summaryMarkdown, signer) {
 }
 async function report_listDrillReports(catalog, env) {
     return catalog.list(env, 'drills', report_DRILL_REPORT_FILE);
+}
+/** The time a drill entry id records (ids are `newDrillId` stamps), or undefined when the id is not one. */
+function report_drillIdTime(id) {
+    const m = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})(\d{3})Z-[0-9a-f]+$/.exec(id);
+    if (!m)
+        return undefined;
+    const [y, mo, d, h, mi, s, ms] = m.slice(1).map(Number);
+    const time = Date.UTC(y, mo - 1, d, h, mi, s, ms);
+    return Number.isNaN(time) ? undefined : time;
+}
+/**
+ * The environment's drill reports (as `listDrillReports`) and every entry directory the listing
+ * skipped because its report cannot be read. The gate must see those: a damaged report.json
+ * must never make an older passing drill the newest. Only dot-directories (a writer's staging,
+ * a prune's deletion) and stray files are not entries.
+ */
+async function report_listDrillEntries(catalog, env) {
+    const kindDir = catalog.kindDir(env, 'drills');
+    let names;
+    try {
+        // Read the names before the listing: an entry committed in between is then simply not seen, never taken for damaged.
+        names = await readdir(kindDir);
+    }
+    catch (error) {
+        if (error.code === 'ENOENT')
+            return { drills: [], damaged: [] };
+        throw error;
+    }
+    const drills = await report_listDrillReports(catalog, env);
+    const listed = new Set(drills.map((d) => d.id));
+    const damaged = [];
+    for (const name of names.filter((n) => !n.startsWith('.') && !listed.has(n)).sort()) {
+        const dir = join(kindDir, name);
+        // lstat, as the listing: a link planted as an entry is never followed.
+        const info = await lstat(dir).catch(() => undefined);
+        if (!info)
+            continue; // removed meanwhile (a prune)
+        // A stray file beside the entries (an operator's note) is not a drill; a link or file named like one is.
+        if (!info.isDirectory() && report_drillIdTime(name) === undefined)
+            continue;
+        // Fail closed: the listing skipped it, so even a report that reads fine now counts as damaged.
+        const problem = info.isDirectory() ? ((await reportProblem(dir)) ?? `${report_DRILL_REPORT_FILE} was not readable when the catalog was listed`) : `the entry is ${info.isSymbolicLink() ? 'a symbolic link' : 'not a directory'}`;
+        // A directory gone by now was removed by a concurrent prune, not damaged.
+        if (await lstat(dir).catch(() => undefined))
+            damaged.push({ id: name, dir, problem });
+    }
+    return { drills, damaged };
+}
+/** Why report.json cannot be used as a drill report, or undefined when it looks usable now. */
+async function reportProblem(entryDir) {
+    let text;
+    try {
+        // The confined reader: a FIFO or link named report.json is damage, never a hang or a read elsewhere.
+        text = await readEntryText(entryDir, report_DRILL_REPORT_FILE);
+    }
+    catch (error) {
+        if (error instanceof UnsafeEntryFileError)
+            return `${error.fileName === '.' ? 'the entry' : report_DRILL_REPORT_FILE} ${error.reason}`;
+        const code = error.code;
+        return code === 'ENOENT' ? `it has no ${report_DRILL_REPORT_FILE}` : `${report_DRILL_REPORT_FILE} cannot be read (${error.message})`;
+    }
+    if (!text.trim())
+        return `${report_DRILL_REPORT_FILE} is empty`;
+    let doc;
+    try {
+        doc = JSON.parse(text);
+    }
+    catch {
+        return `${report_DRILL_REPORT_FILE} is not valid JSON`;
+    }
+    if (typeof doc !== 'object' || doc === null || Array.isArray(doc))
+        return `${report_DRILL_REPORT_FILE} is not a JSON object`;
+    const r = doc;
+    if (typeof r.schemaVersion === 'number' && r.schemaVersion > CATALOG_SCHEMA_VERSION)
+        return `${report_DRILL_REPORT_FILE} has schema version ${r.schemaVersion}, written by a newer Lifeline`;
+    if (typeof r.createdAt !== 'string' || Number.isNaN(Date.parse(r.createdAt)) || typeof r.schemaVersion !== 'number')
+        return `${report_DRILL_REPORT_FILE} is not a drill report (no valid createdAt or schemaVersion)`;
+    return undefined;
 }
 /** The line `lifeline drills --json` prints per drill. */
 function drillListing(report) {
@@ -64702,7 +65005,20 @@ function evaluateGate(inputs) {
         if (problem)
             add({ name: `backup ${b.id}`, value: 'not believable', limit: 'not in the future', passed: false, reason: `backup ${b.id} ${problem}; it does not count toward the RPO: check the clock of the host that took it` });
     }
-    const drill = chooseNewestDrill(inputs.drills, env, now, skew)?.metadata;
+    const newestEntry = chooseNewestDrill(inputs.drills, env, now, skew);
+    // Ids are creation stamps, so a damaged entry is ordered by its id (its report cannot be read);
+    // one whose id is no stamp cannot be shown to be older, so it counts as newer.
+    const newestTime = newestEntry ? (drillIdTime(newestEntry.id) ?? Date.parse(newestEntry.metadata.createdAt)) : undefined;
+    for (const d of inputs.damaged ?? []) {
+        const time = drillIdTime(d.id);
+        if (newestEntry && newestTime !== undefined && time !== undefined && time < newestTime) {
+            notes.push(`drill entry ${d.id} cannot be read (${d.problem}); it is older than the newest drill ${newestEntry.id}, so the gate does not rely on it: look at ${d.dir} and remove it`);
+            continue;
+        }
+        const than = newestEntry ? `${time === undefined ? 'its id is not a drill timestamp, so it cannot be shown to be older' : 'it is as new as or newer'} than the newest readable drill ${newestEntry.id}` : 'there is no readable drill';
+        add({ name: `drill entry ${d.id}`, value: 'unreadable', limit: 'a readable report', passed: false, reason: `drill entry ${d.id} cannot be read: ${d.problem}; ${than}, and it may be a failed drill, so the gate cannot pass: run lifeline drill --env ${env} for a new drill, or look at ${d.dir} and remove it if it is damaged` });
+    }
+    const drill = newestEntry?.metadata;
     const evidence = inputs.evidence;
     let drillPassed = false;
     if (!drill) {
@@ -64789,11 +65105,11 @@ function addObjective(add, which, env, drill, measured, target) {
 /** Reads the catalog and re-checks the drill the gate will rely on: its checksums, its signature, its backup. */
 async function gatherGateEvidence(options) {
     const { catalog, env } = options;
-    const drills = await listDrillReports(catalog, env);
+    const { drills, damaged } = await listDrillEntries(catalog, env);
     const newest = chooseNewestDrill(drills, env, options.now, options.clockSkewSeconds);
     if (!newest)
-        return { drills };
-    return { drills, evidence: { integrity: await entryIntegrity(newest.dir, DRILL_REPORT_FILE), signature: options.policy ? await reportSignature(newest, options.policy) : null, backup: await drilledBackup(catalog, env, newest.metadata) } };
+        return { drills, damaged };
+    return { drills, damaged, evidence: { integrity: await entryIntegrity(newest.dir, DRILL_REPORT_FILE), signature: options.policy ? await reportSignature(newest, options.policy) : null, backup: await drilledBackup(catalog, env, newest.metadata) } };
 }
 async function entryIntegrity(dir, mustList) {
     let results;
@@ -65772,7 +66088,7 @@ async function entries_listLocalEntries(envDir, maxDepth = 5) {
             throw error;
         }
         if (names.includes(sums_SUMS_FILE) && relative.length >= 2) {
-            const sums = sums_parseSums(await readEntryText(dir, sums_SUMS_FILE));
+            const sums = sums_parseSums(await confine_readEntryText(dir, sums_SUMS_FILE));
             const metadataFile = metadataFileOf(names, sums);
             if (metadataFile)
                 entries.push({ kind: relative.slice(0, -1).join('/'), id: relative[relative.length - 1], dir, metadataFile, sums });
@@ -65839,6 +66155,19 @@ async function importEntry(source) {
             throw errors_failure('REMOTE_ENTRY_UNSAFE', `${source.kind}/${source.id} from ${source.source} names the file ${JSON.stringify(file)}, which ${problem}; nothing was fetched`, { fix: 'that copy was not written by Lifeline: inspect and remove it, then use another entry' });
         }
     }
+    // A copy whose SHA256SUMS lost a line the metadata names (a backup without its dump) is not an entry.
+    const listed = new Map(source.sums.map((s) => [s.file, s.sha256]));
+    for (const { name, sha256 } of filesNamedByMetadata(source.metadata)) {
+        const problem = typeof name === 'string' ? entryFileNameProblem(name) : 'is not a file name';
+        if (problem)
+            throw errors_failure('REMOTE_ENTRY_UNSAFE', `${source.kind}/${source.id} from ${source.source}: ${source.metadataFile} names the file ${JSON.stringify(name)}, which ${problem}; nothing was fetched`, { fix: 'that copy was not written by Lifeline: inspect and remove it, then use another entry' });
+        const listedSha = listed.get(name);
+        if (listedSha !== sha256) {
+            throw errors_failure('REMOTE_ENTRY_INCOMPLETE', `${source.kind}/${source.id} from ${source.source} is incomplete: ${listedSha === undefined ? `${source.metadataFile} names ${name} but SHA256SUMS does not list it` : `${source.metadataFile} records sha256 ${String(sha256)} for ${name}, SHA256SUMS lists ${listedSha}`}; nothing was fetched`, {
+                fix: 'that copy was altered or damaged: sync again from a host whose local entry verifies, or use an older entry',
+            });
+        }
+    }
     const existing = await source.catalog.get(source.env, source.kind, source.id, source.metadataFile);
     if (existing)
         return { entry: existing, fetched: false, bytes: 0 };
@@ -65865,6 +66194,25 @@ async function importEntry(source) {
     if (!entry)
         throw errors_failure('IMPORT_LOST', `${source.kind}/${source.id} was committed but does not list`, { fix: 'check the catalog directory for concurrent changes' });
     return { entry, fetched: true, bytes };
+}
+/** What an entry's metadata names: each file with the sha256 it records (backup.json `files.*`, export.json `collections` and `archive`). */
+function filesNamedByMetadata(metadata) {
+    const named = [];
+    const files = metadata.files;
+    if (files && typeof files === 'object') {
+        for (const file of Object.values(files)) {
+            const f = file;
+            named.push({ name: f?.name, sha256: f?.sha256 });
+        }
+    }
+    if (Array.isArray(metadata.collections)) {
+        for (const c of metadata.collections)
+            named.push({ name: c?.file, sha256: c?.sha256 });
+    }
+    const archive = metadata.archive;
+    if (archive && typeof archive === 'object')
+        named.push({ name: archive.file, sha256: archive.sha256 });
+    return named;
 }
 
 ;// CONCATENATED MODULE: ./src/storage/sync.ts
@@ -66074,6 +66422,13 @@ async function fetchOne(options, layout, kind, id) {
     const missing = remoteEntry.sums.filter((s) => !remoteEntry.objects.has(s.file));
     if (missing.length)
         throw missingObjects(options.remote, `${kind}/${id}`, missing.map((s) => remoteEntry.entryPrefix + s.file));
+    const unnamed = namedFileProblems(remoteEntry.metadataFile, remoteEntry.metadata, remoteEntry.sums, remoteEntry.objects);
+    if (unnamed.length) {
+        throw errors_failure('REMOTE_ENTRY_INCOMPLETE', `${kind}/${id} in ${options.remote.location} is incomplete: ${unnamed.map((p) => p.detail).join('; ')}; nothing was fetched`, {
+            fix: 'that copy was altered or damaged: run `lifeline sync` from a host whose local entry verifies, or use an older entry',
+            details: { problems: unnamed },
+        });
+    }
     const result = await importEntry({
         catalog: options.catalog,
         env: options.env,
@@ -66177,7 +66532,8 @@ async function getObjectOrMissing(remote, ref, key) {
  * Verifies one remote entry's objects: every file its SHA256SUMS lists must be there and hash to
  * the listed sha256 (the provider's full-object SHA-256 where it keeps one, else a streamed
  * download and hash; never the sha256 Lifeline itself recorded at upload). When the local
- * catalog holds the entry, the bucket's SHA256SUMS must equal the local one byte for byte.
+ * catalog holds the entry, the bucket's SHA256SUMS must equal the local one byte for byte. Every
+ * file the metadata names must be listed there with the sha256 the metadata records, and present.
  */
 async function verifyRemoteEntry(options) {
     const kind = asEntryKind(options.kind);
@@ -66211,7 +66567,7 @@ async function verifyRemoteEntry(options) {
     const local = await options.catalog.get(options.env, kind, id, remoteEntry.metadataFile).catch(() => undefined);
     let expected = remoteEntry.sums;
     if (local) {
-        const localSums = await readEntryText(local.dir, sums_SUMS_FILE);
+        const localSums = await confine_readEntryText(local.dir, sums_SUMS_FILE);
         const sumsKey = remoteEntry.entryPrefix + sums_SUMS_FILE;
         if (localSums !== remoteEntry.sumsText) {
             files.push({ file: sums_SUMS_FILE, key: sumsKey, status: 'mismatch', method: 'downloaded and hashed', detail: 'differs from the local SHA256SUMS (the bucket copy was replaced or damaged)' });
@@ -66232,6 +66588,17 @@ async function verifyRemoteEntry(options) {
         }
         files.push(await checkObjectBytes(options.remote, file, key, sha256));
     }
+    // Every file the metadata names must be listed with the sha256 it records: a SHA256SUMS with a
+    // line removed (and its upload hash rewritten) would otherwise verify without the dump.
+    for (const problem of namedFileProblems(remoteEntry.metadataFile, remoteEntry.metadata, expected, remoteEntry.objects)) {
+        files.push({ file: problem.file, key: remoteEntry.entryPrefix + problem.file, status: problem.status, method: 'none', detail: problem.detail });
+    }
+    if (local) {
+        const differs = metadataFieldsDiffer(local.metadata, remoteEntry.metadata);
+        if (differs.length) {
+            files.push({ file: remoteEntry.metadataFile, key: remoteEntry.entryPrefix + remoteEntry.metadataFile, status: 'mismatch', method: 'downloaded and hashed', detail: `differs from the local ${remoteEntry.metadataFile} in ${differs.join(', ')}` });
+        }
+    }
     if (!expected.some((s) => s.file === remoteEntry.metadataFile)) {
         // backup.json and the like change locally (a verification is recorded in them), so only their presence and upload hash are checked.
         files.push({ file: remoteEntry.metadataFile, key: remoteEntry.entryPrefix + remoteEntry.metadataFile, status: 'ok', method: 'recorded sha256 (metadata file)', detail: `present; not covered by ${sums_SUMS_FILE}` });
@@ -66241,6 +66608,46 @@ async function verifyRemoteEntry(options) {
         if (f.status !== 'ok')
             options.logger.error(`${ref} ${f.file}: ${f.detail}`);
     return { location: options.remote.location, kind, id, against: local ? 'the local SHA256SUMS' : "the bucket's own SHA256SUMS (no local copy)", files, ok };
+}
+/**
+ * The files the metadata names that SHA256SUMS does not list with the same sha256, or that the
+ * bucket lacks. An entry with any of these is incomplete, whatever its SHA256SUMS says.
+ */
+function namedFileProblems(metadataFile, metadata, sums, objects) {
+    const listed = new Map(sums.map((s) => [s.file, s.sha256]));
+    const problems = [];
+    for (const { name, sha256 } of filesNamedByMetadata(metadata)) {
+        if (typeof name !== 'string') {
+            problems.push({ file: metadataFile, status: 'mismatch', detail: `${metadataFile} names a file without a usable name (${JSON.stringify(name) ?? 'undefined'})` });
+            continue;
+        }
+        const problem = entryFileNameProblem(name);
+        if (problem) {
+            problems.push({ file: metadataFile, status: 'mismatch', detail: `${metadataFile} names the file ${JSON.stringify(name)}, which ${problem}` });
+            continue;
+        }
+        const listedSha = listed.get(name);
+        if (listedSha === undefined)
+            problems.push({ file: name, status: 'missing', detail: `${metadataFile} names ${name} but ${sums_SUMS_FILE} does not list it` });
+        else if (listedSha !== sha256)
+            problems.push({ file: name, status: 'mismatch', detail: `${metadataFile} records sha256 ${String(sha256)} for ${name}, ${sums_SUMS_FILE} lists ${listedSha}` });
+        else if (!objects.has(name))
+            problems.push({ file: name, status: 'missing', detail: `${metadataFile} names ${name} but it is missing in the bucket` });
+    }
+    return problems;
+}
+/** The metadata fields that matter for a restore; the rest (a recorded verification) legitimately changes locally. */
+const COMPARED_METADATA_FIELDS = ['files', 'database', 'createdAt', 'rowCounts', 'schemaFingerprint', 'collections', 'archive'];
+function metadataFieldsDiffer(local, remote) {
+    return COMPARED_METADATA_FIELDS.filter((field) => stableJson(local[field]) !== stableJson(remote[field]));
+}
+function stableJson(value) {
+    if (Array.isArray(value))
+        return `[${value.map(stableJson).join(',')}]`;
+    if (value && typeof value === 'object') {
+        return `{${Object.keys(value).sort().map((k) => `${JSON.stringify(k)}:${stableJson(value[k])}`).join(',')}}`;
+    }
+    return JSON.stringify(value) ?? 'undefined';
 }
 /** One object's bytes against the expected sha256: the provider's full-object SHA-256 when it keeps one, else download and hash. */
 async function checkObjectBytes(remote, file, key, sha256) {
@@ -66881,7 +67288,7 @@ function urlSecrets(url) {
     if (!url)
         return [];
     const found = new Set();
-    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@]*?:([^/?#@]*)@/i.exec(url)?.[1];
+    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@:]*:([^/?#]*)@/i.exec(url)?.[1];
     if (userinfo) {
         found.add(userinfo);
         found.add(decodeLenient(userinfo));
@@ -66907,7 +67314,7 @@ function urlPassword(url) {
     if (!url)
         return undefined;
     const secrets = urlSecrets(url);
-    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@]*?:([^/?#@]*)@/i.exec(url)?.[1];
+    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@:]*:([^/?#]*)@/i.exec(url)?.[1];
     if (userinfo)
         return decodeLenient(userinfo);
     return secrets.length > 0 ? secrets[secrets.length - 1] : undefined;
@@ -69369,7 +69776,7 @@ var io_util_awaiter = (undefined && undefined.__awaiter) || function (thisArg, _
 };
 
 
-const { chmod, copyFile, lstat, mkdir, open: io_util_open, readdir, rename, rm: io_util_rm, rmdir, stat: io_util_stat, symlink, unlink } = external_fs_.promises;
+const { chmod, copyFile, lstat: io_util_lstat, mkdir, open: io_util_open, readdir: io_util_readdir, rename, rm: io_util_rm, rmdir, stat: io_util_stat, symlink, unlink } = external_fs_.promises;
 // export const {open} = 'fs'
 const IS_WINDOWS = process.platform === 'win32';
 /**
@@ -69413,7 +69820,7 @@ function io_util_exists(fsPath) {
 }
 function isDirectory(fsPath_1) {
     return io_util_awaiter(this, arguments, void 0, function* (fsPath, useStat = false) {
-        const stats = useStat ? yield io_util_stat(fsPath) : yield lstat(fsPath);
+        const stats = useStat ? yield io_util_stat(fsPath) : yield io_util_lstat(fsPath);
         return stats.isDirectory();
     });
 }
@@ -69485,7 +69892,7 @@ function tryGetExecutablePath(filePath, extensions) {
                     try {
                         const directory = external_path_.dirname(filePath);
                         const upperName = external_path_.basename(filePath).toUpperCase();
-                        for (const actualName of yield readdir(directory)) {
+                        for (const actualName of yield io_util_readdir(directory)) {
                             if (upperName === actualName.toUpperCase()) {
                                 filePath = external_path_.join(directory, actualName);
                                 break;

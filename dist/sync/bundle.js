@@ -40650,7 +40650,10 @@ async function sha256File(path) {
     return { sha256: hasher.digest(), bytes: hasher.bytes };
 }
 
+// EXTERNAL MODULE: external "node:os"
+var external_node_os_ = __nccwpck_require__(48161);
 ;// CONCATENATED MODULE: ./src/catalog/confine.ts
+
 
 
 
@@ -40715,6 +40718,10 @@ async function assertEntryDir(entryDir) {
     const info = await (0,promises_.lstat)(entryDir);
     if (!info.isDirectory())
         throw unsafe(entryDir, '.', `is ${kindOf(info)}, not an entry directory`);
+    const uid = process.geteuid?.();
+    // Another user's directory is never an entry of this catalog, whatever it holds.
+    if (uid !== undefined && info.uid !== uid)
+        throw unsafe(entryDir, '.', `is owned by uid ${info.uid}, not by ${runningUser()} that Lifeline runs as`);
 }
 /**
  * Opens a file of a catalog entry for reading, confined to that entry: the name must pass
@@ -40758,6 +40765,34 @@ async function entryFilePath(entryDir, name) {
     await handle.close();
     return (0,external_node_path_.join)(entryDir, name);
 }
+/**
+ * Before any write into an entry that is already committed (a verification result, a metadata
+ * rewrite): the entry directory must be a real directory and the file, when present, a regular
+ * file, neither a symbolic link, so a planted link never redirects the write outside the catalog.
+ * Returns false when the entry or the file is gone (nothing to rewrite).
+ */
+async function assertEntryWritable(entryDir, name) {
+    const problem = entryFileNameProblem(name);
+    if (problem)
+        throw unsafe(entryDir, name, problem);
+    const dirInfo = await (0,promises_.lstat)(entryDir).catch(missingAsUndefined);
+    if (!dirInfo)
+        return false;
+    if (!dirInfo.isDirectory())
+        throw unsafe(entryDir, '.', `is ${kindOf(dirInfo)}, not an entry directory; nothing was written through it`);
+    const fileInfo = await (0,promises_.lstat)((0,external_node_path_.join)(entryDir, name)).catch(missingAsUndefined);
+    if (!fileInfo)
+        return false;
+    if (!fileInfo.isFile())
+        throw unsafe(entryDir, name, `is ${kindOf(fileInfo)}; nothing was written through it`);
+    return true;
+}
+function missingAsUndefined(error) {
+    const code = error.code;
+    if (code === 'ENOENT' || code === 'ENOTDIR')
+        return undefined;
+    throw error;
+}
 /** sha256 of an entry file, streamed in 1 MiB chunks through a confined handle. */
 async function sha256EntryFile(entryDir, name) {
     const handle = await openEntryFile(entryDir, name);
@@ -40783,30 +40818,88 @@ async function confine_readEntryText(entryDir, name, limit = 16 * 1024 * 1024) {
     }
 }
 /**
- * Whether other local users can reach the environment's files: the store root and the environment
- * directory both let group or others in (a 0700 on either one keeps everything below private).
- * Returns the problem with its fix, or undefined when the catalog is private or does not exist yet.
+ * Whether the store root lets other local users in, or belongs to someone else: group or world
+ * readable or writable (0755, 1777 on a tmpfs mount point) or owned by another user. A shared
+ * root lets another user plant a directory or link where Lifeline resolves an environment, so it
+ * is a problem whatever the modes below it. Returns the problem with its fix, or undefined when
+ * the root is private or does not exist yet (Lifeline creates it 0700).
  */
-function sharedStoreProblem(root, env) {
-    const modeOf = (path) => {
-        try {
-            return (0,external_node_fs_.statSync)(path).mode & 0o777;
-        }
-        catch {
-            return undefined;
-        }
-    };
-    const rootMode = modeOf(root);
-    if (rootMode === undefined || (rootMode & 0o077) === 0)
+function sharedStoreProblem(root, _env) {
+    let info;
+    try {
+        info = (0,external_node_fs_.statSync)(root);
+    }
+    catch {
         return undefined;
-    const envMode = modeOf((0,external_node_path_.join)(root, env));
-    if (envMode !== undefined && (envMode & 0o077) === 0)
+    }
+    const mode = info.mode & 0o7777;
+    const uid = process.geteuid?.();
+    const foreign = uid !== undefined && info.uid !== uid;
+    const readable = (mode & 0o044) !== 0;
+    const writable = (mode & 0o022) !== 0;
+    if (!readable && !writable && !foreign)
         return undefined;
-    const octal = (m) => m.toString(8).padStart(4, '0');
+    const octal = mode.toString(8).padStart(4, '0');
+    const reach = readable && writable ? 'readable and writable' : readable ? 'readable' : writable ? 'writable' : '';
+    const problems = [
+        ...(reach ? [`is ${reach} by other local users (mode ${octal})`] : []),
+        ...(foreign ? [`is owned by uid ${info.uid}, not by ${runningUser()} that Lifeline runs as`] : []),
+    ];
     return {
-        message: `the catalog ${root} is readable by other local users (mode ${octal(rootMode)}${envMode === undefined ? '' : `, ${env}/ ${octal(envMode)}`}): backups, tenant exports and Redis snapshots hold production data`,
-        fix: `chmod -R go-rwx ${root}`,
+        message: `the catalog ${root} ${problems.join(' and ')}: backups, tenant exports and Redis snapshots hold production data, and another user could plant a directory or link in it`,
+        fix: [...(foreign ? [`chown ${userInfoName() ?? process.geteuid?.()} ${root}`] : []), `chmod 700 ${root}`].join(' && '),
     };
+}
+function userInfoName() {
+    try {
+        return (0,external_node_os_.userInfo)().username;
+    }
+    catch {
+        return undefined; // no passwd entry (a container's arbitrary uid)
+    }
+}
+function runningUser() {
+    const uid = process.geteuid?.();
+    const name = userInfoName();
+    return name ? `${name} (uid ${uid})` : `uid ${uid}`;
+}
+/**
+ * The one rule for a directory Lifeline resolves under the store root (the environment, each
+ * segment of the kind such as tenants/<tenant>/exports, the entry): when it exists it must be a
+ * real directory (lstat: not a symbolic link) owned by the user Lifeline runs as. Anything else
+ * could send reads and writes into another user's directory, so it is refused (exit 1) before
+ * anything is read or written through it. A segment that does not exist yet ends the walk:
+ * Lifeline creates it 0700 itself and writers check again after creating it.
+ */
+function assertCatalogDirs(root, segments) {
+    const uid = process.geteuid?.();
+    let path = root;
+    for (const segment of segments) {
+        path = (0,external_node_path_.join)(path, segment);
+        let info;
+        try {
+            info = (0,external_node_fs_.lstatSync)(path);
+        }
+        catch (error) {
+            const code = error.code;
+            if (code === 'ENOENT' || code === 'ENOTDIR')
+                return;
+            throw error;
+        }
+        let problem;
+        if (info.isSymbolicLink())
+            problem = 'is a symbolic link';
+        else if (!info.isDirectory())
+            problem = `is ${kindOf(info)}, not a directory`;
+        else if (uid !== undefined && info.uid !== uid)
+            problem = `is owned by uid ${info.uid}, not by ${runningUser()} that Lifeline runs as`;
+        if (problem) {
+            throw new errors/* LifelineError */.Zm('failed', `the catalog directory ${path} ${problem}; Lifeline neither reads nor writes through it, nothing was read or written`, {
+                code: 'CATALOG_DIR_UNSAFE',
+                fix: `inspect ${path} (someone else may have planted it); move it away and let Lifeline recreate it as a private directory of ${runningUser()}, then make the store root private: chmod 700 ${root}`,
+            });
+        }
+    }
 }
 let warnSink;
 const warned = new Set();
@@ -40964,16 +41057,23 @@ class Catalog {
         this.reported.add(path);
         this.options.warn?.(`skipped ${path}: ${reason}; the other entries are used (inspect it, restore it from an off-host copy or remove the entry)`);
     }
+    // Every directory resolved under the root is checked here, once: a real directory of ours or
+    // nothing (assertCatalogDirs), so a planted link or another user's directory is never used.
     envDir(env) {
         assertSafeSegment(env, 'environment');
+        assertCatalogDirs(this.root, [env]);
         return (0,external_node_path_.join)(this.root, env);
     }
     kindDir(env, kind) {
-        return (0,external_node_path_.join)(this.envDir(env), kind);
+        assertSafeSegment(env, 'environment');
+        assertCatalogDirs(this.root, [env, ...kind.split('/')]);
+        return (0,external_node_path_.join)(this.root, env, kind);
     }
     entryDir(env, kind, id) {
+        assertSafeSegment(env, 'environment');
         assertSafeSegment(id, 'id');
-        return (0,external_node_path_.join)(this.kindDir(env, kind), id);
+        assertCatalogDirs(this.root, [env, ...kind.split('/'), id]);
+        return (0,external_node_path_.join)(this.root, env, kind, id);
     }
     async begin(env, kind, id, metadataFile) {
         const finalDir = this.entryDir(env, kind, id);
@@ -40983,6 +41083,8 @@ class Catalog {
         warnIfStoreShared(this.root, env);
         const stagingDir = (0,external_node_path_.join)(this.kindDir(env, kind), `.staging-${id}-${process.pid}`);
         await withWriteOutcome(`nothing was added to the catalog (${kind} entry ${id} was not started)`, () => mkdirPrivate(stagingDir));
+        // Again after creating: a directory planted between the check and the mkdir is caught before a byte is written.
+        assertCatalogDirs(this.root, [env, ...kind.split('/'), (0,external_node_path_.basename)(stagingDir)]);
         return new StagedEntry(stagingDir, finalDir, metadataFile, `${kind} entry ${id}`);
     }
     /** Complete entries, newest first. Staging directories and entries without metadata are skipped. */
@@ -41002,20 +41104,28 @@ class Catalog {
             if (name.startsWith('.'))
                 continue;
             // An entry that vanishes mid-listing (a concurrent prune renamed it away) is simply skipped.
-            const info = await (0,promises_.stat)((0,external_node_path_.join)(dir, name)).catch(skipWhenGone);
-            // A stray file beside the entries (an operator's note, a copied archive) is not an entry.
-            if (!info?.isDirectory())
+            // lstat, not stat: a symlink planted as an entry would otherwise list, count for retention
+            // and be written through, while every reader refuses it.
+            const info = await (0,promises_.lstat)((0,external_node_path_.join)(dir, name)).catch(skipWhenGone);
+            if (!info)
                 continue;
+            if (!info.isDirectory()) {
+                this.reportDamaged((0,external_node_path_.join)(dir, name), `it is ${describeKind(info)}, not an entry directory`);
+                continue;
+            }
             const path = (0,external_node_path_.join)(dir, name, metadataFile);
             let metadata;
             try {
-                metadata = await readJsonIfExists(path);
+                // The confined reader: O_NOFOLLOW | O_NONBLOCK, regular files only, bounded size, so a
+                // FIFO, device or link named like the metadata is damage, never a hang.
+                metadata = await readJsonIfExists((0,external_node_path_.join)(dir, name), metadataFile);
             }
             catch (error) {
                 if (isGone(error))
                     continue;
                 // One damaged entry must not take the listing (and every restore, drill and gate) down with it.
-                this.reportDamaged(path, error.code === 'CATALOG_CORRUPT' ? 'it is not valid JSON' : error.message);
+                const reason = error.code === 'CATALOG_CORRUPT' ? 'it is not valid JSON' : error instanceof UnsafeEntryFileError ? `it ${error.reason}` : error.message;
+                this.reportDamaged(path, reason);
                 continue;
             }
             if (!metadata)
@@ -41031,11 +41141,12 @@ class Catalog {
     }
     async get(env, kind, id, metadataFile) {
         const dir = this.entryDir(env, kind, id);
-        const metadata = await readJsonIfExists((0,external_node_path_.join)(dir, metadataFile));
+        const metadata = await readJsonIfExists(dir, metadataFile);
         return metadata ? { id, dir, metadata } : undefined;
     }
     /** Rewrites an entry's metadata atomically (e.g. to record a verification). */
     async updateMetadata(entry, metadataFile, metadata) {
+        await assertEntryWritable(entry.dir, metadataFile);
         await withWriteOutcome(`${(0,external_node_path_.join)(entry.dir, metadataFile)} was left as it was (the entry itself is unchanged)`, () => writeFileAtomic((0,external_node_path_.join)(entry.dir, metadataFile), `${JSON.stringify(metadata, null, 2)}\n`));
     }
     /**
@@ -41046,7 +41157,8 @@ class Catalog {
      */
     async rewriteExistingMetadata(entry, metadataFile, metadata) {
         const path = (0,external_node_path_.join)(entry.dir, metadataFile);
-        if (!(await exists(path)))
+        // Refuses (exit 1) when the entry or its metadata is a symbolic link or not a regular file.
+        if (!(await assertEntryWritable(entry.dir, metadataFile)))
             return false;
         const tmp = (0,external_node_path_.join)(entry.dir, `.${metadataFile}.tmp-${process.pid}-${Date.now()}`);
         try {
@@ -41101,6 +41213,7 @@ class Catalog {
         warnIfStoreShared(this.root, env);
         await withWriteOutcome(`the record was not appended to ${name}`, async () => {
             await mkdirPrivate(this.envDir(env));
+            this.envDir(env); // again after creating it (see begin)
             await (0,promises_.appendFile)(path, `${JSON.stringify(record)}\n`, { mode: PRIVATE_FILE_MODE });
             await fsyncPath(path);
         });
@@ -41189,6 +41302,17 @@ function isGone(error) {
     const code = error?.code;
     return code === 'ENOENT' || code === 'ENOTDIR';
 }
+/** Metadata is small JSON; more than this is damage, not a backup.json. */
+const METADATA_LIMIT = 4 * 1024 * 1024;
+function describeKind(info) {
+    if (info.isSymbolicLink())
+        return 'a symbolic link';
+    if (info.isFIFO())
+        return 'a FIFO';
+    if (info.isFile())
+        return 'a file';
+    return 'not a directory';
+}
 function skipWhenGone(error) {
     if (isGone(error))
         return undefined;
@@ -41216,13 +41340,15 @@ async function exists(path) {
         return false;
     }
 }
-async function readJsonIfExists(path) {
+async function readJsonIfExists(entryDir, name) {
+    const path = (0,external_node_path_.join)(entryDir, name);
     let text;
     try {
-        text = await (0,promises_.readFile)(path, 'utf8');
+        text = await confine_readEntryText(entryDir, name, METADATA_LIMIT);
     }
     catch (error) {
-        if (error.code === 'ENOENT')
+        const code = error.code;
+        if (code === 'ENOENT' || code === 'ENOTDIR')
             return undefined;
         throw error;
     }
@@ -41243,8 +41369,6 @@ function processAlive(pid) {
     }
 }
 
-// EXTERNAL MODULE: external "node:os"
-var external_node_os_ = __nccwpck_require__(48161);
 ;// CONCATENATED MODULE: ./src/storage/entries.ts
 
 
@@ -41349,6 +41473,19 @@ async function importEntry(source) {
             throw (0,errors/* failure */.V2)('REMOTE_ENTRY_UNSAFE', `${source.kind}/${source.id} from ${source.source} names the file ${JSON.stringify(file)}, which ${problem}; nothing was fetched`, { fix: 'that copy was not written by Lifeline: inspect and remove it, then use another entry' });
         }
     }
+    // A copy whose SHA256SUMS lost a line the metadata names (a backup without its dump) is not an entry.
+    const listed = new Map(source.sums.map((s) => [s.file, s.sha256]));
+    for (const { name, sha256 } of filesNamedByMetadata(source.metadata)) {
+        const problem = typeof name === 'string' ? entryFileNameProblem(name) : 'is not a file name';
+        if (problem)
+            throw (0,errors/* failure */.V2)('REMOTE_ENTRY_UNSAFE', `${source.kind}/${source.id} from ${source.source}: ${source.metadataFile} names the file ${JSON.stringify(name)}, which ${problem}; nothing was fetched`, { fix: 'that copy was not written by Lifeline: inspect and remove it, then use another entry' });
+        const listedSha = listed.get(name);
+        if (listedSha !== sha256) {
+            throw (0,errors/* failure */.V2)('REMOTE_ENTRY_INCOMPLETE', `${source.kind}/${source.id} from ${source.source} is incomplete: ${listedSha === undefined ? `${source.metadataFile} names ${name} but SHA256SUMS does not list it` : `${source.metadataFile} records sha256 ${String(sha256)} for ${name}, SHA256SUMS lists ${listedSha}`}; nothing was fetched`, {
+                fix: 'that copy was altered or damaged: sync again from a host whose local entry verifies, or use an older entry',
+            });
+        }
+    }
     const existing = await source.catalog.get(source.env, source.kind, source.id, source.metadataFile);
     if (existing)
         return { entry: existing, fetched: false, bytes: 0 };
@@ -41375,6 +41512,25 @@ async function importEntry(source) {
     if (!entry)
         throw (0,errors/* failure */.V2)('IMPORT_LOST', `${source.kind}/${source.id} was committed but does not list`, { fix: 'check the catalog directory for concurrent changes' });
     return { entry, fetched: true, bytes };
+}
+/** What an entry's metadata names: each file with the sha256 it records (backup.json `files.*`, export.json `collections` and `archive`). */
+function filesNamedByMetadata(metadata) {
+    const named = [];
+    const files = metadata.files;
+    if (files && typeof files === 'object') {
+        for (const file of Object.values(files)) {
+            const f = file;
+            named.push({ name: f?.name, sha256: f?.sha256 });
+        }
+    }
+    if (Array.isArray(metadata.collections)) {
+        for (const c of metadata.collections)
+            named.push({ name: c?.file, sha256: c?.sha256 });
+    }
+    const archive = metadata.archive;
+    if (archive && typeof archive === 'object')
+        named.push({ name: archive.file, sha256: archive.sha256 });
+    return named;
 }
 
 ;// CONCATENATED MODULE: ./src/storage/artifacts.ts
@@ -42175,6 +42331,13 @@ async function fetchOne(options, layout, kind, id) {
     const missing = remoteEntry.sums.filter((s) => !remoteEntry.objects.has(s.file));
     if (missing.length)
         throw missingObjects(options.remote, `${kind}/${id}`, missing.map((s) => remoteEntry.entryPrefix + s.file));
+    const unnamed = namedFileProblems(remoteEntry.metadataFile, remoteEntry.metadata, remoteEntry.sums, remoteEntry.objects);
+    if (unnamed.length) {
+        throw (0,errors/* failure */.V2)('REMOTE_ENTRY_INCOMPLETE', `${kind}/${id} in ${options.remote.location} is incomplete: ${unnamed.map((p) => p.detail).join('; ')}; nothing was fetched`, {
+            fix: 'that copy was altered or damaged: run `lifeline sync` from a host whose local entry verifies, or use an older entry',
+            details: { problems: unnamed },
+        });
+    }
     const result = await importEntry({
         catalog: options.catalog,
         env: options.env,
@@ -42278,7 +42441,8 @@ async function getObjectOrMissing(remote, ref, key) {
  * Verifies one remote entry's objects: every file its SHA256SUMS lists must be there and hash to
  * the listed sha256 (the provider's full-object SHA-256 where it keeps one, else a streamed
  * download and hash; never the sha256 Lifeline itself recorded at upload). When the local
- * catalog holds the entry, the bucket's SHA256SUMS must equal the local one byte for byte.
+ * catalog holds the entry, the bucket's SHA256SUMS must equal the local one byte for byte. Every
+ * file the metadata names must be listed there with the sha256 the metadata records, and present.
  */
 async function verifyRemoteEntry(options) {
     const kind = asEntryKind(options.kind);
@@ -42333,6 +42497,17 @@ async function verifyRemoteEntry(options) {
         }
         files.push(await checkObjectBytes(options.remote, file, key, sha256));
     }
+    // Every file the metadata names must be listed with the sha256 it records: a SHA256SUMS with a
+    // line removed (and its upload hash rewritten) would otherwise verify without the dump.
+    for (const problem of namedFileProblems(remoteEntry.metadataFile, remoteEntry.metadata, expected, remoteEntry.objects)) {
+        files.push({ file: problem.file, key: remoteEntry.entryPrefix + problem.file, status: problem.status, method: 'none', detail: problem.detail });
+    }
+    if (local) {
+        const differs = metadataFieldsDiffer(local.metadata, remoteEntry.metadata);
+        if (differs.length) {
+            files.push({ file: remoteEntry.metadataFile, key: remoteEntry.entryPrefix + remoteEntry.metadataFile, status: 'mismatch', method: 'downloaded and hashed', detail: `differs from the local ${remoteEntry.metadataFile} in ${differs.join(', ')}` });
+        }
+    }
     if (!expected.some((s) => s.file === remoteEntry.metadataFile)) {
         // backup.json and the like change locally (a verification is recorded in them), so only their presence and upload hash are checked.
         files.push({ file: remoteEntry.metadataFile, key: remoteEntry.entryPrefix + remoteEntry.metadataFile, status: 'ok', method: 'recorded sha256 (metadata file)', detail: `present; not covered by ${SUMS_FILE}` });
@@ -42342,6 +42517,46 @@ async function verifyRemoteEntry(options) {
         if (f.status !== 'ok')
             options.logger.error(`${ref} ${f.file}: ${f.detail}`);
     return { location: options.remote.location, kind, id, against: local ? 'the local SHA256SUMS' : "the bucket's own SHA256SUMS (no local copy)", files, ok };
+}
+/**
+ * The files the metadata names that SHA256SUMS does not list with the same sha256, or that the
+ * bucket lacks. An entry with any of these is incomplete, whatever its SHA256SUMS says.
+ */
+function namedFileProblems(metadataFile, metadata, sums, objects) {
+    const listed = new Map(sums.map((s) => [s.file, s.sha256]));
+    const problems = [];
+    for (const { name, sha256 } of filesNamedByMetadata(metadata)) {
+        if (typeof name !== 'string') {
+            problems.push({ file: metadataFile, status: 'mismatch', detail: `${metadataFile} names a file without a usable name (${JSON.stringify(name) ?? 'undefined'})` });
+            continue;
+        }
+        const problem = entryFileNameProblem(name);
+        if (problem) {
+            problems.push({ file: metadataFile, status: 'mismatch', detail: `${metadataFile} names the file ${JSON.stringify(name)}, which ${problem}` });
+            continue;
+        }
+        const listedSha = listed.get(name);
+        if (listedSha === undefined)
+            problems.push({ file: name, status: 'missing', detail: `${metadataFile} names ${name} but ${sums_SUMS_FILE} does not list it` });
+        else if (listedSha !== sha256)
+            problems.push({ file: name, status: 'mismatch', detail: `${metadataFile} records sha256 ${String(sha256)} for ${name}, ${sums_SUMS_FILE} lists ${listedSha}` });
+        else if (!objects.has(name))
+            problems.push({ file: name, status: 'missing', detail: `${metadataFile} names ${name} but it is missing in the bucket` });
+    }
+    return problems;
+}
+/** The metadata fields that matter for a restore; the rest (a recorded verification) legitimately changes locally. */
+const COMPARED_METADATA_FIELDS = (/* unused pure expression or super */ null && (['files', 'database', 'createdAt', 'rowCounts', 'schemaFingerprint', 'collections', 'archive']));
+function metadataFieldsDiffer(local, remote) {
+    return COMPARED_METADATA_FIELDS.filter((field) => stableJson(local[field]) !== stableJson(remote[field]));
+}
+function stableJson(value) {
+    if (Array.isArray(value))
+        return `[${value.map(stableJson).join(',')}]`;
+    if (value && typeof value === 'object') {
+        return `{${Object.keys(value).sort().map((k) => `${JSON.stringify(k)}:${stableJson(value[k])}`).join(',')}}`;
+    }
+    return JSON.stringify(value) ?? 'undefined';
 }
 /** One object's bytes against the expected sha256: the provider's full-object SHA-256 when it keeps one, else download and hash. */
 async function checkObjectBytes(remote, file, key, sha256) {
@@ -52573,7 +52788,7 @@ function secrets_urlSecrets(url) {
     if (!url)
         return [];
     const found = new Set();
-    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@]*?:([^/?#@]*)@/i.exec(url)?.[1];
+    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@:]*:([^/?#]*)@/i.exec(url)?.[1];
     if (userinfo) {
         found.add(userinfo);
         found.add(decodeLenient(userinfo));
@@ -52599,7 +52814,7 @@ function urlPassword(url) {
     if (!url)
         return undefined;
     const secrets = secrets_urlSecrets(url);
-    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@]*?:([^/?#@]*)@/i.exec(url)?.[1];
+    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@:]*:([^/?#]*)@/i.exec(url)?.[1];
     if (userinfo)
         return decodeLenient(userinfo);
     return secrets.length > 0 ? secrets[secrets.length - 1] : undefined;
@@ -53264,7 +53479,7 @@ const syncAction = {
  */
 function logger_redactSecretsInText(text) {
     return text
-        .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/@"'<>]*:)[^\s@/"'<>]+@/gi, '$1***@')
+        .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/@"'<>]*:)[^\s/"'<>]+@/gi, '$1***@')
         .replace(/((?:[?&;\s]|^)(?:ssl)?password=)(?!\*\*\*(?:[&#\s"'<>]|$))[^&#\s"'<>]+/gi, '$1***');
 }
 /** Replaces registered secrets in a string: the last line of defence before text leaves the process. */

@@ -37361,6 +37361,7 @@ async function sha256File(path) {
 
 
 
+
 /**
  * The one rule for a file name read from inside an entry (SHA256SUMS, backup.json, export.json,
  * a remote listing): a single path segment of letters, digits, '.', '_', '+' and '-', starting
@@ -37419,6 +37420,10 @@ async function assertEntryDir(entryDir) {
     const info = await (0,promises_namespaceObject.lstat)(entryDir);
     if (!info.isDirectory())
         throw unsafe(entryDir, '.', `is ${kindOf(info)}, not an entry directory`);
+    const uid = process.geteuid?.();
+    // Another user's directory is never an entry of this catalog, whatever it holds.
+    if (uid !== undefined && info.uid !== uid)
+        throw unsafe(entryDir, '.', `is owned by uid ${info.uid}, not by ${runningUser()} that Lifeline runs as`);
 }
 /**
  * Opens a file of a catalog entry for reading, confined to that entry: the name must pass
@@ -37462,6 +37467,34 @@ async function entryFilePath(entryDir, name) {
     await handle.close();
     return (0,external_node_path_namespaceObject.join)(entryDir, name);
 }
+/**
+ * Before any write into an entry that is already committed (a verification result, a metadata
+ * rewrite): the entry directory must be a real directory and the file, when present, a regular
+ * file, neither a symbolic link, so a planted link never redirects the write outside the catalog.
+ * Returns false when the entry or the file is gone (nothing to rewrite).
+ */
+async function assertEntryWritable(entryDir, name) {
+    const problem = entryFileNameProblem(name);
+    if (problem)
+        throw unsafe(entryDir, name, problem);
+    const dirInfo = await (0,promises_namespaceObject.lstat)(entryDir).catch(missingAsUndefined);
+    if (!dirInfo)
+        return false;
+    if (!dirInfo.isDirectory())
+        throw unsafe(entryDir, '.', `is ${kindOf(dirInfo)}, not an entry directory; nothing was written through it`);
+    const fileInfo = await (0,promises_namespaceObject.lstat)((0,external_node_path_namespaceObject.join)(entryDir, name)).catch(missingAsUndefined);
+    if (!fileInfo)
+        return false;
+    if (!fileInfo.isFile())
+        throw unsafe(entryDir, name, `is ${kindOf(fileInfo)}; nothing was written through it`);
+    return true;
+}
+function missingAsUndefined(error) {
+    const code = error.code;
+    if (code === 'ENOENT' || code === 'ENOTDIR')
+        return undefined;
+    throw error;
+}
 /** sha256 of an entry file, streamed in 1 MiB chunks through a confined handle. */
 async function confine_sha256EntryFile(entryDir, name) {
     const handle = await openEntryFile(entryDir, name);
@@ -37487,30 +37520,88 @@ async function confine_readEntryText(entryDir, name, limit = 16 * 1024 * 1024) {
     }
 }
 /**
- * Whether other local users can reach the environment's files: the store root and the environment
- * directory both let group or others in (a 0700 on either one keeps everything below private).
- * Returns the problem with its fix, or undefined when the catalog is private or does not exist yet.
+ * Whether the store root lets other local users in, or belongs to someone else: group or world
+ * readable or writable (0755, 1777 on a tmpfs mount point) or owned by another user. A shared
+ * root lets another user plant a directory or link where Lifeline resolves an environment, so it
+ * is a problem whatever the modes below it. Returns the problem with its fix, or undefined when
+ * the root is private or does not exist yet (Lifeline creates it 0700).
  */
-function sharedStoreProblem(root, env) {
-    const modeOf = (path) => {
-        try {
-            return (0,external_node_fs_namespaceObject.statSync)(path).mode & 0o777;
-        }
-        catch {
-            return undefined;
-        }
-    };
-    const rootMode = modeOf(root);
-    if (rootMode === undefined || (rootMode & 0o077) === 0)
+function sharedStoreProblem(root, _env) {
+    let info;
+    try {
+        info = (0,external_node_fs_namespaceObject.statSync)(root);
+    }
+    catch {
         return undefined;
-    const envMode = modeOf((0,external_node_path_namespaceObject.join)(root, env));
-    if (envMode !== undefined && (envMode & 0o077) === 0)
+    }
+    const mode = info.mode & 0o7777;
+    const uid = process.geteuid?.();
+    const foreign = uid !== undefined && info.uid !== uid;
+    const readable = (mode & 0o044) !== 0;
+    const writable = (mode & 0o022) !== 0;
+    if (!readable && !writable && !foreign)
         return undefined;
-    const octal = (m) => m.toString(8).padStart(4, '0');
+    const octal = mode.toString(8).padStart(4, '0');
+    const reach = readable && writable ? 'readable and writable' : readable ? 'readable' : writable ? 'writable' : '';
+    const problems = [
+        ...(reach ? [`is ${reach} by other local users (mode ${octal})`] : []),
+        ...(foreign ? [`is owned by uid ${info.uid}, not by ${runningUser()} that Lifeline runs as`] : []),
+    ];
     return {
-        message: `the catalog ${root} is readable by other local users (mode ${octal(rootMode)}${envMode === undefined ? '' : `, ${env}/ ${octal(envMode)}`}): backups, tenant exports and Redis snapshots hold production data`,
-        fix: `chmod -R go-rwx ${root}`,
+        message: `the catalog ${root} ${problems.join(' and ')}: backups, tenant exports and Redis snapshots hold production data, and another user could plant a directory or link in it`,
+        fix: [...(foreign ? [`chown ${userInfoName() ?? process.geteuid?.()} ${root}`] : []), `chmod 700 ${root}`].join(' && '),
     };
+}
+function userInfoName() {
+    try {
+        return (0,external_node_os_namespaceObject.userInfo)().username;
+    }
+    catch {
+        return undefined; // no passwd entry (a container's arbitrary uid)
+    }
+}
+function runningUser() {
+    const uid = process.geteuid?.();
+    const name = userInfoName();
+    return name ? `${name} (uid ${uid})` : `uid ${uid}`;
+}
+/**
+ * The one rule for a directory Lifeline resolves under the store root (the environment, each
+ * segment of the kind such as tenants/<tenant>/exports, the entry): when it exists it must be a
+ * real directory (lstat: not a symbolic link) owned by the user Lifeline runs as. Anything else
+ * could send reads and writes into another user's directory, so it is refused (exit 1) before
+ * anything is read or written through it. A segment that does not exist yet ends the walk:
+ * Lifeline creates it 0700 itself and writers check again after creating it.
+ */
+function assertCatalogDirs(root, segments) {
+    const uid = process.geteuid?.();
+    let path = root;
+    for (const segment of segments) {
+        path = (0,external_node_path_namespaceObject.join)(path, segment);
+        let info;
+        try {
+            info = (0,external_node_fs_namespaceObject.lstatSync)(path);
+        }
+        catch (error) {
+            const code = error.code;
+            if (code === 'ENOENT' || code === 'ENOTDIR')
+                return;
+            throw error;
+        }
+        let problem;
+        if (info.isSymbolicLink())
+            problem = 'is a symbolic link';
+        else if (!info.isDirectory())
+            problem = `is ${kindOf(info)}, not a directory`;
+        else if (uid !== undefined && info.uid !== uid)
+            problem = `is owned by uid ${info.uid}, not by ${runningUser()} that Lifeline runs as`;
+        if (problem) {
+            throw new LifelineError('failed', `the catalog directory ${path} ${problem}; Lifeline neither reads nor writes through it, nothing was read or written`, {
+                code: 'CATALOG_DIR_UNSAFE',
+                fix: `inspect ${path} (someone else may have planted it); move it away and let Lifeline recreate it as a private directory of ${runningUser()}, then make the store root private: chmod 700 ${root}`,
+            });
+        }
+    }
 }
 let warnSink;
 const warned = new Set();
@@ -37668,16 +37759,23 @@ class Catalog {
         this.reported.add(path);
         this.options.warn?.(`skipped ${path}: ${reason}; the other entries are used (inspect it, restore it from an off-host copy or remove the entry)`);
     }
+    // Every directory resolved under the root is checked here, once: a real directory of ours or
+    // nothing (assertCatalogDirs), so a planted link or another user's directory is never used.
     envDir(env) {
         assertSafeSegment(env, 'environment');
+        assertCatalogDirs(this.root, [env]);
         return (0,external_node_path_namespaceObject.join)(this.root, env);
     }
     kindDir(env, kind) {
-        return (0,external_node_path_namespaceObject.join)(this.envDir(env), kind);
+        assertSafeSegment(env, 'environment');
+        assertCatalogDirs(this.root, [env, ...kind.split('/')]);
+        return (0,external_node_path_namespaceObject.join)(this.root, env, kind);
     }
     entryDir(env, kind, id) {
+        assertSafeSegment(env, 'environment');
         assertSafeSegment(id, 'id');
-        return (0,external_node_path_namespaceObject.join)(this.kindDir(env, kind), id);
+        assertCatalogDirs(this.root, [env, ...kind.split('/'), id]);
+        return (0,external_node_path_namespaceObject.join)(this.root, env, kind, id);
     }
     async begin(env, kind, id, metadataFile) {
         const finalDir = this.entryDir(env, kind, id);
@@ -37687,6 +37785,8 @@ class Catalog {
         warnIfStoreShared(this.root, env);
         const stagingDir = (0,external_node_path_namespaceObject.join)(this.kindDir(env, kind), `.staging-${id}-${process.pid}`);
         await withWriteOutcome(`nothing was added to the catalog (${kind} entry ${id} was not started)`, () => mkdirPrivate(stagingDir));
+        // Again after creating: a directory planted between the check and the mkdir is caught before a byte is written.
+        assertCatalogDirs(this.root, [env, ...kind.split('/'), (0,external_node_path_namespaceObject.basename)(stagingDir)]);
         return new StagedEntry(stagingDir, finalDir, metadataFile, `${kind} entry ${id}`);
     }
     /** Complete entries, newest first. Staging directories and entries without metadata are skipped. */
@@ -37706,20 +37806,28 @@ class Catalog {
             if (name.startsWith('.'))
                 continue;
             // An entry that vanishes mid-listing (a concurrent prune renamed it away) is simply skipped.
-            const info = await (0,promises_namespaceObject.stat)((0,external_node_path_namespaceObject.join)(dir, name)).catch(skipWhenGone);
-            // A stray file beside the entries (an operator's note, a copied archive) is not an entry.
-            if (!info?.isDirectory())
+            // lstat, not stat: a symlink planted as an entry would otherwise list, count for retention
+            // and be written through, while every reader refuses it.
+            const info = await (0,promises_namespaceObject.lstat)((0,external_node_path_namespaceObject.join)(dir, name)).catch(skipWhenGone);
+            if (!info)
                 continue;
+            if (!info.isDirectory()) {
+                this.reportDamaged((0,external_node_path_namespaceObject.join)(dir, name), `it is ${describeKind(info)}, not an entry directory`);
+                continue;
+            }
             const path = (0,external_node_path_namespaceObject.join)(dir, name, metadataFile);
             let metadata;
             try {
-                metadata = await readJsonIfExists(path);
+                // The confined reader: O_NOFOLLOW | O_NONBLOCK, regular files only, bounded size, so a
+                // FIFO, device or link named like the metadata is damage, never a hang.
+                metadata = await readJsonIfExists((0,external_node_path_namespaceObject.join)(dir, name), metadataFile);
             }
             catch (error) {
                 if (isGone(error))
                     continue;
                 // One damaged entry must not take the listing (and every restore, drill and gate) down with it.
-                this.reportDamaged(path, error.code === 'CATALOG_CORRUPT' ? 'it is not valid JSON' : error.message);
+                const reason = error.code === 'CATALOG_CORRUPT' ? 'it is not valid JSON' : error instanceof confine_UnsafeEntryFileError ? `it ${error.reason}` : error.message;
+                this.reportDamaged(path, reason);
                 continue;
             }
             if (!metadata)
@@ -37735,11 +37843,12 @@ class Catalog {
     }
     async get(env, kind, id, metadataFile) {
         const dir = this.entryDir(env, kind, id);
-        const metadata = await readJsonIfExists((0,external_node_path_namespaceObject.join)(dir, metadataFile));
+        const metadata = await readJsonIfExists(dir, metadataFile);
         return metadata ? { id, dir, metadata } : undefined;
     }
     /** Rewrites an entry's metadata atomically (e.g. to record a verification). */
     async updateMetadata(entry, metadataFile, metadata) {
+        await assertEntryWritable(entry.dir, metadataFile);
         await withWriteOutcome(`${(0,external_node_path_namespaceObject.join)(entry.dir, metadataFile)} was left as it was (the entry itself is unchanged)`, () => writeFileAtomic((0,external_node_path_namespaceObject.join)(entry.dir, metadataFile), `${JSON.stringify(metadata, null, 2)}\n`));
     }
     /**
@@ -37750,7 +37859,8 @@ class Catalog {
      */
     async rewriteExistingMetadata(entry, metadataFile, metadata) {
         const path = (0,external_node_path_namespaceObject.join)(entry.dir, metadataFile);
-        if (!(await exists(path)))
+        // Refuses (exit 1) when the entry or its metadata is a symbolic link or not a regular file.
+        if (!(await assertEntryWritable(entry.dir, metadataFile)))
             return false;
         const tmp = (0,external_node_path_namespaceObject.join)(entry.dir, `.${metadataFile}.tmp-${process.pid}-${Date.now()}`);
         try {
@@ -37805,6 +37915,7 @@ class Catalog {
         warnIfStoreShared(this.root, env);
         await withWriteOutcome(`the record was not appended to ${name}`, async () => {
             await mkdirPrivate(this.envDir(env));
+            this.envDir(env); // again after creating it (see begin)
             await (0,promises_namespaceObject.appendFile)(path, `${JSON.stringify(record)}\n`, { mode: PRIVATE_FILE_MODE });
             await fsyncPath(path);
         });
@@ -37893,6 +38004,17 @@ function isGone(error) {
     const code = error?.code;
     return code === 'ENOENT' || code === 'ENOTDIR';
 }
+/** Metadata is small JSON; more than this is damage, not a backup.json. */
+const METADATA_LIMIT = 4 * 1024 * 1024;
+function describeKind(info) {
+    if (info.isSymbolicLink())
+        return 'a symbolic link';
+    if (info.isFIFO())
+        return 'a FIFO';
+    if (info.isFile())
+        return 'a file';
+    return 'not a directory';
+}
 function skipWhenGone(error) {
     if (isGone(error))
         return undefined;
@@ -37920,13 +38042,15 @@ async function exists(path) {
         return false;
     }
 }
-async function readJsonIfExists(path) {
+async function readJsonIfExists(entryDir, name) {
+    const path = (0,external_node_path_namespaceObject.join)(entryDir, name);
     let text;
     try {
-        text = await (0,promises_namespaceObject.readFile)(path, 'utf8');
+        text = await confine_readEntryText(entryDir, name, METADATA_LIMIT);
     }
     catch (error) {
-        if (error.code === 'ENOENT')
+        const code = error.code;
+        if (code === 'ENOENT' || code === 'ENOTDIR')
             return undefined;
         throw error;
     }
@@ -38392,7 +38516,7 @@ const external_node_child_process_namespaceObject = __WEBPACK_EXTERNAL_createReq
  */
 function logger_redactSecretsInText(text) {
     return text
-        .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/@"'<>]*:)[^\s@/"'<>]+@/gi, '$1***@')
+        .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/@"'<>]*:)[^\s/"'<>]+@/gi, '$1***@')
         .replace(/((?:[?&;\s]|^)(?:ssl)?password=)(?!\*\*\*(?:[&#\s"'<>]|$))[^&#\s"'<>]+/gi, '$1***');
 }
 /** Replaces registered secrets in a string: the last line of defence before text leaves the process. */
@@ -49835,7 +49959,7 @@ function secrets_urlSecrets(url) {
     if (!url)
         return [];
     const found = new Set();
-    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@]*?:([^/?#@]*)@/i.exec(url)?.[1];
+    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@:]*:([^/?#]*)@/i.exec(url)?.[1];
     if (userinfo) {
         found.add(userinfo);
         found.add(decodeLenient(userinfo));
@@ -49861,7 +49985,7 @@ function urlPassword(url) {
     if (!url)
         return undefined;
     const secrets = secrets_urlSecrets(url);
-    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@]*?:([^/?#@]*)@/i.exec(url)?.[1];
+    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@:]*:([^/?#]*)@/i.exec(url)?.[1];
     if (userinfo)
         return decodeLenient(userinfo);
     return secrets.length > 0 ? secrets[secrets.length - 1] : undefined;
