@@ -99,7 +99,7 @@ describe('lifeline drill, drills and gate against real PostgreSQL', () => {
     const before = await tableCounts(live.name);
     const run = await cli(['drill', '--target', live.url.replace('127.0.0.1', '0.0.0.0')]);
     expect(run.code, run.stderr).toBe(3);
-    expect(run.stderr).toMatch(/is the live database under another address \(same system identifier \d+\)/);
+    expect(run.stderr).toMatch(/is the environment's live database under another address \(same system identifier \d+\)/);
     expect(await tableCounts(live.name)).toEqual(before);
   });
 
