@@ -7,6 +7,8 @@ import { redactSecretsInText, type Logger } from '../logger';
 import { urlSecrets } from '../settings/secrets';
 
 function actionsLogger(): Logger {
+  // Each secret is announced to the runner once, however many layers register it.
+  const masked = new Set<string>();
   return {
     // Shape-based masking on top of core.setSecret: a credential nobody registered is still hidden.
     info: (m) => core.info(redactSecretsInText(m)),
@@ -15,7 +17,9 @@ function actionsLogger(): Logger {
     debug: (m) => core.debug(redactSecretsInText(m)),
     group: (name, fn) => core.group(name, fn),
     secret: (v) => {
-      if (v) core.setSecret(v);
+      if (!v || masked.has(v)) return;
+      masked.add(v);
+      core.setSecret(v);
     },
   };
 }
