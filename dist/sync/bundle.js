@@ -53762,6 +53762,8 @@ var lib_core = __nccwpck_require__(77094);
 
 
 function actionsLogger() {
+    // Each secret is announced to the runner once, however many layers register it.
+    const masked = new Set();
     return {
         // Shape-based masking on top of core.setSecret: a credential nobody registered is still hidden.
         info: (m) => lib_core/* info */.pq(logger_redactSecretsInText(m)),
@@ -53770,8 +53772,10 @@ function actionsLogger() {
         debug: (m) => lib_core/* debug */.Yz(logger_redactSecretsInText(m)),
         group: (name, fn) => lib_core/* group */.Os(name, fn),
         secret: (v) => {
-            if (v)
-                lib_core/* setSecret */.Pq(v);
+            if (!v || masked.has(v))
+                return;
+            masked.add(v);
+            lib_core/* setSecret */.Pq(v);
         },
     };
 }

@@ -53797,6 +53797,8 @@ function getIDToken(aud) {
 
 
 function actionsLogger() {
+    // Each secret is announced to the runner once, however many layers register it.
+    const masked = new Set();
     return {
         // Shape-based masking on top of core.setSecret: a credential nobody registered is still hidden.
         info: (m) => info(logger_redactSecretsInText(m)),
@@ -53805,8 +53807,10 @@ function actionsLogger() {
         debug: (m) => core_debug(logger_redactSecretsInText(m)),
         group: (name, fn) => group(name, fn),
         secret: (v) => {
-            if (v)
-                core_setSecret(v);
+            if (!v || masked.has(v))
+                return;
+            masked.add(v);
+            core_setSecret(v);
         },
     };
 }

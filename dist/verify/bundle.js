@@ -71278,6 +71278,8 @@ function getIDToken(aud) {
 
 
 function actionsLogger() {
+    // Each secret is announced to the runner once, however many layers register it.
+    const masked = new Set();
     return {
         // Shape-based masking on top of core.setSecret: a credential nobody registered is still hidden.
         info: (m) => info(logger_redactSecretsInText(m)),
@@ -71286,8 +71288,10 @@ function actionsLogger() {
         debug: (m) => core_debug(logger_redactSecretsInText(m)),
         group: (name, fn) => group(name, fn),
         secret: (v) => {
-            if (v)
-                core_setSecret(v);
+            if (!v || masked.has(v))
+                return;
+            masked.add(v);
+            core_setSecret(v);
         },
     };
 }
