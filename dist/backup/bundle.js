@@ -67404,7 +67404,9 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
     const drillTarget = drillCfg.targetUrlEnv ? options.env[drillCfg.targetUrlEnv] : undefined;
     secrets.push(...urlSecrets(drillTarget));
     // Values handed to the application container are as secret as the database URL it gets.
-    secrets.push(...Object.values(drillCfg.appCheck?.env ?? {}));
+    // Masked wherever text is printed, except plain numbers (a PORT of 18000 would otherwise turn every
+    // "18000" in every message, health URLs included, into ***); config check shows all of them as ***.
+    secrets.push(...Object.values(drillCfg.appCheck?.env ?? {}).filter((value) => !/^\d{1,6}$/.test(value)));
     const storage = env.storage ? resolveStorage(env.storage, options.env) : undefined;
     if (storage?.credentials)
         secrets.push(storage.credentials.secretAccessKey, ...(storage.credentials.sessionToken ? [storage.credentials.sessionToken] : []));
