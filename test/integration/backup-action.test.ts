@@ -73,9 +73,9 @@ describe('the backup action bundle, run the way the GitHub runner runs it', () =
     writeFileSync(config, `version: 1\nenvironments:\n  production:\n    postgres:\n      binDir: ${bin}\n`);
     const run = await runBundle('backup', { label: 'pre-migration', env: 'production', config, 'database-url': db.url, store }, { env: { ...noEnv, GITHUB_OUTPUT: gh.output, GITHUB_STEP_SUMMARY: gh.summary } });
     expect(run.code).toBe(1);
-    expect(run.stdout).toMatch(/::error::.*does not verify/);
-    const [listed] = await listBackups(new Catalog(store), 'production');
-    // The archive is kept (it may still be the best copy there is) but is marked as failed.
-    expect(listed!.metadata.verified?.ok).toBe(false);
+    // Verification reads the stream as pg_dump writes it: a reader that fails fails the backup, and
+    // nothing that did not verify is added to the catalog.
+    expect(run.stdout).toMatch(/::error::.*pg_restore could not read the archive pg_dump wrote/);
+    expect(await listBackups(new Catalog(store), 'production')).toEqual([]);
   });
 });
