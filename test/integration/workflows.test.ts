@@ -151,7 +151,7 @@ describe('deploy.yml migrate job, run for real: pre-migration backup, failed mig
     const migrate = runScriptStep(stepById('migrate'), values({ 'inputs.migrate-command': 'echo "url-length=${#DATABASE_URL}"' }), { ...docker.env, GITHUB_OUTPUT: output });
     expect(migrate.status, migrate.stderr).toBe(0);
     expect(migrate.stdout.trim()).toBe(`url-length=${db.url.length}`);
-    expect(stepById('migrate').run).toContain('-e DATABASE_URL "$api_image"');
+    expect(stepById('migrate').run).toContain('-e DATABASE_URL --entrypoint sh "$api_image"');
     expect(readFileSync(output, 'utf8')).toBe(`api-image=${apiImage}\n`);
   });
 
@@ -201,11 +201,11 @@ describe('backup.yml, run for real: a scheduled backup, then retention', () => {
       expect(run.code, run.stderr).toBe(0);
       ids.push((JSON.parse(run.stdout) as { id: string }).id);
     }
-    const prune = backupJob.steps.find((s) => s.run?.includes('prune'))!;
-    const tsx = pathToFileURL(join(REPO, 'node_modules/tsx/dist/loader.mjs')).href;
-    // The job-level env the step inherits, as the runner evaluates it for a call with environment: production.
-    const result = runScriptStep(prune, values, { CONFIG: 'lifeline.yml', ENVIRONMENT: 'production', NODE_OPTIONS: `--import ${tsx}` }, work.path);
-    expect(result.status, result.stderr).toBe(0);
+    // Retention is the prune action now, run like the backup step above.
+    const prune = backupJob.steps.find((s) => s.uses?.endsWith('/actions/prune'))!;
+    expect(prune.with).toMatchObject({ apply: true });
+    const result = await runActionStep(prune, values, work.path);
+    expect(result.code, result.stderr).toBe(0);
     const left = readdirSync(join(work.path, 'store/production/backups')).filter((name) => !name.startsWith('.'));
     expect(left).toEqual([ids[1]]);
   });
