@@ -73,14 +73,15 @@ describe('checks during a parallel restore', () => {
     expect(analyzed.map((r) => r.t)).toEqual(expect.arrayContaining(['archive.orders', 'odd schema.order items', 'public.orders', 'public.order_items']));
   });
 
-  it('reports the pg_restore error itself, not its progress lines, when a parallel restore fails', async () => {
-    // A target that already has one of the archive's schemas: CREATE SCHEMA fails, and --exit-on-error stops.
+  it('refuses a fresh-database restore into a target that already holds one of the archive\'s schemas, before pg_restore runs', async () => {
+    // This used to reach pg_restore and test how its error is reported; any user object now makes the
+    // target non-empty, so the restore stops first (the pg_restore error path needs a new scenario).
     const target = await createDatabase('efail');
     created.push(target.name);
     await sql('CREATE SCHEMA "odd schema"', target.name);
     const error = await restoreIntoFreshDatabase({ backup: await backup(), runner: new LocalRunner(), target: target.conn, jobs: 2, logger: createMemoryLogger() }).catch((e: Error) => e);
-    expect(error).toMatchObject({ code: 'PG_RESTORE_FAILED' });
-    expect((error as Error).message).toMatch(/already exists/);
+    expect(error).toMatchObject({ exitCode: 3 });
+    expect((error as Error).message).toMatch(/odd schema/);
     expect((error as Error).message).not.toMatch(/launching item|finished item|processing item/);
   });
 
