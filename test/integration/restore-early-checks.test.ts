@@ -75,7 +75,8 @@ describe('checks during a parallel restore', () => {
 
   it('refuses a fresh-database restore into a target that already holds one of the archive\'s schemas, before pg_restore runs', async () => {
     // This used to reach pg_restore and test how its error is reported; any user object now makes the
-    // target non-empty, so the restore stops first (the pg_restore error path needs a new scenario).
+    // target non-empty, so the restore stops first. How a pg_restore error under --jobs 2 is reported
+    // (the error, never the progress lines) is tested in restore-roles.test.ts (a missing owner role).
     const target = await createDatabase('efail');
     created.push(target.name);
     await sql('CREATE SCHEMA "odd schema"', target.name);
