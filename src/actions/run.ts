@@ -58,7 +58,6 @@ export async function runAction(action: ActionSpec, selected?: string): Promise<
       env: process.env,
       cwd: process.cwd(),
       logger,
-      inAction: true,
       interactive: false,
     });
     await publishResult(command, result);

@@ -178,7 +178,6 @@ export async function runCli(commands: readonly CommandSpec[], argv: string[], i
       env: io.env,
       cwd: io.cwd,
       logger,
-      inAction: false,
       interactive: io.interactive && !json,
     });
     if (json) io.stdout(`${masker.mask(JSON.stringify(result.json))}\n`);

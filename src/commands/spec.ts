@@ -55,8 +55,6 @@ export interface CommandContext {
   env: Record<string, string | undefined>;
   cwd: string;
   logger: Logger;
-  /** Running as a GitHub action (vs the CLI). */
-  inAction: boolean;
   /** stderr is a terminal: progress bars are welcome. */
   interactive: boolean;
 }
@@ -170,20 +168,6 @@ export function environmentFor(ctx: CommandContext): EnvironmentSettings {
   const settings = resolveEnvironment(ctx.inputs.globals(), { env: ctx.env, cwd: ctx.cwd });
   for (const secret of settings.secrets) ctx.logger.secret(secret);
   return settings;
-}
-
-/** A command that is planned but not built: it fails clearly instead of faking success. */
-export function notImplemented(name: string, summary: string, issue: string, inputs: InputSpec[] = [], outputs: OutputSpec[] = []): CommandSpec {
-  return {
-    name,
-    summary,
-    inputs,
-    outputs,
-    implemented: false,
-    async run() {
-      throw failure('NOT_IMPLEMENTED', `lifeline ${name} is not implemented yet (${issue})`, { fix: 'see the README for what each command can do today' });
-    },
-  };
 }
 
 /**

@@ -107,7 +107,7 @@ describe('workflow artifacts (fake artifact service)', () => {
 });
 
 function runCommand(spec: CommandSpec, values: Record<string, RawValue>, env: Record<string, string | undefined> = {}) {
-  return spec.run({ inputs: new Inputs(spec, values), env, cwd: tempDir('cwd'), logger: createMemoryLogger(), inAction: true, interactive: false });
+  return spec.run({ inputs: new Inputs(spec, values), env, cwd: tempDir('cwd'), logger: createMemoryLogger(), interactive: false });
 }
 
 describe('sync and fetch commands with artifacts', () => {
