@@ -337,8 +337,9 @@ function positiveDuration(value: string, keyPath: string, fix: string): number {
 
 function resolveStorage(config: StorageConfig, env: ResolveOptions['env']): StorageSettings {
   const credentialEnv = { accessKeyId: config.accessKeyIdEnv ?? 'AWS_ACCESS_KEY_ID', secretAccessKey: config.secretAccessKeyEnv ?? 'AWS_SECRET_ACCESS_KEY' };
-  const accessKeyId = env[credentialEnv.accessKeyId];
-  const secretAccessKey = env[credentialEnv.secretAccessKey];
+  // With a profile, the SDK's chain reads the shared files (and skips the AWS_* key variables, as the SDK does).
+  const accessKeyId = config.profile ? undefined : env[credentialEnv.accessKeyId];
+  const secretAccessKey = config.profile ? undefined : env[credentialEnv.secretAccessKey];
   // A session token only accompanies the default AWS variables (temporary credentials from OIDC).
   const sessionToken = config.accessKeyIdEnv === undefined ? env.AWS_SESSION_TOKEN || undefined : undefined;
   const prefix = (config.prefix ?? '').replace(/^\/+|\/+$/g, '');

@@ -217,11 +217,20 @@ const storage = z
     prefix: z.string().optional(),
     accessKeyIdEnv: envVarName.optional(),
     secretAccessKeyEnv: envVarName.optional(),
+    /** A profile of the AWS shared config/credentials files (AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE); not with the *Env keys. */
+    profile: z.string().min(1).optional(),
+    /** Path-style addressing (bucket in the path); default: on with an endpoint, off for AWS. */
+    pathStyle: z.boolean().optional(),
+    /** Attempts per request, the first included (the SDK's standard retry mode, with backoff); default 5. */
+    maxAttempts: z.number().int().min(1).max(20).optional(),
+    /** `sha256`: uploads carry x-amz-checksum-sha256 (default); `none`: no flexible checksum, for providers that reject it (Content-MD5 and x-amz-meta-sha256 stay). */
+    checksums: z.enum(['sha256', 'none']).optional(),
     serverSideEncryption: z.enum(['AES256', 'aws:kms']).optional(),
     objectLock: z.object({ mode: z.enum(['GOVERNANCE', 'COMPLIANCE']), days: z.number().int().positive() }).strict().optional(),
     reviewed: z.object({ provider: z.string().min(1), by: z.string().min(1), date: z.string().regex(/^\d{4}-\d{2}-\d{2}$/, 'a date as YYYY-MM-DD') }).strict().optional(),
   })
-  .strict();
+  .strict()
+  .refine((s) => !(s.profile && (s.accessKeyIdEnv || s.secretAccessKeyEnv)), 'set profile or accessKeyIdEnv/secretAccessKeyEnv, not both');
 
 /** Who hears about what, and the dead-man's switch. Both URLs are secrets: from the file, or from the variable named. */
 const notify = z
