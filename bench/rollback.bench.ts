@@ -14,6 +14,8 @@ import { measure, type BenchContext, type BenchRow } from './lib';
 
 const ENV = 'bench';
 const ROUNDS = 3;
+/** Lifeline's default compose.settle (src/settings/resolve.ts). */
+const DEFAULT_SETTLE_SECONDS = 5;
 
 export default async function rollbackBench(ctx: BenchContext): Promise<BenchRow[]> {
   const bundle = join(ctx.repo, 'dist', 'rollback', 'index.js');
@@ -27,10 +29,12 @@ export default async function rollbackBench(ctx: BenchContext): Promise<BenchRow
     await signTestRelease(catalog, ENV, 'v1', images.v1);
     await signTestRelease(catalog, ENV, 'v2', images.v2);
     const config = join(stack.dir, 'lifeline.yml');
-    // settle: 0s, as the bare run has no settle window either: that deliberate wait is not overhead.
+    // The default settle window (compose.settle, 5s) stays on: users run the defaults. The bare run
+    // below waits the same window and checks the three are still healthy after it, as a careful
+    // operator deploying by hand would; the deliberate wait is then on both sides, not overhead.
     writeFileSync(
       config,
-      `version: 1\nenvironments:\n  ${ENV}:\n    store: ${store}\n    compose:\n      files: [docker-compose.yml]\n      projectName: ${stack.projectName}\n      command: docker-compose\n      healthTimeout: 60s\n      settle: 0s\n    manifest:\n      publicKey: ${testSigningKey().publicKeyPath}\n`,
+      `version: 1\nenvironments:\n  ${ENV}:\n    store: ${store}\n    compose:\n      files: [docker-compose.yml]\n      projectName: ${stack.projectName}\n      command: docker-compose\n      healthTimeout: 60s\n    manifest:\n      publicKey: ${testSigningKey().publicKeyPath}\n`,
     );
     const bareOverride = join(stack.dir, 'v2.override.yml');
     writeFileSync(bareOverride, renderOverride(images.v2, 'bare compose: v2'));
@@ -49,6 +53,8 @@ export default async function rollbackBench(ctx: BenchContext): Promise<BenchRow
     const bareScript = [
       `docker-compose -f docker-compose.yml -f ${bareOverride} -p ${stack.projectName} up -d --no-deps api web worker`,
       `until [ "$(docker ps -q --filter label=com.docker.compose.project=${stack.projectName} --filter health=healthy | wc -l)" -ge 3 ]; do sleep 0.25; done`,
+      `sleep ${DEFAULT_SETTLE_SECONDS}`,
+      `[ "$(docker ps -q --filter label=com.docker.compose.project=${stack.projectName} --filter health=healthy | wc -l)" -ge 3 ]`,
     ].join(' && ');
 
     let lifeline = { seconds: Infinity, peakRssMb: 0 };
