@@ -2,7 +2,7 @@ import { Catalog } from '../catalog/store';
 import { usageError } from '../errors';
 import type { EnvironmentSettings } from '../settings/resolve';
 import { fetchNewestArtifact, uploadNewestAsArtifacts, type ArtifactStore, type ArtifactUpload } from '../storage/artifacts';
-import { openReviewedBucket } from '../storage/bucket';
+import { openReviewedBucket, type BucketOptions } from '../storage/bucket';
 import { compareRemote, fetchEntry, syncEnvironment, type SyncReport } from '../storage/sync';
 import { singleCommandAction, type ActionSpec } from './action-spec';
 import { comparisonResult } from './remote-report';
@@ -11,7 +11,8 @@ import { environmentFor, type CommandContext, type CommandResult, type CommandSp
 /** What the commands need from outside the process; tests inject fakes for GitHub's artifact service. */
 export interface StorageDoors {
   artifactStore?: (ctx: CommandContext) => Promise<ArtifactStore>;
-  fetch?: typeof fetch;
+  /** Test seam: the S3 SDK's request handler. */
+  requestHandler?: BucketOptions['requestHandler'];
 }
 
 /** The real artifact client exists only inside a GitHub Actions job; it is loaded lazily so the CLI bundle stays small. */
@@ -23,8 +24,8 @@ async function githubArtifactStoreFor(ctx: CommandContext): Promise<ArtifactStor
   return githubArtifactStore(ctx.env, ctx.inputs.string('github-token'));
 }
 
-function bucketFor(settings: EnvironmentSettings, doors: StorageDoors) {
-  return openReviewedBucket(settings, { fetch: doors.fetch });
+function bucketFor(settings: EnvironmentSettings, doors: StorageDoors, ctx: CommandContext) {
+  return openReviewedBucket(settings, { requestHandler: doors.requestHandler, logger: ctx.logger });
 }
 
 function retentionDays(ctx: CommandContext): number | undefined {
@@ -65,7 +66,7 @@ export function createSyncCommand(doors: StorageDoors = {}): CommandSpec {
       if (ctx.inputs.boolean('compare')) return runCompare(ctx, settings, doors, kinds);
       const days = retentionDays(ctx);
       const useBucket = to !== 'artifact';
-      const bucket = useBucket ? bucketFor(settings, doors) : undefined;
+      const bucket = useBucket ? bucketFor(settings, doors, ctx) : undefined;
       const artifacts = to !== 'bucket' ? await (doors.artifactStore ?? githubArtifactStoreFor)(ctx) : undefined;
       const dryRun = ctx.inputs.boolean('dry-run');
 
@@ -107,7 +108,7 @@ function syncResult(env: string, report: SyncReport | undefined, kept: ArtifactU
 }
 
 async function runCompare(ctx: CommandContext, settings: EnvironmentSettings, doors: StorageDoors, kinds: string[]): Promise<CommandResult> {
-  const { storage, remote } = bucketFor(settings, doors);
+  const { storage, remote } = bucketFor(settings, doors, ctx);
   const comparison = await compareRemote({ env: settings.name, store: settings.store, remote, prefix: storage.prefix, deep: ctx.inputs.boolean('deep'), kinds });
   return comparisonResult(settings.name, comparison);
 }
@@ -139,7 +140,7 @@ export function createFetchCommand(doors: StorageDoors = {}): CommandSpec {
         const fetched = await fetchNewestArtifact({ env: settings.name, kind, catalog, artifacts, logger: ctx.logger });
         result = { ...fetched, source: `artifact ${fetched.artifact.name}` };
       } else {
-        const { storage, remote } = bucketFor(settings, doors);
+        const { storage, remote } = bucketFor(settings, doors, ctx);
         const fetched = await fetchEntry({ env: settings.name, kind, id: ctx.inputs.string('id') ?? 'latest', catalog, remote, prefix: storage.prefix, logger: ctx.logger });
         result = { ...fetched, source: remote.location };
       }

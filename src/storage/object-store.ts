@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { failure, usageError } from '../errors';
 import type { StorageSettings } from '../settings/resolve';
-import { S3Client, S3RequestError, type ObjectHead, type RemoteObject, type UploadedPart } from './s3';
+import { S3Client, S3RequestError, type ObjectAttributes, type ObjectHead, type RemoteObject, type S3ClientOptions, type UploadedPart } from './s3';
 
 /** What sync, compare and fetch need from a bucket; the S3 driver is the one implementation today. */
 export interface ObjectStore {
@@ -36,7 +36,13 @@ export interface S3ObjectStoreOptions {
   concurrency?: number;
   /** Directory for resume journals of multipart uploads in progress (small JSON files). */
   journalDir: string;
-  fetch?: typeof fetch;
+  /** Test seam: the SDK request handler. */
+  requestHandler?: S3ClientOptions['requestHandler'];
+  /** Keys per listing page (tests use a small one to cross pages). */
+  pageSize?: number;
+  /** Registers secrets the credential chain resolves with the logger's masker. */
+  onSecret?: (value: string) => void;
+  warn?: (message: string) => void;
 }
 
 /** The journal of one multipart upload, rewritten after every part, so a rerun resumes it. */
@@ -49,16 +55,35 @@ interface UploadJournal {
   parts: UploadedPart[];
 }
 
-/** Builds the S3 driver for reviewed settings; missing credentials are a usage error (exit 2), raised before any request. */
+/**
+ * Builds the S3 driver for reviewed settings. Credentials: the variables lifeline.yml names
+ * (missing ones are a usage error, exit 2, before any request); otherwise the default AWS
+ * variables when both are set; otherwise the SDK's node provider chain (storage.profile or
+ * AWS_PROFILE in the shared files, web identity, container or instance metadata).
+ */
 export function s3StoreFor(storage: StorageSettings, options: S3ObjectStoreOptions): S3ObjectStore {
-  if (!storage.credentials) {
+  const named = storage.accessKeyIdEnv !== undefined || storage.secretAccessKeyEnv !== undefined;
+  if (!storage.credentials && named) {
     throw usageError(
       'STORAGE_CREDENTIALS_MISSING',
       `the object-store credentials are not set: ${storage.credentialEnv.accessKeyId} and ${storage.credentialEnv.secretAccessKey} must both be in the environment`,
       `export ${storage.credentialEnv.accessKeyId}=... and ${storage.credentialEnv.secretAccessKey}=... (a key scoped to s3://${storage.bucket}/${storage.prefix}), or name other variables in storage.accessKeyIdEnv / secretAccessKeyEnv`,
     );
   }
-  const client = new S3Client({ endpoint: storage.endpoint, region: storage.region, bucket: storage.bucket, credentials: storage.credentials, fetch: options.fetch });
+  const client = new S3Client({
+    endpoint: storage.endpoint,
+    region: storage.region,
+    bucket: storage.bucket,
+    credentials: storage.credentials,
+    profile: storage.profile,
+    pathStyle: storage.pathStyle,
+    maxAttempts: storage.maxAttempts,
+    checksums: storage.checksums,
+    requestHandler: options.requestHandler,
+    pageSize: options.pageSize,
+    onSecret: options.onSecret,
+    warn: options.warn,
+  });
   return new S3ObjectStore(client, storage, options);
 }
 
@@ -89,15 +114,13 @@ export class S3ObjectStore implements ObjectStore {
     return this.client.getObject(key);
   }
 
-  /** Headers every new object carries: its sha256 as metadata, encryption and retention as configured. */
-  private objectHeaders(sha256: string): Record<string, string> {
-    const headers: Record<string, string> = { 'x-amz-meta-sha256': sha256 };
-    if (this.storage.serverSideEncryption) headers['x-amz-server-side-encryption'] = this.storage.serverSideEncryption;
-    if (this.storage.objectLock) {
-      headers['x-amz-object-lock-mode'] = this.storage.objectLock.mode;
-      headers['x-amz-object-lock-retain-until-date'] = new Date(Date.now() + this.storage.objectLock.days * 86400_000).toISOString().replace(/\.\d+Z$/, 'Z');
-    }
-    return headers;
+  /** What every new object carries: its sha256 as metadata, encryption and retention as configured. */
+  private objectAttributes(sha256: string): ObjectAttributes {
+    return {
+      metadata: { sha256 },
+      serverSideEncryption: this.storage.serverSideEncryption,
+      objectLock: this.storage.objectLock ? { mode: this.storage.objectLock.mode, retainUntil: new Date(Math.ceil((Date.now() + this.storage.objectLock.days * 86400_000) / 1000) * 1000) } : undefined,
+    };
   }
 
   async putFile(key: string, path: string, expected: { sha256: string; bytes: number }): Promise<PutResult> {
@@ -119,12 +142,7 @@ export class S3ObjectStore implements ObjectStore {
     const body = await readFile(path);
     const sha256 = createHash('sha256').update(body).digest();
     if (sha256.toString('hex') !== expected.sha256 || body.length !== expected.bytes) throw changedWhileSyncing(path);
-    await this.client.putObject(
-      key,
-      body,
-      { ...this.objectHeaders(expected.sha256), 'content-md5': createHash('md5').update(body).digest('base64'), 'x-amz-checksum-sha256': sha256.toString('base64') },
-      expected.sha256,
-    );
+    await this.client.putObject(key, body, this.objectAttributes(expected.sha256), { md5Base64: createHash('md5').update(body).digest('base64'), sha256Base64: sha256.toString('base64') });
     return { bytes: body.length, parts: 1, resumedParts: 0 };
   }
 
@@ -139,7 +157,7 @@ export class S3ObjectStore implements ObjectStore {
       const listed = await this.client.listParts(key, journal.uploadId);
       if (listed) journal.parts = listed;
     } else {
-      const uploadId = await this.client.createMultipartUpload(key, { ...this.objectHeaders(expected.sha256), 'x-amz-checksum-algorithm': 'SHA256' });
+      const uploadId = await this.client.createMultipartUpload(key, this.objectAttributes(expected.sha256));
       journal = { key, uploadId, sha256: expected.sha256, bytes: expected.bytes, partSize, parts: [] };
       await this.writeJournal(journal);
     }
@@ -176,7 +194,7 @@ export class S3ObjectStore implements ObjectStore {
           continue;
         }
         const sending: Promise<void> = this.client
-          .uploadPart(key, uploadId, partNumber, body, { 'content-md5': md5.toString('base64'), 'x-amz-checksum-sha256': checksumSha256 }, partSha256.toString('hex'))
+          .uploadPart(key, uploadId, partNumber, body, { md5Base64: md5.toString('base64'), sha256Base64: checksumSha256 })
           .then((etag) => {
             const part = { partNumber, etag, checksumSha256 };
             parts.push(part);

@@ -1,7 +1,20 @@
-import { createHash, createHmac } from 'node:crypto';
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  ListPartsCommand,
+  PutObjectCommand,
+  S3Client as SdkS3Client,
+  UploadPartCommand,
+  type S3ClientConfig,
+} from '@aws-sdk/client-s3';
+import { fromNodeProviderChain } from '@aws-sdk/credential-providers';
 import { Readable } from 'node:stream';
-import type { ReadableStream as WebReadableStream } from 'node:stream/web';
-import { failure, LifelineError } from '../errors';
+import { failure, LifelineError, usageError } from '../errors';
 
 export interface S3Credentials {
   accessKeyId: string;
@@ -9,16 +22,35 @@ export interface S3Credentials {
   sessionToken?: string;
 }
 
+export const DEFAULT_MAX_ATTEMPTS = 5;
+
 export interface S3ClientOptions {
-  /** An S3-compatible endpoint (path-style addressing); without it, AWS's virtual-hosted endpoint for the region. */
+  /** An S3-compatible endpoint; without it, AWS's endpoint for the region. */
   endpoint?: string;
   region: string;
   bucket: string;
-  credentials: S3Credentials;
-  /** Injected for tests that cut a transfer off mid-way; defaults to the global fetch. */
-  fetch?: typeof fetch;
-  /** Fixed clock for signature test vectors. */
-  now?: () => Date;
+  /**
+   * Static keys (the variables Lifeline documents). Without them, the AWS SDK's node provider
+   * chain: environment, shared config/credentials files (`profile`), web identity, container and
+   * instance metadata.
+   */
+  credentials?: S3Credentials;
+  /** A profile of the shared config files, for the provider chain. */
+  profile?: string;
+  /** Bucket in the path rather than the host name; default: on with a custom endpoint. */
+  pathStyle?: boolean;
+  /** Attempts per request including the first (standard retry mode, exponential backoff with jitter). */
+  maxAttempts?: number;
+  /** `sha256` sends x-amz-checksum-sha256 on every upload; `none` sends no flexible checksum at all. */
+  checksums?: 'sha256' | 'none';
+  /** Called with each secret the provider chain resolves, so loggers mask it. */
+  onSecret?: (value: string) => void;
+  /** Where the chain's own warnings go (e.g. both a profile and key variables set). */
+  warn?: (message: string) => void;
+  /** Test seam: the SDK request handler (or its options). */
+  requestHandler?: S3ClientConfig['requestHandler'];
+  /** Keys per ListObjectsV2 page (S3's maximum and default is 1000). */
+  pageSize?: number;
 }
 
 export interface RemoteObject {
@@ -42,134 +74,207 @@ export interface UploadedPart {
   checksumSha256?: string;
 }
 
-interface SendOptions {
-  query?: Record<string, string>;
-  headers?: Record<string, string>;
-  body?: Uint8Array;
-  /** The body's sha256 (hex) when the caller already has it, so large parts are not hashed twice. */
-  bodySha256?: string;
+/** What every new object carries: its sha256 as metadata, and the bucket's encryption and retention settings. */
+export interface ObjectAttributes {
+  metadata: Record<string, string>;
+  serverSideEncryption?: 'AES256' | 'aws:kms';
+  objectLock?: { mode: 'GOVERNANCE' | 'COMPLIANCE'; retainUntil: Date };
 }
 
-const EMPTY_SHA256 = createHash('sha256').update('').digest('hex');
+/** A body with the checksums computed while it was read: Content-MD5 and (unless switched off) x-amz-checksum-sha256. */
+export interface BodyChecksums {
+  md5Base64: string;
+  sha256Base64: string;
+}
 
-/** An S3 error response (exit 1), kept structured so callers can tell "not there" from "not supported". */
+/** An S3 error response, kept structured so callers can tell "not there" from "not supported". */
 export class S3RequestError extends LifelineError {
   constructor(
     readonly status: number,
     s3Code: string,
     message: string,
+    options: { fix?: string; usage?: boolean; cause?: unknown } = {},
   ) {
-    super('failed', message, { code: s3Code, fix: fixForS3Error(status, s3Code) });
+    super(options.usage ? 'usage' : 'failed', message, { code: s3Code, fix: options.fix ?? fixForS3Error(status, s3Code), cause: options.cause });
     this.name = 'S3RequestError';
   }
 }
 
-function fixForS3Error(status: number, code: string): string {
+/** The provider rejected who we are: a configuration problem (exit 2), never worth a retry. */
+const CREDENTIAL_CODES = new Set(['SignatureDoesNotMatch', 'InvalidAccessKeyId', 'InvalidToken', 'ExpiredToken', 'InvalidClientTokenId', 'AuthorizationHeaderMalformed', 'InvalidSecurity']);
+const CHECKSUM_CODES = new Set(['XAmzContentChecksumMismatch', 'XAmzContentSHA256Mismatch', 'BadDigest', 'InvalidDigest']);
+
+const CREDENTIAL_FIX =
+  'check the access key / secret key pair (the variables storage.accessKeyIdEnv and storage.secretAccessKeyEnv name, default AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or storage.profile in the shared config files): the key id must exist at this provider and the secret must be its own; also check that the clock is right (signatures expire)';
+
+export function fixForS3Error(status: number, code: string): string {
   if (code === 'NoSuchBucket') return 'check storage.bucket and storage.endpoint/region in lifeline.yml';
-  if (status === 401 || status === 403) return 'check the access key pair and that its policy allows list, get and put under storage.prefix (and that the clock is right: signatures expire)';
-  if (status >= 500) return 'the object store failed; run the command again (uploads resume where they stopped)';
+  if (CREDENTIAL_CODES.has(code)) return CREDENTIAL_FIX;
+  if (code === 'RequestTimeTooSkewed') return "the host's clock is off by more than 15 minutes: fix it (timedatectl, chrony) and run the command again";
+  if (CHECKSUM_CODES.has(code)) return 'the bytes changed on the way (or the provider computes checksums differently): run the command again; if it persists with an S3-compatible provider, set storage.checksums: none';
+  if (status === 401 || status === 403) return 'check that the key\'s policy allows list, get and put under storage.prefix (see docs/off-host-storage.md), and the access key / secret pair';
+  if (status === 501 || code === 'NotImplemented') return 'the provider does not support a request Lifeline made; if it names a checksum, set storage.checksums: none';
+  if (status >= 500) return 'the object store kept failing; run the command again later (uploads resume where they stopped), or raise storage.maxAttempts';
   return 'check the storage section of lifeline.yml';
 }
 
+const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNABORTED', 'UND_ERR_SOCKET']);
+
 /**
- * A minimal S3 client: SigV4-signed requests over node's fetch, with just the calls Lifeline's
- * sync needs. Bodies are buffers of at most one part; downloads are returned as streams.
+ * One SDK error in Lifeline's terms: an S3RequestError for an answer from the provider, exit 2
+ * for credentials that cannot be found or are refused, STORAGE_UNREACHABLE when no answer came.
+ * Messages carry codes and the provider's text, never a key.
+ */
+export function translateS3Error(error: unknown, what: string, where: string, secrets: readonly string[] = []): LifelineError {
+  if (error instanceof LifelineError) return error;
+  const e = error as { name?: string; message?: string; code?: string; $metadata?: { httpStatusCode?: number; attempts?: number }; $response?: unknown };
+  const scrub = (text: string) => secrets.reduce((out, s) => (s ? out.split(s).join('***') : out), text);
+  const attempts = e.$metadata?.attempts;
+  const tries = attempts && attempts > 1 ? ` (after ${attempts} attempts)` : '';
+  if (e.name === 'CredentialsProviderError' || e.name === 'TokenProviderError') {
+    return usageError(
+      'STORAGE_CREDENTIALS_MISSING',
+      `no object-store credentials were found for ${where}: ${scrub(e.message ?? 'the provider chain found none')}`,
+      'export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the variables storage.accessKeyIdEnv / secretAccessKeyEnv name), or set storage.profile to a profile of the shared config files (AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE), or run where web identity (aws-actions/configure-aws-credentials) or an instance role provides them',
+    );
+  }
+  const status = e.$metadata?.httpStatusCode;
+  if (status !== undefined && status >= 300) {
+    const code = e.name && e.name !== 'Error' && e.name !== 'Unknown' && e.name !== 'UnknownError' ? e.name : status === 404 ? 'NotFound' : `HTTP${status}`;
+    const message = scrub(e.message && e.message !== 'UnknownError' ? e.message : `HTTP ${status}`);
+    return new S3RequestError(status, code, `${what}: ${status} ${code}: ${message}${tries}`, { usage: CREDENTIAL_CODES.has(code), cause: error });
+  }
+  const nodeCode = e.code ?? (e as { cause?: { code?: string } }).cause?.code;
+  if ((nodeCode && UNREACHABLE_CODES.has(nodeCode)) || e.name === 'TimeoutError' || e.name === 'RequestTimeout') {
+    return failure('STORAGE_UNREACHABLE', `cannot reach the object store at ${where}: ${nodeCode ?? e.name}: ${scrub(e.message ?? '')}${tries}`, {
+      cause: error,
+      fix: 'check storage.endpoint and the network path to it, then run the command again (uploads resume)',
+    });
+  }
+  return failure('STORAGE_ERROR', `${what} against ${where} failed: ${scrub(e.name ?? 'Error')}: ${scrub(e.message ?? String(error))}${tries}`, {
+    cause: error,
+    fix: 'check the storage section of lifeline.yml and run the command again (uploads resume)',
+  });
+}
+
+/**
+ * Lifeline's S3 client: the AWS SDK's S3Client (SigV4, XML, retries with backoff, the credential
+ * chain) behind the handful of calls sync, compare and fetch need. Upload bodies are buffers of
+ * at most one part (retries can resend them); downloads are streams.
  */
 export class S3Client {
-  private readonly fetchImpl: typeof fetch;
-  private readonly now: () => Date;
+  readonly sdk: SdkS3Client;
+  readonly checksums: 'sha256' | 'none';
+  private readonly where: string;
+  private readonly secrets: string[] = [];
 
   constructor(readonly options: S3ClientOptions) {
-    this.fetchImpl = options.fetch ?? fetch;
-    this.now = options.now ?? (() => new Date());
+    this.checksums = options.checksums ?? 'sha256';
+    this.where = options.endpoint ? `${options.endpoint.replace(/\/+$/, '')} (bucket ${options.bucket})` : `s3://${options.bucket} (${options.region})`;
+    if (options.credentials) this.secrets.push(options.credentials.secretAccessKey, ...(options.credentials.sessionToken ? [options.credentials.sessionToken] : []));
+    const chain = options.credentials
+      ? undefined
+      : fromNodeProviderChain({
+          profile: options.profile,
+          logger: { debug: () => {}, info: () => {}, warn: (m: string) => options.warn?.(m), error: () => {} },
+        });
+    const credentials = options.credentials
+      ? { ...options.credentials }
+      : async (identityProperties?: Record<string, unknown>) => {
+          const resolved = await chain!(identityProperties);
+          for (const secret of [resolved.secretAccessKey, resolved.sessionToken]) {
+            if (secret && !this.secrets.includes(secret)) {
+              this.secrets.push(secret);
+              options.onSecret?.(secret);
+            }
+          }
+          return resolved;
+        };
+    this.sdk = new SdkS3Client({
+      region: options.region,
+      endpoint: options.endpoint,
+      forcePathStyle: options.pathStyle ?? options.endpoint !== undefined,
+      credentials,
+      maxAttempts: options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS,
+      retryMode: 'standard',
+      // Recent SDKs add a CRC32 checksum (and aws-chunked bodies) to every upload by default,
+      // which many S3-compatible servers reject: Lifeline sends its own SHA-256 instead, or none.
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+      requestHandler: options.requestHandler ?? { connectionTimeout: 10_000, requestTimeout: 300_000 },
+    });
   }
 
-  /** The URL of an object (or of the bucket when key is undefined). */
-  url(key?: string, query: Record<string, string> = {}): URL {
-    const { endpoint, region, bucket } = this.options;
-    const encodedKey = key === undefined ? '' : key.split('/').map(encodeRfc3986).join('/');
-    const base = endpoint
-      ? `${endpoint.replace(/\/+$/, '')}/${encodeRfc3986(bucket)}${key === undefined ? '' : `/${encodedKey}`}`
-      : `https://${bucket}.s3.${region}.amazonaws.com/${encodedKey}`;
-    const url = new URL(base);
-    for (const [name, value] of Object.entries(query)) url.searchParams.set(name, value);
-    return url;
-  }
-
-  /** SigV4 headers for one request (exposed for the signature test vectors). */
-  sign(method: string, url: URL, headers: Record<string, string>, payloadSha256: string): Record<string, string> {
-    const { region, credentials } = this.options;
-    const amzDate = this.now().toISOString().replace(/[-:]/g, '').replace(/\.\d+/, '');
-    const day = amzDate.slice(0, 8);
-    const all: Record<string, string> = { ...headers, host: url.host, 'x-amz-date': amzDate, 'x-amz-content-sha256': payloadSha256 };
-    if (credentials.sessionToken) all['x-amz-security-token'] = credentials.sessionToken;
-    const lower = Object.fromEntries(Object.entries(all).map(([k, v]) => [k.toLowerCase(), v.trim().replace(/\s+/g, ' ')]));
-    const signedNames = Object.keys(lower).sort();
-    const canonicalQuery = [...url.searchParams.entries()]
-      .map(([k, v]) => [encodeRfc3986(k), encodeRfc3986(v)] as const)
-      .sort(([a, av], [b, bv]) => (a === b ? (av < bv ? -1 : 1) : a < b ? -1 : 1))
-      .map(([k, v]) => `${k}=${v}`)
-      .join('&');
-    const canonicalRequest = [method, url.pathname, canonicalQuery, ...signedNames.map((n) => `${n}:${lower[n]}`), '', signedNames.join(';'), payloadSha256].join('\n');
-    const scope = `${day}/${region}/s3/aws4_request`;
-    const stringToSign = ['AWS4-HMAC-SHA256', amzDate, scope, sha256Hex(canonicalRequest)].join('\n');
-    let key: Buffer = hmac(`AWS4${credentials.secretAccessKey}`, day);
-    for (const part of [region, 's3', 'aws4_request']) key = hmac(key, part);
-    const signature = createHmac('sha256', key).update(stringToSign).digest('hex');
-    const { host: _host, ...sent } = lower;
-    return { ...sent, authorization: `AWS4-HMAC-SHA256 Credential=${credentials.accessKeyId}/${scope}, SignedHeaders=${signedNames.join(';')}, Signature=${signature}` };
-  }
-
-  private async send(method: string, key: string | undefined, options: SendOptions = {}): Promise<Response> {
-    const url = this.url(key, options.query);
-    const payloadSha256 = options.body ? (options.bodySha256 ?? createHash('sha256').update(options.body).digest('hex')) : EMPTY_SHA256;
-    const headers = this.sign(method, url, options.headers ?? {}, payloadSha256);
-    let response: Response;
+  private async send<T>(what: string, run: () => Promise<T>): Promise<T> {
     try {
-      response = await this.fetchImpl(url, { method, headers: options.body ? { ...headers, 'content-length': String(options.body.length) } : headers, body: options.body ? streamOf(options.body) : undefined, duplex: 'half' } as RequestInit);
+      return await run();
     } catch (error) {
-      throw failure('STORAGE_UNREACHABLE', `cannot reach the object store at ${url.origin}: ${(error as Error).cause ?? (error as Error).message}`, {
-        cause: error,
-        fix: 'check storage.endpoint and the network path to it, then run the command again (uploads resume)',
-      });
+      throw translateS3Error(error, what, this.where, this.secrets);
     }
-    if (!response.ok) throw await errorFrom(response, method, key);
-    return response;
   }
 
-  async putObject(key: string, body: Uint8Array, headers: Record<string, string>, bodySha256?: string): Promise<string> {
-    const response = await this.send('PUT', key, { body, headers, bodySha256 });
-    await response.arrayBuffer();
-    return response.headers.get('etag') ?? '';
+  private objectParams(attributes: ObjectAttributes) {
+    return {
+      Metadata: attributes.metadata,
+      ServerSideEncryption: attributes.serverSideEncryption,
+      ObjectLockMode: attributes.objectLock?.mode,
+      ObjectLockRetainUntilDate: attributes.objectLock?.retainUntil,
+    };
   }
 
-  async createMultipartUpload(key: string, headers: Record<string, string>): Promise<string> {
-    const xml = await (await this.send('POST', key, { query: { uploads: '' }, headers })).text();
-    const uploadId = xmlValue(xml, 'UploadId');
-    if (!uploadId) throw failure('STORAGE_PROTOCOL', `the object store did not return an UploadId for ${key}`);
-    return uploadId;
+  async putObject(key: string, body: Uint8Array, attributes: ObjectAttributes, checksums: BodyChecksums): Promise<string> {
+    const out = await this.send(`PUT ${key}`, () =>
+      this.sdk.send(
+        new PutObjectCommand({
+          Bucket: this.options.bucket,
+          Key: key,
+          Body: body,
+          ContentLength: body.length,
+          ContentMD5: checksums.md5Base64,
+          ...(this.checksums === 'sha256' ? { ChecksumSHA256: checksums.sha256Base64 } : {}),
+          ...this.objectParams(attributes),
+        }),
+      ),
+    );
+    return out.ETag ?? '';
   }
 
-  async uploadPart(key: string, uploadId: string, partNumber: number, body: Uint8Array, headers: Record<string, string>, bodySha256?: string): Promise<string> {
-    const response = await this.send('PUT', key, { query: { partNumber: String(partNumber), uploadId }, body, headers, bodySha256 });
-    await response.arrayBuffer();
-    return response.headers.get('etag') ?? '';
+  async createMultipartUpload(key: string, attributes: ObjectAttributes): Promise<string> {
+    const out = await this.send(`CreateMultipartUpload ${key}`, () =>
+      this.sdk.send(new CreateMultipartUploadCommand({ Bucket: this.options.bucket, Key: key, ...(this.checksums === 'sha256' ? { ChecksumAlgorithm: 'SHA256' as const } : {}), ...this.objectParams(attributes) })),
+    );
+    if (!out.UploadId) throw failure('STORAGE_PROTOCOL', `the object store did not return an UploadId for ${key}`);
+    return out.UploadId;
   }
 
-  /** Parts the server holds for an upload; undefined when the server cannot list them (then a local journal decides). */
+  async uploadPart(key: string, uploadId: string, partNumber: number, body: Uint8Array, checksums: BodyChecksums): Promise<string> {
+    const out = await this.send(`UploadPart ${key} part ${partNumber}`, () =>
+      this.sdk.send(
+        new UploadPartCommand({
+          Bucket: this.options.bucket,
+          Key: key,
+          UploadId: uploadId,
+          PartNumber: partNumber,
+          Body: body,
+          ContentLength: body.length,
+          ContentMD5: checksums.md5Base64,
+          ...(this.checksums === 'sha256' ? { ChecksumSHA256: checksums.sha256Base64 } : {}),
+        }),
+      ),
+    );
+    return out.ETag ?? '';
+  }
+
+  /** Parts the server holds for an upload; undefined when the server cannot list them (then the local journal decides). */
   async listParts(key: string, uploadId: string): Promise<UploadedPart[] | undefined> {
     const parts: UploadedPart[] = [];
     let marker: string | undefined;
     try {
       for (;;) {
-        const query: Record<string, string> = { uploadId };
-        if (marker) query['part-number-marker'] = marker;
-        const xml = await (await this.send('GET', key, { query })).text();
-        for (const block of xmlBlocks(xml, 'Part')) {
-          parts.push({ partNumber: Number(xmlValue(block, 'PartNumber')), etag: xmlValue(block, 'ETag') ?? '', checksumSha256: xmlValue(block, 'ChecksumSHA256') });
-        }
-        if (xmlValue(xml, 'IsTruncated') !== 'true') return parts;
-        marker = xmlValue(xml, 'NextPartNumberMarker');
+        const page = await this.send(`ListParts ${key}`, () => this.sdk.send(new ListPartsCommand({ Bucket: this.options.bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker })));
+        for (const part of page.Parts ?? []) parts.push({ partNumber: part.PartNumber ?? 0, etag: part.ETag ?? '', checksumSha256: part.ChecksumSHA256 });
+        if (!page.IsTruncated || !page.NextPartNumberMarker) return parts;
+        marker = page.NextPartNumberMarker;
       }
     } catch (error) {
       if (error instanceof S3RequestError && (error.status === 405 || error.status === 501)) return undefined;
@@ -178,130 +283,66 @@ export class S3Client {
   }
 
   async completeMultipartUpload(key: string, uploadId: string, parts: UploadedPart[]): Promise<void> {
-    const body = Buffer.from(
-      `<CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/">${parts
-        .map((p) => `<Part><PartNumber>${p.partNumber}</PartNumber><ETag>${escapeXml(p.etag)}</ETag>${p.checksumSha256 ? `<ChecksumSHA256>${p.checksumSha256}</ChecksumSHA256>` : ''}</Part>`)
-        .join('')}</CompleteMultipartUpload>`,
+    // The SDK also turns S3's "200 with an <Error> body" into an exception.
+    await this.send(`CompleteMultipartUpload ${key}`, () =>
+      this.sdk.send(
+        new CompleteMultipartUploadCommand({
+          Bucket: this.options.bucket,
+          Key: key,
+          UploadId: uploadId,
+          MultipartUpload: { Parts: parts.map((p) => ({ PartNumber: p.partNumber, ETag: p.etag, ...(this.checksums === 'sha256' && p.checksumSha256 ? { ChecksumSHA256: p.checksumSha256 } : {}) })) },
+        }),
+      ),
     );
-    const response = await this.send('POST', key, { query: { uploadId }, body, headers: { 'content-type': 'application/xml' } });
-    const xml = await response.text();
-    // S3 may answer 200 and still report an error in the body.
-    if (/<Error>/.test(xml)) throw new S3RequestError(500, xmlValue(xml, 'Code') ?? 'InternalError', `completing ${key} failed: ${xmlValue(xml, 'Message') ?? xml}`);
   }
 
   async abortMultipartUpload(key: string, uploadId: string): Promise<void> {
     try {
-      await (await this.send('DELETE', key, { query: { uploadId } })).arrayBuffer();
+      await this.send(`AbortMultipartUpload ${key}`, () => this.sdk.send(new AbortMultipartUploadCommand({ Bucket: this.options.bucket, Key: key, UploadId: uploadId })));
     } catch (error) {
       if (!(error instanceof S3RequestError && error.status === 404)) throw error;
     }
   }
 
   async headObject(key: string): Promise<ObjectHead | undefined> {
-    let response: Response;
     try {
-      response = await this.send('HEAD', key, { headers: { 'x-amz-checksum-mode': 'ENABLED' } });
+      const out = await this.send(`HEAD ${key}`, () => this.sdk.send(new HeadObjectCommand({ Bucket: this.options.bucket, Key: key, ChecksumMode: 'ENABLED' })));
+      return { size: out.ContentLength ?? 0, etag: out.ETag ?? '', metadata: out.Metadata ?? {}, checksumSha256: out.ChecksumSHA256 || undefined };
     } catch (error) {
       if (error instanceof S3RequestError && error.status === 404) return undefined;
       throw error;
     }
-    const metadata: Record<string, string> = {};
-    response.headers.forEach((value, name) => {
-      if (name.startsWith('x-amz-meta-')) metadata[name.slice('x-amz-meta-'.length)] = value;
-    });
-    return {
-      size: Number(response.headers.get('content-length') ?? 0),
-      etag: response.headers.get('etag') ?? '',
-      metadata,
-      checksumSha256: response.headers.get('x-amz-checksum-sha256') ?? undefined,
-    };
   }
 
-  /** The object's bytes as a stream, plus its metadata. */
+  /** The object's bytes as a stream (never buffered whole), plus its metadata. */
   async getObject(key: string): Promise<{ body: Readable; head: ObjectHead }> {
-    const response = await this.send('GET', key);
-    const metadata: Record<string, string> = {};
-    response.headers.forEach((value, name) => {
-      if (name.startsWith('x-amz-meta-')) metadata[name.slice('x-amz-meta-'.length)] = value;
-    });
-    const body = response.body ? Readable.fromWeb(response.body as WebReadableStream<Uint8Array>) : Readable.from([]);
-    return { body, head: { size: Number(response.headers.get('content-length') ?? 0), etag: response.headers.get('etag') ?? '', metadata } };
+    const out = await this.send(`GET ${key}`, () => this.sdk.send(new GetObjectCommand({ Bucket: this.options.bucket, Key: key })));
+    const raw = out.Body as unknown;
+    const body = raw instanceof Readable ? raw : raw ? Readable.fromWeb(raw as never) : Readable.from([]);
+    return { body, head: { size: out.ContentLength ?? 0, etag: out.ETag ?? '', metadata: out.Metadata ?? {}, checksumSha256: out.ChecksumSHA256 || undefined } };
   }
 
   async deleteObject(key: string): Promise<void> {
-    await (await this.send('DELETE', key)).arrayBuffer();
+    await this.send(`DELETE ${key}`, () => this.sdk.send(new DeleteObjectCommand({ Bucket: this.options.bucket, Key: key })));
   }
 
-  /** Every object under a prefix (ListObjectsV2, following continuation tokens). */
+  /** Every object under a prefix (ListObjectsV2, following continuation tokens page by page). */
   async *listObjects(prefix: string): AsyncGenerator<RemoteObject> {
     let token: string | undefined;
     for (;;) {
-      const query: Record<string, string> = { 'list-type': '2', prefix };
-      if (token) query['continuation-token'] = token;
-      const xml = await (await this.send('GET', undefined, { query })).text();
-      for (const block of xmlBlocks(xml, 'Contents')) {
-        yield { key: xmlValue(block, 'Key') ?? '', size: Number(xmlValue(block, 'Size') ?? 0), etag: xmlValue(block, 'ETag') ?? '' };
+      const page = await this.send(`ListObjectsV2 ${prefix || '(bucket)'}`, () =>
+        this.sdk.send(new ListObjectsV2Command({ Bucket: this.options.bucket, Prefix: prefix, ContinuationToken: token, MaxKeys: this.options.pageSize })),
+      );
+      for (const object of page.Contents ?? []) yield { key: object.Key ?? '', size: object.Size ?? 0, etag: object.ETag ?? '' };
+      if (!page.IsTruncated) return;
+      if (!page.NextContinuationToken || page.NextContinuationToken === token) {
+        throw failure('STORAGE_PROTOCOL', `the object store said the listing of ${prefix} goes on but gave no new continuation token`, { fix: 'the provider is not S3-compatible in listing; report it' });
       }
-      if (xmlValue(xml, 'IsTruncated') !== 'true') return;
-      token = xmlValue(xml, 'NextContinuationToken');
-      if (!token) return;
+      token = page.NextContinuationToken;
     }
   }
-}
 
-/**
- * fetch copies a buffer body (as the Fetch standard requires); a one-chunk stream is sent as is,
- * so a part buffer is never duplicated and memory stays at the pool of parts.
- */
-function streamOf(body: Uint8Array): ReadableStream<Uint8Array> {
-  return new ReadableStream({
-    start(controller) {
-      controller.enqueue(body);
-      controller.close();
-    },
-  });
-}
-
-async function errorFrom(response: Response, method: string, key: string | undefined): Promise<S3RequestError> {
-  const text = method === 'HEAD' ? '' : await response.text().catch(() => '');
-  const code = xmlValue(text, 'Code') ?? (response.status === 404 ? 'NotFound' : `HTTP${response.status}`);
-  const message = xmlValue(text, 'Message') ?? response.statusText;
-  return new S3RequestError(response.status, code, `${method} ${key ?? '(bucket)'}: ${response.status} ${code}: ${message}`);
-}
-
-/** RFC 3986 encoding as SigV4 requires (encodeURIComponent leaves !'()* alone). */
-export function encodeRfc3986(value: string): string {
-  return encodeURIComponent(value).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
-}
-
-function hmac(key: string | Buffer, data: string): Buffer {
-  return createHmac('sha256', key).update(data).digest();
-}
-
-function sha256Hex(text: string): string {
-  return createHash('sha256').update(text).digest('hex');
-}
-
-const XML_ENTITIES: Record<string, string> = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'" };
-
-function decodeXml(text: string): string {
-  return text.replace(/&(amp|lt|gt|quot|apos|#\d+|#x[0-9a-f]+);/gi, (_m, entity: string) => {
-    if (entity.startsWith('#x') || entity.startsWith('#X')) return String.fromCodePoint(parseInt(entity.slice(2), 16));
-    if (entity.startsWith('#')) return String.fromCodePoint(Number(entity.slice(1)));
-    return XML_ENTITIES[entity.toLowerCase()]!;
-  });
-}
-
-function escapeXml(text: string): string {
-  return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
-}
-
-/** S3's responses are small and flat enough that element extraction suffices. */
-export function xmlValue(xml: string, tag: string): string | undefined {
-  const match = new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`).exec(xml);
-  return match ? decodeXml(match[1]!) : undefined;
-}
-
-export function xmlBlocks(xml: string, tag: string): string[] {
-  return [...xml.matchAll(new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`, 'g'))].map((m) => m[1]!);
+  destroy(): void {
+    this.sdk.destroy();
+  }
 }
