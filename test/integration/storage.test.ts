@@ -11,7 +11,7 @@ import type { StorageSettings } from '../../src/settings/resolve';
 import { s3StoreFor, type S3ObjectStore } from '../../src/storage/object-store';
 import { compareRemote, fetchEntry, syncEnvironment } from '../../src/storage/sync';
 import { lifeline, parseGithubOutput, runBundle } from '../helpers/cli';
-import { startS3Server, writeTestEntry, type TestS3Server } from '../helpers/s3';
+import { startFaultProxy, startS3Server, writeTestEntry, type TestS3Server } from '../helpers/s3';
 
 const MiB = 1024 * 1024;
 const ENV = 'production';
@@ -49,8 +49,8 @@ function storageSettings(prefix = `t-${randomBytes(4).toString('hex')}`): Storag
   return settings;
 }
 
-function bucketStore(storage: StorageSettings, store: string, fetchImpl?: typeof fetch, concurrency?: number): S3ObjectStore {
-  return s3StoreFor(storage, { journalDir: join(store, '.sync', ENV, 'uploads'), partSize: 5 * MiB, fetch: fetchImpl, concurrency });
+function bucketStore(storage: StorageSettings, store: string, concurrency?: number): S3ObjectStore {
+  return s3StoreFor(storage, { journalDir: join(store, '.sync', ENV, 'uploads'), partSize: 5 * MiB, concurrency });
 }
 
 /** One entry of every kind, the backup big enough for a 3-part multipart upload. */
@@ -110,18 +110,19 @@ describe('sync to an S3-compatible bucket', () => {
     const catalog = new Catalog(store);
     await writeTestEntry(catalog, ENV, 'backups', '20261121T010000000Z-dddddd', 'backup.json', { 'postgres.dump': 17 * MiB }, {}, '2026-11-21T01:00:00.000Z');
     const storage = storageSettings();
-    let cut = false;
-    // One part in flight, so the cut leaves exactly parts 1 and 2 on the server.
-    const cuttingFetch: typeof fetch = async (input, init) => {
-      if (!cut && String(input).includes('partNumber=3')) {
-        cut = true;
-        throw new TypeError('fetch failed', { cause: new Error('socket hang up') });
-      }
-      return fetch(input, init);
-    };
-    const interrupted = await syncEnvironment({ env: ENV, store, remote: bucketStore(storage, store, cuttingFetch, 1), prefix: storage.prefix, logger: createMemoryLogger() });
-    expect(interrupted.failed).toBe(1);
-    expect(interrupted.entries[0]!.reason).toMatch(/cannot reach the object store/);
+    // One part in flight, and the connection cut on every attempt at part 3 (the SDK retries a
+    // cut connection): the first run leaves exactly parts 1 and 2 on the server.
+    const proxy = await startFaultProxy(s3.endpoint, ({ url }) => (url.includes('partNumber=3') ? 'cut' : 'pass'));
+    try {
+      const viaProxy = { ...storage, endpoint: proxy.endpoint };
+      Object.defineProperty(viaProxy, 'credentials', { value: storage.credentials, enumerable: false });
+      const interrupted = await syncEnvironment({ env: ENV, store, remote: bucketStore(viaProxy, store, 1), prefix: storage.prefix, logger: createMemoryLogger() });
+      expect(interrupted.failed).toBe(1);
+      expect(interrupted.entries[0]!.reason).toMatch(/cannot reach the object store/);
+      expect(proxy.seen.filter((r) => r.decision === 'cut').length).toBe(5);
+    } finally {
+      await proxy.close();
+    }
 
     const remote = bucketStore(storage, store);
     const entryPrefix = `${storage.prefix}${ENV}/backups/20261121T010000000Z-dddddd/`;

@@ -1,45 +1,114 @@
+import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { LifelineError } from '../../src/errors';
 import { resolveFromConfig } from '../../src/settings/resolve';
 import { configSchema } from '../../src/settings/schema';
 import { metadataFileOf, RemoteLayout, asEntryKind } from '../../src/storage/entries';
 import { REVIEW_CHECKLIST, requireReviewedStorage } from '../../src/storage/review';
-import { S3Client, xmlBlocks, xmlValue } from '../../src/storage/s3';
+import { S3Client, S3RequestError, translateS3Error } from '../../src/storage/s3';
 
-const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
+interface Captured {
+  method: string;
+  hostname: string;
+  path: string;
+  query: Record<string, unknown>;
+  headers: Record<string, string>;
+}
 
-/** The worked examples of AWS's "Signature Version 4 for Amazon S3" documentation. */
-describe('SigV4 signing', () => {
-  const client = new S3Client({
-    region: 'us-east-1',
-    bucket: 'examplebucket',
-    credentials: { accessKeyId: 'AKIAIOSFODNN7EXAMPLE', secretAccessKey: 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY' },
-    now: () => new Date('2013-05-24T00:00:00Z'),
+/** An SDK request handler that records each request and answers from a script, with no network. */
+function scriptedHandler(answer: (request: Captured, index: number) => { status: number; body?: string; headers?: Record<string, string> }) {
+  const seen: Captured[] = [];
+  const handler = {
+    metadata: { handlerProtocol: 'http/1.1' },
+    async handle(request: { method: string; hostname: string; path: string; query: Record<string, unknown>; headers: Record<string, string>; body?: unknown }) {
+      const captured = { method: request.method, hostname: request.hostname, path: request.path, query: { ...request.query }, headers: { ...request.headers } };
+      seen.push(captured);
+      const reply = answer(captured, seen.length - 1);
+      return { response: { statusCode: reply.status, reason: '', headers: reply.headers ?? {}, body: Readable.from([Buffer.from(reply.body ?? '')]) } };
+    },
+    updateHttpClientConfig() {},
+    httpHandlerConfigs: () => ({}),
+    destroy() {},
+  };
+  return { handler, seen };
+}
+
+const SECRET = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY';
+const KEYS = { accessKeyId: 'AKIAIOSFODNN7EXAMPLE', secretAccessKey: SECRET };
+const checksums = { md5Base64: createHash('md5').update('abc').digest('base64'), sha256Base64: createHash('sha256').update('abc').digest('base64') };
+
+describe('the SDK client: addressing, signing, checksums', () => {
+  it('addresses path-style on a custom endpoint (encoding key segments), virtual-hosted on AWS, and signs with SigV4', async () => {
+    const { handler, seen } = scriptedHandler(() => ({ status: 200, headers: { 'content-length': '3', etag: '"x"', 'x-amz-meta-sha256': 'ab' } }));
+    const custom = new S3Client({ endpoint: 'http://127.0.0.1:9000/', region: 'eu-west-1', bucket: 'shop', credentials: KEYS, requestHandler: handler as never });
+    expect(await custom.headObject('prod/backups/a b+c(1)/x.json')).toMatchObject({ size: 3, metadata: { sha256: 'ab' } });
+    expect(seen[0]).toMatchObject({ method: 'HEAD', hostname: '127.0.0.1', path: '/shop/prod/backups/a%20b%2Bc%281%29/x.json' });
+    expect(seen[0]!.headers.authorization).toMatch(/^AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE\/\d{8}\/eu-west-1\/s3\/aws4_request, SignedHeaders=[a-z0-9;-]+, Signature=[0-9a-f]{64}$/);
+    const aws = new S3Client({ region: 'eu-west-1', bucket: 'shop', credentials: KEYS, requestHandler: handler as never });
+    await aws.headObject('k');
+    expect(seen[1]).toMatchObject({ hostname: 'shop.s3.eu-west-1.amazonaws.com', path: '/k' });
+    const virtual = new S3Client({ endpoint: 'https://objects.example.net', pathStyle: false, region: 'auto', bucket: 'shop', credentials: KEYS, requestHandler: handler as never });
+    await virtual.headObject('k');
+    expect(seen[2]).toMatchObject({ hostname: 'shop.objects.example.net', path: '/k' });
   });
 
-  it('matches the GET object example', () => {
-    const headers = client.sign('GET', new URL('https://examplebucket.s3.amazonaws.com/test.txt'), { range: 'bytes=0-9' }, EMPTY_SHA256);
-    expect(headers.authorization).toBe(
-      'AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41',
-    );
+  it('uploads carry Content-MD5 and x-amz-checksum-sha256, never the SDK default CRC32 or aws-chunked bodies; checksums: none sends no flexible checksum', async () => {
+    const { handler, seen } = scriptedHandler(() => ({ status: 200, headers: { etag: '"e"' } }));
+    const attributes = { metadata: { sha256: 'ba7816bf' } };
+    await new S3Client({ endpoint: 'http://127.0.0.1:9000', region: 'us-east-1', bucket: 'b', credentials: KEYS, requestHandler: handler as never }).putObject('k', Buffer.from('abc'), attributes, checksums);
+    await new S3Client({ endpoint: 'http://127.0.0.1:9000', region: 'us-east-1', bucket: 'b', credentials: KEYS, checksums: 'none', requestHandler: handler as never }).putObject('k', Buffer.from('abc'), attributes, checksums);
+    const [withSha, without] = seen;
+    expect(withSha!.headers).toMatchObject({ 'content-md5': checksums.md5Base64, 'x-amz-checksum-sha256': checksums.sha256Base64, 'x-amz-meta-sha256': 'ba7816bf', 'content-length': '3' });
+    for (const request of [withSha!, without!]) {
+      expect(Object.keys(request.headers).filter((h) => /crc|sdk-checksum|x-amz-trailer|x-amz-decoded/.test(h))).toEqual([]);
+      expect(request.headers['content-encoding'] ?? '').not.toContain('aws-chunked');
+      expect(request.headers['x-amz-content-sha256']).toMatch(/^[0-9a-f]{64}$|^UNSIGNED-PAYLOAD$/);
+    }
+    expect(Object.keys(without!.headers).filter((h) => h.startsWith('x-amz-checksum'))).toEqual([]);
+    expect(without!.headers['content-md5']).toBe(checksums.md5Base64);
+  });
+});
+
+describe('SDK errors in Lifeline terms', () => {
+  const errorXml = (code: string, message: string) => `<?xml version="1.0" encoding="UTF-8"?><Error><Code>${code}</Code><Message>${message}</Message><RequestId>r</RequestId></Error>`;
+
+  it('a wrong secret is a configuration error (exit 2) naming the key pair, retried never, and the secret appears nowhere', async () => {
+    const { handler, seen } = scriptedHandler(() => ({ status: 403, body: errorXml('SignatureDoesNotMatch', 'The request signature we calculated does not match the signature you provided.') }));
+    const client = new S3Client({ endpoint: 'http://127.0.0.1:9000', region: 'us-east-1', bucket: 'b', credentials: KEYS, requestHandler: handler as never });
+    const error = (await client.putObject('k', Buffer.from('abc'), { metadata: {} }, checksums).catch((e: unknown) => e)) as S3RequestError;
+    expect(error).toBeInstanceOf(S3RequestError);
+    expect(error).toMatchObject({ exitCode: 2, code: 'SignatureDoesNotMatch', status: 403 });
+    expect(error.fix).toMatch(/access key \/ secret key/);
+    expect(`${error.message} ${error.fix} ${JSON.stringify(error)}`).not.toContain(SECRET);
+    expect(seen).toHaveLength(1);
   });
 
-  it('matches the list objects example (sorted, encoded query)', () => {
-    const headers = client.sign('GET', new URL('https://examplebucket.s3.amazonaws.com/?max-keys=2&prefix=J'), {}, EMPTY_SHA256);
-    expect(headers.authorization).toContain('Signature=34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7');
+  it('a provider that keeps failing is retried maxAttempts times, then fails (exit 1) saying how often it tried', async () => {
+    const { handler, seen } = scriptedHandler(() => ({ status: 503, body: errorXml('SlowDown', 'Please reduce your request rate.') }));
+    const client = new S3Client({ endpoint: 'http://127.0.0.1:9000', region: 'us-east-1', bucket: 'b', credentials: KEYS, maxAttempts: 3, requestHandler: handler as never });
+    const error = (await client.headObject('k').catch((e: unknown) => e)) as S3RequestError;
+    expect(seen).toHaveLength(3);
+    expect(error).toMatchObject({ exitCode: 1, status: 503 });
+    expect(error.message).toMatch(/after 3 attempts/);
+    expect(error.fix).toMatch(/maxAttempts/);
   });
 
-  it('addresses path-style on a custom endpoint and encodes key segments', () => {
-    const custom = new S3Client({ endpoint: 'http://127.0.0.1:9000/', region: 'eu-west-1', bucket: 'shop', credentials: { accessKeyId: 'a', secretAccessKey: 'b' } });
-    expect(custom.url('prod/backups/a b+c(1)/x.json').toString()).toBe('http://127.0.0.1:9000/shop/prod/backups/a%20b%2Bc%281%29/x.json');
-    const aws = new S3Client({ region: 'eu-west-1', bucket: 'shop', credentials: { accessKeyId: 'a', secretAccessKey: 'b' } });
-    expect(aws.url('k').toString()).toBe('https://shop.s3.eu-west-1.amazonaws.com/k');
+  it('a missing object is undefined, a missing bucket names storage.bucket', async () => {
+    const { handler } = scriptedHandler((r) => (r.method === 'HEAD' ? { status: 404 } : { status: 404, body: errorXml('NoSuchBucket', 'The specified bucket does not exist') }));
+    const client = new S3Client({ endpoint: 'http://127.0.0.1:9000', region: 'us-east-1', bucket: 'b', credentials: KEYS, requestHandler: handler as never });
+    expect(await client.headObject('k')).toBeUndefined();
+    const listing = (async () => {
+      for await (const _ of client.listObjects('p/')) void _;
+    })();
+    await expect(listing).rejects.toMatchObject({ code: 'NoSuchBucket', exitCode: 1, fix: expect.stringContaining('storage.bucket') });
   });
 
-  it('reads the XML S3 answers with', () => {
-    const xml = '<ListBucketResult><Contents><Key>a&amp;b</Key><Size>3</Size></Contents><Contents><Key>c</Key><Size>4</Size></Contents><IsTruncated>false</IsTruncated></ListBucketResult>';
-    expect(xmlBlocks(xml, 'Contents').map((b) => xmlValue(b, 'Key'))).toEqual(['a&b', 'c']);
-    expect(xmlValue(xml, 'IsTruncated')).toBe('false');
+  it('maps unreachable endpoints and missing chain credentials', () => {
+    const refused = translateS3Error(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED', $metadata: { attempts: 5 } }), 'PUT k', 'http://127.0.0.1:1');
+    expect(refused).toMatchObject({ code: 'STORAGE_UNREACHABLE', exitCode: 1, message: expect.stringMatching(/cannot reach the object store.*after 5 attempts/) });
+    const none = translateS3Error(Object.assign(new Error('Could not load credentials from any providers'), { name: 'CredentialsProviderError' }), 'PUT k', 's3://b');
+    expect(none).toMatchObject({ code: 'STORAGE_CREDENTIALS_MISSING', exitCode: 2, fix: expect.stringContaining('storage.profile') });
   });
 });
 
