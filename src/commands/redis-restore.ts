@@ -29,7 +29,6 @@ export const redisRestoreCommand: CommandSpec = {
     const target = parseRedisUrl(settings.redis?.url ?? 'redis://127.0.0.1:6379/0');
     const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
     const source = await findRedisSnapshot(catalog, settings.name, wanted);
-    const binDirs = settings.redis?.binDir ? [settings.redis.binDir] : [];
     const result = await ctx.logger.group(`Restore the Redis snapshot of ${source.id} into service ${service}`, async () =>
       restoreRedisLive({
         catalog,
@@ -41,7 +40,7 @@ export const redisRestoreCommand: CommandSpec = {
         confirm,
         skipVerify,
         runner: new LocalRunner(),
-        checkRunner: new LocalRunner({ binDirs }),
+        // redis-check-rdb runs in the service's container (its image when it is stopped): no host redis-tools needed.
         logger: ctx.logger,
         startTimeoutSeconds: Math.max(300, settings.compose.healthTimeoutSeconds),
       }),

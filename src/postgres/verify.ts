@@ -3,29 +3,35 @@ import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { withLock } from '../catalog/lock';
 import type { Catalog } from '../catalog/store';
-import { failure } from '../errors';
+import { failure, isLifelineError } from '../errors';
 import { checkSums, SUMS_FILE } from '../catalog/sums';
 import { entryFilePath } from '../catalog/confine';
 import type { Logger } from '../logger';
 import { describeExit, lastLines, type Runner, type ToolInvocation } from '../runner/runner';
 import { LocalRunner } from '../runner/runner';
-import { checkRdb } from '../redis/snapshot';
-import { BACKUP_METADATA_FILE, type BackupEntry, type BackupMetadata, type VerificationCheck } from './metadata';
+import { checkRdb, rdbCheckFromStdin } from '../redis/snapshot';
+import { BACKUP_METADATA_FILE, type BackupEntry, type BackupFile, type BackupMetadata, type VerificationCheck } from './metadata';
+import { IDENTITY_FIX, type AgeIdentity } from '../crypto/age';
+import { isEncrypted, openPlaintext, requireIdentityFor, runReadingStream } from '../crypto/payload';
 
 export interface VerifyOptions {
   /** Runs pg_restore; a Compose runner gets the archive on stdin. */
   runner: Runner;
-  /** Runs redis-check-rdb on this host. */
-  redisRunner?: Runner;
+  /** Runs redis-check-rdb: on this host, or in the Redis service (made only when the backup holds a snapshot). */
+  redisRunner?: Runner | (() => Promise<Runner>);
   logger: Logger;
   /** Only the checksums (what a restore checks before touching anything). */
   checksumsOnly?: boolean;
+  /** The age identity: an encrypted backup's contents are checked only with it. */
+  identity?: AgeIdentity;
 }
 
 export interface VerifyReport {
   backupId: string;
   ok: boolean;
   checks: VerificationCheck[];
+  /** False when the backup is encrypted and no identity was given: only the ciphertext checksums were checked. */
+  contentsChecked?: boolean;
 }
 
 /**
@@ -41,6 +47,17 @@ export async function verifyBackup(entry: BackupEntry, options: VerifyOptions): 
   };
 
   const sumsOk = await checkChecksums(entry, add);
+  const files = Object.values(entry.metadata.files).filter((f): f is BackupFile => Boolean(f));
+  if (!options.checksumsOnly && files.some(isEncrypted)) {
+    if (!options.identity) {
+      options.logger.warn(`backup ${entry.id} is encrypted with age and no identity was given: only the checksums of the encrypted files were checked, NOT their contents; ${IDENTITY_FIX} for the full check`);
+      return { backupId: entry.id, ok: checks.every((c) => c.ok), checks, contentsChecked: false };
+    }
+    if (sumsOk) {
+      for (const check of await verifyEncryptedContents(entry, files, options)) add(check);
+    }
+    return { backupId: entry.id, ok: checks.every((c) => c.ok), checks, contentsChecked: sumsOk };
+  }
   if (!options.checksumsOnly) {
     // Reached only when every name passed the confined checksum pass; checked again at the point of use.
     const archive = sumsOk ? await entryFilePath(entry.dir, entry.metadata.files.postgres.name) : '';
@@ -50,12 +67,81 @@ export async function verifyBackup(entry: BackupEntry, options: VerifyOptions): 
       add(await pgRestoreCheck(options.runner, archive, 'archive decompresses end to end', fullReadArgs(options.runner), () => 'every data block read'));
       const redis = entry.metadata.files.redis;
       if (redis) {
-        const check = await checkRdb(options.redisRunner ?? new LocalRunner(), await entryFilePath(entry.dir, redis.name));
+        // A missing tool or a stopped Redis service is a failed check with its fix, never an exception.
+        const check = await redisSnapshotCheck(options.redisRunner, await entryFilePath(entry.dir, redis.name));
         add({ name: `${redis.name} (redis-check-rdb)`, ok: check.ok, detail: check.detail });
       }
     }
   }
   return { backupId: entry.id, ok: checks.every((c) => c.ok), checks };
+}
+
+async function redisSnapshotCheck(source: VerifyOptions['redisRunner'], path: string): Promise<{ ok: boolean; detail: string }> {
+  try {
+    const runner = typeof source === 'function' ? await source() : (source ?? new LocalRunner());
+    return await checkRdb(runner, path);
+  } catch (error) {
+    const fix = isLifelineError(error) && error.fix ? `; fix: ${error.fix}` : '';
+    return { ok: false, detail: `redis-check-rdb could not run: ${(error as Error).message}${fix}` };
+  }
+}
+
+/**
+ * The full check of an encrypted backup, each payload decrypted in the stream (never on disk):
+ * the archive into `pg_restore` (every block read), the Redis snapshot into `redis-check-rdb`,
+ * and every payload's plaintext against the sha256 and size backup.json records.
+ */
+async function verifyEncryptedContents(entry: BackupEntry, files: BackupFile[], options: VerifyOptions): Promise<VerificationCheck[]> {
+  const checks: VerificationCheck[] = [];
+  const identity = options.identity!;
+  try {
+    requireIdentityFor(files, identity, `backup ${entry.id}`);
+  } catch (error) {
+    return [{ name: 'decryption', ok: false, detail: (error as Error).message }];
+  }
+  const archive = entry.metadata.files.postgres;
+  const describeFailure = (r: { result: { exitCode: number | null; signal: NodeJS.Signals | null; stderr: string }; sourceError?: Error }, tool: string) =>
+    r.sourceError ? r.sourceError.message : `${tool} ${describeExit(r.result as never)}: ${lastLines(r.result.stderr, 3)}`;
+  try {
+    const plain = await openPlaintext(entry.dir, archive, identity, `backup ${entry.id}`);
+    const read = await runReadingStream(options.runner, { tool: 'pg_restore', args: fullReadArgs(options.runner) }, plain);
+    const ok = read.result.exitCode === 0 && read.complete;
+    checks.push({ name: 'archive decompresses end to end', ok, detail: ok ? 'every data block read by pg_restore, decrypted in the stream' : describeFailure(read, 'pg_restore') });
+    checks.push({ name: `${archive.name} plaintext`, ok, detail: ok ? `sha256 ${archive.encryption?.plaintextSha256 ?? archive.sha256}, ${archive.encryption?.plaintextBytes ?? archive.bytes} bytes, as recorded` : 'not confirmed (see above)' });
+  } catch (error) {
+    checks.push({ name: 'archive decompresses end to end', ok: false, detail: (error as Error).message });
+  }
+  const redis = entry.metadata.files.redis;
+  if (redis) {
+    try {
+      const plain = await openPlaintext(entry.dir, redis, identity, `backup ${entry.id}`);
+      let output = '';
+      const source = options.redisRunner;
+      const redisRunner = typeof source === 'function' ? await source() : (source ?? new LocalRunner());
+      const { stdin: _stdin, ...invocation } = rdbCheckFromStdin(plain);
+      const read = await runReadingStream(redisRunner, invocation, plain, (chunk) => {
+        if (output.length < 65536) output += chunk.toString('utf8');
+      });
+      const ok = read.result.exitCode === 0 && read.complete && /RDB looks OK/.test(`${output}\n${read.result.stderr}`);
+      const keys = /(\d+) keys read/.exec(`${output}\n${read.result.stderr}`)?.[1] ?? '0';
+      checks.push({ name: `${redis.name} (redis-check-rdb)`, ok, detail: ok ? `RDB looks OK, ${keys} keys (decrypted in the stream), plaintext as recorded` : read.sourceError ? read.sourceError.message : `redis-check-rdb: ${lastLines(`${output}\n${read.result.stderr}`, 3)}` });
+    } catch (error) {
+      checks.push({ name: `${redis.name} (redis-check-rdb)`, ok: false, detail: (error as Error).message });
+    }
+  }
+  const globals = entry.metadata.files.globals;
+  if (globals) {
+    try {
+      const plain = await openPlaintext(entry.dir, globals, identity, `backup ${entry.id}`);
+      for await (const _chunk of plain) {
+        // read to the end: the transform checks the plaintext there
+      }
+      checks.push({ name: `${globals.name} plaintext`, ok: true, detail: 'decrypts, sha256 and size as recorded' });
+    } catch (error) {
+      checks.push({ name: `${globals.name} plaintext`, ok: false, detail: (error as Error).message });
+    }
+  }
+  return checks;
 }
 
 async function checkChecksums(entry: BackupEntry, add: (check: VerificationCheck) => void): Promise<boolean> {

@@ -10,7 +10,7 @@ import { failure, refusal, usageError } from '../errors';
 import type { Logger } from '../logger';
 import { listBackups, type RedisBackupFile } from '../postgres/metadata';
 import { firstTarFile, tarStream, type TarMember } from '../tar';
-import { ComposeRunner, describeExit, lastLines, runChecked, runText, type Runner } from '../runner/runner';
+import { ContainerRunner, ImageRunner, describeExit, lastLines, runChecked, runText, type Runner } from '../runner/runner';
 import { checkRdb, parseKeyspace, redisCli, redisKeyspace, snapshotRedis, type RdbCheck, type RedisTarget } from './snapshot';
 import { parseServerIdentity, rdbCompatibility, readRdbHeader, type ServerIdentity } from './rdb-version';
 
@@ -251,8 +251,8 @@ export interface LiveRestoreOptions {
   skipVerify?: boolean;
   /** Spawns docker and Compose on this host. */
   runner: Runner;
-  /** Runs redis-check-rdb on this host. */
-  checkRunner: Runner;
+  /** Runs redis-check-rdb; default: inside the service's container (a fresh container of its image when it is stopped). */
+  checkRunner?: Runner;
   logger: Logger;
   startTimeoutSeconds?: number;
   lockWaitSeconds?: number;
@@ -305,7 +305,9 @@ export async function restoreRedisLive(options: LiveRestoreOptions): Promise<Liv
     const driver = new ComposeDriver(runner, options.compose);
     const found = await serviceContainer(runner, driver, options.compose, service);
     const container = found.id;
-    const inContainer = new ComposeRunner({ composeCommand: [...options.compose.command], files: options.compose.files, projectName: options.compose.projectName, service });
+    // `docker exec` on the id found above: a Compose v1 `exec` costs seconds per call.
+    const inContainer = new ContainerRunner({ container, where: `compose service ${service}` });
+    const checkRunner = options.checkRunner ?? (found.running ? inContainer : new ImageRunner({ image: found.imageId, where: `a throwaway container of service ${service}'s image` }));
     let persistence: RedisPersistence;
     let owner: FileOwner;
     let keysBefore: Record<string, number> | null;
@@ -335,7 +337,7 @@ export async function restoreRedisLive(options: LiveRestoreOptions): Promise<Liv
 
     step(2, `check ${source.kind} ${source.id}: ${source.file.name}`);
     const checked = await checkSnapshotFile(source, {
-      checkRunner: options.checkRunner,
+      checkRunner,
       skipVerify: Boolean(options.skipVerify),
       logger,
       beforeParse: (path) => requireLoadableRdb(path, source, service, server, logger),
@@ -483,7 +485,7 @@ function composeHint(project: ComposeProject, args: string): string {
   return [invocation.tool, ...invocation.args, args].join(' ');
 }
 
-async function serviceContainer(runner: Runner, driver: ComposeDriver, project: ComposeProject, service: string): Promise<{ id: string; running: boolean; status: string }> {
+async function serviceContainer(runner: Runner, driver: ComposeDriver, project: ComposeProject, service: string): Promise<{ id: string; running: boolean; status: string; imageId: string }> {
   // `ps -a`: a container a failed restore left stopped is still the one to restore into (v1 lists stopped ones anyway).
   const v2 = project.command.length > 1;
   const out = await runChecked(runner, composeInvocation(project, ['ps', ...(v2 ? ['-a'] : []), '-q', service]), `finding the container of service ${service}`);
@@ -493,7 +495,7 @@ async function serviceContainer(runner: Runner, driver: ComposeDriver, project: 
   const [state] = await driver.inspect(ids);
   if (!state) throw failure('REDIS_SERVICE_NOT_RUNNING', `the container of service ${service} disappeared; nothing was changed`);
   // A container in a restart loop reports Running between crashes: it is not a server to read from.
-  return { id: state.id, running: state.running && state.status === 'running', status: state.status };
+  return { id: state.id, running: state.running && state.status === 'running', status: state.status, imageId: state.imageId };
 }
 
 /** Who owns Redis' files: the uid/gid redis-server runs as (`docker top`), else the owner of its dir. */
@@ -516,7 +518,7 @@ async function takePreRestoreSnapshot(options: LiveRestoreOptions, inContainer: 
   let staged: StagedEntry | undefined;
   try {
     staged = await catalog.begin(environment, REDIS_SNAPSHOT_KIND, id, REDIS_SNAPSHOT_METADATA_FILE);
-    const snap = await snapshotRedis(staged, { runner: inContainer, checkRunner: options.checkRunner, target: options.target, logger });
+    const snap = await snapshotRedis(staged, { runner: inContainer, checkRunner: options.checkRunner ?? inContainer, target: options.target, logger });
     const metadata: RedisSnapshotMetadata = {
       schemaVersion: 1,
       id,
