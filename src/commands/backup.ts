@@ -1,11 +1,12 @@
 import { Catalog } from '../catalog/store';
 import { withLock } from '../catalog/lock';
-import { failure } from '../errors';
+import { failure, usageError } from '../errors';
 import { describeFilesystemError } from '../catalog/fs-errors';
 import { createBackup } from '../postgres/backup';
 import { parseCompression } from '../postgres/compression';
 import { runPhysicalBackup } from '../postgres/pgbackrest';
-import { environmentConnection, maskedUrl, postgresRunner, redisRunner } from '../postgres/connection';
+import { composeRunner, environmentConnection, maskedUrl, postgresRunner, redisRunner } from '../postgres/connection';
+import { drillRedisImage } from '../redis/container-server';
 import { BACKUP_LABELS, BACKUP_METADATA_FILE, findBackup, findBackupForTarget, listBackups, type BackupEntry, type BackupLabel } from '../postgres/metadata';
 import { formatBytes, type ProgressSink } from '../postgres/progress';
 import { describeTarget, parseJobs, restoreBackup, runPostRestoreHooks } from '../postgres/restore';
@@ -15,13 +16,15 @@ import { pruneBackups } from '../postgres/retention';
 import { recordVerification, verifyBackup, type VerifyReport } from '../postgres/verify';
 import { restoreRedisIsolated } from '../redis/restore';
 import { parseRedisUrl } from '../redis/snapshot';
-import { LocalRunner, type Runner } from '../runner/runner';
+import { findExecutable, LocalRunner, type Runner } from '../runner/runner';
 import { openReviewedBucket } from '../storage/bucket';
 import { compareRemote, fetchEntry, verifyRemoteEntry } from '../storage/sync';
 import { comparisonResult, remoteVerificationResult } from './remote-report';
 import { parsePgUrl, type PgConnection } from '../runner/postgres-env';
 import type { EnvironmentSettings } from '../settings/resolve';
 import { singleCommandAction } from './action-spec';
+import { IDENTITY_ENV, IDENTITY_FILE_ENV, loadIdentity } from '../crypto/age';
+import { requireIdentityFor } from '../crypto/payload';
 import { environmentFor, urlInput, type CommandContext, type CommandResult, type CommandSpec } from './spec';
 
 const USER_LABELS = BACKUP_LABELS.filter((l) => l !== 'pre-restore');
@@ -45,7 +48,11 @@ function terminalProgress(ctx: CommandContext): ProgressSink | undefined {
 function redisSourceFor(settings: EnvironmentSettings) {
   const url = settings.redis?.url;
   if (!url) return undefined;
-  return async () => ({ runner: await redisRunner(settings), checkRunner: new LocalRunner({ binDirs: settings.redis?.binDir ? [settings.redis.binDir] : [] }), target: parseRedisUrl(url) });
+  // redis-check-rdb runs where redis-cli runs: in the Redis service when redis.service is set.
+  return async () => {
+    const runner = await redisRunner(settings);
+    return { runner, checkRunner: runner, target: parseRedisUrl(url) };
+  };
 }
 
 function verifyReportText(report: VerifyReport): string {
@@ -55,8 +62,9 @@ function verifyReportText(report: VerifyReport): string {
 async function verifyAndRecord(catalog: Catalog, entry: BackupEntry, settings: EnvironmentSettings, ctx: CommandContext) {
   // The same tools as the backup: inside the Compose service the archive is fed on stdin.
   const runner = await postgresRunner(settings);
+  const identity = await loadIdentity(ctx.env, ctx.logger);
   const report = await ctx.logger.group(`Verify backup ${entry.id}`, () =>
-    verifyBackup(entry, { runner, redisRunner: new LocalRunner({ binDirs: settings.redis?.binDir ? [settings.redis.binDir] : [] }), logger: ctx.logger }),
+    verifyBackup(entry, { runner, redisRunner: () => redisRunner(settings), identity, logger: ctx.logger }),
   );
   let recorded = entry;
   try {
@@ -124,6 +132,7 @@ export const backupCommand: CommandSpec = {
         gitSha,
         compression: compression ?? settings.postgres.compress,
         verify,
+        encryptTo: settings.encryption?.recipients,
         migrationHeadQuery: settings.postgres.migrationHeadQuery,
         lockTimeoutSeconds: lockTimeoutFor(ctx, settings),
         redis: redisSource ? await redisSource() : undefined,
@@ -217,9 +226,10 @@ export const verifyCommand: CommandSpec = {
     }
     const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
     const { report, entry } = await verifyAndRecord(catalog, await findBackup(catalog, settings.name, wanted), settings, ctx);
+    const notChecked = report.contentsChecked === false ? `\n  NOT CHECKED: the contents (the backup is encrypted with age and no identity was given; only the encrypted files' checksums were checked). Set ${IDENTITY_ENV} or ${IDENTITY_FILE_ENV} for the full check.` : '';
     return {
       json: report,
-      text: verifyReportText(report),
+      text: verifyReportText(report) + notChecked,
       outputs: { 'backup-id': entry.id, ok: String(report.ok) },
       summary: [`### Verify ${entry.id}: ${report.ok ? 'passed' : '**FAILED**'}`, '', '| check | result | detail |', '|---|---|---|', ...report.checks.map((c) => `| ${c.name} | ${c.ok ? 'ok' : '**FAIL**'} | ${c.detail.replace(/\|/g, '\\|')} |`)].join('\n'),
       ...(report.ok ? {} : { exitCode: 1 as const, failureMessage: `backup ${entry.id} failed verification: ${report.checks.filter((c) => !c.ok).map((c) => c.name).join(', ')}` }),
@@ -258,19 +268,24 @@ export const restoreCommand: CommandSpec = {
     const redisCheck = ctx.inputs.boolean('redis-check');
     const target = parsePgUrl(targetUrl);
     if (target.password) ctx.logger.secret(target.password);
+    // The identity is read (and masked) first; an encrypted backup without it is refused before any connection.
+    const identity = await loadIdentity(ctx.env, ctx.logger);
     const settings = environmentFor(ctx);
     const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
     if (ctx.inputs.boolean('from-remote')) await fetchBackupIfMissing(catalog, settings, wanted, ctx);
     const runner = await postgresRunner(settings);
     const lockTimeoutSeconds = lockTimeoutFor(ctx, settings);
     const backup = await findBackupForTarget(catalog, settings.name, wanted, { database: target.database, systemIdentifier: wanted === 'latest' ? await systemIdentifier(runner, target) : undefined, describe: describeTarget(target) });
+    requireIdentityFor([backup.metadata.files.postgres, ...(redisCheck ? [backup.metadata.files.redis] : [])], identity, `backup ${backup.id}`);
     // The environment form: the undo command never asks anyone to paste a password into argv.
     const targetEnv = ctx.inputs.string('target-env');
     const undoCommand = (id: string) => `${targetEnv ? '' : `TARGET_URL='${maskedUrl(target)}' (with the real password) `}lifeline restore --env ${settings.name} --backup ${id} --target-env ${targetEnv ?? 'TARGET_URL'} --confirm ${target.database}`;
+    // The isolated Redis check's tools are looked for before anything is restored (exit 2 with the fix).
+    const redisImage = redisCheck && backup.metadata.files.redis ? await redisCheckSource(settings) : undefined;
     const result = await ctx.logger.group(`Restore ${backup.id} into ${describeTarget(target)}`, () =>
-      restoreBackup({ catalog, environment: settings.name, backup, runner, target, confirm, jobs, noOwner, skipVerify, logger: ctx.logger, migrationHeadQuery: settings.postgres.migrationHeadQuery, compression: settings.postgres.compress, lockTimeoutSeconds, undoCommand }),
+      restoreBackup({ catalog, environment: settings.name, backup, runner, target, confirm, jobs, noOwner, skipVerify, identity, encryptTo: settings.encryption?.recipients, logger: ctx.logger, migrationHeadQuery: settings.postgres.migrationHeadQuery, compression: settings.postgres.compress, lockTimeoutSeconds, undoCommand }),
     );
-    const redis = redisCheck && backup.metadata.files.redis ? await restoreRedisIsolated(backup, { binDir: settings.redis?.binDir, logger: ctx.logger }) : undefined;
+    const redis = redisCheck && backup.metadata.files.redis ? await restoreRedisIsolated(backup, { binDir: settings.redis?.binDir, logger: ctx.logger, image: redisImage, nameSuffix: `restore-check-${backup.id}` }) : undefined;
     const hooks = (await isEnvironmentDatabase(settings, target, runner)) ? await runPostRestoreHooks(settings.hooks.postRestore, { logger: ctx.logger }) : [];
     const failedHooks = hooks.filter((h) => !h.ok);
     const problems = [...(redis && !redis.ok ? [`redis key counts differ (${redis.detail})`] : []), ...failedHooks.map((h) => `post-restore hook ${h.hook} failed (${h.detail})`)];
@@ -296,6 +311,21 @@ export const restoreCommand: CommandSpec = {
     };
   },
 };
+
+/**
+ * Where `restore --redis-check` loads the snapshot: the Redis service's image (redis.service), or
+ * this host's redis-server. Refuses (exit 2) before the restore when neither is usable.
+ */
+async function redisCheckSource(settings: EnvironmentSettings): Promise<string | undefined> {
+  const service = settings.redis?.service;
+  if (service) return drillRedisImage(await composeRunner(settings.compose, service), service, { who: 'restore --redis-check', consequence: 'nothing was restored' });
+  const dirs = settings.redis?.binDir ? [settings.redis.binDir] : [];
+  const missing = ['redis-server', 'redis-check-rdb'].filter((tool) => !findExecutable(tool, dirs));
+  if (missing.length) {
+    throw usageError('REDIS_CHECK_TOOLS_MISSING', `restore --redis-check loads the snapshot into a private redis-server, and ${missing.join(' and ')} ${missing.length > 1 ? 'are' : 'is'} not on this host; nothing was restored`, 'install them (Debian: apt-get install redis-server), set redis.binDir, set redis.service to use the Redis service\'s image, or drop --redis-check');
+  }
+  return undefined;
+}
 
 /** Brings a backup from object storage into the local catalog (verified), unless it is already here. */
 async function fetchBackupIfMissing(catalog: Catalog, settings: EnvironmentSettings, wanted: string, ctx: CommandContext): Promise<void> {

@@ -2,7 +2,11 @@ import type { Catalog } from '../catalog/store';
 import { isLifelineError, usageError } from '../errors';
 import type { Logger } from '../logger';
 import { startThrowawayCluster, type ThrowawayCluster } from '../postgres/cluster';
-import { environmentConnection, localPostgresRunner, maskedUrl } from '../postgres/connection';
+import { composeRunner, environmentConnection, localPostgresRunner, maskedUrl } from '../postgres/connection';
+import { drillServerImage, startContainerCluster, type ContainerCluster } from '../postgres/container-cluster';
+import { findServerBinDir } from '../postgres/binaries';
+import { drillRedisImage } from '../redis/container-server';
+import { findExecutable } from '../runner/runner';
 import { migrationHead } from '../postgres/inspect';
 import { findBackup, listBackups, type BackupEntry } from '../postgres/metadata';
 import { parseRecoveryTargetTime, requirePhysical, stanzaInfo, type StanzaInfo } from '../postgres/pgbackrest';
@@ -10,10 +14,12 @@ import { restorePointInTime, type PointInTimeCluster } from '../postgres/pitr';
 import { maintenanceConnection, restoreIntoFreshDatabase, type RestoreCheckReport } from '../postgres/restore';
 import { restoreRedisIsolated } from '../redis/restore';
 import { verifyBackup } from '../postgres/verify';
+import type { AgeIdentity } from '../crypto/age';
+import { requireIdentityFor } from '../crypto/payload';
 import { parsePgUrl, quoteIdent, quoteLiteral, withDatabase, type PgConnection } from '../runner/postgres-env';
 import { reapLeftovers } from '../runner/leftovers';
 import { PsqlSession, queryOnce } from '../runner/psql';
-import type { Runner } from '../runner/runner';
+import type { ContainerRunner, Runner } from '../runner/runner';
 import { formatDuration } from '../settings/duration';
 import type { EnvironmentSettings } from '../settings/resolve';
 import { checkApplicationStarts } from './app-check';
@@ -41,6 +47,8 @@ export interface DrillOptions {
   now?: () => Date;
   /** Signs report.json (key or keyless, like release manifests); unsigned without one. */
   reportSigner?: DrillReportSigner;
+  /** The age identity, for an encrypted backup (decrypted in the stream). */
+  identity?: AgeIdentity;
 }
 
 export interface DrillOutcome {
@@ -77,7 +85,9 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
   const rtoTarget = options.rtoSeconds ?? settings.rtoSeconds ?? null;
   const rpoTarget = options.rpoSeconds ?? settings.rpoSeconds ?? null;
   const targetUrl = options.targetUrl ?? settings.drill.targetUrl;
-  const runner = localPostgresRunner(settings.postgres.binDir);
+  // With postgres.service the client tools run in the db service's container (docker exec on its id).
+  const pgService = settings.postgres.service ? await composeRunner(settings.compose, settings.postgres.service) : undefined;
+  const runner: Runner = pgService ?? localPostgresRunner(settings.postgres.binDir);
   const live = settings.postgres.url ? environmentConnection(settings) : undefined;
 
   const mode = options.pitr ? 'pitr' : 'logical';
@@ -96,12 +106,18 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
   let targetConn: PgConnection | undefined;
   if (mode === 'logical') {
     backup = await findBackup(catalog, settings.name, options.backup ?? 'latest');
+    // An encrypted backup without its identity (exit 2) or with a foreign one (exit 1): nothing is started.
+    requireIdentityFor([backup.metadata.files.postgres, backup.metadata.files.redis], options.identity, `backup ${backup.id}`);
     if (targetUrl) {
       targetConn = parsePgUrl(targetUrl);
       await assertIsolatedTarget(live, targetConn, runner, logger);
     }
   }
   const database = backup?.metadata.database ?? settings.postgres.database ?? live?.database ?? 'postgres';
+  // What the throwaway servers come from, decided before anything is written: a drill that cannot
+  // start them is refused (exit 2) with the fix, never a failed report that would fail the gate.
+  const { pgImage, redisImage } = mode === 'logical' ? await throwawaySources(settings, pgService, Boolean(targetConn), Boolean(backup?.metadata.files.redis)) : { pgImage: undefined, redisImage: undefined };
+  const drillLabels = { 'lifeline.drill': drillId, 'lifeline.drill.environment': settings.name };
 
   const checks: DrillCheck[] = [];
   const stepRecords: DrillStepRecord[] = [];
@@ -111,6 +127,8 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
   let archiveLag: { seconds: number | null; note: string } | undefined;
   let restoreReport: RestoreCheckReport | undefined;
   let cluster: ThrowawayCluster | undefined;
+  let containerCluster: ContainerCluster | undefined;
+  let restoreRunner: Runner = runner;
   let pitrCluster: PointInTimeCluster | undefined;
   let stanza: StanzaInfo | undefined;
   let createdTargetDatabase = false;
@@ -161,7 +179,15 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
           ],
         };
       }
-      if (!targetConn) {
+      if (!targetConn && pgImage) {
+        const began = Date.now();
+        containerCluster = await startContainerCluster({ image: pgImage, nameSuffix: `${drillId}-pg`, labels: drillLabels, purpose: `drill ${drillId} of ${settings.name}: throwaway PostgreSQL container restored from backup ${backup!.id}` });
+        setupSeconds = (Date.now() - began) / 1000;
+        targetConn = withDatabase(containerCluster.conn, database);
+        // pg_restore and psql run inside it, against 127.0.0.1: the same major as production, none needed here.
+        restoreRunner = containerCluster.runner;
+        checkRunner = restoreRunner;
+      } else if (!targetConn) {
         const began = Date.now();
         cluster = await startThrowawayCluster({ binDir: settings.postgres.binDir, fast: true, purpose: `drill ${drillId} of ${settings.name}: throwaway cluster restored from backup ${backup!.id}` });
         setupSeconds = (Date.now() - began) / 1000;
@@ -173,7 +199,7 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
       try {
         // No ANALYZE: the copy is thrown away, and planner statistics are not among the drill's checks.
         // amcheck runs inside the restore, on each index as pg_restore builds it; its step reports it.
-        restoreReport = await restoreIntoFreshDatabase({ backup: backup!, runner, logger, target: targetConn, jobs: options.jobs ?? 2, noOwner: true, verifyChecksums: false, analyze: false, indexCheck: true });
+        restoreReport = await restoreIntoFreshDatabase({ backup: backup!, runner: restoreRunner, logger, target: targetConn, jobs: options.jobs ?? 2, noOwner: true, verifyChecksums: false, analyze: false, indexCheck: true, identity: options.identity });
       } catch (error) {
         if (isLifelineError(error) && error.kind === 'refused') throw error;
         return { checks: [{ name: 'pg_restore exit', passed: false, detail: (error as Error).message }], fatal: true };
@@ -210,7 +236,7 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
     },
     'restore-redis': async () => {
       // Into a private redis-server, never the live one: the snapshot must load and hold its keys.
-      const redis = await restoreRedisIsolated(backup!, { binDir: settings.redis?.binDir, logger });
+      const redis = await restoreRedisIsolated(backup!, { binDir: settings.redis?.binDir, logger, image: redisImage, labels: drillLabels, nameSuffix: `${drillId}-redis`, identity: options.identity });
       return { checks: [{ name: 'redis snapshot loads with its keys', passed: redis.ok, detail: redis.detail }] };
     },
     'smoke-queries': async () => {
@@ -265,6 +291,7 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
   } finally {
     await pitrCluster?.stop().catch((error) => logger.warn(`could not remove the point-in-time cluster: ${(error as Error).message}`));
     await cluster?.stop().catch((error) => logger.warn(`could not remove the throwaway cluster: ${(error as Error).message}`));
+    await containerCluster?.stop().catch((error) => logger.warn(`could not remove the throwaway PostgreSQL container: ${(error as Error).message}`));
     if (createdTargetDatabase && targetConn) await dropDatabase(runner, targetConn, logger);
   }
 
@@ -301,7 +328,7 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
     mode,
     backup: backup ? { id: backup.id, createdAt: backup.metadata.createdAt } : pitrCluster ? { id: (pitrCluster as PointInTimeCluster).baseBackup.label, createdAt: (pitrCluster as PointInTimeCluster).baseBackup.stoppedAt } : null,
     ...(pitrTarget ? { pitrTarget: pitrTarget.text } : {}),
-    target: targetUrl && mode === 'logical' ? { kind: 'url', description: maskedUrl(parsePgUrl(targetUrl)) } : { kind: 'throwaway-cluster', description: mode === 'pitr' ? 'temporary data directory restored by pgBackRest' : 'throwaway cluster from the local PostgreSQL binaries' },
+    target: targetUrl && mode === 'logical' ? { kind: 'url', description: maskedUrl(parsePgUrl(targetUrl)) } : { kind: 'throwaway-cluster', description: mode === 'pitr' ? 'temporary data directory restored by pgBackRest' : pgImage ? `throwaway container of service ${settings.postgres.service}'s image (${pgImage.slice(7, 19)})` : 'throwaway cluster from the local PostgreSQL binaries' },
     steps: stepRecords,
     checks,
     rto: { seconds: rtoSeconds, targetSeconds: rtoTarget, met: rtoMet, phases: Object.fromEntries(Object.entries(rtoPhases).map(([k, v]) => [k, round(v)])), setupSeconds: round(setupSeconds) },
@@ -333,6 +360,37 @@ async function reapDeadDrills(logger: Logger): Promise<void> {
   for (const line of reaped.failed) logger.warn(`could not remove what a killed drill left: ${line}`);
   // Other processes' clusters (a drill running beside this one, a test suite) are theirs: one line, not one each.
   if (reaped.inUse.length) logger.info(`left alone: ${reaped.inUse.length} drill resource${reaped.inUse.length === 1 ? '' : 's'} of processes that still run (lifeline doctor does not list them)`);
+}
+
+/**
+ * Where the drill's throwaway PostgreSQL and Redis come from: the Compose services' images when
+ * postgres.service / redis.service are set (checked to hold the server binaries), else this
+ * host's binaries (checked to exist). Refuses with the fix before anything is restored.
+ */
+async function throwawaySources(settings: EnvironmentSettings, pgService: ContainerRunner | undefined, hasTarget: boolean, hasRedis: boolean): Promise<{ pgImage?: string; redisImage?: string }> {
+  let pgImage: string | undefined;
+  if (!hasTarget) {
+    if (pgService) pgImage = await drillServerImage(pgService, settings.postgres.service!);
+    else if (!findServerBinDir(settings.postgres.binDir)) {
+      throw usageError(
+        'NO_POSTGRES_SERVER',
+        'the drill needs a throwaway PostgreSQL server, and no server binaries (initdb, pg_ctl) are on this host; nothing was restored and no drill report was written',
+        'install them (Debian: apt-get install postgresql-15, the major of your backups), set postgres.binDir, set postgres.service so the drill uses the db service\'s image, or drill into a separate database (drill.targetUrlEnv / --target-env)',
+      );
+    }
+  }
+  let redisImage: string | undefined;
+  if (hasRedis) {
+    if (settings.redis?.service) redisImage = await drillRedisImage(await composeRunner(settings.compose, settings.redis.service), settings.redis.service);
+    else if (!findExecutable('redis-server', settings.redis?.binDir ? [settings.redis.binDir] : []) || !findExecutable('redis-check-rdb', settings.redis?.binDir ? [settings.redis.binDir] : [])) {
+      throw usageError(
+        'NO_REDIS_SERVER',
+        "the backup holds a Redis snapshot and the drill loads it into a private redis-server, but redis-server / redis-check-rdb are not on this host; nothing was restored and no drill report was written",
+        'install them (Debian: apt-get install redis-server), set redis.binDir, or set redis.service so the drill uses the Redis service\'s image',
+      );
+    }
+  }
+  return { pgImage, redisImage };
 }
 
 function round(n: number): number {
