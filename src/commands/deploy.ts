@@ -10,6 +10,7 @@ import { describeState } from '../deploy/state';
 import { listReleases } from '../manifest/create';
 import { manifestVerifier } from '../deploy/manifest-verifier';
 import { usageError } from '../errors';
+import { engineOnThisHost } from '../runner/listeners';
 import { ComposeRunner, LocalRunner, type Runner } from '../runner/runner';
 import { parseDuration } from '../settings/duration';
 import type { EnvironmentSettings } from '../settings/resolve';
@@ -237,6 +238,8 @@ async function deployEnvironmentFor(ctx: CommandContext): Promise<{ environment:
       owner: defaultOwner(ctx.env),
       lockWaitSeconds: lockWaitText ? parseDuration(lockWaitText, '--lock-wait') : 0,
       database: databaseProbe(settings, command, composeFiles, ctx),
+      requireOwnedHealth: settings.compose.requireOwnedHealth,
+      engineOnThisHost: engineOnThisHost(ctx.env),
     },
   };
 }
@@ -253,7 +256,8 @@ function databaseProbe(settings: EnvironmentSettings, composeCommand: readonly s
 function outcomeResult(outcome: DeployOutcome): CommandResult {
   const seconds = ((outcome.durationsMs.total ?? 0) / 1000).toFixed(1);
   const verb = outcome.action === 'deploy' ? 'deployed' : 'rolled back to';
-  const text = `${verb} ${outcome.release}${outcome.from ? ` (from ${outcome.from})` : ''} in ${seconds}s; api, web and worker are healthy\noverride: ${outcome.overrideFile}`;
+  const warned = outcome.warnings.map((w) => `WARNING: ${w}`).join('\n');
+  const text = `${verb} ${outcome.release}${outcome.from ? ` (from ${outcome.from})` : ''} in ${seconds}s; api, web and worker are healthy\noverride: ${outcome.overrideFile}${warned ? `\n${warned}` : ''}`;
   const rows = Object.entries(outcome.images)
     .map(([role, image]) => `| ${role} | \`${image}\` |`)
     .join('\n');
@@ -261,7 +265,7 @@ function outcomeResult(outcome: DeployOutcome): CommandResult {
     json: outcome,
     text,
     outputs: { release: outcome.release, 'previous-release': outcome.from ?? '', deployment: outcome.deployment, 'override-file': outcome.overrideFile },
-    summary: `### ${outcome.action === 'deploy' ? 'Deploy' : 'Rollback'}: ${outcome.release}\n\n${outcome.from ? `From ${outcome.from}. ` : ''}All three services healthy after ${seconds}s.\n\n| service | image |\n|---|---|\n${rows}\n`,
+    summary: `### ${outcome.action === 'deploy' ? 'Deploy' : 'Rollback'}: ${outcome.release}\n\n${outcome.from ? `From ${outcome.from}. ` : ''}All three services healthy after ${seconds}s.\n\n| service | image |\n|---|---|\n${rows}\n${outcome.warnings.length ? `\n**Warnings**\n\n${outcome.warnings.map((w) => `- ${w}`).join('\n')}\n` : ''}`,
     annotations: outcome.warnings.map((message) => ({ level: 'warning' as const, message })),
   };
 }

@@ -38,6 +38,10 @@ export interface ContainerState {
   startedAtMs: number;
   /** How often the engine restarted it (restart policy). */
   restartCount: number;
+  /** The pid of its init on the engine's host (`State.Pid`; 0 when not running). */
+  pid: number;
+  /** Its addresses on its Docker networks (none with the host network). */
+  addresses: string[];
 }
 
 /** The Compose and Docker calls a deploy needs, through the runner (the only place that spawns). */
@@ -101,7 +105,8 @@ export class ComposeDriver {
       Image: string;
       RestartCount?: number;
       Config: { Image: string; Labels?: Record<string, string> };
-      State: { Running: boolean; ExitCode: number; Status: string; StartedAt?: string; Health?: { Status: string } };
+      State: { Running: boolean; ExitCode: number; Status: string; StartedAt?: string; Pid?: number; Health?: { Status: string } };
+      NetworkSettings?: { Networks?: Record<string, { IPAddress?: string; GlobalIPv6Address?: string } | null> | null };
     }[];
     try {
       parsed = JSON.parse(out);
@@ -119,6 +124,10 @@ export class ComposeDriver {
       health: c.State.Health?.Status,
       startedAtMs: startedAtMs(c.State.StartedAt),
       restartCount: c.RestartCount ?? 0,
+      pid: c.State.Pid ?? 0,
+      addresses: Object.values(c.NetworkSettings?.Networks ?? {})
+        .flatMap((n) => [n?.IPAddress, n?.GlobalIPv6Address])
+        .filter((a): a is string => Boolean(a)),
     }));
   }
 

@@ -43,6 +43,10 @@ export interface DeployEnvironment {
   lockWaitSeconds?: number;
   /** The database's current migration head; absent when no database is configured. */
   database?: DatabaseProbe;
+  /** `compose.requireOwnedHealth`: a health answer that cannot be tied to the new container fails instead of warning. */
+  requireOwnedHealth?: boolean;
+  /** False when the docker CLI talks to an engine on another host (its pids cannot be looked up here). */
+  engineOnThisHost?: boolean;
 }
 
 export interface DatabaseProbe {
@@ -159,7 +163,7 @@ export async function acceptRunningRelease(ctx: DeployEnvironment, options: Swit
     assertNotRevoked(ctx.env, release, await revocationsForDeploy(ctx.catalog, ctx.env), 'accept');
     const images = verified.get(release)!.images;
     const health = await ctx.logger.group(`Check that ${release} is healthy`, () =>
-      waitForHealth(ctx.driver, healthTargets(ctx, images), { timeoutSeconds: options.healthTimeoutSeconds, settleSeconds: options.settleSeconds, logger: ctx.logger }),
+      waitForHealth(ctx.driver, healthTargets(ctx, images), { timeoutSeconds: options.healthTimeoutSeconds, settleSeconds: options.settleSeconds, logger: ctx.logger, ...ownership(ctx) }),
     );
     if (!health.healthy) throw refusal('CANNOT_ACCEPT_RUNNING', `${health.service} on ${release} is not healthy (${health.reason}), so it is not recorded as running`, fix);
     const unfinished = result.unfinished;
@@ -354,10 +358,12 @@ async function switchRelease(ctx: DeployEnvironment, plan: SwitchPlan): Promise<
 
   let failedService: string | undefined;
   let reason: string;
-  const healthOptions = { timeoutSeconds: plan.options.healthTimeoutSeconds, settleSeconds: plan.options.settleSeconds, previousContainers: new Set(previousContainers), overrideFile, logger: ctx.logger };
+  const healthOptions = { timeoutSeconds: plan.options.healthTimeoutSeconds, settleSeconds: plan.options.settleSeconds, previousContainers: new Set(previousContainers), overrideFile, logger: ctx.logger, ...ownership(ctx) };
+  let failureFix: string | undefined;
   try {
     await time('up', () => ctx.logger.group(`Recreate ${serviceNames.join(', ')} on ${target.version}`, () => ctx.driver.up(serviceNames, overrideFile)));
     const health = await time('health', () => ctx.logger.group('Wait for health', () => waitForHealth(ctx.driver, healthTargets(ctx, target.images), healthOptions)));
+    plan.warnings.push(...health.warnings);
     if (health.healthy) {
       durationsMs.total = Date.now() - plan.started;
       await record(ctx, events, { ...base, result: 'succeeded', running: target.version, runningDeployment: deploymentId, durationsMs });
@@ -365,6 +371,7 @@ async function switchRelease(ctx: DeployEnvironment, plan: SwitchPlan): Promise<
     }
     failedService = health.service;
     reason = health.reason;
+    failureFix = health.fix;
   } catch (error) {
     reason = toLifelineError(error).message;
   }
@@ -384,7 +391,7 @@ async function switchRelease(ctx: DeployEnvironment, plan: SwitchPlan): Promise<
   const what = failedService ? `${failedService} did not get healthy on ${target.version}: ${reason}` : `${action} of ${target.version} failed: ${reason}`;
   const recovery = restored.ok ? '' : `\nthe history now says the running release is unknown: see lifeline status --env ${ctx.env}, then put all three on a release with lifeline rollback --env ${ctx.env} --to <release>`;
   throw failure('DEPLOY_UNHEALTHY', `${what}\n${restored.message}${recovery}${lastLog ? `\nlast lines ${failedService} logged:\n${indent(lastLog)}` : ''}`, {
-    fix: failedService ? `fix ${failedService} in a new release; check its logs with: docker compose logs ${failedService}` : 'read the error above, fix it, and re-run',
+    fix: failureFix ?? (failedService ? `fix ${failedService} in a new release; check its logs with: docker compose logs ${failedService}` : 'read the error above, fix it, and re-run'),
     details: { failedService: failedService ?? null, restoredTo: restored.ok ? putBack : null, deployment: deploymentId },
   });
 }
@@ -405,6 +412,11 @@ async function refuseStrayHealthAnswers(ctx: DeployEnvironment, plan: SwitchPlan
     await record(ctx, plan.history.events, { action: plan.action, from, to: plan.target.version, result: 'refused', deployment: null, reason: message, durationsMs: { total: Date.now() - plan.started } });
     throw refusal('HEALTH_URL_ANSWERED_BY_OTHER', message, `stop what listens on that port (ss -ltnp), or point compose.services.${role}.healthUrl at the port ${name} listens on, then re-run`);
   }
+}
+
+/** How the health wait ties each health URL's answer to the new container. */
+function ownership(ctx: DeployEnvironment): { requireOwnedHealth?: boolean; engineOnThisHost?: boolean } {
+  return { requireOwnedHealth: ctx.requireOwnedHealth, engineOnThisHost: ctx.engineOnThisHost };
 }
 
 function healthTargets(ctx: DeployEnvironment, images: Record<ServiceRole, string>): HealthTarget[] {
@@ -435,8 +447,9 @@ async function restorePrevious(ctx: DeployEnvironment, previous: string | null, 
         SERVICE_ROLES.map((role) => ctx.services[role].name),
         overrideFile,
       );
-      const health = await waitForHealth(ctx.driver, healthTargets(ctx, release.images), { timeoutSeconds: options.healthTimeoutSeconds, settleSeconds: options.settleSeconds, overrideFile, logger: ctx.logger });
-      if (health.healthy) return { ok: true, deployment: deploymentId, message: `api, web and worker are back on ${previous} and healthy` };
+      const health = await waitForHealth(ctx.driver, healthTargets(ctx, release.images), { timeoutSeconds: options.healthTimeoutSeconds, settleSeconds: options.settleSeconds, overrideFile, logger: ctx.logger, ...ownership(ctx) });
+      const warned = health.warnings.length ? ` (warning: ${health.warnings.join('; ')})` : '';
+      if (health.healthy) return { ok: true, deployment: deploymentId, message: `api, web and worker are back on ${previous} and healthy${warned}` };
       return { ok: false, deployment: null, message: `putting the services back on ${previous} did not get them healthy either (${health.service}: ${health.reason}): the environment needs attention now` };
     } catch (error) {
       return { ok: false, deployment: null, message: `putting the services back on ${previous} failed too (${toLifelineError(error).message}): the environment needs attention now` };

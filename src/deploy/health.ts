@@ -1,4 +1,5 @@
 import type { Logger } from '../logger';
+import { proveHealthOwner, UNTIED_HEALTH, type HealthProof } from '../runner/listeners';
 import type { ComposeDriver, ContainerState } from './compose';
 
 export interface HealthTarget {
@@ -18,9 +19,15 @@ export interface HealthOptions {
   previousContainers?: ReadonlySet<string>;
   overrideFile?: string;
   logger: Logger;
+  /** When the process answering a healthUrl cannot be tied to the service's container: fail (true) or warn (default). */
+  requireOwnedHealth?: boolean;
+  /** False when the Docker engine is on another host: the answering process cannot be looked up here. */
+  engineOnThisHost?: boolean;
 }
 
-export type HealthOutcome = { healthy: true; elapsedMs: number } | { healthy: false; elapsedMs: number; service: string; reason: string };
+export type HealthOutcome =
+  | { healthy: true; elapsedMs: number; warnings: string[] }
+  | { healthy: false; elapsedMs: number; service: string; reason: string; fix?: string; warnings: string[] };
 
 const POLL_MS = 250;
 const HTTP_TIMEOUT_MS = 2000;
@@ -68,11 +75,11 @@ export async function waitForHealth(driver: ComposeDriver, targets: HealthTarget
             baseline.set(target.service, new Map(own.map((c) => [c.id, c.restartCount])));
             options.logger.info(`${target.service}: healthy (${verdict.detail})`);
           } else if (verdict.state === 'failed') {
-            return { healthy: false, elapsedMs: Date.now() - started, service: target.service, reason: verdict.detail };
+            return { healthy: false, elapsedMs: Date.now() - started, service: target.service, reason: verdict.detail, warnings: [] };
           }
         }
         if (pending.size === 0) {
-          if (settleMs === 0) return { healthy: true, elapsedMs: Date.now() - started };
+          if (settleMs === 0) return finish(await proveAnswers(targets, containers, options), started);
           settleUntil = Date.now() + settleMs;
           options.logger.info(`all healthy; every check must keep passing for ${settleMs / 1000}s (settle window)`);
           known = undefined;
@@ -80,7 +87,7 @@ export async function waitForHealth(driver: ComposeDriver, targets: HealthTarget
         }
         if (Date.now() >= deadline) {
           const [service] = pending.keys();
-          return { healthy: false, elapsedMs: Date.now() - started, service: service!, reason: `not healthy within ${options.timeoutSeconds}s (last seen: ${lastSeen.get(service!) ?? 'nothing'})` };
+          return { healthy: false, elapsedMs: Date.now() - started, service: service!, reason: `not healthy within ${options.timeoutSeconds}s (last seen: ${lastSeen.get(service!) ?? 'nothing'})`, warnings: [] };
         }
         await wake.wait(Math.min(POLL_MS, Math.max(deadline - Date.now(), 0)));
         continue;
@@ -93,19 +100,89 @@ export async function waitForHealth(driver: ComposeDriver, targets: HealthTarget
         const changed = own.find((c) => !seen.has(c.id) || seen.get(c.id) !== c.restartCount) ?? (own.length < seen.size ? undefined : null);
         if (changed !== null) {
           const what = changed ? `container ${changed.id.slice(0, 12)} ${seen.has(changed.id) ? `restarted (restart count ${changed.restartCount})` : 'replaced the one that was healthy'}` : 'a container that was healthy is gone';
-          return { healthy: false, elapsedMs: Date.now() - started, service: target.service, reason: `${what} ${into}s into the ${settleMs / 1000}s settle window` };
+          return { healthy: false, elapsedMs: Date.now() - started, service: target.service, reason: `${what} ${into}s into the ${settleMs / 1000}s settle window`, warnings: [] };
         }
         const verdict = await judge(target, own, options.previousContainers);
         if (verdict.state !== 'healthy') {
-          return { healthy: false, elapsedMs: Date.now() - started, service: target.service, reason: `stopped being healthy ${into}s into the ${settleMs / 1000}s settle window: ${verdict.detail}` };
+          return { healthy: false, elapsedMs: Date.now() - started, service: target.service, reason: `stopped being healthy ${into}s into the ${settleMs / 1000}s settle window: ${verdict.detail}`, warnings: [] };
         }
       }
-      if (Date.now() >= settleUntil) return { healthy: true, elapsedMs: Date.now() - started };
+      // At the end of the settle window: what answers each health URL must be the service's new container.
+      if (Date.now() >= settleUntil) return finish(await proveAnswers(targets, containers, options), started);
       await wake.wait(Math.min(POLL_MS, Math.max(settleUntil - Date.now(), 0)));
     }
   } finally {
     watcher.stop();
   }
+}
+
+interface ProofResult {
+  failed?: { service: string; reason: string; fix: string };
+  warnings: string[];
+}
+
+function finish(result: ProofResult, started: number): HealthOutcome {
+  const elapsedMs = Date.now() - started;
+  if (result.failed) return { healthy: false, elapsedMs, ...result.failed, warnings: result.warnings };
+  return { healthy: true, elapsedMs, warnings: result.warnings };
+}
+
+/**
+ * For each service with a healthUrl: the process holding the URL's listening socket must belong to
+ * one of the service's containers seen now (the new ones: old ones never count as healthy). A
+ * stray process that took the port while the old container was stopped fails the service; an
+ * answer that cannot be tied to any process here is a warning, or a failure with requireOwnedHealth.
+ */
+async function proveAnswers(targets: HealthTarget[], containers: ContainerState[], options: HealthOptions): Promise<ProofResult> {
+  const warnings: string[] = [];
+  for (const target of targets) {
+    if (!target.healthUrl) continue;
+    const own = containers.filter((c) => c.service === target.service && c.running && !options.previousContainers?.has(c.id));
+    let proof: HealthProof;
+    try {
+      proof = await proveHealthOwner(
+        target.healthUrl,
+        own.map((c) => ({ id: c.id, pid: c.pid, addresses: c.addresses })),
+        { engineOnThisHost: options.engineOnThisHost },
+      );
+    } catch (error) {
+      proof = { status: 'unknown', reason: `looking it up failed: ${(error as Error).message}` };
+    }
+    const verdict = judgeProof(target.service, target.healthUrl, proof, options.requireOwnedHealth ?? false);
+    if (verdict.failed) return { failed: verdict.failed, warnings };
+    if (verdict.warning) {
+      options.logger.warn(verdict.warning);
+      warnings.push(verdict.warning);
+    }
+    if (verdict.info) options.logger.info(verdict.info);
+  }
+  return { warnings };
+}
+
+/** What a proof means for a service: the failure (with its fix), the warning, or the line to log. Shared with the drill's app check. */
+export function judgeProof(service: string, url: string, proof: HealthProof, requireOwned: boolean): { failed?: { service: string; reason: string; fix: string }; warning?: string; info?: string } {
+  if (proof.status === 'owned') return { info: `${service}: ${url} ${proof.detail}` };
+  if (proof.status === 'other') {
+    const pids = proof.strangers.map((p) => p.pid).join(' ');
+    return {
+      failed: {
+        service,
+        reason: `${url} is not answered by ${service}'s new container: ${proof.detail}; its 2xx may come from that process, so it proves nothing about ${service}`,
+        fix: `stop what holds port ${proof.port} (kill ${pids}; ss -ltnp 'sport = :${proof.port}' lists it), make ${service} listen on port ${proof.port} as its healthUrl says (or point compose.services.<role>.healthUrl at the port it listens on), then deploy again`,
+      },
+    };
+  }
+  const message = `${service}: ${UNTIED_HEALTH} (${url}: ${proof.reason})`;
+  if (requireOwned) {
+    return {
+      failed: {
+        service,
+        reason: `${message}; compose.requireOwnedHealth is true`,
+        fix: 'run Lifeline as root on the engine host, with a health URL on this host (127.0.0.1 and the host network), or set compose.requireOwnedHealth: false to accept the answer with a warning',
+      },
+    };
+  }
+  return { warning: `${message}; its 2xx was accepted (set compose.requireOwnedHealth: true to refuse such answers)` };
 }
 
 /** A sleep that an event cuts short; an event that arrived while nobody waited is not lost. */

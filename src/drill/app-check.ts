@@ -4,6 +4,7 @@ import { SecretMasker, type Logger } from '../logger';
 import { formatPgUrl, type PgConnection } from '../runner/postgres-env';
 import { randomBytes } from 'node:crypto';
 import { recordLeftover } from '../runner/leftovers';
+import { engineOnThisHost, proveHealthOwner, UNTIED_HEALTH, type ContainerIdentity, type HealthProof } from '../runner/listeners';
 import { describeExit, lastLines, LocalRunner, runText, type Runner } from '../runner/runner';
 import { tarStream } from '../tar';
 import { formatDuration } from '../settings/duration';
@@ -85,7 +86,7 @@ export async function checkApplicationStarts(options: AppCheckOptions): Promise<
         const noShell = /\/bin\/sh.*(no such file|not found)/i.test(started.stderr) ? `; the image has no /bin/sh, which the drill needs to hand the application its ${config.databaseUrlEnv} without putting it in the container's configuration` : '';
         return fail(`docker start ${name} (${chosen.image}) failed (${describeExit(started)}): ${tail(masker.mask(started.stderr), 5)}${noShell}`);
       }
-      return await waitForApplication(runner, name, config, chosen.image, masker, fail);
+      return await waitForApplication(runner, name, config, chosen.image, masker, fail, { logger, requireOwned: settings.compose.requireOwnedHealth });
     } finally {
       await removeContainer(runner, name, logger);
     }
@@ -164,14 +165,38 @@ async function copyDatabaseUrl(runner: Runner, container: string, envName: strin
   if (result.exitCode !== 0) throw new Error(`docker cp of the database URL into ${container} failed (${describeExit(result)}): ${lastLines(result.stderr, 3)}`);
 }
 
-async function waitForApplication(runner: Runner, id: string, config: AppCheckSettings, image: string, masker: SecretMasker, fail: (detail: string) => CheckOutcome): Promise<CheckOutcome> {
+async function waitForApplication(
+  runner: Runner,
+  id: string,
+  config: AppCheckSettings,
+  image: string,
+  masker: SecretMasker,
+  fail: (detail: string) => CheckOutcome,
+  ownership: { logger: Logger; requireOwned: boolean },
+): Promise<CheckOutcome> {
   const started = Date.now();
   const deadline = started + config.timeoutSeconds * 1000;
   let last = 'no answer yet';
   for (;;) {
     const answer = await httpStatus(config.healthUrl);
     const elapsed = formatDuration((Date.now() - started) / 1000);
-    if (answer.ok) return { name: APP_CHECK_NAME, passed: true, detail: `${config.healthUrl} answered ${answer.detail} after ${elapsed} (${image})` };
+    if (answer.ok) {
+      // The 2xx counts only when the drill's container holds the URL's listening socket: a stray
+      // process that took the port after the check before the start would pass it otherwise.
+      const proof = await proveAnswer(runner, id, config.healthUrl);
+      const answered = `${config.healthUrl} answered ${answer.detail} after ${elapsed} (${image})`;
+      if (proof.status === 'owned') return { name: APP_CHECK_NAME, passed: true, detail: `${answered}, ${proof.detail}` };
+      if (proof.status === 'other') {
+        const pids = proof.strangers.map((p) => p.pid).join(' ');
+        return fail(
+          `${answered}, but not from the drill's container ${id}: ${proof.detail}; that answer proves nothing about the application. Stop what holds port ${proof.port} (kill ${pids}; ss -ltnp 'sport = :${proof.port}' lists it) and make the application listen on the port of drill.appCheck.healthUrl; its last log lines:\n${await logsTail(runner, id, masker)}`,
+        );
+      }
+      const untied = `${UNTIED_HEALTH} (${config.healthUrl}: ${proof.reason})`;
+      if (ownership.requireOwned) return fail(`${answered}, but ${untied}; compose.requireOwnedHealth is true`);
+      ownership.logger.warn(`the drill's application check: ${untied}; its 2xx was accepted (set compose.requireOwnedHealth: true to refuse such answers)`);
+      return { name: APP_CHECK_NAME, passed: true, detail: `${answered}; WARNING: ${untied}` };
+    }
     last = answer.detail;
     const state = await containerState(runner, id);
     if (state && !state.running) {
@@ -181,6 +206,19 @@ async function waitForApplication(runner: Runner, id: string, config: AppCheckSe
       return fail(`${config.healthUrl} did not answer 2xx within ${formatDuration(config.timeoutSeconds)} (last: ${last}) from ${image}; the container's last log lines:\n${await logsTail(runner, id, masker)}`);
     }
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+  }
+}
+
+/** Ties the health URL's listener to the container (by its id, init pid and addresses from `docker inspect`). */
+async function proveAnswer(runner: Runner, name: string, url: string): Promise<HealthProof> {
+  const result = await runText(runner, { tool: 'docker', args: ['inspect', '--type', 'container', '--format', '{{json .}}', name] }).catch(() => undefined);
+  if (!result || result.exitCode !== 0) return { status: 'unknown', reason: `docker inspect ${name} failed` };
+  try {
+    const c = JSON.parse(result.stdout) as { Id: string; State?: { Pid?: number }; NetworkSettings?: { Networks?: Record<string, { IPAddress?: string } | null> | null } };
+    const identity: ContainerIdentity = { id: c.Id, pid: c.State?.Pid ?? 0, addresses: Object.values(c.NetworkSettings?.Networks ?? {}).flatMap((n) => (n?.IPAddress ? [n.IPAddress] : [])) };
+    return await proveHealthOwner(url, [identity], { engineOnThisHost: engineOnThisHost(process.env) });
+  } catch (error) {
+    return { status: 'unknown', reason: `looking it up failed: ${(error as Error).message}` };
   }
 }
 

@@ -13,6 +13,9 @@ import { basename } from 'node:path';
  * nothing about the container.
  */
 
+/** The words of the warning when the answer of a health URL could not be tied to the container (the docs and tests quote them). */
+export const UNTIED_HEALTH = 'the answering process could not be tied to the container';
+
 export interface ListenSocket {
   family: 4 | 6;
   /** The bound address as text (`0.0.0.0`, `127.0.0.1`, `::`, `::ffff:127.0.0.1`). */
@@ -242,7 +245,7 @@ export async function proveHealthOwner(url: string, containers: ContainerIdentit
   const local = localAddresses();
   const remote = target.addresses.filter((a) => !isLoopback(a) && !local.has(a));
   if (remote.length) return { status: 'unknown', port, reason: `${url} points at ${remote.join(', ')}, not an address of this host, so its listener cannot be looked up here` };
-  if (options.engineOnThisHost === false) return { status: 'unknown', port, reason: 'the Docker engine is not on this host (DOCKER_HOST or DOCKER_CONTEXT names another), so its container processes cannot be looked up here' };
+  if (options.engineOnThisHost === false) return { status: 'unknown', port, reason: 'the docker CLI does not reach the engine through a local unix socket (DOCKER_HOST is tcp:// or ssh://, or DOCKER_CONTEXT names a context), so the engine may be on another host and its container pids cannot be looked up here' };
   if (containers.length === 0) return { status: 'unknown', port, reason: 'no container to tie the answer to' };
 
   const sockets = (await listeningSockets(port, procRoot)).filter((s) => target.addresses.some((a) => accepts(s, a)));

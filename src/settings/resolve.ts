@@ -53,6 +53,8 @@ export interface ComposeSettings {
   healthTimeoutSeconds: number;
   /** After the first healthy answer, how long every check must keep passing with no restart or exit. */
   settleSeconds: number;
+  /** A health answer that cannot be tied to the new container fails (true) or warns (false, the default). */
+  requireOwnedHealth: boolean;
 }
 
 /** Off-host object storage with its credentials resolved from the named environment variables. */
@@ -260,6 +262,7 @@ export function resolveFromConfig(loaded: LoadedConfig, rawInputs: GlobalInputs,
       services,
       healthTimeoutSeconds: composeCfg.healthTimeout ? parseDuration(composeCfg.healthTimeout, `environments.${name}.compose.healthTimeout`) : 120,
       settleSeconds: composeCfg.settle ? parseDuration(composeCfg.settle, `environments.${name}.compose.settle`) : 5,
+      requireOwnedHealth: composeCfg.requireOwnedHealth ?? false,
     },
     retention: {
       keepLast: env.retention?.keepLast ?? 7,

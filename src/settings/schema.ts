@@ -65,6 +65,12 @@ const compose = z
     healthTimeout: duration.optional(),
     /** How long every check must keep passing after the first healthy answer (default 5s). */
     settle: duration.optional(),
+    /**
+     * When the process answering a healthUrl cannot be tied to the service's new container (URL on
+     * another host, no permission to read other processes' /proc): true fails, default false warns.
+     * Also applies to the drill's application check.
+     */
+    requireOwnedHealth: z.boolean().optional(),
   })
   .strict();
 
