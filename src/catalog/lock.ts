@@ -1,4 +1,5 @@
-import { open, readFile, rm, mkdir } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { open, rm, mkdir } from 'node:fs/promises';
 import { hostname, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { failure, refusal } from '../errors';
@@ -45,9 +46,12 @@ export function defaultOwner(env: Record<string, string | undefined> = {}): stri
 export async function lockStatus(envDir: string): Promise<LockStatus> {
   let text: string;
   try {
-    text = await readFile(lockPath(envDir), 'utf8');
+    text = await readLockText(lockPath(envDir));
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { held: false, stale: false };
+    // A link, FIFO or directory where the lock belongs: held (acquiring cannot create it), owner
+    // unknown, stale (no process of ours made it): reported, and removable with lock break.
+    if (error instanceof NotALockFile) return { held: true, stale: true };
     throw error;
   }
   let info: LockInfo | undefined;
@@ -59,6 +63,30 @@ export async function lockStatus(envDir: string): Promise<LockStatus> {
   }
   const stale = info.host === hostname() && !processAlive(info.pid);
   return { held: true, info, stale };
+}
+
+class NotALockFile extends Error {}
+
+/**
+ * The lock file's text, opened without following a link and without blocking on a FIFO (a plain
+ * read of a FIFO planted as `.lock` would hang every command that looks at the lock).
+ */
+async function readLockText(path: string): Promise<string> {
+  let handle;
+  try {
+    handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ELOOP' || code === 'EMLINK') throw new NotALockFile('a symbolic link');
+    throw error;
+  }
+  try {
+    const info = await handle.stat();
+    if (!info.isFile() || info.size > 64 * 1024) throw new NotALockFile('not a small regular file');
+    return await handle.readFile('utf8');
+  } finally {
+    await handle.close();
+  }
 }
 
 export class EnvironmentLock {

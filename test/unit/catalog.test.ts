@@ -1,5 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -94,6 +95,28 @@ describe('catalog', () => {
 });
 
 describe('per-environment lock', () => {
+  it('a FIFO or a link planted as the lock file is reported as a stale lock, never read through or blocked on', async () => {
+    for (const kind of ['fifo', 'link'] as const) {
+      const dir = tempDir(`lifeline-lockkind-${kind}-`);
+      cleanups.push(dir.cleanup);
+      const envDir = join(dir.path, 'production');
+      mkdirSync(envDir, { mode: 0o700 });
+      if (kind === 'fifo') expect(spawnSync('mkfifo', [join(envDir, '.lock')]).status).toBe(0);
+      else {
+        // A link to a lock that names this (live) process: followed, it would look held by a live holder.
+        writeFileSync(join(dir.path, 'elsewhere.json'), JSON.stringify({ owner: 'x', pid: process.pid, host: hostname(), command: 'deploy', acquiredAt: new Date().toISOString() }));
+        symlinkSync(join(dir.path, 'elsewhere.json'), join(envDir, '.lock'));
+      }
+      // A plain read of a FIFO would never return: the race makes a hang a failure, not a timeout.
+      const status = await Promise.race([lockStatus(envDir), new Promise((resolve) => setTimeout(() => resolve('blocked'), 5000))]);
+      expect(status, kind).toEqual({ held: true, stale: true });
+      await expect(acquireLock(envDir, 'production', { command: 'backup' })).rejects.toThrow();
+      await breakLock(envDir, { env: 'production' });
+      expect(existsSync(join(dir.path, 'elsewhere.json'))).toBe(kind === 'link');
+      const lock = await acquireLock(envDir, 'production', { command: 'backup' });
+      await lock.release();
+    }
+  });
   it('lets exactly one of two concurrent writers in', async () => {
     const catalog = store();
     const envDir = catalog.envDir('production');
