@@ -21,6 +21,7 @@ declare -A NEED=(
   [docker-registry]=docker-registry
   [busybox-static]=/bin/busybox
   [time]=/usr/bin/time
+  [age]=age-keygen
   [prometheus]=promtool
 )
 missing=()

@@ -1,12 +1,28 @@
 import { randomBytes } from 'node:crypto';
 import { appendFile, lstat, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, type Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { failure, usageError, type LifelineError } from '../errors';
-import { fsyncPath, hashingFileWriter, mkdirPrivate, PRIVATE_FILE_MODE, streamToFile, writeFileAtomic, type HashedFile } from './files';
+import { fsyncPath, hashingFileWriter, HashingTransform, mkdirPrivate, PRIVATE_FILE_MODE, streamToFile, writeFileAtomic, type HashedFile } from './files';
 import { assertCatalogDirs, assertEntryWritable, readEntryText, UnsafeEntryFileError, warnIfStoreShared } from './confine';
 import { withWriteOutcome } from './fs-errors';
 import { formatSums, SUMS_FILE, type SumEntry } from './sums';
+import { AGE_SUFFIX, encryptingWriter, type PayloadEncryption } from '../crypto/age';
+
+/** A payload as stored: its name in the entry (with `.age` when encrypted), the stored bytes' hash and size, and how it was encrypted. */
+export interface StoredFile extends HashedFile {
+  name: string;
+  encryption?: PayloadEncryption;
+}
+
+export interface BeginOptions {
+  /**
+   * age recipients: every payload added to the entry (addStream, addWriter, addText) is stored as
+   * `<name>.age`, encrypted while it streams; SHA256SUMS lists the encrypted files.
+   */
+  encryptTo?: readonly string[];
+}
 
 export const CATALOG_SCHEMA_VERSION = 1;
 
@@ -87,7 +103,7 @@ export class Catalog {
     return join(this.root, env, kind, id);
   }
 
-  async begin(env: string, kind: EntryKind, id: string, metadataFile: string): Promise<StagedEntry> {
+  async begin(env: string, kind: EntryKind, id: string, metadataFile: string, options: BeginOptions = {}): Promise<StagedEntry> {
     const finalDir = this.entryDir(env, kind, id);
     if (await exists(finalDir)) {
       throw usageError('ENTRY_EXISTS', `${kind} entry ${id} already exists in environment ${env}`, 'choose another id; catalog entries are immutable once written');
@@ -97,7 +113,7 @@ export class Catalog {
     await withWriteOutcome(`nothing was added to the catalog (${kind} entry ${id} was not started)`, () => mkdirPrivate(stagingDir));
     // Again after creating: a directory planted between the check and the mkdir is caught before a byte is written.
     assertCatalogDirs(this.root, [env, ...kind.split('/'), basename(stagingDir)]);
-    return new StagedEntry(stagingDir, finalDir, metadataFile, `${kind} entry ${id}`);
+    return new StagedEntry(stagingDir, finalDir, metadataFile, `${kind} entry ${id}`, options.encryptTo?.length ? [...options.encryptTo] : undefined);
   }
 
   /** Complete entries, newest first. Staging directories and entries without metadata are skipped. */
@@ -254,7 +270,14 @@ export class StagedEntry {
     readonly finalDir: string,
     private readonly metadataFile: string,
     private readonly what = 'the entry',
+    /** age recipients when payloads are stored encrypted. */
+    readonly encryptTo?: readonly string[],
   ) {}
+
+  /** The name a payload is stored under: `<name>.age` when the entry is encrypted. */
+  storedName(name: string): string {
+    return this.encryptTo ? `${name}${AGE_SUFFIX}` : name;
+  }
 
   /** A write failure inside a staged entry never leaves anything listed: say so, with the path. */
   private write<T>(fn: () => Promise<T>): Promise<T> {
@@ -266,27 +289,55 @@ export class StagedEntry {
     return join(this.dir, name);
   }
 
-  /** Streams a payload into the entry, hashing it on the way, and records it for SHA256SUMS. */
-  async addStream(name: string, source: Readable, onProgress?: (bytes: number) => void): Promise<HashedFile> {
-    const result = await this.write(() => streamToFile(source, this.path(name), onProgress));
-    this.sums.push({ file: name, sha256: result.sha256 });
-    return result;
+  /**
+   * Streams a payload into the entry, hashing it on the way, and records it for SHA256SUMS. When
+   * the entry is encrypted the plaintext is encrypted in the stream (never on disk) and the stored
+   * name is `<name>.age`; the result then also carries the plaintext's hash and size.
+   */
+  async addStream(name: string, source: Readable, onProgress?: (bytes: number) => void): Promise<StoredFile> {
+    if (!this.encryptTo) {
+      const result = await this.write(() => streamToFile(source, this.path(name), onProgress));
+      this.sums.push({ file: name, sha256: result.sha256 });
+      return { name, ...result };
+    }
+    const writer = this.addWriter(name);
+    if (onProgress) source.on('data', () => onProgress(writer.plaintextBytes()));
+    await this.write(() => pipeline(source, writer.stream));
+    return writer.done();
   }
 
   /** A writable for a producer that pushes; call `done()` after the producer finished. */
-  addWriter(name: string) {
-    const writer = hashingFileWriter(this.path(name));
+  addWriter(name: string): { stream: Writable; name: string; plaintextBytes(): number; done(): Promise<StoredFile> } {
+    const stored = this.storedName(name);
+    const writer = hashingFileWriter(this.path(stored));
+    if (!this.encryptTo) {
+      return {
+        stream: writer.stream,
+        name: stored,
+        plaintextBytes: () => (writer.stream as HashingTransform).bytes,
+        done: async () => {
+          const result = await this.write(() => writer.done());
+          this.sums.push({ file: stored, sha256: result.sha256 });
+          return { name: stored, ...result };
+        },
+      };
+    }
+    const recipients = [...this.encryptTo];
+    const encrypting = encryptingWriter(writer.stream, recipients);
     return {
-      stream: writer.stream,
+      stream: encrypting.stream,
+      name: stored,
+      plaintextBytes: () => (encrypting.stream as HashingTransform).bytes,
       done: async () => {
+        const plain = await this.write(() => encrypting.done());
         const result = await this.write(() => writer.done());
-        this.sums.push({ file: name, sha256: result.sha256 });
-        return result;
+        this.sums.push({ file: stored, sha256: result.sha256 });
+        return { name: stored, ...result, encryption: { format: 'age', recipients, plaintextSha256: plain.sha256, plaintextBytes: plain.bytes } };
       },
     };
   }
 
-  async addText(name: string, text: string): Promise<HashedFile> {
+  async addText(name: string, text: string): Promise<StoredFile> {
     return this.addStream(name, Readable.from([Buffer.from(text)]));
   }
 

@@ -1,3 +1,4 @@
+import { loadIdentity } from '../crypto/age';
 import { writeFileSync } from 'node:fs';
 import { relative, resolve } from 'node:path';
 import { Catalog } from '../catalog/store';
@@ -45,6 +46,8 @@ export const drillCommand: CommandSpec = {
   ],
   implemented: true,
   async run(ctx) {
+    // Read (and masked) before anything else is printed.
+    const identity = await loadIdentity(ctx.env, ctx.logger);
     const settings = environmentFor(ctx);
     const targetUrl = urlInput(ctx, 'target', { example: 'postgres://user:password@127.0.0.1:5432/drill_scratch' });
     const jobs = Number(ctx.inputs.string('jobs'));
@@ -61,6 +64,7 @@ export const drillCommand: CommandSpec = {
       pitr: ctx.inputs.string('pitr'),
       jobs: Number.isInteger(jobs) && jobs > 0 ? jobs : 2,
       reportSigner: reportSignerFor(ctx),
+      identity,
     });
     const signing = entry.signing;
     if (signing.status === 'unsigned') ctx.logger.warn(`drill report ${report.id} is not signed (no --signing-key / LIFELINE_SIGNING_KEY or --keyless); a gate with a signing policy will not accept it`);

@@ -38,6 +38,8 @@ export interface BackupOptions {
   progress?: ProgressSink;
   /** The caller already holds the environment lock (a pre-restore backup inside a restore). */
   lockHeld?: boolean;
+  /** age recipients (`encryption.recipients`): every payload is stored encrypted to them. */
+  encryptTo?: readonly string[];
   /** Seconds to wait for another holder of the environment lock. */
   lockWaitSeconds?: number;
   /** Seconds to wait for a table lock (a migration's) before failing with who holds it; default 60. */
@@ -97,11 +99,12 @@ async function createBackupLocked(options: BackupOptions): Promise<BackupEntry> 
     }))();
     inspection.catch(() => {});
 
-    staged = await catalog.begin(environment, 'backups', id, BACKUP_METADATA_FILE);
+    // With recipients, every payload is stored as an age file, encrypted as it streams.
+    staged = await catalog.begin(environment, 'backups', id, BACKUP_METADATA_FILE, { encryptTo: options.encryptTo });
     // Roles and tablespaces are cluster-wide, outside any snapshot: saved while pg_dump runs.
     const globalsSaved = dumpGlobals(staged, options);
     globalsSaved.catch(() => {});
-    logger.info(`backup ${id}: dumping ${conn.database} (${formatCompression(compression)}${options.verify ? ', read back by pg_restore as it is written' : ''}) with ${runner.where}`);
+    logger.info(`backup ${id}: dumping ${conn.database} (${formatCompression(compression)}${options.verify ? ', read back by pg_restore as it is written' : ''}${staged.encryptTo ? `, encrypted with age to ${staged.encryptTo.length} recipient${staged.encryptTo.length === 1 ? '' : 's'}` : ''}) with ${runner.where}`);
     const dump = startVerifiedDump({
       runner,
       conn,
@@ -122,7 +125,7 @@ async function createBackupLocked(options: BackupOptions): Promise<BackupEntry> 
     let redisCheck: VerificationCheck | undefined;
     if (options.redis) {
       const snap = await snapshotRedis(staged, { ...options.redis, logger });
-      redis = { name: snap.name, bytes: snap.bytes, sha256: snap.sha256, keys: snap.keys };
+      redis = { name: snap.name, bytes: snap.bytes, sha256: snap.sha256, keys: snap.keys, ...(snap.encryption ? { encryption: snap.encryption } : {}) };
       // snapshotRedis fails the backup when redis-check-rdb does not pass.
       redisCheck = { name: `${snap.name} (redis-check-rdb)`, ok: snap.check.ok, detail: snap.check.detail };
     }
@@ -175,5 +178,5 @@ async function dumpGlobals(staged: StagedEntry, options: BackupOptions): Promise
     options.logger.warn(`roles and globals were not saved (pg_dumpall ${describeExit(result)}: ${lastLines(result.stderr, 2)}); the database archive is unaffected`);
     return undefined;
   }
-  return { name: GLOBALS_FILE, ...(await staged.addText(GLOBALS_FILE, result.stdout)) };
+  return staged.addText(GLOBALS_FILE, result.stdout);
 }

@@ -2,6 +2,7 @@ import { usageError } from '../errors';
 import type { Catalog, CatalogEntry, EntryMetadata } from '../catalog/store';
 import type { Compression } from './compression';
 import type { DatabaseLevelState } from './inspect';
+import type { PayloadEncryption } from '../crypto/age';
 
 export const BACKUP_METADATA_FILE = 'backup.json';
 export const POSTGRES_ARCHIVE_FILE = 'postgres.dump';
@@ -12,9 +13,13 @@ export const BACKUP_LABELS = ['scheduled', 'pre-migration', 'manual', 'pre-resto
 export type BackupLabel = (typeof BACKUP_LABELS)[number];
 
 export interface BackupFile {
+  /** The stored name (`postgres.dump.age` when encrypted). */
   name: string;
+  /** Size and sha256 of the stored bytes (the age file when encrypted): what SHA256SUMS lists. */
   bytes: number;
   sha256: string;
+  /** Set when the payload is stored as an age file: recipients and the plaintext's sha256 and size. */
+  encryption?: PayloadEncryption;
 }
 
 export interface RedisBackupFile extends BackupFile {

@@ -18,6 +18,8 @@ import type { BackupEntry } from './metadata';
 import { archiveInput, verifyBackup } from './verify';
 import { checkAllBtreeIndexes, type IndexCheckOutcome } from './amcheck';
 import { EarlyRestoreChecks, isRestoreProgressLine } from './restore-pipeline';
+import type { AgeIdentity } from '../crypto/age';
+import { isEncrypted, openPlaintext, requireIdentityFor } from '../crypto/payload';
 
 export interface RestoreArchiveOptions {
   backup: BackupEntry;
@@ -41,6 +43,8 @@ export interface RestoreArchiveOptions {
    * counted as soon as its data is in. Off, everything is checked after pg_restore has finished.
    */
   earlyChecks?: boolean;
+  /** The age identity, for a backup stored encrypted (decrypted in the stream into pg_restore). */
+  identity?: AgeIdentity;
   logger: Logger;
 }
 
@@ -92,7 +96,23 @@ export async function restoreArchiveInto(conn: PgConnection, options: RestoreArc
   const { backup, runner, logger } = options;
   // The name comes from backup.json: confined to the entry even when --skip-verify skipped the checksums.
   const archive = await entryFilePath(backup.dir, backup.metadata.files.postgres.name);
-  const input = archiveInput(runner, archive);
+  const encrypted = isEncrypted(backup.metadata.files.postgres);
+  // An age-encrypted archive is decrypted in the stream into pg_restore's stdin: one job, since
+  // parallel jobs need a seekable file and Lifeline never writes the plaintext to disk.
+  if (encrypted && (options.jobs ?? 1) > 1) logger.info(`backup ${backup.id} is encrypted: pg_restore reads it decrypted in the stream with one job (parallel jobs would need a plaintext copy on disk, which Lifeline never writes)`);
+  const input = encrypted ? { args: [] as string[], stdin: await openPlaintext(backup.dir, backup.metadata.files.postgres, options.identity, `backup ${backup.id}`) } : archiveInput(runner, archive);
+  let inputError: Error | undefined;
+  let inputEnded = !encrypted;
+  let running: ReturnType<Runner['start']> | undefined;
+  if (encrypted) {
+    input.stdin!.on('end', () => (inputEnded = true));
+    // A chunk that fails authentication (or a plaintext mismatch) stops pg_restore: it never
+    // waits on a stdin that will not end, and the scratch database is dropped by the caller.
+    input.stdin!.on('error', (error) => {
+      inputError ??= error;
+      running?.kill('SIGTERM');
+    });
+  }
   const jobs = input.stdin ? 1 : Math.max(1, options.jobs ?? 2);
   // Early checks need to see each table once its data is committed: parallel restores only.
   const early = jobs > 1 && options.earlyChecks !== false ? await EarlyRestoreChecks.prepare(runner, conn, archive, { indexCheck: Boolean(options.indexCheck), logger }) : undefined;
@@ -108,7 +128,7 @@ export async function restoreArchiveInto(conn: PgConnection, options: RestoreArc
   logger.info(`restoring ${backup.id} into ${conn.database} (${jobs} job${jobs > 1 ? 's' : ''}, ${runner.where}${early ? ', checking tables as they finish' : ''})`);
   // With --verbose, stderr is mostly progress: errors and warnings are kept apart for the message.
   const problems: string[] = [];
-  const running = runner.start({
+  running = runner.start({
     tool: 'pg_restore',
     args,
     env: pgEnv(conn),
@@ -124,6 +144,13 @@ export async function restoreArchiveInto(conn: PgConnection, options: RestoreArc
   });
   running.stdout.resume();
   const result = await running.done;
+  if (encrypted && !inputError && !inputEnded) await new Promise((resolve) => setTimeout(resolve, 50));
+  if (encrypted && (inputError || !inputEnded)) {
+    await early?.close();
+    input.stdin!.destroy();
+    if (inputError) throw inputError;
+    throw failure('PG_RESTORE_FAILED', `pg_restore into ${conn.database} stopped before reading the whole decrypted archive (${describeExit(result)}): ${lastLines(result.stderr)}`, { fix: 'read the pg_restore error above' });
+  }
   if (result.exitCode !== 0) {
     await early?.close();
     const stderr = early ? problems.join('\n') : result.stderr;
@@ -192,6 +219,8 @@ export interface FreshRestoreOptions extends RestoreArchiveOptions {
  */
 export async function restoreIntoFreshDatabase(options: FreshRestoreOptions): Promise<RestoreCheckReport> {
   const { target, runner } = options;
+  // Before anything is created: an encrypted backup needs a matching identity.
+  requireIdentityFor([options.backup.metadata.files.postgres], options.identity, `backup ${options.backup.id}`);
   if (options.verifyChecksums !== false) await requireIntactChecksums(options.backup, options.logger);
   const admin = PsqlSession.open(runner, maintenanceConnection(target));
   try {
@@ -227,6 +256,8 @@ export interface RestoreOptions extends RestoreArchiveOptions {
   lockTimeoutSeconds?: number;
   /** How the operator undoes this restore, with `{id}` for the pre-restore backup (e.g. the CLI command line). */
   undoCommand?: (preRestoreBackupId: string) => string;
+  /** age recipients: the pre-restore backup is stored encrypted to them (encryption.recipients). */
+  encryptTo?: readonly string[];
 }
 
 export interface RestoreResult {
@@ -276,6 +307,8 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
   const lockTimeout = options.lockTimeoutSeconds ?? DEFAULT_LOCK_TIMEOUT_SECONDS;
   const target = withLockTimeout(options.target, lockTimeout);
   const maintenance = maintenanceConnection(target);
+  // An encrypted backup without (or with a foreign) identity: refused before anything is touched.
+  requireIdentityFor([options.backup.metadata.files.postgres], options.identity, `backup ${options.backup.id}`);
   // A wrong URL or password fails at once, before waiting for the lock; nothing is decided here.
   const admin = PsqlSession.open(options.runner, maintenance);
   try {
@@ -327,7 +360,7 @@ async function restoreLocked(options: RestoreOptions, maintenance: PgConnection,
     }
     if (now.holdsData && options.preRestoreBackup !== false) {
       // Taken as late as possible, so it holds what was written while the restore ran.
-      const pre = await createBackup({ catalog: options.catalog, environment: options.environment, runner, conn: target, label: 'pre-restore', logger, lockHeld: true, migrationHeadQuery: options.migrationHeadQuery, compression: options.compression, compressLevel: options.compressLevel, lockTimeoutSeconds: lockTimeout });
+      const pre = await createBackup({ catalog: options.catalog, environment: options.environment, runner, conn: target, label: 'pre-restore', logger, lockHeld: true, encryptTo: options.encryptTo, migrationHeadQuery: options.migrationHeadQuery, compression: options.compression, compressLevel: options.compressLevel, lockTimeoutSeconds: lockTimeout });
       preRestoreBackupId = pre.id;
       logger.info(`pre-restore backup of ${describeTarget(target)}: ${pre.id} (restore it to undo this restore)`);
     }

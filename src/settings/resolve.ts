@@ -1,3 +1,4 @@
+import { parseRecipients } from '../crypto/age';
 import { dirname, isAbsolute, resolve as resolvePath } from 'node:path';
 import { usageError } from '../errors';
 import { fromGzipLevel, parseCompression, type Compression } from '../postgres/compression';
@@ -103,6 +104,8 @@ export interface EnvironmentSettings {
   hooks: { postRestore: ResolvedHook[] };
   storage?: StorageSettings;
   notify: NotifySettings;
+  /** `encryption.recipients`, validated: payloads are stored as age files encrypted to them. */
+  encryption?: { recipients: string[] };
   /** Values that must be masked wherever text is printed. */
   secrets: string[];
 }
@@ -315,6 +318,7 @@ export function resolveFromConfig(loaded: LoadedConfig, rawInputs: GlobalInputs,
     hooks: { postRestore: resolveHooks(env.hooks?.postRestore ?? [], name, options.env, secrets) },
     storage,
     notify,
+    ...(env.encryption ? { encryption: { recipients: parseRecipients(env.encryption.recipients, `environments.${name}.encryption.recipients`) } } : {}),
     secrets,
   };
 }

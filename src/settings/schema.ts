@@ -293,6 +293,8 @@ export const environmentSchema = z
       .optional(),
     storage: storage.optional(),
     notify: notify.optional(),
+    /** Encryption at rest with age: every payload Lifeline stores is encrypted to these public keys (`age1...`). */
+    encryption: z.object({ recipients: z.array(z.string().min(1)).min(1, 'name at least one recipient (age-keygen prints its public key), or remove encryption:') }).strict().optional(),
     /** Production turns on the stricter preflight gates. */
     production: z.boolean().optional(),
   })

@@ -1,0 +1,222 @@
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { chmodSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decryptFile, loadIdentity } from '../../src/crypto/age';
+import { createMemoryLogger } from '../../src/logger';
+import { startThrowawayRedis, type ThrowawayRedis } from '../../src/redis/server';
+import { lifeline, type CliRun } from '../helpers/cli';
+import { createDatabase, createSampleDatabase, dropDatabase, query, sql, tableCounts, tempDir } from '../helpers/db';
+
+// Encryption at rest with age (#21): payloads are stored as age files, encrypted as they stream;
+// only an identity reads them back, and the standard `age` CLI interoperates both ways.
+const MARKER = 'ZQXJ-ORDER-7731'; // short: Redis stores it raw, pg_dump --compress none keeps it whole
+
+function keygen(path: string): { key: string; recipient: string; file: string } {
+  execFileSync('age-keygen', ['-o', path], { stdio: 'pipe' });
+  const text = readFileSync(path, 'utf8');
+  const key = /^AGE-SECRET-KEY-1\S+$/m.exec(text)![0];
+  const recipient = /public key: (age1\S+)/.exec(text)![1]!;
+  chmodSync(path, 0o600);
+  return { key, recipient, file: path };
+}
+
+function filesUnder(dir: string): string[] {
+  return readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((d) => d.isFile())
+    .map((d) => join(d.parentPath, d.name));
+}
+
+async function rowChecksum(database: string): Promise<string> {
+  const [row] = await query<{ sum: string }>(`SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) AS sum FROM keepme t`, database);
+  return row!.sum;
+}
+
+describe('encryption at rest with age', () => {
+  const dir = tempDir('lifeline-age-');
+  const store = join(dir.path, 'store');
+  let redis: ThrowawayRedis;
+  let source: Awaited<ReturnType<typeof createSampleDatabase>>;
+  let a: ReturnType<typeof keygen>;
+  let b: ReturnType<typeof keygen>;
+  let config: string;
+  let env: Record<string, string | undefined>;
+  let backupId: string;
+  const created: string[] = [];
+  const outputs: CliRun[] = [];
+  const base = () => ['--config', config, '--env', 'production'];
+  const run = async (args: string[], extra: Record<string, string | undefined> = {}) => {
+    const result = await lifeline(args, { env: { ...env, ...extra } });
+    outputs.push(result);
+    return result;
+  };
+
+  beforeAll(async () => {
+    a = keygen(join(dir.path, 'a.key'));
+    b = keygen(join(dir.path, 'b.key'));
+    redis = await startThrowawayRedis();
+    execFileSync('redis-cli', ['-u', redis.url, 'SET', 'note', MARKER]);
+    source = await createSampleDatabase(1, 'age_src');
+    await sql(`CREATE TABLE secret_notes (t text); INSERT INTO secret_notes VALUES ('${MARKER}')`, source.name);
+    config = join(dir.path, 'lifeline.yml');
+    writeFileSync(config, ['version: 1', 'environments:', '  production:', `    store: ${store}`, '    postgres: { urlEnv: SHOP_DATABASE_URL }', '    redis: { urlEnv: SHOP_REDIS_URL }', `    encryption: { recipients: [${a.recipient}] }`, ''].join('\n'));
+    env = { SHOP_DATABASE_URL: source.url, SHOP_REDIS_URL: redis.url, DATABASE_URL: undefined, REDIS_URL: undefined, LIFELINE_STORE: undefined, LIFELINE_CONFIG: undefined, LIFELINE_AGE_IDENTITY: undefined, LIFELINE_AGE_IDENTITY_FILE: undefined };
+  });
+  afterAll(async () => {
+    await Promise.allSettled([redis?.stop(), dropDatabase(source.name), ...created.map((name) => dropDatabase(name))]);
+    dir.cleanup();
+  });
+
+  it('writes every payload as an age file that the age CLI decrypts; no plaintext anywhere; sha256sum -c without a key', async () => {
+    const backup = await run(['backup', ...base(), '--compress', 'none', '--json']);
+    expect(backup.code, backup.stderr + backup.stdout).toBe(0);
+    backupId = (JSON.parse(backup.stdout) as { id: string }).id;
+    const entry = join(store, 'production', 'backups', backupId);
+    expect(readdirSync(entry).sort()).toEqual(['SHA256SUMS', 'backup.json', 'globals.sql.age', 'postgres.dump.age', 'redis.rdb.age']);
+    for (const file of filesUnder(store)) {
+      expect(readFileSync(file).includes(MARKER), `${file} holds plaintext`).toBe(false);
+      expect(statSync(file).mode & 0o077).toBe(0);
+    }
+    // Checksums of the stored (encrypted) files: anyone can check them, no key needed.
+    execFileSync('sha256sum', ['-c', 'SHA256SUMS'], { cwd: entry, stdio: 'pipe' });
+
+    // The age CLI decrypts it into an archive pg_restore reads, whose bytes backup.json recorded.
+    const plain = join(dir.path, 'plain.dump');
+    execFileSync('age', ['-d', '-i', a.file, '-o', plain, join(entry, 'postgres.dump.age')]);
+    expect(execFileSync('pg_restore', ['--list', plain]).toString()).toContain('TABLE DATA public secret_notes');
+    const bytes = readFileSync(plain);
+    expect(bytes.includes(MARKER)).toBe(true); // the control: the plaintext does hold it
+    const meta = JSON.parse(readFileSync(join(entry, 'backup.json'), 'utf8'));
+    expect(meta.files.postgres).toMatchObject({ name: 'postgres.dump.age', encryption: { format: 'age', recipients: [a.recipient], plaintextSha256: createHash('sha256').update(bytes).digest('hex'), plaintextBytes: bytes.length } });
+    expect(meta.files.redis.encryption.recipients).toEqual([a.recipient]);
+    const rdb = execFileSync('age', ['-d', '-i', a.file, join(entry, 'redis.rdb.age')]);
+    expect(rdb.includes(MARKER)).toBe(true);
+    expect(createHash('sha256').update(rdb).digest('hex')).toBe(meta.files.redis.encryption.plaintextSha256);
+
+    // And the other way: a file the age CLI encrypted is read by Lifeline's module.
+    const theirs = join(dir.path, 'theirs.age');
+    execFileSync('age', ['-r', a.recipient, '-o', theirs], { input: `hello ${MARKER}\n`.repeat(10000) });
+    const identity = (await loadIdentity({ LIFELINE_AGE_IDENTITY: readFileSync(a.file, 'utf8') }, createMemoryLogger()))!;
+    const chunks: Buffer[] = [];
+    for await (const chunk of (await decryptFile(theirs, identity, 'test file')) as Readable) chunks.push(Buffer.from(chunk));
+    expect(Buffer.concat(chunks).toString()).toBe(`hello ${MARKER}\n`.repeat(10000));
+  });
+
+  it('verify: ciphertext checksums only without an identity (and says so); the full check with one; a shared key file is refused', async () => {
+    const without = await run(['verify', backupId, ...base()]);
+    expect(without.code, without.stderr).toBe(0);
+    expect(without.stdout).toContain('NOT CHECKED: the contents');
+    expect(without.stdout).toContain('LIFELINE_AGE_IDENTITY');
+    const full = await run(['verify', backupId, ...base(), '--json'], { LIFELINE_AGE_IDENTITY_FILE: a.file });
+    expect(full.code, full.stderr).toBe(0);
+    const report = JSON.parse(full.stdout) as { ok: boolean; contentsChecked: boolean; checks: { name: string; ok: boolean }[] };
+    expect(report.contentsChecked).toBe(true);
+    expect(report.checks.map((c) => c.name)).toEqual(expect.arrayContaining(['archive decompresses end to end', 'postgres.dump.age plaintext', 'redis.rdb.age (redis-check-rdb)', 'globals.sql.age plaintext']));
+    expect(report.checks.every((c) => c.ok)).toBe(true);
+    const wrong = await run(['verify', backupId, ...base()], { LIFELINE_AGE_IDENTITY: readFileSync(b.file, 'utf8') });
+    expect(wrong.code).toBe(1);
+    chmodSync(a.file, 0o644);
+    try {
+      const shared = await run(['verify', backupId, ...base()], { LIFELINE_AGE_IDENTITY_FILE: a.file });
+      expect(shared.code).toBe(3);
+      expect(shared.stderr).toContain(`chmod 600 ${a.file}`);
+    } finally {
+      chmodSync(a.file, 0o600);
+    }
+  });
+
+  it('restore: exit 2 without an identity, 1 with a wrong one (target untouched both times), rows match with the right one', async () => {
+    const target = await createDatabase('age_dst');
+    created.push(target.name);
+    await sql(`CREATE TABLE keepme (id int, v text); INSERT INTO keepme SELECT g, md5(g::text) FROM generate_series(1, 500) g`, target.name);
+    const before = await rowChecksum(target.name);
+    const args = ['restore', ...base(), '--backup', backupId, '--target-env', 'TARGET_URL', '--confirm', target.name];
+    const none = await run(args, { TARGET_URL: target.url });
+    expect(none.code, none.stderr).toBe(2);
+    expect(none.stderr).toContain('LIFELINE_AGE_IDENTITY');
+    expect(none.stderr).toContain('LIFELINE_AGE_IDENTITY_FILE');
+    expect(await rowChecksum(target.name)).toBe(before);
+    const wrong = await run(args, { TARGET_URL: target.url, LIFELINE_AGE_IDENTITY: b.key });
+    expect(wrong.code, wrong.stderr).toBe(1);
+    expect(wrong.stderr).toContain('which is not among them; nothing was changed');
+    expect(await rowChecksum(target.name)).toBe(before);
+    // backup.json edited to name the wrong key as a recipient: the age header still refuses it.
+    const metaPath = join(store, 'production', 'backups', backupId, 'backup.json');
+    const original = readFileSync(metaPath, 'utf8');
+    const forged = JSON.parse(original);
+    forged.files.postgres.encryption.recipients.push(b.recipient);
+    writeFileSync(metaPath, JSON.stringify(forged));
+    try {
+      const header = await run(args, { TARGET_URL: target.url, LIFELINE_AGE_IDENTITY: b.key });
+      expect(header.code, header.stderr).toBe(1);
+      expect(header.stderr).toContain('cannot be decrypted with the given identity');
+      expect(await rowChecksum(target.name)).toBe(before);
+    } finally {
+      writeFileSync(metaPath, original);
+    }
+    const right = await run([...args, '--json'], { TARGET_URL: target.url, LIFELINE_AGE_IDENTITY_FILE: a.file });
+    expect(right.code, right.stderr).toBe(0);
+    expect(await tableCounts(target.name)).toEqual(await tableCounts(source.name));
+    const preId = (JSON.parse(right.stdout) as { preRestoreBackupId: string }).preRestoreBackupId;
+    // The pre-restore backup (what the target held) is encrypted too.
+    expect(readdirSync(join(store, 'production', 'backups', preId))).toContain('postgres.dump.age');
+  });
+
+  it('a tampered ciphertext byte (checksums rewritten to match) fails verify and restore; the target stays as it was', async () => {
+    const copy = await run(['backup', ...base(), '--json']);
+    expect(copy.code, copy.stderr).toBe(0);
+    const id = (JSON.parse(copy.stdout) as { id: string }).id;
+    const entry = join(store, 'production', 'backups', id);
+    const path = join(entry, 'postgres.dump.age');
+    const bytes = readFileSync(path);
+    bytes[Math.floor(bytes.length / 2)]! ^= 0x01;
+    writeFileSync(path, bytes);
+    // An attacker who can write the store rewrites the checksums too: the age MAC still catches it.
+    const sha = createHash('sha256').update(bytes).digest('hex');
+    const meta = JSON.parse(readFileSync(join(entry, 'backup.json'), 'utf8'));
+    const oldSha = meta.files.postgres.sha256 as string;
+    meta.files.postgres.sha256 = sha;
+    writeFileSync(join(entry, 'backup.json'), JSON.stringify(meta));
+    writeFileSync(join(entry, 'SHA256SUMS'), readFileSync(join(entry, 'SHA256SUMS'), 'utf8').replace(oldSha, sha));
+    const verify = await run(['verify', id, ...base(), '--json'], { LIFELINE_AGE_IDENTITY_FILE: a.file });
+    expect(verify.code).toBe(1);
+    expect(verify.stdout).toMatch(/decrypt/i);
+
+    const target = await createDatabase('age_tamper');
+    created.push(target.name);
+    await sql(`CREATE TABLE keepme (id int, v text); INSERT INTO keepme SELECT g, md5(g::text) FROM generate_series(1, 50) g`, target.name);
+    const before = await rowChecksum(target.name);
+    const restore = await run(['restore', ...base(), '--backup', id, '--target-env', 'TARGET_URL', '--confirm', target.name], { TARGET_URL: target.url, LIFELINE_AGE_IDENTITY_FILE: a.file });
+    expect(restore.code, restore.stderr).toBe(1);
+    expect(restore.stderr).toMatch(/AGE_DECRYPT_FAILED|failed to decrypt/);
+    expect(await rowChecksum(target.name)).toBe(before);
+    const leftovers = await query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_database WHERE datname LIKE '${target.name}_lifeline_%'`, 'postgres');
+    expect(leftovers[0]!.n).toBe(0);
+  });
+
+  it('drill: exit 2 without an identity, 1 with a wrong one, passes with the right one', async () => {
+    const drillTarget = () => `${source.url.replace(/\/[^/?]+(\?|$)/, `/age_drill_${Math.random().toString(16).slice(2, 10)}$1`)}`;
+    const none = await run(['drill', ...base(), '--backup', backupId, '--target', drillTarget()]);
+    expect(none.code, none.stderr).toBe(2);
+    expect(none.stderr).toContain('LIFELINE_AGE_IDENTITY_FILE');
+    const wrong = await run(['drill', ...base(), '--backup', backupId, '--target', drillTarget()], { LIFELINE_AGE_IDENTITY: b.key });
+    expect(wrong.code, wrong.stderr).toBe(1);
+    const url = drillTarget();
+    created.push(new URL(url).pathname.slice(1));
+    const right = await run(['drill', ...base(), '--backup', backupId, '--target', url, '--json'], { LIFELINE_AGE_IDENTITY: readFileSync(a.file, 'utf8') });
+    expect(right.code, right.stderr).toBe(0);
+    expect(JSON.parse(right.stdout).passed).toBe(true);
+  });
+
+  it('never prints the identity', () => {
+    expect(outputs.length).toBeGreaterThan(5);
+    for (const out of outputs) {
+      for (const key of [a.key, b.key]) {
+        expect(out.stdout).not.toContain(key);
+        expect(out.stderr).not.toContain(key);
+      }
+    }
+  });
+});
