@@ -10,6 +10,7 @@ import { lifeline, REPO, type CliRun } from '../helpers/cli';
 import { tempDir } from '../helpers/db';
 import { dockerAvailable, startDockerEnvironment, type DockerEnvironment } from '../helpers/docker';
 import { signTestRelease, testSigningKey } from '../helpers/releases';
+import { lifelineWatching, strayHealthServer } from '../helpers/stray';
 
 const ENV = 'production';
 type Version = 'v1' | 'v2' | 'vcrash' | 'vflap' | 'vwrong' | 'vbad';
@@ -119,6 +120,10 @@ describe.skipIf(!dockerAvailable())('deploy recovery and health on a real Docker
     const first = await run(['deploy', '--release', 'v1']);
     expect(first.code, first.stderr).toBe(0);
     expect(first.stderr).toContain('settle window');
+    // No false positive: web's health URL is tied to the process in its new container that holds the port.
+    const port = stack.ports.web;
+    expect(first.stderr).toMatch(new RegExp(`web: http://127\\.0\\.0\\.1:${port}/health answered on port ${port} by pid \\d+ \\(httpd -f -p 127\\.0\\.0\\.1:${port} -h /www\\) in container [0-9a-f]{12}`));
+    expect(first.stderr).not.toContain('could not be tied');
     await expectRunning('v1');
     const text = await run(['status']);
     expect(text.stdout).toContain(`api: ${images.v1.api} -> release v1`);
@@ -161,6 +166,38 @@ describe.skipIf(!dockerAvailable())('deploy recovery and health on a real Docker
     const api = JSON.parse(docker.docker(['inspect', stack.containers().api!.id]).stdout)[0];
     expect(api.HostConfig.Privileged).toBe(false);
     expect(api.Mounts).toEqual([]);
+  });
+
+  it('fails the wrong-port release when a stray process takes the health port in the recreate window, and puts v1 back', async () => {
+    // vwrong's web listens on the port after its own. The stray keeps trying to bind web's port and
+    // gets it the moment Compose stops v1's web: it then answers both the healthUrl and web's
+    // Compose healthcheck (host network). It lets go when the output says v1 is being put back.
+    const port = stack.ports.web;
+    const stray = strayHealthServer(port);
+    let letGo = false;
+    let run;
+    try {
+      run = await lifelineWatching(['deploy', '--release', 'vwrong', '--config', configPath, '--env', ENV], cliEnv(), (out) => {
+        if (!letGo && out.includes('Put api, web and worker back on v1')) {
+          letGo = true;
+          void stray.stop();
+        }
+      });
+    } finally {
+      await stray.stop();
+    }
+    expect(run.code, run.stderr).toBe(1);
+    expect(stray.answered()).toBeGreaterThan(0);
+    expect(run.stderr).toContain(`web did not get healthy on vwrong: http://127.0.0.1:${port}/health is not answered by web's new container: port ${port} is held by pid ${process.pid} (`);
+    expect(run.stderr).toContain(`kill ${process.pid}`);
+    expect(run.stderr).toContain('back on v1 and healthy');
+    // The put-back's own proof: v1's web holds the port again.
+    const putBack = run.stderr.slice(run.stderr.indexOf('Put api, web and worker back on v1'));
+    expect(putBack).toMatch(new RegExp(`web: http://127\\.0\\.0\\.1:${port}/health answered on port ${port} by pid \\d+ \\(httpd [^)]*\\) in container`));
+    await expectRunning('v1');
+    const last = (await loadHistory(catalog, ENV)).events.at(-1)!;
+    expect(last).toMatchObject({ to: 'vwrong', result: 'failed', running: 'v1', failedService: 'web' });
+    expect(last.reason).toContain(`port ${port} is held by pid ${process.pid}`);
   });
 
   it('refuses a release while a stray process answers the health URL of a stopped web, and recovers with rollback --to', async () => {

@@ -1,5 +1,6 @@
 import { writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
+import { connect, createServer as createNetServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Catalog } from '../../src/catalog/store';
@@ -12,6 +13,7 @@ import { lifeline, type CliRun } from '../helpers/cli';
 import { createSampleDatabase, dropDatabase, tempDir } from '../helpers/db';
 import { dockerAvailable, startDockerEnvironment, type DockerEnvironment } from '../helpers/docker';
 import { fakeImage, signTestRelease, testSigningKey } from '../helpers/releases';
+import { lifelineWatching, strayHealthServer, type StrayServer } from '../helpers/stray';
 
 const ENV = 'production';
 const CHECK = 'application starts on the restored data';
@@ -46,13 +48,19 @@ describe.skipIf(!dockerAvailable())('lifeline drill: the application starts on t
     work?.cleanup();
   });
 
-  /** Writes a config with the given appCheck lines (none: no appCheck) and runs the CLI with it. */
-  async function drill(name: string, appCheck: string[] | undefined, args: string[]): Promise<CliRun> {
+  /**
+   * Writes a config with the given appCheck lines (none: no appCheck) and runs the CLI with it;
+   * `watch` sees the output as it comes; `env` adds to the CLI's environment.
+   */
+  async function drill(name: string, appCheck: string[] | undefined, args: string[], options: { watch?: (soFar: string) => void; composeLines?: string[]; env?: Record<string, string> } = {}): Promise<CliRun> {
     const configPath = join(work.path, `${name}.yml`);
     const lines = ['version: 1', `store: ${join(work.path, 'store')}`, 'environments:', `  ${ENV}:`, '    rto: 10m', '    manifest:', `      publicKey: ${testSigningKey().publicKeyPath}`];
+    if (options.composeLines) lines.push('    compose:', ...options.composeLines.map((l) => `      ${l}`));
     if (appCheck) lines.push('    drill:', '      appCheck:', ...appCheck.map((l) => `        ${l}`));
     writeFileSync(configPath, `${lines.join('\n')}\n`);
-    return lifeline([...args, '--config', configPath, '--env', ENV], { env: { ...docker.env, DATABASE_URL: live.url, LIFELINE_STORE: undefined } });
+    const env = { ...docker.env, DATABASE_URL: live.url, LIFELINE_STORE: undefined, ...options.env };
+    if (options.watch) return lifelineWatching([...args, '--config', configPath, '--env', ENV], env, options.watch);
+    return lifeline([...args, '--config', configPath, '--env', ENV], { env });
   }
 
   async function appCheckLines(options: { image?: string; timeout?: string; port?: number; env?: Record<string, string> } = {}): Promise<{ lines: string[]; port: number }> {
@@ -79,6 +87,8 @@ describe.skipIf(!dockerAvailable())('lifeline drill: the application starts on t
     expect(report.passed).toBe(true);
     expect(appCheck(report)).toMatchObject({ step: 'start-app', status: 'pass' });
     expect(appCheck(report)!.detail).toContain(`http://127.0.0.1:${port}/health answered HTTP 200`);
+    // Tied to the drill's own container: the process holding the port is httpd in it.
+    expect(appCheck(report)!.detail).toMatch(new RegExp(`answered on port ${port} by pid \\d+ \\(httpd -f -p 127\\.0\\.0\\.1:${port} -h /www\\) in container [0-9a-f]{12} \\((its cgroup names the container|it descends from)`));
     expect(step(report).status).toBe('done');
     expect(report.rto.phases['start-app']).toBeGreaterThan(0);
     const phases = Object.values(report.rto.phases as Record<string, number>).reduce((a, b) => a + b, 0);
@@ -173,6 +183,67 @@ describe.skipIf(!dockerAvailable())('lifeline drill: the application starts on t
       expect(run.stderr).not.toContain(`starting ${images.db}`);
     } finally {
       await new Promise((resolve) => server.close(resolve));
+    }
+    expect(containersLeft()).toBe('');
+  });
+
+  it('fails when a stray process takes the health port after the drill started its container (which listens elsewhere)', async () => {
+    const port = await freePort();
+    // The application listens on the next port; the stray starts on the health port only once the
+    // drill has checked that nothing answered it and started the container.
+    const { lines } = await appCheckLines({ image: images.db, port, timeout: '30s', env: { PORT: String(port + 1) } });
+    let stray: StrayServer | undefined;
+    try {
+      const run = await drill('stray', lines, ['drill', '--json'], {
+        watch: (out) => {
+          if (!stray && out.includes(`starting ${images.db}`)) stray = strayHealthServer(port);
+        },
+      });
+      expect(run.code, run.stderr).toBe(1);
+      expect(stray?.answered()).toBeGreaterThan(0);
+      const check = appCheck(JSON.parse(run.stdout))!;
+      expect(check.status).toBe('fail');
+      expect(check.detail).toContain(`http://127.0.0.1:${port}/health answered HTTP 200`);
+      expect(check.detail).toContain(`but not from the drill's container`);
+      expect(check.detail).toContain(`port ${port} is held by pid ${process.pid} (`);
+      expect(check.detail).toContain(`kill ${process.pid}`);
+    } finally {
+      await stray?.stop();
+    }
+    expect(containersLeft()).toBe('');
+  });
+
+  it('warns, or fails with compose.requireOwnedHealth, when the answer cannot be tied to the container (engine reached over TCP)', async () => {
+    const { lines, port } = await appCheckLines({ image: images.db });
+    // The docker CLI reaches the engine through a TCP forwarder: for Lifeline the engine may then be
+    // on another host, whose container pids mean nothing here, so the answer cannot be tied.
+    const forwarder = createNetServer((client) => {
+      const engine = connect(docker.dockerHost.replace(/^unix:\/\//, ''));
+      client.pipe(engine).pipe(client);
+      client.on('error', () => engine.destroy());
+      engine.on('error', () => client.destroy());
+    });
+    await new Promise<void>((resolve) => forwarder.listen(0, '127.0.0.1', resolve));
+    const tcp = { DOCKER_HOST: `tcp://127.0.0.1:${(forwarder.address() as AddressInfo).port}` };
+    try {
+      const warned = await drill('untied', lines, ['drill', '--json'], { env: tcp });
+      expect(warned.code, warned.stderr).toBe(0);
+      const passed = appCheck(JSON.parse(warned.stdout))!;
+      expect(passed.status).toBe('pass');
+      expect(passed.detail).toContain(`http://127.0.0.1:${port}/health answered HTTP 200`);
+      expect(passed.detail).toContain('WARNING: the answering process could not be tied to the container');
+      expect(warned.stderr).toContain('the answering process could not be tied to the container');
+      expect(warned.stderr).toContain('set compose.requireOwnedHealth: true');
+
+      const strict = await drill('untied-strict', lines, ['drill', '--json'], { env: tcp, composeLines: ['requireOwnedHealth: true'] });
+      expect(strict.code, strict.stderr).toBe(1);
+      const failed = appCheck(JSON.parse(strict.stdout))!;
+      expect(failed.status).toBe('fail');
+      expect(failed.detail).toContain('the answering process could not be tied to the container');
+      expect(failed.detail).toContain('compose.requireOwnedHealth is true');
+    } finally {
+      forwarder.close();
+      forwarder.unref();
     }
     expect(containersLeft()).toBe('');
   });
