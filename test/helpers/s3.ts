@@ -168,7 +168,7 @@ export async function writeTestEntry(
   await staged.commit({ schemaVersion: 1, id, createdAt, ...metadata });
 }
 
-export type FaultDecision = 'pass' | 'cut' | { status: number; code?: string };
+export type FaultDecision = 'pass' | 'cut' | 'hold' | { status: number; code?: string };
 
 export interface FaultProxy {
   endpoint: string;
@@ -180,8 +180,8 @@ export interface FaultProxy {
 /**
  * A loopback HTTP proxy in front of a test S3 server that fails requests on demand: `cut` drops
  * the connection mid-request (a killed network path), `{ status }` answers with an S3 error body
- * (a failing provider), `pass` forwards the request untouched (signatures stay valid: the Host
- * header is kept).
+ * (a failing provider), `hold` never answers (a stalled provider, until close), `pass` forwards
+ * the request untouched (signatures stay valid: the Host header is kept).
  */
 export async function startFaultProxy(target: string, decide: (request: { method: string; url: string; index: number }) => FaultDecision): Promise<FaultProxy> {
   const { createServer, request: httpRequest } = await import('node:http');
@@ -194,6 +194,10 @@ export async function startFaultProxy(target: string, decide: (request: { method
     seen.push({ method, url, decision: typeof decision === 'string' ? decision : String(decision.status) });
     if (decision === 'cut') {
       request.socket.destroy();
+      return;
+    }
+    if (decision === 'hold') {
+      request.resume();
       return;
     }
     if (decision !== 'pass') {

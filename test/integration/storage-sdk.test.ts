@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -9,7 +10,7 @@ import type { StorageSettings } from '../../src/settings/resolve';
 import { s3StoreFor } from '../../src/storage/object-store';
 import { S3Client } from '../../src/storage/s3';
 import { compareRemote, fetchEntry, syncEnvironment } from '../../src/storage/sync';
-import { lifeline } from '../helpers/cli';
+import { lifeline, REPO } from '../helpers/cli';
 import { startFaultProxy, startS3Server, writeTestEntry, type TestS3Server } from '../helpers/s3';
 
 /**
@@ -204,7 +205,7 @@ describe('lifeline sync through the SDK (CLI)', () => {
         '      provider: s3',
         `      region: us-east-1`,
         `      bucket: ${s3.bucket}`,
-        `      prefix: cli-${randomBytes(3).toString('hex')}`,
+        ...(storageLines.some((l) => l.startsWith('prefix:')) ? [] : [`      prefix: cli-${randomBytes(3).toString('hex')}`]),
         '      reviewed: { provider: s3rver fork, by: ops-lead, date: 2026-11-21 }',
         ...storageLines.map((l) => `      ${l}`),
         '',
@@ -263,5 +264,49 @@ describe('lifeline sync through the SDK (CLI)', () => {
     } finally {
       await proxy.close();
     }
+  });
+
+  it('a sync killed (SIGKILL) in the middle of a multipart upload: nothing looks complete, and the next run sends only the missing part', async () => {
+    const dir = tempDir('cli');
+    const catalog = new Catalog(join(dir, 'store'));
+    await writeTestEntry(catalog, ENV, 'backups', '20261121T010000000Z-dddddd', 'backup.json', { 'postgres.dump': 17 * MiB }, {}, '2026-11-21T01:00:00.000Z');
+    // Default part size 8 MiB: parts 1 and 2 pass, part 3 stalls until the process is killed.
+    const proxy = await startFaultProxy(s3.endpoint, ({ url }) => (url.includes('partNumber=3') ? 'hold' : 'pass'));
+    const prefixLine = `prefix: killed-${randomBytes(3).toString('hex')}`;
+    const env = { ...process.env, ...quiet, SHOP_S3_KEY: KEY_ID, SHOP_S3_SECRET: SECRET } as Record<string, string | undefined>;
+    for (const [k, v] of Object.entries(env)) if (v === undefined) delete env[k];
+    const journalDir = join(dir, 'store', '.sync', ENV, 'uploads');
+    const journaledParts = () => (existsSync(journalDir) ? readdirSync(journalDir).filter((f) => f.endsWith('.json')).flatMap((f) => (JSON.parse(readFileSync(join(journalDir, f), 'utf8')) as { parts: unknown[] }).parts) : []);
+    try {
+      const config = writeConfig(dir, [`endpoint: ${proxy.endpoint}`, 'accessKeyIdEnv: SHOP_S3_KEY', 'secretAccessKeyEnv: SHOP_S3_SECRET', prefixLine]);
+      const child = spawn(process.execPath, ['--import', 'tsx', join(REPO, 'src/cli/index.ts'), 'sync', '--config', config, '--env', ENV], { cwd: REPO, env: env as NodeJS.ProcessEnv, stdio: 'ignore' });
+      const exited = new Promise<number | null>((resolve) => child.on('close', (code, signal) => resolve(signal ? -1 : code)));
+      try {
+        const deadline = Date.now() + 90_000;
+        while (!(journaledParts().length === 2 && proxy.seen.some((r) => r.url.includes('partNumber=3'))) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+        expect(journaledParts()).toHaveLength(2);
+      } finally {
+        child.kill('SIGKILL');
+      }
+      expect(await exited).toBe(-1);
+    } finally {
+      await proxy.close();
+    }
+    // Killed between parts: the bucket holds no object of the entry, and the comparison says so.
+    const storage = storageSettings({ prefix: `${prefixLine.slice('prefix: '.length)}/` });
+    const remote = s3StoreFor(storage, { journalDir });
+    const midway = await compareRemote({ env: ENV, store: join(dir, 'store'), remote, prefix: storage.prefix });
+    expect(midway.inSync).toEqual([]);
+    expect(midway.missingRemotely.map((e) => e.id)).toEqual(['20261121T010000000Z-dddddd']);
+
+    const before = s3.requests.length;
+    const config = writeConfig(dir, [`endpoint: ${s3.endpoint}`, 'accessKeyIdEnv: SHOP_S3_KEY', 'secretAccessKeyEnv: SHOP_S3_SECRET', prefixLine]);
+    const rerun = await lifeline(['sync', '--config', config, '--env', ENV, '--json'], { env: { ...quiet, SHOP_S3_KEY: KEY_ID, SHOP_S3_SECRET: SECRET } });
+    expect(rerun.code).toBe(0);
+    expect(JSON.parse(rerun.stdout).bucket.entries[0]).toMatchObject({ status: 'uploaded', resumedParts: 2 });
+    expect(partNumbers(s3.requests.slice(before))).toEqual([3]);
+    const after = await compareRemote({ env: ENV, store: join(dir, 'store'), remote, prefix: storage.prefix, deep: true });
+    expect(after.inSync.map((e) => e.id)).toEqual(['20261121T010000000Z-dddddd']);
+    expect(journaledParts()).toEqual([]);
   });
 });
