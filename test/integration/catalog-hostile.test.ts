@@ -7,7 +7,7 @@ import { createMemoryLogger } from '../../src/logger';
 import { createBackup } from '../../src/postgres/backup';
 import { BACKUP_METADATA_FILE, type BackupEntry, type BackupMetadata } from '../../src/postgres/metadata';
 import { LocalRunner } from '../../src/runner/runner';
-import { REPO, type CliRun } from '../helpers/cli';
+import { cliArgv, REPO, type CliRun } from '../helpers/cli';
 import { createSampleDatabase, dropDatabase, tempDir } from '../helpers/db';
 
 const noEnv = { DATABASE_URL: undefined, REDIS_URL: undefined, LIFELINE_STORE: undefined, LIFELINE_ENV: undefined, LIFELINE_CONFIG: undefined };
@@ -18,7 +18,7 @@ function lifelineWithin(seconds: number, args: string[]): Promise<CliRun & { ms:
     const started = Date.now();
     const env: NodeJS.ProcessEnv = { ...process.env };
     for (const k of Object.keys(noEnv)) delete env[k];
-    const child = spawn(process.execPath, ['--import', 'tsx', join(REPO, 'src/cli/index.ts'), ...args], { cwd: REPO, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...cliArgv(), ...args], { cwd: REPO, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     let timedOut = false;

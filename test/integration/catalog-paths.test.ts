@@ -2,15 +2,15 @@ import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, readdirSync, renam
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { REPO, runProcess, type CliRun } from '../helpers/cli';
+import { cliArgv, REPO, runProcess, type CliRun } from '../helpers/cli';
 import { createSampleDatabase, dropDatabase, tempDir } from '../helpers/db';
 
-const CLI = join(REPO, 'src/cli/index.ts');
+const CLI = cliArgv();
 const baseEnv = { DATABASE_URL: undefined, REDIS_URL: undefined, LIFELINE_STORE: undefined, LIFELINE_ENV: undefined, LIFELINE_CONFIG: undefined, LIFELINE_DEBUG: undefined };
 
 /** The CLI as root under umask 022, the way a cron job runs it. */
 function lifeline(args: string[], env: Record<string, string | undefined> = {}): Promise<CliRun> {
-  return runProcess('sh', ['-c', 'umask 022; exec "$0" "$@"', process.execPath, '--import', 'tsx', CLI, ...args], { env: { ...baseEnv, ...env } });
+  return runProcess('sh', ['-c', 'umask 022; exec "$0" "$@"', process.execPath, ...CLI, ...args], { env: { ...baseEnv, ...env } });
 }
 
 const nobody = { uid: Number(execFileSync('id', ['-u', 'nobody'], { encoding: 'utf8' }).trim()), gid: Number(execFileSync('id', ['-g', 'nobody'], { encoding: 'utf8' }).trim()) };

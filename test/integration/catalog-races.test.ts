@@ -8,7 +8,7 @@ import { createBackup } from '../../src/postgres/backup';
 import { listBackups, type BackupEntry } from '../../src/postgres/metadata';
 import { recordVerification } from '../../src/postgres/verify';
 import { LocalRunner } from '../../src/runner/runner';
-import { lifeline, REPO } from '../helpers/cli';
+import { cliArgv, lifeline, REPO } from '../helpers/cli';
 import { createSampleDatabase, dropDatabase, tempDir } from '../helpers/db';
 
 const noEnv = { DATABASE_URL: undefined, REDIS_URL: undefined, LIFELINE_STORE: undefined, LIFELINE_ENV: undefined, LIFELINE_CONFIG: undefined };
@@ -123,7 +123,7 @@ describe('verify racing prune --apply (real processes, real archives)', () => {
   });
 
   it('the pruned entry stays gone, is not listed, and verify fails saying why', async () => {
-    const child = spawn(process.execPath, ['--import', 'tsx', join(REPO, 'src/cli/index.ts'), 'verify', ids[0]!, '--config', config, '--store', store.path], {
+    const child = spawn(process.execPath, [...cliArgv(), 'verify', ids[0]!, '--config', config, '--store', store.path], {
       cwd: REPO,
       env: Object.fromEntries(Object.entries({ ...process.env, ...noEnv }).filter(([, v]) => v !== undefined)) as NodeJS.ProcessEnv,
     });

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findLeftovers, type Leftover } from '../../src/runner/leftovers';
 import { freePort, stopPid, waitFor } from '../../src/runner/ports';
 import { buildAppCheckImages, type AppImageMode } from '../helpers/app-image';
-import { lifeline, REPO, type CliRun } from '../helpers/cli';
+import { cliArgv, lifeline, REPO, type CliRun } from '../helpers/cli';
 import { createSampleDatabase, dropDatabase, tempDir } from '../helpers/db';
 import { dockerAvailable, startDockerEnvironment, type DockerEnvironment } from '../helpers/docker';
 
@@ -82,7 +82,7 @@ describe.skipIf(!dockerAvailable())('killed drills leave nothing running (issue 
     const env: NodeJS.ProcessEnv = { ...process.env, ...docker.env, DATABASE_URL: live.url };
     delete env.LIFELINE_STORE;
     delete env.LIFELINE_CONFIG;
-    const child = spawn(process.execPath, ['--import', 'tsx', join(REPO, 'src/cli/index.ts'), ...args], { cwd: REPO, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...cliArgv(), ...args], { cwd: REPO, env, stdio: ['ignore', 'pipe', 'pipe'] });
     started.push(child);
     let stdout = '';
     let stderr = '';

@@ -9,7 +9,7 @@ import { stopPid, waitFor } from '../../src/runner/ports';
 import { formatPgUrl } from '../../src/runner/postgres-env';
 import { PsqlSession } from '../../src/runner/psql';
 import { resolveEnvironment } from '../../src/settings/resolve';
-import { lifeline, REPO, type CliRun } from '../helpers/cli';
+import { cliArgv, lifeline, REPO, type CliRun } from '../helpers/cli';
 import { runner, tempDir } from '../helpers/db';
 import { startArchivingCluster, type ArchivingCluster } from '../helpers/pgbackrest-stanza';
 
@@ -82,7 +82,7 @@ describe('point-in-time drills: killed, and with a gap in the WAL archive', () =
     writeFileSync(smoke, ['-- name: slow smoke query', '-- expect: 1', 'SELECT 1 FROM pg_sleep(30)', ''].join('\n'));
     const env: NodeJS.ProcessEnv = { ...process.env, DATABASE_URL: liveUrl };
     delete env.LIFELINE_STORE;
-    const child = spawn(process.execPath, ['--import', 'tsx', join(REPO, 'src/cli/index.ts'), 'drill', '--pitr', beforeGap, '--smoke-sql', smoke, '--config', configPath, '--env', 'production'], { cwd: REPO, env, stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [...cliArgv(), 'drill', '--pitr', beforeGap, '--smoke-sql', smoke, '--config', configPath, '--env', 'production'], { cwd: REPO, env, stdio: ['ignore', 'ignore', 'pipe'] });
     children.push(child);
     let stderr = '';
     child.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr += c));

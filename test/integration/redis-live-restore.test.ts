@@ -10,7 +10,7 @@ import { aofLayout, findRedisSnapshot, restoreRedisLive } from '../../src/redis/
 import { LocalRunner } from '../../src/runner/runner';
 import { tarStream } from '../../src/tar';
 import { freePort } from '../../src/runner/ports';
-import { lifeline, REPO, type CliRun } from '../helpers/cli';
+import { cliArgv, lifeline, REPO, type CliRun } from '../helpers/cli';
 import { createSampleDatabase, dropDatabase, tempDir } from '../helpers/db';
 import { dockerAvailable, startDockerEnvironment, type DockerEnvironment } from '../helpers/docker';
 import { buildRedisImage, REDIS_UID } from '../helpers/redis-image';
@@ -331,7 +331,7 @@ describe.skipIf(!dockerAvailable())('redis-restore into the live Redis of a Comp
     const start = (args: string[]) => {
       const env: NodeJS.ProcessEnv = { ...process.env, ...docker.env, DATABASE_URL: db!.url, LOCK_REDIS_URL: `redis://:${PASSWORD}@127.0.0.1:${ports.lock}/0` };
       for (const k of ['REDIS_URL', 'LIFELINE_STORE', 'LIFELINE_ENV', 'LIFELINE_CONFIG']) delete env[k];
-      const child = spawn(process.execPath, ['--import', 'tsx', join(REPO, 'src/cli/index.ts'), ...args, '--config', configPath, '--env', 'lock'], { cwd: REPO, env });
+      const child = spawn(process.execPath, [...cliArgv(), ...args, '--config', configPath, '--env', 'lock'], { cwd: REPO, env });
       let stderr = '';
       child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
       child.stdout.resume();

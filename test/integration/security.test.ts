@@ -3,16 +3,16 @@ import { createHash } from 'node:crypto';
 import { chmodSync, cpSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { REPO, runProcess, type CliRun } from '../helpers/cli';
+import { cliArgv, REPO, runProcess, type CliRun } from '../helpers/cli';
 import { createDatabase, createSampleDatabase, dropDatabase, query, sql, tempDir } from '../helpers/db';
 import { startS3Server, type TestS3Server } from '../helpers/s3';
 
-const CLI = join(REPO, 'src/cli/index.ts');
+const CLI = cliArgv();
 const baseEnv = { DATABASE_URL: undefined, REDIS_URL: undefined, LIFELINE_STORE: undefined, LIFELINE_ENV: undefined, LIFELINE_CONFIG: undefined, LIFELINE_DEBUG: undefined };
 
 /** The CLI as root under umask 022, the way a cron job or an operator's shell runs it. */
 function lifeline022(args: string[], env: Record<string, string | undefined> = {}): Promise<CliRun> {
-  return runProcess('sh', ['-c', 'umask 022; exec "$0" "$@"', process.execPath, '--import', 'tsx', CLI, ...args], { env: { ...baseEnv, ...env } });
+  return runProcess('sh', ['-c', 'umask 022; exec "$0" "$@"', process.execPath, ...CLI, ...args], { env: { ...baseEnv, ...env } });
 }
 
 /** Every path under `root` (directories first), without following symlinks. */
@@ -259,7 +259,7 @@ describe('a private, confined catalog', { timeout: 900_000 }, () => {
     const { result, seen } = await watchCmdlines(() => lifeline022(['restore', ...base(), '--backup', backupId, '--target-env', 'SEC_TARGET_URL', '--jobs', '2'], { ...env, SEC_TARGET_URL: target.url }));
     expect(result.code, result.stderr).toBe(0);
     // The sampler really saw the restore: Lifeline's own process and its pg_restore child.
-    expect(seen.some((c) => c.includes('src/cli/index.ts restore'))).toBe(true);
+    expect(seen.some((c) => c.includes(`${CLI.at(-1)} restore`))).toBe(true);
     expect(seen.some((c) => c.startsWith('pg_restore') || c.includes('/pg_restore '))).toBe(true);
     expect(seen.filter((c) => c.includes(password) || c.includes(encodeURIComponent(password)))).toEqual([]);
     expect(result.stderr + result.stdout).not.toContain(password);
@@ -267,7 +267,7 @@ describe('a private, confined catalog', { timeout: 900_000 }, () => {
 
   it('warns once and rewrites its own process title when a password does arrive in argv', async () => {
     const password = new URL(db.url).password;
-    const child = spawn(process.execPath, ['--import', 'tsx', CLI, 'backup', ...base(), '--database-url', db.url, '--no-verify'], { env: { ...process.env, ...env, LIFELINE_CONFIG: undefined } });
+    const child = spawn(process.execPath, [...CLI, 'backup', ...base(), '--database-url', db.url, '--no-verify'], { env: { ...process.env, ...env, LIFELINE_CONFIG: undefined } });
     let stderr = '';
     child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
     const samples: string[] = [];
@@ -354,7 +354,7 @@ describe('filesystem failures name the path, the outcome and the fix', { timeout
     const store = join(dir.path, 'root-owned');
     mkdirSync(store, { mode: 0o700 });
     chmodSync(dir.path, 0o755);
-    const run = spawnSync('runuser', ['-u', 'nobody', '--', process.execPath, '--import', 'tsx', CLI, 'backup', '--store', store, '--database-url', db.url], { encoding: 'utf8', cwd: REPO, env: { ...process.env, ...baseEnv } as NodeJS.ProcessEnv });
+    const run = spawnSync('runuser', ['-u', 'nobody', '--', process.execPath, ...CLI, 'backup', '--store', store, '--database-url', db.url], { encoding: 'utf8', cwd: REPO, env: { ...process.env, ...baseEnv } as NodeJS.ProcessEnv });
     expect(run.status, run.stderr).toBe(1);
     expect(run.stderr).toContain(store);
     expect(run.stderr).toContain('permission denied');
