@@ -29,6 +29,8 @@ export interface RunbookEnvironment {
   steps: RunbookStep[];
   /** Restore to a point in time through pgBackRest, when the environment has physical backups. */
   pitrSteps?: RunbookStep[];
+  /** The Compose stack the commands act on: project name, files, and where the database and Redis tools run. */
+  stack: string;
 }
 
 const UNOWNED = 'on-call engineer (set owner: in lifeline.yml)';
@@ -47,7 +49,12 @@ export function restoreSteps(settings: EnvironmentSettings, mode: RestoreMode = 
   const env = settings.name;
   const owner = settings.owner ?? UNOWNED;
   const flags = `--env ${env}`;
-  const compose = settings.compose.files.length ? `docker compose ${settings.compose.files.map((f) => `-f ${show(f)}`).join(' ')}` : 'docker compose';
+  // The configured Compose CLI, files and project: the commands work in the stack's own layout.
+  const composeCli = settings.compose.command === 'docker-compose' ? 'docker-compose' : 'docker compose';
+  const compose = [composeCli, ...settings.compose.files.map((f) => `-f ${show(f)}`), ...(settings.compose.projectName ? [`-p ${settings.compose.projectName}`] : [])].join(' ');
+  // With postgres.service the client tools are in the db container, not on this host: psql runs there.
+  const pgService = settings.postgres.service;
+  const psql = pgService ? `${compose} exec -T ${pgService} psql` : 'psql';
   const api = settings.compose.services.api;
   const physical = settings.postgres.physical;
   const pgbr = physical ? `pgbackrest${physical.configFile ? ` --config=${show(physical.configFile)}` : ''} --stanza=${physical.stanza}` : 'pgbackrest';
@@ -118,7 +125,7 @@ export function restoreSteps(settings: EnvironmentSettings, mode: RestoreMode = 
     {
       id: 'check-indexes',
       title: 'Check every B-tree index (amcheck)',
-      command: `psql "$DATABASE_URL" -c 'CREATE EXTENSION IF NOT EXISTS amcheck' -c 'SELECT bt_index_check(c.oid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam WHERE a.amname = $$btree$$ AND i.indisvalid'`,
+      command: `${psql} "$DATABASE_URL" -c 'CREATE EXTENSION IF NOT EXISTS amcheck' -c 'SELECT bt_index_check(c.oid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam WHERE a.amname = $$btree$$ AND i.indisvalid'`,
       verification: 'no index reports corruption',
       owner,
     },
@@ -138,7 +145,8 @@ export function restoreSteps(settings: EnvironmentSettings, mode: RestoreMode = 
     {
       id: 'smoke-queries',
       title: "Run the operator's smoke queries",
-      command: `psql "$DATABASE_URL" -f ${smoke ?? '<smoke.sql>'}`,
+      // Inside a container the file is read from stdin: the container cannot see this host's files.
+      command: pgService ? `${psql} "$DATABASE_URL" < ${smoke ?? '<smoke.sql>'}` : `psql "$DATABASE_URL" -f ${smoke ?? '<smoke.sql>'}`,
       verification: 'every query returns the value on its -- expect: line (a drill compares them for you)',
       owner,
       ...(smoke ? {} : { drillSkips: 'no drill.smokeSql configured (pass --smoke-sql to the drill)' }),
@@ -176,8 +184,20 @@ export function buildRunbook(environments: EnvironmentSettings[], options: Runbo
       rtoSeconds: s.rtoSeconds,
       rpoSeconds: s.rpoSeconds,
       steps: restoreSteps(s, 'logical', options),
+      stack: describeStack(s, options),
       ...(s.postgres.physical ? { pitrSteps: restoreSteps(s, 'pitr', options) } : {}),
     }));
+}
+
+function describeStack(s: EnvironmentSettings, options: RunbookOptions): string {
+  const show = options.displayPath ?? ((path: string) => path);
+  const project = s.compose.projectName ? `Compose project ${s.compose.projectName}` : 'Compose project: the default (the directory name of the first Compose file); set compose.projectName to pin it';
+  const files = s.compose.files.length ? `files ${s.compose.files.map(show).join(', ')}` : 'the Compose file of the current directory';
+  const tools = [
+    s.postgres.service ? `PostgreSQL tools run in service ${s.postgres.service}` : 'PostgreSQL tools run on this host',
+    ...(s.redis ? [s.redis.service ? `Redis tools in service ${s.redis.service}` : 'Redis tools on this host'] : []),
+  ].join('; ');
+  return `${project}, ${files}; ${tools}`;
 }
 
 const target = (seconds?: number) => (seconds === undefined ? 'not set' : formatDuration(seconds));
@@ -203,7 +223,7 @@ export function renderRunbookMarkdown(runbook: RunbookEnvironment[], source: str
     renderMarkdownTable(priorityTable(runbook)),
   ];
   for (const env of runbook.filter((e) => !only || only.includes(e.name))) {
-    lines.push('', `## ${env.name}`, '', `### From the newest backup (\`lifeline drill --env ${env.name}\`)`, '', renderMarkdownTable(stepsTable(env.steps)));
+    lines.push('', `## ${env.name}`, '', `Stack: ${env.stack}.`, '', `### From the newest backup (\`lifeline drill --env ${env.name}\`)`, '', renderMarkdownTable(stepsTable(env.steps)));
     if (env.pitrSteps) lines.push('', `### To a point in time through pgBackRest (\`lifeline drill --env ${env.name} --pitr <time>\`)`, '', renderMarkdownTable(stepsTable(env.pitrSteps)));
   }
   lines.push(
@@ -225,7 +245,7 @@ export function renderRunbookMarkdown(runbook: RunbookEnvironment[], source: str
 export function renderRunbookText(runbook: RunbookEnvironment[], only?: string[]): string {
   const lines = ['Restore order:', renderTextTable(priorityTable(runbook))];
   for (const env of runbook.filter((e) => !only || only.includes(e.name))) {
-    const paths: Array<[string, RunbookStep[]]> = [[`${env.name} (owner: ${env.owner}): restore from the newest backup`, env.steps]];
+    const paths: Array<[string, RunbookStep[]]> = [[`${env.name} (owner: ${env.owner}): restore from the newest backup\n  stack: ${env.stack}`, env.steps]];
     if (env.pitrSteps) paths.push([`${env.name}: restore to a point in time (pgBackRest)`, env.pitrSteps]);
     for (const [heading, steps] of paths) {
       lines.push('', heading);
