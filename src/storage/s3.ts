@@ -1,18 +1,4 @@
-import {
-  AbortMultipartUploadCommand,
-  CompleteMultipartUploadCommand,
-  CreateMultipartUploadCommand,
-  DeleteObjectCommand,
-  GetObjectCommand,
-  HeadObjectCommand,
-  ListObjectsV2Command,
-  ListPartsCommand,
-  PutObjectCommand,
-  S3Client as SdkS3Client,
-  UploadPartCommand,
-  type S3ClientConfig,
-} from '@aws-sdk/client-s3';
-import { fromNodeProviderChain } from '@aws-sdk/credential-providers';
+import type { S3Client as SdkS3Client, S3ClientConfig } from '@aws-sdk/client-s3';
 import { Readable } from 'node:stream';
 import { failure, LifelineError, usageError } from '../errors';
 
@@ -100,6 +86,8 @@ export class S3RequestError extends LifelineError {
   }
 }
 
+type SdkModule = typeof import('@aws-sdk/client-s3');
+
 /** The provider rejected who we are: a configuration problem (exit 2), never worth a retry. */
 const CREDENTIAL_CODES = new Set(['SignatureDoesNotMatch', 'InvalidAccessKeyId', 'InvalidToken', 'ExpiredToken', 'InvalidClientTokenId', 'AuthorizationHeaderMalformed', 'InvalidSecurity']);
 const CHECKSUM_CODES = new Set(['XAmzContentChecksumMismatch', 'XAmzContentSHA256Mismatch', 'BadDigest', 'InvalidDigest']);
@@ -163,34 +151,46 @@ export function translateS3Error(error: unknown, what: string, where: string, se
  * at most one part (retries can resend them); downloads are streams.
  */
 export class S3Client {
-  readonly sdk: SdkS3Client;
   readonly checksums: 'sha256' | 'none';
   private readonly where: string;
   private readonly secrets: string[] = [];
+  private loaded?: Promise<{ client: SdkS3Client; sdk: SdkModule }>;
 
   constructor(readonly options: S3ClientOptions) {
     this.checksums = options.checksums ?? 'sha256';
     this.where = options.endpoint ? `${options.endpoint.replace(/\/+$/, '')} (bucket ${options.bucket})` : `s3://${options.bucket} (${options.region})`;
     if (options.credentials) this.secrets.push(options.credentials.secretAccessKey, ...(options.credentials.sessionToken ? [options.credentials.sessionToken] : []));
-    const chain = options.credentials
-      ? undefined
-      : fromNodeProviderChain({
-          profile: options.profile,
-          logger: { debug: () => {}, info: () => {}, warn: (m: string) => options.warn?.(m), error: () => {} },
-        });
-    const credentials = options.credentials
-      ? { ...options.credentials }
-      : async (identityProperties?: Record<string, unknown>) => {
-          const resolved = await chain!(identityProperties);
-          for (const secret of [resolved.secretAccessKey, resolved.sessionToken]) {
-            if (secret && !this.secrets.includes(secret)) {
-              this.secrets.push(secret);
-              options.onSecret?.(secret);
-            }
+  }
+
+  /** The SDK is loaded on first use: commands that never touch a bucket do not parse it. */
+  private sdk(): Promise<{ client: SdkS3Client; sdk: SdkModule }> {
+    this.loaded ??= this.load();
+    return this.loaded;
+  }
+
+  private async load(): Promise<{ client: SdkS3Client; sdk: SdkModule }> {
+    const options = this.options;
+    const sdk = await import('@aws-sdk/client-s3');
+    let credentials: S3ClientConfig['credentials'];
+    if (options.credentials) credentials = { ...options.credentials };
+    else {
+      const { fromNodeProviderChain } = await import('@aws-sdk/credential-providers');
+      const chain = fromNodeProviderChain({
+        profile: options.profile,
+        logger: { debug: () => {}, info: () => {}, warn: (m: string) => options.warn?.(m), error: () => {} },
+      });
+      credentials = async (identityProperties?: Record<string, unknown>) => {
+        const resolved = await chain(identityProperties);
+        for (const secret of [resolved.secretAccessKey, resolved.sessionToken]) {
+          if (secret && !this.secrets.includes(secret)) {
+            this.secrets.push(secret);
+            options.onSecret?.(secret);
           }
-          return resolved;
-        };
-    this.sdk = new SdkS3Client({
+        }
+        return resolved;
+      };
+    }
+    const client = new sdk.S3Client({
       region: options.region,
       endpoint: options.endpoint,
       forcePathStyle: options.pathStyle ?? options.endpoint !== undefined,
@@ -203,11 +203,13 @@ export class S3Client {
       responseChecksumValidation: 'WHEN_REQUIRED',
       requestHandler: options.requestHandler ?? { connectionTimeout: 10_000, requestTimeout: 300_000 },
     });
+    return { client, sdk };
   }
 
-  private async send<T>(what: string, run: () => Promise<T>): Promise<T> {
+  private async send<T>(what: string, run: (client: SdkS3Client, sdk: SdkModule) => Promise<T>): Promise<T> {
+    const { client, sdk } = await this.sdk();
     try {
-      return await run();
+      return await run(client, sdk);
     } catch (error) {
       throw translateS3Error(error, what, this.where, this.secrets);
     }
@@ -223,9 +225,9 @@ export class S3Client {
   }
 
   async putObject(key: string, body: Uint8Array, attributes: ObjectAttributes, checksums: BodyChecksums): Promise<string> {
-    const out = await this.send(`PUT ${key}`, () =>
-      this.sdk.send(
-        new PutObjectCommand({
+    const out = await this.send(`PUT ${key}`, (client, sdk) =>
+      client.send(
+        new sdk.PutObjectCommand({
           Bucket: this.options.bucket,
           Key: key,
           Body: body,
@@ -240,17 +242,17 @@ export class S3Client {
   }
 
   async createMultipartUpload(key: string, attributes: ObjectAttributes): Promise<string> {
-    const out = await this.send(`CreateMultipartUpload ${key}`, () =>
-      this.sdk.send(new CreateMultipartUploadCommand({ Bucket: this.options.bucket, Key: key, ...(this.checksums === 'sha256' ? { ChecksumAlgorithm: 'SHA256' as const } : {}), ...this.objectParams(attributes) })),
+    const out = await this.send(`CreateMultipartUpload ${key}`, (client, sdk) =>
+      client.send(new sdk.CreateMultipartUploadCommand({ Bucket: this.options.bucket, Key: key, ...(this.checksums === 'sha256' ? { ChecksumAlgorithm: 'SHA256' as const } : {}), ...this.objectParams(attributes) })),
     );
     if (!out.UploadId) throw failure('STORAGE_PROTOCOL', `the object store did not return an UploadId for ${key}`);
     return out.UploadId;
   }
 
   async uploadPart(key: string, uploadId: string, partNumber: number, body: Uint8Array, checksums: BodyChecksums): Promise<string> {
-    const out = await this.send(`UploadPart ${key} part ${partNumber}`, () =>
-      this.sdk.send(
-        new UploadPartCommand({
+    const out = await this.send(`UploadPart ${key} part ${partNumber}`, (client, sdk) =>
+      client.send(
+        new sdk.UploadPartCommand({
           Bucket: this.options.bucket,
           Key: key,
           UploadId: uploadId,
@@ -271,7 +273,7 @@ export class S3Client {
     let marker: string | undefined;
     try {
       for (;;) {
-        const page = await this.send(`ListParts ${key}`, () => this.sdk.send(new ListPartsCommand({ Bucket: this.options.bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker })));
+        const page = await this.send(`ListParts ${key}`, (client, sdk) => client.send(new sdk.ListPartsCommand({ Bucket: this.options.bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker })));
         for (const part of page.Parts ?? []) parts.push({ partNumber: part.PartNumber ?? 0, etag: part.ETag ?? '', checksumSha256: part.ChecksumSHA256 });
         if (!page.IsTruncated || !page.NextPartNumberMarker) return parts;
         marker = page.NextPartNumberMarker;
@@ -284,9 +286,9 @@ export class S3Client {
 
   async completeMultipartUpload(key: string, uploadId: string, parts: UploadedPart[]): Promise<void> {
     // The SDK also turns S3's "200 with an <Error> body" into an exception.
-    await this.send(`CompleteMultipartUpload ${key}`, () =>
-      this.sdk.send(
-        new CompleteMultipartUploadCommand({
+    await this.send(`CompleteMultipartUpload ${key}`, (client, sdk) =>
+      client.send(
+        new sdk.CompleteMultipartUploadCommand({
           Bucket: this.options.bucket,
           Key: key,
           UploadId: uploadId,
@@ -298,7 +300,7 @@ export class S3Client {
 
   async abortMultipartUpload(key: string, uploadId: string): Promise<void> {
     try {
-      await this.send(`AbortMultipartUpload ${key}`, () => this.sdk.send(new AbortMultipartUploadCommand({ Bucket: this.options.bucket, Key: key, UploadId: uploadId })));
+      await this.send(`AbortMultipartUpload ${key}`, (client, sdk) => client.send(new sdk.AbortMultipartUploadCommand({ Bucket: this.options.bucket, Key: key, UploadId: uploadId })));
     } catch (error) {
       if (!(error instanceof S3RequestError && error.status === 404)) throw error;
     }
@@ -306,7 +308,7 @@ export class S3Client {
 
   async headObject(key: string): Promise<ObjectHead | undefined> {
     try {
-      const out = await this.send(`HEAD ${key}`, () => this.sdk.send(new HeadObjectCommand({ Bucket: this.options.bucket, Key: key, ChecksumMode: 'ENABLED' })));
+      const out = await this.send(`HEAD ${key}`, (client, sdk) => client.send(new sdk.HeadObjectCommand({ Bucket: this.options.bucket, Key: key, ChecksumMode: 'ENABLED' })));
       return { size: out.ContentLength ?? 0, etag: out.ETag ?? '', metadata: out.Metadata ?? {}, checksumSha256: out.ChecksumSHA256 || undefined };
     } catch (error) {
       if (error instanceof S3RequestError && error.status === 404) return undefined;
@@ -316,22 +318,22 @@ export class S3Client {
 
   /** The object's bytes as a stream (never buffered whole), plus its metadata. */
   async getObject(key: string): Promise<{ body: Readable; head: ObjectHead }> {
-    const out = await this.send(`GET ${key}`, () => this.sdk.send(new GetObjectCommand({ Bucket: this.options.bucket, Key: key })));
+    const out = await this.send(`GET ${key}`, (client, sdk) => client.send(new sdk.GetObjectCommand({ Bucket: this.options.bucket, Key: key })));
     const raw = out.Body as unknown;
     const body = raw instanceof Readable ? raw : raw ? Readable.fromWeb(raw as never) : Readable.from([]);
     return { body, head: { size: out.ContentLength ?? 0, etag: out.ETag ?? '', metadata: out.Metadata ?? {}, checksumSha256: out.ChecksumSHA256 || undefined } };
   }
 
   async deleteObject(key: string): Promise<void> {
-    await this.send(`DELETE ${key}`, () => this.sdk.send(new DeleteObjectCommand({ Bucket: this.options.bucket, Key: key })));
+    await this.send(`DELETE ${key}`, (client, sdk) => client.send(new sdk.DeleteObjectCommand({ Bucket: this.options.bucket, Key: key })));
   }
 
   /** Every object under a prefix (ListObjectsV2, following continuation tokens page by page). */
   async *listObjects(prefix: string): AsyncGenerator<RemoteObject> {
     let token: string | undefined;
     for (;;) {
-      const page = await this.send(`ListObjectsV2 ${prefix || '(bucket)'}`, () =>
-        this.sdk.send(new ListObjectsV2Command({ Bucket: this.options.bucket, Prefix: prefix, ContinuationToken: token, MaxKeys: this.options.pageSize })),
+      const page = await this.send(`ListObjectsV2 ${prefix || '(bucket)'}`, (client, sdk) =>
+        client.send(new sdk.ListObjectsV2Command({ Bucket: this.options.bucket, Prefix: prefix, ContinuationToken: token, MaxKeys: this.options.pageSize })),
       );
       for (const object of page.Contents ?? []) yield { key: object.Key ?? '', size: object.Size ?? 0, etag: object.ETag ?? '' };
       if (!page.IsTruncated) return;
@@ -343,6 +345,6 @@ export class S3Client {
   }
 
   destroy(): void {
-    this.sdk.destroy();
+    void this.loaded?.then(({ client }) => client.destroy());
   }
 }

@@ -61,9 +61,9 @@ function storageSettings(overrides: Partial<StorageSettings> = {}, credentials: 
   return settings;
 }
 
-async function seed(store: string): Promise<Catalog> {
+async function seed(store: string, dumpBytes = 17 * MiB): Promise<Catalog> {
   const catalog = new Catalog(store);
-  await writeTestEntry(catalog, ENV, 'backups', '20261120T010000000Z-aaaaaa', 'backup.json', { 'postgres.dump': 17 * MiB, 'globals.sql': 'CREATE ROLE app;\n' }, { verified: { at: '2026-11-20T01:05:00Z', ok: true, checks: [] } }, '2026-11-20T01:00:00.000Z');
+  await writeTestEntry(catalog, ENV, 'backups', '20261120T010000000Z-aaaaaa', 'backup.json', { 'postgres.dump': dumpBytes, 'globals.sql': 'CREATE ROLE app;\n' }, { verified: { at: '2026-11-20T01:05:00Z', ok: true, checks: [] } }, '2026-11-20T01:00:00.000Z');
   await writeTestEntry(catalog, ENV, 'backups', '20261119T010000000Z-bbbbbb', 'backup.json', { 'postgres.dump': 2000, 'globals.sql': '-- none\n' }, {}, '2026-11-19T01:00:00.000Z');
   await writeTestEntry(catalog, ENV, 'releases', 'v1.4.2', 'release.json', { 'manifest.json': '{"subject":[]}\n', 'manifest.sigstore.json': '{}\n' }, {}, '2026-11-20T02:00:00.000Z');
   await writeTestEntry(catalog, ENV, 'tenants/acme/exports', '20261120T040000000Z-cccccc', 'export.json', { 'orders.ndjson': '{"id":1}\n' }, {}, '2026-11-20T04:00:00.000Z');
@@ -129,7 +129,7 @@ describe('the SDK client against a server that checks signatures', () => {
 
   it('a key revoked mid-sync stops the sync (exit 2) and leaves no entry that looks complete; s3rver 3.7 would have accepted the wrong secret', async () => {
     const store = tempDir('store');
-    await seed(store);
+    await seed(store, 6 * MiB);
     const storage = storageSettings();
     // The provider starts refusing the key when the first metadata file goes up.
     let revoked = false;
@@ -164,7 +164,7 @@ describe('the SDK client against a server that checks signatures', () => {
 
   it('a provider failing the first attempts (500, 503) is retried with backoff and the sync completes', async () => {
     const store = tempDir('store');
-    await seed(store);
+    await seed(store, 6 * MiB);
     const storage = storageSettings();
     // The listing fails four times (the fifth attempt is the last allowed), then part 2 fails once.
     let partTwoFailed = false;
@@ -217,7 +217,7 @@ describe('lifeline sync through the SDK (CLI)', () => {
 
   it('a wrong secret key: exit 2, the fix names the key pair, the secret is printed nowhere, nothing reaches the bucket', async () => {
     const dir = tempDir('cli');
-    await seed(join(dir, 'store'));
+    await seed(join(dir, 'store'), 1000);
     const config = writeConfig(dir, [`endpoint: ${s3.endpoint}`, 'accessKeyIdEnv: SHOP_S3_KEY', 'secretAccessKeyEnv: SHOP_S3_SECRET']);
     const wrongSecret = `wrong-${SECRET}`;
     const before = s3.requests.length;
@@ -234,7 +234,7 @@ describe('lifeline sync through the SDK (CLI)', () => {
 
   it('credentials from a profile of the shared config files; a provider that keeps failing gives a clear error after storage.maxAttempts', async () => {
     const dir = tempDir('cli');
-    await seed(join(dir, 'store'));
+    await seed(join(dir, 'store'), 1000);
     const awsConfig = join(dir, 'aws-config');
     const awsCredentials = join(dir, 'aws-credentials');
     writeFileSync(awsConfig, '[default]\nregion = eu-west-1\n\n[profile lifeline-backup]\nregion = us-east-1\n');
@@ -299,11 +299,10 @@ describe('lifeline sync through the SDK (CLI)', () => {
     expect(midway.inSync).toEqual([]);
     expect(midway.missingRemotely.map((e) => e.id)).toEqual(['20261121T010000000Z-dddddd']);
 
+    // The rerun (the same sync code the CLI runs, straight to the server) sends part 3 only.
     const before = s3.requests.length;
-    const config = writeConfig(dir, [`endpoint: ${s3.endpoint}`, 'accessKeyIdEnv: SHOP_S3_KEY', 'secretAccessKeyEnv: SHOP_S3_SECRET', prefixLine]);
-    const rerun = await lifeline(['sync', '--config', config, '--env', ENV, '--json'], { env: { ...quiet, SHOP_S3_KEY: KEY_ID, SHOP_S3_SECRET: SECRET } });
-    expect(rerun.code).toBe(0);
-    expect(JSON.parse(rerun.stdout).bucket.entries[0]).toMatchObject({ status: 'uploaded', resumedParts: 2 });
+    const rerun = await syncEnvironment({ env: ENV, store: join(dir, 'store'), remote, prefix: storage.prefix, logger: createMemoryLogger() });
+    expect(rerun.entries[0]).toMatchObject({ status: 'uploaded', resumedParts: 2 });
     expect(partNumbers(s3.requests.slice(before))).toEqual([3]);
     const after = await compareRemote({ env: ENV, store: join(dir, 'store'), remote, prefix: storage.prefix, deep: true });
     expect(after.inSync.map((e) => e.id)).toEqual(['20261121T010000000Z-dddddd']);
