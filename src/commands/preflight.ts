@@ -92,6 +92,15 @@ function preflightSettings(ctx: CommandContext, environment: ReturnType<typeof e
     postgresBinDir: environment.postgres.binDir,
     physical: environment.postgres.physical,
     store: environment.store,
+    capabilities: {
+      compose: environment.compose,
+      postgresService: environment.postgres.service,
+      postgresBinDir: environment.postgres.binDir,
+      drillTarget: Boolean(environment.drill.targetUrl),
+      redisConfigured: Boolean(environment.redis),
+      redisService: environment.redis?.service,
+      redisBinDir: environment.redis?.binDir,
+    },
   };
 }
 

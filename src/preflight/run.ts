@@ -10,6 +10,8 @@ import { checkEdge } from './edge';
 import { checkEnvValues } from './env-values';
 import { displayPath, fail, FilesRead, notChecked, type CheckContext, type FileRead, type Finding } from './findings';
 import { checkScripts, type ScriptPatterns, type ShellcheckSeverity } from './scripts';
+import { composeRunner } from '../postgres/connection';
+import { checkCapabilityTools, type CapabilityToolSettings } from './capability-tools';
 import { checkCatalogSpace, checkPgBackRest, checkPgDumpVersion, type PhysicalBackupSettings } from './tools';
 
 /** Everything one preflight run looks at, resolved from flags and lifeline.yml at the door. */
@@ -37,6 +39,8 @@ export interface PreflightSettings {
   postgresBinDir?: string;
   physical?: PhysicalBackupSettings;
   store: string;
+  /** What each configured capability needs, where it runs (#19): see capability-tools.ts. */
+  capabilities?: Omit<CapabilityToolSettings, 'environment' | 'store' | 'path'>;
 }
 
 export interface PreflightReport {
@@ -109,10 +113,11 @@ export async function runPreflight(settings: PreflightSettings, logger: Logger):
   const edgeFamily = timed('edge', () => checkEdge(runner, ctx, { nginxConfig: settings.nginxConfig, caddyConfig: settings.caddyConfig, path: settings.toolEnv.PATH }));
   const toolsFamily = timed('tools', async () => [
     ...(settings.postgresService
-      ? [notChecked('tools.pg_dump', `pg_dump runs inside the Compose service ${settings.postgresService}, which is not started by a preflight`, `after deploying, compare: docker compose exec ${settings.postgresService} pg_dump --version`)]
+      ? await pgDumpInService(settings, ctx)
       : await checkPgDumpVersion(postgresRunner, ctx, settings.databaseUrl)),
     ...(await checkPgBackRest(pgbackrestRunner, ctx, settings.physical)),
     ...(await checkCatalogSpace(ctx, settings.store, settings.environment)),
+    ...(settings.capabilities ? await checkCapabilityTools({ ...settings.capabilities, environment: settings.environment, store: settings.store, path: settings.toolEnv.PATH }) : []),
   ]);
 
   const findings = (await Promise.all([dockerFamily, scriptsFamily, envFamily, edgeFamily, toolsFamily])).flat();
@@ -125,3 +130,10 @@ export async function runPreflight(settings: PreflightSettings, logger: Logger):
   };
 }
 
+/** pg_dump in the db service's container when it runs (docker exec on its id); a stopped service is not checked. */
+async function pgDumpInService(settings: PreflightSettings, ctx: CheckContext): Promise<Finding[]> {
+  const service = settings.postgresService!;
+  const inService = settings.capabilities ? await composeRunner(settings.capabilities.compose, service).catch(() => undefined) : undefined;
+  if (!inService) return [notChecked('tools.pg_dump', `pg_dump runs inside the Compose service ${service}, which is not running`, `start the stack, then run lifeline preflight again (or compare: docker compose exec ${service} pg_dump --version)`)];
+  return checkPgDumpVersion(inService, ctx, settings.databaseUrl);
+}
