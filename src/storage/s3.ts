@@ -108,6 +108,19 @@ export function fixForS3Error(status: number, code: string): string {
 
 const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNABORTED', 'UND_ERR_SOCKET']);
 
+const CREDENTIALS_FIX =
+  'export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the variables storage.accessKeyIdEnv / secretAccessKeyEnv name), or set storage.profile to a profile of the shared config files (AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE), or run where web identity (aws-actions/configure-aws-credentials) or an instance role provides them';
+
+/** The provider chain found nothing (exit 2): says where it looked. */
+function noCredentials(error: unknown, profile: string | undefined, where: string): LifelineError {
+  const reason = (error as Error)?.message ?? String(error);
+  const files = `${process.env.AWS_CONFIG_FILE ?? '~/.aws/config'} and ${process.env.AWS_SHARED_CREDENTIALS_FILE ?? '~/.aws/credentials'}`;
+  const message = profile
+    ? `storage.profile "${profile}" gave no object-store credentials for ${where} (looked in ${files}): ${reason}`
+    : `no object-store credentials were found for ${where}: no AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, no profile in ${files}, no web identity, container or instance credentials (${reason})`;
+  return usageError('STORAGE_CREDENTIALS_MISSING', message, profile ? `add a [${profile}] section with aws_access_key_id and aws_secret_access_key (or a role) to those files, or correct storage.profile` : CREDENTIALS_FIX);
+}
+
 /**
  * One SDK error in Lifeline's terms: an S3RequestError for an answer from the provider, exit 2
  * for credentials that cannot be found or are refused, STORAGE_UNREACHABLE when no answer came.
@@ -120,11 +133,7 @@ export function translateS3Error(error: unknown, what: string, where: string, se
   const attempts = e.$metadata?.attempts;
   const tries = attempts && attempts > 1 ? ` (after ${attempts} attempts)` : '';
   if (e.name === 'CredentialsProviderError' || e.name === 'TokenProviderError') {
-    return usageError(
-      'STORAGE_CREDENTIALS_MISSING',
-      `no object-store credentials were found for ${where}: ${scrub(e.message ?? 'the provider chain found none')}`,
-      'export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the variables storage.accessKeyIdEnv / secretAccessKeyEnv name), or set storage.profile to a profile of the shared config files (AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE), or run where web identity (aws-actions/configure-aws-credentials) or an instance role provides them',
-    );
+    return usageError('STORAGE_CREDENTIALS_MISSING', `no object-store credentials were found for ${where}: ${scrub(e.message ?? 'the provider chain found none')}`, CREDENTIALS_FIX);
   }
   const status = e.$metadata?.httpStatusCode;
   if (status !== undefined && status >= 300) {
@@ -180,7 +189,12 @@ export class S3Client {
         logger: { debug: () => {}, info: () => {}, warn: (m: string) => options.warn?.(m), error: () => {} },
       });
       credentials = async (identityProperties?: Record<string, unknown>) => {
-        const resolved = await chain(identityProperties);
+        let resolved: Awaited<ReturnType<typeof chain>>;
+        try {
+          resolved = await chain(identityProperties);
+        } catch (error) {
+          throw noCredentials(error, options.profile, this.where);
+        }
         for (const secret of [resolved.secretAccessKey, resolved.sessionToken]) {
           if (secret && !this.secrets.includes(secret)) {
             this.secrets.push(secret);

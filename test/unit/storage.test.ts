@@ -137,6 +137,33 @@ describe('storage settings', () => {
   });
 });
 
+describe('storage settings for the SDK client', () => {
+  it('a profile reads the shared files only: the AWS_* key variables are ignored, and the *Env keys are refused beside it', () => {
+    const settings = settingsFor({ ...BASE, profile: 'lifeline-backup', maxAttempts: 3, checksums: 'none', pathStyle: false }, { AWS_ACCESS_KEY_ID: 'k', AWS_SECRET_ACCESS_KEY: 's' });
+    expect(settings.storage?.credentials).toBeUndefined();
+    expect(settings.storage).toMatchObject({ profile: 'lifeline-backup', maxAttempts: 3, checksums: 'none', pathStyle: false });
+    expect(() => settingsFor({ ...BASE, profile: 'p', accessKeyIdEnv: 'SHOP_KEY' })).toThrow(/profile or accessKeyIdEnv/);
+    expect(() => settingsFor({ ...BASE, maxAttempts: 0 })).toThrow();
+    expect(() => settingsFor({ ...BASE, checksums: 'crc32' })).toThrow();
+  });
+
+  it('a profile missing from the shared files is exit 2 naming it and the files looked in', async () => {
+    const saved = { ...process.env };
+    Object.assign(process.env, { AWS_EC2_METADATA_DISABLED: 'true', AWS_CONFIG_FILE: '/nonexistent/config', AWS_SHARED_CREDENTIALS_FILE: '/nonexistent/credentials' });
+    delete process.env.AWS_ACCESS_KEY_ID;
+    delete process.env.AWS_SECRET_ACCESS_KEY;
+    delete process.env.AWS_PROFILE;
+    try {
+      const { handler, seen } = scriptedHandler(() => ({ status: 200 }));
+      const client = new S3Client({ endpoint: 'http://127.0.0.1:9000', region: 'us-east-1', bucket: 'b', profile: 'lifeline-backup', requestHandler: handler as never });
+      await expect(client.headObject('k')).rejects.toMatchObject({ exitCode: 2, code: 'STORAGE_CREDENTIALS_MISSING', message: expect.stringContaining('storage.profile "lifeline-backup"'), fix: expect.stringContaining('[lifeline-backup]') });
+      expect(seen).toEqual([]);
+    } finally {
+      process.env = saved;
+    }
+  });
+});
+
 describe('review gate', () => {
   it('refuses an unreviewed provider with exit 3 and the five-point checklist', () => {
     const storage = settingsFor(BASE).storage;
