@@ -349,6 +349,13 @@ export class S3Client {
       const page = await this.send(`ListObjectsV2 ${prefix || '(bucket)'}`, (client, sdk) =>
         client.send(new sdk.ListObjectsV2Command({ Bucket: this.options.bucket, Prefix: prefix, ContinuationToken: token, MaxKeys: this.options.pageSize })),
       );
+      // A 200 that is not a ListBucketResult (a captive portal, a web server at the endpoint) must
+      // not read as an empty bucket: sync would take every entry for missing.
+      if (page.Name === undefined && page.KeyCount === undefined && page.MaxKeys === undefined) {
+        throw failure('STORAGE_PROTOCOL', `the endpoint answered the listing of ${prefix || '(bucket)'} at ${this.where} with something that is not an S3 ListBucketResult`, {
+          fix: 'check storage.endpoint: it must be the S3 API endpoint of the provider (not its web console), and storage.pathStyle',
+        });
+      }
       for (const object of page.Contents ?? []) yield { key: object.Key ?? '', size: object.Size ?? 0, etag: object.ETag ?? '' };
       if (!page.IsTruncated) return;
       if (!page.NextContinuationToken || page.NextContinuationToken === token) {

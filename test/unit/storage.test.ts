@@ -104,6 +104,16 @@ describe('SDK errors in Lifeline terms', () => {
     await expect(listing).rejects.toMatchObject({ code: 'NoSuchBucket', exitCode: 1, fix: expect.stringContaining('storage.bucket') });
   });
 
+  it('a hostile or broken server: a listing that repeats its continuation token, or answers with something that is not XML, fails (exit 1) instead of looping or passing', async () => {
+    const page = '<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>b</Name><Contents><Key>p/a</Key><Size>1</Size></Contents><IsTruncated>true</IsTruncated><NextContinuationToken>same</NextContinuationToken></ListBucketResult>';
+    const looping = new S3Client({ endpoint: 'http://127.0.0.1:9000', region: 'us-east-1', bucket: 'b', credentials: KEYS, requestHandler: scriptedHandler(() => ({ status: 200, body: page })).handler as never });
+    const keys: string[] = [];
+    await expect((async () => { for await (const o of looping.listObjects('p/')) keys.push(o.key); })()).rejects.toMatchObject({ code: 'STORAGE_PROTOCOL', exitCode: 1 });
+    expect(keys).toEqual(['p/a', 'p/a']);
+    const garbage = new S3Client({ endpoint: 'http://127.0.0.1:9000', region: 'us-east-1', bucket: 'b', credentials: KEYS, maxAttempts: 1, requestHandler: scriptedHandler(() => ({ status: 200, body: '<html>captive portal</html><' })).handler as never });
+    await expect((async () => { for await (const _ of garbage.listObjects('p/')) void _; })()).rejects.toMatchObject({ exitCode: 1 });
+  });
+
   it('maps unreachable endpoints and missing chain credentials', () => {
     const refused = translateS3Error(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED', $metadata: { attempts: 5 } }), 'PUT k', 'http://127.0.0.1:1');
     expect(refused).toMatchObject({ code: 'STORAGE_UNREACHABLE', exitCode: 1, message: expect.stringMatching(/cannot reach the object store.*after 5 attempts/) });
