@@ -50,12 +50,15 @@ export async function runAction(action: ActionSpec, selected?: string): Promise<
       throw usageError('BAD_INPUT', (error as Error).message, `set ${action.selector?.input} to one of ${Object.keys(action.commands).join(', ')}`);
     }
     const values = readActionInputs(command);
+    // The age identity first: every line of it is masked before anything can print it.
+    const identity = typeof values['age-identity'] === 'string' ? values['age-identity'] : undefined;
+    if (identity) for (const line of identity.split(/\r?\n/)) if (line.trim() && !line.trim().startsWith('#')) logger.secret(line.trim());
     for (const key of ['database-url', 'redis-url']) {
       for (const secret of urlSecrets(values[key] as string | undefined)) core.setSecret(secret);
     }
     const result = await runObserved(command, {
       inputs: new Inputs(command, values),
-      env: process.env,
+      env: identity ? { ...process.env, LIFELINE_AGE_IDENTITY: identity } : process.env,
       cwd: process.cwd(),
       logger,
       interactive: false,

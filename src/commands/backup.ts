@@ -23,7 +23,7 @@ import { comparisonResult, remoteVerificationResult } from './remote-report';
 import { parsePgUrl, type PgConnection } from '../runner/postgres-env';
 import type { EnvironmentSettings } from '../settings/resolve';
 import { singleCommandAction } from './action-spec';
-import { IDENTITY_ENV, IDENTITY_FILE_ENV, loadIdentity } from '../crypto/age';
+import { AGE_IDENTITY_INPUT, IDENTITY_ENV, IDENTITY_FILE_ENV, loadIdentity } from '../crypto/age';
 import { requireIdentityFor } from '../crypto/payload';
 import { environmentFor, urlInput, type CommandContext, type CommandResult, type CommandSpec } from './spec';
 
@@ -207,6 +207,7 @@ export const verifyCommand: CommandSpec = {
     { name: 'remote', type: 'boolean', description: "Instead, verify the named backup's copy in the environment's reviewed object storage: every object present, and its bytes hashed (the provider's SHA-256 where it keeps one, else downloaded) against SHA256SUMS.", default: 'false' },
     { name: 'all', type: 'boolean', description: 'With remote: compare every local entry with the bucket instead of verifying one (a listing comparison unless deep is set).', default: 'false' },
     { name: 'deep', type: 'boolean', description: 'With remote and all: download and hash every remote file instead of comparing listings and the sha256 recorded at upload.', default: 'false' },
+    AGE_IDENTITY_INPUT,
   ],
   outputs: [
     { name: 'backup-id', description: 'Id of the verified backup.' },
@@ -249,6 +250,7 @@ export const restoreCommand: CommandSpec = {
     { name: 'no-owner', type: 'boolean', description: 'Skip ownership and privileges (pg_restore --no-owner --no-privileges), for a server whose roles differ.', default: 'false' },
     { name: 'skip-verify', type: 'boolean', description: 'Do not check the checksums first (recorded with the restore).', default: 'false' },
     { name: 'redis-check', type: 'boolean', description: "Also load the backup's Redis snapshot into a private redis-server and compare key counts.", default: 'false' },
+    AGE_IDENTITY_INPUT,
     { name: 'from-remote', type: 'boolean', description: "Fetch the backup from the environment's reviewed object storage first (checksums verified on the way in) when the local catalog does not have it.", default: 'false' },
     LOCK_TIMEOUT_INPUT,
   ],

@@ -1,4 +1,4 @@
-import { loadIdentity } from '../crypto/age';
+import { AGE_IDENTITY_INPUT, loadIdentity } from '../crypto/age';
 import { writeFileSync } from 'node:fs';
 import { relative, resolve } from 'node:path';
 import { Catalog } from '../catalog/store';
@@ -35,6 +35,7 @@ export const drillCommand: CommandSpec = {
     { name: 'pitr', type: 'string', description: 'Point-in-time drill through pgBackRest to this time, e.g. "2026-11-21 23:59:00+00" (needs postgres.physical).' },
     { name: 'jobs', type: 'string', description: 'Parallel pg_restore jobs.', default: '2' },
     ...SIGNER_INPUTS.map((input) => ({ ...input, description: `Signs report.json like a release manifest. ${input.description}` })),
+    AGE_IDENTITY_INPUT,
   ],
   outputs: [
     { name: 'drill-id', description: 'Id of the drill report in the catalog.' },

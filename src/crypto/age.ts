@@ -14,6 +14,17 @@ export const IDENTITY_FILE_ENV = 'LIFELINE_AGE_IDENTITY_FILE';
 /** How to give an identity, for every message that needs one. */
 export const IDENTITY_FIX = `give the age identity (the AGE-SECRET-KEY-1... line age-keygen wrote) in ${IDENTITY_ENV}, or the path of its key file (mode 0600) in ${IDENTITY_FILE_ENV}`;
 
+/**
+ * The action input that carries the identity (a secret): masked with core.setSecret before
+ * anything else runs, then handed to the command as LIFELINE_AGE_IDENTITY.
+ */
+export const AGE_IDENTITY_INPUT = {
+  name: 'age-identity',
+  type: 'string',
+  actionOnly: true,
+  description: 'The age identity (AGE-SECRET-KEY-1... as age-keygen writes it) to decrypt backups stored encrypted (encryption.recipients); pass it from a secret. Masked before anything runs. The CLI reads LIFELINE_AGE_IDENTITY or LIFELINE_AGE_IDENTITY_FILE instead.',
+} as const;
+
 /** What backup.json records for a payload stored as an age file. */
 export interface PayloadEncryption {
   format: 'age';
