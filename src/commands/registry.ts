@@ -10,6 +10,7 @@ import { lockBreakCommand, lockStatusCommand } from './lock';
 import { manifestAction, manifestCheckIdentityCommand, manifestCreateCommand, manifestKeygenCommand, manifestVerifyCommand } from './manifest';
 import { preflightAction, preflightCommand } from './preflight';
 import { redisRestoreCommand } from './redis-restore';
+import { reencryptCommand } from './reencrypt';
 import type { CommandSpec } from './spec';
 import { fetchCommand, syncAction, syncCommand } from './sync';
 import { tenantDeletionPlanCommand, tenantExportAction, tenantExportCommand, tenantVerifyCommand } from './tenant';
@@ -23,6 +24,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   restoreCommand,
   redisRestoreCommand,
   pruneCommand,
+  reencryptCommand,
   manifestCreateCommand,
   manifestVerifyCommand,
   manifestCheckIdentityCommand,

@@ -9,6 +9,7 @@ import { createMemoryLogger } from '../../src/logger';
 import { startThrowawayRedis, type ThrowawayRedis } from '../../src/redis/server';
 import { lifeline, type CliRun } from '../helpers/cli';
 import { createDatabase, createSampleDatabase, dropDatabase, query, sql, tableCounts, tempDir } from '../helpers/db';
+import { startS3Server } from '../helpers/s3';
 
 // Encryption at rest with age (#21): payloads are stored as age files, encrypted as they stream;
 // only an identity reads them back, and the standard `age` CLI interoperates both ways.
@@ -209,6 +210,106 @@ describe('encryption at rest with age', () => {
     expect(right.code, right.stderr).toBe(0);
     expect(JSON.parse(right.stdout).passed).toBe(true);
   });
+
+  it('reencrypt: a plaintext entry gets encrypted, an added recipient alone reads the rewritten entry, a kill mid-way leaves the entry whole', async () => {
+    // A backup taken before encryption was configured: plaintext payloads.
+    const plainConfig = join(dir.path, 'plain.yml');
+    writeFileSync(plainConfig, readFileSync(config, 'utf8').replace(/ *encryption:.*\n/, ''));
+    const old = await run(['backup', '--config', plainConfig, '--env', 'production', '--json']);
+    expect(old.code, old.stderr).toBe(0);
+    const oldId = (JSON.parse(old.stdout) as { id: string }).id;
+    expect(readdirSync(join(store, 'production', 'backups', oldId))).toContain('postgres.dump');
+
+    // Rotation: B is added; entries encrypted to A need an identity to be rewritten.
+    writeFileSync(config, readFileSync(config, 'utf8').replace(`recipients: [${a.recipient}]`, `recipients: [${a.recipient}, ${b.recipient}]`));
+    const none = await run(['reencrypt', '--backup', backupId, ...base()]);
+    expect(none.code, none.stderr).toBe(2);
+    expect(none.stderr).toContain('LIFELINE_AGE_IDENTITY');
+    const plainEntry = await run(['reencrypt', '--backup', oldId, ...base(), '--json']);
+    expect(plainEntry.code, plainEntry.stderr).toBe(0);
+    expect(readdirSync(join(store, 'production', 'backups', oldId)).sort()).toEqual(['SHA256SUMS', 'backup.json', 'globals.sql.age', 'postgres.dump.age', 'redis.rdb.age']);
+    execFileSync('sha256sum', ['-c', 'SHA256SUMS'], { cwd: join(store, 'production', 'backups', oldId), stdio: 'pipe' });
+
+    const entry = join(store, 'production', 'backups', backupId);
+    const rewritten = await run(['reencrypt', '--backup', backupId, ...base(), '--json'], { LIFELINE_AGE_IDENTITY_FILE: a.file });
+    expect(rewritten.code, rewritten.stderr).toBe(0);
+    expect(JSON.parse(rewritten.stdout).entries[0]).toMatchObject({ id: backupId, action: 'rewritten' });
+    execFileSync('sha256sum', ['-c', 'SHA256SUMS'], { cwd: entry, stdio: 'pipe' });
+    // B's key alone now reads it: the age CLI, and a full verify.
+    expect(execFileSync('age', ['-d', '-i', b.file, join(entry, 'postgres.dump.age')]).includes(MARKER)).toBe(true);
+    const byB = await run(['verify', backupId, ...base(), '--json'], { LIFELINE_AGE_IDENTITY_FILE: b.file });
+    expect(byB.code, byB.stdout).toBe(0);
+    expect(JSON.parse(byB.stdout).contentsChecked).toBe(true);
+    const again = await run(['reencrypt', '--backup', 'all', ...base(), '--json'], { LIFELINE_AGE_IDENTITY_FILE: b.file });
+    expect(again.code, again.stderr).toBe(0);
+    expect((JSON.parse(again.stdout).entries as { id: string; action: string }[]).find((e) => e.id === backupId)!.action).toBe('skipped');
+
+    // Killed while it writes the new copy: the entry stays listed and whole (old or new, never a mix).
+    writeFileSync(config, readFileSync(config, 'utf8').replace(`, ${b.recipient}]`, ']'));
+    const before = readFileSync(join(entry, 'backup.json'), 'utf8');
+    const { spawn } = await import('node:child_process');
+    const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '..', '..', 'src/cli/index.ts'), 'reencrypt', '--backup', backupId, ...base()], { env: { ...process.env, ...env, LIFELINE_AGE_IDENTITY_FILE: b.file } as NodeJS.ProcessEnv, stdio: 'ignore' });
+    const kindDir = join(store, 'production', 'backups');
+    let sawStaging = false;
+    const exited = new Promise((resolve) => child.on('exit', resolve));
+    let done = false;
+    void exited.then(() => (done = true));
+    while (!done) {
+      if (readdirSync(kindDir).some((n) => n.startsWith('.staging-reencrypt-'))) {
+        sawStaging = true;
+        child.kill('SIGKILL');
+        break;
+      }
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    await exited;
+    expect(sawStaging).toBe(true);
+    const after = readFileSync(join(entry, 'backup.json'), 'utf8');
+    expect(after).toBe(before); // killed before its swap: nothing of the entry changed
+    const listed = await run(['backups', ...base(), '--json']);
+    expect((JSON.parse(listed.stdout) as { id: string }[]).map((r) => r.id)).toContain(backupId);
+    const broken = await run(['lock', 'break', ...base()]);
+    expect(broken.code, broken.stderr).toBe(0);
+    const whole = await run(['verify', backupId, ...base(), '--json'], { LIFELINE_AGE_IDENTITY_FILE: b.file });
+    expect(whole.code, whole.stdout).toBe(0);
+    // The next run sweeps nothing it should not, and finishes the rotation.
+    const finish = await run(['reencrypt', '--backup', backupId, ...base()], { LIFELINE_AGE_IDENTITY_FILE: b.file });
+    expect(finish.code, finish.stderr).toBe(0);
+    expect(() => execFileSync('age', ['-d', '-i', b.file, join(entry, 'postgres.dump.age')], { stdio: 'pipe' })).toThrow();
+    expect(execFileSync('age', ['-d', '-i', a.file, join(entry, 'postgres.dump.age')]).length).toBeGreaterThan(0);
+  }, 300_000);
+
+  it('sync and restore --from-remote of an encrypted backup: the bucket holds only ciphertext', async () => {
+    const s3 = await startS3Server();
+    try {
+      const remoteConfig = join(dir.path, 'remote.yml');
+      writeFileSync(
+        remoteConfig,
+        readFileSync(config, 'utf8') +
+          ['    storage:', '      provider: s3', `      endpoint: ${s3.endpoint}`, '      region: us-east-1', `      bucket: ${s3.bucket}`, '      prefix: age', '      accessKeyIdEnv: SHOP_S3_KEY', '      secretAccessKeyEnv: SHOP_S3_SECRET', '      reviewed: { provider: s3rver, by: ops-lead, date: 2026-11-21 }', ''].join('\n'),
+      );
+      const rbase = ['--config', remoteConfig, '--env', 'production'];
+      const s3env = { SHOP_S3_KEY: s3.accessKeyId, SHOP_S3_SECRET: s3.secretAccessKey };
+      const backup = await run(['backup', ...rbase, '--json'], s3env);
+      expect(backup.code, backup.stderr).toBe(0);
+      const id = (JSON.parse(backup.stdout) as { id: string }).id;
+      const sync = await run(['sync', ...rbase], s3env);
+      expect(sync.code, sync.stderr).toBe(0);
+      const object = readFileSync(s3.objectPath(`age/production/backups/${id}/redis.rdb.age`));
+      expect(object.includes(MARKER)).toBe(false);
+      expect(object.subarray(0, 21).toString()).toBe('age-encryption.org/v1');
+      execFileSync('rm', ['-rf', join(store, 'production', 'backups', id)]);
+      const target = await createDatabase('age_remote');
+      created.push(target.name);
+      const none = await run(['restore', ...rbase, '--backup', id, '--from-remote', '--target-env', 'TARGET_URL'], { ...s3env, TARGET_URL: target.url });
+      expect(none.code, none.stderr).toBe(2);
+      const restore = await run(['restore', ...rbase, '--backup', id, '--from-remote', '--target-env', 'TARGET_URL'], { ...s3env, TARGET_URL: target.url, LIFELINE_AGE_IDENTITY_FILE: a.file });
+      expect(restore.code, restore.stderr).toBe(0);
+      expect(await tableCounts(target.name)).toEqual(await tableCounts(source.name));
+    } finally {
+      await s3.close();
+    }
+  }, 200_000);
 
   it('never prints the identity', () => {
     expect(outputs.length).toBeGreaterThan(5);
