@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -26,6 +28,16 @@ const PROFILE_KEY_ID = 'LIFELINEPROFILEKEY';
 const PROFILE_SECRET = `profile-secret-${randomBytes(6).toString('hex')}`;
 process.env.AWS_EC2_METADATA_DISABLED = 'true';
 
+// The credential chain knows AWS's endpoints: in this file, any TCP connection that is not to
+// loopback throws instead of leaving the machine (the chain's STS and metadata lookups included).
+const connect = net.Socket.prototype.connect;
+(net.Socket.prototype as unknown as { connect: unknown }).connect = function (this: net.Socket, ...args: unknown[]) {
+  const first = args[0] as { host?: string; path?: string } | number | string;
+  const host = typeof first === 'object' ? (first.path ? 'unix' : (first.host ?? 'localhost')) : typeof first === 'string' ? 'unix' : typeof args[1] === 'string' ? args[1] : 'localhost';
+  if (!/^(127\.|localhost$|::1$|unix$)/.test(host)) throw new Error(`test guard: no connection to ${host} (only loopback)`);
+  return (connect as (...a: unknown[]) => net.Socket).apply(this, args);
+};
+
 let s3: TestS3Server;
 const scratch: string[] = [];
 
@@ -46,7 +58,8 @@ function tempDir(name: string): string {
   return dir;
 }
 
-function storageSettings(overrides: Partial<StorageSettings> = {}, credentials: StorageSettings['credentials'] = { accessKeyId: KEY_ID, secretAccessKey: SECRET }): StorageSettings {
+/** `credentials: null`: none from variables, so the SDK's provider chain decides. */
+function storageSettings(overrides: Partial<StorageSettings> = {}, credentials: StorageSettings['credentials'] | null = { accessKeyId: KEY_ID, secretAccessKey: SECRET }): StorageSettings {
   const settings: StorageSettings = {
     provider: 's3',
     endpoint: s3.endpoint,
@@ -57,7 +70,7 @@ function storageSettings(overrides: Partial<StorageSettings> = {}, credentials: 
     reviewed: { provider: 's3rver fork', by: 'test', date: '2026-11-21' },
     ...overrides,
   };
-  Object.defineProperty(settings, 'credentials', { value: credentials, enumerable: false });
+  Object.defineProperty(settings, 'credentials', { value: credentials ?? undefined, enumerable: false });
   return settings;
 }
 
@@ -188,6 +201,60 @@ describe('the SDK client against a server that checks signatures', () => {
     }
     const check = await compareRemote({ env: ENV, store, remote: s3StoreFor(storage, { journalDir: join(store, '.sync', ENV, 'uploads') }), prefix: storage.prefix, deep: true });
     expect(check.inSync).toHaveLength(4);
+  });
+});
+
+describe('credentials from web identity (as aws-actions/configure-aws-credentials sets up)', () => {
+  it('the chain trades the token file for temporary keys at STS (a loopback stand-in), signs with them, and hands the secret and session token to the masker', async () => {
+    const dir = tempDir('web-identity');
+    const token = `eyJhbGciOiJSUzI1NiJ9.${randomBytes(12).toString('hex')}.sig`;
+    writeFileSync(join(dir, 'token'), token);
+    const sessionToken = `session-${randomBytes(8).toString('hex')}`;
+    const secret = `wi-secret-${randomBytes(8).toString('hex')}`;
+    s3.addKeyPair('ASIALIFELINEWI', secret);
+    const stsCalls: URLSearchParams[] = [];
+    const sts = createServer((request, response) => {
+      let body = '';
+      request.on('data', (c: Buffer) => (body += c));
+      request.on('end', () => {
+        stsCalls.push(new URLSearchParams(body));
+        response.setHeader('content-type', 'text/xml');
+        response.end(
+          `<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleWithWebIdentityResult><Credentials><AccessKeyId>ASIALIFELINEWI</AccessKeyId><SecretAccessKey>${secret}</SecretAccessKey><SessionToken>${sessionToken}</SessionToken><Expiration>2099-01-01T00:00:00Z</Expiration></Credentials><AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/lifeline-backup/gh</Arn><AssumedRoleId>AROA:gh</AssumedRoleId></AssumedRoleUser></AssumeRoleWithWebIdentityResult><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></AssumeRoleWithWebIdentityResponse>`,
+        );
+      });
+    });
+    await new Promise<void>((resolve) => sts.listen(0, '127.0.0.1', resolve));
+    const saved = { ...process.env };
+    Object.assign(process.env, {
+      AWS_CONFIG_FILE: '/nonexistent/config',
+      AWS_SHARED_CREDENTIALS_FILE: '/nonexistent/credentials',
+      AWS_ROLE_ARN: 'arn:aws:iam::123456789012:role/lifeline-backup',
+      AWS_WEB_IDENTITY_TOKEN_FILE: join(dir, 'token'),
+      AWS_ENDPOINT_URL_STS: `http://127.0.0.1:${(sts.address() as net.AddressInfo).port}`,
+    });
+    for (const name of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_PROFILE']) delete process.env[name];
+    try {
+      const store = tempDir('store');
+      await writeTestEntry(new Catalog(store), ENV, 'releases', 'v2.0.0', 'release.json', { 'manifest.json': '{"subject":[]}\n' });
+      const masked: string[] = [];
+      const storage = storageSettings({}, null);
+      const before = s3.requests.length;
+      const report = await syncEnvironment({ env: ENV, store, remote: s3StoreFor(storage, { journalDir: join(store, '.sync'), onSecret: (v) => masked.push(v) }), prefix: storage.prefix, logger: createMemoryLogger() });
+      expect(report).toMatchObject({ uploaded: 1, failed: 0 });
+      expect(stsCalls).toHaveLength(1);
+      expect(Object.fromEntries(stsCalls[0]!)).toMatchObject({ Action: 'AssumeRoleWithWebIdentity', RoleArn: 'arn:aws:iam::123456789012:role/lifeline-backup', WebIdentityToken: token });
+      const sent = s3.requests.slice(before);
+      expect(sent.length).toBeGreaterThan(3);
+      for (const request of sent) {
+        expect(String(request.headers.authorization)).toMatch(/^AWS4-HMAC-SHA256 Credential=ASIALIFELINEWI\//);
+        expect(request.headers['x-amz-security-token']).toBe(sessionToken);
+      }
+      expect(masked.sort()).toEqual([secret, sessionToken].sort());
+    } finally {
+      process.env = saved;
+      sts.close();
+    }
   });
 });
 
