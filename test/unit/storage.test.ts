@@ -6,6 +6,7 @@ import { resolveFromConfig } from '../../src/settings/resolve';
 import { configSchema } from '../../src/settings/schema';
 import { metadataFileOf, RemoteLayout, asEntryKind } from '../../src/storage/entries';
 import { REVIEW_CHECKLIST, requireReviewedStorage } from '../../src/storage/review';
+import { s3StoreFor } from '../../src/storage/object-store';
 import { S3Client, S3RequestError, translateS3Error } from '../../src/storage/s3';
 
 interface Captured {
@@ -168,6 +169,22 @@ describe('storage settings for the SDK client', () => {
       const client = new S3Client({ endpoint: 'http://127.0.0.1:9000', region: 'us-east-1', bucket: 'b', profile: 'lifeline-backup', requestHandler: handler as never });
       await expect(client.headObject('k')).rejects.toMatchObject({ exitCode: 2, code: 'STORAGE_CREDENTIALS_MISSING', message: expect.stringContaining('storage.profile "lifeline-backup"'), fix: expect.stringContaining('[lifeline-backup]') });
       expect(seen).toEqual([]);
+    } finally {
+      process.env = saved;
+    }
+  });
+});
+
+describe('building the store', () => {
+  it('half of the default key pair in the environment is exit 2 naming the missing variable, before any request', () => {
+    const saved = { ...process.env };
+    try {
+      process.env.AWS_ACCESS_KEY_ID = 'AKIA-half';
+      delete process.env.AWS_SECRET_ACCESS_KEY;
+      const storage = settingsFor(BASE, { AWS_ACCESS_KEY_ID: 'AKIA-half' }).storage!;
+      expect(() => s3StoreFor(storage, { journalDir: '/nonexistent' })).toThrow(expect.objectContaining({ exitCode: 2, message: expect.stringContaining('AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not') }));
+      // With a profile, the key variables play no part (as in the SDK).
+      expect(() => s3StoreFor(settingsFor({ ...BASE, profile: 'p' }, {}).storage!, { journalDir: '/nonexistent' })).not.toThrow();
     } finally {
       process.env = saved;
     }
