@@ -6,7 +6,7 @@ import type { DockerEnvironment } from './docker';
 /** The uid/gid the image's `redis` user has, as in the official image: the data files must stay readable to it. */
 export const REDIS_UID = 999;
 
-const BUSYBOX_APPLETS = ['sh', 'cat', 'ls', 'rm', 'stat', 'id', 'sleep', 'test', 'true', 'false', 'echo', 'env'];
+const BUSYBOX_APPLETS = ['sh', 'cat', 'ls', 'rm', 'mkdir', 'printf', 'stat', 'id', 'sleep', 'test', 'true', 'false', 'echo', 'env'];
 
 /** The shared libraries a binary needs, as `ldd` lists them (absolute paths). */
 function sharedLibraries(binary: string): string[] {
@@ -36,6 +36,8 @@ export function buildRedisImage(docker: DockerEnvironment, name = 'lifeline-test
       copyFileSync(file, target);
       chmodSync(target, 0o755);
     }
+    // Like the official image: redis-check-rdb is the same program (it dispatches on its name).
+    symlinkSync('redis-server', join(rootfs, 'usr', 'bin', 'redis-check-rdb'));
     writeFileSync(join(rootfs, 'etc', 'passwd'), `root:x:0:0:root:/root:/bin/sh\nredis:x:${REDIS_UID}:${REDIS_UID}:redis:/data:/bin/false\n`);
     writeFileSync(join(rootfs, 'etc', 'group'), `root:x:0:\nredis:x:${REDIS_UID}:\n`);
     chownSync(join(rootfs, 'data'), REDIS_UID, REDIS_UID);
