@@ -2,7 +2,8 @@
 // file (issue 18): the default `lifeline backup` <= 0.7x the default `pg_dump -Fc` at <= 1.25x its
 // size; with the compression pinned to pg_dump's (`--compress gzip:6`) <= 1.05x of `pg_dump -Fc
 // -Z6`. Runs alternate, bare first; best of three each. Also prints how the dataset compresses.
-import { readdirSync, rmSync, statSync } from 'node:fs';
+import { readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { generateIdentity, identityToRecipient } from 'age-encryption';
 import { join } from 'node:path';
 import { formatPgUrl, pgEnv } from '../src/runner/postgres-env';
 import { cliMeasure } from './drivers/cli';
@@ -27,7 +28,8 @@ export default async function backupBench(ctx: BenchContext): Promise<BenchRow[]
     const m = await cliMeasure(ctx, ['backup', ...args, '--store', store], { env: { DATABASE_URL: url } });
     const backups = join(store, 'default', 'backups');
     const id = readdirSync(backups).find((n) => !n.startsWith('.'))!;
-    keepLargest(key, statSync(join(backups, id, 'postgres.dump')).size);
+    const stored = readdirSync(join(backups, id)).find((n) => n.startsWith('postgres.dump'))!;
+    keepLargest(key, statSync(join(backups, id, stored)).size);
     rmSync(store, { recursive: true, force: true });
     return m;
   };
@@ -39,6 +41,11 @@ export default async function backupBench(ctx: BenchContext): Promise<BenchRow[]
   rmSync(raw, { force: true });
 
   const defaults = await compareInterleaved(3, bare([], 'bare-default'), lifeline([], 'lifeline-default'));
+  // The same default backup with encryption.recipients set (#21): every payload encrypted with age as it streams.
+  const recipient = await identityToRecipient(await generateIdentity());
+  const encryptedConfig = join(ctx.workDir, 'encrypted.yml');
+  writeFileSync(encryptedConfig, `version: 1\nenvironments:\n  default:\n    encryption: { recipients: [${recipient}] }\n`);
+  const encrypted = await compareInterleaved(3, lifeline([], 'lifeline-default'), lifeline(['--config', encryptedConfig], 'lifeline-encrypted'));
   const pinned = await compareInterleaved(3, bare(['--compress=6'], 'bare-z6'), lifeline(['--compress', 'gzip:6'], 'lifeline-z6'));
 
   const mb = (bytes: number) => `${(bytes / 1e6).toFixed(0)} MB`;
@@ -54,6 +61,15 @@ export default async function backupBench(ctx: BenchContext): Promise<BenchRow[]
       sizeRatio,
       maxSizeRatio: 1.25,
       note: `archive ${mb(sizes.get('lifeline-default')!)} vs ${mb(sizes.get('bare-default')!)}; data compresses ${(rawBytes / sizes.get('bare-default')!).toFixed(1)}:1 at gzip 6; includes start-up, exact counts, fingerprint, globals`,
+    },
+    {
+      name: `backup with encryption.recipients (age, in the stream) vs the same default backup unencrypted, ~${ctx.sizeMb} MB dataset`,
+      lifeline: encrypted.lifeline,
+      bare: encrypted.bare,
+      maxRatio: 1.1,
+      maxPeakRssMb: 150,
+      sizeRatio: sizes.get('lifeline-encrypted')! / sizes.get('lifeline-default')!,
+      note: `encrypted backup vs bare default pg_dump -Fc: ${(encrypted.lifeline.seconds / defaults.bare.seconds).toFixed(2)}x (not interleaved with it); the age file is the archive plus 64 KiB chunk tags`,
     },
     {
       name: `backup --compress gzip:6 (verified) vs pg_dump -Fc -Z6, ~${ctx.sizeMb} MB dataset`,
