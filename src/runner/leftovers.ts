@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, rmSync, unlinkSync, writeSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync, unlinkSync, writeSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
 import { basename, isAbsolute, join, normalize } from 'node:path';
 import { failure } from '../errors';
 import { stopPid } from './ports';
@@ -17,8 +17,12 @@ export type LeftoverKind = 'cluster' | 'directory' | 'container';
 
 export interface LeftoverRecord {
   kind: LeftoverKind;
-  /** The process that started it; a record whose owner still runs is in use, never reaped. */
-  owner: { pid: number; started: string };
+  /**
+   * The process that started it; a record whose owner still runs is in use, never reaped. `pidns`
+   * is its PID namespace and `host` its host name: a process in another namespace (a runner
+   * container sharing /tmp) sees none of our pids, so to it every owner would look dead.
+   */
+  owner: { pid: number; started: string; pidns?: string; host?: string };
   /** cluster: the temp directory holding the data directory; directory: the directory itself. */
   path?: string;
   /** cluster: its data directory (the postmaster's pid is read from its postmaster.pid). */
@@ -54,7 +58,17 @@ export function leftoverDir(): string {
 
 /** This process's identity: pid plus its start time, so a reused pid is not mistaken for the owner. */
 export function selfOwner(): LeftoverRecord['owner'] {
-  return { pid: process.pid, started: processStartTime(process.pid) ?? 'unknown' };
+  const pidns = currentPidNamespace();
+  return { pid: process.pid, started: processStartTime(process.pid) ?? 'unknown', ...(pidns ? { pidns } : {}), host: hostname() };
+}
+
+/** `pid:[4026531836]`: the PID namespace this process sees pids in (undefined without /proc). */
+function currentPidNamespace(): string | undefined {
+  try {
+    return readlinkSync('/proc/self/ns/pid');
+  } catch {
+    return undefined;
+  }
 }
 
 function processStartTime(pid: number): string | undefined {
@@ -67,7 +81,14 @@ function processStartTime(pid: number): string | undefined {
   }
 }
 
-function ownerAlive(owner: LeftoverRecord['owner']): boolean {
+/**
+ * Whether the record's owner may still run. An owner recorded in another PID namespace or on
+ * another host cannot be judged from here (its pid means nothing to us): it counts as running, so
+ * its cluster is never deleted by a process that merely cannot see it.
+ */
+export function ownerAlive(owner: LeftoverRecord['owner']): boolean {
+  if (owner.host !== undefined && owner.host !== hostname()) return true;
+  if (owner.pidns !== undefined && owner.pidns !== currentPidNamespace()) return true;
   try {
     process.kill(owner.pid, 0);
   } catch (error) {
