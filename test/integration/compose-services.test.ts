@@ -7,7 +7,7 @@ import { formatPgUrl, type PgConnection } from '../../src/runner/postgres-env';
 import { PsqlSession, queryOnce } from '../../src/runner/psql';
 import { LocalRunner } from '../../src/runner/runner';
 import { loadSampleDataset } from '../../src/sample/dataset';
-import { REPO, runProcess, type CliRun } from '../helpers/cli';
+import { cliArgv, REPO, runProcess, type CliRun } from '../helpers/cli';
 import { tempDir } from '../helpers/db';
 import { dockerAvailable, startDockerEnvironment, type DockerEnvironment } from '../helpers/docker';
 import { buildPostgresImage } from '../helpers/postgres-image';
@@ -79,7 +79,7 @@ describe.skipIf(!dockerAvailable())('PostgreSQL and Redis as Compose services, n
     });
   const run = async (args: string[], env = 'production', extraEnv: Record<string, string | undefined> = {}): Promise<CliRun> => {
     const began = Date.now();
-    const result = await jailed([process.execPath, '--import', 'tsx', join(REPO, 'src/cli/index.ts'), ...args, '--config', configPath, '--env', env], extraEnv);
+    const result = await jailed([process.execPath, ...cliArgv(), ...args, '--config', configPath, '--env', env], extraEnv);
     timings[`${args[0]} (${env})`] = (Date.now() - began) / 1000;
     if (result.code !== 0) console.log(`lifeline ${args.join(' ')} --env ${env}: exit ${result.code}\n${result.stdout.slice(-1500)}\n${result.stderr.slice(-3000)}`);
     // Secrets never reach the output.
@@ -234,7 +234,7 @@ describe.skipIf(!dockerAvailable())('PostgreSQL and Redis as Compose services, n
 
   it('a drill killed while its throwaway PostgreSQL container runs leaves it to the next drill, which removes it', async () => {
     const jailEnv = { ...process.env, ...docker.env, PATH: bin, SVC_DATABASE_URL: formatPgUrl({ ...conn, database: 'shop' }), SVC_REDIS_URL: `redis://:${REDIS_PASSWORD}@127.0.0.1:${ports.redis}/0` };
-    const child = spawn('/usr/bin/unshare', ['--mount', '--propagation', 'private', '/bin/sh', '-c', '/bin/mount -t tmpfs tmpfs /usr/lib/postgresql && exec "$@"', 'jail', process.execPath, '--import', 'tsx', join(REPO, 'src/cli/index.ts'), 'drill', '--config', configPath, '--env', 'production'], { cwd: REPO, env: jailEnv, stdio: 'ignore' });
+    const child = spawn('/usr/bin/unshare', ['--mount', '--propagation', 'private', '/bin/sh', '-c', '/bin/mount -t tmpfs tmpfs /usr/lib/postgresql && exec "$@"', 'jail', process.execPath, ...cliArgv(), 'drill', '--config', configPath, '--env', 'production'], { cwd: REPO, env: jailEnv, stdio: 'ignore' });
     const exited = new Promise((resolve) => child.on('exit', resolve));
     try {
       await waitFor(async () => /-pg-/.test(drillContainers()), { timeoutMs: 240_000, intervalMs: 200, what: "the drill's throwaway PostgreSQL container" });
