@@ -13,8 +13,8 @@ import { isEncrypted, openPlaintext, requireIdentityFor } from './payload';
 
 export interface ReencryptOutcome {
   id: string;
-  /** rewritten, or skipped (already encrypted to exactly these recipients). */
-  action: 'rewritten' | 'skipped';
+  /** rewritten, skipped (already encrypted to exactly these recipients), or failed (left as it was). */
+  action: 'rewritten' | 'skipped' | 'failed';
   files: string[];
   detail: string;
 }
@@ -42,7 +42,17 @@ export async function reencryptBackups(options: { catalog: Catalog; env: string;
       if (!sameRecipients(entry, options.recipients)) requireIdentityFor(payloads(entry), options.identity, `backup ${entry.id}`);
     }
     const outcomes: ReencryptOutcome[] = [];
-    for (const entry of entries) outcomes.push(await reencryptEntry(catalog, env, entry, options.recipients, options.identity, logger));
+    for (const entry of entries) {
+      try {
+        outcomes.push(await reencryptEntry(catalog, env, entry, options.recipients, options.identity, logger));
+      } catch (error) {
+        // One damaged entry (a payload that no longer matches its recorded plaintext) must not stop
+        // the rotation of the others; it stays exactly as it was, and the command exits 1.
+        if (options.backup !== 'all') throw error;
+        logger.error(`backup ${entry.id} was left as it was: ${(error as Error).message}`);
+        outcomes.push({ id: entry.id, action: 'failed', files: payloads(entry).map((f) => f.name), detail: (error as Error).message });
+      }
+    }
     return outcomes;
   });
 }

@@ -66,7 +66,8 @@ export interface BackupMetadata extends EntryMetadata {
   schemaFingerprint: string;
   /** Exact counts taken in the dump's own snapshot, keyed `schema.table`. */
   rowCounts: Record<string, number>;
-  verified?: { at: string; ok: boolean; checks: VerificationCheck[] };
+  /** contentsChecked: false when an encrypted backup was verified without an identity (ciphertext checksums only). */
+  verified?: { at: string; ok: boolean; checks: VerificationCheck[]; contentsChecked?: boolean };
 }
 
 export type BackupEntry = CatalogEntry<BackupMetadata>;

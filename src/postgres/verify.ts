@@ -236,7 +236,8 @@ export async function recordVerification(catalog: Catalog, env: string, entry: B
         if (!(await fileExists(join(current.dir, name)))) throw gone(`lost ${name}`);
       }
     }
-    const metadata: BackupMetadata = { ...current.metadata, verified: { at: (options.now ?? new Date()).toISOString(), ok: report.ok, checks: report.checks } };
+    // An encrypted backup verified without an identity says so in the record too: its checksums passed, its contents were not read.
+    const metadata: BackupMetadata = { ...current.metadata, verified: { at: (options.now ?? new Date()).toISOString(), ok: report.ok, checks: report.checks, ...(report.contentsChecked === false ? { contentsChecked: false } : {}) } };
     if (!(await catalog.rewriteExistingMetadata(current, BACKUP_METADATA_FILE, metadata))) throw gone('was deleted');
     return { ...current, metadata };
   };

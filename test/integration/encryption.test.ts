@@ -110,12 +110,15 @@ describe('encryption at rest with age', () => {
     expect(without.code, without.stderr).toBe(0);
     expect(without.stdout).toContain('NOT CHECKED: the contents');
     expect(without.stdout).toContain('LIFELINE_AGE_IDENTITY');
+    const recorded = JSON.parse(readFileSync(join(store, 'production', 'backups', backupId, 'backup.json'), 'utf8'));
+    expect(recorded.verified).toMatchObject({ ok: true, contentsChecked: false });
     const full = await run(['verify', backupId, ...base(), '--json'], { LIFELINE_AGE_IDENTITY_FILE: a.file });
     expect(full.code, full.stderr).toBe(0);
     const report = JSON.parse(full.stdout) as { ok: boolean; contentsChecked: boolean; checks: { name: string; ok: boolean }[] };
     expect(report.contentsChecked).toBe(true);
     expect(report.checks.map((c) => c.name)).toEqual(expect.arrayContaining(['archive decompresses end to end', 'postgres.dump.age plaintext', 'redis.rdb.age (redis-check-rdb)', 'globals.sql.age plaintext']));
     expect(report.checks.every((c) => c.ok)).toBe(true);
+    expect(JSON.parse(readFileSync(join(store, 'production', 'backups', backupId, 'backup.json'), 'utf8')).verified.contentsChecked).toBeUndefined();
     const wrong = await run(['verify', backupId, ...base()], { LIFELINE_AGE_IDENTITY: readFileSync(b.file, 'utf8') });
     expect(wrong.code).toBe(1);
     chmodSync(a.file, 0o644);
@@ -195,6 +198,15 @@ describe('encryption at rest with age', () => {
     expect(await rowChecksum(target.name)).toBe(before);
     const leftovers = await query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_database WHERE datname LIKE '${target.name}_lifeline_%'`, 'postgres');
     expect(leftovers[0]!.n).toBe(0);
+    // reencrypt refuses to rewrite a damaged entry: exit 1, the entry byte for byte as it was, no staging left.
+    const rotated = join(dir.path, 'rotated.yml');
+    writeFileSync(rotated, readFileSync(config, 'utf8').replace(`recipients: [${a.recipient}]`, `recipients: [${b.recipient}]`));
+    const rewrite = await run(['reencrypt', '--backup', id, '--config', rotated, '--env', 'production'], { LIFELINE_AGE_IDENTITY_FILE: a.file });
+    expect(rewrite.code, rewrite.stderr).toBe(1);
+    expect(rewrite.stderr).toMatch(/failed to decrypt/);
+    expect(createHash('sha256').update(readFileSync(path)).digest('hex')).toBe(sha);
+    expect(readdirSync(join(store, 'production', 'backups')).filter((n) => n.startsWith('.'))).toEqual([]);
+    execFileSync('rm', ['-rf', entry]); // the later tests sync the store: a damaged entry would fail that
   });
 
   it('drill: exit 2 without an identity, 1 with a wrong one, passes with the right one', async () => {
@@ -240,7 +252,13 @@ describe('encryption at rest with age', () => {
     const byB = await run(['verify', backupId, ...base(), '--json'], { LIFELINE_AGE_IDENTITY_FILE: b.file });
     expect(byB.code, byB.stdout).toBe(0);
     expect(JSON.parse(byB.stdout).contentsChecked).toBe(true);
-    const again = await run(['reencrypt', '--backup', 'all', ...base(), '--json'], { LIFELINE_AGE_IDENTITY_FILE: b.file });
+    // Every other entry (pre-restore backups included) is still encrypted to A alone: an identity
+    // holding both keys, as age-keygen output concatenated, rewrites them and skips the done one.
+    const both = `${readFileSync(a.file, 'utf8')}\n${readFileSync(b.file, 'utf8')}`;
+    const bOnly = await run(['reencrypt', '--backup', 'all', ...base()], { LIFELINE_AGE_IDENTITY_FILE: b.file });
+    expect(bOnly.code).toBe(1); // B cannot read what only A can: refused before any entry is rewritten
+    expect(bOnly.stderr).toContain('which is not among them');
+    const again = await run(['reencrypt', '--backup', 'all', ...base(), '--json'], { LIFELINE_AGE_IDENTITY: both });
     expect(again.code, again.stderr).toBe(0);
     expect((JSON.parse(again.stdout).entries as { id: string; action: string }[]).find((e) => e.id === backupId)!.action).toBe('skipped');
 
