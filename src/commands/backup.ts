@@ -218,7 +218,7 @@ export const verifyCommand: CommandSpec = {
     const wanted = ctx.inputs.string('backup') ?? 'latest';
     const settings = environmentFor(ctx);
     if (ctx.inputs.boolean('remote')) {
-      const { storage, remote } = openReviewedBucket(settings);
+      const { storage, remote } = openReviewedBucket(settings, { logger: ctx.logger });
       if (ctx.inputs.boolean('all')) return comparisonResult(settings.name, await compareRemote({ env: settings.name, store: settings.store, remote, prefix: storage.prefix, deep: ctx.inputs.boolean('deep') }));
       const verification = await ctx.logger.group(`Verify backups/${wanted} in ${remote.location}`, () =>
         verifyRemoteEntry({ env: settings.name, kind: 'backups', id: wanted, catalog: new Catalog(settings.store), remote, prefix: storage.prefix, logger: ctx.logger }),
@@ -332,7 +332,7 @@ async function redisCheckSource(settings: EnvironmentSettings): Promise<string |
 /** Brings a backup from object storage into the local catalog (verified), unless it is already here. */
 async function fetchBackupIfMissing(catalog: Catalog, settings: EnvironmentSettings, wanted: string, ctx: CommandContext): Promise<void> {
   if (wanted !== 'latest' && (await catalog.get(settings.name, 'backups', wanted, BACKUP_METADATA_FILE))) return;
-  const { storage, remote } = openReviewedBucket(settings);
+  const { storage, remote } = openReviewedBucket(settings, { logger: ctx.logger });
   const fetched = await fetchEntry({ env: settings.name, kind: 'backups', id: wanted, catalog, remote, prefix: storage.prefix, logger: ctx.logger });
   ctx.logger.info(`${fetched.fetched ? 'fetched' : 'already had'} backup ${fetched.entry.id} from ${remote.location}`);
 }
