@@ -174,6 +174,16 @@ export function resolveFromConfig(loaded: LoadedConfig, rawInputs: GlobalInputs,
       suggestion ? `did you mean --env ${suggestion}? Declared: ${declared.join(', ')}` : `declare it under environments: in ${loaded.path}, or use one of: ${declared.join(', ')}`,
     );
   }
+  // The implicit `default` environment, undeclared in a config that encrypts another environment's
+  // backups: its payloads would be written in plaintext (from the same DATABASE_URL), silently.
+  const encrypting = declared.filter((n) => config.environments[n]?.encryption);
+  if (!envConfig && name === DEFAULT_ENVIRONMENT && encrypting.length > 0) {
+    throw usageError(
+      'UNKNOWN_ENVIRONMENT',
+      `environment "${name}" is not declared in ${loaded.path}, which encrypts the backups of ${encrypting.join(', ')}: without --env, Lifeline would use "${name}" and write its backups in plaintext`,
+      `pass --env ${encrypting.length === 1 ? encrypting[0] : 'NAME'} (or set LIFELINE_ENV); declared: ${declared.join(', ')}`,
+    );
+  }
   const env = envConfig ?? {};
   const baseDir = loaded.path ? dirname(loaded.path) : options.cwd;
   const abs = (p: string | undefined) => (p === undefined ? undefined : isAbsolute(p) ? p : resolvePath(baseDir, p));

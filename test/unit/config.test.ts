@@ -174,3 +174,26 @@ describe('empty values mean unset', () => {
     expect(s.postgres.url).toBe('postgres://a:b@db:5432/shop');
   });
 });
+
+describe('the implicit default environment beside an encrypted one', () => {
+  it('is refused (exit 2) instead of writing plaintext backups of the same database', async () => {
+    const { generateIdentity, identityToRecipient } = await import('age-encryption');
+    const recipient = await identityToRecipient(await generateIdentity());
+    const loaded = { path: '/etc/lifeline/lifeline.yml', config: parseConfig(`version: 1\nenvironments:\n  production:\n    encryption:\n      recipients: [${recipient}]\n`) };
+    const env = { DATABASE_URL: 'postgres://app:pw@db:5432/shop' };
+    let error: unknown;
+    try {
+      resolveFromConfig(loaded, {}, { env, cwd: '/' });
+    } catch (e) {
+      error = e;
+    }
+    expect(isLifelineError(error) && error.exitCode).toBe(2);
+    expect((error as Error).message).toMatch(/"default" is not declared .* encrypts the backups of production/);
+    expect((error as { fix?: string }).fix).toMatch(/--env production/);
+    // Named explicitly, or through LIFELINE_ENV, the declared environment resolves with its recipients.
+    expect(resolveFromConfig(loaded, {}, { env: { ...env, LIFELINE_ENV: 'production' }, cwd: '/' }).encryption?.recipients).toEqual([recipient]);
+    // A config that encrypts nothing keeps the old rule (the undeclared default works from flags and variables).
+    const plain = { path: '/etc/lifeline/lifeline.yml', config: parseConfig('version: 1\nenvironments:\n  production: {}\n') };
+    expect(resolveFromConfig(plain, {}, { env, cwd: '/' }).name).toBe('default');
+  });
+});
