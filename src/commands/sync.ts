@@ -62,8 +62,9 @@ export function createSyncCommand(doors: StorageDoors = {}): CommandSpec {
     async run(ctx) {
       const settings = environmentFor(ctx);
       const to = ctx.inputs.string('to') ?? 'bucket';
-      const kinds = ctx.inputs.list('kinds');
-      if (ctx.inputs.boolean('compare')) return runCompare(ctx, settings, doors, kinds);
+      const asked = ctx.inputs.list('kinds');
+      if (ctx.inputs.boolean('compare')) return runCompare(ctx, settings, doors, asked);
+      const kinds = kindsToCopy(settings, asked, ctx.logger);
       const days = retentionDays(ctx);
       const useBucket = to !== 'artifact';
       const bucket = useBucket ? bucketFor(settings, doors, ctx) : undefined;
@@ -162,3 +163,18 @@ export const syncAction: ActionSpec = {
   commands: { sync: syncCommand, fetch: fetchCommand },
   selector: { input: 'operation', default: 'sync', description: 'sync (copy entries off-host, or compare) or fetch (bring one entry back into the local catalog).' },
 };
+
+/**
+ * Tenant exports are not encrypted yet (only backup payloads are). In an environment that encrypts
+ * its backups the bucket and the artifacts must see no plaintext, so they are left out unless the
+ * operator names them in --kinds (then with a warning).
+ */
+function kindsToCopy(settings: EnvironmentSettings, asked: string[], logger: CommandContext['logger']): string[] {
+  if (!settings.encryption) return asked;
+  if (asked.length === 0) {
+    logger.warn(`tenant exports are not copied off the host: ${settings.name} encrypts its backups, and tenant exports are stored in plaintext (not encrypted yet); to copy them anyway, in plaintext, pass --kinds tenants`);
+    return ['backups', 'releases', 'drills'];
+  }
+  if (asked.includes('tenants')) logger.warn(`tenant exports are stored in plaintext (not encrypted yet) and are copied as they are, because --kinds names them`);
+  return asked;
+}
