@@ -3,6 +3,7 @@ import { writeFileSync } from 'node:fs';
 import { relative, resolve } from 'node:path';
 import { Catalog } from '../catalog/store';
 import { runDrill } from '../drill/drill';
+import { loadHistory, recordedRunning } from '../deploy/history';
 import { evaluateGate, gatherGateEvidence, renderGateMarkdown, renderGateText } from '../drill/gate';
 import { DRILL_BUNDLE_FILE, DRILL_REPORT_PAYLOAD_TYPE, drillListing, drillsTable, listDrillReports, renderDrillText, type DrillReportSigner } from '../drill/report';
 import { signDssePayload } from '../manifest/create';
@@ -141,6 +142,7 @@ export const gateCommand: CommandSpec = {
       rpoSeconds: optionalDuration(ctx, 'rpo') ?? settings.rpoSeconds,
       rtoSeconds: optionalDuration(ctx, 'rto') ?? settings.rtoSeconds,
       now,
+      deployHistory: recordedRunning(await loadHistory(catalog, settings.name)),
     });
     return {
       json: result,

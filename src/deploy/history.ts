@@ -168,3 +168,23 @@ export async function releasesInUse(catalog: Catalog, env: string, keepLast: num
 export function printable(value: string | null | undefined, fallback = '-'): string {
   return value === null || value === undefined ? fallback : escapeForTerminal(value);
 }
+
+/** What the history alone says runs: nothing recorded, a known release, or unknown (and why). */
+export type RecordedRunning = { state: 'none' } | { state: 'known'; release: string } | { state: 'unknown'; detail: string };
+
+/**
+ * The running release as the history records it, without asking the engine (the gate runs where
+ * Docker may not be reachable). A last event that started and never ended (a killed or cancelled
+ * deploy), one that ended with the running release unknown, or an unreadable line after the last
+ * event all make it unknown: deploy and rollback would refuse such a history until it is reconciled.
+ */
+export function recordedRunning(history: History): RecordedRunning {
+  const last = history.events.at(-1);
+  const lastLine = history.lines.at(-1) ?? 0;
+  const corruptAfter = history.corrupt.filter((c) => c.line > lastLine);
+  if (corruptAfter.length > 0) return { state: 'unknown', detail: `line ${corruptAfter.map((c) => c.line).join(', ')} of ${HISTORY_LOG}, after the last readable event, cannot be read` };
+  if (!last) return { state: 'none' };
+  if (last.result === 'started') return { state: 'unknown', detail: `the ${last.action} of ${JSON.stringify(last.to)} started at ${last.at} by ${JSON.stringify(last.by)} never finished (a killed or cancelled run)` };
+  if (last.running === null) return { state: 'unknown', detail: `after the ${last.action} of ${JSON.stringify(last.to)} (${last.result} at ${last.at}) the running release is unknown` };
+  return { state: 'known', release: last.running };
+}

@@ -42,6 +42,11 @@ export interface GateInputs {
   rtoSeconds?: number;
   now: Date;
   clockSkewSeconds?: number;
+  /**
+   * What the deploy history records as running (`recordedRunning`). Unknown fails the gate: a
+   * deploy would refuse that history anyway, after the pre-migration backup and the migration.
+   */
+  deployHistory?: { state: 'none' } | { state: 'known'; release: string } | { state: 'unknown'; detail: string };
 }
 
 export interface GateCheck {
@@ -209,6 +214,19 @@ export function evaluateGate(inputs: GateInputs): GateResult {
 
   addObjective(add, 'RTO', env, drill, drill?.rto?.seconds ?? null, inputs.rtoSeconds);
   addObjective(add, 'RPO', env, drill, drill?.rpo?.seconds ?? null, inputs.rpoSeconds);
+
+  const recorded = inputs.deployHistory;
+  if (recorded?.state === 'unknown') {
+    add({
+      name: 'running release recorded',
+      value: 'unknown',
+      limit: 'the deploy history says what runs',
+      passed: false,
+      reason: `the deploy history of ${env} does not say what runs: ${recorded.detail}; run lifeline status --env ${env}, then lifeline rollback --env ${env} --to <release> (or lifeline history reconcile --env ${env} if what runs is right)`,
+    });
+  } else if (recorded?.state === 'known') {
+    add({ name: 'running release recorded', value: recorded.release, limit: 'the deploy history says what runs', passed: true });
+  }
 
   // One missing target fails two checks; say it once.
   const reasons = [...new Set(checks.filter((c) => !c.passed).map((c) => c.reason!))];

@@ -6,6 +6,7 @@ import { Catalog } from '../../src/catalog/store';
 import { believedPassingDrills, chooseNewestDrill, drillVerdictProblems, evaluateGate, type GateInputs, type NewestDrillEvidence } from '../../src/drill/gate';
 import { saveDrillReport, type DrillReport } from '../../src/drill/report';
 import type { BackupMetadata } from '../../src/postgres/metadata';
+import { recordedRunning } from '../../src/deploy/history';
 
 const NOW = new Date('2026-11-21T12:00:00Z');
 const hoursAgo = (h: number) => new Date(NOW.getTime() - h * 3600_000).toISOString();
@@ -148,5 +149,31 @@ describe('what retention protects', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('the deploy history in the gate', () => {
+  const event = (result: 'started' | 'succeeded' | 'failed', running: string | null) => ({ action: 'deploy' as const, from: 'v1', to: 'v2', result, running, runningDeployment: null, deployment: null, at: hoursAgo(1), by: 'ci', durationsMs: {} });
+  const history = (events: ReturnType<typeof event>[], corrupt: number[] = []) => ({ events, lines: events.map((_, i) => i + 1), corrupt: corrupt.map((line) => ({ line, excerpt: '{"torn' })) });
+
+  it('reads what runs from the last event, and calls a killed, unknown-ending or torn history unknown', () => {
+    expect(recordedRunning(history([]))).toEqual({ state: 'none' });
+    expect(recordedRunning(history([event('succeeded', 'v2')]))).toEqual({ state: 'known', release: 'v2' });
+    expect(recordedRunning(history([event('succeeded', 'v1'), event('started', null)]))).toMatchObject({ state: 'unknown', detail: expect.stringMatching(/deploy of "v2" started .* never finished/) });
+    expect(recordedRunning(history([event('failed', null)]))).toMatchObject({ state: 'unknown', detail: expect.stringMatching(/running release is unknown/) });
+    // A torn line before the last event is that reader's concern; one after it hides what happened last.
+    expect(recordedRunning(history([event('succeeded', 'v2')], [3]))).toMatchObject({ state: 'unknown', detail: expect.stringMatching(/line 3 of history\.ndjson/) });
+    expect(recordedRunning(history([event('succeeded', 'v2'), event('succeeded', 'v2')], [1]))).toEqual({ state: 'known', release: 'v2' });
+  });
+
+  it('fails when what runs is unknown, naming the fix, and passes otherwise', () => {
+    const inputs = { ...base, drills: [entry(report())], backups: [backup('b1', hoursAgo(2), true)] };
+    expect(evaluateGate(inputs).passed).toBe(true);
+    const unknown = evaluateGate({ ...inputs, deployHistory: recordedRunning(history([event('succeeded', 'v1'), event('started', null)])) });
+    expect(unknown.passed).toBe(false);
+    expect(unknown.reasons).toEqual([expect.stringMatching(/does not say what runs: the deploy of "v2" started .*lifeline rollback --env production --to <release>/)]);
+    const known = evaluateGate({ ...inputs, deployHistory: { state: 'known', release: 'v1' } });
+    expect(known.passed).toBe(true);
+    expect(known.checks.find((c) => c.name === 'running release recorded')).toMatchObject({ value: 'v1', passed: true });
   });
 });
