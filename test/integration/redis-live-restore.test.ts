@@ -97,7 +97,7 @@ describe.skipIf(!dockerAvailable())('redis-restore into the live Redis of a Comp
 
   const backup = async (env: string): Promise<string> => {
     const r = await run(env, ['backup', '--json']);
-    expect(r.code, r.stderr).toBe(0);
+    expect(r.code, `${r.stderr}\n${r.stdout}`).toBe(0); // --json puts an error on stdout
     const parsed = JSON.parse(r.stdout);
     expect(JSON.parse(readFileSync(join(parsed.path, 'backup.json'), 'utf8')).files.redis).toBeTruthy();
     return parsed.id;
