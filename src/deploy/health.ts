@@ -1,5 +1,5 @@
 import type { Logger } from '../logger';
-import { proveHealthOwner, UNTIED_HEALTH, type HealthProof } from '../runner/listeners';
+import { freshHttpStatus, proveHealthOwner, UNTIED_HEALTH, type HealthProof } from '../runner/listeners';
 import type { ComposeDriver, ContainerState } from './compose';
 
 export interface HealthTarget {
@@ -162,6 +162,15 @@ async function proveAnswers(targets: HealthTarget[], containers: ContainerState[
 /** What a proof means for a service: the failure (with its fix), the warning, or the line to log. Shared with the drill's app check. */
 export function judgeProof(service: string, url: string, proof: HealthProof, requireOwned: boolean): { failed?: { service: string; reason: string; fix: string }; warning?: string; info?: string } {
   if (proof.status === 'owned') return { info: `${service}: ${url} ${proof.detail}` };
+  if (proof.status === 'other' && proof.strangers.length === 0) {
+    return {
+      failed: {
+        service,
+        reason: `${url} answered 2xx, but ${proof.detail}, so the answer proves nothing about ${service}`,
+        fix: `make ${service} listen on port ${proof.port} as its healthUrl says (or point compose.services.<role>.healthUrl at the port it listens on); if something else answered there during the deploy, find and stop it, then deploy again`,
+      },
+    };
+  }
   if (proof.status === 'other') {
     const pids = proof.strangers.map((p) => p.pid).join(' ');
     return {
@@ -242,12 +251,8 @@ async function judge(target: HealthTarget, containers: ContainerState[], previou
 }
 
 /** One GET of a health URL; never throws. */
-export async function httpStatus(url: string): Promise<{ ok: boolean; answered: boolean; detail: string }> {
-  try {
-    const response = await fetch(url, { signal: AbortSignal.timeout(HTTP_TIMEOUT_MS), redirect: 'manual' });
-    await response.body?.cancel();
-    return { ok: response.status >= 200 && response.status < 300, answered: true, detail: `HTTP ${response.status}` };
-  } catch (error) {
-    return { ok: false, answered: false, detail: (error as Error).message };
-  }
+export function httpStatus(url: string): Promise<{ ok: boolean; answered: boolean; detail: string }> {
+  // A connection of its own per check: a pooled keep-alive connection to a process that has since
+  // handed the port over would keep answering 2xx while the ownership proof sees the new listener.
+  return freshHttpStatus(url, HTTP_TIMEOUT_MS);
 }

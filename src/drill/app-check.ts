@@ -4,7 +4,7 @@ import { SecretMasker, type Logger } from '../logger';
 import { formatPgUrl, type PgConnection } from '../runner/postgres-env';
 import { randomBytes } from 'node:crypto';
 import { recordLeftover } from '../runner/leftovers';
-import { engineOnThisHost, proveHealthOwner, UNTIED_HEALTH, type ContainerIdentity, type HealthProof } from '../runner/listeners';
+import { engineOnThisHost, freshHttpStatus, proveHealthOwner, UNTIED_HEALTH, type ContainerIdentity, type HealthProof } from '../runner/listeners';
 import { describeExit, lastLines, LocalRunner, runText, type Runner } from '../runner/runner';
 import { tarStream } from '../tar';
 import { formatDuration } from '../settings/duration';
@@ -188,8 +188,9 @@ async function waitForApplication(
       if (proof.status === 'owned') return { name: APP_CHECK_NAME, passed: true, detail: `${answered}, ${proof.detail}` };
       if (proof.status === 'other') {
         const pids = proof.strangers.map((p) => p.pid).join(' ');
+        const stop = pids ? `Stop what holds port ${proof.port} (kill ${pids}; ss -ltnp 'sport = :${proof.port}' lists it) and make` : 'Make';
         return fail(
-          `${answered}, but not from the drill's container ${id}: ${proof.detail}; that answer proves nothing about the application. Stop what holds port ${proof.port} (kill ${pids}; ss -ltnp 'sport = :${proof.port}' lists it) and make the application listen on the port of drill.appCheck.healthUrl; its last log lines:\n${await logsTail(runner, id, masker)}`,
+          `${answered}, but not from the drill's container ${id}: ${proof.detail}; that answer proves nothing about the application. ${stop} the application listen on the port of drill.appCheck.healthUrl; its last log lines:\n${await logsTail(runner, id, masker)}`,
         );
       }
       const untied = `${UNTIED_HEALTH} (${config.healthUrl}: ${proof.reason})`;
@@ -242,16 +243,9 @@ async function removeContainer(runner: Runner, id: string, logger: Logger): Prom
   if (result.exitCode !== 0) logger.warn(`could not remove the drill's application container ${id.slice(0, 12)}: ${tail(result.stderr, 2)}; remove it with docker rm -f ${id}`);
 }
 
-/** `answered`: any HTTP response at all; `ok`: a 2xx one. */
-async function httpStatus(url: string): Promise<{ ok: boolean; answered: boolean; detail: string }> {
-  try {
-    const response = await fetch(url, { signal: AbortSignal.timeout(HTTP_TIMEOUT_MS), redirect: 'manual' });
-    await response.body?.cancel();
-    return { ok: response.status >= 200 && response.status < 300, answered: true, detail: `HTTP ${response.status}` };
-  } catch (error) {
-    const cause = (error as Error & { cause?: { code?: string; message?: string } }).cause;
-    return { ok: false, answered: false, detail: cause?.code ?? cause?.message ?? (error as Error).message };
-  }
+/** `answered`: any HTTP response at all; `ok`: a 2xx one. Each over a connection of its own (see freshHttpStatus). */
+function httpStatus(url: string): Promise<{ ok: boolean; answered: boolean; detail: string }> {
+  return freshHttpStatus(url, HTTP_TIMEOUT_MS);
 }
 
 function tail(text: string, count: number): string {

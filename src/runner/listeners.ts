@@ -1,4 +1,6 @@
 import { lookup } from 'node:dns/promises';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { readdir, readFile, readlink } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { endianness, networkInterfaces } from 'node:os';
@@ -250,6 +252,12 @@ export async function proveHealthOwner(url: string, containers: ContainerIdentit
 
   const sockets = (await listeningSockets(port, procRoot)).filter((s) => target.addresses.some((a) => accepts(s, a)));
   if (sockets.length === 0) {
+    // The containers share this network namespace (network_mode: host, Lifeline on the host): had
+    // one of them answered, its socket would be here. What answered has gone (a stray that held the
+    // port through the checks and left): a failure, never an unprovable pass.
+    if (await sharesNetworkNamespace(containers, procRoot)) {
+      return { status: 'other', port, strangers: [], detail: `nothing listens on port ${port} any more, in the network namespace ${containers.length > 1 ? 'the containers share' : 'the container shares'} with Lifeline: what answered was not the container (it has gone), or the container stopped listening` };
+    }
     return { status: 'unknown', port, reason: `no listening socket for port ${port} in this network namespace (answered through NAT, or Lifeline runs in another network namespace than the containers)` };
   }
   const { owners, unreadable } = await socketOwners(
@@ -307,4 +315,52 @@ export function engineOnThisHost(env: NodeJS.ProcessEnv): boolean {
   const host = env.DOCKER_HOST;
   const context = env.DOCKER_CONTEXT;
   return (!host || host.startsWith('unix://') || host.startsWith('npipe://')) && (!context || context === 'default');
+}
+
+/**
+ * One GET of a health URL over a connection of its own (no keep-alive, no pooling), closed after
+ * the answer: every answer then comes through a connection made now, so it came from whatever
+ * holds the LISTEN socket now. A pooled connection would let a process that has already handed the
+ * port over keep answering for it (an attack on the ownership proof). `answered`: any HTTP
+ * response at all; `ok`: a 2xx one.
+ */
+export function freshHttpStatus(url: string, timeoutMs: number): Promise<{ ok: boolean; answered: boolean; detail: string }> {
+  return new Promise((resolve) => {
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch (error) {
+      resolve({ ok: false, answered: false, detail: (error as Error).message });
+      return;
+    }
+    const request = (parsed.protocol === 'https:' ? httpsRequest : httpRequest)(parsed, { method: 'GET', agent: false, headers: { connection: 'close' }, timeout: timeoutMs }, (response) => {
+      const status = response.statusCode ?? 0;
+      response.resume();
+      response.on('error', () => {});
+      request.destroy();
+      resolve({ ok: status >= 200 && status < 300, answered: true, detail: `HTTP ${status}` });
+    });
+    request.on('timeout', () => request.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    request.on('error', (error: NodeJS.ErrnoException) => resolve({ ok: false, answered: false, detail: error.code ?? error.message }));
+    request.end();
+  });
+}
+
+/** True when one of the containers' init processes is in this process's network namespace (host networking). */
+async function sharesNetworkNamespace(containers: ContainerIdentity[], procRoot: string): Promise<boolean> {
+  let own: string;
+  try {
+    own = await readlink(`${procRoot}/self/ns/net`);
+  } catch {
+    return false;
+  }
+  for (const container of containers) {
+    if (container.pid <= 1) continue;
+    try {
+      if ((await readlink(`${procRoot}/${container.pid}/ns/net`)) === own) return true;
+    } catch {
+      // gone or unreadable: cannot say
+    }
+  }
+  return false;
 }

@@ -4,7 +4,7 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { containerMembership, dockerProxyTarget, engineOnThisHost, listeningSockets, parseProcNetTcp, proveHealthOwner } from '../../src/runner/listeners';
+import { containerMembership, dockerProxyTarget, engineOnThisHost, freshHttpStatus, listeningSockets, parseProcNetTcp, proveHealthOwner } from '../../src/runner/listeners';
 import { judgeProof } from '../../src/deploy/health';
 import { freePort, stopPid, waitFor } from '../../src/runner/ports';
 
@@ -209,5 +209,38 @@ describe('what a proof means for a deploy', () => {
     const strict = judgeProof('web', url, unknown, true);
     expect(strict.failed?.reason).toContain('compose.requireOwnedHealth is true');
     expect(strict.warning).toBeUndefined();
+  });
+});
+
+describe('attacks on the proof (outside review)', () => {
+  it('asks each health question over a connection of its own, so a process that handed the port over cannot keep answering', async () => {
+    const { createServer } = await import('node:http');
+    let connections = 0;
+    const server = createServer((_req, res) => res.end('ok')).on('connection', () => connections++);
+    server.keepAliveTimeout = 60_000;
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as import('node:net').AddressInfo;
+    try {
+      for (let i = 0; i < 3; i++) expect(await freshHttpStatus(`http://127.0.0.1:${port}/health`, 2000)).toEqual({ ok: true, answered: true, detail: 'HTTP 200' });
+      expect(connections).toBe(3);
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
+    expect(await freshHttpStatus(`http://127.0.0.1:${port}/health`, 2000)).toMatchObject({ ok: false, answered: false, detail: 'ECONNREFUSED' });
+  });
+
+  it('a 2xx with nothing listening any more, in the namespace the container shares with Lifeline, is a failure, not "unknown"', async () => {
+    const { createServer } = await import('node:net');
+    const probe = createServer();
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+    const { port } = probe.address() as import('node:net').AddressInfo;
+    await new Promise((resolve) => probe.close(resolve));
+    // This process stands for a container on the host network: same network namespace.
+    const proof = await proveHealthOwner(`http://127.0.0.1:${port}/health`, [{ id: 'c'.repeat(64), pid: process.pid, addresses: [] }]);
+    expect(proof).toMatchObject({ status: 'other', port, strangers: [], detail: expect.stringMatching(/nothing listens on port \d+ any more/) });
+    expect(judgeProof('web', `http://127.0.0.1:${port}/health`, proof, false).failed?.reason).toMatch(/proves nothing about web/);
+    // Without a container pid to compare namespaces with, it stays unknown (a warning).
+    expect(await proveHealthOwner(`http://127.0.0.1:${port}/health`, [{ id: 'c'.repeat(64), pid: 0, addresses: [] }])).toMatchObject({ status: 'unknown' });
   });
 });
