@@ -184,7 +184,9 @@ export function recordedRunning(history: History): RecordedRunning {
   const corruptAfter = history.corrupt.filter((c) => c.line > lastLine);
   if (corruptAfter.length > 0) return { state: 'unknown', detail: `line ${corruptAfter.map((c) => c.line).join(', ')} of ${HISTORY_LOG}, after the last readable event, cannot be read` };
   if (!last) return { state: 'none' };
-  if (last.result === 'started') return { state: 'unknown', detail: `the ${last.action} of ${JSON.stringify(last.to)} started at ${last.at} by ${JSON.stringify(last.by)} never finished (a killed or cancelled run)` };
+  // The same rule deploy, rollback and the drill apply: a started event whose own end was never recorded.
+  const unfinished = unfinishedEvent(history.events);
+  if (unfinished) return { state: 'unknown', detail: `the ${unfinished.action} of ${JSON.stringify(unfinished.to)} started at ${unfinished.at} by ${JSON.stringify(unfinished.by)} never finished (a killed or cancelled run)` };
   if (last.running === null) return { state: 'unknown', detail: `after the ${last.action} of ${JSON.stringify(last.to)} (${last.result} at ${last.at}) the running release is unknown` };
   return { state: 'known', release: last.running };
 }

@@ -177,3 +177,12 @@ describe('the deploy history in the gate', () => {
     expect(known.checks.find((c) => c.name === 'running release recorded')).toMatchObject({ value: 'v1', passed: true });
   });
 });
+
+describe('the gate and deploy agree on an unfinished history', () => {
+  it('a refused deploy recorded after a killed one does not hide the killed one', () => {
+    const killed = { action: 'deploy' as const, from: 'v1', to: 'v2', result: 'started' as const, running: null, runningDeployment: null, deployment: 'd2', at: hoursAgo(2), by: 'ci', durationsMs: {} };
+    const refused = { action: 'deploy' as const, from: 'v1', to: 'v3', result: 'refused' as const, running: 'v1', runningDeployment: null, deployment: null, at: hoursAgo(1), by: 'ci', durationsMs: {} };
+    const history = { events: [killed, refused], lines: [1, 2], corrupt: [] };
+    expect(recordedRunning(history)).toMatchObject({ state: 'unknown', detail: expect.stringMatching(/deploy of "v2" started .* never finished/) });
+  });
+});
