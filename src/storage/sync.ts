@@ -46,6 +46,8 @@ export interface SyncOptions {
   logger: Logger;
   /** Only these kinds (`backups`, `releases`, `drills`, `tenants`); all when empty. */
   kinds?: string[];
+  /** Entries never copied, as `<kind>/<id>` (plaintext tenant exports in an environment that encrypts). */
+  exclude?: ReadonlySet<string>;
   dryRun?: boolean;
 }
 
@@ -57,7 +59,7 @@ export interface SyncOptions {
 export async function syncEnvironment(options: SyncOptions): Promise<SyncReport> {
   const { env, remote, logger } = options;
   const layout = new RemoteLayout(options.prefix, env);
-  const local = filterKinds(await listLocalEntries(join(options.store, env)), options.kinds);
+  const local = filterKinds(await listLocalEntries(join(options.store, env)), options.kinds).filter((e) => !options.exclude?.has(`${e.kind}/${e.id}`));
   const remoteObjects = await listRemote(remote, layout.envPrefix());
   const results: SyncedEntry[] = [];
   for (const entry of local) {
