@@ -47,6 +47,8 @@ export interface SyncOptions {
   logger: Logger;
   /** Only these kinds (`backups`, `releases`, `drills`, `tenants`); all when empty. */
   kinds?: string[];
+  /** Entries never copied, as `<kind>/<id>` (plaintext tenant exports in an environment that encrypts). */
+  exclude?: ReadonlySet<string>;
   dryRun?: boolean;
   /** Shows bytes uploaded of the total the bucket lacks (src/report/progress.ts). */
   progress?: Progress;
@@ -60,7 +62,7 @@ export interface SyncOptions {
 export async function syncEnvironment(options: SyncOptions): Promise<SyncReport> {
   const { env, remote, logger } = options;
   const layout = new RemoteLayout(options.prefix, env);
-  const local = filterKinds(await listLocalEntries(join(options.store, env)), options.kinds);
+  const local = filterKinds(await listLocalEntries(join(options.store, env)), options.kinds).filter((e) => !options.exclude?.has(`${e.kind}/${e.id}`));
   const remoteObjects = await listRemote(remote, layout.envPrefix());
   const results: SyncedEntry[] = [];
   options.progress?.phase('sync', { unit: 'bytes', total: await bytesToSync(local.filter((e) => !remoteObjects.has(layout.entryPrefix(e.kind, e.id) + e.metadataFile))) });
