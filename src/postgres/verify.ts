@@ -58,6 +58,7 @@ export async function verifyBackup(entry: BackupEntry, options: VerifyOptions): 
   try {
     return await verifyChecks(entry, options, files, add, step, () => void stepsDone++);
   } finally {
+    progress?.update(Math.min(stepsDone, totalSteps));
     progress?.end();
   }
 }
