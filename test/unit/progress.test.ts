@@ -284,7 +284,7 @@ describe('backup size estimate', () => {
       entry('20260104T000000000Z-dddddd', { createdAt: '2026-01-04T00:00:00Z', files: file(1e300) });
       entry('20260105T000000000Z-eeeeee', { createdAt: '2026-01-05T00:00:00Z', files: file(-4) });
       const catalog = new Catalog(store, { warn: () => {} });
-      const conn = { host: '127.0.0.1', port: 1, user: 'nobody', database: 'shop' };
+      const conn = { host: '127.0.0.1', port: 1, user: 'nobody', database: 'shop', params: {} };
       const logger = createMemoryLogger();
       const gzip = await estimateBackupBytes({ catalog, environment: 'default', conn, runner: new LocalRunner(), compression: { method: 'gzip', level: 1 }, logger });
       expect(gzip).toEqual({ bytes: 5000, source: 'the size of backup 20260101T000000000Z-aaaaaa' });
