@@ -85,6 +85,9 @@ async function createBackupLocked(options: BackupOptions): Promise<BackupEntry> 
 
     // The snapshot lives as long as this transaction: counts here and pg_dump see the same data.
     await session.exec('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    // The counts below run beside the dump, off its critical path: parallel workers for them would
+    // only take cores from pg_dump, its backend and the in-stream reader.
+    await session.exec('SET LOCAL max_parallel_workers_per_gather = 0');
     const snapshot = await session.queryValue<string>('SELECT pg_export_snapshot()');
     if (!snapshot) throw failure('SNAPSHOT_FAILED', 'the server did not export a snapshot');
     // Everything read from the database itself runs in the exported snapshot while pg_dump streams
