@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Catalog } from '../../src/catalog/store';
 import { createMemoryLogger } from '../../src/logger';
-import { aofLayout, findRedisSnapshot, restoreRedisLive } from '../../src/redis/live-restore';
+import { aofLayout, findRedisSnapshot, restoreRedisLive } from '../../src/backup/redis-live-restore';
 import { LocalRunner } from '../../src/runner/runner';
 import { tarStream } from '../../src/tar';
 import { freePort } from '../../src/runner/ports';

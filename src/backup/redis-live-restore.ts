@@ -8,11 +8,11 @@ import { parseSums, SUMS_FILE } from '../catalog/sums';
 import { ComposeDriver, composeInvocation, type ComposeProject } from '../deploy/compose';
 import { failure, refusal, usageError } from '../errors';
 import type { Logger } from '../logger';
-import { listBackups, type RedisBackupFile } from '../postgres/metadata';
+import { listBackups, REDIS_SNAPSHOT_FILE, type RedisBackupFile } from './metadata';
 import { firstTarFile, tarStream, type TarMember } from '../tar';
 import { ContainerRunner, ImageRunner, describeExit, lastLines, runChecked, runText, type Runner } from '../runner/runner';
-import { checkRdb, parseKeyspace, redisCli, redisKeyspace, snapshotRedis, type RdbCheck, type RedisTarget } from './snapshot';
-import { parseServerIdentity, rdbCompatibility, readRdbHeader, type ServerIdentity } from './rdb-version';
+import { checkRdb, parseKeyspace, redisCli, redisKeyspace, snapshotRedis, type RdbCheck, type RedisTarget } from '../redis/snapshot';
+import { parseServerIdentity, rdbCompatibility, readRdbHeader, type ServerIdentity } from '../redis/rdb-version';
 
 /** Pre-restore snapshots of a live Redis live beside the backups, under their own kind. */
 export const REDIS_SNAPSHOT_KIND = 'redis-snapshots' as const;
@@ -518,7 +518,7 @@ async function takePreRestoreSnapshot(options: LiveRestoreOptions, inContainer: 
   let staged: StagedEntry | undefined;
   try {
     staged = await catalog.begin(environment, REDIS_SNAPSHOT_KIND, id, REDIS_SNAPSHOT_METADATA_FILE);
-    const snap = await snapshotRedis(staged, { runner: inContainer, checkRunner: options.checkRunner ?? inContainer, target: options.target, logger });
+    const snap = await snapshotRedis(staged, { runner: inContainer, checkRunner: options.checkRunner ?? inContainer, target: options.target, logger, fileName: REDIS_SNAPSHOT_FILE });
     const metadata: RedisSnapshotMetadata = {
       schemaVersion: 1,
       id,
