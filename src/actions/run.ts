@@ -62,6 +62,7 @@ export async function runAction(action: ActionSpec, selected?: string): Promise<
       cwd: process.cwd(),
       logger,
       interactive: false,
+      artifactStore: async (token) => (await import('./artifact-store')).githubArtifactStore(process.env, token),
     });
     await publishResult(command, result);
   } catch (thrown) {

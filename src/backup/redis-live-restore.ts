@@ -9,7 +9,7 @@ import { ComposeDriver, composeInvocation, type ComposeProject } from '../deploy
 import { failure, refusal, usageError } from '../errors';
 import type { Logger } from '../logger';
 import { listBackups, REDIS_SNAPSHOT_FILE, type RedisBackupFile } from './metadata';
-import { firstTarFile, tarStream, type TarMember } from '../tar';
+import { firstTarFile, tarStream, type TarMember } from '../catalog/tar';
 import { ContainerRunner, ImageRunner, describeExit, lastLines, runChecked, runText, type Runner } from '../runner/runner';
 import { checkRdb, parseKeyspace, redisCli, redisKeyspace, snapshotRedis, type RdbCheck, type RedisTarget } from '../redis/snapshot';
 import { parseServerIdentity, rdbCompatibility, readRdbHeader, type ServerIdentity } from '../redis/rdb-version';

@@ -1,4 +1,6 @@
 import { failure, usageError } from '../errors';
+import type { ArtifactStore } from '../storage/artifacts';
+import type { Annotation } from '../report/annotation';
 import type { Logger } from '../logger';
 import { resolveEnvironment, type EnvironmentSettings } from '../settings/resolve';
 import { urlSecrets } from '../settings/secrets';
@@ -25,13 +27,7 @@ export interface OutputSpec {
   description: string;
 }
 
-export interface Annotation {
-  level: 'error' | 'warning' | 'notice';
-  message: string;
-  file?: string;
-  line?: number;
-  title?: string;
-}
+export type { Annotation } from '../report/annotation';
 
 export interface CommandResult {
   /** The value `--json` prints. */
@@ -57,6 +53,11 @@ export interface CommandContext {
   logger: Logger;
   /** stderr is a terminal: progress bars are welcome. */
   interactive: boolean;
+  /**
+   * Opens GitHub's artifact service with a token (the door supplies it: commands never import
+   * the actions glue). Absent where no artifact client can exist.
+   */
+  artifactStore?: (token: string | undefined) => Promise<ArtifactStore>;
 }
 
 export interface CommandSpec {

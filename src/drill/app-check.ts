@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { recordLeftover } from '../runner/leftovers';
 import { engineOnThisHost, freshHttpStatus, proveHealthOwner, UNTIED_HEALTH, type ContainerIdentity, type HealthProof } from '../runner/listeners';
 import { describeExit, lastLines, LocalRunner, runText, type Runner } from '../runner/runner';
-import { tarStream } from '../tar';
+import { tarStream } from '../catalog/tar';
 import { formatDuration } from '../settings/duration';
 import type { AppCheckSettings, EnvironmentSettings } from '../settings/resolve';
 import type { CheckOutcome } from './checks';

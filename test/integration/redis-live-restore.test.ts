@@ -8,7 +8,7 @@ import { Catalog } from '../../src/catalog/store';
 import { createMemoryLogger } from '../../src/logger';
 import { aofLayout, findRedisSnapshot, restoreRedisLive } from '../../src/backup/redis-live-restore';
 import { LocalRunner } from '../../src/runner/runner';
-import { tarStream } from '../../src/tar';
+import { tarStream } from '../../src/catalog/tar';
 import { freePort } from '../../src/runner/ports';
 import { cliArgv, lifeline, REPO, type CliRun } from '../helpers/cli';
 import { createSampleDatabase, dropDatabase, tempDir } from '../helpers/db';

@@ -1,6 +1,6 @@
 import { createReadStream } from 'node:fs';
 import { Readable } from 'node:stream';
-import { failure } from './errors';
+import { failure } from '../errors';
 
 /** Who owns a member and its permission bits; default root:root, 0644 for files, 0755 for directories. */
 export interface TarOwnership {
