@@ -41,9 +41,23 @@ export class SecretMasker {
   }
 }
 
-export function createStderrLogger(options: { verbose?: boolean; masker?: SecretMasker } = {}): Logger {
+export function createStderrLogger(
+  options: {
+    verbose?: boolean;
+    masker?: SecretMasker;
+    /** Where lines go (default: process.stderr). */
+    write?: (text: string) => void;
+    /** The terminal's progress line (src/report/progress.ts): cleared before each line and redrawn after, so nothing is glued onto it. */
+    statusLine?: { around(fn: () => void): void };
+  } = {},
+): Logger {
   const masker = options.masker ?? new SecretMasker();
-  const write = (prefix: string, message: string) => process.stderr.write(`${prefix}${masker.mask(message)}\n`);
+  const out = options.write ?? ((text: string) => void process.stderr.write(text));
+  const write = (prefix: string, message: string) => {
+    const line = `${prefix}${masker.mask(message)}\n`;
+    if (options.statusLine) options.statusLine.around(() => out(line));
+    else out(line);
+  };
   return {
     info: (m) => write('', m),
     warn: (m) => write('warning: ', m),

@@ -485,7 +485,7 @@ function composeHint(project: ComposeProject, args: string): string {
   return [invocation.tool, ...invocation.args, args].join(' ');
 }
 
-async function serviceContainer(runner: Runner, driver: ComposeDriver, project: ComposeProject, service: string): Promise<{ id: string; running: boolean; status: string; imageId: string }> {
+export async function serviceContainer(runner: Runner, driver: ComposeDriver, project: ComposeProject, service: string): Promise<{ id: string; running: boolean; status: string; imageId: string }> {
   // `ps -a`: a container a failed restore left stopped is still the one to restore into (v1 lists stopped ones anyway).
   const v2 = project.command.length > 1;
   const out = await runChecked(runner, composeInvocation(project, ['ps', ...(v2 ? ['-a'] : []), '-q', service]), `finding the container of service ${service}`);

@@ -360,12 +360,29 @@ export class StagedEntry {
     return this.addStream(name, Readable.from([Buffer.from(text)]));
   }
 
-  /** Writes SHA256SUMS and the metadata, fsyncs, and renames the entry into place. */
-  async commit(metadata: EntryMetadata): Promise<void> {
+  /**
+   * Stores a file as it is, never encrypted, even in an encrypted entry: only for content that is
+   * already ciphertext or holds no payload (a tar of the entry's `.age` files, its `.sha256`).
+   */
+  async addUnencrypted(name: string, source: Readable): Promise<StoredFile> {
+    const result = await this.write(() => streamToFile(source, this.path(name)));
+    this.sums.push({ file: name, sha256: result.sha256 });
+    return { name, ...result };
+  }
+
+  /** Writes SHA256SUMS and the metadata and fsyncs them, without moving the entry (commit does both; a rewrite swaps it in itself). */
+  async seal(metadata: EntryMetadata): Promise<void> {
     await this.write(async () => {
       await writeFileAtomic(join(this.dir, SUMS_FILE), formatSums(this.sums));
       await writeFileAtomic(join(this.dir, this.metadataFile), `${JSON.stringify(metadata, null, 2)}\n`);
       await fsyncPath(this.dir);
+    });
+  }
+
+  /** Writes SHA256SUMS and the metadata, fsyncs, and renames the entry into place. */
+  async commit(metadata: EntryMetadata): Promise<void> {
+    await this.seal(metadata);
+    await this.write(async () => {
       await rename(this.dir, this.finalDir);
     });
     await fsyncPath(join(this.finalDir, '..'));

@@ -7,6 +7,7 @@ import { nearest } from '../settings/load';
 import { setCatalogWarningSink } from '../catalog/confine';
 import { describeFilesystemError } from '../catalog/fs-errors';
 import { urlSecrets } from '../settings/secrets';
+import { progressIntervalFrom, TerminalLine, type ProgressOutput } from '../report/progress';
 
 export interface CliIO {
   stdout: (text: string) => void;
@@ -49,7 +50,7 @@ export function usage(commands: readonly CommandSpec[]): string {
     'Commands:',
     ...lines,
     '',
-    'Global flags: --config PATH  --env NAME  --store DIR  --database-url URL  --redis-url URL  --json',
+    'Global flags: --config PATH  --env NAME  --store DIR  --database-url URL  --redis-url URL  --json  --quiet',
     'Exit codes: 0 done, 1 the operation failed, 2 bad usage or configuration, 3 refused by a safety check (nothing changed).',
     "Run 'lifeline <command> --help' for a command's flags.",
     '',
@@ -164,7 +165,9 @@ export async function runCli(commands: readonly CommandSpec[], argv: string[], i
     io.stdout(commandHelp(command));
     return ExitCode.ok;
   }
-  const logger = createStderrLogger({ verbose: Boolean(io.env.LIFELINE_DEBUG), masker });
+  // Progress: one live line on a terminal (the logger clears and redraws it around each line), plain lines otherwise.
+  const statusLine = io.interactive ? new TerminalLine((t) => io.stderr(t), () => process.stderr.columns, (t) => masker.mask(t)) : undefined;
+  const logger = createStderrLogger({ verbose: Boolean(io.env.LIFELINE_DEBUG), masker, write: (t) => io.stderr(t), statusLine });
   setCatalogWarningSink((message) => logger.warn(message));
   try {
     // Before anything can print: every secret a URL anywhere on the command line carries.
@@ -173,15 +176,17 @@ export async function runCli(commands: readonly CommandSpec[], argv: string[], i
     for (const name of ['DATABASE_URL', 'REDIS_URL']) for (const secret of urlSecrets(io.env[name])) masker.add(secret);
     const values = parseFlags(command, rest);
     if (argvSecrets.length > 0) warnPasswordInArgv(command, logger);
+    const progress: ProgressOutput = { quiet: values.quiet === true, terminal: statusLine, intervalMs: progressIntervalFrom(io.env) };
     const result = await runObserved(command, {
       inputs: new Inputs(command, values),
       env: io.env,
       cwd: io.cwd,
       logger,
       interactive: io.interactive && !json,
+      progress,
       // The artifact client exists only inside a GitHub Actions job; loaded lazily so the CLI bundle stays small.
       artifactStore: async (token) => (await import('../actions/artifact-store')).githubArtifactStore(io.env, token),
-    });
+    }).finally(() => statusLine?.clear());
     if (json) io.stdout(`${masker.mask(JSON.stringify(result.json))}\n`);
     else if (result.text) io.stdout(`${masker.mask(result.text)}${result.text.endsWith('\n') ? '' : '\n'}`);
     if (result.exitCode) {

@@ -9,6 +9,8 @@ import { composeRunner, environmentConnection, maskedUrl, postgresRunner, redisR
 import { drillRedisImage } from '../redis/container-server';
 import { BACKUP_LABELS, BACKUP_METADATA_FILE, findBackup, findBackupForTarget, listBackups, type BackupEntry, type BackupLabel } from '../backup/metadata';
 import { formatBytes, type ProgressSink } from '../postgres/progress';
+import { estimateBackupBytes } from '../backup/estimate';
+import { startProgress } from '../report/progress';
 import { describeTarget, parseJobs, restoreBackup, runPostRestoreHooks } from '../backup/restore';
 import { sameDatabase, systemIdentifier } from '../postgres/identity';
 import { parseDuration } from '../settings/duration';
@@ -32,18 +34,15 @@ const USER_LABELS = BACKUP_LABELS.filter((l) => l !== 'pre-restore');
 
 const LOCK_TIMEOUT_INPUT = { name: 'lock-timeout', type: 'string', description: 'How long to wait for a table lock held by another session (a migration) before failing with who holds it, e.g. 60s; default: postgres.lockTimeout, else 60s.' } as const;
 
-/** A one-line progress display on a terminal; nothing otherwise (the logger reports at intervals). */
-function terminalProgress(ctx: CommandContext): ProgressSink | undefined {
-  if (!ctx.interactive) return undefined;
-  let last = 0;
-  return {
-    onBytes(what, bytes, rate) {
-      const now = Date.now();
-      if (now - last < 200) return;
-      last = now;
-      process.stderr.write(`\r${what}: ${formatBytes(bytes)} (${formatBytes(rate)}/s)   `);
-    },
-  };
+/**
+ * The backup's progress: bytes pg_dump wrote, of an estimate when one exists (an earlier backup of
+ * the same database, or the table sizes without compression), with percent and ETA.
+ */
+async function backupProgress(ctx: CommandContext, options: Parameters<typeof estimateBackupBytes>[0]): Promise<{ sink: ProgressSink; end(): void }> {
+  const estimate = ctx.progress?.quiet ? undefined : await estimateBackupBytes(options);
+  if (estimate) ctx.logger.debug(`expecting about ${formatBytes(estimate.bytes)} from pg_dump (${estimate.source})`);
+  const progress = startProgress(ctx, 'pg_dump', { unit: 'bytes', total: estimate?.bytes, estimated: true });
+  return { sink: { onBytes: (_what, bytes) => progress.update(bytes) }, end: () => progress.end() };
 }
 
 function redisSourceFor(settings: EnvironmentSettings) {
@@ -122,26 +121,31 @@ export const backupCommand: CommandSpec = {
     const conn = environmentConnection(settings);
     const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
     const redisSource = redisSourceFor(settings);
-    const created = await ctx.logger.group(`Back up ${settings.name} (${label})`, async () =>
-      createBackup({
-        catalog,
-        environment: settings.name,
-        runner: await postgresRunner(settings),
-        conn,
-        label,
-        release,
-        gitSha,
-        compression: compression ?? settings.postgres.compress,
-        verify,
-        encryptTo: settings.encryption?.recipients,
-        migrationHeadQuery: settings.postgres.migrationHeadQuery,
-        lockTimeoutSeconds: lockTimeoutFor(ctx, settings),
-        redis: redisSource ? await redisSource() : undefined,
-        logger: ctx.logger,
-        progress: terminalProgress(ctx),
-      }),
-    );
-    if (ctx.interactive) process.stderr.write('\n');
+    const created = await ctx.logger.group(`Back up ${settings.name} (${label})`, async () => {
+      const runner = await postgresRunner(settings);
+      const progress = await backupProgress(ctx, { catalog, environment: settings.name, conn, runner, compression: compression ?? settings.postgres.compress, logger: ctx.logger });
+      try {
+        return await createBackup({
+          catalog,
+          environment: settings.name,
+          runner,
+          conn,
+          label,
+          release,
+          gitSha,
+          compression: compression ?? settings.postgres.compress,
+          verify,
+          encryptTo: settings.encryption?.recipients,
+          migrationHeadQuery: settings.postgres.migrationHeadQuery,
+          lockTimeoutSeconds: lockTimeoutFor(ctx, settings),
+          redis: redisSource ? await redisSource() : undefined,
+          logger: ctx.logger,
+          progress: progress.sink,
+        });
+      } finally {
+        progress.end();
+      }
+    });
     // The backup verified itself as it was written: a backup that did not verify is not in the catalog.
     const entry = created;
     const report: VerifyReport | undefined = entry.metadata.verified ? { backupId: entry.id, ok: entry.metadata.verified.ok, checks: entry.metadata.verified.checks } : undefined;

@@ -11,7 +11,8 @@ import { listReleases } from '../manifest/create';
 import { manifestVerifier } from '../deploy/manifest-verifier';
 import { usageError } from '../errors';
 import { engineOnThisHost } from '../runner/listeners';
-import { ComposeRunner, LocalRunner, type Runner } from '../runner/runner';
+import { composeRunner } from '../postgres/connection';
+import { LocalRunner, type Runner } from '../runner/runner';
 import { parseDuration } from '../settings/duration';
 import type { EnvironmentSettings } from '../settings/resolve';
 import { singleCommandAction } from './action-spec';
@@ -225,30 +226,33 @@ async function deployEnvironmentFor(ctx: CommandContext): Promise<{ environment:
   // The docker CLIs get the caller's environment: DOCKER_HOST (also ssh://), DOCKER_CONFIG, credentials.
   const runner = new LocalRunner({ baseEnv: ctx.env });
   const command = await detectComposeCommand(runner, settings.compose.command, ctx.env.PATH);
+  const projectName = ctx.inputs.string('project-name') ?? settings.compose.projectName;
   return {
     healthTimeoutSeconds,
     settleSeconds,
     environment: {
       catalog,
       env: settings.name,
-      driver: new ComposeDriver(runner, { command, files: composeFiles, projectName: ctx.inputs.string('project-name') ?? settings.compose.projectName }),
+      driver: new ComposeDriver(runner, { command, files: composeFiles, projectName }),
       services: settings.compose.services,
       verifier: manifestVerifier(catalog, settings.name, policy),
       logger: ctx.logger,
       owner: defaultOwner(ctx.env),
       lockWaitSeconds: lockWaitText ? parseDuration(lockWaitText, '--lock-wait') : 0,
-      database: databaseProbe(settings, command, composeFiles, ctx),
+      database: databaseProbe(settings, composeFiles, projectName, ctx),
       requireOwnedHealth: settings.compose.requireOwnedHealth,
       engineOnThisHost: engineOnThisHost(ctx.env),
     },
   };
 }
 
-function databaseProbe(settings: EnvironmentSettings, composeCommand: readonly string[], composeFiles: string[], ctx: CommandContext): DatabaseProbe | undefined {
+function databaseProbe(settings: EnvironmentSettings, composeFiles: string[], projectName: string | undefined, ctx: CommandContext): DatabaseProbe | undefined {
   const { url, migrationHeadQuery, service, binDir, database } = settings.postgres;
   if (!url || !migrationHeadQuery) return undefined;
-  const runner: Runner = service
-    ? new ComposeRunner({ composeCommand: [...composeCommand], files: composeFiles, projectName: settings.compose.projectName, service, baseEnv: ctx.env })
+  // In the db service: docker exec on its container id, like every other PostgreSQL tool with
+  // postgres.service (a Compose v1 `exec` costs 2-10 s), in the project the deploy drives.
+  const runner: Runner | (() => Promise<Runner>) = service
+    ? () => composeRunner({ ...settings.compose, files: composeFiles, projectName }, service)
     : new LocalRunner({ binDirs: binDir ? [binDir] : [], baseEnv: ctx.env });
   return migrationHeadProbe(runner, { url, migrationHeadQuery, database });
 }

@@ -1,6 +1,7 @@
 import { failure, usageError } from '../errors';
 import type { ArtifactStore } from '../storage/artifacts';
 import type { Annotation } from '../report/annotation';
+import type { ProgressOutput } from '../report/progress';
 import type { Logger } from '../logger';
 import { resolveEnvironment, type EnvironmentSettings } from '../settings/resolve';
 import { urlSecrets } from '../settings/secrets';
@@ -58,6 +59,8 @@ export interface CommandContext {
    * the actions glue). Absent where no artifact client can exist.
    */
   artifactStore?: (token: string | undefined) => Promise<ArtifactStore>;
+  /** Where progress goes (src/report/progress.ts): the CLI's terminal line, --quiet; absent (actions), plain lines every few seconds. */
+  progress?: ProgressOutput;
 }
 
 export interface CommandSpec {
@@ -82,6 +85,7 @@ export const GLOBAL_INPUTS: InputSpec[] = [
   { name: 'database-url', type: 'string', description: 'PostgreSQL URL (overrides DATABASE_URL and the config). Masked in logs.' },
   { name: 'redis-url', type: 'string', description: 'Redis URL (overrides REDIS_URL and the config). Masked in logs.' },
   { name: 'json', type: 'boolean', description: 'Print exactly one JSON value on stdout.', default: 'false', cliOnly: true },
+  { name: 'quiet', type: 'boolean', description: 'No progress lines (warnings and errors still print).', default: 'false', cliOnly: true },
 ];
 
 export function allInputs(spec: CommandSpec): InputSpec[] {

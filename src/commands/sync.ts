@@ -1,4 +1,9 @@
+import { startProgress } from '../report/progress';
+import { join } from 'node:path';
+import { readEntryText } from '../catalog/confine';
 import { Catalog } from '../catalog/store';
+import { listLocalEntries } from '../storage/entries';
+import { EXPORT_MANIFEST, exportIsEncrypted, type TenantExportManifest } from '../tenant/export';
 import { usageError } from '../errors';
 import type { EnvironmentSettings } from '../settings/resolve';
 import { fetchNewestArtifact, uploadNewestAsArtifacts, type ArtifactStore, type ArtifactUpload } from '../storage/artifacts';
@@ -64,7 +69,8 @@ export function createSyncCommand(doors: StorageDoors = {}): CommandSpec {
       const to = ctx.inputs.string('to') ?? 'bucket';
       const asked = ctx.inputs.list('kinds');
       if (ctx.inputs.boolean('compare')) return runCompare(ctx, settings, doors, asked);
-      const kinds = kindsToCopy(settings, asked, ctx.logger);
+      const kinds = asked;
+      const exclude = await plaintextTenantExports(settings, kinds, ctx.logger);
       const days = retentionDays(ctx);
       const useBucket = to !== 'artifact';
       const bucket = useBucket ? bucketFor(settings, doors, ctx) : undefined;
@@ -74,12 +80,12 @@ export function createSyncCommand(doors: StorageDoors = {}): CommandSpec {
       let report: SyncReport | undefined;
       if (bucket) {
         report = await ctx.logger.group(`Sync ${settings.name} to ${bucket.remote.location}`, () =>
-          syncEnvironment({ env: settings.name, store: settings.store, remote: bucket.remote, prefix: bucket.storage.prefix, logger: ctx.logger, kinds, dryRun }),
+          syncEnvironment({ env: settings.name, store: settings.store, remote: bucket.remote, prefix: bucket.storage.prefix, logger: ctx.logger, kinds, exclude, dryRun, progress: startProgress(ctx, 'sync', { unit: 'bytes' }) }),
         );
       }
       let kept: ArtifactUpload[] = [];
       if (artifacts && !dryRun) {
-        kept = await ctx.logger.group('Keep workflow artifacts', () => uploadNewestAsArtifacts({ env: settings.name, store: settings.store, kinds, artifacts, retentionDays: days, logger: ctx.logger }));
+        kept = await ctx.logger.group('Keep workflow artifacts', () => uploadNewestAsArtifacts({ env: settings.name, store: settings.store, kinds, exclude, artifacts, retentionDays: days, logger: ctx.logger }));
       }
       return syncResult(settings.name, report, kept, dryRun);
     },
@@ -165,16 +171,27 @@ export const syncAction: ActionSpec = {
 };
 
 /**
- * Tenant exports are not encrypted yet (only backup payloads are). In an environment that encrypts
- * its backups the bucket and the artifacts must see no plaintext, so they are left out unless the
- * operator names them in --kinds (then with a warning).
+ * In an environment that encrypts, the bucket and the artifacts must see no plaintext rows. Tenant
+ * exports written since encryption was configured are stored as `.age` files and copied like
+ * backups; those made before (plaintext) are left out, each with a warning naming the fix
+ * (`lifeline reencrypt --tenant`), whatever --kinds says. An export.json that cannot be read is
+ * left out too: it cannot be shown to be encrypted.
  */
-function kindsToCopy(settings: EnvironmentSettings, asked: string[], logger: CommandContext['logger']): string[] {
-  if (!settings.encryption) return asked;
-  if (asked.length === 0) {
-    logger.warn(`tenant exports are not copied off the host: ${settings.name} encrypts its backups, and tenant exports are stored in plaintext (not encrypted yet); to copy them anyway, in plaintext, pass --kinds tenants`);
-    return ['backups', 'releases', 'drills'];
+async function plaintextTenantExports(settings: EnvironmentSettings, asked: string[], logger: CommandContext['logger']): Promise<Set<string>> {
+  const excluded = new Set<string>();
+  if (!settings.encryption || (asked.length && !asked.includes('tenants'))) return excluded;
+  for (const entry of await listLocalEntries(join(settings.store, settings.name))) {
+    if (!entry.kind.startsWith('tenants/')) continue;
+    let manifest: TenantExportManifest | undefined;
+    try {
+      manifest = JSON.parse(await readEntryText(entry.dir, EXPORT_MANIFEST)) as TenantExportManifest;
+    } catch {
+      manifest = undefined;
+    }
+    if (manifest && exportIsEncrypted(manifest)) continue;
+    excluded.add(`${entry.kind}/${entry.id}`);
+    const tenant = typeof manifest?.tenant === 'string' ? manifest.tenant : 'all';
+    logger.warn(`${entry.kind}/${entry.id} is not copied off the host: ${manifest ? 'it was exported in plaintext (before encryption was configured for ' + settings.name + ')' : 'its export.json cannot be read, so it cannot be shown to be encrypted'}; encrypt it first with: lifeline reencrypt --env ${settings.name} --tenant ${JSON.stringify(tenant)}`);
   }
-  if (asked.includes('tenants')) logger.warn(`tenant exports are stored in plaintext (not encrypted yet) and are copied as they are, because --kinds names them`);
-  return asked;
+  return excluded;
 }

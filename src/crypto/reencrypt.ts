@@ -3,7 +3,9 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { fsyncPath, hashingFileWriter, mkdirPrivate, PRIVATE_FILE_MODE } from '../catalog/files';
 import { withLock } from '../catalog/lock';
-import { processAlive, type Catalog } from '../catalog/store';
+import { processAlive, StagedEntry, type Catalog, type CatalogEntry, type EntryKind } from '../catalog/store';
+import { addArchive, EXPORT_MANIFEST, exportIsEncrypted, plaintextOf, type ExportedCollection, type TenantExportManifest } from '../tenant/export';
+import { tenantExportsKind } from '../tenant/tenant-id';
 import { formatSums, SUMS_FILE, type SumEntry } from '../catalog/sums';
 import { usageError } from '../errors';
 import type { Logger } from '../logger';
@@ -120,7 +122,10 @@ async function reencryptEntry(catalog: Catalog, env: string, entry: BackupEntry,
 
 /** Puts back an entry whose swap was interrupted between its two renames (its writer is gone). */
 async function recoverInterruptedSwaps(catalog: Catalog, env: string, logger: Logger): Promise<void> {
-  const kindDir = catalog.kindDir(env, 'backups');
+  await recoverInterruptedSwapsIn(catalog.kindDir(env, 'backups'), logger);
+}
+
+async function recoverInterruptedSwapsIn(kindDir: string, logger: Logger): Promise<void> {
   let names: string[];
   try {
     names = await readdir(kindDir);
@@ -137,8 +142,95 @@ async function recoverInterruptedSwaps(catalog: Catalog, env: string, logger: Lo
       await rm(join(kindDir, name), { recursive: true, force: true });
     } else {
       await rename(join(kindDir, name), entryDir);
-      logger.warn(`backup ${id}: a re-encryption was interrupted during its swap; the entry as it was before is back in place`);
+      logger.warn(`${kindDir.endsWith('/backups') ? 'backup' : 'tenant export'} ${id}: a re-encryption was interrupted during its swap; the entry as it was before is back in place`);
     }
     await rm(join(kindDir, `${STAGING_PREFIX}${id}-${match[2]}`), { recursive: true, force: true });
+  }
+}
+
+/**
+ * Rewrites tenant exports for the current recipients, under the environment lock, the way
+ * `reencryptBackups` rewrites backups: each export is rebuilt whole beside itself (every collection
+ * file read as plaintext, decrypted in the stream when it was encrypted, checked at its end against
+ * its recorded sha256 and size, encrypted to the new recipients), with a new SHA256SUMS, export.json
+ * and archive (rebuilt from the new `.age` files, so a plaintext archive never survives), then
+ * swapped in by two renames. Exports made before encryption was configured are encrypted by it.
+ */
+export async function reencryptTenantExports(options: { catalog: Catalog; env: string; tenant: string; recipients: readonly string[]; identity?: AgeIdentity; logger: Logger; lockWaitSeconds?: number }): Promise<ReencryptOutcome[]> {
+  const { catalog, env, logger } = options;
+  if (!options.recipients.length) throw usageError('NO_RECIPIENTS', `environment ${env} has no encryption.recipients, so there is nothing to re-encrypt to`, `add encryption: { recipients: [age1...] } to environments.${env} in lifeline.yml (age-keygen prints a public key)`);
+  return withLock(catalog.envDir(env), env, { command: `reencrypt --tenant ${options.tenant}`, waitSeconds: options.lockWaitSeconds ?? 30 }, async () => {
+    const kinds: EntryKind[] = [];
+    if (options.tenant === 'all') {
+      const names = await readdir(join(catalog.envDir(env), 'tenants')).catch(() => [] as string[]);
+      for (const name of names.sort()) if (!name.startsWith('.')) kinds.push(`tenants/${name}/exports`);
+    } else kinds.push(tenantExportsKind(options.tenant));
+    const entries: CatalogEntry<TenantExportManifest>[] = [];
+    for (const kind of kinds) {
+      await recoverInterruptedSwapsIn(catalog.kindDir(env, kind), logger);
+      entries.push(...(await catalog.list<TenantExportManifest>(env, kind, EXPORT_MANIFEST)));
+    }
+    if (options.tenant !== 'all' && !entries.length) throw usageError('EXPORT_NOT_FOUND', `tenant ${JSON.stringify(options.tenant)} has no exports in environment ${env}`, 'check the tenant id (matched exactly) and --env');
+    for (const entry of entries) {
+      if (!exportSameRecipients(entry.metadata, options.recipients)) requireIdentityFor(collectionFiles(entry.metadata), options.identity, `export ${entry.id} of tenant ${JSON.stringify(entry.metadata.tenant)}`);
+    }
+    const outcomes: ReencryptOutcome[] = [];
+    for (const entry of entries) {
+      const label = `${entry.metadata.tenant}/${entry.id}`;
+      try {
+        outcomes.push({ ...(await reencryptExport(catalog, env, entry, options.recipients, options.identity, logger)), id: label });
+      } catch (error) {
+        if (entries.length === 1) throw error;
+        logger.error(`tenant export ${label} was left as it was: ${(error as Error).message}`);
+        outcomes.push({ id: label, action: 'failed', files: entry.metadata.collections.map((c) => c.file), detail: (error as Error).message });
+      }
+    }
+    return outcomes;
+  });
+}
+
+function collectionFiles(manifest: TenantExportManifest): BackupFile[] {
+  return (manifest.collections ?? []).map((c) => ({ name: c.file, sha256: c.sha256, bytes: c.bytes, ...(c.encryption ? { encryption: c.encryption } : {}) }));
+}
+
+function exportSameRecipients(manifest: TenantExportManifest, recipients: readonly string[]): boolean {
+  const wanted = [...new Set(recipients)].sort().join(' ');
+  return exportIsEncrypted(manifest) && manifest.collections.every((c) => [...new Set(c.encryption!.recipients)].sort().join(' ') === wanted);
+}
+
+async function reencryptExport(catalog: Catalog, env: string, entry: CatalogEntry<TenantExportManifest>, recipients: readonly string[], identity: AgeIdentity | undefined, logger: Logger): Promise<ReencryptOutcome> {
+  const manifest = entry.metadata;
+  if (exportSameRecipients(manifest, recipients)) return { id: entry.id, action: 'skipped', files: manifest.collections.map((c) => c.file), detail: 'already encrypted to exactly the current recipients' };
+  const kindDir = join(entry.dir, '..');
+  const staging = join(kindDir, `${STAGING_PREFIX}${entry.id}-${process.pid}`);
+  await rm(staging, { recursive: true, force: true });
+  await mkdirPrivate(staging);
+  const staged = new StagedEntry(staging, entry.dir, EXPORT_MANIFEST, `tenant export ${entry.id}`, recipients);
+  try {
+    const collections: ExportedCollection[] = [];
+    for (const c of manifest.collections) {
+      const file = collectionFiles({ ...manifest, collections: [c] })[0]!;
+      const base = c.encryption && c.file.endsWith(AGE_SUFFIX) ? c.file.slice(0, -AGE_SUFFIX.length) : c.file;
+      // Checked against the recorded plaintext at its end: a damaged file fails here and nothing is swapped.
+      const plain = await openPlaintext(entry.dir, file, identity, `export ${entry.id}`);
+      const stored = await staged.addStream(base, plain);
+      if (stored.encryption?.plaintextSha256 !== plaintextOf(c).sha256) throw new Error(`${c.file}: the rewritten plaintext differs from the recorded one`);
+      collections.push({ ...c, file: stored.name, sha256: stored.sha256, bytes: stored.bytes, encryption: stored.encryption });
+      logger.info(`tenant export ${entry.id}: ${c.file} -> ${stored.name} (${stored.encryption.plaintextBytes} bytes, to ${recipients.length} recipient${recipients.length === 1 ? '' : 's'})`);
+    }
+    const { archive: oldArchive, ...rest } = manifest;
+    const next: TenantExportManifest & { reencryptedAt?: string } = { ...rest, collections, reencryptedAt: new Date().toISOString() };
+    if (oldArchive) next.archive = await addArchive(staged, next);
+    await staged.seal(next);
+    const old = join(kindDir, `${OLD_PREFIX}${entry.id}-${process.pid}`);
+    await rename(entry.dir, old);
+    await rename(staging, entry.dir);
+    await fsyncPath(kindDir);
+    await rm(old, { recursive: true, force: true });
+    return { id: entry.id, action: 'rewritten', files: collections.map((c) => c.file).concat(next.archive ? [next.archive.file] : []), detail: `encrypted to ${recipients.join(', ')}` };
+  } catch (error) {
+    await staged.abort();
+    await rm(staging, { recursive: true, force: true });
+    throw error;
   }
 }

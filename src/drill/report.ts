@@ -266,6 +266,37 @@ export function renderDrillText(report: DrillReport): string {
   ].join('\n');
 }
 
+/** A measured objective with its share of the target: `6.9s (0.2% of 60m)`. */
+function ofTarget(objective: Objective): string {
+  if (objective.seconds === null) return 'not measured';
+  if (!objective.targetSeconds) return `${formatDuration(objective.seconds)} (no target)`;
+  const share = (objective.seconds / objective.targetSeconds) * 100;
+  return `${formatDuration(objective.seconds)} (${share < 1 ? share.toFixed(1) : Math.round(share)}% of ${formatDuration(objective.targetSeconds)})${objective.met === false ? ' **missed**' : ''}`;
+}
+
+/**
+ * One objective across recent drills, in the unit that suits the measured values (seconds,
+ * minutes or hours). The target is drawn as a line only when it is within 4x of the largest
+ * value: a 60-minute target over 7-second drills would flatten every bar to nothing, so it is
+ * then named in the title instead. Failed drills are marked in their x-axis label.
+ */
+function trendChart(name: 'RTO' | 'RPO', environment: string, recent: DrillReport[], measured: (r: DrillReport) => number | null, target: number | null): string {
+  const values = recent.map(measured);
+  const top = Math.max(0, ...values.filter((v): v is number => v !== null && Number.isFinite(v)));
+  const unit = top >= 7200 ? { name: 'hours', per: 3600 } : top >= 120 ? { name: 'minutes', per: 60 } : { name: 'seconds', per: 1 };
+  const drawTarget = target !== null && target > 0 && target <= Math.max(top, 1) * 4;
+  const targetText = target === null ? 'no target' : drawTarget ? `line: target ${formatDuration(target)}` : `target ${formatDuration(target)}, far above every drill (not drawn)`;
+  return renderMermaidTrend({
+    title: `${name} per drill, ${environment}, in ${unit.name}; ${targetText}`,
+    xLabels: recent.map((r) => `${r.createdAt.slice(5, 16).replace('T', ' ')}${r.passed ? '' : ' FAILED'}`),
+    yLabel: `${name} (${unit.name})`,
+    series: [
+      { kind: 'bar', values: values.map((v) => (v === null ? 0 : v / unit.per)) },
+      ...(drawTarget ? [{ kind: 'line' as const, values: recent.map(() => target! / unit.per) }] : []),
+    ],
+  });
+}
+
 /** The job summary: checks, objectives, and the trend of recent drills (oldest to newest). */
 export function renderDrillMarkdown(report: DrillReport, history: DrillReport[]): string {
   const recent = [report, ...history.filter((h) => h.id !== report.id)].slice(0, 10).reverse();
@@ -282,19 +313,16 @@ export function renderDrillMarkdown(report: DrillReport, history: DrillReport[])
   if (recent.length >= 2) {
     lines.push(
       '',
-      '### RTO of the last drills (seconds)',
+      `### Trend of the last ${recent.length} drills`,
       '',
-      renderMermaidTrend({
-        title: `RTO per drill, ${report.environment}`,
-        xLabels: recent.map((r) => r.createdAt.slice(5, 16).replace('T', ' ')),
-        yLabel: 'seconds',
-        series: [
-          { kind: 'bar', values: recent.map((r) => r.rto.seconds ?? 0) },
-          ...(report.rto.targetSeconds !== null ? [{ kind: 'line' as const, values: recent.map(() => report.rto.targetSeconds!) }] : []),
-        ],
+      trendChart('RTO', report.environment, recent, (r) => r.rto.seconds, report.rto.targetSeconds),
+      '',
+      trendChart('RPO', report.environment, recent, (r) => r.rpo.seconds, report.rpo.targetSeconds),
+      '',
+      renderMarkdownTable({
+        headers: ['drill', 'when (UTC)', 'result', 'RTO', 'RPO'],
+        rows: [...recent].reverse().map((r) => [r.id, r.createdAt.slice(0, 16).replace('T', ' '), r.passed ? 'passed' : '**FAILED**', ofTarget(r.rto), ofTarget(r.rpo)]),
       }),
-      '',
-      `Bars: measured RTO; line: the target. Passed: ${recent.map((r) => (r.passed ? 'yes' : 'no')).join(', ')}.`,
     );
   }
   return `${lines.join('\n')}\n`;

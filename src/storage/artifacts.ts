@@ -46,11 +46,12 @@ export interface ArtifactUpload {
  * Keeps the newest complete entry of each kind as a workflow artifact, after its SHA256SUMS
  * check passes, so a later run (a drill elsewhere) can find it even without a bucket.
  */
-export async function uploadNewestAsArtifacts(options: { env: string; store: string; kinds?: string[]; artifacts: ArtifactStore; retentionDays?: number; logger: Logger }): Promise<ArtifactUpload[]> {
+export async function uploadNewestAsArtifacts(options: { env: string; store: string; kinds?: string[]; exclude?: ReadonlySet<string>; artifacts: ArtifactStore; retentionDays?: number; logger: Logger }): Promise<ArtifactUpload[]> {
   const entries = await listLocalEntries(join(options.store, options.env));
   const newestByKind = new Map<string, (typeof entries)[number] & { createdAt: string }>();
   for (const entry of entries) {
     if (options.kinds?.length && !options.kinds.includes(entry.kind.split('/')[0]!)) continue;
+    if (options.exclude?.has(`${entry.kind}/${entry.id}`)) continue;
     const metadata = JSON.parse(await readFile(join(entry.dir, entry.metadataFile), 'utf8')) as EntryMetadata;
     const current = newestByKind.get(entry.kind);
     if (!current || metadata.createdAt > current.createdAt || (metadata.createdAt === current.createdAt && entry.id > current.id)) newestByKind.set(entry.kind, { ...entry, createdAt: metadata.createdAt });

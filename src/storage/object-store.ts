@@ -14,7 +14,7 @@ export interface ObjectStore {
   head(key: string): Promise<ObjectHead | undefined>;
   get(key: string): Promise<{ body: Readable; head: ObjectHead }>;
   /** Uploads a file whose sha256 is known; the object only becomes visible once complete. */
-  putFile(key: string, path: string, expected: { sha256: string; bytes: number }): Promise<PutResult>;
+  putFile(key: string, path: string, expected: { sha256: string; bytes: number }, onBytes?: (sentSoFar: number) => void): Promise<PutResult>;
 }
 
 export interface PutResult {
@@ -129,16 +129,21 @@ export class S3ObjectStore implements ObjectStore {
     };
   }
 
-  async putFile(key: string, path: string, expected: { sha256: string; bytes: number }): Promise<PutResult> {
+  /** `onBytes` hears the bytes the bucket holds so far (parts sent or resumed), for progress. */
+  async putFile(key: string, path: string, expected: { sha256: string; bytes: number }, onBytes?: (sentSoFar: number) => void): Promise<PutResult> {
     const partSize = Math.max(this.partSize, Math.ceil(expected.bytes / MAX_PARTS));
-    if (expected.bytes <= partSize) return this.putSingle(key, path, expected);
+    if (expected.bytes <= partSize) {
+      const put = await this.putSingle(key, path, expected);
+      onBytes?.(put.bytes);
+      return put;
+    }
     try {
-      return await this.putMultipart(key, path, expected, partSize);
+      return await this.putMultipart(key, path, expected, partSize, onBytes);
     } catch (error) {
       // The server forgot the upload we journaled (expired or aborted): start it again cleanly, once.
       if (error instanceof S3RequestError && error.code === 'NoSuchUpload') {
         await this.dropJournal(key);
-        return this.putMultipart(key, path, expected, partSize);
+        return this.putMultipart(key, path, expected, partSize, onBytes);
       }
       throw error;
     }
@@ -152,7 +157,8 @@ export class S3ObjectStore implements ObjectStore {
     return { bytes: body.length, parts: 1, resumedParts: 0 };
   }
 
-  private async putMultipart(key: string, path: string, expected: { sha256: string; bytes: number }, partSize: number): Promise<PutResult> {
+  private async putMultipart(key: string, path: string, expected: { sha256: string; bytes: number }, partSize: number, onBytes?: (sentSoFar: number) => void): Promise<PutResult> {
+    let sentSoFar = 0;
     let journal = await this.readJournal(key);
     if (journal && (journal.sha256 !== expected.sha256 || journal.bytes !== expected.bytes || journal.partSize !== partSize)) {
       await this.client.abortMultipartUpload(key, journal.uploadId);
@@ -196,6 +202,7 @@ export class S3ObjectStore implements ObjectStore {
         if (previous && unquote(previous.etag) === md5.toString('hex')) {
           parts.push({ partNumber, etag: previous.etag, checksumSha256 });
           resumedParts++;
+          onBytes?.((sentSoFar += length));
           freeBuffers.push(buffer);
           continue;
         }
@@ -204,6 +211,7 @@ export class S3ObjectStore implements ObjectStore {
           .then((etag) => {
             const part = { partNumber, etag, checksumSha256 };
             parts.push(part);
+            onBytes?.((sentSoFar += length));
             journal.parts = [...journal.parts.filter((p) => p.partNumber !== partNumber), part];
             journalWrites = journalWrites.then(() => this.writeJournal(journal));
             return journalWrites;

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { readFile, stat } from 'node:fs/promises';
+import { lstat, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { HashingTransform, sha256File } from '../catalog/files';
@@ -8,6 +8,7 @@ import { checkSums, parseSums, SUMS_FILE, type SumEntry } from '../catalog/sums'
 import { entryFileNameProblem, entryFilePath, readEntryText } from '../catalog/confine';
 import { failure, isLifelineError } from '../errors';
 import type { Logger } from '../logger';
+import type { Progress } from '../report/progress';
 import { asEntryKind, listLocalEntries, metadataFileOf, RemoteLayout, type LocalEntry } from './entries';
 import { filesNamedByMetadata, importEntry } from './import';
 import type { ObjectStore } from './object-store';
@@ -46,7 +47,11 @@ export interface SyncOptions {
   logger: Logger;
   /** Only these kinds (`backups`, `releases`, `drills`, `tenants`); all when empty. */
   kinds?: string[];
+  /** Entries never copied, as `<kind>/<id>` (plaintext tenant exports in an environment that encrypts). */
+  exclude?: ReadonlySet<string>;
   dryRun?: boolean;
+  /** Shows bytes uploaded of the total the bucket lacks (src/report/progress.ts). */
+  progress?: Progress;
 }
 
 /**
@@ -57,9 +62,10 @@ export interface SyncOptions {
 export async function syncEnvironment(options: SyncOptions): Promise<SyncReport> {
   const { env, remote, logger } = options;
   const layout = new RemoteLayout(options.prefix, env);
-  const local = filterKinds(await listLocalEntries(join(options.store, env)), options.kinds);
+  const local = filterKinds(await listLocalEntries(join(options.store, env)), options.kinds).filter((e) => !options.exclude?.has(`${e.kind}/${e.id}`));
   const remoteObjects = await listRemote(remote, layout.envPrefix());
   const results: SyncedEntry[] = [];
+  options.progress?.phase('sync', { unit: 'bytes', total: await bytesToSync(local.filter((e) => !remoteObjects.has(layout.entryPrefix(e.kind, e.id) + e.metadataFile))) });
   for (const entry of local) {
     const entryPrefix = layout.entryPrefix(entry.kind, entry.id);
     if (remoteObjects.has(entryPrefix + entry.metadataFile)) {
@@ -75,6 +81,7 @@ export async function syncEnvironment(options: SyncOptions): Promise<SyncReport>
       results.push({ kind: entry.kind, id: entry.id, status: 'failed', files: 0, bytes: 0, resumedParts: 0, reason });
     }
   }
+  options.progress?.end();
   return {
     location: remote.location,
     entries: results,
@@ -82,6 +89,17 @@ export async function syncEnvironment(options: SyncOptions): Promise<SyncReport>
     present: results.filter((r) => r.status === 'present').length,
     failed: results.filter((r) => r.status === 'failed').length,
   };
+}
+
+/** The bytes of the entries to upload (sizes only, nothing read), for the progress total. */
+async function bytesToSync(entries: LocalEntry[]): Promise<number | undefined> {
+  let total = 0;
+  for (const entry of entries) {
+    for (const name of new Set([...entry.sums.map((s) => s.file), SUMS_FILE, entry.metadataFile])) {
+      total += await lstat(join(entry.dir, name)).then((st) => (st.isFile() ? st.size : 0), () => 0);
+    }
+  }
+  return total > 0 ? total : undefined;
 }
 
 async function syncEntry(entry: LocalEntry, entryPrefix: string, remote: ObjectStore, remoteObjects: Map<string, RemoteObject>, options: SyncOptions): Promise<SyncedEntry> {
@@ -111,14 +129,19 @@ async function syncEntry(entry: LocalEntry, entryPrefix: string, remote: ObjectS
     const existing = remoteObjects.get(key);
     if (existing && existing.size === size) {
       const head = await remote.head(key);
-      if (head?.metadata.sha256 === file.sha256) continue;
+      if (head?.metadata.sha256 === file.sha256) {
+        options.progress?.add(size);
+        continue;
+      }
     }
     if (options.dryRun) {
+      options.progress?.add(size);
       bytes += size;
       sent++;
       continue;
     }
-    const put = await remote.putFile(key, path, { sha256: file.sha256, bytes: size });
+    const base = options.progress?.snapshot().done ?? 0;
+    const put = await remote.putFile(key, path, { sha256: file.sha256, bytes: size }, options.progress && ((sentSoFar) => options.progress!.update(base + sentSoFar)));
     const head = await remote.head(key);
     if (!head || head.size !== size || head.metadata.sha256 !== file.sha256) {
       throw failure('REMOTE_CHECK_FAILED', `${key} reads back as ${head ? `${head.size} bytes, sha256 ${head.metadata.sha256 ?? 'missing'}` : 'missing'} after upload; expected ${size} bytes, sha256 ${file.sha256}`, {

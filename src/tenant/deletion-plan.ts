@@ -5,7 +5,8 @@ import type { PsqlSession } from '../runner/psql';
 import type { Runner } from '../runner/runner';
 import { describeCollection, resolveCollections, tenantRowsSource, type CollectionSpec, type ResolvedCollection } from './collections';
 import { crossTenantRefusal, findCrossTenantRows, type CrossTenantPolicy } from './cross-tenant';
-import { EXPORT_MANIFEST, type TenantExportManifest } from './export';
+import { EXPORT_MANIFEST, exportIsEncrypted, plaintextOf, type TenantExportManifest } from './export';
+import { identityRequired, type AgeIdentity } from '../crypto/age';
 import type { ExportFormat } from './rows';
 import { countTenantRows, digestInSnapshot, inParallel, openSnapshotSession, ROW_ENCODING } from './session';
 import { tenantExportsKind } from './tenant-id';
@@ -25,6 +26,8 @@ export interface DeletionPlanOptions {
   lastWriteQuery?: string;
   /** A `via` row naming another tenant refuses the plan (default) or is left out of it. */
   crossTenantRows?: CrossTenantPolicy;
+  /** The age identity: an encrypted export can only cover a deletion once its rows were decrypted and checked. */
+  identity?: AgeIdentity;
 }
 
 export interface DeletionPlan {
@@ -88,7 +91,9 @@ export async function planTenantDeletion(options: DeletionPlanOptions): Promise<
         rejected.push(`${entry.id}: ${reason}`);
         continue;
       }
-      const verification = await verifyTenantExport(entry, { parseRecords: true });
+      // A deletion plan stands on the export being readable: an encrypted one must be decrypted and checked.
+      if (exportIsEncrypted(m) && !options.identity) throw identityRequired(`export ${entry.id} of tenant ${JSON.stringify(tenant)}, which a deletion plan must read back before it can cover a deletion,`);
+      const verification = await verifyTenantExport(entry, { parseRecords: true, identity: options.identity });
       if (!verification.ok) {
         rejected.push(`${entry.id}: does not verify (${verification.problems.join('; ')})`);
         continue;
@@ -134,7 +139,7 @@ function staleReason(manifest: TenantExportManifest, lastWriteAt: string | null,
     if (exported.path !== path) return `exported ${collection.name} as ${exported.path}, configured now as ${path}`;
     const count = counts.get(collection.name)!;
     if (exported.trueCount !== count) return `${collection.name} had ${exported.trueCount} rows then, ${count} now`;
-    if (typeof exported.contentDigest !== 'string' || exported.contentDigest !== exported.sha256) return `${collection.name} has no content digest matching its file`;
+    if (typeof exported.contentDigest !== 'string' || exported.contentDigest !== plaintextOf(exported).sha256) return `${collection.name} has no content digest matching its file`;
   }
   return undefined;
 }

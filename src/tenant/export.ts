@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { createGzip } from 'node:zlib';
 import { failure, refusal, usageError } from '../errors';
 import type { Logger } from '../logger';
@@ -15,6 +16,8 @@ import { countInSnapshot, inParallel, openSnapshotSession, ROW_ENCODING, startIn
 import { tarStream, type TarMember } from '../catalog/tar';
 import { tenantExportsKind } from './tenant-id';
 import { verifyTenantExport } from './verify';
+import type { PayloadEncryption } from '../crypto/age';
+import type { StoredFile } from '../catalog/store';
 
 export const EXPORT_MANIFEST = 'export.json';
 export const ARCHIVE_FILE = 'export.tar.gz';
@@ -24,10 +27,14 @@ export interface ExportedCollection {
   table: string;
   /** How rows are tied to the tenant, e.g. `payments -> orders.tenant_id`. */
   path: string;
+  /** The stored file (`<name>.ndjson.age` when encrypted). */
   file: string;
   rows: number;
+  /** Size and sha256 of the stored file (the ciphertext when encrypted, as SHA256SUMS lists it). */
   bytes: number;
   sha256: string;
+  /** When stored as an age file: its recipients, and the plaintext's sha256 and size. */
+  encryption?: PayloadEncryption;
   cap: number;
   truncated: boolean;
   /** The tenant's rows in the snapshot; more than `rows` only when truncated. */
@@ -53,6 +60,7 @@ export interface TenantExportManifest extends EntryMetadata {
   truncated: boolean;
   totals: { rows: number; bytes: number };
   collections: ExportedCollection[];
+  /** With encryption, a tar of the stored `.age` files (the archive itself is not encrypted again). */
   archive?: { file: string; bytes: number; sha256: string };
   /** How rows were encoded for `contentDigest` (session settings pinned, ordering, format); absent on exports made before digests. */
   rowEncoding?: string;
@@ -81,6 +89,18 @@ export interface TenantExportOptions {
   owner?: string;
   /** A `via` row naming another tenant fails the export (default) or is left out and counted. */
   crossTenantRows?: CrossTenantPolicy;
+  /** age recipients (encryption.recipients): every collection file is stored as `<file>.age`, encrypted while it streams. */
+  encryptTo?: readonly string[];
+}
+
+/** Whether every collection file of an export is stored encrypted (an export made before encryption was configured is not). */
+export function exportIsEncrypted(manifest: TenantExportManifest): boolean {
+  return (manifest.collections ?? []).length > 0 && manifest.collections.every((c) => Boolean(c.encryption));
+}
+
+/** The plaintext sha256 and size of a collection (what a decrypting verify and a deletion plan compare). */
+export function plaintextOf(collection: ExportedCollection): { sha256: string; bytes: number } {
+  return collection.encryption ? { sha256: collection.encryption.plaintextSha256, bytes: collection.encryption.plaintextBytes } : { sha256: collection.sha256, bytes: collection.bytes };
 }
 
 export interface TenantExportResult {
@@ -129,7 +149,7 @@ export async function exportTenant(options: TenantExportOptions): Promise<Tenant
         return { collection, cap, trueCount, truncated: trueCount !== undefined && trueCount > cap };
       });
       if (counts?.every((n) => n === 0)) throw unknownTenant(tenant, collections);
-      staged = await catalog.begin(env, kind, id, EXPORT_MANIFEST);
+      staged = await catalog.begin(env, kind, id, EXPORT_MANIFEST, { encryptTo: options.encryptTo });
       const budget = { used: 0, cap: options.byteCap };
       const stagedEntry = staged;
       const exported = await inParallel(plan, PARALLELISM, async (p, signal) => {
@@ -141,20 +161,22 @@ export async function exportTenant(options: TenantExportOptions): Promise<Tenant
         if (expected !== undefined && written.rows !== expected) {
           throw failure('EXPORT_COUNT_MISMATCH', `${p.collection.name}: wrote ${written.rows} rows, but the snapshot counted ${expected}`, { fix: 'this should not happen inside one snapshot; re-run the export and report it if it repeats' });
         }
-        logger.debug(`${p.collection.name}: ${written.bytes} bytes after ${elapsed()}`);
+        logger.debug(`${p.collection.name}: ${written.stored.bytes} bytes after ${elapsed()}`);
         return {
           name: p.collection.name,
           table: `${p.collection.table.schema}.${p.collection.table.name}`,
           path: describeCollection(p.collection),
-          file,
+          file: written.stored.name,
           rows: written.rows,
-          bytes: written.bytes,
-          sha256: written.sha256,
+          bytes: written.stored.bytes,
+          sha256: written.stored.sha256,
+          ...(written.stored.encryption ? { encryption: written.stored.encryption } : {}),
           cap: p.cap,
           truncated: p.truncated,
           trueCount: p.trueCount ?? written.rows,
           orderedBy: p.collection.orderBy.length ? p.collection.orderBy : ['ctid'],
-          contentDigest: written.sha256,
+          // The digest of the rows is the plaintext's, whether or not the file is encrypted.
+          contentDigest: written.stored.encryption?.plaintextSha256 ?? written.stored.sha256,
           ...(excludedIn(p.collection.name) ? { crossTenantExcluded: excludedIn(p.collection.name)!.rows } : {}),
         } satisfies ExportedCollection;
       });
@@ -170,7 +192,7 @@ export async function exportTenant(options: TenantExportOptions): Promise<Tenant
         format: options.format,
         byteCap: options.byteCap,
         truncated: exported.some((c) => c.truncated),
-        totals: { rows: exported.reduce((n, c) => n + c.rows, 0), bytes: exported.reduce((n, c) => n + c.bytes, 0) },
+        totals: { rows: exported.reduce((n, c) => n + c.rows, 0), bytes: exported.reduce((n, c) => n + plaintextOf(c).bytes, 0) },
         collections: exported,
         rowEncoding: ROW_ENCODING,
         crossTenantRows: crossTenantPolicy,
@@ -221,7 +243,7 @@ async function copyCollection(
   limit: number | undefined,
   budget: { used: number; cap: number },
   signal: AbortSignal,
-): Promise<{ rows: number; bytes: number; sha256: string }> {
+): Promise<{ rows: number; stored: StoredFile }> {
   const copy = collectionCopyStatement(collection, quoteLiteral(options.tenant), options.format, limit);
   const running = startInSnapshot(options.runner, options.conn, snapshotId, copy);
   const meter = new ExportMeter(options.format, budget);
@@ -243,7 +265,7 @@ async function copyCollection(
   if (result.exitCode !== 0) {
     throw failure('EXPORT_COPY_FAILED', `exporting ${collection.name} failed (psql ${describeExit(result)}): ${lastLines(result.stderr)}`);
   }
-  return { rows: meter.records - (options.format === 'csv' ? 1 : 0), bytes: hashed.bytes, sha256: hashed.sha256 };
+  return { rows: meter.records - (options.format === 'csv' ? 1 : 0), stored: hashed };
 }
 
 class RowCapExceeded extends Error {
@@ -264,9 +286,11 @@ const PARALLELISM = 2;
 
 /**
  * Packs the collections, their SHA256SUMS and the manifest into one gzip'd tar inside the entry,
- * with a `.sha256` file beside it for whoever receives the handoff.
+ * with a `.sha256` file beside it for whoever receives the handoff. In an encrypted export the
+ * members are the stored `.age` files (the receiver decrypts each with `age -d`), so the archive
+ * holds no plaintext row and is stored as it is.
  */
-async function addArchive(staged: StagedEntry, manifest: TenantExportManifest): Promise<{ file: string; bytes: number; sha256: string }> {
+export async function addArchive(staged: StagedEntry, manifest: TenantExportManifest): Promise<{ file: string; bytes: number; sha256: string }> {
   const folder = `${manifest.tenant.replace(/[^A-Za-z0-9._-]/g, '_')}-${manifest.id}`.slice(0, 80);
   const members: TarMember[] = [
     ...manifest.collections.map((c) => ({ name: `${folder}/${c.file}`, path: staged.path(c.file), size: c.bytes })),
@@ -276,8 +300,8 @@ async function addArchive(staged: StagedEntry, manifest: TenantExportManifest): 
   const tar = tarStream(members);
   const gzip = createGzip({ level: 6 });
   tar.on('error', (error) => gzip.destroy(error));
-  const hashed = await staged.addStream(ARCHIVE_FILE, tar.pipe(gzip));
-  await staged.addText(`${ARCHIVE_FILE}.sha256`, `${hashed.sha256}  ${ARCHIVE_FILE}\n`);
+  const hashed = await staged.addUnencrypted(ARCHIVE_FILE, tar.pipe(gzip));
+  await staged.addUnencrypted(`${ARCHIVE_FILE}.sha256`, Readable.from([Buffer.from(`${hashed.sha256}  ${ARCHIVE_FILE}\n`)]));
   return { file: ARCHIVE_FILE, bytes: hashed.bytes, sha256: hashed.sha256 };
 }
 

@@ -12,13 +12,18 @@ import { lifeline } from '../helpers/cli';
 import { createSampleDatabase, dropDatabase, tableCounts, tempDir } from '../helpers/db';
 
 describe('backup progress', () => {
-  it('logs bytes and rate at intervals and feeds every update to a terminal sink', () => {
+  it('logs bytes and rate at intervals without a sink, and leaves the display to a sink when there is one', () => {
     const logger = createMemoryLogger();
     const seen: number[] = [];
     const report = progressReporter(logger, 'pg_dump', { onBytes: (_what, bytes) => seen.push(bytes) }, 0);
     report(1_500_000);
     report(3_000_000);
     expect(seen).toEqual([1_500_000, 3_000_000]);
+    // The sink (src/report/progress.ts) prints the lines itself, at its own cadence.
+    expect(logger.lines).toEqual([]);
+    const plain = progressReporter(logger, 'pg_dump', {}, 0);
+    plain(1_500_000);
+    plain(3_000_000);
     expect(logger.lines).toHaveLength(2);
     expect(logger.lines[1]).toMatch(/^pg_dump: 3\.0 MB at [\d.]+ [KMGT]?B\/s$/);
     const quiet = createMemoryLogger();
@@ -67,8 +72,15 @@ describe('lifeline backup, backups and verify', () => {
   });
 
   it('lists backups newest first', async () => {
-    const second = await lifeline(['backup', ...args(), '--no-verify', '--json'], { env: noEnv });
+    // Off a terminal (a pipe here) with --json: progress lines on stderr only, percent and ETA
+    // against the first backup's size, never a \r; stdout is the one JSON value.
+    const second = await lifeline(['backup', ...args(), '--no-verify', '--json'], { env: { ...noEnv, LIFELINE_PROGRESS_INTERVAL_MS: '0' } });
     expect(second.code, second.stderr).toBe(0);
+    expect(second.stderr).toMatch(/^pg_dump: [\d.]+ [KM]?B of ~[\d.]+ [KM]?B \(\d+%\) at [\d.]+ [KMG]?B\/s/m);
+    expect(second.stderr).toMatch(/^pg_dump: .* \(done\)$/m);
+    expect(second.stderr + second.stdout).not.toContain('\r');
+    expect(second.stdout).not.toContain('pg_dump');
+    expect(second.stdout.trim().split('\n')).toHaveLength(1);
     const run = await lifeline(['backups', ...args(), '--json'], { env: noEnv });
     expect(run.code, run.stderr).toBe(0);
     const rows = JSON.parse(run.stdout) as { id: string; label: string; createdAt: string; bytes: number; verified: boolean | null }[];
@@ -106,6 +118,20 @@ describe('lifeline backup, backups and verify', () => {
     } finally {
       bin.cleanup();
       empty.cleanup();
+    }
+  });
+
+  it('progress of a first backup without compression: percent from the table sizes (one catalog query), stderr only', async () => {
+    const fresh = tempDir('lifeline-backup-progress-');
+    try {
+      const first = await lifeline(['backup', '--store', fresh.path, '--database-url', db.url, '--compress', 'none', '--no-verify', '--json'], { env: { ...noEnv, LIFELINE_PROGRESS_INTERVAL_MS: '0' } });
+      expect(first.code, first.stderr).toBe(0);
+      expect(first.stderr).toMatch(/^pg_dump: [\d.]+ [KM]?B of ~[\d.]+ [KM]?B \(\d+%\)/m);
+      expect(first.stderr).not.toContain(db.conn.password!);
+      expect(first.stdout).not.toContain('pg_dump');
+      expect(JSON.parse(first.stdout).id).toMatch(/^\d{8}T/);
+    } finally {
+      fresh.cleanup();
     }
   });
 

@@ -1,12 +1,14 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmodSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decryptFile, loadIdentity } from '../../src/crypto/age';
 import { createMemoryLogger } from '../../src/logger';
 import { startThrowawayRedis, type ThrowawayRedis } from '../../src/redis/server';
+import { runCli } from '../../src/cli/main';
+import { COMMANDS } from '../../src/commands/registry';
 import { lifeline, type CliRun } from '../helpers/cli';
 import { createDatabase, createSampleDatabase, dropDatabase, query, sql, tableCounts, tempDir } from '../helpers/db';
 import { startS3Server } from '../helpers/s3';
@@ -14,6 +16,7 @@ import { startS3Server } from '../helpers/s3';
 // Encryption at rest with age (#21): payloads are stored as age files, encrypted as they stream;
 // only an identity reads them back, and the standard `age` CLI interoperates both ways.
 const MARKER = 'ZQXJ-ORDER-7731'; // short: Redis stores it raw, pg_dump --compress none keeps it whole
+const TENANT_MARKER = 'ZQXJ-TENANT-4412'; // a tenant's row: only its plaintext export may hold it
 
 function keygen(path: string): { key: string; recipient: string; file: string } {
   execFileSync('age-keygen', ['-o', path], { stdio: 'pipe' });
@@ -53,6 +56,16 @@ describe('encryption at rest with age', () => {
     outputs.push(result);
     return result;
   };
+  // In-process (the runCli the binary calls, as tenant.test.ts does) for the tenant checks: no Node start per call.
+  const inproc = async (args: string[], extra: Record<string, string | undefined> = {}): Promise<CliRun> => {
+    let stdout = '';
+    let stderr = '';
+    const merged = Object.fromEntries(Object.entries({ PATH: process.env.PATH, HOME: process.env.HOME, ...env, ...extra }).filter(([, v]) => v !== undefined)) as Record<string, string>;
+    const code = await runCli(COMMANDS, args, { stdout: (t) => (stdout += t), stderr: (t) => (stderr += t), env: merged, cwd: process.cwd(), interactive: false });
+    const result = { code, stdout, stderr };
+    outputs.push(result);
+    return result;
+  };
 
   beforeAll(async () => {
     a = keygen(join(dir.path, 'a.key'));
@@ -61,8 +74,9 @@ describe('encryption at rest with age', () => {
     execFileSync('redis-cli', ['-u', redis.url, 'SET', 'note', MARKER]);
     source = await createSampleDatabase(1, 'age_src');
     await sql(`CREATE TABLE secret_notes (t text); INSERT INTO secret_notes VALUES ('${MARKER}')`, source.name);
+    await sql(`CREATE TABLE tenant_notes (id serial PRIMARY KEY, tenant text, note text); INSERT INTO tenant_notes (tenant, note) SELECT 'acme', '${TENANT_MARKER} #' || g FROM generate_series(1, 300) g; INSERT INTO tenant_notes (tenant, note) VALUES ('other', 'x')`, source.name);
     config = join(dir.path, 'lifeline.yml');
-    writeFileSync(config, ['version: 1', 'environments:', '  production:', `    store: ${store}`, '    postgres: { urlEnv: SHOP_DATABASE_URL }', '    redis: { urlEnv: SHOP_REDIS_URL }', `    encryption: { recipients: [${a.recipient}] }`, ''].join('\n'));
+    writeFileSync(config, ['version: 1', 'environments:', '  production:', `    store: ${store}`, '    postgres: { urlEnv: SHOP_DATABASE_URL }', '    redis: { urlEnv: SHOP_REDIS_URL }', '    tenants: { collections: [{ table: tenant_notes, column: tenant }] }', `    encryption: { recipients: [${a.recipient}] }`, ''].join('\n'));
     env = { SHOP_DATABASE_URL: source.url, SHOP_REDIS_URL: redis.url, DATABASE_URL: undefined, REDIS_URL: undefined, LIFELINE_STORE: undefined, LIFELINE_CONFIG: undefined, LIFELINE_AGE_IDENTITY: undefined, LIFELINE_AGE_IDENTITY_FILE: undefined };
   });
   afterAll(async () => {
@@ -297,6 +311,76 @@ describe('encryption at rest with age', () => {
     expect(execFileSync('age', ['-d', '-i', a.file, join(entry, 'postgres.dump.age')]).length).toBeGreaterThan(0);
   }, 300_000);
 
+  let plainExportId: string;
+  let encryptedExportId: string;
+  it('tenant exports: stored as .age files, verify decrypts in the stream (none = not read, wrong = 1), a tampered byte with sums rewritten fails, deletion-plan needs the identity', async () => {
+    const tenantDir = join(store, 'production', 'tenants', 'acme', 'exports');
+    // One made before encryption was configured: plaintext (the control for the greps below).
+    const plainConfig = join(dir.path, 'plain-tenant.yml');
+    writeFileSync(plainConfig, readFileSync(config, 'utf8').replace(/ *encryption:.*\n/, ''));
+    const old = await inproc(['tenant', 'export', '--tenant', 'acme', '--config', plainConfig, '--env', 'production', '--json']);
+    expect(old.code, old.stderr).toBe(0);
+    plainExportId = (JSON.parse(old.stdout) as { id: string }).id;
+    expect(readFileSync(join(tenantDir, plainExportId, 'tenant_notes.ndjson')).includes(TENANT_MARKER)).toBe(true);
+
+    const made = await inproc(['tenant', 'export', '--tenant', 'acme', ...base(), '--archive', '--json']);
+    expect(made.code, made.stderr).toBe(0);
+    encryptedExportId = (JSON.parse(made.stdout) as { id: string }).id;
+    const entry = join(tenantDir, encryptedExportId);
+    expect(readdirSync(entry).sort()).toEqual(['SHA256SUMS', 'export.json', 'export.tar.gz', 'export.tar.gz.sha256', 'tenant_notes.ndjson.age']);
+    for (const file of filesUnder(entry)) expect(readFileSync(file).includes(TENANT_MARKER), `${file} holds a tenant row`).toBe(false);
+    expect(execFileSync('tar', ['-tzf', join(entry, 'export.tar.gz')]).toString()).toMatch(/tenant_notes\.ndjson\.age\n/);
+    execFileSync('sha256sum', ['-c', 'SHA256SUMS'], { cwd: entry, stdio: 'pipe' });
+    const plain = execFileSync('age', ['-d', '-i', a.file, join(entry, 'tenant_notes.ndjson.age')]);
+    expect(plain.toString().split('\n').filter(Boolean)).toHaveLength(300);
+    const manifest = JSON.parse(readFileSync(join(entry, 'export.json'), 'utf8'));
+    expect(manifest.collections[0]).toMatchObject({ file: 'tenant_notes.ndjson.age', rows: 300, contentDigest: createHash('sha256').update(plain).digest('hex'), encryption: { format: 'age', recipients: [a.recipient], plaintextBytes: plain.length } });
+    expect(manifest.totals.bytes).toBe(plain.length);
+
+    const none = await inproc(['tenant', 'verify', '--tenant', 'acme', ...base(), '--json']);
+    expect(none.code, none.stderr).toBe(0);
+    expect(JSON.parse(none.stdout)).toMatchObject({ ok: true, encrypted: true, contentsChecked: false });
+    expect(none.stderr).toMatch(/rows were NOT read.*LIFELINE_AGE_IDENTITY_FILE/);
+    const wrong = await inproc(['tenant', 'verify', '--tenant', 'acme', ...base()], { LIFELINE_AGE_IDENTITY: b.key });
+    expect(wrong.code, wrong.stderr).toBe(1);
+    expect(wrong.stdout).toContain('is not among them');
+    const right = await inproc(['tenant', 'verify', '--tenant', 'acme', ...base(), '--json'], { LIFELINE_AGE_IDENTITY_FILE: a.file });
+    expect(right.code, right.stdout).toBe(0);
+    expect(JSON.parse(right.stdout)).toMatchObject({ ok: true, contentsChecked: true, files: expect.arrayContaining([{ file: 'tenant_notes.ndjson.age', ok: true, rows: 300 }]) });
+
+    // A deletion plan stands on a readable export: exit 2 naming the variables without an identity.
+    const planNone = await inproc(['tenant', 'deletion-plan', '--tenant', 'acme', ...base()]);
+    expect(planNone.code, planNone.stderr).toBe(2);
+    expect(planNone.stderr).toContain('LIFELINE_AGE_IDENTITY_FILE');
+    const plan = await inproc(['tenant', 'deletion-plan', '--tenant', 'acme', ...base(), '--json'], { LIFELINE_AGE_IDENTITY_FILE: a.file });
+    expect(plan.code, plan.stderr).toBe(0);
+    expect(JSON.parse(plan.stdout).coveredBy.exportId).toBe(encryptedExportId);
+
+    // A flipped ciphertext byte, SHA256SUMS and export.json rewritten to match (an attacker with write access to the store).
+    const path = join(entry, 'tenant_notes.ndjson.age');
+    const original = readFileSync(path);
+    const originalSums = readFileSync(join(entry, 'SHA256SUMS'), 'utf8');
+    const originalManifest = readFileSync(join(entry, 'export.json'), 'utf8');
+    const bytes = Buffer.from(original);
+    bytes[bytes.length - 20]! ^= 0x01;
+    writeFileSync(path, bytes);
+    const sha = createHash('sha256').update(bytes).digest('hex');
+    writeFileSync(join(entry, 'SHA256SUMS'), originalSums.replace(manifest.collections[0].sha256, sha));
+    writeFileSync(join(entry, 'export.json'), originalManifest.replace(manifest.collections[0].sha256, sha));
+    try {
+      const blind = await inproc(['tenant', 'verify', '--tenant', 'acme', ...base(), '--json']);
+      expect(blind.code).toBe(0); // the checksums match: only decryption can tell, and it says it did not decrypt
+      expect(JSON.parse(blind.stdout).contentsChecked).toBe(false);
+      const tampered = await inproc(['tenant', 'verify', '--tenant', 'acme', ...base()], { LIFELINE_AGE_IDENTITY_FILE: a.file });
+      expect(tampered.code).toBe(1);
+      expect(tampered.stdout).toMatch(/failed to decrypt/);
+    } finally {
+      writeFileSync(path, original);
+      writeFileSync(join(entry, 'SHA256SUMS'), originalSums);
+      writeFileSync(join(entry, 'export.json'), originalManifest);
+    }
+  }, 120_000);
+
   it('sync and restore --from-remote of an encrypted backup: the bucket holds only ciphertext', async () => {
     const s3 = await startS3Server();
     try {
@@ -311,10 +395,35 @@ describe('encryption at rest with age', () => {
       const backup = await run(['backup', ...rbase, '--json'], s3env);
       expect(backup.code, backup.stderr).toBe(0);
       const id = (JSON.parse(backup.stdout) as { id: string }).id;
-      const sync = await run(['sync', ...rbase], s3env);
+      const sync = await run(['sync', ...rbase, '--json'], s3env);
       expect(sync.code, sync.stderr).toBe(0);
-      // Tenant exports are not encrypted yet: an encrypting environment does not copy them off the host unless named.
-      expect(sync.stderr).toMatch(/tenant exports are not copied off the host: production encrypts its backups/);
+      // The encrypted tenant export goes up like a backup; the plaintext one made before encryption stays, naming the fix.
+      const synced = (JSON.parse(sync.stdout).bucket.entries as { kind: string; id: string; status: string }[]).filter((e) => e.kind === 'tenants/acme/exports');
+      expect(synced).toEqual([expect.objectContaining({ id: encryptedExportId, status: 'uploaded' })]);
+      expect(sync.stderr).toContain(`tenants/acme/exports/${plainExportId} is not copied off the host`);
+      expect(sync.stderr).toContain('lifeline reencrypt --env production --tenant "acme"');
+      // Also with --kinds tenants: no plaintext row leaves the host.
+      const named = await inproc(['sync', ...rbase, '--kinds', 'tenants', '--json'], s3env);
+      expect(named.code, named.stderr).toBe(0);
+      expect(named.stderr).toContain(`tenants/acme/exports/${plainExportId} is not copied off the host`);
+      // reencrypt --tenant encrypts the old export (no identity needed: it was plaintext); then it syncs too.
+      const rewrite = await inproc(['reencrypt', '--tenant', 'acme', ...rbase, '--json'], s3env);
+      expect(rewrite.code, rewrite.stderr).toBe(0);
+      expect((JSON.parse(rewrite.stdout).entries as { action: string }[]).map((e) => e.action).sort()).toEqual(['rewritten', 'skipped']);
+      const oldEntry = join(store, 'production', 'tenants', 'acme', 'exports', plainExportId);
+      expect(readdirSync(oldEntry).sort()).toEqual(['SHA256SUMS', 'export.json', 'tenant_notes.ndjson.age']);
+      execFileSync('sha256sum', ['-c', 'SHA256SUMS'], { cwd: oldEntry, stdio: 'pipe' });
+      const reverified = await inproc(['tenant', 'verify', '--tenant', 'acme', '--export', plainExportId, ...rbase, '--json'], { ...s3env, LIFELINE_AGE_IDENTITY_FILE: a.file });
+      expect(reverified.code, reverified.stdout).toBe(0);
+      expect(JSON.parse(reverified.stdout)).toMatchObject({ ok: true, contentsChecked: true });
+      for (const file of filesUnder(store)) expect(readFileSync(file).includes(TENANT_MARKER), `${file} holds a tenant row`).toBe(false);
+      const after = await inproc(['sync', ...rbase, '--json'], s3env);
+      expect(after.code, after.stderr).toBe(0);
+      expect(after.stderr).not.toContain('is not copied off the host');
+      const bucketRoot = dirname(s3.objectPath('zz'));
+      const objects = filesUnder(bucketRoot);
+      expect(objects.some((f) => f.includes('tenant_notes.ndjson.age'))).toBe(true);
+      for (const file of objects) expect(readFileSync(file).includes(TENANT_MARKER), `${file} in the bucket holds a tenant row`).toBe(false);
       const object = readFileSync(s3.objectPath(`age/production/backups/${id}/redis.rdb.age`));
       expect(object.includes(MARKER)).toBe(false);
       expect(object.subarray(0, 21).toString()).toBe('age-encryption.org/v1');

@@ -133,8 +133,34 @@ describe('report rendering', () => {
     const markdown = renderDrillMarkdown(drill({ id: 'd2' }), [drill({ rto: { seconds: 30, targetSeconds: 600, met: true, phases: {} } })]);
     expect(markdown).toContain('```mermaid\nxychart-beta');
     expect(markdown).toContain('  bar [30, 60]');
-    expect(markdown).toContain('  line [600, 600]');
+    // 600 s is more than 4x the largest bar (60 s): named, not drawn; RPO's 4 h target over 2 h bars is drawn.
+    expect(markdown).not.toContain('  line [600, 600]');
+    expect(markdown).toContain('target 10m, far above every drill (not drawn)');
+    expect(markdown).toContain('  line [4, 4]');
     expect(markdown).toContain('ok \\| fine');
+  });
+
+  it('draws RTO and RPO readably: units that suit the values, a far target named instead of flattening the bars, failed drills marked', () => {
+    const old = drill({ id: 'd0', createdAt: '2026-12-01T03:17:00.000Z', passed: false, rto: { seconds: 6.9, targetSeconds: 3600, met: true, phases: {} }, rpo: { seconds: 5400, targetSeconds: 3600, met: false, detail: null } });
+    const now = drill({ id: 'd1', createdAt: '2026-12-02T03:17:00.000Z', rto: { seconds: 12.4, targetSeconds: 3600, met: true, phases: {} }, rpo: { seconds: 1200, targetSeconds: 3600, met: true, detail: null } });
+    const markdown = renderDrillMarkdown(now, [old]);
+    const charts = markdown.split('```mermaid').slice(1);
+    expect(charts).toHaveLength(2);
+    const [rto, rpo] = charts as [string, string];
+    // RTO: seconds; the 60-minute target would flatten 7-12 s bars, so the title names it and no line is drawn.
+    expect(rto).toContain('title "RTO per drill, production, in seconds; target 60m, far above every drill (not drawn)"');
+    expect(rto).toContain('y-axis "RTO (seconds)" 0 --> 13.64');
+    expect(rto).toContain('  bar [6.9, 12.4]');
+    expect(rto).not.toContain('  line');
+    // The failed drill is marked on the axis.
+    expect(rto).toContain('x-axis ["12-01 03:17 FAILED", "12-02 03:17"]');
+    // RPO: minutes, target drawn (it is within 4x).
+    expect(rpo).toContain('title "RPO per drill, production, in minutes; line: target 60m"');
+    expect(rpo).toContain('  bar [90, 20]');
+    expect(rpo).toContain('  line [60, 60]');
+    // And a table that reads without Mermaid: newest first, share of the target, misses and failures in bold.
+    expect(markdown).toContain('| d1 | 2026-12-02 03:17 | passed | 12.4s (0.3% of 60m) | 20m (33% of 60m) |');
+    expect(markdown).toContain('| d0 | 2026-12-01 03:17 | **FAILED** | 6.9s (0.2% of 60m) | 90m (150% of 60m) **missed** |');
   });
 
   it('keeps a Mermaid chart valid with quotes in labels', () => {
