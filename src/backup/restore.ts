@@ -17,9 +17,10 @@ import { DEFAULT_LOCK_TIMEOUT_SECONDS, withLockTimeout } from '../postgres/lock-
 import type { BackupEntry } from './metadata';
 import { archiveInput, verifyBackup } from './verify';
 import { checkAllBtreeIndexes, type IndexCheckOutcome } from '../postgres/amcheck';
-import { EarlyRestoreChecks, isRestoreProgressLine } from '../postgres/restore-pipeline';
+import { EarlyRestoreChecks, isRestoreProgressLine, restoredObjects, tocEntryCount } from '../postgres/restore-pipeline';
 import type { AgeIdentity } from '../crypto/age';
 import { isEncrypted, openPlaintext, requireIdentityFor } from '../crypto/payload';
+import type { Progress } from '../report/progress';
 
 export interface RestoreArchiveOptions {
   backup: BackupEntry;
@@ -45,6 +46,10 @@ export interface RestoreArchiveOptions {
   earlyChecks?: boolean;
   /** The age identity, for a backup stored encrypted (decrypted in the stream into pg_restore). */
   identity?: AgeIdentity;
+  /** Shows objects restored of the archive's table of contents (pg_restore --verbose lines); see src/report/progress.ts. */
+  progress?: Progress;
+  /** The phase name pg_restore's progress shows (default `restore`). */
+  progressPhase?: string;
   logger: Logger;
 }
 
@@ -116,12 +121,18 @@ export async function restoreArchiveInto(conn: PgConnection, options: RestoreArc
   const jobs = input.stdin ? 1 : Math.max(1, options.jobs ?? 2);
   // Early checks need to see each table once its data is committed: parallel restores only.
   const early = jobs > 1 && options.earlyChecks !== false ? await EarlyRestoreChecks.prepare(runner, conn, archive, { indexCheck: Boolean(options.indexCheck), logger }) : undefined;
+  // Progress: pg_restore --verbose says each object it starts; the total is the table of contents
+  // (read from the file; an archive fed on stdin, encrypted or into a container, shows a count only).
+  const progress = options.progress && !options.progress.silent ? options.progress : undefined;
+  const verbose = Boolean(early || progress);
+  let restoredCount = 0;
+  if (progress) progress.phase(options.progressPhase ?? 'restore', { unit: 'count', noun: 'objects', total: input.stdin ? undefined : await tocEntryCount(runner, archive) });
   const args = [
     `--dbname=${conninfoDbname(conn.database)}`,
     ...(options.exitOnError === false ? [] : ['--exit-on-error']),
     ...(jobs > 1 ? [`--jobs=${jobs}`] : ['--single-transaction']),
     ...(options.noOwner ? ['--no-owner', '--no-privileges'] : []),
-    ...(early ? ['--verbose'] : []),
+    ...(verbose ? ['--verbose'] : []),
     ...input.args,
   ];
   const started = Date.now();
@@ -133,17 +144,21 @@ export async function restoreArchiveInto(conn: PgConnection, options: RestoreArc
     args,
     env: pgEnv(conn),
     stdin: input.stdin,
-    ...(early
+    ...(verbose
       ? {
           onStderrLine: (line: string) => {
-            early.onLine(line);
+            early?.onLine(line);
+            if (progress) {
+              const started = restoredObjects(line);
+              if (started) progress.update((restoredCount += started));
+            }
             if (!isRestoreProgressLine(line) && problems.length < 200) problems.push(line);
           },
         }
       : {}),
   });
   running.stdout.resume();
-  const result = await running.done;
+  const result = await running.done.finally(() => progress?.end());
   if (encrypted && !inputError && !inputEnded) await new Promise((resolve) => setTimeout(resolve, 50));
   if (encrypted && (inputError || !inputEnded)) {
     await early?.close();
@@ -153,7 +168,7 @@ export async function restoreArchiveInto(conn: PgConnection, options: RestoreArc
   }
   if (result.exitCode !== 0) {
     await early?.close();
-    const stderr = early ? problems.join('\n') : result.stderr;
+    const stderr = verbose ? problems.join('\n') : result.stderr;
     throw failure('PG_RESTORE_FAILED', `pg_restore into ${conn.database} failed (${describeExit(result)}): ${lastLines(stderr)}`, {
       fix: /role .* does not exist/.test(stderr) ? 'the target server lacks roles of the source: restore globals.sql first, or pass --no-owner' : 'read the pg_restore error above',
     });
@@ -360,7 +375,9 @@ async function restoreLocked(options: RestoreOptions, maintenance: PgConnection,
     }
     if (now.holdsData && options.preRestoreBackup !== false) {
       // Taken as late as possible, so it holds what was written while the restore ran.
-      const pre = await createBackup({ catalog: options.catalog, environment: options.environment, runner, conn: target, label: 'pre-restore', logger, lockHeld: true, encryptTo: options.encryptTo, migrationHeadQuery: options.migrationHeadQuery, compression: options.compression, compressLevel: options.compressLevel, lockTimeoutSeconds: lockTimeout });
+      const shown = options.progress && !options.progress.silent ? options.progress : undefined;
+      shown?.phase('pre-restore backup', { unit: 'bytes' });
+      const pre = await createBackup({ catalog: options.catalog, environment: options.environment, runner, conn: target, label: 'pre-restore', logger, lockHeld: true, encryptTo: options.encryptTo, migrationHeadQuery: options.migrationHeadQuery, compression: options.compression, compressLevel: options.compressLevel, lockTimeoutSeconds: lockTimeout, ...(shown ? { progress: { onBytes: (_what: string, bytes: number) => shown.update(bytes) } } : {}) }).finally(() => shown?.end());
       preRestoreBackupId = pre.id;
       logger.info(`pre-restore backup of ${describeTarget(target)}: ${pre.id} (restore it to undo this restore)`);
     }

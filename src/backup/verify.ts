@@ -12,6 +12,7 @@ import { LocalRunner } from '../runner/runner';
 import { checkRdb, rdbCheckFromStdin } from '../redis/snapshot';
 import { BACKUP_METADATA_FILE, type BackupEntry, type BackupFile, type BackupMetadata, type VerificationCheck } from './metadata';
 import { IDENTITY_FIX, type AgeIdentity } from '../crypto/age';
+import type { Progress } from '../report/progress';
 import { isEncrypted, openPlaintext, requireIdentityFor, runReadingStream } from '../crypto/payload';
 
 export interface VerifyOptions {
@@ -24,6 +25,8 @@ export interface VerifyOptions {
   checksumsOnly?: boolean;
   /** The age identity: an encrypted backup's contents are checked only with it. */
   identity?: AgeIdentity;
+  /** Shows which check runs, k of n (src/report/progress.ts). */
+  progress?: Progress;
 }
 
 export interface VerifyReport {
@@ -40,21 +43,52 @@ export interface VerifyReport {
  * and that the Redis snapshot parses. Never throws for a bad backup: the report says what failed.
  */
 export async function verifyBackup(entry: BackupEntry, options: VerifyOptions): Promise<VerifyReport> {
-  const checks: VerificationCheck[] = [];
-  const add = (check: VerificationCheck) => {
-    checks.push(check);
-    options.logger.info(`${check.ok ? 'ok  ' : 'FAIL'} ${check.name}: ${check.detail}`);
-  };
-
-  const sumsOk = await checkChecksums(entry, add);
   const files = Object.values(entry.metadata.files).filter((f): f is BackupFile => Boolean(f));
+  // Progress: the step running, of the reads this verify makes (each file hashed, then the archive
+  // and the Redis snapshot read by their tools); the bytes pg_restore reads are not visible from here.
+  const progress = options.progress && !options.progress.silent ? options.progress : undefined;
+  const contentSteps = options.checksumsOnly ? 0 : files.some(isEncrypted) ? (options.identity ? files.length : 0) : 2 + (entry.metadata.files.redis ? 1 : 0);
+  const totalSteps = files.length + contentSteps;
+  let stepsDone = 0;
+  const step = (name: string) => {
+    progress?.phase(`verify ${entry.id}: ${name}`, { unit: 'count', noun: 'reads', total: totalSteps, steps: true });
+    progress?.update(Math.min(stepsDone, totalSteps));
+  };
+  const add = (check: VerificationCheck) => options.logger.info(`${check.ok ? 'ok  ' : 'FAIL'} ${check.name}: ${check.detail}`);
+  try {
+    return await verifyChecks(entry, options, files, add, step, () => void stepsDone++);
+  } finally {
+    progress?.update(Math.min(stepsDone, totalSteps));
+    progress?.end();
+  }
+}
+
+async function verifyChecks(
+  entry: BackupEntry,
+  options: VerifyOptions,
+  files: BackupFile[],
+  add: (check: VerificationCheck) => void,
+  step: (name: string) => void,
+  stepDone: () => void,
+): Promise<VerifyReport> {
+  const checks: VerificationCheck[] = [];
+  const record = (check: VerificationCheck) => {
+    checks.push(check);
+    add(check);
+  };
+  step('checksums');
+  const sumsOk = await checkChecksums(entry, record, () => {
+    stepDone();
+    step('checksums');
+  });
   if (!options.checksumsOnly && files.some(isEncrypted)) {
     if (!options.identity) {
       options.logger.warn(`backup ${entry.id} is encrypted with age and no identity was given: only the checksums of the encrypted files were checked, NOT their contents; ${IDENTITY_FIX} for the full check`);
       return { backupId: entry.id, ok: checks.every((c) => c.ok), checks, contentsChecked: false };
     }
     if (sumsOk) {
-      for (const check of await verifyEncryptedContents(entry, files, options)) add(check);
+      step('decrypting every payload');
+      for (const check of await verifyEncryptedContents(entry, files, options)) record(check);
     }
     return { backupId: entry.id, ok: checks.every((c) => c.ok), checks, contentsChecked: sumsOk };
   }
@@ -63,13 +97,18 @@ export async function verifyBackup(entry: BackupEntry, options: VerifyOptions): 
     const archive = sumsOk ? await entryFilePath(entry.dir, entry.metadata.files.postgres.name) : '';
     // A corrupt file is already known: reading it further would only add noise.
     if (sumsOk) {
-      add(await pgRestoreCheck(options.runner, archive, 'archive table of contents', ['--list'], (out) => `${out.lines} entries`));
-      add(await pgRestoreCheck(options.runner, archive, 'archive decompresses end to end', fullReadArgs(options.runner), () => 'every data block read'));
+      step('table of contents');
+      record(await pgRestoreCheck(options.runner, archive, 'archive table of contents', ['--list'], (out) => `${out.lines} entries`));
+      stepDone();
+      step('reading the archive (pg_restore)');
+      record(await pgRestoreCheck(options.runner, archive, 'archive decompresses end to end', fullReadArgs(options.runner), () => 'every data block read'));
       const redis = entry.metadata.files.redis;
+      stepDone();
       if (redis) {
+        step('the Redis snapshot (redis-check-rdb)');
         // A missing tool or a stopped Redis service is a failed check with its fix, never an exception.
         const check = await redisSnapshotCheck(options.redisRunner, await entryFilePath(entry.dir, redis.name));
-        add({ name: `${redis.name} (redis-check-rdb)`, ok: check.ok, detail: check.detail });
+        record({ name: `${redis.name} (redis-check-rdb)`, ok: check.ok, detail: check.detail });
       }
     }
   }
@@ -144,11 +183,11 @@ async function verifyEncryptedContents(entry: BackupEntry, files: BackupFile[], 
   return checks;
 }
 
-async function checkChecksums(entry: BackupEntry, add: (check: VerificationCheck) => void): Promise<boolean> {
+async function checkChecksums(entry: BackupEntry, add: (check: VerificationCheck) => void, onFile?: () => void): Promise<boolean> {
   let results;
   try {
     // Only the files backup.json names may be hashed: any other SHA256SUMS line is a failed check.
-    results = await checkSums(entry.dir, { listed: Object.values(entry.metadata.files).flatMap((f) => (f ? [f.name] : [])) });
+    results = await checkSums(entry.dir, { listed: Object.values(entry.metadata.files).flatMap((f) => (f ? [f.name] : [])), onFile });
   } catch (error) {
     add({ name: SUMS_FILE, ok: false, detail: `cannot read ${SUMS_FILE}: ${(error as Error).message}` });
     return false;

@@ -41,7 +41,7 @@ export interface SumCheck {
  * With `listed` (the names the entry's metadata records), a line for any other name is a failed
  * check too, never an extra file to hash.
  */
-export async function checkSums(dir: string, options: { listed?: readonly string[] } = {}): Promise<SumCheck[]> {
+export async function checkSums(dir: string, options: { listed?: readonly string[]; onFile?: () => void } = {}): Promise<SumCheck[]> {
   const entries = parseSums(await readEntryText(dir, SUMS_FILE));
   const listed = options.listed && new Set([...options.listed, SUMS_FILE]);
   const results: SumCheck[] = [];
@@ -53,6 +53,7 @@ export async function checkSums(dir: string, options: { listed?: readonly string
     try {
       const { sha256 } = await sha256EntryFile(dir, entry.file);
       results.push({ file: entry.file, expected: entry.sha256, actual: sha256, ok: sha256 === entry.sha256 });
+      options.onFile?.();
     } catch (error) {
       const message = error instanceof UnsafeEntryFileError ? error.message : (error as Error).message;
       results.push({ file: entry.file, expected: entry.sha256, ok: false, error: message });

@@ -64,7 +64,7 @@ async function verifyAndRecord(catalog: Catalog, entry: BackupEntry, settings: E
   const runner = await postgresRunner(settings);
   const identity = await loadIdentity(ctx.env, ctx.logger);
   const report = await ctx.logger.group(`Verify backup ${entry.id}`, () =>
-    verifyBackup(entry, { runner, redisRunner: () => redisRunner(settings), identity, logger: ctx.logger }),
+    verifyBackup(entry, { runner, redisRunner: () => redisRunner(settings), identity, logger: ctx.logger, progress: startProgress(ctx, 'verify', { unit: 'count' }) }),
   );
   let recorded = entry;
   try {
@@ -290,7 +290,7 @@ export const restoreCommand: CommandSpec = {
     // The isolated Redis check's tools are looked for before anything is restored (exit 2 with the fix).
     const redisImage = redisCheck && backup.metadata.files.redis ? await redisCheckSource(settings) : undefined;
     const result = await ctx.logger.group(`Restore ${backup.id} into ${describeTarget(target)}`, () =>
-      restoreBackup({ catalog, environment: settings.name, backup, runner, target, confirm, jobs, noOwner, skipVerify, identity, encryptTo: settings.encryption?.recipients, logger: ctx.logger, migrationHeadQuery: settings.postgres.migrationHeadQuery, compression: settings.postgres.compress, lockTimeoutSeconds, undoCommand }),
+      restoreBackup({ catalog, environment: settings.name, backup, runner, target, confirm, jobs, noOwner, skipVerify, identity, encryptTo: settings.encryption?.recipients, logger: ctx.logger, progress: startProgress(ctx, 'restore', { unit: 'count', noun: 'objects' }), migrationHeadQuery: settings.postgres.migrationHeadQuery, compression: settings.postgres.compress, lockTimeoutSeconds, undoCommand }),
     );
     const redis = redisCheck && backup.metadata.files.redis ? await restoreRedisIsolated(backup, { binDir: settings.redis?.binDir, logger: ctx.logger, image: redisImage, nameSuffix: `restore-check-${backup.id}` }) : undefined;
     const hooks = (await isEnvironmentDatabase(settings, target, runner)) ? await runPostRestoreHooks(settings.hooks.postRestore, { logger: ctx.logger }) : [];

@@ -1,3 +1,4 @@
+import { startProgress } from '../report/progress';
 import { AGE_IDENTITY_INPUT, loadIdentity } from '../crypto/age';
 import { writeFileSync } from 'node:fs';
 import { relative, resolve } from 'node:path';
@@ -58,6 +59,7 @@ export const drillCommand: CommandSpec = {
       settings,
       catalog: new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) }),
       logger: ctx.logger,
+      progress: startProgress(ctx, 'drill', { unit: 'count', noun: 'steps done' }),
       backup: ctx.inputs.string('backup'),
       targetUrl,
       smokeSql: smoke ? resolve(ctx.cwd, smoke) : undefined,

@@ -14,6 +14,7 @@ import { restorePointInTime, type PointInTimeCluster } from '../postgres/pitr';
 import { maintenanceConnection, restoreIntoFreshDatabase, type RestoreCheckReport } from '../backup/restore';
 import { restoreRedisIsolated } from '../backup/redis-isolated';
 import { verifyBackup } from '../backup/verify';
+import type { Progress } from '../report/progress';
 import type { AgeIdentity } from '../crypto/age';
 import { requireIdentityFor } from '../crypto/payload';
 import { parsePgUrl, quoteIdent, quoteLiteral, withDatabase, type PgConnection } from '../runner/postgres-env';
@@ -49,6 +50,8 @@ export interface DrillOptions {
   reportSigner?: DrillReportSigner;
   /** The age identity, for an encrypted backup (decrypted in the stream). */
   identity?: AgeIdentity;
+  /** Shows the step (k of n, percent) and, in the restore step, objects restored (src/report/progress.ts). */
+  progress?: Progress;
 }
 
 export interface DrillOutcome {
@@ -199,7 +202,7 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
       try {
         // No ANALYZE: the copy is thrown away, and planner statistics are not among the drill's checks.
         // amcheck runs inside the restore, on each index as pg_restore builds it; its step reports it.
-        restoreReport = await restoreIntoFreshDatabase({ backup: backup!, runner: restoreRunner, logger, target: targetConn, jobs: options.jobs ?? 2, noOwner: true, verifyChecksums: false, analyze: false, indexCheck: true, identity: options.identity });
+        restoreReport = await restoreIntoFreshDatabase({ backup: backup!, runner: restoreRunner, logger, target: targetConn, jobs: options.jobs ?? 2, noOwner: true, verifyChecksums: false, analyze: false, indexCheck: true, identity: options.identity, progress: options.progress, progressPhase: 'drill restore' });
       } catch (error) {
         if (isLifelineError(error) && error.kind === 'refused') throw error;
         return { checks: [{ name: 'pg_restore exit', passed: false, detail: (error as Error).message }], fatal: true };
@@ -257,8 +260,13 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
   const steps = restoreSteps(settings, mode);
   try {
     let stopped: string | undefined;
+    const performed = steps.filter((step) => executors[step.id]);
     for (const step of steps) {
       const executor = executors[step.id];
+      if (executor && !stopped) {
+        options.progress?.phase(`drill step ${performed.indexOf(step) + 1}/${performed.length}: ${step.title}`, { unit: 'count', noun: 'steps done', total: performed.length, steps: true });
+        options.progress?.update(performed.indexOf(step));
+      }
       if (!executor) {
         const why = skipReasons[step.id] ?? step.drillSkips ?? 'not performed by a drill';
         stepRecords.push({ id: step.id, title: step.title, status: 'skipped', detail: why });
@@ -289,6 +297,7 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
       if (result.fatal) stopped = step.id;
     }
   } finally {
+    options.progress?.end();
     await pitrCluster?.stop().catch((error) => logger.warn(`could not remove the point-in-time cluster: ${(error as Error).message}`));
     await cluster?.stop().catch((error) => logger.warn(`could not remove the throwaway cluster: ${(error as Error).message}`));
     await containerCluster?.stop().catch((error) => logger.warn(`could not remove the throwaway PostgreSQL container: ${(error as Error).message}`));

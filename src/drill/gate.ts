@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { access, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Catalog } from '../catalog/store';
 import { checkSums, parseSums, SUMS_FILE } from '../catalog/sums';
@@ -283,6 +283,17 @@ async function sumsListing(dir: string) {
 }
 
 async function reportSignature(entry: DrillEntry, policy: VerificationPolicy): Promise<{ ok: boolean; detail: string }> {
+  // An unsigned report (a drill run by hand on the host) is said as such, before a keyless check
+  // would fetch Sigstore's trust root and fail on something else.
+  if (!(await access(join(entry.dir, DRILL_BUNDLE_FILE)).then(() => true, () => false))) {
+    const keyless = !('publicKey' in policy && policy.publicKey);
+    return {
+      ok: false,
+      detail: keyless
+        ? `drill report ${entry.id}: it is not signed (${DRILL_BUNDLE_FILE} is missing), and manifest.certificateIdentity accepts only drill reports signed keyless inside GitHub Actions by a listed identity: run the drill action with keyless: true (its job needs id-token: write) and list its workflow's identity in manifest.certificateIdentity, or use manifest.publicKey and sign drills with --signing-key`
+        : `drill report ${entry.id}: it is not signed (${DRILL_BUNDLE_FILE} is missing), and manifest.publicKey accepts only signed drills: run lifeline drill with --signing-key (or LIFELINE_SIGNING_KEY) holding the matching private key`,
+    };
+  }
   try {
     const { signer } = await verifySignedFile({ filePath: join(entry.dir, DRILL_REPORT_FILE), bundlePath: join(entry.dir, DRILL_BUNDLE_FILE), payloadType: DRILL_REPORT_PAYLOAD_TYPE, policy, what: `drill report ${entry.id}`, codePrefix: 'DRILL_REPORT' });
     return { ok: true, detail: signer.identity ? `signed by ${signer.identity}` : `signed by key ${signer.publicKeyHint?.slice(0, 12)}` };

@@ -167,3 +167,20 @@ export function parseDataItems(listing: string): Map<number, string> {
 export function isRestoreProgressLine(line: string): boolean {
   return line.startsWith('pg_restore: ') && !/(error|warning|detail|hint):/i.test(line);
 }
+
+/**
+ * How many objects a `pg_restore --verbose` stderr line says were started: one `creating ...`,
+ * `processing data for table ...` or `executing ...` per table-of-contents entry, in serial and
+ * parallel restores alike (interleaved workers can put two on one line).
+ */
+export function restoredObjects(line: string): number {
+  return [...line.matchAll(/pg_restore: (?:creating |processing data for table |executing )/g)].length;
+}
+
+/** The number of entries in an archive's table of contents (what --verbose reports one by one); undefined when it cannot be read. */
+export async function tocEntryCount(runner: Runner, archive: string): Promise<number | undefined> {
+  const listing = await runText(runner, { tool: 'pg_restore', args: ['--list', archive] }).catch(() => undefined);
+  if (!listing || listing.exitCode !== 0) return undefined;
+  const count = listing.stdout.split('\n').filter((l) => /^\d+;/.test(l)).length;
+  return count > 0 ? count : undefined;
+}

@@ -23,6 +23,8 @@ export interface ProgressState {
   noun?: string;
   /** Milliseconds since the phase started. */
   elapsedMs: number;
+  /** Steps of unequal length (a drill's, a verify's): a rate says nothing, so no ETA. */
+  steps?: boolean;
 }
 
 export interface ProgressNumbers {
@@ -46,6 +48,7 @@ export function progressNumbers(state: ProgressState): ProgressNumbers {
   if (state.estimated && percent > 99) percent = 99;
   const remaining = state.total - state.done;
   if (remaining <= 0) return { rate, percent, etaSeconds: 0 };
+  if (state.steps) return { rate, percent };
   if (rate <= 0 || state.elapsedMs < MIN_ELAPSED_FOR_ETA_MS) return { rate, percent };
   return { rate, percent, etaSeconds: Math.ceil(remaining / rate) };
 }
@@ -157,6 +160,8 @@ export interface ProgressOptions {
   total?: number;
   estimated?: boolean;
   noun?: string;
+  /** Counts steps of unequal length: percent without an ETA. */
+  steps?: boolean;
 }
 
 /** One long operation's progress; `phase()` moves it on to the next step. */
@@ -177,11 +182,16 @@ export class Progress {
   ) {
     this.now = output?.now ?? Date.now;
     this.started = this.lastLine = this.now();
-    this.state = { phase, done: 0, unit: options.unit ?? 'bytes', total: options.total, estimated: options.estimated, noun: options.noun };
+    this.state = { phase, done: 0, unit: options.unit ?? 'bytes', total: options.total, estimated: options.estimated, noun: options.noun, steps: options.steps };
   }
 
   private get quiet(): boolean {
     return this.output?.quiet ?? false;
+  }
+
+  /** Nothing is shown (--quiet): callers can skip work done only for the display. */
+  get silent(): boolean {
+    return this.quiet;
   }
 
   snapshot(): ProgressState {
@@ -190,7 +200,7 @@ export class Progress {
 
   /** Starts the next phase (its own counter, total and clock). */
   phase(name: string, options: ProgressOptions = {}): void {
-    this.state = { phase: name, done: 0, unit: options.unit ?? this.state.unit, total: options.total, estimated: options.estimated, noun: options.noun ?? this.state.noun };
+    this.state = { phase: name, done: 0, unit: options.unit ?? this.state.unit, total: options.total, estimated: options.estimated, noun: options.noun ?? this.state.noun, steps: options.steps };
     this.started = this.now();
     this.lastLine = this.started;
     this.printedLine = false;

@@ -183,6 +183,15 @@ describe('the release gate believes only real, recent, passing drills', { timeou
     const run = await gate(config);
     expect(run.code).toBe(1);
     expect(run.stderr).toMatch(/fails signature verification: .* it is not signed \(.*report.sigstore.json is missing\)/);
+    expect(run.stderr).toContain('run lifeline drill with --signing-key');
+    // Keyless identities (the example config's): a drill run on the host is said to be unsigned, with
+    // the way out, before any attempt to fetch Sigstore's trust root (which failed on a host offline).
+    const keyless = join(work.path, `lifeline-keyless-${Math.random().toString(36).slice(2)}.yml`);
+    writeFileSync(keyless, ['version: 1', `store: ${unsigned}`, 'environments:', '  production:', '    rto: 10m', '    rpo: 30d', '    manifest:', '      certificateIdentity: https://github.com/acme/lifeline/.github/workflows/drill.yml@refs/heads/main', '      certificateOidcIssuer: https://token.actions.githubusercontent.com', ''].join('\n'));
+    const keylessRun = await gate(keyless);
+    expect(keylessRun.code).toBe(1);
+    expect(keylessRun.stderr).toMatch(/it is not signed \(report.sigstore.json is missing\), and manifest.certificateIdentity accepts only drill reports signed keyless inside GitHub Actions by a listed identity: run the drill action with keyless: true/);
+    expect(keylessRun.stderr).not.toMatch(/TUF|trusted root/);
 
     const other = await drill(config, ['--signing-key', otherKeyPath]);
     expect(other.code, other.stderr).toBe(0);

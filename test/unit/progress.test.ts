@@ -3,6 +3,7 @@ import { runCli } from '../../src/cli/main';
 import type { CommandSpec } from '../../src/commands/spec';
 import { createMemoryLogger, createStderrLogger, SecretMasker } from '../../src/logger';
 import { progressReporter } from '../../src/postgres/progress';
+import { isRestoreProgressLine, restoredObjects } from '../../src/postgres/restore-pipeline';
 import { formatDuration, Progress, progressIntervalFrom, progressNumbers, renderProgress, startProgress, TerminalLine } from '../../src/report/progress';
 
 /** A terminal stand-in: applies \r and ESC[K the way a terminal does, and keeps the raw bytes. */
@@ -53,6 +54,8 @@ describe('progress numbers and rendering', () => {
     expect(progressNumbers({ phase: 'x', unit: 'count', done: 10, total: 10, elapsedMs: 5000 })).toEqual({ rate: 2, percent: 100, etaSeconds: 0 });
     // Elapsed 0 and a zero total never produce NaN.
     expect(progressNumbers({ phase: 'x', unit: 'bytes', done: 10, total: 0, elapsedMs: 0 })).toEqual({ rate: 0 });
+    // Steps of unequal length (drill, verify): percent, never an ETA from a rate of steps.
+    expect(progressNumbers({ phase: 'x', unit: 'count', done: 2, total: 7, steps: true, elapsedMs: 60_000 })).toEqual({ rate: 2 / 60, percent: 28 });
     expect(formatDuration(45)).toBe('45s');
     expect(formatDuration(185)).toBe('3m05s');
     expect(formatDuration(7620)).toBe('2h07m');
@@ -63,6 +66,24 @@ describe('progress numbers and rendering', () => {
     expect(renderProgress({ phase: 'pg_dump', unit: 'bytes', done: 12_300_000, elapsedMs: 3000 })).toBe('pg_dump: 12.3 MB at 4.1 MB/s');
     expect(renderProgress({ phase: 'restore', unit: 'count', noun: 'objects', done: 120, total: 450, elapsedMs: 60_000 })).toBe('restore: 120/450 objects (26%), ETA 2m45s');
     expect(renderProgress({ phase: 'restore', unit: 'count', noun: 'objects', done: 7, elapsedMs: 1000 })).toBe('restore: 7 objects');
+    expect(renderProgress({ phase: 'drill step 3/7: Restore the database', unit: 'count', noun: 'steps done', done: 2, total: 7, steps: true, elapsedMs: 9000 })).toBe('drill step 3/7: Restore the database: 2/7 steps done (28%)');
+  });
+});
+
+describe('restore progress from pg_restore --verbose', () => {
+  it('counts one object per table-of-contents entry, serial and parallel (PostgreSQL 15 output), and never an error line', () => {
+    // A 12-entry archive restored with --single-transaction, then with --jobs=2 (real output).
+    const serial = ['connecting to database for restore', 'creating TABLE "public.a"', 'creating COMMENT "public.TABLE a"', 'creating TABLE "public.b"', 'creating SEQUENCE "public.s"', 'creating VIEW "public.v"', 'processing data for table "public.a"', 'processing data for table "public.b"', 'executing SEQUENCE SET s', 'creating CONSTRAINT "public.a a_pkey"', 'creating INDEX "public.b_x_idx"', 'creating FK CONSTRAINT "public.b b_id_fkey"', 'creating ACL "public.TABLE a"'];
+    const parallel = ['processing item 3357 ENCODING ENCODING', 'processing item 214 TABLE a', 'creating TABLE "public.a"', 'processing item 3362 COMMENT TABLE a', 'creating COMMENT "public.TABLE a"', 'creating TABLE "public.b"', 'creating SEQUENCE "public.s"', 'creating VIEW "public.v"', 'entering main parallel loop', 'launching item 3352 TABLE DATA a', 'processing data for table "public.b"', 'processing data for table "public.a"', 'finished item 3353 TABLE DATA b', 'creating INDEX "public.b_x_idx"', 'executing SEQUENCE SET s', 'creating CONSTRAINT "public.a a_pkey"', 'creating FK CONSTRAINT "public.b b_id_fkey"', 'creating ACL "public.TABLE a"', 'finished main parallel loop'];
+    const count = (lines: string[]) => lines.reduce((n, l) => n + restoredObjects(`pg_restore: ${l}`), 0);
+    expect(count(serial)).toBe(12);
+    expect(count(parallel)).toBe(12);
+    // Two workers' output glued on one line: both count.
+    expect(restoredObjects('pg_restore: creating INDEX "public.i"pg_restore: processing data for table "public.t"')).toBe(2);
+    // An error line is not progress, and counts nothing.
+    const error = 'pg_restore: error: could not execute query: ERROR:  relation "a" already exists';
+    expect(restoredObjects(error)).toBe(0);
+    expect(isRestoreProgressLine(error)).toBe(false);
   });
 });
 
