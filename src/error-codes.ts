@@ -95,7 +95,6 @@ export const ERROR_CODES = {
   DRILL_REPORT_WRONG_PAYLOAD_TYPE: { kinds: ['failed'], doc: 'The drill report\'s DSSE envelope has another payloadType than expected.' },
   DRILL_TARGET_IS_LIVE: { kinds: ['refused'], doc: 'The drill target is the environment\'s live database; a drill never restores there.' },
   DUPLICATE_COLLECTION: { kinds: ['usage'], doc: 'A table is listed twice as a tenant collection.' },
-  ENCRYPTED_SNAPSHOT_UNSUPPORTED: { kinds: ['usage'], doc: 'redis-restore cannot load an age-encrypted snapshot yet.' },
   ENTRY_EXISTS: { kinds: ['usage'], doc: 'A catalog entry with that id already exists.' },
   ENTRY_UNSAFE_FILE: { kinds: ['failed'], doc: 'A catalog entry holds a file that is a link, special file or otherwise unsafe; it was not read.' },
   EXPORT_COPY_FAILED: { kinds: ['failed'], doc: 'psql\'s COPY of a tenant collection failed.' },

@@ -12,7 +12,10 @@ import { listBackups, REDIS_SNAPSHOT_FILE, type RedisBackupFile } from './metada
 import { firstTarFile, tarStream, type TarMember } from '../catalog/tar';
 import { ContainerRunner, ImageRunner, describeExit, lastLines, runChecked, runText, type Runner } from '../runner/runner';
 import { checkRdb, parseKeyspace, redisCli, redisKeyspace, snapshotRedis, type RdbCheck, type RedisTarget } from '../redis/snapshot';
-import { parseServerIdentity, rdbCompatibility, readRdbHeader, type ServerIdentity } from '../redis/rdb-version';
+import { parseRdbHeader, parseServerIdentity, rdbCompatibility, readRdbHeader, type ServerIdentity } from '../redis/rdb-version';
+import { PassThrough, type Readable } from 'node:stream';
+import type { AgeIdentity } from '../crypto/age';
+import { isEncrypted, openPlaintext, requireIdentityFor } from '../crypto/payload';
 
 /** Pre-restore snapshots of a live Redis live beside the backups, under their own kind. */
 export const REDIS_SNAPSHOT_KIND = 'redis-snapshots' as const;
@@ -92,7 +95,7 @@ export interface SnapshotFileCheck {
  */
 export async function checkSnapshotFile(
   source: RedisSnapshotSource,
-  options: { checkRunner: Runner; skipVerify: boolean; logger: Logger; /** Runs after the checksum, before redis-check-rdb (which may not know a newer format). */ beforeParse?: (path: string) => Promise<void> },
+  options: { checkRunner: Runner; skipVerify: boolean; logger: Logger; /** Runs after the checksum, before redis-check-rdb (which may not know a newer format). */ beforeParse?: (path: string, header?: Buffer) => Promise<void>; identity?: AgeIdentity },
 ): Promise<SnapshotFileCheck> {
   const fix = 'restore another backup (lifeline backups lists them); this snapshot is damaged';
   // The name comes from the entry's metadata: confined to the entry (no '..', no symlink, no FIFO).
@@ -117,6 +120,29 @@ export async function checkSnapshotFile(
       throw refusal('BACKUP_CORRUPT', `${source.kind} ${source.id}: ${source.file.name} fails its checksum (sha256 ${actual.sha256}, ${SUMS_FILE} says ${expected}), so it will not be restored`, fix);
     }
     options.logger.info(`ok   ${source.file.name} checksum (${actual.bytes} bytes)`);
+  }
+  if (isEncrypted(source.file)) {
+    // The plaintext is never written on this host: the header is read from the start of a
+    // decrypting stream, and redis-check-rdb reads a second one (checked at its end against the
+    // plaintext sha256 and size backup.json records) inside the container.
+    const what = `${source.kind} ${source.id}`;
+    const head = await openPlaintext(source.dir, source.file, options.identity, what);
+    const first = await readFirstBytes(head, 64);
+    await options.beforeParse?.(path, first);
+    const plain = await openPlaintext(source.dir, source.file, options.identity, what);
+    // A chunk that fails authentication ends the check's stdin (so it never waits for more) and is what is reported.
+    let sourceError: Error | undefined;
+    const feed = new PassThrough();
+    plain.on('error', (error) => {
+      sourceError ??= error;
+      feed.end();
+    });
+    plain.pipe(feed);
+    const rdb = await checkRdb(options.checkRunner, path, feed);
+    if (sourceError) throw sourceError;
+    if (!rdb.ok) throw refusal('REDIS_SNAPSHOT_INVALID', `${source.kind} ${source.id}: ${source.file.name} does not validate once decrypted (${rdb.detail}), so it will not be restored`, fix);
+    options.logger.info(`ok   ${source.file.name} decrypted in the stream: ${rdb.detail}${rdb.expires ? ` (${rdb.expires} with a TTL)` : ''}`);
+    return { path, checksumVerified: !options.skipVerify, rdb };
   }
   await options.beforeParse?.(path);
   const rdb = await checkRdb(options.checkRunner, path);
@@ -256,6 +282,10 @@ export interface LiveRestoreOptions {
   logger: Logger;
   startTimeoutSeconds?: number;
   lockWaitSeconds?: number;
+  /** The age identity, for a snapshot stored encrypted: decrypted in the stream into the check and into the container. */
+  identity?: AgeIdentity;
+  /** age recipients (encryption.recipients): the pre-restore snapshot is stored encrypted to them. */
+  encryptTo?: readonly string[];
 }
 
 export interface LiveRestoreResult {
@@ -300,6 +330,8 @@ export async function restoreRedisLive(options: LiveRestoreOptions): Promise<Liv
     logger.info(`waiting up to ${waitSeconds} s for the lock of ${options.environment}, held by ${holder.info.owner} (pid ${holder.info.pid}, "${holder.info.command}")`);
   }
 
+  // An encrypted snapshot needs an identity (exit 2) that is among its recipients (exit 1), before anything is looked at.
+  requireIdentityFor([source.file], options.identity, `the Redis snapshot of ${source.kind} ${source.id}`);
   return withLock(envDir, options.environment, { command: `redis-restore ${source.id} into ${service}`, waitSeconds }, async () => {
     step(1, `inspect the live Redis of service ${service}`);
     const driver = new ComposeDriver(runner, options.compose);
@@ -340,7 +372,8 @@ export async function restoreRedisLive(options: LiveRestoreOptions): Promise<Liv
       checkRunner,
       skipVerify: Boolean(options.skipVerify),
       logger,
-      beforeParse: (path) => requireLoadableRdb(path, source, service, server, logger),
+      identity: options.identity,
+      beforeParse: (path, header) => requireLoadableRdb(path, source, service, server, logger, header),
     });
 
     step(3, 'confirmation');
@@ -385,7 +418,7 @@ export async function restoreRedisLive(options: LiveRestoreOptions): Promise<Liv
     });
     let staleFiles: string[] = [];
     try {
-      staleFiles = await replaceData(runner, container, persistence, owner, checked.path, source.file.bytes, logger);
+      staleFiles = await replaceData(runner, container, persistence, owner, checked.path, source.file.bytes, logger, isEncrypted(source.file) ? { open: () => openPlaintext(source.dir, source.file, options.identity, `${source.kind} ${source.id}`), size: source.file.encryption.plaintextBytes } : undefined);
     } catch (error) {
       await record({ ok: false, stage: 'copy', error: (error as Error).message });
       throw failure('REDIS_COPY_FAILED', `copying the snapshot into ${service} failed: ${(error as Error).message}; the service is stopped and its data files may be partly replaced${undo}`, {
@@ -464,8 +497,8 @@ async function readServerInfo(inContainer: Runner, target: RedisTarget): Promise
  * Refuses (exit 3), before anything stops, a snapshot whose RDB version the live server cannot
  * load: it would stop Redis and leave it unable to start.
  */
-async function requireLoadableRdb(path: string, source: RedisSnapshotSource, service: string, server: { identity: ServerIdentity; relaxed: boolean } | undefined, logger: Logger): Promise<void> {
-  const header = await readRdbHeader(path);
+async function requireLoadableRdb(path: string, source: RedisSnapshotSource, service: string, server: { identity: ServerIdentity; relaxed: boolean } | undefined, logger: Logger, plaintextStart?: Buffer): Promise<void> {
+  const header = plaintextStart ? parseRdbHeader(plaintextStart) : await readRdbHeader(path);
   const fix = `restore a snapshot taken from a server of this version or older, or run a server that loads it in service ${service}`;
   if (!header) throw refusal('REDIS_SNAPSHOT_INVALID', `${source.kind} ${source.id}: ${source.file.name} has neither a REDIS nor a VALKEY header, so it will not be restored; nothing was changed`, 'restore another backup (lifeline backups lists them); this snapshot is damaged');
   if (!server) {
@@ -517,7 +550,7 @@ async function takePreRestoreSnapshot(options: LiveRestoreOptions, inContainer: 
   const id = newEntryId(now);
   let staged: StagedEntry | undefined;
   try {
-    staged = await catalog.begin(environment, REDIS_SNAPSHOT_KIND, id, REDIS_SNAPSHOT_METADATA_FILE);
+    staged = await catalog.begin(environment, REDIS_SNAPSHOT_KIND, id, REDIS_SNAPSHOT_METADATA_FILE, { encryptTo: options.encryptTo });
     const snap = await snapshotRedis(staged, { runner: inContainer, checkRunner: options.checkRunner ?? inContainer, target: options.target, logger, fileName: REDIS_SNAPSHOT_FILE });
     const metadata: RedisSnapshotMetadata = {
       schemaVersion: 1,
@@ -529,7 +562,7 @@ async function takePreRestoreSnapshot(options: LiveRestoreOptions, inContainer: 
       takenBeforeRestoring: options.source.id,
       persistence,
       owner,
-      files: { redis: { name: snap.name, bytes: snap.bytes, sha256: snap.sha256, keys: snap.keys } },
+      files: { redis: { name: snap.name, bytes: snap.bytes, sha256: snap.sha256, keys: snap.keys, ...(snap.encryption ? { encryption: snap.encryption } : {}) } },
     };
     await staged.commit(metadata);
     return { id, path: staged.finalDir };
@@ -548,10 +581,16 @@ async function takePreRestoreSnapshot(options: LiveRestoreOptions, inContainer: 
  * becomes the base of a fresh one-part AOF; `dbfilename` gets it too, so turning AOF off later
  * does not bring the old data back. Returns the old AOF files the new manifest no longer lists.
  */
-async function replaceData(runner: Runner, container: string, persistence: RedisPersistence, owner: FileOwner, snapshotPath: string, expectedBytes: number, logger: Logger): Promise<string[]> {
-  const { size } = await stat(snapshotPath);
-  if (size !== expectedBytes) throw failure('SNAPSHOT_CHANGED', `${snapshotPath} is ${size} bytes, the catalog recorded ${expectedBytes}`);
-  const entries: TarMember[] = [{ name: persistence.dbfilename, path: snapshotPath, size, ...owner }];
+async function replaceData(runner: Runner, container: string, persistence: RedisPersistence, owner: FileOwner, snapshotPath: string, expectedBytes: number, logger: Logger, plaintext?: { open: () => Promise<Readable>; size: number }): Promise<string[]> {
+  let size: number;
+  if (plaintext) size = plaintext.size;
+  else {
+    size = (await stat(snapshotPath)).size;
+    if (size !== expectedBytes) throw failure('SNAPSHOT_CHANGED', `${snapshotPath} is ${size} bytes, the catalog recorded ${expectedBytes}`);
+  }
+  // An encrypted snapshot is decrypted in the stream into docker cp's tar (once per member), never onto this host's disk.
+  const body = (): { path: string; size: number } | { open: () => Promise<Readable>; size: number } => (plaintext ? { open: plaintext.open, size } : { path: snapshotPath, size });
+  const entries: TarMember[] = [{ name: persistence.dbfilename, ...body(), ...owner }];
   let stale: string[] = [];
   if (persistence.appendonly) {
     const dirName = persistence.appenddirname!;
@@ -561,14 +600,22 @@ async function replaceData(runner: Runner, container: string, persistence: Redis
     stale = oldManifest ? manifestFiles(oldManifest.toString('utf8')).filter((name) => !keep.has(name) && /^[A-Za-z0-9][A-Za-z0-9._+-]*$/.test(name)) : [];
     entries.push(
       { name: dirName, directory: true, ...owner },
-      { name: `${dirName}/${layout.base}`, path: snapshotPath, size, ...owner },
+      { name: `${dirName}/${layout.base}`, ...body(), ...owner },
       { name: `${dirName}/${layout.incr}`, text: '', ...owner },
       { name: `${dirName}/${layout.manifestName}`, text: layout.manifest, ...owner },
     );
   }
-  const running = runner.start({ tool: 'docker', args: ['cp', '-', `${container}:${persistence.dir}`], stdin: tarStream(entries) });
+  const tar = tarStream(entries);
+  let tarError: Error | undefined;
+  const running = runner.start({ tool: 'docker', args: ['cp', '-', `${container}:${persistence.dir}`], stdin: tar });
+  // A member that fails while it streams (a decrypted chunk that fails authentication, a file that changed) stops docker cp.
+  tar.on('error', (error) => {
+    tarError ??= error;
+    running.kill('SIGTERM');
+  });
   running.stdout.resume();
   const result = await running.done;
+  if (tarError) throw new Error(`the snapshot failed while it was copied in: ${tarError.message}`);
   if (result.exitCode !== 0) throw new Error(`docker cp ${describeExit(result)}: ${lastLines(result.stderr, 3)}`);
   logger.info(`     wrote ${persistence.dir}/${persistence.dbfilename}${persistence.appendonly ? ` and a one-part AOF in ${persistence.dir}/${persistence.appenddirname} (${aofLayout(persistence.appendfilename).manifestName})` : ''}`);
   return stale;
@@ -625,3 +672,19 @@ async function removeStaleAofFiles(inContainer: Runner, persistence: RedisPersis
   return paths;
 }
 
+
+/** The first `n` bytes of a stream (fewer if it is shorter); the stream is destroyed after. */
+async function readFirstBytes(stream: Readable, n: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let have = 0;
+  try {
+    for await (const chunk of stream) {
+      chunks.push(chunk as Buffer);
+      have += (chunk as Buffer).length;
+      if (have >= n) break;
+    }
+  } finally {
+    stream.destroy();
+  }
+  return Buffer.concat(chunks).subarray(0, n);
+}

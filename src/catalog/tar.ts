@@ -10,7 +10,7 @@ export interface TarOwnership {
 }
 
 /** One member of a tar archive: a file on disk (streamed), a small text or buffer, or a directory. */
-export type TarMember = ({ name: string; path: string; size: number } | { name: string; text: string } | { name: string; content: Uint8Array } | { name: string; directory: true }) & TarOwnership;
+export type TarMember = ({ name: string; path: string; size: number } | { name: string; /** Opened when the member is reached (a decrypting stream); must give exactly `size` bytes. */ open: () => Promise<Readable>; size: number } | { name: string; text: string } | { name: string; content: Uint8Array } | { name: string; directory: true }) & TarOwnership;
 
 const BLOCK = 512;
 
@@ -60,6 +60,18 @@ export function tarStream(members: readonly TarMember[], mtime = new Date()): Re
         continue;
       }
       const fileOwner = { mode: member.mode ?? 0o644, ...owner };
+      if ('open' in member) {
+        yield tarHeader(member.name, member.size, mtimeSeconds, '0', fileOwner);
+        let written = 0;
+        for await (const chunk of await member.open()) {
+          written += (chunk as Buffer).length;
+          if (written > member.size) throw failure('FILE_CHANGED', `${member.name} is longer than the ${member.size} bytes recorded`);
+          yield chunk as Buffer;
+        }
+        if (written !== member.size) throw failure('FILE_CHANGED', `${member.name} is ${written} bytes, ${member.size} were recorded`);
+        yield padding(member.size);
+        continue;
+      }
       if (!('path' in member)) {
         const body = 'text' in member ? Buffer.from(member.text, 'utf8') : Buffer.from(member.content);
         yield tarHeader(member.name, body.length, mtimeSeconds, '0', fileOwner);

@@ -1,4 +1,4 @@
-import { isEncrypted } from '../crypto/payload';
+import { loadIdentity } from '../crypto/age';
 import { Catalog } from '../catalog/store';
 import { usageError } from '../errors';
 import { composeCommand } from '../postgres/connection';
@@ -18,6 +18,8 @@ export const redisRestoreCommand: CommandSpec = {
   outputs: [],
   implemented: true,
   async run(ctx) {
+    // Loaded (and masked) first; an encrypted snapshot is decrypted in the stream into the check and the container.
+    const identity = await loadIdentity(ctx.env, ctx.logger);
     const wanted = ctx.inputs.string('backup') ?? 'latest';
     const confirm = ctx.inputs.string('confirm');
     const skipVerify = ctx.inputs.boolean('skip-verify');
@@ -30,11 +32,6 @@ export const redisRestoreCommand: CommandSpec = {
     const target = parseRedisUrl(settings.redis?.url ?? 'redis://127.0.0.1:6379/0');
     const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
     const source = await findRedisSnapshot(catalog, settings.name, wanted);
-    if (isEncrypted(source.file)) {
-      // Not built yet (#21): the live restore copies a snapshot file into the container. Refused
-      // before anything is touched, rather than loading ciphertext or calling it damaged.
-      throw usageError('ENCRYPTED_SNAPSHOT_UNSUPPORTED', `the Redis snapshot of ${source.id} is encrypted with age (${source.file.name}); redis-restore cannot load an encrypted snapshot yet, and nothing was changed`, `decrypt it on a trusted host (age -d -i KEYFILE ${source.file.name} > dump.rdb) and load it with your Redis' own procedure, or restore from a backup taken without encryption.recipients`);
-    }
     const result = await ctx.logger.group(`Restore the Redis snapshot of ${source.id} into service ${service}`, async () =>
       restoreRedisLive({
         catalog,
@@ -49,6 +46,8 @@ export const redisRestoreCommand: CommandSpec = {
         // redis-check-rdb runs in the service's container (its image when it is stopped): no host redis-tools needed.
         logger: ctx.logger,
         startTimeoutSeconds: Math.max(300, settings.compose.healthTimeoutSeconds),
+        identity,
+        encryptTo: settings.encryption?.recipients,
       }),
     );
     const text = [

@@ -1,7 +1,7 @@
 import { failure, usageError } from '../errors';
 import type { PsqlSession } from '../runner/psql';
 import { formatPgUrl, parsePgUrl, type PgConnection } from '../runner/postgres-env';
-import { detectComposeCommand } from '../runner/compose';
+import { detectComposeCommand, normalizeProjectName } from '../runner/compose';
 import { ContainerRunner, describeExit, lastLines, LocalRunner, runText, type Runner } from '../runner/runner';
 import type { ComposeSettings, EnvironmentSettings } from '../settings/resolve';
 import { postgresServerBinDirs } from './binaries';
@@ -56,6 +56,15 @@ export async function composeRunner(compose: ComposeSettings, service: string): 
 
 /** The one running container of a Compose service; a missing or scaled service is a failure with the fix. */
 export async function serviceContainerId(compose: ComposeSettings, service: string): Promise<string> {
+  if (compose.projectName) {
+    // With a known project name the engine is asked directly by Compose's labels (running
+    // containers only): Compose v1 takes 2-5 s to start, paid by every command in this layout.
+    // Anything but exactly one container goes on to Compose itself, for its diagnostics.
+    const labels = [`com.docker.compose.project=${normalizeProjectName(compose.projectName)}`, `com.docker.compose.service=${service}`, 'com.docker.compose.oneoff=False'];
+    const byLabel = await runText(new LocalRunner(), { tool: 'docker', args: ['ps', '-q', '--no-trunc', ...labels.flatMap((l) => ['--filter', `label=${l}`])] }).catch(() => undefined);
+    const found = byLabel?.exitCode === 0 ? byLabel.stdout.split('\n').map((l) => l.trim()).filter(Boolean) : [];
+    if (found.length === 1) return found[0]!;
+  }
   const command = await composeCommand(compose.command);
   const [tool, ...prefix] = command;
   const project = [...compose.files.flatMap((f) => ['-f', f]), ...(compose.projectName ? ['-p', compose.projectName] : [])];

@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { once } from 'node:events';
-import { PassThrough, Transform } from 'node:stream';
+import { PassThrough, Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { StagedEntry, StoredFile } from '../catalog/store';
 import { failure, isLifelineError, usageError } from '../errors';
@@ -85,13 +85,14 @@ function missingToolCheck(runner: Runner): RdbCheck {
  * runner runs: on this host, or inside the Redis service's container (the file streamed in).
  * A missing redis-check-rdb is a failed check that says so and how to fix it, never an exception.
  */
-export async function checkRdb(runner: Runner, path: string): Promise<RdbCheck> {
+export async function checkRdb(runner: Runner, path: string, /** The plaintext as a stream (a decrypted snapshot) instead of `path`; only where the check runs in a container. */ source?: Readable): Promise<RdbCheck> {
   let result;
+  if (source && runner instanceof LocalRunner) throw new Error('checkRdb: a stream source needs a container runner');
   try {
     result =
       runner instanceof LocalRunner
         ? await runText(runner, { tool: 'redis-check-rdb', args: [path] })
-        : await runText(runner, { tool: 'sh', args: ['-c', CHECK_IN_CONTAINER, 'lifeline-check', `lifeline-${randomBytes(12).toString('hex')}.rdb`], stdin: createReadStream(path, { highWaterMark: 1024 * 1024 }) });
+        : await runText(runner, { tool: 'sh', args: ['-c', CHECK_IN_CONTAINER, 'lifeline-check', `lifeline-${randomBytes(12).toString('hex')}.rdb`], stdin: source ?? createReadStream(path, { highWaterMark: 1024 * 1024 }) });
   } catch (error) {
     if (isLifelineError(error) && error.code === 'TOOL_MISSING') return missingToolCheck(runner);
     throw error;

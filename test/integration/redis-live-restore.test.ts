@@ -294,6 +294,66 @@ describe.skipIf(!dockerAvailable())('redis-restore into the live Redis of a Comp
     });
   });
 
+
+  // Encryption at rest (#21): a backup's snapshot stored as redis.rdb.age is decrypted in the stream
+  // into redis-check-rdb and docker cp (never onto this host's disk); the pre-restore snapshot is stored encrypted too.
+  describe('an encrypted snapshot (encryption.recipients)', () => {
+    const MARK = 'ZQXJ-REDIS-ENC-5521';
+    let keys: { a: string; b: string; aRecipient: string };
+    let backupId: string;
+    let atBackup: Record<string, string[]>;
+    let beforeRestore: Record<string, string[]>;
+    const runAs = (args: string[], extra: Record<string, string | undefined>) =>
+      lifeline([...args, '--config', configPath, '--env', 'enc'], {
+        env: { ...docker.env, DATABASE_URL: db!.url, REDIS_URL: undefined, LIFELINE_STORE: undefined, LIFELINE_ENV: undefined, LIFELINE_CONFIG: undefined, LIFELINE_AGE_IDENTITY: undefined, LIFELINE_AGE_IDENTITY_FILE: undefined, RDB_REDIS_URL: `redis://:${PASSWORD}@127.0.0.1:${ports.rdb}/0`, ...extra },
+      });
+
+    beforeAll(async () => {
+      const keyDir = join(stackDir.path, 'keys');
+      mkdirSync(keyDir, { mode: 0o700 });
+      for (const name of ['a', 'b']) spawnSync('age-keygen', ['-o', join(keyDir, `${name}.key`)], { stdio: 'pipe' });
+      const text = (name: string) => readFileSync(join(keyDir, `${name}.key`), 'utf8');
+      keys = { a: text('a'), b: text('b'), aRecipient: /public key: (age1\S+)/.exec(text('a'))![1]! };
+      writeFileSync(configPath, readFileSync(configPath, 'utf8') + ['  enc:', `    store: ${store.path}`, '    redis: { urlEnv: RDB_REDIS_URL, service: redis }', `    encryption: { recipients: [${keys.aRecipient}] }`, '    compose:', '      files: [docker-compose.yml]', `      projectName: ${PROJECT}`, '      command: docker-compose', ''].join('\n'));
+      cli(ports.rdb, [], `SET enc:mark ${MARK}\nSET enc:value before\n`);
+      atBackup = keySet(ports.rdb);
+      const r = await runAs(['backup', '--json'], {});
+      expect(r.code, `${r.stderr}\n${r.stdout}`).toBe(0);
+      backupId = JSON.parse(r.stdout).id;
+      expect(readdirSync(join(store.path, 'enc', 'backups', backupId))).toContain('redis.rdb.age');
+      cli(ports.rdb, [], 'SET enc:value after\nSET enc:later 1\n');
+      beforeRestore = keySet(ports.rdb);
+    });
+
+    it('no identity: exit 2 naming the variables; a wrong one: exit 1; nothing changed either time', async () => {
+      const none = await runAs(['redis-restore', '--backup', backupId, '--confirm', 'redis'], {});
+      expect(none.code, none.stderr).toBe(2);
+      expect(none.stderr).toContain('LIFELINE_AGE_IDENTITY_FILE');
+      const wrong = await runAs(['redis-restore', '--backup', backupId, '--confirm', 'redis'], { LIFELINE_AGE_IDENTITY: keys.b });
+      expect(wrong.code, wrong.stderr).toBe(1);
+      expect(wrong.stderr).toContain('not among them');
+      expect(keySet(ports.rdb)).toEqual(beforeRestore);
+      expect(cli(ports.rdb, ['GET', 'enc:value']).trim()).toBe('after');
+      expect(existsSync(join(store.path, 'enc', 'redis-snapshots'))).toBe(false);
+    });
+
+    it('the right identity restores it; the pre-restore snapshot is stored encrypted, holds no plaintext, and undoes the restore', async () => {
+      const r = await runAs(['redis-restore', '--backup', backupId, '--confirm', 'redis', '--json'], { LIFELINE_AGE_IDENTITY: keys.a });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toContain('decrypted in the stream');
+      expect(keySet(ports.rdb)).toEqual(atBackup);
+      expect(cli(ports.rdb, ['GET', 'enc:value']).trim()).toBe('before');
+      const pre = JSON.parse(r.stdout).preRestoreSnapshot as { id: string; path: string };
+      expect(readdirSync(pre.path).sort()).toEqual(['SHA256SUMS', 'redis.rdb.age', 'snapshot.json']);
+      expect(readFileSync(join(pre.path, 'redis.rdb.age')).includes(MARK)).toBe(false);
+      expect(spawnSync('sha256sum', ['-c', 'SHA256SUMS'], { cwd: pre.path }).status).toBe(0);
+      const undo = await runAs(['redis-restore', '--backup', pre.id, '--confirm', 'redis'], { LIFELINE_AGE_IDENTITY: keys.a });
+      expect(undo.code, undo.stderr).toBe(0);
+      expect(keySet(ports.rdb)).toEqual(beforeRestore);
+      expect(cli(ports.rdb, ['GET', 'enc:value']).trim()).toBe('after');
+      for (const out of [r, undo]) expect(out.stderr + out.stdout).not.toContain('AGE-SECRET-KEY-1');
+    });
+  });
   describe('appendonly yes (Redis 7 multi-part AOF)', () => {
     it('restores into the AOF so the data survives another restart, and removes the old AOF files', async () => {
       seed(ports.aof, 'aof');

@@ -30,6 +30,7 @@ writeFileSync(
     'all=no; last=',
     'for a in "$@"; do [ "$a" = "-a" ] && all=yes; last="$a"; done',
     'case " $* " in',
+    `  *" ps -q --no-trunc "*"label=com.docker.compose.service=db "*) echo ${DB_ID} ;;`,
     `  *" compose "*" ps "*) [ "$last" = db ] && echo ${DB_ID}; [ "$last" = redis ] && [ $all = yes ] && echo ${REDIS_ID} ;;`,
     `  *" inspect --type container "*) echo '[{"Id":"${REDIS_ID}","Image":"sha256:${'f'.repeat(64)}","Config":{"Image":"redis:7","Labels":{"com.docker.compose.service":"redis"}},"State":{"Running":false,"ExitCode":137,"Status":"exited","StartedAt":"2026-12-02T10:00:00Z"}}]' ;;`,
     'esac',
@@ -116,7 +117,7 @@ describe('every Compose command, as Compose v2 argv', () => {
     expect(calls()).toEqual([['-f', files[0]!, '-f', files[1]!, '-p', 'shop', 'ps', '-q', 'redis']]);
   });
 
-  it("the deploy's migration-head probe runs psql by docker exec on the db container's id, found with compose ps -q db", async () => {
+  it("the deploy's migration-head probe runs psql by docker exec on the db container's id, found by Compose's labels", async () => {
     calls();
     const savedPath = process.env.PATH;
     // The service lookup runs the docker CLI from PATH, as on an operator's host.
@@ -132,7 +133,8 @@ describe('every Compose command, as Compose v2 argv', () => {
       process.env.PATH = savedPath;
     }
     const made = calls();
-    expect(made[0]).toEqual([...prefix, 'ps', '-q', 'db']);
+    // Found by Compose's labels on the engine (no Compose start-up), then used by id.
+    expect(made[0]).toEqual(['ps', '-q', '--no-trunc', '--filter', 'label=com.docker.compose.project=shop', '--filter', 'label=com.docker.compose.service=db', '--filter', 'label=com.docker.compose.oneoff=False']);
     expect(made).toHaveLength(2);
     expect(made[1]!.slice(0, 2)).toEqual(['exec', '-i']);
     expect(made[1]).toContain(DB_ID);
@@ -141,5 +143,17 @@ describe('every Compose command, as Compose v2 argv', () => {
     expect(made.flat().join(' ')).not.toContain('hunter2-secret');
     // Never a Compose exec (2-10 s per call with v1).
     expect(made.some((call) => call.includes('compose') && call.includes('exec'))).toBe(false);
+
+    // A service the labels do not find goes to Compose, whose answer makes the error message.
+    process.env.PATH = baseEnv.PATH;
+    try {
+      await expect(composeRunner({ command: 'docker compose', files, projectName: 'shop', services: {} as never, healthTimeoutSeconds: 60, settleSeconds: 0, requireOwnedHealth: false }, 'cache')).rejects.toThrow(/Compose service cache has no container in project shop/);
+    } finally {
+      process.env.PATH = savedPath;
+    }
+    const fallback = calls();
+    expect(fallback).toHaveLength(2);
+    expect(fallback[0]).toContain('label=com.docker.compose.service=cache');
+    expect(fallback[1]).toEqual([...prefix, 'ps', '-q', 'cache']);
   });
 });

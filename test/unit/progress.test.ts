@@ -1,4 +1,10 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { Catalog } from '../../src/catalog/store';
+import { estimateBackupBytes } from '../../src/backup/estimate';
+import { LocalRunner } from '../../src/runner/runner';
 import { runCli } from '../../src/cli/main';
 import type { CommandSpec } from '../../src/commands/spec';
 import { createMemoryLogger, createStderrLogger, SecretMasker } from '../../src/logger';
@@ -259,5 +265,38 @@ describe('progress through the CLI', () => {
     expect(q.stderr).not.toContain('\r');
     expect(q.stderr).toContain('item 1 done');
     expect(q.stderr).toContain('error: boom');
+  });
+});
+
+describe('backup size estimate', () => {
+  it('takes the newest earlier backup of the same database and compression, skipping hostile sizes, and never fails the backup', async () => {
+    const store = mkdtempSync(join(tmpdir(), 'lifeline-estimate-'));
+    try {
+      const entry = (id: string, metadata: Record<string, unknown>) => {
+        mkdirSync(join(store, 'default', 'backups', id), { recursive: true });
+        writeFileSync(join(store, 'default', 'backups', id, 'backup.json'), JSON.stringify({ schemaVersion: 1, label: 'manual', database: 'shop', compression: { method: 'gzip', level: 1 }, ...metadata }));
+      };
+      const file = (bytes: unknown, extra: Record<string, unknown> = {}) => ({ postgres: { name: 'postgres.dump', sha256: 'a'.repeat(64), bytes, ...extra } });
+      entry('20260101T000000000Z-aaaaaa', { createdAt: '2026-01-01T00:00:00Z', files: file(5000) });
+      // Newer, but of another database, another compression, or with a size no dump has.
+      entry('20260102T000000000Z-bbbbbb', { createdAt: '2026-01-02T00:00:00Z', database: 'other', files: file(7000) });
+      entry('20260103T000000000Z-cccccc', { createdAt: '2026-01-03T00:00:00Z', compression: { method: 'none', level: null }, files: file(9000) });
+      entry('20260104T000000000Z-dddddd', { createdAt: '2026-01-04T00:00:00Z', files: file(1e300) });
+      entry('20260105T000000000Z-eeeeee', { createdAt: '2026-01-05T00:00:00Z', files: file(-4) });
+      const catalog = new Catalog(store, { warn: () => {} });
+      const conn = { host: '127.0.0.1', port: 1, user: 'nobody', database: 'shop', params: {} };
+      const logger = createMemoryLogger();
+      const gzip = await estimateBackupBytes({ catalog, environment: 'default', conn, runner: new LocalRunner(), compression: { method: 'gzip', level: 1 }, logger });
+      expect(gzip).toEqual({ bytes: 5000, source: 'the size of backup 20260101T000000000Z-aaaaaa' });
+      // An encrypted entry: the plaintext size (what pg_dump writes), not the age file's.
+      entry('20260106T000000000Z-ffffff', { createdAt: '2026-01-06T00:00:00Z', files: file(6100, { encryption: { format: 'age', recipients: [], plaintextSha256: 'b'.repeat(64), plaintextBytes: 6000 } }) });
+      expect((await estimateBackupBytes({ catalog, environment: 'default', conn, runner: new LocalRunner(), compression: { method: 'gzip', level: 1 }, logger }))?.bytes).toBe(6000);
+      // Compression none with no server to ask (port 1): no estimate, no throw, nothing but debug output.
+      const none = await estimateBackupBytes({ catalog, environment: 'empty', conn, runner: new LocalRunner(), compression: { method: 'none', level: null }, logger });
+      expect(none).toBeUndefined();
+      expect(logger.lines).toEqual([]);
+    } finally {
+      rmSync(store, { recursive: true, force: true });
+    }
   });
 });
