@@ -2,9 +2,8 @@ import { constants, lstatSync, statSync, type Stats } from 'node:fs';
 import { userInfo } from 'node:os';
 import { lstat, open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import { LifelineError } from '../errors';
-import { HashingTransform, type HashedFile } from './files';
+import { sha256Handle, type HashedFile } from './files';
 
 /**
  * The one rule for a file name read from inside an entry (SHA256SUMS, backup.json, export.json,
@@ -126,16 +125,14 @@ function missingAsUndefined(error: unknown): undefined {
   throw error;
 }
 
-/** sha256 of an entry file, streamed in 1 MiB chunks through a confined handle. */
+/** sha256 of an entry file, read in 1 MiB chunks through a confined handle. */
 export async function sha256EntryFile(entryDir: string, name: string): Promise<HashedFile> {
   const handle = await openEntryFile(entryDir, name);
-  const hasher = new HashingTransform();
-  await pipeline(handle.createReadStream({ highWaterMark: 1024 * 1024 }), hasher, async function* (source) {
-    for await (const _chunk of source) {
-      // drain
-    }
-  });
-  return { sha256: hasher.digest(), bytes: hasher.bytes };
+  try {
+    return await sha256Handle(handle);
+  } finally {
+    await handle.close();
+  }
 }
 
 /** A small entry file (metadata, SHA256SUMS) as text, through a confined handle; refuses more than `limit` bytes. */

@@ -67,10 +67,22 @@ function spawnStreaming(command: string, args: string[], invocation: ToolInvocat
     }
   });
   if (invocation.onStderrLine) child.stderr!.on('end', () => partialLine && invocation.onStderrLine!(partialLine));
+  let inputFailed: Error | undefined;
   if (invocation.stdin) {
-    invocation.stdin.pipe(child.stdin!);
+    const source = invocation.stdin;
+    source.pipe(child.stdin!);
     // The tool may exit before reading all of stdin; that is reported through its exit code.
     child.stdin!.on('error', () => {});
+    // pipe() neither ends nor fails the tool's stdin when the source fails (a decryption that fails
+    // authentication, a file that changed): the tool would wait for the rest forever, or, if its
+    // stdin were just closed, take what it got for the whole input (psql would run half a script).
+    // It is stopped instead, and its result says why.
+    source.on('error', (error: Error) => {
+      inputFailed = error;
+      source.unpipe(child.stdin!);
+      child.kill('SIGTERM');
+      child.stdin!.destroy();
+    });
   }
   const done = new Promise<ToolResult>((resolve, reject) => {
     child.on('error', (error: NodeJS.ErrnoException) => {
@@ -80,7 +92,11 @@ function spawnStreaming(command: string, args: string[], invocation: ToolInvocat
         reject(failure('TOOL_SPAWN', `could not run ${invocation.tool}: ${error.message}`, { cause: error }));
       }
     });
-    child.on('close', (exitCode, signal) => resolve({ exitCode, signal, stderr: masker.mask(stderr.trim()) }));
+    child.on('close', (exitCode, signal) => {
+      const why = inputFailed ? `${stderr.trim() ? '\n' : ''}(stopped: its input failed: ${inputFailed.message})` : '';
+      // A tool stopped because its input failed never reports success, whatever it exited with.
+      resolve({ exitCode: inputFailed && exitCode === 0 ? 1 : exitCode, signal, stderr: masker.mask(stderr.trim() + why) });
+    });
   });
   // Keep unhandled rejections off: callers await `done`.
   done.catch(() => {});

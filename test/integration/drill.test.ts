@@ -133,7 +133,7 @@ describe('lifeline drill, drills and gate against real PostgreSQL', () => {
     expect(report.rpo.met).toBe(false);
     expect(report.rpo.seconds).toBeGreaterThan(2);
     expect(report.failures).toHaveLength(1);
-    expect(report.failures[0]).toMatch(/^RPO missed the target 2s: the backup was [\d.]+s old$/);
+    expect(report.failures[0]).toMatch(/^RPO missed the target 2s: the backup was [\d.]+[smhd] old$/);
   });
 
   it('fails a stale drill at the gate (exit 1, one line per reason)', async () => {
@@ -141,7 +141,7 @@ describe('lifeline drill, drills and gate against real PostgreSQL', () => {
     const gate = await cli(['gate', '--max-drill-age', '1s']);
     expect(gate.code).toBe(1);
     expect(gate.stdout).toMatch(/newest drill age .* FAIL/);
-    expect(gate.stderr).toMatch(/error: the newest drill \S+ is [\d.]+s old; the limit is 1s/);
+    expect(gate.stderr).toMatch(/error: the newest drill \S+ is [\d.]+[smhd] old; the limit is 1s/);
   });
 
   it('fails a drill of a corrupted backup before restoring it, and the gate then fails', async () => {

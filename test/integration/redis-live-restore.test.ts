@@ -325,13 +325,29 @@ describe.skipIf(!dockerAvailable())('redis-restore into the live Redis of a Comp
       beforeRestore = keySet(ports.rdb);
     });
 
-    it('no identity: exit 2 naming the variables; a wrong one: exit 1; nothing changed either time', async () => {
+    it('no identity: exit 2 naming the variables; a wrong one: exit 1; a tampered byte behind rewritten checksums: exit 1; nothing changed each time', async () => {
       const none = await runAs(['redis-restore', '--backup', backupId, '--confirm', 'redis'], {});
       expect(none.code, none.stderr).toBe(2);
       expect(none.stderr).toContain('LIFELINE_AGE_IDENTITY_FILE');
       const wrong = await runAs(['redis-restore', '--backup', backupId, '--confirm', 'redis'], { LIFELINE_AGE_IDENTITY: keys.b });
       expect(wrong.code, wrong.stderr).toBe(1);
       expect(wrong.stderr).toContain('not among them');
+      // A flipped ciphertext byte with SHA256SUMS and backup.json rewritten to match: the age MAC fails it, exit 1, before anything is touched.
+      const entry = join(store.path, 'enc', 'backups', backupId);
+      const saved = Object.fromEntries(['redis.rdb.age', 'SHA256SUMS', 'backup.json'].map((f) => [f, readFileSync(join(entry, f))]));
+      try {
+        const bytes = Buffer.from(saved['redis.rdb.age']!);
+        bytes[Math.floor(bytes.length / 2)]! ^= 0x01;
+        writeFileSync(join(entry, 'redis.rdb.age'), bytes);
+        const oldSha = createHash('sha256').update(saved['redis.rdb.age']!).digest('hex');
+        const newSha = createHash('sha256').update(bytes).digest('hex');
+        for (const f of ['SHA256SUMS', 'backup.json']) writeFileSync(join(entry, f), saved[f]!.toString('utf8').replace(oldSha, newSha));
+        const tampered = await runAs(['redis-restore', '--backup', backupId, '--confirm', 'redis'], { LIFELINE_AGE_IDENTITY: keys.a });
+        expect(tampered.code, tampered.stderr).toBe(1);
+        expect(tampered.stderr).toMatch(/failed to decrypt/);
+      } finally {
+        for (const [f, content] of Object.entries(saved)) writeFileSync(join(entry, f), content);
+      }
       expect(keySet(ports.rdb)).toEqual(beforeRestore);
       expect(cli(ports.rdb, ['GET', 'enc:value']).trim()).toBe('after');
       expect(existsSync(join(store.path, 'enc', 'redis-snapshots'))).toBe(false);

@@ -298,9 +298,13 @@ describe('lifeline sync and fetch (CLI)', () => {
     expect(behind.code).toBe(1);
     expect(behind.stdout + behind.stderr).toContain('4 missing remotely');
 
-    const sync = await lifeline(['sync', '--config', config, '--env', ENV, '--json'], { env });
+    const sync = await lifeline(['sync', '--config', config, '--env', ENV, '--json'], { env: { ...env, LIFELINE_PROGRESS_INTERVAL_MS: '0' } });
     expect(sync.stderr).not.toContain(secret);
     expect(sync.code).toBe(0);
+    // Progress (#19): bytes the bucket holds of what it lacked, on stderr only, never a \r.
+    expect(sync.stderr).toMatch(/^sync: [\d.]+ [KM]?B of [\d.]+ [KM]?B \(\d+%\)/m);
+    expect(sync.stderr).toMatch(/^sync: ([\d.]+ [KM]?B) of \1 \(100%\).*\(done\)$/m);
+    expect(sync.stderr + sync.stdout).not.toContain('\r');
     const json = JSON.parse(sync.stdout);
     expect(json.bucket.uploaded).toBe(4);
     expect(json.bucket.entries.map((e: { status: string }) => e.status)).toEqual(['uploaded', 'uploaded', 'uploaded', 'uploaded']);
