@@ -13,7 +13,7 @@ import { createMemoryLogger } from '../src/logger';
 import { formatPgUrl, pgEnv } from '../src/runner/postgres-env';
 import { PsqlSession } from '../src/runner/psql';
 import { LocalRunner } from '../src/runner/runner';
-import { loadSampleDataset, SAMPLE_TABLES } from '../src/sample/dataset';
+import { loadSampleDataset, SAMPLE_TABLES } from '../test/helpers/sample-dataset';
 import { resolveEnvironment } from '../src/settings/resolve';
 import { startArchivingCluster } from '../test/helpers/pgbackrest-stanza';
 import { cliArgv } from './drivers/cli';

@@ -3,7 +3,7 @@
 // database, checks the schema fingerprint, runs ANALYZE and renames it into place.
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { SAMPLE_TABLES } from '../src/sample/dataset';
+import { SAMPLE_TABLES } from '../test/helpers/sample-dataset';
 import { formatPgUrl, pgEnv } from '../src/runner/postgres-env';
 import { cliMeasure } from './drivers/cli';
 import { checkpoint, compareInterleaved, measure, type BenchContext, type BenchRow } from './lib';

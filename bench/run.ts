@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { startThrowawayCluster } from '../src/postgres/cluster';
 import { LocalRunner } from '../src/runner/runner';
 import { PsqlSession } from '../src/runner/psql';
-import { loadSampleDataset } from '../src/sample/dataset';
+import { loadSampleDataset } from '../test/helpers/sample-dataset';
 import { formatRows, type BenchContext, type BenchRow } from './lib';
 
 const repo = join(import.meta.dirname, '..');

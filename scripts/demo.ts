@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { startThrowawayCluster, type ThrowawayCluster } from '../src/postgres/cluster';
 import { startThrowawayRedis, type ThrowawayRedis } from '../src/redis/server';
 import { LocalRunner } from '../src/runner/runner';
-import { loadSampleDataset, SAMPLE_MIGRATION_HEAD } from '../src/sample/dataset';
+import { loadSampleDataset, SAMPLE_MIGRATION_HEAD } from '../test/helpers/sample-dataset';
 import { formatPgUrl } from '../src/runner/postgres-env';
 import { PsqlSession } from '../src/runner/psql';
 import { dockerAvailable, startDockerEnvironment, type DockerEnvironment } from '../test/helpers/docker';

@@ -1,3 +1,7 @@
+import type { CodeOf, ErrorCode, ProviderCode } from './error-codes';
+
+export type { ErrorCode } from './error-codes';
+
 /**
  * Exit codes are a contract with operators' scripts:
  * 0 done, 1 the operation failed, 2 bad usage or configuration,
@@ -14,8 +18,8 @@ export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];
 export type ErrorKind = 'failed' | 'usage' | 'refused';
 
 export interface LifelineErrorOptions {
-  /** A stable machine-readable code, e.g. `BACKUP_NOT_FOUND`. */
-  code: string;
+  /** A stable machine-readable code, e.g. `BACKUP_NOT_FOUND`, declared with its doc in error-codes.ts. */
+  code: ErrorCode | ProviderCode;
   /** What the operator should do about it. */
   fix?: string;
   cause?: unknown;
@@ -25,7 +29,7 @@ export interface LifelineErrorOptions {
 
 export class LifelineError extends Error {
   readonly kind: ErrorKind;
-  readonly code: string;
+  readonly code: ErrorCode | ProviderCode;
   readonly fix?: string;
   readonly details?: Record<string, unknown>;
 
@@ -60,17 +64,17 @@ export function exitCodeFor(kind: ErrorKind): ExitCodeValue {
 }
 
 /** The operator's input or configuration is wrong (exit 2). */
-export function usageError(code: string, message: string, fix?: string, details?: Record<string, unknown>): LifelineError {
+export function usageError(code: CodeOf<'usage'>, message: string, fix?: string, details?: Record<string, unknown>): LifelineError {
   return new LifelineError('usage', message, { code, fix, details });
 }
 
 /** A safety check refused the operation before anything changed (exit 3). */
-export function refusal(code: string, message: string, fix?: string, details?: Record<string, unknown>): LifelineError {
+export function refusal(code: CodeOf<'refused'>, message: string, fix?: string, details?: Record<string, unknown>): LifelineError {
   return new LifelineError('refused', message, { code, fix, details });
 }
 
 /** The operation itself failed (exit 1). */
-export function failure(code: string, message: string, options: { fix?: string; cause?: unknown; details?: Record<string, unknown> } = {}): LifelineError {
+export function failure(code: CodeOf<'failed'>, message: string, options: { fix?: string; cause?: unknown; details?: Record<string, unknown> } = {}): LifelineError {
   return new LifelineError('failed', message, { code, ...options });
 }
 

@@ -1,7 +1,7 @@
 import { runObserved } from '../commands/observe';
 import * as core from '@actions/core';
 import { commandFor, type ActionSpec } from '../commands/action-spec';
-import { allInputs, Inputs, type CommandResult, type CommandSpec, type RawValue } from '../commands/spec';
+import { allInputs, Inputs, type CommandContext, type CommandResult, type CommandSpec, type RawValue } from '../commands/spec';
 import { toLifelineError, usageError } from '../errors';
 import { redactSecretsInText, type Logger } from '../logger';
 import { urlSecrets } from '../settings/secrets';
@@ -39,7 +39,16 @@ export function readActionInputs(command: CommandSpec): Record<string, RawValue>
 }
 
 /** The one error boundary of every action entry. */
-export async function runAction(action: ActionSpec, selected?: string): Promise<void> {
+/**
+ * What an action's entry hands the commands from outside the process: only the entries whose
+ * commands use workflow artifacts (sync, the root action) pass the artifact client, so the other
+ * bundles do not carry it.
+ */
+export interface ActionDoors {
+  artifactStore?: CommandContext['artifactStore'];
+}
+
+export async function runAction(action: ActionSpec, selected?: string, doors: ActionDoors = {}): Promise<void> {
   const logger = actionsLogger();
   try {
     const chosen = selected ?? (action.selector ? core.getInput(action.selector.input) : undefined);
@@ -62,6 +71,7 @@ export async function runAction(action: ActionSpec, selected?: string): Promise<
       cwd: process.cwd(),
       logger,
       interactive: false,
+      artifactStore: doors.artifactStore,
     });
     await publishResult(command, result);
   } catch (thrown) {

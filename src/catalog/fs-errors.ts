@@ -1,4 +1,5 @@
 import { failure, isLifelineError, type LifelineError } from '../errors';
+import type { CodeOf } from '../error-codes';
 
 const FILESYSTEM_CODES: Record<string, { what: string; fix: (path: string) => string }> = {
   ENOSPC: { what: 'no space left on the device', fix: (p) => `free space on the filesystem that holds ${p} (df -h ${p}), e.g. lifeline prune, or point --store / store: at a larger disk, then run the command again` },
@@ -27,7 +28,7 @@ export function describeFilesystemError(error: unknown, outcome?: string, where?
   // A write(2) failure carries no path: `where` (the entry or file being written) stands in.
   const path = error.path ?? (error as { dest?: string }).dest ?? where ?? 'a file';
   const doing = error.syscall ? ` (${error.syscall})` : '';
-  return failure(`FS_${error.code}`, `${path}: ${known.what}${doing}${outcome ? `; ${outcome}` : ''}`, {
+  return failure(`FS_${error.code}` as CodeOf<'failed'>, `${path}: ${known.what}${doing}${outcome ? `; ${outcome}` : ''}`, {
     fix: known.fix(path),
     cause: error,
     details: { path, errno: error.code },

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
 import { appendFile, lstat, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { Readable, type Writable } from 'node:stream';
@@ -333,6 +334,24 @@ export class StagedEntry {
         const result = await this.write(() => writer.done());
         this.sums.push({ file: stored, sha256: result.sha256 });
         return { name: stored, ...result, encryption: { format: 'age', recipients, plaintextSha256: plain.sha256, plaintextBytes: plain.bytes } };
+      },
+    };
+  }
+
+  /**
+   * A scratch file inside the staging directory (0600, created exclusively), for a producer that
+   * must land its bytes before it can say how many belong to the payload. It is never listed in
+   * SHA256SUMS; `remove()` deletes it, and the staging directory goes with a failed entry anyway.
+   */
+  scratchFile(name: string): { path: string; stream: Writable; remove(): Promise<void> } {
+    const path = this.path(name);
+    const stream = createWriteStream(path, { flags: 'wx', mode: PRIVATE_FILE_MODE });
+    return {
+      path,
+      stream,
+      remove: async () => {
+        stream.destroy();
+        await rm(path, { force: true });
       },
     };
   }

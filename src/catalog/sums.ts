@@ -1,4 +1,5 @@
 import { readEntryText, sha256EntryFile, UnsafeEntryFileError } from './confine';
+import { failure } from '../errors';
 
 export const SUMS_FILE = 'SHA256SUMS';
 
@@ -20,7 +21,7 @@ export function parseSums(text: string): SumEntry[] {
   for (const line of text.split('\n')) {
     if (!line.trim()) continue;
     const match = /^([0-9a-f]{64}) [ *](.+)$/.exec(line);
-    if (!match) throw new Error(`malformed ${SUMS_FILE} line: ${JSON.stringify(line)}`);
+    if (!match) throw failure('CATALOG_CORRUPT', `malformed ${SUMS_FILE} line: ${JSON.stringify(line)}`, { fix: `the entry's ${SUMS_FILE} was altered outside Lifeline: inspect it, then remove the entry or restore it from an off-host copy` });
     entries.push({ sha256: match[1]!, file: match[2]! });
   }
   return entries;

@@ -184,6 +184,8 @@ export async function runCli(commands: readonly CommandSpec[], argv: string[], i
       logger,
       interactive: io.interactive && !json,
       progress,
+      // The artifact client exists only inside a GitHub Actions job; loaded lazily so the CLI bundle stays small.
+      artifactStore: async (token) => (await import('../actions/artifact-store')).githubArtifactStore(io.env, token),
     }).finally(() => statusLine?.clear());
     if (json) io.stdout(`${masker.mask(JSON.stringify(result.json))}\n`);
     else if (result.text) io.stdout(`${masker.mask(result.text)}${result.text.endsWith('\n') ? '' : '\n'}`);

@@ -9,7 +9,7 @@ import { evaluateGate, gatherGateEvidence, renderGateMarkdown, renderGateText } 
 import { DRILL_BUNDLE_FILE, DRILL_REPORT_PAYLOAD_TYPE, drillListing, drillsTable, listDrillReports, renderDrillText, type DrillReportSigner } from '../drill/report';
 import { signDssePayload } from '../manifest/create';
 import { buildRunbook, renderRunbookMarkdown, renderRunbookText } from '../drill/runbook';
-import { listBackups } from '../postgres/metadata';
+import { listBackups } from '../backup/metadata';
 import { renderTextTable } from '../report/table';
 import { parseDuration } from '../settings/duration';
 import { loadConfig } from '../settings/load';

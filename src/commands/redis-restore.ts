@@ -2,7 +2,7 @@ import { loadIdentity } from '../crypto/age';
 import { Catalog } from '../catalog/store';
 import { usageError } from '../errors';
 import { composeCommand } from '../postgres/connection';
-import { findRedisSnapshot, restoreRedisLive } from '../redis/live-restore';
+import { findRedisSnapshot, restoreRedisLive } from '../backup/redis-live-restore';
 import { parseRedisUrl } from '../redis/snapshot';
 import { LocalRunner } from '../runner/runner';
 import { environmentFor, type CommandSpec } from './spec';

@@ -1,4 +1,6 @@
 import { failure, usageError } from '../errors';
+import type { ArtifactStore } from '../storage/artifacts';
+import type { Annotation } from '../report/annotation';
 import type { ProgressOutput } from '../report/progress';
 import type { Logger } from '../logger';
 import { resolveEnvironment, type EnvironmentSettings } from '../settings/resolve';
@@ -26,13 +28,7 @@ export interface OutputSpec {
   description: string;
 }
 
-export interface Annotation {
-  level: 'error' | 'warning' | 'notice';
-  message: string;
-  file?: string;
-  line?: number;
-  title?: string;
-}
+export type { Annotation } from '../report/annotation';
 
 export interface CommandResult {
   /** The value `--json` prints. */
@@ -58,6 +54,11 @@ export interface CommandContext {
   logger: Logger;
   /** stderr is a terminal: progress bars are welcome. */
   interactive: boolean;
+  /**
+   * Opens GitHub's artifact service with a token (the door supplies it: commands never import
+   * the actions glue). Absent where no artifact client can exist.
+   */
+  artifactStore?: (token: string | undefined) => Promise<ArtifactStore>;
   /** Where progress goes (src/report/progress.ts): the CLI's terminal line, --quiet; absent (actions), plain lines every few seconds. */
   progress?: ProgressOutput;
 }

@@ -25,8 +25,8 @@ async function githubArtifactStoreFor(ctx: CommandContext): Promise<ArtifactStor
   if (!ctx.env.ACTIONS_RUNTIME_TOKEN) {
     throw usageError('ARTIFACTS_UNAVAILABLE', 'workflow artifacts can only be used inside a GitHub Actions job (ACTIONS_RUNTIME_TOKEN is not set)', 'use `to: bucket` / `from: bucket` outside Actions, or run this step in a workflow');
   }
-  const { githubArtifactStore } = await import('../actions/artifact-store');
-  return githubArtifactStore(ctx.env, ctx.inputs.string('github-token'));
+  if (!ctx.artifactStore) throw usageError('ARTIFACTS_UNAVAILABLE', 'this way of running Lifeline has no workflow artifact client', 'use `to: bucket` / `from: bucket`, or run the sync action or the CLI inside the workflow job');
+  return ctx.artifactStore(ctx.inputs.string('github-token'));
 }
 
 function bucketFor(settings: EnvironmentSettings, doors: StorageDoors, ctx: CommandContext) {

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { Transform, type Readable } from 'node:stream';
 import { entryFilePath } from '../catalog/confine';
 import { failure } from '../errors';
-import type { BackupFile } from '../postgres/metadata';
+import type { BackupFile } from '../backup/metadata';
 import type { Runner, ToolInvocation, ToolResult } from '../runner/runner';
 import { decryptFile, identityMatches, identityRequired, IDENTITY_FIX, type AgeIdentity } from './age';
 

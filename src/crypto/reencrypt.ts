@@ -9,7 +9,7 @@ import { tenantExportsKind } from '../tenant/tenant-id';
 import { formatSums, SUMS_FILE, type SumEntry } from '../catalog/sums';
 import { usageError } from '../errors';
 import type { Logger } from '../logger';
-import { BACKUP_METADATA_FILE, findBackup, listBackups, type BackupEntry, type BackupFile, type BackupMetadata } from '../postgres/metadata';
+import { BACKUP_METADATA_FILE, findBackup, listBackups, type BackupEntry, type BackupFile, type BackupMetadata } from '../backup/metadata';
 import { AGE_SUFFIX, encryptingWriter, type AgeIdentity } from './age';
 import { isEncrypted, openPlaintext, requireIdentityFor } from './payload';
 

@@ -1,8 +1,8 @@
 import { failure } from '../errors';
 import { runChecked, runText, lastLines, type Runner } from '../runner/runner';
 
-export { COMPOSE_V1, COMPOSE_V2, detectComposeCommand, type ComposeCommand, type ComposeCommandSetting } from '../runner/compose';
-import type { ComposeCommand } from '../runner/compose';
+export { COMPOSE_V1, COMPOSE_V2, detectComposeCommand, normalizeProjectName, type ComposeCommand, type ComposeCommandSetting } from '../runner/compose';
+import { normalizeProjectName, type ComposeCommand } from '../runner/compose';
 
 export interface ComposeProject {
   command: ComposeCommand;
@@ -172,7 +172,3 @@ function startedAtMs(value: string | undefined): number {
   return Number.isFinite(ms) && ms > 0 ? ms : 0;
 }
 
-/** The project name as Compose records it in its labels (both versions lowercase it and drop other characters). */
-export function normalizeProjectName(name: string): string {
-  return name.toLowerCase().replace(/[^-_a-z0-9]/g, '');
-}

@@ -6,10 +6,11 @@ import { randomBytes } from 'node:crypto';
 import { recordLeftover } from '../runner/leftovers';
 import { engineOnThisHost, freshHttpStatus, proveHealthOwner, UNTIED_HEALTH, type ContainerIdentity, type HealthProof } from '../runner/listeners';
 import { describeExit, lastLines, LocalRunner, runText, type Runner } from '../runner/runner';
-import { tarStream } from '../tar';
+import { tarStream } from '../catalog/tar';
 import { formatDuration } from '../settings/duration';
 import type { AppCheckSettings, EnvironmentSettings } from '../settings/resolve';
 import type { CheckOutcome } from './checks';
+import { failure } from '../errors';
 
 export const APP_CHECK_NAME = 'application starts on the restored data';
 
@@ -162,7 +163,7 @@ async function copyDatabaseUrl(runner: Runner, container: string, envName: strin
   const running = runner.start({ tool: 'docker', args: ['cp', '-', `${container}:/`], stdin: tarStream(members) });
   running.stdout.resume();
   const result = await running.done;
-  if (result.exitCode !== 0) throw new Error(`docker cp of the database URL into ${container} failed (${describeExit(result)}): ${lastLines(result.stderr, 3)}`);
+  if (result.exitCode !== 0) throw failure('TOOL_FAILED', `docker cp of the database URL into ${container} failed (${describeExit(result)}): ${lastLines(result.stderr, 3)}`);
 }
 
 async function waitForApplication(

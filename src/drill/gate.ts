@@ -5,7 +5,7 @@ import { checkSums, parseSums, SUMS_FILE } from '../catalog/sums';
 import { isLifelineError } from '../errors';
 import type { VerificationPolicy } from '../manifest/types';
 import { verifySignedFile } from '../manifest/verify';
-import { BACKUP_METADATA_FILE, POSTGRES_ARCHIVE_FILE, type BackupMetadata } from '../postgres/metadata';
+import { BACKUP_METADATA_FILE, POSTGRES_ARCHIVE_FILE, type BackupMetadata } from '../backup/metadata';
 import { renderMarkdownTable, renderTextTable, type Table } from '../report/table';
 import { formatDuration } from '../settings/duration';
 import { DRILL_BUNDLE_FILE, DRILL_REPORT_FILE, DRILL_REPORT_PAYLOAD_TYPE, drillIdTime, listDrillEntries, listDrillReports, type DamagedDrillEntry, type DrillEntry, type DrillReport } from './report';

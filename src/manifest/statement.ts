@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { failure } from '../errors';
+import type { CodeOf } from '../error-codes';
 import { imageName, parseImageReference } from './image-ref';
 import { IN_TOTO_STATEMENT_TYPE, LIFELINE_PREDICATE_TYPE, SERVICE_ROLES, type InTotoStatement, type InTotoSubject, type ReleaseManifest } from './types';
 
@@ -47,7 +48,7 @@ const PINNED = /^[^@\s]+@sha256:[0-9a-f]{64}$/;
  * not match the images) fails: deploy must never act on a manifest it only half understands.
  */
 export function parseVerifiedStatement(payload: Buffer): ReleaseManifest {
-  const invalid = (code: string, why: string) => failure(code, `the signed manifest is not usable: ${why}`, { fix: 'create a new manifest with `lifeline manifest create`; do not edit signed manifests' });
+  const invalid = (code: CodeOf<'failed'>, why: string) => failure(code, `the signed manifest is not usable: ${why}`, { fix: 'create a new manifest with `lifeline manifest create`; do not edit signed manifests' });
   let statement: Record<string, unknown>;
   try {
     statement = JSON.parse(payload.toString('utf8')) as Record<string, unknown>;

@@ -6,6 +6,10 @@ import { TrustedRoot } from '@sigstore/protobuf-specs';
 import { PolicyError, toSignedEntity, toTrustMaterial, VerificationError, Verifier, type TrustMaterial, type VerifierOptions, type VerificationPolicy as SigstorePolicy } from '@sigstore/verify';
 import type { Catalog } from '../catalog/store';
 import { failure, isLifelineError, usageError, type LifelineError } from '../errors';
+import type { CodeOf } from '../error-codes';
+
+/** The codes a signed file's check can fail with, after MANIFEST_ or DRILL_REPORT_ (sigstore's own included). */
+type SignedFileCode = 'UNSIGNED' | 'BAD_BUNDLE' | 'NOT_DSSE' | 'WRONG_PAYLOAD_TYPE' | 'TAMPERED' | 'SIGNER_KIND' | 'WRONG_IDENTITY' | 'BAD_SIGNATURE' | 'VERIFY_ERROR' | VerificationError['code'];
 import { sha256Hex } from './digest';
 import { loadPublicKey, publicKeyHint } from './keys';
 import { exactIdentityPattern, loadTrustedRoot, trustedIdentities } from './trust';
@@ -65,7 +69,7 @@ export async function verifyReleaseManifest(options: VerifyReleaseOptions): Prom
   return { manifest, dir: entry.dir, manifestPath, bundlePath, digest: `sha256:${sha256Hex(payload)}`, signer };
 }
 
-function notVerifiedRelease(code: string, why: string, cause?: unknown): LifelineError {
+function notVerifiedRelease(code: CodeOf<'failed'>, why: string, cause?: unknown): LifelineError {
   return failure(code, `release manifest verification failed: ${why}`, {
     cause,
     fix: 'do not deploy this release; re-create the manifest from its pipeline, or check that the verification policy (public key or certificate identity) is the right one',
@@ -126,10 +130,10 @@ export interface VerifiedFile {
  * hold a DSSE envelope of `payloadType`, signed as the policy demands, whose payload is exactly
  * the file's bytes. Failures are exit 1 with codes `<codePrefix>_...`; a bad policy is exit 2.
  */
-export async function verifySignedFile(options: { filePath: string; bundlePath: string; payloadType: string; policy: VerificationPolicy; what: string; codePrefix: string }): Promise<VerifiedFile> {
+export async function verifySignedFile(options: { filePath: string; bundlePath: string; payloadType: string; policy: VerificationPolicy; what: string; codePrefix: 'DRILL_REPORT' }): Promise<VerifiedFile> {
   const policy = await preparePolicy(options.policy);
-  const fail = (code: string, why: string, cause?: unknown) =>
-    failure(code.replace(/^MANIFEST_/, `${options.codePrefix}_`), `${options.what} signature verification failed: ${why}`, { cause, fix: `do not trust this ${options.what}; produce a new one with the configured signer, or check the verification policy (manifest: in lifeline.yml)` });
+  const fail = (code: `MANIFEST_${SignedFileCode}`, why: string, cause?: unknown) =>
+    failure(code.replace(/^MANIFEST_/, `${options.codePrefix}_`) as `DRILL_REPORT_${SignedFileCode}`, `${options.what} signature verification failed: ${why}`, { cause, fix: `do not trust this ${options.what}; produce a new one with the configured signer, or check the verification policy (manifest: in lifeline.yml)` });
   let bundle: Bundle;
   try {
     bundle = bundleFromJSON(JSON.parse(await readFile(options.bundlePath, 'utf8')));
@@ -147,7 +151,7 @@ export async function verifySignedFile(options: { filePath: string; bundlePath: 
   return { signer, payload };
 }
 
-function verifyBundle(bundle: Bundle, policy: PreparedPolicy, notVerified: (code: string, why: string, cause?: unknown) => LifelineError = notVerifiedRelease): VerifiedRelease['signer'] {
+function verifyBundle(bundle: Bundle, policy: PreparedPolicy, notVerified: (code: `MANIFEST_${SignedFileCode}`, why: string, cause?: unknown) => LifelineError = notVerifiedRelease): VerifiedRelease['signer'] {
   const material = bundle.verificationMaterial.content;
   const bundleHint = material.$case === 'publicKey' ? material.publicKey.hint : undefined;
   if (policy.kind === 'key' && material.$case !== 'publicKey') throw notVerified('MANIFEST_SIGNER_KIND', 'it was signed keyless (with a certificate), but the policy expects a public key');

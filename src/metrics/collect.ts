@@ -2,7 +2,7 @@ import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Catalog } from '../catalog/store';
 import { listDrillReports } from '../drill/report';
-import { listBackups, type BackupEntry } from '../postgres/metadata';
+import { listBackups, type BackupEntry } from '../backup/metadata';
 import type { EnvironmentSettings } from '../settings/resolve';
 import type { MetricFamily, Sample } from './exposition';
 

@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { spawn } from 'node:child_process';
 import { chownSync, mkdtempSync, writeFileSync, readFileSync, rmSync, mkdirSync, readdirSync, renameSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,6 +8,7 @@ import { freePort, stopPid } from '../runner/ports';
 import { LocalRunner, runText, lastLines, type Runner } from '../runner/runner';
 import { formatPgUrl, type PgConnection } from '../runner/postgres-env';
 import { findServerBinDir } from './binaries';
+import { startDetached } from '../runner/detached';
 
 export interface ThrowawayCluster {
   dataDir: string;
@@ -175,13 +175,7 @@ export function removeInBackground(dir: string): void {
     rmSync(dir, { recursive: true, force: true });
     return;
   }
-  try {
-    const child = spawn('rm', ['-rf', '--', trash], { detached: true, stdio: 'ignore' });
-    child.on('error', () => rmSync(trash, { recursive: true, force: true }));
-    child.unref();
-  } catch {
-    rmSync(trash, { recursive: true, force: true });
-  }
+  startDetached('rm', ['-rf', '--', trash], () => rmSync(trash, { recursive: true, force: true }));
 }
 
 /** Removes trash directories left by removals that were cut short (older than ten minutes). */

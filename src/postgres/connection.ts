@@ -1,8 +1,7 @@
 import { failure, usageError } from '../errors';
 import type { PsqlSession } from '../runner/psql';
 import { formatPgUrl, parsePgUrl, type PgConnection } from '../runner/postgres-env';
-import { normalizeProjectName } from '../deploy/compose';
-import { detectComposeCommand } from '../runner/compose';
+import { detectComposeCommand, normalizeProjectName } from '../runner/compose';
 import { ContainerRunner, describeExit, lastLines, LocalRunner, runText, type Runner } from '../runner/runner';
 import type { ComposeSettings, EnvironmentSettings } from '../settings/resolve';
 import { postgresServerBinDirs } from './binaries';

@@ -1,4 +1,4 @@
-import type { Annotation } from '../commands/spec';
+import type { Annotation } from '../report/annotation';
 import type { FileRead, Finding } from './findings';
 
 const STATUS_LABEL = { pass: 'PASS', warn: 'WARN', fail: 'FAIL' } as const;

@@ -1,14 +1,13 @@
-import { createReadStream, createWriteStream } from 'node:fs';
-import { rm, stat } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { once } from 'node:events';
 import { PassThrough, Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { StagedEntry } from '../catalog/store';
+import type { StagedEntry, StoredFile } from '../catalog/store';
 import { failure, isLifelineError, usageError } from '../errors';
 import type { Logger } from '../logger';
 import { randomBytes } from 'node:crypto';
 import { lastLines, LocalRunner, runText, type Runner } from '../runner/runner';
-import { REDIS_SNAPSHOT_FILE, type RedisBackupFile } from '../postgres/metadata';
 
 export interface RedisTarget {
   host: string;
@@ -107,6 +106,18 @@ export async function checkRdb(runner: Runner, path: string, /** The plaintext a
   return { ok, keysRead, expires, detail: ok ? `RDB looks OK, ${keysRead} keys` : `redis-check-rdb: ${lastLines(output, 3)}` };
 }
 
+export interface SnapshotOptions {
+  runner: Runner;
+  checkRunner: Runner;
+  target: RedisTarget;
+  logger: Logger;
+  /** The payload's name in the staged entry (the caller's entry format decides it). */
+  fileName: string;
+}
+
+/** The stored snapshot, the keys per database at snapshot time, and the redis-check-rdb verdict. */
+export type RedisSnapshot = StoredFile & { keys: Record<string, number>; check: RdbCheck };
+
 /**
  * Takes a snapshot with `redis-cli --rdb -` (works remotely and inside a Compose service),
  * validates it with redis-check-rdb and adds it to the staged backup.
@@ -114,12 +125,13 @@ export async function checkRdb(runner: Runner, path: string, /** The plaintext a
  * With diskless replication redis-cli cannot truncate stdout after the transfer, so the stream
  * ends with the 40-byte EOF marker; the payload length it reports on stderr says where to cut.
  */
-export async function snapshotRedis(staged: StagedEntry, options: { runner: Runner; checkRunner: Runner; target: RedisTarget; logger: Logger }): Promise<RedisBackupFile & { check: RdbCheck }> {
+export async function snapshotRedis(staged: StagedEntry, options: SnapshotOptions): Promise<RedisSnapshot> {
   if (staged.encryptTo) return snapshotRedisEncrypted(staged, options);
-  const raw = staged.path(`${REDIS_SNAPSHOT_FILE}.part`);
+  const scratch = staged.scratchFile(`${options.fileName}.part`);
+  const raw = scratch.path;
   try {
     const running = options.runner.start(redisCli(options.target, ['--rdb', '-']));
-    await pipeline(running.stdout, createWriteStream(raw, { flags: 'wx', mode: 0o600 }));
+    await pipeline(running.stdout, scratch.stream);
     const result = await running.done;
     if (result.exitCode !== 0) {
       throw failure('REDIS_SNAPSHOT_FAILED', `redis-cli --rdb failed against redis://${options.target.host}:${options.target.port}: ${lastLines(result.stderr, 3)}`, { fix: 'check the Redis URL and password, and that the user may run SYNC/REPLCONF' });
@@ -128,15 +140,15 @@ export async function snapshotRedis(staged: StagedEntry, options: { runner: Runn
     const { size } = await stat(raw);
     const bytes = reported ? Number(reported[1]) : size;
     if (bytes <= 0 || bytes > size) throw failure('REDIS_SNAPSHOT_FAILED', `redis-cli reported ${bytes} bytes but wrote ${size}`);
-    const file = await staged.addStream(REDIS_SNAPSHOT_FILE, createReadStream(raw, { start: 0, end: bytes - 1 }));
-    const check = await checkRdb(options.checkRunner, staged.path(REDIS_SNAPSHOT_FILE));
+    const file = await staged.addStream(options.fileName, createReadStream(raw, { start: 0, end: bytes - 1 }));
+    const check = await checkRdb(options.checkRunner, staged.path(options.fileName));
     if (check.toolMissing) throw failure('REDIS_CHECK_MISSING', `the Redis snapshot cannot be validated: ${check.detail}`, { fix: 'make redis-check-rdb available where the check runs (see above), or back up with --verify false' });
     if (!check.ok) throw failure('REDIS_SNAPSHOT_INVALID', `the Redis snapshot does not validate: ${check.detail}`, { fix: 'retry the backup; if it keeps failing, check the Redis server log' });
     const keys = await redisKeyspace(options.runner, options.target);
     options.logger.info(`redis snapshot: ${file.bytes} bytes, ${check.keysRead} keys`);
-    return { name: REDIS_SNAPSHOT_FILE, bytes: file.bytes, sha256: file.sha256, keys, check };
+    return { name: options.fileName, bytes: file.bytes, sha256: file.sha256, keys, check };
   } finally {
-    await rm(raw, { force: true });
+    await scratch.remove();
   }
 }
 
@@ -149,7 +161,7 @@ const EOF_MARKER_BYTES = 40;
  * payload is, then into the entry (encrypted as it streams) and, at the same time, into
  * `redis-check-rdb /dev/stdin`, so the snapshot is checked on its plaintext side.
  */
-async function snapshotRedisEncrypted(staged: StagedEntry, options: { runner: Runner; checkRunner: Runner; target: RedisTarget; logger: Logger }): Promise<RedisBackupFile & { check: RdbCheck }> {
+async function snapshotRedisEncrypted(staged: StagedEntry, options: SnapshotOptions): Promise<RedisSnapshot> {
   const running = options.runner.start(redisCli(options.target, ['--rdb', '-']));
   let held: Buffer = Buffer.alloc(0);
   let passed = 0;
@@ -187,7 +199,7 @@ async function snapshotRedisEncrypted(staged: StagedEntry, options: { runner: Ru
   });
   const checkDone = checker.done;
   checkDone.catch(() => {});
-  const writer = staged.addWriter(REDIS_SNAPSHOT_FILE);
+  const writer = staged.addWriter(options.fileName);
   let checkerGone = false;
   checkDone.then(() => (checkerGone = true), () => (checkerGone = true));
   try {

@@ -27,3 +27,8 @@ export async function detectComposeCommand(runner: Runner, setting: ComposeComma
     'install the Docker Compose plugin (or docker-compose), set compose.command in lifeline.yml, or remove postgres.service / redis.service to run the client tools locally',
   );
 }
+
+/** The project name as Compose records it in its labels (both versions lowercase it and drop other characters). */
+export function normalizeProjectName(name: string): string {
+  return name.toLowerCase().replace(/[^-_a-z0-9]/g, '');
+}

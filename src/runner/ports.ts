@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { failure } from '../errors';
 
 /** A TCP port on 127.0.0.1 that was free a moment ago. */
 export function freePort(): Promise<number> {
@@ -19,7 +20,7 @@ export async function waitFor(check: () => Promise<boolean>, options: { timeoutM
   const deadline = Date.now() + options.timeoutMs;
   for (;;) {
     if (await check().catch(() => false)) return;
-    if (Date.now() > deadline) throw new Error(`timed out after ${options.timeoutMs} ms waiting for ${options.what}`);
+    if (Date.now() > deadline) throw failure('WAIT_TIMEOUT', `timed out after ${options.timeoutMs} ms waiting for ${options.what}`);
     await new Promise((r) => setTimeout(r, options.intervalMs ?? 100));
   }
 }

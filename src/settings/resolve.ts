@@ -1,7 +1,7 @@
 import { parseRecipients } from '../crypto/age';
 import { dirname, isAbsolute, resolve as resolvePath } from 'node:path';
 import { usageError } from '../errors';
-import { fromGzipLevel, parseCompression, type Compression } from '../postgres/compression';
+import { fromGzipLevel, parseCompression, type Compression } from './compression';
 import { parseDuration } from './duration';
 import { loadConfig, nearest, type LoadedConfig } from './load';
 import type { EnvironmentConfig, HookConfig, StorageConfig, TenantCollectionConfig } from './schema';

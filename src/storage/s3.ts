@@ -1,6 +1,7 @@
 import type { S3Client as SdkS3Client, S3ClientConfig } from '@aws-sdk/client-s3';
 import { Readable } from 'node:stream';
 import { failure, LifelineError, usageError } from '../errors';
+import { providerCode } from '../error-codes';
 
 export interface S3Credentials {
   accessKeyId: string;
@@ -81,7 +82,7 @@ export class S3RequestError extends LifelineError {
     message: string,
     options: { fix?: string; usage?: boolean; cause?: unknown } = {},
   ) {
-    super(options.usage ? 'usage' : 'failed', message, { code: s3Code, fix: options.fix ?? fixForS3Error(status, s3Code), cause: options.cause });
+    super(options.usage ? 'usage' : 'failed', message, { code: providerCode(s3Code), fix: options.fix ?? fixForS3Error(status, s3Code), cause: options.cause });
     this.name = 'S3RequestError';
   }
 }

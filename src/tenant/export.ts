@@ -13,7 +13,7 @@ import { collectionCopyStatement, describeCollection, resolveCollections, type C
 import { crossTenantRefusal, findCrossTenantRows, type CrossTenantPolicy, type CrossTenantRows } from './cross-tenant';
 import { ByteCapExceeded, ExportMeter, FILE_EXTENSION, type ExportFormat } from './rows';
 import { countInSnapshot, inParallel, openSnapshotSession, ROW_ENCODING, startInSnapshot } from './session';
-import { tarStream, type TarMember } from '../tar';
+import { tarStream, type TarMember } from '../catalog/tar';
 import { tenantExportsKind } from './tenant-id';
 import { verifyTenantExport } from './verify';
 import type { PayloadEncryption } from '../crypto/age';

@@ -6,7 +6,7 @@ import { inject } from 'vitest';
 import { LocalRunner } from '../../src/runner/runner';
 import { formatPgUrl, parsePgUrl, quoteIdent, type PgConnection } from '../../src/runner/postgres-env';
 import { queryOnce, PsqlSession } from '../../src/runner/psql';
-import { loadSampleDataset } from '../../src/sample/dataset';
+import { loadSampleDataset } from './sample-dataset';
 
 export const runner = new LocalRunner();
 

@@ -3,7 +3,7 @@ import { chmodSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from '
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Catalog } from '../../src/catalog/store';
-import { listBackups } from '../../src/postgres/metadata';
+import { listBackups } from '../../src/backup/metadata';
 import { formatPgUrl } from '../../src/runner/postgres-env';
 import { parseGithubOutput, REPO, runBundle } from '../helpers/cli';
 import { createSampleDatabase, dropDatabase, tempDir } from '../helpers/db';

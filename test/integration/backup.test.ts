@@ -5,9 +5,9 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Catalog } from '../../src/catalog/store';
 import { createMemoryLogger } from '../../src/logger';
 import { progressReporter } from '../../src/postgres/progress';
-import { BACKUP_METADATA_FILE, listBackups, type BackupMetadata } from '../../src/postgres/metadata';
+import { BACKUP_METADATA_FILE, listBackups, type BackupMetadata } from '../../src/backup/metadata';
 import { formatPgUrl } from '../../src/runner/postgres-env';
-import { SAMPLE_MIGRATION_HEAD } from '../../src/sample/dataset';
+import { SAMPLE_MIGRATION_HEAD } from '../helpers/sample-dataset';
 import { lifeline } from '../helpers/cli';
 import { createSampleDatabase, dropDatabase, tableCounts, tempDir } from '../helpers/db';
 

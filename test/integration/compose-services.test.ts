@@ -6,7 +6,7 @@ import { freePort, waitFor } from '../../src/runner/ports';
 import { formatPgUrl, type PgConnection } from '../../src/runner/postgres-env';
 import { PsqlSession, queryOnce } from '../../src/runner/psql';
 import { LocalRunner } from '../../src/runner/runner';
-import { loadSampleDataset } from '../../src/sample/dataset';
+import { loadSampleDataset } from '../helpers/sample-dataset';
 import { cliArgv, REPO, runProcess, type CliRun } from '../helpers/cli';
 import { tempDir } from '../helpers/db';
 import { dockerAvailable, startDockerEnvironment, type DockerEnvironment } from '../helpers/docker';

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Catalog } from '../../src/catalog/store';
 import { createMemoryLogger } from '../../src/logger';
-import { createBackup } from '../../src/postgres/backup';
+import { createBackup } from '../../src/backup/create';
 import { formatPgUrl } from '../../src/runner/postgres-env';
 import { lifeline } from '../helpers/cli';
 import { createSampleDatabase, dropDatabase, query, runner, sql, tableCounts, tempDir } from '../helpers/db';

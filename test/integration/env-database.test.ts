@@ -1,7 +1,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BACKUP_METADATA_FILE, type BackupMetadata } from '../../src/postgres/metadata';
+import { BACKUP_METADATA_FILE, type BackupMetadata } from '../../src/backup/metadata';
 import { lifeline } from '../helpers/cli';
 import { createDatabase, dropDatabase, sql, tempDir } from '../helpers/db';
 

@@ -8,8 +8,8 @@ import { formatSums, parseSums } from '../../src/catalog/sums';
 import { backupsTheGateNeeds, believedPassingDrills } from '../../src/drill/gate';
 import { createMemoryLogger } from '../../src/logger';
 import { generateSigningKeyPair } from '../../src/manifest/keys';
-import { createBackup } from '../../src/postgres/backup';
-import { pruneBackups } from '../../src/postgres/retention';
+import { createBackup } from '../../src/backup/create';
+import { pruneBackups } from '../../src/backup/retention';
 import { formatPgUrl } from '../../src/runner/postgres-env';
 import { lifeline } from '../helpers/cli';
 import { createSampleDatabase, dropDatabase, runner, tempDir } from '../helpers/db';
@@ -242,7 +242,7 @@ describe('the release gate believes only real, recent, passing drills', { timeou
     // Newer backups push the drilled one out of keepLast 1 / daily 1 / weekly 1.
     for (let i = 0; i < 2; i++) await createBackup({ catalog, environment: 'production', runner, conn: live.conn, label: 'manual', logger: createMemoryLogger() });
     expect([...(await backupsTheGateNeeds(catalog, 'production')).keys()]).toEqual([backupId]);
-    const result = await pruneBackups(catalog, 'production', { keepLast: 1, keepDaily: 1, keepWeekly: 1, preRestore: { keepLast: 0, keepDays: 0 } }, { apply: true, logger: createMemoryLogger() });
+    const result = await pruneBackups(catalog, 'production', { keepLast: 1, keepDaily: 1, keepWeekly: 1, preRestore: { keepLast: 0, keepDays: 0 } }, { apply: true, logger: createMemoryLogger(), passingDrills: believedPassingDrills });
     expect(result.decisions.find((d) => d.id === backupId)).toMatchObject({ keep: true, reasons: expect.arrayContaining([expect.stringMatching(/newest passing drill/)]) });
     expect(readdirSync(join(copy, 'production', 'backups'))).toContain(backupId);
     const run = await gate(configFor(copy, true));

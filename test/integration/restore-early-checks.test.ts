@@ -4,8 +4,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Catalog } from '../../src/catalog/store';
 import { createMemoryLogger } from '../../src/logger';
-import { findBackup } from '../../src/postgres/metadata';
-import { restoreIntoFreshDatabase } from '../../src/postgres/restore';
+import { findBackup } from '../../src/backup/metadata';
+import { restoreIntoFreshDatabase } from '../../src/backup/restore';
 import { BtreeIndexChecker, checkAllBtreeIndexes } from '../../src/postgres/amcheck';
 import { finishedItems, parseDataItems, isRestoreProgressLine } from '../../src/postgres/restore-pipeline';
 import { PsqlSession } from '../../src/runner/psql';

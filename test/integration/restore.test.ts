@@ -4,13 +4,13 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Catalog } from '../../src/catalog/store';
 import { createMemoryLogger } from '../../src/logger';
-import { listBackups } from '../../src/postgres/metadata';
-import { restoreIntoFreshDatabase } from '../../src/postgres/restore';
+import { listBackups } from '../../src/backup/metadata';
+import { restoreIntoFreshDatabase } from '../../src/backup/restore';
 import { PsqlSession } from '../../src/runner/psql';
 import { schemaFingerprint } from '../../src/postgres/inspect';
 import { LocalRunner } from '../../src/runner/runner';
 import { formatPgUrl, type PgConnection } from '../../src/runner/postgres-env';
-import { findBackup } from '../../src/postgres/metadata';
+import { findBackup } from '../../src/backup/metadata';
 import { lifeline } from '../helpers/cli';
 import { adminConn, createDatabase, createSampleDatabase, dropDatabase, query, sql, tableCounts, tempDir } from '../helpers/db';
 

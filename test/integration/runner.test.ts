@@ -6,7 +6,7 @@ import { LocalRunner, runChecked, runText } from '../../src/runner/runner';
 import { pgEnv, parsePgUrl } from '../../src/runner/postgres-env';
 import { PsqlSession } from '../../src/runner/psql';
 import { SecretMasker } from '../../src/logger';
-import { SAMPLE_MIGRATION_HEAD } from '../../src/sample/dataset';
+import { SAMPLE_MIGRATION_HEAD } from '../helpers/sample-dataset';
 import { createSampleDatabase, dropDatabase, tableCounts, tempDir } from '../helpers/db';
 
 describe('tool runner against the real services', () => {

@@ -5,7 +5,7 @@ import { pipeline } from 'node:stream/promises';
 import { describe, expect, it } from 'vitest';
 import { parseCollectionFlag, tenantRowsQuery, type ResolvedCollection } from '../../src/tenant/collections';
 import { RecordCounter } from '../../src/tenant/rows';
-import { tarStream } from '../../src/tar';
+import { tarStream } from '../../src/catalog/tar';
 import { tenantSegment } from '../../src/tenant/tenant-id';
 import { tempDir } from '../helpers/db';
 

@@ -7,7 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { COMPOSE_V1, COMPOSE_V2, ComposeDriver } from '../../src/deploy/compose';
 import { migrationHeadProbe } from '../../src/deploy/database';
 import { composeRunner } from '../../src/postgres/connection';
-import { serviceContainer } from '../../src/redis/live-restore';
+import { serviceContainer } from '../../src/backup/redis-live-restore';
 import { ComposeRunner, ContainerRunner, LocalRunner, runText } from '../../src/runner/runner';
 import { tempDir } from '../helpers/db';
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { defaultCompression, formatCompression, parseCompression, pgDumpCompressArg } from '../../src/postgres/compression';
+import { defaultCompression, formatCompression, parseCompression, pgDumpCompressArg } from '../../src/settings/compression';
 
 function usage(fn: () => unknown) {
   try {

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { Catalog } from '../../src/catalog/store';
 import { believedPassingDrills, chooseNewestDrill, drillVerdictProblems, evaluateGate, type GateInputs, type NewestDrillEvidence } from '../../src/drill/gate';
 import { saveDrillReport, type DrillReport } from '../../src/drill/report';
-import type { BackupMetadata } from '../../src/postgres/metadata';
+import type { BackupMetadata } from '../../src/backup/metadata';
 import { recordedRunning } from '../../src/deploy/history';
 
 const NOW = new Date('2026-11-21T12:00:00Z');

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Catalog } from '../../src/catalog/store';
-import { estimateBackupBytes } from '../../src/postgres/backup-estimate';
+import { estimateBackupBytes } from '../../src/backup/estimate';
 import { LocalRunner } from '../../src/runner/runner';
 import { runCli } from '../../src/cli/main';
 import type { CommandSpec } from '../../src/commands/spec';

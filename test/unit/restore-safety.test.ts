@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { settingClause } from '../../src/postgres/restore';
+import { settingClause } from '../../src/backup/restore';
 import { describeHeldLocks, isLockTimeout } from '../../src/postgres/inspect';
 import { childEnvironment } from '../../src/runner/runner';
 import { pgEnv } from '../../src/runner/postgres-env';

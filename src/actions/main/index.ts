@@ -11,7 +11,7 @@ async function main(): Promise<void> {
     process.exitCode = 2;
     return;
   }
-  await runAction(action);
+  await runAction(action, undefined, { artifactStore: async (token) => (await import('../artifact-store')).githubArtifactStore(process.env, token) });
 }
 
 void main();

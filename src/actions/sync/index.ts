@@ -1,4 +1,4 @@
 import { syncAction } from '../../commands/sync';
 import { runAction } from '../run';
 
-void runAction(syncAction);
+void runAction(syncAction, undefined, { artifactStore: async (token) => (await import('../artifact-store')).githubArtifactStore(process.env, token) });

@@ -9,10 +9,10 @@ import { entryFilePath } from '../catalog/confine';
 import { failure } from '../errors';
 import type { Logger } from '../logger';
 import { ImageRunner, LocalRunner, type Runner } from '../runner/runner';
-import { startContainerRedis } from './container-server';
-import type { BackupEntry } from '../postgres/metadata';
-import { startThrowawayRedis } from './server';
-import { checkRdb, parseRedisUrl, redisKeyspace } from './snapshot';
+import { startContainerRedis } from '../redis/container-server';
+import type { BackupEntry } from './metadata';
+import { startThrowawayRedis } from '../redis/server';
+import { checkRdb, parseRedisUrl, redisKeyspace } from '../redis/snapshot';
 
 export interface RedisRestoreReport {
   ok: boolean;

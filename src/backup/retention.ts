@@ -1,7 +1,6 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Catalog } from '../catalog/store';
-import { believedPassingDrills } from '../drill/gate';
 import type { Logger } from '../logger';
 import { listBackups, type BackupEntry } from './metadata';
 
@@ -155,11 +154,10 @@ export async function backupsReferencedByReleases(catalog: Catalog, env: string)
 
 /**
  * Passing drills of restored catalog backups, newest first, as the release gate judges them: a
- * future-dated, foreign or self-contradicting report never decides which backups stay.
+ * future-dated, foreign or self-contradicting report never decides which backups stay. The drill
+ * room owns that judgement (`believedPassingDrills` in drill/gate), so the caller hands it in.
  */
-function passingDrills(catalog: Catalog, env: string, now?: Date): Promise<{ id: string; backupId: string }[]> {
-  return believedPassingDrills(catalog, env, now);
-}
+export type PassingDrills = (catalog: Catalog, env: string, now?: Date) => Promise<{ id: string; backupId: string }[]>;
 
 export interface PruneResult {
   applied: boolean;
@@ -170,10 +168,10 @@ export interface PruneResult {
 }
 
 /** Plans retention and, with `apply`, removes the backups the plan lets go. The caller holds the environment lock. */
-export async function pruneBackups(catalog: Catalog, env: string, policy: RetentionPolicy, options: { apply: boolean; logger: Logger; now?: Date }): Promise<PruneResult> {
+export async function pruneBackups(catalog: Catalog, env: string, policy: RetentionPolicy, options: { apply: boolean; logger: Logger; now?: Date; passingDrills: PassingDrills }): Promise<PruneResult> {
   const backups = await listBackups(catalog, env);
   const { referenced, unreadable } = await backupsReferencedByReleases(catalog, env);
-  const decisions = planRetention(backups, policy, { referenced, passingDrills: await passingDrills(catalog, env, options.now) }, options.now);
+  const decisions = planRetention(backups, policy, { referenced, passingDrills: await options.passingDrills(catalog, env, options.now) }, options.now);
   const deleted: string[] = [];
   if (options.apply && unreadable.length === 0) {
     for (const decision of decisions) {

@@ -6,12 +6,12 @@ import { PsqlSession } from '../runner/psql';
 import { pgEnv, type PgConnection } from '../runner/postgres-env';
 import { describeExit, lastLines, runText, type Runner } from '../runner/runner';
 import { redisKeyspace, snapshotRedis, type RedisTarget } from '../redis/snapshot';
-import { checkConnection } from './connection';
-import { databaseLevelState, exactRowCounts, migrationHead, schemaFingerprint, serverVersion, toolVersion } from './inspect';
-import { DEFAULT_LOCK_TIMEOUT_SECONDS, explainLockTimeout, withLockTimeout } from './lock-wait';
-import { defaultCompression, formatCompression, fromGzipLevel, pgDumpCompressArg, type Compression } from './compression';
-import { BACKUP_METADATA_FILE, GLOBALS_FILE, type BackupEntry, type BackupFile, type BackupLabel, type BackupMetadata, type RedisBackupFile, type VerificationCheck } from './metadata';
-import type { ProgressSink } from './progress';
+import { checkConnection } from '../postgres/connection';
+import { databaseLevelState, exactRowCounts, migrationHead, schemaFingerprint, serverVersion, toolVersion } from '../postgres/inspect';
+import { DEFAULT_LOCK_TIMEOUT_SECONDS, explainLockTimeout, withLockTimeout } from '../postgres/lock-wait';
+import { defaultCompression, formatCompression, fromGzipLevel, pgDumpCompressArg, type Compression } from '../settings/compression';
+import { BACKUP_METADATA_FILE, GLOBALS_FILE, REDIS_SNAPSHOT_FILE, type BackupEntry, type BackupFile, type BackupLabel, type BackupMetadata, type RedisBackupFile, type VerificationCheck } from './metadata';
+import type { ProgressSink } from '../postgres/progress';
 import { startVerifiedDump } from './verified-dump';
 
 export interface BackupOptions {
@@ -127,7 +127,7 @@ async function createBackupLocked(options: BackupOptions): Promise<BackupEntry> 
     let redis: RedisBackupFile | undefined;
     let redisCheck: VerificationCheck | undefined;
     if (options.redis) {
-      const snap = await snapshotRedis(staged, { ...options.redis, logger });
+      const snap = await snapshotRedis(staged, { ...options.redis, logger, fileName: REDIS_SNAPSHOT_FILE });
       redis = { name: snap.name, bytes: snap.bytes, sha256: snap.sha256, keys: snap.keys, ...(snap.encryption ? { encryption: snap.encryption } : {}) };
       // snapshotRedis fails the backup when redis-check-rdb does not pass.
       redisCheck = { name: `${snap.name} (redis-check-rdb)`, ok: snap.check.ok, detail: snap.check.detail };

@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
-import { failure } from '../errors';
-import { lastLines, type Runner } from '../runner/runner';
-import { pgEnv, type PgConnection } from '../runner/postgres-env';
+import { failure } from '../../src/errors';
+import { lastLines, type Runner } from '../../src/runner/runner';
+import { pgEnv, type PgConnection } from '../../src/runner/postgres-env';
 
 /**
  * A deterministic sample restaurant dataset: tenants, locations, menu items, orders, order items

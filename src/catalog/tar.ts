@@ -1,6 +1,6 @@
 import { createReadStream } from 'node:fs';
 import { Readable } from 'node:stream';
-import { failure } from './errors';
+import { failure } from '../errors';
 
 /** Who owns a member and its permission bits; default root:root, 0644 for files, 0755 for directories. */
 export interface TarOwnership {
@@ -20,7 +20,7 @@ function writeOctal(header: Buffer, offset: number, length: number, value: numbe
 
 /** A ustar header; sizes beyond 8 GiB use the GNU base-256 form that GNU tar and bsdtar read. */
 function tarHeader(name: string, size: number, mtimeSeconds: number, type: '0' | '5', owner: Required<TarOwnership>): Buffer {
-  if (Buffer.byteLength(name) > 100) throw new Error(`tar member name too long: ${name}`);
+  if (Buffer.byteLength(name) > 100) throw failure('TAR_NAME_TOO_LONG', `tar member name too long (over 100 bytes): ${name}`);
   const header = Buffer.alloc(BLOCK);
   header.write(name, 0, 100, 'utf8');
   writeOctal(header, 100, 8, owner.mode & 0o7777);

@@ -3,7 +3,7 @@ import type { Logger } from '../logger';
 import { queryOnce } from '../runner/psql';
 import type { Runner } from '../runner/runner';
 import type { PgConnection } from '../runner/postgres-env';
-import { formatCompression, type Compression } from './compression';
+import { formatCompression, type Compression } from '../settings/compression';
 import { listBackups } from './metadata';
 
 export interface BackupSizeEstimate {

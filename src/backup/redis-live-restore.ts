@@ -8,11 +8,11 @@ import { parseSums, SUMS_FILE } from '../catalog/sums';
 import { ComposeDriver, composeInvocation, type ComposeProject } from '../deploy/compose';
 import { failure, refusal, usageError } from '../errors';
 import type { Logger } from '../logger';
-import { listBackups, type RedisBackupFile } from '../postgres/metadata';
-import { firstTarFile, tarStream, type TarMember } from '../tar';
+import { listBackups, REDIS_SNAPSHOT_FILE, type RedisBackupFile } from './metadata';
+import { firstTarFile, tarStream, type TarMember } from '../catalog/tar';
 import { ContainerRunner, ImageRunner, describeExit, lastLines, runChecked, runText, type Runner } from '../runner/runner';
-import { checkRdb, parseKeyspace, redisCli, redisKeyspace, snapshotRedis, type RdbCheck, type RedisTarget } from './snapshot';
-import { parseRdbHeader, parseServerIdentity, rdbCompatibility, readRdbHeader, type ServerIdentity } from './rdb-version';
+import { checkRdb, parseKeyspace, redisCli, redisKeyspace, snapshotRedis, type RdbCheck, type RedisTarget } from '../redis/snapshot';
+import { parseRdbHeader, parseServerIdentity, rdbCompatibility, readRdbHeader, type ServerIdentity } from '../redis/rdb-version';
 import { PassThrough, type Readable } from 'node:stream';
 import type { AgeIdentity } from '../crypto/age';
 import { isEncrypted, openPlaintext, requireIdentityFor } from '../crypto/payload';
@@ -551,7 +551,7 @@ async function takePreRestoreSnapshot(options: LiveRestoreOptions, inContainer: 
   let staged: StagedEntry | undefined;
   try {
     staged = await catalog.begin(environment, REDIS_SNAPSHOT_KIND, id, REDIS_SNAPSHOT_METADATA_FILE, { encryptTo: options.encryptTo });
-    const snap = await snapshotRedis(staged, { runner: inContainer, checkRunner: options.checkRunner ?? inContainer, target: options.target, logger });
+    const snap = await snapshotRedis(staged, { runner: inContainer, checkRunner: options.checkRunner ?? inContainer, target: options.target, logger, fileName: REDIS_SNAPSHOT_FILE });
     const metadata: RedisSnapshotMetadata = {
       schemaVersion: 1,
       id,

@@ -1,7 +1,7 @@
 import { usageError } from '../errors';
 import type { Catalog, CatalogEntry, EntryMetadata } from '../catalog/store';
-import type { Compression } from './compression';
-import type { DatabaseLevelState } from './inspect';
+import type { Compression } from '../settings/compression';
+import type { DatabaseLevelState } from '../postgres/inspect';
 import type { PayloadEncryption } from '../crypto/age';
 
 export const BACKUP_METADATA_FILE = 'backup.json';

@@ -6,7 +6,7 @@ import type { Logger } from '../logger';
 import { pgEnv, type PgConnection } from '../runner/postgres-env';
 import { describeExit, lastLines, type Runner, type RunningTool, type ToolResult } from '../runner/runner';
 import { POSTGRES_ARCHIVE_FILE, type BackupFile, type VerificationCheck } from './metadata';
-import { progressReporter, type ProgressSink } from './progress';
+import { progressReporter, type ProgressSink } from '../postgres/progress';
 import { fullReadArgs, pgRestoreCheck } from './verify';
 
 export interface VerifiedDumpOptions {

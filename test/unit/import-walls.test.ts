@@ -1,0 +1,111 @@
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+// The walls of ../shared/ARCHITECTURE.md (issue #23), read from the import graph of src/**/*.ts:
+// every crossing named below fails with the file and the import, so a wall stays held.
+
+const ROOT = resolve(__dirname, '../..');
+const SRC = join(ROOT, 'src');
+
+interface Edge {
+  /** The importing file, relative to the repository (src/commands/sync.ts). */
+  from: string;
+  /** The import as written ('../actions/artifact-store', 'node:child_process'). */
+  spec: string;
+  /** A relative import resolved to a repository path without extension (src/actions/artifact-store); else the bare spec. */
+  to: string;
+  /** The names it imports, when it names them (`import { a, b }`). */
+  names: string[];
+  line: number;
+}
+
+function sourceFiles(dir: string): string[] {
+  return readdirSync(dir).flatMap((name) => {
+    const path = join(dir, name);
+    if (statSync(path).isDirectory()) return sourceFiles(path);
+    return /\.tsx?$/.test(name) && !name.endsWith('.d.ts') ? [path] : [];
+  });
+}
+
+/** Static imports, re-exports (`export ... from`) and dynamic `import('...')`, type-only ones included. */
+export function importsOf(file: string, text: string): Edge[] {
+  const from = relative(ROOT, file);
+  const edges: Edge[] = [];
+  const patterns = [/\b(?:import|export)\s+(?:type\s+)?([^'";]*?)\s*from\s*['"]([^'"]+)['"]/g, /\bimport\s*\(\s*['"]([^'"]+)['"]\s*\)/g, /^\s*import\s+['"]([^'"]+)['"]/gm];
+  for (const [index, pattern] of patterns.entries()) {
+    for (const match of text.matchAll(pattern)) {
+      const spec = index === 0 ? match[2] : match[1];
+      const clause = index === 0 ? match[1] : '';
+      const names = [...clause.matchAll(/([A-Za-z_$][\w$]*)(?:\s+as\s+[\w$]+)?/g)].map((m) => m[1]).filter((n) => n !== 'type' && n !== 'as');
+      const to = spec.startsWith('.') ? relative(ROOT, resolve(dirname(file), spec)).replace(/\.(js|ts)$/, '') : spec;
+      edges.push({ from, spec, to, names, line: text.slice(0, match.index).split('\n').length });
+    }
+  }
+  return edges;
+}
+
+const files = sourceFiles(SRC);
+const edges = files.flatMap((file) => importsOf(file, readFileSync(file, 'utf8')));
+
+const inRoom = (path: string, room: string) => path === `src/${room}` || path.startsWith(`src/${room}/`);
+const show = (e: Edge) => `${e.from}:${e.line} imports '${e.spec}'`;
+
+interface Wall {
+  name: string;
+  crosses(edge: Edge): boolean;
+}
+
+const ENGINE_ROOMS = ['postgres', 'redis'];
+const ABOVE_ENGINES = ['backup', 'commands', 'actions', 'cli', 'drill', 'deploy', 'tenant', 'storage', 'preflight', 'manifest', 'metrics', 'notify'];
+const FS_WRITES = ['createWriteStream', 'writeFile', 'writeFileSync', 'appendFile', 'appendFileSync', 'rename', 'renameSync', 'copyFile', 'copyFileSync'];
+
+const WALLS: Wall[] = [
+  { name: 'commands/ does not import actions/ (the artifact store comes through the command context)', crosses: (e) => inRoom(e.from, 'commands') && inRoom(e.to, 'actions') },
+  { name: 'preflight/ does not import commands/ (not even types)', crosses: (e) => inRoom(e.from, 'preflight') && inRoom(e.to, 'commands') },
+  { name: 'postgres/ and redis/ do not import each other', crosses: (e) => (inRoom(e.from, 'postgres') && inRoom(e.to, 'redis')) || (inRoom(e.from, 'redis') && inRoom(e.to, 'postgres')) },
+  { name: 'engine code (postgres/, redis/) knows nothing of entries or of the rooms above it', crosses: (e) => ENGINE_ROOMS.some((r) => inRoom(e.from, r)) && ABOVE_ENGINES.some((r) => inRoom(e.to, r)) },
+  { name: 'only runner/ spawns processes (node:child_process)', crosses: (e) => !inRoom(e.from, 'runner') && /^(node:)?child_process$/.test(e.to) },
+  {
+    name: 'engine code that writes into a staged entry writes through the catalog (no fs writes beside a catalog import)',
+    crosses: (e) => ENGINE_ROOMS.some((r) => inRoom(e.from, r)) && /^(node:)?fs(\/promises)?$/.test(e.to) && e.names.some((n) => FS_WRITES.includes(n)) && edges.some((o) => o.from === e.from && inRoom(o.to, 'catalog')),
+  },
+  { name: 'settings/ does not import postgres/ (or any domain room)', crosses: (e) => inRoom(e.from, 'settings') && [...ENGINE_ROOMS, ...ABOVE_ENGINES, 'runner', 'catalog'].some((r) => inRoom(e.to, r)) },
+  { name: 'backup/ does not import drill/ (retention is handed the gate\'s judgement)', crosses: (e) => inRoom(e.from, 'backup') && inRoom(e.to, 'drill') },
+  { name: 'no product code imports test or bench support, and src/sample/ and src/tar.ts are gone', crosses: (e) => /^(test|bench)\//.test(e.to) || e.to === 'src/tar' || inRoom(e.to, 'sample') },
+];
+
+describe('import walls (issue #23, ARCHITECTURE.md)', () => {
+  it('reads the import graph of src/', () => {
+    // A broken reader would hold every wall: make sure it sees the imports it must see.
+    expect(files.length).toBeGreaterThan(100);
+    expect(edges.some((e) => e.from === 'src/backup/create.ts' && e.to === 'src/redis/snapshot' && e.names.includes('snapshotRedis'))).toBe(true);
+    expect(edges.some((e) => e.from === 'src/runner/runner.ts' && /child_process$/.test(e.to))).toBe(true);
+    expect(edges.some((e) => e.from === 'src/cli/main.ts' && e.spec === '../actions/artifact-store')).toBe(true);
+  });
+
+  for (const wall of WALLS) {
+    it(wall.name, () => {
+      expect(edges.filter((e) => wall.crosses(e)).map(show)).toEqual([]);
+    });
+  }
+
+  it('each wall catches the crossing it names (checked on imports written for the test)', () => {
+    const probe = (from: string, text: string) => importsOf(join(ROOT, from), text);
+    const crossings = (from: string, text: string) => WALLS.filter((w) => probe(from, text).some((e) => w.crosses(e))).map((w) => w.name);
+    expect(crossings('src/commands/sync.ts', "const m = await import('../actions/artifact-store');")).toHaveLength(1);
+    expect(crossings('src/preflight/report.ts', "import type { Annotation } from '../commands/spec';")).toHaveLength(1);
+    expect(crossings('src/redis/snapshot.ts', "import {\n  REDIS_SNAPSHOT_FILE,\n} from '../postgres/metadata';")).toHaveLength(1);
+    expect(crossings('src/redis/snapshot.ts', "import { REDIS_SNAPSHOT_FILE } from '../backup/metadata';")).toHaveLength(1);
+    expect(crossings('src/postgres/cluster.ts', "import { spawn } from 'node:child_process';")).toHaveLength(1);
+    expect(crossings('src/settings/resolve.ts', "import { parseCompression } from '../postgres/compression';")).toHaveLength(1);
+    expect(crossings('src/backup/retention.ts', "import { believedPassingDrills } from '../drill/gate';")).toHaveLength(1);
+    expect(crossings('src/drill/app-check.ts', "import { tarStream } from '../tar';")).toHaveLength(1);
+    expect(crossings('src/postgres/x.ts', "export { loadSampleDataset } from '../../test/helpers/sample-dataset';")).toHaveLength(1);
+    // The staged-entry write wall needs the file's own catalog import, as snapshot.ts has.
+    const snapshot = relative(ROOT, join(SRC, 'redis/snapshot.ts'));
+    const write = probe(snapshot, "import { createReadStream, createWriteStream } from 'node:fs';")[0];
+    expect(WALLS.some((w) => w.crosses(write))).toBe(true);
+    expect(crossings('src/backup/create.ts', "import { snapshotRedis } from '../redis/snapshot';")).toEqual([]);
+  });
+});
