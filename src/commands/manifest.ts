@@ -144,7 +144,7 @@ export const manifestCheckIdentityCommand: CommandSpec = {
     if (policy.publicKey) throw usageError('POLICY_EXPECTS_KEY', `environment ${settings.name} verifies release manifests with a public key, but this workflow signs keyless as ${claims.identity}`, 'sign with the key (keyless: false and the SIGNING_KEY secret), or set manifest.certificateIdentity instead of manifest.publicKey');
     if (!trusted.length) throw usageError('BAD_VERIFICATION_POLICY', `environment ${settings.name} has no trusted keyless identity`, fix);
     if (!trusted.includes(claims.identity)) {
-      throw refusal('IDENTITY_NOT_TRUSTED', `a manifest signed by ${claims.identity} would not verify for ${settings.name}: the trusted identities are ${trusted.join(', ')}`, fix);
+      throw refusal('IDENTITY_NOT_TRUSTED', `a release manifest or drill report signed by ${claims.identity} would not verify for ${settings.name}: the trusted identities are ${trusted.join(', ')}`, fix);
     }
     if (claims.issuer && policy.certificateOidcIssuer && claims.issuer !== policy.certificateOidcIssuer) {
       throw refusal('IDENTITY_NOT_TRUSTED', `this workflow's OIDC issuer is ${claims.issuer}, but ${settings.name} trusts ${policy.certificateOidcIssuer}`, `set manifest.certificateOidcIssuer to ${claims.issuer}`);

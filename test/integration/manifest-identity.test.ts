@@ -1,10 +1,11 @@
 import { createServer, type Server } from 'node:http';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exactIdentityPattern, trustedIdentities } from '../../src/manifest/trust';
-import { lifeline } from '../helpers/cli';
+import { parse } from 'yaml';
+import { lifeline, REPO } from '../helpers/cli';
 
 const OLD = 'https://github.com/acme/lifeline/.github/workflows/deploy.yml@1111111111111111111111111111111111111111';
 const NEW = 'https://github.com/acme/lifeline/.github/workflows/deploy.yml@2222222222222222222222222222222222222222';
@@ -82,6 +83,8 @@ describe('lifeline manifest check-identity: the first job of a keyless deploy re
     const error = JSON.parse(result.stdout).error;
     expect(error.code).toBe('IDENTITY_NOT_TRUSTED');
     expect(error.message).toContain('@3333333333333333333333333333333333333333');
+    // The same check guards the drill job: the message names both things the identity signs.
+    expect(error.message).toContain('a release manifest or drill report signed by');
     expect(error.fix).toContain('manifest.certificateIdentity');
   });
 
@@ -101,6 +104,27 @@ describe('lifeline manifest check-identity: the first job of a keyless deploy re
     const result = await run([], false);
     expect(result.code).toBe(2);
     expect(JSON.parse(result.stdout).error.fix).toContain('id-token: write');
+  });
+
+  // What the reusable drill.yml's first Lifeline step runs in a run called by examples/workflows/drill.yml:
+  // GitHub's token names the called workflow at the ref the caller's `uses:` pins (job_workflow_ref).
+  it("the example drill caller's keyless identity is trusted by the example lifeline.yml (production), and staging is told to use its key", async () => {
+    const example = join(REPO, 'examples/lifeline.yml');
+    const caller = parse(readFileSync(join(REPO, 'examples/workflows/drill.yml'), 'utf8')) as { jobs: Record<string, { uses?: string; with?: Record<string, unknown> }> };
+    const production = caller.jobs['drill-production']!;
+    expect(production.with!.keyless).toBe(true);
+    const ref = production.uses!;
+    expect(ref).toMatch(/^acme\/lifeline\/\.github\/workflows\/drill\.yml@[0-9a-f]{40}$/);
+    claims = { job_workflow_ref: ref, job_workflow_sha: ref.split('@')[1]!, iss: ISSUER };
+    const env = { ACTIONS_ID_TOKEN_REQUEST_URL: oidcUrl, ACTIONS_ID_TOKEN_REQUEST_TOKEN: 'request-token' };
+    const ok = await lifeline(['manifest', 'check-identity', '--config', example, '--env', 'production', '--json'], { env });
+    expect(ok.code, ok.stdout + ok.stderr).toBe(0);
+    expect(JSON.parse(ok.stdout)).toMatchObject({ trusted: true, identity: `https://github.com/${ref}` });
+    // The staging job of the same caller signs with the key; run keyless, it would be told so.
+    expect(caller.jobs['drill-staging']!.with!.keyless).toBe(false);
+    const staging = await lifeline(['manifest', 'check-identity', '--config', example, '--env', 'staging', '--json'], { env });
+    expect(staging.code).toBe(2);
+    expect(JSON.parse(staging.stdout).error.code).toBe('POLICY_EXPECTS_KEY');
   });
 
   it('an environment that verifies with a public key is told that keyless signing will not verify', async () => {
