@@ -12,10 +12,12 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { Catalog } from '../../src/catalog/store';
 import { LifelineError } from '../../src/errors';
 import { createMemoryLogger } from '../../src/logger';
-import { createReleaseManifest } from '../../src/manifest/create';
-import { verifyReleaseManifest } from '../../src/manifest/verify';
+import { createReleaseManifest, signDssePayload } from '../../src/manifest/create';
+import { DRILL_REPORT_PAYLOAD_TYPE } from '../../src/drill/report';
+import { verifyReleaseManifest, verifySignedFile } from '../../src/manifest/verify';
 import { fakeImages, testSigningKey } from '../helpers/releases';
-import { lifeline } from '../helpers/cli';
+import { parse } from 'yaml';
+import { lifeline, REPO } from '../helpers/cli';
 
 const WORKFLOW = 'https://github.com/acme/orders/.github/workflows/deploy.yml@refs/heads/main';
 const GITHUB_ISSUER = 'https://token.actions.githubusercontent.com';
@@ -239,6 +241,43 @@ describe('keyless release manifests (Fulcio certificate + timestamp authority)',
     const otherRepo = await lifeline([...args, ...source, '--release', 'v6-other-repo']);
     expect(otherRepo.code).toBe(1);
     expect(otherRepo.stderr).toContain('source repository is not exactly');
+  });
+
+  // The gate's signature check of a drill report (verifySignedFile, as src/drill/gate.ts calls it)
+  // under examples/lifeline.yml's production policy, for a report signed keyless the way a run of
+  // examples/workflows/drill.yml signs it: Fulcio's SAN is https://github.com/ + job_workflow_ref
+  // (the reusable drill.yml at the pinned SHA), the source repository and ref the caller's.
+  test("a drill report signed keyless by the example drill caller's run verifies under the example policy; one signed by another workflow does not", async () => {
+    const example = parse(readFileSync(join(REPO, 'examples/lifeline.yml'), 'utf8')) as { environments: { production: { manifest: Record<string, string | string[]> } } };
+    const manifest = example.environments.production.manifest;
+    const policy = {
+      certificateIdentity: manifest.certificateIdentity as string[],
+      certificateOidcIssuer: manifest.certificateOidcIssuer as string,
+      sourceRepository: manifest.certificateSourceRepository as string,
+      sourceRef: manifest.certificateSourceRef as string,
+      trustedRoot: sigstore.trustedRootPath,
+    };
+    const caller = parse(readFileSync(join(REPO, 'examples/workflows/drill.yml'), 'utf8')) as { jobs: Record<string, { uses: string }> };
+    const drillIdentity = `https://github.com/${caller.jobs['drill-production']!.uses}`;
+    const signReport = async (name: string, identity: string) => {
+      const entry = mkdtempSync(join(dir, `${name}-`));
+      const payload = Buffer.from(JSON.stringify({ id: name, environment: 'production', passed: true }));
+      writeFileSync(join(entry, 'report.json'), payload);
+      const { kind, bundleJson } = await signDssePayload(
+        { signer: { keyless: true, fulcioUrl: sigstore.url, tsaUrl: sigstore.url, identityToken: async () => oidcToken({ sub: identity, iss: GITHUB_ISSUER, repository: 'acme/shop', ref: 'refs/heads/main' }) }, logger: createMemoryLogger() },
+        payload,
+        DRILL_REPORT_PAYLOAD_TYPE,
+        'drill report',
+      );
+      expect(kind).toBe('keyless');
+      writeFileSync(join(entry, 'report.sigstore.json'), bundleJson);
+      return verifySignedFile({ filePath: join(entry, 'report.json'), bundlePath: join(entry, 'report.sigstore.json'), payloadType: DRILL_REPORT_PAYLOAD_TYPE, policy, what: `drill report ${name}`, codePrefix: 'DRILL_REPORT' });
+    };
+    const verified = await signReport('drill-ok', drillIdentity);
+    expect(verified.signer.identity).toBe(drillIdentity);
+    // A workflow of the application repository that the policy does not list (e.g. a branch's copy).
+    const other = await failureOf(signReport('drill-other', 'https://github.com/acme/shop/.github/workflows/drill.yml@refs/heads/feature'));
+    expect(other.code, other.message).toBe('DRILL_REPORT_WRONG_IDENTITY');
   });
 
   test('keyless signing outside GitHub Actions is refused with the permission to add', async () => {
