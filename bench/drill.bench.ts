@@ -19,7 +19,6 @@ import { startArchivingCluster } from '../test/helpers/pgbackrest-stanza';
 import { cliArgv } from './drivers/cli';
 import { checkpoint, compareInterleaved, measure, type BenchContext, type BenchRow } from './lib';
 
-
 async function logicalDrill(ctx: BenchContext): Promise<BenchRow> {
   const store = join(ctx.workDir, 'drill-store');
   const live = formatPgUrl(ctx.db);
@@ -35,7 +34,11 @@ async function logicalDrill(ctx: BenchContext): Promise<BenchRow> {
   const amcheck = `CREATE EXTENSION IF NOT EXISTS amcheck; SELECT count(bt_index_check(c.oid)) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam WHERE a.amname = 'btree' AND i.indisvalid`;
   const bare = async () => {
     const db = `bare_drill_${n++}`;
-    const m = await measure('sh', ['-c', `openssl dgst -sha256 "$0" >/dev/null && createdb ${db} && pg_restore -j2 --exit-on-error -d ${db} "$0" && psql -X -q -d ${db} -c "${counts}" -c "${amcheck}"`, archive], { env });
+    const m = await measure(
+      'sh',
+      ['-c', `openssl dgst -sha256 "$0" >/dev/null && createdb ${db} && pg_restore -j2 --exit-on-error -d ${db} "$0" && psql -X -q -d ${db} -c "${counts}" -c "${amcheck}"`, archive],
+      { env },
+    );
     await measure('dropdb', [db], { env });
     return m;
   };
@@ -62,7 +65,20 @@ async function pitrDrill(ctx: BenchContext): Promise<BenchRow> {
     const shop = { ...archiving.cluster.conn, database: 'shop' };
     await loadSampleDataset(new LocalRunner(), shop, { sizeMb: ctx.sizeMb, profile: 'realistic' });
     const configPath = join(work, 'lifeline.yml');
-    writeFileSync(configPath, ['version: 1', 'environments:', '  default:', '    postgres:', '      database: shop', '      physical:', '        stanza: bench', `        configFile: ${archiving.physical.configFile}`, ''].join('\n'));
+    writeFileSync(
+      configPath,
+      [
+        'version: 1',
+        'environments:',
+        '  default:',
+        '    postgres:',
+        '      database: shop',
+        '      physical:',
+        '        stanza: bench',
+        `        configFile: ${archiving.physical.configFile}`,
+        '',
+      ].join('\n'),
+    );
     const settings = resolveEnvironment({ config: configPath, store: join(work, 'store') }, { env: {}, cwd: work });
     await runPhysicalBackup(settings, createMemoryLogger());
     const session = PsqlSession.open(new LocalRunner(), shop);
@@ -76,7 +92,10 @@ async function pitrDrill(ctx: BenchContext): Promise<BenchRow> {
     await runPgBackRest(archiving.physical, 'check', [], 'pgbackrest check');
     const label = (await stanzaInfo(archiving.physical)).backups.at(-1)!.label;
 
-    const [, , uid, gid] = readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.startsWith('postgres:'))!.split(':');
+    const [, , uid, gid] = readFileSync('/etc/passwd', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('postgres:'))!
+      .split(':');
     // The bare restore runs as postgres, which must be able to create its data directory here.
     chownSync(work, Number(uid), Number(gid));
     let n = 0;

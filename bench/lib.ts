@@ -73,12 +73,18 @@ export async function bestOf(n: number, run: () => Promise<Measurement>): Promis
  * machine hits both alike. `before` runs unmeasured ahead of every run (e.g. a CHECKPOINT, so no
  * run pays for the previous one's dirty buffers).
  */
-export async function compareInterleaved(n: number, bare: () => Promise<Measurement>, lifeline: () => Promise<Measurement>, before?: () => Promise<void>): Promise<{ bare: Measurement; lifeline: Measurement }> {
+export async function compareInterleaved(
+  n: number,
+  bare: () => Promise<Measurement>,
+  lifeline: () => Promise<Measurement>,
+  before?: () => Promise<void>,
+): Promise<{ bare: Measurement; lifeline: Measurement }> {
   let bestBare: Measurement | undefined;
   let bestLifeline: Measurement | undefined;
   // BENCH_RUNS overrides n (e.g. 2 for a quicker pass on a busy machine).
   n = Number(process.env.BENCH_RUNS ?? n);
-  const better = (best: Measurement | undefined, m: Measurement) => (!best || m.seconds < best.seconds ? { seconds: m.seconds, peakRssMb: Math.max(m.peakRssMb, best?.peakRssMb ?? 0) } : { ...best, peakRssMb: Math.max(best.peakRssMb, m.peakRssMb) });
+  const better = (best: Measurement | undefined, m: Measurement) =>
+    !best || m.seconds < best.seconds ? { seconds: m.seconds, peakRssMb: Math.max(m.peakRssMb, best?.peakRssMb ?? 0) } : { ...best, peakRssMb: Math.max(best.peakRssMb, m.peakRssMb) };
   for (let i = 0; i < n; i++) {
     await before?.();
     bestBare = better(bestBare, await bare());
@@ -105,7 +111,9 @@ export function formatRows(rows: BenchRow[]): string {
     const sizeOk = r.maxSizeRatio === undefined || (r.sizeRatio ?? Infinity) <= r.maxSizeRatio;
     const size = r.sizeRatio !== undefined ? `size ${r.sizeRatio.toFixed(2)}x${r.maxSizeRatio ? ` (<= ${r.maxSizeRatio}x)` : ''}; ` : '';
     const shown = r.minRatio !== undefined ? `${throughputRatio.toFixed(2)}x` : `${ratio.toFixed(3)}x`;
-    lines.push(`| ${r.name} | ${r.lifeline.seconds.toFixed(2)} | ${r.bare.seconds.toFixed(2)} | ${shown} | ${target} | ${r.lifeline.peakRssMb.toFixed(0)}${r.maxPeakRssMb ? ` (<= ${r.maxPeakRssMb})` : ''} | ${timeOk && throughputOk && memOk && sizeOk ? 'meets target' : 'MISSES target'}; ${size}${r.note ?? ''} |`);
+    lines.push(
+      `| ${r.name} | ${r.lifeline.seconds.toFixed(2)} | ${r.bare.seconds.toFixed(2)} | ${shown} | ${target} | ${r.lifeline.peakRssMb.toFixed(0)}${r.maxPeakRssMb ? ` (<= ${r.maxPeakRssMb})` : ''} | ${timeOk && throughputOk && memOk && sizeOk ? 'meets target' : 'MISSES target'}; ${size}${r.note ?? ''} |`,
+    );
   }
   return lines.join('\n');
 }

@@ -13,7 +13,23 @@ export default async function preflightBench(ctx: BenchContext): Promise<BenchRo
   const stack = join(ctx.workDir, 'preflight-stack');
   cpSync(join(ctx.repo, 'test/fixtures/preflight/pass'), stack, { recursive: true });
   mkdirSync(join(stack, 'nginx/certs'));
-  const cert = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', join(stack, 'nginx/certs/tls.key'), '-out', join(stack, 'nginx/certs/tls.crt'), '-days', '2', '-subj', '/CN=shop.example.com']);
+  const cert = spawnSync('openssl', [
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:prime256v1',
+    '-nodes',
+    '-keyout',
+    join(stack, 'nginx/certs/tls.key'),
+    '-out',
+    join(stack, 'nginx/certs/tls.crt'),
+    '-days',
+    '2',
+    '-subj',
+    '/CN=shop.example.com',
+  ]);
   if (cert.status !== 0) throw new Error('openssl could not make the test certificate');
   const docker = await startDockerEnvironment();
   try {
@@ -30,7 +46,14 @@ export default async function preflightBench(ctx: BenchContext): Promise<BenchRo
     ].join(' && ');
     const bare = await bestOf(3, () => measure('sh', ['-c', bareScript], { cwd: stack, env }));
     const met = lifeline.seconds < TARGET_SECONDS;
-    return [{ name: 'preflight (sample stack, every check)', lifeline, bare, note: `absolute target < ${TARGET_SECONDS} s: ${met ? 'met' : 'MISSED'}; of which CLI start-up (lifeline --help) ${startup.seconds.toFixed(2)} s` }];
+    return [
+      {
+        name: 'preflight (sample stack, every check)',
+        lifeline,
+        bare,
+        note: `absolute target < ${TARGET_SECONDS} s: ${met ? 'met' : 'MISSED'}; of which CLI start-up (lifeline --help) ${startup.seconds.toFixed(2)} s`,
+      },
+    ];
   } finally {
     await docker.stop();
   }

@@ -21,7 +21,9 @@ export default async function syncBench(ctx: BenchContext): Promise<BenchRow[]> 
   const port = await freePort();
   const dataDir = join(ctx.workDir, 's3rver');
   mkdirSync(dataDir, { recursive: true });
-  const server = spawn(process.execPath, [join(ctx.repo, 'node_modules/s3rver/bin/s3rver.js'), '-d', dataDir, '-a', '127.0.0.1', '-p', String(port), '-s', '--configure-bucket', BUCKET], { stdio: 'ignore' });
+  const server = spawn(process.execPath, [join(ctx.repo, 'node_modules/s3rver/bin/s3rver.js'), '-d', dataDir, '-a', '127.0.0.1', '-p', String(port), '-s', '--configure-bucket', BUCKET], {
+    stdio: 'ignore',
+  });
   try {
     const endpoint = `http://127.0.0.1:${port}`;
     await waitFor(async () => (await fetch(`${endpoint}/${BUCKET}?list-type=2`)).ok, { timeoutMs: 15000, what: 's3rver' });

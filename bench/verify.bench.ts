@@ -24,7 +24,14 @@ export default async function verifyBench(ctx: BenchContext): Promise<BenchRow[]
   const archiveMb = statSync(join(dir, 'postgres.dump')).size / 1e6;
   const full = await bestOf(1, () => cli(['verify', id]));
   return [
-    { name: `verify: sha256 of every file vs openssl dgst -sha256 (~${ctx.sizeMb} MB dataset)`, lifeline: checksums, bare: openssl, minRatio: 0.8, maxPeakRssMb: 150, note: `${archiveMb.toFixed(0)} MB archive; hashing time measured inside the process` },
+    {
+      name: `verify: sha256 of every file vs openssl dgst -sha256 (~${ctx.sizeMb} MB dataset)`,
+      lifeline: checksums,
+      bare: openssl,
+      minRatio: 0.8,
+      maxPeakRssMb: 150,
+      note: `${archiveMb.toFixed(0)} MB archive; hashing time measured inside the process`,
+    },
     { name: 'verify: full (checksums, pg_restore --list, complete decompression) vs openssl dgst', lifeline: full, bare: openssl, note: 'for reference: decompression dominates' },
   ];
 }

@@ -36,7 +36,10 @@ await import('./${BUNDLE}');
 function build({ name, entry }) {
   return new Promise((resolve, reject) => {
     const out = join(root, 'dist', name);
-    const child = spawn(process.execPath, [join(root, 'node_modules/@vercel/ncc/dist/ncc/cli.js'), 'build', entry, '-o', out, '--target', 'es2023', '--transpile-only', '-q'], { cwd: root, stdio: 'inherit' });
+    const child = spawn(process.execPath, [join(root, 'node_modules/@vercel/ncc/dist/ncc/cli.js'), 'build', entry, '-o', out, '--target', 'es2023', '--transpile-only', '-q'], {
+      cwd: root,
+      stdio: 'inherit',
+    });
     child.on('close', (code) => {
       if (code !== 0) return reject(new Error(`ncc failed for ${entry}`));
       // ncc writes index.mjs for ESM input in some versions; the action runner wants index.js.

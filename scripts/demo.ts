@@ -123,7 +123,18 @@ async function main(): Promise<number> {
       const backup = await run(`pre-migration backup for ${version} (PostgreSQL + Redis, verified)`, ['backup', '--label', 'pre-migration', '--release', version, '--json']);
       const id = backup.code === 0 ? (JSON.parse(backup.stdout) as { id: string }).id : undefined;
       const imageFlags = (['api', 'web', 'worker'] as const).flatMap((role) => ['--image', `${role}=${images[version][role]}`]);
-      await run(`sign the ${version} release manifest (images by digest)`, ['manifest', 'create', '--release', version, ...imageFlags, ...(id ? ['--backup', id] : []), '--migration-head', SAMPLE_MIGRATION_HEAD, '--signing-key', join(work, 'keys', 'release-signing.key')]);
+      await run(`sign the ${version} release manifest (images by digest)`, [
+        'manifest',
+        'create',
+        '--release',
+        version,
+        ...imageFlags,
+        ...(id ? ['--backup', id] : []),
+        '--migration-head',
+        SAMPLE_MIGRATION_HEAD,
+        '--signing-key',
+        join(work, 'keys', 'release-signing.key'),
+      ]);
       await run(`deploy ${version}: verify the manifest, pin the digests, wait for health`, ['deploy', '--release', version]);
     };
 

@@ -21,7 +21,7 @@ export function errorsDoc(): string {
     'changed, `1` the operation failed. A code thrown with more than one kind lists each; the message',
     'and its `fix:` line say which case it is. Codes are stable: scripts may match on them.',
     '',
-    'Besides these, an object-store request that the provider refuses carries the provider\'s own code',
+    "Besides these, an object-store request that the provider refuses carries the provider's own code",
     '(`NoSuchKey`, `AccessDenied`, `SignatureDoesNotMatch`, ...), exit 1, or exit 2 for refused',
     'credentials; see [off-host-storage.md](off-host-storage.md).',
     '',

@@ -24,7 +24,11 @@ export function githubArtifactStore(env: Record<string, string | undefined>, tok
   const api = env.GITHUB_API_URL ?? 'https://api.github.com';
   const requireToken = () => {
     if (!token || !owner || !repo) {
-      throw usageError('ARTIFACTS_UNAVAILABLE', 'finding an artifact from another workflow run needs github-token and GITHUB_REPOSITORY', 'pass github-token: ${{ github.token }} and grant the job `permissions: actions: read`');
+      throw usageError(
+        'ARTIFACTS_UNAVAILABLE',
+        'finding an artifact from another workflow run needs github-token and GITHUB_REPOSITORY',
+        'pass github-token: ${{ github.token }} and grant the job `permissions: actions: read`',
+      );
     }
     return token;
   };
@@ -51,7 +55,8 @@ export function githubArtifactStore(env: Record<string, string | undefined>, tok
     async download(artifact, destination) {
       const findBy = artifact.workflowRunId ? { token: requireToken(), workflowRunId: artifact.workflowRunId, repositoryOwner: owner!, repositoryName: repo! } : undefined;
       const result = await client.downloadArtifact(artifact.id, { path: destination, findBy });
-      if (result.digestMismatch) throw failure('ARTIFACT_DIGEST_MISMATCH', `artifact ${artifact.name} does not match the digest GitHub recorded at upload`, { fix: 'fetch it again; if it persists, use the bucket copy' });
+      if (result.digestMismatch)
+        throw failure('ARTIFACT_DIGEST_MISMATCH', `artifact ${artifact.name} does not match the digest GitHub recorded at upload`, { fix: 'fetch it again; if it persists, use the bucket copy' });
     },
   };
 }

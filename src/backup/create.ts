@@ -10,7 +10,17 @@ import { checkConnection } from '../postgres/connection';
 import { databaseLevelState, exactRowCounts, migrationHead, schemaFingerprint, serverVersion, toolVersion } from '../postgres/inspect';
 import { DEFAULT_LOCK_TIMEOUT_SECONDS, explainLockTimeout, withLockTimeout } from '../postgres/lock-wait';
 import { defaultCompression, formatCompression, fromGzipLevel, pgDumpCompressArg, type Compression } from '../settings/compression';
-import { BACKUP_METADATA_FILE, GLOBALS_FILE, REDIS_SNAPSHOT_FILE, type BackupEntry, type BackupFile, type BackupLabel, type BackupMetadata, type RedisBackupFile, type VerificationCheck } from './metadata';
+import {
+  BACKUP_METADATA_FILE,
+  GLOBALS_FILE,
+  REDIS_SNAPSHOT_FILE,
+  type BackupEntry,
+  type BackupFile,
+  type BackupLabel,
+  type BackupMetadata,
+  type RedisBackupFile,
+  type VerificationCheck,
+} from './metadata';
 import type { ProgressSink } from '../postgres/progress';
 import { startVerifiedDump } from './verified-dump';
 
@@ -77,7 +87,11 @@ async function createBackupLocked(options: BackupOptions): Promise<BackupEntry> 
     // A method this pg_dump cannot write is a usage error (exit 2) before anything runs.
     const compressArg = pgDumpCompressArg(compression, dumpVersion.major);
     if (server.major > dumpVersion.major) {
-      throw refusal('PG_DUMP_TOO_OLD', `the server runs PostgreSQL ${server.major} but pg_dump is version ${dumpVersion.major} (${runner.where}); pg_dump cannot dump a newer server`, `install the PostgreSQL ${server.major} client tools (Debian: apt-get install postgresql-client-${server.major}) or set postgres.binDir to their directory`);
+      throw refusal(
+        'PG_DUMP_TOO_OLD',
+        `the server runs PostgreSQL ${server.major} but pg_dump is version ${dumpVersion.major} (${runner.where}); pg_dump cannot dump a newer server`,
+        `install the PostgreSQL ${server.major} client tools (Debian: apt-get install postgresql-client-${server.major}) or set postgres.binDir to their directory`,
+      );
     }
 
     // A wrong Redis URL or password should fail before a long dump, not after it.
@@ -98,7 +112,9 @@ async function createBackupLocked(options: BackupOptions): Promise<BackupEntry> 
       head: await migrationHead(session, options.migrationHeadQuery),
       // Database-level state (privileges, settings, connection limit, comment) is not in the dump's contents.
       databaseState: await databaseLevelState(session, conn.database),
-      systemIdentifier: await session.queryValue<string | null>(`SELECT CASE WHEN has_function_privilege('pg_control_system()', 'execute') THEN (SELECT system_identifier::text FROM pg_control_system()) END`),
+      systemIdentifier: await session.queryValue<string | null>(
+        `SELECT CASE WHEN has_function_privilege('pg_control_system()', 'execute') THEN (SELECT system_identifier::text FROM pg_control_system()) END`,
+      ),
     }))();
     inspection.catch(() => {});
 
@@ -107,7 +123,9 @@ async function createBackupLocked(options: BackupOptions): Promise<BackupEntry> 
     // Roles and tablespaces are cluster-wide, outside any snapshot: saved while pg_dump runs.
     const globalsSaved = dumpGlobals(staged, options);
     globalsSaved.catch(() => {});
-    logger.info(`backup ${id}: dumping ${conn.database} (${formatCompression(compression)}${options.verify ? ', read back by pg_restore as it is written' : ''}${staged.encryptTo ? `, encrypted with age to ${staged.encryptTo.length} recipient${staged.encryptTo.length === 1 ? '' : 's'}` : ''}) with ${runner.where}`);
+    logger.info(
+      `backup ${id}: dumping ${conn.database} (${formatCompression(compression)}${options.verify ? ', read back by pg_restore as it is written' : ''}${staged.encryptTo ? `, encrypted with age to ${staged.encryptTo.length} recipient${staged.encryptTo.length === 1 ? '' : 's'}` : ''}) with ${runner.where}`,
+    );
     const dump = startVerifiedDump({
       runner,
       conn,

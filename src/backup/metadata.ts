@@ -100,13 +100,21 @@ export async function findBackup(catalog: Catalog, env: string, idOrLatest: stri
   if (wanted === '' || wanted === 'latest') {
     const newest = (await listBackups(catalog, env)).find((b) => b.metadata.label !== 'pre-restore' && b.metadata.verified?.ok !== false);
     if (!newest) {
-      throw usageError('NO_BACKUPS', `environment ${env} has no usable backups in ${catalog.root} (pre-restore backups and backups that failed verification are only used by id)`, `take one first: lifeline backup --env ${env}; or pass the id from lifeline backups --env ${env}`);
+      throw usageError(
+        'NO_BACKUPS',
+        `environment ${env} has no usable backups in ${catalog.root} (pre-restore backups and backups that failed verification are only used by id)`,
+        `take one first: lifeline backup --env ${env}; or pass the id from lifeline backups --env ${env}`,
+      );
     }
     return newest;
   }
   const entry = await catalog.get<BackupMetadata>(env, 'backups', wanted, BACKUP_METADATA_FILE);
   if (!entry) {
-    throw usageError('BACKUP_NOT_FOUND', `backup ${wanted} does not exist in environment ${env} (store ${catalog.root})`, `list the backups with: lifeline backups --env ${env} (or pass --backup latest)`);
+    throw usageError(
+      'BACKUP_NOT_FOUND',
+      `backup ${wanted} does not exist in environment ${env} (store ${catalog.root})`,
+      `list the backups with: lifeline backups --env ${env} (or pass --backup latest)`,
+    );
   }
   return entry;
 }
@@ -131,5 +139,9 @@ export async function findBackupForTarget(catalog: Catalog, env: string, idOrLat
     : others.length
       ? `its newest backups are of other databases: ${others.join(', ')}`
       : 'it has no usable backups';
-  throw usageError('NO_BACKUP_OF_TARGET', `"latest" means the newest backup of the target's own database, and environment ${env} has none for ${target.describe}: ${why}`, `to restore another database's backup (or one from another server) into ${target.database}, pass its id explicitly: --backup <id> (lifeline backups --env ${env} lists the database and server of each)`);
+  throw usageError(
+    'NO_BACKUP_OF_TARGET',
+    `"latest" means the newest backup of the target's own database, and environment ${env} has none for ${target.describe}: ${why}`,
+    `to restore another database's backup (or one from another server) into ${target.database}, pass its id explicitly: --backup <id> (lifeline backups --env ${env} lists the database and server of each)`,
+  );
 }

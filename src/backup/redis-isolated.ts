@@ -58,14 +58,26 @@ async function restoreRedisFile(
   path: string,
   options: { binDir?: string; logger: Logger; keep?: boolean; image?: string; labels?: Record<string, string>; nameSuffix?: string },
 ): Promise<RedisRestoreReport & { server?: { stop(): Promise<void> } }> {
-  const runner: Runner = options.image ? new ImageRunner({ image: options.image, where: 'a throwaway container of the Redis service\'s image' }) : new LocalRunner({ binDirs: options.binDir ? [options.binDir] : [] });
+  const runner: Runner = options.image
+    ? new ImageRunner({ image: options.image, where: "a throwaway container of the Redis service's image" })
+    : new LocalRunner({ binDirs: options.binDir ? [options.binDir] : [] });
   const check = await checkRdb(runner, path);
-  if (!check.ok) throw failure(check.toolMissing ? 'REDIS_CHECK_MISSING' : 'REDIS_SNAPSHOT_INVALID', `the Redis snapshot of ${backup.id} ${check.toolMissing ? 'cannot be checked' : 'does not validate'}: ${check.detail}`);
+  if (!check.ok)
+    throw failure(
+      check.toolMissing ? 'REDIS_CHECK_MISSING' : 'REDIS_SNAPSHOT_INVALID',
+      `the Redis snapshot of ${backup.id} ${check.toolMissing ? 'cannot be checked' : 'does not validate'}: ${check.detail}`,
+    );
   let server: { stop(): Promise<void> } | undefined;
   let keysLoaded: Record<string, number>;
   try {
     if (options.image) {
-      const started = await startContainerRedis({ image: options.image, rdbFile: path, nameSuffix: options.nameSuffix ?? `redis-${backup.id}`, labels: options.labels ?? {}, purpose: `isolated Redis restore of backup ${backup.id}` });
+      const started = await startContainerRedis({
+        image: options.image,
+        rdbFile: path,
+        nameSuffix: options.nameSuffix ?? `redis-${backup.id}`,
+        labels: options.labels ?? {},
+        purpose: `isolated Redis restore of backup ${backup.id}`,
+      });
       server = started;
       keysLoaded = await redisKeyspace(started.runner, started.target);
     } else {

@@ -64,7 +64,11 @@ export async function findRedisSnapshot(catalog: Catalog, env: string, idOrLates
   if (wanted === '' || wanted === 'latest') {
     const newest = (await listBackups(catalog, env)).find((b) => b.metadata.label !== 'pre-restore' && b.metadata.verified?.ok !== false && b.metadata.files.redis);
     if (!newest) {
-      throw usageError('NO_REDIS_BACKUPS', `environment ${env} has no usable backup with a Redis snapshot in ${catalog.root}`, `take one with Redis configured (redis: in lifeline.yml, or --redis-url): lifeline backup --env ${env}; or pass --backup ID`);
+      throw usageError(
+        'NO_REDIS_BACKUPS',
+        `environment ${env} has no usable backup with a Redis snapshot in ${catalog.root}`,
+        `take one with Redis configured (redis: in lifeline.yml, or --redis-url): lifeline backup --env ${env}; or pass --backup ID`,
+      );
     }
     return { kind: 'backup', id: newest.id, dir: newest.dir, file: newest.metadata.files.redis! };
   }
@@ -80,7 +84,11 @@ export async function findRedisSnapshot(catalog: Catalog, env: string, idOrLates
     const { service, persistence, owner } = snapshot.metadata;
     return { kind: 'pre-restore snapshot', id: snapshot.id, dir: snapshot.dir, file: snapshot.metadata.files.redis, ...(persistence && owner ? { recorded: { service, persistence, owner } } : {}) };
   }
-  throw usageError('BACKUP_NOT_FOUND', `neither a backup nor a pre-restore Redis snapshot ${wanted} exists in environment ${env} (store ${catalog.root})`, `list the backups with: lifeline backups --env ${env} (or pass --backup latest)`);
+  throw usageError(
+    'BACKUP_NOT_FOUND',
+    `neither a backup nor a pre-restore Redis snapshot ${wanted} exists in environment ${env} (store ${catalog.root})`,
+    `list the backups with: lifeline backups --env ${env} (or pass --backup latest)`,
+  );
 }
 
 export interface SnapshotFileCheck {
@@ -95,7 +103,13 @@ export interface SnapshotFileCheck {
  */
 export async function checkSnapshotFile(
   source: RedisSnapshotSource,
-  options: { checkRunner: Runner; skipVerify: boolean; logger: Logger; /** Runs after the checksum, before redis-check-rdb (which may not know a newer format). */ beforeParse?: (path: string, header?: Buffer) => Promise<void>; identity?: AgeIdentity },
+  options: {
+    checkRunner: Runner;
+    skipVerify: boolean;
+    logger: Logger;
+    /** Runs after the checksum, before redis-check-rdb (which may not know a newer format). */ beforeParse?: (path: string, header?: Buffer) => Promise<void>;
+    identity?: AgeIdentity;
+  },
 ): Promise<SnapshotFileCheck> {
   const fix = 'restore another backup (lifeline backups lists them); this snapshot is damaged';
   // The name comes from the entry's metadata: confined to the entry (no '..', no symlink, no FIFO).
@@ -192,7 +206,9 @@ async function readPersistence(runner: Runner, target: RedisTarget): Promise<Red
   for (const name of ['dbfilename', 'appenddirname', 'appendfilename'] as const) {
     const value = values[name];
     if (value !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._+-]{0,80}$/.test(value)) {
-      throw failure('REDIS_CONFIG_UNSUPPORTED', `the live server's ${name} ${JSON.stringify(value)} is not a plain file name`, { fix: `set ${name} to a plain name (letters, digits, '.', '_', '-') in the Redis configuration` });
+      throw failure('REDIS_CONFIG_UNSUPPORTED', `the live server's ${name} ${JSON.stringify(value)} is not a plain file name`, {
+        fix: `set ${name} to a plain name (letters, digits, '.', '_', '-') in the Redis configuration`,
+      });
     }
   }
   if (!values.dir.startsWith('/')) throw failure('REDIS_CONFIG_UNSUPPORTED', `the live server's dir ${JSON.stringify(values.dir)} is not an absolute path`);
@@ -246,7 +262,10 @@ export function compareKeyCounts(rdb: Pick<RdbCheck, 'keysRead' | 'expires'>, ex
     .sort()
     .map((db) => ({ db, expected: expectedPerDb[db] ?? 0, loaded: loaded[db] ?? 0 }))
     .filter((d) => d.loaded > d.expected || d.loaded < d.expected - rdb.expires);
-  const perDb = Object.entries(loaded).map(([db, n]) => `${db}=${n}`).join(', ') || 'none';
+  const perDb =
+    Object.entries(loaded)
+      .map(([db, n]) => `${db}=${n}`)
+      .join(', ') || 'none';
   const detail = `${total} keys loaded (${perDb}), snapshot holds ${rdb.keysRead}${rdb.expires ? ` (${rdb.expires} with a TTL)` : ''}`;
   return { ok, total, detail, perDbDifferences };
 }
@@ -259,7 +278,11 @@ export function requireServiceConfirmation(service: string, confirm: string | un
   if (confirm === service) return;
   const fix = `pass --confirm ${service} (exactly the Compose service name) to replace its data; a pre-restore snapshot is taken first`;
   if (confirm === undefined || confirm === '') {
-    throw refusal('CONFIRMATION_REQUIRED', `restoring into the live Redis of service "${service}" replaces ${keys === null ? 'its data (it is not running, so its keys cannot be counted)' : `its ${keys} keys`}, and --confirm was not given; nothing was changed`, fix);
+    throw refusal(
+      'CONFIRMATION_REQUIRED',
+      `restoring into the live Redis of service "${service}" replaces ${keys === null ? 'its data (it is not running, so its keys cannot be counted)' : `its ${keys} keys`}, and --confirm was not given; nothing was changed`,
+      fix,
+    );
   }
   throw refusal('CONFIRMATION_MISMATCH', `--confirm ${JSON.stringify(confirm)} does not match the service ${JSON.stringify(service)} exactly; nothing was changed`, fix);
 }
@@ -347,7 +370,11 @@ export async function restoreRedisLive(options: LiveRestoreOptions): Promise<Liv
     if (found.running) {
       persistence = await readPersistence(inContainer, options.target);
       if (persistence.appendonly && !persistence.appenddirname) {
-        throw refusal('REDIS_AOF_UNSUPPORTED', `service ${service} runs with appendonly yes on a Redis older than 7 (no appenddirname); only the Redis 7 multi-part AOF is supported; nothing was changed`, `set appendonly no for the restore (then BGREWRITEAOF and turn it back on), or upgrade to Redis 7`);
+        throw refusal(
+          'REDIS_AOF_UNSUPPORTED',
+          `service ${service} runs with appendonly yes on a Redis older than 7 (no appenddirname); only the Redis 7 multi-part AOF is supported; nothing was changed`,
+          `set appendonly no for the restore (then BGREWRITEAOF and turn it back on), or upgrade to Redis 7`,
+        );
       }
       // One INFO: the version and the keys (each exec into the container costs seconds).
       ({ server, keys: keysBefore } = await readServerInfo(inContainer, options.target));
@@ -365,7 +392,9 @@ export async function restoreRedisLive(options: LiveRestoreOptions): Promise<Liv
     }
     const totalBefore = keysBefore ? sumKeys(keysBefore) : null;
     const serverName = server ? `${server.identity.product === 'valkey' ? 'Valkey' : 'Redis'} ${server.identity.version}` : 'version unknown';
-    logger.info(`     container ${container.slice(0, 12)}, ${serverName}, ${persistence.appendonly ? `appendonly yes (${persistence.dir}/${persistence.appenddirname})` : `appendonly no (${persistence.dir}/${persistence.dbfilename})`}, ${totalBefore ?? 'unknown (not running)'} keys, files owned by ${owner.uid}:${owner.gid}`);
+    logger.info(
+      `     container ${container.slice(0, 12)}, ${serverName}, ${persistence.appendonly ? `appendonly yes (${persistence.dir}/${persistence.appenddirname})` : `appendonly no (${persistence.dir}/${persistence.dbfilename})`}, ${totalBefore ?? 'unknown (not running)'} keys, files owned by ${owner.uid}:${owner.gid}`,
+    );
 
     step(2, `check ${source.kind} ${source.id}: ${source.file.name}`);
     const checked = await checkSnapshotFile(source, {
@@ -399,7 +428,11 @@ export async function restoreRedisLive(options: LiveRestoreOptions): Promise<Liv
       const totalNow = sumKeys(await redisKeyspace(inContainer, options.target));
       if (!preRestore && totalNow > 0) {
         if (options.confirm !== service) {
-          throw refusal('REDIS_CHANGED', `the live Redis of service "${service}" held no keys when the restore was decided and holds ${totalNow} now (written since); restoring would replace them without --confirm or a pre-restore snapshot; nothing was changed`, `stop the writers, or pass --confirm ${service} (exactly the Compose service name) to replace its data after a pre-restore snapshot`);
+          throw refusal(
+            'REDIS_CHANGED',
+            `the live Redis of service "${service}" held no keys when the restore was decided and holds ${totalNow} now (written since); restoring would replace them without --confirm or a pre-restore snapshot; nothing was changed`,
+            `stop the writers, or pass --confirm ${service} (exactly the Compose service name) to replace its data after a pre-restore snapshot`,
+          );
         }
         logger.info(`     the live Redis gained ${totalNow} keys since the decision; --confirm ${service} was given: taking the pre-restore snapshot now`);
         await snapshotNow();
@@ -410,7 +443,16 @@ export async function restoreRedisLive(options: LiveRestoreOptions): Promise<Liv
     const taken = preRestore as { id: string; path: string } | null;
     const undo = taken ? `; the data from before is in pre-restore snapshot ${taken.id} (lifeline redis-restore --env ${options.environment} --backup ${taken.id} --confirm ${service})` : '';
     const record = async (entry: Record<string, unknown>) =>
-      options.catalog.appendLog(options.environment, REDIS_RESTORE_LOG, { at: new Date().toISOString(), source: source.id, service, checksumsVerified: checked.checksumVerified, preRestoreSnapshot: taken?.id ?? null, ...entry }).catch((error: Error) => logger.warn(`could not record the restore in ${REDIS_RESTORE_LOG}: ${error.message}`));
+      options.catalog
+        .appendLog(options.environment, REDIS_RESTORE_LOG, {
+          at: new Date().toISOString(),
+          source: source.id,
+          service,
+          checksumsVerified: checked.checksumVerified,
+          preRestoreSnapshot: taken?.id ?? null,
+          ...entry,
+        })
+        .catch((error: Error) => logger.warn(`could not record the restore in ${REDIS_RESTORE_LOG}: ${error.message}`));
 
     await runChecked(runner, composeInvocation(options.compose, ['stop', service]), `stopping ${service}`).catch(async (error: Error) => {
       await record({ ok: false, stage: 'stop', error: error.message });
@@ -418,7 +460,16 @@ export async function restoreRedisLive(options: LiveRestoreOptions): Promise<Liv
     });
     let staleFiles: string[] = [];
     try {
-      staleFiles = await replaceData(runner, container, persistence, owner, checked.path, source.file.bytes, logger, isEncrypted(source.file) ? { open: () => openPlaintext(source.dir, source.file, options.identity, `${source.kind} ${source.id}`), size: source.file.encryption.plaintextBytes } : undefined);
+      staleFiles = await replaceData(
+        runner,
+        container,
+        persistence,
+        owner,
+        checked.path,
+        source.file.bytes,
+        logger,
+        isEncrypted(source.file) ? { open: () => openPlaintext(source.dir, source.file, options.identity, `${source.kind} ${source.id}`), size: source.file.encryption.plaintextBytes } : undefined,
+      );
     } catch (error) {
       await record({ ok: false, stage: 'copy', error: (error as Error).message });
       throw failure('REDIS_COPY_FAILED', `copying the snapshot into ${service} failed: ${(error as Error).message}; the service is stopped and its data files may be partly replaced${undo}`, {
@@ -430,24 +481,35 @@ export async function restoreRedisLive(options: LiveRestoreOptions): Promise<Liv
     step(6, `start ${service} and wait until it answers PING`);
     await runChecked(runner, composeInvocation(options.compose, ['start', service]), `starting ${service}`).catch(async (error: Error) => {
       await record({ ok: false, stage: 'start', error: error.message });
-      throw failure('REDIS_START_FAILED', `${service} did not start after its data was replaced: ${error.message}${undo}`, { fix: `read its log: ${composeHint(options.compose, `logs --tail 50 ${service}`)}`, cause: error });
+      throw failure('REDIS_START_FAILED', `${service} did not start after its data was replaced: ${error.message}${undo}`, {
+        fix: `read its log: ${composeHint(options.compose, `logs --tail 50 ${service}`)}`,
+        cause: error,
+      });
     });
     try {
       await waitForPong(inContainer, driver, container, options.target, (options.startTimeoutSeconds ?? 300) * 1000, logger);
     } catch (error) {
       const logs = await driver.logsTail(service, 10);
       await record({ ok: false, stage: 'start', error: (error as Error).message });
-      throw failure('REDIS_START_FAILED', `${service} did not come back after its data was replaced (${(error as Error).message})${undo}\n  last lines of its log:\n${logs.split('\n').map((l) => `    ${l}`).join('\n')}`, {
-        fix: `read its log: ${composeHint(options.compose, `logs --tail 100 ${service}`)}`,
-        cause: error,
-      });
+      throw failure(
+        'REDIS_START_FAILED',
+        `${service} did not come back after its data was replaced (${(error as Error).message})${undo}\n  last lines of its log:\n${logs
+          .split('\n')
+          .map((l) => `    ${l}`)
+          .join('\n')}`,
+        {
+          fix: `read its log: ${composeHint(options.compose, `logs --tail 100 ${service}`)}`,
+          cause: error,
+        },
+      );
     }
 
     step(7, 'compare key counts with the snapshot');
     const keysAfter = await redisKeyspace(inContainer, options.target);
     const comparison = compareKeyCounts(checked.rdb, source.file.keys ?? {}, keysAfter);
     logger.info(`${comparison.ok ? 'ok  ' : 'FAIL'} ${comparison.detail}`);
-    for (const d of comparison.perDbDifferences) logger.warn(`${d.db}: ${d.loaded} keys loaded, the backup's record says ${d.expected} (counted just after the snapshot, so writes in between show here)`);
+    for (const d of comparison.perDbDifferences)
+      logger.warn(`${d.db}: ${d.loaded} keys loaded, the backup's record says ${d.expected} (counted just after the snapshot, so writes in between show here)`);
     const staleFilesLeft = staleFiles.length ? await removeStaleAofFiles(inContainer, persistence, staleFiles, logger) : [];
     const result: LiveRestoreResult = {
       ok: comparison.ok,
@@ -480,7 +542,9 @@ function sumKeys(keys: Record<string, number>): number {
 async function readServerInfo(inContainer: Runner, target: RedisTarget): Promise<{ server: { identity: ServerIdentity; relaxed: boolean } | undefined; keys: Record<string, number> }> {
   const info = await runText(inContainer, redisCli(target, ['INFO']));
   if (info.exitCode !== 0 || /^(ERR|NOAUTH|WRONGPASS|NOPERM)/m.test(info.stdout)) {
-    throw failure('REDIS_CONNECT', `cannot read INFO from redis://${target.host}:${target.port} (${inContainer.where}): ${lastLines(info.stderr || info.stdout, 2)}`, { fix: 'check the Redis URL (REDIS_URL / --redis-url) and its password' });
+    throw failure('REDIS_CONNECT', `cannot read INFO from redis://${target.host}:${target.port} (${inContainer.where}): ${lastLines(info.stderr || info.stdout, 2)}`, {
+      fix: 'check the Redis URL (REDIS_URL / --redis-url) and its password',
+    });
   }
   const keys = parseKeyspace(info.stdout);
   const identity = parseServerIdentity(info.stdout);
@@ -497,17 +561,33 @@ async function readServerInfo(inContainer: Runner, target: RedisTarget): Promise
  * Refuses (exit 3), before anything stops, a snapshot whose RDB version the live server cannot
  * load: it would stop Redis and leave it unable to start.
  */
-async function requireLoadableRdb(path: string, source: RedisSnapshotSource, service: string, server: { identity: ServerIdentity; relaxed: boolean } | undefined, logger: Logger, plaintextStart?: Buffer): Promise<void> {
+async function requireLoadableRdb(
+  path: string,
+  source: RedisSnapshotSource,
+  service: string,
+  server: { identity: ServerIdentity; relaxed: boolean } | undefined,
+  logger: Logger,
+  plaintextStart?: Buffer,
+): Promise<void> {
   const header = plaintextStart ? parseRdbHeader(plaintextStart) : await readRdbHeader(path);
   const fix = `restore a snapshot taken from a server of this version or older, or run a server that loads it in service ${service}`;
-  if (!header) throw refusal('REDIS_SNAPSHOT_INVALID', `${source.kind} ${source.id}: ${source.file.name} has neither a REDIS nor a VALKEY header, so it will not be restored; nothing was changed`, 'restore another backup (lifeline backups lists them); this snapshot is damaged');
+  if (!header)
+    throw refusal(
+      'REDIS_SNAPSHOT_INVALID',
+      `${source.kind} ${source.id}: ${source.file.name} has neither a REDIS nor a VALKEY header, so it will not be restored; nothing was changed`,
+      'restore another backup (lifeline backups lists them); this snapshot is damaged',
+    );
   if (!server) {
     logger.warn(`the snapshot is RDB version ${header.version} (${header.text}); the live server's version is unknown (it is not running, or INFO server failed), so it is not compared`);
     return;
   }
   const verdict = rdbCompatibility(header, server.identity, { relaxed: server.relaxed });
   if (verdict.verdict === 'refuses') {
-    throw refusal('REDIS_RDB_INCOMPATIBLE', `${source.kind} ${source.id} cannot be loaded by the live server of service ${service}: ${verdict.detail}; nothing was changed`, fix, { rdbVersion: header.version, header: header.text, server: server.identity });
+    throw refusal('REDIS_RDB_INCOMPATIBLE', `${source.kind} ${source.id} cannot be loaded by the live server of service ${service}: ${verdict.detail}; nothing was changed`, fix, {
+      rdbVersion: header.version,
+      header: header.text,
+      server: server.identity,
+    });
   }
   if (verdict.verdict === 'unknown') logger.warn(`${verdict.detail}: the restore goes ahead; if the server does not come back, restore the pre-restore snapshot`);
   else logger.info(`ok   ${verdict.detail}`);
@@ -522,9 +602,18 @@ export async function serviceContainer(runner: Runner, driver: ComposeDriver, pr
   // `ps -a`: a container a failed restore left stopped is still the one to restore into (v1 lists stopped ones anyway).
   const v2 = project.command.length > 1;
   const out = await runChecked(runner, composeInvocation(project, ['ps', ...(v2 ? ['-a'] : []), '-q', service]), `finding the container of service ${service}`);
-  const ids = out.split('\n').map((l) => l.trim()).filter(Boolean);
-  if (ids.length === 0) throw failure('REDIS_SERVICE_NOT_RUNNING', `service ${service} has no container; nothing was changed`, { fix: `start it (${composeHint(project, `up -d ${service}`)}) and check redis.service in lifeline.yml` });
-  if (ids.length > 1) throw failure('REDIS_SERVICE_SCALED', `service ${service} has ${ids.length} containers; a live restore needs exactly one; nothing was changed`, { fix: 'scale the Redis service to one container' });
+  const ids = out
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
+  if (ids.length === 0)
+    throw failure('REDIS_SERVICE_NOT_RUNNING', `service ${service} has no container; nothing was changed`, {
+      fix: `start it (${composeHint(project, `up -d ${service}`)}) and check redis.service in lifeline.yml`,
+    });
+  if (ids.length > 1)
+    throw failure('REDIS_SERVICE_SCALED', `service ${service} has ${ids.length} containers; a live restore needs exactly one; nothing was changed`, {
+      fix: 'scale the Redis service to one container',
+    });
   const [state] = await driver.inspect(ids);
   if (!state) throw failure('REDIS_SERVICE_NOT_RUNNING', `the container of service ${service} disappeared; nothing was changed`);
   // A container in a restart loop reports Running between crashes: it is not a server to read from.
@@ -581,7 +670,16 @@ async function takePreRestoreSnapshot(options: LiveRestoreOptions, inContainer: 
  * becomes the base of a fresh one-part AOF; `dbfilename` gets it too, so turning AOF off later
  * does not bring the old data back. Returns the old AOF files the new manifest no longer lists.
  */
-async function replaceData(runner: Runner, container: string, persistence: RedisPersistence, owner: FileOwner, snapshotPath: string, expectedBytes: number, logger: Logger, plaintext?: { open: () => Promise<Readable>; size: number }): Promise<string[]> {
+async function replaceData(
+  runner: Runner,
+  container: string,
+  persistence: RedisPersistence,
+  owner: FileOwner,
+  snapshotPath: string,
+  expectedBytes: number,
+  logger: Logger,
+  plaintext?: { open: () => Promise<Readable>; size: number },
+): Promise<string[]> {
   let size: number;
   if (plaintext) size = plaintext.size;
   else {
@@ -617,7 +715,9 @@ async function replaceData(runner: Runner, container: string, persistence: Redis
   const result = await running.done;
   if (tarError) throw new Error(`the snapshot failed while it was copied in: ${tarError.message}`);
   if (result.exitCode !== 0) throw new Error(`docker cp ${describeExit(result)}: ${lastLines(result.stderr, 3)}`);
-  logger.info(`     wrote ${persistence.dir}/${persistence.dbfilename}${persistence.appendonly ? ` and a one-part AOF in ${persistence.dir}/${persistence.appenddirname} (${aofLayout(persistence.appendfilename).manifestName})` : ''}`);
+  logger.info(
+    `     wrote ${persistence.dir}/${persistence.dbfilename}${persistence.appendonly ? ` and a one-part AOF in ${persistence.dir}/${persistence.appenddirname} (${aofLayout(persistence.appendfilename).manifestName})` : ''}`,
+  );
   return stale;
 }
 
@@ -653,7 +753,8 @@ async function waitForPong(inContainer: Runner, driver: ComposeDriver, container
     // A server that cannot load its data exits: say so now rather than at the timeout.
     if (attempt % 4 === 0 || !ping || ping.exitCode !== 0) {
       const [state] = await driver.inspect([container]).catch(() => []);
-      if (state && (!state.running || state.status === 'restarting')) throw new Error(`the container ${state.status === 'restarting' ? 'is restarting (it crashed' : `exited (${state.status}`}, exit code ${state.exitCode})`);
+      if (state && (!state.running || state.status === 'restarting'))
+        throw new Error(`the container ${state.status === 'restarting' ? 'is restarting (it crashed' : `exited (${state.status}`}, exit code ${state.exitCode})`);
     }
     if (Date.now() > deadline) throw new Error(`no PONG within ${Math.round(timeoutMs / 1000)} s (last answer: ${answer || 'none'})`);
     await new Promise((r) => setTimeout(r, 250));
@@ -671,7 +772,6 @@ async function removeStaleAofFiles(inContainer: Runner, persistence: RedisPersis
   logger.warn(`the old AOF files ${paths.join(', ')} are left in place (rm: ${lastLines(result.stderr, 1)}); Redis ignores them, remove them by hand`);
   return paths;
 }
-
 
 /** The first `n` bytes of a stream (fewer if it is shorter); the stream is destroyed after. */
 async function readFirstBytes(stream: Readable, n: number): Promise<Buffer> {

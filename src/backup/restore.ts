@@ -12,7 +12,17 @@ import type { HookConfig } from '../settings/schema';
 import { createBackup } from './create';
 import type { Compression } from '../settings/compression';
 import { checkConnection, maskedUrl } from '../postgres/connection';
-import { analyzeUserTables, compareDatabaseLevelState, databaseLevelState, describeUserObjects, exactRowCounts, schemaFingerprint, userObjects, type DatabaseLevelState, type UserObjects } from '../postgres/inspect';
+import {
+  analyzeUserTables,
+  compareDatabaseLevelState,
+  databaseLevelState,
+  describeUserObjects,
+  exactRowCounts,
+  schemaFingerprint,
+  userObjects,
+  type DatabaseLevelState,
+  type UserObjects,
+} from '../postgres/inspect';
 import { DEFAULT_LOCK_TIMEOUT_SECONDS, withLockTimeout } from '../postgres/lock-wait';
 import type { BackupEntry } from './metadata';
 import { archiveInput, verifyBackup } from './verify';
@@ -104,7 +114,8 @@ export async function restoreArchiveInto(conn: PgConnection, options: RestoreArc
   const encrypted = isEncrypted(backup.metadata.files.postgres);
   // An age-encrypted archive is decrypted in the stream into pg_restore's stdin: one job, since
   // parallel jobs need a seekable file and Lifeline never writes the plaintext to disk.
-  if (encrypted && (options.jobs ?? 1) > 1) logger.info(`backup ${backup.id} is encrypted: pg_restore reads it decrypted in the stream with one job (parallel jobs would need a plaintext copy on disk, which Lifeline never writes)`);
+  if (encrypted && (options.jobs ?? 1) > 1)
+    logger.info(`backup ${backup.id} is encrypted: pg_restore reads it decrypted in the stream with one job (parallel jobs would need a plaintext copy on disk, which Lifeline never writes)`);
   const input = encrypted ? { args: [] as string[], stdin: await openPlaintext(backup.dir, backup.metadata.files.postgres, options.identity, `backup ${backup.id}`) } : archiveInput(runner, archive);
   let inputError: Error | undefined;
   let inputEnded = !encrypted;
@@ -164,7 +175,9 @@ export async function restoreArchiveInto(conn: PgConnection, options: RestoreArc
     await early?.close();
     input.stdin!.destroy();
     if (inputError) throw inputError;
-    throw failure('PG_RESTORE_FAILED', `pg_restore into ${conn.database} stopped before reading the whole decrypted archive (${describeExit(result)}): ${lastLines(result.stderr)}`, { fix: 'read the pg_restore error above' });
+    throw failure('PG_RESTORE_FAILED', `pg_restore into ${conn.database} stopped before reading the whole decrypted archive (${describeExit(result)}): ${lastLines(result.stderr)}`, {
+      fix: 'read the pg_restore error above',
+    });
   }
   if (result.exitCode !== 0) {
     await early?.close();
@@ -193,7 +206,16 @@ export async function restoreArchiveInto(conn: PgConnection, options: RestoreArc
     const mismatches = compareCounts(backup.metadata.rowCounts, actualCounts);
     const rowCounts = { ok: mismatches.length === 0, tables: Object.keys(actualCounts).length, rows: Object.values(actualCounts).reduce((a, b) => a + b, 0), mismatches };
     const fingerprint = { ok: actualFingerprint === backup.metadata.schemaFingerprint, expected: backup.metadata.schemaFingerprint, actual: actualFingerprint };
-    logger.info(`${rowCounts.ok ? 'ok  ' : 'FAIL'} row counts: ${rowCounts.tables} tables, ${rowCounts.rows} rows${mismatches.length ? `; ${mismatches.length} differ (${mismatches.slice(0, 3).map((m) => `${m.table} ${m.actual}/${m.expected}`).join(', ')})` : ''}`);
+    logger.info(
+      `${rowCounts.ok ? 'ok  ' : 'FAIL'} row counts: ${rowCounts.tables} tables, ${rowCounts.rows} rows${
+        mismatches.length
+          ? `; ${mismatches.length} differ (${mismatches
+              .slice(0, 3)
+              .map((m) => `${m.table} ${m.actual}/${m.expected}`)
+              .join(', ')})`
+          : ''
+      }`,
+    );
     logger.info(`${fingerprint.ok ? 'ok  ' : 'FAIL'} schema fingerprint ${actualFingerprint}`);
     return {
       ok: rowCounts.ok && fingerprint.ok,
@@ -243,7 +265,11 @@ export async function restoreIntoFreshDatabase(options: FreshRestoreOptions): Pr
     const state = await databaseState(runner, target);
     requireNotTemplate(target, state);
     if (state.holdsData) {
-      throw refusal('TARGET_NOT_EMPTY', `database ${describeTarget(target)} is not empty (${describeUserObjects(state.objects)}); an isolated restore needs an empty or new database`, 'choose a new database name, or use lifeline restore with --confirm to replace it');
+      throw refusal(
+        'TARGET_NOT_EMPTY',
+        `database ${describeTarget(target)} is not empty (${describeUserObjects(state.objects)}); an isolated restore needs an empty or new database`,
+        'choose a new database name, or use lifeline restore with --confirm to replace it',
+      );
     }
     if (!state.exists) await admin.exec(`CREATE DATABASE ${quoteIdent(target.database)} TEMPLATE template0`);
   } finally {
@@ -331,8 +357,11 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
   } finally {
     await admin.close();
   }
-  return withLock(options.catalog.envDir(options.environment), options.environment, { command: `restore ${options.backup.id} into ${describeTarget(target)}`, waitSeconds: options.lockWaitSeconds ?? 30 }, () =>
-    restoreLocked({ ...options, target }, maintenance, lockTimeout),
+  return withLock(
+    options.catalog.envDir(options.environment),
+    options.environment,
+    { command: `restore ${options.backup.id} into ${describeTarget(target)}`, waitSeconds: options.lockWaitSeconds ?? 30 },
+    () => restoreLocked({ ...options, target }, maintenance, lockTimeout),
   );
 }
 
@@ -361,7 +390,9 @@ async function restoreLocked(options: RestoreOptions, maintenance: PgConnection,
     stateCheck = await applyDatabaseLevelState(runner, maintenance, scratch, backup, { privileges: !options.noOwner, owner: before.owner, logger });
     if (!checks.ok || !stateCheck.ok) {
       throw failure('RESTORE_CHECK_FAILED', `the restored copy does not match backup ${backup.id} (${describeCheckFailure(checks, stateCheck)}); ${describeTarget(target)} was not touched`, {
-        fix: stateCheck.ok ? 'verify the backup (lifeline verify) and check that the source had no unlogged or foreign tables' : 'the roles named by the database privileges or settings must exist on this server: restore globals.sql first, or pass --no-owner',
+        fix: stateCheck.ok
+          ? 'verify the backup (lifeline verify) and check that the source had no unlogged or foreign tables'
+          : 'the roles named by the database privileges or settings must exist on this server: restore globals.sql first, or pass --no-owner',
         details: { checks, databaseState: stateCheck },
       });
     }
@@ -369,7 +400,11 @@ async function restoreLocked(options: RestoreOptions, maintenance: PgConnection,
     const now = await databaseState(runner, target);
     if (now.holdsData && !before.holdsData) {
       if (options.confirm !== target.database) {
-        throw refusal('TARGET_CHANGED', `${describeTarget(target)} was empty when the restore started and now holds ${describeUserObjects(now.objects)} (written while the restore ran); nothing was replaced`, `find out who writes to ${target.database}; to replace it anyway, re-run with --confirm ${target.database} (a pre-restore backup is taken first)`);
+        throw refusal(
+          'TARGET_CHANGED',
+          `${describeTarget(target)} was empty when the restore started and now holds ${describeUserObjects(now.objects)} (written while the restore ran); nothing was replaced`,
+          `find out who writes to ${target.database}; to replace it anyway, re-run with --confirm ${target.database} (a pre-restore backup is taken first)`,
+        );
       }
       logger.warn(`${describeTarget(target)} gained ${describeUserObjects(now.objects)} while the restore ran; it is backed up before it is replaced (--confirm was given)`);
     }
@@ -377,7 +412,21 @@ async function restoreLocked(options: RestoreOptions, maintenance: PgConnection,
       // Taken as late as possible, so it holds what was written while the restore ran.
       const shown = options.progress && !options.progress.silent ? options.progress : undefined;
       shown?.phase('pre-restore backup', { unit: 'bytes' });
-      const pre = await createBackup({ catalog: options.catalog, environment: options.environment, runner, conn: target, label: 'pre-restore', logger, lockHeld: true, encryptTo: options.encryptTo, migrationHeadQuery: options.migrationHeadQuery, compression: options.compression, compressLevel: options.compressLevel, lockTimeoutSeconds: lockTimeout, ...(shown ? { progress: { onBytes: (_what: string, bytes: number) => shown.update(bytes) } } : {}) }).finally(() => shown?.end());
+      const pre = await createBackup({
+        catalog: options.catalog,
+        environment: options.environment,
+        runner,
+        conn: target,
+        label: 'pre-restore',
+        logger,
+        lockHeld: true,
+        encryptTo: options.encryptTo,
+        migrationHeadQuery: options.migrationHeadQuery,
+        compression: options.compression,
+        compressLevel: options.compressLevel,
+        lockTimeoutSeconds: lockTimeout,
+        ...(shown ? { progress: { onBytes: (_what: string, bytes: number) => shown.update(bytes) } } : {}),
+      }).finally(() => shown?.end());
       preRestoreBackupId = pre.id;
       logger.info(`pre-restore backup of ${describeTarget(target)}: ${pre.id} (restore it to undo this restore)`);
     }
@@ -387,7 +436,11 @@ async function restoreLocked(options: RestoreOptions, maintenance: PgConnection,
       if (!decidedEmpty) return;
       const last = await databaseState(runner, target);
       if (last.holdsData) {
-        throw refusal('TARGET_CHANGED', `${describeTarget(target)} gained ${describeUserObjects(last.objects)} just before the swap; nothing was replaced`, `find out who writes to ${target.database}, then re-run the restore (with --confirm ${target.database} to replace it, after a pre-restore backup)`);
+        throw refusal(
+          'TARGET_CHANGED',
+          `${describeTarget(target)} gained ${describeUserObjects(last.objects)} just before the swap; nothing was replaced`,
+          `find out who writes to ${target.database}, then re-run the restore (with --confirm ${target.database} to replace it, after a pre-restore backup)`,
+        );
       }
     });
   } catch (error) {
@@ -406,7 +459,14 @@ async function restoreLocked(options: RestoreOptions, maintenance: PgConnection,
     database: target.database,
     destructive: Boolean(preRestoreBackupId) || before.holdsData,
     checksumsVerified: !options.skipVerify,
-    ...(preRestoreBackupId ? { preRestoreBackupId, undoCommand: options.undoCommand?.(preRestoreBackupId) ?? `lifeline restore --env ${options.environment} --backup ${preRestoreBackupId} --target-env TARGET_URL --confirm ${target.database} (TARGET_URL holding the same URL)` } : {}),
+    ...(preRestoreBackupId
+      ? {
+          preRestoreBackupId,
+          undoCommand:
+            options.undoCommand?.(preRestoreBackupId) ??
+            `lifeline restore --env ${options.environment} --backup ${preRestoreBackupId} --target-env TARGET_URL --confirm ${target.database} (TARGET_URL holding the same URL)`,
+        }
+      : {}),
     checks,
     databaseState: stateCheck,
     sessionsTerminated: swap.sessionsTerminated,
@@ -428,7 +488,12 @@ async function requireIntactChecksums(backup: BackupEntry, logger: Logger): Prom
   const report = await verifyBackup(backup, { runner: new LocalRunner(), logger, checksumsOnly: true });
   if (!report.ok) {
     const bad = report.checks.filter((c) => !c.ok).map((c) => `${c.name}: ${c.detail}`);
-    throw refusal('BACKUP_CORRUPT', `backup ${backup.id} fails its checksums, so it will not be restored (${bad.join('; ')})`, 'restore another backup (lifeline backups lists them); this one is damaged', { checks: report.checks });
+    throw refusal(
+      'BACKUP_CORRUPT',
+      `backup ${backup.id} fails its checksums, so it will not be restored (${bad.join('; ')})`,
+      'restore another backup (lifeline backups lists them); this one is damaged',
+      { checks: report.checks },
+    );
   }
 }
 
@@ -481,7 +546,13 @@ async function databaseState(runner: Runner, target: PgConnection): Promise<Data
  * settings, connection limit, comment), then reads it back and compares. Settings are applied
  * after pg_restore, so e.g. a database-wide default_transaction_read_only cannot break it.
  */
-async function applyDatabaseLevelState(runner: Runner, maintenance: PgConnection, scratch: string, backup: BackupEntry, options: { privileges: boolean; owner?: string; logger: Logger }): Promise<DatabaseStateCheck> {
+async function applyDatabaseLevelState(
+  runner: Runner,
+  maintenance: PgConnection,
+  scratch: string,
+  backup: BackupEntry,
+  options: { privileges: boolean; owner?: string; logger: Logger },
+): Promise<DatabaseStateCheck> {
   const expected = backup.metadata.databaseState;
   if (!expected) {
     options.logger.warn(`backup ${backup.id} predates recording database-level privileges and settings: they are neither restored nor compared`);
@@ -504,17 +575,27 @@ async function applyDatabaseLevelState(runner: Runner, maintenance: PgConnection
       // Each entry is `grantee PRIVILEGE[ WITH GRANT OPTION]`, grantee already quoted (or PUBLIC).
       for (const item of expected.acl) {
         const match = /^(PUBLIC|"(?:[^"]|"")+"|[a-z_][a-z0-9_$]*) (CREATE|CONNECT|TEMPORARY)( WITH GRANT OPTION)?$/.exec(item);
-        if (!match) throw failure('DATABASE_ACL_UNREADABLE', `backup ${backup.id} records a database privilege Lifeline cannot read: ${JSON.stringify(item)}`, { fix: 'restore with --no-owner and set the database privileges by hand' });
+        if (!match)
+          throw failure('DATABASE_ACL_UNREADABLE', `backup ${backup.id} records a database privilege Lifeline cannot read: ${JSON.stringify(item)}`, {
+            fix: 'restore with --no-owner and set the database privileges by hand',
+          });
         statements.push(`GRANT ${match[2]} ON DATABASE ${db} TO ${match[1]}${match[3] ?? ''}`);
       }
     }
   }
   const differences: string[] = [];
   // One session for all (each statement is idempotent); only when one fails, each on its own, to name it.
-  const together = statements.length ? await execOnce(runner, maintenance, statements.join(';\n')).then(() => true, () => false) : true;
+  const together = statements.length
+    ? await execOnce(runner, maintenance, statements.join(';\n')).then(
+        () => true,
+        () => false,
+      )
+    : true;
   if (!together) {
     for (const statement of statements) {
-      await execOnce(runner, maintenance, statement).catch((error: Error) => differences.push(`could not apply ${statement.replace(db, 'the database')}: ${error.message.replace(/^query against \S+ failed: /, '')}`));
+      await execOnce(runner, maintenance, statement).catch((error: Error) =>
+        differences.push(`could not apply ${statement.replace(db, 'the database')}: ${error.message.replace(/^query against \S+ failed: /, '')}`),
+      );
     }
   }
   const session = PsqlSession.open(runner, maintenance);
@@ -526,7 +607,9 @@ async function applyDatabaseLevelState(runner: Runner, maintenance: PgConnection
   }
   differences.push(...compareDatabaseLevelState(expected, actual!, { privileges: options.privileges }));
   const ok = differences.length === 0;
-  options.logger.info(`${ok ? 'ok  ' : 'FAIL'} database privileges and settings${options.privileges ? '' : ' (privileges and role settings skipped: --no-owner)'}${ok ? '' : `: ${differences.join('; ')}`}`);
+  options.logger.info(
+    `${ok ? 'ok  ' : 'FAIL'} database privileges and settings${options.privileges ? '' : ' (privileges and role settings skipped: --no-owner)'}${ok ? '' : `: ${differences.join('; ')}`}`,
+  );
   return { recorded: true, ok, privileges: options.privileges, differences };
 }
 
@@ -575,7 +658,15 @@ function splitGucList(value: string): string[] {
  * the target's sessions and a last look (`lastCheck`) with them gone; the old database is dropped
  * only once the swap committed. psql stops at the first error, so each attempt gets a fresh session.
  */
-async function swapDatabases(runner: Runner, maintenance: PgConnection, target: string, scratch: string, state: DatabaseState, logger: Logger, lastCheck: () => Promise<void>): Promise<{ sessionsTerminated: number; warnings: string[] }> {
+async function swapDatabases(
+  runner: Runner,
+  maintenance: PgConnection,
+  target: string,
+  scratch: string,
+  state: DatabaseState,
+  logger: Logger,
+  lastCheck: () => Promise<void>,
+): Promise<{ sessionsTerminated: number; warnings: string[] }> {
   if (state.owner) await execOnce(runner, maintenance, `ALTER DATABASE ${quoteIdent(scratch)} OWNER TO ${quoteIdent(state.owner)}`);
   if (!state.exists) {
     await execOnce(runner, maintenance, `ALTER DATABASE ${quoteIdent(scratch)} RENAME TO ${quoteIdent(target)}`);
@@ -595,11 +686,19 @@ async function swapDatabases(runner: Runner, maintenance: PgConnection, target: 
         await new Promise((r) => setTimeout(r, 100));
       }
       await lastCheck();
-      await execOnce(runner, maintenance, `BEGIN; ALTER DATABASE ${quoteIdent(target)} RENAME TO ${quoteIdent(retired)}; ALTER DATABASE ${quoteIdent(scratch)} RENAME TO ${quoteIdent(target)}; COMMIT`);
+      await execOnce(
+        runner,
+        maintenance,
+        `BEGIN; ALTER DATABASE ${quoteIdent(target)} RENAME TO ${quoteIdent(retired)}; ALTER DATABASE ${quoteIdent(scratch)} RENAME TO ${quoteIdent(target)}; COMMIT`,
+      );
       break;
     } catch (error) {
       if ((error as { kind?: string }).kind === 'refused') throw error;
-      if (attempt >= 5) throw failure('RESTORE_SWAP_FAILED', `could not swap the restored database into place: ${(error as Error).message}; ${target} was not changed`, { fix: 'stop the applications connected to the database and retry', cause: error });
+      if (attempt >= 5)
+        throw failure('RESTORE_SWAP_FAILED', `could not swap the restored database into place: ${(error as Error).message}; ${target} was not changed`, {
+          fix: 'stop the applications connected to the database and retry',
+          cause: error,
+        });
       logger.warn(`swap attempt ${attempt} failed (sessions reconnecting?); retrying`);
       await new Promise((r) => setTimeout(r, 500 * attempt));
     }
@@ -648,7 +747,10 @@ export function maintenanceConnection(target: PgConnection): PgConnection {
 /** `<target>_lifeline_<tag>_<random>`, within PostgreSQL's 63-byte identifier limit. */
 function scratchName(target: string, tag = 'restore'): string {
   const suffix = `_lifeline_${tag}_${randomBytes(3).toString('hex')}`;
-  return `${Buffer.from(target).subarray(0, 63 - suffix.length).toString('utf8').replace(/\uFFFD+$/, '')}${suffix}`;
+  return `${Buffer.from(target)
+    .subarray(0, 63 - suffix.length)
+    .toString('utf8')
+    .replace(/\uFFFD+$/, '')}${suffix}`;
 }
 
 /** A conninfo naming only the database, so a name with `=` or a URL-like name stays a name. */

@@ -60,7 +60,10 @@ export function planRetention(backups: readonly BackupEntry[], policy: Retention
   }
 
   const drilled = new Set((protections.passingDrills ?? []).map((d) => d.backupId));
-  for (const [cls, members] of [['', own], ['pre-restore ', preRestore]] as const) {
+  for (const [cls, members] of [
+    ['', own],
+    ['pre-restore ', preRestore],
+  ] as const) {
     const seen = new Set<string>();
     for (const b of members) {
       if (!(b.metadata.verified?.ok === true || drilled.has(b.id))) continue;
@@ -168,7 +171,12 @@ export interface PruneResult {
 }
 
 /** Plans retention and, with `apply`, removes the backups the plan lets go. The caller holds the environment lock. */
-export async function pruneBackups(catalog: Catalog, env: string, policy: RetentionPolicy, options: { apply: boolean; logger: Logger; now?: Date; passingDrills: PassingDrills }): Promise<PruneResult> {
+export async function pruneBackups(
+  catalog: Catalog,
+  env: string,
+  policy: RetentionPolicy,
+  options: { apply: boolean; logger: Logger; now?: Date; passingDrills: PassingDrills },
+): Promise<PruneResult> {
   const backups = await listBackups(catalog, env);
   const { referenced, unreadable } = await backupsReferencedByReleases(catalog, env);
   const decisions = planRetention(backups, policy, { referenced, passingDrills: await options.passingDrills(catalog, env, options.now) }, options.now);

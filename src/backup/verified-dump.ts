@@ -112,7 +112,13 @@ export function startVerifiedDump(options: VerifiedDumpOptions): { done: Promise
       await Promise.all([dump.done.catch(() => {}), readerDone?.catch(() => {}), file.done().catch(() => {})]);
       if (aborted) throw aborted;
       // ENOSPC, EROFS, EACCES: the path, what was not written and the fix, in one message.
-      throw describeFilesystemError(error, 'nothing was added to the catalog', staged.dir) ?? failure('BACKUP_WRITE_FAILED', `writing the archive into ${staged.finalDir} failed: ${(error as Error).message}`, { fix: 'free space in the backup store (or prune old backups) and retry', cause: error });
+      throw (
+        describeFilesystemError(error, 'nothing was added to the catalog', staged.dir) ??
+        failure('BACKUP_WRITE_FAILED', `writing the archive into ${staged.finalDir} failed: ${(error as Error).message}`, {
+          fix: 'free space in the backup store (or prune old backups) and retry',
+          cause: error,
+        })
+      );
     }
     const dumped = await dump.done;
     const read = readerDone ? await readerDone : undefined;
@@ -131,12 +137,23 @@ export function startVerifiedDump(options: VerifiedDumpOptions): { done: Promise
     }
     const checks: VerificationCheck[] = [
       { name: `${archive.name} checksum`, ok: true, detail: `sha256 ${archive.sha256} (hashed as it was written)` },
-      { name: 'archive decompresses end to end', ok: true, detail: `every data block read by pg_restore as it was written${archive.encryption ? ` (the plaintext side, sha256 ${archive.encryption.plaintextSha256}, before encryption)` : ''}` },
+      {
+        name: 'archive decompresses end to end',
+        ok: true,
+        detail: `every data block read by pg_restore as it was written${archive.encryption ? ` (the plaintext side, sha256 ${archive.encryption.plaintextSha256}, before encryption)` : ''}`,
+      },
     ];
     if (archive.encryption) {
       // The stored file is ciphertext and the backup has no identity: the reader above read every
       // plaintext byte that was encrypted, and its table of contents with them.
-      return { archive, checks: [checks[0]!, { name: 'archive table of contents', ok: true, detail: 'read by pg_restore in the stream (the stored age file itself is read back only by a verify with an identity)' }, checks[1]!] };
+      return {
+        archive,
+        checks: [
+          checks[0]!,
+          { name: 'archive table of contents', ok: true, detail: 'read by pg_restore in the stream (the stored age file itself is read back only by a verify with an identity)' },
+          checks[1]!,
+        ],
+      };
     }
     // The table of contents of the finished file (cheap): what a restore reads first.
     const list = await pgRestoreCheck(runner, staged.path(POSTGRES_ARCHIVE_FILE), 'archive table of contents', ['--list'], (out) => `${out.lines} entries`);

@@ -83,7 +83,9 @@ async function verifyChecks(
   });
   if (!options.checksumsOnly && files.some(isEncrypted)) {
     if (!options.identity) {
-      options.logger.warn(`backup ${entry.id} is encrypted with age and no identity was given: only the checksums of the encrypted files were checked, NOT their contents; ${IDENTITY_FIX} for the full check`);
+      options.logger.warn(
+        `backup ${entry.id} is encrypted with age and no identity was given: only the checksums of the encrypted files were checked, NOT their contents; ${IDENTITY_FIX} for the full check`,
+      );
       return { backupId: entry.id, ok: checks.every((c) => c.ok), checks, contentsChecked: false };
     }
     if (sumsOk) {
@@ -146,7 +148,11 @@ async function verifyEncryptedContents(entry: BackupEntry, files: BackupFile[], 
     const read = await runReadingStream(options.runner, { tool: 'pg_restore', args: fullReadArgs(options.runner) }, plain);
     const ok = read.result.exitCode === 0 && read.complete;
     checks.push({ name: 'archive decompresses end to end', ok, detail: ok ? 'every data block read by pg_restore, decrypted in the stream' : describeFailure(read, 'pg_restore') });
-    checks.push({ name: `${archive.name} plaintext`, ok, detail: ok ? `sha256 ${archive.encryption?.plaintextSha256 ?? archive.sha256}, ${archive.encryption?.plaintextBytes ?? archive.bytes} bytes, as recorded` : 'not confirmed (see above)' });
+    checks.push({
+      name: `${archive.name} plaintext`,
+      ok,
+      detail: ok ? `sha256 ${archive.encryption?.plaintextSha256 ?? archive.sha256}, ${archive.encryption?.plaintextBytes ?? archive.bytes} bytes, as recorded` : 'not confirmed (see above)',
+    });
   } catch (error) {
     checks.push({ name: 'archive decompresses end to end', ok: false, detail: (error as Error).message });
   }
@@ -163,7 +169,15 @@ async function verifyEncryptedContents(entry: BackupEntry, files: BackupFile[], 
       });
       const ok = read.result.exitCode === 0 && read.complete && /RDB looks OK/.test(`${output}\n${read.result.stderr}`);
       const keys = /(\d+) keys read/.exec(`${output}\n${read.result.stderr}`)?.[1] ?? '0';
-      checks.push({ name: `${redis.name} (redis-check-rdb)`, ok, detail: ok ? `RDB looks OK, ${keys} keys (decrypted in the stream), plaintext as recorded` : read.sourceError ? read.sourceError.message : `redis-check-rdb: ${lastLines(`${output}\n${read.result.stderr}`, 3)}` });
+      checks.push({
+        name: `${redis.name} (redis-check-rdb)`,
+        ok,
+        detail: ok
+          ? `RDB looks OK, ${keys} keys (decrypted in the stream), plaintext as recorded`
+          : read.sourceError
+            ? read.sourceError.message
+            : `redis-check-rdb: ${lastLines(`${output}\n${read.result.stderr}`, 3)}`,
+      });
     } catch (error) {
       checks.push({ name: `${redis.name} (redis-check-rdb)`, ok: false, detail: (error as Error).message });
     }
@@ -276,7 +290,10 @@ export async function recordVerification(catalog: Catalog, env: string, entry: B
       }
     }
     // An encrypted backup verified without an identity says so in the record too: its checksums passed, its contents were not read.
-    const metadata: BackupMetadata = { ...current.metadata, verified: { at: (options.now ?? new Date()).toISOString(), ok: report.ok, checks: report.checks, ...(report.contentsChecked === false ? { contentsChecked: false } : {}) } };
+    const metadata: BackupMetadata = {
+      ...current.metadata,
+      verified: { at: (options.now ?? new Date()).toISOString(), ok: report.ok, checks: report.checks, ...(report.contentsChecked === false ? { contentsChecked: false } : {}) },
+    };
     if (!(await catalog.rewriteExistingMetadata(current, BACKUP_METADATA_FILE, metadata))) throw gone('was deleted');
     return { ...current, metadata };
   };

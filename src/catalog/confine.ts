@@ -169,10 +169,7 @@ export function sharedStoreProblem(root: string, _env?: string): { message: stri
   if (!readable && !writable && !foreign) return undefined;
   const octal = mode.toString(8).padStart(4, '0');
   const reach = readable && writable ? 'readable and writable' : readable ? 'readable' : writable ? 'writable' : '';
-  const problems = [
-    ...(reach ? [`is ${reach} by other local users (mode ${octal})`] : []),
-    ...(foreign ? [`is owned by uid ${info.uid}, not by ${runningUser()} that Lifeline runs as`] : []),
-  ];
+  const problems = [...(reach ? [`is ${reach} by other local users (mode ${octal})`] : []), ...(foreign ? [`is owned by uid ${info.uid}, not by ${runningUser()} that Lifeline runs as`] : [])];
   return {
     message: `the catalog ${root} ${problems.join(' and ')}: backups, tenant exports and Redis snapshots hold production data, and another user could plant a directory or link in it`,
     fix: [...(foreign ? [`chown ${userInfoName() ?? process.geteuid?.()} ${root}`] : []), `chmod 700 ${root}`].join(' && '),

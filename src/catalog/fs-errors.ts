@@ -2,7 +2,10 @@ import { failure, isLifelineError, type LifelineError } from '../errors';
 import type { CodeOf } from '../error-codes';
 
 const FILESYSTEM_CODES: Record<string, { what: string; fix: (path: string) => string }> = {
-  ENOSPC: { what: 'no space left on the device', fix: (p) => `free space on the filesystem that holds ${p} (df -h ${p}), e.g. lifeline prune, or point --store / store: at a larger disk, then run the command again` },
+  ENOSPC: {
+    what: 'no space left on the device',
+    fix: (p) => `free space on the filesystem that holds ${p} (df -h ${p}), e.g. lifeline prune, or point --store / store: at a larger disk, then run the command again`,
+  },
   EDQUOT: { what: 'the disk quota is exhausted', fix: (p) => `raise the quota or free space under ${p}, then run the command again` },
   EROFS: { what: 'the filesystem is read-only', fix: (p) => `remount the filesystem that holds ${p} read-write (or point --store at a writable one), then run the command again` },
   EACCES: { what: 'permission denied', fix: (p) => `run Lifeline as the user that owns the catalog (ls -ld ${p}), or fix the owner of ${p}` },

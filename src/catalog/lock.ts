@@ -136,12 +136,21 @@ export async function acquireLock(envDir: string, env: string, options: AcquireO
     }
     const status = await lockStatus(envDir);
     if (!status.held) continue;
-    const holder = status.info ? `${status.info.owner} (pid ${status.info.pid} on ${status.info.host}, running "${status.info.command}" since ${status.info.acquiredAt})` : 'an unknown holder (the lock file is unreadable)';
+    const holder = status.info
+      ? `${status.info.owner} (pid ${status.info.pid} on ${status.info.host}, running "${status.info.command}" since ${status.info.acquiredAt})`
+      : 'an unknown holder (the lock file is unreadable)';
     if (status.stale) {
-      throw refusal('LOCK_STALE', `environment ${env} is locked by ${holder}, and that process is gone`, `make sure nothing else is running against ${env}, then run: lifeline lock break --env ${env}`, { lock: status.info });
+      throw refusal(
+        'LOCK_STALE',
+        `environment ${env} is locked by ${holder}, and that process is gone`,
+        `make sure nothing else is running against ${env}, then run: lifeline lock break --env ${env}`,
+        { lock: status.info },
+      );
     }
     if (Date.now() >= deadline) {
-      throw refusal('LOCK_HELD', `environment ${env} is locked by ${holder}`, `wait for it to finish, or re-run later; another deploy, rollback, restore or backup is in progress`, { lock: status.info });
+      throw refusal('LOCK_HELD', `environment ${env} is locked by ${holder}`, `wait for it to finish, or re-run later; another deploy, rollback, restore or backup is in progress`, {
+        lock: status.info,
+      });
     }
     await new Promise((r) => setTimeout(r, options.pollMs ?? 500));
   }
@@ -160,10 +169,20 @@ export async function breakLock(envDir: string, options: { env?: string; force?:
   if (info) {
     const holder = `${info.owner} (pid ${info.pid} on ${info.host}, running "${info.command}" since ${info.acquiredAt})`;
     if (info.host === hostname() && processAlive(info.pid)) {
-      throw refusal('LOCK_HOLDER_ALIVE', `the lock of ${env} is held by ${holder}, and that process is still running on this host`, `wait for it to finish; if it hangs, stop it first (kill ${info.pid}), then run lifeline lock break --env ${env}`, { lock: info });
+      throw refusal(
+        'LOCK_HOLDER_ALIVE',
+        `the lock of ${env} is held by ${holder}, and that process is still running on this host`,
+        `wait for it to finish; if it hangs, stop it first (kill ${info.pid}), then run lifeline lock break --env ${env}`,
+        { lock: info },
+      );
     }
     if (info.host !== hostname() && !options.force) {
-      throw refusal('LOCK_HOLDER_REMOTE', `the lock of ${env} is held by ${holder}, on another host, whose process cannot be checked from ${hostname()}`, `check on ${info.host} that pid ${info.pid} is gone, then run lifeline lock break --env ${env} --force`, { lock: info });
+      throw refusal(
+        'LOCK_HOLDER_REMOTE',
+        `the lock of ${env} is held by ${holder}, on another host, whose process cannot be checked from ${hostname()}`,
+        `check on ${info.host} that pid ${info.pid} is gone, then run lifeline lock break --env ${env} --force`,
+        { lock: info },
+      );
     }
   }
   // Removed only if it is still the lock we judged: a new holder may have taken it meanwhile.

@@ -172,7 +172,9 @@ export class Catalog {
   /** Rewrites an entry's metadata atomically (e.g. to record a verification). */
   async updateMetadata<M extends EntryMetadata>(entry: CatalogEntry<M>, metadataFile: string, metadata: M): Promise<void> {
     await assertEntryWritable(entry.dir, metadataFile);
-    await withWriteOutcome(`${join(entry.dir, metadataFile)} was left as it was (the entry itself is unchanged)`, () => writeFileAtomic(join(entry.dir, metadataFile), `${JSON.stringify(metadata, null, 2)}\n`));
+    await withWriteOutcome(`${join(entry.dir, metadataFile)} was left as it was (the entry itself is unchanged)`, () =>
+      writeFileAtomic(join(entry.dir, metadataFile), `${JSON.stringify(metadata, null, 2)}\n`),
+    );
   }
 
   /**
@@ -427,7 +429,8 @@ function metadataProblem(metadata: unknown): string | undefined {
   const m = metadata as Partial<EntryMetadata>;
   if (typeof m.createdAt !== 'string' || Number.isNaN(Date.parse(m.createdAt))) return 'it has no valid createdAt';
   if (typeof m.schemaVersion !== 'number') return 'it has no schemaVersion';
-  if (m.schemaVersion > CATALOG_SCHEMA_VERSION) return `it has schema version ${m.schemaVersion}, written by a newer Lifeline (this one reads up to ${CATALOG_SCHEMA_VERSION}); upgrade Lifeline to use it`;
+  if (m.schemaVersion > CATALOG_SCHEMA_VERSION)
+    return `it has schema version ${m.schemaVersion}, written by a newer Lifeline (this one reads up to ${CATALOG_SCHEMA_VERSION}); upgrade Lifeline to use it`;
   return undefined;
 }
 

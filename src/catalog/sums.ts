@@ -21,7 +21,10 @@ export function parseSums(text: string): SumEntry[] {
   for (const line of text.split('\n')) {
     if (!line.trim()) continue;
     const match = /^([0-9a-f]{64}) [ *](.+)$/.exec(line);
-    if (!match) throw failure('CATALOG_CORRUPT', `malformed ${SUMS_FILE} line: ${JSON.stringify(line)}`, { fix: `the entry's ${SUMS_FILE} was altered outside Lifeline: inspect it, then remove the entry or restore it from an off-host copy` });
+    if (!match)
+      throw failure('CATALOG_CORRUPT', `malformed ${SUMS_FILE} line: ${JSON.stringify(line)}`, {
+        fix: `the entry's ${SUMS_FILE} was altered outside Lifeline: inspect it, then remove the entry or restore it from an off-host copy`,
+      });
     entries.push({ sha256: match[1]!, file: match[2]! });
   }
   return entries;

@@ -10,7 +10,14 @@ export interface TarOwnership {
 }
 
 /** One member of a tar archive: a file on disk (streamed), a small text or buffer, or a directory. */
-export type TarMember = ({ name: string; path: string; size: number } | { name: string; /** Opened when the member is reached (a decrypting stream); must give exactly `size` bytes. */ open: () => Promise<Readable>; size: number } | { name: string; text: string } | { name: string; content: Uint8Array } | { name: string; directory: true }) & TarOwnership;
+export type TarMember = (
+  | { name: string; path: string; size: number }
+  | { name: string; /** Opened when the member is reached (a decrypting stream); must give exactly `size` bytes. */ open: () => Promise<Readable>; size: number }
+  | { name: string; text: string }
+  | { name: string; content: Uint8Array }
+  | { name: string; directory: true }
+) &
+  TarOwnership;
 
 const BLOCK = 512;
 

@@ -67,7 +67,10 @@ export function commandHelp(command: CommandSpec): string {
     command.summary + (command.implemented ? '' : ' (not implemented yet)'),
     '',
     'Flags:',
-    ...inputs.map((i) => `  ${flag(i).padEnd(width)}  ${i.description}${i.required ? ' (required)' : ''}${i.choices ? ` [${i.choices.join('|')}]` : ''}${i.default !== undefined && i.type !== 'boolean' ? ` (default ${i.default})` : ''}`),
+    ...inputs.map(
+      (i) =>
+        `  ${flag(i).padEnd(width)}  ${i.description}${i.required ? ' (required)' : ''}${i.choices ? ` [${i.choices.join('|')}]` : ''}${i.default !== undefined && i.type !== 'boolean' ? ` (default ${i.default})` : ''}`,
+    ),
     '',
   ].join('\n');
 }
@@ -84,8 +87,15 @@ export function parseFlags(command: CommandSpec, args: string[]): Record<string,
     const message = (error as Error).message;
     const unknown = /Unknown option '--?([^']+)'/.exec(message)?.[1];
     if (unknown) {
-      const suggestion = nearest(unknown, inputs.map((i) => i.name));
-      throw usageError('UNKNOWN_FLAG', `lifeline ${command.name}: unknown flag --${unknown}`, suggestion ? `did you mean --${suggestion}? See lifeline ${command.name} --help` : `see lifeline ${command.name} --help`);
+      const suggestion = nearest(
+        unknown,
+        inputs.map((i) => i.name),
+      );
+      throw usageError(
+        'UNKNOWN_FLAG',
+        `lifeline ${command.name}: unknown flag --${unknown}`,
+        suggestion ? `did you mean --${suggestion}? See lifeline ${command.name} --help` : `see lifeline ${command.name} --help`,
+      );
     }
     throw usageError('BAD_FLAGS', `lifeline ${command.name}: ${message}`, `see lifeline ${command.name} --help`);
   }
@@ -156,17 +166,34 @@ export async function runCli(commands: readonly CommandSpec[], argv: string[], i
   if (!command) {
     const groups = commands.filter((c) => c.name.startsWith(`${argv[0]} `));
     if (groups.length > 0) {
-      return writeError('UNKNOWN_COMMAND', `lifeline ${argv[0]} needs a subcommand${argv[1] && !argv[1].startsWith('-') ? `; "${argv[1]}" is not one` : ''}`, `use one of: ${groups.map((c) => c.name).join(', ')}`);
+      return writeError(
+        'UNKNOWN_COMMAND',
+        `lifeline ${argv[0]} needs a subcommand${argv[1] && !argv[1].startsWith('-') ? `; "${argv[1]}" is not one` : ''}`,
+        `use one of: ${groups.map((c) => c.name).join(', ')}`,
+      );
     }
-    const suggestion = nearest(argv[0]!, commands.map((c) => c.name.split(' ')[0]!));
-    return writeError('UNKNOWN_COMMAND', `unknown command "${argv[0]}"`, suggestion ? `did you mean "lifeline ${suggestion}"? Run lifeline --help for the list` : 'run lifeline --help for the list of commands');
+    const suggestion = nearest(
+      argv[0]!,
+      commands.map((c) => c.name.split(' ')[0]!),
+    );
+    return writeError(
+      'UNKNOWN_COMMAND',
+      `unknown command "${argv[0]}"`,
+      suggestion ? `did you mean "lifeline ${suggestion}"? Run lifeline --help for the list` : 'run lifeline --help for the list of commands',
+    );
   }
   if (rest.includes('--help') || rest.includes('-h')) {
     io.stdout(commandHelp(command));
     return ExitCode.ok;
   }
   // Progress: one live line on a terminal (the logger clears and redraws it around each line), plain lines otherwise.
-  const statusLine = io.interactive ? new TerminalLine((t) => io.stderr(t), () => process.stderr.columns, (t) => masker.mask(t)) : undefined;
+  const statusLine = io.interactive
+    ? new TerminalLine(
+        (t) => io.stderr(t),
+        () => process.stderr.columns,
+        (t) => masker.mask(t),
+      )
+    : undefined;
   const logger = createStderrLogger({ verbose: Boolean(io.env.LIFELINE_DEBUG), masker, write: (t) => io.stderr(t), statusLine });
   setCatalogWarningSink((message) => logger.warn(message));
   try {

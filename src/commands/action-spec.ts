@@ -29,7 +29,13 @@ export function commandFor(action: ActionSpec, selected: string | undefined): Co
 export function actionInputs(action: ActionSpec): InputSpec[] {
   const byName = new Map<string, InputSpec>();
   if (action.selector) {
-    byName.set(action.selector.input, { name: action.selector.input, type: 'string', description: action.selector.description, default: action.selector.default, choices: Object.keys(action.commands) });
+    byName.set(action.selector.input, {
+      name: action.selector.input,
+      type: 'string',
+      description: action.selector.description,
+      default: action.selector.default,
+      choices: Object.keys(action.commands),
+    });
   }
   for (const command of Object.values(action.commands)) {
     for (const input of allInputs(command)) {

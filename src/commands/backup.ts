@@ -32,7 +32,11 @@ import { environmentFor, urlInput, type CommandContext, type CommandResult, type
 
 const USER_LABELS = BACKUP_LABELS.filter((l) => l !== 'pre-restore');
 
-const LOCK_TIMEOUT_INPUT = { name: 'lock-timeout', type: 'string', description: 'How long to wait for a table lock held by another session (a migration) before failing with who holds it, e.g. 60s; default: postgres.lockTimeout, else 60s.' } as const;
+const LOCK_TIMEOUT_INPUT = {
+  name: 'lock-timeout',
+  type: 'string',
+  description: 'How long to wait for a table lock held by another session (a migration) before failing with who holds it, e.g. 60s; default: postgres.lockTimeout, else 60s.',
+} as const;
 
 /**
  * The backup's progress: bytes pg_dump wrote, of an estimate when one exists (an earlier backup of
@@ -96,9 +100,24 @@ export const backupCommand: CommandSpec = {
     { name: 'label', type: 'string', description: 'Why this backup exists.', default: 'manual', choices: USER_LABELS },
     { name: 'release', type: 'string', description: 'Release version this backup belongs to.' },
     { name: 'git-sha', type: 'string', description: 'Git commit of the release.' },
-    { name: 'verify', type: 'boolean', description: 'Verify the new backup as it is written (pg_restore reads every block of the stream, then lists the file; redis-check-rdb) and fail, adding nothing to the catalog, when it does not verify.', default: 'true' },
-    { name: 'compress', type: 'string', description: 'pg_dump compression, METHOD[:LEVEL]: gzip:1-9, zstd:1-22 or lz4:1-12 (pg_dump 16+), none. Default: postgres.compress, else gzip:1 with pg_dump 15 and older, zstd:1 with 16+.' },
-    { name: 'physical', type: 'boolean', description: 'Take a physical base backup through pgBackRest instead (needs postgres.physical; WAL archiving makes point-in-time recovery possible).', default: 'false' },
+    {
+      name: 'verify',
+      type: 'boolean',
+      description:
+        'Verify the new backup as it is written (pg_restore reads every block of the stream, then lists the file; redis-check-rdb) and fail, adding nothing to the catalog, when it does not verify.',
+      default: 'true',
+    },
+    {
+      name: 'compress',
+      type: 'string',
+      description: 'pg_dump compression, METHOD[:LEVEL]: gzip:1-9, zstd:1-22 or lz4:1-12 (pg_dump 16+), none. Default: postgres.compress, else gzip:1 with pg_dump 15 and older, zstd:1 with 16+.',
+    },
+    {
+      name: 'physical',
+      type: 'boolean',
+      description: 'Take a physical base backup through pgBackRest instead (needs postgres.physical; WAL archiving makes point-in-time recovery possible).',
+      default: 'false',
+    },
     { name: 'physical-type', type: 'string', description: 'pgBackRest backup type for --physical; default: postgres.physical.type.', choices: ['full', 'diff', 'incr'] },
     LOCK_TIMEOUT_INPUT,
   ],
@@ -150,7 +169,18 @@ export const backupCommand: CommandSpec = {
     const entry = created;
     const report: VerifyReport | undefined = entry.metadata.verified ? { backupId: entry.id, ok: entry.metadata.verified.ok, checks: entry.metadata.verified.checks } : undefined;
     const archive = entry.metadata.files.postgres;
-    const json = { id: entry.id, sha256: archive.sha256, bytes: archive.bytes, path: entry.dir, label, environment: settings.name, migrationHead: entry.metadata.migrationHead, rowCounts: entry.metadata.rowCounts, compression: entry.metadata.compression ?? null, verified: entry.metadata.verified ?? null };
+    const json = {
+      id: entry.id,
+      sha256: archive.sha256,
+      bytes: archive.bytes,
+      path: entry.dir,
+      label,
+      environment: settings.name,
+      migrationHead: entry.metadata.migrationHead,
+      rowCounts: entry.metadata.rowCounts,
+      compression: entry.metadata.compression ?? null,
+      verified: entry.metadata.verified ?? null,
+    };
     const summary = [
       `### Backup ${entry.id} (${label})`,
       '',
@@ -163,7 +193,15 @@ export const backupCommand: CommandSpec = {
       text: report && !report.ok ? `${entry.id}\n${verifyReportText(report)}` : entry.id,
       outputs: { 'backup-id': entry.id, sha256: archive.sha256, bytes: String(archive.bytes), path: entry.dir },
       summary,
-      ...(report && !report.ok ? { exitCode: 1 as const, failureMessage: `backup ${entry.id} was written but does not verify: ${report.checks.filter((c) => !c.ok).map((c) => c.name).join(', ')}` } : {}),
+      ...(report && !report.ok
+        ? {
+            exitCode: 1 as const,
+            failureMessage: `backup ${entry.id} was written but does not verify: ${report.checks
+              .filter((c) => !c.ok)
+              .map((c) => c.name)
+              .join(', ')}`,
+          }
+        : {}),
     };
   },
 };
@@ -196,7 +234,10 @@ export const backupsCommand: CommandSpec = {
     const text = rows.length
       ? [
           `ID                                LABEL          DATABASE${' '.repeat(Math.max(1, dbWidth - 7))}SERVER               CREATED                   SIZE       VERIFIED  RELEASE`,
-          ...rows.map((r) => `${r.id.padEnd(33)} ${r.label.padEnd(14)} ${r.database.padEnd(dbWidth)} ${(r.server ?? '-').padEnd(20)} ${r.createdAt.padEnd(25)} ${formatBytes(r.bytes).padEnd(10)} ${(r.verified === null ? '-' : r.verified ? 'yes' : 'FAILED').padEnd(9)} ${r.release ?? ''}`),
+          ...rows.map(
+            (r) =>
+              `${r.id.padEnd(33)} ${r.label.padEnd(14)} ${r.database.padEnd(dbWidth)} ${(r.server ?? '-').padEnd(20)} ${r.createdAt.padEnd(25)} ${formatBytes(r.bytes).padEnd(10)} ${(r.verified === null ? '-' : r.verified ? 'yes' : 'FAILED').padEnd(9)} ${r.release ?? ''}`,
+          ),
         ].join('\n')
       : `no backups in environment ${settings.name} (${settings.store})`;
     return { json: rows, text };
@@ -209,7 +250,13 @@ export const verifyCommand: CommandSpec = {
   positional: 'backup',
   inputs: [
     { name: 'backup', type: 'string', description: 'Backup id, or "latest".', default: 'latest' },
-    { name: 'remote', type: 'boolean', description: "Instead, verify the named backup's copy in the environment's reviewed object storage: every object present, and its bytes hashed (the provider's SHA-256 where it keeps one, else downloaded) against SHA256SUMS.", default: 'false' },
+    {
+      name: 'remote',
+      type: 'boolean',
+      description:
+        "Instead, verify the named backup's copy in the environment's reviewed object storage: every object present, and its bytes hashed (the provider's SHA-256 where it keeps one, else downloaded) against SHA256SUMS.",
+      default: 'false',
+    },
     { name: 'all', type: 'boolean', description: 'With remote: compare every local entry with the bucket instead of verifying one (a listing comparison unless deep is set).', default: 'false' },
     { name: 'deep', type: 'boolean', description: 'With remote and all: download and hash every remote file instead of comparing listings and the sha256 recorded at upload.', default: 'false' },
     AGE_IDENTITY_INPUT,
@@ -224,7 +271,8 @@ export const verifyCommand: CommandSpec = {
     const settings = environmentFor(ctx);
     if (ctx.inputs.boolean('remote')) {
       const { storage, remote } = openReviewedBucket(settings, { logger: ctx.logger });
-      if (ctx.inputs.boolean('all')) return comparisonResult(settings.name, await compareRemote({ env: settings.name, store: settings.store, remote, prefix: storage.prefix, deep: ctx.inputs.boolean('deep') }));
+      if (ctx.inputs.boolean('all'))
+        return comparisonResult(settings.name, await compareRemote({ env: settings.name, store: settings.store, remote, prefix: storage.prefix, deep: ctx.inputs.boolean('deep') }));
       const verification = await ctx.logger.group(`Verify backups/${wanted} in ${remote.location}`, () =>
         verifyRemoteEntry({ env: settings.name, kind: 'backups', id: wanted, catalog: new Catalog(settings.store), remote, prefix: storage.prefix, logger: ctx.logger }),
       );
@@ -232,13 +280,30 @@ export const verifyCommand: CommandSpec = {
     }
     const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
     const { report, entry } = await verifyAndRecord(catalog, await findBackup(catalog, settings.name, wanted), settings, ctx);
-    const notChecked = report.contentsChecked === false ? `\n  NOT CHECKED: the contents (the backup is encrypted with age and no identity was given; only the encrypted files' checksums were checked). Set ${IDENTITY_ENV} or ${IDENTITY_FILE_ENV} for the full check.` : '';
+    const notChecked =
+      report.contentsChecked === false
+        ? `\n  NOT CHECKED: the contents (the backup is encrypted with age and no identity was given; only the encrypted files' checksums were checked). Set ${IDENTITY_ENV} or ${IDENTITY_FILE_ENV} for the full check.`
+        : '';
     return {
       json: report,
       text: verifyReportText(report) + notChecked,
       outputs: { 'backup-id': entry.id, ok: String(report.ok) },
-      summary: [`### Verify ${entry.id}: ${report.ok ? 'passed' : '**FAILED**'}`, '', '| check | result | detail |', '|---|---|---|', ...report.checks.map((c) => `| ${c.name} | ${c.ok ? 'ok' : '**FAIL**'} | ${c.detail.replace(/\|/g, '\\|')} |`)].join('\n'),
-      ...(report.ok ? {} : { exitCode: 1 as const, failureMessage: `backup ${entry.id} failed verification: ${report.checks.filter((c) => !c.ok).map((c) => c.name).join(', ')}` }),
+      summary: [
+        `### Verify ${entry.id}: ${report.ok ? 'passed' : '**FAILED**'}`,
+        '',
+        '| check | result | detail |',
+        '|---|---|---|',
+        ...report.checks.map((c) => `| ${c.name} | ${c.ok ? 'ok' : '**FAIL**'} | ${c.detail.replace(/\|/g, '\\|')} |`),
+      ].join('\n'),
+      ...(report.ok
+        ? {}
+        : {
+            exitCode: 1 as const,
+            failureMessage: `backup ${entry.id} failed verification: ${report.checks
+              .filter((c) => !c.ok)
+              .map((c) => c.name)
+              .join(', ')}`,
+          }),
     };
   },
 };
@@ -247,7 +312,13 @@ export const restoreCommand: CommandSpec = {
   name: 'restore',
   summary: 'Restore a backup into a database (destructive restores need --confirm)',
   inputs: [
-    { name: 'backup', type: 'string', description: "Backup id, or \"latest\": the newest backup of the target's own database (same name and, where recorded, the same server) that is not a pre-restore backup and did not fail verification. Another database's backup needs its id.", default: 'latest' },
+    {
+      name: 'backup',
+      type: 'string',
+      description:
+        'Backup id, or "latest": the newest backup of the target\'s own database (same name and, where recorded, the same server) that is not a pre-restore backup and did not fail verification. Another database\'s backup needs its id.',
+      default: 'latest',
+    },
     { name: 'target', type: 'string', description: 'PostgreSQL URL of the database to restore into. A password here is visible to other local users in the process list: prefer target-env.' },
     { name: 'target-env', type: 'string', description: 'Name of an environment variable holding the PostgreSQL URL of the database to restore into (keeps the password off the command line).' },
     { name: 'confirm', type: 'string', description: 'The target database name, exactly, to allow replacing a database that holds data.' },
@@ -256,7 +327,12 @@ export const restoreCommand: CommandSpec = {
     { name: 'skip-verify', type: 'boolean', description: 'Do not check the checksums first (recorded with the restore).', default: 'false' },
     { name: 'redis-check', type: 'boolean', description: "Also load the backup's Redis snapshot into a private redis-server and compare key counts.", default: 'false' },
     AGE_IDENTITY_INPUT,
-    { name: 'from-remote', type: 'boolean', description: "Fetch the backup from the environment's reviewed object storage first (checksums verified on the way in) when the local catalog does not have it.", default: 'false' },
+    {
+      name: 'from-remote',
+      type: 'boolean',
+      description: "Fetch the backup from the environment's reviewed object storage first (checksums verified on the way in) when the local catalog does not have it.",
+      default: 'false',
+    },
     LOCK_TIMEOUT_INPUT,
   ],
   outputs: [
@@ -282,17 +358,43 @@ export const restoreCommand: CommandSpec = {
     if (ctx.inputs.boolean('from-remote')) await fetchBackupIfMissing(catalog, settings, wanted, ctx);
     const runner = await postgresRunner(settings);
     const lockTimeoutSeconds = lockTimeoutFor(ctx, settings);
-    const backup = await findBackupForTarget(catalog, settings.name, wanted, { database: target.database, systemIdentifier: wanted === 'latest' ? await systemIdentifier(runner, target) : undefined, describe: describeTarget(target) });
+    const backup = await findBackupForTarget(catalog, settings.name, wanted, {
+      database: target.database,
+      systemIdentifier: wanted === 'latest' ? await systemIdentifier(runner, target) : undefined,
+      describe: describeTarget(target),
+    });
     requireIdentityFor([backup.metadata.files.postgres, ...(redisCheck ? [backup.metadata.files.redis] : [])], identity, `backup ${backup.id}`);
     // The environment form: the undo command never asks anyone to paste a password into argv.
     const targetEnv = ctx.inputs.string('target-env');
-    const undoCommand = (id: string) => `${targetEnv ? '' : `TARGET_URL='${maskedUrl(target)}' (with the real password) `}lifeline restore --env ${settings.name} --backup ${id} --target-env ${targetEnv ?? 'TARGET_URL'} --confirm ${target.database}`;
+    const undoCommand = (id: string) =>
+      `${targetEnv ? '' : `TARGET_URL='${maskedUrl(target)}' (with the real password) `}lifeline restore --env ${settings.name} --backup ${id} --target-env ${targetEnv ?? 'TARGET_URL'} --confirm ${target.database}`;
     // The isolated Redis check's tools are looked for before anything is restored (exit 2 with the fix).
     const redisImage = redisCheck && backup.metadata.files.redis ? await redisCheckSource(settings) : undefined;
     const result = await ctx.logger.group(`Restore ${backup.id} into ${describeTarget(target)}`, () =>
-      restoreBackup({ catalog, environment: settings.name, backup, runner, target, confirm, jobs, noOwner, skipVerify, identity, encryptTo: settings.encryption?.recipients, logger: ctx.logger, progress: startProgress(ctx, 'restore', { unit: 'count', noun: 'objects' }), migrationHeadQuery: settings.postgres.migrationHeadQuery, compression: settings.postgres.compress, lockTimeoutSeconds, undoCommand }),
+      restoreBackup({
+        catalog,
+        environment: settings.name,
+        backup,
+        runner,
+        target,
+        confirm,
+        jobs,
+        noOwner,
+        skipVerify,
+        identity,
+        encryptTo: settings.encryption?.recipients,
+        logger: ctx.logger,
+        progress: startProgress(ctx, 'restore', { unit: 'count', noun: 'objects' }),
+        migrationHeadQuery: settings.postgres.migrationHeadQuery,
+        compression: settings.postgres.compress,
+        lockTimeoutSeconds,
+        undoCommand,
+      }),
     );
-    const redis = redisCheck && backup.metadata.files.redis ? await restoreRedisIsolated(backup, { binDir: settings.redis?.binDir, logger: ctx.logger, image: redisImage, nameSuffix: `restore-check-${backup.id}` }) : undefined;
+    const redis =
+      redisCheck && backup.metadata.files.redis
+        ? await restoreRedisIsolated(backup, { binDir: settings.redis?.binDir, logger: ctx.logger, image: redisImage, nameSuffix: `restore-check-${backup.id}` })
+        : undefined;
     const hooks = (await isEnvironmentDatabase(settings, target, runner)) ? await runPostRestoreHooks(settings.hooks.postRestore, { logger: ctx.logger }) : [];
     const failedHooks = hooks.filter((h) => !h.ok);
     const problems = [...(redis && !redis.ok ? [`redis key counts differ (${redis.detail})`] : []), ...failedHooks.map((h) => `post-restore hook ${h.hook} failed (${h.detail})`)];
@@ -329,7 +431,11 @@ async function redisCheckSource(settings: EnvironmentSettings): Promise<string |
   const dirs = settings.redis?.binDir ? [settings.redis.binDir] : [];
   const missing = ['redis-server', 'redis-check-rdb'].filter((tool) => !findExecutable(tool, dirs));
   if (missing.length) {
-    throw usageError('REDIS_CHECK_TOOLS_MISSING', `restore --redis-check loads the snapshot into a private redis-server, and ${missing.join(' and ')} ${missing.length > 1 ? 'are' : 'is'} not on this host; nothing was restored`, 'install them (Debian: apt-get install redis-server), set redis.binDir, set redis.service to use the Redis service\'s image, or drop --redis-check');
+    throw usageError(
+      'REDIS_CHECK_TOOLS_MISSING',
+      `restore --redis-check loads the snapshot into a private redis-server, and ${missing.join(' and ')} ${missing.length > 1 ? 'are' : 'is'} not on this host; nothing was restored`,
+      "install them (Debian: apt-get install redis-server), set redis.binDir, set redis.service to use the Redis service's image, or drop --redis-check",
+    );
   }
   return undefined;
 }
@@ -363,10 +469,16 @@ export const pruneCommand: CommandSpec = {
     const apply = ctx.inputs.boolean('apply');
     const settings = environmentFor(ctx);
     const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
-    const result = await withLock(catalog.envDir(settings.name), settings.name, { command: 'prune', waitSeconds: 30 }, () => pruneBackups(catalog, settings.name, settings.retention, { apply, logger: ctx.logger, passingDrills: believedPassingDrills }));
+    const result = await withLock(catalog.envDir(settings.name), settings.name, { command: 'prune', waitSeconds: 30 }, () =>
+      pruneBackups(catalog, settings.name, settings.retention, { apply, logger: ctx.logger, passingDrills: believedPassingDrills }),
+    );
     const going = result.decisions.filter((d) => !d.keep);
     const lines = result.decisions.map((d) => `${d.keep ? 'keep  ' : result.applied ? 'DELETED' : 'delete'} ${d.id}  ${d.label.padEnd(13)} ${d.reasons.join('; ')}`);
-    const verdict = result.applied ? `deleted ${result.deleted.length} backup(s)` : apply ? 'nothing deleted: a release manifest is unreadable' : `dry run: ${going.length} backup(s) would be deleted; pass --apply to delete them`;
+    const verdict = result.applied
+      ? `deleted ${result.deleted.length} backup(s)`
+      : apply
+        ? 'nothing deleted: a release manifest is unreadable'
+        : `dry run: ${going.length} backup(s) would be deleted; pass --apply to delete them`;
     if (apply && !result.applied) {
       throw failure('PRUNE_BLOCKED', `${verdict} (${result.unreadableManifests.join(', ')})`, { fix: 'repair or remove the unreadable manifest(s), then re-run lifeline prune --apply' });
     }

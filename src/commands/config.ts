@@ -19,7 +19,11 @@ export function maskedSettings(settings: EnvironmentSettings): Record<string, un
       // The names say what the container gets; the values may be API keys.
       appCheck: settings.drill.appCheck ? { ...settings.drill.appCheck, env: Object.fromEntries(Object.keys(settings.drill.appCheck.env).map((name) => [name, '***'])) } : undefined,
     },
-    hooks: { postRestore: settings.hooks.postRestore.map((hook) => ('headers' in hook && hook.headers ? { ...hook, headers: Object.fromEntries(Object.keys(hook.headers).map((name) => [name, '***'])) } : hook)) },
+    hooks: {
+      postRestore: settings.hooks.postRestore.map((hook) =>
+        'headers' in hook && hook.headers ? { ...hook, headers: Object.fromEntries(Object.keys(hook.headers).map((name) => [name, '***'])) } : hook,
+      ),
+    },
     // A webhook's path and a ping's UUID are the credential: never print them.
     notify: { ...settings.notify, webhook: settings.notify.webhook ? '***' : undefined, ping: settings.notify.ping ? '***' : undefined },
   };
@@ -29,7 +33,8 @@ export function maskedSettings(settings: EnvironmentSettings): Record<string, un
 export function urlSources(settings: EnvironmentSettings): string[] {
   const pg = settings.postgres.url ? `from ${settings.postgres.urlSource}` : settings.postgres.urlEnv ? `not set (${settings.postgres.urlEnv} is empty)` : 'not set';
   const lines = [`${settings.name}: postgres URL ${pg}`];
-  if (settings.redis) lines.push(`${settings.name}: redis URL ${settings.redis.url ? `from ${settings.redis.urlSource}` : settings.redis.urlEnv ? `not set (${settings.redis.urlEnv} is empty)` : 'not set'}`);
+  if (settings.redis)
+    lines.push(`${settings.name}: redis URL ${settings.redis.url ? `from ${settings.redis.urlSource}` : settings.redis.urlEnv ? `not set (${settings.redis.urlEnv} is empty)` : 'not set'}`);
   return lines;
 }
 
@@ -47,7 +52,10 @@ export function sharedDatabaseWarnings(environments: EnvironmentSettings[]): str
   }
   return [...byTarget.entries()]
     .filter(([, list]) => list.length > 1)
-    .map(([key, list]) => `environments ${list.map((s) => `${s.name} (URL from ${s.postgres.urlSource})`).join(' and ')} resolve to the same PostgreSQL server and database (${key}); give each environment its own postgres.urlEnv, set to its own database`);
+    .map(
+      ([key, list]) =>
+        `environments ${list.map((s) => `${s.name} (URL from ${s.postgres.urlSource})`).join(' and ')} resolve to the same PostgreSQL server and database (${key}); give each environment its own postgres.urlEnv, set to its own database`,
+    );
 }
 
 /**

@@ -62,7 +62,7 @@ export const rollbackCommand: CommandSpec = {
     {
       name: 'allow-schema-ahead',
       type: 'boolean',
-      description: "Roll back even though the database is on a newer migration head than the target release expects (only when those migrations are backward compatible).",
+      description: 'Roll back even though the database is on a newer migration head than the target release expects (only when those migrations are backward compatible).',
       default: 'false',
     },
   ],
@@ -118,7 +118,9 @@ export const historyReconcileCommand: CommandSpec = {
   async run(ctx) {
     const { environment, healthTimeoutSeconds, settleSeconds } = await deployEnvironmentFor(ctx);
     const accepted = await acceptRunningRelease(environment, { healthTimeoutSeconds, settleSeconds });
-    const text = accepted.changed ? `recorded ${accepted.release} as running in ${environment.env} (api, web and worker run it and are healthy)` : `${environment.env}: the history already matches what runs (${accepted.release})`;
+    const text = accepted.changed
+      ? `recorded ${accepted.release} as running in ${environment.env} (api, web and worker run it and are healthy)`
+      : `${environment.env}: the history already matches what runs (${accepted.release})`;
     return { json: { release: accepted.release, changed: accepted.changed }, text, outputs: { release: accepted.release } };
   },
 };
@@ -166,7 +168,11 @@ export const releaseRevokeCommand: CommandSpec = {
   inputs: [
     { name: 'release', type: 'string', description: 'The release version to revoke.', required: true },
     { name: 'reason', type: 'string', description: 'Why (recorded and shown with every refusal), e.g. "worker crashes after 3s".', required: true },
-    { name: 'signing-key', type: 'string', description: 'ECDSA P-256 private key to sign the revocation: a PEM file path, or the PEM itself (default: LIFELINE_SIGNING_KEY); without one it is recorded unsigned. Masked in logs.' },
+    {
+      name: 'signing-key',
+      type: 'string',
+      description: 'ECDSA P-256 private key to sign the revocation: a PEM file path, or the PEM itself (default: LIFELINE_SIGNING_KEY); without one it is recorded unsigned. Masked in logs.',
+    },
   ],
   outputs: [],
   implemented: true,
@@ -198,9 +204,19 @@ export const releasesCommand: CommandSpec = {
     const catalog = new Catalog(settings.store);
     const releases = await listReleases(catalog, settings.name);
     const { revoked } = await loadRevocations(catalog, settings.name);
-    const rows = releases.map((r) => ({ release: r.id, createdAt: r.metadata.createdAt, digest: r.metadata.digest, signing: r.metadata.signing, revoked: revoked.get(r.id) ? { ...revoked.get(r.id)!, bundle: undefined, signed: Boolean(revoked.get(r.id)!.bundle) } : null }));
+    const rows = releases.map((r) => ({
+      release: r.id,
+      createdAt: r.metadata.createdAt,
+      digest: r.metadata.digest,
+      signing: r.metadata.signing,
+      revoked: revoked.get(r.id) ? { ...revoked.get(r.id)!, bundle: undefined, signed: Boolean(revoked.get(r.id)!.bundle) } : null,
+    }));
     const text = rows.length
-      ? rows.map((r) => `${printable(r.release).padEnd(14)} ${printable(String(r.createdAt))}  ${printable(String(r.digest)).slice(0, 19)}  ${r.revoked ? `REVOKED ${printable(describeRevocation(revoked.get(r.release)!))}` : ''}`.trimEnd()).join('\n')
+      ? rows
+          .map((r) =>
+            `${printable(r.release).padEnd(14)} ${printable(String(r.createdAt))}  ${printable(String(r.digest)).slice(0, 19)}  ${r.revoked ? `REVOKED ${printable(describeRevocation(revoked.get(r.release)!))}` : ''}`.trimEnd(),
+          )
+          .join('\n')
       : `${settings.name}: no releases in the catalog`;
     return { json: rows, text };
   },
@@ -214,7 +230,11 @@ async function deployEnvironmentFor(ctx: CommandContext): Promise<{ environment:
   const files = ctx.inputs.list('compose-file').map((file) => resolvePath(ctx.cwd, file));
   const composeFiles = files.length ? files : settings.compose.files;
   if (composeFiles.length === 0) {
-    throw usageError('COMPOSE_FILES_MISSING', `no Compose file for environment ${settings.name}`, `pass --compose-file docker-compose.yml, or set compose.files under environments.${settings.name} in lifeline.yml`);
+    throw usageError(
+      'COMPOSE_FILES_MISSING',
+      `no Compose file for environment ${settings.name}`,
+      `pass --compose-file docker-compose.yml, or set compose.files under environments.${settings.name} in lifeline.yml`,
+    );
   }
   const healthTimeoutText = ctx.inputs.string('health-timeout');
   const healthTimeoutSeconds = healthTimeoutText ? parseDuration(healthTimeoutText, '--health-timeout') : settings.compose.healthTimeoutSeconds;
@@ -281,7 +301,9 @@ function formatHistory(env: string, events: HistoryEvent[], revoked: Map<string,
     .map((e) => {
       const total = e.durationsMs.total !== undefined ? ` ${(e.durationsMs.total / 1000).toFixed(1)}s` : '';
       const detail =
-        e.result === 'succeeded' || e.result === 'started' ? '' : ` (${e.failedService ? `${printable(e.failedService)}: ` : ''}${printable((e.reason ?? '').split('\n')[0])}; running: ${printable(e.running, 'unknown')})`;
+        e.result === 'succeeded' || e.result === 'started'
+          ? ''
+          : ` (${e.failedService ? `${printable(e.failedService)}: ` : ''}${printable((e.reason ?? '').split('\n')[0])}; running: ${printable(e.running, 'unknown')})`;
       const mark = revoked.has(e.to) ? ' [revoked]' : '';
       return `${printable(e.at)}  ${e.action.padEnd(8)} ${printable(e.from).padEnd(10)} -> ${printable(e.to).padEnd(10)} ${e.result.padEnd(9)} by ${printable(e.by)}${total}${detail}${mark}`;
     })

@@ -49,13 +49,24 @@ export const doctorCommand: CommandSpec = {
       .map((l) => ({ kind: l.kind, description: describeLeftover(l), remove: leftoverRemoveCommand(l) }));
     const total = directories.length + databases.length + drills.length + (staleLock ? 1 : 0);
     const lines = [
-      ...(staleLock ? [`environment lock left by a killed run: ${staleLock.holder ? `pid ${staleLock.holder.pid} on ${staleLock.holder.host}, "${staleLock.holder.command}" since ${staleLock.holder.acquiredAt}, is gone` : `${staleLock.path} is unreadable`}; every later command exits 3 until it is broken\n    remove: ${staleLock.remove}`] : []),
+      ...(staleLock
+        ? [
+            `environment lock left by a killed run: ${staleLock.holder ? `pid ${staleLock.holder.pid} on ${staleLock.holder.host}, "${staleLock.holder.command}" since ${staleLock.holder.acquiredAt}, is gone` : `${staleLock.path} is unreadable`}; every later command exits 3 until it is broken\n    remove: ${staleLock.remove}`,
+          ]
+        : []),
       ...drills.map((d) => `left by a killed drill (the next drill removes it): ${d.description}\n    remove: ${d.remove}`),
       ...directories.map((d) => `${d.kind === 'staging' ? 'half-written entry ' : 'half-deleted entry '} ${d.path}\n    remove: ${d.remove}`),
-      ...databases.map((d) => `${d.kind === 'scratch' ? 'restore scratch database' : 'replaced database kept by a restore'} ${d.database}${d.sessions ? ` (${d.sessions} sessions connected)` : ''}\n    remove: ${d.remove}`),
+      ...databases.map(
+        (d) =>
+          `${d.kind === 'scratch' ? 'restore scratch database' : 'replaced database kept by a restore'} ${d.database}${d.sessions ? ` (${d.sessions} sessions connected)` : ''}\n    remove: ${d.remove}`,
+      ),
     ];
-    const caution = running ? `\nnote: ${lock.info?.command ?? 'something'} (pid ${lock.info?.pid}) holds the environment lock now; a database it is restoring into shows up here until it finishes` : '';
-    const text = total ? `${total} leftover${total === 1 ? '' : 's'} in environment ${settings.name}:\n${lines.join('\n')}${caution}` : `environment ${settings.name}: no leftovers${databaseNote ? ` in the catalog (${databaseNote})` : ''}`;
+    const caution = running
+      ? `\nnote: ${lock.info?.command ?? 'something'} (pid ${lock.info?.pid}) holds the environment lock now; a database it is restoring into shows up here until it finishes`
+      : '';
+    const text = total
+      ? `${total} leftover${total === 1 ? '' : 's'} in environment ${settings.name}:\n${lines.join('\n')}${caution}`
+      : `environment ${settings.name}: no leftovers${databaseNote ? ` in the catalog (${databaseNote})` : ''}`;
     return {
       json: { environment: settings.name, clean: total === 0, directories, databases, drills, lockHeld: running, ...(staleLock ? { staleLock } : {}), ...(databaseNote ? { note: databaseNote } : {}) },
       text,

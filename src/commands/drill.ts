@@ -29,7 +29,12 @@ export const drillCommand: CommandSpec = {
   summary: 'Restore a backup into an isolated database, check it, and measure RTO and RPO',
   inputs: [
     { name: 'backup', type: 'string', description: 'Backup id, or "latest".', default: 'latest' },
-    { name: 'target', type: 'string', description: 'URL of an isolated PostgreSQL database to restore into (default: drill.targetUrlEnv, else a throwaway cluster Lifeline starts and removes). The live database is refused. Masked in logs; prefer target-env, which keeps the password out of the process list.' },
+    {
+      name: 'target',
+      type: 'string',
+      description:
+        'URL of an isolated PostgreSQL database to restore into (default: drill.targetUrlEnv, else a throwaway cluster Lifeline starts and removes). The live database is refused. Masked in logs; prefer target-env, which keeps the password out of the process list.',
+    },
     { name: 'target-env', type: 'string', description: 'Name of an environment variable holding the target URL (instead of target).' },
     { name: 'smoke-sql', type: 'string', description: 'File of smoke queries: blocks of "-- expect: <value>" followed by one query (default: drill.smokeSql).' },
     { name: 'rto', type: 'string', description: "RTO target such as 15m (default: the environment's rto)." },
@@ -71,15 +76,25 @@ export const drillCommand: CommandSpec = {
       identity,
     });
     const signing = entry.signing;
-    if (signing.status === 'unsigned') ctx.logger.warn(`drill report ${report.id} is not signed (no --signing-key / LIFELINE_SIGNING_KEY or --keyless); a gate with a signing policy will not accept it`);
+    if (signing.status === 'unsigned')
+      ctx.logger.warn(`drill report ${report.id} is not signed (no --signing-key / LIFELINE_SIGNING_KEY or --keyless); a gate with a signing policy will not accept it`);
     return {
       json: report,
       text: `${renderDrillText(report)}\nreport signature: ${signing.status === 'unsigned' ? 'none (unsigned)' : signing.status === 'failed' ? `FAILED (${signing.detail})` : `${signing.status}-signed (${DRILL_BUNDLE_FILE})`}`,
       summary,
-      outputs: { 'drill-id': report.id, passed: String(report.passed), 'rto-seconds': String(report.rto.seconds ?? ''), 'rpo-seconds': String(report.rpo.seconds ?? ''), report: resolve(entry.dir, 'report.json'), signed: signing.status },
+      outputs: {
+        'drill-id': report.id,
+        passed: String(report.passed),
+        'rto-seconds': String(report.rto.seconds ?? ''),
+        'rpo-seconds': String(report.rpo.seconds ?? ''),
+        report: resolve(entry.dir, 'report.json'),
+        signed: signing.status,
+      },
       annotations: report.failures.map((f) => ({ level: 'error' as const, title: `restore drill failed (${report.environment})`, message: f })),
       ...(report.passed ? {} : { exitCode: 1 as const, failureMessage: `restore drill ${report.id} failed: ${report.failures.join('; ')}` }),
-      ...(report.passed && signing.status === 'failed' ? { exitCode: 1 as const, failureMessage: `restore drill ${report.id} passed, but its report could not be signed (${signing.detail}); the gate will not accept it unsigned` } : {}),
+      ...(report.passed && signing.status === 'failed'
+        ? { exitCode: 1 as const, failureMessage: `restore drill ${report.id} passed, but its report could not be signed (${signing.detail}); the gate will not accept it unsigned` }
+        : {}),
     };
   },
 };

@@ -14,7 +14,6 @@ import { environmentFor, type CommandContext, type CommandSpec, type InputSpec, 
 
 const RELEASE_INPUT: InputSpec = { name: 'release', type: 'string', description: 'The release version, e.g. v1.4.0 (the catalog entry releases/<version>).', required: true };
 
-
 /** How a release manifest (and a drill report) is signed: a key, or keyless in Actions. */
 export const SIGNER_INPUTS: InputSpec[] = [
   { name: 'signing-key', type: 'string', description: 'ECDSA P-256 private key: a PEM file path, or the PEM itself from a secret (default: LIFELINE_SIGNING_KEY). Masked in logs.' },
@@ -118,7 +117,8 @@ async function workflowClaimsFromOidc(ctx: CommandContext): Promise<WorkflowClai
   } catch {
     throw usageError('KEYLESS_BAD_TOKEN', 'the GitHub OIDC token could not be decoded', 'run this inside a GitHub Actions job with "permissions: id-token: write"');
   }
-  if (!claims.job_workflow_ref) throw usageError('KEYLESS_BAD_TOKEN', 'the GitHub OIDC token has no job_workflow_ref claim', 'run this inside a GitHub Actions job with "permissions: id-token: write"');
+  if (!claims.job_workflow_ref)
+    throw usageError('KEYLESS_BAD_TOKEN', 'the GitHub OIDC token has no job_workflow_ref claim', 'run this inside a GitHub Actions job with "permissions: id-token: write"');
   return { identity: `https://github.com/${claims.job_workflow_ref}`, issuer: claims.iss, workflowSha: claims.job_workflow_sha };
 }
 
@@ -126,7 +126,12 @@ export const manifestCheckIdentityCommand: CommandSpec = {
   name: 'manifest check-identity',
   summary: 'Check, before anything changes, that the keyless identity a workflow signs with is one the verification policy trusts',
   inputs: [
-    { name: 'identity', type: 'string', description: "The signing identity to check; default inside GitHub Actions: this job's own workflow identity, from its OIDC token (https://github.com/ + job_workflow_ref; needs id-token: write)." },
+    {
+      name: 'identity',
+      type: 'string',
+      description:
+        "The signing identity to check; default inside GitHub Actions: this job's own workflow identity, from its OIDC token (https://github.com/ + job_workflow_ref; needs id-token: write).",
+    },
     ...POLICY_INPUTS,
   ],
   outputs: [
@@ -141,13 +146,26 @@ export const manifestCheckIdentityCommand: CommandSpec = {
     const policy = verificationPolicyFor(ctx, settings) as { publicKey?: string; certificateIdentity?: string | string[]; certificateOidcIssuer?: string };
     const trusted = trustedIdentities(policy.certificateIdentity);
     const fix = `add ${claims.identity} to manifest.certificateIdentity of environment ${settings.name} in lifeline.yml (a list: keep the identities older releases were signed with, so they still verify for rollbacks)`;
-    if (policy.publicKey) throw usageError('POLICY_EXPECTS_KEY', `environment ${settings.name} verifies release manifests with a public key, but this workflow signs keyless as ${claims.identity}`, 'sign with the key (keyless: false and the SIGNING_KEY secret), or set manifest.certificateIdentity instead of manifest.publicKey');
+    if (policy.publicKey)
+      throw usageError(
+        'POLICY_EXPECTS_KEY',
+        `environment ${settings.name} verifies release manifests with a public key, but this workflow signs keyless as ${claims.identity}`,
+        'sign with the key (keyless: false and the SIGNING_KEY secret), or set manifest.certificateIdentity instead of manifest.publicKey',
+      );
     if (!trusted.length) throw usageError('BAD_VERIFICATION_POLICY', `environment ${settings.name} has no trusted keyless identity`, fix);
     if (!trusted.includes(claims.identity)) {
-      throw refusal('IDENTITY_NOT_TRUSTED', `a release manifest or drill report signed by ${claims.identity} would not verify for ${settings.name}: the trusted identities are ${trusted.join(', ')}`, fix);
+      throw refusal(
+        'IDENTITY_NOT_TRUSTED',
+        `a release manifest or drill report signed by ${claims.identity} would not verify for ${settings.name}: the trusted identities are ${trusted.join(', ')}`,
+        fix,
+      );
     }
     if (claims.issuer && policy.certificateOidcIssuer && claims.issuer !== policy.certificateOidcIssuer) {
-      throw refusal('IDENTITY_NOT_TRUSTED', `this workflow's OIDC issuer is ${claims.issuer}, but ${settings.name} trusts ${policy.certificateOidcIssuer}`, `set manifest.certificateOidcIssuer to ${claims.issuer}`);
+      throw refusal(
+        'IDENTITY_NOT_TRUSTED',
+        `this workflow's OIDC issuer is ${claims.issuer}, but ${settings.name} trusts ${policy.certificateOidcIssuer}`,
+        `set manifest.certificateOidcIssuer to ${claims.issuer}`,
+      );
     }
     const outputs = { identity: claims.identity, 'workflow-sha': claims.workflowSha ?? '' };
     return {
@@ -201,7 +219,12 @@ function parseImageInputs(values: string[]): ReleaseImages {
 
 function signerFor(ctx: CommandContext): ManifestSigner {
   const signer = optionalSignerFor(ctx);
-  if (!signer) throw usageError('BAD_SIGNER', 'no signer: pass --signing-key or --keyless', 'pass --signing-key PEM_FILE (or set LIFELINE_SIGNING_KEY), or --keyless inside GitHub Actions with permissions: id-token: write');
+  if (!signer)
+    throw usageError(
+      'BAD_SIGNER',
+      'no signer: pass --signing-key or --keyless',
+      'pass --signing-key PEM_FILE (or set LIFELINE_SIGNING_KEY), or --keyless inside GitHub Actions with permissions: id-token: write',
+    );
   return signer;
 }
 
@@ -244,5 +267,9 @@ export const manifestAction: ActionSpec = {
   name: 'manifest',
   description: 'Create and sign, or verify, a Lifeline release manifest (Sigstore bundle).',
   commands: { create: manifestCreateCommand, verify: manifestVerifyCommand, 'check-identity': manifestCheckIdentityCommand },
-  selector: { input: 'operation', default: 'create', description: "create (sign a new manifest), verify (check an existing one) or check-identity (check, before a deploy changes anything, that this workflow's keyless identity is trusted)." },
+  selector: {
+    input: 'operation',
+    default: 'create',
+    description: "create (sign a new manifest), verify (check an existing one) or check-identity (check, before a deploy changes anything, that this workflow's keyless identity is trusted).",
+  },
 };

@@ -13,7 +13,13 @@ import { environmentFor, type CommandSpec } from './spec';
 export const metricsCommand: CommandSpec = {
   name: 'metrics',
   summary: 'Print Prometheus metrics for every environment from the catalog (backup and drill ages, RTO/RPO against targets, gate, sync, catalog size)',
-  inputs: [{ name: 'out', type: 'string', description: "Write them to this file atomically (for node_exporter's textfile collector, e.g. /var/lib/prometheus/node-exporter/lifeline.prom) instead of printing them." }],
+  inputs: [
+    {
+      name: 'out',
+      type: 'string',
+      description: "Write them to this file atomically (for node_exporter's textfile collector, e.g. /var/lib/prometheus/node-exporter/lifeline.prom) instead of printing them.",
+    },
+  ],
   outputs: [],
   implemented: true,
   async run(ctx) {

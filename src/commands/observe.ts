@@ -67,7 +67,13 @@ export async function runObserved(command: CommandSpec, ctx: CommandContext): Pr
   };
 
   try {
-    await new Catalog(settings.store).appendLog(settings.name, RUNS_LOG, { at: new Date().toISOString(), command: report.command, outcome, durationSeconds, entryId: report.entryId } satisfies RunRecord);
+    await new Catalog(settings.store).appendLog(settings.name, RUNS_LOG, {
+      at: new Date().toISOString(),
+      command: report.command,
+      outcome,
+      durationSeconds,
+      entryId: report.entryId,
+    } satisfies RunRecord);
   } catch (error) {
     ctx.logger.warn(`could not record this ${command.name} in ${RUNS_LOG} (${mask((error as Error).message)}); lifeline metrics will not show it`);
   }
@@ -75,8 +81,13 @@ export async function runObserved(command: CommandSpec, ctx: CommandContext): Pr
     await deliver(notify.webhook!, { method: 'POST', body: JSON.stringify(webhookMessage(report)), contentType: 'application/json' }, 'webhook message', delivery);
   }
   if (ping) {
-    const body = outcome === 'succeeded' ? report.entryId ?? '' : mask([...tail, reason ?? ''].join('\n'));
-    await deliver(pingUrl(ping, outcome === 'succeeded' ? '' : 'fail'), { method: 'POST', body, contentType: 'text/plain; charset=utf-8' }, `${outcome === 'succeeded' ? 'success' : 'failure'} ping`, delivery);
+    const body = outcome === 'succeeded' ? (report.entryId ?? '') : mask([...tail, reason ?? ''].join('\n'));
+    await deliver(
+      pingUrl(ping, outcome === 'succeeded' ? '' : 'fail'),
+      { method: 'POST', body, contentType: 'text/plain; charset=utf-8' },
+      `${outcome === 'succeeded' ? 'success' : 'failure'} ping`,
+      delivery,
+    );
   }
   if (thrown !== undefined) throw thrown;
   return result!;

@@ -6,9 +6,18 @@ import type { CommandContext, InputSpec } from './spec';
 /** The inputs that say what a release manifest must be signed by: shared by manifest verify, deploy and rollback. */
 export const POLICY_INPUTS: InputSpec[] = [
   { name: 'public-key', type: 'string', description: 'Key-based: the PEM public key the manifest must be signed with; default: manifest.publicKey.' },
-  { name: 'certificate-identity', type: 'string', description: 'Keyless: the exact workflow identity, e.g. https://github.com/OWNER/REPO/.github/workflows/deploy.yml@refs/heads/main; default: manifest.certificateIdentity.' },
+  {
+    name: 'certificate-identity',
+    type: 'string',
+    description: 'Keyless: the exact workflow identity, e.g. https://github.com/OWNER/REPO/.github/workflows/deploy.yml@refs/heads/main; default: manifest.certificateIdentity.',
+  },
   { name: 'certificate-oidc-issuer', type: 'string', description: 'Keyless: the OIDC issuer, e.g. https://token.actions.githubusercontent.com; default: manifest.certificateOidcIssuer.' },
-  { name: 'certificate-source-repository', type: 'string', description: 'Keyless: the exact source repository the certificate must name, e.g. https://github.com/OWNER/APP (a reusable workflow has one identity for every caller); default: manifest.certificateSourceRepository.' },
+  {
+    name: 'certificate-source-repository',
+    type: 'string',
+    description:
+      'Keyless: the exact source repository the certificate must name, e.g. https://github.com/OWNER/APP (a reusable workflow has one identity for every caller); default: manifest.certificateSourceRepository.',
+  },
   { name: 'certificate-source-ref', type: 'string', description: 'Keyless: the exact source ref the certificate must name, e.g. refs/heads/main; default: manifest.certificateSourceRef.' },
   { name: 'trusted-root', type: 'string', description: 'Keyless: a pinned Sigstore trusted_root.json for offline verification; default: manifest.trustedRoot, else the public-good root through TUF.' },
 ];

@@ -26,7 +26,11 @@ export const redisRestoreCommand: CommandSpec = {
     const settings = environmentFor(ctx);
     const service = settings.redis?.service;
     if (!service) {
-      throw usageError('NO_REDIS_SERVICE', `environment ${settings.name} has no redis.service: the live restore needs the Compose service that runs Redis`, `set redis.service (e.g. "service: redis") under environments.${settings.name}.redis in lifeline.yml, with compose.files naming the stack's Compose files`);
+      throw usageError(
+        'NO_REDIS_SERVICE',
+        `environment ${settings.name} has no redis.service: the live restore needs the Compose service that runs Redis`,
+        `set redis.service (e.g. "service: redis") under environments.${settings.name}.redis in lifeline.yml, with compose.files naming the stack's Compose files`,
+      );
     }
     // Inside the service's container; without a URL, Redis' default port in its own container.
     const target = parseRedisUrl(settings.redis?.url ?? 'redis://127.0.0.1:6379/0');
@@ -54,7 +58,9 @@ export const redisRestoreCommand: CommandSpec = {
       `${result.ok ? 'restored' : 'restored, but the key counts DO NOT MATCH:'} ${source.kind} ${source.id} into the live Redis of service ${service} (${result.mode === 'aof' ? 'appendonly yes' : 'appendonly no'}) in ${result.seconds.toFixed(1)}s`,
       `  keys: ${result.detail}`,
       `  checksum: ${result.checksumsVerified ? 'verified before restoring' : 'NOT verified (--skip-verify)'}`,
-      result.preRestoreSnapshot ? `  pre-restore snapshot: ${result.preRestoreSnapshot.id} (${result.preRestoreSnapshot.path}); undo with lifeline redis-restore --env ${settings.name} --backup ${result.preRestoreSnapshot.id} --confirm ${service}` : '  pre-restore snapshot: none (the live Redis held no keys)',
+      result.preRestoreSnapshot
+        ? `  pre-restore snapshot: ${result.preRestoreSnapshot.id} (${result.preRestoreSnapshot.path}); undo with lifeline redis-restore --env ${settings.name} --backup ${result.preRestoreSnapshot.id} --confirm ${service}`
+        : '  pre-restore snapshot: none (the live Redis held no keys)',
       ...(result.staleFilesLeft.length ? [`  old AOF files left in place (ignored by Redis): ${result.staleFilesLeft.join(', ')}`] : []),
     ].join('\n');
     return {

@@ -9,7 +9,11 @@ export const reencryptCommand: CommandSpec = {
   summary: "Rewrite backups and tenant exports for the environment's current age recipients (atomic per entry; needs the identity for encrypted ones)",
   inputs: [
     { name: 'backup', type: 'string', description: 'Backup id, or "all" (every backup of the environment, pre-restore ones included).' },
-    { name: 'tenant', type: 'string', description: 'Re-encrypt this tenant\'s exports (every one of them), or "all" for every tenant\'s; exports made before encryption was configured are encrypted.' },
+    {
+      name: 'tenant',
+      type: 'string',
+      description: 'Re-encrypt this tenant\'s exports (every one of them), or "all" for every tenant\'s; exports made before encryption was configured are encrypted.',
+    },
   ],
   outputs: [],
   implemented: true,
@@ -18,7 +22,8 @@ export const reencryptCommand: CommandSpec = {
     const settings = environmentFor(ctx);
     const backup = ctx.inputs.string('backup');
     const tenant = ctx.inputs.string('tenant');
-    if (!backup && !tenant) throw usageError('MISSING_INPUT', 'reencrypt needs --backup ID|all, --tenant TENANT|all, or both', `e.g. lifeline reencrypt --env ${settings.name} --backup all --tenant all`);
+    if (!backup && !tenant)
+      throw usageError('MISSING_INPUT', 'reencrypt needs --backup ID|all, --tenant TENANT|all, or both', `e.g. lifeline reencrypt --env ${settings.name} --backup all --tenant all`);
     const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
     const recipients = settings.encryption?.recipients ?? [];
     const outcomes = [
@@ -28,9 +33,17 @@ export const reencryptCommand: CommandSpec = {
     const rewritten = outcomes.filter((o) => o.action === 'rewritten').length;
     const failed = outcomes.filter((o) => o.action === 'failed');
     return {
-      ...(failed.length ? { exitCode: 1 as const, failureMessage: `${failed.length} entr${failed.length === 1 ? 'y' : 'ies'} could not be re-encrypted and were left as they were: ${failed.map((o) => o.id).join(', ')}` } : {}),
+      ...(failed.length
+        ? {
+            exitCode: 1 as const,
+            failureMessage: `${failed.length} entr${failed.length === 1 ? 'y' : 'ies'} could not be re-encrypted and were left as they were: ${failed.map((o) => o.id).join(', ')}`,
+          }
+        : {}),
       json: { recipients, entries: outcomes },
-      text: [...outcomes.map((o) => `${o.action === 'rewritten' ? 'rewritten' : o.action === 'failed' ? 'FAILED   ' : 'skipped  '} ${o.id}: ${o.files.join(', ')} (${o.detail})`), `${rewritten} of ${outcomes.length} entr${outcomes.length === 1 ? 'y' : 'ies'} rewritten for ${recipients.length} recipient(s)`].join('\n'),
+      text: [
+        ...outcomes.map((o) => `${o.action === 'rewritten' ? 'rewritten' : o.action === 'failed' ? 'FAILED   ' : 'skipped  '} ${o.id}: ${o.files.join(', ')} (${o.detail})`),
+        `${rewritten} of ${outcomes.length} entr${outcomes.length === 1 ? 'y' : 'ies'} rewritten for ${recipients.length} recipient(s)`,
+      ].join('\n'),
     };
   },
 };

@@ -34,13 +34,23 @@ export function remoteVerificationResult(env: string, v: RemoteEntryVerification
   const lines = [
     `${ref} in ${v.location}, checked against ${v.against}:`,
     ...v.files.map((f) => `  ${f.status === 'ok' ? 'ok      ' : f.status === 'missing' ? 'MISSING ' : 'MISMATCH'} ${f.file}  [${f.method}] ${f.detail}`),
-    v.ok ? `${ref}: every object in the bucket is present and its bytes match` : `${ref}: the bucket does NOT hold a verified copy (${v.files.filter((f) => f.status !== 'ok').map((f) => `${f.file} ${f.status}`).join(', ')})`,
+    v.ok
+      ? `${ref}: every object in the bucket is present and its bytes match`
+      : `${ref}: the bucket does NOT hold a verified copy (${v.files
+          .filter((f) => f.status !== 'ok')
+          .map((f) => `${f.file} ${f.status}`)
+          .join(', ')})`,
   ];
   return {
     json: { environment: env, ...v },
     text: lines.join('\n'),
     outputs: { 'backup-id': v.id, ok: String(v.ok) },
     exitCode: v.ok ? 0 : 1,
-    failureMessage: v.ok ? undefined : `${ref} in ${v.location} does not verify: ${v.files.filter((f) => f.status !== 'ok').map((f) => `${f.key} ${f.status === 'missing' ? 'is missing' : `does not match (${f.detail})`}`).join('; ')}`,
+    failureMessage: v.ok
+      ? undefined
+      : `${ref} in ${v.location} does not verify: ${v.files
+          .filter((f) => f.status !== 'ok')
+          .map((f) => `${f.key} ${f.status === 'missing' ? 'is missing' : `does not match (${f.detail})`}`)
+          .join('; ')}`,
   };
 }

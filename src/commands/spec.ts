@@ -189,10 +189,19 @@ export function urlInput(ctx: CommandContext, name: string, options: { required?
   let url = direct;
   if (envName) {
     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(envName)) {
-      throw usageError('BAD_INPUT', `--${name}-env must name an environment variable (got ${JSON.stringify(envName)})`, `pass the variable's name, e.g. --${name}-env TARGET_URL, after export TARGET_URL='${options.example}'`);
+      throw usageError(
+        'BAD_INPUT',
+        `--${name}-env must name an environment variable (got ${JSON.stringify(envName)})`,
+        `pass the variable's name, e.g. --${name}-env TARGET_URL, after export TARGET_URL='${options.example}'`,
+      );
     }
     url = ctx.env[envName];
-    if (!url) throw usageError('MISSING_INPUT', `--${name}-env ${envName}: the environment variable ${envName} is unset or empty`, `export ${envName}='${options.example}' first (in Actions: env: ${envName}: \${{ secrets.... }})`);
+    if (!url)
+      throw usageError(
+        'MISSING_INPUT',
+        `--${name}-env ${envName}: the environment variable ${envName} is unset or empty`,
+        `export ${envName}='${options.example}' first (in Actions: env: ${envName}: \${{ secrets.... }})`,
+      );
   }
   for (const secret of urlSecrets(url)) ctx.logger.secret(secret);
   if (!url && options.required) {

@@ -23,9 +23,18 @@ export interface StorageDoors {
 /** The real artifact client exists only inside a GitHub Actions job; it is loaded lazily so the CLI bundle stays small. */
 async function githubArtifactStoreFor(ctx: CommandContext): Promise<ArtifactStore> {
   if (!ctx.env.ACTIONS_RUNTIME_TOKEN) {
-    throw usageError('ARTIFACTS_UNAVAILABLE', 'workflow artifacts can only be used inside a GitHub Actions job (ACTIONS_RUNTIME_TOKEN is not set)', 'use `to: bucket` / `from: bucket` outside Actions, or run this step in a workflow');
+    throw usageError(
+      'ARTIFACTS_UNAVAILABLE',
+      'workflow artifacts can only be used inside a GitHub Actions job (ACTIONS_RUNTIME_TOKEN is not set)',
+      'use `to: bucket` / `from: bucket` outside Actions, or run this step in a workflow',
+    );
   }
-  if (!ctx.artifactStore) throw usageError('ARTIFACTS_UNAVAILABLE', 'this way of running Lifeline has no workflow artifact client', 'use `to: bucket` / `from: bucket`, or run the sync action or the CLI inside the workflow job');
+  if (!ctx.artifactStore)
+    throw usageError(
+      'ARTIFACTS_UNAVAILABLE',
+      'this way of running Lifeline has no workflow artifact client',
+      'use `to: bucket` / `from: bucket`, or run the sync action or the CLI inside the workflow job',
+    );
   return ctx.artifactStore(ctx.inputs.string('github-token'));
 }
 
@@ -37,12 +46,19 @@ function retentionDays(ctx: CommandContext): number | undefined {
   const raw = ctx.inputs.string('artifact-retention-days');
   if (raw === undefined) return undefined;
   const days = Number(raw);
-  if (!Number.isInteger(days) || days < 1 || days > 90) throw usageError('BAD_INPUT', `--artifact-retention-days must be a whole number of days from 1 to 90 (got "${raw}")`, 'pass e.g. --artifact-retention-days 14');
+  if (!Number.isInteger(days) || days < 1 || days > 90)
+    throw usageError('BAD_INPUT', `--artifact-retention-days must be a whole number of days from 1 to 90 (got "${raw}")`, 'pass e.g. --artifact-retention-days 14');
   return days;
 }
 
 const KIND_INPUT: InputSpec = { name: 'kinds', type: 'list', description: 'Only these kinds: backups, releases, drills, tenants (default: all).' };
-const TOKEN_INPUT: InputSpec = { name: 'github-token', type: 'string', description: 'Token that lists and downloads artifacts of other workflow runs (needs actions: read).', default: '${{ github.token }}', actionOnly: true };
+const TOKEN_INPUT: InputSpec = {
+  name: 'github-token',
+  type: 'string',
+  description: 'Token that lists and downloads artifacts of other workflow runs (needs actions: read).',
+  default: '${{ github.token }}',
+  actionOnly: true,
+};
 
 export function createSyncCommand(doors: StorageDoors = {}): CommandSpec {
   return {
@@ -53,7 +69,12 @@ export function createSyncCommand(doors: StorageDoors = {}): CommandSpec {
       KIND_INPUT,
       { name: 'dry-run', type: 'boolean', description: 'List what would be uploaded without sending any payload.', default: 'false' },
       { name: 'compare', type: 'boolean', description: 'Compare the local catalog with the bucket instead of uploading; fails when anything is missing or differs.', default: 'false' },
-      { name: 'deep', type: 'boolean', description: 'With compare: download and hash every remote file; without it the comparison reads listings and the sha256 recorded at upload only, and says so.', default: 'false' },
+      {
+        name: 'deep',
+        type: 'boolean',
+        description: 'With compare: download and hash every remote file; without it the comparison reads listings and the sha256 recorded at upload only, and says so.',
+        default: 'false',
+      },
       { name: 'artifact-retention-days', type: 'string', description: 'Days GitHub keeps the workflow artifact (1-90; default: the repository setting).' },
       TOKEN_INPUT,
     ],
@@ -80,12 +101,24 @@ export function createSyncCommand(doors: StorageDoors = {}): CommandSpec {
       let report: SyncReport | undefined;
       if (bucket) {
         report = await ctx.logger.group(`Sync ${settings.name} to ${bucket.remote.location}`, () =>
-          syncEnvironment({ env: settings.name, store: settings.store, remote: bucket.remote, prefix: bucket.storage.prefix, logger: ctx.logger, kinds, exclude, dryRun, progress: startProgress(ctx, 'sync', { unit: 'bytes' }) }),
+          syncEnvironment({
+            env: settings.name,
+            store: settings.store,
+            remote: bucket.remote,
+            prefix: bucket.storage.prefix,
+            logger: ctx.logger,
+            kinds,
+            exclude,
+            dryRun,
+            progress: startProgress(ctx, 'sync', { unit: 'bytes' }),
+          }),
         );
       }
       let kept: ArtifactUpload[] = [];
       if (artifacts && !dryRun) {
-        kept = await ctx.logger.group('Keep workflow artifacts', () => uploadNewestAsArtifacts({ env: settings.name, store: settings.store, kinds, exclude, artifacts, retentionDays: days, logger: ctx.logger }));
+        kept = await ctx.logger.group('Keep workflow artifacts', () =>
+          uploadNewestAsArtifacts({ env: settings.name, store: settings.store, kinds, exclude, artifacts, retentionDays: days, logger: ctx.logger }),
+        );
       }
       return syncResult(settings.name, report, kept, dryRun);
     },
@@ -154,7 +187,10 @@ export function createFetchCommand(doors: StorageDoors = {}): CommandSpec {
       const { entry, fetched } = result;
       return {
         json: { environment: settings.name, kind, id: entry.id, path: entry.dir, fetched, source: result.source, skipped: result.skipped ?? [] },
-        text: [...(result.skipped ?? []).map((s) => `passed over ${kind}/${s.id}: ${s.reason}`), `${fetched ? 'fetched' : 'already local:'} ${kind}/${entry.id} from ${result.source} -> ${entry.dir}`].join('\n'),
+        text: [
+          ...(result.skipped ?? []).map((s) => `passed over ${kind}/${s.id}: ${s.reason}`),
+          `${fetched ? 'fetched' : 'already local:'} ${kind}/${entry.id} from ${result.source} -> ${entry.dir}`,
+        ].join('\n'),
         outputs: { id: entry.id, path: entry.dir, fetched: String(fetched) },
       };
     },
@@ -191,7 +227,9 @@ async function plaintextTenantExports(settings: EnvironmentSettings, asked: stri
     if (manifest && exportIsEncrypted(manifest)) continue;
     excluded.add(`${entry.kind}/${entry.id}`);
     const tenant = typeof manifest?.tenant === 'string' ? manifest.tenant : 'all';
-    logger.warn(`${entry.kind}/${entry.id} is not copied off the host: ${manifest ? 'it was exported in plaintext (before encryption was configured for ' + settings.name + ')' : 'its export.json cannot be read, so it cannot be shown to be encrypted'}; encrypt it first with: lifeline reencrypt --env ${settings.name} --tenant ${JSON.stringify(tenant)}`);
+    logger.warn(
+      `${entry.kind}/${entry.id} is not copied off the host: ${manifest ? 'it was exported in plaintext (before encryption was configured for ' + settings.name + ')' : 'its export.json cannot be read, so it cannot be shown to be encrypted'}; encrypt it first with: lifeline reencrypt --env ${settings.name} --tenant ${JSON.stringify(tenant)}`,
+    );
   }
   return excluded;
 }

@@ -53,7 +53,10 @@ export const tenantExportCommand: CommandSpec = {
   async run(ctx) {
     const settings = environmentFor(ctx);
     const tenant = ctx.inputs.requiredString('tenant');
-    if (settings.encryption) ctx.logger.info(`collection files are encrypted to ${settings.encryption.recipients.length} age recipient(s) while they stream (<file>.age); the tenant's handoff needs age -d with one of their identities`);
+    if (settings.encryption)
+      ctx.logger.info(
+        `collection files are encrypted to ${settings.encryption.recipients.length} age recipient(s) while they stream (<file>.age); the tenant's handoff needs age -d with one of their identities`,
+      );
     const { runner, conn } = await tenantDatabase(settings);
     const result = await exportTenant({
       catalog: new Catalog(settings.store),
@@ -76,7 +79,10 @@ export const tenantExportCommand: CommandSpec = {
     });
     const m = result.entry.metadata;
     const archivePath = m.archive ? join(result.entry.dir, m.archive.file) : undefined;
-    const table = m.collections.map((c) => `  ${c.name.padEnd(16)} ${String(c.rows).padStart(10)} rows ${String(c.bytes).padStart(12)} bytes  ${c.sha256}${c.truncated ? `  TRUNCATED (${c.trueCount} in the database, cap ${c.cap})` : ''}${c.crossTenantExcluded ? `  (${c.crossTenantExcluded} rows naming another tenant left out)` : ''}`);
+    const table = m.collections.map(
+      (c) =>
+        `  ${c.name.padEnd(16)} ${String(c.rows).padStart(10)} rows ${String(c.bytes).padStart(12)} bytes  ${c.sha256}${c.truncated ? `  TRUNCATED (${c.trueCount} in the database, cap ${c.cap})` : ''}${c.crossTenantExcluded ? `  (${c.crossTenantExcluded} rows naming another tenant left out)` : ''}`,
+    );
     return {
       json: {
         id: m.id,
@@ -87,7 +93,18 @@ export const tenantExportCommand: CommandSpec = {
         manifestSha256: result.manifestSha256,
         truncated: m.truncated,
         totals: m.totals,
-        collections: m.collections.map((c) => ({ name: c.name, file: c.file, rows: c.rows, bytes: c.bytes, sha256: c.sha256, cap: c.cap, truncated: c.truncated, trueCount: c.trueCount, contentDigest: c.contentDigest, ...(c.crossTenantExcluded ? { crossTenantExcluded: c.crossTenantExcluded } : {}) })),
+        collections: m.collections.map((c) => ({
+          name: c.name,
+          file: c.file,
+          rows: c.rows,
+          bytes: c.bytes,
+          sha256: c.sha256,
+          cap: c.cap,
+          truncated: c.truncated,
+          trueCount: c.trueCount,
+          contentDigest: c.contentDigest,
+          ...(c.crossTenantExcluded ? { crossTenantExcluded: c.crossTenantExcluded } : {}),
+        })),
         archive: m.archive ? { ...m.archive, path: archivePath } : null,
         pruned: result.pruned,
       },
@@ -115,7 +132,17 @@ export const tenantExportCommand: CommandSpec = {
         '|---|---|---|---|---|',
         ...m.collections.map((c) => `| ${c.name} | ${c.rows} | ${c.bytes} | \`${c.sha256.slice(0, 16)}…\` | ${c.truncated ? `yes (${c.trueCount} in the database)` : 'no'} |`),
       ].join('\n'),
-      annotations: m.truncated ? [{ level: 'warning', message: `tenant ${m.tenant}: ${m.collections.filter((c) => c.truncated).map((c) => c.name).join(', ')} truncated at the row cap` }] : [],
+      annotations: m.truncated
+        ? [
+            {
+              level: 'warning',
+              message: `tenant ${m.tenant}: ${m.collections
+                .filter((c) => c.truncated)
+                .map((c) => c.name)
+                .join(', ')} truncated at the row cap`,
+            },
+          ]
+        : [],
     };
   },
 };
@@ -134,11 +161,13 @@ export const tenantVerifyCommand: CommandSpec = {
     const catalog = new Catalog(settings.store);
     const kind = tenantExportsKind(tenant);
     const entry =
-      wanted === 'latest'
-        ? (await catalog.list<TenantExportManifest>(settings.name, kind, EXPORT_MANIFEST))[0]
-        : await catalog.get<TenantExportManifest>(settings.name, kind, wanted, EXPORT_MANIFEST);
+      wanted === 'latest' ? (await catalog.list<TenantExportManifest>(settings.name, kind, EXPORT_MANIFEST))[0] : await catalog.get<TenantExportManifest>(settings.name, kind, wanted, EXPORT_MANIFEST);
     if (!entry) {
-      throw usageError('EXPORT_NOT_FOUND', `tenant ${JSON.stringify(tenant)} has no export ${wanted === 'latest' ? 'yet' : wanted} in environment ${settings.name}`, `run lifeline tenant export --env ${settings.name} --tenant ${tenant}`);
+      throw usageError(
+        'EXPORT_NOT_FOUND',
+        `tenant ${JSON.stringify(tenant)} has no export ${wanted === 'latest' ? 'yet' : wanted} in environment ${settings.name}`,
+        `run lifeline tenant export --env ${settings.name} --tenant ${tenant}`,
+      );
     }
     const verification = await verifyTenantExport(entry, { parseRecords: true, identity });
     const notChecked = `its files are encrypted and no identity was given, so only the ciphertext's checksums were checked: the rows were NOT read (${IDENTITY_FIX})`;
@@ -182,7 +211,10 @@ export const tenantDeletionPlanCommand: CommandSpec = {
       json: plan,
       text: [
         `deletion plan for tenant ${tenant} (for review; Lifeline deletes nothing): ${plan.totalRows} rows`,
-        ...plan.collections.map((c) => `  ${c.name.padEnd(16)} ${String(c.rows).padStart(10)} rows  (${c.path})  sha256 ${c.contentDigest.slice(0, 16)}…${c.crossTenantExcluded ? `  (${c.crossTenantExcluded} rows naming another tenant left out)` : ''}`),
+        ...plan.collections.map(
+          (c) =>
+            `  ${c.name.padEnd(16)} ${String(c.rows).padStart(10)} rows  (${c.path})  sha256 ${c.contentDigest.slice(0, 16)}…${c.crossTenantExcluded ? `  (${c.crossTenantExcluded} rows naming another tenant left out)` : ''}`,
+        ),
         ...plan.strandedRows.map((r) => `  NOT COVERED: ${r.collection} has ${r.rows} rows naming ${tenant} under another tenant's parent (e.g. ${r.examples.join(', ')}); this plan leaves them`),
         `covered by export ${plan.coveredBy.exportId} (snapshot ${plan.coveredBy.snapshotAt}, verified ${plan.coveredBy.verifiedAt}): every collection's rows, re-read at ${plan.plannedAt}, match the exported ones byte for byte; last write ${plan.lastWriteAt ?? 'unknown'} from ${plan.lastWriteSource}`,
       ].join('\n'),

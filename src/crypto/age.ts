@@ -22,7 +22,8 @@ export const AGE_IDENTITY_INPUT = {
   name: 'age-identity',
   type: 'string',
   actionOnly: true,
-  description: 'The age identity (AGE-SECRET-KEY-1... as age-keygen writes it) to decrypt backups stored encrypted (encryption.recipients); pass it from a secret. Masked before anything runs. The CLI reads LIFELINE_AGE_IDENTITY or LIFELINE_AGE_IDENTITY_FILE instead.',
+  description:
+    'The age identity (AGE-SECRET-KEY-1... as age-keygen writes it) to decrypt backups stored encrypted (encryption.recipients); pass it from a secret. Masked before anything runs. The CLI reads LIFELINE_AGE_IDENTITY or LIFELINE_AGE_IDENTITY_FILE instead.',
 } as const;
 
 /** What backup.json records for a payload stored as an age file. */
@@ -49,7 +50,12 @@ export function parseRecipients(values: readonly string[], keyPath: string): str
     const value = raw.trim();
     const where = `${keyPath}[${i}]`;
     const fix = 'write the public key as age-keygen prints it ("Public key: age1..."; age-keygen -y KEYFILE prints it again): age1 followed by 58 letters and digits; never the AGE-SECRET-KEY line';
-    if (/^AGE-SECRET-KEY-/i.test(value)) throw usageError('CONFIG_INVALID', `${where} is a secret key (AGE-SECRET-KEY-...), not a recipient: remove it from lifeline.yml and treat it as leaked`, 'put the public key there (age-keygen -y KEYFILE prints it) and give the secret key only through LIFELINE_AGE_IDENTITY / LIFELINE_AGE_IDENTITY_FILE');
+    if (/^AGE-SECRET-KEY-/i.test(value))
+      throw usageError(
+        'CONFIG_INVALID',
+        `${where} is a secret key (AGE-SECRET-KEY-...), not a recipient: remove it from lifeline.yml and treat it as leaked`,
+        'put the public key there (age-keygen -y KEYFILE prints it) and give the secret key only through LIFELINE_AGE_IDENTITY / LIFELINE_AGE_IDENTITY_FILE',
+      );
     if (!X25519_RECIPIENT.test(value)) throw usageError('CONFIG_INVALID', `${where} ${JSON.stringify(value.slice(0, 80))} is not an age X25519 recipient`, fix);
     try {
       new Encrypter().addRecipient(value);
@@ -91,12 +97,25 @@ export async function loadIdentity(env: NodeJS.ProcessEnv, logger: Logger): Prom
   } catch (error) {
     throw usageError('AGE_IDENTITY_UNREADABLE', `${IDENTITY_FILE_ENV} names ${file}, which cannot be read (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`, IDENTITY_FIX);
   }
-  if (info.isSymbolicLink() || !info.isFile()) throw refusal('AGE_IDENTITY_UNSAFE', `${IDENTITY_FILE_ENV} names ${file}, which is not a regular file (a link or special file is never read as a key)`, 'point it at the key file itself, a regular file of mode 0600');
+  if (info.isSymbolicLink() || !info.isFile())
+    throw refusal(
+      'AGE_IDENTITY_UNSAFE',
+      `${IDENTITY_FILE_ENV} names ${file}, which is not a regular file (a link or special file is never read as a key)`,
+      'point it at the key file itself, a regular file of mode 0600',
+    );
   if ((info.mode & 0o077) !== 0) {
-    throw refusal('AGE_IDENTITY_UNSAFE', `the age identity file ${file} is readable or writable by others (mode ${(info.mode & 0o777).toString(8).padStart(4, '0')}); it was not used`, `chmod 600 ${file} (and consider the key exposed to whoever could read it)`);
+    throw refusal(
+      'AGE_IDENTITY_UNSAFE',
+      `the age identity file ${file} is readable or writable by others (mode ${(info.mode & 0o777).toString(8).padStart(4, '0')}); it was not used`,
+      `chmod 600 ${file} (and consider the key exposed to whoever could read it)`,
+    );
   }
   if (typeof process.getuid === 'function' && info.uid !== process.getuid()) {
-    throw refusal('AGE_IDENTITY_UNSAFE', `the age identity file ${file} belongs to uid ${info.uid}, not to the user running Lifeline (uid ${process.getuid()}); it was not used`, `chown $(id -u) ${file} && chmod 600 ${file}`);
+    throw refusal(
+      'AGE_IDENTITY_UNSAFE',
+      `the age identity file ${file} belongs to uid ${info.uid}, not to the user running Lifeline (uid ${process.getuid()}); it was not used`,
+      `chown $(id -u) ${file} && chmod 600 ${file}`,
+    );
   }
   const content = await readFile(file, 'utf8');
   maskKeyLines(content, logger);
@@ -118,7 +137,11 @@ async function parseIdentityText(text: string, source: string): Promise<{ keys: 
     if (line === '' || line.startsWith('#')) continue;
     // The message never quotes the line: it may be a mangled secret key.
     if (!X25519_IDENTITY.test(line)) {
-      throw usageError('AGE_IDENTITY_INVALID', `line ${i + 1} of ${source} is not an age X25519 identity (expected AGE-SECRET-KEY-1 followed by 58 letters and digits; comments start with #)`, `${IDENTITY_FIX}; an identity in another form (passphrase, plugin, SSH key) is not supported`);
+      throw usageError(
+        'AGE_IDENTITY_INVALID',
+        `line ${i + 1} of ${source} is not an age X25519 identity (expected AGE-SECRET-KEY-1 followed by 58 letters and digits; comments start with #)`,
+        `${IDENTITY_FIX}; an identity in another form (passphrase, plugin, SSH key) is not supported`,
+      );
     }
     keys.push(line);
   }
@@ -179,9 +202,13 @@ export function encryptReadable(source: Readable, recipients: readonly string[])
 function decryptFailure(what: string, error: unknown): Error {
   const message = (error as Error).message ?? String(error);
   if (/no identity matched/i.test(message)) {
-    return failure('AGE_WRONG_IDENTITY', `${what} cannot be decrypted with the given identity (it was encrypted to other recipients)`, { fix: `give an identity whose public key is among the recipients recorded in backup.json; ${IDENTITY_FIX}` });
+    return failure('AGE_WRONG_IDENTITY', `${what} cannot be decrypted with the given identity (it was encrypted to other recipients)`, {
+      fix: `give an identity whose public key is among the recipients recorded in backup.json; ${IDENTITY_FIX}`,
+    });
   }
-  return failure('AGE_DECRYPT_FAILED', `${what} failed to decrypt: ${message.replace(/AGE-SECRET-KEY-1\S*/g, '***')} (the file is damaged or not an age file)`, { fix: 'check its checksum (lifeline verify) and use another copy or backup' });
+  return failure('AGE_DECRYPT_FAILED', `${what} failed to decrypt: ${message.replace(/AGE-SECRET-KEY-1\S*/g, '***')} (the file is damaged or not an age file)`, {
+    fix: 'check its checksum (lifeline verify) and use another copy or backup',
+  });
 }
 
 /**

@@ -22,9 +22,13 @@ export function requireIdentityFor(files: readonly (BackupFile | undefined)[], i
   if (!identity) throw identityRequired(what);
   for (const file of encrypted) {
     if (!identityMatches(identity, file.encryption.recipients)) {
-      throw failure('AGE_WRONG_IDENTITY', `${what} (${file.name}) was encrypted to ${file.encryption.recipients.join(', ')}; the identity from ${identity.source} is ${identity.recipients.join(', ')}, which is not among them; nothing was changed`, {
-        fix: `give the identity of one of those recipients; ${IDENTITY_FIX}`,
-      });
+      throw failure(
+        'AGE_WRONG_IDENTITY',
+        `${what} (${file.name}) was encrypted to ${file.encryption.recipients.join(', ')}; the identity from ${identity.source} is ${identity.recipients.join(', ')}, which is not among them; nothing was changed`,
+        {
+          fix: `give the identity of one of those recipients; ${IDENTITY_FIX}`,
+        },
+      );
     }
   }
 }
@@ -73,7 +77,12 @@ function checkingTransform(sha256: string, bytes: number, what: string): Transfo
  * end, and the source's error is what is reported. `complete` says whether the whole source was
  * read (and so passed its end-of-stream check).
  */
-export async function runReadingStream(runner: Runner, invocation: Omit<ToolInvocation, 'stdin'>, source: Readable, onStdout?: (chunk: Buffer) => void): Promise<{ result: ToolResult; sourceError?: Error; complete: boolean }> {
+export async function runReadingStream(
+  runner: Runner,
+  invocation: Omit<ToolInvocation, 'stdin'>,
+  source: Readable,
+  onStdout?: (chunk: Buffer) => void,
+): Promise<{ result: ToolResult; sourceError?: Error; complete: boolean }> {
   let sourceError: Error | undefined;
   let ended = false;
   source.on('end', () => (ended = true));

@@ -33,9 +33,22 @@ const OLD_PREFIX = '.reencrypt-old-';
  * window is between the two renames, and the next reencrypt (or doctor's sweep) puts the old
  * entry back from `.reencrypt-old-<id>-<pid>` when its writer is gone.
  */
-export async function reencryptBackups(options: { catalog: Catalog; env: string; backup: string; recipients: readonly string[]; identity?: AgeIdentity; logger: Logger; lockWaitSeconds?: number }): Promise<ReencryptOutcome[]> {
+export async function reencryptBackups(options: {
+  catalog: Catalog;
+  env: string;
+  backup: string;
+  recipients: readonly string[];
+  identity?: AgeIdentity;
+  logger: Logger;
+  lockWaitSeconds?: number;
+}): Promise<ReencryptOutcome[]> {
   const { catalog, env, logger } = options;
-  if (!options.recipients.length) throw usageError('NO_RECIPIENTS', `environment ${env} has no encryption.recipients, so there is nothing to re-encrypt to`, `add encryption: { recipients: [age1...] } to environments.${env} in lifeline.yml (age-keygen prints a public key)`);
+  if (!options.recipients.length)
+    throw usageError(
+      'NO_RECIPIENTS',
+      `environment ${env} has no encryption.recipients, so there is nothing to re-encrypt to`,
+      `add encryption: { recipients: [age1...] } to environments.${env} in lifeline.yml (age-keygen prints a public key)`,
+    );
   return withLock(catalog.envDir(env), env, { command: `reencrypt ${options.backup}`, waitSeconds: options.lockWaitSeconds ?? 30 }, async () => {
     await recoverInterruptedSwaps(catalog, env, logger);
     const entries = options.backup === 'all' ? await listBackups(catalog, env) : [await findBackup(catalog, env, options.backup)];
@@ -92,7 +105,13 @@ async function reencryptEntry(catalog: Catalog, env: string, entry: BackupEntry,
       await pipeline(plain, encrypting.stream);
       const plaintext = await encrypting.done();
       const written = await out.done();
-      files[slot] = { ...file, name: stored, sha256: written.sha256, bytes: written.bytes, encryption: { format: 'age', recipients: [...recipients], plaintextSha256: plaintext.sha256, plaintextBytes: plaintext.bytes } };
+      files[slot] = {
+        ...file,
+        name: stored,
+        sha256: written.sha256,
+        bytes: written.bytes,
+        encryption: { format: 'age', recipients: [...recipients], plaintextSha256: plaintext.sha256, plaintextBytes: plaintext.bytes },
+      };
       sums.push({ file: stored, sha256: written.sha256 });
       logger.info(`backup ${entry.id}: ${file.name} -> ${stored} (${plaintext.bytes} bytes, to ${recipients.length} recipient${recipients.length === 1 ? '' : 's'})`);
     }
@@ -137,7 +156,10 @@ async function recoverInterruptedSwapsIn(kindDir: string, logger: Logger): Promi
     if (!match || processAlive(Number(match[2]))) continue;
     const [, id] = match;
     const entryDir = join(kindDir, id!);
-    const present = await lstat(entryDir).then(() => true, () => false);
+    const present = await lstat(entryDir).then(
+      () => true,
+      () => false,
+    );
     if (present) {
       await rm(join(kindDir, name), { recursive: true, force: true });
     } else {
@@ -156,9 +178,22 @@ async function recoverInterruptedSwapsIn(kindDir: string, logger: Logger): Promi
  * and archive (rebuilt from the new `.age` files, so a plaintext archive never survives), then
  * swapped in by two renames. Exports made before encryption was configured are encrypted by it.
  */
-export async function reencryptTenantExports(options: { catalog: Catalog; env: string; tenant: string; recipients: readonly string[]; identity?: AgeIdentity; logger: Logger; lockWaitSeconds?: number }): Promise<ReencryptOutcome[]> {
+export async function reencryptTenantExports(options: {
+  catalog: Catalog;
+  env: string;
+  tenant: string;
+  recipients: readonly string[];
+  identity?: AgeIdentity;
+  logger: Logger;
+  lockWaitSeconds?: number;
+}): Promise<ReencryptOutcome[]> {
   const { catalog, env, logger } = options;
-  if (!options.recipients.length) throw usageError('NO_RECIPIENTS', `environment ${env} has no encryption.recipients, so there is nothing to re-encrypt to`, `add encryption: { recipients: [age1...] } to environments.${env} in lifeline.yml (age-keygen prints a public key)`);
+  if (!options.recipients.length)
+    throw usageError(
+      'NO_RECIPIENTS',
+      `environment ${env} has no encryption.recipients, so there is nothing to re-encrypt to`,
+      `add encryption: { recipients: [age1...] } to environments.${env} in lifeline.yml (age-keygen prints a public key)`,
+    );
   return withLock(catalog.envDir(env), env, { command: `reencrypt --tenant ${options.tenant}`, waitSeconds: options.lockWaitSeconds ?? 30 }, async () => {
     const kinds: EntryKind[] = [];
     if (options.tenant === 'all') {
@@ -170,9 +205,11 @@ export async function reencryptTenantExports(options: { catalog: Catalog; env: s
       await recoverInterruptedSwapsIn(catalog.kindDir(env, kind), logger);
       entries.push(...(await catalog.list<TenantExportManifest>(env, kind, EXPORT_MANIFEST)));
     }
-    if (options.tenant !== 'all' && !entries.length) throw usageError('EXPORT_NOT_FOUND', `tenant ${JSON.stringify(options.tenant)} has no exports in environment ${env}`, 'check the tenant id (matched exactly) and --env');
+    if (options.tenant !== 'all' && !entries.length)
+      throw usageError('EXPORT_NOT_FOUND', `tenant ${JSON.stringify(options.tenant)} has no exports in environment ${env}`, 'check the tenant id (matched exactly) and --env');
     for (const entry of entries) {
-      if (!exportSameRecipients(entry.metadata, options.recipients)) requireIdentityFor(collectionFiles(entry.metadata), options.identity, `export ${entry.id} of tenant ${JSON.stringify(entry.metadata.tenant)}`);
+      if (!exportSameRecipients(entry.metadata, options.recipients))
+        requireIdentityFor(collectionFiles(entry.metadata), options.identity, `export ${entry.id} of tenant ${JSON.stringify(entry.metadata.tenant)}`);
     }
     const outcomes: ReencryptOutcome[] = [];
     for (const entry of entries) {
@@ -198,9 +235,17 @@ function exportSameRecipients(manifest: TenantExportManifest, recipients: readon
   return exportIsEncrypted(manifest) && manifest.collections.every((c) => [...new Set(c.encryption!.recipients)].sort().join(' ') === wanted);
 }
 
-async function reencryptExport(catalog: Catalog, env: string, entry: CatalogEntry<TenantExportManifest>, recipients: readonly string[], identity: AgeIdentity | undefined, logger: Logger): Promise<ReencryptOutcome> {
+async function reencryptExport(
+  catalog: Catalog,
+  env: string,
+  entry: CatalogEntry<TenantExportManifest>,
+  recipients: readonly string[],
+  identity: AgeIdentity | undefined,
+  logger: Logger,
+): Promise<ReencryptOutcome> {
   const manifest = entry.metadata;
-  if (exportSameRecipients(manifest, recipients)) return { id: entry.id, action: 'skipped', files: manifest.collections.map((c) => c.file), detail: 'already encrypted to exactly the current recipients' };
+  if (exportSameRecipients(manifest, recipients))
+    return { id: entry.id, action: 'skipped', files: manifest.collections.map((c) => c.file), detail: 'already encrypted to exactly the current recipients' };
   const kindDir = join(entry.dir, '..');
   const staging = join(kindDir, `${STAGING_PREFIX}${entry.id}-${process.pid}`);
   await rm(staging, { recursive: true, force: true });

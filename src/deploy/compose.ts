@@ -89,11 +89,17 @@ export class ComposeDriver {
     const out = this.project.projectName
       ? await runChecked(
           this.runner,
-          { tool: 'docker', args: ['ps', '-aq', '--no-trunc', '--filter', `label=com.docker.compose.project=${normalizeProjectName(this.project.projectName)}`, '--filter', 'label=com.docker.compose.oneoff=False'] },
+          {
+            tool: 'docker',
+            args: ['ps', '-aq', '--no-trunc', '--filter', `label=com.docker.compose.project=${normalizeProjectName(this.project.projectName)}`, '--filter', 'label=com.docker.compose.oneoff=False'],
+          },
           'listing the containers of the project',
         )
       : await runChecked(this.runner, composeInvocation(this.project, ['ps', '-q'], overrideFile), 'listing the containers of the project');
-    const ids = out.split('\n').map((line) => line.trim()).filter(Boolean);
+    const ids = out
+      .split('\n')
+      .map((line) => line.trim())
+      .filter(Boolean);
     return ids.length ? this.inspect(ids) : [];
   }
 
@@ -171,4 +177,3 @@ function startedAtMs(value: string | undefined): number {
   const ms = value ? Date.parse(value) : NaN;
   return Number.isFinite(ms) && ms > 0 ? ms : 0;
 }
-

@@ -129,7 +129,7 @@ export async function rollbackRelease(ctx: DeployEnvironment, options: SwitchOpt
     }
     const schemaStarted = Date.now();
     try {
-      const running = observed.result.consistent ? currentRelease(history.events)?.release ?? null : observed.result.state.release;
+      const running = observed.result.consistent ? (currentRelease(history.events)?.release ?? null) : observed.result.state.release;
       await checkSchema(ctx, target, running, options.allowSchemaAhead, warnings);
     } catch (error) {
       if (isLifelineError(error) && error.kind === 'refused') {
@@ -158,7 +158,9 @@ export async function acceptRunningRelease(ctx: DeployEnvironment, options: Swit
     const release = result.state.release;
     const fix = `put all three on a release you choose: lifeline rollback --env ${ctx.env} --to <release>`;
     if (!release || !result.state.allRunning) {
-      throw refusal('CANNOT_ACCEPT_RUNNING', `api, web and worker do not all run one verified release, so there is nothing to accept:\n${describeState(result)}`, fix, { running: result.state.services });
+      throw refusal('CANNOT_ACCEPT_RUNNING', `api, web and worker do not all run one verified release, so there is nothing to accept:\n${describeState(result)}`, fix, {
+        running: result.state.services,
+      });
     }
     assertNotRevoked(ctx.env, release, await revocationsForDeploy(ctx.catalog, ctx.env), 'accept');
     const images = verified.get(release)!.images;
@@ -200,7 +202,11 @@ export async function verifiedRunningRelease(catalog: Catalog, env: string, veri
   const history = await loadHistory(catalog, env);
   const unfinished = unfinishedEvent(history.events);
   if (unfinished) {
-    throw refusal('HISTORY_UNRECONCILED', `a ${unfinished.action} of ${printable(unfinished.to)} in ${env} never recorded its end, so the running release is unknown`, `run lifeline status --env ${env}, then the fix it prints`);
+    throw refusal(
+      'HISTORY_UNRECONCILED',
+      `a ${unfinished.action} of ${printable(unfinished.to)} in ${env} never recorded its end, so the running release is unknown`,
+      `run lifeline status --env ${env}, then the fix it prints`,
+    );
   }
   const current = currentRelease(history.events)?.release;
   if (!current) return undefined;
@@ -261,7 +267,8 @@ async function observeAndReconcile(ctx: DeployEnvironment, history: History, opt
 async function refuseAndRecord(ctx: DeployEnvironment, history: History, action: DeployAction, to: string, result: Reconciliation, started: number): Promise<Error> {
   const error = unreconciledRefusal(ctx.env, result, ctx.catalog, history);
   // A refused line keeps what the history knew (a still-unfinished record stays the last word on that).
-  if (!result.unfinished) await record(ctx, history.events, { action, to, result: 'refused', deployment: null, reason: 'the history does not match what runs', durationsMs: { total: Date.now() - started } });
+  if (!result.unfinished)
+    await record(ctx, history.events, { action, to, result: 'refused', deployment: null, reason: 'the history does not match what runs', durationsMs: { total: Date.now() - started } });
   return error;
 }
 
@@ -270,7 +277,11 @@ function resolvePrevious(ctx: DeployEnvironment, history: History, revoked: Map<
   const skipped = previous.skippedRevoked.length ? ` (skipped revoked: ${previous.skippedRevoked.map((r) => `${r}, ${describeRevocation(revoked.get(r)!)}`).join('; ')})` : '';
   if (!previous.release) {
     const cut = previous.cutAtLine !== undefined ? `; only the events after line ${previous.cutAtLine} count, because ${describeCorruptLines(ctx.catalog, ctx.env, history.corrupt)}` : '';
-    throw refusal('NO_PREVIOUS_RELEASE', `the history of ${ctx.env} has no earlier release to roll back to${skipped}${cut}`, `name the release: lifeline rollback --env ${ctx.env} --to <version> (lifeline history --env ${ctx.env} lists what ran)`);
+    throw refusal(
+      'NO_PREVIOUS_RELEASE',
+      `the history of ${ctx.env} has no earlier release to roll back to${skipped}${cut}`,
+      `name the release: lifeline rollback --env ${ctx.env} --to <version> (lifeline history --env ${ctx.env} lists what ran)`,
+    );
   }
   if (skipped) ctx.logger.warn(`previous is ${previous.release}${skipped}`);
   if (previous.cutAtLine !== undefined) ctx.logger.warn(`previous is ${previous.release}, from the events after line ${previous.cutAtLine} of the history only`);
@@ -286,7 +297,14 @@ async function verifyOrRecord(ctx: DeployEnvironment, action: DeployAction, vers
     const lifelineError = toLifelineError(error);
     const history = await readHistory(ctx.catalog, ctx.env);
     // A rejected name is recorded quoted: whatever it holds (a newline, an escape), it stays one value.
-    await record(ctx, history, { action, to: JSON.stringify(version), result: 'failed', deployment: null, reason: `manifest verification: ${lifelineError.message}`, durationsMs: { total: Date.now() - started } });
+    await record(ctx, history, {
+      action,
+      to: JSON.stringify(version),
+      result: 'failed',
+      deployment: null,
+      reason: `manifest verification: ${lifelineError.message}`,
+      durationsMs: { total: Date.now() - started },
+    });
     throw lifelineError;
   }
 }
@@ -358,7 +376,14 @@ async function switchRelease(ctx: DeployEnvironment, plan: SwitchPlan): Promise<
 
   let failedService: string | undefined;
   let reason: string;
-  const healthOptions = { timeoutSeconds: plan.options.healthTimeoutSeconds, settleSeconds: plan.options.settleSeconds, previousContainers: new Set(previousContainers), overrideFile, logger: ctx.logger, ...ownership(ctx) };
+  const healthOptions = {
+    timeoutSeconds: plan.options.healthTimeoutSeconds,
+    settleSeconds: plan.options.settleSeconds,
+    previousContainers: new Set(previousContainers),
+    overrideFile,
+    logger: ctx.logger,
+    ...ownership(ctx),
+  };
   let failureFix: string | undefined;
   try {
     await time('up', () => ctx.logger.group(`Recreate ${serviceNames.join(', ')} on ${target.version}`, () => ctx.driver.up(serviceNames, overrideFile)));
@@ -389,7 +414,9 @@ async function switchRelease(ctx: DeployEnvironment, plan: SwitchPlan): Promise<
     durationsMs,
   });
   const what = failedService ? `${failedService} did not get healthy on ${target.version}: ${reason}` : `${action} of ${target.version} failed: ${reason}`;
-  const recovery = restored.ok ? '' : `\nthe history now says the running release is unknown: see lifeline status --env ${ctx.env}, then put all three on a release with lifeline rollback --env ${ctx.env} --to <release>`;
+  const recovery = restored.ok
+    ? ''
+    : `\nthe history now says the running release is unknown: see lifeline status --env ${ctx.env}, then put all three on a release with lifeline rollback --env ${ctx.env} --to <release>`;
   throw failure('DEPLOY_UNHEALTHY', `${what}\n${restored.message}${recovery}${lastLog ? `\nlast lines ${failedService} logged:\n${indent(lastLog)}` : ''}`, {
     fix: failureFix ?? (failedService ? `fix ${failedService} in a new release; check its logs with: docker compose logs ${failedService}` : 'read the error above, fix it, and re-run'),
     details: { failedService: failedService ?? null, restoredTo: restored.ok ? putBack : null, deployment: deploymentId },
@@ -409,7 +436,15 @@ async function refuseStrayHealthAnswers(ctx: DeployEnvironment, plan: SwitchPlan
     const answer = await httpStatus(healthUrl);
     if (!answer.answered) continue;
     const message = `${healthUrl} already answers (${answer.detail}) while no container of ${name} runs: something else answers it, so its answer could not prove ${plan.target.version} healthy`;
-    await record(ctx, plan.history.events, { action: plan.action, from, to: plan.target.version, result: 'refused', deployment: null, reason: message, durationsMs: { total: Date.now() - plan.started } });
+    await record(ctx, plan.history.events, {
+      action: plan.action,
+      from,
+      to: plan.target.version,
+      result: 'refused',
+      deployment: null,
+      reason: message,
+      durationsMs: { total: Date.now() - plan.started },
+    });
     throw refusal('HEALTH_URL_ANSWERED_BY_OTHER', message, `stop what listens on that port (ss -ltnp), or point compose.services.${role}.healthUrl at the port ${name} listens on, then re-run`);
   }
 }
@@ -438,7 +473,11 @@ async function restorePrevious(ctx: DeployEnvironment, previous: string | null, 
       release = await ctx.verifier.verify(previous);
       assertPinnedImages(release);
     } catch (error) {
-      return { ok: false, deployment: null, message: `the manifest of ${previous} does not verify (${toLifelineError(error).message}), so the services were not put back on it: the environment needs attention now` };
+      return {
+        ok: false,
+        deployment: null,
+        message: `the manifest of ${previous} does not verify (${toLifelineError(error).message}), so the services were not put back on it: the environment needs attention now`,
+      };
     }
     try {
       const deploymentId = newEntryId();
@@ -447,10 +486,20 @@ async function restorePrevious(ctx: DeployEnvironment, previous: string | null, 
         SERVICE_ROLES.map((role) => ctx.services[role].name),
         overrideFile,
       );
-      const health = await waitForHealth(ctx.driver, healthTargets(ctx, release.images), { timeoutSeconds: options.healthTimeoutSeconds, settleSeconds: options.settleSeconds, overrideFile, logger: ctx.logger, ...ownership(ctx) });
+      const health = await waitForHealth(ctx.driver, healthTargets(ctx, release.images), {
+        timeoutSeconds: options.healthTimeoutSeconds,
+        settleSeconds: options.settleSeconds,
+        overrideFile,
+        logger: ctx.logger,
+        ...ownership(ctx),
+      });
       const warned = health.warnings.length ? ` (warning: ${health.warnings.join('; ')})` : '';
       if (health.healthy) return { ok: true, deployment: deploymentId, message: `api, web and worker are back on ${previous} and healthy${warned}` };
-      return { ok: false, deployment: null, message: `putting the services back on ${previous} did not get them healthy either (${health.service}: ${health.reason}): the environment needs attention now` };
+      return {
+        ok: false,
+        deployment: null,
+        message: `putting the services back on ${previous} did not get them healthy either (${health.service}: ${health.reason}): the environment needs attention now`,
+      };
     } catch (error) {
       return { ok: false, deployment: null, message: `putting the services back on ${previous} failed too (${toLifelineError(error).message}): the environment needs attention now` };
     }
@@ -462,7 +511,13 @@ async function writeDeployment(ctx: DeployEnvironment, id: string, action: Deplo
   for (const role of SERVICE_ROLES) images[ctx.services[role].name] = target.images[role];
   const staged = await ctx.catalog.begin(ctx.env, 'deployments', id, DEPLOYMENT_METADATA);
   try {
-    await staged.addText(OVERRIDE_FILE, renderOverride(images, `Generated by Lifeline: ${action} of release ${target.version}${target.manifestDigest ? ` (manifest ${target.manifestDigest})` : ''}.\nPins api, web and worker to the digests of the verified manifest. Do not edit: it is the audit record.`));
+    await staged.addText(
+      OVERRIDE_FILE,
+      renderOverride(
+        images,
+        `Generated by Lifeline: ${action} of release ${target.version}${target.manifestDigest ? ` (manifest ${target.manifestDigest})` : ''}.\nPins api, web and worker to the digests of the verified manifest. Do not edit: it is the audit record.`,
+      ),
+    );
     const metadata: DeploymentMetadata = {
       schemaVersion: 1,
       id,

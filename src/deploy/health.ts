@@ -25,9 +25,7 @@ export interface HealthOptions {
   engineOnThisHost?: boolean;
 }
 
-export type HealthOutcome =
-  | { healthy: true; elapsedMs: number; warnings: string[] }
-  | { healthy: false; elapsedMs: number; service: string; reason: string; fix?: string; warnings: string[] };
+export type HealthOutcome = { healthy: true; elapsedMs: number; warnings: string[] } | { healthy: false; elapsedMs: number; service: string; reason: string; fix?: string; warnings: string[] };
 
 const POLL_MS = 250;
 const HTTP_TIMEOUT_MS = 2000;
@@ -87,7 +85,13 @@ export async function waitForHealth(driver: ComposeDriver, targets: HealthTarget
         }
         if (Date.now() >= deadline) {
           const [service] = pending.keys();
-          return { healthy: false, elapsedMs: Date.now() - started, service: service!, reason: `not healthy within ${options.timeoutSeconds}s (last seen: ${lastSeen.get(service!) ?? 'nothing'})`, warnings: [] };
+          return {
+            healthy: false,
+            elapsedMs: Date.now() - started,
+            service: service!,
+            reason: `not healthy within ${options.timeoutSeconds}s (last seen: ${lastSeen.get(service!) ?? 'nothing'})`,
+            warnings: [],
+          };
         }
         await wake.wait(Math.min(POLL_MS, Math.max(deadline - Date.now(), 0)));
         continue;
@@ -99,12 +103,20 @@ export async function waitForHealth(driver: ComposeDriver, targets: HealthTarget
         const seen = baseline.get(target.service)!;
         const changed = own.find((c) => !seen.has(c.id) || seen.get(c.id) !== c.restartCount) ?? (own.length < seen.size ? undefined : null);
         if (changed !== null) {
-          const what = changed ? `container ${changed.id.slice(0, 12)} ${seen.has(changed.id) ? `restarted (restart count ${changed.restartCount})` : 'replaced the one that was healthy'}` : 'a container that was healthy is gone';
+          const what = changed
+            ? `container ${changed.id.slice(0, 12)} ${seen.has(changed.id) ? `restarted (restart count ${changed.restartCount})` : 'replaced the one that was healthy'}`
+            : 'a container that was healthy is gone';
           return { healthy: false, elapsedMs: Date.now() - started, service: target.service, reason: `${what} ${into}s into the ${settleMs / 1000}s settle window`, warnings: [] };
         }
         const verdict = await judge(target, own, options.previousContainers);
         if (verdict.state !== 'healthy') {
-          return { healthy: false, elapsedMs: Date.now() - started, service: target.service, reason: `stopped being healthy ${into}s into the ${settleMs / 1000}s settle window: ${verdict.detail}`, warnings: [] };
+          return {
+            healthy: false,
+            elapsedMs: Date.now() - started,
+            service: target.service,
+            reason: `stopped being healthy ${into}s into the ${settleMs / 1000}s settle window: ${verdict.detail}`,
+            warnings: [],
+          };
         }
       }
       // At the end of the settle window: what answers each health URL must be the service's new container.

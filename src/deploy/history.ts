@@ -186,7 +186,11 @@ export function recordedRunning(history: History): RecordedRunning {
   if (!last) return { state: 'none' };
   // The same rule deploy, rollback and the drill apply: a started event whose own end was never recorded.
   const unfinished = unfinishedEvent(history.events);
-  if (unfinished) return { state: 'unknown', detail: `the ${unfinished.action} of ${JSON.stringify(unfinished.to)} started at ${unfinished.at} by ${JSON.stringify(unfinished.by)} never finished (a killed or cancelled run)` };
+  if (unfinished)
+    return {
+      state: 'unknown',
+      detail: `the ${unfinished.action} of ${JSON.stringify(unfinished.to)} started at ${unfinished.at} by ${JSON.stringify(unfinished.by)} never finished (a killed or cancelled run)`,
+    };
   if (last.running === null) return { state: 'unknown', detail: `after the ${last.action} of ${JSON.stringify(last.to)} (${last.result} at ${last.at}) the running release is unknown` };
   return { state: 'known', release: last.running };
 }

@@ -66,9 +66,14 @@ export function describeRevocation(revocation: Revocation): string {
 export function assertNotRevoked(env: string, release: string, revoked: Map<string, Revocation>, action: string): void {
   const revocation = revoked.get(release);
   if (!revocation) return;
-  throw refusal('RELEASE_REVOKED', `refusing to ${action} ${release}: it was ${describeRevocation(revocation)}`, `choose another release (lifeline history --env ${env} lists what ran); a revocation is permanent`, {
-    revocation: { ...revocation, bundle: undefined },
-  });
+  throw refusal(
+    'RELEASE_REVOKED',
+    `refusing to ${action} ${release}: it was ${describeRevocation(revocation)}`,
+    `choose another release (lifeline history --env ${env} lists what ran); a revocation is permanent`,
+    {
+      revocation: { ...revocation, bundle: undefined },
+    },
+  );
 }
 
 /** `lifeline release revoke`: appends a revocation, signed with the release signing key when one is given. */

@@ -59,12 +59,16 @@ export async function checkApplicationStarts(options: AppCheckOptions): Promise<
   }
   const chosen = await appCheckImage(settings, options.catalog);
   if (!chosen) {
-    return fail(`no image to start: drill.appCheck.image is not set and no release deployed by Lifeline is recorded for environment ${settings.name}; set drill.appCheck.image in lifeline.yml (e.g. registry.example.com/shop/api:v42)`);
+    return fail(
+      `no image to start: drill.appCheck.image is not set and no release deployed by Lifeline is recorded for environment ${settings.name}; set drill.appCheck.image in lifeline.yml (e.g. registry.example.com/shop/api:v42)`,
+    );
   }
   // Something already answering the URL (the live api on the same host, say) would pass the check for the wrong application.
   const before = await httpStatus(config.healthUrl);
   if (before.answered) {
-    return fail(`${config.healthUrl} already answers (${before.detail}) before the drill's container started, so its answer would not prove anything; run the drill's application on a free port (through drill.appCheck.env or command) and point drill.appCheck.healthUrl at it`);
+    return fail(
+      `${config.healthUrl} already answers (${before.detail}) before the drill's container started, so its answer would not prove anything; run the drill's application on a free port (through drill.appCheck.env or command) and point drill.appCheck.healthUrl at it`,
+    );
   }
 
   const runner = options.runner ?? new LocalRunner({ masker });
@@ -76,7 +80,9 @@ export async function checkApplicationStarts(options: AppCheckOptions): Promise<
   const name = `lifeline-drill-${options.drillId ?? 'app'}-${randomBytes(4).toString('hex')}`.toLowerCase().replace(/[^a-z0-9-]/g, '-');
   // Recorded before the container exists: a drill killed while it runs leaves it to the next drill to remove.
   const forget = recordLeftover({ kind: 'container', container: name, purpose: `application check of the drill of ${settings.name}` });
-  logger.info(`starting ${chosen.image} (${chosen.source}) on the host network as ${name}, with ${config.databaseUrlEnv}=${masker.mask(formatPgUrl({ ...conn, password: conn.password ? '***' : undefined }))} in a file it reads at start-up`);
+  logger.info(
+    `starting ${chosen.image} (${chosen.source}) on the host network as ${name}, with ${config.databaseUrlEnv}=${masker.mask(formatPgUrl({ ...conn, password: conn.password ? '***' : undefined }))} in a file it reads at start-up`,
+  );
   try {
     const created = await runText(runner, { tool: 'docker', args: createArgs(settings.name, options.drillId, name, config, chosen.image, argv), env: config.env });
     if (created.exitCode !== 0) return fail(`docker create ${chosen.image} failed (${describeExit(created)}): ${tail(masker.mask(created.stderr), 5)}`);
@@ -84,7 +90,9 @@ export async function checkApplicationStarts(options: AppCheckOptions): Promise<
       await copyDatabaseUrl(runner, name, config.databaseUrlEnv, formatPgUrl(conn), imageConfig.user);
       const started = await runText(runner, { tool: 'docker', args: ['start', name] });
       if (started.exitCode !== 0) {
-        const noShell = /\/bin\/sh.*(no such file|not found)/i.test(started.stderr) ? `; the image has no /bin/sh, which the drill needs to hand the application its ${config.databaseUrlEnv} without putting it in the container's configuration` : '';
+        const noShell = /\/bin\/sh.*(no such file|not found)/i.test(started.stderr)
+          ? `; the image has no /bin/sh, which the drill needs to hand the application its ${config.databaseUrlEnv} without putting it in the container's configuration`
+          : '';
         return fail(`docker start ${name} (${chosen.image}) failed (${describeExit(started)}): ${tail(masker.mask(started.stderr), 5)}${noShell}`);
       }
       return await waitForApplication(runner, name, config, chosen.image, masker, fail, { logger, requireOwned: settings.compose.requireOwnedHealth });
@@ -202,10 +210,14 @@ async function waitForApplication(
     last = answer.detail;
     const state = await containerState(runner, id);
     if (state && !state.running) {
-      return fail(`container ${id.slice(0, 12)} of ${image} ${state.status} (exit code ${state.exitCode}) after ${elapsed} before ${config.healthUrl} answered 2xx; its last log lines:\n${await logsTail(runner, id, masker)}`);
+      return fail(
+        `container ${id.slice(0, 12)} of ${image} ${state.status} (exit code ${state.exitCode}) after ${elapsed} before ${config.healthUrl} answered 2xx; its last log lines:\n${await logsTail(runner, id, masker)}`,
+      );
     }
     if (Date.now() >= deadline) {
-      return fail(`${config.healthUrl} did not answer 2xx within ${formatDuration(config.timeoutSeconds)} (last: ${last}) from ${image}; the container's last log lines:\n${await logsTail(runner, id, masker)}`);
+      return fail(
+        `${config.healthUrl} did not answer 2xx within ${formatDuration(config.timeoutSeconds)} (last: ${last}) from ${image}; the container's last log lines:\n${await logsTail(runner, id, masker)}`,
+      );
     }
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));
   }
@@ -235,7 +247,10 @@ async function containerState(runner: Runner, id: string): Promise<{ running: bo
 async function logsTail(runner: Runner, id: string, masker: SecretMasker): Promise<string> {
   const result = await runText(runner, { tool: 'docker', args: ['logs', '--tail', String(LOG_TAIL_LINES), id] }).catch((error: Error) => ({ exitCode: 1, stdout: '', stderr: error.message }));
   if (result.exitCode !== 0) return `(could not read its logs: ${tail(masker.mask(result.stderr), 2)})`;
-  const text = [result.stdout, result.stderr].map((s) => s.trim()).filter(Boolean).join('\n');
+  const text = [result.stdout, result.stderr]
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .join('\n');
   return text ? tail(masker.mask(text), LOG_TAIL_LINES) : '(it logged nothing)';
 }
 

@@ -26,7 +26,18 @@ import type { EnvironmentSettings } from '../settings/resolve';
 import { checkApplicationStarts } from './app-check';
 import { checkBtreeIndexes, runSmokeQuery, type CheckOutcome } from './checks';
 import { assertIsolatedTarget } from './isolation';
-import { DRILL_REPORT_SCHEMA_VERSION, listDrillReports, newDrillId, renderDrillMarkdown, saveDrillReport, type DrillCheck, type DrillReport, type DrillReportSigner, type DrillStepRecord, type SavedDrillReport } from './report';
+import {
+  DRILL_REPORT_SCHEMA_VERSION,
+  listDrillReports,
+  newDrillId,
+  renderDrillMarkdown,
+  saveDrillReport,
+  type DrillCheck,
+  type DrillReport,
+  type DrillReportSigner,
+  type DrillStepRecord,
+  type SavedDrillReport,
+} from './report';
 import { measureRpo, type RpoMeasure } from './rpo';
 import { restoreSteps, type RunbookStepId } from './runbook';
 import { readSmokeFile, type SmokeQuery } from './smoke';
@@ -119,7 +130,8 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
   const database = backup?.metadata.database ?? settings.postgres.database ?? live?.database ?? 'postgres';
   // What the throwaway servers come from, decided before anything is written: a drill that cannot
   // start them is refused (exit 2) with the fix, never a failed report that would fail the gate.
-  const { pgImage, redisImage } = mode === 'logical' ? await throwawaySources(settings, pgService, Boolean(targetConn), Boolean(backup?.metadata.files.redis)) : { pgImage: undefined, redisImage: undefined };
+  const { pgImage, redisImage } =
+    mode === 'logical' ? await throwawaySources(settings, pgService, Boolean(targetConn), Boolean(backup?.metadata.files.redis)) : { pgImage: undefined, redisImage: undefined };
   const drillLabels = { 'lifeline.drill': drillId, 'lifeline.drill.environment': settings.name };
 
   const checks: DrillCheck[] = [];
@@ -146,10 +158,21 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
       if (mode === 'pitr') {
         const info = await stanzaInfo(requirePhysical(settings));
         stanza = info;
-        archiveLag = live ? await walArchiveLag(runner, live, startedAt) : { seconds: null, note: 'point-in-time drill: RPO is the WAL archive lag; not measured, as no live database URL is configured to read pg_stat_archiver from' };
+        archiveLag = live
+          ? await walArchiveLag(runner, live, startedAt)
+          : { seconds: null, note: 'point-in-time drill: RPO is the WAL archive lag; not measured, as no live database URL is configured to read pg_stat_archiver from' };
         const usable = info.backups.filter((b) => Date.parse(b.stoppedAt) <= pitrTarget!.at.getTime());
         const base = usable[usable.length - 1];
-        return { checks: [{ name: 'base backup before the target', passed: Boolean(base), detail: base ? `${base.label} (${base.type}, finished ${base.stoppedAt})` : `no backup of stanza ${info.stanza} finished before ${pitrTarget!.text}` }], fatal: !base };
+        return {
+          checks: [
+            {
+              name: 'base backup before the target',
+              passed: Boolean(base),
+              detail: base ? `${base.label} (${base.type}, finished ${base.stoppedAt})` : `no backup of stanza ${info.stanza} finished before ${pitrTarget!.text}`,
+            },
+          ],
+          fatal: !base,
+        };
       }
       const all = await listBackups(catalog, settings.name);
       rpo = measureRpo(
@@ -163,7 +186,10 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
     'verify-backup': async () => {
       const report = await verifyBackup(backup!, { runner, logger, checksumsOnly: true });
       const failed = report.checks.filter((c) => !c.ok);
-      return { checks: [{ name: 'checksums', passed: report.ok, detail: report.ok ? `${report.checks.length} files match SHA256SUMS` : failed.map((c) => `${c.name}: ${c.detail}`).join('; ') }], fatal: !report.ok };
+      return {
+        checks: [{ name: 'checksums', passed: report.ok, detail: report.ok ? `${report.checks.length} files match SHA256SUMS` : failed.map((c) => `${c.name}: ${c.detail}`).join('; ') }],
+        fatal: !report.ok,
+      };
     },
     restore: async () => {
       if (mode === 'pitr') {
@@ -184,7 +210,12 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
       }
       if (!targetConn && pgImage) {
         const began = Date.now();
-        containerCluster = await startContainerCluster({ image: pgImage, nameSuffix: `${drillId}-pg`, labels: drillLabels, purpose: `drill ${drillId} of ${settings.name}: throwaway PostgreSQL container restored from backup ${backup!.id}` });
+        containerCluster = await startContainerCluster({
+          image: pgImage,
+          nameSuffix: `${drillId}-pg`,
+          labels: drillLabels,
+          purpose: `drill ${drillId} of ${settings.name}: throwaway PostgreSQL container restored from backup ${backup!.id}`,
+        });
         setupSeconds = (Date.now() - began) / 1000;
         targetConn = withDatabase(containerCluster.conn, database);
         // pg_restore and psql run inside it, against 127.0.0.1: the same major as production, none needed here.
@@ -202,7 +233,20 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
       try {
         // No ANALYZE: the copy is thrown away, and planner statistics are not among the drill's checks.
         // amcheck runs inside the restore, on each index as pg_restore builds it; its step reports it.
-        restoreReport = await restoreIntoFreshDatabase({ backup: backup!, runner: restoreRunner, logger, target: targetConn, jobs: options.jobs ?? 2, noOwner: true, verifyChecksums: false, analyze: false, indexCheck: true, identity: options.identity, progress: options.progress, progressPhase: 'drill restore' });
+        restoreReport = await restoreIntoFreshDatabase({
+          backup: backup!,
+          runner: restoreRunner,
+          logger,
+          target: targetConn,
+          jobs: options.jobs ?? 2,
+          noOwner: true,
+          verifyChecksums: false,
+          analyze: false,
+          indexCheck: true,
+          identity: options.identity,
+          progress: options.progress,
+          progressPhase: 'drill restore',
+        });
       } catch (error) {
         if (isLifelineError(error) && error.kind === 'refused') throw error;
         return { checks: [{ name: 'pg_restore exit', passed: false, detail: (error as Error).message }], fatal: true };
@@ -225,10 +269,23 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
           {
             name: 'row counts match backup.json',
             passed: r.rowCounts.ok,
-            detail: r.rowCounts.ok ? `${r.rowCounts.tables} tables, ${r.rowCounts.rows} rows` : mismatches.slice(0, 5).map((m) => `${m.table}: ${m.actual ?? 'missing'} rows, expected ${m.expected ?? 'none'}`).join('; '),
+            detail: r.rowCounts.ok
+              ? `${r.rowCounts.tables} tables, ${r.rowCounts.rows} rows`
+              : mismatches
+                  .slice(0, 5)
+                  .map((m) => `${m.table}: ${m.actual ?? 'missing'} rows, expected ${m.expected ?? 'none'}`)
+                  .join('; '),
           },
-          { name: 'schema fingerprint matches', passed: r.schemaFingerprint.ok, detail: r.schemaFingerprint.ok ? r.schemaFingerprint.actual : `${r.schemaFingerprint.actual}, expected ${r.schemaFingerprint.expected}` },
-          { name: 'migration head matches', passed: head === expectedHead, detail: head === expectedHead ? (head ?? 'none (no migrations table)') : `${head ?? 'none'}, expected ${expectedHead ?? 'none'}` },
+          {
+            name: 'schema fingerprint matches',
+            passed: r.schemaFingerprint.ok,
+            detail: r.schemaFingerprint.ok ? r.schemaFingerprint.actual : `${r.schemaFingerprint.actual}, expected ${r.schemaFingerprint.expected}`,
+          },
+          {
+            name: 'migration head matches',
+            passed: head === expectedHead,
+            detail: head === expectedHead ? (head ?? 'none (no migrations table)') : `${head ?? 'none'}, expected ${expectedHead ?? 'none'}`,
+          },
         ],
       };
     },
@@ -335,9 +392,24 @@ export async function runDrill(options: DrillOptions): Promise<DrillOutcome> {
     finishedAt: finishedAt.toISOString(),
     environment: settings.name,
     mode,
-    backup: backup ? { id: backup.id, createdAt: backup.metadata.createdAt } : pitrCluster ? { id: (pitrCluster as PointInTimeCluster).baseBackup.label, createdAt: (pitrCluster as PointInTimeCluster).baseBackup.stoppedAt } : null,
+    backup: backup
+      ? { id: backup.id, createdAt: backup.metadata.createdAt }
+      : pitrCluster
+        ? { id: (pitrCluster as PointInTimeCluster).baseBackup.label, createdAt: (pitrCluster as PointInTimeCluster).baseBackup.stoppedAt }
+        : null,
     ...(pitrTarget ? { pitrTarget: pitrTarget.text } : {}),
-    target: targetUrl && mode === 'logical' ? { kind: 'url', description: maskedUrl(parsePgUrl(targetUrl)) } : { kind: 'throwaway-cluster', description: mode === 'pitr' ? 'temporary data directory restored by pgBackRest' : pgImage ? `throwaway container of service ${settings.postgres.service}'s image (${pgImage.slice(7, 19)})` : 'throwaway cluster from the local PostgreSQL binaries' },
+    target:
+      targetUrl && mode === 'logical'
+        ? { kind: 'url', description: maskedUrl(parsePgUrl(targetUrl)) }
+        : {
+            kind: 'throwaway-cluster',
+            description:
+              mode === 'pitr'
+                ? 'temporary data directory restored by pgBackRest'
+                : pgImage
+                  ? `throwaway container of service ${settings.postgres.service}'s image (${pgImage.slice(7, 19)})`
+                  : 'throwaway cluster from the local PostgreSQL binaries',
+          },
     steps: stepRecords,
     checks,
     rto: { seconds: rtoSeconds, targetSeconds: rtoTarget, met: rtoMet, phases: Object.fromEntries(Object.entries(rtoPhases).map(([k, v]) => [k, round(v)])), setupSeconds: round(setupSeconds) },
@@ -384,7 +456,7 @@ async function throwawaySources(settings: EnvironmentSettings, pgService: Contai
       throw usageError(
         'NO_POSTGRES_SERVER',
         'the drill needs a throwaway PostgreSQL server, and no server binaries (initdb, pg_ctl) are on this host; nothing was restored and no drill report was written',
-        'install them (Debian: apt-get install postgresql-15, the major of your backups), set postgres.binDir, set postgres.service so the drill uses the db service\'s image, or drill into a separate database (drill.targetUrlEnv / --target-env)',
+        "install them (Debian: apt-get install postgresql-15, the major of your backups), set postgres.binDir, set postgres.service so the drill uses the db service's image, or drill into a separate database (drill.targetUrlEnv / --target-env)",
       );
     }
   }
@@ -394,8 +466,8 @@ async function throwawaySources(settings: EnvironmentSettings, pgService: Contai
     else if (!findExecutable('redis-server', settings.redis?.binDir ? [settings.redis.binDir] : []) || !findExecutable('redis-check-rdb', settings.redis?.binDir ? [settings.redis.binDir] : [])) {
       throw usageError(
         'NO_REDIS_SERVER',
-        "the backup holds a Redis snapshot and the drill loads it into a private redis-server, but redis-server / redis-check-rdb are not on this host; nothing was restored and no drill report was written",
-        'install them (Debian: apt-get install redis-server), set redis.binDir, or set redis.service so the drill uses the Redis service\'s image',
+        'the backup holds a Redis snapshot and the drill loads it into a private redis-server, but redis-server / redis-check-rdb are not on this host; nothing was restored and no drill report was written',
+        "install them (Debian: apt-get install redis-server), set redis.binDir, or set redis.service so the drill uses the Redis service's image",
       );
     }
   }

@@ -84,7 +84,9 @@ export function drillReportProblem(entry: Pick<DrillEntry, 'id' | 'metadata'>, e
   const report = entry.metadata;
   if (report.environment !== env) return `was recorded for environment ${JSON.stringify(report.environment)}, not ${env} (copied from another catalog?)`;
   if (report.id !== entry.id) return `is stored as ${entry.id} but its report.json says ${JSON.stringify(report.id)}`;
-  return timestampProblem(report.createdAt, now, skewSeconds) ?? (report.finishedAt === undefined ? undefined : timestampProblem(report.finishedAt, now, skewSeconds)?.replace(/^is dated/, 'finished'));
+  return (
+    timestampProblem(report.createdAt, now, skewSeconds) ?? (report.finishedAt === undefined ? undefined : timestampProblem(report.finishedAt, now, skewSeconds)?.replace(/^is dated/, 'finished'))
+  );
 }
 
 /**
@@ -113,7 +115,7 @@ export function drillVerdictProblems(report: DrillReport): string[] {
   if ((report.failures?.length ?? 0) > 0) problems.push(`it says passed but lists failures (${report.failures[0]})`);
   const passedIn = (step: string) => checks.some((c) => c.step === step && c.status === 'pass');
   if (!passedIn('restore')) problems.push('it records no successful restore');
-  if (report.mode === 'logical' && !passedIn('verify-backup')) problems.push("it records no passing checksum verification of the backup");
+  if (report.mode === 'logical' && !passedIn('verify-backup')) problems.push('it records no passing checksum verification of the backup');
   if (report.mode === 'logical' && !passedIn('check-data')) problems.push('it records no passing data check (row counts, fingerprint, migration head)');
   if (report.rto?.met === false) problems.push('it missed its RTO target');
   if (report.rpo?.met === false) problems.push('it missed its RPO target');
@@ -131,11 +133,25 @@ export function evaluateGate(inputs: GateInputs): GateResult {
 
   for (const entry of inputs.drills) {
     const problem = drillReportProblem(entry, env, now, skew);
-    if (problem) add({ name: `drill report ${entry.id}`, value: 'not believable', limit: `${env}, not in the future`, passed: false, reason: `drill report ${entry.id} ${problem}; it is not counted as a drill: check the clock of the host that wrote it, and remove the report` });
+    if (problem)
+      add({
+        name: `drill report ${entry.id}`,
+        value: 'not believable',
+        limit: `${env}, not in the future`,
+        passed: false,
+        reason: `drill report ${entry.id} ${problem}; it is not counted as a drill: check the clock of the host that wrote it, and remove the report`,
+      });
   }
   for (const b of inputs.backups) {
     const problem = timestampProblem(b.createdAt, now, skew);
-    if (problem) add({ name: `backup ${b.id}`, value: 'not believable', limit: 'not in the future', passed: false, reason: `backup ${b.id} ${problem}; it does not count toward the RPO: check the clock of the host that took it` });
+    if (problem)
+      add({
+        name: `backup ${b.id}`,
+        value: 'not believable',
+        limit: 'not in the future',
+        passed: false,
+        reason: `backup ${b.id} ${problem}; it does not count toward the RPO: check the clock of the host that took it`,
+      });
   }
 
   const newestEntry = chooseNewestDrill(inputs.drills, env, now, skew);
@@ -148,8 +164,16 @@ export function evaluateGate(inputs: GateInputs): GateResult {
       notes.push(`drill entry ${d.id} cannot be read (${d.problem}); it is older than the newest drill ${newestEntry.id}, so the gate does not rely on it: look at ${d.dir} and remove it`);
       continue;
     }
-    const than = newestEntry ? `${time === undefined ? 'its id is not a drill timestamp, so it cannot be shown to be older' : 'it is as new as or newer'} than the newest readable drill ${newestEntry.id}` : 'there is no readable drill';
-    add({ name: `drill entry ${d.id}`, value: 'unreadable', limit: 'a readable report', passed: false, reason: `drill entry ${d.id} cannot be read: ${d.problem}; ${than}, and it may be a failed drill, so the gate cannot pass: run lifeline drill --env ${env} for a new drill, or look at ${d.dir} and remove it if it is damaged` });
+    const than = newestEntry
+      ? `${time === undefined ? 'its id is not a drill timestamp, so it cannot be shown to be older' : 'it is as new as or newer'} than the newest readable drill ${newestEntry.id}`
+      : 'there is no readable drill';
+    add({
+      name: `drill entry ${d.id}`,
+      value: 'unreadable',
+      limit: 'a readable report',
+      passed: false,
+      reason: `drill entry ${d.id} cannot be read: ${d.problem}; ${than}, and it may be a failed drill, so the gate cannot pass: run lifeline drill --env ${env} for a new drill, or look at ${d.dir} and remove it if it is damaged`,
+    });
   }
 
   const drill = newestEntry?.metadata;
@@ -157,7 +181,13 @@ export function evaluateGate(inputs: GateInputs): GateResult {
   let drillPassed = false;
   if (!drill) {
     add({ name: 'newest drill passed', value: 'no drill', limit: 'a passing drill', passed: false, reason: `no restore drill has run for ${env}: run lifeline drill --env ${env}` });
-    add({ name: 'newest drill age', value: 'no drill', limit: `<= ${formatDuration(inputs.maxDrillAgeSeconds)}`, passed: false, reason: `no drill within ${formatDuration(inputs.maxDrillAgeSeconds)} for ${env}` });
+    add({
+      name: 'newest drill age',
+      value: 'no drill',
+      limit: `<= ${formatDuration(inputs.maxDrillAgeSeconds)}`,
+      passed: false,
+      reason: `no drill within ${formatDuration(inputs.maxDrillAgeSeconds)} for ${env}`,
+    });
   } else {
     const problems = drillVerdictProblems(drill);
     add({
@@ -165,7 +195,11 @@ export function evaluateGate(inputs: GateInputs): GateResult {
       value: `${drill.id}: ${problems.length ? 'failed' : 'passed'} (recomputed from ${drill.checks?.length ?? 0} checks)`,
       limit: 'every check passed',
       passed: problems.length === 0,
-      reason: !problems.length ? undefined : drill.passed !== true ? `the newest drill ${drill.id} ${problems[0]!.replace(/^it /, '')}` : `the newest drill ${drill.id} did not pass: ${problems.join('; ')}`,
+      reason: !problems.length
+        ? undefined
+        : drill.passed !== true
+          ? `the newest drill ${drill.id} ${problems[0]!.replace(/^it /, '')}`
+          : `the newest drill ${drill.id} did not pass: ${problems.join('; ')}`,
     });
     const age = ageOf(drill.createdAt, now);
     const fresh = age <= inputs.maxDrillAgeSeconds;
@@ -177,29 +211,63 @@ export function evaluateGate(inputs: GateInputs): GateResult {
       reason: fresh ? undefined : `the newest drill ${drill.id} is ${formatDuration(age)} old; the limit is ${formatDuration(inputs.maxDrillAgeSeconds)}`,
     });
     const integrity = evidence?.integrity ?? { ok: false, detail: 'not checked' };
-    add({ name: 'newest drill report intact', value: integrity.ok ? integrity.detail : 'FAILED', limit: `report.json listed in ${SUMS_FILE} and matching`, passed: integrity.ok, reason: integrity.ok ? undefined : `the newest drill's report ${drill.id} fails its checksums: ${integrity.detail}` });
+    add({
+      name: 'newest drill report intact',
+      value: integrity.ok ? integrity.detail : 'FAILED',
+      limit: `report.json listed in ${SUMS_FILE} and matching`,
+      passed: integrity.ok,
+      reason: integrity.ok ? undefined : `the newest drill's report ${drill.id} fails its checksums: ${integrity.detail}`,
+    });
     const signature = evidence ? evidence.signature : { ok: false, detail: 'not checked' };
     if (signature === null) {
       add({ name: 'newest drill report signature', value: 'not checked', limit: 'no signing policy configured', passed: true });
-      notes.push(`drill report signatures are NOT checked: ${env} has no manifest.publicKey or manifest.certificateIdentity, so anyone who can write the catalog can forge a passing report (and its ${SUMS_FILE}). Configure signing to close this.`);
+      notes.push(
+        `drill report signatures are NOT checked: ${env} has no manifest.publicKey or manifest.certificateIdentity, so anyone who can write the catalog can forge a passing report (and its ${SUMS_FILE}). Configure signing to close this.`,
+      );
     } else {
-      add({ name: 'newest drill report signature', value: signature.ok ? signature.detail : 'FAILED', limit: 'signed as the manifest policy demands', passed: signature.ok, reason: signature.ok ? undefined : `the newest drill's report ${drill.id} fails signature verification: ${signature.detail}` });
+      add({
+        name: 'newest drill report signature',
+        value: signature.ok ? signature.detail : 'FAILED',
+        limit: 'signed as the manifest policy demands',
+        passed: signature.ok,
+        reason: signature.ok ? undefined : `the newest drill's report ${drill.id} fails signature verification: ${signature.detail}`,
+      });
     }
     const backup = evidence ? evidence.backup : { ok: false, detail: 'not checked' };
     if (backup === null) {
       add({ name: 'drilled backup intact', value: `pgBackRest ${drill.backup?.id ?? 'backup'}: not checked`, limit: 'in the catalog, checksums match', passed: true });
-      notes.push(`the newest drill ${drill.id} is a point-in-time drill; its pgBackRest base backup ${drill.backup?.id ?? ''} lives in the pgBackRest repository and is not re-checked by the gate (pgbackrest verify does that).`);
+      notes.push(
+        `the newest drill ${drill.id} is a point-in-time drill; its pgBackRest base backup ${drill.backup?.id ?? ''} lives in the pgBackRest repository and is not re-checked by the gate (pgbackrest verify does that).`,
+      );
     } else {
-      add({ name: 'drilled backup intact', value: backup.ok ? backup.detail : 'FAILED', limit: 'in the catalog, checksums match', passed: backup.ok, reason: backup.ok ? undefined : `the backup the newest drill ${drill.id} restored cannot be relied on: ${backup.detail}` });
+      add({
+        name: 'drilled backup intact',
+        value: backup.ok ? backup.detail : 'FAILED',
+        limit: 'in the catalog, checksums match',
+        passed: backup.ok,
+        reason: backup.ok ? undefined : `the backup the newest drill ${drill.id} restored cannot be relied on: ${backup.detail}`,
+      });
     }
     drillPassed = problems.length === 0 && integrity.ok && (signature?.ok ?? true) && (backup?.ok ?? true);
   }
 
   const verified = inputs.backups.find((b) => !timestampProblem(b.createdAt, now, skew) && (b.verified ? b.verified.ok : drillPassed && drill?.mode === 'logical' && drill.backup?.id === b.id));
   if (inputs.rpoSeconds === undefined) {
-    add({ name: 'newest verified backup age', value: verified ? formatDuration(ageOf(verified.createdAt, now)) : 'none', limit: 'no RPO target', passed: false, reason: `no RPO target for ${env}: set rpo: in lifeline.yml or pass --rpo` });
+    add({
+      name: 'newest verified backup age',
+      value: verified ? formatDuration(ageOf(verified.createdAt, now)) : 'none',
+      limit: 'no RPO target',
+      passed: false,
+      reason: `no RPO target for ${env}: set rpo: in lifeline.yml or pass --rpo`,
+    });
   } else if (!verified) {
-    add({ name: 'newest verified backup age', value: 'none', limit: `<= ${formatDuration(inputs.rpoSeconds)}`, passed: false, reason: `${env} has no verified backup: run lifeline verify latest --env ${env} or lifeline drill --env ${env}` });
+    add({
+      name: 'newest verified backup age',
+      value: 'none',
+      limit: `<= ${formatDuration(inputs.rpoSeconds)}`,
+      passed: false,
+      reason: `${env} has no verified backup: run lifeline verify latest --env ${env} or lifeline drill --env ${env}`,
+    });
   } else {
     const age = Math.max(0, ageOf(verified.createdAt, now));
     const ok = age <= inputs.rpoSeconds;
@@ -238,12 +306,24 @@ function addObjective(add: (c: GateCheck) => void, which: 'RTO' | 'RPO', env: st
   const name = `newest drill ${which}`;
   const key = which.toLowerCase();
   if (target === undefined) {
-    add({ name, value: measured != null ? formatDuration(measured) : 'none', limit: `no ${which} target`, passed: false, reason: `no ${which} target for ${env}: set ${key}: in lifeline.yml or pass --${key}` });
+    add({
+      name,
+      value: measured != null ? formatDuration(measured) : 'none',
+      limit: `no ${which} target`,
+      passed: false,
+      reason: `no ${which} target for ${env}: set ${key}: in lifeline.yml or pass --${key}`,
+    });
   } else if (!drill || typeof measured !== 'number' || !Number.isFinite(measured) || measured < 0) {
     add({ name, value: 'not measured', limit: `<= ${formatDuration(target)}`, passed: false, reason: `no drill of ${env} measured an ${which}` });
   } else {
     const ok = measured <= target;
-    add({ name, value: formatDuration(measured), limit: `<= ${formatDuration(target)}`, passed: ok, reason: ok ? undefined : `the newest drill's ${which} was ${formatDuration(measured)}; the target is ${formatDuration(target)}` });
+    add({
+      name,
+      value: formatDuration(measured),
+      limit: `<= ${formatDuration(target)}`,
+      passed: ok,
+      reason: ok ? undefined : `the newest drill's ${which} was ${formatDuration(measured)}; the target is ${formatDuration(target)}`,
+    });
   }
 }
 
@@ -262,7 +342,15 @@ export async function gatherGateEvidence(options: GatherOptions): Promise<{ dril
   const { drills, damaged } = await listDrillEntries(catalog, env);
   const newest = chooseNewestDrill(drills, env, options.now, options.clockSkewSeconds);
   if (!newest) return { drills, damaged };
-  return { drills, damaged, evidence: { integrity: await entryIntegrity(newest.dir, DRILL_REPORT_FILE), signature: options.policy ? await reportSignature(newest, options.policy) : null, backup: await drilledBackup(catalog, env, newest.metadata) } };
+  return {
+    drills,
+    damaged,
+    evidence: {
+      integrity: await entryIntegrity(newest.dir, DRILL_REPORT_FILE),
+      signature: options.policy ? await reportSignature(newest, options.policy) : null,
+      backup: await drilledBackup(catalog, env, newest.metadata),
+    },
+  };
 }
 
 async function entryIntegrity(dir: string, mustList: string): Promise<{ ok: boolean; detail: string }> {
@@ -285,7 +373,12 @@ async function sumsListing(dir: string) {
 async function reportSignature(entry: DrillEntry, policy: VerificationPolicy): Promise<{ ok: boolean; detail: string }> {
   // An unsigned report (a drill run by hand on the host) is said as such, before a keyless check
   // would fetch Sigstore's trust root and fail on something else.
-  if (!(await access(join(entry.dir, DRILL_BUNDLE_FILE)).then(() => true, () => false))) {
+  if (
+    !(await access(join(entry.dir, DRILL_BUNDLE_FILE)).then(
+      () => true,
+      () => false,
+    ))
+  ) {
     const keyless = !('publicKey' in policy && policy.publicKey);
     return {
       ok: false,
@@ -295,7 +388,14 @@ async function reportSignature(entry: DrillEntry, policy: VerificationPolicy): P
     };
   }
   try {
-    const { signer } = await verifySignedFile({ filePath: join(entry.dir, DRILL_REPORT_FILE), bundlePath: join(entry.dir, DRILL_BUNDLE_FILE), payloadType: DRILL_REPORT_PAYLOAD_TYPE, policy, what: `drill report ${entry.id}`, codePrefix: 'DRILL_REPORT' });
+    const { signer } = await verifySignedFile({
+      filePath: join(entry.dir, DRILL_REPORT_FILE),
+      bundlePath: join(entry.dir, DRILL_BUNDLE_FILE),
+      payloadType: DRILL_REPORT_PAYLOAD_TYPE,
+      policy,
+      what: `drill report ${entry.id}`,
+      codePrefix: 'DRILL_REPORT',
+    });
     return { ok: true, detail: signer.identity ? `signed by ${signer.identity}` : `signed by key ${signer.publicKeyHint?.slice(0, 12)}` };
   } catch (error) {
     // A policy that cannot be used (no key file, both kinds given) is a configuration error, not a failed report.
@@ -315,7 +415,8 @@ async function drilledBackup(catalog: Catalog, env: string, report: DrillReport)
     return { ok: false, detail: `backup ${JSON.stringify(id)} cannot be read (${(error as Error).message})` };
   }
   if (!entry) return { ok: false, detail: `backup ${id} is no longer in the catalog (deleted or pruned): run a new drill` };
-  if (entry.metadata.createdAt !== report.backup?.createdAt) return { ok: false, detail: `backup ${id} in the catalog was taken ${entry.metadata.createdAt}, the drill restored one taken ${report.backup?.createdAt}` };
+  if (entry.metadata.createdAt !== report.backup?.createdAt)
+    return { ok: false, detail: `backup ${id} in the catalog was taken ${entry.metadata.createdAt}, the drill restored one taken ${report.backup?.createdAt}` };
   const archive = entry.metadata.files?.postgres;
   const integrity = await entryIntegrity(entry.dir, archive?.name ?? POSTGRES_ARCHIVE_FILE);
   if (integrity.ok && archive?.sha256 && !(await sumsListing(entry.dir)).some((s) => s.file === archive.name && s.sha256 === archive.sha256)) {
@@ -332,9 +433,17 @@ export async function backupsTheGateNeeds(catalog: Catalog, env: string, now = n
   const drills = await listDrillReports(catalog, env);
   const needed = new Map<string, string>();
   const newest = chooseNewestDrill(drills, env, now);
-  const newestPassing = chooseNewestDrill(drills.filter((d) => drillVerdictProblems(d.metadata).length === 0), env, now);
-  for (const [drill, why] of [[newestPassing, 'newest passing drill'], [newest, 'newest drill']] as const) {
-    if (drill?.metadata.mode === 'logical' && drill.metadata.backup?.id && !needed.has(drill.metadata.backup.id)) needed.set(drill.metadata.backup.id, `restored by the ${why} ${drill.id} (the release gate relies on it)`);
+  const newestPassing = chooseNewestDrill(
+    drills.filter((d) => drillVerdictProblems(d.metadata).length === 0),
+    env,
+    now,
+  );
+  for (const [drill, why] of [
+    [newestPassing, 'newest passing drill'],
+    [newest, 'newest drill'],
+  ] as const) {
+    if (drill?.metadata.mode === 'logical' && drill.metadata.backup?.id && !needed.has(drill.metadata.backup.id))
+      needed.set(drill.metadata.backup.id, `restored by the ${why} ${drill.id} (the release gate relies on it)`);
   }
   return needed;
 }

@@ -118,7 +118,9 @@ export async function saveDrillReport(catalog: Catalog, report: DrillReport, sum
   }
   const written = await readFile(join(staged.finalDir, DRILL_REPORT_FILE));
   if (!written.equals(bytes)) {
-    throw failure('DRILL_REPORT_REWRITTEN', `the catalog wrote ${join(staged.finalDir, DRILL_REPORT_FILE)} differently from the bytes listed in SHA256SUMS and signed`, { fix: 'this is a Lifeline bug (the catalog changed how it writes metadata); report it' });
+    throw failure('DRILL_REPORT_REWRITTEN', `the catalog wrote ${join(staged.finalDir, DRILL_REPORT_FILE)} differently from the bytes listed in SHA256SUMS and signed`, {
+      fix: 'this is a Lifeline bug (the catalog changed how it writes metadata); report it',
+    });
   }
   return { id: report.id, dir: staged.finalDir, metadata: report, signing };
 }
@@ -170,7 +172,9 @@ export async function listDrillEntries(catalog: Catalog, env: string): Promise<{
     // A stray file beside the entries (an operator's note) is not a drill; a link or file named like one is.
     if (!info.isDirectory() && drillIdTime(name) === undefined) continue;
     // Fail closed: the listing skipped it, so even a report that reads fine now counts as damaged.
-    const problem = info.isDirectory() ? ((await reportProblem(dir)) ?? `${DRILL_REPORT_FILE} was not readable when the catalog was listed`) : `the entry is ${info.isSymbolicLink() ? 'a symbolic link' : 'not a directory'}`;
+    const problem = info.isDirectory()
+      ? ((await reportProblem(dir)) ?? `${DRILL_REPORT_FILE} was not readable when the catalog was listed`)
+      : `the entry is ${info.isSymbolicLink() ? 'a symbolic link' : 'not a directory'}`;
     // A directory gone by now was removed by a concurrent prune, not damaged.
     if (await lstat(dir).catch(() => undefined)) damaged.push({ id: name, dir, problem });
   }
@@ -198,7 +202,8 @@ async function reportProblem(entryDir: string): Promise<string | undefined> {
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) return `${DRILL_REPORT_FILE} is not a JSON object`;
   const r = doc as Partial<DrillReport>;
   if (typeof r.schemaVersion === 'number' && r.schemaVersion > CATALOG_SCHEMA_VERSION) return `${DRILL_REPORT_FILE} has schema version ${r.schemaVersion}, written by a newer Lifeline`;
-  if (typeof r.createdAt !== 'string' || Number.isNaN(Date.parse(r.createdAt)) || typeof r.schemaVersion !== 'number') return `${DRILL_REPORT_FILE} is not a drill report (no valid createdAt or schemaVersion)`;
+  if (typeof r.createdAt !== 'string' || Number.isNaN(Date.parse(r.createdAt)) || typeof r.schemaVersion !== 'number')
+    return `${DRILL_REPORT_FILE} is not a drill report (no valid createdAt or schemaVersion)`;
   return undefined;
 }
 
@@ -244,7 +249,15 @@ export function objectivesTable(report: DrillReport): Table {
 export function drillsTable(reports: DrillReport[]): Table {
   return {
     headers: ['id', 'created', 'mode', 'backup', 'result', 'RTO', 'RPO'],
-    rows: reports.map((r) => [r.id, r.createdAt, r.mode, r.backup?.id ?? '-', r.passed ? 'passed' : 'FAILED', `${seconds(r.rto.seconds)} / ${seconds(r.rto.targetSeconds)}`, `${seconds(r.rpo.seconds)} / ${seconds(r.rpo.targetSeconds)}`]),
+    rows: reports.map((r) => [
+      r.id,
+      r.createdAt,
+      r.mode,
+      r.backup?.id ?? '-',
+      r.passed ? 'passed' : 'FAILED',
+      `${seconds(r.rto.seconds)} / ${seconds(r.rto.targetSeconds)}`,
+      `${seconds(r.rpo.seconds)} / ${seconds(r.rpo.targetSeconds)}`,
+    ]),
   };
 }
 
@@ -290,10 +303,7 @@ function trendChart(name: 'RTO' | 'RPO', environment: string, recent: DrillRepor
     title: `${name} per drill, ${environment}, in ${unit.name}; ${targetText}`,
     xLabels: recent.map((r) => `${r.createdAt.slice(5, 16).replace('T', ' ')}${r.passed ? '' : ' FAILED'}`),
     yLabel: `${name} (${unit.name})`,
-    series: [
-      { kind: 'bar', values: values.map((v) => (v === null ? 0 : v / unit.per)) },
-      ...(drawTarget ? [{ kind: 'line' as const, values: recent.map(() => target! / unit.per) }] : []),
-    ],
+    series: [{ kind: 'bar', values: values.map((v) => (v === null ? 0 : v / unit.per)) }, ...(drawTarget ? [{ kind: 'line' as const, values: recent.map(() => target! / unit.per) }] : [])],
   });
 }
 

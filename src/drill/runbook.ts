@@ -121,23 +121,23 @@ export function restoreSteps(settings: EnvironmentSettings, mode: RestoreMode = 
       },
     );
   }
-  steps.push(
-    {
-      id: 'check-indexes',
-      title: 'Check every B-tree index (amcheck)',
-      command: `${psql} "$DATABASE_URL" -c 'CREATE EXTENSION IF NOT EXISTS amcheck' -c 'SELECT bt_index_check(c.oid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam WHERE a.amname = $$btree$$ AND i.indisvalid'`,
-      verification: 'no index reports corruption',
-      owner,
-    },
-  );
+  steps.push({
+    id: 'check-indexes',
+    title: 'Check every B-tree index (amcheck)',
+    command: `${psql} "$DATABASE_URL" -c 'CREATE EXTENSION IF NOT EXISTS amcheck' -c 'SELECT bt_index_check(c.oid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam WHERE a.amname = $$btree$$ AND i.indisvalid'`,
+    verification: 'no index reports corruption',
+    owner,
+  });
   // Redis holds runtime data (cache, rate limits, realtime state) that backups snapshot beside the dump.
   if (settings.redis && mode === 'logical') {
     const service = settings.redis.service;
     steps.push({
       id: 'restore-redis',
       title: "Restore Redis from the backup's snapshot",
-      command: service ? `lifeline redis-restore ${flags} --backup <backup-id> --confirm ${service}` : `lifeline redis-restore ${flags} --backup <backup-id> --confirm <redis service> (set redis.service first)`,
-      verification: 'redis-cli PING answers PONG and the key count equals the snapshot\'s (keys with a TTL may have expired)',
+      command: service
+        ? `lifeline redis-restore ${flags} --backup <backup-id> --confirm ${service}`
+        : `lifeline redis-restore ${flags} --backup <backup-id> --confirm <redis service> (set redis.service first)`,
+      verification: "redis-cli PING answers PONG and the key count equals the snapshot's (keys with a TTL may have expired)",
       owner,
     });
   }
@@ -157,9 +157,15 @@ export function restoreSteps(settings: EnvironmentSettings, mode: RestoreMode = 
       command: appCheck
         ? `docker run -d --network host -e ${appCheck.databaseUrlEnv}=<restored database URL> ${appCheck.image ?? `<the ${api.name} image of the running release>`}${appCheck.command ? ` ${appCheck.command.join(' ')}` : ''}`
         : `${compose} up -d ${api.name}`,
-      verification: appCheck ? `${appCheck.healthUrl} answers 2xx within ${formatDuration(appCheck.timeoutSeconds)}` : api.healthUrl ? `${api.healthUrl} answers 2xx` : 'the api service reports healthy',
+      verification: appCheck
+        ? `${appCheck.healthUrl} answers 2xx within ${formatDuration(appCheck.timeoutSeconds)}`
+        : api.healthUrl
+          ? `${api.healthUrl} answers 2xx`
+          : 'the api service reports healthy',
       owner,
-      ...(appCheck && mode === 'logical' ? {} : { drillSkips: appCheck ? 'the point-in-time cluster listens on a Unix socket only, which the application container cannot reach' : 'no drill.appCheck configured' }),
+      ...(appCheck && mode === 'logical'
+        ? {}
+        : { drillSkips: appCheck ? 'the point-in-time cluster listens on a Unix socket only, which the application container cannot reach' : 'no drill.appCheck configured' }),
     },
     {
       id: 'switch-over',
@@ -207,7 +213,10 @@ function priorityTable(runbook: RunbookEnvironment[]) {
 }
 
 function stepsTable(steps: RunbookStep[]) {
-  return { headers: ['#', 'step', 'command', 'verification', 'owner', 'drill'], rows: steps.map((s, i) => [String(i + 1), s.title, s.command, s.verification, s.owner, s.drillSkips ? `skipped: ${s.drillSkips}` : 'exercised']) };
+  return {
+    headers: ['#', 'step', 'command', 'verification', 'owner', 'drill'],
+    rows: steps.map((s, i) => [String(i + 1), s.title, s.command, s.verification, s.owner, s.drillSkips ? `skipped: ${s.drillSkips}` : 'exercised']),
+  };
 }
 
 /** The restore order lists every environment; `only` limits the step lists to some of them. */

@@ -11,17 +11,7 @@ import { parseImageReference } from './image-ref';
 import { resolveImageDigest, type RegistryAuth } from './registry';
 import { buildStatement, serializeStatement } from './statement';
 import { sha256Hex } from './digest';
-import {
-  BUNDLE_FILE,
-  IN_TOTO_PAYLOAD_TYPE,
-  MANIFEST_FILE,
-  RELEASE_METADATA_FILE,
-  SERVICE_ROLES,
-  type ReleaseImages,
-  type ReleaseManifest,
-  type ReleaseMetadata,
-  type WorkflowRun,
-} from './types';
+import { BUNDLE_FILE, IN_TOTO_PAYLOAD_TYPE, MANIFEST_FILE, RELEASE_METADATA_FILE, SERVICE_ROLES, type ReleaseImages, type ReleaseManifest, type ReleaseMetadata, type WorkflowRun } from './types';
 
 /**
  * `'keyless'` signs with the GitHub OIDC identity (needs `githubOidc`) on the public-good
@@ -90,7 +80,10 @@ export async function createReleaseManifest(options: CreateReleaseOptions): Prom
       return await new DSSEBundleBuilder({ signer: signing.signer, witnesses: signing.witnesses }).create({ data: payload, type: IN_TOTO_PAYLOAD_TYPE });
     } catch (error) {
       if (isLifelineError(error)) throw error;
-      throw failure('SIGNING_FAILED', `signing the manifest failed: ${(error as Error).message}`, { cause: error, fix: signing.kind === 'key' ? 'check the signing key' : 'check the job has "permissions: id-token: write" and that Fulcio, Rekor or the TSA are reachable' });
+      throw failure('SIGNING_FAILED', `signing the manifest failed: ${(error as Error).message}`, {
+        cause: error,
+        fix: signing.kind === 'key' ? 'check the signing key' : 'check the job has "permissions: id-token: write" and that Fulcio, Rekor or the TSA are reachable',
+      });
     }
   });
 
@@ -123,14 +116,22 @@ export async function createReleaseManifest(options: CreateReleaseOptions): Prom
  * Signs any payload the way release manifests are signed (a DSSE envelope in a Sigstore bundle,
  * key-based or keyless) and returns the bundle as JSON text; drill reports use it.
  */
-export async function signDssePayload(options: Pick<CreateReleaseOptions, 'signer' | 'githubOidc' | 'logger'>, payload: Buffer, payloadType: string, what: string): Promise<{ kind: 'key' | 'keyless'; bundleJson: string }> {
+export async function signDssePayload(
+  options: Pick<CreateReleaseOptions, 'signer' | 'githubOidc' | 'logger'>,
+  payload: Buffer,
+  payloadType: string,
+  what: string,
+): Promise<{ kind: 'key' | 'keyless'; bundleJson: string }> {
   const signing = await prepareSigner(options);
   try {
     const bundle = await new DSSEBundleBuilder({ signer: signing.signer, witnesses: signing.witnesses }).create({ data: payload, type: payloadType });
     return { kind: signing.kind, bundleJson: `${JSON.stringify(bundleToJSON(bundle), null, 2)}\n` };
   } catch (error) {
     if (isLifelineError(error)) throw error;
-    throw failure('SIGNING_FAILED', `signing the ${what} failed: ${(error as Error).message}`, { cause: error, fix: signing.kind === 'key' ? 'check the signing key' : 'check the job has "permissions: id-token: write" and that Fulcio, Rekor or the TSA are reachable' });
+    throw failure('SIGNING_FAILED', `signing the ${what} failed: ${(error as Error).message}`, {
+      cause: error,
+      fix: signing.kind === 'key' ? 'check the signing key' : 'check the job has "permissions: id-token: write" and that Fulcio, Rekor or the TSA are reachable',
+    });
   }
 }
 
@@ -161,14 +162,22 @@ export async function backupReference(catalog: Catalog, env: string, id: string)
     metadata = JSON.parse(await readFile(path, 'utf8'));
   } catch (error) {
     const missing = (error as NodeJS.ErrnoException).code === 'ENOENT';
-    throw usageError('BACKUP_NOT_FOUND', missing ? `backup ${id} does not exist in environment ${env} (${path})` : `${path} is not valid JSON`, 'pass the id of a complete backup (lifeline backups lists them)');
+    throw usageError(
+      'BACKUP_NOT_FOUND',
+      missing ? `backup ${id} does not exist in environment ${env} (${path})` : `${path} is not valid JSON`,
+      'pass the id of a complete backup (lifeline backups lists them)',
+    );
   }
   const sha256 = metadata.files?.postgres?.sha256;
   if (typeof sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(sha256)) {
     throw usageError('BACKUP_NO_CHECKSUM', `backup ${id} has no PostgreSQL sha256 in ${path}`, 'pass the id of a complete, verified backup');
   }
   if (metadata.verified?.ok === false) {
-    throw usageError('BACKUP_FAILED_VERIFICATION', `backup ${id} failed its last verification`, 'take a new backup and name it in the manifest; a release must not point at a backup that cannot be restored');
+    throw usageError(
+      'BACKUP_FAILED_VERIFICATION',
+      `backup ${id} failed its last verification`,
+      'take a new backup and name it in the manifest; a release must not point at a backup that cannot be restored',
+    );
   }
   return { id, sha256 };
 }

@@ -15,12 +15,18 @@ export function generateSigningKeyPair(): { privateKeyPem: string; publicKeyPem:
 /** The key id a bundle carries as its public key hint: sha256 of the DER SubjectPublicKeyInfo, hex. */
 export function publicKeyHint(key: KeyObject): string {
   const publicKey = key.type === 'private' ? createPublicKey(key) : key;
-  return createHash('sha256').update(publicKey.export({ format: 'der', type: 'spki' })).digest('hex');
+  return createHash('sha256')
+    .update(publicKey.export({ format: 'der', type: 'spki' }))
+    .digest('hex');
 }
 
 function assertP256(key: KeyObject, what: string): void {
   if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
-    throw usageError('BAD_SIGNING_KEY', `${what} is not an ECDSA P-256 key`, 'generate one with `openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt` or `lifeline manifest keygen`');
+    throw usageError(
+      'BAD_SIGNING_KEY',
+      `${what} is not an ECDSA P-256 key`,
+      'generate one with `openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt` or `lifeline manifest keygen`',
+    );
   }
 }
 
@@ -31,7 +37,11 @@ export async function loadSigningKey(pemOrPath: string): Promise<KeyObject> {
   try {
     key = createPrivateKey({ key: pem, format: 'pem' });
   } catch (error) {
-    throw usageError('BAD_SIGNING_KEY', `the signing key is not a readable unencrypted PEM private key (${(error as Error).message})`, 'pass an unencrypted PKCS#8 or SEC1 PEM ECDSA P-256 private key, or the path of one');
+    throw usageError(
+      'BAD_SIGNING_KEY',
+      `the signing key is not a readable unencrypted PEM private key (${(error as Error).message})`,
+      'pass an unencrypted PKCS#8 or SEC1 PEM ECDSA P-256 private key, or the path of one',
+    );
   }
   assertP256(key, 'the signing key');
   return key;
@@ -53,7 +63,11 @@ async function readKeyFile(path: string, what: string): Promise<string> {
   try {
     return await readFile(path, 'utf8');
   } catch (error) {
-    throw usageError('KEY_FILE_UNREADABLE', `cannot read the ${what} file ${path} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`, `pass the path of the ${what} PEM file${what === 'signing key' ? ', or the PEM itself from a secret' : ''}`);
+    throw usageError(
+      'KEY_FILE_UNREADABLE',
+      `cannot read the ${what} file ${path} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`,
+      `pass the path of the ${what} PEM file${what === 'signing key' ? ', or the PEM itself from a secret' : ''}`,
+    );
   }
 }
 

@@ -46,8 +46,7 @@ export async function resolveImageDigest(reference: string, options: { auth?: Re
       'push the image first, check the registry credentials, or pass the image by digest (registry/repo@sha256:...); a manifest is never written with a bare tag',
       cause ? { cause: String(cause) } : undefined,
     );
-  const request = (authorization?: string) =>
-    doFetch(url, { method: 'HEAD', headers: { Accept: MANIFEST_ACCEPT, ...(authorization ? { Authorization: authorization } : {}) }, redirect: 'follow' });
+  const request = (authorization?: string) => doFetch(url, { method: 'HEAD', headers: { Accept: MANIFEST_ACCEPT, ...(authorization ? { Authorization: authorization } : {}) }, redirect: 'follow' });
 
   let response: Response;
   try {
@@ -94,7 +93,11 @@ async function answerChallenge(header: string | null, ref: ImageReference, auth:
   tokenUrl.searchParams.set('scope', params.scope ?? `repository:${ref.repository}:pull`);
   const tokenResponse = await doFetch(tokenUrl, { headers: basicHeader(auth) ? { Authorization: basicHeader(auth)! } : {} });
   if (!tokenResponse.ok) {
-    throw usageError('REGISTRY_TOKEN', `the registry's token service ${tokenUrl.origin} answered HTTP ${tokenResponse.status}`, 'check the registry credentials (registry-username / registry-password)');
+    throw usageError(
+      'REGISTRY_TOKEN',
+      `the registry's token service ${tokenUrl.origin} answered HTTP ${tokenResponse.status}`,
+      'check the registry credentials (registry-username / registry-password)',
+    );
   }
   const body = (await tokenResponse.json()) as { token?: string; access_token?: string };
   const token = body.token ?? body.access_token;

@@ -48,7 +48,8 @@ const PINNED = /^[^@\s]+@sha256:[0-9a-f]{64}$/;
  * not match the images) fails: deploy must never act on a manifest it only half understands.
  */
 export function parseVerifiedStatement(payload: Buffer): ReleaseManifest {
-  const invalid = (code: CodeOf<'failed'>, why: string) => failure(code, `the signed manifest is not usable: ${why}`, { fix: 'create a new manifest with `lifeline manifest create`; do not edit signed manifests' });
+  const invalid = (code: CodeOf<'failed'>, why: string) =>
+    failure(code, `the signed manifest is not usable: ${why}`, { fix: 'create a new manifest with `lifeline manifest create`; do not edit signed manifests' });
   let statement: Record<string, unknown>;
   try {
     statement = JSON.parse(payload.toString('utf8')) as Record<string, unknown>;
@@ -56,7 +57,8 @@ export function parseVerifiedStatement(payload: Buffer): ReleaseManifest {
     throw invalid('MANIFEST_NOT_JSON', 'the payload is not JSON');
   }
   if (statement._type !== IN_TOTO_STATEMENT_TYPE) throw invalid('MANIFEST_WRONG_TYPE', `_type is ${JSON.stringify(statement._type)}, expected ${IN_TOTO_STATEMENT_TYPE}`);
-  if (statement.predicateType !== LIFELINE_PREDICATE_TYPE) throw invalid('MANIFEST_WRONG_PREDICATE', `predicateType is ${JSON.stringify(statement.predicateType)}, expected ${LIFELINE_PREDICATE_TYPE}`);
+  if (statement.predicateType !== LIFELINE_PREDICATE_TYPE)
+    throw invalid('MANIFEST_WRONG_PREDICATE', `predicateType is ${JSON.stringify(statement.predicateType)}, expected ${LIFELINE_PREDICATE_TYPE}`);
   const parsed = predicateSchema.safeParse(statement.predicate);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;

@@ -31,10 +31,15 @@ export async function loadTrustedRoot(path: string | undefined): Promise<Trusted
     try {
       json = JSON.parse(await readFile(path, 'utf8'));
     } catch (error) {
-      throw usageError('BAD_TRUSTED_ROOT', `cannot read the trusted root ${path} (${(error as Error).message})`, 'pass a Sigstore trusted_root.json (e.g. from `sigstore-js` or `cosign trusted-root create`)');
+      throw usageError(
+        'BAD_TRUSTED_ROOT',
+        `cannot read the trusted root ${path} (${(error as Error).message})`,
+        'pass a Sigstore trusted_root.json (e.g. from `sigstore-js` or `cosign trusted-root create`)',
+      );
     }
     const root = TrustedRoot.fromJSON(json);
-    if (root.certificateAuthorities.length === 0) throw usageError('BAD_TRUSTED_ROOT', `${path} lists no certificate authority`, 'pass a trusted root with the Fulcio certificate authority that issued the signing certificates');
+    if (root.certificateAuthorities.length === 0)
+      throw usageError('BAD_TRUSTED_ROOT', `${path} lists no certificate authority`, 'pass a trusted root with the Fulcio certificate authority that issued the signing certificates');
     return root;
   }
   try {

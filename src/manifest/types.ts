@@ -52,9 +52,7 @@ export interface InTotoStatement {
  * and optionally the exact source repository and ref the certificate must name: a reusable
  * workflow's identity is the same for every repository that calls it).
  */
-export type VerificationPolicy =
-  | { publicKey: string }
-  | { certificateIdentity: string | string[]; certificateOidcIssuer: string; trustedRoot?: string; sourceRepository?: string; sourceRef?: string };
+export type VerificationPolicy = { publicKey: string } | { certificateIdentity: string | string[]; certificateOidcIssuer: string; trustedRoot?: string; sourceRepository?: string; sourceRef?: string };
 
 export interface VerifiedRelease {
   /** The predicate, taken only from the verified payload. */

@@ -26,8 +26,7 @@ export interface VerifyReleaseOptions {
 }
 
 type PreparedPolicy =
-  | { kind: 'key'; key: KeyObject; hint: string; path: string }
-  | { kind: 'certificate'; identities: string[]; issuer: string; root: TrustedRoot; sourceRepository?: string; sourceRef?: string };
+  { kind: 'key'; key: KeyObject; hint: string; path: string } | { kind: 'certificate'; identities: string[]; issuer: string; root: TrustedRoot; sourceRepository?: string; sourceRef?: string };
 
 /** Fulcio's certificate extensions for the source repository URI and ref (DER UTF8String values). */
 const SOURCE_EXTENSIONS = { sourceRepository: { oid: '1.3.6.1.4.1.57264.1.12', what: 'source repository' }, sourceRef: { oid: '1.3.6.1.4.1.57264.1.14', what: 'source repository ref' } } as const;
@@ -41,7 +40,11 @@ export async function verifyReleaseManifest(options: VerifyReleaseOptions): Prom
   const policy = await preparePolicy(options.policy);
   const entry = await catalog.get(env, 'releases', release, RELEASE_METADATA_FILE);
   if (!entry) {
-    throw usageError('RELEASE_NOT_FOUND', `release ${release} has no manifest in environment ${env}`, `create it with lifeline manifest create --env ${env} --release ${release}, or pick a release the catalog lists`);
+    throw usageError(
+      'RELEASE_NOT_FOUND',
+      `release ${release} has no manifest in environment ${env}`,
+      `create it with lifeline manifest create --env ${env} --release ${release}, or pick a release the catalog lists`,
+    );
   }
   const manifestPath = join(entry.dir, MANIFEST_FILE);
   const bundlePath = join(entry.dir, BUNDLE_FILE);
@@ -50,7 +53,8 @@ export async function verifyReleaseManifest(options: VerifyReleaseOptions): Prom
   if (bundle.content.$case !== 'dsseEnvelope') throw notVerifiedRelease('MANIFEST_NOT_DSSE', 'the bundle does not hold a DSSE envelope');
   const envelope = bundle.content.dsseEnvelope;
   // The verifier signs over whatever payloadType says; only ours may be accepted.
-  if (envelope.payloadType !== IN_TOTO_PAYLOAD_TYPE) throw notVerifiedRelease('MANIFEST_WRONG_PAYLOAD_TYPE', `the DSSE payloadType is ${JSON.stringify(envelope.payloadType)}, expected ${IN_TOTO_PAYLOAD_TYPE}`);
+  if (envelope.payloadType !== IN_TOTO_PAYLOAD_TYPE)
+    throw notVerifiedRelease('MANIFEST_WRONG_PAYLOAD_TYPE', `the DSSE payloadType is ${JSON.stringify(envelope.payloadType)}, expected ${IN_TOTO_PAYLOAD_TYPE}`);
 
   const signer = verifyBundle(bundle, policy);
   const payload = Buffer.from(envelope.payload);
@@ -93,7 +97,11 @@ async function preparePolicy(policy: VerificationPolicy): Promise<PreparedPolicy
     return { kind: 'key', key, hint: publicKeyHint(key), path: raw.publicKey! };
   }
   if (!identities.length || !raw.certificateOidcIssuer) {
-    throw usageError('BAD_VERIFICATION_POLICY', 'a certificate policy needs both the identity and the OIDC issuer', 'pass --certificate-identity https://github.com/OWNER/REPO/.github/workflows/deploy.yml@refs/heads/main and --certificate-oidc-issuer https://token.actions.githubusercontent.com');
+    throw usageError(
+      'BAD_VERIFICATION_POLICY',
+      'a certificate policy needs both the identity and the OIDC issuer',
+      'pass --certificate-identity https://github.com/OWNER/REPO/.github/workflows/deploy.yml@refs/heads/main and --certificate-oidc-issuer https://token.actions.githubusercontent.com',
+    );
   }
   return {
     kind: 'certificate',
@@ -130,16 +138,30 @@ export interface VerifiedFile {
  * hold a DSSE envelope of `payloadType`, signed as the policy demands, whose payload is exactly
  * the file's bytes. Failures are exit 1 with codes `<codePrefix>_...`; a bad policy is exit 2.
  */
-export async function verifySignedFile(options: { filePath: string; bundlePath: string; payloadType: string; policy: VerificationPolicy; what: string; codePrefix: 'DRILL_REPORT' }): Promise<VerifiedFile> {
+export async function verifySignedFile(options: {
+  filePath: string;
+  bundlePath: string;
+  payloadType: string;
+  policy: VerificationPolicy;
+  what: string;
+  codePrefix: 'DRILL_REPORT';
+}): Promise<VerifiedFile> {
   const policy = await preparePolicy(options.policy);
   const fail = (code: `MANIFEST_${SignedFileCode}`, why: string, cause?: unknown) =>
-    failure(code.replace(/^MANIFEST_/, `${options.codePrefix}_`) as `DRILL_REPORT_${SignedFileCode}`, `${options.what} signature verification failed: ${why}`, { cause, fix: `do not trust this ${options.what}; produce a new one with the configured signer, or check the verification policy (manifest: in lifeline.yml)` });
+    failure(code.replace(/^MANIFEST_/, `${options.codePrefix}_`) as `DRILL_REPORT_${SignedFileCode}`, `${options.what} signature verification failed: ${why}`, {
+      cause,
+      fix: `do not trust this ${options.what}; produce a new one with the configured signer, or check the verification policy (manifest: in lifeline.yml)`,
+    });
   let bundle: Bundle;
   try {
     bundle = bundleFromJSON(JSON.parse(await readFile(options.bundlePath, 'utf8')));
   } catch (error) {
     const missing = (error as NodeJS.ErrnoException).code === 'ENOENT';
-    throw fail(missing ? 'MANIFEST_UNSIGNED' : 'MANIFEST_BAD_BUNDLE', missing ? `it is not signed (${options.bundlePath} is missing)` : `${options.bundlePath} is not a valid Sigstore bundle (${(error as Error).message})`, error);
+    throw fail(
+      missing ? 'MANIFEST_UNSIGNED' : 'MANIFEST_BAD_BUNDLE',
+      missing ? `it is not signed (${options.bundlePath} is missing)` : `${options.bundlePath} is not a valid Sigstore bundle (${(error as Error).message})`,
+      error,
+    );
   }
   if (bundle.content.$case !== 'dsseEnvelope') throw fail('MANIFEST_NOT_DSSE', 'the bundle does not hold a DSSE envelope');
   const envelope = bundle.content.dsseEnvelope;
@@ -151,7 +173,11 @@ export async function verifySignedFile(options: { filePath: string; bundlePath: 
   return { signer, payload };
 }
 
-function verifyBundle(bundle: Bundle, policy: PreparedPolicy, notVerified: (code: `MANIFEST_${SignedFileCode}`, why: string, cause?: unknown) => LifelineError = notVerifiedRelease): VerifiedRelease['signer'] {
+function verifyBundle(
+  bundle: Bundle,
+  policy: PreparedPolicy,
+  notVerified: (code: `MANIFEST_${SignedFileCode}`, why: string, cause?: unknown) => LifelineError = notVerifiedRelease,
+): VerifiedRelease['signer'] {
   const material = bundle.verificationMaterial.content;
   const bundleHint = material.$case === 'publicKey' ? material.publicKey.hint : undefined;
   if (policy.kind === 'key' && material.$case !== 'publicKey') throw notVerified('MANIFEST_SIGNER_KIND', 'it was signed keyless (with a certificate), but the policy expects a public key');
@@ -197,7 +223,9 @@ function policyMismatch(message: string, policy: Extract<PreparedPolicy, { kind:
     if (message.includes(SOURCE_EXTENSIONS[name].oid)) return `the certificate's ${SOURCE_EXTENSIONS[name].what} is not exactly ${policy[name]}`;
   }
   if (/extension/.test(message)) return `the certificate's OIDC issuer is not ${policy.issuer}`;
-  return policy.identities.length === 1 ? `the certificate identity is not exactly ${policy.identities[0]}` : `the certificate identity is none of the ${policy.identities.length} trusted identities (${policy.identities.join(', ')})`;
+  return policy.identities.length === 1
+    ? `the certificate identity is not exactly ${policy.identities[0]}`
+    : `the certificate identity is none of the ${policy.identities.length} trusted identities (${policy.identities.join(', ')})`;
 }
 
 /** The DER encoding of a UTF8String, the form Fulcio gives its newer extension values. */

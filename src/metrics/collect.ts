@@ -95,7 +95,10 @@ export function metricFamilies(environments: EnvironmentFacts[], now: Date): Met
     push(f.rtoTarget, labels, env.settings.rtoSeconds);
     push(f.drillMaxAge, labels, env.settings.drill.maxAgeSeconds);
     // A drill dated in the future is no evidence of anything: it is not "the newest".
-    const drills = env.drills.map((d) => d.metadata).filter((d) => seconds(d.createdAt) <= nowSeconds + 300).sort((a, b) => b.createdAt.localeCompare(a.createdAt));
+    const drills = env.drills
+      .map((d) => d.metadata)
+      .filter((d) => seconds(d.createdAt) <= nowSeconds + 300)
+      .sort((a, b) => b.createdAt.localeCompare(a.createdAt));
     const drill = drills[0];
     if (drill) {
       push(f.drillLast, labels, seconds(drill.createdAt));

@@ -36,7 +36,10 @@ export async function deliver(url: string, init: { method: 'GET' | 'POST'; body?
       // A receiver that refuses the message will refuse it again.
       if (response.status >= 400 && response.status < 500 && response.status !== 429) break;
     } catch (error) {
-      last = (error as Error).name === 'TimeoutError' ? `no answer within ${Math.round((options.timeoutMs ?? DELIVERY_TIMEOUT_MS) / 1000)}s` : ((error as Error).cause as Error | undefined)?.message ?? (error as Error).message;
+      last =
+        (error as Error).name === 'TimeoutError'
+          ? `no answer within ${Math.round((options.timeoutMs ?? DELIVERY_TIMEOUT_MS) / 1000)}s`
+          : (((error as Error).cause as Error | undefined)?.message ?? (error as Error).message);
     }
   }
   options.logger.warn(`could not deliver the ${what} to ${hostOf(url)} (${last}); the command's result is unchanged`);

@@ -63,7 +63,9 @@ $fn$`);
     const unchecked = this.checked.size ? ` AND c.oid <> ALL('{${[...this.checked].join(',')}}'::oid[])` : '';
     const from = `${BTREE_INDEXES}${unchecked}`;
     if (options.alone !== false) {
-      const rows = await this.session.query<{ oid: string; index: string; error: string | null }>(`SELECT c.oid::text AS oid, c.oid::regclass::text AS index, pg_temp.lifeline_index_error(c.oid::regclass) AS error ${from} ORDER BY 2`);
+      const rows = await this.session.query<{ oid: string; index: string; error: string | null }>(
+        `SELECT c.oid::text AS oid, c.oid::regclass::text AS index, pg_temp.lifeline_index_error(c.oid::regclass) AS error ${from} ORDER BY 2`,
+      );
       for (const row of rows) this.record(row.oid, row.index, row.error);
       return;
     }
@@ -115,7 +117,12 @@ function summarize(checked: number, found: { index: string; error: string }[], s
   return {
     name: INDEX_CHECK_NAME,
     passed: broken.length === 0,
-    detail: broken.length ? `${broken.length} of ${checked} indexes fail: ${broken.slice(0, 3).map((b) => `${b.index} (${b.error})`).join('; ')}` : `${checked} indexes intact`,
+    detail: broken.length
+      ? `${broken.length} of ${checked} indexes fail: ${broken
+          .slice(0, 3)
+          .map((b) => `${b.index} (${b.error})`)
+          .join('; ')}`
+      : `${checked} indexes intact`,
     checked,
     broken,
   };

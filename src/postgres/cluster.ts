@@ -57,7 +57,9 @@ function lookupUser(name: string): { uid: number; gid: number } {
     const parts = line.split(':');
     if (parts[0] === name) return { uid: Number(parts[2]), gid: Number(parts[3]) };
   }
-  throw failure('NO_POSTGRES_USER', `there is no "${name}" OS user to run a throwaway PostgreSQL cluster as root`, { fix: 'install the postgresql package (it creates the user), or run Lifeline as a non-root user' });
+  throw failure('NO_POSTGRES_USER', `there is no "${name}" OS user to run a throwaway PostgreSQL cluster as root`, {
+    fix: 'install the postgresql package (it creates the user), or run Lifeline as a non-root user',
+  });
 }
 
 /**
@@ -68,7 +70,9 @@ function lookupUser(name: string): { uid: number; gid: number } {
 export async function startThrowawayCluster(options: ClusterOptions = {}): Promise<ThrowawayCluster> {
   const binDir = findServerBinDir(options.binDir);
   if (!binDir) {
-    throw failure('NO_POSTGRES_SERVER', 'no PostgreSQL server binaries (initdb, pg_ctl) were found', { fix: 'install them (Debian: apt-get install postgresql) or set postgres.binDir in lifeline.yml' });
+    throw failure('NO_POSTGRES_SERVER', 'no PostgreSQL server binaries (initdb, pg_ctl) were found', {
+      fix: 'install them (Debian: apt-get install postgresql) or set postgres.binDir in lifeline.yml',
+    });
   }
   if (!options.parentDir) sweepAbandonedTrash(tmpdir());
   const base = mkdtempSync(join(options.parentDir ?? tmpdir(), 'lifeline-pg-'));

@@ -19,7 +19,9 @@ export function environmentConnection(settings: EnvironmentSettings): PgConnecti
     throw usageError(
       'NO_DATABASE_URL',
       named ? `no PostgreSQL URL for environment ${settings.name}: ${named} (its postgres.urlEnv) is not set` : `no PostgreSQL URL for environment ${settings.name}`,
-      named ? `set ${named}, or pass --database-url postgres://user:password@host:5432/dbname` : 'pass --database-url postgres://user:password@host:5432/dbname, set DATABASE_URL, or set postgres.urlEnv in lifeline.yml',
+      named
+        ? `set ${named}, or pass --database-url postgres://user:password@host:5432/dbname`
+        : 'pass --database-url postgres://user:password@host:5432/dbname, set DATABASE_URL, or set postgres.urlEnv in lifeline.yml',
     );
   }
   const conn = parsePgUrl(settings.postgres.url);
@@ -62,7 +64,13 @@ export async function serviceContainerId(compose: ComposeSettings, service: stri
     // Anything but exactly one container goes on to Compose itself, for its diagnostics.
     const labels = [`com.docker.compose.project=${normalizeProjectName(compose.projectName)}`, `com.docker.compose.service=${service}`, 'com.docker.compose.oneoff=False'];
     const byLabel = await runText(new LocalRunner(), { tool: 'docker', args: ['ps', '-q', '--no-trunc', ...labels.flatMap((l) => ['--filter', `label=${l}`])] }).catch(() => undefined);
-    const found = byLabel?.exitCode === 0 ? byLabel.stdout.split('\n').map((l) => l.trim()).filter(Boolean) : [];
+    const found =
+      byLabel?.exitCode === 0
+        ? byLabel.stdout
+            .split('\n')
+            .map((l) => l.trim())
+            .filter(Boolean)
+        : [];
     if (found.length === 1) return found[0]!;
   }
   const command = await composeCommand(compose.command);
@@ -75,7 +83,10 @@ export async function serviceContainerId(compose: ComposeSettings, service: stri
       fix: 'check compose.files and compose.projectName in lifeline.yml (they must name the running stack), and that Docker is reachable (DOCKER_HOST)',
     });
   }
-  const ids = ps.stdout.split('\n').map((l) => l.trim()).filter(Boolean);
+  const ids = ps.stdout
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
   if (ids.length === 0) {
     throw failure('SERVICE_NOT_RUNNING', `Compose service ${service} has no container in ${compose.projectName ? `project ${compose.projectName}` : 'the stack'}`, {
       fix: `start it (${hint(`up -d ${service}`)}), or check the service name (postgres.service / redis.service) and compose.projectName in lifeline.yml`,

@@ -6,7 +6,8 @@ import { LocalRunner, runText, type ContainerRunner, type Runner } from '../runn
 import { containerImage, secretStdin, startThrowawayContainer, waitForContainer } from '../runner/throwaway-container';
 
 /** Where the start script looks for initdb when the image's PATH lacks it (Debian, source builds, Bitnami). */
-const FIND_SERVER = 'command -v initdb >/dev/null 2>&1 || for p in /usr/lib/postgresql/*/bin /usr/local/pgsql/bin /opt/bitnami/postgresql/bin; do [ -x "$p/initdb" ] && PATH="$p:$PATH"; done; command -v initdb >/dev/null 2>&1 || { echo "lifeline: initdb: not found in the image" >&2; exit 127; }';
+const FIND_SERVER =
+  'command -v initdb >/dev/null 2>&1 || for p in /usr/lib/postgresql/*/bin /usr/local/pgsql/bin /opt/bitnami/postgresql/bin; do [ -x "$p/initdb" ] && PATH="$p:$PATH"; done; command -v initdb >/dev/null 2>&1 || { echo "lifeline: initdb: not found in the image" >&2; exit 127; }';
 
 /**
  * The start script: the password arrives as the first line of stdin into a 0600 file, initdb uses
@@ -53,7 +54,7 @@ export async function startContainerCluster(options: { image: string; nameSuffix
     // initdb refuses root; the official images (and Debian's) have this user.
     user: 'postgres',
     purpose: options.purpose,
-    where: 'the drill\'s throwaway PostgreSQL container',
+    where: "the drill's throwaway PostgreSQL container",
     docker: options.docker,
   });
   const conn: PgConnection = { host: '127.0.0.1', port, user: 'postgres', password, database: 'postgres', params: {} };
@@ -61,7 +62,11 @@ export async function startContainerCluster(options: { image: string; nameSuffix
     await waitForContainer(
       container,
       async () => {
-        const r = await runText(container.runner, { tool: 'psql', args: ['-X', '-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-d', 'postgres', '-Atc', 'SELECT 1'], env: { PGPASSWORD: password } });
+        const r = await runText(container.runner, {
+          tool: 'psql',
+          args: ['-X', '-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-d', 'postgres', '-Atc', 'SELECT 1'],
+          env: { PGPASSWORD: password },
+        });
         return r.exitCode === 0 && r.stdout.trim() === '1';
       },
       'PostgreSQL',
@@ -82,10 +87,24 @@ export async function drillServerImage(serviceRunner: ContainerRunner, service: 
   const image = await containerImage(serviceRunner.container, docker);
   const probe = await runText(docker, {
     tool: 'docker',
-    args: ['run', '--rm', '--network', 'none', '--user', 'postgres', '--entrypoint', 'sh', image, '-c', `${FIND_SERVER}; for t in postgres psql pg_restore; do command -v "$t" >/dev/null 2>&1 || { echo "lifeline: $t: not found in the image" >&2; exit 127; }; done`],
+    args: [
+      'run',
+      '--rm',
+      '--network',
+      'none',
+      '--user',
+      'postgres',
+      '--entrypoint',
+      'sh',
+      image,
+      '-c',
+      `${FIND_SERVER}; for t in postgres psql pg_restore; do command -v "$t" >/dev/null 2>&1 || { echo "lifeline: $t: not found in the image" >&2; exit 127; }; done`,
+    ],
   }).catch((error: Error) => ({ exitCode: 1, signal: null, stderr: error.message, stdout: '' }));
   if (probe.exitCode !== 0) {
-    const why = /unable to find user postgres|no matching entries in passwd/i.test(probe.stderr) ? 'the image has no postgres user (initdb refuses root)' : probe.stderr.trim().split('\n').slice(-2).join('; ') || `docker run exit ${probe.exitCode}`;
+    const why = /unable to find user postgres|no matching entries in passwd/i.test(probe.stderr)
+      ? 'the image has no postgres user (initdb refuses root)'
+      : probe.stderr.trim().split('\n').slice(-2).join('; ') || `docker run exit ${probe.exitCode}`;
     throw usageError(
       'DRILL_IMAGE_UNUSABLE',
       `the drill cannot start a throwaway PostgreSQL from the image of service ${service} (${image.slice(7, 19)}): ${why}; nothing was restored and no drill report was written`,

@@ -6,7 +6,10 @@ const LOOPBACK = new Set(['localhost', '127.0.0.1', '::1', '0:0:0:0:0:0:0:1', ''
 
 /** Loopback names (and Unix sockets, which are local by definition) are one host. */
 export function normalizeHost(host: string): string {
-  const h = host.trim().toLowerCase().replace(/^\[|\]$/g, '');
+  const h = host
+    .trim()
+    .toLowerCase()
+    .replace(/^\[|\]$/g, '');
   if (LOOPBACK.has(h) || h.startsWith('/') || /^127\.\d+\.\d+\.\d+$/.test(h)) return 'loopback';
   return h;
 }

@@ -90,7 +90,10 @@ export async function migrationHead(session: PsqlSession, query?: string): Promi
     try {
       rows = await session.query(query);
     } catch (error) {
-      throw failure('MIGRATION_HEAD_QUERY', `the migration head query failed: ${(error as Error).message}`, { fix: 'check postgres.migrationHeadQuery in lifeline.yml (it must return one value, e.g. SELECT version_num FROM alembic_version)', cause: error });
+      throw failure('MIGRATION_HEAD_QUERY', `the migration head query failed: ${(error as Error).message}`, {
+        fix: 'check postgres.migrationHeadQuery in lifeline.yml (it must return one value, e.g. SELECT version_num FROM alembic_version)',
+        cause: error,
+      });
     }
     const values = rows.map((r) => Object.values(r)[0]).filter((v) => v !== null && v !== undefined);
     return values.length ? values.map(String).join(',') : null;
@@ -118,11 +121,12 @@ export async function toolVersion(runner: Runner, tool: 'pg_dump' | 'pg_restore'
   const result = await runText(runner, { tool, args: ['--version'] });
   const match = /\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?\S*/.exec(result.stdout);
   if (result.exitCode !== 0 || !match) {
-    throw failure('TOOL_VERSION', `could not read ${tool}'s version (${runner.where}): ${result.stderr || result.stdout}`, { fix: `install the PostgreSQL client tools (Debian: postgresql-client) or set postgres.binDir` });
+    throw failure('TOOL_VERSION', `could not read ${tool}'s version (${runner.where}): ${result.stderr || result.stdout}`, {
+      fix: `install the PostgreSQL client tools (Debian: postgresql-client) or set postgres.binDir`,
+    });
   }
   return { version: match[0].replace(/^\(PostgreSQL\)\s+/, ''), major: Number(match[1]) };
 }
-
 
 /**
  * ANALYZE of every user table, spread over `parallel` sessions (largest first, each table to the
@@ -138,10 +142,15 @@ export async function analyzeUserTables(open: () => PsqlSession, parallel = 2): 
         WHERE c.relkind IN ('r', 'm', 'p') AND ${USER_SCHEMA_FILTER}
         ORDER BY 2 DESC, 1`,
     );
-    await inSessions(first, open, spreadBySize(tables, parallel, (t) => Number(t.bytes)), async (session, group) => {
-      // One statement per table: a failure names its table, and each finishes its own transaction.
-      for (const table of group) await session.exec(`ANALYZE ${table.name}`);
-    });
+    await inSessions(
+      first,
+      open,
+      spreadBySize(tables, parallel, (t) => Number(t.bytes)),
+      async (session, group) => {
+        // One statement per table: a failure names its table, and each finishes its own transaction.
+        for (const table of group) await session.exec(`ANALYZE ${table.name}`);
+      },
+    );
   } finally {
     await first.close();
   }
@@ -352,9 +361,11 @@ export async function databaseLevelState(session: PsqlSession, database: string)
 export function compareDatabaseLevelState(expected: DatabaseLevelState, actual: DatabaseLevelState, options: { privileges: boolean }): string[] {
   const diffs: string[] = [];
   const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
-  if (options.privileges && !same(expected.acl, actual.acl)) diffs.push(`privileges: expected ${expected.acl ? expected.acl.join(', ') || '(none)' : 'defaults'}, found ${actual.acl ? actual.acl.join(', ') || '(none)' : 'defaults'}`);
+  if (options.privileges && !same(expected.acl, actual.acl))
+    diffs.push(`privileges: expected ${expected.acl ? expected.acl.join(', ') || '(none)' : 'defaults'}, found ${actual.acl ? actual.acl.join(', ') || '(none)' : 'defaults'}`);
   if (!same(expected.settings, actual.settings)) diffs.push(`settings: expected ${expected.settings.join(', ') || '(none)'}, found ${actual.settings.join(', ') || '(none)'}`);
-  if (options.privileges && !same(expected.roleSettings, actual.roleSettings)) diffs.push(`role settings: expected ${JSON.stringify(expected.roleSettings)}, found ${JSON.stringify(actual.roleSettings)}`);
+  if (options.privileges && !same(expected.roleSettings, actual.roleSettings))
+    diffs.push(`role settings: expected ${JSON.stringify(expected.roleSettings)}, found ${JSON.stringify(actual.roleSettings)}`);
   if (expected.connectionLimit !== actual.connectionLimit) diffs.push(`connection limit: expected ${expected.connectionLimit}, found ${actual.connectionLimit}`);
   if (expected.comment !== actual.comment) diffs.push(`comment: expected ${JSON.stringify(expected.comment)}, found ${JSON.stringify(actual.comment)}`);
   return diffs;
@@ -394,7 +405,14 @@ export function describeHeldLocks(locks: HeldLock[]): string {
   return [...byPid.values()]
     .map((held) => {
       const l = held[0]!;
-      const who = [l.user ? `user ${l.user}` : '', l.application ? `application ${l.application}` : '', l.state ? `${l.state}${l.since ? ` since ${l.since}` : ''}` : '', l.query ? `query: ${l.query.replace(/\s+/g, ' ').trim()}` : ''].filter(Boolean).join(', ');
+      const who = [
+        l.user ? `user ${l.user}` : '',
+        l.application ? `application ${l.application}` : '',
+        l.state ? `${l.state}${l.since ? ` since ${l.since}` : ''}` : '',
+        l.query ? `query: ${l.query.replace(/\s+/g, ' ').trim()}` : '',
+      ]
+        .filter(Boolean)
+        .join(', ');
       return `pid ${l.pid}${who ? ` (${who})` : ''} holds ${l.mode} on ${held.map((h) => h.relation).join(', ')}`;
     })
     .join('; ');

@@ -109,7 +109,13 @@ export async function restorePointInTime(settings: EnvironmentSettings, targetTi
         },
       }),
     );
-    const conn: PgConnection = { host: cluster.socketDir, port: cluster.port, user: options.superuser ?? 'postgres', database: options.database ?? settings.postgres.database ?? 'postgres', params: {} };
+    const conn: PgConnection = {
+      host: cluster.socketDir,
+      port: cluster.port,
+      user: options.superuser ?? 'postgres',
+      database: options.database ?? settings.postgres.database ?? 'postgres',
+      params: {},
+    };
     const runner = new LocalRunner({ binDirs: [cluster.binDir] });
     let lastReplayedCommit: string | null = null;
     const started = cluster;

@@ -57,12 +57,19 @@ async function drillPostgres(settings: CapabilityToolSettings): Promise<Finding[
   if (settings.postgresService) {
     const service = settings.postgresService;
     const running = await serviceRunning(settings.compose, service);
-    if (!running) return [notChecked(check, `the drill's throwaway PostgreSQL comes from service ${service}'s image, and ${service} is not running`, `start the stack, then run lifeline preflight again`)];
+    if (!running)
+      return [notChecked(check, `the drill's throwaway PostgreSQL comes from service ${service}'s image, and ${service} is not running`, `start the stack, then run lifeline preflight again`)];
     try {
       const image = await drillServerImage(running, service);
       return [pass({ check, message: `drills start their throwaway PostgreSQL from service ${service}'s image (${image.slice(7, 19)}): initdb, postgres, psql and pg_restore are in it` })];
     } catch (error) {
-      return [fail({ check, message: (error as Error).message.replace(/; nothing was restored and no drill report was written$/, ''), fix: (error as { fix?: string }).fix ?? `use an image for ${service} with the PostgreSQL server binaries` })];
+      return [
+        fail({
+          check,
+          message: (error as Error).message.replace(/; nothing was restored and no drill report was written$/, ''),
+          fix: (error as { fix?: string }).fix ?? `use an image for ${service} with the PostgreSQL server binaries`,
+        }),
+      ];
     }
   }
   const major = await newestBackupMajor(settings);
@@ -93,10 +100,28 @@ async function redisTools(settings: CapabilityToolSettings): Promise<Finding[]> 
     const service = settings.redisService;
     const running = await serviceRunning(settings.compose, service);
     if (!running) return [notChecked(check, `the Redis tools run in service ${service}, which is not running`, 'start the stack, then run lifeline preflight again')];
-    const probe = await runText(running, { tool: 'sh', args: ['-c', `for t in ${REDIS_TOOLS.join(' ')}; do command -v "$t" >/dev/null 2>&1 || echo "$t"; done`] }).catch((error: Error) => ({ exitCode: 1, stdout: '', stderr: error.message, signal: null }));
-    const missing = probe.stdout.split('\n').map((l) => l.trim()).filter(Boolean);
-    if (probe.exitCode !== 0) return [fail({ check, message: `cannot look for the Redis tools in service ${service}: ${probe.stderr.trim().split('\n').slice(-1)[0]}`, fix: `check that the ${service} image has a shell (sh)` })];
-    if (missing.length) return [fail({ check, message: `service ${service} lacks ${missing.join(', ')} (backups check their snapshot with redis-check-rdb; drills load it with redis-server)`, fix: `use an image for ${service} that has them (the official redis images do)` })];
+    const probe = await runText(running, { tool: 'sh', args: ['-c', `for t in ${REDIS_TOOLS.join(' ')}; do command -v "$t" >/dev/null 2>&1 || echo "$t"; done`] }).catch((error: Error) => ({
+      exitCode: 1,
+      stdout: '',
+      stderr: error.message,
+      signal: null,
+    }));
+    const missing = probe.stdout
+      .split('\n')
+      .map((l) => l.trim())
+      .filter(Boolean);
+    if (probe.exitCode !== 0)
+      return [
+        fail({ check, message: `cannot look for the Redis tools in service ${service}: ${probe.stderr.trim().split('\n').slice(-1)[0]}`, fix: `check that the ${service} image has a shell (sh)` }),
+      ];
+    if (missing.length)
+      return [
+        fail({
+          check,
+          message: `service ${service} lacks ${missing.join(', ')} (backups check their snapshot with redis-check-rdb; drills load it with redis-server)`,
+          fix: `use an image for ${service} that has them (the official redis images do)`,
+        }),
+      ];
     // The drill's throwaway Redis comes from the same image.
     try {
       await drillRedisImage(running, service, { who: 'a drill', consequence: 'drills with Redis would be refused' });
@@ -108,7 +133,13 @@ async function redisTools(settings: CapabilityToolSettings): Promise<Finding[]> 
   const dirs = settings.redisBinDir ? [settings.redisBinDir] : [];
   const missing = REDIS_TOOLS.filter((tool) => !findExecutable(tool, dirs, settings.path ?? process.env.PATH ?? ''));
   if (missing.length) {
-    return [fail({ check, message: `${missing.join(', ')} ${missing.length > 1 ? 'are' : 'is'} not installed on this host (backups snapshot and check Redis with them; drills load the snapshot into redis-server)`, fix: 'apt-get install redis-server redis-tools, or set redis.binDir, or set redis.service to run them in the Redis container' })];
+    return [
+      fail({
+        check,
+        message: `${missing.join(', ')} ${missing.length > 1 ? 'are' : 'is'} not installed on this host (backups snapshot and check Redis with them; drills load the snapshot into redis-server)`,
+        fix: 'apt-get install redis-server redis-tools, or set redis.binDir, or set redis.service to run them in the Redis container',
+      }),
+    ];
   }
   return [pass({ check, message: `${REDIS_TOOLS.join(', ')} are installed on this host` })];
 }

@@ -20,7 +20,15 @@ export function checkComposeDebug(model: ComposeModel, sources: ComposeSources, 
       if (!DEBUG_KEY.test(key) || value === undefined || !TRUTHY.test(value.trim().replace(/^["']|["']$/g, ''))) continue;
       const where = written.filter((e) => e.service === service && e.name === key).pop();
       if (!where) continue;
-      findings.push(blocking({ check: 'compose.debug', file: displayPath(ctx, where.file), line: where.line, message: `service ${service} sets ${key} on${ctx.production ? ' in production' : ''}: stack traces and internals reach users`, fix: `set ${key} to false (or remove it) in the Compose file` }));
+      findings.push(
+        blocking({
+          check: 'compose.debug',
+          file: displayPath(ctx, where.file),
+          line: where.line,
+          message: `service ${service} sets ${key} on${ctx.production ? ' in production' : ''}: stack traces and internals reach users`,
+          fix: `set ${key} to false (or remove it) in the Compose file`,
+        }),
+      );
     }
   }
   return findings.length ? findings : [pass({ check: 'compose.debug', message: 'no service turns a debug flag on in its environment' })];
@@ -99,7 +107,14 @@ export function checkEnvFiles(sources: ComposeSources, ctx: CheckContext, option
       if (missing && !use.required) {
         findings.push(pass({ check: 'compose.env-file', ...declared, message: `env_file ${shown} of ${use.services.join(', ')} is absent and marked required: false` }));
       } else {
-        findings.push(fail({ check: 'compose.env-file', ...declared, message: `env_file ${shown} of ${use.services.join(', ')} ${missing ? 'does not exist' : 'cannot be read'}: Compose refuses to start the service`, fix: `create ${shown} on the deploy host (paths are relative to ${resolve(options.projectDir) === resolve(ctx.cwd) ? 'the working directory' : displayPath(ctx, options.projectDir)}, the first Compose file's directory), fix the path, or mark it required: false` }));
+        findings.push(
+          fail({
+            check: 'compose.env-file',
+            ...declared,
+            message: `env_file ${shown} of ${use.services.join(', ')} ${missing ? 'does not exist' : 'cannot be read'}: Compose refuses to start the service`,
+            fix: `create ${shown} on the deploy host (paths are relative to ${resolve(options.projectDir) === resolve(ctx.cwd) ? 'the working directory' : displayPath(ctx, options.projectDir)}, the first Compose file's directory), fix the path, or mark it required: false`,
+          }),
+        );
       }
       continue;
     }

@@ -50,7 +50,14 @@ export function checkComposeGates(model: ComposeModel, sources: ComposeSources, 
     'no service runs privileged',
     services
       .filter(([name, s]) => s.privileged === true && !options.allowPrivileged.includes(name))
-      .map(([name]) => blocking({ check: 'compose.privileged', ...at(name, 'privileged'), message: `service ${name} runs privileged: full access to the host`, fix: `remove privileged: true (or add ${name} to preflight.allowPrivileged if it truly needs it)` })),
+      .map(([name]) =>
+        blocking({
+          check: 'compose.privileged',
+          ...at(name, 'privileged'),
+          message: `service ${name} runs privileged: full access to the host`,
+          fix: `remove privileged: true (or add ${name} to preflight.allowPrivileged if it truly needs it)`,
+        }),
+      ),
   );
 
   const postgres = services.filter(([name, s]) => dataServiceRole(name, s.image, options) === 'postgres');
@@ -63,8 +70,18 @@ export function checkComposeGates(model: ComposeModel, sources: ComposeSources, 
       .filter(([name, s]) => (appServices.some(([app]) => app === name) || dataServices.has(name)) && s.network_mode === 'host' && !options.allowHostNetwork.includes(name))
       .map(([name]) =>
         dataServices.has(name)
-          ? blocking({ check: 'compose.host-network', ...at(name, 'network_mode'), message: `${postgres.some(([p]) => p === name) ? 'database' : 'Redis'} service ${name} uses network_mode: host: it listens on the host's own interfaces, where no port binding limits who reaches it`, fix: `remove network_mode: host and publish "127.0.0.1:PORT:PORT" (or add ${name} to preflight.allowHostNetwork if it is bound to 127.0.0.1 by its own configuration)` })
-          : blocking({ check: 'compose.host-network', ...at(name, 'network_mode'), message: `app service ${name} uses network_mode: host`, fix: `publish the ports it needs instead (or add ${name} to preflight.allowHostNetwork)` }),
+          ? blocking({
+              check: 'compose.host-network',
+              ...at(name, 'network_mode'),
+              message: `${postgres.some(([p]) => p === name) ? 'database' : 'Redis'} service ${name} uses network_mode: host: it listens on the host's own interfaces, where no port binding limits who reaches it`,
+              fix: `remove network_mode: host and publish "127.0.0.1:PORT:PORT" (or add ${name} to preflight.allowHostNetwork if it is bound to 127.0.0.1 by its own configuration)`,
+            })
+          : blocking({
+              check: 'compose.host-network',
+              ...at(name, 'network_mode'),
+              message: `app service ${name} uses network_mode: host`,
+              fix: `publish the ports it needs instead (or add ${name} to preflight.allowHostNetwork)`,
+            }),
       ),
   );
 
@@ -75,7 +92,14 @@ export function checkComposeGates(model: ComposeModel, sources: ComposeSources, 
       (s.volumes ?? []).flatMap((volume) => {
         const { source } = parseVolume(volume);
         if (!source || !/docker\.sock$/.test(source) || options.allowPrivileged.includes(name)) return [];
-        return [blocking({ check: 'compose.docker-socket', ...atItem(name, 'volumes', (item) => parseVolume(item as Volume).source === source), message: `app service ${name} mounts the Docker socket (${source}): root on the host`, fix: `remove the mount (or add ${name} to preflight.allowPrivileged)` })];
+        return [
+          blocking({
+            check: 'compose.docker-socket',
+            ...atItem(name, 'volumes', (item) => parseVolume(item as Volume).source === source),
+            message: `app service ${name} mounts the Docker socket (${source}): root on the host`,
+            fix: `remove the mount (or add ${name} to preflight.allowPrivileged)`,
+          }),
+        ];
       }),
     ),
   );
@@ -90,7 +114,10 @@ export function checkComposeGates(model: ComposeModel, sources: ComposeSources, 
         return [
           blocking({
             check: 'compose.data-ports',
-            ...atItem(name, 'ports', (item) => { const p = parsePort(item as Port); return p?.published === published.published && publicAddress(p.hostIp); }),
+            ...atItem(name, 'ports', (item) => {
+              const p = parsePort(item as Port);
+              return p?.published === published.published && publicAddress(p.hostIp);
+            }),
             message: `service ${name} publishes port ${published.published} on ${published.hostIp || '0.0.0.0'}: the database is reachable from every network the host is on`,
             fix: `bind it to loopback ("127.0.0.1:${published.published}:${published.target}") or drop the published port`,
           }),
@@ -100,18 +127,44 @@ export function checkComposeGates(model: ComposeModel, sources: ComposeSources, 
   );
 
   if (postgres.length === 0) {
-    findings.push(warn({ check: 'compose.postgres-volume', message: 'no PostgreSQL service found in the Compose files', fix: 'set postgres.service in lifeline.yml to the service name if it uses a custom image' }));
+    findings.push(
+      warn({
+        check: 'compose.postgres-volume',
+        message: 'no PostgreSQL service found in the Compose files',
+        fix: 'set postgres.service in lifeline.yml to the service name if it uses a custom image',
+      }),
+    );
   }
   for (const [name, s] of postgres) {
     const dataDir = pgDataDir(s);
     const mounts = (s.volumes ?? []).map(parseVolume);
     const mount = mounts.find((m) => m.target && (dataDir === m.target || dataDir.startsWith(`${m.target.replace(/\/$/, '')}/`)));
     if (!mount) {
-      findings.push(blocking({ check: 'compose.postgres-volume', ...at(name, ...(s.volumes ? ['volumes'] : [])), message: `service ${name} keeps ${dataDir} in the container (no volume): recreating it loses the database`, fix: `mount a named volume: volumes: ["pgdata:${DEFAULT_PGDATA}"] and declare pgdata under the top-level volumes:` }));
+      findings.push(
+        blocking({
+          check: 'compose.postgres-volume',
+          ...at(name, ...(s.volumes ? ['volumes'] : [])),
+          message: `service ${name} keeps ${dataDir} in the container (no volume): recreating it loses the database`,
+          fix: `mount a named volume: volumes: ["pgdata:${DEFAULT_PGDATA}"] and declare pgdata under the top-level volumes:`,
+        }),
+      );
     } else if (mount.kind === 'anonymous') {
-      findings.push(blocking({ check: 'compose.postgres-volume', ...atItem(name, 'volumes', (item) => parseVolume(item as Volume).target === mount.target), message: `service ${name} keeps ${dataDir} on an anonymous volume: \`down -v\` or a recreate can orphan it`, fix: `name the volume: "pgdata:${mount.target}" and declare pgdata under the top-level volumes:` }));
+      findings.push(
+        blocking({
+          check: 'compose.postgres-volume',
+          ...atItem(name, 'volumes', (item) => parseVolume(item as Volume).target === mount.target),
+          message: `service ${name} keeps ${dataDir} on an anonymous volume: \`down -v\` or a recreate can orphan it`,
+          fix: `name the volume: "pgdata:${mount.target}" and declare pgdata under the top-level volumes:`,
+        }),
+      );
     } else {
-      findings.push(pass({ check: 'compose.postgres-volume', ...atItem(name, 'volumes', (item) => parseVolume(item as Volume).target === mount.target), message: `service ${name} keeps its data on ${mount.kind === 'bind' ? `the host directory ${mount.source}` : `the named volume ${mount.source}`}` }));
+      findings.push(
+        pass({
+          check: 'compose.postgres-volume',
+          ...atItem(name, 'volumes', (item) => parseVolume(item as Volume).target === mount.target),
+          message: `service ${name} keeps its data on ${mount.kind === 'bind' ? `the host directory ${mount.source}` : `the named volume ${mount.source}`}`,
+        }),
+      );
     }
   }
 
@@ -119,20 +172,44 @@ export function checkComposeGates(model: ComposeModel, sources: ComposeSources, 
     'compose.image-pinned',
     appServices.length ? `app images are pinned by digest (${appServices.map(([n]) => n).join(', ')})` : 'no app services found to check',
     appServices.flatMap(([name, s]) => {
-      if (!s.image) return [warn({ check: 'compose.image-pinned', ...at(name), message: `service ${name} has no image (built on the host): what runs is not what was tested`, fix: 'build and push the image in CI, then reference it by digest (image: registry/app@sha256:...)' })];
+      if (!s.image)
+        return [
+          warn({
+            check: 'compose.image-pinned',
+            ...at(name),
+            message: `service ${name} has no image (built on the host): what runs is not what was tested`,
+            fix: 'build and push the image in CI, then reference it by digest (image: registry/app@sha256:...)',
+          }),
+        ];
       if (/@sha256:[0-9a-f]{64}$/.test(s.image)) return [];
       const tag = imageTag(s.image);
       const what = tag === undefined ? 'has no tag (means latest)' : tag === 'latest' ? 'uses the latest tag' : `uses the tag ${tag}, which can be moved`;
-      return [blocking({ check: 'compose.image-pinned', ...at(name, 'image'), message: `service ${name} image ${s.image} ${what}`, fix: 'pin the image by digest: image: registry/app@sha256:<digest> (docker inspect --format "{{index .RepoDigests 0}}" shows it)' })];
+      return [
+        blocking({
+          check: 'compose.image-pinned',
+          ...at(name, 'image'),
+          message: `service ${name} image ${s.image} ${what}`,
+          fix: 'pin the image by digest: image: registry/app@sha256:<digest> (docker inspect --format "{{index .RepoDigests 0}}" shows it)',
+        }),
+      ];
     }),
   );
 
   for (const role of options.appServices) {
     const service = model.services[role];
     if (!service) {
-      findings.push(warn({ check: 'compose.healthcheck', message: `no service named ${role} in the Compose files`, fix: `set compose.services.${role}.name in lifeline.yml if the service has another name` }));
+      findings.push(
+        warn({ check: 'compose.healthcheck', message: `no service named ${role} in the Compose files`, fix: `set compose.services.${role}.name in lifeline.yml if the service has another name` }),
+      );
     } else if (!service.healthcheck?.test || service.healthcheck.disable === true || healthcheckDisabled(service.healthcheck.test)) {
-      findings.push(blocking({ check: 'compose.healthcheck', ...at(role, ...(service.healthcheck ? ['healthcheck'] : [])), message: `service ${role} has no healthcheck: a deploy cannot tell a broken release from a healthy one`, fix: `add healthcheck: { test: ["CMD", "wget", "-q", "-O-", "http://127.0.0.1:PORT/health"], interval: 5s, retries: 5 }` }));
+      findings.push(
+        blocking({
+          check: 'compose.healthcheck',
+          ...at(role, ...(service.healthcheck ? ['healthcheck'] : [])),
+          message: `service ${role} has no healthcheck: a deploy cannot tell a broken release from a healthy one`,
+          fix: `add healthcheck: { test: ["CMD", "wget", "-q", "-O-", "http://127.0.0.1:PORT/health"], interval: 5s, retries: 5 }`,
+        }),
+      );
     } else {
       findings.push(pass({ check: 'compose.healthcheck', ...at(role, 'healthcheck'), message: `service ${role} has a healthcheck` }));
     }
@@ -143,7 +220,14 @@ export function checkComposeGates(model: ComposeModel, sources: ComposeSources, 
     'every service has a restart policy',
     services
       .filter(([, s]) => (s.restart === undefined || s.restart === 'no') && (!s.deploy?.restart_policy || s.deploy.restart_policy.condition === 'none'))
-      .map(([name, s]) => blocking({ check: 'compose.restart', ...at(name, ...(s.restart ? ['restart'] : [])), message: `service ${name} has no restart policy: it stays down after a crash or a host reboot`, fix: 'add restart: unless-stopped' })),
+      .map(([name, s]) =>
+        blocking({
+          check: 'compose.restart',
+          ...at(name, ...(s.restart ? ['restart'] : [])),
+          message: `service ${name} has no restart policy: it stays down after a crash or a host reboot`,
+          fix: 'add restart: unless-stopped',
+        }),
+      ),
   );
 
   const inline: Finding[] = [];
@@ -153,7 +237,15 @@ export function checkComposeGates(model: ComposeModel, sources: ComposeSources, 
     // An anchor merged into several services is one line to fix.
     if (reported.has(`${entry.file}:${entry.line}`)) continue;
     reported.add(`${entry.file}:${entry.line}`);
-    inline.push(blocking({ check: 'compose.inline-secret', file: displayPath(ctx, entry.file), line: entry.line, message: `service ${entry.service} sets ${entry.name} to a literal value in the Compose file`, fix: `reference it instead: ${entry.name}: \${${entry.name}} (from the environment or an env_file kept out of git)` }));
+    inline.push(
+      blocking({
+        check: 'compose.inline-secret',
+        file: displayPath(ctx, entry.file),
+        line: entry.line,
+        message: `service ${entry.service} sets ${entry.name} to a literal value in the Compose file`,
+        fix: `reference it instead: ${entry.name}: \${${entry.name}} (from the environment or an env_file kept out of git)`,
+      }),
+    );
   }
   collect('compose.inline-secret', 'no secret-looking environment value is written inline', inline);
   return findings;

@@ -122,8 +122,18 @@ export function checkCommandSecrets(sources: ComposeSources, ctx: CheckContext):
         seen.add(key);
         findings.push(
           secret.kind === 'literal'
-            ? blocking({ check: 'compose.command-secret', ...at, message: `service ${service} writes a password into its ${label} (${secret.how}): it is committed with the Compose file and shown by ps and docker inspect`, fix: FIX })
-            : warn({ check: 'compose.command-secret', ...at, message: `service ${service} passes a password from a variable on its ${label} (${secret.how}): ps and docker inspect on the host show it`, fix: FIX }),
+            ? blocking({
+                check: 'compose.command-secret',
+                ...at,
+                message: `service ${service} writes a password into its ${label} (${secret.how}): it is committed with the Compose file and shown by ps and docker inspect`,
+                fix: FIX,
+              })
+            : warn({
+                check: 'compose.command-secret',
+                ...at,
+                message: `service ${service} passes a password from a variable on its ${label} (${secret.how}): ps and docker inspect on the host show it`,
+                fix: FIX,
+              }),
         );
       }
     }

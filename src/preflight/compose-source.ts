@@ -95,7 +95,7 @@ export class ComposeSources {
       if (ext?.depth !== 1 || !ext.node) return chain;
       const spec = ext.node.toJSON() as unknown;
       const base = typeof spec === 'string' ? spec : typeof spec === 'object' && spec !== null ? (spec as { service?: unknown }).service : undefined;
-      const from = typeof spec === 'object' && spec !== null && typeof (spec as { file?: unknown }).file === 'string' ? ((spec as { file: string }).file) : undefined;
+      const from = typeof spec === 'object' && spec !== null && typeof (spec as { file?: unknown }).file === 'string' ? (spec as { file: string }).file : undefined;
       const unresolved = (reason: string) => {
         this.unresolvedExtends.push({ service, base: String(base ?? '?'), from, file: current.file.path, line: current.file.lines.linePos(ext.offset).line, reason });
         return chain;
@@ -266,7 +266,13 @@ function mergeService(base: ServiceModel, over: ServiceModel): ServiceModel {
 
 function environmentMap(environment: Record<string, unknown> | string[]): Record<string, unknown> {
   if (!Array.isArray(environment)) return environment;
-  return Object.fromEntries(environment.map((item) => { const text = String(item); const eq = text.indexOf('='); return eq < 0 ? [text, null] : [text.slice(0, eq), text.slice(eq + 1)]; }));
+  return Object.fromEntries(
+    environment.map((item) => {
+      const text = String(item);
+      const eq = text.indexOf('=');
+      return eq < 0 ? [text, null] : [text.slice(0, eq), text.slice(eq + 1)];
+    }),
+  );
 }
 
 interface WalkResult {

@@ -30,7 +30,13 @@ export async function checkDockerEngine(runner: Runner, ctx: CheckContext, optio
     ];
   }
   if (compareVersions(version, options.minVersion) < 0) {
-    return [fail({ check: 'docker.engine', message: `Docker engine ${version} is older than the minimum ${options.minVersion}`, fix: `upgrade the engine to ${options.minVersion} or later (or lower preflight.minDockerVersion)` })];
+    return [
+      fail({
+        check: 'docker.engine',
+        message: `Docker engine ${version} is older than the minimum ${options.minVersion}`,
+        fix: `upgrade the engine to ${options.minVersion} or later (or lower preflight.minDockerVersion)`,
+      }),
+    ];
   }
   return [pass({ check: 'docker.engine', message: `Docker engine ${version} answers (minimum ${options.minVersion})` })];
 }
@@ -90,7 +96,14 @@ export async function checkComposeConfig(runner: Runner, ctx: CheckContext, cli:
   }
   const findings: Finding[] = [pass({ check: 'compose.cli', message: cli.version ? `${cli.command.join(' ')} ${cli.version}` : `${cli.command.join(' ')} (Compose v1)` })];
   for (const variable of unsetVariables(result.stderr)) {
-    findings.push(warn({ check: 'compose.variables', file: displayPath(ctx, files[0]!), message: `${variable} is not set: Compose substitutes an empty string`, fix: `set ${variable} in the environment or the project's .env file` }));
+    findings.push(
+      warn({
+        check: 'compose.variables',
+        file: displayPath(ctx, files[0]!),
+        message: `${variable} is not set: Compose substitutes an empty string`,
+        fix: `set ${variable} in the environment or the project's .env file`,
+      }),
+    );
   }
   if (result.exitCode !== 0) {
     const located = locateComposeError(result.stderr, files);
@@ -141,7 +154,11 @@ function locateComposeError(stderr: string, files: string[]): { file?: string; l
 
 /** Compares dotted versions numerically; suffixes such as `-ce` or `+dfsg` are ignored. */
 export function compareVersions(a: string, b: string): number {
-  const parts = (v: string) => v.split(/[^0-9.]/)[0]!.split('.').map((n) => Number(n) || 0);
+  const parts = (v: string) =>
+    v
+      .split(/[^0-9.]/)[0]!
+      .split('.')
+      .map((n) => Number(n) || 0);
   const pa = parts(a);
   const pb = parts(b);
   for (let i = 0; i < Math.max(pa.length, pb.length); i++) {

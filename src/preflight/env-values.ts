@@ -54,7 +54,9 @@ export function checkEnvValues(ctx: CheckContext, options: EnvCheckOptions): Fin
     text = readFileSync(options.envFile, 'utf8');
   } catch (error) {
     ctx.files?.add(options.envFile, 'environment file', 'env.file', (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : 'unreadable');
-    return [fail({ check: 'env.file', file, message: `the environment file ${file} cannot be read`, fix: 'create it on the deploy host (it is not committed), or fix --env-file / preflight.envFile' })];
+    return [
+      fail({ check: 'env.file', file, message: `the environment file ${file} cannot be read`, fix: 'create it on the deploy host (it is not committed), or fix --env-file / preflight.envFile' }),
+    ];
   }
   const entries = parseEnvFile(text);
   const byKey = new Map(entries.map((e) => [e.key, e]));
@@ -71,7 +73,10 @@ export function checkEnvValues(ctx: CheckContext, options: EnvCheckOptions): Fin
   }
   const missing = required.filter((key) => !byKey.has(key));
   for (const key of missing) findings.push(fail({ check: 'env.required', file, message: `${key} is missing (required by ${requiredFrom})`, fix: `add ${key}=... to ${file}` }));
-  if (required.length === 0) findings.push(notChecked('env.required', 'no required keys configured and no .env.example beside the file', 'list them with --required-env KEY or preflight.requiredEnv, or commit a .env.example'));
+  if (required.length === 0)
+    findings.push(
+      notChecked('env.required', 'no required keys configured and no .env.example beside the file', 'list them with --required-env KEY or preflight.requiredEnv, or commit a .env.example'),
+    );
   else if (missing.length === 0) findings.push(pass({ check: 'env.required', file, message: `all ${required.length} required keys are present (from ${requiredFrom})` }));
 
   findings.push(...checkEnvEntries(ctx, file, entries, new Set(required)));
@@ -102,19 +107,35 @@ export function checkEnvEntries(ctx: CheckContext, file: string, entries: readon
       continue;
     }
     if (SECRET_KEY.test(key) && !/_(ID|FILE|PATH|NAME)$/i.test(key) && value.length < MIN_SECRET_LENGTH) {
-      values.push(blocking({ check: 'env.secret-length', ...at, message: `${key} is ${value.length} characters; secrets need at least ${MIN_SECRET_LENGTH}`, fix: `generate one: openssl rand -hex 32, and set ${key} to it` }));
+      values.push(
+        blocking({
+          check: 'env.secret-length',
+          ...at,
+          message: `${key} is ${value.length} characters; secrets need at least ${MIN_SECRET_LENGTH}`,
+          fix: `generate one: openssl rand -hex 32, and set ${key} to it`,
+        }),
+      );
     }
     if (DEBUG_KEY.test(key) && TRUTHY.test(value.trim())) {
       values.push(blocking({ check: 'env.debug', ...at, message: `${key} is on${ctx.production ? ' in production' : ''}: stack traces and internals reach users`, fix: `set ${key}=false` }));
     }
     if (/(^|_)DATABASE_URL$/i.test(key) && !urlParses(value, ['postgres:', 'postgresql:', 'postgresql+asyncpg:', 'postgresql+psycopg:', 'postgresql+psycopg2:'])) {
-      values.push(fail({ check: 'env.url', ...at, message: `${key} is not a PostgreSQL URL`, fix: `write ${key} as postgresql://user:password@host:5432/dbname (percent-encode special characters in the password)` }));
+      values.push(
+        fail({
+          check: 'env.url',
+          ...at,
+          message: `${key} is not a PostgreSQL URL`,
+          fix: `write ${key} as postgresql://user:password@host:5432/dbname (percent-encode special characters in the password)`,
+        }),
+      );
     }
     if (/(^|_)REDIS_URL$/i.test(key) && !urlParses(value, ['redis:', 'rediss:'])) {
       values.push(fail({ check: 'env.url', ...at, message: `${key} is not a Redis URL`, fix: `write ${key} as redis://:password@host:6379/0` }));
     }
     if (/CORS/i.test(key) && value.split(/[\s,;]+/).some((origin) => origin.replace(/^["'[]+|["'\]]+$/g, '') === '*')) {
-      values.push(blocking({ check: 'env.cors', ...at, message: `${key} allows any origin (*)${ctx.production ? ' in production' : ''}`, fix: `list the allowed origins: ${key}=https://app.example.com` }));
+      values.push(
+        blocking({ check: 'env.cors', ...at, message: `${key} allows any origin (*)${ctx.production ? ' in production' : ''}`, fix: `list the allowed origins: ${key}=https://app.example.com` }),
+      );
     }
   }
   if (!values.some((f) => f.status !== 'pass')) values.push(pass({ check: 'env.values', file, message: 'no placeholders, short secrets, debug flags, bad URLs or open CORS origins' }));

@@ -24,10 +24,7 @@ export function formatFilesText(files: FileRead[]): string[] {
   if (files.length === 0) return ['files read: none (nothing configured to read)'];
   const width = Math.max(...files.map((f) => f.status.length));
   const unread = files.filter((f) => f.status !== 'read').length;
-  return [
-    `files read: ${files.length - unread}${unread ? `, named but not examined: ${unread}` : ''}`,
-    ...files.map((f) => `  ${f.status.padEnd(width)}  ${f.path}  (${f.role}; ${f.by})`),
-  ];
+  return [`files read: ${files.length - unread}${unread ? `, named but not examined: ${unread}` : ''}`, ...files.map((f) => `  ${f.status.padEnd(width)}  ${f.path}  (${f.role}; ${f.by})`)];
 }
 
 function cell(text: string | undefined): string {
@@ -37,7 +34,18 @@ function cell(text: string | undefined): string {
 export function formatFindingsMarkdown(findings: Finding[], verdict: string, environment: string, files?: FileRead[]): string {
   const rows = findings.map((f) => `| ${STATUS_ICON[f.status]} | \`${f.check}\` | ${f.file ? `\`${cell(location(f))}\`` : ''} | ${cell(f.message)} | ${f.status === 'pass' ? '' : cell(f.fix)} |`);
   const fileRows = (files ?? []).map((f) => `| ${f.status} | \`${cell(f.path)}\` | ${cell(f.role)} | ${cell(f.by)} |`);
-  const filesTable = files ? ['', `<details><summary>Files read (${files.filter((f) => f.status === 'read').length} of ${files.length} named)</summary>`, '', '| status | file | role | checked by |', '|---|---|---|---|', ...fileRows, '', '</details>'] : [];
+  const filesTable = files
+    ? [
+        '',
+        `<details><summary>Files read (${files.filter((f) => f.status === 'read').length} of ${files.length} named)</summary>`,
+        '',
+        '| status | file | role | checked by |',
+        '|---|---|---|---|',
+        ...fileRows,
+        '',
+        '</details>',
+      ]
+    : [];
   return [`### Preflight: ${environment}`, '', verdict, '', '| status | check | where | finding | fix |', '|---|---|---|---|---|', ...rows, ...filesTable, ''].join('\n');
 }
 

@@ -112,9 +112,7 @@ export async function runPreflight(settings: PreflightSettings, logger: Logger):
   const envFamily = timed('env', async () => checkEnvValues(ctx, { envFile: settings.envFile, requiredKeys: settings.requiredEnv }));
   const edgeFamily = timed('edge', () => checkEdge(runner, ctx, { nginxConfig: settings.nginxConfig, caddyConfig: settings.caddyConfig, path: settings.toolEnv.PATH }));
   const toolsFamily = timed('tools', async () => [
-    ...(settings.postgresService
-      ? await pgDumpInService(settings, ctx)
-      : await checkPgDumpVersion(postgresRunner, ctx, settings.databaseUrl)),
+    ...(settings.postgresService ? await pgDumpInService(settings, ctx) : await checkPgDumpVersion(postgresRunner, ctx, settings.databaseUrl)),
     ...(await checkPgBackRest(pgbackrestRunner, ctx, settings.physical)),
     ...(await checkCatalogSpace(ctx, settings.store, settings.environment)),
     ...(settings.capabilities ? await checkCapabilityTools({ ...settings.capabilities, environment: settings.environment, store: settings.store, path: settings.toolEnv.PATH }) : []),
@@ -134,6 +132,13 @@ export async function runPreflight(settings: PreflightSettings, logger: Logger):
 async function pgDumpInService(settings: PreflightSettings, ctx: CheckContext): Promise<Finding[]> {
   const service = settings.postgresService!;
   const inService = settings.capabilities ? await composeRunner(settings.capabilities.compose, service).catch(() => undefined) : undefined;
-  if (!inService) return [notChecked('tools.pg_dump', `pg_dump runs inside the Compose service ${service}, which is not running`, `start the stack, then run lifeline preflight again (or compare: docker compose exec ${service} pg_dump --version)`)];
+  if (!inService)
+    return [
+      notChecked(
+        'tools.pg_dump',
+        `pg_dump runs inside the Compose service ${service}, which is not running`,
+        `start the stack, then run lifeline preflight again (or compare: docker compose exec ${service} pg_dump --version)`,
+      ),
+    ];
   return checkPgDumpVersion(inService, ctx, settings.databaseUrl);
 }

@@ -28,7 +28,14 @@ export async function expandScripts(scripts: ScriptPatterns, ctx: CheckContext):
   for (const pattern of scripts.patterns) {
     const matched = await glob(pattern, { cwd: scripts.baseDir, absolute: true, onlyFiles: true, dot: true });
     if (matched.length === 0) ctx.files?.add(isAbsolute(pattern) ? pattern : join(scripts.baseDir, pattern), 'shell script pattern', 'scripts.glob', 'no match');
-    if (matched.length === 0) findings.push(fail({ check: 'scripts.glob', message: `the script pattern ${pattern} matches no file (from ${displayPath(ctx, scripts.baseDir) || '.'})`, fix: 'fix the pattern in --script or preflight.scripts' }));
+    if (matched.length === 0)
+      findings.push(
+        fail({
+          check: 'scripts.glob',
+          message: `the script pattern ${pattern} matches no file (from ${displayPath(ctx, scripts.baseDir) || '.'})`,
+          fix: 'fix the pattern in --script or preflight.scripts',
+        }),
+      );
     for (const file of matched.sort()) files.add(file);
   }
   return { files: [...files], findings };
@@ -45,8 +52,14 @@ export async function checkScripts(runner: Runner, ctx: CheckContext, scripts: S
   const syntaxFailures = syntax.filter((s) => s.result.exitCode !== 0);
   for (const { file, result } of syntaxFailures) {
     const line = /line (\d+):/.exec(result.stderr)?.[1];
-    const message = result.stderr.split('\n').find((l) => l.trim())?.replace(/^.*?line \d+: /, '') ?? 'syntax error';
-    findings.push(fail({ check: 'scripts.syntax', file: displayPath(ctx, file), line: line ? Number(line) : undefined, message: `bash -n: ${message}`, fix: 'fix the syntax error; `bash -n FILE` shows it' }));
+    const message =
+      result.stderr
+        .split('\n')
+        .find((l) => l.trim())
+        ?.replace(/^.*?line \d+: /, '') ?? 'syntax error';
+    findings.push(
+      fail({ check: 'scripts.syntax', file: displayPath(ctx, file), line: line ? Number(line) : undefined, message: `bash -n: ${message}`, fix: 'fix the syntax error; `bash -n FILE` shows it' }),
+    );
   }
   if (syntaxFailures.length === 0) findings.push(pass({ check: 'scripts.syntax', message: `${files.length} script${files.length === 1 ? '' : 's'} pass bash -n` }));
 
@@ -61,12 +74,20 @@ export async function checkScripts(runner: Runner, ctx: CheckContext, scripts: S
   try {
     comments = (JSON.parse(result.stdout) as { comments: ShellcheckComment[] }).comments;
   } catch {
-    findings.push(fail({ check: 'scripts.shellcheck', message: `shellcheck did not report (exit ${result.exitCode}): ${result.stderr.split('\n')[0] ?? ''}`, fix: 'run shellcheck on the scripts by hand to see why' }));
+    findings.push(
+      fail({
+        check: 'scripts.shellcheck',
+        message: `shellcheck did not report (exit ${result.exitCode}): ${result.stderr.split('\n')[0] ?? ''}`,
+        fix: 'run shellcheck on the scripts by hand to see why',
+      }),
+    );
     return findings;
   }
   for (const c of comments) {
     // The configured severity is the threshold: whatever shellcheck reports at or above it fails.
-    findings.push(fail({ check: 'scripts.shellcheck', file: displayPath(ctx, c.file), line: c.line, message: `SC${c.code} (${c.level}): ${c.message}`, fix: `see https://www.shellcheck.net/wiki/SC${c.code}` }));
+    findings.push(
+      fail({ check: 'scripts.shellcheck', file: displayPath(ctx, c.file), line: c.line, message: `SC${c.code} (${c.level}): ${c.message}`, fix: `see https://www.shellcheck.net/wiki/SC${c.code}` }),
+    );
   }
   if (comments.length === 0) findings.push(pass({ check: 'scripts.shellcheck', message: `${files.length} script${files.length === 1 ? '' : 's'} pass shellcheck at severity ${severity}` }));
   return findings;

@@ -17,19 +17,37 @@ export async function checkPgDumpVersion(runner: Runner, ctx: CheckContext, data
     client = /(\d+)(?:\.(\d+))?/.exec(result.stdout)?.[0] ?? '';
     if (result.exitCode !== 0 || !client) throw new Error(result.stderr);
   } catch {
-    return [fail({ check: 'tools.pg_dump', message: 'pg_dump is not installed (or does not run)', fix: 'install the PostgreSQL client of the server\'s major version (Debian: postgresql-client-15) or set postgres.binDir' })];
+    return [
+      fail({
+        check: 'tools.pg_dump',
+        message: 'pg_dump is not installed (or does not run)',
+        fix: "install the PostgreSQL client of the server's major version (Debian: postgresql-client-15) or set postgres.binDir",
+      }),
+    ];
   }
   let serverNum: number;
   try {
     const rows = await queryOnce<{ v: string }>(runner, parsePgUrl(databaseUrl), "SELECT current_setting('server_version_num') AS v");
     serverNum = Number(rows[0]?.v);
   } catch (error) {
-    return [fail({ check: 'tools.pg_dump', message: `cannot ask the database server for its version: ${(error as Error).message.split('\n')[0]}`, fix: 'check the database URL and that the server accepts connections from here' })];
+    return [
+      fail({
+        check: 'tools.pg_dump',
+        message: `cannot ask the database server for its version: ${(error as Error).message.split('\n')[0]}`,
+        fix: 'check the database URL and that the server accepts connections from here',
+      }),
+    ];
   }
   const serverMajor = Math.floor(serverNum / 10000);
   const clientMajor = Number(client.split('.')[0]);
   if (clientMajor < serverMajor) {
-    return [fail({ check: 'tools.pg_dump', message: `pg_dump ${client} is older than the server's major version ${serverMajor}: it refuses to dump it`, fix: `install postgresql-client-${serverMajor} (or newer) and point postgres.binDir at it` })];
+    return [
+      fail({
+        check: 'tools.pg_dump',
+        message: `pg_dump ${client} is older than the server's major version ${serverMajor}: it refuses to dump it`,
+        fix: `install postgresql-client-${serverMajor} (or newer) and point postgres.binDir at it`,
+      }),
+    ];
   }
   return [pass({ check: 'tools.pg_dump', message: `pg_dump ${client} can dump server major ${serverMajor}` })];
 }
@@ -55,7 +73,13 @@ export async function checkPgBackRest(runner: Runner, ctx: CheckContext, physica
       fail({
         check: 'tools.pgbackrest',
         file: physical.configFile ? displayPath(ctx, physical.configFile) : undefined,
-        message: `pgbackrest check for stanza ${physical.stanza} failed: ${lastLines(output.split('\n').filter((l) => /ERROR|WARN/.test(l)).join('\n') || output, 2)}`,
+        message: `pgbackrest check for stanza ${physical.stanza} failed: ${lastLines(
+          output
+            .split('\n')
+            .filter((l) => /ERROR|WARN/.test(l))
+            .join('\n') || output,
+          2,
+        )}`,
         fix: `run pgbackrest --stanza=${physical.stanza} check as the postgres user; create the stanza (stanza-create) and set archive_command if it is missing`,
       }),
     ];
@@ -71,11 +95,26 @@ export async function checkCatalogSpace(ctx: CheckContext, store: string, enviro
   try {
     accessSync(existing, constants.W_OK);
   } catch {
-    return [fail({ check: 'backups.catalog', message: `the catalog ${where} is not writable (${displayPath(ctx, existing)})`, fix: 'fix the directory\'s owner or permissions, or point --store / store: at a writable disk' })];
+    return [
+      fail({
+        check: 'backups.catalog',
+        message: `the catalog ${where} is not writable (${displayPath(ctx, existing)})`,
+        fix: "fix the directory's owner or permissions, or point --store / store: at a writable disk",
+      }),
+    ];
   }
-  const findings: Finding[] = [pass({ check: 'backups.catalog', message: existing === store ? `the catalog ${where} is writable` : `the catalog ${where} will be created under ${displayPath(ctx, existing)}, which is writable` })];
+  const findings: Finding[] = [
+    pass({
+      check: 'backups.catalog',
+      message: existing === store ? `the catalog ${where} is writable` : `the catalog ${where} will be created under ${displayPath(ctx, existing)}, which is writable`,
+    }),
+  ];
   const shared = sharedStoreProblem(store, environment);
-  findings.push(shared ? fail({ check: 'backups.catalog-private', file: where, message: shared.message, fix: shared.fix }) : pass({ check: 'backups.catalog-private', message: `the catalog ${where} is private to its owner` }));
+  findings.push(
+    shared
+      ? fail({ check: 'backups.catalog-private', file: where, message: shared.message, fix: shared.fix })
+      : pass({ check: 'backups.catalog-private', message: `the catalog ${where} is private to its owner` }),
+  );
 
   const stats = statfsSync(existing);
   const freeBytes = stats.bavail * stats.bsize;
@@ -88,13 +127,26 @@ export async function checkCatalogSpace(ctx: CheckContext, store: string, enviro
       lastBytes = Object.values(newest.metadata.files ?? {}).reduce((sum, f) => sum + (typeof f?.bytes === 'number' && f.bytes > 0 ? f.bytes : 0), 0);
     }
   } catch (error) {
-    findings.push(warn({ check: 'backups.free-space', file: join(where, environment, 'backups'), message: `the newest backup's size could not be read: ${(error as Error).message}`, fix: 'run lifeline backups to inspect the catalog' }));
+    findings.push(
+      warn({
+        check: 'backups.free-space',
+        file: join(where, environment, 'backups'),
+        message: `the newest backup's size could not be read: ${(error as Error).message}`,
+        fix: 'run lifeline backups to inspect the catalog',
+      }),
+    );
     return findings;
   }
   if (lastBytes === undefined) {
     findings.push(pass({ check: 'backups.free-space', message: `${formatBytes(freeBytes)} free; no backup yet to size against` }));
   } else if (freeBytes < 2 * lastBytes) {
-    findings.push(fail({ check: 'backups.free-space', message: `${formatBytes(freeBytes)} free for the catalog, but the last backup (${lastId}) took ${formatBytes(lastBytes)}: the next one needs room for twice that`, fix: 'free space or prune old backups (lifeline prune), or move the store to a larger disk' }));
+    findings.push(
+      fail({
+        check: 'backups.free-space',
+        message: `${formatBytes(freeBytes)} free for the catalog, but the last backup (${lastId}) took ${formatBytes(lastBytes)}: the next one needs room for twice that`,
+        fix: 'free space or prune old backups (lifeline prune), or move the store to a larger disk',
+      }),
+    );
   } else {
     findings.push(pass({ check: 'backups.free-space', message: `${formatBytes(freeBytes)} free, at least twice the last backup (${formatBytes(lastBytes)})` }));
   }

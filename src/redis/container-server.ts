@@ -70,7 +70,17 @@ export async function drillRedisImage(serviceRunner: ContainerRunner, service: s
   const image = await containerImage(serviceRunner.container, docker);
   const probe = await runText(docker, {
     tool: 'docker',
-    args: ['run', '--rm', '--network', 'none', '--entrypoint', 'sh', image, '-c', 'for t in redis-server redis-cli; do command -v "$t" >/dev/null 2>&1 || { echo "lifeline: $t: not found in the image" >&2; exit 127; }; done'],
+    args: [
+      'run',
+      '--rm',
+      '--network',
+      'none',
+      '--entrypoint',
+      'sh',
+      image,
+      '-c',
+      'for t in redis-server redis-cli; do command -v "$t" >/dev/null 2>&1 || { echo "lifeline: $t: not found in the image" >&2; exit 127; }; done',
+    ],
   }).catch((error: Error) => ({ exitCode: 1, signal: null, stderr: error.message, stdout: '' }));
   if (probe.exitCode !== 0) {
     throw usageError(

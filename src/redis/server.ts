@@ -26,15 +26,24 @@ export async function startThrowawayRedis(options: RedisServerOptions = {}): Pro
   const port = await freePort();
   const runner = new LocalRunner({ binDirs: options.binDir ? [options.binDir] : [] });
   const args = [
-    '--port', String(port),
-    '--bind', '127.0.0.1',
-    '--dir', dir,
-    '--dbfilename', 'dump.rdb',
-    '--appendonly', 'no',
-    '--save', '',
-    '--daemonize', 'no',
-    '--logfile', join(dir, 'redis.log'),
-    '--repl-diskless-sync-delay', '0',
+    '--port',
+    String(port),
+    '--bind',
+    '127.0.0.1',
+    '--dir',
+    dir,
+    '--dbfilename',
+    'dump.rdb',
+    '--appendonly',
+    'no',
+    '--save',
+    '',
+    '--daemonize',
+    'no',
+    '--logfile',
+    join(dir, 'redis.log'),
+    '--repl-diskless-sync-delay',
+    '0',
     ...(options.password ? ['--requirepass', options.password] : []),
   ];
   if (options.rdbFile) {

@@ -46,7 +46,9 @@ export function redisCli(target: RedisTarget, args: string[]) {
 export async function redisKeyspace(runner: Runner, target: RedisTarget): Promise<Record<string, number>> {
   const result = await runText(runner, redisCli(target, ['INFO', 'keyspace']));
   if (result.exitCode !== 0 || /^(ERR|NOAUTH|WRONGPASS)/m.test(result.stdout)) {
-    throw failure('REDIS_CONNECT', `cannot read INFO keyspace from redis://${target.host}:${target.port}: ${lastLines(result.stderr || result.stdout, 2)}`, { fix: 'check the Redis URL (REDIS_URL / --redis-url) and its password' });
+    throw failure('REDIS_CONNECT', `cannot read INFO keyspace from redis://${target.host}:${target.port}: ${lastLines(result.stderr || result.stdout, 2)}`, {
+      fix: 'check the Redis URL (REDIS_URL / --redis-url) and its password',
+    });
   }
   return parseKeyspace(result.stdout);
 }
@@ -70,13 +72,14 @@ export interface RdbCheck {
  * Inside a container the snapshot arrives on stdin into a private file (umask 077, a random name,
  * noclobber) that is removed whatever redis-check-rdb answers; never through a shared path.
  */
-const CHECK_IN_CONTAINER = 'command -v redis-check-rdb >/dev/null 2>&1 || { echo "lifeline: redis-check-rdb: not found" >&2; exit 127; }; umask 077 && set -C && f="${TMPDIR:-/tmp}/$1" && { cat > "$f" || { rm -f "$f"; exit 125; }; } && { redis-check-rdb "$f"; s=$?; rm -f "$f"; exit $s; }';
+const CHECK_IN_CONTAINER =
+  'command -v redis-check-rdb >/dev/null 2>&1 || { echo "lifeline: redis-check-rdb: not found" >&2; exit 127; }; umask 077 && set -C && f="${TMPDIR:-/tmp}/$1" && { cat > "$f" || { rm -f "$f"; exit 125; }; } && { redis-check-rdb "$f"; s=$?; rm -f "$f"; exit $s; }';
 
 function missingToolCheck(runner: Runner): RdbCheck {
   const fix =
     runner instanceof LocalRunner
       ? 'install it (Debian: apt-get install redis-tools), set redis.binDir, or set redis.service so it runs in the Redis container'
-      : 'use a Redis image that has redis-check-rdb (the official redis images do), or remove redis.service to use this host\'s (Debian: apt-get install redis-tools)';
+      : "use a Redis image that has redis-check-rdb (the official redis images do), or remove redis.service to use this host's (Debian: apt-get install redis-tools)";
   return { ok: false, keysRead: 0, expires: 0, toolMissing: true, detail: `redis-check-rdb was not found (${runner.where}); fix: ${fix}` };
 }
 
@@ -85,14 +88,22 @@ function missingToolCheck(runner: Runner): RdbCheck {
  * runner runs: on this host, or inside the Redis service's container (the file streamed in).
  * A missing redis-check-rdb is a failed check that says so and how to fix it, never an exception.
  */
-export async function checkRdb(runner: Runner, path: string, /** The plaintext as a stream (a decrypted snapshot) instead of `path`; only where the check runs in a container. */ source?: Readable): Promise<RdbCheck> {
+export async function checkRdb(
+  runner: Runner,
+  path: string,
+  /** The plaintext as a stream (a decrypted snapshot) instead of `path`; only where the check runs in a container. */ source?: Readable,
+): Promise<RdbCheck> {
   let result;
   if (source && runner instanceof LocalRunner) throw new Error('checkRdb: a stream source needs a container runner');
   try {
     result =
       runner instanceof LocalRunner
         ? await runText(runner, { tool: 'redis-check-rdb', args: [path] })
-        : await runText(runner, { tool: 'sh', args: ['-c', CHECK_IN_CONTAINER, 'lifeline-check', `lifeline-${randomBytes(12).toString('hex')}.rdb`], stdin: source ?? createReadStream(path, { highWaterMark: 1024 * 1024 }) });
+        : await runText(runner, {
+            tool: 'sh',
+            args: ['-c', CHECK_IN_CONTAINER, 'lifeline-check', `lifeline-${randomBytes(12).toString('hex')}.rdb`],
+            stdin: source ?? createReadStream(path, { highWaterMark: 1024 * 1024 }),
+          });
   } catch (error) {
     if (isLifelineError(error) && error.code === 'TOOL_MISSING') return missingToolCheck(runner);
     throw error;
@@ -134,7 +145,9 @@ export async function snapshotRedis(staged: StagedEntry, options: SnapshotOption
     await pipeline(running.stdout, scratch.stream);
     const result = await running.done;
     if (result.exitCode !== 0) {
-      throw failure('REDIS_SNAPSHOT_FAILED', `redis-cli --rdb failed against redis://${options.target.host}:${options.target.port}: ${lastLines(result.stderr, 3)}`, { fix: 'check the Redis URL and password, and that the user may run SYNC/REPLCONF' });
+      throw failure('REDIS_SNAPSHOT_FAILED', `redis-cli --rdb failed against redis://${options.target.host}:${options.target.port}: ${lastLines(result.stderr, 3)}`, {
+        fix: 'check the Redis URL and password, and that the user may run SYNC/REPLCONF',
+      });
     }
     const reported = /Transfer finished with success after (\d+) bytes/.exec(result.stderr);
     const { size } = await stat(raw);
@@ -142,7 +155,10 @@ export async function snapshotRedis(staged: StagedEntry, options: SnapshotOption
     if (bytes <= 0 || bytes > size) throw failure('REDIS_SNAPSHOT_FAILED', `redis-cli reported ${bytes} bytes but wrote ${size}`);
     const file = await staged.addStream(options.fileName, createReadStream(raw, { start: 0, end: bytes - 1 }));
     const check = await checkRdb(options.checkRunner, staged.path(options.fileName));
-    if (check.toolMissing) throw failure('REDIS_CHECK_MISSING', `the Redis snapshot cannot be validated: ${check.detail}`, { fix: 'make redis-check-rdb available where the check runs (see above), or back up with --verify false' });
+    if (check.toolMissing)
+      throw failure('REDIS_CHECK_MISSING', `the Redis snapshot cannot be validated: ${check.detail}`, {
+        fix: 'make redis-check-rdb available where the check runs (see above), or back up with --verify false',
+      });
     if (!check.ok) throw failure('REDIS_SNAPSHOT_INVALID', `the Redis snapshot does not validate: ${check.detail}`, { fix: 'retry the backup; if it keeps failing, check the Redis server log' });
     const keys = await redisKeyspace(options.runner, options.target);
     options.logger.info(`redis snapshot: ${file.bytes} bytes, ${check.keysRead} keys`);
@@ -179,7 +195,12 @@ async function snapshotRedisEncrypted(staged: StagedEntry, options: SnapshotOpti
     flush(cb) {
       running.done.then(
         (result) => {
-          if (result.exitCode !== 0) return cb(failure('REDIS_SNAPSHOT_FAILED', `redis-cli --rdb failed against redis://${options.target.host}:${options.target.port}: ${lastLines(result.stderr, 3)}`, { fix: 'check the Redis URL and password, and that the user may run SYNC/REPLCONF' }));
+          if (result.exitCode !== 0)
+            return cb(
+              failure('REDIS_SNAPSHOT_FAILED', `redis-cli --rdb failed against redis://${options.target.host}:${options.target.port}: ${lastLines(result.stderr, 3)}`, {
+                fix: 'check the Redis URL and password, and that the user may run SYNC/REPLCONF',
+              }),
+            );
           const reported = /Transfer finished with success after (\d+) bytes/.exec(result.stderr);
           const size = passed + held.length;
           payloadBytes = reported ? Number(reported[1]) : size;
@@ -201,7 +222,10 @@ async function snapshotRedisEncrypted(staged: StagedEntry, options: SnapshotOpti
   checkDone.catch(() => {});
   const writer = staged.addWriter(options.fileName);
   let checkerGone = false;
-  checkDone.then(() => (checkerGone = true), () => (checkerGone = true));
+  checkDone.then(
+    () => (checkerGone = true),
+    () => (checkerGone = true),
+  );
   try {
     running.stdout.pipe(trim);
     running.stdout.on('error', (error) => trim.destroy(error));

@@ -254,7 +254,10 @@ export class Progress {
       this.output.terminal.clear();
       return;
     }
-    if (this.printedLine) this.logger.info(`${renderProgress({ ...this.snapshot(), estimated: false, total: this.state.total === undefined ? undefined : this.state.estimated ? this.state.done : this.state.total })} (done)`);
+    if (this.printedLine)
+      this.logger.info(
+        `${renderProgress({ ...this.snapshot(), estimated: false, total: this.state.total === undefined ? undefined : this.state.estimated ? this.state.done : this.state.total })} (done)`,
+      );
   }
 }
 

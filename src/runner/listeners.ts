@@ -84,7 +84,7 @@ function decodeAddress(hex: string, family: 4 | 6, littleEndian: boolean): strin
 function compressV6(groups: string[]): string {
   let best = -1;
   let bestLength = 0;
-  for (let i = 0; i < groups.length; ) {
+  for (let i = 0; i < groups.length;) {
     if (groups[i] !== '0') {
       i++;
       continue;
@@ -247,7 +247,13 @@ export async function proveHealthOwner(url: string, containers: ContainerIdentit
   const local = localAddresses();
   const remote = target.addresses.filter((a) => !isLoopback(a) && !local.has(a));
   if (remote.length) return { status: 'unknown', port, reason: `${url} points at ${remote.join(', ')}, not an address of this host, so its listener cannot be looked up here` };
-  if (options.engineOnThisHost === false) return { status: 'unknown', port, reason: 'the docker CLI does not reach the engine through a local unix socket (DOCKER_HOST is tcp:// or ssh://, or DOCKER_CONTEXT names a context), so the engine may be on another host and its container pids cannot be looked up here' };
+  if (options.engineOnThisHost === false)
+    return {
+      status: 'unknown',
+      port,
+      reason:
+        'the docker CLI does not reach the engine through a local unix socket (DOCKER_HOST is tcp:// or ssh://, or DOCKER_CONTEXT names a context), so the engine may be on another host and its container pids cannot be looked up here',
+    };
   if (containers.length === 0) return { status: 'unknown', port, reason: 'no container to tie the answer to' };
 
   const sockets = (await listeningSockets(port, procRoot)).filter((s) => target.addresses.some((a) => accepts(s, a)));
@@ -256,9 +262,18 @@ export async function proveHealthOwner(url: string, containers: ContainerIdentit
     // one of them answered, its socket would be here. What answered has gone (a stray that held the
     // port through the checks and left): a failure, never an unprovable pass.
     if (await sharesNetworkNamespace(containers, procRoot)) {
-      return { status: 'other', port, strangers: [], detail: `nothing listens on port ${port} any more, in the network namespace ${containers.length > 1 ? 'the containers share' : 'the container shares'} with Lifeline: what answered was not the container (it has gone), or the container stopped listening` };
+      return {
+        status: 'other',
+        port,
+        strangers: [],
+        detail: `nothing listens on port ${port} any more, in the network namespace ${containers.length > 1 ? 'the containers share' : 'the container shares'} with Lifeline: what answered was not the container (it has gone), or the container stopped listening`,
+      };
     }
-    return { status: 'unknown', port, reason: `no listening socket for port ${port} in this network namespace (answered through NAT, or Lifeline runs in another network namespace than the containers)` };
+    return {
+      status: 'unknown',
+      port,
+      reason: `no listening socket for port ${port} in this network namespace (answered through NAT, or Lifeline runs in another network namespace than the containers)`,
+    };
   }
   const { owners, unreadable } = await socketOwners(
     sockets.map((s) => s.inode),
@@ -266,7 +281,9 @@ export async function proveHealthOwner(url: string, containers: ContainerIdentit
   );
   const orphaned = sockets.filter((s) => !owners.get(s.inode)?.length);
   if (orphaned.length) {
-    const why = unreadable ? `${unreadable} processes' open files could not be read (Lifeline needs to run as root, or as the containers' user, to see them)` : 'no process visible here holds it (Lifeline runs in another PID namespace than the containers)';
+    const why = unreadable
+      ? `${unreadable} processes' open files could not be read (Lifeline needs to run as root, or as the containers' user, to see them)`
+      : 'no process visible here holds it (Lifeline runs in another PID namespace than the containers)';
     return { status: 'unknown', port, reason: `the socket listening on ${orphaned.map((s) => `${s.address}:${port}`).join(', ')} could not be tied to a process: ${why}` };
   }
 

@@ -36,7 +36,11 @@ export function parsePgUrl(url: string): PgConnection {
   delete params.password;
   if (params.sslpassword !== undefined) {
     // libpq reads sslpassword from no environment variable, and Lifeline puts no secret on a command line.
-    throw usageError('BAD_URL', 'the PostgreSQL URL sets sslpassword, which Lifeline cannot pass to pg_dump, pg_restore and psql without putting it on their command line', 'use a client key without a passphrase (openssl pkey -in key.pem -out plain.pem), readable only by the store\'s owner (chmod 0600), in sslkey');
+    throw usageError(
+      'BAD_URL',
+      'the PostgreSQL URL sets sslpassword, which Lifeline cannot pass to pg_dump, pg_restore and psql without putting it on their command line',
+      "use a client key without a passphrase (openssl pkey -in key.pem -out plain.pem), readable only by the store's owner (chmod 0600), in sslkey",
+    );
   }
   const decode = (part: string, value: string) => {
     try {

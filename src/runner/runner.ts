@@ -87,7 +87,12 @@ function spawnStreaming(command: string, args: string[], invocation: ToolInvocat
   const done = new Promise<ToolResult>((resolve, reject) => {
     child.on('error', (error: NodeJS.ErrnoException) => {
       if (error.code === 'ENOENT') {
-        reject(failure('TOOL_MISSING', `${invocation.tool} was not found (${command})`, { fix: `install it (Debian: the package that provides ${invocation.tool}) or set its directory in the config (postgres.binDir / redis.binDir)`, cause: error }));
+        reject(
+          failure('TOOL_MISSING', `${invocation.tool} was not found (${command})`, {
+            fix: `install it (Debian: the package that provides ${invocation.tool}) or set its directory in the config (postgres.binDir / redis.binDir)`,
+            cause: error,
+          }),
+        );
       } else {
         reject(failure('TOOL_SPAWN', `could not run ${invocation.tool}: ${error.message}`, { cause: error }));
       }
@@ -221,7 +226,11 @@ export class ContainerRunner implements Runner {
     // `-e NAME` without a value copies it from the docker CLI's own environment: secrets stay off argv.
     const envArgs = Object.keys(env).flatMap((key) => ['-e', key]);
     const args = ['exec', ...(invocation.stdin ? ['-i'] : []), ...envArgs, ...(this.options.execOptions ?? []), this.options.container, invocation.tool, ...invocation.args];
-    return withMissingToolDetection(spawnStreaming('docker', args, invocation, this.masker, childEnvironment(this.options.baseEnv ?? process.env, env)), invocation.tool, `${this.where} (container ${this.options.container.slice(0, 12)})`);
+    return withMissingToolDetection(
+      spawnStreaming('docker', args, invocation, this.masker, childEnvironment(this.options.baseEnv ?? process.env, env)),
+      invocation.tool,
+      `${this.where} (container ${this.options.container.slice(0, 12)})`,
+    );
   }
 }
 
@@ -248,7 +257,20 @@ export class ImageRunner implements Runner {
   start(invocation: ToolInvocation): RunningTool {
     const env = definedOnly(invocation.env);
     const envArgs = Object.keys(env).flatMap((key) => ['-e', key]);
-    const args = ['run', '--rm', ...(invocation.stdin ? ['-i'] : []), '--network', this.options.network ?? 'none', '--label', 'lifeline.check=1', ...envArgs, '--entrypoint', invocation.tool, this.options.image, ...invocation.args];
+    const args = [
+      'run',
+      '--rm',
+      ...(invocation.stdin ? ['-i'] : []),
+      '--network',
+      this.options.network ?? 'none',
+      '--label',
+      'lifeline.check=1',
+      ...envArgs,
+      '--entrypoint',
+      invocation.tool,
+      this.options.image,
+      ...invocation.args,
+    ];
     return withMissingToolDetection(spawnStreaming('docker', args, invocation, this.masker, childEnvironment(this.options.baseEnv ?? process.env, env)), invocation.tool, this.where);
   }
 }

@@ -45,7 +45,11 @@ export interface ThrowawayContainerOptions {
 
 /** `lifeline-drill-<suffix>-<random>`, in the form the leftover records accept (at most 64 characters after the prefix). */
 export function drillContainerName(suffix: string): string {
-  const tail = `${suffix}-${randomBytes(3).toString('hex')}`.toLowerCase().replace(/[^a-z0-9-]/g, '-').slice(-64).replace(/^-+/, '');
+  const tail = `${suffix}-${randomBytes(3).toString('hex')}`
+    .toLowerCase()
+    .replace(/[^a-z0-9-]/g, '-')
+    .slice(-64)
+    .replace(/^-+/, '');
   return `lifeline-drill-${tail}`;
 }
 
@@ -123,7 +127,9 @@ export async function containerImage(container: string, docker: Runner = new Loc
   const inspected = await runText(docker, { tool: 'docker', args: ['inspect', '--format', '{{.Image}}', container] });
   const image = inspected.stdout.trim();
   if (inspected.exitCode !== 0 || !/^sha256:[0-9a-f]{64}$/.test(image)) {
-    throw failure('IMAGE_UNKNOWN', `cannot read the image of container ${container.slice(0, 12)} (docker inspect ${describeExit(inspected)}): ${lastLines(inspected.stderr, 2)}`, { fix: 'check that Docker is reachable (DOCKER_HOST) and the service runs' });
+    throw failure('IMAGE_UNKNOWN', `cannot read the image of container ${container.slice(0, 12)} (docker inspect ${describeExit(inspected)}): ${lastLines(inspected.stderr, 2)}`, {
+      fix: 'check that Docker is reachable (DOCKER_HOST) and the service runs',
+    });
   }
   return image;
 }

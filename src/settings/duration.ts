@@ -7,11 +7,7 @@ export function parseDuration(value: string, keyPath = 'duration'): number {
   const text = value.trim();
   const match = /^(\d+(?:\.\d+)?)\s*([smhdw]?)$/i.exec(text);
   if (!match) {
-    throw usageError(
-      'BAD_DURATION',
-      `${keyPath}: "${value}" is not a duration`,
-      'write a number followed by s, m, h, d or w, e.g. 90s, 15m, 4h, 7d',
-    );
+    throw usageError('BAD_DURATION', `${keyPath}: "${value}" is not a duration`, 'write a number followed by s, m, h, d or w, e.g. 90s, 15m, 4h, 7d');
   }
   const amount = Number(match[1]);
   const unit = (match[2] || 's').toLowerCase();

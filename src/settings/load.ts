@@ -51,7 +51,7 @@ function readConfigText(path: string): string {
     const code = (error as NodeJS.ErrnoException).code;
     throw usageError(
       'CONFIG_UNREADABLE',
-      `configuration file ${path} cannot be read (${code === 'EACCES' || code === 'EPERM' ? 'permission denied' : code ?? 'error'})`,
+      `configuration file ${path} cannot be read (${code === 'EACCES' || code === 'EPERM' ? 'permission denied' : (code ?? 'error')})`,
       code === 'EACCES' || code === 'EPERM' ? `make it readable by the user running Lifeline (uid ${process.getuid?.() ?? '?'}), e.g. chmod 0640 ${path} and the right group, or ${fix}` : fix,
     );
   }
@@ -70,29 +70,50 @@ export function parseConfig(text: string, path = 'lifeline.yml'): LifelineConfig
     const line = first.linePos?.[0]?.line;
     const column = first.linePos?.[0]?.col;
     // The parser's own message can quote the offending line: say where and what kind, not what it holds.
-    throw usageError('CONFIG_YAML', `${path}${line ? `:${line}` : ''}: not valid YAML (${describeYamlError(first.code)}${column ? ` at column ${column}` : ''})`, 'fix the YAML syntax at that line (indentation, quoting, a missing colon); is --config pointing at your lifeline.yml?');
+    throw usageError(
+      'CONFIG_YAML',
+      `${path}${line ? `:${line}` : ''}: not valid YAML (${describeYamlError(first.code)}${column ? ` at column ${column}` : ''})`,
+      'fix the YAML syntax at that line (indentation, quoting, a missing colon); is --config pointing at your lifeline.yml?',
+    );
   }
   let data: unknown;
   try {
     data = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT }) ?? {};
   } catch (error) {
     if (/alias/i.test((error as Error).message)) {
-      throw usageError('CONFIG_YAML', `${path}: YAML aliases expand too far (more than ${MAX_ALIAS_COUNT} alias references, the shape of a "billion laughs" document)`, 'write the values out instead of nesting aliases (*name)');
+      throw usageError(
+        'CONFIG_YAML',
+        `${path}: YAML aliases expand too far (more than ${MAX_ALIAS_COUNT} alias references, the shape of a "billion laughs" document)`,
+        'write the values out instead of nesting aliases (*name)',
+      );
     }
     throw usageError('CONFIG_YAML', `${path}: not valid YAML (${(error as Error).name})`, 'fix the YAML syntax; `lifeline config check` validates the file');
   }
   if (data === null || typeof data !== 'object' || Array.isArray(data)) {
-    throw usageError('CONFIG_INVALID', `${path} is not a Lifeline configuration: its top level is ${Array.isArray(data) ? 'a list' : `a ${typeof data}`}, not a mapping of keys`, 'start from examples/lifeline.yml (version: 1, environments: ...); is --config pointing at your lifeline.yml?');
+    throw usageError(
+      'CONFIG_INVALID',
+      `${path} is not a Lifeline configuration: its top level is ${Array.isArray(data) ? 'a list' : `a ${typeof data}`}, not a mapping of keys`,
+      'start from examples/lifeline.yml (version: 1, environments: ...); is --config pointing at your lifeline.yml?',
+    );
   }
   const keys = Object.keys(data);
   if (keys.length > 0 && !keys.some((k) => k === 'version' || k === 'environments' || k === 'store')) {
     // Some other file (an env file, a Compose file): its keys are not ours to print.
-    throw usageError('CONFIG_INVALID', `${path} is not a Lifeline configuration: none of version, environments or store at its top level (${keys.length} other key${keys.length === 1 ? '' : 's'})`, 'start from examples/lifeline.yml (version: 1, environments: ...); is --config pointing at your lifeline.yml?');
+    throw usageError(
+      'CONFIG_INVALID',
+      `${path} is not a Lifeline configuration: none of version, environments or store at its top level (${keys.length} other key${keys.length === 1 ? '' : 's'})`,
+      'start from examples/lifeline.yml (version: 1, environments: ...); is --config pointing at your lifeline.yml?',
+    );
   }
   const result = configSchema.safeParse(data);
   if (result.success) return result.data;
   const problems = result.error.issues.map((issue) => describeIssue(issue, data, path, (keyPath) => lineOf(doc.contents, keyPath, lineCounter)));
-  throw usageError('CONFIG_INVALID', `${path} is not a valid Lifeline configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`, 'correct the keys named above; `lifeline config check` validates the file without running anything', { problems });
+  throw usageError(
+    'CONFIG_INVALID',
+    `${path} is not a valid Lifeline configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`,
+    'correct the keys named above; `lifeline config check` validates the file without running anything',
+    { problems },
+  );
 }
 
 function describeYamlError(code: string): string {

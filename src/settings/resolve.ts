@@ -397,7 +397,6 @@ function resolveCompression(compress: string | number | undefined, level: number
   return level === undefined ? undefined : fromGzipLevel(level);
 }
 
-
 /** A post-restore hook as it runs: headers resolved from their environment variables (registered as secrets). */
 export type ResolvedHook = HookConfig & { headers?: Record<string, string> };
 
@@ -407,7 +406,12 @@ function resolveHooks(hooks: HookConfig[], env: string, vars: Record<string, str
     const headers: Record<string, string> = {};
     for (const [header, variable] of Object.entries(hook.headersFromEnv)) {
       const value = vars[variable];
-      if (!value) throw usageError('HOOK_HEADER_UNSET', `environments.${env}.hooks.postRestore[${i}].headersFromEnv.${header}: the environment variable ${variable} is unset or empty`, `export ${variable} (in Actions: env: ${variable}: \${{ secrets.... }}) or remove the header`);
+      if (!value)
+        throw usageError(
+          'HOOK_HEADER_UNSET',
+          `environments.${env}.hooks.postRestore[${i}].headersFromEnv.${header}: the environment variable ${variable} is unset or empty`,
+          `export ${variable} (in Actions: env: ${variable}: \${{ secrets.... }}) or remove the header`,
+        );
       headers[header] = value;
       secrets.push(value);
     }

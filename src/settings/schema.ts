@@ -58,10 +58,7 @@ const compose = z
     projectName: z.string().min(1).optional(),
     /** `auto` detects `docker compose` (v2) then `docker-compose` (v1). */
     command: z.enum(['auto', 'docker compose', 'docker-compose']).optional(),
-    services: z
-      .object({ api: composeService.optional(), web: composeService.optional(), worker: composeService.optional() })
-      .strict()
-      .optional(),
+    services: z.object({ api: composeService.optional(), web: composeService.optional(), worker: composeService.optional() }).strict().optional(),
     healthTimeout: duration.optional(),
     /** How long every check must keep passing after the first healthy answer (default 5s). */
     settle: duration.optional(),
@@ -80,7 +77,10 @@ const retention = z
     keepDaily: z.number().int().min(0).optional(),
     keepWeekly: z.number().int().min(0).optional(),
     /** Pre-restore backups are their own class and never count toward the environment's backups. */
-    preRestore: z.object({ keepLast: z.number().int().min(0).optional(), keepDays: z.number().int().min(0).optional() }).strict().optional(),
+    preRestore: z
+      .object({ keepLast: z.number().int().min(0).optional(), keepDays: z.number().int().min(0).optional() })
+      .strict()
+      .optional(),
   })
   .strict();
 
@@ -232,8 +232,14 @@ const storage = z
     /** `sha256`: uploads carry x-amz-checksum-sha256 (default); `none`: no flexible checksum, for providers that reject it (Content-MD5 and x-amz-meta-sha256 stay). */
     checksums: z.enum(['sha256', 'none']).optional(),
     serverSideEncryption: z.enum(['AES256', 'aws:kms']).optional(),
-    objectLock: z.object({ mode: z.enum(['GOVERNANCE', 'COMPLIANCE']), days: z.number().int().positive() }).strict().optional(),
-    reviewed: z.object({ provider: z.string().min(1), by: z.string().min(1), date: z.string().regex(/^\d{4}-\d{2}-\d{2}$/, 'a date as YYYY-MM-DD') }).strict().optional(),
+    objectLock: z
+      .object({ mode: z.enum(['GOVERNANCE', 'COMPLIANCE']), days: z.number().int().positive() })
+      .strict()
+      .optional(),
+    reviewed: z
+      .object({ provider: z.string().min(1), by: z.string().min(1), date: z.string().regex(/^\d{4}-\d{2}-\d{2}$/, 'a date as YYYY-MM-DD') })
+      .strict()
+      .optional(),
   })
   .strict()
   .refine((s) => !(s.profile && (s.accessKeyIdEnv || s.secretAccessKeyEnv)), 'set profile or accessKeyIdEnv/secretAccessKeyEnv, not both');
@@ -248,7 +254,10 @@ const notify = z
     ping: z.string().url().optional(),
     pingEnv: envVarName.optional(),
     /** The scheduled commands that ping (default: backup). */
-    pingCommands: z.array(z.enum(['backup', 'verify', 'prune', 'sync', 'drill', 'gate'])).min(1).optional(),
+    pingCommands: z
+      .array(z.enum(['backup', 'verify', 'prune', 'sync', 'drill', 'gate']))
+      .min(1)
+      .optional(),
     /** Which outcomes post to the webhook (default: failed and refused; drills and gates always). */
     on: z.array(z.enum(['succeeded', 'failed', 'refused'])).optional(),
   })
@@ -284,7 +293,12 @@ export const environmentSchema = z
             hooks.forEach((h, i) => {
               const credential = 'http' in h ? hookUrlCredential(h.http) : undefined;
               // The message never repeats the URL: it holds the credential.
-              if (credential) ctx.addIssue({ code: 'custom', path: [i, 'http'], message: `the URL carries ${credential}; put it in a header from an environment variable instead: headersFromEnv: { Authorization: HOOK_AUTHORIZATION }` });
+              if (credential)
+                ctx.addIssue({
+                  code: 'custom',
+                  path: [i, 'http'],
+                  message: `the URL carries ${credential}; put it in a header from an environment variable instead: headersFromEnv: { Authorization: HOOK_AUTHORIZATION }`,
+                });
             });
           })
           .optional(),
@@ -294,7 +308,10 @@ export const environmentSchema = z
     storage: storage.optional(),
     notify: notify.optional(),
     /** Encryption at rest with age: every payload Lifeline stores is encrypted to these public keys (`age1...`). */
-    encryption: z.object({ recipients: z.array(z.string().min(1)).min(1, 'name at least one recipient (age-keygen prints its public key), or remove encryption:') }).strict().optional(),
+    encryption: z
+      .object({ recipients: z.array(z.string().min(1)).min(1, 'name at least one recipient (age-keygen prints its public key), or remove encryption:') })
+      .strict()
+      .optional(),
     /** Production turns on the stricter preflight gates. */
     production: z.boolean().optional(),
   })

@@ -46,7 +46,15 @@ export interface ArtifactUpload {
  * Keeps the newest complete entry of each kind as a workflow artifact, after its SHA256SUMS
  * check passes, so a later run (a drill elsewhere) can find it even without a bucket.
  */
-export async function uploadNewestAsArtifacts(options: { env: string; store: string; kinds?: string[]; exclude?: ReadonlySet<string>; artifacts: ArtifactStore; retentionDays?: number; logger: Logger }): Promise<ArtifactUpload[]> {
+export async function uploadNewestAsArtifacts(options: {
+  env: string;
+  store: string;
+  kinds?: string[];
+  exclude?: ReadonlySet<string>;
+  artifacts: ArtifactStore;
+  retentionDays?: number;
+  logger: Logger;
+}): Promise<ArtifactUpload[]> {
   const entries = await listLocalEntries(join(options.store, options.env));
   const newestByKind = new Map<string, (typeof entries)[number] & { createdAt: string }>();
   for (const entry of entries) {
@@ -54,12 +62,16 @@ export async function uploadNewestAsArtifacts(options: { env: string; store: str
     if (options.exclude?.has(`${entry.kind}/${entry.id}`)) continue;
     const metadata = JSON.parse(await readFile(join(entry.dir, entry.metadataFile), 'utf8')) as EntryMetadata;
     const current = newestByKind.get(entry.kind);
-    if (!current || metadata.createdAt > current.createdAt || (metadata.createdAt === current.createdAt && entry.id > current.id)) newestByKind.set(entry.kind, { ...entry, createdAt: metadata.createdAt });
+    if (!current || metadata.createdAt > current.createdAt || (metadata.createdAt === current.createdAt && entry.id > current.id))
+      newestByKind.set(entry.kind, { ...entry, createdAt: metadata.createdAt });
   }
   const uploads: ArtifactUpload[] = [];
   for (const entry of newestByKind.values()) {
     const bad = (await checkSums(entry.dir)).filter((c) => !c.ok);
-    if (bad.length) throw failure('LOCAL_CHECKSUM_MISMATCH', `${entry.kind}/${entry.id} fails its SHA256SUMS check (${bad.map((c) => c.file).join(', ')}); not kept as an artifact`, { fix: 'run `lifeline verify` and take a new backup' });
+    if (bad.length)
+      throw failure('LOCAL_CHECKSUM_MISMATCH', `${entry.kind}/${entry.id} fails its SHA256SUMS check (${bad.map((c) => c.file).join(', ')}); not kept as an artifact`, {
+        fix: 'run `lifeline verify` and take a new backup',
+      });
     const names = [...entry.sums.map((s) => s.file), SUMS_FILE, entry.metadataFile];
     const name = artifactNamePrefix(options.env, entry.kind) + entry.id;
     const paths = await Promise.all(names.map((n) => entryFilePath(entry.dir, n)));
@@ -75,11 +87,22 @@ export async function uploadNewestAsArtifacts(options: { env: string; store: str
  * directory outside the catalog, and imports it through `catalog.begin`, re-hashing every file
  * against its SHA256SUMS: a damaged or partial artifact never becomes a catalog entry.
  */
-export async function fetchNewestArtifact(options: { env: string; kind: string; catalog: Catalog; artifacts: ArtifactStore; logger: Logger }): Promise<{ entry: CatalogEntry; artifact: ArtifactRef; fetched: boolean }> {
+export async function fetchNewestArtifact(options: {
+  env: string;
+  kind: string;
+  catalog: Catalog;
+  artifacts: ArtifactStore;
+  logger: Logger;
+}): Promise<{ entry: CatalogEntry; artifact: ArtifactRef; fetched: boolean }> {
   const kind = asEntryKind(options.kind);
   const prefix = artifactNamePrefix(options.env, kind);
   const artifact = await options.artifacts.findNewest(prefix);
-  if (!artifact) throw usageError('ARTIFACT_NOT_FOUND', `no workflow artifact named ${prefix}* in this repository`, 'run the backup workflow with `to: artifact` (or `both`) first; artifacts expire after their retention days');
+  if (!artifact)
+    throw usageError(
+      'ARTIFACT_NOT_FOUND',
+      `no workflow artifact named ${prefix}* in this repository`,
+      'run the backup workflow with `to: artifact` (or `both`) first; artifacts expire after their retention days',
+    );
   const id = artifact.name.slice(prefix.length);
   const workDir = await mkdtemp(join(tmpdir(), 'lifeline-artifact-'));
   try {

@@ -27,19 +27,28 @@ export async function importEntry(source: ImportSource): Promise<{ entry: Catalo
   for (const file of [source.metadataFile, ...source.sums.map((s) => s.file)]) {
     const problem = entryFileNameProblem(file);
     if (problem) {
-      throw failure('REMOTE_ENTRY_UNSAFE', `${source.kind}/${source.id} from ${source.source} names the file ${JSON.stringify(file)}, which ${problem}; nothing was fetched`, { fix: 'that copy was not written by Lifeline: inspect and remove it, then use another entry' });
+      throw failure('REMOTE_ENTRY_UNSAFE', `${source.kind}/${source.id} from ${source.source} names the file ${JSON.stringify(file)}, which ${problem}; nothing was fetched`, {
+        fix: 'that copy was not written by Lifeline: inspect and remove it, then use another entry',
+      });
     }
   }
   // A copy whose SHA256SUMS lost a line the metadata names (a backup without its dump) is not an entry.
   const listed = new Map(source.sums.map((s) => [s.file, s.sha256]));
   for (const { name, sha256 } of filesNamedByMetadata(source.metadata)) {
     const problem = typeof name === 'string' ? entryFileNameProblem(name) : 'is not a file name';
-    if (problem) throw failure('REMOTE_ENTRY_UNSAFE', `${source.kind}/${source.id} from ${source.source}: ${source.metadataFile} names the file ${JSON.stringify(name)}, which ${problem}; nothing was fetched`, { fix: 'that copy was not written by Lifeline: inspect and remove it, then use another entry' });
+    if (problem)
+      throw failure('REMOTE_ENTRY_UNSAFE', `${source.kind}/${source.id} from ${source.source}: ${source.metadataFile} names the file ${JSON.stringify(name)}, which ${problem}; nothing was fetched`, {
+        fix: 'that copy was not written by Lifeline: inspect and remove it, then use another entry',
+      });
     const listedSha = listed.get(name as string);
     if (listedSha !== sha256) {
-      throw failure('REMOTE_ENTRY_INCOMPLETE', `${source.kind}/${source.id} from ${source.source} is incomplete: ${listedSha === undefined ? `${source.metadataFile} names ${name as string} but SHA256SUMS does not list it` : `${source.metadataFile} records sha256 ${String(sha256)} for ${name as string}, SHA256SUMS lists ${listedSha}`}; nothing was fetched`, {
-        fix: 'that copy was altered or damaged: sync again from a host whose local entry verifies, or use an older entry',
-      });
+      throw failure(
+        'REMOTE_ENTRY_INCOMPLETE',
+        `${source.kind}/${source.id} from ${source.source} is incomplete: ${listedSha === undefined ? `${source.metadataFile} names ${name as string} but SHA256SUMS does not list it` : `${source.metadataFile} records sha256 ${String(sha256)} for ${name as string}, SHA256SUMS lists ${listedSha}`}; nothing was fetched`,
+        {
+          fix: 'that copy was altered or damaged: sync again from a host whose local entry verifies, or use an older entry',
+        },
+      );
     }
   }
   const existing = await source.catalog.get(source.env, source.kind, source.id, source.metadataFile);

@@ -74,7 +74,11 @@ export function s3StoreFor(storage: StorageSettings, options: S3ObjectStoreOptio
   const halfPair = !storage.credentials && !named && !storage.profile && Boolean(process.env.AWS_ACCESS_KEY_ID) !== Boolean(process.env.AWS_SECRET_ACCESS_KEY);
   if (halfPair) {
     const [set, unset] = process.env.AWS_ACCESS_KEY_ID ? ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY'] : ['AWS_SECRET_ACCESS_KEY', 'AWS_ACCESS_KEY_ID'];
-    throw usageError('STORAGE_CREDENTIALS_MISSING', `${set} is set but ${unset} is not: the object-store key pair is incomplete`, `export ${unset}=... as well (the pair belongs together), or unset ${set} to use storage.profile or another credential source`);
+    throw usageError(
+      'STORAGE_CREDENTIALS_MISSING',
+      `${set} is set but ${unset} is not: the object-store key pair is incomplete`,
+      `export ${unset}=... as well (the pair belongs together), or unset ${set} to use storage.profile or another credential source`,
+    );
   }
   const client = new S3Client({
     endpoint: storage.endpoint,

@@ -3,7 +3,7 @@ import type { StorageSettings } from '../settings/resolve';
 
 /** What a person must have checked about a provider before Lifeline sends it a restaurant's orders. */
 export const REVIEW_CHECKLIST = [
-  'data residency: the region and the provider are allowed to hold this data (contracts, GDPR, customers\' terms)',
+  "data residency: the region and the provider are allowed to hold this data (contracts, GDPR, customers' terms)",
   'encryption at rest: the bucket encrypts by default, or storage.serverSideEncryption is set',
   'retention and object lock: versioning/object lock (storage.objectLock) match the retention policy, so a backup cannot be silently overwritten',
   'access keys scoped to the prefix: the key may only list, read and write under the bucket/prefix Lifeline uses, nothing else',
@@ -20,7 +20,11 @@ export function reviewChecklistText(): string {
  */
 export function requireReviewedStorage(env: string, storage: StorageSettings | undefined, now = new Date()): StorageSettings & { reviewed: NonNullable<StorageSettings['reviewed']> } {
   if (!storage) {
-    throw usageError('STORAGE_NOT_CONFIGURED', `environment ${env} has no storage: section in lifeline.yml`, `add environments.${env}.storage (provider: s3, endpoint, region, bucket, prefix, accessKeyIdEnv, secretAccessKeyEnv), review it, then record storage.reviewed`);
+    throw usageError(
+      'STORAGE_NOT_CONFIGURED',
+      `environment ${env} has no storage: section in lifeline.yml`,
+      `add environments.${env}.storage (provider: s3, endpoint, region, bucket, prefix, accessKeyIdEnv, secretAccessKeyEnv), review it, then record storage.reviewed`,
+    );
   }
   if (!storage.reviewed) {
     throw refusal(

@@ -100,8 +100,9 @@ export function fixForS3Error(status: number, code: string): string {
   if (code === 'NoSuchBucket') return 'check storage.bucket and storage.endpoint/region in lifeline.yml';
   if (CREDENTIAL_CODES.has(code)) return CREDENTIAL_FIX;
   if (code === 'RequestTimeTooSkewed') return "the host's clock is off by more than 15 minutes: fix it (timedatectl, chrony) and run the command again";
-  if (CHECKSUM_CODES.has(code)) return 'the bytes changed on the way (or the provider computes checksums differently): run the command again; if it persists with an S3-compatible provider, set storage.checksums: none';
-  if (status === 401 || status === 403) return 'check that the key\'s policy allows list, get and put under storage.prefix (see docs/off-host-storage.md), and the access key / secret pair';
+  if (CHECKSUM_CODES.has(code))
+    return 'the bytes changed on the way (or the provider computes checksums differently): run the command again; if it persists with an S3-compatible provider, set storage.checksums: none';
+  if (status === 401 || status === 403) return "check that the key's policy allows list, get and put under storage.prefix (see docs/off-host-storage.md), and the access key / secret pair";
   if (status === 501 || code === 'NotImplemented') return 'the provider does not support a request Lifeline made; if it names a checksum, set storage.checksums: none';
   if (status >= 500) return 'the object store kept failing; run the command again later (uploads resume where they stopped), or raise storage.maxAttempts';
   return 'check the storage section of lifeline.yml';
@@ -119,7 +120,11 @@ function noCredentials(error: unknown, profile: string | undefined, where: strin
   const message = profile
     ? `storage.profile "${profile}" gave no object-store credentials for ${where} (looked in ${files}): ${reason}`
     : `no object-store credentials were found for ${where}: no AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, no profile in ${files}, no web identity, container or instance credentials (${reason})`;
-  return usageError('STORAGE_CREDENTIALS_MISSING', message, profile ? `add a [${profile}] section with aws_access_key_id and aws_secret_access_key (or a role) to those files, or correct storage.profile` : CREDENTIALS_FIX);
+  return usageError(
+    'STORAGE_CREDENTIALS_MISSING',
+    message,
+    profile ? `add a [${profile}] section with aws_access_key_id and aws_secret_access_key (or a role) to those files, or correct storage.profile` : CREDENTIALS_FIX,
+  );
 }
 
 /**
@@ -258,7 +263,14 @@ export class S3Client {
 
   async createMultipartUpload(key: string, attributes: ObjectAttributes): Promise<string> {
     const out = await this.send(`CreateMultipartUpload ${key}`, (client, sdk) =>
-      client.send(new sdk.CreateMultipartUploadCommand({ Bucket: this.options.bucket, Key: key, ...(this.checksums === 'sha256' ? { ChecksumAlgorithm: 'SHA256' as const } : {}), ...this.objectParams(attributes) })),
+      client.send(
+        new sdk.CreateMultipartUploadCommand({
+          Bucket: this.options.bucket,
+          Key: key,
+          ...(this.checksums === 'sha256' ? { ChecksumAlgorithm: 'SHA256' as const } : {}),
+          ...this.objectParams(attributes),
+        }),
+      ),
     );
     if (!out.UploadId) throw failure('STORAGE_PROTOCOL', `the object store did not return an UploadId for ${key}`);
     return out.UploadId;
@@ -288,7 +300,9 @@ export class S3Client {
     let marker: string | undefined;
     try {
       for (;;) {
-        const page = await this.send(`ListParts ${key}`, (client, sdk) => client.send(new sdk.ListPartsCommand({ Bucket: this.options.bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker })));
+        const page = await this.send(`ListParts ${key}`, (client, sdk) =>
+          client.send(new sdk.ListPartsCommand({ Bucket: this.options.bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker })),
+        );
         for (const part of page.Parts ?? []) parts.push({ partNumber: part.PartNumber ?? 0, etag: part.ETag ?? '', checksumSha256: part.ChecksumSHA256 });
         if (!page.IsTruncated || !page.NextPartNumberMarker) return parts;
         marker = page.NextPartNumberMarker;
@@ -360,7 +374,9 @@ export class S3Client {
       for (const object of page.Contents ?? []) yield { key: object.Key ?? '', size: object.Size ?? 0, etag: object.ETag ?? '' };
       if (!page.IsTruncated) return;
       if (!page.NextContinuationToken || page.NextContinuationToken === token) {
-        throw failure('STORAGE_PROTOCOL', `the object store said the listing of ${prefix} goes on but gave no new continuation token`, { fix: 'the provider is not S3-compatible in listing; report it' });
+        throw failure('STORAGE_PROTOCOL', `the object store said the listing of ${prefix} goes on but gave no new continuation token`, {
+          fix: 'the provider is not S3-compatible in listing; report it',
+        });
       }
       token = page.NextContinuationToken;
     }

@@ -96,7 +96,10 @@ async function bytesToSync(entries: LocalEntry[]): Promise<number | undefined> {
   let total = 0;
   for (const entry of entries) {
     for (const name of new Set([...entry.sums.map((s) => s.file), SUMS_FILE, entry.metadataFile])) {
-      total += await lstat(join(entry.dir, name)).then((st) => (st.isFile() ? st.size : 0), () => 0);
+      total += await lstat(join(entry.dir, name)).then(
+        (st) => (st.isFile() ? st.size : 0),
+        () => 0,
+      );
     }
   }
   return total > 0 ? total : undefined;
@@ -144,9 +147,13 @@ async function syncEntry(entry: LocalEntry, entryPrefix: string, remote: ObjectS
     const put = await remote.putFile(key, path, { sha256: file.sha256, bytes: size }, options.progress && ((sentSoFar) => options.progress!.update(base + sentSoFar)));
     const head = await remote.head(key);
     if (!head || head.size !== size || head.metadata.sha256 !== file.sha256) {
-      throw failure('REMOTE_CHECK_FAILED', `${key} reads back as ${head ? `${head.size} bytes, sha256 ${head.metadata.sha256 ?? 'missing'}` : 'missing'} after upload; expected ${size} bytes, sha256 ${file.sha256}`, {
-        fix: 'run `lifeline sync` again; if it persists, check the provider for a proxy that rewrites objects',
-      });
+      throw failure(
+        'REMOTE_CHECK_FAILED',
+        `${key} reads back as ${head ? `${head.size} bytes, sha256 ${head.metadata.sha256 ?? 'missing'}` : 'missing'} after upload; expected ${size} bytes, sha256 ${file.sha256}`,
+        {
+          fix: 'run `lifeline sync` again; if it persists, check the provider for a proxy that rewrites objects',
+        },
+      );
     }
     bytes += put.bytes;
     resumedParts += put.resumedParts;
@@ -196,7 +203,15 @@ export async function compareRemote(options: CompareOptions): Promise<RemoteComp
   const local = filterKinds(await listLocalEntries(join(options.store, options.env)), options.kinds);
   const remoteObjects = await listRemote(options.remote, layout.envPrefix());
   const remoteEntries = groupRemoteEntries(layout, remoteObjects);
-  const result: RemoteComparison = { location: options.remote.location, mode: options.deep ? 'deep' : 'listing', inSync: [], missingRemotely: [], incompleteRemotely: [], missingLocally: [], mismatched: [] };
+  const result: RemoteComparison = {
+    location: options.remote.location,
+    mode: options.deep ? 'deep' : 'listing',
+    inSync: [],
+    missingRemotely: [],
+    incompleteRemotely: [],
+    missingLocally: [],
+    mismatched: [],
+  };
   const localKeys = new Set<string>();
   for (const entry of local) {
     const ref = { kind: entry.kind, id: entry.id };
@@ -274,7 +289,9 @@ export async function fetchEntry(options: FetchOptions): Promise<FetchResult> {
   if (options.id !== 'latest') return { ...(await fetchOne(options, layout, kind, options.id)), skipped: [] };
   const candidates = await remoteCandidates(options, layout);
   if (!candidates.length) {
-    throw failure('REMOTE_ENTRY_NOT_FOUND', `no ${kind} entry of environment ${options.env} in ${options.remote.location} has its metadata (every upload there is unfinished, or there is none)`, { fix: 'run `lifeline sync` on the host that holds the entries, or check storage.bucket and storage.prefix' });
+    throw failure('REMOTE_ENTRY_NOT_FOUND', `no ${kind} entry of environment ${options.env} in ${options.remote.location} has its metadata (every upload there is unfinished, or there is none)`, {
+      fix: 'run `lifeline sync` on the host that holds the entries, or check storage.bucket and storage.prefix',
+    });
   }
   const skipped: FetchResult['skipped'] = [];
   for (const id of candidates) {
@@ -288,9 +305,13 @@ export async function fetchEntry(options: FetchOptions): Promise<FetchResult> {
       options.logger.warn(`${kind}/${id} cannot be used: ${error.message}; falling back to the previous complete entry`);
     }
   }
-  throw failure('REMOTE_NO_USABLE_ENTRY', `no ${kind} entry of environment ${options.env} in ${options.remote.location} is complete and verifies:\n${skipped.map((s) => `  ${s.id}: ${s.reason}`).join('\n')}`, {
-    fix: 'run `lifeline sync` from a host whose local entries verify; the copies listed above are damaged or incomplete',
-  });
+  throw failure(
+    'REMOTE_NO_USABLE_ENTRY',
+    `no ${kind} entry of environment ${options.env} in ${options.remote.location} is complete and verifies:\n${skipped.map((s) => `  ${s.id}: ${s.reason}`).join('\n')}`,
+    {
+      fix: 'run `lifeline sync` from a host whose local entries verify; the copies listed above are damaged or incomplete',
+    },
+  );
 }
 
 /** Failures of one remote entry that make `latest` try the previous one. */
@@ -299,7 +320,12 @@ const FALL_BACK_ON = new Set(['REMOTE_OBJECT_MISSING', 'REMOTE_CHECKSUM_MISMATCH
 async function fetchOne(options: FetchOptions, layout: RemoteLayout, kind: EntryKind, id: string): Promise<Omit<FetchResult, 'skipped'>> {
   const remoteEntry = await readRemoteEntry(options.remote, layout, kind, id, options.env);
   const missing = remoteEntry.sums.filter((s) => !remoteEntry.objects.has(s.file));
-  if (missing.length) throw missingObjects(options.remote, `${kind}/${id}`, missing.map((s) => remoteEntry.entryPrefix + s.file));
+  if (missing.length)
+    throw missingObjects(
+      options.remote,
+      `${kind}/${id}`,
+      missing.map((s) => remoteEntry.entryPrefix + s.file),
+    );
   const unnamed = namedFileProblems(remoteEntry.metadataFile, remoteEntry.metadata, remoteEntry.sums, remoteEntry.objects);
   if (unnamed.length) {
     throw failure('REMOTE_ENTRY_INCOMPLETE', `${kind}/${id} in ${options.remote.location} is incomplete: ${unnamed.map((p) => p.detail).join('; ')}; nothing was fetched`, {
@@ -341,7 +367,9 @@ async function readRemoteEntry(remote: ObjectStore, layout: RemoteLayout, kind: 
     if (!name.includes('/')) objects.set(name, object);
   }
   if (objects.size === 0) {
-    throw failure('REMOTE_ENTRY_MISSING', `${kind}/${id} is not in ${remote.location} for environment ${env}: no object under ${entryPrefix}`, { fix: 'run `lifeline sync` on the host that holds it; `lifeline verify --remote --all` lists what the bucket holds' });
+    throw failure('REMOTE_ENTRY_MISSING', `${kind}/${id} is not in ${remote.location} for environment ${env}: no object under ${entryPrefix}`, {
+      fix: 'run `lifeline sync` on the host that holds it; `lifeline verify --remote --all` lists what the bucket holds',
+    });
   }
   if (!objects.has(SUMS_FILE)) throw missingObjects(remote, `${kind}/${id}`, [entryPrefix + SUMS_FILE]);
   const sumsText = await readSmallObject(remote, entryPrefix + SUMS_FILE);
@@ -349,15 +377,22 @@ async function readRemoteEntry(remote: ObjectStore, layout: RemoteLayout, kind: 
   try {
     sums = parseSums(sumsText);
   } catch (error) {
-    throw failure('REMOTE_METADATA_UNREADABLE', `${entryPrefix}${SUMS_FILE} is not a SHA256SUMS file (${(error as Error).message})`, { fix: 'that copy was not written by Lifeline, or is damaged: sync it again from a host whose entry verifies' });
+    throw failure('REMOTE_METADATA_UNREADABLE', `${entryPrefix}${SUMS_FILE} is not a SHA256SUMS file (${(error as Error).message})`, {
+      fix: 'that copy was not written by Lifeline, or is damaged: sync it again from a host whose entry verifies',
+    });
   }
   for (const s of sums) {
     const problem = entryFileNameProblem(s.file);
-    if (problem) throw failure('REMOTE_ENTRY_UNSAFE', `${entryPrefix}${SUMS_FILE} names the file ${JSON.stringify(s.file)}, which ${problem}; nothing was read`, { fix: 'that copy was not written by Lifeline: inspect and remove it' });
+    if (problem)
+      throw failure('REMOTE_ENTRY_UNSAFE', `${entryPrefix}${SUMS_FILE} names the file ${JSON.stringify(s.file)}, which ${problem}; nothing was read`, {
+        fix: 'that copy was not written by Lifeline: inspect and remove it',
+      });
   }
   const metadataFile = metadataFileOf([...objects.keys()], sums);
   if (!metadataFile) {
-    throw failure('REMOTE_ENTRY_INCOMPLETE', `${kind}/${id} in ${remote.location} has no metadata file: its upload never finished`, { fix: 'run `lifeline sync` on the host that holds it, or use another entry' });
+    throw failure('REMOTE_ENTRY_INCOMPLETE', `${kind}/${id} in ${remote.location} has no metadata file: its upload never finished`, {
+      fix: 'run `lifeline sync` on the host that holds it, or use another entry',
+    });
   }
   let metadata: EntryMetadata;
   try {
@@ -392,10 +427,14 @@ async function remoteCandidates(options: FetchOptions, layout: RemoteLayout): Pr
 }
 
 function missingObjects(remote: ObjectStore, ref: string, keys: string[]) {
-  return failure('REMOTE_OBJECT_MISSING', `${ref} in ${remote.location} is missing ${keys.length === 1 ? 'the object' : `${keys.length} objects`} ${keys.join(', ')} (listed in its ${SUMS_FILE} or required for the entry)`, {
-    fix: 'the copy is incomplete: run `lifeline sync` from a host that holds the entry (it uploads what is missing), or use an older entry',
-    details: { missing: keys },
-  });
+  return failure(
+    'REMOTE_OBJECT_MISSING',
+    `${ref} in ${remote.location} is missing ${keys.length === 1 ? 'the object' : `${keys.length} objects`} ${keys.join(', ')} (listed in its ${SUMS_FILE} or required for the entry)`,
+    {
+      fix: 'the copy is incomplete: run `lifeline sync` from a host that holds the entry (it uploads what is missing), or use an older entry',
+      details: { missing: keys },
+    },
+  );
 }
 
 /** GET that reports a vanished object as a missing object, not as a bucket or configuration problem. */
@@ -451,7 +490,10 @@ export async function verifyRemoteEntry(options: VerifyRemoteOptions): Promise<R
   let id = options.id;
   if (id === 'latest') {
     const [newest] = await remoteCandidates({ ...options, kind, id }, layout);
-    if (!newest) throw failure('REMOTE_ENTRY_NOT_FOUND', `no ${kind} entry of environment ${options.env} in ${options.remote.location} has its metadata`, { fix: 'run `lifeline sync` first, or check storage.bucket and storage.prefix' });
+    if (!newest)
+      throw failure('REMOTE_ENTRY_NOT_FOUND', `no ${kind} entry of environment ${options.env} in ${options.remote.location} has its metadata`, {
+        fix: 'run `lifeline sync` first, or check storage.bucket and storage.prefix',
+      });
     id = newest;
   }
   const ref = `${kind}/${id}`;
@@ -467,7 +509,9 @@ export async function verifyRemoteEntry(options: VerifyRemoteOptions): Promise<R
       kind,
       id,
       against: "the bucket's own SHA256SUMS (no local copy)",
-      files: missingKeys.length ? missingKeys.map((key) => ({ file: key.slice(layout.entryPrefix(kind, id).length), key, status: 'missing' as const, method: 'none' as const, detail: 'missing in the bucket' })) : [{ file: '(entry)', key: layout.entryPrefix(kind, id), status: 'missing', method: 'none', detail: error.message }],
+      files: missingKeys.length
+        ? missingKeys.map((key) => ({ file: key.slice(layout.entryPrefix(kind, id).length), key, status: 'missing' as const, method: 'none' as const, detail: 'missing in the bucket' }))
+        : [{ file: '(entry)', key: layout.entryPrefix(kind, id), status: 'missing', method: 'none', detail: error.message }],
       ok: false,
     };
   }
@@ -501,12 +545,24 @@ export async function verifyRemoteEntry(options: VerifyRemoteOptions): Promise<R
   if (local) {
     const differs = metadataFieldsDiffer(local.metadata, remoteEntry.metadata);
     if (differs.length) {
-      files.push({ file: remoteEntry.metadataFile, key: remoteEntry.entryPrefix + remoteEntry.metadataFile, status: 'mismatch', method: 'downloaded and hashed', detail: `differs from the local ${remoteEntry.metadataFile} in ${differs.join(', ')}` });
+      files.push({
+        file: remoteEntry.metadataFile,
+        key: remoteEntry.entryPrefix + remoteEntry.metadataFile,
+        status: 'mismatch',
+        method: 'downloaded and hashed',
+        detail: `differs from the local ${remoteEntry.metadataFile} in ${differs.join(', ')}`,
+      });
     }
   }
   if (!expected.some((s) => s.file === remoteEntry.metadataFile)) {
     // backup.json and the like change locally (a verification is recorded in them), so only their presence and upload hash are checked.
-    files.push({ file: remoteEntry.metadataFile, key: remoteEntry.entryPrefix + remoteEntry.metadataFile, status: 'ok', method: 'recorded sha256 (metadata file)', detail: `present; not covered by ${SUMS_FILE}` });
+    files.push({
+      file: remoteEntry.metadataFile,
+      key: remoteEntry.entryPrefix + remoteEntry.metadataFile,
+      status: 'ok',
+      method: 'recorded sha256 (metadata file)',
+      detail: `present; not covered by ${SUMS_FILE}`,
+    });
   }
   const ok = files.every((f) => f.status === 'ok');
   for (const f of files) if (f.status !== 'ok') options.logger.error(`${ref} ${f.file}: ${f.detail}`);
@@ -554,7 +610,10 @@ function metadataFieldsDiffer(local: EntryMetadata, remote: EntryMetadata): stri
 function stableJson(value: unknown): string {
   if (Array.isArray(value)) return `[${value.map(stableJson).join(',')}]`;
   if (value && typeof value === 'object') {
-    return `{${Object.keys(value as object).sort().map((k) => `${JSON.stringify(k)}:${stableJson((value as Record<string, unknown>)[k])}`).join(',')}}`;
+    return `{${Object.keys(value as object)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${stableJson((value as Record<string, unknown>)[k])}`)
+      .join(',')}}`;
   }
   return JSON.stringify(value) ?? 'undefined';
 }
@@ -576,7 +635,9 @@ async function checkObjectBytes(remote: ObjectStore, file: string, key: string, 
     if (error instanceof S3RequestError && error.status === 404) return { file, key, status: 'missing', method: 'none', detail: 'missing in the bucket' };
     throw error;
   }
-  return actual === sha256 ? { file, key, status: 'ok', method: 'downloaded and hashed', detail: `sha256 matches (${sha256.slice(0, 12)}...)` } : { file, key, status: 'mismatch', method: 'downloaded and hashed', detail: `sha256 ${actual} in the bucket, ${sha256} expected` };
+  return actual === sha256
+    ? { file, key, status: 'ok', method: 'downloaded and hashed', detail: `sha256 matches (${sha256.slice(0, 12)}...)` }
+    : { file, key, status: 'mismatch', method: 'downloaded and hashed', detail: `sha256 ${actual} in the bucket, ${sha256} expected` };
 }
 
 /** A full-object SHA-256 (hex) from `x-amz-checksum-sha256`; undefined for none or a multipart checksum-of-checksums ("...-3"). */
@@ -614,7 +675,9 @@ async function readSmallObject(remote: ObjectStore, key: string): Promise<string
   const { body, head } = await remote.get(key);
   if (head.size > MAX_SMALL_OBJECT) {
     body.destroy();
-    throw failure('REMOTE_OBJECT_TOO_LARGE', `${key} is ${head.size} bytes; Lifeline's ${SUMS_FILE} and metadata files are small`, { fix: 'check storage.prefix: the bucket holds something that is not a Lifeline entry' });
+    throw failure('REMOTE_OBJECT_TOO_LARGE', `${key} is ${head.size} bytes; Lifeline's ${SUMS_FILE} and metadata files are small`, {
+      fix: 'check storage.prefix: the bucket holds something that is not a Lifeline entry',
+    });
   }
   const chunks: Buffer[] = [];
   for await (const chunk of body) chunks.push(chunk as Buffer);
@@ -645,4 +708,3 @@ function checksumMismatch(key: string, actual: string, expected: string) {
     details: { key, actual, expected },
   });
 }
-

@@ -118,7 +118,11 @@ function findTable(catalog: DatabaseCatalog, written: string, collection: string
   }
   if (candidates.length === 1) return candidates[0]!;
   if (candidates.length > 1) {
-    throw usageError('AMBIGUOUS_TABLE', `collection ${collection}: table ${JSON.stringify(written)} exists in several schemas (${candidates.map((c) => c.schema).join(', ')})`, `qualify it, e.g. ${candidates[0]!.schema}.${written}`);
+    throw usageError(
+      'AMBIGUOUS_TABLE',
+      `collection ${collection}: table ${JSON.stringify(written)} exists in several schemas (${candidates.map((c) => c.schema).join(', ')})`,
+      `qualify it, e.g. ${candidates[0]!.schema}.${written}`,
+    );
   }
   const listed = known.map((k) => (k.startsWith('public.') ? k.slice(7) : k)).sort();
   throw usageError('UNKNOWN_TABLE', `collection ${collection}: table ${JSON.stringify(written)} does not exist in the database`, `use one of: ${listed.join(', ') || '(the database has no tables)'}`);
@@ -134,7 +138,11 @@ function requireColumn(catalog: DatabaseCatalog, table: TableRef, column: string
 /** Checks every table and column against the database and returns collections safe to build SQL from. */
 export async function resolveCollections(session: PsqlSession, specs: readonly CollectionSpec[]): Promise<ResolvedCollection[]> {
   if (specs.length === 0) {
-    throw usageError('NO_COLLECTIONS', 'no tenant collections are configured', 'add tenants.collections to lifeline.yml (e.g. - { table: orders, column: tenant_id }) or pass --collection orders:tenant_id');
+    throw usageError(
+      'NO_COLLECTIONS',
+      'no tenant collections are configured',
+      'add tenants.collections to lifeline.yml (e.g. - { table: orders, column: tenant_id }) or pass --collection orders:tenant_id',
+    );
   }
   const catalog = await readDatabaseCatalog(session);
   const resolved: ResolvedCollection[] = [];

@@ -55,7 +55,11 @@ export async function planTenantDeletion(options: DeletionPlanOptions): Promise<
   const { tenant } = options;
   const kind = tenantExportsKind(tenant);
   if (options.lastWriteQuery !== undefined && !options.lastWriteQuery.includes(TENANT_PLACEHOLDER)) {
-    throw usageError('BAD_LAST_WRITE_QUERY', `tenants.lastWriteQuery does not use ${TENANT_PLACEHOLDER}`, `write it for one tenant, e.g. SELECT max(updated_at) FROM orders WHERE tenant_id = ${TENANT_PLACEHOLDER}`);
+    throw usageError(
+      'BAD_LAST_WRITE_QUERY',
+      `tenants.lastWriteQuery does not use ${TENANT_PLACEHOLDER}`,
+      `write it for one tenant, e.g. SELECT max(updated_at) FROM orders WHERE tenant_id = ${TENANT_PLACEHOLDER}`,
+    );
   }
   const { session, snapshotId, snapshotAt } = await openSnapshotSession(options.runner, options.conn);
   try {
@@ -64,18 +68,30 @@ export async function planTenantDeletion(options: DeletionPlanOptions): Promise<
     if (crossTenant.length && (options.crossTenantRows ?? 'fail') === 'fail') throw crossTenantRefusal(tenant, crossTenant, 'no deletion was planned');
     const counts = await countTenantRows(session, collections, tenant);
     if ([...counts.values()].every((n) => n === 0)) {
-      throw usageError('UNKNOWN_TENANT', `tenant ${JSON.stringify(tenant)} has no rows in any collection (${collections.map((c) => c.name).join(', ')})`, 'check the id (it is matched exactly, case included) and the environment');
+      throw usageError(
+        'UNKNOWN_TENANT',
+        `tenant ${JSON.stringify(tenant)} has no rows in any collection (${collections.map((c) => c.name).join(', ')})`,
+        'check the id (it is matched exactly, case included) and the environment',
+      );
     }
     const lastWrite = await lastTenantWrite(session, collections, tenant, options.lastWriteQuery);
     const excluded = (name: string) => crossTenant.find((f) => f.collection === name && f.kind === 'foreign')?.rows;
-    const summary = [...collections].reverse().map((c) => `${c.name} ${counts.get(c.name)}`).join(', ');
+    const summary = [...collections]
+      .reverse()
+      .map((c) => `${c.name} ${counts.get(c.name)}`)
+      .join(', ');
     const totalRows = [...counts.values()].reduce((n, c) => n + c, 0);
 
     // Digests of the rows now, per format, computed once and only for an export that passed the cheap checks.
     const digests = new Map<string, Promise<Map<string, string>>>();
     const digestsNow = (format: ExportFormat) => {
       if (!digests.has(format)) {
-        digests.set(format, inParallel(collections, PARALLELISM, (c) => digestInSnapshot(options.runner, options.conn, snapshotId, c, tenant, format)).then((values) => new Map(collections.map((c, i) => [c.name, values[i]!]))));
+        digests.set(
+          format,
+          inParallel(collections, PARALLELISM, (c) => digestInSnapshot(options.runner, options.conn, snapshotId, c, tenant, format)).then(
+            (values) => new Map(collections.map((c, i) => [c.name, values[i]!])),
+          ),
+        );
       }
       return digests.get(format)!;
     };
@@ -92,7 +108,8 @@ export async function planTenantDeletion(options: DeletionPlanOptions): Promise<
         continue;
       }
       // A deletion plan stands on the export being readable: an encrypted one must be decrypted and checked.
-      if (exportIsEncrypted(m) && !options.identity) throw identityRequired(`export ${entry.id} of tenant ${JSON.stringify(tenant)}, which a deletion plan must read back before it can cover a deletion,`);
+      if (exportIsEncrypted(m) && !options.identity)
+        throw identityRequired(`export ${entry.id} of tenant ${JSON.stringify(tenant)}, which a deletion plan must read back before it can cover a deletion,`);
       const verification = await verifyTenantExport(entry, { parseRecords: true, identity: options.identity });
       if (!verification.ok) {
         rejected.push(`${entry.id}: does not verify (${verification.problems.join('; ')})`);
@@ -101,10 +118,18 @@ export async function planTenantDeletion(options: DeletionPlanOptions): Promise<
       const now = await digestsNow(m.format);
       const differing = collections.filter((c) => m.collections.find((e) => e.name === c.name)!.contentDigest !== now.get(c.name));
       if (differing.length) {
-        rejected.push(`${entry.id}: the rows of ${differing.map((c) => c.name).join(', ')} differ from the exported ones (same counts, other content: rows were updated, or inserted and deleted, since ${m.snapshotAt})`);
+        rejected.push(
+          `${entry.id}: the rows of ${differing.map((c) => c.name).join(', ')} differ from the exported ones (same counts, other content: rows were updated, or inserted and deleted, since ${m.snapshotAt})`,
+        );
         continue;
       }
-      const planned = [...collections].reverse().map((c) => ({ name: c.name, path: describeCollection(c), rows: counts.get(c.name)!, contentDigest: now.get(c.name)!, ...(excluded(c.name) ? { crossTenantExcluded: excluded(c.name) } : {}) }));
+      const planned = [...collections].reverse().map((c) => ({
+        name: c.name,
+        path: describeCollection(c),
+        rows: counts.get(c.name)!,
+        contentDigest: now.get(c.name)!,
+        ...(excluded(c.name) ? { crossTenantExcluded: excluded(c.name) } : {}),
+      }));
       return {
         tenant,
         collections: planned,
@@ -130,7 +155,8 @@ export async function planTenantDeletion(options: DeletionPlanOptions): Promise<
 /** Reasons an export cannot cover the current rows that need no second read of the data. */
 function staleReason(manifest: TenantExportManifest, lastWriteAt: string | null, counts: Map<string, number>, collections: readonly ResolvedCollection[]): string | undefined {
   if (manifest.truncated) return 'truncated, so incomplete';
-  if (manifest.rowEncoding !== ROW_ENCODING) return `made ${manifest.rowEncoding ? `with the row encoding ${manifest.rowEncoding}` : 'before exports recorded content digests'}, so its content cannot be compared`;
+  if (manifest.rowEncoding !== ROW_ENCODING)
+    return `made ${manifest.rowEncoding ? `with the row encoding ${manifest.rowEncoding}` : 'before exports recorded content digests'}, so its content cannot be compared`;
   if (lastWriteAt !== null && Date.parse(manifest.snapshotAt) <= Date.parse(lastWriteAt)) return `taken at ${manifest.snapshotAt}, not after the last write at ${lastWriteAt}`;
   for (const collection of collections) {
     const exported = manifest.collections.find((c) => c.name === collection.name);

@@ -135,7 +135,11 @@ export async function exportTenant(options: TenantExportOptions): Promise<Tenant
       const crossTenant = await findCrossTenantRows(session, collections, tenant);
       if (crossTenant.length && crossTenantPolicy === 'fail') throw crossTenantRefusal(tenant, crossTenant, 'nothing was exported');
       for (const found of crossTenant) {
-        logger.warn(found.kind === 'foreign' ? `${found.collection}: left out ${found.rows} rows joined through ${found.path} whose own tenant column names another tenant (tenants.crossTenantRows: exclude)` : `${found.collection}: ${found.rows} rows name ${tenant} in their own tenant column but join to another tenant: they are not in this export`);
+        logger.warn(
+          found.kind === 'foreign'
+            ? `${found.collection}: left out ${found.rows} rows joined through ${found.path} whose own tenant column names another tenant (tenants.crossTenantRows: exclude)`
+            : `${found.collection}: ${found.rows} rows name ${tenant} in their own tenant column but join to another tenant: they are not in this export`,
+        );
       }
       const excludedIn = (name: string): CrossTenantRows | undefined => crossTenant.find((f) => f.collection === name && f.kind === 'foreign');
       // With truncation allowed, exact counts come first: they decide what to cut and give the true
@@ -159,7 +163,9 @@ export async function exportTenant(options: TenantExportOptions): Promise<Tenant
         const written = await copyCollection(options, stagedEntry, file, snapshotId, p.collection, p.trueCount === undefined ? p.cap + 1 : p.truncated ? p.cap : undefined, budget, signal);
         if (p.trueCount === undefined && written.rows > p.cap) throw new RowCapExceeded(p.collection, p.cap);
         if (expected !== undefined && written.rows !== expected) {
-          throw failure('EXPORT_COUNT_MISMATCH', `${p.collection.name}: wrote ${written.rows} rows, but the snapshot counted ${expected}`, { fix: 'this should not happen inside one snapshot; re-run the export and report it if it repeats' });
+          throw failure('EXPORT_COUNT_MISMATCH', `${p.collection.name}: wrote ${written.rows} rows, but the snapshot counted ${expected}`, {
+            fix: 'this should not happen inside one snapshot; re-run the export and report it if it repeats',
+          });
         }
         logger.debug(`${p.collection.name}: ${written.stored.bytes} bytes after ${elapsed()}`);
         return {
@@ -213,7 +219,12 @@ export async function exportTenant(options: TenantExportOptions): Promise<Tenant
         );
       }
       if (error instanceof ByteCapExceeded) {
-        throw refusal('BYTE_CAP_EXCEEDED', `tenant ${JSON.stringify(tenant)}: the export grew past its byte cap of ${options.byteCap} bytes; nothing was kept`, 'raise tenants.byteCap after checking the size is expected (the byte cap cannot be truncated around)', { byteCap: options.byteCap });
+        throw refusal(
+          'BYTE_CAP_EXCEEDED',
+          `tenant ${JSON.stringify(tenant)}: the export grew past its byte cap of ${options.byteCap} bytes; nothing was kept`,
+          'raise tenants.byteCap after checking the size is expected (the byte cap cannot be truncated around)',
+          { byteCap: options.byteCap },
+        );
       }
       throw error;
     } finally {
@@ -225,7 +236,9 @@ export async function exportTenant(options: TenantExportOptions): Promise<Tenant
     logger.debug(`verified the new export after ${elapsed()}`);
     if (!verification.ok) {
       await catalog.remove(newest);
-      throw failure('EXPORT_VERIFY_FAILED', `the new export of ${JSON.stringify(tenant)} did not verify and was removed: ${verification.problems.join('; ')}`, { fix: 'check the disk holding the catalog, then re-run the export' });
+      throw failure('EXPORT_VERIFY_FAILED', `the new export of ${JSON.stringify(tenant)} did not verify and was removed: ${verification.problems.join('; ')}`, {
+        fix: 'check the disk holding the catalog, then re-run the export',
+      });
     }
     const pruned = await pruneTenantExports(catalog, env, tenant, options.keep, newest.id);
     for (const id of pruned) logger.info(`pruned export ${id} (keeping ${options.keep})`);
@@ -278,7 +291,11 @@ class RowCapExceeded extends Error {
 }
 
 function unknownTenant(tenant: string, collections: readonly ResolvedCollection[]) {
-  return usageError('UNKNOWN_TENANT', `tenant ${JSON.stringify(tenant)} has no rows in any collection (${collections.map((c) => c.name).join(', ')})`, 'check the id (it is matched exactly, case included) and the environment; nothing was written');
+  return usageError(
+    'UNKNOWN_TENANT',
+    `tenant ${JSON.stringify(tenant)} has no rows in any collection (${collections.map((c) => c.name).join(', ')})`,
+    'check the id (it is matched exactly, case included) and the environment; nothing was written',
+  );
 }
 
 /** Collections counted or exported at once, each by its own psql joining the snapshot (as pg_dump -j does). */

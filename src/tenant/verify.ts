@@ -42,7 +42,13 @@ export interface VerifyOptions {
  * the plaintext hashed, its records counted and (NDJSON, when asked) each line parsed. Nothing is
  * written anywhere. A wrong identity or a chunk that fails authentication throws.
  */
-async function scanEncryptedFile(path: string, format: ExportFormat, identity: AgeIdentity, what: string, parse: boolean): Promise<{ sha256: string; bytes: number; plainSha256: string; plainBytes: number; records: number; badLine?: number }> {
+async function scanEncryptedFile(
+  path: string,
+  format: ExportFormat,
+  identity: AgeIdentity,
+  what: string,
+  parse: boolean,
+): Promise<{ sha256: string; bytes: number; plainSha256: string; plainBytes: number; records: number; badLine?: number }> {
   const cipher = new HashingTransform();
   const reading = pipeline(createReadStream(path, { highWaterMark: 1024 * 1024 }), cipher);
   reading.catch(() => undefined);
@@ -70,25 +76,32 @@ async function scanEncryptedFile(path: string, format: ExportFormat, identity: A
   }
   if (parse && format === 'ndjson' && partial.length) checkLine(Buffer.concat(partial));
   await reading;
-  return { sha256: cipher.digest(), bytes: cipher.bytes, plainSha256: hash.digest('hex'), plainBytes: bytes, records: format === 'csv' ? Math.max(0, counter.records - 1) : counter.records, ...(badLine !== undefined ? { badLine } : {}) };
+  return {
+    sha256: cipher.digest(),
+    bytes: cipher.bytes,
+    plainSha256: hash.digest('hex'),
+    plainBytes: bytes,
+    records: format === 'csv' ? Math.max(0, counter.records - 1) : counter.records,
+    ...(badLine !== undefined ? { badLine } : {}),
+  };
 
   async function consume() {
-  for await (const chunk of plain) {
-    const data = chunk as Buffer;
-    hash.update(data);
-    counter.add(data);
-    bytes += data.length;
-    if (parse && format === 'ndjson') {
-      let start = 0;
-      for (let i = data.indexOf(10); i !== -1; i = data.indexOf(10, start)) {
-        partial.push(data.subarray(start, i));
-        checkLine(Buffer.concat(partial));
-        partial = [];
-        start = i + 1;
+    for await (const chunk of plain) {
+      const data = chunk as Buffer;
+      hash.update(data);
+      counter.add(data);
+      bytes += data.length;
+      if (parse && format === 'ndjson') {
+        let start = 0;
+        for (let i = data.indexOf(10); i !== -1; i = data.indexOf(10, start)) {
+          partial.push(data.subarray(start, i));
+          checkLine(Buffer.concat(partial));
+          partial = [];
+          start = i + 1;
+        }
+        if (start < data.length) partial.push(data.subarray(start));
       }
-      if (start < data.length) partial.push(data.subarray(start));
     }
-  }
   }
 }
 
@@ -120,7 +133,9 @@ export async function verifyTenantExport(entry: CatalogEntry<TenantExportManifes
   if (encrypted && identity) {
     for (const c of manifest.collections) {
       if (c.encryption && !identityMatches(identity, c.encryption.recipients)) {
-        problems.push(`${c.file}: encrypted to ${c.encryption.recipients.join(', ')}; the identity from ${identity.source} (${identity.recipients.join(', ')}) is not among them, so its contents were not checked`);
+        problems.push(
+          `${c.file}: encrypted to ${c.encryption.recipients.join(', ')}; the identity from ${identity.source} (${identity.recipients.join(', ')}) is not among them, so its contents were not checked`,
+        );
         contentsChecked = false;
       }
     }
@@ -154,7 +169,9 @@ export async function verifyTenantExport(entry: CatalogEntry<TenantExportManifes
           if (collection.sha256 !== listed) problems.push(`${file}: the manifest's sha256 differs from ${SUMS_FILE}`);
           if (scanned.bytes !== collection.bytes) problems.push(`${file}: ${scanned.bytes} bytes, the manifest says ${collection.bytes}`);
           if (scanned.plainSha256 !== collection.encryption.plaintextSha256 || scanned.plainBytes !== collection.encryption.plaintextBytes) {
-            problems.push(`${file}: decrypts to ${scanned.plainBytes} bytes with sha256 ${scanned.plainSha256}, the manifest records ${collection.encryption.plaintextBytes} bytes with sha256 ${collection.encryption.plaintextSha256}`);
+            problems.push(
+              `${file}: decrypts to ${scanned.plainBytes} bytes with sha256 ${scanned.plainSha256}, the manifest records ${collection.encryption.plaintextBytes} bytes with sha256 ${collection.encryption.plaintextSha256}`,
+            );
           }
           if (collection.contentDigest !== collection.encryption.plaintextSha256) problems.push(`${file}: the manifest's content digest is not its plaintext's sha256`);
           if (scanned.records !== collection.rows) problems.push(`${file}: ${scanned.records} records, the manifest says ${collection.rows}`);

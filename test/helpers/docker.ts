@@ -59,10 +59,7 @@ export async function startDockerEnvironment(): Promise<DockerEnvironment> {
 
     const registryPort = await freePort();
     const registryConfig = join(root, 'registry.yml');
-    writeFileSync(
-      registryConfig,
-      `version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: ${join(root, 'registry')}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:${registryPort}\n`,
-    );
+    writeFileSync(registryConfig, `version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: ${join(root, 'registry')}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:${registryPort}\n`);
     const registry = spawn('docker-registry', ['serve', registryConfig], { stdio: ['ignore', 'ignore', 'ignore'] });
     pids.push(registry.pid!);
     await waitFor(async () => (await fetch(`http://127.0.0.1:${registryPort}/v2/`)).ok, { timeoutMs: 20000, what: 'docker-registry' });

@@ -6,7 +6,10 @@ import { runPgBackRest, type PhysicalSettings } from '../../src/postgres/pgbackr
 
 function chownToPostgres(path: string): void {
   if (process.getuid?.() !== 0) return;
-  const [, , uid, gid] = readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.startsWith('postgres:'))!.split(':');
+  const [, , uid, gid] = readFileSync('/etc/passwd', 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('postgres:'))!
+    .split(':');
   chownSync(path, Number(uid), Number(gid));
 }
 

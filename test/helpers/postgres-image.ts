@@ -34,7 +34,9 @@ function copyInto(rootfs: string, file: string): void {
 
 /** Every input file with its size and mtime: the cache key changes when the host's packages change. */
 function inputs(): string[] {
-  const modules = readdirSync(PG_LIB).filter((n) => n.endsWith('.so') && n !== 'llvmjit.so').map((n) => join(PG_LIB, n));
+  const modules = readdirSync(PG_LIB)
+    .filter((n) => n.endsWith('.so') && n !== 'llvmjit.so')
+    .map((n) => join(PG_LIB, n));
   const binaries = [...PG_TOOLS.map((t) => join(PG_BIN, t)), ...modules, '/bin/busybox'];
   return [...new Set([...binaries, ...binaries.flatMap(sharedLibraries)])].sort();
 }

@@ -59,7 +59,9 @@ export async function startS3Server(bucket = 'lifeline-test', options: { verifyS
     requests,
     objectPath: (key) => server.store.getResourcePath(bucket, key, 'object'),
     addKeyPair(accessKeyId, secretAccessKey) {
-      const account = require(options.verifySignatures ? '@20minutes/s3rver/lib/models/account.js' : 's3rver/lib/models/account.js') as { DUMMY_ACCOUNT: { createKeyPair(id: string, secret: string): void } };
+      const account = require(options.verifySignatures ? '@20minutes/s3rver/lib/models/account.js' : 's3rver/lib/models/account.js') as {
+        DUMMY_ACCOUNT: { createKeyPair(id: string, secret: string): void };
+      };
       account.DUMMY_ACCOUNT.createKeyPair(accessKeyId, secretAccessKey);
     },
     async close() {
@@ -81,7 +83,10 @@ function allowContinuationTokens(): void {
   if (tokensPatched) return;
   tokensPatched = true;
   const crypto = require('node:crypto') as typeof import('node:crypto');
-  const passThrough = () => ({ update: (data: string | Buffer, encoding?: BufferEncoding) => (typeof data === 'string' ? Buffer.from(data, encoding) : Buffer.from(data)), final: () => Buffer.alloc(0) });
+  const passThrough = () => ({
+    update: (data: string | Buffer, encoding?: BufferEncoding) => (typeof data === 'string' ? Buffer.from(data, encoding) : Buffer.from(data)),
+    final: () => Buffer.alloc(0),
+  });
   const { createCipheriv, createDecipheriv } = crypto;
   Object.assign(crypto, {
     createCipheriv: (algorithm: string, ...rest: unknown[]) => (algorithm === 'des' ? passThrough() : (createCipheriv as (...a: unknown[]) => unknown)(algorithm, ...rest)),

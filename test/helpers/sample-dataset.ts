@@ -62,7 +62,13 @@ function prng(seed: number): () => number {
   };
 }
 
-const CITIES = [['Lisbon', 'Europe/Lisbon'], ['Austin', 'America/Chicago'], ['Osaka', 'Asia/Tokyo'], ['Lyon', 'Europe/Paris'], ['Toronto', 'America/Toronto']] as const;
+const CITIES = [
+  ['Lisbon', 'Europe/Lisbon'],
+  ['Austin', 'America/Chicago'],
+  ['Osaka', 'Asia/Tokyo'],
+  ['Lyon', 'Europe/Paris'],
+  ['Toronto', 'America/Toronto'],
+] as const;
 const DISHES = ['Margherita', 'Ramen', 'Caesar Salad', 'Bao Buns', 'Pad Thai', 'Burger', 'Falafel Wrap', 'Paella', 'Tacos al Pastor', 'Pho', 'Lemonade', 'Espresso'];
 const CATEGORIES = ['mains', 'starters', 'drinks', 'desserts'];
 const STATUSES = ['placed', 'paid', 'paid', 'paid', 'refunded', 'cancelled'];
@@ -184,8 +190,14 @@ ALTER TABLE payments ADD COLUMN processor_response jsonb;
 
 // Words drawn with a Zipf-like skew, as in real notes and descriptions: frequent words repeat,
 // the long tail does not, so text compresses about 3:1 rather than into a few repeated phrases.
-const COMMON_WORDS = 'the a and please with no extra on side for to of in is it was but not too very my our we i you your be at as this that from all just so can thanks again order table delivery pickup door ring bell call when here left right gate floor'.split(' ');
-const FOOD_WORDS = 'onions garlic cilantro peanuts gluten dairy vegan spicy mild sauce dressing cheese bacon avocado lime lemon ice sugar salt pepper chili mayo ketchup mustard pickles tomato lettuce rice noodles tofu chicken beef pork shrimp mushrooms olives basil mint ginger sesame soy honey crispy fresh warm cold hot crunchy soft'.split(' ');
+const COMMON_WORDS =
+  'the a and please with no extra on side for to of in is it was but not too very my our we i you your be at as this that from all just so can thanks again order table delivery pickup door ring bell call when here left right gate floor'.split(
+    ' ',
+  );
+const FOOD_WORDS =
+  'onions garlic cilantro peanuts gluten dairy vegan spicy mild sauce dressing cheese bacon avocado lime lemon ice sugar salt pepper chili mayo ketchup mustard pickles tomato lettuce rice noodles tofu chicken beef pork shrimp mushrooms olives basil mint ginger sesame soy honey crispy fresh warm cold hot crunchy soft'.split(
+    ' ',
+  );
 const NAMES = 'Ana Bruno Carla Diego Emma Felix Gaia Hugo Ines Jonas Kira Liam Maya Nora Omar Pia Quinn Rosa Sami Tara Uma Vera Wen Xavi Yara Zoe'.split(' ');
 const SURNAMES = 'Silva Martin Tanaka Dubois Brown Garcia Rossi Novak Kowalski Jensen Murphy Haddad Costa Moreau Sato Fischer Romero Lindqvist Okafor Petrov'.split(' ');
 const STREETS = 'Main Oak Pine Maple Cedar Elm Harbor Market Station Mill River Park Church Bridge King Queen'.split(' ');
@@ -236,9 +248,22 @@ function orderDetails(rand: () => number, text: TextGenerator, bought: { item: n
   const delivery = rand() < 0.55;
   return {
     channel,
-    customer: { name: `${first} ${last}`, email: `${first.toLowerCase()}.${last.toLowerCase()}${Math.floor(rand() * 1000)}@example.com`, phone: `+1555${String(Math.floor(rand() * 1e7)).padStart(7, '0')}`, loyalty: rand() < 0.3 ? { tier: rand() < 0.2 ? 'gold' : 'silver', points: Math.floor(rand() * 5000) } : null },
+    customer: {
+      name: `${first} ${last}`,
+      email: `${first.toLowerCase()}.${last.toLowerCase()}${Math.floor(rand() * 1000)}@example.com`,
+      phone: `+1555${String(Math.floor(rand() * 1e7)).padStart(7, '0')}`,
+      loyalty: rand() < 0.3 ? { tier: rand() < 0.2 ? 'gold' : 'silver', points: Math.floor(rand() * 5000) } : null,
+    },
     items: bought.map((b) => ({ menu_item_id: b.item, quantity: b.quantity, modifiers: rand() < 0.4 ? [MODIFIERS[Math.floor(rand() * MODIFIERS.length)]] : [] })),
-    delivery: delivery ? { address: `${1 + Math.floor(rand() * 400)} ${STREETS[Math.floor(rand() * STREETS.length)]} ${rand() < 0.5 ? 'Street' : 'Avenue'}`, apartment: rand() < 0.4 ? `${Math.floor(rand() * 30)}${'ABCD'[Math.floor(rand() * 4)]}` : null, instructions: rand() < 0.3 ? text.sentences(1) : null, eta_minutes: 15 + Math.floor(rand() * 45), courier_id: text.token(10) } : null,
+    delivery: delivery
+      ? {
+          address: `${1 + Math.floor(rand() * 400)} ${STREETS[Math.floor(rand() * STREETS.length)]} ${rand() < 0.5 ? 'Street' : 'Avenue'}`,
+          apartment: rand() < 0.4 ? `${Math.floor(rand() * 30)}${'ABCD'[Math.floor(rand() * 4)]}` : null,
+          instructions: rand() < 0.3 ? text.sentences(1) : null,
+          eta_minutes: 15 + Math.floor(rand() * 45),
+          courier_id: text.token(10),
+        }
+      : null,
     device: channel === 'app' ? { os: rand() < 0.55 ? 'ios' : 'android', app_version: `4.${Math.floor(rand() * 20)}.${Math.floor(rand() * 10)}`, session: text.token(16) } : null,
     promo: rand() < 0.15 ? `SAVE${Math.floor(rand() * 30)}` : null,
     tip_cents: Math.floor(rand() * 800),
@@ -250,7 +275,19 @@ function processorResponse(rand: () => number, method: string, amount: number) {
   const text = { token: (n: number) => Array.from({ length: n }, () => '0123456789abcdef'[Math.floor(rand() * 16)]).join('') };
   return method === 'cash'
     ? { psp: null, status: 'settled', drawer: Math.floor(rand() * 4) + 1 }
-    : { psp: rand() < 0.6 ? 'stripe' : 'adyen', status: 'captured', reference: text.token(24), auth_code: text.token(6).toUpperCase(), card: method === 'card' ? { brand: rand() < 0.6 ? 'visa' : 'mastercard', last4: String(Math.floor(rand() * 10000)).padStart(4, '0'), exp: `${1 + Math.floor(rand() * 12)}/${27 + Math.floor(rand() * 5)}` } : null, amount_cents: amount, currency: 'USD', risk: { score: Math.round(rand() * 100) / 100, level: rand() < 0.9 ? 'normal' : 'elevated' } };
+    : {
+        psp: rand() < 0.6 ? 'stripe' : 'adyen',
+        status: 'captured',
+        reference: text.token(24),
+        auth_code: text.token(6).toUpperCase(),
+        card:
+          method === 'card'
+            ? { brand: rand() < 0.6 ? 'visa' : 'mastercard', last4: String(Math.floor(rand() * 10000)).padStart(4, '0'), exp: `${1 + Math.floor(rand() * 12)}/${27 + Math.floor(rand() * 5)}` }
+            : null,
+        amount_cents: amount,
+        currency: 'USD',
+        risk: { score: Math.round(rand() * 100) / 100, level: rand() < 0.9 ? 'normal' : 'elevated' },
+      };
 }
 
 /** Loads the sample dataset into a database through psql, streaming (never whole in memory). */

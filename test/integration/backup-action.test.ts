@@ -9,7 +9,11 @@ import { parseGithubOutput, REPO, runBundle } from '../helpers/cli';
 import { createSampleDatabase, dropDatabase, tempDir } from '../helpers/db';
 
 /** The log with the runner's `::add-mask::` registrations removed: what a reader of the log sees. */
-const visible = (text: string) => text.split('\n').filter((line) => !line.startsWith('::add-mask::')).join('\n');
+const visible = (text: string) =>
+  text
+    .split('\n')
+    .filter((line) => !line.startsWith('::add-mask::'))
+    .join('\n');
 
 const noEnv = { DATABASE_URL: undefined, REDIS_URL: undefined, LIFELINE_STORE: undefined, LIFELINE_ENV: undefined, LIFELINE_CONFIG: undefined };
 
@@ -38,7 +42,11 @@ describe('the backup action bundle, run the way the GitHub runner runs it', () =
   it('label pre-migration: outputs backup-id, sha256, bytes and path, and a summary', async () => {
     const gh = runnerFiles('ok');
     const store = join(gh.dir, 'store');
-    const run = await runBundle('backup', { label: 'pre-migration', release: 'v2.0.0', 'database-url': db.url, store }, { env: { ...noEnv, GITHUB_OUTPUT: gh.output, GITHUB_STEP_SUMMARY: gh.summary } });
+    const run = await runBundle(
+      'backup',
+      { label: 'pre-migration', release: 'v2.0.0', 'database-url': db.url, store },
+      { env: { ...noEnv, GITHUB_OUTPUT: gh.output, GITHUB_STEP_SUMMARY: gh.summary } },
+    );
     expect(run.code, run.stdout + run.stderr).toBe(0);
     expect(visible(run.stdout + run.stderr)).not.toContain(db.conn.password!);
     const outputs = parseGithubOutput(readFileSync(gh.output, 'utf8'));
@@ -51,7 +59,11 @@ describe('the backup action bundle, run the way the GitHub runner runs it', () =
   it('fails the step (blocking the deploy) when the database cannot be backed up', async () => {
     const gh = runnerFiles('badpw');
     const store = join(gh.dir, 'store');
-    const run = await runBundle('backup', { label: 'pre-migration', 'database-url': formatPgUrl({ ...db.conn, password: 'wrong-password-77' }), store }, { env: { ...noEnv, GITHUB_OUTPUT: gh.output, GITHUB_STEP_SUMMARY: gh.summary } });
+    const run = await runBundle(
+      'backup',
+      { label: 'pre-migration', 'database-url': formatPgUrl({ ...db.conn, password: 'wrong-password-77' }), store },
+      { env: { ...noEnv, GITHUB_OUTPUT: gh.output, GITHUB_STEP_SUMMARY: gh.summary } },
+    );
     expect(run.code).toBe(1);
     expect(run.stdout).toContain('::error::');
     expect(visible(run.stdout + run.stderr)).not.toContain('wrong-password-77');
@@ -71,7 +83,11 @@ describe('the backup action bundle, run the way the GitHub runner runs it', () =
     chmodSync(join(bin, 'pg_restore'), 0o755);
     const config = join(gh.dir, 'lifeline.yml');
     writeFileSync(config, `version: 1\nenvironments:\n  production:\n    postgres:\n      binDir: ${bin}\n`);
-    const run = await runBundle('backup', { label: 'pre-migration', env: 'production', config, 'database-url': db.url, store }, { env: { ...noEnv, GITHUB_OUTPUT: gh.output, GITHUB_STEP_SUMMARY: gh.summary } });
+    const run = await runBundle(
+      'backup',
+      { label: 'pre-migration', env: 'production', config, 'database-url': db.url, store },
+      { env: { ...noEnv, GITHUB_OUTPUT: gh.output, GITHUB_STEP_SUMMARY: gh.summary } },
+    );
     expect(run.code).toBe(1);
     // Verification reads the stream as pg_dump writes it: a reader that fails fails the backup, and
     // nothing that did not verify is added to the catalog.

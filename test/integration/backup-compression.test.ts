@@ -95,7 +95,10 @@ describe('a backup verifies itself in the same pass', () => {
     }
   });
 
-  for (const [where, fraction] of [['in the middle', 0.5], ['in the last data blocks', 0.97]] as const) {
+  for (const [where, fraction] of [
+    ['in the middle', 0.5],
+    ['in the last data blocks', 0.97],
+  ] as const) {
     it(`one byte flipped ${where} of the stream fails the backup (exit 1), and nothing lists`, async () => {
       const store = tempDir('lifeline-corrupt-');
       try {
@@ -103,7 +106,12 @@ describe('a backup verifies itself in the same pass', () => {
         const runner = new CorruptingRunner(Math.floor(archiveBytes * fraction));
         const error = await createBackup({ catalog, environment: 'default', runner, conn: db.conn, label: 'manual', verify: true, logger: createMemoryLogger() }).catch((e: unknown) => e);
         expect(runner.flipped).toBe(true);
-        expect(error).toMatchObject({ code: 'ARCHIVE_UNREADABLE', exitCode: 1, message: expect.stringMatching(/pg_restore could not read the archive pg_dump wrote .*(uncompress|corrupt|unexpected)/), fix: expect.stringContaining('nothing was added to the catalog') });
+        expect(error).toMatchObject({
+          code: 'ARCHIVE_UNREADABLE',
+          exitCode: 1,
+          message: expect.stringMatching(/pg_restore could not read the archive pg_dump wrote .*(uncompress|corrupt|unexpected)/),
+          fix: expect.stringContaining('nothing was added to the catalog'),
+        });
         expect(await listBackups(catalog, 'default')).toEqual([]);
         expect(entriesIn(join(store.path, 'default', 'backups'))).toEqual([]);
       } finally {
@@ -134,7 +142,16 @@ describe('a backup verifies itself in the same pass', () => {
     try {
       const catalog = new Catalog(store.path);
       const started = Date.now();
-      const error = await createBackup({ catalog, environment: 'default', runner: new LocalRunner(), conn: db.conn, label: 'manual', verify: true, migrationHeadQuery: 'SELECT version_num FROM no_such_table', logger: createMemoryLogger() }).catch((e: unknown) => e);
+      const error = await createBackup({
+        catalog,
+        environment: 'default',
+        runner: new LocalRunner(),
+        conn: db.conn,
+        label: 'manual',
+        verify: true,
+        migrationHeadQuery: 'SELECT version_num FROM no_such_table',
+        logger: createMemoryLogger(),
+      }).catch((e: unknown) => e);
       expect(error).toMatchObject({ code: 'MIGRATION_HEAD_QUERY', exitCode: 1 });
       expect(Date.now() - started).toBeLessThan(60_000);
       expect(await listBackups(catalog, 'default')).toEqual([]);
@@ -227,5 +244,3 @@ describe('compression: chosen by the client, recorded, overridable, restorable',
     }
   });
 });
-
-

@@ -50,7 +50,11 @@ describe('backup faults: nothing incomplete ever lists', () => {
     try {
       const catalog = new Catalog(store.path);
       const runner = new KillingRunner();
-      await expect(createBackup({ catalog, environment: 'default', runner, conn: db.conn, label: 'manual', compressLevel: 0, logger: createMemoryLogger() })).rejects.toMatchObject({ code: 'PG_DUMP_FAILED', exitCode: 1, message: expect.stringContaining('SIGKILL') });
+      await expect(createBackup({ catalog, environment: 'default', runner, conn: db.conn, label: 'manual', compressLevel: 0, logger: createMemoryLogger() })).rejects.toMatchObject({
+        code: 'PG_DUMP_FAILED',
+        exitCode: 1,
+        message: expect.stringContaining('SIGKILL'),
+      });
       expect(runner.killed).toBe(true);
       expect(await listBackups(catalog, 'default')).toEqual([]);
       expect(entriesIn(join(store.path, 'default', 'backups'))).toEqual([]);
@@ -69,7 +73,9 @@ describe('backup faults: nothing incomplete ever lists', () => {
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mount]);
     try {
       const catalog = new Catalog(mount);
-      const error = await createBackup({ catalog, environment: 'default', runner: new LocalRunner(), conn: db.conn, label: 'manual', compressLevel: 0, logger: createMemoryLogger() }).catch((e: unknown) => e);
+      const error = await createBackup({ catalog, environment: 'default', runner: new LocalRunner(), conn: db.conn, label: 'manual', compressLevel: 0, logger: createMemoryLogger() }).catch(
+        (e: unknown) => e,
+      );
       // The catalog's one description of a full disk: the path, what was not written, the fix.
       expect(error).toMatchObject({ code: 'FS_ENOSPC', exitCode: 1 });
       expect((error as Error).message).toMatch(/no space left on the device.*nothing was added to the catalog/);
@@ -91,7 +97,9 @@ describe('backup faults: nothing incomplete ever lists', () => {
     const written = (async () => {
       let n = 0;
       while (writing) {
-        await writer.exec(`INSERT INTO orders (id, tenant_id, location_id, status, placed_at, total_cents) SELECT max(id) + 1, (SELECT id FROM tenants LIMIT 1), (SELECT min(id) FROM locations), 'placed', now(), 100 FROM orders`);
+        await writer.exec(
+          `INSERT INTO orders (id, tenant_id, location_id, status, placed_at, total_cents) SELECT max(id) + 1, (SELECT id FROM tenants LIMIT 1), (SELECT min(id) FROM locations), 'placed', now(), 100 FROM orders`,
+        );
         n++;
       }
       return n;

@@ -16,7 +16,18 @@ const noEnv = { DATABASE_URL: undefined, REDIS_URL: undefined, LIFELINE_STORE: u
 const NO_PRE_RESTORE = { keepLast: 0, keepDays: 0 };
 
 function fakeEntry(id: string, createdAt: string, verified?: boolean): BackupEntry {
-  return { id, dir: `/nowhere/${id}`, metadata: { schemaVersion: 1, id, createdAt, label: 'scheduled', database: 'shop', ...(verified !== undefined ? { verified: { at: createdAt, ok: verified, checks: [] } } : {}) } as unknown as BackupMetadata };
+  return {
+    id,
+    dir: `/nowhere/${id}`,
+    metadata: {
+      schemaVersion: 1,
+      id,
+      createdAt,
+      label: 'scheduled',
+      database: 'shop',
+      ...(verified !== undefined ? { verified: { at: createdAt, ok: verified, checks: [] } } : {}),
+    } as unknown as BackupMetadata,
+  };
 }
 
 describe('retention plan', () => {
@@ -58,7 +69,15 @@ describe('lifeline prune', () => {
     const catalog = new Catalog(store.path);
     // Five backups on five days (oldest first), through the real backup path.
     for (let day = 1; day <= 5; day++) {
-      const entry = await createBackup({ catalog, environment: 'default', runner: new LocalRunner(), conn: db.conn, label: 'scheduled', logger: createMemoryLogger(), now: () => new Date(`2026-11-0${day}T03:00:00.000Z`) });
+      const entry = await createBackup({
+        catalog,
+        environment: 'default',
+        runner: new LocalRunner(),
+        conn: db.conn,
+        label: 'scheduled',
+        logger: createMemoryLogger(),
+        now: () => new Date(`2026-11-0${day}T03:00:00.000Z`),
+      });
       ids.push(entry.id);
     }
     const second = (await listBackups(catalog, 'default')).find((b) => b.id === ids[1])!;

@@ -124,7 +124,9 @@ describe('lifeline backup, backups and verify', () => {
   it('progress of a first backup without compression: percent from the table sizes (one catalog query), stderr only', async () => {
     const fresh = tempDir('lifeline-backup-progress-');
     try {
-      const first = await lifeline(['backup', '--store', fresh.path, '--database-url', db.url, '--compress', 'none', '--no-verify', '--json'], { env: { ...noEnv, LIFELINE_PROGRESS_INTERVAL_MS: '0' } });
+      const first = await lifeline(['backup', '--store', fresh.path, '--database-url', db.url, '--compress', 'none', '--no-verify', '--json'], {
+        env: { ...noEnv, LIFELINE_PROGRESS_INTERVAL_MS: '0' },
+      });
       expect(first.code, first.stderr).toBe(0);
       expect(first.stderr).toMatch(/^pg_dump: [\d.]+ [KM]?B of ~[\d.]+ [KM]?B \(\d+%\)/m);
       expect(first.stderr).not.toContain(db.conn.password!);

@@ -48,14 +48,25 @@ describe('hostile entries in the backup catalog', () => {
   const B = () => join(store.path, 'default', 'backups');
   const config = () => join(store.path, 'lifeline.yml');
   const cli = (args: string[], seconds = 60) => lifelineWithin(seconds, [...args, '--config', config(), '--store', store.path, '--json']);
-  const realIds = () => readdirSync(B()).filter((n) => ids.includes(n)).sort();
+  const realIds = () =>
+    readdirSync(B())
+      .filter((n) => ids.includes(n))
+      .sort();
 
   beforeAll(async () => {
     chmodSync(store.path, 0o700);
     db = await createSampleDatabase(1, 'hostile');
     const catalog = new Catalog(store.path);
     for (let day = 1; day <= 2; day++) {
-      const entry = await createBackup({ catalog, environment: 'default', runner: new LocalRunner(), conn: db.conn, label: 'scheduled', logger: createMemoryLogger(), now: () => new Date(`2026-11-0${day}T03:00:00.000Z`) });
+      const entry = await createBackup({
+        catalog,
+        environment: 'default',
+        runner: new LocalRunner(),
+        conn: db.conn,
+        label: 'scheduled',
+        logger: createMemoryLogger(),
+        now: () => new Date(`2026-11-0${day}T03:00:00.000Z`),
+      });
       ids.push(entry.id);
     }
     // keepLast 2: two real backups are both kept, unless a planted entry takes one of the two places.
@@ -77,7 +88,10 @@ describe('hostile entries in the backup catalog', () => {
       cpSync(join(B(), ids[0]), E(), { recursive: true });
       const meta = JSON.parse(readFileSync(join(E(), BACKUP_METADATA_FILE), 'utf8')) as BackupMetadata;
       // In the future and claiming a passed verification: it would be "newest" and "newest verified".
-      writeFileSync(join(E(), BACKUP_METADATA_FILE), JSON.stringify({ ...meta, id: evilId, createdAt: '2030-01-01T00:00:00.000Z', verified: { at: '2030-01-01T00:00:00.000Z', ok: true, checks: [] } }, null, 2));
+      writeFileSync(
+        join(E(), BACKUP_METADATA_FILE),
+        JSON.stringify({ ...meta, id: evilId, createdAt: '2030-01-01T00:00:00.000Z', verified: { at: '2030-01-01T00:00:00.000Z', ok: true, checks: [] } }, null, 2),
+      );
       symlinkSync(E(), join(B(), evilId));
       before = fingerprint(join(E(), BACKUP_METADATA_FILE));
     });

@@ -65,7 +65,7 @@ describe('directories under the store root are real directories of the user Life
     dir.cleanup();
   });
 
-  it('refuses an environment symlinked into another user\'s 0777 directory: backup writes nothing there, backups and verify read nothing through it', async () => {
+  it("refuses an environment symlinked into another user's 0777 directory: backup writes nothing there, backups and verify read nothing through it", async () => {
     chmodSync(store, 0o1777); // a tmpfs mount point: anyone may create a name in it
     const nd = join(outside, 'nd');
     mkdirSync(nd);

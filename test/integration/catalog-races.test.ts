@@ -23,7 +23,16 @@ function fakeBackup(store: string, id: string, createdAt: string): void {
   writeFileSync(join(dir, 'SHA256SUMS'), `${sha}  postgres.dump\n`);
   writeFileSync(
     join(dir, 'backup.json'),
-    JSON.stringify({ schemaVersion: 1, id, environment: 'default', label: 'scheduled', createdAt, database: 'shop', files: { postgres: { name: 'postgres.dump', bytes: 7, sha256: sha } }, rowCounts: {} }),
+    JSON.stringify({
+      schemaVersion: 1,
+      id,
+      environment: 'default',
+      label: 'scheduled',
+      createdAt,
+      database: 'shop',
+      files: { postgres: { name: 'postgres.dump', bytes: 7, sha256: sha } },
+      rowCounts: {},
+    }),
   );
 }
 
@@ -106,7 +115,19 @@ describe('verify racing prune --apply (real processes, real archives)', () => {
     db = await createSampleDatabase(1, 'vrace');
     const catalog = new Catalog(store.path);
     for (const day of [1, 2]) {
-      ids.push((await createBackup({ catalog, environment: 'default', runner: new LocalRunner(), conn: db.conn, label: 'scheduled', logger: createMemoryLogger(), now: () => new Date(`2026-11-0${day}T03:00:00.000Z`) })).id);
+      ids.push(
+        (
+          await createBackup({
+            catalog,
+            environment: 'default',
+            runner: new LocalRunner(),
+            conn: db.conn,
+            label: 'scheduled',
+            logger: createMemoryLogger(),
+            now: () => new Date(`2026-11-0${day}T03:00:00.000Z`),
+          })
+        ).id,
+      );
     }
     // A pg_restore that says it started and then waits for the test: verify is held mid-check, deterministically.
     const bin = join(gate.path, 'bin');
@@ -161,7 +182,17 @@ describe('listing survives a concurrent prune and damaged entries', () => {
   beforeAll(async () => {
     db = await createSampleDatabase(1, 'dmg');
     const catalog = new Catalog(store.path);
-    good = (await createBackup({ catalog, environment: 'default', runner: new LocalRunner(), conn: db.conn, label: 'scheduled', logger: createMemoryLogger(), now: () => new Date('2026-11-01T03:00:00.000Z') })).id;
+    good = (
+      await createBackup({
+        catalog,
+        environment: 'default',
+        runner: new LocalRunner(),
+        conn: db.conn,
+        label: 'scheduled',
+        logger: createMemoryLogger(),
+        now: () => new Date('2026-11-01T03:00:00.000Z'),
+      })
+    ).id;
     const backups = join(store.path, 'default', 'backups');
     // Newer than the good one, so `latest` would pick them if they were not skipped.
     const damage: Record<string, string> = {

@@ -158,7 +158,14 @@ describe.skipIf(!dockerAvailable())('PostgreSQL and Redis as Compose services, n
     redisCli(['-n', '0', 'MSET', ...Array.from({ length: 40 }, (_, i) => [`cache:${i}`, `v${i}`]).flat()]);
     redisCli(['-n', '2', 'SET', 'session:1', 'x', 'EX', '3600']);
     configPath = join(stack.path, 'lifeline.yml');
-    const composeBlock = ['    compose:', `      files: [${join(stack.path, 'docker-compose.yml')}]`, `      projectName: ${PROJECT}`, '      command: docker-compose', '      healthTimeout: 60s', '      settle: 1s'];
+    const composeBlock = [
+      '    compose:',
+      `      files: [${join(stack.path, 'docker-compose.yml')}]`,
+      `      projectName: ${PROJECT}`,
+      '      command: docker-compose',
+      '      healthTimeout: 60s',
+      '      settle: 1s',
+    ];
     writeFileSync(
       configPath,
       [
@@ -253,7 +260,26 @@ describe.skipIf(!dockerAvailable())('PostgreSQL and Redis as Compose services, n
 
   it('a drill killed while its throwaway PostgreSQL container runs leaves it to the next drill, which removes it', async () => {
     const jailEnv = { ...process.env, ...docker.env, PATH: bin, SVC_DATABASE_URL: formatPgUrl({ ...conn, database: 'shop' }), SVC_REDIS_URL: `redis://:${REDIS_PASSWORD}@127.0.0.1:${ports.redis}/0` };
-    const child = spawn('/usr/bin/unshare', ['--mount', '--propagation', 'private', '/bin/sh', '-c', '/bin/mount -t tmpfs tmpfs /usr/lib/postgresql && exec "$@"', 'jail', process.execPath, ...cliArgv(), 'drill', '--config', configPath, '--env', 'production'], { cwd: REPO, env: jailEnv, stdio: 'ignore' });
+    const child = spawn(
+      '/usr/bin/unshare',
+      [
+        '--mount',
+        '--propagation',
+        'private',
+        '/bin/sh',
+        '-c',
+        '/bin/mount -t tmpfs tmpfs /usr/lib/postgresql && exec "$@"',
+        'jail',
+        process.execPath,
+        ...cliArgv(),
+        'drill',
+        '--config',
+        configPath,
+        '--env',
+        'production',
+      ],
+      { cwd: REPO, env: jailEnv, stdio: 'ignore' },
+    );
     const exited = new Promise((resolve) => child.on('exit', resolve));
     try {
       await waitFor(async () => /-pg-/.test(drillContainers()), { timeoutMs: 240_000, intervalMs: 200, what: "the drill's throwaway PostgreSQL container" });
@@ -273,9 +299,18 @@ describe.skipIf(!dockerAvailable())('PostgreSQL and Redis as Compose services, n
   it('preflight finds the tools in the services, and the runbook prints commands for this layout', async () => {
     const preflight = await run(['preflight', '--json']);
     const findings = (JSON.parse(preflight.stdout).findings ?? []) as { check: string; status: string; message: string }[];
-    expect(findings.find((f) => f.check === 'tools.drill-postgres'), preflight.stdout).toMatchObject({ status: 'pass', message: expect.stringMatching(/service db's image/) });
-    expect(findings.find((f) => f.check === 'tools.redis'), preflight.stdout).toMatchObject({ status: 'pass', message: expect.stringMatching(/in service redis/) });
-    expect(findings.find((f) => f.check === 'tools.pg_dump'), preflight.stdout).toMatchObject({ status: 'pass', message: expect.stringMatching(/pg_dump 15.* can dump server major 15/) });
+    expect(
+      findings.find((f) => f.check === 'tools.drill-postgres'),
+      preflight.stdout,
+    ).toMatchObject({ status: 'pass', message: expect.stringMatching(/service db's image/) });
+    expect(
+      findings.find((f) => f.check === 'tools.redis'),
+      preflight.stdout,
+    ).toMatchObject({ status: 'pass', message: expect.stringMatching(/in service redis/) });
+    expect(
+      findings.find((f) => f.check === 'tools.pg_dump'),
+      preflight.stdout,
+    ).toMatchObject({ status: 'pass', message: expect.stringMatching(/pg_dump 15.* can dump server major 15/) });
     const broken = await run(['preflight', '--json'], 'wrongredis');
     const redis = (JSON.parse(broken.stdout).findings as { check: string; status: string; message: string; fix: string }[]).find((f) => f.check === 'tools.redis');
     expect(redis, broken.stdout).toMatchObject({ status: 'fail', message: expect.stringMatching(/service db lacks redis-cli, redis-check-rdb, redis-server/) });
@@ -381,7 +416,12 @@ describe.skipIf(!dockerAvailable())('PostgreSQL and Redis as Compose services, n
     // The history says the same, the refusal included.
     const history = await loadHistory(new Catalog(store.path), 'production');
     expect(history.corrupt).toEqual([]);
-    expect(history.events.filter((e) => e.result !== 'started').map((e) => `${e.action} ${e.to} ${e.result}`)).toEqual(['deploy v1 succeeded', 'deploy v2 succeeded', 'rollback v1 refused', 'rollback v1 succeeded']);
+    expect(history.events.filter((e) => e.result !== 'started').map((e) => `${e.action} ${e.to} ${e.result}`)).toEqual([
+      'deploy v1 succeeded',
+      'deploy v2 succeeded',
+      'rollback v1 refused',
+      'rollback v1 succeeded',
+    ]);
     timings['deploy and rollback test'] = (Date.now() - began) / 1000;
   });
 });

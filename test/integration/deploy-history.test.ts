@@ -50,7 +50,9 @@ describe('deploy history, revocations and lock break without an engine', () => {
   });
 
   const run = (args: string[], env: Record<string, string | undefined> = {}) =>
-    lifeline([...args, '--config', config, '--env', ENV], { env: { DATABASE_URL: undefined, LIFELINE_STORE: undefined, LIFELINE_SIGNING_KEY: undefined, DOCKER_HOST: 'unix:///nonexistent.sock', ...env } });
+    lifeline([...args, '--config', config, '--env', ENV], {
+      env: { DATABASE_URL: undefined, LIFELINE_STORE: undefined, LIFELINE_SIGNING_KEY: undefined, DOCKER_HOST: 'unix:///nonexistent.sock', ...env },
+    });
   const historyFile = () => join(catalog.envDir(ENV), 'history.ndjson');
   const resetHistory = (events: HistoryEvent[]) => writeFileSync(historyFile(), events.map((e) => `${JSON.stringify(e)}\n`).join(''));
 
@@ -159,7 +161,11 @@ describe('deploy history, revocations and lock break without an engine', () => {
     expect(unsigned.stderr).toContain('recorded unsigned');
     const twice = await run(['release', 'revoke', 'v7', '--reason', 'other']);
     expect(twice.code).toBe(0);
-    expect(readFileSync(join(catalog.envDir(ENV), 'revocations.ndjson'), 'utf8').trim().split('\n')).toHaveLength(2);
+    expect(
+      readFileSync(join(catalog.envDir(ENV), 'revocations.ndjson'), 'utf8')
+        .trim()
+        .split('\n'),
+    ).toHaveLength(2);
     // An unknown release cannot be revoked, a name with a newline neither.
     expect((await run(['release', 'revoke', 'v8', '--reason', 'x'])).code).toBe(2);
     expect((await run(['release', 'revoke', 'v8\nv5', '--reason', 'x'])).code).toBe(2);
@@ -176,7 +182,8 @@ describe('deploy history, revocations and lock break without an engine', () => {
     const lockFile = join(catalog.envDir(ENV), '.lock');
     const holder = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)'], { stdio: 'ignore' });
     children.push(holder);
-    const lock = (pid: number, host: string) => writeFileSync(lockFile, JSON.stringify({ owner: 'alice (deploy run 41)', pid, host, command: 'lifeline deploy', acquiredAt: '2026-11-21T10:00:00.000Z' }));
+    const lock = (pid: number, host: string) =>
+      writeFileSync(lockFile, JSON.stringify({ owner: 'alice (deploy run 41)', pid, host, command: 'lifeline deploy', acquiredAt: '2026-11-21T10:00:00.000Z' }));
 
     lock(holder.pid!, hostname());
     const alive = await run(['lock', 'break']);

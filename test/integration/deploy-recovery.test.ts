@@ -81,7 +81,14 @@ describe.skipIf(!dockerAvailable())('deploy recovery and health on a real Docker
   const status = async () => {
     const result = await run(['status', '--json']);
     expect(result.code, result.stderr).toBe(0);
-    return JSON.parse(result.stdout) as { consistent: boolean; historySays: string | null; running: string | null; services: { service: string; release: string | null; status: string; imageRef: string | null }[]; differences: string[]; unfinished: unknown };
+    return JSON.parse(result.stdout) as {
+      consistent: boolean;
+      historySays: string | null;
+      running: string | null;
+      services: { service: string; release: string | null; status: string; imageRef: string | null }[];
+      differences: string[];
+      unfinished: unknown;
+    };
   };
 
   async function expectRunning(version: Version) {
@@ -96,7 +103,12 @@ describe.skipIf(!dockerAvailable())('deploy recovery and health on a real Docker
   async function killAt(args: string[], marker: RegExp): Promise<string> {
     const env: NodeJS.ProcessEnv = { ...process.env, ...cliEnv() };
     for (const [k, v] of Object.entries(cliEnv())) if (v === undefined) delete env[k];
-    const child = spawn(process.execPath, ['--import', 'tsx', join(REPO, 'src/cli/index.ts'), ...args, '--config', configPath, '--env', ENV], { cwd: REPO, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', join(REPO, 'src/cli/index.ts'), ...args, '--config', configPath, '--env', ENV], {
+      cwd: REPO,
+      env,
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     pids.push(child.pid!);
     let output = '';
     const exited = new Promise<void>((resolve) => child.on('close', () => resolve()));
@@ -122,7 +134,9 @@ describe.skipIf(!dockerAvailable())('deploy recovery and health on a real Docker
     expect(first.stderr).toContain('settle window');
     // No false positive: web's health URL is tied to the process in its new container that holds the port.
     const port = stack.ports.web;
-    expect(first.stderr).toMatch(new RegExp(`web: http://127\\.0\\.0\\.1:${port}/health answered on port ${port} by pid \\d+ \\(httpd -f -p 127\\.0\\.0\\.1:${port} -h /www\\) in container [0-9a-f]{12}`));
+    expect(first.stderr).toMatch(
+      new RegExp(`web: http://127\\.0\\.0\\.1:${port}/health answered on port ${port} by pid \\d+ \\(httpd -f -p 127\\.0\\.0\\.1:${port} -h /www\\) in container [0-9a-f]{12}`),
+    );
     expect(first.stderr).not.toContain('could not be tied');
     await expectRunning('v1');
     const text = await run(['status']);
@@ -286,7 +300,19 @@ describe.skipIf(!dockerAvailable())('deploy recovery and health on a real Docker
     const full = ids.map((id) => docker.docker(['inspect', '--format', '{{.Id}}', id]).stdout.trim());
     const history = await loadHistory(catalog, ENV);
     const last = history.events.at(-1)!;
-    await appendHistory(catalog, ENV, { action: 'deploy', from: 'v1', to: 'v2', result: 'started', running: null, runningDeployment: null, deployment: 'killed-after-the-record', containers: full, at: new Date().toISOString(), by: 'ci', durationsMs: {} });
+    await appendHistory(catalog, ENV, {
+      action: 'deploy',
+      from: 'v1',
+      to: 'v2',
+      result: 'started',
+      running: null,
+      runningDeployment: null,
+      deployment: 'killed-after-the-record',
+      containers: full,
+      at: new Date().toISOString(),
+      by: 'ci',
+      durationsMs: {},
+    });
     expect((await status()).consistent).toBe(false);
     const deploy = await run(['deploy', '--release', 'v2']);
     expect(deploy.code, deploy.stderr).toBe(0);

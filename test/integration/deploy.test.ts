@@ -156,7 +156,7 @@ describe.skipIf(!dockerAvailable())('deploy and rollback on a real Docker engine
   it('refuses to roll back below the database schema and prints both ways forward', async () => {
     const db = await createDatabase('deployschema');
     try {
-      await sql('CREATE TABLE alembic_version (version_num text PRIMARY KEY); INSERT INTO alembic_version VALUES (\'b2\')', db.name);
+      await sql("CREATE TABLE alembic_version (version_num text PRIMARY KEY); INSERT INTO alembic_version VALUES ('b2')", db.name);
       const v2 = await run(['deploy', '--release', 'v2', '--database-url', db.url]);
       expect(v2.code, v2.stderr).toBe(0);
       const before = stack.containers();

@@ -52,7 +52,12 @@ describe.skipIf(!dockerAvailable())('lifeline drill: the application starts on t
    * Writes a config with the given appCheck lines (none: no appCheck) and runs the CLI with it;
    * `watch` sees the output as it comes; `env` adds to the CLI's environment.
    */
-  async function drill(name: string, appCheck: string[] | undefined, args: string[], options: { watch?: (soFar: string) => void; composeLines?: string[]; env?: Record<string, string> } = {}): Promise<CliRun> {
+  async function drill(
+    name: string,
+    appCheck: string[] | undefined,
+    args: string[],
+    options: { watch?: (soFar: string) => void; composeLines?: string[]; env?: Record<string, string> } = {},
+  ): Promise<CliRun> {
     const configPath = join(work.path, `${name}.yml`);
     const lines = ['version: 1', `store: ${join(work.path, 'store')}`, 'environments:', `  ${ENV}:`, '    rto: 10m', '    manifest:', `      publicKey: ${testSigningKey().publicKeyPath}`];
     if (options.composeLines) lines.push('    compose:', ...options.composeLines.map((l) => `      ${l}`));
@@ -88,7 +93,9 @@ describe.skipIf(!dockerAvailable())('lifeline drill: the application starts on t
     expect(appCheck(report)).toMatchObject({ step: 'start-app', status: 'pass' });
     expect(appCheck(report)!.detail).toContain(`http://127.0.0.1:${port}/health answered HTTP 200`);
     // Tied to the drill's own container: the process holding the port is httpd in it.
-    expect(appCheck(report)!.detail).toMatch(new RegExp(`answered on port ${port} by pid \\d+ \\(httpd -f -p 127\\.0\\.0\\.1:${port} -h /www\\) in container [0-9a-f]{12} \\((its cgroup names the container|it descends from)`));
+    expect(appCheck(report)!.detail).toMatch(
+      new RegExp(`answered on port ${port} by pid \\d+ \\(httpd -f -p 127\\.0\\.0\\.1:${port} -h /www\\) in container [0-9a-f]{12} \\((its cgroup names the container|it descends from)`),
+    );
     expect(step(report).status).toBe('done');
     expect(report.rto.phases['start-app']).toBeGreaterThan(0);
     const phases = Object.values(report.rto.phases as Record<string, number>).reduce((a, b) => a + b, 0);
@@ -158,8 +165,29 @@ describe.skipIf(!dockerAvailable())('lifeline drill: the application starts on t
     const pinned = docker.docker(['inspect', '--format', '{{index .RepoDigests 0}}', tag]).stdout.trim();
     const release = await signTestRelease(catalog, ENV, 'v7', { api: pinned, web: fakeImage('web'), worker: fakeImage('worker') });
     const staged = await catalog.begin(ENV, 'deployments', 'dep-v7', DEPLOYMENT_METADATA);
-    await staged.commit({ schemaVersion: 1, id: 'dep-v7', createdAt: new Date().toISOString(), action: 'deploy', release: 'v7', from: null, images: { api: images.never, web: images.never, worker: images.never }, manifestDigest: null, by: 'test' });
-    await appendHistory(catalog, ENV, { action: 'deploy', from: null, to: 'v7', result: 'succeeded', running: 'v7', runningDeployment: 'dep-v7', deployment: 'dep-v7', at: new Date().toISOString(), by: 'test', durationsMs: {} });
+    await staged.commit({
+      schemaVersion: 1,
+      id: 'dep-v7',
+      createdAt: new Date().toISOString(),
+      action: 'deploy',
+      release: 'v7',
+      from: null,
+      images: { api: images.never, web: images.never, worker: images.never },
+      manifestDigest: null,
+      by: 'test',
+    });
+    await appendHistory(catalog, ENV, {
+      action: 'deploy',
+      from: null,
+      to: 'v7',
+      result: 'succeeded',
+      running: 'v7',
+      runningDeployment: 'dep-v7',
+      deployment: 'dep-v7',
+      at: new Date().toISOString(),
+      by: 'test',
+      durationsMs: {},
+    });
 
     const run = await drill('no-image', lines, ['drill', '--json']);
     expect(run.code, run.stderr).toBe(0);

@@ -104,7 +104,10 @@ describe.skipIf(!dockerAvailable())('killed drills leave nothing running (issue 
     // An app that never becomes healthy keeps the drill in its health wait: the moment to kill it.
     const never = await appCheckLines(images.never);
     const drill = watch(['drill', '--config', config('kill-app', { appCheck: never.lines }), '--env', ENV, '--json']);
-    await waitFor(async () => /as (lifeline-drill-[a-z0-9-]+)/.test(drill.stderr()) && docker.docker(['ps', '-q', '--filter', 'label=lifeline.drill']).stdout.trim() !== '', { timeoutMs: 120_000, what: 'the app container to run' });
+    await waitFor(async () => /as (lifeline-drill-[a-z0-9-]+)/.test(drill.stderr()) && docker.docker(['ps', '-q', '--filter', 'label=lifeline.drill']).stdout.trim() !== '', {
+      timeoutMs: 120_000,
+      what: 'the app container to run',
+    });
     const name = /as (lifeline-drill-[a-z0-9-]+)/.exec(drill.stderr())![1]!;
     await waitFor(async () => docker.docker(['logs', name]).stdout.includes('starting with DATABASE_URL=postgres://'), { timeoutMs: 30_000, what: 'the app to log its URL' });
 
@@ -129,13 +132,33 @@ describe.skipIf(!dockerAvailable())('killed drills leave nothing running (issue 
     // The problem as it was: both still run after the kill.
     expect(docker.docker(['inspect', '--format', '{{.State.Running}}', name]).stdout.trim()).toBe('true');
     expect(alive(cluster!.pid!)).toBe(true);
-    expect(findLeftovers().filter((l) => l.owner.pid === drill.child.pid).map((l) => l.state)).toEqual(expect.arrayContaining(['orphaned']));
+    expect(
+      findLeftovers()
+        .filter((l) => l.owner.pid === drill.child.pid)
+        .map((l) => l.state),
+    ).toEqual(expect.arrayContaining(['orphaned']));
 
     // The next drill, on the same health port: reaps first, then passes.
     const healthy = await appCheckLines(images.db);
     // Another drill on this host (a parallel test file) may reap them first; the end state below is checked either way.
     const unreaped = ownedBy(drill.child.pid!).length > 0;
-    const next = await lifeline(['drill', '--config', config('after-kill-app', { appCheck: [...healthy.lines.filter((l) => !l.startsWith('healthUrl') && !l.startsWith('env')), `healthUrl: http://127.0.0.1:${never.port}/health`, `env: ${JSON.stringify({ PORT: String(never.port) })}`] }), '--env', ENV, '--json'], { env: cliEnv() });
+    const next = await lifeline(
+      [
+        'drill',
+        '--config',
+        config('after-kill-app', {
+          appCheck: [
+            ...healthy.lines.filter((l) => !l.startsWith('healthUrl') && !l.startsWith('env')),
+            `healthUrl: http://127.0.0.1:${never.port}/health`,
+            `env: ${JSON.stringify({ PORT: String(never.port) })}`,
+          ],
+        }),
+        '--env',
+        ENV,
+        '--json',
+      ],
+      { env: cliEnv() },
+    );
     expect(next.code, next.stderr).toBe(0);
     expect(JSON.parse(next.stdout).passed).toBe(true);
     if (unreaped) expect(next.stderr).toContain(`removed what a killed drill left: application check of the drill of ${ENV}: container ${name}`);
@@ -201,10 +224,10 @@ describe.skipIf(!dockerAvailable())('killed drills leave nothing running (issue 
     expect(docker.docker(['ps', '-aq']).stdout.trim()).toBe('');
   }, 300_000);
 
-  it('two drills at once: each keeps its own cluster, the second leaves the first one\'s alone, both pass with separate reports', async () => {
+  it("two drills at once: each keeps its own cluster, the second leaves the first one's alone, both pass with separate reports", async () => {
     const smoke = smokeFile('overlap', 6);
     const first = watch(['drill', '--config', config('first', { smoke }), '--env', ENV, '--json']);
-    await waitFor(async () => ownedBy(first.child.pid!).some((l) => l.kind === 'cluster' && l.pid), { timeoutMs: 120_000, what: 'the first drill\'s cluster' });
+    await waitFor(async () => ownedBy(first.child.pid!).some((l) => l.kind === 'cluster' && l.pid), { timeoutMs: 120_000, what: "the first drill's cluster" });
     const firstCluster = ownedBy(first.child.pid!).find((l) => l.kind === 'cluster')!;
     const second = watch(['drill', '--config', config('second', { smoke }), '--env', ENV, '--json']);
     const [a, b] = await Promise.all([first.done, second.done]);

@@ -17,7 +17,8 @@ describe('lifeline drill with Redis', () => {
   let redis: ThrowawayRedis;
   let configPath: string;
 
-  const cli = (args: string[], env: Record<string, string | undefined>) => lifeline([...args, '--config', configPath, '--env', ENV], { env: { DATABASE_URL: live.url, LIFELINE_STORE: undefined, REDIS_URL: undefined, ...env } });
+  const cli = (args: string[], env: Record<string, string | undefined>) =>
+    lifeline([...args, '--config', configPath, '--env', ENV], { env: { DATABASE_URL: live.url, LIFELINE_STORE: undefined, REDIS_URL: undefined, ...env } });
 
   beforeAll(async () => {
     work = tempDir();
@@ -42,7 +43,18 @@ describe('lifeline drill with Redis', () => {
     const run = await cli(['drill', '--json'], { REDIS_URL: redis.url });
     expect(run.code, run.stderr).toBe(0);
     const report = JSON.parse(run.stdout);
-    expect(report.steps.map((s: { id: string }) => s.id)).toEqual(['stop-writes', 'select-backup', 'verify-backup', 'restore', 'check-data', 'check-indexes', 'restore-redis', 'smoke-queries', 'start-app', 'switch-over']);
+    expect(report.steps.map((s: { id: string }) => s.id)).toEqual([
+      'stop-writes',
+      'select-backup',
+      'verify-backup',
+      'restore',
+      'check-data',
+      'check-indexes',
+      'restore-redis',
+      'smoke-queries',
+      'start-app',
+      'switch-over',
+    ]);
     expect(report.steps.find((s: { id: string }) => s.id === 'restore-redis').status).toBe('done');
     const check = report.checks.find((c: { name: string }) => c.name === 'redis snapshot loads with its keys');
     expect(check).toMatchObject({ status: 'pass', step: 'restore-redis' });

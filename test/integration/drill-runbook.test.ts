@@ -12,7 +12,18 @@ describe('lifeline runbook', () => {
     expect(result.order).toEqual(['production', 'staging']);
     expect(result.environments.map((e: { name: string }) => e.name)).toEqual(['production']);
     const steps = result.environments[0].steps;
-    expect(steps.map((s: { id: string }) => s.id)).toEqual(['stop-writes', 'select-backup', 'verify-backup', 'restore', 'check-data', 'check-indexes', 'restore-redis', 'smoke-queries', 'start-app', 'switch-over']);
+    expect(steps.map((s: { id: string }) => s.id)).toEqual([
+      'stop-writes',
+      'select-backup',
+      'verify-backup',
+      'restore',
+      'check-data',
+      'check-indexes',
+      'restore-redis',
+      'smoke-queries',
+      'start-app',
+      'switch-over',
+    ]);
     // The example environment runs Redis as the Compose service "redis": its restore is a runbook step.
     expect(steps.find((s: { id: string }) => s.id === 'restore-redis').command).toBe('lifeline redis-restore --env production --backup <backup-id> --confirm redis');
     expect(result.environments[0].pitrSteps.find((s: { id: string }) => s.id === 'restore').command).toContain('--stanza=shop');

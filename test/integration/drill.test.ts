@@ -32,9 +32,27 @@ describe('lifeline drill, drills and gate against real PostgreSQL', () => {
     catalog = new Catalog(join(work.path, 'store'));
     configPath = join(work.path, 'lifeline.yml');
     smokePath = join(work.path, 'smoke.sql');
-    writeFileSync(configPath, ['version: 1', `store: ${join(work.path, 'store')}`, 'environments:', `  ${ENV}:`, '    rto: 10m', '    rpo: 1h', '    owner: ops-oncall', '    drill:', '      maxAge: 7d', '      window: 1d', ''].join('\n'));
+    writeFileSync(
+      configPath,
+      [
+        'version: 1',
+        `store: ${join(work.path, 'store')}`,
+        'environments:',
+        `  ${ENV}:`,
+        '    rto: 10m',
+        '    rpo: 1h',
+        '    owner: ops-oncall',
+        '    drill:',
+        '      maxAge: 7d',
+        '      window: 1d',
+        '',
+      ].join('\n'),
+    );
     const [orders] = await query<{ n: number }>('SELECT count(*) AS n FROM orders', live.name);
-    writeFileSync(smokePath, ['-- name: every order survived', `-- expect: ${orders!.n}`, 'SELECT count(*) FROM orders;', '', '-- expect: 0', 'SELECT count(*) FROM order_items WHERE quantity <= 0', ''].join('\n'));
+    writeFileSync(
+      smokePath,
+      ['-- name: every order survived', `-- expect: ${orders!.n}`, 'SELECT count(*) FROM orders;', '', '-- expect: 0', 'SELECT count(*) FROM order_items WHERE quantity <= 0', ''].join('\n'),
+    );
     await backup();
   });
 
@@ -65,7 +83,17 @@ describe('lifeline drill, drills and gate against real PostgreSQL', () => {
     expect(report.rto.met).toBe(true);
     expect(report.rpo.met).toBe(true);
     // The drill walks the runbook: every runbook step is in the report, performed or skipped with a reason.
-    expect(report.steps.map((s: { id: string }) => s.id)).toEqual(['stop-writes', 'select-backup', 'verify-backup', 'restore', 'check-data', 'check-indexes', 'smoke-queries', 'start-app', 'switch-over']);
+    expect(report.steps.map((s: { id: string }) => s.id)).toEqual([
+      'stop-writes',
+      'select-backup',
+      'verify-backup',
+      'restore',
+      'check-data',
+      'check-indexes',
+      'smoke-queries',
+      'start-app',
+      'switch-over',
+    ]);
     expect(report.steps.find((s: { id: string }) => s.id === 'stop-writes').status).toBe('skipped');
 
     const list = await cli(['drills', '--json']);

@@ -74,10 +74,35 @@ describe('encryption at rest with age', () => {
     execFileSync('redis-cli', ['-u', redis.url, 'SET', 'note', MARKER]);
     source = await createSampleDatabase(1, 'age_src');
     await sql(`CREATE TABLE secret_notes (t text); INSERT INTO secret_notes VALUES ('${MARKER}')`, source.name);
-    await sql(`CREATE TABLE tenant_notes (id serial PRIMARY KEY, tenant text, note text); INSERT INTO tenant_notes (tenant, note) SELECT 'acme', '${TENANT_MARKER} #' || g FROM generate_series(1, 300) g; INSERT INTO tenant_notes (tenant, note) VALUES ('other', 'x')`, source.name);
+    await sql(
+      `CREATE TABLE tenant_notes (id serial PRIMARY KEY, tenant text, note text); INSERT INTO tenant_notes (tenant, note) SELECT 'acme', '${TENANT_MARKER} #' || g FROM generate_series(1, 300) g; INSERT INTO tenant_notes (tenant, note) VALUES ('other', 'x')`,
+      source.name,
+    );
     config = join(dir.path, 'lifeline.yml');
-    writeFileSync(config, ['version: 1', 'environments:', '  production:', `    store: ${store}`, '    postgres: { urlEnv: SHOP_DATABASE_URL }', '    redis: { urlEnv: SHOP_REDIS_URL }', '    tenants: { collections: [{ table: tenant_notes, column: tenant }] }', `    encryption: { recipients: [${a.recipient}] }`, ''].join('\n'));
-    env = { SHOP_DATABASE_URL: source.url, SHOP_REDIS_URL: redis.url, DATABASE_URL: undefined, REDIS_URL: undefined, LIFELINE_STORE: undefined, LIFELINE_CONFIG: undefined, LIFELINE_AGE_IDENTITY: undefined, LIFELINE_AGE_IDENTITY_FILE: undefined };
+    writeFileSync(
+      config,
+      [
+        'version: 1',
+        'environments:',
+        '  production:',
+        `    store: ${store}`,
+        '    postgres: { urlEnv: SHOP_DATABASE_URL }',
+        '    redis: { urlEnv: SHOP_REDIS_URL }',
+        '    tenants: { collections: [{ table: tenant_notes, column: tenant }] }',
+        `    encryption: { recipients: [${a.recipient}] }`,
+        '',
+      ].join('\n'),
+    );
+    env = {
+      SHOP_DATABASE_URL: source.url,
+      SHOP_REDIS_URL: redis.url,
+      DATABASE_URL: undefined,
+      REDIS_URL: undefined,
+      LIFELINE_STORE: undefined,
+      LIFELINE_CONFIG: undefined,
+      LIFELINE_AGE_IDENTITY: undefined,
+      LIFELINE_AGE_IDENTITY_FILE: undefined,
+    };
   });
   afterAll(async () => {
     await Promise.allSettled([redis?.stop(), dropDatabase(source.name), ...created.map((name) => dropDatabase(name))]);
@@ -104,7 +129,10 @@ describe('encryption at rest with age', () => {
     const bytes = readFileSync(plain);
     expect(bytes.includes(MARKER)).toBe(true); // the control: the plaintext does hold it
     const meta = JSON.parse(readFileSync(join(entry, 'backup.json'), 'utf8'));
-    expect(meta.files.postgres).toMatchObject({ name: 'postgres.dump.age', encryption: { format: 'age', recipients: [a.recipient], plaintextSha256: createHash('sha256').update(bytes).digest('hex'), plaintextBytes: bytes.length } });
+    expect(meta.files.postgres).toMatchObject({
+      name: 'postgres.dump.age',
+      encryption: { format: 'age', recipients: [a.recipient], plaintextSha256: createHash('sha256').update(bytes).digest('hex'), plaintextBytes: bytes.length },
+    });
     expect(meta.files.redis.encryption.recipients).toEqual([a.recipient]);
     const rdb = execFileSync('age', ['-d', '-i', a.file, join(entry, 'redis.rdb.age')]);
     expect(rdb.includes(MARKER)).toBe(true);
@@ -130,7 +158,9 @@ describe('encryption at rest with age', () => {
     expect(full.code, full.stderr).toBe(0);
     const report = JSON.parse(full.stdout) as { ok: boolean; contentsChecked: boolean; checks: { name: string; ok: boolean }[] };
     expect(report.contentsChecked).toBe(true);
-    expect(report.checks.map((c) => c.name)).toEqual(expect.arrayContaining(['archive decompresses end to end', 'postgres.dump.age plaintext', 'redis.rdb.age (redis-check-rdb)', 'globals.sql.age plaintext']));
+    expect(report.checks.map((c) => c.name)).toEqual(
+      expect.arrayContaining(['archive decompresses end to end', 'postgres.dump.age plaintext', 'redis.rdb.age (redis-check-rdb)', 'globals.sql.age plaintext']),
+    );
     expect(report.checks.every((c) => c.ok)).toBe(true);
     expect(JSON.parse(readFileSync(join(store, 'production', 'backups', backupId, 'backup.json'), 'utf8')).verified.contentsChecked).toBeUndefined();
     const wrong = await run(['verify', backupId, ...base()], { LIFELINE_AGE_IDENTITY: readFileSync(b.file, 'utf8') });
@@ -280,7 +310,10 @@ describe('encryption at rest with age', () => {
     writeFileSync(config, readFileSync(config, 'utf8').replace(`, ${b.recipient}]`, ']'));
     const before = readFileSync(join(entry, 'backup.json'), 'utf8');
     const { spawn } = await import('node:child_process');
-    const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '..', '..', 'src/cli/index.ts'), 'reencrypt', '--backup', backupId, ...base()], { env: { ...process.env, ...env, LIFELINE_AGE_IDENTITY_FILE: b.file } as NodeJS.ProcessEnv, stdio: 'ignore' });
+    const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '..', '..', 'src/cli/index.ts'), 'reencrypt', '--backup', backupId, ...base()], {
+      env: { ...process.env, ...env, LIFELINE_AGE_IDENTITY_FILE: b.file } as NodeJS.ProcessEnv,
+      stdio: 'ignore',
+    });
     const kindDir = join(store, 'production', 'backups');
     let sawStaging = false;
     const exited = new Promise((resolve) => child.on('exit', resolve));
@@ -334,7 +367,12 @@ describe('encryption at rest with age', () => {
     const plain = execFileSync('age', ['-d', '-i', a.file, join(entry, 'tenant_notes.ndjson.age')]);
     expect(plain.toString().split('\n').filter(Boolean)).toHaveLength(300);
     const manifest = JSON.parse(readFileSync(join(entry, 'export.json'), 'utf8'));
-    expect(manifest.collections[0]).toMatchObject({ file: 'tenant_notes.ndjson.age', rows: 300, contentDigest: createHash('sha256').update(plain).digest('hex'), encryption: { format: 'age', recipients: [a.recipient], plaintextBytes: plain.length } });
+    expect(manifest.collections[0]).toMatchObject({
+      file: 'tenant_notes.ndjson.age',
+      rows: 300,
+      contentDigest: createHash('sha256').update(plain).digest('hex'),
+      encryption: { format: 'age', recipients: [a.recipient], plaintextBytes: plain.length },
+    });
     expect(manifest.totals.bytes).toBe(plain.length);
 
     const none = await inproc(['tenant', 'verify', '--tenant', 'acme', ...base(), '--json']);
@@ -388,7 +426,18 @@ describe('encryption at rest with age', () => {
       writeFileSync(
         remoteConfig,
         readFileSync(config, 'utf8') +
-          ['    storage:', '      provider: s3', `      endpoint: ${s3.endpoint}`, '      region: us-east-1', `      bucket: ${s3.bucket}`, '      prefix: age', '      accessKeyIdEnv: SHOP_S3_KEY', '      secretAccessKeyEnv: SHOP_S3_SECRET', '      reviewed: { provider: s3rver, by: ops-lead, date: 2026-11-21 }', ''].join('\n'),
+          [
+            '    storage:',
+            '      provider: s3',
+            `      endpoint: ${s3.endpoint}`,
+            '      region: us-east-1',
+            `      bucket: ${s3.bucket}`,
+            '      prefix: age',
+            '      accessKeyIdEnv: SHOP_S3_KEY',
+            '      secretAccessKeyEnv: SHOP_S3_SECRET',
+            '      reviewed: { provider: s3rver, by: ops-lead, date: 2026-11-21 }',
+            '',
+          ].join('\n'),
       );
       const rbase = ['--config', remoteConfig, '--env', 'production'];
       const s3env = { SHOP_S3_KEY: s3.accessKeyId, SHOP_S3_SECRET: s3.secretAccessKey };

@@ -99,7 +99,11 @@ describe('an environment backs up the database its config names', () => {
     ]);
     expect(ok.environments.staging.postgres.urlSource).toBe('STAGING_DATABASE_URL (environments.staging.postgres.urlEnv)');
     // scratch falls back to DATABASE_URL, which is production's database: that is worth a warning.
-    expect(ok.warnings).toEqual([expect.stringMatching(/^environments production \(URL from DATABASE_URL \(environments\.production\.postgres\.urlEnv\)\) and scratch \(URL from DATABASE_URL\) resolve to the same PostgreSQL server and database \(loopback:\d+\/envdb_prod_[0-9a-f]+\)/)]);
+    expect(ok.warnings).toEqual([
+      expect.stringMatching(
+        /^environments production \(URL from DATABASE_URL \(environments\.production\.postgres\.urlEnv\)\) and scratch \(URL from DATABASE_URL\) resolve to the same PostgreSQL server and database \(loopback:\d+\/envdb_prod_[0-9a-f]+\)/,
+      ),
+    ]);
     expect(distinct.stderr).toContain('resolve to the same PostgreSQL server and database');
     expect(distinct.stdout + distinct.stderr).not.toContain(production.conn.password!);
 

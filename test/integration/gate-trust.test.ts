@@ -114,7 +114,9 @@ describe('the release gate believes only real, recent, passing drills', { timeou
     resum(dir);
     const forged = await gate(configFor(copy, true));
     expect(forged.code).toBe(1);
-    expect(forged.stderr).toMatch(new RegExp(`the newest drill's report ${failingId} fails signature verification: drill report ${failingId} signature verification failed: .*report.json differs from the signed payload`));
+    expect(forged.stderr).toMatch(
+      new RegExp(`the newest drill's report ${failingId} fails signature verification: drill report ${failingId} signature verification failed: .*report.json differs from the signed payload`),
+    );
     // Without a signing policy the forgery passes, and the gate says that it could not tell.
     const unsignedPolicy = await gate(configFor(copy, false));
     expect(unsignedPolicy.code, unsignedPolicy.stderr).toBe(0);
@@ -187,10 +189,26 @@ describe('the release gate believes only real, recent, passing drills', { timeou
     // Keyless identities (the example config's): a drill run on the host is said to be unsigned, with
     // the way out, before any attempt to fetch Sigstore's trust root (which failed on a host offline).
     const keyless = join(work.path, `lifeline-keyless-${Math.random().toString(36).slice(2)}.yml`);
-    writeFileSync(keyless, ['version: 1', `store: ${unsigned}`, 'environments:', '  production:', '    rto: 10m', '    rpo: 30d', '    manifest:', '      certificateIdentity: https://github.com/acme/lifeline/.github/workflows/drill.yml@refs/heads/main', '      certificateOidcIssuer: https://token.actions.githubusercontent.com', ''].join('\n'));
+    writeFileSync(
+      keyless,
+      [
+        'version: 1',
+        `store: ${unsigned}`,
+        'environments:',
+        '  production:',
+        '    rto: 10m',
+        '    rpo: 30d',
+        '    manifest:',
+        '      certificateIdentity: https://github.com/acme/lifeline/.github/workflows/drill.yml@refs/heads/main',
+        '      certificateOidcIssuer: https://token.actions.githubusercontent.com',
+        '',
+      ].join('\n'),
+    );
     const keylessRun = await gate(keyless);
     expect(keylessRun.code).toBe(1);
-    expect(keylessRun.stderr).toMatch(/it is not signed \(report.sigstore.json is missing\), and manifest.certificateIdentity accepts only drill reports signed keyless inside GitHub Actions by a listed identity: run the drill action with keyless: true/);
+    expect(keylessRun.stderr).toMatch(
+      /it is not signed \(report.sigstore.json is missing\), and manifest.certificateIdentity accepts only drill reports signed keyless inside GitHub Actions by a listed identity: run the drill action with keyless: true/,
+    );
     expect(keylessRun.stderr).not.toMatch(/TUF|trusted root/);
 
     const other = await drill(config, ['--signing-key', otherKeyPath]);
@@ -242,7 +260,12 @@ describe('the release gate believes only real, recent, passing drills', { timeou
     // Newer backups push the drilled one out of keepLast 1 / daily 1 / weekly 1.
     for (let i = 0; i < 2; i++) await createBackup({ catalog, environment: 'production', runner, conn: live.conn, label: 'manual', logger: createMemoryLogger() });
     expect([...(await backupsTheGateNeeds(catalog, 'production')).keys()]).toEqual([backupId]);
-    const result = await pruneBackups(catalog, 'production', { keepLast: 1, keepDaily: 1, keepWeekly: 1, preRestore: { keepLast: 0, keepDays: 0 } }, { apply: true, logger: createMemoryLogger(), passingDrills: believedPassingDrills });
+    const result = await pruneBackups(
+      catalog,
+      'production',
+      { keepLast: 1, keepDaily: 1, keepWeekly: 1, preRestore: { keepLast: 0, keepDays: 0 } },
+      { apply: true, logger: createMemoryLogger(), passingDrills: believedPassingDrills },
+    );
     expect(result.decisions.find((d) => d.id === backupId)).toMatchObject({ keep: true, reasons: expect.arrayContaining([expect.stringMatching(/newest passing drill/)]) });
     expect(readdirSync(join(copy, 'production', 'backups'))).toContain(backupId);
     const run = await gate(configFor(copy, true));

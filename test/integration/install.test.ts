@@ -9,7 +9,11 @@ const HEAD = execFileSync('git', ['rev-parse', 'HEAD'], { cwd: REPO, encoding: '
 
 /** `lifeline` as an operator has it after `npm install -g`: found on PATH, run from anywhere but the checkout. */
 function installedLifeline(prefix: string, cwd: string) {
-  return (args: string[]) => runProcess(join(prefix, 'bin', 'lifeline'), args, { cwd, env: { PATH: `${join(prefix, 'bin')}:${process.env.PATH}`, DATABASE_URL: undefined, LIFELINE_STORE: undefined, LIFELINE_CONFIG: undefined, LIFELINE_VERSION: undefined } });
+  return (args: string[]) =>
+    runProcess(join(prefix, 'bin', 'lifeline'), args, {
+      cwd,
+      env: { PATH: `${join(prefix, 'bin')}:${process.env.PATH}`, DATABASE_URL: undefined, LIFELINE_STORE: undefined, LIFELINE_CONFIG: undefined, LIFELINE_VERSION: undefined },
+    });
 }
 
 describe('installing the CLI on a host', () => {

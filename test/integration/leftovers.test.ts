@@ -43,10 +43,13 @@ describe('drill leftovers: records, doctor and the reaper (issue 16 item 7)', ()
     for (const c of cleanups.reverse()) await c();
   });
 
-  it('a killed process\'s throwaway server is listed by doctor with its remove command, then stopped by pid and deleted by the reaper', async () => {
+  it("a killed process's throwaway server is listed by doctor with its remove command, then stopped by pid and deleted by the reaper", async () => {
     const script = join(mkdtempSync(join(tmpdir(), 'lifeline-leftover-child-')), 'child.mts');
     cleanups.push(() => rmSync(join(script, '..'), { recursive: true, force: true }));
-    writeFileSync(script, `import { startThrowawayCluster } from ${JSON.stringify(join(REPO, 'src/postgres/cluster.ts'))};\nconst c = await startThrowawayCluster({ fast: true, purpose: 'leftover test' });\nconsole.log('READY ' + c.dataDir);\nsetInterval(() => {}, 1000);\n`);
+    writeFileSync(
+      script,
+      `import { startThrowawayCluster } from ${JSON.stringify(join(REPO, 'src/postgres/cluster.ts'))};\nconst c = await startThrowawayCluster({ fast: true, purpose: 'leftover test' });\nconsole.log('READY ' + c.dataDir);\nsetInterval(() => {}, 1000);\n`,
+    );
     const child = spawn(process.execPath, ['--import', 'tsx', script], { cwd: REPO, stdio: ['ignore', 'pipe', 'inherit'] });
     cleanups.push(async () => {
       if (alive(child.pid!)) await stopPid(child.pid!, 'SIGKILL', 1000);

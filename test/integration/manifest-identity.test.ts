@@ -66,7 +66,9 @@ describe('lifeline manifest check-identity: the first job of a keyless deploy re
   const inActions = { ACTIONS_ID_TOKEN_REQUEST_URL: () => oidcUrl, ACTIONS_ID_TOKEN_REQUEST_TOKEN: 'request-token' };
   const run = (args: string[], oidc = true) =>
     lifeline(['manifest', 'check-identity', '--config', config, '--env', 'production', '--json', ...args], {
-      env: oidc ? { ACTIONS_ID_TOKEN_REQUEST_URL: inActions.ACTIONS_ID_TOKEN_REQUEST_URL(), ACTIONS_ID_TOKEN_REQUEST_TOKEN: inActions.ACTIONS_ID_TOKEN_REQUEST_TOKEN } : { ACTIONS_ID_TOKEN_REQUEST_URL: undefined, ACTIONS_ID_TOKEN_REQUEST_TOKEN: undefined },
+      env: oidc
+        ? { ACTIONS_ID_TOKEN_REQUEST_URL: inActions.ACTIONS_ID_TOKEN_REQUEST_URL(), ACTIONS_ID_TOKEN_REQUEST_TOKEN: inActions.ACTIONS_ID_TOKEN_REQUEST_TOKEN }
+        : { ACTIONS_ID_TOKEN_REQUEST_URL: undefined, ACTIONS_ID_TOKEN_REQUEST_TOKEN: undefined },
     });
 
   it("accepts this job's own workflow identity, read from its OIDC token, when it is one of the trusted ones", async () => {

@@ -66,9 +66,25 @@ async function startMockSigstore(dir: string): Promise<MockSigstore> {
   const validFor = { start: '2000-01-01T00:00:00Z' };
   const root = {
     mediaType: 'application/vnd.dev.sigstore.trustedroot+json;version=0.1',
-    tlogs: [{ baseUrl: url, hashAlgorithm: 'SHA2_256', publicKey: { rawBytes: tlog.publicKey.toString('base64'), keyDetails: 'PKIX_ECDSA_P256_SHA_256', validFor }, logId: { keyId: createHash('sha256').update(tlog.publicKey).digest('base64') } }],
-    certificateAuthorities: [{ subject: { organization: 'sigstore', commonName: 'sigstore' }, uri: url, certChain: { certificates: [{ rawBytes: toBuffer(ca.rootCertificate).toString('base64') }] }, validFor }],
-    ctlogs: [{ baseUrl: url, hashAlgorithm: 'SHA2_256', publicKey: { rawBytes: ctLog.publicKey.toString('base64'), keyDetails: 'PKIX_ECDSA_P256_SHA_256', validFor }, logId: { keyId: toBuffer(ctLog.logID).toString('base64') } }],
+    tlogs: [
+      {
+        baseUrl: url,
+        hashAlgorithm: 'SHA2_256',
+        publicKey: { rawBytes: tlog.publicKey.toString('base64'), keyDetails: 'PKIX_ECDSA_P256_SHA_256', validFor },
+        logId: { keyId: createHash('sha256').update(tlog.publicKey).digest('base64') },
+      },
+    ],
+    certificateAuthorities: [
+      { subject: { organization: 'sigstore', commonName: 'sigstore' }, uri: url, certChain: { certificates: [{ rawBytes: toBuffer(ca.rootCertificate).toString('base64') }] }, validFor },
+    ],
+    ctlogs: [
+      {
+        baseUrl: url,
+        hashAlgorithm: 'SHA2_256',
+        publicKey: { rawBytes: ctLog.publicKey.toString('base64'), keyDetails: 'PKIX_ECDSA_P256_SHA_256', validFor },
+        logId: { keyId: toBuffer(ctLog.logID).toString('base64') },
+      },
+    ],
     timestampAuthorities: [
       {
         subject: { organization: 'sigstore', commonName: 'sigstore-tsa' },
@@ -160,12 +176,26 @@ describe('keyless release manifests (Fulcio certificate + timestamp authority)',
 
   test('a set of trusted identities: a manifest signed by an older workflow commit still verifies after an upgrade, an unlisted one does not', async () => {
     const upgraded = WORKFLOW.replace(/@.*$/, '@2222222222222222222222222222222222222222');
-    const both = await verifyReleaseManifest({ catalog, env: 'production', release: 'v1', policy: { certificateIdentity: [upgraded, WORKFLOW], certificateOidcIssuer: GITHUB_ISSUER, trustedRoot: sigstore.trustedRootPath } });
+    const both = await verifyReleaseManifest({
+      catalog,
+      env: 'production',
+      release: 'v1',
+      policy: { certificateIdentity: [upgraded, WORKFLOW], certificateOidcIssuer: GITHUB_ISSUER, trustedRoot: sigstore.trustedRootPath },
+    });
     expect(both.signer.identity).toBe(WORKFLOW);
-    const onlyNew = await failureOf(verifyReleaseManifest({ catalog, env: 'production', release: 'v1', policy: { certificateIdentity: [upgraded], certificateOidcIssuer: GITHUB_ISSUER, trustedRoot: sigstore.trustedRootPath } }));
+    const onlyNew = await failureOf(
+      verifyReleaseManifest({ catalog, env: 'production', release: 'v1', policy: { certificateIdentity: [upgraded], certificateOidcIssuer: GITHUB_ISSUER, trustedRoot: sigstore.trustedRootPath } }),
+    );
     expect(onlyNew.code).toBe('MANIFEST_WRONG_IDENTITY');
     // The set is exact per member: the -evil certificate matches none of them.
-    const evil = await failureOf(verifyReleaseManifest({ catalog, env: 'production', release: 'v2-evil', policy: { certificateIdentity: `${upgraded}\n${WORKFLOW}`, certificateOidcIssuer: GITHUB_ISSUER, trustedRoot: sigstore.trustedRootPath } }));
+    const evil = await failureOf(
+      verifyReleaseManifest({
+        catalog,
+        env: 'production',
+        release: 'v2-evil',
+        policy: { certificateIdentity: `${upgraded}\n${WORKFLOW}`, certificateOidcIssuer: GITHUB_ISSUER, trustedRoot: sigstore.trustedRootPath },
+      }),
+    );
     expect(evil.code).toBe('MANIFEST_WRONG_IDENTITY');
     expect(evil.message).toContain('none of the 2 trusted identities');
   });
@@ -182,7 +212,12 @@ describe('keyless release manifests (Fulcio certificate + timestamp authority)',
 
   test('the source repository and ref extensions must match exactly when the policy names them', async () => {
     const source = (release: string, sourceRepository: string, sourceRef?: string) =>
-      verifyReleaseManifest({ catalog, env: 'production', release, policy: { certificateIdentity: WORKFLOW, certificateOidcIssuer: GITHUB_ISSUER, trustedRoot: sigstore.trustedRootPath, sourceRepository, sourceRef } });
+      verifyReleaseManifest({
+        catalog,
+        env: 'production',
+        release,
+        policy: { certificateIdentity: WORKFLOW, certificateOidcIssuer: GITHUB_ISSUER, trustedRoot: sigstore.trustedRootPath, sourceRepository, sourceRef },
+      });
     await expect(source('v5-shop', 'https://github.com/acme/shop', 'refs/heads/main')).resolves.toBeTruthy();
     // Same reusable-workflow identity, called from another repository.
     const otherRepo = await failureOf(source('v6-other-repo', 'https://github.com/acme/shop'));
@@ -199,7 +234,9 @@ describe('keyless release manifests (Fulcio certificate + timestamp authority)',
   // @sigstore/mock's Rekor stores the proposed dsse entry as its body, unlike Rekor, so a
   // Rekor-witnessed bundle cannot be verified offline here.
   test('a bundle whose only timestamp comes from a TSA the trusted root does not list is refused', async () => {
-    const error = await failureOf(verifyReleaseManifest({ catalog, env: 'production', release: 'v1', policy: { certificateIdentity: WORKFLOW, certificateOidcIssuer: GITHUB_ISSUER, trustedRoot: sigstore.rekorOnlyRootPath } }));
+    const error = await failureOf(
+      verifyReleaseManifest({ catalog, env: 'production', release: 'v1', policy: { certificateIdentity: WORKFLOW, certificateOidcIssuer: GITHUB_ISSUER, trustedRoot: sigstore.rekorOnlyRootPath } }),
+    );
     expect(error.exitCode).toBe(1);
     expect(error.message).toMatch(/tlog entries|timestamp/);
   });
@@ -219,7 +256,9 @@ describe('keyless release manifests (Fulcio certificate + timestamp authority)',
   test('a trusted root from another instance rejects the certificate chain', async () => {
     const other = await startMockSigstore(mkdtempSync(join(dir, 'other-')));
     try {
-      const error = await failureOf(verifyReleaseManifest({ catalog, env: 'production', release: 'v1', policy: { certificateIdentity: WORKFLOW, certificateOidcIssuer: GITHUB_ISSUER, trustedRoot: other.trustedRootPath } }));
+      const error = await failureOf(
+        verifyReleaseManifest({ catalog, env: 'production', release: 'v1', policy: { certificateIdentity: WORKFLOW, certificateOidcIssuer: GITHUB_ISSUER, trustedRoot: other.trustedRootPath } }),
+      );
       expect(error.exitCode).toBe(1);
       expect(error.code).toMatch(/^MANIFEST_/);
     } finally {
@@ -228,7 +267,20 @@ describe('keyless release manifests (Fulcio certificate + timestamp authority)',
   });
 
   test('the CLI verifies with --certificate-identity and --trusted-root, and exits 1 for main-evil', async () => {
-    const args = ['manifest', 'verify', '--store', join(dir, 'store'), '--env', 'production', '--certificate-oidc-issuer', GITHUB_ISSUER, '--certificate-identity', WORKFLOW, '--trusted-root', sigstore.trustedRootPath];
+    const args = [
+      'manifest',
+      'verify',
+      '--store',
+      join(dir, 'store'),
+      '--env',
+      'production',
+      '--certificate-oidc-issuer',
+      GITHUB_ISSUER,
+      '--certificate-identity',
+      WORKFLOW,
+      '--trusted-root',
+      sigstore.trustedRootPath,
+    ];
     const ok = await lifeline([...args, '--release', 'v1', '--json']);
     expect(ok.stderr).not.toContain('error');
     expect(ok.code).toBe(0);
@@ -264,14 +316,29 @@ describe('keyless release manifests (Fulcio certificate + timestamp authority)',
       const payload = Buffer.from(JSON.stringify({ id: name, environment: 'production', passed: true }));
       writeFileSync(join(entry, 'report.json'), payload);
       const { kind, bundleJson } = await signDssePayload(
-        { signer: { keyless: true, fulcioUrl: sigstore.url, tsaUrl: sigstore.url, identityToken: async () => oidcToken({ sub: identity, iss: GITHUB_ISSUER, repository: 'acme/shop', ref: 'refs/heads/main' }) }, logger: createMemoryLogger() },
+        {
+          signer: {
+            keyless: true,
+            fulcioUrl: sigstore.url,
+            tsaUrl: sigstore.url,
+            identityToken: async () => oidcToken({ sub: identity, iss: GITHUB_ISSUER, repository: 'acme/shop', ref: 'refs/heads/main' }),
+          },
+          logger: createMemoryLogger(),
+        },
         payload,
         DRILL_REPORT_PAYLOAD_TYPE,
         'drill report',
       );
       expect(kind).toBe('keyless');
       writeFileSync(join(entry, 'report.sigstore.json'), bundleJson);
-      return verifySignedFile({ filePath: join(entry, 'report.json'), bundlePath: join(entry, 'report.sigstore.json'), payloadType: DRILL_REPORT_PAYLOAD_TYPE, policy, what: `drill report ${name}`, codePrefix: 'DRILL_REPORT' });
+      return verifySignedFile({
+        filePath: join(entry, 'report.json'),
+        bundlePath: join(entry, 'report.sigstore.json'),
+        payloadType: DRILL_REPORT_PAYLOAD_TYPE,
+        policy,
+        what: `drill report ${name}`,
+        codePrefix: 'DRILL_REPORT',
+      });
     };
     const verified = await signReport('drill-ok', drillIdentity);
     expect(verified.signer.identity).toBe(drillIdentity);
@@ -281,9 +348,7 @@ describe('keyless release manifests (Fulcio certificate + timestamp authority)',
   });
 
   test('keyless signing outside GitHub Actions is refused with the permission to add', async () => {
-    const error = await failureOf(
-      createReleaseManifest({ catalog, env: 'production', release: 'v9', images: fakeImages('v9'), signer: 'keyless', githubOidc: {}, logger: createMemoryLogger() }),
-    );
+    const error = await failureOf(createReleaseManifest({ catalog, env: 'production', release: 'v9', images: fakeImages('v9'), signer: 'keyless', githubOidc: {}, logger: createMemoryLogger() }));
     expect(error.exitCode).toBe(2);
     expect(error.fix).toContain('id-token: write');
     expect(await catalog.get('production', 'releases', 'v9', 'release.json')).toBeUndefined();

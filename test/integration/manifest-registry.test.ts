@@ -100,7 +100,21 @@ describe.skipIf(!dockerAvailable())('resolving image tags through a real registr
     const verified = await verifyReleaseManifest({ catalog: new Catalog(store), env: 'production', release: 'v1', policy: { publicKey: key.publicKeyPath } });
     expect(verified.manifest.images).toEqual(pushed);
 
-    const missing = await lifeline(['manifest', 'create', '--store', store, '--env', 'production', '--release', 'v2', ...tags.slice(0, 4), '--image', `worker=${docker.registry}/lifeline/worker:nope`, '--signing-key', key.privateKeyPath]);
+    const missing = await lifeline([
+      'manifest',
+      'create',
+      '--store',
+      store,
+      '--env',
+      'production',
+      '--release',
+      'v2',
+      ...tags.slice(0, 4),
+      '--image',
+      `worker=${docker.registry}/lifeline/worker:nope`,
+      '--signing-key',
+      key.privateKeyPath,
+    ]);
     expect(missing.code).toBe(2);
     expect(missing.stderr).toContain('never written with a bare tag');
     expect(await new Catalog(store).get('production', 'releases', 'v2', 'release.json')).toBeUndefined();

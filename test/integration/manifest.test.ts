@@ -77,9 +77,7 @@ describe('key-based release manifests', () => {
     const statement = JSON.parse(readFileSync(created.manifestPath, 'utf8'));
     expect(statement._type).toBe('https://in-toto.io/Statement/v1');
     expect(statement.predicateType).toBe('https://lifeline.dev/release-manifest/v1');
-    expect(statement.subject).toEqual(
-      (['api', 'web', 'worker'] as const).map((role) => ({ name: `registry.test/lifeline/${role}`, digest: { sha256: fakeImages('v1')[role].split(':').pop() } })),
-    );
+    expect(statement.subject).toEqual((['api', 'web', 'worker'] as const).map((role) => ({ name: `registry.test/lifeline/${role}`, digest: { sha256: fakeImages('v1')[role].split(':').pop() } })));
     expect(created.digest).toBe(`sha256:${createHash('sha256').update(readFileSync(created.manifestPath)).digest('hex')}`);
     const bundle = JSON.parse(readFileSync(created.bundlePath, 'utf8'));
     expect(bundle.mediaType).toBe('application/vnd.dev.sigstore.bundle.v0.3+json');
@@ -151,7 +149,12 @@ describe('key-based release manifests', () => {
   });
 
   test('a signed manifest that names an image by tag fails verification', async () => {
-    await storeRawRelease(catalog, env, 'raw', statementWith((p) => (p.images.api = 'registry.test/lifeline/api:latest')));
+    await storeRawRelease(
+      catalog,
+      env,
+      'raw',
+      statementWith((p) => (p.images.api = 'registry.test/lifeline/api:latest')),
+    );
     const error = await failureOf(verify('raw'));
     expect(error.exitCode).toBe(1);
     expect(error.code).toBe('MANIFEST_IMAGE_NOT_PINNED');
@@ -159,14 +162,25 @@ describe('key-based release manifests', () => {
   });
 
   test('a DSSE payloadType other than in-toto fails, though the signature itself is valid', async () => {
-    await storeRawRelease(catalog, env, 'raw2', statementWith((p) => (p.release.version = 'raw2')), 'application/json');
+    await storeRawRelease(
+      catalog,
+      env,
+      'raw2',
+      statementWith((p) => (p.release.version = 'raw2')),
+      'application/json',
+    );
     const error = await failureOf(verify('raw2'));
     expect(error.exitCode).toBe(1);
     expect(error.code).toBe('MANIFEST_WRONG_PAYLOAD_TYPE');
   });
 
   test('a manifest stored under another version fails', async () => {
-    await storeRawRelease(catalog, env, 'v8', statementWith((p) => (p.release.version = 'v9')));
+    await storeRawRelease(
+      catalog,
+      env,
+      'v8',
+      statementWith((p) => (p.release.version = 'v9')),
+    );
     expect((await failureOf(verify('v8'))).code).toBe('MANIFEST_WRONG_RELEASE');
   });
 
@@ -221,7 +235,26 @@ describe('lifeline manifest (CLI)', () => {
     const backupDir = join(store, 'production', 'backups', 'b1');
     mkdirSync(backupDir, { recursive: true });
     writeFileSync(join(backupDir, 'backup.json'), JSON.stringify({ schemaVersion: 1, id: 'b1', createdAt: new Date().toISOString(), files: { postgres: { sha256: 'c'.repeat(64) } } }));
-    const created = await lifeline(['manifest', 'create', '--store', store, '--env', 'production', '--release', 'v1', ...images('v1'), '--backup', 'b1', '--migration-head', 'h1', '--git-sha', 'abc123', '--signing-key', key.privateKeyPath, '--json']);
+    const created = await lifeline([
+      'manifest',
+      'create',
+      '--store',
+      store,
+      '--env',
+      'production',
+      '--release',
+      'v1',
+      ...images('v1'),
+      '--backup',
+      'b1',
+      '--migration-head',
+      'h1',
+      '--git-sha',
+      'abc123',
+      '--signing-key',
+      key.privateKeyPath,
+      '--json',
+    ]);
     expect(created.stderr).not.toContain('error');
     expect(created.code).toBe(0);
     const out = JSON.parse(created.stdout);
@@ -254,7 +287,10 @@ describe('lifeline manifest (CLI)', () => {
     expect(noBackup.stderr).toContain('backup nope does not exist');
     const badBackupDir = join(store, 'production', 'backups', 'b-bad');
     mkdirSync(badBackupDir, { recursive: true });
-    writeFileSync(join(badBackupDir, 'backup.json'), JSON.stringify({ schemaVersion: 1, id: 'b-bad', createdAt: new Date().toISOString(), files: { postgres: { sha256: 'd'.repeat(64) } }, verified: { ok: false } }));
+    writeFileSync(
+      join(badBackupDir, 'backup.json'),
+      JSON.stringify({ schemaVersion: 1, id: 'b-bad', createdAt: new Date().toISOString(), files: { postgres: { sha256: 'd'.repeat(64) } }, verified: { ok: false } }),
+    );
     const failedBackup = await lifeline(['manifest', 'create', '--store', store, '--env', 'production', '--release', 'v4', ...images('v4'), '--backup', 'b-bad', '--signing-key', key.privateKeyPath]);
     expect(failedBackup.code).toBe(2);
     expect(failedBackup.stderr).toContain('failed its last verification');

@@ -51,7 +51,18 @@ describe('point-in-time drills: killed, and with a gap in the WAL archive', () =
     configPath = join(work.path, 'lifeline.yml');
     writeFileSync(
       configPath,
-      ['version: 1', `store: ${join(work.path, 'store')}`, 'environments:', '  production:', '    postgres:', '      database: shop', '      physical:', `        stanza: ${archiving.physical.stanza}`, `        configFile: ${archiving.physical.configFile}`, ''].join('\n'),
+      [
+        'version: 1',
+        `store: ${join(work.path, 'store')}`,
+        'environments:',
+        '  production:',
+        '    postgres:',
+        '      database: shop',
+        '      physical:',
+        `        stanza: ${archiving.physical.stanza}`,
+        `        configFile: ${archiving.physical.configFile}`,
+        '',
+      ].join('\n'),
     );
     const admin = PsqlSession.open(runner, archiving.cluster.conn, { database: 'postgres' });
     await admin.exec('CREATE DATABASE shop');
@@ -82,7 +93,11 @@ describe('point-in-time drills: killed, and with a gap in the WAL archive', () =
     writeFileSync(smoke, ['-- name: slow smoke query', '-- expect: 1', 'SELECT 1 FROM pg_sleep(30)', ''].join('\n'));
     const env: NodeJS.ProcessEnv = { ...process.env, DATABASE_URL: liveUrl };
     delete env.LIFELINE_STORE;
-    const child = spawn(process.execPath, [...cliArgv(), 'drill', '--pitr', beforeGap, '--smoke-sql', smoke, '--config', configPath, '--env', 'production'], { cwd: REPO, env, stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [...cliArgv(), 'drill', '--pitr', beforeGap, '--smoke-sql', smoke, '--config', configPath, '--env', 'production'], {
+      cwd: REPO,
+      env,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     children.push(child);
     let stderr = '';
     child.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr += c));

@@ -103,8 +103,10 @@ describe('point-in-time recovery through pgBackRest', () => {
 
   it('lifeline drill --pitr restores to the noted time, runs the checks on exactly the first rows, and stores a report', async () => {
     const smoke = join(work.path, 'pitr-smoke.sql');
-    writeFileSync(smoke, ["-- name: exactly the orders committed before the noted time", '-- expect: 1,2,3', "SELECT string_agg(id::text, ',' ORDER BY id) FROM orders", ''].join('\n'));
-    const run = await lifeline(['drill', '--pitr', noted, '--smoke-sql', smoke, '--json', '--config', configPath, '--env', 'production', '--store', join(work.path, 'store')], { env: { DATABASE_URL: liveUrl } });
+    writeFileSync(smoke, ['-- name: exactly the orders committed before the noted time', '-- expect: 1,2,3', "SELECT string_agg(id::text, ',' ORDER BY id) FROM orders", ''].join('\n'));
+    const run = await lifeline(['drill', '--pitr', noted, '--smoke-sql', smoke, '--json', '--config', configPath, '--env', 'production', '--store', join(work.path, 'store')], {
+      env: { DATABASE_URL: liveUrl },
+    });
     expect(run.code, run.stderr).toBe(0);
     const report = JSON.parse(run.stdout);
     expect(report).toMatchObject({ mode: 'pitr', passed: true, pitrTarget: noted.replace('T', ' ').replace('Z', '+00') });
@@ -127,12 +129,16 @@ describe('point-in-time recovery through pgBackRest', () => {
 
     const wrong = join(work.path, 'pitr-wrong.sql');
     writeFileSync(wrong, ['-- expect: 2,3,4,5', "SELECT string_agg(id::text, ',' ORDER BY id) FROM orders", ''].join('\n'));
-    const failing = await lifeline(['drill', '--pitr', noted, '--smoke-sql', wrong, '--json', '--config', configPath, '--env', 'production', '--store', join(work.path, 'store')], { env: { DATABASE_URL: liveUrl } });
+    const failing = await lifeline(['drill', '--pitr', noted, '--smoke-sql', wrong, '--json', '--config', configPath, '--env', 'production', '--store', join(work.path, 'store')], {
+      env: { DATABASE_URL: liveUrl },
+    });
     expect(failing.code).toBe(1);
     expect(JSON.parse(failing.stdout).failures).toEqual([expect.stringMatching(/returned 1,2,3, expected 2,3,4,5$/)]);
 
     // An RPO target the archive lag exceeds fails the drill, and says why.
-    const tight = await lifeline(['drill', '--pitr', noted, '--rpo', '1s', '--json', '--config', configPath, '--env', 'production', '--store', join(work.path, 'store')], { env: { DATABASE_URL: liveUrl } });
+    const tight = await lifeline(['drill', '--pitr', noted, '--rpo', '1s', '--json', '--config', configPath, '--env', 'production', '--store', join(work.path, 'store')], {
+      env: { DATABASE_URL: liveUrl },
+    });
     expect(tight.code).toBe(1);
     expect(JSON.parse(tight.stdout).failures).toEqual([expect.stringMatching(/^RPO missed the target 1s: the newest archived WAL is .+ behind the live server$/)]);
   });
@@ -141,11 +147,16 @@ describe('point-in-time recovery through pgBackRest', () => {
     // The noted time, as "YYYY-MM-DD HH:MM:SS.ffffff+00" (psql's own spelling) and shifted to +05:30.
     const plus00 = noted.replace('T', ' ').replace('Z', '+00');
     const at = new Date(noted);
-    const shifted = new Date(at.getTime() + 330 * 60_000).toISOString().replace('T', ' ').replace(/\.\d+Z$/, '');
+    const shifted = new Date(at.getTime() + 330 * 60_000)
+      .toISOString()
+      .replace('T', ' ')
+      .replace(/\.\d+Z$/, '');
     const plus0530 = `${shifted}.${noted.split('.')[1]!.replace('Z', '')}+05:30`;
     const smoke = join(work.path, 'pitr-offset-smoke.sql');
     writeFileSync(smoke, ['-- name: orders before the noted time', '-- expect: 1,2,3', "SELECT string_agg(id::text, ',' ORDER BY id) FROM orders", ''].join('\n'));
-    const run = await lifeline(['drill', '--pitr', plus00, '--smoke-sql', smoke, '--json', '--config', configPath, '--env', 'production', '--store', join(work.path, 'store')], { env: { DATABASE_URL: liveUrl } });
+    const run = await lifeline(['drill', '--pitr', plus00, '--smoke-sql', smoke, '--json', '--config', configPath, '--env', 'production', '--store', join(work.path, 'store')], {
+      env: { DATABASE_URL: liveUrl },
+    });
     expect(run.code, run.stderr).toBe(0);
     const report = JSON.parse(run.stdout);
     expect(report).toMatchObject({ mode: 'pitr', passed: true, pitrTarget: plus00 });

@@ -17,7 +17,12 @@ describe('preflight finds what it claims to check', () => {
     preflight(['--env', 'production', '--database-url', inject('pgUrl'), ...args], { cwd: s.dir, env: { ...STACK_ENV, ...env } });
   const over = (file: string) => ['--compose-file', 'docker-compose.yml', '--compose-file', file];
   /** The checks that do not pass, besides the unreachable engine. */
-  const failingChecks = (findings: Awaited<ReturnType<typeof run>>['findings']) => new Set(problems(findings).map((f) => `${f.check}:${f.status}`).filter((c) => !c.startsWith('docker.engine')));
+  const failingChecks = (findings: Awaited<ReturnType<typeof run>>['findings']) =>
+    new Set(
+      problems(findings)
+        .map((f) => `${f.check}:${f.status}`)
+        .filter((c) => !c.startsWith('docker.engine')),
+    );
 
   beforeAll(() => {
     certificates = makeCertificates();
@@ -56,14 +61,24 @@ describe('preflight finds what it claims to check', () => {
       const file = `failures/${fixture}`;
       const { findings, code } = await run(s, over(file));
       expect(code).toBe(1);
-      expect(only(findings, 'compose.host-network')).toEqual([expect.objectContaining({ status: 'fail', file, line: lineOf(join(s.dir, file), 'network_mode: host'), message: expect.stringMatching(new RegExp(`^${what} service ${service} uses network_mode: host`)) })]);
+      expect(only(findings, 'compose.host-network')).toEqual([
+        expect.objectContaining({
+          status: 'fail',
+          file,
+          line: lineOf(join(s.dir, file), 'network_mode: host'),
+          message: expect.stringMatching(new RegExp(`^${what} service ${service} uses network_mode: host`)),
+        }),
+      ]);
       expect(failingChecks(findings)).toEqual(new Set(['compose.host-network:fail']));
     });
   }
 
   it('lets preflight.allowHostNetwork name a data service on purpose', async () => {
     const s = stack();
-    writeFileSync(join(s.dir, 'lifeline.yml'), 'version: 1\nenvironments:\n  production:\n    compose: { files: [docker-compose.yml, failures/compose-db-host-network.yml] }\n    preflight: { allowHostNetwork: [db] }\n');
+    writeFileSync(
+      join(s.dir, 'lifeline.yml'),
+      'version: 1\nenvironments:\n  production:\n    compose: { files: [docker-compose.yml, failures/compose-db-host-network.yml] }\n    preflight: { allowHostNetwork: [db] }\n',
+    );
     const { findings } = await run(s);
     expect(only(findings, 'compose.host-network')).toEqual([expect.objectContaining({ status: 'pass' })]);
   });
@@ -77,7 +92,9 @@ describe('preflight finds what it claims to check', () => {
       const s = stack();
       const file = `failures/${fixture}`;
       const json = await run(s, over(file));
-      expect(only(json.findings, 'compose.command-secret')).toEqual([expect.objectContaining({ status: 'fail', file, line: lineOf(join(s.dir, file), marker), message: expect.stringContaining(`service ${service} writes a password into its ${label} (${how})`) })]);
+      expect(only(json.findings, 'compose.command-secret')).toEqual([
+        expect.objectContaining({ status: 'fail', file, line: lineOf(join(s.dir, file), marker), message: expect.stringContaining(`service ${service} writes a password into its ${label} (${how})`) }),
+      ]);
       expect(failingChecks(json.findings)).toEqual(new Set(['compose.command-secret:fail']));
       const text = await preflight(['--env', 'production', ...over(file)], { cwd: s.dir, env: STACK_ENV, json: false });
       for (const output of [json.stdout, json.stderr, text.stdout, text.stderr]) expect(output).not.toContain(secret);
@@ -126,13 +143,31 @@ describe('preflight finds what it claims to check', () => {
     const s = stack();
     const file = 'failures/compose-debug-list.yml';
     const { findings } = await run(s, over(file));
-    expect(only(findings, 'compose.debug')).toEqual([expect.objectContaining({ status: 'fail', file, line: lineOf(join(s.dir, file), 'DEBUG=True'), message: expect.stringContaining('service web sets DEBUG on in production') })]);
+    expect(only(findings, 'compose.debug')).toEqual([
+      expect.objectContaining({ status: 'fail', file, line: lineOf(join(s.dir, file), 'DEBUG=True'), message: expect.stringContaining('service web sets DEBUG on in production') }),
+    ]);
     expect(failingChecks(findings)).toEqual(new Set(['compose.debug:fail']));
   });
 
   it(`fails compose.debug for every truthy spelling (${truthy.join(', ')}), list or map, and not for false ones`, async () => {
     const s = stack();
-    const lines = ['services:', '  api:', '    environment:', ...truthy.map((v, i) => `      - APP${i}_DEBUG=${v}`), '      - OFF_DEBUG=false', '      - ZERO_DEBUG=0', '      - DEBUG_TOOLBAR=yes', '  web:', '    environment:', '      FLASK_DEBUG: "true"', '      DJANGO_DEBUG: "on"', '      CELERY_DEBUG: 1', '      NEXT_DEBUG: "no"', '      FROM_CI_DEBUG: ${CI_DEBUG_FLAG}', ''];
+    const lines = [
+      'services:',
+      '  api:',
+      '    environment:',
+      ...truthy.map((v, i) => `      - APP${i}_DEBUG=${v}`),
+      '      - OFF_DEBUG=false',
+      '      - ZERO_DEBUG=0',
+      '      - DEBUG_TOOLBAR=yes',
+      '  web:',
+      '    environment:',
+      '      FLASK_DEBUG: "true"',
+      '      DJANGO_DEBUG: "on"',
+      '      CELERY_DEBUG: 1',
+      '      NEXT_DEBUG: "no"',
+      '      FROM_CI_DEBUG: ${CI_DEBUG_FLAG}',
+      '',
+    ];
     writeFileSync(join(s.dir, 'debug.yml'), lines.join('\n'));
     const { findings } = await run(s, over('debug.yml'), { CI_DEBUG_FLAG: 'Yes' });
     const found = only(findings, 'compose.debug');
@@ -161,7 +196,14 @@ describe('preflight finds what it claims to check', () => {
     const file = 'failures/compose-env-file.yml';
     const { findings, files, code } = await run(s, over(file));
     expect(code).toBe(1);
-    expect(only(findings, 'compose.env-file').filter((f) => f.status === 'fail')).toEqual([expect.objectContaining({ file, line: lineOf(join(s.dir, file), '- worker.env'), message: expect.stringContaining('env_file worker.env of worker does not exist'), fix: expect.stringContaining('paths are relative to the working directory') })]);
+    expect(only(findings, 'compose.env-file').filter((f) => f.status === 'fail')).toEqual([
+      expect.objectContaining({
+        file,
+        line: lineOf(join(s.dir, file), '- worker.env'),
+        message: expect.stringContaining('env_file worker.env of worker does not exist'),
+        fix: expect.stringContaining('paths are relative to the working directory'),
+      }),
+    ]);
     expect(files).toContainEqual(expect.objectContaining({ path: 'worker.env', status: 'missing' }));
     // Compose v1 refuses the file too; its own message says why.
     expect(only(findings, 'compose.config')[0]!.status).toBe('fail');
@@ -172,13 +214,27 @@ describe('preflight finds what it claims to check', () => {
     writeFileSync(join(s.dir, 'worker.env'), 'WORKER_SECRET_KEY=tiny-pw-1\nWORKER_CORS_ORIGINS=*\nQUEUE_TOKEN=changeme\n');
     const { findings, stdout } = await run(s, over('failures/compose-env-file.yml'));
     expect(failingChecks(findings)).toEqual(new Set(['env.secret-length:fail', 'env.cors:fail', 'env.placeholder:fail']));
-    expect(problems(findings).filter((f) => f.check.startsWith('env.')).every((f) => f.file === 'worker.env')).toBe(true);
+    expect(
+      problems(findings)
+        .filter((f) => f.check.startsWith('env.'))
+        .every((f) => f.file === 'worker.env'),
+    ).toBe(true);
     expect(stdout).not.toContain('tiny-pw-1');
   });
 
   const protocolCases = [
-    { name: 'TLSv1 and TLSv1.1 in the server block', edit: (t: string) => t.replace('ssl_protocols TLSv1.2 TLSv1.3;', 'ssl_protocols TLSv1 TLSv1.1 TLSv1.2;'), marker: 'ssl_protocols TLSv1 TLSv1.1', accepts: 'TLSv1 TLSv1.1' },
-    { name: 'SSLv3 inherited from the http block', edit: (t: string) => t.replace('    ssl_protocols TLSv1.2 TLSv1.3;\n', '').replace('http {\n', 'http {\n  ssl_protocols SSLv3 TLSv1.2;\n'), marker: 'ssl_protocols SSLv3', accepts: 'SSLv3' },
+    {
+      name: 'TLSv1 and TLSv1.1 in the server block',
+      edit: (t: string) => t.replace('ssl_protocols TLSv1.2 TLSv1.3;', 'ssl_protocols TLSv1 TLSv1.1 TLSv1.2;'),
+      marker: 'ssl_protocols TLSv1 TLSv1.1',
+      accepts: 'TLSv1 TLSv1.1',
+    },
+    {
+      name: 'SSLv3 inherited from the http block',
+      edit: (t: string) => t.replace('    ssl_protocols TLSv1.2 TLSv1.3;\n', '').replace('http {\n', 'http {\n  ssl_protocols SSLv3 TLSv1.2;\n'),
+      marker: 'ssl_protocols SSLv3',
+      accepts: 'SSLv3',
+    },
     { name: 'tlsv1.1 in lower case', edit: (t: string) => t.replace('ssl_protocols TLSv1.2 TLSv1.3;', 'ssl_protocols tlsv1.1 TLSv1.2;'), marker: 'ssl_protocols tlsv1.1', accepts: 'tlsv1.1' },
   ];
   for (const { name, edit, marker, accepts } of protocolCases) {
@@ -187,7 +243,9 @@ describe('preflight finds what it claims to check', () => {
       const conf = join(s.dir, 'nginx/nginx.conf');
       writeFileSync(conf, edit(readFileSync(conf, 'utf8')));
       const { findings } = await run(s);
-      expect(only(findings, 'edge.tls-protocols')).toEqual([expect.objectContaining({ status: 'fail', file: 'nginx/nginx.conf', line: lineOf(conf, marker), message: expect.stringContaining(`ssl_protocols accepts ${accepts}`) })]);
+      expect(only(findings, 'edge.tls-protocols')).toEqual([
+        expect.objectContaining({ status: 'fail', file: 'nginx/nginx.conf', line: lineOf(conf, marker), message: expect.stringContaining(`ssl_protocols accepts ${accepts}`) }),
+      ]);
     });
   }
 
@@ -200,7 +258,9 @@ describe('preflight finds what it claims to check', () => {
     writeFileSync(conf, passing.replace('http {\n', 'http {\n  ssl_protocols TLSv1 TLSv1.2;\n'));
     expect(only((await run(s)).findings, 'edge.tls-protocols')).toEqual([expect.objectContaining({ status: 'pass', message: 'TLS protocols: TLSv1.2 TLSv1.3' })]);
     writeFileSync(conf, passing.replace('    ssl_protocols TLSv1.2 TLSv1.3;\n', ''));
-    expect(only((await run(s)).findings, 'edge.tls-protocols')).toEqual([expect.objectContaining({ status: 'warn', message: expect.stringContaining('nginx before 1.23.4 then accepts TLSv1 and TLSv1.1') })]);
+    expect(only((await run(s)).findings, 'edge.tls-protocols')).toEqual([
+      expect.objectContaining({ status: 'warn', message: expect.stringContaining('nginx before 1.23.4 then accepts TLSv1 and TLSv1.1') }),
+    ]);
   });
 
   it('the text report and the summary list the files, and name what was not examined', async () => {
@@ -215,7 +275,10 @@ describe('preflight finds what it claims to check', () => {
 
   it('fails compose.host-network for PostGIS and TimescaleDB images on the host network, and finds them as PostgreSQL', async () => {
     const s = stack();
-    writeFileSync(join(s.dir, 'pg-images.yml'), 'services:\n  db:\n    image: postgis/postgis:15-3.4\n    network_mode: host\n    restart: always\n  db2:\n    image: timescale/timescaledb:latest-pg15\n    network_mode: host\n    restart: always\n');
+    writeFileSync(
+      join(s.dir, 'pg-images.yml'),
+      'services:\n  db:\n    image: postgis/postgis:15-3.4\n    network_mode: host\n    restart: always\n  db2:\n    image: timescale/timescaledb:latest-pg15\n    network_mode: host\n    restart: always\n',
+    );
     const { findings, code } = await run(s, ['--compose-file', 'pg-images.yml']);
     expect(code).toBe(1);
     const lines = readFileSync(join(s.dir, 'pg-images.yml'), 'utf8').split('\n');
@@ -225,23 +288,39 @@ describe('preflight finds what it claims to check', () => {
       expect.objectContaining({ status: 'fail', file: 'pg-images.yml', line: hostLines[1], message: expect.stringMatching(/^database service db2 uses network_mode: host/) }),
     ]);
     // Found as PostgreSQL: no volume is a failure for each, not "no PostgreSQL service found".
-    expect(only(findings, 'compose.postgres-volume').map((f) => [f.status, f.message.split(' ')[1]])).toEqual([['fail', 'db'], ['fail', 'db2']]);
+    expect(only(findings, 'compose.postgres-volume').map((f) => [f.status, f.message.split(' ')[1]])).toEqual([
+      ['fail', 'db'],
+      ['fail', 'db2'],
+    ]);
   });
 
   it('resolves extends from another file: debug, command secret and env_file of the base fail, and both files and the env_file are listed', async () => {
     const s = stack();
     mkdirSync(join(s.dir, 'x'));
-    writeFileSync(join(s.dir, 'x/common.yml'), 'services:\n  base:\n    image: shop/api:1\n    env_file: common.env\n    environment: [DEBUG=True]\n    command: ["gunicorn", "--db", "postgres://shop:hunter2hunter2@127.0.0.1/shop"]\n');
+    writeFileSync(
+      join(s.dir, 'x/common.yml'),
+      'services:\n  base:\n    image: shop/api:1\n    env_file: common.env\n    environment: [DEBUG=True]\n    command: ["gunicorn", "--db", "postgres://shop:hunter2hunter2@127.0.0.1/shop"]\n',
+    );
     writeFileSync(join(s.dir, 'x/common.env'), 'APP_DEBUG=1\n');
     writeFileSync(join(s.dir, 'x/main.yml'), 'services:\n  api:\n    extends: {file: common.yml, service: base}\n');
     const { findings, files, code } = await run(s, ['--compose-file', 'x/main.yml']);
     expect(code).toBe(1);
     expect(only(findings, 'compose.extends')).toEqual([]);
-    expect(only(findings, 'compose.debug')).toEqual([expect.objectContaining({ status: 'fail', file: 'x/common.yml', line: 5, message: expect.stringContaining('service api sets DEBUG on in production') })]);
-    expect(only(findings, 'compose.command-secret')).toEqual([expect.objectContaining({ status: 'fail', file: 'x/common.yml', line: 6, message: expect.stringContaining('service api writes a password into its command') })]);
+    expect(only(findings, 'compose.debug')).toEqual([
+      expect.objectContaining({ status: 'fail', file: 'x/common.yml', line: 5, message: expect.stringContaining('service api sets DEBUG on in production') }),
+    ]);
+    expect(only(findings, 'compose.command-secret')).toEqual([
+      expect.objectContaining({ status: 'fail', file: 'x/common.yml', line: 6, message: expect.stringContaining('service api writes a password into its command') }),
+    ]);
     expect(only(findings, 'compose.env-file')).toEqual([expect.objectContaining({ status: 'pass', file: 'x/common.yml', line: 4, message: expect.stringContaining('env_file x/common.env of api') })]);
     expect(only(findings, 'env.debug')).toEqual([expect.objectContaining({ status: 'fail', file: 'x/common.env', line: 1, message: expect.stringContaining('APP_DEBUG is on in production') })]);
-    expect(files.map((f) => [f.status, f.path])).toEqual(expect.arrayContaining([['read', 'x/main.yml'], ['read', 'x/common.yml'], ['read', 'x/common.env']]));
+    expect(files.map((f) => [f.status, f.path])).toEqual(
+      expect.arrayContaining([
+        ['read', 'x/main.yml'],
+        ['read', 'x/common.yml'],
+        ['read', 'x/common.env'],
+      ]),
+    );
   });
 
   it('fails compose.extends when the extended file is missing, at the extends line, instead of passing what it never read', async () => {
@@ -250,7 +329,14 @@ describe('preflight finds what it claims to check', () => {
     writeFileSync(join(s.dir, 'x/main.yml'), 'services:\n  api:\n    extends: {file: common.yml, service: base}\n');
     const { findings, files, code } = await run(s, ['--compose-file', 'x/main.yml']);
     expect(code).toBe(1);
-    expect(only(findings, 'compose.extends')).toEqual([expect.objectContaining({ status: 'fail', file: 'x/main.yml', line: 3, message: expect.stringMatching(/^service api extends base from common\.yml, which preflight does not resolve \(.*\): its settings were not examined$/) })]);
+    expect(only(findings, 'compose.extends')).toEqual([
+      expect.objectContaining({
+        status: 'fail',
+        file: 'x/main.yml',
+        line: 3,
+        message: expect.stringMatching(/^service api extends base from common\.yml, which preflight does not resolve \(.*\): its settings were not examined$/),
+      }),
+    ]);
     expect(files).toContainEqual(expect.objectContaining({ path: 'x/common.yml', status: 'missing' }));
   });
 });

@@ -51,7 +51,11 @@ describe('lifeline preflight with a real Docker engine', () => {
       const summaryFile = join(work, 'summary');
       writeFileSync(outputFile, '');
       writeFileSync(summaryFile, '');
-      const result = await runBundle('preflight', { env: 'production', 'compose-file': 'docker-compose.yml\nfailures/compose-privileged.yml' }, { cwd: staged.dir, env: { ...env(), GITHUB_OUTPUT: outputFile, GITHUB_STEP_SUMMARY: summaryFile, DATABASE_URL: undefined } });
+      const result = await runBundle(
+        'preflight',
+        { env: 'production', 'compose-file': 'docker-compose.yml\nfailures/compose-privileged.yml' },
+        { cwd: staged.dir, env: { ...env(), GITHUB_OUTPUT: outputFile, GITHUB_STEP_SUMMARY: summaryFile, DATABASE_URL: undefined } },
+      );
       expect(result.code).toBe(1);
       const debugLine = lineOf(join(staged.dir, '.env.production'), 'DEBUG=');
       expect(result.stdout).toContain(`::error title=preflight env.debug,file=.env.production,line=${debugLine}::DEBUG is on in production`);
@@ -59,7 +63,9 @@ describe('lifeline preflight with a real Docker engine', () => {
       expect(result.stdout).toContain(`::error title=preflight compose.privileged,file=failures/compose-privileged.yml,line=${privilegedLine}::service worker runs privileged`);
       const outputs = parseGithubOutput(readFileSync(outputFile, 'utf8'));
       expect(outputs.failures).toBe('2');
-      expect(JSON.parse(outputs.findings!).map((f: { check: string; status: string }) => `${f.check}:${f.status}`)).toEqual(expect.arrayContaining(['env.debug:fail', 'compose.privileged:fail', 'docker.engine:pass']));
+      expect(JSON.parse(outputs.findings!).map((f: { check: string; status: string }) => `${f.check}:${f.status}`)).toEqual(
+        expect.arrayContaining(['env.debug:fail', 'compose.privileged:fail', 'docker.engine:pass']),
+      );
       const summary = readFileSync(summaryFile, 'utf8');
       expect(summary).toContain('| status | check | where | finding | fix |');
       expect(summary).toContain(`| ❌ fail | \`env.debug\` | \`.env.production:${debugLine}\` |`);

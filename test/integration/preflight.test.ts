@@ -31,7 +31,32 @@ describe('lifeline preflight on the fixture stacks', () => {
     expect(problems(findings)).toEqual([expect.objectContaining({ check: 'docker.engine', status: 'fail' })]);
     expect(code).toBe(1);
     const checks = new Set(findings.map((f) => f.check));
-    for (const check of ['compose.cli', 'compose.config', 'compose.privileged', 'compose.host-network', 'compose.docker-socket', 'compose.data-ports', 'compose.postgres-volume', 'compose.image-pinned', 'compose.healthcheck', 'compose.restart', 'compose.inline-secret', 'scripts.syntax', 'scripts.shellcheck', 'env.file', 'env.required', 'env.values', 'edge.nginx-syntax', 'edge.tls', 'edge.hsts', 'edge.https-redirect', 'tools.pg_dump', 'tools.pgbackrest', 'backups.catalog', 'backups.free-space']) {
+    for (const check of [
+      'compose.cli',
+      'compose.config',
+      'compose.privileged',
+      'compose.host-network',
+      'compose.docker-socket',
+      'compose.data-ports',
+      'compose.postgres-volume',
+      'compose.image-pinned',
+      'compose.healthcheck',
+      'compose.restart',
+      'compose.inline-secret',
+      'scripts.syntax',
+      'scripts.shellcheck',
+      'env.file',
+      'env.required',
+      'env.values',
+      'edge.nginx-syntax',
+      'edge.tls',
+      'edge.hsts',
+      'edge.https-redirect',
+      'tools.pg_dump',
+      'tools.pgbackrest',
+      'backups.catalog',
+      'backups.free-space',
+    ]) {
       expect(checks, check).toContain(check);
     }
     expect(only(findings, 'env.required')[0]!.message).toContain('.env.example');
@@ -121,7 +146,9 @@ describe('lifeline preflight on the fixture stacks', () => {
     const s = stack();
     s.use('env-missing-key.env', '.env.production');
     const { findings } = await run(s);
-    expect(only(findings, 'env.required')).toEqual([expect.objectContaining({ status: 'fail', file: '.env.production', message: expect.stringMatching(/^REDIS_URL is missing \(required by \.env\.example\)/) })]);
+    expect(only(findings, 'env.required')).toEqual([
+      expect.objectContaining({ status: 'fail', file: '.env.production', message: expect.stringMatching(/^REDIS_URL is missing \(required by \.env\.example\)/) }),
+    ]);
   });
 
   it('takes required keys from --required-env instead of .env.example', async () => {
@@ -144,7 +171,7 @@ describe('lifeline preflight on the fixture stacks', () => {
     }
   });
 
-  it('fails scripts.shellcheck with shellcheck\'s own file, line and code', async () => {
+  it("fails scripts.shellcheck with shellcheck's own file, line and code", async () => {
     const s = stack();
     s.use('script-unquoted.sh', 'scripts/restore-uploads.sh');
     const { findings } = await run(s);
@@ -208,7 +235,10 @@ describe('lifeline preflight on the fixture stacks', () => {
     const s = stack();
     const entry = join(s.dir, '.lifeline', 'production', 'backups', '20260101T000000000Z-abcdef');
     mkdirSync(entry, { recursive: true });
-    writeFileSync(join(entry, 'backup.json'), JSON.stringify({ schemaVersion: 1, id: '20260101T000000000Z-abcdef', createdAt: '2026-01-01T00:00:00.000Z', files: { postgres: { name: 'postgres.dump', bytes: 2 ** 52, sha256: 'x' } } }));
+    writeFileSync(
+      join(entry, 'backup.json'),
+      JSON.stringify({ schemaVersion: 1, id: '20260101T000000000Z-abcdef', createdAt: '2026-01-01T00:00:00.000Z', files: { postgres: { name: 'postgres.dump', bytes: 2 ** 52, sha256: 'x' } } }),
+    );
     const { findings } = await run(s);
     expect(only(findings, 'backups.free-space')).toEqual([expect.objectContaining({ status: 'fail', message: expect.stringContaining('20260101T000000000Z-abcdef') })]);
   });

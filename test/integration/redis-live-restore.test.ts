@@ -32,7 +32,8 @@ describe('the tar stream docker cp receives', () => {
         { name: 'appendonlydir', directory: true, mode: 0o755, ...owner },
         { name: `appendonlydir/${layout.manifestName}`, mode: 0o644, ...owner, content: Buffer.from(layout.manifest) },
         { name: `appendonlydir/${layout.incr}`, mode: 0o644, ...owner, content: Buffer.alloc(0) },
-      ])) chunks.push(chunk as Buffer);
+      ]))
+        chunks.push(chunk as Buffer);
       const listing = spawnSync('tar', ['-tv', '--numeric-owner'], { input: Buffer.concat(chunks), encoding: 'utf8' });
       expect(listing.status, listing.stderr).toBe(0);
       const lines = listing.stdout.trim().split('\n');
@@ -92,7 +93,18 @@ describe.skipIf(!dockerAvailable())('redis-restore into the live Redis of a Comp
 
   const run = (env: string, args: string[]): Promise<CliRun> =>
     lifeline([...args, '--config', configPath, '--env', env], {
-      env: { ...docker.env, DATABASE_URL: db!.url, REDIS_URL: undefined, LIFELINE_STORE: undefined, LIFELINE_ENV: undefined, LIFELINE_CONFIG: undefined, RDB_REDIS_URL: `redis://:${PASSWORD}@127.0.0.1:${ports.rdb}/0`, AOF_REDIS_URL: `redis://:${PASSWORD}@127.0.0.1:${ports.aof}/0`, SMALL_REDIS_URL: `redis://:${PASSWORD}@127.0.0.1:${ports.small}/0`, LOCK_REDIS_URL: `redis://:${PASSWORD}@127.0.0.1:${ports.lock}/0` },
+      env: {
+        ...docker.env,
+        DATABASE_URL: db!.url,
+        REDIS_URL: undefined,
+        LIFELINE_STORE: undefined,
+        LIFELINE_ENV: undefined,
+        LIFELINE_CONFIG: undefined,
+        RDB_REDIS_URL: `redis://:${PASSWORD}@127.0.0.1:${ports.rdb}/0`,
+        AOF_REDIS_URL: `redis://:${PASSWORD}@127.0.0.1:${ports.aof}/0`,
+        SMALL_REDIS_URL: `redis://:${PASSWORD}@127.0.0.1:${ports.small}/0`,
+        LOCK_REDIS_URL: `redis://:${PASSWORD}@127.0.0.1:${ports.lock}/0`,
+      },
     });
 
   const backup = async (env: string): Promise<string> => {
@@ -112,7 +124,22 @@ describe.skipIf(!dockerAvailable())('redis-restore into the live Redis of a Comp
     ports.small = await freePort();
     ports.lock = await freePort();
     const server = (port: number, appendonly: 'yes' | 'no', extra: string[] = []) =>
-      JSON.stringify(['redis-server', '--port', String(port), '--bind', '127.0.0.1', '--dir', '/data', '--appendonly', appendonly, '--requirepass', PASSWORD, '--repl-diskless-sync-delay', '0', ...extra]);
+      JSON.stringify([
+        'redis-server',
+        '--port',
+        String(port),
+        '--bind',
+        '127.0.0.1',
+        '--dir',
+        '/data',
+        '--appendonly',
+        appendonly,
+        '--requirepass',
+        PASSWORD,
+        '--repl-diskless-sync-delay',
+        '0',
+        ...extra,
+      ]);
     writeFileSync(
       join(stackDir.path, 'docker-compose.yml'),
       [
@@ -181,7 +208,12 @@ describe.skipIf(!dockerAvailable())('redis-restore into the live Redis of a Comp
     const up = compose(['up', '-d']);
     expect(up.status, up.stderr).toBe(0);
     for (const port of [ports.rdb, ports.aof, ports.small, ports.lock]) {
-      for (let i = 0; i < 100 && spawnSync('redis-cli', ['-p', String(port), '--no-auth-warning', 'PING'], { env: { ...process.env, REDISCLI_AUTH: PASSWORD }, encoding: 'utf8' }).stdout.trim() !== 'PONG'; i++) await new Promise((r) => setTimeout(r, 100));
+      for (
+        let i = 0;
+        i < 100 && spawnSync('redis-cli', ['-p', String(port), '--no-auth-warning', 'PING'], { env: { ...process.env, REDISCLI_AUTH: PASSWORD }, encoding: 'utf8' }).stdout.trim() !== 'PONG';
+        i++
+      )
+        await new Promise((r) => setTimeout(r, 100));
     }
   });
 
@@ -241,7 +273,7 @@ describe.skipIf(!dockerAvailable())('redis-restore into the live Redis of a Comp
 
     let preRestoreId: string;
 
-    it('with --confirm redis, replaces the data: the backup\'s keys are back, later keys are gone', async () => {
+    it("with --confirm redis, replaces the data: the backup's keys are back, later keys are gone", async () => {
       const r = await run('rdb', ['redis-restore', '--backup', backupId, '--confirm', 'redis', '--json']);
       expect(r.code, r.stderr).toBe(0);
       expect(r.stderr).not.toContain(PASSWORD);
@@ -294,7 +326,6 @@ describe.skipIf(!dockerAvailable())('redis-restore into the live Redis of a Comp
     });
   });
 
-
   // Encryption at rest (#21): a backup's snapshot stored as redis.rdb.age is decrypted in the stream
   // into redis-check-rdb and docker cp (never onto this host's disk); the pre-restore snapshot is stored encrypted too.
   describe('an encrypted snapshot (encryption.recipients)', () => {
@@ -305,7 +336,18 @@ describe.skipIf(!dockerAvailable())('redis-restore into the live Redis of a Comp
     let beforeRestore: Record<string, string[]>;
     const runAs = (args: string[], extra: Record<string, string | undefined>) =>
       lifeline([...args, '--config', configPath, '--env', 'enc'], {
-        env: { ...docker.env, DATABASE_URL: db!.url, REDIS_URL: undefined, LIFELINE_STORE: undefined, LIFELINE_ENV: undefined, LIFELINE_CONFIG: undefined, LIFELINE_AGE_IDENTITY: undefined, LIFELINE_AGE_IDENTITY_FILE: undefined, RDB_REDIS_URL: `redis://:${PASSWORD}@127.0.0.1:${ports.rdb}/0`, ...extra },
+        env: {
+          ...docker.env,
+          DATABASE_URL: db!.url,
+          REDIS_URL: undefined,
+          LIFELINE_STORE: undefined,
+          LIFELINE_ENV: undefined,
+          LIFELINE_CONFIG: undefined,
+          LIFELINE_AGE_IDENTITY: undefined,
+          LIFELINE_AGE_IDENTITY_FILE: undefined,
+          RDB_REDIS_URL: `redis://:${PASSWORD}@127.0.0.1:${ports.rdb}/0`,
+          ...extra,
+        },
       });
 
     beforeAll(async () => {
@@ -314,7 +356,21 @@ describe.skipIf(!dockerAvailable())('redis-restore into the live Redis of a Comp
       for (const name of ['a', 'b']) spawnSync('age-keygen', ['-o', join(keyDir, `${name}.key`)], { stdio: 'pipe' });
       const text = (name: string) => readFileSync(join(keyDir, `${name}.key`), 'utf8');
       keys = { a: text('a'), b: text('b'), aRecipient: /public key: (age1\S+)/.exec(text('a'))![1]! };
-      writeFileSync(configPath, readFileSync(configPath, 'utf8') + ['  enc:', `    store: ${store.path}`, '    redis: { urlEnv: RDB_REDIS_URL, service: redis }', `    encryption: { recipients: [${keys.aRecipient}] }`, '    compose:', '      files: [docker-compose.yml]', `      projectName: ${PROJECT}`, '      command: docker-compose', ''].join('\n'));
+      writeFileSync(
+        configPath,
+        readFileSync(configPath, 'utf8') +
+          [
+            '  enc:',
+            `    store: ${store.path}`,
+            '    redis: { urlEnv: RDB_REDIS_URL, service: redis }',
+            `    encryption: { recipients: [${keys.aRecipient}] }`,
+            '    compose:',
+            '      files: [docker-compose.yml]',
+            `      projectName: ${PROJECT}`,
+            '      command: docker-compose',
+            '',
+          ].join('\n'),
+      );
       cli(ports.rdb, [], `SET enc:mark ${MARK}\nSET enc:value before\n`);
       atBackup = keySet(ports.rdb);
       const r = await runAs(['backup', '--json'], {});
@@ -392,7 +448,12 @@ describe.skipIf(!dockerAvailable())('redis-restore into the live Redis of a Comp
       cli(ports.aof, ['SET', 'written:after:restore', '1']);
       const restart = compose(['restart', '-t', '5', 'redis-aof']);
       expect(restart.status, restart.stderr).toBe(0);
-      for (let i = 0; i < 100 && spawnSync('redis-cli', ['-p', String(ports.aof), '--no-auth-warning', 'PING'], { env: { ...process.env, REDISCLI_AUTH: PASSWORD }, encoding: 'utf8' }).stdout.trim() !== 'PONG'; i++) await new Promise((res) => setTimeout(res, 100));
+      for (
+        let i = 0;
+        i < 100 && spawnSync('redis-cli', ['-p', String(ports.aof), '--no-auth-warning', 'PING'], { env: { ...process.env, REDISCLI_AUTH: PASSWORD }, encoding: 'utf8' }).stdout.trim() !== 'PONG';
+        i++
+      )
+        await new Promise((res) => setTimeout(res, 100));
       expect(keySet(ports.aof)).toEqual({ ...atBackup, db0: [...atBackup.db0!, 'written:after:restore'].sort() });
     });
   });

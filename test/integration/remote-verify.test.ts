@@ -68,7 +68,15 @@ describe('remote verification verifies', { timeout: 400_000 }, () => {
         '',
       ].join('\n');
     writeFileSync(config, storageYaml(reviewDate));
-    const storage: StorageSettings = { provider: 's3', endpoint: s3.endpoint, region: 'us-east-1', bucket: s3.bucket, prefix: `${prefix}/`, credentialEnv: { accessKeyId: 'SHOP_S3_KEY', secretAccessKey: 'SHOP_S3_SECRET' }, reviewed: { provider: 's3rver', by: 'ops-lead', date: reviewDate } };
+    const storage: StorageSettings = {
+      provider: 's3',
+      endpoint: s3.endpoint,
+      region: 'us-east-1',
+      bucket: s3.bucket,
+      prefix: `${prefix}/`,
+      credentialEnv: { accessKeyId: 'SHOP_S3_KEY', secretAccessKey: 'SHOP_S3_SECRET' },
+      reviewed: { provider: 's3rver', by: 'ops-lead', date: reviewDate },
+    };
     Object.defineProperty(storage, 'credentials', { value: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey }, enumerable: false });
     const remote = s3StoreFor(storage, { journalDir: join(store, '.sync', ENV, 'uploads'), partSize: 5 * MiB });
     return { dir, store, catalog, prefix, config, remote, storageYaml, key: (id: string, file: string) => `${prefix}/${ENV}/backups/${id}/${file}` };
@@ -92,7 +100,12 @@ describe('remote verification verifies', { timeout: 400_000 }, () => {
     expect(clean.code, clean.stderr).toBe(0);
     const cleanJson = JSON.parse(clean.stdout);
     expect(cleanJson).toMatchObject({ id: NEW, ok: true, against: 'the local SHA256SUMS' });
-    expect(cleanJson.files.filter((f: { method: string }) => f.method === 'downloaded and hashed').map((f: { file: string }) => f.file).sort()).toEqual(['SHA256SUMS', 'globals.sql', 'postgres.dump']);
+    expect(
+      cleanJson.files
+        .filter((f: { method: string }) => f.method === 'downloaded and hashed')
+        .map((f: { file: string }) => f.file)
+        .sort(),
+    ).toEqual(['SHA256SUMS', 'globals.sql', 'postgres.dump']);
 
     await flipByte(s3.objectPath(host.key(NEW, 'postgres.dump')), 5 * MiB + 17);
     const flipped = await lifeline(['verify', '--config', host.config, '--env', ENV, '--remote', NEW], { env: secretEnv });
@@ -175,7 +188,22 @@ describe('remote verification verifies', { timeout: 400_000 }, () => {
 
   it('syncs, verifies and fetches a drill entry whose signed report.json is covered by SHA256SUMS', async () => {
     const host = await syncedHost();
-    const report = { schemaVersion: 1, id: '20261120T020000000Z-dddddd', createdAt: '2026-11-20T02:00:00.000Z', finishedAt: '2026-11-20T02:01:00.000Z', environment: ENV, mode: 'logical', backup: { id: NEW, createdAt: '2026-11-20T01:00:00.000Z' }, target: { kind: 'throwaway-cluster', description: 't' }, steps: [], checks: [], rto: { seconds: 1, targetSeconds: null, met: null, phases: {} }, rpo: { seconds: 1, targetSeconds: null, met: null, detail: null }, passed: true, failures: [] } as DrillReport;
+    const report = {
+      schemaVersion: 1,
+      id: '20261120T020000000Z-dddddd',
+      createdAt: '2026-11-20T02:00:00.000Z',
+      finishedAt: '2026-11-20T02:01:00.000Z',
+      environment: ENV,
+      mode: 'logical',
+      backup: { id: NEW, createdAt: '2026-11-20T01:00:00.000Z' },
+      target: { kind: 'throwaway-cluster', description: 't' },
+      steps: [],
+      checks: [],
+      rto: { seconds: 1, targetSeconds: null, met: null, phases: {} },
+      rpo: { seconds: 1, targetSeconds: null, met: null, detail: null },
+      passed: true,
+      failures: [],
+    } as DrillReport;
     await saveDrillReport(host.catalog, report, '# drill\n', { sign: async () => ({ kind: 'key', bundleJson: '{"stand-in":"bundle"}\n' }) });
     const sync = await lifeline(['sync', '--config', host.config, '--env', ENV, '--json'], { env: secretEnv });
     expect(sync.code, sync.stderr).toBe(0);
@@ -197,7 +225,12 @@ describe('remote verification verifies', { timeout: 400_000 }, () => {
   const nameFilesInMetadata = (host: Awaited<ReturnType<typeof syncedHost>>) => {
     for (const id of [OLD, NEW]) {
       const dir = join(host.store, ENV, 'backups', id);
-      const sums = new Map(readFileSync(join(dir, 'SHA256SUMS'), 'utf8').trim().split('\n').map((line) => [line.slice(66), line.slice(0, 64)] as const));
+      const sums = new Map(
+        readFileSync(join(dir, 'SHA256SUMS'), 'utf8')
+          .trim()
+          .split('\n')
+          .map((line) => [line.slice(66), line.slice(0, 64)] as const),
+      );
       const metadata = JSON.parse(readFileSync(join(dir, 'backup.json'), 'utf8'));
       metadata.database = 'shop';
       metadata.rowCounts = { 'public.orders': 42 };
@@ -212,7 +245,10 @@ describe('remote verification verifies', { timeout: 400_000 }, () => {
     await host.remote.putFile(key, path, { sha256: createHash('sha256').update(content).digest('hex'), bytes: Buffer.byteLength(content) });
   };
   const removeSumsLine = async (host: Awaited<ReturnType<typeof syncedHost>>, id: string, file: string) => {
-    const sums = readFileSync(join(host.store, ENV, 'backups', id, 'SHA256SUMS'), 'utf8').split('\n').filter((line) => !line.endsWith(`  ${file}`)).join('\n');
+    const sums = readFileSync(join(host.store, ENV, 'backups', id, 'SHA256SUMS'), 'utf8')
+      .split('\n')
+      .filter((line) => !line.endsWith(`  ${file}`))
+      .join('\n');
     expect(sums).not.toContain(file);
     await replaceObject(host, host.key(id, 'SHA256SUMS'), sums);
   };

@@ -69,11 +69,14 @@ describe('checks during a parallel restore', () => {
     expect(withEarly.indexes).toMatchObject({ passed: true, checked: afterwards.indexes!.checked });
     expect(withEarly.indexes!.checked).toBeGreaterThan(5);
     // ANALYZE ran on the restored tables (planner statistics exist), odd names included.
-    const analyzed = await query<{ t: string }>(`SELECT DISTINCT schemaname || '.' || tablename AS t FROM pg_stats WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1`, early.database);
+    const analyzed = await query<{ t: string }>(
+      `SELECT DISTINCT schemaname || '.' || tablename AS t FROM pg_stats WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1`,
+      early.database,
+    );
     expect(analyzed.map((r) => r.t)).toEqual(expect.arrayContaining(['archive.orders', 'odd schema.order items', 'public.orders', 'public.order_items']));
   });
 
-  it('refuses a fresh-database restore into a target that already holds one of the archive\'s schemas, before pg_restore runs', async () => {
+  it("refuses a fresh-database restore into a target that already holds one of the archive's schemas, before pg_restore runs", async () => {
     // This used to reach pg_restore and test how its error is reported; any user object now makes the
     // target non-empty, so the restore stops first. How a pg_restore error under --jobs 2 is reported
     // (the error, never the progress lines) is tested in restore-roles.test.ts (a missing owner role).
@@ -123,7 +126,14 @@ describe('checks during a parallel restore', () => {
   });
 
   it('parses the table of contents and tells progress from problems', () => {
-    const items = parseDataItems(['; Archive created at 2026-11-22', '3389; 0 16390 TABLE DATA public tenants postgres', '3400; 0 16500 TABLE DATA odd schema order items postgres', '3226; 2606 16412 CONSTRAINT public locations locations_pkey postgres'].join('\n'));
+    const items = parseDataItems(
+      [
+        '; Archive created at 2026-11-22',
+        '3389; 0 16390 TABLE DATA public tenants postgres',
+        '3400; 0 16500 TABLE DATA odd schema order items postgres',
+        '3226; 2606 16412 CONSTRAINT public locations locations_pkey postgres',
+      ].join('\n'),
+    );
     expect([...items.entries()]).toEqual([
       [3389, 'public tenants postgres'],
       [3400, 'odd schema order items postgres'],
@@ -138,7 +148,13 @@ describe('checks during a parallel restore', () => {
 
   it('finds every finished item in interleaved worker output', () => {
     const seen: string[] = [];
-    for (const line of ['pg_restore: pg_restore: finished item 3390 TABLE DATA locations', 'finished item 3391 TABLE DATA menu_items', 'pg_restore: finished item 3226 CONSTRAINT locations locations_pkeypg_restore: finished item 3232 INDEX order_items_order_idx', 'pg_restore: launching item 3392 TABLE DATA orders', 'pg_restore: finished item 3240 FK CONSTRAINT locations locations_tenant_fk']) {
+    for (const line of [
+      'pg_restore: pg_restore: finished item 3390 TABLE DATA locations',
+      'finished item 3391 TABLE DATA menu_items',
+      'pg_restore: finished item 3226 CONSTRAINT locations locations_pkeypg_restore: finished item 3232 INDEX order_items_order_idx',
+      'pg_restore: launching item 3392 TABLE DATA orders',
+      'pg_restore: finished item 3240 FK CONSTRAINT locations locations_tenant_fk',
+    ]) {
       for (const item of finishedItems(line)) seen.push(`${item.id} ${item.kind}`);
     }
     expect(seen).toEqual(['3390 TABLE DATA', '3391 TABLE DATA', '3226 CONSTRAINT', '3232 INDEX']);

@@ -35,7 +35,10 @@ async function waitFor(condition: () => Promise<boolean>, timeoutMs: number, wha
 
 /** A psql session kept open by the test (idle, or holding a lock), ended by its pid. */
 function openSession(conn: PgConnection, statements: string): { child: ChildProcess; end: () => void } {
-  const child = spawn('psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1'], { env: { ...process.env, PGHOST: conn.host, PGPORT: String(conn.port), PGUSER: conn.user ?? '', PGPASSWORD: conn.password ?? '', PGDATABASE: conn.database }, stdio: ['pipe', 'ignore', 'ignore'] });
+  const child = spawn('psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1'], {
+    env: { ...process.env, PGHOST: conn.host, PGPORT: String(conn.port), PGUSER: conn.user ?? '', PGPASSWORD: conn.password ?? '', PGDATABASE: conn.database },
+    stdio: ['pipe', 'ignore', 'ignore'],
+  });
   child.stdin!.write(`${statements}\n`);
   return {
     child,
@@ -66,7 +69,8 @@ describe('restore safety', () => {
   let sourceCounts: Record<string, number>;
 
   const cli = (args: string[], env: Record<string, string | undefined> = {}) => lifeline([...args, '--store', store.path], { env: { ...noEnv, ...env } });
-  const restore = (target: string, extra: string[] = [], env: Record<string, string | undefined> = {}) => cli(['restore', '--database-url', source.url, '--backup', backupId, '--target', target, '--json', ...extra], env);
+  const restore = (target: string, extra: string[] = [], env: Record<string, string | undefined> = {}) =>
+    cli(['restore', '--database-url', source.url, '--backup', backupId, '--target', target, '--json', ...extra], env);
 
   beforeAll(async () => {
     source = await createSampleDatabase(2, 'safesrc');
@@ -179,7 +183,10 @@ describe('restore safety', () => {
         expect(jsonError(run).code).toBe('CONFIRMATION_REQUIRED');
         expect(jsonError(run).message).toContain(kind);
         expect(await tableCounts(target.name)).toEqual(counts);
-        const objects = await query<{ n: number }>(`SELECT (SELECT count(*) FROM pg_largeobject_metadata) + (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public') + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public') + (SELECT count(*) FROM pg_namespace WHERE nspname = 'archive') + (SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE n.nspname = 'public') AS n`, target.name);
+        const objects = await query<{ n: number }>(
+          `SELECT (SELECT count(*) FROM pg_largeobject_metadata) + (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public') + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public') + (SELECT count(*) FROM pg_namespace WHERE nspname = 'archive') + (SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE n.nspname = 'public') AS n`,
+          target.name,
+        );
         expect(Number(objects[0]!.n)).toBeGreaterThan(0);
       });
     }
@@ -215,15 +222,40 @@ describe('restore safety', () => {
   describe('any object created after initdb counts as data, and a template database is never a target', () => {
     // [what, statement, the kind the refusal names, a query counting the object afterwards]
     const kinds: [string, string, string, string][] = [
-      ['a user-defined cast', 'CREATE CAST (date AS int4) WITHOUT FUNCTION', 'cast from date to integer', `SELECT count(*)::int AS n FROM pg_cast WHERE castsource = 'date'::regtype AND casttarget = 'int4'::regtype`],
+      [
+        'a user-defined cast',
+        'CREATE CAST (date AS int4) WITHOUT FUNCTION',
+        'cast from date to integer',
+        `SELECT count(*)::int AS n FROM pg_cast WHERE castsource = 'date'::regtype AND casttarget = 'int4'::regtype`,
+      ],
       ['default privileges', 'ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC', 'default privileges', 'SELECT count(*)::int AS n FROM pg_default_acl'],
       ['a table access method', 'CREATE ACCESS METHOD myheap TYPE TABLE HANDLER heap_tableam_handler', 'access method myheap', `SELECT count(*)::int AS n FROM pg_am WHERE amname = 'myheap'`],
-      ['a comment on schema public', `COMMENT ON SCHEMA public IS 'tenant data lives here'`, 'schema public (its comment)', `SELECT count(*)::int AS n FROM pg_description WHERE objoid = 'public'::regnamespace AND description = 'tenant data lives here'`],
-      ['a grant on schema public', 'GRANT CREATE ON SCHEMA public TO PUBLIC', 'schema public (its privileges)', `SELECT count(*)::int AS n FROM pg_namespace WHERE nspname = 'public' AND has_schema_privilege('public', oid, 'CREATE')`],
-      ['a text search dictionary', 'CREATE TEXT SEARCH DICTIONARY public.mydict (TEMPLATE = simple, STOPWORDS = english)', 'text search dictionary mydict', `SELECT count(*)::int AS n FROM pg_ts_dict WHERE dictname = 'mydict'`],
+      [
+        'a comment on schema public',
+        `COMMENT ON SCHEMA public IS 'tenant data lives here'`,
+        'schema public (its comment)',
+        `SELECT count(*)::int AS n FROM pg_description WHERE objoid = 'public'::regnamespace AND description = 'tenant data lives here'`,
+      ],
+      [
+        'a grant on schema public',
+        'GRANT CREATE ON SCHEMA public TO PUBLIC',
+        'schema public (its privileges)',
+        `SELECT count(*)::int AS n FROM pg_namespace WHERE nspname = 'public' AND has_schema_privilege('public', oid, 'CREATE')`,
+      ],
+      [
+        'a text search dictionary',
+        'CREATE TEXT SEARCH DICTIONARY public.mydict (TEMPLATE = simple, STOPWORDS = english)',
+        'text search dictionary mydict',
+        `SELECT count(*)::int AS n FROM pg_ts_dict WHERE dictname = 'mydict'`,
+      ],
       ['an operator family', 'CREATE OPERATOR FAMILY public.f USING btree', 'operator family f', `SELECT count(*)::int AS n FROM pg_opfamily WHERE opfname = 'f'`],
       ['a conversion', `CREATE CONVERSION public.c FOR 'LATIN1' TO 'UTF8' FROM iso8859_1_to_utf8`, 'conversion c', `SELECT count(*)::int AS n FROM pg_conversion WHERE conname = 'c'`],
-      ['an operator class', 'CREATE OPERATOR CLASS public.oc FOR TYPE int4 USING btree AS OPERATOR 1 <, OPERATOR 3 =, FUNCTION 1 btint4cmp(int4, int4)', 'operator family oc', `SELECT count(*)::int AS n FROM pg_opclass WHERE opcname = 'oc'`],
+      [
+        'an operator class',
+        'CREATE OPERATOR CLASS public.oc FOR TYPE int4 USING btree AS OPERATOR 1 <, OPERATOR 3 =, FUNCTION 1 btint4cmp(int4, int4)',
+        'operator family oc',
+        `SELECT count(*)::int AS n FROM pg_opclass WHERE opcname = 'oc'`,
+      ],
       ['a procedural language', 'CREATE LANGUAGE l HANDLER plpgsql_call_handler', 'language l', `SELECT count(*)::int AS n FROM pg_language WHERE lanname = 'l'`],
       ['a foreign data wrapper with no server', 'CREATE FOREIGN DATA WRAPPER w', 'foreign-data wrapper w', `SELECT count(*)::int AS n FROM pg_foreign_data_wrapper WHERE fdwname = 'w'`],
     ];
@@ -256,7 +288,11 @@ describe('restore safety', () => {
       }
     }, 240_000);
 
-    const templateTables = () => query<{ name: string }>(`SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') ORDER BY 1`, 'template1');
+    const templateTables = () =>
+      query<{ name: string }>(
+        `SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') ORDER BY 1`,
+        'template1',
+      );
 
     it('template1 is refused with and without --confirm (exit 3, nothing changed), by restore and by a drill', async () => {
       const before = await templateTables();
@@ -312,7 +348,9 @@ describe('restore safety', () => {
       expect(backupJson.databaseState.acl).toContain(`${role} CONNECT`);
 
       // The database drifts: privileges back to the defaults, settings gone, another limit and comment.
-      await sql(`GRANT CONNECT, TEMPORARY ON DATABASE "${db.name}" TO PUBLIC; REVOKE ALL ON DATABASE "${db.name}" FROM "${role}"; ALTER DATABASE "${db.name}" RESET ALL; ALTER ROLE "${role}" IN DATABASE "${db.name}" RESET ALL; ALTER DATABASE "${db.name}" CONNECTION LIMIT -1; COMMENT ON DATABASE "${db.name}" IS 'drifted'`);
+      await sql(
+        `GRANT CONNECT, TEMPORARY ON DATABASE "${db.name}" TO PUBLIC; REVOKE ALL ON DATABASE "${db.name}" FROM "${role}"; ALTER DATABASE "${db.name}" RESET ALL; ALTER ROLE "${role}" IN DATABASE "${db.name}" RESET ALL; ALTER DATABASE "${db.name}" CONNECTION LIMIT -1; COMMENT ON DATABASE "${db.name}" IS 'drifted'`,
+      );
       const drifted = await databaseLevel(db.name);
       const restored = await cli(['restore', '--database-url', db.url, '--backup', id, '--target', db.url, '--confirm', db.name, '--json']);
       expect(restored.code, restored.stderr).toBe(0);
@@ -451,7 +489,20 @@ describe('restore safety', () => {
       const elsewhere = await cli(['restore', '--config', config, '--database-url', liveUrl, '--backup', backupId, '--target', other.url, '--json']);
       expect(elsewhere.code, elsewhere.stderr).toBe(0);
       expect(existsSync(marker)).toBe(false);
-      const intoLive = await cli(['restore', '--config', config, '--database-url', liveUrl, '--backup', backupId, '--target', formatPgUrl({ ...live.conn, host: '127.0.0.1' }), '--confirm', live.name, '--json']);
+      const intoLive = await cli([
+        'restore',
+        '--config',
+        config,
+        '--database-url',
+        liveUrl,
+        '--backup',
+        backupId,
+        '--target',
+        formatPgUrl({ ...live.conn, host: '127.0.0.1' }),
+        '--confirm',
+        live.name,
+        '--json',
+      ]);
       expect(intoLive.code, intoLive.stderr).toBe(0);
       expect(JSON.parse(intoLive.stdout).hooks).toHaveLength(1);
       expect(existsSync(marker)).toBe(true);
@@ -466,7 +517,11 @@ describe('restore safety', () => {
       const migration = openSession({ ...db.conn }, `BEGIN; LOCK TABLE payments IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(600);`);
       let lockerPid: number | undefined;
       try {
-        await waitFor(async () => (await query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND relation = 'payments'::regclass`, db.name))[0]!.n > 0, 20_000, 'the migration lock');
+        await waitFor(
+          async () => (await query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND relation = 'payments'::regclass`, db.name))[0]!.n > 0,
+          20_000,
+          'the migration lock',
+        );
         const [{ pid }] = (await query<{ pid: number }>(`SELECT pid FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND relation = 'payments'::regclass`, db.name)) as [{ pid: number }];
         lockerPid = pid;
         const started = Date.now();

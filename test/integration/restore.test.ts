@@ -48,7 +48,7 @@ describe('lifeline restore', () => {
     source = await createSampleDatabase(2, 'rsrc');
     // The target holds different data: a restore must visibly replace it.
     target = await createSampleDatabase(2, 'rtgt');
-    await sql('DELETE FROM payments WHERE id % 3 = 0; CREATE TABLE scratch_notes (note text); INSERT INTO scratch_notes VALUES (\'local only\')', target.name);
+    await sql("DELETE FROM payments WHERE id % 3 = 0; CREATE TABLE scratch_notes (note text); INSERT INTO scratch_notes VALUES ('local only')", target.name);
     sourceContent = await contentOf(source.conn);
     const run = await lifeline(['backup', '--store', store.path, '--database-url', source.url, '--json'], { env: noEnv });
     expect(run.code, run.stderr).toBe(0);
@@ -173,15 +173,24 @@ describe('lifeline restore', () => {
     const live = { ...adminConn(), database: `rlive_${Date.now()}` };
     created.push(live.database);
     const config = join(store.path, 'hooks.yml');
-    writeFileSync(config, `version: 1\nenvironments:\n  default:\n    hooks:\n      postRestore:\n        - { http: "http://127.0.0.1:${port}/readyz", expectStatus: 200 }\n        - { http: "http://127.0.0.1:${port}/api/revalidate", method: POST }\n`);
+    writeFileSync(
+      config,
+      `version: 1\nenvironments:\n  default:\n    hooks:\n      postRestore:\n        - { http: "http://127.0.0.1:${port}/readyz", expectStatus: 200 }\n        - { http: "http://127.0.0.1:${port}/api/revalidate", method: POST }\n`,
+    );
     try {
-      const run = await lifeline(['restore', '--config', config, '--store', store.path, '--database-url', formatPgUrl(live), '--backup', backupId, '--target', formatPgUrl(live), '--skip-verify', '--json'], { env: noEnv });
+      const run = await lifeline(
+        ['restore', '--config', config, '--store', store.path, '--database-url', formatPgUrl(live), '--backup', backupId, '--target', formatPgUrl(live), '--skip-verify', '--json'],
+        { env: noEnv },
+      );
       // The data is restored; the failing cache revalidation hook makes the command fail visibly.
       expect(run.code, run.stderr).toBe(1);
       expect(run.stderr).toContain('post-restore hook POST http://127.0.0.1');
       expect(requests).toEqual(['GET /readyz', 'POST /api/revalidate']);
       expect(await contentOf(live)).toEqual(sourceContent);
-      const records = readFileSync(join(store.path, 'default', 'restores.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+      const records = readFileSync(join(store.path, 'default', 'restores.jsonl'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
       expect(records.at(-1)).toMatchObject({ backupId, database: live.database, checksumsVerified: false });
       expect(JSON.stringify(records)).not.toContain(live.password!);
     } finally {

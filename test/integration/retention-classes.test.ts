@@ -14,7 +14,11 @@ import { createSampleDatabase, dropDatabase, tempDir } from '../helpers/db';
 const noEnv = { DATABASE_URL: undefined, REDIS_URL: undefined, LIFELINE_STORE: undefined, LIFELINE_ENV: undefined, LIFELINE_CONFIG: undefined };
 
 function entry(id: string, createdAt: string, database: string, label: BackupLabel = 'scheduled', verified?: boolean): BackupEntry {
-  return { id, dir: `/nowhere/${id}`, metadata: { schemaVersion: 1, id, createdAt, label, database, ...(verified !== undefined ? { verified: { at: createdAt, ok: verified, checks: [] } } : {}) } as unknown as BackupMetadata };
+  return {
+    id,
+    dir: `/nowhere/${id}`,
+    metadata: { schemaVersion: 1, id, createdAt, label, database, ...(verified !== undefined ? { verified: { at: createdAt, ok: verified, checks: [] } } : {}) } as unknown as BackupMetadata,
+  };
 }
 
 const day = (n: number) => `2026-11-${String(n).padStart(2, '0')}T03:00:00.000Z`;
@@ -26,7 +30,7 @@ describe('retention classes (plan)', () => {
   // A pile of pre-restore backups of another database, all newer than the environment's own.
   const pile = Array.from({ length: 8 }, (_, i) => entry(`pre${i + 1}`, day(10 + i), 'scratch', 'pre-restore'));
 
-  it('a pile of newer pre-restore backups never pushes out the environment\'s own backups', () => {
+  it("a pile of newer pre-restore backups never pushes out the environment's own backups", () => {
     const plan = planRetention([...own, ...pile], policy(), { referenced: new Map() });
     expect(kept(plan)).toEqual(['pre8', 'own3', 'own2']);
     expect(plan.find((d) => d.id === 'own3')!.reasons).toEqual(['last 1 of 2']);
@@ -85,7 +89,8 @@ describe('lifeline prune with pre-restore backups of another database (real back
     shop = await createSampleDatabase(1, 'rshop');
     scratch = await createSampleDatabase(1, 'rscratch');
     const catalog = new Catalog(store.path);
-    const backup = (conn: typeof shop.conn, label: BackupLabel, at: Date) => createBackup({ catalog, environment: 'default', runner: new LocalRunner(), conn, label, logger: createMemoryLogger(), now: () => at });
+    const backup = (conn: typeof shop.conn, label: BackupLabel, at: Date) =>
+      createBackup({ catalog, environment: 'default', runner: new LocalRunner(), conn, label, logger: createMemoryLogger(), now: () => at });
     for (let d = 1; d <= 3; d++) own.push((await backup(shop.conn, 'scheduled', new Date(day(d)))).id);
     // Restores into another database, each taking a pre-restore backup of it: newer than the env's own.
     for (let d = 4; d <= 7; d++) pre.push((await backup(scratch.conn, 'pre-restore', new Date(day(d)))).id);
@@ -96,10 +101,15 @@ describe('lifeline prune with pre-restore backups of another database (real back
     await recordVerification(catalog, 'default', oldest, { backupId: oldest.id, ok: true, checks: [] });
     // A release (the record beside the manifest) that a rollback may return to references the oldest own backup.
     mkdirSync(join(store.path, 'default', 'releases', 'v1.0.0'), { recursive: true });
-    writeFileSync(join(store.path, 'default', 'releases', 'v1.0.0', 'release.json'), JSON.stringify({ schemaVersion: 1, id: 'v1.0.0', createdAt: day(1), backup: { id: own[0], sha256: 'a'.repeat(64) } }));
+    writeFileSync(
+      join(store.path, 'default', 'releases', 'v1.0.0', 'release.json'),
+      JSON.stringify({ schemaVersion: 1, id: 'v1.0.0', createdAt: day(1), backup: { id: own[0], sha256: 'a'.repeat(64) } }),
+    );
     writeFileSync(
       join(store.path, 'lifeline.yml'),
-      ['version: 1', 'environments:', '  default:', '    retention:', '      keepLast: 2', '      keepDaily: 0', '      keepWeekly: 0', '      preRestore: { keepLast: 1, keepDays: 7 }', ''].join('\n'),
+      ['version: 1', 'environments:', '  default:', '    retention:', '      keepLast: 2', '      keepDaily: 0', '      keepWeekly: 0', '      preRestore: { keepLast: 1, keepDays: 7 }', ''].join(
+        '\n',
+      ),
     );
   }, 180_000);
   afterAll(async () => {
@@ -110,7 +120,7 @@ describe('lifeline prune with pre-restore backups of another database (real back
 
   const cli = (args: string[]) => lifeline([...args, '--config', join(store.path, 'lifeline.yml'), '--store', store.path, '--json'], { env: noEnv });
 
-  it('deletes only old pre-restore backups: the env\'s own, the referenced, the verified and the recent ones stay', async () => {
+  it("deletes only old pre-restore backups: the env's own, the referenced, the verified and the recent ones stay", async () => {
     const run = await cli(['prune', '--apply']);
     expect(run.code, run.stderr).toBe(0);
     const result = JSON.parse(run.stdout);

@@ -233,7 +233,11 @@ describe('a private, confined catalog', { timeout: 900_000 }, () => {
     expect(sync.stdout + sync.stderr).not.toContain(outsideHash);
     const puts = s3.requests.filter((r) => r.method === 'PUT' || r.method === 'POST').map((r) => decodeURIComponent(r.url));
     expect(puts.some((u) => u.includes(`/confined/production/backups/${backupId}/postgres.dump`))).toBe(true);
-    for (const id of Object.keys(crafted)) expect(puts.filter((u) => u.includes(id)), id).toEqual([]);
+    for (const id of Object.keys(crafted))
+      expect(
+        puts.filter((u) => u.includes(id)),
+        id,
+      ).toEqual([]);
     for (const url of puts) expect(url, url).toMatch(new RegExp(`^/${s3.bucket}/confined/production/`));
     expect(puts.join('\n')).not.toContain('outside');
 
@@ -256,7 +260,9 @@ describe('a private, confined catalog', { timeout: 900_000 }, () => {
     databases.push(target.name);
     const password = new URL(target.url).password;
     expect(password.length).toBeGreaterThan(3);
-    const { result, seen } = await watchCmdlines(() => lifeline022(['restore', ...base(), '--backup', backupId, '--target-env', 'SEC_TARGET_URL', '--jobs', '2'], { ...env, SEC_TARGET_URL: target.url }));
+    const { result, seen } = await watchCmdlines(() =>
+      lifeline022(['restore', ...base(), '--backup', backupId, '--target-env', 'SEC_TARGET_URL', '--jobs', '2'], { ...env, SEC_TARGET_URL: target.url }),
+    );
     expect(result.code, result.stderr).toBe(0);
     // The sampler really saw the restore: Lifeline's own process and its pg_restore child.
     expect(seen.some((c) => c.includes(`${CLI.at(-1)} restore`))).toBe(true);
@@ -354,7 +360,11 @@ describe('filesystem failures name the path, the outcome and the fix', { timeout
     const store = join(dir.path, 'root-owned');
     mkdirSync(store, { mode: 0o700 });
     chmodSync(dir.path, 0o755);
-    const run = spawnSync('runuser', ['-u', 'nobody', '--', process.execPath, ...CLI, 'backup', '--store', store, '--database-url', db.url], { encoding: 'utf8', cwd: REPO, env: { ...process.env, ...baseEnv } as NodeJS.ProcessEnv });
+    const run = spawnSync('runuser', ['-u', 'nobody', '--', process.execPath, ...CLI, 'backup', '--store', store, '--database-url', db.url], {
+      encoding: 'utf8',
+      cwd: REPO,
+      env: { ...process.env, ...baseEnv } as NodeJS.ProcessEnv,
+    });
     expect(run.status, run.stderr).toBe(1);
     expect(run.stderr).toContain(store);
     expect(run.stderr).toContain('permission denied');

@@ -76,7 +76,16 @@ function storageSettings(overrides: Partial<StorageSettings> = {}, credentials: 
 
 async function seed(store: string, dumpBytes = 17 * MiB): Promise<Catalog> {
   const catalog = new Catalog(store);
-  await writeTestEntry(catalog, ENV, 'backups', '20261120T010000000Z-aaaaaa', 'backup.json', { 'postgres.dump': dumpBytes, 'globals.sql': 'CREATE ROLE app;\n' }, { verified: { at: '2026-11-20T01:05:00Z', ok: true, checks: [] } }, '2026-11-20T01:00:00.000Z');
+  await writeTestEntry(
+    catalog,
+    ENV,
+    'backups',
+    '20261120T010000000Z-aaaaaa',
+    'backup.json',
+    { 'postgres.dump': dumpBytes, 'globals.sql': 'CREATE ROLE app;\n' },
+    { verified: { at: '2026-11-20T01:05:00Z', ok: true, checks: [] } },
+    '2026-11-20T01:00:00.000Z',
+  );
   await writeTestEntry(catalog, ENV, 'backups', '20261119T010000000Z-bbbbbb', 'backup.json', { 'postgres.dump': 2000, 'globals.sql': '-- none\n' }, {}, '2026-11-19T01:00:00.000Z');
   await writeTestEntry(catalog, ENV, 'releases', 'v1.4.2', 'release.json', { 'manifest.json': '{"subject":[]}\n', 'manifest.sigstore.json': '{}\n' }, {}, '2026-11-20T02:00:00.000Z');
   await writeTestEntry(catalog, ENV, 'tenants/acme/exports', '20261120T040000000Z-cccccc', 'export.json', { 'orders.ndjson': '{"id":1}\n' }, {}, '2026-11-20T04:00:00.000Z');
@@ -96,7 +105,13 @@ describe('the SDK client against a server that checks signatures', () => {
     const proxy = await startFaultProxy(s3.endpoint, ({ url }) => (url.includes('postgres.dump') && url.includes('partNumber=3') ? 'cut' : 'pass'));
     const before = s3.requests.length;
     try {
-      const cut = await syncEnvironment({ env: ENV, store, remote: s3StoreFor(storageSettings({ endpoint: proxy.endpoint, prefix: storage.prefix }), { journalDir, partSize: 5 * MiB, concurrency: 1 }), prefix: storage.prefix, logger: createMemoryLogger() });
+      const cut = await syncEnvironment({
+        env: ENV,
+        store,
+        remote: s3StoreFor(storageSettings({ endpoint: proxy.endpoint, prefix: storage.prefix }), { journalDir, partSize: 5 * MiB, concurrency: 1 }),
+        prefix: storage.prefix,
+        logger: createMemoryLogger(),
+      });
       expect(cut.entries.find((e) => e.id === '20261120T010000000Z-aaaaaa')).toMatchObject({ status: 'failed', reason: expect.stringMatching(/cannot reach the object store.*after 5 attempts/) });
       expect(proxy.seen.filter((r) => r.decision === 'cut')).toHaveLength(5);
     } finally {
@@ -120,7 +135,11 @@ describe('the SDK client against a server that checks signatures', () => {
     const uploads = s3.requests.slice(before).filter((r) => r.method === 'PUT');
     expect(uploads.length).toBeGreaterThan(8);
     for (const upload of uploads) {
-      expect(upload.headers).toMatchObject({ authorization: expect.stringMatching(/^AWS4-HMAC-SHA256 Credential=LIFELINETESTKEY\//), 'content-md5': expect.any(String), 'x-amz-checksum-sha256': expect.any(String) });
+      expect(upload.headers).toMatchObject({
+        authorization: expect.stringMatching(/^AWS4-HMAC-SHA256 Credential=LIFELINETESTKEY\//),
+        'content-md5': expect.any(String),
+        'x-amz-checksum-sha256': expect.any(String),
+      });
       expect(Object.keys(upload.headers).filter((h) => /crc|x-amz-trailer|sdk-checksum/.test(h))).toEqual([]);
       expect(String(upload.headers['x-amz-content-sha256'])).toMatch(/^[0-9a-f]{64}$/);
     }
@@ -152,7 +171,11 @@ describe('the SDK client against a server that checks signatures', () => {
     });
     try {
       const remote = s3StoreFor(storageSettings({ endpoint: proxy.endpoint, prefix: storage.prefix }), { journalDir: join(store, '.sync', ENV, 'uploads'), partSize: 5 * MiB });
-      await expect(syncEnvironment({ env: ENV, store, remote, prefix: storage.prefix, logger: createMemoryLogger() })).rejects.toMatchObject({ exitCode: 2, code: 'InvalidAccessKeyId', fix: expect.stringContaining('access key / secret key') });
+      await expect(syncEnvironment({ env: ENV, store, remote, prefix: storage.prefix, logger: createMemoryLogger() })).rejects.toMatchObject({
+        exitCode: 2,
+        code: 'InvalidAccessKeyId',
+        fix: expect.stringContaining('access key / secret key'),
+      });
       expect(proxy.seen.filter((r) => r.decision === '403')).toHaveLength(1); // refused credentials are not retried
     } finally {
       await proxy.close();
@@ -161,15 +184,25 @@ describe('the SDK client against a server that checks signatures', () => {
     const after = await compareRemote({ env: ENV, store, remote, prefix: storage.prefix });
     expect(after.inSync).toEqual([]);
     expect([...after.incompleteRemotely, ...after.missingRemotely]).toHaveLength(4);
-    await expect(fetchEntry({ env: ENV, kind: 'backups', id: 'latest', catalog: new Catalog(tempDir('other')), remote, prefix: storage.prefix, logger: createMemoryLogger() })).rejects.toMatchObject({ code: 'REMOTE_ENTRY_NOT_FOUND' });
+    await expect(fetchEntry({ env: ENV, kind: 'backups', id: 'latest', catalog: new Catalog(tempDir('other')), remote, prefix: storage.prefix, logger: createMemoryLogger() })).rejects.toMatchObject({
+      code: 'REMOTE_ENTRY_NOT_FOUND',
+    });
 
     // Why this file needs the fork: s3rver 3.7 lists with a wrong secret as if it were right.
     const legacy = await startS3Server('lifeline-legacy');
     try {
       const wrong = new S3Client({ endpoint: legacy.endpoint, region: 'us-east-1', bucket: legacy.bucket, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'not-the-secret' }, maxAttempts: 1 });
-      await expect((async () => { for await (const _ of wrong.listObjects('')) void _; })()).resolves.toBeUndefined();
+      await expect(
+        (async () => {
+          for await (const _ of wrong.listObjects('')) void _;
+        })(),
+      ).resolves.toBeUndefined();
       const checked = new S3Client({ endpoint: s3.endpoint, region: 'us-east-1', bucket: s3.bucket, credentials: { accessKeyId: KEY_ID, secretAccessKey: 'not-the-secret' }, maxAttempts: 1 });
-      await expect((async () => { for await (const _ of checked.listObjects('')) void _; })()).rejects.toMatchObject({ code: 'SignatureDoesNotMatch', exitCode: 2 });
+      await expect(
+        (async () => {
+          for await (const _ of checked.listObjects('')) void _;
+        })(),
+      ).rejects.toMatchObject({ code: 'SignatureDoesNotMatch', exitCode: 2 });
     } finally {
       await legacy.close();
     }
@@ -240,7 +273,13 @@ describe('credentials from web identity (as aws-actions/configure-aws-credential
       const masked: string[] = [];
       const storage = storageSettings({}, null);
       const before = s3.requests.length;
-      const report = await syncEnvironment({ env: ENV, store, remote: s3StoreFor(storage, { journalDir: join(store, '.sync'), onSecret: (v) => masked.push(v) }), prefix: storage.prefix, logger: createMemoryLogger() });
+      const report = await syncEnvironment({
+        env: ENV,
+        store,
+        remote: s3StoreFor(storage, { journalDir: join(store, '.sync'), onSecret: (v) => masked.push(v) }),
+        prefix: storage.prefix,
+        logger: createMemoryLogger(),
+      });
       expect(report).toMatchObject({ uploaded: 1, failed: 0 });
       expect(stsCalls).toHaveLength(1);
       expect(Object.fromEntries(stsCalls[0]!)).toMatchObject({ Action: 'AssumeRoleWithWebIdentity', RoleArn: 'arn:aws:iam::123456789012:role/lifeline-backup', WebIdentityToken: token });
@@ -280,7 +319,15 @@ describe('lifeline sync through the SDK (CLI)', () => {
     );
     return path;
   }
-  const quiet = { LIFELINE_CONFIG: undefined, LIFELINE_STORE: undefined, AWS_PROFILE: undefined, AWS_SESSION_TOKEN: undefined, AWS_EC2_METADATA_DISABLED: 'true', AWS_CONFIG_FILE: '/nonexistent/config', AWS_SHARED_CREDENTIALS_FILE: '/nonexistent/credentials' };
+  const quiet = {
+    LIFELINE_CONFIG: undefined,
+    LIFELINE_STORE: undefined,
+    AWS_PROFILE: undefined,
+    AWS_SESSION_TOKEN: undefined,
+    AWS_EC2_METADATA_DISABLED: 'true',
+    AWS_CONFIG_FILE: '/nonexistent/config',
+    AWS_SHARED_CREDENTIALS_FILE: '/nonexistent/credentials',
+  };
 
   it('a wrong secret key: exit 2, the fix names the key pair, the secret is printed nowhere, nothing reaches the bucket', async () => {
     const dir = tempDir('cli');
@@ -305,7 +352,11 @@ describe('lifeline sync through the SDK (CLI)', () => {
     const awsConfig = join(dir, 'aws-config');
     const awsCredentials = join(dir, 'aws-credentials');
     writeFileSync(awsConfig, '[default]\nregion = eu-west-1\n\n[profile lifeline-backup]\nregion = us-east-1\n');
-    writeFileSync(awsCredentials, `[default]\naws_access_key_id = ${KEY_ID}\naws_secret_access_key = not-the-default-secret\n\n[lifeline-backup]\naws_access_key_id = ${PROFILE_KEY_ID}\naws_secret_access_key = ${PROFILE_SECRET}\n`, { mode: 0o600 });
+    writeFileSync(
+      awsCredentials,
+      `[default]\naws_access_key_id = ${KEY_ID}\naws_secret_access_key = not-the-default-secret\n\n[lifeline-backup]\naws_access_key_id = ${PROFILE_KEY_ID}\naws_secret_access_key = ${PROFILE_SECRET}\n`,
+      { mode: 0o600 },
+    );
     const env = { ...quiet, AWS_CONFIG_FILE: awsConfig, AWS_SHARED_CREDENTIALS_FILE: awsCredentials, AWS_ACCESS_KEY_ID: undefined, AWS_SECRET_ACCESS_KEY: undefined };
     const config = writeConfig(dir, [`endpoint: ${s3.endpoint}`, 'profile: lifeline-backup']);
     const before = s3.requests.length;
@@ -343,10 +394,19 @@ describe('lifeline sync through the SDK (CLI)', () => {
     const env = { ...process.env, ...quiet, SHOP_S3_KEY: KEY_ID, SHOP_S3_SECRET: SECRET } as Record<string, string | undefined>;
     for (const [k, v] of Object.entries(env)) if (v === undefined) delete env[k];
     const journalDir = join(dir, 'store', '.sync', ENV, 'uploads');
-    const journaledParts = () => (existsSync(journalDir) ? readdirSync(journalDir).filter((f) => f.endsWith('.json')).flatMap((f) => (JSON.parse(readFileSync(join(journalDir, f), 'utf8')) as { parts: unknown[] }).parts) : []);
+    const journaledParts = () =>
+      existsSync(journalDir)
+        ? readdirSync(journalDir)
+            .filter((f) => f.endsWith('.json'))
+            .flatMap((f) => (JSON.parse(readFileSync(join(journalDir, f), 'utf8')) as { parts: unknown[] }).parts)
+        : [];
     try {
       const config = writeConfig(dir, [`endpoint: ${proxy.endpoint}`, 'accessKeyIdEnv: SHOP_S3_KEY', 'secretAccessKeyEnv: SHOP_S3_SECRET', prefixLine]);
-      const child = spawn(process.execPath, ['--import', 'tsx', join(REPO, 'src/cli/index.ts'), 'sync', '--config', config, '--env', ENV], { cwd: REPO, env: env as NodeJS.ProcessEnv, stdio: 'ignore' });
+      const child = spawn(process.execPath, ['--import', 'tsx', join(REPO, 'src/cli/index.ts'), 'sync', '--config', config, '--env', ENV], {
+        cwd: REPO,
+        env: env as NodeJS.ProcessEnv,
+        stdio: 'ignore',
+      });
       const exited = new Promise<number | null>((resolve) => child.on('close', (code, signal) => resolve(signal ? -1 : code)));
       try {
         const deadline = Date.now() + 90_000;

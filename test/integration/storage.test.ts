@@ -56,7 +56,16 @@ function bucketStore(storage: StorageSettings, store: string, concurrency?: numb
 /** One entry of every kind, the backup big enough for a 3-part multipart upload. */
 async function seedCatalog(store: string): Promise<Catalog> {
   const catalog = new Catalog(store);
-  await writeTestEntry(catalog, ENV, 'backups', '20261120T010000000Z-aaaaaa', 'backup.json', { 'postgres.dump': 12 * MiB, 'globals.sql': 'CREATE ROLE app;\n' }, { verified: { at: '2026-11-20T01:05:00Z', ok: true, checks: [] } }, '2026-11-20T01:00:00.000Z');
+  await writeTestEntry(
+    catalog,
+    ENV,
+    'backups',
+    '20261120T010000000Z-aaaaaa',
+    'backup.json',
+    { 'postgres.dump': 12 * MiB, 'globals.sql': 'CREATE ROLE app;\n' },
+    { verified: { at: '2026-11-20T01:05:00Z', ok: true, checks: [] } },
+    '2026-11-20T01:00:00.000Z',
+  );
   await writeTestEntry(catalog, ENV, 'releases', 'v1.4.2', 'release.json', { 'manifest.json': '{"subject":[]}\n', 'manifest.sigstore.json': '{}\n' }, {}, '2026-11-20T02:00:00.000Z');
   await writeTestEntry(catalog, ENV, 'drills', '20261120T030000000Z-bbbbbb', 'report.json', { 'report.md': '# drill\npassed\n' }, {}, '2026-11-20T03:00:00.000Z');
   await writeTestEntry(catalog, ENV, 'tenants/acme/exports', '20261120T040000000Z-cccccc', 'export.json', { 'orders.ndjson': '{"id":1}\n' }, {}, '2026-11-20T04:00:00.000Z');
@@ -135,7 +144,10 @@ describe('sync to an S3-compatible bucket', () => {
     const before = s3.requests.length;
     const resumed = await syncEnvironment({ env: ENV, store, remote, prefix: storage.prefix, logger: createMemoryLogger() });
     expect(resumed.entries[0]).toMatchObject({ status: 'uploaded', resumedParts: 2 });
-    const partPuts = s3.requests.slice(before).filter((r) => r.method === 'PUT' && r.url.includes('partNumber=')).map((r) => Number(/partNumber=(\d+)/.exec(r.url)![1]));
+    const partPuts = s3.requests
+      .slice(before)
+      .filter((r) => r.method === 'PUT' && r.url.includes('partNumber='))
+      .map((r) => Number(/partNumber=(\d+)/.exec(r.url)![1]));
     expect(partPuts.sort()).toEqual([3, 4]);
 
     const fetchedStore = tempDir('fetched');

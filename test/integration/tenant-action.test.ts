@@ -6,7 +6,11 @@ import { parseGithubOutput, REPO, runBundle } from '../helpers/cli';
 import { createSampleDatabase, dropDatabase, tempDir } from '../helpers/db';
 
 /** What a reader of the job log sees: the runner hides `::add-mask::` lines and masks their values. */
-const visible = (text: string) => text.split('\n').filter((line) => !line.startsWith('::add-mask::')).join('\n');
+const visible = (text: string) =>
+  text
+    .split('\n')
+    .filter((line) => !line.startsWith('::add-mask::'))
+    .join('\n');
 const noEnv = { LIFELINE_STORE: undefined, LIFELINE_ENV: undefined, LIFELINE_CONFIG: undefined, DATABASE_URL: undefined };
 
 describe('the tenant-export action bundle, run the way the GitHub runner runs it', () => {

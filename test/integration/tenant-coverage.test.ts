@@ -90,7 +90,7 @@ describe('tenant coverage: via joins never carry another tenant, plans compare c
       expect(exportsIn('cross-store', 'tenant-001')).toEqual([]);
     });
 
-    it('fails the other tenant\'s export too: the row names tenant-002, but no tenant-002 export would hold it', async () => {
+    it("fails the other tenant's export too: the row names tenant-002, but no tenant-002 export would hold it", async () => {
       const run = await cli(['tenant', 'export', '--tenant', 'tenant-002'], 'cross-store');
       expect(run.code, run.stderr).toBe(3);
       const { error } = JSON.parse(run.stdout) as ErrorOut;
@@ -115,7 +115,10 @@ describe('tenant coverage: via joins never carry another tenant, plans compare c
       expect(manifest.crossTenantRows).toBe('exclude');
       expect(manifest.collections.find((c) => c.name === 'payments')).toMatchObject({ rows: Number(payments) - 1, crossTenantExcluded: 1 });
       expect(manifest.collections.find((c) => c.name === 'refunds')).toMatchObject({ crossTenantExcluded: 1 });
-      const exportedPayments = readFileSync(join(out.path, 'payments.ndjson'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { id: number; tenant_id: string });
+      const exportedPayments = readFileSync(join(out.path, 'payments.ndjson'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { id: number; tenant_id: string });
       expect(exportedPayments.some((p) => p.id === foreign)).toBe(false);
       expect(exportedPayments.every((p) => p.tenant_id === 'tenant-001')).toBe(true);
       expect(readFileSync(join(out.path, 'refunds.ndjson'), 'utf8')).not.toContain(`"id":${foreignRefund},`);
@@ -183,13 +186,19 @@ describe('tenant coverage: via joins never carry another tenant, plans compare c
     });
 
     it('refuses after a row is inserted and another deleted (same count, same newest timestamp)', async () => {
-      const [victim] = await query<{ id: string }>(`SELECT min(p.id) AS id FROM payments p JOIN orders o ON o.id = p.order_id WHERE o.tenant_id = 'tenant-003' AND NOT EXISTS (SELECT 1 FROM refunds r WHERE r.payment_id = p.id)`, db.name);
+      const [victim] = await query<{ id: string }>(
+        `SELECT min(p.id) AS id FROM payments p JOIN orders o ON o.id = p.order_id WHERE o.tenant_id = 'tenant-003' AND NOT EXISTS (SELECT 1 FROM refunds r WHERE r.payment_id = p.id)`,
+        db.name,
+      );
       const row = `(SELECT order_id, method, amount_cents, paid_at, tenant_id FROM payments WHERE id = ${victim!.id})`;
       await sql(`INSERT INTO payments (id, order_id, method, amount_cents, paid_at, tenant_id) SELECT 990001, * FROM ${row} AS r; DELETE FROM payments WHERE id = ${victim!.id}`, db.name);
       try {
         expect(await refusedBecause('plan-store')).toMatch(/the rows of payments differ from the exported ones/);
       } finally {
-        await sql(`INSERT INTO payments (id, order_id, method, amount_cents, paid_at, tenant_id) SELECT ${victim!.id}, order_id, method, amount_cents, paid_at, tenant_id FROM payments WHERE id = 990001; DELETE FROM payments WHERE id = 990001`, db.name);
+        await sql(
+          `INSERT INTO payments (id, order_id, method, amount_cents, paid_at, tenant_id) SELECT ${victim!.id}, order_id, method, amount_cents, paid_at, tenant_id FROM payments WHERE id = 990001; DELETE FROM payments WHERE id = 990001`,
+          db.name,
+        );
       }
       expect((await plan('plan-store')).code).toBe(0);
     });
@@ -237,7 +246,23 @@ describe('tenant coverage: via joins never carry another tenant, plans compare c
       }
       // Payments exported through their own tenant column are not the rows the configured join would delete.
       const other = 'path-store';
-      const run = await cli(['tenant', 'export', '--tenant', 'tenant-003', '--collection', 'tenants:id', '--collection', 'orders:tenant_id', '--collection', 'payments:tenant_id', '--collection', 'refunds:payment_id->payments.id,order_id->orders.id'], other);
+      const run = await cli(
+        [
+          'tenant',
+          'export',
+          '--tenant',
+          'tenant-003',
+          '--collection',
+          'tenants:id',
+          '--collection',
+          'orders:tenant_id',
+          '--collection',
+          'payments:tenant_id',
+          '--collection',
+          'refunds:payment_id->payments.id,order_id->orders.id',
+        ],
+        other,
+      );
       expect(run.code, run.stdout).toBe(0);
       expect(await refusedBecause(other)).toContain('exported payments as payments.tenant_id, configured now as payments -> orders.tenant_id');
     });

@@ -63,7 +63,13 @@ describe('tenant export building blocks', () => {
       const big = join(dir.path, 'big.bin');
       writeFileSync(big, Buffer.alloc(700_001, 7));
       const archive = join(dir.path, 'out.tar');
-      await pipeline(tarStream([{ name: 'x/big.bin', path: big, size: 700_001 }, { name: 'x/note.txt', text: 'héllo\n' }]), createWriteStream(archive));
+      await pipeline(
+        tarStream([
+          { name: 'x/big.bin', path: big, size: 700_001 },
+          { name: 'x/note.txt', text: 'héllo\n' },
+        ]),
+        createWriteStream(archive),
+      );
       const out = join(dir.path, 'out');
       mkdirSync(out);
       const result = spawnSync('tar', ['-xf', archive, '-C', out], { encoding: 'utf8' });

@@ -86,7 +86,10 @@ describe('tenant exports against the real PostgreSQL and sample dataset', () => 
       for (const line of lines) expect(() => JSON.parse(line)).not.toThrow();
     }
     // Notes hold tabs: they must come back byte for byte, not as COPY escapes.
-    const orders = readFileSync(join(out.path, 'orders.ndjson'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { id: number; tenant_id: string; customer_note: string | null });
+    const orders = readFileSync(join(out.path, 'orders.ndjson'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { id: number; tenant_id: string; customer_note: string | null });
     expect(orders.every((o) => o.tenant_id === 'tenant-001')).toBe(true);
     const noted = orders.find((o) => o.customer_note)!;
     const [dbNote] = await query<{ note: string }>(`SELECT customer_note AS note FROM orders WHERE id = ${noted.id}`, db.name);
@@ -141,7 +144,10 @@ describe('tenant exports against the real PostgreSQL and sample dataset', () => 
     expect(manifest.collections.find((c) => c.name === 'locations')).toMatchObject({ rows: counts.locations, truncated: false });
     expect(manifest.truncated).toBe(true);
     const firstIds = await query<{ id: number }>(`SELECT id FROM orders WHERE tenant_id = 'tenant-002' ORDER BY id LIMIT 20`, db.name);
-    const exportedIds = readFileSync(join(out.path, 'orders.ndjson'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { id: number }).id);
+    const exportedIds = readFileSync(join(out.path, 'orders.ndjson'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => (JSON.parse(l) as { id: number }).id);
     expect(exportedIds).toEqual(firstIds.map((r) => Number(r.id)));
   });
 
@@ -178,7 +184,9 @@ describe('tenant exports against the real PostgreSQL and sample dataset', () => 
       expect(run.code, run.stderr).toBe(0);
       ids.push((JSON.parse(run.stdout) as { id: string }).id);
     }
-    const kept = readdirSync(join(store, 'default', 'tenants', 'tenant-003', 'exports')).filter((n) => !n.startsWith('.')).sort();
+    const kept = readdirSync(join(store, 'default', 'tenants', 'tenant-003', 'exports'))
+      .filter((n) => !n.startsWith('.'))
+      .sort();
     expect(kept).toEqual(ids.slice(1).sort());
   });
 
@@ -217,7 +225,10 @@ describe('tenant exports against the real PostgreSQL and sample dataset', () => 
     const out = JSON.parse(run.stdout) as { path: string; collections: { name: string; rows: number }[] };
     expect(Object.fromEntries(out.collections.map((c) => [c.name, c.rows]))).toEqual({ tenants: 1, locations: 1, menu_items: 0, orders: 2, order_items: 0, payments: 1 });
     expect(out.path).toContain(join('tenants', 'x+o+27brien+22+3B+20DROP+20TABLE+20orders+3B+20--+5C', 'exports'));
-    const notes = readFileSync(join(out.path, 'orders.ndjson'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { customer_note: string | null }).customer_note);
+    const notes = readFileSync(join(out.path, 'orders.ndjson'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => (JSON.parse(l) as { customer_note: string | null }).customer_note);
     expect(notes).toEqual(['it\'s\\ \t "fine"', null]);
     expect(readManifest(out.path).tenant).toBe(hostile);
 
@@ -235,7 +246,10 @@ describe('tenant exports against the real PostgreSQL and sample dataset', () => 
     logger.info = (message: string) => {
       info(message);
       if (message.startsWith('orders:')) {
-        const insert = spawnSync('psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-c', `INSERT INTO orders VALUES (990001, 'tenant-003', 7, 'paid', now(), 1, NULL)`], { env: { ...process.env, ...pgEnv(db.conn) } as NodeJS.ProcessEnv, encoding: 'utf8' });
+        const insert = spawnSync('psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-c', `INSERT INTO orders VALUES (990001, 'tenant-003', 7, 'paid', now(), 1, NULL)`], {
+          env: { ...process.env, ...pgEnv(db.conn) } as NodeJS.ProcessEnv,
+          encoding: 'utf8',
+        });
         expect(insert.status, insert.stderr).toBe(0);
       }
     };

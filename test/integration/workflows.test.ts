@@ -73,10 +73,7 @@ describe('deploy.yml migrate job, run for real: pre-migration backup, failed mig
     apiImage = docker.docker(['inspect', '--format', '{{index .RepoDigests 0}}', tag]).stdout.trim();
     // The application repository's lifeline.yml: the workflow passes only --config and --env.
     mkdirSync(join(work.path, 'store'));
-    writeFileSync(
-      join(work.path, 'lifeline.yml'),
-      `version: 1\nstore: ${join(work.path, 'store')}\nenvironments:\n  production:\n    production: true\n    postgres:\n      urlEnv: DATABASE_URL\n`,
-    );
+    writeFileSync(join(work.path, 'lifeline.yml'), `version: 1\nstore: ${join(work.path, 'store')}\nenvironments:\n  production:\n    production: true\n    postgres:\n      urlEnv: DATABASE_URL\n`);
   });
 
   afterAll(async () => {
@@ -111,17 +108,18 @@ describe('deploy.yml migrate job, run for real: pre-migration backup, failed mig
 
     // A migration that got halfway: it dropped a table, then failed.
     await sql('DROP TABLE payments', db.name);
-    const migrate = runScriptStep(stepById('migrate'), values({ 'inputs.migrate-command': 'test -n "$DATABASE_URL" && echo "half-applied" && exit 7' }), { ...docker.env, GITHUB_OUTPUT: join(work.path, 'failed-migrate-output') });
+    const migrate = runScriptStep(stepById('migrate'), values({ 'inputs.migrate-command': 'test -n "$DATABASE_URL" && echo "half-applied" && exit 7' }), {
+      ...docker.env,
+      GITHUB_OUTPUT: join(work.path, 'failed-migrate-output'),
+    });
     expect(migrate.status).toBe(7);
     expect(migrate.stdout).toContain('half-applied');
 
     const summaryFile = join(work.path, 'summary.md');
     writeFileSync(summaryFile, '');
-    const explain = runScriptStep(
-      explainStep,
-      values({ 'steps.backup.outputs.backup-id': backupId!, 'steps.backup.outcome': 'success', 'steps.migrate.outcome': 'failure' }),
-      { GITHUB_STEP_SUMMARY: summaryFile },
-    );
+    const explain = runScriptStep(explainStep, values({ 'steps.backup.outputs.backup-id': backupId!, 'steps.backup.outcome': 'success', 'steps.migrate.outcome': 'failure' }), {
+      GITHUB_STEP_SUMMARY: summaryFile,
+    });
     expect(explain.status, explain.stderr).toBe(0);
     const summary = readFileSync(summaryFile, 'utf8');
     const password = new URL(db.url).password;

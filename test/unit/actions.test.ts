@@ -80,4 +80,3 @@ describe('shipped bundles, run the way the GitHub runner runs them', () => {
     }
   });
 });
-

@@ -104,9 +104,11 @@ describe('streaming encryption', () => {
     let maxBuffered = 0;
     const slow = new Writable({ highWaterMark: 64 * 1024, write: (c, _e, cb) => (received.push(Buffer.from(c)), setImmediate(cb)) });
     const writer = encryptingWriter(slow, [recipient]);
-    const source = Readable.from((function* () {
-      for (let i = 0; i < data.length; i += 256 * 1024) yield data.subarray(i, i + 256 * 1024);
-    })());
+    const source = Readable.from(
+      (function* () {
+        for (let i = 0; i < data.length; i += 256 * 1024) yield data.subarray(i, i + 256 * 1024);
+      })(),
+    );
     const watch = setInterval(() => (maxBuffered = Math.max(maxBuffered, writer.stream.writableLength)), 1);
     await pipeline(source, writer.stream);
     const plain = await writer.done();

@@ -90,7 +90,10 @@ describe('catalog', () => {
     await catalog.appendLog('production', 'history.ndjson', { action: 'deploy', to: 'v2' });
     const path = join(catalog.envDir('production'), 'history.ndjson');
     writeFileSync(path, readFileSync(path, 'utf8') + '{"action":"depl');
-    expect(await catalog.readLog('production', 'history.ndjson')).toEqual([{ action: 'deploy', to: 'v1' }, { action: 'deploy', to: 'v2' }]);
+    expect(await catalog.readLog('production', 'history.ndjson')).toEqual([
+      { action: 'deploy', to: 'v1' },
+      { action: 'deploy', to: 'v2' },
+    ]);
   });
 });
 

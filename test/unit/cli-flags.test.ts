@@ -30,7 +30,7 @@ describe('CLI papercuts', () => {
     return { out, io };
   };
 
-  it('lifeline help COMMAND shows that command\'s help, as COMMAND --help does', async () => {
+  it("lifeline help COMMAND shows that command's help, as COMMAND --help does", async () => {
     const a = capture();
     const b = capture();
     expect(await runCli(COMMANDS, ['help', 'manifest', 'keygen'], a.io)).toBe(0);

@@ -52,7 +52,10 @@ function calls(): string[][] {
     }
   })();
   writeFileSync(log, '');
-  return text.split('\n').filter(Boolean).map((line) => line.split('\x1f').slice(0, -1));
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => line.split('\x1f').slice(0, -1));
 }
 
 describe('every Compose command, as Compose v2 argv', () => {
@@ -123,10 +126,13 @@ describe('every Compose command, as Compose v2 argv', () => {
     // The service lookup runs the docker CLI from PATH, as on an operator's host.
     process.env.PATH = baseEnv.PATH;
     try {
-      const probe = migrationHeadProbe(() => composeRunner({ command: 'docker compose', files, projectName: 'shop', services: {} as never, healthTimeoutSeconds: 60, settleSeconds: 0, requireOwnedHealth: false }, 'db'), {
-        url: 'postgres://app:hunter2-secret@127.0.0.1:5432/shop',
-        migrationHeadQuery: 'SELECT version_num FROM alembic_version',
-      });
+      const probe = migrationHeadProbe(
+        () => composeRunner({ command: 'docker compose', files, projectName: 'shop', services: {} as never, healthTimeoutSeconds: 60, settleSeconds: 0, requireOwnedHealth: false }, 'db'),
+        {
+          url: 'postgres://app:hunter2-secret@127.0.0.1:5432/shop',
+          migrationHeadQuery: 'SELECT version_num FROM alembic_version',
+        },
+      );
       // The stand-in psql prints nothing: the probe fails, after the calls it made are recorded.
       await probe.migrationHead().catch(() => undefined);
     } finally {
@@ -134,7 +140,17 @@ describe('every Compose command, as Compose v2 argv', () => {
     }
     const made = calls();
     // Found by Compose's labels on the engine (no Compose start-up), then used by id.
-    expect(made[0]).toEqual(['ps', '-q', '--no-trunc', '--filter', 'label=com.docker.compose.project=shop', '--filter', 'label=com.docker.compose.service=db', '--filter', 'label=com.docker.compose.oneoff=False']);
+    expect(made[0]).toEqual([
+      'ps',
+      '-q',
+      '--no-trunc',
+      '--filter',
+      'label=com.docker.compose.project=shop',
+      '--filter',
+      'label=com.docker.compose.service=db',
+      '--filter',
+      'label=com.docker.compose.oneoff=False',
+    ]);
     expect(made).toHaveLength(2);
     expect(made[1]!.slice(0, 2)).toEqual(['exec', '-i']);
     expect(made[1]).toContain(DB_ID);
@@ -147,7 +163,9 @@ describe('every Compose command, as Compose v2 argv', () => {
     // A service the labels do not find goes to Compose, whose answer makes the error message.
     process.env.PATH = baseEnv.PATH;
     try {
-      await expect(composeRunner({ command: 'docker compose', files, projectName: 'shop', services: {} as never, healthTimeoutSeconds: 60, settleSeconds: 0, requireOwnedHealth: false }, 'cache')).rejects.toThrow(/Compose service cache has no container in project shop/);
+      await expect(
+        composeRunner({ command: 'docker compose', files, projectName: 'shop', services: {} as never, healthTimeoutSeconds: 60, settleSeconds: 0, requireOwnedHealth: false }, 'cache'),
+      ).rejects.toThrow(/Compose service cache has no container in project shop/);
     } finally {
       process.env.PATH = savedPath;
     }

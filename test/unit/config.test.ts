@@ -86,7 +86,11 @@ describe('settings precedence: flags > environment variables > file', () => {
     // An environment that names none takes DATABASE_URL.
     const unnamed = resolveFromConfig({ path: undefined, config: parseConfig('version: 1\nenvironments: {}\n') }, {}, { env: { DATABASE_URL: 'postgres://a:b@env:5432/x' }, cwd: '/' });
     expect(unnamed.postgres).toMatchObject({ url: 'postgres://a:b@env:5432/x', urlSource: 'DATABASE_URL' });
-    const fromFlag = resolveFromConfig(loaded, { env: 'production', databaseUrl: 'postgres://a:b@flag:5432/x', store: '/flag/store' }, { env: { ...env, DATABASE_URL: 'postgres://a:b@env:5432/x' }, cwd: '/' });
+    const fromFlag = resolveFromConfig(
+      loaded,
+      { env: 'production', databaseUrl: 'postgres://a:b@flag:5432/x', store: '/flag/store' },
+      { env: { ...env, DATABASE_URL: 'postgres://a:b@env:5432/x' }, cwd: '/' },
+    );
     expect(fromFlag.postgres.url).toContain('@flag:5432');
     expect(fromFlag.store).toBe('/flag/store');
   });
@@ -137,7 +141,10 @@ describe('lifeline config check', () => {
     const dir = tempDir();
     dirs.push(dir.cleanup);
     const path = join(dir.path, 'lifeline.yml');
-    writeFileSync(path, 'version: 1\nenvironments:\n  production:\n    rpo: 15m\n    backup: { every: 1h }\n    drill: { maxAge: 7d, every: 7d }\n  staging:\n    rpo: 2h\n    backup: { every: 1h }\n');
+    writeFileSync(
+      path,
+      'version: 1\nenvironments:\n  production:\n    rpo: 15m\n    backup: { every: 1h }\n    drill: { maxAge: 7d, every: 7d }\n  staging:\n    rpo: 2h\n    backup: { every: 1h }\n',
+    );
     const run = await lifeline(['config', 'check', '--config', path, '--json']);
     expect(run.code, run.stderr).toBe(0);
     const warnings = JSON.parse(run.stdout).warnings as string[];

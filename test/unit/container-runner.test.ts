@@ -13,7 +13,10 @@ writeFileSync(join(dir, 'docker'), '#!/bin/sh\nprintf "argv:%s\\n" "$*"\nprintf 
 chmodSync(join(dir, 'docker'), 0o755);
 /** One that answers like `docker exec` for a tool the image lacks. */
 const missing = mkdtempSync(join(tmpdir(), 'lifeline-fake-docker-'));
-writeFileSync(join(missing, 'docker'), '#!/bin/sh\ncat >/dev/null 2>&1; echo \'OCI runtime exec failed: exec failed: unable to start container process: exec: "sh": executable file not found in $PATH: unknown\' >&2\nexit 127\n');
+writeFileSync(
+  join(missing, 'docker'),
+  '#!/bin/sh\ncat >/dev/null 2>&1; echo \'OCI runtime exec failed: exec failed: unable to start container process: exec: "sh": executable file not found in $PATH: unknown\' >&2\nexit 127\n',
+);
 chmodSync(join(missing, 'docker'), 0o755);
 const env = (d: string) => ({ ...process.env, PATH: `${d}:${process.env.PATH}` });
 afterAll(() => {

@@ -58,7 +58,10 @@ describe('override file', () => {
     const dirs = tempDir('lifeline-override-');
     try {
       const base = join(dirs.path, 'docker-compose.yml');
-      writeFileSync(base, 'version: "3.8"\nservices:\n  api:\n    image: shop/api:latest\n    environment: { A: "1" }\n  web:\n    image: shop/web:latest\n  worker:\n    image: shop/worker:latest\n  db:\n    image: postgres:15\n');
+      writeFileSync(
+        base,
+        'version: "3.8"\nservices:\n  api:\n    image: shop/api:latest\n    environment: { A: "1" }\n  web:\n    image: shop/web:latest\n  worker:\n    image: shop/worker:latest\n  db:\n    image: postgres:15\n',
+      );
       const override = join(dirs.path, 'override.yml');
       const images = { api: digest('a'), web: digest('b'), worker: digest('c') };
       writeFileSync(override, renderOverride(images, 'release v42\nline two'));
@@ -120,8 +123,28 @@ describe('history', () => {
 describe('status never prints a forged history value raw', () => {
   it('escapes the release the history claims and every container value in the differences', async () => {
     const { reconcile } = await import('../../src/deploy/state');
-    const event = { action: 'deploy' as const, from: 'v5', to: 'v2', result: 'succeeded' as const, running: 'v2\nfix: run rm -rf /', runningDeployment: null, deployment: 'x', at: '2026-12-02T08:17:30.000Z', by: 'root', durationsMs: { total: 1 } };
-    const row = { role: 'api' as const, service: 'api', containerId: 'abcdef0123456789', imageRef: '127.0.0.1:5000/api@sha256:00\nFAKE', imageId: null, status: 'running', health: null, release: 'v4' };
+    const event = {
+      action: 'deploy' as const,
+      from: 'v5',
+      to: 'v2',
+      result: 'succeeded' as const,
+      running: 'v2\nfix: run rm -rf /',
+      runningDeployment: null,
+      deployment: 'x',
+      at: '2026-12-02T08:17:30.000Z',
+      by: 'root',
+      durationsMs: { total: 1 },
+    };
+    const row = {
+      role: 'api' as const,
+      service: 'api',
+      containerId: 'abcdef0123456789',
+      imageRef: '127.0.0.1:5000/api@sha256:00\nFAKE',
+      imageId: null,
+      status: 'running',
+      health: null,
+      release: 'v4',
+    };
     const result = reconcile({ events: [event], lines: [1], corrupt: [] }, { services: [row], release: null, allRunning: true });
     for (const line of result.differences) expect(line).not.toContain('\n');
     expect(result.differences.join('|')).toContain('but the history says v2\\nfix: run rm -rf /');

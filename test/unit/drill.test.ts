@@ -141,8 +141,19 @@ describe('report rendering', () => {
   });
 
   it('draws RTO and RPO readably: units that suit the values, a far target named instead of flattening the bars, failed drills marked', () => {
-    const old = drill({ id: 'd0', createdAt: '2026-12-01T03:17:00.000Z', passed: false, rto: { seconds: 6.9, targetSeconds: 3600, met: true, phases: {} }, rpo: { seconds: 5400, targetSeconds: 3600, met: false, detail: null } });
-    const now = drill({ id: 'd1', createdAt: '2026-12-02T03:17:00.000Z', rto: { seconds: 12.4, targetSeconds: 3600, met: true, phases: {} }, rpo: { seconds: 1200, targetSeconds: 3600, met: true, detail: null } });
+    const old = drill({
+      id: 'd0',
+      createdAt: '2026-12-01T03:17:00.000Z',
+      passed: false,
+      rto: { seconds: 6.9, targetSeconds: 3600, met: true, phases: {} },
+      rpo: { seconds: 5400, targetSeconds: 3600, met: false, detail: null },
+    });
+    const now = drill({
+      id: 'd1',
+      createdAt: '2026-12-02T03:17:00.000Z',
+      rto: { seconds: 12.4, targetSeconds: 3600, met: true, phases: {} },
+      rpo: { seconds: 1200, targetSeconds: 3600, met: true, detail: null },
+    });
     const markdown = renderDrillMarkdown(now, [old]);
     const charts = markdown.split('```mermaid').slice(1);
     expect(charts).toHaveLength(2);

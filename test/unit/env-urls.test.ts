@@ -26,7 +26,8 @@ const env = {
   STAGING_DATABASE_URL: 'postgres://app:staging-secret@db.internal:5432/shop_staging',
   STAGING_REDIS_URL: 'redis://:staging-redis@cache.internal:6379/1',
 };
-const resolve = (name: string, vars: Record<string, string | undefined> = env, flags: { databaseUrl?: string; redisUrl?: string } = {}) => resolveFromConfig(loaded, { env: name, ...flags }, { env: vars, cwd: '/' });
+const resolve = (name: string, vars: Record<string, string | undefined> = env, flags: { databaseUrl?: string; redisUrl?: string } = {}) =>
+  resolveFromConfig(loaded, { env: name, ...flags }, { env: vars, cwd: '/' });
 
 describe('each environment reaches the servers its config names (issue 16 item 8)', () => {
   it('staging takes its own variables for PostgreSQL and Redis even with DATABASE_URL and REDIS_URL set', () => {
@@ -37,7 +38,7 @@ describe('each environment reaches the servers its config names (issue 16 item 8
     expect(staging.secrets).not.toContain('prod-secret');
   });
 
-  it('an unset named variable leaves the URL unset instead of borrowing production\'s', () => {
+  it("an unset named variable leaves the URL unset instead of borrowing production's", () => {
     const staging = resolve('staging', { DATABASE_URL: env.DATABASE_URL, REDIS_URL: env.REDIS_URL });
     expect(staging.postgres.url).toBeUndefined();
     expect(staging.redis?.url).toBeUndefined();
@@ -53,7 +54,11 @@ describe('each environment reaches the servers its config names (issue 16 item 8
   it('warns only when two environments reach the same server and database', () => {
     const all = ['production', 'staging', 'scratch'].map((name) => resolve(name));
     // scratch names no variable, so DATABASE_URL (production's database) applies to it.
-    expect(sharedDatabaseWarnings(all)).toEqual([expect.stringContaining('production (URL from DATABASE_URL (environments.production.postgres.urlEnv)) and scratch (URL from DATABASE_URL) resolve to the same PostgreSQL server and database (db.internal:5432/shop)')]);
+    expect(sharedDatabaseWarnings(all)).toEqual([
+      expect.stringContaining(
+        'production (URL from DATABASE_URL (environments.production.postgres.urlEnv)) and scratch (URL from DATABASE_URL) resolve to the same PostgreSQL server and database (db.internal:5432/shop)',
+      ),
+    ]);
     expect(sharedDatabaseWarnings(all.slice(0, 2))).toEqual([]);
     // Same server, same database under another name of the port's default: still one database.
     const same = resolve('staging', { ...env, STAGING_DATABASE_URL: 'postgres://other:pw@DB.INTERNAL/shop' });

@@ -36,7 +36,8 @@ function report(overrides: Partial<DrillReport> = {}): DrillReport {
   };
 }
 const entry = (r: DrillReport) => ({ id: r.id, metadata: r });
-const backup = (id: string, createdAt: string, verified?: boolean) => ({ id, createdAt, ...(verified === undefined ? {} : { verified: { at: createdAt, ok: verified, checks: [] } }) }) as unknown as BackupMetadata;
+const backup = (id: string, createdAt: string, verified?: boolean) =>
+  ({ id, createdAt, ...(verified === undefined ? {} : { verified: { at: createdAt, ok: verified, checks: [] } }) }) as unknown as BackupMetadata;
 const good: NewestDrillEvidence = { integrity: { ok: true, detail: '3 file(s) match' }, signature: { ok: true, detail: 'signed by key abc' }, backup: { ok: true, detail: 'b1: 3 file(s) match' } };
 const base: Omit<GateInputs, 'drills' | 'backups'> = { environment: 'production', maxDrillAgeSeconds: 7 * 86400, rpoSeconds: 4 * 3600, rtoSeconds: 600, now: NOW, evidence: good };
 
@@ -74,7 +75,13 @@ describe('release gate', () => {
   });
 
   it('never takes a future-dated report as the newest drill: it fails its own check and the newer failed drill still counts', () => {
-    const failed = report({ id: 'd-real', createdAt: hoursAgo(0.5), passed: false, failures: ['checksums: postgres.dump differs'], checks: [{ step: 'verify-backup', name: 'checksums', status: 'fail', detail: 'postgres.dump differs' }] });
+    const failed = report({
+      id: 'd-real',
+      createdAt: hoursAgo(0.5),
+      passed: false,
+      failures: ['checksums: postgres.dump differs'],
+      checks: [{ step: 'verify-backup', name: 'checksums', status: 'fail', detail: 'postgres.dump differs' }],
+    });
     const future = report({ id: 'd-future', createdAt: new Date(NOW.getTime() + 30 * 86400_000).toISOString() });
     expect(chooseNewestDrill([entry(future), entry(failed)], 'production', NOW)?.id).toBe('d-real');
     const result = evaluateGate({ ...base, drills: [entry(future), entry(failed)], backups: [backup('b1', hoursAgo(2), true)] });
@@ -107,7 +114,9 @@ describe('release gate', () => {
       'production has no verified backup: run lifeline verify latest --env production or lifeline drill --env production',
     ]);
     expect(run({ ...good, signature: { ok: false, detail: 'it is not signed' } }).reasons[0]).toBe("the newest drill's report d1 fails signature verification: it is not signed");
-    expect(run({ ...good, backup: { ok: false, detail: 'backup b1 is no longer in the catalog (deleted or pruned): run a new drill' } }).reasons[0]).toMatch(/the backup the newest drill d1 restored cannot be relied on: backup b1 is no longer in the catalog/);
+    expect(run({ ...good, backup: { ok: false, detail: 'backup b1 is no longer in the catalog (deleted or pruned): run a new drill' } }).reasons[0]).toMatch(
+      /the backup the newest drill d1 restored cannot be relied on: backup b1 is no longer in the catalog/,
+    );
     // No evidence at all is not a pass.
     expect(evaluateGate({ ...base, evidence: undefined, drills: [entry(report())], backups: [backup('b1', hoursAgo(2), true)] }).passed).toBe(false);
   });
@@ -153,7 +162,18 @@ describe('what retention protects', () => {
 });
 
 describe('the deploy history in the gate', () => {
-  const event = (result: 'started' | 'succeeded' | 'failed', running: string | null) => ({ action: 'deploy' as const, from: 'v1', to: 'v2', result, running, runningDeployment: null, deployment: null, at: hoursAgo(1), by: 'ci', durationsMs: {} });
+  const event = (result: 'started' | 'succeeded' | 'failed', running: string | null) => ({
+    action: 'deploy' as const,
+    from: 'v1',
+    to: 'v2',
+    result,
+    running,
+    runningDeployment: null,
+    deployment: null,
+    at: hoursAgo(1),
+    by: 'ci',
+    durationsMs: {},
+  });
   const history = (events: ReturnType<typeof event>[], corrupt: number[] = []) => ({ events, lines: events.map((_, i) => i + 1), corrupt: corrupt.map((line) => ({ line, excerpt: '{"torn' })) });
 
   it('reads what runs from the last event, and calls a killed, unknown-ending or torn history unknown', () => {
@@ -180,8 +200,30 @@ describe('the deploy history in the gate', () => {
 
 describe('the gate and deploy agree on an unfinished history', () => {
   it('a refused deploy recorded after a killed one does not hide the killed one', () => {
-    const killed = { action: 'deploy' as const, from: 'v1', to: 'v2', result: 'started' as const, running: null, runningDeployment: null, deployment: 'd2', at: hoursAgo(2), by: 'ci', durationsMs: {} };
-    const refused = { action: 'deploy' as const, from: 'v1', to: 'v3', result: 'refused' as const, running: 'v1', runningDeployment: null, deployment: null, at: hoursAgo(1), by: 'ci', durationsMs: {} };
+    const killed = {
+      action: 'deploy' as const,
+      from: 'v1',
+      to: 'v2',
+      result: 'started' as const,
+      running: null,
+      runningDeployment: null,
+      deployment: 'd2',
+      at: hoursAgo(2),
+      by: 'ci',
+      durationsMs: {},
+    };
+    const refused = {
+      action: 'deploy' as const,
+      from: 'v1',
+      to: 'v3',
+      result: 'refused' as const,
+      running: 'v1',
+      runningDeployment: null,
+      deployment: null,
+      at: hoursAgo(1),
+      by: 'ci',
+      durationsMs: {},
+    };
     const history = { events: [killed, refused], lines: [1, 2], corrupt: [] };
     expect(recordedRunning(history)).toMatchObject({ state: 'unknown', detail: expect.stringMatching(/deploy of "v2" started .* never finished/) });
   });

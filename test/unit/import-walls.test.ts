@@ -64,14 +64,24 @@ const WALLS: Wall[] = [
   { name: 'commands/ does not import actions/ (the artifact store comes through the command context)', crosses: (e) => inRoom(e.from, 'commands') && inRoom(e.to, 'actions') },
   { name: 'preflight/ does not import commands/ (not even types)', crosses: (e) => inRoom(e.from, 'preflight') && inRoom(e.to, 'commands') },
   { name: 'postgres/ and redis/ do not import each other', crosses: (e) => (inRoom(e.from, 'postgres') && inRoom(e.to, 'redis')) || (inRoom(e.from, 'redis') && inRoom(e.to, 'postgres')) },
-  { name: 'engine code (postgres/, redis/) knows nothing of entries or of the rooms above it', crosses: (e) => ENGINE_ROOMS.some((r) => inRoom(e.from, r)) && ABOVE_ENGINES.some((r) => inRoom(e.to, r)) },
+  {
+    name: 'engine code (postgres/, redis/) knows nothing of entries or of the rooms above it',
+    crosses: (e) => ENGINE_ROOMS.some((r) => inRoom(e.from, r)) && ABOVE_ENGINES.some((r) => inRoom(e.to, r)),
+  },
   { name: 'only runner/ spawns processes (node:child_process)', crosses: (e) => !inRoom(e.from, 'runner') && /^(node:)?child_process$/.test(e.to) },
   {
     name: 'engine code that writes into a staged entry writes through the catalog (no fs writes beside a catalog import)',
-    crosses: (e) => ENGINE_ROOMS.some((r) => inRoom(e.from, r)) && /^(node:)?fs(\/promises)?$/.test(e.to) && e.names.some((n) => FS_WRITES.includes(n)) && edges.some((o) => o.from === e.from && inRoom(o.to, 'catalog')),
+    crosses: (e) =>
+      ENGINE_ROOMS.some((r) => inRoom(e.from, r)) &&
+      /^(node:)?fs(\/promises)?$/.test(e.to) &&
+      e.names.some((n) => FS_WRITES.includes(n)) &&
+      edges.some((o) => o.from === e.from && inRoom(o.to, 'catalog')),
   },
-  { name: 'settings/ does not import postgres/ (or any domain room)', crosses: (e) => inRoom(e.from, 'settings') && [...ENGINE_ROOMS, ...ABOVE_ENGINES, 'runner', 'catalog'].some((r) => inRoom(e.to, r)) },
-  { name: 'backup/ does not import drill/ (retention is handed the gate\'s judgement)', crosses: (e) => inRoom(e.from, 'backup') && inRoom(e.to, 'drill') },
+  {
+    name: 'settings/ does not import postgres/ (or any domain room)',
+    crosses: (e) => inRoom(e.from, 'settings') && [...ENGINE_ROOMS, ...ABOVE_ENGINES, 'runner', 'catalog'].some((r) => inRoom(e.to, r)),
+  },
+  { name: "backup/ does not import drill/ (retention is handed the gate's judgement)", crosses: (e) => inRoom(e.from, 'backup') && inRoom(e.to, 'drill') },
   { name: 'no product code imports test or bench support, and src/sample/ and src/tar.ts are gone', crosses: (e) => /^(test|bench)\//.test(e.to) || e.to === 'src/tar' || inRoom(e.to, 'sample') },
 ];
 

@@ -116,7 +116,7 @@ describe('who owns a listening socket (real sockets, real /proc)', () => {
     }
   });
 
-  it('accepts docker-proxy only when it forwards to the container\'s address', async () => {
+  it("accepts docker-proxy only when it forwards to the container's address", async () => {
     const dir = mkdtempSync(join(tmpdir(), 'lifeline-proxy-'));
     dirs.push(dir);
     const program = join(dir, 'docker-proxy');
@@ -174,7 +174,7 @@ describe('who owns a listening socket (real sockets, real /proc)', () => {
     expect(engineOnThisHost({ DOCKER_CONTEXT: 'prod' })).toBe(false);
   });
 
-  it('an unprivileged Lifeline that cannot read a root process\'s fds says so instead of passing', async () => {
+  it("an unprivileged Lifeline that cannot read a root process's fds says so instead of passing", async () => {
     if (process.getuid?.() !== 0) return;
     const port = await freePort();
     const child = await listenInChild(port);
@@ -197,15 +197,29 @@ describe('who owns a listening socket (real sockets, real /proc)', () => {
 describe('what a proof means for a deploy', () => {
   const url = 'http://127.0.0.1:3000/health';
   it('fails on a stranger with its pid, port and the fix; passes on the container; warns or fails when it cannot tell', () => {
-    const other = judgeProof('web', url, { status: 'other', port: 3000, strangers: [{ pid: 4242, command: 'python3 -m http.server 3000' }], detail: 'port 3000 is held by pid 4242 (python3 -m http.server 3000), which is not a process of the container 1a2b3c4d5e6f' }, false);
+    const other = judgeProof(
+      'web',
+      url,
+      {
+        status: 'other',
+        port: 3000,
+        strangers: [{ pid: 4242, command: 'python3 -m http.server 3000' }],
+        detail: 'port 3000 is held by pid 4242 (python3 -m http.server 3000), which is not a process of the container 1a2b3c4d5e6f',
+      },
+      false,
+    );
     expect(other.failed?.reason).toContain("is not answered by web's new container: port 3000 is held by pid 4242 (python3 -m http.server 3000)");
     expect(other.failed?.fix).toContain('kill 4242');
     expect(other.failed?.fix).toContain("ss -ltnp 'sport = :3000'");
-    expect(judgeProof('web', url, { status: 'owned', port: 3000, owners: [], detail: 'answered on port 3000 by pid 7 (node server.js) in container 1a2b3c4d5e6f' }, true)).toEqual({ info: `web: ${url} answered on port 3000 by pid 7 (node server.js) in container 1a2b3c4d5e6f` });
+    expect(judgeProof('web', url, { status: 'owned', port: 3000, owners: [], detail: 'answered on port 3000 by pid 7 (node server.js) in container 1a2b3c4d5e6f' }, true)).toEqual({
+      info: `web: ${url} answered on port 3000 by pid 7 (node server.js) in container 1a2b3c4d5e6f`,
+    });
     const unknown = { status: 'unknown' as const, port: 3000, reason: 'no process visible here holds it' };
     const warned = judgeProof('web', url, unknown, false);
     expect(warned.failed).toBeUndefined();
-    expect(warned.warning).toBe(`web: the answering process could not be tied to the container (${url}: no process visible here holds it); its 2xx was accepted (set compose.requireOwnedHealth: true to refuse such answers)`);
+    expect(warned.warning).toBe(
+      `web: the answering process could not be tied to the container (${url}: no process visible here holds it); its 2xx was accepted (set compose.requireOwnedHealth: true to refuse such answers)`,
+    );
     const strict = judgeProof('web', url, unknown, true);
     expect(strict.failed?.reason).toContain('compose.requireOwnedHealth is true');
     expect(strict.warning).toBeUndefined();

@@ -68,7 +68,9 @@ describe('point-in-time target input (issue 16 item 9)', () => {
     const store = mkdtempSync(join(tmpdir(), 'lifeline-pitr-input-'));
     try {
       const clustersBefore = readdirSync(tmpdir()).filter((n) => n.startsWith('lifeline-pitr-') && !n.startsWith('lifeline-pitr-input-'));
-      const run = await lifeline(['drill', '--pitr', '2026-02-30T10:00:00+00', '--store', store, '--json'], { env: { DATABASE_URL: undefined, LIFELINE_CONFIG: undefined, LIFELINE_STORE: undefined } });
+      const run = await lifeline(['drill', '--pitr', '2026-02-30T10:00:00+00', '--store', store, '--json'], {
+        env: { DATABASE_URL: undefined, LIFELINE_CONFIG: undefined, LIFELINE_STORE: undefined },
+      });
       expect(run.code).toBe(2);
       const { error } = JSON.parse(run.stdout);
       expect(error).toMatchObject({ code: 'BAD_PITR_TIME' });

@@ -46,7 +46,10 @@ describe('compareVersions', () => {
 
 describe('Compose source locations', () => {
   it('points at the anchor that a service merges a key from, and at list items by value', () => {
-    const file = write('anchors.yml', 'x-app: &app\n  network_mode: host\n  restart: always\nservices:\n  api:\n    <<: *app\n    image: api:1\n    ports:\n      - "8000:8000"\n      - "5432:5432"\n');
+    const file = write(
+      'anchors.yml',
+      'x-app: &app\n  network_mode: host\n  restart: always\nservices:\n  api:\n    <<: *app\n    image: api:1\n    ports:\n      - "8000:8000"\n      - "5432:5432"\n',
+    );
     const sources = ComposeSources.load([file]);
     expect(sources.locate(['services', 'api', 'network_mode'])).toEqual({ file, line: 2 });
     expect(sources.locate(['services', 'api', 'image'])).toEqual({ file, line: 7 });
@@ -63,7 +66,10 @@ describe('Compose source locations', () => {
   });
 
   it('accepts ${VAR} references for secret-looking names and flags literals only', () => {
-    const file = write('secrets.yml', 'services:\n  api:\n    environment:\n      - DB_PASSWORD=${DB_PASSWORD}\n      - API_TOKEN=literal-token\n      - EMPTY_SECRET=\n      - LOG_LEVEL=debug\n      - REDIS_PASSWORD=${REDIS_PASSWORD:-fallback-literal}\n');
+    const file = write(
+      'secrets.yml',
+      'services:\n  api:\n    environment:\n      - DB_PASSWORD=${DB_PASSWORD}\n      - API_TOKEN=literal-token\n      - EMPTY_SECRET=\n      - LOG_LEVEL=debug\n      - REDIS_PASSWORD=${REDIS_PASSWORD:-fallback-literal}\n',
+    );
     const sources = ComposeSources.load([file]);
     const findings = checkComposeGates(sources.mergedModel(), sources, { production: true, cwd: dir }, { appServices: [], allowPrivileged: [], allowHostNetwork: [] });
     expect(findings.filter((f) => f.check === 'compose.inline-secret')).toEqual([
@@ -77,18 +83,42 @@ describe('Compose source locations', () => {
 describe('which service is the database or Redis', () => {
   const none = {};
   const postgres = [
-    'postgres:15', 'postgres', 'docker.io/library/postgres:16-alpine', 'postgres@sha256:' + 'a'.repeat(64), 'bitnami/postgresql:15',
-    'postgis/postgis:15-3.4', 'timescale/timescaledb:latest-pg15', 'timescale/timescaledb-ha:pg16', 'pgvector/pgvector:pg16', 'ankane/pgvector',
-    'supabase/postgres:15.1.0.147', 'cimg/postgres:15.4', 'registry.example.com:5000/team/postgres:15', 'ghcr.io/acme/pg15:1', 'POSTGRES:15',
+    'postgres:15',
+    'postgres',
+    'docker.io/library/postgres:16-alpine',
+    'postgres@sha256:' + 'a'.repeat(64),
+    'bitnami/postgresql:15',
+    'postgis/postgis:15-3.4',
+    'timescale/timescaledb:latest-pg15',
+    'timescale/timescaledb-ha:pg16',
+    'pgvector/pgvector:pg16',
+    'ankane/pgvector',
+    'supabase/postgres:15.1.0.147',
+    'cimg/postgres:15.4',
+    'registry.example.com:5000/team/postgres:15',
+    'ghcr.io/acme/pg15:1',
+    'POSTGRES:15',
   ];
   for (const image of postgres) it(`${image} is PostgreSQL`, () => expect(dataServiceRole('x', image, none)).toBe('postgres'));
   const redis = ['redis:7', 'bitnami/redis:7.2', 'valkey/valkey:8', 'eqalpha/keydb', 'docker.dragonflydb.io/dragonflydb/dragonfly', 'redis/redis-stack-server:latest'];
   for (const image of redis) it(`${image} is Redis`, () => expect(dataServiceRole('x', image, none)).toBe('redis'));
   // Companions named after the database hold none of its data: they are neither.
   const neither = [
-    'prometheuscommunity/postgres-exporter', 'wrouesnel/postgres_exporter', 'oliver006/redis_exporter', 'dpage/pgadmin4', 'edoburu/pgbouncer', 'bitnami/pgpool',
-    'postgrest/postgrest:v12', 'rediscommander/redis-commander', 'redis/redisinsight', 'bitnami/redis-sentinel', 'prodrigestivill/postgres-backup-local',
-    'nginx:1.27', 'myapp/api:1', 'pgadmin', undefined,
+    'prometheuscommunity/postgres-exporter',
+    'wrouesnel/postgres_exporter',
+    'oliver006/redis_exporter',
+    'dpage/pgadmin4',
+    'edoburu/pgbouncer',
+    'bitnami/pgpool',
+    'postgrest/postgrest:v12',
+    'rediscommander/redis-commander',
+    'redis/redisinsight',
+    'bitnami/redis-sentinel',
+    'prodrigestivill/postgres-backup-local',
+    'nginx:1.27',
+    'myapp/api:1',
+    'pgadmin',
+    undefined,
   ];
   for (const image of neither) it(`${image} is neither`, () => expect(dataServiceRole('x', image, none)).toBeUndefined());
   it('the service lifeline.yml names wins over the image', () => {
@@ -103,20 +133,32 @@ describe('Compose extends', () => {
 
   it('follows extends into another file (relative to the file naming it), recursively, and every gate sees the merged service', () => {
     write('ext/lib/root.yml', 'services:\n  root:\n    image: postgis/postgis:15-3.4\n    network_mode: host\n');
-    write('ext/lib/common.yml', 'services:\n  base:\n    extends: { file: root.yml, service: root }\n    env_file: common.env\n    environment: [DEBUG=True]\n    command: ["gunicorn", "--db", "postgres://shop:hunter2hunter2@127.0.0.1/shop"]\n');
+    write(
+      'ext/lib/common.yml',
+      'services:\n  base:\n    extends: { file: root.yml, service: root }\n    env_file: common.env\n    environment: [DEBUG=True]\n    command: ["gunicorn", "--db", "postgres://shop:hunter2hunter2@127.0.0.1/shop"]\n',
+    );
     write('ext/lib/common.env', 'APP_DEBUG=1\n');
     const main = write('ext/main.yml', 'services:\n  api:\n    extends:\n      file: lib/common.yml\n      service: base\n    restart: always\n');
     const sources = ComposeSources.load([main]);
     expect(sources.unresolvedExtends).toEqual([]);
-    expect(sources.extendedFiles.map((f) => [f.path, f.status])).toEqual([[join(dir, 'ext/lib/common.yml'), 'read'], [join(dir, 'ext/lib/root.yml'), 'read']]);
+    expect(sources.extendedFiles.map((f) => [f.path, f.status])).toEqual([
+      [join(dir, 'ext/lib/common.yml'), 'read'],
+      [join(dir, 'ext/lib/root.yml'), 'read'],
+    ]);
     const model = sources.mergedModel();
     expect(Object.keys(model.services)).toEqual(['api']);
-    expect(gates(sources).filter((f) => f.status === 'fail').map((f) => [f.check, f.file, f.line])).toEqual([
+    expect(
+      gates(sources)
+        .filter((f) => f.status === 'fail')
+        .map((f) => [f.check, f.file, f.line]),
+    ).toEqual([
       ['compose.host-network', 'ext/lib/root.yml', 4],
       ['compose.postgres-volume', 'ext/main.yml', 2], // the service itself, which has no volume
     ]);
     expect(checkComposeDebug(model, sources, { production: true, cwd: dir })).toEqual([expect.objectContaining({ status: 'fail', file: 'ext/lib/common.yml', line: 5 })]);
-    expect(checkCommandSecrets(sources, { production: true, cwd: dir })).toEqual([expect.objectContaining({ status: 'fail', file: 'ext/lib/common.yml', line: 6, message: expect.stringContaining('service api') })]);
+    expect(checkCommandSecrets(sources, { production: true, cwd: dir })).toEqual([
+      expect.objectContaining({ status: 'fail', file: 'ext/lib/common.yml', line: 6, message: expect.stringContaining('service api') }),
+    ]);
     const files = new FilesRead({ cwd: dir });
     const envFindings = checkEnvFiles(sources, { production: true, cwd: dir, files }, { projectDir: join(dir, 'ext') });
     expect(envFindings).toEqual(expect.arrayContaining([expect.objectContaining({ check: 'env.debug', status: 'fail', file: 'ext/lib/common.env', line: 1 })]));
@@ -133,7 +175,11 @@ describe('Compose extends', () => {
   const broken = [
     { name: 'a missing file', files: { 'ext/m1.yml': 'services:\n  api:\n    extends: { file: nowhere.yml, service: base }\n' }, reason: 'cannot be read' },
     { name: 'a missing service', files: { 'ext/m2.yml': 'services:\n  api:\n    extends: { file: lib/common.yml, service: nope }\n' }, reason: 'has no service nope' },
-    { name: 'a cycle across files', files: { 'ext/c1.yml': 'services:\n  api:\n    extends: { file: c2.yml, service: b }\n', 'ext/c2.yml': 'services:\n  b:\n    extends: { file: c1.yml, service: api }\n' }, reason: 'a cycle' },
+    {
+      name: 'a cycle across files',
+      files: { 'ext/c1.yml': 'services:\n  api:\n    extends: { file: c2.yml, service: b }\n', 'ext/c2.yml': 'services:\n  b:\n    extends: { file: c1.yml, service: api }\n' },
+      reason: 'a cycle',
+    },
     { name: 'a cycle in one file', files: { 'ext/c3.yml': 'services:\n  api:\n    extends: api\n' }, reason: 'a cycle' },
   ];
   for (const { name, files, reason } of broken) {
@@ -166,7 +212,17 @@ describe('passwords on command lines', () => {
     expect(kinds('/usr/bin/redis-cli -h r -a pw ping')).toEqual(['-a:literal']);
   });
   it('ignores lookalikes: password files, settings that only mention a password, flags, other -a', () => {
-    for (const line of ['app --password-file /run/secrets/pw', 'postgres -c password_encryption=scram-sha-256', 'redis-cli --no-auth-warning ping', 'cp -a src dst', 'wget -q -O- http://127.0.0.1:8000/health', 'app --token-ttl 60 --auth', 'app --password', 'app --password --verbose', 'app --password=']) {
+    for (const line of [
+      'app --password-file /run/secrets/pw',
+      'postgres -c password_encryption=scram-sha-256',
+      'redis-cli --no-auth-warning ping',
+      'cp -a src dst',
+      'wget -q -O- http://127.0.0.1:8000/health',
+      'app --token-ttl 60 --auth',
+      'app --password',
+      'app --password --verbose',
+      'app --password=',
+    ]) {
       expect(kinds(line), line).toEqual([]);
     }
   });
@@ -180,7 +236,10 @@ describe('passwords on command lines', () => {
 describe('nginx gates', () => {
   it('follows includes and reports the included file and line', () => {
     const main = write('nginx/main.conf', 'events {}\nhttp {\n  include sites/*.conf;\n}\n');
-    write('nginx/sites/shop.conf', 'server {\n  listen 443 ssl;\n  ssl_certificate a.crt;\n  ssl_certificate_key a.key;\n}\nserver {\n  listen 80;\n  rewrite ^ https://$host$request_uri permanent;\n}\n');
+    write(
+      'nginx/sites/shop.conf',
+      'server {\n  listen 443 ssl;\n  ssl_certificate a.crt;\n  ssl_certificate_key a.key;\n}\nserver {\n  listen 80;\n  rewrite ^ https://$host$request_uri permanent;\n}\n',
+    );
     const findings = nginxGates({ production: true, cwd: dir }, parseNginxConfig(main), 'nginx/main.conf');
     expect(findings.map((f) => [f.check, f.status, f.file, f.line])).toEqual([
       ['edge.tls', 'pass', 'nginx/sites/shop.conf', 2],

@@ -68,19 +68,57 @@ describe('progress numbers and rendering', () => {
   });
 
   it('renders a phase with done of total, percent and ETA, or bytes and rate without a total', () => {
-    expect(renderProgress({ phase: 'pg_dump', unit: 'bytes', done: 25_000_000, total: 100_000_000, estimated: true, elapsedMs: 5000 })).toBe('pg_dump: 25.0 MB of ~100.0 MB (25%) at 5.0 MB/s, ETA 15s');
+    expect(renderProgress({ phase: 'pg_dump', unit: 'bytes', done: 25_000_000, total: 100_000_000, estimated: true, elapsedMs: 5000 })).toBe(
+      'pg_dump: 25.0 MB of ~100.0 MB (25%) at 5.0 MB/s, ETA 15s',
+    );
     expect(renderProgress({ phase: 'pg_dump', unit: 'bytes', done: 12_300_000, elapsedMs: 3000 })).toBe('pg_dump: 12.3 MB at 4.1 MB/s');
     expect(renderProgress({ phase: 'restore', unit: 'count', noun: 'objects', done: 120, total: 450, elapsedMs: 60_000 })).toBe('restore: 120/450 objects (26%), ETA 2m45s');
     expect(renderProgress({ phase: 'restore', unit: 'count', noun: 'objects', done: 7, elapsedMs: 1000 })).toBe('restore: 7 objects');
-    expect(renderProgress({ phase: 'drill step 3/7: Restore the database', unit: 'count', noun: 'steps done', done: 2, total: 7, steps: true, elapsedMs: 9000 })).toBe('drill step 3/7: Restore the database: 2/7 steps done (28%)');
+    expect(renderProgress({ phase: 'drill step 3/7: Restore the database', unit: 'count', noun: 'steps done', done: 2, total: 7, steps: true, elapsedMs: 9000 })).toBe(
+      'drill step 3/7: Restore the database: 2/7 steps done (28%)',
+    );
   });
 });
 
 describe('restore progress from pg_restore --verbose', () => {
   it('counts one object per table-of-contents entry, serial and parallel (PostgreSQL 15 output), and never an error line', () => {
     // A 12-entry archive restored with --single-transaction, then with --jobs=2 (real output).
-    const serial = ['connecting to database for restore', 'creating TABLE "public.a"', 'creating COMMENT "public.TABLE a"', 'creating TABLE "public.b"', 'creating SEQUENCE "public.s"', 'creating VIEW "public.v"', 'processing data for table "public.a"', 'processing data for table "public.b"', 'executing SEQUENCE SET s', 'creating CONSTRAINT "public.a a_pkey"', 'creating INDEX "public.b_x_idx"', 'creating FK CONSTRAINT "public.b b_id_fkey"', 'creating ACL "public.TABLE a"'];
-    const parallel = ['processing item 3357 ENCODING ENCODING', 'processing item 214 TABLE a', 'creating TABLE "public.a"', 'processing item 3362 COMMENT TABLE a', 'creating COMMENT "public.TABLE a"', 'creating TABLE "public.b"', 'creating SEQUENCE "public.s"', 'creating VIEW "public.v"', 'entering main parallel loop', 'launching item 3352 TABLE DATA a', 'processing data for table "public.b"', 'processing data for table "public.a"', 'finished item 3353 TABLE DATA b', 'creating INDEX "public.b_x_idx"', 'executing SEQUENCE SET s', 'creating CONSTRAINT "public.a a_pkey"', 'creating FK CONSTRAINT "public.b b_id_fkey"', 'creating ACL "public.TABLE a"', 'finished main parallel loop'];
+    const serial = [
+      'connecting to database for restore',
+      'creating TABLE "public.a"',
+      'creating COMMENT "public.TABLE a"',
+      'creating TABLE "public.b"',
+      'creating SEQUENCE "public.s"',
+      'creating VIEW "public.v"',
+      'processing data for table "public.a"',
+      'processing data for table "public.b"',
+      'executing SEQUENCE SET s',
+      'creating CONSTRAINT "public.a a_pkey"',
+      'creating INDEX "public.b_x_idx"',
+      'creating FK CONSTRAINT "public.b b_id_fkey"',
+      'creating ACL "public.TABLE a"',
+    ];
+    const parallel = [
+      'processing item 3357 ENCODING ENCODING',
+      'processing item 214 TABLE a',
+      'creating TABLE "public.a"',
+      'processing item 3362 COMMENT TABLE a',
+      'creating COMMENT "public.TABLE a"',
+      'creating TABLE "public.b"',
+      'creating SEQUENCE "public.s"',
+      'creating VIEW "public.v"',
+      'entering main parallel loop',
+      'launching item 3352 TABLE DATA a',
+      'processing data for table "public.b"',
+      'processing data for table "public.a"',
+      'finished item 3353 TABLE DATA b',
+      'creating INDEX "public.b_x_idx"',
+      'executing SEQUENCE SET s',
+      'creating CONSTRAINT "public.a a_pkey"',
+      'creating FK CONSTRAINT "public.b b_id_fkey"',
+      'creating ACL "public.TABLE a"',
+      'finished main parallel loop',
+    ];
     const count = (lines: string[]) => lines.reduce((n, l) => n + restoredObjects(`pg_restore: ${l}`), 0);
     expect(count(serial)).toBe(12);
     expect(count(parallel)).toBe(12);
@@ -196,7 +234,11 @@ describe('progress on a terminal', () => {
     const term = fakeTerminal();
     const masker = new SecretMasker();
     masker.add('hunter22');
-    const line = new TerminalLine(term.write, () => 30, (t) => masker.mask(t));
+    const line = new TerminalLine(
+      term.write,
+      () => 30,
+      (t) => masker.mask(t),
+    );
     line.show('fetch postgres://u:hunter22@db/x: 1.0 MB of 9.0 MB');
     const shown = term.screen().current;
     expect(shown.length).toBeLessThanOrEqual(29);
@@ -241,7 +283,13 @@ describe('progress through the CLI', () => {
   };
   const run = async (argv: string[], interactive: boolean) => {
     const out = { stdout: '', stderr: '' };
-    const code = await runCli([fake], argv, { stdout: (t) => void (out.stdout += t), stderr: (t) => void (out.stderr += t), env: { LIFELINE_PROGRESS_INTERVAL_MS: '0' }, cwd: process.cwd(), interactive });
+    const code = await runCli([fake], argv, {
+      stdout: (t) => void (out.stdout += t),
+      stderr: (t) => void (out.stderr += t),
+      env: { LIFELINE_PROGRESS_INTERVAL_MS: '0' },
+      cwd: process.cwd(),
+      interactive,
+    });
     return { code, ...out };
   };
 
@@ -274,7 +322,10 @@ describe('backup size estimate', () => {
     try {
       const entry = (id: string, metadata: Record<string, unknown>) => {
         mkdirSync(join(store, 'default', 'backups', id), { recursive: true });
-        writeFileSync(join(store, 'default', 'backups', id, 'backup.json'), JSON.stringify({ schemaVersion: 1, label: 'manual', database: 'shop', compression: { method: 'gzip', level: 1 }, ...metadata }));
+        writeFileSync(
+          join(store, 'default', 'backups', id, 'backup.json'),
+          JSON.stringify({ schemaVersion: 1, label: 'manual', database: 'shop', compression: { method: 'gzip', level: 1 }, ...metadata }),
+        );
       };
       const file = (bytes: unknown, extra: Record<string, unknown> = {}) => ({ postgres: { name: 'postgres.dump', sha256: 'a'.repeat(64), bytes, ...extra } });
       entry('20260101T000000000Z-aaaaaa', { createdAt: '2026-01-01T00:00:00Z', files: file(5000) });
@@ -289,7 +340,10 @@ describe('backup size estimate', () => {
       const gzip = await estimateBackupBytes({ catalog, environment: 'default', conn, runner: new LocalRunner(), compression: { method: 'gzip', level: 1 }, logger });
       expect(gzip).toEqual({ bytes: 5000, source: 'the size of backup 20260101T000000000Z-aaaaaa' });
       // An encrypted entry: the plaintext size (what pg_dump writes), not the age file's.
-      entry('20260106T000000000Z-ffffff', { createdAt: '2026-01-06T00:00:00Z', files: file(6100, { encryption: { format: 'age', recipients: [], plaintextSha256: 'b'.repeat(64), plaintextBytes: 6000 } }) });
+      entry('20260106T000000000Z-ffffff', {
+        createdAt: '2026-01-06T00:00:00Z',
+        files: file(6100, { encryption: { format: 'age', recipients: [], plaintextSha256: 'b'.repeat(64), plaintextBytes: 6000 } }),
+      });
       expect((await estimateBackupBytes({ catalog, environment: 'default', conn, runner: new LocalRunner(), compression: { method: 'gzip', level: 1 }, logger }))?.bytes).toBe(6000);
       // Compression none with no server to ask (port 1): no estimate, no throw, nothing but debug output.
       const none = await estimateBackupBytes({ catalog, environment: 'empty', conn, runner: new LocalRunner(), compression: { method: 'none', level: null }, logger });

@@ -21,7 +21,19 @@ describe('database settings are re-applied as PostgreSQL stored them', () => {
 describe('child environments', () => {
   it('drop every inherited libpq variable, keep pgBackRest options and PGPASSFILE, and add exactly what the invocation sets', () => {
     const env = childEnvironment(
-      { PATH: '/bin', PGHOST: 'elsewhere', PGHOSTADDR: '10.0.0.1', PGSERVICE: 'prod', PGSERVICEFILE: '/x', PGOPTIONS: '-c x=1', PGTARGETSESSIONATTRS: 'standby', PGPASSWORD: 'old', pgport: '1', PGBACKREST_STANZA: 'main', PGPASSFILE: '/root/.pgpass' },
+      {
+        PATH: '/bin',
+        PGHOST: 'elsewhere',
+        PGHOSTADDR: '10.0.0.1',
+        PGSERVICE: 'prod',
+        PGSERVICEFILE: '/x',
+        PGOPTIONS: '-c x=1',
+        PGTARGETSESSIONATTRS: 'standby',
+        PGPASSWORD: 'old',
+        pgport: '1',
+        PGBACKREST_STANZA: 'main',
+        PGPASSFILE: '/root/.pgpass',
+      },
       { PGHOST: '127.0.0.1', PGDATABASE: 'shop', PGUSER: undefined },
     );
     expect(env).toEqual({ PATH: '/bin', PGBACKREST_STANZA: 'main', PGPASSFILE: '/root/.pgpass', PGHOST: '127.0.0.1', PGDATABASE: 'shop' });
@@ -40,9 +52,29 @@ describe('lock waits', () => {
   });
   it('name the holder: pid, user, application, since when, query, tables', () => {
     const text = describeHeldLocks([
-      { pid: 42, relation: 'public.orders', mode: 'AccessExclusiveLock', user: 'app', application: 'alembic', state: 'idle in transaction', since: '2026-01-01T00:00:00Z', query: 'ALTER TABLE orders\n  ADD COLUMN x int' },
-      { pid: 42, relation: 'public.payments', mode: 'AccessExclusiveLock', user: 'app', application: 'alembic', state: 'idle in transaction', since: '2026-01-01T00:00:00Z', query: 'ALTER TABLE orders\n  ADD COLUMN x int' },
+      {
+        pid: 42,
+        relation: 'public.orders',
+        mode: 'AccessExclusiveLock',
+        user: 'app',
+        application: 'alembic',
+        state: 'idle in transaction',
+        since: '2026-01-01T00:00:00Z',
+        query: 'ALTER TABLE orders\n  ADD COLUMN x int',
+      },
+      {
+        pid: 42,
+        relation: 'public.payments',
+        mode: 'AccessExclusiveLock',
+        user: 'app',
+        application: 'alembic',
+        state: 'idle in transaction',
+        since: '2026-01-01T00:00:00Z',
+        query: 'ALTER TABLE orders\n  ADD COLUMN x int',
+      },
     ]);
-    expect(text).toBe('pid 42 (user app, application alembic, idle in transaction since 2026-01-01T00:00:00Z, query: ALTER TABLE orders ADD COLUMN x int) holds AccessExclusiveLock on public.orders, public.payments');
+    expect(text).toBe(
+      'pid 42 (user app, application alembic, idle in transaction since 2026-01-01T00:00:00Z, query: ALTER TABLE orders ADD COLUMN x int) holds AccessExclusiveLock on public.orders, public.payments',
+    );
   });
 });

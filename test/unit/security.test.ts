@@ -101,7 +101,7 @@ describe('openEntryFile and checkSums confine every read to the entry', () => {
     expect(JSON.stringify(results.map((r) => r.actual))).not.toContain(outsideHash);
   });
 
-  it("fails a SHA256SUMS line for a name the metadata does not list, without reading it", async () => {
+  it('fails a SHA256SUMS line for a name the metadata does not list, without reading it', async () => {
     const dir = craftedEntry(`${sha('dump bytes')}  db.dump\n${sha('extra')}  extra.bin\n`, (d) => writeFileSync(join(d, 'extra.bin'), 'extra'));
     const results = await checkSums(dir, { listed: ['db.dump'] });
     expect(results.find((r) => r.file === 'db.dump')).toMatchObject({ ok: true });
@@ -139,7 +139,13 @@ describe('catalog files are private whatever the umask', () => {
       await exported.addText('orders.ndjson', '{}\n');
       await exported.commit({ schemaVersion: 1, id: 'e1', createdAt: new Date().toISOString() });
     });
-    for (const dir of [store, join(store, 'production'), join(store, 'production', 'backups'), join(store, 'production', 'backups', 'b1'), join(store, 'production', 'tenants', 'acme', 'exports', 'e1')]) {
+    for (const dir of [
+      store,
+      join(store, 'production'),
+      join(store, 'production', 'backups'),
+      join(store, 'production', 'backups', 'b1'),
+      join(store, 'production', 'tenants', 'acme', 'exports', 'e1'),
+    ]) {
       expect(mode(dir), dir).toBe(0o700);
     }
     for (const file of ['db.dump', 'redis.rdb', 'globals.sql', 'SHA256SUMS', 'backup.json']) expect(mode(join(store, 'production', 'backups', 'b1', file)), file).toBe(0o600);
@@ -193,7 +199,7 @@ describe('every form of a password is masked', () => {
       for (const secret of secrets) expect(masked, url).not.toContain(secret);
       expect(redactUrl(url)).toContain('***');
     }
-    expect(redactSecretsInText("host=db dbname=shop password=c0nninfo-pw user=app")).toBe('host=db dbname=shop password=*** user=app');
+    expect(redactSecretsInText('host=db dbname=shop password=c0nninfo-pw user=app')).toBe('host=db dbname=shop password=*** user=app');
     expect(redactSecretsInText('{"url":"postgres://a:j50n-pw@h/db"}')).toBe('{"url":"postgres://a:***@h/db"}');
     const masker = new SecretMasker();
     masker.add('registered-token');
@@ -225,7 +231,7 @@ describe('every form of a password is masked', () => {
       error = caught;
     }
     expect(isLifelineError(error) && error.exitCode).toBe(2);
-    expect((error as LifelineError).message).toContain("password has a malformed percent-escape");
+    expect((error as LifelineError).message).toContain('password has a malformed percent-escape');
     expect((error as LifelineError).message + (error as LifelineError).fix).not.toContain('zzword');
   });
 });
@@ -353,7 +359,12 @@ describe('credentials in hook URLs and application check variables', () => {
     const code = await runCli(COMMANDS, ['config', 'check', '--env', 'production', '--json'], {
       stdout: (t) => (stdout += t),
       stderr: (t) => (stderr += t),
-      env: { HOOK_AUTHORIZATION: 'Bearer hook-secret-42', LIFELINE_DEBUG: '1', DATABASE_URL: 'postgres://app@127.0.0.1:5432/shop?password=qu3ry-dbg-77&sslmode=disable', REDIS_URL: 'redis://:r3d%zz-dbg@127.0.0.1:6379/0' },
+      env: {
+        HOOK_AUTHORIZATION: 'Bearer hook-secret-42',
+        LIFELINE_DEBUG: '1',
+        DATABASE_URL: 'postgres://app@127.0.0.1:5432/shop?password=qu3ry-dbg-77&sslmode=disable',
+        REDIS_URL: 'redis://:r3d%zz-dbg@127.0.0.1:6379/0',
+      },
       cwd: dir,
       interactive: false,
     });

@@ -37,7 +37,14 @@ class FakeArtifactService implements ArtifactStore {
       expect(file.startsWith(rootDirectory)).toBe(true);
       copyFileSync(file, join(this.root, String(id), basename(file)));
     }
-    this.stored.push({ id, name, createdAt: new Date(Date.UTC(2026, 10, 21, 0, id)).toISOString(), workflowRunId: 1000 + id, retentionDays: options.retentionDays, files: files.map((f) => basename(f)) });
+    this.stored.push({
+      id,
+      name,
+      createdAt: new Date(Date.UTC(2026, 10, 21, 0, id)).toISOString(),
+      workflowRunId: 1000 + id,
+      retentionDays: options.retentionDays,
+      files: files.map((f) => basename(f)),
+    });
     return { id, size: 0 };
   }
 
@@ -57,7 +64,16 @@ class FakeArtifactService implements ArtifactStore {
 async function seed(store: string) {
   const catalog = new Catalog(store);
   await writeTestEntry(catalog, 'production', 'backups', '20261120T010000000Z-aaaaaa', 'backup.json', { 'postgres.dump': 300_000 }, {}, '2026-11-20T01:00:00.000Z');
-  await writeTestEntry(catalog, 'production', 'backups', '20261121T010000000Z-bbbbbb', 'backup.json', { 'postgres.dump': 200_000, 'globals.sql': 'CREATE ROLE app;\n' }, {}, '2026-11-21T01:00:00.000Z');
+  await writeTestEntry(
+    catalog,
+    'production',
+    'backups',
+    '20261121T010000000Z-bbbbbb',
+    'backup.json',
+    { 'postgres.dump': 200_000, 'globals.sql': 'CREATE ROLE app;\n' },
+    {},
+    '2026-11-21T01:00:00.000Z',
+  );
   await writeTestEntry(catalog, 'production', 'drills', '20261121T020000000Z-cccccc', 'report.json', { 'report.md': '# ok\n' }, {}, '2026-11-21T02:00:00.000Z');
   return catalog;
 }
@@ -95,13 +111,18 @@ describe('workflow artifacts (fake artifact service)', () => {
 
     const drillHost = tempDir('drill-host');
     const catalog = new Catalog(drillHost);
-    await expect(fetchNewestArtifact({ env: 'production', kind: 'backups', catalog, artifacts: service, logger: createMemoryLogger() })).rejects.toMatchObject({ code: 'REMOTE_CHECKSUM_MISMATCH', exitCode: 1 });
+    await expect(fetchNewestArtifact({ env: 'production', kind: 'backups', catalog, artifacts: service, logger: createMemoryLogger() })).rejects.toMatchObject({
+      code: 'REMOTE_CHECKSUM_MISMATCH',
+      exitCode: 1,
+    });
     expect(await catalog.list('production', 'backups', 'backup.json')).toEqual([]);
     expect(readdirSync(join(drillHost, 'production', 'backups'))).toEqual([]);
   });
 
   it('says there is nothing to fetch (exit 2) when no artifact matches', async () => {
-    await expect(fetchNewestArtifact({ env: 'production', kind: 'backups', catalog: new Catalog(tempDir('empty')), artifacts: new FakeArtifactService(), logger: createMemoryLogger() })).rejects.toMatchObject({ code: 'ARTIFACT_NOT_FOUND', exitCode: 2 });
+    await expect(
+      fetchNewestArtifact({ env: 'production', kind: 'backups', catalog: new Catalog(tempDir('empty')), artifacts: new FakeArtifactService(), logger: createMemoryLogger() }),
+    ).rejects.toMatchObject({ code: 'ARTIFACT_NOT_FOUND', exitCode: 2 });
     expect(artifactNamePrefix('production', 'tenants/acme/exports')).toBe('lifeline-production-tenants-acme-exports-');
   });
 });
@@ -128,7 +149,9 @@ describe('sync and fetch commands with artifacts', () => {
 
   it('rejects a bad retention and refuses artifacts outside GitHub Actions (exit 2)', async () => {
     const store = tempDir('store');
-    await expect(runCommand(createSyncCommand({ artifactStore: async () => new FakeArtifactService() }), { store, to: 'artifact', 'artifact-retention-days': '400' })).rejects.toMatchObject({ exitCode: 2 });
+    await expect(runCommand(createSyncCommand({ artifactStore: async () => new FakeArtifactService() }), { store, to: 'artifact', 'artifact-retention-days': '400' })).rejects.toMatchObject({
+      exitCode: 2,
+    });
     await expect(runCommand(createSyncCommand(), { store, to: 'artifact' }, {})).rejects.toMatchObject({ code: 'ARTIFACTS_UNAVAILABLE', exitCode: 2 });
   });
 });

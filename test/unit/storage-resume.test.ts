@@ -71,7 +71,11 @@ describe('multipart resume against a server that lists parts', () => {
       writeFileSync(file, data);
       const expected = { sha256: createHash('sha256').update(data).digest('hex'), bytes: data.length };
       const storeWith = () =>
-        new S3ObjectStore(new S3Client({ endpoint, region: 'us-east-1', bucket: 'b', credentials: { accessKeyId: 'k', secretAccessKey: 's' }, maxAttempts: 2 }), { bucket: 'b', prefix: '' }, { journalDir: join(dir, 'journal'), partSize: 5 * MiB, concurrency: 1 });
+        new S3ObjectStore(
+          new S3Client({ endpoint, region: 'us-east-1', bucket: 'b', credentials: { accessKeyId: 'k', secretAccessKey: 's' }, maxAttempts: 2 }),
+          { bucket: 'b', prefix: '' },
+          { journalDir: join(dir, 'journal'), partSize: 5 * MiB, concurrency: 1 },
+        );
 
       cutPart = 3;
       await expect(storeWith().putFile('k', file, expected)).rejects.toMatchObject({ code: 'STORAGE_UNREACHABLE' });

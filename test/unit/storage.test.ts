@@ -57,8 +57,18 @@ describe('the SDK client: addressing, signing, checksums', () => {
   it('uploads carry Content-MD5 and x-amz-checksum-sha256, never the SDK default CRC32 or aws-chunked bodies; checksums: none sends no flexible checksum', async () => {
     const { handler, seen } = scriptedHandler(() => ({ status: 200, headers: { etag: '"e"' } }));
     const attributes = { metadata: { sha256: 'ba7816bf' } };
-    await new S3Client({ endpoint: 'http://127.0.0.1:9000', region: 'us-east-1', bucket: 'b', credentials: KEYS, requestHandler: handler as never }).putObject('k', Buffer.from('abc'), attributes, checksums);
-    await new S3Client({ endpoint: 'http://127.0.0.1:9000', region: 'us-east-1', bucket: 'b', credentials: KEYS, checksums: 'none', requestHandler: handler as never }).putObject('k', Buffer.from('abc'), attributes, checksums);
+    await new S3Client({ endpoint: 'http://127.0.0.1:9000', region: 'us-east-1', bucket: 'b', credentials: KEYS, requestHandler: handler as never }).putObject(
+      'k',
+      Buffer.from('abc'),
+      attributes,
+      checksums,
+    );
+    await new S3Client({ endpoint: 'http://127.0.0.1:9000', region: 'us-east-1', bucket: 'b', credentials: KEYS, checksums: 'none', requestHandler: handler as never }).putObject(
+      'k',
+      Buffer.from('abc'),
+      attributes,
+      checksums,
+    );
     const [withSha, without] = seen;
     expect(withSha!.headers).toMatchObject({ 'content-md5': checksums.md5Base64, 'x-amz-checksum-sha256': checksums.sha256Base64, 'x-amz-meta-sha256': 'ba7816bf', 'content-length': '3' });
     for (const request of [withSha!, without!]) {
@@ -106,13 +116,35 @@ describe('SDK errors in Lifeline terms', () => {
   });
 
   it('a hostile or broken server: a listing that repeats its continuation token, or answers with something that is not XML, fails (exit 1) instead of looping or passing', async () => {
-    const page = '<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>b</Name><Contents><Key>p/a</Key><Size>1</Size></Contents><IsTruncated>true</IsTruncated><NextContinuationToken>same</NextContinuationToken></ListBucketResult>';
-    const looping = new S3Client({ endpoint: 'http://127.0.0.1:9000', region: 'us-east-1', bucket: 'b', credentials: KEYS, requestHandler: scriptedHandler(() => ({ status: 200, body: page })).handler as never });
+    const page =
+      '<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>b</Name><Contents><Key>p/a</Key><Size>1</Size></Contents><IsTruncated>true</IsTruncated><NextContinuationToken>same</NextContinuationToken></ListBucketResult>';
+    const looping = new S3Client({
+      endpoint: 'http://127.0.0.1:9000',
+      region: 'us-east-1',
+      bucket: 'b',
+      credentials: KEYS,
+      requestHandler: scriptedHandler(() => ({ status: 200, body: page })).handler as never,
+    });
     const keys: string[] = [];
-    await expect((async () => { for await (const o of looping.listObjects('p/')) keys.push(o.key); })()).rejects.toMatchObject({ code: 'STORAGE_PROTOCOL', exitCode: 1 });
+    await expect(
+      (async () => {
+        for await (const o of looping.listObjects('p/')) keys.push(o.key);
+      })(),
+    ).rejects.toMatchObject({ code: 'STORAGE_PROTOCOL', exitCode: 1 });
     expect(keys).toEqual(['p/a', 'p/a']);
-    const garbage = new S3Client({ endpoint: 'http://127.0.0.1:9000', region: 'us-east-1', bucket: 'b', credentials: KEYS, maxAttempts: 1, requestHandler: scriptedHandler(() => ({ status: 200, body: '<html>captive portal</html><' })).handler as never });
-    await expect((async () => { for await (const _ of garbage.listObjects('p/')) void _; })()).rejects.toMatchObject({ exitCode: 1 });
+    const garbage = new S3Client({
+      endpoint: 'http://127.0.0.1:9000',
+      region: 'us-east-1',
+      bucket: 'b',
+      credentials: KEYS,
+      maxAttempts: 1,
+      requestHandler: scriptedHandler(() => ({ status: 200, body: '<html>captive portal</html><' })).handler as never,
+    });
+    await expect(
+      (async () => {
+        for await (const _ of garbage.listObjects('p/')) void _;
+      })(),
+    ).rejects.toMatchObject({ exitCode: 1 });
   });
 
   it('maps unreachable endpoints and missing chain credentials', () => {
@@ -141,7 +173,11 @@ describe('storage settings', () => {
   });
 
   it('falls back to the AWS variables and leaves credentials unset when they are missing', () => {
-    expect(settingsFor(BASE, { AWS_ACCESS_KEY_ID: 'k', AWS_SECRET_ACCESS_KEY: 's', AWS_SESSION_TOKEN: 't' }).storage?.credentials).toEqual({ accessKeyId: 'k', secretAccessKey: 's', sessionToken: 't' });
+    expect(settingsFor(BASE, { AWS_ACCESS_KEY_ID: 'k', AWS_SECRET_ACCESS_KEY: 's', AWS_SESSION_TOKEN: 't' }).storage?.credentials).toEqual({
+      accessKeyId: 'k',
+      secretAccessKey: 's',
+      sessionToken: 't',
+    });
     const missing = settingsFor(BASE, {});
     expect(missing.storage?.credentials).toBeUndefined();
     expect(missing.storage?.credentialEnv).toEqual({ accessKeyId: 'AWS_ACCESS_KEY_ID', secretAccessKey: 'AWS_SECRET_ACCESS_KEY' });
@@ -167,7 +203,12 @@ describe('storage settings for the SDK client', () => {
     try {
       const { handler, seen } = scriptedHandler(() => ({ status: 200 }));
       const client = new S3Client({ endpoint: 'http://127.0.0.1:9000', region: 'us-east-1', bucket: 'b', profile: 'lifeline-backup', requestHandler: handler as never });
-      await expect(client.headObject('k')).rejects.toMatchObject({ exitCode: 2, code: 'STORAGE_CREDENTIALS_MISSING', message: expect.stringContaining('storage.profile "lifeline-backup"'), fix: expect.stringContaining('[lifeline-backup]') });
+      await expect(client.headObject('k')).rejects.toMatchObject({
+        exitCode: 2,
+        code: 'STORAGE_CREDENTIALS_MISSING',
+        message: expect.stringContaining('storage.profile "lifeline-backup"'),
+        fix: expect.stringContaining('[lifeline-backup]'),
+      });
       expect(seen).toEqual([]);
     } finally {
       process.env = saved;
@@ -182,7 +223,9 @@ describe('building the store', () => {
       process.env.AWS_ACCESS_KEY_ID = 'AKIA-half';
       delete process.env.AWS_SECRET_ACCESS_KEY;
       const storage = settingsFor(BASE, { AWS_ACCESS_KEY_ID: 'AKIA-half' }).storage!;
-      expect(() => s3StoreFor(storage, { journalDir: '/nonexistent' })).toThrow(expect.objectContaining({ exitCode: 2, message: expect.stringContaining('AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not') }));
+      expect(() => s3StoreFor(storage, { journalDir: '/nonexistent' })).toThrow(
+        expect.objectContaining({ exitCode: 2, message: expect.stringContaining('AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not') }),
+      );
       // With a profile, the key variables play no part (as in the SDK).
       expect(() => s3StoreFor(settingsFor({ ...BASE, profile: 'p' }, {}).storage!, { journalDir: '/nonexistent' })).not.toThrow();
     } finally {
@@ -218,7 +261,9 @@ describe('review gate', () => {
   it('refuses a review dated in the future, or on a day that does not exist (exit 3)', () => {
     const now = new Date('2026-11-21T12:00:00Z');
     const at = (date: string) => settingsFor({ ...BASE, reviewed: { provider: 'x', by: 'ops-lead', date } }).storage;
-    expect(() => requireReviewedStorage('production', at('2026-12-01'), now)).toThrow(expect.objectContaining({ exitCode: 3, code: 'STORAGE_REVIEW_DATE', message: expect.stringMatching(/is dated 2026-12-01, in the future \(today is 2026-11-21 UTC\)/) }));
+    expect(() => requireReviewedStorage('production', at('2026-12-01'), now)).toThrow(
+      expect.objectContaining({ exitCode: 3, code: 'STORAGE_REVIEW_DATE', message: expect.stringMatching(/is dated 2026-12-01, in the future \(today is 2026-11-21 UTC\)/) }),
+    );
     expect(() => requireReviewedStorage('production', at('2099-01-01'), now)).toThrow(expect.objectContaining({ exitCode: 3 }));
     expect(() => requireReviewedStorage('production', at('2026-02-31'), now)).toThrow(expect.objectContaining({ exitCode: 3, message: expect.stringMatching(/not a calendar day/) }));
     // Today, and tomorrow where the reviewer's calendar is already there (UTC+14), are believable.
@@ -244,11 +289,18 @@ describe('remote layout and entry recognition', () => {
   });
 
   it('takes the one JSON file SHA256SUMS does not list as the metadata', () => {
-    const sums = [{ file: 'manifest.json', sha256: 'a' }, { file: 'manifest.sigstore.json', sha256: 'b' }];
+    const sums = [
+      { file: 'manifest.json', sha256: 'a' },
+      { file: 'manifest.sigstore.json', sha256: 'b' },
+    ];
     expect(metadataFileOf(['SHA256SUMS', 'manifest.json', 'manifest.sigstore.json', 'release.json'], sums)).toBe('release.json');
     expect(metadataFileOf(['SHA256SUMS', 'manifest.json', 'manifest.sigstore.json'], sums)).toBeUndefined();
     // A drill's report.json is covered by SHA256SUMS (it is signed) and is still its metadata.
-    const drillSums = [{ file: 'report.json', sha256: 'a' }, { file: 'report.sigstore.json', sha256: 'b' }, { file: 'summary.md', sha256: 'c' }];
+    const drillSums = [
+      { file: 'report.json', sha256: 'a' },
+      { file: 'report.sigstore.json', sha256: 'b' },
+      { file: 'summary.md', sha256: 'c' },
+    ];
     expect(metadataFileOf(['SHA256SUMS', 'report.json', 'report.sigstore.json', 'summary.md'], drillSums)).toBe('report.json');
     expect(metadataFileOf(['SHA256SUMS', 'report.sigstore.json', 'summary.md'], drillSums)).toBeUndefined();
   });

