@@ -39838,10 +39838,7 @@ function formatFilesText(files) {
         return ['files read: none (nothing configured to read)'];
     const width = Math.max(...files.map((f) => f.status.length));
     const unread = files.filter((f) => f.status !== 'read').length;
-    return [
-        `files read: ${files.length - unread}${unread ? `, named but not examined: ${unread}` : ''}`,
-        ...files.map((f) => `  ${f.status.padEnd(width)}  ${f.path}  (${f.role}; ${f.by})`),
-    ];
+    return [`files read: ${files.length - unread}${unread ? `, named but not examined: ${unread}` : ''}`, ...files.map((f) => `  ${f.status.padEnd(width)}  ${f.path}  (${f.role}; ${f.by})`)];
 }
 function cell(text) {
     return (text ?? '').replace(/\|/g, '\\|').replace(/\n/g, ' ');
@@ -39849,7 +39846,18 @@ function cell(text) {
 function formatFindingsMarkdown(findings, verdict, environment, files) {
     const rows = findings.map((f) => `| ${STATUS_ICON[f.status]} | \`${f.check}\` | ${f.file ? `\`${cell(report_location(f))}\`` : ''} | ${cell(f.message)} | ${f.status === 'pass' ? '' : cell(f.fix)} |`);
     const fileRows = (files ?? []).map((f) => `| ${f.status} | \`${cell(f.path)}\` | ${cell(f.role)} | ${cell(f.by)} |`);
-    const filesTable = files ? ['', `<details><summary>Files read (${files.filter((f) => f.status === 'read').length} of ${files.length} named)</summary>`, '', '| status | file | role | checked by |', '|---|---|---|---|', ...fileRows, '', '</details>'] : [];
+    const filesTable = files
+        ? [
+            '',
+            `<details><summary>Files read (${files.filter((f) => f.status === 'read').length} of ${files.length} named)</summary>`,
+            '',
+            '| status | file | role | checked by |',
+            '|---|---|---|---|',
+            ...fileRows,
+            '',
+            '</details>',
+        ]
+        : [];
     return [`### Preflight: ${environment}`, '', verdict, '', '| status | check | where | finding | fix |', '|---|---|---|---|---|', ...rows, ...filesTable, ''].join('\n');
 }
 /** Failures become error annotations and warnings warning annotations, on the file and line when known. */
@@ -39869,9 +39877,7 @@ const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import
  * and any `password=` / `sslpassword=` parameter (a libpq URL or conninfo string).
  */
 function logger_redactSecretsInText(text) {
-    return text
-        .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/@"'<>]*:)[^\s/"'<>]+@/gi, '$1***@')
-        .replace(/((?:[?&;\s]|^)(?:ssl)?password=)(?!\*\*\*(?:[&#\s"'<>]|$))[^&#\s"'<>]+/gi, '$1***');
+    return text.replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/@"'<>]*:)[^\s/"'<>]+@/gi, '$1***@').replace(/((?:[?&;\s]|^)(?:ssl)?password=)(?!\*\*\*(?:[&#\s"'<>]|$))[^&#\s"'<>]+/gi, '$1***');
 }
 /** Replaces registered secrets in a string: the last line of defence before text leaves the process. */
 class logger_SecretMasker {
@@ -39894,7 +39900,14 @@ class logger_SecretMasker {
 }
 function createStderrLogger(options = {}) {
     const masker = options.masker ?? new logger_SecretMasker();
-    const write = (prefix, message) => process.stderr.write(`${prefix}${masker.mask(message)}\n`);
+    const out = options.write ?? ((text) => void process.stderr.write(text));
+    const write = (prefix, message) => {
+        const line = `${prefix}${masker.mask(message)}\n`;
+        if (options.statusLine)
+            options.statusLine.around(() => out(line));
+        else
+            out(line);
+    };
     return {
         info: (m) => write('', m),
         warn: (m) => write('warning: ', m),
@@ -39966,21 +39979,40 @@ function spawnStreaming(command, args, invocation, masker, childEnv) {
     });
     if (invocation.onStderrLine)
         child.stderr.on('end', () => partialLine && invocation.onStderrLine(partialLine));
+    let inputFailed;
     if (invocation.stdin) {
-        invocation.stdin.pipe(child.stdin);
+        const source = invocation.stdin;
+        source.pipe(child.stdin);
         // The tool may exit before reading all of stdin; that is reported through its exit code.
         child.stdin.on('error', () => { });
+        // pipe() neither ends nor fails the tool's stdin when the source fails (a decryption that fails
+        // authentication, a file that changed): the tool would wait for the rest forever, or, if its
+        // stdin were just closed, take what it got for the whole input (psql would run half a script).
+        // It is stopped instead, and its result says why.
+        source.on('error', (error) => {
+            inputFailed = error;
+            source.unpipe(child.stdin);
+            child.kill('SIGTERM');
+            child.stdin.destroy();
+        });
     }
     const done = new Promise((resolve, reject) => {
         child.on('error', (error) => {
             if (error.code === 'ENOENT') {
-                reject(errors_failure('TOOL_MISSING', `${invocation.tool} was not found (${command})`, { fix: `install it (Debian: the package that provides ${invocation.tool}) or set its directory in the config (postgres.binDir / redis.binDir)`, cause: error }));
+                reject(errors_failure('TOOL_MISSING', `${invocation.tool} was not found (${command})`, {
+                    fix: `install it (Debian: the package that provides ${invocation.tool}) or set its directory in the config (postgres.binDir / redis.binDir)`,
+                    cause: error,
+                }));
             }
             else {
                 reject(errors_failure('TOOL_SPAWN', `could not run ${invocation.tool}: ${error.message}`, { cause: error }));
             }
         });
-        child.on('close', (exitCode, signal) => resolve({ exitCode, signal, stderr: masker.mask(stderr.trim()) }));
+        child.on('close', (exitCode, signal) => {
+            const why = inputFailed ? `${stderr.trim() ? '\n' : ''}(stopped: its input failed: ${inputFailed.message})` : '';
+            // A tool stopped because its input failed never reports success, whatever it exited with.
+            resolve({ exitCode: inputFailed && exitCode === 0 ? 1 : exitCode, signal, stderr: masker.mask(stderr.trim() + why) });
+        });
     });
     // Keep unhandled rejections off: callers await `done`.
     done.catch(() => { });
@@ -40087,7 +40119,20 @@ class ImageRunner {
     start(invocation) {
         const env = definedOnly(invocation.env);
         const envArgs = Object.keys(env).flatMap((key) => ['-e', key]);
-        const args = ['run', '--rm', ...(invocation.stdin ? ['-i'] : []), '--network', this.options.network ?? 'none', '--label', 'lifeline.check=1', ...envArgs, '--entrypoint', invocation.tool, this.options.image, ...invocation.args];
+        const args = [
+            'run',
+            '--rm',
+            ...(invocation.stdin ? ['-i'] : []),
+            '--network',
+            this.options.network ?? 'none',
+            '--label',
+            'lifeline.check=1',
+            ...envArgs,
+            '--entrypoint',
+            invocation.tool,
+            this.options.image,
+            ...invocation.args,
+        ];
         return withMissingToolDetection(spawnStreaming('docker', args, invocation, this.masker, childEnvironment(this.options.baseEnv ?? process.env, env)), invocation.tool, this.where);
     }
 }
@@ -40268,7 +40313,9 @@ function checkEnvValues(ctx, options) {
     }
     catch (error) {
         ctx.files?.add(options.envFile, 'environment file', 'env.file', error.code === 'ENOENT' ? 'missing' : 'unreadable');
-        return [fail({ check: 'env.file', file, message: `the environment file ${file} cannot be read`, fix: 'create it on the deploy host (it is not committed), or fix --env-file / preflight.envFile' })];
+        return [
+            fail({ check: 'env.file', file, message: `the environment file ${file} cannot be read`, fix: 'create it on the deploy host (it is not committed), or fix --env-file / preflight.envFile' }),
+        ];
     }
     const entries = parseEnvFile(text);
     const byKey = new Map(entries.map((e) => [e.key, e]));
@@ -40315,13 +40362,23 @@ function checkEnvEntries(ctx, file, entries, requiredSet = new Set()) {
             continue;
         }
         if (SECRET_KEY.test(key) && !/_(ID|FILE|PATH|NAME)$/i.test(key) && value.length < MIN_SECRET_LENGTH) {
-            values.push(blocking({ check: 'env.secret-length', ...at, message: `${key} is ${value.length} characters; secrets need at least ${MIN_SECRET_LENGTH}`, fix: `generate one: openssl rand -hex 32, and set ${key} to it` }));
+            values.push(blocking({
+                check: 'env.secret-length',
+                ...at,
+                message: `${key} is ${value.length} characters; secrets need at least ${MIN_SECRET_LENGTH}`,
+                fix: `generate one: openssl rand -hex 32, and set ${key} to it`,
+            }));
         }
         if (DEBUG_KEY.test(key) && TRUTHY.test(value.trim())) {
             values.push(blocking({ check: 'env.debug', ...at, message: `${key} is on${ctx.production ? ' in production' : ''}: stack traces and internals reach users`, fix: `set ${key}=false` }));
         }
         if (/(^|_)DATABASE_URL$/i.test(key) && !urlParses(value, ['postgres:', 'postgresql:', 'postgresql+asyncpg:', 'postgresql+psycopg:', 'postgresql+psycopg2:'])) {
-            values.push(fail({ check: 'env.url', ...at, message: `${key} is not a PostgreSQL URL`, fix: `write ${key} as postgresql://user:password@host:5432/dbname (percent-encode special characters in the password)` }));
+            values.push(fail({
+                check: 'env.url',
+                ...at,
+                message: `${key} is not a PostgreSQL URL`,
+                fix: `write ${key} as postgresql://user:password@host:5432/dbname (percent-encode special characters in the password)`,
+            }));
         }
         if (/(^|_)REDIS_URL$/i.test(key) && !urlParses(value, ['redis:', 'rediss:'])) {
             values.push(fail({ check: 'env.url', ...at, message: `${key} is not a Redis URL`, fix: `write ${key} as redis://:password@host:6379/0` }));
@@ -40368,7 +40425,13 @@ function checkComposeDebug(model, sources, ctx) {
             const where = written.filter((e) => e.service === service && e.name === key).pop();
             if (!where)
                 continue;
-            findings.push(blocking({ check: 'compose.debug', file: displayPath(ctx, where.file), line: where.line, message: `service ${service} sets ${key} on${ctx.production ? ' in production' : ''}: stack traces and internals reach users`, fix: `set ${key} to false (or remove it) in the Compose file` }));
+            findings.push(blocking({
+                check: 'compose.debug',
+                file: displayPath(ctx, where.file),
+                line: where.line,
+                message: `service ${service} sets ${key} on${ctx.production ? ' in production' : ''}: stack traces and internals reach users`,
+                fix: `set ${key} to false (or remove it) in the Compose file`,
+            }));
         }
     }
     return findings.length ? findings : [pass({ check: 'compose.debug', message: 'no service turns a debug flag on in its environment' })];
@@ -40442,7 +40505,12 @@ function checkEnvFiles(sources, ctx, options) {
                 findings.push(pass({ check: 'compose.env-file', ...declared, message: `env_file ${shown} of ${use.services.join(', ')} is absent and marked required: false` }));
             }
             else {
-                findings.push(fail({ check: 'compose.env-file', ...declared, message: `env_file ${shown} of ${use.services.join(', ')} ${missing ? 'does not exist' : 'cannot be read'}: Compose refuses to start the service`, fix: `create ${shown} on the deploy host (paths are relative to ${(0,external_node_path_namespaceObject.resolve)(options.projectDir) === (0,external_node_path_namespaceObject.resolve)(ctx.cwd) ? 'the working directory' : displayPath(ctx, options.projectDir)}, the first Compose file's directory), fix the path, or mark it required: false` }));
+                findings.push(fail({
+                    check: 'compose.env-file',
+                    ...declared,
+                    message: `env_file ${shown} of ${use.services.join(', ')} ${missing ? 'does not exist' : 'cannot be read'}: Compose refuses to start the service`,
+                    fix: `create ${shown} on the deploy host (paths are relative to ${(0,external_node_path_namespaceObject.resolve)(options.projectDir) === (0,external_node_path_namespaceObject.resolve)(ctx.cwd) ? 'the working directory' : displayPath(ctx, options.projectDir)}, the first Compose file's directory), fix the path, or mark it required: false`,
+                }));
             }
             continue;
         }
@@ -40530,7 +40598,7 @@ class ComposeSources {
                 return chain;
             const spec = ext.node.toJSON();
             const base = typeof spec === 'string' ? spec : typeof spec === 'object' && spec !== null ? spec.service : undefined;
-            const from = typeof spec === 'object' && spec !== null && typeof spec.file === 'string' ? (spec.file) : undefined;
+            const from = typeof spec === 'object' && spec !== null && typeof spec.file === 'string' ? spec.file : undefined;
             const unresolved = (reason) => {
                 this.unresolvedExtends.push({ service, base: String(base ?? '?'), from, file: current.file.path, line: current.file.lines.linePos(ext.offset).line, reason });
                 return chain;
@@ -40719,7 +40787,11 @@ function mergeService(base, over) {
 function environmentMap(environment) {
     if (!Array.isArray(environment))
         return environment;
-    return Object.fromEntries(environment.map((item) => { const text = String(item); const eq = text.indexOf('='); return eq < 0 ? [text, null] : [text.slice(0, eq), text.slice(eq + 1)]; }));
+    return Object.fromEntries(environment.map((item) => {
+        const text = String(item);
+        const eq = text.indexOf('=');
+        return eq < 0 ? [text, null] : [text.slice(0, eq), text.slice(eq + 1)];
+    }));
 }
 function walk(doc, node, path, depth) {
     if (!node)
@@ -40882,8 +40954,18 @@ function checkCommandSecrets(sources, ctx) {
                     continue;
                 seen.add(key);
                 findings.push(secret.kind === 'literal'
-                    ? blocking({ check: 'compose.command-secret', ...at, message: `service ${service} writes a password into its ${label} (${secret.how}): it is committed with the Compose file and shown by ps and docker inspect`, fix: FIX })
-                    : warn({ check: 'compose.command-secret', ...at, message: `service ${service} passes a password from a variable on its ${label} (${secret.how}): ps and docker inspect on the host show it`, fix: FIX }));
+                    ? blocking({
+                        check: 'compose.command-secret',
+                        ...at,
+                        message: `service ${service} writes a password into its ${label} (${secret.how}): it is committed with the Compose file and shown by ps and docker inspect`,
+                        fix: FIX,
+                    })
+                    : warn({
+                        check: 'compose.command-secret',
+                        ...at,
+                        message: `service ${service} passes a password from a variable on its ${label} (${secret.how}): ps and docker inspect on the host show it`,
+                        fix: FIX,
+                    }));
             }
         }
     }
@@ -40923,20 +41005,42 @@ function checkComposeGates(model, sources, ctx, options) {
     };
     collect('compose.privileged', 'no service runs privileged', services
         .filter(([name, s]) => s.privileged === true && !options.allowPrivileged.includes(name))
-        .map(([name]) => blocking({ check: 'compose.privileged', ...at(name, 'privileged'), message: `service ${name} runs privileged: full access to the host`, fix: `remove privileged: true (or add ${name} to preflight.allowPrivileged if it truly needs it)` })));
+        .map(([name]) => blocking({
+        check: 'compose.privileged',
+        ...at(name, 'privileged'),
+        message: `service ${name} runs privileged: full access to the host`,
+        fix: `remove privileged: true (or add ${name} to preflight.allowPrivileged if it truly needs it)`,
+    })));
     const postgres = services.filter(([name, s]) => dataServiceRole(name, s.image, options) === 'postgres');
     const redis = services.filter(([name, s]) => dataServiceRole(name, s.image, options) === 'redis');
     const dataServices = new Set([...postgres, ...redis].map(([name]) => name));
     collect('compose.host-network', 'no app, database or Redis service uses the host network', services
         .filter(([name, s]) => (appServices.some(([app]) => app === name) || dataServices.has(name)) && s.network_mode === 'host' && !options.allowHostNetwork.includes(name))
         .map(([name]) => dataServices.has(name)
-        ? blocking({ check: 'compose.host-network', ...at(name, 'network_mode'), message: `${postgres.some(([p]) => p === name) ? 'database' : 'Redis'} service ${name} uses network_mode: host: it listens on the host's own interfaces, where no port binding limits who reaches it`, fix: `remove network_mode: host and publish "127.0.0.1:PORT:PORT" (or add ${name} to preflight.allowHostNetwork if it is bound to 127.0.0.1 by its own configuration)` })
-        : blocking({ check: 'compose.host-network', ...at(name, 'network_mode'), message: `app service ${name} uses network_mode: host`, fix: `publish the ports it needs instead (or add ${name} to preflight.allowHostNetwork)` })));
+        ? blocking({
+            check: 'compose.host-network',
+            ...at(name, 'network_mode'),
+            message: `${postgres.some(([p]) => p === name) ? 'database' : 'Redis'} service ${name} uses network_mode: host: it listens on the host's own interfaces, where no port binding limits who reaches it`,
+            fix: `remove network_mode: host and publish "127.0.0.1:PORT:PORT" (or add ${name} to preflight.allowHostNetwork if it is bound to 127.0.0.1 by its own configuration)`,
+        })
+        : blocking({
+            check: 'compose.host-network',
+            ...at(name, 'network_mode'),
+            message: `app service ${name} uses network_mode: host`,
+            fix: `publish the ports it needs instead (or add ${name} to preflight.allowHostNetwork)`,
+        })));
     collect('compose.docker-socket', 'no app service mounts the Docker socket', appServices.flatMap(([name, s]) => (s.volumes ?? []).flatMap((volume) => {
         const { source } = parseVolume(volume);
         if (!source || !/docker\.sock$/.test(source) || options.allowPrivileged.includes(name))
             return [];
-        return [blocking({ check: 'compose.docker-socket', ...atItem(name, 'volumes', (item) => parseVolume(item).source === source), message: `app service ${name} mounts the Docker socket (${source}): root on the host`, fix: `remove the mount (or add ${name} to preflight.allowPrivileged)` })];
+        return [
+            blocking({
+                check: 'compose.docker-socket',
+                ...atItem(name, 'volumes', (item) => parseVolume(item).source === source),
+                message: `app service ${name} mounts the Docker socket (${source}): root on the host`,
+                fix: `remove the mount (or add ${name} to preflight.allowPrivileged)`,
+            }),
+        ];
     })));
     collect('compose.data-ports', postgres.length + redis.length ? 'PostgreSQL and Redis ports are not published on all interfaces' : 'no PostgreSQL or Redis service publishes ports', [...postgres, ...redis].flatMap(([name, s]) => (s.ports ?? []).flatMap((port) => {
         const published = parsePort(port);
@@ -40945,37 +41049,72 @@ function checkComposeGates(model, sources, ctx, options) {
         return [
             blocking({
                 check: 'compose.data-ports',
-                ...atItem(name, 'ports', (item) => { const p = parsePort(item); return p?.published === published.published && publicAddress(p.hostIp); }),
+                ...atItem(name, 'ports', (item) => {
+                    const p = parsePort(item);
+                    return p?.published === published.published && publicAddress(p.hostIp);
+                }),
                 message: `service ${name} publishes port ${published.published} on ${published.hostIp || '0.0.0.0'}: the database is reachable from every network the host is on`,
                 fix: `bind it to loopback ("127.0.0.1:${published.published}:${published.target}") or drop the published port`,
             }),
         ];
     })));
     if (postgres.length === 0) {
-        findings.push(warn({ check: 'compose.postgres-volume', message: 'no PostgreSQL service found in the Compose files', fix: 'set postgres.service in lifeline.yml to the service name if it uses a custom image' }));
+        findings.push(warn({
+            check: 'compose.postgres-volume',
+            message: 'no PostgreSQL service found in the Compose files',
+            fix: 'set postgres.service in lifeline.yml to the service name if it uses a custom image',
+        }));
     }
     for (const [name, s] of postgres) {
         const dataDir = pgDataDir(s);
         const mounts = (s.volumes ?? []).map(parseVolume);
         const mount = mounts.find((m) => m.target && (dataDir === m.target || dataDir.startsWith(`${m.target.replace(/\/$/, '')}/`)));
         if (!mount) {
-            findings.push(blocking({ check: 'compose.postgres-volume', ...at(name, ...(s.volumes ? ['volumes'] : [])), message: `service ${name} keeps ${dataDir} in the container (no volume): recreating it loses the database`, fix: `mount a named volume: volumes: ["pgdata:${DEFAULT_PGDATA}"] and declare pgdata under the top-level volumes:` }));
+            findings.push(blocking({
+                check: 'compose.postgres-volume',
+                ...at(name, ...(s.volumes ? ['volumes'] : [])),
+                message: `service ${name} keeps ${dataDir} in the container (no volume): recreating it loses the database`,
+                fix: `mount a named volume: volumes: ["pgdata:${DEFAULT_PGDATA}"] and declare pgdata under the top-level volumes:`,
+            }));
         }
         else if (mount.kind === 'anonymous') {
-            findings.push(blocking({ check: 'compose.postgres-volume', ...atItem(name, 'volumes', (item) => parseVolume(item).target === mount.target), message: `service ${name} keeps ${dataDir} on an anonymous volume: \`down -v\` or a recreate can orphan it`, fix: `name the volume: "pgdata:${mount.target}" and declare pgdata under the top-level volumes:` }));
+            findings.push(blocking({
+                check: 'compose.postgres-volume',
+                ...atItem(name, 'volumes', (item) => parseVolume(item).target === mount.target),
+                message: `service ${name} keeps ${dataDir} on an anonymous volume: \`down -v\` or a recreate can orphan it`,
+                fix: `name the volume: "pgdata:${mount.target}" and declare pgdata under the top-level volumes:`,
+            }));
         }
         else {
-            findings.push(pass({ check: 'compose.postgres-volume', ...atItem(name, 'volumes', (item) => parseVolume(item).target === mount.target), message: `service ${name} keeps its data on ${mount.kind === 'bind' ? `the host directory ${mount.source}` : `the named volume ${mount.source}`}` }));
+            findings.push(pass({
+                check: 'compose.postgres-volume',
+                ...atItem(name, 'volumes', (item) => parseVolume(item).target === mount.target),
+                message: `service ${name} keeps its data on ${mount.kind === 'bind' ? `the host directory ${mount.source}` : `the named volume ${mount.source}`}`,
+            }));
         }
     }
     collect('compose.image-pinned', appServices.length ? `app images are pinned by digest (${appServices.map(([n]) => n).join(', ')})` : 'no app services found to check', appServices.flatMap(([name, s]) => {
         if (!s.image)
-            return [warn({ check: 'compose.image-pinned', ...at(name), message: `service ${name} has no image (built on the host): what runs is not what was tested`, fix: 'build and push the image in CI, then reference it by digest (image: registry/app@sha256:...)' })];
+            return [
+                warn({
+                    check: 'compose.image-pinned',
+                    ...at(name),
+                    message: `service ${name} has no image (built on the host): what runs is not what was tested`,
+                    fix: 'build and push the image in CI, then reference it by digest (image: registry/app@sha256:...)',
+                }),
+            ];
         if (/@sha256:[0-9a-f]{64}$/.test(s.image))
             return [];
         const tag = imageTag(s.image);
         const what = tag === undefined ? 'has no tag (means latest)' : tag === 'latest' ? 'uses the latest tag' : `uses the tag ${tag}, which can be moved`;
-        return [blocking({ check: 'compose.image-pinned', ...at(name, 'image'), message: `service ${name} image ${s.image} ${what}`, fix: 'pin the image by digest: image: registry/app@sha256:<digest> (docker inspect --format "{{index .RepoDigests 0}}" shows it)' })];
+        return [
+            blocking({
+                check: 'compose.image-pinned',
+                ...at(name, 'image'),
+                message: `service ${name} image ${s.image} ${what}`,
+                fix: 'pin the image by digest: image: registry/app@sha256:<digest> (docker inspect --format "{{index .RepoDigests 0}}" shows it)',
+            }),
+        ];
     }));
     for (const role of options.appServices) {
         const service = model.services[role];
@@ -40983,7 +41122,12 @@ function checkComposeGates(model, sources, ctx, options) {
             findings.push(warn({ check: 'compose.healthcheck', message: `no service named ${role} in the Compose files`, fix: `set compose.services.${role}.name in lifeline.yml if the service has another name` }));
         }
         else if (!service.healthcheck?.test || service.healthcheck.disable === true || healthcheckDisabled(service.healthcheck.test)) {
-            findings.push(blocking({ check: 'compose.healthcheck', ...at(role, ...(service.healthcheck ? ['healthcheck'] : [])), message: `service ${role} has no healthcheck: a deploy cannot tell a broken release from a healthy one`, fix: `add healthcheck: { test: ["CMD", "wget", "-q", "-O-", "http://127.0.0.1:PORT/health"], interval: 5s, retries: 5 }` }));
+            findings.push(blocking({
+                check: 'compose.healthcheck',
+                ...at(role, ...(service.healthcheck ? ['healthcheck'] : [])),
+                message: `service ${role} has no healthcheck: a deploy cannot tell a broken release from a healthy one`,
+                fix: `add healthcheck: { test: ["CMD", "wget", "-q", "-O-", "http://127.0.0.1:PORT/health"], interval: 5s, retries: 5 }`,
+            }));
         }
         else {
             findings.push(pass({ check: 'compose.healthcheck', ...at(role, 'healthcheck'), message: `service ${role} has a healthcheck` }));
@@ -40991,7 +41135,12 @@ function checkComposeGates(model, sources, ctx, options) {
     }
     collect('compose.restart', 'every service has a restart policy', services
         .filter(([, s]) => (s.restart === undefined || s.restart === 'no') && (!s.deploy?.restart_policy || s.deploy.restart_policy.condition === 'none'))
-        .map(([name, s]) => blocking({ check: 'compose.restart', ...at(name, ...(s.restart ? ['restart'] : [])), message: `service ${name} has no restart policy: it stays down after a crash or a host reboot`, fix: 'add restart: unless-stopped' })));
+        .map(([name, s]) => blocking({
+        check: 'compose.restart',
+        ...at(name, ...(s.restart ? ['restart'] : [])),
+        message: `service ${name} has no restart policy: it stays down after a crash or a host reboot`,
+        fix: 'add restart: unless-stopped',
+    })));
     const inline = [];
     const reported = new Set();
     for (const entry of sources.environmentEntries()) {
@@ -41001,7 +41150,13 @@ function checkComposeGates(model, sources, ctx, options) {
         if (reported.has(`${entry.file}:${entry.line}`))
             continue;
         reported.add(`${entry.file}:${entry.line}`);
-        inline.push(blocking({ check: 'compose.inline-secret', file: displayPath(ctx, entry.file), line: entry.line, message: `service ${entry.service} sets ${entry.name} to a literal value in the Compose file`, fix: `reference it instead: ${entry.name}: \${${entry.name}} (from the environment or an env_file kept out of git)` }));
+        inline.push(blocking({
+            check: 'compose.inline-secret',
+            file: displayPath(ctx, entry.file),
+            line: entry.line,
+            message: `service ${entry.service} sets ${entry.name} to a literal value in the Compose file`,
+            fix: `reference it instead: ${entry.name}: \${${entry.name}} (from the environment or an env_file kept out of git)`,
+        }));
     }
     collect('compose.inline-secret', 'no secret-looking environment value is written inline', inline);
     return findings;
@@ -41119,7 +41274,13 @@ async function checkDockerEngine(runner, ctx, options) {
         ];
     }
     if (compareVersions(version, options.minVersion) < 0) {
-        return [fail({ check: 'docker.engine', message: `Docker engine ${version} is older than the minimum ${options.minVersion}`, fix: `upgrade the engine to ${options.minVersion} or later (or lower preflight.minDockerVersion)` })];
+        return [
+            fail({
+                check: 'docker.engine',
+                message: `Docker engine ${version} is older than the minimum ${options.minVersion}`,
+                fix: `upgrade the engine to ${options.minVersion} or later (or lower preflight.minDockerVersion)`,
+            }),
+        ];
     }
     return [pass({ check: 'docker.engine', message: `Docker engine ${version} answers (minimum ${options.minVersion})` })];
 }
@@ -41169,7 +41330,12 @@ async function checkComposeConfig(runner, ctx, cli, files, configured) {
     }
     const findings = [pass({ check: 'compose.cli', message: cli.version ? `${cli.command.join(' ')} ${cli.version}` : `${cli.command.join(' ')} (Compose v1)` })];
     for (const variable of unsetVariables(result.stderr)) {
-        findings.push(warn({ check: 'compose.variables', file: displayPath(ctx, files[0]), message: `${variable} is not set: Compose substitutes an empty string`, fix: `set ${variable} in the environment or the project's .env file` }));
+        findings.push(warn({
+            check: 'compose.variables',
+            file: displayPath(ctx, files[0]),
+            message: `${variable} is not set: Compose substitutes an empty string`,
+            fix: `set ${variable} in the environment or the project's .env file`,
+        }));
     }
     if (result.exitCode !== 0) {
         const located = locateComposeError(result.stderr, files);
@@ -41214,7 +41380,10 @@ function locateComposeError(stderr, files) {
 }
 /** Compares dotted versions numerically; suffixes such as `-ce` or `+dfsg` are ignored. */
 function compareVersions(a, b) {
-    const parts = (v) => v.split(/[^0-9.]/)[0].split('.').map((n) => Number(n) || 0);
+    const parts = (v) => v
+        .split(/[^0-9.]/)[0]
+        .split('.')
+        .map((n) => Number(n) || 0);
     const pa = parts(a);
     const pb = parts(b);
     for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
@@ -42287,7 +42456,14 @@ async function nginxTest(runner, ctx, configFile, directives) {
             result = await runner_runText(runner, { tool: 'nginx', args: ['-t', '-q', '-p', `${prefix}/`, '-c', configFile, ...(globals ? ['-g', globals] : [])], cwd: ctx.cwd });
         }
         catch {
-            return [fail({ check: 'edge.nginx-syntax', file, message: 'nginx is not installed, so the configuration cannot be tested', fix: 'install nginx on the runner (apt-get install nginx) or test inside the edge container: docker compose run --rm edge nginx -t' })];
+            return [
+                fail({
+                    check: 'edge.nginx-syntax',
+                    file,
+                    message: 'nginx is not installed, so the configuration cannot be tested',
+                    fix: 'install nginx on the runner (apt-get install nginx) or test inside the edge container: docker compose run --rm edge nginx -t',
+                }),
+            ];
         }
         if (result.exitCode === 0)
             return [pass({ check: 'edge.nginx-syntax', file, message: 'nginx -t: syntax is ok' })];
@@ -42339,21 +42515,36 @@ function nginxGates(ctx, directives, file) {
     const tlsServers = servers.filter((s) => listens(s).some((l) => l.ssl));
     const plainServers = servers.filter((s) => listens(s).some((l) => !l.ssl));
     if (tlsServers.length === 0) {
-        findings.push(blocking({ check: 'edge.tls', ...at(find(servers[0].children, 'listen')[0] ?? servers[0]), message: 'no server listens with TLS (listen 443 ssl)', fix: 'add listen 443 ssl; with ssl_certificate and ssl_certificate_key' }));
+        findings.push(blocking({
+            check: 'edge.tls',
+            ...at(find(servers[0].children, 'listen')[0] ?? servers[0]),
+            message: 'no server listens with TLS (listen 443 ssl)',
+            fix: 'add listen 443 ssl; with ssl_certificate and ssl_certificate_key',
+        }));
     }
     for (const server of tlsServers) {
         const certificate = find(server.children, 'ssl_certificate')[0] ?? find(http?.children, 'ssl_certificate')[0];
         const key = find(server.children, 'ssl_certificate_key')[0] ?? find(http?.children, 'ssl_certificate_key')[0];
         const listen = listens(server).find((l) => l.ssl).directive;
         if (!certificate || !key) {
-            findings.push(blocking({ check: 'edge.tls', ...at(listen), message: `a TLS server (listen ${listen?.args.join(' ')}) has no ${!certificate ? 'ssl_certificate' : 'ssl_certificate_key'}`, fix: 'add ssl_certificate and ssl_certificate_key to the server block' }));
+            findings.push(blocking({
+                check: 'edge.tls',
+                ...at(listen),
+                message: `a TLS server (listen ${listen?.args.join(' ')}) has no ${!certificate ? 'ssl_certificate' : 'ssl_certificate_key'}`,
+                fix: 'add ssl_certificate and ssl_certificate_key to the server block',
+            }));
         }
         else {
             findings.push(pass({ check: 'edge.tls', ...at(listen), message: `TLS on port ${listens(server).find((l) => l.ssl).port} with a certificate and key` }));
         }
         findings.push(...protocolGate(ctx, server, http, listen));
         if (!hasHsts(server.children) && !hasHsts(http?.children)) {
-            findings.push(blocking({ check: 'edge.hsts', ...at(server), message: 'the TLS server sends no Strict-Transport-Security header', fix: 'add: add_header Strict-Transport-Security "max-age=31536000; includeSubDomains" always;' }));
+            findings.push(blocking({
+                check: 'edge.hsts',
+                ...at(server),
+                message: 'the TLS server sends no Strict-Transport-Security header',
+                fix: 'add: add_header Strict-Transport-Security "max-age=31536000; includeSubDomains" always;',
+            }));
         }
         else {
             findings.push(pass({ check: 'edge.hsts', ...at(server), message: 'Strict-Transport-Security is sent' }));
@@ -42362,10 +42553,20 @@ function nginxGates(ctx, directives, file) {
     const unredirected = plainServers.filter((s) => !redirectsToHttps(s.children));
     for (const server of unredirected) {
         const listen = listens(server).find((l) => !l.ssl);
-        findings.push(blocking({ check: 'edge.https-redirect', ...at(listen.directive ?? server), message: `plain HTTP on port ${listen.port} serves content instead of redirecting to HTTPS`, fix: 'in that server block: return 301 https://$host$request_uri;' }));
+        findings.push(blocking({
+            check: 'edge.https-redirect',
+            ...at(listen.directive ?? server),
+            message: `plain HTTP on port ${listen.port} serves content instead of redirecting to HTTPS`,
+            fix: 'in that server block: return 301 https://$host$request_uri;',
+        }));
     }
     if (plainServers.length === 0)
-        findings.push(warn({ check: 'edge.https-redirect', file, message: 'nothing listens for plain HTTP: http:// links fail instead of redirecting', fix: 'add server { listen 80; return 301 https://$host$request_uri; }' }));
+        findings.push(warn({
+            check: 'edge.https-redirect',
+            file,
+            message: 'nothing listens for plain HTTP: http:// links fail instead of redirecting',
+            fix: 'add server { listen 80; return 301 https://$host$request_uri; }',
+        }));
     else if (unredirected.length === 0)
         findings.push(pass({ check: 'edge.https-redirect', ...at(listens(plainServers[0])[0].directive ?? plainServers[0]), message: 'plain HTTP redirects to HTTPS' }));
     return findings;
@@ -42381,7 +42582,14 @@ function protocolGate(ctx, server, http, listen) {
     const directive = find(server.children, 'ssl_protocols').pop() ?? find(http?.children, 'ssl_protocols').pop();
     if (!directive) {
         const at = listen ? { file: displayPath(ctx, listen.file), line: listen.line } : { file: displayPath(ctx, server.file), line: server.line };
-        return [warn({ check: 'edge.tls-protocols', ...at, message: 'ssl_protocols is not set: nginx before 1.23.4 then accepts TLSv1 and TLSv1.1', fix: 'add to the http or server block: ssl_protocols TLSv1.2 TLSv1.3;' })];
+        return [
+            warn({
+                check: 'edge.tls-protocols',
+                ...at,
+                message: 'ssl_protocols is not set: nginx before 1.23.4 then accepts TLSv1 and TLSv1.1',
+                fix: 'add to the http or server block: ssl_protocols TLSv1.2 TLSv1.3;',
+            }),
+        ];
     }
     const at = { file: displayPath(ctx, directive.file), line: directive.line };
     const old = directive.args.filter((p) => OLD_PROTOCOLS.test(p));
@@ -42403,13 +42611,26 @@ async function checkCaddy(runner, ctx, configFile, pathEnv) {
     }
     const findings = [];
     if (!runner_findExecutable('caddy', [], pathEnv)) {
-        findings.push(warn({ check: 'edge.caddy-syntax', file, message: 'caddy is not installed here, so `caddy validate` was skipped', fix: 'install caddy on the runner, or validate inside the edge container: docker compose run --rm edge caddy validate --config /etc/caddy/Caddyfile' }));
+        findings.push(warn({
+            check: 'edge.caddy-syntax',
+            file,
+            message: 'caddy is not installed here, so `caddy validate` was skipped',
+            fix: 'install caddy on the runner, or validate inside the edge container: docker compose run --rm edge caddy validate --config /etc/caddy/Caddyfile',
+        }));
     }
     else {
         const adapter = configFile.endsWith('.json') ? [] : ['--adapter', 'caddyfile'];
         const result = await runner_runText(runner, { tool: 'caddy', args: ['validate', '--config', configFile, ...adapter], cwd: ctx.cwd });
         const line = /:(\d+)\b/.exec(result.stderr)?.[1];
-        findings.push(result.exitCode === 0 ? pass({ check: 'edge.caddy-syntax', file, message: 'caddy validate: valid' }) : fail({ check: 'edge.caddy-syntax', file, line: line ? Number(line) : undefined, message: `caddy validate: ${result.stderr.trim().split('\n').pop()}`, fix: 'fix the Caddyfile at the reported place' }));
+        findings.push(result.exitCode === 0
+            ? pass({ check: 'edge.caddy-syntax', file, message: 'caddy validate: valid' })
+            : fail({
+                check: 'edge.caddy-syntax',
+                file,
+                line: line ? Number(line) : undefined,
+                message: `caddy validate: ${result.stderr.trim().split('\n').pop()}`,
+                fix: 'fix the Caddyfile at the reported place',
+            }));
     }
     const blocking = gate(ctx.production);
     const lineOf = (pattern) => {
@@ -42419,13 +42640,25 @@ async function checkCaddy(runner, ctx, configFile, pathEnv) {
     // Caddy serves HTTPS and redirects HTTP by default; only turning that off breaks it.
     const autoHttpsOff = lineOf(/^\s*auto_https\s+(off|disable_redirects)\b/);
     if (autoHttpsOff)
-        findings.push(blocking({ check: 'edge.https-redirect', file, line: autoHttpsOff, message: 'auto_https is turned off or its redirects are disabled', fix: 'remove the auto_https line so Caddy manages certificates and redirects HTTP to HTTPS' }));
+        findings.push(blocking({
+            check: 'edge.https-redirect',
+            file,
+            line: autoHttpsOff,
+            message: 'auto_https is turned off or its redirects are disabled',
+            fix: 'remove the auto_https line so Caddy manages certificates and redirects HTTP to HTTPS',
+        }));
     else
         findings.push(pass({ check: 'edge.https-redirect', file, message: 'Caddy redirects HTTP to HTTPS (automatic HTTPS)' }));
     // Caddy accepts TLS 1.2+ unless a `protocols` subdirective lowers the minimum.
     const oldProtocols = lineOf(/^\s*protocols\s+(ssl3\.0|tls1\.0|tls1\.1)\b/i);
     if (oldProtocols)
-        findings.push(blocking({ check: 'edge.tls-protocols', file, line: oldProtocols, message: 'the tls protocols minimum is below TLS 1.2: deprecated, with known attacks (RFC 8996)', fix: 'remove the protocols line (Caddy defaults to tls1.2) or write: protocols tls1.2 tls1.3' }));
+        findings.push(blocking({
+            check: 'edge.tls-protocols',
+            file,
+            line: oldProtocols,
+            message: 'the tls protocols minimum is below TLS 1.2: deprecated, with known attacks (RFC 8996)',
+            fix: 'remove the protocols line (Caddy defaults to tls1.2) or write: protocols tls1.2 tls1.3',
+        }));
     else
         findings.push(pass({ check: 'edge.tls-protocols', file, message: 'Caddy accepts TLS 1.2 and later' }));
     if (lineOf(/strict-transport-security/i) === undefined)
@@ -42449,7 +42682,11 @@ async function expandScripts(scripts, ctx) {
         if (matched.length === 0)
             ctx.files?.add((0,external_node_path_namespaceObject.isAbsolute)(pattern) ? pattern : (0,external_node_path_namespaceObject.join)(scripts.baseDir, pattern), 'shell script pattern', 'scripts.glob', 'no match');
         if (matched.length === 0)
-            findings.push(fail({ check: 'scripts.glob', message: `the script pattern ${pattern} matches no file (from ${displayPath(ctx, scripts.baseDir) || '.'})`, fix: 'fix the pattern in --script or preflight.scripts' }));
+            findings.push(fail({
+                check: 'scripts.glob',
+                message: `the script pattern ${pattern} matches no file (from ${displayPath(ctx, scripts.baseDir) || '.'})`,
+                fix: 'fix the pattern in --script or preflight.scripts',
+            }));
         for (const file of matched.sort())
             files.add(file);
     }
@@ -42468,7 +42705,10 @@ async function checkScripts(runner, ctx, scripts, severity) {
     const syntaxFailures = syntax.filter((s) => s.result.exitCode !== 0);
     for (const { file, result } of syntaxFailures) {
         const line = /line (\d+):/.exec(result.stderr)?.[1];
-        const message = result.stderr.split('\n').find((l) => l.trim())?.replace(/^.*?line \d+: /, '') ?? 'syntax error';
+        const message = result.stderr
+            .split('\n')
+            .find((l) => l.trim())
+            ?.replace(/^.*?line \d+: /, '') ?? 'syntax error';
         findings.push(fail({ check: 'scripts.syntax', file: displayPath(ctx, file), line: line ? Number(line) : undefined, message: `bash -n: ${message}`, fix: 'fix the syntax error; `bash -n FILE` shows it' }));
     }
     if (syntaxFailures.length === 0)
@@ -42486,7 +42726,11 @@ async function checkScripts(runner, ctx, scripts, severity) {
         comments = JSON.parse(result.stdout).comments;
     }
     catch {
-        findings.push(fail({ check: 'scripts.shellcheck', message: `shellcheck did not report (exit ${result.exitCode}): ${result.stderr.split('\n')[0] ?? ''}`, fix: 'run shellcheck on the scripts by hand to see why' }));
+        findings.push(fail({
+            check: 'scripts.shellcheck',
+            message: `shellcheck did not report (exit ${result.exitCode}): ${result.stderr.split('\n')[0] ?? ''}`,
+            fix: 'run shellcheck on the scripts by hand to see why',
+        }));
         return findings;
     }
     for (const c of comments) {
@@ -42521,7 +42765,7 @@ function postgres_env_parsePgUrl(url) {
     delete params.password;
     if (params.sslpassword !== undefined) {
         // libpq reads sslpassword from no environment variable, and Lifeline puts no secret on a command line.
-        throw errors_usageError('BAD_URL', 'the PostgreSQL URL sets sslpassword, which Lifeline cannot pass to pg_dump, pg_restore and psql without putting it on their command line', 'use a client key without a passphrase (openssl pkey -in key.pem -out plain.pem), readable only by the store\'s owner (chmod 0600), in sslkey');
+        throw errors_usageError('BAD_URL', 'the PostgreSQL URL sets sslpassword, which Lifeline cannot pass to pg_dump, pg_restore and psql without putting it on their command line', "use a client key without a passphrase (openssl pkey -in key.pem -out plain.pem), readable only by the store's owner (chmod 0600), in sslkey");
     }
     const decode = (part, value) => {
         try {
@@ -42617,6 +42861,10 @@ async function detectComposeCommand(runner, setting, pathEnv = '') {
         return COMPOSE_V1;
     throw errors_usageError('COMPOSE_MISSING', 'neither `docker compose` (Compose v2) nor `docker-compose` (v1) works on this machine', 'install the Docker Compose plugin (or docker-compose), set compose.command in lifeline.yml, or remove postgres.service / redis.service to run the client tools locally');
 }
+/** The project name as Compose records it in its labels (both versions lowercase it and drop other characters). */
+function normalizeProjectName(name) {
+    return name.toLowerCase().replace(/[^-_a-z0-9]/g, '');
+}
 
 ;// CONCATENATED MODULE: ./src/postgres/binaries.ts
 
@@ -42663,7 +42911,9 @@ function environmentConnection(settings) {
     if (!settings.postgres.url) {
         const named = settings.postgres.urlEnv;
         // An environment that names its variable never falls back to DATABASE_URL: say which one to set.
-        throw usageError('NO_DATABASE_URL', named ? `no PostgreSQL URL for environment ${settings.name}: ${named} (its postgres.urlEnv) is not set` : `no PostgreSQL URL for environment ${settings.name}`, named ? `set ${named}, or pass --database-url postgres://user:password@host:5432/dbname` : 'pass --database-url postgres://user:password@host:5432/dbname, set DATABASE_URL, or set postgres.urlEnv in lifeline.yml');
+        throw usageError('NO_DATABASE_URL', named ? `no PostgreSQL URL for environment ${settings.name}: ${named} (its postgres.urlEnv) is not set` : `no PostgreSQL URL for environment ${settings.name}`, named
+            ? `set ${named}, or pass --database-url postgres://user:password@host:5432/dbname`
+            : 'pass --database-url postgres://user:password@host:5432/dbname, set DATABASE_URL, or set postgres.urlEnv in lifeline.yml');
     }
     const conn = parsePgUrl(settings.postgres.url);
     return settings.postgres.database ? { ...conn, database: settings.postgres.database } : conn;
@@ -42696,6 +42946,21 @@ async function composeRunner(compose, service) {
 }
 /** The one running container of a Compose service; a missing or scaled service is a failure with the fix. */
 async function serviceContainerId(compose, service) {
+    if (compose.projectName) {
+        // With a known project name the engine is asked directly by Compose's labels (running
+        // containers only): Compose v1 takes 2-5 s to start, paid by every command in this layout.
+        // Anything but exactly one container goes on to Compose itself, for its diagnostics.
+        const labels = [`com.docker.compose.project=${normalizeProjectName(compose.projectName)}`, `com.docker.compose.service=${service}`, 'com.docker.compose.oneoff=False'];
+        const byLabel = await runner_runText(new runner_LocalRunner(), { tool: 'docker', args: ['ps', '-q', '--no-trunc', ...labels.flatMap((l) => ['--filter', `label=${l}`])] }).catch(() => undefined);
+        const found = byLabel?.exitCode === 0
+            ? byLabel.stdout
+                .split('\n')
+                .map((l) => l.trim())
+                .filter(Boolean)
+            : [];
+        if (found.length === 1)
+            return found[0];
+    }
     const command = await composeCommand(compose.command);
     const [tool, ...prefix] = command;
     const project = [...compose.files.flatMap((f) => ['-f', f]), ...(compose.projectName ? ['-p', compose.projectName] : [])];
@@ -42706,7 +42971,10 @@ async function serviceContainerId(compose, service) {
             fix: 'check compose.files and compose.projectName in lifeline.yml (they must name the running stack), and that Docker is reachable (DOCKER_HOST)',
         });
     }
-    const ids = ps.stdout.split('\n').map((l) => l.trim()).filter(Boolean);
+    const ids = ps.stdout
+        .split('\n')
+        .map((l) => l.trim())
+        .filter(Boolean);
     if (ids.length === 0) {
         throw errors_failure('SERVICE_NOT_RUNNING', `Compose service ${service} has no container in ${compose.projectName ? `project ${compose.projectName}` : 'the stack'}`, {
             fix: `start it (${hint(`up -d ${service}`)}), or check the service name (postgres.service / redis.service) and compose.projectName in lifeline.yml`,
@@ -42787,7 +43055,7 @@ async function writeFileAtomic(path, data) {
     await fsyncPath((0,external_node_path_namespaceObject.dirname)(path));
 }
 /** A pass-through that hashes and counts what flows through it, so no second read is needed. */
-class files_HashingTransform extends external_node_stream_.Transform {
+class HashingTransform extends external_node_stream_.Transform {
     hash = (0,external_node_crypto_.createHash)('sha256');
     bytes = 0;
     _transform(chunk, _encoding, callback) {
@@ -42801,7 +43069,7 @@ class files_HashingTransform extends external_node_stream_.Transform {
 }
 /** Streams `source` into `path`, hashing in the same pass, then fsyncs. */
 async function streamToFile(source, path, onProgress) {
-    const hasher = new files_HashingTransform();
+    const hasher = new HashingTransform();
     if (onProgress)
         hasher.on('data', () => onProgress(hasher.bytes));
     await (0,external_node_stream_promises_namespaceObject.pipeline)(source, hasher, (0,external_node_fs_namespaceObject.createWriteStream)(path, { flags: 'wx', mode: PRIVATE_FILE_MODE }));
@@ -42810,7 +43078,7 @@ async function streamToFile(source, path, onProgress) {
 }
 /** A writable file that hashes what is written, for producers that push rather than offer a readable. */
 function hashingFileWriter(path) {
-    const hasher = new files_HashingTransform();
+    const hasher = new HashingTransform();
     const file = (0,external_node_fs_namespaceObject.createWriteStream)(path, { flags: 'wx', mode: PRIVATE_FILE_MODE });
     const finished = (0,external_node_stream_promises_namespaceObject.pipeline)(hasher, file);
     // A write error (ENOSPC) can land before the producer calls done(): it is reported there, not as an unhandled rejection.
@@ -42826,17 +43094,35 @@ function hashingFileWriter(path) {
 }
 /** sha256 of a file, read in 1 MiB chunks (bounded memory). */
 async function sha256File(path) {
-    const hasher = new files_HashingTransform();
-    await pipeline(createReadStream(path, { highWaterMark: 1024 * 1024 }), hasher, async function* (source) {
-        for await (const _chunk of source) {
-            // drain
-        }
-    });
-    return { sha256: hasher.digest(), bytes: hasher.bytes };
+    const handle = await open(path, 'r');
+    try {
+        return await files_sha256Handle(handle);
+    }
+    finally {
+        await handle.close();
+    }
+}
+/**
+ * sha256 of an open file from its start, read into one reused 1 MiB buffer. A read stream would
+ * allocate a fresh buffer per chunk, and at disk speed the garbage of a multi-GB archive lifts the
+ * process's resident memory by some 70 MB before the collector catches up (measured on a restore's
+ * checksum pass); one buffer keeps it flat.
+ */
+async function files_sha256Handle(handle) {
+    const hash = createHash('sha256');
+    const buffer = Buffer.allocUnsafe(1024 * 1024);
+    let bytes = 0;
+    for (;;) {
+        const { bytesRead } = await handle.read(buffer, 0, buffer.length, bytes);
+        if (bytesRead === 0)
+            break;
+        hash.update(buffer.subarray(0, bytesRead));
+        bytes += bytesRead;
+    }
+    return { sha256: hash.digest('hex'), bytes };
 }
 
 ;// CONCATENATED MODULE: ./src/catalog/confine.ts
-
 
 
 
@@ -42976,16 +43262,15 @@ function missingAsUndefined(error) {
         return undefined;
     throw error;
 }
-/** sha256 of an entry file, streamed in 1 MiB chunks through a confined handle. */
+/** sha256 of an entry file, read in 1 MiB chunks through a confined handle. */
 async function confine_sha256EntryFile(entryDir, name) {
     const handle = await openEntryFile(entryDir, name);
-    const hasher = new HashingTransform();
-    await pipeline(handle.createReadStream({ highWaterMark: 1024 * 1024 }), hasher, async function* (source) {
-        for await (const _chunk of source) {
-            // drain
-        }
-    });
-    return { sha256: hasher.digest(), bytes: hasher.bytes };
+    try {
+        return await sha256Handle(handle);
+    }
+    finally {
+        await handle.close();
+    }
 }
 /** A small entry file (metadata, SHA256SUMS) as text, through a confined handle; refuses more than `limit` bytes. */
 async function confine_readEntryText(entryDir, name, limit = 16 * 1024 * 1024) {
@@ -43024,10 +43309,7 @@ function sharedStoreProblem(root, _env) {
         return undefined;
     const octal = mode.toString(8).padStart(4, '0');
     const reach = readable && writable ? 'readable and writable' : readable ? 'readable' : writable ? 'writable' : '';
-    const problems = [
-        ...(reach ? [`is ${reach} by other local users (mode ${octal})`] : []),
-        ...(foreign ? [`is owned by uid ${info.uid}, not by ${runningUser()} that Lifeline runs as`] : []),
-    ];
+    const problems = [...(reach ? [`is ${reach} by other local users (mode ${octal})`] : []), ...(foreign ? [`is owned by uid ${info.uid}, not by ${runningUser()} that Lifeline runs as`] : [])];
     return {
         message: `the catalog ${root} ${problems.join(' and ')}: backups, tenant exports and Redis snapshots hold production data, and another user could plant a directory or link in it`,
         fix: [...(foreign ? [`chown ${userInfoName() ?? process.geteuid?.()} ${root}`] : []), `chmod 700 ${root}`].join(' && '),
@@ -43105,7 +43387,10 @@ function warnIfStoreShared(root, env) {
 ;// CONCATENATED MODULE: ./src/catalog/fs-errors.ts
 
 const FILESYSTEM_CODES = {
-    ENOSPC: { what: 'no space left on the device', fix: (p) => `free space on the filesystem that holds ${p} (df -h ${p}), e.g. lifeline prune, or point --store / store: at a larger disk, then run the command again` },
+    ENOSPC: {
+        what: 'no space left on the device',
+        fix: (p) => `free space on the filesystem that holds ${p} (df -h ${p}), e.g. lifeline prune, or point --store / store: at a larger disk, then run the command again`,
+    },
     EDQUOT: { what: 'the disk quota is exhausted', fix: (p) => `raise the quota or free space under ${p}, then run the command again` },
     EROFS: { what: 'the filesystem is read-only', fix: (p) => `remount the filesystem that holds ${p} read-write (or point --store at a writable one), then run the command again` },
     EACCES: { what: 'permission denied', fix: (p) => `run Lifeline as the user that owns the catalog (ls -ld ${p}), or fix the owner of ${p}` },
@@ -43149,6 +43434,7 @@ async function withWriteOutcome(outcome, fn, where) {
 
 ;// CONCATENATED MODULE: ./src/catalog/sums.ts
 
+
 const SUMS_FILE = 'SHA256SUMS';
 /** The exact format `sha256sum -c` reads: hash, two spaces, file name. */
 function formatSums(entries) {
@@ -43164,7 +43450,9 @@ function parseSums(text) {
             continue;
         const match = /^([0-9a-f]{64}) [ *](.+)$/.exec(line);
         if (!match)
-            throw new Error(`malformed ${SUMS_FILE} line: ${JSON.stringify(line)}`);
+            throw failure('CATALOG_CORRUPT', `malformed ${SUMS_FILE} line: ${JSON.stringify(line)}`, {
+                fix: `the entry's ${SUMS_FILE} was altered outside Lifeline: inspect it, then remove the entry or restore it from an off-host copy`,
+            });
         entries.push({ sha256: match[1], file: match[2] });
     }
     return entries;
@@ -43187,6 +43475,7 @@ async function checkSums(dir, options = {}) {
         try {
             const { sha256 } = await sha256EntryFile(dir, entry.file);
             results.push({ file: entry.file, expected: entry.sha256, actual: sha256, ok: sha256 === entry.sha256 });
+            options.onFile?.();
         }
         catch (error) {
             const message = error instanceof UnsafeEntryFileError ? error.message : error.message;
@@ -64607,7 +64896,7 @@ function identityRequired(what) {
 function encryptingWriter(target, recipients) {
     if (!recipients.length)
         throw new Error('encryptingWriter needs at least one recipient');
-    const plain = new files_HashingTransform();
+    const plain = new HashingTransform();
     const finished = (async () => {
         const encrypter = new Encrypter();
         for (const r of recipients)
@@ -64639,9 +64928,13 @@ function encryptReadable(source, recipients) {
 function decryptFailure(what, error) {
     const message = error.message ?? String(error);
     if (/no identity matched/i.test(message)) {
-        return failure('AGE_WRONG_IDENTITY', `${what} cannot be decrypted with the given identity (it was encrypted to other recipients)`, { fix: `give an identity whose public key is among the recipients recorded in backup.json; ${IDENTITY_FIX}` });
+        return failure('AGE_WRONG_IDENTITY', `${what} cannot be decrypted with the given identity (it was encrypted to other recipients)`, {
+            fix: `give an identity whose public key is among the recipients recorded in backup.json; ${IDENTITY_FIX}`,
+        });
     }
-    return failure('AGE_DECRYPT_FAILED', `${what} failed to decrypt: ${message.replace(/AGE-SECRET-KEY-1\S*/g, '***')} (the file is damaged or not an age file)`, { fix: 'check its checksum (lifeline verify) and use another copy or backup' });
+    return failure('AGE_DECRYPT_FAILED', `${what} failed to decrypt: ${message.replace(/AGE-SECRET-KEY-1\S*/g, '***')} (the file is damaged or not an age file)`, {
+        fix: 'check its checksum (lifeline verify) and use another copy or backup',
+    });
 }
 /**
  * Decrypts an age stream: the header is read (and the identity tried) before this resolves, so a
@@ -64677,6 +64970,7 @@ function identityMatches(identity, recipients) {
 }
 
 ;// CONCATENATED MODULE: ./src/catalog/store.ts
+
 
 
 
@@ -64979,15 +65273,47 @@ class StagedEntry {
             },
         };
     }
+    /**
+     * A scratch file inside the staging directory (0600, created exclusively), for a producer that
+     * must land its bytes before it can say how many belong to the payload. It is never listed in
+     * SHA256SUMS; `remove()` deletes it, and the staging directory goes with a failed entry anyway.
+     */
+    scratchFile(name) {
+        const path = this.path(name);
+        const stream = (0,external_node_fs_namespaceObject.createWriteStream)(path, { flags: 'wx', mode: PRIVATE_FILE_MODE });
+        return {
+            path,
+            stream,
+            remove: async () => {
+                stream.destroy();
+                await (0,promises_namespaceObject.rm)(path, { force: true });
+            },
+        };
+    }
     async addText(name, text) {
         return this.addStream(name, external_node_stream_.Readable.from([Buffer.from(text)]));
     }
-    /** Writes SHA256SUMS and the metadata, fsyncs, and renames the entry into place. */
-    async commit(metadata) {
+    /**
+     * Stores a file as it is, never encrypted, even in an encrypted entry: only for content that is
+     * already ciphertext or holds no payload (a tar of the entry's `.age` files, its `.sha256`).
+     */
+    async addUnencrypted(name, source) {
+        const result = await this.write(() => streamToFile(source, this.path(name)));
+        this.sums.push({ file: name, sha256: result.sha256 });
+        return { name, ...result };
+    }
+    /** Writes SHA256SUMS and the metadata and fsyncs them, without moving the entry (commit does both; a rewrite swaps it in itself). */
+    async seal(metadata) {
         await this.write(async () => {
             await writeFileAtomic((0,external_node_path_namespaceObject.join)(this.dir, SUMS_FILE), formatSums(this.sums));
             await writeFileAtomic((0,external_node_path_namespaceObject.join)(this.dir, this.metadataFile), `${JSON.stringify(metadata, null, 2)}\n`);
             await fsyncPath(this.dir);
+        });
+    }
+    /** Writes SHA256SUMS and the metadata, fsyncs, and renames the entry into place. */
+    async commit(metadata) {
+        await this.seal(metadata);
+        await this.write(async () => {
             await (0,promises_namespaceObject.rename)(this.dir, this.finalDir);
         });
         await fsyncPath((0,external_node_path_namespaceObject.join)(this.finalDir, '..'));
@@ -65076,6 +65402,7 @@ var external_node_net_ = __nccwpck_require__(7030);
 ;// CONCATENATED MODULE: ./src/runner/ports.ts
 
 
+
 /** A TCP port on 127.0.0.1 that was free a moment ago. */
 function ports_freePort() {
     return new Promise((resolve, reject) => {
@@ -65095,7 +65422,7 @@ async function waitFor(check, options) {
         if (await check().catch(() => false))
             return;
         if (Date.now() > deadline)
-            throw new Error(`timed out after ${options.timeoutMs} ms waiting for ${options.what}`);
+            throw failure('WAIT_TIMEOUT', `timed out after ${options.timeoutMs} ms waiting for ${options.what}`);
         await new Promise((r) => setTimeout(r, options.intervalMs ?? 100));
     }
 }
@@ -65395,7 +65722,11 @@ async function reapOne(leftover, options) {
 
 /** `lifeline-drill-<suffix>-<random>`, in the form the leftover records accept (at most 64 characters after the prefix). */
 function drillContainerName(suffix) {
-    const tail = `${suffix}-${randomBytes(3).toString('hex')}`.toLowerCase().replace(/[^a-z0-9-]/g, '-').slice(-64).replace(/^-+/, '');
+    const tail = `${suffix}-${randomBytes(3).toString('hex')}`
+        .toLowerCase()
+        .replace(/[^a-z0-9-]/g, '-')
+        .slice(-64)
+        .replace(/^-+/, '');
     return `lifeline-drill-${tail}`;
 }
 function throwaway_container_startThrowawayContainer(options) {
@@ -65469,7 +65800,9 @@ async function containerImage(container, docker = new runner_LocalRunner()) {
     const inspected = await runner_runText(docker, { tool: 'docker', args: ['inspect', '--format', '{{.Image}}', container] });
     const image = inspected.stdout.trim();
     if (inspected.exitCode !== 0 || !/^sha256:[0-9a-f]{64}$/.test(image)) {
-        throw errors_failure('IMAGE_UNKNOWN', `cannot read the image of container ${container.slice(0, 12)} (docker inspect ${runner_describeExit(inspected)}): ${runner_lastLines(inspected.stderr, 2)}`, { fix: 'check that Docker is reachable (DOCKER_HOST) and the service runs' });
+        throw errors_failure('IMAGE_UNKNOWN', `cannot read the image of container ${container.slice(0, 12)} (docker inspect ${runner_describeExit(inspected)}): ${runner_lastLines(inspected.stderr, 2)}`, {
+            fix: 'check that Docker is reachable (DOCKER_HOST) and the service runs',
+        });
     }
     return image;
 }
@@ -65517,13 +65850,17 @@ async function startContainerCluster(options) {
         // initdb refuses root; the official images (and Debian's) have this user.
         user: 'postgres',
         purpose: options.purpose,
-        where: 'the drill\'s throwaway PostgreSQL container',
+        where: "the drill's throwaway PostgreSQL container",
         docker: options.docker,
     });
     const conn = { host: '127.0.0.1', port, user: 'postgres', password, database: 'postgres', params: {} };
     try {
         await waitForContainer(container, async () => {
-            const r = await runText(container.runner, { tool: 'psql', args: ['-X', '-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-d', 'postgres', '-Atc', 'SELECT 1'], env: { PGPASSWORD: password } });
+            const r = await runText(container.runner, {
+                tool: 'psql',
+                args: ['-X', '-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-d', 'postgres', '-Atc', 'SELECT 1'],
+                env: { PGPASSWORD: password },
+            });
             return r.exitCode === 0 && r.stdout.trim() === '1';
         }, 'PostgreSQL');
     }
@@ -65542,10 +65879,24 @@ async function drillServerImage(serviceRunner, service, docker = new runner_Loca
     const image = await containerImage(serviceRunner.container, docker);
     const probe = await runner_runText(docker, {
         tool: 'docker',
-        args: ['run', '--rm', '--network', 'none', '--user', 'postgres', '--entrypoint', 'sh', image, '-c', `${FIND_SERVER}; for t in postgres psql pg_restore; do command -v "$t" >/dev/null 2>&1 || { echo "lifeline: $t: not found in the image" >&2; exit 127; }; done`],
+        args: [
+            'run',
+            '--rm',
+            '--network',
+            'none',
+            '--user',
+            'postgres',
+            '--entrypoint',
+            'sh',
+            image,
+            '-c',
+            `${FIND_SERVER}; for t in postgres psql pg_restore; do command -v "$t" >/dev/null 2>&1 || { echo "lifeline: $t: not found in the image" >&2; exit 127; }; done`,
+        ],
     }).catch((error) => ({ exitCode: 1, signal: null, stderr: error.message, stdout: '' }));
     if (probe.exitCode !== 0) {
-        const why = /unable to find user postgres|no matching entries in passwd/i.test(probe.stderr) ? 'the image has no postgres user (initdb refuses root)' : probe.stderr.trim().split('\n').slice(-2).join('; ') || `docker run exit ${probe.exitCode}`;
+        const why = /unable to find user postgres|no matching entries in passwd/i.test(probe.stderr)
+            ? 'the image has no postgres user (initdb refuses root)'
+            : probe.stderr.trim().split('\n').slice(-2).join('; ') || `docker run exit ${probe.exitCode}`;
         throw errors_usageError('DRILL_IMAGE_UNUSABLE', `the drill cannot start a throwaway PostgreSQL from the image of service ${service} (${image.slice(7, 19)}): ${why}; nothing was restored and no drill report was written`, `run the drill against a separate drill database instead (drill.targetUrlEnv in lifeline.yml, or --target-env NAME), or use an image for ${service} that has the PostgreSQL server binaries (the official postgres images do)`);
     }
     return image;
@@ -65553,79 +65904,7 @@ async function drillServerImage(serviceRunner, service, docker = new runner_Loca
 
 // EXTERNAL MODULE: external "node:events"
 var external_node_events_ = __nccwpck_require__(8474);
-;// CONCATENATED MODULE: ./src/postgres/metadata.ts
-
-const BACKUP_METADATA_FILE = 'backup.json';
-const POSTGRES_ARCHIVE_FILE = 'postgres.dump';
-const GLOBALS_FILE = 'globals.sql';
-const metadata_REDIS_SNAPSHOT_FILE = 'redis.rdb';
-const BACKUP_LABELS = (/* unused pure expression or super */ null && (['scheduled', 'pre-migration', 'manual', 'pre-restore']));
-/** The environment's complete backups, newest first. */
-async function listBackups(catalog, env) {
-    const entries = await catalog.list(env, 'backups', BACKUP_METADATA_FILE);
-    // A backup.json of the wrong shape would break every reader: it is reported and the others are used.
-    return entries.filter((entry) => {
-        const problem = backupMetadataProblem(entry.metadata);
-        if (problem)
-            catalog.reportDamaged(`${entry.dir}/${BACKUP_METADATA_FILE}`, problem);
-        return !problem;
-    });
-}
-function backupMetadataProblem(metadata) {
-    const archive = metadata.files?.postgres;
-    if (typeof archive?.name !== 'string' || typeof archive.sha256 !== 'string' || typeof archive.bytes !== 'number')
-        return 'it names no PostgreSQL archive (files.postgres)';
-    if (typeof metadata.label !== 'string')
-        return 'it has no label';
-    return undefined;
-}
-/**
- * One backup by id, or for `latest` the newest one that did not fail verification and is not a
- * `pre-restore` backup (that one may hold another database: the target of a restore, so it is
- * only ever used by id). An unknown id is the operator's mistake (exit 2).
- */
-async function findBackup(catalog, env, idOrLatest) {
-    const wanted = idOrLatest.trim();
-    if (wanted === '' || wanted === 'latest') {
-        const newest = (await listBackups(catalog, env)).find((b) => b.metadata.label !== 'pre-restore' && b.metadata.verified?.ok !== false);
-        if (!newest) {
-            throw usageError('NO_BACKUPS', `environment ${env} has no usable backups in ${catalog.root} (pre-restore backups and backups that failed verification are only used by id)`, `take one first: lifeline backup --env ${env}; or pass the id from lifeline backups --env ${env}`);
-        }
-        return newest;
-    }
-    const entry = await catalog.get(env, 'backups', wanted, BACKUP_METADATA_FILE);
-    if (!entry) {
-        throw usageError('BACKUP_NOT_FOUND', `backup ${wanted} does not exist in environment ${env} (store ${catalog.root})`, `list the backups with: lifeline backups --env ${env} (or pass --backup latest)`);
-    }
-    return entry;
-}
-/**
- * The backup a restore into `target` uses: an id as given, or for `latest` the newest usable
- * backup (not pre-restore, not failed verification) of the target's own database, by name and,
- * where both are known, the server's system identifier. Another database's backup is only ever
- * restored by its id: `latest` never picks a one-off backup of a different database.
- */
-async function findBackupForTarget(catalog, env, idOrLatest, target) {
-    const wanted = idOrLatest.trim();
-    if (wanted !== '' && wanted !== 'latest')
-        return findBackup(catalog, env, wanted);
-    const usable = (await listBackups(catalog, env)).filter((b) => b.metadata.label !== 'pre-restore' && b.metadata.verified?.ok !== false);
-    const sameServer = (b) => !b.metadata.systemIdentifier || !target.systemIdentifier || b.metadata.systemIdentifier === target.systemIdentifier;
-    const match = usable.find((b) => b.metadata.database === target.database && sameServer(b));
-    if (match)
-        return match;
-    const sameName = usable.filter((b) => b.metadata.database === target.database);
-    const others = usable.slice(0, 3).map((b) => `${b.id} (database ${b.metadata.database}${b.metadata.systemIdentifier ? `, server ${b.metadata.systemIdentifier}` : ''})`);
-    const why = sameName.length
-        ? `its backups of ${target.database} were taken on another server (system identifier ${sameName[0].metadata.systemIdentifier}, this one is ${target.systemIdentifier})`
-        : others.length
-            ? `its newest backups are of other databases: ${others.join(', ')}`
-            : 'it has no usable backups';
-    throw usageError('NO_BACKUP_OF_TARGET', `"latest" means the newest backup of the target's own database, and environment ${env} has none for ${target.describe}: ${why}`, `to restore another database's backup (or one from another server) into ${target.database}, pass its id explicitly: --backup <id> (lifeline backups --env ${env} lists the database and server of each)`);
-}
-
 ;// CONCATENATED MODULE: ./src/redis/snapshot.ts
-
 
 
 
@@ -65662,7 +65941,9 @@ function snapshot_redisCli(target, args) {
 async function redisKeyspace(runner, target) {
     const result = await runText(runner, snapshot_redisCli(target, ['INFO', 'keyspace']));
     if (result.exitCode !== 0 || /^(ERR|NOAUTH|WRONGPASS)/m.test(result.stdout)) {
-        throw failure('REDIS_CONNECT', `cannot read INFO keyspace from redis://${target.host}:${target.port}: ${lastLines(result.stderr || result.stdout, 2)}`, { fix: 'check the Redis URL (REDIS_URL / --redis-url) and its password' });
+        throw failure('REDIS_CONNECT', `cannot read INFO keyspace from redis://${target.host}:${target.port}: ${lastLines(result.stderr || result.stdout, 2)}`, {
+            fix: 'check the Redis URL (REDIS_URL / --redis-url) and its password',
+        });
     }
     return parseKeyspace(result.stdout);
 }
@@ -65680,7 +65961,7 @@ const CHECK_IN_CONTAINER = 'command -v redis-check-rdb >/dev/null 2>&1 || { echo
 function missingToolCheck(runner) {
     const fix = runner instanceof LocalRunner
         ? 'install it (Debian: apt-get install redis-tools), set redis.binDir, or set redis.service so it runs in the Redis container'
-        : 'use a Redis image that has redis-check-rdb (the official redis images do), or remove redis.service to use this host\'s (Debian: apt-get install redis-tools)';
+        : "use a Redis image that has redis-check-rdb (the official redis images do), or remove redis.service to use this host's (Debian: apt-get install redis-tools)";
     return { ok: false, keysRead: 0, expires: 0, toolMissing: true, detail: `redis-check-rdb was not found (${runner.where}); fix: ${fix}` };
 }
 /**
@@ -65688,13 +65969,20 @@ function missingToolCheck(runner) {
  * runner runs: on this host, or inside the Redis service's container (the file streamed in).
  * A missing redis-check-rdb is a failed check that says so and how to fix it, never an exception.
  */
-async function checkRdb(runner, path) {
+async function checkRdb(runner, path, 
+/** The plaintext as a stream (a decrypted snapshot) instead of `path`; only where the check runs in a container. */ source) {
     let result;
+    if (source && runner instanceof LocalRunner)
+        throw new Error('checkRdb: a stream source needs a container runner');
     try {
         result =
             runner instanceof LocalRunner
                 ? await runText(runner, { tool: 'redis-check-rdb', args: [path] })
-                : await runText(runner, { tool: 'sh', args: ['-c', CHECK_IN_CONTAINER, 'lifeline-check', `lifeline-${randomBytes(12).toString('hex')}.rdb`], stdin: createReadStream(path, { highWaterMark: 1024 * 1024 }) });
+                : await runText(runner, {
+                    tool: 'sh',
+                    args: ['-c', CHECK_IN_CONTAINER, 'lifeline-check', `lifeline-${randomBytes(12).toString('hex')}.rdb`],
+                    stdin: source ?? createReadStream(path, { highWaterMark: 1024 * 1024 }),
+                });
     }
     catch (error) {
         if (isLifelineError(error) && error.code === 'TOOL_MISSING')
@@ -65721,31 +66009,36 @@ async function checkRdb(runner, path) {
 async function snapshotRedis(staged, options) {
     if (staged.encryptTo)
         return snapshotRedisEncrypted(staged, options);
-    const raw = staged.path(`${REDIS_SNAPSHOT_FILE}.part`);
+    const scratch = staged.scratchFile(`${options.fileName}.part`);
+    const raw = scratch.path;
     try {
         const running = options.runner.start(snapshot_redisCli(options.target, ['--rdb', '-']));
-        await pipeline(running.stdout, createWriteStream(raw, { flags: 'wx', mode: 0o600 }));
+        await pipeline(running.stdout, scratch.stream);
         const result = await running.done;
         if (result.exitCode !== 0) {
-            throw failure('REDIS_SNAPSHOT_FAILED', `redis-cli --rdb failed against redis://${options.target.host}:${options.target.port}: ${lastLines(result.stderr, 3)}`, { fix: 'check the Redis URL and password, and that the user may run SYNC/REPLCONF' });
+            throw failure('REDIS_SNAPSHOT_FAILED', `redis-cli --rdb failed against redis://${options.target.host}:${options.target.port}: ${lastLines(result.stderr, 3)}`, {
+                fix: 'check the Redis URL and password, and that the user may run SYNC/REPLCONF',
+            });
         }
         const reported = /Transfer finished with success after (\d+) bytes/.exec(result.stderr);
         const { size } = await stat(raw);
         const bytes = reported ? Number(reported[1]) : size;
         if (bytes <= 0 || bytes > size)
             throw failure('REDIS_SNAPSHOT_FAILED', `redis-cli reported ${bytes} bytes but wrote ${size}`);
-        const file = await staged.addStream(REDIS_SNAPSHOT_FILE, createReadStream(raw, { start: 0, end: bytes - 1 }));
-        const check = await checkRdb(options.checkRunner, staged.path(REDIS_SNAPSHOT_FILE));
+        const file = await staged.addStream(options.fileName, createReadStream(raw, { start: 0, end: bytes - 1 }));
+        const check = await checkRdb(options.checkRunner, staged.path(options.fileName));
         if (check.toolMissing)
-            throw failure('REDIS_CHECK_MISSING', `the Redis snapshot cannot be validated: ${check.detail}`, { fix: 'make redis-check-rdb available where the check runs (see above), or back up with --verify false' });
+            throw failure('REDIS_CHECK_MISSING', `the Redis snapshot cannot be validated: ${check.detail}`, {
+                fix: 'make redis-check-rdb available where the check runs (see above), or back up with --verify false',
+            });
         if (!check.ok)
             throw failure('REDIS_SNAPSHOT_INVALID', `the Redis snapshot does not validate: ${check.detail}`, { fix: 'retry the backup; if it keeps failing, check the Redis server log' });
         const keys = await redisKeyspace(options.runner, options.target);
         options.logger.info(`redis snapshot: ${file.bytes} bytes, ${check.keysRead} keys`);
-        return { name: REDIS_SNAPSHOT_FILE, bytes: file.bytes, sha256: file.sha256, keys, check };
+        return { name: options.fileName, bytes: file.bytes, sha256: file.sha256, keys, check };
     }
     finally {
-        await rm(raw, { force: true });
+        await scratch.remove();
     }
 }
 /** Bytes redis-cli may append after the payload with diskless replication (the EOF marker). */
@@ -65776,7 +66069,9 @@ async function snapshotRedisEncrypted(staged, options) {
         flush(cb) {
             running.done.then((result) => {
                 if (result.exitCode !== 0)
-                    return cb(failure('REDIS_SNAPSHOT_FAILED', `redis-cli --rdb failed against redis://${options.target.host}:${options.target.port}: ${lastLines(result.stderr, 3)}`, { fix: 'check the Redis URL and password, and that the user may run SYNC/REPLCONF' }));
+                    return cb(failure('REDIS_SNAPSHOT_FAILED', `redis-cli --rdb failed against redis://${options.target.host}:${options.target.port}: ${lastLines(result.stderr, 3)}`, {
+                        fix: 'check the Redis URL and password, and that the user may run SYNC/REPLCONF',
+                    }));
                 const reported = /Transfer finished with success after (\d+) bytes/.exec(result.stderr);
                 const size = passed + held.length;
                 payloadBytes = reported ? Number(reported[1]) : size;
@@ -65796,7 +66091,7 @@ async function snapshotRedisEncrypted(staged, options) {
     });
     const checkDone = checker.done;
     checkDone.catch(() => { });
-    const writer = staged.addWriter(REDIS_SNAPSHOT_FILE);
+    const writer = staged.addWriter(options.fileName);
     let checkerGone = false;
     checkDone.then(() => (checkerGone = true), () => (checkerGone = true));
     try {
@@ -65906,7 +66201,17 @@ async function drillRedisImage(serviceRunner, service, options = {}) {
     const image = await containerImage(serviceRunner.container, docker);
     const probe = await runner_runText(docker, {
         tool: 'docker',
-        args: ['run', '--rm', '--network', 'none', '--entrypoint', 'sh', image, '-c', 'for t in redis-server redis-cli; do command -v "$t" >/dev/null 2>&1 || { echo "lifeline: $t: not found in the image" >&2; exit 127; }; done'],
+        args: [
+            'run',
+            '--rm',
+            '--network',
+            'none',
+            '--entrypoint',
+            'sh',
+            image,
+            '-c',
+            'for t in redis-server redis-cli; do command -v "$t" >/dev/null 2>&1 || { echo "lifeline: $t: not found in the image" >&2; exit 127; }; done',
+        ],
     }).catch((error) => ({ exitCode: 1, signal: null, stderr: error.message, stdout: '' }));
     if (probe.exitCode !== 0) {
         throw errors_usageError('DRILL_IMAGE_UNUSABLE', `${options.who ?? 'the drill'} cannot start a throwaway Redis from the image of service ${service} (${image.slice(7, 19)}): ${probe.stderr.trim().split('\n').slice(-2).join('; ') || `docker run exit ${probe.exitCode}`}; ${options.consequence ?? 'nothing was restored and no drill report was written'}`, `use an image for ${service} that has redis-server and redis-cli (the official redis images do)`);
@@ -65965,7 +66270,13 @@ async function drillPostgres(settings) {
             return [pass({ check, message: `drills start their throwaway PostgreSQL from service ${service}'s image (${image.slice(7, 19)}): initdb, postgres, psql and pg_restore are in it` })];
         }
         catch (error) {
-            return [fail({ check, message: error.message.replace(/; nothing was restored and no drill report was written$/, ''), fix: error.fix ?? `use an image for ${service} with the PostgreSQL server binaries` })];
+            return [
+                fail({
+                    check,
+                    message: error.message.replace(/; nothing was restored and no drill report was written$/, ''),
+                    fix: error.fix ?? `use an image for ${service} with the PostgreSQL server binaries`,
+                }),
+            ];
         }
     }
     const major = await newestBackupMajor(settings);
@@ -65996,12 +66307,28 @@ async function redisTools(settings) {
         const running = await serviceRunning(settings.compose, service);
         if (!running)
             return [notChecked(check, `the Redis tools run in service ${service}, which is not running`, 'start the stack, then run lifeline preflight again')];
-        const probe = await runner_runText(running, { tool: 'sh', args: ['-c', `for t in ${REDIS_TOOLS.join(' ')}; do command -v "$t" >/dev/null 2>&1 || echo "$t"; done`] }).catch((error) => ({ exitCode: 1, stdout: '', stderr: error.message, signal: null }));
-        const missing = probe.stdout.split('\n').map((l) => l.trim()).filter(Boolean);
+        const probe = await runner_runText(running, { tool: 'sh', args: ['-c', `for t in ${REDIS_TOOLS.join(' ')}; do command -v "$t" >/dev/null 2>&1 || echo "$t"; done`] }).catch((error) => ({
+            exitCode: 1,
+            stdout: '',
+            stderr: error.message,
+            signal: null,
+        }));
+        const missing = probe.stdout
+            .split('\n')
+            .map((l) => l.trim())
+            .filter(Boolean);
         if (probe.exitCode !== 0)
-            return [fail({ check, message: `cannot look for the Redis tools in service ${service}: ${probe.stderr.trim().split('\n').slice(-1)[0]}`, fix: `check that the ${service} image has a shell (sh)` })];
+            return [
+                fail({ check, message: `cannot look for the Redis tools in service ${service}: ${probe.stderr.trim().split('\n').slice(-1)[0]}`, fix: `check that the ${service} image has a shell (sh)` }),
+            ];
         if (missing.length)
-            return [fail({ check, message: `service ${service} lacks ${missing.join(', ')} (backups check their snapshot with redis-check-rdb; drills load it with redis-server)`, fix: `use an image for ${service} that has them (the official redis images do)` })];
+            return [
+                fail({
+                    check,
+                    message: `service ${service} lacks ${missing.join(', ')} (backups check their snapshot with redis-check-rdb; drills load it with redis-server)`,
+                    fix: `use an image for ${service} that has them (the official redis images do)`,
+                }),
+            ];
         // The drill's throwaway Redis comes from the same image.
         try {
             await drillRedisImage(running, service, { who: 'a drill', consequence: 'drills with Redis would be refused' });
@@ -66014,7 +66341,13 @@ async function redisTools(settings) {
     const dirs = settings.redisBinDir ? [settings.redisBinDir] : [];
     const missing = REDIS_TOOLS.filter((tool) => !runner_findExecutable(tool, dirs, settings.path ?? process.env.PATH ?? ''));
     if (missing.length) {
-        return [fail({ check, message: `${missing.join(', ')} ${missing.length > 1 ? 'are' : 'is'} not installed on this host (backups snapshot and check Redis with them; drills load the snapshot into redis-server)`, fix: 'apt-get install redis-server redis-tools, or set redis.binDir, or set redis.service to run them in the Redis container' })];
+        return [
+            fail({
+                check,
+                message: `${missing.join(', ')} ${missing.length > 1 ? 'are' : 'is'} not installed on this host (backups snapshot and check Redis with them; drills load the snapshot into redis-server)`,
+                fix: 'apt-get install redis-server redis-tools, or set redis.binDir, or set redis.service to run them in the Redis container',
+            }),
+        ];
     }
     return [pass({ check, message: `${REDIS_TOOLS.join(', ')} are installed on this host` })];
 }
@@ -66152,7 +66485,13 @@ async function checkPgDumpVersion(runner, ctx, databaseUrl) {
             throw new Error(result.stderr);
     }
     catch {
-        return [fail({ check: 'tools.pg_dump', message: 'pg_dump is not installed (or does not run)', fix: 'install the PostgreSQL client of the server\'s major version (Debian: postgresql-client-15) or set postgres.binDir' })];
+        return [
+            fail({
+                check: 'tools.pg_dump',
+                message: 'pg_dump is not installed (or does not run)',
+                fix: "install the PostgreSQL client of the server's major version (Debian: postgresql-client-15) or set postgres.binDir",
+            }),
+        ];
     }
     let serverNum;
     try {
@@ -66160,12 +66499,24 @@ async function checkPgDumpVersion(runner, ctx, databaseUrl) {
         serverNum = Number(rows[0]?.v);
     }
     catch (error) {
-        return [fail({ check: 'tools.pg_dump', message: `cannot ask the database server for its version: ${error.message.split('\n')[0]}`, fix: 'check the database URL and that the server accepts connections from here' })];
+        return [
+            fail({
+                check: 'tools.pg_dump',
+                message: `cannot ask the database server for its version: ${error.message.split('\n')[0]}`,
+                fix: 'check the database URL and that the server accepts connections from here',
+            }),
+        ];
     }
     const serverMajor = Math.floor(serverNum / 10000);
     const clientMajor = Number(client.split('.')[0]);
     if (clientMajor < serverMajor) {
-        return [fail({ check: 'tools.pg_dump', message: `pg_dump ${client} is older than the server's major version ${serverMajor}: it refuses to dump it`, fix: `install postgresql-client-${serverMajor} (or newer) and point postgres.binDir at it` })];
+        return [
+            fail({
+                check: 'tools.pg_dump',
+                message: `pg_dump ${client} is older than the server's major version ${serverMajor}: it refuses to dump it`,
+                fix: `install postgresql-client-${serverMajor} (or newer) and point postgres.binDir at it`,
+            }),
+        ];
     }
     return [pass({ check: 'tools.pg_dump', message: `pg_dump ${client} can dump server major ${serverMajor}` })];
 }
@@ -66187,7 +66538,10 @@ async function checkPgBackRest(runner, ctx, physical) {
             fail({
                 check: 'tools.pgbackrest',
                 file: physical.configFile ? displayPath(ctx, physical.configFile) : undefined,
-                message: `pgbackrest check for stanza ${physical.stanza} failed: ${runner_lastLines(output.split('\n').filter((l) => /ERROR|WARN/.test(l)).join('\n') || output, 2)}`,
+                message: `pgbackrest check for stanza ${physical.stanza} failed: ${runner_lastLines(output
+                    .split('\n')
+                    .filter((l) => /ERROR|WARN/.test(l))
+                    .join('\n') || output, 2)}`,
                 fix: `run pgbackrest --stanza=${physical.stanza} check as the postgres user; create the stanza (stanza-create) and set archive_command if it is missing`,
             }),
         ];
@@ -66204,11 +66558,24 @@ async function checkCatalogSpace(ctx, store, environment) {
         (0,external_node_fs_namespaceObject.accessSync)(existing, external_node_fs_namespaceObject.constants.W_OK);
     }
     catch {
-        return [fail({ check: 'backups.catalog', message: `the catalog ${where} is not writable (${displayPath(ctx, existing)})`, fix: 'fix the directory\'s owner or permissions, or point --store / store: at a writable disk' })];
+        return [
+            fail({
+                check: 'backups.catalog',
+                message: `the catalog ${where} is not writable (${displayPath(ctx, existing)})`,
+                fix: "fix the directory's owner or permissions, or point --store / store: at a writable disk",
+            }),
+        ];
     }
-    const findings = [pass({ check: 'backups.catalog', message: existing === store ? `the catalog ${where} is writable` : `the catalog ${where} will be created under ${displayPath(ctx, existing)}, which is writable` })];
+    const findings = [
+        pass({
+            check: 'backups.catalog',
+            message: existing === store ? `the catalog ${where} is writable` : `the catalog ${where} will be created under ${displayPath(ctx, existing)}, which is writable`,
+        }),
+    ];
     const shared = sharedStoreProblem(store, environment);
-    findings.push(shared ? fail({ check: 'backups.catalog-private', file: where, message: shared.message, fix: shared.fix }) : pass({ check: 'backups.catalog-private', message: `the catalog ${where} is private to its owner` }));
+    findings.push(shared
+        ? fail({ check: 'backups.catalog-private', file: where, message: shared.message, fix: shared.fix })
+        : pass({ check: 'backups.catalog-private', message: `the catalog ${where} is private to its owner` }));
     const stats = (0,external_node_fs_namespaceObject.statfsSync)(existing);
     const freeBytes = stats.bavail * stats.bsize;
     let lastBytes;
@@ -66221,14 +66588,23 @@ async function checkCatalogSpace(ctx, store, environment) {
         }
     }
     catch (error) {
-        findings.push(warn({ check: 'backups.free-space', file: (0,external_node_path_namespaceObject.join)(where, environment, 'backups'), message: `the newest backup's size could not be read: ${error.message}`, fix: 'run lifeline backups to inspect the catalog' }));
+        findings.push(warn({
+            check: 'backups.free-space',
+            file: (0,external_node_path_namespaceObject.join)(where, environment, 'backups'),
+            message: `the newest backup's size could not be read: ${error.message}`,
+            fix: 'run lifeline backups to inspect the catalog',
+        }));
         return findings;
     }
     if (lastBytes === undefined) {
         findings.push(pass({ check: 'backups.free-space', message: `${formatBytes(freeBytes)} free; no backup yet to size against` }));
     }
     else if (freeBytes < 2 * lastBytes) {
-        findings.push(fail({ check: 'backups.free-space', message: `${formatBytes(freeBytes)} free for the catalog, but the last backup (${lastId}) took ${formatBytes(lastBytes)}: the next one needs room for twice that`, fix: 'free space or prune old backups (lifeline prune), or move the store to a larger disk' }));
+        findings.push(fail({
+            check: 'backups.free-space',
+            message: `${formatBytes(freeBytes)} free for the catalog, but the last backup (${lastId}) took ${formatBytes(lastBytes)}: the next one needs room for twice that`,
+            fix: 'free space or prune old backups (lifeline prune), or move the store to a larger disk',
+        }));
     }
     else {
         findings.push(pass({ check: 'backups.free-space', message: `${formatBytes(freeBytes)} free, at least twice the last backup (${formatBytes(lastBytes)})` }));
@@ -66320,9 +66696,7 @@ async function runPreflight(settings, logger) {
     const envFamily = timed('env', async () => checkEnvValues(ctx, { envFile: settings.envFile, requiredKeys: settings.requiredEnv }));
     const edgeFamily = timed('edge', () => checkEdge(runner, ctx, { nginxConfig: settings.nginxConfig, caddyConfig: settings.caddyConfig, path: settings.toolEnv.PATH }));
     const toolsFamily = timed('tools', async () => [
-        ...(settings.postgresService
-            ? await pgDumpInService(settings, ctx)
-            : await checkPgDumpVersion(postgresRunner, ctx, settings.databaseUrl)),
+        ...(settings.postgresService ? await pgDumpInService(settings, ctx) : await checkPgDumpVersion(postgresRunner, ctx, settings.databaseUrl)),
         ...(await checkPgBackRest(pgbackrestRunner, ctx, settings.physical)),
         ...(await checkCatalogSpace(ctx, settings.store, settings.environment)),
         ...(settings.capabilities ? await checkCapabilityTools({ ...settings.capabilities, environment: settings.environment, store: settings.store, path: settings.toolEnv.PATH }) : []),
@@ -66342,11 +66716,13 @@ async function pgDumpInService(settings, ctx) {
     const service = settings.postgresService;
     const inService = settings.capabilities ? await composeRunner(settings.capabilities.compose, service).catch(() => undefined) : undefined;
     if (!inService)
-        return [notChecked('tools.pg_dump', `pg_dump runs inside the Compose service ${service}, which is not running`, `start the stack, then run lifeline preflight again (or compare: docker compose exec ${service} pg_dump --version)`)];
+        return [
+            notChecked('tools.pg_dump', `pg_dump runs inside the Compose service ${service}, which is not running`, `start the stack, then run lifeline preflight again (or compare: docker compose exec ${service} pg_dump --version)`),
+        ];
     return checkPgDumpVersion(inService, ctx, settings.databaseUrl);
 }
 
-;// CONCATENATED MODULE: ./src/postgres/compression.ts
+;// CONCATENATED MODULE: ./src/settings/compression.ts
 
 const COMPRESSION_METHODS = ['gzip', 'zstd', 'lz4', 'none'];
 /** Levels each method accepts (pg_dump 16's own ranges; gzip's also hold for 15). */
@@ -76031,9 +76407,7 @@ const compose = object({
     projectName: schemas_string().min(1).optional(),
     /** `auto` detects `docker compose` (v2) then `docker-compose` (v1). */
     command: schemas_enum(['auto', 'docker compose', 'docker-compose']).optional(),
-    services: object({ api: composeService.optional(), web: composeService.optional(), worker: composeService.optional() })
-        .strict()
-        .optional(),
+    services: object({ api: composeService.optional(), web: composeService.optional(), worker: composeService.optional() }).strict().optional(),
     healthTimeout: schema_duration.optional(),
     /** How long every check must keep passing after the first healthy answer (default 5s). */
     settle: schema_duration.optional(),
@@ -76050,7 +76424,9 @@ const retention = object({
     keepDaily: schemas_number().int().min(0).optional(),
     keepWeekly: schemas_number().int().min(0).optional(),
     /** Pre-restore backups are their own class and never count toward the environment's backups. */
-    preRestore: object({ keepLast: schemas_number().int().min(0).optional(), keepDays: schemas_number().int().min(0).optional() }).strict().optional(),
+    preRestore: object({ keepLast: schemas_number().int().min(0).optional(), keepDays: schemas_number().int().min(0).optional() })
+        .strict()
+        .optional(),
 })
     .strict();
 /** Names the docker CLI itself reads: a container variable of that name would redirect or break the CLI that starts it. */
@@ -76187,8 +76563,12 @@ const storage = object({
     /** `sha256`: uploads carry x-amz-checksum-sha256 (default); `none`: no flexible checksum, for providers that reject it (Content-MD5 and x-amz-meta-sha256 stay). */
     checksums: schemas_enum(['sha256', 'none']).optional(),
     serverSideEncryption: schemas_enum(['AES256', 'aws:kms']).optional(),
-    objectLock: object({ mode: schemas_enum(['GOVERNANCE', 'COMPLIANCE']), days: schemas_number().int().positive() }).strict().optional(),
-    reviewed: object({ provider: schemas_string().min(1), by: schemas_string().min(1), date: schemas_string().regex(/^\d{4}-\d{2}-\d{2}$/, 'a date as YYYY-MM-DD') }).strict().optional(),
+    objectLock: object({ mode: schemas_enum(['GOVERNANCE', 'COMPLIANCE']), days: schemas_number().int().positive() })
+        .strict()
+        .optional(),
+    reviewed: object({ provider: schemas_string().min(1), by: schemas_string().min(1), date: schemas_string().regex(/^\d{4}-\d{2}-\d{2}$/, 'a date as YYYY-MM-DD') })
+        .strict()
+        .optional(),
 })
     .strict()
     .refine((s) => !(s.profile && (s.accessKeyIdEnv || s.secretAccessKeyEnv)), 'set profile or accessKeyIdEnv/secretAccessKeyEnv, not both');
@@ -76201,7 +76581,9 @@ const notify = object({
     ping: schemas_string().url().optional(),
     pingEnv: envVarName.optional(),
     /** The scheduled commands that ping (default: backup). */
-    pingCommands: array(schemas_enum(['backup', 'verify', 'prune', 'sync', 'drill', 'gate'])).min(1).optional(),
+    pingCommands: array(schemas_enum(['backup', 'verify', 'prune', 'sync', 'drill', 'gate']))
+        .min(1)
+        .optional(),
     /** Which outcomes post to the webhook (default: failed and refused; drills and gates always). */
     on: array(schemas_enum(['succeeded', 'failed', 'refused'])).optional(),
 })
@@ -76234,7 +76616,11 @@ const environmentSchema = object({
                 const credential = 'http' in h ? hookUrlCredential(h.http) : undefined;
                 // The message never repeats the URL: it holds the credential.
                 if (credential)
-                    ctx.addIssue({ code: 'custom', path: [i, 'http'], message: `the URL carries ${credential}; put it in a header from an environment variable instead: headersFromEnv: { Authorization: HOOK_AUTHORIZATION }` });
+                    ctx.addIssue({
+                        code: 'custom',
+                        path: [i, 'http'],
+                        message: `the URL carries ${credential}; put it in a header from an environment variable instead: headersFromEnv: { Authorization: HOOK_AUTHORIZATION }`,
+                    });
             });
         })
             .optional(),
@@ -76244,7 +76630,9 @@ const environmentSchema = object({
     storage: storage.optional(),
     notify: notify.optional(),
     /** Encryption at rest with age: every payload Lifeline stores is encrypted to these public keys (`age1...`). */
-    encryption: object({ recipients: array(schemas_string().min(1)).min(1, 'name at least one recipient (age-keygen prints its public key), or remove encryption:') }).strict().optional(),
+    encryption: object({ recipients: array(schemas_string().min(1)).min(1, 'name at least one recipient (age-keygen prints its public key), or remove encryption:') })
+        .strict()
+        .optional(),
     /** Production turns on the stricter preflight gates. */
     production: schemas_boolean().optional(),
 })
@@ -76305,7 +76693,7 @@ function readConfigText(path) {
     }
     catch (error) {
         const code = error.code;
-        throw errors_usageError('CONFIG_UNREADABLE', `configuration file ${path} cannot be read (${code === 'EACCES' || code === 'EPERM' ? 'permission denied' : code ?? 'error'})`, code === 'EACCES' || code === 'EPERM' ? `make it readable by the user running Lifeline (uid ${process.getuid?.() ?? '?'}), e.g. chmod 0640 ${path} and the right group, or ${fix}` : fix);
+        throw errors_usageError('CONFIG_UNREADABLE', `configuration file ${path} cannot be read (${code === 'EACCES' || code === 'EPERM' ? 'permission denied' : (code ?? 'error')})`, code === 'EACCES' || code === 'EPERM' ? `make it readable by the user running Lifeline (uid ${process.getuid?.() ?? '?'}), e.g. chmod 0640 ${path} and the right group, or ${fix}` : fix);
     }
     if (buffer.includes(0))
         throw errors_usageError('CONFIG_NOT_YAML', `configuration file ${path} is binary (it holds NUL bytes), not YAML`, fix);
@@ -76830,6 +77218,7 @@ const GLOBAL_INPUTS = [
     { name: 'database-url', type: 'string', description: 'PostgreSQL URL (overrides DATABASE_URL and the config). Masked in logs.' },
     { name: 'redis-url', type: 'string', description: 'Redis URL (overrides REDIS_URL and the config). Masked in logs.' },
     { name: 'json', type: 'boolean', description: 'Print exactly one JSON value on stdout.', default: 'false', cliOnly: true },
+    { name: 'quiet', type: 'boolean', description: 'No progress lines (warnings and errors still print).', default: 'false', cliOnly: true },
 ];
 function spec_allInputs(spec) {
     return spec.usesGlobals === false ? spec.inputs : [...GLOBAL_INPUTS, ...spec.inputs];
@@ -76959,7 +77348,13 @@ function commandFor(action, selected) {
 function actionInputs(action) {
     const byName = new Map();
     if (action.selector) {
-        byName.set(action.selector.input, { name: action.selector.input, type: 'string', description: action.selector.description, default: action.selector.default, choices: Object.keys(action.commands) });
+        byName.set(action.selector.input, {
+            name: action.selector.input,
+            type: 'string',
+            description: action.selector.description,
+            default: action.selector.default,
+            choices: Object.keys(action.commands),
+        });
     }
     for (const command of Object.values(action.commands)) {
         for (const input of allInputs(command)) {
@@ -77131,7 +77526,10 @@ async function deliver(url, init, what, options) {
                 break;
         }
         catch (error) {
-            last = error.name === 'TimeoutError' ? `no answer within ${Math.round((options.timeoutMs ?? DELIVERY_TIMEOUT_MS) / 1000)}s` : error.cause?.message ?? error.message;
+            last =
+                error.name === 'TimeoutError'
+                    ? `no answer within ${Math.round((options.timeoutMs ?? DELIVERY_TIMEOUT_MS) / 1000)}s`
+                    : (error.cause?.message ?? error.message);
         }
     }
     options.logger.warn(`could not deliver the ${what} to ${hostOf(url)} (${last}); the command's result is unchanged`);
@@ -77255,7 +77653,13 @@ async function runObserved(command, ctx) {
         ...(command.name === 'drill' && result ? { objectives: objectivesOf(result.json) } : {}),
     };
     try {
-        await new Catalog(settings.store).appendLog(settings.name, RUNS_LOG, { at: new Date().toISOString(), command: report.command, outcome, durationSeconds, entryId: report.entryId });
+        await new Catalog(settings.store).appendLog(settings.name, RUNS_LOG, {
+            at: new Date().toISOString(),
+            command: report.command,
+            outcome,
+            durationSeconds,
+            entryId: report.entryId,
+        });
     }
     catch (error) {
         ctx.logger.warn(`could not record this ${command.name} in ${RUNS_LOG} (${mask(error.message)}); lifeline metrics will not show it`);
@@ -77264,7 +77668,7 @@ async function runObserved(command, ctx) {
         await deliver(notify.webhook, { method: 'POST', body: JSON.stringify(webhookMessage(report)), contentType: 'application/json' }, 'webhook message', delivery);
     }
     if (ping) {
-        const body = outcome === 'succeeded' ? report.entryId ?? '' : mask([...tail, reason ?? ''].join('\n'));
+        const body = outcome === 'succeeded' ? (report.entryId ?? '') : mask([...tail, reason ?? ''].join('\n'));
         await deliver(pingUrl(ping, outcome === 'succeeded' ? '' : 'fail'), { method: 'POST', body, contentType: 'text/plain; charset=utf-8' }, `${outcome === 'succeeded' ? 'success' : 'failure'} ping`, delivery);
     }
     if (thrown !== undefined)
@@ -78761,7 +79165,7 @@ var io_util_awaiter = (undefined && undefined.__awaiter) || function (thisArg, _
 };
 
 
-const { chmod, copyFile, lstat: io_util_lstat, mkdir, open: io_util_open, readdir, rename, rm: io_util_rm, rmdir, stat: io_util_stat, symlink, unlink } = external_fs_namespaceObject.promises;
+const { chmod, copyFile, lstat: io_util_lstat, mkdir, open: io_util_open, readdir, rename, rm, rmdir, stat: io_util_stat, symlink, unlink } = external_fs_namespaceObject.promises;
 // export const {open} = 'fs'
 const IS_WINDOWS = process.platform === 'win32';
 /**
@@ -80297,8 +80701,7 @@ function readActionInputs(command) {
     }
     return values;
 }
-/** The one error boundary of every action entry. */
-async function runAction(action, selected) {
+async function runAction(action, selected, doors = {}) {
     const logger = actionsLogger();
     try {
         const chosen = selected ?? (action.selector ? getInput(action.selector.input) : undefined);
@@ -80326,6 +80729,7 @@ async function runAction(action, selected) {
             cwd: process.cwd(),
             logger,
             interactive: false,
+            artifactStore: doors.artifactStore,
         });
         await publishResult(command, result);
     }

@@ -40555,20 +40555,232 @@ const lowercaseKeys = (obj) => Object.keys(obj).reduce((c, k) => ((c[k.toLowerCa
 /************************************************************************/
 var __webpack_exports__ = {};
 
-// EXTERNAL MODULE: external "node:crypto"
-var external_node_crypto_ = __nccwpck_require__(77598);
-// EXTERNAL MODULE: external "node:fs/promises"
-var promises_ = __nccwpck_require__(51455);
+;// CONCATENATED MODULE: ./src/report/progress.ts
+/** Below this much elapsed time a rate is noise: no ETA yet. */
+const MIN_ELAPSED_FOR_ETA_MS = 1000;
+function progressNumbers(state) {
+    const seconds = state.elapsedMs / 1000;
+    const rate = seconds > 0 ? state.done / seconds : 0;
+    if (state.total === undefined || !(state.total > 0))
+        return { rate };
+    let percent = Math.floor((state.done / state.total) * 100);
+    if (percent > 100)
+        percent = 100;
+    // An estimate that was passed says nothing about what is left: no ETA, and never 100% before the end.
+    if (state.estimated && state.done >= state.total)
+        return { rate, percent: 99 };
+    if (state.estimated && percent > 99)
+        percent = 99;
+    const remaining = state.total - state.done;
+    if (remaining <= 0)
+        return { rate, percent, etaSeconds: 0 };
+    if (state.steps)
+        return { rate, percent };
+    if (rate <= 0 || state.elapsedMs < MIN_ELAPSED_FOR_ETA_MS)
+        return { rate, percent };
+    return { rate, percent, etaSeconds: Math.ceil(remaining / rate) };
+}
+function formatBytes(bytes) {
+    const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+    let value = bytes;
+    let unit = 0;
+    while (value >= 1000 && unit < units.length - 1) {
+        value /= 1000;
+        unit++;
+    }
+    return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
+}
+/** 45s, 3m05s, 2h07m. */
+function formatDuration(seconds) {
+    const s = Math.max(0, Math.round(seconds));
+    if (s < 60)
+        return `${s}s`;
+    if (s < 3600)
+        return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+    return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+}
+function renderProgress(state) {
+    const { rate, percent, etaSeconds } = progressNumbers(state);
+    const eta = etaSeconds !== undefined && etaSeconds > 0 ? `, ETA ${formatDuration(etaSeconds)}` : '';
+    const approx = state.estimated ? '~' : '';
+    if (state.unit === 'bytes') {
+        const of = state.total !== undefined && state.total > 0 ? ` of ${approx}${formatBytes(state.total)} (${percent}%)` : '';
+        return `${state.phase}: ${formatBytes(state.done)}${of} at ${formatBytes(rate)}/s${eta}`;
+    }
+    const noun = state.noun ? ` ${state.noun}` : '';
+    if (state.total !== undefined && state.total > 0)
+        return `${state.phase}: ${state.done}/${approx}${state.total}${noun} (${percent}%)${eta}`;
+    return `${state.phase}: ${state.done}${noun}`;
+}
+/**
+ * The one status line at the bottom of a terminal. Everything else written to the same stream
+ * goes through `around`, which clears the line first and redraws it after.
+ */
+class TerminalLine {
+    write;
+    columns;
+    mask;
+    shown;
+    constructor(write, columns = () => process.stderr.columns, mask = (t) => t) {
+        this.write = write;
+        this.columns = columns;
+        this.mask = mask;
+    }
+    get visible() {
+        return this.shown;
+    }
+    show(text) {
+        // A line wider than the terminal wraps, and `\r` would then redraw only its last part.
+        const width = this.columns();
+        let line = this.mask(text).replace(/[\r\n\t\x1b]/g, ' ');
+        if (width && width > 1 && line.length > width - 1)
+            line = `${line.slice(0, Math.max(0, width - 2))}…`;
+        this.shown = line;
+        this.write(`\r${line}\x1b[K`);
+    }
+    clear() {
+        if (this.shown === undefined)
+            return;
+        this.shown = undefined;
+        this.write('\r\x1b[K');
+    }
+    /** Writes something else (a log line) without gluing it onto the status line. */
+    around(fn) {
+        const shown = this.shown;
+        this.clear();
+        try {
+            fn();
+        }
+        finally {
+            if (shown !== undefined) {
+                this.shown = shown;
+                this.write(`\r${shown}\x1b[K`);
+            }
+        }
+    }
+}
+const DEFAULT_PROGRESS_INTERVAL_MS = 5000;
+/** Redraws of the terminal line at most this often. */
+const REDRAW_MS = 100;
+/** The interval off a terminal: `LIFELINE_PROGRESS_INTERVAL_MS` (tests, chatty CI), else 5 s. */
+function progressIntervalFrom(env) {
+    const raw = env.LIFELINE_PROGRESS_INTERVAL_MS;
+    if (raw === undefined || raw === '')
+        return DEFAULT_PROGRESS_INTERVAL_MS;
+    const value = Number(raw);
+    return Number.isFinite(value) && value >= 0 ? value : DEFAULT_PROGRESS_INTERVAL_MS;
+}
+/** One long operation's progress; `phase()` moves it on to the next step. */
+class Progress {
+    output;
+    logger;
+    state;
+    started;
+    lastLine;
+    lastDraw = -Infinity;
+    printedLine = false;
+    ended = false;
+    now;
+    constructor(output, logger, phase, options = {}) {
+        this.output = output;
+        this.logger = logger;
+        this.now = output?.now ?? Date.now;
+        this.started = this.lastLine = this.now();
+        this.state = { phase, done: 0, unit: options.unit ?? 'bytes', total: options.total, estimated: options.estimated, noun: options.noun, steps: options.steps };
+    }
+    get quiet() {
+        return this.output?.quiet ?? false;
+    }
+    /** Nothing is shown (--quiet): callers can skip work done only for the display. */
+    get silent() {
+        return this.quiet;
+    }
+    snapshot() {
+        return { ...this.state, elapsedMs: this.now() - this.started };
+    }
+    /** Starts the next phase (its own counter, total and clock). */
+    phase(name, options = {}) {
+        this.state = { phase: name, done: 0, unit: options.unit ?? this.state.unit, total: options.total, estimated: options.estimated, noun: options.noun ?? this.state.noun, steps: options.steps };
+        this.started = this.now();
+        this.lastLine = this.started;
+        this.printedLine = false;
+        this.ended = false;
+        this.draw(true);
+    }
+    setTotal(total, estimated = false) {
+        this.state.total = total;
+        this.state.estimated = estimated;
+    }
+    update(done, total) {
+        if (this.ended)
+            return;
+        this.state.done = done;
+        if (total !== undefined)
+            this.state.total = total;
+        this.draw(false);
+    }
+    /** Adds to what is done. */
+    add(amount) {
+        this.update(this.state.done + amount);
+    }
+    draw(force) {
+        if (this.quiet)
+            return;
+        const now = this.now();
+        const terminal = this.output?.terminal;
+        if (terminal) {
+            if (!force && now - this.lastDraw < REDRAW_MS)
+                return;
+            this.lastDraw = now;
+            terminal.show(renderProgress(this.snapshot()));
+            return;
+        }
+        const interval = this.output?.intervalMs ?? DEFAULT_PROGRESS_INTERVAL_MS;
+        if (force || now - this.lastLine < interval)
+            return;
+        this.lastLine = now;
+        this.printedLine = true;
+        this.logger.info(renderProgress(this.snapshot()));
+    }
+    /**
+     * The phase is over: the terminal line goes away; off a terminal a last line says where it
+     * ended, when a line was printed before (a short step prints nothing at all).
+     */
+    end() {
+        if (this.ended)
+            return;
+        this.ended = true;
+        if (this.quiet)
+            return;
+        if (this.output?.terminal) {
+            this.output.terminal.clear();
+            return;
+        }
+        if (this.printedLine)
+            this.logger.info(`${renderProgress({ ...this.snapshot(), estimated: false, total: this.state.total === undefined ? undefined : this.state.estimated ? this.state.done : this.state.total })} (done)`);
+    }
+}
+/** The progress of one command: `ctx.progress` from the CLI, else plain lines through the logger (actions). */
+function startProgress(ctx, phase, options = {}) {
+    return new Progress(ctx.progress, ctx.logger, phase, options);
+}
+
 // EXTERNAL MODULE: external "node:path"
 var external_node_path_ = __nccwpck_require__(76760);
+// EXTERNAL MODULE: external "node:fs"
+var external_node_fs_ = __nccwpck_require__(73024);
+// EXTERNAL MODULE: external "node:os"
+var external_node_os_ = __nccwpck_require__(48161);
+// EXTERNAL MODULE: external "node:fs/promises"
+var promises_ = __nccwpck_require__(51455);
+// EXTERNAL MODULE: ./src/errors.ts
+var errors = __nccwpck_require__(83916);
+// EXTERNAL MODULE: external "node:crypto"
+var external_node_crypto_ = __nccwpck_require__(77598);
 // EXTERNAL MODULE: external "node:stream"
 var external_node_stream_ = __nccwpck_require__(57075);
 ;// CONCATENATED MODULE: external "node:stream/promises"
 const external_node_stream_promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:stream/promises");
-// EXTERNAL MODULE: ./src/errors.ts
-var errors = __nccwpck_require__(83916);
-// EXTERNAL MODULE: external "node:fs"
-var external_node_fs_ = __nccwpck_require__(73024);
 ;// CONCATENATED MODULE: ./src/catalog/files.ts
 
 
@@ -40609,7 +40821,7 @@ async function writeFileAtomic(path, data) {
     await fsyncPath((0,external_node_path_.dirname)(path));
 }
 /** A pass-through that hashes and counts what flows through it, so no second read is needed. */
-class HashingTransform extends external_node_stream_.Transform {
+class files_HashingTransform extends external_node_stream_.Transform {
     hash = (0,external_node_crypto_.createHash)('sha256');
     bytes = 0;
     _transform(chunk, _encoding, callback) {
@@ -40623,7 +40835,7 @@ class HashingTransform extends external_node_stream_.Transform {
 }
 /** Streams `source` into `path`, hashing in the same pass, then fsyncs. */
 async function streamToFile(source, path, onProgress) {
-    const hasher = new HashingTransform();
+    const hasher = new files_HashingTransform();
     if (onProgress)
         hasher.on('data', () => onProgress(hasher.bytes));
     await (0,external_node_stream_promises_namespaceObject.pipeline)(source, hasher, (0,external_node_fs_.createWriteStream)(path, { flags: 'wx', mode: PRIVATE_FILE_MODE }));
@@ -40632,7 +40844,7 @@ async function streamToFile(source, path, onProgress) {
 }
 /** A writable file that hashes what is written, for producers that push rather than offer a readable. */
 function hashingFileWriter(path) {
-    const hasher = new HashingTransform();
+    const hasher = new files_HashingTransform();
     const file = (0,external_node_fs_.createWriteStream)(path, { flags: 'wx', mode: PRIVATE_FILE_MODE });
     const finished = (0,external_node_stream_promises_namespaceObject.pipeline)(hasher, file);
     // A write error (ENOSPC) can land before the producer calls done(): it is reported there, not as an unhandled rejection.
@@ -40647,20 +40859,36 @@ function hashingFileWriter(path) {
     };
 }
 /** sha256 of a file, read in 1 MiB chunks (bounded memory). */
-async function sha256File(path) {
-    const hasher = new HashingTransform();
-    await (0,external_node_stream_promises_namespaceObject.pipeline)((0,external_node_fs_.createReadStream)(path, { highWaterMark: 1024 * 1024 }), hasher, async function* (source) {
-        for await (const _chunk of source) {
-            // drain
-        }
-    });
-    return { sha256: hasher.digest(), bytes: hasher.bytes };
+async function files_sha256File(path) {
+    const handle = await (0,promises_.open)(path, 'r');
+    try {
+        return await sha256Handle(handle);
+    }
+    finally {
+        await handle.close();
+    }
+}
+/**
+ * sha256 of an open file from its start, read into one reused 1 MiB buffer. A read stream would
+ * allocate a fresh buffer per chunk, and at disk speed the garbage of a multi-GB archive lifts the
+ * process's resident memory by some 70 MB before the collector catches up (measured on a restore's
+ * checksum pass); one buffer keeps it flat.
+ */
+async function sha256Handle(handle) {
+    const hash = (0,external_node_crypto_.createHash)('sha256');
+    const buffer = Buffer.allocUnsafe(1024 * 1024);
+    let bytes = 0;
+    for (;;) {
+        const { bytesRead } = await handle.read(buffer, 0, buffer.length, bytes);
+        if (bytesRead === 0)
+            break;
+        hash.update(buffer.subarray(0, bytesRead));
+        bytes += bytesRead;
+    }
+    return { sha256: hash.digest('hex'), bytes };
 }
 
-// EXTERNAL MODULE: external "node:os"
-var external_node_os_ = __nccwpck_require__(48161);
 ;// CONCATENATED MODULE: ./src/catalog/confine.ts
-
 
 
 
@@ -40767,7 +40995,7 @@ async function openEntryFile(entryDir, name) {
  * the same checks as `openEntryFile`. Only root and the store's owner can write inside an entry
  * (0700), so the window between this check and the tool's open is not an attacker's to use.
  */
-async function entryFilePath(entryDir, name) {
+async function confine_entryFilePath(entryDir, name) {
     const handle = await openEntryFile(entryDir, name);
     await handle.close();
     return (0,external_node_path_.join)(entryDir, name);
@@ -40800,16 +41028,15 @@ function missingAsUndefined(error) {
         return undefined;
     throw error;
 }
-/** sha256 of an entry file, streamed in 1 MiB chunks through a confined handle. */
+/** sha256 of an entry file, read in 1 MiB chunks through a confined handle. */
 async function sha256EntryFile(entryDir, name) {
     const handle = await openEntryFile(entryDir, name);
-    const hasher = new HashingTransform();
-    await (0,external_node_stream_promises_namespaceObject.pipeline)(handle.createReadStream({ highWaterMark: 1024 * 1024 }), hasher, async function* (source) {
-        for await (const _chunk of source) {
-            // drain
-        }
-    });
-    return { sha256: hasher.digest(), bytes: hasher.bytes };
+    try {
+        return await sha256Handle(handle);
+    }
+    finally {
+        await handle.close();
+    }
 }
 /** A small entry file (metadata, SHA256SUMS) as text, through a confined handle; refuses more than `limit` bytes. */
 async function confine_readEntryText(entryDir, name, limit = 16 * 1024 * 1024) {
@@ -40848,10 +41075,7 @@ function sharedStoreProblem(root, _env) {
         return undefined;
     const octal = mode.toString(8).padStart(4, '0');
     const reach = readable && writable ? 'readable and writable' : readable ? 'readable' : writable ? 'writable' : '';
-    const problems = [
-        ...(reach ? [`is ${reach} by other local users (mode ${octal})`] : []),
-        ...(foreign ? [`is owned by uid ${info.uid}, not by ${runningUser()} that Lifeline runs as`] : []),
-    ];
+    const problems = [...(reach ? [`is ${reach} by other local users (mode ${octal})`] : []), ...(foreign ? [`is owned by uid ${info.uid}, not by ${runningUser()} that Lifeline runs as`] : [])];
     return {
         message: `the catalog ${root} ${problems.join(' and ')}: backups, tenant exports and Redis snapshots hold production data, and another user could plant a directory or link in it`,
         fix: [...(foreign ? [`chown ${userInfoName() ?? process.geteuid?.()} ${root}`] : []), `chmod 700 ${root}`].join(' && '),
@@ -40929,7 +41153,10 @@ function warnIfStoreShared(root, env) {
 ;// CONCATENATED MODULE: ./src/catalog/fs-errors.ts
 
 const FILESYSTEM_CODES = {
-    ENOSPC: { what: 'no space left on the device', fix: (p) => `free space on the filesystem that holds ${p} (df -h ${p}), e.g. lifeline prune, or point --store / store: at a larger disk, then run the command again` },
+    ENOSPC: {
+        what: 'no space left on the device',
+        fix: (p) => `free space on the filesystem that holds ${p} (df -h ${p}), e.g. lifeline prune, or point --store / store: at a larger disk, then run the command again`,
+    },
     EDQUOT: { what: 'the disk quota is exhausted', fix: (p) => `raise the quota or free space under ${p}, then run the command again` },
     EROFS: { what: 'the filesystem is read-only', fix: (p) => `remount the filesystem that holds ${p} read-write (or point --store at a writable one), then run the command again` },
     EACCES: { what: 'permission denied', fix: (p) => `run Lifeline as the user that owns the catalog (ls -ld ${p}), or fix the owner of ${p}` },
@@ -40973,9 +41200,10 @@ async function withWriteOutcome(outcome, fn, where) {
 
 ;// CONCATENATED MODULE: ./src/catalog/sums.ts
 
+
 const sums_SUMS_FILE = 'SHA256SUMS';
 /** The exact format `sha256sum -c` reads: hash, two spaces, file name. */
-function formatSums(entries) {
+function sums_formatSums(entries) {
     return [...entries]
         .sort((a, b) => a.file.localeCompare(b.file))
         .map((e) => `${e.sha256}  ${e.file}\n`)
@@ -40988,7 +41216,9 @@ function sums_parseSums(text) {
             continue;
         const match = /^([0-9a-f]{64}) [ *](.+)$/.exec(line);
         if (!match)
-            throw new Error(`malformed ${sums_SUMS_FILE} line: ${JSON.stringify(line)}`);
+            throw (0,errors/* failure */.V2)('CATALOG_CORRUPT', `malformed ${sums_SUMS_FILE} line: ${JSON.stringify(line)}`, {
+                fix: `the entry's ${sums_SUMS_FILE} was altered outside Lifeline: inspect it, then remove the entry or restore it from an off-host copy`,
+            });
         entries.push({ sha256: match[1], file: match[2] });
     }
     return entries;
@@ -41011,6 +41241,7 @@ async function checkSums(dir, options = {}) {
         try {
             const { sha256 } = await sha256EntryFile(dir, entry.file);
             results.push({ file: entry.file, expected: entry.sha256, actual: sha256, ok: sha256 === entry.sha256 });
+            options.onFile?.();
         }
         catch (error) {
             const message = error instanceof UnsafeEntryFileError ? error.message : error.message;
@@ -62431,7 +62662,7 @@ function identityRequired(what) {
 function encryptingWriter(target, recipients) {
     if (!recipients.length)
         throw new Error('encryptingWriter needs at least one recipient');
-    const plain = new HashingTransform();
+    const plain = new files_HashingTransform();
     const finished = (async () => {
         const encrypter = new Encrypter();
         for (const r of recipients)
@@ -62463,16 +62694,20 @@ function encryptReadable(source, recipients) {
 function decryptFailure(what, error) {
     const message = error.message ?? String(error);
     if (/no identity matched/i.test(message)) {
-        return failure('AGE_WRONG_IDENTITY', `${what} cannot be decrypted with the given identity (it was encrypted to other recipients)`, { fix: `give an identity whose public key is among the recipients recorded in backup.json; ${IDENTITY_FIX}` });
+        return failure('AGE_WRONG_IDENTITY', `${what} cannot be decrypted with the given identity (it was encrypted to other recipients)`, {
+            fix: `give an identity whose public key is among the recipients recorded in backup.json; ${IDENTITY_FIX}`,
+        });
     }
-    return failure('AGE_DECRYPT_FAILED', `${what} failed to decrypt: ${message.replace(/AGE-SECRET-KEY-1\S*/g, '***')} (the file is damaged or not an age file)`, { fix: 'check its checksum (lifeline verify) and use another copy or backup' });
+    return failure('AGE_DECRYPT_FAILED', `${what} failed to decrypt: ${message.replace(/AGE-SECRET-KEY-1\S*/g, '***')} (the file is damaged or not an age file)`, {
+        fix: 'check its checksum (lifeline verify) and use another copy or backup',
+    });
 }
 /**
  * Decrypts an age stream: the header is read (and the identity tried) before this resolves, so a
  * wrong identity fails here, before anything downstream starts. The returned readable errors if
  * any later chunk fails authentication (a tampered byte): consumers must treat that as failure.
  */
-async function decryptReadable(source, identity, what) {
+async function age_decryptReadable(source, identity, what) {
     const decrypter = new Decrypter();
     for (const key of identity.keys)
         decrypter.addIdentity(key);
@@ -62493,10 +62728,10 @@ async function decryptReadable(source, identity, what) {
 }
 /** Decrypts a stored file as a readable of plaintext (1 MiB reads). */
 function decryptFile(path, identity, what) {
-    return decryptReadable(createReadStream(path, { highWaterMark: 1024 * 1024 }), identity, what);
+    return age_decryptReadable(createReadStream(path, { highWaterMark: 1024 * 1024 }), identity, what);
 }
 /** Whether `identity` holds a key for one of `recipients` (recorded public keys). */
-function identityMatches(identity, recipients) {
+function age_identityMatches(identity, recipients) {
     return identity.recipients.some((r) => recipients.includes(r));
 }
 
@@ -62512,16 +62747,17 @@ function identityMatches(identity, recipients) {
 
 
 
-const CATALOG_SCHEMA_VERSION = 1;
+
+const store_CATALOG_SCHEMA_VERSION = 1;
 const SAFE_SEGMENT = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/;
 /** Refuses anything that could escape the catalog's directory when used as a path segment. */
-function assertSafeSegment(value, what) {
+function store_assertSafeSegment(value, what) {
     if (!SAFE_SEGMENT.test(value) || value.includes('..')) {
         throw (0,errors/* usageError */.Wp)('UNSAFE_NAME', `${what} ${JSON.stringify(value)} cannot be used as a catalog name`, `use letters, digits, '.', '_', '+' and '-' only (no '/', '..', spaces or control characters), starting with a letter or digit`);
     }
 }
 /** Sortable, collision-resistant ids: creation time in UTC plus randomness. */
-function newEntryId(now = new Date()) {
+function store_newEntryId(now = new Date()) {
     const stamp = now.toISOString().replace(/[-:]/g, '').replace('.', '');
     return `${stamp}-${randomBytes(3).toString('hex')}`;
 }
@@ -62549,18 +62785,18 @@ class Catalog {
     // Every directory resolved under the root is checked here, once: a real directory of ours or
     // nothing (assertCatalogDirs), so a planted link or another user's directory is never used.
     envDir(env) {
-        assertSafeSegment(env, 'environment');
+        store_assertSafeSegment(env, 'environment');
         assertCatalogDirs(this.root, [env]);
         return (0,external_node_path_.join)(this.root, env);
     }
     kindDir(env, kind) {
-        assertSafeSegment(env, 'environment');
+        store_assertSafeSegment(env, 'environment');
         assertCatalogDirs(this.root, [env, ...kind.split('/')]);
         return (0,external_node_path_.join)(this.root, env, kind);
     }
     entryDir(env, kind, id) {
-        assertSafeSegment(env, 'environment');
-        assertSafeSegment(id, 'id');
+        store_assertSafeSegment(env, 'environment');
+        store_assertSafeSegment(id, 'id');
         assertCatalogDirs(this.root, [env, ...kind.split('/'), id]);
         return (0,external_node_path_.join)(this.root, env, kind, id);
     }
@@ -62689,7 +62925,7 @@ class Catalog {
             const path = (0,external_node_path_.join)(dir, name);
             const info = await (0,promises_.stat)(path);
             const pid = Number(/-(\d+)$/.exec(name)?.[1]);
-            if (Date.now() - info.mtimeMs > olderThanMs || (pid && !processAlive(pid))) {
+            if (Date.now() - info.mtimeMs > olderThanMs || (pid && !store_processAlive(pid))) {
                 await (0,promises_.rm)(path, { recursive: true, force: true });
                 removed.push(name);
             }
@@ -62753,7 +62989,7 @@ class StagedEntry {
         return withWriteOutcome(`nothing was added to the catalog (${this.what} stays unlisted; its staging directory is removed)`, fn, this.dir);
     }
     path(name) {
-        assertSafeSegment(name, 'file name');
+        store_assertSafeSegment(name, 'file name');
         return (0,external_node_path_.join)(this.dir, name);
     }
     /**
@@ -62803,15 +63039,47 @@ class StagedEntry {
             },
         };
     }
+    /**
+     * A scratch file inside the staging directory (0600, created exclusively), for a producer that
+     * must land its bytes before it can say how many belong to the payload. It is never listed in
+     * SHA256SUMS; `remove()` deletes it, and the staging directory goes with a failed entry anyway.
+     */
+    scratchFile(name) {
+        const path = this.path(name);
+        const stream = (0,external_node_fs_.createWriteStream)(path, { flags: 'wx', mode: PRIVATE_FILE_MODE });
+        return {
+            path,
+            stream,
+            remove: async () => {
+                stream.destroy();
+                await (0,promises_.rm)(path, { force: true });
+            },
+        };
+    }
     async addText(name, text) {
         return this.addStream(name, external_node_stream_.Readable.from([Buffer.from(text)]));
     }
-    /** Writes SHA256SUMS and the metadata, fsyncs, and renames the entry into place. */
-    async commit(metadata) {
+    /**
+     * Stores a file as it is, never encrypted, even in an encrypted entry: only for content that is
+     * already ciphertext or holds no payload (a tar of the entry's `.age` files, its `.sha256`).
+     */
+    async addUnencrypted(name, source) {
+        const result = await this.write(() => streamToFile(source, this.path(name)));
+        this.sums.push({ file: name, sha256: result.sha256 });
+        return { name, ...result };
+    }
+    /** Writes SHA256SUMS and the metadata and fsyncs them, without moving the entry (commit does both; a rewrite swaps it in itself). */
+    async seal(metadata) {
         await this.write(async () => {
-            await writeFileAtomic((0,external_node_path_.join)(this.dir, sums_SUMS_FILE), formatSums(this.sums));
+            await writeFileAtomic((0,external_node_path_.join)(this.dir, sums_SUMS_FILE), sums_formatSums(this.sums));
             await writeFileAtomic((0,external_node_path_.join)(this.dir, this.metadataFile), `${JSON.stringify(metadata, null, 2)}\n`);
             await fsyncPath(this.dir);
+        });
+    }
+    /** Writes SHA256SUMS and the metadata, fsyncs, and renames the entry into place. */
+    async commit(metadata) {
+        await this.seal(metadata);
+        await this.write(async () => {
             await (0,promises_.rename)(this.dir, this.finalDir);
         });
         await fsyncPath((0,external_node_path_.join)(this.finalDir, '..'));
@@ -62853,8 +63121,8 @@ function metadataProblem(metadata) {
         return 'it has no valid createdAt';
     if (typeof m.schemaVersion !== 'number')
         return 'it has no schemaVersion';
-    if (m.schemaVersion > CATALOG_SCHEMA_VERSION)
-        return `it has schema version ${m.schemaVersion}, written by a newer Lifeline (this one reads up to ${CATALOG_SCHEMA_VERSION}); upgrade Lifeline to use it`;
+    if (m.schemaVersion > store_CATALOG_SCHEMA_VERSION)
+        return `it has schema version ${m.schemaVersion}, written by a newer Lifeline (this one reads up to ${store_CATALOG_SCHEMA_VERSION}); upgrade Lifeline to use it`;
     return undefined;
 }
 async function exists(path) {
@@ -62885,7 +63153,7 @@ async function readJsonIfExists(entryDir, name) {
         throw (0,errors/* failure */.V2)('CATALOG_CORRUPT', `${path} is not valid JSON`, { cause: error, fix: 'inspect the file; restore it from an off-host copy or remove the entry' });
     }
 }
-function processAlive(pid) {
+function store_processAlive(pid) {
     try {
         process.kill(pid, 0);
         return true;
@@ -62983,6 +63251,1697 @@ class entries_RemoteLayout {
     }
 }
 
+// EXTERNAL MODULE: external "node:zlib"
+var external_node_zlib_ = __nccwpck_require__(38522);
+;// CONCATENATED MODULE: ./src/catalog/lock.ts
+
+
+
+
+
+
+const LOCK_FILE = '.lock';
+function lockPath(envDir) {
+    return join(envDir, LOCK_FILE);
+}
+function defaultOwner(env = {}) {
+    if (env.GITHUB_ACTOR)
+        return `${env.GITHUB_ACTOR} (${env.GITHUB_WORKFLOW ?? 'workflow'} run ${env.GITHUB_RUN_ID ?? '?'})`;
+    try {
+        return userInfo().username;
+    }
+    catch {
+        return 'unknown';
+    }
+}
+async function lockStatus(envDir) {
+    let text;
+    try {
+        text = await readLockText(lockPath(envDir));
+    }
+    catch (error) {
+        if (error.code === 'ENOENT')
+            return { held: false, stale: false };
+        // A link, FIFO or directory where the lock belongs: held (acquiring cannot create it), owner
+        // unknown, stale (no process of ours made it): reported, and removable with lock break.
+        if (error instanceof NotALockFile)
+            return { held: true, stale: true };
+        throw error;
+    }
+    let info;
+    try {
+        info = JSON.parse(text);
+    }
+    catch {
+        // A lock file torn by a crash during creation: held, of unknown owner, and stale.
+        return { held: true, stale: true };
+    }
+    const stale = info.host === hostname() && !processAlive(info.pid);
+    return { held: true, info, stale };
+}
+class NotALockFile extends (/* unused pure expression or super */ null && (Error)) {
+}
+/**
+ * The lock file's text, opened without following a link and without blocking on a FIFO (a plain
+ * read of a FIFO planted as `.lock` would hang every command that looks at the lock).
+ */
+async function readLockText(path) {
+    let handle;
+    try {
+        handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    }
+    catch (error) {
+        const code = error.code;
+        if (code === 'ELOOP' || code === 'EMLINK')
+            throw new NotALockFile('a symbolic link');
+        throw error;
+    }
+    try {
+        const info = await handle.stat();
+        if (!info.isFile() || info.size > 64 * 1024)
+            throw new NotALockFile('not a small regular file');
+        return await handle.readFile('utf8');
+    }
+    finally {
+        await handle.close();
+    }
+}
+class EnvironmentLock {
+    envDir;
+    info;
+    released = false;
+    constructor(envDir, info) {
+        this.envDir = envDir;
+        this.info = info;
+    }
+    async release() {
+        if (this.released)
+            return;
+        this.released = true;
+        const status = await lockStatus(this.envDir);
+        // Only remove the lock if it is still ours (it may have been broken and retaken).
+        if (status.info && status.info.pid === this.info.pid && status.info.acquiredAt === this.info.acquiredAt && status.info.host === this.info.host) {
+            await rm(lockPath(this.envDir), { force: true });
+        }
+    }
+}
+/**
+ * Takes the per-environment lock: an exclusive create, so two writers can never both succeed.
+ * A stale lock is reported, never broken silently: `lifeline lock break` does that explicitly.
+ */
+async function acquireLock(envDir, env, options) {
+    await mkdir(envDir, { recursive: true, mode: 0o700 });
+    const info = {
+        owner: options.owner ?? defaultOwner(),
+        pid: process.pid,
+        host: hostname(),
+        command: options.command,
+        acquiredAt: new Date().toISOString(),
+    };
+    const deadline = Date.now() + (options.waitSeconds ?? 0) * 1000;
+    for (;;) {
+        try {
+            const handle = await open(lockPath(envDir), 'wx', 0o600);
+            try {
+                await handle.writeFile(JSON.stringify(info));
+                await handle.sync();
+            }
+            finally {
+                await handle.close();
+            }
+            return new EnvironmentLock(envDir, info);
+        }
+        catch (error) {
+            if (error.code !== 'EEXIST')
+                throw error;
+        }
+        const status = await lockStatus(envDir);
+        if (!status.held)
+            continue;
+        const holder = status.info
+            ? `${status.info.owner} (pid ${status.info.pid} on ${status.info.host}, running "${status.info.command}" since ${status.info.acquiredAt})`
+            : 'an unknown holder (the lock file is unreadable)';
+        if (status.stale) {
+            throw refusal('LOCK_STALE', `environment ${env} is locked by ${holder}, and that process is gone`, `make sure nothing else is running against ${env}, then run: lifeline lock break --env ${env}`, { lock: status.info });
+        }
+        if (Date.now() >= deadline) {
+            throw refusal('LOCK_HELD', `environment ${env} is locked by ${holder}`, `wait for it to finish, or re-run later; another deploy, rollback, restore or backup is in progress`, {
+                lock: status.info,
+            });
+        }
+        await new Promise((r) => setTimeout(r, options.pollMs ?? 500));
+    }
+}
+/**
+ * Explicitly removes a lock; returns what was removed. Only a lock whose holder is gone: a live
+ * holder on this host is refused (two deploys would then run at once), and a holder on another
+ * host, whose process cannot be checked from here, needs `force` (the operator checked it).
+ */
+async function breakLock(envDir, options = {}) {
+    const env = options.env ?? 'this environment';
+    const status = await lockStatus(envDir);
+    if (!status.held)
+        return status;
+    const info = status.info;
+    if (info) {
+        const holder = `${info.owner} (pid ${info.pid} on ${info.host}, running "${info.command}" since ${info.acquiredAt})`;
+        if (info.host === hostname() && processAlive(info.pid)) {
+            throw refusal('LOCK_HOLDER_ALIVE', `the lock of ${env} is held by ${holder}, and that process is still running on this host`, `wait for it to finish; if it hangs, stop it first (kill ${info.pid}), then run lifeline lock break --env ${env}`, { lock: info });
+        }
+        if (info.host !== hostname() && !options.force) {
+            throw refusal('LOCK_HOLDER_REMOTE', `the lock of ${env} is held by ${holder}, on another host, whose process cannot be checked from ${hostname()}`, `check on ${info.host} that pid ${info.pid} is gone, then run lifeline lock break --env ${env} --force`, { lock: info });
+        }
+    }
+    // Removed only if it is still the lock we judged: a new holder may have taken it meanwhile.
+    const now = await lockStatus(envDir);
+    if (JSON.stringify(now.info) !== JSON.stringify(info)) {
+        throw refusal('LOCK_CHANGED', `the lock of ${env} changed hands while it was being checked`, `run lifeline lock status --env ${env} and decide again`);
+    }
+    await rm(lockPath(envDir), { force: true });
+    return status;
+}
+async function lock_withLock(envDir, env, options, fn) {
+    const lock = await acquireLock(envDir, env, options);
+    try {
+        return await fn();
+    }
+    finally {
+        await lock.release().catch(() => {
+            throw failure('LOCK_RELEASE', `could not release the lock of ${env}`, { fix: `run lifeline lock break --env ${env}` });
+        });
+    }
+}
+
+;// CONCATENATED MODULE: ./src/runner/postgres-env.ts
+
+/** Parses a postgres:// URL into its parts. */
+function parsePgUrl(url) {
+    let parsed;
+    try {
+        parsed = new URL(url);
+    }
+    catch {
+        throw usageError('BAD_URL', 'the PostgreSQL URL is not a valid URL', 'write it as postgres://user:password@host:5432/dbname');
+    }
+    if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
+        throw usageError('BAD_URL', `the PostgreSQL URL uses the scheme ${parsed.protocol}`, 'write it as postgres://user:password@host:5432/dbname');
+    }
+    const params = {};
+    parsed.searchParams.forEach((value, key) => {
+        params[key] = value;
+    });
+    // A libpq ?password= authenticates like the userinfo one; both travel in PGPASSWORD only.
+    const queryPassword = params.password;
+    delete params.password;
+    if (params.sslpassword !== undefined) {
+        // libpq reads sslpassword from no environment variable, and Lifeline puts no secret on a command line.
+        throw usageError('BAD_URL', 'the PostgreSQL URL sets sslpassword, which Lifeline cannot pass to pg_dump, pg_restore and psql without putting it on their command line', "use a client key without a passphrase (openssl pkey -in key.pem -out plain.pem), readable only by the store's owner (chmod 0600), in sslkey");
+    }
+    const decode = (part, value) => {
+        try {
+            return decodeURIComponent(value);
+        }
+        catch {
+            throw usageError('BAD_URL', `the PostgreSQL URL's ${part} has a malformed percent-escape`, `percent-encode it correctly (a literal % is %25), e.g. with encodeURIComponent`);
+        }
+    };
+    const database = decode('database name', parsed.pathname.replace(/^\//, '')) || 'postgres';
+    return {
+        host: decode('host', parsed.hostname.replace(/^\[|\]$/g, '')) || params.host || '127.0.0.1',
+        port: parsed.port ? Number(parsed.port) : 5432,
+        user: parsed.username ? decode('user name', parsed.username) : undefined,
+        password: parsed.password ? decode('password', parsed.password) : queryPassword || undefined,
+        database,
+        params,
+    };
+}
+function formatPgUrl(conn) {
+    const auth = conn.user ? `${encodeURIComponent(conn.user)}${conn.password ? `:${encodeURIComponent(conn.password)}` : ''}@` : '';
+    const query = new URLSearchParams(conn.params).toString();
+    return `postgres://${auth}${conn.host.includes(':') ? `[${conn.host}]` : conn.host}:${conn.port}/${encodeURIComponent(conn.database)}${query ? `?${query}` : ''}`;
+}
+const PARAM_ENV = {
+    sslmode: 'PGSSLMODE',
+    sslrootcert: 'PGSSLROOTCERT',
+    sslcert: 'PGSSLCERT',
+    sslkey: 'PGSSLKEY',
+    application_name: 'PGAPPNAME',
+    connect_timeout: 'PGCONNECT_TIMEOUT',
+    options: 'PGOPTIONS',
+};
+/**
+ * libpq environment for a connection. The password travels in PGPASSWORD, never on a
+ * command line where `ps` would show it.
+ */
+function postgres_env_pgEnv(conn, database = conn.database) {
+    const env = {
+        PGHOST: conn.host,
+        PGPORT: String(conn.port),
+        PGUSER: conn.user,
+        PGPASSWORD: conn.password,
+        PGDATABASE: database,
+        PGCONNECT_TIMEOUT: '10',
+    };
+    for (const [param, value] of Object.entries(conn.params)) {
+        const name = PARAM_ENV[param];
+        if (name)
+            env[name] = value;
+    }
+    const settings = [
+        ...(conn.timeouts?.lockSeconds ? [`-c lock_timeout=${Math.round(conn.timeouts.lockSeconds * 1000)}`] : []),
+        ...(conn.timeouts?.statementSeconds ? [`-c statement_timeout=${Math.round(conn.timeouts.statementSeconds * 1000)}`] : []),
+    ];
+    if (settings.length)
+        env.PGOPTIONS = [env.PGOPTIONS, ...settings].filter(Boolean).join(' ');
+    return env;
+}
+function withDatabase(conn, database) {
+    return { ...conn, database };
+}
+/** A SQL identifier, quoted. */
+function postgres_env_quoteIdent(name) {
+    return `"${name.replace(/"/g, '""')}"`;
+}
+/** A SQL string literal, quoted (standard_conforming_strings on, the default since 9.1). */
+function postgres_env_quoteLiteral(value) {
+    if (value.includes('\0'))
+        throw usageError('BAD_VALUE', 'a value contains a NUL byte', 'remove the NUL byte');
+    return `'${value.replace(/'/g, "''")}'`;
+}
+
+// EXTERNAL MODULE: external "node:child_process"
+var external_node_child_process_ = __nccwpck_require__(31421);
+;// CONCATENATED MODULE: ./src/runner/runner.ts
+
+
+
+
+
+const STDERR_LIMIT = (/* unused pure expression or super */ null && (64 * 1024));
+function spawnStreaming(command, args, invocation, masker, childEnv) {
+    let child;
+    try {
+        child = spawn(command, args, {
+            cwd: invocation.cwd,
+            env: childEnv,
+            stdio: [invocation.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+        });
+    }
+    catch (error) {
+        throw failure('TOOL_SPAWN', `could not start ${invocation.tool}: ${error.message}`, { cause: error });
+    }
+    let stderr = '';
+    child.stderr.setEncoding('utf8');
+    let partialLine = '';
+    child.stderr.on('data', (chunk) => {
+        stderr += chunk;
+        if (stderr.length > STDERR_LIMIT)
+            stderr = stderr.slice(-STDERR_LIMIT);
+        if (invocation.onStderrLine) {
+            const lines = (partialLine + chunk).split('\n');
+            partialLine = lines.pop();
+            // A runaway line without a newline is not kept whole.
+            if (partialLine.length > STDERR_LIMIT)
+                partialLine = partialLine.slice(-STDERR_LIMIT);
+            for (const line of lines)
+                invocation.onStderrLine(line);
+        }
+    });
+    if (invocation.onStderrLine)
+        child.stderr.on('end', () => partialLine && invocation.onStderrLine(partialLine));
+    let inputFailed;
+    if (invocation.stdin) {
+        const source = invocation.stdin;
+        source.pipe(child.stdin);
+        // The tool may exit before reading all of stdin; that is reported through its exit code.
+        child.stdin.on('error', () => { });
+        // pipe() neither ends nor fails the tool's stdin when the source fails (a decryption that fails
+        // authentication, a file that changed): the tool would wait for the rest forever, or, if its
+        // stdin were just closed, take what it got for the whole input (psql would run half a script).
+        // It is stopped instead, and its result says why.
+        source.on('error', (error) => {
+            inputFailed = error;
+            source.unpipe(child.stdin);
+            child.kill('SIGTERM');
+            child.stdin.destroy();
+        });
+    }
+    const done = new Promise((resolve, reject) => {
+        child.on('error', (error) => {
+            if (error.code === 'ENOENT') {
+                reject(failure('TOOL_MISSING', `${invocation.tool} was not found (${command})`, {
+                    fix: `install it (Debian: the package that provides ${invocation.tool}) or set its directory in the config (postgres.binDir / redis.binDir)`,
+                    cause: error,
+                }));
+            }
+            else {
+                reject(failure('TOOL_SPAWN', `could not run ${invocation.tool}: ${error.message}`, { cause: error }));
+            }
+        });
+        child.on('close', (exitCode, signal) => {
+            const why = inputFailed ? `${stderr.trim() ? '\n' : ''}(stopped: its input failed: ${inputFailed.message})` : '';
+            // A tool stopped because its input failed never reports success, whatever it exited with.
+            resolve({ exitCode: inputFailed && exitCode === 0 ? 1 : exitCode, signal, stderr: masker.mask(stderr.trim() + why) });
+        });
+    });
+    // Keep unhandled rejections off: callers await `done`.
+    done.catch(() => { });
+    return {
+        stdout: child.stdout,
+        done,
+        pid: child.pid,
+        kill: (signal = 'SIGTERM') => {
+            child.kill(signal);
+        },
+    };
+}
+class LocalRunner {
+    options;
+    where = 'local binaries';
+    masker;
+    constructor(options = {}) {
+        this.options = options;
+        this.masker = options.masker ?? new SecretMasker();
+    }
+    resolveTool(tool) {
+        for (const dir of this.options.binDirs ?? []) {
+            const candidate = join(dir, tool);
+            if (isExecutable(candidate))
+                return candidate;
+        }
+        return tool;
+    }
+    start(invocation) {
+        const command = this.resolveTool(invocation.tool);
+        const env = childEnvironment(this.options.baseEnv ?? process.env, invocation.env);
+        if (this.options.asUser && process.getuid?.() === 0) {
+            // Without --login, runuser keeps the environment, so PGPASSWORD and friends reach the tool.
+            const args = ['-u', this.options.asUser, '--', command, ...invocation.args];
+            return spawnStreaming('runuser', args, invocation, this.masker, env);
+        }
+        return spawnStreaming(command, invocation.args, invocation, this.masker, env);
+    }
+}
+/** Runs tools inside a running Compose service with `exec -T`, so `DOCKER_HOST=ssh://...` works too. */
+class ComposeRunner {
+    options;
+    where;
+    masker;
+    constructor(options) {
+        this.options = options;
+        this.where = `compose service ${options.service}`;
+        this.masker = options.masker ?? new SecretMasker();
+    }
+    start(invocation) {
+        const [command, ...prefix] = this.options.composeCommand;
+        const env = definedOnly(invocation.env);
+        // `-e NAME` without a value copies it from the compose CLI's own environment: secrets stay off argv.
+        const envArgs = Object.keys(env).flatMap((key) => ['-e', key]);
+        const args = [
+            ...prefix,
+            ...this.options.files.flatMap((f) => ['-f', f]),
+            ...(this.options.projectName ? ['-p', this.options.projectName] : []),
+            'exec',
+            '-T',
+            ...envArgs,
+            this.options.service,
+            invocation.tool,
+            ...invocation.args,
+        ];
+        return spawnStreaming(command, args, invocation, this.masker, childEnvironment(this.options.baseEnv ?? process.env, env));
+    }
+}
+/**
+ * Runs tools inside one container with `docker exec` on its id: about a tenth of a second per call
+ * where a Compose v1 `exec` costs 2-10 s. The docker CLI talks to the engine DOCKER_HOST names,
+ * as Compose does.
+ */
+class ContainerRunner {
+    options;
+    where;
+    masker;
+    constructor(options) {
+        this.options = options;
+        this.where = options.where;
+        this.masker = options.masker ?? new SecretMasker();
+    }
+    get container() {
+        return this.options.container;
+    }
+    start(invocation) {
+        const env = definedOnly(invocation.env);
+        // `-e NAME` without a value copies it from the docker CLI's own environment: secrets stay off argv.
+        const envArgs = Object.keys(env).flatMap((key) => ['-e', key]);
+        const args = ['exec', ...(invocation.stdin ? ['-i'] : []), ...envArgs, ...(this.options.execOptions ?? []), this.options.container, invocation.tool, ...invocation.args];
+        return withMissingToolDetection(spawnStreaming('docker', args, invocation, this.masker, childEnvironment(this.options.baseEnv ?? process.env, env)), invocation.tool, `${this.where} (container ${this.options.container.slice(0, 12)})`);
+    }
+}
+/** Runs each tool in a fresh container of an image (`docker run --rm`), for tools a stopped service's image holds. */
+class ImageRunner {
+    options;
+    where;
+    masker;
+    constructor(options) {
+        this.options = options;
+        this.where = options.where;
+        this.masker = options.masker ?? new SecretMasker();
+    }
+    start(invocation) {
+        const env = definedOnly(invocation.env);
+        const envArgs = Object.keys(env).flatMap((key) => ['-e', key]);
+        const args = [
+            'run',
+            '--rm',
+            ...(invocation.stdin ? ['-i'] : []),
+            '--network',
+            this.options.network ?? 'none',
+            '--label',
+            'lifeline.check=1',
+            ...envArgs,
+            '--entrypoint',
+            invocation.tool,
+            this.options.image,
+            ...invocation.args,
+        ];
+        return withMissingToolDetection(spawnStreaming('docker', args, invocation, this.masker, childEnvironment(this.options.baseEnv ?? process.env, env)), invocation.tool, this.where);
+    }
+}
+/** docker exec / run answer 126 or 127 with the runtime's "executable file not found" for a tool the image lacks: a TOOL_MISSING failure that names it. */
+function withMissingToolDetection(running, tool, where) {
+    const done = running.done.then((result) => {
+        if ((result.exitCode === 127 || result.exitCode === 126) && /executable file not found|no such file or directory|not found in \$PATH/i.test(result.stderr)) {
+            throw failure('TOOL_MISSING', `${tool} was not found in ${where}`, {
+                fix: `use an image for that service that has ${tool}, or remove the service setting (postgres.service / redis.service) to run it on this host`,
+            });
+        }
+        return result;
+    });
+    done.catch(() => { });
+    return { ...running, done };
+}
+/** Runs a tool to completion, collecting its (small) stdout as text. Not for payloads. */
+async function runText(runner, invocation, limitBytes = 16 * 1024 * 1024) {
+    const running = runner.start(invocation);
+    let stdout = '';
+    running.stdout.setEncoding('utf8');
+    running.stdout.on('data', (chunk) => {
+        if (stdout.length < limitBytes)
+            stdout += chunk;
+    });
+    const result = await running.done;
+    return { ...result, stdout };
+}
+/** Like runText, but a non-zero exit becomes a failure carrying the tool's stderr. */
+async function runChecked(runner, invocation, what) {
+    const result = await runText(runner, invocation);
+    if (result.exitCode !== 0) {
+        throw failure('TOOL_FAILED', `${what} failed (${invocation.tool} ${runner_describeExit(result)}): ${runner_lastLines(result.stderr)}`, { details: { tool: invocation.tool, exitCode: result.exitCode } });
+    }
+    return result.stdout;
+}
+function runner_describeExit(result) {
+    return result.signal ? `killed by ${result.signal}` : `exit ${result.exitCode}`;
+}
+function runner_lastLines(text, count = 5) {
+    const lines = text.trim().split('\n').filter(Boolean);
+    return lines.length ? lines.slice(-count).join('\n') : '(no output on stderr)';
+}
+/**
+ * The environment a child process gets: the inherited one without any libpq variable (PGHOST,
+ * PGHOSTADDR, PGSERVICE, PGOPTIONS, PGTARGETSESSIONATTRS, PGPASSWORD, ...: every `PG*` name
+ * except pgBackRest's own `PGBACKREST_*` options and PGPASSFILE), plus exactly what the invocation sets. An operator's
+ * shell or a CI runner can then never redirect pg_dump, pg_restore or psql to another server or
+ * database than the connection Lifeline was given.
+ */
+function childEnvironment(base, extra) {
+    const env = {};
+    for (const [key, value] of Object.entries(base))
+        if (!isLibpqVariable(key))
+            env[key] = value;
+    return { ...env, ...definedOnly(extra) };
+}
+function isLibpqVariable(name) {
+    // PGPASSFILE stays: it only answers for the host, port, database and user already named.
+    return /^PG/i.test(name) && !/^PGBACKREST_/i.test(name) && name !== 'PGPASSFILE';
+}
+function definedOnly(env) {
+    const out = {};
+    for (const [key, value] of Object.entries(env ?? {}))
+        if (value !== undefined)
+            out[key] = value;
+    return out;
+}
+function isExecutable(path) {
+    try {
+        accessSync(path, constants.X_OK);
+        return true;
+    }
+    catch {
+        return false;
+    }
+}
+/** Finds a program on PATH (or the given dirs); undefined when absent. */
+function findExecutable(tool, dirs = [], pathEnv = process.env.PATH ?? '') {
+    for (const dir of [...dirs, ...pathEnv.split(delimiter)]) {
+        if (!dir)
+            continue;
+        const candidate = join(dir, tool);
+        if (isExecutable(candidate))
+            return candidate;
+    }
+    return undefined;
+}
+
+;// CONCATENATED MODULE: ./src/tenant/collections.ts
+
+
+
+const DEFAULT_TENANT_COLUMN = 'tenant_id';
+/**
+ * Parses `--collection` values: `TABLE:COLUMN`, or `TABLE:HOP[,HOP...][:COLUMN]` where a hop is
+ * `LOCAL_COLUMN->TABLE.COLUMN` (e.g. `payments:order_id->orders.id`, tenant column `tenant_id`).
+ */
+function parseCollectionFlag(value) {
+    const fix = 'write --collection TABLE:COLUMN (orders:tenant_id) or TABLE:LOCAL->TABLE.COLUMN[:TENANT_COLUMN] (payments:order_id->orders.id)';
+    const parts = value.split(':').map((p) => p.trim());
+    const [table, second, third] = parts;
+    if (!table || !second || parts.length > 3)
+        throw usageError('BAD_COLLECTION', `--collection ${JSON.stringify(value)} is not TABLE:COLUMN`, fix);
+    if (second.includes('->')) {
+        return { table, via: second.split(',').map((h) => h.trim()), ...(third ? { column: third } : {}) };
+    }
+    if (third !== undefined)
+        throw usageError('BAD_COLLECTION', `--collection ${JSON.stringify(value)} has a third part but no join path`, fix);
+    return { table, column: second };
+}
+function parseHop(text, collection) {
+    const match = /^\s*([^\s-][^\s]*?)\s*->\s*(\S+)\.([^.\s]+)\s*$/.exec(text);
+    if (!match) {
+        throw usageError('BAD_COLLECTION', `collection ${collection}: join hop ${JSON.stringify(text)} is not LOCAL_COLUMN -> TABLE.COLUMN`, 'write hops like "order_id -> orders.id"');
+    }
+    return { localColumn: match[1], targetTable: match[2], targetColumn: match[3] };
+}
+const key = (t) => `${t.schema}.${t.name}`;
+async function readDatabaseCatalog(session) {
+    const columns = await session.query(`
+    SELECT table_schema AS schema, table_name AS table, column_name AS column, data_type AS type
+    FROM information_schema.columns
+    WHERE table_schema NOT IN ('pg_catalog', 'information_schema')
+    ORDER BY table_schema, table_name, ordinal_position`);
+    const keys = await session.query(`
+    SELECT n.nspname AS schema, c.relname AS table, a.attname AS column
+    FROM pg_index i
+    JOIN pg_class c ON c.oid = i.indrelid
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, position)
+    JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+    WHERE i.indisprimary AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+    ORDER BY n.nspname, c.relname, k.position`);
+    const catalog = { columns: new Map(), primaryKeys: new Map() };
+    for (const row of columns) {
+        const k = `${row.schema}.${row.table}`;
+        catalog.columns.set(k, [...(catalog.columns.get(k) ?? []), { name: row.column, type: row.type }]);
+    }
+    for (const row of keys) {
+        const k = `${row.schema}.${row.table}`;
+        catalog.primaryKeys.set(k, [...(catalog.primaryKeys.get(k) ?? []), row.column]);
+    }
+    return catalog;
+}
+function findTable(catalog, written, collection) {
+    const known = [...catalog.columns.keys()];
+    let candidates;
+    if (written.includes('.')) {
+        const dot = written.indexOf('.');
+        const ref = { schema: written.slice(0, dot), name: written.slice(dot + 1) };
+        candidates = catalog.columns.has(key(ref)) ? [ref] : [];
+    }
+    else {
+        candidates = known.filter((k) => k.slice(k.indexOf('.') + 1) === written).map((k) => ({ schema: k.slice(0, k.indexOf('.')), name: written }));
+        const inPublic = candidates.find((c) => c.schema === 'public');
+        if (inPublic)
+            candidates = [inPublic];
+    }
+    if (candidates.length === 1)
+        return candidates[0];
+    if (candidates.length > 1) {
+        throw usageError('AMBIGUOUS_TABLE', `collection ${collection}: table ${JSON.stringify(written)} exists in several schemas (${candidates.map((c) => c.schema).join(', ')})`, `qualify it, e.g. ${candidates[0].schema}.${written}`);
+    }
+    const listed = known.map((k) => (k.startsWith('public.') ? k.slice(7) : k)).sort();
+    throw usageError('UNKNOWN_TABLE', `collection ${collection}: table ${JSON.stringify(written)} does not exist in the database`, `use one of: ${listed.join(', ') || '(the database has no tables)'}`);
+}
+function requireColumn(catalog, table, column, collection, role) {
+    const columns = catalog.columns.get(key(table)) ?? [];
+    if (!columns.some((c) => c.name === column)) {
+        throw usageError('UNKNOWN_COLUMN', `collection ${collection}: ${role} ${JSON.stringify(column)} is not a column of ${key(table)}`, `use one of: ${columns.map((c) => c.name).join(', ')}`);
+    }
+}
+/** Checks every table and column against the database and returns collections safe to build SQL from. */
+async function collections_resolveCollections(session, specs) {
+    if (specs.length === 0) {
+        throw usageError('NO_COLLECTIONS', 'no tenant collections are configured', 'add tenants.collections to lifeline.yml (e.g. - { table: orders, column: tenant_id }) or pass --collection orders:tenant_id');
+    }
+    const catalog = await readDatabaseCatalog(session);
+    const resolved = [];
+    for (const spec of specs) {
+        const label = spec.table;
+        const table = findTable(catalog, spec.table, label);
+        const hops = [];
+        const path = [];
+        let current = table;
+        for (const text of spec.via ?? []) {
+            const hop = parseHop(text, label);
+            requireColumn(catalog, current, hop.localColumn, label, 'join column');
+            const target = findTable(catalog, hop.targetTable, label);
+            requireColumn(catalog, target, hop.targetColumn, label, 'join target column');
+            hops.push({ localColumn: hop.localColumn, target, targetColumn: hop.targetColumn });
+            path.push(current);
+            current = target;
+        }
+        const tenantColumn = spec.column ?? DEFAULT_TENANT_COLUMN;
+        requireColumn(catalog, current, tenantColumn, label, 'tenant column');
+        const ownTenantColumns = path.flatMap((ref, depth) => {
+            const own = ownTenantColumn(catalog, ref, hops[depth].localColumn, tenantColumn);
+            return own ? [{ depth, table: key(ref), column: own }] : [];
+        });
+        const name = table.schema === 'public' ? table.name : key(table);
+        assertSafeSegment(name, `collection ${label} (as a file name)`);
+        if (resolved.some((r) => r.name === name)) {
+            throw usageError('DUPLICATE_COLLECTION', `table ${name} is listed twice as a collection`, 'list each table once');
+        }
+        const columns = catalog.columns.get(key(table)) ?? [];
+        resolved.push({
+            name,
+            table,
+            hops,
+            tenantColumn,
+            orderBy: catalog.primaryKeys.get(key(table)) ?? [],
+            rowCap: spec.rowCap,
+            timestampColumns: columns.filter((c) => c.type.startsWith('timestamp')).map((c) => c.name),
+            ownTenantColumns,
+        });
+    }
+    return resolved;
+}
+/**
+ * A table's own tenant column on a join path: a column named like the path's tenant column (or
+ * `tenant_id`) that is neither the join column itself nor part of the primary key (so `id` on a
+ * path ending at `tenants.id` is not mistaken for one).
+ */
+function ownTenantColumn(catalog, table, joinColumn, tenantColumn) {
+    const columns = new Set((catalog.columns.get(key(table)) ?? []).map((c) => c.name));
+    const primaryKey = catalog.primaryKeys.get(key(table)) ?? [];
+    return [tenantColumn, DEFAULT_TENANT_COLUMN].find((name) => columns.has(name) && name !== joinColumn && !primaryKey.includes(name));
+}
+const qualified = (t) => `${quoteIdent(t.schema)}.${quoteIdent(t.name)}`;
+/**
+ * `FROM ... WHERE ...` selecting the tenant's rows of a collection, as `t0`. Each hop is a
+ * semi-join (`IN (SELECT ...)`), so a row appears once even when a join target is not unique.
+ * A row on the path whose own tenant column names another tenant is left out (its parent's
+ * tenant does not make it this tenant's); `crossTenant: 'only'` selects exactly those rows
+ * instead, to report them, and `'stranded'` the mirror case: rows whose own tenant column names
+ * this tenant but whose parent belongs to another, which no export of this tenant would hold.
+ * `tenantLiteral` must already be a quoted literal (quoteLiteral).
+ */
+function collections_tenantRowsSource(collection, tenantLiteral, crossTenant = 'exclude') {
+    const own = (depth) => collection.ownTenantColumns.find((c) => c.depth === depth);
+    const condition = (depth, consistent) => {
+        const alias = `t${depth}`;
+        if (depth === collection.hops.length)
+            return `${alias}.${quoteIdent(collection.tenantColumn)} = ${tenantLiteral}`;
+        const hop = collection.hops[depth];
+        const next = `t${depth + 1}`;
+        const column = own(depth);
+        const sameTenant = column && consistent ? ` AND (${alias}.${quoteIdent(column.column)} IS NULL OR ${alias}.${quoteIdent(column.column)} = ${tenantLiteral})` : '';
+        return `${alias}.${quoteIdent(hop.localColumn)} IN (SELECT ${next}.${quoteIdent(hop.targetColumn)} FROM ${qualified(hop.target)} AS ${next} WHERE ${condition(depth + 1, consistent)})${sameTenant}`;
+    };
+    if (crossTenant === 'stranded') {
+        const column = own(0);
+        if (!column)
+            return `FROM ${qualified(collection.table)} AS t0 WHERE false`;
+        return `FROM ${qualified(collection.table)} AS t0 WHERE t0.${quoteIdent(column.column)} = ${tenantLiteral} AND (${condition(0, true)}) IS NOT TRUE`;
+    }
+    if (crossTenant === 'only') {
+        // Reached by the plain join, but not by the join that insists on the same tenant at every step.
+        return `FROM ${qualified(collection.table)} AS t0 WHERE ${condition(0, false)} AND (${condition(0, true)}) IS NOT TRUE`;
+    }
+    return `FROM ${qualified(collection.table)} AS t0 WHERE ${condition(0, true)}`;
+}
+/** The tenant's rows, deterministically ordered (primary key, else physical order within the snapshot). */
+function tenantRowsQuery(collection, tenantLiteral, limit) {
+    const order = collection.orderBy.length ? collection.orderBy.map((c) => `t0.${quoteIdent(c)}`).join(', ') : 't0.ctid';
+    return `SELECT t0.* ${collections_tenantRowsSource(collection, tenantLiteral)} ORDER BY ${order}${limit !== undefined ? ` LIMIT ${Math.trunc(limit)}` : ''}`;
+}
+/**
+ * The COPY that writes a collection's export file, and that a deletion plan re-runs to compare
+ * content: NDJSON through CSV with quote and delimiter bytes JSON text never holds, so COPY
+ * writes each JSON document verbatim, with none of the text format's backslash escaping.
+ */
+function collections_collectionCopyStatement(collection, tenantLiteral, format, limit) {
+    const select = tenantRowsQuery(collection, tenantLiteral, limit);
+    return format === 'csv'
+        ? `COPY (${select}) TO STDOUT WITH (FORMAT csv, HEADER)`
+        : `COPY (SELECT row_to_json(r)::text FROM (${select}) AS r) TO STDOUT WITH (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')`;
+}
+function collections_describeCollection(collection) {
+    const path = collection.hops.map((h) => ` -> ${h.target.name}`).join('');
+    return `${collection.name}${path}.${collection.tenantColumn}`;
+}
+
+;// CONCATENATED MODULE: ./src/tenant/cross-tenant.ts
+
+
+
+/**
+ * Rows a `via` join reaches from this tenant although a table on the path names another tenant
+ * in its own tenant column, counted in the session's snapshot. Such rows are never exported nor
+ * planned for deletion; the policy decides whether their presence fails the command.
+ */
+async function cross_tenant_findCrossTenantRows(session, collections, tenant) {
+    const literal = quoteLiteral(tenant);
+    const found = [];
+    for (const collection of collections) {
+        if (collection.ownTenantColumns.length === 0)
+            continue;
+        for (const kind of ['foreign', 'stranded']) {
+            if (kind === 'stranded' && !collection.ownTenantColumns.some((c) => c.depth === 0))
+                continue;
+            const source = tenantRowsSource(collection, literal, kind === 'foreign' ? 'only' : 'stranded');
+            const rows = Number((await session.queryValue(`SELECT count(*)::bigint AS n ${source}`)) ?? 0);
+            if (rows === 0)
+                continue;
+            const keyColumns = [...collection.orderBy, ...collection.ownTenantColumns.filter((c) => c.depth === 0).map((c) => c.column)];
+            const fields = keyColumns.length ? keyColumns.map((c) => `${quoteLiteral(c)}, t0.${quoteIdent(c)}`).join(', ') : `'ctid', t0.ctid::text`;
+            const order = collection.orderBy.length ? collection.orderBy.map((c) => `t0.${quoteIdent(c)}`).join(', ') : 't0.ctid';
+            const examples = await session.query(`SELECT json_build_object(${fields})::text AS example ${source} ORDER BY ${order} LIMIT 3`);
+            found.push({ collection: collection.name, path: describeCollection(collection), kind, rows, examples: examples.map((e) => e.example) });
+        }
+    }
+    return found;
+}
+/** Exit 3 before anything is written: the fix is in the data or in tenants.crossTenantRows. */
+function cross_tenant_crossTenantRefusal(tenant, found, what) {
+    const described = found.map((f) => f.kind === 'foreign'
+        ? `${f.collection}: ${f.rows} row${f.rows === 1 ? '' : 's'} joined through ${f.path} name another tenant in their own tenant column (e.g. ${f.examples.join(', ')})`
+        : `${f.collection}: ${f.rows} row${f.rows === 1 ? '' : 's'} name this tenant in their own tenant column but join through ${f.path} to another tenant, so no export or deletion of this tenant would hold them (e.g. ${f.examples.join(', ')})`);
+    return refusal('CROSS_TENANT_ROWS', `tenant ${JSON.stringify(tenant)}: ${described.join('; ')}; ${what}`, "correct those rows (a child's tenant column must name its parent's tenant), or set tenants.crossTenantRows: exclude to leave such rows out of exports and deletion plans (each export records how many it left out)", { crossTenant: found });
+}
+
+;// CONCATENATED MODULE: external "node:readline"
+const external_node_readline_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:readline");
+;// CONCATENATED MODULE: ./src/tenant/rows.ts
+
+
+
+const rows_FILE_EXTENSION = { ndjson: 'ndjson', csv: 'csv' };
+/**
+ * Counts records in a stream without parsing them: NDJSON has exactly one newline per record
+ * (JSON escapes newlines inside strings); CSV may hold newlines inside quoted fields, so only
+ * newlines outside quotes end a record (an escaped quote `""` toggles twice).
+ */
+class rows_RecordCounter {
+    format;
+    records = 0;
+    inQuotes = false;
+    constructor(format) {
+        this.format = format;
+    }
+    add(chunk) {
+        if (this.format === 'ndjson') {
+            for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1))
+                this.records++;
+            return;
+        }
+        for (const byte of chunk) {
+            if (byte === 34)
+                this.inQuotes = !this.inQuotes;
+            else if (byte === 10 && !this.inQuotes)
+                this.records++;
+        }
+    }
+}
+/** Thrown by ExportMeter when the export outgrows its byte cap. */
+class rows_ByteCapExceeded extends Error {
+    byteCap;
+    constructor(byteCap) {
+        super(`the export exceeded its byte cap of ${byteCap} bytes`);
+        this.byteCap = byteCap;
+    }
+}
+/** A pass-through that counts records and stops the stream once the export's byte budget is spent. */
+class rows_ExportMeter extends external_node_stream_.Transform {
+    budget;
+    counter;
+    constructor(format, budget) {
+        super();
+        this.budget = budget;
+        this.counter = new rows_RecordCounter(format);
+    }
+    get records() {
+        return this.counter.records;
+    }
+    _transform(chunk, _encoding, callback) {
+        this.budget.used += chunk.length;
+        if (this.budget.used > this.budget.cap) {
+            callback(new rows_ByteCapExceeded(this.budget.cap));
+            return;
+        }
+        this.counter.add(chunk);
+        callback(null, chunk);
+    }
+}
+/** Data records in an export file (the CSV header excluded); NDJSON lines must each parse. */
+async function rows_countFileRecords(path, format) {
+    if (format === 'csv') {
+        const counter = new rows_RecordCounter('csv');
+        for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 }))
+            counter.add(chunk);
+        return { records: Math.max(0, counter.records - 1) };
+    }
+    let records = 0;
+    const lines = createInterface({ input: createReadStream(path, { highWaterMark: 1024 * 1024 }), crlfDelay: Infinity });
+    for await (const line of lines) {
+        records++;
+        try {
+            JSON.parse(line);
+        }
+        catch {
+            lines.close();
+            return { records, badLine: records };
+        }
+    }
+    return { records };
+}
+
+;// CONCATENATED MODULE: ./src/runner/psql.ts
+
+
+
+
+
+/**
+ * One long-lived psql session driven over stdin/stdout. It works the same with local binaries
+ * and inside a Compose service, and keeps one transaction open across queries (for
+ * `pg_export_snapshot()`, which lives only as long as its transaction).
+ */
+class psql_PsqlSession {
+    running;
+    input;
+    lines = [];
+    waiter;
+    closed = false;
+    exitError;
+    counter = 0;
+    constructor(running, input, conn) {
+        this.running = running;
+        this.input = input;
+        const rl = createInterface({ input: running.stdout });
+        rl.on('line', (line) => {
+            this.lines.push(line);
+            this.waiter?.();
+        });
+        running.done
+            .then((result) => {
+            this.closed = true;
+            if (result.exitCode !== 0) {
+                this.exitError = failure('PSQL_FAILED', `query against ${conn.host}:${conn.port}/${conn.database} failed: ${lastLines(result.stderr, 3)}`, { details: { exitCode: result.exitCode } });
+            }
+            this.waiter?.();
+        })
+            .catch((error) => {
+            this.closed = true;
+            this.exitError = error;
+            this.waiter?.();
+        });
+    }
+    static open(runner, conn, options = {}) {
+        const input = new PassThrough();
+        const running = runner.start({
+            tool: 'psql',
+            args: ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-P', 'pager=off', '-P', 'footer=off'],
+            env: pgEnv(conn, options.database),
+            stdin: input,
+        });
+        return new psql_PsqlSession(running, input, conn);
+    }
+    /** Runs statements that return nothing of interest. */
+    async exec(sql) {
+        await this.roundTrip(`${sql.trim().replace(/;+$/, '')};`);
+    }
+    /** Runs a query and returns its rows as objects (through json_agg, so types survive). */
+    async query(sql) {
+        const wrapped = `SELECT coalesce(json_agg(q), '[]'::json) FROM (${sql.trim().replace(/;+$/, '')}) q;`;
+        const out = await this.roundTrip(wrapped);
+        try {
+            return JSON.parse(out.join('\n'));
+        }
+        catch (error) {
+            throw failure('PSQL_OUTPUT', `could not read the result of a query (${error.message})`, { cause: error });
+        }
+    }
+    async queryValue(sql) {
+        const rows = await this.query(sql);
+        const first = rows[0];
+        return first ? Object.values(first)[0] : undefined;
+    }
+    async roundTrip(sql) {
+        if (this.closed)
+            throw this.exitError ?? failure('PSQL_CLOSED', 'the psql session has ended');
+        const marker = `__lifeline_done_${process.pid}_${++this.counter}__`;
+        const collected = [];
+        this.input.write(`${sql}\n\\echo ${marker}\n`);
+        for (;;) {
+            while (this.lines.length) {
+                const line = this.lines.shift();
+                if (line === marker)
+                    return collected;
+                collected.push(line);
+            }
+            if (this.closed)
+                throw this.exitError ?? failure('PSQL_CLOSED', 'psql ended before answering');
+            await new Promise((resolve) => {
+                this.waiter = resolve;
+            });
+            this.waiter = undefined;
+        }
+    }
+    async close() {
+        if (!this.closed) {
+            this.input.end('\\q\n');
+        }
+        await this.running.done.catch(() => { });
+    }
+}
+/** Runs one query in a fresh session. */
+async function queryOnce(runner, conn, sql, database) {
+    const session = psql_PsqlSession.open(runner, conn, { database });
+    try {
+        return await session.query(sql);
+    }
+    finally {
+        await session.close();
+    }
+}
+
+;// CONCATENATED MODULE: ./src/tenant/session.ts
+
+
+
+
+
+
+/**
+ * A read-only repeatable-read transaction: every count and every COPY that joins its exported
+ * snapshot sees the same data. Literals are written with standard_conforming_strings on, so a
+ * tenant id's backslashes stay data.
+ */
+async function session_openSnapshotSession(runner, conn) {
+    const session = PsqlSession.open(runner, conn);
+    try {
+        await session.exec("SET standard_conforming_strings = on; SET client_encoding = 'UTF8'");
+        await session.exec('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
+        const [row] = await session.query('SELECT pg_export_snapshot() AS snapshot, clock_timestamp() AS at');
+        if (!row || !/^[0-9A-Fa-f-]+$/.test(row.snapshot))
+            throw failure('SNAPSHOT_FAILED', 'PostgreSQL did not export a snapshot');
+        return { session, snapshotId: row.snapshot, snapshotAt: new Date(row.at).toISOString() };
+    }
+    catch (error) {
+        await session.close();
+        throw error;
+    }
+}
+/** Exact row counts of the tenant's rows per collection, in the session's snapshot. */
+async function countTenantRows(session, collections, tenant) {
+    const literal = quoteLiteral(tenant);
+    const counts = new Map();
+    for (const collection of collections) {
+        const n = await session.queryValue(`SELECT count(*)::bigint AS n ${tenantRowsSource(collection, literal)}`);
+        counts.set(collection.name, Number(n ?? 0));
+    }
+    return counts;
+}
+/** Names the canonical row encoding in export manifests; change it whenever the settings below change. */
+const session_ROW_ENCODING = 'lifeline-tenant-rows/1';
+const ROW_ENCODING_SETTINGS = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; SET extra_float_digits = 1; SET bytea_output = 'hex'; SET lc_monetary = 'C';";
+/**
+ * Starts a psql process that joins the exported snapshot and runs one statement; its output
+ * (COPY data or an unaligned, tuples-only result) is the process's stdout.
+ */
+function session_startInSnapshot(runner, conn, snapshotId, statement) {
+    const script = [
+        'SET standard_conforming_strings = on;',
+        "SET client_encoding = 'UTF8';",
+        // The canonical row encoding: exports and deletion plans compare content byte for byte, so
+        // every setting that changes how a value is printed is pinned, never left to the client.
+        ROW_ENCODING_SETTINGS,
+        'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;',
+        `SET TRANSACTION SNAPSHOT ${quoteLiteral(snapshotId)};`,
+        `${statement};`,
+        'COMMIT;',
+        '',
+    ].join('\n');
+    return runner.start({
+        tool: 'psql',
+        args: ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-P', 'pager=off'],
+        env: pgEnv(conn),
+        stdin: Readable.from([script]),
+    });
+}
+/** Exact count of the tenant's rows in one collection, from its own psql joining the snapshot (so counts can run side by side). */
+async function session_countInSnapshot(runner, conn, snapshotId, collection, tenant) {
+    const statement = `SELECT count(*) ${tenantRowsSource(collection, quoteLiteral(tenant))}`;
+    const running = session_startInSnapshot(runner, conn, snapshotId, statement);
+    let out = '';
+    running.stdout.setEncoding('utf8').on('data', (chunk) => (out += chunk));
+    const result = await running.done;
+    if (result.exitCode !== 0 || !/^\d+$/.test(out.trim())) {
+        throw failure('COUNT_FAILED', `counting the rows of ${collection.name} failed: ${result.stderr.trim() || JSON.stringify(out.slice(0, 200))}`);
+    }
+    return Number(out.trim());
+}
+/**
+ * sha256 of a collection's rows in the canonical encoding of `format`, from its own psql joining
+ * the snapshot: the bytes an export of this snapshot would write, hashed as they stream.
+ */
+async function digestInSnapshot(runner, conn, snapshotId, collection, tenant, format) {
+    const running = session_startInSnapshot(runner, conn, snapshotId, collectionCopyStatement(collection, quoteLiteral(tenant), format));
+    const hash = createHash('sha256');
+    running.stdout.on('data', (chunk) => hash.update(chunk));
+    const result = await running.done;
+    if (result.exitCode !== 0)
+        throw failure('DIGEST_FAILED', `reading the rows of ${collection.name} failed: ${result.stderr.trim().split('\n').slice(-2).join(' ')}`);
+    return hash.digest('hex');
+}
+/** Runs `task` over `items` with at most `limit` at a time; the first failure stops the others. */
+async function session_inParallel(items, limit, task) {
+    const results = new Array(items.length);
+    const controller = new AbortController();
+    let next = 0;
+    let firstError;
+    const worker = async () => {
+        while (!firstError && next < items.length) {
+            const index = next++;
+            try {
+                results[index] = await task(items[index], controller.signal);
+            }
+            catch (error) {
+                firstError ??= { error };
+                controller.abort();
+            }
+        }
+    };
+    await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+    if (firstError)
+        throw firstError.error;
+    return results;
+}
+
+;// CONCATENATED MODULE: ./src/catalog/tar.ts
+
+
+
+const BLOCK = 512;
+function writeOctal(header, offset, length, value) {
+    header.write(value.toString(8).padStart(length - 1, '0') + '\0', offset, length, 'ascii');
+}
+/** A ustar header; sizes beyond 8 GiB use the GNU base-256 form that GNU tar and bsdtar read. */
+function tarHeader(name, size, mtimeSeconds, type, owner) {
+    if (Buffer.byteLength(name) > 100)
+        throw failure('TAR_NAME_TOO_LONG', `tar member name too long (over 100 bytes): ${name}`);
+    const header = Buffer.alloc(BLOCK);
+    header.write(name, 0, 100, 'utf8');
+    writeOctal(header, 100, 8, owner.mode & 0o7777);
+    writeOctal(header, 108, 8, owner.uid);
+    writeOctal(header, 116, 8, owner.gid);
+    if (size < 8 ** 11) {
+        writeOctal(header, 124, 12, size);
+    }
+    else {
+        header[124] = 0x80;
+        let rest = BigInt(size);
+        for (let i = 135; i > 124; i--) {
+            header[i] = Number(rest & 0xffn);
+            rest >>= 8n;
+        }
+    }
+    writeOctal(header, 136, 12, Math.floor(mtimeSeconds));
+    header.fill(' ', 148, 156);
+    header.write(type, 156, 1, 'ascii');
+    header.write('ustar\0', 257, 6, 'ascii');
+    header.write('00', 263, 2, 'ascii');
+    let checksum = 0;
+    for (const byte of header)
+        checksum += byte;
+    header.write(checksum.toString(8).padStart(6, '0') + '\0 ', 148, 8, 'ascii');
+    return header;
+}
+const tar_padding = (size) => Buffer.alloc((BLOCK - (size % BLOCK)) % BLOCK);
+/** A tar stream of the members, reading each file as it goes (bounded memory). */
+function tar_tarStream(members, mtime = new Date()) {
+    const mtimeSeconds = mtime.getTime() / 1000;
+    async function* generate() {
+        for (const member of members) {
+            const owner = { uid: member.uid ?? 0, gid: member.gid ?? 0 };
+            if ('directory' in member) {
+                yield tarHeader(`${member.name.replace(/\/$/, '')}/`, 0, mtimeSeconds, '5', { mode: member.mode ?? 0o755, ...owner });
+                continue;
+            }
+            const fileOwner = { mode: member.mode ?? 0o644, ...owner };
+            if ('open' in member) {
+                yield tarHeader(member.name, member.size, mtimeSeconds, '0', fileOwner);
+                let written = 0;
+                for await (const chunk of await member.open()) {
+                    written += chunk.length;
+                    if (written > member.size)
+                        throw failure('FILE_CHANGED', `${member.name} is longer than the ${member.size} bytes recorded`);
+                    yield chunk;
+                }
+                if (written !== member.size)
+                    throw failure('FILE_CHANGED', `${member.name} is ${written} bytes, ${member.size} were recorded`);
+                yield tar_padding(member.size);
+                continue;
+            }
+            if (!('path' in member)) {
+                const body = 'text' in member ? Buffer.from(member.text, 'utf8') : Buffer.from(member.content);
+                yield tarHeader(member.name, body.length, mtimeSeconds, '0', fileOwner);
+                yield body;
+                yield tar_padding(body.length);
+                continue;
+            }
+            yield tarHeader(member.name, member.size, mtimeSeconds, '0', fileOwner);
+            let written = 0;
+            for await (const chunk of createReadStream(member.path, { highWaterMark: 1024 * 1024 })) {
+                written += chunk.length;
+                if (written > member.size)
+                    throw failure('FILE_CHANGED', `${member.path} grew while it was being archived`);
+                yield chunk;
+            }
+            if (written !== member.size)
+                throw failure('FILE_CHANGED', `${member.path} changed size while it was being archived (${written} bytes, expected ${member.size})`);
+            yield tar_padding(member.size);
+        }
+        yield Buffer.alloc(BLOCK * 2);
+    }
+    return Readable.from(generate(), { objectMode: false });
+}
+/** The first file's content of a (small) tar archive, e.g. `docker cp CONTAINER:FILE -`. */
+function firstTarFile(archive) {
+    if (archive.length < BLOCK)
+        return undefined;
+    const size = parseInt(archive.subarray(124, 136).toString('ascii').replace(/\0.*$/s, '').trim() || '0', 8);
+    if (!Number.isFinite(size))
+        return undefined;
+    return archive.subarray(BLOCK, BLOCK + size);
+}
+
+;// CONCATENATED MODULE: ./src/tenant/tenant-id.ts
+
+
+const PLAIN_SEGMENT = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+const MAX_TENANT_ID_LENGTH = 200;
+/**
+ * Refuses tenant ids that could escape the catalog or cannot travel safely: empty, too long,
+ * containing `/`, `..` or control characters (NUL included). Anything else, quotes and
+ * semicolons too, is a legitimate value: it reaches the database only as a quoted literal.
+ */
+function assertUsableTenantId(tenant) {
+    const fix = 'pass the tenant id exactly as stored in the database, e.g. --tenant tenant-001';
+    if (tenant.trim() === '')
+        throw usageError('BAD_TENANT', 'the tenant id is empty', fix);
+    if (tenant.length > MAX_TENANT_ID_LENGTH)
+        throw usageError('BAD_TENANT', `the tenant id is ${tenant.length} characters long; at most ${MAX_TENANT_ID_LENGTH} are accepted`, fix);
+    // eslint-disable-next-line no-control-regex
+    if (/[\u0000-\u001f\u007f]/.test(tenant))
+        throw usageError('BAD_TENANT', `the tenant id ${JSON.stringify(tenant)} contains a control character (NUL, newline, tab, ...)`, fix);
+    if (tenant.includes('/') || tenant.includes('..')) {
+        throw usageError('BAD_TENANT', `the tenant id ${JSON.stringify(tenant)} contains '/' or '..', which could escape the catalog's directory`, fix);
+    }
+}
+/**
+ * The catalog directory name of a tenant. Plain ids (`tenant-001`) are used as they are; any
+ * other id is written as `x+` followed by its UTF-8 bytes with everything outside
+ * `[A-Za-z0-9_-]` escaped as `+HH`. Plain ids never contain `+`, so the mapping is one-to-one.
+ */
+function tenantSegment(tenant) {
+    assertUsableTenantId(tenant);
+    let segment;
+    if (PLAIN_SEGMENT.test(tenant)) {
+        segment = tenant;
+    }
+    else {
+        const escaped = [...Buffer.from(tenant, 'utf8')].map((byte) => {
+            const char = String.fromCharCode(byte);
+            return /[A-Za-z0-9_-]/.test(char) ? char : `+${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+        });
+        segment = `x+${escaped.join('')}`;
+    }
+    assertSafeSegment(segment, 'tenant id (as a catalog name)');
+    return segment;
+}
+function tenant_id_tenantExportsKind(tenant) {
+    return `tenants/${tenantSegment(tenant)}/exports`;
+}
+
+;// CONCATENATED MODULE: ./src/tenant/verify.ts
+
+
+
+
+
+
+
+
+
+
+/**
+ * An encrypted collection file in one read: the ciphertext hashed as it goes into the decrypter,
+ * the plaintext hashed, its records counted and (NDJSON, when asked) each line parsed. Nothing is
+ * written anywhere. A wrong identity or a chunk that fails authentication throws.
+ */
+async function scanEncryptedFile(path, format, identity, what, parse) {
+    const cipher = new HashingTransform();
+    const reading = pipeline(createReadStream(path, { highWaterMark: 1024 * 1024 }), cipher);
+    reading.catch(() => undefined);
+    const plain = await decryptReadable(cipher, identity, what);
+    const hash = createHash('sha256');
+    const counter = new RecordCounter(format);
+    let bytes = 0;
+    let line = 0;
+    let badLine;
+    let partial = [];
+    const checkLine = (buffer) => {
+        line++;
+        if (badLine !== undefined)
+            return;
+        try {
+            JSON.parse(buffer.toString('utf8'));
+        }
+        catch {
+            badLine = line;
+        }
+    };
+    try {
+        await consume();
+    }
+    catch (error) {
+        cipher.destroy();
+        throw error;
+    }
+    if (parse && format === 'ndjson' && partial.length)
+        checkLine(Buffer.concat(partial));
+    await reading;
+    return {
+        sha256: cipher.digest(),
+        bytes: cipher.bytes,
+        plainSha256: hash.digest('hex'),
+        plainBytes: bytes,
+        records: format === 'csv' ? Math.max(0, counter.records - 1) : counter.records,
+        ...(badLine !== undefined ? { badLine } : {}),
+    };
+    async function consume() {
+        for await (const chunk of plain) {
+            const data = chunk;
+            hash.update(data);
+            counter.add(data);
+            bytes += data.length;
+            if (parse && format === 'ndjson') {
+                let start = 0;
+                for (let i = data.indexOf(10); i !== -1; i = data.indexOf(10, start)) {
+                    partial.push(data.subarray(start, i));
+                    checkLine(Buffer.concat(partial));
+                    partial = [];
+                    start = i + 1;
+                }
+                if (start < data.length)
+                    partial.push(data.subarray(start));
+            }
+        }
+    }
+}
+/** sha256, size and record count of a collection file in one read. */
+async function scanCollectionFile(path, format) {
+    const hash = createHash('sha256');
+    const counter = new RecordCounter(format);
+    let bytes = 0;
+    for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) {
+        hash.update(chunk);
+        counter.add(chunk);
+        bytes += chunk.length;
+    }
+    return { sha256: hash.digest('hex'), bytes, records: format === 'csv' ? Math.max(0, counter.records - 1) : counter.records };
+}
+/**
+ * Re-checks an export from disk: every file listed in SHA256SUMS, the manifest's own hashes and
+ * sizes, the records in each collection file against the manifest's row count, and the archive's
+ * `.sha256` file.
+ */
+async function verify_verifyTenantExport(entry, options = {}) {
+    const manifest = entry.metadata;
+    const problems = [];
+    const encrypted = (manifest.collections ?? []).some((c) => Boolean(c.encryption));
+    let contentsChecked = !encrypted || Boolean(options.identity);
+    if (encrypted && !exportIsEncrypted(manifest))
+        problems.push('some collection files are encrypted and others are not: the export was altered');
+    const identity = options.identity;
+    if (encrypted && identity) {
+        for (const c of manifest.collections) {
+            if (c.encryption && !identityMatches(identity, c.encryption.recipients)) {
+                problems.push(`${c.file}: encrypted to ${c.encryption.recipients.join(', ')}; the identity from ${identity.source} (${identity.recipients.join(', ')}) is not among them, so its contents were not checked`);
+                contentsChecked = false;
+            }
+        }
+    }
+    const files = [];
+    const collections = new Map((manifest.collections ?? []).map((c) => [c.file, c]));
+    let sums = [];
+    try {
+        sums = parseSums(await readEntryText(entry.dir, SUMS_FILE));
+    }
+    catch (error) {
+        problems.push(`${SUMS_FILE}: ${error.message}`);
+    }
+    // Only the files export.json names may be read: any other SHA256SUMS line is a problem, unread.
+    const named = new Set([...collections.keys(), ...(manifest.archive ? [manifest.archive.file, `${manifest.archive.file}.sha256`] : [])]);
+    for (const { file, sha256: listed } of sums) {
+        const before = problems.length;
+        const collection = collections.get(file);
+        let rows;
+        if (!named.has(file)) {
+            problems.push(`${JSON.stringify(file)}: listed in ${SUMS_FILE} but not named by the export's manifest; it was not read`);
+            files.push({ file, ok: false });
+            continue;
+        }
+        try {
+            const path = await entryFilePath(entry.dir, file);
+            if (collection?.encryption) {
+                if (identity && identityMatches(identity, collection.encryption.recipients)) {
+                    const scanned = await scanEncryptedFile(path, manifest.format, identity, `${file} of export ${entry.id}`, Boolean(options.parseRecords));
+                    rows = scanned.records;
+                    if (scanned.sha256 !== listed)
+                        problems.push(`${file}: sha256 is ${scanned.sha256}, ${SUMS_FILE} says ${listed}`);
+                    if (collection.sha256 !== listed)
+                        problems.push(`${file}: the manifest's sha256 differs from ${SUMS_FILE}`);
+                    if (scanned.bytes !== collection.bytes)
+                        problems.push(`${file}: ${scanned.bytes} bytes, the manifest says ${collection.bytes}`);
+                    if (scanned.plainSha256 !== collection.encryption.plaintextSha256 || scanned.plainBytes !== collection.encryption.plaintextBytes) {
+                        problems.push(`${file}: decrypts to ${scanned.plainBytes} bytes with sha256 ${scanned.plainSha256}, the manifest records ${collection.encryption.plaintextBytes} bytes with sha256 ${collection.encryption.plaintextSha256}`);
+                    }
+                    if (collection.contentDigest !== collection.encryption.plaintextSha256)
+                        problems.push(`${file}: the manifest's content digest is not its plaintext's sha256`);
+                    if (scanned.records !== collection.rows)
+                        problems.push(`${file}: ${scanned.records} records, the manifest says ${collection.rows}`);
+                    if (scanned.badLine !== undefined)
+                        problems.push(`${file}: line ${scanned.badLine} is not valid JSON`);
+                }
+                else {
+                    // No (matching) identity: the ciphertext's checksums only; the caller says the contents were not checked.
+                    const { sha256, bytes } = await sha256File(path);
+                    if (sha256 !== listed)
+                        problems.push(`${file}: sha256 is ${sha256}, ${SUMS_FILE} says ${listed}`);
+                    if (collection.sha256 !== listed)
+                        problems.push(`${file}: the manifest's sha256 differs from ${SUMS_FILE}`);
+                    if (bytes !== collection.bytes)
+                        problems.push(`${file}: ${bytes} bytes, the manifest says ${collection.bytes}`);
+                }
+            }
+            else if (collection) {
+                const scanned = await scanCollectionFile(path, manifest.format);
+                rows = scanned.records;
+                if (scanned.sha256 !== listed)
+                    problems.push(`${file}: sha256 is ${scanned.sha256}, ${SUMS_FILE} says ${listed}`);
+                if (collection.sha256 !== listed)
+                    problems.push(`${file}: the manifest's sha256 differs from ${SUMS_FILE}`);
+                if (scanned.bytes !== collection.bytes)
+                    problems.push(`${file}: ${scanned.bytes} bytes, the manifest says ${collection.bytes}`);
+                if (scanned.records !== collection.rows)
+                    problems.push(`${file}: ${scanned.records} records, the manifest says ${collection.rows}`);
+                if (options.parseRecords && manifest.format === 'ndjson' && problems.length === before) {
+                    const parsed = await countFileRecords(path, 'ndjson');
+                    if (parsed.badLine !== undefined)
+                        problems.push(`${file}: line ${parsed.badLine} is not valid JSON`);
+                }
+            }
+            else {
+                const { sha256 } = await sha256File(path);
+                if (sha256 !== listed)
+                    problems.push(`${file}: sha256 is ${sha256}, ${SUMS_FILE} says ${listed}`);
+            }
+        }
+        catch (error) {
+            problems.push(`${file}: ${error.message}`);
+        }
+        files.push({ file, ok: problems.length === before, ...(rows !== undefined ? { rows } : {}) });
+    }
+    for (const file of collections.keys()) {
+        if (!sums.some((s) => s.file === file))
+            problems.push(`${file}: not listed in ${SUMS_FILE}`);
+    }
+    if (manifest.archive) {
+        const { file, sha256 } = manifest.archive;
+        if (!sums.some((s) => s.file === file && s.sha256 === sha256))
+            problems.push(`${file}: missing from ${SUMS_FILE} or listed with another sha256 than the manifest's`);
+        const sidecar = await readEntryText(entry.dir, `${file}.sha256`).catch(() => '');
+        if (!sidecar.startsWith(`${sha256}  `))
+            problems.push(`${file}.sha256: missing or disagrees with the manifest`);
+    }
+    return { ok: problems.length === 0, exportId: entry.id, tenant: manifest.tenant, checkedAt: new Date().toISOString(), problems, files, encrypted, contentsChecked };
+}
+
+;// CONCATENATED MODULE: ./src/tenant/export.ts
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+const EXPORT_MANIFEST = 'export.json';
+const ARCHIVE_FILE = 'export.tar.gz';
+/** Whether every collection file of an export is stored encrypted (an export made before encryption was configured is not). */
+function export_exportIsEncrypted(manifest) {
+    return (manifest.collections ?? []).length > 0 && manifest.collections.every((c) => Boolean(c.encryption));
+}
+/** The plaintext sha256 and size of a collection (what a decrypting verify and a deletion plan compare). */
+function plaintextOf(collection) {
+    return collection.encryption ? { sha256: collection.encryption.plaintextSha256, bytes: collection.encryption.plaintextBytes } : { sha256: collection.sha256, bytes: collection.bytes };
+}
+/**
+ * Exports one tenant's rows, collection by collection, from one repeatable-read snapshot into a
+ * new catalog entry. A collection over its cap refuses the export before the entry is complete
+ * (unless truncation is allowed); the entry becomes visible only once complete, and is removed
+ * again if it does not verify.
+ */
+async function exportTenant(options) {
+    const { catalog, env, tenant, logger } = options;
+    const kind = tenantExportsKind(tenant);
+    if (options.rowCapOverride !== undefined && (!Number.isInteger(options.rowCapOverride) || options.rowCapOverride < 1)) {
+        throw usageError('BAD_ROW_CAP', `--row-cap must be a positive whole number (got ${options.rowCapOverride})`, 'pass e.g. --row-cap 500000');
+    }
+    // Wait like a backup does: a scheduled backup holding the lock briefly is no reason to refuse.
+    return withLock(catalog.envDir(env), env, { command: `tenant export ${tenant}`, owner: options.owner, waitSeconds: 30 }, async () => {
+        await catalog.sweepStaging(env, kind);
+        const started = Date.now();
+        const elapsed = () => `${((Date.now() - started) / 1000).toFixed(2)}s`;
+        const { session, snapshotId, snapshotAt } = await openSnapshotSession(options.runner, options.conn);
+        let staged;
+        const id = newEntryId();
+        try {
+            const collections = await resolveCollections(session, options.collections);
+            const crossTenantPolicy = options.crossTenantRows ?? 'fail';
+            const crossTenant = await findCrossTenantRows(session, collections, tenant);
+            if (crossTenant.length && crossTenantPolicy === 'fail')
+                throw crossTenantRefusal(tenant, crossTenant, 'nothing was exported');
+            for (const found of crossTenant) {
+                logger.warn(found.kind === 'foreign'
+                    ? `${found.collection}: left out ${found.rows} rows joined through ${found.path} whose own tenant column names another tenant (tenants.crossTenantRows: exclude)`
+                    : `${found.collection}: ${found.rows} rows name ${tenant} in their own tenant column but join to another tenant: they are not in this export`);
+            }
+            const excludedIn = (name) => crossTenant.find((f) => f.collection === name && f.kind === 'foreign');
+            // With truncation allowed, exact counts come first: they decide what to cut and give the true
+            // counts. Otherwise each COPY reads at most cap + 1 rows, and one row too many refuses the
+            // export before its entry is complete: the same guarantee without a second pass over the data.
+            const counts = options.allowTruncation ? await inParallel(collections, PARALLELISM, (collection) => countInSnapshot(options.runner, options.conn, snapshotId, collection, tenant)) : undefined;
+            logger.debug(`planned after ${elapsed()}`);
+            const plan = collections.map((collection, index) => {
+                const cap = options.rowCapOverride ?? collection.rowCap ?? options.rowCap;
+                const trueCount = counts?.[index];
+                return { collection, cap, trueCount, truncated: trueCount !== undefined && trueCount > cap };
+            });
+            if (counts?.every((n) => n === 0))
+                throw unknownTenant(tenant, collections);
+            staged = await catalog.begin(env, kind, id, EXPORT_MANIFEST, { encryptTo: options.encryptTo });
+            const budget = { used: 0, cap: options.byteCap };
+            const stagedEntry = staged;
+            const exported = await inParallel(plan, PARALLELISM, async (p, signal) => {
+                const file = `${p.collection.name}.${FILE_EXTENSION[options.format]}`;
+                const expected = p.trueCount === undefined ? undefined : Math.min(p.trueCount, p.cap);
+                logger.info(`${p.collection.name}: exporting ${expected === undefined ? `up to ${p.cap}` : `${expected} of ${p.trueCount}`} rows (${describeCollection(p.collection)})`);
+                const written = await copyCollection(options, stagedEntry, file, snapshotId, p.collection, p.trueCount === undefined ? p.cap + 1 : p.truncated ? p.cap : undefined, budget, signal);
+                if (p.trueCount === undefined && written.rows > p.cap)
+                    throw new RowCapExceeded(p.collection, p.cap);
+                if (expected !== undefined && written.rows !== expected) {
+                    throw failure('EXPORT_COUNT_MISMATCH', `${p.collection.name}: wrote ${written.rows} rows, but the snapshot counted ${expected}`, {
+                        fix: 'this should not happen inside one snapshot; re-run the export and report it if it repeats',
+                    });
+                }
+                logger.debug(`${p.collection.name}: ${written.stored.bytes} bytes after ${elapsed()}`);
+                return {
+                    name: p.collection.name,
+                    table: `${p.collection.table.schema}.${p.collection.table.name}`,
+                    path: describeCollection(p.collection),
+                    file: written.stored.name,
+                    rows: written.rows,
+                    bytes: written.stored.bytes,
+                    sha256: written.stored.sha256,
+                    ...(written.stored.encryption ? { encryption: written.stored.encryption } : {}),
+                    cap: p.cap,
+                    truncated: p.truncated,
+                    trueCount: p.trueCount ?? written.rows,
+                    orderedBy: p.collection.orderBy.length ? p.collection.orderBy : ['ctid'],
+                    // The digest of the rows is the plaintext's, whether or not the file is encrypted.
+                    contentDigest: written.stored.encryption?.plaintextSha256 ?? written.stored.sha256,
+                    ...(excludedIn(p.collection.name) ? { crossTenantExcluded: excludedIn(p.collection.name).rows } : {}),
+                };
+            });
+            if (exported.every((c) => c.rows === 0))
+                throw unknownTenant(tenant, collections);
+            const manifest = {
+                schemaVersion: CATALOG_SCHEMA_VERSION,
+                id,
+                createdAt: new Date().toISOString(),
+                kind: 'tenant-export',
+                tenant,
+                snapshotAt,
+                database: { host: options.conn.host, port: options.conn.port, name: options.conn.database },
+                format: options.format,
+                byteCap: options.byteCap,
+                truncated: exported.some((c) => c.truncated),
+                totals: { rows: exported.reduce((n, c) => n + c.rows, 0), bytes: exported.reduce((n, c) => n + plaintextOf(c).bytes, 0) },
+                collections: exported,
+                rowEncoding: ROW_ENCODING,
+                crossTenantRows: crossTenantPolicy,
+            };
+            if (options.archive)
+                manifest.archive = await addArchive(staged, manifest);
+            await staged.commit(manifest);
+            staged = undefined;
+        }
+        catch (error) {
+            await staged?.abort();
+            if (error instanceof RowCapExceeded) {
+                // The snapshot is still open: name the true count, as counting first would have.
+                const count = await countInSnapshot(options.runner, options.conn, snapshotId, error.collection, tenant);
+                throw refusal('ROW_CAP_EXCEEDED', `tenant ${JSON.stringify(tenant)}: ${error.collection.name} has ${count} rows, over its cap of ${error.cap}; nothing was kept`, "raise the cap (tenants.rowCap, the collection's rowCap, or --row-cap) after checking the size is expected, or pass --allow-truncation to export the first rows by primary key and mark the collection truncated", { collection: error.collection.name, count, cap: error.cap });
+            }
+            if (error instanceof ByteCapExceeded) {
+                throw refusal('BYTE_CAP_EXCEEDED', `tenant ${JSON.stringify(tenant)}: the export grew past its byte cap of ${options.byteCap} bytes; nothing was kept`, 'raise tenants.byteCap after checking the size is expected (the byte cap cannot be truncated around)', { byteCap: options.byteCap });
+            }
+            throw error;
+        }
+        finally {
+            await session.close();
+        }
+        const newest = await catalog.get(env, kind, id, EXPORT_MANIFEST);
+        if (!newest)
+            throw failure('EXPORT_MISSING', `the export ${id} of ${JSON.stringify(tenant)} vanished right after it was written`, { fix: 'check what else writes to the catalog directory' });
+        const verification = await verifyTenantExport(newest);
+        logger.debug(`verified the new export after ${elapsed()}`);
+        if (!verification.ok) {
+            await catalog.remove(newest);
+            throw failure('EXPORT_VERIFY_FAILED', `the new export of ${JSON.stringify(tenant)} did not verify and was removed: ${verification.problems.join('; ')}`, {
+                fix: 'check the disk holding the catalog, then re-run the export',
+            });
+        }
+        const pruned = await pruneTenantExports(catalog, env, tenant, options.keep, newest.id);
+        for (const id of pruned)
+            logger.info(`pruned export ${id} (keeping ${options.keep})`);
+        return { entry: newest, manifestSha256: (await sha256File(join(newest.dir, EXPORT_MANIFEST))).sha256, pruned };
+    });
+}
+/** Streams one collection from a psql process that joins the exported snapshot. */
+async function copyCollection(options, staged, file, snapshotId, collection, limit, budget, signal) {
+    const copy = collectionCopyStatement(collection, quoteLiteral(options.tenant), options.format, limit);
+    const running = startInSnapshot(options.runner, options.conn, snapshotId, copy);
+    const meter = new ExportMeter(options.format, budget);
+    running.stdout.on('error', (error) => meter.destroy(error));
+    // A sibling collection failed: stop this one too; its psql then exits by signal, reported below.
+    const stop = () => running.kill();
+    signal.addEventListener('abort', stop, { once: true });
+    let hashed;
+    try {
+        hashed = await staged.addStream(file, running.stdout.pipe(meter));
+    }
+    catch (error) {
+        running.kill();
+        await running.done.catch(() => undefined);
+        throw error;
+    }
+    finally {
+        signal.removeEventListener('abort', stop);
+    }
+    const result = await running.done;
+    if (result.exitCode !== 0) {
+        throw failure('EXPORT_COPY_FAILED', `exporting ${collection.name} failed (psql ${describeExit(result)}): ${lastLines(result.stderr)}`);
+    }
+    return { rows: meter.records - (options.format === 'csv' ? 1 : 0), stored: hashed };
+}
+class RowCapExceeded extends Error {
+    collection;
+    cap;
+    constructor(collection, cap) {
+        super(`${collection.name} is over its row cap of ${cap}`);
+        this.collection = collection;
+        this.cap = cap;
+    }
+}
+function unknownTenant(tenant, collections) {
+    return usageError('UNKNOWN_TENANT', `tenant ${JSON.stringify(tenant)} has no rows in any collection (${collections.map((c) => c.name).join(', ')})`, 'check the id (it is matched exactly, case included) and the environment; nothing was written');
+}
+/** Collections counted or exported at once, each by its own psql joining the snapshot (as pg_dump -j does). */
+const PARALLELISM = 2;
+/**
+ * Packs the collections, their SHA256SUMS and the manifest into one gzip'd tar inside the entry,
+ * with a `.sha256` file beside it for whoever receives the handoff. In an encrypted export the
+ * members are the stored `.age` files (the receiver decrypts each with `age -d`), so the archive
+ * holds no plaintext row and is stored as it is.
+ */
+async function addArchive(staged, manifest) {
+    const folder = `${manifest.tenant.replace(/[^A-Za-z0-9._-]/g, '_')}-${manifest.id}`.slice(0, 80);
+    const members = [
+        ...manifest.collections.map((c) => ({ name: `${folder}/${c.file}`, path: staged.path(c.file), size: c.bytes })),
+        { name: `${folder}/${SUMS_FILE}`, text: formatSums(manifest.collections.map((c) => ({ file: c.file, sha256: c.sha256 }))) },
+        { name: `${folder}/${EXPORT_MANIFEST}`, text: `${JSON.stringify(manifest, null, 2)}\n` },
+    ];
+    const tar = tarStream(members);
+    const gzip = createGzip({ level: 6 });
+    tar.on('error', (error) => gzip.destroy(error));
+    const hashed = await staged.addUnencrypted(ARCHIVE_FILE, tar.pipe(gzip));
+    await staged.addUnencrypted(`${ARCHIVE_FILE}.sha256`, Readable.from([Buffer.from(`${hashed.sha256}  ${ARCHIVE_FILE}\n`)]));
+    return { file: ARCHIVE_FILE, bytes: hashed.bytes, sha256: hashed.sha256 };
+}
+/** Removes a tenant's exports beyond the newest `keep`, never the one just written. */
+async function pruneTenantExports(catalog, env, tenant, keep, justWritten) {
+    const entries = await catalog.list(env, tenantExportsKind(tenant), EXPORT_MANIFEST);
+    const pruned = [];
+    for (const entry of entries.slice(Math.max(1, keep))) {
+        if (entry.id === justWritten)
+            continue;
+        await catalog.remove(entry);
+        pruned.push(entry.id);
+    }
+    return pruned;
+}
+
 ;// CONCATENATED MODULE: ./src/storage/import.ts
 
 
@@ -62996,7 +64955,9 @@ async function importEntry(source) {
     for (const file of [source.metadataFile, ...source.sums.map((s) => s.file)]) {
         const problem = entryFileNameProblem(file);
         if (problem) {
-            throw (0,errors/* failure */.V2)('REMOTE_ENTRY_UNSAFE', `${source.kind}/${source.id} from ${source.source} names the file ${JSON.stringify(file)}, which ${problem}; nothing was fetched`, { fix: 'that copy was not written by Lifeline: inspect and remove it, then use another entry' });
+            throw (0,errors/* failure */.V2)('REMOTE_ENTRY_UNSAFE', `${source.kind}/${source.id} from ${source.source} names the file ${JSON.stringify(file)}, which ${problem}; nothing was fetched`, {
+                fix: 'that copy was not written by Lifeline: inspect and remove it, then use another entry',
+            });
         }
     }
     // A copy whose SHA256SUMS lost a line the metadata names (a backup without its dump) is not an entry.
@@ -63004,7 +64965,9 @@ async function importEntry(source) {
     for (const { name, sha256 } of filesNamedByMetadata(source.metadata)) {
         const problem = typeof name === 'string' ? entryFileNameProblem(name) : 'is not a file name';
         if (problem)
-            throw (0,errors/* failure */.V2)('REMOTE_ENTRY_UNSAFE', `${source.kind}/${source.id} from ${source.source}: ${source.metadataFile} names the file ${JSON.stringify(name)}, which ${problem}; nothing was fetched`, { fix: 'that copy was not written by Lifeline: inspect and remove it, then use another entry' });
+            throw (0,errors/* failure */.V2)('REMOTE_ENTRY_UNSAFE', `${source.kind}/${source.id} from ${source.source}: ${source.metadataFile} names the file ${JSON.stringify(name)}, which ${problem}; nothing was fetched`, {
+                fix: 'that copy was not written by Lifeline: inspect and remove it, then use another entry',
+            });
         const listedSha = listed.get(name);
         if (listedSha !== sha256) {
             throw (0,errors/* failure */.V2)('REMOTE_ENTRY_INCOMPLETE', `${source.kind}/${source.id} from ${source.source} is incomplete: ${listedSha === undefined ? `${source.metadataFile} names ${name} but SHA256SUMS does not list it` : `${source.metadataFile} records sha256 ${String(sha256)} for ${name}, SHA256SUMS lists ${listedSha}`}; nothing was fetched`, {
@@ -63082,6 +65045,8 @@ async function uploadNewestAsArtifacts(options) {
     for (const entry of entries) {
         if (options.kinds?.length && !options.kinds.includes(entry.kind.split('/')[0]))
             continue;
+        if (options.exclude?.has(`${entry.kind}/${entry.id}`))
+            continue;
         const metadata = JSON.parse(await (0,promises_.readFile)((0,external_node_path_.join)(entry.dir, entry.metadataFile), 'utf8'));
         const current = newestByKind.get(entry.kind);
         if (!current || metadata.createdAt > current.createdAt || (metadata.createdAt === current.createdAt && entry.id > current.id))
@@ -63091,10 +65056,12 @@ async function uploadNewestAsArtifacts(options) {
     for (const entry of newestByKind.values()) {
         const bad = (await checkSums(entry.dir)).filter((c) => !c.ok);
         if (bad.length)
-            throw (0,errors/* failure */.V2)('LOCAL_CHECKSUM_MISMATCH', `${entry.kind}/${entry.id} fails its SHA256SUMS check (${bad.map((c) => c.file).join(', ')}); not kept as an artifact`, { fix: 'run `lifeline verify` and take a new backup' });
+            throw (0,errors/* failure */.V2)('LOCAL_CHECKSUM_MISMATCH', `${entry.kind}/${entry.id} fails its SHA256SUMS check (${bad.map((c) => c.file).join(', ')}); not kept as an artifact`, {
+                fix: 'run `lifeline verify` and take a new backup',
+            });
         const names = [...entry.sums.map((s) => s.file), sums_SUMS_FILE, entry.metadataFile];
         const name = artifactNamePrefix(options.env, entry.kind) + entry.id;
-        const paths = await Promise.all(names.map((n) => entryFilePath(entry.dir, n)));
+        const paths = await Promise.all(names.map((n) => confine_entryFilePath(entry.dir, n)));
         const result = await options.artifacts.upload(name, paths, entry.dir, { retentionDays: options.retentionDays });
         options.logger.info(`kept ${entry.kind}/${entry.id} as workflow artifact ${name}${options.retentionDays ? ` for ${options.retentionDays} days` : ''}`);
         uploads.push({ kind: entry.kind, id: entry.id, name, files: names.length, artifactId: result.id });
@@ -63143,7 +65110,283 @@ async function fetchNewestArtifact(options) {
     }
 }
 
+;// CONCATENATED MODULE: ./src/error-codes.ts
+/**
+ * Every error code Lifeline reports: the kinds it is thrown with (usage = exit 2, refused = exit 3,
+ * failed = exit 1) and one line saying what it means. The constructors in errors.ts accept only a
+ * code declared here for their kind, and docs/errors.md is generated from this table
+ * (`npm run gen:errors`; CI runs `scripts/gen-errors.ts --check`). Codes are a contract with
+ * operators' scripts (`--json` prints them): add new ones, never rename one.
+ */
+const ERROR_CODES = {
+    AGE_DECRYPT_FAILED: { kinds: ['failed'], doc: 'An age payload failed to decrypt: the file is damaged or not an age file.' },
+    AGE_IDENTITY_INVALID: { kinds: ['usage'], doc: 'A line of the age identity is not an X25519 secret key (AGE-SECRET-KEY-1...).' },
+    AGE_IDENTITY_REQUIRED: { kinds: ['usage'], doc: 'The payload is encrypted with age and no identity was given; nothing was changed.' },
+    AGE_IDENTITY_UNREADABLE: { kinds: ['usage'], doc: 'The age identity file named by the environment cannot be read.' },
+    AGE_IDENTITY_UNSAFE: { kinds: ['refused'], doc: 'The age identity file is a link or special file, or shared with others; it is never read as a key.' },
+    AGE_WRONG_IDENTITY: { kinds: ['failed'], doc: "The given identity is not one of the payload's recipients." },
+    AMBIGUOUS_TABLE: { kinds: ['usage'], doc: 'A tenant collection names a table that exists in several schemas: qualify it.' },
+    ARCHIVE_UNREADABLE: { kinds: ['failed'], doc: 'pg_restore could not read back the archive pg_dump wrote, so the backup is not kept.' },
+    ARTIFACTS_UNAVAILABLE: { kinds: ['usage'], doc: 'Workflow artifacts were asked for outside a GitHub Actions job or without a token.' },
+    ARTIFACT_DIGEST_MISMATCH: { kinds: ['failed'], doc: 'A downloaded workflow artifact does not match the digest GitHub recorded at upload.' },
+    ARTIFACT_INCOMPLETE: { kinds: ['failed'], doc: 'A workflow artifact lacks its SHA256SUMS or a file it lists.' },
+    ARTIFACT_LIST_FAILED: { kinds: ['failed'], doc: "GitHub's API refused or failed the listing of workflow artifacts." },
+    ARTIFACT_NOT_FOUND: { kinds: ['usage'], doc: 'No workflow artifact with the expected name exists in the repository.' },
+    BACKUP_CORRUPT: { kinds: ['refused'], doc: 'A backup or snapshot entry fails its checksums or metadata checks, so it is not restored.' },
+    BACKUP_FAILED_VERIFICATION: { kinds: ['usage'], doc: 'The backup a manifest would name failed its last verification.' },
+    BACKUP_GONE: { kinds: ['failed'], doc: 'The backup was removed or replaced while it was being verified; the result was not recorded.' },
+    BACKUP_NOT_FOUND: { kinds: ['usage'], doc: 'No backup with that id (or `latest`) exists in the environment.' },
+    BACKUP_NO_CHECKSUM: { kinds: ['usage'], doc: "The backup's metadata lacks the PostgreSQL archive's sha256." },
+    BACKUP_WRITE_FAILED: { kinds: ['failed'], doc: 'Writing the archive into the catalog failed (disk full, permissions); nothing lists.' },
+    BAD_ARGUMENT: { kinds: ['usage'], doc: 'The command got a positional argument it does not take.' },
+    BAD_COLLECTION: { kinds: ['usage'], doc: 'A --collection value is not TABLE:COLUMN.' },
+    BAD_COMPRESSION: { kinds: ['usage'], doc: 'A compression setting is not METHOD[:LEVEL] with a level the method accepts.' },
+    BAD_DURATION: { kinds: ['usage'], doc: 'A duration setting is not a number with a unit (30s, 5m, 2h, 7d).' },
+    BAD_FLAGS: { kinds: ['usage'], doc: 'The command line could not be parsed, or flags contradict each other.' },
+    BAD_IMAGE_INPUT: { kinds: ['usage'], doc: 'An --image value does not start with api=, web= or worker=.' },
+    BAD_IMAGE_REFERENCE: { kinds: ['usage'], doc: 'An image reference is not a valid registry/name[:tag][@digest].' },
+    BAD_INPUT: { kinds: ['usage'], doc: "An input's value is outside what it accepts (the message names the input and the range)." },
+    BAD_LAST_WRITE_QUERY: { kinds: ['usage'], doc: 'tenants.lastWriteQuery does not use the tenant placeholder.' },
+    BAD_PITR_TIME: { kinds: ['usage'], doc: 'The --pitr time is not a timestamp with a time zone, or lies in the future.' },
+    BAD_PUBLIC_KEY: { kinds: ['usage'], doc: 'The public key file is not a PEM public key.' },
+    BAD_ROW_CAP: { kinds: ['usage'], doc: 'A row cap is not a positive whole number.' },
+    BAD_SIGNER: { kinds: ['usage'], doc: 'No signer, or more than one, was given for a manifest.' },
+    BAD_SIGNING_KEY: { kinds: ['usage'], doc: 'The signing key is not an ECDSA P-256 key.' },
+    BAD_SIZE: { kinds: ['usage'], doc: 'A size setting is not a number with a unit (e.g. 500MB, 2GiB).' },
+    BAD_SMOKE_FILE: { kinds: ['usage'], doc: 'A smoke query file has a query without its `-- expect:` line, or a malformed one.' },
+    BAD_TENANT: { kinds: ['usage'], doc: 'The tenant id is empty or holds characters a tenant id cannot.' },
+    BAD_TRUSTED_ROOT: { kinds: ['usage'], doc: 'The Sigstore trusted root file cannot be read or parsed.' },
+    BAD_URL: { kinds: ['usage'], doc: 'A PostgreSQL or Redis URL is not a valid URL of its scheme.' },
+    BAD_VALUE: { kinds: ['usage'], doc: 'A value passed to a tool holds a NUL byte or another character it cannot carry.' },
+    BAD_VERIFICATION_POLICY: { kinds: ['usage'], doc: "The environment's manifest verification policy is missing or contradictory." },
+    BYTE_CAP_EXCEEDED: { kinds: ['refused'], doc: 'A tenant export grew past its byte cap; nothing was kept.' },
+    CANNOT_ACCEPT_RUNNING: { kinds: ['refused'], doc: 'api, web and worker do not all run one verified release, so there is nothing to accept.' },
+    CATALOG_CORRUPT: { kinds: ['failed'], doc: 'A catalog file (metadata, history, journal) is not valid JSON or not what it should be.' },
+    CATALOG_DIR_UNSAFE: { kinds: ['failed'], doc: 'A catalog directory is a symlink, owned by another user or open to others; nothing was read or written.' },
+    COMPOSE_FILES_MISSING: { kinds: ['usage'], doc: 'The environment names no Compose file, or a named file does not exist.' },
+    COMPOSE_MISSING: { kinds: ['usage'], doc: 'Neither `docker compose` (v2) nor `docker-compose` (v1) works on this machine.' },
+    COMPOSE_PS_FAILED: { kinds: ['failed'], doc: 'Compose could not list the containers of a service.' },
+    COMPRESSION_UNSUPPORTED: { kinds: ['usage'], doc: 'The chosen compression needs a newer pg_dump (zstd and lz4 need 16).' },
+    CONFIG_INVALID: { kinds: ['usage'], doc: 'lifeline.yml does not match its schema (the message gives key path, line and fix).' },
+    CONFIG_NOT_A_FILE: { kinds: ['usage'], doc: 'The configuration path is a directory or special file.' },
+    CONFIG_NOT_FOUND: { kinds: ['usage'], doc: 'The configuration file named by --config or LIFELINE_CONFIG does not exist.' },
+    CONFIG_NOT_YAML: { kinds: ['usage'], doc: 'The configuration file is binary, not YAML.' },
+    CONFIG_TOO_LARGE: { kinds: ['usage'], doc: 'The configuration file is far larger than any lifeline.yml.' },
+    CONFIG_UNREADABLE: { kinds: ['usage'], doc: 'The configuration file cannot be read (permissions, I/O).' },
+    CONFIG_YAML: { kinds: ['usage'], doc: 'The configuration file is not valid YAML (the message gives the line).' },
+    CONFIRMATION_MISMATCH: { kinds: ['refused'], doc: '--confirm does not name the target exactly; nothing was changed.' },
+    CONFIRMATION_REQUIRED: { kinds: ['refused'], doc: "The operation replaces live data and needs --confirm with the target's exact name." },
+    CONTAINER_REMOVE_FAILED: { kinds: ['failed'], doc: 'docker rm -f of a throwaway container failed.' },
+    COUNT_FAILED: { kinds: ['failed'], doc: "Counting a table's rows failed." },
+    CROSS_TENANT_ROWS: { kinds: ['refused'], doc: 'A tenant export would contain rows of another tenant; nothing was kept.' },
+    DATABASE_ACL_UNREADABLE: { kinds: ['failed'], doc: 'The backup records a database privilege Lifeline cannot parse.' },
+    DATABASE_SETTING_UNREADABLE: { kinds: ['failed'], doc: 'The backup records a database setting with an unexpected name.' },
+    DATASET_LOAD: { kinds: ['failed'], doc: 'Loading the sample dataset failed (test, bench and demo support only).' },
+    DEPLOY_UNHEALTHY: { kinds: ['failed'], doc: 'The new release did not become healthy within its wait; the previous one was put back.' },
+    DIGEST_FAILED: { kinds: ['failed'], doc: "Reading a table's rows for its content digest failed." },
+    DOCKER_OUTPUT: { kinds: ['failed'], doc: 'The output of docker inspect could not be read.' },
+    DRILL_IMAGE_UNUSABLE: { kinds: ['usage'], doc: "The db service's image cannot start a throwaway PostgreSQL for the drill." },
+    DRILL_REPORT_BAD_BUNDLE: { kinds: ['failed'], doc: "The drill report's signature file is not a valid Sigstore bundle." },
+    DRILL_REPORT_BAD_SIGNATURE: { kinds: ['failed'], doc: "The drill report's signature does not match the configured public key." },
+    DRILL_REPORT_CERTIFICATE_ERROR: { kinds: ['failed'], doc: "The drill report's signing certificate does not chain to the trusted root (sigstore)." },
+    DRILL_REPORT_NOT_DSSE: { kinds: ['failed'], doc: "The drill report's bundle does not hold a DSSE envelope." },
+    DRILL_REPORT_NOT_IMPLEMENTED_ERROR: { kinds: ['failed'], doc: "Sigstore cannot verify The drill report's bundle of this kind." },
+    DRILL_REPORT_PUBLIC_KEY_ERROR: { kinds: ['failed'], doc: "The drill report's public key cannot be used (sigstore)." },
+    DRILL_REPORT_REWRITTEN: { kinds: ['failed'], doc: 'The catalog wrote the drill report differently from the bytes that were hashed and signed.' },
+    DRILL_REPORT_SIGNATURE_ERROR: { kinds: ['failed'], doc: "The drill report's signature does not verify (sigstore)." },
+    DRILL_REPORT_SIGNER_KIND: { kinds: ['failed'], doc: 'The drill report was signed keyless where the policy expects a key, or the other way round.' },
+    DRILL_REPORT_TAMPERED: { kinds: ['failed'], doc: 'The drill report differs from (or is missing beside) the payload that was signed.' },
+    DRILL_REPORT_TIMESTAMP_ERROR: { kinds: ['failed'], doc: "The drill report's signing time cannot be established or lies outside the certificate (sigstore)." },
+    DRILL_REPORT_TLOG_BODY_ERROR: { kinds: ['failed'], doc: "The drill report's transparency log entry does not match the signature (sigstore)." },
+    DRILL_REPORT_TLOG_ERROR: { kinds: ['failed'], doc: "The drill report's transparency log entry does not verify (sigstore)." },
+    DRILL_REPORT_TLOG_INCLUSION_PROMISE_ERROR: { kinds: ['failed'], doc: "The drill report's transparency log inclusion promise does not verify (sigstore)." },
+    DRILL_REPORT_TLOG_INCLUSION_PROOF_ERROR: { kinds: ['failed'], doc: "The drill report's transparency log inclusion proof does not verify (sigstore)." },
+    DRILL_REPORT_TLOG_MISSING_INCLUSION_ERROR: { kinds: ['failed'], doc: "The drill report's bundle has no transparency log inclusion proof or promise (sigstore)." },
+    DRILL_REPORT_UNSIGNED: { kinds: ['failed'], doc: 'The drill report has no signature bundle beside it.' },
+    DRILL_REPORT_VERIFY_ERROR: { kinds: ['failed'], doc: "The drill report's signature could not be verified (the message says why)." },
+    DRILL_REPORT_WRONG_IDENTITY: { kinds: ['failed'], doc: 'The drill report was signed by a certificate identity the policy does not trust.' },
+    DRILL_REPORT_WRONG_PAYLOAD_TYPE: { kinds: ['failed'], doc: "The drill report's DSSE envelope has another payloadType than expected." },
+    DRILL_TARGET_IS_LIVE: { kinds: ['refused'], doc: "The drill target is the environment's live database; a drill never restores there." },
+    DUPLICATE_COLLECTION: { kinds: ['usage'], doc: 'A table is listed twice as a tenant collection.' },
+    ENTRY_EXISTS: { kinds: ['usage'], doc: 'A catalog entry with that id already exists.' },
+    ENTRY_UNSAFE_FILE: { kinds: ['failed'], doc: 'A catalog entry holds a file that is a link, special file or otherwise unsafe; it was not read.' },
+    EXPORT_COPY_FAILED: { kinds: ['failed'], doc: "psql's COPY of a tenant collection failed." },
+    EXPORT_COUNT_MISMATCH: { kinds: ['failed'], doc: 'A tenant export wrote a different number of rows than its snapshot counted.' },
+    EXPORT_MISSING: { kinds: ['failed'], doc: 'A tenant export vanished right after it was written.' },
+    EXPORT_NOT_FOUND: { kinds: ['usage'], doc: 'The tenant has no export with that id in the environment.' },
+    EXPORT_VERIFY_FAILED: { kinds: ['failed'], doc: 'A new tenant export did not verify and was removed.' },
+    FILE_CHANGED: { kinds: ['failed'], doc: 'A file changed size while it was being archived.' },
+    FS_EACCES: { kinds: ['failed'], doc: 'Permission denied on a file Lifeline must write while writing; nothing half-written is listed.' },
+    FS_EDQUOT: { kinds: ['failed'], doc: 'The disk quota is exhausted while writing; nothing half-written is listed.' },
+    FS_EIO: { kinds: ['failed'], doc: 'An I/O error from the disk while writing; nothing half-written is listed.' },
+    FS_EMFILE: { kinds: ['failed'], doc: 'Too many open files while writing; nothing half-written is listed.' },
+    FS_ENOSPC: { kinds: ['failed'], doc: 'No space left on the device while writing; nothing half-written is listed.' },
+    FS_EPERM: { kinds: ['failed'], doc: 'The operation is not permitted on a file Lifeline must write while writing; nothing half-written is listed.' },
+    FS_EROFS: { kinds: ['failed'], doc: 'The filesystem is read-only while writing; nothing half-written is listed.' },
+    HEALTH_URL_ANSWERED_BY_OTHER: { kinds: ['refused'], doc: 'A health URL answers while its service runs no container, so something else answers it.' },
+    HISTORY_CHANGED: { kinds: ['failed'], doc: 'The deploy history changed while a release was being verified.' },
+    HISTORY_UNRECONCILED: { kinds: ['refused'], doc: 'A deploy or rollback never recorded its end, so the running release is unknown: reconcile first.' },
+    HOOK_HEADER_UNSET: { kinds: ['usage'], doc: 'A post-restore hook header names an unset environment variable.' },
+    IDENTITY_NOT_TRUSTED: { kinds: ['refused'], doc: "A keyless signer's identity is not among the environment's trusted identities." },
+    IMAGE_UNKNOWN: { kinds: ['failed'], doc: 'The image of a container cannot be read with docker inspect.' },
+    IMPORT_LOST: { kinds: ['failed'], doc: 'An entry was committed to the catalog but does not list afterwards.' },
+    INITDB_FAILED: { kinds: ['failed'], doc: 'initdb failed while creating a throwaway cluster.' },
+    INTERNAL_INPUT_TYPE: { kinds: ['failed'], doc: 'A bug: an input is read as another type than it is declared.' },
+    INTERNAL_UNDECLARED_INPUT: { kinds: ['failed'], doc: 'A bug: a command reads an input it does not declare.' },
+    KEYLESS_BAD_TOKEN: { kinds: ['usage'], doc: 'The GitHub OIDC token could not be decoded.' },
+    KEYLESS_NO_OIDC: { kinds: ['usage'], doc: "Keyless signing needs the job's OIDC token (permissions: id-token: write)." },
+    KEYLESS_OIDC_FAILED: { kinds: ['failed'], doc: "GitHub's OIDC endpoint did not return a token." },
+    KEY_EXISTS: { kinds: ['usage'], doc: 'The key file to be written already exists; it is never overwritten.' },
+    KEY_FILE_UNREADABLE: { kinds: ['usage'], doc: 'A key file cannot be read.' },
+    LEFTOVER_DIR_UNSAFE: { kinds: ['failed'], doc: 'The leftovers directory is not a private directory of this user.' },
+    LOCAL_CHECKSUM_MISMATCH: { kinds: ['failed'], doc: 'A local catalog file fails its SHA256SUMS line, so it is not copied off-host.' },
+    LOCAL_FILE_CHANGED: { kinds: ['failed'], doc: 'A local file changed while it was being uploaded; nothing was completed remotely.' },
+    LOCK_CHANGED: { kinds: ['refused'], doc: 'The environment lock changed hands while it was being checked.' },
+    LOCK_HELD: { kinds: ['refused'], doc: "Another command holds the environment's lock." },
+    LOCK_HOLDER_ALIVE: { kinds: ['refused'], doc: "`lock break` refused: the holder's process is still running on this host." },
+    LOCK_HOLDER_REMOTE: { kinds: ['refused'], doc: '`lock break` refused: the holder runs on another host (use --force once you have checked it).' },
+    LOCK_RELEASE: { kinds: ['failed'], doc: 'The environment lock could not be released.' },
+    LOCK_STALE: { kinds: ['refused'], doc: 'The environment is locked by a process that is gone: break the lock.' },
+    LOCK_TIMEOUT: { kinds: ['failed'], doc: 'Waiting for a table lock timed out.' },
+    MANIFEST_BAD_BUNDLE: { kinds: ['failed'], doc: "The release manifest's signature file is not a valid Sigstore bundle." },
+    MANIFEST_BAD_SIGNATURE: { kinds: ['failed'], doc: "The release manifest's signature does not match the configured public key." },
+    MANIFEST_CERTIFICATE_ERROR: { kinds: ['failed'], doc: "The release manifest's signing certificate does not chain to the trusted root (sigstore)." },
+    MANIFEST_IMAGE_NOT_PINNED: { kinds: ['failed'], doc: 'The signed manifest names an image by tag rather than by digest.' },
+    MANIFEST_INVALID_PREDICATE: { kinds: ['failed'], doc: 'The signed release predicate is missing fields or has wrong ones.' },
+    MANIFEST_NOT_DSSE: { kinds: ['failed'], doc: "The release manifest's bundle does not hold a DSSE envelope." },
+    MANIFEST_NOT_IMPLEMENTED_ERROR: { kinds: ['failed'], doc: "Sigstore cannot verify The release manifest's bundle of this kind." },
+    MANIFEST_NOT_JSON: { kinds: ['failed'], doc: 'The signed manifest is not JSON.' },
+    MANIFEST_PUBLIC_KEY_ERROR: { kinds: ['failed'], doc: "The release manifest's public key cannot be used (sigstore)." },
+    MANIFEST_SIGNATURE_ERROR: { kinds: ['failed'], doc: "The release manifest's signature does not verify (sigstore)." },
+    MANIFEST_SIGNER_KIND: { kinds: ['failed'], doc: 'The release manifest was signed keyless where the policy expects a key, or the other way round.' },
+    MANIFEST_SUBJECT_MISMATCH: { kinds: ['failed'], doc: "The signed statement's subjects do not match its images." },
+    MANIFEST_TAMPERED: { kinds: ['failed'], doc: 'The release manifest differs from (or is missing beside) the payload that was signed.' },
+    MANIFEST_TIMESTAMP_ERROR: { kinds: ['failed'], doc: "The release manifest's signing time cannot be established or lies outside the certificate (sigstore)." },
+    MANIFEST_TLOG_BODY_ERROR: { kinds: ['failed'], doc: "The release manifest's transparency log entry does not match the signature (sigstore)." },
+    MANIFEST_TLOG_ERROR: { kinds: ['failed'], doc: "The release manifest's transparency log entry does not verify (sigstore)." },
+    MANIFEST_TLOG_INCLUSION_PROMISE_ERROR: { kinds: ['failed'], doc: "The release manifest's transparency log inclusion promise does not verify (sigstore)." },
+    MANIFEST_TLOG_INCLUSION_PROOF_ERROR: { kinds: ['failed'], doc: "The release manifest's transparency log inclusion proof does not verify (sigstore)." },
+    MANIFEST_TLOG_MISSING_INCLUSION_ERROR: { kinds: ['failed'], doc: "The release manifest's bundle has no transparency log inclusion proof or promise (sigstore)." },
+    MANIFEST_UNSIGNED: { kinds: ['failed'], doc: 'The release manifest has no signature bundle beside it.' },
+    MANIFEST_VERIFY_ERROR: { kinds: ['failed'], doc: "The release manifest's signature could not be verified (the message says why)." },
+    MANIFEST_WRONG_ENVIRONMENT: { kinds: ['failed'], doc: 'The manifest was signed for another environment.' },
+    MANIFEST_WRONG_IDENTITY: { kinds: ['failed'], doc: 'The release manifest was signed by a certificate identity the policy does not trust.' },
+    MANIFEST_WRONG_PAYLOAD_TYPE: { kinds: ['failed'], doc: "The release manifest's DSSE envelope has another payloadType than expected." },
+    MANIFEST_WRONG_PREDICATE: { kinds: ['failed'], doc: "The signed statement's predicate type is not Lifeline's release predicate." },
+    MANIFEST_WRONG_RELEASE: { kinds: ['failed'], doc: 'The manifest stored under this release was signed for another release.' },
+    MANIFEST_WRONG_TYPE: { kinds: ['failed'], doc: 'The signed statement is not an in-toto statement of the expected type.' },
+    MIGRATION_HEAD_QUERY: { kinds: ['failed'], doc: 'The migration head query failed.' },
+    MISSING_IMAGE: { kinds: ['usage'], doc: 'No image was given for one of api, web and worker.' },
+    MISSING_INPUT: { kinds: ['usage'], doc: 'A required input or flag is missing.' },
+    NO_BACKUPS: { kinds: ['usage'], doc: 'The environment has no usable backup.' },
+    NO_BACKUP_OF_TARGET: { kinds: ['usage'], doc: "`latest` found no backup of the target's own database." },
+    NO_COLLECTIONS: { kinds: ['usage'], doc: 'No tenant collections are configured.' },
+    NO_CURRENT_EXPORT: { kinds: ['refused'], doc: "No verified export holds exactly the tenant's current rows, so no deletion plan is given." },
+    NO_DATABASE_URL: { kinds: ['usage'], doc: 'No PostgreSQL URL for the environment (flag, its urlEnv variable, or DATABASE_URL).' },
+    NO_PHYSICAL_BACKUPS: { kinds: ['usage'], doc: 'The environment has no physical backups (pgBackRest) configured.' },
+    NO_POSTGRES_SERVER: { kinds: ['usage', 'failed'], doc: 'No PostgreSQL server binaries (initdb, pg_ctl) for a throwaway cluster are on this host.' },
+    NO_POSTGRES_USER: { kinds: ['failed'], doc: 'There is no postgres OS user to run a throwaway cluster as root.' },
+    NO_PREVIOUS_RELEASE: { kinds: ['refused'], doc: 'The history has no earlier release to roll back to.' },
+    NO_RECIPIENTS: { kinds: ['usage'], doc: 'The environment has no encryption.recipients to re-encrypt to.' },
+    NO_REDIS_BACKUPS: { kinds: ['usage'], doc: 'The environment has no usable backup with a Redis snapshot.' },
+    NO_REDIS_SERVER: { kinds: ['usage'], doc: 'The drill must load a Redis snapshot and no redis-server / redis-check-rdb is on this host.' },
+    NO_REDIS_SERVICE: { kinds: ['usage'], doc: 'The environment has no redis.service for a live Redis restore.' },
+    NO_REDIS_SNAPSHOT: { kinds: ['usage', 'failed'], doc: 'The backup has no Redis snapshot.' },
+    PAYLOAD_MISMATCH: { kinds: ['failed'], doc: "A payload's size or sha256 differs from what backup.json records." },
+    PGBACKREST_NO_NEW_BACKUP: { kinds: ['failed'], doc: 'pgbackrest backup exited 0 but lists no new backup.' },
+    PGBACKREST_NO_STANZA: { kinds: ['failed'], doc: 'pgBackRest knows no such stanza.' },
+    PGBACKREST_OUTPUT: { kinds: ['failed'], doc: 'The output of pgbackrest info could not be read.' },
+    PG_DUMP_FAILED: { kinds: ['failed'], doc: 'pg_dump failed.' },
+    PG_DUMP_TOO_OLD: { kinds: ['refused'], doc: 'pg_dump is older than the server and cannot dump it; nothing was dumped.' },
+    PG_RESTORE_FAILED: { kinds: ['failed'], doc: 'pg_restore failed or stopped before reading the whole archive.' },
+    PITR_NO_BASE_BACKUP: { kinds: ['failed'], doc: 'No physical backup finished before the requested recovery time.' },
+    PITR_RECOVERY_FAILED: { kinds: ['failed'], doc: 'PostgreSQL stopped during point-in-time recovery.' },
+    POLICY_EXPECTS_KEY: { kinds: ['usage'], doc: 'The environment verifies manifests with a public key, but the workflow signs keyless.' },
+    POSTGRES_CONNECT: { kinds: ['failed'], doc: 'Cannot connect to the PostgreSQL server.' },
+    POSTGRES_START_FAILED: { kinds: ['failed'], doc: 'A throwaway PostgreSQL cluster did not start.' },
+    PRE_RESTORE_SNAPSHOT_FAILED: { kinds: ['failed'], doc: 'The pre-restore snapshot of the live Redis failed, so nothing was changed.' },
+    PRUNE_BLOCKED: { kinds: ['failed'], doc: 'Prune deleted nothing: a file it must read (a manifest) cannot be read.' },
+    PSQL_CLOSED: { kinds: ['failed'], doc: 'The psql session ended while a query was pending.' },
+    PSQL_FAILED: { kinds: ['failed'], doc: 'A query failed.' },
+    PSQL_OUTPUT: { kinds: ['failed'], doc: 'The result of a query could not be read.' },
+    REASON_MISSING: { kinds: ['usage'], doc: 'A revocation needs a reason.' },
+    REDIS_AOF_UNSUPPORTED: { kinds: ['refused'], doc: 'The live Redis runs appendonly on a version whose AOF layout a live restore cannot replace.' },
+    REDIS_CHANGED: { kinds: ['refused'], doc: 'The live Redis was written to after the restore was decided; nothing was replaced.' },
+    REDIS_CHECK_MISSING: { kinds: ['failed'], doc: 'redis-check-rdb is not available where the snapshot check runs.' },
+    REDIS_CHECK_TOOLS_MISSING: { kinds: ['usage'], doc: 'The isolated Redis check needs redis-server and redis-check-rdb on this host.' },
+    REDIS_CONFIG_UNREADABLE: { kinds: ['failed'], doc: 'CONFIG GET on the live Redis failed, so its persistence settings are unknown.' },
+    REDIS_CONFIG_UNSUPPORTED: { kinds: ['failed'], doc: "The live Redis's dir or dbfilename is not a plain path a restore can replace." },
+    REDIS_CONNECT: { kinds: ['failed'], doc: 'Cannot read INFO from the Redis server.' },
+    REDIS_COPY_FAILED: { kinds: ['failed'], doc: 'Copying the snapshot into the Redis container failed; the service is stopped.' },
+    REDIS_OWNER_UNKNOWN: { kinds: ['failed'], doc: 'Which user redis-server runs as in its container cannot be told; nothing was changed.' },
+    REDIS_RDB_INCOMPATIBLE: { kinds: ['refused'], doc: "The snapshot's RDB version cannot be loaded by the live server; nothing was changed." },
+    REDIS_SERVICE_NOT_RUNNING: { kinds: ['failed'], doc: "The Redis service's container is not running; nothing was changed." },
+    REDIS_SERVICE_SCALED: { kinds: ['failed'], doc: 'The Redis service has more than one container; a live restore needs exactly one.' },
+    REDIS_SNAPSHOT_FAILED: { kinds: ['failed'], doc: 'redis-cli --rdb failed or wrote fewer bytes than it reported.' },
+    REDIS_SNAPSHOT_INVALID: { kinds: ['refused', 'failed'], doc: 'The Redis snapshot does not validate with redis-check-rdb.' },
+    REDIS_START_FAILED: { kinds: ['failed'], doc: 'The Redis service did not start after its data was replaced.' },
+    REDIS_STOP_FAILED: { kinds: ['failed'], doc: 'The Redis service could not be stopped; the live data was not replaced.' },
+    REGISTRY_TOKEN: { kinds: ['usage'], doc: "The registry's token service refused the request." },
+    RELEASE_EXISTS: { kinds: ['usage'], doc: 'The release already has a manifest in the environment.' },
+    RELEASE_IMAGE_NOT_PINNED: { kinds: ['failed'], doc: "A release's image is not pinned by digest." },
+    RELEASE_NOT_FOUND: { kinds: ['usage'], doc: 'The release has no manifest in the environment.' },
+    RELEASE_REVOKED: { kinds: ['refused'], doc: 'The release is revoked and is not deployed or rolled back to.' },
+    REMOTE_CHECKSUM_MISMATCH: { kinds: ['failed'], doc: 'An object from off-host storage does not match its expected sha256; it was not used.' },
+    REMOTE_CHECK_FAILED: { kinds: ['failed'], doc: 'An uploaded object does not read back as it was sent.' },
+    REMOTE_ENTRY_INCOMPLETE: { kinds: ['failed'], doc: 'An off-host entry lacks a file its SHA256SUMS or metadata names.' },
+    REMOTE_ENTRY_MISSING: { kinds: ['failed'], doc: 'The entry is not in off-host storage.' },
+    REMOTE_ENTRY_NOT_FOUND: { kinds: ['failed'], doc: 'No entry in off-host storage has its metadata (every upload there is unfinished, or there is none).' },
+    REMOTE_ENTRY_UNSAFE: { kinds: ['failed'], doc: 'An off-host entry names a file that is not a safe catalog name; nothing was fetched.' },
+    REMOTE_METADATA_UNREADABLE: { kinds: ['failed'], doc: 'An off-host SHA256SUMS or metadata file cannot be parsed.' },
+    REMOTE_NO_USABLE_ENTRY: { kinds: ['failed'], doc: 'No off-host entry is complete and verifies.' },
+    REMOTE_OBJECT_MISSING: { kinds: ['failed'], doc: 'Objects an off-host entry needs are missing.' },
+    REMOTE_OBJECT_TOO_LARGE: { kinds: ['failed'], doc: 'A remote metadata object is larger than any Lifeline writes.' },
+    RESTORE_CHECK_FAILED: { kinds: ['failed'], doc: 'The restored copy does not match the backup; the target was not touched.' },
+    RESTORE_SWAP_FAILED: { kinds: ['failed'], doc: 'The restored database could not be swapped into place; the target was not changed.' },
+    REVOCATIONS_CORRUPT: { kinds: ['refused'], doc: 'The revocations file has lines that are not revocations.' },
+    ROW_CAP_EXCEEDED: { kinds: ['refused'], doc: 'A tenant collection has more rows than its cap; nothing was kept.' },
+    SCHEMA_AHEAD: { kinds: ['refused'], doc: "The database's migration head is ahead of the rollback target's." },
+    SERVER_VERSION: { kinds: ['failed'], doc: 'The server did not report its version.' },
+    SERVICE_NOT_RUNNING: { kinds: ['failed'], doc: 'The Compose service has no running container.' },
+    SERVICE_SCALED: { kinds: ['failed'], doc: 'The Compose service has more than one container; tools run in exactly one.' },
+    SIGNING_FAILED: { kinds: ['failed'], doc: 'Signing (a revocation, a report) failed.' },
+    SMOKE_FILE_UNREADABLE: { kinds: ['usage'], doc: 'The smoke query file cannot be read.' },
+    SNAPSHOT_CHANGED: { kinds: ['failed'], doc: "A catalog payload's size differs from what the catalog recorded." },
+    SNAPSHOT_FAILED: { kinds: ['failed'], doc: "The server did not export a snapshot for the backup's consistent reads." },
+    STORAGE_CREDENTIALS_MISSING: { kinds: ['usage'], doc: 'The object-store credential variables are not both set.' },
+    STORAGE_ERROR: { kinds: ['failed'], doc: "An object-store request failed (the message names the operation and the provider's answer)." },
+    STORAGE_NOT_CONFIGURED: { kinds: ['usage'], doc: 'The environment has no storage: section.' },
+    STORAGE_NOT_REVIEWED: { kinds: ['refused'], doc: 'Off-host storage has not been reviewed; nothing was sent.' },
+    STORAGE_PROTOCOL: { kinds: ['failed'], doc: 'The object store answered outside the protocol (e.g. no UploadId).' },
+    STORAGE_REVIEW_DATE: { kinds: ['refused'], doc: 'The storage review is dated in the future or is otherwise not believable.' },
+    STORAGE_UNREACHABLE: { kinds: ['failed'], doc: 'The object store cannot be reached.' },
+    TAG_NOT_RESOLVED: { kinds: ['usage'], doc: 'An image tag could not be resolved to a digest through the registry.' },
+    TARGET_CHANGED: { kinds: ['refused'], doc: 'The restore target was written to while the restore ran; nothing was replaced.' },
+    TARGET_IS_TEMPLATE: { kinds: ['refused'], doc: 'The restore target is a template database.' },
+    TARGET_NOT_EMPTY: { kinds: ['refused'], doc: 'An isolated restore needs an empty or new database.' },
+    TAR_NAME_TOO_LONG: { kinds: ['failed'], doc: 'A file name is too long for the tar archive Lifeline writes (over 100 bytes).' },
+    THROWAWAY_START_FAILED: { kinds: ['failed'], doc: 'A throwaway container did not start.' },
+    TOOL_FAILED: { kinds: ['failed'], doc: 'An external tool exited with an error.' },
+    TOOL_MISSING: { kinds: ['failed'], doc: 'An external tool was not found.' },
+    TOOL_SPAWN: { kinds: ['failed'], doc: 'An external tool could not be started.' },
+    TOOL_VERSION: { kinds: ['failed'], doc: "An external tool's version could not be read." },
+    TRUSTED_ROOT_UNAVAILABLE: { kinds: ['failed'], doc: 'The Sigstore public-good trusted root could not be fetched.' },
+    UNEXPECTED: { kinds: ['failed'], doc: 'Anything not anticipated: a bug or an environment fault (the cause is kept for debugging).' },
+    UNKNOWN_COLUMN: { kinds: ['usage'], doc: 'A tenant collection names a column its table does not have.' },
+    UNKNOWN_ENVIRONMENT: { kinds: ['usage'], doc: 'The environment is not declared in lifeline.yml.' },
+    UNKNOWN_FLAG: { kinds: ['usage'], doc: 'The command has no such flag (the message suggests the nearest).' },
+    UNKNOWN_KIND: { kinds: ['usage'], doc: 'The name is not a catalog kind.' },
+    UNKNOWN_TABLE: { kinds: ['usage'], doc: 'A tenant collection names a table that does not exist.' },
+    UNKNOWN_TENANT: { kinds: ['usage'], doc: 'The tenant has no rows in any collection.' },
+    UNSAFE_NAME: { kinds: ['usage'], doc: 'A name cannot be used as a catalog name (path separators, dots, control characters).' },
+    WAIT_TIMEOUT: { kinds: ['failed'], doc: 'A throwaway server or container did not become ready in time.' },
+};
+function providerCode(code) {
+    return code;
+}
+
 ;// CONCATENATED MODULE: ./src/storage/s3.ts
+
 
 
 const DEFAULT_MAX_ATTEMPTS = 5;
@@ -63151,7 +65394,7 @@ const DEFAULT_MAX_ATTEMPTS = 5;
 class s3_S3RequestError extends errors/* LifelineError */.Zm {
     status;
     constructor(status, s3Code, message, options = {}) {
-        super(options.usage ? 'usage' : 'failed', message, { code: s3Code, fix: options.fix ?? fixForS3Error(status, s3Code), cause: options.cause });
+        super(options.usage ? 'usage' : 'failed', message, { code: providerCode(s3Code), fix: options.fix ?? fixForS3Error(status, s3Code), cause: options.cause });
         this.status = status;
         this.name = 'S3RequestError';
     }
@@ -63170,7 +65413,7 @@ function fixForS3Error(status, code) {
     if (CHECKSUM_CODES.has(code))
         return 'the bytes changed on the way (or the provider computes checksums differently): run the command again; if it persists with an S3-compatible provider, set storage.checksums: none';
     if (status === 401 || status === 403)
-        return 'check that the key\'s policy allows list, get and put under storage.prefix (see docs/off-host-storage.md), and the access key / secret pair';
+        return "check that the key's policy allows list, get and put under storage.prefix (see docs/off-host-storage.md), and the access key / secret pair";
     if (status === 501 || code === 'NotImplemented')
         return 'the provider does not support a request Lifeline made; if it names a checksum, set storage.checksums: none';
     if (status >= 500)
@@ -63318,7 +65561,12 @@ class S3Client {
         return out.ETag ?? '';
     }
     async createMultipartUpload(key, attributes) {
-        const out = await this.send(`CreateMultipartUpload ${key}`, (client, sdk) => client.send(new sdk.CreateMultipartUploadCommand({ Bucket: this.options.bucket, Key: key, ...(this.checksums === 'sha256' ? { ChecksumAlgorithm: 'SHA256' } : {}), ...this.objectParams(attributes) })));
+        const out = await this.send(`CreateMultipartUpload ${key}`, (client, sdk) => client.send(new sdk.CreateMultipartUploadCommand({
+            Bucket: this.options.bucket,
+            Key: key,
+            ...(this.checksums === 'sha256' ? { ChecksumAlgorithm: 'SHA256' } : {}),
+            ...this.objectParams(attributes),
+        })));
         if (!out.UploadId)
             throw (0,errors/* failure */.V2)('STORAGE_PROTOCOL', `the object store did not return an UploadId for ${key}`);
         return out.UploadId;
@@ -63412,7 +65660,9 @@ class S3Client {
             if (!page.IsTruncated)
                 return;
             if (!page.NextContinuationToken || page.NextContinuationToken === token) {
-                throw (0,errors/* failure */.V2)('STORAGE_PROTOCOL', `the object store said the listing of ${prefix} goes on but gave no new continuation token`, { fix: 'the provider is not S3-compatible in listing; report it' });
+                throw (0,errors/* failure */.V2)('STORAGE_PROTOCOL', `the object store said the listing of ${prefix} goes on but gave no new continuation token`, {
+                    fix: 'the provider is not S3-compatible in listing; report it',
+                });
             }
             token = page.NextContinuationToken;
         }
@@ -63499,18 +65749,22 @@ class S3ObjectStore {
             objectLock: this.storage.objectLock ? { mode: this.storage.objectLock.mode, retainUntil: new Date(Math.ceil((Date.now() + this.storage.objectLock.days * 86400_000) / 1000) * 1000) } : undefined,
         };
     }
-    async putFile(key, path, expected) {
+    /** `onBytes` hears the bytes the bucket holds so far (parts sent or resumed), for progress. */
+    async putFile(key, path, expected, onBytes) {
         const partSize = Math.max(this.partSize, Math.ceil(expected.bytes / MAX_PARTS));
-        if (expected.bytes <= partSize)
-            return this.putSingle(key, path, expected);
+        if (expected.bytes <= partSize) {
+            const put = await this.putSingle(key, path, expected);
+            onBytes?.(put.bytes);
+            return put;
+        }
         try {
-            return await this.putMultipart(key, path, expected, partSize);
+            return await this.putMultipart(key, path, expected, partSize, onBytes);
         }
         catch (error) {
             // The server forgot the upload we journaled (expired or aborted): start it again cleanly, once.
             if (error instanceof s3_S3RequestError && error.code === 'NoSuchUpload') {
                 await this.dropJournal(key);
-                return this.putMultipart(key, path, expected, partSize);
+                return this.putMultipart(key, path, expected, partSize, onBytes);
             }
             throw error;
         }
@@ -63523,7 +65777,8 @@ class S3ObjectStore {
         await this.client.putObject(key, body, this.objectAttributes(expected.sha256), { md5Base64: (0,external_node_crypto_.createHash)('md5').update(body).digest('base64'), sha256Base64: sha256.toString('base64') });
         return { bytes: body.length, parts: 1, resumedParts: 0 };
     }
-    async putMultipart(key, path, expected, partSize) {
+    async putMultipart(key, path, expected, partSize, onBytes) {
+        let sentSoFar = 0;
         let journal = await this.readJournal(key);
         if (journal && (journal.sha256 !== expected.sha256 || journal.bytes !== expected.bytes || journal.partSize !== partSize)) {
             await this.client.abortMultipartUpload(key, journal.uploadId);
@@ -63571,6 +65826,7 @@ class S3ObjectStore {
                 if (previous && unquote(previous.etag) === md5.toString('hex')) {
                     parts.push({ partNumber, etag: previous.etag, checksumSha256 });
                     resumedParts++;
+                    onBytes?.((sentSoFar += length));
                     freeBuffers.push(buffer);
                     continue;
                 }
@@ -63579,6 +65835,7 @@ class S3ObjectStore {
                     .then((etag) => {
                     const part = { partNumber, etag, checksumSha256 };
                     parts.push(part);
+                    onBytes?.((sentSoFar += length));
                     journal.parts = [...journal.parts.filter((p) => p.partNumber !== partNumber), part];
                     journalWrites = journalWrites.then(() => this.writeJournal(journal));
                     return journalWrites;
@@ -63641,7 +65898,7 @@ function changedWhileSyncing(path) {
 
 /** What a person must have checked about a provider before Lifeline sends it a restaurant's orders. */
 const REVIEW_CHECKLIST = [
-    'data residency: the region and the provider are allowed to hold this data (contracts, GDPR, customers\' terms)',
+    "data residency: the region and the provider are allowed to hold this data (contracts, GDPR, customers' terms)",
     'encryption at rest: the bucket encrypts by default, or storage.serverSideEncryption is set',
     'retention and object lock: versioning/object lock (storage.objectLock) match the retention policy, so a backup cannot be silently overwritten',
     'access keys scoped to the prefix: the key may only list, read and write under the bucket/prefix Lifeline uses, nothing else',
@@ -63726,9 +65983,10 @@ const MAX_SMALL_OBJECT = 4 * 1024 * 1024;
 async function syncEnvironment(options) {
     const { env, remote, logger } = options;
     const layout = new entries_RemoteLayout(options.prefix, env);
-    const local = filterKinds(await listLocalEntries((0,external_node_path_.join)(options.store, env)), options.kinds);
+    const local = filterKinds(await listLocalEntries((0,external_node_path_.join)(options.store, env)), options.kinds).filter((e) => !options.exclude?.has(`${e.kind}/${e.id}`));
     const remoteObjects = await listRemote(remote, layout.envPrefix());
     const results = [];
+    options.progress?.phase('sync', { unit: 'bytes', total: await bytesToSync(local.filter((e) => !remoteObjects.has(layout.entryPrefix(e.kind, e.id) + e.metadataFile))) });
     for (const entry of local) {
         const entryPrefix = layout.entryPrefix(entry.kind, entry.id);
         if (remoteObjects.has(entryPrefix + entry.metadataFile)) {
@@ -63746,6 +66004,7 @@ async function syncEnvironment(options) {
             results.push({ kind: entry.kind, id: entry.id, status: 'failed', files: 0, bytes: 0, resumedParts: 0, reason });
         }
     }
+    options.progress?.end();
     return {
         location: remote.location,
         entries: results,
@@ -63753,6 +66012,16 @@ async function syncEnvironment(options) {
         present: results.filter((r) => r.status === 'present').length,
         failed: results.filter((r) => r.status === 'failed').length,
     };
+}
+/** The bytes of the entries to upload (sizes only, nothing read), for the progress total. */
+async function bytesToSync(entries) {
+    let total = 0;
+    for (const entry of entries) {
+        for (const name of new Set([...entry.sums.map((s) => s.file), sums_SUMS_FILE, entry.metadataFile])) {
+            total += await (0,promises_.lstat)((0,external_node_path_.join)(entry.dir, name)).then((st) => (st.isFile() ? st.size : 0), () => 0);
+        }
+    }
+    return total > 0 ? total : undefined;
 }
 async function syncEntry(entry, entryPrefix, remote, remoteObjects, options) {
     const ref = `${entry.kind}/${entry.id}`;
@@ -63776,21 +66045,25 @@ async function syncEntry(entry, entryPrefix, remote, remoteObjects, options) {
     let sent = 0;
     for (const file of files) {
         // Names came from SHA256SUMS and the listing: confined to the entry (no '..', symlink or FIFO).
-        const path = await entryFilePath(entry.dir, file.name);
+        const path = await confine_entryFilePath(entry.dir, file.name);
         const size = (await (0,promises_.stat)(path)).size;
         const key = entryPrefix + file.name;
         const existing = remoteObjects.get(key);
         if (existing && existing.size === size) {
             const head = await remote.head(key);
-            if (head?.metadata.sha256 === file.sha256)
+            if (head?.metadata.sha256 === file.sha256) {
+                options.progress?.add(size);
                 continue;
+            }
         }
         if (options.dryRun) {
+            options.progress?.add(size);
             bytes += size;
             sent++;
             continue;
         }
-        const put = await remote.putFile(key, path, { sha256: file.sha256, bytes: size });
+        const base = options.progress?.snapshot().done ?? 0;
+        const put = await remote.putFile(key, path, { sha256: file.sha256, bytes: size }, options.progress && ((sentSoFar) => options.progress.update(base + sentSoFar)));
         const head = await remote.head(key);
         if (!head || head.size !== size || head.metadata.sha256 !== file.sha256) {
             throw (0,errors/* failure */.V2)('REMOTE_CHECK_FAILED', `${key} reads back as ${head ? `${head.size} bytes, sha256 ${head.metadata.sha256 ?? 'missing'}` : 'missing'} after upload; expected ${size} bytes, sha256 ${file.sha256}`, {
@@ -63817,7 +66090,15 @@ async function compareRemote(options) {
     const local = filterKinds(await listLocalEntries((0,external_node_path_.join)(options.store, options.env)), options.kinds);
     const remoteObjects = await listRemote(options.remote, layout.envPrefix());
     const remoteEntries = groupRemoteEntries(layout, remoteObjects);
-    const result = { location: options.remote.location, mode: options.deep ? 'deep' : 'listing', inSync: [], missingRemotely: [], incompleteRemotely: [], missingLocally: [], mismatched: [] };
+    const result = {
+        location: options.remote.location,
+        mode: options.deep ? 'deep' : 'listing',
+        inSync: [],
+        missingRemotely: [],
+        incompleteRemotely: [],
+        missingLocally: [],
+        mismatched: [],
+    };
     const localKeys = new Set();
     for (const entry of local) {
         const ref = { kind: entry.kind, id: entry.id };
@@ -63883,7 +66164,9 @@ async function fetchEntry(options) {
         return { ...(await fetchOne(options, layout, kind, options.id)), skipped: [] };
     const candidates = await remoteCandidates(options, layout);
     if (!candidates.length) {
-        throw (0,errors/* failure */.V2)('REMOTE_ENTRY_NOT_FOUND', `no ${kind} entry of environment ${options.env} in ${options.remote.location} has its metadata (every upload there is unfinished, or there is none)`, { fix: 'run `lifeline sync` on the host that holds the entries, or check storage.bucket and storage.prefix' });
+        throw (0,errors/* failure */.V2)('REMOTE_ENTRY_NOT_FOUND', `no ${kind} entry of environment ${options.env} in ${options.remote.location} has its metadata (every upload there is unfinished, or there is none)`, {
+            fix: 'run `lifeline sync` on the host that holds the entries, or check storage.bucket and storage.prefix',
+        });
     }
     const skipped = [];
     for (const id of candidates) {
@@ -63943,7 +66226,9 @@ async function readRemoteEntry(remote, layout, kind, id, env) {
             objects.set(name, object);
     }
     if (objects.size === 0) {
-        throw (0,errors/* failure */.V2)('REMOTE_ENTRY_MISSING', `${kind}/${id} is not in ${remote.location} for environment ${env}: no object under ${entryPrefix}`, { fix: 'run `lifeline sync` on the host that holds it; `lifeline verify --remote --all` lists what the bucket holds' });
+        throw (0,errors/* failure */.V2)('REMOTE_ENTRY_MISSING', `${kind}/${id} is not in ${remote.location} for environment ${env}: no object under ${entryPrefix}`, {
+            fix: 'run `lifeline sync` on the host that holds it; `lifeline verify --remote --all` lists what the bucket holds',
+        });
     }
     if (!objects.has(sums_SUMS_FILE))
         throw missingObjects(remote, `${kind}/${id}`, [entryPrefix + sums_SUMS_FILE]);
@@ -63953,16 +66238,22 @@ async function readRemoteEntry(remote, layout, kind, id, env) {
         sums = sums_parseSums(sumsText);
     }
     catch (error) {
-        throw (0,errors/* failure */.V2)('REMOTE_METADATA_UNREADABLE', `${entryPrefix}${sums_SUMS_FILE} is not a SHA256SUMS file (${error.message})`, { fix: 'that copy was not written by Lifeline, or is damaged: sync it again from a host whose entry verifies' });
+        throw (0,errors/* failure */.V2)('REMOTE_METADATA_UNREADABLE', `${entryPrefix}${sums_SUMS_FILE} is not a SHA256SUMS file (${error.message})`, {
+            fix: 'that copy was not written by Lifeline, or is damaged: sync it again from a host whose entry verifies',
+        });
     }
     for (const s of sums) {
         const problem = entryFileNameProblem(s.file);
         if (problem)
-            throw (0,errors/* failure */.V2)('REMOTE_ENTRY_UNSAFE', `${entryPrefix}${sums_SUMS_FILE} names the file ${JSON.stringify(s.file)}, which ${problem}; nothing was read`, { fix: 'that copy was not written by Lifeline: inspect and remove it' });
+            throw (0,errors/* failure */.V2)('REMOTE_ENTRY_UNSAFE', `${entryPrefix}${sums_SUMS_FILE} names the file ${JSON.stringify(s.file)}, which ${problem}; nothing was read`, {
+                fix: 'that copy was not written by Lifeline: inspect and remove it',
+            });
     }
     const metadataFile = metadataFileOf([...objects.keys()], sums);
     if (!metadataFile) {
-        throw (0,errors/* failure */.V2)('REMOTE_ENTRY_INCOMPLETE', `${kind}/${id} in ${remote.location} has no metadata file: its upload never finished`, { fix: 'run `lifeline sync` on the host that holds it, or use another entry' });
+        throw (0,errors/* failure */.V2)('REMOTE_ENTRY_INCOMPLETE', `${kind}/${id} in ${remote.location} has no metadata file: its upload never finished`, {
+            fix: 'run `lifeline sync` on the host that holds it, or use another entry',
+        });
     }
     let metadata;
     try {
@@ -64031,7 +66322,9 @@ async function verifyRemoteEntry(options) {
     if (id === 'latest') {
         const [newest] = await remoteCandidates({ ...options, kind, id }, layout);
         if (!newest)
-            throw failure('REMOTE_ENTRY_NOT_FOUND', `no ${kind} entry of environment ${options.env} in ${options.remote.location} has its metadata`, { fix: 'run `lifeline sync` first, or check storage.bucket and storage.prefix' });
+            throw failure('REMOTE_ENTRY_NOT_FOUND', `no ${kind} entry of environment ${options.env} in ${options.remote.location} has its metadata`, {
+                fix: 'run `lifeline sync` first, or check storage.bucket and storage.prefix',
+            });
         id = newest;
     }
     const ref = `${kind}/${id}`;
@@ -64049,7 +66342,9 @@ async function verifyRemoteEntry(options) {
             kind,
             id,
             against: "the bucket's own SHA256SUMS (no local copy)",
-            files: missingKeys.length ? missingKeys.map((key) => ({ file: key.slice(layout.entryPrefix(kind, id).length), key, status: 'missing', method: 'none', detail: 'missing in the bucket' })) : [{ file: '(entry)', key: layout.entryPrefix(kind, id), status: 'missing', method: 'none', detail: error.message }],
+            files: missingKeys.length
+                ? missingKeys.map((key) => ({ file: key.slice(layout.entryPrefix(kind, id).length), key, status: 'missing', method: 'none', detail: 'missing in the bucket' }))
+                : [{ file: '(entry)', key: layout.entryPrefix(kind, id), status: 'missing', method: 'none', detail: error.message }],
             ok: false,
         };
     }
@@ -64085,12 +66380,24 @@ async function verifyRemoteEntry(options) {
     if (local) {
         const differs = metadataFieldsDiffer(local.metadata, remoteEntry.metadata);
         if (differs.length) {
-            files.push({ file: remoteEntry.metadataFile, key: remoteEntry.entryPrefix + remoteEntry.metadataFile, status: 'mismatch', method: 'downloaded and hashed', detail: `differs from the local ${remoteEntry.metadataFile} in ${differs.join(', ')}` });
+            files.push({
+                file: remoteEntry.metadataFile,
+                key: remoteEntry.entryPrefix + remoteEntry.metadataFile,
+                status: 'mismatch',
+                method: 'downloaded and hashed',
+                detail: `differs from the local ${remoteEntry.metadataFile} in ${differs.join(', ')}`,
+            });
         }
     }
     if (!expected.some((s) => s.file === remoteEntry.metadataFile)) {
         // backup.json and the like change locally (a verification is recorded in them), so only their presence and upload hash are checked.
-        files.push({ file: remoteEntry.metadataFile, key: remoteEntry.entryPrefix + remoteEntry.metadataFile, status: 'ok', method: 'recorded sha256 (metadata file)', detail: `present; not covered by ${SUMS_FILE}` });
+        files.push({
+            file: remoteEntry.metadataFile,
+            key: remoteEntry.entryPrefix + remoteEntry.metadataFile,
+            status: 'ok',
+            method: 'recorded sha256 (metadata file)',
+            detail: `present; not covered by ${SUMS_FILE}`,
+        });
     }
     const ok = files.every((f) => f.status === 'ok');
     for (const f of files)
@@ -64134,7 +66441,10 @@ function stableJson(value) {
     if (Array.isArray(value))
         return `[${value.map(stableJson).join(',')}]`;
     if (value && typeof value === 'object') {
-        return `{${Object.keys(value).sort().map((k) => `${JSON.stringify(k)}:${stableJson(value[k])}`).join(',')}}`;
+        return `{${Object.keys(value)
+            .sort()
+            .map((k) => `${JSON.stringify(k)}:${stableJson(value[k])}`)
+            .join(',')}}`;
     }
     return JSON.stringify(value) ?? 'undefined';
 }
@@ -64158,7 +66468,9 @@ async function checkObjectBytes(remote, file, key, sha256) {
             return { file, key, status: 'missing', method: 'none', detail: 'missing in the bucket' };
         throw error;
     }
-    return actual === sha256 ? { file, key, status: 'ok', method: 'downloaded and hashed', detail: `sha256 matches (${sha256.slice(0, 12)}...)` } : { file, key, status: 'mismatch', method: 'downloaded and hashed', detail: `sha256 ${actual} in the bucket, ${sha256} expected` };
+    return actual === sha256
+        ? { file, key, status: 'ok', method: 'downloaded and hashed', detail: `sha256 matches (${sha256.slice(0, 12)}...)` }
+        : { file, key, status: 'mismatch', method: 'downloaded and hashed', detail: `sha256 ${actual} in the bucket, ${sha256} expected` };
 }
 /** A full-object SHA-256 (hex) from `x-amz-checksum-sha256`; undefined for none or a multipart checksum-of-checksums ("...-3"). */
 function fullObjectSha256(base64) {
@@ -64195,7 +66507,9 @@ async function readSmallObject(remote, key) {
     const { body, head } = await remote.get(key);
     if (head.size > MAX_SMALL_OBJECT) {
         body.destroy();
-        throw (0,errors/* failure */.V2)('REMOTE_OBJECT_TOO_LARGE', `${key} is ${head.size} bytes; Lifeline's ${sums_SUMS_FILE} and metadata files are small`, { fix: 'check storage.prefix: the bucket holds something that is not a Lifeline entry' });
+        throw (0,errors/* failure */.V2)('REMOTE_OBJECT_TOO_LARGE', `${key} is ${head.size} bytes; Lifeline's ${sums_SUMS_FILE} and metadata files are small`, {
+            fix: 'check storage.prefix: the bucket holds something that is not a Lifeline entry',
+        });
     }
     const chunks = [];
     for await (const chunk of body)
@@ -64208,7 +66522,7 @@ async function readSmallObject(remote, key) {
 }
 async function hashRemote(remote, key) {
     const { body } = await remote.get(key);
-    const hasher = new HashingTransform();
+    const hasher = new files_HashingTransform();
     await (0,external_node_stream_promises_namespaceObject.pipeline)(body, hasher, async function* (source) {
         for await (const _chunk of source) {
             // drain: only the hash is wanted
@@ -64217,7 +66531,7 @@ async function hashRemote(remote, key) {
     return hasher.digest();
 }
 async function sha256OfFile(path) {
-    return (await sha256File(path)).sha256;
+    return (await files_sha256File(path)).sha256;
 }
 function checksumMismatch(key, actual, expected) {
     return (0,errors/* failure */.V2)('REMOTE_CHECKSUM_MISMATCH', `${key} downloaded with sha256 ${actual}, expected ${expected}; it was not used`, {
@@ -64226,7 +66540,7 @@ function checksumMismatch(key, actual, expected) {
     });
 }
 
-;// CONCATENATED MODULE: ./src/postgres/compression.ts
+;// CONCATENATED MODULE: ./src/settings/compression.ts
 
 const COMPRESSION_METHODS = ['gzip', 'zstd', 'lz4', 'none'];
 /** Levels each method accepts (pg_dump 16's own ranges; gzip's also hold for 15). */
@@ -64313,7 +66627,7 @@ function parseDuration(value, keyPath = 'duration') {
     const unit = (match[2] || 's').toLowerCase();
     return Math.round(amount * UNITS[unit]);
 }
-function formatDuration(seconds) {
+function duration_formatDuration(seconds) {
     if (!Number.isFinite(seconds))
         return 'n/a';
     if (seconds < 120)
@@ -65720,7 +68034,7 @@ const regexes_base64 = /^$|^(?:[0-9a-zA-Z+/]{4})*(?:(?:[0-9a-zA-Z+/]{2}==)|(?:[0
 const regexes_base64url = /^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2,3})?$/;
 // based on https://stackoverflow.com/questions/106179/regular-expression-to-match-dns-hostname-or-ip-address
 // export const hostname: RegExp = /^([a-zA-Z0-9-]+\.)*[a-zA-Z0-9-]+$/;
-const hostname = /^(?=.{1,253}\.?$)[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[-0-9a-zA-Z]{0,61}[0-9a-zA-Z])?)*\.?$/;
+const regexes_hostname = /^(?=.{1,253}\.?$)[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[-0-9a-zA-Z]{0,61}[0-9a-zA-Z])?)*\.?$/;
 const domain = /^(?=.{1,253}$)([a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]{2,63}$/;
 const httpProtocol = /^https?$/;
 // https://blog.stevenlevithan.com/archives/validate-phone-number#r4-3 (regex sans spaces) E.164: leading digit must be 1-9; total digits (excluding '+') between 7-15
@@ -73913,9 +76227,7 @@ const compose = object({
     projectName: schemas_string().min(1).optional(),
     /** `auto` detects `docker compose` (v2) then `docker-compose` (v1). */
     command: schemas_enum(['auto', 'docker compose', 'docker-compose']).optional(),
-    services: object({ api: composeService.optional(), web: composeService.optional(), worker: composeService.optional() })
-        .strict()
-        .optional(),
+    services: object({ api: composeService.optional(), web: composeService.optional(), worker: composeService.optional() }).strict().optional(),
     healthTimeout: schema_duration.optional(),
     /** How long every check must keep passing after the first healthy answer (default 5s). */
     settle: schema_duration.optional(),
@@ -73932,7 +76244,9 @@ const retention = object({
     keepDaily: schemas_number().int().min(0).optional(),
     keepWeekly: schemas_number().int().min(0).optional(),
     /** Pre-restore backups are their own class and never count toward the environment's backups. */
-    preRestore: object({ keepLast: schemas_number().int().min(0).optional(), keepDays: schemas_number().int().min(0).optional() }).strict().optional(),
+    preRestore: object({ keepLast: schemas_number().int().min(0).optional(), keepDays: schemas_number().int().min(0).optional() })
+        .strict()
+        .optional(),
 })
     .strict();
 /** Names the docker CLI itself reads: a container variable of that name would redirect or break the CLI that starts it. */
@@ -74069,8 +76383,12 @@ const storage = object({
     /** `sha256`: uploads carry x-amz-checksum-sha256 (default); `none`: no flexible checksum, for providers that reject it (Content-MD5 and x-amz-meta-sha256 stay). */
     checksums: schemas_enum(['sha256', 'none']).optional(),
     serverSideEncryption: schemas_enum(['AES256', 'aws:kms']).optional(),
-    objectLock: object({ mode: schemas_enum(['GOVERNANCE', 'COMPLIANCE']), days: schemas_number().int().positive() }).strict().optional(),
-    reviewed: object({ provider: schemas_string().min(1), by: schemas_string().min(1), date: schemas_string().regex(/^\d{4}-\d{2}-\d{2}$/, 'a date as YYYY-MM-DD') }).strict().optional(),
+    objectLock: object({ mode: schemas_enum(['GOVERNANCE', 'COMPLIANCE']), days: schemas_number().int().positive() })
+        .strict()
+        .optional(),
+    reviewed: object({ provider: schemas_string().min(1), by: schemas_string().min(1), date: schemas_string().regex(/^\d{4}-\d{2}-\d{2}$/, 'a date as YYYY-MM-DD') })
+        .strict()
+        .optional(),
 })
     .strict()
     .refine((s) => !(s.profile && (s.accessKeyIdEnv || s.secretAccessKeyEnv)), 'set profile or accessKeyIdEnv/secretAccessKeyEnv, not both');
@@ -74083,7 +76401,9 @@ const notify = object({
     ping: schemas_string().url().optional(),
     pingEnv: envVarName.optional(),
     /** The scheduled commands that ping (default: backup). */
-    pingCommands: array(schemas_enum(['backup', 'verify', 'prune', 'sync', 'drill', 'gate'])).min(1).optional(),
+    pingCommands: array(schemas_enum(['backup', 'verify', 'prune', 'sync', 'drill', 'gate']))
+        .min(1)
+        .optional(),
     /** Which outcomes post to the webhook (default: failed and refused; drills and gates always). */
     on: array(schemas_enum(['succeeded', 'failed', 'refused'])).optional(),
 })
@@ -74116,7 +76436,11 @@ const environmentSchema = object({
                 const credential = 'http' in h ? hookUrlCredential(h.http) : undefined;
                 // The message never repeats the URL: it holds the credential.
                 if (credential)
-                    ctx.addIssue({ code: 'custom', path: [i, 'http'], message: `the URL carries ${credential}; put it in a header from an environment variable instead: headersFromEnv: { Authorization: HOOK_AUTHORIZATION }` });
+                    ctx.addIssue({
+                        code: 'custom',
+                        path: [i, 'http'],
+                        message: `the URL carries ${credential}; put it in a header from an environment variable instead: headersFromEnv: { Authorization: HOOK_AUTHORIZATION }`,
+                    });
             });
         })
             .optional(),
@@ -74126,7 +76450,9 @@ const environmentSchema = object({
     storage: storage.optional(),
     notify: notify.optional(),
     /** Encryption at rest with age: every payload Lifeline stores is encrypted to these public keys (`age1...`). */
-    encryption: object({ recipients: array(schemas_string().min(1)).min(1, 'name at least one recipient (age-keygen prints its public key), or remove encryption:') }).strict().optional(),
+    encryption: object({ recipients: array(schemas_string().min(1)).min(1, 'name at least one recipient (age-keygen prints its public key), or remove encryption:') })
+        .strict()
+        .optional(),
     /** Production turns on the stricter preflight gates. */
     production: schemas_boolean().optional(),
 })
@@ -74187,7 +76513,7 @@ function readConfigText(path) {
     }
     catch (error) {
         const code = error.code;
-        throw (0,errors/* usageError */.Wp)('CONFIG_UNREADABLE', `configuration file ${path} cannot be read (${code === 'EACCES' || code === 'EPERM' ? 'permission denied' : code ?? 'error'})`, code === 'EACCES' || code === 'EPERM' ? `make it readable by the user running Lifeline (uid ${process.getuid?.() ?? '?'}), e.g. chmod 0640 ${path} and the right group, or ${fix}` : fix);
+        throw (0,errors/* usageError */.Wp)('CONFIG_UNREADABLE', `configuration file ${path} cannot be read (${code === 'EACCES' || code === 'EPERM' ? 'permission denied' : (code ?? 'error')})`, code === 'EACCES' || code === 'EPERM' ? `make it readable by the user running Lifeline (uid ${process.getuid?.() ?? '?'}), e.g. chmod 0640 ${path} and the right group, or ${fix}` : fix);
     }
     if (buffer.includes(0))
         throw (0,errors/* usageError */.Wp)('CONFIG_NOT_YAML', `configuration file ${path} is binary (it holds NUL bytes), not YAML`, fix);
@@ -74712,6 +77038,7 @@ const GLOBAL_INPUTS = [
     { name: 'database-url', type: 'string', description: 'PostgreSQL URL (overrides DATABASE_URL and the config). Masked in logs.' },
     { name: 'redis-url', type: 'string', description: 'Redis URL (overrides REDIS_URL and the config). Masked in logs.' },
     { name: 'json', type: 'boolean', description: 'Print exactly one JSON value on stdout.', default: 'false', cliOnly: true },
+    { name: 'quiet', type: 'boolean', description: 'No progress lines (warnings and errors still print).', default: 'false', cliOnly: true },
 ];
 function spec_allInputs(spec) {
     return spec.usesGlobals === false ? spec.inputs : [...GLOBAL_INPUTS, ...spec.inputs];
@@ -74841,7 +77168,13 @@ function commandFor(action, selected) {
 function actionInputs(action) {
     const byName = new Map();
     if (action.selector) {
-        byName.set(action.selector.input, { name: action.selector.input, type: 'string', description: action.selector.description, default: action.selector.default, choices: Object.keys(action.commands) });
+        byName.set(action.selector.input, {
+            name: action.selector.input,
+            type: 'string',
+            description: action.selector.description,
+            default: action.selector.default,
+            choices: Object.keys(action.commands),
+        });
     }
     for (const command of Object.values(action.commands)) {
         for (const input of allInputs(command)) {
@@ -74907,18 +77240,33 @@ function remoteVerificationResult(env, v) {
     const lines = [
         `${ref} in ${v.location}, checked against ${v.against}:`,
         ...v.files.map((f) => `  ${f.status === 'ok' ? 'ok      ' : f.status === 'missing' ? 'MISSING ' : 'MISMATCH'} ${f.file}  [${f.method}] ${f.detail}`),
-        v.ok ? `${ref}: every object in the bucket is present and its bytes match` : `${ref}: the bucket does NOT hold a verified copy (${v.files.filter((f) => f.status !== 'ok').map((f) => `${f.file} ${f.status}`).join(', ')})`,
+        v.ok
+            ? `${ref}: every object in the bucket is present and its bytes match`
+            : `${ref}: the bucket does NOT hold a verified copy (${v.files
+                .filter((f) => f.status !== 'ok')
+                .map((f) => `${f.file} ${f.status}`)
+                .join(', ')})`,
     ];
     return {
         json: { environment: env, ...v },
         text: lines.join('\n'),
         outputs: { 'backup-id': v.id, ok: String(v.ok) },
         exitCode: v.ok ? 0 : 1,
-        failureMessage: v.ok ? undefined : `${ref} in ${v.location} does not verify: ${v.files.filter((f) => f.status !== 'ok').map((f) => `${f.key} ${f.status === 'missing' ? 'is missing' : `does not match (${f.detail})`}`).join('; ')}`,
+        failureMessage: v.ok
+            ? undefined
+            : `${ref} in ${v.location} does not verify: ${v.files
+                .filter((f) => f.status !== 'ok')
+                .map((f) => `${f.key} ${f.status === 'missing' ? 'is missing' : `does not match (${f.detail})`}`)
+                .join('; ')}`,
     };
 }
 
 ;// CONCATENATED MODULE: ./src/commands/sync.ts
+
+
+
+
+
 
 
 
@@ -74932,8 +77280,9 @@ async function githubArtifactStoreFor(ctx) {
     if (!ctx.env.ACTIONS_RUNTIME_TOKEN) {
         throw (0,errors/* usageError */.Wp)('ARTIFACTS_UNAVAILABLE', 'workflow artifacts can only be used inside a GitHub Actions job (ACTIONS_RUNTIME_TOKEN is not set)', 'use `to: bucket` / `from: bucket` outside Actions, or run this step in a workflow');
     }
-    const { githubArtifactStore } = await Promise.all(/* import() */[__nccwpck_require__.e(584), __nccwpck_require__.e(337)]).then(__nccwpck_require__.bind(__nccwpck_require__, 9337));
-    return githubArtifactStore(ctx.env, ctx.inputs.string('github-token'));
+    if (!ctx.artifactStore)
+        throw (0,errors/* usageError */.Wp)('ARTIFACTS_UNAVAILABLE', 'this way of running Lifeline has no workflow artifact client', 'use `to: bucket` / `from: bucket`, or run the sync action or the CLI inside the workflow job');
+    return ctx.artifactStore(ctx.inputs.string('github-token'));
 }
 function sync_bucketFor(settings, doors, ctx) {
     return openReviewedBucket(settings, { requestHandler: doors.requestHandler, logger: ctx.logger });
@@ -74948,7 +77297,13 @@ function retentionDays(ctx) {
     return days;
 }
 const KIND_INPUT = { name: 'kinds', type: 'list', description: 'Only these kinds: backups, releases, drills, tenants (default: all).' };
-const TOKEN_INPUT = { name: 'github-token', type: 'string', description: 'Token that lists and downloads artifacts of other workflow runs (needs actions: read).', default: '${{ github.token }}', actionOnly: true };
+const TOKEN_INPUT = {
+    name: 'github-token',
+    type: 'string',
+    description: 'Token that lists and downloads artifacts of other workflow runs (needs actions: read).',
+    default: '${{ github.token }}',
+    actionOnly: true,
+};
 function createSyncCommand(doors = {}) {
     return {
         name: 'sync',
@@ -74958,7 +77313,12 @@ function createSyncCommand(doors = {}) {
             KIND_INPUT,
             { name: 'dry-run', type: 'boolean', description: 'List what would be uploaded without sending any payload.', default: 'false' },
             { name: 'compare', type: 'boolean', description: 'Compare the local catalog with the bucket instead of uploading; fails when anything is missing or differs.', default: 'false' },
-            { name: 'deep', type: 'boolean', description: 'With compare: download and hash every remote file; without it the comparison reads listings and the sha256 recorded at upload only, and says so.', default: 'false' },
+            {
+                name: 'deep',
+                type: 'boolean',
+                description: 'With compare: download and hash every remote file; without it the comparison reads listings and the sha256 recorded at upload only, and says so.',
+                default: 'false',
+            },
             { name: 'artifact-retention-days', type: 'string', description: 'Days GitHub keeps the workflow artifact (1-90; default: the repository setting).' },
             TOKEN_INPUT,
         ],
@@ -74975,7 +77335,8 @@ function createSyncCommand(doors = {}) {
             const asked = ctx.inputs.list('kinds');
             if (ctx.inputs.boolean('compare'))
                 return runCompare(ctx, settings, doors, asked);
-            const kinds = kindsToCopy(settings, asked, ctx.logger);
+            const kinds = asked;
+            const exclude = await plaintextTenantExports(settings, kinds, ctx.logger);
             const days = retentionDays(ctx);
             const useBucket = to !== 'artifact';
             const bucket = useBucket ? sync_bucketFor(settings, doors, ctx) : undefined;
@@ -74983,11 +77344,21 @@ function createSyncCommand(doors = {}) {
             const dryRun = ctx.inputs.boolean('dry-run');
             let report;
             if (bucket) {
-                report = await ctx.logger.group(`Sync ${settings.name} to ${bucket.remote.location}`, () => syncEnvironment({ env: settings.name, store: settings.store, remote: bucket.remote, prefix: bucket.storage.prefix, logger: ctx.logger, kinds, dryRun }));
+                report = await ctx.logger.group(`Sync ${settings.name} to ${bucket.remote.location}`, () => syncEnvironment({
+                    env: settings.name,
+                    store: settings.store,
+                    remote: bucket.remote,
+                    prefix: bucket.storage.prefix,
+                    logger: ctx.logger,
+                    kinds,
+                    exclude,
+                    dryRun,
+                    progress: startProgress(ctx, 'sync', { unit: 'bytes' }),
+                }));
             }
             let kept = [];
             if (artifacts && !dryRun) {
-                kept = await ctx.logger.group('Keep workflow artifacts', () => uploadNewestAsArtifacts({ env: settings.name, store: settings.store, kinds, artifacts, retentionDays: days, logger: ctx.logger }));
+                kept = await ctx.logger.group('Keep workflow artifacts', () => uploadNewestAsArtifacts({ env: settings.name, store: settings.store, kinds, exclude, artifacts, retentionDays: days, logger: ctx.logger }));
             }
             return syncResult(settings.name, report, kept, dryRun);
         },
@@ -75055,7 +77426,10 @@ function createFetchCommand(doors = {}) {
             const { entry, fetched } = result;
             return {
                 json: { environment: settings.name, kind, id: entry.id, path: entry.dir, fetched, source: result.source, skipped: result.skipped ?? [] },
-                text: [...(result.skipped ?? []).map((s) => `passed over ${kind}/${s.id}: ${s.reason}`), `${fetched ? 'fetched' : 'already local:'} ${kind}/${entry.id} from ${result.source} -> ${entry.dir}`].join('\n'),
+                text: [
+                    ...(result.skipped ?? []).map((s) => `passed over ${kind}/${s.id}: ${s.reason}`),
+                    `${fetched ? 'fetched' : 'already local:'} ${kind}/${entry.id} from ${result.source} -> ${entry.dir}`,
+                ].join('\n'),
                 outputs: { id: entry.id, path: entry.dir, fetched: String(fetched) },
             };
         },
@@ -75069,20 +77443,33 @@ const syncAction = {
     selector: { input: 'operation', default: 'sync', description: 'sync (copy entries off-host, or compare) or fetch (bring one entry back into the local catalog).' },
 };
 /**
- * Tenant exports are not encrypted yet (only backup payloads are). In an environment that encrypts
- * its backups the bucket and the artifacts must see no plaintext, so they are left out unless the
- * operator names them in --kinds (then with a warning).
+ * In an environment that encrypts, the bucket and the artifacts must see no plaintext rows. Tenant
+ * exports written since encryption was configured are stored as `.age` files and copied like
+ * backups; those made before (plaintext) are left out, each with a warning naming the fix
+ * (`lifeline reencrypt --tenant`), whatever --kinds says. An export.json that cannot be read is
+ * left out too: it cannot be shown to be encrypted.
  */
-function kindsToCopy(settings, asked, logger) {
-    if (!settings.encryption)
-        return asked;
-    if (asked.length === 0) {
-        logger.warn(`tenant exports are not copied off the host: ${settings.name} encrypts its backups, and tenant exports are stored in plaintext (not encrypted yet); to copy them anyway, in plaintext, pass --kinds tenants`);
-        return ['backups', 'releases', 'drills'];
+async function plaintextTenantExports(settings, asked, logger) {
+    const excluded = new Set();
+    if (!settings.encryption || (asked.length && !asked.includes('tenants')))
+        return excluded;
+    for (const entry of await listLocalEntries((0,external_node_path_.join)(settings.store, settings.name))) {
+        if (!entry.kind.startsWith('tenants/'))
+            continue;
+        let manifest;
+        try {
+            manifest = JSON.parse(await confine_readEntryText(entry.dir, EXPORT_MANIFEST));
+        }
+        catch {
+            manifest = undefined;
+        }
+        if (manifest && export_exportIsEncrypted(manifest))
+            continue;
+        excluded.add(`${entry.kind}/${entry.id}`);
+        const tenant = typeof manifest?.tenant === 'string' ? manifest.tenant : 'all';
+        logger.warn(`${entry.kind}/${entry.id} is not copied off the host: ${manifest ? 'it was exported in plaintext (before encryption was configured for ' + settings.name + ')' : 'its export.json cannot be read, so it cannot be shown to be encrypted'}; encrypt it first with: lifeline reencrypt --env ${settings.name} --tenant ${JSON.stringify(tenant)}`);
     }
-    if (asked.includes('tenants'))
-        logger.warn(`tenant exports are stored in plaintext (not encrypted yet) and are copied as they are, because --kinds names them`);
-    return asked;
+    return excluded;
 }
 
 ;// CONCATENATED MODULE: ./src/logger.ts
@@ -75091,12 +77478,10 @@ function kindsToCopy(settings, asked, logger) {
  * and any `password=` / `sslpassword=` parameter (a libpq URL or conninfo string).
  */
 function logger_redactSecretsInText(text) {
-    return text
-        .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/@"'<>]*:)[^\s/"'<>]+@/gi, '$1***@')
-        .replace(/((?:[?&;\s]|^)(?:ssl)?password=)(?!\*\*\*(?:[&#\s"'<>]|$))[^&#\s"'<>]+/gi, '$1***');
+    return text.replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/@"'<>]*:)[^\s/"'<>]+@/gi, '$1***@').replace(/((?:[?&;\s]|^)(?:ssl)?password=)(?!\*\*\*(?:[&#\s"'<>]|$))[^&#\s"'<>]+/gi, '$1***');
 }
 /** Replaces registered secrets in a string: the last line of defence before text leaves the process. */
-class SecretMasker {
+class logger_SecretMasker {
     secrets = new Set();
     add(value) {
         if (value && value.length >= 3) {
@@ -75115,8 +77500,15 @@ class SecretMasker {
     }
 }
 function createStderrLogger(options = {}) {
-    const masker = options.masker ?? new SecretMasker();
-    const write = (prefix, message) => process.stderr.write(`${prefix}${masker.mask(message)}\n`);
+    const masker = options.masker ?? new logger_SecretMasker();
+    const out = options.write ?? ((text) => void process.stderr.write(text));
+    const write = (prefix, message) => {
+        const line = `${prefix}${masker.mask(message)}\n`;
+        if (options.statusLine)
+            options.statusLine.around(() => out(line));
+        else
+            out(line);
+    };
     return {
         info: (m) => write('', m),
         warn: (m) => write('warning: ', m),
@@ -75135,7 +77527,7 @@ function createStderrLogger(options = {}) {
 /** A logger that records lines, for tests and for building reports. */
 function createMemoryLogger() {
     const lines = [];
-    const masker = new SecretMasker();
+    const masker = new logger_SecretMasker();
     return {
         lines,
         info: (m) => lines.push(masker.mask(m)),
@@ -75182,7 +77574,10 @@ async function deliver(url, init, what, options) {
                 break;
         }
         catch (error) {
-            last = error.name === 'TimeoutError' ? `no answer within ${Math.round((options.timeoutMs ?? DELIVERY_TIMEOUT_MS) / 1000)}s` : error.cause?.message ?? error.message;
+            last =
+                error.name === 'TimeoutError'
+                    ? `no answer within ${Math.round((options.timeoutMs ?? DELIVERY_TIMEOUT_MS) / 1000)}s`
+                    : (error.cause?.message ?? error.message);
         }
     }
     options.logger.warn(`could not deliver the ${what} to ${hostOf(url)} (${last}); the command's result is unchanged`);
@@ -75306,7 +77701,13 @@ async function runObserved(command, ctx) {
         ...(command.name === 'drill' && result ? { objectives: objectivesOf(result.json) } : {}),
     };
     try {
-        await new Catalog(settings.store).appendLog(settings.name, RUNS_LOG, { at: new Date().toISOString(), command: report.command, outcome, durationSeconds, entryId: report.entryId });
+        await new Catalog(settings.store).appendLog(settings.name, RUNS_LOG, {
+            at: new Date().toISOString(),
+            command: report.command,
+            outcome,
+            durationSeconds,
+            entryId: report.entryId,
+        });
     }
     catch (error) {
         ctx.logger.warn(`could not record this ${command.name} in ${RUNS_LOG} (${mask(error.message)}); lifeline metrics will not show it`);
@@ -75315,7 +77716,7 @@ async function runObserved(command, ctx) {
         await deliver(notify.webhook, { method: 'POST', body: JSON.stringify(webhookMessage(report)), contentType: 'application/json' }, 'webhook message', delivery);
     }
     if (ping) {
-        const body = outcome === 'succeeded' ? report.entryId ?? '' : mask([...tail, reason ?? ''].join('\n'));
+        const body = outcome === 'succeeded' ? (report.entryId ?? '') : mask([...tail, reason ?? ''].join('\n'));
         await deliver(pingUrl(ping, outcome === 'succeeded' ? '' : 'fail'), { method: 'POST', body, contentType: 'text/plain; charset=utf-8' }, `${outcome === 'succeeded' ? 'success' : 'failure'} ping`, delivery);
     }
     if (thrown !== undefined)
@@ -75409,8 +77810,7 @@ function readActionInputs(command) {
     }
     return values;
 }
-/** The one error boundary of every action entry. */
-async function runAction(action, selected) {
+async function runAction(action, selected, doors = {}) {
     const logger = actionsLogger();
     try {
         const chosen = selected ?? (action.selector ? lib_core/* getInput */.V4(action.selector.input) : undefined);
@@ -75438,6 +77838,7 @@ async function runAction(action, selected) {
             cwd: process.cwd(),
             logger,
             interactive: false,
+            artifactStore: doors.artifactStore,
         });
         await publishResult(command, result);
     }
@@ -75479,5 +77880,5 @@ async function publishResult(command, result) {
 ;// CONCATENATED MODULE: ./src/actions/sync/index.ts
 
 
-void runAction(syncAction);
+void runAction(syncAction, undefined, { artifactStore: async (token) => (await Promise.all(/* import() */[__nccwpck_require__.e(584), __nccwpck_require__.e(337)]).then(__nccwpck_require__.bind(__nccwpck_require__, 9337))).githubArtifactStore(process.env, token) });
 

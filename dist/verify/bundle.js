@@ -51083,6 +51083,8 @@ var __webpack_exports__ = {};
 
 // EXTERNAL MODULE: external "node:crypto"
 var external_node_crypto_ = __nccwpck_require__(7598);
+// EXTERNAL MODULE: external "node:fs"
+var external_node_fs_ = __nccwpck_require__(3024);
 // EXTERNAL MODULE: external "node:fs/promises"
 var promises_ = __nccwpck_require__(1455);
 // EXTERNAL MODULE: external "node:path"
@@ -51157,8 +51159,6 @@ function toLifelineError(error) {
     return errors_failure('UNEXPECTED', message, { cause: error });
 }
 
-// EXTERNAL MODULE: external "node:fs"
-var external_node_fs_ = __nccwpck_require__(3024);
 ;// CONCATENATED MODULE: ./src/catalog/files.ts
 
 
@@ -51238,19 +51238,37 @@ function hashingFileWriter(path) {
 }
 /** sha256 of a file, read in 1 MiB chunks (bounded memory). */
 async function sha256File(path) {
-    const hasher = new HashingTransform();
-    await (0,external_node_stream_promises_namespaceObject.pipeline)((0,external_node_fs_.createReadStream)(path, { highWaterMark: 1024 * 1024 }), hasher, async function* (source) {
-        for await (const _chunk of source) {
-            // drain
-        }
-    });
-    return { sha256: hasher.digest(), bytes: hasher.bytes };
+    const handle = await (0,promises_.open)(path, 'r');
+    try {
+        return await sha256Handle(handle);
+    }
+    finally {
+        await handle.close();
+    }
+}
+/**
+ * sha256 of an open file from its start, read into one reused 1 MiB buffer. A read stream would
+ * allocate a fresh buffer per chunk, and at disk speed the garbage of a multi-GB archive lifts the
+ * process's resident memory by some 70 MB before the collector catches up (measured on a restore's
+ * checksum pass); one buffer keeps it flat.
+ */
+async function sha256Handle(handle) {
+    const hash = (0,external_node_crypto_.createHash)('sha256');
+    const buffer = Buffer.allocUnsafe(1024 * 1024);
+    let bytes = 0;
+    for (;;) {
+        const { bytesRead } = await handle.read(buffer, 0, buffer.length, bytes);
+        if (bytesRead === 0)
+            break;
+        hash.update(buffer.subarray(0, bytesRead));
+        bytes += bytesRead;
+    }
+    return { sha256: hash.digest('hex'), bytes };
 }
 
 // EXTERNAL MODULE: external "node:os"
 var external_node_os_ = __nccwpck_require__(8161);
 ;// CONCATENATED MODULE: ./src/catalog/confine.ts
-
 
 
 
@@ -51390,16 +51408,15 @@ function missingAsUndefined(error) {
         return undefined;
     throw error;
 }
-/** sha256 of an entry file, streamed in 1 MiB chunks through a confined handle. */
+/** sha256 of an entry file, read in 1 MiB chunks through a confined handle. */
 async function sha256EntryFile(entryDir, name) {
     const handle = await openEntryFile(entryDir, name);
-    const hasher = new HashingTransform();
-    await (0,external_node_stream_promises_namespaceObject.pipeline)(handle.createReadStream({ highWaterMark: 1024 * 1024 }), hasher, async function* (source) {
-        for await (const _chunk of source) {
-            // drain
-        }
-    });
-    return { sha256: hasher.digest(), bytes: hasher.bytes };
+    try {
+        return await sha256Handle(handle);
+    }
+    finally {
+        await handle.close();
+    }
 }
 /** A small entry file (metadata, SHA256SUMS) as text, through a confined handle; refuses more than `limit` bytes. */
 async function confine_readEntryText(entryDir, name, limit = 16 * 1024 * 1024) {
@@ -51438,10 +51455,7 @@ function sharedStoreProblem(root, _env) {
         return undefined;
     const octal = mode.toString(8).padStart(4, '0');
     const reach = readable && writable ? 'readable and writable' : readable ? 'readable' : writable ? 'writable' : '';
-    const problems = [
-        ...(reach ? [`is ${reach} by other local users (mode ${octal})`] : []),
-        ...(foreign ? [`is owned by uid ${info.uid}, not by ${runningUser()} that Lifeline runs as`] : []),
-    ];
+    const problems = [...(reach ? [`is ${reach} by other local users (mode ${octal})`] : []), ...(foreign ? [`is owned by uid ${info.uid}, not by ${runningUser()} that Lifeline runs as`] : [])];
     return {
         message: `the catalog ${root} ${problems.join(' and ')}: backups, tenant exports and Redis snapshots hold production data, and another user could plant a directory or link in it`,
         fix: [...(foreign ? [`chown ${userInfoName() ?? process.geteuid?.()} ${root}`] : []), `chmod 700 ${root}`].join(' && '),
@@ -51519,7 +51533,10 @@ function warnIfStoreShared(root, env) {
 ;// CONCATENATED MODULE: ./src/catalog/fs-errors.ts
 
 const FILESYSTEM_CODES = {
-    ENOSPC: { what: 'no space left on the device', fix: (p) => `free space on the filesystem that holds ${p} (df -h ${p}), e.g. lifeline prune, or point --store / store: at a larger disk, then run the command again` },
+    ENOSPC: {
+        what: 'no space left on the device',
+        fix: (p) => `free space on the filesystem that holds ${p} (df -h ${p}), e.g. lifeline prune, or point --store / store: at a larger disk, then run the command again`,
+    },
     EDQUOT: { what: 'the disk quota is exhausted', fix: (p) => `raise the quota or free space under ${p}, then run the command again` },
     EROFS: { what: 'the filesystem is read-only', fix: (p) => `remount the filesystem that holds ${p} read-write (or point --store at a writable one), then run the command again` },
     EACCES: { what: 'permission denied', fix: (p) => `run Lifeline as the user that owns the catalog (ls -ld ${p}), or fix the owner of ${p}` },
@@ -51563,6 +51580,7 @@ async function withWriteOutcome(outcome, fn, where) {
 
 ;// CONCATENATED MODULE: ./src/catalog/sums.ts
 
+
 const sums_SUMS_FILE = 'SHA256SUMS';
 /** The exact format `sha256sum -c` reads: hash, two spaces, file name. */
 function formatSums(entries) {
@@ -51578,7 +51596,9 @@ function sums_parseSums(text) {
             continue;
         const match = /^([0-9a-f]{64}) [ *](.+)$/.exec(line);
         if (!match)
-            throw new Error(`malformed ${sums_SUMS_FILE} line: ${JSON.stringify(line)}`);
+            throw errors_failure('CATALOG_CORRUPT', `malformed ${sums_SUMS_FILE} line: ${JSON.stringify(line)}`, {
+                fix: `the entry's ${sums_SUMS_FILE} was altered outside Lifeline: inspect it, then remove the entry or restore it from an off-host copy`,
+            });
         entries.push({ sha256: match[1], file: match[2] });
     }
     return entries;
@@ -51601,6 +51621,7 @@ async function sums_checkSums(dir, options = {}) {
         try {
             const { sha256 } = await sha256EntryFile(dir, entry.file);
             results.push({ file: entry.file, expected: entry.sha256, actual: sha256, ok: sha256 === entry.sha256 });
+            options.onFile?.();
         }
         catch (error) {
             const message = error instanceof confine_UnsafeEntryFileError ? error.message : error.message;
@@ -73053,9 +73074,13 @@ function encryptReadable(source, recipients) {
 function decryptFailure(what, error) {
     const message = error.message ?? String(error);
     if (/no identity matched/i.test(message)) {
-        return errors_failure('AGE_WRONG_IDENTITY', `${what} cannot be decrypted with the given identity (it was encrypted to other recipients)`, { fix: `give an identity whose public key is among the recipients recorded in backup.json; ${IDENTITY_FIX}` });
+        return errors_failure('AGE_WRONG_IDENTITY', `${what} cannot be decrypted with the given identity (it was encrypted to other recipients)`, {
+            fix: `give an identity whose public key is among the recipients recorded in backup.json; ${IDENTITY_FIX}`,
+        });
     }
-    return errors_failure('AGE_DECRYPT_FAILED', `${what} failed to decrypt: ${message.replace(/AGE-SECRET-KEY-1\S*/g, '***')} (the file is damaged or not an age file)`, { fix: 'check its checksum (lifeline verify) and use another copy or backup' });
+    return errors_failure('AGE_DECRYPT_FAILED', `${what} failed to decrypt: ${message.replace(/AGE-SECRET-KEY-1\S*/g, '***')} (the file is damaged or not an age file)`, {
+        fix: 'check its checksum (lifeline verify) and use another copy or backup',
+    });
 }
 /**
  * Decrypts an age stream: the header is read (and the identity tried) before this resolves, so a
@@ -73091,6 +73116,7 @@ function identityMatches(identity, recipients) {
 }
 
 ;// CONCATENATED MODULE: ./src/catalog/store.ts
+
 
 
 
@@ -73393,15 +73419,47 @@ class StagedEntry {
             },
         };
     }
+    /**
+     * A scratch file inside the staging directory (0600, created exclusively), for a producer that
+     * must land its bytes before it can say how many belong to the payload. It is never listed in
+     * SHA256SUMS; `remove()` deletes it, and the staging directory goes with a failed entry anyway.
+     */
+    scratchFile(name) {
+        const path = this.path(name);
+        const stream = (0,external_node_fs_.createWriteStream)(path, { flags: 'wx', mode: PRIVATE_FILE_MODE });
+        return {
+            path,
+            stream,
+            remove: async () => {
+                stream.destroy();
+                await (0,promises_.rm)(path, { force: true });
+            },
+        };
+    }
     async addText(name, text) {
         return this.addStream(name, external_node_stream_.Readable.from([Buffer.from(text)]));
     }
-    /** Writes SHA256SUMS and the metadata, fsyncs, and renames the entry into place. */
-    async commit(metadata) {
+    /**
+     * Stores a file as it is, never encrypted, even in an encrypted entry: only for content that is
+     * already ciphertext or holds no payload (a tar of the entry's `.age` files, its `.sha256`).
+     */
+    async addUnencrypted(name, source) {
+        const result = await this.write(() => streamToFile(source, this.path(name)));
+        this.sums.push({ file: name, sha256: result.sha256 });
+        return { name, ...result };
+    }
+    /** Writes SHA256SUMS and the metadata and fsyncs them, without moving the entry (commit does both; a rewrite swaps it in itself). */
+    async seal(metadata) {
         await this.write(async () => {
             await writeFileAtomic((0,external_node_path_.join)(this.dir, sums_SUMS_FILE), formatSums(this.sums));
             await writeFileAtomic((0,external_node_path_.join)(this.dir, this.metadataFile), `${JSON.stringify(metadata, null, 2)}\n`);
             await fsyncPath(this.dir);
+        });
+    }
+    /** Writes SHA256SUMS and the metadata, fsyncs, and renames the entry into place. */
+    async commit(metadata) {
+        await this.seal(metadata);
+        await this.write(async () => {
             await (0,promises_.rename)(this.dir, this.finalDir);
         });
         await fsyncPath((0,external_node_path_.join)(this.finalDir, '..'));
@@ -73610,12 +73668,16 @@ async function acquireLock(envDir, env, options) {
         const status = await lockStatus(envDir);
         if (!status.held)
             continue;
-        const holder = status.info ? `${status.info.owner} (pid ${status.info.pid} on ${status.info.host}, running "${status.info.command}" since ${status.info.acquiredAt})` : 'an unknown holder (the lock file is unreadable)';
+        const holder = status.info
+            ? `${status.info.owner} (pid ${status.info.pid} on ${status.info.host}, running "${status.info.command}" since ${status.info.acquiredAt})`
+            : 'an unknown holder (the lock file is unreadable)';
         if (status.stale) {
             throw errors_refusal('LOCK_STALE', `environment ${env} is locked by ${holder}, and that process is gone`, `make sure nothing else is running against ${env}, then run: lifeline lock break --env ${env}`, { lock: status.info });
         }
         if (Date.now() >= deadline) {
-            throw errors_refusal('LOCK_HELD', `environment ${env} is locked by ${holder}`, `wait for it to finish, or re-run later; another deploy, rollback, restore or backup is in progress`, { lock: status.info });
+            throw errors_refusal('LOCK_HELD', `environment ${env} is locked by ${holder}`, `wait for it to finish, or re-run later; another deploy, rollback, restore or backup is in progress`, {
+                lock: status.info,
+            });
         }
         await new Promise((r) => setTimeout(r, options.pollMs ?? 500));
     }
@@ -73670,9 +73732,7 @@ var external_node_child_process_ = __nccwpck_require__(1421);
  * and any `password=` / `sslpassword=` parameter (a libpq URL or conninfo string).
  */
 function logger_redactSecretsInText(text) {
-    return text
-        .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/@"'<>]*:)[^\s/"'<>]+@/gi, '$1***@')
-        .replace(/((?:[?&;\s]|^)(?:ssl)?password=)(?!\*\*\*(?:[&#\s"'<>]|$))[^&#\s"'<>]+/gi, '$1***');
+    return text.replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/@"'<>]*:)[^\s/"'<>]+@/gi, '$1***@').replace(/((?:[?&;\s]|^)(?:ssl)?password=)(?!\*\*\*(?:[&#\s"'<>]|$))[^&#\s"'<>]+/gi, '$1***');
 }
 /** Replaces registered secrets in a string: the last line of defence before text leaves the process. */
 class logger_SecretMasker {
@@ -73695,7 +73755,14 @@ class logger_SecretMasker {
 }
 function createStderrLogger(options = {}) {
     const masker = options.masker ?? new logger_SecretMasker();
-    const write = (prefix, message) => process.stderr.write(`${prefix}${masker.mask(message)}\n`);
+    const out = options.write ?? ((text) => void process.stderr.write(text));
+    const write = (prefix, message) => {
+        const line = `${prefix}${masker.mask(message)}\n`;
+        if (options.statusLine)
+            options.statusLine.around(() => out(line));
+        else
+            out(line);
+    };
     return {
         info: (m) => write('', m),
         warn: (m) => write('warning: ', m),
@@ -73767,21 +73834,40 @@ function spawnStreaming(command, args, invocation, masker, childEnv) {
     });
     if (invocation.onStderrLine)
         child.stderr.on('end', () => partialLine && invocation.onStderrLine(partialLine));
+    let inputFailed;
     if (invocation.stdin) {
-        invocation.stdin.pipe(child.stdin);
+        const source = invocation.stdin;
+        source.pipe(child.stdin);
         // The tool may exit before reading all of stdin; that is reported through its exit code.
         child.stdin.on('error', () => { });
+        // pipe() neither ends nor fails the tool's stdin when the source fails (a decryption that fails
+        // authentication, a file that changed): the tool would wait for the rest forever, or, if its
+        // stdin were just closed, take what it got for the whole input (psql would run half a script).
+        // It is stopped instead, and its result says why.
+        source.on('error', (error) => {
+            inputFailed = error;
+            source.unpipe(child.stdin);
+            child.kill('SIGTERM');
+            child.stdin.destroy();
+        });
     }
     const done = new Promise((resolve, reject) => {
         child.on('error', (error) => {
             if (error.code === 'ENOENT') {
-                reject(errors_failure('TOOL_MISSING', `${invocation.tool} was not found (${command})`, { fix: `install it (Debian: the package that provides ${invocation.tool}) or set its directory in the config (postgres.binDir / redis.binDir)`, cause: error }));
+                reject(errors_failure('TOOL_MISSING', `${invocation.tool} was not found (${command})`, {
+                    fix: `install it (Debian: the package that provides ${invocation.tool}) or set its directory in the config (postgres.binDir / redis.binDir)`,
+                    cause: error,
+                }));
             }
             else {
                 reject(errors_failure('TOOL_SPAWN', `could not run ${invocation.tool}: ${error.message}`, { cause: error }));
             }
         });
-        child.on('close', (exitCode, signal) => resolve({ exitCode, signal, stderr: masker.mask(stderr.trim()) }));
+        child.on('close', (exitCode, signal) => {
+            const why = inputFailed ? `${stderr.trim() ? '\n' : ''}(stopped: its input failed: ${inputFailed.message})` : '';
+            // A tool stopped because its input failed never reports success, whatever it exited with.
+            resolve({ exitCode: inputFailed && exitCode === 0 ? 1 : exitCode, signal, stderr: masker.mask(stderr.trim() + why) });
+        });
     });
     // Keep unhandled rejections off: callers await `done`.
     done.catch(() => { });
@@ -73888,7 +73974,20 @@ class ImageRunner {
     start(invocation) {
         const env = definedOnly(invocation.env);
         const envArgs = Object.keys(env).flatMap((key) => ['-e', key]);
-        const args = ['run', '--rm', ...(invocation.stdin ? ['-i'] : []), '--network', this.options.network ?? 'none', '--label', 'lifeline.check=1', ...envArgs, '--entrypoint', invocation.tool, this.options.image, ...invocation.args];
+        const args = [
+            'run',
+            '--rm',
+            ...(invocation.stdin ? ['-i'] : []),
+            '--network',
+            this.options.network ?? 'none',
+            '--label',
+            'lifeline.check=1',
+            ...envArgs,
+            '--entrypoint',
+            invocation.tool,
+            this.options.image,
+            ...invocation.args,
+        ];
         return withMissingToolDetection(spawnStreaming('docker', args, invocation, this.masker, childEnvironment(this.options.baseEnv ?? process.env, env)), invocation.tool, this.where);
     }
 }
@@ -74001,7 +74100,7 @@ function parsePgUrl(url) {
     delete params.password;
     if (params.sslpassword !== undefined) {
         // libpq reads sslpassword from no environment variable, and Lifeline puts no secret on a command line.
-        throw errors_usageError('BAD_URL', 'the PostgreSQL URL sets sslpassword, which Lifeline cannot pass to pg_dump, pg_restore and psql without putting it on their command line', 'use a client key without a passphrase (openssl pkey -in key.pem -out plain.pem), readable only by the store\'s owner (chmod 0600), in sslkey');
+        throw errors_usageError('BAD_URL', 'the PostgreSQL URL sets sslpassword, which Lifeline cannot pass to pg_dump, pg_restore and psql without putting it on their command line', "use a client key without a passphrase (openssl pkey -in key.pem -out plain.pem), readable only by the store's owner (chmod 0600), in sslkey");
     }
     const decode = (part, value) => {
         try {
@@ -74187,79 +74286,7 @@ async function queryOnce(runner, conn, sql, database) {
 
 // EXTERNAL MODULE: external "node:events"
 var external_node_events_ = __nccwpck_require__(8474);
-;// CONCATENATED MODULE: ./src/postgres/metadata.ts
-
-const metadata_BACKUP_METADATA_FILE = 'backup.json';
-const metadata_POSTGRES_ARCHIVE_FILE = 'postgres.dump';
-const GLOBALS_FILE = 'globals.sql';
-const REDIS_SNAPSHOT_FILE = 'redis.rdb';
-const BACKUP_LABELS = ['scheduled', 'pre-migration', 'manual', 'pre-restore'];
-/** The environment's complete backups, newest first. */
-async function listBackups(catalog, env) {
-    const entries = await catalog.list(env, 'backups', metadata_BACKUP_METADATA_FILE);
-    // A backup.json of the wrong shape would break every reader: it is reported and the others are used.
-    return entries.filter((entry) => {
-        const problem = backupMetadataProblem(entry.metadata);
-        if (problem)
-            catalog.reportDamaged(`${entry.dir}/${metadata_BACKUP_METADATA_FILE}`, problem);
-        return !problem;
-    });
-}
-function backupMetadataProblem(metadata) {
-    const archive = metadata.files?.postgres;
-    if (typeof archive?.name !== 'string' || typeof archive.sha256 !== 'string' || typeof archive.bytes !== 'number')
-        return 'it names no PostgreSQL archive (files.postgres)';
-    if (typeof metadata.label !== 'string')
-        return 'it has no label';
-    return undefined;
-}
-/**
- * One backup by id, or for `latest` the newest one that did not fail verification and is not a
- * `pre-restore` backup (that one may hold another database: the target of a restore, so it is
- * only ever used by id). An unknown id is the operator's mistake (exit 2).
- */
-async function findBackup(catalog, env, idOrLatest) {
-    const wanted = idOrLatest.trim();
-    if (wanted === '' || wanted === 'latest') {
-        const newest = (await listBackups(catalog, env)).find((b) => b.metadata.label !== 'pre-restore' && b.metadata.verified?.ok !== false);
-        if (!newest) {
-            throw errors_usageError('NO_BACKUPS', `environment ${env} has no usable backups in ${catalog.root} (pre-restore backups and backups that failed verification are only used by id)`, `take one first: lifeline backup --env ${env}; or pass the id from lifeline backups --env ${env}`);
-        }
-        return newest;
-    }
-    const entry = await catalog.get(env, 'backups', wanted, metadata_BACKUP_METADATA_FILE);
-    if (!entry) {
-        throw errors_usageError('BACKUP_NOT_FOUND', `backup ${wanted} does not exist in environment ${env} (store ${catalog.root})`, `list the backups with: lifeline backups --env ${env} (or pass --backup latest)`);
-    }
-    return entry;
-}
-/**
- * The backup a restore into `target` uses: an id as given, or for `latest` the newest usable
- * backup (not pre-restore, not failed verification) of the target's own database, by name and,
- * where both are known, the server's system identifier. Another database's backup is only ever
- * restored by its id: `latest` never picks a one-off backup of a different database.
- */
-async function findBackupForTarget(catalog, env, idOrLatest, target) {
-    const wanted = idOrLatest.trim();
-    if (wanted !== '' && wanted !== 'latest')
-        return findBackup(catalog, env, wanted);
-    const usable = (await listBackups(catalog, env)).filter((b) => b.metadata.label !== 'pre-restore' && b.metadata.verified?.ok !== false);
-    const sameServer = (b) => !b.metadata.systemIdentifier || !target.systemIdentifier || b.metadata.systemIdentifier === target.systemIdentifier;
-    const match = usable.find((b) => b.metadata.database === target.database && sameServer(b));
-    if (match)
-        return match;
-    const sameName = usable.filter((b) => b.metadata.database === target.database);
-    const others = usable.slice(0, 3).map((b) => `${b.id} (database ${b.metadata.database}${b.metadata.systemIdentifier ? `, server ${b.metadata.systemIdentifier}` : ''})`);
-    const why = sameName.length
-        ? `its backups of ${target.database} were taken on another server (system identifier ${sameName[0].metadata.systemIdentifier}, this one is ${target.systemIdentifier})`
-        : others.length
-            ? `its newest backups are of other databases: ${others.join(', ')}`
-            : 'it has no usable backups';
-    throw errors_usageError('NO_BACKUP_OF_TARGET', `"latest" means the newest backup of the target's own database, and environment ${env} has none for ${target.describe}: ${why}`, `to restore another database's backup (or one from another server) into ${target.database}, pass its id explicitly: --backup <id> (lifeline backups --env ${env} lists the database and server of each)`);
-}
-
 ;// CONCATENATED MODULE: ./src/redis/snapshot.ts
-
 
 
 
@@ -74296,7 +74323,9 @@ function redisCli(target, args) {
 async function redisKeyspace(runner, target) {
     const result = await runner_runText(runner, redisCli(target, ['INFO', 'keyspace']));
     if (result.exitCode !== 0 || /^(ERR|NOAUTH|WRONGPASS)/m.test(result.stdout)) {
-        throw errors_failure('REDIS_CONNECT', `cannot read INFO keyspace from redis://${target.host}:${target.port}: ${runner_lastLines(result.stderr || result.stdout, 2)}`, { fix: 'check the Redis URL (REDIS_URL / --redis-url) and its password' });
+        throw errors_failure('REDIS_CONNECT', `cannot read INFO keyspace from redis://${target.host}:${target.port}: ${runner_lastLines(result.stderr || result.stdout, 2)}`, {
+            fix: 'check the Redis URL (REDIS_URL / --redis-url) and its password',
+        });
     }
     return parseKeyspace(result.stdout);
 }
@@ -74314,7 +74343,7 @@ const CHECK_IN_CONTAINER = 'command -v redis-check-rdb >/dev/null 2>&1 || { echo
 function missingToolCheck(runner) {
     const fix = runner instanceof runner_LocalRunner
         ? 'install it (Debian: apt-get install redis-tools), set redis.binDir, or set redis.service so it runs in the Redis container'
-        : 'use a Redis image that has redis-check-rdb (the official redis images do), or remove redis.service to use this host\'s (Debian: apt-get install redis-tools)';
+        : "use a Redis image that has redis-check-rdb (the official redis images do), or remove redis.service to use this host's (Debian: apt-get install redis-tools)";
     return { ok: false, keysRead: 0, expires: 0, toolMissing: true, detail: `redis-check-rdb was not found (${runner.where}); fix: ${fix}` };
 }
 /**
@@ -74322,13 +74351,20 @@ function missingToolCheck(runner) {
  * runner runs: on this host, or inside the Redis service's container (the file streamed in).
  * A missing redis-check-rdb is a failed check that says so and how to fix it, never an exception.
  */
-async function checkRdb(runner, path) {
+async function checkRdb(runner, path, 
+/** The plaintext as a stream (a decrypted snapshot) instead of `path`; only where the check runs in a container. */ source) {
     let result;
+    if (source && runner instanceof runner_LocalRunner)
+        throw new Error('checkRdb: a stream source needs a container runner');
     try {
         result =
             runner instanceof runner_LocalRunner
                 ? await runner_runText(runner, { tool: 'redis-check-rdb', args: [path] })
-                : await runner_runText(runner, { tool: 'sh', args: ['-c', CHECK_IN_CONTAINER, 'lifeline-check', `lifeline-${(0,external_node_crypto_.randomBytes)(12).toString('hex')}.rdb`], stdin: (0,external_node_fs_.createReadStream)(path, { highWaterMark: 1024 * 1024 }) });
+                : await runner_runText(runner, {
+                    tool: 'sh',
+                    args: ['-c', CHECK_IN_CONTAINER, 'lifeline-check', `lifeline-${(0,external_node_crypto_.randomBytes)(12).toString('hex')}.rdb`],
+                    stdin: source ?? (0,external_node_fs_.createReadStream)(path, { highWaterMark: 1024 * 1024 }),
+                });
     }
     catch (error) {
         if (errors_isLifelineError(error) && error.code === 'TOOL_MISSING')
@@ -74355,31 +74391,36 @@ async function checkRdb(runner, path) {
 async function snapshotRedis(staged, options) {
     if (staged.encryptTo)
         return snapshotRedisEncrypted(staged, options);
-    const raw = staged.path(`${REDIS_SNAPSHOT_FILE}.part`);
+    const scratch = staged.scratchFile(`${options.fileName}.part`);
+    const raw = scratch.path;
     try {
         const running = options.runner.start(redisCli(options.target, ['--rdb', '-']));
-        await (0,external_node_stream_promises_namespaceObject.pipeline)(running.stdout, (0,external_node_fs_.createWriteStream)(raw, { flags: 'wx', mode: 0o600 }));
+        await (0,external_node_stream_promises_namespaceObject.pipeline)(running.stdout, scratch.stream);
         const result = await running.done;
         if (result.exitCode !== 0) {
-            throw errors_failure('REDIS_SNAPSHOT_FAILED', `redis-cli --rdb failed against redis://${options.target.host}:${options.target.port}: ${runner_lastLines(result.stderr, 3)}`, { fix: 'check the Redis URL and password, and that the user may run SYNC/REPLCONF' });
+            throw errors_failure('REDIS_SNAPSHOT_FAILED', `redis-cli --rdb failed against redis://${options.target.host}:${options.target.port}: ${runner_lastLines(result.stderr, 3)}`, {
+                fix: 'check the Redis URL and password, and that the user may run SYNC/REPLCONF',
+            });
         }
         const reported = /Transfer finished with success after (\d+) bytes/.exec(result.stderr);
         const { size } = await (0,promises_.stat)(raw);
         const bytes = reported ? Number(reported[1]) : size;
         if (bytes <= 0 || bytes > size)
             throw errors_failure('REDIS_SNAPSHOT_FAILED', `redis-cli reported ${bytes} bytes but wrote ${size}`);
-        const file = await staged.addStream(REDIS_SNAPSHOT_FILE, (0,external_node_fs_.createReadStream)(raw, { start: 0, end: bytes - 1 }));
-        const check = await checkRdb(options.checkRunner, staged.path(REDIS_SNAPSHOT_FILE));
+        const file = await staged.addStream(options.fileName, (0,external_node_fs_.createReadStream)(raw, { start: 0, end: bytes - 1 }));
+        const check = await checkRdb(options.checkRunner, staged.path(options.fileName));
         if (check.toolMissing)
-            throw errors_failure('REDIS_CHECK_MISSING', `the Redis snapshot cannot be validated: ${check.detail}`, { fix: 'make redis-check-rdb available where the check runs (see above), or back up with --verify false' });
+            throw errors_failure('REDIS_CHECK_MISSING', `the Redis snapshot cannot be validated: ${check.detail}`, {
+                fix: 'make redis-check-rdb available where the check runs (see above), or back up with --verify false',
+            });
         if (!check.ok)
             throw errors_failure('REDIS_SNAPSHOT_INVALID', `the Redis snapshot does not validate: ${check.detail}`, { fix: 'retry the backup; if it keeps failing, check the Redis server log' });
         const keys = await redisKeyspace(options.runner, options.target);
         options.logger.info(`redis snapshot: ${file.bytes} bytes, ${check.keysRead} keys`);
-        return { name: REDIS_SNAPSHOT_FILE, bytes: file.bytes, sha256: file.sha256, keys, check };
+        return { name: options.fileName, bytes: file.bytes, sha256: file.sha256, keys, check };
     }
     finally {
-        await (0,promises_.rm)(raw, { force: true });
+        await scratch.remove();
     }
 }
 /** Bytes redis-cli may append after the payload with diskless replication (the EOF marker). */
@@ -74410,7 +74451,9 @@ async function snapshotRedisEncrypted(staged, options) {
         flush(cb) {
             running.done.then((result) => {
                 if (result.exitCode !== 0)
-                    return cb(errors_failure('REDIS_SNAPSHOT_FAILED', `redis-cli --rdb failed against redis://${options.target.host}:${options.target.port}: ${runner_lastLines(result.stderr, 3)}`, { fix: 'check the Redis URL and password, and that the user may run SYNC/REPLCONF' }));
+                    return cb(errors_failure('REDIS_SNAPSHOT_FAILED', `redis-cli --rdb failed against redis://${options.target.host}:${options.target.port}: ${runner_lastLines(result.stderr, 3)}`, {
+                        fix: 'check the Redis URL and password, and that the user may run SYNC/REPLCONF',
+                    }));
                 const reported = /Transfer finished with success after (\d+) bytes/.exec(result.stderr);
                 const size = passed + held.length;
                 payloadBytes = reported ? Number(reported[1]) : size;
@@ -74430,7 +74473,7 @@ async function snapshotRedisEncrypted(staged, options) {
     });
     const checkDone = checker.done;
     checkDone.catch(() => { });
-    const writer = staged.addWriter(REDIS_SNAPSHOT_FILE);
+    const writer = staged.addWriter(options.fileName);
     let checkerGone = false;
     checkDone.then(() => (checkerGone = true), () => (checkerGone = true));
     try {
@@ -74499,6 +74542,10 @@ async function detectComposeCommand(runner, setting, pathEnv = '') {
         return COMPOSE_V1;
     throw errors_usageError('COMPOSE_MISSING', 'neither `docker compose` (Compose v2) nor `docker-compose` (v1) works on this machine', 'install the Docker Compose plugin (or docker-compose), set compose.command in lifeline.yml, or remove postgres.service / redis.service to run the client tools locally');
 }
+/** The project name as Compose records it in its labels (both versions lowercase it and drop other characters). */
+function normalizeProjectName(name) {
+    return name.toLowerCase().replace(/[^-_a-z0-9]/g, '');
+}
 
 ;// CONCATENATED MODULE: ./src/postgres/binaries.ts
 
@@ -74545,7 +74592,9 @@ function environmentConnection(settings) {
     if (!settings.postgres.url) {
         const named = settings.postgres.urlEnv;
         // An environment that names its variable never falls back to DATABASE_URL: say which one to set.
-        throw errors_usageError('NO_DATABASE_URL', named ? `no PostgreSQL URL for environment ${settings.name}: ${named} (its postgres.urlEnv) is not set` : `no PostgreSQL URL for environment ${settings.name}`, named ? `set ${named}, or pass --database-url postgres://user:password@host:5432/dbname` : 'pass --database-url postgres://user:password@host:5432/dbname, set DATABASE_URL, or set postgres.urlEnv in lifeline.yml');
+        throw errors_usageError('NO_DATABASE_URL', named ? `no PostgreSQL URL for environment ${settings.name}: ${named} (its postgres.urlEnv) is not set` : `no PostgreSQL URL for environment ${settings.name}`, named
+            ? `set ${named}, or pass --database-url postgres://user:password@host:5432/dbname`
+            : 'pass --database-url postgres://user:password@host:5432/dbname, set DATABASE_URL, or set postgres.urlEnv in lifeline.yml');
     }
     const conn = parsePgUrl(settings.postgres.url);
     return settings.postgres.database ? { ...conn, database: settings.postgres.database } : conn;
@@ -74578,6 +74627,21 @@ async function composeRunner(compose, service) {
 }
 /** The one running container of a Compose service; a missing or scaled service is a failure with the fix. */
 async function serviceContainerId(compose, service) {
+    if (compose.projectName) {
+        // With a known project name the engine is asked directly by Compose's labels (running
+        // containers only): Compose v1 takes 2-5 s to start, paid by every command in this layout.
+        // Anything but exactly one container goes on to Compose itself, for its diagnostics.
+        const labels = [`com.docker.compose.project=${normalizeProjectName(compose.projectName)}`, `com.docker.compose.service=${service}`, 'com.docker.compose.oneoff=False'];
+        const byLabel = await runner_runText(new runner_LocalRunner(), { tool: 'docker', args: ['ps', '-q', '--no-trunc', ...labels.flatMap((l) => ['--filter', `label=${l}`])] }).catch(() => undefined);
+        const found = byLabel?.exitCode === 0
+            ? byLabel.stdout
+                .split('\n')
+                .map((l) => l.trim())
+                .filter(Boolean)
+            : [];
+        if (found.length === 1)
+            return found[0];
+    }
     const command = await composeCommand(compose.command);
     const [tool, ...prefix] = command;
     const project = [...compose.files.flatMap((f) => ['-f', f]), ...(compose.projectName ? ['-p', compose.projectName] : [])];
@@ -74588,7 +74652,10 @@ async function serviceContainerId(compose, service) {
             fix: 'check compose.files and compose.projectName in lifeline.yml (they must name the running stack), and that Docker is reachable (DOCKER_HOST)',
         });
     }
-    const ids = ps.stdout.split('\n').map((l) => l.trim()).filter(Boolean);
+    const ids = ps.stdout
+        .split('\n')
+        .map((l) => l.trim())
+        .filter(Boolean);
     if (ids.length === 0) {
         throw errors_failure('SERVICE_NOT_RUNNING', `Compose service ${service} has no container in ${compose.projectName ? `project ${compose.projectName}` : 'the stack'}`, {
             fix: `start it (${hint(`up -d ${service}`)}), or check the service name (postgres.service / redis.service) and compose.projectName in lifeline.yml`,
@@ -74708,7 +74775,10 @@ async function migrationHead(session, query) {
             rows = await session.query(query);
         }
         catch (error) {
-            throw errors_failure('MIGRATION_HEAD_QUERY', `the migration head query failed: ${error.message}`, { fix: 'check postgres.migrationHeadQuery in lifeline.yml (it must return one value, e.g. SELECT version_num FROM alembic_version)', cause: error });
+            throw errors_failure('MIGRATION_HEAD_QUERY', `the migration head query failed: ${error.message}`, {
+                fix: 'check postgres.migrationHeadQuery in lifeline.yml (it must return one value, e.g. SELECT version_num FROM alembic_version)',
+                cause: error,
+            });
         }
         const values = rows.map((r) => Object.values(r)[0]).filter((v) => v !== null && v !== undefined);
         return values.length ? values.map(String).join(',') : null;
@@ -74730,7 +74800,9 @@ async function toolVersion(runner, tool) {
     const result = await runner_runText(runner, { tool, args: ['--version'] });
     const match = /\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?\S*/.exec(result.stdout);
     if (result.exitCode !== 0 || !match) {
-        throw errors_failure('TOOL_VERSION', `could not read ${tool}'s version (${runner.where}): ${result.stderr || result.stdout}`, { fix: `install the PostgreSQL client tools (Debian: postgresql-client) or set postgres.binDir` });
+        throw errors_failure('TOOL_VERSION', `could not read ${tool}'s version (${runner.where}): ${result.stderr || result.stdout}`, {
+            fix: `install the PostgreSQL client tools (Debian: postgresql-client) or set postgres.binDir`,
+        });
     }
     return { version: match[0].replace(/^\(PostgreSQL\)\s+/, ''), major: Number(match[1]) };
 }
@@ -74959,7 +75031,14 @@ function describeHeldLocks(locks) {
     return [...byPid.values()]
         .map((held) => {
         const l = held[0];
-        const who = [l.user ? `user ${l.user}` : '', l.application ? `application ${l.application}` : '', l.state ? `${l.state}${l.since ? ` since ${l.since}` : ''}` : '', l.query ? `query: ${l.query.replace(/\s+/g, ' ').trim()}` : ''].filter(Boolean).join(', ');
+        const who = [
+            l.user ? `user ${l.user}` : '',
+            l.application ? `application ${l.application}` : '',
+            l.state ? `${l.state}${l.since ? ` since ${l.since}` : ''}` : '',
+            l.query ? `query: ${l.query.replace(/\s+/g, ' ').trim()}` : '',
+        ]
+            .filter(Boolean)
+            .join(', ');
         return `pid ${l.pid}${who ? ` (${who})` : ''} holds ${l.mode} on ${held.map((h) => h.relation).join(', ')}`;
     })
         .join('; ');
@@ -75006,7 +75085,7 @@ async function explainLockTimeout(error, runner, conn, what, seconds) {
     });
 }
 
-;// CONCATENATED MODULE: ./src/postgres/compression.ts
+;// CONCATENATED MODULE: ./src/settings/compression.ts
 
 const COMPRESSION_METHODS = ['gzip', 'zstd', 'lz4', 'none'];
 /** Levels each method accepts (pg_dump 16's own ranges; gzip's also hold for 15). */
@@ -75079,20 +75158,101 @@ function fromGzipLevel(level) {
     return level === 0 ? { method: 'none', level: null } : { method: 'gzip', level };
 }
 
-;// CONCATENATED MODULE: ./src/postgres/progress.ts
-/** Logs `what: N MB at R MB/s` every `intervalMs`, and feeds a live sink on every chunk. */
-function progressReporter(logger, what, sink = {}, intervalMs = 10_000) {
-    const started = Date.now();
-    let lastLog = started;
-    return (bytes) => {
-        const now = Date.now();
-        const rate = bytes / Math.max((now - started) / 1000, 0.001);
-        sink.onBytes?.(what, bytes, rate);
-        if (now - lastLog >= intervalMs) {
-            lastLog = now;
-            logger.info(`${what}: ${formatBytes(bytes)} at ${formatBytes(rate)}/s`);
+;// CONCATENATED MODULE: ./src/backup/metadata.ts
+
+const metadata_BACKUP_METADATA_FILE = 'backup.json';
+const metadata_POSTGRES_ARCHIVE_FILE = 'postgres.dump';
+const GLOBALS_FILE = 'globals.sql';
+const REDIS_SNAPSHOT_FILE = 'redis.rdb';
+const BACKUP_LABELS = ['scheduled', 'pre-migration', 'manual', 'pre-restore'];
+/** The environment's complete backups, newest first. */
+async function listBackups(catalog, env) {
+    const entries = await catalog.list(env, 'backups', metadata_BACKUP_METADATA_FILE);
+    // A backup.json of the wrong shape would break every reader: it is reported and the others are used.
+    return entries.filter((entry) => {
+        const problem = backupMetadataProblem(entry.metadata);
+        if (problem)
+            catalog.reportDamaged(`${entry.dir}/${metadata_BACKUP_METADATA_FILE}`, problem);
+        return !problem;
+    });
+}
+function backupMetadataProblem(metadata) {
+    const archive = metadata.files?.postgres;
+    if (typeof archive?.name !== 'string' || typeof archive.sha256 !== 'string' || typeof archive.bytes !== 'number')
+        return 'it names no PostgreSQL archive (files.postgres)';
+    if (typeof metadata.label !== 'string')
+        return 'it has no label';
+    return undefined;
+}
+/**
+ * One backup by id, or for `latest` the newest one that did not fail verification and is not a
+ * `pre-restore` backup (that one may hold another database: the target of a restore, so it is
+ * only ever used by id). An unknown id is the operator's mistake (exit 2).
+ */
+async function findBackup(catalog, env, idOrLatest) {
+    const wanted = idOrLatest.trim();
+    if (wanted === '' || wanted === 'latest') {
+        const newest = (await listBackups(catalog, env)).find((b) => b.metadata.label !== 'pre-restore' && b.metadata.verified?.ok !== false);
+        if (!newest) {
+            throw errors_usageError('NO_BACKUPS', `environment ${env} has no usable backups in ${catalog.root} (pre-restore backups and backups that failed verification are only used by id)`, `take one first: lifeline backup --env ${env}; or pass the id from lifeline backups --env ${env}`);
         }
-    };
+        return newest;
+    }
+    const entry = await catalog.get(env, 'backups', wanted, metadata_BACKUP_METADATA_FILE);
+    if (!entry) {
+        throw errors_usageError('BACKUP_NOT_FOUND', `backup ${wanted} does not exist in environment ${env} (store ${catalog.root})`, `list the backups with: lifeline backups --env ${env} (or pass --backup latest)`);
+    }
+    return entry;
+}
+/**
+ * The backup a restore into `target` uses: an id as given, or for `latest` the newest usable
+ * backup (not pre-restore, not failed verification) of the target's own database, by name and,
+ * where both are known, the server's system identifier. Another database's backup is only ever
+ * restored by its id: `latest` never picks a one-off backup of a different database.
+ */
+async function findBackupForTarget(catalog, env, idOrLatest, target) {
+    const wanted = idOrLatest.trim();
+    if (wanted !== '' && wanted !== 'latest')
+        return findBackup(catalog, env, wanted);
+    const usable = (await listBackups(catalog, env)).filter((b) => b.metadata.label !== 'pre-restore' && b.metadata.verified?.ok !== false);
+    const sameServer = (b) => !b.metadata.systemIdentifier || !target.systemIdentifier || b.metadata.systemIdentifier === target.systemIdentifier;
+    const match = usable.find((b) => b.metadata.database === target.database && sameServer(b));
+    if (match)
+        return match;
+    const sameName = usable.filter((b) => b.metadata.database === target.database);
+    const others = usable.slice(0, 3).map((b) => `${b.id} (database ${b.metadata.database}${b.metadata.systemIdentifier ? `, server ${b.metadata.systemIdentifier}` : ''})`);
+    const why = sameName.length
+        ? `its backups of ${target.database} were taken on another server (system identifier ${sameName[0].metadata.systemIdentifier}, this one is ${target.systemIdentifier})`
+        : others.length
+            ? `its newest backups are of other databases: ${others.join(', ')}`
+            : 'it has no usable backups';
+    throw errors_usageError('NO_BACKUP_OF_TARGET', `"latest" means the newest backup of the target's own database, and environment ${env} has none for ${target.describe}: ${why}`, `to restore another database's backup (or one from another server) into ${target.database}, pass its id explicitly: --backup <id> (lifeline backups --env ${env} lists the database and server of each)`);
+}
+
+;// CONCATENATED MODULE: ./src/report/progress.ts
+/** Below this much elapsed time a rate is noise: no ETA yet. */
+const MIN_ELAPSED_FOR_ETA_MS = 1000;
+function progressNumbers(state) {
+    const seconds = state.elapsedMs / 1000;
+    const rate = seconds > 0 ? state.done / seconds : 0;
+    if (state.total === undefined || !(state.total > 0))
+        return { rate };
+    let percent = Math.floor((state.done / state.total) * 100);
+    if (percent > 100)
+        percent = 100;
+    // An estimate that was passed says nothing about what is left: no ETA, and never 100% before the end.
+    if (state.estimated && state.done >= state.total)
+        return { rate, percent: 99 };
+    if (state.estimated && percent > 99)
+        percent = 99;
+    const remaining = state.total - state.done;
+    if (remaining <= 0)
+        return { rate, percent, etaSeconds: 0 };
+    if (state.steps)
+        return { rate, percent };
+    if (rate <= 0 || state.elapsedMs < MIN_ELAPSED_FOR_ETA_MS)
+        return { rate, percent };
+    return { rate, percent, etaSeconds: Math.ceil(remaining / rate) };
 }
 function formatBytes(bytes) {
     const units = ['B', 'KB', 'MB', 'GB', 'TB'];
@@ -75103,6 +75263,205 @@ function formatBytes(bytes) {
         unit++;
     }
     return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
+}
+/** 45s, 3m05s, 2h07m. */
+function progress_formatDuration(seconds) {
+    const s = Math.max(0, Math.round(seconds));
+    if (s < 60)
+        return `${s}s`;
+    if (s < 3600)
+        return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+    return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+}
+function renderProgress(state) {
+    const { rate, percent, etaSeconds } = progressNumbers(state);
+    const eta = etaSeconds !== undefined && etaSeconds > 0 ? `, ETA ${progress_formatDuration(etaSeconds)}` : '';
+    const approx = state.estimated ? '~' : '';
+    if (state.unit === 'bytes') {
+        const of = state.total !== undefined && state.total > 0 ? ` of ${approx}${formatBytes(state.total)} (${percent}%)` : '';
+        return `${state.phase}: ${formatBytes(state.done)}${of} at ${formatBytes(rate)}/s${eta}`;
+    }
+    const noun = state.noun ? ` ${state.noun}` : '';
+    if (state.total !== undefined && state.total > 0)
+        return `${state.phase}: ${state.done}/${approx}${state.total}${noun} (${percent}%)${eta}`;
+    return `${state.phase}: ${state.done}${noun}`;
+}
+/**
+ * The one status line at the bottom of a terminal. Everything else written to the same stream
+ * goes through `around`, which clears the line first and redraws it after.
+ */
+class TerminalLine {
+    write;
+    columns;
+    mask;
+    shown;
+    constructor(write, columns = () => process.stderr.columns, mask = (t) => t) {
+        this.write = write;
+        this.columns = columns;
+        this.mask = mask;
+    }
+    get visible() {
+        return this.shown;
+    }
+    show(text) {
+        // A line wider than the terminal wraps, and `\r` would then redraw only its last part.
+        const width = this.columns();
+        let line = this.mask(text).replace(/[\r\n\t\x1b]/g, ' ');
+        if (width && width > 1 && line.length > width - 1)
+            line = `${line.slice(0, Math.max(0, width - 2))}…`;
+        this.shown = line;
+        this.write(`\r${line}\x1b[K`);
+    }
+    clear() {
+        if (this.shown === undefined)
+            return;
+        this.shown = undefined;
+        this.write('\r\x1b[K');
+    }
+    /** Writes something else (a log line) without gluing it onto the status line. */
+    around(fn) {
+        const shown = this.shown;
+        this.clear();
+        try {
+            fn();
+        }
+        finally {
+            if (shown !== undefined) {
+                this.shown = shown;
+                this.write(`\r${shown}\x1b[K`);
+            }
+        }
+    }
+}
+const DEFAULT_PROGRESS_INTERVAL_MS = 5000;
+/** Redraws of the terminal line at most this often. */
+const REDRAW_MS = 100;
+/** The interval off a terminal: `LIFELINE_PROGRESS_INTERVAL_MS` (tests, chatty CI), else 5 s. */
+function progressIntervalFrom(env) {
+    const raw = env.LIFELINE_PROGRESS_INTERVAL_MS;
+    if (raw === undefined || raw === '')
+        return DEFAULT_PROGRESS_INTERVAL_MS;
+    const value = Number(raw);
+    return Number.isFinite(value) && value >= 0 ? value : DEFAULT_PROGRESS_INTERVAL_MS;
+}
+/** One long operation's progress; `phase()` moves it on to the next step. */
+class Progress {
+    output;
+    logger;
+    state;
+    started;
+    lastLine;
+    lastDraw = -Infinity;
+    printedLine = false;
+    ended = false;
+    now;
+    constructor(output, logger, phase, options = {}) {
+        this.output = output;
+        this.logger = logger;
+        this.now = output?.now ?? Date.now;
+        this.started = this.lastLine = this.now();
+        this.state = { phase, done: 0, unit: options.unit ?? 'bytes', total: options.total, estimated: options.estimated, noun: options.noun, steps: options.steps };
+    }
+    get quiet() {
+        return this.output?.quiet ?? false;
+    }
+    /** Nothing is shown (--quiet): callers can skip work done only for the display. */
+    get silent() {
+        return this.quiet;
+    }
+    snapshot() {
+        return { ...this.state, elapsedMs: this.now() - this.started };
+    }
+    /** Starts the next phase (its own counter, total and clock). */
+    phase(name, options = {}) {
+        this.state = { phase: name, done: 0, unit: options.unit ?? this.state.unit, total: options.total, estimated: options.estimated, noun: options.noun ?? this.state.noun, steps: options.steps };
+        this.started = this.now();
+        this.lastLine = this.started;
+        this.printedLine = false;
+        this.ended = false;
+        this.draw(true);
+    }
+    setTotal(total, estimated = false) {
+        this.state.total = total;
+        this.state.estimated = estimated;
+    }
+    update(done, total) {
+        if (this.ended)
+            return;
+        this.state.done = done;
+        if (total !== undefined)
+            this.state.total = total;
+        this.draw(false);
+    }
+    /** Adds to what is done. */
+    add(amount) {
+        this.update(this.state.done + amount);
+    }
+    draw(force) {
+        if (this.quiet)
+            return;
+        const now = this.now();
+        const terminal = this.output?.terminal;
+        if (terminal) {
+            if (!force && now - this.lastDraw < REDRAW_MS)
+                return;
+            this.lastDraw = now;
+            terminal.show(renderProgress(this.snapshot()));
+            return;
+        }
+        const interval = this.output?.intervalMs ?? DEFAULT_PROGRESS_INTERVAL_MS;
+        if (force || now - this.lastLine < interval)
+            return;
+        this.lastLine = now;
+        this.printedLine = true;
+        this.logger.info(renderProgress(this.snapshot()));
+    }
+    /**
+     * The phase is over: the terminal line goes away; off a terminal a last line says where it
+     * ended, when a line was printed before (a short step prints nothing at all).
+     */
+    end() {
+        if (this.ended)
+            return;
+        this.ended = true;
+        if (this.quiet)
+            return;
+        if (this.output?.terminal) {
+            this.output.terminal.clear();
+            return;
+        }
+        if (this.printedLine)
+            this.logger.info(`${renderProgress({ ...this.snapshot(), estimated: false, total: this.state.total === undefined ? undefined : this.state.estimated ? this.state.done : this.state.total })} (done)`);
+    }
+}
+/** The progress of one command: `ctx.progress` from the CLI, else plain lines through the logger (actions). */
+function startProgress(ctx, phase, options = {}) {
+    return new Progress(ctx.progress, ctx.logger, phase, options);
+}
+
+;// CONCATENATED MODULE: ./src/postgres/progress.ts
+
+// The progress module is src/report/progress.ts; this file keeps the byte hook pg_dump's stream calls.
+
+/**
+ * Feeds a sink on every chunk. Without a sink (a caller that shows no progress of its own) it logs
+ * `what: N MB at R MB/s` every `intervalMs`; with one, the sink decides what to show and when.
+ */
+function progressReporter(logger, what, sink = {}, intervalMs = 10_000) {
+    const started = Date.now();
+    let lastLog = started;
+    return (bytes) => {
+        const now = Date.now();
+        const rate = bytes / Math.max((now - started) / 1000, 0.001);
+        if (sink.onBytes) {
+            sink.onBytes(what, bytes, rate);
+            return;
+        }
+        if (now - lastLog >= intervalMs) {
+            lastLog = now;
+            logger.info(`${what}: ${formatBytes(bytes)} at ${formatBytes(rate)}/s`);
+        }
+    };
 }
 
 ;// CONCATENATED MODULE: ./src/crypto/payload.ts
@@ -75200,7 +75559,7 @@ async function runReadingStream(runner, invocation, source, onStdout) {
     return { result, sourceError, complete: ended && !sourceError };
 }
 
-;// CONCATENATED MODULE: ./src/postgres/verify.ts
+;// CONCATENATED MODULE: ./src/backup/verify.ts
 
 
 
@@ -75220,21 +75579,46 @@ async function runReadingStream(runner, invocation, source, onStdout) {
  * and that the Redis snapshot parses. Never throws for a bad backup: the report says what failed.
  */
 async function verifyBackup(entry, options) {
-    const checks = [];
-    const add = (check) => {
-        checks.push(check);
-        options.logger.info(`${check.ok ? 'ok  ' : 'FAIL'} ${check.name}: ${check.detail}`);
-    };
-    const sumsOk = await checkChecksums(entry, add);
     const files = Object.values(entry.metadata.files).filter((f) => Boolean(f));
+    // Progress: the step running, of the reads this verify makes (each file hashed, then the archive
+    // and the Redis snapshot read by their tools); the bytes pg_restore reads are not visible from here.
+    const progress = options.progress && !options.progress.silent ? options.progress : undefined;
+    const contentSteps = options.checksumsOnly ? 0 : files.some(isEncrypted) ? (options.identity ? files.length : 0) : 2 + (entry.metadata.files.redis ? 1 : 0);
+    const totalSteps = files.length + contentSteps;
+    let stepsDone = 0;
+    const step = (name) => {
+        progress?.phase(`verify ${entry.id}: ${name}`, { unit: 'count', noun: 'reads', total: totalSteps, steps: true });
+        progress?.update(Math.min(stepsDone, totalSteps));
+    };
+    const add = (check) => options.logger.info(`${check.ok ? 'ok  ' : 'FAIL'} ${check.name}: ${check.detail}`);
+    try {
+        return await verifyChecks(entry, options, files, add, step, () => void stepsDone++);
+    }
+    finally {
+        progress?.update(Math.min(stepsDone, totalSteps));
+        progress?.end();
+    }
+}
+async function verifyChecks(entry, options, files, add, step, stepDone) {
+    const checks = [];
+    const record = (check) => {
+        checks.push(check);
+        add(check);
+    };
+    step('checksums');
+    const sumsOk = await checkChecksums(entry, record, () => {
+        stepDone();
+        step('checksums');
+    });
     if (!options.checksumsOnly && files.some(isEncrypted)) {
         if (!options.identity) {
             options.logger.warn(`backup ${entry.id} is encrypted with age and no identity was given: only the checksums of the encrypted files were checked, NOT their contents; ${IDENTITY_FIX} for the full check`);
             return { backupId: entry.id, ok: checks.every((c) => c.ok), checks, contentsChecked: false };
         }
         if (sumsOk) {
+            step('decrypting every payload');
             for (const check of await verifyEncryptedContents(entry, files, options))
-                add(check);
+                record(check);
         }
         return { backupId: entry.id, ok: checks.every((c) => c.ok), checks, contentsChecked: sumsOk };
     }
@@ -75243,13 +75627,18 @@ async function verifyBackup(entry, options) {
         const archive = sumsOk ? await confine_entryFilePath(entry.dir, entry.metadata.files.postgres.name) : '';
         // A corrupt file is already known: reading it further would only add noise.
         if (sumsOk) {
-            add(await pgRestoreCheck(options.runner, archive, 'archive table of contents', ['--list'], (out) => `${out.lines} entries`));
-            add(await pgRestoreCheck(options.runner, archive, 'archive decompresses end to end', fullReadArgs(options.runner), () => 'every data block read'));
+            step('table of contents');
+            record(await pgRestoreCheck(options.runner, archive, 'archive table of contents', ['--list'], (out) => `${out.lines} entries`));
+            stepDone();
+            step('reading the archive (pg_restore)');
+            record(await pgRestoreCheck(options.runner, archive, 'archive decompresses end to end', fullReadArgs(options.runner), () => 'every data block read'));
             const redis = entry.metadata.files.redis;
+            stepDone();
             if (redis) {
+                step('the Redis snapshot (redis-check-rdb)');
                 // A missing tool or a stopped Redis service is a failed check with its fix, never an exception.
                 const check = await redisSnapshotCheck(options.redisRunner, await confine_entryFilePath(entry.dir, redis.name));
-                add({ name: `${redis.name} (redis-check-rdb)`, ok: check.ok, detail: check.detail });
+                record({ name: `${redis.name} (redis-check-rdb)`, ok: check.ok, detail: check.detail });
             }
         }
     }
@@ -75286,7 +75675,11 @@ async function verifyEncryptedContents(entry, files, options) {
         const read = await runReadingStream(options.runner, { tool: 'pg_restore', args: fullReadArgs(options.runner) }, plain);
         const ok = read.result.exitCode === 0 && read.complete;
         checks.push({ name: 'archive decompresses end to end', ok, detail: ok ? 'every data block read by pg_restore, decrypted in the stream' : describeFailure(read, 'pg_restore') });
-        checks.push({ name: `${archive.name} plaintext`, ok, detail: ok ? `sha256 ${archive.encryption?.plaintextSha256 ?? archive.sha256}, ${archive.encryption?.plaintextBytes ?? archive.bytes} bytes, as recorded` : 'not confirmed (see above)' });
+        checks.push({
+            name: `${archive.name} plaintext`,
+            ok,
+            detail: ok ? `sha256 ${archive.encryption?.plaintextSha256 ?? archive.sha256}, ${archive.encryption?.plaintextBytes ?? archive.bytes} bytes, as recorded` : 'not confirmed (see above)',
+        });
     }
     catch (error) {
         checks.push({ name: 'archive decompresses end to end', ok: false, detail: error.message });
@@ -75305,7 +75698,15 @@ async function verifyEncryptedContents(entry, files, options) {
             });
             const ok = read.result.exitCode === 0 && read.complete && /RDB looks OK/.test(`${output}\n${read.result.stderr}`);
             const keys = /(\d+) keys read/.exec(`${output}\n${read.result.stderr}`)?.[1] ?? '0';
-            checks.push({ name: `${redis.name} (redis-check-rdb)`, ok, detail: ok ? `RDB looks OK, ${keys} keys (decrypted in the stream), plaintext as recorded` : read.sourceError ? read.sourceError.message : `redis-check-rdb: ${runner_lastLines(`${output}\n${read.result.stderr}`, 3)}` });
+            checks.push({
+                name: `${redis.name} (redis-check-rdb)`,
+                ok,
+                detail: ok
+                    ? `RDB looks OK, ${keys} keys (decrypted in the stream), plaintext as recorded`
+                    : read.sourceError
+                        ? read.sourceError.message
+                        : `redis-check-rdb: ${runner_lastLines(`${output}\n${read.result.stderr}`, 3)}`,
+            });
         }
         catch (error) {
             checks.push({ name: `${redis.name} (redis-check-rdb)`, ok: false, detail: error.message });
@@ -75326,11 +75727,11 @@ async function verifyEncryptedContents(entry, files, options) {
     }
     return checks;
 }
-async function checkChecksums(entry, add) {
+async function checkChecksums(entry, add, onFile) {
     let results;
     try {
         // Only the files backup.json names may be hashed: any other SHA256SUMS line is a failed check.
-        results = await sums_checkSums(entry.dir, { listed: Object.values(entry.metadata.files).flatMap((f) => (f ? [f.name] : [])) });
+        results = await sums_checkSums(entry.dir, { listed: Object.values(entry.metadata.files).flatMap((f) => (f ? [f.name] : [])), onFile });
     }
     catch (error) {
         add({ name: sums_SUMS_FILE, ok: false, detail: `cannot read ${sums_SUMS_FILE}: ${error.message}` });
@@ -75414,7 +75815,10 @@ async function recordVerification(catalog, env, entry, report, options = {}) {
             }
         }
         // An encrypted backup verified without an identity says so in the record too: its checksums passed, its contents were not read.
-        const metadata = { ...current.metadata, verified: { at: (options.now ?? new Date()).toISOString(), ok: report.ok, checks: report.checks, ...(report.contentsChecked === false ? { contentsChecked: false } : {}) } };
+        const metadata = {
+            ...current.metadata,
+            verified: { at: (options.now ?? new Date()).toISOString(), ok: report.ok, checks: report.checks, ...(report.contentsChecked === false ? { contentsChecked: false } : {}) },
+        };
         if (!(await catalog.rewriteExistingMetadata(current, metadata_BACKUP_METADATA_FILE, metadata)))
             throw gone('was deleted');
         return { ...current, metadata };
@@ -75432,7 +75836,7 @@ async function fileExists(path) {
     }
 }
 
-;// CONCATENATED MODULE: ./src/postgres/verified-dump.ts
+;// CONCATENATED MODULE: ./src/backup/verified-dump.ts
 
 
 
@@ -75443,6 +75847,8 @@ async function fileExists(path) {
 
 /** Bytes queued for pg_restore before the stream waits for it: bounded memory whatever the size. */
 const READER_BUFFER = 1024 * 1024;
+/** What pg_dump's small writes are gathered into before they go on to the file and the reader. */
+const BATCH = 512 * 1024;
 /**
  * Runs pg_dump into the staged entry and, with `verify`, into `pg_restore --file=/dev/null` at the
  * same time: one pass writes, hashes and reads back every data block (pg_restore inflates each
@@ -75478,26 +75884,45 @@ function startVerifiedDump(options) {
         const onBytes = progressReporter(options.logger, 'pg_dump', options.progress);
         let bytes = 0;
         let written;
+        // pg_dump writes a few KB at a time (7 KB on average, measured); handing each piece on as it
+        // comes costs a file write, a pipe write and a hash call per piece, over a second of CPU per
+        // GB. Pieces are gathered up to BATCH bytes first (bounded memory, the same bytes in order).
+        const pending = [];
+        let pendingBytes = 0;
+        const forward = async () => {
+            if (!pendingBytes)
+                return true;
+            const chunk = pending.length === 1 ? pending[0] : Buffer.concat(pending, pendingBytes);
+            pending.length = 0;
+            pendingBytes = 0;
+            const waits = [];
+            if (!file.stream.write(chunk))
+                waits.push(drained(file.stream));
+            // A reader that already exited reads no more: its verdict comes from its exit status.
+            if (feed && !readerResult && !feed.write(chunk))
+                waits.push(Promise.race([drained(feed), readerDone]));
+            if (waits.length)
+                await Promise.all(waits);
+            // A reader that failed mid-stream already condemned the archive: stop pg_dump now.
+            if (readerResult && readerResult.exitCode !== 0) {
+                readerFailedFirst = true;
+                return false;
+            }
+            return true;
+        };
         try {
             for await (const chunk of dump.stdout) {
                 if (aborted)
                     break;
                 bytes += chunk.length;
                 onBytes(bytes);
-                const waits = [];
-                if (!file.stream.write(chunk))
-                    waits.push(drained(file.stream));
-                // A reader that already exited reads no more: its verdict comes from its exit status.
-                if (feed && !readerResult && !feed.write(chunk))
-                    waits.push(Promise.race([drained(feed), readerDone]));
-                if (waits.length)
-                    await Promise.all(waits);
-                // A reader that failed mid-stream already condemned the archive: stop pg_dump now.
-                if (readerResult && readerResult.exitCode !== 0) {
-                    readerFailedFirst = true;
+                pending.push(chunk);
+                pendingBytes += chunk.length;
+                if (pendingBytes >= BATCH && !(await forward()))
                     break;
-                }
             }
+            if (!aborted && !readerFailedFirst)
+                await forward();
             if (aborted || readerFailedFirst)
                 stopAll();
             file.stream.end();
@@ -75514,7 +75939,11 @@ function startVerifiedDump(options) {
             if (aborted)
                 throw aborted;
             // ENOSPC, EROFS, EACCES: the path, what was not written and the fix, in one message.
-            throw describeFilesystemError(error, 'nothing was added to the catalog', staged.dir) ?? errors_failure('BACKUP_WRITE_FAILED', `writing the archive into ${staged.finalDir} failed: ${error.message}`, { fix: 'free space in the backup store (or prune old backups) and retry', cause: error });
+            throw (describeFilesystemError(error, 'nothing was added to the catalog', staged.dir) ??
+                errors_failure('BACKUP_WRITE_FAILED', `writing the archive into ${staged.finalDir} failed: ${error.message}`, {
+                    fix: 'free space in the backup store (or prune old backups) and retry',
+                    cause: error,
+                }));
         }
         const dumped = await dump.done;
         const read = readerDone ? await readerDone : undefined;
@@ -75535,12 +75964,23 @@ function startVerifiedDump(options) {
         }
         const checks = [
             { name: `${archive.name} checksum`, ok: true, detail: `sha256 ${archive.sha256} (hashed as it was written)` },
-            { name: 'archive decompresses end to end', ok: true, detail: `every data block read by pg_restore as it was written${archive.encryption ? ` (the plaintext side, sha256 ${archive.encryption.plaintextSha256}, before encryption)` : ''}` },
+            {
+                name: 'archive decompresses end to end',
+                ok: true,
+                detail: `every data block read by pg_restore as it was written${archive.encryption ? ` (the plaintext side, sha256 ${archive.encryption.plaintextSha256}, before encryption)` : ''}`,
+            },
         ];
         if (archive.encryption) {
             // The stored file is ciphertext and the backup has no identity: the reader above read every
             // plaintext byte that was encrypted, and its table of contents with them.
-            return { archive, checks: [checks[0], { name: 'archive table of contents', ok: true, detail: 'read by pg_restore in the stream (the stored age file itself is read back only by a verify with an identity)' }, checks[1]] };
+            return {
+                archive,
+                checks: [
+                    checks[0],
+                    { name: 'archive table of contents', ok: true, detail: 'read by pg_restore in the stream (the stored age file itself is read back only by a verify with an identity)' },
+                    checks[1],
+                ],
+            };
         }
         // The table of contents of the finished file (cheap): what a restore reads first.
         const list = await pgRestoreCheck(runner, staged.path(metadata_POSTGRES_ARCHIVE_FILE), 'archive table of contents', ['--list'], (out) => `${out.lines} entries`);
@@ -75582,7 +76022,7 @@ function drained(stream) {
     });
 }
 
-;// CONCATENATED MODULE: ./src/postgres/backup.ts
+;// CONCATENATED MODULE: ./src/backup/create.ts
 
 
 
@@ -75632,6 +76072,9 @@ async function createBackupLocked(options) {
             await redisKeyspace(options.redis.runner, options.redis.target);
         // The snapshot lives as long as this transaction: counts here and pg_dump see the same data.
         await session.exec('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+        // The counts below run beside the dump, off its critical path: parallel workers for them would
+        // only take cores from pg_dump, its backend and the in-stream reader.
+        await session.exec('SET LOCAL max_parallel_workers_per_gather = 0');
         const snapshot = await session.queryValue('SELECT pg_export_snapshot()');
         if (!snapshot)
             throw errors_failure('SNAPSHOT_FAILED', 'the server did not export a snapshot');
@@ -75670,7 +76113,7 @@ async function createBackupLocked(options) {
         let redis;
         let redisCheck;
         if (options.redis) {
-            const snap = await snapshotRedis(staged, { ...options.redis, logger });
+            const snap = await snapshotRedis(staged, { ...options.redis, logger, fileName: REDIS_SNAPSHOT_FILE });
             redis = { name: snap.name, bytes: snap.bytes, sha256: snap.sha256, keys: snap.keys, ...(snap.encryption ? { encryption: snap.encryption } : {}) };
             // snapshotRedis fails the backup when redis-check-rdb does not pass.
             redisCheck = { name: `${snap.name} (redis-check-rdb)`, ok: snap.check.ok, detail: snap.check.detail };
@@ -75866,6 +76309,7 @@ var external_node_net_ = __nccwpck_require__(7030);
 ;// CONCATENATED MODULE: ./src/runner/ports.ts
 
 
+
 /** A TCP port on 127.0.0.1 that was free a moment ago. */
 function freePort() {
     return new Promise((resolve, reject) => {
@@ -75885,7 +76329,7 @@ async function waitFor(check, options) {
         if (await check().catch(() => false))
             return;
         if (Date.now() > deadline)
-            throw new Error(`timed out after ${options.timeoutMs} ms waiting for ${options.what}`);
+            throw errors_failure('WAIT_TIMEOUT', `timed out after ${options.timeoutMs} ms waiting for ${options.what}`);
         await new Promise((r) => setTimeout(r, options.intervalMs ?? 100));
     }
 }
@@ -76185,7 +76629,11 @@ async function reapOne(leftover, options) {
 
 /** `lifeline-drill-<suffix>-<random>`, in the form the leftover records accept (at most 64 characters after the prefix). */
 function drillContainerName(suffix) {
-    const tail = `${suffix}-${(0,external_node_crypto_.randomBytes)(3).toString('hex')}`.toLowerCase().replace(/[^a-z0-9-]/g, '-').slice(-64).replace(/^-+/, '');
+    const tail = `${suffix}-${(0,external_node_crypto_.randomBytes)(3).toString('hex')}`
+        .toLowerCase()
+        .replace(/[^a-z0-9-]/g, '-')
+        .slice(-64)
+        .replace(/^-+/, '');
     return `lifeline-drill-${tail}`;
 }
 function startThrowawayContainer(options) {
@@ -76259,7 +76707,9 @@ async function containerImage(container, docker = new runner_LocalRunner()) {
     const inspected = await runner_runText(docker, { tool: 'docker', args: ['inspect', '--format', '{{.Image}}', container] });
     const image = inspected.stdout.trim();
     if (inspected.exitCode !== 0 || !/^sha256:[0-9a-f]{64}$/.test(image)) {
-        throw errors_failure('IMAGE_UNKNOWN', `cannot read the image of container ${container.slice(0, 12)} (docker inspect ${runner_describeExit(inspected)}): ${runner_lastLines(inspected.stderr, 2)}`, { fix: 'check that Docker is reachable (DOCKER_HOST) and the service runs' });
+        throw errors_failure('IMAGE_UNKNOWN', `cannot read the image of container ${container.slice(0, 12)} (docker inspect ${runner_describeExit(inspected)}): ${runner_lastLines(inspected.stderr, 2)}`, {
+            fix: 'check that Docker is reachable (DOCKER_HOST) and the service runs',
+        });
     }
     return image;
 }
@@ -76327,12 +76777,72 @@ async function drillRedisImage(serviceRunner, service, options = {}) {
     const image = await containerImage(serviceRunner.container, docker);
     const probe = await runner_runText(docker, {
         tool: 'docker',
-        args: ['run', '--rm', '--network', 'none', '--entrypoint', 'sh', image, '-c', 'for t in redis-server redis-cli; do command -v "$t" >/dev/null 2>&1 || { echo "lifeline: $t: not found in the image" >&2; exit 127; }; done'],
+        args: [
+            'run',
+            '--rm',
+            '--network',
+            'none',
+            '--entrypoint',
+            'sh',
+            image,
+            '-c',
+            'for t in redis-server redis-cli; do command -v "$t" >/dev/null 2>&1 || { echo "lifeline: $t: not found in the image" >&2; exit 127; }; done',
+        ],
     }).catch((error) => ({ exitCode: 1, signal: null, stderr: error.message, stdout: '' }));
     if (probe.exitCode !== 0) {
         throw errors_usageError('DRILL_IMAGE_UNUSABLE', `${options.who ?? 'the drill'} cannot start a throwaway Redis from the image of service ${service} (${image.slice(7, 19)}): ${probe.stderr.trim().split('\n').slice(-2).join('; ') || `docker run exit ${probe.exitCode}`}; ${options.consequence ?? 'nothing was restored and no drill report was written'}`, `use an image for ${service} that has redis-server and redis-cli (the official redis images do)`);
     }
     return image;
+}
+
+;// CONCATENATED MODULE: ./src/backup/estimate.ts
+
+
+
+/** A size read from a catalog entry counts only when it is a plain positive number (a hostile backup.json is ignored). */
+function plausible(bytes) {
+    return typeof bytes === 'number' && Number.isFinite(bytes) && bytes > 0 && bytes < 2 ** 53;
+}
+/**
+ * How many bytes pg_dump will write, for the backup's percent and ETA. The byte count the dump's
+ * stream reports is the compressed archive (before encryption), so:
+ * - the newest earlier backup of the same database with the same compression (its plaintext
+ *   archive size): what a scheduled backup has nearly always;
+ * - with compression none, the sum of the user tables' sizes (heap and TOAST, not indexes),
+ *   one cheap catalog query;
+ * - otherwise nothing: a compressed first backup shows bytes and rate only (the ratio of the
+ *   compressed archive to the table sizes is not known before the dump).
+ * Never fails the backup: any problem just means no estimate.
+ */
+async function estimateBackupBytes(options) {
+    const wanted = options.compression ? formatCompression(options.compression) : undefined;
+    try {
+        const earlier = (await listBackups(options.catalog, options.environment))
+            .filter((b) => b.metadata.database === options.conn.database)
+            .filter((b) => wanted === undefined || (b.metadata.compression ? formatCompression(b.metadata.compression) === wanted : false))
+            .sort((a, b) => String(b.metadata.createdAt).localeCompare(String(a.metadata.createdAt)));
+        for (const entry of earlier) {
+            const archive = entry.metadata.files.postgres;
+            const bytes = archive.encryption ? archive.encryption.plaintextBytes : archive.bytes;
+            if (plausible(bytes))
+                return { bytes, source: `the size of backup ${entry.id}` };
+        }
+    }
+    catch (error) {
+        options.logger.debug(`no size estimate from the catalog: ${error.message}`);
+    }
+    if (options.compression?.method !== 'none')
+        return undefined;
+    try {
+        const rows = await queryOnce(options.runner, options.conn, `SELECT sum(pg_table_size(c.oid))::bigint AS bytes FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'`);
+        const bytes = Number(rows[0]?.bytes);
+        return plausible(bytes) ? { bytes, source: 'the size of its tables' } : undefined;
+    }
+    catch (error) {
+        options.logger.debug(`no size estimate from the database: ${error.message}`);
+        return undefined;
+    }
 }
 
 ;// CONCATENATED MODULE: ./src/postgres/amcheck.ts
@@ -76436,7 +76946,12 @@ function summarize(checked, found, setupError) {
     return {
         name: INDEX_CHECK_NAME,
         passed: broken.length === 0,
-        detail: broken.length ? `${broken.length} of ${checked} indexes fail: ${broken.slice(0, 3).map((b) => `${b.index} (${b.error})`).join('; ')}` : `${checked} indexes intact`,
+        detail: broken.length
+            ? `${broken.length} of ${checked} indexes fail: ${broken
+                .slice(0, 3)
+                .map((b) => `${b.index} (${b.error})`)
+                .join('; ')}`
+            : `${checked} indexes intact`,
         checked,
         broken,
     };
@@ -76636,8 +77151,24 @@ function parseDataItems(listing) {
 function isRestoreProgressLine(line) {
     return line.startsWith('pg_restore: ') && !/(error|warning|detail|hint):/i.test(line);
 }
+/**
+ * How many objects a `pg_restore --verbose` stderr line says were started: one `creating ...`,
+ * `processing data for table ...` or `executing ...` per table-of-contents entry, in serial and
+ * parallel restores alike (interleaved workers can put two on one line).
+ */
+function restoredObjects(line) {
+    return [...line.matchAll(/pg_restore: (?:creating |processing data for table |executing )/g)].length;
+}
+/** The number of entries in an archive's table of contents (what --verbose reports one by one); undefined when it cannot be read. */
+async function tocEntryCount(runner, archive) {
+    const listing = await runner_runText(runner, { tool: 'pg_restore', args: ['--list', archive] }).catch(() => undefined);
+    if (!listing || listing.exitCode !== 0)
+        return undefined;
+    const count = listing.stdout.split('\n').filter((l) => /^\d+;/.test(l)).length;
+    return count > 0 ? count : undefined;
+}
 
-;// CONCATENATED MODULE: ./src/postgres/restore.ts
+;// CONCATENATED MODULE: ./src/backup/restore.ts
 
 
 
@@ -76700,12 +77231,19 @@ async function restoreArchiveInto(conn, options) {
     const jobs = input.stdin ? 1 : Math.max(1, options.jobs ?? 2);
     // Early checks need to see each table once its data is committed: parallel restores only.
     const early = jobs > 1 && options.earlyChecks !== false ? await EarlyRestoreChecks.prepare(runner, conn, archive, { indexCheck: Boolean(options.indexCheck), logger }) : undefined;
+    // Progress: pg_restore --verbose says each object it starts; the total is the table of contents
+    // (read from the file; an archive fed on stdin, encrypted or into a container, shows a count only).
+    const progress = options.progress && !options.progress.silent ? options.progress : undefined;
+    const verbose = Boolean(early || progress);
+    let restoredCount = 0;
+    if (progress)
+        progress.phase(options.progressPhase ?? 'restore', { unit: 'count', noun: 'objects', total: input.stdin ? undefined : await tocEntryCount(runner, archive) });
     const args = [
         `--dbname=${conninfoDbname(conn.database)}`,
         ...(options.exitOnError === false ? [] : ['--exit-on-error']),
         ...(jobs > 1 ? [`--jobs=${jobs}`] : ['--single-transaction']),
         ...(options.noOwner ? ['--no-owner', '--no-privileges'] : []),
-        ...(early ? ['--verbose'] : []),
+        ...(verbose ? ['--verbose'] : []),
         ...input.args,
     ];
     const started = Date.now();
@@ -76717,10 +77255,15 @@ async function restoreArchiveInto(conn, options) {
         args,
         env: pgEnv(conn),
         stdin: input.stdin,
-        ...(early
+        ...(verbose
             ? {
                 onStderrLine: (line) => {
-                    early.onLine(line);
+                    early?.onLine(line);
+                    if (progress) {
+                        const started = restoredObjects(line);
+                        if (started)
+                            progress.update((restoredCount += started));
+                    }
                     if (!isRestoreProgressLine(line) && problems.length < 200)
                         problems.push(line);
                 },
@@ -76728,7 +77271,7 @@ async function restoreArchiveInto(conn, options) {
             : {}),
     });
     running.stdout.resume();
-    const result = await running.done;
+    const result = await running.done.finally(() => progress?.end());
     if (encrypted && !inputError && !inputEnded)
         await new Promise((resolve) => setTimeout(resolve, 50));
     if (encrypted && (inputError || !inputEnded)) {
@@ -76736,11 +77279,13 @@ async function restoreArchiveInto(conn, options) {
         input.stdin.destroy();
         if (inputError)
             throw inputError;
-        throw errors_failure('PG_RESTORE_FAILED', `pg_restore into ${conn.database} stopped before reading the whole decrypted archive (${runner_describeExit(result)}): ${runner_lastLines(result.stderr)}`, { fix: 'read the pg_restore error above' });
+        throw errors_failure('PG_RESTORE_FAILED', `pg_restore into ${conn.database} stopped before reading the whole decrypted archive (${runner_describeExit(result)}): ${runner_lastLines(result.stderr)}`, {
+            fix: 'read the pg_restore error above',
+        });
     }
     if (result.exitCode !== 0) {
         await early?.close();
-        const stderr = early ? problems.join('\n') : result.stderr;
+        const stderr = verbose ? problems.join('\n') : result.stderr;
         throw errors_failure('PG_RESTORE_FAILED', `pg_restore into ${conn.database} failed (${runner_describeExit(result)}): ${runner_lastLines(stderr)}`, {
             fix: /role .* does not exist/.test(stderr) ? 'the target server lacks roles of the source: restore globals.sql first, or pass --no-owner' : 'read the pg_restore error above',
         });
@@ -76766,7 +77311,12 @@ async function restoreArchiveInto(conn, options) {
         const mismatches = compareCounts(backup.metadata.rowCounts, actualCounts);
         const rowCounts = { ok: mismatches.length === 0, tables: Object.keys(actualCounts).length, rows: Object.values(actualCounts).reduce((a, b) => a + b, 0), mismatches };
         const fingerprint = { ok: actualFingerprint === backup.metadata.schemaFingerprint, expected: backup.metadata.schemaFingerprint, actual: actualFingerprint };
-        logger.info(`${rowCounts.ok ? 'ok  ' : 'FAIL'} row counts: ${rowCounts.tables} tables, ${rowCounts.rows} rows${mismatches.length ? `; ${mismatches.length} differ (${mismatches.slice(0, 3).map((m) => `${m.table} ${m.actual}/${m.expected}`).join(', ')})` : ''}`);
+        logger.info(`${rowCounts.ok ? 'ok  ' : 'FAIL'} row counts: ${rowCounts.tables} tables, ${rowCounts.rows} rows${mismatches.length
+            ? `; ${mismatches.length} differ (${mismatches
+                .slice(0, 3)
+                .map((m) => `${m.table} ${m.actual}/${m.expected}`)
+                .join(', ')})`
+            : ''}`);
         logger.info(`${fingerprint.ok ? 'ok  ' : 'FAIL'} schema fingerprint ${actualFingerprint}`);
         return {
             ok: rowCounts.ok && fingerprint.ok,
@@ -76873,7 +77423,9 @@ async function restoreLocked(options, maintenance, lockTimeout) {
         stateCheck = await applyDatabaseLevelState(runner, maintenance, scratch, backup, { privileges: !options.noOwner, owner: before.owner, logger });
         if (!checks.ok || !stateCheck.ok) {
             throw errors_failure('RESTORE_CHECK_FAILED', `the restored copy does not match backup ${backup.id} (${describeCheckFailure(checks, stateCheck)}); ${describeTarget(target)} was not touched`, {
-                fix: stateCheck.ok ? 'verify the backup (lifeline verify) and check that the source had no unlogged or foreign tables' : 'the roles named by the database privileges or settings must exist on this server: restore globals.sql first, or pass --no-owner',
+                fix: stateCheck.ok
+                    ? 'verify the backup (lifeline verify) and check that the source had no unlogged or foreign tables'
+                    : 'the roles named by the database privileges or settings must exist on this server: restore globals.sql first, or pass --no-owner',
                 details: { checks, databaseState: stateCheck },
             });
         }
@@ -76887,7 +77439,23 @@ async function restoreLocked(options, maintenance, lockTimeout) {
         }
         if (now.holdsData && options.preRestoreBackup !== false) {
             // Taken as late as possible, so it holds what was written while the restore ran.
-            const pre = await createBackup({ catalog: options.catalog, environment: options.environment, runner, conn: target, label: 'pre-restore', logger, lockHeld: true, encryptTo: options.encryptTo, migrationHeadQuery: options.migrationHeadQuery, compression: options.compression, compressLevel: options.compressLevel, lockTimeoutSeconds: lockTimeout });
+            const shown = options.progress && !options.progress.silent ? options.progress : undefined;
+            shown?.phase('pre-restore backup', { unit: 'bytes' });
+            const pre = await createBackup({
+                catalog: options.catalog,
+                environment: options.environment,
+                runner,
+                conn: target,
+                label: 'pre-restore',
+                logger,
+                lockHeld: true,
+                encryptTo: options.encryptTo,
+                migrationHeadQuery: options.migrationHeadQuery,
+                compression: options.compression,
+                compressLevel: options.compressLevel,
+                lockTimeoutSeconds: lockTimeout,
+                ...(shown ? { progress: { onBytes: (_what, bytes) => shown.update(bytes) } } : {}),
+            }).finally(() => shown?.end());
             preRestoreBackupId = pre.id;
             logger.info(`pre-restore backup of ${describeTarget(target)}: ${pre.id} (restore it to undo this restore)`);
         }
@@ -76920,7 +77488,13 @@ async function restoreLocked(options, maintenance, lockTimeout) {
         database: target.database,
         destructive: Boolean(preRestoreBackupId) || before.holdsData,
         checksumsVerified: !options.skipVerify,
-        ...(preRestoreBackupId ? { preRestoreBackupId, undoCommand: options.undoCommand?.(preRestoreBackupId) ?? `lifeline restore --env ${options.environment} --backup ${preRestoreBackupId} --target-env TARGET_URL --confirm ${target.database} (TARGET_URL holding the same URL)` } : {}),
+        ...(preRestoreBackupId
+            ? {
+                preRestoreBackupId,
+                undoCommand: options.undoCommand?.(preRestoreBackupId) ??
+                    `lifeline restore --env ${options.environment} --backup ${preRestoreBackupId} --target-env TARGET_URL --confirm ${target.database} (TARGET_URL holding the same URL)`,
+            }
+            : {}),
         checks,
         databaseState: stateCheck,
         sessionsTerminated: swap.sessionsTerminated,
@@ -77005,14 +77579,18 @@ async function applyDatabaseLevelState(runner, maintenance, scratch, backup, opt
             for (const item of expected.acl) {
                 const match = /^(PUBLIC|"(?:[^"]|"")+"|[a-z_][a-z0-9_$]*) (CREATE|CONNECT|TEMPORARY)( WITH GRANT OPTION)?$/.exec(item);
                 if (!match)
-                    throw errors_failure('DATABASE_ACL_UNREADABLE', `backup ${backup.id} records a database privilege Lifeline cannot read: ${JSON.stringify(item)}`, { fix: 'restore with --no-owner and set the database privileges by hand' });
+                    throw errors_failure('DATABASE_ACL_UNREADABLE', `backup ${backup.id} records a database privilege Lifeline cannot read: ${JSON.stringify(item)}`, {
+                        fix: 'restore with --no-owner and set the database privileges by hand',
+                    });
                 statements.push(`GRANT ${match[2]} ON DATABASE ${db} TO ${match[1]}${match[3] ?? ''}`);
             }
         }
     }
     const differences = [];
     // One session for all (each statement is idempotent); only when one fails, each on its own, to name it.
-    const together = statements.length ? await execOnce(runner, maintenance, statements.join(';\n')).then(() => true, () => false) : true;
+    const together = statements.length
+        ? await execOnce(runner, maintenance, statements.join(';\n')).then(() => true, () => false)
+        : true;
     if (!together) {
         for (const statement of statements) {
             await execOnce(runner, maintenance, statement).catch((error) => differences.push(`could not apply ${statement.replace(db, 'the database')}: ${error.message.replace(/^query against \S+ failed: /, '')}`));
@@ -77112,7 +77690,10 @@ async function swapDatabases(runner, maintenance, target, scratch, state, logger
             if (error.kind === 'refused')
                 throw error;
             if (attempt >= 5)
-                throw errors_failure('RESTORE_SWAP_FAILED', `could not swap the restored database into place: ${error.message}; ${target} was not changed`, { fix: 'stop the applications connected to the database and retry', cause: error });
+                throw errors_failure('RESTORE_SWAP_FAILED', `could not swap the restored database into place: ${error.message}; ${target} was not changed`, {
+                    fix: 'stop the applications connected to the database and retry',
+                    cause: error,
+                });
             logger.warn(`swap attempt ${attempt} failed (sessions reconnecting?); retrying`);
             await new Promise((r) => setTimeout(r, 500 * attempt));
         }
@@ -77161,7 +77742,10 @@ function maintenanceConnection(target) {
 /** `<target>_lifeline_<tag>_<random>`, within PostgreSQL's 63-byte identifier limit. */
 function scratchName(target, tag = 'restore') {
     const suffix = `_lifeline_${tag}_${(0,external_node_crypto_.randomBytes)(3).toString('hex')}`;
-    return `${Buffer.from(target).subarray(0, 63 - suffix.length).toString('utf8').replace(/\uFFFD+$/, '')}${suffix}`;
+    return `${Buffer.from(target)
+        .subarray(0, 63 - suffix.length)
+        .toString('utf8')
+        .replace(/\uFFFD+$/, '')}${suffix}`;
 }
 /** A conninfo naming only the database, so a name with `=` or a URL-like name stays a name. */
 function conninfoDbname(database) {
@@ -77213,7 +77797,10 @@ function parseJobs(value) {
 const LOOPBACK = new Set(['localhost', '127.0.0.1', '::1', '0:0:0:0:0:0:0:1', '']);
 /** Loopback names (and Unix sockets, which are local by definition) are one host. */
 function normalizeHost(host) {
-    const h = host.trim().toLowerCase().replace(/^\[|\]$/g, '');
+    const h = host
+        .trim()
+        .toLowerCase()
+        .replace(/^\[|\]$/g, '');
     if (LOOPBACK.has(h) || h.startsWith('/') || /^127\.\d+\.\d+\.\d+$/.test(h))
         return 'loopback';
     return h;
@@ -77273,6 +77860,157 @@ function duration_formatDuration(seconds) {
     return `${Math.round(seconds / 8640) / 10}d`;
 }
 
+;// CONCATENATED MODULE: ./src/backup/retention.ts
+
+
+
+const DAY_MS = 24 * 60 * 60 * 1000;
+/**
+ * Which backups the policy keeps. The environment's own backups: the newest `keepLast`; the
+ * newest of each of the last `keepDaily` days and `keepWeekly` ISO weeks that have backups (UTC).
+ * Pre-restore backups, counted apart: the newest `preRestore.keepLast` and those younger than
+ * `preRestore.keepDays`. Always, in each class: the newest verified backup of each database
+ * (verified by `lifeline verify` or restored by a passing drill). Always: every backup a release
+ * references and the backup of the newest passing drill. Pure: the caller deletes.
+ */
+function planRetention(backups, policy, protections, now = new Date()) {
+    const newestFirst = [...backups].sort((a, b) => b.metadata.createdAt.localeCompare(a.metadata.createdAt) || b.id.localeCompare(a.id));
+    const reasons = new Map(newestFirst.map((b) => [b.id, []]));
+    const own = newestFirst.filter((b) => b.metadata.label !== 'pre-restore');
+    const preRestore = newestFirst.filter((b) => b.metadata.label === 'pre-restore');
+    own.slice(0, policy.keepLast).forEach((b, i) => reasons.get(b.id).push(`last ${i + 1} of ${policy.keepLast}`));
+    keepNewestPerBucket(own, policy.keepDaily, (d) => d.toISOString().slice(0, 10), 'daily', reasons);
+    keepNewestPerBucket(own, policy.keepWeekly, isoWeek, 'weekly', reasons);
+    preRestore.slice(0, policy.preRestore.keepLast).forEach((b, i) => reasons.get(b.id).push(`pre-restore: last ${i + 1} of ${policy.preRestore.keepLast}`));
+    const youngerThan = now.getTime() - policy.preRestore.keepDays * DAY_MS;
+    for (const b of preRestore) {
+        if (Date.parse(b.metadata.createdAt) > youngerThan)
+            reasons.get(b.id).push(`pre-restore: younger than ${policy.preRestore.keepDays} days`);
+    }
+    const drilled = new Set((protections.passingDrills ?? []).map((d) => d.backupId));
+    for (const [cls, members] of [
+        ['', own],
+        ['pre-restore ', preRestore],
+    ]) {
+        const seen = new Set();
+        for (const b of members) {
+            if (!(b.metadata.verified?.ok === true || drilled.has(b.id)))
+                continue;
+            const key = databaseKey(b);
+            if (seen.has(key))
+                continue;
+            seen.add(key);
+            reasons.get(b.id).push(`newest verified ${cls}backup of database ${b.metadata.database ?? '(unknown)'}`);
+        }
+    }
+    for (const [id, releases] of protections.referenced)
+        reasons.get(id)?.push(`referenced by release ${releases.join(', ')}`);
+    const newestDrill = protections.passingDrills?.[0];
+    if (newestDrill)
+        reasons.get(newestDrill.backupId)?.push(`restored by the newest passing drill ${newestDrill.id}`);
+    return newestFirst.map((b) => {
+        const held = reasons.get(b.id);
+        return { id: b.id, createdAt: b.metadata.createdAt, label: b.metadata.label, database: b.metadata.database, keep: held.length > 0, reasons: held.length ? held : ['outside every retention rule'] };
+    });
+}
+/** A database is its name on its server (the system identifier, where the backup recorded one). */
+function databaseKey(b) {
+    return `${b.metadata.systemIdentifier ?? ''}/${b.metadata.database ?? ''}`;
+}
+function keepNewestPerBucket(newestFirst, count, bucketOf, rule, reasons) {
+    const seen = new Set();
+    for (const backup of newestFirst) {
+        if (seen.size >= count)
+            return;
+        const bucket = bucketOf(new Date(backup.metadata.createdAt));
+        if (seen.has(bucket))
+            continue;
+        seen.add(bucket);
+        reasons.get(backup.id).push(`${rule} ${bucket}`);
+    }
+}
+/** ISO 8601 week, e.g. `2026-W47`. */
+function isoWeek(date) {
+    const d = new Date(Date.UTC(date.getUTCFullYear(), date.getUTCMonth(), date.getUTCDate()));
+    const day = d.getUTCDay() || 7;
+    d.setUTCDate(d.getUTCDate() + 4 - day);
+    const yearStart = Date.UTC(d.getUTCFullYear(), 0, 1);
+    const week = Math.ceil(((d.getTime() - yearStart) / 86400000 + 1) / 7);
+    return `${d.getUTCFullYear()}-W${String(week).padStart(2, '0')}`;
+}
+/**
+ * Backup ids referenced by the environment's releases: the manifest
+ * (`<store>/<env>/releases/<version>/manifest.json`, an in-toto statement's `predicate.backup.id`
+ * or a top-level `backup.id`) and the release record beside it (`release.json`'s `backup.id`), so
+ * every release a rollback may return to keeps its pre-migration backup. A file that exists but
+ * cannot be read is reported, and since it might protect a backup, nothing is pruned meanwhile.
+ */
+async function backupsReferencedByReleases(catalog, env) {
+    const dir = catalog.kindDir(env, 'releases');
+    const referenced = new Map();
+    const unreadable = [];
+    let versions;
+    try {
+        versions = await (0,promises_.readdir)(dir);
+    }
+    catch (error) {
+        if (error.code === 'ENOENT')
+            return { referenced, unreadable };
+        throw error;
+    }
+    for (const version of versions) {
+        if (version.startsWith('.'))
+            continue;
+        for (const file of ['manifest.json', 'release.json']) {
+            const path = (0,external_node_path_.join)(dir, version, file);
+            let text;
+            try {
+                text = await (0,promises_.readFile)(path, 'utf8');
+            }
+            catch (error) {
+                const code = error.code;
+                if (code === 'ENOENT' || code === 'ENOTDIR')
+                    continue;
+                unreadable.push(path);
+                continue;
+            }
+            let id;
+            try {
+                const doc = JSON.parse(text);
+                id = doc?.predicate?.backup?.id ?? doc?.backup?.id;
+            }
+            catch {
+                unreadable.push(path);
+                continue;
+            }
+            const holders = referenced.get(id) ?? [];
+            if (typeof id === 'string' && id && !holders.includes(version))
+                referenced.set(id, [...holders, version]);
+        }
+    }
+    return { referenced, unreadable };
+}
+/** Plans retention and, with `apply`, removes the backups the plan lets go. The caller holds the environment lock. */
+async function pruneBackups(catalog, env, policy, options) {
+    const backups = await listBackups(catalog, env);
+    const { referenced, unreadable } = await backupsReferencedByReleases(catalog, env);
+    const decisions = planRetention(backups, policy, { referenced, passingDrills: await options.passingDrills(catalog, env, options.now) }, options.now);
+    const deleted = [];
+    if (options.apply && unreadable.length === 0) {
+        for (const decision of decisions) {
+            if (decision.keep)
+                continue;
+            const entry = backups.find((b) => b.id === decision.id);
+            await catalog.remove(entry);
+            deleted.push(decision.id);
+            options.logger.info(`deleted backup ${decision.id} (${decision.createdAt}, ${decision.label}, database ${decision.database})`);
+        }
+    }
+    for (const path of unreadable)
+        options.logger.warn(`cannot read ${path}; nothing is deleted until it is fixed`);
+    return { applied: options.apply && unreadable.length === 0, decisions, deleted, unreadableManifests: unreadable };
+}
+
 // EXTERNAL MODULE: ./node_modules/@sigstore/bundle/dist/index.js
 var dist = __nccwpck_require__(1040);
 // EXTERNAL MODULE: ./node_modules/@sigstore/protobuf-specs/dist/index.js
@@ -77300,7 +78038,9 @@ function generateSigningKeyPair() {
 /** The key id a bundle carries as its public key hint: sha256 of the DER SubjectPublicKeyInfo, hex. */
 function keys_publicKeyHint(key) {
     const publicKey = key.type === 'private' ? createPublicKey(key) : key;
-    return createHash('sha256').update(publicKey.export({ format: 'der', type: 'spki' })).digest('hex');
+    return createHash('sha256')
+        .update(publicKey.export({ format: 'der', type: 'spki' }))
+        .digest('hex');
 }
 function assertP256(key, what) {
     if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
@@ -87194,7 +87934,10 @@ async function readBundle(path) {
  */
 async function verify_verifySignedFile(options) {
     const policy = await preparePolicy(options.policy);
-    const fail = (code, why, cause) => failure(code.replace(/^MANIFEST_/, `${options.codePrefix}_`), `${options.what} signature verification failed: ${why}`, { cause, fix: `do not trust this ${options.what}; produce a new one with the configured signer, or check the verification policy (manifest: in lifeline.yml)` });
+    const fail = (code, why, cause) => failure(code.replace(/^MANIFEST_/, `${options.codePrefix}_`), `${options.what} signature verification failed: ${why}`, {
+        cause,
+        fix: `do not trust this ${options.what}; produce a new one with the configured signer, or check the verification policy (manifest: in lifeline.yml)`,
+    });
     let bundle;
     try {
         bundle = bundleFromJSON(JSON.parse(await readFile(options.bundlePath, 'utf8')));
@@ -87267,7 +88010,9 @@ function policyMismatch(message, policy) {
     }
     if (/extension/.test(message))
         return `the certificate's OIDC issuer is not ${policy.issuer}`;
-    return policy.identities.length === 1 ? `the certificate identity is not exactly ${policy.identities[0]}` : `the certificate identity is none of the ${policy.identities.length} trusted identities (${policy.identities.join(', ')})`;
+    return policy.identities.length === 1
+        ? `the certificate identity is not exactly ${policy.identities[0]}`
+        : `the certificate identity is none of the ${policy.identities.length} trusted identities (${policy.identities.join(', ')})`;
 }
 /** The DER encoding of a UTF8String, the form Fulcio gives its newer extension values. */
 function derUtf8String(value) {
@@ -87335,7 +88080,9 @@ async function saveDrillReport(catalog, report, summaryMarkdown, signer) {
     }
     const written = await readFile(join(staged.finalDir, report_DRILL_REPORT_FILE));
     if (!written.equals(bytes)) {
-        throw failure('DRILL_REPORT_REWRITTEN', `the catalog wrote ${join(staged.finalDir, report_DRILL_REPORT_FILE)} differently from the bytes listed in SHA256SUMS and signed`, { fix: 'this is a Lifeline bug (the catalog changed how it writes metadata); report it' });
+        throw failure('DRILL_REPORT_REWRITTEN', `the catalog wrote ${join(staged.finalDir, report_DRILL_REPORT_FILE)} differently from the bytes listed in SHA256SUMS and signed`, {
+            fix: 'this is a Lifeline bug (the catalog changed how it writes metadata); report it',
+        });
     }
     return { id: report.id, dir: staged.finalDir, metadata: report, signing };
 }
@@ -87382,7 +88129,9 @@ async function report_listDrillEntries(catalog, env) {
         if (!info.isDirectory() && report_drillIdTime(name) === undefined)
             continue;
         // Fail closed: the listing skipped it, so even a report that reads fine now counts as damaged.
-        const problem = info.isDirectory() ? ((await reportProblem(dir)) ?? `${report_DRILL_REPORT_FILE} was not readable when the catalog was listed`) : `the entry is ${info.isSymbolicLink() ? 'a symbolic link' : 'not a directory'}`;
+        const problem = info.isDirectory()
+            ? ((await reportProblem(dir)) ?? `${report_DRILL_REPORT_FILE} was not readable when the catalog was listed`)
+            : `the entry is ${info.isSymbolicLink() ? 'a symbolic link' : 'not a directory'}`;
         // A directory gone by now was removed by a concurrent prune, not damaged.
         if (await lstat(dir).catch(() => undefined))
             damaged.push({ id: name, dir, problem });
@@ -87458,7 +88207,15 @@ function objectivesTable(report) {
 function drillsTable(reports) {
     return {
         headers: ['id', 'created', 'mode', 'backup', 'result', 'RTO', 'RPO'],
-        rows: reports.map((r) => [r.id, r.createdAt, r.mode, r.backup?.id ?? '-', r.passed ? 'passed' : 'FAILED', `${seconds(r.rto.seconds)} / ${seconds(r.rto.targetSeconds)}`, `${seconds(r.rpo.seconds)} / ${seconds(r.rpo.targetSeconds)}`]),
+        rows: reports.map((r) => [
+            r.id,
+            r.createdAt,
+            r.mode,
+            r.backup?.id ?? '-',
+            r.passed ? 'passed' : 'FAILED',
+            `${seconds(r.rto.seconds)} / ${seconds(r.rto.targetSeconds)}`,
+            `${seconds(r.rpo.seconds)} / ${seconds(r.rpo.targetSeconds)}`,
+        ]),
     };
 }
 function headline(report) {
@@ -87477,6 +88234,34 @@ function renderDrillText(report) {
         `report: drill ${report.id}`,
     ].join('\n');
 }
+/** A measured objective with its share of the target: `6.9s (0.2% of 60m)`. */
+function ofTarget(objective) {
+    if (objective.seconds === null)
+        return 'not measured';
+    if (!objective.targetSeconds)
+        return `${formatDuration(objective.seconds)} (no target)`;
+    const share = (objective.seconds / objective.targetSeconds) * 100;
+    return `${formatDuration(objective.seconds)} (${share < 1 ? share.toFixed(1) : Math.round(share)}% of ${formatDuration(objective.targetSeconds)})${objective.met === false ? ' **missed**' : ''}`;
+}
+/**
+ * One objective across recent drills, in the unit that suits the measured values (seconds,
+ * minutes or hours). The target is drawn as a line only when it is within 4x of the largest
+ * value: a 60-minute target over 7-second drills would flatten every bar to nothing, so it is
+ * then named in the title instead. Failed drills are marked in their x-axis label.
+ */
+function trendChart(name, environment, recent, measured, target) {
+    const values = recent.map(measured);
+    const top = Math.max(0, ...values.filter((v) => v !== null && Number.isFinite(v)));
+    const unit = top >= 7200 ? { name: 'hours', per: 3600 } : top >= 120 ? { name: 'minutes', per: 60 } : { name: 'seconds', per: 1 };
+    const drawTarget = target !== null && target > 0 && target <= Math.max(top, 1) * 4;
+    const targetText = target === null ? 'no target' : drawTarget ? `line: target ${formatDuration(target)}` : `target ${formatDuration(target)}, far above every drill (not drawn)`;
+    return renderMermaidTrend({
+        title: `${name} per drill, ${environment}, in ${unit.name}; ${targetText}`,
+        xLabels: recent.map((r) => `${r.createdAt.slice(5, 16).replace('T', ' ')}${r.passed ? '' : ' FAILED'}`),
+        yLabel: `${name} (${unit.name})`,
+        series: [{ kind: 'bar', values: values.map((v) => (v === null ? 0 : v / unit.per)) }, ...(drawTarget ? [{ kind: 'line', values: recent.map(() => target / unit.per) }] : [])],
+    });
+}
 /** The job summary: checks, objectives, and the trend of recent drills (oldest to newest). */
 function renderDrillMarkdown(report, history) {
     const recent = [report, ...history.filter((h) => h.id !== report.id)].slice(0, 10).reverse();
@@ -87492,15 +88277,10 @@ function renderDrillMarkdown(report, history) {
     if (report.failures.length)
         lines.push('', '**Failed because:**', '', ...report.failures.map((f) => `- ${f}`));
     if (recent.length >= 2) {
-        lines.push('', '### RTO of the last drills (seconds)', '', renderMermaidTrend({
-            title: `RTO per drill, ${report.environment}`,
-            xLabels: recent.map((r) => r.createdAt.slice(5, 16).replace('T', ' ')),
-            yLabel: 'seconds',
-            series: [
-                { kind: 'bar', values: recent.map((r) => r.rto.seconds ?? 0) },
-                ...(report.rto.targetSeconds !== null ? [{ kind: 'line', values: recent.map(() => report.rto.targetSeconds) }] : []),
-            ],
-        }), '', `Bars: measured RTO; line: the target. Passed: ${recent.map((r) => (r.passed ? 'yes' : 'no')).join(', ')}.`);
+        lines.push('', `### Trend of the last ${recent.length} drills`, '', trendChart('RTO', report.environment, recent, (r) => r.rto.seconds, report.rto.targetSeconds), '', trendChart('RPO', report.environment, recent, (r) => r.rpo.seconds, report.rpo.targetSeconds), '', renderMarkdownTable({
+            headers: ['drill', 'when (UTC)', 'result', 'RTO', 'RPO'],
+            rows: [...recent].reverse().map((r) => [r.id, r.createdAt.slice(0, 16).replace('T', ' '), r.passed ? 'passed' : '**FAILED**', ofTarget(r.rto), ofTarget(r.rpo)]),
+        }));
     }
     return `${lines.join('\n')}\n`;
 }
@@ -87534,7 +88314,7 @@ function drillReportProblem(entry, env, now, skewSeconds = CLOCK_SKEW_SECONDS) {
         return `was recorded for environment ${JSON.stringify(report.environment)}, not ${env} (copied from another catalog?)`;
     if (report.id !== entry.id)
         return `is stored as ${entry.id} but its report.json says ${JSON.stringify(report.id)}`;
-    return timestampProblem(report.createdAt, now, skewSeconds) ?? (report.finishedAt === undefined ? undefined : timestampProblem(report.finishedAt, now, skewSeconds)?.replace(/^is dated/, 'finished'));
+    return (timestampProblem(report.createdAt, now, skewSeconds) ?? (report.finishedAt === undefined ? undefined : timestampProblem(report.finishedAt, now, skewSeconds)?.replace(/^is dated/, 'finished')));
 }
 /**
  * The drill the gate relies on: the newest report of this environment whose timestamps are
@@ -87569,7 +88349,7 @@ function drillVerdictProblems(report) {
     if (!passedIn('restore'))
         problems.push('it records no successful restore');
     if (report.mode === 'logical' && !passedIn('verify-backup'))
-        problems.push("it records no passing checksum verification of the backup");
+        problems.push('it records no passing checksum verification of the backup');
     if (report.mode === 'logical' && !passedIn('check-data'))
         problems.push('it records no passing data check (row counts, fingerprint, migration head)');
     if (report.rto?.met === false)
@@ -87589,12 +88369,24 @@ function evaluateGate(inputs) {
     for (const entry of inputs.drills) {
         const problem = drillReportProblem(entry, env, now, skew);
         if (problem)
-            add({ name: `drill report ${entry.id}`, value: 'not believable', limit: `${env}, not in the future`, passed: false, reason: `drill report ${entry.id} ${problem}; it is not counted as a drill: check the clock of the host that wrote it, and remove the report` });
+            add({
+                name: `drill report ${entry.id}`,
+                value: 'not believable',
+                limit: `${env}, not in the future`,
+                passed: false,
+                reason: `drill report ${entry.id} ${problem}; it is not counted as a drill: check the clock of the host that wrote it, and remove the report`,
+            });
     }
     for (const b of inputs.backups) {
         const problem = timestampProblem(b.createdAt, now, skew);
         if (problem)
-            add({ name: `backup ${b.id}`, value: 'not believable', limit: 'not in the future', passed: false, reason: `backup ${b.id} ${problem}; it does not count toward the RPO: check the clock of the host that took it` });
+            add({
+                name: `backup ${b.id}`,
+                value: 'not believable',
+                limit: 'not in the future',
+                passed: false,
+                reason: `backup ${b.id} ${problem}; it does not count toward the RPO: check the clock of the host that took it`,
+            });
     }
     const newestEntry = chooseNewestDrill(inputs.drills, env, now, skew);
     // Ids are creation stamps, so a damaged entry is ordered by its id (its report cannot be read);
@@ -87606,15 +88398,29 @@ function evaluateGate(inputs) {
             notes.push(`drill entry ${d.id} cannot be read (${d.problem}); it is older than the newest drill ${newestEntry.id}, so the gate does not rely on it: look at ${d.dir} and remove it`);
             continue;
         }
-        const than = newestEntry ? `${time === undefined ? 'its id is not a drill timestamp, so it cannot be shown to be older' : 'it is as new as or newer'} than the newest readable drill ${newestEntry.id}` : 'there is no readable drill';
-        add({ name: `drill entry ${d.id}`, value: 'unreadable', limit: 'a readable report', passed: false, reason: `drill entry ${d.id} cannot be read: ${d.problem}; ${than}, and it may be a failed drill, so the gate cannot pass: run lifeline drill --env ${env} for a new drill, or look at ${d.dir} and remove it if it is damaged` });
+        const than = newestEntry
+            ? `${time === undefined ? 'its id is not a drill timestamp, so it cannot be shown to be older' : 'it is as new as or newer'} than the newest readable drill ${newestEntry.id}`
+            : 'there is no readable drill';
+        add({
+            name: `drill entry ${d.id}`,
+            value: 'unreadable',
+            limit: 'a readable report',
+            passed: false,
+            reason: `drill entry ${d.id} cannot be read: ${d.problem}; ${than}, and it may be a failed drill, so the gate cannot pass: run lifeline drill --env ${env} for a new drill, or look at ${d.dir} and remove it if it is damaged`,
+        });
     }
     const drill = newestEntry?.metadata;
     const evidence = inputs.evidence;
     let drillPassed = false;
     if (!drill) {
         add({ name: 'newest drill passed', value: 'no drill', limit: 'a passing drill', passed: false, reason: `no restore drill has run for ${env}: run lifeline drill --env ${env}` });
-        add({ name: 'newest drill age', value: 'no drill', limit: `<= ${formatDuration(inputs.maxDrillAgeSeconds)}`, passed: false, reason: `no drill within ${formatDuration(inputs.maxDrillAgeSeconds)} for ${env}` });
+        add({
+            name: 'newest drill age',
+            value: 'no drill',
+            limit: `<= ${formatDuration(inputs.maxDrillAgeSeconds)}`,
+            passed: false,
+            reason: `no drill within ${formatDuration(inputs.maxDrillAgeSeconds)} for ${env}`,
+        });
     }
     else {
         const problems = drillVerdictProblems(drill);
@@ -87623,7 +88429,11 @@ function evaluateGate(inputs) {
             value: `${drill.id}: ${problems.length ? 'failed' : 'passed'} (recomputed from ${drill.checks?.length ?? 0} checks)`,
             limit: 'every check passed',
             passed: problems.length === 0,
-            reason: !problems.length ? undefined : drill.passed !== true ? `the newest drill ${drill.id} ${problems[0].replace(/^it /, '')}` : `the newest drill ${drill.id} did not pass: ${problems.join('; ')}`,
+            reason: !problems.length
+                ? undefined
+                : drill.passed !== true
+                    ? `the newest drill ${drill.id} ${problems[0].replace(/^it /, '')}`
+                    : `the newest drill ${drill.id} did not pass: ${problems.join('; ')}`,
         });
         const age = ageOf(drill.createdAt, now);
         const fresh = age <= inputs.maxDrillAgeSeconds;
@@ -87635,14 +88445,26 @@ function evaluateGate(inputs) {
             reason: fresh ? undefined : `the newest drill ${drill.id} is ${formatDuration(age)} old; the limit is ${formatDuration(inputs.maxDrillAgeSeconds)}`,
         });
         const integrity = evidence?.integrity ?? { ok: false, detail: 'not checked' };
-        add({ name: 'newest drill report intact', value: integrity.ok ? integrity.detail : 'FAILED', limit: `report.json listed in ${SUMS_FILE} and matching`, passed: integrity.ok, reason: integrity.ok ? undefined : `the newest drill's report ${drill.id} fails its checksums: ${integrity.detail}` });
+        add({
+            name: 'newest drill report intact',
+            value: integrity.ok ? integrity.detail : 'FAILED',
+            limit: `report.json listed in ${SUMS_FILE} and matching`,
+            passed: integrity.ok,
+            reason: integrity.ok ? undefined : `the newest drill's report ${drill.id} fails its checksums: ${integrity.detail}`,
+        });
         const signature = evidence ? evidence.signature : { ok: false, detail: 'not checked' };
         if (signature === null) {
             add({ name: 'newest drill report signature', value: 'not checked', limit: 'no signing policy configured', passed: true });
             notes.push(`drill report signatures are NOT checked: ${env} has no manifest.publicKey or manifest.certificateIdentity, so anyone who can write the catalog can forge a passing report (and its ${SUMS_FILE}). Configure signing to close this.`);
         }
         else {
-            add({ name: 'newest drill report signature', value: signature.ok ? signature.detail : 'FAILED', limit: 'signed as the manifest policy demands', passed: signature.ok, reason: signature.ok ? undefined : `the newest drill's report ${drill.id} fails signature verification: ${signature.detail}` });
+            add({
+                name: 'newest drill report signature',
+                value: signature.ok ? signature.detail : 'FAILED',
+                limit: 'signed as the manifest policy demands',
+                passed: signature.ok,
+                reason: signature.ok ? undefined : `the newest drill's report ${drill.id} fails signature verification: ${signature.detail}`,
+            });
         }
         const backup = evidence ? evidence.backup : { ok: false, detail: 'not checked' };
         if (backup === null) {
@@ -87650,16 +88472,34 @@ function evaluateGate(inputs) {
             notes.push(`the newest drill ${drill.id} is a point-in-time drill; its pgBackRest base backup ${drill.backup?.id ?? ''} lives in the pgBackRest repository and is not re-checked by the gate (pgbackrest verify does that).`);
         }
         else {
-            add({ name: 'drilled backup intact', value: backup.ok ? backup.detail : 'FAILED', limit: 'in the catalog, checksums match', passed: backup.ok, reason: backup.ok ? undefined : `the backup the newest drill ${drill.id} restored cannot be relied on: ${backup.detail}` });
+            add({
+                name: 'drilled backup intact',
+                value: backup.ok ? backup.detail : 'FAILED',
+                limit: 'in the catalog, checksums match',
+                passed: backup.ok,
+                reason: backup.ok ? undefined : `the backup the newest drill ${drill.id} restored cannot be relied on: ${backup.detail}`,
+            });
         }
         drillPassed = problems.length === 0 && integrity.ok && (signature?.ok ?? true) && (backup?.ok ?? true);
     }
     const verified = inputs.backups.find((b) => !timestampProblem(b.createdAt, now, skew) && (b.verified ? b.verified.ok : drillPassed && drill?.mode === 'logical' && drill.backup?.id === b.id));
     if (inputs.rpoSeconds === undefined) {
-        add({ name: 'newest verified backup age', value: verified ? formatDuration(ageOf(verified.createdAt, now)) : 'none', limit: 'no RPO target', passed: false, reason: `no RPO target for ${env}: set rpo: in lifeline.yml or pass --rpo` });
+        add({
+            name: 'newest verified backup age',
+            value: verified ? formatDuration(ageOf(verified.createdAt, now)) : 'none',
+            limit: 'no RPO target',
+            passed: false,
+            reason: `no RPO target for ${env}: set rpo: in lifeline.yml or pass --rpo`,
+        });
     }
     else if (!verified) {
-        add({ name: 'newest verified backup age', value: 'none', limit: `<= ${formatDuration(inputs.rpoSeconds)}`, passed: false, reason: `${env} has no verified backup: run lifeline verify latest --env ${env} or lifeline drill --env ${env}` });
+        add({
+            name: 'newest verified backup age',
+            value: 'none',
+            limit: `<= ${formatDuration(inputs.rpoSeconds)}`,
+            passed: false,
+            reason: `${env} has no verified backup: run lifeline verify latest --env ${env} or lifeline drill --env ${env}`,
+        });
     }
     else {
         const age = Math.max(0, ageOf(verified.createdAt, now));
@@ -87696,14 +88536,26 @@ function addObjective(add, which, env, drill, measured, target) {
     const name = `newest drill ${which}`;
     const key = which.toLowerCase();
     if (target === undefined) {
-        add({ name, value: measured != null ? formatDuration(measured) : 'none', limit: `no ${which} target`, passed: false, reason: `no ${which} target for ${env}: set ${key}: in lifeline.yml or pass --${key}` });
+        add({
+            name,
+            value: measured != null ? formatDuration(measured) : 'none',
+            limit: `no ${which} target`,
+            passed: false,
+            reason: `no ${which} target for ${env}: set ${key}: in lifeline.yml or pass --${key}`,
+        });
     }
     else if (!drill || typeof measured !== 'number' || !Number.isFinite(measured) || measured < 0) {
         add({ name, value: 'not measured', limit: `<= ${formatDuration(target)}`, passed: false, reason: `no drill of ${env} measured an ${which}` });
     }
     else {
         const ok = measured <= target;
-        add({ name, value: formatDuration(measured), limit: `<= ${formatDuration(target)}`, passed: ok, reason: ok ? undefined : `the newest drill's ${which} was ${formatDuration(measured)}; the target is ${formatDuration(target)}` });
+        add({
+            name,
+            value: formatDuration(measured),
+            limit: `<= ${formatDuration(target)}`,
+            passed: ok,
+            reason: ok ? undefined : `the newest drill's ${which} was ${formatDuration(measured)}; the target is ${formatDuration(target)}`,
+        });
     }
 }
 /** Reads the catalog and re-checks the drill the gate will rely on: its checksums, its signature, its backup. */
@@ -87713,7 +88565,15 @@ async function gatherGateEvidence(options) {
     const newest = chooseNewestDrill(drills, env, options.now, options.clockSkewSeconds);
     if (!newest)
         return { drills, damaged };
-    return { drills, damaged, evidence: { integrity: await entryIntegrity(newest.dir, DRILL_REPORT_FILE), signature: options.policy ? await reportSignature(newest, options.policy) : null, backup: await drilledBackup(catalog, env, newest.metadata) } };
+    return {
+        drills,
+        damaged,
+        evidence: {
+            integrity: await entryIntegrity(newest.dir, DRILL_REPORT_FILE),
+            signature: options.policy ? await reportSignature(newest, options.policy) : null,
+            backup: await drilledBackup(catalog, env, newest.metadata),
+        },
+    };
 }
 async function entryIntegrity(dir, mustList) {
     let results;
@@ -87734,8 +88594,26 @@ async function sumsListing(dir) {
     return parseSums(await readFile(join(dir, SUMS_FILE), 'utf8'));
 }
 async function reportSignature(entry, policy) {
+    // An unsigned report (a drill run by hand on the host) is said as such, before a keyless check
+    // would fetch Sigstore's trust root and fail on something else.
+    if (!(await access(join(entry.dir, DRILL_BUNDLE_FILE)).then(() => true, () => false))) {
+        const keyless = !('publicKey' in policy && policy.publicKey);
+        return {
+            ok: false,
+            detail: keyless
+                ? `drill report ${entry.id}: it is not signed (${DRILL_BUNDLE_FILE} is missing), and manifest.certificateIdentity accepts only drill reports signed keyless inside GitHub Actions by a listed identity: run the drill action with keyless: true (its job needs id-token: write) and list its workflow's identity in manifest.certificateIdentity, or use manifest.publicKey and sign drills with --signing-key`
+                : `drill report ${entry.id}: it is not signed (${DRILL_BUNDLE_FILE} is missing), and manifest.publicKey accepts only signed drills: run lifeline drill with --signing-key (or LIFELINE_SIGNING_KEY) holding the matching private key`,
+        };
+    }
     try {
-        const { signer } = await verifySignedFile({ filePath: join(entry.dir, DRILL_REPORT_FILE), bundlePath: join(entry.dir, DRILL_BUNDLE_FILE), payloadType: DRILL_REPORT_PAYLOAD_TYPE, policy, what: `drill report ${entry.id}`, codePrefix: 'DRILL_REPORT' });
+        const { signer } = await verifySignedFile({
+            filePath: join(entry.dir, DRILL_REPORT_FILE),
+            bundlePath: join(entry.dir, DRILL_BUNDLE_FILE),
+            payloadType: DRILL_REPORT_PAYLOAD_TYPE,
+            policy,
+            what: `drill report ${entry.id}`,
+            codePrefix: 'DRILL_REPORT',
+        });
         return { ok: true, detail: signer.identity ? `signed by ${signer.identity}` : `signed by key ${signer.publicKeyHint?.slice(0, 12)}` };
     }
     catch (error) {
@@ -87778,7 +88656,10 @@ async function backupsTheGateNeeds(catalog, env, now = new Date()) {
     const needed = new Map();
     const newest = chooseNewestDrill(drills, env, now);
     const newestPassing = chooseNewestDrill(drills.filter((d) => drillVerdictProblems(d.metadata).length === 0), env, now);
-    for (const [drill, why] of [[newestPassing, 'newest passing drill'], [newest, 'newest drill']]) {
+    for (const [drill, why] of [
+        [newestPassing, 'newest passing drill'],
+        [newest, 'newest drill'],
+    ]) {
         if (drill?.metadata.mode === 'logical' && drill.metadata.backup?.id && !needed.has(drill.metadata.backup.id))
             needed.set(drill.metadata.backup.id, `restored by the ${why} ${drill.id} (the release gate relies on it)`);
     }
@@ -87819,162 +88700,6 @@ function renderGateMarkdown(result) {
     ].join('\n');
 }
 
-;// CONCATENATED MODULE: ./src/postgres/retention.ts
-
-
-
-
-const DAY_MS = 24 * 60 * 60 * 1000;
-/**
- * Which backups the policy keeps. The environment's own backups: the newest `keepLast`; the
- * newest of each of the last `keepDaily` days and `keepWeekly` ISO weeks that have backups (UTC).
- * Pre-restore backups, counted apart: the newest `preRestore.keepLast` and those younger than
- * `preRestore.keepDays`. Always, in each class: the newest verified backup of each database
- * (verified by `lifeline verify` or restored by a passing drill). Always: every backup a release
- * references and the backup of the newest passing drill. Pure: the caller deletes.
- */
-function planRetention(backups, policy, protections, now = new Date()) {
-    const newestFirst = [...backups].sort((a, b) => b.metadata.createdAt.localeCompare(a.metadata.createdAt) || b.id.localeCompare(a.id));
-    const reasons = new Map(newestFirst.map((b) => [b.id, []]));
-    const own = newestFirst.filter((b) => b.metadata.label !== 'pre-restore');
-    const preRestore = newestFirst.filter((b) => b.metadata.label === 'pre-restore');
-    own.slice(0, policy.keepLast).forEach((b, i) => reasons.get(b.id).push(`last ${i + 1} of ${policy.keepLast}`));
-    keepNewestPerBucket(own, policy.keepDaily, (d) => d.toISOString().slice(0, 10), 'daily', reasons);
-    keepNewestPerBucket(own, policy.keepWeekly, isoWeek, 'weekly', reasons);
-    preRestore.slice(0, policy.preRestore.keepLast).forEach((b, i) => reasons.get(b.id).push(`pre-restore: last ${i + 1} of ${policy.preRestore.keepLast}`));
-    const youngerThan = now.getTime() - policy.preRestore.keepDays * DAY_MS;
-    for (const b of preRestore) {
-        if (Date.parse(b.metadata.createdAt) > youngerThan)
-            reasons.get(b.id).push(`pre-restore: younger than ${policy.preRestore.keepDays} days`);
-    }
-    const drilled = new Set((protections.passingDrills ?? []).map((d) => d.backupId));
-    for (const [cls, members] of [['', own], ['pre-restore ', preRestore]]) {
-        const seen = new Set();
-        for (const b of members) {
-            if (!(b.metadata.verified?.ok === true || drilled.has(b.id)))
-                continue;
-            const key = databaseKey(b);
-            if (seen.has(key))
-                continue;
-            seen.add(key);
-            reasons.get(b.id).push(`newest verified ${cls}backup of database ${b.metadata.database ?? '(unknown)'}`);
-        }
-    }
-    for (const [id, releases] of protections.referenced)
-        reasons.get(id)?.push(`referenced by release ${releases.join(', ')}`);
-    const newestDrill = protections.passingDrills?.[0];
-    if (newestDrill)
-        reasons.get(newestDrill.backupId)?.push(`restored by the newest passing drill ${newestDrill.id}`);
-    return newestFirst.map((b) => {
-        const held = reasons.get(b.id);
-        return { id: b.id, createdAt: b.metadata.createdAt, label: b.metadata.label, database: b.metadata.database, keep: held.length > 0, reasons: held.length ? held : ['outside every retention rule'] };
-    });
-}
-/** A database is its name on its server (the system identifier, where the backup recorded one). */
-function databaseKey(b) {
-    return `${b.metadata.systemIdentifier ?? ''}/${b.metadata.database ?? ''}`;
-}
-function keepNewestPerBucket(newestFirst, count, bucketOf, rule, reasons) {
-    const seen = new Set();
-    for (const backup of newestFirst) {
-        if (seen.size >= count)
-            return;
-        const bucket = bucketOf(new Date(backup.metadata.createdAt));
-        if (seen.has(bucket))
-            continue;
-        seen.add(bucket);
-        reasons.get(backup.id).push(`${rule} ${bucket}`);
-    }
-}
-/** ISO 8601 week, e.g. `2026-W47`. */
-function isoWeek(date) {
-    const d = new Date(Date.UTC(date.getUTCFullYear(), date.getUTCMonth(), date.getUTCDate()));
-    const day = d.getUTCDay() || 7;
-    d.setUTCDate(d.getUTCDate() + 4 - day);
-    const yearStart = Date.UTC(d.getUTCFullYear(), 0, 1);
-    const week = Math.ceil(((d.getTime() - yearStart) / 86400000 + 1) / 7);
-    return `${d.getUTCFullYear()}-W${String(week).padStart(2, '0')}`;
-}
-/**
- * Backup ids referenced by the environment's releases: the manifest
- * (`<store>/<env>/releases/<version>/manifest.json`, an in-toto statement's `predicate.backup.id`
- * or a top-level `backup.id`) and the release record beside it (`release.json`'s `backup.id`), so
- * every release a rollback may return to keeps its pre-migration backup. A file that exists but
- * cannot be read is reported, and since it might protect a backup, nothing is pruned meanwhile.
- */
-async function backupsReferencedByReleases(catalog, env) {
-    const dir = catalog.kindDir(env, 'releases');
-    const referenced = new Map();
-    const unreadable = [];
-    let versions;
-    try {
-        versions = await (0,promises_.readdir)(dir);
-    }
-    catch (error) {
-        if (error.code === 'ENOENT')
-            return { referenced, unreadable };
-        throw error;
-    }
-    for (const version of versions) {
-        if (version.startsWith('.'))
-            continue;
-        for (const file of ['manifest.json', 'release.json']) {
-            const path = (0,external_node_path_.join)(dir, version, file);
-            let text;
-            try {
-                text = await (0,promises_.readFile)(path, 'utf8');
-            }
-            catch (error) {
-                const code = error.code;
-                if (code === 'ENOENT' || code === 'ENOTDIR')
-                    continue;
-                unreadable.push(path);
-                continue;
-            }
-            let id;
-            try {
-                const doc = JSON.parse(text);
-                id = doc?.predicate?.backup?.id ?? doc?.backup?.id;
-            }
-            catch {
-                unreadable.push(path);
-                continue;
-            }
-            const holders = referenced.get(id) ?? [];
-            if (typeof id === 'string' && id && !holders.includes(version))
-                referenced.set(id, [...holders, version]);
-        }
-    }
-    return { referenced, unreadable };
-}
-/**
- * Passing drills of restored catalog backups, newest first, as the release gate judges them: a
- * future-dated, foreign or self-contradicting report never decides which backups stay.
- */
-function passingDrills(catalog, env, now) {
-    return believedPassingDrills(catalog, env, now);
-}
-/** Plans retention and, with `apply`, removes the backups the plan lets go. The caller holds the environment lock. */
-async function pruneBackups(catalog, env, policy, options) {
-    const backups = await listBackups(catalog, env);
-    const { referenced, unreadable } = await backupsReferencedByReleases(catalog, env);
-    const decisions = planRetention(backups, policy, { referenced, passingDrills: await passingDrills(catalog, env, options.now) }, options.now);
-    const deleted = [];
-    if (options.apply && unreadable.length === 0) {
-        for (const decision of decisions) {
-            if (decision.keep)
-                continue;
-            const entry = backups.find((b) => b.id === decision.id);
-            await catalog.remove(entry);
-            deleted.push(decision.id);
-            options.logger.info(`deleted backup ${decision.id} (${decision.createdAt}, ${decision.label}, database ${decision.database})`);
-        }
-    }
-    for (const path of unreadable)
-        options.logger.warn(`cannot read ${path}; nothing is deleted until it is fixed`);
-    return { applied: options.apply && unreadable.length === 0, decisions, deleted, unreadableManifests: unreadable };
-}
-
 ;// CONCATENATED MODULE: ./src/redis/server.ts
 
 
@@ -87988,15 +88713,24 @@ async function startThrowawayRedis(options = {}) {
     const port = await freePort();
     const runner = new runner_LocalRunner({ binDirs: options.binDir ? [options.binDir] : [] });
     const args = [
-        '--port', String(port),
-        '--bind', '127.0.0.1',
-        '--dir', dir,
-        '--dbfilename', 'dump.rdb',
-        '--appendonly', 'no',
-        '--save', '',
-        '--daemonize', 'no',
-        '--logfile', (0,external_node_path_.join)(dir, 'redis.log'),
-        '--repl-diskless-sync-delay', '0',
+        '--port',
+        String(port),
+        '--bind',
+        '127.0.0.1',
+        '--dir',
+        dir,
+        '--dbfilename',
+        'dump.rdb',
+        '--appendonly',
+        'no',
+        '--save',
+        '',
+        '--daemonize',
+        'no',
+        '--logfile',
+        (0,external_node_path_.join)(dir, 'redis.log'),
+        '--repl-diskless-sync-delay',
+        '0',
         ...(options.password ? ['--requirepass', options.password] : []),
     ];
     if (options.rdbFile) {
@@ -88039,7 +88773,7 @@ async function startThrowawayRedis(options = {}) {
     return { port, dir, url, pid, stop };
 }
 
-;// CONCATENATED MODULE: ./src/redis/restore.ts
+;// CONCATENATED MODULE: ./src/backup/redis-isolated.ts
 
 
 
@@ -88080,7 +88814,9 @@ async function restoreRedisIsolated(backup, options) {
     }
 }
 async function restoreRedisFile(backup, path, options) {
-    const runner = options.image ? new ImageRunner({ image: options.image, where: 'a throwaway container of the Redis service\'s image' }) : new runner_LocalRunner({ binDirs: options.binDir ? [options.binDir] : [] });
+    const runner = options.image
+        ? new ImageRunner({ image: options.image, where: "a throwaway container of the Redis service's image" })
+        : new runner_LocalRunner({ binDirs: options.binDir ? [options.binDir] : [] });
     const check = await checkRdb(runner, path);
     if (!check.ok)
         throw errors_failure(check.toolMissing ? 'REDIS_CHECK_MISSING' : 'REDIS_SNAPSHOT_INVALID', `the Redis snapshot of ${backup.id} ${check.toolMissing ? 'cannot be checked' : 'does not validate'}: ${check.detail}`);
@@ -88088,7 +88824,13 @@ async function restoreRedisFile(backup, path, options) {
     let keysLoaded;
     try {
         if (options.image) {
-            const started = await startContainerRedis({ image: options.image, rdbFile: path, nameSuffix: options.nameSuffix ?? `redis-${backup.id}`, labels: options.labels ?? {}, purpose: `isolated Redis restore of backup ${backup.id}` });
+            const started = await startContainerRedis({
+                image: options.image,
+                rdbFile: path,
+                nameSuffix: options.nameSuffix ?? `redis-${backup.id}`,
+                labels: options.labels ?? {},
+                purpose: `isolated Redis restore of backup ${backup.id}`,
+            });
             server = started;
             keysLoaded = await redisKeyspace(started.runner, started.target);
         }
@@ -88121,7 +88863,283 @@ async function restoreRedisFile(backup, path, options) {
     }
 }
 
+;// CONCATENATED MODULE: ./src/error-codes.ts
+/**
+ * Every error code Lifeline reports: the kinds it is thrown with (usage = exit 2, refused = exit 3,
+ * failed = exit 1) and one line saying what it means. The constructors in errors.ts accept only a
+ * code declared here for their kind, and docs/errors.md is generated from this table
+ * (`npm run gen:errors`; CI runs `scripts/gen-errors.ts --check`). Codes are a contract with
+ * operators' scripts (`--json` prints them): add new ones, never rename one.
+ */
+const ERROR_CODES = {
+    AGE_DECRYPT_FAILED: { kinds: ['failed'], doc: 'An age payload failed to decrypt: the file is damaged or not an age file.' },
+    AGE_IDENTITY_INVALID: { kinds: ['usage'], doc: 'A line of the age identity is not an X25519 secret key (AGE-SECRET-KEY-1...).' },
+    AGE_IDENTITY_REQUIRED: { kinds: ['usage'], doc: 'The payload is encrypted with age and no identity was given; nothing was changed.' },
+    AGE_IDENTITY_UNREADABLE: { kinds: ['usage'], doc: 'The age identity file named by the environment cannot be read.' },
+    AGE_IDENTITY_UNSAFE: { kinds: ['refused'], doc: 'The age identity file is a link or special file, or shared with others; it is never read as a key.' },
+    AGE_WRONG_IDENTITY: { kinds: ['failed'], doc: "The given identity is not one of the payload's recipients." },
+    AMBIGUOUS_TABLE: { kinds: ['usage'], doc: 'A tenant collection names a table that exists in several schemas: qualify it.' },
+    ARCHIVE_UNREADABLE: { kinds: ['failed'], doc: 'pg_restore could not read back the archive pg_dump wrote, so the backup is not kept.' },
+    ARTIFACTS_UNAVAILABLE: { kinds: ['usage'], doc: 'Workflow artifacts were asked for outside a GitHub Actions job or without a token.' },
+    ARTIFACT_DIGEST_MISMATCH: { kinds: ['failed'], doc: 'A downloaded workflow artifact does not match the digest GitHub recorded at upload.' },
+    ARTIFACT_INCOMPLETE: { kinds: ['failed'], doc: 'A workflow artifact lacks its SHA256SUMS or a file it lists.' },
+    ARTIFACT_LIST_FAILED: { kinds: ['failed'], doc: "GitHub's API refused or failed the listing of workflow artifacts." },
+    ARTIFACT_NOT_FOUND: { kinds: ['usage'], doc: 'No workflow artifact with the expected name exists in the repository.' },
+    BACKUP_CORRUPT: { kinds: ['refused'], doc: 'A backup or snapshot entry fails its checksums or metadata checks, so it is not restored.' },
+    BACKUP_FAILED_VERIFICATION: { kinds: ['usage'], doc: 'The backup a manifest would name failed its last verification.' },
+    BACKUP_GONE: { kinds: ['failed'], doc: 'The backup was removed or replaced while it was being verified; the result was not recorded.' },
+    BACKUP_NOT_FOUND: { kinds: ['usage'], doc: 'No backup with that id (or `latest`) exists in the environment.' },
+    BACKUP_NO_CHECKSUM: { kinds: ['usage'], doc: "The backup's metadata lacks the PostgreSQL archive's sha256." },
+    BACKUP_WRITE_FAILED: { kinds: ['failed'], doc: 'Writing the archive into the catalog failed (disk full, permissions); nothing lists.' },
+    BAD_ARGUMENT: { kinds: ['usage'], doc: 'The command got a positional argument it does not take.' },
+    BAD_COLLECTION: { kinds: ['usage'], doc: 'A --collection value is not TABLE:COLUMN.' },
+    BAD_COMPRESSION: { kinds: ['usage'], doc: 'A compression setting is not METHOD[:LEVEL] with a level the method accepts.' },
+    BAD_DURATION: { kinds: ['usage'], doc: 'A duration setting is not a number with a unit (30s, 5m, 2h, 7d).' },
+    BAD_FLAGS: { kinds: ['usage'], doc: 'The command line could not be parsed, or flags contradict each other.' },
+    BAD_IMAGE_INPUT: { kinds: ['usage'], doc: 'An --image value does not start with api=, web= or worker=.' },
+    BAD_IMAGE_REFERENCE: { kinds: ['usage'], doc: 'An image reference is not a valid registry/name[:tag][@digest].' },
+    BAD_INPUT: { kinds: ['usage'], doc: "An input's value is outside what it accepts (the message names the input and the range)." },
+    BAD_LAST_WRITE_QUERY: { kinds: ['usage'], doc: 'tenants.lastWriteQuery does not use the tenant placeholder.' },
+    BAD_PITR_TIME: { kinds: ['usage'], doc: 'The --pitr time is not a timestamp with a time zone, or lies in the future.' },
+    BAD_PUBLIC_KEY: { kinds: ['usage'], doc: 'The public key file is not a PEM public key.' },
+    BAD_ROW_CAP: { kinds: ['usage'], doc: 'A row cap is not a positive whole number.' },
+    BAD_SIGNER: { kinds: ['usage'], doc: 'No signer, or more than one, was given for a manifest.' },
+    BAD_SIGNING_KEY: { kinds: ['usage'], doc: 'The signing key is not an ECDSA P-256 key.' },
+    BAD_SIZE: { kinds: ['usage'], doc: 'A size setting is not a number with a unit (e.g. 500MB, 2GiB).' },
+    BAD_SMOKE_FILE: { kinds: ['usage'], doc: 'A smoke query file has a query without its `-- expect:` line, or a malformed one.' },
+    BAD_TENANT: { kinds: ['usage'], doc: 'The tenant id is empty or holds characters a tenant id cannot.' },
+    BAD_TRUSTED_ROOT: { kinds: ['usage'], doc: 'The Sigstore trusted root file cannot be read or parsed.' },
+    BAD_URL: { kinds: ['usage'], doc: 'A PostgreSQL or Redis URL is not a valid URL of its scheme.' },
+    BAD_VALUE: { kinds: ['usage'], doc: 'A value passed to a tool holds a NUL byte or another character it cannot carry.' },
+    BAD_VERIFICATION_POLICY: { kinds: ['usage'], doc: "The environment's manifest verification policy is missing or contradictory." },
+    BYTE_CAP_EXCEEDED: { kinds: ['refused'], doc: 'A tenant export grew past its byte cap; nothing was kept.' },
+    CANNOT_ACCEPT_RUNNING: { kinds: ['refused'], doc: 'api, web and worker do not all run one verified release, so there is nothing to accept.' },
+    CATALOG_CORRUPT: { kinds: ['failed'], doc: 'A catalog file (metadata, history, journal) is not valid JSON or not what it should be.' },
+    CATALOG_DIR_UNSAFE: { kinds: ['failed'], doc: 'A catalog directory is a symlink, owned by another user or open to others; nothing was read or written.' },
+    COMPOSE_FILES_MISSING: { kinds: ['usage'], doc: 'The environment names no Compose file, or a named file does not exist.' },
+    COMPOSE_MISSING: { kinds: ['usage'], doc: 'Neither `docker compose` (v2) nor `docker-compose` (v1) works on this machine.' },
+    COMPOSE_PS_FAILED: { kinds: ['failed'], doc: 'Compose could not list the containers of a service.' },
+    COMPRESSION_UNSUPPORTED: { kinds: ['usage'], doc: 'The chosen compression needs a newer pg_dump (zstd and lz4 need 16).' },
+    CONFIG_INVALID: { kinds: ['usage'], doc: 'lifeline.yml does not match its schema (the message gives key path, line and fix).' },
+    CONFIG_NOT_A_FILE: { kinds: ['usage'], doc: 'The configuration path is a directory or special file.' },
+    CONFIG_NOT_FOUND: { kinds: ['usage'], doc: 'The configuration file named by --config or LIFELINE_CONFIG does not exist.' },
+    CONFIG_NOT_YAML: { kinds: ['usage'], doc: 'The configuration file is binary, not YAML.' },
+    CONFIG_TOO_LARGE: { kinds: ['usage'], doc: 'The configuration file is far larger than any lifeline.yml.' },
+    CONFIG_UNREADABLE: { kinds: ['usage'], doc: 'The configuration file cannot be read (permissions, I/O).' },
+    CONFIG_YAML: { kinds: ['usage'], doc: 'The configuration file is not valid YAML (the message gives the line).' },
+    CONFIRMATION_MISMATCH: { kinds: ['refused'], doc: '--confirm does not name the target exactly; nothing was changed.' },
+    CONFIRMATION_REQUIRED: { kinds: ['refused'], doc: "The operation replaces live data and needs --confirm with the target's exact name." },
+    CONTAINER_REMOVE_FAILED: { kinds: ['failed'], doc: 'docker rm -f of a throwaway container failed.' },
+    COUNT_FAILED: { kinds: ['failed'], doc: "Counting a table's rows failed." },
+    CROSS_TENANT_ROWS: { kinds: ['refused'], doc: 'A tenant export would contain rows of another tenant; nothing was kept.' },
+    DATABASE_ACL_UNREADABLE: { kinds: ['failed'], doc: 'The backup records a database privilege Lifeline cannot parse.' },
+    DATABASE_SETTING_UNREADABLE: { kinds: ['failed'], doc: 'The backup records a database setting with an unexpected name.' },
+    DATASET_LOAD: { kinds: ['failed'], doc: 'Loading the sample dataset failed (test, bench and demo support only).' },
+    DEPLOY_UNHEALTHY: { kinds: ['failed'], doc: 'The new release did not become healthy within its wait; the previous one was put back.' },
+    DIGEST_FAILED: { kinds: ['failed'], doc: "Reading a table's rows for its content digest failed." },
+    DOCKER_OUTPUT: { kinds: ['failed'], doc: 'The output of docker inspect could not be read.' },
+    DRILL_IMAGE_UNUSABLE: { kinds: ['usage'], doc: "The db service's image cannot start a throwaway PostgreSQL for the drill." },
+    DRILL_REPORT_BAD_BUNDLE: { kinds: ['failed'], doc: "The drill report's signature file is not a valid Sigstore bundle." },
+    DRILL_REPORT_BAD_SIGNATURE: { kinds: ['failed'], doc: "The drill report's signature does not match the configured public key." },
+    DRILL_REPORT_CERTIFICATE_ERROR: { kinds: ['failed'], doc: "The drill report's signing certificate does not chain to the trusted root (sigstore)." },
+    DRILL_REPORT_NOT_DSSE: { kinds: ['failed'], doc: "The drill report's bundle does not hold a DSSE envelope." },
+    DRILL_REPORT_NOT_IMPLEMENTED_ERROR: { kinds: ['failed'], doc: "Sigstore cannot verify The drill report's bundle of this kind." },
+    DRILL_REPORT_PUBLIC_KEY_ERROR: { kinds: ['failed'], doc: "The drill report's public key cannot be used (sigstore)." },
+    DRILL_REPORT_REWRITTEN: { kinds: ['failed'], doc: 'The catalog wrote the drill report differently from the bytes that were hashed and signed.' },
+    DRILL_REPORT_SIGNATURE_ERROR: { kinds: ['failed'], doc: "The drill report's signature does not verify (sigstore)." },
+    DRILL_REPORT_SIGNER_KIND: { kinds: ['failed'], doc: 'The drill report was signed keyless where the policy expects a key, or the other way round.' },
+    DRILL_REPORT_TAMPERED: { kinds: ['failed'], doc: 'The drill report differs from (or is missing beside) the payload that was signed.' },
+    DRILL_REPORT_TIMESTAMP_ERROR: { kinds: ['failed'], doc: "The drill report's signing time cannot be established or lies outside the certificate (sigstore)." },
+    DRILL_REPORT_TLOG_BODY_ERROR: { kinds: ['failed'], doc: "The drill report's transparency log entry does not match the signature (sigstore)." },
+    DRILL_REPORT_TLOG_ERROR: { kinds: ['failed'], doc: "The drill report's transparency log entry does not verify (sigstore)." },
+    DRILL_REPORT_TLOG_INCLUSION_PROMISE_ERROR: { kinds: ['failed'], doc: "The drill report's transparency log inclusion promise does not verify (sigstore)." },
+    DRILL_REPORT_TLOG_INCLUSION_PROOF_ERROR: { kinds: ['failed'], doc: "The drill report's transparency log inclusion proof does not verify (sigstore)." },
+    DRILL_REPORT_TLOG_MISSING_INCLUSION_ERROR: { kinds: ['failed'], doc: "The drill report's bundle has no transparency log inclusion proof or promise (sigstore)." },
+    DRILL_REPORT_UNSIGNED: { kinds: ['failed'], doc: 'The drill report has no signature bundle beside it.' },
+    DRILL_REPORT_VERIFY_ERROR: { kinds: ['failed'], doc: "The drill report's signature could not be verified (the message says why)." },
+    DRILL_REPORT_WRONG_IDENTITY: { kinds: ['failed'], doc: 'The drill report was signed by a certificate identity the policy does not trust.' },
+    DRILL_REPORT_WRONG_PAYLOAD_TYPE: { kinds: ['failed'], doc: "The drill report's DSSE envelope has another payloadType than expected." },
+    DRILL_TARGET_IS_LIVE: { kinds: ['refused'], doc: "The drill target is the environment's live database; a drill never restores there." },
+    DUPLICATE_COLLECTION: { kinds: ['usage'], doc: 'A table is listed twice as a tenant collection.' },
+    ENTRY_EXISTS: { kinds: ['usage'], doc: 'A catalog entry with that id already exists.' },
+    ENTRY_UNSAFE_FILE: { kinds: ['failed'], doc: 'A catalog entry holds a file that is a link, special file or otherwise unsafe; it was not read.' },
+    EXPORT_COPY_FAILED: { kinds: ['failed'], doc: "psql's COPY of a tenant collection failed." },
+    EXPORT_COUNT_MISMATCH: { kinds: ['failed'], doc: 'A tenant export wrote a different number of rows than its snapshot counted.' },
+    EXPORT_MISSING: { kinds: ['failed'], doc: 'A tenant export vanished right after it was written.' },
+    EXPORT_NOT_FOUND: { kinds: ['usage'], doc: 'The tenant has no export with that id in the environment.' },
+    EXPORT_VERIFY_FAILED: { kinds: ['failed'], doc: 'A new tenant export did not verify and was removed.' },
+    FILE_CHANGED: { kinds: ['failed'], doc: 'A file changed size while it was being archived.' },
+    FS_EACCES: { kinds: ['failed'], doc: 'Permission denied on a file Lifeline must write while writing; nothing half-written is listed.' },
+    FS_EDQUOT: { kinds: ['failed'], doc: 'The disk quota is exhausted while writing; nothing half-written is listed.' },
+    FS_EIO: { kinds: ['failed'], doc: 'An I/O error from the disk while writing; nothing half-written is listed.' },
+    FS_EMFILE: { kinds: ['failed'], doc: 'Too many open files while writing; nothing half-written is listed.' },
+    FS_ENOSPC: { kinds: ['failed'], doc: 'No space left on the device while writing; nothing half-written is listed.' },
+    FS_EPERM: { kinds: ['failed'], doc: 'The operation is not permitted on a file Lifeline must write while writing; nothing half-written is listed.' },
+    FS_EROFS: { kinds: ['failed'], doc: 'The filesystem is read-only while writing; nothing half-written is listed.' },
+    HEALTH_URL_ANSWERED_BY_OTHER: { kinds: ['refused'], doc: 'A health URL answers while its service runs no container, so something else answers it.' },
+    HISTORY_CHANGED: { kinds: ['failed'], doc: 'The deploy history changed while a release was being verified.' },
+    HISTORY_UNRECONCILED: { kinds: ['refused'], doc: 'A deploy or rollback never recorded its end, so the running release is unknown: reconcile first.' },
+    HOOK_HEADER_UNSET: { kinds: ['usage'], doc: 'A post-restore hook header names an unset environment variable.' },
+    IDENTITY_NOT_TRUSTED: { kinds: ['refused'], doc: "A keyless signer's identity is not among the environment's trusted identities." },
+    IMAGE_UNKNOWN: { kinds: ['failed'], doc: 'The image of a container cannot be read with docker inspect.' },
+    IMPORT_LOST: { kinds: ['failed'], doc: 'An entry was committed to the catalog but does not list afterwards.' },
+    INITDB_FAILED: { kinds: ['failed'], doc: 'initdb failed while creating a throwaway cluster.' },
+    INTERNAL_INPUT_TYPE: { kinds: ['failed'], doc: 'A bug: an input is read as another type than it is declared.' },
+    INTERNAL_UNDECLARED_INPUT: { kinds: ['failed'], doc: 'A bug: a command reads an input it does not declare.' },
+    KEYLESS_BAD_TOKEN: { kinds: ['usage'], doc: 'The GitHub OIDC token could not be decoded.' },
+    KEYLESS_NO_OIDC: { kinds: ['usage'], doc: "Keyless signing needs the job's OIDC token (permissions: id-token: write)." },
+    KEYLESS_OIDC_FAILED: { kinds: ['failed'], doc: "GitHub's OIDC endpoint did not return a token." },
+    KEY_EXISTS: { kinds: ['usage'], doc: 'The key file to be written already exists; it is never overwritten.' },
+    KEY_FILE_UNREADABLE: { kinds: ['usage'], doc: 'A key file cannot be read.' },
+    LEFTOVER_DIR_UNSAFE: { kinds: ['failed'], doc: 'The leftovers directory is not a private directory of this user.' },
+    LOCAL_CHECKSUM_MISMATCH: { kinds: ['failed'], doc: 'A local catalog file fails its SHA256SUMS line, so it is not copied off-host.' },
+    LOCAL_FILE_CHANGED: { kinds: ['failed'], doc: 'A local file changed while it was being uploaded; nothing was completed remotely.' },
+    LOCK_CHANGED: { kinds: ['refused'], doc: 'The environment lock changed hands while it was being checked.' },
+    LOCK_HELD: { kinds: ['refused'], doc: "Another command holds the environment's lock." },
+    LOCK_HOLDER_ALIVE: { kinds: ['refused'], doc: "`lock break` refused: the holder's process is still running on this host." },
+    LOCK_HOLDER_REMOTE: { kinds: ['refused'], doc: '`lock break` refused: the holder runs on another host (use --force once you have checked it).' },
+    LOCK_RELEASE: { kinds: ['failed'], doc: 'The environment lock could not be released.' },
+    LOCK_STALE: { kinds: ['refused'], doc: 'The environment is locked by a process that is gone: break the lock.' },
+    LOCK_TIMEOUT: { kinds: ['failed'], doc: 'Waiting for a table lock timed out.' },
+    MANIFEST_BAD_BUNDLE: { kinds: ['failed'], doc: "The release manifest's signature file is not a valid Sigstore bundle." },
+    MANIFEST_BAD_SIGNATURE: { kinds: ['failed'], doc: "The release manifest's signature does not match the configured public key." },
+    MANIFEST_CERTIFICATE_ERROR: { kinds: ['failed'], doc: "The release manifest's signing certificate does not chain to the trusted root (sigstore)." },
+    MANIFEST_IMAGE_NOT_PINNED: { kinds: ['failed'], doc: 'The signed manifest names an image by tag rather than by digest.' },
+    MANIFEST_INVALID_PREDICATE: { kinds: ['failed'], doc: 'The signed release predicate is missing fields or has wrong ones.' },
+    MANIFEST_NOT_DSSE: { kinds: ['failed'], doc: "The release manifest's bundle does not hold a DSSE envelope." },
+    MANIFEST_NOT_IMPLEMENTED_ERROR: { kinds: ['failed'], doc: "Sigstore cannot verify The release manifest's bundle of this kind." },
+    MANIFEST_NOT_JSON: { kinds: ['failed'], doc: 'The signed manifest is not JSON.' },
+    MANIFEST_PUBLIC_KEY_ERROR: { kinds: ['failed'], doc: "The release manifest's public key cannot be used (sigstore)." },
+    MANIFEST_SIGNATURE_ERROR: { kinds: ['failed'], doc: "The release manifest's signature does not verify (sigstore)." },
+    MANIFEST_SIGNER_KIND: { kinds: ['failed'], doc: 'The release manifest was signed keyless where the policy expects a key, or the other way round.' },
+    MANIFEST_SUBJECT_MISMATCH: { kinds: ['failed'], doc: "The signed statement's subjects do not match its images." },
+    MANIFEST_TAMPERED: { kinds: ['failed'], doc: 'The release manifest differs from (or is missing beside) the payload that was signed.' },
+    MANIFEST_TIMESTAMP_ERROR: { kinds: ['failed'], doc: "The release manifest's signing time cannot be established or lies outside the certificate (sigstore)." },
+    MANIFEST_TLOG_BODY_ERROR: { kinds: ['failed'], doc: "The release manifest's transparency log entry does not match the signature (sigstore)." },
+    MANIFEST_TLOG_ERROR: { kinds: ['failed'], doc: "The release manifest's transparency log entry does not verify (sigstore)." },
+    MANIFEST_TLOG_INCLUSION_PROMISE_ERROR: { kinds: ['failed'], doc: "The release manifest's transparency log inclusion promise does not verify (sigstore)." },
+    MANIFEST_TLOG_INCLUSION_PROOF_ERROR: { kinds: ['failed'], doc: "The release manifest's transparency log inclusion proof does not verify (sigstore)." },
+    MANIFEST_TLOG_MISSING_INCLUSION_ERROR: { kinds: ['failed'], doc: "The release manifest's bundle has no transparency log inclusion proof or promise (sigstore)." },
+    MANIFEST_UNSIGNED: { kinds: ['failed'], doc: 'The release manifest has no signature bundle beside it.' },
+    MANIFEST_VERIFY_ERROR: { kinds: ['failed'], doc: "The release manifest's signature could not be verified (the message says why)." },
+    MANIFEST_WRONG_ENVIRONMENT: { kinds: ['failed'], doc: 'The manifest was signed for another environment.' },
+    MANIFEST_WRONG_IDENTITY: { kinds: ['failed'], doc: 'The release manifest was signed by a certificate identity the policy does not trust.' },
+    MANIFEST_WRONG_PAYLOAD_TYPE: { kinds: ['failed'], doc: "The release manifest's DSSE envelope has another payloadType than expected." },
+    MANIFEST_WRONG_PREDICATE: { kinds: ['failed'], doc: "The signed statement's predicate type is not Lifeline's release predicate." },
+    MANIFEST_WRONG_RELEASE: { kinds: ['failed'], doc: 'The manifest stored under this release was signed for another release.' },
+    MANIFEST_WRONG_TYPE: { kinds: ['failed'], doc: 'The signed statement is not an in-toto statement of the expected type.' },
+    MIGRATION_HEAD_QUERY: { kinds: ['failed'], doc: 'The migration head query failed.' },
+    MISSING_IMAGE: { kinds: ['usage'], doc: 'No image was given for one of api, web and worker.' },
+    MISSING_INPUT: { kinds: ['usage'], doc: 'A required input or flag is missing.' },
+    NO_BACKUPS: { kinds: ['usage'], doc: 'The environment has no usable backup.' },
+    NO_BACKUP_OF_TARGET: { kinds: ['usage'], doc: "`latest` found no backup of the target's own database." },
+    NO_COLLECTIONS: { kinds: ['usage'], doc: 'No tenant collections are configured.' },
+    NO_CURRENT_EXPORT: { kinds: ['refused'], doc: "No verified export holds exactly the tenant's current rows, so no deletion plan is given." },
+    NO_DATABASE_URL: { kinds: ['usage'], doc: 'No PostgreSQL URL for the environment (flag, its urlEnv variable, or DATABASE_URL).' },
+    NO_PHYSICAL_BACKUPS: { kinds: ['usage'], doc: 'The environment has no physical backups (pgBackRest) configured.' },
+    NO_POSTGRES_SERVER: { kinds: ['usage', 'failed'], doc: 'No PostgreSQL server binaries (initdb, pg_ctl) for a throwaway cluster are on this host.' },
+    NO_POSTGRES_USER: { kinds: ['failed'], doc: 'There is no postgres OS user to run a throwaway cluster as root.' },
+    NO_PREVIOUS_RELEASE: { kinds: ['refused'], doc: 'The history has no earlier release to roll back to.' },
+    NO_RECIPIENTS: { kinds: ['usage'], doc: 'The environment has no encryption.recipients to re-encrypt to.' },
+    NO_REDIS_BACKUPS: { kinds: ['usage'], doc: 'The environment has no usable backup with a Redis snapshot.' },
+    NO_REDIS_SERVER: { kinds: ['usage'], doc: 'The drill must load a Redis snapshot and no redis-server / redis-check-rdb is on this host.' },
+    NO_REDIS_SERVICE: { kinds: ['usage'], doc: 'The environment has no redis.service for a live Redis restore.' },
+    NO_REDIS_SNAPSHOT: { kinds: ['usage', 'failed'], doc: 'The backup has no Redis snapshot.' },
+    PAYLOAD_MISMATCH: { kinds: ['failed'], doc: "A payload's size or sha256 differs from what backup.json records." },
+    PGBACKREST_NO_NEW_BACKUP: { kinds: ['failed'], doc: 'pgbackrest backup exited 0 but lists no new backup.' },
+    PGBACKREST_NO_STANZA: { kinds: ['failed'], doc: 'pgBackRest knows no such stanza.' },
+    PGBACKREST_OUTPUT: { kinds: ['failed'], doc: 'The output of pgbackrest info could not be read.' },
+    PG_DUMP_FAILED: { kinds: ['failed'], doc: 'pg_dump failed.' },
+    PG_DUMP_TOO_OLD: { kinds: ['refused'], doc: 'pg_dump is older than the server and cannot dump it; nothing was dumped.' },
+    PG_RESTORE_FAILED: { kinds: ['failed'], doc: 'pg_restore failed or stopped before reading the whole archive.' },
+    PITR_NO_BASE_BACKUP: { kinds: ['failed'], doc: 'No physical backup finished before the requested recovery time.' },
+    PITR_RECOVERY_FAILED: { kinds: ['failed'], doc: 'PostgreSQL stopped during point-in-time recovery.' },
+    POLICY_EXPECTS_KEY: { kinds: ['usage'], doc: 'The environment verifies manifests with a public key, but the workflow signs keyless.' },
+    POSTGRES_CONNECT: { kinds: ['failed'], doc: 'Cannot connect to the PostgreSQL server.' },
+    POSTGRES_START_FAILED: { kinds: ['failed'], doc: 'A throwaway PostgreSQL cluster did not start.' },
+    PRE_RESTORE_SNAPSHOT_FAILED: { kinds: ['failed'], doc: 'The pre-restore snapshot of the live Redis failed, so nothing was changed.' },
+    PRUNE_BLOCKED: { kinds: ['failed'], doc: 'Prune deleted nothing: a file it must read (a manifest) cannot be read.' },
+    PSQL_CLOSED: { kinds: ['failed'], doc: 'The psql session ended while a query was pending.' },
+    PSQL_FAILED: { kinds: ['failed'], doc: 'A query failed.' },
+    PSQL_OUTPUT: { kinds: ['failed'], doc: 'The result of a query could not be read.' },
+    REASON_MISSING: { kinds: ['usage'], doc: 'A revocation needs a reason.' },
+    REDIS_AOF_UNSUPPORTED: { kinds: ['refused'], doc: 'The live Redis runs appendonly on a version whose AOF layout a live restore cannot replace.' },
+    REDIS_CHANGED: { kinds: ['refused'], doc: 'The live Redis was written to after the restore was decided; nothing was replaced.' },
+    REDIS_CHECK_MISSING: { kinds: ['failed'], doc: 'redis-check-rdb is not available where the snapshot check runs.' },
+    REDIS_CHECK_TOOLS_MISSING: { kinds: ['usage'], doc: 'The isolated Redis check needs redis-server and redis-check-rdb on this host.' },
+    REDIS_CONFIG_UNREADABLE: { kinds: ['failed'], doc: 'CONFIG GET on the live Redis failed, so its persistence settings are unknown.' },
+    REDIS_CONFIG_UNSUPPORTED: { kinds: ['failed'], doc: "The live Redis's dir or dbfilename is not a plain path a restore can replace." },
+    REDIS_CONNECT: { kinds: ['failed'], doc: 'Cannot read INFO from the Redis server.' },
+    REDIS_COPY_FAILED: { kinds: ['failed'], doc: 'Copying the snapshot into the Redis container failed; the service is stopped.' },
+    REDIS_OWNER_UNKNOWN: { kinds: ['failed'], doc: 'Which user redis-server runs as in its container cannot be told; nothing was changed.' },
+    REDIS_RDB_INCOMPATIBLE: { kinds: ['refused'], doc: "The snapshot's RDB version cannot be loaded by the live server; nothing was changed." },
+    REDIS_SERVICE_NOT_RUNNING: { kinds: ['failed'], doc: "The Redis service's container is not running; nothing was changed." },
+    REDIS_SERVICE_SCALED: { kinds: ['failed'], doc: 'The Redis service has more than one container; a live restore needs exactly one.' },
+    REDIS_SNAPSHOT_FAILED: { kinds: ['failed'], doc: 'redis-cli --rdb failed or wrote fewer bytes than it reported.' },
+    REDIS_SNAPSHOT_INVALID: { kinds: ['refused', 'failed'], doc: 'The Redis snapshot does not validate with redis-check-rdb.' },
+    REDIS_START_FAILED: { kinds: ['failed'], doc: 'The Redis service did not start after its data was replaced.' },
+    REDIS_STOP_FAILED: { kinds: ['failed'], doc: 'The Redis service could not be stopped; the live data was not replaced.' },
+    REGISTRY_TOKEN: { kinds: ['usage'], doc: "The registry's token service refused the request." },
+    RELEASE_EXISTS: { kinds: ['usage'], doc: 'The release already has a manifest in the environment.' },
+    RELEASE_IMAGE_NOT_PINNED: { kinds: ['failed'], doc: "A release's image is not pinned by digest." },
+    RELEASE_NOT_FOUND: { kinds: ['usage'], doc: 'The release has no manifest in the environment.' },
+    RELEASE_REVOKED: { kinds: ['refused'], doc: 'The release is revoked and is not deployed or rolled back to.' },
+    REMOTE_CHECKSUM_MISMATCH: { kinds: ['failed'], doc: 'An object from off-host storage does not match its expected sha256; it was not used.' },
+    REMOTE_CHECK_FAILED: { kinds: ['failed'], doc: 'An uploaded object does not read back as it was sent.' },
+    REMOTE_ENTRY_INCOMPLETE: { kinds: ['failed'], doc: 'An off-host entry lacks a file its SHA256SUMS or metadata names.' },
+    REMOTE_ENTRY_MISSING: { kinds: ['failed'], doc: 'The entry is not in off-host storage.' },
+    REMOTE_ENTRY_NOT_FOUND: { kinds: ['failed'], doc: 'No entry in off-host storage has its metadata (every upload there is unfinished, or there is none).' },
+    REMOTE_ENTRY_UNSAFE: { kinds: ['failed'], doc: 'An off-host entry names a file that is not a safe catalog name; nothing was fetched.' },
+    REMOTE_METADATA_UNREADABLE: { kinds: ['failed'], doc: 'An off-host SHA256SUMS or metadata file cannot be parsed.' },
+    REMOTE_NO_USABLE_ENTRY: { kinds: ['failed'], doc: 'No off-host entry is complete and verifies.' },
+    REMOTE_OBJECT_MISSING: { kinds: ['failed'], doc: 'Objects an off-host entry needs are missing.' },
+    REMOTE_OBJECT_TOO_LARGE: { kinds: ['failed'], doc: 'A remote metadata object is larger than any Lifeline writes.' },
+    RESTORE_CHECK_FAILED: { kinds: ['failed'], doc: 'The restored copy does not match the backup; the target was not touched.' },
+    RESTORE_SWAP_FAILED: { kinds: ['failed'], doc: 'The restored database could not be swapped into place; the target was not changed.' },
+    REVOCATIONS_CORRUPT: { kinds: ['refused'], doc: 'The revocations file has lines that are not revocations.' },
+    ROW_CAP_EXCEEDED: { kinds: ['refused'], doc: 'A tenant collection has more rows than its cap; nothing was kept.' },
+    SCHEMA_AHEAD: { kinds: ['refused'], doc: "The database's migration head is ahead of the rollback target's." },
+    SERVER_VERSION: { kinds: ['failed'], doc: 'The server did not report its version.' },
+    SERVICE_NOT_RUNNING: { kinds: ['failed'], doc: 'The Compose service has no running container.' },
+    SERVICE_SCALED: { kinds: ['failed'], doc: 'The Compose service has more than one container; tools run in exactly one.' },
+    SIGNING_FAILED: { kinds: ['failed'], doc: 'Signing (a revocation, a report) failed.' },
+    SMOKE_FILE_UNREADABLE: { kinds: ['usage'], doc: 'The smoke query file cannot be read.' },
+    SNAPSHOT_CHANGED: { kinds: ['failed'], doc: "A catalog payload's size differs from what the catalog recorded." },
+    SNAPSHOT_FAILED: { kinds: ['failed'], doc: "The server did not export a snapshot for the backup's consistent reads." },
+    STORAGE_CREDENTIALS_MISSING: { kinds: ['usage'], doc: 'The object-store credential variables are not both set.' },
+    STORAGE_ERROR: { kinds: ['failed'], doc: "An object-store request failed (the message names the operation and the provider's answer)." },
+    STORAGE_NOT_CONFIGURED: { kinds: ['usage'], doc: 'The environment has no storage: section.' },
+    STORAGE_NOT_REVIEWED: { kinds: ['refused'], doc: 'Off-host storage has not been reviewed; nothing was sent.' },
+    STORAGE_PROTOCOL: { kinds: ['failed'], doc: 'The object store answered outside the protocol (e.g. no UploadId).' },
+    STORAGE_REVIEW_DATE: { kinds: ['refused'], doc: 'The storage review is dated in the future or is otherwise not believable.' },
+    STORAGE_UNREACHABLE: { kinds: ['failed'], doc: 'The object store cannot be reached.' },
+    TAG_NOT_RESOLVED: { kinds: ['usage'], doc: 'An image tag could not be resolved to a digest through the registry.' },
+    TARGET_CHANGED: { kinds: ['refused'], doc: 'The restore target was written to while the restore ran; nothing was replaced.' },
+    TARGET_IS_TEMPLATE: { kinds: ['refused'], doc: 'The restore target is a template database.' },
+    TARGET_NOT_EMPTY: { kinds: ['refused'], doc: 'An isolated restore needs an empty or new database.' },
+    TAR_NAME_TOO_LONG: { kinds: ['failed'], doc: 'A file name is too long for the tar archive Lifeline writes (over 100 bytes).' },
+    THROWAWAY_START_FAILED: { kinds: ['failed'], doc: 'A throwaway container did not start.' },
+    TOOL_FAILED: { kinds: ['failed'], doc: 'An external tool exited with an error.' },
+    TOOL_MISSING: { kinds: ['failed'], doc: 'An external tool was not found.' },
+    TOOL_SPAWN: { kinds: ['failed'], doc: 'An external tool could not be started.' },
+    TOOL_VERSION: { kinds: ['failed'], doc: "An external tool's version could not be read." },
+    TRUSTED_ROOT_UNAVAILABLE: { kinds: ['failed'], doc: 'The Sigstore public-good trusted root could not be fetched.' },
+    UNEXPECTED: { kinds: ['failed'], doc: 'Anything not anticipated: a bug or an environment fault (the cause is kept for debugging).' },
+    UNKNOWN_COLUMN: { kinds: ['usage'], doc: 'A tenant collection names a column its table does not have.' },
+    UNKNOWN_ENVIRONMENT: { kinds: ['usage'], doc: 'The environment is not declared in lifeline.yml.' },
+    UNKNOWN_FLAG: { kinds: ['usage'], doc: 'The command has no such flag (the message suggests the nearest).' },
+    UNKNOWN_KIND: { kinds: ['usage'], doc: 'The name is not a catalog kind.' },
+    UNKNOWN_TABLE: { kinds: ['usage'], doc: 'A tenant collection names a table that does not exist.' },
+    UNKNOWN_TENANT: { kinds: ['usage'], doc: 'The tenant has no rows in any collection.' },
+    UNSAFE_NAME: { kinds: ['usage'], doc: 'A name cannot be used as a catalog name (path separators, dots, control characters).' },
+    WAIT_TIMEOUT: { kinds: ['failed'], doc: 'A throwaway server or container did not become ready in time.' },
+};
+function providerCode(code) {
+    return code;
+}
+
 ;// CONCATENATED MODULE: ./src/storage/s3.ts
+
 
 
 const DEFAULT_MAX_ATTEMPTS = 5;
@@ -88129,7 +89147,7 @@ const DEFAULT_MAX_ATTEMPTS = 5;
 class S3RequestError extends LifelineError {
     status;
     constructor(status, s3Code, message, options = {}) {
-        super(options.usage ? 'usage' : 'failed', message, { code: s3Code, fix: options.fix ?? fixForS3Error(status, s3Code), cause: options.cause });
+        super(options.usage ? 'usage' : 'failed', message, { code: providerCode(s3Code), fix: options.fix ?? fixForS3Error(status, s3Code), cause: options.cause });
         this.status = status;
         this.name = 'S3RequestError';
     }
@@ -88148,7 +89166,7 @@ function fixForS3Error(status, code) {
     if (CHECKSUM_CODES.has(code))
         return 'the bytes changed on the way (or the provider computes checksums differently): run the command again; if it persists with an S3-compatible provider, set storage.checksums: none';
     if (status === 401 || status === 403)
-        return 'check that the key\'s policy allows list, get and put under storage.prefix (see docs/off-host-storage.md), and the access key / secret pair';
+        return "check that the key's policy allows list, get and put under storage.prefix (see docs/off-host-storage.md), and the access key / secret pair";
     if (status === 501 || code === 'NotImplemented')
         return 'the provider does not support a request Lifeline made; if it names a checksum, set storage.checksums: none';
     if (status >= 500)
@@ -88296,7 +89314,12 @@ class S3Client {
         return out.ETag ?? '';
     }
     async createMultipartUpload(key, attributes) {
-        const out = await this.send(`CreateMultipartUpload ${key}`, (client, sdk) => client.send(new sdk.CreateMultipartUploadCommand({ Bucket: this.options.bucket, Key: key, ...(this.checksums === 'sha256' ? { ChecksumAlgorithm: 'SHA256' } : {}), ...this.objectParams(attributes) })));
+        const out = await this.send(`CreateMultipartUpload ${key}`, (client, sdk) => client.send(new sdk.CreateMultipartUploadCommand({
+            Bucket: this.options.bucket,
+            Key: key,
+            ...(this.checksums === 'sha256' ? { ChecksumAlgorithm: 'SHA256' } : {}),
+            ...this.objectParams(attributes),
+        })));
         if (!out.UploadId)
             throw errors_failure('STORAGE_PROTOCOL', `the object store did not return an UploadId for ${key}`);
         return out.UploadId;
@@ -88390,7 +89413,9 @@ class S3Client {
             if (!page.IsTruncated)
                 return;
             if (!page.NextContinuationToken || page.NextContinuationToken === token) {
-                throw errors_failure('STORAGE_PROTOCOL', `the object store said the listing of ${prefix} goes on but gave no new continuation token`, { fix: 'the provider is not S3-compatible in listing; report it' });
+                throw errors_failure('STORAGE_PROTOCOL', `the object store said the listing of ${prefix} goes on but gave no new continuation token`, {
+                    fix: 'the provider is not S3-compatible in listing; report it',
+                });
             }
             token = page.NextContinuationToken;
         }
@@ -88477,18 +89502,22 @@ class S3ObjectStore {
             objectLock: this.storage.objectLock ? { mode: this.storage.objectLock.mode, retainUntil: new Date(Math.ceil((Date.now() + this.storage.objectLock.days * 86400_000) / 1000) * 1000) } : undefined,
         };
     }
-    async putFile(key, path, expected) {
+    /** `onBytes` hears the bytes the bucket holds so far (parts sent or resumed), for progress. */
+    async putFile(key, path, expected, onBytes) {
         const partSize = Math.max(this.partSize, Math.ceil(expected.bytes / MAX_PARTS));
-        if (expected.bytes <= partSize)
-            return this.putSingle(key, path, expected);
+        if (expected.bytes <= partSize) {
+            const put = await this.putSingle(key, path, expected);
+            onBytes?.(put.bytes);
+            return put;
+        }
         try {
-            return await this.putMultipart(key, path, expected, partSize);
+            return await this.putMultipart(key, path, expected, partSize, onBytes);
         }
         catch (error) {
             // The server forgot the upload we journaled (expired or aborted): start it again cleanly, once.
             if (error instanceof S3RequestError && error.code === 'NoSuchUpload') {
                 await this.dropJournal(key);
-                return this.putMultipart(key, path, expected, partSize);
+                return this.putMultipart(key, path, expected, partSize, onBytes);
             }
             throw error;
         }
@@ -88501,7 +89530,8 @@ class S3ObjectStore {
         await this.client.putObject(key, body, this.objectAttributes(expected.sha256), { md5Base64: (0,external_node_crypto_.createHash)('md5').update(body).digest('base64'), sha256Base64: sha256.toString('base64') });
         return { bytes: body.length, parts: 1, resumedParts: 0 };
     }
-    async putMultipart(key, path, expected, partSize) {
+    async putMultipart(key, path, expected, partSize, onBytes) {
+        let sentSoFar = 0;
         let journal = await this.readJournal(key);
         if (journal && (journal.sha256 !== expected.sha256 || journal.bytes !== expected.bytes || journal.partSize !== partSize)) {
             await this.client.abortMultipartUpload(key, journal.uploadId);
@@ -88549,6 +89579,7 @@ class S3ObjectStore {
                 if (previous && unquote(previous.etag) === md5.toString('hex')) {
                     parts.push({ partNumber, etag: previous.etag, checksumSha256 });
                     resumedParts++;
+                    onBytes?.((sentSoFar += length));
                     freeBuffers.push(buffer);
                     continue;
                 }
@@ -88557,6 +89588,7 @@ class S3ObjectStore {
                     .then((etag) => {
                     const part = { partNumber, etag, checksumSha256 };
                     parts.push(part);
+                    onBytes?.((sentSoFar += length));
                     journal.parts = [...journal.parts.filter((p) => p.partNumber !== partNumber), part];
                     journalWrites = journalWrites.then(() => this.writeJournal(journal));
                     return journalWrites;
@@ -88619,7 +89651,7 @@ function changedWhileSyncing(path) {
 
 /** What a person must have checked about a provider before Lifeline sends it a restaurant's orders. */
 const REVIEW_CHECKLIST = [
-    'data residency: the region and the provider are allowed to hold this data (contracts, GDPR, customers\' terms)',
+    "data residency: the region and the provider are allowed to hold this data (contracts, GDPR, customers' terms)",
     'encryption at rest: the bucket encrypts by default, or storage.serverSideEncryption is set',
     'retention and object lock: versioning/object lock (storage.objectLock) match the retention policy, so a backup cannot be silently overwritten',
     'access keys scoped to the prefix: the key may only list, read and write under the bucket/prefix Lifeline uses, nothing else',
@@ -88783,7 +89815,9 @@ async function importEntry(source) {
     for (const file of [source.metadataFile, ...source.sums.map((s) => s.file)]) {
         const problem = entryFileNameProblem(file);
         if (problem) {
-            throw errors_failure('REMOTE_ENTRY_UNSAFE', `${source.kind}/${source.id} from ${source.source} names the file ${JSON.stringify(file)}, which ${problem}; nothing was fetched`, { fix: 'that copy was not written by Lifeline: inspect and remove it, then use another entry' });
+            throw errors_failure('REMOTE_ENTRY_UNSAFE', `${source.kind}/${source.id} from ${source.source} names the file ${JSON.stringify(file)}, which ${problem}; nothing was fetched`, {
+                fix: 'that copy was not written by Lifeline: inspect and remove it, then use another entry',
+            });
         }
     }
     // A copy whose SHA256SUMS lost a line the metadata names (a backup without its dump) is not an entry.
@@ -88791,7 +89825,9 @@ async function importEntry(source) {
     for (const { name, sha256 } of filesNamedByMetadata(source.metadata)) {
         const problem = typeof name === 'string' ? entryFileNameProblem(name) : 'is not a file name';
         if (problem)
-            throw errors_failure('REMOTE_ENTRY_UNSAFE', `${source.kind}/${source.id} from ${source.source}: ${source.metadataFile} names the file ${JSON.stringify(name)}, which ${problem}; nothing was fetched`, { fix: 'that copy was not written by Lifeline: inspect and remove it, then use another entry' });
+            throw errors_failure('REMOTE_ENTRY_UNSAFE', `${source.kind}/${source.id} from ${source.source}: ${source.metadataFile} names the file ${JSON.stringify(name)}, which ${problem}; nothing was fetched`, {
+                fix: 'that copy was not written by Lifeline: inspect and remove it, then use another entry',
+            });
         const listedSha = listed.get(name);
         if (listedSha !== sha256) {
             throw errors_failure('REMOTE_ENTRY_INCOMPLETE', `${source.kind}/${source.id} from ${source.source} is incomplete: ${listedSha === undefined ? `${source.metadataFile} names ${name} but SHA256SUMS does not list it` : `${source.metadataFile} records sha256 ${String(sha256)} for ${name}, SHA256SUMS lists ${listedSha}`}; nothing was fetched`, {
@@ -88868,9 +89904,10 @@ const MAX_SMALL_OBJECT = 4 * 1024 * 1024;
 async function syncEnvironment(options) {
     const { env, remote, logger } = options;
     const layout = new RemoteLayout(options.prefix, env);
-    const local = filterKinds(await listLocalEntries(join(options.store, env)), options.kinds);
+    const local = filterKinds(await listLocalEntries(join(options.store, env)), options.kinds).filter((e) => !options.exclude?.has(`${e.kind}/${e.id}`));
     const remoteObjects = await listRemote(remote, layout.envPrefix());
     const results = [];
+    options.progress?.phase('sync', { unit: 'bytes', total: await bytesToSync(local.filter((e) => !remoteObjects.has(layout.entryPrefix(e.kind, e.id) + e.metadataFile))) });
     for (const entry of local) {
         const entryPrefix = layout.entryPrefix(entry.kind, entry.id);
         if (remoteObjects.has(entryPrefix + entry.metadataFile)) {
@@ -88888,6 +89925,7 @@ async function syncEnvironment(options) {
             results.push({ kind: entry.kind, id: entry.id, status: 'failed', files: 0, bytes: 0, resumedParts: 0, reason });
         }
     }
+    options.progress?.end();
     return {
         location: remote.location,
         entries: results,
@@ -88895,6 +89933,16 @@ async function syncEnvironment(options) {
         present: results.filter((r) => r.status === 'present').length,
         failed: results.filter((r) => r.status === 'failed').length,
     };
+}
+/** The bytes of the entries to upload (sizes only, nothing read), for the progress total. */
+async function bytesToSync(entries) {
+    let total = 0;
+    for (const entry of entries) {
+        for (const name of new Set([...entry.sums.map((s) => s.file), SUMS_FILE, entry.metadataFile])) {
+            total += await lstat(join(entry.dir, name)).then((st) => (st.isFile() ? st.size : 0), () => 0);
+        }
+    }
+    return total > 0 ? total : undefined;
 }
 async function syncEntry(entry, entryPrefix, remote, remoteObjects, options) {
     const ref = `${entry.kind}/${entry.id}`;
@@ -88924,15 +89972,19 @@ async function syncEntry(entry, entryPrefix, remote, remoteObjects, options) {
         const existing = remoteObjects.get(key);
         if (existing && existing.size === size) {
             const head = await remote.head(key);
-            if (head?.metadata.sha256 === file.sha256)
+            if (head?.metadata.sha256 === file.sha256) {
+                options.progress?.add(size);
                 continue;
+            }
         }
         if (options.dryRun) {
+            options.progress?.add(size);
             bytes += size;
             sent++;
             continue;
         }
-        const put = await remote.putFile(key, path, { sha256: file.sha256, bytes: size });
+        const base = options.progress?.snapshot().done ?? 0;
+        const put = await remote.putFile(key, path, { sha256: file.sha256, bytes: size }, options.progress && ((sentSoFar) => options.progress.update(base + sentSoFar)));
         const head = await remote.head(key);
         if (!head || head.size !== size || head.metadata.sha256 !== file.sha256) {
             throw failure('REMOTE_CHECK_FAILED', `${key} reads back as ${head ? `${head.size} bytes, sha256 ${head.metadata.sha256 ?? 'missing'}` : 'missing'} after upload; expected ${size} bytes, sha256 ${file.sha256}`, {
@@ -88959,7 +90011,15 @@ async function compareRemote(options) {
     const local = filterKinds(await entries_listLocalEntries((0,external_node_path_.join)(options.store, options.env)), options.kinds);
     const remoteObjects = await listRemote(options.remote, layout.envPrefix());
     const remoteEntries = groupRemoteEntries(layout, remoteObjects);
-    const result = { location: options.remote.location, mode: options.deep ? 'deep' : 'listing', inSync: [], missingRemotely: [], incompleteRemotely: [], missingLocally: [], mismatched: [] };
+    const result = {
+        location: options.remote.location,
+        mode: options.deep ? 'deep' : 'listing',
+        inSync: [],
+        missingRemotely: [],
+        incompleteRemotely: [],
+        missingLocally: [],
+        mismatched: [],
+    };
     const localKeys = new Set();
     for (const entry of local) {
         const ref = { kind: entry.kind, id: entry.id };
@@ -89025,7 +90085,9 @@ async function fetchEntry(options) {
         return { ...(await fetchOne(options, layout, kind, options.id)), skipped: [] };
     const candidates = await remoteCandidates(options, layout);
     if (!candidates.length) {
-        throw errors_failure('REMOTE_ENTRY_NOT_FOUND', `no ${kind} entry of environment ${options.env} in ${options.remote.location} has its metadata (every upload there is unfinished, or there is none)`, { fix: 'run `lifeline sync` on the host that holds the entries, or check storage.bucket and storage.prefix' });
+        throw errors_failure('REMOTE_ENTRY_NOT_FOUND', `no ${kind} entry of environment ${options.env} in ${options.remote.location} has its metadata (every upload there is unfinished, or there is none)`, {
+            fix: 'run `lifeline sync` on the host that holds the entries, or check storage.bucket and storage.prefix',
+        });
     }
     const skipped = [];
     for (const id of candidates) {
@@ -89085,7 +90147,9 @@ async function readRemoteEntry(remote, layout, kind, id, env) {
             objects.set(name, object);
     }
     if (objects.size === 0) {
-        throw errors_failure('REMOTE_ENTRY_MISSING', `${kind}/${id} is not in ${remote.location} for environment ${env}: no object under ${entryPrefix}`, { fix: 'run `lifeline sync` on the host that holds it; `lifeline verify --remote --all` lists what the bucket holds' });
+        throw errors_failure('REMOTE_ENTRY_MISSING', `${kind}/${id} is not in ${remote.location} for environment ${env}: no object under ${entryPrefix}`, {
+            fix: 'run `lifeline sync` on the host that holds it; `lifeline verify --remote --all` lists what the bucket holds',
+        });
     }
     if (!objects.has(sums_SUMS_FILE))
         throw missingObjects(remote, `${kind}/${id}`, [entryPrefix + sums_SUMS_FILE]);
@@ -89095,16 +90159,22 @@ async function readRemoteEntry(remote, layout, kind, id, env) {
         sums = sums_parseSums(sumsText);
     }
     catch (error) {
-        throw errors_failure('REMOTE_METADATA_UNREADABLE', `${entryPrefix}${sums_SUMS_FILE} is not a SHA256SUMS file (${error.message})`, { fix: 'that copy was not written by Lifeline, or is damaged: sync it again from a host whose entry verifies' });
+        throw errors_failure('REMOTE_METADATA_UNREADABLE', `${entryPrefix}${sums_SUMS_FILE} is not a SHA256SUMS file (${error.message})`, {
+            fix: 'that copy was not written by Lifeline, or is damaged: sync it again from a host whose entry verifies',
+        });
     }
     for (const s of sums) {
         const problem = entryFileNameProblem(s.file);
         if (problem)
-            throw errors_failure('REMOTE_ENTRY_UNSAFE', `${entryPrefix}${sums_SUMS_FILE} names the file ${JSON.stringify(s.file)}, which ${problem}; nothing was read`, { fix: 'that copy was not written by Lifeline: inspect and remove it' });
+            throw errors_failure('REMOTE_ENTRY_UNSAFE', `${entryPrefix}${sums_SUMS_FILE} names the file ${JSON.stringify(s.file)}, which ${problem}; nothing was read`, {
+                fix: 'that copy was not written by Lifeline: inspect and remove it',
+            });
     }
     const metadataFile = metadataFileOf([...objects.keys()], sums);
     if (!metadataFile) {
-        throw errors_failure('REMOTE_ENTRY_INCOMPLETE', `${kind}/${id} in ${remote.location} has no metadata file: its upload never finished`, { fix: 'run `lifeline sync` on the host that holds it, or use another entry' });
+        throw errors_failure('REMOTE_ENTRY_INCOMPLETE', `${kind}/${id} in ${remote.location} has no metadata file: its upload never finished`, {
+            fix: 'run `lifeline sync` on the host that holds it, or use another entry',
+        });
     }
     let metadata;
     try {
@@ -89173,7 +90243,9 @@ async function verifyRemoteEntry(options) {
     if (id === 'latest') {
         const [newest] = await remoteCandidates({ ...options, kind, id }, layout);
         if (!newest)
-            throw errors_failure('REMOTE_ENTRY_NOT_FOUND', `no ${kind} entry of environment ${options.env} in ${options.remote.location} has its metadata`, { fix: 'run `lifeline sync` first, or check storage.bucket and storage.prefix' });
+            throw errors_failure('REMOTE_ENTRY_NOT_FOUND', `no ${kind} entry of environment ${options.env} in ${options.remote.location} has its metadata`, {
+                fix: 'run `lifeline sync` first, or check storage.bucket and storage.prefix',
+            });
         id = newest;
     }
     const ref = `${kind}/${id}`;
@@ -89191,7 +90263,9 @@ async function verifyRemoteEntry(options) {
             kind,
             id,
             against: "the bucket's own SHA256SUMS (no local copy)",
-            files: missingKeys.length ? missingKeys.map((key) => ({ file: key.slice(layout.entryPrefix(kind, id).length), key, status: 'missing', method: 'none', detail: 'missing in the bucket' })) : [{ file: '(entry)', key: layout.entryPrefix(kind, id), status: 'missing', method: 'none', detail: error.message }],
+            files: missingKeys.length
+                ? missingKeys.map((key) => ({ file: key.slice(layout.entryPrefix(kind, id).length), key, status: 'missing', method: 'none', detail: 'missing in the bucket' }))
+                : [{ file: '(entry)', key: layout.entryPrefix(kind, id), status: 'missing', method: 'none', detail: error.message }],
             ok: false,
         };
     }
@@ -89227,12 +90301,24 @@ async function verifyRemoteEntry(options) {
     if (local) {
         const differs = metadataFieldsDiffer(local.metadata, remoteEntry.metadata);
         if (differs.length) {
-            files.push({ file: remoteEntry.metadataFile, key: remoteEntry.entryPrefix + remoteEntry.metadataFile, status: 'mismatch', method: 'downloaded and hashed', detail: `differs from the local ${remoteEntry.metadataFile} in ${differs.join(', ')}` });
+            files.push({
+                file: remoteEntry.metadataFile,
+                key: remoteEntry.entryPrefix + remoteEntry.metadataFile,
+                status: 'mismatch',
+                method: 'downloaded and hashed',
+                detail: `differs from the local ${remoteEntry.metadataFile} in ${differs.join(', ')}`,
+            });
         }
     }
     if (!expected.some((s) => s.file === remoteEntry.metadataFile)) {
         // backup.json and the like change locally (a verification is recorded in them), so only their presence and upload hash are checked.
-        files.push({ file: remoteEntry.metadataFile, key: remoteEntry.entryPrefix + remoteEntry.metadataFile, status: 'ok', method: 'recorded sha256 (metadata file)', detail: `present; not covered by ${sums_SUMS_FILE}` });
+        files.push({
+            file: remoteEntry.metadataFile,
+            key: remoteEntry.entryPrefix + remoteEntry.metadataFile,
+            status: 'ok',
+            method: 'recorded sha256 (metadata file)',
+            detail: `present; not covered by ${sums_SUMS_FILE}`,
+        });
     }
     const ok = files.every((f) => f.status === 'ok');
     for (const f of files)
@@ -89276,7 +90362,10 @@ function stableJson(value) {
     if (Array.isArray(value))
         return `[${value.map(stableJson).join(',')}]`;
     if (value && typeof value === 'object') {
-        return `{${Object.keys(value).sort().map((k) => `${JSON.stringify(k)}:${stableJson(value[k])}`).join(',')}}`;
+        return `{${Object.keys(value)
+            .sort()
+            .map((k) => `${JSON.stringify(k)}:${stableJson(value[k])}`)
+            .join(',')}}`;
     }
     return JSON.stringify(value) ?? 'undefined';
 }
@@ -89300,7 +90389,9 @@ async function checkObjectBytes(remote, file, key, sha256) {
             return { file, key, status: 'missing', method: 'none', detail: 'missing in the bucket' };
         throw error;
     }
-    return actual === sha256 ? { file, key, status: 'ok', method: 'downloaded and hashed', detail: `sha256 matches (${sha256.slice(0, 12)}...)` } : { file, key, status: 'mismatch', method: 'downloaded and hashed', detail: `sha256 ${actual} in the bucket, ${sha256} expected` };
+    return actual === sha256
+        ? { file, key, status: 'ok', method: 'downloaded and hashed', detail: `sha256 matches (${sha256.slice(0, 12)}...)` }
+        : { file, key, status: 'mismatch', method: 'downloaded and hashed', detail: `sha256 ${actual} in the bucket, ${sha256} expected` };
 }
 /** A full-object SHA-256 (hex) from `x-amz-checksum-sha256`; undefined for none or a multipart checksum-of-checksums ("...-3"). */
 function fullObjectSha256(base64) {
@@ -89337,7 +90428,9 @@ async function readSmallObject(remote, key) {
     const { body, head } = await remote.get(key);
     if (head.size > MAX_SMALL_OBJECT) {
         body.destroy();
-        throw errors_failure('REMOTE_OBJECT_TOO_LARGE', `${key} is ${head.size} bytes; Lifeline's ${sums_SUMS_FILE} and metadata files are small`, { fix: 'check storage.prefix: the bucket holds something that is not a Lifeline entry' });
+        throw errors_failure('REMOTE_OBJECT_TOO_LARGE', `${key} is ${head.size} bytes; Lifeline's ${sums_SUMS_FILE} and metadata files are small`, {
+            fix: 'check storage.prefix: the bucket holds something that is not a Lifeline entry',
+        });
     }
     const chunks = [];
     for await (const chunk of body)
@@ -89400,14 +90493,24 @@ function remoteVerificationResult(env, v) {
     const lines = [
         `${ref} in ${v.location}, checked against ${v.against}:`,
         ...v.files.map((f) => `  ${f.status === 'ok' ? 'ok      ' : f.status === 'missing' ? 'MISSING ' : 'MISMATCH'} ${f.file}  [${f.method}] ${f.detail}`),
-        v.ok ? `${ref}: every object in the bucket is present and its bytes match` : `${ref}: the bucket does NOT hold a verified copy (${v.files.filter((f) => f.status !== 'ok').map((f) => `${f.file} ${f.status}`).join(', ')})`,
+        v.ok
+            ? `${ref}: every object in the bucket is present and its bytes match`
+            : `${ref}: the bucket does NOT hold a verified copy (${v.files
+                .filter((f) => f.status !== 'ok')
+                .map((f) => `${f.file} ${f.status}`)
+                .join(', ')})`,
     ];
     return {
         json: { environment: env, ...v },
         text: lines.join('\n'),
         outputs: { 'backup-id': v.id, ok: String(v.ok) },
         exitCode: v.ok ? 0 : 1,
-        failureMessage: v.ok ? undefined : `${ref} in ${v.location} does not verify: ${v.files.filter((f) => f.status !== 'ok').map((f) => `${f.key} ${f.status === 'missing' ? 'is missing' : `does not match (${f.detail})`}`).join('; ')}`,
+        failureMessage: v.ok
+            ? undefined
+            : `${ref} in ${v.location} does not verify: ${v.files
+                .filter((f) => f.status !== 'ok')
+                .map((f) => `${f.key} ${f.status === 'missing' ? 'is missing' : `does not match (${f.detail})`}`)
+                .join('; ')}`,
     };
 }
 
@@ -89464,9 +90567,7 @@ const compose = object({
     projectName: schemas_string().min(1).optional(),
     /** `auto` detects `docker compose` (v2) then `docker-compose` (v1). */
     command: schemas_enum(['auto', 'docker compose', 'docker-compose']).optional(),
-    services: object({ api: composeService.optional(), web: composeService.optional(), worker: composeService.optional() })
-        .strict()
-        .optional(),
+    services: object({ api: composeService.optional(), web: composeService.optional(), worker: composeService.optional() }).strict().optional(),
     healthTimeout: schema_duration.optional(),
     /** How long every check must keep passing after the first healthy answer (default 5s). */
     settle: schema_duration.optional(),
@@ -89483,7 +90584,9 @@ const retention = object({
     keepDaily: schemas_number().int().min(0).optional(),
     keepWeekly: schemas_number().int().min(0).optional(),
     /** Pre-restore backups are their own class and never count toward the environment's backups. */
-    preRestore: object({ keepLast: schemas_number().int().min(0).optional(), keepDays: schemas_number().int().min(0).optional() }).strict().optional(),
+    preRestore: object({ keepLast: schemas_number().int().min(0).optional(), keepDays: schemas_number().int().min(0).optional() })
+        .strict()
+        .optional(),
 })
     .strict();
 /** Names the docker CLI itself reads: a container variable of that name would redirect or break the CLI that starts it. */
@@ -89620,8 +90723,12 @@ const storage = object({
     /** `sha256`: uploads carry x-amz-checksum-sha256 (default); `none`: no flexible checksum, for providers that reject it (Content-MD5 and x-amz-meta-sha256 stay). */
     checksums: schemas_enum(['sha256', 'none']).optional(),
     serverSideEncryption: schemas_enum(['AES256', 'aws:kms']).optional(),
-    objectLock: object({ mode: schemas_enum(['GOVERNANCE', 'COMPLIANCE']), days: schemas_number().int().positive() }).strict().optional(),
-    reviewed: object({ provider: schemas_string().min(1), by: schemas_string().min(1), date: schemas_string().regex(/^\d{4}-\d{2}-\d{2}$/, 'a date as YYYY-MM-DD') }).strict().optional(),
+    objectLock: object({ mode: schemas_enum(['GOVERNANCE', 'COMPLIANCE']), days: schemas_number().int().positive() })
+        .strict()
+        .optional(),
+    reviewed: object({ provider: schemas_string().min(1), by: schemas_string().min(1), date: schemas_string().regex(/^\d{4}-\d{2}-\d{2}$/, 'a date as YYYY-MM-DD') })
+        .strict()
+        .optional(),
 })
     .strict()
     .refine((s) => !(s.profile && (s.accessKeyIdEnv || s.secretAccessKeyEnv)), 'set profile or accessKeyIdEnv/secretAccessKeyEnv, not both');
@@ -89634,7 +90741,9 @@ const notify = object({
     ping: schemas_string().url().optional(),
     pingEnv: envVarName.optional(),
     /** The scheduled commands that ping (default: backup). */
-    pingCommands: array(schemas_enum(['backup', 'verify', 'prune', 'sync', 'drill', 'gate'])).min(1).optional(),
+    pingCommands: array(schemas_enum(['backup', 'verify', 'prune', 'sync', 'drill', 'gate']))
+        .min(1)
+        .optional(),
     /** Which outcomes post to the webhook (default: failed and refused; drills and gates always). */
     on: array(schemas_enum(['succeeded', 'failed', 'refused'])).optional(),
 })
@@ -89667,7 +90776,11 @@ const environmentSchema = object({
                 const credential = 'http' in h ? hookUrlCredential(h.http) : undefined;
                 // The message never repeats the URL: it holds the credential.
                 if (credential)
-                    ctx.addIssue({ code: 'custom', path: [i, 'http'], message: `the URL carries ${credential}; put it in a header from an environment variable instead: headersFromEnv: { Authorization: HOOK_AUTHORIZATION }` });
+                    ctx.addIssue({
+                        code: 'custom',
+                        path: [i, 'http'],
+                        message: `the URL carries ${credential}; put it in a header from an environment variable instead: headersFromEnv: { Authorization: HOOK_AUTHORIZATION }`,
+                    });
             });
         })
             .optional(),
@@ -89677,7 +90790,9 @@ const environmentSchema = object({
     storage: storage.optional(),
     notify: notify.optional(),
     /** Encryption at rest with age: every payload Lifeline stores is encrypted to these public keys (`age1...`). */
-    encryption: object({ recipients: array(schemas_string().min(1)).min(1, 'name at least one recipient (age-keygen prints its public key), or remove encryption:') }).strict().optional(),
+    encryption: object({ recipients: array(schemas_string().min(1)).min(1, 'name at least one recipient (age-keygen prints its public key), or remove encryption:') })
+        .strict()
+        .optional(),
     /** Production turns on the stricter preflight gates. */
     production: schemas_boolean().optional(),
 })
@@ -89738,7 +90853,7 @@ function readConfigText(path) {
     }
     catch (error) {
         const code = error.code;
-        throw errors_usageError('CONFIG_UNREADABLE', `configuration file ${path} cannot be read (${code === 'EACCES' || code === 'EPERM' ? 'permission denied' : code ?? 'error'})`, code === 'EACCES' || code === 'EPERM' ? `make it readable by the user running Lifeline (uid ${process.getuid?.() ?? '?'}), e.g. chmod 0640 ${path} and the right group, or ${fix}` : fix);
+        throw errors_usageError('CONFIG_UNREADABLE', `configuration file ${path} cannot be read (${code === 'EACCES' || code === 'EPERM' ? 'permission denied' : (code ?? 'error')})`, code === 'EACCES' || code === 'EPERM' ? `make it readable by the user running Lifeline (uid ${process.getuid?.() ?? '?'}), e.g. chmod 0640 ${path} and the right group, or ${fix}` : fix);
     }
     if (buffer.includes(0))
         throw errors_usageError('CONFIG_NOT_YAML', `configuration file ${path} is binary (it holds NUL bytes), not YAML`, fix);
@@ -90263,6 +91378,7 @@ const GLOBAL_INPUTS = [
     { name: 'database-url', type: 'string', description: 'PostgreSQL URL (overrides DATABASE_URL and the config). Masked in logs.' },
     { name: 'redis-url', type: 'string', description: 'Redis URL (overrides REDIS_URL and the config). Masked in logs.' },
     { name: 'json', type: 'boolean', description: 'Print exactly one JSON value on stdout.', default: 'false', cliOnly: true },
+    { name: 'quiet', type: 'boolean', description: 'No progress lines (warnings and errors still print).', default: 'false', cliOnly: true },
 ];
 function spec_allInputs(spec) {
     return spec.usesGlobals === false ? spec.inputs : [...GLOBAL_INPUTS, ...spec.inputs];
@@ -90392,7 +91508,13 @@ function commandFor(action, selected) {
 function actionInputs(action) {
     const byName = new Map();
     if (action.selector) {
-        byName.set(action.selector.input, { name: action.selector.input, type: 'string', description: action.selector.description, default: action.selector.default, choices: Object.keys(action.commands) });
+        byName.set(action.selector.input, {
+            name: action.selector.input,
+            type: 'string',
+            description: action.selector.description,
+            default: action.selector.default,
+            choices: Object.keys(action.commands),
+        });
     }
     for (const command of Object.values(action.commands)) {
         for (const input of allInputs(command)) {
@@ -90454,22 +91576,25 @@ function actionOutputs(action) {
 
 
 
+
+
+
 const USER_LABELS = BACKUP_LABELS.filter((l) => l !== 'pre-restore');
-const LOCK_TIMEOUT_INPUT = { name: 'lock-timeout', type: 'string', description: 'How long to wait for a table lock held by another session (a migration) before failing with who holds it, e.g. 60s; default: postgres.lockTimeout, else 60s.' };
-/** A one-line progress display on a terminal; nothing otherwise (the logger reports at intervals). */
-function terminalProgress(ctx) {
-    if (!ctx.interactive)
-        return undefined;
-    let last = 0;
-    return {
-        onBytes(what, bytes, rate) {
-            const now = Date.now();
-            if (now - last < 200)
-                return;
-            last = now;
-            process.stderr.write(`\r${what}: ${formatBytes(bytes)} (${formatBytes(rate)}/s)   `);
-        },
-    };
+const LOCK_TIMEOUT_INPUT = {
+    name: 'lock-timeout',
+    type: 'string',
+    description: 'How long to wait for a table lock held by another session (a migration) before failing with who holds it, e.g. 60s; default: postgres.lockTimeout, else 60s.',
+};
+/**
+ * The backup's progress: bytes pg_dump wrote, of an estimate when one exists (an earlier backup of
+ * the same database, or the table sizes without compression), with percent and ETA.
+ */
+async function backupProgress(ctx, options) {
+    const estimate = ctx.progress?.quiet ? undefined : await estimateBackupBytes(options);
+    if (estimate)
+        ctx.logger.debug(`expecting about ${formatBytes(estimate.bytes)} from pg_dump (${estimate.source})`);
+    const progress = startProgress(ctx, 'pg_dump', { unit: 'bytes', total: estimate?.bytes, estimated: true });
+    return { sink: { onBytes: (_what, bytes) => progress.update(bytes) }, end: () => progress.end() };
 }
 function redisSourceFor(settings) {
     const url = settings.redis?.url;
@@ -90488,7 +91613,7 @@ async function verifyAndRecord(catalog, entry, settings, ctx) {
     // The same tools as the backup: inside the Compose service the archive is fed on stdin.
     const runner = await postgresRunner(settings);
     const identity = await loadIdentity(ctx.env, ctx.logger);
-    const report = await ctx.logger.group(`Verify backup ${entry.id}`, () => verifyBackup(entry, { runner, redisRunner: () => redisRunner(settings), identity, logger: ctx.logger }));
+    const report = await ctx.logger.group(`Verify backup ${entry.id}`, () => verifyBackup(entry, { runner, redisRunner: () => redisRunner(settings), identity, logger: ctx.logger, progress: startProgress(ctx, 'verify', { unit: 'count' }) }));
     let recorded = entry;
     try {
         recorded = await recordVerification(catalog, settings.name, entry, report);
@@ -90519,9 +91644,23 @@ const backupCommand = {
         { name: 'label', type: 'string', description: 'Why this backup exists.', default: 'manual', choices: USER_LABELS },
         { name: 'release', type: 'string', description: 'Release version this backup belongs to.' },
         { name: 'git-sha', type: 'string', description: 'Git commit of the release.' },
-        { name: 'verify', type: 'boolean', description: 'Verify the new backup as it is written (pg_restore reads every block of the stream, then lists the file; redis-check-rdb) and fail, adding nothing to the catalog, when it does not verify.', default: 'true' },
-        { name: 'compress', type: 'string', description: 'pg_dump compression, METHOD[:LEVEL]: gzip:1-9, zstd:1-22 or lz4:1-12 (pg_dump 16+), none. Default: postgres.compress, else gzip:1 with pg_dump 15 and older, zstd:1 with 16+.' },
-        { name: 'physical', type: 'boolean', description: 'Take a physical base backup through pgBackRest instead (needs postgres.physical; WAL archiving makes point-in-time recovery possible).', default: 'false' },
+        {
+            name: 'verify',
+            type: 'boolean',
+            description: 'Verify the new backup as it is written (pg_restore reads every block of the stream, then lists the file; redis-check-rdb) and fail, adding nothing to the catalog, when it does not verify.',
+            default: 'true',
+        },
+        {
+            name: 'compress',
+            type: 'string',
+            description: 'pg_dump compression, METHOD[:LEVEL]: gzip:1-9, zstd:1-22 or lz4:1-12 (pg_dump 16+), none. Default: postgres.compress, else gzip:1 with pg_dump 15 and older, zstd:1 with 16+.',
+        },
+        {
+            name: 'physical',
+            type: 'boolean',
+            description: 'Take a physical base backup through pgBackRest instead (needs postgres.physical; WAL archiving makes point-in-time recovery possible).',
+            default: 'false',
+        },
         { name: 'physical-type', type: 'string', description: 'pgBackRest backup type for --physical; default: postgres.physical.type.', choices: ['full', 'diff', 'incr'] },
         LOCK_TIMEOUT_INPUT,
     ],
@@ -90545,30 +91684,48 @@ const backupCommand = {
         const conn = environmentConnection(settings);
         const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
         const redisSource = redisSourceFor(settings);
-        const created = await ctx.logger.group(`Back up ${settings.name} (${label})`, async () => createBackup({
-            catalog,
-            environment: settings.name,
-            runner: await postgresRunner(settings),
-            conn,
-            label,
-            release,
-            gitSha,
-            compression: compression ?? settings.postgres.compress,
-            verify,
-            encryptTo: settings.encryption?.recipients,
-            migrationHeadQuery: settings.postgres.migrationHeadQuery,
-            lockTimeoutSeconds: lockTimeoutFor(ctx, settings),
-            redis: redisSource ? await redisSource() : undefined,
-            logger: ctx.logger,
-            progress: terminalProgress(ctx),
-        }));
-        if (ctx.interactive)
-            process.stderr.write('\n');
+        const created = await ctx.logger.group(`Back up ${settings.name} (${label})`, async () => {
+            const runner = await postgresRunner(settings);
+            const progress = await backupProgress(ctx, { catalog, environment: settings.name, conn, runner, compression: compression ?? settings.postgres.compress, logger: ctx.logger });
+            try {
+                return await createBackup({
+                    catalog,
+                    environment: settings.name,
+                    runner,
+                    conn,
+                    label,
+                    release,
+                    gitSha,
+                    compression: compression ?? settings.postgres.compress,
+                    verify,
+                    encryptTo: settings.encryption?.recipients,
+                    migrationHeadQuery: settings.postgres.migrationHeadQuery,
+                    lockTimeoutSeconds: lockTimeoutFor(ctx, settings),
+                    redis: redisSource ? await redisSource() : undefined,
+                    logger: ctx.logger,
+                    progress: progress.sink,
+                });
+            }
+            finally {
+                progress.end();
+            }
+        });
         // The backup verified itself as it was written: a backup that did not verify is not in the catalog.
         const entry = created;
         const report = entry.metadata.verified ? { backupId: entry.id, ok: entry.metadata.verified.ok, checks: entry.metadata.verified.checks } : undefined;
         const archive = entry.metadata.files.postgres;
-        const json = { id: entry.id, sha256: archive.sha256, bytes: archive.bytes, path: entry.dir, label, environment: settings.name, migrationHead: entry.metadata.migrationHead, rowCounts: entry.metadata.rowCounts, compression: entry.metadata.compression ?? null, verified: entry.metadata.verified ?? null };
+        const json = {
+            id: entry.id,
+            sha256: archive.sha256,
+            bytes: archive.bytes,
+            path: entry.dir,
+            label,
+            environment: settings.name,
+            migrationHead: entry.metadata.migrationHead,
+            rowCounts: entry.metadata.rowCounts,
+            compression: entry.metadata.compression ?? null,
+            verified: entry.metadata.verified ?? null,
+        };
         const summary = [
             `### Backup ${entry.id} (${label})`,
             '',
@@ -90581,7 +91738,15 @@ const backupCommand = {
             text: report && !report.ok ? `${entry.id}\n${verifyReportText(report)}` : entry.id,
             outputs: { 'backup-id': entry.id, sha256: archive.sha256, bytes: String(archive.bytes), path: entry.dir },
             summary,
-            ...(report && !report.ok ? { exitCode: 1, failureMessage: `backup ${entry.id} was written but does not verify: ${report.checks.filter((c) => !c.ok).map((c) => c.name).join(', ')}` } : {}),
+            ...(report && !report.ok
+                ? {
+                    exitCode: 1,
+                    failureMessage: `backup ${entry.id} was written but does not verify: ${report.checks
+                        .filter((c) => !c.ok)
+                        .map((c) => c.name)
+                        .join(', ')}`,
+                }
+                : {}),
         };
     },
 };
@@ -90625,7 +91790,12 @@ const verifyCommand = {
     positional: 'backup',
     inputs: [
         { name: 'backup', type: 'string', description: 'Backup id, or "latest".', default: 'latest' },
-        { name: 'remote', type: 'boolean', description: "Instead, verify the named backup's copy in the environment's reviewed object storage: every object present, and its bytes hashed (the provider's SHA-256 where it keeps one, else downloaded) against SHA256SUMS.", default: 'false' },
+        {
+            name: 'remote',
+            type: 'boolean',
+            description: "Instead, verify the named backup's copy in the environment's reviewed object storage: every object present, and its bytes hashed (the provider's SHA-256 where it keeps one, else downloaded) against SHA256SUMS.",
+            default: 'false',
+        },
         { name: 'all', type: 'boolean', description: 'With remote: compare every local entry with the bucket instead of verifying one (a listing comparison unless deep is set).', default: 'false' },
         { name: 'deep', type: 'boolean', description: 'With remote and all: download and hash every remote file instead of comparing listings and the sha256 recorded at upload.', default: 'false' },
         AGE_IDENTITY_INPUT,
@@ -90647,13 +91817,29 @@ const verifyCommand = {
         }
         const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
         const { report, entry } = await verifyAndRecord(catalog, await findBackup(catalog, settings.name, wanted), settings, ctx);
-        const notChecked = report.contentsChecked === false ? `\n  NOT CHECKED: the contents (the backup is encrypted with age and no identity was given; only the encrypted files' checksums were checked). Set ${IDENTITY_ENV} or ${IDENTITY_FILE_ENV} for the full check.` : '';
+        const notChecked = report.contentsChecked === false
+            ? `\n  NOT CHECKED: the contents (the backup is encrypted with age and no identity was given; only the encrypted files' checksums were checked). Set ${IDENTITY_ENV} or ${IDENTITY_FILE_ENV} for the full check.`
+            : '';
         return {
             json: report,
             text: verifyReportText(report) + notChecked,
             outputs: { 'backup-id': entry.id, ok: String(report.ok) },
-            summary: [`### Verify ${entry.id}: ${report.ok ? 'passed' : '**FAILED**'}`, '', '| check | result | detail |', '|---|---|---|', ...report.checks.map((c) => `| ${c.name} | ${c.ok ? 'ok' : '**FAIL**'} | ${c.detail.replace(/\|/g, '\\|')} |`)].join('\n'),
-            ...(report.ok ? {} : { exitCode: 1, failureMessage: `backup ${entry.id} failed verification: ${report.checks.filter((c) => !c.ok).map((c) => c.name).join(', ')}` }),
+            summary: [
+                `### Verify ${entry.id}: ${report.ok ? 'passed' : '**FAILED**'}`,
+                '',
+                '| check | result | detail |',
+                '|---|---|---|',
+                ...report.checks.map((c) => `| ${c.name} | ${c.ok ? 'ok' : '**FAIL**'} | ${c.detail.replace(/\|/g, '\\|')} |`),
+            ].join('\n'),
+            ...(report.ok
+                ? {}
+                : {
+                    exitCode: 1,
+                    failureMessage: `backup ${entry.id} failed verification: ${report.checks
+                        .filter((c) => !c.ok)
+                        .map((c) => c.name)
+                        .join(', ')}`,
+                }),
         };
     },
 };
@@ -90661,7 +91847,12 @@ const restoreCommand = {
     name: 'restore',
     summary: 'Restore a backup into a database (destructive restores need --confirm)',
     inputs: [
-        { name: 'backup', type: 'string', description: "Backup id, or \"latest\": the newest backup of the target's own database (same name and, where recorded, the same server) that is not a pre-restore backup and did not fail verification. Another database's backup needs its id.", default: 'latest' },
+        {
+            name: 'backup',
+            type: 'string',
+            description: 'Backup id, or "latest": the newest backup of the target\'s own database (same name and, where recorded, the same server) that is not a pre-restore backup and did not fail verification. Another database\'s backup needs its id.',
+            default: 'latest',
+        },
         { name: 'target', type: 'string', description: 'PostgreSQL URL of the database to restore into. A password here is visible to other local users in the process list: prefer target-env.' },
         { name: 'target-env', type: 'string', description: 'Name of an environment variable holding the PostgreSQL URL of the database to restore into (keeps the password off the command line).' },
         { name: 'confirm', type: 'string', description: 'The target database name, exactly, to allow replacing a database that holds data.' },
@@ -90670,7 +91861,12 @@ const restoreCommand = {
         { name: 'skip-verify', type: 'boolean', description: 'Do not check the checksums first (recorded with the restore).', default: 'false' },
         { name: 'redis-check', type: 'boolean', description: "Also load the backup's Redis snapshot into a private redis-server and compare key counts.", default: 'false' },
         AGE_IDENTITY_INPUT,
-        { name: 'from-remote', type: 'boolean', description: "Fetch the backup from the environment's reviewed object storage first (checksums verified on the way in) when the local catalog does not have it.", default: 'false' },
+        {
+            name: 'from-remote',
+            type: 'boolean',
+            description: "Fetch the backup from the environment's reviewed object storage first (checksums verified on the way in) when the local catalog does not have it.",
+            default: 'false',
+        },
         LOCK_TIMEOUT_INPUT,
     ],
     outputs: [
@@ -90698,15 +91894,39 @@ const restoreCommand = {
             await fetchBackupIfMissing(catalog, settings, wanted, ctx);
         const runner = await postgresRunner(settings);
         const lockTimeoutSeconds = lockTimeoutFor(ctx, settings);
-        const backup = await findBackupForTarget(catalog, settings.name, wanted, { database: target.database, systemIdentifier: wanted === 'latest' ? await systemIdentifier(runner, target) : undefined, describe: describeTarget(target) });
+        const backup = await findBackupForTarget(catalog, settings.name, wanted, {
+            database: target.database,
+            systemIdentifier: wanted === 'latest' ? await systemIdentifier(runner, target) : undefined,
+            describe: describeTarget(target),
+        });
         payload_requireIdentityFor([backup.metadata.files.postgres, ...(redisCheck ? [backup.metadata.files.redis] : [])], identity, `backup ${backup.id}`);
         // The environment form: the undo command never asks anyone to paste a password into argv.
         const targetEnv = ctx.inputs.string('target-env');
         const undoCommand = (id) => `${targetEnv ? '' : `TARGET_URL='${maskedUrl(target)}' (with the real password) `}lifeline restore --env ${settings.name} --backup ${id} --target-env ${targetEnv ?? 'TARGET_URL'} --confirm ${target.database}`;
         // The isolated Redis check's tools are looked for before anything is restored (exit 2 with the fix).
         const redisImage = redisCheck && backup.metadata.files.redis ? await redisCheckSource(settings) : undefined;
-        const result = await ctx.logger.group(`Restore ${backup.id} into ${describeTarget(target)}`, () => restoreBackup({ catalog, environment: settings.name, backup, runner, target, confirm, jobs, noOwner, skipVerify, identity, encryptTo: settings.encryption?.recipients, logger: ctx.logger, migrationHeadQuery: settings.postgres.migrationHeadQuery, compression: settings.postgres.compress, lockTimeoutSeconds, undoCommand }));
-        const redis = redisCheck && backup.metadata.files.redis ? await restoreRedisIsolated(backup, { binDir: settings.redis?.binDir, logger: ctx.logger, image: redisImage, nameSuffix: `restore-check-${backup.id}` }) : undefined;
+        const result = await ctx.logger.group(`Restore ${backup.id} into ${describeTarget(target)}`, () => restoreBackup({
+            catalog,
+            environment: settings.name,
+            backup,
+            runner,
+            target,
+            confirm,
+            jobs,
+            noOwner,
+            skipVerify,
+            identity,
+            encryptTo: settings.encryption?.recipients,
+            logger: ctx.logger,
+            progress: startProgress(ctx, 'restore', { unit: 'count', noun: 'objects' }),
+            migrationHeadQuery: settings.postgres.migrationHeadQuery,
+            compression: settings.postgres.compress,
+            lockTimeoutSeconds,
+            undoCommand,
+        }));
+        const redis = redisCheck && backup.metadata.files.redis
+            ? await restoreRedisIsolated(backup, { binDir: settings.redis?.binDir, logger: ctx.logger, image: redisImage, nameSuffix: `restore-check-${backup.id}` })
+            : undefined;
         const hooks = (await isEnvironmentDatabase(settings, target, runner)) ? await runPostRestoreHooks(settings.hooks.postRestore, { logger: ctx.logger }) : [];
         const failedHooks = hooks.filter((h) => !h.ok);
         const problems = [...(redis && !redis.ok ? [`redis key counts differ (${redis.detail})`] : []), ...failedHooks.map((h) => `post-restore hook ${h.hook} failed (${h.detail})`)];
@@ -90743,7 +91963,7 @@ async function redisCheckSource(settings) {
     const dirs = settings.redis?.binDir ? [settings.redis.binDir] : [];
     const missing = ['redis-server', 'redis-check-rdb'].filter((tool) => !runner_findExecutable(tool, dirs));
     if (missing.length) {
-        throw errors_usageError('REDIS_CHECK_TOOLS_MISSING', `restore --redis-check loads the snapshot into a private redis-server, and ${missing.join(' and ')} ${missing.length > 1 ? 'are' : 'is'} not on this host; nothing was restored`, 'install them (Debian: apt-get install redis-server), set redis.binDir, set redis.service to use the Redis service\'s image, or drop --redis-check');
+        throw errors_usageError('REDIS_CHECK_TOOLS_MISSING', `restore --redis-check loads the snapshot into a private redis-server, and ${missing.join(' and ')} ${missing.length > 1 ? 'are' : 'is'} not on this host; nothing was restored`, "install them (Debian: apt-get install redis-server), set redis.binDir, set redis.service to use the Redis service's image, or drop --redis-check");
     }
     return undefined;
 }
@@ -90775,10 +91995,14 @@ const pruneCommand = {
         const apply = ctx.inputs.boolean('apply');
         const settings = environmentFor(ctx);
         const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
-        const result = await withLock(catalog.envDir(settings.name), settings.name, { command: 'prune', waitSeconds: 30 }, () => pruneBackups(catalog, settings.name, settings.retention, { apply, logger: ctx.logger }));
+        const result = await withLock(catalog.envDir(settings.name), settings.name, { command: 'prune', waitSeconds: 30 }, () => pruneBackups(catalog, settings.name, settings.retention, { apply, logger: ctx.logger, passingDrills: believedPassingDrills }));
         const going = result.decisions.filter((d) => !d.keep);
         const lines = result.decisions.map((d) => `${d.keep ? 'keep  ' : result.applied ? 'DELETED' : 'delete'} ${d.id}  ${d.label.padEnd(13)} ${d.reasons.join('; ')}`);
-        const verdict = result.applied ? `deleted ${result.deleted.length} backup(s)` : apply ? 'nothing deleted: a release manifest is unreadable' : `dry run: ${going.length} backup(s) would be deleted; pass --apply to delete them`;
+        const verdict = result.applied
+            ? `deleted ${result.deleted.length} backup(s)`
+            : apply
+                ? 'nothing deleted: a release manifest is unreadable'
+                : `dry run: ${going.length} backup(s) would be deleted; pass --apply to delete them`;
         if (apply && !result.applied) {
             throw errors_failure('PRUNE_BLOCKED', `${verdict} (${result.unreadableManifests.join(', ')})`, { fix: 'repair or remove the unreadable manifest(s), then re-run lifeline prune --apply' });
         }
@@ -90821,7 +92045,10 @@ async function deliver(url, init, what, options) {
                 break;
         }
         catch (error) {
-            last = error.name === 'TimeoutError' ? `no answer within ${Math.round((options.timeoutMs ?? DELIVERY_TIMEOUT_MS) / 1000)}s` : error.cause?.message ?? error.message;
+            last =
+                error.name === 'TimeoutError'
+                    ? `no answer within ${Math.round((options.timeoutMs ?? DELIVERY_TIMEOUT_MS) / 1000)}s`
+                    : (error.cause?.message ?? error.message);
         }
     }
     options.logger.warn(`could not deliver the ${what} to ${hostOf(url)} (${last}); the command's result is unchanged`);
@@ -90945,7 +92172,13 @@ async function runObserved(command, ctx) {
         ...(command.name === 'drill' && result ? { objectives: objectivesOf(result.json) } : {}),
     };
     try {
-        await new Catalog(settings.store).appendLog(settings.name, RUNS_LOG, { at: new Date().toISOString(), command: report.command, outcome, durationSeconds, entryId: report.entryId });
+        await new Catalog(settings.store).appendLog(settings.name, RUNS_LOG, {
+            at: new Date().toISOString(),
+            command: report.command,
+            outcome,
+            durationSeconds,
+            entryId: report.entryId,
+        });
     }
     catch (error) {
         ctx.logger.warn(`could not record this ${command.name} in ${RUNS_LOG} (${mask(error.message)}); lifeline metrics will not show it`);
@@ -90954,7 +92187,7 @@ async function runObserved(command, ctx) {
         await deliver(notify.webhook, { method: 'POST', body: JSON.stringify(webhookMessage(report)), contentType: 'application/json' }, 'webhook message', delivery);
     }
     if (ping) {
-        const body = outcome === 'succeeded' ? report.entryId ?? '' : mask([...tail, reason ?? ''].join('\n'));
+        const body = outcome === 'succeeded' ? (report.entryId ?? '') : mask([...tail, reason ?? ''].join('\n'));
         await deliver(pingUrl(ping, outcome === 'succeeded' ? '' : 'fail'), { method: 'POST', body, contentType: 'text/plain; charset=utf-8' }, `${outcome === 'succeeded' ? 'success' : 'failure'} ping`, delivery);
     }
     if (thrown !== undefined)
@@ -92132,7 +93365,7 @@ var summary_awaiter = (undefined && undefined.__awaiter) || function (thisArg, _
 };
 
 
-const { access, appendFile, writeFile } = external_fs_.promises;
+const { access: summary_access, appendFile, writeFile } = external_fs_.promises;
 const SUMMARY_ENV_VAR = 'GITHUB_STEP_SUMMARY';
 const SUMMARY_DOCS_URL = 'https://docs.github.com/actions/using-workflows/workflow-commands-for-github-actions#adding-a-job-summary';
 class Summary {
@@ -92155,7 +93388,7 @@ class Summary {
                 throw new Error(`Unable to find environment variable for $${SUMMARY_ENV_VAR}. Check if your runtime environment supports job summaries.`);
             }
             try {
-                yield access(pathFromEnv, external_fs_.constants.R_OK | external_fs_.constants.W_OK);
+                yield summary_access(pathFromEnv, external_fs_.constants.R_OK | external_fs_.constants.W_OK);
             }
             catch (_a) {
                 throw new Error(`Unable to access summary file: '${pathFromEnv}'. Check if the file has correct read/write permissions.`);
@@ -93991,8 +95224,7 @@ function readActionInputs(command) {
     }
     return values;
 }
-/** The one error boundary of every action entry. */
-async function runAction(action, selected) {
+async function runAction(action, selected, doors = {}) {
     const logger = actionsLogger();
     try {
         const chosen = selected ?? (action.selector ? getInput(action.selector.input) : undefined);
@@ -94020,6 +95252,7 @@ async function runAction(action, selected) {
             cwd: process.cwd(),
             logger,
             interactive: false,
+            artifactStore: doors.artifactStore,
         });
         await publishResult(command, result);
     }
