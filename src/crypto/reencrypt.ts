@@ -43,12 +43,7 @@ export async function reencryptBackups(options: {
   lockWaitSeconds?: number;
 }): Promise<ReencryptOutcome[]> {
   const { catalog, env, logger } = options;
-  if (!options.recipients.length)
-    throw usageError(
-      'NO_RECIPIENTS',
-      `environment ${env} has no encryption.recipients, so there is nothing to re-encrypt to`,
-      `add encryption: { recipients: [age1...] } to environments.${env} in lifeline.yml (age-keygen prints a public key)`,
-    );
+  requireRecipients(env, options.recipients);
   return withLock(catalog.envDir(env), env, { command: `reencrypt ${options.backup}`, waitSeconds: options.lockWaitSeconds ?? 30 }, async () => {
     await recoverInterruptedSwaps(catalog, env, logger);
     const entries = options.backup === 'all' ? await listBackups(catalog, env) : [await findBackup(catalog, env, options.backup)];
@@ -188,12 +183,7 @@ export async function reencryptTenantExports(options: {
   lockWaitSeconds?: number;
 }): Promise<ReencryptOutcome[]> {
   const { catalog, env, logger } = options;
-  if (!options.recipients.length)
-    throw usageError(
-      'NO_RECIPIENTS',
-      `environment ${env} has no encryption.recipients, so there is nothing to re-encrypt to`,
-      `add encryption: { recipients: [age1...] } to environments.${env} in lifeline.yml (age-keygen prints a public key)`,
-    );
+  requireRecipients(env, options.recipients);
   return withLock(catalog.envDir(env), env, { command: `reencrypt --tenant ${options.tenant}`, waitSeconds: options.lockWaitSeconds ?? 30 }, async () => {
     const kinds: EntryKind[] = [];
     if (options.tenant === 'all') {
@@ -278,4 +268,14 @@ async function reencryptExport(
     await rm(staging, { recursive: true, force: true });
     throw error;
   }
+}
+
+/** Re-encrypting needs somewhere to encrypt to: exit 2 with the config fix otherwise. */
+function requireRecipients(env: string, recipients: readonly string[]): void {
+  if (recipients.length) return;
+  throw usageError(
+    'NO_RECIPIENTS',
+    `environment ${env} has no encryption.recipients, so there is nothing to re-encrypt to`,
+    `add encryption: { recipients: [age1...] } to environments.${env} in lifeline.yml (age-keygen prints a public key)`,
+  );
 }

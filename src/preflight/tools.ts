@@ -7,6 +7,7 @@ import { queryOnce } from '../runner/psql';
 import type { Runner } from '../runner/runner';
 import { lastLines, runText } from '../runner/runner';
 import { displayPath, fail, notChecked, pass, warn, type CheckContext, type Finding } from './findings';
+import { formatBytes } from '../report/progress';
 
 /** `pg_dump` refuses to dump a server of a newer major version: find out before a backup is due. */
 export async function checkPgDumpVersion(runner: Runner, ctx: CheckContext, databaseUrl: string | undefined): Promise<Finding[]> {
@@ -138,28 +139,17 @@ export async function checkCatalogSpace(ctx: CheckContext, store: string, enviro
     return findings;
   }
   if (lastBytes === undefined) {
-    findings.push(pass({ check: 'backups.free-space', message: `${formatBytes(freeBytes)} free; no backup yet to size against` }));
+    findings.push(pass({ check: 'backups.free-space', message: `${formatBytes(freeBytes, { binary: true })} free; no backup yet to size against` }));
   } else if (freeBytes < 2 * lastBytes) {
     findings.push(
       fail({
         check: 'backups.free-space',
-        message: `${formatBytes(freeBytes)} free for the catalog, but the last backup (${lastId}) took ${formatBytes(lastBytes)}: the next one needs room for twice that`,
+        message: `${formatBytes(freeBytes, { binary: true })} free for the catalog, but the last backup (${lastId}) took ${formatBytes(lastBytes, { binary: true })}: the next one needs room for twice that`,
         fix: 'free space or prune old backups (lifeline prune), or move the store to a larger disk',
       }),
     );
   } else {
-    findings.push(pass({ check: 'backups.free-space', message: `${formatBytes(freeBytes)} free, at least twice the last backup (${formatBytes(lastBytes)})` }));
+    findings.push(pass({ check: 'backups.free-space', message: `${formatBytes(freeBytes, { binary: true })} free, at least twice the last backup (${formatBytes(lastBytes, { binary: true })})` }));
   }
   return findings;
-}
-
-function formatBytes(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
 }

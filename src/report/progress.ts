@@ -53,12 +53,14 @@ export function progressNumbers(state: ProgressState): ProgressNumbers {
   return { rate, percent, etaSeconds: Math.ceil(remaining / rate) };
 }
 
-export function formatBytes(bytes: number): string {
-  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+/** `1.5 MB` (powers of 1000), or with `binary` `1.4 MiB` (powers of 1024, as disk space is shown). */
+export function formatBytes(bytes: number, options: { binary?: boolean } = {}): string {
+  const units = options.binary ? ['B', 'KiB', 'MiB', 'GiB', 'TiB'] : ['B', 'KB', 'MB', 'GB', 'TB'];
+  const base = options.binary ? 1024 : 1000;
   let value = bytes;
   let unit = 0;
-  while (value >= 1000 && unit < units.length - 1) {
-    value /= 1000;
+  while (value >= base && unit < units.length - 1) {
+    value /= base;
     unit++;
   }
   return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
