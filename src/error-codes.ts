@@ -6,6 +6,7 @@
  * operators' scripts (`--json` prints them): add new ones, never rename one.
  */
 export const ERROR_CODES = {
+  AGE_CLAIM_FALSE: { kinds: ['failed'], doc: "An entry's metadata says a payload is an age file, but the stored file is not one: the entry was damaged or edited." },
   AGE_DECRYPT_FAILED: { kinds: ['failed'], doc: 'An age payload failed to decrypt: the file is damaged or not an age file.' },
   AGE_IDENTITY_INVALID: { kinds: ['usage'], doc: 'A line of the age identity is not an X25519 secret key (AGE-SECRET-KEY-1...).' },
   AGE_IDENTITY_REQUIRED: { kinds: ['usage'], doc: 'The payload is encrypted with age and no identity was given; nothing was changed.' },
@@ -251,6 +252,7 @@ export const ERROR_CODES = {
   TARGET_CHANGED: { kinds: ['refused'], doc: 'The restore target was written to while the restore ran; nothing was replaced.' },
   TARGET_IS_TEMPLATE: { kinds: ['refused'], doc: 'The restore target is a template database.' },
   TARGET_NOT_EMPTY: { kinds: ['refused'], doc: 'An isolated restore needs an empty or new database.' },
+  TAR_CORRUPT: { kinds: ['failed'], doc: 'A tar archive in the catalog is damaged or truncated (a header checksum or a member length is wrong).' },
   TAR_NAME_TOO_LONG: { kinds: ['failed'], doc: 'A file name is too long for the tar archive Lifeline writes (over 100 bytes).' },
   THROWAWAY_START_FAILED: { kinds: ['failed'], doc: 'A throwaway container did not start.' },
   TOOL_FAILED: { kinds: ['failed'], doc: 'An external tool exited with an error.' },

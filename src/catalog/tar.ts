@@ -108,3 +108,81 @@ export function firstTarFile(archive: Buffer): Buffer | undefined {
   if (!Number.isFinite(size)) return undefined;
   return archive.subarray(BLOCK, BLOCK + size);
 }
+
+/** What `readTarMembers` reports of each member. */
+export interface TarMemberDigest {
+  name: string;
+  /** '0' regular file, '5' directory, anything else as written in the header. */
+  type: string;
+  size: number;
+  sha256: string;
+  /** The first bytes of its content (at most `headBytes`). */
+  head: Buffer;
+}
+
+/**
+ * Reads a tar stream to its end, one member at a time, hashing each member's content and keeping
+ * its first `headBytes` bytes: what an archive holds, checked without extracting it (bounded
+ * memory whatever the member sizes). A header with a bad checksum or a stream that ends inside a
+ * member fails.
+ */
+export async function readTarMembers(source: AsyncIterable<Buffer | string>, headBytes = 32): Promise<TarMemberDigest[]> {
+  const { createHash } = await import('node:crypto');
+  const members: TarMemberDigest[] = [];
+  let header = Buffer.alloc(0);
+  let current: { digest: TarMemberDigest; hash: ReturnType<typeof createHash>; left: number; pad: number } | undefined;
+  let ended = false;
+  for await (const raw of source) {
+    let chunk = typeof raw === 'string' ? Buffer.from(raw) : raw;
+    while (chunk.length && !ended) {
+      if (current) {
+        if (current.left > 0) {
+          const take = chunk.subarray(0, Math.min(current.left, chunk.length));
+          current.hash.update(take);
+          if (current.digest.head.length < headBytes) current.digest.head = Buffer.concat([current.digest.head, take.subarray(0, headBytes - current.digest.head.length)]);
+          current.left -= take.length;
+          chunk = chunk.subarray(take.length);
+          continue;
+        }
+        const skip = Math.min(current.pad, chunk.length);
+        current.pad -= skip;
+        chunk = chunk.subarray(skip);
+        if (current.pad === 0) {
+          current.digest.sha256 = current.hash.digest('hex');
+          members.push(current.digest);
+          current = undefined;
+        }
+        continue;
+      }
+      const need = BLOCK - header.length;
+      header = Buffer.concat([header, chunk.subarray(0, need)]);
+      chunk = chunk.subarray(need);
+      if (header.length < BLOCK) continue;
+      const block = header;
+      header = Buffer.alloc(0);
+      if (block.every((b) => b === 0)) {
+        ended = true;
+        break;
+      }
+      const recorded = parseInt(block.subarray(148, 156).toString('ascii').replace(/\0.*$/s, '').trim(), 8);
+      let sum = 0;
+      for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 32 : block[i]!;
+      if (recorded !== sum) throw failure('TAR_CORRUPT', 'the archive has a tar header with a wrong checksum: it is damaged or not a tar archive');
+      const name = block.subarray(0, 100).toString('utf8').replace(/\0.*$/s, '');
+      const prefix = block.subarray(257, 262).toString('ascii') === 'ustar' ? block.subarray(345, 500).toString('utf8').replace(/\0.*$/s, '') : '';
+      const size =
+        block[124]! & 0x80
+          ? Number(block.subarray(125, 136).reduce((acc, b) => acc * 256n + BigInt(b), 0n))
+          : parseInt(block.subarray(124, 136).toString('ascii').replace(/\0.*$/s, '').trim() || '0', 8);
+      const type = String.fromCharCode(block[156]!) === '\0' ? '0' : String.fromCharCode(block[156]!);
+      current = { digest: { name: prefix ? `${prefix}/${name}` : name, type, size, sha256: '', head: Buffer.alloc(0) }, hash: createHash('sha256'), left: size, pad: (BLOCK - (size % BLOCK)) % BLOCK };
+      if (size === 0) {
+        current.digest.sha256 = current.hash.digest('hex');
+        members.push(current.digest);
+        current = undefined;
+      }
+    }
+  }
+  if (current || header.length) throw failure('TAR_CORRUPT', 'the archive ends inside a member: it is truncated');
+  return members;
+}

@@ -4,6 +4,7 @@ import { readEntryText } from '../catalog/confine';
 import { Catalog } from '../catalog/store';
 import { listLocalEntries } from '../storage/entries';
 import { EXPORT_MANIFEST, exportIsEncrypted, type TenantExportManifest } from '../tenant/export';
+import { unencryptedPayloads } from '../crypto/payload';
 import { usageError } from '../errors';
 import type { EnvironmentSettings } from '../settings/resolve';
 import { fetchNewestArtifact, uploadNewestAsArtifacts, type ArtifactStore, type ArtifactUpload } from '../storage/artifacts';
@@ -91,7 +92,7 @@ export function createSyncCommand(doors: StorageDoors = {}): CommandSpec {
       const asked = ctx.inputs.list('kinds');
       if (ctx.inputs.boolean('compare')) return runCompare(ctx, settings, doors, asked);
       const kinds = asked;
-      const exclude = await plaintextTenantExports(settings, kinds, ctx.logger);
+      const exclude = await entriesKeptOnHost(settings, kinds, ctx.logger);
       const days = retentionDays(ctx);
       const useBucket = to !== 'artifact';
       const bucket = useBucket ? bucketFor(settings, doors, ctx) : undefined;
@@ -207,29 +208,50 @@ export const syncAction: ActionSpec = {
 };
 
 /**
- * In an environment that encrypts, the bucket and the artifacts must see no plaintext rows. Tenant
- * exports written since encryption was configured are stored as `.age` files and copied like
- * backups; those made before (plaintext) are left out, each with a warning naming the fix
- * (`lifeline reencrypt --tenant`), whatever --kinds says. An export.json that cannot be read is
- * left out too: it cannot be shown to be encrypted.
+ * In an environment that encrypts, the bucket and the artifacts must see no plaintext rows. Entries
+ * that hold rows (backups, pre-restore Redis snapshots, tenant exports) are copied only when every
+ * payload on disk is, in fact, an age file: decided from the stored bytes (the age header, and every
+ * member of an export's archive), never from what backup.json or export.json claim, since an edited
+ * claim must not carry plaintext off the host. Those made before encryption was configured, or whose
+ * files are not what their metadata says, are left out, each with a warning naming the fix
+ * (`lifeline reencrypt`), whatever --kinds says.
  */
-async function plaintextTenantExports(settings: EnvironmentSettings, asked: string[], logger: CommandContext['logger']): Promise<Set<string>> {
+async function entriesKeptOnHost(settings: EnvironmentSettings, asked: string[], logger: CommandContext['logger']): Promise<Set<string>> {
   const excluded = new Set<string>();
-  if (!settings.encryption || (asked.length && !asked.includes('tenants'))) return excluded;
+  if (!settings.encryption) return excluded;
+  const wanted = (kind: string) => !asked.length || asked.includes(kind.startsWith('tenants/') ? 'tenants' : kind);
   for (const entry of await listLocalEntries(join(settings.store, settings.name))) {
-    if (!entry.kind.startsWith('tenants/')) continue;
-    let manifest: TenantExportManifest | undefined;
+    const holdsRows = entry.kind === 'backups' || entry.kind === 'redis-snapshots' || entry.kind.startsWith('tenants/');
+    if (!holdsRows || !wanted(entry.kind)) continue;
+    let problems: string[];
     try {
-      manifest = JSON.parse(await readEntryText(entry.dir, EXPORT_MANIFEST)) as TenantExportManifest;
-    } catch {
-      manifest = undefined;
+      problems = await unencryptedPayloads(entry.dir);
+    } catch (error) {
+      problems = [(error as Error).message];
     }
-    if (manifest && exportIsEncrypted(manifest)) continue;
+    let claimsEncryption = false;
+    let tenant = 'all';
+    if (entry.kind.startsWith('tenants/')) {
+      try {
+        const manifest = JSON.parse(await readEntryText(entry.dir, EXPORT_MANIFEST)) as TenantExportManifest;
+        claimsEncryption = exportIsEncrypted(manifest);
+        if (typeof manifest.tenant === 'string') tenant = manifest.tenant;
+      } catch {
+        problems.push(`its ${EXPORT_MANIFEST} cannot be read, so it cannot be shown to be encrypted`);
+      }
+    }
+    if (!problems.length) continue;
     excluded.add(`${entry.kind}/${entry.id}`);
-    const tenant = typeof manifest?.tenant === 'string' ? manifest.tenant : 'all';
-    logger.warn(
-      `${entry.kind}/${entry.id} is not copied off the host: ${manifest ? 'it was exported in plaintext (before encryption was configured for ' + settings.name + ')' : 'its export.json cannot be read, so it cannot be shown to be encrypted'}; encrypt it first with: lifeline reencrypt --env ${settings.name} --tenant ${JSON.stringify(tenant)}`,
-    );
+    const fix =
+      entry.kind === 'backups'
+        ? `lifeline reencrypt --env ${settings.name} --backup ${entry.id}`
+        : entry.kind.startsWith('tenants/')
+          ? `lifeline reencrypt --env ${settings.name} --tenant ${JSON.stringify(tenant)}`
+          : `a pre-restore snapshot is not re-encrypted by Lifeline: keep it on this host, or delete it once it is no longer needed`;
+    const why = claimsEncryption
+      ? `its metadata says it is encrypted, but ${problems.join('; ')} (the entry was edited or damaged)`
+      : `it is stored in plaintext (${problems.join('; ')}), made before encryption was configured for ${settings.name}`;
+    logger.warn(`${entry.kind}/${entry.id} is not copied off the host: ${why}; ${entry.kind === 'redis-snapshots' ? fix : `encrypt it first with: ${fix}`}`);
   }
   return excluded;
 }

@@ -198,6 +198,33 @@ export function encryptReadable(source: Readable, recipients: readonly string[])
   return out;
 }
 
+/**
+ * The age library's reasons, as a fixed phrase: some of its messages quote the bytes they choke on
+ * ("invalid version " + the file's first line), and a plaintext file taken for an age file would put
+ * its first row (a tenant's data) into the error, the log and --json.
+ */
+const AGE_REASONS = [
+  'invalid version',
+  'invalid header HMAC',
+  'invalid header',
+  'invalid footer',
+  'invalid stanza',
+  'invalid X25519 stanza',
+  'invalid base64',
+  'invalid line length',
+  'invalid non-ASCII byte in header',
+  'ciphertext is too small',
+  'ciphertext size is invalid',
+  'final chunk is empty',
+  'stream ended before reading',
+  'invalid tag',
+];
+function safeReason(message: string): string {
+  const known = AGE_REASONS.filter((r) => message.toLowerCase().includes(r.toLowerCase())).sort((a, b) => b.length - a.length)[0];
+  if (known === 'invalid version') return 'it does not start with an age header (age-encryption.org/v1)';
+  return known ?? 'the age stream is invalid';
+}
+
 /** The message of a decryption failure (wrong key, damaged file): exit 1, with what to do. */
 function decryptFailure(what: string, error: unknown): Error {
   const message = (error as Error).message ?? String(error);
@@ -206,7 +233,7 @@ function decryptFailure(what: string, error: unknown): Error {
       fix: `give an identity whose public key is among the recipients recorded in backup.json; ${IDENTITY_FIX}`,
     });
   }
-  return failure('AGE_DECRYPT_FAILED', `${what} failed to decrypt: ${message.replace(/AGE-SECRET-KEY-1\S*/g, '***')} (the file is damaged or not an age file)`, {
+  return failure('AGE_DECRYPT_FAILED', `${what} failed to decrypt: ${safeReason(message)} (the file is damaged or not an age file)`, {
     fix: 'check its checksum (lifeline verify) and use another copy or backup',
   });
 }
@@ -242,4 +269,12 @@ export function decryptFile(path: string, identity: AgeIdentity, what: string): 
 /** Whether `identity` holds a key for one of `recipients` (recorded public keys). */
 export function identityMatches(identity: AgeIdentity, recipients: readonly string[]): boolean {
   return identity.recipients.some((r) => recipients.includes(r));
+}
+
+/** The first line of every age file (the format's version line). */
+export const AGE_HEADER = 'age-encryption.org/v1\n';
+
+/** Whether bytes (the start of a file) begin as an age file does. */
+export function startsAsAge(head: Buffer): boolean {
+  return head.subarray(0, AGE_HEADER.length).toString('latin1') === AGE_HEADER;
 }

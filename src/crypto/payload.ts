@@ -1,10 +1,13 @@
 import { createHash } from 'node:crypto';
 import { Transform, type Readable } from 'node:stream';
-import { entryFilePath } from '../catalog/confine';
+import { readdir } from 'node:fs/promises';
+import { createGunzip } from 'node:zlib';
+import { entryFilePath, openEntryFile } from '../catalog/confine';
+import { readTarMembers } from '../catalog/tar';
 import { failure } from '../errors';
 import type { BackupFile } from '../backup/metadata';
 import type { Runner, ToolInvocation, ToolResult } from '../runner/runner';
-import { decryptFile, identityMatches, identityRequired, IDENTITY_FIX, type AgeIdentity } from './age';
+import { AGE_HEADER, AGE_SUFFIX, decryptFile, identityMatches, identityRequired, IDENTITY_FIX, startsAsAge, type AgeIdentity } from './age';
 
 /** Whether a stored payload is an age file. */
 export function isEncrypted(file: BackupFile | undefined): file is BackupFile & { encryption: NonNullable<BackupFile['encryption']> } {
@@ -97,4 +100,64 @@ export async function runReadingStream(
   if (!ended && !sourceError) await new Promise((resolve) => setTimeout(resolve, 50));
   if (!ended) source.destroy();
   return { result, sourceError, complete: ended && !sourceError };
+}
+
+/** Entry files that describe the entry rather than hold its rows: metadata, checksums, checksum sidecars. */
+function isDescriptionFile(name: string): boolean {
+  return name === 'SHA256SUMS' || name.endsWith('.json') || name.endsWith('.sha256');
+}
+
+/**
+ * What in an entry's directory is not, in fact, an age file: every payload must be named `*.age`
+ * and start with the age header, and every member of a `.tar.gz` archive likewise. Decided from
+ * the bytes on disk, never from what backup.json or export.json claim (an edited claim must not
+ * carry plaintext off the host). Unreadable files (a link, a directory, a torn archive) count as
+ * not encrypted. Returns one line per problem; empty when everything is ciphertext.
+ */
+export async function unencryptedPayloads(entryDir: string): Promise<string[]> {
+  const problems: string[] = [];
+  for (const name of (await readdir(entryDir)).sort()) {
+    if (isDescriptionFile(name)) continue;
+    try {
+      const handle = await openEntryFile(entryDir, name);
+      try {
+        if (name.endsWith('.tar.gz')) {
+          const members = await readTarMembers(handle.createReadStream({ autoClose: false, highWaterMark: 1024 * 1024 }).pipe(createGunzip()), AGE_HEADER.length);
+          for (const m of members) {
+            if (m.type === '5' || isDescriptionFile(m.name.slice(m.name.lastIndexOf('/') + 1))) continue;
+            if (m.type !== '0' || !m.name.endsWith(AGE_SUFFIX) || !startsAsAge(m.head)) problems.push(`${name}: member ${m.name} is not an age file`);
+          }
+          continue;
+        }
+        const head = Buffer.alloc(AGE_HEADER.length);
+        const { bytesRead } = await handle.read(head, 0, head.length, 0);
+        if (!name.endsWith(AGE_SUFFIX) || !startsAsAge(head.subarray(0, bytesRead))) problems.push(`${name} is not an age file`);
+      } finally {
+        await handle.close();
+      }
+    } catch (error) {
+      problems.push(`${name} cannot be read as an age file (${(error as Error).message})`);
+    }
+  }
+  return problems;
+}
+
+/**
+ * Metadata that says a payload is encrypted must be true of the file: otherwise the entry was edited
+ * or damaged, and treating it as encrypted would skip its encryption (reencrypt) or ship plaintext.
+ */
+export async function assertEncryptionClaims(entryDir: string, files: readonly BackupFile[], what: string): Promise<void> {
+  for (const file of files.filter(isEncrypted)) {
+    const handle = await openEntryFile(entryDir, file.name);
+    try {
+      const head = Buffer.alloc(AGE_HEADER.length);
+      const { bytesRead } = await handle.read(head, 0, head.length, 0);
+      if (file.name.endsWith(AGE_SUFFIX) && startsAsAge(head.subarray(0, bytesRead))) continue;
+    } finally {
+      await handle.close();
+    }
+    throw failure('AGE_CLAIM_FALSE', `${what}: its metadata says ${file.name} is encrypted with age, but the stored file is not an age file`, {
+      fix: 'the entry was edited or damaged: do not trust it; restore from another backup, and check who can write to the store',
+    });
+  }
 }

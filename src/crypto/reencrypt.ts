@@ -11,7 +11,7 @@ import { usageError } from '../errors';
 import type { Logger } from '../logger';
 import { BACKUP_METADATA_FILE, findBackup, listBackups, type BackupEntry, type BackupFile, type BackupMetadata } from '../backup/metadata';
 import { AGE_SUFFIX, encryptingWriter, type AgeIdentity } from './age';
-import { isEncrypted, openPlaintext, requireIdentityFor } from './payload';
+import { assertEncryptionClaims, isEncrypted, openPlaintext, requireIdentityFor } from './payload';
 
 export interface ReencryptOutcome {
   id: string;
@@ -77,6 +77,8 @@ function sameRecipients(entry: BackupEntry, recipients: readonly string[]): bool
 }
 
 async function reencryptEntry(catalog: Catalog, env: string, entry: BackupEntry, recipients: readonly string[], identity: AgeIdentity | undefined, logger: Logger): Promise<ReencryptOutcome> {
+  // A claim of encryption that the file does not bear out is an edited or damaged entry: never skipped as done.
+  await assertEncryptionClaims(entry.dir, payloads(entry), `backup ${entry.id}`);
   if (sameRecipients(entry, recipients)) {
     return { id: entry.id, action: 'skipped', files: payloads(entry).map((f) => f.name), detail: 'already encrypted to exactly the current recipients' };
   }
@@ -234,6 +236,7 @@ async function reencryptExport(
   logger: Logger,
 ): Promise<ReencryptOutcome> {
   const manifest = entry.metadata;
+  await assertEncryptionClaims(entry.dir, collectionFiles(manifest), `tenant export ${entry.id}`);
   if (exportSameRecipients(manifest, recipients))
     return { id: entry.id, action: 'skipped', files: manifest.collections.map((c) => c.file), detail: 'already encrypted to exactly the current recipients' };
   const kindDir = join(entry.dir, '..');

@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
+import { readTarMembers, type TarMemberDigest } from '../catalog/tar';
 import { HashingTransform } from '../catalog/files';
 import { decryptReadable, identityMatches, type AgeIdentity } from '../crypto/age';
 import { sha256File } from '../catalog/files';
@@ -211,6 +213,39 @@ export async function verifyTenantExport(entry: CatalogEntry<TenantExportManifes
     if (!sums.some((s) => s.file === file && s.sha256 === sha256)) problems.push(`${file}: missing from ${SUMS_FILE} or listed with another sha256 than the manifest's`);
     const sidecar = await readEntryText(entry.dir, `${file}.sha256`).catch(() => '');
     if (!sidecar.startsWith(`${sha256}  `)) problems.push(`${file}.sha256: missing or disagrees with the manifest`);
+    problems.push(...(await archiveProblems(entry.dir, file, manifest)));
   }
   return { ok: problems.length === 0, exportId: entry.id, tenant: manifest.tenant, checkedAt: new Date().toISOString(), problems, files, encrypted, contentsChecked };
+}
+
+/**
+ * The handoff archive must hold exactly the export's files, byte for byte: each collection file as
+ * stored (the `.age` file in an encrypted export) under one folder, beside SHA256SUMS and
+ * export.json, and nothing else. Its checksum alone proves only that the archive is the one
+ * recorded; a rebuilt archive with its checksums rewritten (plaintext rows, another tenant's file)
+ * is caught here, with or without an identity.
+ */
+async function archiveProblems(entryDir: string, file: string, manifest: TenantExportManifest): Promise<string[]> {
+  let members: TarMemberDigest[];
+  try {
+    members = await readTarMembers(createReadStream(await entryFilePath(entryDir, file), { highWaterMark: 1024 * 1024 }).pipe(createGunzip()), 0);
+  } catch (error) {
+    return [`${file}: cannot be read as a gzip'd tar archive (${(error as Error).message})`];
+  }
+  const problems: string[] = [];
+  const files = members.filter((m) => m.type !== '5');
+  const folders = new Set(files.map((m) => (m.name.includes('/') ? m.name.slice(0, m.name.indexOf('/')) : '')));
+  if (folders.size !== 1 || folders.has('')) problems.push(`${file}: its members are not all in one folder`);
+  const byName = new Map(files.map((m) => [m.name.slice(m.name.indexOf('/') + 1), m]));
+  for (const c of manifest.collections ?? []) {
+    const member = byName.get(c.file);
+    if (!member) problems.push(`${file}: does not hold ${c.file}`);
+    else if (member.sha256 !== c.sha256 || member.size !== c.bytes)
+      problems.push(`${file}: its ${c.file} is not the stored one (sha256 ${member.sha256}, ${member.size} bytes; the export's is ${c.sha256}, ${c.bytes} bytes)`);
+    byName.delete(c.file);
+  }
+  byName.delete(SUMS_FILE);
+  byName.delete('export.json');
+  for (const name of byName.keys()) problems.push(`${file}: holds ${JSON.stringify(name)}, which is not a file of the export`);
+  return problems;
 }

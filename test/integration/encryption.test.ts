@@ -1,10 +1,11 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decryptFile, loadIdentity } from '../../src/crypto/age';
+import { unencryptedPayloads } from '../../src/crypto/payload';
 import { createMemoryLogger } from '../../src/logger';
 import { startThrowawayRedis, type ThrowawayRedis } from '../../src/redis/server';
 import { runCli } from '../../src/cli/main';
@@ -407,7 +408,10 @@ describe('encryption at rest with age', () => {
     writeFileSync(join(entry, 'export.json'), originalManifest.replace(manifest.collections[0].sha256, sha));
     try {
       const blind = await inproc(['tenant', 'verify', '--tenant', 'acme', ...base(), '--json']);
-      expect(blind.code).toBe(0); // the checksums match: only decryption can tell, and it says it did not decrypt
+      // The checksums match, but the handoff archive still holds the stored file as it was: the keyless
+      // verify catches the swap there (before the archive was checked, only decryption could tell).
+      expect(blind.code).toBe(1);
+      expect(blind.stdout).toMatch(/export\.tar\.gz: its tenant_notes\.ndjson\.age is not the stored one/);
       expect(JSON.parse(blind.stdout).contentsChecked).toBe(false);
       const tampered = await inproc(['tenant', 'verify', '--tenant', 'acme', ...base()], { LIFELINE_AGE_IDENTITY_FILE: a.file });
       expect(tampered.code).toBe(1);
@@ -416,6 +420,80 @@ describe('encryption at rest with age', () => {
       writeFileSync(path, original);
       writeFileSync(join(entry, 'SHA256SUMS'), originalSums);
       writeFileSync(join(entry, 'export.json'), originalManifest);
+    }
+  }, 120_000);
+
+  it('claims of encryption are checked against the bytes (outside attack): a forged export.json, a rebuilt archive, an error that would quote a row', async () => {
+    const tenantDir = join(store, 'production', 'tenants', 'acme', 'exports');
+    const plainEntry = join(tenantDir, plainExportId);
+    const encEntry = join(tenantDir, encryptedExportId);
+    // What sync decides from: the bytes. The genuine encrypted export passes; the plaintext one does not.
+    expect(await unencryptedPayloads(encEntry)).toEqual([]);
+    expect(await unencryptedPayloads(plainEntry)).toEqual(['tenant_notes.ndjson is not an age file']);
+
+    // B1/B2: the plaintext export's export.json edited to claim encryption (files untouched).
+    const manifestPath = join(plainEntry, 'export.json');
+    const originalManifest = readFileSync(manifestPath, 'utf8');
+    const forged = JSON.parse(originalManifest);
+    forged.collections = forged.collections.map((c: { sha256: string; bytes: number }) => ({
+      ...c,
+      encryption: { format: 'age', recipients: [a.recipient], plaintextSha256: c.sha256, plaintextBytes: c.bytes },
+    }));
+    writeFileSync(manifestPath, JSON.stringify(forged, null, 2));
+    try {
+      expect(await unencryptedPayloads(plainEntry)).toEqual(['tenant_notes.ndjson is not an age file']);
+      // reencrypt must not skip it as "already encrypted": the entry is named as edited, and left as it was.
+      const re = await inproc(['reencrypt', '--tenant', 'acme', ...base(), '--json'], { LIFELINE_AGE_IDENTITY_FILE: a.file });
+      expect(re.code, re.stdout + re.stderr).toBe(1);
+      expect(re.stdout + re.stderr).toMatch(/says tenant_notes\.ndjson is encrypted with age, but the stored file is not an age file/);
+      expect(readFileSync(join(plainEntry, 'tenant_notes.ndjson')).includes(TENANT_MARKER)).toBe(true);
+      // M1: a decrypting verify of the forged entry fails without quoting the row it choked on.
+      const verify = await inproc(['tenant', 'verify', '--tenant', 'acme', '--export', plainExportId, ...base(), '--json'], { LIFELINE_AGE_IDENTITY_FILE: a.file });
+      expect(verify.code).toBe(1);
+      expect(verify.stdout + verify.stderr).not.toContain(TENANT_MARKER);
+    } finally {
+      writeFileSync(manifestPath, originalManifest);
+    }
+
+    // B3: the handoff archive rebuilt with the decrypted (plaintext) file, its checksums rewritten to match.
+    const archive = join(encEntry, 'export.tar.gz');
+    const saved = Object.fromEntries(['export.tar.gz', 'export.tar.gz.sha256', 'SHA256SUMS', 'export.json'].map((f) => [f, readFileSync(join(encEntry, f))]));
+    const work = join(dir.path, 'rebuild');
+    const folder = execFileSync('tar', ['-tzf', archive]).toString().split('\n')[0]!.split('/')[0]!;
+    mkdirSync(join(work, folder), { recursive: true });
+    writeFileSync(join(work, folder, 'tenant_notes.ndjson.age'), execFileSync('age', ['-d', '-i', a.file, join(encEntry, 'tenant_notes.ndjson.age')]));
+    execFileSync('tar', ['-czf', archive, '-C', work, folder]);
+    const sha = createHash('sha256').update(readFileSync(archive)).digest('hex');
+    const oldSha = String(saved['export.tar.gz.sha256']).split(' ')[0]!;
+    writeFileSync(join(encEntry, 'export.tar.gz.sha256'), `${sha}  export.tar.gz\n`);
+    writeFileSync(join(encEntry, 'SHA256SUMS'), String(saved['SHA256SUMS']).replace(oldSha, sha));
+    const m = JSON.parse(String(saved['export.json']));
+    m.archive = { ...m.archive, sha256: sha, bytes: statSync(archive).size };
+    writeFileSync(join(encEntry, 'export.json'), JSON.stringify(m, null, 2));
+    try {
+      expect(await unencryptedPayloads(encEntry)).toEqual([`export.tar.gz: member ${folder}/tenant_notes.ndjson.age is not an age file`]);
+      for (const identity of [{}, { LIFELINE_AGE_IDENTITY_FILE: a.file }]) {
+        const v = await inproc(['tenant', 'verify', '--tenant', 'acme', '--export', encryptedExportId, ...base(), '--json'], identity);
+        expect(v.code, v.stdout).toBe(1);
+        expect(v.stdout).toMatch(/export\.tar\.gz: its tenant_notes\.ndjson\.age is not the stored one/);
+        expect(v.stdout + v.stderr).not.toContain(TENANT_MARKER);
+      }
+    } finally {
+      for (const [f, content] of Object.entries(saved)) writeFileSync(join(encEntry, f), content);
+    }
+    const again = await inproc(['tenant', 'verify', '--tenant', 'acme', '--export', encryptedExportId, ...base()]);
+    expect(again.code, again.stdout).toBe(0);
+
+    // M2: an entry set aside by a re-encryption killed between its renames is named by doctor, never with an rm.
+    const setAside = join(tenantDir, `.reencrypt-old-${encryptedExportId}-999999`);
+    mkdirSync(setAside);
+    try {
+      const doctor = await inproc(['doctor', ...base()]);
+      expect(doctor.code).toBe(1);
+      expect(doctor.stdout + doctor.stderr).toMatch(/set aside by a re-encryption killed between its two renames[^\n]*reencrypt-old-[^\n]*\n\s*fix: run lifeline reencrypt again/);
+      expect(doctor.stdout + doctor.stderr).not.toMatch(/rm -rf[^\n]*reencrypt-old/);
+    } finally {
+      rmSync(setAside, { recursive: true, force: true });
     }
   }, 120_000);
 
