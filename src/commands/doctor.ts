@@ -9,7 +9,7 @@ import { environmentFor, type CommandSpec } from './spec';
 
 interface LeftoverDirectory {
   path: string;
-  kind: 'staging' | 'deleting';
+  kind: 'staging' | 'deleting' | 'set-aside';
   remove: string;
 }
 
@@ -55,7 +55,10 @@ export const doctorCommand: CommandSpec = {
           ]
         : []),
       ...drills.map((d) => `left by a killed drill (the next drill removes it): ${d.description}\n    remove: ${d.remove}`),
-      ...directories.map((d) => `${d.kind === 'staging' ? 'half-written entry ' : 'half-deleted entry '} ${d.path}\n    remove: ${d.remove}`),
+      ...directories.map(
+        (d) =>
+          `${d.kind === 'staging' ? 'half-written entry ' : d.kind === 'deleting' ? 'half-deleted entry ' : 'entry set aside by a re-encryption killed between its two renames (it may be the only whole copy):'} ${d.path}\n    ${d.kind === 'set-aside' ? 'fix' : 'remove'}: ${d.remove}`,
+      ),
       ...databases.map(
         (d) =>
           `${d.kind === 'scratch' ? 'restore scratch database' : 'replaced database kept by a restore'} ${d.database}${d.sessions ? ` (${d.sessions} sessions connected)` : ''}\n    remove: ${d.remove}`,
@@ -89,11 +92,16 @@ async function leftoverDirectories(envDir: string): Promise<LeftoverDirectory[]>
       const path = join(dir, name);
       const info = await stat(path).catch(() => undefined);
       if (!info?.isDirectory()) continue;
-      const kind = name.startsWith('.staging-') ? 'staging' : name.startsWith('.deleting-') ? 'deleting' : undefined;
+      const kind = name.startsWith('.staging-') ? 'staging' : name.startsWith('.deleting-') ? 'deleting' : name.startsWith('.reencrypt-old-') ? 'set-aside' : undefined;
       if (kind) {
         const pid = Number(/-(\d+)$/.exec(name)?.[1]);
         const abandoned = Date.now() - info.mtimeMs > 60 * 60 * 1000 || !pid || !processAlive(pid);
-        if (abandoned) found.push({ path, kind, remove: `rm -rf -- '${path.replace(/'/g, `'\\''`)}'` });
+        // An entry a re-encryption set aside between its two renames may be the only whole copy: never rm.
+        const remove =
+          kind === 'set-aside'
+            ? 'run lifeline reencrypt again in this environment: it puts the entry back, or removes this copy if the re-encrypted entry is in place (do not delete it by hand)'
+            : `rm -rf -- '${path.replace(/'/g, `'\\''`)}'`;
+        if (abandoned) found.push({ path, kind, remove });
       } else if (depth < 3 && !name.startsWith('.')) {
         await walk(path, depth + 1);
       }
