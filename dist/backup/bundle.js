@@ -51344,7 +51344,7 @@ async function assertEntryDir(entryDir) {
  * O_NOFOLLOW | O_NONBLOCK (a FIFO cannot block the open) and must then be a regular file.
  * Every reader of a name that came from a file goes through here or `entryFilePath`.
  */
-async function openEntryFile(entryDir, name) {
+async function confine_openEntryFile(entryDir, name) {
     const problem = entryFileNameProblem(name);
     if (problem)
         throw unsafe(entryDir, name, problem);
@@ -51376,7 +51376,7 @@ async function openEntryFile(entryDir, name) {
  * (0700), so the window between this check and the tool's open is not an attacker's to use.
  */
 async function confine_entryFilePath(entryDir, name) {
-    const handle = await openEntryFile(entryDir, name);
+    const handle = await confine_openEntryFile(entryDir, name);
     await handle.close();
     return (0,external_node_path_.join)(entryDir, name);
 }
@@ -51410,7 +51410,7 @@ function missingAsUndefined(error) {
 }
 /** sha256 of an entry file, read in 1 MiB chunks through a confined handle. */
 async function sha256EntryFile(entryDir, name) {
-    const handle = await openEntryFile(entryDir, name);
+    const handle = await confine_openEntryFile(entryDir, name);
     try {
         return await sha256Handle(handle);
     }
@@ -51420,7 +51420,7 @@ async function sha256EntryFile(entryDir, name) {
 }
 /** A small entry file (metadata, SHA256SUMS) as text, through a confined handle; refuses more than `limit` bytes. */
 async function confine_readEntryText(entryDir, name, limit = 16 * 1024 * 1024) {
-    const handle = await openEntryFile(entryDir, name);
+    const handle = await confine_openEntryFile(entryDir, name);
     try {
         const { size } = await handle.stat();
         if (size > limit)
@@ -72919,7 +72919,7 @@ function dist_isCryptoKey(key) {
 
 
 /** The suffix of every payload stored encrypted. */
-const AGE_SUFFIX = '.age';
+const age_AGE_SUFFIX = '.age';
 const IDENTITY_ENV = 'LIFELINE_AGE_IDENTITY';
 const IDENTITY_FILE_ENV = 'LIFELINE_AGE_IDENTITY_FILE';
 /** How to give an identity, for every message that needs one. */
@@ -73070,6 +73070,33 @@ function encryptReadable(source, recipients) {
     writer.done().catch((error) => out.destroy(error));
     return out;
 }
+/**
+ * The age library's reasons, as a fixed phrase: some of its messages quote the bytes they choke on
+ * ("invalid version " + the file's first line), and a plaintext file taken for an age file would put
+ * its first row (a tenant's data) into the error, the log and --json.
+ */
+const AGE_REASONS = [
+    'invalid version',
+    'invalid header HMAC',
+    'invalid header',
+    'invalid footer',
+    'invalid stanza',
+    'invalid X25519 stanza',
+    'invalid base64',
+    'invalid line length',
+    'invalid non-ASCII byte in header',
+    'ciphertext is too small',
+    'ciphertext size is invalid',
+    'final chunk is empty',
+    'stream ended before reading',
+    'invalid tag',
+];
+function safeReason(message) {
+    const known = AGE_REASONS.filter((r) => message.toLowerCase().includes(r.toLowerCase())).sort((a, b) => b.length - a.length)[0];
+    if (known === 'invalid version')
+        return 'it does not start with an age header (age-encryption.org/v1)';
+    return known ?? 'the age stream is invalid';
+}
 /** The message of a decryption failure (wrong key, damaged file): exit 1, with what to do. */
 function decryptFailure(what, error) {
     const message = error.message ?? String(error);
@@ -73078,7 +73105,7 @@ function decryptFailure(what, error) {
             fix: `give an identity whose public key is among the recipients recorded in backup.json; ${IDENTITY_FIX}`,
         });
     }
-    return errors_failure('AGE_DECRYPT_FAILED', `${what} failed to decrypt: ${message.replace(/AGE-SECRET-KEY-1\S*/g, '***')} (the file is damaged or not an age file)`, {
+    return errors_failure('AGE_DECRYPT_FAILED', `${what} failed to decrypt: ${safeReason(message)} (the file is damaged or not an age file)`, {
         fix: 'check its checksum (lifeline verify) and use another copy or backup',
     });
 }
@@ -73113,6 +73140,12 @@ function decryptFile(path, identity, what) {
 /** Whether `identity` holds a key for one of `recipients` (recorded public keys). */
 function identityMatches(identity, recipients) {
     return identity.recipients.some((r) => recipients.includes(r));
+}
+/** The first line of every age file (the format's version line). */
+const age_AGE_HEADER = 'age-encryption.org/v1\n';
+/** Whether bytes (the start of a file) begin as an age file does. */
+function age_startsAsAge(head) {
+    return head.subarray(0, age_AGE_HEADER.length).toString('latin1') === age_AGE_HEADER;
 }
 
 ;// CONCATENATED MODULE: ./src/catalog/store.ts
@@ -73362,7 +73395,7 @@ class StagedEntry {
     }
     /** The name a payload is stored under: `<name>.age` when the entry is encrypted. */
     storedName(name) {
-        return this.encryptTo ? `${name}${AGE_SUFFIX}` : name;
+        return this.encryptTo ? `${name}${age_AGE_SUFFIX}` : name;
     }
     /** A write failure inside a staged entry never leaves anything listed: say so, with the path. */
     write(fn) {
@@ -75254,12 +75287,14 @@ function progressNumbers(state) {
         return { rate, percent };
     return { rate, percent, etaSeconds: Math.ceil(remaining / rate) };
 }
-function formatBytes(bytes) {
-    const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+/** `1.5 MB` (powers of 1000), or with `binary` `1.4 MiB` (powers of 1024, as disk space is shown). */
+function formatBytes(bytes, options = {}) {
+    const units = options.binary ? ['B', 'KiB', 'MiB', 'GiB', 'TiB'] : ['B', 'KB', 'MB', 'GB', 'TB'];
+    const base = options.binary ? 1024 : 1000;
     let value = bytes;
     let unit = 0;
-    while (value >= 1000 && unit < units.length - 1) {
-        value /= 1000;
+    while (value >= base && unit < units.length - 1) {
+        value /= base;
         unit++;
     }
     return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
@@ -75464,7 +75499,180 @@ function progressReporter(logger, what, sink = {}, intervalMs = 10_000) {
     };
 }
 
+// EXTERNAL MODULE: external "node:zlib"
+var external_node_zlib_ = __nccwpck_require__(8522);
+;// CONCATENATED MODULE: ./src/catalog/tar.ts
+
+
+
+const BLOCK = 512;
+function writeOctal(header, offset, length, value) {
+    header.write(value.toString(8).padStart(length - 1, '0') + '\0', offset, length, 'ascii');
+}
+/** A ustar header; sizes beyond 8 GiB use the GNU base-256 form that GNU tar and bsdtar read. */
+function tarHeader(name, size, mtimeSeconds, type, owner) {
+    if (Buffer.byteLength(name) > 100)
+        throw failure('TAR_NAME_TOO_LONG', `tar member name too long (over 100 bytes): ${name}`);
+    const header = Buffer.alloc(BLOCK);
+    header.write(name, 0, 100, 'utf8');
+    writeOctal(header, 100, 8, owner.mode & 0o7777);
+    writeOctal(header, 108, 8, owner.uid);
+    writeOctal(header, 116, 8, owner.gid);
+    if (size < 8 ** 11) {
+        writeOctal(header, 124, 12, size);
+    }
+    else {
+        header[124] = 0x80;
+        let rest = BigInt(size);
+        for (let i = 135; i > 124; i--) {
+            header[i] = Number(rest & 0xffn);
+            rest >>= 8n;
+        }
+    }
+    writeOctal(header, 136, 12, Math.floor(mtimeSeconds));
+    header.fill(' ', 148, 156);
+    header.write(type, 156, 1, 'ascii');
+    header.write('ustar\0', 257, 6, 'ascii');
+    header.write('00', 263, 2, 'ascii');
+    let checksum = 0;
+    for (const byte of header)
+        checksum += byte;
+    header.write(checksum.toString(8).padStart(6, '0') + '\0 ', 148, 8, 'ascii');
+    return header;
+}
+const tar_padding = (size) => Buffer.alloc((BLOCK - (size % BLOCK)) % BLOCK);
+/** A tar stream of the members, reading each file as it goes (bounded memory). */
+function tarStream(members, mtime = new Date()) {
+    const mtimeSeconds = mtime.getTime() / 1000;
+    async function* generate() {
+        for (const member of members) {
+            const owner = { uid: member.uid ?? 0, gid: member.gid ?? 0 };
+            if ('directory' in member) {
+                yield tarHeader(`${member.name.replace(/\/$/, '')}/`, 0, mtimeSeconds, '5', { mode: member.mode ?? 0o755, ...owner });
+                continue;
+            }
+            const fileOwner = { mode: member.mode ?? 0o644, ...owner };
+            if ('open' in member) {
+                yield tarHeader(member.name, member.size, mtimeSeconds, '0', fileOwner);
+                let written = 0;
+                for await (const chunk of await member.open()) {
+                    written += chunk.length;
+                    if (written > member.size)
+                        throw failure('FILE_CHANGED', `${member.name} is longer than the ${member.size} bytes recorded`);
+                    yield chunk;
+                }
+                if (written !== member.size)
+                    throw failure('FILE_CHANGED', `${member.name} is ${written} bytes, ${member.size} were recorded`);
+                yield tar_padding(member.size);
+                continue;
+            }
+            if (!('path' in member)) {
+                const body = 'text' in member ? Buffer.from(member.text, 'utf8') : Buffer.from(member.content);
+                yield tarHeader(member.name, body.length, mtimeSeconds, '0', fileOwner);
+                yield body;
+                yield tar_padding(body.length);
+                continue;
+            }
+            yield tarHeader(member.name, member.size, mtimeSeconds, '0', fileOwner);
+            let written = 0;
+            for await (const chunk of createReadStream(member.path, { highWaterMark: 1024 * 1024 })) {
+                written += chunk.length;
+                if (written > member.size)
+                    throw failure('FILE_CHANGED', `${member.path} grew while it was being archived`);
+                yield chunk;
+            }
+            if (written !== member.size)
+                throw failure('FILE_CHANGED', `${member.path} changed size while it was being archived (${written} bytes, expected ${member.size})`);
+            yield tar_padding(member.size);
+        }
+        yield Buffer.alloc(BLOCK * 2);
+    }
+    return Readable.from(generate(), { objectMode: false });
+}
+/** The first file's content of a (small) tar archive, e.g. `docker cp CONTAINER:FILE -`. */
+function firstTarFile(archive) {
+    if (archive.length < BLOCK)
+        return undefined;
+    const size = parseInt(archive.subarray(124, 136).toString('ascii').replace(/\0.*$/s, '').trim() || '0', 8);
+    if (!Number.isFinite(size))
+        return undefined;
+    return archive.subarray(BLOCK, BLOCK + size);
+}
+/**
+ * Reads a tar stream to its end, one member at a time, hashing each member's content and keeping
+ * its first `headBytes` bytes: what an archive holds, checked without extracting it (bounded
+ * memory whatever the member sizes). A header with a bad checksum or a stream that ends inside a
+ * member fails.
+ */
+async function tar_readTarMembers(source, headBytes = 32) {
+    const { createHash } = await Promise.resolve(/* import() */).then(__nccwpck_require__.t.bind(__nccwpck_require__, 7598, 23));
+    const members = [];
+    let header = Buffer.alloc(0);
+    let current;
+    let ended = false;
+    for await (const raw of source) {
+        let chunk = typeof raw === 'string' ? Buffer.from(raw) : raw;
+        while (chunk.length && !ended) {
+            if (current) {
+                if (current.left > 0) {
+                    const take = chunk.subarray(0, Math.min(current.left, chunk.length));
+                    current.hash.update(take);
+                    if (current.digest.head.length < headBytes)
+                        current.digest.head = Buffer.concat([current.digest.head, take.subarray(0, headBytes - current.digest.head.length)]);
+                    current.left -= take.length;
+                    chunk = chunk.subarray(take.length);
+                    continue;
+                }
+                const skip = Math.min(current.pad, chunk.length);
+                current.pad -= skip;
+                chunk = chunk.subarray(skip);
+                if (current.pad === 0) {
+                    current.digest.sha256 = current.hash.digest('hex');
+                    members.push(current.digest);
+                    current = undefined;
+                }
+                continue;
+            }
+            const need = BLOCK - header.length;
+            header = Buffer.concat([header, chunk.subarray(0, need)]);
+            chunk = chunk.subarray(need);
+            if (header.length < BLOCK)
+                continue;
+            const block = header;
+            header = Buffer.alloc(0);
+            if (block.every((b) => b === 0)) {
+                ended = true;
+                break;
+            }
+            const recorded = parseInt(block.subarray(148, 156).toString('ascii').replace(/\0.*$/s, '').trim(), 8);
+            let sum = 0;
+            for (let i = 0; i < BLOCK; i++)
+                sum += i >= 148 && i < 156 ? 32 : block[i];
+            if (recorded !== sum)
+                throw failure('TAR_CORRUPT', 'the archive has a tar header with a wrong checksum: it is damaged or not a tar archive');
+            const name = block.subarray(0, 100).toString('utf8').replace(/\0.*$/s, '');
+            const prefix = block.subarray(257, 262).toString('ascii') === 'ustar' ? block.subarray(345, 500).toString('utf8').replace(/\0.*$/s, '') : '';
+            const size = block[124] & 0x80
+                ? Number(block.subarray(125, 136).reduce((acc, b) => acc * 256n + BigInt(b), 0n))
+                : parseInt(block.subarray(124, 136).toString('ascii').replace(/\0.*$/s, '').trim() || '0', 8);
+            const type = String.fromCharCode(block[156]) === '\0' ? '0' : String.fromCharCode(block[156]);
+            current = { digest: { name: prefix ? `${prefix}/${name}` : name, type, size, sha256: '', head: Buffer.alloc(0) }, hash: createHash('sha256'), left: size, pad: (BLOCK - (size % BLOCK)) % BLOCK };
+            if (size === 0) {
+                current.digest.sha256 = current.hash.digest('hex');
+                members.push(current.digest);
+                current = undefined;
+            }
+        }
+    }
+    if (current || header.length)
+        throw failure('TAR_CORRUPT', 'the archive ends inside a member: it is truncated');
+    return members;
+}
+
 ;// CONCATENATED MODULE: ./src/crypto/payload.ts
+
+
+
 
 
 
@@ -75557,6 +75765,71 @@ async function runReadingStream(runner, invocation, source, onStdout) {
     if (!ended)
         source.destroy();
     return { result, sourceError, complete: ended && !sourceError };
+}
+/** Entry files that describe the entry rather than hold its rows: metadata, checksums, checksum sidecars. */
+function isDescriptionFile(name) {
+    return name === 'SHA256SUMS' || name.endsWith('.json') || name.endsWith('.sha256');
+}
+/**
+ * What in an entry's directory is not, in fact, an age file: every payload must be named `*.age`
+ * and start with the age header, and every member of a `.tar.gz` archive likewise. Decided from
+ * the bytes on disk, never from what backup.json or export.json claim (an edited claim must not
+ * carry plaintext off the host). Unreadable files (a link, a directory, a torn archive) count as
+ * not encrypted. Returns one line per problem; empty when everything is ciphertext.
+ */
+async function unencryptedPayloads(entryDir) {
+    const problems = [];
+    for (const name of (await readdir(entryDir)).sort()) {
+        if (isDescriptionFile(name))
+            continue;
+        try {
+            const handle = await openEntryFile(entryDir, name);
+            try {
+                if (name.endsWith('.tar.gz')) {
+                    const members = await readTarMembers(handle.createReadStream({ autoClose: false, highWaterMark: 1024 * 1024 }).pipe(createGunzip()), AGE_HEADER.length);
+                    for (const m of members) {
+                        if (m.type === '5' || isDescriptionFile(m.name.slice(m.name.lastIndexOf('/') + 1)))
+                            continue;
+                        if (m.type !== '0' || !m.name.endsWith(AGE_SUFFIX) || !startsAsAge(m.head))
+                            problems.push(`${name}: member ${m.name} is not an age file`);
+                    }
+                    continue;
+                }
+                const head = Buffer.alloc(AGE_HEADER.length);
+                const { bytesRead } = await handle.read(head, 0, head.length, 0);
+                if (!name.endsWith(AGE_SUFFIX) || !startsAsAge(head.subarray(0, bytesRead)))
+                    problems.push(`${name} is not an age file`);
+            }
+            finally {
+                await handle.close();
+            }
+        }
+        catch (error) {
+            problems.push(`${name} cannot be read as an age file (${error.message})`);
+        }
+    }
+    return problems;
+}
+/**
+ * Metadata that says a payload is encrypted must be true of the file: otherwise the entry was edited
+ * or damaged, and treating it as encrypted would skip its encryption (reencrypt) or ship plaintext.
+ */
+async function assertEncryptionClaims(entryDir, files, what) {
+    for (const file of files.filter(isEncrypted)) {
+        const handle = await openEntryFile(entryDir, file.name);
+        try {
+            const head = Buffer.alloc(AGE_HEADER.length);
+            const { bytesRead } = await handle.read(head, 0, head.length, 0);
+            if (file.name.endsWith(AGE_SUFFIX) && startsAsAge(head.subarray(0, bytesRead)))
+                continue;
+        }
+        finally {
+            await handle.close();
+        }
+        throw failure('AGE_CLAIM_FALSE', `${what}: its metadata says ${file.name} is encrypted with age, but the stored file is not an age file`, {
+            fix: 'the entry was edited or damaged: do not trust it; restore from another backup, and check who can write to the store',
+        });
+    }
 }
 
 ;// CONCATENATED MODULE: ./src/backup/verify.ts
@@ -88872,6 +89145,7 @@ async function restoreRedisFile(backup, path, options) {
  * operators' scripts (`--json` prints them): add new ones, never rename one.
  */
 const ERROR_CODES = {
+    AGE_CLAIM_FALSE: { kinds: ['failed'], doc: "An entry's metadata says a payload is an age file, but the stored file is not one: the entry was damaged or edited." },
     AGE_DECRYPT_FAILED: { kinds: ['failed'], doc: 'An age payload failed to decrypt: the file is damaged or not an age file.' },
     AGE_IDENTITY_INVALID: { kinds: ['usage'], doc: 'A line of the age identity is not an X25519 secret key (AGE-SECRET-KEY-1...).' },
     AGE_IDENTITY_REQUIRED: { kinds: ['usage'], doc: 'The payload is encrypted with age and no identity was given; nothing was changed.' },
@@ -89117,6 +89391,7 @@ const ERROR_CODES = {
     TARGET_CHANGED: { kinds: ['refused'], doc: 'The restore target was written to while the restore ran; nothing was replaced.' },
     TARGET_IS_TEMPLATE: { kinds: ['refused'], doc: 'The restore target is a template database.' },
     TARGET_NOT_EMPTY: { kinds: ['refused'], doc: 'An isolated restore needs an empty or new database.' },
+    TAR_CORRUPT: { kinds: ['failed'], doc: 'A tar archive in the catalog is damaged or truncated (a header checksum or a member length is wrong).' },
     TAR_NAME_TOO_LONG: { kinds: ['failed'], doc: 'A file name is too long for the tar archive Lifeline writes (over 100 bytes).' },
     THROWAWAY_START_FAILED: { kinds: ['failed'], doc: 'A throwaway container did not start.' },
     TOOL_FAILED: { kinds: ['failed'], doc: 'An external tool exited with an error.' },

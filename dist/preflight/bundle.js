@@ -64924,6 +64924,33 @@ function encryptReadable(source, recipients) {
     writer.done().catch((error) => out.destroy(error));
     return out;
 }
+/**
+ * The age library's reasons, as a fixed phrase: some of its messages quote the bytes they choke on
+ * ("invalid version " + the file's first line), and a plaintext file taken for an age file would put
+ * its first row (a tenant's data) into the error, the log and --json.
+ */
+const AGE_REASONS = (/* unused pure expression or super */ null && ([
+    'invalid version',
+    'invalid header HMAC',
+    'invalid header',
+    'invalid footer',
+    'invalid stanza',
+    'invalid X25519 stanza',
+    'invalid base64',
+    'invalid line length',
+    'invalid non-ASCII byte in header',
+    'ciphertext is too small',
+    'ciphertext size is invalid',
+    'final chunk is empty',
+    'stream ended before reading',
+    'invalid tag',
+]));
+function safeReason(message) {
+    const known = AGE_REASONS.filter((r) => message.toLowerCase().includes(r.toLowerCase())).sort((a, b) => b.length - a.length)[0];
+    if (known === 'invalid version')
+        return 'it does not start with an age header (age-encryption.org/v1)';
+    return known ?? 'the age stream is invalid';
+}
 /** The message of a decryption failure (wrong key, damaged file): exit 1, with what to do. */
 function decryptFailure(what, error) {
     const message = error.message ?? String(error);
@@ -64932,7 +64959,7 @@ function decryptFailure(what, error) {
             fix: `give an identity whose public key is among the recipients recorded in backup.json; ${IDENTITY_FIX}`,
         });
     }
-    return failure('AGE_DECRYPT_FAILED', `${what} failed to decrypt: ${message.replace(/AGE-SECRET-KEY-1\S*/g, '***')} (the file is damaged or not an age file)`, {
+    return failure('AGE_DECRYPT_FAILED', `${what} failed to decrypt: ${safeReason(message)} (the file is damaged or not an age file)`, {
         fix: 'check its checksum (lifeline verify) and use another copy or backup',
     });
 }
@@ -64967,6 +64994,12 @@ function decryptFile(path, identity, what) {
 /** Whether `identity` holds a key for one of `recipients` (recorded public keys). */
 function identityMatches(identity, recipients) {
     return identity.recipients.some((r) => recipients.includes(r));
+}
+/** The first line of every age file (the format's version line). */
+const AGE_HEADER = 'age-encryption.org/v1\n';
+/** Whether bytes (the start of a file) begin as an age file does. */
+function startsAsAge(head) {
+    return head.subarray(0, AGE_HEADER.length).toString('latin1') === AGE_HEADER;
 }
 
 ;// CONCATENATED MODULE: ./src/catalog/store.ts
@@ -66464,7 +66497,220 @@ async function queryOnce(runner, conn, sql, database) {
     }
 }
 
+;// CONCATENATED MODULE: ./src/report/progress.ts
+/** Below this much elapsed time a rate is noise: no ETA yet. */
+const MIN_ELAPSED_FOR_ETA_MS = 1000;
+function progressNumbers(state) {
+    const seconds = state.elapsedMs / 1000;
+    const rate = seconds > 0 ? state.done / seconds : 0;
+    if (state.total === undefined || !(state.total > 0))
+        return { rate };
+    let percent = Math.floor((state.done / state.total) * 100);
+    if (percent > 100)
+        percent = 100;
+    // An estimate that was passed says nothing about what is left: no ETA, and never 100% before the end.
+    if (state.estimated && state.done >= state.total)
+        return { rate, percent: 99 };
+    if (state.estimated && percent > 99)
+        percent = 99;
+    const remaining = state.total - state.done;
+    if (remaining <= 0)
+        return { rate, percent, etaSeconds: 0 };
+    if (state.steps)
+        return { rate, percent };
+    if (rate <= 0 || state.elapsedMs < MIN_ELAPSED_FOR_ETA_MS)
+        return { rate, percent };
+    return { rate, percent, etaSeconds: Math.ceil(remaining / rate) };
+}
+/** `1.5 MB` (powers of 1000), or with `binary` `1.4 MiB` (powers of 1024, as disk space is shown). */
+function formatBytes(bytes, options = {}) {
+    const units = options.binary ? ['B', 'KiB', 'MiB', 'GiB', 'TiB'] : ['B', 'KB', 'MB', 'GB', 'TB'];
+    const base = options.binary ? 1024 : 1000;
+    let value = bytes;
+    let unit = 0;
+    while (value >= base && unit < units.length - 1) {
+        value /= base;
+        unit++;
+    }
+    return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
+}
+/** 45s, 3m05s, 2h07m. */
+function formatDuration(seconds) {
+    const s = Math.max(0, Math.round(seconds));
+    if (s < 60)
+        return `${s}s`;
+    if (s < 3600)
+        return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+    return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+}
+function renderProgress(state) {
+    const { rate, percent, etaSeconds } = progressNumbers(state);
+    const eta = etaSeconds !== undefined && etaSeconds > 0 ? `, ETA ${formatDuration(etaSeconds)}` : '';
+    const approx = state.estimated ? '~' : '';
+    if (state.unit === 'bytes') {
+        const of = state.total !== undefined && state.total > 0 ? ` of ${approx}${formatBytes(state.total)} (${percent}%)` : '';
+        return `${state.phase}: ${formatBytes(state.done)}${of} at ${formatBytes(rate)}/s${eta}`;
+    }
+    const noun = state.noun ? ` ${state.noun}` : '';
+    if (state.total !== undefined && state.total > 0)
+        return `${state.phase}: ${state.done}/${approx}${state.total}${noun} (${percent}%)${eta}`;
+    return `${state.phase}: ${state.done}${noun}`;
+}
+/**
+ * The one status line at the bottom of a terminal. Everything else written to the same stream
+ * goes through `around`, which clears the line first and redraws it after.
+ */
+class TerminalLine {
+    write;
+    columns;
+    mask;
+    shown;
+    constructor(write, columns = () => process.stderr.columns, mask = (t) => t) {
+        this.write = write;
+        this.columns = columns;
+        this.mask = mask;
+    }
+    get visible() {
+        return this.shown;
+    }
+    show(text) {
+        // A line wider than the terminal wraps, and `\r` would then redraw only its last part.
+        const width = this.columns();
+        let line = this.mask(text).replace(/[\r\n\t\x1b]/g, ' ');
+        if (width && width > 1 && line.length > width - 1)
+            line = `${line.slice(0, Math.max(0, width - 2))}…`;
+        this.shown = line;
+        this.write(`\r${line}\x1b[K`);
+    }
+    clear() {
+        if (this.shown === undefined)
+            return;
+        this.shown = undefined;
+        this.write('\r\x1b[K');
+    }
+    /** Writes something else (a log line) without gluing it onto the status line. */
+    around(fn) {
+        const shown = this.shown;
+        this.clear();
+        try {
+            fn();
+        }
+        finally {
+            if (shown !== undefined) {
+                this.shown = shown;
+                this.write(`\r${shown}\x1b[K`);
+            }
+        }
+    }
+}
+const DEFAULT_PROGRESS_INTERVAL_MS = 5000;
+/** Redraws of the terminal line at most this often. */
+const REDRAW_MS = 100;
+/** The interval off a terminal: `LIFELINE_PROGRESS_INTERVAL_MS` (tests, chatty CI), else 5 s. */
+function progressIntervalFrom(env) {
+    const raw = env.LIFELINE_PROGRESS_INTERVAL_MS;
+    if (raw === undefined || raw === '')
+        return DEFAULT_PROGRESS_INTERVAL_MS;
+    const value = Number(raw);
+    return Number.isFinite(value) && value >= 0 ? value : DEFAULT_PROGRESS_INTERVAL_MS;
+}
+/** One long operation's progress; `phase()` moves it on to the next step. */
+class Progress {
+    output;
+    logger;
+    state;
+    started;
+    lastLine;
+    lastDraw = -Infinity;
+    printedLine = false;
+    ended = false;
+    now;
+    constructor(output, logger, phase, options = {}) {
+        this.output = output;
+        this.logger = logger;
+        this.now = output?.now ?? Date.now;
+        this.started = this.lastLine = this.now();
+        this.state = { phase, done: 0, unit: options.unit ?? 'bytes', total: options.total, estimated: options.estimated, noun: options.noun, steps: options.steps };
+    }
+    get quiet() {
+        return this.output?.quiet ?? false;
+    }
+    /** Nothing is shown (--quiet): callers can skip work done only for the display. */
+    get silent() {
+        return this.quiet;
+    }
+    snapshot() {
+        return { ...this.state, elapsedMs: this.now() - this.started };
+    }
+    /** Starts the next phase (its own counter, total and clock). */
+    phase(name, options = {}) {
+        this.state = { phase: name, done: 0, unit: options.unit ?? this.state.unit, total: options.total, estimated: options.estimated, noun: options.noun ?? this.state.noun, steps: options.steps };
+        this.started = this.now();
+        this.lastLine = this.started;
+        this.printedLine = false;
+        this.ended = false;
+        this.draw(true);
+    }
+    setTotal(total, estimated = false) {
+        this.state.total = total;
+        this.state.estimated = estimated;
+    }
+    update(done, total) {
+        if (this.ended)
+            return;
+        this.state.done = done;
+        if (total !== undefined)
+            this.state.total = total;
+        this.draw(false);
+    }
+    /** Adds to what is done. */
+    add(amount) {
+        this.update(this.state.done + amount);
+    }
+    draw(force) {
+        if (this.quiet)
+            return;
+        const now = this.now();
+        const terminal = this.output?.terminal;
+        if (terminal) {
+            if (!force && now - this.lastDraw < REDRAW_MS)
+                return;
+            this.lastDraw = now;
+            terminal.show(renderProgress(this.snapshot()));
+            return;
+        }
+        const interval = this.output?.intervalMs ?? DEFAULT_PROGRESS_INTERVAL_MS;
+        if (force || now - this.lastLine < interval)
+            return;
+        this.lastLine = now;
+        this.printedLine = true;
+        this.logger.info(renderProgress(this.snapshot()));
+    }
+    /**
+     * The phase is over: the terminal line goes away; off a terminal a last line says where it
+     * ended, when a line was printed before (a short step prints nothing at all).
+     */
+    end() {
+        if (this.ended)
+            return;
+        this.ended = true;
+        if (this.quiet)
+            return;
+        if (this.output?.terminal) {
+            this.output.terminal.clear();
+            return;
+        }
+        if (this.printedLine)
+            this.logger.info(`${renderProgress({ ...this.snapshot(), estimated: false, total: this.state.total === undefined ? undefined : this.state.estimated ? this.state.done : this.state.total })} (done)`);
+    }
+}
+/** The progress of one command: `ctx.progress` from the CLI, else plain lines through the logger (actions). */
+function startProgress(ctx, phase, options = {}) {
+    return new Progress(ctx.progress, ctx.logger, phase, options);
+}
+
 ;// CONCATENATED MODULE: ./src/preflight/tools.ts
+
 
 
 
@@ -66597,29 +66843,19 @@ async function checkCatalogSpace(ctx, store, environment) {
         return findings;
     }
     if (lastBytes === undefined) {
-        findings.push(pass({ check: 'backups.free-space', message: `${formatBytes(freeBytes)} free; no backup yet to size against` }));
+        findings.push(pass({ check: 'backups.free-space', message: `${formatBytes(freeBytes, { binary: true })} free; no backup yet to size against` }));
     }
     else if (freeBytes < 2 * lastBytes) {
         findings.push(fail({
             check: 'backups.free-space',
-            message: `${formatBytes(freeBytes)} free for the catalog, but the last backup (${lastId}) took ${formatBytes(lastBytes)}: the next one needs room for twice that`,
+            message: `${formatBytes(freeBytes, { binary: true })} free for the catalog, but the last backup (${lastId}) took ${formatBytes(lastBytes, { binary: true })}: the next one needs room for twice that`,
             fix: 'free space or prune old backups (lifeline prune), or move the store to a larger disk',
         }));
     }
     else {
-        findings.push(pass({ check: 'backups.free-space', message: `${formatBytes(freeBytes)} free, at least twice the last backup (${formatBytes(lastBytes)})` }));
+        findings.push(pass({ check: 'backups.free-space', message: `${formatBytes(freeBytes, { binary: true })} free, at least twice the last backup (${formatBytes(lastBytes, { binary: true })})` }));
     }
     return findings;
-}
-function formatBytes(bytes) {
-    const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-    let value = bytes;
-    let unit = 0;
-    while (value >= 1024 && unit < units.length - 1) {
-        value /= 1024;
-        unit++;
-    }
-    return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
 }
 
 ;// CONCATENATED MODULE: ./src/preflight/run.ts
@@ -66809,7 +67045,7 @@ function parseDuration(value, keyPath = 'duration') {
     const unit = (match[2] || 's').toLowerCase();
     return Math.round(amount * UNITS[unit]);
 }
-function formatDuration(seconds) {
+function duration_formatDuration(seconds) {
     if (!Number.isFinite(seconds))
         return 'n/a';
     if (seconds < 120)

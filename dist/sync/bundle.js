@@ -40580,12 +40580,14 @@ function progressNumbers(state) {
         return { rate, percent };
     return { rate, percent, etaSeconds: Math.ceil(remaining / rate) };
 }
-function formatBytes(bytes) {
-    const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+/** `1.5 MB` (powers of 1000), or with `binary` `1.4 MiB` (powers of 1024, as disk space is shown). */
+function formatBytes(bytes, options = {}) {
+    const units = options.binary ? ['B', 'KiB', 'MiB', 'GiB', 'TiB'] : ['B', 'KB', 'MB', 'GB', 'TB'];
+    const base = options.binary ? 1024 : 1000;
     let value = bytes;
     let unit = 0;
-    while (value >= 1000 && unit < units.length - 1) {
-        value /= 1000;
+    while (value >= base && unit < units.length - 1) {
+        value /= base;
         unit++;
     }
     return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
@@ -40964,7 +40966,7 @@ async function assertEntryDir(entryDir) {
  * O_NOFOLLOW | O_NONBLOCK (a FIFO cannot block the open) and must then be a regular file.
  * Every reader of a name that came from a file goes through here or `entryFilePath`.
  */
-async function openEntryFile(entryDir, name) {
+async function confine_openEntryFile(entryDir, name) {
     const problem = entryFileNameProblem(name);
     if (problem)
         throw unsafe(entryDir, name, problem);
@@ -40996,7 +40998,7 @@ async function openEntryFile(entryDir, name) {
  * (0700), so the window between this check and the tool's open is not an attacker's to use.
  */
 async function confine_entryFilePath(entryDir, name) {
-    const handle = await openEntryFile(entryDir, name);
+    const handle = await confine_openEntryFile(entryDir, name);
     await handle.close();
     return (0,external_node_path_.join)(entryDir, name);
 }
@@ -41030,7 +41032,7 @@ function missingAsUndefined(error) {
 }
 /** sha256 of an entry file, read in 1 MiB chunks through a confined handle. */
 async function sha256EntryFile(entryDir, name) {
-    const handle = await openEntryFile(entryDir, name);
+    const handle = await confine_openEntryFile(entryDir, name);
     try {
         return await sha256Handle(handle);
     }
@@ -41040,7 +41042,7 @@ async function sha256EntryFile(entryDir, name) {
 }
 /** A small entry file (metadata, SHA256SUMS) as text, through a confined handle; refuses more than `limit` bytes. */
 async function confine_readEntryText(entryDir, name, limit = 16 * 1024 * 1024) {
-    const handle = await openEntryFile(entryDir, name);
+    const handle = await confine_openEntryFile(entryDir, name);
     try {
         const { size } = await handle.stat();
         if (size > limit)
@@ -62539,11 +62541,11 @@ function dist_isCryptoKey(key) {
 
 
 /** The suffix of every payload stored encrypted. */
-const AGE_SUFFIX = '.age';
+const age_AGE_SUFFIX = '.age';
 const IDENTITY_ENV = 'LIFELINE_AGE_IDENTITY';
 const IDENTITY_FILE_ENV = 'LIFELINE_AGE_IDENTITY_FILE';
 /** How to give an identity, for every message that needs one. */
-const IDENTITY_FIX = (/* unused pure expression or super */ null && (`give the age identity (the AGE-SECRET-KEY-1... line age-keygen wrote) in ${IDENTITY_ENV}, or the path of its key file (mode 0600) in ${IDENTITY_FILE_ENV}`));
+const age_IDENTITY_FIX = (/* unused pure expression or super */ null && (`give the age identity (the AGE-SECRET-KEY-1... line age-keygen wrote) in ${IDENTITY_ENV}, or the path of its key file (mode 0600) in ${IDENTITY_FILE_ENV}`));
 /**
  * The action input that carries the identity (a secret): masked with core.setSecret before
  * anything else runs, then handed to the command as LIFELINE_AGE_IDENTITY.
@@ -62603,7 +62605,7 @@ async function loadIdentity(env, logger) {
         info = await lstat(file);
     }
     catch (error) {
-        throw usageError('AGE_IDENTITY_UNREADABLE', `${IDENTITY_FILE_ENV} names ${file}, which cannot be read (${error.code ?? error.message})`, IDENTITY_FIX);
+        throw usageError('AGE_IDENTITY_UNREADABLE', `${IDENTITY_FILE_ENV} names ${file}, which cannot be read (${error.code ?? error.message})`, age_IDENTITY_FIX);
     }
     if (info.isSymbolicLink() || !info.isFile())
         throw refusal('AGE_IDENTITY_UNSAFE', `${IDENTITY_FILE_ENV} names ${file}, which is not a regular file (a link or special file is never read as a key)`, 'point it at the key file itself, a regular file of mode 0600');
@@ -62633,26 +62635,26 @@ async function parseIdentityText(text, source) {
             continue;
         // The message never quotes the line: it may be a mangled secret key.
         if (!X25519_IDENTITY.test(line)) {
-            throw usageError('AGE_IDENTITY_INVALID', `line ${i + 1} of ${source} is not an age X25519 identity (expected AGE-SECRET-KEY-1 followed by 58 letters and digits; comments start with #)`, `${IDENTITY_FIX}; an identity in another form (passphrase, plugin, SSH key) is not supported`);
+            throw usageError('AGE_IDENTITY_INVALID', `line ${i + 1} of ${source} is not an age X25519 identity (expected AGE-SECRET-KEY-1 followed by 58 letters and digits; comments start with #)`, `${age_IDENTITY_FIX}; an identity in another form (passphrase, plugin, SSH key) is not supported`);
         }
         keys.push(line);
     }
     if (!keys.length)
-        throw usageError('AGE_IDENTITY_INVALID', `${source} holds no age identity (no AGE-SECRET-KEY-1... line)`, IDENTITY_FIX);
+        throw usageError('AGE_IDENTITY_INVALID', `${source} holds no age identity (no AGE-SECRET-KEY-1... line)`, age_IDENTITY_FIX);
     const recipients = [];
     for (const key of keys) {
         try {
             recipients.push(await identityToRecipient(key));
         }
         catch (error) {
-            throw usageError('AGE_IDENTITY_INVALID', `${source} holds an AGE-SECRET-KEY line that is not a valid key (${error.message.replace(/AGE-SECRET-KEY-1\S*/g, '***')})`, IDENTITY_FIX);
+            throw usageError('AGE_IDENTITY_INVALID', `${source} holds an AGE-SECRET-KEY line that is not a valid key (${error.message.replace(/AGE-SECRET-KEY-1\S*/g, '***')})`, age_IDENTITY_FIX);
         }
     }
     return { keys, recipients };
 }
 /** Exit 2 naming both variables: the operation needs an identity and none was given. */
-function identityRequired(what) {
-    return usageError('AGE_IDENTITY_REQUIRED', `${what} is encrypted with age and no identity was given; nothing was changed`, IDENTITY_FIX);
+function age_identityRequired(what) {
+    return usageError('AGE_IDENTITY_REQUIRED', `${what} is encrypted with age and no identity was given; nothing was changed`, age_IDENTITY_FIX);
 }
 /**
  * A writable that takes plaintext, hashes and counts it, encrypts it to `recipients` and pipes the
@@ -62690,15 +62692,42 @@ function encryptReadable(source, recipients) {
     writer.done().catch((error) => out.destroy(error));
     return out;
 }
+/**
+ * The age library's reasons, as a fixed phrase: some of its messages quote the bytes they choke on
+ * ("invalid version " + the file's first line), and a plaintext file taken for an age file would put
+ * its first row (a tenant's data) into the error, the log and --json.
+ */
+const AGE_REASONS = (/* unused pure expression or super */ null && ([
+    'invalid version',
+    'invalid header HMAC',
+    'invalid header',
+    'invalid footer',
+    'invalid stanza',
+    'invalid X25519 stanza',
+    'invalid base64',
+    'invalid line length',
+    'invalid non-ASCII byte in header',
+    'ciphertext is too small',
+    'ciphertext size is invalid',
+    'final chunk is empty',
+    'stream ended before reading',
+    'invalid tag',
+]));
+function safeReason(message) {
+    const known = AGE_REASONS.filter((r) => message.toLowerCase().includes(r.toLowerCase())).sort((a, b) => b.length - a.length)[0];
+    if (known === 'invalid version')
+        return 'it does not start with an age header (age-encryption.org/v1)';
+    return known ?? 'the age stream is invalid';
+}
 /** The message of a decryption failure (wrong key, damaged file): exit 1, with what to do. */
 function decryptFailure(what, error) {
     const message = error.message ?? String(error);
     if (/no identity matched/i.test(message)) {
         return failure('AGE_WRONG_IDENTITY', `${what} cannot be decrypted with the given identity (it was encrypted to other recipients)`, {
-            fix: `give an identity whose public key is among the recipients recorded in backup.json; ${IDENTITY_FIX}`,
+            fix: `give an identity whose public key is among the recipients recorded in backup.json; ${age_IDENTITY_FIX}`,
         });
     }
-    return failure('AGE_DECRYPT_FAILED', `${what} failed to decrypt: ${message.replace(/AGE-SECRET-KEY-1\S*/g, '***')} (the file is damaged or not an age file)`, {
+    return failure('AGE_DECRYPT_FAILED', `${what} failed to decrypt: ${safeReason(message)} (the file is damaged or not an age file)`, {
         fix: 'check its checksum (lifeline verify) and use another copy or backup',
     });
 }
@@ -62727,12 +62756,18 @@ async function age_decryptReadable(source, identity, what) {
     return wrapped;
 }
 /** Decrypts a stored file as a readable of plaintext (1 MiB reads). */
-function decryptFile(path, identity, what) {
+function age_decryptFile(path, identity, what) {
     return age_decryptReadable(createReadStream(path, { highWaterMark: 1024 * 1024 }), identity, what);
 }
 /** Whether `identity` holds a key for one of `recipients` (recorded public keys). */
 function age_identityMatches(identity, recipients) {
     return identity.recipients.some((r) => recipients.includes(r));
+}
+/** The first line of every age file (the format's version line). */
+const age_AGE_HEADER = 'age-encryption.org/v1\n';
+/** Whether bytes (the start of a file) begin as an age file does. */
+function age_startsAsAge(head) {
+    return head.subarray(0, age_AGE_HEADER.length).toString('latin1') === age_AGE_HEADER;
 }
 
 ;// CONCATENATED MODULE: ./src/catalog/store.ts
@@ -62982,7 +63017,7 @@ class StagedEntry {
     }
     /** The name a payload is stored under: `<name>.age` when the entry is encrypted. */
     storedName(name) {
-        return this.encryptTo ? `${name}${AGE_SUFFIX}` : name;
+        return this.encryptTo ? `${name}${age_AGE_SUFFIX}` : name;
     }
     /** A write failure inside a staged entry never leaves anything listed: say so, with the path. */
     write(fn) {
@@ -64453,6 +64488,76 @@ function firstTarFile(archive) {
         return undefined;
     return archive.subarray(BLOCK, BLOCK + size);
 }
+/**
+ * Reads a tar stream to its end, one member at a time, hashing each member's content and keeping
+ * its first `headBytes` bytes: what an archive holds, checked without extracting it (bounded
+ * memory whatever the member sizes). A header with a bad checksum or a stream that ends inside a
+ * member fails.
+ */
+async function tar_readTarMembers(source, headBytes = 32) {
+    const { createHash } = await Promise.resolve(/* import() */).then(__nccwpck_require__.t.bind(__nccwpck_require__, 77598, 23));
+    const members = [];
+    let header = Buffer.alloc(0);
+    let current;
+    let ended = false;
+    for await (const raw of source) {
+        let chunk = typeof raw === 'string' ? Buffer.from(raw) : raw;
+        while (chunk.length && !ended) {
+            if (current) {
+                if (current.left > 0) {
+                    const take = chunk.subarray(0, Math.min(current.left, chunk.length));
+                    current.hash.update(take);
+                    if (current.digest.head.length < headBytes)
+                        current.digest.head = Buffer.concat([current.digest.head, take.subarray(0, headBytes - current.digest.head.length)]);
+                    current.left -= take.length;
+                    chunk = chunk.subarray(take.length);
+                    continue;
+                }
+                const skip = Math.min(current.pad, chunk.length);
+                current.pad -= skip;
+                chunk = chunk.subarray(skip);
+                if (current.pad === 0) {
+                    current.digest.sha256 = current.hash.digest('hex');
+                    members.push(current.digest);
+                    current = undefined;
+                }
+                continue;
+            }
+            const need = BLOCK - header.length;
+            header = Buffer.concat([header, chunk.subarray(0, need)]);
+            chunk = chunk.subarray(need);
+            if (header.length < BLOCK)
+                continue;
+            const block = header;
+            header = Buffer.alloc(0);
+            if (block.every((b) => b === 0)) {
+                ended = true;
+                break;
+            }
+            const recorded = parseInt(block.subarray(148, 156).toString('ascii').replace(/\0.*$/s, '').trim(), 8);
+            let sum = 0;
+            for (let i = 0; i < BLOCK; i++)
+                sum += i >= 148 && i < 156 ? 32 : block[i];
+            if (recorded !== sum)
+                throw (0,errors/* failure */.V2)('TAR_CORRUPT', 'the archive has a tar header with a wrong checksum: it is damaged or not a tar archive');
+            const name = block.subarray(0, 100).toString('utf8').replace(/\0.*$/s, '');
+            const prefix = block.subarray(257, 262).toString('ascii') === 'ustar' ? block.subarray(345, 500).toString('utf8').replace(/\0.*$/s, '') : '';
+            const size = block[124] & 0x80
+                ? Number(block.subarray(125, 136).reduce((acc, b) => acc * 256n + BigInt(b), 0n))
+                : parseInt(block.subarray(124, 136).toString('ascii').replace(/\0.*$/s, '').trim() || '0', 8);
+            const type = String.fromCharCode(block[156]) === '\0' ? '0' : String.fromCharCode(block[156]);
+            current = { digest: { name: prefix ? `${prefix}/${name}` : name, type, size, sha256: '', head: Buffer.alloc(0) }, hash: createHash('sha256'), left: size, pad: (BLOCK - (size % BLOCK)) % BLOCK };
+            if (size === 0) {
+                current.digest.sha256 = current.hash.digest('hex');
+                members.push(current.digest);
+                current = undefined;
+            }
+        }
+    }
+    if (current || header.length)
+        throw (0,errors/* failure */.V2)('TAR_CORRUPT', 'the archive ends inside a member: it is truncated');
+    return members;
+}
 
 ;// CONCATENATED MODULE: ./src/tenant/tenant-id.ts
 
@@ -64503,6 +64608,8 @@ function tenant_id_tenantExportsKind(tenant) {
 }
 
 ;// CONCATENATED MODULE: ./src/tenant/verify.ts
+
+
 
 
 
@@ -64703,8 +64810,44 @@ async function verify_verifyTenantExport(entry, options = {}) {
         const sidecar = await readEntryText(entry.dir, `${file}.sha256`).catch(() => '');
         if (!sidecar.startsWith(`${sha256}  `))
             problems.push(`${file}.sha256: missing or disagrees with the manifest`);
+        problems.push(...(await archiveProblems(entry.dir, file, manifest)));
     }
     return { ok: problems.length === 0, exportId: entry.id, tenant: manifest.tenant, checkedAt: new Date().toISOString(), problems, files, encrypted, contentsChecked };
+}
+/**
+ * The handoff archive must hold exactly the export's files, byte for byte: each collection file as
+ * stored (the `.age` file in an encrypted export) under one folder, beside SHA256SUMS and
+ * export.json, and nothing else. Its checksum alone proves only that the archive is the one
+ * recorded; a rebuilt archive with its checksums rewritten (plaintext rows, another tenant's file)
+ * is caught here, with or without an identity.
+ */
+async function archiveProblems(entryDir, file, manifest) {
+    let members;
+    try {
+        members = await readTarMembers(createReadStream(await entryFilePath(entryDir, file), { highWaterMark: 1024 * 1024 }).pipe(createGunzip()), 0);
+    }
+    catch (error) {
+        return [`${file}: cannot be read as a gzip'd tar archive (${error.message})`];
+    }
+    const problems = [];
+    const files = members.filter((m) => m.type !== '5');
+    const folders = new Set(files.map((m) => (m.name.includes('/') ? m.name.slice(0, m.name.indexOf('/')) : '')));
+    if (folders.size !== 1 || folders.has(''))
+        problems.push(`${file}: its members are not all in one folder`);
+    const byName = new Map(files.map((m) => [m.name.slice(m.name.indexOf('/') + 1), m]));
+    for (const c of manifest.collections ?? []) {
+        const member = byName.get(c.file);
+        if (!member)
+            problems.push(`${file}: does not hold ${c.file}`);
+        else if (member.sha256 !== c.sha256 || member.size !== c.bytes)
+            problems.push(`${file}: its ${c.file} is not the stored one (sha256 ${member.sha256}, ${member.size} bytes; the export's is ${c.sha256}, ${c.bytes} bytes)`);
+        byName.delete(c.file);
+    }
+    byName.delete(SUMS_FILE);
+    byName.delete('export.json');
+    for (const name of byName.keys())
+        problems.push(`${file}: holds ${JSON.stringify(name)}, which is not a file of the export`);
+    return problems;
 }
 
 ;// CONCATENATED MODULE: ./src/tenant/export.ts
@@ -64942,6 +65085,169 @@ async function pruneTenantExports(catalog, env, tenant, keep, justWritten) {
     return pruned;
 }
 
+;// CONCATENATED MODULE: ./src/crypto/payload.ts
+
+
+
+
+
+
+
+
+/** Whether a stored payload is an age file. */
+function isEncrypted(file) {
+    return Boolean(file?.encryption);
+}
+/**
+ * Before anything is touched: an encrypted payload needs an identity (exit 2 naming the
+ * variables), and an identity that holds none of the recorded recipients' keys fails (exit 1).
+ * The decryption itself checks again (the header names the recipients for real).
+ */
+function requireIdentityFor(files, identity, what) {
+    const encrypted = files.filter(isEncrypted);
+    if (!encrypted.length)
+        return;
+    if (!identity)
+        throw identityRequired(what);
+    for (const file of encrypted) {
+        if (!identityMatches(identity, file.encryption.recipients)) {
+            throw failure('AGE_WRONG_IDENTITY', `${what} (${file.name}) was encrypted to ${file.encryption.recipients.join(', ')}; the identity from ${identity.source} is ${identity.recipients.join(', ')}, which is not among them; nothing was changed`, {
+                fix: `give the identity of one of those recipients; ${IDENTITY_FIX}`,
+            });
+        }
+    }
+}
+/**
+ * A stored payload's plaintext as a stream: decrypted when it is an age file (the header, and so
+ * the identity, is checked before this resolves), and in both cases checked at its end against
+ * the plaintext sha256 and size backup.json records (the stream errors on a mismatch, so a
+ * consumer that reads to the end has read exactly the recorded bytes).
+ */
+async function openPlaintext(entryDir, file, identity, what) {
+    const path = await entryFilePath(entryDir, file.name);
+    if (!isEncrypted(file)) {
+        const { createReadStream } = await Promise.resolve(/* import() */).then(__nccwpck_require__.t.bind(__nccwpck_require__, 73024, 23));
+        return createReadStream(path, { highWaterMark: 1024 * 1024 }).pipe(checkingTransform(file.sha256, file.bytes, `${what} (${file.name})`));
+    }
+    if (!identity)
+        throw identityRequired(what);
+    const plain = await decryptFile(path, identity, `${what} (${file.name})`);
+    const checked = checkingTransform(file.encryption.plaintextSha256, file.encryption.plaintextBytes, `the decrypted ${what} (${file.name})`);
+    plain.on('error', (error) => checked.destroy(error));
+    return plain.pipe(checked);
+}
+/** A pass-through that fails at its end unless exactly `bytes` bytes with this sha256 went through. */
+function checkingTransform(sha256, bytes, what) {
+    const hash = createHash('sha256');
+    let seen = 0;
+    return new Transform({
+        transform(chunk, _enc, cb) {
+            hash.update(chunk);
+            seen += chunk.length;
+            cb(null, chunk);
+        },
+        flush(cb) {
+            const actual = hash.digest('hex');
+            if (actual !== sha256 || seen !== bytes) {
+                cb(failure('PAYLOAD_MISMATCH', `${what} is ${seen} bytes with sha256 ${actual}, backup.json records ${bytes} bytes with sha256 ${sha256}`, { fix: 'use another backup; this one is damaged' }));
+            }
+            else
+                cb();
+        },
+    });
+}
+/**
+ * Runs a tool that reads `source` on stdin and waits for both. A source that fails (a tampered
+ * chunk, a plaintext mismatch) kills the tool, so it never waits forever on a stdin that will not
+ * end, and the source's error is what is reported. `complete` says whether the whole source was
+ * read (and so passed its end-of-stream check).
+ */
+async function runReadingStream(runner, invocation, source, onStdout) {
+    let sourceError;
+    let ended = false;
+    source.on('end', () => (ended = true));
+    source.on('error', (error) => {
+        sourceError ??= error;
+        running.kill('SIGTERM');
+    });
+    const running = runner.start({ ...invocation, stdin: source });
+    if (onStdout)
+        running.stdout.on('data', onStdout);
+    else
+        running.stdout.resume();
+    const result = await running.done;
+    if (!ended && !sourceError)
+        await new Promise((resolve) => setTimeout(resolve, 50));
+    if (!ended)
+        source.destroy();
+    return { result, sourceError, complete: ended && !sourceError };
+}
+/** Entry files that describe the entry rather than hold its rows: metadata, checksums, checksum sidecars. */
+function isDescriptionFile(name) {
+    return name === 'SHA256SUMS' || name.endsWith('.json') || name.endsWith('.sha256');
+}
+/**
+ * What in an entry's directory is not, in fact, an age file: every payload must be named `*.age`
+ * and start with the age header, and every member of a `.tar.gz` archive likewise. Decided from
+ * the bytes on disk, never from what backup.json or export.json claim (an edited claim must not
+ * carry plaintext off the host). Unreadable files (a link, a directory, a torn archive) count as
+ * not encrypted. Returns one line per problem; empty when everything is ciphertext.
+ */
+async function unencryptedPayloads(entryDir) {
+    const problems = [];
+    for (const name of (await (0,promises_.readdir)(entryDir)).sort()) {
+        if (isDescriptionFile(name))
+            continue;
+        try {
+            const handle = await confine_openEntryFile(entryDir, name);
+            try {
+                if (name.endsWith('.tar.gz')) {
+                    const members = await tar_readTarMembers(handle.createReadStream({ autoClose: false, highWaterMark: 1024 * 1024 }).pipe((0,external_node_zlib_.createGunzip)()), age_AGE_HEADER.length);
+                    for (const m of members) {
+                        if (m.type === '5' || isDescriptionFile(m.name.slice(m.name.lastIndexOf('/') + 1)))
+                            continue;
+                        if (m.type !== '0' || !m.name.endsWith(age_AGE_SUFFIX) || !age_startsAsAge(m.head))
+                            problems.push(`${name}: member ${m.name} is not an age file`);
+                    }
+                    continue;
+                }
+                const head = Buffer.alloc(age_AGE_HEADER.length);
+                const { bytesRead } = await handle.read(head, 0, head.length, 0);
+                if (!name.endsWith(age_AGE_SUFFIX) || !age_startsAsAge(head.subarray(0, bytesRead)))
+                    problems.push(`${name} is not an age file`);
+            }
+            finally {
+                await handle.close();
+            }
+        }
+        catch (error) {
+            problems.push(`${name} cannot be read as an age file (${error.message})`);
+        }
+    }
+    return problems;
+}
+/**
+ * Metadata that says a payload is encrypted must be true of the file: otherwise the entry was edited
+ * or damaged, and treating it as encrypted would skip its encryption (reencrypt) or ship plaintext.
+ */
+async function assertEncryptionClaims(entryDir, files, what) {
+    for (const file of files.filter(isEncrypted)) {
+        const handle = await openEntryFile(entryDir, file.name);
+        try {
+            const head = Buffer.alloc(AGE_HEADER.length);
+            const { bytesRead } = await handle.read(head, 0, head.length, 0);
+            if (file.name.endsWith(AGE_SUFFIX) && startsAsAge(head.subarray(0, bytesRead)))
+                continue;
+        }
+        finally {
+            await handle.close();
+        }
+        throw failure('AGE_CLAIM_FALSE', `${what}: its metadata says ${file.name} is encrypted with age, but the stored file is not an age file`, {
+            fix: 'the entry was edited or damaged: do not trust it; restore from another backup, and check who can write to the store',
+        });
+    }
+}
+
 ;// CONCATENATED MODULE: ./src/storage/import.ts
 
 
@@ -65100,7 +65406,7 @@ async function fetchNewestArtifact(options) {
             metadata,
             sums,
             source: `artifact ${artifact.name}`,
-            open: async (file) => (await openEntryFile(workDir, file)).createReadStream({ highWaterMark: 1024 * 1024 }),
+            open: async (file) => (await confine_openEntryFile(workDir, file)).createReadStream({ highWaterMark: 1024 * 1024 }),
         });
         options.logger.info(`${result.fetched ? 'imported' : 'already had'} ${kind}/${id} from workflow artifact ${artifact.name}`);
         return { entry: result.entry, artifact, fetched: result.fetched };
@@ -65119,6 +65425,7 @@ async function fetchNewestArtifact(options) {
  * operators' scripts (`--json` prints them): add new ones, never rename one.
  */
 const ERROR_CODES = {
+    AGE_CLAIM_FALSE: { kinds: ['failed'], doc: "An entry's metadata says a payload is an age file, but the stored file is not one: the entry was damaged or edited." },
     AGE_DECRYPT_FAILED: { kinds: ['failed'], doc: 'An age payload failed to decrypt: the file is damaged or not an age file.' },
     AGE_IDENTITY_INVALID: { kinds: ['usage'], doc: 'A line of the age identity is not an X25519 secret key (AGE-SECRET-KEY-1...).' },
     AGE_IDENTITY_REQUIRED: { kinds: ['usage'], doc: 'The payload is encrypted with age and no identity was given; nothing was changed.' },
@@ -65364,6 +65671,7 @@ const ERROR_CODES = {
     TARGET_CHANGED: { kinds: ['refused'], doc: 'The restore target was written to while the restore ran; nothing was replaced.' },
     TARGET_IS_TEMPLATE: { kinds: ['refused'], doc: 'The restore target is a template database.' },
     TARGET_NOT_EMPTY: { kinds: ['refused'], doc: 'An isolated restore needs an empty or new database.' },
+    TAR_CORRUPT: { kinds: ['failed'], doc: 'A tar archive in the catalog is damaged or truncated (a header checksum or a member length is wrong).' },
     TAR_NAME_TOO_LONG: { kinds: ['failed'], doc: 'A file name is too long for the tar archive Lifeline writes (over 100 bytes).' },
     THROWAWAY_START_FAILED: { kinds: ['failed'], doc: 'A throwaway container did not start.' },
     TOOL_FAILED: { kinds: ['failed'], doc: 'An external tool exited with an error.' },
@@ -77275,6 +77583,7 @@ function remoteVerificationResult(env, v) {
 
 
 
+
 /** The real artifact client exists only inside a GitHub Actions job; it is loaded lazily so the CLI bundle stays small. */
 async function githubArtifactStoreFor(ctx) {
     if (!ctx.env.ACTIONS_RUNTIME_TOKEN) {
@@ -77336,7 +77645,7 @@ function createSyncCommand(doors = {}) {
             if (ctx.inputs.boolean('compare'))
                 return runCompare(ctx, settings, doors, asked);
             const kinds = asked;
-            const exclude = await plaintextTenantExports(settings, kinds, ctx.logger);
+            const exclude = await entriesKeptOnHost(settings, kinds, ctx.logger);
             const days = retentionDays(ctx);
             const useBucket = to !== 'artifact';
             const bucket = useBucket ? sync_bucketFor(settings, doors, ctx) : undefined;
@@ -77443,31 +77752,55 @@ const syncAction = {
     selector: { input: 'operation', default: 'sync', description: 'sync (copy entries off-host, or compare) or fetch (bring one entry back into the local catalog).' },
 };
 /**
- * In an environment that encrypts, the bucket and the artifacts must see no plaintext rows. Tenant
- * exports written since encryption was configured are stored as `.age` files and copied like
- * backups; those made before (plaintext) are left out, each with a warning naming the fix
- * (`lifeline reencrypt --tenant`), whatever --kinds says. An export.json that cannot be read is
- * left out too: it cannot be shown to be encrypted.
+ * In an environment that encrypts, the bucket and the artifacts must see no plaintext rows. Entries
+ * that hold rows (backups, pre-restore Redis snapshots, tenant exports) are copied only when every
+ * payload on disk is, in fact, an age file: decided from the stored bytes (the age header, and every
+ * member of an export's archive), never from what backup.json or export.json claim, since an edited
+ * claim must not carry plaintext off the host. Those made before encryption was configured, or whose
+ * files are not what their metadata says, are left out, each with a warning naming the fix
+ * (`lifeline reencrypt`), whatever --kinds says.
  */
-async function plaintextTenantExports(settings, asked, logger) {
+async function entriesKeptOnHost(settings, asked, logger) {
     const excluded = new Set();
-    if (!settings.encryption || (asked.length && !asked.includes('tenants')))
+    if (!settings.encryption)
         return excluded;
+    const wanted = (kind) => !asked.length || asked.includes(kind.startsWith('tenants/') ? 'tenants' : kind);
     for (const entry of await listLocalEntries((0,external_node_path_.join)(settings.store, settings.name))) {
-        if (!entry.kind.startsWith('tenants/'))
+        const holdsRows = entry.kind === 'backups' || entry.kind === 'redis-snapshots' || entry.kind.startsWith('tenants/');
+        if (!holdsRows || !wanted(entry.kind))
             continue;
-        let manifest;
+        let problems;
         try {
-            manifest = JSON.parse(await confine_readEntryText(entry.dir, EXPORT_MANIFEST));
+            problems = await unencryptedPayloads(entry.dir);
         }
-        catch {
-            manifest = undefined;
+        catch (error) {
+            problems = [error.message];
         }
-        if (manifest && export_exportIsEncrypted(manifest))
+        let claimsEncryption = false;
+        let tenant = 'all';
+        if (entry.kind.startsWith('tenants/')) {
+            try {
+                const manifest = JSON.parse(await confine_readEntryText(entry.dir, EXPORT_MANIFEST));
+                claimsEncryption = export_exportIsEncrypted(manifest);
+                if (typeof manifest.tenant === 'string')
+                    tenant = manifest.tenant;
+            }
+            catch {
+                problems.push(`its ${EXPORT_MANIFEST} cannot be read, so it cannot be shown to be encrypted`);
+            }
+        }
+        if (!problems.length)
             continue;
         excluded.add(`${entry.kind}/${entry.id}`);
-        const tenant = typeof manifest?.tenant === 'string' ? manifest.tenant : 'all';
-        logger.warn(`${entry.kind}/${entry.id} is not copied off the host: ${manifest ? 'it was exported in plaintext (before encryption was configured for ' + settings.name + ')' : 'its export.json cannot be read, so it cannot be shown to be encrypted'}; encrypt it first with: lifeline reencrypt --env ${settings.name} --tenant ${JSON.stringify(tenant)}`);
+        const fix = entry.kind === 'backups'
+            ? `lifeline reencrypt --env ${settings.name} --backup ${entry.id}`
+            : entry.kind.startsWith('tenants/')
+                ? `lifeline reencrypt --env ${settings.name} --tenant ${JSON.stringify(tenant)}`
+                : `a pre-restore snapshot is not re-encrypted by Lifeline: keep it on this host, or delete it once it is no longer needed`;
+        const why = claimsEncryption
+            ? `its metadata says it is encrypted, but ${problems.join('; ')} (the entry was edited or damaged)`
+            : `it is stored in plaintext (${problems.join('; ')}), made before encryption was configured for ${settings.name}`;
+        logger.warn(`${entry.kind}/${entry.id} is not copied off the host: ${why}; ${entry.kind === 'redis-snapshots' ? fix : `encrypt it first with: ${fix}`}`);
     }
     return excluded;
 }

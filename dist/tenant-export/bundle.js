@@ -37183,6 +37183,64 @@ exports.visitAsync = visitAsync;
 /******/ /* webpack/runtime/asset-relocator-loader */
 /******/ if (typeof __nccwpck_require__ !== 'undefined') __nccwpck_require__.ab = decodeURIComponent(new URL('.', import.meta.url).pathname).slice(import.meta.url.match(/^file:\/\/\/\w:/) ? 1 : 0, -1) + "/";
 /******/ 
+/******/ /* webpack/runtime/create fake namespace object */
+/******/ (() => {
+/******/ 	var getProto = Object.getPrototypeOf ? (obj) => (Object.getPrototypeOf(obj)) : (obj) => (obj.__proto__);
+/******/ 	var leafPrototypes;
+/******/ 	// create a fake namespace object
+/******/ 	// mode & 1: value is a module id, require it
+/******/ 	// mode & 2: merge all properties of value into the ns
+/******/ 	// mode & 4: return value when already ns object
+/******/ 	// mode & 16: return value when it's Promise-like
+/******/ 	// mode & 8|1: behave like require
+/******/ 	__nccwpck_require__.t = function(value, mode) {
+/******/ 		if(mode & 1) value = this(value);
+/******/ 		if(mode & 8) return value;
+/******/ 		if(typeof value === 'object' && value) {
+/******/ 			if((mode & 4) && value.__esModule) return value;
+/******/ 			if((mode & 16) && typeof value.then === 'function') return value;
+/******/ 		}
+/******/ 		var ns = Object.create(null);
+/******/ 		__nccwpck_require__.r(ns);
+/******/ 		var def = {};
+/******/ 		leafPrototypes = leafPrototypes || [null, getProto({}), getProto([]), getProto(getProto)];
+/******/ 		for(var current = mode & 2 && value; typeof current == 'object' && !~leafPrototypes.indexOf(current); current = getProto(current)) {
+/******/ 			Object.getOwnPropertyNames(current).forEach((key) => (def[key] = () => (value[key])));
+/******/ 		}
+/******/ 		def['default'] = () => (value);
+/******/ 		__nccwpck_require__.d(ns, def);
+/******/ 		return ns;
+/******/ 	};
+/******/ })();
+/******/ 
+/******/ /* webpack/runtime/define property getters */
+/******/ (() => {
+/******/ 	// define getter functions for harmony exports
+/******/ 	__nccwpck_require__.d = (exports, definition) => {
+/******/ 		for(var key in definition) {
+/******/ 			if(__nccwpck_require__.o(definition, key) && !__nccwpck_require__.o(exports, key)) {
+/******/ 				Object.defineProperty(exports, key, { enumerable: true, get: definition[key] });
+/******/ 			}
+/******/ 		}
+/******/ 	};
+/******/ })();
+/******/ 
+/******/ /* webpack/runtime/hasOwnProperty shorthand */
+/******/ (() => {
+/******/ 	__nccwpck_require__.o = (obj, prop) => (Object.prototype.hasOwnProperty.call(obj, prop))
+/******/ })();
+/******/ 
+/******/ /* webpack/runtime/make namespace object */
+/******/ (() => {
+/******/ 	// define __esModule on exports
+/******/ 	__nccwpck_require__.r = (exports) => {
+/******/ 		if(typeof Symbol !== 'undefined' && Symbol.toStringTag) {
+/******/ 			Object.defineProperty(exports, Symbol.toStringTag, { value: 'Module' });
+/******/ 		}
+/******/ 		Object.defineProperty(exports, '__esModule', { value: true });
+/******/ 	};
+/******/ })();
+/******/ 
 /************************************************************************/
 var __webpack_exports__ = {};
 
@@ -59175,6 +59233,33 @@ function encryptReadable(source, recipients) {
     writer.done().catch((error) => out.destroy(error));
     return out;
 }
+/**
+ * The age library's reasons, as a fixed phrase: some of its messages quote the bytes they choke on
+ * ("invalid version " + the file's first line), and a plaintext file taken for an age file would put
+ * its first row (a tenant's data) into the error, the log and --json.
+ */
+const AGE_REASONS = [
+    'invalid version',
+    'invalid header HMAC',
+    'invalid header',
+    'invalid footer',
+    'invalid stanza',
+    'invalid X25519 stanza',
+    'invalid base64',
+    'invalid line length',
+    'invalid non-ASCII byte in header',
+    'ciphertext is too small',
+    'ciphertext size is invalid',
+    'final chunk is empty',
+    'stream ended before reading',
+    'invalid tag',
+];
+function safeReason(message) {
+    const known = AGE_REASONS.filter((r) => message.toLowerCase().includes(r.toLowerCase())).sort((a, b) => b.length - a.length)[0];
+    if (known === 'invalid version')
+        return 'it does not start with an age header (age-encryption.org/v1)';
+    return known ?? 'the age stream is invalid';
+}
 /** The message of a decryption failure (wrong key, damaged file): exit 1, with what to do. */
 function decryptFailure(what, error) {
     const message = error.message ?? String(error);
@@ -59183,7 +59268,7 @@ function decryptFailure(what, error) {
             fix: `give an identity whose public key is among the recipients recorded in backup.json; ${IDENTITY_FIX}`,
         });
     }
-    return errors_failure('AGE_DECRYPT_FAILED', `${what} failed to decrypt: ${message.replace(/AGE-SECRET-KEY-1\S*/g, '***')} (the file is damaged or not an age file)`, {
+    return errors_failure('AGE_DECRYPT_FAILED', `${what} failed to decrypt: ${safeReason(message)} (the file is damaged or not an age file)`, {
         fix: 'check its checksum (lifeline verify) and use another copy or backup',
     });
 }
@@ -59218,6 +59303,12 @@ function decryptFile(path, identity, what) {
 /** Whether `identity` holds a key for one of `recipients` (recorded public keys). */
 function identityMatches(identity, recipients) {
     return identity.recipients.some((r) => recipients.includes(r));
+}
+/** The first line of every age file (the format's version line). */
+const AGE_HEADER = 'age-encryption.org/v1\n';
+/** Whether bytes (the start of a file) begin as an age file does. */
+function startsAsAge(head) {
+    return head.subarray(0, AGE_HEADER.length).toString('latin1') === AGE_HEADER;
 }
 
 ;// CONCATENATED MODULE: ./src/catalog/store.ts
@@ -61095,6 +61186,76 @@ function firstTarFile(archive) {
         return undefined;
     return archive.subarray(BLOCK, BLOCK + size);
 }
+/**
+ * Reads a tar stream to its end, one member at a time, hashing each member's content and keeping
+ * its first `headBytes` bytes: what an archive holds, checked without extracting it (bounded
+ * memory whatever the member sizes). A header with a bad checksum or a stream that ends inside a
+ * member fails.
+ */
+async function readTarMembers(source, headBytes = 32) {
+    const { createHash } = await Promise.resolve(/* import() */).then(__nccwpck_require__.t.bind(__nccwpck_require__, 7598, 23));
+    const members = [];
+    let header = Buffer.alloc(0);
+    let current;
+    let ended = false;
+    for await (const raw of source) {
+        let chunk = typeof raw === 'string' ? Buffer.from(raw) : raw;
+        while (chunk.length && !ended) {
+            if (current) {
+                if (current.left > 0) {
+                    const take = chunk.subarray(0, Math.min(current.left, chunk.length));
+                    current.hash.update(take);
+                    if (current.digest.head.length < headBytes)
+                        current.digest.head = Buffer.concat([current.digest.head, take.subarray(0, headBytes - current.digest.head.length)]);
+                    current.left -= take.length;
+                    chunk = chunk.subarray(take.length);
+                    continue;
+                }
+                const skip = Math.min(current.pad, chunk.length);
+                current.pad -= skip;
+                chunk = chunk.subarray(skip);
+                if (current.pad === 0) {
+                    current.digest.sha256 = current.hash.digest('hex');
+                    members.push(current.digest);
+                    current = undefined;
+                }
+                continue;
+            }
+            const need = BLOCK - header.length;
+            header = Buffer.concat([header, chunk.subarray(0, need)]);
+            chunk = chunk.subarray(need);
+            if (header.length < BLOCK)
+                continue;
+            const block = header;
+            header = Buffer.alloc(0);
+            if (block.every((b) => b === 0)) {
+                ended = true;
+                break;
+            }
+            const recorded = parseInt(block.subarray(148, 156).toString('ascii').replace(/\0.*$/s, '').trim(), 8);
+            let sum = 0;
+            for (let i = 0; i < BLOCK; i++)
+                sum += i >= 148 && i < 156 ? 32 : block[i];
+            if (recorded !== sum)
+                throw errors_failure('TAR_CORRUPT', 'the archive has a tar header with a wrong checksum: it is damaged or not a tar archive');
+            const name = block.subarray(0, 100).toString('utf8').replace(/\0.*$/s, '');
+            const prefix = block.subarray(257, 262).toString('ascii') === 'ustar' ? block.subarray(345, 500).toString('utf8').replace(/\0.*$/s, '') : '';
+            const size = block[124] & 0x80
+                ? Number(block.subarray(125, 136).reduce((acc, b) => acc * 256n + BigInt(b), 0n))
+                : parseInt(block.subarray(124, 136).toString('ascii').replace(/\0.*$/s, '').trim() || '0', 8);
+            const type = String.fromCharCode(block[156]) === '\0' ? '0' : String.fromCharCode(block[156]);
+            current = { digest: { name: prefix ? `${prefix}/${name}` : name, type, size, sha256: '', head: Buffer.alloc(0) }, hash: createHash('sha256'), left: size, pad: (BLOCK - (size % BLOCK)) % BLOCK };
+            if (size === 0) {
+                current.digest.sha256 = current.hash.digest('hex');
+                members.push(current.digest);
+                current = undefined;
+            }
+        }
+    }
+    if (current || header.length)
+        throw errors_failure('TAR_CORRUPT', 'the archive ends inside a member: it is truncated');
+    return members;
+}
 
 ;// CONCATENATED MODULE: ./src/tenant/tenant-id.ts
 
@@ -61145,6 +61306,8 @@ function tenantExportsKind(tenant) {
 }
 
 ;// CONCATENATED MODULE: ./src/tenant/verify.ts
+
+
 
 
 
@@ -61345,8 +61508,44 @@ async function verifyTenantExport(entry, options = {}) {
         const sidecar = await confine_readEntryText(entry.dir, `${file}.sha256`).catch(() => '');
         if (!sidecar.startsWith(`${sha256}  `))
             problems.push(`${file}.sha256: missing or disagrees with the manifest`);
+        problems.push(...(await archiveProblems(entry.dir, file, manifest)));
     }
     return { ok: problems.length === 0, exportId: entry.id, tenant: manifest.tenant, checkedAt: new Date().toISOString(), problems, files, encrypted, contentsChecked };
+}
+/**
+ * The handoff archive must hold exactly the export's files, byte for byte: each collection file as
+ * stored (the `.age` file in an encrypted export) under one folder, beside SHA256SUMS and
+ * export.json, and nothing else. Its checksum alone proves only that the archive is the one
+ * recorded; a rebuilt archive with its checksums rewritten (plaintext rows, another tenant's file)
+ * is caught here, with or without an identity.
+ */
+async function archiveProblems(entryDir, file, manifest) {
+    let members;
+    try {
+        members = await readTarMembers((0,external_node_fs_namespaceObject.createReadStream)(await entryFilePath(entryDir, file), { highWaterMark: 1024 * 1024 }).pipe((0,external_node_zlib_.createGunzip)()), 0);
+    }
+    catch (error) {
+        return [`${file}: cannot be read as a gzip'd tar archive (${error.message})`];
+    }
+    const problems = [];
+    const files = members.filter((m) => m.type !== '5');
+    const folders = new Set(files.map((m) => (m.name.includes('/') ? m.name.slice(0, m.name.indexOf('/')) : '')));
+    if (folders.size !== 1 || folders.has(''))
+        problems.push(`${file}: its members are not all in one folder`);
+    const byName = new Map(files.map((m) => [m.name.slice(m.name.indexOf('/') + 1), m]));
+    for (const c of manifest.collections ?? []) {
+        const member = byName.get(c.file);
+        if (!member)
+            problems.push(`${file}: does not hold ${c.file}`);
+        else if (member.sha256 !== c.sha256 || member.size !== c.bytes)
+            problems.push(`${file}: its ${c.file} is not the stored one (sha256 ${member.sha256}, ${member.size} bytes; the export's is ${c.sha256}, ${c.bytes} bytes)`);
+        byName.delete(c.file);
+    }
+    byName.delete(SUMS_FILE);
+    byName.delete('export.json');
+    for (const name of byName.keys())
+        problems.push(`${file}: holds ${JSON.stringify(name)}, which is not a file of the export`);
+    return problems;
 }
 
 ;// CONCATENATED MODULE: ./src/tenant/export.ts
