@@ -14,10 +14,11 @@ export function comparisonResult(env: string, c: RemoteComparison): CommandResul
   const lines = [
     comparisonModeLine(c),
     ...c.missingRemotely.map((e) => `missing remotely     ${ref(e)}`),
+    ...c.keptOnHost.map((e) => `kept on host         ${ref(e)} (plaintext in an environment that encrypts: sync does not copy it; reencrypt it to ship it)`),
     ...c.incompleteRemotely.map((e) => `incomplete remotely  ${ref(e)} (rerun sync)`),
     ...c.missingLocally.map((e) => `missing locally      ${ref(e)}`),
     ...c.mismatched.map((m) => `MISMATCH             ${ref(m)} ${m.file}: ${m.reason}`),
-    `${env} vs ${c.location}: ${c.inSync.length} in sync, ${c.missingRemotely.length + c.incompleteRemotely.length} missing remotely, ${c.missingLocally.length} missing locally, ${c.mismatched.length} mismatched file(s)`,
+    `${env} vs ${c.location}: ${c.inSync.length} in sync, ${c.missingRemotely.length + c.incompleteRemotely.length} missing remotely, ${c.missingLocally.length} missing locally, ${c.mismatched.length} mismatched file(s)${c.keptOnHost.length ? `, ${c.keptOnHost.length} kept on host` : ''}`,
   ];
   const problems = c.mismatched.length + c.missingRemotely.length + c.incompleteRemotely.length;
   return {

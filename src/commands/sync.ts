@@ -150,7 +150,9 @@ function syncResult(env: string, report: SyncReport | undefined, kept: ArtifactU
 
 async function runCompare(ctx: CommandContext, settings: EnvironmentSettings, doors: StorageDoors, kinds: string[]): Promise<CommandResult> {
   const { storage, remote } = bucketFor(settings, doors, ctx);
-  const comparison = await compareRemote({ env: settings.name, store: settings.store, remote, prefix: storage.prefix, deep: ctx.inputs.boolean('deep'), kinds });
+  // What sync leaves on the host on purpose is not "missing" from the bucket (the same rule, the same warnings).
+  const keptOnHost = await entriesKeptOnHost(settings, kinds, ctx.logger);
+  const comparison = await compareRemote({ env: settings.name, store: settings.store, remote, prefix: storage.prefix, deep: ctx.inputs.boolean('deep'), kinds, keptOnHost });
   return comparisonResult(settings.name, comparison);
 }
 

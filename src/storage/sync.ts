@@ -178,6 +178,11 @@ export interface CompareOptions {
   /** Download every remote file and hash it (catches corruption behind the API); otherwise compare sizes and recorded checksums. */
   deep?: boolean;
   kinds?: string[];
+  /**
+   * Entries `sync` leaves on the host on purpose, as `<kind>/<id>` (plaintext in an environment
+   * that encrypts): absent from the bucket they are `keptOnHost`, not missing.
+   */
+  keptOnHost?: ReadonlySet<string>;
 }
 
 export interface Mismatch extends EntryRef {
@@ -191,6 +196,8 @@ export interface RemoteComparison {
   mode: 'listing' | 'deep';
   inSync: EntryRef[];
   missingRemotely: EntryRef[];
+  /** Local entries that sync never copies (plaintext in an encrypting environment) and the bucket does not hold: not a failure. */
+  keptOnHost: EntryRef[];
   /** Entries whose upload started but whose metadata is not there yet (a rerun of sync completes them). */
   incompleteRemotely: EntryRef[];
   missingLocally: EntryRef[];
@@ -208,6 +215,7 @@ export async function compareRemote(options: CompareOptions): Promise<RemoteComp
     mode: options.deep ? 'deep' : 'listing',
     inSync: [],
     missingRemotely: [],
+    keptOnHost: [],
     incompleteRemotely: [],
     missingLocally: [],
     mismatched: [],
@@ -218,7 +226,8 @@ export async function compareRemote(options: CompareOptions): Promise<RemoteComp
     const entryPrefix = layout.entryPrefix(entry.kind, entry.id);
     localKeys.add(entryPrefix);
     if (!remoteEntries.has(entryPrefix)) {
-      result.missingRemotely.push(ref);
+      // A kept-on-host entry that IS in the bucket (uploaded before encryption) is compared below like any other.
+      (options.keptOnHost?.has(`${entry.kind}/${entry.id}`) ? result.keptOnHost : result.missingRemotely).push(ref);
       continue;
     }
     if (!remoteObjects.has(entryPrefix + entry.metadataFile)) {

@@ -529,6 +529,15 @@ describe('encryption at rest with age', () => {
       expect(synced).toEqual([expect.objectContaining({ id: encryptedExportId, status: 'uploaded' })]);
       expect(sync.stderr).toContain(`tenants/acme/exports/${plainExportId} is not copied off the host`);
       expect(sync.stderr).toContain('lifeline reencrypt --env production --tenant "acme"');
+      // --compare says what sync kept on the host on purpose, and does not fail for it (it listed it as missing before).
+      const compared = await inproc(['sync', ...rbase, '--compare', '--json'], s3env);
+      expect(compared.code, compared.stdout + compared.stderr).toBe(0);
+      const comparison = JSON.parse(compared.stdout) as { keptOnHost: { kind: string; id: string }[]; missingRemotely: unknown[] };
+      expect(comparison.keptOnHost).toContainEqual({ kind: 'tenants/acme/exports', id: plainExportId });
+      expect(comparison.missingRemotely).toEqual([]);
+      const comparedText = await inproc(['sync', ...rbase, '--compare'], s3env);
+      expect(comparedText.stdout).toMatch(new RegExp(`kept on host +tenants/acme/exports/${plainExportId} \\(plaintext`));
+      expect(comparedText.stdout).not.toContain(`missing remotely     tenants/acme/exports/${plainExportId}`);
       // Also with --kinds tenants: no plaintext row leaves the host.
       const named = await inproc(['sync', ...rbase, '--kinds', 'tenants', '--json'], s3env);
       expect(named.code, named.stderr).toBe(0);
