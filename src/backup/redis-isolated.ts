@@ -8,7 +8,8 @@ import { isEncrypted, openPlaintext } from '../crypto/payload';
 import { entryFilePath } from '../catalog/confine';
 import { failure } from '../errors';
 import type { Logger } from '../logger';
-import { ImageRunner, LocalRunner, type Runner } from '../runner/runner';
+import { localToolsRunner, throwawayContainerRunner } from '../runner/factory';
+import type { Runner } from '../runner/runner';
 import { startContainerRedis } from '../redis/container-server';
 import type { BackupEntry } from './metadata';
 import { startThrowawayRedis } from '../redis/server';
@@ -58,9 +59,7 @@ async function restoreRedisFile(
   path: string,
   options: { binDir?: string; logger: Logger; keep?: boolean; image?: string; labels?: Record<string, string>; nameSuffix?: string },
 ): Promise<RedisRestoreReport & { server?: { stop(): Promise<void> } }> {
-  const runner: Runner = options.image
-    ? new ImageRunner({ image: options.image, where: "a throwaway container of the Redis service's image" })
-    : new LocalRunner({ binDirs: options.binDir ? [options.binDir] : [] });
+  const runner: Runner = options.image ? throwawayContainerRunner(options.image, "a throwaway container of the Redis service's image") : localToolsRunner(options.binDir);
   const check = await checkRdb(runner, path);
   if (!check.ok)
     throw failure(

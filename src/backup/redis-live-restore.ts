@@ -5,12 +5,13 @@ import { sha256File } from '../catalog/files';
 import { entryFilePath } from '../catalog/confine';
 import { newEntryId, type Catalog, type EntryMetadata, type StagedEntry } from '../catalog/store';
 import { parseSums, SUMS_FILE } from '../catalog/sums';
-import { ComposeDriver, composeInvocation, type ComposeProject } from '../deploy/compose';
+import { ComposeDriver, composeHint, type ComposeProject } from '../runner/compose';
+import { serviceContainerRunner, throwawayContainerRunner } from '../runner/factory';
 import { failure, refusal, usageError } from '../errors';
 import type { Logger } from '../logger';
 import { listBackups, REDIS_SNAPSHOT_FILE, type RedisBackupFile } from './metadata';
 import { firstTarFile, tarStream, type TarMember } from '../catalog/tar';
-import { ContainerRunner, ImageRunner, describeExit, lastLines, runChecked, runText, type Runner } from '../runner/runner';
+import { describeExit, lastLines, runText, type Runner } from '../runner/runner';
 import { checkRdb, parseKeyspace, redisCli, redisKeyspace, snapshotRedis, type RdbCheck, type RedisTarget } from '../redis/snapshot';
 import { parseRdbHeader, parseServerIdentity, rdbCompatibility, readRdbHeader, type ServerIdentity } from '../redis/rdb-version';
 import { PassThrough, type Readable } from 'node:stream';
@@ -361,8 +362,8 @@ export async function restoreRedisLive(options: LiveRestoreOptions): Promise<Liv
     const found = await serviceContainer(runner, driver, options.compose, service);
     const container = found.id;
     // `docker exec` on the id found above: a Compose v1 `exec` costs seconds per call.
-    const inContainer = new ContainerRunner({ container, where: `compose service ${service}` });
-    const checkRunner = options.checkRunner ?? (found.running ? inContainer : new ImageRunner({ image: found.imageId, where: `a throwaway container of service ${service}'s image` }));
+    const inContainer = serviceContainerRunner(container, service);
+    const checkRunner = options.checkRunner ?? (found.running ? inContainer : throwawayContainerRunner(found.imageId, `a throwaway container of service ${service}'s image`));
     let persistence: RedisPersistence;
     let owner: FileOwner;
     let keysBefore: Record<string, number> | null;
@@ -454,7 +455,7 @@ export async function restoreRedisLive(options: LiveRestoreOptions): Promise<Liv
         })
         .catch((error: Error) => logger.warn(`could not record the restore in ${REDIS_RESTORE_LOG}: ${error.message}`));
 
-    await runChecked(runner, composeInvocation(options.compose, ['stop', service]), `stopping ${service}`).catch(async (error: Error) => {
+    await driver.stop(service).catch(async (error: Error) => {
       await record({ ok: false, stage: 'stop', error: error.message });
       throw failure('REDIS_STOP_FAILED', `${error.message}; the live data was not replaced${undo}`, { fix: `check the service with: ${composeHint(options.compose, `ps ${service}`)}`, cause: error });
     });
@@ -479,7 +480,7 @@ export async function restoreRedisLive(options: LiveRestoreOptions): Promise<Liv
     }
 
     step(6, `start ${service} and wait until it answers PING`);
-    await runChecked(runner, composeInvocation(options.compose, ['start', service]), `starting ${service}`).catch(async (error: Error) => {
+    await driver.start(service).catch(async (error: Error) => {
       await record({ ok: false, stage: 'start', error: error.message });
       throw failure('REDIS_START_FAILED', `${service} did not start after its data was replaced: ${error.message}${undo}`, {
         fix: `read its log: ${composeHint(options.compose, `logs --tail 50 ${service}`)}`,
@@ -593,19 +594,9 @@ async function requireLoadableRdb(
   else logger.info(`ok   ${verdict.detail}`);
 }
 
-function composeHint(project: ComposeProject, args: string): string {
-  const invocation = composeInvocation(project, []);
-  return [invocation.tool, ...invocation.args, args].join(' ');
-}
-
 export async function serviceContainer(runner: Runner, driver: ComposeDriver, project: ComposeProject, service: string): Promise<{ id: string; running: boolean; status: string; imageId: string }> {
-  // `ps -a`: a container a failed restore left stopped is still the one to restore into (v1 lists stopped ones anyway).
-  const v2 = project.command.length > 1;
-  const out = await runChecked(runner, composeInvocation(project, ['ps', ...(v2 ? ['-a'] : []), '-q', service]), `finding the container of service ${service}`);
-  const ids = out
-    .split('\n')
-    .map((l) => l.trim())
-    .filter(Boolean);
+  // Stopped ones too: a container a failed restore left stopped is still the one to restore into.
+  const ids = await driver.serviceContainerIds(service);
   if (ids.length === 0)
     throw failure('REDIS_SERVICE_NOT_RUNNING', `service ${service} has no container; nothing was changed`, {
       fix: `start it (${composeHint(project, `up -d ${service}`)}) and check redis.service in lifeline.yml`,

@@ -1,7 +1,6 @@
 import { resolve as resolvePath } from 'node:path';
 import { defaultOwner } from '../catalog/lock';
 import { Catalog } from '../catalog/store';
-import { ComposeDriver, detectComposeCommand } from '../deploy/compose';
 import { migrationHeadProbe } from '../deploy/database';
 import { acceptRunningRelease, deployRelease, environmentStatus, rollbackRelease, type DatabaseProbe, type DeployEnvironment, type DeployOutcome } from '../deploy/deploy';
 import { describeCorruptLines, loadHistory, printable, unfinishedEvent, type HistoryEvent } from '../deploy/history';
@@ -11,8 +10,9 @@ import { listReleases } from '../manifest/create';
 import { manifestVerifier } from '../deploy/manifest-verifier';
 import { usageError } from '../errors';
 import { engineOnThisHost } from '../runner/listeners';
-import { composeRunner } from '../postgres/connection';
-import { LocalRunner, type Runner } from '../runner/runner';
+import { ComposeDriver, detectComposeCommand } from '../runner/compose';
+import { composeRunner, localToolsRunner } from '../runner/factory';
+import type { Runner } from '../runner/runner';
 import { parseDuration } from '../settings/duration';
 import type { EnvironmentSettings } from '../settings/resolve';
 import { singleCommandAction } from './action-spec';
@@ -244,7 +244,7 @@ async function deployEnvironmentFor(ctx: CommandContext): Promise<{ environment:
   const policy = verificationPolicyFor(ctx, settings);
   const catalog = new Catalog(settings.store);
   // The docker CLIs get the caller's environment: DOCKER_HOST (also ssh://), DOCKER_CONFIG, credentials.
-  const runner = new LocalRunner({ baseEnv: ctx.env });
+  const runner = localToolsRunner(undefined, ctx.env);
   const command = await detectComposeCommand(runner, settings.compose.command, ctx.env.PATH);
   const projectName = ctx.inputs.string('project-name') ?? settings.compose.projectName;
   return {
@@ -271,9 +271,7 @@ function databaseProbe(settings: EnvironmentSettings, composeFiles: string[], pr
   if (!url || !migrationHeadQuery) return undefined;
   // In the db service: docker exec on its container id, like every other PostgreSQL tool with
   // postgres.service (a Compose v1 `exec` costs 2-10 s), in the project the deploy drives.
-  const runner: Runner | (() => Promise<Runner>) = service
-    ? () => composeRunner({ ...settings.compose, files: composeFiles, projectName }, service)
-    : new LocalRunner({ binDirs: binDir ? [binDir] : [], baseEnv: ctx.env });
+  const runner: Runner | (() => Promise<Runner>) = service ? () => composeRunner({ ...settings.compose, files: composeFiles, projectName }, service) : localToolsRunner(binDir, ctx.env);
   return migrationHeadProbe(runner, { url, migrationHeadQuery, database });
 }
 

@@ -1,7 +1,7 @@
 import { loadIdentity } from '../crypto/age';
 import { Catalog } from '../catalog/store';
 import { usageError } from '../errors';
-import { composeCommand } from '../postgres/connection';
+import { composeCommand } from '../runner/compose';
 import { findRedisSnapshot, restoreRedisLive } from '../backup/redis-live-restore';
 import { parseRedisUrl } from '../redis/snapshot';
 import { LocalRunner } from '../runner/runner';

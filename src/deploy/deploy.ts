@@ -5,7 +5,7 @@ import { newEntryId, type Catalog, type EntryMetadata } from '../catalog/store';
 import { failure, isLifelineError, refusal, toLifelineError } from '../errors';
 import type { Logger } from '../logger';
 import { SERVICE_ROLES, type ComposeSettings, type ServiceRole } from '../settings/resolve';
-import type { ComposeDriver } from './compose';
+import type { ComposeDriver } from '../runner/compose';
 import { httpStatus, waitForHealth, type HealthTarget } from './health';
 import {
   appendHistory,

@@ -1,6 +1,6 @@
 import type { Logger } from '../logger';
 import { freshHttpStatus, proveHealthOwner, UNTIED_HEALTH, type HealthProof } from '../runner/listeners';
-import type { ComposeDriver, ContainerState } from './compose';
+import type { ComposeDriver, ContainerState } from '../runner/compose';
 
 export interface HealthTarget {
   /** The Compose service name. */

@@ -1,7 +1,7 @@
 import type { Catalog } from '../catalog/store';
 import { refusal } from '../errors';
 import { SERVICE_ROLES, type ComposeSettings, type ServiceRole } from '../settings/resolve';
-import type { ComposeDriver } from './compose';
+import type { ComposeDriver } from '../runner/compose';
 import { currentRelease, describeCorruptLines, printable, unfinishedEvent, type History, type HistoryEvent } from './history';
 import type { ReleaseVerifier, VerifiedRelease } from './release';
 

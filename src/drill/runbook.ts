@@ -1,6 +1,7 @@
 import { renderMarkdownTable, renderTextTable } from '../report/table';
 import { formatDuration } from '../settings/duration';
 import type { EnvironmentSettings } from '../settings/resolve';
+import { composeCommandText } from '../runner/compose';
 
 export type RestoreMode = 'logical' | 'pitr';
 
@@ -50,8 +51,7 @@ export function restoreSteps(settings: EnvironmentSettings, mode: RestoreMode = 
   const owner = settings.owner ?? UNOWNED;
   const flags = `--env ${env}`;
   // The configured Compose CLI, files and project: the commands work in the stack's own layout.
-  const composeCli = settings.compose.command === 'docker-compose' ? 'docker-compose' : 'docker compose';
-  const compose = [composeCli, ...settings.compose.files.map((f) => `-f ${show(f)}`), ...(settings.compose.projectName ? [`-p ${settings.compose.projectName}`] : [])].join(' ');
+  const compose = composeCommandText(settings.compose.command, settings.compose.files.map(show), settings.compose.projectName);
   // With postgres.service the client tools are in the db container, not on this host: psql runs there.
   const pgService = settings.postgres.service;
   const psql = pgService ? `${compose} exec -T ${pgService} psql` : 'psql';

@@ -7,7 +7,7 @@ import { recordLeftover } from '../runner/leftovers';
 import { freePort, stopPid } from '../runner/ports';
 import { LocalRunner, runText, lastLines, type Runner } from '../runner/runner';
 import { formatPgUrl, type PgConnection } from '../runner/postgres-env';
-import { findServerBinDir } from './binaries';
+import { findServerBinDir } from '../runner/postgres-binaries';
 import { startDetached } from '../runner/detached';
 
 export interface ThrowawayCluster {

@@ -1,7 +1,7 @@
 import { Catalog, type EntryMetadata } from '../catalog/store';
-import { composeRunner } from '../postgres/connection';
+import { composeRunner } from '../runner/factory';
 import { drillServerImage } from '../postgres/container-cluster';
-import { postgresServerBinDirs } from '../postgres/binaries';
+import { postgresServerBinDirs } from '../runner/postgres-binaries';
 import { drillRedisImage } from '../redis/container-server';
 import { findExecutable, runText } from '../runner/runner';
 import type { ComposeSettings } from '../settings/resolve';

@@ -1,5 +1,6 @@
 import type { Runner } from '../runner/runner';
-import { findExecutable, lastLines, runText } from '../runner/runner';
+import { lastLines, runText } from '../runner/runner';
+import { composeConfig, probeComposeCli, type ComposeCli, type ComposeCommandSetting } from '../runner/compose';
 import { displayPath, fail, notChecked, pass, warn, type CheckContext, type Finding } from './findings';
 
 export const DEFAULT_MIN_DOCKER_VERSION = '20.10.0';
@@ -41,25 +42,11 @@ export async function checkDockerEngine(runner: Runner, ctx: CheckContext, optio
   return [pass({ check: 'docker.engine', message: `Docker engine ${version} answers (minimum ${options.minVersion})` })];
 }
 
-export interface ComposeCli {
-  command: string[];
-  /** Known for v2 (a quick Go call); v1 is not asked, since every Python start-up of v1 costs seconds on a busy runner. */
-  version?: string;
-}
+export type { ComposeCli } from '../runner/compose';
 
 /** Picks Compose: v2 (`docker compose`) first, then v1 (`docker-compose`) when it is on PATH, unless the config names one. */
-export async function detectCompose(runner: Runner, ctx: CheckContext, configured: 'auto' | 'docker compose' | 'docker-compose', pathEnv: string | undefined): Promise<ComposeCli | undefined> {
-  if (configured !== 'docker-compose') {
-    try {
-      const v2 = await runText(runner, { tool: 'docker', args: ['compose', 'version', '--short'], cwd: ctx.cwd });
-      const version = v2.stdout.trim();
-      if (v2.exitCode === 0 && /^v?\d+\.\d+/.test(version)) return { command: ['docker', 'compose'], version: version.replace(/^v/, '') };
-    } catch {
-      // no docker CLI: v1 may still be there
-    }
-    if (configured === 'docker compose') return undefined;
-  }
-  return findExecutable('docker-compose', [], pathEnv) ? { command: ['docker-compose'] } : undefined;
+export async function detectCompose(runner: Runner, ctx: CheckContext, configured: ComposeCommandSetting, pathEnv: string | undefined): Promise<ComposeCli | undefined> {
+  return probeComposeCli(runner, configured, pathEnv, ctx.cwd);
 }
 
 export interface ComposeConfigResult {
@@ -87,10 +74,9 @@ export async function checkComposeConfig(runner: Runner, ctx: CheckContext, cli:
       ],
     };
   }
-  const [tool, ...prefix] = cli.command;
   let result;
   try {
-    result = await runText(runner, { tool: tool!, args: [...prefix, ...files.flatMap((f) => ['-f', f]), 'config'], cwd: ctx.cwd });
+    result = await composeConfig(runner, cli.command, files, ctx.cwd);
   } catch {
     return { findings: [fail({ check: 'compose.cli', message: `${cli.command.join(' ')} does not run`, fix: 'install the Docker Compose plugin (docker-compose-plugin) or docker-compose' })] };
   }

@@ -10,7 +10,8 @@ import { checkEdge } from './edge';
 import { checkEnvValues } from './env-values';
 import { displayPath, fail, FilesRead, notChecked, type CheckContext, type FileRead, type Finding } from './findings';
 import { checkScripts, type ScriptPatterns, type ShellcheckSeverity } from './scripts';
-import { composeRunner } from '../postgres/connection';
+import { composeRunner, localToolsRunner } from '../runner/factory';
+import type { ComposeCommandSetting } from '../runner/compose';
 import { checkCapabilityTools, type CapabilityToolSettings } from './capability-tools';
 import { checkCatalogSpace, checkPgBackRest, checkPgDumpVersion, type PhysicalBackupSettings } from './tools';
 
@@ -22,7 +23,7 @@ export interface PreflightSettings {
   /** The environment the tools run with (DOCKER_HOST, PATH, ...). */
   toolEnv: Record<string, string | undefined>;
   composeFiles: string[];
-  composeCommand: 'auto' | 'docker compose' | 'docker-compose';
+  composeCommand: ComposeCommandSetting;
   appServices: string[];
   postgresService?: string;
   redisService?: string;
@@ -57,7 +58,7 @@ export async function runPreflight(settings: PreflightSettings, logger: Logger):
   const ctx: CheckContext = { production: settings.production, cwd: settings.cwd, files };
   const baseEnv = { ...settings.toolEnv } as NodeJS.ProcessEnv;
   const runner = new LocalRunner({ baseEnv });
-  const postgresRunner = new LocalRunner({ baseEnv, binDirs: settings.postgresBinDir ? [settings.postgresBinDir] : [] });
+  const postgresRunner = localToolsRunner(settings.postgresBinDir, baseEnv);
   // pgBackRest works on the cluster's files, so it runs as their owner.
   const pgbackrestRunner = new LocalRunner({ baseEnv, asUser: 'postgres' });
 

@@ -41,7 +41,8 @@ export interface Runner {
 
 const STDERR_LIMIT = 64 * 1024;
 
-function spawnStreaming(command: string, args: string[], invocation: ToolInvocation, masker: SecretMasker, childEnv: NodeJS.ProcessEnv): RunningTool {
+/** Spawns one tool with its stdout streaming to the caller (never buffered) and its stderr tail masked. For the runners here and in compose.ts. */
+export function spawnStreaming(command: string, args: string[], invocation: ToolInvocation, masker: SecretMasker, childEnv: NodeJS.ProcessEnv): RunningTool {
   let child: ChildProcess;
   try {
     child = spawn(command, args, {
@@ -149,46 +150,6 @@ export class LocalRunner implements Runner {
       return spawnStreaming('runuser', args, invocation, this.masker, env);
     }
     return spawnStreaming(command, invocation.args, invocation, this.masker, env);
-  }
-}
-
-export interface ComposeRunnerOptions {
-  /** `['docker', 'compose']` (v2) or `['docker-compose']` (v1). */
-  composeCommand: string[];
-  files: string[];
-  projectName?: string;
-  service: string;
-  masker?: SecretMasker;
-  baseEnv?: NodeJS.ProcessEnv;
-}
-
-/** Runs tools inside a running Compose service with `exec -T`, so `DOCKER_HOST=ssh://...` works too. */
-export class ComposeRunner implements Runner {
-  readonly where: string;
-  private readonly masker: SecretMasker;
-
-  constructor(private readonly options: ComposeRunnerOptions) {
-    this.where = `compose service ${options.service}`;
-    this.masker = options.masker ?? new SecretMasker();
-  }
-
-  start(invocation: ToolInvocation): RunningTool {
-    const [command, ...prefix] = this.options.composeCommand;
-    const env = definedOnly(invocation.env);
-    // `-e NAME` without a value copies it from the compose CLI's own environment: secrets stay off argv.
-    const envArgs = Object.keys(env).flatMap((key) => ['-e', key]);
-    const args = [
-      ...prefix,
-      ...this.options.files.flatMap((f) => ['-f', f]),
-      ...(this.options.projectName ? ['-p', this.options.projectName] : []),
-      'exec',
-      '-T',
-      ...envArgs,
-      this.options.service,
-      invocation.tool,
-      ...invocation.args,
-    ];
-    return spawnStreaming(command!, args, invocation, this.masker, childEnvironment(this.options.baseEnv ?? process.env, env));
   }
 }
 
@@ -337,7 +298,7 @@ function isLibpqVariable(name: string): boolean {
   return /^PG/i.test(name) && !/^PGBACKREST_/i.test(name) && name !== 'PGPASSFILE';
 }
 
-function definedOnly(env: Record<string, string | undefined> | undefined): Record<string, string> {
+export function definedOnly(env: Record<string, string | undefined> | undefined): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [key, value] of Object.entries(env ?? {})) if (value !== undefined) out[key] = value;
   return out;

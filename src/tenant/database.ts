@@ -1,4 +1,5 @@
-import { environmentConnection, postgresRunner } from '../postgres/connection';
+import { environmentConnection } from '../postgres/connection';
+import { postgresRunner } from '../runner/factory';
 import type { Runner } from '../runner/runner';
 import type { PgConnection } from '../runner/postgres-env';
 import type { EnvironmentSettings } from '../settings/resolve';

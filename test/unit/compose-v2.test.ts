@@ -4,11 +4,11 @@
 import { chmodSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { COMPOSE_V1, COMPOSE_V2, ComposeDriver } from '../../src/deploy/compose';
+import { COMPOSE_V1, COMPOSE_V2, ComposeDriver, ComposeRunner } from '../../src/runner/compose';
 import { migrationHeadProbe } from '../../src/deploy/database';
-import { composeRunner } from '../../src/postgres/connection';
+import { composeRunner } from '../../src/runner/factory';
 import { serviceContainer } from '../../src/backup/redis-live-restore';
-import { ComposeRunner, ContainerRunner, LocalRunner, runText } from '../../src/runner/runner';
+import { ContainerRunner, LocalRunner, runText } from '../../src/runner/runner';
 import { tempDir } from '../helpers/db';
 
 const dir = tempDir('lifeline-compose-v2-');

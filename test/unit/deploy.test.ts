@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { Catalog } from '../../src/catalog/store';
-import { COMPOSE_V1, COMPOSE_V2, composeInvocation, detectComposeCommand, normalizeProjectName } from '../../src/deploy/compose';
+import { COMPOSE_V1, COMPOSE_V2, composeInvocation, detectComposeCommand, normalizeProjectName } from '../../src/runner/compose';
 import { appendHistory, currentRelease, previousRelease, releasesInUse, type HistoryEvent } from '../../src/deploy/history';
 import { renderOverride } from '../../src/deploy/override';
 import { assertPinnedImages } from '../../src/deploy/release';

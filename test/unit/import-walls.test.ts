@@ -119,3 +119,65 @@ describe('import walls (issue #23, ARCHITECTURE.md)', () => {
     expect(crossings('src/backup/create.ts', "import { snapshotRedis } from '../redis/snapshot';")).toEqual([]);
   });
 });
+
+// Compose in one place (issue #23): the walls above read imports; these read the code itself
+// (comments left out), since a Compose command line is spelled in strings, not imported. A
+// backquoted name inside a message (`docker compose config -q`) is prose and does not count.
+
+/** The code of a file without its comments (a `//` only after whitespace or at a line's start, so URLs in strings stay). */
+function codeOf(text: string): string {
+  return text.replace(/\/\*[\s\S]*?\*\//g, '').replace(/(^|\s)\/\/.*$/gm, '$1');
+}
+
+interface TextWall {
+  name: string;
+  /** The offending snippets of a file's code (empty when the wall holds). */
+  crossings(from: string, code: string): string[];
+}
+
+const TEXT_WALLS: TextWall[] = [
+  {
+    // settings/ may name the configured value (compose.command: docker-compose); nothing else outside runner/ spells the CLI, its argv or its labels.
+    name: "only runner/compose.ts spells a Compose command line ('docker-compose', ['compose', ...], Compose's labels)",
+    crossings: (from, code) =>
+      inRoom(from, 'runner') || inRoom(from, 'settings') ? [] : [...code.matchAll(/(['"])(?:docker-compose|docker compose|compose)\1|com\.docker\.compose\.[a-z]+/g)].map((m) => `${from}: ${m[0]}`),
+  },
+  {
+    // composeInvocation builds an argv from any words: outside the driver, callers use its methods (up, stop, start, serviceContainerIds...).
+    name: 'no file outside runner/ builds its own Compose call with composeInvocation',
+    crossings: (from, code) => (inRoom(from, 'runner') ? [] : [...code.matchAll(/\bcomposeInvocation\b/g)].map((m) => `${from}: ${m[0]}`)),
+  },
+  {
+    name: 'only runner/ builds a runner in a container (ContainerRunner, ImageRunner, ComposeRunner: runner/factory.ts)',
+    crossings: (from, code) => (inRoom(from, 'runner') ? [] : [...code.matchAll(/\bnew\s+(?:ContainerRunner|ImageRunner|ComposeRunner)\b/g)].map((m) => `${from}: ${m[0]}`)),
+  },
+];
+
+describe('Compose walls (issue #23: one Compose driver, one runner factory)', () => {
+  for (const wall of TEXT_WALLS) {
+    it(wall.name, () => {
+      expect(files.flatMap((file) => wall.crossings(relative(ROOT, file), codeOf(readFileSync(file, 'utf8'))))).toEqual([]);
+    });
+  }
+
+  it('each Compose wall catches the crossing it names (checked on code written for the test)', () => {
+    const crossings = (from: string, text: string) => TEXT_WALLS.filter((w) => w.crossings(from, codeOf(text)).length > 0).map((w) => w.name);
+    expect(crossings('src/deploy/deploy.ts', "await runText(runner, { tool: 'docker', args: ['compose', '-f', file, 'up', '-d'] });")).toHaveLength(1);
+    expect(crossings('src/backup/redis-live-restore.ts', 'const cli = settings.compose.command === "docker-compose" ? ["docker-compose"] : ["docker", "compose"];')).toHaveLength(1);
+    expect(crossings('src/postgres/connection.ts', 'const labels = [`com.docker.compose.project=${name}`];')).toHaveLength(1);
+    expect(crossings('src/drill/runbook.ts', "const cli = 'docker compose';")).toHaveLength(1);
+    expect(crossings('src/backup/redis-live-restore.ts', "import { ComposeDriver, composeInvocation } from '../runner/compose';")).toHaveLength(1);
+    expect(crossings('src/commands/backup.ts', 'return new ContainerRunner({ container, where });')).toHaveLength(1);
+    expect(crossings('src/preflight/run.ts', "const r = new ImageRunner({ image, where: 'x' });")).toHaveLength(1);
+    // The driver itself, the settings' enum, comments and messages that only mention Compose do not cross.
+    expect(crossings('src/runner/compose.ts', "export const COMPOSE_V1 = ['docker-compose'];")).toEqual([]);
+    expect(crossings('src/settings/schema.ts', "command: z.enum(['auto', 'docker compose', 'docker-compose'])")).toEqual([]);
+    expect(
+      crossings(
+        'src/preflight/docker.ts',
+        "// v1 `docker-compose` is slow\nconst fix = 'install the Docker Compose plugin (docker-compose-plugin) or docker-compose; `docker-compose` (v1) also works';",
+      ),
+    ).toEqual([]);
+    expect(crossings('src/backup/redis-live-restore.ts', 'const inContainer = serviceContainerRunner(container, service);')).toEqual([]);
+  });
+});

@@ -1,6 +1,6 @@
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { findExecutable } from '../runner/runner';
+import { findExecutable } from './runner';
 
 /** Directories holding PostgreSQL server binaries (initdb, pg_ctl, postgres), newest major first. */
 export function postgresServerBinDirs(configured?: string): string[] {
