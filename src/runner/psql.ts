@@ -109,3 +109,13 @@ export async function queryOnce<T = Record<string, unknown>>(runner: Runner, con
     await session.close();
   }
 }
+
+/** Runs statements in a fresh session (psql stops at the first error, so a failed one leaves nothing behind for the next). */
+export async function execOnce(runner: Runner, conn: PgConnection, sql: string): Promise<void> {
+  const session = PsqlSession.open(runner, conn);
+  try {
+    await session.exec(sql);
+  } finally {
+    await session.close();
+  }
+}
