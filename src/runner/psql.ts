@@ -110,7 +110,7 @@ export async function queryOnce<T = Record<string, unknown>>(runner: Runner, con
   }
 }
 
-/** Runs statements in a fresh session (psql stops at the first error, so a failed one leaves nothing behind for the next). */
+/** Runs statements in a fresh session: psql ends a session at its first error (ON_ERROR_STOP), so a retry needs a new one. */
 export async function execOnce(runner: Runner, conn: PgConnection, sql: string): Promise<void> {
   const session = PsqlSession.open(runner, conn);
   try {
