@@ -1,4 +1,3 @@
-import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Catalog } from '../catalog/store';
 import { entryFilePath } from '../catalog/confine';
