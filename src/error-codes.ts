@@ -64,6 +64,7 @@ export const ERROR_CODES = {
   CONFIG_YAML: { kinds: ['usage'], doc: 'The configuration file is not valid YAML (the message gives the line).' },
   CONFIRMATION_MISMATCH: { kinds: ['refused'], doc: '--confirm does not name the target exactly; nothing was changed.' },
   CONFIRMATION_REQUIRED: { kinds: ['refused'], doc: "The operation replaces live data and needs --confirm with the target's exact name." },
+  CONTAINER_FILE_UNREADABLE: { kinds: ['failed'], doc: "A small file (the live Redis's AOF manifest) could not be copied out of its container, or is larger than such a file can be." },
   CONTAINER_REMOVE_FAILED: { kinds: ['failed'], doc: 'docker rm -f of a throwaway container failed.' },
   COUNT_FAILED: { kinds: ['failed'], doc: "Counting a table's rows failed." },
   CROSS_TENANT_ROWS: { kinds: ['refused'], doc: 'A tenant export would contain rows of another tenant; nothing was kept.' },

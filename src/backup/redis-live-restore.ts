@@ -1,4 +1,4 @@
-import { readFile, stat } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { lockStatus, withLock } from '../catalog/lock';
 import { sha256File } from '../catalog/files';
@@ -10,10 +10,11 @@ import { serviceContainerRunner, throwawayContainerRunner } from '../runner/fact
 import { failure, refusal, usageError } from '../errors';
 import type { Logger } from '../logger';
 import { listBackups, REDIS_SNAPSHOT_FILE, type RedisBackupFile } from './metadata';
-import { firstTarFile, tarStream, type TarMember } from '../catalog/tar';
-import { describeExit, lastLines, runText, type Runner } from '../runner/runner';
-import { checkRdb, parseKeyspace, redisCli, redisKeyspace, snapshotRedis, type RdbCheck, type RedisTarget } from '../redis/snapshot';
-import { parseRdbHeader, parseServerIdentity, rdbCompatibility, readRdbHeader, type ServerIdentity } from '../redis/rdb-version';
+import type { Runner } from '../runner/runner';
+import { checkRdb, redisKeyspace, snapshotRedis, type RdbCheck, type RedisTarget } from '../redis/snapshot';
+import { parseRdbHeader, rdbCompatibility, readRdbHeader } from '../redis/rdb-version';
+import { readPersistence, readServerInfo, waitForPong, type LiveServer, type RedisPersistence } from '../redis/live-server';
+import { redisFileOwner, removeStaleAofFiles, replaceContainerData, type FileOwner } from '../redis/container-files';
 import { PassThrough, type Readable } from 'node:stream';
 import type { AgeIdentity } from '../crypto/age';
 import { isEncrypted, openPlaintext, requireIdentityFor } from '../crypto/payload';
@@ -38,11 +39,6 @@ export interface RedisSnapshotMetadata extends EntryMetadata {
   persistence: RedisPersistence;
   owner: FileOwner;
   files: { redis: RedisBackupFile };
-}
-
-export interface FileOwner {
-  uid: number;
-  gid: number;
 }
 
 /** A Redis snapshot in the catalog: a backup's `redis.rdb`, or a pre-restore snapshot. */
@@ -164,84 +160,6 @@ export async function checkSnapshotFile(
   if (!rdb.ok) throw refusal('REDIS_SNAPSHOT_INVALID', `${source.kind} ${source.id}: ${source.file.name} does not validate (${rdb.detail}), so it will not be restored`, fix);
   options.logger.info(`ok   ${source.file.name}: ${rdb.detail}${rdb.expires ? ` (${rdb.expires} with a TTL)` : ''}`);
   return { path, checksumVerified: !options.skipVerify, rdb };
-}
-
-/** Where and how the live server keeps its data (`CONFIG GET`). */
-export interface RedisPersistence {
-  dir: string;
-  dbfilename: string;
-  appendonly: boolean;
-  appenddirname?: string;
-  appendfilename: string;
-}
-
-const PERSISTENCE_PARAMETERS = ['dir', 'dbfilename', 'appendonly', 'appenddirname', 'appendfilename'] as const;
-
-export function parseConfigGet(output: string): Record<string, string> {
-  const lines = output.replace(/\r/g, '').split('\n');
-  if (lines.at(-1) === '') lines.pop();
-  const values: Record<string, string> = {};
-  for (let i = 0; i + 1 < lines.length; i += 2) values[lines[i]!] = lines[i + 1]!;
-  return values;
-}
-
-const REDIS_ERROR = /^(ERR|NOAUTH|WRONGPASS|NOPERM|LOADING|MISCONF)\b/m;
-
-async function readPersistence(runner: Runner, target: RedisTarget): Promise<RedisPersistence> {
-  // Redis 7 answers several parameters at once; older servers take one per call.
-  let result = await runText(runner, redisCli(target, ['CONFIG', 'GET', ...PERSISTENCE_PARAMETERS]));
-  let values: Record<string, string> = {};
-  if (result.exitCode === 0 && !REDIS_ERROR.test(result.stdout)) values = parseConfigGet(result.stdout);
-  else {
-    for (const name of PERSISTENCE_PARAMETERS) {
-      result = await runText(runner, redisCli(target, ['CONFIG', 'GET', name]));
-      if (result.exitCode !== 0 || REDIS_ERROR.test(result.stdout)) break;
-      Object.assign(values, parseConfigGet(result.stdout));
-    }
-  }
-  if (!values.dir || !values.dbfilename || !values.appendonly) {
-    throw failure('REDIS_CONFIG_UNREADABLE', `cannot read the live server's persistence settings with CONFIG GET (${runner.where}): ${lastLines(result.stderr || result.stdout, 2)}`, {
-      fix: 'the Redis user in the URL must be allowed CONFIG GET (and CONFIG must not be renamed); check the URL and password (REDIS_URL / --redis-url)',
-    });
-  }
-  for (const name of ['dbfilename', 'appenddirname', 'appendfilename'] as const) {
-    const value = values[name];
-    if (value !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._+-]{0,80}$/.test(value)) {
-      throw failure('REDIS_CONFIG_UNSUPPORTED', `the live server's ${name} ${JSON.stringify(value)} is not a plain file name`, {
-        fix: `set ${name} to a plain name (letters, digits, '.', '_', '-') in the Redis configuration`,
-      });
-    }
-  }
-  if (!values.dir.startsWith('/')) throw failure('REDIS_CONFIG_UNSUPPORTED', `the live server's dir ${JSON.stringify(values.dir)} is not an absolute path`);
-  return {
-    dir: values.dir,
-    dbfilename: values.dbfilename,
-    appendonly: values.appendonly === 'yes',
-    appenddirname: values.appenddirname,
-    appendfilename: values.appendfilename ?? 'appendonly.aof',
-  };
-}
-
-/** The uid and gid redis-server runs as inside the container (`docker top`), so the files copied in stay its own. */
-export function parseTopOwner(output: string): { uid: number; gid: number } | undefined {
-  const lines = output.split('\n').filter((l) => l.trim());
-  for (const line of lines.slice(1)) {
-    const [, uid, gid, ...args] = line.trim().split(/\s+/);
-    if (args.join(' ').includes('redis-server') && /^\d+$/.test(uid ?? '') && /^\d+$/.test(gid ?? '')) return { uid: Number(uid), gid: Number(gid) };
-  }
-  return undefined;
-}
-
-/** The files a Redis 7 AOF manifest lists (`file NAME seq N type b|h|i`). */
-export function manifestFiles(manifest: string): string[] {
-  return [...manifest.matchAll(/^file\s+(\S+)\s/gm)].map((m) => m[1]!);
-}
-
-/** The multi-part AOF layout that makes Redis 7 load `base` as its whole dataset. */
-export function aofLayout(appendfilename: string): { base: string; incr: string; manifestName: string; manifest: string } {
-  const base = `${appendfilename}.1.base.rdb`;
-  const incr = `${appendfilename}.1.incr.aof`;
-  return { base, incr, manifestName: `${appendfilename}.manifest`, manifest: `file ${base} seq 1 type b\nfile ${incr} seq 1 type i\n` };
 }
 
 export interface KeyCountComparison {
@@ -367,7 +285,7 @@ export async function restoreRedisLive(options: LiveRestoreOptions): Promise<Liv
     let persistence: RedisPersistence;
     let owner: FileOwner;
     let keysBefore: Record<string, number> | null;
-    let server: { identity: ServerIdentity; relaxed: boolean } | undefined;
+    let server: LiveServer | undefined;
     if (found.running) {
       persistence = await readPersistence(inContainer, options.target);
       if (persistence.appendonly && !persistence.appenddirname) {
@@ -379,7 +297,7 @@ export async function restoreRedisLive(options: LiveRestoreOptions): Promise<Liv
       }
       // One INFO: the version and the keys (each exec into the container costs seconds).
       ({ server, keys: keysBefore } = await readServerInfo(inContainer, options.target));
-      owner = await redisOwner(runner, container, inContainer, persistence.dir);
+      owner = await redisFileOwner(runner, container, inContainer, persistence.dir);
     } else if (source.recorded && source.recorded.service === service) {
       // A restore that left the service down is undone with its pre-restore snapshot, which
       // recorded the settings the stopped server cannot answer for.
@@ -461,15 +379,15 @@ export async function restoreRedisLive(options: LiveRestoreOptions): Promise<Liv
     });
     let staleFiles: string[] = [];
     try {
-      staleFiles = await replaceData(
+      staleFiles = await replaceContainerData(
         runner,
         container,
         persistence,
         owner,
-        checked.path,
-        source.file.bytes,
+        isEncrypted(source.file)
+          ? { open: () => openPlaintext(source.dir, source.file, options.identity, `${source.kind} ${source.id}`), size: source.file.encryption.plaintextBytes }
+          : { path: checked.path, expectedBytes: source.file.bytes },
         logger,
-        isEncrypted(source.file) ? { open: () => openPlaintext(source.dir, source.file, options.identity, `${source.kind} ${source.id}`), size: source.file.encryption.plaintextBytes } : undefined,
       );
     } catch (error) {
       await record({ ok: false, stage: 'copy', error: (error as Error).message });
@@ -488,7 +406,11 @@ export async function restoreRedisLive(options: LiveRestoreOptions): Promise<Liv
       });
     });
     try {
-      await waitForPong(inContainer, driver, container, options.target, (options.startTimeoutSeconds ?? 300) * 1000, logger);
+      await waitForPong(inContainer, options.target, {
+        timeoutMs: (options.startTimeoutSeconds ?? 300) * 1000,
+        logger,
+        containerState: async () => (await driver.inspect([container]))[0],
+      });
     } catch (error) {
       const logs = await driver.logsTail(service, 10);
       await record({ ok: false, stage: 'start', error: (error as Error).message });
@@ -539,37 +461,11 @@ function sumKeys(keys: Record<string, number>): number {
   return Object.values(keys).reduce((a, b) => a + b, 0);
 }
 
-/** The live server's product, version and keys from one `INFO`, and for Valkey its rdb-version-check. */
-async function readServerInfo(inContainer: Runner, target: RedisTarget): Promise<{ server: { identity: ServerIdentity; relaxed: boolean } | undefined; keys: Record<string, number> }> {
-  const info = await runText(inContainer, redisCli(target, ['INFO']));
-  if (info.exitCode !== 0 || /^(ERR|NOAUTH|WRONGPASS|NOPERM)/m.test(info.stdout)) {
-    throw failure('REDIS_CONNECT', `cannot read INFO from redis://${target.host}:${target.port} (${inContainer.where}): ${lastLines(info.stderr || info.stdout, 2)}`, {
-      fix: 'check the Redis URL (REDIS_URL / --redis-url) and its password',
-    });
-  }
-  const keys = parseKeyspace(info.stdout);
-  const identity = parseServerIdentity(info.stdout);
-  if (!identity) return { server: undefined, keys };
-  let relaxed = false;
-  if (identity.product === 'valkey') {
-    const check = await runText(inContainer, redisCli(target, ['CONFIG', 'GET', 'rdb-version-check'])).catch(() => undefined);
-    relaxed = check?.exitCode === 0 && parseConfigGet(check.stdout)['rdb-version-check'] === 'relaxed';
-  }
-  return { server: { identity, relaxed }, keys };
-}
-
 /**
  * Refuses (exit 3), before anything stops, a snapshot whose RDB version the live server cannot
  * load: it would stop Redis and leave it unable to start.
  */
-async function requireLoadableRdb(
-  path: string,
-  source: RedisSnapshotSource,
-  service: string,
-  server: { identity: ServerIdentity; relaxed: boolean } | undefined,
-  logger: Logger,
-  plaintextStart?: Buffer,
-): Promise<void> {
+async function requireLoadableRdb(path: string, source: RedisSnapshotSource, service: string, server: LiveServer | undefined, logger: Logger, plaintextStart?: Buffer): Promise<void> {
   const header = plaintextStart ? parseRdbHeader(plaintextStart) : await readRdbHeader(path);
   const fix = `restore a snapshot taken from a server of this version or older, or run a server that loads it in service ${service}`;
   if (!header)
@@ -611,19 +507,6 @@ export async function serviceContainer(runner: Runner, driver: ComposeDriver, pr
   return { id: state.id, running: state.running && state.status === 'running', status: state.status, imageId: state.imageId };
 }
 
-/** Who owns Redis' files: the uid/gid redis-server runs as (`docker top`), else the owner of its dir. */
-async function redisOwner(runner: Runner, container: string, inContainer: Runner, dir: string): Promise<FileOwner> {
-  const top = await runText(runner, { tool: 'docker', args: ['top', container, '-o', 'pid,uid,gid,args'] }).catch(() => undefined);
-  const fromTop = top?.exitCode === 0 ? parseTopOwner(top.stdout) : undefined;
-  if (fromTop) return fromTop;
-  const statted = await runText(inContainer, { tool: 'stat', args: ['-c', '%u:%g', dir] }).catch(() => undefined);
-  const match = statted?.exitCode === 0 ? /^(\d+):(\d+)\s*$/.exec(statted.stdout) : null;
-  if (match) return { uid: Number(match[1]), gid: Number(match[2]) };
-  throw failure('REDIS_OWNER_UNKNOWN', `cannot tell which user redis-server runs as in container ${container.slice(0, 12)} (docker top and stat both failed); nothing was changed`, {
-    fix: 'check that docker top works against this engine',
-  });
-}
-
 async function takePreRestoreSnapshot(options: LiveRestoreOptions, inContainer: Runner, persistence: RedisPersistence, owner: FileOwner): Promise<{ id: string; path: string }> {
   const { catalog, environment, logger } = options;
   const now = new Date();
@@ -653,115 +536,6 @@ async function takePreRestoreSnapshot(options: LiveRestoreOptions, inContainer: 
       cause: error,
     });
   }
-}
-
-/**
- * Copies the snapshot into the stopped container with `docker cp` (a tar stream, so file owners
- * are the Redis user's). With AOF on, Redis loads only what its manifest lists, so the snapshot
- * becomes the base of a fresh one-part AOF; `dbfilename` gets it too, so turning AOF off later
- * does not bring the old data back. Returns the old AOF files the new manifest no longer lists.
- */
-async function replaceData(
-  runner: Runner,
-  container: string,
-  persistence: RedisPersistence,
-  owner: FileOwner,
-  snapshotPath: string,
-  expectedBytes: number,
-  logger: Logger,
-  plaintext?: { open: () => Promise<Readable>; size: number },
-): Promise<string[]> {
-  let size: number;
-  if (plaintext) size = plaintext.size;
-  else {
-    size = (await stat(snapshotPath)).size;
-    if (size !== expectedBytes) throw failure('SNAPSHOT_CHANGED', `${snapshotPath} is ${size} bytes, the catalog recorded ${expectedBytes}`);
-  }
-  // An encrypted snapshot is decrypted in the stream into docker cp's tar (once per member), never onto this host's disk.
-  const body = (): { path: string; size: number } | { open: () => Promise<Readable>; size: number } => (plaintext ? { open: plaintext.open, size } : { path: snapshotPath, size });
-  const entries: TarMember[] = [{ name: persistence.dbfilename, ...body(), ...owner }];
-  let stale: string[] = [];
-  if (persistence.appendonly) {
-    const dirName = persistence.appenddirname!;
-    const layout = aofLayout(persistence.appendfilename);
-    const oldManifest = await readContainerFile(runner, container, `${persistence.dir}/${dirName}/${layout.manifestName}`);
-    const keep = new Set([layout.base, layout.incr, layout.manifestName]);
-    stale = oldManifest ? manifestFiles(oldManifest.toString('utf8')).filter((name) => !keep.has(name) && /^[A-Za-z0-9][A-Za-z0-9._+-]*$/.test(name)) : [];
-    entries.push(
-      { name: dirName, directory: true, ...owner },
-      { name: `${dirName}/${layout.base}`, ...body(), ...owner },
-      { name: `${dirName}/${layout.incr}`, text: '', ...owner },
-      { name: `${dirName}/${layout.manifestName}`, text: layout.manifest, ...owner },
-    );
-  }
-  const tar = tarStream(entries);
-  let tarError: Error | undefined;
-  const running = runner.start({ tool: 'docker', args: ['cp', '-', `${container}:${persistence.dir}`], stdin: tar });
-  // A member that fails while it streams (a decrypted chunk that fails authentication, a file that changed) stops docker cp.
-  tar.on('error', (error) => {
-    tarError ??= error;
-    running.kill('SIGTERM');
-  });
-  running.stdout.resume();
-  const result = await running.done;
-  if (tarError) throw new Error(`the snapshot failed while it was copied in: ${tarError.message}`);
-  if (result.exitCode !== 0) throw new Error(`docker cp ${describeExit(result)}: ${lastLines(result.stderr, 3)}`);
-  logger.info(
-    `     wrote ${persistence.dir}/${persistence.dbfilename}${persistence.appendonly ? ` and a one-part AOF in ${persistence.dir}/${persistence.appenddirname} (${aofLayout(persistence.appendfilename).manifestName})` : ''}`,
-  );
-  return stale;
-}
-
-/** A small file out of a (stopped) container, or undefined when it does not exist. */
-async function readContainerFile(runner: Runner, container: string, path: string): Promise<Buffer | undefined> {
-  const running = runner.start({ tool: 'docker', args: ['cp', `${container}:${path}`, '-'] });
-  const chunks: Buffer[] = [];
-  let bytes = 0;
-  running.stdout.on('data', (chunk: Buffer) => {
-    bytes += chunk.length;
-    if (bytes <= 1024 * 1024) chunks.push(chunk);
-  });
-  const result = await running.done;
-  if (result.exitCode !== 0) {
-    if (/no such file|could not find/i.test(result.stderr)) return undefined;
-    throw new Error(`reading ${path} from the container failed (docker cp ${describeExit(result)}): ${lastLines(result.stderr, 2)}`);
-  }
-  if (bytes > 1024 * 1024) throw new Error(`${path} is larger than a manifest should be (${bytes} bytes)`);
-  return firstTarFile(Buffer.concat(chunks));
-}
-
-async function waitForPong(inContainer: Runner, driver: ComposeDriver, container: string, target: RedisTarget, timeoutMs: number, logger: Logger): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let loadingSeen = false;
-  for (let attempt = 1; ; attempt++) {
-    const ping = await runText(inContainer, redisCli(target, ['PING'])).catch(() => undefined);
-    const answer = ping?.stdout.trim() ?? '';
-    if (answer === 'PONG') return;
-    if (answer.startsWith('LOADING') && !loadingSeen) {
-      loadingSeen = true;
-      logger.info('     LOADING the dataset');
-    }
-    // A server that cannot load its data exits: say so now rather than at the timeout.
-    if (attempt % 4 === 0 || !ping || ping.exitCode !== 0) {
-      const [state] = await driver.inspect([container]).catch(() => []);
-      if (state && (!state.running || state.status === 'restarting'))
-        throw new Error(`the container ${state.status === 'restarting' ? 'is restarting (it crashed' : `exited (${state.status}`}, exit code ${state.exitCode})`);
-    }
-    if (Date.now() > deadline) throw new Error(`no PONG within ${Math.round(timeoutMs / 1000)} s (last answer: ${answer || 'none'})`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
-
-/** Removes old AOF files the new manifest no longer lists; Redis ignores them, so a failure is a warning. */
-async function removeStaleAofFiles(inContainer: Runner, persistence: RedisPersistence, names: string[], logger: Logger): Promise<string[]> {
-  const paths = names.map((name) => `${persistence.dir}/${persistence.appenddirname}/${name}`);
-  const result = await runText(inContainer, { tool: 'rm', args: ['-f', '--', ...paths] }).catch((error: Error) => ({ exitCode: 1, stderr: error.message, stdout: '' }));
-  if (result.exitCode === 0) {
-    logger.info(`     removed ${names.length} old AOF file(s) the new manifest does not list`);
-    return [];
-  }
-  logger.warn(`the old AOF files ${paths.join(', ')} are left in place (rm: ${lastLines(result.stderr, 1)}); Redis ignores them, remove them by hand`);
-  return paths;
 }
 
 /** The first `n` bytes of a stream (fewer if it is shorter); the stream is destroyed after. */

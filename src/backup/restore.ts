@@ -1,14 +1,12 @@
-import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Catalog } from '../catalog/store';
 import { entryFilePath } from '../catalog/confine';
 import { withLock } from '../catalog/lock';
-import { failure, refusal, usageError } from '../errors';
+import { failure, refusal } from '../errors';
 import type { Logger } from '../logger';
-import { PsqlSession } from '../runner/psql';
+import { execOnce, PsqlSession, queryOnce } from '../runner/psql';
 import { pgEnv, quoteIdent, quoteLiteral, withDatabase, type PgConnection } from '../runner/postgres-env';
-import { describeExit, lastLines, runText, LocalRunner, type Runner } from '../runner/runner';
-import type { HookConfig } from '../settings/schema';
+import { describeExit, lastLines, LocalRunner, type Runner } from '../runner/runner';
 import { createBackup } from './create';
 import type { Compression } from '../settings/compression';
 import { checkConnection, maskedUrl } from '../postgres/connection';
@@ -526,7 +524,7 @@ function requireNotTemplate(target: PgConnection, state: DatabaseState): void {
 async function databaseState(runner: Runner, target: PgConnection): Promise<DatabaseState> {
   // Catalog reads only: bounded so a server in trouble cannot hold the environment lock forever.
   const bounded: PgConnection = { ...target, timeouts: { ...target.timeouts, statementSeconds: Math.max(30, target.timeouts?.lockSeconds ?? 0) } };
-  const [row] = await queryOnceOn<{ template: boolean; owner: string; encoding: string; collate: string; ctype: string }>(
+  const [row] = await queryOnce<{ template: boolean; owner: string; encoding: string; collate: string; ctype: string }>(
     runner,
     maintenanceConnection(bounded),
     `SELECT datistemplate AS template, pg_get_userbyid(datdba) AS owner, pg_encoding_to_char(encoding) AS encoding, datcollate AS collate, datctype AS ctype FROM pg_database WHERE datname = ${quoteLiteral(target.database)}`,
@@ -678,10 +676,10 @@ async function swapDatabases(
   for (let attempt = 1; ; attempt++) {
     try {
       // Termination is asynchronous: wait for the sessions to be gone before renaming.
-      const [ended] = await queryOnceOn<{ n: number }>(runner, maintenance, `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))::int AS n ${sessionsOf}`);
+      const [ended] = await queryOnce<{ n: number }>(runner, maintenance, `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))::int AS n ${sessionsOf}`);
       sessionsTerminated += ended?.n ?? 0;
       for (let i = 0; i < 50; i++) {
-        const [row] = await queryOnceOn<{ n: number }>(runner, maintenance, `SELECT count(*)::int AS n ${sessionsOf}`);
+        const [row] = await queryOnce<{ n: number }>(runner, maintenance, `SELECT count(*)::int AS n ${sessionsOf}`);
         if (!row?.n) break;
         await new Promise((r) => setTimeout(r, 100));
       }
@@ -713,24 +711,6 @@ async function swapDatabases(
   return { sessionsTerminated, warnings };
 }
 
-async function execOnce(runner: Runner, conn: PgConnection, sql: string): Promise<void> {
-  const session = PsqlSession.open(runner, conn);
-  try {
-    await session.exec(sql);
-  } finally {
-    await session.close();
-  }
-}
-
-async function queryOnceOn<T>(runner: Runner, conn: PgConnection, sql: string): Promise<T[]> {
-  const session = PsqlSession.open(runner, conn);
-  try {
-    return await session.query<T>(sql);
-  } finally {
-    await session.close();
-  }
-}
-
 function describeCheckFailure(checks: RestoreCheckReport, state?: DatabaseStateCheck): string {
   const parts: string[] = [];
   if (!checks.rowCounts.ok) parts.push(`${checks.rowCounts.mismatches.length} tables with different row counts`);
@@ -756,47 +736,4 @@ function scratchName(target: string, tag = 'restore'): string {
 /** A conninfo naming only the database, so a name with `=` or a URL-like name stays a name. */
 function conninfoDbname(database: string): string {
   return `dbname='${database.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
-}
-
-export interface HookResult {
-  hook: string;
-  ok: boolean;
-  detail: string;
-}
-
-/** Post-restore hooks (cache revalidation, readiness checks); each result is reported, none is skipped silently. */
-export async function runPostRestoreHooks(hooks: HookConfig[], options: { runner?: Runner; logger: Logger; timeoutMs?: number }): Promise<HookResult[]> {
-  const results: HookResult[] = [];
-  for (const hook of hooks) {
-    let result: HookResult;
-    if ('http' in hook) {
-      const name = `${hook.method ?? 'GET'} ${new URL(hook.http).origin}${new URL(hook.http).pathname}`;
-      try {
-        const headers = 'headers' in hook ? (hook as { headers?: Record<string, string> }).headers : undefined;
-        const response = await fetch(hook.http, { method: hook.method ?? 'GET', headers, signal: AbortSignal.timeout(options.timeoutMs ?? 30_000) });
-        const ok = hook.expectStatus ? response.status === hook.expectStatus : response.ok;
-        result = { hook: name, ok, detail: `HTTP ${response.status}` };
-      } catch (error) {
-        result = { hook: name, ok: false, detail: (error as Error).message };
-      }
-    } else {
-      const [tool, ...args] = hook.command;
-      const name = hook.command.join(' ');
-      try {
-        const run = await runText(options.runner ?? new LocalRunner(), { tool: tool!, args });
-        result = { hook: name, ok: run.exitCode === 0, detail: run.exitCode === 0 ? 'exit 0' : `${describeExit(run)}: ${lastLines(run.stderr, 2)}` };
-      } catch (error) {
-        result = { hook: name, ok: false, detail: (error as Error).message };
-      }
-    }
-    options.logger.info(`${result.ok ? 'ok  ' : 'FAIL'} post-restore hook ${result.hook}: ${result.detail}`);
-    results.push(result);
-  }
-  return results;
-}
-
-export function parseJobs(value: string | undefined): number {
-  const jobs = Number(value ?? '2');
-  if (!Number.isInteger(jobs) || jobs < 1 || jobs > 64) throw usageError('BAD_INPUT', `--jobs must be a whole number from 1 to 64 (got "${value}")`, 'pass --jobs 2');
-  return jobs;
 }

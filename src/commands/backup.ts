@@ -12,7 +12,8 @@ import { BACKUP_LABELS, BACKUP_METADATA_FILE, findBackup, findBackupForTarget, l
 import { formatBytes, type ProgressSink } from '../postgres/progress';
 import { estimateBackupBytes } from '../backup/estimate';
 import { startProgress } from '../report/progress';
-import { describeTarget, parseJobs, restoreBackup, runPostRestoreHooks } from '../backup/restore';
+import { describeTarget, restoreBackup } from '../backup/restore';
+import { runPostRestoreHooks } from '../backup/hooks';
 import { sameDatabase, systemIdentifier } from '../postgres/identity';
 import { parseDuration } from '../settings/duration';
 import { pruneBackups } from '../backup/retention';
@@ -29,7 +30,7 @@ import type { EnvironmentSettings } from '../settings/resolve';
 import { singleCommandAction } from './action-spec';
 import { AGE_IDENTITY_INPUT, IDENTITY_ENV, IDENTITY_FILE_ENV, loadIdentity } from '../crypto/age';
 import { requireIdentityFor } from '../crypto/payload';
-import { environmentFor, urlInput, type CommandContext, type CommandResult, type CommandSpec } from './spec';
+import { environmentFor, parseJobs, urlInput, type CommandContext, type CommandResult, type CommandSpec } from './spec';
 
 const USER_LABELS = BACKUP_LABELS.filter((l) => l !== 'pre-restore');
 

@@ -168,6 +168,13 @@ export function parseBoolean(name: string, value: string): boolean {
   throw usageError('BAD_INPUT', `input "${name}" must be true or false (got "${value}")`, `set ${name}: true or ${name}: false`);
 }
 
+/** Parallel pg_restore jobs (`--jobs`, default 2): a whole number from 1 to 64. */
+export function parseJobs(value: string | undefined): number {
+  const jobs = Number(value ?? '2');
+  if (!Number.isInteger(jobs) || jobs < 1 || jobs > 64) throw usageError('BAD_INPUT', `--jobs must be a whole number from 1 to 64 (got "${value}")`, 'pass --jobs 2');
+  return jobs;
+}
+
 /** Resolves the environment settings from the global inputs (flags > env vars > lifeline.yml). */
 export function environmentFor(ctx: CommandContext): EnvironmentSettings {
   const settings = resolveEnvironment(ctx.inputs.globals(), { env: ctx.env, cwd: ctx.cwd });

@@ -109,3 +109,13 @@ export async function queryOnce<T = Record<string, unknown>>(runner: Runner, con
     await session.close();
   }
 }
+
+/** Runs statements in a fresh session: psql ends a session at its first error (ON_ERROR_STOP), so a retry needs a new one. */
+export async function execOnce(runner: Runner, conn: PgConnection, sql: string): Promise<void> {
+  const session = PsqlSession.open(runner, conn);
+  try {
+    await session.exec(sql);
+  } finally {
+    await session.close();
+  }
+}

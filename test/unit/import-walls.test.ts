@@ -82,8 +82,18 @@ const WALLS: Wall[] = [
     crosses: (e) => inRoom(e.from, 'settings') && [...ENGINE_ROOMS, ...ABOVE_ENGINES, 'runner', 'catalog'].some((r) => inRoom(e.to, r)),
   },
   { name: "backup/ does not import drill/ (retention is handed the gate's judgement)", crosses: (e) => inRoom(e.from, 'backup') && inRoom(e.to, 'drill') },
+  {
+    name: 'backup/ drives a live Redis through the engine (redis/): it builds no redis-cli command line of its own',
+    crosses: (e) => inRoom(e.from, 'backup') && inRoom(e.to, 'redis') && e.names.includes('redisCli'),
+  },
   { name: 'no product code imports test or bench support, and src/sample/ and src/tar.ts are gone', crosses: (e) => /^(test|bench)\//.test(e.to) || e.to === 'src/tar' || inRoom(e.to, 'sample') },
 ];
+
+/** backup/ orchestrates; docker cp, docker top and the other container steps are engine code (redis/, postgres/) or runner/. */
+export function dockerArgvIn(from: string, text: string): string[] {
+  if (!inRoom(from, 'backup')) return [];
+  return [...text.matchAll(/\btool:\s*['"]docker['"]/g)].map((m) => `${from}:${text.slice(0, m.index).split('\n').length} spells a docker command line`);
+}
 
 describe('import walls (issue #23, ARCHITECTURE.md)', () => {
   it('reads the import graph of src/', () => {
@@ -100,6 +110,13 @@ describe('import walls (issue #23, ARCHITECTURE.md)', () => {
     });
   }
 
+  it('backup/ spells no docker command line (container steps are engine code)', () => {
+    expect(files.flatMap((file) => dockerArgvIn(relative(ROOT, file), readFileSync(file, 'utf8')))).toEqual([]);
+    // The check sees the spelling the Redis container steps used before they moved to src/redis/.
+    expect(dockerArgvIn('src/backup/redis-live-restore.ts', "const top = await runText(runner, { tool: 'docker', args: ['top', container] });")).toHaveLength(1);
+    expect(dockerArgvIn('src/redis/container-files.ts', "const top = await runText(runner, { tool: 'docker', args: ['top', container] });")).toEqual([]);
+  });
+
   it('each wall catches the crossing it names (checked on imports written for the test)', () => {
     const probe = (from: string, text: string) => importsOf(join(ROOT, from), text);
     const crossings = (from: string, text: string) => WALLS.filter((w) => probe(from, text).some((e) => w.crosses(e))).map((w) => w.name);
@@ -111,6 +128,8 @@ describe('import walls (issue #23, ARCHITECTURE.md)', () => {
     expect(crossings('src/settings/resolve.ts', "import { parseCompression } from '../postgres/compression';")).toHaveLength(1);
     expect(crossings('src/backup/retention.ts', "import { believedPassingDrills } from '../drill/gate';")).toHaveLength(1);
     expect(crossings('src/drill/app-check.ts', "import { tarStream } from '../tar';")).toHaveLength(1);
+    expect(crossings('src/backup/redis-live-restore.ts', "import { redisCli, redisKeyspace } from '../redis/snapshot';")).toHaveLength(1);
+    expect(crossings('src/backup/redis-live-restore.ts', "import { redisKeyspace } from '../redis/snapshot';")).toEqual([]);
     expect(crossings('src/postgres/x.ts', "export { loadSampleDataset } from '../../test/helpers/sample-dataset';")).toHaveLength(1);
     // The staged-entry write wall needs the file's own catalog import, as snapshot.ts has.
     const snapshot = relative(ROOT, join(SRC, 'redis/snapshot.ts'));
