@@ -86,6 +86,10 @@ const WALLS: Wall[] = [
     name: 'backup/ drives a live Redis through the engine (redis/): it builds no redis-cli command line of its own',
     crosses: (e) => inRoom(e.from, 'backup') && inRoom(e.to, 'redis') && e.names.includes('redisCli'),
   },
+  {
+    name: 'the drill verdict is pure: src/drill/verdict.ts imports only the report and RPO types and duration formatting',
+    crosses: (e) => e.from === 'src/drill/verdict.ts' && !['src/drill/report', 'src/drill/rpo', 'src/settings/duration'].includes(e.to),
+  },
   { name: 'no product code imports test or bench support, and src/sample/ and src/tar.ts are gone', crosses: (e) => /^(test|bench)\//.test(e.to) || e.to === 'src/tar' || inRoom(e.to, 'sample') },
 ];
 
@@ -130,6 +134,9 @@ describe('import walls (issue #23, ARCHITECTURE.md)', () => {
     expect(crossings('src/drill/app-check.ts', "import { tarStream } from '../tar';")).toHaveLength(1);
     expect(crossings('src/backup/redis-live-restore.ts', "import { redisCli, redisKeyspace } from '../redis/snapshot';")).toHaveLength(1);
     expect(crossings('src/backup/redis-live-restore.ts', "import { redisKeyspace } from '../redis/snapshot';")).toEqual([]);
+    expect(crossings('src/drill/verdict.ts', "import { queryOnce } from '../runner/psql';")).toHaveLength(1);
+    expect(crossings('src/drill/verdict.ts', "import { readFileSync } from 'node:fs';")).toHaveLength(1);
+    expect(crossings('src/drill/verdict.ts', "import type { DrillCheck } from './report';")).toEqual([]);
     expect(crossings('src/postgres/x.ts', "export { loadSampleDataset } from '../../test/helpers/sample-dataset';")).toHaveLength(1);
     // The staged-entry write wall needs the file's own catalog import, as snapshot.ts has.
     const snapshot = relative(ROOT, join(SRC, 'redis/snapshot.ts'));
