@@ -11,6 +11,7 @@ import { BACKUP_LABELS, BACKUP_METADATA_FILE, findBackup, findBackupForTarget, l
 import { formatBytes, type ProgressSink } from '../postgres/progress';
 import { estimateBackupBytes } from '../backup/estimate';
 import { startProgress } from '../report/progress';
+import { renderMarkdownTable } from '../report/table';
 import { describeTarget, parseJobs, restoreBackup, runPostRestoreHooks } from '../backup/restore';
 import { sameDatabase, systemIdentifier } from '../postgres/identity';
 import { parseDuration } from '../settings/duration';
@@ -208,9 +209,23 @@ export const backupCommand: CommandSpec = {
     const summary = [
       `### Backup ${entry.id} (${label})`,
       '',
-      '| archive | bytes | sha256 | tables | rows | migration head | verified |',
-      '|---|---|---|---|---|---|---|',
-      `| ${archive.name} | ${archive.bytes} | \`${archive.sha256}\` | ${Object.keys(entry.metadata.rowCounts).length} | ${Object.values(entry.metadata.rowCounts).reduce((a, b) => a + b, 0)} | ${entry.metadata.migrationHead ?? '-'} | ${report ? (report.ok ? 'yes' : '**NO**') : 'skipped'} |`,
+      renderMarkdownTable(
+        {
+          headers: ['archive', 'bytes', 'sha256', 'tables', 'rows', 'migration head', 'verified'],
+          rows: [
+            [
+              archive.name,
+              String(archive.bytes),
+              `\`${archive.sha256}\``,
+              String(Object.keys(entry.metadata.rowCounts).length),
+              String(Object.values(entry.metadata.rowCounts).reduce((a, b) => a + b, 0)),
+              entry.metadata.migrationHead ?? '-',
+              report ? (report.ok ? 'yes' : '**NO**') : 'skipped',
+            ],
+          ],
+        },
+        { escape: 'none' },
+      ),
     ].join('\n');
     return {
       json,
@@ -329,9 +344,7 @@ export const verifyCommand: CommandSpec = {
       summary: [
         `### Verify ${entry.id}: ${report.ok ? 'passed' : '**FAILED**'}`,
         '',
-        '| check | result | detail |',
-        '|---|---|---|',
-        ...report.checks.map((c) => `| ${c.name} | ${c.ok ? 'ok' : '**FAIL**'} | ${c.detail.replace(/\|/g, '\\|')} |`),
+        renderMarkdownTable({ headers: ['check', 'result', 'detail'], rows: report.checks.map((c) => [c.name, c.ok ? 'ok' : '**FAIL**', c.detail.replace(/\|/g, '\\|')]) }, { escape: 'none' }),
       ].join('\n'),
       ...(report.ok
         ? {}
@@ -487,7 +500,13 @@ export const restoreCommand: CommandSpec = {
         ...hooks.map((h) => `  hook ${h.hook}: ${h.ok ? 'ok' : 'FAILED'} (${h.detail})`),
       ].join('\n'),
       outputs: { 'backup-id': backup.id, 'pre-restore-backup-id': result.preRestoreBackupId ?? '', database: target.database },
-      summary: `### Restore ${backup.id} into \`${target.database}\`\n\n| rows | tables | fingerprint | checksums | pre-restore backup | seconds |\n|---|---|---|---|---|---|\n| ${c.rowCounts.rows} | ${c.rowCounts.tables} | match | ${result.checksumsVerified ? 'verified' : 'skipped'} | ${result.preRestoreBackupId ?? '-'} | ${result.seconds.toFixed(1)} |`,
+      summary: `### Restore ${backup.id} into \`${target.database}\`\n\n${renderMarkdownTable(
+        {
+          headers: ['rows', 'tables', 'fingerprint', 'checksums', 'pre-restore backup', 'seconds'],
+          rows: [[String(c.rowCounts.rows), String(c.rowCounts.tables), 'match', result.checksumsVerified ? 'verified' : 'skipped', result.preRestoreBackupId ?? '-', result.seconds.toFixed(1)]],
+        },
+        { escape: 'none' },
+      )}`,
       ...(problems.length ? { exitCode: 1 as const, failureMessage: `the database was restored, but ${problems.join('; ')}` } : {}),
     };
   },

@@ -8,6 +8,7 @@ import { backupReference, createReleaseManifest, type ManifestSigner } from '../
 import { generateSigningKeyPair } from '../manifest/keys';
 import { SERVICE_ROLES, type ReleaseImages, type ReleaseManifest, type VerificationPolicy, type WorkflowRun } from '../manifest/types';
 import { verifyReleaseManifest } from '../manifest/verify';
+import { renderMarkdownTable } from '../report/table';
 import type { ActionSpec } from './action-spec';
 import { parsePolicyInputs, POLICY_INPUTS, verificationPolicyFor } from './policy';
 import { declaredInputs, environmentFor, type CommandContext, type CommandSpec, type DeclaredInputs, type DeclaredName, type InputSpec, type OutputSpec } from './spec';
@@ -311,8 +312,8 @@ function describeManifest(manifest: ReleaseManifest): string {
 }
 
 function summaryOf(title: string, manifest: ReleaseManifest, digest: string): string {
-  const rows = SERVICE_ROLES.map((role) => `| ${role} | \`${manifest.images[role]}\` |`).join('\n');
-  return `### ${title}: ${manifest.release.version} (${manifest.release.environment})\n\n| service | image |\n|---|---|\n${rows}\n\nManifest digest \`${digest}\`; migration head ${manifest.migrationHead ?? 'none'}; backup ${manifest.backup?.id ?? 'none'}.\n`;
+  const table = renderMarkdownTable({ headers: ['service', 'image'], rows: SERVICE_ROLES.map((role) => [role, `\`${manifest.images[role]}\``]) }, { escape: 'none' });
+  return `### ${title}: ${manifest.release.version} (${manifest.release.environment})\n\n${table}\n\nManifest digest \`${digest}\`; migration head ${manifest.migrationHead ?? 'none'}; backup ${manifest.backup?.id ?? 'none'}.\n`;
 }
 
 export const manifestAction: ActionSpec = {

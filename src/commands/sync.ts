@@ -1,4 +1,5 @@
 import { startProgress } from '../report/progress';
+import { renderMarkdownTable } from '../report/table';
 import { join } from 'node:path';
 import { readEntryText } from '../catalog/confine';
 import { Catalog } from '../catalog/store';
@@ -148,12 +149,14 @@ function syncResult(env: string, report: SyncReport | undefined, kept: ArtifactU
   }
   for (const a of kept) lines.push(`artifact     ${a.kind}/${a.id} as ${a.name}`);
   const failed = report?.failed ?? 0;
-  const summaryRows = (report?.entries ?? []).map((e) => `| ${e.kind} | ${e.id} | ${e.status} | ${e.bytes} |`);
+  const summaryRows = (report?.entries ?? []).map((e) => [e.kind, e.id, e.status, String(e.bytes)]);
+  // Without entries the summary keeps the blank line it always had after the header.
+  const summaryTable = `${renderMarkdownTable({ headers: ['kind', 'id', 'status', 'bytes'], rows: summaryRows }, { escape: 'none' })}${summaryRows.length ? '' : '\n'}`;
   return {
     json: { environment: env, dryRun, bucket: report ?? null, artifacts: kept },
     text: lines.join('\n') || 'nothing to sync',
     outputs: { uploaded: String(report?.uploaded ?? 0), present: String(report?.present ?? 0), failed: String(failed), artifacts: kept.map((a) => a.name).join('\n') },
-    summary: report ? `### Off-host sync: ${env} → ${report.location}\n\n| kind | id | status | bytes |\n|---|---|---|---|\n${summaryRows.join('\n')}\n` : undefined,
+    summary: report ? `### Off-host sync: ${env} → ${report.location}\n\n${summaryTable}\n` : undefined,
     exitCode: failed ? 1 : 0,
     failureMessage: failed ? `${failed} entr${failed === 1 ? 'y' : 'ies'} could not be synced; see the log` : undefined,
   };

@@ -10,6 +10,7 @@ import { EXPORT_MANIFEST, exportTenant, type TenantExportManifest } from '../ten
 import type { ExportFormat } from '../tenant/rows';
 import { tenantExportsKind } from '../tenant/tenant-id';
 import { verifyTenantExport } from '../tenant/verify';
+import { renderMarkdownTable } from '../report/table';
 import { singleCommandAction } from './action-spec';
 import { declaredInputs, environmentFor, type CommandContext, type CommandSpec, type InputSpec } from './spec';
 
@@ -150,9 +151,13 @@ export const tenantExportCommand: CommandSpec = {
         '',
         `Export \`${m.id}\`, snapshot ${m.snapshotAt}, ${m.format}.`,
         '',
-        '| collection | rows | bytes | sha256 | truncated |',
-        '|---|---|---|---|---|',
-        ...m.collections.map((c) => `| ${c.name} | ${c.rows} | ${c.bytes} | \`${c.sha256.slice(0, 16)}…\` | ${c.truncated ? `yes (${c.trueCount} in the database)` : 'no'} |`),
+        renderMarkdownTable(
+          {
+            headers: ['collection', 'rows', 'bytes', 'sha256', 'truncated'],
+            rows: m.collections.map((c) => [c.name, String(c.rows), String(c.bytes), `\`${c.sha256.slice(0, 16)}…\``, c.truncated ? `yes (${c.trueCount} in the database)` : 'no']),
+          },
+          { escape: 'none' },
+        ),
       ].join('\n'),
       annotations: m.truncated
         ? [
