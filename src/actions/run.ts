@@ -2,7 +2,7 @@ import { runObserved } from '../commands/observe';
 import * as core from '@actions/core';
 import { commandFor, type ActionSpec } from '../commands/action-spec';
 import { allInputs, Inputs, type CommandContext, type CommandResult, type CommandSpec, type RawValue } from '../commands/spec';
-import { toLifelineError, usageError } from '../errors';
+import { failure, toLifelineError } from '../errors';
 import { redactSecretsInText, type Logger } from '../logger';
 import { urlSecrets } from '../settings/secrets';
 
@@ -52,12 +52,7 @@ export async function runAction(action: ActionSpec, selected?: string, doors: Ac
   const logger = actionsLogger();
   try {
     const chosen = selected ?? (action.selector ? core.getInput(action.selector.input) : undefined);
-    let command: CommandSpec;
-    try {
-      command = commandFor(action, chosen);
-    } catch (error) {
-      throw usageError('BAD_INPUT', (error as Error).message, `set ${action.selector?.input} to one of ${Object.keys(action.commands).join(', ')}`);
-    }
+    const command = commandFor(action, chosen);
     const values = readActionInputs(command);
     // The age identity first: every line of it is masked before anything can print it.
     const identity = typeof values['age-identity'] === 'string' ? values['age-identity'] : undefined;
@@ -85,7 +80,7 @@ export async function runAction(action: ActionSpec, selected?: string, doors: Ac
 async function publishResult(command: CommandSpec, result: CommandResult): Promise<void> {
   const declared = new Set(command.outputs.map((o) => o.name));
   for (const [name, value] of Object.entries(result.outputs ?? {})) {
-    if (!declared.has(name)) throw new Error(`internal error: output "${name}" is not declared for ${command.name}`);
+    if (!declared.has(name)) throw failure('INTERNAL_UNDECLARED_OUTPUT', `internal error: output "${name}" is not declared for ${command.name}`);
     core.setOutput(name, value);
   }
   for (const a of result.annotations ?? []) {

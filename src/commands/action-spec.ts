@@ -1,3 +1,4 @@
+import { failure, usageError } from '../errors';
 import { allInputs, type CommandSpec, type InputSpec, type OutputSpec } from './spec';
 
 /**
@@ -21,7 +22,7 @@ export function commandFor(action: ActionSpec, selected: string | undefined): Co
   if (!action.selector) return action.commands[keys[0]!]!;
   const key = selected || action.selector.default;
   const command = action.commands[key];
-  if (!command) throw new Error(`input "${action.selector.input}" must be one of ${keys.join(', ')} (got "${key}")`);
+  if (!command) throw usageError('BAD_INPUT', `input "${action.selector.input}" must be one of ${keys.join(', ')} (got "${key}")`, `set ${action.selector.input} to one of ${keys.join(', ')}`);
   return command;
 }
 
@@ -41,7 +42,7 @@ export function actionInputs(action: ActionSpec): InputSpec[] {
     for (const input of allInputs(command)) {
       if (input.cliOnly) continue;
       const existing = byName.get(input.name);
-      if (existing && existing.type !== input.type) throw new Error(`action ${action.name}: input ${input.name} has two types`);
+      if (existing && existing.type !== input.type) throw failure('INTERNAL_INVARIANT', `internal error: action ${action.name}: input ${input.name} has two types`);
       if (!existing) byName.set(input.name, input);
       else if (existing.required && !input.required) byName.set(input.name, { ...existing, required: false });
     }

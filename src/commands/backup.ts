@@ -3,7 +3,7 @@ import { withLock } from '../catalog/lock';
 import { failure, usageError } from '../errors';
 import { describeFilesystemError } from '../catalog/fs-errors';
 import { createBackup } from '../backup/create';
-import { parseCompression } from '../settings/compression';
+import { parseCompression, type Compression } from '../settings/compression';
 import { runPhysicalBackup } from '../postgres/pgbackrest';
 import { environmentConnection, maskedUrl } from '../postgres/connection';
 import { composeRunner, postgresRunner, redisRunner } from '../runner/factory';
@@ -12,6 +12,7 @@ import { BACKUP_LABELS, BACKUP_METADATA_FILE, findBackup, findBackupForTarget, l
 import { formatBytes, type ProgressSink } from '../postgres/progress';
 import { estimateBackupBytes } from '../backup/estimate';
 import { startProgress } from '../report/progress';
+import { renderMarkdownTable } from '../report/table';
 import { describeTarget, restoreBackup } from '../backup/restore';
 import { runPostRestoreHooks } from '../backup/hooks';
 import { sameDatabase, systemIdentifier } from '../postgres/identity';
@@ -30,7 +31,7 @@ import type { EnvironmentSettings } from '../settings/resolve';
 import { singleCommandAction } from './action-spec';
 import { AGE_IDENTITY_INPUT, IDENTITY_ENV, IDENTITY_FILE_ENV, loadIdentity } from '../crypto/age';
 import { requireIdentityFor } from '../crypto/payload';
-import { environmentFor, parseJobs, urlInput, type CommandContext, type CommandResult, type CommandSpec } from './spec';
+import { declaredInputs, environmentFor, parseJobs, urlInput, type CommandContext, type CommandResult, type CommandSpec, type InputSpec } from './spec';
 
 const USER_LABELS = BACKUP_LABELS.filter((l) => l !== 'pre-restore');
 
@@ -84,9 +85,8 @@ async function verifyAndRecord(catalog: Catalog, entry: BackupEntry, settings: E
   return { report, entry: recorded };
 }
 
-async function physicalBackup(ctx: CommandContext): Promise<CommandResult> {
+async function physicalBackup(ctx: CommandContext, type: PhysicalBackupType | undefined): Promise<CommandResult> {
   const settings = environmentFor(ctx);
-  const type = ctx.inputs.string('physical-type') as 'full' | 'diff' | 'incr' | undefined;
   const backup = await runPhysicalBackup(settings, ctx.logger, { type });
   return {
     json: { physical: true, id: backup.label, ...backup },
@@ -95,34 +95,63 @@ async function physicalBackup(ctx: CommandContext): Promise<CommandResult> {
   };
 }
 
+const BACKUP_INPUTS = [
+  { name: 'label', type: 'string', description: 'Why this backup exists.', default: 'manual', choices: USER_LABELS },
+  { name: 'release', type: 'string', description: 'Release version this backup belongs to.' },
+  { name: 'git-sha', type: 'string', description: 'Git commit of the release.' },
+  {
+    name: 'verify',
+    type: 'boolean',
+    description:
+      'Verify the new backup as it is written (pg_restore reads every block of the stream, then lists the file; redis-check-rdb) and fail, adding nothing to the catalog, when it does not verify.',
+    default: 'true',
+  },
+  {
+    name: 'compress',
+    type: 'string',
+    description: 'pg_dump compression, METHOD[:LEVEL]: gzip:1-9, zstd:1-22 or lz4:1-12 (pg_dump 16+), none. Default: postgres.compress, else gzip:1 with pg_dump 15 and older, zstd:1 with 16+.',
+  },
+  {
+    name: 'physical',
+    type: 'boolean',
+    description: 'Take a physical base backup through pgBackRest instead (needs postgres.physical; WAL archiving makes point-in-time recovery possible).',
+    default: 'false',
+  },
+  { name: 'physical-type', type: 'string', description: 'pgBackRest backup type for --physical; default: postgres.physical.type.', choices: ['full', 'diff', 'incr'] },
+  LOCK_TIMEOUT_INPUT,
+] as const satisfies readonly InputSpec[];
+
+type PhysicalBackupType = 'full' | 'diff' | 'incr';
+
+export type BackupInputs =
+  | { physical: true; physicalType: PhysicalBackupType | undefined }
+  | {
+      physical: false;
+      label: BackupLabel;
+      release: string | undefined;
+      gitSha: string | undefined;
+      verify: boolean;
+      compression: Compression | undefined;
+      /** --lock-timeout in seconds; undefined: the environment's postgres.lockTimeout. */
+      lockTimeoutSeconds: number | undefined;
+    };
+
+export function parseBackupInputs(ctx: CommandContext): BackupInputs {
+  const inputs = declaredInputs(ctx, BACKUP_INPUTS);
+  if (inputs.boolean('physical')) return { physical: true, physicalType: inputs.string('physical-type') as PhysicalBackupType | undefined };
+  const label = inputs.string('label') as BackupLabel;
+  const release = inputs.string('release');
+  const gitSha = inputs.string('git-sha');
+  const verify = inputs.boolean('verify');
+  const compressInput = inputs.string('compress');
+  const compression = compressInput !== undefined ? parseCompression(compressInput) : undefined;
+  return { physical: false, label, release, gitSha, verify, compression, lockTimeoutSeconds: lockTimeoutFlag(inputs.string('lock-timeout')) };
+}
+
 export const backupCommand: CommandSpec = {
   name: 'backup',
   summary: 'Back up PostgreSQL (and Redis when configured) into the catalog, with checksums',
-  inputs: [
-    { name: 'label', type: 'string', description: 'Why this backup exists.', default: 'manual', choices: USER_LABELS },
-    { name: 'release', type: 'string', description: 'Release version this backup belongs to.' },
-    { name: 'git-sha', type: 'string', description: 'Git commit of the release.' },
-    {
-      name: 'verify',
-      type: 'boolean',
-      description:
-        'Verify the new backup as it is written (pg_restore reads every block of the stream, then lists the file; redis-check-rdb) and fail, adding nothing to the catalog, when it does not verify.',
-      default: 'true',
-    },
-    {
-      name: 'compress',
-      type: 'string',
-      description: 'pg_dump compression, METHOD[:LEVEL]: gzip:1-9, zstd:1-22 or lz4:1-12 (pg_dump 16+), none. Default: postgres.compress, else gzip:1 with pg_dump 15 and older, zstd:1 with 16+.',
-    },
-    {
-      name: 'physical',
-      type: 'boolean',
-      description: 'Take a physical base backup through pgBackRest instead (needs postgres.physical; WAL archiving makes point-in-time recovery possible).',
-      default: 'false',
-    },
-    { name: 'physical-type', type: 'string', description: 'pgBackRest backup type for --physical; default: postgres.physical.type.', choices: ['full', 'diff', 'incr'] },
-    LOCK_TIMEOUT_INPUT,
-  ],
+  inputs: [...BACKUP_INPUTS],
   outputs: [
     { name: 'backup-id', description: 'Id of the new backup.' },
     { name: 'sha256', description: 'sha256 of the PostgreSQL archive.' },
@@ -131,13 +160,9 @@ export const backupCommand: CommandSpec = {
   ],
   implemented: true,
   async run(ctx) {
-    if (ctx.inputs.boolean('physical')) return physicalBackup(ctx);
-    const label = ctx.inputs.string('label') as BackupLabel;
-    const release = ctx.inputs.string('release');
-    const gitSha = ctx.inputs.string('git-sha');
-    const verify = ctx.inputs.boolean('verify');
-    const compressInput = ctx.inputs.string('compress');
-    const compression = compressInput !== undefined ? parseCompression(compressInput) : undefined;
+    const input = parseBackupInputs(ctx);
+    if (input.physical) return physicalBackup(ctx, input.physicalType);
+    const { label, release, gitSha, verify, compression } = input;
     const settings = environmentFor(ctx);
     const conn = environmentConnection(settings);
     const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
@@ -158,7 +183,7 @@ export const backupCommand: CommandSpec = {
           verify,
           encryptTo: settings.encryption?.recipients,
           migrationHeadQuery: settings.postgres.migrationHeadQuery,
-          lockTimeoutSeconds: lockTimeoutFor(ctx, settings),
+          lockTimeoutSeconds: input.lockTimeoutSeconds ?? settings.postgres.lockTimeoutSeconds,
           redis: redisSource ? await redisSource() : undefined,
           logger: ctx.logger,
           progress: progress.sink,
@@ -186,9 +211,23 @@ export const backupCommand: CommandSpec = {
     const summary = [
       `### Backup ${entry.id} (${label})`,
       '',
-      '| archive | bytes | sha256 | tables | rows | migration head | verified |',
-      '|---|---|---|---|---|---|---|',
-      `| ${archive.name} | ${archive.bytes} | \`${archive.sha256}\` | ${Object.keys(entry.metadata.rowCounts).length} | ${Object.values(entry.metadata.rowCounts).reduce((a, b) => a + b, 0)} | ${entry.metadata.migrationHead ?? '-'} | ${report ? (report.ok ? 'yes' : '**NO**') : 'skipped'} |`,
+      renderMarkdownTable(
+        {
+          headers: ['archive', 'bytes', 'sha256', 'tables', 'rows', 'migration head', 'verified'],
+          rows: [
+            [
+              archive.name,
+              String(archive.bytes),
+              `\`${archive.sha256}\``,
+              String(Object.keys(entry.metadata.rowCounts).length),
+              String(Object.values(entry.metadata.rowCounts).reduce((a, b) => a + b, 0)),
+              entry.metadata.migrationHead ?? '-',
+              report ? (report.ok ? 'yes' : '**NO**') : 'skipped',
+            ],
+          ],
+        },
+        { escape: 'none' },
+      ),
     ].join('\n');
     return {
       json,
@@ -246,35 +285,49 @@ export const backupsCommand: CommandSpec = {
   },
 };
 
+const VERIFY_INPUTS = [
+  { name: 'backup', type: 'string', description: 'Backup id, or "latest".', default: 'latest' },
+  {
+    name: 'remote',
+    type: 'boolean',
+    description:
+      "Instead, verify the named backup's copy in the environment's reviewed object storage: every object present, and its bytes hashed (the provider's SHA-256 where it keeps one, else downloaded) against SHA256SUMS.",
+    default: 'false',
+  },
+  { name: 'all', type: 'boolean', description: 'With remote: compare every local entry with the bucket instead of verifying one (a listing comparison unless deep is set).', default: 'false' },
+  { name: 'deep', type: 'boolean', description: 'With remote and all: download and hash every remote file instead of comparing listings and the sha256 recorded at upload.', default: 'false' },
+  AGE_IDENTITY_INPUT,
+] as const satisfies readonly InputSpec[];
+
+export interface VerifyInputs {
+  backup: string;
+  remote: boolean;
+  all: boolean;
+  deep: boolean;
+}
+
+export function parseVerifyInputs(ctx: CommandContext): VerifyInputs {
+  const inputs = declaredInputs(ctx, VERIFY_INPUTS);
+  return { backup: inputs.string('backup') ?? 'latest', remote: inputs.boolean('remote'), all: inputs.boolean('all'), deep: inputs.boolean('deep') };
+}
+
 export const verifyCommand: CommandSpec = {
   name: 'verify',
   summary: "Verify a backup's checksums and archives",
   positional: 'backup',
-  inputs: [
-    { name: 'backup', type: 'string', description: 'Backup id, or "latest".', default: 'latest' },
-    {
-      name: 'remote',
-      type: 'boolean',
-      description:
-        "Instead, verify the named backup's copy in the environment's reviewed object storage: every object present, and its bytes hashed (the provider's SHA-256 where it keeps one, else downloaded) against SHA256SUMS.",
-      default: 'false',
-    },
-    { name: 'all', type: 'boolean', description: 'With remote: compare every local entry with the bucket instead of verifying one (a listing comparison unless deep is set).', default: 'false' },
-    { name: 'deep', type: 'boolean', description: 'With remote and all: download and hash every remote file instead of comparing listings and the sha256 recorded at upload.', default: 'false' },
-    AGE_IDENTITY_INPUT,
-  ],
+  inputs: [...VERIFY_INPUTS],
   outputs: [
     { name: 'backup-id', description: 'Id of the verified backup.' },
     { name: 'ok', description: '"true" when every check passed.' },
   ],
   implemented: true,
   async run(ctx) {
-    const wanted = ctx.inputs.string('backup') ?? 'latest';
+    const input = parseVerifyInputs(ctx);
+    const wanted = input.backup;
     const settings = environmentFor(ctx);
-    if (ctx.inputs.boolean('remote')) {
+    if (input.remote) {
       const { storage, remote } = openReviewedBucket(settings, { logger: ctx.logger });
-      if (ctx.inputs.boolean('all'))
-        return comparisonResult(settings.name, await compareRemote({ env: settings.name, store: settings.store, remote, prefix: storage.prefix, deep: ctx.inputs.boolean('deep') }));
+      if (input.all) return comparisonResult(settings.name, await compareRemote({ env: settings.name, store: settings.store, remote, prefix: storage.prefix, deep: input.deep }));
       const verification = await ctx.logger.group(`Verify backups/${wanted} in ${remote.location}`, () =>
         verifyRemoteEntry({ env: settings.name, kind: 'backups', id: wanted, catalog: new Catalog(settings.store), remote, prefix: storage.prefix, logger: ctx.logger }),
       );
@@ -293,9 +346,7 @@ export const verifyCommand: CommandSpec = {
       summary: [
         `### Verify ${entry.id}: ${report.ok ? 'passed' : '**FAILED**'}`,
         '',
-        '| check | result | detail |',
-        '|---|---|---|',
-        ...report.checks.map((c) => `| ${c.name} | ${c.ok ? 'ok' : '**FAIL**'} | ${c.detail.replace(/\|/g, '\\|')} |`),
+        renderMarkdownTable({ headers: ['check', 'result', 'detail'], rows: report.checks.map((c) => [c.name, c.ok ? 'ok' : '**FAIL**', c.detail.replace(/\|/g, '\\|')]) }, { escape: 'none' }),
       ].join('\n'),
       ...(report.ok
         ? {}
@@ -310,33 +361,73 @@ export const verifyCommand: CommandSpec = {
   },
 };
 
+const RESTORE_INPUTS = [
+  {
+    name: 'backup',
+    type: 'string',
+    description:
+      'Backup id, or "latest": the newest backup of the target\'s own database (same name and, where recorded, the same server) that is not a pre-restore backup and did not fail verification. Another database\'s backup needs its id.',
+    default: 'latest',
+  },
+  { name: 'target', type: 'string', description: 'PostgreSQL URL of the database to restore into. A password here is visible to other local users in the process list: prefer target-env.' },
+  { name: 'target-env', type: 'string', description: 'Name of an environment variable holding the PostgreSQL URL of the database to restore into (keeps the password off the command line).' },
+  { name: 'confirm', type: 'string', description: 'The target database name, exactly, to allow replacing a database that holds data.' },
+  { name: 'jobs', type: 'string', description: 'Parallel pg_restore jobs.', default: '2' },
+  { name: 'no-owner', type: 'boolean', description: 'Skip ownership and privileges (pg_restore --no-owner --no-privileges), for a server whose roles differ.', default: 'false' },
+  { name: 'skip-verify', type: 'boolean', description: 'Do not check the checksums first (recorded with the restore).', default: 'false' },
+  { name: 'redis-check', type: 'boolean', description: "Also load the backup's Redis snapshot into a private redis-server and compare key counts.", default: 'false' },
+  AGE_IDENTITY_INPUT,
+  {
+    name: 'from-remote',
+    type: 'boolean',
+    description: "Fetch the backup from the environment's reviewed object storage first (checksums verified on the way in) when the local catalog does not have it.",
+    default: 'false',
+  },
+  LOCK_TIMEOUT_INPUT,
+] as const satisfies readonly InputSpec[];
+
+export interface RestoreInputs {
+  backup: string;
+  /** The target's URL, from --target or the variable --target-env names (its secrets already masked). */
+  targetUrl: string;
+  /** The variable --target-env named, for the undo command. */
+  targetEnv: string | undefined;
+  confirm: string | undefined;
+  jobs: number;
+  noOwner: boolean;
+  skipVerify: boolean;
+  redisCheck: boolean;
+  fromRemote: boolean;
+  lockTimeoutSeconds: number | undefined;
+}
+
+export function parseRestoreInputs(ctx: CommandContext): RestoreInputs {
+  const inputs = declaredInputs(ctx, RESTORE_INPUTS);
+  const backup = inputs.string('backup') ?? 'latest';
+  const targetUrl = urlInput(ctx, inputs, 'target', { required: true, example: 'postgres://user:password@host:5432/dbname' })!;
+  const confirm = inputs.string('confirm');
+  const jobs = parseJobs(inputs.string('jobs'));
+  const noOwner = inputs.boolean('no-owner');
+  const skipVerify = inputs.boolean('skip-verify');
+  const redisCheck = inputs.boolean('redis-check');
+  return {
+    backup,
+    targetUrl,
+    targetEnv: inputs.string('target-env'),
+    confirm,
+    jobs,
+    noOwner,
+    skipVerify,
+    redisCheck,
+    fromRemote: inputs.boolean('from-remote'),
+    lockTimeoutSeconds: lockTimeoutFlag(inputs.string('lock-timeout')),
+  };
+}
+
 export const restoreCommand: CommandSpec = {
   name: 'restore',
   summary: 'Restore a backup into a database (destructive restores need --confirm)',
-  inputs: [
-    {
-      name: 'backup',
-      type: 'string',
-      description:
-        'Backup id, or "latest": the newest backup of the target\'s own database (same name and, where recorded, the same server) that is not a pre-restore backup and did not fail verification. Another database\'s backup needs its id.',
-      default: 'latest',
-    },
-    { name: 'target', type: 'string', description: 'PostgreSQL URL of the database to restore into. A password here is visible to other local users in the process list: prefer target-env.' },
-    { name: 'target-env', type: 'string', description: 'Name of an environment variable holding the PostgreSQL URL of the database to restore into (keeps the password off the command line).' },
-    { name: 'confirm', type: 'string', description: 'The target database name, exactly, to allow replacing a database that holds data.' },
-    { name: 'jobs', type: 'string', description: 'Parallel pg_restore jobs.', default: '2' },
-    { name: 'no-owner', type: 'boolean', description: 'Skip ownership and privileges (pg_restore --no-owner --no-privileges), for a server whose roles differ.', default: 'false' },
-    { name: 'skip-verify', type: 'boolean', description: 'Do not check the checksums first (recorded with the restore).', default: 'false' },
-    { name: 'redis-check', type: 'boolean', description: "Also load the backup's Redis snapshot into a private redis-server and compare key counts.", default: 'false' },
-    AGE_IDENTITY_INPUT,
-    {
-      name: 'from-remote',
-      type: 'boolean',
-      description: "Fetch the backup from the environment's reviewed object storage first (checksums verified on the way in) when the local catalog does not have it.",
-      default: 'false',
-    },
-    LOCK_TIMEOUT_INPUT,
-  ],
+  inputs: [...RESTORE_INPUTS],
   outputs: [
     { name: 'backup-id', description: 'Id of the restored backup.' },
     { name: 'pre-restore-backup-id', description: 'Id of the backup taken of the target before it was replaced (empty when the target held no data).' },
@@ -344,22 +435,17 @@ export const restoreCommand: CommandSpec = {
   ],
   implemented: true,
   async run(ctx) {
-    const wanted = ctx.inputs.string('backup') ?? 'latest';
-    const targetUrl = urlInput(ctx, 'target', { required: true, example: 'postgres://user:password@host:5432/dbname' })!;
-    const confirm = ctx.inputs.string('confirm');
-    const jobs = parseJobs(ctx.inputs.string('jobs'));
-    const noOwner = ctx.inputs.boolean('no-owner');
-    const skipVerify = ctx.inputs.boolean('skip-verify');
-    const redisCheck = ctx.inputs.boolean('redis-check');
+    const input = parseRestoreInputs(ctx);
+    const { backup: wanted, targetUrl, confirm, jobs, noOwner, skipVerify, redisCheck, targetEnv } = input;
     const target = parsePgUrl(targetUrl);
     if (target.password) ctx.logger.secret(target.password);
     // The identity is read (and masked) first; an encrypted backup without it is refused before any connection.
     const identity = await loadIdentity(ctx.env, ctx.logger);
     const settings = environmentFor(ctx);
     const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
-    if (ctx.inputs.boolean('from-remote')) await fetchBackupIfMissing(catalog, settings, wanted, ctx);
+    if (input.fromRemote) await fetchBackupIfMissing(catalog, settings, wanted, ctx);
     const runner = await postgresRunner(settings);
-    const lockTimeoutSeconds = lockTimeoutFor(ctx, settings);
+    const lockTimeoutSeconds = input.lockTimeoutSeconds ?? settings.postgres.lockTimeoutSeconds;
     const backup = await findBackupForTarget(catalog, settings.name, wanted, {
       database: target.database,
       systemIdentifier: wanted === 'latest' ? await systemIdentifier(runner, target) : undefined,
@@ -367,7 +453,6 @@ export const restoreCommand: CommandSpec = {
     });
     requireIdentityFor([backup.metadata.files.postgres, ...(redisCheck ? [backup.metadata.files.redis] : [])], identity, `backup ${backup.id}`);
     // The environment form: the undo command never asks anyone to paste a password into argv.
-    const targetEnv = ctx.inputs.string('target-env');
     const undoCommand = (id: string) =>
       `${targetEnv ? '' : `TARGET_URL='${maskedUrl(target)}' (with the real password) `}lifeline restore --env ${settings.name} --backup ${id} --target-env ${targetEnv ?? 'TARGET_URL'} --confirm ${target.database}`;
     // The isolated Redis check's tools are looked for before anything is restored (exit 2 with the fix).
@@ -417,7 +502,13 @@ export const restoreCommand: CommandSpec = {
         ...hooks.map((h) => `  hook ${h.hook}: ${h.ok ? 'ok' : 'FAILED'} (${h.detail})`),
       ].join('\n'),
       outputs: { 'backup-id': backup.id, 'pre-restore-backup-id': result.preRestoreBackupId ?? '', database: target.database },
-      summary: `### Restore ${backup.id} into \`${target.database}\`\n\n| rows | tables | fingerprint | checksums | pre-restore backup | seconds |\n|---|---|---|---|---|---|\n| ${c.rowCounts.rows} | ${c.rowCounts.tables} | match | ${result.checksumsVerified ? 'verified' : 'skipped'} | ${result.preRestoreBackupId ?? '-'} | ${result.seconds.toFixed(1)} |`,
+      summary: `### Restore ${backup.id} into \`${target.database}\`\n\n${renderMarkdownTable(
+        {
+          headers: ['rows', 'tables', 'fingerprint', 'checksums', 'pre-restore backup', 'seconds'],
+          rows: [[String(c.rowCounts.rows), String(c.rowCounts.tables), 'match', result.checksumsVerified ? 'verified' : 'skipped', result.preRestoreBackupId ?? '-', result.seconds.toFixed(1)]],
+        },
+        { escape: 'none' },
+      )}`,
       ...(problems.length ? { exitCode: 1 as const, failureMessage: `the database was restored, but ${problems.join('; ')}` } : {}),
     };
   },
@@ -456,19 +547,20 @@ async function isEnvironmentDatabase(settings: EnvironmentSettings, target: PgCo
   return (await sameDatabase(environmentConnection(settings), target, runner)).same;
 }
 
-function lockTimeoutFor(ctx: CommandContext, settings: EnvironmentSettings): number | undefined {
-  const flag = ctx.inputs.string('lock-timeout');
-  return flag ? parseDuration(flag, '--lock-timeout') : settings.postgres.lockTimeoutSeconds;
+function lockTimeoutFlag(flag: string | undefined): number | undefined {
+  return flag ? parseDuration(flag, '--lock-timeout') : undefined;
 }
+
+const PRUNE_INPUTS = [{ name: 'apply', type: 'boolean', description: 'Delete for real (default: only list what would go).', default: 'false' }] as const satisfies readonly InputSpec[];
 
 export const pruneCommand: CommandSpec = {
   name: 'prune',
   summary: 'Apply the retention policy to backups (dry run unless --apply)',
-  inputs: [{ name: 'apply', type: 'boolean', description: 'Delete for real (default: only list what would go).', default: 'false' }],
+  inputs: [...PRUNE_INPUTS],
   outputs: [],
   implemented: true,
   async run(ctx) {
-    const apply = ctx.inputs.boolean('apply');
+    const apply = declaredInputs(ctx, PRUNE_INPUTS).boolean('apply');
     const settings = environmentFor(ctx);
     const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
     const result = await withLock(catalog.envDir(settings.name), settings.name, { command: 'prune', waitSeconds: 30 }, () =>

@@ -14,12 +14,13 @@ import { ComposeDriver, detectComposeCommand } from '../runner/compose';
 import { composeRunner, localToolsRunner } from '../runner/factory';
 import type { Runner } from '../runner/runner';
 import { parseDuration } from '../settings/duration';
+import { renderMarkdownTable } from '../report/table';
 import type { EnvironmentSettings } from '../settings/resolve';
 import { singleCommandAction } from './action-spec';
-import { POLICY_INPUTS, verificationPolicyFor } from './policy';
-import { environmentFor, type CommandContext, type CommandResult, type CommandSpec, type InputSpec, type OutputSpec } from './spec';
+import { parsePolicyInputs, POLICY_INPUTS, verificationPolicyFor, type PolicyInputs } from './policy';
+import { declaredInputs, environmentFor, type CommandContext, type CommandResult, type CommandSpec, type DeclaredInputs, type DeclaredName, type InputSpec, type OutputSpec } from './spec';
 
-const SHARED_INPUTS: InputSpec[] = [
+const SHARED_INPUTS = [
   { name: 'compose-file', type: 'list', description: "Compose files, in order; default: the environment's compose.files." },
   { name: 'project-name', type: 'string', description: "Compose project name; default: the environment's compose.projectName." },
   ...POLICY_INPUTS,
@@ -30,7 +31,33 @@ const SHARED_INPUTS: InputSpec[] = [
     description: 'After the first healthy answer, how long every check must keep passing with no container restarted or exited, e.g. 10s; default: compose.settle (5s).',
   },
   { name: 'lock-wait', type: 'string', description: 'How long to wait for another deploy, rollback or restore holding the lock, e.g. 5m; default: 0 (fail at once).' },
-];
+] as const satisfies readonly InputSpec[];
+
+/** The inputs deploy, rollback, status and history reconcile share; durations in seconds, undefined: the environment's. */
+export interface SharedDeployInputs {
+  /** Resolved from the working directory; empty: the environment's compose.files. */
+  composeFiles: string[];
+  projectName: string | undefined;
+  policy: PolicyInputs;
+  healthTimeoutSeconds: number | undefined;
+  settleSeconds: number | undefined;
+  lockWaitSeconds: number;
+}
+
+export function parseSharedDeployInputs(ctx: CommandContext, inputs: DeclaredInputs<DeclaredName<typeof SHARED_INPUTS>>): SharedDeployInputs {
+  const duration = (name: 'health-timeout' | 'settle' | 'lock-wait') => {
+    const text = inputs.string(name);
+    return text ? parseDuration(text, `--${name}`) : undefined;
+  };
+  return {
+    composeFiles: inputs.list('compose-file').map((file) => resolvePath(ctx.cwd, file)),
+    healthTimeoutSeconds: duration('health-timeout'),
+    settleSeconds: duration('settle'),
+    lockWaitSeconds: duration('lock-wait') ?? 0,
+    policy: parsePolicyInputs(ctx, inputs),
+    projectName: inputs.string('project-name'),
+  };
+}
 
 const DEPLOY_OUTPUTS: OutputSpec[] = [
   { name: 'release', description: 'The release now running.' },
@@ -39,53 +66,64 @@ const DEPLOY_OUTPUTS: OutputSpec[] = [
   { name: 'override-file', description: 'The generated Compose override file that pins the images, kept in the catalog.' },
 ];
 
+const DEPLOY_INPUTS = [
+  { name: 'release', type: 'string', description: 'The release version to deploy (its manifest must be in the catalog).', required: true },
+  ...SHARED_INPUTS,
+] as const satisfies readonly InputSpec[];
+
 export const deployCommand: CommandSpec = {
   name: 'deploy',
   summary: 'Deploy api, web and worker on the digests of a verified release manifest',
-  inputs: [{ name: 'release', type: 'string', description: 'The release version to deploy (its manifest must be in the catalog).', required: true }, ...SHARED_INPUTS],
+  inputs: [...DEPLOY_INPUTS],
   outputs: DEPLOY_OUTPUTS,
   implemented: true,
   async run(ctx) {
-    const release = ctx.inputs.requiredString('release', 'pass --release <version>, e.g. --release v42');
-    const { environment, healthTimeoutSeconds, settleSeconds } = await deployEnvironmentFor(ctx);
+    const inputs = declaredInputs(ctx, DEPLOY_INPUTS);
+    const release = inputs.requiredString('release', 'pass --release <version>, e.g. --release v42');
+    const { environment, healthTimeoutSeconds, settleSeconds } = await deployEnvironmentFor(ctx, parseSharedDeployInputs(ctx, inputs));
     const outcome = await deployRelease(environment, { release, healthTimeoutSeconds, settleSeconds });
     return outcomeResult(outcome);
   },
 };
 
+const ROLLBACK_INPUTS = [
+  { name: 'to', type: 'string', description: 'The release to go back to, or "previous" (the one that ran before the current one).', default: 'previous' },
+  ...SHARED_INPUTS,
+  {
+    name: 'allow-schema-ahead',
+    type: 'boolean',
+    description: 'Roll back even though the database is on a newer migration head than the target release expects (only when those migrations are backward compatible).',
+    default: 'false',
+  },
+] as const satisfies readonly InputSpec[];
+
 export const rollbackCommand: CommandSpec = {
   name: 'rollback',
   summary: 'Roll api, web and worker back to a verified earlier release',
-  inputs: [
-    { name: 'to', type: 'string', description: 'The release to go back to, or "previous" (the one that ran before the current one).', default: 'previous' },
-    ...SHARED_INPUTS,
-    {
-      name: 'allow-schema-ahead',
-      type: 'boolean',
-      description: 'Roll back even though the database is on a newer migration head than the target release expects (only when those migrations are backward compatible).',
-      default: 'false',
-    },
-  ],
+  inputs: [...ROLLBACK_INPUTS],
   outputs: DEPLOY_OUTPUTS,
   implemented: true,
   async run(ctx) {
-    const to = ctx.inputs.requiredString('to', 'pass --to <version> or --to previous');
-    const allowSchemaAhead = ctx.inputs.boolean('allow-schema-ahead');
-    const { environment, healthTimeoutSeconds, settleSeconds } = await deployEnvironmentFor(ctx);
+    const inputs = declaredInputs(ctx, ROLLBACK_INPUTS);
+    const to = inputs.requiredString('to', 'pass --to <version> or --to previous');
+    const allowSchemaAhead = inputs.boolean('allow-schema-ahead');
+    const { environment, healthTimeoutSeconds, settleSeconds } = await deployEnvironmentFor(ctx, parseSharedDeployInputs(ctx, inputs));
     const outcome = await rollbackRelease(environment, { to, healthTimeoutSeconds, settleSeconds, allowSchemaAhead });
     return outcomeResult(outcome);
   },
 };
 
+const HISTORY_INPUTS = [{ name: 'limit', type: 'string', description: 'Show only the last N events.' }] as const satisfies readonly InputSpec[];
+
 export const historyCommand: CommandSpec = {
   name: 'history',
   summary: "Show the environment's deploy and rollback history",
-  inputs: [{ name: 'limit', type: 'string', description: 'Show only the last N events.' }],
+  inputs: [...HISTORY_INPUTS],
   outputs: [],
   implemented: true,
   async run(ctx) {
     const settings = environmentFor(ctx);
-    const limitText = ctx.inputs.string('limit');
+    const limitText = declaredInputs(ctx, HISTORY_INPUTS).string('limit');
     const limit = limitText === undefined ? undefined : Number(limitText);
     if (limit !== undefined && (!Number.isInteger(limit) || limit < 1)) throw usageError('BAD_INPUT', `--limit must be a positive whole number (got "${limitText}")`, 'pass --limit 20');
     const catalog = new Catalog(settings.store);
@@ -112,11 +150,11 @@ export const historyCommand: CommandSpec = {
 export const historyReconcileCommand: CommandSpec = {
   name: 'history reconcile',
   summary: 'After an interrupted deploy: record what api, web and worker actually run, when it is one verified, healthy release',
-  inputs: SHARED_INPUTS,
+  inputs: [...SHARED_INPUTS],
   outputs: [{ name: 'release', description: 'The release recorded as running.' }],
   implemented: true,
   async run(ctx) {
-    const { environment, healthTimeoutSeconds, settleSeconds } = await deployEnvironmentFor(ctx);
+    const { environment, healthTimeoutSeconds, settleSeconds } = await deployEnvironmentFor(ctx, parseSharedDeployInputs(ctx, declaredInputs(ctx, SHARED_INPUTS)));
     const accepted = await acceptRunningRelease(environment, { healthTimeoutSeconds, settleSeconds });
     const text = accepted.changed
       ? `recorded ${accepted.release} as running in ${environment.env} (api, web and worker run it and are healthy)`
@@ -128,11 +166,11 @@ export const historyReconcileCommand: CommandSpec = {
 export const statusCommand: CommandSpec = {
   name: 'status',
   summary: 'Show what api, web and worker actually run (docker inspect), which release that is, and whether the history agrees',
-  inputs: SHARED_INPUTS,
+  inputs: [...SHARED_INPUTS],
   outputs: [],
   implemented: true,
   async run(ctx) {
-    const { environment } = await deployEnvironmentFor(ctx);
+    const { environment } = await deployEnvironmentFor(ctx, parseSharedDeployInputs(ctx, declaredInputs(ctx, SHARED_INPUTS)));
     const status = await environmentStatus(environment);
     const { result, lock } = status;
     const inProgress = lock.held && !lock.stale && result.unfinished;
@@ -161,32 +199,36 @@ export const statusCommand: CommandSpec = {
   },
 };
 
+const REVOKE_INPUTS = [
+  { name: 'release', type: 'string', description: 'The release version to revoke.', required: true },
+  { name: 'reason', type: 'string', description: 'Why (recorded and shown with every refusal), e.g. "worker crashes after 3s".', required: true },
+  {
+    name: 'signing-key',
+    type: 'string',
+    description: 'ECDSA P-256 private key to sign the revocation: a PEM file path, or the PEM itself (default: LIFELINE_SIGNING_KEY); without one it is recorded unsigned. Masked in logs.',
+  },
+] as const satisfies readonly InputSpec[];
+
 export const releaseRevokeCommand: CommandSpec = {
   name: 'release revoke',
   summary: 'Revoke a release: deploy and rollback refuse it from now on, and rollback --to previous skips it',
   positional: 'release',
-  inputs: [
-    { name: 'release', type: 'string', description: 'The release version to revoke.', required: true },
-    { name: 'reason', type: 'string', description: 'Why (recorded and shown with every refusal), e.g. "worker crashes after 3s".', required: true },
-    {
-      name: 'signing-key',
-      type: 'string',
-      description: 'ECDSA P-256 private key to sign the revocation: a PEM file path, or the PEM itself (default: LIFELINE_SIGNING_KEY); without one it is recorded unsigned. Masked in logs.',
-    },
-  ],
+  inputs: [...REVOKE_INPUTS],
   outputs: [],
   implemented: true,
   async run(ctx) {
     const settings = environmentFor(ctx);
-    const release = ctx.inputs.requiredString('release', 'pass the release: lifeline release revoke v42 --reason "..."');
-    const reason = ctx.inputs.requiredString('reason', 'pass --reason "what is wrong with it"');
+    const inputs = declaredInputs(ctx, REVOKE_INPUTS);
+    const release = inputs.requiredString('release', 'pass the release: lifeline release revoke v42 --reason "..."');
+    const reason = inputs.requiredString('reason', 'pass --reason "what is wrong with it"');
+    const signingKey = inputs.string('signing-key') ?? ctx.env.LIFELINE_SIGNING_KEY;
     const revocation = await revokeRelease({
       catalog: new Catalog(settings.store),
       env: settings.name,
       release,
       reason,
       by: defaultOwner(ctx.env),
-      signingKey: ctx.inputs.string('signing-key') ?? ctx.env.LIFELINE_SIGNING_KEY,
+      signingKey,
       logger: ctx.logger,
     });
     return { json: { ...revocation, signed: Boolean(revocation.bundle), bundle: undefined }, text: `${settings.name}: release ${release} ${describeRevocation(revocation)}` };
@@ -225,9 +267,9 @@ export const releasesCommand: CommandSpec = {
 export const deployAction = singleCommandAction('deploy', 'Deploy api, web and worker on the image digests of a verified release manifest.', deployCommand);
 export const rollbackAction = singleCommandAction('rollback', 'Roll api, web and worker back together to a verified earlier release.', rollbackCommand);
 
-async function deployEnvironmentFor(ctx: CommandContext): Promise<{ environment: DeployEnvironment; healthTimeoutSeconds: number; settleSeconds: number }> {
+async function deployEnvironmentFor(ctx: CommandContext, input: SharedDeployInputs): Promise<{ environment: DeployEnvironment; healthTimeoutSeconds: number; settleSeconds: number }> {
   const settings = environmentFor(ctx);
-  const files = ctx.inputs.list('compose-file').map((file) => resolvePath(ctx.cwd, file));
+  const files = input.composeFiles;
   const composeFiles = files.length ? files : settings.compose.files;
   if (composeFiles.length === 0) {
     throw usageError(
@@ -236,17 +278,14 @@ async function deployEnvironmentFor(ctx: CommandContext): Promise<{ environment:
       `pass --compose-file docker-compose.yml, or set compose.files under environments.${settings.name} in lifeline.yml`,
     );
   }
-  const healthTimeoutText = ctx.inputs.string('health-timeout');
-  const healthTimeoutSeconds = healthTimeoutText ? parseDuration(healthTimeoutText, '--health-timeout') : settings.compose.healthTimeoutSeconds;
-  const settleText = ctx.inputs.string('settle');
-  const settleSeconds = settleText ? parseDuration(settleText, '--settle') : settings.compose.settleSeconds;
-  const lockWaitText = ctx.inputs.string('lock-wait');
-  const policy = verificationPolicyFor(ctx, settings);
+  const healthTimeoutSeconds = input.healthTimeoutSeconds ?? settings.compose.healthTimeoutSeconds;
+  const settleSeconds = input.settleSeconds ?? settings.compose.settleSeconds;
+  const policy = verificationPolicyFor(input.policy, settings);
   const catalog = new Catalog(settings.store);
   // The docker CLIs get the caller's environment: DOCKER_HOST (also ssh://), DOCKER_CONFIG, credentials.
   const runner = localToolsRunner(undefined, ctx.env);
   const command = await detectComposeCommand(runner, settings.compose.command, ctx.env.PATH);
-  const projectName = ctx.inputs.string('project-name') ?? settings.compose.projectName;
+  const projectName = input.projectName ?? settings.compose.projectName;
   return {
     healthTimeoutSeconds,
     settleSeconds,
@@ -258,7 +297,7 @@ async function deployEnvironmentFor(ctx: CommandContext): Promise<{ environment:
       verifier: manifestVerifier(catalog, settings.name, policy),
       logger: ctx.logger,
       owner: defaultOwner(ctx.env),
-      lockWaitSeconds: lockWaitText ? parseDuration(lockWaitText, '--lock-wait') : 0,
+      lockWaitSeconds: input.lockWaitSeconds,
       database: databaseProbe(settings, composeFiles, projectName, ctx),
       requireOwnedHealth: settings.compose.requireOwnedHealth,
       engineOnThisHost: engineOnThisHost(ctx.env),
@@ -280,14 +319,13 @@ function outcomeResult(outcome: DeployOutcome): CommandResult {
   const verb = outcome.action === 'deploy' ? 'deployed' : 'rolled back to';
   const warned = outcome.warnings.map((w) => `WARNING: ${w}`).join('\n');
   const text = `${verb} ${outcome.release}${outcome.from ? ` (from ${outcome.from})` : ''} in ${seconds}s; api, web and worker are healthy\noverride: ${outcome.overrideFile}${warned ? `\n${warned}` : ''}`;
-  const rows = Object.entries(outcome.images)
-    .map(([role, image]) => `| ${role} | \`${image}\` |`)
-    .join('\n');
+  // Image references are code spans (they hold no pipe or newline: the deploy checked them as references).
+  const table = renderMarkdownTable({ headers: ['service', 'image'], rows: Object.entries(outcome.images).map(([role, image]) => [role, `\`${image}\``]) }, { escape: 'none' });
   return {
     json: outcome,
     text,
     outputs: { release: outcome.release, 'previous-release': outcome.from ?? '', deployment: outcome.deployment, 'override-file': outcome.overrideFile },
-    summary: `### ${outcome.action === 'deploy' ? 'Deploy' : 'Rollback'}: ${outcome.release}\n\n${outcome.from ? `From ${outcome.from}. ` : ''}All three services healthy after ${seconds}s.\n\n| service | image |\n|---|---|\n${rows}\n${outcome.warnings.length ? `\n**Warnings**\n\n${outcome.warnings.map((w) => `- ${w}`).join('\n')}\n` : ''}`,
+    summary: `### ${outcome.action === 'deploy' ? 'Deploy' : 'Rollback'}: ${outcome.release}\n\n${outcome.from ? `From ${outcome.from}. ` : ''}All three services healthy after ${seconds}s.\n\n${table}\n${outcome.warnings.length ? `\n**Warnings**\n\n${outcome.warnings.map((w) => `- ${w}`).join('\n')}\n` : ''}`,
     annotations: outcome.warnings.map((message) => ({ level: 'warning' as const, message })),
   };
 }

@@ -15,35 +15,66 @@ import { parseDuration } from '../settings/duration';
 import { loadConfig } from '../settings/load';
 import { resolveEnvironment, type EnvironmentSettings } from '../settings/resolve';
 import { singleCommandAction } from './action-spec';
-import { optionalSignerFor, SIGNER_INPUTS } from './manifest';
-import { POLICY_INPUTS, verificationPolicyFor } from './policy';
-import { environmentFor, urlInput, type CommandContext, type CommandSpec } from './spec';
+import { optionalSignerFor, parseSignerInputs, SIGNER_INPUTS, type SignerInputs } from './manifest';
+import { parsePolicyInputs, POLICY_INPUTS, verificationPolicyFor, type PolicyInputs } from './policy';
+import { declaredInputs, describedAs, environmentFor, urlInput, type CommandContext, type CommandSpec, type DeclaredInputs, type InputSpec } from './spec';
 
-function optionalDuration(ctx: CommandContext, name: string): number | undefined {
-  const value = ctx.inputs.string(name);
+function optionalDuration<N extends string>(inputs: DeclaredInputs<N>, name: N): number | undefined {
+  const value = inputs.string(name);
   return value === undefined ? undefined : parseDuration(value, `--${name}`);
+}
+
+const DRILL_INPUTS = [
+  { name: 'backup', type: 'string', description: 'Backup id, or "latest".', default: 'latest' },
+  {
+    name: 'target',
+    type: 'string',
+    description:
+      'URL of an isolated PostgreSQL database to restore into (default: drill.targetUrlEnv, else a throwaway cluster Lifeline starts and removes). The live database is refused. Masked in logs; prefer target-env, which keeps the password out of the process list.',
+  },
+  { name: 'target-env', type: 'string', description: 'Name of an environment variable holding the target URL (instead of target).' },
+  { name: 'smoke-sql', type: 'string', description: 'File of smoke queries: blocks of "-- expect: <value>" followed by one query (default: drill.smokeSql).' },
+  { name: 'rto', type: 'string', description: "RTO target such as 15m (default: the environment's rto)." },
+  { name: 'rpo', type: 'string', description: "RPO target such as 1h (default: the environment's rpo)." },
+  { name: 'pitr', type: 'string', description: 'Point-in-time drill through pgBackRest to this time, e.g. "2026-11-21 23:59:00+00" (needs postgres.physical).' },
+  { name: 'jobs', type: 'string', description: 'Parallel pg_restore jobs.', default: '2' },
+  ...describedAs(SIGNER_INPUTS, 'Signs report.json like a release manifest.'),
+  AGE_IDENTITY_INPUT,
+] as const satisfies readonly InputSpec[];
+
+export interface DrillInputs {
+  backup: string | undefined;
+  targetUrl: string | undefined;
+  /** Resolved from the working directory. */
+  smokeSql: string | undefined;
+  rtoSeconds: number | undefined;
+  rpoSeconds: number | undefined;
+  pitr: string | undefined;
+  jobs: number;
+  signer: SignerInputs;
+}
+
+export function parseDrillInputs(ctx: CommandContext): DrillInputs {
+  const inputs = declaredInputs(ctx, DRILL_INPUTS);
+  const targetUrl = urlInput(ctx, inputs, 'target', { example: 'postgres://user:password@127.0.0.1:5432/drill_scratch' });
+  const jobs = Number(inputs.string('jobs'));
+  const smoke = inputs.string('smoke-sql');
+  return {
+    backup: inputs.string('backup'),
+    targetUrl,
+    smokeSql: smoke ? resolve(ctx.cwd, smoke) : undefined,
+    rtoSeconds: optionalDuration(inputs, 'rto'),
+    rpoSeconds: optionalDuration(inputs, 'rpo'),
+    pitr: inputs.string('pitr'),
+    jobs: Number.isInteger(jobs) && jobs > 0 ? jobs : 2,
+    signer: parseSignerInputs(ctx, inputs),
+  };
 }
 
 export const drillCommand: CommandSpec = {
   name: 'drill',
   summary: 'Restore a backup into an isolated database, check it, and measure RTO and RPO',
-  inputs: [
-    { name: 'backup', type: 'string', description: 'Backup id, or "latest".', default: 'latest' },
-    {
-      name: 'target',
-      type: 'string',
-      description:
-        'URL of an isolated PostgreSQL database to restore into (default: drill.targetUrlEnv, else a throwaway cluster Lifeline starts and removes). The live database is refused. Masked in logs; prefer target-env, which keeps the password out of the process list.',
-    },
-    { name: 'target-env', type: 'string', description: 'Name of an environment variable holding the target URL (instead of target).' },
-    { name: 'smoke-sql', type: 'string', description: 'File of smoke queries: blocks of "-- expect: <value>" followed by one query (default: drill.smokeSql).' },
-    { name: 'rto', type: 'string', description: "RTO target such as 15m (default: the environment's rto)." },
-    { name: 'rpo', type: 'string', description: "RPO target such as 1h (default: the environment's rpo)." },
-    { name: 'pitr', type: 'string', description: 'Point-in-time drill through pgBackRest to this time, e.g. "2026-11-21 23:59:00+00" (needs postgres.physical).' },
-    { name: 'jobs', type: 'string', description: 'Parallel pg_restore jobs.', default: '2' },
-    ...SIGNER_INPUTS.map((input) => ({ ...input, description: `Signs report.json like a release manifest. ${input.description}` })),
-    AGE_IDENTITY_INPUT,
-  ],
+  inputs: [...DRILL_INPUTS],
   outputs: [
     { name: 'drill-id', description: 'Id of the drill report in the catalog.' },
     { name: 'passed', description: '"true" when every check passed and both targets were met.' },
@@ -57,22 +88,20 @@ export const drillCommand: CommandSpec = {
     // Read (and masked) before anything else is printed.
     const identity = await loadIdentity(ctx.env, ctx.logger);
     const settings = environmentFor(ctx);
-    const targetUrl = urlInput(ctx, 'target', { example: 'postgres://user:password@127.0.0.1:5432/drill_scratch' });
-    const jobs = Number(ctx.inputs.string('jobs'));
-    const smoke = ctx.inputs.string('smoke-sql');
+    const input = parseDrillInputs(ctx);
     const { report, entry, summary } = await runDrill({
       settings,
       catalog: new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) }),
       logger: ctx.logger,
       progress: startProgress(ctx, 'drill', { unit: 'count', noun: 'steps done' }),
-      backup: ctx.inputs.string('backup'),
-      targetUrl,
-      smokeSql: smoke ? resolve(ctx.cwd, smoke) : undefined,
-      rtoSeconds: optionalDuration(ctx, 'rto'),
-      rpoSeconds: optionalDuration(ctx, 'rpo'),
-      pitr: ctx.inputs.string('pitr'),
-      jobs: Number.isInteger(jobs) && jobs > 0 ? jobs : 2,
-      reportSigner: reportSignerFor(ctx),
+      backup: input.backup,
+      targetUrl: input.targetUrl,
+      smokeSql: input.smokeSql,
+      rtoSeconds: input.rtoSeconds,
+      rpoSeconds: input.rpoSeconds,
+      pitr: input.pitr,
+      jobs: input.jobs,
+      reportSigner: reportSignerFor(ctx, input.signer),
       identity,
     });
     const signing = entry.signing;
@@ -100,16 +129,16 @@ export const drillCommand: CommandSpec = {
 };
 
 /** A signer for report.json built from the same inputs as the release manifest's; undefined without a key or keyless. */
-function reportSignerFor(ctx: CommandContext): DrillReportSigner | undefined {
-  const signer = optionalSignerFor(ctx);
+function reportSignerFor(ctx: CommandContext, input: SignerInputs): DrillReportSigner | undefined {
+  const signer = optionalSignerFor(ctx, input);
   if (!signer) return undefined;
   const githubOidc = { requestUrl: ctx.env.ACTIONS_ID_TOKEN_REQUEST_URL, requestToken: ctx.env.ACTIONS_ID_TOKEN_REQUEST_TOKEN };
   return { sign: (payload) => signDssePayload({ signer, githubOidc, logger: ctx.logger }, payload, DRILL_REPORT_PAYLOAD_TYPE, 'drill report') };
 }
 
 /** The manifest verification policy, or undefined when neither flags nor `manifest:` name one (the gate then says so). */
-function optionalPolicyFor(ctx: CommandContext, settings: EnvironmentSettings) {
-  const policy = verificationPolicyFor(ctx, settings);
+function optionalPolicyFor(input: PolicyInputs, settings: EnvironmentSettings) {
+  const policy = verificationPolicyFor(input, settings);
   const given = policy as Partial<{ publicKey: string; certificateIdentity: string; certificateOidcIssuer: string }>;
   return given.publicKey || given.certificateIdentity || given.certificateOidcIssuer ? policy : undefined;
 }
@@ -130,15 +159,34 @@ export const drillsCommand: CommandSpec = {
   },
 };
 
+const GATE_INPUTS = [
+  { name: 'max-drill-age', type: 'string', description: 'Oldest acceptable drill, e.g. 7d (default: drill.maxAge).' },
+  { name: 'rpo', type: 'string', description: "RPO target the newest verified backup must meet (default: the environment's rpo)." },
+  { name: 'rto', type: 'string', description: "RTO target the newest drill must have met (default: the environment's rto)." },
+  ...describedAs(POLICY_INPUTS, 'Drill reports must be signed as this policy demands (as release manifests).'),
+] as const satisfies readonly InputSpec[];
+
+export interface GateInputs {
+  maxDrillAgeSeconds: number | undefined;
+  rpoSeconds: number | undefined;
+  rtoSeconds: number | undefined;
+  policy: PolicyInputs;
+}
+
+export function parseGateInputs(ctx: CommandContext): GateInputs {
+  const inputs = declaredInputs(ctx, GATE_INPUTS);
+  return {
+    policy: parsePolicyInputs(ctx, inputs),
+    maxDrillAgeSeconds: optionalDuration(inputs, 'max-drill-age'),
+    rpoSeconds: optionalDuration(inputs, 'rpo'),
+    rtoSeconds: optionalDuration(inputs, 'rto'),
+  };
+}
+
 export const gateCommand: CommandSpec = {
   name: 'gate',
   summary: 'Fail a release when backups or drills are stale or failing',
-  inputs: [
-    { name: 'max-drill-age', type: 'string', description: 'Oldest acceptable drill, e.g. 7d (default: drill.maxAge).' },
-    { name: 'rpo', type: 'string', description: "RPO target the newest verified backup must meet (default: the environment's rpo)." },
-    { name: 'rto', type: 'string', description: "RTO target the newest drill must have met (default: the environment's rto)." },
-    ...POLICY_INPUTS.map((input) => ({ ...input, description: `Drill reports must be signed as this policy demands (as release manifests). ${input.description}` })),
-  ],
+  inputs: [...GATE_INPUTS],
   outputs: [
     { name: 'passed', description: '"true" when the release may proceed.' },
     { name: 'reasons', description: 'One line per failed check.' },
@@ -146,18 +194,19 @@ export const gateCommand: CommandSpec = {
   implemented: true,
   async run(ctx) {
     const settings = environmentFor(ctx);
+    const input = parseGateInputs(ctx);
     const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
     const now = new Date();
-    const { drills, damaged, evidence } = await gatherGateEvidence({ catalog, env: settings.name, policy: optionalPolicyFor(ctx, settings), now });
+    const { drills, damaged, evidence } = await gatherGateEvidence({ catalog, env: settings.name, policy: optionalPolicyFor(input.policy, settings), now });
     const result = evaluateGate({
       environment: settings.name,
       drills,
       damaged,
       evidence,
       backups: (await listBackups(catalog, settings.name)).map((e) => e.metadata),
-      maxDrillAgeSeconds: optionalDuration(ctx, 'max-drill-age') ?? settings.drill.maxAgeSeconds,
-      rpoSeconds: optionalDuration(ctx, 'rpo') ?? settings.rpoSeconds,
-      rtoSeconds: optionalDuration(ctx, 'rto') ?? settings.rtoSeconds,
+      maxDrillAgeSeconds: input.maxDrillAgeSeconds ?? settings.drill.maxAgeSeconds,
+      rpoSeconds: input.rpoSeconds ?? settings.rpoSeconds,
+      rtoSeconds: input.rtoSeconds ?? settings.rtoSeconds,
       now,
       deployHistory: recordedRunning(await loadHistory(catalog, settings.name)),
     });
@@ -172,10 +221,12 @@ export const gateCommand: CommandSpec = {
   },
 };
 
+const RUNBOOK_INPUTS = [{ name: 'output', type: 'string', description: 'Also write the runbook as Markdown to this file (e.g. docs/runbook.md).' }] as const satisfies readonly InputSpec[];
+
 export const runbookCommand: CommandSpec = {
   name: 'runbook',
   summary: 'Print the ordered restore runbook (the steps every drill walks)',
-  inputs: [{ name: 'output', type: 'string', description: 'Also write the runbook as Markdown to this file (e.g. docs/runbook.md).' }],
+  inputs: [...RUNBOOK_INPUTS],
   outputs: [],
   implemented: true,
   async run(ctx) {
@@ -188,7 +239,7 @@ export const runbookCommand: CommandSpec = {
     const runbook = buildRunbook(all, { displayPath });
     const only = globals.env ? [first.name] : undefined;
     const markdown = renderRunbookMarkdown(runbook, first.configPath ? displayPath(first.configPath) : 'flags and environment variables', only);
-    const output = ctx.inputs.string('output');
+    const output = declaredInputs(ctx, RUNBOOK_INPUTS).string('output');
     if (output) writeFileSync(resolve(ctx.cwd, output), markdown);
     return { json: { environments: only ? runbook.filter((e) => only.includes(e.name)) : runbook, order: runbook.map((e) => e.name) }, text: renderRunbookText(runbook, only), summary: markdown };
   },

@@ -1,6 +1,6 @@
 import { Catalog } from '../catalog/store';
 import { breakLock, lockStatus } from '../catalog/lock';
-import { environmentFor, type CommandSpec } from './spec';
+import { declaredInputs, environmentFor, type CommandSpec, type InputSpec } from './spec';
 
 export const lockStatusCommand: CommandSpec = {
   name: 'lock status',
@@ -18,15 +18,19 @@ export const lockStatusCommand: CommandSpec = {
   },
 };
 
+const LOCK_BREAK_INPUTS = [
+  { name: 'force', type: 'boolean', description: 'Break a lock held from another host (check there first that its process is gone).', default: 'false' },
+] as const satisfies readonly InputSpec[];
+
 export const lockBreakCommand: CommandSpec = {
   name: 'lock break',
   summary: "Remove the environment's lock when its holder is gone (refused while the holder runs on this host)",
-  inputs: [{ name: 'force', type: 'boolean', description: 'Break a lock held from another host (check there first that its process is gone).', default: 'false' }],
+  inputs: [...LOCK_BREAK_INPUTS],
   outputs: [],
   implemented: true,
   async run(ctx) {
     const settings = environmentFor(ctx);
-    const status = await breakLock(new Catalog(settings.store).envDir(settings.name), { env: settings.name, force: ctx.inputs.boolean('force') });
+    const status = await breakLock(new Catalog(settings.store).envDir(settings.name), { env: settings.name, force: declaredInputs(ctx, LOCK_BREAK_INPUTS).boolean('force') });
     const text = status.held ? `${settings.name}: removed the lock held by ${status.info?.owner ?? 'an unknown holder'} (pid ${status.info?.pid ?? '?'})` : `${settings.name}: was not locked`;
     ctx.logger.warn(text);
     return { json: { environment: settings.name, removed: status.held, previous: status.info ?? null }, text };

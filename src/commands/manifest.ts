@@ -8,20 +8,38 @@ import { backupReference, createReleaseManifest, type ManifestSigner } from '../
 import { generateSigningKeyPair } from '../manifest/keys';
 import { SERVICE_ROLES, type ReleaseImages, type ReleaseManifest, type VerificationPolicy, type WorkflowRun } from '../manifest/types';
 import { verifyReleaseManifest } from '../manifest/verify';
+import { renderMarkdownTable } from '../report/table';
 import type { ActionSpec } from './action-spec';
-import { POLICY_INPUTS, verificationPolicyFor } from './policy';
-import { environmentFor, type CommandContext, type CommandSpec, type InputSpec, type OutputSpec } from './spec';
+import { parsePolicyInputs, POLICY_INPUTS, verificationPolicyFor } from './policy';
+import { declaredInputs, environmentFor, type CommandContext, type CommandSpec, type DeclaredInputs, type DeclaredName, type InputSpec, type OutputSpec } from './spec';
 
-const RELEASE_INPUT: InputSpec = { name: 'release', type: 'string', description: 'The release version, e.g. v1.4.0 (the catalog entry releases/<version>).', required: true };
+const RELEASE_INPUT = { name: 'release', type: 'string', description: 'The release version, e.g. v1.4.0 (the catalog entry releases/<version>).', required: true } as const satisfies InputSpec;
 
 /** How a release manifest (and a drill report) is signed: a key, or keyless in Actions. */
-export const SIGNER_INPUTS: InputSpec[] = [
+export const SIGNER_INPUTS = [
   { name: 'signing-key', type: 'string', description: 'ECDSA P-256 private key: a PEM file path, or the PEM itself from a secret (default: LIFELINE_SIGNING_KEY). Masked in logs.' },
   { name: 'keyless', type: 'boolean', description: 'Sign keyless with the GitHub OIDC identity (needs permissions: id-token: write).', default: 'false' },
   { name: 'fulcio-url', type: 'string', description: 'Keyless: Fulcio URL (default: the public-good instance).' },
   { name: 'rekor-url', type: 'string', description: 'Keyless: Rekor URL (default: the public-good instance unless a TSA is given).' },
   { name: 'tsa-url', type: 'string', description: 'Keyless: RFC 3161 timestamp authority URL (for private repositories).' },
-];
+] as const satisfies readonly InputSpec[];
+
+/** What SIGNER_INPUTS asked for; the key (flag, else LIFELINE_SIGNING_KEY) is masked when it is the PEM itself. */
+export interface SignerInputs {
+  keyless: boolean;
+  signingKey: string | undefined;
+  fulcioUrl: string | undefined;
+  rekorUrl: string | undefined;
+  tsaUrl: string | undefined;
+}
+
+export function parseSignerInputs(ctx: CommandContext, inputs: DeclaredInputs<DeclaredName<typeof SIGNER_INPUTS>>): SignerInputs {
+  const keyless = inputs.boolean('keyless');
+  const signingKey = inputs.string('signing-key') ?? ctx.env.LIFELINE_SIGNING_KEY;
+  // The PEM itself (from a secret) is masked line by line; a path to it is not a secret and must stay readable in errors.
+  if (signingKey?.includes('-----BEGIN')) for (const line of [signingKey, ...signingKey.split('\n')]) if (!line.startsWith('-----')) ctx.logger.secret(line.trim());
+  return { keyless, signingKey, fulcioUrl: inputs.string('fulcio-url'), rekorUrl: inputs.string('rekor-url'), tsaUrl: inputs.string('tsa-url') };
+}
 
 const OUTPUTS: OutputSpec[] = [
   { name: 'manifest-path', description: 'Path of manifest.json (the signed in-toto Statement) in the catalog.' },
@@ -29,39 +47,69 @@ const OUTPUTS: OutputSpec[] = [
   { name: 'digest', description: 'sha256:<hex> of manifest.json.' },
 ];
 
+const MANIFEST_CREATE_INPUTS = [
+  RELEASE_INPUT,
+  { name: 'git-sha', type: 'string', description: 'Git commit of the release; default: GITHUB_SHA inside Actions.' },
+  { name: 'image', type: 'list', description: 'service=reference for api, web and worker; tags are resolved to digests through the registry.', required: true },
+  { name: 'backup', type: 'string', description: 'Id of the pre-migration backup taken for this release (its sha256 is read from the catalog).' },
+  { name: 'migration-head', type: 'string', description: 'The migration head (e.g. alembic revision) this release expects.' },
+  ...SIGNER_INPUTS,
+  { name: 'registry-username', type: 'string', description: 'Registry user for resolving tags (default: anonymous, or LIFELINE_REGISTRY_USERNAME).' },
+  { name: 'registry-password', type: 'string', description: 'Registry password or token (default: LIFELINE_REGISTRY_PASSWORD). Masked in logs.' },
+] as const satisfies readonly InputSpec[];
+
+export interface ManifestCreateInputs {
+  release: string;
+  images: ReleaseImages;
+  signer: SignerInputs;
+  backup: string | undefined;
+  gitSha: string | undefined;
+  migrationHead: string | undefined;
+  /** Flag, else LIFELINE_REGISTRY_USERNAME / _PASSWORD (the password masked). */
+  registryUsername: string | undefined;
+  registryPassword: string | undefined;
+}
+
+export function parseManifestCreateInputs(ctx: CommandContext): ManifestCreateInputs {
+  const inputs = declaredInputs(ctx, MANIFEST_CREATE_INPUTS);
+  const release = inputs.requiredString('release');
+  const images = parseImageInputs(inputs.list('image'));
+  const signer = parseSignerInputs(ctx, inputs);
+  const registryPassword = inputs.string('registry-password') ?? ctx.env.LIFELINE_REGISTRY_PASSWORD;
+  if (registryPassword) ctx.logger.secret(registryPassword);
+  return {
+    release,
+    images,
+    signer,
+    backup: inputs.string('backup'),
+    gitSha: inputs.string('git-sha'),
+    migrationHead: inputs.string('migration-head'),
+    registryUsername: inputs.string('registry-username') ?? ctx.env.LIFELINE_REGISTRY_USERNAME,
+    registryPassword,
+  };
+}
+
 export const manifestCreateCommand: CommandSpec = {
   name: 'manifest create',
   summary: 'Create and sign the release manifest (images by digest)',
-  inputs: [
-    RELEASE_INPUT,
-    { name: 'git-sha', type: 'string', description: 'Git commit of the release; default: GITHUB_SHA inside Actions.' },
-    { name: 'image', type: 'list', description: 'service=reference for api, web and worker; tags are resolved to digests through the registry.', required: true },
-    { name: 'backup', type: 'string', description: 'Id of the pre-migration backup taken for this release (its sha256 is read from the catalog).' },
-    { name: 'migration-head', type: 'string', description: 'The migration head (e.g. alembic revision) this release expects.' },
-    ...SIGNER_INPUTS,
-    { name: 'registry-username', type: 'string', description: 'Registry user for resolving tags (default: anonymous, or LIFELINE_REGISTRY_USERNAME).' },
-    { name: 'registry-password', type: 'string', description: 'Registry password or token (default: LIFELINE_REGISTRY_PASSWORD). Masked in logs.' },
-  ],
+  inputs: [...MANIFEST_CREATE_INPUTS],
   outputs: OUTPUTS,
   implemented: true,
   async run(ctx) {
     const settings = environmentFor(ctx);
-    const release = ctx.inputs.requiredString('release');
-    const images = parseImageInputs(ctx.inputs.list('image'));
-    const signer = signerFor(ctx);
+    const input = parseManifestCreateInputs(ctx);
+    const { release, images, registryUsername, registryPassword } = input;
+    const signer = signerFor(ctx, input.signer);
     const catalog = new Catalog(settings.store);
-    const backupId = ctx.inputs.string('backup');
-    const registryPassword = ctx.inputs.string('registry-password') ?? ctx.env.LIFELINE_REGISTRY_PASSWORD;
-    if (registryPassword) ctx.logger.secret(registryPassword);
-    const registryUsername = ctx.inputs.string('registry-username') ?? ctx.env.LIFELINE_REGISTRY_USERNAME;
+    const backupId = input.backup;
     const workflowRun = workflowRunFrom(ctx.env);
     const created = await createReleaseManifest({
       catalog,
       env: settings.name,
       release,
-      gitSha: ctx.inputs.string('git-sha') ?? workflowRun?.sha,
+      gitSha: input.gitSha ?? workflowRun?.sha,
       images,
-      migrationHead: ctx.inputs.string('migration-head') ?? null,
+      migrationHead: input.migrationHead ?? null,
       backup: backupId ? await backupReference(catalog, settings.name, backupId) : null,
       signer,
       registryAuth: registryUsername || registryPassword ? { username: registryUsername, password: registryPassword } : undefined,
@@ -79,16 +127,20 @@ export const manifestCreateCommand: CommandSpec = {
   },
 };
 
+const MANIFEST_VERIFY_INPUTS = [RELEASE_INPUT, ...POLICY_INPUTS] as const satisfies readonly InputSpec[];
+
 export const manifestVerifyCommand: CommandSpec = {
   name: 'manifest verify',
   summary: "Verify a release manifest's signature and identity",
-  inputs: [RELEASE_INPUT, ...POLICY_INPUTS],
+  inputs: [...MANIFEST_VERIFY_INPUTS],
   outputs: OUTPUTS,
   implemented: true,
   async run(ctx) {
     const settings = environmentFor(ctx);
-    const release = ctx.inputs.requiredString('release');
-    const verified = await verifyReleaseManifest({ catalog: new Catalog(settings.store), env: settings.name, release, policy: verificationPolicyFor(ctx, settings) });
+    const inputs = declaredInputs(ctx, MANIFEST_VERIFY_INPUTS);
+    const release = inputs.requiredString('release');
+    const policy = parsePolicyInputs(ctx, inputs);
+    const verified = await verifyReleaseManifest({ catalog: new Catalog(settings.store), env: settings.name, release, policy: verificationPolicyFor(policy, settings) });
     const outputs = { 'manifest-path': verified.manifestPath, 'bundle-path': verified.bundlePath, digest: verified.digest };
     const by = verified.signer.identity ? `${verified.signer.identity} (${verified.signer.issuer})` : `key ${verified.signer.publicKeyHint}`;
     return {
@@ -122,18 +174,19 @@ async function workflowClaimsFromOidc(ctx: CommandContext): Promise<WorkflowClai
   return { identity: `https://github.com/${claims.job_workflow_ref}`, issuer: claims.iss, workflowSha: claims.job_workflow_sha };
 }
 
+const CHECK_IDENTITY_INPUTS = [
+  {
+    name: 'identity',
+    type: 'string',
+    description: "The signing identity to check; default inside GitHub Actions: this job's own workflow identity, from its OIDC token (https://github.com/ + job_workflow_ref; needs id-token: write).",
+  },
+  ...POLICY_INPUTS,
+] as const satisfies readonly InputSpec[];
+
 export const manifestCheckIdentityCommand: CommandSpec = {
   name: 'manifest check-identity',
   summary: 'Check, before anything changes, that the keyless identity a workflow signs with is one the verification policy trusts',
-  inputs: [
-    {
-      name: 'identity',
-      type: 'string',
-      description:
-        "The signing identity to check; default inside GitHub Actions: this job's own workflow identity, from its OIDC token (https://github.com/ + job_workflow_ref; needs id-token: write).",
-    },
-    ...POLICY_INPUTS,
-  ],
+  inputs: [...CHECK_IDENTITY_INPUTS],
   outputs: [
     { name: 'identity', description: 'The identity that was checked.' },
     { name: 'workflow-sha', description: "The signing workflow's commit, from the OIDC token (empty when --identity was given)." },
@@ -141,9 +194,11 @@ export const manifestCheckIdentityCommand: CommandSpec = {
   implemented: true,
   async run(ctx) {
     const settings = environmentFor(ctx);
-    const given = ctx.inputs.string('identity');
+    const inputs = declaredInputs(ctx, CHECK_IDENTITY_INPUTS);
+    const given = inputs.string('identity');
+    const policyInputs = parsePolicyInputs(ctx, inputs);
     const claims: WorkflowClaims = given ? { identity: given } : await workflowClaimsFromOidc(ctx);
-    const policy = verificationPolicyFor(ctx, settings) as { publicKey?: string; certificateIdentity?: string | string[]; certificateOidcIssuer?: string };
+    const policy = verificationPolicyFor(policyInputs, settings) as { publicKey?: string; certificateIdentity?: string | string[]; certificateOidcIssuer?: string };
     const trusted = trustedIdentities(policy.certificateIdentity);
     const fix = `add ${claims.identity} to manifest.certificateIdentity of environment ${settings.name} in lifeline.yml (a list: keep the identities older releases were signed with, so they still verify for rollbacks)`;
     if (policy.publicKey)
@@ -176,14 +231,18 @@ export const manifestCheckIdentityCommand: CommandSpec = {
   },
 };
 
+const KEYGEN_INPUTS = [
+  { name: 'out', type: 'string', description: 'Directory to write release-signing.key (mode 0600) and release-signing.pub into.', required: true },
+] as const satisfies readonly InputSpec[];
+
 export const manifestKeygenCommand: CommandSpec = {
   name: 'manifest keygen',
   summary: 'Generate an ECDSA P-256 key pair for key-based release signing',
-  inputs: [{ name: 'out', type: 'string', description: 'Directory to write release-signing.key (mode 0600) and release-signing.pub into.', required: true }],
+  inputs: [...KEYGEN_INPUTS],
   outputs: [],
   implemented: true,
   async run(ctx) {
-    const dir = resolvePath(ctx.cwd, ctx.inputs.requiredString('out'));
+    const dir = resolvePath(ctx.cwd, declaredInputs(ctx, KEYGEN_INPUTS).requiredString('out'));
     const pair = generateSigningKeyPair();
     await mkdir(dir, { recursive: true });
     const privateKeyPath = join(dir, 'release-signing.key');
@@ -217,8 +276,8 @@ function parseImageInputs(values: string[]): ReleaseImages {
   return images as ReleaseImages;
 }
 
-function signerFor(ctx: CommandContext): ManifestSigner {
-  const signer = optionalSignerFor(ctx);
+function signerFor(ctx: CommandContext, input: SignerInputs): ManifestSigner {
+  const signer = optionalSignerFor(ctx, input);
   if (!signer)
     throw usageError(
       'BAD_SIGNER',
@@ -229,17 +288,11 @@ function signerFor(ctx: CommandContext): ManifestSigner {
 }
 
 /** The signer from SIGNER_INPUTS, or undefined when neither a key nor keyless was asked for. */
-export function optionalSignerFor(ctx: CommandContext): ManifestSigner | undefined {
-  const keyless = ctx.inputs.boolean('keyless');
-  const signingKey = ctx.inputs.string('signing-key') ?? ctx.env.LIFELINE_SIGNING_KEY;
-  // The PEM itself (from a secret) is masked line by line; a path to it is not a secret and must stay readable in errors.
-  if (signingKey?.includes('-----BEGIN')) for (const line of [signingKey, ...signingKey.split('\n')]) if (!line.startsWith('-----')) ctx.logger.secret(line.trim());
+export function optionalSignerFor(ctx: CommandContext, input: SignerInputs): ManifestSigner | undefined {
+  const { keyless, signingKey, fulcioUrl, rekorUrl, tsaUrl } = input;
   if (keyless) {
     // The reusable workflow passes both and lets `keyless` choose, so a key given too is only ignored.
     if (signingKey) ctx.logger.warn('keyless signing: the signing key given as well is not used');
-    const fulcioUrl = ctx.inputs.string('fulcio-url');
-    const rekorUrl = ctx.inputs.string('rekor-url');
-    const tsaUrl = ctx.inputs.string('tsa-url');
     return fulcioUrl || rekorUrl || tsaUrl ? { keyless: true, fulcioUrl, rekorUrl, tsaUrl } : 'keyless';
   }
   if (!signingKey) return undefined;
@@ -259,8 +312,8 @@ function describeManifest(manifest: ReleaseManifest): string {
 }
 
 function summaryOf(title: string, manifest: ReleaseManifest, digest: string): string {
-  const rows = SERVICE_ROLES.map((role) => `| ${role} | \`${manifest.images[role]}\` |`).join('\n');
-  return `### ${title}: ${manifest.release.version} (${manifest.release.environment})\n\n| service | image |\n|---|---|\n${rows}\n\nManifest digest \`${digest}\`; migration head ${manifest.migrationHead ?? 'none'}; backup ${manifest.backup?.id ?? 'none'}.\n`;
+  const table = renderMarkdownTable({ headers: ['service', 'image'], rows: SERVICE_ROLES.map((role) => [role, `\`${manifest.images[role]}\``]) }, { escape: 'none' });
+  return `### ${title}: ${manifest.release.version} (${manifest.release.environment})\n\n${table}\n\nManifest digest \`${digest}\`; migration head ${manifest.migrationHead ?? 'none'}; backup ${manifest.backup?.id ?? 'none'}.\n`;
 }
 
 export const manifestAction: ActionSpec = {

@@ -9,18 +9,20 @@ import { localPostgresRunner } from '../runner/factory';
 import { loadConfig } from '../settings/load';
 import { resolveEnvironment } from '../settings/resolve';
 import { RUNS_LOG } from './observe';
-import { environmentFor, type CommandSpec } from './spec';
+import { declaredInputs, environmentFor, type CommandSpec, type InputSpec } from './spec';
+
+const METRICS_INPUTS = [
+  {
+    name: 'out',
+    type: 'string',
+    description: "Write them to this file atomically (for node_exporter's textfile collector, e.g. /var/lib/prometheus/node-exporter/lifeline.prom) instead of printing them.",
+  },
+] as const satisfies readonly InputSpec[];
 
 export const metricsCommand: CommandSpec = {
   name: 'metrics',
   summary: 'Print Prometheus metrics for every environment from the catalog (backup and drill ages, RTO/RPO against targets, gate, sync, catalog size)',
-  inputs: [
-    {
-      name: 'out',
-      type: 'string',
-      description: "Write them to this file atomically (for node_exporter's textfile collector, e.g. /var/lib/prometheus/node-exporter/lifeline.prom) instead of printing them.",
-    },
-  ],
+  inputs: [...METRICS_INPUTS],
   outputs: [],
   implemented: true,
   async run(ctx) {
@@ -43,7 +45,7 @@ export const metricsCommand: CommandSpec = {
     }
     const families = metricFamilies(environments, now);
     const text = renderExposition(families);
-    const out = ctx.inputs.string('out');
+    const out = declaredInputs(ctx, METRICS_INPUTS).string('out');
     if (out) {
       const path = resolvePath(ctx.cwd, out);
       await writeMetricsFile(path, text);

@@ -5,24 +5,35 @@ import { composeCommand } from '../runner/compose';
 import { findRedisSnapshot, restoreRedisLive } from '../backup/redis-live-restore';
 import { parseRedisUrl } from '../redis/snapshot';
 import { LocalRunner } from '../runner/runner';
-import { environmentFor, type CommandSpec } from './spec';
+import { declaredInputs, environmentFor, type CommandContext, type CommandSpec, type InputSpec } from './spec';
+
+const REDIS_RESTORE_INPUTS = [
+  { name: 'backup', type: 'string', description: 'Backup id, a pre-restore snapshot id (to undo a restore), or "latest" (the newest usable backup with a Redis snapshot).', default: 'latest' },
+  { name: 'confirm', type: 'string', description: 'The Redis Compose service name (redis.service), exactly, to allow replacing a Redis that holds keys.' },
+  { name: 'skip-verify', type: 'boolean', description: "Do not check the snapshot's sha256 first (recorded with the restore; redis-check-rdb still runs).", default: 'false' },
+] as const satisfies readonly InputSpec[];
+
+export interface RedisRestoreInputs {
+  backup: string;
+  confirm: string | undefined;
+  skipVerify: boolean;
+}
+
+export function parseRedisRestoreInputs(ctx: CommandContext): RedisRestoreInputs {
+  const inputs = declaredInputs(ctx, REDIS_RESTORE_INPUTS);
+  return { backup: inputs.string('backup') ?? 'latest', confirm: inputs.string('confirm'), skipVerify: inputs.boolean('skip-verify') };
+}
 
 export const redisRestoreCommand: CommandSpec = {
   name: 'redis-restore',
   summary: "Restore a backup's Redis snapshot into the live Redis of the Compose stack (a Redis that holds keys needs --confirm)",
-  inputs: [
-    { name: 'backup', type: 'string', description: 'Backup id, a pre-restore snapshot id (to undo a restore), or "latest" (the newest usable backup with a Redis snapshot).', default: 'latest' },
-    { name: 'confirm', type: 'string', description: 'The Redis Compose service name (redis.service), exactly, to allow replacing a Redis that holds keys.' },
-    { name: 'skip-verify', type: 'boolean', description: "Do not check the snapshot's sha256 first (recorded with the restore; redis-check-rdb still runs).", default: 'false' },
-  ],
+  inputs: [...REDIS_RESTORE_INPUTS],
   outputs: [],
   implemented: true,
   async run(ctx) {
     // Loaded (and masked) first; an encrypted snapshot is decrypted in the stream into the check and the container.
     const identity = await loadIdentity(ctx.env, ctx.logger);
-    const wanted = ctx.inputs.string('backup') ?? 'latest';
-    const confirm = ctx.inputs.string('confirm');
-    const skipVerify = ctx.inputs.boolean('skip-verify');
+    const { backup: wanted, confirm, skipVerify } = parseRedisRestoreInputs(ctx);
     const settings = environmentFor(ctx);
     const service = settings.redis?.service;
     if (!service) {

@@ -2,28 +2,43 @@ import { Catalog } from '../catalog/store';
 import { loadIdentity } from '../crypto/age';
 import { reencryptBackups, reencryptTenantExports } from '../crypto/reencrypt';
 import { usageError } from '../errors';
-import { environmentFor, type CommandSpec } from './spec';
+import { declaredInputs, environmentFor, type CommandContext, type CommandSpec, type InputSpec } from './spec';
+
+const REENCRYPT_INPUTS = [
+  { name: 'backup', type: 'string', description: 'Backup id, or "all" (every backup of the environment, pre-restore ones included).' },
+  {
+    name: 'tenant',
+    type: 'string',
+    description: 'Re-encrypt this tenant\'s exports (every one of them), or "all" for every tenant\'s; exports made before encryption was configured are encrypted.',
+  },
+] as const satisfies readonly InputSpec[];
+
+export interface ReencryptInputs {
+  /** A backup id or "all"; undefined: no backups. */
+  backup: string | undefined;
+  /** A tenant or "all"; undefined: no tenant exports. */
+  tenant: string | undefined;
+}
+
+/** At least one of --backup and --tenant; the environment's name goes into the example of the fix. */
+export function parseReencryptInputs(ctx: CommandContext, environment: string): ReencryptInputs {
+  const inputs = declaredInputs(ctx, REENCRYPT_INPUTS);
+  const backup = inputs.string('backup');
+  const tenant = inputs.string('tenant');
+  if (!backup && !tenant) throw usageError('MISSING_INPUT', 'reencrypt needs --backup ID|all, --tenant TENANT|all, or both', `e.g. lifeline reencrypt --env ${environment} --backup all --tenant all`);
+  return { backup, tenant };
+}
 
 export const reencryptCommand: CommandSpec = {
   name: 'reencrypt',
   summary: "Rewrite backups and tenant exports for the environment's current age recipients (atomic per entry; needs the identity for encrypted ones)",
-  inputs: [
-    { name: 'backup', type: 'string', description: 'Backup id, or "all" (every backup of the environment, pre-restore ones included).' },
-    {
-      name: 'tenant',
-      type: 'string',
-      description: 'Re-encrypt this tenant\'s exports (every one of them), or "all" for every tenant\'s; exports made before encryption was configured are encrypted.',
-    },
-  ],
+  inputs: [...REENCRYPT_INPUTS],
   outputs: [],
   implemented: true,
   async run(ctx) {
     const identity = await loadIdentity(ctx.env, ctx.logger);
     const settings = environmentFor(ctx);
-    const backup = ctx.inputs.string('backup');
-    const tenant = ctx.inputs.string('tenant');
-    if (!backup && !tenant)
-      throw usageError('MISSING_INPUT', 'reencrypt needs --backup ID|all, --tenant TENANT|all, or both', `e.g. lifeline reencrypt --env ${settings.name} --backup all --tenant all`);
+    const { backup, tenant } = parseReencryptInputs(ctx, settings.name);
     const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
     const recipients = settings.encryption?.recipients ?? [];
     const outcomes = [

@@ -78,7 +78,7 @@ export interface CommandSpec {
   run(ctx: CommandContext): Promise<CommandResult>;
 }
 
-export const GLOBAL_INPUTS: InputSpec[] = [
+export const GLOBAL_INPUTS = [
   { name: 'config', type: 'string', description: 'Path of lifeline.yml (default: ./lifeline.yml; optional for one-off use).' },
   { name: 'env', type: 'string', description: 'Environment name from lifeline.yml (default: "default").' },
   { name: 'store', type: 'string', description: "The catalog's root directory (default: the config's store, LIFELINE_STORE, or ./.lifeline)." },
@@ -86,7 +86,34 @@ export const GLOBAL_INPUTS: InputSpec[] = [
   { name: 'redis-url', type: 'string', description: 'Redis URL (overrides REDIS_URL and the config). Masked in logs.' },
   { name: 'json', type: 'boolean', description: 'Print exactly one JSON value on stdout.', default: 'false', cliOnly: true },
   { name: 'quiet', type: 'boolean', description: 'No progress lines (warnings and errors still print).', default: 'false', cliOnly: true },
-];
+] as const satisfies readonly InputSpec[];
+
+/** The input names a list of specs declares, as literal types (declare the list `as const satisfies readonly InputSpec[]`). */
+export type DeclaredName<S extends readonly InputSpec[]> = S[number]['name'];
+
+export type GlobalInputName = DeclaredName<typeof GLOBAL_INPUTS>;
+
+/**
+ * The reader a command's parse function gets: only the names its spec declares (and the globals)
+ * typecheck, so a misspelt input fails `tsc` instead of reading an undeclared name at run time.
+ */
+export interface DeclaredInputs<N extends string> {
+  // Function properties, not methods: they compare contravariantly, so a reader of fewer names cannot stand in for one of more.
+  string: (name: N) => string | undefined;
+  requiredString: (name: N, fix?: string) => string;
+  boolean: (name: N) => boolean;
+  list: (name: N) => string[];
+}
+
+/** The same inputs with a sentence in front of each description (a drill's signer inputs), keeping their literal names. */
+export function describedAs<const S extends readonly InputSpec[]>(inputs: S, prefix: string): S {
+  return inputs.map((input) => ({ ...input, description: `${prefix} ${input.description}` })) as unknown as S;
+}
+
+/** `ctx.inputs`, narrowed to the names in `declared` (the same list the spec's `inputs` holds). */
+export function declaredInputs<const S extends readonly InputSpec[]>(ctx: CommandContext, _declared: S): DeclaredInputs<DeclaredName<S> | GlobalInputName> {
+  return ctx.inputs;
+}
 
 export function allInputs(spec: CommandSpec): InputSpec[] {
   return spec.usesGlobals === false ? spec.inputs : [...GLOBAL_INPUTS, ...spec.inputs];
@@ -187,9 +214,14 @@ export function environmentFor(ctx: CommandContext): EnvironmentSettings {
  * that environment variable, so it never appears in the process list). Its secrets are registered
  * with the logger either way.
  */
-export function urlInput(ctx: CommandContext, name: string, options: { required?: boolean; example: string }): string | undefined {
-  const direct = ctx.inputs.string(name);
-  const envName = ctx.inputs.string(`${name}-env`);
+export function urlInput<N extends string>(
+  ctx: CommandContext,
+  inputs: DeclaredInputs<NoInfer<N> | `${NoInfer<N>}-env`>,
+  name: N,
+  options: { required?: boolean; example: string },
+): string | undefined {
+  const direct = inputs.string(name);
+  const envName = inputs.string(`${name}-env`);
   if (direct && envName) {
     throw usageError('BAD_INPUT', `give --${name} or --${name}-env, not both`, `keep --${name}-env ${envName}: it keeps the password out of the process list`);
   }

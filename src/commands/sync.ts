@@ -1,4 +1,5 @@
 import { startProgress } from '../report/progress';
+import { renderMarkdownTable } from '../report/table';
 import { join } from 'node:path';
 import { readEntryText } from '../catalog/confine';
 import { Catalog } from '../catalog/store';
@@ -12,7 +13,7 @@ import { openReviewedBucket, type BucketOptions } from '../storage/bucket';
 import { compareRemote, fetchEntry, syncEnvironment, type SyncReport } from '../storage/sync';
 import { singleCommandAction, type ActionSpec } from './action-spec';
 import { comparisonResult } from './remote-report';
-import { environmentFor, type CommandContext, type CommandResult, type CommandSpec, type InputSpec } from './spec';
+import { declaredInputs, environmentFor, type CommandContext, type CommandResult, type CommandSpec, type InputSpec } from './spec';
 
 /** What the commands need from outside the process; tests inject fakes for GitHub's artifact service. */
 export interface StorageDoors {
@@ -22,7 +23,7 @@ export interface StorageDoors {
 }
 
 /** The real artifact client exists only inside a GitHub Actions job; it is loaded lazily so the CLI bundle stays small. */
-async function githubArtifactStoreFor(ctx: CommandContext): Promise<ArtifactStore> {
+async function githubArtifactStoreFor(ctx: CommandContext, githubToken: string | undefined): Promise<ArtifactStore> {
   if (!ctx.env.ACTIONS_RUNTIME_TOKEN) {
     throw usageError(
       'ARTIFACTS_UNAVAILABLE',
@@ -36,15 +37,14 @@ async function githubArtifactStoreFor(ctx: CommandContext): Promise<ArtifactStor
       'this way of running Lifeline has no workflow artifact client',
       'use `to: bucket` / `from: bucket`, or run the sync action or the CLI inside the workflow job',
     );
-  return ctx.artifactStore(ctx.inputs.string('github-token'));
+  return ctx.artifactStore(githubToken);
 }
 
 function bucketFor(settings: EnvironmentSettings, doors: StorageDoors, ctx: CommandContext) {
   return openReviewedBucket(settings, { requestHandler: doors.requestHandler, logger: ctx.logger });
 }
 
-function retentionDays(ctx: CommandContext): number | undefined {
-  const raw = ctx.inputs.string('artifact-retention-days');
+function retentionDays(raw: string | undefined): number | undefined {
   if (raw === undefined) return undefined;
   const days = Number(raw);
   if (!Number.isInteger(days) || days < 1 || days > 90)
@@ -52,33 +52,48 @@ function retentionDays(ctx: CommandContext): number | undefined {
   return days;
 }
 
-const KIND_INPUT: InputSpec = { name: 'kinds', type: 'list', description: 'Only these kinds: backups, releases, drills, tenants (default: all).' };
-const TOKEN_INPUT: InputSpec = {
+const KIND_INPUT = { name: 'kinds', type: 'list', description: 'Only these kinds: backups, releases, drills, tenants (default: all).' } as const satisfies InputSpec;
+const TOKEN_INPUT = {
   name: 'github-token',
   type: 'string',
   description: 'Token that lists and downloads artifacts of other workflow runs (needs actions: read).',
   default: '${{ github.token }}',
   actionOnly: true,
-};
+} as const satisfies InputSpec;
+
+const SYNC_INPUTS = [
+  { name: 'to', type: 'string', description: 'Where the copies go: the reviewed bucket, a workflow artifact, or both.', default: 'bucket', choices: ['bucket', 'artifact', 'both'] },
+  KIND_INPUT,
+  { name: 'dry-run', type: 'boolean', description: 'List what would be uploaded without sending any payload.', default: 'false' },
+  { name: 'compare', type: 'boolean', description: 'Compare the local catalog with the bucket instead of uploading; fails when anything is missing or differs.', default: 'false' },
+  {
+    name: 'deep',
+    type: 'boolean',
+    description: 'With compare: download and hash every remote file; without it the comparison reads listings and the sha256 recorded at upload only, and says so.',
+    default: 'false',
+  },
+  { name: 'artifact-retention-days', type: 'string', description: 'Days GitHub keeps the workflow artifact (1-90; default: the repository setting).' },
+  TOKEN_INPUT,
+] as const satisfies readonly InputSpec[];
+
+export type SyncInputs =
+  | { compare: true; kinds: string[]; deep: boolean }
+  | { compare: false; to: 'bucket' | 'artifact' | 'both'; kinds: string[]; dryRun: boolean; retentionDays: number | undefined; githubToken: string | undefined };
+
+/** The sync inputs, read once; the retention days are checked only for an upload (a comparison never used them). */
+export function parseSyncInputs(ctx: CommandContext): SyncInputs {
+  const inputs = declaredInputs(ctx, SYNC_INPUTS);
+  const to = (inputs.string('to') ?? 'bucket') as 'bucket' | 'artifact' | 'both';
+  const kinds = inputs.list('kinds');
+  if (inputs.boolean('compare')) return { compare: true, kinds, deep: inputs.boolean('deep') };
+  return { compare: false, to, kinds, dryRun: inputs.boolean('dry-run'), retentionDays: retentionDays(inputs.string('artifact-retention-days')), githubToken: inputs.string('github-token') };
+}
 
 export function createSyncCommand(doors: StorageDoors = {}): CommandSpec {
   return {
     name: 'sync',
     summary: 'Copy complete, checksum-verified catalog entries to reviewed object storage (and/or a workflow artifact), or compare the two',
-    inputs: [
-      { name: 'to', type: 'string', description: 'Where the copies go: the reviewed bucket, a workflow artifact, or both.', default: 'bucket', choices: ['bucket', 'artifact', 'both'] },
-      KIND_INPUT,
-      { name: 'dry-run', type: 'boolean', description: 'List what would be uploaded without sending any payload.', default: 'false' },
-      { name: 'compare', type: 'boolean', description: 'Compare the local catalog with the bucket instead of uploading; fails when anything is missing or differs.', default: 'false' },
-      {
-        name: 'deep',
-        type: 'boolean',
-        description: 'With compare: download and hash every remote file; without it the comparison reads listings and the sha256 recorded at upload only, and says so.',
-        default: 'false',
-      },
-      { name: 'artifact-retention-days', type: 'string', description: 'Days GitHub keeps the workflow artifact (1-90; default: the repository setting).' },
-      TOKEN_INPUT,
-    ],
+    inputs: [...SYNC_INPUTS],
     outputs: [
       { name: 'uploaded', description: 'Number of entries uploaded to the bucket.' },
       { name: 'present', description: 'Number of entries that were already complete in the bucket.' },
@@ -88,16 +103,13 @@ export function createSyncCommand(doors: StorageDoors = {}): CommandSpec {
     implemented: true,
     async run(ctx) {
       const settings = environmentFor(ctx);
-      const to = ctx.inputs.string('to') ?? 'bucket';
-      const asked = ctx.inputs.list('kinds');
-      if (ctx.inputs.boolean('compare')) return runCompare(ctx, settings, doors, asked);
-      const kinds = asked;
+      const input = parseSyncInputs(ctx);
+      if (input.compare) return runCompare(ctx, settings, doors, input);
+      const { to, kinds, dryRun, retentionDays: days } = input;
       const exclude = await entriesKeptOnHost(settings, kinds, ctx.logger);
-      const days = retentionDays(ctx);
       const useBucket = to !== 'artifact';
       const bucket = useBucket ? bucketFor(settings, doors, ctx) : undefined;
-      const artifacts = to !== 'bucket' ? await (doors.artifactStore ?? githubArtifactStoreFor)(ctx) : undefined;
-      const dryRun = ctx.inputs.boolean('dry-run');
+      const artifacts = to !== 'bucket' ? await (doors.artifactStore?.(ctx) ?? githubArtifactStoreFor(ctx, input.githubToken)) : undefined;
 
       let report: SyncReport | undefined;
       if (bucket) {
@@ -137,23 +149,49 @@ function syncResult(env: string, report: SyncReport | undefined, kept: ArtifactU
   }
   for (const a of kept) lines.push(`artifact     ${a.kind}/${a.id} as ${a.name}`);
   const failed = report?.failed ?? 0;
-  const summaryRows = (report?.entries ?? []).map((e) => `| ${e.kind} | ${e.id} | ${e.status} | ${e.bytes} |`);
+  const summaryRows = (report?.entries ?? []).map((e) => [e.kind, e.id, e.status, String(e.bytes)]);
+  // Without entries the summary keeps the blank line it always had after the header.
+  const summaryTable = `${renderMarkdownTable({ headers: ['kind', 'id', 'status', 'bytes'], rows: summaryRows }, { escape: 'none' })}${summaryRows.length ? '' : '\n'}`;
   return {
     json: { environment: env, dryRun, bucket: report ?? null, artifacts: kept },
     text: lines.join('\n') || 'nothing to sync',
     outputs: { uploaded: String(report?.uploaded ?? 0), present: String(report?.present ?? 0), failed: String(failed), artifacts: kept.map((a) => a.name).join('\n') },
-    summary: report ? `### Off-host sync: ${env} → ${report.location}\n\n| kind | id | status | bytes |\n|---|---|---|---|\n${summaryRows.join('\n')}\n` : undefined,
+    summary: report ? `### Off-host sync: ${env} → ${report.location}\n\n${summaryTable}\n` : undefined,
     exitCode: failed ? 1 : 0,
     failureMessage: failed ? `${failed} entr${failed === 1 ? 'y' : 'ies'} could not be synced; see the log` : undefined,
   };
 }
 
-async function runCompare(ctx: CommandContext, settings: EnvironmentSettings, doors: StorageDoors, kinds: string[]): Promise<CommandResult> {
+async function runCompare(ctx: CommandContext, settings: EnvironmentSettings, doors: StorageDoors, input: { kinds: string[]; deep: boolean }): Promise<CommandResult> {
   const { storage, remote } = bucketFor(settings, doors, ctx);
   // What sync leaves on the host on purpose is not "missing" from the bucket (the same rule, the same warnings).
-  const keptOnHost = await entriesKeptOnHost(settings, kinds, ctx.logger);
-  const comparison = await compareRemote({ env: settings.name, store: settings.store, remote, prefix: storage.prefix, deep: ctx.inputs.boolean('deep'), kinds, keptOnHost });
+  const keptOnHost = await entriesKeptOnHost(settings, input.kinds, ctx.logger);
+  const comparison = await compareRemote({ env: settings.name, store: settings.store, remote, prefix: storage.prefix, deep: input.deep, kinds: input.kinds, keptOnHost });
   return comparisonResult(settings.name, comparison);
+}
+
+const FETCH_INPUTS = [
+  { name: 'from', type: 'string', description: 'Where to fetch from.', default: 'bucket', choices: ['bucket', 'artifact'] },
+  { name: 'kind', type: 'string', description: 'Catalog kind: backups, releases, drills or tenants/<tenant>/exports.', default: 'backups' },
+  { name: 'id', type: 'string', description: 'Entry id, or "latest" (artifacts: always the newest).', default: 'latest' },
+  TOKEN_INPUT,
+] as const satisfies readonly InputSpec[];
+
+export interface FetchInputs {
+  from: 'bucket' | 'artifact';
+  kind: string;
+  id: string;
+  githubToken: string | undefined;
+}
+
+export function parseFetchInputs(ctx: CommandContext): FetchInputs {
+  const inputs = declaredInputs(ctx, FETCH_INPUTS);
+  return {
+    kind: inputs.string('kind') ?? 'backups',
+    from: inputs.string('from') === 'artifact' ? 'artifact' : 'bucket',
+    id: inputs.string('id') ?? 'latest',
+    githubToken: inputs.string('github-token'),
+  };
 }
 
 export function createFetchCommand(doors: StorageDoors = {}): CommandSpec {
@@ -161,12 +199,7 @@ export function createFetchCommand(doors: StorageDoors = {}): CommandSpec {
     name: 'fetch',
     summary: 'Download an entry from the reviewed bucket (or the newest workflow artifact) into the local catalog, verifying every checksum',
     positional: 'id',
-    inputs: [
-      { name: 'from', type: 'string', description: 'Where to fetch from.', default: 'bucket', choices: ['bucket', 'artifact'] },
-      { name: 'kind', type: 'string', description: 'Catalog kind: backups, releases, drills or tenants/<tenant>/exports.', default: 'backups' },
-      { name: 'id', type: 'string', description: 'Entry id, or "latest" (artifacts: always the newest).', default: 'latest' },
-      TOKEN_INPUT,
-    ],
+    inputs: [...FETCH_INPUTS],
     outputs: [
       { name: 'id', description: 'The id of the entry now in the local catalog.' },
       { name: 'path', description: 'Its directory in the local catalog.' },
@@ -175,16 +208,17 @@ export function createFetchCommand(doors: StorageDoors = {}): CommandSpec {
     implemented: true,
     async run(ctx) {
       const settings = environmentFor(ctx);
-      const kind = ctx.inputs.string('kind') ?? 'backups';
+      const input = parseFetchInputs(ctx);
+      const { kind } = input;
       const catalog = new Catalog(settings.store);
       let result: { entry: { id: string; dir: string }; fetched: boolean; source: string; skipped?: Array<{ id: string; reason: string }> };
-      if (ctx.inputs.string('from') === 'artifact') {
-        const artifacts = await (doors.artifactStore ?? githubArtifactStoreFor)(ctx);
+      if (input.from === 'artifact') {
+        const artifacts = await (doors.artifactStore?.(ctx) ?? githubArtifactStoreFor(ctx, input.githubToken));
         const fetched = await fetchNewestArtifact({ env: settings.name, kind, catalog, artifacts, logger: ctx.logger });
         result = { ...fetched, source: `artifact ${fetched.artifact.name}` };
       } else {
         const { storage, remote } = bucketFor(settings, doors, ctx);
-        const fetched = await fetchEntry({ env: settings.name, kind, id: ctx.inputs.string('id') ?? 'latest', catalog, remote, prefix: storage.prefix, logger: ctx.logger });
+        const fetched = await fetchEntry({ env: settings.name, kind, id: input.id, catalog, remote, prefix: storage.prefix, logger: ctx.logger });
         result = { ...fetched, source: remote.location };
       }
       const { entry, fetched } = result;

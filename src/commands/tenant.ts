@@ -10,15 +10,11 @@ import { EXPORT_MANIFEST, exportTenant, type TenantExportManifest } from '../ten
 import type { ExportFormat } from '../tenant/rows';
 import { tenantExportsKind } from '../tenant/tenant-id';
 import { verifyTenantExport } from '../tenant/verify';
+import { renderMarkdownTable } from '../report/table';
 import { singleCommandAction } from './action-spec';
-import { environmentFor, type CommandContext, type CommandSpec, type InputSpec } from './spec';
+import { declaredInputs, environmentFor, type CommandContext, type CommandSpec, type InputSpec } from './spec';
 
-const TENANT_INPUT: InputSpec = { name: 'tenant', type: 'string', required: true, description: 'The tenant id, exactly as stored (a value, never SQL).' };
-
-function collectionsFor(ctx: CommandContext, configured: CollectionSpec[]): CollectionSpec[] {
-  const flags = ctx.inputs.list('collection');
-  return flags.length ? flags.map(parseCollectionFlag) : configured;
-}
+const TENANT_INPUT = { name: 'tenant', type: 'string', required: true, description: 'The tenant id, exactly as stored (a value, never SQL).' } as const satisfies InputSpec;
 
 function parseRowCap(value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
@@ -26,21 +22,47 @@ function parseRowCap(value: string | undefined): number | undefined {
   return Number(value);
 }
 
+const TENANT_EXPORT_INPUTS = [
+  TENANT_INPUT,
+  {
+    name: 'collection',
+    type: 'list',
+    description: 'A collection as TABLE:COLUMN (orders:tenant_id) or TABLE:LOCAL->TABLE.COLUMN[:TENANT_COLUMN] (payments:order_id->orders.id); repeat for several. Replaces tenants.collections.',
+  },
+  { name: 'row-cap', type: 'string', description: 'Row cap of every collection for this run (overrides tenants.rowCap and per-collection caps).' },
+  { name: 'allow-truncation', type: 'boolean', default: 'false', description: 'Export collections over their row cap up to the cap (by primary key) and mark them truncated, instead of refusing.' },
+  { name: 'format', type: 'string', choices: ['ndjson', 'csv'], description: 'File format (default: tenants.format, else ndjson).' },
+  { name: 'archive', type: 'boolean', default: 'false', description: 'Also pack the export into export.tar.gz with its own .sha256 file, for handoff.' },
+] as const satisfies readonly InputSpec[];
+
+export interface TenantExportInputs {
+  tenant: string;
+  /** From --collection; undefined: tenants.collections of the config. */
+  collections: CollectionSpec[] | undefined;
+  format: ExportFormat | undefined;
+  rowCapOverride: number | undefined;
+  allowTruncation: boolean;
+  archive: boolean;
+}
+
+export function parseTenantExportInputs(ctx: CommandContext): TenantExportInputs {
+  const inputs = declaredInputs(ctx, TENANT_EXPORT_INPUTS);
+  const tenant = inputs.requiredString('tenant');
+  const flags = inputs.list('collection');
+  return {
+    tenant,
+    collections: flags.length ? flags.map(parseCollectionFlag) : undefined,
+    format: inputs.string('format') as ExportFormat | undefined,
+    rowCapOverride: parseRowCap(inputs.string('row-cap')),
+    allowTruncation: inputs.boolean('allow-truncation'),
+    archive: inputs.boolean('archive'),
+  };
+}
+
 export const tenantExportCommand: CommandSpec = {
   name: 'tenant export',
   summary: "Export a tenant's collections with checksums and caps",
-  inputs: [
-    TENANT_INPUT,
-    {
-      name: 'collection',
-      type: 'list',
-      description: 'A collection as TABLE:COLUMN (orders:tenant_id) or TABLE:LOCAL->TABLE.COLUMN[:TENANT_COLUMN] (payments:order_id->orders.id); repeat for several. Replaces tenants.collections.',
-    },
-    { name: 'row-cap', type: 'string', description: 'Row cap of every collection for this run (overrides tenants.rowCap and per-collection caps).' },
-    { name: 'allow-truncation', type: 'boolean', default: 'false', description: 'Export collections over their row cap up to the cap (by primary key) and mark them truncated, instead of refusing.' },
-    { name: 'format', type: 'string', choices: ['ndjson', 'csv'], description: 'File format (default: tenants.format, else ndjson).' },
-    { name: 'archive', type: 'boolean', default: 'false', description: 'Also pack the export into export.tar.gz with its own .sha256 file, for handoff.' },
-  ],
+  inputs: [...TENANT_EXPORT_INPUTS],
   outputs: [
     { name: 'export-id', description: 'The id of the new export.' },
     { name: 'path', description: "The export's directory (holds export.json, SHA256SUMS and one file per collection)." },
@@ -52,7 +74,8 @@ export const tenantExportCommand: CommandSpec = {
   implemented: true,
   async run(ctx) {
     const settings = environmentFor(ctx);
-    const tenant = ctx.inputs.requiredString('tenant');
+    const input = parseTenantExportInputs(ctx);
+    const { tenant } = input;
     if (settings.encryption)
       ctx.logger.info(
         `collection files are encrypted to ${settings.encryption.recipients.length} age recipient(s) while they stream (<file>.age); the tenant's handoff needs age -d with one of their identities`,
@@ -64,13 +87,13 @@ export const tenantExportCommand: CommandSpec = {
       tenant,
       runner,
       conn,
-      collections: collectionsFor(ctx, settings.tenants.collections),
-      format: (ctx.inputs.string('format') as ExportFormat | undefined) ?? settings.tenants.format,
+      collections: input.collections ?? settings.tenants.collections,
+      format: input.format ?? settings.tenants.format,
       rowCap: settings.tenants.rowCap,
-      rowCapOverride: parseRowCap(ctx.inputs.string('row-cap')),
+      rowCapOverride: input.rowCapOverride,
       byteCap: settings.tenants.byteCap,
-      allowTruncation: ctx.inputs.boolean('allow-truncation'),
-      archive: ctx.inputs.boolean('archive'),
+      allowTruncation: input.allowTruncation,
+      archive: input.archive,
       keep: settings.tenants.keep,
       crossTenantRows: settings.tenants.crossTenantRows,
       logger: ctx.logger,
@@ -128,9 +151,13 @@ export const tenantExportCommand: CommandSpec = {
         '',
         `Export \`${m.id}\`, snapshot ${m.snapshotAt}, ${m.format}.`,
         '',
-        '| collection | rows | bytes | sha256 | truncated |',
-        '|---|---|---|---|---|',
-        ...m.collections.map((c) => `| ${c.name} | ${c.rows} | ${c.bytes} | \`${c.sha256.slice(0, 16)}…\` | ${c.truncated ? `yes (${c.trueCount} in the database)` : 'no'} |`),
+        renderMarkdownTable(
+          {
+            headers: ['collection', 'rows', 'bytes', 'sha256', 'truncated'],
+            rows: m.collections.map((c) => [c.name, String(c.rows), String(c.bytes), `\`${c.sha256.slice(0, 16)}…\``, c.truncated ? `yes (${c.trueCount} in the database)` : 'no']),
+          },
+          { escape: 'none' },
+        ),
       ].join('\n'),
       annotations: m.truncated
         ? [
@@ -147,17 +174,20 @@ export const tenantExportCommand: CommandSpec = {
   },
 };
 
+const TENANT_VERIFY_INPUTS = [TENANT_INPUT, { name: 'export', type: 'string', default: 'latest', description: 'The export id, or "latest".' }] as const satisfies readonly InputSpec[];
+
 export const tenantVerifyCommand: CommandSpec = {
   name: 'tenant verify',
   summary: 'Re-check a tenant export',
-  inputs: [TENANT_INPUT, { name: 'export', type: 'string', default: 'latest', description: 'The export id, or "latest".' }],
+  inputs: [...TENANT_VERIFY_INPUTS],
   outputs: [{ name: 'ok', description: '"true" when the export verified.' }],
   implemented: true,
   async run(ctx) {
     const identity = await loadIdentity(ctx.env, ctx.logger);
     const settings = environmentFor(ctx);
-    const tenant = ctx.inputs.requiredString('tenant');
-    const wanted = ctx.inputs.string('export') ?? 'latest';
+    const inputs = declaredInputs(ctx, TENANT_VERIFY_INPUTS);
+    const tenant = inputs.requiredString('tenant');
+    const wanted = inputs.string('export') ?? 'latest';
     const catalog = new Catalog(settings.store);
     const kind = tenantExportsKind(tenant);
     const entry =
@@ -186,15 +216,17 @@ export const tenantVerifyCommand: CommandSpec = {
   },
 };
 
+const DELETION_PLAN_INPUTS = [TENANT_INPUT] as const satisfies readonly InputSpec[];
+
 export const tenantDeletionPlanCommand: CommandSpec = {
   name: 'tenant deletion-plan',
   summary: 'Print what an offboarding deletion would touch (refuses without a current verified export)',
-  inputs: [TENANT_INPUT],
+  inputs: [...DELETION_PLAN_INPUTS],
   outputs: [],
   implemented: true,
   async run(ctx) {
     const settings = environmentFor(ctx);
-    const tenant = ctx.inputs.requiredString('tenant');
+    const tenant = declaredInputs(ctx, DELETION_PLAN_INPUTS).requiredString('tenant');
     const { runner, conn } = await tenantDatabase(settings);
     const plan = await planTenantDeletion({
       catalog: new Catalog(settings.store),

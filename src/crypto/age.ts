@@ -168,7 +168,7 @@ export function identityRequired(what: string): Error {
  * `done()` resolves with the plaintext's hash and size once the target has finished.
  */
 export function encryptingWriter(target: Writable, recipients: readonly string[]): { stream: Writable; done: () => Promise<HashedFile> } {
-  if (!recipients.length) throw new Error('encryptingWriter needs at least one recipient');
+  if (!recipients.length) throw failure('INTERNAL_INVARIANT', 'internal error: encryptingWriter needs at least one recipient');
   const plain = new HashingTransform();
   const finished = (async () => {
     const encrypter = new Encrypter();

@@ -7,7 +7,7 @@ import { processAlive, StagedEntry, type Catalog, type CatalogEntry, type EntryK
 import { addArchive, EXPORT_MANIFEST, exportIsEncrypted, plaintextOf, type ExportedCollection, type TenantExportManifest } from '../tenant/export';
 import { tenantExportsKind } from '../tenant/tenant-id';
 import { formatSums, SUMS_FILE, type SumEntry } from '../catalog/sums';
-import { usageError } from '../errors';
+import { failure, usageError } from '../errors';
 import type { Logger } from '../logger';
 import { BACKUP_METADATA_FILE, findBackup, listBackups, type BackupEntry, type BackupFile, type BackupMetadata } from '../backup/metadata';
 import { AGE_SUFFIX, encryptingWriter, type AgeIdentity } from './age';
@@ -252,7 +252,7 @@ async function reencryptExport(
       // Checked against the recorded plaintext at its end: a damaged file fails here and nothing is swapped.
       const plain = await openPlaintext(entry.dir, file, identity, `export ${entry.id}`);
       const stored = await staged.addStream(base, plain);
-      if (stored.encryption?.plaintextSha256 !== plaintextOf(c).sha256) throw new Error(`${c.file}: the rewritten plaintext differs from the recorded one`);
+      if (stored.encryption?.plaintextSha256 !== plaintextOf(c).sha256) throw failure('REENCRYPT_PLAINTEXT_CHANGED', `${c.file}: the rewritten plaintext differs from the recorded one`);
       collections.push({ ...c, file: stored.name, sha256: stored.sha256, bytes: stored.bytes, encryption: stored.encryption });
       logger.info(`tenant export ${entry.id}: ${c.file} -> ${stored.name} (${stored.encryption.plaintextBytes} bytes, to ${recipients.length} recipient${recipients.length === 1 ? '' : 's'})`);
     }

@@ -1,4 +1,5 @@
 import type { Annotation } from '../report/annotation';
+import { renderMarkdownTable } from '../report/table';
 import type { FileRead, Finding } from './findings';
 
 const STATUS_LABEL = { pass: 'PASS', warn: 'WARN', fail: 'FAIL' } as const;
@@ -32,21 +33,26 @@ function cell(text: string | undefined): string {
 }
 
 export function formatFindingsMarkdown(findings: Finding[], verdict: string, environment: string, files?: FileRead[]): string {
-  const rows = findings.map((f) => `| ${STATUS_ICON[f.status]} | \`${f.check}\` | ${f.file ? `\`${cell(location(f))}\`` : ''} | ${cell(f.message)} | ${f.status === 'pass' ? '' : cell(f.fix)} |`);
-  const fileRows = (files ?? []).map((f) => `| ${f.status} | \`${cell(f.path)}\` | ${cell(f.role)} | ${cell(f.by)} |`);
+  // Cells are Markdown already (code spans around escaped text), so the table adds no escaping of its own.
+  const findingsTable = renderMarkdownTable(
+    {
+      headers: ['status', 'check', 'where', 'finding', 'fix'],
+      rows: findings.map((f) => [STATUS_ICON[f.status], `\`${f.check}\``, f.file ? `\`${cell(location(f))}\`` : '', cell(f.message), f.status === 'pass' ? '' : cell(f.fix)]),
+    },
+    { escape: 'none' },
+  );
+  const fileRows = (files ?? []).map((f) => [f.status, `\`${cell(f.path)}\``, cell(f.role), cell(f.by)]);
   const filesTable = files
     ? [
         '',
         `<details><summary>Files read (${files.filter((f) => f.status === 'read').length} of ${files.length} named)</summary>`,
         '',
-        '| status | file | role | checked by |',
-        '|---|---|---|---|',
-        ...fileRows,
+        renderMarkdownTable({ headers: ['status', 'file', 'role', 'checked by'], rows: fileRows }, { escape: 'none' }),
         '',
         '</details>',
       ]
     : [];
-  return [`### Preflight: ${environment}`, '', verdict, '', '| status | check | where | finding | fix |', '|---|---|---|---|---|', ...rows, ...filesTable, ''].join('\n');
+  return [`### Preflight: ${environment}`, '', verdict, '', findingsTable, ...filesTable, ''].join('\n');
 }
 
 /** Failures become error annotations and warnings warning annotations, on the file and line when known. */

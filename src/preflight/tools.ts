@@ -12,12 +12,14 @@ import { formatBytes } from '../report/progress';
 /** `pg_dump` refuses to dump a server of a newer major version: find out before a backup is due. */
 export async function checkPgDumpVersion(runner: Runner, ctx: CheckContext, databaseUrl: string | undefined): Promise<Finding[]> {
   if (!databaseUrl) return [notChecked('tools.pg_dump', 'no database URL configured', 'pass --database-url, set DATABASE_URL, or set postgres.urlEnv in lifeline.yml')];
-  let client: string;
+  let client = '';
   try {
     const result = await runText(runner, { tool: 'pg_dump', args: ['--version'], cwd: ctx.cwd });
-    client = /(\d+)(?:\.(\d+))?/.exec(result.stdout)?.[0] ?? '';
-    if (result.exitCode !== 0 || !client) throw new Error(result.stderr);
+    if (result.exitCode === 0) client = /(\d+)(?:\.(\d+))?/.exec(result.stdout)?.[0] ?? '';
   } catch {
+    // Not installed or does not run: the same finding as a failed --version.
+  }
+  if (!client) {
     return [
       fail({
         check: 'tools.pg_dump',

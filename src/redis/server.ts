@@ -65,7 +65,7 @@ export async function startThrowawayRedis(options: RedisServerOptions = {}): Pro
   try {
     await waitFor(
       async () => {
-        if (exited) throw new Error('exited');
+        if (exited) throw failure('REDIS_START_FAILED', 'redis-server exited before it answered PING');
         const ping = await runText(runner, { tool: 'redis-cli', args: ['-h', '127.0.0.1', '-p', String(port), 'PING'], env: options.password ? { REDISCLI_AUTH: options.password } : {} });
         // With a dump to load, PING answers LOADING until the dataset is in memory.
         return ping.stdout.trim() === 'PONG';

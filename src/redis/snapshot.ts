@@ -94,7 +94,7 @@ export async function checkRdb(
   /** The plaintext as a stream (a decrypted snapshot) instead of `path`; only where the check runs in a container. */ source?: Readable,
 ): Promise<RdbCheck> {
   let result;
-  if (source && runner instanceof LocalRunner) throw new Error('checkRdb: a stream source needs a container runner');
+  if (source && runner instanceof LocalRunner) throw failure('INTERNAL_INVARIANT', 'internal error: checkRdb: a stream source needs a container runner');
   try {
     result =
       runner instanceof LocalRunner

@@ -15,9 +15,18 @@ export function renderTextTable(table: Table): string {
   return [line(table.headers), line(widths.map((w) => '-'.repeat(w))), ...table.rows.map((r) => line(table.headers.map((_, i) => r[i] ?? '')))].join('\n');
 }
 
+export interface MarkdownTableOptions {
+  /**
+   * How each cell is made safe; default escapeMarkdownCell. `'none'` when the caller wrote every
+   * cell as Markdown itself (code spans, bold) and escaped what it put inside them.
+   */
+  escape?: ((text: string) => string) | 'none';
+}
+
 /** A GitHub-flavoured Markdown table; cells are escaped so a `|` or newline in a detail cannot break it. */
-export function renderMarkdownTable(table: Table): string {
-  const row = (cells: string[]) => `| ${cells.map(escapeMarkdownCell).join(' | ')} |`;
+export function renderMarkdownTable(table: Table, options: MarkdownTableOptions = {}): string {
+  const escape = options.escape === 'none' ? (text: string) => text : (options.escape ?? escapeMarkdownCell);
+  const row = (cells: string[]) => `| ${cells.map(escape).join(' | ')} |`;
   return [row(table.headers), `|${table.headers.map(() => '---').join('|')}|`, ...table.rows.map((r) => row(table.headers.map((_, i) => r[i] ?? '')))].join('\n');
 }
 

@@ -257,7 +257,7 @@ async function reapOne(leftover: Leftover, options: { docker?: Runner }): Promis
   if (leftover.kind === 'cluster') {
     // Immediate shutdown: the data is deleted next.
     if (leftover.pid) await stopPid(leftover.pid, 'SIGQUIT', 30000);
-    if (postmasterPid(leftover.dataDir!)) throw new Error(`the server still runs; stop it with kill -QUIT ${leftover.pid}`);
+    if (postmasterPid(leftover.dataDir!)) throw failure('LEFTOVER_NOT_REMOVED', `the server still runs; stop it with kill -QUIT ${leftover.pid}`);
     remove(leftover.path!);
     return;
   }
@@ -268,6 +268,6 @@ async function reapOne(leftover: Leftover, options: { docker?: Runner }): Promis
   const docker = options.docker ?? new LocalRunner();
   const result = await runText(docker, { tool: 'docker', args: ['rm', '-f', leftover.container!] }).catch((error: Error) => ({ exitCode: 1, signal: null, stderr: error.message, stdout: '' }));
   if (result.exitCode !== 0 && !/No such container/i.test(result.stderr)) {
-    throw new Error(`docker rm -f ${leftover.container} ${describeExit(result)}: ${lastLines(result.stderr, 2)}; remove it with docker rm -f ${leftover.container}`);
+    throw failure('LEFTOVER_NOT_REMOVED', `docker rm -f ${leftover.container} ${describeExit(result)}: ${lastLines(result.stderr, 2)}; remove it with docker rm -f ${leftover.container}`);
   }
 }

@@ -63,6 +63,11 @@ const FS_WRITES = ['createWriteStream', 'writeFile', 'writeFileSync', 'appendFil
 const WALLS: Wall[] = [
   { name: 'commands/ does not import actions/ (the artifact store comes through the command context)', crosses: (e) => inRoom(e.from, 'commands') && inRoom(e.to, 'actions') },
   { name: 'preflight/ does not import commands/ (not even types)', crosses: (e) => inRoom(e.from, 'preflight') && inRoom(e.to, 'commands') },
+  {
+    // preflight/ has its own wall above. Inputs are parsed into typed objects at the door; a domain that imported commands/ could read them by name again.
+    name: 'only the doors (commands/, actions/, cli/) import commands/: domains get typed settings, never the input reader',
+    crosses: (e) => !['commands', 'actions', 'cli', 'preflight'].some((r) => inRoom(e.from, r)) && inRoom(e.to, 'commands'),
+  },
   { name: 'postgres/ and redis/ do not import each other', crosses: (e) => (inRoom(e.from, 'postgres') && inRoom(e.to, 'redis')) || (inRoom(e.from, 'redis') && inRoom(e.to, 'postgres')) },
   {
     name: 'engine code (postgres/, redis/) knows nothing of entries or of the rooms above it',
@@ -142,6 +147,9 @@ describe('import walls (issue #23, ARCHITECTURE.md)', () => {
     const snapshot = relative(ROOT, join(SRC, 'redis/snapshot.ts'));
     const write = probe(snapshot, "import { createReadStream, createWriteStream } from 'node:fs';")[0];
     expect(WALLS.some((w) => w.crosses(write))).toBe(true);
+    expect(crossings('src/backup/restore.ts', "import { declaredInputs, type CommandContext } from '../commands/spec';")).toHaveLength(1);
+    expect(crossings('src/drill/drill.ts', "import type { DrillInputs } from '../commands/drill';")).toHaveLength(1);
+    expect(crossings('src/cli/main.ts', "import { allInputs, Inputs } from '../commands/spec';")).toEqual([]);
     expect(crossings('src/backup/create.ts', "import { snapshotRedis } from '../redis/snapshot';")).toEqual([]);
   });
 });
