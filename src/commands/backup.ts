@@ -22,7 +22,7 @@ import { believedPassingDrills } from '../drill/gate';
 import { recordVerification, verifyBackup, type VerifyReport } from '../backup/verify';
 import { restoreRedisIsolated } from '../backup/redis-isolated';
 import { parseRedisUrl } from '../redis/snapshot';
-import { findExecutable, LocalRunner, type Runner } from '../runner/runner';
+import { findExecutable, type Runner } from '../runner/runner';
 import { openReviewedBucket } from '../storage/bucket';
 import { compareRemote, fetchEntry, verifyRemoteEntry } from '../storage/sync';
 import { comparisonResult, remoteVerificationResult } from './remote-report';

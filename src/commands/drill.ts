@@ -17,7 +17,7 @@ import { resolveEnvironment, type EnvironmentSettings } from '../settings/resolv
 import { singleCommandAction } from './action-spec';
 import { optionalSignerFor, parseSignerInputs, SIGNER_INPUTS, type SignerInputs } from './manifest';
 import { parsePolicyInputs, POLICY_INPUTS, verificationPolicyFor, type PolicyInputs } from './policy';
-import { declaredInputs, describedAs, environmentFor, urlInput, type CommandContext, type CommandSpec, type DeclaredInputs, type InputSpec } from './spec';
+import { declaredInputs, describedAs, environmentFor, parseJobs, urlInput, type CommandContext, type CommandSpec, type DeclaredInputs, type InputSpec } from './spec';
 
 function optionalDuration<N extends string>(inputs: DeclaredInputs<N>, name: N): number | undefined {
   const value = inputs.string(name);
@@ -57,7 +57,6 @@ export interface DrillInputs {
 export function parseDrillInputs(ctx: CommandContext): DrillInputs {
   const inputs = declaredInputs(ctx, DRILL_INPUTS);
   const targetUrl = urlInput(ctx, inputs, 'target', { example: 'postgres://user:password@127.0.0.1:5432/drill_scratch' });
-  const jobs = Number(inputs.string('jobs'));
   const smoke = inputs.string('smoke-sql');
   return {
     backup: inputs.string('backup'),
@@ -66,7 +65,7 @@ export function parseDrillInputs(ctx: CommandContext): DrillInputs {
     rtoSeconds: optionalDuration(inputs, 'rto'),
     rpoSeconds: optionalDuration(inputs, 'rpo'),
     pitr: inputs.string('pitr'),
-    jobs: Number.isInteger(jobs) && jobs > 0 ? jobs : 2,
+    jobs: parseJobs(inputs.string('jobs')),
     signer: parseSignerInputs(ctx, inputs),
   };
 }

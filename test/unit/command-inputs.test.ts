@@ -96,6 +96,9 @@ describe('typed command inputs (issue #23)', () => {
     usage(restoreCommand, parseRestoreInputs, { target: 'postgres://u@h/db', 'target-env': 'T' }, /not both/);
     usage(restoreCommand, parseRestoreInputs, { target: 'postgres://u@h/db', jobs: '0' }, /--jobs/);
     usage(drillCommand, parseDrillInputs, { rto: 'fast' }, /--rto/);
+    // A drill's --jobs is checked as a restore's is (a bad value once silently became 2).
+    usage(drillCommand, parseDrillInputs, { jobs: 'two' }, /--jobs must be a whole number/);
+    usage(drillCommand, parseDrillInputs, { jobs: '0' }, /--jobs/);
     usage(gateCommand, parseGateInputs, { 'max-drill-age': '-1d' }, /--max-drill-age/);
     usage(manifestCreateCommand, parseManifestCreateInputs, { release: 'v1', image: ['api=a', 'api=b'] }, /given twice/);
     usage(tenantExportCommand, parseTenantExportInputs, { tenant: 't1', 'row-cap': '0' }, /--row-cap/);
