@@ -39816,7 +39816,51 @@ function toLifelineError(error) {
     return errors_failure('UNEXPECTED', message, { cause: error });
 }
 
+;// CONCATENATED MODULE: ./src/report/table.ts
+/** Column-aligned text for a terminal. */
+function renderTextTable(table) {
+    const widths = table.headers.map((h, i) => Math.max(h.length, ...table.rows.map((r) => (r[i] ?? '').length)));
+    const line = (cells) => cells
+        .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i])))
+        .join('  ')
+        .trimEnd();
+    return [line(table.headers), line(widths.map((w) => '-'.repeat(w))), ...table.rows.map((r) => line(table.headers.map((_, i) => r[i] ?? '')))].join('\n');
+}
+/** A GitHub-flavoured Markdown table; cells are escaped so a `|` or newline in a detail cannot break it. */
+function renderMarkdownTable(table, options = {}) {
+    const escape = options.escape === 'none' ? (text) => text : (options.escape ?? escapeMarkdownCell);
+    const row = (cells) => `| ${cells.map(escape).join(' | ')} |`;
+    return [row(table.headers), `|${table.headers.map(() => '---').join('|')}|`, ...table.rows.map((r) => row(table.headers.map((_, i) => r[i] ?? '')))].join('\n');
+}
+function escapeMarkdownCell(text) {
+    return text.replace(/\\/g, '\\\\').replace(/\|/g, '\\|').replace(/\r?\n/g, '<br>');
+}
+/**
+ * A Mermaid `xychart-beta` block (GitHub renders it in job summaries and Markdown files).
+ * Labels are quoted; quotes inside them are dropped because Mermaid has no escape for them.
+ */
+function renderMermaidTrend(chart) {
+    const quote = (text) => `"${text.replace(/"/g, "'")}"`;
+    const all = chart.series.flatMap((s) => s.values).filter(Number.isFinite);
+    const max = all.length ? Math.max(...all) : 1;
+    const round = (n) => Math.round(n * 100) / 100;
+    return [
+        '```mermaid',
+        'xychart-beta',
+        `  title ${quote(chart.title)}`,
+        `  x-axis [${chart.xLabels.map(quote).join(', ')}]`,
+        `  y-axis ${quote(chart.yLabel)} 0 --> ${round(max * 1.1) || 1}`,
+        ...chart.series.map((s) => `  ${s.kind} [${s.values.map((v) => (Number.isFinite(v) ? round(v) : 0)).join(', ')}]`),
+        '```',
+    ].join('\n');
+}
+/** ✅/❌ words that read the same in a terminal and a summary. */
+function verdict(passed) {
+    return passed ? 'pass' : 'FAIL';
+}
+
 ;// CONCATENATED MODULE: ./src/preflight/report.ts
+
 const STATUS_LABEL = { pass: 'PASS', warn: 'WARN', fail: 'FAIL' };
 const STATUS_ICON = { pass: '✅ pass', warn: '⚠️ warn', fail: '❌ fail' };
 function report_location(f) {
@@ -39844,21 +39888,23 @@ function cell(text) {
     return (text ?? '').replace(/\|/g, '\\|').replace(/\n/g, ' ');
 }
 function formatFindingsMarkdown(findings, verdict, environment, files) {
-    const rows = findings.map((f) => `| ${STATUS_ICON[f.status]} | \`${f.check}\` | ${f.file ? `\`${cell(report_location(f))}\`` : ''} | ${cell(f.message)} | ${f.status === 'pass' ? '' : cell(f.fix)} |`);
-    const fileRows = (files ?? []).map((f) => `| ${f.status} | \`${cell(f.path)}\` | ${cell(f.role)} | ${cell(f.by)} |`);
+    // Cells are Markdown already (code spans around escaped text), so the table adds no escaping of its own.
+    const findingsTable = renderMarkdownTable({
+        headers: ['status', 'check', 'where', 'finding', 'fix'],
+        rows: findings.map((f) => [STATUS_ICON[f.status], `\`${f.check}\``, f.file ? `\`${cell(report_location(f))}\`` : '', cell(f.message), f.status === 'pass' ? '' : cell(f.fix)]),
+    }, { escape: 'none' });
+    const fileRows = (files ?? []).map((f) => [f.status, `\`${cell(f.path)}\``, cell(f.role), cell(f.by)]);
     const filesTable = files
         ? [
             '',
             `<details><summary>Files read (${files.filter((f) => f.status === 'read').length} of ${files.length} named)</summary>`,
             '',
-            '| status | file | role | checked by |',
-            '|---|---|---|---|',
-            ...fileRows,
+            renderMarkdownTable({ headers: ['status', 'file', 'role', 'checked by'], rows: fileRows }, { escape: 'none' }),
             '',
             '</details>',
         ]
         : [];
-    return [`### Preflight: ${environment}`, '', verdict, '', '| status | check | where | finding | fix |', '|---|---|---|---|---|', ...rows, ...filesTable, ''].join('\n');
+    return [`### Preflight: ${environment}`, '', verdict, '', findingsTable, ...filesTable, ''].join('\n');
 }
 /** Failures become error annotations and warnings warning annotations, on the file and line when known. */
 function findingAnnotations(findings) {
@@ -39948,7 +39994,8 @@ function createMemoryLogger() {
 
 
 const STDERR_LIMIT = 64 * 1024;
-function spawnStreaming(command, args, invocation, masker, childEnv) {
+/** Spawns one tool with its stdout streaming to the caller (never buffered) and its stderr tail masked. For the runners here and in compose.ts. */
+function runner_spawnStreaming(command, args, invocation, masker, childEnv) {
     let child;
     try {
         child = (0,external_node_child_process_namespaceObject.spawn)(command, args, {
@@ -40043,42 +40090,13 @@ class runner_LocalRunner {
     }
     start(invocation) {
         const command = this.resolveTool(invocation.tool);
-        const env = childEnvironment(this.options.baseEnv ?? process.env, invocation.env);
+        const env = runner_childEnvironment(this.options.baseEnv ?? process.env, invocation.env);
         if (this.options.asUser && process.getuid?.() === 0) {
             // Without --login, runuser keeps the environment, so PGPASSWORD and friends reach the tool.
             const args = ['-u', this.options.asUser, '--', command, ...invocation.args];
-            return spawnStreaming('runuser', args, invocation, this.masker, env);
+            return runner_spawnStreaming('runuser', args, invocation, this.masker, env);
         }
-        return spawnStreaming(command, invocation.args, invocation, this.masker, env);
-    }
-}
-/** Runs tools inside a running Compose service with `exec -T`, so `DOCKER_HOST=ssh://...` works too. */
-class ComposeRunner {
-    options;
-    where;
-    masker;
-    constructor(options) {
-        this.options = options;
-        this.where = `compose service ${options.service}`;
-        this.masker = options.masker ?? new SecretMasker();
-    }
-    start(invocation) {
-        const [command, ...prefix] = this.options.composeCommand;
-        const env = definedOnly(invocation.env);
-        // `-e NAME` without a value copies it from the compose CLI's own environment: secrets stay off argv.
-        const envArgs = Object.keys(env).flatMap((key) => ['-e', key]);
-        const args = [
-            ...prefix,
-            ...this.options.files.flatMap((f) => ['-f', f]),
-            ...(this.options.projectName ? ['-p', this.options.projectName] : []),
-            'exec',
-            '-T',
-            ...envArgs,
-            this.options.service,
-            invocation.tool,
-            ...invocation.args,
-        ];
-        return spawnStreaming(command, args, invocation, this.masker, childEnvironment(this.options.baseEnv ?? process.env, env));
+        return runner_spawnStreaming(command, invocation.args, invocation, this.masker, env);
     }
 }
 /**
@@ -40099,15 +40117,15 @@ class runner_ContainerRunner {
         return this.options.container;
     }
     start(invocation) {
-        const env = definedOnly(invocation.env);
+        const env = runner_definedOnly(invocation.env);
         // `-e NAME` without a value copies it from the docker CLI's own environment: secrets stay off argv.
         const envArgs = Object.keys(env).flatMap((key) => ['-e', key]);
         const args = ['exec', ...(invocation.stdin ? ['-i'] : []), ...envArgs, ...(this.options.execOptions ?? []), this.options.container, invocation.tool, ...invocation.args];
-        return withMissingToolDetection(spawnStreaming('docker', args, invocation, this.masker, childEnvironment(this.options.baseEnv ?? process.env, env)), invocation.tool, `${this.where} (container ${this.options.container.slice(0, 12)})`);
+        return withMissingToolDetection(runner_spawnStreaming('docker', args, invocation, this.masker, runner_childEnvironment(this.options.baseEnv ?? process.env, env)), invocation.tool, `${this.where} (container ${this.options.container.slice(0, 12)})`);
     }
 }
 /** Runs each tool in a fresh container of an image (`docker run --rm`), for tools a stopped service's image holds. */
-class ImageRunner {
+class runner_ImageRunner {
     options;
     where;
     masker;
@@ -40117,7 +40135,7 @@ class ImageRunner {
         this.masker = options.masker ?? new SecretMasker();
     }
     start(invocation) {
-        const env = definedOnly(invocation.env);
+        const env = runner_definedOnly(invocation.env);
         const envArgs = Object.keys(env).flatMap((key) => ['-e', key]);
         const args = [
             'run',
@@ -40133,7 +40151,7 @@ class ImageRunner {
             this.options.image,
             ...invocation.args,
         ];
-        return withMissingToolDetection(spawnStreaming('docker', args, invocation, this.masker, childEnvironment(this.options.baseEnv ?? process.env, env)), invocation.tool, this.where);
+        return withMissingToolDetection(runner_spawnStreaming('docker', args, invocation, this.masker, runner_childEnvironment(this.options.baseEnv ?? process.env, env)), invocation.tool, this.where);
     }
 }
 /** docker exec / run answer 126 or 127 with the runtime's "executable file not found" for a tool the image lacks: a TOOL_MISSING failure that names it. */
@@ -40162,7 +40180,7 @@ async function runner_runText(runner, invocation, limitBytes = 16 * 1024 * 1024)
     return { ...result, stdout };
 }
 /** Like runText, but a non-zero exit becomes a failure carrying the tool's stderr. */
-async function runChecked(runner, invocation, what) {
+async function runner_runChecked(runner, invocation, what) {
     const result = await runner_runText(runner, invocation);
     if (result.exitCode !== 0) {
         throw failure('TOOL_FAILED', `${what} failed (${invocation.tool} ${runner_describeExit(result)}): ${runner_lastLines(result.stderr)}`, { details: { tool: invocation.tool, exitCode: result.exitCode } });
@@ -40183,18 +40201,18 @@ function runner_lastLines(text, count = 5) {
  * shell or a CI runner can then never redirect pg_dump, pg_restore or psql to another server or
  * database than the connection Lifeline was given.
  */
-function childEnvironment(base, extra) {
+function runner_childEnvironment(base, extra) {
     const env = {};
     for (const [key, value] of Object.entries(base))
         if (!isLibpqVariable(key))
             env[key] = value;
-    return { ...env, ...definedOnly(extra) };
+    return { ...env, ...runner_definedOnly(extra) };
 }
 function isLibpqVariable(name) {
     // PGPASSFILE stays: it only answers for the host, port, database and user already named.
     return /^PG/i.test(name) && !/^PGBACKREST_/i.test(name) && name !== 'PGPASSFILE';
 }
-function definedOnly(env) {
+function runner_definedOnly(env) {
     const out = {};
     for (const [key, value] of Object.entries(env ?? {}))
         if (value !== undefined)
@@ -41249,7 +41267,292 @@ function publicAddress(hostIp) {
     return hostIp === '' || hostIp === '0.0.0.0' || hostIp === '::';
 }
 
+;// CONCATENATED MODULE: ./src/runner/compose.ts
+
+
+
+const COMPOSE_V2 = ['docker', 'compose'];
+const COMPOSE_V1 = ['docker-compose'];
+/**
+ * Picks the Compose CLI: the configured one, or with `auto` the v2 plugin if `docker compose
+ * version` answers, else v1. Both talk to whatever engine DOCKER_HOST names (ssh:// included).
+ */
+async function detectComposeCommand(runner, setting, pathEnv = '') {
+    if (setting === 'docker compose')
+        return COMPOSE_V2;
+    if (setting === 'docker-compose')
+        return COMPOSE_V1;
+    const v2 = await runner_runText(runner, { tool: 'docker', args: ['compose', 'version'] }).catch(() => undefined);
+    if (v2?.exitCode === 0)
+        return COMPOSE_V2;
+    // v1 is a Python program that takes seconds to start: finding it on PATH is enough.
+    if (runner_findExecutable('docker-compose', [], pathEnv))
+        return COMPOSE_V1;
+    throw errors_usageError('COMPOSE_MISSING', 'neither `docker compose` (Compose v2) nor `docker-compose` (v1) works on this machine', 'install the Docker Compose plugin (or docker-compose), set compose.command in lifeline.yml, or remove postgres.service / redis.service to run the client tools locally');
+}
+/** `auto` prefers Compose v2 (`docker compose`), then v1 (`docker-compose`), on this host's PATH. */
+async function composeCommand(configured) {
+    return [...(await detectComposeCommand(new runner_LocalRunner(), configured, process.env.PATH ?? ''))];
+}
+/**
+ * Preflight's pick, which also reads v2's version: v2 (`docker compose`) first, then v1
+ * (`docker-compose`) when it is on PATH, unless the config names one; undefined when none is there.
+ */
+async function probeComposeCli(runner, configured, pathEnv, cwd) {
+    if (configured !== 'docker-compose') {
+        try {
+            const v2 = await runner_runText(runner, { tool: 'docker', args: ['compose', 'version', '--short'], cwd });
+            const version = v2.stdout.trim();
+            if (v2.exitCode === 0 && /^v?\d+\.\d+/.test(version))
+                return { command: [...COMPOSE_V2], version: version.replace(/^v/, '') };
+        }
+        catch {
+            // no docker CLI: v1 may still be there
+        }
+        if (configured === 'docker compose')
+            return undefined;
+    }
+    return runner_findExecutable('docker-compose', [], pathEnv) ? { command: [...COMPOSE_V1] } : undefined;
+}
+/** The project name as Compose records it in its labels (both versions lowercase it and drop other characters). */
+function normalizeProjectName(name) {
+    return name.toLowerCase().replace(/[^-_a-z0-9]/g, '');
+}
+/** The full argv for one Compose call; the override file, when given, comes last so it wins. */
+function composeInvocation(project, args, overrideFile) {
+    const [tool, ...prefix] = project.command;
+    const files = overrideFile ? [...project.files, overrideFile] : project.files;
+    return {
+        tool: tool,
+        args: [...prefix, ...files.flatMap((file) => ['-f', file]), ...(project.projectName ? ['-p', project.projectName] : []), ...args],
+    };
+}
+/** One Compose command line as an operator would type it, for a message's fix. */
+function composeHint(project, args) {
+    const invocation = composeInvocation(project, []);
+    return [invocation.tool, ...invocation.args, args].join(' ');
+}
+/**
+ * The Compose command line of the configured CLI, files and project, as a runbook prints it (`auto`
+ * is written as v2); the files as the caller shows them.
+ */
+function composeCommandText(setting, shownFiles, projectName) {
+    const cli = setting === 'docker-compose' ? COMPOSE_V1 : COMPOSE_V2;
+    return [cli.join(' '), ...shownFiles.map((f) => `-f ${f}`), ...(projectName ? [`-p ${projectName}`] : [])].join(' ');
+}
+/** `--filter label=...` for Compose's labels on the engine's containers. */
+function labelFilters(labels) {
+    return labels.flatMap((label) => ['--filter', `label=${label}`]);
+}
+function projectLabel(projectName) {
+    return `com.docker.compose.project=${normalizeProjectName(projectName)}`;
+}
+function idLines(out) {
+    return out
+        .split('\n')
+        .map((line) => line.trim())
+        .filter(Boolean);
+}
+/** The Compose and Docker calls a deploy or a live restore needs, through the runner (the only place that spawns). */
+class ComposeDriver {
+    runner;
+    project;
+    constructor(runner, project) {
+        this.runner = runner;
+        this.project = project;
+    }
+    async pull(services, overrideFile) {
+        await runChecked(this.runner, composeInvocation(this.project, ['pull', ...services], overrideFile), `pulling ${services.join(', ')}`);
+    }
+    /**
+     * Recreates only the named services (`--no-deps`): the database and Redis are never touched.
+     * Always new containers (`--force-recreate`), so what answers a health check afterwards can be
+     * told apart from what ran before.
+     */
+    async up(services, overrideFile) {
+        await runChecked(this.runner, composeInvocation(this.project, ['up', '-d', '--no-deps', '--force-recreate', ...services], overrideFile), `starting ${services.join(', ')}`);
+    }
+    /** `compose stop SERVICE`; a non-zero exit is a TOOL_FAILED failure carrying Compose's stderr. */
+    async stop(service) {
+        await runChecked(this.runner, composeInvocation(this.project, ['stop', service]), `stopping ${service}`);
+    }
+    /** `compose start SERVICE` (the same container, not a new one). */
+    async start(service) {
+        await runChecked(this.runner, composeInvocation(this.project, ['start', service]), `starting ${service}`);
+    }
+    /**
+     * The ids of a service's containers, stopped ones included: `ps -a` with v2, which otherwise
+     * lists running containers only; v1 lists stopped ones anyway (its -a adds one-off `run` containers).
+     */
+    async serviceContainerIds(service) {
+        const v2 = this.project.command.length > 1;
+        return idLines(await runChecked(this.runner, composeInvocation(this.project, ['ps', ...(v2 ? ['-a'] : []), '-q', service]), `finding the container of service ${service}`));
+    }
+    /** The local image id (`sha256:...`) of each reference the engine has; references it lacks are absent. */
+    async imageIds(references) {
+        const ids = new Map();
+        for (const reference of references) {
+            const result = await runText(this.runner, { tool: 'docker', args: ['image', 'inspect', '--format', '{{.Id}}', reference] }).catch(() => undefined);
+            const id = result?.exitCode === 0 ? result.stdout.trim() : '';
+            if (id)
+                ids.set(reference, id);
+        }
+        return ids;
+    }
+    /** True when every image is already in the engine: a digest names exactly one image, so pulling it again changes nothing. */
+    async imagesPresent(images) {
+        const result = await runText(this.runner, { tool: 'docker', args: ['image', 'inspect', '--format', '{{.Id}}', ...images] }).catch(() => undefined);
+        return result?.exitCode === 0;
+    }
+    /**
+     * Every container of the project, with its state. With a known project name the engine is asked
+     * directly by Compose's labels: Compose v1 takes seconds to start, which a health wait should not pay.
+     */
+    async projectContainers(overrideFile) {
+        const out = this.project.projectName
+            ? await runChecked(this.runner, { tool: 'docker', args: ['ps', '-aq', '--no-trunc', ...labelFilters([projectLabel(this.project.projectName), 'com.docker.compose.oneoff=False'])] }, 'listing the containers of the project')
+            : await runChecked(this.runner, composeInvocation(this.project, ['ps', '-q'], overrideFile), 'listing the containers of the project');
+        const ids = idLines(out);
+        return ids.length ? this.inspect(ids) : [];
+    }
+    /** The state of the given containers; throws if one of them no longer exists. */
+    async inspect(containerIds) {
+        const out = await runChecked(this.runner, { tool: 'docker', args: ['inspect', '--type', 'container', ...containerIds] }, 'inspecting containers');
+        let parsed;
+        try {
+            parsed = JSON.parse(out);
+        }
+        catch (error) {
+            throw failure('DOCKER_OUTPUT', 'could not read the output of docker inspect', { cause: error });
+        }
+        return parsed.map((c) => ({
+            id: c.Id,
+            service: c.Config.Labels?.['com.docker.compose.service'] ?? '',
+            imageRef: c.Config.Image,
+            imageId: c.Image,
+            running: c.State.Running,
+            exitCode: c.State.ExitCode,
+            status: c.State.Status,
+            health: c.State.Health?.Status,
+            startedAtMs: startedAtMs(c.State.StartedAt),
+            restartCount: c.RestartCount ?? 0,
+            pid: c.State.Pid ?? 0,
+            addresses: Object.values(c.NetworkSettings?.Networks ?? {})
+                .flatMap((n) => [n?.IPAddress, n?.GlobalIPv6Address])
+                .filter((a) => Boolean(a)),
+        }));
+    }
+    /**
+     * Follows the engine's container events for the project (health changes, starts, deaths) and
+     * calls `onEvent` for each, so a health wait can look again at once instead of at its next poll.
+     * Best effort: if `docker events` cannot run, nothing is called and polling alone decides. The
+     * stream ends by itself after `untilSeconds`, so even a killed Lifeline leaves no follower behind.
+     */
+    watchEvents(onEvent, untilSeconds) {
+        const filters = ['--filter', 'type=container', ...['health_status', 'start', 'die', 'destroy'].flatMap((e) => ['--filter', `event=${e}`])];
+        if (this.project.projectName)
+            filters.push(...labelFilters([projectLabel(this.project.projectName)]));
+        // Unix times: events from now on only, and a stream that ends by itself.
+        const now = Math.floor(Date.now() / 1000);
+        let running;
+        try {
+            running = this.runner.start({ tool: 'docker', args: ['events', ...filters, '--since', String(now), '--until', String(now + Math.ceil(untilSeconds) + 5), '--format', '{{.ID}}'] });
+        }
+        catch {
+            return { stop() { } };
+        }
+        running.stdout.on('data', () => onEvent());
+        running.stdout.on('error', () => { });
+        running.done.catch(() => { });
+        return { stop: () => running?.kill('SIGTERM') };
+    }
+    /** The last lines a service logged, for the failure message; never throws. */
+    async logsTail(service, lines, overrideFile) {
+        const result = await runText(this.runner, composeInvocation(this.project, ['logs', '--no-color', '--tail', String(lines), service], overrideFile)).catch((error) => ({
+            exitCode: 1,
+            stdout: '',
+            stderr: error.message,
+        }));
+        if (result.exitCode !== 0)
+            return `(could not read its logs: ${lastLines(result.stderr, 2)})`;
+        return result.stdout.trim() || '(it logged nothing)';
+    }
+}
+/** Docker writes `0001-01-01T00:00:00Z` for a container never started. */
+function startedAtMs(value) {
+    const ms = value ? Date.parse(value) : NaN;
+    return Number.isFinite(ms) && ms > 0 ? ms : 0;
+}
+/**
+ * `compose config` on the given files (what `config -q` runs, keeping the merged model on stdout),
+ * for preflight's validation; the tool's result is returned as is.
+ */
+async function composeConfig(runner, command, files, cwd) {
+    return runner_runText(runner, { ...composeInvocation({ command, files }, ['config']), cwd });
+}
+/** The one running container of a Compose service; a missing or scaled service is a failure with the fix. */
+async function serviceContainerId(compose, service) {
+    if (compose.projectName) {
+        // With a known project name the engine is asked directly by Compose's labels (running
+        // containers only): Compose v1 takes 2-5 s to start, paid by every command in this layout.
+        // Anything but exactly one container goes on to Compose itself, for its diagnostics.
+        const labels = [projectLabel(compose.projectName), `com.docker.compose.service=${service}`, 'com.docker.compose.oneoff=False'];
+        const byLabel = await runner_runText(new runner_LocalRunner(), { tool: 'docker', args: ['ps', '-q', '--no-trunc', ...labelFilters(labels)] }).catch(() => undefined);
+        const found = byLabel?.exitCode === 0 ? idLines(byLabel.stdout) : [];
+        if (found.length === 1)
+            return found[0];
+    }
+    const project = { command: await composeCommand(compose.command), files: compose.files, projectName: compose.projectName };
+    const hint = (args) => composeHint(project, args);
+    const ps = await runner_runText(new runner_LocalRunner(), composeInvocation(project, ['ps', '-q', service]));
+    if (ps.exitCode !== 0) {
+        throw errors_failure('COMPOSE_PS_FAILED', `cannot find the container of Compose service ${service} (${hint(`ps -q ${service}`)} ${runner_describeExit(ps)}): ${runner_lastLines(ps.stderr, 3)}`, {
+            fix: 'check compose.files and compose.projectName in lifeline.yml (they must name the running stack), and that Docker is reachable (DOCKER_HOST)',
+        });
+    }
+    const ids = idLines(ps.stdout);
+    if (ids.length === 0) {
+        throw errors_failure('SERVICE_NOT_RUNNING', `Compose service ${service} has no container in ${compose.projectName ? `project ${compose.projectName}` : 'the stack'}`, {
+            fix: `start it (${hint(`up -d ${service}`)}), or check the service name (postgres.service / redis.service) and compose.projectName in lifeline.yml`,
+        });
+    }
+    if (ids.length > 1) {
+        throw errors_failure('SERVICE_SCALED', `Compose service ${service} has ${ids.length} containers; Lifeline runs its tools in exactly one`, { fix: `scale ${service} to one container` });
+    }
+    return ids[0];
+}
+/**
+ * Runs tools inside a running Compose service with `exec -T`, so `DOCKER_HOST=ssh://...` works too.
+ * Lifeline itself runs tools by `docker exec` on the service's container id (runner/factory.ts);
+ * this stays for callers that must go through Compose.
+ */
+class ComposeRunner {
+    options;
+    where;
+    masker;
+    constructor(options) {
+        this.options = options;
+        this.where = `compose service ${options.service}`;
+        this.masker = options.masker ?? new SecretMasker();
+    }
+    start(invocation) {
+        const env = definedOnly(invocation.env);
+        // `-e NAME` without a value copies it from the compose CLI's own environment: secrets stay off argv.
+        const envArgs = Object.keys(env).flatMap((key) => ['-e', key]);
+        const { tool, args } = composeInvocation({ command: this.options.composeCommand, files: this.options.files, projectName: this.options.projectName }, [
+            'exec',
+            '-T',
+            ...envArgs,
+            this.options.service,
+            invocation.tool,
+            ...invocation.args,
+        ]);
+        return spawnStreaming(tool, args, invocation, this.masker, childEnvironment(this.options.baseEnv ?? process.env, env));
+    }
+}
+
 ;// CONCATENATED MODULE: ./src/preflight/docker.ts
+
 
 
 const DEFAULT_MIN_DOCKER_VERSION = '20.10.0';
@@ -41286,20 +41589,7 @@ async function checkDockerEngine(runner, ctx, options) {
 }
 /** Picks Compose: v2 (`docker compose`) first, then v1 (`docker-compose`) when it is on PATH, unless the config names one. */
 async function detectCompose(runner, ctx, configured, pathEnv) {
-    if (configured !== 'docker-compose') {
-        try {
-            const v2 = await runner_runText(runner, { tool: 'docker', args: ['compose', 'version', '--short'], cwd: ctx.cwd });
-            const version = v2.stdout.trim();
-            if (v2.exitCode === 0 && /^v?\d+\.\d+/.test(version))
-                return { command: ['docker', 'compose'], version: version.replace(/^v/, '') };
-        }
-        catch {
-            // no docker CLI: v1 may still be there
-        }
-        if (configured === 'docker compose')
-            return undefined;
-    }
-    return runner_findExecutable('docker-compose', [], pathEnv) ? { command: ['docker-compose'] } : undefined;
+    return probeComposeCli(runner, configured, pathEnv, ctx.cwd);
 }
 /**
  * Validates the merged Compose files with the real Compose (`config`, which is what `config -q`
@@ -41320,10 +41610,9 @@ async function checkComposeConfig(runner, ctx, cli, files, configured) {
             ],
         };
     }
-    const [tool, ...prefix] = cli.command;
     let result;
     try {
-        result = await runner_runText(runner, { tool: tool, args: [...prefix, ...files.flatMap((f) => ['-f', f]), 'config'], cwd: ctx.cwd });
+        result = await composeConfig(runner, cli.command, files, ctx.cwd);
     }
     catch {
         return { findings: [fail({ check: 'compose.cli', message: `${cli.command.join(' ')} does not run`, fix: 'install the Docker Compose plugin (docker-compose-plugin) or docker-compose' })] };
@@ -42742,136 +43031,12 @@ async function checkScripts(runner, ctx, scripts, severity) {
     return findings;
 }
 
-;// CONCATENATED MODULE: ./src/runner/postgres-env.ts
-
-/** Parses a postgres:// URL into its parts. */
-function postgres_env_parsePgUrl(url) {
-    let parsed;
-    try {
-        parsed = new URL(url);
-    }
-    catch {
-        throw errors_usageError('BAD_URL', 'the PostgreSQL URL is not a valid URL', 'write it as postgres://user:password@host:5432/dbname');
-    }
-    if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
-        throw errors_usageError('BAD_URL', `the PostgreSQL URL uses the scheme ${parsed.protocol}`, 'write it as postgres://user:password@host:5432/dbname');
-    }
-    const params = {};
-    parsed.searchParams.forEach((value, key) => {
-        params[key] = value;
-    });
-    // A libpq ?password= authenticates like the userinfo one; both travel in PGPASSWORD only.
-    const queryPassword = params.password;
-    delete params.password;
-    if (params.sslpassword !== undefined) {
-        // libpq reads sslpassword from no environment variable, and Lifeline puts no secret on a command line.
-        throw errors_usageError('BAD_URL', 'the PostgreSQL URL sets sslpassword, which Lifeline cannot pass to pg_dump, pg_restore and psql without putting it on their command line', "use a client key without a passphrase (openssl pkey -in key.pem -out plain.pem), readable only by the store's owner (chmod 0600), in sslkey");
-    }
-    const decode = (part, value) => {
-        try {
-            return decodeURIComponent(value);
-        }
-        catch {
-            throw errors_usageError('BAD_URL', `the PostgreSQL URL's ${part} has a malformed percent-escape`, `percent-encode it correctly (a literal % is %25), e.g. with encodeURIComponent`);
-        }
-    };
-    const database = decode('database name', parsed.pathname.replace(/^\//, '')) || 'postgres';
-    return {
-        host: decode('host', parsed.hostname.replace(/^\[|\]$/g, '')) || params.host || '127.0.0.1',
-        port: parsed.port ? Number(parsed.port) : 5432,
-        user: parsed.username ? decode('user name', parsed.username) : undefined,
-        password: parsed.password ? decode('password', parsed.password) : queryPassword || undefined,
-        database,
-        params,
-    };
-}
-function postgres_env_formatPgUrl(conn) {
-    const auth = conn.user ? `${encodeURIComponent(conn.user)}${conn.password ? `:${encodeURIComponent(conn.password)}` : ''}@` : '';
-    const query = new URLSearchParams(conn.params).toString();
-    return `postgres://${auth}${conn.host.includes(':') ? `[${conn.host}]` : conn.host}:${conn.port}/${encodeURIComponent(conn.database)}${query ? `?${query}` : ''}`;
-}
-const PARAM_ENV = {
-    sslmode: 'PGSSLMODE',
-    sslrootcert: 'PGSSLROOTCERT',
-    sslcert: 'PGSSLCERT',
-    sslkey: 'PGSSLKEY',
-    application_name: 'PGAPPNAME',
-    connect_timeout: 'PGCONNECT_TIMEOUT',
-    options: 'PGOPTIONS',
-};
-/**
- * libpq environment for a connection. The password travels in PGPASSWORD, never on a
- * command line where `ps` would show it.
- */
-function pgEnv(conn, database = conn.database) {
-    const env = {
-        PGHOST: conn.host,
-        PGPORT: String(conn.port),
-        PGUSER: conn.user,
-        PGPASSWORD: conn.password,
-        PGDATABASE: database,
-        PGCONNECT_TIMEOUT: '10',
-    };
-    for (const [param, value] of Object.entries(conn.params)) {
-        const name = PARAM_ENV[param];
-        if (name)
-            env[name] = value;
-    }
-    const settings = [
-        ...(conn.timeouts?.lockSeconds ? [`-c lock_timeout=${Math.round(conn.timeouts.lockSeconds * 1000)}`] : []),
-        ...(conn.timeouts?.statementSeconds ? [`-c statement_timeout=${Math.round(conn.timeouts.statementSeconds * 1000)}`] : []),
-    ];
-    if (settings.length)
-        env.PGOPTIONS = [env.PGOPTIONS, ...settings].filter(Boolean).join(' ');
-    return env;
-}
-function withDatabase(conn, database) {
-    return { ...conn, database };
-}
-/** A SQL identifier, quoted. */
-function quoteIdent(name) {
-    return `"${name.replace(/"/g, '""')}"`;
-}
-/** A SQL string literal, quoted (standard_conforming_strings on, the default since 9.1). */
-function quoteLiteral(value) {
-    if (value.includes('\0'))
-        throw usageError('BAD_VALUE', 'a value contains a NUL byte', 'remove the NUL byte');
-    return `'${value.replace(/'/g, "''")}'`;
-}
-
-;// CONCATENATED MODULE: ./src/runner/compose.ts
-
-
-const COMPOSE_V2 = ['docker', 'compose'];
-const COMPOSE_V1 = ['docker-compose'];
-/**
- * Picks the Compose CLI: the configured one, or with `auto` the v2 plugin if `docker compose
- * version` answers, else v1. Both talk to whatever engine DOCKER_HOST names (ssh:// included).
- */
-async function detectComposeCommand(runner, setting, pathEnv = '') {
-    if (setting === 'docker compose')
-        return COMPOSE_V2;
-    if (setting === 'docker-compose')
-        return COMPOSE_V1;
-    const v2 = await runner_runText(runner, { tool: 'docker', args: ['compose', 'version'] }).catch(() => undefined);
-    if (v2?.exitCode === 0)
-        return COMPOSE_V2;
-    // v1 is a Python program that takes seconds to start: finding it on PATH is enough.
-    if (runner_findExecutable('docker-compose', [], pathEnv))
-        return COMPOSE_V1;
-    throw errors_usageError('COMPOSE_MISSING', 'neither `docker compose` (Compose v2) nor `docker-compose` (v1) works on this machine', 'install the Docker Compose plugin (or docker-compose), set compose.command in lifeline.yml, or remove postgres.service / redis.service to run the client tools locally');
-}
-/** The project name as Compose records it in its labels (both versions lowercase it and drop other characters). */
-function normalizeProjectName(name) {
-    return name.toLowerCase().replace(/[^-_a-z0-9]/g, '');
-}
-
-;// CONCATENATED MODULE: ./src/postgres/binaries.ts
+;// CONCATENATED MODULE: ./src/runner/postgres-binaries.ts
 
 
 
 /** Directories holding PostgreSQL server binaries (initdb, pg_ctl, postgres), newest major first. */
-function binaries_postgresServerBinDirs(configured) {
+function postgres_binaries_postgresServerBinDirs(configured) {
     const dirs = [];
     if (configured)
         dirs.push(configured);
@@ -42888,7 +43053,7 @@ function binaries_postgresServerBinDirs(configured) {
     return dirs;
 }
 function findServerBinDir(configured) {
-    for (const dir of binaries_postgresServerBinDirs(configured)) {
+    for (const dir of postgres_binaries_postgresServerBinDirs(configured)) {
         if (findExecutable('initdb', [dir], ''))
             return dir;
     }
@@ -42896,28 +43061,13 @@ function findServerBinDir(configured) {
     return initdb ? initdb.replace(/\/initdb$/, '') : undefined;
 }
 
-;// CONCATENATED MODULE: ./src/postgres/connection.ts
+;// CONCATENATED MODULE: ./src/runner/factory.ts
 
 
 
-
-
-/** The URL with its password replaced by `***`: what error messages may show. */
-function maskedUrl(conn) {
-    return formatPgUrl({ ...conn, password: conn.password ? '***' : undefined });
-}
-/** The environment's PostgreSQL connection; a missing URL is a usage error that says where to set it. */
-function environmentConnection(settings) {
-    if (!settings.postgres.url) {
-        const named = settings.postgres.urlEnv;
-        // An environment that names its variable never falls back to DATABASE_URL: say which one to set.
-        throw usageError('NO_DATABASE_URL', named ? `no PostgreSQL URL for environment ${settings.name}: ${named} (its postgres.urlEnv) is not set` : `no PostgreSQL URL for environment ${settings.name}`, named
-            ? `set ${named}, or pass --database-url postgres://user:password@host:5432/dbname`
-            : 'pass --database-url postgres://user:password@host:5432/dbname, set DATABASE_URL, or set postgres.urlEnv in lifeline.yml');
-    }
-    const conn = parsePgUrl(settings.postgres.url);
-    return settings.postgres.database ? { ...conn, database: settings.postgres.database } : conn;
-}
+// The one runner factory (issue #23): where the PostgreSQL and Redis tools run, built from the
+// settings. Local binaries, a Compose service's running container (by `docker exec` on its id), or a
+// throwaway container of an image. The Compose command lines behind it are in compose.ts.
 /**
  * Where the PostgreSQL client tools run: inside the configured Compose service, or locally,
  * preferring the configured binDir, then the newest Debian major (its pg_dump reads every older server).
@@ -42925,86 +43075,36 @@ function environmentConnection(settings) {
 async function postgresRunner(settings) {
     if (settings.postgres.service)
         return composeRunner(settings.compose, settings.postgres.service);
-    return new LocalRunner({ binDirs: postgresServerBinDirs(settings.postgres.binDir) });
+    return localPostgresRunner(settings.postgres.binDir);
 }
 /** Local PostgreSQL client tools (verification reads catalog files on this host). */
 function localPostgresRunner(binDir) {
     return new LocalRunner({ binDirs: postgresServerBinDirs(binDir) });
 }
+/** Where redis-cli and redis-check-rdb run: inside the configured Compose service, or locally (redis.binDir, then PATH). */
 async function redisRunner(settings) {
     if (settings.redis?.service)
         return composeRunner(settings.compose, settings.redis.service);
-    return new LocalRunner({ binDirs: settings.redis?.binDir ? [settings.redis.binDir] : [] });
+    return localToolsRunner(settings.redis?.binDir);
+}
+/** Tools on this host: the one configured directory first, then PATH (with the given environment, e.g. DOCKER_HOST). */
+function localToolsRunner(binDir, baseEnv) {
+    return new runner_LocalRunner({ binDirs: binDir ? [binDir] : [], ...(baseEnv ? { baseEnv } : {}) });
 }
 /**
  * Runs tools inside the service's container with `docker exec` on its id, resolved once here with
  * `compose ps -q SERVICE` (each Compose v1 `exec` costs 2-10 s; `docker exec` a tenth of that).
  */
 async function composeRunner(compose, service) {
-    const container = await serviceContainerId(compose, service);
+    return serviceContainerRunner(await serviceContainerId(compose, service), service);
+}
+/** `docker exec` into a Compose service's container already found by its id. */
+function serviceContainerRunner(container, service) {
     return new runner_ContainerRunner({ container, where: `compose service ${service}` });
 }
-/** The one running container of a Compose service; a missing or scaled service is a failure with the fix. */
-async function serviceContainerId(compose, service) {
-    if (compose.projectName) {
-        // With a known project name the engine is asked directly by Compose's labels (running
-        // containers only): Compose v1 takes 2-5 s to start, paid by every command in this layout.
-        // Anything but exactly one container goes on to Compose itself, for its diagnostics.
-        const labels = [`com.docker.compose.project=${normalizeProjectName(compose.projectName)}`, `com.docker.compose.service=${service}`, 'com.docker.compose.oneoff=False'];
-        const byLabel = await runner_runText(new runner_LocalRunner(), { tool: 'docker', args: ['ps', '-q', '--no-trunc', ...labels.flatMap((l) => ['--filter', `label=${l}`])] }).catch(() => undefined);
-        const found = byLabel?.exitCode === 0
-            ? byLabel.stdout
-                .split('\n')
-                .map((l) => l.trim())
-                .filter(Boolean)
-            : [];
-        if (found.length === 1)
-            return found[0];
-    }
-    const command = await composeCommand(compose.command);
-    const [tool, ...prefix] = command;
-    const project = [...compose.files.flatMap((f) => ['-f', f]), ...(compose.projectName ? ['-p', compose.projectName] : [])];
-    const hint = (args) => [...command, ...project, args].join(' ');
-    const ps = await runner_runText(new runner_LocalRunner(), { tool: tool, args: [...prefix, ...project, 'ps', '-q', service] });
-    if (ps.exitCode !== 0) {
-        throw errors_failure('COMPOSE_PS_FAILED', `cannot find the container of Compose service ${service} (${hint(`ps -q ${service}`)} ${runner_describeExit(ps)}): ${runner_lastLines(ps.stderr, 3)}`, {
-            fix: 'check compose.files and compose.projectName in lifeline.yml (they must name the running stack), and that Docker is reachable (DOCKER_HOST)',
-        });
-    }
-    const ids = ps.stdout
-        .split('\n')
-        .map((l) => l.trim())
-        .filter(Boolean);
-    if (ids.length === 0) {
-        throw errors_failure('SERVICE_NOT_RUNNING', `Compose service ${service} has no container in ${compose.projectName ? `project ${compose.projectName}` : 'the stack'}`, {
-            fix: `start it (${hint(`up -d ${service}`)}), or check the service name (postgres.service / redis.service) and compose.projectName in lifeline.yml`,
-        });
-    }
-    if (ids.length > 1) {
-        throw errors_failure('SERVICE_SCALED', `Compose service ${service} has ${ids.length} containers; Lifeline runs its tools in exactly one`, { fix: `scale ${service} to one container` });
-    }
-    return ids[0];
-}
-/** `auto` prefers Compose v2 (`docker compose`), then v1 (`docker-compose`). */
-async function composeCommand(configured) {
-    return [...(await detectComposeCommand(new runner_LocalRunner(), configured, process.env.PATH ?? ''))];
-}
-/**
- * Makes a first round trip so a wrong password or an unreachable server fails with the URL
- * (password masked) and a fix, instead of a bare libpq message later.
- */
-async function checkConnection(session, conn) {
-    try {
-        await session.queryValue('SELECT 1');
-    }
-    catch (error) {
-        const message = error.message;
-        const auth = /password authentication failed|no password supplied|authentication failed/i.test(message);
-        throw failure('POSTGRES_CONNECT', `cannot connect to ${maskedUrl(conn)}: ${message}`, {
-            fix: auth ? 'check the user and password in the database URL (DATABASE_URL / --database-url)' : 'check that the server is running and reachable, and the host, port and database name in the URL',
-            cause: error,
-        });
-    }
+/** Each tool in a fresh container of the image (`docker run --rm`, no network), for tools a stopped service's image holds. */
+function throwawayContainerRunner(image, where) {
+    return new ImageRunner({ image, where });
 }
 
 // EXTERNAL MODULE: external "node:crypto"
@@ -64895,7 +64995,7 @@ function identityRequired(what) {
  */
 function encryptingWriter(target, recipients) {
     if (!recipients.length)
-        throw new Error('encryptingWriter needs at least one recipient');
+        throw errors_failure('INTERNAL_INVARIANT', 'internal error: encryptingWriter needs at least one recipient');
     const plain = new HashingTransform();
     const finished = (async () => {
         const encrypter = new Encrypter();
@@ -65732,7 +65832,7 @@ async function reapOne(leftover, options) {
         if (leftover.pid)
             await stopPid(leftover.pid, 'SIGQUIT', 30000);
         if (postmasterPid(leftover.dataDir))
-            throw new Error(`the server still runs; stop it with kill -QUIT ${leftover.pid}`);
+            throw failure('LEFTOVER_NOT_REMOVED', `the server still runs; stop it with kill -QUIT ${leftover.pid}`);
         remove(leftover.path);
         return;
     }
@@ -65743,7 +65843,7 @@ async function reapOne(leftover, options) {
     const docker = options.docker ?? new LocalRunner();
     const result = await runText(docker, { tool: 'docker', args: ['rm', '-f', leftover.container] }).catch((error) => ({ exitCode: 1, signal: null, stderr: error.message, stdout: '' }));
     if (result.exitCode !== 0 && !/No such container/i.test(result.stderr)) {
-        throw new Error(`docker rm -f ${leftover.container} ${describeExit(result)}: ${lastLines(result.stderr, 2)}; remove it with docker rm -f ${leftover.container}`);
+        throw failure('LEFTOVER_NOT_REMOVED', `docker rm -f ${leftover.container} ${describeExit(result)}: ${lastLines(result.stderr, 2)}; remove it with docker rm -f ${leftover.container}`);
     }
 }
 
@@ -66006,7 +66106,7 @@ async function checkRdb(runner, path,
 /** The plaintext as a stream (a decrypted snapshot) instead of `path`; only where the check runs in a container. */ source) {
     let result;
     if (source && runner instanceof LocalRunner)
-        throw new Error('checkRdb: a stream source needs a container runner');
+        throw failure('INTERNAL_INVARIANT', 'internal error: checkRdb: a stream source needs a container runner');
     try {
         result =
             runner instanceof LocalRunner
@@ -66313,7 +66413,7 @@ async function drillPostgres(settings) {
         }
     }
     const major = await newestBackupMajor(settings);
-    const dirs = binaries_postgresServerBinDirs(settings.postgresBinDir).filter((dir) => runner_findExecutable('initdb', [dir], '') && runner_findExecutable('pg_ctl', [dir], ''));
+    const dirs = postgres_binaries_postgresServerBinDirs(settings.postgresBinDir).filter((dir) => runner_findExecutable('initdb', [dir], '') && runner_findExecutable('pg_ctl', [dir], ''));
     const majorOf = (dir) => Number(/\/(\d+)\/bin\/?$/.exec(dir)?.[1]);
     const usable = major ? dirs.filter((dir) => !(majorOf(dir) < major)) : dirs;
     const install = `apt-get install postgresql-${major ?? '<major of your server>'}`;
@@ -66383,6 +66483,103 @@ async function redisTools(settings) {
         ];
     }
     return [pass({ check, message: `${REDIS_TOOLS.join(', ')} are installed on this host` })];
+}
+
+;// CONCATENATED MODULE: ./src/runner/postgres-env.ts
+
+/** Parses a postgres:// URL into its parts. */
+function parsePgUrl(url) {
+    let parsed;
+    try {
+        parsed = new URL(url);
+    }
+    catch {
+        throw errors_usageError('BAD_URL', 'the PostgreSQL URL is not a valid URL', 'write it as postgres://user:password@host:5432/dbname');
+    }
+    if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
+        throw errors_usageError('BAD_URL', `the PostgreSQL URL uses the scheme ${parsed.protocol}`, 'write it as postgres://user:password@host:5432/dbname');
+    }
+    const params = {};
+    parsed.searchParams.forEach((value, key) => {
+        params[key] = value;
+    });
+    // A libpq ?password= authenticates like the userinfo one; both travel in PGPASSWORD only.
+    const queryPassword = params.password;
+    delete params.password;
+    if (params.sslpassword !== undefined) {
+        // libpq reads sslpassword from no environment variable, and Lifeline puts no secret on a command line.
+        throw errors_usageError('BAD_URL', 'the PostgreSQL URL sets sslpassword, which Lifeline cannot pass to pg_dump, pg_restore and psql without putting it on their command line', "use a client key without a passphrase (openssl pkey -in key.pem -out plain.pem), readable only by the store's owner (chmod 0600), in sslkey");
+    }
+    const decode = (part, value) => {
+        try {
+            return decodeURIComponent(value);
+        }
+        catch {
+            throw errors_usageError('BAD_URL', `the PostgreSQL URL's ${part} has a malformed percent-escape`, `percent-encode it correctly (a literal % is %25), e.g. with encodeURIComponent`);
+        }
+    };
+    const database = decode('database name', parsed.pathname.replace(/^\//, '')) || 'postgres';
+    return {
+        host: decode('host', parsed.hostname.replace(/^\[|\]$/g, '')) || params.host || '127.0.0.1',
+        port: parsed.port ? Number(parsed.port) : 5432,
+        user: parsed.username ? decode('user name', parsed.username) : undefined,
+        password: parsed.password ? decode('password', parsed.password) : queryPassword || undefined,
+        database,
+        params,
+    };
+}
+function formatPgUrl(conn) {
+    const auth = conn.user ? `${encodeURIComponent(conn.user)}${conn.password ? `:${encodeURIComponent(conn.password)}` : ''}@` : '';
+    const query = new URLSearchParams(conn.params).toString();
+    return `postgres://${auth}${conn.host.includes(':') ? `[${conn.host}]` : conn.host}:${conn.port}/${encodeURIComponent(conn.database)}${query ? `?${query}` : ''}`;
+}
+const PARAM_ENV = {
+    sslmode: 'PGSSLMODE',
+    sslrootcert: 'PGSSLROOTCERT',
+    sslcert: 'PGSSLCERT',
+    sslkey: 'PGSSLKEY',
+    application_name: 'PGAPPNAME',
+    connect_timeout: 'PGCONNECT_TIMEOUT',
+    options: 'PGOPTIONS',
+};
+/**
+ * libpq environment for a connection. The password travels in PGPASSWORD, never on a
+ * command line where `ps` would show it.
+ */
+function pgEnv(conn, database = conn.database) {
+    const env = {
+        PGHOST: conn.host,
+        PGPORT: String(conn.port),
+        PGUSER: conn.user,
+        PGPASSWORD: conn.password,
+        PGDATABASE: database,
+        PGCONNECT_TIMEOUT: '10',
+    };
+    for (const [param, value] of Object.entries(conn.params)) {
+        const name = PARAM_ENV[param];
+        if (name)
+            env[name] = value;
+    }
+    const settings = [
+        ...(conn.timeouts?.lockSeconds ? [`-c lock_timeout=${Math.round(conn.timeouts.lockSeconds * 1000)}`] : []),
+        ...(conn.timeouts?.statementSeconds ? [`-c statement_timeout=${Math.round(conn.timeouts.statementSeconds * 1000)}`] : []),
+    ];
+    if (settings.length)
+        env.PGOPTIONS = [env.PGOPTIONS, ...settings].filter(Boolean).join(' ');
+    return env;
+}
+function withDatabase(conn, database) {
+    return { ...conn, database };
+}
+/** A SQL identifier, quoted. */
+function quoteIdent(name) {
+    return `"${name.replace(/"/g, '""')}"`;
+}
+/** A SQL string literal, quoted (standard_conforming_strings on, the default since 9.1). */
+function quoteLiteral(value) {
+    if (value.includes('\0'))
+        throw usageError('BAD_VALUE', 'a value contains a NUL byte', 'remove the NUL byte');
+    return `'${value.replace(/'/g, "''")}'`;
 }
 
 ;// CONCATENATED MODULE: external "node:readline"
@@ -66491,6 +66688,16 @@ async function queryOnce(runner, conn, sql, database) {
     const session = PsqlSession.open(runner, conn, { database });
     try {
         return await session.query(sql);
+    }
+    finally {
+        await session.close();
+    }
+}
+/** Runs statements in a fresh session: psql ends a session at its first error (ON_ERROR_STOP), so a retry needs a new one. */
+async function execOnce(runner, conn, sql) {
+    const session = PsqlSession.open(runner, conn);
+    try {
+        await session.exec(sql);
     }
     finally {
         await session.close();
@@ -66723,14 +66930,16 @@ function startProgress(ctx, phase, options = {}) {
 async function checkPgDumpVersion(runner, ctx, databaseUrl) {
     if (!databaseUrl)
         return [notChecked('tools.pg_dump', 'no database URL configured', 'pass --database-url, set DATABASE_URL, or set postgres.urlEnv in lifeline.yml')];
-    let client;
+    let client = '';
     try {
         const result = await runner_runText(runner, { tool: 'pg_dump', args: ['--version'], cwd: ctx.cwd });
-        client = /(\d+)(?:\.(\d+))?/.exec(result.stdout)?.[0] ?? '';
-        if (result.exitCode !== 0 || !client)
-            throw new Error(result.stderr);
+        if (result.exitCode === 0)
+            client = /(\d+)(?:\.(\d+))?/.exec(result.stdout)?.[0] ?? '';
     }
     catch {
+        // Not installed or does not run: the same finding as a failed --version.
+    }
+    if (!client) {
         return [
             fail({
                 check: 'tools.pg_dump',
@@ -66741,7 +66950,7 @@ async function checkPgDumpVersion(runner, ctx, databaseUrl) {
     }
     let serverNum;
     try {
-        const rows = await queryOnce(runner, postgres_env_parsePgUrl(databaseUrl), "SELECT current_setting('server_version_num') AS v");
+        const rows = await queryOnce(runner, parsePgUrl(databaseUrl), "SELECT current_setting('server_version_num') AS v");
         serverNum = Number(rows[0]?.v);
     }
     catch (error) {
@@ -66879,7 +67088,7 @@ async function runPreflight(settings, logger) {
     const ctx = { production: settings.production, cwd: settings.cwd, files };
     const baseEnv = { ...settings.toolEnv };
     const runner = new runner_LocalRunner({ baseEnv });
-    const postgresRunner = new runner_LocalRunner({ baseEnv, binDirs: settings.postgresBinDir ? [settings.postgresBinDir] : [] });
+    const postgresRunner = localToolsRunner(settings.postgresBinDir, baseEnv);
     // pgBackRest works on the cluster's files, so it runs as their owner.
     const pgbackrestRunner = new runner_LocalRunner({ baseEnv, asUser: 'postgres' });
     const timed = async (family, run) => {
@@ -77456,6 +77665,14 @@ const GLOBAL_INPUTS = [
     { name: 'json', type: 'boolean', description: 'Print exactly one JSON value on stdout.', default: 'false', cliOnly: true },
     { name: 'quiet', type: 'boolean', description: 'No progress lines (warnings and errors still print).', default: 'false', cliOnly: true },
 ];
+/** The same inputs with a sentence in front of each description (a drill's signer inputs), keeping their literal names. */
+function describedAs(inputs, prefix) {
+    return inputs.map((input) => ({ ...input, description: `${prefix} ${input.description}` }));
+}
+/** `ctx.inputs`, narrowed to the names in `declared` (the same list the spec's `inputs` holds). */
+function declaredInputs(ctx, _declared) {
+    return ctx.inputs;
+}
 function spec_allInputs(spec) {
     return spec.usesGlobals === false ? spec.inputs : [...GLOBAL_INPUTS, ...spec.inputs];
 }
@@ -77530,6 +77747,13 @@ function parseBoolean(name, value) {
         return false;
     throw errors_usageError('BAD_INPUT', `input "${name}" must be true or false (got "${value}")`, `set ${name}: true or ${name}: false`);
 }
+/** Parallel pg_restore jobs (`--jobs`, default 2): a whole number from 1 to 64. */
+function parseJobs(value) {
+    const jobs = Number(value ?? '2');
+    if (!Number.isInteger(jobs) || jobs < 1 || jobs > 64)
+        throw usageError('BAD_INPUT', `--jobs must be a whole number from 1 to 64 (got "${value}")`, 'pass --jobs 2');
+    return jobs;
+}
 /** Resolves the environment settings from the global inputs (flags > env vars > lifeline.yml). */
 function environmentFor(ctx) {
     const settings = resolveEnvironment(ctx.inputs.globals(), { env: ctx.env, cwd: ctx.cwd });
@@ -77542,9 +77766,9 @@ function environmentFor(ctx) {
  * that environment variable, so it never appears in the process list). Its secrets are registered
  * with the logger either way.
  */
-function urlInput(ctx, name, options) {
-    const direct = ctx.inputs.string(name);
-    const envName = ctx.inputs.string(`${name}-env`);
+function urlInput(ctx, inputs, name, options) {
+    const direct = inputs.string(name);
+    const envName = inputs.string(`${name}-env`);
     if (direct && envName) {
         throw usageError('BAD_INPUT', `give --${name} or --${name}-env, not both`, `keep --${name}-env ${envName}: it keeps the password out of the process list`);
     }
@@ -77567,6 +77791,7 @@ function urlInput(ctx, name, options) {
 
 ;// CONCATENATED MODULE: ./src/commands/action-spec.ts
 
+
 function singleCommandAction(name, description, command) {
     return { name, description, commands: { [command.name]: command } };
 }
@@ -77577,7 +77802,7 @@ function commandFor(action, selected) {
     const key = selected || action.selector.default;
     const command = action.commands[key];
     if (!command)
-        throw new Error(`input "${action.selector.input}" must be one of ${keys.join(', ')} (got "${key}")`);
+        throw errors_usageError('BAD_INPUT', `input "${action.selector.input}" must be one of ${keys.join(', ')} (got "${key}")`, `set ${action.selector.input} to one of ${keys.join(', ')}`);
     return command;
 }
 /** The action's inputs: the union over its commands, without CLI-only flags. */
@@ -77598,7 +77823,7 @@ function actionInputs(action) {
                 continue;
             const existing = byName.get(input.name);
             if (existing && existing.type !== input.type)
-                throw new Error(`action ${action.name}: input ${input.name} has two types`);
+                throw failure('INTERNAL_INVARIANT', `internal error: action ${action.name}: input ${input.name} has two types`);
             if (!existing)
                 byName.set(input.name, input);
             else if (existing.required && !input.required)
@@ -77633,21 +77858,22 @@ function actionOutputs(action) {
 
 
 const SEVERITIES = ['error', 'warning', 'info', 'style'];
+const PREFLIGHT_INPUTS = [
+    { name: 'compose-file', type: 'list', description: 'Compose files to merge and check, in order (default: compose.files from the config).' },
+    { name: 'env-file', type: 'string', description: 'The environment file the deploy uses (default: preflight.envFile). Only key names are ever printed.' },
+    { name: 'required-env', type: 'list', description: 'Keys the environment file must set (default: preflight.requiredEnv, else the keys of a .env.example beside it).' },
+    { name: 'script', type: 'list', description: 'Shell script globs for bash -n and shellcheck (default: preflight.scripts).' },
+    { name: 'nginx-config', type: 'string', description: 'nginx configuration to test with nginx -t and the TLS gates (default: preflight.nginxConfig).' },
+    { name: 'caddy-config', type: 'string', description: 'Caddyfile to validate and gate (default: preflight.caddyConfig).' },
+    { name: 'shellcheck-severity', type: 'string', description: 'Lowest shellcheck severity that fails (default: preflight.shellcheckSeverity or warning).', choices: SEVERITIES },
+    { name: 'min-docker-version', type: 'string', description: 'Oldest acceptable Docker engine (default: preflight.minDockerVersion or 20.10.0).' },
+    { name: 'strict', type: 'boolean', description: 'Warnings fail too (default: preflight.strict).', default: 'false' },
+];
 const preflightCommand = {
     name: 'preflight',
     summary: 'Check Docker, Compose, scripts, environment values, edge config and security gates',
     implemented: true,
-    inputs: [
-        { name: 'compose-file', type: 'list', description: 'Compose files to merge and check, in order (default: compose.files from the config).' },
-        { name: 'env-file', type: 'string', description: 'The environment file the deploy uses (default: preflight.envFile). Only key names are ever printed.' },
-        { name: 'required-env', type: 'list', description: 'Keys the environment file must set (default: preflight.requiredEnv, else the keys of a .env.example beside it).' },
-        { name: 'script', type: 'list', description: 'Shell script globs for bash -n and shellcheck (default: preflight.scripts).' },
-        { name: 'nginx-config', type: 'string', description: 'nginx configuration to test with nginx -t and the TLS gates (default: preflight.nginxConfig).' },
-        { name: 'caddy-config', type: 'string', description: 'Caddyfile to validate and gate (default: preflight.caddyConfig).' },
-        { name: 'shellcheck-severity', type: 'string', description: 'Lowest shellcheck severity that fails (default: preflight.shellcheckSeverity or warning).', choices: SEVERITIES },
-        { name: 'min-docker-version', type: 'string', description: 'Oldest acceptable Docker engine (default: preflight.minDockerVersion or 20.10.0).' },
-        { name: 'strict', type: 'boolean', description: 'Warnings fail too (default: preflight.strict).', default: 'false' },
-    ],
+    inputs: [...PREFLIGHT_INPUTS],
     outputs: [
         { name: 'failures', description: 'Number of failed checks.' },
         { name: 'warnings', description: 'Number of warnings.' },
@@ -77656,8 +77882,9 @@ const preflightCommand = {
     ],
     async run(ctx) {
         const environment = environmentFor(ctx);
-        const settings = preflightSettings(ctx, environment);
-        const strict = ctx.inputs.boolean('strict') || environment.preflight.strict === true;
+        const input = parsePreflightInputs(ctx);
+        const settings = preflightSettings(ctx, environment, input);
+        const strict = input.strict || environment.preflight.strict === true;
         const report = await ctx.logger.group(`Preflight for ${environment.name}${environment.production ? ' (production gates)' : ''}`, () => runPreflight(settings, ctx.logger));
         const failed = report.failures > 0 || (strict && report.warnings > 0);
         const verdict = `${report.failures} failed, ${report.warnings} warning${report.warnings === 1 ? '' : 's'}, ${report.findings.length - report.failures - report.warnings} passed${strict ? ' (strict: warnings fail)' : ''}`;
@@ -77674,22 +77901,37 @@ const preflightCommand = {
         };
     },
 };
-/** Flags win over the environment's config; flag paths are relative to the working directory, config paths to the config's. */
-function preflightSettings(ctx, environment) {
+function parsePreflightInputs(ctx) {
+    const inputs = declaredInputs(ctx, PREFLIGHT_INPUTS);
     const fromCwd = (path) => (path === undefined ? undefined : (0,external_node_path_namespaceObject.isAbsolute)(path) ? path : (0,external_node_path_namespaceObject.resolve)(ctx.cwd, path));
-    const config = environment.preflight;
-    const composeFlags = ctx.inputs.list('compose-file');
-    const scriptFlags = ctx.inputs.list('script');
-    const nginxConfig = fromCwd(ctx.inputs.string('nginx-config'));
-    const caddyConfig = fromCwd(ctx.inputs.string('caddy-config'));
+    const composeFiles = inputs.list('compose-file').map((f) => fromCwd(f));
+    const scripts = inputs.list('script');
+    const nginxConfig = fromCwd(inputs.string('nginx-config'));
+    const caddyConfig = fromCwd(inputs.string('caddy-config'));
     if (nginxConfig && caddyConfig)
         throw errors_usageError('BAD_INPUT', 'give either --nginx-config or --caddy-config, not both', 'pass the configuration of the edge proxy you deploy');
-    const requiredFlags = ctx.inputs.list('required-env');
-    for (const key of requiredFlags) {
+    const requiredEnv = inputs.list('required-env');
+    for (const key of requiredEnv) {
         if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key))
             throw errors_usageError('BAD_INPUT', `--required-env ${key} is not an environment variable name`, 'pass names such as DATABASE_URL');
     }
-    const minDockerVersion = ctx.inputs.string('min-docker-version') ?? config.minDockerVersion;
+    return {
+        composeFiles,
+        scripts,
+        nginxConfig,
+        caddyConfig,
+        requiredEnv,
+        minDockerVersion: inputs.string('min-docker-version'),
+        envFile: fromCwd(inputs.string('env-file')),
+        shellcheckSeverity: inputs.string('shellcheck-severity'),
+        strict: inputs.boolean('strict'),
+    };
+}
+/** Flags win over the environment's config; flag paths are relative to the working directory, config paths to the config's. */
+function preflightSettings(ctx, environment, input) {
+    const config = environment.preflight;
+    const { nginxConfig, caddyConfig } = input;
+    const minDockerVersion = input.minDockerVersion ?? config.minDockerVersion;
     if (minDockerVersion !== undefined && !/^\d+(\.\d+){0,2}$/.test(minDockerVersion)) {
         throw errors_usageError('BAD_INPUT', `the minimum Docker version "${minDockerVersion}" is not a version`, 'write it as 24.0 or 20.10.7');
     }
@@ -77699,7 +77941,7 @@ function preflightSettings(ctx, environment) {
         production: environment.production,
         cwd: ctx.cwd,
         toolEnv: ctx.env,
-        composeFiles: composeFlags.length ? composeFlags.map((f) => fromCwd(f)) : environment.compose.files,
+        composeFiles: input.composeFiles.length ? input.composeFiles : environment.compose.files,
         composeCommand: environment.compose.command,
         appServices: SERVICE_ROLES.map((role) => environment.compose.services[role].name),
         postgresService: environment.postgres.service,
@@ -77707,10 +77949,10 @@ function preflightSettings(ctx, environment) {
         allowPrivileged: config.allowPrivileged ?? [],
         allowHostNetwork: config.allowHostNetwork ?? [],
         minDockerVersion,
-        envFile: fromCwd(ctx.inputs.string('env-file')) ?? config.envFile,
-        requiredEnv: requiredFlags.length ? requiredFlags : (config.requiredEnv ?? []),
-        scripts: scriptFlags.length ? { patterns: scriptFlags, baseDir: ctx.cwd } : { patterns: config.scripts ?? [], baseDir: environment.baseDir },
-        shellcheckSeverity: (ctx.inputs.string('shellcheck-severity') ?? config.shellcheckSeverity ?? 'warning'),
+        envFile: input.envFile ?? config.envFile,
+        requiredEnv: input.requiredEnv.length ? input.requiredEnv : (config.requiredEnv ?? []),
+        scripts: input.scripts.length ? { patterns: input.scripts, baseDir: ctx.cwd } : { patterns: config.scripts ?? [], baseDir: environment.baseDir },
+        shellcheckSeverity: (input.shellcheckSeverity ?? config.shellcheckSeverity ?? 'warning'),
         nginxConfig: edgeFromFlags ? nginxConfig : config.nginxConfig,
         caddyConfig: edgeFromFlags ? caddyConfig : config.caddyConfig,
         databaseUrl: environment.postgres.url,
@@ -80941,13 +81183,7 @@ async function runAction(action, selected, doors = {}) {
     const logger = actionsLogger();
     try {
         const chosen = selected ?? (action.selector ? getInput(action.selector.input) : undefined);
-        let command;
-        try {
-            command = commandFor(action, chosen);
-        }
-        catch (error) {
-            throw errors_usageError('BAD_INPUT', error.message, `set ${action.selector?.input} to one of ${Object.keys(action.commands).join(', ')}`);
-        }
+        const command = commandFor(action, chosen);
         const values = readActionInputs(command);
         // The age identity first: every line of it is masked before anything can print it.
         const identity = typeof values['age-identity'] === 'string' ? values['age-identity'] : undefined;
@@ -80981,7 +81217,7 @@ async function publishResult(command, result) {
     const declared = new Set(command.outputs.map((o) => o.name));
     for (const [name, value] of Object.entries(result.outputs ?? {})) {
         if (!declared.has(name))
-            throw new Error(`internal error: output "${name}" is not declared for ${command.name}`);
+            throw errors_failure('INTERNAL_UNDECLARED_OUTPUT', `internal error: output "${name}" is not declared for ${command.name}`);
         setOutput(name, value);
     }
     for (const a of result.annotations ?? []) {

@@ -40767,6 +40767,49 @@ function startProgress(ctx, phase, options = {}) {
     return new Progress(ctx.progress, ctx.logger, phase, options);
 }
 
+;// CONCATENATED MODULE: ./src/report/table.ts
+/** Column-aligned text for a terminal. */
+function renderTextTable(table) {
+    const widths = table.headers.map((h, i) => Math.max(h.length, ...table.rows.map((r) => (r[i] ?? '').length)));
+    const line = (cells) => cells
+        .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i])))
+        .join('  ')
+        .trimEnd();
+    return [line(table.headers), line(widths.map((w) => '-'.repeat(w))), ...table.rows.map((r) => line(table.headers.map((_, i) => r[i] ?? '')))].join('\n');
+}
+/** A GitHub-flavoured Markdown table; cells are escaped so a `|` or newline in a detail cannot break it. */
+function renderMarkdownTable(table, options = {}) {
+    const escape = options.escape === 'none' ? (text) => text : (options.escape ?? escapeMarkdownCell);
+    const row = (cells) => `| ${cells.map(escape).join(' | ')} |`;
+    return [row(table.headers), `|${table.headers.map(() => '---').join('|')}|`, ...table.rows.map((r) => row(table.headers.map((_, i) => r[i] ?? '')))].join('\n');
+}
+function escapeMarkdownCell(text) {
+    return text.replace(/\\/g, '\\\\').replace(/\|/g, '\\|').replace(/\r?\n/g, '<br>');
+}
+/**
+ * A Mermaid `xychart-beta` block (GitHub renders it in job summaries and Markdown files).
+ * Labels are quoted; quotes inside them are dropped because Mermaid has no escape for them.
+ */
+function renderMermaidTrend(chart) {
+    const quote = (text) => `"${text.replace(/"/g, "'")}"`;
+    const all = chart.series.flatMap((s) => s.values).filter(Number.isFinite);
+    const max = all.length ? Math.max(...all) : 1;
+    const round = (n) => Math.round(n * 100) / 100;
+    return [
+        '```mermaid',
+        'xychart-beta',
+        `  title ${quote(chart.title)}`,
+        `  x-axis [${chart.xLabels.map(quote).join(', ')}]`,
+        `  y-axis ${quote(chart.yLabel)} 0 --> ${round(max * 1.1) || 1}`,
+        ...chart.series.map((s) => `  ${s.kind} [${s.values.map((v) => (Number.isFinite(v) ? round(v) : 0)).join(', ')}]`),
+        '```',
+    ].join('\n');
+}
+/** ✅/❌ words that read the same in a terminal and a summary. */
+function verdict(passed) {
+    return passed ? 'pass' : 'FAIL';
+}
+
 // EXTERNAL MODULE: external "node:path"
 var external_node_path_ = __nccwpck_require__(76760);
 // EXTERNAL MODULE: external "node:fs"
@@ -62663,7 +62706,7 @@ function age_identityRequired(what) {
  */
 function encryptingWriter(target, recipients) {
     if (!recipients.length)
-        throw new Error('encryptingWriter needs at least one recipient');
+        throw (0,errors/* failure */.V2)('INTERNAL_INVARIANT', 'internal error: encryptingWriter needs at least one recipient');
     const plain = new files_HashingTransform();
     const finished = (async () => {
         const encrypter = new Encrypter();
@@ -63573,6 +63616,7 @@ var external_node_child_process_ = __nccwpck_require__(31421);
 
 
 const STDERR_LIMIT = (/* unused pure expression or super */ null && (64 * 1024));
+/** Spawns one tool with its stdout streaming to the caller (never buffered) and its stderr tail masked. For the runners here and in compose.ts. */
 function spawnStreaming(command, args, invocation, masker, childEnv) {
     let child;
     try {
@@ -63675,35 +63719,6 @@ class LocalRunner {
             return spawnStreaming('runuser', args, invocation, this.masker, env);
         }
         return spawnStreaming(command, invocation.args, invocation, this.masker, env);
-    }
-}
-/** Runs tools inside a running Compose service with `exec -T`, so `DOCKER_HOST=ssh://...` works too. */
-class ComposeRunner {
-    options;
-    where;
-    masker;
-    constructor(options) {
-        this.options = options;
-        this.where = `compose service ${options.service}`;
-        this.masker = options.masker ?? new SecretMasker();
-    }
-    start(invocation) {
-        const [command, ...prefix] = this.options.composeCommand;
-        const env = definedOnly(invocation.env);
-        // `-e NAME` without a value copies it from the compose CLI's own environment: secrets stay off argv.
-        const envArgs = Object.keys(env).flatMap((key) => ['-e', key]);
-        const args = [
-            ...prefix,
-            ...this.options.files.flatMap((f) => ['-f', f]),
-            ...(this.options.projectName ? ['-p', this.options.projectName] : []),
-            'exec',
-            '-T',
-            ...envArgs,
-            this.options.service,
-            invocation.tool,
-            ...invocation.args,
-        ];
-        return spawnStreaming(command, args, invocation, this.masker, childEnvironment(this.options.baseEnv ?? process.env, env));
     }
 }
 /**
@@ -64272,6 +64287,16 @@ async function queryOnce(runner, conn, sql, database) {
     const session = psql_PsqlSession.open(runner, conn, { database });
     try {
         return await session.query(sql);
+    }
+    finally {
+        await session.close();
+    }
+}
+/** Runs statements in a fresh session: psql ends a session at its first error (ON_ERROR_STOP), so a retry needs a new one. */
+async function execOnce(runner, conn, sql) {
+    const session = psql_PsqlSession.open(runner, conn);
+    try {
+        await session.exec(sql);
     }
     finally {
         await session.close();
@@ -65483,6 +65508,7 @@ const ERROR_CODES = {
     CONFIG_YAML: { kinds: ['usage'], doc: 'The configuration file is not valid YAML (the message gives the line).' },
     CONFIRMATION_MISMATCH: { kinds: ['refused'], doc: '--confirm does not name the target exactly; nothing was changed.' },
     CONFIRMATION_REQUIRED: { kinds: ['refused'], doc: "The operation replaces live data and needs --confirm with the target's exact name." },
+    CONTAINER_FILE_UNREADABLE: { kinds: ['failed'], doc: "A small file (the live Redis's AOF manifest) could not be copied out of its container, or is larger than such a file can be." },
     CONTAINER_REMOVE_FAILED: { kinds: ['failed'], doc: 'docker rm -f of a throwaway container failed.' },
     COUNT_FAILED: { kinds: ['failed'], doc: "Counting a table's rows failed." },
     CROSS_TENANT_ROWS: { kinds: ['refused'], doc: 'A tenant export would contain rows of another tenant; nothing was kept.' },
@@ -65538,13 +65564,16 @@ const ERROR_CODES = {
     IMAGE_UNKNOWN: { kinds: ['failed'], doc: 'The image of a container cannot be read with docker inspect.' },
     IMPORT_LOST: { kinds: ['failed'], doc: 'An entry was committed to the catalog but does not list afterwards.' },
     INITDB_FAILED: { kinds: ['failed'], doc: 'initdb failed while creating a throwaway cluster.' },
+    INTERNAL_INVARIANT: { kinds: ['failed'], doc: 'A bug: code was called in a way it never should be (the message says where).' },
     INTERNAL_INPUT_TYPE: { kinds: ['failed'], doc: 'A bug: an input is read as another type than it is declared.' },
     INTERNAL_UNDECLARED_INPUT: { kinds: ['failed'], doc: 'A bug: a command reads an input it does not declare.' },
+    INTERNAL_UNDECLARED_OUTPUT: { kinds: ['failed'], doc: 'A bug: a command sets an action output it does not declare.' },
     KEYLESS_BAD_TOKEN: { kinds: ['usage'], doc: 'The GitHub OIDC token could not be decoded.' },
     KEYLESS_NO_OIDC: { kinds: ['usage'], doc: "Keyless signing needs the job's OIDC token (permissions: id-token: write)." },
     KEYLESS_OIDC_FAILED: { kinds: ['failed'], doc: "GitHub's OIDC endpoint did not return a token." },
     KEY_EXISTS: { kinds: ['usage'], doc: 'The key file to be written already exists; it is never overwritten.' },
     KEY_FILE_UNREADABLE: { kinds: ['usage'], doc: 'A key file cannot be read.' },
+    LEFTOVER_NOT_REMOVED: { kinds: ['failed'], doc: 'A leftover of a dead drill (server, container) could not be removed; the message gives the command to do it.' },
     LEFTOVER_DIR_UNSAFE: { kinds: ['failed'], doc: 'The leftovers directory is not a private directory of this user.' },
     LOCAL_CHECKSUM_MISMATCH: { kinds: ['failed'], doc: 'A local catalog file fails its SHA256SUMS line, so it is not copied off-host.' },
     LOCAL_FILE_CHANGED: { kinds: ['failed'], doc: 'A local file changed while it was being uploaded; nothing was completed remotely.' },
@@ -65631,6 +65660,7 @@ const ERROR_CODES = {
     REDIS_SERVICE_SCALED: { kinds: ['failed'], doc: 'The Redis service has more than one container; a live restore needs exactly one.' },
     REDIS_SNAPSHOT_FAILED: { kinds: ['failed'], doc: 'redis-cli --rdb failed or wrote fewer bytes than it reported.' },
     REDIS_SNAPSHOT_INVALID: { kinds: ['refused', 'failed'], doc: 'The Redis snapshot does not validate with redis-check-rdb.' },
+    REENCRYPT_PLAINTEXT_CHANGED: { kinds: ['failed'], doc: "A re-encrypted file's plaintext differs from the sha256 its entry records; the entry was left as it was." },
     REDIS_START_FAILED: { kinds: ['failed'], doc: 'The Redis service did not start after its data was replaced.' },
     REDIS_STOP_FAILED: { kinds: ['failed'], doc: 'The Redis service could not be stopped; the live data was not replaced.' },
     REGISTRY_TOKEN: { kinds: ['usage'], doc: "The registry's token service refused the request." },
@@ -66403,6 +66433,7 @@ async function compareRemote(options) {
         mode: options.deep ? 'deep' : 'listing',
         inSync: [],
         missingRemotely: [],
+        keptOnHost: [],
         incompleteRemotely: [],
         missingLocally: [],
         mismatched: [],
@@ -66413,7 +66444,8 @@ async function compareRemote(options) {
         const entryPrefix = layout.entryPrefix(entry.kind, entry.id);
         localKeys.add(entryPrefix);
         if (!remoteEntries.has(entryPrefix)) {
-            result.missingRemotely.push(ref);
+            // A kept-on-host entry that IS in the bucket (uploaded before encryption) is compared below like any other.
+            (options.keptOnHost?.has(`${entry.kind}/${entry.id}`) ? result.keptOnHost : result.missingRemotely).push(ref);
             continue;
         }
         if (!remoteObjects.has(entryPrefix + entry.metadataFile)) {
@@ -77348,6 +77380,14 @@ const GLOBAL_INPUTS = [
     { name: 'json', type: 'boolean', description: 'Print exactly one JSON value on stdout.', default: 'false', cliOnly: true },
     { name: 'quiet', type: 'boolean', description: 'No progress lines (warnings and errors still print).', default: 'false', cliOnly: true },
 ];
+/** The same inputs with a sentence in front of each description (a drill's signer inputs), keeping their literal names. */
+function describedAs(inputs, prefix) {
+    return inputs.map((input) => ({ ...input, description: `${prefix} ${input.description}` }));
+}
+/** `ctx.inputs`, narrowed to the names in `declared` (the same list the spec's `inputs` holds). */
+function declaredInputs(ctx, _declared) {
+    return ctx.inputs;
+}
 function spec_allInputs(spec) {
     return spec.usesGlobals === false ? spec.inputs : [...GLOBAL_INPUTS, ...spec.inputs];
 }
@@ -77422,6 +77462,13 @@ function parseBoolean(name, value) {
         return false;
     throw (0,errors/* usageError */.Wp)('BAD_INPUT', `input "${name}" must be true or false (got "${value}")`, `set ${name}: true or ${name}: false`);
 }
+/** Parallel pg_restore jobs (`--jobs`, default 2): a whole number from 1 to 64. */
+function parseJobs(value) {
+    const jobs = Number(value ?? '2');
+    if (!Number.isInteger(jobs) || jobs < 1 || jobs > 64)
+        throw usageError('BAD_INPUT', `--jobs must be a whole number from 1 to 64 (got "${value}")`, 'pass --jobs 2');
+    return jobs;
+}
 /** Resolves the environment settings from the global inputs (flags > env vars > lifeline.yml). */
 function environmentFor(ctx) {
     const settings = resolveEnvironment(ctx.inputs.globals(), { env: ctx.env, cwd: ctx.cwd });
@@ -77434,9 +77481,9 @@ function environmentFor(ctx) {
  * that environment variable, so it never appears in the process list). Its secrets are registered
  * with the logger either way.
  */
-function urlInput(ctx, name, options) {
-    const direct = ctx.inputs.string(name);
-    const envName = ctx.inputs.string(`${name}-env`);
+function urlInput(ctx, inputs, name, options) {
+    const direct = inputs.string(name);
+    const envName = inputs.string(`${name}-env`);
     if (direct && envName) {
         throw usageError('BAD_INPUT', `give --${name} or --${name}-env, not both`, `keep --${name}-env ${envName}: it keeps the password out of the process list`);
     }
@@ -77459,6 +77506,7 @@ function urlInput(ctx, name, options) {
 
 ;// CONCATENATED MODULE: ./src/commands/action-spec.ts
 
+
 function singleCommandAction(name, description, command) {
     return { name, description, commands: { [command.name]: command } };
 }
@@ -77469,7 +77517,7 @@ function commandFor(action, selected) {
     const key = selected || action.selector.default;
     const command = action.commands[key];
     if (!command)
-        throw new Error(`input "${action.selector.input}" must be one of ${keys.join(', ')} (got "${key}")`);
+        throw (0,errors/* usageError */.Wp)('BAD_INPUT', `input "${action.selector.input}" must be one of ${keys.join(', ')} (got "${key}")`, `set ${action.selector.input} to one of ${keys.join(', ')}`);
     return command;
 }
 /** The action's inputs: the union over its commands, without CLI-only flags. */
@@ -77490,7 +77538,7 @@ function actionInputs(action) {
                 continue;
             const existing = byName.get(input.name);
             if (existing && existing.type !== input.type)
-                throw new Error(`action ${action.name}: input ${input.name} has two types`);
+                throw failure('INTERNAL_INVARIANT', `internal error: action ${action.name}: input ${input.name} has two types`);
             if (!existing)
                 byName.set(input.name, input);
             else if (existing.required && !input.required)
@@ -77529,10 +77577,11 @@ function comparisonResult(env, c) {
     const lines = [
         comparisonModeLine(c),
         ...c.missingRemotely.map((e) => `missing remotely     ${ref(e)}`),
+        ...c.keptOnHost.map((e) => `kept on host         ${ref(e)} (plaintext in an environment that encrypts: sync does not copy it; reencrypt it to ship it)`),
         ...c.incompleteRemotely.map((e) => `incomplete remotely  ${ref(e)} (rerun sync)`),
         ...c.missingLocally.map((e) => `missing locally      ${ref(e)}`),
         ...c.mismatched.map((m) => `MISMATCH             ${ref(m)} ${m.file}: ${m.reason}`),
-        `${env} vs ${c.location}: ${c.inSync.length} in sync, ${c.missingRemotely.length + c.incompleteRemotely.length} missing remotely, ${c.missingLocally.length} missing locally, ${c.mismatched.length} mismatched file(s)`,
+        `${env} vs ${c.location}: ${c.inSync.length} in sync, ${c.missingRemotely.length + c.incompleteRemotely.length} missing remotely, ${c.missingLocally.length} missing locally, ${c.mismatched.length} mismatched file(s)${c.keptOnHost.length ? `, ${c.keptOnHost.length} kept on host` : ''}`,
     ];
     const problems = c.mismatched.length + c.missingRemotely.length + c.incompleteRemotely.length;
     return {
@@ -77584,20 +77633,20 @@ function remoteVerificationResult(env, v) {
 
 
 
+
 /** The real artifact client exists only inside a GitHub Actions job; it is loaded lazily so the CLI bundle stays small. */
-async function githubArtifactStoreFor(ctx) {
+async function githubArtifactStoreFor(ctx, githubToken) {
     if (!ctx.env.ACTIONS_RUNTIME_TOKEN) {
         throw (0,errors/* usageError */.Wp)('ARTIFACTS_UNAVAILABLE', 'workflow artifacts can only be used inside a GitHub Actions job (ACTIONS_RUNTIME_TOKEN is not set)', 'use `to: bucket` / `from: bucket` outside Actions, or run this step in a workflow');
     }
     if (!ctx.artifactStore)
         throw (0,errors/* usageError */.Wp)('ARTIFACTS_UNAVAILABLE', 'this way of running Lifeline has no workflow artifact client', 'use `to: bucket` / `from: bucket`, or run the sync action or the CLI inside the workflow job');
-    return ctx.artifactStore(ctx.inputs.string('github-token'));
+    return ctx.artifactStore(githubToken);
 }
 function sync_bucketFor(settings, doors, ctx) {
     return openReviewedBucket(settings, { requestHandler: doors.requestHandler, logger: ctx.logger });
 }
-function retentionDays(ctx) {
-    const raw = ctx.inputs.string('artifact-retention-days');
+function retentionDays(raw) {
     if (raw === undefined)
         return undefined;
     const days = Number(raw);
@@ -77613,24 +77662,34 @@ const TOKEN_INPUT = {
     default: '${{ github.token }}',
     actionOnly: true,
 };
+const SYNC_INPUTS = [
+    { name: 'to', type: 'string', description: 'Where the copies go: the reviewed bucket, a workflow artifact, or both.', default: 'bucket', choices: ['bucket', 'artifact', 'both'] },
+    KIND_INPUT,
+    { name: 'dry-run', type: 'boolean', description: 'List what would be uploaded without sending any payload.', default: 'false' },
+    { name: 'compare', type: 'boolean', description: 'Compare the local catalog with the bucket instead of uploading; fails when anything is missing or differs.', default: 'false' },
+    {
+        name: 'deep',
+        type: 'boolean',
+        description: 'With compare: download and hash every remote file; without it the comparison reads listings and the sha256 recorded at upload only, and says so.',
+        default: 'false',
+    },
+    { name: 'artifact-retention-days', type: 'string', description: 'Days GitHub keeps the workflow artifact (1-90; default: the repository setting).' },
+    TOKEN_INPUT,
+];
+/** The sync inputs, read once; the retention days are checked only for an upload (a comparison never used them). */
+function parseSyncInputs(ctx) {
+    const inputs = declaredInputs(ctx, SYNC_INPUTS);
+    const to = (inputs.string('to') ?? 'bucket');
+    const kinds = inputs.list('kinds');
+    if (inputs.boolean('compare'))
+        return { compare: true, kinds, deep: inputs.boolean('deep') };
+    return { compare: false, to, kinds, dryRun: inputs.boolean('dry-run'), retentionDays: retentionDays(inputs.string('artifact-retention-days')), githubToken: inputs.string('github-token') };
+}
 function createSyncCommand(doors = {}) {
     return {
         name: 'sync',
         summary: 'Copy complete, checksum-verified catalog entries to reviewed object storage (and/or a workflow artifact), or compare the two',
-        inputs: [
-            { name: 'to', type: 'string', description: 'Where the copies go: the reviewed bucket, a workflow artifact, or both.', default: 'bucket', choices: ['bucket', 'artifact', 'both'] },
-            KIND_INPUT,
-            { name: 'dry-run', type: 'boolean', description: 'List what would be uploaded without sending any payload.', default: 'false' },
-            { name: 'compare', type: 'boolean', description: 'Compare the local catalog with the bucket instead of uploading; fails when anything is missing or differs.', default: 'false' },
-            {
-                name: 'deep',
-                type: 'boolean',
-                description: 'With compare: download and hash every remote file; without it the comparison reads listings and the sha256 recorded at upload only, and says so.',
-                default: 'false',
-            },
-            { name: 'artifact-retention-days', type: 'string', description: 'Days GitHub keeps the workflow artifact (1-90; default: the repository setting).' },
-            TOKEN_INPUT,
-        ],
+        inputs: [...SYNC_INPUTS],
         outputs: [
             { name: 'uploaded', description: 'Number of entries uploaded to the bucket.' },
             { name: 'present', description: 'Number of entries that were already complete in the bucket.' },
@@ -77640,17 +77699,14 @@ function createSyncCommand(doors = {}) {
         implemented: true,
         async run(ctx) {
             const settings = environmentFor(ctx);
-            const to = ctx.inputs.string('to') ?? 'bucket';
-            const asked = ctx.inputs.list('kinds');
-            if (ctx.inputs.boolean('compare'))
-                return runCompare(ctx, settings, doors, asked);
-            const kinds = asked;
+            const input = parseSyncInputs(ctx);
+            if (input.compare)
+                return runCompare(ctx, settings, doors, input);
+            const { to, kinds, dryRun, retentionDays: days } = input;
             const exclude = await entriesKeptOnHost(settings, kinds, ctx.logger);
-            const days = retentionDays(ctx);
             const useBucket = to !== 'artifact';
             const bucket = useBucket ? sync_bucketFor(settings, doors, ctx) : undefined;
-            const artifacts = to !== 'bucket' ? await (doors.artifactStore ?? githubArtifactStoreFor)(ctx) : undefined;
-            const dryRun = ctx.inputs.boolean('dry-run');
+            const artifacts = to !== 'bucket' ? await (doors.artifactStore?.(ctx) ?? githubArtifactStoreFor(ctx, input.githubToken)) : undefined;
             let report;
             if (bucket) {
                 report = await ctx.logger.group(`Sync ${settings.name} to ${bucket.remote.location}`, () => syncEnvironment({
@@ -77685,32 +77741,46 @@ function syncResult(env, report, kept, dryRun) {
     for (const a of kept)
         lines.push(`artifact     ${a.kind}/${a.id} as ${a.name}`);
     const failed = report?.failed ?? 0;
-    const summaryRows = (report?.entries ?? []).map((e) => `| ${e.kind} | ${e.id} | ${e.status} | ${e.bytes} |`);
+    const summaryRows = (report?.entries ?? []).map((e) => [e.kind, e.id, e.status, String(e.bytes)]);
+    // Without entries the summary keeps the blank line it always had after the header.
+    const summaryTable = `${renderMarkdownTable({ headers: ['kind', 'id', 'status', 'bytes'], rows: summaryRows }, { escape: 'none' })}${summaryRows.length ? '' : '\n'}`;
     return {
         json: { environment: env, dryRun, bucket: report ?? null, artifacts: kept },
         text: lines.join('\n') || 'nothing to sync',
         outputs: { uploaded: String(report?.uploaded ?? 0), present: String(report?.present ?? 0), failed: String(failed), artifacts: kept.map((a) => a.name).join('\n') },
-        summary: report ? `### Off-host sync: ${env} → ${report.location}\n\n| kind | id | status | bytes |\n|---|---|---|---|\n${summaryRows.join('\n')}\n` : undefined,
+        summary: report ? `### Off-host sync: ${env} → ${report.location}\n\n${summaryTable}\n` : undefined,
         exitCode: failed ? 1 : 0,
         failureMessage: failed ? `${failed} entr${failed === 1 ? 'y' : 'ies'} could not be synced; see the log` : undefined,
     };
 }
-async function runCompare(ctx, settings, doors, kinds) {
+async function runCompare(ctx, settings, doors, input) {
     const { storage, remote } = sync_bucketFor(settings, doors, ctx);
-    const comparison = await compareRemote({ env: settings.name, store: settings.store, remote, prefix: storage.prefix, deep: ctx.inputs.boolean('deep'), kinds });
+    // What sync leaves on the host on purpose is not "missing" from the bucket (the same rule, the same warnings).
+    const keptOnHost = await entriesKeptOnHost(settings, input.kinds, ctx.logger);
+    const comparison = await compareRemote({ env: settings.name, store: settings.store, remote, prefix: storage.prefix, deep: input.deep, kinds: input.kinds, keptOnHost });
     return comparisonResult(settings.name, comparison);
+}
+const FETCH_INPUTS = [
+    { name: 'from', type: 'string', description: 'Where to fetch from.', default: 'bucket', choices: ['bucket', 'artifact'] },
+    { name: 'kind', type: 'string', description: 'Catalog kind: backups, releases, drills or tenants/<tenant>/exports.', default: 'backups' },
+    { name: 'id', type: 'string', description: 'Entry id, or "latest" (artifacts: always the newest).', default: 'latest' },
+    TOKEN_INPUT,
+];
+function parseFetchInputs(ctx) {
+    const inputs = declaredInputs(ctx, FETCH_INPUTS);
+    return {
+        kind: inputs.string('kind') ?? 'backups',
+        from: inputs.string('from') === 'artifact' ? 'artifact' : 'bucket',
+        id: inputs.string('id') ?? 'latest',
+        githubToken: inputs.string('github-token'),
+    };
 }
 function createFetchCommand(doors = {}) {
     return {
         name: 'fetch',
         summary: 'Download an entry from the reviewed bucket (or the newest workflow artifact) into the local catalog, verifying every checksum',
         positional: 'id',
-        inputs: [
-            { name: 'from', type: 'string', description: 'Where to fetch from.', default: 'bucket', choices: ['bucket', 'artifact'] },
-            { name: 'kind', type: 'string', description: 'Catalog kind: backups, releases, drills or tenants/<tenant>/exports.', default: 'backups' },
-            { name: 'id', type: 'string', description: 'Entry id, or "latest" (artifacts: always the newest).', default: 'latest' },
-            TOKEN_INPUT,
-        ],
+        inputs: [...FETCH_INPUTS],
         outputs: [
             { name: 'id', description: 'The id of the entry now in the local catalog.' },
             { name: 'path', description: 'Its directory in the local catalog.' },
@@ -77719,17 +77789,18 @@ function createFetchCommand(doors = {}) {
         implemented: true,
         async run(ctx) {
             const settings = environmentFor(ctx);
-            const kind = ctx.inputs.string('kind') ?? 'backups';
+            const input = parseFetchInputs(ctx);
+            const { kind } = input;
             const catalog = new Catalog(settings.store);
             let result;
-            if (ctx.inputs.string('from') === 'artifact') {
-                const artifacts = await (doors.artifactStore ?? githubArtifactStoreFor)(ctx);
+            if (input.from === 'artifact') {
+                const artifacts = await (doors.artifactStore?.(ctx) ?? githubArtifactStoreFor(ctx, input.githubToken));
                 const fetched = await fetchNewestArtifact({ env: settings.name, kind, catalog, artifacts, logger: ctx.logger });
                 result = { ...fetched, source: `artifact ${fetched.artifact.name}` };
             }
             else {
                 const { storage, remote } = sync_bucketFor(settings, doors, ctx);
-                const fetched = await fetchEntry({ env: settings.name, kind, id: ctx.inputs.string('id') ?? 'latest', catalog, remote, prefix: storage.prefix, logger: ctx.logger });
+                const fetched = await fetchEntry({ env: settings.name, kind, id: input.id, catalog, remote, prefix: storage.prefix, logger: ctx.logger });
                 result = { ...fetched, source: remote.location };
             }
             const { entry, fetched } = result;
@@ -78147,13 +78218,7 @@ async function runAction(action, selected, doors = {}) {
     const logger = actionsLogger();
     try {
         const chosen = selected ?? (action.selector ? lib_core/* getInput */.V4(action.selector.input) : undefined);
-        let command;
-        try {
-            command = commandFor(action, chosen);
-        }
-        catch (error) {
-            throw (0,errors/* usageError */.Wp)('BAD_INPUT', error.message, `set ${action.selector?.input} to one of ${Object.keys(action.commands).join(', ')}`);
-        }
+        const command = commandFor(action, chosen);
         const values = readActionInputs(command);
         // The age identity first: every line of it is masked before anything can print it.
         const identity = typeof values['age-identity'] === 'string' ? values['age-identity'] : undefined;
@@ -78187,7 +78252,7 @@ async function publishResult(command, result) {
     const declared = new Set(command.outputs.map((o) => o.name));
     for (const [name, value] of Object.entries(result.outputs ?? {})) {
         if (!declared.has(name))
-            throw new Error(`internal error: output "${name}" is not declared for ${command.name}`);
+            throw (0,errors/* failure */.V2)('INTERNAL_UNDECLARED_OUTPUT', `internal error: output "${name}" is not declared for ${command.name}`);
         lib_core/* setOutput */.uH(name, value);
     }
     for (const a of result.annotations ?? []) {

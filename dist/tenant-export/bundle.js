@@ -59204,7 +59204,7 @@ function identityRequired(what) {
  */
 function encryptingWriter(target, recipients) {
     if (!recipients.length)
-        throw new Error('encryptingWriter needs at least one recipient');
+        throw errors_failure('INTERNAL_INVARIANT', 'internal error: encryptingWriter needs at least one recipient');
     const plain = new HashingTransform();
     const finished = (async () => {
         const encrypter = new Encrypter();
@@ -60211,6 +60211,43 @@ function describeCollection(collection) {
     return `${collection.name}${path}.${collection.tenantColumn}`;
 }
 
+;// CONCATENATED MODULE: ./src/postgres/connection.ts
+
+
+/** The URL with its password replaced by `***`: what error messages may show. */
+function maskedUrl(conn) {
+    return formatPgUrl({ ...conn, password: conn.password ? '***' : undefined });
+}
+/** The environment's PostgreSQL connection; a missing URL is a usage error that says where to set it. */
+function environmentConnection(settings) {
+    if (!settings.postgres.url) {
+        const named = settings.postgres.urlEnv;
+        // An environment that names its variable never falls back to DATABASE_URL: say which one to set.
+        throw errors_usageError('NO_DATABASE_URL', named ? `no PostgreSQL URL for environment ${settings.name}: ${named} (its postgres.urlEnv) is not set` : `no PostgreSQL URL for environment ${settings.name}`, named
+            ? `set ${named}, or pass --database-url postgres://user:password@host:5432/dbname`
+            : 'pass --database-url postgres://user:password@host:5432/dbname, set DATABASE_URL, or set postgres.urlEnv in lifeline.yml');
+    }
+    const conn = parsePgUrl(settings.postgres.url);
+    return settings.postgres.database ? { ...conn, database: settings.postgres.database } : conn;
+}
+/**
+ * Makes a first round trip so a wrong password or an unreachable server fails with the URL
+ * (password masked) and a fix, instead of a bare libpq message later.
+ */
+async function checkConnection(session, conn) {
+    try {
+        await session.queryValue('SELECT 1');
+    }
+    catch (error) {
+        const message = error.message;
+        const auth = /password authentication failed|no password supplied|authentication failed/i.test(message);
+        throw failure('POSTGRES_CONNECT', `cannot connect to ${maskedUrl(conn)}: ${message}`, {
+            fix: auth ? 'check the user and password in the database URL (DATABASE_URL / --database-url)' : 'check that the server is running and reachable, and the host, port and database name in the URL',
+            cause: error,
+        });
+    }
+}
+
 ;// CONCATENATED MODULE: external "node:child_process"
 const external_node_child_process_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:child_process");
 ;// CONCATENATED MODULE: ./src/logger.ts
@@ -60290,7 +60327,8 @@ function createMemoryLogger() {
 
 
 const STDERR_LIMIT = 64 * 1024;
-function spawnStreaming(command, args, invocation, masker, childEnv) {
+/** Spawns one tool with its stdout streaming to the caller (never buffered) and its stderr tail masked. For the runners here and in compose.ts. */
+function runner_spawnStreaming(command, args, invocation, masker, childEnv) {
     let child;
     try {
         child = (0,external_node_child_process_namespaceObject.spawn)(command, args, {
@@ -60385,42 +60423,13 @@ class runner_LocalRunner {
     }
     start(invocation) {
         const command = this.resolveTool(invocation.tool);
-        const env = childEnvironment(this.options.baseEnv ?? process.env, invocation.env);
+        const env = runner_childEnvironment(this.options.baseEnv ?? process.env, invocation.env);
         if (this.options.asUser && process.getuid?.() === 0) {
             // Without --login, runuser keeps the environment, so PGPASSWORD and friends reach the tool.
             const args = ['-u', this.options.asUser, '--', command, ...invocation.args];
-            return spawnStreaming('runuser', args, invocation, this.masker, env);
+            return runner_spawnStreaming('runuser', args, invocation, this.masker, env);
         }
-        return spawnStreaming(command, invocation.args, invocation, this.masker, env);
-    }
-}
-/** Runs tools inside a running Compose service with `exec -T`, so `DOCKER_HOST=ssh://...` works too. */
-class ComposeRunner {
-    options;
-    where;
-    masker;
-    constructor(options) {
-        this.options = options;
-        this.where = `compose service ${options.service}`;
-        this.masker = options.masker ?? new SecretMasker();
-    }
-    start(invocation) {
-        const [command, ...prefix] = this.options.composeCommand;
-        const env = definedOnly(invocation.env);
-        // `-e NAME` without a value copies it from the compose CLI's own environment: secrets stay off argv.
-        const envArgs = Object.keys(env).flatMap((key) => ['-e', key]);
-        const args = [
-            ...prefix,
-            ...this.options.files.flatMap((f) => ['-f', f]),
-            ...(this.options.projectName ? ['-p', this.options.projectName] : []),
-            'exec',
-            '-T',
-            ...envArgs,
-            this.options.service,
-            invocation.tool,
-            ...invocation.args,
-        ];
-        return spawnStreaming(command, args, invocation, this.masker, childEnvironment(this.options.baseEnv ?? process.env, env));
+        return runner_spawnStreaming(command, invocation.args, invocation, this.masker, env);
     }
 }
 /**
@@ -60441,15 +60450,15 @@ class ContainerRunner {
         return this.options.container;
     }
     start(invocation) {
-        const env = definedOnly(invocation.env);
+        const env = runner_definedOnly(invocation.env);
         // `-e NAME` without a value copies it from the docker CLI's own environment: secrets stay off argv.
         const envArgs = Object.keys(env).flatMap((key) => ['-e', key]);
         const args = ['exec', ...(invocation.stdin ? ['-i'] : []), ...envArgs, ...(this.options.execOptions ?? []), this.options.container, invocation.tool, ...invocation.args];
-        return withMissingToolDetection(spawnStreaming('docker', args, invocation, this.masker, childEnvironment(this.options.baseEnv ?? process.env, env)), invocation.tool, `${this.where} (container ${this.options.container.slice(0, 12)})`);
+        return withMissingToolDetection(runner_spawnStreaming('docker', args, invocation, this.masker, runner_childEnvironment(this.options.baseEnv ?? process.env, env)), invocation.tool, `${this.where} (container ${this.options.container.slice(0, 12)})`);
     }
 }
 /** Runs each tool in a fresh container of an image (`docker run --rm`), for tools a stopped service's image holds. */
-class ImageRunner {
+class runner_ImageRunner {
     options;
     where;
     masker;
@@ -60459,7 +60468,7 @@ class ImageRunner {
         this.masker = options.masker ?? new SecretMasker();
     }
     start(invocation) {
-        const env = definedOnly(invocation.env);
+        const env = runner_definedOnly(invocation.env);
         const envArgs = Object.keys(env).flatMap((key) => ['-e', key]);
         const args = [
             'run',
@@ -60475,7 +60484,7 @@ class ImageRunner {
             this.options.image,
             ...invocation.args,
         ];
-        return withMissingToolDetection(spawnStreaming('docker', args, invocation, this.masker, childEnvironment(this.options.baseEnv ?? process.env, env)), invocation.tool, this.where);
+        return withMissingToolDetection(runner_spawnStreaming('docker', args, invocation, this.masker, runner_childEnvironment(this.options.baseEnv ?? process.env, env)), invocation.tool, this.where);
     }
 }
 /** docker exec / run answer 126 or 127 with the runtime's "executable file not found" for a tool the image lacks: a TOOL_MISSING failure that names it. */
@@ -60492,7 +60501,7 @@ function withMissingToolDetection(running, tool, where) {
     return { ...running, done };
 }
 /** Runs a tool to completion, collecting its (small) stdout as text. Not for payloads. */
-async function runText(runner, invocation, limitBytes = 16 * 1024 * 1024) {
+async function runner_runText(runner, invocation, limitBytes = 16 * 1024 * 1024) {
     const running = runner.start(invocation);
     let stdout = '';
     running.stdout.setEncoding('utf8');
@@ -60504,17 +60513,17 @@ async function runText(runner, invocation, limitBytes = 16 * 1024 * 1024) {
     return { ...result, stdout };
 }
 /** Like runText, but a non-zero exit becomes a failure carrying the tool's stderr. */
-async function runChecked(runner, invocation, what) {
-    const result = await runText(runner, invocation);
+async function runner_runChecked(runner, invocation, what) {
+    const result = await runner_runText(runner, invocation);
     if (result.exitCode !== 0) {
-        throw failure('TOOL_FAILED', `${what} failed (${invocation.tool} ${describeExit(result)}): ${lastLines(result.stderr)}`, { details: { tool: invocation.tool, exitCode: result.exitCode } });
+        throw failure('TOOL_FAILED', `${what} failed (${invocation.tool} ${describeExit(result)}): ${runner_lastLines(result.stderr)}`, { details: { tool: invocation.tool, exitCode: result.exitCode } });
     }
     return result.stdout;
 }
 function describeExit(result) {
     return result.signal ? `killed by ${result.signal}` : `exit ${result.exitCode}`;
 }
-function lastLines(text, count = 5) {
+function runner_lastLines(text, count = 5) {
     const lines = text.trim().split('\n').filter(Boolean);
     return lines.length ? lines.slice(-count).join('\n') : '(no output on stderr)';
 }
@@ -60525,18 +60534,18 @@ function lastLines(text, count = 5) {
  * shell or a CI runner can then never redirect pg_dump, pg_restore or psql to another server or
  * database than the connection Lifeline was given.
  */
-function childEnvironment(base, extra) {
+function runner_childEnvironment(base, extra) {
     const env = {};
     for (const [key, value] of Object.entries(base))
         if (!isLibpqVariable(key))
             env[key] = value;
-    return { ...env, ...definedOnly(extra) };
+    return { ...env, ...runner_definedOnly(extra) };
 }
 function isLibpqVariable(name) {
     // PGPASSFILE stays: it only answers for the host, port, database and user already named.
     return /^PG/i.test(name) && !/^PGBACKREST_/i.test(name) && name !== 'PGPASSFILE';
 }
-function definedOnly(env) {
+function runner_definedOnly(env) {
     const out = {};
     for (const [key, value] of Object.entries(env ?? {}))
         if (value !== undefined)
@@ -60567,6 +60576,7 @@ function runner_findExecutable(tool, dirs = [], pathEnv = process.env.PATH ?? ''
 ;// CONCATENATED MODULE: ./src/runner/compose.ts
 
 
+
 const COMPOSE_V2 = ['docker', 'compose'];
 const COMPOSE_V1 = ['docker-compose'];
 /**
@@ -60578,7 +60588,7 @@ async function detectComposeCommand(runner, setting, pathEnv = '') {
         return COMPOSE_V2;
     if (setting === 'docker-compose')
         return COMPOSE_V1;
-    const v2 = await runText(runner, { tool: 'docker', args: ['compose', 'version'] }).catch(() => undefined);
+    const v2 = await runner_runText(runner, { tool: 'docker', args: ['compose', 'version'] }).catch(() => undefined);
     if (v2?.exitCode === 0)
         return COMPOSE_V2;
     // v1 is a Python program that takes seconds to start: finding it on PATH is enough.
@@ -60586,17 +60596,273 @@ async function detectComposeCommand(runner, setting, pathEnv = '') {
         return COMPOSE_V1;
     throw errors_usageError('COMPOSE_MISSING', 'neither `docker compose` (Compose v2) nor `docker-compose` (v1) works on this machine', 'install the Docker Compose plugin (or docker-compose), set compose.command in lifeline.yml, or remove postgres.service / redis.service to run the client tools locally');
 }
+/** `auto` prefers Compose v2 (`docker compose`), then v1 (`docker-compose`), on this host's PATH. */
+async function composeCommand(configured) {
+    return [...(await detectComposeCommand(new runner_LocalRunner(), configured, process.env.PATH ?? ''))];
+}
+/**
+ * Preflight's pick, which also reads v2's version: v2 (`docker compose`) first, then v1
+ * (`docker-compose`) when it is on PATH, unless the config names one; undefined when none is there.
+ */
+async function probeComposeCli(runner, configured, pathEnv, cwd) {
+    if (configured !== 'docker-compose') {
+        try {
+            const v2 = await runText(runner, { tool: 'docker', args: ['compose', 'version', '--short'], cwd });
+            const version = v2.stdout.trim();
+            if (v2.exitCode === 0 && /^v?\d+\.\d+/.test(version))
+                return { command: [...COMPOSE_V2], version: version.replace(/^v/, '') };
+        }
+        catch {
+            // no docker CLI: v1 may still be there
+        }
+        if (configured === 'docker compose')
+            return undefined;
+    }
+    return findExecutable('docker-compose', [], pathEnv) ? { command: [...COMPOSE_V1] } : undefined;
+}
 /** The project name as Compose records it in its labels (both versions lowercase it and drop other characters). */
 function normalizeProjectName(name) {
     return name.toLowerCase().replace(/[^-_a-z0-9]/g, '');
 }
+/** The full argv for one Compose call; the override file, when given, comes last so it wins. */
+function composeInvocation(project, args, overrideFile) {
+    const [tool, ...prefix] = project.command;
+    const files = overrideFile ? [...project.files, overrideFile] : project.files;
+    return {
+        tool: tool,
+        args: [...prefix, ...files.flatMap((file) => ['-f', file]), ...(project.projectName ? ['-p', project.projectName] : []), ...args],
+    };
+}
+/** One Compose command line as an operator would type it, for a message's fix. */
+function composeHint(project, args) {
+    const invocation = composeInvocation(project, []);
+    return [invocation.tool, ...invocation.args, args].join(' ');
+}
+/**
+ * The Compose command line of the configured CLI, files and project, as a runbook prints it (`auto`
+ * is written as v2); the files as the caller shows them.
+ */
+function composeCommandText(setting, shownFiles, projectName) {
+    const cli = setting === 'docker-compose' ? COMPOSE_V1 : COMPOSE_V2;
+    return [cli.join(' '), ...shownFiles.map((f) => `-f ${f}`), ...(projectName ? [`-p ${projectName}`] : [])].join(' ');
+}
+/** `--filter label=...` for Compose's labels on the engine's containers. */
+function labelFilters(labels) {
+    return labels.flatMap((label) => ['--filter', `label=${label}`]);
+}
+function projectLabel(projectName) {
+    return `com.docker.compose.project=${normalizeProjectName(projectName)}`;
+}
+function idLines(out) {
+    return out
+        .split('\n')
+        .map((line) => line.trim())
+        .filter(Boolean);
+}
+/** The Compose and Docker calls a deploy or a live restore needs, through the runner (the only place that spawns). */
+class ComposeDriver {
+    runner;
+    project;
+    constructor(runner, project) {
+        this.runner = runner;
+        this.project = project;
+    }
+    async pull(services, overrideFile) {
+        await runChecked(this.runner, composeInvocation(this.project, ['pull', ...services], overrideFile), `pulling ${services.join(', ')}`);
+    }
+    /**
+     * Recreates only the named services (`--no-deps`): the database and Redis are never touched.
+     * Always new containers (`--force-recreate`), so what answers a health check afterwards can be
+     * told apart from what ran before.
+     */
+    async up(services, overrideFile) {
+        await runChecked(this.runner, composeInvocation(this.project, ['up', '-d', '--no-deps', '--force-recreate', ...services], overrideFile), `starting ${services.join(', ')}`);
+    }
+    /** `compose stop SERVICE`; a non-zero exit is a TOOL_FAILED failure carrying Compose's stderr. */
+    async stop(service) {
+        await runChecked(this.runner, composeInvocation(this.project, ['stop', service]), `stopping ${service}`);
+    }
+    /** `compose start SERVICE` (the same container, not a new one). */
+    async start(service) {
+        await runChecked(this.runner, composeInvocation(this.project, ['start', service]), `starting ${service}`);
+    }
+    /**
+     * The ids of a service's containers, stopped ones included: `ps -a` with v2, which otherwise
+     * lists running containers only; v1 lists stopped ones anyway (its -a adds one-off `run` containers).
+     */
+    async serviceContainerIds(service) {
+        const v2 = this.project.command.length > 1;
+        return idLines(await runChecked(this.runner, composeInvocation(this.project, ['ps', ...(v2 ? ['-a'] : []), '-q', service]), `finding the container of service ${service}`));
+    }
+    /** The local image id (`sha256:...`) of each reference the engine has; references it lacks are absent. */
+    async imageIds(references) {
+        const ids = new Map();
+        for (const reference of references) {
+            const result = await runText(this.runner, { tool: 'docker', args: ['image', 'inspect', '--format', '{{.Id}}', reference] }).catch(() => undefined);
+            const id = result?.exitCode === 0 ? result.stdout.trim() : '';
+            if (id)
+                ids.set(reference, id);
+        }
+        return ids;
+    }
+    /** True when every image is already in the engine: a digest names exactly one image, so pulling it again changes nothing. */
+    async imagesPresent(images) {
+        const result = await runText(this.runner, { tool: 'docker', args: ['image', 'inspect', '--format', '{{.Id}}', ...images] }).catch(() => undefined);
+        return result?.exitCode === 0;
+    }
+    /**
+     * Every container of the project, with its state. With a known project name the engine is asked
+     * directly by Compose's labels: Compose v1 takes seconds to start, which a health wait should not pay.
+     */
+    async projectContainers(overrideFile) {
+        const out = this.project.projectName
+            ? await runChecked(this.runner, { tool: 'docker', args: ['ps', '-aq', '--no-trunc', ...labelFilters([projectLabel(this.project.projectName), 'com.docker.compose.oneoff=False'])] }, 'listing the containers of the project')
+            : await runChecked(this.runner, composeInvocation(this.project, ['ps', '-q'], overrideFile), 'listing the containers of the project');
+        const ids = idLines(out);
+        return ids.length ? this.inspect(ids) : [];
+    }
+    /** The state of the given containers; throws if one of them no longer exists. */
+    async inspect(containerIds) {
+        const out = await runChecked(this.runner, { tool: 'docker', args: ['inspect', '--type', 'container', ...containerIds] }, 'inspecting containers');
+        let parsed;
+        try {
+            parsed = JSON.parse(out);
+        }
+        catch (error) {
+            throw failure('DOCKER_OUTPUT', 'could not read the output of docker inspect', { cause: error });
+        }
+        return parsed.map((c) => ({
+            id: c.Id,
+            service: c.Config.Labels?.['com.docker.compose.service'] ?? '',
+            imageRef: c.Config.Image,
+            imageId: c.Image,
+            running: c.State.Running,
+            exitCode: c.State.ExitCode,
+            status: c.State.Status,
+            health: c.State.Health?.Status,
+            startedAtMs: startedAtMs(c.State.StartedAt),
+            restartCount: c.RestartCount ?? 0,
+            pid: c.State.Pid ?? 0,
+            addresses: Object.values(c.NetworkSettings?.Networks ?? {})
+                .flatMap((n) => [n?.IPAddress, n?.GlobalIPv6Address])
+                .filter((a) => Boolean(a)),
+        }));
+    }
+    /**
+     * Follows the engine's container events for the project (health changes, starts, deaths) and
+     * calls `onEvent` for each, so a health wait can look again at once instead of at its next poll.
+     * Best effort: if `docker events` cannot run, nothing is called and polling alone decides. The
+     * stream ends by itself after `untilSeconds`, so even a killed Lifeline leaves no follower behind.
+     */
+    watchEvents(onEvent, untilSeconds) {
+        const filters = ['--filter', 'type=container', ...['health_status', 'start', 'die', 'destroy'].flatMap((e) => ['--filter', `event=${e}`])];
+        if (this.project.projectName)
+            filters.push(...labelFilters([projectLabel(this.project.projectName)]));
+        // Unix times: events from now on only, and a stream that ends by itself.
+        const now = Math.floor(Date.now() / 1000);
+        let running;
+        try {
+            running = this.runner.start({ tool: 'docker', args: ['events', ...filters, '--since', String(now), '--until', String(now + Math.ceil(untilSeconds) + 5), '--format', '{{.ID}}'] });
+        }
+        catch {
+            return { stop() { } };
+        }
+        running.stdout.on('data', () => onEvent());
+        running.stdout.on('error', () => { });
+        running.done.catch(() => { });
+        return { stop: () => running?.kill('SIGTERM') };
+    }
+    /** The last lines a service logged, for the failure message; never throws. */
+    async logsTail(service, lines, overrideFile) {
+        const result = await runText(this.runner, composeInvocation(this.project, ['logs', '--no-color', '--tail', String(lines), service], overrideFile)).catch((error) => ({
+            exitCode: 1,
+            stdout: '',
+            stderr: error.message,
+        }));
+        if (result.exitCode !== 0)
+            return `(could not read its logs: ${lastLines(result.stderr, 2)})`;
+        return result.stdout.trim() || '(it logged nothing)';
+    }
+}
+/** Docker writes `0001-01-01T00:00:00Z` for a container never started. */
+function startedAtMs(value) {
+    const ms = value ? Date.parse(value) : NaN;
+    return Number.isFinite(ms) && ms > 0 ? ms : 0;
+}
+/**
+ * `compose config` on the given files (what `config -q` runs, keeping the merged model on stdout),
+ * for preflight's validation; the tool's result is returned as is.
+ */
+async function composeConfig(runner, command, files, cwd) {
+    return runText(runner, { ...composeInvocation({ command, files }, ['config']), cwd });
+}
+/** The one running container of a Compose service; a missing or scaled service is a failure with the fix. */
+async function serviceContainerId(compose, service) {
+    if (compose.projectName) {
+        // With a known project name the engine is asked directly by Compose's labels (running
+        // containers only): Compose v1 takes 2-5 s to start, paid by every command in this layout.
+        // Anything but exactly one container goes on to Compose itself, for its diagnostics.
+        const labels = [projectLabel(compose.projectName), `com.docker.compose.service=${service}`, 'com.docker.compose.oneoff=False'];
+        const byLabel = await runner_runText(new runner_LocalRunner(), { tool: 'docker', args: ['ps', '-q', '--no-trunc', ...labelFilters(labels)] }).catch(() => undefined);
+        const found = byLabel?.exitCode === 0 ? idLines(byLabel.stdout) : [];
+        if (found.length === 1)
+            return found[0];
+    }
+    const project = { command: await composeCommand(compose.command), files: compose.files, projectName: compose.projectName };
+    const hint = (args) => composeHint(project, args);
+    const ps = await runner_runText(new runner_LocalRunner(), composeInvocation(project, ['ps', '-q', service]));
+    if (ps.exitCode !== 0) {
+        throw errors_failure('COMPOSE_PS_FAILED', `cannot find the container of Compose service ${service} (${hint(`ps -q ${service}`)} ${describeExit(ps)}): ${runner_lastLines(ps.stderr, 3)}`, {
+            fix: 'check compose.files and compose.projectName in lifeline.yml (they must name the running stack), and that Docker is reachable (DOCKER_HOST)',
+        });
+    }
+    const ids = idLines(ps.stdout);
+    if (ids.length === 0) {
+        throw errors_failure('SERVICE_NOT_RUNNING', `Compose service ${service} has no container in ${compose.projectName ? `project ${compose.projectName}` : 'the stack'}`, {
+            fix: `start it (${hint(`up -d ${service}`)}), or check the service name (postgres.service / redis.service) and compose.projectName in lifeline.yml`,
+        });
+    }
+    if (ids.length > 1) {
+        throw errors_failure('SERVICE_SCALED', `Compose service ${service} has ${ids.length} containers; Lifeline runs its tools in exactly one`, { fix: `scale ${service} to one container` });
+    }
+    return ids[0];
+}
+/**
+ * Runs tools inside a running Compose service with `exec -T`, so `DOCKER_HOST=ssh://...` works too.
+ * Lifeline itself runs tools by `docker exec` on the service's container id (runner/factory.ts);
+ * this stays for callers that must go through Compose.
+ */
+class ComposeRunner {
+    options;
+    where;
+    masker;
+    constructor(options) {
+        this.options = options;
+        this.where = `compose service ${options.service}`;
+        this.masker = options.masker ?? new SecretMasker();
+    }
+    start(invocation) {
+        const env = definedOnly(invocation.env);
+        // `-e NAME` without a value copies it from the compose CLI's own environment: secrets stay off argv.
+        const envArgs = Object.keys(env).flatMap((key) => ['-e', key]);
+        const { tool, args } = composeInvocation({ command: this.options.composeCommand, files: this.options.files, projectName: this.options.projectName }, [
+            'exec',
+            '-T',
+            ...envArgs,
+            this.options.service,
+            invocation.tool,
+            ...invocation.args,
+        ]);
+        return spawnStreaming(tool, args, invocation, this.masker, childEnvironment(this.options.baseEnv ?? process.env, env));
+    }
+}
 
-;// CONCATENATED MODULE: ./src/postgres/binaries.ts
+;// CONCATENATED MODULE: ./src/runner/postgres-binaries.ts
 
 
 
 /** Directories holding PostgreSQL server binaries (initdb, pg_ctl, postgres), newest major first. */
-function binaries_postgresServerBinDirs(configured) {
+function postgresServerBinDirs(configured) {
     const dirs = [];
     if (configured)
         dirs.push(configured);
@@ -60613,7 +60879,7 @@ function binaries_postgresServerBinDirs(configured) {
     return dirs;
 }
 function findServerBinDir(configured) {
-    for (const dir of binaries_postgresServerBinDirs(configured)) {
+    for (const dir of postgresServerBinDirs(configured)) {
         if (findExecutable('initdb', [dir], ''))
             return dir;
     }
@@ -60621,28 +60887,13 @@ function findServerBinDir(configured) {
     return initdb ? initdb.replace(/\/initdb$/, '') : undefined;
 }
 
-;// CONCATENATED MODULE: ./src/postgres/connection.ts
+;// CONCATENATED MODULE: ./src/runner/factory.ts
 
 
 
-
-
-/** The URL with its password replaced by `***`: what error messages may show. */
-function maskedUrl(conn) {
-    return formatPgUrl({ ...conn, password: conn.password ? '***' : undefined });
-}
-/** The environment's PostgreSQL connection; a missing URL is a usage error that says where to set it. */
-function environmentConnection(settings) {
-    if (!settings.postgres.url) {
-        const named = settings.postgres.urlEnv;
-        // An environment that names its variable never falls back to DATABASE_URL: say which one to set.
-        throw errors_usageError('NO_DATABASE_URL', named ? `no PostgreSQL URL for environment ${settings.name}: ${named} (its postgres.urlEnv) is not set` : `no PostgreSQL URL for environment ${settings.name}`, named
-            ? `set ${named}, or pass --database-url postgres://user:password@host:5432/dbname`
-            : 'pass --database-url postgres://user:password@host:5432/dbname, set DATABASE_URL, or set postgres.urlEnv in lifeline.yml');
-    }
-    const conn = parsePgUrl(settings.postgres.url);
-    return settings.postgres.database ? { ...conn, database: settings.postgres.database } : conn;
-}
+// The one runner factory (issue #23): where the PostgreSQL and Redis tools run, built from the
+// settings. Local binaries, a Compose service's running container (by `docker exec` on its id), or a
+// throwaway container of an image. The Compose command lines behind it are in compose.ts.
 /**
  * Where the PostgreSQL client tools run: inside the configured Compose service, or locally,
  * preferring the configured binDir, then the newest Debian major (its pg_dump reads every older server).
@@ -60650,89 +60901,40 @@ function environmentConnection(settings) {
 async function postgresRunner(settings) {
     if (settings.postgres.service)
         return composeRunner(settings.compose, settings.postgres.service);
-    return new runner_LocalRunner({ binDirs: binaries_postgresServerBinDirs(settings.postgres.binDir) });
+    return localPostgresRunner(settings.postgres.binDir);
 }
 /** Local PostgreSQL client tools (verification reads catalog files on this host). */
 function localPostgresRunner(binDir) {
-    return new LocalRunner({ binDirs: postgresServerBinDirs(binDir) });
+    return new runner_LocalRunner({ binDirs: postgresServerBinDirs(binDir) });
 }
+/** Where redis-cli and redis-check-rdb run: inside the configured Compose service, or locally (redis.binDir, then PATH). */
 async function redisRunner(settings) {
     if (settings.redis?.service)
         return composeRunner(settings.compose, settings.redis.service);
-    return new LocalRunner({ binDirs: settings.redis?.binDir ? [settings.redis.binDir] : [] });
+    return localToolsRunner(settings.redis?.binDir);
+}
+/** Tools on this host: the one configured directory first, then PATH (with the given environment, e.g. DOCKER_HOST). */
+function localToolsRunner(binDir, baseEnv) {
+    return new LocalRunner({ binDirs: binDir ? [binDir] : [], ...(baseEnv ? { baseEnv } : {}) });
 }
 /**
  * Runs tools inside the service's container with `docker exec` on its id, resolved once here with
  * `compose ps -q SERVICE` (each Compose v1 `exec` costs 2-10 s; `docker exec` a tenth of that).
  */
 async function composeRunner(compose, service) {
-    const container = await serviceContainerId(compose, service);
+    return serviceContainerRunner(await serviceContainerId(compose, service), service);
+}
+/** `docker exec` into a Compose service's container already found by its id. */
+function serviceContainerRunner(container, service) {
     return new ContainerRunner({ container, where: `compose service ${service}` });
 }
-/** The one running container of a Compose service; a missing or scaled service is a failure with the fix. */
-async function serviceContainerId(compose, service) {
-    if (compose.projectName) {
-        // With a known project name the engine is asked directly by Compose's labels (running
-        // containers only): Compose v1 takes 2-5 s to start, paid by every command in this layout.
-        // Anything but exactly one container goes on to Compose itself, for its diagnostics.
-        const labels = [`com.docker.compose.project=${normalizeProjectName(compose.projectName)}`, `com.docker.compose.service=${service}`, 'com.docker.compose.oneoff=False'];
-        const byLabel = await runText(new runner_LocalRunner(), { tool: 'docker', args: ['ps', '-q', '--no-trunc', ...labels.flatMap((l) => ['--filter', `label=${l}`])] }).catch(() => undefined);
-        const found = byLabel?.exitCode === 0
-            ? byLabel.stdout
-                .split('\n')
-                .map((l) => l.trim())
-                .filter(Boolean)
-            : [];
-        if (found.length === 1)
-            return found[0];
-    }
-    const command = await composeCommand(compose.command);
-    const [tool, ...prefix] = command;
-    const project = [...compose.files.flatMap((f) => ['-f', f]), ...(compose.projectName ? ['-p', compose.projectName] : [])];
-    const hint = (args) => [...command, ...project, args].join(' ');
-    const ps = await runText(new runner_LocalRunner(), { tool: tool, args: [...prefix, ...project, 'ps', '-q', service] });
-    if (ps.exitCode !== 0) {
-        throw errors_failure('COMPOSE_PS_FAILED', `cannot find the container of Compose service ${service} (${hint(`ps -q ${service}`)} ${describeExit(ps)}): ${lastLines(ps.stderr, 3)}`, {
-            fix: 'check compose.files and compose.projectName in lifeline.yml (they must name the running stack), and that Docker is reachable (DOCKER_HOST)',
-        });
-    }
-    const ids = ps.stdout
-        .split('\n')
-        .map((l) => l.trim())
-        .filter(Boolean);
-    if (ids.length === 0) {
-        throw errors_failure('SERVICE_NOT_RUNNING', `Compose service ${service} has no container in ${compose.projectName ? `project ${compose.projectName}` : 'the stack'}`, {
-            fix: `start it (${hint(`up -d ${service}`)}), or check the service name (postgres.service / redis.service) and compose.projectName in lifeline.yml`,
-        });
-    }
-    if (ids.length > 1) {
-        throw errors_failure('SERVICE_SCALED', `Compose service ${service} has ${ids.length} containers; Lifeline runs its tools in exactly one`, { fix: `scale ${service} to one container` });
-    }
-    return ids[0];
-}
-/** `auto` prefers Compose v2 (`docker compose`), then v1 (`docker-compose`). */
-async function composeCommand(configured) {
-    return [...(await detectComposeCommand(new runner_LocalRunner(), configured, process.env.PATH ?? ''))];
-}
-/**
- * Makes a first round trip so a wrong password or an unreachable server fails with the URL
- * (password masked) and a fix, instead of a bare libpq message later.
- */
-async function checkConnection(session, conn) {
-    try {
-        await session.queryValue('SELECT 1');
-    }
-    catch (error) {
-        const message = error.message;
-        const auth = /password authentication failed|no password supplied|authentication failed/i.test(message);
-        throw failure('POSTGRES_CONNECT', `cannot connect to ${maskedUrl(conn)}: ${message}`, {
-            fix: auth ? 'check the user and password in the database URL (DATABASE_URL / --database-url)' : 'check that the server is running and reachable, and the host, port and database name in the URL',
-            cause: error,
-        });
-    }
+/** Each tool in a fresh container of the image (`docker run --rm`, no network), for tools a stopped service's image holds. */
+function throwawayContainerRunner(image, where) {
+    return new ImageRunner({ image, where });
 }
 
 ;// CONCATENATED MODULE: ./src/tenant/database.ts
+
 
 /** Where tenant queries run: the same connection and client tools as backups (locally or in the Compose service). */
 async function tenantDatabase(settings) {
@@ -60897,7 +61099,7 @@ class PsqlSession {
             .then((result) => {
             this.closed = true;
             if (result.exitCode !== 0) {
-                this.exitError = errors_failure('PSQL_FAILED', `query against ${conn.host}:${conn.port}/${conn.database} failed: ${lastLines(result.stderr, 3)}`, { details: { exitCode: result.exitCode } });
+                this.exitError = errors_failure('PSQL_FAILED', `query against ${conn.host}:${conn.port}/${conn.database} failed: ${runner_lastLines(result.stderr, 3)}`, { details: { exitCode: result.exitCode } });
             }
             this.waiter?.();
         })
@@ -60970,6 +61172,16 @@ async function queryOnce(runner, conn, sql, database) {
     const session = PsqlSession.open(runner, conn, { database });
     try {
         return await session.query(sql);
+    }
+    finally {
+        await session.close();
+    }
+}
+/** Runs statements in a fresh session: psql ends a session at its first error (ON_ERROR_STOP), so a retry needs a new one. */
+async function execOnce(runner, conn, sql) {
+    const session = PsqlSession.open(runner, conn);
+    try {
+        await session.exec(sql);
     }
     finally {
         await session.close();
@@ -61732,7 +61944,7 @@ async function copyCollection(options, staged, file, snapshotId, collection, lim
     }
     const result = await running.done;
     if (result.exitCode !== 0) {
-        throw errors_failure('EXPORT_COPY_FAILED', `exporting ${collection.name} failed (psql ${describeExit(result)}): ${lastLines(result.stderr)}`);
+        throw errors_failure('EXPORT_COPY_FAILED', `exporting ${collection.name} failed (psql ${describeExit(result)}): ${runner_lastLines(result.stderr)}`);
     }
     return { rows: meter.records - (options.format === 'csv' ? 1 : 0), stored: hashed };
 }
@@ -61930,6 +62142,49 @@ async function lastTenantWrite(session, collections, tenant, lastWriteQuery) {
             latest = Math.max(latest ?? -Infinity, Date.parse(value));
     }
     return { at: latest === undefined ? null : new Date(latest).toISOString(), source: used.length ? `max(${used.join(', ')}) (reported only: coverage is decided by content)` : 'no timestamp columns' };
+}
+
+;// CONCATENATED MODULE: ./src/report/table.ts
+/** Column-aligned text for a terminal. */
+function renderTextTable(table) {
+    const widths = table.headers.map((h, i) => Math.max(h.length, ...table.rows.map((r) => (r[i] ?? '').length)));
+    const line = (cells) => cells
+        .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i])))
+        .join('  ')
+        .trimEnd();
+    return [line(table.headers), line(widths.map((w) => '-'.repeat(w))), ...table.rows.map((r) => line(table.headers.map((_, i) => r[i] ?? '')))].join('\n');
+}
+/** A GitHub-flavoured Markdown table; cells are escaped so a `|` or newline in a detail cannot break it. */
+function renderMarkdownTable(table, options = {}) {
+    const escape = options.escape === 'none' ? (text) => text : (options.escape ?? escapeMarkdownCell);
+    const row = (cells) => `| ${cells.map(escape).join(' | ')} |`;
+    return [row(table.headers), `|${table.headers.map(() => '---').join('|')}|`, ...table.rows.map((r) => row(table.headers.map((_, i) => r[i] ?? '')))].join('\n');
+}
+function escapeMarkdownCell(text) {
+    return text.replace(/\\/g, '\\\\').replace(/\|/g, '\\|').replace(/\r?\n/g, '<br>');
+}
+/**
+ * A Mermaid `xychart-beta` block (GitHub renders it in job summaries and Markdown files).
+ * Labels are quoted; quotes inside them are dropped because Mermaid has no escape for them.
+ */
+function renderMermaidTrend(chart) {
+    const quote = (text) => `"${text.replace(/"/g, "'")}"`;
+    const all = chart.series.flatMap((s) => s.values).filter(Number.isFinite);
+    const max = all.length ? Math.max(...all) : 1;
+    const round = (n) => Math.round(n * 100) / 100;
+    return [
+        '```mermaid',
+        'xychart-beta',
+        `  title ${quote(chart.title)}`,
+        `  x-axis [${chart.xLabels.map(quote).join(', ')}]`,
+        `  y-axis ${quote(chart.yLabel)} 0 --> ${round(max * 1.1) || 1}`,
+        ...chart.series.map((s) => `  ${s.kind} [${s.values.map((v) => (Number.isFinite(v) ? round(v) : 0)).join(', ')}]`),
+        '```',
+    ].join('\n');
+}
+/** ✅/❌ words that read the same in a terminal and a summary. */
+function verdict(passed) {
+    return passed ? 'pass' : 'FAIL';
 }
 
 ;// CONCATENATED MODULE: ./src/settings/compression.ts
@@ -72432,6 +72687,14 @@ const GLOBAL_INPUTS = [
     { name: 'json', type: 'boolean', description: 'Print exactly one JSON value on stdout.', default: 'false', cliOnly: true },
     { name: 'quiet', type: 'boolean', description: 'No progress lines (warnings and errors still print).', default: 'false', cliOnly: true },
 ];
+/** The same inputs with a sentence in front of each description (a drill's signer inputs), keeping their literal names. */
+function describedAs(inputs, prefix) {
+    return inputs.map((input) => ({ ...input, description: `${prefix} ${input.description}` }));
+}
+/** `ctx.inputs`, narrowed to the names in `declared` (the same list the spec's `inputs` holds). */
+function declaredInputs(ctx, _declared) {
+    return ctx.inputs;
+}
 function spec_allInputs(spec) {
     return spec.usesGlobals === false ? spec.inputs : [...GLOBAL_INPUTS, ...spec.inputs];
 }
@@ -72506,6 +72769,13 @@ function parseBoolean(name, value) {
         return false;
     throw errors_usageError('BAD_INPUT', `input "${name}" must be true or false (got "${value}")`, `set ${name}: true or ${name}: false`);
 }
+/** Parallel pg_restore jobs (`--jobs`, default 2): a whole number from 1 to 64. */
+function parseJobs(value) {
+    const jobs = Number(value ?? '2');
+    if (!Number.isInteger(jobs) || jobs < 1 || jobs > 64)
+        throw usageError('BAD_INPUT', `--jobs must be a whole number from 1 to 64 (got "${value}")`, 'pass --jobs 2');
+    return jobs;
+}
 /** Resolves the environment settings from the global inputs (flags > env vars > lifeline.yml). */
 function environmentFor(ctx) {
     const settings = resolveEnvironment(ctx.inputs.globals(), { env: ctx.env, cwd: ctx.cwd });
@@ -72518,9 +72788,9 @@ function environmentFor(ctx) {
  * that environment variable, so it never appears in the process list). Its secrets are registered
  * with the logger either way.
  */
-function urlInput(ctx, name, options) {
-    const direct = ctx.inputs.string(name);
-    const envName = ctx.inputs.string(`${name}-env`);
+function urlInput(ctx, inputs, name, options) {
+    const direct = inputs.string(name);
+    const envName = inputs.string(`${name}-env`);
     if (direct && envName) {
         throw usageError('BAD_INPUT', `give --${name} or --${name}-env, not both`, `keep --${name}-env ${envName}: it keeps the password out of the process list`);
     }
@@ -72543,6 +72813,7 @@ function urlInput(ctx, name, options) {
 
 ;// CONCATENATED MODULE: ./src/commands/action-spec.ts
 
+
 function singleCommandAction(name, description, command) {
     return { name, description, commands: { [command.name]: command } };
 }
@@ -72553,7 +72824,7 @@ function commandFor(action, selected) {
     const key = selected || action.selector.default;
     const command = action.commands[key];
     if (!command)
-        throw new Error(`input "${action.selector.input}" must be one of ${keys.join(', ')} (got "${key}")`);
+        throw errors_usageError('BAD_INPUT', `input "${action.selector.input}" must be one of ${keys.join(', ')} (got "${key}")`, `set ${action.selector.input} to one of ${keys.join(', ')}`);
     return command;
 }
 /** The action's inputs: the union over its commands, without CLI-only flags. */
@@ -72574,7 +72845,7 @@ function actionInputs(action) {
                 continue;
             const existing = byName.get(input.name);
             if (existing && existing.type !== input.type)
-                throw new Error(`action ${action.name}: input ${input.name} has two types`);
+                throw failure('INTERNAL_INVARIANT', `internal error: action ${action.name}: input ${input.name} has two types`);
             if (!existing)
                 byName.set(input.name, input);
             else if (existing.required && !input.required)
@@ -72614,11 +72885,8 @@ function actionOutputs(action) {
 
 
 
+
 const TENANT_INPUT = { name: 'tenant', type: 'string', required: true, description: 'The tenant id, exactly as stored (a value, never SQL).' };
-function collectionsFor(ctx, configured) {
-    const flags = ctx.inputs.list('collection');
-    return flags.length ? flags.map(parseCollectionFlag) : configured;
-}
 function parseRowCap(value) {
     if (value === undefined)
         return undefined;
@@ -72626,21 +72894,35 @@ function parseRowCap(value) {
         throw errors_usageError('BAD_ROW_CAP', `--row-cap must be a positive whole number (got "${value}")`, 'pass e.g. --row-cap 500000');
     return Number(value);
 }
+const TENANT_EXPORT_INPUTS = [
+    TENANT_INPUT,
+    {
+        name: 'collection',
+        type: 'list',
+        description: 'A collection as TABLE:COLUMN (orders:tenant_id) or TABLE:LOCAL->TABLE.COLUMN[:TENANT_COLUMN] (payments:order_id->orders.id); repeat for several. Replaces tenants.collections.',
+    },
+    { name: 'row-cap', type: 'string', description: 'Row cap of every collection for this run (overrides tenants.rowCap and per-collection caps).' },
+    { name: 'allow-truncation', type: 'boolean', default: 'false', description: 'Export collections over their row cap up to the cap (by primary key) and mark them truncated, instead of refusing.' },
+    { name: 'format', type: 'string', choices: ['ndjson', 'csv'], description: 'File format (default: tenants.format, else ndjson).' },
+    { name: 'archive', type: 'boolean', default: 'false', description: 'Also pack the export into export.tar.gz with its own .sha256 file, for handoff.' },
+];
+function parseTenantExportInputs(ctx) {
+    const inputs = declaredInputs(ctx, TENANT_EXPORT_INPUTS);
+    const tenant = inputs.requiredString('tenant');
+    const flags = inputs.list('collection');
+    return {
+        tenant,
+        collections: flags.length ? flags.map(parseCollectionFlag) : undefined,
+        format: inputs.string('format'),
+        rowCapOverride: parseRowCap(inputs.string('row-cap')),
+        allowTruncation: inputs.boolean('allow-truncation'),
+        archive: inputs.boolean('archive'),
+    };
+}
 const tenantExportCommand = {
     name: 'tenant export',
     summary: "Export a tenant's collections with checksums and caps",
-    inputs: [
-        TENANT_INPUT,
-        {
-            name: 'collection',
-            type: 'list',
-            description: 'A collection as TABLE:COLUMN (orders:tenant_id) or TABLE:LOCAL->TABLE.COLUMN[:TENANT_COLUMN] (payments:order_id->orders.id); repeat for several. Replaces tenants.collections.',
-        },
-        { name: 'row-cap', type: 'string', description: 'Row cap of every collection for this run (overrides tenants.rowCap and per-collection caps).' },
-        { name: 'allow-truncation', type: 'boolean', default: 'false', description: 'Export collections over their row cap up to the cap (by primary key) and mark them truncated, instead of refusing.' },
-        { name: 'format', type: 'string', choices: ['ndjson', 'csv'], description: 'File format (default: tenants.format, else ndjson).' },
-        { name: 'archive', type: 'boolean', default: 'false', description: 'Also pack the export into export.tar.gz with its own .sha256 file, for handoff.' },
-    ],
+    inputs: [...TENANT_EXPORT_INPUTS],
     outputs: [
         { name: 'export-id', description: 'The id of the new export.' },
         { name: 'path', description: "The export's directory (holds export.json, SHA256SUMS and one file per collection)." },
@@ -72652,7 +72934,8 @@ const tenantExportCommand = {
     implemented: true,
     async run(ctx) {
         const settings = environmentFor(ctx);
-        const tenant = ctx.inputs.requiredString('tenant');
+        const input = parseTenantExportInputs(ctx);
+        const { tenant } = input;
         if (settings.encryption)
             ctx.logger.info(`collection files are encrypted to ${settings.encryption.recipients.length} age recipient(s) while they stream (<file>.age); the tenant's handoff needs age -d with one of their identities`);
         const { runner, conn } = await tenantDatabase(settings);
@@ -72662,13 +72945,13 @@ const tenantExportCommand = {
             tenant,
             runner,
             conn,
-            collections: collectionsFor(ctx, settings.tenants.collections),
-            format: ctx.inputs.string('format') ?? settings.tenants.format,
+            collections: input.collections ?? settings.tenants.collections,
+            format: input.format ?? settings.tenants.format,
             rowCap: settings.tenants.rowCap,
-            rowCapOverride: parseRowCap(ctx.inputs.string('row-cap')),
+            rowCapOverride: input.rowCapOverride,
             byteCap: settings.tenants.byteCap,
-            allowTruncation: ctx.inputs.boolean('allow-truncation'),
-            archive: ctx.inputs.boolean('archive'),
+            allowTruncation: input.allowTruncation,
+            archive: input.archive,
             keep: settings.tenants.keep,
             crossTenantRows: settings.tenants.crossTenantRows,
             logger: ctx.logger,
@@ -72723,9 +73006,10 @@ const tenantExportCommand = {
                 '',
                 `Export \`${m.id}\`, snapshot ${m.snapshotAt}, ${m.format}.`,
                 '',
-                '| collection | rows | bytes | sha256 | truncated |',
-                '|---|---|---|---|---|',
-                ...m.collections.map((c) => `| ${c.name} | ${c.rows} | ${c.bytes} | \`${c.sha256.slice(0, 16)}…\` | ${c.truncated ? `yes (${c.trueCount} in the database)` : 'no'} |`),
+                renderMarkdownTable({
+                    headers: ['collection', 'rows', 'bytes', 'sha256', 'truncated'],
+                    rows: m.collections.map((c) => [c.name, String(c.rows), String(c.bytes), `\`${c.sha256.slice(0, 16)}…\``, c.truncated ? `yes (${c.trueCount} in the database)` : 'no']),
+                }, { escape: 'none' }),
             ].join('\n'),
             annotations: m.truncated
                 ? [
@@ -72741,17 +73025,19 @@ const tenantExportCommand = {
         };
     },
 };
+const TENANT_VERIFY_INPUTS = [TENANT_INPUT, { name: 'export', type: 'string', default: 'latest', description: 'The export id, or "latest".' }];
 const tenantVerifyCommand = {
     name: 'tenant verify',
     summary: 'Re-check a tenant export',
-    inputs: [TENANT_INPUT, { name: 'export', type: 'string', default: 'latest', description: 'The export id, or "latest".' }],
+    inputs: [...TENANT_VERIFY_INPUTS],
     outputs: [{ name: 'ok', description: '"true" when the export verified.' }],
     implemented: true,
     async run(ctx) {
         const identity = await loadIdentity(ctx.env, ctx.logger);
         const settings = environmentFor(ctx);
-        const tenant = ctx.inputs.requiredString('tenant');
-        const wanted = ctx.inputs.string('export') ?? 'latest';
+        const inputs = declaredInputs(ctx, TENANT_VERIFY_INPUTS);
+        const tenant = inputs.requiredString('tenant');
+        const wanted = inputs.string('export') ?? 'latest';
         const catalog = new Catalog(settings.store);
         const kind = tenantExportsKind(tenant);
         const entry = wanted === 'latest' ? (await catalog.list(settings.name, kind, EXPORT_MANIFEST))[0] : await catalog.get(settings.name, kind, wanted, EXPORT_MANIFEST);
@@ -72775,15 +73061,16 @@ const tenantVerifyCommand = {
         };
     },
 };
+const DELETION_PLAN_INPUTS = [TENANT_INPUT];
 const tenantDeletionPlanCommand = {
     name: 'tenant deletion-plan',
     summary: 'Print what an offboarding deletion would touch (refuses without a current verified export)',
-    inputs: [TENANT_INPUT],
+    inputs: [...DELETION_PLAN_INPUTS],
     outputs: [],
     implemented: true,
     async run(ctx) {
         const settings = environmentFor(ctx);
-        const tenant = ctx.inputs.requiredString('tenant');
+        const tenant = declaredInputs(ctx, DELETION_PLAN_INPUTS).requiredString('tenant');
         const { runner, conn } = await tenantDatabase(settings);
         const plan = await planTenantDeletion({
             catalog: new Catalog(settings.store),
@@ -76024,13 +76311,7 @@ async function runAction(action, selected, doors = {}) {
     const logger = actionsLogger();
     try {
         const chosen = selected ?? (action.selector ? getInput(action.selector.input) : undefined);
-        let command;
-        try {
-            command = commandFor(action, chosen);
-        }
-        catch (error) {
-            throw errors_usageError('BAD_INPUT', error.message, `set ${action.selector?.input} to one of ${Object.keys(action.commands).join(', ')}`);
-        }
+        const command = commandFor(action, chosen);
         const values = readActionInputs(command);
         // The age identity first: every line of it is masked before anything can print it.
         const identity = typeof values['age-identity'] === 'string' ? values['age-identity'] : undefined;
@@ -76064,7 +76345,7 @@ async function publishResult(command, result) {
     const declared = new Set(command.outputs.map((o) => o.name));
     for (const [name, value] of Object.entries(result.outputs ?? {})) {
         if (!declared.has(name))
-            throw new Error(`internal error: output "${name}" is not declared for ${command.name}`);
+            throw errors_failure('INTERNAL_UNDECLARED_OUTPUT', `internal error: output "${name}" is not declared for ${command.name}`);
         setOutput(name, value);
     }
     for (const a of result.annotations ?? []) {

@@ -73041,7 +73041,7 @@ function identityRequired(what) {
  */
 function encryptingWriter(target, recipients) {
     if (!recipients.length)
-        throw new Error('encryptingWriter needs at least one recipient');
+        throw errors_failure('INTERNAL_INVARIANT', 'internal error: encryptingWriter needs at least one recipient');
     const plain = new HashingTransform();
     const finished = (async () => {
         const encrypter = new Encrypter();
@@ -73836,7 +73836,8 @@ function createMemoryLogger() {
 
 
 const STDERR_LIMIT = 64 * 1024;
-function spawnStreaming(command, args, invocation, masker, childEnv) {
+/** Spawns one tool with its stdout streaming to the caller (never buffered) and its stderr tail masked. For the runners here and in compose.ts. */
+function runner_spawnStreaming(command, args, invocation, masker, childEnv) {
     let child;
     try {
         child = (0,external_node_child_process_.spawn)(command, args, {
@@ -73931,42 +73932,13 @@ class runner_LocalRunner {
     }
     start(invocation) {
         const command = this.resolveTool(invocation.tool);
-        const env = childEnvironment(this.options.baseEnv ?? process.env, invocation.env);
+        const env = runner_childEnvironment(this.options.baseEnv ?? process.env, invocation.env);
         if (this.options.asUser && process.getuid?.() === 0) {
             // Without --login, runuser keeps the environment, so PGPASSWORD and friends reach the tool.
             const args = ['-u', this.options.asUser, '--', command, ...invocation.args];
-            return spawnStreaming('runuser', args, invocation, this.masker, env);
+            return runner_spawnStreaming('runuser', args, invocation, this.masker, env);
         }
-        return spawnStreaming(command, invocation.args, invocation, this.masker, env);
-    }
-}
-/** Runs tools inside a running Compose service with `exec -T`, so `DOCKER_HOST=ssh://...` works too. */
-class ComposeRunner {
-    options;
-    where;
-    masker;
-    constructor(options) {
-        this.options = options;
-        this.where = `compose service ${options.service}`;
-        this.masker = options.masker ?? new SecretMasker();
-    }
-    start(invocation) {
-        const [command, ...prefix] = this.options.composeCommand;
-        const env = definedOnly(invocation.env);
-        // `-e NAME` without a value copies it from the compose CLI's own environment: secrets stay off argv.
-        const envArgs = Object.keys(env).flatMap((key) => ['-e', key]);
-        const args = [
-            ...prefix,
-            ...this.options.files.flatMap((f) => ['-f', f]),
-            ...(this.options.projectName ? ['-p', this.options.projectName] : []),
-            'exec',
-            '-T',
-            ...envArgs,
-            this.options.service,
-            invocation.tool,
-            ...invocation.args,
-        ];
-        return spawnStreaming(command, args, invocation, this.masker, childEnvironment(this.options.baseEnv ?? process.env, env));
+        return runner_spawnStreaming(command, invocation.args, invocation, this.masker, env);
     }
 }
 /**
@@ -73987,11 +73959,11 @@ class ContainerRunner {
         return this.options.container;
     }
     start(invocation) {
-        const env = definedOnly(invocation.env);
+        const env = runner_definedOnly(invocation.env);
         // `-e NAME` without a value copies it from the docker CLI's own environment: secrets stay off argv.
         const envArgs = Object.keys(env).flatMap((key) => ['-e', key]);
         const args = ['exec', ...(invocation.stdin ? ['-i'] : []), ...envArgs, ...(this.options.execOptions ?? []), this.options.container, invocation.tool, ...invocation.args];
-        return withMissingToolDetection(spawnStreaming('docker', args, invocation, this.masker, childEnvironment(this.options.baseEnv ?? process.env, env)), invocation.tool, `${this.where} (container ${this.options.container.slice(0, 12)})`);
+        return withMissingToolDetection(runner_spawnStreaming('docker', args, invocation, this.masker, runner_childEnvironment(this.options.baseEnv ?? process.env, env)), invocation.tool, `${this.where} (container ${this.options.container.slice(0, 12)})`);
     }
 }
 /** Runs each tool in a fresh container of an image (`docker run --rm`), for tools a stopped service's image holds. */
@@ -74005,7 +73977,7 @@ class ImageRunner {
         this.masker = options.masker ?? new logger_SecretMasker();
     }
     start(invocation) {
-        const env = definedOnly(invocation.env);
+        const env = runner_definedOnly(invocation.env);
         const envArgs = Object.keys(env).flatMap((key) => ['-e', key]);
         const args = [
             'run',
@@ -74021,7 +73993,7 @@ class ImageRunner {
             this.options.image,
             ...invocation.args,
         ];
-        return withMissingToolDetection(spawnStreaming('docker', args, invocation, this.masker, childEnvironment(this.options.baseEnv ?? process.env, env)), invocation.tool, this.where);
+        return withMissingToolDetection(runner_spawnStreaming('docker', args, invocation, this.masker, runner_childEnvironment(this.options.baseEnv ?? process.env, env)), invocation.tool, this.where);
     }
 }
 /** docker exec / run answer 126 or 127 with the runtime's "executable file not found" for a tool the image lacks: a TOOL_MISSING failure that names it. */
@@ -74050,7 +74022,7 @@ async function runner_runText(runner, invocation, limitBytes = 16 * 1024 * 1024)
     return { ...result, stdout };
 }
 /** Like runText, but a non-zero exit becomes a failure carrying the tool's stderr. */
-async function runChecked(runner, invocation, what) {
+async function runner_runChecked(runner, invocation, what) {
     const result = await runner_runText(runner, invocation);
     if (result.exitCode !== 0) {
         throw errors_failure('TOOL_FAILED', `${what} failed (${invocation.tool} ${runner_describeExit(result)}): ${runner_lastLines(result.stderr)}`, { details: { tool: invocation.tool, exitCode: result.exitCode } });
@@ -74071,18 +74043,18 @@ function runner_lastLines(text, count = 5) {
  * shell or a CI runner can then never redirect pg_dump, pg_restore or psql to another server or
  * database than the connection Lifeline was given.
  */
-function childEnvironment(base, extra) {
+function runner_childEnvironment(base, extra) {
     const env = {};
     for (const [key, value] of Object.entries(base))
         if (!isLibpqVariable(key))
             env[key] = value;
-    return { ...env, ...definedOnly(extra) };
+    return { ...env, ...runner_definedOnly(extra) };
 }
 function isLibpqVariable(name) {
     // PGPASSFILE stays: it only answers for the host, port, database and user already named.
     return /^PG/i.test(name) && !/^PGBACKREST_/i.test(name) && name !== 'PGPASSFILE';
 }
-function definedOnly(env) {
+function runner_definedOnly(env) {
     const out = {};
     for (const [key, value] of Object.entries(env ?? {}))
         if (value !== undefined)
@@ -74316,6 +74288,16 @@ async function queryOnce(runner, conn, sql, database) {
         await session.close();
     }
 }
+/** Runs statements in a fresh session: psql ends a session at its first error (ON_ERROR_STOP), so a retry needs a new one. */
+async function execOnce(runner, conn, sql) {
+    const session = psql_PsqlSession.open(runner, conn);
+    try {
+        await session.exec(sql);
+    }
+    finally {
+        await session.close();
+    }
+}
 
 // EXTERNAL MODULE: external "node:events"
 var external_node_events_ = __nccwpck_require__(8474);
@@ -74388,7 +74370,7 @@ async function checkRdb(runner, path,
 /** The plaintext as a stream (a decrypted snapshot) instead of `path`; only where the check runs in a container. */ source) {
     let result;
     if (source && runner instanceof runner_LocalRunner)
-        throw new Error('checkRdb: a stream source needs a container runner');
+        throw errors_failure('INTERNAL_INVARIANT', 'internal error: checkRdb: a stream source needs a container runner');
     try {
         result =
             runner instanceof runner_LocalRunner
@@ -74553,67 +74535,7 @@ function rdbCheckFromStdin(stdin) {
     return { tool: 'sh', args: ['-c', 'cat | exec redis-check-rdb /dev/stdin'], stdin };
 }
 
-;// CONCATENATED MODULE: ./src/runner/compose.ts
-
-
-const COMPOSE_V2 = ['docker', 'compose'];
-const COMPOSE_V1 = ['docker-compose'];
-/**
- * Picks the Compose CLI: the configured one, or with `auto` the v2 plugin if `docker compose
- * version` answers, else v1. Both talk to whatever engine DOCKER_HOST names (ssh:// included).
- */
-async function detectComposeCommand(runner, setting, pathEnv = '') {
-    if (setting === 'docker compose')
-        return COMPOSE_V2;
-    if (setting === 'docker-compose')
-        return COMPOSE_V1;
-    const v2 = await runner_runText(runner, { tool: 'docker', args: ['compose', 'version'] }).catch(() => undefined);
-    if (v2?.exitCode === 0)
-        return COMPOSE_V2;
-    // v1 is a Python program that takes seconds to start: finding it on PATH is enough.
-    if (runner_findExecutable('docker-compose', [], pathEnv))
-        return COMPOSE_V1;
-    throw errors_usageError('COMPOSE_MISSING', 'neither `docker compose` (Compose v2) nor `docker-compose` (v1) works on this machine', 'install the Docker Compose plugin (or docker-compose), set compose.command in lifeline.yml, or remove postgres.service / redis.service to run the client tools locally');
-}
-/** The project name as Compose records it in its labels (both versions lowercase it and drop other characters). */
-function normalizeProjectName(name) {
-    return name.toLowerCase().replace(/[^-_a-z0-9]/g, '');
-}
-
-;// CONCATENATED MODULE: ./src/postgres/binaries.ts
-
-
-
-/** Directories holding PostgreSQL server binaries (initdb, pg_ctl, postgres), newest major first. */
-function binaries_postgresServerBinDirs(configured) {
-    const dirs = [];
-    if (configured)
-        dirs.push(configured);
-    try {
-        const majors = (0,external_node_fs_.readdirSync)('/usr/lib/postgresql')
-            .filter((d) => /^\d+$/.test(d))
-            .sort((a, b) => Number(b) - Number(a));
-        for (const major of majors)
-            dirs.push((0,external_node_path_.join)('/usr/lib/postgresql', major, 'bin'));
-    }
-    catch {
-        // not a Debian layout
-    }
-    return dirs;
-}
-function findServerBinDir(configured) {
-    for (const dir of binaries_postgresServerBinDirs(configured)) {
-        if (findExecutable('initdb', [dir], ''))
-            return dir;
-    }
-    const initdb = findExecutable('initdb');
-    return initdb ? initdb.replace(/\/initdb$/, '') : undefined;
-}
-
 ;// CONCATENATED MODULE: ./src/postgres/connection.ts
-
-
-
 
 
 /** The URL with its password replaced by `***`: what error messages may show. */
@@ -74631,77 +74553,6 @@ function environmentConnection(settings) {
     }
     const conn = parsePgUrl(settings.postgres.url);
     return settings.postgres.database ? { ...conn, database: settings.postgres.database } : conn;
-}
-/**
- * Where the PostgreSQL client tools run: inside the configured Compose service, or locally,
- * preferring the configured binDir, then the newest Debian major (its pg_dump reads every older server).
- */
-async function postgresRunner(settings) {
-    if (settings.postgres.service)
-        return composeRunner(settings.compose, settings.postgres.service);
-    return new runner_LocalRunner({ binDirs: binaries_postgresServerBinDirs(settings.postgres.binDir) });
-}
-/** Local PostgreSQL client tools (verification reads catalog files on this host). */
-function localPostgresRunner(binDir) {
-    return new LocalRunner({ binDirs: postgresServerBinDirs(binDir) });
-}
-async function redisRunner(settings) {
-    if (settings.redis?.service)
-        return composeRunner(settings.compose, settings.redis.service);
-    return new runner_LocalRunner({ binDirs: settings.redis?.binDir ? [settings.redis.binDir] : [] });
-}
-/**
- * Runs tools inside the service's container with `docker exec` on its id, resolved once here with
- * `compose ps -q SERVICE` (each Compose v1 `exec` costs 2-10 s; `docker exec` a tenth of that).
- */
-async function composeRunner(compose, service) {
-    const container = await serviceContainerId(compose, service);
-    return new ContainerRunner({ container, where: `compose service ${service}` });
-}
-/** The one running container of a Compose service; a missing or scaled service is a failure with the fix. */
-async function serviceContainerId(compose, service) {
-    if (compose.projectName) {
-        // With a known project name the engine is asked directly by Compose's labels (running
-        // containers only): Compose v1 takes 2-5 s to start, paid by every command in this layout.
-        // Anything but exactly one container goes on to Compose itself, for its diagnostics.
-        const labels = [`com.docker.compose.project=${normalizeProjectName(compose.projectName)}`, `com.docker.compose.service=${service}`, 'com.docker.compose.oneoff=False'];
-        const byLabel = await runner_runText(new runner_LocalRunner(), { tool: 'docker', args: ['ps', '-q', '--no-trunc', ...labels.flatMap((l) => ['--filter', `label=${l}`])] }).catch(() => undefined);
-        const found = byLabel?.exitCode === 0
-            ? byLabel.stdout
-                .split('\n')
-                .map((l) => l.trim())
-                .filter(Boolean)
-            : [];
-        if (found.length === 1)
-            return found[0];
-    }
-    const command = await composeCommand(compose.command);
-    const [tool, ...prefix] = command;
-    const project = [...compose.files.flatMap((f) => ['-f', f]), ...(compose.projectName ? ['-p', compose.projectName] : [])];
-    const hint = (args) => [...command, ...project, args].join(' ');
-    const ps = await runner_runText(new runner_LocalRunner(), { tool: tool, args: [...prefix, ...project, 'ps', '-q', service] });
-    if (ps.exitCode !== 0) {
-        throw errors_failure('COMPOSE_PS_FAILED', `cannot find the container of Compose service ${service} (${hint(`ps -q ${service}`)} ${runner_describeExit(ps)}): ${runner_lastLines(ps.stderr, 3)}`, {
-            fix: 'check compose.files and compose.projectName in lifeline.yml (they must name the running stack), and that Docker is reachable (DOCKER_HOST)',
-        });
-    }
-    const ids = ps.stdout
-        .split('\n')
-        .map((l) => l.trim())
-        .filter(Boolean);
-    if (ids.length === 0) {
-        throw errors_failure('SERVICE_NOT_RUNNING', `Compose service ${service} has no container in ${compose.projectName ? `project ${compose.projectName}` : 'the stack'}`, {
-            fix: `start it (${hint(`up -d ${service}`)}), or check the service name (postgres.service / redis.service) and compose.projectName in lifeline.yml`,
-        });
-    }
-    if (ids.length > 1) {
-        throw errors_failure('SERVICE_SCALED', `Compose service ${service} has ${ids.length} containers; Lifeline runs its tools in exactly one`, { fix: `scale ${service} to one container` });
-    }
-    return ids[0];
-}
-/** `auto` prefers Compose v2 (`docker compose`), then v1 (`docker-compose`). */
-async function composeCommand(configured) {
-    return [...(await detectComposeCommand(new runner_LocalRunner(), configured, process.env.PATH ?? ''))];
 }
 /**
  * Makes a first round trip so a wrong password or an unreachable server fails with the URL
@@ -76463,7 +76314,7 @@ function pgbackrestBaseArgs(physical) {
     return [...(physical.configFile ? [`--config=${physical.configFile}`] : []), `--stanza=${physical.stanza}`, ...(physical.repoPath ? [`--repo1-path=${physical.repoPath}`] : [])];
 }
 async function runPgBackRest(physical, command, extraArgs, what, runner = pgbackrestRunner()) {
-    return runChecked(runner, { tool: 'pgbackrest', args: [...pgbackrestBaseArgs(physical), ...extraArgs, command] }, what);
+    return runner_runChecked(runner, { tool: 'pgbackrest', args: [...pgbackrestBaseArgs(physical), ...extraArgs, command] }, what);
 }
 /** `pgbackrest info --output=json` for the stanza, oldest backup first. */
 async function stanzaInfo(physical, runner) {
@@ -76575,6 +76426,366 @@ function utcDate(year, monthIndex, day, hour, minute, second) {
 async function restorePhysicalToTime(physical, dataDir, targetTime, backupLabel, runner) {
     const args = [`--pg1-path=${dataDir}`, `--set=${backupLabel}`, '--type=time', `--target=${targetTime}`, '--target-action=promote'];
     await runPgBackRest(physical, 'restore', args, 'pgbackrest restore', runner);
+}
+
+;// CONCATENATED MODULE: ./src/runner/compose.ts
+
+
+
+const COMPOSE_V2 = ['docker', 'compose'];
+const COMPOSE_V1 = ['docker-compose'];
+/**
+ * Picks the Compose CLI: the configured one, or with `auto` the v2 plugin if `docker compose
+ * version` answers, else v1. Both talk to whatever engine DOCKER_HOST names (ssh:// included).
+ */
+async function detectComposeCommand(runner, setting, pathEnv = '') {
+    if (setting === 'docker compose')
+        return COMPOSE_V2;
+    if (setting === 'docker-compose')
+        return COMPOSE_V1;
+    const v2 = await runner_runText(runner, { tool: 'docker', args: ['compose', 'version'] }).catch(() => undefined);
+    if (v2?.exitCode === 0)
+        return COMPOSE_V2;
+    // v1 is a Python program that takes seconds to start: finding it on PATH is enough.
+    if (runner_findExecutable('docker-compose', [], pathEnv))
+        return COMPOSE_V1;
+    throw errors_usageError('COMPOSE_MISSING', 'neither `docker compose` (Compose v2) nor `docker-compose` (v1) works on this machine', 'install the Docker Compose plugin (or docker-compose), set compose.command in lifeline.yml, or remove postgres.service / redis.service to run the client tools locally');
+}
+/** `auto` prefers Compose v2 (`docker compose`), then v1 (`docker-compose`), on this host's PATH. */
+async function composeCommand(configured) {
+    return [...(await detectComposeCommand(new runner_LocalRunner(), configured, process.env.PATH ?? ''))];
+}
+/**
+ * Preflight's pick, which also reads v2's version: v2 (`docker compose`) first, then v1
+ * (`docker-compose`) when it is on PATH, unless the config names one; undefined when none is there.
+ */
+async function probeComposeCli(runner, configured, pathEnv, cwd) {
+    if (configured !== 'docker-compose') {
+        try {
+            const v2 = await runText(runner, { tool: 'docker', args: ['compose', 'version', '--short'], cwd });
+            const version = v2.stdout.trim();
+            if (v2.exitCode === 0 && /^v?\d+\.\d+/.test(version))
+                return { command: [...COMPOSE_V2], version: version.replace(/^v/, '') };
+        }
+        catch {
+            // no docker CLI: v1 may still be there
+        }
+        if (configured === 'docker compose')
+            return undefined;
+    }
+    return findExecutable('docker-compose', [], pathEnv) ? { command: [...COMPOSE_V1] } : undefined;
+}
+/** The project name as Compose records it in its labels (both versions lowercase it and drop other characters). */
+function normalizeProjectName(name) {
+    return name.toLowerCase().replace(/[^-_a-z0-9]/g, '');
+}
+/** The full argv for one Compose call; the override file, when given, comes last so it wins. */
+function composeInvocation(project, args, overrideFile) {
+    const [tool, ...prefix] = project.command;
+    const files = overrideFile ? [...project.files, overrideFile] : project.files;
+    return {
+        tool: tool,
+        args: [...prefix, ...files.flatMap((file) => ['-f', file]), ...(project.projectName ? ['-p', project.projectName] : []), ...args],
+    };
+}
+/** One Compose command line as an operator would type it, for a message's fix. */
+function composeHint(project, args) {
+    const invocation = composeInvocation(project, []);
+    return [invocation.tool, ...invocation.args, args].join(' ');
+}
+/**
+ * The Compose command line of the configured CLI, files and project, as a runbook prints it (`auto`
+ * is written as v2); the files as the caller shows them.
+ */
+function composeCommandText(setting, shownFiles, projectName) {
+    const cli = setting === 'docker-compose' ? COMPOSE_V1 : COMPOSE_V2;
+    return [cli.join(' '), ...shownFiles.map((f) => `-f ${f}`), ...(projectName ? [`-p ${projectName}`] : [])].join(' ');
+}
+/** `--filter label=...` for Compose's labels on the engine's containers. */
+function labelFilters(labels) {
+    return labels.flatMap((label) => ['--filter', `label=${label}`]);
+}
+function projectLabel(projectName) {
+    return `com.docker.compose.project=${normalizeProjectName(projectName)}`;
+}
+function idLines(out) {
+    return out
+        .split('\n')
+        .map((line) => line.trim())
+        .filter(Boolean);
+}
+/** The Compose and Docker calls a deploy or a live restore needs, through the runner (the only place that spawns). */
+class ComposeDriver {
+    runner;
+    project;
+    constructor(runner, project) {
+        this.runner = runner;
+        this.project = project;
+    }
+    async pull(services, overrideFile) {
+        await runChecked(this.runner, composeInvocation(this.project, ['pull', ...services], overrideFile), `pulling ${services.join(', ')}`);
+    }
+    /**
+     * Recreates only the named services (`--no-deps`): the database and Redis are never touched.
+     * Always new containers (`--force-recreate`), so what answers a health check afterwards can be
+     * told apart from what ran before.
+     */
+    async up(services, overrideFile) {
+        await runChecked(this.runner, composeInvocation(this.project, ['up', '-d', '--no-deps', '--force-recreate', ...services], overrideFile), `starting ${services.join(', ')}`);
+    }
+    /** `compose stop SERVICE`; a non-zero exit is a TOOL_FAILED failure carrying Compose's stderr. */
+    async stop(service) {
+        await runChecked(this.runner, composeInvocation(this.project, ['stop', service]), `stopping ${service}`);
+    }
+    /** `compose start SERVICE` (the same container, not a new one). */
+    async start(service) {
+        await runChecked(this.runner, composeInvocation(this.project, ['start', service]), `starting ${service}`);
+    }
+    /**
+     * The ids of a service's containers, stopped ones included: `ps -a` with v2, which otherwise
+     * lists running containers only; v1 lists stopped ones anyway (its -a adds one-off `run` containers).
+     */
+    async serviceContainerIds(service) {
+        const v2 = this.project.command.length > 1;
+        return idLines(await runChecked(this.runner, composeInvocation(this.project, ['ps', ...(v2 ? ['-a'] : []), '-q', service]), `finding the container of service ${service}`));
+    }
+    /** The local image id (`sha256:...`) of each reference the engine has; references it lacks are absent. */
+    async imageIds(references) {
+        const ids = new Map();
+        for (const reference of references) {
+            const result = await runText(this.runner, { tool: 'docker', args: ['image', 'inspect', '--format', '{{.Id}}', reference] }).catch(() => undefined);
+            const id = result?.exitCode === 0 ? result.stdout.trim() : '';
+            if (id)
+                ids.set(reference, id);
+        }
+        return ids;
+    }
+    /** True when every image is already in the engine: a digest names exactly one image, so pulling it again changes nothing. */
+    async imagesPresent(images) {
+        const result = await runText(this.runner, { tool: 'docker', args: ['image', 'inspect', '--format', '{{.Id}}', ...images] }).catch(() => undefined);
+        return result?.exitCode === 0;
+    }
+    /**
+     * Every container of the project, with its state. With a known project name the engine is asked
+     * directly by Compose's labels: Compose v1 takes seconds to start, which a health wait should not pay.
+     */
+    async projectContainers(overrideFile) {
+        const out = this.project.projectName
+            ? await runChecked(this.runner, { tool: 'docker', args: ['ps', '-aq', '--no-trunc', ...labelFilters([projectLabel(this.project.projectName), 'com.docker.compose.oneoff=False'])] }, 'listing the containers of the project')
+            : await runChecked(this.runner, composeInvocation(this.project, ['ps', '-q'], overrideFile), 'listing the containers of the project');
+        const ids = idLines(out);
+        return ids.length ? this.inspect(ids) : [];
+    }
+    /** The state of the given containers; throws if one of them no longer exists. */
+    async inspect(containerIds) {
+        const out = await runChecked(this.runner, { tool: 'docker', args: ['inspect', '--type', 'container', ...containerIds] }, 'inspecting containers');
+        let parsed;
+        try {
+            parsed = JSON.parse(out);
+        }
+        catch (error) {
+            throw failure('DOCKER_OUTPUT', 'could not read the output of docker inspect', { cause: error });
+        }
+        return parsed.map((c) => ({
+            id: c.Id,
+            service: c.Config.Labels?.['com.docker.compose.service'] ?? '',
+            imageRef: c.Config.Image,
+            imageId: c.Image,
+            running: c.State.Running,
+            exitCode: c.State.ExitCode,
+            status: c.State.Status,
+            health: c.State.Health?.Status,
+            startedAtMs: startedAtMs(c.State.StartedAt),
+            restartCount: c.RestartCount ?? 0,
+            pid: c.State.Pid ?? 0,
+            addresses: Object.values(c.NetworkSettings?.Networks ?? {})
+                .flatMap((n) => [n?.IPAddress, n?.GlobalIPv6Address])
+                .filter((a) => Boolean(a)),
+        }));
+    }
+    /**
+     * Follows the engine's container events for the project (health changes, starts, deaths) and
+     * calls `onEvent` for each, so a health wait can look again at once instead of at its next poll.
+     * Best effort: if `docker events` cannot run, nothing is called and polling alone decides. The
+     * stream ends by itself after `untilSeconds`, so even a killed Lifeline leaves no follower behind.
+     */
+    watchEvents(onEvent, untilSeconds) {
+        const filters = ['--filter', 'type=container', ...['health_status', 'start', 'die', 'destroy'].flatMap((e) => ['--filter', `event=${e}`])];
+        if (this.project.projectName)
+            filters.push(...labelFilters([projectLabel(this.project.projectName)]));
+        // Unix times: events from now on only, and a stream that ends by itself.
+        const now = Math.floor(Date.now() / 1000);
+        let running;
+        try {
+            running = this.runner.start({ tool: 'docker', args: ['events', ...filters, '--since', String(now), '--until', String(now + Math.ceil(untilSeconds) + 5), '--format', '{{.ID}}'] });
+        }
+        catch {
+            return { stop() { } };
+        }
+        running.stdout.on('data', () => onEvent());
+        running.stdout.on('error', () => { });
+        running.done.catch(() => { });
+        return { stop: () => running?.kill('SIGTERM') };
+    }
+    /** The last lines a service logged, for the failure message; never throws. */
+    async logsTail(service, lines, overrideFile) {
+        const result = await runText(this.runner, composeInvocation(this.project, ['logs', '--no-color', '--tail', String(lines), service], overrideFile)).catch((error) => ({
+            exitCode: 1,
+            stdout: '',
+            stderr: error.message,
+        }));
+        if (result.exitCode !== 0)
+            return `(could not read its logs: ${lastLines(result.stderr, 2)})`;
+        return result.stdout.trim() || '(it logged nothing)';
+    }
+}
+/** Docker writes `0001-01-01T00:00:00Z` for a container never started. */
+function startedAtMs(value) {
+    const ms = value ? Date.parse(value) : NaN;
+    return Number.isFinite(ms) && ms > 0 ? ms : 0;
+}
+/**
+ * `compose config` on the given files (what `config -q` runs, keeping the merged model on stdout),
+ * for preflight's validation; the tool's result is returned as is.
+ */
+async function composeConfig(runner, command, files, cwd) {
+    return runText(runner, { ...composeInvocation({ command, files }, ['config']), cwd });
+}
+/** The one running container of a Compose service; a missing or scaled service is a failure with the fix. */
+async function serviceContainerId(compose, service) {
+    if (compose.projectName) {
+        // With a known project name the engine is asked directly by Compose's labels (running
+        // containers only): Compose v1 takes 2-5 s to start, paid by every command in this layout.
+        // Anything but exactly one container goes on to Compose itself, for its diagnostics.
+        const labels = [projectLabel(compose.projectName), `com.docker.compose.service=${service}`, 'com.docker.compose.oneoff=False'];
+        const byLabel = await runner_runText(new runner_LocalRunner(), { tool: 'docker', args: ['ps', '-q', '--no-trunc', ...labelFilters(labels)] }).catch(() => undefined);
+        const found = byLabel?.exitCode === 0 ? idLines(byLabel.stdout) : [];
+        if (found.length === 1)
+            return found[0];
+    }
+    const project = { command: await composeCommand(compose.command), files: compose.files, projectName: compose.projectName };
+    const hint = (args) => composeHint(project, args);
+    const ps = await runner_runText(new runner_LocalRunner(), composeInvocation(project, ['ps', '-q', service]));
+    if (ps.exitCode !== 0) {
+        throw errors_failure('COMPOSE_PS_FAILED', `cannot find the container of Compose service ${service} (${hint(`ps -q ${service}`)} ${runner_describeExit(ps)}): ${runner_lastLines(ps.stderr, 3)}`, {
+            fix: 'check compose.files and compose.projectName in lifeline.yml (they must name the running stack), and that Docker is reachable (DOCKER_HOST)',
+        });
+    }
+    const ids = idLines(ps.stdout);
+    if (ids.length === 0) {
+        throw errors_failure('SERVICE_NOT_RUNNING', `Compose service ${service} has no container in ${compose.projectName ? `project ${compose.projectName}` : 'the stack'}`, {
+            fix: `start it (${hint(`up -d ${service}`)}), or check the service name (postgres.service / redis.service) and compose.projectName in lifeline.yml`,
+        });
+    }
+    if (ids.length > 1) {
+        throw errors_failure('SERVICE_SCALED', `Compose service ${service} has ${ids.length} containers; Lifeline runs its tools in exactly one`, { fix: `scale ${service} to one container` });
+    }
+    return ids[0];
+}
+/**
+ * Runs tools inside a running Compose service with `exec -T`, so `DOCKER_HOST=ssh://...` works too.
+ * Lifeline itself runs tools by `docker exec` on the service's container id (runner/factory.ts);
+ * this stays for callers that must go through Compose.
+ */
+class ComposeRunner {
+    options;
+    where;
+    masker;
+    constructor(options) {
+        this.options = options;
+        this.where = `compose service ${options.service}`;
+        this.masker = options.masker ?? new SecretMasker();
+    }
+    start(invocation) {
+        const env = definedOnly(invocation.env);
+        // `-e NAME` without a value copies it from the compose CLI's own environment: secrets stay off argv.
+        const envArgs = Object.keys(env).flatMap((key) => ['-e', key]);
+        const { tool, args } = composeInvocation({ command: this.options.composeCommand, files: this.options.files, projectName: this.options.projectName }, [
+            'exec',
+            '-T',
+            ...envArgs,
+            this.options.service,
+            invocation.tool,
+            ...invocation.args,
+        ]);
+        return spawnStreaming(tool, args, invocation, this.masker, childEnvironment(this.options.baseEnv ?? process.env, env));
+    }
+}
+
+;// CONCATENATED MODULE: ./src/runner/postgres-binaries.ts
+
+
+
+/** Directories holding PostgreSQL server binaries (initdb, pg_ctl, postgres), newest major first. */
+function postgresServerBinDirs(configured) {
+    const dirs = [];
+    if (configured)
+        dirs.push(configured);
+    try {
+        const majors = (0,external_node_fs_.readdirSync)('/usr/lib/postgresql')
+            .filter((d) => /^\d+$/.test(d))
+            .sort((a, b) => Number(b) - Number(a));
+        for (const major of majors)
+            dirs.push((0,external_node_path_.join)('/usr/lib/postgresql', major, 'bin'));
+    }
+    catch {
+        // not a Debian layout
+    }
+    return dirs;
+}
+function findServerBinDir(configured) {
+    for (const dir of postgresServerBinDirs(configured)) {
+        if (findExecutable('initdb', [dir], ''))
+            return dir;
+    }
+    const initdb = findExecutable('initdb');
+    return initdb ? initdb.replace(/\/initdb$/, '') : undefined;
+}
+
+;// CONCATENATED MODULE: ./src/runner/factory.ts
+
+
+
+// The one runner factory (issue #23): where the PostgreSQL and Redis tools run, built from the
+// settings. Local binaries, a Compose service's running container (by `docker exec` on its id), or a
+// throwaway container of an image. The Compose command lines behind it are in compose.ts.
+/**
+ * Where the PostgreSQL client tools run: inside the configured Compose service, or locally,
+ * preferring the configured binDir, then the newest Debian major (its pg_dump reads every older server).
+ */
+async function postgresRunner(settings) {
+    if (settings.postgres.service)
+        return composeRunner(settings.compose, settings.postgres.service);
+    return localPostgresRunner(settings.postgres.binDir);
+}
+/** Local PostgreSQL client tools (verification reads catalog files on this host). */
+function localPostgresRunner(binDir) {
+    return new runner_LocalRunner({ binDirs: postgresServerBinDirs(binDir) });
+}
+/** Where redis-cli and redis-check-rdb run: inside the configured Compose service, or locally (redis.binDir, then PATH). */
+async function redisRunner(settings) {
+    if (settings.redis?.service)
+        return composeRunner(settings.compose, settings.redis.service);
+    return localToolsRunner(settings.redis?.binDir);
+}
+/** Tools on this host: the one configured directory first, then PATH (with the given environment, e.g. DOCKER_HOST). */
+function localToolsRunner(binDir, baseEnv) {
+    return new runner_LocalRunner({ binDirs: binDir ? [binDir] : [], ...(baseEnv ? { baseEnv } : {}) });
+}
+/**
+ * Runs tools inside the service's container with `docker exec` on its id, resolved once here with
+ * `compose ps -q SERVICE` (each Compose v1 `exec` costs 2-10 s; `docker exec` a tenth of that).
+ */
+async function composeRunner(compose, service) {
+    return serviceContainerRunner(await serviceContainerId(compose, service), service);
+}
+/** `docker exec` into a Compose service's container already found by its id. */
+function serviceContainerRunner(container, service) {
+    return new ContainerRunner({ container, where: `compose service ${service}` });
+}
+/** Each tool in a fresh container of the image (`docker run --rm`, no network), for tools a stopped service's image holds. */
+function throwawayContainerRunner(image, where) {
+    return new ImageRunner({ image, where });
 }
 
 // EXTERNAL MODULE: external "node:net"
@@ -76879,7 +77090,7 @@ async function reapOne(leftover, options) {
         if (leftover.pid)
             await stopPid(leftover.pid, 'SIGQUIT', 30000);
         if (postmasterPid(leftover.dataDir))
-            throw new Error(`the server still runs; stop it with kill -QUIT ${leftover.pid}`);
+            throw failure('LEFTOVER_NOT_REMOVED', `the server still runs; stop it with kill -QUIT ${leftover.pid}`);
         remove(leftover.path);
         return;
     }
@@ -76890,7 +77101,7 @@ async function reapOne(leftover, options) {
     const docker = options.docker ?? new LocalRunner();
     const result = await runText(docker, { tool: 'docker', args: ['rm', '-f', leftover.container] }).catch((error) => ({ exitCode: 1, signal: null, stderr: error.message, stdout: '' }));
     if (result.exitCode !== 0 && !/No such container/i.test(result.stderr)) {
-        throw new Error(`docker rm -f ${leftover.container} ${describeExit(result)}: ${lastLines(result.stderr, 2)}; remove it with docker rm -f ${leftover.container}`);
+        throw failure('LEFTOVER_NOT_REMOVED', `docker rm -f ${leftover.container} ${describeExit(result)}: ${lastLines(result.stderr, 2)}; remove it with docker rm -f ${leftover.container}`);
     }
 }
 
@@ -77116,6 +77327,49 @@ async function estimateBackupBytes(options) {
         options.logger.debug(`no size estimate from the database: ${error.message}`);
         return undefined;
     }
+}
+
+;// CONCATENATED MODULE: ./src/report/table.ts
+/** Column-aligned text for a terminal. */
+function table_renderTextTable(table) {
+    const widths = table.headers.map((h, i) => Math.max(h.length, ...table.rows.map((r) => (r[i] ?? '').length)));
+    const line = (cells) => cells
+        .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i])))
+        .join('  ')
+        .trimEnd();
+    return [line(table.headers), line(widths.map((w) => '-'.repeat(w))), ...table.rows.map((r) => line(table.headers.map((_, i) => r[i] ?? '')))].join('\n');
+}
+/** A GitHub-flavoured Markdown table; cells are escaped so a `|` or newline in a detail cannot break it. */
+function table_renderMarkdownTable(table, options = {}) {
+    const escape = options.escape === 'none' ? (text) => text : (options.escape ?? escapeMarkdownCell);
+    const row = (cells) => `| ${cells.map(escape).join(' | ')} |`;
+    return [row(table.headers), `|${table.headers.map(() => '---').join('|')}|`, ...table.rows.map((r) => row(table.headers.map((_, i) => r[i] ?? '')))].join('\n');
+}
+function escapeMarkdownCell(text) {
+    return text.replace(/\\/g, '\\\\').replace(/\|/g, '\\|').replace(/\r?\n/g, '<br>');
+}
+/**
+ * A Mermaid `xychart-beta` block (GitHub renders it in job summaries and Markdown files).
+ * Labels are quoted; quotes inside them are dropped because Mermaid has no escape for them.
+ */
+function table_renderMermaidTrend(chart) {
+    const quote = (text) => `"${text.replace(/"/g, "'")}"`;
+    const all = chart.series.flatMap((s) => s.values).filter(Number.isFinite);
+    const max = all.length ? Math.max(...all) : 1;
+    const round = (n) => Math.round(n * 100) / 100;
+    return [
+        '```mermaid',
+        'xychart-beta',
+        `  title ${quote(chart.title)}`,
+        `  x-axis [${chart.xLabels.map(quote).join(', ')}]`,
+        `  y-axis ${quote(chart.yLabel)} 0 --> ${round(max * 1.1) || 1}`,
+        ...chart.series.map((s) => `  ${s.kind} [${s.values.map((v) => (Number.isFinite(v) ? round(v) : 0)).join(', ')}]`),
+        '```',
+    ].join('\n');
+}
+/** ✅/❌ words that read the same in a terminal and a summary. */
+function verdict(passed) {
+    return passed ? 'pass' : 'FAIL';
 }
 
 ;// CONCATENATED MODULE: ./src/postgres/amcheck.ts
@@ -77805,7 +78059,7 @@ function requireNotTemplate(target, state) {
 async function databaseState(runner, target) {
     // Catalog reads only: bounded so a server in trouble cannot hold the environment lock forever.
     const bounded = { ...target, timeouts: { ...target.timeouts, statementSeconds: Math.max(30, target.timeouts?.lockSeconds ?? 0) } };
-    const [row] = await queryOnceOn(runner, maintenanceConnection(bounded), `SELECT datistemplate AS template, pg_get_userbyid(datdba) AS owner, pg_encoding_to_char(encoding) AS encoding, datcollate AS collate, datctype AS ctype FROM pg_database WHERE datname = ${quoteLiteral(target.database)}`);
+    const [row] = await queryOnce(runner, maintenanceConnection(bounded), `SELECT datistemplate AS template, pg_get_userbyid(datdba) AS owner, pg_encoding_to_char(encoding) AS encoding, datcollate AS collate, datctype AS ctype FROM pg_database WHERE datname = ${quoteLiteral(target.database)}`);
     if (!row)
         return { exists: false, holdsData: false, objects: [] };
     const session = psql_PsqlSession.open(runner, bounded);
@@ -77947,10 +78201,10 @@ async function swapDatabases(runner, maintenance, target, scratch, state, logger
     for (let attempt = 1;; attempt++) {
         try {
             // Termination is asynchronous: wait for the sessions to be gone before renaming.
-            const [ended] = await queryOnceOn(runner, maintenance, `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))::int AS n ${sessionsOf}`);
+            const [ended] = await queryOnce(runner, maintenance, `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))::int AS n ${sessionsOf}`);
             sessionsTerminated += ended?.n ?? 0;
             for (let i = 0; i < 50; i++) {
-                const [row] = await queryOnceOn(runner, maintenance, `SELECT count(*)::int AS n ${sessionsOf}`);
+                const [row] = await queryOnce(runner, maintenance, `SELECT count(*)::int AS n ${sessionsOf}`);
                 if (!row?.n)
                     break;
                 await new Promise((r) => setTimeout(r, 100));
@@ -77980,24 +78234,6 @@ async function swapDatabases(runner, maintenance, target, scratch, state, logger
     });
     return { sessionsTerminated, warnings };
 }
-async function execOnce(runner, conn, sql) {
-    const session = psql_PsqlSession.open(runner, conn);
-    try {
-        await session.exec(sql);
-    }
-    finally {
-        await session.close();
-    }
-}
-async function queryOnceOn(runner, conn, sql) {
-    const session = psql_PsqlSession.open(runner, conn);
-    try {
-        return await session.query(sql);
-    }
-    finally {
-        await session.close();
-    }
-}
 function describeCheckFailure(checks, state) {
     const parts = [];
     if (!checks.rowCounts.ok)
@@ -78024,6 +78260,9 @@ function scratchName(target, tag = 'restore') {
 function conninfoDbname(database) {
     return `dbname='${database.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
 }
+
+;// CONCATENATED MODULE: ./src/backup/hooks.ts
+
 /** Post-restore hooks (cache revalidation, readiness checks); each result is reported, none is skipped silently. */
 async function runPostRestoreHooks(hooks, options) {
     const results = [];
@@ -78056,12 +78295,6 @@ async function runPostRestoreHooks(hooks, options) {
         results.push(result);
     }
     return results;
-}
-function parseJobs(value) {
-    const jobs = Number(value ?? '2');
-    if (!Number.isInteger(jobs) || jobs < 1 || jobs > 64)
-        throw errors_usageError('BAD_INPUT', `--jobs must be a whole number from 1 to 64 (got "${value}")`, 'pass --jobs 2');
-    return jobs;
 }
 
 ;// CONCATENATED MODULE: ./src/postgres/identity.ts
@@ -89026,7 +89259,7 @@ async function startThrowawayRedis(options = {}) {
     try {
         await waitFor(async () => {
             if (exited)
-                throw new Error('exited');
+                throw errors_failure('REDIS_START_FAILED', 'redis-server exited before it answered PING');
             const ping = await runner_runText(runner, { tool: 'redis-cli', args: ['-h', '127.0.0.1', '-p', String(port), 'PING'], env: options.password ? { REDISCLI_AUTH: options.password } : {} });
             // With a dump to load, PING answers LOADING until the dataset is in memory.
             return ping.stdout.trim() === 'PONG';
@@ -89087,9 +89320,7 @@ async function restoreRedisIsolated(backup, options) {
     }
 }
 async function restoreRedisFile(backup, path, options) {
-    const runner = options.image
-        ? new ImageRunner({ image: options.image, where: "a throwaway container of the Redis service's image" })
-        : new runner_LocalRunner({ binDirs: options.binDir ? [options.binDir] : [] });
+    const runner = options.image ? throwawayContainerRunner(options.image, "a throwaway container of the Redis service's image") : localToolsRunner(options.binDir);
     const check = await checkRdb(runner, path);
     if (!check.ok)
         throw errors_failure(check.toolMissing ? 'REDIS_CHECK_MISSING' : 'REDIS_SNAPSHOT_INVALID', `the Redis snapshot of ${backup.id} ${check.toolMissing ? 'cannot be checked' : 'does not validate'}: ${check.detail}`);
@@ -89203,6 +89434,7 @@ const ERROR_CODES = {
     CONFIG_YAML: { kinds: ['usage'], doc: 'The configuration file is not valid YAML (the message gives the line).' },
     CONFIRMATION_MISMATCH: { kinds: ['refused'], doc: '--confirm does not name the target exactly; nothing was changed.' },
     CONFIRMATION_REQUIRED: { kinds: ['refused'], doc: "The operation replaces live data and needs --confirm with the target's exact name." },
+    CONTAINER_FILE_UNREADABLE: { kinds: ['failed'], doc: "A small file (the live Redis's AOF manifest) could not be copied out of its container, or is larger than such a file can be." },
     CONTAINER_REMOVE_FAILED: { kinds: ['failed'], doc: 'docker rm -f of a throwaway container failed.' },
     COUNT_FAILED: { kinds: ['failed'], doc: "Counting a table's rows failed." },
     CROSS_TENANT_ROWS: { kinds: ['refused'], doc: 'A tenant export would contain rows of another tenant; nothing was kept.' },
@@ -89258,13 +89490,16 @@ const ERROR_CODES = {
     IMAGE_UNKNOWN: { kinds: ['failed'], doc: 'The image of a container cannot be read with docker inspect.' },
     IMPORT_LOST: { kinds: ['failed'], doc: 'An entry was committed to the catalog but does not list afterwards.' },
     INITDB_FAILED: { kinds: ['failed'], doc: 'initdb failed while creating a throwaway cluster.' },
+    INTERNAL_INVARIANT: { kinds: ['failed'], doc: 'A bug: code was called in a way it never should be (the message says where).' },
     INTERNAL_INPUT_TYPE: { kinds: ['failed'], doc: 'A bug: an input is read as another type than it is declared.' },
     INTERNAL_UNDECLARED_INPUT: { kinds: ['failed'], doc: 'A bug: a command reads an input it does not declare.' },
+    INTERNAL_UNDECLARED_OUTPUT: { kinds: ['failed'], doc: 'A bug: a command sets an action output it does not declare.' },
     KEYLESS_BAD_TOKEN: { kinds: ['usage'], doc: 'The GitHub OIDC token could not be decoded.' },
     KEYLESS_NO_OIDC: { kinds: ['usage'], doc: "Keyless signing needs the job's OIDC token (permissions: id-token: write)." },
     KEYLESS_OIDC_FAILED: { kinds: ['failed'], doc: "GitHub's OIDC endpoint did not return a token." },
     KEY_EXISTS: { kinds: ['usage'], doc: 'The key file to be written already exists; it is never overwritten.' },
     KEY_FILE_UNREADABLE: { kinds: ['usage'], doc: 'A key file cannot be read.' },
+    LEFTOVER_NOT_REMOVED: { kinds: ['failed'], doc: 'A leftover of a dead drill (server, container) could not be removed; the message gives the command to do it.' },
     LEFTOVER_DIR_UNSAFE: { kinds: ['failed'], doc: 'The leftovers directory is not a private directory of this user.' },
     LOCAL_CHECKSUM_MISMATCH: { kinds: ['failed'], doc: 'A local catalog file fails its SHA256SUMS line, so it is not copied off-host.' },
     LOCAL_FILE_CHANGED: { kinds: ['failed'], doc: 'A local file changed while it was being uploaded; nothing was completed remotely.' },
@@ -89351,6 +89586,7 @@ const ERROR_CODES = {
     REDIS_SERVICE_SCALED: { kinds: ['failed'], doc: 'The Redis service has more than one container; a live restore needs exactly one.' },
     REDIS_SNAPSHOT_FAILED: { kinds: ['failed'], doc: 'redis-cli --rdb failed or wrote fewer bytes than it reported.' },
     REDIS_SNAPSHOT_INVALID: { kinds: ['refused', 'failed'], doc: 'The Redis snapshot does not validate with redis-check-rdb.' },
+    REENCRYPT_PLAINTEXT_CHANGED: { kinds: ['failed'], doc: "A re-encrypted file's plaintext differs from the sha256 its entry records; the entry was left as it was." },
     REDIS_START_FAILED: { kinds: ['failed'], doc: 'The Redis service did not start after its data was replaced.' },
     REDIS_STOP_FAILED: { kinds: ['failed'], doc: 'The Redis service could not be stopped; the live data was not replaced.' },
     REGISTRY_TOKEN: { kinds: ['usage'], doc: "The registry's token service refused the request." },
@@ -90291,6 +90527,7 @@ async function compareRemote(options) {
         mode: options.deep ? 'deep' : 'listing',
         inSync: [],
         missingRemotely: [],
+        keptOnHost: [],
         incompleteRemotely: [],
         missingLocally: [],
         mismatched: [],
@@ -90301,7 +90538,8 @@ async function compareRemote(options) {
         const entryPrefix = layout.entryPrefix(entry.kind, entry.id);
         localKeys.add(entryPrefix);
         if (!remoteEntries.has(entryPrefix)) {
-            result.missingRemotely.push(ref);
+            // A kept-on-host entry that IS in the bucket (uploaded before encryption) is compared below like any other.
+            (options.keptOnHost?.has(`${entry.kind}/${entry.id}`) ? result.keptOnHost : result.missingRemotely).push(ref);
             continue;
         }
         if (!remoteObjects.has(entryPrefix + entry.metadataFile)) {
@@ -90749,10 +90987,11 @@ function comparisonResult(env, c) {
     const lines = [
         comparisonModeLine(c),
         ...c.missingRemotely.map((e) => `missing remotely     ${ref(e)}`),
+        ...c.keptOnHost.map((e) => `kept on host         ${ref(e)} (plaintext in an environment that encrypts: sync does not copy it; reencrypt it to ship it)`),
         ...c.incompleteRemotely.map((e) => `incomplete remotely  ${ref(e)} (rerun sync)`),
         ...c.missingLocally.map((e) => `missing locally      ${ref(e)}`),
         ...c.mismatched.map((m) => `MISMATCH             ${ref(m)} ${m.file}: ${m.reason}`),
-        `${env} vs ${c.location}: ${c.inSync.length} in sync, ${c.missingRemotely.length + c.incompleteRemotely.length} missing remotely, ${c.missingLocally.length} missing locally, ${c.mismatched.length} mismatched file(s)`,
+        `${env} vs ${c.location}: ${c.inSync.length} in sync, ${c.missingRemotely.length + c.incompleteRemotely.length} missing remotely, ${c.missingLocally.length} missing locally, ${c.mismatched.length} mismatched file(s)${c.keptOnHost.length ? `, ${c.keptOnHost.length} kept on host` : ''}`,
     ];
     const problems = c.mismatched.length + c.missingRemotely.length + c.incompleteRemotely.length;
     return {
@@ -91655,6 +91894,14 @@ const GLOBAL_INPUTS = [
     { name: 'json', type: 'boolean', description: 'Print exactly one JSON value on stdout.', default: 'false', cliOnly: true },
     { name: 'quiet', type: 'boolean', description: 'No progress lines (warnings and errors still print).', default: 'false', cliOnly: true },
 ];
+/** The same inputs with a sentence in front of each description (a drill's signer inputs), keeping their literal names. */
+function describedAs(inputs, prefix) {
+    return inputs.map((input) => ({ ...input, description: `${prefix} ${input.description}` }));
+}
+/** `ctx.inputs`, narrowed to the names in `declared` (the same list the spec's `inputs` holds). */
+function declaredInputs(ctx, _declared) {
+    return ctx.inputs;
+}
 function spec_allInputs(spec) {
     return spec.usesGlobals === false ? spec.inputs : [...GLOBAL_INPUTS, ...spec.inputs];
 }
@@ -91729,6 +91976,13 @@ function parseBoolean(name, value) {
         return false;
     throw errors_usageError('BAD_INPUT', `input "${name}" must be true or false (got "${value}")`, `set ${name}: true or ${name}: false`);
 }
+/** Parallel pg_restore jobs (`--jobs`, default 2): a whole number from 1 to 64. */
+function parseJobs(value) {
+    const jobs = Number(value ?? '2');
+    if (!Number.isInteger(jobs) || jobs < 1 || jobs > 64)
+        throw errors_usageError('BAD_INPUT', `--jobs must be a whole number from 1 to 64 (got "${value}")`, 'pass --jobs 2');
+    return jobs;
+}
 /** Resolves the environment settings from the global inputs (flags > env vars > lifeline.yml). */
 function environmentFor(ctx) {
     const settings = resolveEnvironment(ctx.inputs.globals(), { env: ctx.env, cwd: ctx.cwd });
@@ -91741,9 +91995,9 @@ function environmentFor(ctx) {
  * that environment variable, so it never appears in the process list). Its secrets are registered
  * with the logger either way.
  */
-function urlInput(ctx, name, options) {
-    const direct = ctx.inputs.string(name);
-    const envName = ctx.inputs.string(`${name}-env`);
+function urlInput(ctx, inputs, name, options) {
+    const direct = inputs.string(name);
+    const envName = inputs.string(`${name}-env`);
     if (direct && envName) {
         throw errors_usageError('BAD_INPUT', `give --${name} or --${name}-env, not both`, `keep --${name}-env ${envName}: it keeps the password out of the process list`);
     }
@@ -91766,6 +92020,7 @@ function urlInput(ctx, name, options) {
 
 ;// CONCATENATED MODULE: ./src/commands/action-spec.ts
 
+
 function singleCommandAction(name, description, command) {
     return { name, description, commands: { [command.name]: command } };
 }
@@ -91776,7 +92031,7 @@ function commandFor(action, selected) {
     const key = selected || action.selector.default;
     const command = action.commands[key];
     if (!command)
-        throw new Error(`input "${action.selector.input}" must be one of ${keys.join(', ')} (got "${key}")`);
+        throw errors_usageError('BAD_INPUT', `input "${action.selector.input}" must be one of ${keys.join(', ')} (got "${key}")`, `set ${action.selector.input} to one of ${keys.join(', ')}`);
     return command;
 }
 /** The action's inputs: the union over its commands, without CLI-only flags. */
@@ -91797,7 +92052,7 @@ function actionInputs(action) {
                 continue;
             const existing = byName.get(input.name);
             if (existing && existing.type !== input.type)
-                throw new Error(`action ${action.name}: input ${input.name} has two types`);
+                throw failure('INTERNAL_INVARIANT', `internal error: action ${action.name}: input ${input.name} has two types`);
             if (!existing)
                 byName.set(input.name, input);
             else if (existing.required && !input.required)
@@ -91824,6 +92079,9 @@ function actionOutputs(action) {
 }
 
 ;// CONCATENATED MODULE: ./src/commands/backup.ts
+
+
+
 
 
 
@@ -91902,9 +92160,8 @@ async function verifyAndRecord(catalog, entry, settings, ctx) {
     }
     return { report, entry: recorded };
 }
-async function physicalBackup(ctx) {
+async function physicalBackup(ctx, type) {
     const settings = environmentFor(ctx);
-    const type = ctx.inputs.string('physical-type');
     const backup = await runPhysicalBackup(settings, ctx.logger, { type });
     return {
         json: { physical: true, id: backup.label, ...backup },
@@ -91912,33 +92169,46 @@ async function physicalBackup(ctx) {
         outputs: { 'backup-id': backup.label },
     };
 }
+const BACKUP_INPUTS = [
+    { name: 'label', type: 'string', description: 'Why this backup exists.', default: 'manual', choices: USER_LABELS },
+    { name: 'release', type: 'string', description: 'Release version this backup belongs to.' },
+    { name: 'git-sha', type: 'string', description: 'Git commit of the release.' },
+    {
+        name: 'verify',
+        type: 'boolean',
+        description: 'Verify the new backup as it is written (pg_restore reads every block of the stream, then lists the file; redis-check-rdb) and fail, adding nothing to the catalog, when it does not verify.',
+        default: 'true',
+    },
+    {
+        name: 'compress',
+        type: 'string',
+        description: 'pg_dump compression, METHOD[:LEVEL]: gzip:1-9, zstd:1-22 or lz4:1-12 (pg_dump 16+), none. Default: postgres.compress, else gzip:1 with pg_dump 15 and older, zstd:1 with 16+.',
+    },
+    {
+        name: 'physical',
+        type: 'boolean',
+        description: 'Take a physical base backup through pgBackRest instead (needs postgres.physical; WAL archiving makes point-in-time recovery possible).',
+        default: 'false',
+    },
+    { name: 'physical-type', type: 'string', description: 'pgBackRest backup type for --physical; default: postgres.physical.type.', choices: ['full', 'diff', 'incr'] },
+    LOCK_TIMEOUT_INPUT,
+];
+function parseBackupInputs(ctx) {
+    const inputs = declaredInputs(ctx, BACKUP_INPUTS);
+    if (inputs.boolean('physical'))
+        return { physical: true, physicalType: inputs.string('physical-type') };
+    const label = inputs.string('label');
+    const release = inputs.string('release');
+    const gitSha = inputs.string('git-sha');
+    const verify = inputs.boolean('verify');
+    const compressInput = inputs.string('compress');
+    const compression = compressInput !== undefined ? parseCompression(compressInput) : undefined;
+    return { physical: false, label, release, gitSha, verify, compression, lockTimeoutSeconds: lockTimeoutFlag(inputs.string('lock-timeout')) };
+}
 const backupCommand = {
     name: 'backup',
     summary: 'Back up PostgreSQL (and Redis when configured) into the catalog, with checksums',
-    inputs: [
-        { name: 'label', type: 'string', description: 'Why this backup exists.', default: 'manual', choices: USER_LABELS },
-        { name: 'release', type: 'string', description: 'Release version this backup belongs to.' },
-        { name: 'git-sha', type: 'string', description: 'Git commit of the release.' },
-        {
-            name: 'verify',
-            type: 'boolean',
-            description: 'Verify the new backup as it is written (pg_restore reads every block of the stream, then lists the file; redis-check-rdb) and fail, adding nothing to the catalog, when it does not verify.',
-            default: 'true',
-        },
-        {
-            name: 'compress',
-            type: 'string',
-            description: 'pg_dump compression, METHOD[:LEVEL]: gzip:1-9, zstd:1-22 or lz4:1-12 (pg_dump 16+), none. Default: postgres.compress, else gzip:1 with pg_dump 15 and older, zstd:1 with 16+.',
-        },
-        {
-            name: 'physical',
-            type: 'boolean',
-            description: 'Take a physical base backup through pgBackRest instead (needs postgres.physical; WAL archiving makes point-in-time recovery possible).',
-            default: 'false',
-        },
-        { name: 'physical-type', type: 'string', description: 'pgBackRest backup type for --physical; default: postgres.physical.type.', choices: ['full', 'diff', 'incr'] },
-        LOCK_TIMEOUT_INPUT,
-    ],
+    inputs: [...BACKUP_INPUTS],
     outputs: [
         { name: 'backup-id', description: 'Id of the new backup.' },
         { name: 'sha256', description: 'sha256 of the PostgreSQL archive.' },
@@ -91947,14 +92217,10 @@ const backupCommand = {
     ],
     implemented: true,
     async run(ctx) {
-        if (ctx.inputs.boolean('physical'))
-            return physicalBackup(ctx);
-        const label = ctx.inputs.string('label');
-        const release = ctx.inputs.string('release');
-        const gitSha = ctx.inputs.string('git-sha');
-        const verify = ctx.inputs.boolean('verify');
-        const compressInput = ctx.inputs.string('compress');
-        const compression = compressInput !== undefined ? parseCompression(compressInput) : undefined;
+        const input = parseBackupInputs(ctx);
+        if (input.physical)
+            return physicalBackup(ctx, input.physicalType);
+        const { label, release, gitSha, verify, compression } = input;
         const settings = environmentFor(ctx);
         const conn = environmentConnection(settings);
         const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
@@ -91975,7 +92241,7 @@ const backupCommand = {
                     verify,
                     encryptTo: settings.encryption?.recipients,
                     migrationHeadQuery: settings.postgres.migrationHeadQuery,
-                    lockTimeoutSeconds: lockTimeoutFor(ctx, settings),
+                    lockTimeoutSeconds: input.lockTimeoutSeconds ?? settings.postgres.lockTimeoutSeconds,
                     redis: redisSource ? await redisSource() : undefined,
                     logger: ctx.logger,
                     progress: progress.sink,
@@ -92004,9 +92270,20 @@ const backupCommand = {
         const summary = [
             `### Backup ${entry.id} (${label})`,
             '',
-            '| archive | bytes | sha256 | tables | rows | migration head | verified |',
-            '|---|---|---|---|---|---|---|',
-            `| ${archive.name} | ${archive.bytes} | \`${archive.sha256}\` | ${Object.keys(entry.metadata.rowCounts).length} | ${Object.values(entry.metadata.rowCounts).reduce((a, b) => a + b, 0)} | ${entry.metadata.migrationHead ?? '-'} | ${report ? (report.ok ? 'yes' : '**NO**') : 'skipped'} |`,
+            table_renderMarkdownTable({
+                headers: ['archive', 'bytes', 'sha256', 'tables', 'rows', 'migration head', 'verified'],
+                rows: [
+                    [
+                        archive.name,
+                        String(archive.bytes),
+                        `\`${archive.sha256}\``,
+                        String(Object.keys(entry.metadata.rowCounts).length),
+                        String(Object.values(entry.metadata.rowCounts).reduce((a, b) => a + b, 0)),
+                        entry.metadata.migrationHead ?? '-',
+                        report ? (report.ok ? 'yes' : '**NO**') : 'skipped',
+                    ],
+                ],
+            }, { escape: 'none' }),
         ].join('\n');
         return {
             json,
@@ -92059,34 +92336,40 @@ const backupsCommand = {
         return { json: rows, text };
     },
 };
+const VERIFY_INPUTS = [
+    { name: 'backup', type: 'string', description: 'Backup id, or "latest".', default: 'latest' },
+    {
+        name: 'remote',
+        type: 'boolean',
+        description: "Instead, verify the named backup's copy in the environment's reviewed object storage: every object present, and its bytes hashed (the provider's SHA-256 where it keeps one, else downloaded) against SHA256SUMS.",
+        default: 'false',
+    },
+    { name: 'all', type: 'boolean', description: 'With remote: compare every local entry with the bucket instead of verifying one (a listing comparison unless deep is set).', default: 'false' },
+    { name: 'deep', type: 'boolean', description: 'With remote and all: download and hash every remote file instead of comparing listings and the sha256 recorded at upload.', default: 'false' },
+    AGE_IDENTITY_INPUT,
+];
+function parseVerifyInputs(ctx) {
+    const inputs = declaredInputs(ctx, VERIFY_INPUTS);
+    return { backup: inputs.string('backup') ?? 'latest', remote: inputs.boolean('remote'), all: inputs.boolean('all'), deep: inputs.boolean('deep') };
+}
 const verifyCommand = {
     name: 'verify',
     summary: "Verify a backup's checksums and archives",
     positional: 'backup',
-    inputs: [
-        { name: 'backup', type: 'string', description: 'Backup id, or "latest".', default: 'latest' },
-        {
-            name: 'remote',
-            type: 'boolean',
-            description: "Instead, verify the named backup's copy in the environment's reviewed object storage: every object present, and its bytes hashed (the provider's SHA-256 where it keeps one, else downloaded) against SHA256SUMS.",
-            default: 'false',
-        },
-        { name: 'all', type: 'boolean', description: 'With remote: compare every local entry with the bucket instead of verifying one (a listing comparison unless deep is set).', default: 'false' },
-        { name: 'deep', type: 'boolean', description: 'With remote and all: download and hash every remote file instead of comparing listings and the sha256 recorded at upload.', default: 'false' },
-        AGE_IDENTITY_INPUT,
-    ],
+    inputs: [...VERIFY_INPUTS],
     outputs: [
         { name: 'backup-id', description: 'Id of the verified backup.' },
         { name: 'ok', description: '"true" when every check passed.' },
     ],
     implemented: true,
     async run(ctx) {
-        const wanted = ctx.inputs.string('backup') ?? 'latest';
+        const input = parseVerifyInputs(ctx);
+        const wanted = input.backup;
         const settings = environmentFor(ctx);
-        if (ctx.inputs.boolean('remote')) {
+        if (input.remote) {
             const { storage, remote } = openReviewedBucket(settings, { logger: ctx.logger });
-            if (ctx.inputs.boolean('all'))
-                return comparisonResult(settings.name, await compareRemote({ env: settings.name, store: settings.store, remote, prefix: storage.prefix, deep: ctx.inputs.boolean('deep') }));
+            if (input.all)
+                return comparisonResult(settings.name, await compareRemote({ env: settings.name, store: settings.store, remote, prefix: storage.prefix, deep: input.deep }));
             const verification = await ctx.logger.group(`Verify backups/${wanted} in ${remote.location}`, () => verifyRemoteEntry({ env: settings.name, kind: 'backups', id: wanted, catalog: new Catalog(settings.store), remote, prefix: storage.prefix, logger: ctx.logger }));
             return remoteVerificationResult(settings.name, verification);
         }
@@ -92102,9 +92385,7 @@ const verifyCommand = {
             summary: [
                 `### Verify ${entry.id}: ${report.ok ? 'passed' : '**FAILED**'}`,
                 '',
-                '| check | result | detail |',
-                '|---|---|---|',
-                ...report.checks.map((c) => `| ${c.name} | ${c.ok ? 'ok' : '**FAIL**'} | ${c.detail.replace(/\|/g, '\\|')} |`),
+                table_renderMarkdownTable({ headers: ['check', 'result', 'detail'], rows: report.checks.map((c) => [c.name, c.ok ? 'ok' : '**FAIL**', c.detail.replace(/\|/g, '\\|')]) }, { escape: 'none' }),
             ].join('\n'),
             ...(report.ok
                 ? {}
@@ -92118,32 +92399,55 @@ const verifyCommand = {
         };
     },
 };
+const RESTORE_INPUTS = [
+    {
+        name: 'backup',
+        type: 'string',
+        description: 'Backup id, or "latest": the newest backup of the target\'s own database (same name and, where recorded, the same server) that is not a pre-restore backup and did not fail verification. Another database\'s backup needs its id.',
+        default: 'latest',
+    },
+    { name: 'target', type: 'string', description: 'PostgreSQL URL of the database to restore into. A password here is visible to other local users in the process list: prefer target-env.' },
+    { name: 'target-env', type: 'string', description: 'Name of an environment variable holding the PostgreSQL URL of the database to restore into (keeps the password off the command line).' },
+    { name: 'confirm', type: 'string', description: 'The target database name, exactly, to allow replacing a database that holds data.' },
+    { name: 'jobs', type: 'string', description: 'Parallel pg_restore jobs.', default: '2' },
+    { name: 'no-owner', type: 'boolean', description: 'Skip ownership and privileges (pg_restore --no-owner --no-privileges), for a server whose roles differ.', default: 'false' },
+    { name: 'skip-verify', type: 'boolean', description: 'Do not check the checksums first (recorded with the restore).', default: 'false' },
+    { name: 'redis-check', type: 'boolean', description: "Also load the backup's Redis snapshot into a private redis-server and compare key counts.", default: 'false' },
+    AGE_IDENTITY_INPUT,
+    {
+        name: 'from-remote',
+        type: 'boolean',
+        description: "Fetch the backup from the environment's reviewed object storage first (checksums verified on the way in) when the local catalog does not have it.",
+        default: 'false',
+    },
+    LOCK_TIMEOUT_INPUT,
+];
+function parseRestoreInputs(ctx) {
+    const inputs = declaredInputs(ctx, RESTORE_INPUTS);
+    const backup = inputs.string('backup') ?? 'latest';
+    const targetUrl = urlInput(ctx, inputs, 'target', { required: true, example: 'postgres://user:password@host:5432/dbname' });
+    const confirm = inputs.string('confirm');
+    const jobs = parseJobs(inputs.string('jobs'));
+    const noOwner = inputs.boolean('no-owner');
+    const skipVerify = inputs.boolean('skip-verify');
+    const redisCheck = inputs.boolean('redis-check');
+    return {
+        backup,
+        targetUrl,
+        targetEnv: inputs.string('target-env'),
+        confirm,
+        jobs,
+        noOwner,
+        skipVerify,
+        redisCheck,
+        fromRemote: inputs.boolean('from-remote'),
+        lockTimeoutSeconds: lockTimeoutFlag(inputs.string('lock-timeout')),
+    };
+}
 const restoreCommand = {
     name: 'restore',
     summary: 'Restore a backup into a database (destructive restores need --confirm)',
-    inputs: [
-        {
-            name: 'backup',
-            type: 'string',
-            description: 'Backup id, or "latest": the newest backup of the target\'s own database (same name and, where recorded, the same server) that is not a pre-restore backup and did not fail verification. Another database\'s backup needs its id.',
-            default: 'latest',
-        },
-        { name: 'target', type: 'string', description: 'PostgreSQL URL of the database to restore into. A password here is visible to other local users in the process list: prefer target-env.' },
-        { name: 'target-env', type: 'string', description: 'Name of an environment variable holding the PostgreSQL URL of the database to restore into (keeps the password off the command line).' },
-        { name: 'confirm', type: 'string', description: 'The target database name, exactly, to allow replacing a database that holds data.' },
-        { name: 'jobs', type: 'string', description: 'Parallel pg_restore jobs.', default: '2' },
-        { name: 'no-owner', type: 'boolean', description: 'Skip ownership and privileges (pg_restore --no-owner --no-privileges), for a server whose roles differ.', default: 'false' },
-        { name: 'skip-verify', type: 'boolean', description: 'Do not check the checksums first (recorded with the restore).', default: 'false' },
-        { name: 'redis-check', type: 'boolean', description: "Also load the backup's Redis snapshot into a private redis-server and compare key counts.", default: 'false' },
-        AGE_IDENTITY_INPUT,
-        {
-            name: 'from-remote',
-            type: 'boolean',
-            description: "Fetch the backup from the environment's reviewed object storage first (checksums verified on the way in) when the local catalog does not have it.",
-            default: 'false',
-        },
-        LOCK_TIMEOUT_INPUT,
-    ],
+    inputs: [...RESTORE_INPUTS],
     outputs: [
         { name: 'backup-id', description: 'Id of the restored backup.' },
         { name: 'pre-restore-backup-id', description: 'Id of the backup taken of the target before it was replaced (empty when the target held no data).' },
@@ -92151,13 +92455,8 @@ const restoreCommand = {
     ],
     implemented: true,
     async run(ctx) {
-        const wanted = ctx.inputs.string('backup') ?? 'latest';
-        const targetUrl = urlInput(ctx, 'target', { required: true, example: 'postgres://user:password@host:5432/dbname' });
-        const confirm = ctx.inputs.string('confirm');
-        const jobs = parseJobs(ctx.inputs.string('jobs'));
-        const noOwner = ctx.inputs.boolean('no-owner');
-        const skipVerify = ctx.inputs.boolean('skip-verify');
-        const redisCheck = ctx.inputs.boolean('redis-check');
+        const input = parseRestoreInputs(ctx);
+        const { backup: wanted, targetUrl, confirm, jobs, noOwner, skipVerify, redisCheck, targetEnv } = input;
         const target = parsePgUrl(targetUrl);
         if (target.password)
             ctx.logger.secret(target.password);
@@ -92165,10 +92464,10 @@ const restoreCommand = {
         const identity = await loadIdentity(ctx.env, ctx.logger);
         const settings = environmentFor(ctx);
         const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
-        if (ctx.inputs.boolean('from-remote'))
+        if (input.fromRemote)
             await fetchBackupIfMissing(catalog, settings, wanted, ctx);
         const runner = await postgresRunner(settings);
-        const lockTimeoutSeconds = lockTimeoutFor(ctx, settings);
+        const lockTimeoutSeconds = input.lockTimeoutSeconds ?? settings.postgres.lockTimeoutSeconds;
         const backup = await findBackupForTarget(catalog, settings.name, wanted, {
             database: target.database,
             systemIdentifier: wanted === 'latest' ? await systemIdentifier(runner, target) : undefined,
@@ -92176,7 +92475,6 @@ const restoreCommand = {
         });
         payload_requireIdentityFor([backup.metadata.files.postgres, ...(redisCheck ? [backup.metadata.files.redis] : [])], identity, `backup ${backup.id}`);
         // The environment form: the undo command never asks anyone to paste a password into argv.
-        const targetEnv = ctx.inputs.string('target-env');
         const undoCommand = (id) => `${targetEnv ? '' : `TARGET_URL='${maskedUrl(target)}' (with the real password) `}lifeline restore --env ${settings.name} --backup ${id} --target-env ${targetEnv ?? 'TARGET_URL'} --confirm ${target.database}`;
         // The isolated Redis check's tools are looked for before anything is restored (exit 2 with the fix).
         const redisImage = redisCheck && backup.metadata.files.redis ? await redisCheckSource(settings) : undefined;
@@ -92222,7 +92520,10 @@ const restoreCommand = {
                 ...hooks.map((h) => `  hook ${h.hook}: ${h.ok ? 'ok' : 'FAILED'} (${h.detail})`),
             ].join('\n'),
             outputs: { 'backup-id': backup.id, 'pre-restore-backup-id': result.preRestoreBackupId ?? '', database: target.database },
-            summary: `### Restore ${backup.id} into \`${target.database}\`\n\n| rows | tables | fingerprint | checksums | pre-restore backup | seconds |\n|---|---|---|---|---|---|\n| ${c.rowCounts.rows} | ${c.rowCounts.tables} | match | ${result.checksumsVerified ? 'verified' : 'skipped'} | ${result.preRestoreBackupId ?? '-'} | ${result.seconds.toFixed(1)} |`,
+            summary: `### Restore ${backup.id} into \`${target.database}\`\n\n${table_renderMarkdownTable({
+                headers: ['rows', 'tables', 'fingerprint', 'checksums', 'pre-restore backup', 'seconds'],
+                rows: [[String(c.rowCounts.rows), String(c.rowCounts.tables), 'match', result.checksumsVerified ? 'verified' : 'skipped', result.preRestoreBackupId ?? '-', result.seconds.toFixed(1)]],
+            }, { escape: 'none' })}`,
             ...(problems.length ? { exitCode: 1, failureMessage: `the database was restored, but ${problems.join('; ')}` } : {}),
         };
     },
@@ -92256,18 +92557,18 @@ async function isEnvironmentDatabase(settings, target, runner) {
         return false;
     return (await sameDatabase(environmentConnection(settings), target, runner)).same;
 }
-function lockTimeoutFor(ctx, settings) {
-    const flag = ctx.inputs.string('lock-timeout');
-    return flag ? parseDuration(flag, '--lock-timeout') : settings.postgres.lockTimeoutSeconds;
+function lockTimeoutFlag(flag) {
+    return flag ? parseDuration(flag, '--lock-timeout') : undefined;
 }
+const PRUNE_INPUTS = [{ name: 'apply', type: 'boolean', description: 'Delete for real (default: only list what would go).', default: 'false' }];
 const pruneCommand = {
     name: 'prune',
     summary: 'Apply the retention policy to backups (dry run unless --apply)',
-    inputs: [{ name: 'apply', type: 'boolean', description: 'Delete for real (default: only list what would go).', default: 'false' }],
+    inputs: [...PRUNE_INPUTS],
     outputs: [],
     implemented: true,
     async run(ctx) {
-        const apply = ctx.inputs.boolean('apply');
+        const apply = declaredInputs(ctx, PRUNE_INPUTS).boolean('apply');
         const settings = environmentFor(ctx);
         const catalog = new Catalog(settings.store, { warn: (m) => ctx.logger.warn(m) });
         const result = await withLock(catalog.envDir(settings.name), settings.name, { command: 'prune', waitSeconds: 30 }, () => pruneBackups(catalog, settings.name, settings.retention, { apply, logger: ctx.logger, passingDrills: believedPassingDrills }));
@@ -95503,13 +95804,7 @@ async function runAction(action, selected, doors = {}) {
     const logger = actionsLogger();
     try {
         const chosen = selected ?? (action.selector ? getInput(action.selector.input) : undefined);
-        let command;
-        try {
-            command = commandFor(action, chosen);
-        }
-        catch (error) {
-            throw errors_usageError('BAD_INPUT', error.message, `set ${action.selector?.input} to one of ${Object.keys(action.commands).join(', ')}`);
-        }
+        const command = commandFor(action, chosen);
         const values = readActionInputs(command);
         // The age identity first: every line of it is masked before anything can print it.
         const identity = typeof values['age-identity'] === 'string' ? values['age-identity'] : undefined;
@@ -95543,7 +95838,7 @@ async function publishResult(command, result) {
     const declared = new Set(command.outputs.map((o) => o.name));
     for (const [name, value] of Object.entries(result.outputs ?? {})) {
         if (!declared.has(name))
-            throw new Error(`internal error: output "${name}" is not declared for ${command.name}`);
+            throw errors_failure('INTERNAL_UNDECLARED_OUTPUT', `internal error: output "${name}" is not declared for ${command.name}`);
         setOutput(name, value);
     }
     for (const a of result.annotations ?? []) {
