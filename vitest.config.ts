@@ -4,6 +4,7 @@ export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
     globalSetup: ['test/helpers/global-setup.ts'],
+    setupFiles: ['test/helpers/temp-cleanup.ts'],
     testTimeout: 180_000,
     hookTimeout: 180_000,
     // Two cores, but most of a file's time is spent waiting (settle windows, health waits, Docker,

@@ -4,6 +4,7 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/unit/**/*.test.ts'],
+    setupFiles: ['test/helpers/temp-cleanup.ts'],
     testTimeout: 60_000,
     server: { deps: { inline: ['@actions/workflow-parser'] } },
   },

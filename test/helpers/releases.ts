@@ -1,12 +1,12 @@
 import { createHash } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Catalog } from '../../src/catalog/store';
 import { createMemoryLogger } from '../../src/logger';
 import { createReleaseManifest, type CreatedRelease } from '../../src/manifest/create';
 import { generateSigningKeyPair } from '../../src/manifest/keys';
 import type { ReleaseImages } from '../../src/manifest/types';
+import { trackedTempDir } from './temp-dirs';
 
 export interface TestSigningKey {
   privateKeyPem: string;
@@ -17,10 +17,10 @@ export interface TestSigningKey {
   privateKeyPath: string;
 }
 
-/** A fresh ECDSA P-256 key pair written to a temporary directory. */
+/** A fresh ECDSA P-256 key pair written to a temporary directory (removed when the test file ends). */
 export function makeTestSigningKey(): TestSigningKey {
   const pair = generateSigningKeyPair();
-  const dir = mkdtempSync(join(tmpdir(), 'lifeline-keys-'));
+  const dir = trackedTempDir('lifeline-keys-');
   const publicKeyPath = join(dir, 'release-signing.pub');
   const privateKeyPath = join(dir, 'release-signing.key');
   writeFileSync(publicKeyPath, pair.publicKeyPem);
