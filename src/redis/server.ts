@@ -65,13 +65,15 @@ export async function startThrowawayRedis(options: RedisServerOptions = {}): Pro
   try {
     await waitFor(
       async () => {
-        if (exited) throw failure('REDIS_START_FAILED', 'redis-server exited before it answered PING');
+        // waitFor treats a throwing check as "not yet": an exited server ends the wait now, not after 60 s.
+        if (exited) return true;
         const ping = await runText(runner, { tool: 'redis-cli', args: ['-h', '127.0.0.1', '-p', String(port), 'PING'], env: options.password ? { REDISCLI_AUTH: options.password } : {} });
         // With a dump to load, PING answers LOADING until the dataset is in memory.
         return ping.stdout.trim() === 'PONG';
       },
       { timeoutMs: 60000, what: 'redis-server to answer PING' },
     );
+    if (exited) throw failure('REDIS_START_FAILED', 'redis-server exited before it answered PING');
   } catch (error) {
     let log = '';
     try {
