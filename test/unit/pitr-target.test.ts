@@ -66,10 +66,11 @@ describe('point-in-time target input (issue 16 item 9)', () => {
 
   it('lifeline drill --pitr with an impossible date exits 2 before anything starts (no cluster, no report)', async () => {
     const store = mkdtempSync(join(tmpdir(), 'lifeline-pitr-input-'));
+    // The CLI's own temporary directory: a cluster it started would show here, and no other run's can.
+    const tmp = mkdtempSync(join(tmpdir(), 'lifeline-pitr-input-tmp-'));
     try {
-      const clustersBefore = readdirSync(tmpdir()).filter((n) => n.startsWith('lifeline-pitr-') && !n.startsWith('lifeline-pitr-input-'));
       const run = await lifeline(['drill', '--pitr', '2026-02-30T10:00:00+00', '--store', store, '--json'], {
-        env: { DATABASE_URL: undefined, LIFELINE_CONFIG: undefined, LIFELINE_STORE: undefined },
+        env: { DATABASE_URL: undefined, LIFELINE_CONFIG: undefined, LIFELINE_STORE: undefined, TMPDIR: tmp },
       });
       expect(run.code).toBe(2);
       const { error } = JSON.parse(run.stdout);
@@ -78,9 +79,9 @@ describe('point-in-time target input (issue 16 item 9)', () => {
       expect(error.fix).toContain('YYYY-MM-DD');
       // No drill report (the run log of the command itself may be there).
       expect(existsSync(join(store, 'default', 'drills'))).toBe(false);
-      const clustersAfter = readdirSync(tmpdir()).filter((n) => n.startsWith('lifeline-pitr-') && !n.startsWith('lifeline-pitr-input-'));
-      expect(clustersAfter).toEqual(clustersBefore);
+      expect(readdirSync(tmp).filter((n) => n.startsWith('lifeline-pitr-'))).toEqual([]);
     } finally {
+      rmSync(tmp, { recursive: true, force: true });
       rmSync(store, { recursive: true, force: true });
     }
   });
