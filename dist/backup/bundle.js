@@ -89258,12 +89258,15 @@ async function startThrowawayRedis(options = {}) {
     };
     try {
         await waitFor(async () => {
+            // waitFor treats a throwing check as "not yet": an exited server ends the wait now, not after 60 s.
             if (exited)
-                throw errors_failure('REDIS_START_FAILED', 'redis-server exited before it answered PING');
+                return true;
             const ping = await runner_runText(runner, { tool: 'redis-cli', args: ['-h', '127.0.0.1', '-p', String(port), 'PING'], env: options.password ? { REDISCLI_AUTH: options.password } : {} });
             // With a dump to load, PING answers LOADING until the dataset is in memory.
             return ping.stdout.trim() === 'PONG';
         }, { timeoutMs: 60000, what: 'redis-server to answer PING' });
+        if (exited)
+            throw errors_failure('REDIS_START_FAILED', 'redis-server exited before it answered PING');
     }
     catch (error) {
         let log = '';
