@@ -1,6 +1,7 @@
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { sourceFiles } from '../helpers/source-files';
 
 // The walls of ../shared/ARCHITECTURE.md (issue #23), read from the import graph of src/**/*.ts:
 // every crossing named below fails with the file and the import, so a wall stays held.
@@ -18,14 +19,6 @@ interface Edge {
   /** The names it imports, when it names them (`import { a, b }`). */
   names: string[];
   line: number;
-}
-
-function sourceFiles(dir: string): string[] {
-  return readdirSync(dir).flatMap((name) => {
-    const path = join(dir, name);
-    if (statSync(path).isDirectory()) return sourceFiles(path);
-    return /\.tsx?$/.test(name) && !name.endsWith('.d.ts') ? [path] : [];
-  });
 }
 
 /** Static imports, re-exports (`export ... from`) and dynamic `import('...')`, type-only ones included. */

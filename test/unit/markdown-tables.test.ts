@@ -1,6 +1,7 @@
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { sourceFiles } from '../helpers/source-files';
 import { formatFindingsMarkdown } from '../../src/preflight/report';
 import { renderMarkdownTable } from '../../src/report/table';
 
@@ -8,14 +9,6 @@ import { renderMarkdownTable } from '../../src/report/table';
 // that moved onto it kept their bytes.
 
 const ROOT = resolve(__dirname, '../..');
-
-function sourceFiles(dir: string): string[] {
-  return readdirSync(dir).flatMap((name) => {
-    const path = join(dir, name);
-    if (statSync(path).isDirectory()) return sourceFiles(path);
-    return name.endsWith('.ts') ? [path] : [];
-  });
-}
 
 /** Files that still write a table by hand, each with why. */
 const HAND_WRITTEN: Record<string, string> = {};

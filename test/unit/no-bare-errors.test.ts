@@ -1,6 +1,7 @@
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { sourceFiles } from '../helpers/source-files';
 import { commandFor } from '../../src/commands/action-spec';
 import { manifestAction } from '../../src/commands/manifest';
 import { LifelineError } from '../../src/errors';
@@ -9,14 +10,6 @@ import { LifelineError } from '../../src/errors';
 // src/error-codes.ts (exit 1, 2 or 3 and a fix), never a bare Error that turns into UNEXPECTED.
 
 const ROOT = resolve(__dirname, '../..');
-
-function sourceFiles(dir: string): string[] {
-  return readdirSync(dir).flatMap((name) => {
-    const path = join(dir, name);
-    if (statSync(path).isDirectory()) return sourceFiles(path);
-    return name.endsWith('.ts') ? [path] : [];
-  });
-}
 
 /**
  * Files whose bare throws are known and not yet converted, each with why. Internal invariants do
