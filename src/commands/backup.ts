@@ -16,7 +16,7 @@ import { renderMarkdownTable } from '../report/table';
 import { describeTarget, restoreBackup } from '../backup/restore';
 import { runPostRestoreHooks } from '../backup/hooks';
 import { sameDatabase, systemIdentifier } from '../postgres/identity';
-import { parseDuration } from '../settings/duration';
+import { parsePositiveDuration } from '../settings/duration';
 import { pruneBackups } from '../backup/retention';
 import { believedPassingDrills } from '../drill/gate';
 import { recordVerification, verifyBackup, type VerifyReport } from '../backup/verify';
@@ -548,7 +548,7 @@ async function isEnvironmentDatabase(settings: EnvironmentSettings, target: PgCo
 }
 
 function lockTimeoutFlag(flag: string | undefined): number | undefined {
-  return flag ? parseDuration(flag, '--lock-timeout') : undefined;
+  return flag ? parsePositiveDuration(flag, '--lock-timeout') : undefined;
 }
 
 const PRUNE_INPUTS = [{ name: 'apply', type: 'boolean', description: 'Delete for real (default: only list what would go).', default: 'false' }] as const satisfies readonly InputSpec[];

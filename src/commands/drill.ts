@@ -11,7 +11,7 @@ import { signDssePayload } from '../manifest/create';
 import { buildRunbook, renderRunbookMarkdown, renderRunbookText } from '../drill/runbook';
 import { listBackups } from '../backup/metadata';
 import { renderTextTable } from '../report/table';
-import { parseDuration } from '../settings/duration';
+import { parsePositiveDuration } from '../settings/duration';
 import { loadConfig } from '../settings/load';
 import { resolveEnvironment, type EnvironmentSettings } from '../settings/resolve';
 import { singleCommandAction } from './action-spec';
@@ -21,7 +21,7 @@ import { declaredInputs, describedAs, environmentFor, parseJobs, urlInput, type 
 
 function optionalDuration<N extends string>(inputs: DeclaredInputs<N>, name: N): number | undefined {
   const value = inputs.string(name);
-  return value === undefined ? undefined : parseDuration(value, `--${name}`);
+  return value === undefined ? undefined : parsePositiveDuration(value, `--${name}`);
 }
 
 const DRILL_INPUTS = [

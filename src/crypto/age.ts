@@ -91,6 +91,15 @@ export async function loadIdentity(env: NodeJS.ProcessEnv, logger: Logger): Prom
     return { ...(await parseIdentityText(text, IDENTITY_ENV)), source: IDENTITY_ENV };
   }
   if (!file || file.trim() === '') return undefined;
+  // A key pasted where its path belongs is a secret: never print it, and tell where a key goes.
+  if (/AGE-SECRET-KEY-/i.test(file)) {
+    logger.secret(file);
+    throw usageError(
+      'AGE_IDENTITY_UNREADABLE',
+      `${IDENTITY_FILE_ENV} holds an age secret key, not the path of a file (the key is not shown)`,
+      `put the key in ${IDENTITY_ENV} instead, or write it to a file readable only by you and set ${IDENTITY_FILE_ENV} to that file's path`,
+    );
+  }
   let info;
   try {
     info = await lstat(file);

@@ -2,7 +2,7 @@ import { parseRecipients } from '../crypto/age';
 import { dirname, isAbsolute, resolve as resolvePath } from 'node:path';
 import { usageError } from '../errors';
 import { fromGzipLevel, parseCompression, type Compression } from './compression';
-import { parseDuration } from './duration';
+import { parseDuration, parsePositiveDuration } from './duration';
 import { loadConfig, nearest, type LoadedConfig } from './load';
 import type { EnvironmentConfig, HookConfig, StorageConfig, TenantCollectionConfig } from './schema';
 import { urlSecrets } from './secrets';
@@ -264,7 +264,7 @@ export function resolveFromConfig(loaded: LoadedConfig, rawInputs: GlobalInputs,
       migrationHeadQuery: pg.migrationHeadQuery,
       compressLevel: pg.compressLevel,
       compress: resolveCompression(pg.compress, pg.compressLevel, `environments.${name}.postgres`),
-      lockTimeoutSeconds: pg.lockTimeout ? parseDuration(pg.lockTimeout, `environments.${name}.postgres.lockTimeout`) : undefined,
+      lockTimeoutSeconds: pg.lockTimeout ? parsePositiveDuration(pg.lockTimeout, `environments.${name}.postgres.lockTimeout`) : undefined,
       physical: pg.physical ? { stanza: pg.physical.stanza, configFile: abs(pg.physical.configFile), type: pg.physical.type ?? 'full', repoPath: abs(pg.physical.repoPath) } : undefined,
     },
     redis: redisSettings,

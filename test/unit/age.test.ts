@@ -90,6 +90,11 @@ describe('the identity', () => {
     expect(bad).toMatchObject({ kind: 'usage', code: 'AGE_IDENTITY_INVALID' });
     expect(bad.message).not.toContain(mangled.slice(20));
     expect(await loadIdentity({ LIFELINE_AGE_IDENTITY_FILE: join(dir, 'missing') }, createMemoryLogger()).catch((e) => e)).toMatchObject({ kind: 'usage', code: 'AGE_IDENTITY_UNREADABLE' });
+    // Outside attack: the key itself pasted where its path belongs was printed whole in the error.
+    const pasted = await loadIdentity({ LIFELINE_AGE_IDENTITY_FILE: a.key }, createMemoryLogger()).catch((e) => e);
+    expect(pasted).toMatchObject({ kind: 'usage', code: 'AGE_IDENTITY_UNREADABLE' });
+    expect(`${pasted.message} ${pasted.fix}`).not.toContain(a.key.slice(16));
+    expect(pasted.fix).toContain('LIFELINE_AGE_IDENTITY');
   });
 });
 

@@ -99,6 +99,13 @@ describe('typed command inputs (issue #23)', () => {
     // A drill's --jobs is checked as a restore's is (a bad value once silently became 2).
     usage(drillCommand, parseDrillInputs, { jobs: 'two' }, /--jobs must be a whole number/);
     usage(drillCommand, parseDrillInputs, { jobs: '0' }, /--jobs/);
+    // Outside attack: Number() took 1e1 (10 jobs), 0x2, +2 and padded values; zero waits and targets ran.
+    for (const jobs of ['1e1', '0x2', '+2', '02', '2 ', '65', '1.5']) usage(restoreCommand, parseRestoreInputs, { target: 'postgres://u@h/db', jobs }, /--jobs must be a whole number/);
+    usage(drillCommand, parseDrillInputs, { rto: '0s' }, /--rto: "0s" is zero/);
+    usage(drillCommand, parseDrillInputs, { rpo: '0' }, /--rpo: "0" is zero/);
+    usage(gateCommand, parseGateInputs, { 'max-drill-age': '0d' }, /--max-drill-age: "0d" is zero/);
+    usage(backupCommand, parseBackupInputs, { 'lock-timeout': '0s' }, /--lock-timeout: "0s" is zero/);
+    usage(restoreCommand, parseRestoreInputs, { target: 'postgres://u@h/db', 'lock-timeout': '0m' }, /--lock-timeout: "0m" is zero/);
     usage(gateCommand, parseGateInputs, { 'max-drill-age': '-1d' }, /--max-drill-age/);
     usage(manifestCreateCommand, parseManifestCreateInputs, { release: 'v1', image: ['api=a', 'api=b'] }, /given twice/);
     usage(tenantExportCommand, parseTenantExportInputs, { tenant: 't1', 'row-cap': '0' }, /--row-cap/);
