@@ -64932,6 +64932,11 @@ async function loadIdentity(env, logger) {
     }
     if (!file || file.trim() === '')
         return undefined;
+    // A key pasted where its path belongs is a secret: never print it, and tell where a key goes.
+    if (/AGE-SECRET-KEY-/i.test(file)) {
+        logger.secret(file);
+        throw usageError('AGE_IDENTITY_UNREADABLE', `${IDENTITY_FILE_ENV} holds an age secret key, not the path of a file (the key is not shown)`, `put the key in ${IDENTITY_ENV} instead, or write it to a file readable only by you and set ${IDENTITY_FILE_ENV} to that file's path`);
+    }
     let info;
     try {
         info = await lstat(file);
@@ -67253,6 +67258,16 @@ function parseDuration(value, keyPath = 'duration') {
     const amount = Number(match[1]);
     const unit = (match[2] || 's').toLowerCase();
     return Math.round(amount * UNITS[unit]);
+}
+/**
+ * A wait or a target that must be more than zero: a zero `--lock-timeout` would be PostgreSQL's
+ * "wait forever", and a zero RTO or RPO target would make every drill fail.
+ */
+function parsePositiveDuration(value, keyPath = 'duration') {
+    const seconds = parseDuration(value, keyPath);
+    if (seconds <= 0)
+        throw errors_usageError('BAD_DURATION', `${keyPath}: "${value}" is zero; it must be more than zero`, 'write a duration of at least 1s, e.g. 90s, 15m, 4h, 7d');
+    return seconds;
 }
 function duration_formatDuration(seconds) {
     if (!Number.isFinite(seconds))
@@ -77503,7 +77518,7 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
             migrationHeadQuery: pg.migrationHeadQuery,
             compressLevel: pg.compressLevel,
             compress: resolveCompression(pg.compress, pg.compressLevel, `environments.${name}.postgres`),
-            lockTimeoutSeconds: pg.lockTimeout ? parseDuration(pg.lockTimeout, `environments.${name}.postgres.lockTimeout`) : undefined,
+            lockTimeoutSeconds: pg.lockTimeout ? parsePositiveDuration(pg.lockTimeout, `environments.${name}.postgres.lockTimeout`) : undefined,
             physical: pg.physical ? { stanza: pg.physical.stanza, configFile: abs(pg.physical.configFile), type: pg.physical.type ?? 'full', repoPath: abs(pg.physical.repoPath) } : undefined,
         },
         redis: redisSettings,
@@ -77749,7 +77764,8 @@ function parseBoolean(name, value) {
 }
 /** Parallel pg_restore jobs (`--jobs`, default 2): a whole number from 1 to 64. */
 function parseJobs(value) {
-    const jobs = Number(value ?? '2');
+    // Digits only: Number() would also take 1e1, 0x2, +2 and padded text.
+    const jobs = value === undefined ? 2 : /^[1-9][0-9]{0,1}$/.test(value) ? Number(value) : NaN;
     if (!Number.isInteger(jobs) || jobs < 1 || jobs > 64)
         throw usageError('BAD_INPUT', `--jobs must be a whole number from 1 to 64 (got "${value}")`, 'pass --jobs 2');
     return jobs;
