@@ -18,9 +18,9 @@ export function parseDuration(value: string, keyPath = 'duration'): number {
  * A wait or a target that must be more than zero: a zero `--lock-timeout` would be PostgreSQL's
  * "wait forever", and a zero RTO or RPO target would make every drill fail.
  */
-export function parsePositiveDuration(value: string, keyPath = 'duration'): number {
+export function parsePositiveDuration(value: string, keyPath = 'duration', fix = 'write a duration of at least 1s, e.g. 90s, 15m, 4h, 7d'): number {
   const seconds = parseDuration(value, keyPath);
-  if (seconds <= 0) throw usageError('BAD_DURATION', `${keyPath}: "${value}" is zero; it must be more than zero`, 'write a duration of at least 1s, e.g. 90s, 15m, 4h, 7d');
+  if (seconds <= 0) throw usageError('BAD_DURATION', `${keyPath}: "${value}" is zero`, fix);
   return seconds;
 }
 

@@ -295,7 +295,9 @@ export function resolveFromConfig(loaded: LoadedConfig, rawInputs: GlobalInputs,
             image: drillCfg.appCheck.image,
             databaseUrlEnv: drillCfg.appCheck.databaseUrlEnv ?? 'DATABASE_URL',
             healthUrl: drillCfg.appCheck.healthUrl,
-            timeoutSeconds: drillCfg.appCheck.timeout ? positiveDuration(drillCfg.appCheck.timeout, `environments.${name}.drill.appCheck.timeout`, 'give the application time to start, e.g. 60s') : 60,
+            timeoutSeconds: drillCfg.appCheck.timeout
+              ? parsePositiveDuration(drillCfg.appCheck.timeout, `environments.${name}.drill.appCheck.timeout`, 'give the application time to start, e.g. 60s')
+              : 60,
             env: drillCfg.appCheck.env ?? {},
             command: drillCfg.appCheck.command,
           }
@@ -344,12 +346,6 @@ function chooseUrl(flag: string | undefined, flagName: string, generic: string, 
   if (named) return env[named] === undefined ? {} : { url: env[named], source: `${named} (${namedKey})` };
   if (env[generic] !== undefined) return { url: env[generic], source: generic };
   return {};
-}
-
-function positiveDuration(value: string, keyPath: string, fix: string): number {
-  const seconds = parseDuration(value, keyPath);
-  if (seconds <= 0) throw usageError('BAD_DURATION', `${keyPath}: "${value}" is zero`, fix);
-  return seconds;
 }
 
 function resolveStorage(config: StorageConfig, env: ResolveOptions['env']): StorageSettings {
