@@ -197,9 +197,10 @@ export function parseBoolean(name: string, value: string): boolean {
 
 /** Parallel pg_restore jobs (`--jobs`, default 2): a whole number from 1 to 64. */
 export function parseJobs(value: string | undefined): number {
+  if (value === undefined) return 2;
   // Digits only: Number() would also take 1e1, 0x2, +2 and padded text.
-  const jobs = value === undefined ? 2 : /^[1-9][0-9]{0,1}$/.test(value) ? Number(value) : NaN;
-  if (!Number.isInteger(jobs) || jobs < 1 || jobs > 64) throw usageError('BAD_INPUT', `--jobs must be a whole number from 1 to 64 (got "${value}")`, 'pass --jobs 2');
+  const jobs = /^[1-9][0-9]?$/.test(value) ? Number(value) : 0;
+  if (jobs < 1 || jobs > 64) throw usageError('BAD_INPUT', `--jobs must be a whole number from 1 to 64 (got "${value}")`, 'pass --jobs 2');
   return jobs;
 }
 
