@@ -78363,10 +78363,10 @@ function parseDuration(value, keyPath = 'duration') {
  * A wait or a target that must be more than zero: a zero `--lock-timeout` would be PostgreSQL's
  * "wait forever", and a zero RTO or RPO target would make every drill fail.
  */
-function parsePositiveDuration(value, keyPath = 'duration') {
+function parsePositiveDuration(value, keyPath = 'duration', fix = 'write a duration of at least 1s, e.g. 90s, 15m, 4h, 7d') {
     const seconds = parseDuration(value, keyPath);
     if (seconds <= 0)
-        throw errors_usageError('BAD_DURATION', `${keyPath}: "${value}" is zero; it must be more than zero`, 'write a duration of at least 1s, e.g. 90s, 15m, 4h, 7d');
+        throw errors_usageError('BAD_DURATION', `${keyPath}: "${value}" is zero`, fix);
     return seconds;
 }
 function duration_formatDuration(seconds) {
@@ -91781,7 +91781,9 @@ function resolveFromConfig(loaded, rawInputs, rawOptions) {
                     image: drillCfg.appCheck.image,
                     databaseUrlEnv: drillCfg.appCheck.databaseUrlEnv ?? 'DATABASE_URL',
                     healthUrl: drillCfg.appCheck.healthUrl,
-                    timeoutSeconds: drillCfg.appCheck.timeout ? positiveDuration(drillCfg.appCheck.timeout, `environments.${name}.drill.appCheck.timeout`, 'give the application time to start, e.g. 60s') : 60,
+                    timeoutSeconds: drillCfg.appCheck.timeout
+                        ? parsePositiveDuration(drillCfg.appCheck.timeout, `environments.${name}.drill.appCheck.timeout`, 'give the application time to start, e.g. 60s')
+                        : 60,
                     env: drillCfg.appCheck.env ?? {},
                     command: drillCfg.appCheck.command,
                 }
@@ -91832,12 +91834,6 @@ function chooseUrl(flag, flagName, generic, named, namedKey, env) {
     if (env[generic] !== undefined)
         return { url: env[generic], source: generic };
     return {};
-}
-function positiveDuration(value, keyPath, fix) {
-    const seconds = parseDuration(value, keyPath);
-    if (seconds <= 0)
-        throw errors_usageError('BAD_DURATION', `${keyPath}: "${value}" is zero`, fix);
-    return seconds;
 }
 function resolveStorage(config, env) {
     const credentialEnv = { accessKeyId: config.accessKeyIdEnv ?? 'AWS_ACCESS_KEY_ID', secretAccessKey: config.secretAccessKeyEnv ?? 'AWS_SECRET_ACCESS_KEY' };
@@ -91996,9 +91992,11 @@ function parseBoolean(name, value) {
 }
 /** Parallel pg_restore jobs (`--jobs`, default 2): a whole number from 1 to 64. */
 function parseJobs(value) {
+    if (value === undefined)
+        return 2;
     // Digits only: Number() would also take 1e1, 0x2, +2 and padded text.
-    const jobs = value === undefined ? 2 : /^[1-9][0-9]{0,1}$/.test(value) ? Number(value) : NaN;
-    if (!Number.isInteger(jobs) || jobs < 1 || jobs > 64)
+    const jobs = /^[1-9][0-9]?$/.test(value) ? Number(value) : 0;
+    if (jobs < 1 || jobs > 64)
         throw errors_usageError('BAD_INPUT', `--jobs must be a whole number from 1 to 64 (got "${value}")`, 'pass --jobs 2');
     return jobs;
 }
