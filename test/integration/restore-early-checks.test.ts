@@ -7,7 +7,7 @@ import { createMemoryLogger } from '../../src/logger';
 import { findBackup } from '../../src/backup/metadata';
 import { restoreIntoFreshDatabase } from '../../src/backup/restore';
 import { BtreeIndexChecker, checkAllBtreeIndexes } from '../../src/postgres/amcheck';
-import { finishedItems, parseDataItems, isRestoreProgressLine } from '../../src/postgres/restore-pipeline';
+import { finishedIds, finishedItems, isRestoreProgressLine, parseTocItems, tableGates } from '../../src/postgres/restore-pipeline';
 import { PsqlSession } from '../../src/runner/psql';
 import { LocalRunner } from '../../src/runner/runner';
 import { lifeline } from '../helpers/cli';
@@ -125,19 +125,44 @@ describe('checks during a parallel restore', () => {
     }
   });
 
-  it('parses the table of contents and tells progress from problems', () => {
-    const items = parseDataItems(
+  it('parses the table of contents with its dependencies, gates each count behind its exclusive locks, and tells progress from problems', () => {
+    const items = parseTocItems(
       [
         '; Archive created at 2026-11-22',
+        ';     Dump Version: 1.14-0',
+        '214; 1259 16385 TABLE public tenants postgres',
+        '217; 1259 16408 TABLE public orders postgres',
+        '230; 1259 16500 TABLE odd schema order items postgres',
         '3389; 0 16390 TABLE DATA public tenants postgres',
+        ';\tdepends on: 214',
+        '3392; 0 16408 TABLE DATA public orders postgres',
+        ';\tdepends on: 217',
         '3400; 0 16500 TABLE DATA odd schema order items postgres',
-        '3226; 2606 16412 CONSTRAINT public locations locations_pkey postgres',
+        ';\tdepends on: 230',
+        '3224; 2606 16391 CONSTRAINT public tenants tenants_pkey postgres',
+        ';\tdepends on: 214',
+        '3230; 2606 16414 CONSTRAINT public orders orders_pkey postgres',
+        ';\tdepends on: 217',
+        '3231; 1259 16468 INDEX public orders_tenant_placed_idx postgres',
+        ';\tdepends on: 217',
+        '3243; 2606 16443 FK CONSTRAINT public orders orders_tenant_fk postgres',
+        ';\tdepends on: 217 3224',
+        '3250; 2618 16600 RULE public orders orders_no_delete postgres',
+        ';\tdepends on: 217 3392',
+        '3251; 0 0 COMMENT public CONSTRAINT orders_pkey ON orders postgres',
+        ';\tdepends on: 3230',
       ].join('\n'),
     );
-    expect([...items.entries()]).toEqual([
-      [3389, 'public tenants postgres'],
-      [3400, 'odd schema order items postgres'],
-    ]);
+    expect(items.get(3392)).toEqual({ id: 3392, desc: 'TABLE DATA', rest: 'public orders postgres', deps: [217] });
+    expect(items.get(3400)).toMatchObject({ desc: 'TABLE DATA', rest: 'odd schema order items postgres' });
+    expect(items.get(3243)).toMatchObject({ desc: 'FK CONSTRAINT', deps: [217, 3224] });
+    // A count waits for what locks its table exclusively (a key, a rule), never for an index or a foreign key.
+    const gates = tableGates(items);
+    expect([...gates.keys()]).toEqual([3389, 3392, 3400]);
+    expect([...gates.get(3392)!.countAfter].sort()).toEqual([3230, 3250]);
+    expect([...gates.get(3389)!.countAfter]).toEqual([3224]);
+    expect([...gates.get(3400)!.countAfter]).toEqual([]);
+    expect(finishedIds('pg_restore: finished item 3230 CONSTRAINT orders orders_pkeypg_restore: finished item 3243 FK CONSTRAINT orders orders_tenant_fk')).toEqual([3230, 3243]);
     expect(isRestoreProgressLine('pg_restore: finished item 3390 TABLE DATA locations')).toBe(true);
     expect(isRestoreProgressLine('pg_restore: error: could not execute query: ERROR:  schema "x" already exists')).toBe(false);
     expect(isRestoreProgressLine('Command was: CREATE SCHEMA x;')).toBe(false);
