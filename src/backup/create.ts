@@ -80,9 +80,13 @@ async function createBackupLocked(options: BackupOptions): Promise<BackupEntry> 
   const session = PsqlSession.open(runner, conn);
   let staged: StagedEntry | undefined;
   try {
+    // pg_dump --version runs while the session connects (two processes, no order between them);
+    // a connection failure is still the one reported first.
+    const dumpVersionRead = toolVersion(runner, 'pg_dump');
+    dumpVersionRead.catch(() => {});
     await checkConnection(session, conn);
     const server = await serverVersion(session);
-    const dumpVersion = await toolVersion(runner, 'pg_dump');
+    const dumpVersion = await dumpVersionRead;
     const compression = options.compression ?? (options.compressLevel !== undefined ? fromGzipLevel(options.compressLevel) : defaultCompression(dumpVersion.major));
     // A method this pg_dump cannot write is a usage error (exit 2) before anything runs.
     const compressArg = pgDumpCompressArg(compression, dumpVersion.major);

@@ -1,11 +1,11 @@
 import { join } from 'node:path';
 import { bundleToJSON } from '@sigstore/bundle';
-import { DSSEBundleBuilder } from '@sigstore/sign';
 import { appendJournal, readJournal, type CorruptLine } from '../catalog/journal';
 import { assertSafeSegment, type Catalog } from '../catalog/store';
 import { failure, refusal, usageError } from '../errors';
 import type { Logger } from '../logger';
 import { KeySigner, loadSigningKey } from '../manifest/keys';
+import { loadSigstoreSign } from '../manifest/sigstore-modules';
 import { RELEASE_METADATA_FILE, type ReleaseMetadata } from '../manifest/types';
 
 export const REVOCATIONS_LOG = 'revocations.ndjson';
@@ -102,6 +102,7 @@ export async function revokeRelease(options: { catalog: Catalog; env: string; re
     logger.secret(options.signingKey);
     const signer = new KeySigner(await loadSigningKey(options.signingKey));
     try {
+      const { DSSEBundleBuilder } = await loadSigstoreSign();
       bundle = bundleToJSON(await new DSSEBundleBuilder({ signer, witnesses: [] }).create({ data: Buffer.from(JSON.stringify(statement)), type: REVOCATION_PAYLOAD_TYPE }));
     } catch (error) {
       throw failure('SIGNING_FAILED', `signing the revocation failed: ${(error as Error).message}`, { cause: error, fix: 'check the signing key' });

@@ -1,13 +1,14 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { bundleToJSON } from '@sigstore/bundle';
-import { DSSEBundleBuilder, type Signer, type Witness } from '@sigstore/sign';
+import type { Signer, Witness } from '@sigstore/sign';
 import { CATALOG_SCHEMA_VERSION, assertSafeSegment, type Catalog, type CatalogEntry } from '../catalog/store';
 import { failure, isLifelineError, usageError } from '../errors';
 import type { Logger } from '../logger';
 import { KeySigner, loadSigningKey } from './keys';
 import { githubIdentityToken, keylessSignerAndWitnesses, type GithubOidcRequest, type KeylessSigning } from './keyless';
 import { parseImageReference } from './image-ref';
+import { loadSigstoreSign } from './sigstore-modules';
 import { resolveImageDigest, type RegistryAuth } from './registry';
 import { buildStatement, serializeStatement } from './statement';
 import { sha256Hex } from './digest';
@@ -77,6 +78,7 @@ export async function createReleaseManifest(options: CreateReleaseOptions): Prom
   const payload = serializeStatement(buildStatement(manifest));
   const bundle = await logger.group(`Signing release ${release} (${signing.kind === 'key' ? 'key' : 'keyless'})`, async () => {
     try {
+      const { DSSEBundleBuilder } = await loadSigstoreSign();
       return await new DSSEBundleBuilder({ signer: signing.signer, witnesses: signing.witnesses }).create({ data: payload, type: IN_TOTO_PAYLOAD_TYPE });
     } catch (error) {
       if (isLifelineError(error)) throw error;
@@ -124,6 +126,7 @@ export async function signDssePayload(
 ): Promise<{ kind: 'key' | 'keyless'; bundleJson: string }> {
   const signing = await prepareSigner(options);
   try {
+    const { DSSEBundleBuilder } = await loadSigstoreSign();
     const bundle = await new DSSEBundleBuilder({ signer: signing.signer, witnesses: signing.witnesses }).create({ data: payload, type: payloadType });
     return { kind: signing.kind, bundleJson: `${JSON.stringify(bundleToJSON(bundle), null, 2)}\n` };
   } catch (error) {
@@ -143,7 +146,7 @@ async function prepareSigner(options: Pick<CreateReleaseOptions, 'signer' | 'git
   }
   const keyless: Partial<KeylessSigning> = signer === 'keyless' ? {} : signer;
   const identityToken = keyless.identityToken ?? githubIdentityToken(options.githubOidc ?? {});
-  return { kind: 'keyless', ...keylessSignerAndWitnesses({ ...keyless, identityToken }) };
+  return { kind: 'keyless', ...(await keylessSignerAndWitnesses({ ...keyless, identityToken })) };
 }
 
 /** Releases of an environment, newest first. */

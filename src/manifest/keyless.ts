@@ -1,5 +1,6 @@
-import { DEFAULT_FULCIO_URL, DEFAULT_REKOR_URL, FulcioSigner, RekorWitness, TSAWitness, type IdentityProvider, type Signer, type Witness } from '@sigstore/sign';
+import type { IdentityProvider, Signer, Witness } from '@sigstore/sign';
 import { failure, usageError } from '../errors';
+import { loadSigstoreSign } from './sigstore-modules';
 
 /** Where keyless signing gets its certificate and its timestamp. */
 export interface KeylessSigning {
@@ -41,7 +42,8 @@ export function githubIdentityToken(request: GithubOidcRequest): () => Promise<s
 }
 
 /** Fulcio signer plus witnesses: Rekor by default, a TSA when one is named (and Rekor only if also named). */
-export function keylessSignerAndWitnesses(options: KeylessSigning): { signer: Signer; witnesses: Witness[] } {
+export async function keylessSignerAndWitnesses(options: KeylessSigning): Promise<{ signer: Signer; witnesses: Witness[] }> {
+  const { DEFAULT_FULCIO_URL, DEFAULT_REKOR_URL, FulcioSigner, RekorWitness, TSAWitness } = await loadSigstoreSign();
   const identityProvider: IdentityProvider = { getToken: options.identityToken };
   const signer = new FulcioSigner({ identityProvider, fulcioBaseURL: options.fulcioUrl ?? DEFAULT_FULCIO_URL });
   const witnesses: Witness[] = [];

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { TrustedRoot } from '@sigstore/protobuf-specs';
-import { getTrustedRoot } from '@sigstore/tuf';
 import { failure, usageError } from '../errors';
+import { loadSigstoreTuf } from './sigstore-modules';
 
 /**
  * A RegExp that matches exactly one of the trusted identities. @sigstore/verify treats a string SAN
@@ -43,7 +43,7 @@ export async function loadTrustedRoot(path: string | undefined): Promise<Trusted
     return root;
   }
   try {
-    return await getTrustedRoot();
+    return await (await loadSigstoreTuf()).getTrustedRoot();
   } catch (error) {
     throw failure('TRUSTED_ROOT_UNAVAILABLE', `could not fetch the Sigstore public-good trusted root through TUF (${(error as Error).message})`, {
       cause: error,

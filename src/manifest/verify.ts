@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import { bundleFromJSON, type Bundle } from '@sigstore/bundle';
 import { TrustedRoot } from '@sigstore/protobuf-specs';
-import { PolicyError, toSignedEntity, toTrustMaterial, VerificationError, Verifier, type TrustMaterial, type VerifierOptions, type VerificationPolicy as SigstorePolicy } from '@sigstore/verify';
+import type { VerificationError, TrustMaterial, VerifierOptions, VerificationPolicy as SigstorePolicy } from '@sigstore/verify';
 import type { Catalog } from '../catalog/store';
 import { failure, isLifelineError, usageError, type LifelineError } from '../errors';
 import type { CodeOf } from '../error-codes';
@@ -13,6 +13,7 @@ type SignedFileCode = 'UNSIGNED' | 'BAD_BUNDLE' | 'NOT_DSSE' | 'WRONG_PAYLOAD_TY
 import { sha256Hex } from './digest';
 import { loadPublicKey, publicKeyHint } from './keys';
 import { exactIdentityPattern, loadTrustedRoot, trustedIdentities } from './trust';
+import { loadSigstoreVerify } from './sigstore-modules';
 import { parseVerifiedStatement } from './statement';
 import { BUNDLE_FILE, IN_TOTO_PAYLOAD_TYPE, MANIFEST_FILE, RELEASE_METADATA_FILE, type VerificationPolicy, type VerifiedRelease } from './types';
 
@@ -56,7 +57,7 @@ export async function verifyReleaseManifest(options: VerifyReleaseOptions): Prom
   if (envelope.payloadType !== IN_TOTO_PAYLOAD_TYPE)
     throw notVerifiedRelease('MANIFEST_WRONG_PAYLOAD_TYPE', `the DSSE payloadType is ${JSON.stringify(envelope.payloadType)}, expected ${IN_TOTO_PAYLOAD_TYPE}`);
 
-  const signer = verifyBundle(bundle, policy);
+  const signer = verifyBundle(await loadSigstoreVerify(), bundle, policy);
   const payload = Buffer.from(envelope.payload);
 
   const stored = await readFile(manifestPath).catch(() => undefined);
@@ -166,7 +167,7 @@ export async function verifySignedFile(options: {
   if (bundle.content.$case !== 'dsseEnvelope') throw fail('MANIFEST_NOT_DSSE', 'the bundle does not hold a DSSE envelope');
   const envelope = bundle.content.dsseEnvelope;
   if (envelope.payloadType !== options.payloadType) throw fail('MANIFEST_WRONG_PAYLOAD_TYPE', `the DSSE payloadType is ${JSON.stringify(envelope.payloadType)}, expected ${options.payloadType}`);
-  const signer = verifyBundle(bundle, policy, fail);
+  const signer = verifyBundle(await loadSigstoreVerify(), bundle, policy, fail);
   const payload = Buffer.from(envelope.payload);
   const stored = await readFile(options.filePath).catch(() => undefined);
   if (!stored || !stored.equals(payload)) throw fail('MANIFEST_TAMPERED', `${options.filePath} ${stored ? 'differs from' : 'is missing beside'} the signed payload`);
@@ -174,6 +175,7 @@ export async function verifySignedFile(options: {
 }
 
 function verifyBundle(
+  { PolicyError, toSignedEntity, toTrustMaterial, VerificationError, Verifier }: Awaited<ReturnType<typeof loadSigstoreVerify>>,
   bundle: Bundle,
   policy: PreparedPolicy,
   notVerified: (code: `MANIFEST_${SignedFileCode}`, why: string, cause?: unknown) => LifelineError = notVerifiedRelease,
