@@ -110,6 +110,7 @@ export const ERROR_CODES = {
   FS_EIO: { kinds: ['failed'], doc: 'An I/O error from the disk while writing; nothing half-written is listed.' },
   FS_EMFILE: { kinds: ['failed'], doc: 'Too many open files while writing; nothing half-written is listed.' },
   FS_ENOSPC: { kinds: ['failed'], doc: 'No space left on the device while writing; nothing half-written is listed.' },
+  FS_ENOTDIR: { kinds: ['failed'], doc: 'A part of a path Lifeline must write under is a file, not a directory (e.g. --store names a file); nothing half-written is listed.' },
   FS_EPERM: { kinds: ['failed'], doc: 'The operation is not permitted on a file Lifeline must write while writing; nothing half-written is listed.' },
   FS_EROFS: { kinds: ['failed'], doc: 'The filesystem is read-only while writing; nothing half-written is listed.' },
   HEALTH_URL_ANSWERED_BY_OTHER: { kinds: ['refused'], doc: 'A health URL answers while its service runs no container, so something else answers it.' },

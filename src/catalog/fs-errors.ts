@@ -11,6 +11,7 @@ const FILESYSTEM_CODES: Record<string, { what: string; fix: (path: string) => st
   EACCES: { what: 'permission denied', fix: (p) => `run Lifeline as the user that owns the catalog (ls -ld ${p}), or fix the owner of ${p}` },
   EPERM: { what: 'operation not permitted', fix: (p) => `run Lifeline as the user that owns the catalog (ls -ld ${p}), or fix the owner of ${p}` },
   EMFILE: { what: 'too many open files', fix: () => 'raise the open-files limit (ulimit -n) and run the command again' },
+  ENOTDIR: { what: 'a part of the path is a file, not a directory', fix: (p) => `point --store (store: in lifeline.yml) at a directory: a part of ${p} is a file (ls -ld each part of it)` },
   EIO: { what: 'an I/O error', fix: (p) => `check the disk that holds ${p} (dmesg); the data on it may be damaged` },
 };
 

@@ -82,7 +82,7 @@ export function parseFlags(command: CommandSpec, args: string[]): Record<string,
   for (const input of inputs) options[input.name] = { type: input.type === 'boolean' ? 'boolean' : 'string', multiple: input.type === 'list' };
   let parsed: ReturnType<typeof parseArgs>;
   try {
-    parsed = parseArgs({ args, options, strict: true, allowPositionals: true, allowNegative: true });
+    parsed = parseArgs({ args, options, strict: true, allowPositionals: true, allowNegative: true, tokens: true });
   } catch (error) {
     const message = (error as Error).message;
     const unknown = /Unknown option '--?([^']+)'/.exec(message)?.[1];
@@ -98,6 +98,19 @@ export function parseFlags(command: CommandSpec, args: string[]): Record<string,
       );
     }
     throw usageError('BAD_FLAGS', `lifeline ${command.name}: ${message}`, `see lifeline ${command.name} --help`);
+  }
+  // A flag given twice (`--env staging ... --env production`, `--verify --no-verify`) would silently
+  // keep the last one: an operator in a hurry gets a refusal instead (the values are not repeated:
+  // they may be URLs with passwords).
+  const seen = new Map<string, number>();
+  for (const token of parsed.tokens ?? []) {
+    if (token.kind !== 'option' || options[token.name]?.multiple) continue;
+    const name = token.name.startsWith('no-') && !(token.name in options) ? token.name.slice(3) : token.name;
+    seen.set(name, (seen.get(name) ?? 0) + 1);
+  }
+  const repeated = [...seen].filter(([, n]) => n > 1).map(([name]) => `--${name}`);
+  if (repeated.length) {
+    throw usageError('BAD_FLAGS', `lifeline ${command.name}: ${repeated.join(', ')} ${repeated.length === 1 ? 'is' : 'are'} given more than once`, `give each flag once; see lifeline ${command.name} --help`);
   }
   const values: Record<string, RawValue> = {};
   for (const [key, value] of Object.entries(parsed.values)) {

@@ -24,11 +24,21 @@ export function parseRedisUrl(url: string): RedisTarget {
   } catch {
     throw usageError('BAD_URL', 'the Redis URL is not a valid URL', 'write it as redis://:password@host:6379/0');
   }
+  if (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:') {
+    throw usageError('BAD_URL', `the Redis URL uses the scheme ${parsed.protocol}`, 'write it as redis://:password@host:6379/0 (rediss:// for TLS)');
+  }
+  const decode = (part: string, value: string) => {
+    try {
+      return decodeURIComponent(value);
+    } catch {
+      throw usageError('BAD_URL', `the Redis URL's ${part} has a malformed percent-escape`, 'percent-encode it correctly (a literal % is %25), e.g. with encodeURIComponent');
+    }
+  };
   return {
-    host: decodeURIComponent(parsed.hostname.replace(/^\[|\]$/g, '')) || '127.0.0.1',
+    host: decode('host', parsed.hostname.replace(/^\[|\]$/g, '')) || '127.0.0.1',
     port: parsed.port ? Number(parsed.port) : 6379,
-    username: parsed.username ? decodeURIComponent(parsed.username) : undefined,
-    password: parsed.password ? decodeURIComponent(parsed.password) : undefined,
+    username: parsed.username ? decode('user name', parsed.username) : undefined,
+    password: parsed.password ? decode('password', parsed.password) : undefined,
     tls: parsed.protocol === 'rediss:',
   };
 }

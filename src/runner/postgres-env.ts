@@ -16,6 +16,8 @@ export interface PgConnection {
   timeouts?: { lockSeconds?: number; statementSeconds?: number };
 }
 
+const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'];
+
 /** Parses a postgres:// URL into its parts. */
 export function parsePgUrl(url: string): PgConnection {
   let parsed: URL;
@@ -41,6 +43,10 @@ export function parsePgUrl(url: string): PgConnection {
       'the PostgreSQL URL sets sslpassword, which Lifeline cannot pass to pg_dump, pg_restore and psql without putting it on their command line',
       "use a client key without a passphrase (openssl pkey -in key.pem -out plain.pem), readable only by the store's owner (chmod 0600), in sslkey",
     );
+  }
+  // libpq rejects any other sslmode only once a tool connects, as a connection failure (exit 1).
+  if (params.sslmode !== undefined && !SSL_MODES.includes(params.sslmode)) {
+    throw usageError('BAD_URL', `the PostgreSQL URL's sslmode=${params.sslmode} is not one libpq knows`, `use one of ${SSL_MODES.join(', ')}`);
   }
   const decode = (part: string, value: string) => {
     try {

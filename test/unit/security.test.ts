@@ -12,6 +12,7 @@ import { checkSums } from '../../src/catalog/sums';
 import { isLifelineError, LifelineError } from '../../src/errors';
 import { redactSecretsInText, SecretMasker } from '../../src/logger';
 import { parsePgUrl, pgEnv } from '../../src/runner/postgres-env';
+import { parseRedisUrl } from '../../src/redis/snapshot';
 import { parseConfig, loadConfig } from '../../src/settings/load';
 import { redactUrl, urlSecrets } from '../../src/settings/secrets';
 
@@ -233,6 +234,25 @@ describe('every form of a password is masked', () => {
     expect(isLifelineError(error) && error.exitCode).toBe(2);
     expect((error as LifelineError).message).toContain('password has a malformed percent-escape');
     expect((error as LifelineError).message + (error as LifelineError).fix).not.toContain('zzword');
+  });
+
+  it('refuses an sslmode libpq does not know, and a Redis URL with a bad escape or scheme, as bad usage (exit 2) before anything connects', () => {
+    const caught = (fn: () => unknown): LifelineError => {
+      try {
+        fn();
+      } catch (error) {
+        if (isLifelineError(error)) return error;
+        throw error;
+      }
+      throw new Error('expected a refusal');
+    };
+    expect(caught(() => parsePgUrl('postgres://app:s3cret-pw@db/shop?sslmode=bogus'))).toMatchObject({ code: 'BAD_URL', exitCode: 2, message: expect.stringContaining('sslmode=bogus') });
+    for (const mode of ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full']) expect(parsePgUrl(`postgres://db/shop?sslmode=${mode}`).params.sslmode).toBe(mode);
+    const escape = caught(() => parseRedisUrl('redis://:pa%zzword@cache:6379/0'));
+    expect(escape).toMatchObject({ code: 'BAD_URL', exitCode: 2, message: expect.stringContaining('password has a malformed percent-escape') });
+    expect(escape.message + escape.fix).not.toContain('zzword');
+    expect(caught(() => parseRedisUrl('http://cache:6379'))).toMatchObject({ code: 'BAD_URL', exitCode: 2, message: expect.stringContaining('scheme http:') });
+    expect(parseRedisUrl('rediss://:p%40ss@cache:6380/0')).toMatchObject({ host: 'cache', port: 6380, password: 'p@ss', tls: true });
   });
 });
 
