@@ -39924,6 +39924,7 @@ const FILESYSTEM_CODES = {
     EACCES: { what: 'permission denied', fix: (p) => `run Lifeline as the user that owns the catalog (ls -ld ${p}), or fix the owner of ${p}` },
     EPERM: { what: 'operation not permitted', fix: (p) => `run Lifeline as the user that owns the catalog (ls -ld ${p}), or fix the owner of ${p}` },
     EMFILE: { what: 'too many open files', fix: () => 'raise the open-files limit (ulimit -n) and run the command again' },
+    ENOTDIR: { what: 'a part of the path is a file, not a directory', fix: (p) => `point --store (store: in lifeline.yml) at a directory: a part of ${p} is a file (ls -ld each part of it)` },
     EIO: { what: 'an I/O error', fix: (p) => `check the disk that holds ${p} (dmesg); the data on it may be damaged` },
 };
 function isFilesystemError(error) {
@@ -62471,6 +62472,7 @@ function runner_findExecutable(tool, dirs = [], pathEnv = process.env.PATH ?? ''
 
 ;// CONCATENATED MODULE: ./src/runner/postgres-env.ts
 
+const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'];
 /** Parses a postgres:// URL into its parts. */
 function parsePgUrl(url) {
     let parsed;
@@ -62493,6 +62495,10 @@ function parsePgUrl(url) {
     if (params.sslpassword !== undefined) {
         // libpq reads sslpassword from no environment variable, and Lifeline puts no secret on a command line.
         throw errors_usageError('BAD_URL', 'the PostgreSQL URL sets sslpassword, which Lifeline cannot pass to pg_dump, pg_restore and psql without putting it on their command line', "use a client key without a passphrase (openssl pkey -in key.pem -out plain.pem), readable only by the store's owner (chmod 0600), in sslkey");
+    }
+    // libpq rejects any other sslmode only once a tool connects, as a connection failure (exit 1).
+    if (params.sslmode !== undefined && !SSL_MODES.includes(params.sslmode)) {
+        throw errors_usageError('BAD_URL', `the PostgreSQL URL's sslmode=${params.sslmode} is not one libpq knows`, `use one of ${SSL_MODES.join(', ')}`);
     }
     const decode = (part, value) => {
         try {
@@ -62705,11 +62711,22 @@ function parseRedisUrl(url) {
     catch {
         throw errors_usageError('BAD_URL', 'the Redis URL is not a valid URL', 'write it as redis://:password@host:6379/0');
     }
+    if (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:') {
+        throw errors_usageError('BAD_URL', `the Redis URL uses the scheme ${parsed.protocol}`, 'write it as redis://:password@host:6379/0 (rediss:// for TLS)');
+    }
+    const decode = (part, value) => {
+        try {
+            return decodeURIComponent(value);
+        }
+        catch {
+            throw errors_usageError('BAD_URL', `the Redis URL's ${part} has a malformed percent-escape`, 'percent-encode it correctly (a literal % is %25), e.g. with encodeURIComponent');
+        }
+    };
     return {
-        host: decodeURIComponent(parsed.hostname.replace(/^\[|\]$/g, '')) || '127.0.0.1',
+        host: decode('host', parsed.hostname.replace(/^\[|\]$/g, '')) || '127.0.0.1',
         port: parsed.port ? Number(parsed.port) : 6379,
-        username: parsed.username ? decodeURIComponent(parsed.username) : undefined,
-        password: parsed.password ? decodeURIComponent(parsed.password) : undefined,
+        username: parsed.username ? decode('user name', parsed.username) : undefined,
+        password: parsed.password ? decode('password', parsed.password) : undefined,
         tls: parsed.protocol === 'rediss:',
     };
 }
@@ -77954,6 +77971,7 @@ const ERROR_CODES = {
     FS_EIO: { kinds: ['failed'], doc: 'An I/O error from the disk while writing; nothing half-written is listed.' },
     FS_EMFILE: { kinds: ['failed'], doc: 'Too many open files while writing; nothing half-written is listed.' },
     FS_ENOSPC: { kinds: ['failed'], doc: 'No space left on the device while writing; nothing half-written is listed.' },
+    FS_ENOTDIR: { kinds: ['failed'], doc: 'A part of a path Lifeline must write under is a file, not a directory (e.g. --store names a file); nothing half-written is listed.' },
     FS_EPERM: { kinds: ['failed'], doc: 'The operation is not permitted on a file Lifeline must write while writing; nothing half-written is listed.' },
     FS_EROFS: { kinds: ['failed'], doc: 'The filesystem is read-only while writing; nothing half-written is listed.' },
     HEALTH_URL_ANSWERED_BY_OTHER: { kinds: ['refused'], doc: 'A health URL answers while its service runs no container, so something else answers it.' },

@@ -41207,6 +41207,7 @@ const FILESYSTEM_CODES = {
     EACCES: { what: 'permission denied', fix: (p) => `run Lifeline as the user that owns the catalog (ls -ld ${p}), or fix the owner of ${p}` },
     EPERM: { what: 'operation not permitted', fix: (p) => `run Lifeline as the user that owns the catalog (ls -ld ${p}), or fix the owner of ${p}` },
     EMFILE: { what: 'too many open files', fix: () => 'raise the open-files limit (ulimit -n) and run the command again' },
+    ENOTDIR: { what: 'a part of the path is a file, not a directory', fix: (p) => `point --store (store: in lifeline.yml) at a directory: a part of ${p} is a file (ls -ld each part of it)` },
     EIO: { what: 'an I/O error', fix: (p) => `check the disk that holds ${p} (dmesg); the data on it may be damaged` },
 };
 function isFilesystemError(error) {
@@ -63517,6 +63518,7 @@ async function lock_withLock(envDir, env, options, fn) {
 
 ;// CONCATENATED MODULE: ./src/runner/postgres-env.ts
 
+const SSL_MODES = (/* unused pure expression or super */ null && (['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full']));
 /** Parses a postgres:// URL into its parts. */
 function parsePgUrl(url) {
     let parsed;
@@ -63539,6 +63541,10 @@ function parsePgUrl(url) {
     if (params.sslpassword !== undefined) {
         // libpq reads sslpassword from no environment variable, and Lifeline puts no secret on a command line.
         throw usageError('BAD_URL', 'the PostgreSQL URL sets sslpassword, which Lifeline cannot pass to pg_dump, pg_restore and psql without putting it on their command line', "use a client key without a passphrase (openssl pkey -in key.pem -out plain.pem), readable only by the store's owner (chmod 0600), in sslkey");
+    }
+    // libpq rejects any other sslmode only once a tool connects, as a connection failure (exit 1).
+    if (params.sslmode !== undefined && !SSL_MODES.includes(params.sslmode)) {
+        throw usageError('BAD_URL', `the PostgreSQL URL's sslmode=${params.sslmode} is not one libpq knows`, `use one of ${SSL_MODES.join(', ')}`);
     }
     const decode = (part, value) => {
         try {
@@ -65559,6 +65565,7 @@ const ERROR_CODES = {
     FS_EIO: { kinds: ['failed'], doc: 'An I/O error from the disk while writing; nothing half-written is listed.' },
     FS_EMFILE: { kinds: ['failed'], doc: 'Too many open files while writing; nothing half-written is listed.' },
     FS_ENOSPC: { kinds: ['failed'], doc: 'No space left on the device while writing; nothing half-written is listed.' },
+    FS_ENOTDIR: { kinds: ['failed'], doc: 'A part of a path Lifeline must write under is a file, not a directory (e.g. --store names a file); nothing half-written is listed.' },
     FS_EPERM: { kinds: ['failed'], doc: 'The operation is not permitted on a file Lifeline must write while writing; nothing half-written is listed.' },
     FS_EROFS: { kinds: ['failed'], doc: 'The filesystem is read-only while writing; nothing half-written is listed.' },
     HEALTH_URL_ANSWERED_BY_OTHER: { kinds: ['refused'], doc: 'A health URL answers while its service runs no container, so something else answers it.' },

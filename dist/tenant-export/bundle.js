@@ -37705,6 +37705,7 @@ const FILESYSTEM_CODES = {
     EACCES: { what: 'permission denied', fix: (p) => `run Lifeline as the user that owns the catalog (ls -ld ${p}), or fix the owner of ${p}` },
     EPERM: { what: 'operation not permitted', fix: (p) => `run Lifeline as the user that owns the catalog (ls -ld ${p}), or fix the owner of ${p}` },
     EMFILE: { what: 'too many open files', fix: () => 'raise the open-files limit (ulimit -n) and run the command again' },
+    ENOTDIR: { what: 'a part of the path is a file, not a directory', fix: (p) => `point --store (store: in lifeline.yml) at a directory: a part of ${p} is a file (ls -ld each part of it)` },
     EIO: { what: 'an I/O error', fix: (p) => `check the disk that holds ${p} (dmesg); the data on it may be damaged` },
 };
 function isFilesystemError(error) {
@@ -59925,6 +59926,7 @@ async function withLock(envDir, env, options, fn) {
 
 ;// CONCATENATED MODULE: ./src/runner/postgres-env.ts
 
+const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'];
 /** Parses a postgres:// URL into its parts. */
 function parsePgUrl(url) {
     let parsed;
@@ -59947,6 +59949,10 @@ function parsePgUrl(url) {
     if (params.sslpassword !== undefined) {
         // libpq reads sslpassword from no environment variable, and Lifeline puts no secret on a command line.
         throw errors_usageError('BAD_URL', 'the PostgreSQL URL sets sslpassword, which Lifeline cannot pass to pg_dump, pg_restore and psql without putting it on their command line', "use a client key without a passphrase (openssl pkey -in key.pem -out plain.pem), readable only by the store's owner (chmod 0600), in sslkey");
+    }
+    // libpq rejects any other sslmode only once a tool connects, as a connection failure (exit 1).
+    if (params.sslmode !== undefined && !SSL_MODES.includes(params.sslmode)) {
+        throw errors_usageError('BAD_URL', `the PostgreSQL URL's sslmode=${params.sslmode} is not one libpq knows`, `use one of ${SSL_MODES.join(', ')}`);
     }
     const decode = (part, value) => {
         try {
