@@ -110,7 +110,11 @@ export function parseFlags(command: CommandSpec, args: string[]): Record<string,
   }
   const repeated = [...seen].filter(([, n]) => n > 1).map(([name]) => `--${name}`);
   if (repeated.length) {
-    throw usageError('BAD_FLAGS', `lifeline ${command.name}: ${repeated.join(', ')} ${repeated.length === 1 ? 'is' : 'are'} given more than once`, `give each flag once; see lifeline ${command.name} --help`);
+    throw usageError(
+      'BAD_FLAGS',
+      `lifeline ${command.name}: ${repeated.join(', ')} ${repeated.length === 1 ? 'is' : 'are'} given more than once`,
+      `give each flag once; see lifeline ${command.name} --help`,
+    );
   }
   const values: Record<string, RawValue> = {};
   for (const [key, value] of Object.entries(parsed.values)) {
