@@ -39,6 +39,17 @@ async function withUmask<T>(mask: number, fn: () => Promise<T>): Promise<T> {
   }
 }
 
+/** The LifelineError `fn` throws (any other error is rethrown; no error fails the test). */
+function usage(fn: () => unknown): LifelineError {
+  try {
+    fn();
+  } catch (error) {
+    if (isLifelineError(error)) return error;
+    throw error;
+  }
+  throw new Error('expected a usage error');
+}
+
 describe('the entry file name rule', () => {
   it('accepts the names Lifeline writes and nothing that can leave the entry', () => {
     for (const name of ['db.dump', 'redis.rdb', 'globals.sql', 'SHA256SUMS', 'orders.ndjson', 'export.tar.gz.sha256', 'manifest.sigstore.json']) {
@@ -237,36 +248,17 @@ describe('every form of a password is masked', () => {
   });
 
   it('refuses an sslmode libpq does not know, and a Redis URL with a bad escape or scheme, as bad usage (exit 2) before anything connects', () => {
-    const caught = (fn: () => unknown): LifelineError => {
-      try {
-        fn();
-      } catch (error) {
-        if (isLifelineError(error)) return error;
-        throw error;
-      }
-      throw new Error('expected a refusal');
-    };
-    expect(caught(() => parsePgUrl('postgres://app:s3cret-pw@db/shop?sslmode=bogus'))).toMatchObject({ code: 'BAD_URL', exitCode: 2, message: expect.stringContaining('sslmode=bogus') });
+    expect(usage(() => parsePgUrl('postgres://app:s3cret-pw@db/shop?sslmode=bogus'))).toMatchObject({ code: 'BAD_URL', exitCode: 2, message: expect.stringContaining('sslmode=bogus') });
     for (const mode of ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full']) expect(parsePgUrl(`postgres://db/shop?sslmode=${mode}`).params.sslmode).toBe(mode);
-    const escape = caught(() => parseRedisUrl('redis://:pa%zzword@cache:6379/0'));
+    const escape = usage(() => parseRedisUrl('redis://:pa%zzword@cache:6379/0'));
     expect(escape).toMatchObject({ code: 'BAD_URL', exitCode: 2, message: expect.stringContaining('password has a malformed percent-escape') });
     expect(escape.message + escape.fix).not.toContain('zzword');
-    expect(caught(() => parseRedisUrl('http://cache:6379'))).toMatchObject({ code: 'BAD_URL', exitCode: 2, message: expect.stringContaining('scheme http:') });
+    expect(usage(() => parseRedisUrl('http://cache:6379'))).toMatchObject({ code: 'BAD_URL', exitCode: 2, message: expect.stringContaining('scheme http:') });
     expect(parseRedisUrl('rediss://:p%40ss@cache:6380/0')).toMatchObject({ host: 'cache', port: 6380, password: 'p@ss', tls: true });
   });
 });
 
 describe('bad configuration is exit 2 with the file and the fix, never an echo', () => {
-  const usage = (fn: () => unknown): LifelineError => {
-    try {
-      fn();
-    } catch (error) {
-      if (isLifelineError(error)) return error;
-      throw error;
-    }
-    throw new Error('expected a usage error');
-  };
-
   it('stops a billion-laughs alias bomb fast and in bounded memory', () => {
     const lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]'];
     for (let i = 1; i < 10; i++) {
