@@ -8,6 +8,7 @@ import { failure, isLifelineError, usageError } from '../errors';
 import type { Logger } from '../logger';
 import { randomBytes } from 'node:crypto';
 import { lastLines, LocalRunner, runText, type Runner } from '../runner/runner';
+import { decodeUrlPart } from '../settings/secrets';
 
 export interface RedisTarget {
   host: string;
@@ -27,13 +28,7 @@ export function parseRedisUrl(url: string): RedisTarget {
   if (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:') {
     throw usageError('BAD_URL', `the Redis URL uses the scheme ${parsed.protocol}`, 'write it as redis://:password@host:6379/0 (rediss:// for TLS)');
   }
-  const decode = (part: string, value: string) => {
-    try {
-      return decodeURIComponent(value);
-    } catch {
-      throw usageError('BAD_URL', `the Redis URL's ${part} has a malformed percent-escape`, 'percent-encode it correctly (a literal % is %25), e.g. with encodeURIComponent');
-    }
-  };
+  const decode = (part: string, value: string) => decodeUrlPart('Redis', part, value);
   return {
     host: decode('host', parsed.hostname.replace(/^\[|\]$/g, '')) || '127.0.0.1',
     port: parsed.port ? Number(parsed.port) : 6379,

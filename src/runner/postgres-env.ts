@@ -1,4 +1,5 @@
 import { usageError } from '../errors';
+import { decodeUrlPart } from '../settings/secrets';
 
 export interface PgConnection {
   host: string;
@@ -48,13 +49,7 @@ export function parsePgUrl(url: string): PgConnection {
   if (params.sslmode !== undefined && !SSL_MODES.includes(params.sslmode)) {
     throw usageError('BAD_URL', `the PostgreSQL URL's sslmode=${params.sslmode} is not one libpq knows`, `use one of ${SSL_MODES.join(', ')}`);
   }
-  const decode = (part: string, value: string) => {
-    try {
-      return decodeURIComponent(value);
-    } catch {
-      throw usageError('BAD_URL', `the PostgreSQL URL's ${part} has a malformed percent-escape`, `percent-encode it correctly (a literal % is %25), e.g. with encodeURIComponent`);
-    }
-  };
+  const decode = (part: string, value: string) => decodeUrlPart('PostgreSQL', part, value);
   const database = decode('database name', parsed.pathname.replace(/^\//, '')) || 'postgres';
   return {
     host: decode('host', parsed.hostname.replace(/^\[|\]$/g, '')) || params.host || '127.0.0.1',

@@ -1,3 +1,4 @@
+import { usageError } from '../errors';
 import { redactSecretsInText } from '../logger';
 
 /** URL query parameters that libpq (and most clients) read as credentials. */
@@ -9,6 +10,18 @@ function decodeLenient(value: string): string {
     return decodeURIComponent(value);
   } catch {
     return value;
+  }
+}
+
+/**
+ * Decodes one percent-escaped part of a database URL; a malformed escape is bad usage (exit 2) that
+ * names the part, never its value (it may be the password).
+ */
+export function decodeUrlPart(url: 'PostgreSQL' | 'Redis', part: string, value: string): string {
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    throw usageError('BAD_URL', `the ${url} URL's ${part} has a malformed percent-escape`, 'percent-encode it correctly (a literal % is %25), e.g. with encodeURIComponent');
   }
 }
 
