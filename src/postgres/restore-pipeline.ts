@@ -20,7 +20,7 @@ import { exactRowCounts } from './inspect';
  * table's lock while waiting for another.
  */
 export class EarlyRestoreChecks {
-  /** The archive's tables with data, by their TABLE DATA dump id. */
+  /** The archive's tables with data whose count is not queued yet, by their TABLE DATA dump id. */
   private readonly tables: Map<number, TableGates>;
   /** Every dump id pg_restore reported finished. */
   private readonly finished = new Set<number>();
@@ -70,14 +70,12 @@ export class EarlyRestoreChecks {
     this.openGates();
   }
 
-  /** Queues the count of every table whose gate just opened, in the order they open. */
+  /** Queues the count of every table whose gate just opened, in the order they open (each table once). */
   private openGates(): void {
     for (const [dataId, table] of this.tables) {
-      if (!this.finished.has(dataId)) continue;
-      if (!table.countQueued && [...table.countAfter].every((id) => this.finished.has(id))) {
-        table.countQueued = true;
-        this.countQueue = this.countQueue.then(() => this.countEarly(table));
-      }
+      if (!this.finished.has(dataId) || ![...table.countAfter].every((id) => this.finished.has(id))) continue;
+      this.tables.delete(dataId);
+      this.countQueue = this.countQueue.then(() => this.countEarly(table));
     }
   }
 
@@ -235,7 +233,6 @@ export interface TableGates {
   rest: string;
   /** Items to be finished before the table is counted. */
   countAfter: Set<number>;
-  countQueued?: boolean;
 }
 
 /**
@@ -245,7 +242,13 @@ export interface TableGates {
  */
 export function tableGates(items: Map<number, TocItem>): Map<number, TableGates> {
   const dependents = new Map<number, TocItem[]>();
-  for (const item of items.values()) for (const dep of item.deps) dependents.set(dep, [...(dependents.get(dep) ?? []), item]);
+  for (const item of items.values()) {
+    for (const dep of item.deps) {
+      const list = dependents.get(dep);
+      if (list) list.push(item);
+      else dependents.set(dep, [item]);
+    }
+  }
   const gates = new Map<number, TableGates>();
   for (const data of items.values()) {
     if (data.desc !== 'TABLE DATA') continue;
