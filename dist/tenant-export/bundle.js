@@ -59924,7 +59924,75 @@ async function withLock(envDir, env, options, fn) {
     }
 }
 
+;// CONCATENATED MODULE: ./src/settings/secrets.ts
+
+
+/** URL query parameters that libpq (and most clients) read as credentials. */
+const SECRET_PARAMS = ['password', 'sslpassword'];
+/** Decodes a percent-escaped component; a malformed escape is kept as written (it is still the secret). */
+function decodeLenient(value) {
+    try {
+        return decodeURIComponent(value);
+    }
+    catch {
+        return value;
+    }
+}
+/**
+ * Decodes one percent-escaped part of a database URL; a malformed escape is bad usage (exit 2) that
+ * names the part, never its value (it may be the password).
+ */
+function decodeUrlPart(url, part, value) {
+    try {
+        return decodeURIComponent(value);
+    }
+    catch {
+        throw errors_usageError('BAD_URL', `the ${url} URL's ${part} has a malformed percent-escape`, 'percent-encode it correctly (a literal % is %25), e.g. with encodeURIComponent');
+    }
+}
+/** Returns the URL with its password (userinfo and `?password=` / `?sslpassword=`) replaced by `***`. */
+function redactUrl(url) {
+    return redactSecretsInText(url);
+}
+/** Every secret a URL carries: the userinfo password and the credential query parameters, raw and decoded. */
+function secrets_urlSecrets(url) {
+    if (!url)
+        return [];
+    const found = new Set();
+    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@:]*:([^/?#]*)@/i.exec(url)?.[1];
+    if (userinfo) {
+        found.add(userinfo);
+        found.add(decodeLenient(userinfo));
+    }
+    const query = url.split('?')[1]?.split('#')[0] ?? '';
+    for (const pair of query.split('&')) {
+        const eq = pair.indexOf('=');
+        if (eq < 0)
+            continue;
+        if (!SECRET_PARAMS.includes(decodeLenient(pair.slice(0, eq)).toLowerCase()))
+            continue;
+        const raw = pair.slice(eq + 1);
+        if (!raw)
+            continue;
+        found.add(raw);
+        found.add(decodeLenient(raw.replace(/\+/g, ' ')));
+        found.add(decodeLenient(raw));
+    }
+    return [...found].filter((s) => s && s !== '***');
+}
+/** The password embedded in a URL (userinfo first, else `?password=`), so it can be registered as a secret. */
+function urlPassword(url) {
+    if (!url)
+        return undefined;
+    const secrets = secrets_urlSecrets(url);
+    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@:]*:([^/?#]*)@/i.exec(url)?.[1];
+    if (userinfo)
+        return decodeLenient(userinfo);
+    return secrets.length > 0 ? secrets[secrets.length - 1] : undefined;
+}
+
 ;// CONCATENATED MODULE: ./src/runner/postgres-env.ts
+
 
 const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'];
 /** Parses a postgres:// URL into its parts. */
@@ -59954,14 +60022,7 @@ function parsePgUrl(url) {
     if (params.sslmode !== undefined && !SSL_MODES.includes(params.sslmode)) {
         throw errors_usageError('BAD_URL', `the PostgreSQL URL's sslmode=${params.sslmode} is not one libpq knows`, `use one of ${SSL_MODES.join(', ')}`);
     }
-    const decode = (part, value) => {
-        try {
-            return decodeURIComponent(value);
-        }
-        catch {
-            throw errors_usageError('BAD_URL', `the PostgreSQL URL's ${part} has a malformed percent-escape`, `percent-encode it correctly (a literal % is %25), e.g. with encodeURIComponent`);
-        }
-    };
+    const decode = (part, value) => decodeUrlPart('PostgreSQL', part, value);
     const database = decode('database name', parsed.pathname.replace(/^\//, '')) || 'postgres';
     return {
         host: decode('host', parsed.hostname.replace(/^\[|\]$/g, '')) || params.host || '127.0.0.1',
@@ -72355,60 +72416,6 @@ function lineOf(root, path, lc) {
         }
     }
     return line;
-}
-
-;// CONCATENATED MODULE: ./src/settings/secrets.ts
-
-/** URL query parameters that libpq (and most clients) read as credentials. */
-const SECRET_PARAMS = ['password', 'sslpassword'];
-/** Decodes a percent-escaped component; a malformed escape is kept as written (it is still the secret). */
-function decodeLenient(value) {
-    try {
-        return decodeURIComponent(value);
-    }
-    catch {
-        return value;
-    }
-}
-/** Returns the URL with its password (userinfo and `?password=` / `?sslpassword=`) replaced by `***`. */
-function redactUrl(url) {
-    return redactSecretsInText(url);
-}
-/** Every secret a URL carries: the userinfo password and the credential query parameters, raw and decoded. */
-function secrets_urlSecrets(url) {
-    if (!url)
-        return [];
-    const found = new Set();
-    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@:]*:([^/?#]*)@/i.exec(url)?.[1];
-    if (userinfo) {
-        found.add(userinfo);
-        found.add(decodeLenient(userinfo));
-    }
-    const query = url.split('?')[1]?.split('#')[0] ?? '';
-    for (const pair of query.split('&')) {
-        const eq = pair.indexOf('=');
-        if (eq < 0)
-            continue;
-        if (!SECRET_PARAMS.includes(decodeLenient(pair.slice(0, eq)).toLowerCase()))
-            continue;
-        const raw = pair.slice(eq + 1);
-        if (!raw)
-            continue;
-        found.add(raw);
-        found.add(decodeLenient(raw.replace(/\+/g, ' ')));
-        found.add(decodeLenient(raw));
-    }
-    return [...found].filter((s) => s && s !== '***');
-}
-/** The password embedded in a URL (userinfo first, else `?password=`), so it can be registered as a secret. */
-function urlPassword(url) {
-    if (!url)
-        return undefined;
-    const secrets = secrets_urlSecrets(url);
-    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@:]*:([^/?#]*)@/i.exec(url)?.[1];
-    if (userinfo)
-        return decodeLenient(userinfo);
-    return secrets.length > 0 ? secrets[secrets.length - 1] : undefined;
 }
 
 ;// CONCATENATED MODULE: ./src/settings/resolve.ts

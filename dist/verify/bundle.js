@@ -62470,7 +62470,75 @@ function runner_findExecutable(tool, dirs = [], pathEnv = process.env.PATH ?? ''
     return undefined;
 }
 
+;// CONCATENATED MODULE: ./src/settings/secrets.ts
+
+
+/** URL query parameters that libpq (and most clients) read as credentials. */
+const SECRET_PARAMS = ['password', 'sslpassword'];
+/** Decodes a percent-escaped component; a malformed escape is kept as written (it is still the secret). */
+function decodeLenient(value) {
+    try {
+        return decodeURIComponent(value);
+    }
+    catch {
+        return value;
+    }
+}
+/**
+ * Decodes one percent-escaped part of a database URL; a malformed escape is bad usage (exit 2) that
+ * names the part, never its value (it may be the password).
+ */
+function decodeUrlPart(url, part, value) {
+    try {
+        return decodeURIComponent(value);
+    }
+    catch {
+        throw errors_usageError('BAD_URL', `the ${url} URL's ${part} has a malformed percent-escape`, 'percent-encode it correctly (a literal % is %25), e.g. with encodeURIComponent');
+    }
+}
+/** Returns the URL with its password (userinfo and `?password=` / `?sslpassword=`) replaced by `***`. */
+function redactUrl(url) {
+    return redactSecretsInText(url);
+}
+/** Every secret a URL carries: the userinfo password and the credential query parameters, raw and decoded. */
+function urlSecrets(url) {
+    if (!url)
+        return [];
+    const found = new Set();
+    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@:]*:([^/?#]*)@/i.exec(url)?.[1];
+    if (userinfo) {
+        found.add(userinfo);
+        found.add(decodeLenient(userinfo));
+    }
+    const query = url.split('?')[1]?.split('#')[0] ?? '';
+    for (const pair of query.split('&')) {
+        const eq = pair.indexOf('=');
+        if (eq < 0)
+            continue;
+        if (!SECRET_PARAMS.includes(decodeLenient(pair.slice(0, eq)).toLowerCase()))
+            continue;
+        const raw = pair.slice(eq + 1);
+        if (!raw)
+            continue;
+        found.add(raw);
+        found.add(decodeLenient(raw.replace(/\+/g, ' ')));
+        found.add(decodeLenient(raw));
+    }
+    return [...found].filter((s) => s && s !== '***');
+}
+/** The password embedded in a URL (userinfo first, else `?password=`), so it can be registered as a secret. */
+function urlPassword(url) {
+    if (!url)
+        return undefined;
+    const secrets = urlSecrets(url);
+    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@:]*:([^/?#]*)@/i.exec(url)?.[1];
+    if (userinfo)
+        return decodeLenient(userinfo);
+    return secrets.length > 0 ? secrets[secrets.length - 1] : undefined;
+}
+
 ;// CONCATENATED MODULE: ./src/runner/postgres-env.ts
+
 
 const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'];
 /** Parses a postgres:// URL into its parts. */
@@ -62500,14 +62568,7 @@ function parsePgUrl(url) {
     if (params.sslmode !== undefined && !SSL_MODES.includes(params.sslmode)) {
         throw errors_usageError('BAD_URL', `the PostgreSQL URL's sslmode=${params.sslmode} is not one libpq knows`, `use one of ${SSL_MODES.join(', ')}`);
     }
-    const decode = (part, value) => {
-        try {
-            return decodeURIComponent(value);
-        }
-        catch {
-            throw errors_usageError('BAD_URL', `the PostgreSQL URL's ${part} has a malformed percent-escape`, `percent-encode it correctly (a literal % is %25), e.g. with encodeURIComponent`);
-        }
-    };
+    const decode = (part, value) => decodeUrlPart('PostgreSQL', part, value);
     const database = decode('database name', parsed.pathname.replace(/^\//, '')) || 'postgres';
     return {
         host: decode('host', parsed.hostname.replace(/^\[|\]$/g, '')) || params.host || '127.0.0.1',
@@ -62703,6 +62764,7 @@ var external_node_events_ = __nccwpck_require__(8474);
 
 
 
+
 function parseRedisUrl(url) {
     let parsed;
     try {
@@ -62714,14 +62776,7 @@ function parseRedisUrl(url) {
     if (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:') {
         throw errors_usageError('BAD_URL', `the Redis URL uses the scheme ${parsed.protocol}`, 'write it as redis://:password@host:6379/0 (rediss:// for TLS)');
     }
-    const decode = (part, value) => {
-        try {
-            return decodeURIComponent(value);
-        }
-        catch {
-            throw errors_usageError('BAD_URL', `the Redis URL's ${part} has a malformed percent-escape`, 'percent-encode it correctly (a literal % is %25), e.g. with encodeURIComponent');
-        }
-    };
+    const decode = (part, value) => decodeUrlPart('Redis', part, value);
     return {
         host: decode('host', parsed.hostname.replace(/^\[|\]$/g, '')) || '127.0.0.1',
         port: parsed.port ? Number(parsed.port) : 6379,
@@ -65942,7 +65997,7 @@ class EarlyRestoreChecks {
     runner;
     conn;
     options;
-    /** The archive's tables with data, by their TABLE DATA dump id. */
+    /** The archive's tables with data whose count is not queued yet, by their TABLE DATA dump id. */
     tables;
     /** Every dump id pg_restore reported finished. */
     finished = new Set();
@@ -65989,15 +66044,13 @@ class EarlyRestoreChecks {
         }
         this.openGates();
     }
-    /** Queues the count of every table whose gate just opened, in the order they open. */
+    /** Queues the count of every table whose gate just opened, in the order they open (each table once). */
     openGates() {
         for (const [dataId, table] of this.tables) {
-            if (!this.finished.has(dataId))
+            if (!this.finished.has(dataId) || ![...table.countAfter].every((id) => this.finished.has(id)))
                 continue;
-            if (!table.countQueued && [...table.countAfter].every((id) => this.finished.has(id))) {
-                table.countQueued = true;
-                this.countQueue = this.countQueue.then(() => this.countEarly(table));
-            }
+            this.tables.delete(dataId);
+            this.countQueue = this.countQueue.then(() => this.countEarly(table));
         }
     }
     async countEarly(table) {
@@ -66139,9 +66192,15 @@ const EXCLUSIVE_KINDS = new Set(['CONSTRAINT', 'CHECK CONSTRAINT', 'RULE', 'POLI
  */
 function tableGates(items) {
     const dependents = new Map();
-    for (const item of items.values())
-        for (const dep of item.deps)
-            dependents.set(dep, [...(dependents.get(dep) ?? []), item]);
+    for (const item of items.values()) {
+        for (const dep of item.deps) {
+            const list = dependents.get(dep);
+            if (list)
+                list.push(item);
+            else
+                dependents.set(dep, [item]);
+        }
+    }
     const gates = new Map();
     for (const data of items.values()) {
         if (data.desc !== 'TABLE DATA')
@@ -80033,60 +80092,6 @@ function lineOf(root, path, lc) {
         }
     }
     return line;
-}
-
-;// CONCATENATED MODULE: ./src/settings/secrets.ts
-
-/** URL query parameters that libpq (and most clients) read as credentials. */
-const SECRET_PARAMS = ['password', 'sslpassword'];
-/** Decodes a percent-escaped component; a malformed escape is kept as written (it is still the secret). */
-function decodeLenient(value) {
-    try {
-        return decodeURIComponent(value);
-    }
-    catch {
-        return value;
-    }
-}
-/** Returns the URL with its password (userinfo and `?password=` / `?sslpassword=`) replaced by `***`. */
-function redactUrl(url) {
-    return redactSecretsInText(url);
-}
-/** Every secret a URL carries: the userinfo password and the credential query parameters, raw and decoded. */
-function urlSecrets(url) {
-    if (!url)
-        return [];
-    const found = new Set();
-    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@:]*:([^/?#]*)@/i.exec(url)?.[1];
-    if (userinfo) {
-        found.add(userinfo);
-        found.add(decodeLenient(userinfo));
-    }
-    const query = url.split('?')[1]?.split('#')[0] ?? '';
-    for (const pair of query.split('&')) {
-        const eq = pair.indexOf('=');
-        if (eq < 0)
-            continue;
-        if (!SECRET_PARAMS.includes(decodeLenient(pair.slice(0, eq)).toLowerCase()))
-            continue;
-        const raw = pair.slice(eq + 1);
-        if (!raw)
-            continue;
-        found.add(raw);
-        found.add(decodeLenient(raw.replace(/\+/g, ' ')));
-        found.add(decodeLenient(raw));
-    }
-    return [...found].filter((s) => s && s !== '***');
-}
-/** The password embedded in a URL (userinfo first, else `?password=`), so it can be registered as a secret. */
-function urlPassword(url) {
-    if (!url)
-        return undefined;
-    const secrets = urlSecrets(url);
-    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@:]*:([^/?#]*)@/i.exec(url)?.[1];
-    if (userinfo)
-        return decodeLenient(userinfo);
-    return secrets.length > 0 ? secrets[secrets.length - 1] : undefined;
 }
 
 ;// CONCATENATED MODULE: ./src/settings/resolve.ts
