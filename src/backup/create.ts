@@ -124,9 +124,6 @@ async function createBackupLocked(options: BackupOptions): Promise<BackupEntry> 
 
     // With recipients, every payload is stored as an age file, encrypted as it streams.
     staged = await catalog.begin(environment, 'backups', id, BACKUP_METADATA_FILE, { encryptTo: options.encryptTo });
-    // Roles and tablespaces are cluster-wide, outside any snapshot: saved while pg_dump runs.
-    const globalsSaved = dumpGlobals(staged, options);
-    globalsSaved.catch(() => {});
     logger.info(
       `backup ${id}: dumping ${conn.database} (${formatCompression(compression)}${options.verify ? ', read back by pg_restore as it is written' : ''}${staged.encryptTo ? `, encrypted with age to ${staged.encryptTo.length} recipient${staged.encryptTo.length === 1 ? '' : 's'}` : ''}) with ${runner.where}`,
     );
@@ -139,6 +136,10 @@ async function createBackupLocked(options: BackupOptions): Promise<BackupEntry> 
       logger,
       progress: options.progress,
     });
+    // Roles and tablespaces are cluster-wide, outside any snapshot: saved while pg_dump runs
+    // (started after it, so pg_dump does not wait for one more process to start).
+    const globalsSaved = dumpGlobals(staged, options);
+    globalsSaved.catch(() => {});
     // A failed count or migration head query fails the backup now, not after a long dump.
     inspection.catch((error: Error) => dump.abort(error));
     const { archive, checks } = await dump.done;

@@ -1,3 +1,4 @@
+import { open, type FileHandle } from 'node:fs/promises';
 import { PassThrough, type Writable } from 'node:stream';
 import type { StagedEntry, StoredFile } from '../catalog/store';
 import { failure } from '../errors';
@@ -55,6 +56,7 @@ export function startVerifiedDump(options: VerifiedDumpOptions): { done: Promise
   const done = (async (): Promise<VerifiedDump> => {
     // Encrypted entries: the file is `postgres.dump.age`, written through age; pg_restore reads the plaintext side.
     const file = staged.addWriter(POSTGRES_ARCHIVE_FILE);
+    const writeback = earlyWriteback(staged.path(file.name));
     const feed = options.verify ? new PassThrough({ highWaterMark: READER_BUFFER }) : undefined;
     if (feed) {
       reader = runner.start({ tool: 'pg_restore', args: fullReadArgs(runner), stdin: feed });
@@ -79,6 +81,7 @@ export function startVerifiedDump(options: VerifiedDumpOptions): { done: Promise
       pendingBytes = 0;
       const waits: Promise<unknown>[] = [];
       if (!file.stream.write(chunk)) waits.push(drained(file.stream));
+      writeback.advance(chunk.length);
       // A reader that already exited reads no more: its verdict comes from its exit status.
       if (feed && !readerResult && !feed.write(chunk)) waits.push(Promise.race([drained(feed), readerDone]));
       if (waits.length) await Promise.all(waits);
@@ -102,8 +105,10 @@ export function startVerifiedDump(options: VerifiedDumpOptions): { done: Promise
       if (aborted || readerFailedFirst) stopAll();
       file.stream.end();
       feed?.end();
+      await writeback.close();
       written = await file.done();
     } catch (error) {
+      await writeback.close();
       // Writing failed (disk full, ...): stop pg_dump rather than leave it blocked on a full pipe.
       stopAll();
       feed?.destroy();
@@ -167,6 +172,41 @@ export function startVerifiedDump(options: VerifiedDumpOptions): { done: Promise
       if (aborted) return;
       aborted = error;
       stopAll();
+    },
+  };
+}
+
+/** Written archive bytes after which the file's dirty pages are written back while pg_dump still runs. */
+const WRITEBACK_EVERY = 32 * 1024 * 1024;
+
+/**
+ * Starts writing the archive back to disk while it is still being dumped (fdatasync on a second,
+ * read-only descriptor, one call at a time, off the main thread), so the fsync after the last byte
+ * has only the tail left: it was some 0.15 s per 100 MB of archive on the clock. An error here is
+ * ignored: the final fsync of the file reports it.
+ */
+function earlyWriteback(path: string): { advance(bytes: number): void; close(): Promise<void> } {
+  // Opened on first use: by then the file's own stream has created it.
+  let opened: Promise<FileHandle | undefined> | undefined;
+  let pending = 0;
+  let syncing: Promise<unknown> | undefined;
+  let closed = false;
+  return {
+    advance(bytes: number) {
+      pending += bytes;
+      if (pending < WRITEBACK_EVERY || syncing || closed) return;
+      pending = 0;
+      opened ??= open(path, 'r').catch(() => undefined);
+      syncing = opened
+        .then((handle) => handle?.datasync())
+        .catch(() => {})
+        .finally(() => (syncing = undefined));
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      await syncing;
+      await (await opened)?.close().catch(() => {});
     },
   };
 }
