@@ -30,6 +30,8 @@ export interface VerifiedDump {
 
 /** Bytes queued for pg_restore before the stream waits for it: bounded memory whatever the size. */
 const READER_BUFFER = 1024 * 1024;
+/** The blocks pg_dump writes its stdout in (stdbuf -o, local tools): 64 wake-ups fewer per 256 KB. */
+const PG_DUMP_STDOUT_BLOCK = 256 * 1024;
 /** What pg_dump's small writes are gathered into before they go on to the file and the reader. */
 const BATCH = 512 * 1024;
 
@@ -45,7 +47,11 @@ const BATCH = 512 * 1024;
  */
 export function startVerifiedDump(options: VerifiedDumpOptions): { done: Promise<VerifiedDump>; abort(error: Error): void } {
   const { runner, staged } = options;
-  const dump = runner.start({ tool: 'pg_dump', args: options.pgDumpArgs, env: pgEnv(options.conn) });
+  // pg_dump's stdio writes its stdout in 4 KB pieces; through stdbuf, in 256 KB ones. Each piece
+  // wakes this process, which on a 2-core host preempts pg_dump or its reader: at gzip level 1 the
+  // larger pieces took ~0.35 s off a 7 s backup of the 1 GB bench dataset (3 alternating runs;
+  // 1 MB pieces gained no more). No change was measured at level 6, where pg_dump's own compression dominates.
+  const dump = runner.start({ tool: 'pg_dump', args: options.pgDumpArgs, env: pgEnv(options.conn), stdoutBlockBytes: PG_DUMP_STDOUT_BLOCK });
   let aborted: Error | undefined;
   let reader: RunningTool | undefined;
   let readerFailedFirst = false;
@@ -69,9 +75,9 @@ export function startVerifiedDump(options: VerifiedDumpOptions): { done: Promise
     const onBytes = progressReporter(options.logger, 'pg_dump', options.progress);
     let bytes = 0;
     let written: StoredFile;
-    // pg_dump writes a few KB at a time (7 KB on average, measured); handing each piece on as it
-    // comes costs a file write, a pipe write and a hash call per piece, over a second of CPU per
-    // GB. Pieces are gathered up to BATCH bytes first (bounded memory, the same bytes in order).
+    // Pieces arrive as they are read (64 KB at most, a few KB from a pg_dump without stdbuf);
+    // handing each on as it comes costs a file write, a pipe write and a hash call per piece.
+    // They are gathered up to BATCH bytes first (bounded memory, the same bytes in order).
     const pending: Buffer[] = [];
     let pendingBytes = 0;
     const forward = async (): Promise<boolean> => {

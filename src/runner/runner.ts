@@ -15,6 +15,13 @@ export interface ToolInvocation {
   cwd?: string;
   /** Called with each complete line the tool writes to stderr (progress output), unmasked: do not log it as is. */
   onStderrLine?: (line: string) => void;
+  /**
+   * Local tools: run the tool under coreutils' `stdbuf -o<bytes>`, so that its C stdio writes
+   * stdout to the pipe in blocks of this size rather than 4 KB (pg_dump: 24 writes for a table
+   * where it made 6,094). Each write wakes this process, which on a 2-core host preempts the tool.
+   * Without stdbuf on PATH the tool runs as it is; other runners ignore it.
+   */
+  stdoutBlockBytes?: number;
 }
 
 export interface ToolResult {
@@ -142,14 +149,28 @@ export class LocalRunner implements Runner {
   }
 
   start(invocation: ToolInvocation): RunningTool {
-    const command = this.resolveTool(invocation.tool);
     const env = childEnvironment(this.options.baseEnv ?? process.env, invocation.env);
+    const { command, args } = this.withStdoutBlocks(this.resolveTool(invocation.tool), invocation);
     if (this.options.asUser && process.getuid?.() === 0) {
       // Without --login, runuser keeps the environment, so PGPASSWORD and friends reach the tool.
-      const args = ['-u', this.options.asUser, '--', command, ...invocation.args];
-      return spawnStreaming('runuser', args, invocation, this.masker, env);
+      return spawnStreaming('runuser', ['-u', this.options.asUser, '--', command, ...args], invocation, this.masker, env);
     }
-    return spawnStreaming(command, invocation.args, invocation, this.masker, env);
+    return spawnStreaming(command, args, invocation, this.masker, env);
+  }
+
+  /**
+   * `stdbuf -o<N> <tool> ...` when asked and both are found; the tool itself otherwise. stdbuf
+   * execs the tool in the same process: exit status and signals are the tool's own. A tool that
+   * is not found runs as it is, so its absence is still reported as TOOL_MISSING.
+   */
+  private withStdoutBlocks(command: string, invocation: ToolInvocation): { command: string; args: string[] } {
+    const bytes = invocation.stdoutBlockBytes;
+    if (!bytes) return { command, args: invocation.args };
+    const pathEnv = this.options.baseEnv?.PATH ?? process.env.PATH ?? '';
+    const stdbuf = findExecutable('stdbuf', [], pathEnv);
+    const tool = command.includes('/') ? command : findExecutable(command, [], pathEnv);
+    if (!stdbuf || !tool) return { command, args: invocation.args };
+    return { command: stdbuf, args: [`-o${Math.floor(bytes)}`, tool, ...invocation.args] };
   }
 }
 

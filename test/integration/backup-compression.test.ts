@@ -46,6 +46,24 @@ class CorruptingRunner implements Runner {
   }
 }
 
+/** A local runner that records the sizes of the pieces pg_dump's archive arrives in. */
+class PieceRecordingRunner implements Runner {
+  readonly where = 'local binaries (pieces recorded)';
+  private readonly inner = new LocalRunner();
+  pieces: number[] = [];
+  start(invocation: ToolInvocation): RunningTool {
+    const running = this.inner.start(invocation);
+    if (invocation.tool !== 'pg_dump' || !invocation.args.includes('--format=custom')) return running;
+    const record = new Transform({
+      transform: (chunk: Buffer, _enc, callback) => {
+        this.pieces.push(chunk.length);
+        callback(null, chunk);
+      },
+    });
+    return { ...running, stdout: running.stdout.pipe(record) };
+  }
+}
+
 function entriesIn(dir: string): string[] {
   try {
     return readdirSync(dir);
@@ -90,6 +108,20 @@ describe('a backup verifies itself in the same pass', () => {
       // What the verify command finds in the committed entry agrees.
       const report = await verifyBackup(entry, { runner: new LocalRunner(), logger: createMemoryLogger() });
       expect(report.ok, JSON.stringify(report.checks)).toBe(true);
+    } finally {
+      store.cleanup();
+    }
+  });
+
+  it("pg_dump writes the archive in 256 KB blocks (stdbuf), not its stdio's 4 KB: Lifeline wakes for a few reads, not one per 4 KB", async () => {
+    const store = tempDir('lifeline-pieces-');
+    try {
+      const runner = new PieceRecordingRunner();
+      const entry = await createBackup({ catalog: new Catalog(store.path), environment: 'default', runner, conn: db.conn, label: 'manual', verify: true, logger: createMemoryLogger() });
+      const bytes = runner.pieces.reduce((a, b) => a + b, 0);
+      expect(bytes).toBe(entry.metadata.files.postgres.bytes);
+      // Read from the pipe in pieces of up to 64 KB; pg_dump's own 4 KB writes average ~4-8 KB here.
+      expect(bytes / runner.pieces.length).toBeGreaterThan(32 * 1024);
     } finally {
       store.cleanup();
     }
