@@ -60494,14 +60494,29 @@ class runner_LocalRunner {
         return tool;
     }
     start(invocation) {
-        const command = this.resolveTool(invocation.tool);
         const env = runner_childEnvironment(this.options.baseEnv ?? process.env, invocation.env);
+        const { command, args } = this.withStdoutBlocks(this.resolveTool(invocation.tool), invocation);
         if (this.options.asUser && process.getuid?.() === 0) {
             // Without --login, runuser keeps the environment, so PGPASSWORD and friends reach the tool.
-            const args = ['-u', this.options.asUser, '--', command, ...invocation.args];
-            return runner_spawnStreaming('runuser', args, invocation, this.masker, env);
+            return runner_spawnStreaming('runuser', ['-u', this.options.asUser, '--', command, ...args], invocation, this.masker, env);
         }
-        return runner_spawnStreaming(command, invocation.args, invocation, this.masker, env);
+        return runner_spawnStreaming(command, args, invocation, this.masker, env);
+    }
+    /**
+     * `stdbuf -o<N> <tool> ...` when asked and both are found; the tool itself otherwise. stdbuf
+     * execs the tool in the same process: exit status and signals are the tool's own. A tool that
+     * is not found runs as it is, so its absence is still reported as TOOL_MISSING.
+     */
+    withStdoutBlocks(command, invocation) {
+        const bytes = invocation.stdoutBlockBytes;
+        if (!bytes)
+            return { command, args: invocation.args };
+        const pathEnv = this.options.baseEnv?.PATH ?? process.env.PATH ?? '';
+        const stdbuf = runner_findExecutable('stdbuf', [], pathEnv);
+        const tool = command.includes('/') ? command : runner_findExecutable(command, [], pathEnv);
+        if (!stdbuf || !tool)
+            return { command, args: invocation.args };
+        return { command: stdbuf, args: [`-o${Math.floor(bytes)}`, tool, ...invocation.args] };
     }
 }
 /**

@@ -62319,14 +62319,29 @@ class runner_LocalRunner {
         return tool;
     }
     start(invocation) {
-        const command = this.resolveTool(invocation.tool);
         const env = runner_childEnvironment(this.options.baseEnv ?? process.env, invocation.env);
+        const { command, args } = this.withStdoutBlocks(this.resolveTool(invocation.tool), invocation);
         if (this.options.asUser && process.getuid?.() === 0) {
             // Without --login, runuser keeps the environment, so PGPASSWORD and friends reach the tool.
-            const args = ['-u', this.options.asUser, '--', command, ...invocation.args];
-            return runner_spawnStreaming('runuser', args, invocation, this.masker, env);
+            return runner_spawnStreaming('runuser', ['-u', this.options.asUser, '--', command, ...args], invocation, this.masker, env);
         }
-        return runner_spawnStreaming(command, invocation.args, invocation, this.masker, env);
+        return runner_spawnStreaming(command, args, invocation, this.masker, env);
+    }
+    /**
+     * `stdbuf -o<N> <tool> ...` when asked and both are found; the tool itself otherwise. stdbuf
+     * execs the tool in the same process: exit status and signals are the tool's own. A tool that
+     * is not found runs as it is, so its absence is still reported as TOOL_MISSING.
+     */
+    withStdoutBlocks(command, invocation) {
+        const bytes = invocation.stdoutBlockBytes;
+        if (!bytes)
+            return { command, args: invocation.args };
+        const pathEnv = this.options.baseEnv?.PATH ?? process.env.PATH ?? '';
+        const stdbuf = runner_findExecutable('stdbuf', [], pathEnv);
+        const tool = command.includes('/') ? command : runner_findExecutable(command, [], pathEnv);
+        if (!stdbuf || !tool)
+            return { command, args: invocation.args };
+        return { command: stdbuf, args: [`-o${Math.floor(bytes)}`, tool, ...invocation.args] };
     }
 }
 /**
@@ -64428,8 +64443,11 @@ async function fileExists(path) {
 
 
 
+
 /** Bytes queued for pg_restore before the stream waits for it: bounded memory whatever the size. */
 const READER_BUFFER = 1024 * 1024;
+/** The blocks pg_dump writes its stdout in (stdbuf -o, local tools): 64 wake-ups fewer per 256 KB. */
+const PG_DUMP_STDOUT_BLOCK = 256 * 1024;
 /** What pg_dump's small writes are gathered into before they go on to the file and the reader. */
 const BATCH = 512 * 1024;
 /**
@@ -64444,7 +64462,11 @@ const BATCH = 512 * 1024;
  */
 function startVerifiedDump(options) {
     const { runner, staged } = options;
-    const dump = runner.start({ tool: 'pg_dump', args: options.pgDumpArgs, env: pgEnv(options.conn) });
+    // pg_dump's stdio writes its stdout in 4 KB pieces; through stdbuf, in 256 KB ones. Each piece
+    // wakes this process, which on a 2-core host preempts pg_dump or its reader: at gzip level 1 the
+    // larger pieces took ~0.35 s off a 7 s backup of the 1 GB bench dataset (3 alternating runs;
+    // 1 MB pieces gained no more). No change was measured at level 6, where pg_dump's own compression dominates.
+    const dump = runner.start({ tool: 'pg_dump', args: options.pgDumpArgs, env: pgEnv(options.conn), stdoutBlockBytes: PG_DUMP_STDOUT_BLOCK });
     let aborted;
     let reader;
     let readerFailedFirst = false;
@@ -64455,6 +64477,7 @@ function startVerifiedDump(options) {
     const done = (async () => {
         // Encrypted entries: the file is `postgres.dump.age`, written through age; pg_restore reads the plaintext side.
         const file = staged.addWriter(metadata_POSTGRES_ARCHIVE_FILE);
+        const writeback = earlyWriteback(staged.path(file.name));
         const feed = options.verify ? new external_node_stream_.PassThrough({ highWaterMark: READER_BUFFER }) : undefined;
         if (feed) {
             reader = runner.start({ tool: 'pg_restore', args: fullReadArgs(runner), stdin: feed });
@@ -64467,9 +64490,9 @@ function startVerifiedDump(options) {
         const onBytes = progressReporter(options.logger, 'pg_dump', options.progress);
         let bytes = 0;
         let written;
-        // pg_dump writes a few KB at a time (7 KB on average, measured); handing each piece on as it
-        // comes costs a file write, a pipe write and a hash call per piece, over a second of CPU per
-        // GB. Pieces are gathered up to BATCH bytes first (bounded memory, the same bytes in order).
+        // Pieces arrive as they are read (64 KB at most, a few KB from a pg_dump without stdbuf);
+        // handing each on as it comes costs a file write, a pipe write and a hash call per piece.
+        // They are gathered up to BATCH bytes first (bounded memory, the same bytes in order).
         const pending = [];
         let pendingBytes = 0;
         const forward = async () => {
@@ -64481,6 +64504,7 @@ function startVerifiedDump(options) {
             const waits = [];
             if (!file.stream.write(chunk))
                 waits.push(drained(file.stream));
+            writeback.advance(chunk.length);
             // A reader that already exited reads no more: its verdict comes from its exit status.
             if (feed && !readerResult && !feed.write(chunk))
                 waits.push(Promise.race([drained(feed), readerDone]));
@@ -64510,9 +64534,11 @@ function startVerifiedDump(options) {
                 stopAll();
             file.stream.end();
             feed?.end();
+            await writeback.close();
             written = await file.done();
         }
         catch (error) {
+            await writeback.close();
             // Writing failed (disk full, ...): stop pg_dump rather than leave it blocked on a full pipe.
             stopAll();
             feed?.destroy();
@@ -64579,6 +64605,41 @@ function startVerifiedDump(options) {
                 return;
             aborted = error;
             stopAll();
+        },
+    };
+}
+/** Written archive bytes after which the file's dirty pages are written back while pg_dump still runs. */
+const WRITEBACK_EVERY = 32 * 1024 * 1024;
+/**
+ * Starts writing the archive back to disk while it is still being dumped (fdatasync on a second,
+ * read-only descriptor, one call at a time, off the main thread), so the fsync after the last byte
+ * has only the tail left: it was some 0.15 s per 100 MB of archive on the clock. An error here is
+ * ignored: the final fsync of the file reports it.
+ */
+function earlyWriteback(path) {
+    // Opened on first use: by then the file's own stream has created it.
+    let opened;
+    let pending = 0;
+    let syncing;
+    let closed = false;
+    return {
+        advance(bytes) {
+            pending += bytes;
+            if (pending < WRITEBACK_EVERY || syncing || closed)
+                return;
+            pending = 0;
+            opened ??= (0,promises_.open)(path, 'r').catch(() => undefined);
+            syncing = opened
+                .then((handle) => handle?.datasync())
+                .catch(() => { })
+                .finally(() => (syncing = undefined));
+        },
+        async close() {
+            if (closed)
+                return;
+            closed = true;
+            await syncing;
+            await (await opened)?.close().catch(() => { });
         },
     };
 }
@@ -64678,9 +64739,6 @@ async function createBackupLocked(options) {
         inspection.catch(() => { });
         // With recipients, every payload is stored as an age file, encrypted as it streams.
         staged = await catalog.begin(environment, 'backups', id, metadata_BACKUP_METADATA_FILE, { encryptTo: options.encryptTo });
-        // Roles and tablespaces are cluster-wide, outside any snapshot: saved while pg_dump runs.
-        const globalsSaved = dumpGlobals(staged, options);
-        globalsSaved.catch(() => { });
         logger.info(`backup ${id}: dumping ${conn.database} (${formatCompression(compression)}${options.verify ? ', read back by pg_restore as it is written' : ''}${staged.encryptTo ? `, encrypted with age to ${staged.encryptTo.length} recipient${staged.encryptTo.length === 1 ? '' : 's'}` : ''}) with ${runner.where}`);
         const dump = startVerifiedDump({
             runner,
@@ -64691,6 +64749,10 @@ async function createBackupLocked(options) {
             logger,
             progress: options.progress,
         });
+        // Roles and tablespaces are cluster-wide, outside any snapshot: saved while pg_dump runs
+        // (started after it, so pg_dump does not wait for one more process to start).
+        const globalsSaved = dumpGlobals(staged, options);
+        globalsSaved.catch(() => { });
         // A failed count or migration head query fails the backup now, not after a long dump.
         inspection.catch((error) => dump.abort(error));
         const { archive, checks } = await dump.done;
