@@ -64448,8 +64448,12 @@ async function fileExists(path) {
 const READER_BUFFER = 1024 * 1024;
 /** The blocks pg_dump writes its stdout in (stdbuf -o, local tools): 64 wake-ups fewer per 256 KB. */
 const PG_DUMP_STDOUT_BLOCK = 256 * 1024;
-/** What pg_dump's small writes are gathered into before they go on to the file and the reader. */
-const BATCH = 512 * 1024;
+/**
+ * What small pieces are gathered into before they go on to the file and the reader. Pieces read
+ * from a pg_dump under stdbuf are already this size and go on as they are: gathering them into
+ * 512 KB (as before stdbuf) only added a copy, and ~10 MB to the peak memory of a 1 GB backup.
+ */
+const BATCH = 64 * 1024;
 /**
  * Runs pg_dump into the staged entry and, with `verify`, into `pg_restore --file=/dev/null` at the
  * same time: one pass writes, hashes and reads back every data block (pg_restore inflates each
