@@ -1,15 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { findExecutable, LocalRunner, type RunningTool } from '../../src/runner/runner';
 
-async function output(running: RunningTool): Promise<{ text: string; chunks: number[]; exitCode: number | null; signal: string | null }> {
-  const chunks: number[] = [];
+async function output(running: RunningTool): Promise<{ text: string; exitCode: number | null; signal: string | null }> {
   const parts: Buffer[] = [];
-  for await (const chunk of running.stdout as AsyncIterable<Buffer>) {
-    chunks.push(chunk.length);
-    parts.push(chunk);
-  }
+  for await (const chunk of running.stdout as AsyncIterable<Buffer>) parts.push(chunk);
   const result = await running.done;
-  return { text: Buffer.concat(parts).toString('utf8'), chunks, exitCode: result.exitCode, signal: result.signal };
+  return { text: Buffer.concat(parts).toString('utf8'), exitCode: result.exitCode, signal: result.signal };
 }
 
 describe('stdoutBlockBytes: a local tool writes its stdout in large blocks (stdbuf)', () => {
