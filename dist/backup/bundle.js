@@ -64542,11 +64542,12 @@ function startVerifiedDump(options) {
             written = await file.done();
         }
         catch (error) {
-            await writeback.close();
-            // Writing failed (disk full, ...): stop pg_dump rather than leave it blocked on a full pipe.
+            // Writing failed (disk full, ...): stop pg_dump rather than leave it blocked on a full pipe
+            // (before waiting for a write-back in flight, which a failing disk may make slow).
             stopAll();
             feed?.destroy();
             file.stream.destroy();
+            await writeback.close();
             // The file's own pipeline rejects too; it is the same error, already handled here.
             await Promise.all([dump.done.catch(() => { }), readerDone?.catch(() => { }), file.done().catch(() => { })]);
             if (aborted)
