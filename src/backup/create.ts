@@ -9,6 +9,7 @@ import { redisKeyspace, snapshotRedis, type RedisTarget } from '../redis/snapsho
 import { checkConnection } from '../postgres/connection';
 import { databaseLevelState, exactRowCounts, migrationHead, schemaFingerprint, serverVersion, toolVersion } from '../postgres/inspect';
 import { DEFAULT_LOCK_TIMEOUT_SECONDS, explainLockTimeout, withLockTimeout } from '../postgres/lock-wait';
+import { lifelineCompresses } from './archive-compress';
 import { defaultCompression, formatCompression, fromGzipLevel, pgDumpCompressArg, type Compression } from '../settings/compression';
 import {
   BACKUP_METADATA_FILE,
@@ -90,6 +91,9 @@ async function createBackupLocked(options: BackupOptions): Promise<BackupEntry> 
     const compression = options.compression ?? (options.compressLevel !== undefined ? fromGzipLevel(options.compressLevel) : defaultCompression(dumpVersion.major));
     // A method this pg_dump cannot write is a usage error (exit 2) before anything runs.
     const compressArg = pgDumpCompressArg(compression, dumpVersion.major);
+    // gzip with a pg_dump whose archive version Lifeline knows: pg_dump writes it uncompressed and
+    // Lifeline compresses it on all cores (the same archive pg_dump --compress=N writes).
+    const compressedHere = lifelineCompresses(compression, dumpVersion.major) ? compression.level : undefined;
     if (server.major > dumpVersion.major) {
       throw refusal(
         'PG_DUMP_TOO_OLD',
@@ -125,14 +129,15 @@ async function createBackupLocked(options: BackupOptions): Promise<BackupEntry> 
     // With recipients, every payload is stored as an age file, encrypted as it streams.
     staged = await catalog.begin(environment, 'backups', id, BACKUP_METADATA_FILE, { encryptTo: options.encryptTo });
     logger.info(
-      `backup ${id}: dumping ${conn.database} (${formatCompression(compression)}${options.verify ? ', read back by pg_restore as it is written' : ''}${staged.encryptTo ? `, encrypted with age to ${staged.encryptTo.length} recipient${staged.encryptTo.length === 1 ? '' : 's'}` : ''}) with ${runner.where}`,
+      `backup ${id}: dumping ${conn.database} (${formatCompression(compression)}${compressedHere === undefined ? '' : ' on all cores'}${options.verify ? ', read back by pg_restore as it is written' : ''}${staged.encryptTo ? `, encrypted with age to ${staged.encryptTo.length} recipient${staged.encryptTo.length === 1 ? '' : 's'}` : ''}) with ${runner.where}`,
     );
     const dump = startVerifiedDump({
       runner,
       conn,
-      pgDumpArgs: ['--format=custom', compressArg, `--snapshot=${snapshot}`, '--no-sync', `--lock-wait-timeout=${Math.round(lockTimeout * 1000)}`],
+      pgDumpArgs: ['--format=custom', compressedHere === undefined ? compressArg : '--compress=0', `--snapshot=${snapshot}`, '--no-sync', `--lock-wait-timeout=${Math.round(lockTimeout * 1000)}`],
       staged,
       verify: options.verify ?? false,
+      compressLevel: compressedHere,
       logger,
       progress: options.progress,
     });

@@ -1,7 +1,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { PassThrough, type Writable } from 'node:stream';
 import type { StagedEntry, StoredFile } from '../catalog/store';
-import { failure } from '../errors';
+import { failure, isLifelineError } from '../errors';
 import { describeFilesystemError } from '../catalog/fs-errors';
 import type { Logger } from '../logger';
 import { pgEnv, type PgConnection } from '../runner/postgres-env';
@@ -9,6 +9,7 @@ import { describeExit, lastLines, type Runner, type RunningTool, type ToolResult
 import { POSTGRES_ARCHIVE_FILE, type BackupFile, type VerificationCheck } from './metadata';
 import { progressReporter, type ProgressSink } from '../postgres/progress';
 import { fullReadArgs, pgRestoreCheck } from './verify';
+import { compressArchive } from './archive-compress';
 
 export interface VerifiedDumpOptions {
   runner: Runner;
@@ -18,6 +19,8 @@ export interface VerifiedDumpOptions {
   staged: StagedEntry;
   /** Feed the archive to `pg_restore` as it is written, and list the finished file. */
   verify: boolean;
+  /** gzip level at which Lifeline compresses the archive pg_dump writes uncompressed (archive-compress.ts); undefined: stored as pg_dump wrote it. */
+  compressLevel?: number;
   logger: Logger;
   progress?: ProgressSink;
 }
@@ -103,7 +106,8 @@ export function startVerifiedDump(options: VerifiedDumpOptions): { done: Promise
       return true;
     };
     try {
-      for await (const chunk of dump.stdout as AsyncIterable<Buffer>) {
+      const archiveBytes = options.compressLevel === undefined ? (dump.stdout as AsyncIterable<Buffer>) : compressArchive(dump.stdout as AsyncIterable<Buffer>, options.compressLevel);
+      for await (const chunk of archiveBytes) {
         if (aborted) break;
         bytes += chunk.length;
         onBytes(bytes);
@@ -119,14 +123,34 @@ export function startVerifiedDump(options: VerifiedDumpOptions): { done: Promise
       written = await file.done();
     } catch (error) {
       // Writing failed (disk full, ...): stop pg_dump rather than leave it blocked on a full pipe
-      // (before waiting for a write-back in flight, which a failing disk may make slow).
-      stopAll();
+      // (before waiting for a write-back in flight, which a failing disk may make slow). An archive
+      // found cut short at its end leaves pg_dump alone: it closed its output and its exit says why.
+      const cutShort = isLifelineError(error) && error.code === 'ARCHIVE_FORMAT_UNEXPECTED' && error.details?.endOfStream === true;
+      if (cutShort) {
+        reader?.kill('SIGTERM');
+        // ... unless it does not exit (a wrapper that closed its output and hangs on).
+        const exited = await Promise.race([
+          dump.done.then(
+            () => true,
+            () => true,
+          ),
+          new Promise<false>((resolve) => setTimeout(resolve, 10_000, false).unref()),
+        ]);
+        if (!exited) stopAll();
+      } else stopAll();
       feed?.destroy();
       file.stream.destroy();
       await writeback.close();
       // The file's own pipeline rejects too; it is the same error, already handled here.
-      await Promise.all([dump.done.catch(() => {}), readerDone?.catch(() => {}), file.done().catch(() => {})]);
+      const [dumped] = await Promise.all([dump.done.catch(() => undefined), readerDone?.catch(() => {}), file.done().catch(() => {})]);
       if (aborted) throw aborted;
+      if (cutShort) {
+        // An archive cut short by pg_dump's failure (killed, or an error exit): pg_dump's error says why.
+        if (dumped && dumped.exitCode !== 0)
+          throw failure('PG_DUMP_FAILED', `pg_dump failed (${describeExit(dumped)}): ${lastLines(dumped.stderr)}`, { fix: 'read the pg_dump error above; nothing was added to the catalog' });
+        throw error;
+      }
+      if (isLifelineError(error) && error.code === 'ARCHIVE_FORMAT_UNEXPECTED') throw error;
       // ENOSPC, EROFS, EACCES: the path, what was not written and the fix, in one message.
       throw (
         describeFilesystemError(error, 'nothing was added to the catalog', staged.dir) ??
