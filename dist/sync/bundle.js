@@ -65545,6 +65545,10 @@ const ERROR_CODES = {
     AGE_IDENTITY_UNSAFE: { kinds: ['refused'], doc: 'The age identity file is a link or special file, or shared with others; it is never read as a key.' },
     AGE_WRONG_IDENTITY: { kinds: ['failed'], doc: "The given identity is not one of the payload's recipients." },
     AMBIGUOUS_TABLE: { kinds: ['usage'], doc: 'A tenant collection names a table that exists in several schemas: qualify it.' },
+    ARCHIVE_FORMAT_UNEXPECTED: {
+        kinds: ['failed'],
+        doc: "pg_dump's uncompressed archive, which Lifeline compresses itself, is not in the form it knows (another archive version, or a stream cut short); nothing lists.",
+    },
     ARCHIVE_UNREADABLE: { kinds: ['failed'], doc: 'pg_restore could not read back the archive pg_dump wrote, so the backup is not kept.' },
     ARTIFACTS_UNAVAILABLE: { kinds: ['usage'], doc: 'Workflow artifacts were asked for outside a GitHub Actions job or without a token.' },
     ARTIFACT_DIGEST_MISMATCH: { kinds: ['failed'], doc: 'A downloaded workflow artifact does not match the digest GitHub recorded at upload.' },
