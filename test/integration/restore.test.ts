@@ -149,6 +149,8 @@ describe('lifeline restore', () => {
       expect(run.stderr).toContain('fails its checksums');
       expect(await contentOf(target.conn)).toEqual(before);
       expect((await listBackups(new Catalog(corruptStore.path), 'default')).length).toBe(1);
+      // The scratch database, created while the checksums were read, was dropped again.
+      expect(await databasesLike('r%\\_lifeline\\_%')).toEqual([]);
     });
 
     it('with --skip-verify pg_restore fails half-way and the target is still exactly as it was', async () => {
