@@ -67007,13 +67007,25 @@ async function restoreLocked(options, maintenance, lockTimeout) {
     if (backup.metadata.database !== target.database) {
         logger.warn(`backup ${backup.id} is of database ${backup.metadata.database}, restored into ${describeTarget(target)} as asked by its id`);
     }
-    if (options.skipVerify)
-        logger.warn('checksum verification skipped (--skip-verify); this is recorded with the restore');
-    else
-        await requireIntactChecksums(backup, logger);
     const scratch = scratchName(target.database);
     const encoding = before.exists ? `ENCODING ${quoteLiteral(before.encoding)} LC_COLLATE ${quoteLiteral(before.collate)} LC_CTYPE ${quoteLiteral(before.ctype)}` : '';
-    await execOnce(runner, maintenance, `CREATE DATABASE ${postgres_env_quoteIdent(scratch)} TEMPLATE template0 ${encoding}`);
+    // The empty scratch database is created while the checksums are read (nothing of the archive
+    // runs in it before they pass); a refusal drops it again, and the target is never touched.
+    const created = execOnce(runner, maintenance, `CREATE DATABASE ${postgres_env_quoteIdent(scratch)} TEMPLATE template0 ${encoding}`);
+    created.catch(() => { });
+    try {
+        if (options.skipVerify)
+            logger.warn('checksum verification skipped (--skip-verify); this is recorded with the restore');
+        else
+            await requireIntactChecksums(backup, logger);
+    }
+    catch (error) {
+        const made = await created.then(() => true, () => false);
+        if (made)
+            await execOnce(runner, maintenance, `DROP DATABASE IF EXISTS ${postgres_env_quoteIdent(scratch)} WITH (FORCE)`).catch(() => { });
+        throw error;
+    }
+    await created;
     let checks;
     let stateCheck;
     let preRestoreBackupId;
