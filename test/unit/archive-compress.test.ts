@@ -209,6 +209,46 @@ describe('compressing a custom archive on several cores', () => {
     expect(found[1]!.equals(lo2)).toBe(true);
   });
 
+  it('thousands of small large objects and tables in one read: memory stays bounded, every stream intact', async () => {
+    // The attack that found it: 15,000 tiny large objects took 1.68 GB (a compression job each, all at once).
+    const blobs: Buffer[] = [Buffer.from([3]), int(2)];
+    const objects: Buffer[] = [];
+    for (let i = 0; i < 20_000; i++) {
+      const body = i % 3 === 0 ? Buffer.alloc(0) : Buffer.from(`large object ${i}`);
+      objects.push(body);
+      blobs.push(int(100_000 + i), ...(body.length ? [int(body.length), body] : []), int(0));
+    }
+    // And 300 medium ones (each its own thread-pool job), all in the same single piece.
+    for (let i = 0; i < 300; i++) {
+      const body = Buffer.alloc(100_000, `medium ${i} `);
+      objects.push(body);
+      blobs.push(int(200_000 + i), int(body.length), body, int(0));
+    }
+    blobs.push(int(0));
+    const archive = Buffer.concat([header(), int(1), tocEntry(2, true, 'BLOBS'), ...blobs]);
+    const before = process.memoryUsage().rss;
+    let peak = before;
+    const timer = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 5);
+    const out = await rewrite(archive, 4, archive.length).finally(() => clearInterval(timer));
+    expect(peak - before).toBeLessThan(150 * 1024 * 1024);
+    let p = archive.length - Buffer.concat(blobs).length + 6;
+    const readInt = () => {
+      const v = out.readUInt32LE(p + 1);
+      p += 5;
+      return v;
+    };
+    let n = 0;
+    for (let oid = readInt(); oid !== 0; oid = readInt(), n++) {
+      const chunks: Buffer[] = [];
+      for (let len = readInt(); len !== 0; len = readInt()) {
+        chunks.push(out.subarray(p, p + len));
+        p += len;
+      }
+      expect(inflateSync(Buffer.concat(chunks)).equals(objects[n]!)).toBe(true);
+    }
+    expect(n).toBe(objects.length);
+  });
+
   it('refuses what it does not know, and a stream cut short, with ARCHIVE_FORMAT_UNEXPECTED', async () => {
     const toc = Buffer.concat([int(1), tocEntry(2, true, 'orders')]);
     await expectUnexpected(rewrite(Buffer.concat([Buffer.from('PGDMQ'), header().subarray(5), toc])), /PGDMP/);
@@ -220,6 +260,11 @@ describe('compressing a custom archive on several cores', () => {
     for (const cut of [20, header().length + 30, whole.length - 1, whole.length - 6, whole.length - 300]) {
       await expectUnexpected(rewrite(whole.subarray(0, cut)), /ended inside/);
     }
+    // Cut exactly at the end of a block (pg_dump would have written the others' too).
+    const twoTables = Buffer.concat([int(2), tocEntry(2, true, 'orders'), tocEntry(3, true, 'notes')]);
+    await expectUnexpected(rewrite(Buffer.concat([header(), twoTables, dataBlock(2, rows(10, 5))])), /without the data of 1 entry \(3\)/);
+    await expectUnexpected(rewrite(Buffer.concat([header(), twoTables])), /without the data of 2 entries/);
+    await expectUnexpected(rewrite(Buffer.concat([header(), twoTables, dataBlock(2, rows(1, 6)), dataBlock(2, rows(1, 7)), dataBlock(3, [])])), /second data block for entry 2/);
     // A block for an entry the table of contents has no data for, an unknown block type, a negative length.
     await expectUnexpected(rewrite(Buffer.concat([header(), toc, dataBlock(9, rows(1, 4))])), /entry 9/);
     await expectUnexpected(rewrite(Buffer.concat([header(), toc, Buffer.from([2]), int(2)])), /type 2/);
