@@ -129,6 +129,7 @@ export const ERROR_CODES = {
   INTERNAL_INPUT_TYPE: { kinds: ['failed'], doc: 'A bug: an input is read as another type than it is declared.' },
   INTERNAL_UNDECLARED_INPUT: { kinds: ['failed'], doc: 'A bug: a command reads an input it does not declare.' },
   INTERNAL_UNDECLARED_OUTPUT: { kinds: ['failed'], doc: 'A bug: a command sets an action output it does not declare.' },
+  INTERRUPTED: { kinds: ['failed'], doc: 'SIGINT or SIGTERM stopped the command: the tools it ran were stopped and nothing unfinished was kept.' },
   KEYLESS_BAD_TOKEN: { kinds: ['usage'], doc: 'The GitHub OIDC token could not be decoded.' },
   KEYLESS_NO_OIDC: { kinds: ['usage'], doc: "Keyless signing needs the job's OIDC token (permissions: id-token: write)." },
   KEYLESS_OIDC_FAILED: { kinds: ['failed'], doc: "GitHub's OIDC endpoint did not return a token." },

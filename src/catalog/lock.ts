@@ -3,6 +3,7 @@ import { open, rm, mkdir } from 'node:fs/promises';
 import { hostname, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { failure, refusal } from '../errors';
+import { refuseIfInterrupted } from '../runner/interrupt';
 import { processAlive } from './store';
 
 export interface LockInfo {
@@ -153,6 +154,7 @@ export async function acquireLock(envDir: string, env: string, options: AcquireO
       });
     }
     await new Promise((r) => setTimeout(r, options.pollMs ?? 500));
+    refuseIfInterrupted(`"${options.command}" (it was waiting for the lock of ${env})`);
   }
 }
 

@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
+import { refuseIfInterrupted, trackChild } from './interrupt';
 import { failure } from '../errors';
 import { SecretMasker } from '../logger';
 
@@ -50,6 +51,7 @@ const STDERR_LIMIT = 64 * 1024;
 
 /** Spawns one tool with its stdout streaming to the caller (never buffered) and its stderr tail masked. For the runners here and in compose.ts. */
 export function spawnStreaming(command: string, args: string[], invocation: ToolInvocation, masker: SecretMasker, childEnv: NodeJS.ProcessEnv): RunningTool {
+  refuseIfInterrupted(invocation.tool);
   let child: ChildProcess;
   try {
     child = spawn(command, args, {
@@ -60,6 +62,7 @@ export function spawnStreaming(command: string, args: string[], invocation: Tool
   } catch (error) {
     throw failure('TOOL_SPAWN', `could not start ${invocation.tool}: ${(error as Error).message}`, { cause: error });
   }
+  trackChild(child);
   let stderr = '';
   child.stderr!.setEncoding('utf8');
   let partialLine = '';
