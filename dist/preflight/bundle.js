@@ -39917,6 +39917,46 @@ function findingAnnotations(findings) {
 const external_node_child_process_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:child_process");
 ;// CONCATENATED MODULE: external "node:fs"
 const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
+;// CONCATENATED MODULE: ./src/runner/interrupt.ts
+
+const running = new Set();
+let interrupted;
+const SIGNAL_NUMBERS = { SIGINT: 2, SIGTERM: 15 };
+/** The signal that interrupted this process, if one did. */
+function interruptedBy() {
+    return interrupted;
+}
+/** The exit status for an interrupted process (128 + the signal's number), as shells report it. */
+function interruptedExitCode(signal) {
+    return 128 + (SIGNAL_NUMBERS[signal] ?? 15);
+}
+/** Throws (exit 1, INTERRUPTED) when a signal asked this process to stop: nothing new starts. */
+function refuseIfInterrupted(what) {
+    if (interrupted) {
+        throw errors_failure('INTERRUPTED', `interrupted by ${interrupted}: ${what} was not started`, { fix: 'nothing unfinished was kept; run the command again' });
+    }
+}
+/** Tools started by the runners: stopped when a signal arrives. */
+function trackChild(child) {
+    running.add(child);
+    child.once('close', () => running.delete(child));
+    child.once('error', () => running.delete(child));
+}
+/** Installs the handlers (the CLI does, once). `onSignal` reports the first signal to the operator. */
+function installInterruptHandlers(onSignal) {
+    for (const signal of ['SIGINT', 'SIGTERM']) {
+        process.on(signal, () => {
+            if (interrupted)
+                process.exit(interruptedExitCode(interrupted));
+            interrupted = signal;
+            onSignal(signal);
+            for (const child of running)
+                child.kill('SIGTERM');
+            setTimeout(() => process.exit(interruptedExitCode(signal)), 60_000).unref();
+        });
+    }
+}
+
 ;// CONCATENATED MODULE: ./src/logger.ts
 /**
  * Masks credentials by their shape, whatever was registered: the password of any `scheme://user:pass@`
@@ -39993,9 +40033,11 @@ function createMemoryLogger() {
 
 
 
+
 const STDERR_LIMIT = 64 * 1024;
 /** Spawns one tool with its stdout streaming to the caller (never buffered) and its stderr tail masked. For the runners here and in compose.ts. */
 function runner_spawnStreaming(command, args, invocation, masker, childEnv) {
+    refuseIfInterrupted(invocation.tool);
     let child;
     try {
         child = (0,external_node_child_process_namespaceObject.spawn)(command, args, {
@@ -40007,6 +40049,7 @@ function runner_spawnStreaming(command, args, invocation, masker, childEnv) {
     catch (error) {
         throw errors_failure('TOOL_SPAWN', `could not start ${invocation.tool}: ${error.message}`, { cause: error });
     }
+    trackChild(child);
     let stderr = '';
     child.stderr.setEncoding('utf8');
     let partialLine = '';

@@ -37318,6 +37318,46 @@ const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import
 const promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs/promises");
 ;// CONCATENATED MODULE: external "node:os"
 const external_node_os_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:os");
+;// CONCATENATED MODULE: ./src/runner/interrupt.ts
+
+const running = new Set();
+let interrupted;
+const SIGNAL_NUMBERS = { SIGINT: 2, SIGTERM: 15 };
+/** The signal that interrupted this process, if one did. */
+function interruptedBy() {
+    return interrupted;
+}
+/** The exit status for an interrupted process (128 + the signal's number), as shells report it. */
+function interruptedExitCode(signal) {
+    return 128 + (SIGNAL_NUMBERS[signal] ?? 15);
+}
+/** Throws (exit 1, INTERRUPTED) when a signal asked this process to stop: nothing new starts. */
+function refuseIfInterrupted(what) {
+    if (interrupted) {
+        throw errors_failure('INTERRUPTED', `interrupted by ${interrupted}: ${what} was not started`, { fix: 'nothing unfinished was kept; run the command again' });
+    }
+}
+/** Tools started by the runners: stopped when a signal arrives. */
+function trackChild(child) {
+    running.add(child);
+    child.once('close', () => running.delete(child));
+    child.once('error', () => running.delete(child));
+}
+/** Installs the handlers (the CLI does, once). `onSignal` reports the first signal to the operator. */
+function installInterruptHandlers(onSignal) {
+    for (const signal of ['SIGINT', 'SIGTERM']) {
+        process.on(signal, () => {
+            if (interrupted)
+                process.exit(interruptedExitCode(interrupted));
+            interrupted = signal;
+            onSignal(signal);
+            for (const child of running)
+                child.kill('SIGTERM');
+            setTimeout(() => process.exit(interruptedExitCode(signal)), 60_000).unref();
+        });
+    }
+}
+
 // EXTERNAL MODULE: external "node:crypto"
 var external_node_crypto_ = __nccwpck_require__(7598);
 // EXTERNAL MODULE: external "node:stream"
@@ -59752,6 +59792,7 @@ function store_processAlive(pid) {
 
 
 
+
 const LOCK_FILE = '.lock';
 function lockPath(envDir) {
     return (0,external_node_path_namespaceObject.join)(envDir, LOCK_FILE);
@@ -59882,6 +59923,7 @@ async function acquireLock(envDir, env, options) {
             });
         }
         await new Promise((r) => setTimeout(r, options.pollMs ?? 500));
+        refuseIfInterrupted(`"${options.command}" (it was waiting for the lock of ${env})`);
     }
 }
 /**
@@ -60398,9 +60440,11 @@ function createMemoryLogger() {
 
 
 
+
 const STDERR_LIMIT = 64 * 1024;
 /** Spawns one tool with its stdout streaming to the caller (never buffered) and its stderr tail masked. For the runners here and in compose.ts. */
 function runner_spawnStreaming(command, args, invocation, masker, childEnv) {
+    refuseIfInterrupted(invocation.tool);
     let child;
     try {
         child = (0,external_node_child_process_namespaceObject.spawn)(command, args, {
@@ -60412,6 +60456,7 @@ function runner_spawnStreaming(command, args, invocation, masker, childEnv) {
     catch (error) {
         throw errors_failure('TOOL_SPAWN', `could not start ${invocation.tool}: ${error.message}`, { cause: error });
     }
+    trackChild(child);
     let stderr = '';
     child.stderr.setEncoding('utf8');
     let partialLine = '';

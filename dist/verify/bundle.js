@@ -61976,7 +61976,48 @@ function store_processAlive(pid) {
     }
 }
 
+;// CONCATENATED MODULE: ./src/runner/interrupt.ts
+
+const running = new Set();
+let interrupted;
+const SIGNAL_NUMBERS = { SIGINT: 2, SIGTERM: 15 };
+/** The signal that interrupted this process, if one did. */
+function interruptedBy() {
+    return interrupted;
+}
+/** The exit status for an interrupted process (128 + the signal's number), as shells report it. */
+function interruptedExitCode(signal) {
+    return 128 + (SIGNAL_NUMBERS[signal] ?? 15);
+}
+/** Throws (exit 1, INTERRUPTED) when a signal asked this process to stop: nothing new starts. */
+function refuseIfInterrupted(what) {
+    if (interrupted) {
+        throw errors_failure('INTERRUPTED', `interrupted by ${interrupted}: ${what} was not started`, { fix: 'nothing unfinished was kept; run the command again' });
+    }
+}
+/** Tools started by the runners: stopped when a signal arrives. */
+function trackChild(child) {
+    running.add(child);
+    child.once('close', () => running.delete(child));
+    child.once('error', () => running.delete(child));
+}
+/** Installs the handlers (the CLI does, once). `onSignal` reports the first signal to the operator. */
+function installInterruptHandlers(onSignal) {
+    for (const signal of ['SIGINT', 'SIGTERM']) {
+        process.on(signal, () => {
+            if (interrupted)
+                process.exit(interruptedExitCode(interrupted));
+            interrupted = signal;
+            onSignal(signal);
+            for (const child of running)
+                child.kill('SIGTERM');
+            setTimeout(() => process.exit(interruptedExitCode(signal)), 60_000).unref();
+        });
+    }
+}
+
 ;// CONCATENATED MODULE: ./src/catalog/lock.ts
+
 
 
 
@@ -62113,6 +62154,7 @@ async function acquireLock(envDir, env, options) {
             });
         }
         await new Promise((r) => setTimeout(r, options.pollMs ?? 500));
+        refuseIfInterrupted(`"${options.command}" (it was waiting for the lock of ${env})`);
     }
 }
 /**
@@ -62235,9 +62277,11 @@ function createMemoryLogger() {
 
 
 
+
 const STDERR_LIMIT = 64 * 1024;
 /** Spawns one tool with its stdout streaming to the caller (never buffered) and its stderr tail masked. For the runners here and in compose.ts. */
 function runner_spawnStreaming(command, args, invocation, masker, childEnv) {
+    refuseIfInterrupted(invocation.tool);
     let child;
     try {
         child = (0,external_node_child_process_.spawn)(command, args, {
@@ -62249,6 +62293,7 @@ function runner_spawnStreaming(command, args, invocation, masker, childEnv) {
     catch (error) {
         throw errors_failure('TOOL_SPAWN', `could not start ${invocation.tool}: ${error.message}`, { cause: error });
     }
+    trackChild(child);
     let stderr = '';
     child.stderr.setEncoding('utf8');
     let partialLine = '';
@@ -78695,6 +78740,7 @@ const ERROR_CODES = {
     INTERNAL_INPUT_TYPE: { kinds: ['failed'], doc: 'A bug: an input is read as another type than it is declared.' },
     INTERNAL_UNDECLARED_INPUT: { kinds: ['failed'], doc: 'A bug: a command reads an input it does not declare.' },
     INTERNAL_UNDECLARED_OUTPUT: { kinds: ['failed'], doc: 'A bug: a command sets an action output it does not declare.' },
+    INTERRUPTED: { kinds: ['failed'], doc: 'SIGINT or SIGTERM stopped the command: the tools it ran were stopped and nothing unfinished was kept.' },
     KEYLESS_BAD_TOKEN: { kinds: ['usage'], doc: 'The GitHub OIDC token could not be decoded.' },
     KEYLESS_NO_OIDC: { kinds: ['usage'], doc: "Keyless signing needs the job's OIDC token (permissions: id-token: write)." },
     KEYLESS_OIDC_FAILED: { kinds: ['failed'], doc: "GitHub's OIDC endpoint did not return a token." },
