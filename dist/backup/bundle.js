@@ -65108,10 +65108,17 @@ function startVerifiedDump(options) {
         };
         try {
             const archiveBytes = options.compressLevel === undefined ? dump.stdout : compressArchive(dump.stdout, options.compressLevel);
+            let sinceCollected = 0;
             for await (const chunk of archiveBytes) {
                 if (aborted)
                     break;
                 bytes += chunk.length;
+                // The pipe's reads are short-lived buffers that V8 otherwise lets pile up (155 MB peak at 3.5 GB).
+                sinceCollected += chunk.length;
+                if (sinceCollected >= COLLECT_EVERY) {
+                    sinceCollected = 0;
+                    collectYoungGarbage();
+                }
                 onBytes(bytes);
                 pending.push(chunk);
                 pendingBytes += chunk.length;
