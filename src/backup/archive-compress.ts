@@ -16,10 +16,9 @@
  * stream fails the backup (nothing lists) rather than being guessed at.
  */
 import { promisify } from 'node:util';
-import v8 from 'node:v8';
-import vm from 'node:vm';
 import { constants, createDeflateRaw, deflate, deflateRaw, type ZlibOptions } from 'node:zlib';
 import { failure } from '../errors';
+import { COLLECT_EVERY, collectYoungGarbage } from './collect-garbage';
 
 const deflateRawAsync = promisify(deflateRaw) as (input: Buffer, options: ZlibOptions) => Promise<Buffer>;
 const deflateAsync = promisify(deflate) as (input: Buffer, options: ZlibOptions) => Promise<Buffer>;
@@ -30,32 +29,6 @@ export const SEGMENT_BYTES = 1024 * 1024;
 const DICTIONARY_BYTES = 32 * 1024;
 /** Segments compressing at once (libuv's pool has 4 threads): bounds memory to a few MB. */
 const IN_FLIGHT = 4;
-
-/**
- * Young-generation collections, every this many bytes read from pg_dump. The stream allocates some
- * 3 bytes of short-lived buffers per byte of archive (pipe reads, segments, zlib's output) but few
- * JS objects, so V8 lets them pile up to its external-memory limit (~64 MB over the live set)
- * before it collects: 170-180 MB peak RSS on the 1 GB bench dataset, against 132-137 MB with a
- * scavenge (well under 1 ms) every 4 MB.
- */
-export const COLLECT_EVERY = 4 * 1024 * 1024;
-let scavenge: ((options: object) => void) | null | undefined;
-export function collectYoungGarbage(): void {
-  if (scavenge === undefined) {
-    try {
-      // Node offers no API to ask for a collection: expose V8's gc() to this module only.
-      v8.setFlagsFromString('--expose-gc');
-      scavenge = vm.runInNewContext('gc') as (options: object) => void;
-    } catch {
-      scavenge = null;
-    }
-  }
-  try {
-    scavenge?.({ type: 'minor', execution: 'sync' });
-  } catch {
-    scavenge = null;
-  }
-}
 
 /** zlib's slow (lazy-matching) levels: where pg_dump's one thread is the backup's bottleneck. */
 const FIRST_LEVEL = 4;
@@ -121,7 +94,7 @@ function zlibHeader(level: number): Buffer {
 const EMPTY = Buffer.alloc(0);
 /** An empty final block with fixed codes (BFINAL 1, BTYPE 01, end-of-block), after a byte-aligning flush. */
 const FINAL_EMPTY_BLOCK = Buffer.from([0x03, 0x00]);
-/** A stream's last segment below this is compressed on the main thread, at once. */
+/** A whole stream below this goes through the one long-lived zlib context for small streams. */
 const SMALL_BYTES = 64 * 1024;
 
 /** adler32 in JavaScript, for small inputs (zlib's own is used for segments). */
@@ -158,12 +131,9 @@ class Cursor {
   }
   int(): number {
     this.need(1 + this.intSize);
-    const sign = this.buf[this.pos]!;
-    if (sign > 1) throw unexpected(`an integer with sign byte ${sign} at offset ${this.pos}`);
-    let value = 0;
-    for (let i = this.intSize; i >= 1; i--) value = value * 256 + this.buf[this.pos + i]!;
+    const value = decodeInt(this.buf, this.pos, this.intSize, `at offset ${this.pos}`);
     this.pos += 1 + this.intSize;
-    return sign ? -value : value;
+    return value;
   }
   /** Skips a string (length -1 is NULL); returns whether it was NULL. */
   str(): boolean {
@@ -174,6 +144,15 @@ class Cursor {
     this.pos += length;
     return false;
   }
+}
+
+/** pg_dump's integer at `pos`: a sign byte, then `intSize` bytes, least significant first. */
+function decodeInt(buf: Buffer, pos: number, intSize: number, where: string): number {
+  const sign = buf[pos]!;
+  if (sign > 1) throw unexpected(`an integer with sign byte ${sign} ${where}`);
+  let value = 0;
+  for (let i = intSize; i >= 1; i--) value = value * 256 + buf[pos + i]!;
+  return sign ? -value : value;
 }
 
 function encodeInt(value: number, intSize: number): Buffer {
@@ -207,10 +186,10 @@ export async function* compressArchive(source: AsyncIterable<Buffer>, level: num
   const queue: Promise<() => Buffer>[] = [];
   const emitNow = (bytes: Buffer) => queue.push(Promise.resolve(() => bytes));
 
-  // ---- header and table of contents: gathered until whole, then passed on with the level set ----
+  // ---- header and table of contents: passed on as they are parsed, with the level set ----
   let intSize = 0;
   let offSize = 0;
-  let head: Buffer = Buffer.alloc(0);
+  let head: Buffer = EMPTY;
   let headDone = false;
   let tocLeft = -1;
   let tocStart = 0;
@@ -270,15 +249,13 @@ export async function* compressArchive(source: AsyncIterable<Buffer>, level: num
     return Buffer.concat([encodeInt(length, intSize), ...parts], 1 + intSize + length);
   };
   const submit = (s: DeflateStream, final: boolean) => {
-    const input = s.segment ? s.segment.subarray(0, s.used) : Buffer.alloc(0);
+    const input = s.segment ? s.segment.subarray(0, s.used) : EMPTY;
     const dictionary = s.dictionary;
     const first = s.first;
     s.first = false;
     s.dictionary = input.length >= DICTIONARY_BYTES ? input.subarray(input.length - DICTIONARY_BYTES) : undefined;
     s.segment = undefined;
     s.used = 0;
-    const options: ZlibOptions = { level, finishFlush: final ? constants.Z_FINISH : constants.Z_SYNC_FLUSH, chunkSize: 256 * 1024 };
-    if (dictionary) options.dictionary = dictionary;
     if (first && final && input.length < SMALL_BYTES) {
       // A whole small stream (a small table, a small large object): one zlib context per stream,
       // thousands of them (one per large object), cost more memory than the work (1.7 GB for
@@ -289,6 +266,8 @@ export async function* compressArchive(source: AsyncIterable<Buffer>, level: num
       queue.push(job);
       return;
     }
+    const options: ZlibOptions = { level, finishFlush: final ? constants.Z_FINISH : constants.Z_SYNC_FLUSH, chunkSize: 256 * 1024 };
+    if (dictionary) options.dictionary = dictionary;
     const job = Promise.all([deflateRawAsync(input, options), adler32Of(input)]).then(
       ([raw, adler]) =>
         () =>
@@ -386,12 +365,9 @@ export async function* compressArchive(source: AsyncIterable<Buffer>, level: num
     const intLength = 1 + intSize;
     const readInt = (): number | undefined => {
       if (pos + intLength > buf.length) return undefined;
-      const sign = buf[pos]!;
-      if (sign > 1) throw unexpected(`an integer with sign byte ${sign} in the data blocks`);
-      let value = 0;
-      for (let i = intSize; i >= 1; i--) value = value * 256 + buf[pos + i]!;
+      const value = decodeInt(buf, pos, intSize, 'in the data blocks');
       pos += intLength;
-      return sign ? -value : value;
+      return value;
     };
     while (pos < buf.length) {
       if (queue.length > IN_FLIGHT) {

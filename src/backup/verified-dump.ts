@@ -9,7 +9,8 @@ import { describeExit, lastLines, type Runner, type RunningTool, type ToolResult
 import { POSTGRES_ARCHIVE_FILE, type BackupFile, type VerificationCheck } from './metadata';
 import { progressReporter, type ProgressSink } from '../postgres/progress';
 import { fullReadArgs, pgRestoreCheck } from './verify';
-import { collectYoungGarbage, COLLECT_EVERY, compressArchive } from './archive-compress';
+import { compressArchive } from './archive-compress';
+import { COLLECT_EVERY, collectYoungGarbage } from './collect-garbage';
 
 export interface VerifiedDumpOptions {
   runner: Runner;
@@ -111,11 +112,14 @@ export function startVerifiedDump(options: VerifiedDumpOptions): { done: Promise
       for await (const chunk of archiveBytes) {
         if (aborted) break;
         bytes += chunk.length;
-        // The pipe's reads are short-lived buffers that V8 otherwise lets pile up (155 MB peak at 3.5 GB).
-        sinceCollected += chunk.length;
-        if (sinceCollected >= COLLECT_EVERY) {
-          sinceCollected = 0;
-          collectYoungGarbage();
+        // The pipe's reads are short-lived buffers (collect-garbage.ts). Lifeline's own compression
+        // counts and collects what it allocates itself, reads included.
+        if (options.compressLevel === undefined) {
+          sinceCollected += chunk.length;
+          if (sinceCollected >= COLLECT_EVERY) {
+            sinceCollected = 0;
+            collectYoungGarbage();
+          }
         }
         onBytes(bytes);
         pending.push(chunk);
@@ -132,7 +136,8 @@ export function startVerifiedDump(options: VerifiedDumpOptions): { done: Promise
       // Writing failed (disk full, ...): stop pg_dump rather than leave it blocked on a full pipe
       // (before waiting for a write-back in flight, which a failing disk may make slow). An archive
       // found cut short at its end leaves pg_dump alone: it closed its output and its exit says why.
-      const cutShort = isLifelineError(error) && error.code === 'ARCHIVE_FORMAT_UNEXPECTED' && error.details?.endOfStream === true;
+      const formatError = isLifelineError(error) && error.code === 'ARCHIVE_FORMAT_UNEXPECTED';
+      const cutShort = formatError && error.details?.endOfStream === true;
       if (cutShort) {
         reader?.kill('SIGTERM');
         // ... unless it does not exit (a wrapper that closed its output and hangs on).
@@ -157,7 +162,7 @@ export function startVerifiedDump(options: VerifiedDumpOptions): { done: Promise
           throw failure('PG_DUMP_FAILED', `pg_dump failed (${describeExit(dumped)}): ${lastLines(dumped.stderr)}`, { fix: 'read the pg_dump error above; nothing was added to the catalog' });
         throw error;
       }
-      if (isLifelineError(error) && error.code === 'ARCHIVE_FORMAT_UNEXPECTED') throw error;
+      if (formatError) throw error;
       // ENOSPC, EROFS, EACCES: the path, what was not written and the fix, in one message.
       throw (
         describeFilesystemError(error, 'nothing was added to the catalog', staged.dir) ??
