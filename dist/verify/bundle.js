@@ -63502,14 +63502,46 @@ async function explainLockTimeout(error, runner, conn, what, seconds) {
 
 // EXTERNAL MODULE: external "node:util"
 var external_node_util_ = __nccwpck_require__(7975);
+// EXTERNAL MODULE: external "node:zlib"
+var external_node_zlib_ = __nccwpck_require__(8522);
 ;// CONCATENATED MODULE: external "node:v8"
 const external_node_v8_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:v8");
 var external_node_v8_default = /*#__PURE__*/__nccwpck_require__.n(external_node_v8_namespaceObject);
 ;// CONCATENATED MODULE: external "node:vm"
 const external_node_vm_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:vm");
 var external_node_vm_default = /*#__PURE__*/__nccwpck_require__.n(external_node_vm_namespaceObject);
-// EXTERNAL MODULE: external "node:zlib"
-var external_node_zlib_ = __nccwpck_require__(8522);
+;// CONCATENATED MODULE: ./src/backup/collect-garbage.ts
+/**
+ * Young-generation collections for the backup's stream, every COLLECT_EVERY bytes of short-lived
+ * buffers. Streaming an archive allocates buffers (pipe reads; with Lifeline's own compression also
+ * segments and zlib's output) but few JS objects, so V8 lets them pile up to its external-memory
+ * limit (~64 MB over the live set) before it collects: 170-180 MB peak RSS for a gzip:6 backup of
+ * the 1 GB bench dataset and 153-156 MB for a default one at 3.5 GB, against 132-137 MB and
+ * 97-98 MB with a scavenge (well under 1 ms) every 4 MB.
+ */
+
+
+const COLLECT_EVERY = 4 * 1024 * 1024;
+let scavenge;
+function collectYoungGarbage() {
+    if (scavenge === undefined) {
+        try {
+            // Node offers no API to ask for a collection: expose V8's gc() to this module only.
+            external_node_v8_default().setFlagsFromString('--expose-gc');
+            scavenge = external_node_vm_default().runInNewContext('gc');
+        }
+        catch {
+            scavenge = null;
+        }
+    }
+    try {
+        scavenge?.({ type: 'minor', execution: 'sync' });
+    }
+    catch {
+        scavenge = null;
+    }
+}
+
 ;// CONCATENATED MODULE: ./src/backup/archive-compress.ts
 /**
  * gzip compression of a pg_dump custom-format archive, done by Lifeline on several cores (pigz's
@@ -63532,7 +63564,6 @@ var external_node_zlib_ = __nccwpck_require__(8522);
 
 
 
-
 const deflateRawAsync = (0,external_node_util_.promisify)(external_node_zlib_.deflateRaw);
 const deflateAsync = (0,external_node_util_.promisify)(external_node_zlib_.deflate);
 /** The uncompressed bytes per segment: one thread-pool job, and one chunk of the archive. */
@@ -63541,33 +63572,6 @@ const SEGMENT_BYTES = 1024 * 1024;
 const DICTIONARY_BYTES = 32 * 1024;
 /** Segments compressing at once (libuv's pool has 4 threads): bounds memory to a few MB. */
 const IN_FLIGHT = 4;
-/**
- * Young-generation collections, every this many bytes read from pg_dump. The stream allocates some
- * 3 bytes of short-lived buffers per byte of archive (pipe reads, segments, zlib's output) but few
- * JS objects, so V8 lets them pile up to its external-memory limit (~64 MB over the live set)
- * before it collects: 170-180 MB peak RSS on the 1 GB bench dataset, against 132-137 MB with a
- * scavenge (well under 1 ms) every 4 MB.
- */
-const COLLECT_EVERY = 4 * 1024 * 1024;
-let scavenge;
-function collectYoungGarbage() {
-    if (scavenge === undefined) {
-        try {
-            // Node offers no API to ask for a collection: expose V8's gc() to this module only.
-            external_node_v8_default().setFlagsFromString('--expose-gc');
-            scavenge = external_node_vm_default().runInNewContext('gc');
-        }
-        catch {
-            scavenge = null;
-        }
-    }
-    try {
-        scavenge?.({ type: 'minor', execution: 'sync' });
-    }
-    catch {
-        scavenge = null;
-    }
-}
 /** zlib's slow (lazy-matching) levels: where pg_dump's one thread is the backup's bottleneck. */
 const FIRST_LEVEL = 4;
 /** pg_dump majors whose custom archives are version 1.14, the one rewritten here. */
@@ -63631,7 +63635,7 @@ function zlibHeader(level) {
 const archive_compress_EMPTY = Buffer.alloc(0);
 /** An empty final block with fixed codes (BFINAL 1, BTYPE 01, end-of-block), after a byte-aligning flush. */
 const FINAL_EMPTY_BLOCK = Buffer.from([0x03, 0x00]);
-/** A stream's last segment below this is compressed on the main thread, at once. */
+/** A whole stream below this goes through the one long-lived zlib context for small streams. */
 const SMALL_BYTES = 64 * 1024;
 /** adler32 in JavaScript, for small inputs (zlib's own is used for segments). */
 function adler32(input) {
@@ -63668,14 +63672,9 @@ class Cursor {
     }
     int() {
         this.need(1 + this.intSize);
-        const sign = this.buf[this.pos];
-        if (sign > 1)
-            throw unexpected(`an integer with sign byte ${sign} at offset ${this.pos}`);
-        let value = 0;
-        for (let i = this.intSize; i >= 1; i--)
-            value = value * 256 + this.buf[this.pos + i];
+        const value = decodeInt(this.buf, this.pos, this.intSize, `at offset ${this.pos}`);
         this.pos += 1 + this.intSize;
-        return sign ? -value : value;
+        return value;
     }
     /** Skips a string (length -1 is NULL); returns whether it was NULL. */
     str() {
@@ -63688,6 +63687,16 @@ class Cursor {
         this.pos += length;
         return false;
     }
+}
+/** pg_dump's integer at `pos`: a sign byte, then `intSize` bytes, least significant first. */
+function decodeInt(buf, pos, intSize, where) {
+    const sign = buf[pos];
+    if (sign > 1)
+        throw unexpected(`an integer with sign byte ${sign} ${where}`);
+    let value = 0;
+    for (let i = intSize; i >= 1; i--)
+        value = value * 256 + buf[pos + i];
+    return sign ? -value : value;
 }
 function encodeInt(value, intSize) {
     const out = Buffer.alloc(1 + intSize);
@@ -63709,10 +63718,10 @@ async function* compressArchive(source, level) {
     // In order: each entry resolves to a function that, called in order, gives the bytes to emit.
     const queue = [];
     const emitNow = (bytes) => queue.push(Promise.resolve(() => bytes));
-    // ---- header and table of contents: gathered until whole, then passed on with the level set ----
+    // ---- header and table of contents: passed on as they are parsed, with the level set ----
     let intSize = 0;
     let offSize = 0;
-    let head = Buffer.alloc(0);
+    let head = archive_compress_EMPTY;
     let headDone = false;
     let tocLeft = -1;
     let tocStart = 0;
@@ -63765,16 +63774,13 @@ async function* compressArchive(source, level) {
         return Buffer.concat([encodeInt(length, intSize), ...parts], 1 + intSize + length);
     };
     const submit = (s, final) => {
-        const input = s.segment ? s.segment.subarray(0, s.used) : Buffer.alloc(0);
+        const input = s.segment ? s.segment.subarray(0, s.used) : archive_compress_EMPTY;
         const dictionary = s.dictionary;
         const first = s.first;
         s.first = false;
         s.dictionary = input.length >= DICTIONARY_BYTES ? input.subarray(input.length - DICTIONARY_BYTES) : undefined;
         s.segment = undefined;
         s.used = 0;
-        const options = { level, finishFlush: final ? external_node_zlib_.constants.Z_FINISH : external_node_zlib_.constants.Z_SYNC_FLUSH, chunkSize: 256 * 1024 };
-        if (dictionary)
-            options.dictionary = dictionary;
         if (first && final && input.length < SMALL_BYTES) {
             // A whole small stream (a small table, a small large object): one zlib context per stream,
             // thousands of them (one per large object), cost more memory than the work (1.7 GB for
@@ -63785,6 +63791,9 @@ async function* compressArchive(source, level) {
             queue.push(job);
             return;
         }
+        const options = { level, finishFlush: final ? external_node_zlib_.constants.Z_FINISH : external_node_zlib_.constants.Z_SYNC_FLUSH, chunkSize: 256 * 1024 };
+        if (dictionary)
+            options.dictionary = dictionary;
         const job = Promise.all([deflateRawAsync(input, options), adler32Of(input)]).then(([raw, adler]) => () => chunkOf(s, raw, adler, input.length, first, final));
         job.catch(() => { });
         queue.push(job);
@@ -63894,14 +63903,9 @@ async function* compressArchive(source, level) {
         const readInt = () => {
             if (pos + intLength > buf.length)
                 return undefined;
-            const sign = buf[pos];
-            if (sign > 1)
-                throw unexpected(`an integer with sign byte ${sign} in the data blocks`);
-            let value = 0;
-            for (let i = intSize; i >= 1; i--)
-                value = value * 256 + buf[pos + i];
+            const value = decodeInt(buf, pos, intSize, 'in the data blocks');
             pos += intLength;
-            return sign ? -value : value;
+            return value;
         };
         while (pos < buf.length) {
             if (queue.length > IN_FLIGHT) {
@@ -65029,6 +65033,7 @@ async function fileExists(path) {
 
 
 
+
 /** Bytes queued for pg_restore before the stream waits for it: bounded memory whatever the size. */
 const READER_BUFFER = 1024 * 1024;
 /** The blocks pg_dump writes its stdout in (stdbuf -o, local tools): 64 wake-ups fewer per 256 KB. */
@@ -65113,11 +65118,14 @@ function startVerifiedDump(options) {
                 if (aborted)
                     break;
                 bytes += chunk.length;
-                // The pipe's reads are short-lived buffers that V8 otherwise lets pile up (155 MB peak at 3.5 GB).
-                sinceCollected += chunk.length;
-                if (sinceCollected >= COLLECT_EVERY) {
-                    sinceCollected = 0;
-                    collectYoungGarbage();
+                // The pipe's reads are short-lived buffers (collect-garbage.ts). Lifeline's own compression
+                // counts and collects what it allocates itself, reads included.
+                if (options.compressLevel === undefined) {
+                    sinceCollected += chunk.length;
+                    if (sinceCollected >= COLLECT_EVERY) {
+                        sinceCollected = 0;
+                        collectYoungGarbage();
+                    }
                 }
                 onBytes(bytes);
                 pending.push(chunk);
@@ -65138,7 +65146,8 @@ function startVerifiedDump(options) {
             // Writing failed (disk full, ...): stop pg_dump rather than leave it blocked on a full pipe
             // (before waiting for a write-back in flight, which a failing disk may make slow). An archive
             // found cut short at its end leaves pg_dump alone: it closed its output and its exit says why.
-            const cutShort = errors_isLifelineError(error) && error.code === 'ARCHIVE_FORMAT_UNEXPECTED' && error.details?.endOfStream === true;
+            const formatError = errors_isLifelineError(error) && error.code === 'ARCHIVE_FORMAT_UNEXPECTED';
+            const cutShort = formatError && error.details?.endOfStream === true;
             if (cutShort) {
                 reader?.kill('SIGTERM');
                 // ... unless it does not exit (a wrapper that closed its output and hangs on).
@@ -65164,7 +65173,7 @@ function startVerifiedDump(options) {
                     throw errors_failure('PG_DUMP_FAILED', `pg_dump failed (${runner_describeExit(dumped)}): ${runner_lastLines(dumped.stderr)}`, { fix: 'read the pg_dump error above; nothing was added to the catalog' });
                 throw error;
             }
-            if (errors_isLifelineError(error) && error.code === 'ARCHIVE_FORMAT_UNEXPECTED')
+            if (formatError)
                 throw error;
             // ENOSPC, EROFS, EACCES: the path, what was not written and the fix, in one message.
             throw (describeFilesystemError(error, 'nothing was added to the catalog', staged.dir) ??
